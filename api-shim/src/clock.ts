@@ -1,0 +1,26 @@
+/** The one source of time for the shim, injected so tests can control it. */
+export interface Clock {
+  /** Milliseconds since the Unix epoch (wall clock: timestamps, periods, expiry). */
+  now(): number;
+  /** Monotonic milliseconds (durations and token-bucket refill; never jumps backwards). */
+  monotonic(): number;
+}
+
+export const systemClock: Clock = Object.freeze({
+  now: () => Date.now(),
+  monotonic: () => performance.now(),
+});
+
+/** A clock that only moves when told to; for tests of time-dependent behaviour. */
+export function manualClock(startMs = Date.UTC(2026, 0, 15, 12, 0, 0)): Clock & { advance(ms: number): void } {
+  let wall = startMs;
+  let mono = 0;
+  return {
+    now: () => wall,
+    monotonic: () => mono,
+    advance(ms: number) {
+      wall += ms;
+      mono += ms;
+    },
+  };
+}

@@ -1,0 +1,283 @@
+import { isIP } from "node:net";
+import { parse as parseYaml } from "yaml";
+import { parseCredits } from "./money.ts";
+
+/**
+ * The one place that reads the environment and SHIM_CONFIG. `parseShimConfig` is pure: it takes
+ * the environment and a file reader, and returns a frozen, typed object or throws one
+ * ConfigError listing every problem, each naming the variable or key, the bad value and what is
+ * allowed.
+ */
+
+export interface TierLimits {
+  readonly rpm: number | null; // null = unlimited
+  readonly tpm: number | null;
+}
+export interface ModelConfig {
+  readonly name: string;
+  /** Bounds the completion-token hold when a request has no max_tokens. */
+  readonly maxModelLen: number | null;
+  /** The upstream understands stream_options.continuous_usage_stats (vLLM does; LiteLLM may not). */
+  readonly continuousUsage: boolean;
+}
+/** Token prices in µc per 1,000 tokens. */
+export interface ModelPrice {
+  readonly promptPer1k: number;
+  readonly completionPer1k: number;
+}
+export interface BootstrapKey {
+  readonly id: string;
+  readonly name: string;
+  readonly hash: string;
+  readonly credits: number; // µc, granted once
+  readonly tier: string;
+  readonly models: readonly string[] | null;
+}
+export interface Pricing {
+  readonly request: number; // µc
+  readonly batchRequest: number; // µc
+  readonly models: ReadonlyMap<string, ModelPrice>;
+}
+export interface ShimConfig {
+  readonly port: number;
+  readonly host: string;
+  readonly upstreamUrl: string;
+  readonly upstreamApiKey: string | null;
+  readonly databaseUrl: string;
+  readonly adminToken: string | null;
+  readonly trustProxy: readonly string[];
+  readonly upstreamTimeoutMs: number;
+  readonly streamIdleTimeoutMs: number;
+  readonly drainTimeoutMs: number;
+  readonly maxBodyBytes: number;
+  readonly logLevel: string;
+  readonly logPretty: boolean;
+  readonly pricing: Pricing;
+  readonly tiers: ReadonlyMap<string, TierLimits>;
+  readonly unauthenticatedRpm: number | null;
+  readonly defaultTier: string;
+  /** When set, the only model names accepted. */
+  readonly models: ReadonlyMap<string, ModelConfig> | null;
+  readonly bootstrapKeys: readonly BootstrapKey[];
+}
+
+export const DEFAULT_TIERS: ReadonlyMap<string, TierLimits> = new Map([
+  ["free", { rpm: 10, tpm: 10_000 }],
+  ["developer", { rpm: 100, tpm: 100_000 }],
+  ["pro", { rpm: 500, tpm: 500_000 }],
+  ["enterprise", { rpm: null, tpm: null }],
+]);
+
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: string[]) {
+    super(`invalid api-shim configuration:\n  - ${problems.join("\n  - ")}`);
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+const KEY_ID = /^[A-Za-z0-9]{12}$/;
+const KEY_HASH = /^sha256:[0-9a-f]{64}$/;
+const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
+
+export function parseShimConfig(env: Env, readFile: (path: string) => string): ShimConfig {
+  const problems: string[] = [];
+  const bad = (where: string, value: unknown, allowed: string) =>
+    problems.push(`${where}: ${show(value)} is not valid; expected ${allowed}`);
+
+  const int = (name: string, def: number, min: number, max: number): number => {
+    const raw = env[name];
+    if (raw === undefined || raw === "") return def;
+    const n = Number(raw);
+    if (!/^\d+$/.test(raw.trim()) || n < min || n > max) {
+      bad(name, raw, `an integer from ${min} to ${max}`);
+      return def;
+    }
+    return n;
+  };
+  const str = (name: string): string | null => {
+    const v = env[name];
+    return v === undefined || v.trim() === "" ? null : v.trim();
+  };
+
+  const port = int("SHIM_PORT", 8080, 0, 65535);
+  const upstreamUrl = str("SHIM_UPSTREAM_URL");
+  if (upstreamUrl === null) problems.push("SHIM_UPSTREAM_URL: is required; expected the upstream's base URL including /v1, e.g. http://litellm:4000/v1");
+  else {
+    let ok = false;
+    try {
+      const u = new URL(upstreamUrl);
+      ok = (u.protocol === "http:" || u.protocol === "https:") && !u.search && !u.hash;
+    } catch {}
+    if (!ok) bad("SHIM_UPSTREAM_URL", upstreamUrl, "an http(s) URL without query, e.g. http://litellm:4000/v1");
+  }
+  const trustProxy = (str("SHIM_TRUST_PROXY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  for (const cidr of trustProxy) if (!isCidr(cidr)) bad("SHIM_TRUST_PROXY", cidr, "comma-separated IP addresses or CIDRs, e.g. 172.16.0.0/12");
+  const logLevel = (str("LOG_LEVEL") ?? "info").toLowerCase();
+  if (!LOG_LEVELS.includes(logLevel)) bad("LOG_LEVEL", logLevel, LOG_LEVELS.join(" | "));
+
+  const file = parseFileConfig(str("SHIM_CONFIG"), readFile, problems, bad);
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return deepFreeze({
+    port,
+    host: str("SHIM_HOST") ?? "0.0.0.0",
+    upstreamUrl: (upstreamUrl ?? "").replace(/\/+$/, ""),
+    upstreamApiKey: str("SHIM_UPSTREAM_API_KEY"),
+    databaseUrl: str("SHIM_DATABASE_URL") ?? "sqlite:./data/shim.db",
+    adminToken: str("SHIM_ADMIN_TOKEN"),
+    trustProxy,
+    upstreamTimeoutMs: int("SHIM_UPSTREAM_TIMEOUT_MS", 120_000, 1, 3_600_000),
+    streamIdleTimeoutMs: int("SHIM_STREAM_IDLE_TIMEOUT_MS", 60_000, 1, 3_600_000),
+    drainTimeoutMs: int("SHIM_DRAIN_TIMEOUT_MS", 25_000, 0, 3_600_000),
+    maxBodyBytes: int("SHIM_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    logLevel,
+    logPretty: env.SHIM_LOG_PRETTY === "1",
+    ...file,
+  });
+}
+
+type FileConfig = Pick<ShimConfig, "pricing" | "tiers" | "unauthenticatedRpm" | "defaultTier" | "models" | "bootstrapKeys">;
+type Bad = (where: string, value: unknown, allowed: string) => void;
+
+function parseFileConfig(path: string | null, readFile: (p: string) => string, problems: string[], bad: Bad): FileConfig {
+  let doc: unknown = {};
+  if (path !== null) {
+    try {
+      doc = parseYaml(readFile(path)) ?? {};
+    } catch (e) {
+      problems.push(`SHIM_CONFIG: cannot read or parse ${show(path)}: ${(e as Error).message.split("\n")[0]}`);
+    }
+  }
+  const at = (k: string) => `SHIM_CONFIG ${k}`;
+  const root = obj(doc, "SHIM_CONFIG", ["pricing", "tiers", "unauthenticatedRpm", "defaultTier", "models", "bootstrapKeys"], bad);
+
+  const pricingDoc = obj(root.pricing, at("pricing"), ["request", "batchRequest", "models"], bad);
+  const credits = (v: unknown, where: string, def: number): number => {
+    if (v === undefined) return def;
+    const micro = parseCredits(v);
+    if (micro === undefined || micro < 0) {
+      bad(where, v, "a non-negative number of credits with at most 6 decimals");
+      return def;
+    }
+    return micro;
+  };
+  const prices = new Map<string, ModelPrice>();
+  for (const [name, p] of Object.entries(obj(pricingDoc.models, at("pricing.models"), null, bad))) {
+    const po = obj(p, at(`pricing.models.${name}`), ["promptPer1k", "completionPer1k"], bad);
+    prices.set(name, {
+      promptPer1k: credits(po.promptPer1k, at(`pricing.models.${name}.promptPer1k`), 0),
+      completionPer1k: credits(po.completionPer1k, at(`pricing.models.${name}.completionPer1k`), 0),
+    });
+  }
+  const pricing: Pricing = {
+    request: credits(pricingDoc.request, at("pricing.request"), 1_000_000),
+    batchRequest: credits(pricingDoc.batchRequest, at("pricing.batchRequest"), 2_000_000),
+    models: prices,
+  };
+
+  const limit = (v: unknown, where: string, def: number | null): number | null => {
+    if (v === undefined) return def;
+    if (v === null) return null;
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
+      bad(where, v, "a positive integer, or null for unlimited");
+      return def;
+    }
+    return v;
+  };
+  const tiers = new Map(DEFAULT_TIERS);
+  for (const [name, t] of Object.entries(obj(root.tiers, at("tiers"), null, bad))) {
+    const to = obj(t, at(`tiers.${name}`), ["rpm", "tpm"], bad);
+    const base = tiers.get(name) ?? { rpm: null, tpm: null };
+    tiers.set(name, { rpm: limit(to.rpm, at(`tiers.${name}.rpm`), base.rpm), tpm: limit(to.tpm, at(`tiers.${name}.tpm`), base.tpm) });
+  }
+  const tierNames = [...tiers.keys()].join(" | ");
+  const defaultTier = root.defaultTier === undefined ? "free" : String(root.defaultTier);
+  if (!tiers.has(defaultTier)) bad(at("defaultTier"), root.defaultTier, `one of the tiers: ${tierNames}`);
+
+  let models: Map<string, ModelConfig> | null = null;
+  if (root.models !== undefined) {
+    models = new Map();
+    if (!Array.isArray(root.models)) bad(at("models"), root.models, "a list of { name, maxModelLen?, continuousUsage? }");
+    else
+      root.models.forEach((m, i) => {
+        const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "continuousUsage"], bad);
+        if (typeof mo.name !== "string" || mo.name === "") return bad(at(`models[${i}].name`), mo.name, "a non-empty string");
+        const len = limit(mo.maxModelLen, at(`models[${i}].maxModelLen`), null);
+        if (mo.continuousUsage !== undefined && typeof mo.continuousUsage !== "boolean") bad(at(`models[${i}].continuousUsage`), mo.continuousUsage, "true or false");
+        models!.set(mo.name, { name: mo.name, maxModelLen: len, continuousUsage: mo.continuousUsage === true });
+      });
+  }
+
+  const bootstrapKeys: BootstrapKey[] = [];
+  if (root.bootstrapKeys !== undefined && !Array.isArray(root.bootstrapKeys)) bad(at("bootstrapKeys"), root.bootstrapKeys, "a list of { id, name, hash, credits, tier, models? }");
+  const seen = new Set<string>();
+  (Array.isArray(root.bootstrapKeys) ? root.bootstrapKeys : []).forEach((k, i) => {
+    const w = (f: string) => at(`bootstrapKeys[${i}].${f}`);
+    const ko = obj(k, at(`bootstrapKeys[${i}]`), ["id", "name", "hash", "credits", "tier", "models"], bad);
+    const id = String(ko.id ?? "");
+    if (!KEY_ID.test(id)) bad(w("id"), ko.id, "12 letters or digits (the id part of sk-gs-<id>_<secret>)");
+    else if (seen.has(id)) bad(w("id"), ko.id, "an id not used by another bootstrap key");
+    seen.add(id);
+    if (typeof ko.hash !== "string" || !KEY_HASH.test(ko.hash)) bad(w("hash"), ko.hash, "sha256:<64 lowercase hex digits> of the full key");
+    const tier = ko.tier === undefined ? defaultTier : String(ko.tier);
+    if (!tiers.has(tier)) bad(w("tier"), ko.tier, `one of the tiers: ${tierNames}`);
+    let allow: string[] | null = null;
+    if (ko.models !== undefined && ko.models !== null) {
+      if (!Array.isArray(ko.models) || !ko.models.every((m) => typeof m === "string" && m !== "")) bad(w("models"), ko.models, "a list of model names");
+      else {
+        allow = ko.models as string[];
+        for (const m of allow) if (models && !models.has(m)) bad(w("models"), m, `a configured model: ${[...models.keys()].join(" | ")}`);
+      }
+    }
+    bootstrapKeys.push({
+      id,
+      name: typeof ko.name === "string" && ko.name !== "" ? ko.name : id,
+      hash: String(ko.hash),
+      credits: credits(ko.credits, w("credits"), 0),
+      tier,
+      models: allow,
+    });
+  });
+
+  return {
+    pricing,
+    tiers,
+    unauthenticatedRpm: limit(root.unauthenticatedRpm, at("unauthenticatedRpm"), 60),
+    defaultTier,
+    models,
+    bootstrapKeys,
+  };
+}
+
+/** Returns the mapping (or {} after reporting), and reports keys outside `allowed`. */
+function obj(v: unknown, where: string, allowed: string[] | null, bad: Bad): Record<string, unknown> {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== "object" || Array.isArray(v)) {
+    bad(where, v, "a mapping");
+    return {};
+  }
+  const o = v as Record<string, unknown>;
+  if (allowed) for (const k of Object.keys(o)) if (!allowed.includes(k)) bad(`${where}.${k}`, k, `one of the keys ${allowed.join(", ")}`);
+  return o;
+}
+
+function isCidr(s: string): boolean {
+  const [addr, prefix, ...rest] = s.split("/");
+  const family = isIP(addr ?? "");
+  if (family === 0 || rest.length > 0) return false;
+  if (prefix === undefined) return true;
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === "object" && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    if (!(o instanceof Map)) for (const v of Object.values(o)) deepFreeze(v);
+    else for (const v of o.values()) deepFreeze(v);
+  }
+  return o;
+}

@@ -1,0 +1,66 @@
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+
+/**
+ * API keys: `sk-gs-` + 12-character base62 id + `_` + 32-character base62 secret. The id is
+ * public (it names the key in admin listings and usage rows); the store keeps only
+ * `sha256:<hex>` of the whole key. The plaintext exists only in the 201 response that creates it.
+ */
+export const KEY_PREFIX = "sk-gs-";
+const ID_LEN = 12;
+const SECRET_LEN = 32;
+const KEY_LEN = KEY_PREFIX.length + ID_LEN + 1 + SECRET_LEN;
+const ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const KEY_SHAPE = /^sk-gs-([0-9A-Za-z]{12})_[0-9A-Za-z]{32}$/;
+
+/** Uniform base62 from crypto random bytes (rejection sampling: 248 = 4 × 62, no modulo bias). */
+export function randomBase62(length: number): string {
+  let out = "";
+  while (out.length < length) {
+    for (const byte of randomBytes(length * 2)) {
+      if (byte < 248) out += ALPHABET[byte % 62];
+      if (out.length === length) break;
+    }
+  }
+  return out;
+}
+
+export function generateKey(): { id: string; key: string; hash: string } {
+  const id = randomBase62(ID_LEN);
+  const key = `${KEY_PREFIX}${id}_${randomBase62(SECRET_LEN)}`;
+  return { id, key, hash: hashKey(key) };
+}
+
+/** The key's id, or undefined when the string does not have the shape of one of our keys. */
+export function parseKeyId(key: string): string | undefined {
+  if (key.length !== KEY_LEN) return undefined;
+  return KEY_SHAPE.exec(key)?.[1];
+}
+
+export function hashKey(key: string): string {
+  return `sha256:${createHash("sha256").update(key).digest("hex")}`;
+}
+
+/** Constant-time comparison of the presented key's hash with the stored one. */
+export function verifyKey(key: string, storedHash: string): boolean {
+  const a = Buffer.from(hashKey(key));
+  const b = Buffer.from(storedHash);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/**
+ * Constant-time comparison of two secrets of any length: both are hashed first, so the time
+ * taken says nothing about the length or a common prefix.
+ */
+export function secretsEqual(presented: string, expected: string): boolean {
+  const a = createHash("sha256").update(presented).digest();
+  const b = createHash("sha256").update(expected).digest();
+  return timingSafeEqual(a, b);
+}
+
+/** The token of an `Authorization: Bearer <token>` header, or undefined. */
+export function bearerToken(header: string | undefined): string | undefined {
+  if (!header || header.length < 8 || header.length > 4096) return undefined;
+  if (!/^bearer /i.test(header)) return undefined;
+  const token = header.slice(7).trim();
+  return token === "" ? undefined : token;
+}

@@ -1,0 +1,66 @@
+/**
+ * Micro-credit arithmetic. Inside the shim and its database every amount is an integer number
+ * of micro-credits (µc, 1 credit = 1,000,000 µc). Conversions go through decimal strings, never
+ * through floating-point multiplication, so `0.1` credits is exactly 100,000 µc.
+ */
+export const MICRO_PER_CREDIT = 1_000_000;
+
+const DECIMAL = /^(-?)(\d{1,15})(?:\.(\d{1,6}))?$/;
+
+/**
+ * Parses a credits value (a JSON number or a decimal string, at most 6 decimals) into µc.
+ * Returns undefined when the value is not such a number or does not fit in a safe integer.
+ */
+export function parseCredits(value: unknown): number | undefined {
+  let text: string;
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) return undefined;
+    // String(n) gives the shortest decimal that round-trips, e.g. 0.1 -> "0.1"; exponent forms
+    // (1e-7, 1e21) fail the pattern below, which is right: they are out of range.
+    text = String(value);
+  } else if (typeof value === "string") {
+    text = value.trim();
+  } else {
+    return undefined;
+  }
+  const m = DECIMAL.exec(text);
+  if (!m) return undefined;
+  const whole = Number(m[2]);
+  const frac = Number((m[3] ?? "").padEnd(6, "0"));
+  const micro = whole * MICRO_PER_CREDIT + frac;
+  if (!Number.isSafeInteger(micro)) return undefined;
+  return m[1] === "-" && micro !== 0 ? -micro : micro;
+}
+
+/** Formats µc as a decimal string of credits without trailing zeros: 1500000 -> "1.5". */
+export function formatCredits(micro: number): string {
+  if (!Number.isSafeInteger(micro)) throw new RangeError(`not an integer amount of µc: ${micro}`);
+  const sign = micro < 0 ? "-" : "";
+  const abs = Math.abs(micro);
+  const whole = Math.floor(abs / MICRO_PER_CREDIT);
+  const frac = abs % MICRO_PER_CREDIT;
+  if (frac === 0) return `${sign}${whole}`;
+  return `${sign}${whole}.${String(frac).padStart(6, "0").replace(/0+$/, "")}`;
+}
+
+/**
+ * µc as a JSON number of credits. The decimal string has at most 6 decimals and, for balances
+ * below 10^9 credits, at most 15 significant digits, so Number() of it is the nearest double and
+ * JSON.stringify prints the same digits back.
+ */
+export function creditsNumber(micro: number): number {
+  return Number(formatCredits(micro));
+}
+
+/** ceil(a / b) for integers a ≥ 0 and b > 0 whose sum stays below 2^53 (all our amounts do). */
+export function ceilDiv(a: number, b: number): number {
+  if (a <= 0) return 0;
+  return Math.floor((a + b - 1) / b);
+}
+
+/** ceil(tokens × pricePer1k / 1000) in exact integer arithmetic. */
+export function tokenCost(tokens: number, microPer1k: number): number {
+  if (tokens <= 0 || microPer1k <= 0) return 0;
+  const product = BigInt(tokens) * BigInt(microPer1k);
+  return Number((product + 999n) / 1000n);
+}

@@ -1,0 +1,62 @@
+import type { ModelConfig, Pricing } from "./config.ts";
+import { tokenCost } from "./money.ts";
+
+/**
+ * What a request may cost (the hold, reserved before forwarding) and what it did cost (settled
+ * from the upstream's usage). All amounts are µc. The cost is capped at the hold, so a balance
+ * can never go below zero even if an upstream reports more tokens than it was allowed.
+ */
+
+/** Completion bound when neither max_tokens nor the model's maxModelLen is known. */
+export const DEFAULT_MAX_COMPLETION_TOKENS = 32_768;
+
+export interface Usage {
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface HoldInput {
+  model: string;
+  batch: boolean;
+  /** Size of the request body in bytes: a token is at least one byte, so it bounds the prompt. */
+  bodyBytes: number;
+  /** max_completion_tokens / max_tokens from the request, when given. */
+  maxTokens: number | undefined;
+  /** Embeddings generate nothing. */
+  generates: boolean;
+}
+
+export class Pricer {
+  private readonly pricing: Pricing;
+  private readonly models: ReadonlyMap<string, ModelConfig> | null;
+
+  constructor(pricing: Pricing, models: ReadonlyMap<string, ModelConfig> | null) {
+    this.pricing = pricing;
+    this.models = models;
+  }
+
+  requestPrice(batch: boolean): number {
+    return batch ? this.pricing.batchRequest : this.pricing.request;
+  }
+
+  hold(input: HoldInput): number {
+    const base = this.requestPrice(input.batch);
+    const price = this.pricing.models.get(input.model);
+    if (!price) return base;
+    const maxLen = this.models?.get(input.model)?.maxModelLen ?? null;
+    let completion = 0;
+    if (input.generates) {
+      completion = input.maxTokens ?? maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS;
+      if (maxLen !== null) completion = Math.min(completion, maxLen);
+    }
+    const prompt = maxLen !== null ? Math.min(input.bodyBytes, maxLen) : input.bodyBytes;
+    return base + tokenCost(prompt, price.promptPer1k) + tokenCost(completion, price.completionPer1k);
+  }
+
+  cost(model: string, batch: boolean, usage: Usage, hold: number): number {
+    const price = this.pricing.models.get(model);
+    let total = this.requestPrice(batch);
+    if (price) total += tokenCost(usage.promptTokens, price.promptPer1k) + tokenCost(usage.completionTokens, price.completionPer1k);
+    return Math.min(total, hold);
+  }
+}

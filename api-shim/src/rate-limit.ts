@@ -1,0 +1,152 @@
+import type { Clock } from "./clock.ts";
+import type { TierLimits } from "./config.ts";
+
+/**
+ * In-process token buckets: capacity = the per-minute limit, refilled continuously at
+ * limit/60 s. One process holds them (SQLite has one writer, so there is one shim process); a
+ * restart refills every bucket, which can only favour the client.
+ */
+export class TokenBucket {
+  readonly capacity: number;
+  private level: number;
+  private at: number;
+  private readonly perMs: number;
+
+  constructor(capacity: number, nowMs: number) {
+    this.capacity = capacity;
+    this.level = capacity;
+    this.at = nowMs;
+    this.perMs = capacity / 60_000;
+  }
+
+  private refill(nowMs: number): void {
+    if (nowMs > this.at) {
+      this.level = Math.min(this.capacity, this.level + (nowMs - this.at) * this.perMs);
+      this.at = nowMs;
+    }
+  }
+
+  /** Takes `n` when at least `n` is there; otherwise returns ms until it will be. */
+  take(n: number, nowMs: number): { ok: true } | { ok: false; retryMs: number } {
+    this.refill(nowMs);
+    if (this.level >= n) {
+      this.level -= n;
+      return { ok: true };
+    }
+    return { ok: false, retryMs: Math.ceil((n - this.level) / this.perMs) };
+  }
+
+  /** Admission for token budgets: the level must be positive; the amount may then overdraw it. */
+  takeIfPositive(n: number, nowMs: number): { ok: true } | { ok: false; retryMs: number } {
+    this.refill(nowMs);
+    if (this.level > 0) {
+      this.level -= n;
+      return { ok: true };
+    }
+    return { ok: false, retryMs: Math.max(1, Math.ceil((1 - this.level) / this.perMs)) };
+  }
+
+  /** Corrects an earlier estimate (positive = take more, negative = give back). */
+  adjust(delta: number, nowMs: number): void {
+    this.refill(nowMs);
+    this.level = Math.min(this.capacity, this.level - delta);
+  }
+
+  remaining(nowMs: number): number {
+    this.refill(nowMs);
+    return Math.max(0, Math.floor(this.level));
+  }
+
+  /** ms until the bucket is full again. */
+  msUntilFull(nowMs: number): number {
+    this.refill(nowMs);
+    return Math.ceil((this.capacity - this.level) / this.perMs);
+  }
+
+  isFull(nowMs: number): boolean {
+    this.refill(nowMs);
+    return this.level >= this.capacity;
+  }
+}
+
+export interface KeyBuckets {
+  readonly requests: TokenBucket | null;
+  readonly tokens: TokenBucket | null;
+}
+
+/** Buckets per key id (per tier limits) and per client IP (unauthenticated traffic). */
+export class RateLimiter {
+  private readonly clock: Clock;
+  private readonly keys = new Map<string, { limits: TierLimits; buckets: KeyBuckets }>();
+  private readonly ips = new Map<string, TokenBucket>();
+  private readonly ipRpm: number | null;
+
+  constructor(clock: Clock, unauthenticatedRpm: number | null) {
+    this.clock = clock;
+    this.ipRpm = unauthenticatedRpm;
+  }
+
+  forKey(keyId: string, limits: TierLimits): KeyBuckets {
+    const entry = this.keys.get(keyId);
+    // A key whose tier changed (bootstrap re-apply) gets fresh buckets with the new limits.
+    if (entry && entry.limits.rpm === limits.rpm && entry.limits.tpm === limits.tpm) return entry.buckets;
+    const now = this.clock.monotonic();
+    const buckets = {
+      requests: limits.rpm === null ? null : new TokenBucket(limits.rpm, now),
+      tokens: limits.tpm === null ? null : new TokenBucket(limits.tpm, now),
+    };
+    this.keys.set(keyId, { limits, buckets });
+    return buckets;
+  }
+
+  /** One request from an unauthenticated client IP; undefined when allowed, else the bucket. */
+  takeIp(ip: string): { ok: true } | { ok: false; retryMs: number; bucket: TokenBucket } {
+    if (this.ipRpm === null) return { ok: true };
+    const now = this.clock.monotonic();
+    let bucket = this.ips.get(ip);
+    if (!bucket) {
+      // Bound memory under address spraying: full buckets carry no state worth keeping.
+      if (this.ips.size >= 10_000) for (const [k, b] of this.ips) if (b.isFull(now)) this.ips.delete(k);
+      bucket = new TokenBucket(this.ipRpm, now);
+      this.ips.set(ip, bucket);
+    }
+    const r = bucket.take(1, now);
+    return r.ok ? r : { ...r, bucket };
+  }
+
+  now(): number {
+    return this.clock.monotonic();
+  }
+}
+
+/** OpenAI's duration strings: "6s", "1m0s", "1m30s", "250ms". */
+export function durationString(ms: number): string {
+  if (ms < 1000) return `${Math.max(0, Math.ceil(ms))}ms`;
+  const s = Math.ceil(ms / 1000);
+  return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m${s % 60}s`;
+}
+
+/**
+ * Both header families for a key: `X-RateLimit-*` (requests per minute; Reset = unix seconds
+ * when the bucket is full again) and OpenAI's `x-ratelimit-*-{requests,tokens}`. Unlimited
+ * dimensions have nothing to report and are omitted.
+ */
+export function rateLimitHeaders(b: KeyBuckets, monoNow: number, wallNow: number): Record<string, string> {
+  const h: Record<string, string> = {};
+  if (b.requests) {
+    const remaining = String(b.requests.remaining(monoNow));
+    const untilFull = b.requests.msUntilFull(monoNow);
+    h["X-RateLimit-Limit"] = String(b.requests.capacity);
+    h["X-RateLimit-Remaining"] = remaining;
+    h["X-RateLimit-Reset"] = String(Math.ceil((wallNow + untilFull) / 1000));
+    h["x-ratelimit-limit-requests"] = String(b.requests.capacity);
+    h["x-ratelimit-remaining-requests"] = remaining;
+    h["x-ratelimit-reset-requests"] = durationString(untilFull);
+  }
+  if (b.tokens) {
+    h["x-ratelimit-limit-tokens"] = String(b.tokens.capacity);
+    h["x-ratelimit-remaining-tokens"] = String(b.tokens.remaining(monoNow));
+    h["x-ratelimit-reset-tokens"] = durationString(b.tokens.msUntilFull(monoNow));
+  }
+  return h;
+}

@@ -1,0 +1,241 @@
+import { randomUUID } from "node:crypto";
+import Database from "better-sqlite3";
+import type {
+  AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
+  TopUpInput, TopUpResult, UsageGroup, UsageQuery,
+} from "./store.ts";
+import { StoreUnavailableError } from "./store.ts";
+
+/**
+ * The embedded store: better-sqlite3 in WAL mode. One process writes (the shim), so the
+ * reservations of any other instance id found at start belong to a process that died.
+ * Each migration runs once, in order, tracked by PRAGMA user_version.
+ */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE keys (
+     id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL, tier TEXT NOT NULL, models TEXT,
+     balance INTEGER NOT NULL DEFAULT 0, held INTEGER NOT NULL DEFAULT 0,
+     created_at INTEGER NOT NULL, expires_at INTEGER, revoked_at INTEGER,
+     CHECK (held >= 0), CHECK (balance - held >= 0)) STRICT;
+   CREATE TABLE ledger (
+     id INTEGER PRIMARY KEY, key_id TEXT NOT NULL REFERENCES keys(id), at INTEGER NOT NULL,
+     amount INTEGER NOT NULL, kind TEXT NOT NULL, ref TEXT, idem TEXT UNIQUE) STRICT;
+   CREATE INDEX ledger_key ON ledger(key_id);
+   CREATE TRIGGER ledger_append_only_u BEFORE UPDATE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
+   CREATE TRIGGER ledger_append_only_d BEFORE DELETE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
+   CREATE TABLE reservations (
+     id TEXT PRIMARY KEY, key_id TEXT NOT NULL, amount INTEGER NOT NULL, instance TEXT NOT NULL,
+     at INTEGER NOT NULL) STRICT;
+   CREATE TABLE usage (
+     id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, key_id TEXT NOT NULL, at INTEGER NOT NULL,
+     route TEXT NOT NULL, model TEXT NOT NULL, status INTEGER NOT NULL,
+     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost INTEGER NOT NULL,
+     stream INTEGER NOT NULL, ms INTEGER NOT NULL) STRICT;
+   CREATE INDEX usage_key_at ON usage(key_id, at);
+   CREATE INDEX usage_at ON usage(at);
+   CREATE TABLE idempotency (
+     key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, body TEXT NOT NULL, at INTEGER NOT NULL) STRICT;`,
+];
+
+interface KeyRow {
+  id: string; name: string; hash: string; tier: string; models: string | null; balance: number;
+  held: number; created_at: number; expires_at: number | null; revoked_at: number | null;
+}
+const toKey = (r: KeyRow): KeyRecord => ({
+  id: r.id, name: r.name, hash: r.hash, tier: r.tier,
+  models: r.models === null ? null : (JSON.parse(r.models) as string[]),
+  balance: r.balance, held: r.held, createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at,
+});
+
+export interface SqliteStoreOptions {
+  busyTimeoutMs?: number;
+}
+
+export class SqliteStore implements Store {
+  readonly instanceId = randomUUID();
+  private readonly db: Database.Database;
+  private readonly stmt;
+  private readonly reserveTx;
+  private readonly settleTx;
+
+  constructor(filename: string, options: SqliteStoreOptions = {}) {
+    this.db = new Database(filename);
+    const db = this.db;
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = NORMAL");
+    db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+    db.pragma("foreign_keys = ON");
+    migrate(db);
+    this.stmt = {
+      ping: db.prepare("SELECT 1"),
+      getKey: db.prepare<[string], KeyRow>("SELECT * FROM keys WHERE id = ?"),
+      listKeys: db.prepare<[], KeyRow>("SELECT * FROM keys ORDER BY created_at, id"),
+      insertKey: db.prepare("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at) VALUES (@id, @name, @hash, @tier, @models, @at, @expiresAt)"),
+      updateBootstrap: db.prepare("UPDATE keys SET name = @name, hash = @hash, tier = @tier, models = @models WHERE id = @id"),
+      credit: db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES (@keyId, @at, @amount, @kind, @ref, @idem) ON CONFLICT (idem) DO NOTHING"),
+      addBalance: db.prepare("UPDATE keys SET balance = balance + @amount WHERE id = @keyId"),
+      revoke: db.prepare("UPDATE keys SET revoked_at = coalesce(revoked_at, @at) WHERE id = @id"),
+      hold: db.prepare<{ keyId: string; amount: number }, { available: number }>(
+        "UPDATE keys SET held = held + @amount WHERE id = @keyId AND balance - held >= @amount RETURNING balance - held AS available"),
+      available: db.prepare<[string], { available: number }>("SELECT balance - held AS available FROM keys WHERE id = ?"),
+      insertReservation: db.prepare("INSERT INTO reservations (id, key_id, amount, instance, at) VALUES (@reservationId, @keyId, @amount, @instance, @at)"),
+      charge: db.prepare<{ keyId: string; cost: number; hold: number }, { available: number }>(
+        "UPDATE keys SET balance = balance - @cost, held = held - @hold WHERE id = @keyId RETURNING balance - held AS available"),
+      deleteReservation: db.prepare("DELETE FROM reservations WHERE id = ? RETURNING amount"),
+      insertUsage: db.prepare(`INSERT INTO usage (request_id, key_id, at, route, model, status, prompt_tokens, completion_tokens, cost, stream, ms)
+        VALUES (@requestId, @keyId, @at, @route, @model, @status, @promptTokens, @completionTokens, @cost, @stream, @ms)`),
+      staleReservations: db.prepare<[string], { id: string; key_id: string; amount: number }>("SELECT id, key_id, amount FROM reservations WHERE instance <> ?"),
+      release: db.prepare("UPDATE keys SET held = held - @amount WHERE id = @keyId"),
+      getIdem: db.prepare<[string], { fingerprint: string; body: string }>("SELECT fingerprint, body FROM idempotency WHERE key = ?"),
+      putIdem: db.prepare("INSERT INTO idempotency (key, fingerprint, body, at) VALUES (?, ?, ?, ?)"),
+      audit: db.prepare<[], { keyId: string; balance: number; held: number; ledgerSum: number; reservations: number; reservedSum: number }>(
+        `SELECT k.id AS keyId, k.balance, k.held,
+           (SELECT coalesce(sum(amount), 0) FROM ledger l WHERE l.key_id = k.id) AS ledgerSum,
+           (SELECT count(*) FROM reservations r WHERE r.key_id = k.id) AS reservations,
+           (SELECT coalesce(sum(amount), 0) FROM reservations r WHERE r.key_id = k.id) AS reservedSum
+         FROM keys k ORDER BY k.id`),
+    };
+    this.reserveTx = db.transaction((input: ReserveInput): ReserveResult => {
+      const row = this.stmt.hold.get({ keyId: input.keyId, amount: input.amount });
+      if (!row) return { ok: false, available: this.stmt.available.get(input.keyId)?.available ?? 0 };
+      this.stmt.insertReservation.run({ ...input, instance: this.instanceId });
+      return { ok: true, available: row.available };
+    });
+    this.settleTx = db.transaction((input: SettleInput): { available: number } => {
+      // A reservation already released (e.g. by a concurrent shutdown path) must not be released twice.
+      if (!this.stmt.deleteReservation.get(input.reservationId)) {
+        return { available: this.stmt.available.get(input.keyId)?.available ?? 0 };
+      }
+      if (input.cost > 0) {
+        this.stmt.credit.run({ keyId: input.keyId, at: input.usage.at, amount: -input.cost, kind: "usage", ref: input.usage.requestId, idem: null });
+      }
+      const row = this.stmt.charge.get({ keyId: input.keyId, cost: input.cost, hold: input.hold });
+      this.stmt.insertUsage.run({ ...input.usage, cost: input.cost, stream: input.usage.stream ? 1 : 0 });
+      return { available: row?.available ?? 0 };
+    });
+  }
+
+  /** Runs a synchronous database call; every failure becomes StoreUnavailableError (fail closed). */
+  private run<T>(fn: () => T): Promise<T> {
+    try {
+      return Promise.resolve(fn());
+    } catch (e) {
+      return Promise.reject(new StoreUnavailableError(e));
+    }
+  }
+
+  ping(): Promise<void> {
+    return this.run(() => void this.stmt.ping.get());
+  }
+
+  getKey(id: string): Promise<KeyRecord | undefined> {
+    return this.run(() => {
+      const r = this.stmt.getKey.get(id);
+      return r && toKey(r);
+    });
+  }
+
+  listKeys(): Promise<KeyRecord[]> {
+    return this.run(() => this.stmt.listKeys.all().map(toKey));
+  }
+
+  createKey(key: NewKey): Promise<KeyRecord> {
+    return this.run(
+      this.db.transaction(() => {
+        this.stmt.insertKey.run({ ...key, models: key.models && JSON.stringify(key.models) });
+        this.grant(key.id, key.credits, key.at, "grant", null, null);
+        return toKey(this.stmt.getKey.get(key.id)!);
+      }),
+    );
+  }
+
+  ensureBootstrapKey(key: NewKey): Promise<BootstrapResult> {
+    return this.run(
+      this.db.transaction(() => {
+        const fields = { ...key, models: key.models && JSON.stringify(key.models) };
+        const exists = this.stmt.getKey.get(key.id) !== undefined;
+        if (exists) this.stmt.updateBootstrap.run(fields);
+        else this.stmt.insertKey.run(fields);
+        const granted = this.grant(key.id, key.credits, key.at, "bootstrap", null, `bootstrap:${key.id}`);
+        return { created: !exists, granted };
+      }),
+    );
+  }
+
+  /** A ledger row and the matching balance change; false when the idempotency key was used. */
+  private grant(keyId: string, amount: number, at: number, kind: string, ref: string | null, idem: string | null): boolean {
+    if (amount <= 0) return false;
+    if (this.stmt.credit.run({ keyId, at, amount, kind, ref, idem }).changes === 0) return false;
+    this.stmt.addBalance.run({ keyId, amount });
+    return true;
+  }
+
+  revokeKey(id: string, at: number): Promise<boolean> {
+    return this.run(() => this.stmt.revoke.run({ id, at }).changes > 0);
+  }
+
+  topUp(input: TopUpInput): Promise<TopUpResult> {
+    return this.run(
+      this.db.transaction((): TopUpResult => {
+        const idemKey = input.idempotency && `credits:${input.keyId}:${input.idempotency.key}`;
+        if (idemKey) {
+          const prior = this.stmt.getIdem.get(idemKey);
+          if (prior) return prior.fingerprint === input.idempotency!.fingerprint ? { kind: "replay", body: prior.body } : { kind: "conflict" };
+        }
+        if (!this.stmt.getKey.get(input.keyId)) return { kind: "not_found" };
+        this.grant(input.keyId, input.amount, input.at, "topup", input.note, idemKey);
+        const body = input.respond(toKey(this.stmt.getKey.get(input.keyId)!));
+        if (idemKey) this.stmt.putIdem.run(idemKey, input.idempotency!.fingerprint, body, input.at);
+        return { kind: "done", body };
+      }),
+    );
+  }
+
+  reserve(input: ReserveInput): Promise<ReserveResult> {
+    return this.run(() => this.reserveTx(input));
+  }
+
+  settle(input: SettleInput): Promise<{ available: number }> {
+    return this.run(() => this.settleTx(input));
+  }
+
+  releaseStaleReservations(): Promise<number> {
+    return this.run(
+      this.db.transaction(() => {
+        const stale = this.stmt.staleReservations.all(this.instanceId);
+        for (const r of stale) {
+          this.stmt.deleteReservation.get(r.id);
+          this.stmt.release.run({ keyId: r.key_id, amount: r.amount });
+        }
+        return stale.length;
+      }),
+    );
+  }
+
+  usage(q: UsageQuery): Promise<UsageGroup[]> {
+    const dim = q.group === "day" ? "strftime('%Y-%m-%d', at / 1000, 'unixepoch')" : "model";
+    const sql = `SELECT key_id AS keyId, ${dim} AS "group", count(*) AS requests,
+        sum(prompt_tokens) AS promptTokens, sum(completion_tokens) AS completionTokens, sum(cost) AS cost
+      FROM usage WHERE at >= @from AND at < @to ${q.keyId === null ? "" : "AND key_id = @keyId"}
+      GROUP BY key_id, "group" ORDER BY key_id, "group"`;
+    return this.run(() => this.db.prepare<UsageQuery, UsageGroup>(sql).all(q));
+  }
+
+  audit(): Promise<AuditRow[]> {
+    return this.run(() => this.stmt.audit.all());
+  }
+
+  close(): Promise<void> {
+    return this.run(() => void (this.db.open && this.db.close()));
+  }
+}
+
+function migrate(db: Database.Database): void {
+  const version = db.pragma("user_version", { simple: true }) as number;
+  for (let v = version; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * The storage seam. Routes only see this async interface, so a Postgres store (several shim
+ * replicas) can implement it later without touching them. All amounts are integer µc; all
+ * timestamps are milliseconds since the Unix epoch.
+ */
+
+export interface KeyRecord {
+  id: string;
+  name: string;
+  hash: string;
+  tier: string;
+  models: string[] | null;
+  /** Sum of the key's ledger rows. */
+  balance: number;
+  /** Sum of the key's open reservations. */
+  held: number;
+  createdAt: number;
+  expiresAt: number | null;
+  revokedAt: number | null;
+}
+
+export interface NewKey {
+  id: string;
+  name: string;
+  hash: string;
+  tier: string;
+  models: string[] | null;
+  expiresAt: number | null;
+  /** Initial grant in µc (a ledger row when > 0). */
+  credits: number;
+  at: number;
+}
+
+export interface UsageRow {
+  requestId: string;
+  keyId: string;
+  at: number;
+  route: string;
+  model: string;
+  status: number;
+  promptTokens: number;
+  completionTokens: number;
+  cost: number;
+  stream: boolean;
+  ms: number;
+}
+
+export interface ReserveInput {
+  reservationId: string;
+  keyId: string;
+  amount: number;
+  at: number;
+}
+export type ReserveResult = { ok: true; available: number } | { ok: false; available: number };
+
+export interface SettleInput {
+  reservationId: string;
+  keyId: string;
+  hold: number;
+  /** 0 ≤ cost ≤ hold. A ledger row is written only when cost > 0. */
+  cost: number;
+  usage: UsageRow;
+}
+
+export interface TopUpInput {
+  keyId: string;
+  amount: number;
+  note: string | null;
+  at: number;
+  /** Idempotency-Key header and a fingerprint of the request it came with. */
+  idempotency: { key: string; fingerprint: string } | null;
+  /** Builds the response body stored for replays, from the key's state after the top-up. */
+  respond: (key: KeyRecord) => string;
+}
+export type TopUpResult =
+  | { kind: "done"; body: string }
+  | { kind: "replay"; body: string }
+  | { kind: "conflict" }
+  | { kind: "not_found" };
+
+export interface UsageQuery {
+  keyId: string | null;
+  from: number;
+  to: number; // exclusive
+  group: "model" | "day";
+}
+export interface UsageGroup {
+  keyId: string;
+  /** The model name, or the UTC day (YYYY-MM-DD) when grouping by day. */
+  group: string;
+  requests: number;
+  promptTokens: number;
+  completionTokens: number;
+  cost: number;
+}
+
+export interface AuditRow {
+  keyId: string;
+  balance: number;
+  held: number;
+  ledgerSum: number;
+  reservations: number;
+  reservedSum: number;
+}
+
+export interface BootstrapResult {
+  created: boolean;
+  granted: boolean;
+}
+
+export interface Store {
+  /** Throws when the store cannot serve requests. */
+  ping(): Promise<void>;
+  getKey(id: string): Promise<KeyRecord | undefined>;
+  listKeys(): Promise<KeyRecord[]>;
+  createKey(key: NewKey): Promise<KeyRecord>;
+  /**
+   * Creates the key if absent, else updates its name/hash/tier/models from configuration;
+   * grants its credits once (ledger idempotency key `bootstrap:<id>`), never again.
+   */
+  ensureBootstrapKey(key: NewKey): Promise<BootstrapResult>;
+  /** Marks the key revoked; false when there is no such key. */
+  revokeKey(id: string, at: number): Promise<boolean>;
+  topUp(input: TopUpInput): Promise<TopUpResult>;
+  /** One atomic conditional hold: succeeds only if balance − held ≥ amount. */
+  reserve(input: ReserveInput): Promise<ReserveResult>;
+  /** One transaction: ledger −cost, balance −= cost, held −= hold, reservation gone, usage row. */
+  settle(input: SettleInput): Promise<{ available: number }>;
+  /** Releases every reservation not owned by this process (the one writer); returns how many. */
+  releaseStaleReservations(): Promise<number>;
+  usage(query: UsageQuery): Promise<UsageGroup[]>;
+  /** Per-key balance, ledger sum and open reservations: the money invariants, for checks. */
+  audit(): Promise<AuditRow[]>;
+  close(): Promise<void>;
+}
+
+/** The store failed (busy past its timeout, I/O, closed): requests fail closed with 503. */
+export class StoreUnavailableError extends Error {
+  constructor(cause: unknown) {
+    super("store unavailable", { cause });
+    this.name = "StoreUnavailableError";
+  }
+}
