@@ -1,0 +1,126 @@
+import { isIPv4, isIPv6 } from "node:net";
+import type { ConfigProblem } from "./types.ts";
+
+/**
+ * Collects every problem in one pass, so a user fixes their stack file once rather than once per
+ * run. Each check returns the converted value, or `undefined` after recording a problem.
+ */
+export class Problems {
+  readonly list: ConfigProblem[] = [];
+
+  add(key: string, value: unknown, message: string): undefined {
+    this.list.push({ key, value, message });
+    return undefined;
+  }
+
+  /** A string; `undefined` stays `undefined` (the caller applies the default). */
+  string(key: string, value: unknown): string | undefined {
+    if (value === undefined || value === null) return undefined;
+    if (typeof value !== "string") return this.add(key, value, "must be a string");
+    return value;
+  }
+
+  /**
+   * A number within [min, max]. Accepts numeric strings too: `pulumi config set k 24` stores
+   * "24", while a hand-written stack file may say 24.
+   */
+  number(key: string, value: unknown, range: { min: number; max: number; integer?: boolean }): number | undefined {
+    if (value === undefined || value === null) return undefined;
+    const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+    if (typeof n !== "number" || !Number.isFinite(n)) return this.add(key, value, "must be a number");
+    if (range.integer && !Number.isInteger(n)) return this.add(key, value, "must be a whole number");
+    if (n < range.min || n > range.max) {
+      return this.add(key, value, `must be between ${range.min} and ${range.max}`);
+    }
+    return n;
+  }
+
+  /** An amount of credits: ≥ 0, at most 6 decimals (the shim counts micro-credits). */
+  credits(key: string, value: unknown): number | undefined {
+    if (typeof value === "number" && value < 0) return this.add(key, value, "must not be negative");
+    const n = this.number(key, value, { min: 0, max: 1e9 });
+    if (n === undefined) return undefined;
+    if (!/^\d+(\.\d{1,6})?$/.test(String(n))) {
+      return this.add(key, value, "must have at most 6 decimal places (credits are counted in micro-credits)");
+    }
+    return n;
+  }
+
+  boolean(key: string, value: unknown): boolean | undefined {
+    if (value === undefined || value === null) return undefined;
+    if (value === true || value === "true") return true;
+    if (value === false || value === "false") return false;
+    return this.add(key, value, "must be true or false");
+  }
+
+  oneOf<T extends string>(key: string, value: unknown, allowed: readonly T[]): T | undefined {
+    if (value === undefined || value === null) return undefined;
+    if (typeof value === "string" && (allowed as readonly string[]).includes(value)) return value as T;
+    return this.add(key, value, `must be one of: ${allowed.join(", ")}`);
+  }
+
+  /** A list; a single string is not silently treated as a one-item list. */
+  array(key: string, value: unknown): unknown[] | undefined {
+    if (value === undefined || value === null) return undefined;
+    if (!Array.isArray(value)) return this.add(key, value, "must be a list");
+    return value;
+  }
+
+  object(key: string, value: unknown): Record<string, unknown> | undefined {
+    if (value === undefined || value === null) return undefined;
+    if (typeof value !== "object" || Array.isArray(value)) return this.add(key, value, "must be a map of keys to values");
+    return value as Record<string, unknown>;
+  }
+
+  /** Keys of a map that this program does not know: most often a typo that would be ignored. */
+  unknownKeys(key: string, value: Record<string, unknown>, known: readonly string[]): void {
+    for (const k of Object.keys(value)) {
+      if (!known.includes(k)) this.add(`${key}.${k}`, value[k], `is not a known setting; known: ${known.join(", ")}`);
+    }
+  }
+
+  cidrs(key: string, value: unknown): string[] | undefined {
+    const list = this.array(key, value);
+    if (list === undefined) return undefined;
+    const out: string[] = [];
+    list.forEach((item, i) => {
+      const cidr = typeof item === "string" ? normaliseCidr(item) : undefined;
+      if (cidr === undefined) {
+        this.add(`${key}[${i}]`, item, "is not a CIDR; write an address with its prefix length, e.g. 203.0.113.7/32 or 2001:db8::/48");
+      } else {
+        out.push(cidr);
+      }
+    });
+    return out;
+  }
+}
+
+/** `a.b.c.d/n` or `v6::/n`, with the prefix in range; returns it trimmed, or undefined. */
+export function normaliseCidr(text: string): string | undefined {
+  const m = /^([^/\s]+)\/(\d{1,3})$/.exec(text.trim());
+  if (!m) return undefined;
+  const [, address, bits] = m as unknown as [string, string, string];
+  const prefix = Number(bits);
+  if (isIPv4(address)) return prefix <= 32 ? `${address}/${prefix}` : undefined;
+  if (isIPv6(address)) return prefix <= 128 ? `${address.toLowerCase()}/${prefix}` : undefined;
+  return undefined;
+}
+
+export function isIPv6Cidr(cidr: string): boolean {
+  return cidr.includes(":");
+}
+
+/** How a value is shown in a message: strings quoted, objects as compact JSON. */
+export function show(value: unknown): string {
+  if (value === undefined) return "(not set)";
+  if (typeof value === "string") return JSON.stringify(value);
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+export function formatProblem(problem: ConfigProblem, namespace: string): string {
+  return `${namespace}:${problem.key} = ${show(problem.value)}: ${problem.message}`;
+}

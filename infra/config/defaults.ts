@@ -1,0 +1,46 @@
+import type { EdgeLimits, Images, Pricing, Tier } from "./types.ts";
+
+export const DEFAULT_PLAN = "g2-gpu-rtx4000a1-s";
+export const DEFAULT_IMAGE = "linode/ubuntu24.04";
+
+/** An ungated, Apache-2.0 model that fits the default plan's 20 GB card with room for KV cache. */
+export const DEFAULT_MODEL_ID = "Qwen/Qwen2.5-7B-Instruct";
+/**
+ * vLLM otherwise reserves KV cache for the model's full context (32k for most 7B models), which
+ * does not fit next to the weights on a 20 GB card and makes vLLM refuse to start.
+ */
+export const DEFAULT_MAX_MODEL_LEN = 8192;
+export const DEFAULT_GPU_MEMORY_UTILIZATION = 0.9;
+
+/** Open to everyone: the endpoint is protected by API keys and TLS, not by source address. */
+export const DEFAULT_ALLOWED_CIDRS: readonly string[] = ["0.0.0.0/0", "::/0"];
+
+/** Rate-limit tiers as the AI Hub API documents them (seed 004). `null` = unlimited. */
+export const DEFAULT_TIERS: Readonly<Record<string, Tier>> = {
+  free: { rpm: 10, tpm: 10_000 },
+  developer: { rpm: 100, tpm: 100_000 },
+  pro: { rpm: 500, tpm: 500_000 },
+  enterprise: { rpm: null, tpm: null },
+};
+
+/** 1 credit per request, 2 with `?batch=1` (seed 001); no token prices unless configured. */
+export const DEFAULT_PRICING: Pricing = { request: 1, batchRequest: 2, models: {} };
+
+/** nginx limits from the LiteLLM + nginx setup (seed 003): 10 r/s per IP, burst 20, 100 parallel. */
+export const DEFAULT_LIMITS: EdgeLimits = { requestsPerSecond: 10, burst: 20, connections: 100, maxBodyMb: 8 };
+
+export const DEFAULT_VOLUME_SIZE_GB = 100;
+export const DEFAULT_READY_TIMEOUT_MINUTES = 30;
+
+/**
+ * Image references. Tags are resolved to digests at deploy time (`@pulumi/docker`'s registry
+ * lookup) so an image update shows up as an explicit diff; a `name@sha256:…` reference is used
+ * as it is.
+ */
+export const DEFAULT_IMAGES: Images = {
+  vllm: "vllm/vllm-openai:v0.11.0",
+  litellm: "ghcr.io/berriai/litellm:main-stable",
+  nginx: "nginx:1.28-alpine",
+  certbot: "certbot/certbot:v4.2.0",
+  node: "node:24-slim",
+};

@@ -1,0 +1,119 @@
+import type { GpuPlan } from "../catalog.ts";
+import type { Secret } from "../secret.ts";
+
+/** Stack config namespace: every key is `gpu-sandbox:<key>`. */
+export const CONFIG_NAMESPACE = "gpu-sandbox";
+
+export type TlsMode = "letsencrypt" | "self-signed" | "off";
+
+export interface ModelConfig {
+  /** Hugging Face repository id, e.g. `Qwen/Qwen2.5-7B-Instruct`. */
+  readonly id: string;
+  /** The name clients send as `model`. Defaults to `id`. */
+  readonly servedName: string;
+  readonly maxModelLen: number;
+  readonly gpuMemoryUtilization: number;
+  /** vLLM flags passed through as they are, after the ones the kit sets. */
+  readonly extraArgs: readonly string[];
+  /** vLLM `--tensor-parallel-size`: the plan's GPU count. */
+  readonly tensorParallelSize: number;
+}
+
+export interface TlsConfig {
+  readonly mode: TlsMode;
+  /** Certificate name; for letsencrypt defaults to the instance's ip.linodeusercontent.com name. */
+  readonly domain?: string;
+  readonly email?: string;
+}
+
+export interface BootstrapKey {
+  readonly name: string;
+  /** Credits granted once, when the key is first created. */
+  readonly credits: number;
+  readonly tier: string;
+  /** Model allow-list; empty means every model. */
+  readonly models: readonly string[];
+}
+
+/** Per-minute limits; `null` means unlimited. */
+export interface Tier {
+  readonly rpm: number | null;
+  readonly tpm: number | null;
+}
+
+export interface ModelPrice {
+  readonly promptPer1k: number;
+  readonly completionPer1k: number;
+}
+
+export interface Pricing {
+  /** Credits per request. */
+  readonly request: number;
+  /** Credits per request with `?batch=1`. */
+  readonly batchRequest: number;
+  readonly models: Readonly<Record<string, ModelPrice>>;
+}
+
+export type ProviderKind = "groq" | "gemini" | "deepseek" | "openai" | "anthropic";
+
+/** An external model routed by LiteLLM. */
+export interface ProviderModel {
+  /** The name clients send as `model`. */
+  readonly name: string;
+  /** LiteLLM's model string, e.g. `groq/llama-3.3-70b-versatile`. */
+  readonly model: string;
+  readonly provider: ProviderKind;
+  readonly apiKey: Secret;
+}
+
+/** nginx's per-client-IP protection in front of the shim (defaults as the LiteLLM + nginx setup). */
+export interface EdgeLimits {
+  readonly requestsPerSecond: number;
+  readonly burst: number;
+  readonly connections: number;
+  readonly maxBodyMb: number;
+}
+
+/** Container images; each may be a tag (resolved to a digest at deploy time) or `name@sha256:…`. */
+export interface Images {
+  readonly vllm: string;
+  readonly litellm: string;
+  readonly nginx: string;
+  readonly certbot: string;
+  readonly node: string;
+}
+
+/** Validated stack config: what every part of the program reads. Frozen. */
+export interface TenantConfig {
+  /** The stack name: the tenant. Used in labels and tags. */
+  readonly tenant: string;
+  readonly region: string;
+  readonly plan: GpuPlan;
+  readonly image: string;
+  readonly model: ModelConfig;
+  readonly hfToken?: Secret;
+  readonly allowedCidrs: readonly string[];
+  readonly adminCidrs: readonly string[];
+  readonly tls: TlsConfig;
+  readonly keys: readonly BootstrapKey[];
+  readonly tiers: Readonly<Record<string, Tier>>;
+  readonly pricing: Pricing;
+  readonly providers: readonly ProviderModel[];
+  readonly volumeSizeGb: number;
+  readonly ttlHours?: number;
+  readonly tags: readonly string[];
+  readonly limits: EdgeLimits;
+  readonly images: Images;
+  readonly readyTimeoutMinutes: number;
+}
+
+/** One thing wrong with the config: which key, the bad value, and what is allowed. */
+export interface ConfigProblem {
+  readonly key: string;
+  readonly value: unknown;
+  readonly message: string;
+}
+
+export type ValidationResult =
+  | { readonly ok: true; readonly config: TenantConfig }
+  | { readonly ok: false; readonly problems: readonly ConfigProblem[] };

@@ -1,0 +1,321 @@
+import { findPlan, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../catalog.ts";
+import { Secret } from "../secret.ts";
+import { Problems } from "./checks.ts";
+import {
+  DEFAULT_ALLOWED_CIDRS, DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_IMAGE, DEFAULT_IMAGES, DEFAULT_LIMITS,
+  DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL_ID, DEFAULT_PLAN, DEFAULT_PRICING, DEFAULT_READY_TIMEOUT_MINUTES,
+  DEFAULT_TIERS, DEFAULT_VOLUME_SIZE_GB,
+} from "./defaults.ts";
+import type {
+  BootstrapKey, EdgeLimits, Images, ModelConfig, ModelPrice, Pricing, ProviderKind, ProviderModel,
+  TenantConfig, Tier, TlsConfig, TlsMode, ValidationResult,
+} from "./types.ts";
+
+/** Every key the program reads, without the `gpu-sandbox:` namespace. */
+export const CONFIG_KEYS = [
+  "region", "plan", "image", "model", "hfToken", "allowedCidrs", "adminCidrs", "tls", "keys", "tiers",
+  "pricing", "providers", "volumeSizeGb", "ttlHours", "tags", "limits", "images", "readyTimeoutMinutes",
+] as const;
+
+/** Keys whose values are secrets (wholly, or inside them). */
+export const SECRET_KEYS: readonly string[] = ["hfToken", "providers"];
+
+const TLS_MODES: readonly TlsMode[] = ["letsencrypt", "self-signed", "off"];
+const PROVIDERS: readonly ProviderKind[] = ["groq", "gemini", "deepseek", "openai", "anthropic"];
+const TTL_MAX_HOURS = 24 * 90;
+
+/**
+ * Flags the kit sets itself from config; passing them in `model.extraArgs` would contradict the
+ * config (or open vLLM to the network), so each names the key to use instead.
+ */
+const RESERVED_VLLM_FLAGS: Readonly<Record<string, string>> = {
+  "--model": "model.id",
+  "--served-model-name": "model.servedName",
+  "--max-model-len": "model.maxModelLen",
+  "--gpu-memory-utilization": "model.gpuMemoryUtilization",
+  "--tensor-parallel-size": "the plan (its GPU count)",
+  "--host": "nothing: vLLM listens only on the private Docker network",
+  "--port": "nothing: vLLM listens only on the private Docker network",
+  "--api-key": "nothing: the kit generates vLLM's key",
+};
+
+/**
+ * Validates raw stack config (keys without the namespace) for the stack `stack`.
+ *
+ * Pure: it reads nothing and makes nothing, so `pulumi up`, `npm run render` and the scripts
+ * all reject the same configs with the same messages, and tests call it with tables of cases.
+ * Every problem is reported, not just the first.
+ */
+export function validateConfig(raw: Readonly<Record<string, unknown>>, context: { stack: string }): ValidationResult {
+  const p = new Problems();
+  for (const key of Object.keys(raw)) {
+    if (!(CONFIG_KEYS as readonly string[]).includes(key)) {
+      p.add(key, raw[key], `is not a gpu-sandbox setting; known: ${CONFIG_KEYS.join(", ")}`);
+    }
+  }
+
+  const tenant = checkTenant(p, context.stack);
+  const region = checkRegion(p, raw.region);
+  const planId = p.string("plan", raw.plan) ?? DEFAULT_PLAN;
+  const plan = findPlan(planId);
+  if (!plan) {
+    p.add("plan", planId, `is not a Linode GPU plan; GPU plans: ${GPU_PLANS.map((x) => x.id).join(", ")}`);
+  } else if (region && !regionsOffering(plan).includes(region)) {
+    p.add("plan", planId, `is not offered in region ${region}; regions with ${plan.gpu}: ${regionsOffering(plan).join(", ")}`);
+  }
+  const image = p.string("image", raw.image) ?? DEFAULT_IMAGE;
+  if (!/^linode\/[a-z0-9._-]+$/.test(image)) p.add("image", image, "must be a Linode image id such as linode/ubuntu24.04");
+
+  const model = checkModel(p, raw.model, plan?.gpuCount ?? 1);
+  const hfToken = checkSecret(p, "hfToken", raw.hfToken);
+  const allowedCidrs = p.cidrs("allowedCidrs", raw.allowedCidrs) ?? [...DEFAULT_ALLOWED_CIDRS];
+  const adminCidrs = p.cidrs("adminCidrs", raw.adminCidrs) ?? [];
+  const tls = checkTls(p, raw.tls, allowedCidrs);
+  const tiers = checkTiers(p, raw.tiers);
+  const providers = checkProviders(p, raw.providers, model?.servedName);
+  const modelNames = [model?.servedName, ...providers.map((x) => x.name)].filter((x): x is string => !!x);
+  const pricing = checkPricing(p, raw.pricing, modelNames);
+  const keys = checkKeys(p, raw.keys, tiers, modelNames);
+  const volumeSizeGb = p.number("volumeSizeGb", raw.volumeSizeGb, { min: 10, max: 10_240, integer: true }) ?? DEFAULT_VOLUME_SIZE_GB;
+  const ttlHours = p.number("ttlHours", raw.ttlHours, { min: 1, max: TTL_MAX_HOURS, integer: true });
+  const tags = checkTags(p, raw.tags);
+  const limits = checkLimits(p, raw.limits);
+  const images = checkImages(p, raw.images);
+  const readyTimeoutMinutes =
+    p.number("readyTimeoutMinutes", raw.readyTimeoutMinutes, { min: 1, max: 240, integer: true }) ?? DEFAULT_READY_TIMEOUT_MINUTES;
+
+  if (p.list.length > 0 || !tenant || !region || !plan || !model || !tls) {
+    return { ok: false, problems: p.list };
+  }
+  const config: TenantConfig = {
+    tenant, region, plan, image, model, allowedCidrs, adminCidrs, tls, keys, tiers, pricing, providers,
+    volumeSizeGb, tags, limits, images, readyTimeoutMinutes,
+    ...(hfToken ? { hfToken } : {}),
+    ...(ttlHours !== undefined ? { ttlHours } : {}),
+  };
+  return { ok: true, config: deepFreeze(config) };
+}
+
+/**
+ * The stack name becomes the tenant name in Linode labels (`gs-<tenant>-data` must fit the
+ * 32-character volume label limit) and tags, so it follows the strictest of those rules.
+ */
+function checkTenant(p: Problems, stack: string): string | undefined {
+  if (!/^[a-z][a-z0-9-]{1,22}[a-z0-9]$/.test(stack) || stack.includes("--")) {
+    return p.add("(stack name)", stack,
+      "must be 3-24 characters of lowercase letters, digits and single hyphens, starting with a letter (it names the Linode resources)");
+  }
+  return stack;
+}
+
+function checkRegion(p: Problems, value: unknown): string | undefined {
+  if (value === undefined || value === null || value === "") {
+    return p.add("region", value, "is required; set it with `pulumi config set gpu-sandbox:region <id>`, e.g. us-ord");
+  }
+  const region = p.string("region", value);
+  if (region === undefined) return undefined;
+  if (!LINODE_REGIONS.some((r) => r.id === region)) {
+    const gpu = [...new Set(GPU_PLANS.flatMap(regionsOffering))].sort();
+    return p.add("region", region, `is not a Linode region; regions with GPU plans: ${gpu.join(", ")}`);
+  }
+  return region;
+}
+
+function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig | undefined {
+  const m = p.object("model", value) ?? {};
+  p.unknownKeys("model", m, ["id", "servedName", "maxModelLen", "gpuMemoryUtilization", "extraArgs"]);
+  const id = p.string("model.id", m.id) ?? DEFAULT_MODEL_ID;
+  if (!/^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(id)) {
+    return p.add("model.id", id, "must be a Hugging Face repository id such as mistralai/Mistral-7B-Instruct-v0.3");
+  }
+  const servedName = p.string("model.servedName", m.servedName) ?? id;
+  if (!/^[\w./:-]{1,128}$/.test(servedName)) {
+    p.add("model.servedName", servedName, "must be 1-128 characters of letters, digits and . _ - / :");
+  }
+  const maxModelLen = p.number("model.maxModelLen", m.maxModelLen, { min: 256, max: 1_048_576, integer: true }) ?? DEFAULT_MAX_MODEL_LEN;
+  const gpuMemoryUtilization =
+    p.number("model.gpuMemoryUtilization", m.gpuMemoryUtilization, { min: 0.1, max: 0.99 }) ?? DEFAULT_GPU_MEMORY_UTILIZATION;
+  const extraArgs: string[] = [];
+  (p.array("model.extraArgs", m.extraArgs) ?? []).forEach((arg, i) => {
+    if (typeof arg !== "string" || arg.length === 0) {
+      p.add(`model.extraArgs[${i}]`, arg, "must be a non-empty string such as --enable-prefix-caching");
+      return;
+    }
+    const flag = arg.split("=")[0] ?? arg;
+    const instead = RESERVED_VLLM_FLAGS[flag];
+    if (instead) p.add(`model.extraArgs[${i}]`, arg, `is set by the kit; use ${instead}`);
+    else extraArgs.push(arg);
+  });
+  return { id, servedName, maxModelLen, gpuMemoryUtilization, extraArgs, tensorParallelSize: gpuCount };
+}
+
+function checkSecret(p: Problems, key: string, value: unknown): Secret | undefined {
+  if (value === undefined || value === null || value === "") return undefined;
+  if (value instanceof Secret) return value;
+  if (typeof value === "string") return Secret.of(value);
+  return p.add(key, "[secret]", `must be a string; set it with \`pulumi config set --secret ${key} <value>\``);
+}
+
+function checkTls(p: Problems, value: unknown, allowedCidrs: readonly string[]): TlsConfig | undefined {
+  const t = p.object("tls", value) ?? {};
+  p.unknownKeys("tls", t, ["mode", "domain", "email"]);
+  const mode = p.oneOf("tls.mode", t.mode, TLS_MODES) ?? "letsencrypt";
+  const domain = p.string("tls.domain", t.domain);
+  const email = p.string("tls.email", t.email);
+  if (domain !== undefined && !/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/i.test(domain)) {
+    p.add("tls.domain", domain, "must be a DNS name such as llm.example.com");
+  }
+  if (email !== undefined && !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email)) p.add("tls.email", email, "must be an email address");
+  // Let's Encrypt checks port 80 from addresses it does not publish, so HTTP-01 only works
+  // when port 80 is open to the whole internet.
+  if (mode === "letsencrypt" && !allowedCidrs.includes("0.0.0.0/0")) {
+    p.add("tls.mode", mode,
+      "needs port 80 open to everyone (allowedCidrs must include 0.0.0.0/0) for Let's Encrypt's HTTP-01 check; use self-signed for a restricted endpoint");
+  }
+  return { mode, ...(domain ? { domain: domain.toLowerCase() } : {}), ...(email ? { email } : {}) };
+}
+
+function checkTiers(p: Problems, value: unknown): Record<string, Tier> {
+  const tiers: Record<string, Tier> = { ...DEFAULT_TIERS };
+  const t = p.object("tiers", value) ?? {};
+  for (const [name, v] of Object.entries(t)) {
+    if (!/^[a-z][a-z0-9_-]{0,31}$/.test(name)) {
+      p.add(`tiers.${name}`, v, "tier names are 1-32 lowercase letters, digits, _ and -");
+      continue;
+    }
+    const tier = p.object(`tiers.${name}`, v);
+    if (!tier) continue;
+    p.unknownKeys(`tiers.${name}`, tier, ["rpm", "tpm"]);
+    const limit = (k: "rpm" | "tpm"): number | null | undefined =>
+      tier[k] === null || tier[k] === "unlimited"
+        ? null
+        : p.number(`tiers.${name}.${k}`, tier[k], { min: 1, max: 1e9, integer: true }) ?? DEFAULT_TIERS[name]?.[k];
+    const rpm = limit("rpm");
+    const tpm = limit("tpm");
+    if (rpm === undefined || tpm === undefined) {
+      p.add(`tiers.${name}`, v, "a new tier needs both rpm and tpm (a number, or null for unlimited)");
+      continue;
+    }
+    tiers[name] = { rpm, tpm };
+  }
+  return tiers;
+}
+
+function checkPricing(p: Problems, value: unknown, modelNames: readonly string[]): Pricing {
+  const v = p.object("pricing", value) ?? {};
+  p.unknownKeys("pricing", v, ["request", "batchRequest", "models"]);
+  const models: Record<string, ModelPrice> = {};
+  for (const [name, price] of Object.entries(p.object("pricing.models", v.models) ?? {})) {
+    if (!modelNames.includes(name)) {
+      p.add(`pricing.models.${name}`, price, `prices a model that is not served; served models: ${modelNames.join(", ")}`);
+      continue;
+    }
+    const m = p.object(`pricing.models.${name}`, price) ?? {};
+    p.unknownKeys(`pricing.models.${name}`, m, ["promptPer1k", "completionPer1k"]);
+    models[name] = {
+      promptPer1k: p.credits(`pricing.models.${name}.promptPer1k`, m.promptPer1k) ?? 0,
+      completionPer1k: p.credits(`pricing.models.${name}.completionPer1k`, m.completionPer1k) ?? 0,
+    };
+  }
+  return {
+    request: p.credits("pricing.request", v.request) ?? DEFAULT_PRICING.request,
+    batchRequest: p.credits("pricing.batchRequest", v.batchRequest) ?? DEFAULT_PRICING.batchRequest,
+    models,
+  };
+}
+
+function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, Tier>>, modelNames: readonly string[]): BootstrapKey[] {
+  const keys: BootstrapKey[] = [];
+  (p.array("keys", value) ?? []).forEach((item, i) => {
+    const at = `keys[${i}]`;
+    const k = p.object(at, item);
+    if (!k) return;
+    p.unknownKeys(at, k, ["name", "credits", "tier", "models"]);
+    const name = p.string(`${at}.name`, k.name);
+    if (name === undefined || !/^[a-z0-9][a-z0-9_-]{0,31}$/.test(name)) {
+      p.add(`${at}.name`, k.name, "is required: 1-32 lowercase letters, digits, _ and -, e.g. app");
+    } else if (keys.some((x) => x.name === name)) {
+      p.add(`${at}.name`, name, "is used by another key; key names must be unique");
+    }
+    if (k.credits === undefined) p.add(`${at}.credits`, k.credits, "is required: the credits the key starts with, e.g. 1000");
+    const credits = p.credits(`${at}.credits`, k.credits);
+    const tier = p.string(`${at}.tier`, k.tier) ?? "free";
+    if (!(tier in tiers)) p.add(`${at}.tier`, tier, `is not a tier; tiers: ${Object.keys(tiers).join(", ")}`);
+    const models: string[] = [];
+    (p.array(`${at}.models`, k.models) ?? []).forEach((m, j) => {
+      if (typeof m === "string" && modelNames.includes(m)) models.push(m);
+      else p.add(`${at}.models[${j}]`, m, `is not a served model; served models: ${modelNames.join(", ")}`);
+    });
+    if (name && credits !== undefined) keys.push({ name, credits, tier, models });
+  });
+  return keys;
+}
+
+function checkProviders(p: Problems, value: unknown, servedName: string | undefined): ProviderModel[] {
+  const out: ProviderModel[] = [];
+  (p.array("providers", value) ?? []).forEach((item, i) => {
+    const at = `providers[${i}]`;
+    const v = p.object(at, item);
+    if (!v) return;
+    p.unknownKeys(at, v, ["name", "model", "apiKey"]);
+    const model = p.string(`${at}.model`, v.model);
+    const provider = model?.split("/")[0] as ProviderKind | undefined;
+    if (!model || !provider || !PROVIDERS.includes(provider) || model.split("/").length < 2) {
+      p.add(`${at}.model`, v.model, `must be <provider>/<model> with provider one of ${PROVIDERS.join(", ")}, e.g. groq/llama-3.3-70b-versatile`);
+    }
+    const name = p.string(`${at}.name`, v.name) ?? model;
+    if (name !== undefined && !/^[\w./:-]{1,128}$/.test(name)) p.add(`${at}.name`, name, "must be 1-128 characters of letters, digits and . _ - / :");
+    if (name !== undefined && (name === servedName || out.some((x) => x.name === name))) {
+      p.add(`${at}.name`, name, "is already the name of another model; names must be unique");
+    }
+    const apiKey = checkSecret(p, `${at}.apiKey`, v.apiKey);
+    if (!apiKey) p.add(`${at}.apiKey`, v.apiKey, `is required: pulumi config set --secret --path 'gpu-sandbox:providers[${i}].apiKey' <key>`);
+    if (model && name && apiKey && provider && PROVIDERS.includes(provider)) out.push({ name, model, provider, apiKey });
+  });
+  return out;
+}
+
+function checkTags(p: Problems, value: unknown): string[] {
+  const tags: string[] = [];
+  (p.array("tags", value) ?? []).forEach((t, i) => {
+    if (typeof t !== "string" || t.length < 3 || t.length > 50) p.add(`tags[${i}]`, t, "Linode tags are 3-50 characters");
+    else tags.push(t);
+  });
+  return tags;
+}
+
+function checkLimits(p: Problems, value: unknown): EdgeLimits {
+  const v = p.object("limits", value) ?? {};
+  p.unknownKeys("limits", v, ["requestsPerSecond", "burst", "connections", "maxBodyMb"]);
+  return {
+    requestsPerSecond: p.number("limits.requestsPerSecond", v.requestsPerSecond, { min: 1, max: 100_000, integer: true }) ?? DEFAULT_LIMITS.requestsPerSecond,
+    burst: p.number("limits.burst", v.burst, { min: 0, max: 100_000, integer: true }) ?? DEFAULT_LIMITS.burst,
+    connections: p.number("limits.connections", v.connections, { min: 1, max: 100_000, integer: true }) ?? DEFAULT_LIMITS.connections,
+    maxBodyMb: p.number("limits.maxBodyMb", v.maxBodyMb, { min: 1, max: 1024, integer: true }) ?? DEFAULT_LIMITS.maxBodyMb,
+  };
+}
+
+function checkImages(p: Problems, value: unknown): Images {
+  const v = p.object("images", value) ?? {};
+  const names = Object.keys(DEFAULT_IMAGES) as (keyof Images)[];
+  p.unknownKeys("images", v, names);
+  const images = { ...DEFAULT_IMAGES };
+  for (const name of names) {
+    const ref = p.string(`images.${name}`, v[name]);
+    if (ref === undefined) continue;
+    if (!/^[a-z0-9][\w.\-/:]*(@sha256:[a-f0-9]{64})?$/.test(ref) || !/[:@]/.test(ref)) {
+      p.add(`images.${name}`, ref, "must be an image reference with a tag or digest, e.g. vllm/vllm-openai:v0.11.0 or name@sha256:<64 hex>");
+    } else {
+      images[name] = ref;
+    }
+  }
+  return images;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object" && !(value instanceof Secret) && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,73 @@
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parse } from "yaml";
+import { CONFIG_NAMESPACE } from "./config/types.ts";
+import { Secret } from "./secret.ts";
+
+/** Where stack files live (Pulumi.yaml: `stackConfigDir: stacks`). */
+export const STACKS_DIR = "stacks";
+
+export function stackFilePath(root: string, stack: string): string {
+  return join(root, STACKS_DIR, `Pulumi.${stack}.yaml`);
+}
+
+/** Stack names that have a file in `stacks/`, sorted. */
+export function listStackNames(root: string): string[] {
+  const dir = join(root, STACKS_DIR);
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .map((f) => /^Pulumi\.(.+)\.ya?ml$/.exec(f)?.[1])
+    .filter((s): s is string => s !== undefined)
+    .sort();
+}
+
+export class StackFileError extends Error {
+  override name = "StackFileError";
+}
+
+/**
+ * Reads the `gpu-sandbox:*` keys of a stack file without Pulumi (for `render` and the operator
+ * scripts). Encrypted values (`secure: v1:…`) cannot be read here; they become
+ * `Secret.encrypted()` so validation still knows they are set.
+ */
+export function readStackConfig(root: string, stack: string): Record<string, unknown> {
+  const path = stackFilePath(root, stack);
+  if (!existsSync(path)) {
+    const known = listStackNames(root);
+    throw new StackFileError(
+      `no stack file ${path}; ${known.length ? `stacks: ${known.join(", ")}` : "create one with `npm run new-tenant`"}`,
+    );
+  }
+  return parseStackConfig(readFileSync(path, "utf8"), path);
+}
+
+/** The pure part of `readStackConfig`: stack-file text → raw config without the namespace. */
+export function parseStackConfig(text: string, source = "stack file"): Record<string, unknown> {
+  let doc: unknown;
+  try {
+    doc = parse(text);
+  } catch (err) {
+    throw new StackFileError(`${source} is not valid YAML: ${(err as Error).message}`);
+  }
+  const config = (doc as { config?: unknown } | null)?.config ?? {};
+  if (typeof config !== "object" || config === null || Array.isArray(config)) {
+    throw new StackFileError(`${source}: "config" must be a map of keys to values`);
+  }
+  const raw: Record<string, unknown> = {};
+  const prefix = `${CONFIG_NAMESPACE}:`;
+  for (const [key, value] of Object.entries(config)) {
+    if (key.startsWith(prefix)) raw[key.slice(prefix.length)] = decodeSecure(value);
+  }
+  return raw;
+}
+
+/** Replaces every `{ secure: … }` (at any depth) with an encrypted Secret. */
+function decodeSecure(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(decodeSecure);
+  if (value && typeof value === "object") {
+    const entries = Object.entries(value);
+    if (entries.length === 1 && entries[0]?.[0] === "secure") return Secret.encrypted();
+    return Object.fromEntries(entries.map(([k, v]) => [k, decodeSecure(v)]));
+  }
+  return value;
+}

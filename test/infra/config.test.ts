@@ -1,0 +1,162 @@
+import { describe, expect, it } from "vitest";
+import { validateConfig } from "../../infra/config.ts";
+import { describeProblems } from "../../infra/config.ts";
+import { formatProblem } from "../../infra/config/checks.ts";
+import type { ConfigProblem, TenantConfig } from "../../infra/config.ts";
+import { Secret } from "../../infra/secret.ts";
+
+const base = { region: "us-ord", allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["203.0.113.7/32"] };
+
+function ok(raw: Record<string, unknown>, stack = "acme"): TenantConfig {
+  const result = validateConfig(raw, { stack });
+  if (!result.ok) throw new Error(`expected valid config, got:\n${describeProblems(result.problems)}`);
+  return result.config;
+}
+
+function problems(raw: Record<string, unknown>, stack = "acme"): string[] {
+  const result = validateConfig(raw, { stack });
+  if (result.ok) throw new Error("expected problems, config was accepted");
+  return result.problems.map((p: ConfigProblem) => formatProblem(p, "gpu-sandbox"));
+}
+
+describe("validateConfig: good configs", () => {
+  it("fills every default from a region alone", () => {
+    const c = ok({ region: "us-ord" });
+    expect(c.plan.id).toBe("g2-gpu-rtx4000a1-s");
+    expect(c.image).toBe("linode/ubuntu24.04");
+    expect(c.model).toEqual({
+      id: "Qwen/Qwen2.5-7B-Instruct", servedName: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192,
+      gpuMemoryUtilization: 0.9, extraArgs: [], tensorParallelSize: 1,
+    });
+    expect(c.allowedCidrs).toEqual(["0.0.0.0/0", "::/0"]);
+    expect(c.adminCidrs).toEqual([]);
+    expect(c.tls).toEqual({ mode: "letsencrypt" });
+    expect(c.tiers.developer).toEqual({ rpm: 100, tpm: 100_000 });
+    expect(c.tiers.enterprise).toEqual({ rpm: null, tpm: null });
+    expect(c.pricing).toEqual({ request: 1, batchRequest: 2, models: {} });
+    expect(c.volumeSizeGb).toBe(100);
+    expect(c.ttlHours).toBeUndefined();
+    expect(c.limits).toEqual({ requestsPerSecond: 10, burst: 20, connections: 100, maxBodyMb: 8 });
+  });
+
+  it("takes numbers written as strings, as `pulumi config set` stores them", () => {
+    const c = ok({ ...base, ttlHours: "24", volumeSizeGb: "200", model: { id: "a/b", maxModelLen: "4096" } });
+    expect(c.ttlHours).toBe(24);
+    expect(c.volumeSizeGb).toBe(200);
+    expect(c.model.maxModelLen).toBe(4096);
+  });
+
+  it("sets tensor parallelism from the plan's GPU count", () => {
+    expect(ok({ ...base, plan: "g2-gpu-rtx4000a4-m" }).model.tensorParallelSize).toBe(4);
+    expect(ok({ ...base, region: "us-east", plan: "g1-gpu-rtx6000-2" }).model.tensorParallelSize).toBe(2);
+  });
+
+  it("accepts a full config: keys, tiers, prices, providers, tls", () => {
+    const c = ok({
+      ...base,
+      model: { id: "mistralai/Mistral-7B-Instruct-v0.3", servedName: "mistral-7b", extraArgs: ["--enable-prefix-caching"] },
+      hfToken: "hf_abc",
+      tls: { mode: "self-signed" },
+      allowedCidrs: ["198.51.100.0/24", "2001:DB8::/32"],
+      tiers: { team: { rpm: 50, tpm: 50_000 }, free: { rpm: 20 } },
+      keys: [{ name: "app", credits: 1000, tier: "team", models: ["mistral-7b"] }, { name: "ci", credits: 0.5 }],
+      pricing: { request: 0.5, models: { "mistral-7b": { promptPer1k: 0.01, completionPer1k: 0.03 } } },
+      providers: [{ name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: Secret.encrypted() }],
+      ttlHours: 8,
+      tags: ["workshop"],
+    });
+    expect(c.model.servedName).toBe("mistral-7b");
+    expect(c.hfToken?.reveal()).toBe("hf_abc");
+    expect(c.allowedCidrs).toEqual(["198.51.100.0/24", "2001:db8::/32"]);
+    expect(c.tiers.team).toEqual({ rpm: 50, tpm: 50_000 });
+    expect(c.tiers.free).toEqual({ rpm: 20, tpm: 10_000 });
+    expect(c.keys).toEqual([
+      { name: "app", credits: 1000, tier: "team", models: ["mistral-7b"] },
+      { name: "ci", credits: 0.5, tier: "free", models: [] },
+    ]);
+    expect(c.pricing.request).toBe(0.5);
+    expect(c.pricing.batchRequest).toBe(2);
+    expect(c.providers[0]).toMatchObject({ name: "llama-70b", provider: "groq" });
+  });
+
+  it("returns a frozen object whose secrets never print", () => {
+    const c = ok({ ...base, hfToken: "hf_very_secret" });
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.model)).toBe(true);
+    expect(JSON.stringify(c)).not.toContain("hf_very_secret");
+    expect(String(c.hfToken)).toBe("[secret]");
+  });
+});
+
+describe("validateConfig: bad configs name the key, the value and what is allowed", () => {
+  const cases: [string, Record<string, unknown>, string[], string?][] = [
+    ["missing region", {}, ['gpu-sandbox:region = (not set): is required']],
+    ["unknown region", { region: "mars-1" }, ['gpu-sandbox:region = "mars-1": is not a Linode region; regions with GPU plans: ap-south, ap-west,']],
+    ["not a GPU plan", { ...base, plan: "g6-standard-2" }, ['gpu-sandbox:plan = "g6-standard-2": is not a Linode GPU plan; GPU plans: g2-gpu-rtx4000a1-s,']],
+    ["plan not offered in region", { ...base, region: "us-east" },
+      ['gpu-sandbox:plan = "g2-gpu-rtx4000a1-s": is not offered in region us-east; regions with NVIDIA RTX 4000 Ada: us-ord, us-sea,']],
+    ["region without GPUs", { ...base, region: "br-gru" }, ['gpu-sandbox:plan = "g2-gpu-rtx4000a1-s": is not offered in region br-gru']],
+    ["bad CIDR", { ...base, allowedCidrs: ["0.0.0.0/0", "10.0.0.300/8", "1.2.3.4"] },
+      ['gpu-sandbox:allowedCidrs[1] = "10.0.0.300/8": is not a CIDR', 'gpu-sandbox:allowedCidrs[2] = "1.2.3.4": is not a CIDR']],
+    ["CIDR list given as a string", { ...base, adminCidrs: "203.0.113.7/32" }, ['gpu-sandbox:adminCidrs = "203.0.113.7/32": must be a list']],
+    ["stack name breaks label rules", { ...base }, ['gpu-sandbox:(stack name) = "Acme_Corp": must be 3-24 characters'], "Acme_Corp"],
+    ["stack name too long", { ...base }, ['gpu-sandbox:(stack name) = "a-very-long-tenant-name-indeed": must be 3-24'], "a-very-long-tenant-name-indeed"],
+    ["negative credits", { ...base, keys: [{ name: "app", credits: -5 }] }, ["gpu-sandbox:keys[0].credits = -5: must not be negative"]],
+    ["too many decimals", { ...base, keys: [{ name: "app", credits: 0.0000001 }] }, ["gpu-sandbox:keys[0].credits = 1e-7: must have at most 6 decimal places"]],
+    ["unknown tier", { ...base, keys: [{ name: "app", credits: 1, tier: "gold" }] },
+      ['gpu-sandbox:keys[0].tier = "gold": is not a tier; tiers: free, developer, pro, enterprise']],
+    ["duplicate key names", { ...base, keys: [{ name: "app", credits: 1 }, { name: "app", credits: 2 }] },
+      ['gpu-sandbox:keys[1].name = "app": is used by another key']],
+    ["key for an unserved model", { ...base, keys: [{ name: "app", credits: 1, models: ["gpt-4"] }] },
+      ['gpu-sandbox:keys[0].models[0] = "gpt-4": is not a served model; served models: Qwen/Qwen2.5-7B-Instruct']],
+    ["ttl too long", { ...base, ttlHours: 10_000 }, ["gpu-sandbox:ttlHours = 10000: must be between 1 and 2160"]],
+    ["ttl zero", { ...base, ttlHours: 0 }, ["gpu-sandbox:ttlHours = 0: must be between 1 and 2160"]],
+    ["ttl fractional", { ...base, ttlHours: 1.5 }, ["gpu-sandbox:ttlHours = 1.5: must be a whole number"]],
+    ["ttl not a number", { ...base, ttlHours: "tomorrow" }, ['gpu-sandbox:ttlHours = "tomorrow": must be a number']],
+    ["letsencrypt behind an allow-list", { ...base, allowedCidrs: ["198.51.100.0/24"] },
+      ['gpu-sandbox:tls.mode = "letsencrypt": needs port 80 open to everyone']],
+    ["unknown TLS mode", { ...base, tls: { mode: "acme" } }, ['gpu-sandbox:tls.mode = "acme": must be one of: letsencrypt, self-signed, off']],
+    ["reserved vLLM flag", { ...base, model: { id: "a/b", extraArgs: ["--port=9000", "--api-key"] } },
+      ['gpu-sandbox:model.extraArgs[0] = "--port=9000": is set by the kit', 'gpu-sandbox:model.extraArgs[1] = "--api-key": is set by the kit']],
+    ["bad model id", { ...base, model: { id: "not a repo" } }, ['gpu-sandbox:model.id = "not a repo": must be a Hugging Face repository id']],
+    ["GPU memory out of range", { ...base, model: { gpuMemoryUtilization: 1.5 } }, ["gpu-sandbox:model.gpuMemoryUtilization = 1.5: must be between 0.1 and 0.99"]],
+    ["typo in a key", { ...base, ttlHour: 5 }, ['gpu-sandbox:ttlHour = 5: is not a gpu-sandbox setting; known: region, plan,']],
+    ["typo in a nested key", { ...base, model: { id: "a/b", maxLen: 4 } }, ["gpu-sandbox:model.maxLen = 4: is not a known setting; known: id, servedName,"]],
+    ["provider without key", { ...base, providers: [{ model: "groq/llama" }] }, ["gpu-sandbox:providers[0].apiKey = (not set): is required"]],
+    ["unknown provider", { ...base, providers: [{ model: "acme/x", apiKey: "k" }] }, ['gpu-sandbox:providers[0].model = "acme/x": must be <provider>/<model>']],
+    ["price for an unserved model", { ...base, pricing: { models: { "gpt-4": { promptPer1k: 1 } } } },
+      ['gpu-sandbox:pricing.models.gpt-4 = {"promptPer1k":1}: prices a model that is not served']],
+    ["tier without limits", { ...base, tiers: { team: { rpm: 5 } } }, ['gpu-sandbox:tiers.team = {"rpm":5}: a new tier needs both rpm and tpm']],
+    ["volume too small", { ...base, volumeSizeGb: 5 }, ["gpu-sandbox:volumeSizeGb = 5: must be between 10 and 10240"]],
+    ["short tag", { ...base, tags: ["x"] }, ['gpu-sandbox:tags[0] = "x": Linode tags are 3-50 characters']],
+    ["image without tag or digest", { ...base, images: { vllm: "vllm/vllm-openai" } }, ['gpu-sandbox:images.vllm = "vllm/vllm-openai": must be an image reference']],
+  ];
+
+  it.each(cases)("%s", (_name, raw, expected, stack) => {
+    const got = problems(raw, stack ?? "acme");
+    for (const line of expected) {
+      expect(got.some((g) => g.startsWith(line)), `expected a problem starting with:\n  ${line}\ngot:\n  ${got.join("\n  ")}`).toBe(true);
+    }
+    expect(got).toHaveLength(expected.length);
+  });
+
+  it("reports every problem at once, not one per run", () => {
+    const got = problems({ region: "mars-1", ttlHours: -1, keys: [{ name: "app", credits: -1, tier: "gold" }], adminCidrs: ["nope"] });
+    expect(got).toHaveLength(5);
+  });
+
+  it("never prints a secret in a problem", () => {
+    const got = problems({ region: "us-ord", hfToken: { token: "hf_leak_me" } });
+    expect(got.join("\n")).toContain("gpu-sandbox:hfToken");
+    expect(got.join("\n")).not.toContain("hf_leak_me");
+  });
+
+  it("explains where to fix the problems", () => {
+    const result = validateConfig({}, { stack: "acme" });
+    expect(result.ok).toBe(false);
+    if (!result.ok) {
+      expect(describeProblems(result.problems)).toMatch(/the stack config has 1 problem:\n {2}- gpu-sandbox:region/);
+      expect(describeProblems(result.problems)).toContain("docs/configuration.md");
+    }
+  });
+});
