@@ -64,3 +64,8 @@ export function bearerToken(header: string | undefined): string | undefined {
   const token = header.slice(7).trim();
   return token === "" ? undefined : token;
 }
+
+/** Replaces anything shaped like one of our keys, for text that may end up in logs. */
+export function redactKeys(text: string): string {
+  return text.includes("sk-gs-") ? text.replace(/sk-gs-[A-Za-z0-9_]*/g, "sk-gs-[redacted]") : text;
+}

@@ -1,0 +1,125 @@
+import { randomUUID } from "node:crypto";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
+import type { Logger } from "pino";
+import { authHook } from "./auth.ts";
+import type { Clock } from "./clock.ts";
+import type { ShimConfig } from "./config.ts";
+import type { ShimContext } from "./context.ts";
+import { errorHandler, sendError, ShimError } from "./errors.ts";
+import { Inflight } from "./inflight.ts";
+import { Metrics } from "./metrics.ts";
+import { redactKeys } from "./keys.ts";
+import { creditsNumber } from "./money.ts";
+import { Pricer } from "./pricing.ts";
+import { RateLimiter } from "./rate-limit.ts";
+import { adminRoutes } from "./routes/admin.ts";
+import { healthRoutes } from "./routes/health.ts";
+import { inferenceRoutes } from "./routes/inference.ts";
+import { metricsRoutes } from "./routes/metrics.ts";
+import { modelsRoutes } from "./routes/models.ts";
+import { usageRoutes } from "./routes/usage.ts";
+import type { Store } from "./store/store.ts";
+import type { Upstream } from "./upstream.ts";
+
+export interface AppDeps {
+  config: ShimConfig;
+  store: Store;
+  upstream: Upstream;
+  clock: Clock;
+  logger: Logger;
+  metrics?: Metrics;
+}
+
+declare module "fastify" {
+  interface FastifyInstance {
+    shim: ShimContext;
+  }
+}
+
+const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Builds the Fastify app from its dependencies. It never listens and touches no process globals. */
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const { config } = deps;
+  const ctx: ShimContext = {
+    ...deps,
+    metrics: deps.metrics ?? new Metrics(),
+    pricer: new Pricer(config.pricing, config.models),
+    limiter: new RateLimiter(deps.clock, config.unauthenticatedRpm),
+    inflight: new Inflight(),
+  };
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    // One line per request, written below (finishRequest), without headers or bodies.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.maxBodyBytes,
+    trustProxy: config.trustProxy.length > 0 ? [...config.trustProxy] : false,
+    requestIdHeader: false,
+    genReqId: (req) => {
+      // Reuse a sane incoming id (nginx's $request_id) so one id follows a request across hops.
+      const incoming = req.headers["x-request-id"];
+      return typeof incoming === "string" && SANE_REQUEST_ID.test(incoming) ? incoming : randomUUID();
+    },
+    return503OnClosing: true,
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+  });
+  app.decorate("shim", ctx);
+
+  // Keep the raw bytes: non-streamed bodies are forwarded exactly as the client sent them.
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser("application/json", { parseAs: "buffer" }, (request, body, done) => {
+    const raw = body as Buffer;
+    request.rawBody = raw;
+    if (raw.length === 0) return done(new ShimError("invalid_request", { message: "Request body is empty; send a JSON object." }), undefined);
+    try {
+      done(null, JSON.parse(raw.toString("utf8")));
+    } catch {
+      done(new ShimError("invalid_request", { message: "Request body is not valid JSON." }), undefined);
+    }
+  });
+
+  app.addHook("onRequest", async (request, reply) => {
+    request.shim = { start: performance.now(), keyId: null, model: null, modelLabel: "none", tokens: null, cost: null, logged: false };
+    reply.header("x-request-id", request.id);
+  });
+  app.addHook("onRequest", authHook(ctx));
+  app.addHook("onResponse", async (request, reply) => finishRequest(ctx, request, reply.statusCode));
+
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((request, reply) => {
+    request.shimErrorCode = "not_found";
+    void sendError(reply, new ShimError("not_found", { message: `Unknown route: ${request.method} ${request.url.split("?")[0]!.slice(0, 200)}` }));
+  });
+
+  healthRoutes(app, ctx);
+  metricsRoutes(app, ctx);
+  modelsRoutes(app, ctx);
+  inferenceRoutes(app, ctx);
+  usageRoutes(app, ctx);
+  adminRoutes(app, ctx);
+  return app;
+}
+
+/** The one log line and the metrics of a request; streams call it when their last event is out. */
+export function finishRequest(ctx: ShimContext, request: FastifyRequest, status: number): void {
+  const s = request.shim;
+  if (!s || s.logged) return;
+  s.logged = true;
+  const ms = performance.now() - s.start;
+  const route = request.routeOptions.url ?? "unmatched";
+  ctx.metrics.requests.inc({ route, status });
+  ctx.metrics.duration.observe({ route }, ms / 1000);
+  const q = request.url.indexOf("?");
+  ctx.logger.info({
+    reqId: request.id,
+    method: request.method,
+    path: redactKeys((q === -1 ? request.url : request.url.slice(0, q)).slice(0, 200)),
+    status,
+    ms: Math.round(ms * 100) / 100,
+    keyId: s.keyId,
+    model: s.model === null ? null : redactKeys(s.model.slice(0, 200)),
+    tokens: s.tokens,
+    cost: s.cost === null ? null : creditsNumber(s.cost),
+    ...(request.shimErrorCode ? { error: request.shimErrorCode } : {}),
+  }, "request");
+}

@@ -1,0 +1,67 @@
+import type { FastifyReply, FastifyRequest } from "fastify";
+import type { ShimContext } from "./context.ts";
+import { ShimError } from "./errors.ts";
+import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
+import { formatCredits } from "./money.ts";
+import { rateLimitHeaders } from "./rate-limit.ts";
+
+/** Routes that answer without authentication and without the per-IP limit (probes, scrapes). */
+const EXEMPT = new Set(["/health", "/ready", "/metrics"]);
+
+/**
+ * The onRequest hook: admin token for /admin/*, an API key for everything else. A request that
+ * presents neither a valid key nor a valid admin token spends from its client IP's bucket first,
+ * so guessing keys is throttled like any other unauthenticated traffic.
+ */
+export function authHook(ctx: ShimContext) {
+  return async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const q = request.url.indexOf("?");
+    const path = q === -1 ? request.url : request.url.slice(0, q);
+    if (EXEMPT.has(path)) return;
+    const token = bearerToken(request.headers.authorization);
+
+    if (path === "/admin" || path.startsWith("/admin/")) {
+      const admin = ctx.config.adminToken;
+      if (token !== undefined && admin !== null && secretsEqual(token, admin)) {
+        request.isAdmin = true;
+        return;
+      }
+      throttleUnauthenticated(ctx, request);
+      throw new ShimError("invalid_admin_token");
+    }
+
+    const id = token === undefined ? undefined : parseKeyId(token);
+    const key = id === undefined ? undefined : await ctx.store.getKey(id);
+    const now = ctx.clock.now();
+    if (key === undefined || !verifyKey(token!, key.hash) || key.revokedAt !== null || (key.expiresAt !== null && key.expiresAt <= now)) {
+      throttleUnauthenticated(ctx, request);
+      throw new ShimError("invalid_api_key");
+    }
+    const limits = ctx.config.tiers.get(key.tier) ?? ctx.config.tiers.get(ctx.config.defaultTier)!;
+    const buckets = ctx.limiter.forKey(key.id, limits);
+    request.auth = { key, buckets };
+    request.shim.keyId = key.id;
+    const mono = ctx.clock.monotonic();
+    if (buckets.requests) {
+      const r = buckets.requests.take(1, mono);
+      if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(buckets, mono, now));
+    }
+    reply.headers(rateLimitHeaders(buckets, mono, now));
+    reply.header("x-credits-charged", "0");
+    reply.header("x-credits-remaining", formatCredits(key.balance - key.held));
+  };
+}
+
+function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest): void {
+  const r = ctx.limiter.takeIp(request.ip);
+  if (!r.ok) throw rateLimited(r.retryMs, {});
+}
+
+export function rateLimited(retryMs: number, headers: Record<string, string>): ShimError {
+  const seconds = Math.max(1, Math.ceil(retryMs / 1000));
+  return new ShimError("rate_limit_exceeded", {
+    message: `Rate limit exceeded. Try again in ${seconds} seconds.`,
+    extra: { retry_after: seconds },
+    headers: { ...headers, "retry-after": String(seconds) },
+  });
+}

@@ -1,0 +1,121 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
+import { StoreUnavailableError } from "./store/store.ts";
+
+/**
+ * The one error table. Every error response is OpenAI-shaped,
+ * `{"error":{"message","type","param","code"}}`, so each SDK raises its own exception class.
+ * 5xx messages are generic on purpose: never stack traces, hostnames, SQL or upstream bodies.
+ */
+export const ERROR_TABLE = {
+  invalid_request: { status: 400, type: "invalid_request_error", message: "Invalid request." },
+  invalid_api_key: {
+    status: 401,
+    type: "authentication_error",
+    message: "Invalid API key. Send a valid key as 'Authorization: Bearer <key>'.",
+  },
+  invalid_admin_token: {
+    status: 401,
+    type: "authentication_error",
+    message: "Invalid admin token. Send it as 'Authorization: Bearer <token>'.",
+  },
+  insufficient_credits: { status: 402, type: "insufficient_credits", message: "Insufficient credits." },
+  model_not_allowed: { status: 403, type: "permission_error", message: "This key may not use this model." },
+  model_not_found: {
+    status: 404,
+    type: "invalid_request_error",
+    message: "The model does not exist or you do not have access to it.",
+  },
+  not_found: { status: 404, type: "invalid_request_error", message: "Not found." },
+  idempotency_key_reused: {
+    status: 409,
+    type: "invalid_request_error",
+    message: "This Idempotency-Key was already used with a different request.",
+  },
+  request_too_large: { status: 413, type: "invalid_request_error", message: "Request body is too large." },
+  rate_limit_exceeded: { status: 429, type: "rate_limit_exceeded", message: "Rate limit exceeded." },
+  internal_error: { status: 500, type: "api_error", message: "Internal error." },
+  upstream_error: { status: 502, type: "api_error", message: "The model server returned an error." },
+  service_unavailable: { status: 503, type: "api_error", message: "Service temporarily unavailable. Retry later." },
+  upstream_timeout: { status: 504, type: "api_error", message: "The model server did not respond in time." },
+} as const satisfies Record<string, { status: number; type: string; message: string }>;
+
+export type ErrorCode = keyof typeof ERROR_TABLE;
+
+export interface ShimErrorOptions {
+  message?: string;
+  param?: string | null;
+  /** Extra fields placed inside `error` and at the top level of the body (seed 001's 402). */
+  extra?: Record<string, unknown>;
+  headers?: Record<string, string>;
+}
+
+export class ShimError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly param: string | null;
+  readonly extra: Record<string, unknown> | undefined;
+  readonly headers: Record<string, string> | undefined;
+
+  constructor(code: ErrorCode, options: ShimErrorOptions = {}) {
+    super(options.message ?? ERROR_TABLE[code].message);
+    this.name = "ShimError";
+    this.code = code;
+    this.status = ERROR_TABLE[code].status;
+    this.param = options.param ?? null;
+    this.extra = options.extra;
+    this.headers = options.headers;
+  }
+}
+
+export function errorBody(err: ShimError): string {
+  const error: Record<string, unknown> = {
+    message: err.message,
+    type: ERROR_TABLE[err.code].type,
+    param: err.param,
+    code: err.code,
+    ...err.extra,
+  };
+  return JSON.stringify(err.extra ? { error, ...err.extra } : { error });
+}
+
+/** Maps Fastify's own errors (body parsing, limits, routing) onto the table. */
+export function toShimError(err: unknown): ShimError {
+  if (err instanceof ShimError) return err;
+  if (err instanceof StoreUnavailableError) return new ShimError("service_unavailable");
+  const fe = err as Partial<FastifyError> | undefined;
+  switch (fe?.code) {
+    case "FST_ERR_CTP_BODY_TOO_LARGE":
+      return new ShimError("request_too_large");
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+      return new ShimError("invalid_request", { message: "Request body must be JSON (Content-Type: application/json)." });
+    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+      return new ShimError("invalid_request", { message: "Request body is empty; send a JSON object." });
+    case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":
+      return new ShimError("invalid_request", { message: "Content-Length does not match the body." });
+  }
+  if (err instanceof SyntaxError || fe?.code === "FST_ERR_CTP_INVALID_JSON_BODY") {
+    return new ShimError("invalid_request", { message: "Request body is not valid JSON." });
+  }
+  const status = typeof fe?.statusCode === "number" ? fe.statusCode : 500;
+  if (status === 413) return new ShimError("request_too_large");
+  if (status >= 400 && status < 500) return new ShimError("invalid_request");
+  return new ShimError("internal_error");
+}
+
+/** Writes an error response; the single place that does. */
+export function sendError(reply: FastifyReply, err: ShimError): FastifyReply {
+  if (err.headers) reply.headers(err.headers);
+  return reply.code(err.status).type("application/json").send(errorBody(err));
+}
+
+/** The one Fastify error handler. Unexpected errors are logged (without the request) once. */
+export function errorHandler(this: unknown, error: unknown, request: FastifyRequest, reply: FastifyReply): void {
+  const err = toShimError(error);
+  if (error instanceof StoreUnavailableError) {
+    request.log.error({ err: error.cause }, "store unavailable");
+  } else if (err.status >= 500 && !(error instanceof ShimError)) {
+    request.log.error({ err: error }, "unhandled error");
+  }
+  request.shimErrorCode = err.code;
+  void sendError(reply, err);
+}

@@ -1,0 +1,120 @@
+import { eventData } from "./sse.ts";
+import type { Usage } from "./pricing.ts";
+
+/**
+ * Reads a streamed completion as it passes through: the upstream's usage (final usage chunk,
+ * else the last continuous usage seen), the number of chunks that carried generated content,
+ * and which events the client gets to see. The shim asks the upstream for usage whatever the
+ * client asked; the extra usage chunk (and continuous usage fields the shim added) are hidden
+ * from a client that did not ask for them.
+ */
+export type MeteredEvent =
+  | { kind: "chunk"; forward: string } // forward = the event text to send
+  | { kind: "usage"; forward: string | null } // the final usage-only chunk (null = hide it)
+  | { kind: "error"; forward: string } // upstream error inside the stream
+  | { kind: "done" };
+
+export interface MeterOptions {
+  /** The client asked for the usage chunk (stream_options present and include_usage not false). */
+  clientWantsUsage: boolean;
+  /** The shim added continuous_usage_stats and the client did not ask for it. */
+  hideContinuous: boolean;
+}
+
+interface UsageJson {
+  prompt_tokens?: unknown;
+  completion_tokens?: unknown;
+}
+interface ChunkJson {
+  choices?: { delta?: Record<string, unknown>; text?: unknown }[];
+  usage?: UsageJson | null;
+  error?: unknown;
+}
+
+export class StreamMeter {
+  private readonly options: MeterOptions;
+  finalUsage: Usage | null = null;
+  lastContinuous: Usage | null = null;
+  /** Choices that carried generated content: each carries at least one token. */
+  generated = 0;
+
+  constructor(options: MeterOptions) {
+    this.options = options;
+  }
+
+  process(event: string): MeteredEvent {
+    const data = eventData(event);
+    if (data === null) return { kind: "chunk", forward: event }; // comments, retry: lines
+    if (data === "[DONE]") return { kind: "done" };
+    let chunk: ChunkJson;
+    try {
+      chunk = JSON.parse(data) as ChunkJson;
+    } catch {
+      return { kind: "chunk", forward: event };
+    }
+    if (chunk === null || typeof chunk !== "object") return { kind: "chunk", forward: event };
+    if (chunk.error !== undefined) return { kind: "error", forward: event };
+    const usage = toUsage(chunk.usage);
+    const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
+    if (usage && choices.length === 0) {
+      this.finalUsage = usage;
+      return { kind: "usage", forward: this.options.clientWantsUsage ? event : null };
+    }
+    for (const c of choices) if (hasContent(c)) this.generated++;
+    if (usage) {
+      this.lastContinuous = usage;
+      if (this.options.hideContinuous) return { kind: "chunk", forward: `data: ${withoutUsage(data, chunk)}` };
+    }
+    return { kind: "chunk", forward: event };
+  }
+
+  /**
+   * What to charge for: the upstream's usage chunk; else (stream cut short) the last continuous
+   * usage; else the count of content-bearing chunks as completion tokens and no prompt tokens.
+   * The fallback never overcharges: every such chunk carried at least one token.
+   */
+  usage(): Usage {
+    return this.finalUsage ?? this.lastContinuous ?? { promptTokens: 0, completionTokens: this.generated };
+  }
+}
+
+function toUsage(u: UsageJson | null | undefined): Usage | null {
+  if (!u || typeof u !== "object") return null;
+  const p = u.prompt_tokens;
+  const c = u.completion_tokens ?? 0;
+  if (!isCount(p) || !isCount(c)) return null;
+  return { promptTokens: p, completionTokens: c };
+}
+
+const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
+
+function hasContent(choice: { delta?: Record<string, unknown>; text?: unknown } | null): boolean {
+  if (!choice || typeof choice !== "object") return false;
+  if (typeof choice.text === "string") return choice.text !== "";
+  const d = choice.delta;
+  if (!d) return false;
+  return (
+    (typeof d.content === "string" && d.content !== "") ||
+    (typeof d.reasoning_content === "string" && d.reasoning_content !== "") ||
+    (typeof d.reasoning === "string" && d.reasoning !== "") ||
+    (Array.isArray(d.tool_calls) && d.tool_calls.length > 0)
+  );
+}
+
+/** Removes the `usage` member we asked for, without reformatting the rest when it is last. */
+function withoutUsage(data: string, chunk: ChunkJson): string {
+  const keys = Object.keys(chunk);
+  const at = data.lastIndexOf(',"usage":');
+  if (keys[keys.length - 1] === "usage" && at > 0 && data.endsWith("}")) return `${data.slice(0, at)}}`;
+  const { usage: _drop, ...rest } = chunk;
+  return JSON.stringify(rest);
+}
+
+/** Adds `"name":value` members at the end of a JSON object's text, leaving the rest as it was. */
+export function spliceJson(text: string, members: Record<string, string>): string {
+  const end = text.lastIndexOf("}");
+  if (end < 0) return text;
+  const extra = Object.entries(members).map(([k, v]) => `${JSON.stringify(k)}:${v}`).join(",");
+  const empty = /^\s*\{\s*$/.test(text.slice(0, end));
+  return `${text.slice(0, end)}${empty ? "" : ","}${extra}${text.slice(end)}`;
+}

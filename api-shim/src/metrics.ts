@@ -1,0 +1,35 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/**
+ * Prometheus metrics with low-cardinality labels only: route pattern, status, configured model
+ * names. Never key ids, keys or client addresses. One registry per app instance (tests build
+ * many apps in one process).
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<"route" | "status">;
+  readonly duration: Histogram<"route">;
+  readonly tokens: Counter<"model" | "kind">;
+  readonly credits: Counter<"model">;
+  readonly activeStreams: Gauge;
+  readonly upstreamFailures: Counter<"reason">;
+  readonly releasedReservations: Counter;
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    this.requests = new Counter({ name: "shim_requests_total", help: "Requests answered, by route pattern and status.", labelNames: ["route", "status"], registers });
+    this.duration = new Histogram({
+      name: "shim_request_duration_seconds",
+      help: "Time from request to the end of the response (streams: to the last event).",
+      labelNames: ["route"],
+      buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 30, 120],
+      registers,
+    });
+    this.tokens = new Counter({ name: "shim_tokens_total", help: "Tokens metered, by model and kind (prompt|completion).", labelNames: ["model", "kind"], registers });
+    this.credits = new Counter({ name: "shim_credits_charged_total", help: "Credits charged, by model.", labelNames: ["model"], registers });
+    this.activeStreams = new Gauge({ name: "shim_active_streams", help: "Streams in flight.", registers });
+    this.upstreamFailures = new Counter({ name: "shim_upstream_failures_total", help: "Upstream failures, by reason.", labelNames: ["reason"], registers });
+    this.releasedReservations = new Counter({ name: "shim_stale_reservations_released_total", help: "Reservations of a dead process released at start.", registers });
+    if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+}

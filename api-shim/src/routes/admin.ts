@@ -1,0 +1,127 @@
+import { createHash } from "node:crypto";
+import type { FastifyInstance, FastifyReply } from "fastify";
+import type { ShimContext } from "../context.ts";
+import { ShimError } from "../errors.ts";
+import { generateKey } from "../keys.ts";
+import { creditsNumber, formatCredits, parseCredits } from "../money.ts";
+import { parsePeriod, showPeriod } from "../period.ts";
+import type { KeyRecord } from "../store/store.ts";
+
+/**
+ * Admin routes (Bearer SHIM_ADMIN_TOKEN, checked by the auth hook). nginx also limits /admin/*
+ * to the admin CIDRs. Keys are listed without plaintext or hash; the plaintext is in the 201
+ * response that creates a key and nowhere else.
+ */
+export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
+  app.post("/admin/keys", async (request, reply) => {
+    const body = object(request.body);
+    const name = body.name;
+    if (typeof name !== "string" || name.trim() === "" || name.length > 200) throw invalid("'name' is required: a string of 1 to 200 characters.", "name");
+    const credits = body.credits === undefined ? 0 : parseCredits(body.credits);
+    if (credits === undefined || credits < 0) throw invalid("'credits' must be a non-negative number of credits with at most 6 decimals.", "credits");
+    const tier = body.tier === undefined ? ctx.config.defaultTier : body.tier;
+    if (typeof tier !== "string" || !ctx.config.tiers.has(tier)) throw invalid(`'tier' must be one of: ${[...ctx.config.tiers.keys()].join(", ")}.`, "tier");
+    const models = modelList(ctx, body.models);
+    let expiresAt: number | null = null;
+    if (body.expiresAt !== undefined && body.expiresAt !== null) {
+      expiresAt = typeof body.expiresAt === "string" ? Date.parse(body.expiresAt) : NaN;
+      if (!Number.isFinite(expiresAt) || expiresAt <= ctx.clock.now()) throw invalid("'expiresAt' must be an ISO timestamp in the future.", "expiresAt");
+    }
+    const { id, key, hash } = generateKey();
+    const record = await ctx.store.createKey({ id, name: name.trim(), hash, tier, models, expiresAt, credits, at: ctx.clock.now() });
+    return reply.code(201).send({ ...showKey(record), key });
+  });
+
+  app.get("/admin/keys", async (_request, reply) => {
+    const keys = await ctx.store.listKeys();
+    return reply.send({ object: "list", data: keys.map(showKey) });
+  });
+
+  app.delete<{ Params: { id: string } }>("/admin/keys/:id", async (request, reply) => {
+    const ok = await ctx.store.revokeKey(request.params.id, ctx.clock.now());
+    if (!ok) throw keyNotFound();
+    const key = await ctx.store.getKey(request.params.id);
+    return reply.send({ ...showKey(key!), deleted: true });
+  });
+
+  app.post<{ Params: { id: string } }>("/admin/keys/:id/credits", async (request, reply) => {
+    const body = object(request.body);
+    const amount = parseCredits(body.amount);
+    if (amount === undefined || amount <= 0) throw invalid("'amount' must be a positive number of credits with at most 6 decimals.", "amount");
+    if (body.note !== undefined && (typeof body.note !== "string" || body.note.length > 500)) throw invalid("'note' must be a string of at most 500 characters.", "note");
+    const idem = request.headers["idempotency-key"];
+    if (idem !== undefined && (typeof idem !== "string" || idem === "" || idem.length > 200)) throw invalid("Idempotency-Key must be 1 to 200 characters.", "Idempotency-Key");
+    // The fingerprint is the request as understood (amount in µc, note), so 1 and "1.0" are the same request.
+    const fingerprint = createHash("sha256").update(JSON.stringify([amount, body.note ?? null])).digest("hex");
+    const result = await ctx.store.topUp({
+      keyId: request.params.id,
+      amount,
+      note: (body.note as string | undefined) ?? null,
+      at: ctx.clock.now(),
+      idempotency: idem === undefined ? null : { key: idem, fingerprint },
+      respond: (key) => JSON.stringify({ object: "credit_grant", key_id: key.id, amount: creditsNumber(amount), note: body.note ?? null, balance: creditsNumber(key.balance), credits_remaining: creditsNumber(key.balance - key.held) }),
+    });
+    if (result.kind === "not_found") throw keyNotFound();
+    if (result.kind === "conflict") throw new ShimError("idempotency_key_reused", { param: "Idempotency-Key" });
+    if (result.kind === "replay") reply.header("idempotent-replayed", "true");
+    return reply.type("application/json").send(result.body);
+  });
+
+  app.get("/admin/usage", async (request, reply) => {
+    const q = request.query as Record<string, unknown>;
+    const group = q.group ?? "model";
+    if (group !== "model" && group !== "day") throw invalid("'group' must be model or day.", "group");
+    const format = q.format ?? "json";
+    if (format !== "json" && format !== "csv") throw invalid("'format' must be json or csv.", "format");
+    if (q.key !== undefined && typeof q.key !== "string") throw invalid("'key' must be a key id.", "key");
+    const period = parsePeriod(q, ctx.clock.now());
+    const rows = await ctx.store.usage({ keyId: (q.key as string | undefined) ?? null, from: period.from, to: period.to, group });
+    if (format === "csv") return sendCsv(reply, group, rows.map((r) => [r.keyId, r.group, r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)]));
+    return reply.send({
+      object: "usage_report",
+      period: showPeriod(period),
+      group,
+      data: rows.map((r) => ({
+        key_id: r.keyId, [group]: r.group, requests: r.requests, prompt_tokens: r.promptTokens,
+        completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens, cost: creditsNumber(r.cost),
+      })),
+    });
+  });
+}
+
+function showKey(k: KeyRecord) {
+  return {
+    id: k.id, object: "api_key", name: k.name, tier: k.tier, models: k.models,
+    balance: creditsNumber(k.balance), held: creditsNumber(k.held), credits_remaining: creditsNumber(k.balance - k.held),
+    created_at: new Date(k.createdAt).toISOString(),
+    expires_at: k.expiresAt === null ? null : new Date(k.expiresAt).toISOString(),
+    revoked_at: k.revokedAt === null ? null : new Date(k.revokedAt).toISOString(),
+  };
+}
+
+function sendCsv(reply: FastifyReply, group: string, rows: (string | number)[][]): FastifyReply {
+  const cell = (v: string | number) => {
+    const s = String(v);
+    // Quote when needed; a leading =,+,-,@ is prefixed so spreadsheets do not run it as a formula.
+    const safe = /^[=+\-@\t\r]/.test(s) && typeof v === "string" ? `'${s}` : s;
+    return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
+  };
+  const lines = [["key_id", group, "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"], ...rows].map((r) => r.map(cell).join(","));
+  return reply.type("text/csv; charset=utf-8").header("content-disposition", 'attachment; filename="usage.csv"').send(`${lines.join("\r\n")}\r\n`);
+}
+
+function modelList(ctx: ShimContext, v: unknown): string[] | null {
+  if (v === undefined || v === null) return null;
+  if (!Array.isArray(v) || v.length === 0 || !v.every((m) => typeof m === "string" && m !== "" && m.length <= 256)) throw invalid("'models' must be a non-empty list of model names.", "models");
+  const unknown = ctx.config.models ? v.filter((m) => !ctx.config.models!.has(m as string)) : [];
+  if (unknown.length > 0) throw invalid(`'models' names unknown models: ${unknown.join(", ")}.`, "models");
+  return [...new Set(v as string[])];
+}
+
+function object(body: unknown): Record<string, unknown> {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) throw new ShimError("invalid_request", { message: "Request body must be a JSON object." });
+  return body as Record<string, unknown>;
+}
+
+const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });
+const keyNotFound = () => new ShimError("not_found", { param: "id", message: "No such key." });

@@ -1,0 +1,47 @@
+import type { FastifyInstance } from "fastify";
+import type { ShimContext } from "../context.ts";
+
+/** How long an upstream readiness probe result is reused: /ready may be polled often. */
+const PROBE_CACHE_MS = 2000;
+
+/**
+ * GET /health: the process answers (no dependencies). GET /ready: the store answers and the
+ * upstream lists the configured models; 503 says which part is not ready.
+ */
+export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
+  let probe: { at: number; result: Promise<{ ok: boolean; detail: string }> } | undefined;
+
+  app.get("/health", async (_request, reply) => reply.type("application/json").send('{"status":"ok"}'));
+
+  app.get("/ready", async (_request, reply) => {
+    let store = "ok";
+    try {
+      await ctx.store.ping();
+    } catch {
+      store = "unavailable";
+    }
+    const now = ctx.clock.monotonic();
+    if (!probe || now - probe.at > PROBE_CACHE_MS) probe = { at: now, result: probeUpstream(ctx) };
+    const upstream = await probe.result;
+    const ready = store === "ok" && upstream.ok && !ctx.inflight.draining;
+    return reply.code(ready ? 200 : 503).send({
+      status: ready ? "ready" : "not_ready",
+      store,
+      upstream: upstream.detail,
+      ...(ctx.inflight.draining ? { draining: true } : {}),
+    });
+  });
+}
+
+async function probeUpstream(ctx: ShimContext): Promise<{ ok: boolean; detail: string }> {
+  try {
+    const res = await ctx.upstream.request({ method: "GET", path: "/models", signal: AbortSignal.timeout(Math.min(ctx.config.upstreamTimeoutMs, 5000)) });
+    const text = await res.body.text();
+    if (res.status !== 200) return { ok: false, detail: `status ${res.status}` };
+    const ids = new Set(((JSON.parse(text) as { data?: { id?: unknown }[] }).data ?? []).map((m) => m.id));
+    const missing = ctx.config.models ? [...ctx.config.models.keys()].filter((m) => !ids.has(m)) : [];
+    return missing.length === 0 ? { ok: true, detail: "ok" } : { ok: false, detail: `models not served yet: ${missing.join(", ")}` };
+  } catch {
+    return { ok: false, detail: "unreachable" };
+  }
+}

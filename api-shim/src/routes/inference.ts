@@ -1,0 +1,167 @@
+import { randomUUID } from "node:crypto";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { finishRequest } from "../app.ts";
+import { rateLimited } from "../auth.ts";
+import type { ShimContext } from "../context.ts";
+import { ShimError } from "../errors.ts";
+import { type InferenceKind, parseInferenceRequest, upstreamBody } from "../inference-request.ts";
+import { spliceJson } from "../metering.ts";
+import { formatCredits } from "../money.ts";
+import { rateLimitHeaders } from "../rate-limit.ts";
+import { Settlement } from "../settlement.ts";
+import { relayStream } from "../stream.ts";
+import { isAbort, modelNotFound, transportError, upstreamStatusError, readLimited, type UpstreamResponse } from "../upstream.ts";
+
+const ROUTES: readonly [string, InferenceKind, string][] = [
+  ["/v1/chat/completions", "chat", "/chat/completions"],
+  ["/v1/completions", "completions", "/completions"],
+  ["/v1/embeddings", "embeddings", "/embeddings"],
+];
+
+/** Largest non-streamed upstream body we accept (embeddings of big batches are large). */
+const MAX_UPSTREAM_BODY = 256 * 1024 * 1024;
+
+export function inferenceRoutes(app: FastifyInstance, ctx: ShimContext): void {
+  for (const [path, kind, upstreamPath] of ROUTES) {
+    app.post(path, (request, reply) => handle(ctx, kind, upstreamPath, request, reply));
+  }
+}
+
+/**
+ * Admission (validation, model checks, tokens/min, credit hold), forwarding, and settlement.
+ * Every path after the hold ends in exactly one settle: the real cost, or 0 when the upstream
+ * failed before answering.
+ */
+async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply) {
+  const auth = request.auth!;
+  if (ctx.inflight.draining) throw new ShimError("service_unavailable", { message: "The server is shutting down; retry shortly." });
+  const body = request.body as Record<string, unknown>;
+  const req = parseInferenceRequest(kind, body);
+  request.shim.model = req.model;
+  const modelConfig = ctx.config.models?.get(req.model);
+  if (ctx.config.models && !modelConfig) throw modelNotFound(req.model);
+  if (auth.key.models && !auth.key.models.includes(req.model)) {
+    throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
+  }
+  if (modelConfig) request.shim.modelLabel = req.model;
+  const raw = request.rawBody!;
+  const batch = (request.query as Record<string, unknown> | undefined)?.batch === "1";
+
+  // Tokens per minute: the bucket must be positive; the prompt estimate is corrected at settlement.
+  const estimate = Math.ceil(raw.length / 4);
+  const mono = ctx.clock.monotonic();
+  if (auth.buckets.tokens) {
+    const r = auth.buckets.tokens.takeIfPositive(estimate, mono);
+    if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(auth.buckets, mono, ctx.clock.now()));
+  }
+  const hold = ctx.pricer.hold({ model: req.model, batch, bodyBytes: raw.length, maxTokens: req.maxTokens, generates: kind !== "embeddings" });
+  const reservationId = randomUUID();
+  let reserved;
+  try {
+    reserved = await ctx.store.reserve({ reservationId, keyId: auth.key.id, amount: hold, at: ctx.clock.now() });
+  } catch (e) {
+    auth.buckets.tokens?.adjust(-estimate, ctx.clock.monotonic());
+    throw e;
+  }
+  if (!reserved.ok) {
+    auth.buckets.tokens?.adjust(-estimate, ctx.clock.monotonic());
+    const required = formatCredits(hold);
+    const available = formatCredits(reserved.available);
+    throw new ShimError("insufficient_credits", {
+      message: `Insufficient credits. Required: ${required}, Available: ${available}`,
+      extra: { credits_required: Number(required), credits_available: Number(available) },
+      headers: { "x-credits-remaining": available },
+    });
+  }
+  reply.header("x-credits-remaining", formatCredits(reserved.available));
+  const settlement = new Settlement({ ctx, request, reservationId, hold, kind, model: req.model, batch, stream: req.stream, estimate });
+
+  const ac = new AbortController();
+  const onClose = () => {
+    if (!reply.raw.writableFinished) ac.abort("client");
+  };
+  reply.raw.on("close", onClose);
+  const done = ctx.inflight.add((reason) => ac.abort(reason));
+  try {
+    const continuous = modelConfig?.continuousUsage === true;
+    let res: UpstreamResponse;
+    try {
+      res = await ctx.upstream.request({ method: "POST", path: upstreamPath, body: upstreamBody(raw, body, req, continuous), signal: ac.signal, requestId: request.id });
+    } catch (e) {
+      return await failed(ctx, request, reply, settlement, ac.signal, e);
+    }
+    if (res.status < 200 || res.status >= 300) {
+      let text = "";
+      try {
+        text = (await readLimited(res.body, 64 * 1024)).text;
+      } catch (e) {
+        return await failed(ctx, request, reply, settlement, ac.signal, e);
+      }
+      const err = upstreamStatusError(res.status, text, req.model, res.headers["retry-after"]);
+      ctx.metrics.upstreamFailures.inc({ reason: `status_${res.status}` });
+      await settlement.settle(err.status, null);
+      throw err;
+    }
+    if (modelConfig === undefined && ctx.config.models === null) request.shim.modelLabel = "unlisted";
+    if (req.stream) {
+      return await relayStream({ ctx, request, reply, res, settlement, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous });
+    }
+    let text: string;
+    try {
+      const r = await readLimited(res.body, MAX_UPSTREAM_BODY);
+      if (r.truncated) throw new ShimError("upstream_error");
+      text = r.text;
+    } catch (e) {
+      return await failed(ctx, request, reply, settlement, ac.signal, e);
+    }
+    let parsed: { usage?: { prompt_tokens?: unknown; completion_tokens?: unknown } } | undefined;
+    try {
+      parsed = JSON.parse(text) as typeof parsed;
+    } catch {
+      parsed = undefined;
+    }
+    const u = parsed?.usage;
+    // No usage from the upstream: charge the request price and no tokens rather than guess.
+    const usage = {
+      promptTokens: isCount(u?.prompt_tokens) ? u.prompt_tokens : 0,
+      completionTokens: isCount(u?.completion_tokens) ? u.completion_tokens : 0,
+    };
+    const { cost, available } = await settlement.settle(res.status, usage);
+    const charged = formatCredits(cost);
+    const remaining = formatCredits(available);
+    reply.headers(rateLimitHeaders(auth.buckets, ctx.clock.monotonic(), ctx.clock.now()));
+    reply.header("x-credits-charged", charged).header("x-credits-remaining", remaining);
+    reply.code(res.status).type("application/json");
+    return reply.send(parsed && typeof parsed === "object" && !Array.isArray(parsed) ? spliceJson(text, { credits_charged: charged, credits_remaining: remaining }) : text);
+  } finally {
+    done();
+    reply.raw.off("close", onClose);
+  }
+}
+
+const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
+
+/** The upstream failed (or the client left) before a response: release the hold, answer if anyone listens. */
+async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, signal: AbortSignal, e: unknown): Promise<FastifyReply> {
+  if (e instanceof ShimError) {
+    await settlement.settle(e.status, null);
+    throw e;
+  }
+  if (isAbort(e, signal)) {
+    if (signal.reason === "drain") {
+      await settlement.settle(503, null);
+      throw new ShimError("service_unavailable", { message: "The server is shutting down; retry shortly." });
+    }
+    // The client is gone: nobody to answer. Log it as nginx does (499).
+    await settlement.settle(499, null);
+    request.shimErrorCode = "client_closed_request";
+    reply.hijack();
+    reply.raw.destroy();
+    finishRequest(ctx, request, 499);
+    return reply;
+  }
+  const err = transportError(e);
+  ctx.metrics.upstreamFailures.inc({ reason: err.code });
+  await settlement.settle(err.status, null);
+  throw err;
+}

@@ -1,0 +1,32 @@
+import type { FastifyInstance } from "fastify";
+import type { ShimContext } from "../context.ts";
+import { transportError, upstreamStatusError, readLimited } from "../upstream.ts";
+
+/**
+ * GET /v1/models: the upstream's list, filtered to the configured models and the key's
+ * allow-list. Authenticated (it counts against the key's requests/min), charged nothing.
+ */
+export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
+  app.get("/v1/models", async (request, reply) => {
+    const allow = request.auth!.key.models;
+    let res;
+    let text: string;
+    try {
+      res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, signal: AbortSignal.timeout(ctx.config.upstreamTimeoutMs) });
+      text = (await readLimited(res.body, 16 * 1024 * 1024)).text;
+    } catch (e) {
+      throw transportError(e);
+    }
+    if (res.status !== 200) throw upstreamStatusError(res.status, text, undefined, res.headers["retry-after"]);
+    let list: { object?: unknown; data?: { id?: unknown }[] };
+    try {
+      list = JSON.parse(text) as typeof list;
+      if (!Array.isArray(list.data)) throw new Error("no data");
+    } catch {
+      throw upstreamStatusError(502, "", undefined, undefined);
+    }
+    const configured = ctx.config.models;
+    const data = list.data!.filter((m) => typeof m.id === "string" && (!configured || configured.has(m.id)) && (!allow || allow.includes(m.id)));
+    return reply.type("application/json").send({ ...list, data });
+  });
+}

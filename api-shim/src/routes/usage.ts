@@ -1,0 +1,31 @@
+import type { FastifyInstance } from "fastify";
+import type { ShimContext } from "../context.ts";
+import { creditsNumber } from "../money.ts";
+import { parsePeriod, showPeriod } from "../period.ts";
+
+/** GET /v1/usage: the calling key's usage in seed 004's shape, plus its remaining credits. */
+export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
+  app.get("/v1/usage", async (request, reply) => {
+    const key = request.auth!.key;
+    const period = parsePeriod(request.query as Record<string, unknown>, ctx.clock.now());
+    const groups = await ctx.store.usage({ keyId: key.id, from: period.from, to: period.to, group: "model" });
+    // Null prototype: model names come from clients ("__proto__" must stay a plain key).
+    const models: Record<string, { requests: number; tokens: number; cost: number }> = Object.create(null);
+    let requests = 0;
+    let tokens = 0;
+    let cost = 0;
+    for (const g of groups) {
+      const t = g.promptTokens + g.completionTokens;
+      models[g.group] = { requests: g.requests, tokens: t, cost: creditsNumber(g.cost) };
+      requests += g.requests;
+      tokens += t;
+      cost += g.cost;
+    }
+    return reply.send({
+      object: "usage",
+      period: showPeriod(period),
+      usage: { total_requests: requests, total_tokens: tokens, total_cost: creditsNumber(cost), models },
+      credits_remaining: creditsNumber(key.balance - key.held),
+    });
+  });
+}

@@ -1,0 +1,73 @@
+import type { FastifyRequest } from "fastify";
+import type { ShimContext } from "./context.ts";
+import type { InferenceKind } from "./inference-request.ts";
+import { creditsNumber } from "./money.ts";
+import type { Usage } from "./pricing.ts";
+
+/**
+ * The end of a request's money: turns its hold into a charge exactly once. Called with the
+ * upstream's usage (or what a cut-short stream delivered), or with null when nothing was
+ * generated (upstream failure: the hold is released and a usage row with cost 0 is written).
+ */
+export class Settlement {
+  private readonly ctx: ShimContext;
+  private readonly request: FastifyRequest;
+  readonly reservationId: string;
+  readonly hold: number;
+  private readonly kind: InferenceKind;
+  private readonly model: string;
+  private readonly batch: boolean;
+  private readonly stream: boolean;
+  /** Tokens taken from the key's tokens/min bucket at admission (the prompt estimate). */
+  private readonly estimate: number;
+  private result: Promise<{ cost: number; available: number }> | undefined;
+
+  constructor(init: { ctx: ShimContext; request: FastifyRequest; reservationId: string; hold: number; kind: InferenceKind; model: string; batch: boolean; stream: boolean; estimate: number }) {
+    this.ctx = init.ctx;
+    this.request = init.request;
+    this.reservationId = init.reservationId;
+    this.hold = init.hold;
+    this.kind = init.kind;
+    this.model = init.model;
+    this.batch = init.batch;
+    this.stream = init.stream;
+    this.estimate = init.estimate;
+  }
+
+  get settled(): boolean {
+    return this.result !== undefined;
+  }
+
+  settle(status: number, usage: Usage | null): Promise<{ cost: number; available: number }> {
+    this.result ??= this.run(status, usage);
+    return this.result;
+  }
+
+  private async run(status: number, usage: Usage | null): Promise<{ cost: number; available: number }> {
+    const { ctx, request } = this;
+    const keyId = request.auth!.key.id;
+    const u = usage ?? { promptTokens: 0, completionTokens: 0 };
+    const cost = usage === null ? 0 : ctx.pricer.cost(this.model, this.batch, u, this.hold);
+    const tokens = u.promptTokens + u.completionTokens;
+    // Correct the tokens/min bucket from the admission estimate to what was really used.
+    request.auth!.buckets.tokens?.adjust(tokens - this.estimate, ctx.clock.monotonic());
+    const { available } = await ctx.store.settle({
+      reservationId: this.reservationId,
+      keyId,
+      hold: this.hold,
+      cost,
+      usage: {
+        requestId: request.id, keyId, at: ctx.clock.now(), route: this.kind, model: this.model, status,
+        promptTokens: u.promptTokens, completionTokens: u.completionTokens, cost, stream: this.stream,
+        ms: Math.round(performance.now() - request.shim.start),
+      },
+    });
+    request.shim.tokens = tokens;
+    request.shim.cost = cost;
+    const label = request.shim.modelLabel;
+    if (u.promptTokens > 0) ctx.metrics.tokens.inc({ model: label, kind: "prompt" }, u.promptTokens);
+    if (u.completionTokens > 0) ctx.metrics.tokens.inc({ model: label, kind: "completion" }, u.completionTokens);
+    if (cost > 0) ctx.metrics.credits.inc({ model: label }, creditsNumber(cost));
+    return { cost, available };
+  }
+}

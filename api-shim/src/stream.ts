@@ -1,0 +1,122 @@
+import type { FastifyReply, FastifyRequest } from "fastify";
+import { errors as undiciErrors } from "undici";
+import { finishRequest } from "./app.ts";
+import type { ShimContext } from "./context.ts";
+import { ERROR_TABLE, type ErrorCode } from "./errors.ts";
+import { spliceJson, StreamMeter } from "./metering.ts";
+import { formatCredits } from "./money.ts";
+import type { Settlement } from "./settlement.ts";
+import { sseEvents } from "./sse.ts";
+import type { UpstreamResponse } from "./upstream.ts";
+
+export interface RelayInput {
+  ctx: ShimContext;
+  request: FastifyRequest;
+  reply: FastifyReply;
+  res: UpstreamResponse;
+  settlement: Settlement;
+  signal: AbortSignal;
+  clientWantsUsage: boolean;
+  hideContinuous: boolean;
+}
+
+/**
+ * Relays an SSE stream event by event as each arrives. The charge is settled from the upstream's
+ * usage chunk (before that chunk is forwarded, so it can carry the final figures), or, when the
+ * stream ends early (client gone, upstream cut, idle timeout, drain), from what was delivered.
+ * The final figures also go in a comment line `: credits_charged=… credits_remaining=…` just
+ * before `data: [DONE]`; SDKs ignore comments.
+ */
+export async function relayStream(input: RelayInput): Promise<FastifyReply> {
+  const { ctx, request, reply, res, settlement, signal } = input;
+  const auth = request.auth!;
+  const out = reply.raw;
+  reply.hijack();
+  const headers = { ...reply.getHeaders() } as Record<string, string | number | string[]>;
+  delete headers["x-credits-charged"]; // not known until the end; see the comment line
+  out.writeHead(200, {
+    ...headers,
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+    "x-credits-reserved": formatCredits(settlement.hold),
+  });
+  out.flushHeaders();
+  ctx.metrics.activeStreams.inc();
+
+  let closed = false;
+  const onClose = () => (closed = true);
+  out.on("close", onClose);
+  const write = async (text: string): Promise<void> => {
+    if (closed) return;
+    if (!out.write(text)) {
+      // Backpressure: wait for the client to take it (or leave) instead of buffering without bound.
+      await new Promise<void>((resolve) => {
+        const go = () => {
+          out.off("drain", go);
+          out.off("close", go);
+          resolve();
+        };
+        out.on("drain", go);
+        out.on("close", go);
+      });
+    }
+  };
+
+  const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous });
+  let status = 200;
+  let failure: ErrorCode | null = null;
+  let sawDone = false;
+  try {
+    for await (const event of sseEvents(res.body)) {
+      const m = meter.process(event);
+      if (m.kind === "done") {
+        sawDone = true;
+        break;
+      }
+      if (m.kind === "usage") {
+        const { cost, available } = await settlement.settle(200, meter.usage());
+        if (m.forward) await write(`${spliceJson(m.forward, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) })}\n\n`);
+        continue;
+      }
+      await write(`${m.forward}\n\n`);
+    }
+    if (!sawDone && !settlement.settled) {
+      // The upstream closed without [DONE]: a cut-short stream, told to the client as an error.
+      status = 502;
+      failure = "upstream_error";
+    }
+  } catch (e) {
+    if (signal.aborted && signal.reason === "client") status = 499;
+    else if (signal.aborted && signal.reason === "drain") (status = 503), (failure = "service_unavailable");
+    else if (e instanceof undiciErrors.BodyTimeoutError) (status = 504), (failure = "upstream_timeout");
+    else (status = 502), (failure = "upstream_error");
+    if (failure) ctx.metrics.upstreamFailures.inc({ reason: failure });
+  }
+  res.body.destroy();
+
+  let figures = "";
+  try {
+    const { cost, available } = await settlement.settle(status, meter.usage());
+    figures = `: credits_charged=${formatCredits(cost)} credits_remaining=${formatCredits(available)}\n\n`;
+  } catch (e) {
+    // The store failed after the upstream answered: the hold stays until the next start releases it.
+    request.log.error({ err: e instanceof Error ? e.cause ?? e : e }, "settlement failed");
+    status = status === 200 ? 503 : status;
+    failure ??= "service_unavailable";
+  }
+  if (!closed) {
+    if (failure) {
+      const t = ERROR_TABLE[failure];
+      await write(`data: ${JSON.stringify({ error: { message: t.message, type: t.type, param: null, code: failure } })}\n\n`);
+    }
+    await write(figures);
+    if (!failure) await write("data: [DONE]\n\n");
+    out.end();
+  }
+  out.off("close", onClose);
+  ctx.metrics.activeStreams.dec();
+  if (status !== 200) request.shimErrorCode = status === 499 ? "client_closed_request" : (failure ?? "error");
+  finishRequest(ctx, request, status === 499 ? 499 : 200);
+  return reply;
+}

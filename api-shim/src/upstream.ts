@@ -1,0 +1,130 @@
+import { Pool, errors as undiciErrors } from "undici";
+import { ShimError } from "./errors.ts";
+
+/**
+ * The seam to the OpenAI-compatible upstream (LiteLLM or vLLM). It owns the connection pool,
+ * the upstream's credentials (never the client's key), the timeouts, and the mapping of
+ * transport failures and upstream statuses onto our error table.
+ */
+export interface UpstreamResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: AsyncIterable<Uint8Array> & { text(): Promise<string>; destroy(err?: Error): unknown };
+}
+
+export interface UpstreamRequest {
+  method: "GET" | "POST";
+  /** Path below the base URL, e.g. "/chat/completions". */
+  path: string;
+  body?: string | Buffer;
+  signal?: AbortSignal;
+  requestId?: string;
+}
+
+export interface Upstream {
+  request(req: UpstreamRequest): Promise<UpstreamResponse>;
+  close(): Promise<void>;
+}
+
+export interface UpstreamOptions {
+  url: string;
+  apiKey: string | null;
+  /** Time allowed until the response headers arrive. */
+  headersTimeoutMs: number;
+  /** Longest gap allowed between body chunks (between SSE events when streaming). */
+  idleTimeoutMs: number;
+  connections?: number;
+}
+
+export function createUpstream(options: UpstreamOptions): Upstream {
+  const base = new URL(options.url);
+  const prefix = base.pathname.replace(/\/+$/, "");
+  const pool = new Pool(base.origin, {
+    connections: options.connections ?? 256,
+    pipelining: 1,
+    keepAliveTimeout: 30_000,
+    headersTimeout: options.headersTimeoutMs,
+    bodyTimeout: options.idleTimeoutMs,
+    connect: { timeout: Math.min(options.headersTimeoutMs, 10_000) },
+  });
+  const auth = options.apiKey ? `Bearer ${options.apiKey}` : undefined;
+
+  return {
+    async request(req) {
+      const headers: Record<string, string> = { accept: req.method === "POST" ? "application/json, text/event-stream" : "application/json" };
+      if (auth) headers.authorization = auth;
+      if (req.body !== undefined) headers["content-type"] = "application/json";
+      if (req.requestId) headers["x-request-id"] = req.requestId;
+      const res = await pool.request({ method: req.method, path: prefix + req.path, headers, body: req.body, signal: req.signal });
+      return { status: res.statusCode, headers: res.headers, body: res.body };
+    },
+    close: () => pool.close(),
+  };
+}
+
+/** True when the error is the request's own AbortSignal firing (client gone, drain). */
+export function isAbort(err: unknown, signal: AbortSignal | undefined): boolean {
+  return signal?.aborted === true && (err instanceof undiciErrors.RequestAbortedError || (err as Error)?.name === "AbortError" || err === signal.reason);
+}
+
+/** A transport failure before or during the response, as one of our errors. */
+export function transportError(err: unknown): ShimError {
+  if (err instanceof undiciErrors.HeadersTimeoutError) return new ShimError("upstream_timeout");
+  if (err instanceof undiciErrors.BodyTimeoutError) return new ShimError("upstream_timeout");
+  if (err instanceof undiciErrors.ConnectTimeoutError) return new ShimError("upstream_timeout");
+  return new ShimError("upstream_error");
+}
+
+const MAX_UPSTREAM_MESSAGE = 500;
+
+/** An upstream error status and body, as one of our errors. Never leaks 5xx bodies or auth failures. */
+export function upstreamStatusError(status: number, bodyText: string, model: string | undefined, retryAfter: string | string[] | undefined): ShimError {
+  if (status === 400 || status === 422) {
+    const message = upstreamMessage(bodyText);
+    return new ShimError("invalid_request", message ? { message: message.slice(0, MAX_UPSTREAM_MESSAGE) } : {});
+  }
+  if (status === 404) return modelNotFound(model ?? "");
+  if (status === 413) return new ShimError("request_too_large");
+  if (status === 429 || status === 503) {
+    const seconds = typeof retryAfter === "string" && /^\d{1,5}$/.test(retryAfter) ? retryAfter : "1";
+    return new ShimError("service_unavailable", { headers: { "retry-after": seconds } });
+  }
+  if (status === 408 || status === 504) return new ShimError("upstream_timeout");
+  if (status >= 400 && status < 500 && status !== 401 && status !== 403) return new ShimError("invalid_request");
+  // 401/403: our upstream credentials are wrong (our misconfiguration, not the client's); 5xx: theirs.
+  return new ShimError("upstream_error");
+}
+
+export function modelNotFound(model: string): ShimError {
+  return new ShimError("model_not_found", {
+    param: "model",
+    message: `The model '${model.slice(0, 200)}' does not exist or you do not have access to it.`,
+  });
+}
+
+/** The message of an OpenAI/vLLM error body (nested or flat), if it is a string. */
+function upstreamMessage(text: string): string | undefined {
+  try {
+    const body = JSON.parse(text) as { error?: { message?: unknown } | unknown; message?: unknown };
+    const nested = body.error && typeof body.error === "object" ? (body.error as { message?: unknown }).message : undefined;
+    const msg = nested ?? body.message;
+    return typeof msg === "string" && msg !== "" ? msg : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads a response body up to `limit` bytes; longer bodies are cut (for error messages only). */
+export async function readLimited(body: AsyncIterable<Uint8Array> & { destroy(err?: Error): unknown }, limit: number): Promise<{ text: string; truncated: boolean }> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const c of body) {
+    chunks.push(c);
+    size += c.byteLength;
+    if (size > limit) {
+      body.destroy();
+      return { text: Buffer.concat(chunks).subarray(0, limit).toString("utf8"), truncated: true };
+    }
+  }
+  return { text: Buffer.concat(chunks).toString("utf8"), truncated: false };
+}

@@ -1,0 +1,304 @@
+import { randomUUID } from "node:crypto";
+import { EventEmitter, once } from "node:events";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+
+/**
+ * A test upstream that speaks vLLM's OpenAI dialect (v0.10.1, nested errors) byte for byte where
+ * it matters to clients and to metering: compact JSON in pydantic field order, SSE events
+ * `data: <json>\n\n` ending with `data: [DONE]`, a usage chunk only when `stream_options` asks
+ * for it, continuous usage on request, vLLM's error bodies and its in-stream error event.
+ * Behaviour is switchable at run time (delay, per-token delay, failure, mid-stream stop, hang),
+ * and it counts requests received, completed and aborted by the client.
+ */
+
+export interface Behaviour {
+  /** ms before the response headers are sent. */
+  headerDelayMs: number;
+  /** ms between generated tokens (streamed and non-streamed). */
+  tokenDelayMs: number;
+  /** Tokens generated when the request has no max_tokens (vLLM would use the context; we keep it small). */
+  defaultTokens: number;
+  /** Answer every inference request with this status and vLLM's error body for it. */
+  failStatus: number | null;
+  /** Stop a stream after this many content tokens: "cut" drops the connection, "error" sends vLLM's error event. */
+  stopAfterTokens: number | null;
+  stopMode: "cut" | "error";
+  /** Never answer (headers are not sent); the client has to give up. */
+  hang: boolean;
+}
+
+const DEFAULTS: Behaviour = {
+  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", hang: false,
+};
+
+export interface FakeModel {
+  name: string;
+  root?: string;
+  maxModelLen?: number;
+}
+
+export interface FakeVllmOptions {
+  models?: FakeModel[];
+  /** When set, /v1/* requires `Authorization: Bearer <apiKey>` (vLLM's --api-key). */
+  apiKey?: string;
+  port?: number;
+  host?: string;
+}
+
+export interface SeenRequest {
+  method: string;
+  path: string;
+  headers: IncomingMessage["headers"];
+  body: string;
+}
+
+export interface Counters {
+  received: number;
+  completed: number;
+  aborted: number;
+}
+
+export class FakeVllm extends EventEmitter {
+  readonly models: FakeModel[];
+  readonly apiKey: string | undefined;
+  behaviour: Behaviour = { ...DEFAULTS };
+  readonly counters: Counters = { received: 0, completed: 0, aborted: 0 };
+  /** Inference requests as received (bounded to the last 1,000). */
+  readonly requests: SeenRequest[] = [];
+  /** Usage reported for each completed inference request, in order. */
+  readonly usages: { prompt_tokens: number; completion_tokens: number; total_tokens: number }[] = [];
+  private server: Server | undefined;
+  private readonly open = new Set<ServerResponse>();
+  url = "";
+
+  constructor(options: FakeVllmOptions = {}) {
+    super();
+    this.models = options.models ?? [{ name: "qwen2.5-7b", root: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192 }];
+    this.apiKey = options.apiKey;
+  }
+
+  set(b: Partial<Behaviour>): void {
+    this.behaviour = { ...this.behaviour, ...b };
+  }
+
+  reset(): void {
+    this.behaviour = { ...DEFAULTS };
+  }
+
+  async start(port = 0, host = "127.0.0.1"): Promise<this> {
+    this.server = createServer((req, res) => void this.handle(req, res));
+    this.server.keepAliveTimeout = 70_000;
+    this.server.listen(port, host);
+    await once(this.server, "listening");
+    const addr = this.server.address() as AddressInfo;
+    this.url = `http://${host}:${addr.port}/v1`;
+    return this;
+  }
+
+  async close(): Promise<void> {
+    for (const res of this.open) res.destroy();
+    this.server?.closeAllConnections();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+  }
+
+  /** Resolves when `predicate` holds, checked after every counter change. */
+  async until(predicate: (c: Counters) => boolean, timeoutMs = 10_000): Promise<void> {
+    if (predicate(this.counters)) return;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => { this.off("change", check); reject(new Error(`fake-vllm: condition not met in ${timeoutMs} ms; counters ${JSON.stringify(this.counters)}`)); }, timeoutMs);
+      const check = () => {
+        if (!predicate(this.counters)) return;
+        clearTimeout(timer);
+        this.off("change", check);
+        resolve();
+      };
+      this.on("change", check);
+    });
+  }
+
+  private bump(counter: keyof Counters): void {
+    this.counters[counter]++;
+    this.emit("change", this.counters);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    res.setHeader("server", "uvicorn");
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = Buffer.concat(chunks).toString("utf8");
+    const path = (req.url ?? "/").split("?")[0]!;
+
+    if (path === "/health") return void res.writeHead(200, { "content-length": "0" }).end();
+    if (path === "/version") return json(res, 200, { version: "0.10.1.1" });
+    if (this.apiKey !== undefined && path.startsWith("/v1") && req.headers.authorization !== `Bearer ${this.apiKey}`) {
+      return json(res, 401, { error: "Unauthorized" });
+    }
+    if (req.method === "GET" && path === "/v1/models") return json(res, 200, this.modelList());
+    const route = ({ "/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings" } as const)[path];
+    if (req.method !== "POST" || !route) return json(res, 404, { detail: "Not Found" });
+
+    this.requests.push({ method: req.method, path, headers: req.headers, body });
+    if (this.requests.length > 1000) this.requests.shift();
+    this.bump("received");
+    this.open.add(res);
+    res.on("close", () => {
+      this.open.delete(res);
+      if (!res.writableFinished) this.bump("aborted");
+    });
+
+    const b = this.behaviour;
+    if (b.hang) return;
+    if (b.headerDelayMs > 0) await sleep(b.headerDelayMs);
+    if (res.destroyed) return;
+    if (b.failStatus !== null) return b.failStatus === 500 ? void res.writeHead(500, { "content-length": "0" }).end() : vllmError(res, b.failStatus, failMessage(b.failStatus));
+    if ((req.headers["content-type"] ?? "").split(";")[0] !== "application/json") {
+      return vllmError(res, 415, "Unsupported Media Type: Only 'application/json' is allowed", "Unsupported Media Type");
+    }
+    let request: Record<string, unknown>;
+    try {
+      const parsed: unknown = JSON.parse(body);
+      if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw new Error("Input should be a valid dictionary");
+      request = parsed as Record<string, unknown>;
+    } catch (e) {
+      return vllmError(res, 400, `1 validation error: ${(e as Error).message}`);
+    }
+    const model = this.resolveModel(request.model);
+    if (!model) return vllmError(res, 404, `The model \`${String(request.model)}\` does not exist.`, "NotFoundError");
+    if (request.stream_options && !request.stream) return vllmError(res, 400, "Stream options can only be defined when `stream=True`.");
+    if (route === "embeddings") return this.embeddings(res, request, model);
+    if (route === "chat" && !Array.isArray(request.messages)) return vllmError(res, 400, "1 validation error: messages Field required");
+    if (route === "completions" && request.prompt === undefined) return vllmError(res, 400, "1 validation error: prompt Field required");
+    const prompt = route === "chat" ? promptTokens(request.messages) + 3 : promptTokens(request.prompt);
+    const max = (request.max_completion_tokens ?? request.max_tokens) as number | undefined;
+    const tokens = Math.max(0, Math.min(typeof max === "number" ? max : route === "completions" ? 16 : b.defaultTokens, b.defaultTokens));
+    if (request.stream === true) return this.stream(res, route, request, model, prompt, tokens);
+    for (let i = 0; i < tokens && b.tokenDelayMs > 0; i++) await sleep(b.tokenDelayMs);
+    if (res.destroyed) return;
+    const usage = this.usage(prompt, tokens);
+    const text = words(tokens);
+    const id = `${route === "chat" ? "chatcmpl" : "cmpl"}-${hex()}`;
+    const created = Math.floor(Date.now() / 1000);
+    const finish = typeof max === "number" && tokens >= max ? "length" : "stop";
+    if (route === "chat") {
+      json(res, 200, {
+        id, object: "chat.completion", created, model,
+        choices: [{ index: 0, message: { role: "assistant", content: text, refusal: null, annotations: null, audio: null, function_call: null, tool_calls: [], reasoning_content: null }, logprobs: null, finish_reason: finish, stop_reason: null }],
+        service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: null }, prompt_logprobs: null, kv_transfer_params: null,
+      });
+    } else {
+      json(res, 200, {
+        id, object: "text_completion", created, model,
+        choices: [{ index: 0, text, logprobs: null, finish_reason: finish, stop_reason: null, prompt_logprobs: null }],
+        service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: null }, kv_transfer_params: null,
+      });
+    }
+    this.bump("completed");
+  }
+
+  private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number): Promise<void> {
+    const b = this.behaviour;
+    const opts = (request.stream_options ?? null) as { include_usage?: boolean; continuous_usage_stats?: boolean } | null;
+    const includeUsage = opts !== null && opts.include_usage !== false;
+    const continuous = includeUsage && opts?.continuous_usage_stats === true;
+    const id = `${route === "chat" ? "chatcmpl" : "cmpl"}-${hex()}`;
+    const created = Math.floor(Date.now() / 1000);
+    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "transfer-encoding": "chunked" });
+    const send = (o: unknown) => res.write(`data: ${JSON.stringify(o)}\n\n`);
+    const live = (k: number) => (continuous ? { usage: route === "chat" ? this.usage(prompt, k) : { ...this.usage(prompt, k), prompt_tokens_details: null } } : {});
+    const chunk = (choice: Record<string, unknown>, k: number) =>
+      route === "chat"
+        ? { id, object: "chat.completion.chunk", created, model, choices: [choice], ...live(k) }
+        : { id, object: "text_completion", created, model, choices: [choice], usage: null, ...live(k) };
+    if (route === "chat") send(chunk({ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }, 0));
+    for (let k = 1; k <= tokens; k++) {
+      if (b.tokenDelayMs > 0) await sleep(b.tokenDelayMs);
+      if (res.destroyed) return;
+      if (b.stopAfterTokens !== null && k > b.stopAfterTokens) {
+        if (b.stopMode === "cut") return void res.destroy();
+        // vLLM's in-stream error: Python json.dumps with default (spaced) separators, then [DONE].
+        res.write(`data: {"error": {"message": "Engine loop has died", "type": "InternalServerError", "param": null, "code": 500}}\n\n`);
+        res.end("data: [DONE]\n\n");
+        return;
+      }
+      const last = k === tokens;
+      const text = `${k === 1 ? "" : " "}t${k}`;
+      if (route === "chat") send(chunk({ index: 0, delta: { content: text }, logprobs: null, finish_reason: last ? "stop" : null, ...(last ? { stop_reason: null } : {}) }, k));
+      else send(chunk({ index: 0, text, logprobs: null, finish_reason: last ? "stop" : null, stop_reason: null }, k));
+    }
+    if (tokens === 0 && route === "chat") send(chunk({ index: 0, delta: { content: "" }, logprobs: null, finish_reason: "length", stop_reason: null }, 0));
+    const usage = this.usage(prompt, tokens);
+    if (includeUsage) send(route === "chat" ? { id, object: "chat.completion.chunk", created, model, choices: [], usage } : { id, object: "text_completion", created, model, choices: [], usage });
+    res.end("data: [DONE]\n\n");
+    this.usages.push(usage);
+    this.bump("completed");
+  }
+
+  private embeddings(res: ServerResponse, request: Record<string, unknown>, model: string): void {
+    const input = request.input;
+    const items: unknown[] = Array.isArray(input) && input.length > 0 && typeof input[0] !== "number" ? input : [input];
+    if (input === undefined || !items.every((i) => typeof i === "string" || (Array.isArray(i) && i.every((n) => typeof n === "number")) || typeof i === "number")) {
+      return vllmError(res, 400, "1 validation error: input Input should be a valid string");
+    }
+    const prompt = items.reduce<number>((s, i) => s + promptTokens(i), 0);
+    const usage = { prompt_tokens: prompt, total_tokens: prompt, completion_tokens: 0, prompt_tokens_details: null };
+    json(res, 200, {
+      id: `embd-${hex()}`, object: "list", created: Math.floor(Date.now() / 1000), model,
+      data: items.map((_, index) => ({ index, object: "embedding", embedding: [0.0123, -0.0456, 0.0789, index / 10] })),
+      usage,
+    });
+    this.usages.push({ prompt_tokens: prompt, completion_tokens: 0, total_tokens: prompt });
+    this.bump("completed");
+  }
+
+  private usage(prompt: number, completion: number) {
+    const u = { prompt_tokens: prompt, total_tokens: prompt + completion, completion_tokens: completion };
+    return u;
+  }
+
+  private resolveModel(requested: unknown): string | undefined {
+    // vLLM accepts a missing or empty model and answers with its first served name.
+    if (requested === undefined || requested === null || requested === "") return this.models[0]?.name;
+    return this.models.find((m) => m.name === requested)?.name;
+  }
+
+  private modelList() {
+    const created = Math.floor(Date.now() / 1000);
+    return {
+      object: "list",
+      data: this.models.map((m) => ({
+        id: m.name, object: "model", created, owned_by: "vllm", root: m.root ?? m.name, parent: null, max_model_len: m.maxModelLen ?? 8192,
+        permission: [{ id: `modelperm-${hex()}`, object: "model_permission", created, allow_create_engine: false, allow_sampling: true, allow_logprobs: true, allow_search_indices: false, allow_view: true, allow_fine_tuning: false, organization: "*", group: null, is_blocking: false }],
+      })),
+    };
+  }
+}
+
+/** Deterministic token count: whitespace-separated words of every string, one per number. */
+export function promptTokens(v: unknown): number {
+  if (typeof v === "string") return v.split(/\s+/).filter(Boolean).length || 1;
+  if (typeof v === "number") return 1;
+  if (Array.isArray(v)) return v.reduce<number>((s, x) => s + promptTokens(x), 0);
+  if (v && typeof v === "object") return Object.values(v).reduce<number>((s, x) => s + promptTokens(x), 0);
+  return 0;
+}
+
+const words = (n: number) => Array.from({ length: n }, (_, i) => `t${i + 1}`).join(" ");
+const hex = () => randomUUID().replaceAll("-", "");
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) }).end(text);
+}
+
+const ERROR_TYPES: Record<number, string> = { 400: "BadRequestError", 401: "Unauthorized", 404: "NotFoundError", 413: "Request Entity Too Large", 422: "BadRequestError", 429: "Too Many Requests", 501: "NotImplementedError", 503: "Service Unavailable" };
+function failMessage(status: number): string {
+  return status === 400 ? "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens (1000 in the messages, 8000 in the completion). Please reduce the length of the messages or completion. None" : `upstream failure ${status} at internal-host-10.0.0.7`;
+}
+
+/** vLLM ≥ 0.10.1's error body: `{"error":{"message","type","param","code"}}`, status = code. */
+export function vllmError(res: ServerResponse, status: number, message: string, type = ERROR_TYPES[status] ?? "BadRequestError"): void {
+  if (status === 401) return json(res, 401, { error: "Unauthorized" });
+  json(res, status, { error: { message, type, param: null, code: status } });
+}
