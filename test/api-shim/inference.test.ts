@@ -1,0 +1,121 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startShim, type Harness, moneyInvariants } from "../support/shim-harness.ts";
+
+/** The happy paths through the official SDK: every route, headers, body splice, pass-through. */
+describe("inference through the shim with the OpenAI SDK", () => {
+  let h: Harness;
+  let key: string;
+  let keyId: string;
+
+  beforeAll(async () => {
+    h = await startShim({
+      file: {
+        pricing: { request: 1, batchRequest: 2, models: { "qwen2.5-7b": { promptPer1k: 0.1, completionPer1k: 0.2 } } },
+        models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }, { name: "bge-m3", maxModelLen: 8192 }],
+      },
+    });
+    ({ key, id: keyId } = await h.createKey({ credits: 1000, tier: "developer" }));
+  });
+  afterAll(() => h.close());
+
+  it("chat: upstream body and usage come back, with the credits spliced in and headers set", async () => {
+    const before = h.fake.counters.completed;
+    const { data, response } = await h.client(key).chat.completions
+      .create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hello there" }], max_tokens: 5 })
+      .withResponse();
+    expect(data.choices[0]!.message.content).toBe("t1 t2 t3 t4 t5");
+    // The fake counts words: "user hello there" + 3 per chat = 6 prompt tokens.
+    expect(data.usage).toMatchObject({ prompt_tokens: 6, completion_tokens: 5, total_tokens: 11 });
+    // 1 credit + ceil(6 × 0.1 credits / 1000) + ceil(5 × 0.2 / 1000) = 1 + 0.0006 + 0.001
+    const extra = data as unknown as { credits_charged: number; credits_remaining: number };
+    expect(extra.credits_charged).toBe(1.0016);
+    expect(extra.credits_remaining).toBe(998.9984);
+    expect(response.headers.get("x-credits-charged")).toBe("1.0016");
+    expect(response.headers.get("x-credits-remaining")).toBe("998.9984");
+    expect(response.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
+    expect(response.headers.get("x-ratelimit-limit-requests")).toBe("100");
+    expect(response.headers.get("x-ratelimit-remaining-requests")).toMatch(/^\d+$/);
+    expect(response.headers.get("x-ratelimit-reset-requests")).toMatch(/^(\d+ms|\d+s|\d+m\d+s)$/);
+    expect(response.headers.get("x-ratelimit-limit-tokens")).toBe("100000");
+    expect(response.headers.get("X-RateLimit-Limit")).toBe("100");
+    expect(Number(response.headers.get("X-RateLimit-Reset"))).toBeGreaterThanOrEqual(Math.floor(Date.now() / 1000));
+    expect(h.fake.counters.completed).toBe(before + 1);
+  });
+
+  it("forwards the client's bytes untouched (unknown parameters included) and uses the upstream's own key", async () => {
+    const body = '{"model":"qwen2.5-7b","messages":[{"role":"user","content":"x"}],"max_tokens":1,"top_k":40,"repetition_penalty":1.10,"guided_json":{"type":"object"},"big":12345678901234567890}';
+    const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "x-request-id": "nginx-abc123" }, body });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-request-id")).toBe("nginx-abc123");
+    const seen = h.fake.requests.at(-1)!;
+    expect(seen.body).toBe(body);
+    expect(seen.headers.authorization).toBe("Bearer upstream-secret");
+    expect(seen.headers["x-request-id"]).toBe("nginx-abc123");
+  });
+
+  it("streams chat chunk by chunk; the extra usage chunk is hidden from a client that did not ask", async () => {
+    const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4, stream: true });
+    const chunks = [];
+    for await (const c of stream) chunks.push(c);
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? "").join("")).toBe("t1 t2 t3 t4");
+    expect(chunks.every((c) => c.choices.length === 1 && c.usage == null)).toBe(true);
+    const forwarded = JSON.parse(h.fake.requests.at(-1)!.body);
+    expect(forwarded.stream_options).toEqual({ include_usage: true });
+  });
+
+  it("streams with include_usage: the usage chunk carries the final credits", async () => {
+    const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true, stream_options: { include_usage: true } });
+    const chunks = [];
+    for await (const c of stream) chunks.push(c);
+    const last = chunks.at(-1)! as unknown as { choices: unknown[]; usage: { prompt_tokens: number; completion_tokens: number }; credits_charged: number };
+    expect(last.choices).toEqual([]);
+    expect(last.usage).toMatchObject({ prompt_tokens: 5, completion_tokens: 3 });
+    expect(last.credits_charged).toBe(1.0011); // 1 + 5 × 0.0001 + 3 × 0.0002
+  });
+
+  it("streams the raw SSE with the right headers, the credits comment and [DONE]", async () => {
+    const res = await fetch(`${h.url}/v1/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", prompt: "a b", max_tokens: 2, stream: true }) });
+    expect(res.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
+    expect(res.headers.get("cache-control")).toBe("no-cache");
+    expect(res.headers.get("x-accel-buffering")).toBe("no");
+    expect(res.headers.get("x-credits-reserved")).toMatch(/^\d+(\.\d+)?$/);
+    expect(res.headers.get("x-credits-remaining")).toMatch(/^\d+(\.\d+)?$/);
+    const text = await res.text();
+    const events = text.split("\n\n").filter(Boolean);
+    expect(events.at(-1)).toBe("data: [DONE]");
+    expect(events.at(-2)).toMatch(/^: credits_charged=1\.0006 credits_remaining=\d+(\.\d+)?$/);
+    expect(events.filter((e) => e.startsWith("data: {")).length).toBe(2); // no usage chunk
+  });
+
+  it("completions and embeddings work and are metered from the upstream's usage", async () => {
+    const c = await h.client(key).completions.create({ model: "qwen2.5-7b", prompt: "The capital of France is", max_tokens: 3 });
+    expect(c.choices[0]!.text).toBe("t1 t2 t3");
+    expect(c.usage).toMatchObject({ prompt_tokens: 5, completion_tokens: 3 });
+    const e = await h.client(key).embeddings.create({ model: "bge-m3", input: ["one two", "three"] });
+    expect(e.data).toHaveLength(2);
+    expect(e.data[0]!.embedding).toHaveLength(4);
+    expect(e.usage).toMatchObject({ prompt_tokens: 3, total_tokens: 3 });
+    expect((e as unknown as { credits_charged: number }).credits_charged).toBe(1); // bge-m3 has no token price
+  });
+
+  it("?batch=1 is charged the batch price", async () => {
+    const res = await fetch(`${h.url}/v1/embeddings?batch=1`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "bge-m3", input: "x" }) });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-credits-charged")).toBe("2");
+  });
+
+  it("models: the upstream list filtered to configured models and the key's allow-list, charged nothing", async () => {
+    const all = await h.client(key).models.list();
+    expect(all.data.map((m) => m.id).sort()).toEqual(["bge-m3", "qwen2.5-7b"]);
+    const limited = await h.createKey({ models: ["bge-m3"] });
+    const { data, response } = await h.client(limited.key).models.list().withResponse();
+    expect(data.data.map((m) => m.id)).toEqual(["bge-m3"]);
+    expect(response.headers.get("x-credits-charged")).toBe("0");
+  });
+
+  it("every request left balance = ledger and no hold", async () => {
+    const rows = await moneyInvariants(h.store);
+    for (const r of rows) expect(r).toMatchObject({ balance: r.ledgerSum, held: 0, reservations: 0 });
+    expect(rows.find((r) => r.keyId === keyId)!.balance).toBeLessThan(1000_000_000);
+  });
+});

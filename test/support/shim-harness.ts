@@ -1,0 +1,123 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { FastifyInstance } from "fastify";
+import OpenAI from "openai";
+import { stringify } from "yaml";
+import { buildApp } from "../../api-shim/src/app.ts";
+import { type Clock, systemClock } from "../../api-shim/src/clock.ts";
+import { parseShimConfig, type ShimConfig } from "../../api-shim/src/config.ts";
+import { createLogger } from "../../api-shim/src/logger.ts";
+import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import type { Store } from "../../api-shim/src/store/store.ts";
+import { createUpstream, type Upstream } from "../../api-shim/src/upstream.ts";
+import { FakeVllm, type FakeVllmOptions } from "./fake-vllm.ts";
+
+/**
+ * Builds the shim the way server.ts does (real SQLite file, real undici upstream, the fake vLLM
+ * on loopback), listening on 127.0.0.1 port 0. Every log line is kept; `close()` fails if any
+ * line contains a plaintext key or the admin token the harness knows about.
+ */
+export interface HarnessOptions {
+  /** The SHIM_CONFIG YAML document, as an object. */
+  file?: Record<string, unknown>;
+  env?: Record<string, string>;
+  fake?: FakeVllmOptions;
+  clock?: Clock;
+  /** Wrap the store (e.g. to break it). */
+  wrapStore?: (store: SqliteStore) => Store;
+}
+
+export interface Harness {
+  app: FastifyInstance;
+  url: string;
+  fake: FakeVllm;
+  store: SqliteStore;
+  config: ShimConfig;
+  adminToken: string;
+  logs: string[];
+  /** Every secret this harness has seen (admin token, plaintext keys): none may appear in logs. */
+  secrets: Set<string>;
+  createKey(body?: Record<string, unknown>): Promise<{ id: string; key: string }>;
+  client(key: string, options?: { timeout?: number }): OpenAI;
+  admin(path: string, init?: RequestInit): Promise<Response>;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_FILE = {
+  models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }, { name: "bge-m3", maxModelLen: 8192 }],
+};
+export const DEFAULT_FAKE: FakeVllmOptions = {
+  models: [{ name: "qwen2.5-7b", root: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192 }, { name: "bge-m3", root: "BAAI/bge-m3", maxModelLen: 8192 }],
+  apiKey: "upstream-secret",
+};
+
+export async function startShim(options: HarnessOptions = {}): Promise<Harness> {
+  const dir = mkdtempSync(join(tmpdir(), "shim-test-"));
+  const fake = await new FakeVllm(options.fake ?? DEFAULT_FAKE).start();
+  const adminToken = `admin-${Math.random().toString(36).slice(2)}-${Date.now()}`;
+  const configPath = join(dir, "shim.yaml");
+  writeFileSync(configPath, stringify(options.file ?? DEFAULT_FILE));
+  const config = parseShimConfig(
+    {
+      SHIM_UPSTREAM_URL: fake.url,
+      SHIM_UPSTREAM_API_KEY: (options.fake ?? DEFAULT_FAKE).apiKey ?? "",
+      SHIM_ADMIN_TOKEN: adminToken,
+      SHIM_CONFIG: configPath,
+      SHIM_UPSTREAM_TIMEOUT_MS: "5000",
+      SHIM_STREAM_IDLE_TIMEOUT_MS: "5000",
+      ...options.env,
+    },
+    (p) => readFileSync(p, "utf8"),
+  );
+  const logs: string[] = [];
+  const logger = createLogger({ level: "info", pretty: false, destination: { write: (line: string) => void logs.push(line) } });
+  const sqlite = new SqliteStore(join(dir, "shim.db"));
+  const store = options.wrapStore ? options.wrapStore(sqlite) : sqlite;
+  for (const k of config.bootstrapKeys) await store.ensureBootstrapKey({ ...k, models: k.models && [...k.models], expiresAt: null, at: Date.now() });
+  const upstream: Upstream = createUpstream({ url: config.upstreamUrl, apiKey: config.upstreamApiKey, headersTimeoutMs: config.upstreamTimeoutMs, idleTimeoutMs: config.streamIdleTimeoutMs });
+  const app = buildApp({ config, store, upstream, clock: options.clock ?? systemClock, logger });
+  await app.listen({ port: 0, host: "127.0.0.1" });
+  const address = app.server.address();
+  const url = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`;
+  const secrets = new Set([adminToken]);
+
+  const admin = (path: string, init: RequestInit = {}) =>
+    fetch(url + path, { ...init, headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json", ...(init.headers as Record<string, string>) } });
+
+  const harness: Harness = {
+    app, url, fake, store: sqlite, config, adminToken, logs, secrets, admin,
+    async createKey(body = {}) {
+      const res = await admin("/admin/keys", { method: "POST", body: JSON.stringify({ name: "test", credits: 100, tier: "enterprise", ...body }) });
+      if (res.status !== 201) throw new Error(`createKey: ${res.status} ${await res.text()}`);
+      const created = (await res.json()) as { id: string; key: string };
+      secrets.add(created.key);
+      return created;
+    },
+    client(key, opts = {}) {
+      return new OpenAI({ apiKey: key, baseURL: `${url}/v1`, maxRetries: 0, timeout: opts.timeout ?? 20_000 });
+    },
+    async close() {
+      await app.close();
+      await upstream.close();
+      await fake.close();
+      await sqlite.close();
+      rmSync(dir, { recursive: true, force: true });
+      assertNoSecrets(logs, secrets);
+    },
+  };
+  return harness;
+}
+
+/** Fails when any line contains any of the secrets. */
+export function assertNoSecrets(lines: readonly string[], secrets: Iterable<string>): void {
+  for (const secret of secrets) {
+    const hit = lines.find((l) => l.includes(secret));
+    if (hit) throw new Error(`a secret appeared in the shim's logs: ${hit.slice(0, 200).replace(secret, "<SECRET>")}`);
+  }
+}
+
+/** Balance = sum(ledger), nothing held, no reservations, for every key. */
+export async function moneyInvariants(store: Store): Promise<{ keyId: string; balance: number; ledgerSum: number; held: number; reservations: number }[]> {
+  return (await store.audit()).map((r) => ({ keyId: r.keyId, balance: r.balance, ledgerSum: r.ledgerSum, held: r.held, reservations: r.reservations }));
+}
