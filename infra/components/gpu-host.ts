@@ -1,0 +1,163 @@
+import * as linode from "@pulumi/linode";
+import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import * as tls from "@pulumi/tls";
+import { costOf, type GpuPlan } from "../catalog.ts";
+import { catalogDisagreements } from "../catalog-check.ts";
+import { isIPv6Cidr } from "../config/checks.ts";
+import { DEFAULT_IMAGE, DEFAULT_VOLUME_SIZE_GB } from "../config/defaults.ts";
+import { resourceNames, volumeDevicePath } from "../host.ts";
+import { encodeUserData, renderCloudInit } from "../render/cloud-init.ts";
+
+export interface GpuHostArgs {
+  /** The tenant: names every resource (`gs-<tenant>…`) and tags it. */
+  tenant: string;
+  /** Linode region id, e.g. `us-ord`. */
+  region: string;
+  /** A GPU plan from the catalog. */
+  plan: GpuPlan;
+  /** Linode image. Defaults to `linode/ubuntu24.04`. */
+  image?: string;
+  /** Sources allowed to reach ports 80 and 443. Must not be empty. */
+  allowedCidrs: readonly string[];
+  /** Sources allowed to reach SSH (22). Defaults to none: no rule for port 22 at all. */
+  adminCidrs?: readonly string[];
+  /** Size of the Block Storage Volume for model weights and the ledger. Defaults to 100 GB. */
+  volumeSizeGb?: number;
+  /** When set, `expiresAt` is this many hours after the host was first created. */
+  ttlHours?: number;
+  /** Extra Linode tags. The kit always adds `gpu-sandbox` and `tenant:<tenant>`. */
+  tags?: readonly string[];
+  /** Compare the catalog with the Linode API at deploy time. Defaults to true. */
+  checkCatalog?: boolean;
+}
+
+/**
+ * A Linode GPU instance that is safe on the internet from its first boot: created already
+ * attached to a Cloud Firewall that drops everything but 80/443 from `allowedCidrs` and 22 from
+ * `adminCidrs`, SSH by a generated key only, a random root password, and a Block Storage Volume
+ * for the data that must outlive the instance. cloud-init (through the Metadata service)
+ * installs the NVIDIA driver, Docker and the container toolkit and mounts the volume.
+ */
+export class GpuHost extends pulumi.ComponentResource {
+  /** Public IPv4 address. */
+  readonly ip: pulumi.Output<string>;
+  readonly ipv6: pulumi.Output<string>;
+  /** The generated SSH private key (OpenSSH format). Secret. */
+  readonly sshPrivateKey: pulumi.Output<string>;
+  readonly sshUser: string;
+  /** How to log in, or why one cannot (no adminCidrs). */
+  readonly sshCommand: pulumi.Output<string>;
+  /** Root password for the Lish console. Secret. */
+  readonly rootPassword: pulumi.Output<string>;
+  readonly hourlyCostUsd: number;
+  readonly monthlyCostUsd: number;
+  /** When the host was first created (ISO 8601, UTC); unchanged by later updates. */
+  readonly createdAt: pulumi.Output<string>;
+  /** `createdAt + ttlHours`, or undefined without a TTL. */
+  readonly expiresAt: pulumi.Output<string | undefined>;
+  readonly instance: linode.Instance;
+  readonly firewall: linode.Firewall;
+  readonly volume: linode.Volume;
+
+  constructor(name: string, args: GpuHostArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("gpu-sandbox:infra:GpuHost", name, {}, opts);
+    if (args.allowedCidrs.length === 0) {
+      throw new pulumi.ResourceError("GpuHost: allowedCidrs is empty, so nothing could reach the endpoint", this);
+    }
+    const names = resourceNames(args.tenant);
+    const tags = ["gpu-sandbox", `tenant:${args.tenant}`, ...(args.tags ?? [])];
+    const adminCidrs = args.adminCidrs ?? [];
+
+    const sshKey = new tls.PrivateKey(`${name}-ssh-key`, { algorithm: "ED25519" }, { parent: this });
+    const rootPassword = new random.RandomPassword(`${name}-root-password`, { length: 32, special: true, overrideSpecial: "-_.+=" }, { parent: this });
+
+    this.firewall = new linode.Firewall(`${name}-firewall`, {
+      label: names.firewall,
+      inboundPolicy: "DROP",
+      outboundPolicy: "ACCEPT",
+      inbounds: firewallRules(args.allowedCidrs, adminCidrs),
+      tags,
+    }, { parent: this });
+
+    const userData = encodeUserData(renderCloudInit({ tenant: args.tenant, volumeDevice: volumeDevicePath(names.volume) }));
+    this.instance = new linode.Instance(`${name}-instance`, {
+      label: names.instance,
+      region: args.region,
+      type: args.plan.id,
+      image: args.image ?? DEFAULT_IMAGE,
+      rootPass: rootPassword.result,
+      authorizedKeys: [sshKey.publicKeyOpenssh.apply((k) => k.trim())],
+      metadatas: [{ userData }],
+      // Attached at creation, so the instance is never reachable without its firewall.
+      firewallId: this.firewall.id.apply(Number),
+      tags,
+    }, { parent: this });
+
+    this.volume = new linode.Volume(`${name}-volume`, {
+      label: names.volume,
+      region: args.region,
+      size: args.volumeSizeGb ?? DEFAULT_VOLUME_SIZE_GB,
+      linodeId: this.instance.id.apply(Number),
+      tags,
+    }, { parent: this });
+
+    // A timestamp taken at the first `pulumi up` and kept in state: ignoreChanges keeps the
+    // stored keeper, so later updates do not move the expiry.
+    const created = new random.RandomString(`${name}-created-at`, {
+      length: 8, special: false, keepers: { createdAt: new Date().toISOString().replace(/\.\d+Z$/, "Z") },
+    }, { parent: this, ignoreChanges: ["keepers"] });
+    this.createdAt = created.keepers.apply((k) => String(k?.createdAt ?? ""));
+    const ttl = args.ttlHours;
+    this.expiresAt = this.createdAt.apply((c) =>
+      ttl === undefined || !c ? undefined : new Date(Date.parse(c) + ttl * 3_600_000).toISOString().replace(/\.\d+Z$/, "Z"));
+
+    this.ip = this.instance.ipv4s.apply((ips) => ips[0] ?? "");
+    this.ipv6 = this.instance.ipv6.apply((v) => v.split("/")[0] ?? v);
+    this.sshPrivateKey = pulumi.secret(sshKey.privateKeyOpenssh);
+    this.sshUser = "root";
+    this.sshCommand = adminCidrs.length === 0
+      ? pulumi.output("SSH is closed: set gpu-sandbox:adminCidrs to open port 22 to your address")
+      : pulumi.interpolate`pulumi stack output sshPrivateKey --show-secrets > gs-${args.tenant}.key && chmod 600 gs-${args.tenant}.key && ssh -i gs-${args.tenant}.key root@${this.ip}`;
+    this.rootPassword = pulumi.secret(rootPassword.result);
+    const cost = costOf(args.plan, args.volumeSizeGb ?? DEFAULT_VOLUME_SIZE_GB);
+    this.hourlyCostUsd = cost.hourlyUsd;
+    this.monthlyCostUsd = cost.monthlyUsd;
+
+    if (args.checkCatalog ?? true) this.checkCatalog(args.plan, args.region);
+
+    this.registerOutputs({
+      ip: this.ip, ipv6: this.ipv6, sshCommand: this.sshCommand, sshPrivateKey: this.sshPrivateKey,
+      rootPassword: this.rootPassword, hourlyCostUsd: this.hourlyCostUsd, monthlyCostUsd: this.monthlyCostUsd,
+      createdAt: this.createdAt, expiresAt: this.expiresAt,
+    });
+  }
+
+  /** Warns, on the component, about every place the catalog disagrees with the Linode API. */
+  private checkCatalog(plan: GpuPlan, region: string): void {
+    const type = linode.getInstanceTypeOutput({ id: plan.id }, { parent: this });
+    const regions = linode.getRegionsOutput({}, { parent: this });
+    pulumi.all([type, regions]).apply(([t, r]) => {
+      for (const line of catalogDisagreements(plan, region, t, r.regions ?? [])) pulumi.log.warn(line, this);
+    });
+  }
+}
+
+/**
+ * Inbound rules (the policy drops everything else): HTTP and HTTPS from `allowedCidrs`, SSH
+ * from `adminCidrs` only, and no SSH rule at all when there are no admin sources.
+ */
+export function firewallRules(allowedCidrs: readonly string[], adminCidrs: readonly string[]): linode.types.input.FirewallInbound[] {
+  const rule = (label: string, ports: string, cidrs: readonly string[]): linode.types.input.FirewallInbound => {
+    const ipv4s = cidrs.filter((c) => !isIPv6Cidr(c));
+    const ipv6s = cidrs.filter(isIPv6Cidr);
+    return {
+      label, action: "ACCEPT", protocol: "TCP", ports,
+      ...(ipv4s.length ? { ipv4s } : {}),
+      ...(ipv6s.length ? { ipv6s } : {}),
+    };
+  };
+  const rules = [rule("allow-http", "80", allowedCidrs), rule("allow-https", "443", allowedCidrs)];
+  if (adminCidrs.length > 0) rules.push(rule("allow-ssh-admin", "22", adminCidrs));
+  return rules;
+}

@@ -1,0 +1,39 @@
+/**
+ * Where things live on the tenant's host, and what its Linode resources are called. One place,
+ * so cloud-init, the host scripts (through host.env), the compose bundle and the deployment
+ * commands agree.
+ */
+export const HOST_PATHS = {
+  /** The bootstrap scripts (templates/host/*.sh). */
+  libDir: "/usr/local/lib/gpu-sandbox",
+  /** Settings for the bootstrap scripts, written by cloud-init. */
+  envFile: "/etc/gpu-sandbox/host.env",
+  /** Markers: ready, failed, reboot-required. */
+  stateDir: "/var/lib/gpu-sandbox",
+  /** The Block Storage Volume: model weights, the shim's ledger, certificates. */
+  dataDir: "/mnt/gpu-sandbox",
+  /** The serving bundle (compose file and configs), as in the Linode AI sandbox's /opt layout. */
+  bundleDir: "/opt/gpu-sandbox",
+} as const;
+
+/**
+ * The NVIDIA server driver branch: the open kernel module of this branch supports every GPU
+ * family in the catalog (Turing, Ada and Blackwell) and CUDA 12.8+ images such as vLLM's.
+ */
+export const NVIDIA_DRIVER_BRANCH = "580";
+
+export interface ResourceNames {
+  readonly instance: string;
+  readonly firewall: string;
+  readonly volume: string;
+}
+
+/** Linode labels for a tenant; the tenant name is validated to keep them within Linode's limits. */
+export function resourceNames(tenant: string): ResourceNames {
+  return { instance: `gs-${tenant}`, firewall: `gs-${tenant}-fw`, volume: `gs-${tenant}-data` };
+}
+
+/** The stable device path Linode gives a Block Storage Volume with this label. */
+export function volumeDevicePath(volumeLabel: string): string {
+  return `/dev/disk/by-id/scsi-0Linode_Volume_${volumeLabel}`;
+}

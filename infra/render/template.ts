@@ -1,0 +1,32 @@
+import { readFileSync } from "node:fs";
+import { parse } from "yaml";
+
+/** The repository's templates/ directory (files that end up on the host). */
+export const TEMPLATES_DIR = new URL("../../templates/", import.meta.url);
+
+export function readTemplate(relativePath: string): string {
+  return readFileSync(new URL(relativePath, TEMPLATES_DIR), "utf8");
+}
+
+/** A YAML template as an object, for render functions to fill in and write with `yaml`. */
+export function readYamlTemplate<T>(relativePath: string): T {
+  return parse(readTemplate(relativePath)) as T;
+}
+
+/**
+ * Fills `{{name}}` placeholders in a text template (nginx.conf, systemd units). Every
+ * placeholder must have a value and every value must be used, so a renamed placeholder fails
+ * the render instead of shipping a literal `{{…}}` to the host.
+ */
+export function fillTemplate(text: string, values: Readonly<Record<string, string | number>>, name = "template"): string {
+  const used = new Set<string>();
+  const out = text.replace(/\{\{(\w+)\}\}/g, (_match, key: string) => {
+    const value = values[key];
+    if (value === undefined) throw new Error(`${name}: no value for placeholder {{${key}}}`);
+    used.add(key);
+    return String(value);
+  });
+  const unused = Object.keys(values).filter((k) => !used.has(k));
+  if (unused.length > 0) throw new Error(`${name}: values without a placeholder: ${unused.join(", ")}`);
+  return out;
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# First-boot setup of a gpu-sandbox GPU host, run once by cloud-init (runcmd).
+# Each step is idempotent, so running this again after a failure resumes the work.
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+STEPS=(mount-volume install-docker install-nvidia install-container-toolkit)
+
+step=start
+trap 'on_failure "$step"' ERR
+log "bootstrap started (tenant ${TENANT:-unknown})"
+for step in "${STEPS[@]}"; do
+  log "step $step: started"
+  "$LIB_DIR/$step.sh" >>"$LOG_FILE" 2>&1
+  log "step $step: done"
+done
+step=finish
+
+if [ -f "$REBOOT_MARKER" ]; then
+  # The driver could not be loaded into the running kernel: finish after a reboot, which
+  # cloud-init's power_state performs because the marker exists.
+  systemctl enable gpu-sandbox-finish.service
+  log "rebooting to load the NVIDIA driver; the host finishes setting up after the reboot"
+else
+  "$LIB_DIR/finish.sh"
+fi

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The NVIDIA server driver (open kernel module: Turing, Ada and Blackwell cards all need or
+# support it), loaded without a reboot when the running kernel allows it.
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if nvidia-smi >/dev/null 2>&1; then exit 0; fi
+
+# Headless (no X libraries) server branch; DKMS builds the module for the running kernel.
+apt_get install "linux-headers-$(uname -r)" \
+  "nvidia-headless-${NVIDIA_DRIVER_BRANCH}-server-open" "nvidia-utils-${NVIDIA_DRIVER_BRANCH}-server"
+
+# nouveau holds the card if it was loaded at boot; unloading it is enough on a headless host.
+if lsmod | grep -q '^nouveau'; then modprobe -r nouveau || true; fi
+modprobe nvidia || true
+modprobe nvidia_uvm || true
+
+if nvidia-smi >/dev/null 2>&1; then
+  log "NVIDIA driver loaded without a reboot"
+else
+  log "NVIDIA driver installed; the running kernel needs a reboot to load it"
+  touch "$REBOOT_MARKER"
+fi

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Mounts the Block Storage Volume (model weights, the shim's ledger, certificates) at DATA_DIR.
+# Formats it only when it has no filesystem: a volume reattached to a replacement instance
+# keeps its data.
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# Linode attaches the volume once the instance exists, which can be after this boot starts.
+for _ in $(seq 1 120); do
+  [ -e "$VOLUME_DEVICE" ] && break
+  udevadm settle --timeout=5 || true
+  sleep 5
+done
+[ -e "$VOLUME_DEVICE" ] || { log "volume $VOLUME_DEVICE did not appear within 10 minutes"; exit 1; }
+
+if ! blkid -p "$VOLUME_DEVICE" >/dev/null 2>&1; then
+  log "volume is blank: formatting it (ext4)"
+  mkfs.ext4 -q -L gpu-sandbox "$VOLUME_DEVICE"
+fi
+
+mkdir -p "$DATA_DIR"
+# By the stable by-id path, and nofail so a detached volume never blocks booting.
+if ! grep -q "^$VOLUME_DEVICE " /etc/fstab; then
+  echo "$VOLUME_DEVICE $DATA_DIR ext4 defaults,noatime,nofail 0 2" >>/etc/fstab
+fi
+mountpoint -q "$DATA_DIR" || mount "$DATA_DIR"
+
+mkdir -p "$DATA_DIR/huggingface" "$DATA_DIR/shim" "$DATA_DIR/letsencrypt" "$DATA_DIR/certbot-www"
+# The shim runs as uid 1000 (the node user of its image) and owns its database directory.
+chown 1000:1000 "$DATA_DIR/shim"

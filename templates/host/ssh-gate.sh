@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Opens or closes SSH on the host itself (iptables/ip6tables INPUT rule), independent of the
+# Cloud Firewall. Usage: ssh-gate.sh open | ssh-gate.sh close-unless <ready-marker>
+#
+# SSH stays closed until the host is ready (or setup has failed), so that `pulumi up`, which
+# waits by retrying its SSH dial, never holds a session across the NVIDIA driver's reboot.
+# cloud-init runs this from bootcmd on every boot, before any other file is written.
+set -euo pipefail
+
+action=${1:?usage: ssh-gate.sh open | close-unless <ready-marker>}
+if [ "$action" = close-unless ] && [ -f "${2:?close-unless needs the ready marker path}" ]; then
+  exit 0
+fi
+
+for tool in iptables ip6tables; do
+  command -v "$tool" >/dev/null || continue
+  while "$tool" -D INPUT -p tcp --dport 22 -m comment --comment gpu-sandbox-bootstrap -j DROP 2>/dev/null; do :; done
+  if [ "$action" = close-unless ]; then
+    "$tool" -I INPUT -p tcp --dport 22 -m comment --comment gpu-sandbox-bootstrap -j DROP
+  fi
+done

@@ -1,0 +1,153 @@
+import { gunzipSync } from "node:zlib";
+import { parse } from "yaml";
+import * as pulumi from "@pulumi/pulumi";
+import { beforeAll, describe, expect, it } from "vitest";
+import { validateConfig, type TenantConfig } from "../../infra/config.ts";
+import { Secret } from "../../infra/secret.ts";
+import { listStackNames, readStackConfig } from "../../infra/stack-file.ts";
+import { deployTenant, type TenantOutputs } from "../../infra/tenant.ts";
+import { installMocks, isSecretInput, MOCK_IP, plain, settle, valueOf, type RecordedResource } from "../support/pulumi-mocks.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+/** Encrypted values in a stack file become readable test secrets (only `pulumi up` can decrypt). */
+function withTestSecrets(value: unknown, path = "secret"): unknown {
+  if (value instanceof Secret) return value.readable ? value : Secret.of(`test-${path}`);
+  if (Array.isArray(value)) return value.map((v, i) => withTestSecrets(v, `${path}-${i}`));
+  if (value && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withTestSecrets(v, `${path}-${k}`)]));
+  }
+  return value;
+}
+
+function configFor(stack: string, overrides: Record<string, unknown> = {}): TenantConfig {
+  const raw = { ...(withTestSecrets(readStackConfig(ROOT, stack)) as Record<string, unknown>), ...overrides };
+  const result = validateConfig(raw, { stack });
+  if (!result.ok) throw new Error(`stacks/Pulumi.${stack}.yaml does not validate: ${JSON.stringify(result.problems)}`);
+  return result.config;
+}
+
+async function run(stack: string, config: TenantConfig) {
+  const recorded = installMocks(stack);
+  const outputs = deployTenant(config);
+  await settle();
+  return { ...recorded, outputs };
+}
+
+const byType = (resources: readonly RecordedResource[], type: string) => resources.filter((r) => r.type === type);
+const one = (resources: readonly RecordedResource[], type: string) => {
+  const found = byType(resources, type);
+  expect(found, `exactly one ${type}`).toHaveLength(1);
+  return found[0]!;
+};
+
+const stacks = listStackNames(ROOT);
+
+it("has at least the documented example stack", () => {
+  expect(stacks).toContain("example");
+});
+
+describe.each(stacks)("stack %s under the mock runtime", (stack) => {
+  let config: TenantConfig;
+  let resources: RecordedResource[];
+  let outputs: TenantOutputs;
+
+  beforeAll(async () => {
+    config = configFor(stack);
+    ({ resources, outputs } = await run(stack, config));
+  });
+
+  it("opens nothing but 80/443 to allowedCidrs and 22 only to adminCidrs", () => {
+    const fw = one(resources, "linode:index/firewall:Firewall");
+    expect(fw.inputs.inboundPolicy).toBe("DROP");
+    expect(fw.inputs.outboundPolicy).toBe("ACCEPT");
+    const v4 = config.allowedCidrs.filter((c) => !c.includes(":"));
+    const v6 = config.allowedCidrs.filter((c) => c.includes(":"));
+    const web = (port: string) => ({
+      label: port === "80" ? "allow-http" : "allow-https", action: "ACCEPT", protocol: "TCP", ports: port,
+      ...(v4.length ? { ipv4s: v4 } : {}), ...(v6.length ? { ipv6s: v6 } : {}),
+    });
+    const expected: unknown[] = [web("80"), web("443")];
+    if (config.adminCidrs.length > 0) {
+      const a4 = config.adminCidrs.filter((c) => !c.includes(":"));
+      const a6 = config.adminCidrs.filter((c) => c.includes(":"));
+      expected.push({ label: "allow-ssh-admin", action: "ACCEPT", protocol: "TCP", ports: "22",
+        ...(a4.length ? { ipv4s: a4 } : {}), ...(a6.length ? { ipv6s: a6 } : {}) });
+    }
+    expect(fw.inputs.inbounds).toEqual(expected);
+  });
+
+  it("creates the instance already attached to the firewall, and the volume attached to it", () => {
+    const instance = one(resources, "linode:index/instance:Instance");
+    expect(instance.inputs.firewallId).toBe(4242);
+    expect(instance.inputs.region).toBe(config.region);
+    expect(instance.inputs.type).toBe(config.plan.id);
+    expect(instance.inputs.label).toBe(`gs-${stack}`);
+    expect(instance.inputs.tags).toEqual(expect.arrayContaining(["gpu-sandbox", `tenant:${stack}`]));
+    const volume = one(resources, "linode:index/volume:Volume");
+    expect(volume.inputs.linodeId).toBe(12345);
+    expect(volume.inputs.region).toBe(config.region);
+    expect(volume.inputs.size).toBe(config.volumeSizeGb);
+  });
+
+  it("gives the instance decodable cloud-init user data with no secret in it", () => {
+    const instance = one(resources, "linode:index/instance:Instance");
+    const encoded: string = instance.inputs.metadatas[0].userData;
+    const text = gunzipSync(Buffer.from(encoded, "base64")).toString("utf8");
+    expect(text.startsWith("#cloud-config\n")).toBe(true);
+    const doc = parse(text);
+    expect(doc.ssh_pwauth).toBe(false);
+    expect(doc.write_files.map((f: { path: string }) => f.path)).toContain("/usr/local/lib/gpu-sandbox/bootstrap.sh");
+    const envFile = doc.write_files.find((f: { path: string }) => f.path === "/etc/gpu-sandbox/host.env").content;
+    expect(envFile).toContain(`VOLUME_DEVICE='/dev/disk/by-id/scsi-0Linode_Volume_gs-${stack}-data'`);
+    for (const secret of ["test-secret", "mock-", "PRIVATE KEY", "hf_"]) expect(text).not.toContain(secret);
+  });
+
+  it("logs in by the generated key only, with a random root password", () => {
+    const instance = one(resources, "linode:index/instance:Instance");
+    expect(instance.inputs.authorizedKeys).toEqual(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockKey test"]);
+    expect(isSecretInput(instance.inputs.rootPass)).toBe(true);
+    expect(plain(instance.inputs.rootPass)).toMatch(/^mock-/);
+    expect(one(resources, "tls:index/privateKey:PrivateKey").inputs.algorithm).toBe("ED25519");
+  });
+
+  it("marks every credential output secret", async () => {
+    expect(await pulumi.isSecret(outputs.sshPrivateKey)).toBe(true);
+    expect(await pulumi.isSecret(outputs.rootPassword)).toBe(true);
+    expect(await valueOf(outputs.sshPrivateKey)).toContain("OPENSSH PRIVATE KEY");
+  });
+
+  it("outputs the address, SSH command, costs and expiry", async () => {
+    expect(await valueOf(outputs.ip)).toBe(MOCK_IP);
+    expect(await valueOf(outputs.ipv6)).toBe("2600:3c00::f03c:91ff:fe00:1");
+    const ssh = await valueOf(outputs.sshCommand);
+    if (config.adminCidrs.length > 0) expect(ssh).toContain(`ssh -i gs-${stack}.key root@${MOCK_IP}`);
+    else expect(ssh).toContain("SSH is closed");
+    expect(outputs.hourlyCostUsd).toBeGreaterThanOrEqual(config.plan.hourlyUsd);
+    expect(outputs.monthlyCostUsd).toBeGreaterThan(outputs.hourlyCostUsd);
+    const created = await valueOf(outputs.createdAt);
+    expect(created).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    const expires = await valueOf(outputs.expiresAt);
+    if (config.ttlHours === undefined) expect(expires).toBeUndefined();
+    else expect(Date.parse(expires!) - Date.parse(created)).toBe(config.ttlHours * 3_600_000);
+  });
+});
+
+describe("firewall edge cases", () => {
+  it("has no rule at all for port 22 when adminCidrs is empty", async () => {
+    const { resources, outputs } = await run("example", configFor("example", { adminCidrs: [] }));
+    const fw = one(resources, "linode:index/firewall:Firewall");
+    expect(fw.inputs.inbounds.map((r: { ports: string }) => r.ports)).toEqual(["80", "443"]);
+    expect(JSON.stringify(fw.inputs)).not.toContain('"22"');
+    expect(await valueOf(outputs.sshCommand)).toContain("SSH is closed");
+  });
+
+  it("splits IPv4 and IPv6 sources into their own lists", async () => {
+    const { resources } = await run("example", configFor("example", {
+      allowedCidrs: ["198.51.100.0/24", "2001:db8::/32"], tls: { mode: "self-signed" }, adminCidrs: ["2001:db8:1::/48"],
+    }));
+    const rules = one(resources, "linode:index/firewall:Firewall").inputs.inbounds;
+    expect(rules[1]).toEqual({ label: "allow-https", action: "ACCEPT", protocol: "TCP", ports: "443", ipv4s: ["198.51.100.0/24"], ipv6s: ["2001:db8::/32"] });
+    expect(rules[2]).toEqual({ label: "allow-ssh-admin", action: "ACCEPT", protocol: "TCP", ports: "22", ipv6s: ["2001:db8:1::/48"] });
+  });
+});

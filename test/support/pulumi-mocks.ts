@@ -1,0 +1,105 @@
+import * as pulumi from "@pulumi/pulumi";
+// Internal to the SDK (exported from its JS, not its types): resolves once every pending
+// registration and call has reached the (mock) monitor — what `pulumi up` waits for too.
+import * as settings from "@pulumi/pulumi/runtime/settings.js";
+
+/** A resource the program registered under the mock runtime, with the inputs it was given. */
+export interface RecordedResource {
+  readonly type: string;
+  readonly name: string;
+  readonly inputs: Record<string, any>;
+}
+
+/** A provider function the program called (`linode.getRegions`, …). */
+export interface RecordedCall {
+  readonly token: string;
+  readonly inputs: Record<string, any>;
+}
+
+export const MOCK_IP = "192.0.2.10";
+
+/**
+ * Pulumi's mock runtime with plausible Linode, TLS and random outputs, recording every
+ * resource and call so tests can assert on exactly what `pulumi up` would create.
+ */
+export function installMocks(stack: string, overrides: { calls?: Record<string, (inputs: any) => any> } = {}) {
+  const resources: RecordedResource[] = [];
+  const calls: RecordedCall[] = [];
+  pulumi.runtime.setMocks({
+    newResource(args) {
+      resources.push({ type: args.type, name: args.name, inputs: args.inputs });
+      const state: Record<string, any> = { ...args.inputs };
+      switch (args.type) {
+        case "linode:index/instance:Instance":
+          Object.assign(state, { ipAddress: MOCK_IP, ipv4s: [MOCK_IP], ipv6: "2600:3c00::f03c:91ff:fe00:1/128", status: "running" });
+          break;
+        case "linode:index/firewall:Firewall":
+          return { id: "4242", state };
+        case "linode:index/volume:Volume":
+          state.filesystemPath = `/dev/disk/by-id/scsi-0Linode_Volume_${args.inputs.label}`;
+          break;
+        case "tls:index/privateKey:PrivateKey":
+          Object.assign(state, {
+            publicKeyOpenssh: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockKey test\n",
+            privateKeyOpenssh: "-----BEGIN OPENSSH PRIVATE KEY-----\nmock-private-key\n-----END OPENSSH PRIVATE KEY-----\n",
+            privateKeyPem: "-----BEGIN PRIVATE KEY-----\nmock-private-pem\n-----END PRIVATE KEY-----\n",
+          });
+          break;
+        case "random:index/randomPassword:RandomPassword":
+        case "random:index/randomString:RandomString":
+          state.result = `mock-${args.name}-${"x".repeat(Math.max(0, (args.inputs.length ?? 16) - args.name.length - 5))}`.slice(0, args.inputs.length ?? 16);
+          break;
+      }
+      return { id: args.type === "linode:index/instance:Instance" ? "12345" : `${args.name}-id`, state };
+    },
+    call(args) {
+      calls.push({ token: args.token, inputs: args.inputs });
+      const override = overrides.calls?.[args.token];
+      if (override) return override(args.inputs);
+      switch (args.token) {
+        case "linode:index/getRegions:getRegions":
+          return {
+            id: "regions",
+            regions: ["us-ord", "us-sea", "us-east", "fr-par", "de-fra-2"].map((id) => ({
+              id, label: id, country: "us", status: "ok", siteType: "core", placementGroupLimits: [],
+              capabilities: ["Linodes", "GPU Linodes", "Metadata", "Block Storage", "Cloud Firewall"],
+            })),
+          };
+        case "linode:index/getInstanceType:getInstanceType":
+          return { id: args.inputs.id, label: args.inputs.id, class: "gpu", vcpus: 4, memory: 16384, disk: 512000, transfer: 0,
+            networkOut: 16000, acceleratedDevices: 0, prices: [{ hourly: 0.52, monthly: 350 }], regionPrices: [], addons: [] };
+        default:
+          return {};
+      }
+    },
+  }, "gpu-sandbox", stack, false);
+  return { resources, calls };
+}
+
+/** The settled value of an output (under mocks every output resolves). */
+export function valueOf<T>(output: pulumi.Output<T> | T): Promise<T> {
+  if (!pulumi.Output.isInstance(output)) return Promise.resolve(output as T);
+  return new Promise((resolve) => (output as pulumi.Output<T>).apply((v) => { resolve(v); return v; }));
+}
+
+/** Waits until the mock runtime has seen every resource registration and call of the program. */
+export async function settle(): Promise<void> {
+  await (settings as unknown as { waitForRPCs(): Promise<void> }).waitForRPCs();
+}
+
+/** Pulumi's marker for a secret value inside resource inputs. */
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+const SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270";
+
+/** True when an input value reached the (mock) engine marked secret. */
+export function isSecretInput(value: unknown): boolean {
+  return typeof value === "object" && value !== null && (value as Record<string, unknown>)[SECRET_SIG] === SECRET_SIG_VALUE;
+}
+
+/** An input value with Pulumi's secret wrappers removed, at any depth. */
+export function plain(value: unknown): any {
+  if (isSecretInput(value)) return plain((value as { value: unknown }).value);
+  if (Array.isArray(value)) return value.map(plain);
+  if (value && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plain(v)]));
+  return value;
+}

@@ -1,0 +1,42 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** Debian package that provides each program the tests run for real (.ci/run installs them). */
+const PACKAGES: Record<string, string> = {
+  "cloud-init": "cloud-init",
+  shellcheck: "shellcheck",
+  "docker-compose": "docker-compose",
+  nginx: "nginx",
+  openssl: "openssl",
+};
+
+export interface RunResult {
+  readonly status: number;
+  readonly output: string;
+}
+
+/**
+ * Runs a real program. A missing program fails the test with the install command instead of
+ * skipping it: a validation that silently did not run would be worse than none.
+ */
+export function runTool(program: string, args: readonly string[], options: { cwd?: string; input?: string } = {}): RunResult {
+  const result = spawnSync(program, args, { encoding: "utf8", cwd: options.cwd, input: options.input, timeout: 60_000 });
+  if (result.error && (result.error as NodeJS.ErrnoException).code === "ENOENT") {
+    throw new Error(`${program} is not installed: apt-get install ${PACKAGES[program] ?? program} (.ci/run installs it)`);
+  }
+  if (result.error) throw result.error;
+  return { status: result.status ?? -1, output: `${result.stdout ?? ""}${result.stderr ?? ""}` };
+}
+
+/** A fresh temporary directory for one test. */
+export function tempDir(prefix = "gpu-sandbox-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function writeTemp(name: string, content: string, dir = tempDir()): string {
+  const path = join(dir, name);
+  writeFileSync(path, content);
+  return path;
+}
