@@ -70,7 +70,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.addContentTypeParser("application/json", { parseAs: "buffer" }, (request, body, done) => {
     const raw = body as Buffer;
     request.rawBody = raw;
-    if (raw.length === 0) return done(new ShimError("invalid_request", { message: "Request body is empty; send a JSON object." }), undefined);
+    if (raw.length === 0) return done(null, undefined); // routes that need a body say so (400)
     try {
       done(null, JSON.parse(raw.toString("utf8")));
     } catch {

@@ -26,6 +26,7 @@ export interface HarnessOptions {
   clock?: Clock;
   /** Wrap the store (e.g. to break it). */
   wrapStore?: (store: SqliteStore) => Store;
+  busyTimeoutMs?: number;
 }
 
 export interface Harness {
@@ -33,6 +34,7 @@ export interface Harness {
   url: string;
   fake: FakeVllm;
   store: SqliteStore;
+  dbPath: string;
   config: ShimConfig;
   adminToken: string;
   logs: string[];
@@ -72,7 +74,8 @@ export async function startShim(options: HarnessOptions = {}): Promise<Harness> 
   );
   const logs: string[] = [];
   const logger = createLogger({ level: "info", pretty: false, destination: { write: (line: string) => void logs.push(line) } });
-  const sqlite = new SqliteStore(join(dir, "shim.db"));
+  const dbPath = join(dir, "shim.db");
+  const sqlite = new SqliteStore(dbPath, { busyTimeoutMs: options.busyTimeoutMs ?? 5000 });
   const store = options.wrapStore ? options.wrapStore(sqlite) : sqlite;
   for (const k of config.bootstrapKeys) await store.ensureBootstrapKey({ ...k, models: k.models && [...k.models], expiresAt: null, at: Date.now() });
   const upstream: Upstream = createUpstream({ url: config.upstreamUrl, apiKey: config.upstreamApiKey, headersTimeoutMs: config.upstreamTimeoutMs, idleTimeoutMs: config.streamIdleTimeoutMs });
@@ -86,7 +89,7 @@ export async function startShim(options: HarnessOptions = {}): Promise<Harness> 
     fetch(url + path, { ...init, headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json", ...(init.headers as Record<string, string>) } });
 
   const harness: Harness = {
-    app, url, fake, store: sqlite, config, adminToken, logs, secrets, admin,
+    app, url, fake, store: sqlite, dbPath, config, adminToken, logs, secrets, admin,
     async createKey(body = {}) {
       const res = await admin("/admin/keys", { method: "POST", body: JSON.stringify({ name: "test", credits: 100, tier: "enterprise", ...body }) });
       if (res.status !== 201) throw new Error(`createKey: ${res.status} ${await res.text()}`);

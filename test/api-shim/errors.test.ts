@@ -1,0 +1,327 @@
+import { createServer } from "node:net";
+import Database from "better-sqlite3";
+import OpenAI, { APIError, AuthenticationError, BadRequestError, ConflictError, InternalServerError, NotFoundError, PermissionDeniedError, RateLimitError } from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { manualClock } from "../../api-shim/src/clock.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+
+const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 2 };
+
+/** Calls `fn`, expects it to throw, and returns the error. */
+async function failure(fn: () => Promise<unknown>): Promise<APIError> {
+  try {
+    await fn();
+  } catch (e) {
+    return e as APIError;
+  }
+  throw new Error("expected the call to fail");
+}
+
+function expectShape(err: APIError, status: number, type: string, code: string) {
+  expect(err.status).toBe(status);
+  expect(err.error).toMatchObject({ type, code });
+  expect(typeof (err.error as { message: unknown }).message).toBe("string");
+  expect(err.error).toHaveProperty("param");
+}
+
+describe("client errors map to the SDK's exception classes with the documented body", () => {
+  let h: Harness;
+  let key: string;
+
+  beforeAll(async () => {
+    h = await startShim({
+      env: { SHIM_MAX_BODY_BYTES: "4096" },
+      file: {
+        models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }, { name: "bge-m3" }],
+        tiers: { tiny: { rpm: 3, tpm: 100000 } },
+      },
+    });
+    ({ key } = await h.createKey({ credits: 100 }));
+  });
+  afterAll(() => h.close());
+
+  it("400 for wrong types, with the param named", async () => {
+    const c = h.client(key);
+    const e1 = await failure(() => c.chat.completions.create({ ...chat, messages: "hi" as never }));
+    expect(e1).toBeInstanceOf(BadRequestError);
+    expectShape(e1, 400, "invalid_request_error", "invalid_request");
+    expect(e1.param).toBe("messages");
+    const e2 = await failure(() => c.chat.completions.create({ ...chat, max_tokens: "ten" as never }));
+    expect(e2.param).toBe("max_tokens");
+    const e3 = await failure(() => c.chat.completions.create({ ...chat, model: 42 as never }));
+    expect(e3.param).toBe("model");
+    const e4 = await failure(() => c.embeddings.create({ model: "bge-m3" } as never));
+    expect(e4.param).toBe("input");
+  });
+
+  it("400 for malformed JSON, an empty body, a non-object body and a non-JSON content type", async () => {
+    const post = (body: string, type = "application/json") =>
+      fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": type }, body });
+    for (const [body, type] of [['{"model":', "application/json"], ["", "application/json"], ["[1,2]", "application/json"], ["null", "application/json"], ["model=x", "application/x-www-form-urlencoded"], ["hi", "text/plain"]] as const) {
+      const res = await post(body, type);
+      expect(res.status, `${type} ${body}`).toBe(400);
+      const json = (await res.json()) as { error: { type: string; code: string; message: string } };
+      expect(json.error).toMatchObject({ type: "invalid_request_error", code: "invalid_request", param: null });
+    }
+  });
+
+  it("401 for a missing, malformed, unknown, revoked key; the message never echoes the key", async () => {
+    const unknown = `sk-gs-AAAAAAAAAAAA_${"b".repeat(32)}`;
+    for (const k of ["not-a-key", unknown, `${key}x`]) {
+      const e = await failure(() => h.client(k).chat.completions.create(chat));
+      expect(e).toBeInstanceOf(AuthenticationError);
+      expectShape(e, 401, "authentication_error", "invalid_api_key");
+      expect(e.message).not.toContain(k);
+    }
+    const res = await fetch(`${h.url}/v1/models`);
+    expect(res.status).toBe(401);
+    const victim = await h.createKey();
+    expect((await h.admin(`/admin/keys/${victim.id}`, { method: "DELETE" })).status).toBe(200);
+    const e = await failure(() => h.client(victim.key).models.list());
+    expect(e).toBeInstanceOf(AuthenticationError);
+  });
+
+  it("401 invalid_admin_token for a missing or wrong admin token (or an API key on admin routes)", async () => {
+    for (const auth of [undefined, "Bearer wrong", `Bearer ${key}`, "Basic abc"]) {
+      const res = await fetch(`${h.url}/admin/keys`, { headers: auth ? { authorization: auth } : {} });
+      expect(res.status).toBe(401);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("invalid_admin_token");
+    }
+  });
+
+  it("402 with credits_required and credits_available inside error and at the top level; nothing forwarded", async () => {
+    const poor = await h.createKey({ credits: 0.5 });
+    const before = h.fake.counters.received;
+    const e = await failure(() => h.client(poor.key).chat.completions.create(chat));
+    expect(e.constructor).toBe(APIError);
+    expectShape(e, 402, "insufficient_credits", "insufficient_credits");
+    expect(e.error).toMatchObject({ message: "Insufficient credits. Required: 1, Available: 0.5", credits_required: 1, credits_available: 0.5 });
+    const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${poor.key}`, "content-type": "application/json" }, body: JSON.stringify(chat) });
+    expect(await res.json()).toMatchObject({ credits_required: 1, credits_available: 0.5 });
+    expect(h.fake.counters.received).toBe(before);
+  });
+
+  it("403 for a model outside the key's allow-list", async () => {
+    const limited = await h.createKey({ models: ["bge-m3"] });
+    const e = await failure(() => h.client(limited.key).chat.completions.create(chat));
+    expect(e).toBeInstanceOf(PermissionDeniedError);
+    expectShape(e, 403, "permission_error", "model_not_allowed");
+    expect(e.param).toBe("model");
+  });
+
+  it("404 model_not_found for an unknown model, not_found for unknown routes and keys", async () => {
+    const e = await failure(() => h.client(key).chat.completions.create({ ...chat, model: "gpt-9" }));
+    expect(e).toBeInstanceOf(NotFoundError);
+    expectShape(e, 404, "invalid_request_error", "model_not_found");
+    expect(e.error).toMatchObject({ message: "The model 'gpt-9' does not exist or you do not have access to it.", param: "model" });
+    const r = await fetch(`${h.url}/v1/nothing-here`, { headers: { authorization: `Bearer ${key}` } });
+    expect(r.status).toBe(404);
+    expect(((await r.json()) as { error: { code: string } }).error.code).toBe("not_found");
+    const d = await h.admin("/admin/keys/NoSuchKey123", { method: "DELETE" });
+    expect(d.status).toBe(404);
+  });
+
+  it("409 when an Idempotency-Key is reused with a different body", async () => {
+    const { id } = await h.createKey();
+    const topUp = (amount: number) => h.admin(`/admin/keys/${id}/credits`, { method: "POST", headers: { "idempotency-key": "once" }, body: JSON.stringify({ amount }) });
+    expect((await topUp(5)).status).toBe(200);
+    const again = await topUp(6);
+    expect(again.status).toBe(409);
+    expect(((await again.json()) as { error: { code: string } }).error.code).toBe("idempotency_key_reused");
+    const sdkStyle = new OpenAI({ apiKey: h.adminToken, baseURL: h.url, maxRetries: 0 });
+    const e = await failure(() => sdkStyle.post(`/admin/keys/${id}/credits`, { body: { amount: 7 }, headers: { "Idempotency-Key": "once" } }));
+    expect(e).toBeInstanceOf(ConflictError);
+  });
+
+  it("413 for a body over SHIM_MAX_BODY_BYTES", async () => {
+    const e = await failure(() => h.client(key).chat.completions.create({ ...chat, messages: [{ role: "user", content: "x".repeat(5000) }] }));
+    expect(e.constructor).toBe(APIError);
+    expectShape(e, 413, "invalid_request_error", "request_too_large");
+  });
+
+  it("429 with Retry-After, retry_after and both header families", async () => {
+    const { key: tiny } = await h.createKey({ tier: "tiny" });
+    const c = h.client(tiny);
+    for (let i = 0; i < 3; i++) await c.models.list();
+    const e = await failure(() => c.models.list());
+    expect(e).toBeInstanceOf(RateLimitError);
+    expectShape(e, 429, "rate_limit_exceeded", "rate_limit_exceeded");
+    const retry = Number(e.headers!.get("retry-after"));
+    expect(retry).toBeGreaterThanOrEqual(1);
+    expect((e.error as { retry_after: number }).retry_after).toBe(retry);
+    expect(e.headers!.get("x-ratelimit-remaining-requests")).toBe("0");
+    expect(e.headers!.get("x-ratelimit-remaining")).toBe("0");
+    expect(e.headers!.get("x-ratelimit-limit-requests")).toBe("3");
+  });
+});
+
+describe("upstream failures", () => {
+  let h: Harness;
+  let key: string;
+  beforeAll(async () => {
+    h = await startShim({ env: { SHIM_UPSTREAM_TIMEOUT_MS: "300", SHIM_STREAM_IDLE_TIMEOUT_MS: "300" } });
+    ({ key } = await h.createKey({ credits: 100 }));
+  });
+  afterAll(() => h.close());
+
+  const balance = async (id: string) => (await h.store.getKey(id))!.balance;
+
+  it("upstream 500 → 502 with a generic message and no charge", async () => {
+    const k = await h.createKey({ credits: 10 });
+    h.fake.set({ failStatus: 500 });
+    const e = await failure(() => h.client(k.key).chat.completions.create(chat));
+    h.fake.reset();
+    expect(e).toBeInstanceOf(InternalServerError);
+    expectShape(e, 502, "api_error", "upstream_error");
+    expect(await balance(k.id)).toBe(10_000_000);
+  });
+
+  it("upstream 501 and 401/403 (our own misconfiguration) → 502 without leaking the upstream body", async () => {
+    for (const status of [501, 401, 403]) {
+      h.fake.set({ failStatus: status });
+      const e = await failure(() => h.client(key).chat.completions.create(chat));
+      expect(e.status).toBe(502);
+      expect(JSON.stringify(e.error)).not.toMatch(/internal-host|Unauthorized/);
+    }
+    h.fake.reset();
+  });
+
+  it("upstream 400 → 400 with the upstream's message; upstream 404 → model_not_found; 413 → 413", async () => {
+    h.fake.set({ failStatus: 400 });
+    const e = await failure(() => h.client(key).chat.completions.create(chat));
+    expect(e).toBeInstanceOf(BadRequestError);
+    expect((e.error as { message: string }).message).toMatch(/^This model's maximum context length is 8192 tokens/);
+    h.fake.set({ failStatus: 404 });
+    expect((await failure(() => h.client(key).chat.completions.create(chat))).code).toBe("model_not_found");
+    h.fake.set({ failStatus: 413 });
+    expect((await failure(() => h.client(key).chat.completions.create(chat))).status).toBe(413);
+    h.fake.reset();
+  });
+
+  it("upstream 503 and 429 → 503 with Retry-After", async () => {
+    for (const status of [503, 429]) {
+      h.fake.set({ failStatus: status });
+      const e = await failure(() => h.client(key).chat.completions.create(chat));
+      expect(e).toBeInstanceOf(InternalServerError);
+      expectShape(e, 503, "api_error", "service_unavailable");
+      expect(e.headers!.get("retry-after")).toMatch(/^\d+$/);
+    }
+    h.fake.reset();
+  });
+
+  it("a slow upstream → 504 within the configured timeout, and the hold is released", async () => {
+    const k = await h.createKey({ credits: 10 });
+    h.fake.set({ headerDelayMs: 3000 });
+    const t0 = performance.now();
+    const e = await failure(() => h.client(k.key).chat.completions.create(chat));
+    const ms = performance.now() - t0;
+    h.fake.reset();
+    expect(e).toBeInstanceOf(InternalServerError);
+    expectShape(e, 504, "api_error", "upstream_timeout");
+    expect(ms).toBeGreaterThanOrEqual(250);
+    expect(ms).toBeLessThan(1500);
+    const rec = (await h.store.getKey(k.id))!;
+    expect(rec).toMatchObject({ balance: 10_000_000, held: 0 });
+  });
+
+  it("a hung upstream → 504, and the upstream request is aborted", async () => {
+    h.fake.set({ hang: true });
+    const aborted = h.fake.counters.aborted;
+    const e = await failure(() => h.client(key).chat.completions.create(chat));
+    h.fake.reset();
+    expect(e.status).toBe(504);
+    await h.fake.until((c) => c.aborted > aborted);
+  });
+
+  it("a dead upstream (nothing listening) → 502 quickly", async () => {
+    const port = await freePort();
+    const dead = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1`, SHIM_UPSTREAM_TIMEOUT_MS: "300" } });
+    try {
+      const k = await dead.createKey({ credits: 3 });
+      const t0 = performance.now();
+      const e = await failure(() => dead.client(k.key).chat.completions.create(chat));
+      expect(e).toBeInstanceOf(InternalServerError);
+      expectShape(e, 502, "api_error", "upstream_error");
+      expect(performance.now() - t0).toBeLessThan(1000);
+      expect((await dead.store.getKey(k.id))!).toMatchObject({ balance: 3_000_000, held: 0 });
+    } finally {
+      await dead.close();
+    }
+  });
+});
+
+describe("a broken database fails closed with 503", () => {
+  it("503 while another writer holds the lock past busy_timeout, then recovers", async () => {
+    const h = await startShim({ busyTimeoutMs: 50 });
+    try {
+      const { key, id } = await h.createKey({ credits: 5 });
+      const other = new Database(h.dbPath);
+      other.exec("BEGIN IMMEDIATE"); // holds the write lock: every reserve waits, then SQLITE_BUSY
+      const e = await failure(() => h.client(key).chat.completions.create(chat));
+      expect(e).toBeInstanceOf(InternalServerError);
+      expectShape(e, 503, "api_error", "service_unavailable");
+      expect(JSON.stringify(e.error)).not.toMatch(/SQLITE|database|locked/i);
+      other.exec("ROLLBACK");
+      other.close();
+      await h.client(key).chat.completions.create(chat);
+      expect((await h.store.getKey(id))!).toMatchObject({ balance: 4_000_000, held: 0 });
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("503 on every authenticated route when the database is gone", async () => {
+    const clock = manualClock();
+    const h = await startShim({ clock });
+    const { key } = await h.createKey({ credits: 5 });
+    await h.store.close(); // the connection is gone: every query throws
+    try {
+      for (const call of [() => h.client(key).chat.completions.create(chat), () => h.client(key).models.list()]) {
+        const e = await failure(call);
+        expect(e.status).toBe(503);
+      }
+      const admin = await h.admin("/admin/keys");
+      expect(admin.status).toBe(503);
+      const ready = await fetch(`${h.url}/ready`);
+      expect(ready.status).toBe(503);
+      expect(await ready.json()).toMatchObject({ store: "unavailable" });
+      expect((await fetch(`${h.url}/health`)).status).toBe(200);
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+describe("expiry and an unset admin token", () => {
+  it("an expired key gets 401; with SHIM_ADMIN_TOKEN unset every admin request gets 401", async () => {
+    const clock = manualClock(Date.now());
+    const h = await startShim({ clock });
+    try {
+      const { key } = await h.createKey({ expiresAt: new Date(clock.now() + 60_000).toISOString() });
+      await h.client(key).models.list();
+      clock.advance(60_001);
+      const e = await failure(() => h.client(key).models.list());
+      expect(e).toBeInstanceOf(AuthenticationError);
+    } finally {
+      await h.close();
+    }
+    const noAdmin = await startShim({ env: { SHIM_ADMIN_TOKEN: "" } });
+    try {
+      for (const token of ["", "anything", noAdmin.adminToken]) {
+        const res = await fetch(`${noAdmin.url}/admin/keys`, { headers: { authorization: `Bearer ${token}` } });
+        expect(res.status).toBe(401);
+      }
+    } finally {
+      await noAdmin.close();
+    }
+  });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
