@@ -151,3 +151,13 @@ describe("firewall edge cases", () => {
     expect(rules[2]).toEqual({ label: "allow-ssh-admin", action: "ACCEPT", protocol: "TCP", ports: "22", ipv6s: ["2001:db8:1::/48"] });
   });
 });
+
+describe("the plan that `npm run render` prints", () => {
+  it("lists exactly the resources the program registers", async () => {
+    const { planFor } = await import("../../infra/plan.ts");
+    const config = configFor("example");
+    const { resources } = await run("example", config);
+    const registered = resources.map((r) => r.type).filter((t) => !t.startsWith("gpu-sandbox:")).sort();
+    expect(planFor(config).resources.map((r) => r.type).sort()).toEqual(registered);
+  });
+});

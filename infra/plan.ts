@@ -1,0 +1,76 @@
+import { costOf, VOLUME_USD_PER_GB_MONTH } from "./catalog.ts";
+import type { TenantConfig } from "./config.ts";
+import { resourceNames } from "./host.ts";
+
+export interface PlannedResource {
+  /** Pulumi type token, e.g. `linode:index/instance:Instance`. */
+  readonly type: string;
+  readonly name: string;
+  readonly note: string;
+}
+
+export interface OpenPort {
+  readonly port: number;
+  readonly sources: readonly string[];
+  readonly purpose: string;
+}
+
+/** What `pulumi up` would make for a tenant, for `npm run render` to print. */
+export interface Plan {
+  readonly tenant: string;
+  readonly resources: readonly PlannedResource[];
+  readonly ports: readonly OpenPort[];
+  readonly lines: readonly [label: string, text: string][];
+}
+
+/**
+ * Describes the deployment from validated config alone (no cloud): the resources, who can
+ * reach which port, the GPU, the model and what it costs. The resource list is checked against
+ * what the program registers under Pulumi's mock runtime, so it cannot drift from the program.
+ */
+export function planFor(config: TenantConfig): Plan {
+  const names = resourceNames(config.tenant);
+  const { plan } = config;
+  const cost = costOf(plan, config.volumeSizeGb);
+  const resources: PlannedResource[] = [
+    { type: "tls:index/privateKey:PrivateKey", name: `${config.tenant}-ssh-key`, note: "SSH key pair (ED25519), secret" },
+    { type: "random:index/randomPassword:RandomPassword", name: `${config.tenant}-root-password`, note: "root password for the Lish console, secret" },
+    { type: "linode:index/firewall:Firewall", name: names.firewall, note: "inbound DROP except the ports below; outbound ACCEPT" },
+    { type: "linode:index/instance:Instance", name: names.instance, note: `${plan.id} in ${config.region}, ${config.image}, cloud-init user data` },
+    { type: "linode:index/volume:Volume", name: names.volume, note: `${config.volumeSizeGb} GB Block Storage: model weights, ledger, certificates` },
+    { type: "random:index/randomString:RandomString", name: `${config.tenant}-created-at`, note: "creation time, kept for the TTL" },
+  ];
+  const ports: OpenPort[] = [
+    { port: 80, sources: config.allowedCidrs, purpose: "HTTP: ACME challenge and redirect to HTTPS" },
+    { port: 443, sources: config.allowedCidrs, purpose: "HTTPS: the OpenAI-compatible API" },
+    ...(config.adminCidrs.length ? [{ port: 22, sources: config.adminCidrs, purpose: "SSH for the operator and `pulumi up`" }] : []),
+  ];
+  const usd = (n: number) => `$${n.toFixed(2)}`;
+  const lines: [string, string][] = [
+    ["GPU", `${plan.gpuCount} x ${plan.gpu} (${plan.vramGbPerGpu} GB each), ${plan.vcpus} vCPU, ${plan.memoryMb / 1024} GB RAM: ${plan.id} in ${config.region}`],
+    ["Cost", `${usd(cost.hourlyUsd)}/hour, ${usd(cost.monthlyUsd)}/month (plan ${usd(plan.hourlyUsd)}/hour capped at ${usd(plan.monthlyUsd)}/month; ` +
+      `volume ${config.volumeSizeGb} GB at ${usd(VOLUME_USD_PER_GB_MONTH)}/GB-month)`],
+    ["Expires", config.ttlHours === undefined ? "never (no ttlHours)" : `${config.ttlHours} hours after the first \`pulumi up\` (\`npm run reap-expired\` destroys it)`],
+    ["Model", `${config.model.id} served as "${config.model.servedName}", up to ${config.model.maxModelLen} tokens, tensor-parallel ${config.model.tensorParallelSize}`],
+    ["SSH", config.adminCidrs.length ? `from ${config.adminCidrs.join(", ")} only, by the generated key` : "closed (no adminCidrs): the serving stack cannot be deployed over SSH"],
+  ];
+  return { tenant: config.tenant, resources, ports, lines };
+}
+
+export function formatPlan(plan: Plan): string {
+  const width = Math.max(...plan.lines.map(([label]) => label.length));
+  const out = [`Plan for tenant ${plan.tenant}`, ""];
+  for (const [label, text] of plan.lines) out.push(`  ${label.padEnd(width)}  ${text}`);
+  out.push("", "  Open to the internet (Linode Cloud Firewall; everything else is dropped):");
+  for (const p of plan.ports) out.push(`    ${String(p.port).padStart(3)}/tcp  from ${p.sources.join(", ").padEnd(32)}  ${p.purpose}`);
+  out.push("", "  Resources:");
+  const typeWidth = Math.max(...plan.resources.map((r) => shortType(r.type).length));
+  for (const r of plan.resources) out.push(`    ${shortType(r.type).padEnd(typeWidth)}  ${r.name.padEnd(22)}  ${r.note}`);
+  return out.join("\n");
+}
+
+/** `linode:index/instance:Instance` → `linode:Instance`. */
+function shortType(type: string): string {
+  const [pkg, , kind] = type.split(":");
+  return `${pkg}:${kind}`;
+}

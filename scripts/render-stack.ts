@@ -1,0 +1,66 @@
+// npm run render -- --stack <name> [--out <dir>]
+// Validates stacks/Pulumi.<name>.yaml with the same code as `pulumi up`, writes what would go
+// to the host to out/<name>/, and prints the plan. Needs no cloud account and no Pulumi CLI.
+import { join, relative } from "node:path";
+import { parseArgs } from "node:util";
+import { describeProblems, validateConfig } from "../infra/config.ts";
+import { formatPlan, planFor } from "../infra/plan.ts";
+import { renderBundle, writeBundle } from "../infra/render/bundle.ts";
+import { listStackNames, readStackConfig, StackFileError } from "../infra/stack-file.ts";
+
+const USAGE = `Usage: npm run render -- --stack <name> [--out <dir>]
+
+Validates stacks/Pulumi.<name>.yaml, writes the host bundle to out/<name>/ (or --out) and prints
+the plan: resources, open ports, GPU and cost. Exits 1 when the stack is missing or invalid.`;
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+export interface RenderResult {
+  readonly outDir: string;
+  readonly files: readonly string[];
+  readonly plan: string;
+}
+
+/** Renders one stack; throws UsageError/StackFileError with a message meant for the user. */
+export function renderStack(root: string, stack: string, outDir = join(root, "out", stack)): RenderResult {
+  const result = validateConfig(readStackConfig(root, stack), { stack });
+  if (!result.ok) throw new UsageError(describeProblems(result.problems));
+  const bundle = renderBundle(result.config);
+  writeBundle(outDir, bundle);
+  return { outDir, files: [...bundle.keys()].sort(), plan: formatPlan(planFor(result.config)) };
+}
+
+export function main(argv: readonly string[], root = process.cwd()): number {
+  let values;
+  try {
+    ({ values } = parseArgs({ args: [...argv], options: { stack: { type: "string" }, out: { type: "string" }, help: { type: "boolean", short: "h" } } }));
+  } catch (err) {
+    console.error(`${(err as Error).message}\n\n${USAGE}`);
+    return 1;
+  }
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (!values.stack) {
+    const stacks = listStackNames(root);
+    console.error(`--stack is required.${stacks.length ? ` Stacks: ${stacks.join(", ")}` : ""}\n\n${USAGE}`);
+    return 1;
+  }
+  try {
+    const r = renderStack(root, values.stack, values.out);
+    console.log(r.plan);
+    console.log(`\nWrote ${r.files.length} files to ${relative(root, r.outDir) || "."}/: ${r.files.join(", ")}`);
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError || err instanceof StackFileError) {
+      console.error(err.message);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+if (import.meta.main) process.exitCode = main(process.argv.slice(2));

@@ -1,0 +1,80 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { main } from "../../scripts/render-stack.ts";
+import { runTool, tempDir } from "../support/tools.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+function capture() {
+  const out: string[] = [];
+  const err: string[] = [];
+  vi.spyOn(console, "log").mockImplementation((...a) => { out.push(a.join(" ")); });
+  vi.spyOn(console, "error").mockImplementation((...a) => { err.push(a.join(" ")); });
+  return { out: () => out.join("\n"), err: () => err.join("\n") };
+}
+
+/** A throwaway project root with one stack file. */
+function rootWithStack(stack: string, yaml: string): string {
+  const root = tempDir();
+  mkdirSync(join(root, "stacks"));
+  writeFileSync(join(root, "stacks", `Pulumi.${stack}.yaml`), yaml);
+  return root;
+}
+
+afterEach(() => vi.restoreAllMocks());
+
+describe("npm run render", () => {
+  it("writes the example's host files and prints the plan", () => {
+    const io = capture();
+    const out = tempDir();
+    expect(main(["--stack", "example", "--out", out], ROOT)).toBe(0);
+    expect(io.out()).toContain("Plan for tenant example");
+    expect(io.out()).toMatch(/443\/tcp {2}from 0\.0\.0\.0\/0, ::\/0 +HTTPS/);
+    expect(io.out()).toMatch(/22\/tcp {2}from 203\.0\.113\.7\/32/);
+    expect(io.out()).toContain("$0.53/hour, $360.00/month");
+    const cloudInit = join(out, "cloud-init.yaml");
+    expect(existsSync(cloudInit)).toBe(true);
+    const schema = runTool("cloud-init", ["schema", "-c", cloudInit]);
+    expect(schema.status, schema.output).toBe(0);
+  });
+
+  it("exits 1 with the problem, and no stack trace, for a missing stack", () => {
+    const io = capture();
+    expect(main(["--stack", "nope"], ROOT)).toBe(1);
+    expect(io.err()).toContain("no stack file");
+    expect(io.err()).toContain("stacks: example");
+    expect(io.err()).not.toMatch(/\n\s+at /);
+  });
+
+  it("exits 1 listing every problem for a bad config", () => {
+    const root = rootWithStack("acme", "config:\n  gpu-sandbox:region: mars-1\n  gpu-sandbox:ttlHours: -3\n  gpu-sandbox:keys:\n    - {name: app, credits: -1}\n");
+    const io = capture();
+    expect(main(["--stack", "acme"], root)).toBe(1);
+    expect(io.err()).toContain('gpu-sandbox:region = "mars-1": is not a Linode region');
+    expect(io.err()).toContain("gpu-sandbox:ttlHours = -3: must be between 1 and 2160");
+    expect(io.err()).toContain("gpu-sandbox:keys[0].credits = -1: must not be negative");
+    expect(existsSync(join(root, "out"))).toBe(false);
+  });
+
+  it("exits 1 for a stack file that is not YAML", () => {
+    const root = rootWithStack("acme", "config: [unclosed\n");
+    const io = capture();
+    expect(main(["--stack", "acme"], root)).toBe(1);
+    expect(io.err()).toContain("is not valid YAML");
+  });
+
+  it("accepts encrypted secrets without being able to read them", () => {
+    const root = rootWithStack("acme", "config:\n  gpu-sandbox:region: us-ord\n  gpu-sandbox:hfToken:\n    secure: v1:abc\n");
+    capture();
+    expect(main(["--stack", "acme"], root)).toBe(0);
+    expect(readFileSync(join(root, "out", "acme", "cloud-init.yaml"), "utf8")).not.toContain("v1:abc");
+  });
+
+  it("asks for --stack and lists the stacks", () => {
+    const io = capture();
+    expect(main([], ROOT)).toBe(1);
+    expect(io.err()).toContain("--stack is required. Stacks: example");
+    expect(main(["--bogus"], ROOT)).toBe(1);
+  });
+});
