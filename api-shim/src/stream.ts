@@ -97,7 +97,10 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
 
   let figures = "";
   try {
-    const { cost, available } = await settlement.settle(status, meter.usage());
+    // An upstream failure before any content is the upstream's fault: nothing is charged.
+    // A client that leaves is charged the request and what was generated up to then.
+    const nothing = failure !== null && meter.generated === 0 && meter.finalUsage === null && meter.lastContinuous === null;
+    const { cost, available } = await settlement.settle(status, nothing ? null : meter.usage());
     figures = `: credits_charged=${formatCredits(cost)} credits_remaining=${formatCredits(available)}\n\n`;
   } catch (e) {
     // The store failed after the upstream answered: the hold stays until the next start releases it.

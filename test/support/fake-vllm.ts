@@ -57,19 +57,23 @@ export interface Counters {
   received: number;
   completed: number;
   aborted: number;
+  /** Content tokens written to streams. */
+  tokensSent: number;
 }
 
 export class FakeVllm extends EventEmitter {
   readonly models: FakeModel[];
   readonly apiKey: string | undefined;
   behaviour: Behaviour = { ...DEFAULTS };
-  readonly counters: Counters = { received: 0, completed: 0, aborted: 0 };
+  readonly counters: Counters = { received: 0, completed: 0, aborted: 0, tokensSent: 0 };
   /** Inference requests as received (bounded to the last 1,000). */
   readonly requests: SeenRequest[] = [];
   /** Usage reported for each completed inference request, in order. */
   readonly usages: { prompt_tokens: number; completion_tokens: number; total_tokens: number }[] = [];
   private server: Server | undefined;
   private readonly open = new Set<ServerResponse>();
+  /** Responses this fake cut on purpose: their close is not a client abort. */
+  private readonly cut = new WeakSet<ServerResponse>();
   url = "";
 
   constructor(options: FakeVllmOptions = {}) {
@@ -144,7 +148,7 @@ export class FakeVllm extends EventEmitter {
     this.open.add(res);
     res.on("close", () => {
       this.open.delete(res);
-      if (!res.writableFinished) this.bump("aborted");
+      if (!res.writableFinished && !this.cut.has(res)) this.bump("aborted");
     });
 
     const b = this.behaviour;
@@ -215,7 +219,12 @@ export class FakeVllm extends EventEmitter {
       if (b.tokenDelayMs > 0) await sleep(b.tokenDelayMs);
       if (res.destroyed) return;
       if (b.stopAfterTokens !== null && k > b.stopAfterTokens) {
-        if (b.stopMode === "cut") return void res.destroy();
+        if (b.stopMode === "cut") {
+          // Flush what was written, then drop the connection without finishing the chunked body.
+          this.cut.add(res);
+          await new Promise<void>((r) => res.write("", () => r()));
+          return void res.destroy();
+        }
         // vLLM's in-stream error: Python json.dumps with default (spaced) separators, then [DONE].
         res.write(`data: {"error": {"message": "Engine loop has died", "type": "InternalServerError", "param": null, "code": 500}}\n\n`);
         res.end("data: [DONE]\n\n");
@@ -225,6 +234,7 @@ export class FakeVllm extends EventEmitter {
       const text = `${k === 1 ? "" : " "}t${k}`;
       if (route === "chat") send(chunk({ index: 0, delta: { content: text }, logprobs: null, finish_reason: last ? "stop" : null, ...(last ? { stop_reason: null } : {}) }, k));
       else send(chunk({ index: 0, text, logprobs: null, finish_reason: last ? "stop" : null, stop_reason: null }, k));
+      this.bump("tokensSent");
     }
     if (tokens === 0 && route === "chat") send(chunk({ index: 0, delta: { content: "" }, logprobs: null, finish_reason: "length", stop_reason: null }, 0));
     const usage = this.usage(prompt, tokens);

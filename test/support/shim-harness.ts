@@ -1,3 +1,4 @@
+import { EventEmitter } from "node:events";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -43,7 +44,21 @@ export interface Harness {
   createKey(body?: Record<string, unknown>): Promise<{ id: string; key: string }>;
   client(key: string, options?: { timeout?: number }): OpenAI;
   admin(path: string, init?: RequestInit): Promise<Response>;
+  /** Resolves with the first request log line (parsed) matching `predicate`, past or future. */
+  waitForRequestLog(predicate: (entry: RequestLog) => boolean, timeoutMs?: number): Promise<RequestLog>;
   close(): Promise<void>;
+}
+
+export interface RequestLog {
+  reqId: string;
+  method: string;
+  path: string;
+  status: number;
+  keyId: string | null;
+  model: string | null;
+  tokens: number | null;
+  cost: number | null;
+  error?: string;
 }
 
 export const DEFAULT_FILE = {
@@ -73,7 +88,17 @@ export async function startShim(options: HarnessOptions = {}): Promise<Harness> 
     (p) => readFileSync(p, "utf8"),
   );
   const logs: string[] = [];
-  const logger = createLogger({ level: "info", pretty: false, destination: { write: (line: string) => void logs.push(line) } });
+  const logEvents = new EventEmitter();
+  const logger = createLogger({
+    level: "info",
+    pretty: false,
+    destination: {
+      write: (line: string) => {
+        logs.push(line);
+        logEvents.emit("line", line);
+      },
+    },
+  });
   const dbPath = join(dir, "shim.db");
   const sqlite = new SqliteStore(dbPath, { busyTimeoutMs: options.busyTimeoutMs ?? 5000 });
   const store = options.wrapStore ? options.wrapStore(sqlite) : sqlite;
@@ -96,6 +121,30 @@ export async function startShim(options: HarnessOptions = {}): Promise<Harness> 
       const created = (await res.json()) as { id: string; key: string };
       secrets.add(created.key);
       return created;
+    },
+    waitForRequestLog(predicate, timeoutMs = 10_000) {
+      const match = (line: string): RequestLog | undefined => {
+        const entry = JSON.parse(line) as RequestLog & { msg: string };
+        return entry.msg === "request" && predicate(entry) ? entry : undefined;
+      };
+      for (const line of logs) {
+        const hit = match(line);
+        if (hit) return Promise.resolve(hit);
+      }
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          logEvents.off("line", onLine);
+          reject(new Error(`no matching request log line within ${timeoutMs} ms`));
+        }, timeoutMs);
+        const onLine = (line: string) => {
+          const hit = match(line);
+          if (!hit) return;
+          clearTimeout(timer);
+          logEvents.off("line", onLine);
+          resolve(hit);
+        };
+        logEvents.on("line", onLine);
+      });
     },
     client(key, opts = {}) {
       return new OpenAI({ apiKey: key, baseURL: `${url}/v1`, maxRetries: 0, timeout: opts.timeout ?? 20_000 });

@@ -1,0 +1,148 @@
+import { APIError } from "openai";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+
+const CREDIT = 1_000_000;
+// 1 credit per request, 0.001 credit per prompt token, 1 credit per completion token: charges are easy to read.
+const FILE = {
+  pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 1000 }, "qwen-cont": { promptPer1k: 1, completionPer1k: 1000 } } },
+  models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }, { name: "qwen-cont", maxModelLen: 8192, continuousUsage: true }],
+};
+const FAKE = { models: [{ name: "qwen2.5-7b" }, { name: "qwen-cont" }] };
+const cost = (p: number, c: number) => CREDIT + p * 1000 + c * CREDIT; // µc
+
+describe("streaming metering", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim({ file: FILE, fake: FAKE });
+  });
+  afterEach(() => h.fake.reset());
+  afterAll(() => h.close());
+
+  const balance = async (id: string) => (await h.store.getKey(id))!.balance;
+
+  it("charges a complete stream exactly from the upstream's usage chunk, which the client never sees", async () => {
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const { data: stream, response } = await h.client(key).chat.completions
+      .create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "count to seven please" }], max_tokens: 7, stream: true })
+      .withResponse();
+    let text = "";
+    for await (const c of stream) {
+      expect(c.usage ?? null).toBeNull();
+      text += c.choices[0]?.delta.content ?? "";
+    }
+    expect(text).toBe("t1 t2 t3 t4 t5 t6 t7");
+    const reported = h.fake.usages.at(-1)!;
+    expect(reported.completion_tokens).toBe(7);
+    const log = await h.waitForRequestLog((e) => e.reqId === response.headers.get("x-request-id"));
+    expect(log).toMatchObject({ status: 200, tokens: reported.total_tokens });
+    expect(await balance(id)).toBe(1000 * CREDIT - cost(reported.prompt_tokens, 7));
+    const [audit] = (await h.store.audit()).filter((r) => r.keyId === id);
+    expect(audit).toMatchObject({ ledgerSum: audit!.balance, held: 0, reservations: 0 });
+  });
+
+  it("asks for continuous usage where the model supports it and hides it from a client that did not ask", async () => {
+    const { key } = await h.createKey({ credits: 1000 });
+    const res = await fetch(`${h.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "qwen-cont", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true }),
+    });
+    const events = (await res.text()).split("\n\n").filter((e) => e.startsWith("data: {"));
+    expect(JSON.parse(h.fake.requests.at(-1)!.body).stream_options).toEqual({ include_usage: true, continuous_usage_stats: true });
+    expect(events).toHaveLength(4); // role chunk + 3 tokens; the usage-only chunk is hidden
+    for (const e of events) expect(JSON.parse(e.slice(6))).not.toHaveProperty("usage");
+
+    const asked = await fetch(`${h.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "qwen-cont", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } }),
+    });
+    const kept = (await asked.text()).split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => JSON.parse(e.slice(6)));
+    expect(kept).toHaveLength(5);
+    expect(kept.every((c) => c.usage && typeof c.usage.completion_tokens === "number")).toBe(true);
+    expect(kept.at(-1).credits_charged).toBe(cost(kept.at(-1).usage.prompt_tokens, 3) / CREDIT);
+  });
+
+  it("a client that disconnects is charged for what was generated, and the upstream request is aborted", async () => {
+    const { key, id } = await h.createKey({ credits: 1000 });
+    h.fake.set({ tokenDelayMs: 20, defaultTokens: 400 });
+    const aborted = h.fake.counters.aborted;
+    const sentBefore = h.fake.counters.tokensSent;
+    const { data: stream, response } = await h.client(key).chat.completions
+      .create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "a long story" }], max_tokens: 400, stream: true })
+      .withResponse();
+    let seen = 0;
+    for await (const c of stream) {
+      if (c.choices[0]?.delta.content) seen++;
+      if (seen === 5) break; // leaving the loop aborts the SDK's request: the client is gone
+    }
+    await h.fake.until((c) => c.aborted > aborted);
+    const log = await h.waitForRequestLog((e) => e.reqId === response.headers.get("x-request-id"));
+    expect(log.status).toBe(499);
+    const sent = h.fake.counters.tokensSent - sentBefore;
+    expect(sent).toBeLessThan(400);
+    const charged = 1000 * CREDIT - (await balance(id));
+    const generated = (charged - CREDIT) / CREDIT; // fallback: content chunks as completion tokens, no prompt tokens
+    expect(Number.isInteger(generated)).toBe(true);
+    expect(generated).toBeGreaterThanOrEqual(seen);
+    expect(generated).toBeLessThanOrEqual(sent);
+    expect(log.tokens).toBe(generated);
+    expect((await h.store.getKey(id))!.held).toBe(0);
+  });
+
+  it("an upstream that cuts the stream: the client gets an error event; charged for what was delivered", async () => {
+    const { key, id } = await h.createKey({ credits: 1000 });
+    h.fake.set({ stopAfterTokens: 3, stopMode: "cut" });
+    const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 10, stream: true });
+    let text = "";
+    const err = await (async () => {
+      try {
+        for await (const c of stream) text += c.choices[0]?.delta.content ?? "";
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(APIError);
+    expect((err as APIError).error).toMatchObject({ code: "upstream_error", type: "api_error" });
+    expect(text).toBe("t1 t2 t3");
+    expect(await balance(id)).toBe(1000 * CREDIT - cost(0, 3));
+  });
+
+  it("vLLM's in-stream error event is passed on; charged for what was delivered", async () => {
+    const { key, id } = await h.createKey({ credits: 1000 });
+    h.fake.set({ stopAfterTokens: 2, stopMode: "error" });
+    const stream = await h.client(key).completions.create({ model: "qwen2.5-7b", prompt: "x", max_tokens: 10, stream: true });
+    let text = "";
+    await expect(async () => {
+      for await (const c of stream) text += c.choices[0]?.text ?? "";
+    }).rejects.toThrow(/Engine loop has died/);
+    expect(text).toBe("t1 t2");
+    expect(await balance(id)).toBe(1000 * CREDIT - cost(0, 2));
+  });
+});
+
+describe("stream idle timeout", () => {
+  it("an upstream silent for longer than SHIM_STREAM_IDLE_TIMEOUT_MS: error event, upstream aborted, nothing charged", async () => {
+    const h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_STREAM_IDLE_TIMEOUT_MS: "300" } });
+    try {
+      const { key, id } = await h.createKey({ credits: 10 });
+      h.fake.set({ tokenDelayMs: 3000 });
+      const t0 = performance.now();
+      const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true });
+      const err = await (async () => {
+        try {
+          for await (const _ of stream);
+        } catch (e) {
+          return e as APIError;
+        }
+      })();
+      expect(err?.error).toMatchObject({ code: "upstream_timeout" });
+      expect(performance.now() - t0).toBeLessThan(2000);
+      await h.fake.until((c) => c.aborted >= 1);
+      expect((await h.store.getKey(id))!).toMatchObject({ balance: 10 * CREDIT, held: 0 });
+    } finally {
+      await h.close();
+    }
+  });
+});
