@@ -1,0 +1,124 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import { generateKey } from "../../api-shim/src/keys.ts";
+import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import { FakeVllm } from "../support/fake-vllm.ts";
+import { assertNoSecrets } from "../support/shim-harness.ts";
+import { spawnShim, type ShimProcess } from "../support/shim-process.ts";
+
+const CREDIT = 1_000_000;
+
+/** The shim as a real process: killed with SIGKILL mid-stream, and drained with SIGTERM. */
+describe("the shim process", () => {
+  let dir: string;
+  let fake: FakeVllm;
+  const key = generateKey();
+  const adminToken = `adm-${generateKey().key}`;
+  const logs: string[] = [];
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "shim-proc-"));
+    fake = await new FakeVllm({ models: [{ name: "qwen2.5-7b" }] }).start();
+    writeFileSync(
+      join(dir, "shim.yaml"),
+      stringify({
+        pricing: { models: { "qwen2.5-7b": { promptPer1k: 0, completionPer1k: 1000 } } },
+        models: [{ name: "qwen2.5-7b", maxModelLen: 4096 }],
+        bootstrapKeys: [{ id: key.id, name: "app", hash: key.hash, credits: 1_000_000, tier: "enterprise" }],
+      }),
+    );
+    env = {
+      SHIM_UPSTREAM_URL: fake.url,
+      SHIM_DATABASE_URL: `sqlite:${join(dir, "data", "shim.db")}`,
+      SHIM_CONFIG: join(dir, "shim.yaml"),
+      SHIM_ADMIN_TOKEN: adminToken,
+    };
+  });
+  afterAll(async () => {
+    await fake.close();
+    rmSync(dir, { recursive: true, force: true });
+    assertNoSecrets(logs, [key.key, adminToken]);
+  });
+
+  const audit = () => {
+    const store = new SqliteStore(join(dir, "data", "shim.db"));
+    return store.audit().finally(() => store.close());
+  };
+  const client = (p: ShimProcess) => new OpenAI({ apiKey: key.key, baseURL: `${p.url}/v1`, maxRetries: 0 });
+  /** Opens a stream and resolves once its first content chunk arrived, with the rest of it. */
+  const openStream = async (p: ShimProcess, maxTokens: number) => {
+    const stream = await client(p).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: maxTokens, stream: true });
+    const it = stream[Symbol.asyncIterator]();
+    for (;;) {
+      const r = await it.next();
+      if (r.done || r.value.choices[0]?.delta.content) break;
+    }
+    return { it, stream };
+  };
+
+  it("SIGKILL during 50 live streams: after a restart no reservation is left and balances equal the ledger", async () => {
+    fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
+    const first = await spawnShim(env);
+    const streams = await Promise.all(Array.from({ length: 50 }, () => openStream(first, 2000)));
+    const during = (await audit()).find((r) => r.keyId === key.id)!;
+    expect(during.reservations).toBe(50); // the kill really lands on 50 open holds
+    first.child.kill("SIGKILL");
+    expect((await first.exited).signal).toBe("SIGKILL");
+    logs.push(...first.lines);
+    await Promise.allSettled(streams.map(async (s) => { for (let r = await s.it.next(); !r.done; r = await s.it.next()); }));
+
+    const second = await spawnShim(env);
+    const released = await second.waitForLine((e) => typeof e.released === "number");
+    expect(released.released).toBe(50);
+    const after = (await audit()).find((r) => r.keyId === key.id)!;
+    // The dead process charged nothing for its in-flight requests: our failure, not the client's.
+    expect(after).toEqual({ keyId: key.id, balance: 1_000_000 * CREDIT, held: 0, ledgerSum: 1_000_000 * CREDIT, reservations: 0, reservedSum: 0 });
+    // The bootstrap grant is not repeated on restart.
+    expect(second.lines.some((l) => l.includes('"granted":true'))).toBe(false);
+    fake.reset();
+    const ok = await client(second).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+    expect(ok.choices[0]!.message.content).toBe("t1 t2");
+    second.child.kill("SIGTERM");
+    expect(await second.exited).toEqual({ code: 0, signal: null });
+    logs.push(...second.lines);
+  });
+
+  it("SIGTERM drains: short streams finish, long ones are cut at the drain timeout and settled; exit 0", async () => {
+    fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
+    const p = await spawnShim({ ...env, SHIM_DRAIN_TIMEOUT_MS: "1500" });
+    const before = (await audit()).find((r) => r.keyId === key.id)!.balance;
+    const short = await Promise.all(Array.from({ length: 5 }, () => openStream(p, 8)));
+    const long = await Promise.all(Array.from({ length: 5 }, () => openStream(p, 5000)));
+    p.child.kill("SIGTERM");
+    await p.waitForLine((e) => e.msg === "draining");
+    const drain = async (s: { it: AsyncIterator<unknown> }) => {
+      let n = 1;
+      try {
+        for (let r = await s.it.next(); !r.done; r = await s.it.next()) n++;
+        return { ok: true, n };
+      } catch (e) {
+        return { ok: false, n, error: (e as { error?: { code?: string } }).error?.code };
+      }
+    };
+    const shortResults = await Promise.all(short.map(drain));
+    const longResults = await Promise.all(long.map(drain));
+    expect(shortResults.every((r) => r.ok)).toBe(true);
+    for (const r of longResults) expect(r).toMatchObject({ ok: false, error: "service_unavailable" });
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+    logs.push(...p.lines);
+    const stopped = p.lines.map((l) => JSON.parse(l)).find((e) => e.msg === "stopped");
+    expect(stopped.aborted).toBe(5);
+    const after = (await audit()).find((r) => r.keyId === key.id)!;
+    expect(after).toMatchObject({ held: 0, reservations: 0, ledgerSum: after.balance });
+    // Short streams: 1 credit + 8 tokens each. Long ones: 1 credit + what was generated before the cut.
+    const charged = (before - after.balance) / CREDIT;
+    expect(charged).toBeGreaterThan(5 * 9 + 5 * 2);
+    expect(charged).toBeLessThan(5 * 9 + 5 * (1 + 200));
+    fake.reset();
+  });
+});

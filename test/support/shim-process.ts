@@ -1,0 +1,77 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { EventEmitter } from "node:events";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+/**
+ * The shim as a real child process (`node api-shim/src/server.ts`), for what only a process can
+ * show: SIGKILL, SIGTERM draining, start-up recovery. Its stdout (JSON logs) is kept line by line.
+ */
+export interface ShimProcess {
+  child: ChildProcess;
+  url: string;
+  lines: string[];
+  waitForLine(predicate: (entry: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+export async function spawnShim(env: Record<string, string>): Promise<ShimProcess> {
+  const child = spawn(process.execPath, [join(ROOT, "api-shim", "src", "server.ts")], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? "", SHIM_HOST: "127.0.0.1", SHIM_PORT: "0", LOG_LEVEL: "info", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: string[] = [];
+  const events = new EventEmitter();
+  let partial = "";
+  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+    partial += chunk;
+    let nl: number;
+    while ((nl = partial.indexOf("\n")) !== -1) {
+      const line = partial.slice(0, nl);
+      partial = partial.slice(nl + 1);
+      lines.push(line);
+      events.emit("line", line);
+    }
+  });
+  let stderr = "";
+  child.stderr!.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+
+  const waitForLine = (predicate: (entry: Record<string, unknown>) => boolean, timeoutMs = 15_000) =>
+    new Promise<Record<string, unknown>>((resolve, reject) => {
+      const parse = (line: string) => {
+        try {
+          return JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          return undefined;
+        }
+      };
+      for (const l of lines) {
+        const e = parse(l);
+        if (e && predicate(e)) return resolve(e);
+      }
+      const timer = setTimeout(() => {
+        events.off("line", onLine);
+        reject(new Error(`shim process: no matching log line in ${timeoutMs} ms; stderr: ${stderr.slice(0, 2000)}`));
+      }, timeoutMs);
+      const onLine = (l: string) => {
+        const e = parse(l);
+        if (!e || !predicate(e)) return;
+        clearTimeout(timer);
+        events.off("line", onLine);
+        resolve(e);
+      };
+      events.on("line", onLine);
+      void exited.then(() => {
+        clearTimeout(timer);
+        events.off("line", onLine);
+        reject(new Error(`shim process exited; stderr: ${stderr.slice(0, 2000)}`));
+      });
+    });
+
+  const listening = await waitForLine((e) => e.msg === "api-shim listening");
+  return { child, url: String(listening.address), lines, waitForLine, exited };
+}
