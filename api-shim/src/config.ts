@@ -120,6 +120,12 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   if (!LOG_LEVELS.includes(logLevel)) bad("LOG_LEVEL", logLevel, LOG_LEVELS.join(" | "));
 
   const file = parseFileConfig(str("SHIM_CONFIG"), readFile, problems, bad);
+  const timeouts = {
+    upstreamTimeoutMs: int("SHIM_UPSTREAM_TIMEOUT_MS", 120_000, 1, 3_600_000),
+    streamIdleTimeoutMs: int("SHIM_STREAM_IDLE_TIMEOUT_MS", 60_000, 1, 3_600_000),
+    drainTimeoutMs: int("SHIM_DRAIN_TIMEOUT_MS", 25_000, 0, 3_600_000),
+    maxBodyBytes: int("SHIM_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+  };
 
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze({
@@ -130,10 +136,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     databaseUrl: str("SHIM_DATABASE_URL") ?? "sqlite:./data/shim.db",
     adminToken: str("SHIM_ADMIN_TOKEN"),
     trustProxy,
-    upstreamTimeoutMs: int("SHIM_UPSTREAM_TIMEOUT_MS", 120_000, 1, 3_600_000),
-    streamIdleTimeoutMs: int("SHIM_STREAM_IDLE_TIMEOUT_MS", 60_000, 1, 3_600_000),
-    drainTimeoutMs: int("SHIM_DRAIN_TIMEOUT_MS", 25_000, 0, 3_600_000),
-    maxBodyBytes: int("SHIM_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    ...timeouts,
     logLevel,
     logPretty: env.SHIM_LOG_PRETTY === "1",
     ...file,
@@ -206,7 +209,7 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
       root.models.forEach((m, i) => {
         const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "continuousUsage"], bad);
         if (typeof mo.name !== "string" || mo.name === "") return bad(at(`models[${i}].name`), mo.name, "a non-empty string");
-        const len = limit(mo.maxModelLen, at(`models[${i}].maxModelLen`), null);
+        const len = mo.maxModelLen === undefined || mo.maxModelLen === null ? null : limit(mo.maxModelLen, at(`models[${i}].maxModelLen`), null);
         if (mo.continuousUsage !== undefined && typeof mo.continuousUsage !== "boolean") bad(at(`models[${i}].continuousUsage`), mo.continuousUsage, "true or false");
         models!.set(mo.name, { name: mo.name, maxModelLen: len, continuousUsage: mo.continuousUsage === true });
       });
@@ -261,7 +264,8 @@ function obj(v: unknown, where: string, allowed: string[] | null, bad: Bad): Rec
     return {};
   }
   const o = v as Record<string, unknown>;
-  if (allowed) for (const k of Object.keys(o)) if (!allowed.includes(k)) bad(`${where}.${k}`, k, `one of the keys ${allowed.join(", ")}`);
+  const child = (k: string) => (where === "SHIM_CONFIG" ? `SHIM_CONFIG ${k}` : `${where}.${k}`);
+  if (allowed) for (const k of Object.keys(o)) if (!allowed.includes(k)) bad(child(k), k, `one of the keys ${allowed.join(", ")}`);
   return o;
 }
 

@@ -1,0 +1,122 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
+import { openStore } from "../../api-shim/src/store/open-store.ts";
+
+const HASH = `sha256:${"a".repeat(64)}`;
+const parse = (env: Record<string, string>, yaml?: string) =>
+  parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", ...(yaml !== undefined ? { SHIM_CONFIG: "/cfg.yaml" } : {}), ...env }, (p) => {
+    if (p !== "/cfg.yaml" || yaml === undefined) throw new Error(`ENOENT: ${p}`);
+    return yaml;
+  });
+const problems = (env: Record<string, string>, yaml?: string): string[] => {
+  try {
+    parse(env, yaml);
+  } catch (e) {
+    if (e instanceof ConfigError) return [...e.problems];
+    throw e;
+  }
+  throw new Error("expected a ConfigError");
+};
+
+describe("parseShimConfig", () => {
+  it("applies the documented defaults and freezes the result", () => {
+    const c = parse({});
+    expect(c).toMatchObject({
+      port: 8080, host: "0.0.0.0", upstreamUrl: "http://litellm:4000/v1", upstreamApiKey: null, databaseUrl: "sqlite:./data/shim.db",
+      adminToken: null, trustProxy: [], upstreamTimeoutMs: 120_000, streamIdleTimeoutMs: 60_000, drainTimeoutMs: 25_000,
+      maxBodyBytes: 8 * 1024 * 1024, logLevel: "info", unauthenticatedRpm: 60, defaultTier: "free", models: null, bootstrapKeys: [],
+    });
+    expect(c.pricing).toMatchObject({ request: 1_000_000, batchRequest: 2_000_000 });
+    expect(c.tiers.get("free")).toEqual({ rpm: 10, tpm: 10_000 });
+    expect(c.tiers.get("developer")).toEqual({ rpm: 100, tpm: 100_000 });
+    expect(c.tiers.get("pro")).toEqual({ rpm: 500, tpm: 500_000 });
+    expect(c.tiers.get("enterprise")).toEqual({ rpm: null, tpm: null });
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.pricing)).toBe(true);
+  });
+
+  it("reads the brief's full YAML example", () => {
+    const c = parse({ SHIM_TRUST_PROXY: "172.16.0.0/12, 10.0.0.1" }, `
+pricing:
+  request: 1
+  batchRequest: 2
+  models:
+    qwen2.5-7b: { promptPer1k: 0.1, completionPer1k: 0.2 }
+tiers:
+  free: { rpm: 10, tpm: 10000 }
+  pro: { rpm: 600 }
+  workshop: { rpm: 30, tpm: null }
+unauthenticatedRpm: 60
+defaultTier: free
+models:
+  - name: qwen2.5-7b
+    maxModelLen: 8192
+    continuousUsage: true
+bootstrapKeys:
+  - id: AbC123xyz789
+    name: app
+    hash: "${HASH}"
+    credits: 1000
+    tier: developer
+    models: [qwen2.5-7b]
+`);
+    expect(c.trustProxy).toEqual(["172.16.0.0/12", "10.0.0.1"]);
+    expect(c.pricing.models.get("qwen2.5-7b")).toEqual({ promptPer1k: 100_000, completionPer1k: 200_000 });
+    expect(c.tiers.get("pro")).toEqual({ rpm: 600, tpm: 500_000 }); // merged over the default
+    expect(c.tiers.get("workshop")).toEqual({ rpm: 30, tpm: null });
+    expect(c.models!.get("qwen2.5-7b")).toEqual({ name: "qwen2.5-7b", maxModelLen: 8192, continuousUsage: true });
+    expect(c.bootstrapKeys).toEqual([{ id: "AbC123xyz789", name: "app", hash: HASH, credits: 1000_000_000, tier: "developer", models: ["qwen2.5-7b"] }]);
+  });
+
+  it("reports every problem at once, each naming the variable or key, the value and what is allowed", () => {
+    const p = problems(
+      { SHIM_UPSTREAM_URL: "litellm:4000", SHIM_PORT: "80a", SHIM_TRUST_PROXY: "10.0.0.0/33", LOG_LEVEL: "loud", SHIM_DRAIN_TIMEOUT_MS: "-1" },
+      `
+pricing: { request: -1, models: { m: { promptPer1k: "abc" } } }
+tiers: { free: { rpm: 0 } }
+defaultTier: gold
+models: [{ name: m, maxModelLen: 1.5 }]
+bootstrapKeys:
+  - { id: short, hash: "md5:x", tier: platinum, models: [other], credits: 0.0000001 }
+extra: 1
+`,
+    );
+    const expected = [
+      /^SHIM_UPSTREAM_URL: "litellm:4000" is not valid; expected an http\(s\) URL/,
+      /^SHIM_PORT: "80a" is not valid; expected an integer from 0 to 65535/,
+      /^SHIM_TRUST_PROXY: "10.0.0.0\/33"/,
+      /^LOG_LEVEL: "loud"/,
+      /^SHIM_DRAIN_TIMEOUT_MS: "-1"/,
+      /^SHIM_CONFIG pricing.request: -1 is not valid; expected a non-negative number of credits/,
+      /^SHIM_CONFIG pricing.models.m.promptPer1k: "abc"/,
+      /^SHIM_CONFIG tiers.free.rpm: 0 is not valid; expected a positive integer, or null for unlimited/,
+      /^SHIM_CONFIG defaultTier: "gold" is not valid; expected one of the tiers: free \| developer \| pro \| enterprise/,
+      /^SHIM_CONFIG models\[0\].maxModelLen: 1.5/,
+      /^SHIM_CONFIG bootstrapKeys\[0\].id: "short"/,
+      /^SHIM_CONFIG bootstrapKeys\[0\].hash: "md5:x"/,
+      /^SHIM_CONFIG bootstrapKeys\[0\].tier: "platinum"/,
+      /^SHIM_CONFIG bootstrapKeys\[0\].models: "other" is not valid; expected a configured model: m/,
+      /^SHIM_CONFIG bootstrapKeys\[0\].credits: 1e-7/,
+      /^SHIM_CONFIG extra: "extra" is not valid; expected one of the keys/,
+    ];
+    for (const re of expected) expect(p.some((line) => re.test(line)), `${re} in\n${p.join("\n")}`).toBe(true);
+    expect(p).toHaveLength(expected.length);
+  });
+
+  it("requires SHIM_UPSTREAM_URL and a readable SHIM_CONFIG", () => {
+    expect(() => parseShimConfig({}, () => "")).toThrow(/SHIM_UPSTREAM_URL: is required/);
+    expect(problems({ SHIM_CONFIG: "/missing.yaml" })).toEqual([expect.stringMatching(/^SHIM_CONFIG: cannot read or parse "\/missing.yaml"/)]);
+    expect(problems({}, "pricing: [unclosed")).toEqual([expect.stringMatching(/^SHIM_CONFIG: cannot read or parse/)]);
+  });
+});
+
+describe("openStore", () => {
+  it("opens sqlite::memory: and rejects postgres:// and unknown schemes with the variable named", async () => {
+    const s = openStore("sqlite::memory:");
+    await s.ping();
+    await s.close();
+    expect(() => openStore("postgres://u:p@db/shim")).toThrow(/^SHIM_DATABASE_URL: postgres:\/\/ is not supported yet/);
+    expect(() => openStore("mysql://x")).toThrow(/^SHIM_DATABASE_URL: "mysql:\/\/x" is not valid; expected sqlite:<path>/);
+    expect(() => openStore("sqlite:")).toThrow(/needs a path/);
+  });
+});

@@ -1,0 +1,192 @@
+import { describe, expect, it } from "vitest";
+import { manualClock } from "../../api-shim/src/clock.ts";
+import { generateKey, hashKey, parseKeyId, randomBase62, redactKeys, secretsEqual, verifyKey, bearerToken } from "../../api-shim/src/keys.ts";
+import { StreamMeter, spliceJson } from "../../api-shim/src/metering.ts";
+import { ceilDiv, creditsNumber, formatCredits, parseCredits, tokenCost } from "../../api-shim/src/money.ts";
+import { parsePeriod, showPeriod } from "../../api-shim/src/period.ts";
+import { Pricer } from "../../api-shim/src/pricing.ts";
+import { durationString, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/rate-limit.ts";
+import { eventData, sseEvents } from "../../api-shim/src/sse.ts";
+
+describe("money", () => {
+  it.each([
+    [1, 1_000_000], [0.1, 100_000], ["0.1", 100_000], [0.000001, 1], ["1.5", 1_500_000], ["-2.25", -2_250_000], [0, 0],
+    [1e-7, undefined], ["1.0000001", undefined], ["1e3", undefined], [Number.NaN, undefined], ["", undefined], [null, undefined], [1e21, undefined],
+  ] as const)("parseCredits(%j) = %j", (input, micro) => {
+    expect(parseCredits(input)).toBe(micro);
+  });
+
+  it("0.1 + 0.2 credits is exactly 0.3 (no floating point)", () => {
+    expect(formatCredits(parseCredits(0.1)! + parseCredits(0.2)!)).toBe("0.3");
+    expect(creditsNumber(parseCredits("0.1")! * 3)).toBe(0.3);
+  });
+
+  it.each([[1_500_000, "1.5"], [1, "0.000001"], [-1_000_001, "-1.000001"], [0, "0"], [123_456_789_000_000, "123456789"]])("formatCredits(%j) = %j", (micro, text) => {
+    expect(formatCredits(micro)).toBe(text);
+  });
+
+  it("ceil division and token cost are exact", () => {
+    expect(ceilDiv(10, 3)).toBe(4);
+    expect(ceilDiv(9, 3)).toBe(3);
+    expect(ceilDiv(0, 3)).toBe(0);
+    expect(tokenCost(1, 1)).toBe(1); // a thousandth of a µc rounds up to 1 µc
+    expect(tokenCost(1000, 1)).toBe(1);
+    expect(tokenCost(1001, 1)).toBe(2);
+    expect(tokenCost(3, 100_000)).toBe(300);
+    expect(tokenCost(9_000_000, 9_000_000_000)).toBe(81_000_000_000_000);
+  });
+});
+
+describe("pricing", () => {
+  const pricer = new Pricer(
+    { request: 1_000_000, batchRequest: 2_000_000, models: new Map([["m", { promptPer1k: 100_000, completionPer1k: 200_000 }]]) },
+    new Map([["m", { name: "m", maxModelLen: 1000, continuousUsage: false }]]),
+  );
+  it("the hold bounds the prompt by body bytes and the completion by max_tokens or maxModelLen", () => {
+    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: 10, generates: true })).toBe(1_000_000 + 10_000 + 2_000);
+    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: undefined, generates: true })).toBe(1_000_000 + 10_000 + 200_000);
+    expect(pricer.hold({ model: "m", batch: true, bodyBytes: 5000, maxTokens: 5000, generates: true })).toBe(2_000_000 + 100_000 + 200_000);
+    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: 10, generates: false })).toBe(1_010_000);
+    expect(pricer.hold({ model: "other", batch: false, bodyBytes: 100, maxTokens: 10, generates: true })).toBe(1_000_000);
+  });
+  it("the cost never exceeds the hold", () => {
+    const hold = pricer.hold({ model: "m", batch: false, bodyBytes: 10, maxTokens: 1, generates: true });
+    expect(pricer.cost("m", false, { promptTokens: 5, completionTokens: 1 }, hold)).toBe(1_000_000 + 500 + 200);
+    expect(pricer.cost("m", false, { promptTokens: 500, completionTokens: 500 }, hold)).toBe(hold);
+  });
+});
+
+describe("keys", () => {
+  it("generates sk-gs-<12>_<32> keys whose id parses back and whose hash verifies", () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 200; i++) {
+      const { id, key, hash } = generateKey();
+      expect(key).toMatch(/^sk-gs-[0-9A-Za-z]{12}_[0-9A-Za-z]{32}$/);
+      expect(parseKeyId(key)).toBe(id);
+      expect(hash).toBe(hashKey(key));
+      expect(hash).toMatch(/^sha256:[0-9a-f]{64}$/);
+      expect(verifyKey(key, hash)).toBe(true);
+      expect(verifyKey(`${key.slice(0, -1)}${key.endsWith("a") ? "b" : "a"}`, hash)).toBe(false);
+      seen.add(key);
+    }
+    expect(seen.size).toBe(200);
+  });
+  it("uses the whole base62 alphabet", () => {
+    expect(new Set(randomBase62(5000)).size).toBe(62);
+  });
+  it("rejects strings that are not keys", () => {
+    for (const s of ["", "sk-gs-", "sk-gs-abc_def", `sk-xx-${"a".repeat(12)}_${"b".repeat(32)}`, `sk-gs-${"a".repeat(12)}_${"b".repeat(31)}!`]) expect(parseKeyId(s)).toBeUndefined();
+  });
+  it("compares secrets of any length in constant time, and parses Bearer headers", () => {
+    expect(secretsEqual("a", "a")).toBe(true);
+    expect(secretsEqual("a", "ab")).toBe(false);
+    expect(bearerToken("Bearer abc12345")).toBe("abc12345");
+    expect(bearerToken("bearer   abc12345 ")).toBe("abc12345");
+    expect(bearerToken("Basic abc")).toBeUndefined();
+    expect(bearerToken(undefined)).toBeUndefined();
+  });
+  it("redacts key-shaped text", () => {
+    const { key } = generateKey();
+    expect(redactKeys(`/v1/${key}/x`)).toBe("/v1/sk-gs-[redacted]/x");
+  });
+});
+
+describe("rate limits", () => {
+  it("a bucket holds `capacity`, refills continuously and says when to retry", () => {
+    const b = new TokenBucket(60, 0); // 1 per second
+    for (let i = 0; i < 60; i++) expect(b.take(1, 0).ok).toBe(true);
+    expect(b.take(1, 0)).toEqual({ ok: false, retryMs: 1000 });
+    expect(b.take(1, 500).ok).toBe(false);
+    expect(b.take(1, 1000).ok).toBe(true);
+    expect(b.msUntilFull(1000)).toBe(60_000);
+    expect(b.remaining(61_000)).toBe(60);
+  });
+  it("the tokens bucket admits while positive and is corrected afterwards", () => {
+    const b = new TokenBucket(1000, 0);
+    expect(b.takeIfPositive(1500, 0).ok).toBe(true); // overdraws
+    expect(b.takeIfPositive(1, 0).ok).toBe(false);
+    b.adjust(-1000, 0); // the real usage was 500
+    expect(b.remaining(0)).toBe(500);
+  });
+  it("per-IP buckets for unauthenticated traffic; null = unlimited", () => {
+    const clock = manualClock();
+    const limiter = new RateLimiter(clock, 2);
+    expect(limiter.takeIp("1.1.1.1").ok).toBe(true);
+    expect(limiter.takeIp("1.1.1.1").ok).toBe(true);
+    expect(limiter.takeIp("1.1.1.1").ok).toBe(false);
+    expect(limiter.takeIp("2.2.2.2").ok).toBe(true);
+    clock.advance(30_000);
+    expect(limiter.takeIp("1.1.1.1").ok).toBe(true);
+    expect(new RateLimiter(clock, null).takeIp("1.1.1.1").ok).toBe(true);
+  });
+  it("builds both header families; unlimited dimensions are omitted", () => {
+    const clock = manualClock();
+    const limiter = new RateLimiter(clock, 60);
+    const b = limiter.forKey("k", { rpm: 100, tpm: null });
+    b.requests!.take(1, clock.monotonic());
+    const h = rateLimitHeaders(b, clock.monotonic(), clock.now());
+    expect(h).toMatchObject({ "X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "99", "x-ratelimit-limit-requests": "100", "x-ratelimit-reset-requests": "600ms" });
+    expect(Number(h["X-RateLimit-Reset"])).toBe(Math.ceil((clock.now() + 600) / 1000));
+    expect(h).not.toHaveProperty("x-ratelimit-limit-tokens");
+    expect(rateLimitHeaders(limiter.forKey("e", { rpm: null, tpm: null }), 0, 0)).toEqual({});
+  });
+  it.each([[6000, "6s"], [60_000, "1m0s"], [90_500, "1m31s"], [250, "250ms"]])("durationString(%j) = %j", (ms, s) => {
+    expect(durationString(ms)).toBe(s);
+  });
+});
+
+describe("SSE splitting and metering", () => {
+  async function* chunks(...parts: string[]) {
+    for (const p of parts) yield new TextEncoder().encode(p);
+  }
+  it("yields whole events however the bytes are split, and drops an unterminated tail", async () => {
+    const events: string[] = [];
+    for await (const e of sseEvents(chunks('data: {"a"', ':1}\n', "\ndata: [DO", "NE]\r\n\r\n", "data: {\"cut"))) events.push(e);
+    expect(events).toEqual(['data: {"a":1}', "data: [DONE]"]);
+  });
+  it("splits a multi-byte character across chunks correctly", async () => {
+    const bytes = new TextEncoder().encode('data: {"t":"é"}\n\n');
+    const events: string[] = [];
+    async function* split() {
+      yield bytes.slice(0, 13);
+      yield bytes.slice(13);
+    }
+    for await (const e of sseEvents(split())) events.push(e);
+    expect(events).toEqual(['data: {"t":"é"}']);
+  });
+  it("reads data lines and ignores comments", () => {
+    expect(eventData("data: x")).toBe("x");
+    expect(eventData("data:x\ndata: y")).toBe("x\ny");
+    expect(eventData(": comment")).toBeNull();
+  });
+  it("meters usage chunks, hides them when not asked, counts content chunks as a fallback", () => {
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true });
+    expect(m.process('data: {"choices":[{"delta":{"role":"assistant","content":""}}],"usage":{"prompt_tokens":3,"completion_tokens":0}}')).toEqual({ kind: "chunk", forward: 'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}' });
+    m.process('data: {"choices":[{"delta":{"content":"a"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}');
+    m.process('data: {"choices":[{"text":"b"}]}');
+    expect(m.generated).toBe(2);
+    expect(m.usage()).toEqual({ promptTokens: 3, completionTokens: 1 });
+    expect(m.process('data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}')).toEqual({ kind: "usage", forward: null });
+    expect(m.usage()).toEqual({ promptTokens: 3, completionTokens: 2 });
+    expect(m.process("data: [DONE]")).toEqual({ kind: "done" });
+    expect(m.process('data: {"error": {"message": "x"}}').kind).toBe("error");
+  });
+  it("splices members into a JSON object's text without reformatting it", () => {
+    expect(spliceJson('{"a": 1.0, "b" : [ ]}\n', { c: "2" })).toBe('{"a": 1.0, "b" : [ ],"c":2}\n');
+    expect(spliceJson("{}", { c: "2" })).toBe('{"c":2}');
+  });
+});
+
+describe("usage periods", () => {
+  const now = Date.UTC(2024, 11, 15, 10, 0, 0);
+  it("defaults to the current UTC month, shown as seed 004 shows it", () => {
+    expect(showPeriod(parsePeriod({}, now))).toEqual({ start: "2024-12-01T00:00:00Z", end: "2024-12-31T23:59:59Z" });
+  });
+  it("accepts dates (to includes that day) and timestamps", () => {
+    expect(parsePeriod({ from: "2024-12-02", to: "2024-12-02" }, now)).toEqual({ from: Date.UTC(2024, 11, 2), to: Date.UTC(2024, 11, 3) });
+    expect(parsePeriod({ from: "2024-12-02T10:00:00Z", to: "2024-12-02T11:00:00Z" }, now).to).toBe(Date.UTC(2024, 11, 2, 11));
+  });
+  it.each([[{ from: "yesterday" }], [{ to: "2024-13-45" }], [{ from: "2024-12-05", to: "2024-12-01" }], [{ from: ["x"] }]])("rejects %j", (q) => {
+    expect(() => parsePeriod(q as never, now)).toThrow();
+  });
+});
