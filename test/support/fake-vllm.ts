@@ -180,6 +180,7 @@ export class FakeVllm extends EventEmitter {
     for (let i = 0; i < tokens && b.tokenDelayMs > 0; i++) await sleep(b.tokenDelayMs);
     if (res.destroyed) return;
     const usage = this.usage(prompt, tokens);
+    this.usages.push(usage);
     const text = words(tokens);
     const id = `${route === "chat" ? "chatcmpl" : "cmpl"}-${hex()}`;
     const created = Math.floor(Date.now() / 1000);

@@ -1,0 +1,102 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { hashKey } from "../../api-shim/src/keys.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+
+describe("admin routes and usage reports", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim({ file: { pricing: { models: { "qwen2.5-7b": { promptPer1k: 0.5, completionPer1k: 1 } } }, models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] } });
+  });
+  afterAll(() => h.close());
+
+  it("creates a key (plaintext once), lists keys without plaintext or hash, revokes", async () => {
+    const res = await h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ name: "team-a", credits: "12.5", tier: "pro", models: ["qwen2.5-7b"], expiresAt: "2099-01-01T00:00:00Z" }) });
+    expect(res.status).toBe(201);
+    const created = (await res.json()) as Record<string, unknown>;
+    h.secrets.add(created.key as string);
+    expect(created).toMatchObject({ object: "api_key", name: "team-a", tier: "pro", models: ["qwen2.5-7b"], balance: 12.5, held: 0, credits_remaining: 12.5, expires_at: "2099-01-01T00:00:00.000Z", revoked_at: null });
+    expect(created.key).toMatch(new RegExp(`^sk-gs-${created.id}_[0-9A-Za-z]{32}$`));
+    const stored = (await h.store.getKey(created.id as string))!;
+    expect(stored.hash).toBe(hashKey(created.key as string));
+
+    const list = await (await h.admin("/admin/keys")).text();
+    expect(list).toContain(created.id as string);
+    expect(list).not.toContain(created.key as string);
+    expect(list).not.toContain("sha256:");
+    expect(list).not.toMatch(/"key"|"hash"/);
+
+    const del = await h.admin(`/admin/keys/${created.id}`, { method: "DELETE" });
+    expect(await del.json()).toMatchObject({ id: created.id, deleted: true, revoked_at: expect.any(String) });
+  });
+
+  it.each([
+    [{}, "name"], [{ name: "" }, "name"], [{ name: "x", credits: -1 }, "credits"], [{ name: "x", credits: "1.0000001" }, "credits"],
+    [{ name: "x", tier: "gold" }, "tier"], [{ name: "x", models: ["nope"] }, "models"], [{ name: "x", models: "qwen2.5-7b" }, "models"],
+    [{ name: "x", expiresAt: "2000-01-01T00:00:00Z" }, "expiresAt"], [{ name: "x", expiresAt: "soon" }, "expiresAt"],
+  ])("POST /admin/keys %j → 400 naming %s", async (body, param) => {
+    const res = await h.admin("/admin/keys", { method: "POST", body: JSON.stringify(body) });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { param: string } }).error.param).toBe(param);
+  });
+
+  it("top-ups: ledger rows, Idempotency-Key replays return the same body with Idempotent-Replayed", async () => {
+    const { id } = await h.createKey({ credits: 1 });
+    const post = (body: unknown, idem?: string) => h.admin(`/admin/keys/${id}/credits`, { method: "POST", body: JSON.stringify(body), headers: idem ? { "idempotency-key": idem } : {} });
+    const first = await post({ amount: 2.5, note: "invoice 17" }, "inv-17");
+    expect(first.status).toBe(200);
+    const body = await first.text();
+    expect(JSON.parse(body)).toMatchObject({ key_id: id, amount: 2.5, balance: 3.5, note: "invoice 17" });
+    const replay = await post({ amount: "2.50", note: "invoice 17" }, "inv-17"); // same request, other spelling
+    expect(replay.status).toBe(200);
+    expect(replay.headers.get("idempotent-replayed")).toBe("true");
+    expect(await replay.text()).toBe(body);
+    expect((await h.store.getKey(id))!.balance).toBe(3_500_000);
+    for (const bad of [{ amount: 0 }, { amount: -1 }, { amount: "x" }, {}]) expect((await post(bad)).status).toBe(400);
+    expect((await h.admin("/admin/keys/NoSuchKey123/credits", { method: "POST", body: '{"amount":1}' })).status).toBe(404);
+    const audit = (await h.store.audit()).find((r) => r.keyId === id)!;
+    expect(audit.ledgerSum).toBe(audit.balance);
+  });
+
+  it("GET /v1/usage: seed 004's shape for the calling key, current UTC month by default", async () => {
+    const { key } = await h.createKey({ credits: 100 });
+    const c = h.client(key);
+    await c.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "one two" }], max_tokens: 4 });
+    await c.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "three" }], max_tokens: 2 });
+    await c.embeddings.create({ model: "bge-m3", input: "a b c" });
+    const [u1, u2, u3] = h.fake.usages.slice(-3);
+    const res = await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } });
+    const report = (await res.json()) as Record<string, any>;
+    const now = new Date();
+    const month = `${now.getUTCFullYear()}-${String(now.getUTCMonth() + 1).padStart(2, "0")}`;
+    expect(report.period.start).toBe(`${month}-01T00:00:00Z`);
+    expect(report.period.end).toMatch(new RegExp(`^${month}-(28|29|30|31)T23:59:59Z$`));
+    const chatTokens = u1!.total_tokens + u2!.total_tokens;
+    const chatCost = (2_000_000 + 500 * (u1!.prompt_tokens + u2!.prompt_tokens) + 1000 * (u1!.completion_tokens + u2!.completion_tokens)) / 1e6;
+    expect(report.usage).toEqual({
+      total_requests: 3,
+      total_tokens: chatTokens + u3!.total_tokens,
+      total_cost: chatCost + 1,
+      models: { "qwen2.5-7b": { requests: 2, tokens: chatTokens, cost: chatCost }, "bge-m3": { requests: 1, tokens: u3!.total_tokens, cost: 1 } },
+    });
+    expect(report.credits_remaining).toBe(100 - chatCost - 1);
+    const empty = (await (await fetch(`${h.url}/v1/usage?from=2020-01-01&to=2020-01-31`, { headers: { authorization: `Bearer ${key}` } })).json()) as Record<string, any>;
+    expect(empty).toMatchObject({ period: { start: "2020-01-01T00:00:00Z", end: "2020-01-31T23:59:59Z" }, usage: { total_requests: 0, total_tokens: 0, total_cost: 0, models: {} } });
+    expect((await fetch(`${h.url}/v1/usage?from=nonsense`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(400);
+  });
+
+  it("GET /admin/usage groups by model or day, as JSON or CSV, filtered by key", async () => {
+    const { key, id } = await h.createKey({ credits: 100 });
+    await h.client(key).embeddings.create({ model: "bge-m3", input: "x" });
+    await h.client(key).embeddings.create({ model: "bge-m3", input: "y" });
+    const json = (await (await h.admin(`/admin/usage?key=${id}`)).json()) as Record<string, any>;
+    expect(json).toMatchObject({ object: "usage_report", group: "model", data: [{ key_id: id, model: "bge-m3", requests: 2, cost: 2 }] });
+    const day = (await (await h.admin(`/admin/usage?key=${id}&group=day`)).json()) as Record<string, any>;
+    expect(day.data).toEqual([expect.objectContaining({ key_id: id, day: new Date().toISOString().slice(0, 10), requests: 2 })]);
+    const csv = await h.admin(`/admin/usage?key=${id}&format=csv`);
+    expect(csv.headers.get("content-type")).toBe("text/csv; charset=utf-8");
+    expect((await csv.text()).split("\r\n")).toEqual(["key_id,model,requests,prompt_tokens,completion_tokens,total_tokens,cost", `${id},bge-m3,2,2,0,2,2`, ""]);
+    const all = (await (await h.admin("/admin/usage")).json()) as Record<string, any>;
+    expect(all.data.length).toBeGreaterThan(1);
+    for (const bad of ["group=week", "format=xml", "from=x"]) expect((await h.admin(`/admin/usage?${bad}`)).status).toBe(400);
+  });
+});
