@@ -1,0 +1,71 @@
+import { RateLimitError } from "openai";
+import { describe, expect, it } from "vitest";
+import { startShim } from "../support/shim-harness.ts";
+
+const bad = (url: string, headers: Record<string, string> = {}) => fetch(`${url}/v1/models`, { headers: { authorization: "Bearer sk-gs-guessguessgu_guessguessguessguessguessguessgu", ...headers } });
+
+describe("rate limits through the shim", () => {
+  it("tokens per minute: admitted while positive, corrected to the real usage, then 429", async () => {
+    const h = await startShim({ file: { tiers: { small: { rpm: 1000, tpm: 50 } }, models: [{ name: "qwen2.5-7b" }] } });
+    try {
+      const { key } = await h.createKey({ tier: "small" });
+      const c = h.client(key);
+      h.fake.set({ defaultTokens: 100 });
+      const { response } = await c.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 60 }).withResponse();
+      expect(response.headers.get("x-ratelimit-limit-tokens")).toBe("50");
+      expect(response.headers.get("x-ratelimit-remaining-tokens")).toBe("0"); // 65 tokens used of 50
+      const e = await c.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1 }).catch((x) => x);
+      expect(e).toBeInstanceOf(RateLimitError);
+      expect(Number(e.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+      expect(e.headers.get("x-ratelimit-remaining-tokens")).toBe("0");
+      expect(h.fake.counters.received).toBe(1);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("unauthenticated traffic is limited per client IP (key guessing is throttled); probes are exempt", async () => {
+    const h = await startShim({ file: { unauthenticatedRpm: 3 } });
+    try {
+      const { key } = await h.createKey();
+      for (let i = 0; i < 3; i++) expect((await bad(h.url)).status).toBe(401);
+      const limited = await bad(h.url);
+      expect(limited.status).toBe(429);
+      expect(limited.headers.get("retry-after")).toMatch(/^\d+$/);
+      expect((await fetch(`${h.url}/admin/keys`, { headers: { authorization: "Bearer wrong" } })).status).toBe(429);
+      expect((await fetch(`${h.url}/health`)).status).toBe(200);
+      expect((await fetch(`${h.url}/metrics`)).status).toBe(200);
+      // A valid key is not affected by its address's unauthenticated budget.
+      expect((await h.client(key).models.list()).data.length).toBeGreaterThan(0);
+      // X-Forwarded-For is ignored when the peer is not a trusted proxy.
+      expect((await bad(h.url, { "x-forwarded-for": "203.0.113.9" })).status).toBe(429);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("X-Forwarded-For is believed from SHIM_TRUST_PROXY: each client address has its own bucket", async () => {
+    const h = await startShim({ file: { unauthenticatedRpm: 2 }, env: { SHIM_TRUST_PROXY: "127.0.0.1/32" } });
+    try {
+      for (const ip of ["203.0.113.1", "203.0.113.2"]) {
+        expect((await bad(h.url, { "x-forwarded-for": ip })).status).toBe(401);
+        expect((await bad(h.url, { "x-forwarded-for": ip })).status).toBe(401);
+        expect((await bad(h.url, { "x-forwarded-for": ip })).status).toBe(429);
+      }
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("an unlimited tier sends no rate-limit headers", async () => {
+    const h = await startShim();
+    try {
+      const { key } = await h.createKey({ tier: "enterprise" });
+      const { response } = await h.client(key).models.list().withResponse();
+      expect([...response.headers.keys()].filter((k) => k.includes("ratelimit"))).toEqual([]);
+      expect(response.headers.get("x-credits-remaining")).toBe("100");
+    } finally {
+      await h.close();
+    }
+  });
+});
