@@ -5,7 +5,7 @@ import { authHook } from "./auth.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
 import type { ShimContext } from "./context.ts";
-import { errorHandler, sendError, ShimError } from "./errors.ts";
+import { errorBody, errorHandler, sendError, ShimError } from "./errors.ts";
 import { Inflight } from "./inflight.ts";
 import { Metrics } from "./metrics.ts";
 import { redactKeys } from "./keys.ts";
@@ -61,6 +61,13 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       return typeof incoming === "string" && SANE_REQUEST_ID.test(incoming) ? incoming : randomUUID();
     },
     return503OnClosing: true,
+    clientErrorHandler: (err, socket) => {
+      // Unparseable HTTP: answer in the OpenAI shape too, then close (the stream is out of sync).
+      if (!socket.writable || (err as NodeJS.ErrnoException).code === "ECONNRESET") return void socket.destroy();
+      const tooLarge = (err as NodeJS.ErrnoException).code === "HPE_HEADER_OVERFLOW";
+      const body = errorBody(new ShimError("invalid_request", { message: tooLarge ? "Request headers are too large." : "Malformed HTTP request." }));
+      socket.end(`HTTP/1.1 ${tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request"}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    },
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
   });
   app.decorate("shim", ctx);
