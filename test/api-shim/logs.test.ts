@@ -1,0 +1,58 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { assertNoSecrets, startShim, type Harness } from "../support/shim-harness.ts";
+
+/**
+ * Keys never reach the logs or metrics. Every harness also checks its own log lines when it
+ * closes (so every suite's lines are scanned); this suite drives the paths most likely to leak.
+ */
+describe("no key or admin token in logs or metrics", () => {
+  let h: Harness;
+  let key: string;
+  let keyId: string;
+  beforeAll(async () => {
+    h = await startShim({ file: { tiers: { tiny: { rpm: 1, tpm: 1000 } }, models: [{ name: "qwen2.5-7b" }] } });
+    ({ key, id: keyId } = await h.createKey({ credits: 2 }));
+  });
+  afterAll(() => h.close());
+
+  it("drives leaky paths, then finds neither keys nor tokens in any line", async () => {
+    const nearMiss = `${key.slice(0, -1)}${key.endsWith("Z") ? "Y" : "Z"}`;
+    h.secrets.add(nearMiss);
+    const send = (path: string, init: RequestInit & { auth?: string } = {}) =>
+      fetch(h.url + path, { ...init, headers: { authorization: `Bearer ${init.auth ?? key}`, "content-type": "application/json", ...(init.headers as Record<string, string>) } }).then((r) => r.text());
+    await send(`/v1/models?api_key=${key}`);
+    await send(`/v1/${key}/models`);
+    await send("/v1/chat/completions", { method: "POST", body: JSON.stringify({ model: key, messages: [{ role: "user", content: key }] }) });
+    await send("/v1/chat/completions", { method: "POST", body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: key }], max_tokens: 1 }) });
+    await send("/v1/models", { auth: nearMiss });
+    await send("/admin/keys", { auth: nearMiss });
+    await send(`/admin/keys/${keyId}/credits`, { auth: h.adminToken, method: "POST", body: JSON.stringify({ amount: 1, note: key }), headers: { "idempotency-key": key } });
+    await send(`/admin/keys?token=${h.adminToken}`, { auth: `${h.adminToken}x` });
+    h.fake.set({ failStatus: 500 });
+    await send("/v1/completions", { method: "POST", body: JSON.stringify({ model: "qwen2.5-7b", prompt: key }) });
+    h.fake.reset();
+    const poor = await h.createKey({ credits: 0, tier: "tiny" });
+    await send("/v1/completions", { auth: poor.key, method: "POST", body: JSON.stringify({ model: "qwen2.5-7b", prompt: "x" }) }); // 402
+    await send("/v1/completions", { auth: poor.key, method: "POST", body: JSON.stringify({ model: "qwen2.5-7b", prompt: "x" }) }); // 429
+
+    const metrics = await (await fetch(`${h.url}/metrics`)).text();
+    for (const secret of [key, poor.key, keyId, poor.id, h.adminToken]) expect(metrics).not.toContain(secret);
+
+    expect(h.logs.length).toBeGreaterThan(10);
+    assertNoSecrets(h.logs, h.secrets);
+    for (const line of h.logs) {
+      const entry = JSON.parse(line) as Record<string, unknown>;
+      expect(entry).not.toHaveProperty("req");
+      expect(entry).not.toHaveProperty("headers");
+      expect(line.toLowerCase()).not.toContain("bearer");
+    }
+    const requests = h.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((e) => e.msg === "request");
+    expect(requests.some((e) => e.status === 402 && e.keyId === poor.id)).toBe(true);
+    expect(requests.some((e) => e.status === 429)).toBe(true);
+    for (const e of requests) expect(Object.keys(e)).toEqual(expect.arrayContaining(["reqId", "method", "path", "status", "ms", "keyId", "model", "tokens", "cost"]));
+  });
+
+  it("the check itself fails when a secret is present", () => {
+    expect(() => assertNoSecrets([`{"msg":"oops ${key}"}`], [key])).toThrow(/a secret appeared/);
+  });
+});
