@@ -1,0 +1,46 @@
+import { randomBytes } from "node:crypto";
+
+/**
+ * `npm run shim`: the shim on this machine with readable logs and dev defaults — upstream
+ * http://127.0.0.1:8000/v1 (`npm run fake-vllm` serves one without a GPU), database
+ * ./data/shim.db, 127.0.0.1:8080, and an admin token generated and printed once when
+ * SHIM_ADMIN_TOKEN is not set. Every SHIM_* variable set in the environment wins.
+ */
+export function devEnvironment(env: NodeJS.ProcessEnv): { env: NodeJS.ProcessEnv; generatedToken: string | null } {
+  const generatedToken = env.SHIM_ADMIN_TOKEN ? null : `dev-admin-${randomBytes(16).toString("hex")}`;
+  return {
+    env: {
+      SHIM_UPSTREAM_URL: "http://127.0.0.1:8000/v1",
+      SHIM_DATABASE_URL: "sqlite:./data/shim.db",
+      SHIM_HOST: "127.0.0.1",
+      SHIM_PORT: "8080",
+      SHIM_LOG_PRETTY: "1",
+      ...env,
+      ...(generatedToken ? { SHIM_ADMIN_TOKEN: generatedToken } : {}),
+    },
+    generatedToken,
+  };
+}
+
+export function banner(env: NodeJS.ProcessEnv, generatedToken: string | null): string {
+  const base = `http://${env.SHIM_HOST === "0.0.0.0" ? "127.0.0.1" : env.SHIM_HOST}:${env.SHIM_PORT}`;
+  const token = generatedToken ?? "$SHIM_ADMIN_TOKEN";
+  return [
+    `api-shim (dev) on ${base}  upstream ${env.SHIM_UPSTREAM_URL}  database ${env.SHIM_DATABASE_URL}`,
+    generatedToken ? `admin token (generated for this run, shown once): ${generatedToken}` : "admin token: from SHIM_ADMIN_TOKEN",
+    "create a key:",
+    `  curl -s -X POST ${base}/admin/keys -H 'authorization: Bearer ${token}' -H 'content-type: application/json' -d '{"name":"me","credits":100,"tier":"developer"}'`,
+    "then use it with any OpenAI SDK: base_url " + `${base}/v1`,
+    "",
+  ].join("\n");
+}
+
+async function main(): Promise<void> {
+  const { env, generatedToken } = devEnvironment(process.env);
+  Object.assign(process.env, env);
+  process.stdout.write(banner(env, generatedToken));
+  // server.ts reads the environment, listens and handles SIGINT/SIGTERM itself.
+  await import("../api-shim/src/server.ts");
+}
+
+if (import.meta.main) await main();
