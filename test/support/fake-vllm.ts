@@ -26,10 +26,12 @@ export interface Behaviour {
   stopMode: "cut" | "error";
   /** Never answer (headers are not sent); the client has to give up. */
   hang: boolean;
+  /** Append `@<process.hrtime.bigint()>` to each streamed token (the benchmark's per-chunk clock). */
+  stampTokens: boolean;
 }
 
 const DEFAULTS: Behaviour = {
-  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", hang: false,
+  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", hang: false, stampTokens: false,
 };
 
 export interface FakeModel {
@@ -135,6 +137,11 @@ export class FakeVllm extends EventEmitter {
 
     if (path === "/health") return void res.writeHead(200, { "content-length": "0" }).end();
     if (path === "/version") return json(res, 200, { version: "0.10.1.1" });
+    // Not vLLM: lets a process that runs this fake elsewhere (the benchmark) switch its behaviour.
+    if (path === "/_fake/behaviour" && req.method === "POST") {
+      this.set(JSON.parse(body || "{}") as Partial<Behaviour>);
+      return json(res, 200, this.behaviour);
+    }
     if (this.apiKey !== undefined && path.startsWith("/v1") && req.headers.authorization !== `Bearer ${this.apiKey}`) {
       return json(res, 401, { error: "Unauthorized" });
     }
@@ -232,7 +239,7 @@ export class FakeVllm extends EventEmitter {
         return;
       }
       const last = k === tokens;
-      const text = `${k === 1 ? "" : " "}t${k}`;
+      const text = `${k === 1 ? "" : " "}t${k}${b.stampTokens ? `@${process.hrtime.bigint()}` : ""}`;
       if (route === "chat") send(chunk({ index: 0, delta: { content: text }, logprobs: null, finish_reason: last ? "stop" : null, ...(last ? { stop_reason: null } : {}) }, k));
       else send(chunk({ index: 0, text, logprobs: null, finish_reason: last ? "stop" : null, stop_reason: null }, k));
       this.bump("tokensSent");

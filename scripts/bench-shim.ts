@@ -1,0 +1,252 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { Agent, request } from "node:http";
+import { createRequire } from "node:module";
+import { createServer } from "node:net";
+import { cpus, freemem, totalmem, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { stringify } from "yaml";
+import { generateKey } from "../api-shim/src/keys.ts";
+
+/**
+ * `npm run bench`: the shim against going straight to the same upstream (the fake vLLM, its own
+ * process, on loopback). The shim runs as in production: auth, rate limit, credit hold and
+ * settlement, a usage row and a JSON log line on every request.
+ *
+ *   saturation   requests/s at 16 connections (autocannon, 10 s)
+ *   latency      mean/p50/p99 at a fixed 300 requests/s (open loop, µs clock, 10 s)
+ *   chunks       per-chunk delay with 200 concurrent streams: the fake stamps each token with
+ *                the monotonic clock (shared by processes on one machine), the client subtracts
+ *   memory       peak RSS of the shim process (VmHWM)
+ *
+ * Prints a table and writes .bench/shim.json. BENCH_SECONDS (10) shortens or lengthens runs.
+ */
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const MODEL = "qwen2.5-7b";
+const CHAT = JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "Say hello in a few words." }], max_tokens: 16 });
+
+interface AutocannonResult { requests: { average: number; total: number }; non2xx: number; errors: number; latency: { average: number; p50: number; p99: number } }
+const autocannon = createRequire(import.meta.url)("autocannon") as (o: Record<string, unknown>) => Promise<AutocannonResult>;
+
+export interface LatencyStats { mean: number; p50: number; p99: number; n: number; errors: number }
+export interface Side { saturationRps: number; saturationErrors: number; latencyMs: LatencyStats; chunkMs: LatencyStats }
+export interface BenchResult {
+  machine: { cpus: number; cpu: string; memoryGb: number; node: string; platform: string };
+  seconds: number;
+  direct: Side;
+  shim: Side;
+  added: { meanLatencyMs: number; p50LatencyMs: number; p99LatencyMs: number; chunkP50Ms: number; chunkP99Ms: number };
+  shimPeakRssMb: number;
+  targets: Record<string, { target: string; value: number; met: boolean }>;
+}
+
+export function stats(samples: number[], errors = 0): LatencyStats {
+  const s = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))] ?? NaN;
+  const mean = s.reduce((a, b) => a + b, 0) / (s.length || 1);
+  const r3 = (x: number) => Math.round(x * 1000) / 1000;
+  return { mean: r3(mean), p50: r3(at(0.5)), p99: r3(at(0.99)), n: s.length, errors };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitHttp(url: string, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    try {
+      if ((await fetch(url)).status < 500) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not come up`);
+}
+
+/** Open-loop load at a fixed rate; latency from send to the last byte, in ms with µs precision. */
+async function fixedRate(url: string, headers: Record<string, string>, rps: number, seconds: number): Promise<LatencyStats> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  const samples: number[] = [];
+  let errors = 0;
+  const total = rps * seconds;
+  const t0 = performance.now() + 50;
+  const pending: Promise<void>[] = [];
+  for (let i = 0; i < total; i++) {
+    const due = t0 + (i * 1000) / rps;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait - 0.5));
+    while (performance.now() < due);
+    pending.push(new Promise<void>((resolve) => {
+      const start = performance.now();
+      const req = request(url, { method: "POST", agent, headers: { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(CHAT) } }, (res) => {
+        res.resume();
+        res.on("end", () => {
+          if (res.statusCode === 200) samples.push(performance.now() - start);
+          else errors++;
+          resolve();
+        });
+      });
+      req.on("error", () => (errors++, resolve()));
+      req.end(CHAT);
+    }));
+  }
+  await Promise.all(pending);
+  agent.destroy();
+  return stats(samples, errors);
+}
+
+/** `streams` concurrent streams; per chunk, receive time minus the fake's send stamp. */
+async function chunkDelays(url: string, headers: Record<string, string>, streams: number, tokens: number): Promise<LatencyStats> {
+  const agent = new Agent({ keepAlive: true, maxSockets: streams });
+  const body = JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "stream" }], max_tokens: tokens, stream: true });
+  const samples: number[] = [];
+  let errors = 0;
+  await Promise.all(Array.from({ length: streams }, () => new Promise<void>((resolve) => {
+    const req = request(url, { method: "POST", agent, headers: { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (res) => {
+      let buf = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        const now = process.hrtime.bigint();
+        buf += chunk;
+        let end: number;
+        while ((end = buf.indexOf("\n\n")) !== -1) {
+          const event = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          const m = /t\d+@(\d+)/.exec(event);
+          if (m) samples.push(Number(now - BigInt(m[1]!)) / 1e6);
+        }
+      });
+      res.on("end", () => {
+        if (res.statusCode !== 200) errors++;
+        resolve();
+      });
+    });
+    req.on("error", () => (errors++, resolve()));
+    req.end(body);
+  })));
+  agent.destroy();
+  return stats(samples, errors);
+}
+
+async function saturation(url: string, headers: Record<string, string>, seconds: number): Promise<{ rps: number; errors: number }> {
+  const r = await autocannon({ url, method: "POST", headers: { ...headers, "content-type": "application/json" }, body: CHAT, connections: 16, duration: seconds });
+  return { rps: Math.round(r.requests.average), errors: r.non2xx + r.errors };
+}
+
+const setFake = (base: string, behaviour: Record<string, unknown>) =>
+  fetch(`${base}/_fake/behaviour`, { method: "POST", body: JSON.stringify(behaviour) }).then((r) => r.text());
+
+export async function runBench(seconds = SECONDS): Promise<BenchResult> {
+  const dir = mkdtempSync(join(tmpdir(), "shim-bench-"));
+  const children: ChildProcess[] = [];
+  try {
+    const fakePort = await freePort();
+    const shimPort = await freePort();
+    const fakeBase = `http://127.0.0.1:${fakePort}`;
+    const shimBase = `http://127.0.0.1:${shimPort}`;
+    children.push(spawn(process.execPath, [join(ROOT, "scripts", "serve-fake-vllm.ts")], { env: { PATH: process.env.PATH, FAKE_VLLM_PORT: String(fakePort), FAKE_VLLM_TOKENS: "16" }, stdio: "ignore" }));
+    await waitHttp(`${fakeBase}/health`);
+
+    const key = generateKey();
+    writeFileSync(join(dir, "shim.yaml"), stringify({
+      pricing: { models: { [MODEL]: { promptPer1k: 0.01, completionPer1k: 0.02 } } },
+      // Rate limiting runs on every request but never binds.
+      tiers: { bench: { rpm: 100_000_000, tpm: 1_000_000_000_000 } },
+      models: [{ name: MODEL, maxModelLen: 8192 }],
+      bootstrapKeys: [{ id: key.id, name: "bench", hash: key.hash, credits: 1_000_000_000, tier: "bench" }],
+    }));
+    const log = openSync(join(dir, "shim.log"), "w");
+    const shim = spawn(process.execPath, [join(ROOT, "api-shim", "src", "server.ts")], {
+      env: { PATH: process.env.PATH, SHIM_PORT: String(shimPort), SHIM_HOST: "127.0.0.1", SHIM_UPSTREAM_URL: `${fakeBase}/v1`, SHIM_DATABASE_URL: `sqlite:${join(dir, "shim.db")}`, SHIM_CONFIG: join(dir, "shim.yaml"), SHIM_ADMIN_TOKEN: "bench-admin", LOG_LEVEL: "info" },
+      stdio: ["ignore", log, log],
+    });
+    children.push(shim);
+    await waitHttp(`${shimBase}/health`);
+    const auth = { authorization: `Bearer ${key.key}` };
+    const direct = `${fakeBase}/v1/chat/completions`;
+    const viaShim = `${shimBase}/v1/chat/completions`;
+
+    await saturation(direct, {}, 2); // warm-up: JIT, connection pools, SQLite pages
+    await saturation(viaShim, auth, 2);
+    const satDirect = await saturation(direct, {}, seconds);
+    const satShim = await saturation(viaShim, auth, seconds);
+    const latDirect = await fixedRate(direct, {}, 300, seconds);
+    const latShim = await fixedRate(viaShim, auth, 300, seconds);
+
+    await setFake(fakeBase, { tokenDelayMs: 20, defaultTokens: 100, stampTokens: true });
+    const chunkDirect = await chunkDelays(direct, {}, 200, 100);
+    const chunkShim = await chunkDelays(viaShim, auth, 200, 100);
+
+    const status = readFileSync(`/proc/${shim.pid}/status`, "utf8");
+    const rssMb = Math.round(Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+    const r3 = (x: number) => Math.round(x * 1000) / 1000;
+    const added = {
+      meanLatencyMs: r3(latShim.mean - latDirect.mean),
+      p50LatencyMs: r3(latShim.p50 - latDirect.p50),
+      p99LatencyMs: r3(latShim.p99 - latDirect.p99),
+      chunkP50Ms: r3(chunkShim.p50 - chunkDirect.p50),
+      chunkP99Ms: r3(chunkShim.p99 - chunkDirect.p99),
+    };
+    return {
+      machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? "unknown", memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform}-${process.arch}` },
+      seconds,
+      direct: { saturationRps: satDirect.rps, saturationErrors: satDirect.errors, latencyMs: latDirect, chunkMs: chunkDirect },
+      shim: { saturationRps: satShim.rps, saturationErrors: satShim.errors, latencyMs: latShim, chunkMs: chunkShim },
+      added,
+      shimPeakRssMb: rssMb,
+      targets: {
+        addedMeanLatency: { target: "≤ 0.3 ms at 300 rps", value: added.meanLatencyMs, met: added.meanLatencyMs <= 0.3 },
+        saturation: { target: "≥ 4000 rps at 16 connections", value: satShim.rps, met: satShim.rps >= 4000 },
+        chunkOverheadP99: { target: "≤ 1 ms p99 with 200 streams", value: added.chunkP99Ms, met: added.chunkP99Ms <= 1 },
+        peakRss: { target: "≤ 200 MB", value: rssMb, met: rssMb <= 200 },
+      },
+    };
+  } finally {
+    for (const c of children) c.kill("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+    void freemem;
+  }
+}
+
+export function table(r: BenchResult): string {
+  const row = (cells: (string | number)[]) => cells.map((c, i) => String(c).padEnd(i === 0 ? 34 : 14)).join("");
+  return [
+    `machine: ${r.machine.cpus} × ${r.machine.cpu}, ${r.machine.memoryGb} GB, node ${r.machine.node} (${r.seconds} s runs)`,
+    row(["", "direct", "via shim", "added"]),
+    row(["saturation rps (16 conns)", r.direct.saturationRps, r.shim.saturationRps, ""]),
+    row(["latency mean ms @300 rps", r.direct.latencyMs.mean, r.shim.latencyMs.mean, r.added.meanLatencyMs]),
+    row(["latency p50 ms @300 rps", r.direct.latencyMs.p50, r.shim.latencyMs.p50, r.added.p50LatencyMs]),
+    row(["latency p99 ms @300 rps", r.direct.latencyMs.p99, r.shim.latencyMs.p99, r.added.p99LatencyMs]),
+    row(["chunk delay p50 ms (200 streams)", r.direct.chunkMs.p50, r.shim.chunkMs.p50, r.added.chunkP50Ms]),
+    row(["chunk delay p99 ms (200 streams)", r.direct.chunkMs.p99, r.shim.chunkMs.p99, r.added.chunkP99Ms]),
+    row(["shim peak RSS MB", "", r.shimPeakRssMb, ""]),
+    "",
+    ...Object.entries(r.targets).map(([k, t]) => `${t.met ? "MET " : "MISS"} ${k}: ${t.value} (target ${t.target})`),
+  ].join("\n");
+}
+
+async function main(): Promise<void> {
+  try {
+    const result = await runBench();
+    console.log(table(result));
+    mkdirSync(join(ROOT, ".bench"), { recursive: true });
+    writeFileSync(join(ROOT, ".bench", "shim.json"), `${JSON.stringify(result, null, 2)}\n`);
+    console.log("\nwritten to .bench/shim.json");
+    if (result.direct.saturationErrors + result.shim.saturationErrors + result.shim.latencyMs.errors + result.shim.chunkMs.errors > 0) {
+      console.error("some requests failed during the benchmark");
+      process.exitCode = 1;
+    }
+  } catch (e) {
+    console.error(`bench: ${(e as Error).stack ?? e}`);
+    process.exitCode = 1;
+  }
+}
+
+if (import.meta.main) await main();
