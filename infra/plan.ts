@@ -39,6 +39,7 @@ export function planFor(config: TenantConfig): Plan {
     { type: "linode:index/instance:Instance", name: names.instance, note: `${plan.id} in ${config.region}, ${config.image}, cloud-init user data` },
     { type: "linode:index/volume:Volume", name: names.volume, note: `${config.volumeSizeGb} GB Block Storage: model weights, ledger, certificates` },
     { type: "random:index/randomString:RandomString", name: `${config.tenant}-created-at`, note: "creation time, kept for the TTL" },
+    ...(config.adminCidrs.length ? servingResources(config) : []),
   ];
   const ports: OpenPort[] = [
     { port: 80, sources: config.allowedCidrs, purpose: "HTTP: ACME challenge and redirect to HTTPS" },
@@ -73,4 +74,40 @@ export function formatPlan(plan: Plan): string {
 function shortType(type: string): string {
   const [pkg, , kind] = type.split(":");
   return `${pkg}:${kind}`;
+}
+
+/** What ServingStack makes (infra/components/serving-stack.ts); needs SSH, so adminCidrs. */
+function servingResources(config: TenantConfig): PlannedResource[] {
+  const t = config.tenant;
+  const secret = (name: string, note: string): PlannedResource => ({ type: "random:index/randomPassword:RandomPassword", name: `${t}-${name}`, note });
+  const tlsResources: Record<string, PlannedResource[]> = {
+    letsencrypt: [
+      { type: "tls:index/privateKey:PrivateKey", name: `${t}-tls-key`, note: "placeholder certificate's key, until Let's Encrypt issues" },
+      { type: "tls:index/selfSignedCert:SelfSignedCert", name: `${t}-tls-placeholder`, note: "placeholder certificate nginx starts with" },
+    ],
+    "self-signed": [
+      { type: "tls:index/privateKey:PrivateKey", name: `${t}-tls-ca-key`, note: "the tenant's CA key, secret" },
+      { type: "tls:index/selfSignedCert:SelfSignedCert", name: `${t}-tls-ca`, note: "the CA clients trust (output caCertificate)" },
+      { type: "tls:index/privateKey:PrivateKey", name: `${t}-tls-key`, note: "the server's key, secret" },
+      { type: "tls:index/certRequest:CertRequest", name: `${t}-tls-request`, note: "for the host's name and address" },
+      { type: "tls:index/locallySignedCert:LocallySignedCert", name: `${t}-tls-cert`, note: "the server certificate, signed by the CA" },
+    ],
+    off: [],
+  };
+  const command = (name: string, note: string): PlannedResource => ({ type: "command:remote:Command", name: `${t}-${name}`, note });
+  return [
+    secret("vllm-api-key", "vLLM's API key (private network), secret"),
+    secret("litellm-master-key", "LiteLLM's master key, secret"),
+    secret("admin-token", "the shim's admin token (output adminToken), secret"),
+    ...config.keys.flatMap((k): PlannedResource[] => [
+      { type: "random:index/randomString:RandomString", name: `${t}-key-${k.name}-id`, note: `API key "${k.name}": public id` },
+      secret(`key-${k.name}-secret`, `API key "${k.name}": secret part (output apiKeys)`),
+    ]),
+    ...tlsResources[config.tls.mode]!,
+    command("host-ready", "waits over SSH until the host has finished its setup"),
+    command("env", "writes /opt/gpu-sandbox/.env (0600) through stdin"),
+    ...(config.tls.mode === "off" ? [] : [command("certificate", "installs the certificate through stdin")]),
+    { type: "command:remote:CopyToRemote", name: `${t}-bundle`, note: "copies the bundle to /opt/gpu-sandbox" },
+    command("deploy", "docker compose up -d --build --wait; `compose down` on destroy"),
+  ];
 }

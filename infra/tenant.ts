@@ -1,5 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { GpuHost } from "./components/gpu-host.ts";
+import { ServingStack } from "./components/serving-stack.ts";
 import type { TenantConfig } from "./config.ts";
 
 /** Everything `pulumi stack output` shows for a tenant. */
@@ -17,13 +18,27 @@ export interface TenantOutputs {
   readonly monthlyCostUsd: number;
   readonly createdAt: pulumi.Output<string>;
   readonly expiresAt: pulumi.Output<string | undefined>;
+  /** The OpenAI base URL, or why nothing serves yet. */
+  readonly endpoint: pulumi.Output<string>;
+  /** Bootstrap keys by name. Secret. */
+  readonly apiKeys: pulumi.Output<Record<string, string>>;
+  /** Bearer token for /admin. Secret. */
+  readonly adminToken: pulumi.Output<string | undefined>;
+  /** The CA to trust for tls.mode self-signed. */
+  readonly caCertificate: pulumi.Output<string | undefined>;
+  readonly bundleHash: pulumi.Output<string | undefined>;
+}
+
+export interface DeployOptions {
+  /** Where the serving bundle is staged before it is copied. Defaults to out/<tenant>/deploy. */
+  readonly stagingDir?: string;
 }
 
 /**
  * The whole program for one tenant, from validated config. infra/index.ts calls it with the
  * stack's config; tests call it under Pulumi's mock runtime with each stack in stacks/.
  */
-export function deployTenant(config: TenantConfig): TenantOutputs {
+export function deployTenant(config: TenantConfig, options: DeployOptions = {}): TenantOutputs {
   const host = new GpuHost(config.tenant, {
     tenant: config.tenant,
     region: config.region,
@@ -35,6 +50,14 @@ export function deployTenant(config: TenantConfig): TenantOutputs {
     ...(config.ttlHours !== undefined ? { ttlHours: config.ttlHours } : {}),
     tags: config.tags,
   });
+  // Deploying the bundle needs SSH; without adminCidrs the firewall keeps port 22 shut.
+  const serving = config.adminCidrs.length === 0 ? undefined : new ServingStack(config.tenant, {
+    config, ip: host.ip, sshPrivateKey: host.sshPrivateKey, ...(options.stagingDir ? { stagingDir: options.stagingDir } : {}),
+  });
+  if (!serving) {
+    pulumi.log.warn("gpu-sandbox:adminCidrs is empty, so SSH is closed and the serving stack is not deployed. " +
+      "Add your address (e.g. 203.0.113.7/32) to gpu-sandbox:adminCidrs and run `pulumi up` again.");
+  }
   return {
     tenant: config.tenant,
     region: config.region,
@@ -49,5 +72,10 @@ export function deployTenant(config: TenantConfig): TenantOutputs {
     monthlyCostUsd: host.monthlyCostUsd,
     createdAt: host.createdAt,
     expiresAt: host.expiresAt,
+    endpoint: serving?.endpoint ?? pulumi.output("not deployed: gpu-sandbox:adminCidrs is empty, so SSH is closed"),
+    apiKeys: serving?.apiKeys ?? pulumi.secret({} as Record<string, string>),
+    adminToken: serving?.adminToken ?? pulumi.output(undefined),
+    caCertificate: serving?.caCertificate ?? pulumi.output(undefined),
+    bundleHash: serving?.bundleHash ?? pulumi.output(undefined),
   };
 }

@@ -1,11 +1,14 @@
 // npm run render -- --stack <name> [--out <dir>]
 // Validates stacks/Pulumi.<name>.yaml with the same code as `pulumi up`, writes what would go
 // to the host to out/<name>/, and prints the plan. Needs no cloud account and no Pulumi CLI.
+import { writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { parseArgs } from "node:util";
 import { describeProblems, validateConfig } from "../infra/config.ts";
+import { resourceNames, volumeDevicePath } from "../infra/host.ts";
 import { formatPlan, planFor } from "../infra/plan.ts";
 import { renderBundle, writeBundle } from "../infra/render/bundle.ts";
+import { renderCloudInit } from "../infra/render/cloud-init.ts";
 import { listStackNames, readStackConfig, StackFileError } from "../infra/stack-file.ts";
 
 const USAGE = `Usage: npm run render -- --stack <name> [--out <dir>]
@@ -27,9 +30,15 @@ export interface RenderResult {
 export function renderStack(root: string, stack: string, outDir = join(root, "out", stack)): RenderResult {
   const result = validateConfig(readStackConfig(root, stack), { stack });
   if (!result.ok) throw new UsageError(describeProblems(result.problems));
-  const bundle = renderBundle(result.config);
+  const config = result.config;
+  // Images as configured (`pulumi up` pins them by digest); no bootstrap keys (`pulumi up`
+  // generates them; on another host, create keys with the admin API).
+  const bundle = renderBundle(config, { images: config.images, bootstrapKeys: [] });
   writeBundle(outDir, bundle);
-  return { outDir, files: [...bundle.keys()].sort(), plan: formatPlan(planFor(result.config)) };
+  // The instance's user data, for review; it is not part of what is copied to /opt/gpu-sandbox.
+  const cloudInit = renderCloudInit({ tenant: config.tenant, volumeDevice: volumeDevicePath(resourceNames(config.tenant).volume) });
+  writeFileSync(join(outDir, "cloud-init.yaml"), cloudInit);
+  return { outDir, files: [...bundle.keys(), "cloud-init.yaml"].sort(), plan: formatPlan(planFor(config)) };
 }
 
 export function main(argv: readonly string[], root = process.cwd()): number {
@@ -52,7 +61,9 @@ export function main(argv: readonly string[], root = process.cwd()): number {
   try {
     const r = renderStack(root, values.stack, values.out);
     console.log(r.plan);
-    console.log(`\nWrote ${r.files.length} files to ${relative(root, r.outDir) || "."}/: ${r.files.join(", ")}`);
+    const top = [...new Set(r.files.map((f) => f.split("/")[0]))];
+    console.log(`\nWrote ${r.files.length} files to ${relative(root, r.outDir) || "."}/: ${top.join(", ")}`);
+    console.log("To run it on any Docker + NVIDIA GPU host, see README.md, \"Run the bundle on your own GPU host\".");
     return 0;
   } catch (err) {
     if (err instanceof UsageError || err instanceof StackFileError) {

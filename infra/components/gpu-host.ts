@@ -78,7 +78,7 @@ export class GpuHost extends pulumi.ComponentResource {
       outboundPolicy: "ACCEPT",
       inbounds: firewallRules(args.allowedCidrs, adminCidrs),
       tags,
-    }, { parent: this });
+    }, { parent: this, deleteBeforeReplace: true });
 
     const userData = encodeUserData(renderCloudInit({ tenant: args.tenant, volumeDevice: volumeDevicePath(names.volume) }));
     this.instance = new linode.Instance(`${name}-instance`, {
@@ -92,7 +92,8 @@ export class GpuHost extends pulumi.ComponentResource {
       // Attached at creation, so the instance is never reachable without its firewall.
       firewallId: this.firewall.id.apply(Number),
       tags,
-    }, { parent: this });
+      // Linode labels are unique, so a replacement must remove the old instance first.
+    }, { parent: this, deleteBeforeReplace: true });
 
     this.volume = new linode.Volume(`${name}-volume`, {
       label: names.volume,
@@ -100,7 +101,7 @@ export class GpuHost extends pulumi.ComponentResource {
       size: args.volumeSizeGb ?? DEFAULT_VOLUME_SIZE_GB,
       linodeId: this.instance.id.apply(Number),
       tags,
-    }, { parent: this });
+    }, { parent: this, deleteBeforeReplace: true });
 
     // A timestamp taken at the first `pulumi up` and kept in state: ignoreChanges keeps the
     // stored keeper, so later updates do not move the expiry.

@@ -39,7 +39,7 @@ export const DEFAULT_READY_TIMEOUT_MINUTES = 30;
  */
 export const DEFAULT_IMAGES: Images = {
   vllm: "vllm/vllm-openai:v0.11.0",
-  litellm: "ghcr.io/berriai/litellm:main-stable",
+  litellm: "ghcr.io/berriai/litellm-non_root:main-stable",
   nginx: "nginx:1.28-alpine",
   certbot: "certbot/certbot:v4.2.0",
   node: "node:24-slim",

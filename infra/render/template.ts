@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { parse } from "yaml";
+import { parse, parseDocument, type Document } from "yaml";
 
 /** The repository's templates/ directory (files that end up on the host). */
 export const TEMPLATES_DIR = new URL("../../templates/", import.meta.url);
@@ -11,6 +11,13 @@ export function readTemplate(relativePath: string): string {
 /** A YAML template as an object, for render functions to fill in and write with `yaml`. */
 export function readYamlTemplate<T>(relativePath: string): T {
   return parse(readTemplate(relativePath)) as T;
+}
+
+/** A YAML template as a document: filled with `setIn`, it keeps the template's comments. */
+export function readYamlDocument(relativePath: string): Document {
+  const doc = parseDocument(readTemplate(relativePath));
+  if (doc.errors.length > 0) throw new Error(`templates/${relativePath}: ${doc.errors[0]?.message}`);
+  return doc;
 }
 
 /**

@@ -1,3 +1,5 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { parse } from "yaml";
 import * as pulumi from "@pulumi/pulumi";
@@ -7,6 +9,7 @@ import { Secret } from "../../infra/secret.ts";
 import { listStackNames, readStackConfig } from "../../infra/stack-file.ts";
 import { deployTenant, type TenantOutputs } from "../../infra/tenant.ts";
 import { installMocks, isSecretInput, MOCK_IP, plain, settle, valueOf, type RecordedResource } from "../support/pulumi-mocks.ts";
+import { tempDir } from "../support/tools.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -29,9 +32,10 @@ function configFor(stack: string, overrides: Record<string, unknown> = {}): Tena
 
 async function run(stack: string, config: TenantConfig) {
   const recorded = installMocks(stack);
-  const outputs = deployTenant(config);
+  const stagingDir = tempDir();
+  const outputs = deployTenant(config, { stagingDir });
   await settle();
-  return { ...recorded, outputs };
+  return { ...recorded, outputs, stagingDir };
 }
 
 const byType = (resources: readonly RecordedResource[], type: string) => resources.filter((r) => r.type === type);
@@ -100,7 +104,7 @@ describe.each(stacks)("stack %s under the mock runtime", (stack) => {
     expect(doc.write_files.map((f: { path: string }) => f.path)).toContain("/usr/local/lib/gpu-sandbox/bootstrap.sh");
     const envFile = doc.write_files.find((f: { path: string }) => f.path === "/etc/gpu-sandbox/host.env").content;
     expect(envFile).toContain(`VOLUME_DEVICE='/dev/disk/by-id/scsi-0Linode_Volume_gs-${stack}-data'`);
-    for (const secret of ["test-secret", "mock-", "PRIVATE KEY", "hf_"]) expect(text).not.toContain(secret);
+    for (const secret of ["test-secret", "mock-", "mock-private-key", "hf_"]) expect(text).not.toContain(secret);
   });
 
   it("logs in by the generated key only, with a random root password", () => {
@@ -108,7 +112,7 @@ describe.each(stacks)("stack %s under the mock runtime", (stack) => {
     expect(instance.inputs.authorizedKeys).toEqual(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockKey test"]);
     expect(isSecretInput(instance.inputs.rootPass)).toBe(true);
     expect(plain(instance.inputs.rootPass)).toMatch(/^mock-/);
-    expect(one(resources, "tls:index/privateKey:PrivateKey").inputs.algorithm).toBe("ED25519");
+    expect(resources.find((r) => r.name === `${stack}-ssh-key`)?.inputs.algorithm).toBe("ED25519");
   });
 
   it("marks every credential output secret", async () => {
@@ -161,3 +165,114 @@ describe("the plan that `npm run render` prints", () => {
     expect(planFor(config).resources.map((r) => r.type).sort()).toEqual(registered);
   });
 });
+
+describe("the serving stack under the mock runtime", () => {
+  const withProvider = () => configFor("example", {
+    hfToken: "hf_test_token_value",
+    providers: [{ name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: "gsk_test_provider_key" }],
+    keys: [{ name: "app", credits: 1000, tier: "developer" }, { name: "ci", credits: 5 }],
+  });
+
+  /** Every secret value the program handled: generated ones (the mocks prefix them) and configured ones. */
+  function secretsIn(resources: readonly RecordedResource[]): string[] {
+    const generated = resources
+      .filter((r) => r.type === "random:index/randomPassword:RandomPassword")
+      .map((r) => `mock-${r.name}`.slice(0, 20));
+    return [...generated, "hf_test_token_value", "gsk_test_provider_key", "mock-private-key", "mock-private-pem"];
+  }
+
+  it("puts no secret in a command line, the copied bundle, or a plaintext output", async () => {
+    const config = withProvider();
+    const { resources, outputs, stagingDir } = await run("example", config);
+    const secrets = secretsIn(resources);
+    const commands = byType(resources, "command:remote:Command");
+    expect(commands.map((c) => c.name).sort()).toEqual(["example-certificate", "example-deploy", "example-env", "example-host-ready"]);
+    for (const c of commands) {
+      const lines = JSON.stringify([c.inputs.create, c.inputs.update, c.inputs.delete, plain(c.inputs.triggers)]);
+      for (const s of secrets) expect(lines, `${c.name} command line`).not.toContain(s);
+      if (c.inputs.stdin !== undefined) expect(isSecretInput(c.inputs.stdin), `${c.name} stdin is secret`).toBe(true);
+    }
+    // The env file does hold them, and reaches the host only through stdin.
+    const envStdin = plain(commands.find((c) => c.name === "example-env")!.inputs.stdin) as string;
+    expect(envStdin).toContain("HF_TOKEN=hf_test_token_value\n");
+    expect(envStdin).toContain("GROQ_API_KEY_0=gsk_test_provider_key\n");
+    const staged = join(stagingDir, "bundle");
+    for (const file of listFiles(staged)) {
+      const text = readFileSync(file, "utf8");
+      for (const s of secrets) expect(text, file).not.toContain(s);
+    }
+    const plaintextOutputs = [outputs.endpoint, outputs.bundleHash, outputs.ip, outputs.sshCommand, outputs.createdAt];
+    for (const o of plaintextOutputs) {
+      const v = JSON.stringify(await valueOf(o));
+      for (const s of secrets) expect(v).not.toContain(s);
+    }
+    expect(await pulumi.isSecret(outputs.apiKeys)).toBe(true);
+    expect(await pulumi.isSecret(outputs.adminToken as pulumi.Output<string>)).toBe(true);
+    const keys = await valueOf(outputs.apiKeys);
+    expect(Object.keys(keys)).toEqual(["app", "ci"]);
+    for (const key of Object.values(keys)) expect(key).toMatch(/^sk-gs-.{12}_.{32}$/);
+  });
+
+  it("copies the bundle it staged, pinned by digest, with the keys' hashes and not the keys", async () => {
+    const { resources, outputs, stagingDir } = await run("example", withProvider());
+    const copy = one(resources, "command:remote:CopyToRemote");
+    expect(copy.inputs.remotePath).toBe("/opt/gpu-sandbox/.incoming");
+    const hash = await valueOf(outputs.bundleHash);
+    expect(plain(copy.inputs.triggers)).toEqual([hash]);
+    const staged = join(stagingDir, "bundle");
+    expect(readFileSync(join(staged, "compose.yaml"), "utf8")).toContain(`vllm/vllm-openai:v0.11.0@sha256:${"d".repeat(64)}`);
+    const shimConfig = readFileSync(join(staged, "shim/config.yaml"), "utf8");
+    expect(shimConfig).toMatch(/hash: sha256:[0-9a-f]{64}/);
+    for (const key of Object.values(await valueOf(outputs.apiKeys))) expect(shimConfig).not.toContain(key);
+    expect(await valueOf(outputs.endpoint)).toBe("https://192-0-2-10.ip.linodeusercontent.com/v1");
+  });
+
+  it("changes the bundle, and not the instance, when the model, prices or keys change", async () => {
+    const first = await run("example", configFor("example"));
+    const changed = await run("example", configFor("example", {
+      model: { id: "mistralai/Mistral-7B-Instruct-v0.3", servedName: "mistral-7b" },
+      pricing: { request: 3 },
+      keys: [{ name: "other", credits: 1 }],
+    }));
+    const instance = (r: typeof first) => one(r.resources, "linode:index/instance:Instance").inputs;
+    expect(instance(changed)).toEqual(instance(first));
+    expect(one(changed.resources, "linode:index/volume:Volume").inputs).toEqual(one(first.resources, "linode:index/volume:Volume").inputs);
+    expect(await valueOf(changed.outputs.bundleHash)).not.toBe(await valueOf(first.outputs.bundleHash));
+    const deployTriggers = (r: typeof first) => plain(r.resources.find((x) => x.name === "example-deploy")!.inputs.triggers)[0];
+    expect(deployTriggers(changed)).not.toEqual(deployTriggers(first));
+  });
+
+  it("runs `docker compose down` when destroyed, and updates in place otherwise", async () => {
+    const { resources } = await run("example", configFor("example"));
+    const deploy = resources.find((r) => r.name === "example-deploy")!;
+    expect(deploy.inputs.delete).toContain("docker compose down");
+    expect(deploy.inputs.update).toBe(deploy.inputs.create);
+    expect(deploy.inputs.create).toContain("deploy.sh");
+  });
+
+  it("installs a self-signed certificate and exports its CA", async () => {
+    const { resources, outputs } = await run("example", configFor("example", { tls: { mode: "self-signed" } }));
+    const cert = resources.find((r) => r.name === "example-certificate")!;
+    expect(cert.inputs.create).toContain("install-certificate.sh replace");
+    expect(isSecretInput(cert.inputs.stdin)).toBe(true);
+    expect(await valueOf(outputs.caCertificate)).toContain("mock-cert-example-tls-ca");
+  });
+
+  it("serves plain HTTP with tls off, with no certificate at all", async () => {
+    const { resources, outputs } = await run("example", configFor("example", { tls: { mode: "off" } }));
+    expect(resources.find((r) => r.name === "example-certificate")).toBeUndefined();
+    expect(resources.some((r) => r.type.startsWith("tls:") && r.name !== "example-ssh-key")).toBe(false);
+    expect(await valueOf(outputs.endpoint)).toBe(`http://${MOCK_IP}/v1`);
+  });
+
+  it("does not deploy the serving stack without adminCidrs, and says why", async () => {
+    const { resources, outputs } = await run("example", configFor("example", { adminCidrs: [] }));
+    expect(resources.some((r) => r.type.startsWith("command:"))).toBe(false);
+    expect(await valueOf(outputs.endpoint)).toContain("adminCidrs is empty");
+  });
+});
+
+function listFiles(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? listFiles(join(dir, e.name)) : [join(dir, e.name)]);
+}

@@ -38,6 +38,13 @@ export function installMocks(stack: string, overrides: { calls?: Record<string, 
         case "linode:index/volume:Volume":
           state.filesystemPath = `/dev/disk/by-id/scsi-0Linode_Volume_${args.inputs.label}`;
           break;
+        case "tls:index/selfSignedCert:SelfSignedCert":
+        case "tls:index/locallySignedCert:LocallySignedCert":
+          state.certPem = `-----BEGIN CERTIFICATE-----\nmock-cert-${args.name}\n-----END CERTIFICATE-----\n`;
+          break;
+        case "tls:index/certRequest:CertRequest":
+          state.certRequestPem = `-----BEGIN CERTIFICATE REQUEST-----\nmock-csr\n-----END CERTIFICATE REQUEST-----\n`;
+          break;
         case "tls:index/privateKey:PrivateKey":
           Object.assign(state, {
             publicKeyOpenssh: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockKey test\n",
@@ -65,6 +72,8 @@ export function installMocks(stack: string, overrides: { calls?: Record<string, 
               capabilities: ["Linodes", "GPU Linodes", "Metadata", "Block Storage", "Cloud Firewall"],
             })),
           };
+        case "docker:index/getRegistryImage:getRegistryImage":
+          return { id: args.inputs.name, name: args.inputs.name, sha256Digest: `sha256:${"d".repeat(64)}` };
         case "linode:index/getInstanceType:getInstanceType":
           return { id: args.inputs.id, label: args.inputs.id, class: "gpu", vcpus: 4, memory: 16384, disk: 512000, transfer: 0,
             networkOut: 16000, acceleratedDevices: 0, prices: [{ hourly: 0.52, monthly: 350 }], regionPrices: [], addons: [] };

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -20,14 +20,27 @@ export interface RunResult {
 /**
  * Runs a real program. A missing program fails the test with the install command instead of
  * skipping it: a validation that silently did not run would be worse than none.
+ *
+ * Output goes through a file, not a pipe: Node's child pipes are sockets, and programs that
+ * open /dev/stderr by name (nginx's `error_log /dev/stderr`, as in its container) cannot open
+ * a socket that way.
  */
 export function runTool(program: string, args: readonly string[], options: { cwd?: string; input?: string } = {}): RunResult {
-  const result = spawnSync(program, args, { encoding: "utf8", cwd: options.cwd, input: options.input, timeout: 60_000 });
+  const outFile = writeTemp("output.txt", "");
+  const fd = openSync(outFile, "w");
+  let result;
+  try {
+    result = spawnSync(program, args, { cwd: options.cwd, input: options.input ?? "", stdio: ["pipe", fd, fd], timeout: 120_000 });
+  } finally {
+    closeSync(fd);
+  }
+  const output = readFileSync(outFile, "utf8");
+  rmSync(outFile, { force: true });
   if (result.error && (result.error as NodeJS.ErrnoException).code === "ENOENT") {
     throw new Error(`${program} is not installed: apt-get install ${PACKAGES[program] ?? program} (.ci/run installs it)`);
   }
   if (result.error) throw result.error;
-  return { status: result.status ?? -1, output: `${result.stdout ?? ""}${result.stderr ?? ""}` };
+  return { status: result.status ?? -1, output };
 }
 
 /** A fresh temporary directory for one test. */

@@ -1,0 +1,154 @@
+import { join } from "node:path";
+import * as command from "@pulumi/command";
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import type { Images, TenantConfig } from "../config.ts";
+import { HOST_PATHS } from "../host.ts";
+import { bundleHash, renderBundle, sha256, writeBundle } from "../render/bundle.ts";
+import { envEntries, renderEnvFile } from "../render/env-file.ts";
+import { bootstrapKey, generatedSecret, serverCertificate } from "./serving-secrets.ts";
+
+/** Upper bound for the host's first boot (driver, Docker, maybe a reboot) before SSH opens. */
+export const HOST_SETUP_TIMEOUT_MINUTES = 45;
+/** Seconds per SSH dial attempt while waiting for the host. */
+const DIAL_TIMEOUT_SECONDS = 15;
+
+export interface ServingStackArgs {
+  /** Validated tenant config: model, keys, prices, limits, TLS, images. */
+  config: TenantConfig;
+  /** The host's public IPv4 address. */
+  ip: pulumi.Input<string>;
+  /** The SSH private key that logs in as root on the host. */
+  sshPrivateKey: pulumi.Input<string>;
+  /** Local directory where the bundle is staged for copying. Defaults to out/<tenant>/deploy. */
+  stagingDir?: string;
+}
+
+/**
+ * The tenant's endpoint on a GpuHost: copies the rendered bundle to /opt/gpu-sandbox, writes the
+ * secrets to `.env` (0600) through stdin, installs the TLS certificate, and runs
+ * `docker compose up -d --build --wait` whenever the bundle or the secrets change, then waits
+ * until the endpoint answers with the model loaded. Changes of model, keys, prices or limits are
+ * applied in place: none of them touches the instance. Destroying it runs `docker compose down`.
+ */
+export class ServingStack extends pulumi.ComponentResource {
+  /** The OpenAI base URL clients use. */
+  readonly endpoint: pulumi.Output<string>;
+  /** The bootstrap keys' plaintext, by name. Secret. */
+  readonly apiKeys: pulumi.Output<Record<string, string>>;
+  /** Bearer token for /admin. Secret. */
+  readonly adminToken: pulumi.Output<string>;
+  /** The CA that signed the endpoint's certificate (tls.mode self-signed only). */
+  readonly caCertificate: pulumi.Output<string | undefined>;
+  /** The certificate's DNS name. */
+  readonly tlsDomain: pulumi.Output<string>;
+  /** SHA-256 of the bundle's manifest: changes exactly when something on the host changes. */
+  readonly bundleHash: pulumi.Output<string>;
+
+  constructor(name: string, args: ServingStackArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("gpu-sandbox:infra:ServingStack", name, {}, opts);
+    const { config } = args;
+    if (config.adminCidrs.length === 0) {
+      throw new pulumi.ResourceError("ServingStack needs SSH to the host, but adminCidrs is empty", this);
+    }
+    const ip = pulumi.output(args.ip);
+    this.tlsDomain = config.tls.domain ? pulumi.output(config.tls.domain) : ip.apply((a) => `${a.replaceAll(".", "-")}.ip.linodeusercontent.com`);
+    this.endpoint = config.tls.mode === "off" ? pulumi.interpolate`http://${ip}/v1` : pulumi.interpolate`https://${this.tlsDomain}/v1`;
+
+    // Secrets Pulumi generates and keeps in state.
+    const vllmApiKey = generatedSecret(`${name}-vllm-api-key`, 48, this);
+    const litellmMasterKey = pulumi.secret(pulumi.interpolate`sk-${generatedSecret(`${name}-litellm-master-key`, 48, this)}`);
+    this.adminToken = generatedSecret(`${name}-admin-token`, 48, this);
+    const keys = config.keys.map((spec) => ({ name: spec.name, ...bootstrapKey(name, spec, this) }));
+    this.apiKeys = pulumi.secret(pulumi.all(keys.map((k) => k.key)).apply((values) =>
+      Object.fromEntries(values.map((v, i) => [keys[i]!.name, v]))));
+
+    // The bundle: pure render functions over config, pinned images and key hashes.
+    const images = pinImages(config.images, this);
+    const bundle = pulumi.all([images, pulumi.all(keys.map((k) => k.record))]).apply(([resolved, records]) =>
+      renderBundle(config, { images: resolved, bootstrapKeys: records }));
+    this.bundleHash = bundle.apply(bundleHash);
+    const stagingDir = args.stagingDir ?? join(new URL("../../out/", import.meta.url).pathname, config.tenant, "deploy");
+    const staged = bundle.apply((b) => {
+      const dir = join(stagingDir, "bundle");
+      writeBundle(dir, b);
+      return new pulumi.asset.FileArchive(dir);
+    });
+
+    const envFile = pulumi.secret(pulumi.all([vllmApiKey, litellmMasterKey, this.adminToken, this.tlsDomain,
+      ...config.providers.map((p) => p.apiKey.reveal())]).apply(([vllm, litellm, admin, domain, ...providerKeys]) =>
+      renderEnvFile(envEntries(config, {
+        vllmApiKey: vllm!, litellmMasterKey: litellm!, shimAdminToken: admin!, providerKeys: providerKeys as string[],
+        ...(config.hfToken ? { hfToken: config.hfToken.reveal() } : {}),
+      }, domain!))));
+
+    const connection = (dialErrorLimit: number) => ({
+      host: ip, user: "root", privateKey: args.sshPrivateKey, dialErrorLimit, perDialTimeout: DIAL_TIMEOUT_SECONDS,
+    });
+    const dir = HOST_PATHS.bundleDir;
+    const waitSeconds = HOST_SETUP_TIMEOUT_MINUTES * 60;
+
+    // The host keeps SSH closed until its setup is done, so this waits by retrying the dial.
+    const hostReady = new command.remote.Command(`${name}-host-ready`, {
+      connection: connection(Math.ceil(waitSeconds / DIAL_TIMEOUT_SECONDS)),
+      create: `bash ${HOST_PATHS.libDir}/wait-host-ready.sh ${waitSeconds} && mkdir -p ${dir}/.incoming`,
+    }, { parent: this });
+
+    const env = new command.remote.Command(`${name}-env`, {
+      connection: connection(4),
+      create: `umask 077 && cat > ${dir}/.env.new && mv -f ${dir}/.env.new ${dir}/.env && echo "wrote ${dir}/.env"`,
+      update: `umask 077 && cat > ${dir}/.env.new && mv -f ${dir}/.env.new ${dir}/.env && echo "wrote ${dir}/.env"`,
+      stdin: envFile,
+      logging: "stdoutAndStderr",
+    }, { parent: this, dependsOn: [hostReady] });
+
+    const certificate = serverCertificate(name, config.tls.mode, { domain: this.tlsDomain, ip }, this);
+    this.caCertificate = pulumi.output(certificate?.caCertificate);
+    const certificateInstall = certificate && new command.remote.Command(`${name}-certificate`, {
+      connection: connection(4),
+      create: `bash ${HOST_PATHS.libDir}/install-certificate.sh ${certificate.mode}`,
+      update: `bash ${HOST_PATHS.libDir}/install-certificate.sh ${certificate.mode}`,
+      stdin: certificate.pem,
+    }, { parent: this, dependsOn: [hostReady] });
+
+    const copy = new command.remote.CopyToRemote(`${name}-bundle`, {
+      connection: connection(4),
+      source: staged,
+      remotePath: `${dir}/.incoming`,
+      triggers: [this.bundleHash],
+    }, { parent: this, dependsOn: [hostReady] });
+
+    const readyUrl = config.tls.mode === "off" ? "http://127.0.0.1/ready" : "https://127.0.0.1/ready";
+    const deployScript = [
+      `d=${dir}`,
+      `s=$(ls "$d/.incoming/bundle/bin/deploy.sh" "$d/.incoming/bin/deploy.sh" "$d/bin/deploy.sh" 2>/dev/null | head -n 1)`,
+      `exec bash "$s" "$d" ${config.readyTimeoutMinutes * 60} ${readyUrl}`,
+    ].join("; ");
+    new command.remote.Command(`${name}-deploy`, {
+      connection: connection(4),
+      create: deployScript,
+      update: deployScript,
+      // Stops the containers (the shim drains and settles its streams) before the host goes.
+      delete: `if [ -f ${dir}/compose.yaml ]; then cd ${dir} && docker compose down --remove-orphans --timeout 30; fi`,
+      // A hash of the secrets (never the secrets) makes a changed key recreate the containers.
+      triggers: [this.bundleHash, pulumi.secret(envFile.apply(sha256)), certificate ? pulumi.secret(certificate.pem.apply(sha256)) : "no-tls"],
+    }, { parent: this, dependsOn: [copy, env, ...(certificateInstall ? [certificateInstall] : [])] });
+
+    this.registerOutputs({
+      endpoint: this.endpoint, apiKeys: this.apiKeys, adminToken: this.adminToken,
+      caCertificate: this.caCertificate, tlsDomain: this.tlsDomain, bundleHash: this.bundleHash,
+    });
+  }
+}
+
+/**
+ * Image tags resolved to digests through the registry, so that an image update is an explicit
+ * diff in `pulumi up` rather than whatever the tag points to on the day the host pulls.
+ */
+function pinImages(images: Images, parent: pulumi.Resource): pulumi.Output<Images> {
+  const pin = (ref: string): pulumi.Output<string> => ref.includes("@sha256:")
+    ? pulumi.output(ref)
+    : docker.getRegistryImageOutput({ name: ref }, { parent }).apply((r) => `${ref}@${r.sha256Digest}`);
+  return pulumi.all([pin(images.vllm), pin(images.litellm), pin(images.nginx), pin(images.certbot), pin(images.node)])
+    .apply(([vllm, litellm, nginx, certbot, node]) => ({ vllm, litellm, nginx, certbot, node }));
+}

@@ -1,0 +1,58 @@
+import type { Images, TenantConfig } from "../config.ts";
+import { providerKeyVar } from "./env-file.ts";
+import { readYamlDocument } from "./template.ts";
+
+/** The compose network's subnet; the shim trusts X-Forwarded-For from it (nginx) only. */
+export const BACKEND_SUBNET = "10.89.0.0/24";
+/** nginx's ports inside its container (see templates/nginx/nginx.conf). */
+export const NGINX_HTTP_PORT = 8080;
+export const NGINX_HTTPS_PORT = 8443;
+
+/**
+ * docker compose's file for the tenant: vLLM with the GPU reserved and the model's flags,
+ * LiteLLM, the shim (built from the bundle's api-shim/), nginx (the only service that publishes
+ * ports) and, for Let's Encrypt, certbot. Secrets stay `${…}` references to `.env`.
+ */
+export function renderCompose(config: TenantConfig, images: Images): string {
+  const doc = readYamlDocument("compose.yaml");
+  const m = config.model;
+  doc.setIn(["services", "vllm", "image"], images.vllm);
+  doc.setIn(["services", "vllm", "command"], [
+    m.id,
+    "--served-model-name", m.servedName,
+    "--host", "0.0.0.0",
+    "--port", "8000",
+    "--max-model-len", String(m.maxModelLen),
+    "--gpu-memory-utilization", String(m.gpuMemoryUtilization),
+    "--tensor-parallel-size", String(m.tensorParallelSize),
+    ...m.extraArgs,
+  ]);
+  // The first start downloads the weights; the health check waits as long as `pulumi up` does.
+  doc.setIn(["services", "vllm", "healthcheck", "start_period"], `${config.readyTimeoutMinutes * 60}s`);
+
+  doc.setIn(["services", "litellm", "image"], images.litellm);
+  config.providers.forEach((p, i) => {
+    const name = providerKeyVar(p, i);
+    doc.setIn(["services", "litellm", "environment", name], `\${${name}:?set ${name} in .env}`);
+  });
+
+  doc.setIn(["services", "shim", "build", "args", "NODE_IMAGE"], images.node);
+  doc.setIn(["services", "shim", "environment", "SHIM_TRUST_PROXY"], BACKEND_SUBNET);
+  doc.setIn(["services", "shim", "environment", "SHIM_MAX_BODY_BYTES"], String(config.limits.maxBodyMb * 1024 * 1024));
+
+  doc.setIn(["services", "nginx", "image"], images.nginx);
+  const ports = config.tls.mode === "off"
+    ? [`80:${NGINX_HTTP_PORT}`]
+    : [`80:${NGINX_HTTP_PORT}`, `443:${NGINX_HTTPS_PORT}`];
+  doc.setIn(["services", "nginx", "ports"], ports);
+
+  if (config.tls.mode === "letsencrypt") {
+    doc.setIn(["services", "certbot", "image"], images.certbot);
+    doc.setIn(["services", "certbot", "environment", "TLS_DOMAIN"], "${TLS_DOMAIN:?set TLS_DOMAIN in .env}");
+    doc.setIn(["services", "certbot", "environment", "TLS_EMAIL"], config.tls.email ?? "");
+  } else {
+    doc.deleteIn(["services", "certbot"]);
+  }
+  doc.setIn(["networks", "backend", "ipam", "config", 0, "subnet"], BACKEND_SUBNET);
+  return doc.toString({ lineWidth: 0 });
+}

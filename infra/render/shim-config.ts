@@ -1,0 +1,40 @@
+import { stringify } from "yaml";
+import type { TenantConfig } from "../config.ts";
+
+/** A bootstrap key as the shim's config takes it: the hash only, never the plaintext. */
+export interface BootstrapKeyRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly hash: string;
+  readonly credits: number;
+  readonly tier: string;
+  readonly models: readonly string[];
+}
+
+/**
+ * The shim's SHIM_CONFIG: prices, tiers, the models it accepts (with the context length that
+ * bounds a request's credit hold) and the bootstrap keys' hashes. The shim grants a bootstrap
+ * key's credits once, when it first sees the key, so re-applying this never resets a balance.
+ */
+export function renderShimConfig(config: TenantConfig, bootstrapKeys: readonly BootstrapKeyRecord[]): string {
+  const doc = {
+    pricing: {
+      request: config.pricing.request,
+      batchRequest: config.pricing.batchRequest,
+      models: config.pricing.models,
+    },
+    tiers: config.tiers,
+    // Requests without a valid key, per client IP: throttles key guessing.
+    unauthenticatedRpm: 60,
+    defaultTier: "free",
+    models: [
+      // LiteLLM drops vLLM's per-chunk usage, so streams are metered from the final usage chunk.
+      { name: config.model.servedName, maxModelLen: config.model.maxModelLen, continuousUsage: false },
+      ...config.providers.map((p) => ({ name: p.name, continuousUsage: false })),
+    ],
+    bootstrapKeys: bootstrapKeys.map((k) => ({
+      id: k.id, name: k.name, hash: k.hash, credits: k.credits, tier: k.tier, ...(k.models.length ? { models: k.models } : {}),
+    })),
+  };
+  return `# api-shim config (SHIM_CONFIG), rendered by infra/render/shim-config.ts. No secrets: keys are hashes.\n${stringify(doc, { lineWidth: 0 })}`;
+}

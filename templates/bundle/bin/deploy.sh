@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Run over SSH by `pulumi up`: installs the bundle it copied to <install-dir>/.incoming (if
+# any: a change of secrets alone copies nothing), then (re)starts the serving stack and waits
+# until the endpoint answers. Usage: deploy.sh <install-dir> <ready-timeout-seconds> <ready-url>
+# Everything in <install-dir> but .env (the secrets) and .incoming/ is replaced by the bundle,
+# so a file dropped from the bundle disappears from the host too.
+set -euo pipefail
+
+dest=${1:?usage: deploy.sh <install-dir> <ready-timeout-seconds> <ready-url>}
+timeout=${2:?ready timeout missing}
+ready_url=${3:?ready url missing}
+
+log() { echo "gpu-sandbox: $*"; }
+
+# CopyToRemote puts the bundle directory inside .incoming; accept its contents directly too.
+src=""
+for candidate in "$dest/.incoming/bundle" "$dest/.incoming"; do
+  if [ -f "$candidate/MANIFEST.sha256" ]; then src=$candidate; break; fi
+done
+
+if [ -n "$src" ]; then
+  # Every file arrived, intact.
+  (cd "$src" && sha256sum --quiet --strict -c MANIFEST.sha256)
+  find "$dest" -mindepth 1 -maxdepth 1 ! -name .env ! -name .incoming -exec rm -rf {} +
+  while read -r _ file; do
+    install -D -m 0644 "$src/$file" "$dest/$file"
+  done <"$src/MANIFEST.sha256"
+  install -m 0644 "$src/MANIFEST.sha256" "$dest/MANIFEST.sha256"
+  find "$dest/.incoming" -mindepth 1 -delete
+  log "bundle $(sha256sum "$dest/MANIFEST.sha256" | cut -c1-12) installed in $dest"
+elif [ ! -f "$dest/MANIFEST.sha256" ]; then
+  log "no bundle in $dest/.incoming and none installed; run pulumi up again" >&2
+  exit 1
+fi
+
+cd "$dest"
+log "docker compose up -d --build --wait (the first start downloads the model and can take many minutes)"
+docker compose up -d --build --remove-orphans --wait --wait-timeout "$timeout" &
+up=$!
+while kill -0 "$up" 2>/dev/null; do
+  sleep 30
+  if kill -0 "$up" 2>/dev/null; then
+    log "waiting: $(docker compose ps --format '{{.Service}} {{.Status}}' | tr '\n' ';' | sed 's/;$//')"
+    last=$(docker compose logs --no-log-prefix --tail 1 vllm 2>/dev/null | tail -n 1 | cut -c1-160)
+    [ -n "$last" ] && log "vllm: $last"
+  fi
+done
+if ! wait "$up"; then
+  log "docker compose did not bring every service up within ${timeout}s"
+  exec bash "$dest/bin/wait-ready.sh" --diagnose "$ready_url"
+fi
+
+# A recreated shim may have a new address; nginx resolves service names when it (re)loads.
+docker compose exec -T nginx nginx -s reload >/dev/null
+exec bash "$dest/bin/wait-ready.sh" "$ready_url" 120

@@ -1,0 +1,205 @@
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parse } from "yaml";
+import { describe, expect, it } from "vitest";
+import { parseShimConfig } from "../../api-shim/src/config.ts";
+import { validateConfig, type TenantConfig } from "../../infra/config.ts";
+import { Secret } from "../../infra/secret.ts";
+import { bundleHash, MANIFEST, renderBundle, sha256, writeBundle, type Bundle } from "../../infra/render/bundle.ts";
+import { envEntries, renderEnvFile } from "../../infra/render/env-file.ts";
+import type { BootstrapKeyRecord } from "../../infra/render/shim-config.ts";
+import { runTool, tempDir } from "../support/tools.ts";
+
+const base = {
+  region: "us-ord", adminCidrs: ["203.0.113.7/32"], model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen2.5-7b" },
+  keys: [{ name: "app", credits: 1000, tier: "developer", models: ["qwen2.5-7b"] }],
+  pricing: { models: { "qwen2.5-7b": { promptPer1k: 0.1, completionPer1k: 0.2 } } },
+};
+
+function config(overrides: Record<string, unknown> = {}): TenantConfig {
+  const result = validateConfig({ ...base, ...overrides }, { stack: "acme" });
+  if (!result.ok) throw new Error(JSON.stringify(result.problems));
+  return result.config;
+}
+
+const keys: BootstrapKeyRecord[] = [{ id: "AbCdEf123456", name: "app", hash: `sha256:${"ab".repeat(32)}`, credits: 1000, tier: "developer", models: ["qwen2.5-7b"] }];
+const render = (c: TenantConfig): Bundle => renderBundle(c, { images: c.images, bootstrapKeys: keys });
+
+/** The TLS modes, each with what changes in the bundle. */
+const modes: [string, TenantConfig][] = [
+  ["letsencrypt", config({ tls: { mode: "letsencrypt", email: "ops@example.com" } })],
+  ["self-signed", config({ tls: { mode: "self-signed" }, allowedCidrs: ["198.51.100.0/24"] })],
+  ["off, with external providers", config({
+    tls: { mode: "off" },
+    providers: [
+      { name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: Secret.of("gsk_test") },
+      { name: "claude", model: "anthropic/claude-sonnet-4-5", apiKey: Secret.of("sk-ant-test") },
+    ],
+  })],
+];
+
+function written(bundle: Bundle): string {
+  const dir = tempDir();
+  writeBundle(dir, bundle);
+  return dir;
+}
+
+describe.each(modes)("the bundle, tls %s", (_mode, c) => {
+  const bundle = render(c);
+  const compose = parse(bundle.get("compose.yaml")!);
+
+  it("passes `docker-compose config` with the .env.example filled in", () => {
+    const dir = written(bundle);
+    copyFileSync(join(dir, ".env.example"), join(dir, ".env"));
+    const result = runTool("docker-compose", ["-f", "compose.yaml", "config", "-q"], { cwd: dir });
+    expect(result.output).toBe("");
+    expect(result.status).toBe(0);
+  });
+
+  it("publishes ports from nginx alone, reserves the GPU and passes the model's flags to vLLM", () => {
+    const published = Object.entries(compose.services).filter(([, s]) => (s as { ports?: unknown[] }).ports?.length);
+    expect(published.map(([name]) => name)).toEqual(["nginx"]);
+    expect(compose.services.nginx.ports).toEqual(c.tls.mode === "off" ? ["80:8080"] : ["80:8080", "443:8443"]);
+    expect(compose.services.vllm.deploy.resources.reservations.devices).toEqual([{ driver: "nvidia", count: "all", capabilities: ["gpu"] }]);
+    expect(compose.services.vllm.ipc).toBe("host");
+    expect(compose.services.vllm.command).toEqual([
+      "Qwen/Qwen2.5-7B-Instruct", "--served-model-name", "qwen2.5-7b", "--host", "0.0.0.0", "--port", "8000",
+      "--max-model-len", "8192", "--gpu-memory-utilization", "0.9", "--tensor-parallel-size", "1",
+    ]);
+    expect(compose.services.vllm.volumes[0]).toMatch(/\/huggingface:\/root\/\.cache\/huggingface$/);
+    expect(compose.services.shim.build.context).toBe("./api-shim");
+    expect(compose.services.shim.volumes[0]).toMatch(/\/shim:\/app\/data$/);
+  });
+
+  it("keeps every secret a ${…} reference to .env", () => {
+    const text = bundle.get("compose.yaml")!;
+    expect(text).toContain("${VLLM_API_KEY:?set VLLM_API_KEY in .env}");
+    expect(text).toContain("${SHIM_ADMIN_TOKEN:?set SHIM_ADMIN_TOKEN in .env}");
+    for (const [, file] of bundle) for (const secret of ["gsk_test", "sk-ant-test"]) expect(file).not.toContain(secret);
+  });
+
+  it("runs certbot only for Let's Encrypt", () => {
+    expect("certbot" in compose.services).toBe(c.tls.mode === "letsencrypt");
+    expect(bundle.has("tls/certbot-renew.sh")).toBe(c.tls.mode === "letsencrypt");
+  });
+
+  it("renders an nginx.conf that passes `nginx -t` (upstream address substituted)", () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "nginx.conf"), bundle.get("nginx/nginx.conf")!.replace("server shim:8080;", "server 127.0.0.1:9;"));
+    mkdirSync(join(dir, "tls"));
+    const cert = runTool("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+      "-subj", "/CN=localhost", "-keyout", join(dir, "tls/privkey.pem"), "-out", join(dir, "tls/fullchain.pem")]);
+    expect(cert.status, cert.output).toBe(0);
+    const result = runTool("nginx", ["-t", "-p", dir, "-c", join(dir, "nginx.conf"), "-e", join(dir, "error.log"), "-g", `pid ${dir}/nginx.pid;`]);
+    expect(result.status, result.output).toBe(0);
+    expect(result.output).toContain("test is successful");
+  });
+
+  it("gives LiteLLM the vLLM model and each provider, keys from the environment", () => {
+    const litellm = parse(bundle.get("litellm/config.yaml")!);
+    expect(litellm.model_list[0]).toEqual({
+      model_name: "qwen2.5-7b",
+      litellm_params: { model: "hosted_vllm/qwen2.5-7b", api_base: "http://vllm:8000/v1", api_key: "os.environ/VLLM_API_KEY" },
+    });
+    expect(litellm.model_list.slice(1)).toEqual(c.providers.map((p, i) => ({
+      model_name: p.name, litellm_params: { model: p.model, api_key: `os.environ/${p.provider.toUpperCase()}_API_KEY_${i}` },
+    })));
+    expect(litellm.general_settings.master_key).toBe("os.environ/LITELLM_MASTER_KEY");
+    for (const p of c.providers.map((x, i) => `${x.provider.toUpperCase()}_API_KEY_${i}`)) {
+      expect(compose.services.litellm.environment[p]).toBe(`\${${p}:?set ${p} in .env}`);
+    }
+  });
+
+  it("renders a shim config the shim's own parser accepts, with prices, tiers, models and key hashes", () => {
+    const shimConfig = bundle.get("shim/config.yaml")!;
+    const parsed = parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/app/config.yaml" }, () => shimConfig);
+    expect(parsed.pricing.request).toBe(1_000_000);
+    expect(parsed.tiers.get("developer")).toEqual({ rpm: 100, tpm: 100_000 });
+    expect([...parsed.models!.keys()]).toEqual(["qwen2.5-7b", ...c.providers.map((p) => p.name)]);
+    expect(parsed.models!.get("qwen2.5-7b")?.maxModelLen).toBe(8192);
+    expect(parsed.bootstrapKeys).toEqual([expect.objectContaining({ id: "AbCdEf123456", hash: keys[0]!.hash, tier: "developer" })]);
+    expect(shimConfig).not.toMatch(/sk-gs-/);
+  });
+});
+
+describe("the bundle's files", () => {
+  const bundle = render(config());
+
+  it("lists every file with its SHA-256 in the manifest the host verifies", () => {
+    const dir = written(bundle);
+    const result = runTool("sha256sum", ["--strict", "-c", MANIFEST], { cwd: dir });
+    expect(result.status, result.output).toBe(0);
+    expect(bundle.get(MANIFEST)!.trim().split("\n")).toHaveLength(bundle.size - 1);
+    const tampered = written(bundle);
+    writeFileSync(join(tampered, "compose.yaml"), "services: {}\n");
+    expect(runTool("sha256sum", ["--strict", "--quiet", "-c", MANIFEST], { cwd: tampered }).status).not.toBe(0);
+  });
+
+  it("holds every file the shim's Dockerfile copies", () => {
+    const dockerfile = bundle.get("api-shim/Dockerfile")!;
+    const sources = dockerfile.split("\n").filter((l) => /^COPY\s/.test(l)).flatMap((l) => l.trim().split(/\s+/).slice(1, -1));
+    expect(sources).toEqual(["package.json", "package-lock.json", "src/"]);
+    for (const source of sources) {
+      const path = `api-shim/${source}`;
+      expect(source.endsWith("/") ? [...bundle.keys()].some((k) => k.startsWith(path)) : bundle.has(path), path).toBe(true);
+    }
+    expect(bundle.has("api-shim/src/server.ts")).toBe(true);
+    expect(bundle.get("api-shim/.dockerignore")).not.toMatch(/^(src|package(-lock)?\.json)$/m);
+  });
+
+  it("has a standalone lockfile that `npm ci --omit=dev` installs, with the shim's dependencies", () => {
+    const dir = written(bundle);
+    const pkg = JSON.parse(bundle.get("api-shim/package.json")!);
+    expect(pkg.devDependencies).toBeUndefined();
+    const lock = JSON.parse(bundle.get("api-shim/package-lock.json")!);
+    for (const dep of Object.keys(pkg.dependencies)) expect(lock.packages[`node_modules/${dep}`], dep).toBeDefined();
+    const result = runTool("npm", ["ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund"], { cwd: join(dir, "api-shim") });
+    expect(result.status, result.output).toBe(0);
+    const load = runTool("node", ["-e", "import('fastify').then(() => import('better-sqlite3')).then(() => console.log('loaded'))"], { cwd: join(dir, "api-shim") });
+    expect(load.output.trim()).toBe("loaded");
+  }, 120_000);
+
+  it.each(["bin/deploy.sh", "bin/wait-ready.sh", "bin/make-self-signed-cert.sh", "nginx/reload-on-cert-change.sh"])("%s passes shellcheck", (path) => {
+    const dir = written(bundle);
+    const result = runTool("shellcheck", ["-x", join(dir, path)]);
+    expect(result.output).toBe("");
+    expect(result.status).toBe(0);
+  });
+
+  it("changes with the model, prices and keys, and only with what is rendered", () => {
+    const hash = bundleHash(bundle);
+    expect(bundleHash(render(config()))).toBe(hash);
+    expect(bundleHash(render(config({ model: { id: "mistralai/Mistral-7B-Instruct-v0.3", servedName: "qwen2.5-7b" } })))).not.toBe(hash);
+    expect(bundleHash(render(config({ pricing: { request: 2 } })))).not.toBe(hash);
+    expect(bundleHash(renderBundle(config(), { images: config().images, bootstrapKeys: [] }))).not.toBe(hash);
+  });
+});
+
+describe(".env", () => {
+  const c = modes[2]![1];
+  const entries = envEntries(c, { vllmApiKey: "v".repeat(48), litellmMasterKey: "sk-m", shimAdminToken: "a".repeat(48), providerKeys: ["gsk_1", "sk-ant-2"] }, "llm.example.com");
+
+  it("carries every variable compose.yaml needs, and the example lists the same ones", () => {
+    const text = renderEnvFile(entries);
+    expect(text).toContain("GROQ_API_KEY_0=gsk_1\n");
+    expect(text).toContain("ANTHROPIC_API_KEY_1=sk-ant-2\n");
+    const needed = [...render(c).get("compose.yaml")!.matchAll(/\$\{([A-Z0-9_]+)/g)].map((m) => m[1]);
+    const names = entries.map(([n]) => n);
+    for (const n of needed) expect(names).toContain(n);
+    const example = render(c).get(".env.example")!;
+    for (const n of names) expect(example).toMatch(new RegExp(`^${n}=`, "m"));
+  });
+
+  it("refuses values Compose would interpret", () => {
+    expect(() => renderEnvFile([["HF_TOKEN", "a b"]])).toThrow(/characters Compose would interpret/);
+    expect(() => renderEnvFile([["HF_TOKEN", "x$y"]])).toThrow(/characters Compose would interpret/);
+    expect(sha256("x")).toHaveLength(64);
+  });
+});
+
+it("the rendered cloud-init does not change when serving config changes", async () => {
+  const { renderCloudInit } = await import("../../infra/render/cloud-init.ts");
+  const a = renderCloudInit({ tenant: "acme", volumeDevice: "/dev/x" });
+  expect(readFileSync(new URL("../../templates/cloud-init.yaml", import.meta.url), "utf8")).not.toContain("qwen");
+  expect(a).not.toContain("qwen");
+});
