@@ -1,0 +1,126 @@
+import * as tls from "node:tls";
+import OpenAI from "openai";
+import { parse } from "yaml";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { validateConfig, type TenantConfig } from "../../infra/config.ts";
+import { renderBundle } from "../../infra/render/bundle.ts";
+import { NGINX_HTTP_PORT, NGINX_HTTPS_PORT } from "../../infra/render/compose.ts";
+import { startNginx, type RunningNginx } from "../support/nginx.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+
+/**
+ * The tenant's data path for real: Debian's nginx running the rendered nginx.conf (only the
+ * shim's address substituted), the real shim with the rendered shim config, and the fake vLLM,
+ * driven over HTTPS by the official OpenAI SDK.
+ */
+const result = validateConfig({
+  region: "us-ord",
+  model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen2.5-7b" },
+  adminCidrs: ["203.0.113.7/32"],
+  tls: { mode: "self-signed" },
+  limits: { maxBodyMb: 1 },
+  pricing: { models: { "qwen2.5-7b": { promptPer1k: 0.1, completionPer1k: 0.2 } } },
+}, { stack: "e2e" });
+if (!result.ok) throw new Error(JSON.stringify(result.problems));
+const config: TenantConfig = result.config;
+const bundle = renderBundle(config, { images: config.images, bootstrapKeys: [] });
+
+let shim: Harness;
+let nginx: RunningNginx;
+let key: string;
+const base = `https://localhost:${NGINX_HTTPS_PORT}`;
+const client = (options: { timeout?: number } = {}) => new OpenAI({ apiKey: key, baseURL: `${base}/v1`, maxRetries: 0, timeout: options.timeout ?? 20_000 });
+
+beforeAll(async () => {
+  shim = await startShim({
+    file: parse(bundle.get("shim/config.yaml")!),
+    // nginx is the proxy in front, on loopback here as on the compose network in production.
+    env: { SHIM_TRUST_PROXY: "127.0.0.1/32" },
+    fake: { models: [{ name: "qwen2.5-7b", root: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192 }], apiKey: "upstream-secret" },
+  });
+  ({ key } = await shim.createKey({ name: "e2e", credits: 1000, tier: "enterprise" }));
+  nginx = await startNginx(bundle.get("nginx/nginx.conf")!, new URL(shim.url).host, [NGINX_HTTP_PORT, NGINX_HTTPS_PORT]);
+  tls.setDefaultCACertificates([...tls.getCACertificates("default"), nginx.certificate]);
+});
+
+afterAll(async () => {
+  await nginx?.stop();
+  await shim?.close();
+});
+
+describe("through nginx over HTTPS", () => {
+  it("answers a chat completion, with the shim's credit headers", async () => {
+    const { data, response } = await client().chat.completions.create({
+      model: "qwen2.5-7b", messages: [{ role: "user", content: "Hello there" }], max_tokens: 5,
+    }).withResponse();
+    expect(data.choices[0]?.message.content?.length).toBeGreaterThan(0);
+    expect(data.usage?.completion_tokens).toBe(5);
+    expect(response.headers.get("x-credits-charged")).toMatch(/^\d+(\.\d+)?$/);
+    expect(response.headers.get("x-request-id")).toMatch(/^[0-9a-f]{32}$/);
+    expect(response.headers.get("strict-transport-security")).toBe("max-age=63072000");
+    expect(response.headers.get("server")).toBe("nginx");
+  });
+
+  it("delivers a stream's first event before the upstream has finished", async () => {
+    shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 150, defaultTokens: 8 };
+    try {
+      const completedBefore = shim.fake.counters.completed;
+      const stream = await client().chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Count" }], stream: true });
+      let first: { tokensSent: number; completed: number } | undefined;
+      let text = "";
+      for await (const chunk of stream) {
+        first ??= { tokensSent: shim.fake.counters.tokensSent, completed: shim.fake.counters.completed - completedBefore };
+        text += chunk.choices[0]?.delta?.content ?? "";
+      }
+      expect(first).toBeDefined();
+      expect(first!.completed).toBe(0);
+      expect(text.length).toBeGreaterThan(0);
+      expect(shim.fake.counters.completed - completedBefore).toBe(1);
+    } finally {
+      shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 0 };
+    }
+  });
+
+  it("refuses /admin from an address outside adminCidrs, in OpenAI's error shape", async () => {
+    const res = await fetch(`${base}/admin/keys`, { headers: { authorization: `Bearer ${shim.adminToken}` } });
+    expect(res.status).toBe(403);
+    expect(res.headers.get("content-type")).toBe("application/json");
+    expect(await res.json()).toEqual({ error: {
+      message: "This path is not available from your address.", type: "permission_error", param: null, code: "forbidden",
+    } });
+  });
+
+  it("answers an oversized body 413 in OpenAI's shape, without bothering the shim", async () => {
+    const received = shim.fake.counters.received;
+    const err = await client().chat.completions.create({
+      model: "qwen2.5-7b", messages: [{ role: "user", content: "x".repeat(1_200_000) }],
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    const apiError = err as InstanceType<typeof OpenAI.APIError>;
+    expect(apiError.status).toBe(413);
+    expect(apiError.error).toEqual({
+      message: "Request body too large: the limit is 1 MB.", type: "invalid_request_error", param: null, code: "request_too_large",
+    });
+    expect(shim.fake.counters.received).toBe(received);
+  });
+
+  it("redirects plain HTTP to HTTPS, keeping the method (308)", async () => {
+    const res = await fetch(`http://127.0.0.1:${NGINX_HTTP_PORT}/v1/chat/completions`, { method: "POST", redirect: "manual" });
+    expect(res.status).toBe(308);
+    expect(res.headers.get("location")).toBe("https://127.0.0.1/v1/chat/completions");
+  });
+
+  // Last: it spends this address's request budget.
+  it("rate-limits one address with nginx's own 429, in OpenAI's shape, before the shim", async () => {
+    const results = await Promise.all(Array.from({ length: 60 }, () => client().models.list().then(() => "ok", (e: unknown) => e)));
+    const limited = results.filter((r): r is InstanceType<typeof OpenAI.RateLimitError> => r instanceof OpenAI.RateLimitError);
+    expect(results.filter((r) => r === "ok").length).toBeGreaterThanOrEqual(20);
+    expect(limited.length).toBeGreaterThan(0);
+    expect(limited.length + results.filter((r) => r === "ok").length).toBe(60);
+    expect(limited[0]!.error).toEqual({
+      message: "Too many requests from your address; retry after 1 second.", type: "rate_limit_exceeded", param: null,
+      code: "rate_limit_exceeded", retry_after: 1,
+    });
+    expect(limited[0]!.headers?.get("retry-after")).toBe("1");
+  });
+});

@@ -1,0 +1,76 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { runTool, tempDir } from "./tools.ts";
+
+/** The rendered nginx.conf's only upstream address (templates/nginx/nginx.conf). */
+export const RENDERED_UPSTREAM = "server shim:8080;";
+
+export interface RunningNginx {
+  readonly dir: string;
+  /** PEM of the certificate nginx serves (for the client to trust). */
+  readonly certificate: string;
+  /** What nginx wrote to stdout (access log) and stderr (error log). */
+  output(): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Debian's nginx with a rendered nginx.conf, changed in one place only: the shim's address.
+ * The certificate is made here with openssl for `localhost` and 127.0.0.1, in the tls/ directory
+ * next to the config, where the rendered config expects it.
+ */
+export async function startNginx(renderedConf: string, shimAddress: string, ports: readonly number[]): Promise<RunningNginx> {
+  if (!renderedConf.includes(RENDERED_UPSTREAM)) throw new Error(`the rendered nginx.conf has no "${RENDERED_UPSTREAM}"`);
+  const dir = tempDir("gpu-sandbox-nginx-");
+  writeFileSync(join(dir, "nginx.conf"), renderedConf.replace(RENDERED_UPSTREAM, `server ${shimAddress};`));
+  mkdirSync(join(dir, "tls"));
+  const cert = runTool("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    "-keyout", join(dir, "tls/privkey.pem"), "-out", join(dir, "tls/fullchain.pem")]);
+  if (cert.status !== 0) throw new Error(`openssl: ${cert.output}`);
+
+  const logPath = join(dir, "nginx.out");
+  const fd = openSync(logPath, "w");
+  let child: ChildProcess;
+  try {
+    child = spawn("nginx", ["-p", dir, "-c", join(dir, "nginx.conf"), "-e", join(dir, "error.log"), "-g", `daemon off; pid ${dir}/nginx.pid;`],
+      { stdio: ["ignore", fd, fd] });
+  } finally {
+    closeSync(fd);
+  }
+  const output = () => readFileSync(logPath, "utf8");
+  let exited = false;
+  child.once("exit", () => { exited = true; });
+  for (const port of ports) {
+    await waitForPort(port, () => (exited ? `nginx exited:\n${output()}` : undefined));
+  }
+  return {
+    dir,
+    certificate: readFileSync(join(dir, "tls/fullchain.pem"), "utf8"),
+    output,
+    async stop() {
+      if (exited) return;
+      const done = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGQUIT");
+      await done;
+    },
+  };
+}
+
+async function waitForPort(port: number, failure: () => string | undefined, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const problem = failure();
+    if (problem) throw new Error(problem);
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, "127.0.0.1");
+      socket.once("connect", () => { socket.destroy(); resolve(true); });
+      socket.once("error", () => resolve(false));
+    });
+    if (open) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
