@@ -64,6 +64,7 @@ describe("SqliteStore", () => {
   it("releases the reservations of other instances (a dead process) and keeps its own", async () => {
     await store.createKey(newKey("k", 10));
     await store.reserve({ reservationId: "mine", keyId: "k", amount: 2, at: 1 });
+    await store.flush(); // group commit: let the other connection write
     const dead = new SqliteStore(file);
     await dead.reserve({ reservationId: "theirs", keyId: "k", amount: 5, at: 1 });
     await dead.close();
@@ -96,6 +97,18 @@ describe("SqliteStore", () => {
     }
     const days = await store.usage({ keyId: null, from: 0, to: Date.UTC(2027, 0, 1), group: "day" });
     expect(days.map((d) => [d.group, d.requests])).toEqual([["2026-01-01", 1], ["2026-01-02", 2]]);
+  });
+
+  it("group-commits request-path writes once per event-loop turn, atomically", async () => {
+    await store.createKey(newKey("k", 10));
+    const reader = new Database(file, { readonly: true });
+    const held = () => (reader.prepare("SELECT held FROM keys WHERE id = 'k'").get() as { held: number }).held;
+    await store.reserve({ reservationId: "a", keyId: "k", amount: 1, at: 1 });
+    await store.reserve({ reservationId: "b", keyId: "k", amount: 2, at: 1 });
+    expect(held()).toBe(0); // not committed yet: another connection sees the last committed state
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(held()).toBe(3); // one commit at the end of the turn covered both
+    reader.close();
   });
 
   it("every failure is StoreUnavailableError (fail closed)", async () => {
