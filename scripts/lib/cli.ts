@@ -1,0 +1,106 @@
+// Argument parsing, output and error handling shared by the operator scripts, so every script
+// reports a bad flag, prints --help and exits the same way.
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+/** A mistake the user can fix (a bad flag, a missing variable, an API refusal): shown without a stack trace. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** Where a script prints. Tests pass their own to read what a user would see. */
+export interface Io {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+export const consoleIo: Io = {
+  out: (text) => console.log(text),
+  err: (text) => console.error(text),
+};
+
+/** An Io that keeps every line, for tests and for scripts that print a report at the end. */
+export function memoryIo(): Io & { stdout: string[]; stderr: string[]; text(): string } {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  return {
+    stdout, stderr,
+    out: (t) => { stdout.push(t); },
+    err: (t) => { stderr.push(t); },
+    text: () => [...stdout, ...stderr].join("\n"),
+  };
+}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/**
+ * node:util parseArgs with `--help` added and its errors turned into UsageErrors that end with
+ * the usage text. `rejected` maps flags that must never be accepted to the reason (e.g. an
+ * admin token given on the command line would land in shell history).
+ */
+export function parseFlags<O extends Options>(
+  argv: readonly string[],
+  options: O,
+  usage: string,
+  config: { positionals?: boolean; rejected?: Record<string, string> } = {},
+) {
+  for (const arg of argv) {
+    const name = arg.startsWith("--") ? arg.slice(2).split("=")[0]! : undefined;
+    const reason = name === undefined ? undefined : config.rejected?.[name];
+    if (reason) throw new UsageError(`--${name} is not accepted: ${reason}`);
+  }
+  try {
+    return parseArgs({
+      args: [...argv],
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      allowPositionals: config.positionals ?? false,
+      strict: true,
+    });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\n\n${usage}`);
+  }
+}
+
+/** `value` when it is one of `allowed`, else a UsageError naming the flag and the allowed values. */
+export function oneOf<T extends string>(flag: string, value: string | undefined, allowed: readonly T[], fallback: T): T {
+  if (value === undefined) return fallback;
+  if ((allowed as readonly string[]).includes(value)) return value as T;
+  throw new UsageError(`--${flag} "${value}" is not allowed; use one of: ${allowed.join(", ")}`);
+}
+
+/** A required flag's value, or a UsageError saying what it is for. */
+export function required(flag: string, value: string | undefined, what: string): string {
+  if (value === undefined || value === "") throw new UsageError(`--${flag} is required: ${what}`);
+  return value;
+}
+
+/** "a, b ,c" → ["a", "b", "c"]; empty items dropped. */
+export function commaList(value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  return value.split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+/**
+ * Runs a script body: returns its exit code; a UsageError prints its message (no stack trace)
+ * and gives 1. Anything else is a bug and keeps its stack.
+ */
+export async function runScript(io: Io, body: () => Promise<number>): Promise<number> {
+  try {
+    return await body();
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(err.message);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+/** "1h 5m", "3m 2s", "450 ms": durations as an operator reads them. */
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${(ms / 1000).toFixed(1)} s`;
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h > 0 ? `${h}h ${m}m` : `${m}m ${s % 60}s`;
+}

@@ -1,0 +1,25 @@
+// What a script needs from the outside world, in one object: tests replace any part of it
+// (a fake Pulumi CLI, a temp project root, a fixed clock, captured output).
+import { consoleIo, type Io } from "./cli.ts";
+import { type PulumiCli, realPulumi } from "./pulumi.ts";
+
+export interface ScriptDeps {
+  /** The project root: Pulumi.yaml and stacks/. */
+  readonly root: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly io: Io;
+  readonly pulumi: PulumiCli;
+  readonly now: () => Date;
+}
+
+export function withDefaults(partial: Partial<ScriptDeps> = {}): ScriptDeps {
+  const root = partial.root ?? process.cwd();
+  const env = partial.env ?? process.env;
+  return {
+    root,
+    env,
+    io: partial.io ?? consoleIo,
+    pulumi: partial.pulumi ?? realPulumi(root, env),
+    now: partial.now ?? (() => new Date()),
+  };
+}

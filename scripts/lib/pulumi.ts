@@ -1,0 +1,105 @@
+// The one place the scripts run the Pulumi CLI. Scripts take a `PulumiCli`; tests hand them a
+// fake that records every call, so nothing here needs a cloud or a Pulumi install to be tested.
+import { $, which } from "zx";
+
+export interface PulumiResult {
+  readonly exitCode: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export interface RunOptions {
+  /** Written to stdin. Secrets travel only this way, never in argv (visible in `ps`, logs). */
+  readonly input?: string;
+  /** Called with output as it arrives, for long commands (destroy). */
+  readonly onOutput?: (chunk: string) => void;
+}
+
+export interface PulumiCli {
+  /** Whether the `pulumi` program is on PATH. */
+  available(): Promise<boolean>;
+  /** Runs `pulumi <args>` in the project root. Never throws for a non-zero exit. */
+  run(args: readonly string[], options?: RunOptions): Promise<PulumiResult>;
+}
+
+/** The real CLI through zx, in `root` (where Pulumi.yaml is). */
+export function realPulumi(root: string, env: NodeJS.ProcessEnv = process.env): PulumiCli {
+  return {
+    async available() {
+      return (await which("pulumi", { nothrow: true, path: env.PATH ?? "" })) !== null;
+    },
+    async run(args, options = {}) {
+      // No update check or colours: the output is parsed or goes to cron mail.
+      const p = $({
+        cwd: root, quiet: true, nothrow: true,
+        env: { ...env, PULUMI_SKIP_UPDATE_CHECK: "true" },
+        ...(options.input !== undefined ? { input: options.input } : {}),
+      })`pulumi ${args} --color never`;
+      if (options.onOutput) {
+        p.stdout.on("data", (d: Buffer) => options.onOutput!(d.toString()));
+        p.stderr.on("data", (d: Buffer) => options.onOutput!(d.toString()));
+      }
+      const out = await p;
+      return { exitCode: out.exitCode ?? 1, stdout: out.stdout, stderr: out.stderr };
+    },
+  };
+}
+
+export class PulumiError extends Error {
+  override name = "PulumiError";
+}
+
+/** The command as a user would type it (for messages and "run this" hints). */
+export function commandLine(args: readonly string[]): string {
+  return ["pulumi", ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", "'\\''")}'`)).join(" ");
+}
+
+/** The last lines of a failed command's output, for an error message. */
+export function tail(result: PulumiResult, lines = 8): string {
+  const text = `${result.stderr}\n${result.stdout}`.trim();
+  return text.split("\n").slice(-lines).map((l) => `  ${l}`).join("\n");
+}
+
+export type StackOutputs = Readonly<Record<string, unknown>>;
+
+export type OutputsResult =
+  | { readonly kind: "outputs"; readonly outputs: StackOutputs }
+  /** The backend has no such stack (never initialised, or removed). */
+  | { readonly kind: "no-stack" }
+  | { readonly kind: "error"; readonly message: string };
+
+/**
+ * `pulumi stack output --json --stack <stack>`. A stack that exists but was never deployed (or
+ * was destroyed) has no outputs: `{}`. Without `showSecrets`, secrets read "[secret]".
+ */
+export async function stackOutputs(cli: PulumiCli, stack: string, options: { showSecrets?: boolean } = {}): Promise<OutputsResult> {
+  const args = ["stack", "output", "--json", "--stack", stack, ...(options.showSecrets ? ["--show-secrets"] : [])];
+  const r = await cli.run(args);
+  if (r.exitCode !== 0) {
+    if (/no stack named|stack .* not found/i.test(r.stderr)) return { kind: "no-stack" };
+    return { kind: "error", message: (r.stderr || r.stdout).trim().split("\n")[0] ?? `exit ${r.exitCode}` };
+  }
+  try {
+    const parsed: unknown = JSON.parse(r.stdout || "{}");
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object");
+    return { kind: "outputs", outputs: parsed as StackOutputs };
+  } catch {
+    return { kind: "error", message: `\`${commandLine(args)}\` did not print a JSON object` };
+  }
+}
+
+/** Runs a command and throws a PulumiError with its output's end when it fails. */
+export async function runOrThrow(cli: PulumiCli, args: readonly string[], options?: RunOptions): Promise<PulumiResult> {
+  const r = await cli.run(args, options);
+  if (r.exitCode !== 0) throw new PulumiError(`\`${commandLine(args)}\` failed (exit ${r.exitCode}):\n${tail(r)}`);
+  return r;
+}
+
+/** Stores a secret in the stack's config; the value goes through stdin, never argv. */
+export function setSecretArgs(stack: string, key: string): string[] {
+  return ["config", "set", "--secret", "--stack", stack, key];
+}
+
+export function destroyArgs(stack: string): string[] {
+  return ["destroy", "--yes", "--non-interactive", "--stack", stack];
+}

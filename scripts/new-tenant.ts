@@ -1,0 +1,259 @@
+// npm run new-tenant -- <name> --region <id> [...]
+// Writes stacks/Pulumi.<name>.yaml from flags, checked by the same validator as `pulumi up`
+// (nothing is written when it finds a problem), then initialises the Pulumi stack and stores
+// the Linode and Hugging Face tokens as secrets, read from the environment and passed on stdin.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, relative } from "node:path";
+import { Document, isMap, isScalar, type Pair } from "yaml";
+import { validateConfig } from "../infra/config.ts";
+import { formatProblem } from "../infra/config/checks.ts";
+import { CONFIG_NAMESPACE, type ConfigProblem, type TenantConfig } from "../infra/config/types.ts";
+import { planFor } from "../infra/plan.ts";
+import { Secret } from "../infra/secret.ts";
+import { stackFilePath } from "../infra/stack-file.ts";
+import { commaList, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
+import { commandLine, type PulumiCli, setSecretArgs, tail } from "./lib/pulumi.ts";
+
+const USAGE = `Usage: npm run new-tenant -- <name> --region <id> [options]
+
+Writes stacks/Pulumi.<name>.yaml, validated like \`pulumi up\` (nothing is written if a flag is
+wrong; an existing file is never overwritten). With the pulumi CLI on PATH it then runs
+\`pulumi stack init <name>\` (with your current login; \`pulumi login --local\` if there is none)
+and stores secrets from the environment with \`pulumi config set --secret\` (values on stdin):
+LINODE_TOKEN → linode:token, and with --hf-token-from-env HF_TOKEN → gpu-sandbox:hfToken.
+Without the CLI it prints those commands.
+
+  <name>                     3-24 lowercase letters, digits and hyphens: the stack and tenant name
+  --region <id>              Linode region with the plan's GPU, e.g. us-ord (required)
+  --plan <id>                GPU plan (default g2-gpu-rtx4000a1-s); see docs/configuration.md
+  --model <hf id>            Hugging Face model, e.g. mistralai/Mistral-7B-Instruct-v0.3
+  --served-name <name>       the name clients send as "model" (default: the model id)
+  --allowed-cidrs <a,b>      who may reach 80/443 (default 0.0.0.0/0,::/0)
+  --admin-cidrs <a,b>        who may reach SSH and /admin; \`pulumi up\` deploys over SSH, so
+                             put your address here, e.g. 203.0.113.7/32
+  --ttl-hours <n>            destroy by \`npm run reap-expired\` n hours after the first \`pulumi up\`
+  --key <name:credits:tier>  a bootstrap API key (repeatable), e.g. app:1000:developer
+  --tls <mode>               letsencrypt (default), self-signed or off
+  --email <address>          Let's Encrypt account email
+  --hf-token-from-env        store $HF_TOKEN as gpu-sandbox:hfToken (gated models)
+
+Examples:
+  npm run new-tenant -- acme --region us-ord --plan g2-gpu-rtx4000a1-s \\
+    --model mistralai/Mistral-7B-Instruct-v0.3 --allowed-cidrs 0.0.0.0/0 \\
+    --admin-cidrs 203.0.113.7/32 --ttl-hours 24 --key app:1000:developer
+  HF_TOKEN=hf_… npm run new-tenant -- team-01 --region de-fra-2 --model meta-llama/Llama-3.1-8B-Instruct \\
+    --admin-cidrs 203.0.113.7/32 --tls self-signed --allowed-cidrs 198.51.100.0/24 --hf-token-from-env`;
+
+const OPTIONS = {
+  region: { type: "string" },
+  plan: { type: "string" },
+  model: { type: "string" },
+  "served-name": { type: "string" },
+  "allowed-cidrs": { type: "string" },
+  "admin-cidrs": { type: "string" },
+  "ttl-hours": { type: "string" },
+  key: { type: "string", multiple: true },
+  tls: { type: "string" },
+  email: { type: "string" },
+  "hf-token-from-env": { type: "boolean" },
+} as const;
+
+export type NewTenantFlags = {
+  readonly [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K] extends { multiple: true } ? string[] : (typeof OPTIONS)[K] extends { type: "boolean" } ? boolean : string;
+};
+
+/** The flag behind each config key, so a validator message can name what to change. */
+const FLAG_OF: readonly [configKey: string, flag: string][] = [
+  ["(stack name)", "<name>"], ["region", "--region"], ["plan", "--plan"], ["model.id", "--model"],
+  ["model.servedName", "--served-name"], ["allowedCidrs", "--allowed-cidrs"], ["adminCidrs", "--admin-cidrs"],
+  ["ttlHours", "--ttl-hours"], ["keys", "--key"], ["tls.mode", "--tls"], ["tls.email", "--email"], ["hfToken", "--hf-token-from-env"],
+];
+
+/** Secrets new-tenant stores in the stack: environment variable → config key. */
+export const SECRETS_FROM_ENV = [
+  { env: "LINODE_TOKEN", key: "linode:token", always: true },
+  { env: "HF_TOKEN", key: `${CONFIG_NAMESPACE}:hfToken`, always: false },
+] as const;
+
+/** A number when the text is one ("24" → 24), else the text, so the validator names the bad value. */
+const numeric = (s: string): number | string => (/^-?\d+(\.\d+)?$/.test(s.trim()) ? Number(s) : s);
+
+/**
+ * Flags → raw stack config (keys without the namespace), in the order the file shows them.
+ * Only what the operator gave is written: defaults stay defaults (docs/configuration.md).
+ */
+export function configFromFlags(flags: NewTenantFlags): Record<string, unknown> {
+  const raw: Record<string, unknown> = {};
+  if (flags.region !== undefined) raw.region = flags.region;
+  if (flags.plan !== undefined) raw.plan = flags.plan;
+  if (flags.model !== undefined || flags["served-name"] !== undefined) {
+    raw.model = { ...(flags.model !== undefined ? { id: flags.model } : {}), ...(flags["served-name"] !== undefined ? { servedName: flags["served-name"] } : {}) };
+  }
+  const allowed = commaList(flags["allowed-cidrs"]);
+  if (allowed) raw.allowedCidrs = allowed;
+  const admin = commaList(flags["admin-cidrs"]);
+  if (admin) raw.adminCidrs = admin;
+  if (flags.tls !== undefined || flags.email !== undefined) {
+    raw.tls = { ...(flags.tls !== undefined ? { mode: flags.tls } : {}), ...(flags.email !== undefined ? { email: flags.email } : {}) };
+  }
+  if (flags.key?.length) raw.keys = flags.key.map(parseKeyFlag);
+  if (flags["ttl-hours"] !== undefined) raw.ttlHours = numeric(flags["ttl-hours"]);
+  return raw;
+}
+
+/** `app:1000:developer` → { name, credits, tier }; the validator judges the values. */
+export function parseKeyFlag(text: string): Record<string, unknown> {
+  const parts = text.split(":");
+  if (parts.length < 2 || parts.length > 3 || parts.some((p) => p.trim() === "")) {
+    throw new UsageError(`--key "${text}" must be name:credits:tier, e.g. app:1000:developer (tiers: free, developer, pro, enterprise or your own)`);
+  }
+  const [name, credits, tier] = parts as [string, string, string | undefined];
+  return { name, credits: numeric(credits), ...(tier !== undefined ? { tier } : {}) };
+}
+
+/** Each validator problem, prefixed with the flag to change. */
+export function describeFlagProblems(problems: readonly ConfigProblem[]): string {
+  const lines = problems.map((p) => {
+    const flag = FLAG_OF.find(([key]) => p.key === key || p.key.startsWith(`${key}.`) || p.key.startsWith(`${key}[`))?.[1];
+    return `  - ${flag ? `${flag}: ` : ""}${formatProblem(p, CONFIG_NAMESPACE)}`;
+  });
+  const noun = problems.length === 1 ? "problem" : "problems";
+  return `new-tenant: ${problems.length} ${noun}; nothing was written:\n${lines.join("\n")}\nSee \`npm run new-tenant -- --help\` and docs/configuration.md.`;
+}
+
+/** The stack file: YAML built as objects, a header saying what it is and costs, comments on the keys that matter. */
+export function stackFileText(raw: Record<string, unknown>, config: TenantConfig, now: Date): string {
+  const planLines = new Map(planFor(config).lines);
+  const doc = new Document({ config: Object.fromEntries(Object.entries(raw).map(([k, v]) => [`${CONFIG_NAMESPACE}:${k}`, v])) });
+  doc.commentBefore = [
+    ` Tenant ${config.tenant}: written by \`npm run new-tenant\` on ${now.toISOString().replace(/\.\d+Z$/, "Z")}.`,
+    ` GPU: ${planLines.get("GPU")}`,
+    ` Cost: ${planLines.get("Cost")}`,
+    ` Expires: ${planLines.get("Expires")}`,
+    ` Review: npm run render -- --stack ${config.tenant}    Deploy: pulumi up --stack ${config.tenant}`,
+    " Every key is described in docs/configuration.md; secrets are added by `pulumi config set --secret`.",
+  ].join("\n");
+  const comments: Record<string, string> = {
+    allowedCidrs: " Who may reach HTTPS (443) and HTTP (80).",
+    adminCidrs: " Who may reach SSH (22) and /admin; `pulumi up` deploys over SSH from here.",
+    keys: " Made at deploy time; plaintext only in the secret output apiKeys.",
+  };
+  const map = doc.get("config", true);
+  if (isMap(map)) {
+    for (const pair of map.items as Pair[]) {
+      const key = isScalar(pair.key) ? String(pair.key.value).slice(CONFIG_NAMESPACE.length + 1) : "";
+      if (comments[key] && isScalar(pair.key)) pair.key.commentBefore = comments[key];
+    }
+  }
+  return doc.toString();
+}
+
+export interface NewTenantRequest {
+  readonly name: string;
+  readonly flags: NewTenantFlags;
+}
+
+/** Validates, writes the stack file, then sets the stack up in Pulumi (or says how). */
+export async function newTenant(req: NewTenantRequest, deps: ScriptDeps): Promise<number> {
+  const { io, env } = deps;
+  const raw = configFromFlags(req.flags);
+  const hfToken = req.flags["hf-token-from-env"] ? env.HF_TOKEN : undefined;
+  if (req.flags["hf-token-from-env"] && !hfToken) {
+    throw new UsageError("--hf-token-from-env: HF_TOKEN is not set; export your Hugging Face token (hf_…) first. Nothing was written.");
+  }
+  // The token is not written to the file, but the validator is told it is set (as `pulumi up` will be).
+  const result = validateConfig(hfToken ? { ...raw, hfToken: Secret.of(hfToken) } : raw, { stack: req.name });
+  if (!result.ok) throw new UsageError(describeFlagProblems(result.problems));
+
+  const path = stackFilePath(deps.root, req.name);
+  const shown = relative(deps.root, path);
+  mkdirSync(dirname(path), { recursive: true });
+  try {
+    // "wx": fails if the file exists, also when another run creates it at the same moment.
+    writeFileSync(path, stackFileText(raw, result.config, deps.now()), { flag: "wx" });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") {
+      throw new UsageError(`${shown} already exists; new-tenant never overwrites a stack file. Edit it, or pick another name.`);
+    }
+    throw err;
+  }
+  io.out(`Wrote ${shown} (${planFor(result.config).lines.find(([l]) => l === "Cost")?.[1].split(" (")[0]}).`);
+  if (result.config.adminCidrs.length === 0) {
+    io.out("Warning: no --admin-cidrs, so SSH stays closed and `pulumi up` will create the host but cannot deploy the endpoint.");
+  }
+
+  const secrets = SECRETS_FROM_ENV.filter((s) => s.always || hfToken !== undefined);
+  if (!(await deps.pulumi.available())) {
+    io.out(`The pulumi CLI is not on PATH.\n${manualSteps(req.name, secrets)}`);
+    return 0;
+  }
+  return (await initStack(deps.pulumi, req.name, secrets, env, io)) ? 0 : 1;
+}
+
+type SecretFromEnv = (typeof SECRETS_FROM_ENV)[number];
+
+async function initStack(pulumi: PulumiCli, stack: string, secrets: readonly SecretFromEnv[], env: NodeJS.ProcessEnv, io: ScriptDeps["io"]): Promise<boolean> {
+  // Use whatever backend the operator is logged in to; with none, the local one (~/.pulumi).
+  const who = await pulumi.run(["whoami"]);
+  if (who.exitCode !== 0) {
+    io.out("Not logged in to a Pulumi backend: using the local backend (pulumi login --local).");
+    const login = await pulumi.run(["login", "--local"]);
+    if (login.exitCode !== 0) return fail(io, ["login", "--local"], login, stack, secrets);
+  }
+  io.out(`Creating stack ${stack}…`);
+  const init = await pulumi.run(["stack", "init", stack]);
+  if (init.exitCode !== 0) {
+    if (!/already exists/i.test(init.stderr)) return fail(io, ["stack", "init", stack], init, stack, secrets);
+    io.out(`Stack ${stack} already exists in the backend; using it.`);
+  }
+  for (const s of secrets) {
+    const value = env[s.env];
+    if (!value) {
+      io.out(`${s.env} is not set: ${s.key} not stored (\`pulumi up\` then needs ${s.env} in its environment).`);
+      continue;
+    }
+    const args = setSecretArgs(stack, s.key);
+    // The value goes on stdin: never in argv, where `ps` and shell history would show it.
+    const r = await pulumi.run(args, { input: value });
+    if (r.exitCode !== 0) return fail(io, args, r, stack, secrets);
+    io.out(`Stored ${s.key} from $${s.env} (encrypted in the stack).`);
+  }
+  io.out(`\nNext: pulumi up --stack ${stack}\nThen: npm run smoke-test -- --url "$(pulumi stack output endpoint --stack ${stack})" (key from \`pulumi stack output apiKeys --show-secrets --stack ${stack}\`)`);
+  return true;
+}
+
+function fail(io: ScriptDeps["io"], args: readonly string[], r: { exitCode: number; stdout: string; stderr: string }, stack: string, secrets: readonly SecretFromEnv[]): false {
+  io.err(`\`${commandLine(args)}\` failed (exit ${r.exitCode}):\n${tail(r)}\nThe stack file is written; fix the cause and finish by hand:\n${manualSteps(stack, secrets)}`);
+  return false;
+}
+
+/** The commands that finish the set-up by hand; secrets are piped from the environment. */
+export function manualSteps(stack: string, secrets: readonly SecretFromEnv[]): string {
+  return [
+    "To finish (the pulumi CLI is needed: https://www.pulumi.com/docs/iac/download-install/):",
+    "  pulumi login --local        # only if you use no backend yet",
+    `  ${commandLine(["stack", "init", stack])}`,
+    ...secrets.map((s) => `  printenv ${s.env} | ${commandLine(setSecretArgs(stack, s.key))}`),
+    `  pulumi up --stack ${stack}`,
+  ].join("\n");
+}
+
+export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
+  const deps = withDefaults(partial);
+  return runScript(deps.io, async () => {
+    const { values, positionals } = parseFlags(argv, OPTIONS, USAGE, { positionals: true, rejected: {
+      "hf-token": "a token on the command line lands in shell history; export HF_TOKEN and pass --hf-token-from-env",
+      "linode-token": "a token on the command line lands in shell history; export LINODE_TOKEN",
+    } });
+    if (values.help) {
+      deps.io.out(USAGE);
+      return 0;
+    }
+    if (positionals.length !== 1) throw new UsageError(`give exactly one tenant name${positionals.length ? ` (got: ${positionals.join(" ")})` : ""}\n\n${USAGE}`);
+    const { help: _help, ...flags } = values;
+    return newTenant({ name: positionals[0]!, flags }, deps);
+  });
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));

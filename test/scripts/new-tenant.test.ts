@@ -1,0 +1,173 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { validateConfig } from "../../infra/config.ts";
+import { parseStackConfig, readStackConfig } from "../../infra/stack-file.ts";
+import { renderStack } from "../../scripts/render-stack.ts";
+import { memoryIo } from "../../scripts/lib/cli.ts";
+import { main } from "../../scripts/new-tenant.ts";
+import { tempDir } from "../support/tools.ts";
+import { FakePulumi } from "./fake-pulumi.ts";
+
+const ISSUE_EXAMPLE = [
+  "acme", "--region", "us-ord", "--plan", "g2-gpu-rtx4000a1-s", "--model", "mistralai/Mistral-7B-Instruct-v0.3",
+  "--allowed-cidrs", "0.0.0.0/0", "--admin-cidrs", "203.0.113.7/32", "--ttl-hours", "24", "--key", "app:1000:developer",
+];
+const NOW = () => new Date("2026-03-01T12:00:00Z");
+
+/** A project root holding nothing: new-tenant creates stacks/ itself; render reads templates from the repo. */
+let root: string;
+afterEach(() => {
+  // Never the repository's stacks/: every test writes into its own temp root.
+  expect(existsSync(new URL("../../stacks/Pulumi.acme.yaml", import.meta.url))).toBe(false);
+});
+
+async function run(argv: string[], options: { pulumi?: FakePulumi; env?: NodeJS.ProcessEnv } = {}) {
+  root ??= tempDir();
+  const io = memoryIo();
+  const pulumi = options.pulumi ?? Object.assign(new FakePulumi(), { installed: false });
+  const code = await main(argv, { root, io, pulumi, env: options.env ?? {}, now: NOW });
+  return { code, io, pulumi };
+}
+
+describe("new-tenant", () => {
+  it("writes a stack file that round-trips through the validator and renderStack", async () => {
+    root = tempDir();
+    const { code, io } = await run([...ISSUE_EXAMPLE, "--key", "ci:5.5:free", "--served-name", "mistral-7b", "--tls", "self-signed", "--email", "ops@example.com"]);
+    expect(code, io.text()).toBe(0);
+    const path = join(root, "stacks", "Pulumi.acme.yaml");
+    const text = readFileSync(path, "utf8");
+    expect(text).toMatch(/^# Tenant acme: written by `npm run new-tenant` on 2026-03-01T12:00:00Z\./);
+    expect(text).toContain("# Cost: $0.53/hour, $360.00/month");
+    expect(text).toContain("gpu-sandbox:region: us-ord");
+
+    // What the file says is exactly what the flags said, numbers as numbers.
+    expect(parseStackConfig(text)).toEqual({
+      region: "us-ord", plan: "g2-gpu-rtx4000a1-s", model: { id: "mistralai/Mistral-7B-Instruct-v0.3", servedName: "mistral-7b" },
+      allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["203.0.113.7/32"], tls: { mode: "self-signed", email: "ops@example.com" },
+      keys: [{ name: "app", credits: 1000, tier: "developer" }, { name: "ci", credits: 5.5, tier: "free" }], ttlHours: 24,
+    });
+    const validated = validateConfig(readStackConfig(root, "acme"), { stack: "acme" });
+    expect(validated.ok).toBe(true);
+    if (!validated.ok) return;
+    expect(validated.config.ttlHours).toBe(24);
+    expect(validated.config.keys.map((k) => k.name)).toEqual(["app", "ci"]);
+
+    const out = tempDir();
+    const rendered = renderStack(root, "acme", out);
+    expect(rendered.plan).toContain("Plan for tenant acme");
+    expect(rendered.plan).toMatch(/22\/tcp {2}from 203\.0\.113\.7\/32/);
+    expect(readFileSync(join(out, "compose.yaml"), "utf8")).toContain("mistral-7b");
+  });
+
+  it("without the pulumi CLI, says exactly what to run (secrets piped from the environment)", async () => {
+    root = tempDir();
+    const { code, io, pulumi } = await run([...ISSUE_EXAMPLE, "--hf-token-from-env"], { env: { HF_TOKEN: "hf_secret123" } });
+    expect(code).toBe(0);
+    expect(io.text()).toContain("The pulumi CLI is not on PATH.");
+    expect(io.text()).toContain("pulumi stack init acme");
+    expect(io.text()).toContain("printenv LINODE_TOKEN | pulumi config set --secret --stack acme linode:token");
+    expect(io.text()).toContain("printenv HF_TOKEN | pulumi config set --secret --stack acme gpu-sandbox:hfToken");
+    expect(io.text()).not.toContain("hf_secret123");
+    expect(pulumi.calls).toEqual([]);
+  });
+
+  it("refuses to overwrite an existing stack file", async () => {
+    root = tempDir();
+    mkdirSync(join(root, "stacks"));
+    writeFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "config:\n  gpu-sandbox:region: us-sea\n");
+    const { code, io } = await run(ISSUE_EXAMPLE);
+    expect(code).toBe(1);
+    expect(io.stderr.join("\n")).toContain("stacks/Pulumi.acme.yaml already exists; new-tenant never overwrites a stack file");
+    expect(readFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "utf8")).toBe("config:\n  gpu-sandbox:region: us-sea\n");
+  });
+
+  it("reports every bad flag with the validator's message and the flag to change, writing nothing", async () => {
+    root = tempDir();
+    const { code, io } = await run(["Acme", "--region", "mars-1", "--plan", "g9-none", "--ttl-hours", "0", "--key", "app:-1:gold", "--tls", "sometimes", "--admin-cidrs", "10.0.0.300/8"]);
+    expect(code).toBe(1);
+    const err = io.stderr.join("\n");
+    expect(err).toContain("new-tenant: 8 problems; nothing was written:");
+    expect(err).toContain('<name>: gpu-sandbox:(stack name) = "Acme": must be 3-24 characters');
+    expect(err).toContain('--region: gpu-sandbox:region = "mars-1": is not a Linode region; regions with GPU plans: ap-south');
+    expect(err).toContain('--plan: gpu-sandbox:plan = "g9-none": is not a Linode GPU plan');
+    expect(err).toContain("--ttl-hours: gpu-sandbox:ttlHours = 0: must be between 1 and 2160");
+    expect(err).toContain("--key: gpu-sandbox:keys[0].credits = -1: must not be negative");
+    expect(err).toContain('--key: gpu-sandbox:keys[0].tier = "gold": is not a tier; tiers: free, developer, pro, enterprise');
+    expect(err).toContain('--tls: gpu-sandbox:tls.mode = "sometimes": must be one of: letsencrypt, self-signed, off');
+    expect(err).toContain("--admin-cidrs: gpu-sandbox:adminCidrs");
+    expect(err).not.toMatch(/\n\s+at /);
+    expect(existsSync(join(root, "stacks"))).toBe(false);
+  });
+
+  it.each([
+    [["acme", "--key", "app"], '--key "app" must be name:credits:tier'],
+    [["acme", "--region", "us-ord", "--bogus"], "Unknown option '--bogus'"],
+    [["--region", "us-ord"], "give exactly one tenant name"],
+    [["acme", "--region", "us-ord", "--hf-token", "hf_x"], "--hf-token is not accepted: a token on the command line lands in shell history"],
+    [["acme", "--region", "us-ord", "--hf-token-from-env"], "HF_TOKEN is not set"],
+  ])("rejects %j", async (argv, message) => {
+    root = tempDir();
+    const { code, io } = await run(argv);
+    expect(code).toBe(1);
+    expect(io.stderr.join("\n")).toContain(message);
+    expect(existsSync(join(root, "stacks"))).toBe(false);
+  });
+
+  it("with the CLI: stack init, then secrets from the environment on stdin, never in argv", async () => {
+    root = tempDir();
+    const pulumi = new FakePulumi();
+    const env = { LINODE_TOKEN: "linode-secret-0123456789", HF_TOKEN: "hf_secret_abcdef" };
+    const { code, io } = await run([...ISSUE_EXAMPLE, "--hf-token-from-env"], { pulumi, env });
+    expect(code, io.text()).toBe(0);
+    expect(pulumi.calls.map((c) => c.args)).toEqual([
+      ["whoami"],
+      ["stack", "init", "acme"],
+      ["config", "set", "--secret", "--stack", "acme", "linode:token"],
+      ["config", "set", "--secret", "--stack", "acme", "gpu-sandbox:hfToken"],
+    ]);
+    expect(pulumi.callsOf("config", "set").map((c) => c.input)).toEqual([env.LINODE_TOKEN, env.HF_TOKEN]);
+    for (const call of pulumi.calls) {
+      for (const secret of Object.values(env)) expect(call.args.join(" ")).not.toContain(secret);
+    }
+    // Nor in the file or anything printed.
+    const file = readFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "utf8");
+    for (const secret of Object.values(env)) {
+      expect(file).not.toContain(secret);
+      expect(io.text()).not.toContain(secret);
+    }
+    expect(io.text()).toContain("Stored linode:token from $LINODE_TOKEN");
+    expect(io.text()).toContain("Next: pulumi up --stack acme");
+  });
+
+  it("logs in to the local backend only when there is no login, and skips an unset LINODE_TOKEN", async () => {
+    root = tempDir();
+    const pulumi = new FakePulumi();
+    pulumi.script = (args) => (args[0] === "whoami" ? { exitCode: 255, stderr: "error: PULUMI_ACCESS_TOKEN must be set for login during non-interactive CLI sessions" } : undefined);
+    const { code, io } = await run(ISSUE_EXAMPLE, { pulumi });
+    expect(code, io.text()).toBe(0);
+    expect(pulumi.calls.map((c) => c.args)).toEqual([["whoami"], ["login", "--local"], ["stack", "init", "acme"]]);
+    expect(io.text()).toContain("LINODE_TOKEN is not set: linode:token not stored");
+  });
+
+  it("a failing pulumi command gives exit 1, its output, and the remaining steps", async () => {
+    root = tempDir();
+    const pulumi = new FakePulumi();
+    pulumi.script = (args) => (args[1] === "init" ? { exitCode: 255, stderr: "error: passphrase must be set with PULUMI_CONFIG_PASSPHRASE or PULUMI_CONFIG_PASSPHRASE_FILE environment variables" } : undefined);
+    const { code, io } = await run(ISSUE_EXAMPLE, { pulumi, env: { LINODE_TOKEN: "linode-secret" } });
+    expect(code).toBe(1);
+    const err = io.stderr.join("\n");
+    expect(err).toContain("`pulumi stack init acme` failed (exit 255)");
+    expect(err).toContain("PULUMI_CONFIG_PASSPHRASE");
+    expect(err).toContain("printenv LINODE_TOKEN | pulumi config set --secret --stack acme linode:token");
+    expect(pulumi.callsOf("config")).toEqual([]);
+    expect(existsSync(join(root, "stacks", "Pulumi.acme.yaml"))).toBe(true);
+  });
+
+  it("--help prints usage with the issue's example", async () => {
+    const { code, io } = await run(["--help"]);
+    expect(code).toBe(0);
+    expect(io.text()).toContain("Usage: npm run new-tenant -- <name> --region <id>");
+    expect(io.text()).toContain("--key app:1000:developer");
+  });
+});
