@@ -1,0 +1,92 @@
+// Every tenant the repository knows (one stack file each in stacks/), with its validated config
+// and, when the Pulumi CLI is there, its stack outputs. Shared by list-tenants and reap-expired,
+// so both agree on what "deployed" and "expired" mean.
+import { validateConfig } from "../../infra/config.ts";
+import type { TenantConfig } from "../../infra/config/types.ts";
+import { listStackNames, readStackConfig, StackFileError } from "../../infra/stack-file.ts";
+import type { ScriptDeps } from "./deps.ts";
+import { type OutputsResult, stackOutputs } from "./pulumi.ts";
+
+export interface Tenant {
+  readonly stack: string;
+  /** The stack file's gpu-sandbox keys (empty when the file cannot be read). */
+  readonly raw: Readonly<Record<string, unknown>>;
+  /** Validated config, or undefined with `configProblem` saying why. */
+  readonly config: TenantConfig | undefined;
+  readonly configProblem: string | undefined;
+  /** Stack outputs, or "no-cli" when the pulumi CLI is not on PATH. */
+  readonly outputs: OutputsResult | "no-cli";
+}
+
+/** Reads every stack file and, with the CLI, each stack's outputs (a few at a time: each call starts Pulumi). */
+export async function readTenants(deps: ScriptDeps, options: { concurrency?: number } = {}): Promise<Tenant[]> {
+  const stacks = listStackNames(deps.root);
+  const cli = await deps.pulumi.available();
+  return mapLimit(stacks, options.concurrency ?? 4, async (stack): Promise<Tenant> => {
+    let raw: Record<string, unknown> = {};
+    let config: TenantConfig | undefined;
+    let configProblem: string | undefined;
+    try {
+      raw = readStackConfig(deps.root, stack);
+      const r = validateConfig(raw, { stack });
+      if (r.ok) config = r.config;
+      else configProblem = `${r.problems.length} config problem${r.problems.length === 1 ? "" : "s"} (npm run render -- --stack ${stack})`;
+    } catch (err) {
+      if (!(err instanceof StackFileError)) throw err;
+      configProblem = err.message;
+    }
+    const outputs = cli ? await stackOutputs(deps.pulumi, stack) : "no-cli";
+    return { stack, raw, config, configProblem, outputs };
+  });
+}
+
+export type Expiry =
+  | { readonly kind: "expired"; readonly at: Date }
+  | { readonly kind: "expires"; readonly at: Date }
+  /** Deployed without ttlHours: never reaped. */
+  | { readonly kind: "no-ttl" }
+  /** No stack, or a stack without outputs (never deployed, or destroyed). */
+  | { readonly kind: "not-deployed" }
+  | { readonly kind: "unknown"; readonly reason: string };
+
+/**
+ * Whether a tenant is past its TTL, from its `expiresAt` output (set at the first `pulumi up`
+ * and kept in state, so it is the deployed truth; the stack file's ttlHours may have changed).
+ */
+export function expiryOf(tenant: Tenant, now: Date): Expiry {
+  const o = tenant.outputs;
+  if (o === "no-cli") return { kind: "unknown", reason: "no pulumi CLI" };
+  if (o.kind === "no-stack") return { kind: "not-deployed" };
+  if (o.kind === "error") return { kind: "unknown", reason: o.message };
+  if (Object.keys(o.outputs).length === 0) return { kind: "not-deployed" };
+  const at = o.outputs.expiresAt;
+  if (at === undefined || at === null || at === "") return { kind: "no-ttl" };
+  const ms = typeof at === "string" ? Date.parse(at) : NaN;
+  if (!Number.isFinite(ms)) return { kind: "unknown", reason: `expiresAt output "${String(at)}" is not a timestamp` };
+  return ms <= now.getTime() ? { kind: "expired", at: new Date(ms) } : { kind: "expires", at: new Date(ms) };
+}
+
+/** "in 3h 5m" / "2h 10m ago", to the minute. */
+export function relative(at: Date, now: Date): string {
+  const mins = Math.round((at.getTime() - now.getTime()) / 60_000);
+  const abs = Math.abs(mins);
+  const d = Math.floor(abs / 1440);
+  const h = Math.floor((abs % 1440) / 60);
+  const m = abs % 60;
+  const text = d > 0 ? `${d}d ${h}h` : h > 0 ? `${h}h ${m}m` : `${m}m`;
+  return mins >= 0 ? `in ${text}` : `${text} ago`;
+}
+
+/** Like Promise.all(items.map(fn)) with at most `limit` running; results in input order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}

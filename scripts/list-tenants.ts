@@ -1,0 +1,124 @@
+// npm run list-tenants [-- --json]
+// One line per stack file in stacks/: where it runs, what it costs, when it expires, its
+// endpoint and whether it is deployed (from `pulumi stack output --json` when the CLI is there).
+import { costOf, findPlan } from "../infra/catalog.ts";
+import { DEFAULT_PLAN, DEFAULT_VOLUME_SIZE_GB } from "../infra/config/defaults.ts";
+import { parseFlags, runScript } from "./lib/cli.ts";
+import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
+import { formatTable } from "./lib/table.ts";
+import { expiryOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
+
+const USAGE = `Usage: npm run list-tenants [-- --json]
+
+Lists every tenant (stacks/Pulumi.<tenant>.yaml): region, plan, GPU, cost per hour, expiry,
+endpoint and status. Status and expiry come from \`pulumi stack output --json\` when the pulumi
+CLI and the stack's state are available: deployed, host only (no endpoint), expired, not
+deployed, or unknown (why).
+
+  --json    print the rows as a JSON array
+
+Examples:
+  npm run list-tenants
+  npm run list-tenants -- --json | jq -r '.[] | select(.status == "expired") | .stack'`;
+
+export interface TenantRow {
+  readonly stack: string;
+  readonly region: string;
+  readonly plan: string;
+  readonly gpu: string;
+  /** From the stack's outputs when deployed, else the catalog price of the configured plan and volume. */
+  readonly hourlyUsd: number | null;
+  /** ISO time, or a sentence when there is none. */
+  readonly expires: string;
+  readonly endpoint: string;
+  readonly status: string;
+}
+
+/** A row from what is known about a tenant; `now` decides "expired". */
+export function tenantRow(t: Tenant, now: Date): TenantRow {
+  const outputs = t.outputs !== "no-cli" && t.outputs.kind === "outputs" ? t.outputs.outputs : {};
+  const str = (v: unknown) => (typeof v === "string" && v !== "" ? v : undefined);
+  const planId = str(outputs.plan) ?? t.config?.plan.id ?? str(t.raw.plan) ?? DEFAULT_PLAN;
+  const plan = findPlan(planId);
+  const volume = t.config?.volumeSizeGb ?? DEFAULT_VOLUME_SIZE_GB;
+  const hourly = typeof outputs.hourlyCostUsd === "number" ? outputs.hourlyCostUsd : plan ? costOf(plan, volume).hourlyUsd : null;
+  const gpu = plan ? `${plan.gpuCount} x ${plan.gpu.replace(/^NVIDIA /, "")} ${plan.vramGbPerGpu} GB` : "?";
+
+  const expiry = expiryOf(t, now);
+  let status: string;
+  let expires: string;
+  switch (expiry.kind) {
+    case "expired":
+    case "expires":
+      expires = `${expiry.at.toISOString().replace(/:\d\d\.\d+Z$/, "Z")} (${relative(expiry.at, now)})`;
+      status = expiry.kind === "expired" ? "expired" : deployedStatus(outputs.endpoint);
+      break;
+    case "no-ttl":
+      expires = "never";
+      status = deployedStatus(outputs.endpoint);
+      break;
+    case "not-deployed":
+      expires = ttlText(t);
+      status = "not deployed";
+      break;
+    case "unknown":
+      expires = ttlText(t);
+      status = `unknown (${expiry.reason})`;
+      break;
+  }
+  if (t.configProblem) status += `; ${t.configProblem}`;
+  return {
+    stack: t.stack,
+    region: str(outputs.region) ?? t.config?.region ?? (str(t.raw.region) ?? "?"),
+    plan: planId,
+    gpu,
+    hourlyUsd: hourly,
+    expires,
+    endpoint: str(outputs.endpoint) && /^https?:\/\//.test(outputs.endpoint as string) ? (outputs.endpoint as string) : "-",
+    status,
+  };
+}
+
+/** Deployed with a working endpoint, or only the host (no adminCidrs, so nothing was deployed over SSH). */
+function deployedStatus(endpoint: unknown): string {
+  return typeof endpoint === "string" && /^https?:\/\//.test(endpoint) ? "deployed" : "host only (no endpoint)";
+}
+
+function ttlText(t: Tenant): string {
+  const ttl = t.config?.ttlHours;
+  return ttl === undefined ? (t.config ? "never" : "?") : `${ttl}h after deploy`;
+}
+
+export function formatTenants(rows: readonly TenantRow[]): string {
+  if (rows.length === 0) return "No tenants: stacks/ has no Pulumi.<tenant>.yaml. Create one with `npm run new-tenant`.";
+  const table = formatTable<TenantRow>([
+    { header: "STACK", value: (r) => r.stack },
+    { header: "REGION", value: (r) => r.region },
+    { header: "PLAN", value: (r) => r.plan },
+    { header: "GPU", value: (r) => r.gpu },
+    { header: "$/HOUR", value: (r) => (r.hourlyUsd === null ? "?" : r.hourlyUsd.toFixed(2)), align: "right" },
+    { header: "EXPIRES", value: (r) => r.expires },
+    { header: "ENDPOINT", value: (r) => r.endpoint },
+    { header: "STATUS", value: (r) => r.status },
+  ], rows);
+  const running = rows.filter((r) => r.status.startsWith("deployed") || r.status.startsWith("host only") || r.status.startsWith("expired"));
+  const perHour = running.reduce((sum, r) => sum + Math.round((r.hourlyUsd ?? 0) * 100), 0) / 100;
+  return `${table}\n\n${rows.length} tenant${rows.length === 1 ? "" : "s"}, ${running.length} running: $${perHour.toFixed(2)}/hour together.`;
+}
+
+export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
+  const deps = withDefaults(partial);
+  return runScript(deps.io, async () => {
+    const { values } = parseFlags(argv, { json: { type: "boolean" } }, USAGE);
+    if (values.help) {
+      deps.io.out(USAGE);
+      return 0;
+    }
+    const now = deps.now();
+    const rows = (await readTenants(deps)).map((t) => tenantRow(t, now));
+    deps.io.out(values.json ? JSON.stringify(rows, null, 2) : formatTenants(rows));
+    return 0;
+  });
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,148 @@
+// npm run reap-expired [-- --yes] [--now <iso>]
+// Finds the stacks whose `expiresAt` output is in the past and destroys them with
+// `pulumi destroy`. A dry run unless --yes. Meant for cron: plain output, one prefix per stack,
+// exit 1 when a destroy failed or a stack's state could not be read.
+import { parseFlags, runScript, UsageError, formatDuration } from "./lib/cli.ts";
+import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
+import { destroyArgs, tail } from "./lib/pulumi.ts";
+import { type Expiry, expiryOf, mapLimit, readTenants, relative, type Tenant } from "./lib/tenants.ts";
+
+const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>]
+
+Destroys every stack (stacks/Pulumi.<tenant>.yaml) whose expiresAt output (first \`pulumi up\`
++ ttlHours) is in the past, with \`pulumi destroy --yes --stack <tenant>\`. Without --yes it only
+lists what it would destroy. Stacks without ttlHours, not deployed, or not yet expired are kept.
+The stack and its file stay (with no resources), so a second run does nothing.
+Exits 1 if a destroy failed or a stack's outputs could not be read.
+
+  --yes               destroy (default: dry run)
+  --now <iso>         judge expiry at this time instead of now, e.g. 2026-03-01T18:00:00Z
+  --concurrency <n>   destroys at a time (default 2)
+
+Needs the pulumi CLI, and for the local backend PULUMI_CONFIG_PASSPHRASE (and LINODE_TOKEN
+unless the stack stores linode:token).
+
+Examples:
+  npm run reap-expired
+  npm run reap-expired -- --yes
+  # cron, every 15 minutes (see README.md, "Operate many tenants"):
+  */15 * * * * cd /srv/gpu-sandbox && flock -n /tmp/gpu-sandbox-reap.lock npm run --silent reap-expired -- --yes >> reap.log 2>&1`;
+
+export interface ReapPlan {
+  readonly expired: readonly { tenant: Tenant; at: Date }[];
+  readonly unreadable: readonly { tenant: Tenant; reason: string }[];
+  readonly lines: readonly string[];
+}
+
+/** Decides per stack: destroy (expired), keep (and why), or cannot tell. */
+export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
+  const expired: { tenant: Tenant; at: Date }[] = [];
+  const unreadable: { tenant: Tenant; reason: string }[] = [];
+  const width = Math.max(0, ...tenants.map((t) => t.stack.length));
+  const lines = tenants.map((t) => {
+    const e: Expiry = expiryOf(t, now);
+    const name = t.stack.padEnd(width);
+    switch (e.kind) {
+      case "expired":
+        expired.push({ tenant: t, at: e.at });
+        return `${name}  expired ${relative(e.at, now)} (${iso(e.at)}): destroy`;
+      case "expires":
+        return `${name}  expires ${relative(e.at, now)} (${iso(e.at)}): keep`;
+      case "no-ttl":
+        return `${name}  no ttlHours: keep`;
+      case "not-deployed":
+        return `${name}  not deployed: nothing to destroy`;
+      case "unknown":
+        unreadable.push({ tenant: t, reason: e.reason });
+        return `${name}  cannot tell: ${e.reason}`;
+    }
+  });
+  return { expired, unreadable, lines };
+}
+
+const iso = (d: Date) => d.toISOString().replace(/\.\d+Z$/, "Z");
+
+export interface ReapOptions {
+  readonly yes: boolean;
+  readonly now: Date;
+  readonly concurrency: number;
+}
+
+export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promise<number> {
+  const { io, pulumi } = deps;
+  if (!(await pulumi.available())) throw new UsageError("reap-expired needs the pulumi CLI on PATH (and, in cron, PATH set to include it)");
+  io.out(`Checking stacks at ${iso(options.now)}…`);
+  const plan = planReap(await readTenants(deps), options.now);
+  for (const line of plan.lines) io.out(`  ${line}`);
+  const unreadableNote = plan.unreadable.length
+    ? `\n${plan.unreadable.length} stack(s) could not be checked: ${plan.unreadable.map((u) => u.tenant.stack).join(", ")}.`
+    : "";
+  if (plan.expired.length === 0) {
+    io.out(`Nothing expired.${unreadableNote}`);
+    return plan.unreadable.length ? 1 : 0;
+  }
+  const names = plan.expired.map((e) => e.tenant.stack);
+  if (!options.yes) {
+    io.out(`Dry run: would destroy ${names.length} stack(s): ${names.join(", ")}. Run with --yes to destroy them.${unreadableNote}`);
+    return plan.unreadable.length ? 1 : 0;
+  }
+
+  let done = 0;
+  const failed: string[] = [];
+  await mapLimit(plan.expired, options.concurrency, async ({ tenant, at }) => {
+    const stack = tenant.stack;
+    io.out(`[${stack}] destroying (expired ${relative(at, options.now)})…`);
+    const started = Date.now();
+    const lines = lineSplitter((line) => io.out(`[${stack}] ${line}`));
+    const r = await pulumi.run(destroyArgs(stack), { onOutput: lines.push });
+    lines.flush();
+    done++;
+    if (r.exitCode === 0) {
+      io.out(`[${stack}] destroyed in ${formatDuration(Date.now() - started)} (${done}/${names.length})`);
+    } else {
+      failed.push(stack);
+      io.err(`[${stack}] FAILED: \`pulumi ${destroyArgs(stack).join(" ")}\` exited ${r.exitCode} (${done}/${names.length}):\n${tail(r)}`);
+    }
+  });
+  const ok = names.length - failed.length;
+  io.out(`Destroyed ${ok} of ${names.length} expired stack(s).${failed.length ? ` Failed: ${failed.join(", ")}.` : ""}${unreadableNote}`);
+  return failed.length || plan.unreadable.length ? 1 : 0;
+}
+
+/** Turns output chunks into whole lines (chunks split lines anywhere), skipping blank ones. */
+function lineSplitter(emit: (line: string) => void): { push: (chunk: string) => void; flush: () => void } {
+  let rest = "";
+  return {
+    push(chunk) {
+      const parts = (rest + chunk).split(/\r?\n/);
+      rest = parts.pop() ?? "";
+      for (const p of parts) if (p.trim() !== "") emit(p.trimEnd());
+    },
+    flush() {
+      if (rest.trim() !== "") emit(rest.trimEnd());
+      rest = "";
+    },
+  };
+}
+
+export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
+  const deps = withDefaults(partial);
+  return runScript(deps.io, async () => {
+    const { values } = parseFlags(argv, { yes: { type: "boolean" }, now: { type: "string" }, concurrency: { type: "string" } }, USAGE);
+    if (values.help) {
+      deps.io.out(USAGE);
+      return 0;
+    }
+    let now = deps.now();
+    if (values.now !== undefined) {
+      const ms = Date.parse(values.now);
+      if (!/^\d{4}-\d{2}-\d{2}T/.test(values.now) || !Number.isFinite(ms)) throw new UsageError(`--now "${values.now}" must be an ISO timestamp, e.g. 2026-03-01T18:00:00Z`);
+      now = new Date(ms);
+    }
+    const concurrency = values.concurrency === undefined ? 2 : Number(values.concurrency);
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16) throw new UsageError(`--concurrency "${values.concurrency}" must be a whole number from 1 to 16`);
+    return reapExpired({ yes: values.yes ?? false, now, concurrency }, deps);
+  });
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,71 @@
+import { describe, expect, it } from "vitest";
+import { memoryIo } from "../../scripts/lib/cli.ts";
+import { main, type TenantRow } from "../../scripts/list-tenants.ts";
+import { tempDir } from "../support/tools.ts";
+import { FakePulumi } from "./fake-pulumi.ts";
+import { fixtureTenants, NOW } from "./tenant-fixtures.ts";
+
+async function list(argv: string[], installed = true) {
+  const { root, pulumi } = fixtureTenants();
+  pulumi.installed = installed;
+  const io = memoryIo();
+  const code = await main(argv, { root, pulumi, io, env: {}, now: () => NOW });
+  return { code, io, pulumi };
+}
+
+describe("list-tenants", () => {
+  it("--json: one row per stack file, status and expiry from the stack outputs", async () => {
+    const { code, io, pulumi } = await list(["--json"]);
+    expect(code).toBe(0);
+    const rows = JSON.parse(io.stdout.join("\n")) as TenantRow[];
+    const byStack = Object.fromEntries(rows.map((r) => [r.stack, r]));
+    expect(rows.map((r) => r.stack)).toEqual(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]);
+    expect(byStack.alpha).toEqual({
+      stack: "alpha", region: "us-ord", plan: "g2-gpu-rtx4000a1-s", gpu: "1 x RTX 4000 Ada 20 GB", hourlyUsd: 0.53,
+      expires: "2026-03-02T10:00Z (in 22h 0m)", endpoint: "https://alpha.example.test/v1", status: "deployed",
+    });
+    expect(byStack.bravo).toMatchObject({ gpu: "2 x RTX 4000 Ada 20 GB", hourlyUsd: 1.06, expires: "2026-03-01T10:00Z (2h 0m ago)", status: "expired" });
+    expect(byStack.charlie).toMatchObject({ gpu: "1 x Quadro RTX 6000 24 GB", expires: "never", status: "deployed" });
+    // Not deployed: the cost is the catalog's for the configured plan and volume.
+    expect(byStack.delta).toMatchObject({ plan: "g2-gpu-rtx4000a1-m", hourlyUsd: 0.68, expires: "1h after deploy", endpoint: "-", status: "not deployed" });
+    expect(byStack.echo).toMatchObject({ region: "fr-par", status: "not deployed" });
+    expect(byStack.foxtrot).toMatchObject({ endpoint: "-", status: "expired" });
+    expect(byStack.golf).toMatchObject({ status: "unknown (error: failed to load checkpoint: permission denied)" });
+    expect(byStack.hotel).toMatchObject({ region: "mars-1", status: "not deployed; 1 config problem (npm run render -- --stack hotel)" });
+    expect(byStack.india).toMatchObject({ status: "deployed", expires: "2026-03-01T12:00Z (in 0m)" });
+    // Read-only: nothing but `stack output`, and without secrets.
+    expect(pulumi.calls.every((c) => c.args.slice(0, 3).join(" ") === "stack output --json" && !c.args.includes("--show-secrets"))).toBe(true);
+  });
+
+  it("prints a table with a header, one line per tenant and the running cost", async () => {
+    const { code, io } = await list([]);
+    expect(code).toBe(0);
+    const lines = io.stdout.join("\n").split("\n");
+    expect(lines[0]).toMatch(/^STACK +REGION +PLAN +GPU +\$\/HOUR +EXPIRES +ENDPOINT +STATUS$/);
+    expect(lines.find((l) => l.startsWith("alpha"))).toMatch(/^alpha +us-ord +g2-gpu-rtx4000a1-s +1 x RTX 4000 Ada 20 GB +0\.53 +2026-03-02T10:00Z \(in 22h 0m\) +https:\/\/alpha\.example\.test\/v1 +deployed$/);
+    expect(lines.find((l) => l.startsWith("bravo"))).toMatch(/ expired$/);
+    expect(lines.find((l) => l.startsWith("echo"))).toMatch(/ - +not deployed$/);
+    // alpha, bravo, charlie, foxtrot, india run: 0.53 + 1.06 + 1.51 + 0.53 + 0.97.
+    expect(lines.at(-1)).toBe("9 tenants, 5 running: $4.60/hour together.");
+  });
+
+  it("without the pulumi CLI: config only, status unknown", async () => {
+    const { code, io, pulumi } = await list(["--json"], false);
+    expect(code).toBe(0);
+    const rows = JSON.parse(io.stdout.join("\n")) as TenantRow[];
+    expect(new Set(rows.filter((r) => r.stack !== "hotel").map((r) => r.status))).toEqual(new Set(["unknown (no pulumi CLI)"]));
+    expect(rows.find((r) => r.stack === "alpha")).toMatchObject({ hourlyUsd: 0.53, expires: "48h after deploy", endpoint: "-" });
+    expect(rows.find((r) => r.stack === "charlie")).toMatchObject({ expires: "never" });
+    expect(pulumi.calls).toEqual([]);
+  });
+
+  it("says how to start when there are no stacks, and rejects unknown flags", async () => {
+    const io = memoryIo();
+    expect(await main([], { root: tempDir(), io, pulumi: new FakePulumi(), env: {}, now: () => NOW })).toBe(0);
+    expect(io.text()).toContain("No tenants: stacks/ has no Pulumi.<tenant>.yaml. Create one with `npm run new-tenant`.");
+    const bad = memoryIo();
+    expect(await main(["--csv"], { root: tempDir(), io: bad, env: {} })).toBe(1);
+    expect(bad.text()).toContain("Unknown option '--csv'");
+    expect(bad.text()).toContain("Usage: npm run list-tenants");
+  });
+});
