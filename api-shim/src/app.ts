@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
-import { authHook } from "./auth.ts";
+import { authHeaders, authHook } from "./auth.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
 import type { ShimContext } from "./context.ts";
@@ -52,6 +52,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     loggerInstance: deps.logger as FastifyBaseLogger,
     // One line per request, written below (finishRequest), without headers or bodies.
     logController: new LogController({ disableRequestLogging: true }),
+    // No per-request child logger: lines that need the request id carry it themselves.
+    childLoggerFactory: (logger) => logger,
     bodyLimit: config.maxBodyBytes,
     trustProxy: config.trustProxy.length > 0 ? [...config.trustProxy] : false,
     requestIdHeader: false,
@@ -92,10 +94,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.addHook("onRequest", authHook(ctx));
   app.addHook("onResponse", async (request, reply) => finishRequest(ctx, request, reply.statusCode));
 
-  app.setErrorHandler(errorHandler);
+  app.setErrorHandler(errorHandler((request) => authHeaders(ctx, request)));
   app.setNotFoundHandler((request, reply) => {
     request.shimErrorCode = "not_found";
-    void sendError(reply, new ShimError("not_found", { message: `Unknown route: ${request.method} ${request.url.split("?")[0]!.slice(0, 200)}` }));
+    void sendError(reply, new ShimError("not_found", { message: `Unknown route: ${request.method} ${request.url.split("?")[0]!.slice(0, 200)}` }), authHeaders(ctx, request));
   });
 
   healthRoutes(app, ctx);

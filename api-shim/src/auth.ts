@@ -14,7 +14,7 @@ const EXEMPT = new Set(["/health", "/ready", "/metrics"]);
  * so guessing keys is throttled like any other unauthenticated traffic.
  */
 export function authHook(ctx: ShimContext) {
-  return async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  return async function authenticate(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
     const q = request.url.indexOf("?");
     const path = q === -1 ? request.url : request.url.slice(0, q);
     if (EXEMPT.has(path)) return;
@@ -46,10 +46,21 @@ export function authHook(ctx: ShimContext) {
       const r = buckets.requests.take(1, mono);
       if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(buckets, mono, now));
     }
-    reply.headers(rateLimitHeaders(buckets, mono, now));
-    reply.header("x-credits-charged", "0");
-    reply.header("x-credits-remaining", formatCredits(key.balance - key.held));
   };
+}
+
+/**
+ * The headers of an authenticated response: both rate-limit families (as they stand when the
+ * response is written, so the tokens figures include this request's correction) and the credit
+ * figures. Computed once per response rather than set one by one along the way.
+ */
+export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged = 0, available?: number): Record<string, string> {
+  const auth = request.auth;
+  if (!auth) return {};
+  const h = rateLimitHeaders(auth.buckets, ctx.clock.monotonic(), ctx.clock.now());
+  h["x-credits-charged"] = formatCredits(charged);
+  h["x-credits-remaining"] = formatCredits(available ?? auth.key.balance - auth.key.held);
+  return h;
 }
 
 function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest): void {

@@ -102,20 +102,25 @@ export function toShimError(err: unknown): ShimError {
   return new ShimError("internal_error");
 }
 
-/** Writes an error response; the single place that does. */
-export function sendError(reply: FastifyReply, err: ShimError): FastifyReply {
+/** Writes an error response; the single place that does. `headers` are the request's own (auth). */
+export function sendError(reply: FastifyReply, err: ShimError, headers?: Record<string, string>): FastifyReply {
+  if (headers) reply.headers(headers);
   if (err.headers) reply.headers(err.headers);
   return reply.code(err.status).type("application/json").send(errorBody(err));
 }
 
-/** The one Fastify error handler. Unexpected errors are logged (without the request) once. */
-export function errorHandler(this: unknown, error: unknown, request: FastifyRequest, reply: FastifyReply): void {
+/**
+ * The one Fastify error handler. Unexpected errors are logged (without the request) once.
+ * `headersFor` adds an authenticated request's rate-limit and credit headers.
+ */
+export const errorHandler = (headersFor: (request: FastifyRequest) => Record<string, string>) =>
+  function handleError(this: unknown, error: unknown, request: FastifyRequest, reply: FastifyReply): void {
   const err = toShimError(error);
   if (error instanceof StoreUnavailableError) {
-    request.log.error({ err: error.cause }, "store unavailable");
+    request.log.error({ reqId: request.id, err: error.cause }, "store unavailable");
   } else if (err.status >= 500 && !(error instanceof ShimError)) {
-    request.log.error({ err: error }, "unhandled error");
+    request.log.error({ reqId: request.id, err: error }, "unhandled error");
   }
   request.shimErrorCode = err.code;
-  void sendError(reply, err);
-}
+  void sendError(reply, err, headersFor(request));
+};

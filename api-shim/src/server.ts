@@ -53,13 +53,14 @@ async function main(): Promise<void> {
     await upstream.close();
     await store.close();
     logger.info({ aborted }, "stopped");
-    process.exit(0);
+    logger.flush(() => process.exit(0));
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
 
   const address = await app.listen({ port: config.port, host: config.host });
   logger.info({ address, upstream: config.upstreamUrl, database: config.databaseUrl.replace(/\/\/[^@]*@/, "//***@") }, "api-shim listening");
+  logger.flush();
 }
 
 await main();

@@ -1,6 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { errors as undiciErrors } from "undici";
 import { finishRequest } from "./app.ts";
+import { authHeaders } from "./auth.ts";
 import type { ShimContext } from "./context.ts";
 import { ERROR_TABLE, type ErrorCode } from "./errors.ts";
 import { spliceJson, StreamMeter } from "./metering.ts";
@@ -15,6 +16,8 @@ export interface RelayInput {
   reply: FastifyReply;
   res: UpstreamResponse;
   settlement: Settlement;
+  /** The key's available credits after this request's hold. */
+  available: number;
   signal: AbortSignal;
   clientWantsUsage: boolean;
   hideContinuous: boolean;
@@ -32,9 +35,10 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   const auth = request.auth!;
   const out = reply.raw;
   reply.hijack();
-  const headers = { ...reply.getHeaders() } as Record<string, string | number | string[]>;
+  const headers = authHeaders(ctx, request, 0, input.available);
   delete headers["x-credits-charged"]; // not known until the end; see the comment line
   out.writeHead(200, {
+    "x-request-id": request.id,
     ...headers,
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache",
@@ -104,7 +108,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     figures = `: credits_charged=${formatCredits(cost)} credits_remaining=${formatCredits(available)}\n\n`;
   } catch (e) {
     // The store failed after the upstream answered: the hold stays until the next start releases it.
-    request.log.error({ err: e instanceof Error ? e.cause ?? e : e }, "settlement failed");
+    request.log.error({ reqId: request.id, err: e instanceof Error ? e.cause ?? e : e }, "settlement failed");
     status = status === 200 ? 503 : status;
     failure ??= "service_unavailable";
   }

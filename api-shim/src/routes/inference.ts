@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { finishRequest } from "../app.ts";
-import { rateLimited } from "../auth.ts";
+import { authHeaders, rateLimited } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { type InferenceKind, parseInferenceRequest, upstreamBody } from "../inference-request.ts";
@@ -73,7 +73,6 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
       headers: { "x-credits-remaining": available },
     });
   }
-  reply.header("x-credits-remaining", formatCredits(reserved.available));
   const settlement = new Settlement({ ctx, request, reservationId, hold, kind, model: req.model, batch, stream: req.stream, estimate });
 
   const ac = new AbortController();
@@ -104,7 +103,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
     }
     if (modelConfig === undefined && ctx.config.models === null) request.shim.modelLabel = "unlisted";
     if (req.stream) {
-      return await relayStream({ ctx, request, reply, res, settlement, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous });
+      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous });
     }
     let text: string;
     try {
@@ -127,12 +126,21 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
       completionTokens: isCount(u?.completion_tokens) ? u.completion_tokens : 0,
     };
     const { cost, available } = await settlement.settle(res.status, usage);
-    const charged = formatCredits(cost);
-    const remaining = formatCredits(available);
-    reply.headers(rateLimitHeaders(auth.buckets, ctx.clock.monotonic(), ctx.clock.now()));
-    reply.header("x-credits-charged", charged).header("x-credits-remaining", remaining);
-    reply.code(res.status).type("application/json");
-    return reply.send(parsed && typeof parsed === "object" && !Array.isArray(parsed) ? spliceJson(text, { credits_charged: charged, credits_remaining: remaining }) : text);
+    const out = parsed && typeof parsed === "object" && !Array.isArray(parsed)
+      ? spliceJson(text, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) })
+      : text;
+    // The hot path writes the response itself: Fastify's send pipeline (onSend hooks, header
+    // bookkeeping) measurably costs per request here, and there is nothing for it to do.
+    reply.hijack();
+    reply.raw.writeHead(res.status, {
+      "x-request-id": request.id,
+      ...authHeaders(ctx, request, cost, available),
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(out),
+    });
+    reply.raw.end(out);
+    finishRequest(ctx, request, res.status);
+    return reply;
   } finally {
     done();
     reply.raw.off("close", onClose);

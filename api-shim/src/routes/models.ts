@@ -1,4 +1,5 @@
 import type { FastifyInstance } from "fastify";
+import { authHeaders } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { transportError, upstreamStatusError, readLimited } from "../upstream.ts";
 
@@ -27,6 +28,6 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
     }
     const configured = ctx.config.models;
     const data = list.data!.filter((m) => typeof m.id === "string" && (!configured || configured.has(m.id)) && (!allow || allow.includes(m.id)));
-    return reply.type("application/json").send({ ...list, data });
+    return reply.headers(authHeaders(ctx, request)).type("application/json").send({ ...list, data });
   });
 }

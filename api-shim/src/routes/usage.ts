@@ -1,4 +1,5 @@
 import type { FastifyInstance } from "fastify";
+import { authHeaders } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { creditsNumber } from "../money.ts";
 import { parsePeriod, showPeriod } from "../period.ts";
@@ -21,7 +22,7 @@ export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
       tokens += t;
       cost += g.cost;
     }
-    return reply.send({
+    return reply.headers(authHeaders(ctx, request)).send({
       object: "usage",
       period: showPeriod(period),
       usage: { total_requests: requests, total_tokens: tokens, total_cost: creditsNumber(cost), models },
