@@ -1,0 +1,111 @@
+// Which tenant endpoint a script talks to: from a stack's outputs (`--stack`), or from `--url`
+// with the admin token in an environment variable. The admin token is never a flag value: it
+// would land in shell history and in `ps` output.
+import { readFileSync } from "node:fs";
+import * as tls from "node:tls";
+import type { AdminTarget } from "./admin-client.ts";
+import { UsageError } from "./cli.ts";
+import { type PulumiCli, stackOutputs } from "./pulumi.ts";
+
+export const ADMIN_TOKEN_ENV = "GPU_SANDBOX_ADMIN_TOKEN";
+
+/** Flags every admin script accepts (manage-keys, report-usage). */
+export const TARGET_OPTIONS = {
+  stack: { type: "string" },
+  url: { type: "string" },
+  "admin-token-env": { type: "string" },
+  ca: { type: "string" },
+} as const;
+
+export const TARGET_USAGE = `Target (one of):
+  --stack <name>             the tenant's stack: URL, admin token and CA from \`pulumi stack output --show-secrets\`
+  --url <base URL>           the endpoint (https://host or https://host/v1); the admin token is read from
+                             $${ADMIN_TOKEN_ENV}, or from the variable named by --admin-token-env <VAR>
+  --ca <pem file>            trust this CA (tls.mode self-signed) with --url`;
+
+/** Flags that would put the admin token on the command line, refused with the reason. */
+export const REJECTED_TOKEN_FLAGS: Record<string, string> = {
+  "admin-token": `the admin token would be kept in shell history; export ${ADMIN_TOKEN_ENV}=… (or use --stack)`,
+  token: `the admin token would be kept in shell history; export ${ADMIN_TOKEN_ENV}=… (or use --stack)`,
+};
+
+export interface TargetFlags {
+  readonly stack?: string | undefined;
+  readonly url?: string | undefined;
+  readonly "admin-token-env"?: string | undefined;
+  readonly ca?: string | undefined;
+}
+
+export interface TargetDeps {
+  readonly pulumi: PulumiCli;
+  readonly env: NodeJS.ProcessEnv;
+}
+
+/** Resolves the admin API's origin and token, and trusts the tenant's CA when it has one. */
+export async function resolveAdminTarget(flags: TargetFlags, deps: TargetDeps): Promise<AdminTarget> {
+  if (flags.stack !== undefined && flags.url !== undefined) throw new UsageError("use either --stack or --url, not both");
+  if (flags.stack === undefined && flags.url === undefined) {
+    throw new UsageError(`--stack <name> or --url <base URL> is required: which tenant's admin API to use`);
+  }
+  if (flags.stack !== undefined) {
+    if (flags["admin-token-env"] !== undefined) throw new UsageError("--admin-token-env goes with --url; with --stack the token comes from the stack's outputs");
+    return fromStack(flags.stack, deps.pulumi, flags.ca);
+  }
+  const varName = flags["admin-token-env"] ?? ADMIN_TOKEN_ENV;
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(varName)) throw new UsageError(`--admin-token-env "${varName}" must be the name of an environment variable, e.g. ${ADMIN_TOKEN_ENV}`);
+  const token = deps.env[varName];
+  if (!token) {
+    throw new UsageError(`${varName} is not set: export the tenant's admin token in it (\`pulumi stack output adminToken --show-secrets\`); it is read from the environment only, never from a flag`);
+  }
+  if (flags.ca !== undefined) trustCa(readCa(flags.ca));
+  return { baseUrl: originOf(flags.url!, "--url"), adminToken: token, source: `$${varName}` };
+}
+
+async function fromStack(stack: string, pulumi: PulumiCli, caFile: string | undefined): Promise<AdminTarget> {
+  if (!(await pulumi.available())) {
+    throw new UsageError(`--stack needs the pulumi CLI, which is not on PATH; use --url <endpoint> with ${ADMIN_TOKEN_ENV} instead`);
+  }
+  const r = await stackOutputs(pulumi, stack, { showSecrets: true });
+  if (r.kind === "no-stack") throw new UsageError(`stack ${stack} is not in the Pulumi backend (see \`pulumi stack ls\`); create it with \`npm run new-tenant\``);
+  if (r.kind === "error") throw new UsageError(`cannot read stack ${stack}'s outputs: ${r.message}`);
+  const { endpoint, adminToken, caCertificate } = r.outputs;
+  if (endpoint === undefined) throw new UsageError(`stack ${stack} is not deployed (no outputs); run \`pulumi up --stack ${stack}\``);
+  if (typeof endpoint !== "string" || !/^https?:\/\//.test(endpoint)) throw new UsageError(`stack ${stack} has no endpoint: ${String(endpoint)}`);
+  if (typeof adminToken !== "string" || adminToken === "") throw new UsageError(`stack ${stack} has no adminToken output`);
+  if (caFile !== undefined) trustCa(readCa(caFile));
+  else if (typeof caCertificate === "string" && caCertificate.includes("BEGIN CERTIFICATE")) trustCa(caCertificate);
+  return { baseUrl: originOf(endpoint, `stack ${stack}'s endpoint`), adminToken, source: `stack ${stack}'s adminToken output` };
+}
+
+/** `https://host/v1/` → `https://host`: the admin API is at the origin's /admin. */
+export function originOf(url: string, what: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new UsageError(`${what} "${url}" is not a URL; expected e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw new UsageError(`${what} "${url}" must start with https:// or http://`);
+  const path = u.pathname.replace(/\/+$/, "").replace(/\/v1$/, "");
+  return `${u.origin}${path}`;
+}
+
+/** Reads a PEM CA file given to a --ca flag. */
+export function readCa(file: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new UsageError(`--ca ${file}: ${(err as Error).message}`);
+  }
+  if (!pem.includes("BEGIN CERTIFICATE")) throw new UsageError(`--ca ${file} is not a PEM certificate`);
+  return pem;
+}
+
+/**
+ * Adds a CA to what this process's fetch trusts (Node 24), on top of the system's: for
+ * `tls.mode: self-signed`, whose CA is the stack output `caCertificate`.
+ */
+export function trustCa(pem: string): void {
+  tls.setDefaultCACertificates([...tls.getCACertificates("default"), pem]);
+}

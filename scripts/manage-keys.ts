@@ -1,0 +1,166 @@
+// npm run manage-keys -- <create|list|revoke|top-up> (--stack <name> | --url <base>) [...]
+// API keys of one tenant, through its admin API (/admin/keys). The admin token comes from the
+// stack's outputs or from an environment variable, never from a flag.
+import { randomUUID } from "node:crypto";
+import { type AdminClient, adminClient, type ApiKey, findKey } from "./lib/admin-client.ts";
+import { commaList, type Io, parseFlags, required, runScript, UsageError } from "./lib/cli.ts";
+import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
+import { formatTable } from "./lib/table.ts";
+import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
+
+const USAGE = `Usage: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]
+
+Commands:
+  create   --name <name> [--credits <n>] [--tier <tier>] [--models <a,b>] [--expires-at <iso>]
+           makes a key and prints it once (store it then: only its hash is kept)
+  list     every key: balance, held, remaining, tier, status
+  revoke   --key <id|name>             the key stops working at once (401)
+  top-up   --key <id|name> --amount <n> [--note <text>] [--idempotency-key <k>]
+           adds credits; the Idempotency-Key (generated unless given) is printed first, so a
+           retry with the same key can never credit twice
+
+${TARGET_USAGE}
+  --json                     print the API's JSON
+
+Examples:
+  npm run manage-keys -- create --stack acme --name team-07 --credits 500 --tier developer
+  npm run manage-keys -- list --stack acme
+  npm run manage-keys -- top-up --stack acme --key team-07 --amount 250 --note "invoice 1042"
+  GPU_SANDBOX_ADMIN_TOKEN=… npm run manage-keys -- revoke --url https://203-0-113-9.ip.linodeusercontent.com --key team-07`;
+
+const OPTIONS = {
+  ...TARGET_OPTIONS,
+  json: { type: "boolean" },
+  name: { type: "string" },
+  credits: { type: "string" },
+  tier: { type: "string" },
+  models: { type: "string" },
+  "expires-at": { type: "string" },
+  key: { type: "string" },
+  amount: { type: "string" },
+  note: { type: "string" },
+  "idempotency-key": { type: "string" },
+} as const;
+
+const COMMANDS = ["create", "list", "revoke", "top-up"] as const;
+type Command = (typeof COMMANDS)[number];
+
+/** Flags each command accepts besides the target and --json, so a misplaced flag is an error, not ignored. */
+const COMMAND_FLAGS: Record<Command, readonly string[]> = {
+  create: ["name", "credits", "tier", "models", "expires-at"],
+  list: [],
+  revoke: ["key"],
+  "top-up": ["key", "amount", "note", "idempotency-key"],
+};
+
+type Flags = { -readonly [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
+
+/** Credits as the API takes them: a decimal with at most 6 places (the shim counts micro-credits). */
+function creditsFlag(flag: string, value: string, positive: boolean): string {
+  const v = value.trim();
+  if (!/^\d{1,15}(\.\d{1,6})?$/.test(v) || (positive && Number(v) === 0)) {
+    throw new UsageError(`--${flag} "${value}" must be a ${positive ? "positive" : "non-negative"} number of credits with at most 6 decimals, e.g. 250 or 12.5`);
+  }
+  return v;
+}
+
+export async function runCommand(command: Command, flags: Flags, client: AdminClient, io: Io): Promise<number> {
+  switch (command) {
+    case "create": {
+      const name = required("name", flags.name, "the key's name, e.g. team-07");
+      if (flags["expires-at"] !== undefined && !Number.isFinite(Date.parse(flags["expires-at"]))) {
+        throw new UsageError(`--expires-at "${flags["expires-at"]}" must be an ISO timestamp, e.g. 2026-12-31T23:59:59Z`);
+      }
+      const models = commaList(flags.models);
+      const created = await client.createKey({
+        name,
+        ...(flags.credits !== undefined ? { credits: creditsFlag("credits", flags.credits, false) } : {}),
+        ...(flags.tier !== undefined ? { tier: flags.tier } : {}),
+        ...(models ? { models } : {}),
+        ...(flags["expires-at"] !== undefined ? { expiresAt: flags["expires-at"] } : {}),
+      });
+      if (flags.json) {
+        io.out(JSON.stringify(created, null, 2));
+        return 0;
+      }
+      io.out(`Created key ${created.name} (id ${created.id}): tier ${created.tier}, ${created.balance} credits${created.models ? `, models ${created.models.join(", ")}` : ""}${created.expires_at ? `, expires ${created.expires_at}` : ""}.`);
+      io.out(`Key (shown once; only its hash is stored): ${created.key}`);
+      return 0;
+    }
+    case "list": {
+      const keys = await client.listKeys();
+      io.out(flags.json ? JSON.stringify(keys, null, 2) : formatKeys(keys));
+      return 0;
+    }
+    case "revoke": {
+      const key = findKey(await client.listKeys(), required("key", flags.key, "the id or name of the key to revoke"));
+      if (key.revoked_at !== null) throw new UsageError(`key ${key.name} (${key.id}) was already revoked at ${key.revoked_at}`);
+      const revoked = await client.revokeKey(key.id);
+      io.out(flags.json ? JSON.stringify(revoked, null, 2) : `Revoked key ${revoked.name} (${revoked.id}) at ${revoked.revoked_at}; it now gets 401. Its usage and ledger are kept.`);
+      return 0;
+    }
+    case "top-up": {
+      const ref = required("key", flags.key, "the id or name of the key to credit");
+      const amount = creditsFlag("amount", required("amount", flags.amount, "the credits to add, e.g. 250"), true);
+      const idem = flags["idempotency-key"] ?? `topup-${randomUUID()}`;
+      if (idem.length > 200) throw new UsageError("--idempotency-key must be at most 200 characters");
+      // Printed before the request: if it times out, the operator retries with the same key.
+      io.err(`Idempotency-Key: ${idem}  (to retry safely: --idempotency-key ${idem})`);
+      const key = findKey(await client.listKeys(), ref);
+      const grant = await client.topUp(key.id, { amount, ...(flags.note !== undefined ? { note: flags.note } : {}) }, idem);
+      if (flags.json) {
+        io.out(JSON.stringify(grant, null, 2));
+        return 0;
+      }
+      io.out(grant.replayed
+        ? `Already applied with this Idempotency-Key; nothing added. Key ${key.name} (${key.id}): balance ${grant.balance}, remaining ${grant.credits_remaining}.`
+        : `Added ${grant.amount} credits to ${key.name} (${key.id}): balance ${grant.balance}, remaining ${grant.credits_remaining}.`);
+      return 0;
+    }
+  }
+}
+
+export function keyStatus(k: ApiKey, now = Date.now()): string {
+  if (k.revoked_at !== null) return "revoked";
+  if (k.expires_at !== null && Date.parse(k.expires_at) <= now) return "expired";
+  return "active";
+}
+
+export function formatKeys(keys: readonly ApiKey[]): string {
+  if (keys.length === 0) return "No keys. Create one with `npm run manage-keys -- create --name <name> --credits <n> …`.";
+  return formatTable<ApiKey>([
+    { header: "ID", value: (k) => k.id },
+    { header: "NAME", value: (k) => k.name },
+    { header: "TIER", value: (k) => k.tier },
+    { header: "BALANCE", value: (k) => k.balance },
+    { header: "HELD", value: (k) => k.held },
+    { header: "REMAINING", value: (k) => k.credits_remaining },
+    { header: "MODELS", value: (k) => (k.models ? k.models.join(",") : "all") },
+    { header: "CREATED", value: (k) => k.created_at.replace(/\.\d+Z$/, "Z") },
+    { header: "EXPIRES", value: (k) => (k.expires_at ? k.expires_at.replace(/\.\d+Z$/, "Z") : "-") },
+    { header: "STATUS", value: (k) => keyStatus(k) },
+  ], keys);
+}
+
+export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
+  const deps = withDefaults(partial);
+  return runScript(deps.io, async () => {
+    const { values, positionals } = parseFlags(argv, OPTIONS, USAGE, { positionals: true, rejected: REJECTED_TOKEN_FLAGS });
+    if (values.help) {
+      deps.io.out(USAGE);
+      return 0;
+    }
+    const command = positionals[0];
+    if (positionals.length !== 1 || !(COMMANDS as readonly string[]).includes(command!)) {
+      throw new UsageError(`${command === undefined ? "a command is required" : `"${positionals.join(" ")}" is not a command`}; use one of: ${COMMANDS.join(", ")}\n\n${USAGE}`);
+    }
+    const cmd = command as Command;
+    const { help: _h, json: _j, stack: _s, url: _u, "admin-token-env": _e, ca: _c, ...rest } = values;
+    const stray = Object.keys(rest).filter((f) => !COMMAND_FLAGS[cmd].includes(f));
+    if (stray.length) throw new UsageError(`${stray.map((f) => `--${f}`).join(", ")} ${stray.length === 1 ? "does" : "do"} not go with ${cmd}; ${cmd} takes: ${COMMAND_FLAGS[cmd].map((f) => `--${f}`).join(", ") || "no other flags"}`);
+    const target = await resolveAdminTarget(values, deps);
+    return runCommand(cmd, values, adminClient(target), deps.io);
+  });
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));

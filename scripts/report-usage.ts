@@ -1,0 +1,124 @@
+// npm run report-usage -- (--stack <name> | --url <base>) [--key <id|name>] [--from] [--to]
+//   [--group model|day] [--format table|json|csv]
+// A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
+import { formatCredits, parseCredits } from "../api-shim/src/money.ts";
+import { adminClient, type ApiKey, findKey, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
+import { oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
+import { formatTable } from "./lib/table.ts";
+import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
+
+const USAGE = `Usage: npm run report-usage -- (--stack <name> | --url <base URL>) [options]
+
+Usage of a tenant's keys: requests, prompt/completion/total tokens and cost in credits, per key
+and model (or day), for a period (default: the current UTC month), with totals.
+
+  --key <id|name>            one key only
+  --from <date|timestamp>    start, e.g. 2026-03-01 or 2026-03-01T09:00:00Z (UTC)
+  --to <date|timestamp>      end; a date includes that whole day
+  --group <model|day>        rows per key and model (default) or per key and day
+  --format <table|json|csv>  table (default); json (the API's report plus totals); csv (the
+                             API's CSV, spreadsheet-safe, one row per key and group)
+
+${TARGET_USAGE}
+
+Examples:
+  npm run report-usage -- --stack acme
+  npm run report-usage -- --stack acme --group day --from 2026-03-01 --to 2026-03-07
+  npm run report-usage -- --stack acme --format csv > acme-usage.csv`;
+
+const OPTIONS = {
+  ...TARGET_OPTIONS,
+  key: { type: "string" },
+  from: { type: "string" },
+  to: { type: "string" },
+  group: { type: "string" },
+  format: { type: "string" },
+} as const;
+
+const GROUPS = ["model", "day"] as const;
+const FORMATS = ["table", "json", "csv"] as const;
+
+export interface UsageTotals {
+  readonly requests: number;
+  readonly prompt_tokens: number;
+  readonly completion_tokens: number;
+  readonly total_tokens: number;
+  readonly cost: number;
+}
+
+/** Sums the rows; costs are added in micro-credits so the total has no floating-point drift. */
+export function usageTotals(rows: readonly UsageRow[]): UsageTotals {
+  let micro = 0;
+  for (const r of rows) micro += parseCredits(r.cost) ?? 0;
+  const sum = (f: (r: UsageRow) => number) => rows.reduce((s, r) => s + f(r), 0);
+  return {
+    requests: sum((r) => r.requests),
+    prompt_tokens: sum((r) => r.prompt_tokens),
+    completion_tokens: sum((r) => r.completion_tokens),
+    total_tokens: sum((r) => r.total_tokens),
+    cost: Number(formatCredits(micro)),
+  };
+}
+
+export function formatUsage(report: UsageReport, keys: readonly ApiKey[]): string {
+  const names = new Map(keys.map((k) => [k.id, k.name]));
+  const head = `Usage ${report.period.start} to ${report.period.end}, per key and ${report.group}`;
+  if (report.data.length === 0) return `${head}: no requests.`;
+  const totals = usageTotals(report.data);
+  type Line = { key: string; name: string; group: string; requests: number; prompt: number; completion: number; total: number; cost: number };
+  const lines: Line[] = report.data.map((r) => ({
+    key: r.key_id, name: names.get(r.key_id) ?? "?", group: String(report.group === "day" ? r.day : r.model),
+    requests: r.requests, prompt: r.prompt_tokens, completion: r.completion_tokens, total: r.total_tokens, cost: r.cost,
+  }));
+  lines.push({ key: "TOTAL", name: "", group: "", requests: totals.requests, prompt: totals.prompt_tokens, completion: totals.completion_tokens, total: totals.total_tokens, cost: totals.cost });
+  const table = formatTable<Line>([
+    { header: "KEY", value: (l) => l.key },
+    { header: "NAME", value: (l) => l.name },
+    { header: report.group.toUpperCase(), value: (l) => l.group },
+    { header: "REQUESTS", value: (l) => l.requests },
+    { header: "PROMPT", value: (l) => l.prompt },
+    { header: "COMPLETION", value: (l) => l.completion },
+    { header: "TOKENS", value: (l) => l.total },
+    { header: "CREDITS", value: (l) => l.cost },
+  ], lines);
+  return `${head}\n\n${table}`;
+}
+
+/** A date or timestamp as the API takes it, checked here so the message names the flag. */
+function periodFlag(flag: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2}))?$/.test(value) || !Number.isFinite(Date.parse(value))) {
+    throw new UsageError(`--${flag} "${value}" must be a date (2026-03-01) or a timestamp with a zone (2026-03-01T09:00:00Z)`);
+  }
+  return value;
+}
+
+export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
+  const deps = withDefaults(partial);
+  return runScript(deps.io, async () => {
+    const { values } = parseFlags(argv, OPTIONS, USAGE, { rejected: REJECTED_TOKEN_FLAGS });
+    if (values.help) {
+      deps.io.out(USAGE);
+      return 0;
+    }
+    const group = oneOf("group", values.group, GROUPS, "model");
+    const format = oneOf("format", values.format, FORMATS, "table");
+    const from = periodFlag("from", values.from);
+    const to = periodFlag("to", values.to);
+    const client = adminClient(await resolveAdminTarget(values, deps));
+    // Names for the table, and to accept --key by name; the API filters by id.
+    const keys = values.key !== undefined || format === "table" ? await client.listKeys() : [];
+    const key = values.key === undefined ? undefined : findKey(keys, values.key).id;
+    const query = { group, ...(key ? { key } : {}), ...(from ? { from } : {}), ...(to ? { to } : {}) };
+    if (format === "csv") {
+      deps.io.out((await client.usageCsv(query)).replace(/\r?\n$/, ""));
+      return 0;
+    }
+    const report = await client.usage(query);
+    deps.io.out(format === "json" ? JSON.stringify({ ...report, totals: usageTotals(report.data) }, null, 2) : formatUsage(report, keys));
+    return 0;
+  });
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));

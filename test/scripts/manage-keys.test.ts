@@ -1,0 +1,180 @@
+import { createServer } from "node:net";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ApiKey, CreatedKey } from "../../scripts/lib/admin-client.ts";
+import { memoryIo } from "../../scripts/lib/cli.ts";
+import { main } from "../../scripts/manage-keys.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+import { tempDir } from "../support/tools.ts";
+import { FakePulumi } from "./fake-pulumi.ts";
+
+let h: Harness;
+beforeAll(async () => {
+  h = await startShim();
+});
+afterAll(() => h.close());
+
+/** Runs manage-keys against the test's shim; the admin token in the environment, as an operator would. */
+async function keys(argv: string[], options: { env?: NodeJS.ProcessEnv; pulumi?: FakePulumi } = {}) {
+  const io = memoryIo();
+  const code = await main(argv, { io, env: options.env ?? { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: options.pulumi ?? new FakePulumi(), root: tempDir() });
+  return { code, io, out: io.stdout.join("\n"), err: io.stderr.join("\n") };
+}
+
+const chat = (key: string) =>
+  h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Hello" }], max_tokens: 4 });
+
+async function listed(): Promise<ApiKey[]> {
+  const r = await keys(["list", "--url", h.url, "--json"]);
+  expect(r.code, r.err).toBe(0);
+  return JSON.parse(r.out) as ApiKey[];
+}
+
+describe("manage-keys against a real shim", () => {
+  it("create: the plaintext key is printed once and works with the OpenAI SDK", async () => {
+    const r = await keys(["create", "--url", `${h.url}/v1`, "--name", "team-a", "--credits", "10", "--tier", "developer", "--json"]);
+    expect(r.code, r.err).toBe(0);
+    const created = JSON.parse(r.out) as CreatedKey;
+    h.secrets.add(created.key);
+    expect(created).toMatchObject({ name: "team-a", tier: "developer", balance: 10, revoked_at: null });
+    const completion = await chat(created.key);
+    expect(completion.choices[0]?.message.content).toBeTruthy();
+
+    const text = await keys(["create", "--url", h.url, "--name", "team-b", "--credits", "2.5"]);
+    expect(text.code, text.err).toBe(0);
+    const key = /Key \(shown once; only its hash is stored\): (sk-gs-\S+)/.exec(text.out)?.[1];
+    expect(key).toBeDefined();
+    h.secrets.add(key!);
+    expect(text.out).toMatch(/^Created key team-b \(id \w+\): tier \w+, 2\.5 credits\./);
+    expect((await chat(key!)).choices).toHaveLength(1);
+  });
+
+  it("list: a table and JSON with every key, never a plaintext key", async () => {
+    const created = await h.createKey({ name: "listed-key", credits: 7 });
+    const table = await keys(["list", "--url", h.url]);
+    expect(table.code, table.err).toBe(0);
+    expect(table.out.split("\n")[0]).toMatch(/^ID +NAME +TIER +BALANCE +HELD +REMAINING +MODELS +CREATED +EXPIRES +STATUS$/);
+    expect(table.out).toMatch(new RegExp(`^${created.id} +listed-key +enterprise +7 +0 +7 +all +\\S+ +- +active$`, "m"));
+    expect(table.out).not.toContain(created.key);
+    expect((await listed()).find((k) => k.id === created.id)).toMatchObject({ name: "listed-key", balance: 7 });
+  });
+
+  it("top-up twice with the same Idempotency-Key credits once", async () => {
+    const { id } = await h.createKey({ name: "topped", credits: 1 });
+    const first = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "2.5", "--note", "invoice 17", "--idempotency-key", "inv-17"]);
+    expect(first.code, first.err).toBe(0);
+    expect(first.err).toContain("Idempotency-Key: inv-17");
+    expect(first.out).toBe(`Added 2.5 credits to topped (${id}): balance 3.5, remaining 3.5.`);
+    const retry = await keys(["top-up", "--url", h.url, "--key", "topped", "--amount", "2.5", "--note", "invoice 17", "--idempotency-key", "inv-17"]);
+    expect(retry.code, retry.err).toBe(0);
+    expect(retry.out).toContain("Already applied with this Idempotency-Key; nothing added.");
+    expect((await listed()).find((k) => k.id === id)?.balance).toBe(3.5);
+    const audit = (await h.store.audit()).find((a) => a.keyId === id)!;
+    expect(audit.ledgerSum).toBe(3_500_000);
+
+    // Without the flag a fresh key is generated and printed before the request, for a retry.
+    const fresh = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1"]);
+    expect(fresh.code, fresh.err).toBe(0);
+    expect(fresh.err).toMatch(/^Idempotency-Key: (topup-[0-9a-f-]{36}) {2}\(to retry safely: --idempotency-key \1\)$/);
+    expect((await listed()).find((k) => k.id === id)?.balance).toBe(4.5);
+
+    // The same key with another amount is a different request: the API refuses it.
+    const conflict = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "9", "--idempotency-key", "inv-17"]);
+    expect(conflict.code).toBe(1);
+    expect(conflict.err).toContain("409 idempotency_key_reused: This Idempotency-Key was already used with a different request.");
+  });
+
+  it("revoke: the key gets 401 at once", async () => {
+    const { id, key } = await h.createKey({ name: "to-revoke", credits: 5 });
+    await chat(key);
+    const r = await keys(["revoke", "--url", h.url, "--key", "to-revoke"]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(new RegExp(`^Revoked key to-revoke \\(${id}\\) at \\S+; it now gets 401`));
+    const err = await chat(key).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.AuthenticationError);
+    expect((err as { status?: number }).status).toBe(401);
+    expect((await listed()).find((k) => k.id === id)?.revoked_at).not.toBeNull();
+    const again = await keys(["revoke", "--url", h.url, "--key", id]);
+    expect(again.code).toBe(1);
+    expect(again.err).toContain(`key to-revoke (${id}) was already revoked`);
+  });
+
+  it("a wrong admin token: a clear error and exit 1", async () => {
+    const r = await keys(["list", "--url", h.url], { env: { GPU_SANDBOX_ADMIN_TOKEN: "not-the-token" } });
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("admin API GET /admin/keys failed: 401 invalid_admin_token: Invalid admin token.");
+    expect(r.err).toContain("Check the admin token ($GPU_SANDBOX_ADMIN_TOKEN).");
+    expect(r.err).not.toMatch(/\n\s+at /);
+    const named = await keys(["list", "--url", h.url, "--admin-token-env", "ACME_ADMIN"], { env: { ACME_ADMIN: "wrong" } });
+    expect(named.code).toBe(1);
+    expect(named.err).toContain("Check the admin token ($ACME_ADMIN).");
+  });
+
+  it("--stack takes the URL and admin token from the stack's outputs (with --show-secrets)", async () => {
+    const pulumi = new FakePulumi({ acme: { outputs: { endpoint: `${h.url}/v1`, adminToken: h.adminToken, region: "us-ord" } }, fresh: { outputs: {} } });
+    const r = await keys(["list", "--stack", "acme"], { env: {}, pulumi });
+    expect(r.code, r.err).toBe(0);
+    expect(r.out.split("\n")[0]).toMatch(/^ID +NAME/);
+    expect(pulumi.calls.map((c) => c.args)).toEqual([["stack", "output", "--json", "--stack", "acme", "--show-secrets"]]);
+
+    const notDeployed = await keys(["list", "--stack", "fresh"], { env: {}, pulumi });
+    expect(notDeployed.code).toBe(1);
+    expect(notDeployed.err).toContain("stack fresh is not deployed (no outputs); run `pulumi up --stack fresh`");
+    const missing = await keys(["list", "--stack", "nope"], { env: {}, pulumi });
+    expect(missing.err).toContain("stack nope is not in the Pulumi backend");
+    pulumi.installed = false;
+    const noCli = await keys(["list", "--stack", "acme"], { env: {}, pulumi });
+    expect(noCli.err).toContain("--stack needs the pulumi CLI, which is not on PATH; use --url <endpoint> with GPU_SANDBOX_ADMIN_TOKEN instead");
+  });
+
+  it("an unreachable endpoint names the URL and the cause", async () => {
+    const port = await closedPort();
+    const r = await keys(["list", "--url", `http://127.0.0.1:${port}/v1`]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`cannot reach the admin API at http://127.0.0.1:${port}/admin/keys:`);
+    expect(r.err).toContain("ECONNREFUSED");
+  });
+
+  it.each([
+    [["list", "--url", "URL", "--admin-token", "x"], "--admin-token is not accepted: the admin token would be kept in shell history"],
+    [["list"], "--stack <name> or --url <base URL> is required"],
+    [["list", "--stack", "a", "--url", "URL"], "use either --stack or --url, not both"],
+    [["rotate", "--url", "URL"], '"rotate" is not a command; use one of: create, list, revoke, top-up'],
+    [[], "a command is required"],
+    [["create", "--url", "URL"], "--name is required: the key's name"],
+    [["create", "--url", "URL", "--name", "x", "--credits", "1.1234567"], '--credits "1.1234567" must be a non-negative number of credits with at most 6 decimals'],
+    [["top-up", "--url", "URL", "--key", "x", "--amount=-5"], '--amount "-5" must be a positive number of credits'],
+    [["top-up", "--url", "URL", "--key", "x", "--amount", "0"], '--amount "0" must be a positive number of credits'],
+    [["top-up", "--url", "URL", "--key", "x"], "--amount is required"],
+    [["list", "--url", "URL", "--amount", "5"], "--amount does not go with list"],
+    [["revoke", "--url", "URL", "--key", "no-such-key"], '--key "no-such-key": no key with that id or name; keys:'],
+    [["create", "--url", "URL", "--name", "x", "--tier", "gold"], "400 invalid_request: 'tier' must be one of:"],
+    [["list", "--url", "ftp://example.com"], '--url "ftp://example.com" must start with https:// or http://'],
+  ])("%j → exit 1: %s", async (argv, message) => {
+    const r = await keys(argv.map((a) => (a === "URL" ? h.url : a)));
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(message);
+    expect(r.err).not.toMatch(/\n\s+at /);
+  });
+
+  it("the admin token must be in the environment", async () => {
+    const r = await keys(["list", "--url", h.url], { env: {} });
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("GPU_SANDBOX_ADMIN_TOKEN is not set: export the tenant's admin token in it");
+  });
+
+  it("--help", async () => {
+    const r = await keys(["--help"]);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("Usage: npm run manage-keys -- <command> (--stack <name> | --url <base URL>)");
+  });
+});
+
+/** A loopback port with nothing listening: bind port 0, note it, close it. */
+export async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}

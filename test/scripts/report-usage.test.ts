@@ -1,0 +1,137 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { memoryIo } from "../../scripts/lib/cli.ts";
+import { main } from "../../scripts/report-usage.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+import { tempDir } from "../support/tools.ts";
+import { FakePulumi } from "./fake-pulumi.ts";
+
+// Prices chosen so every cost is exact in micro-credits: 1 credit per request, 500 µc per
+// prompt token, 1000 µc per completion token.
+const FILE = { pricing: { models: { "qwen2.5-7b": { promptPer1k: 0.5, completionPer1k: 1 } } }, models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] };
+const costMicro = (u: { prompt_tokens: number; completion_tokens: number }) => 1_000_000 + 500 * u.prompt_tokens + 1000 * u.completion_tokens;
+
+let h: Harness;
+let a: { id: string; key: string };
+let b: { id: string; key: string };
+/** What the fake upstream reported per key: the expected figures, worked out apart from the shim's report. */
+const expected = new Map<string, { requests: number; prompt: number; completion: number; micro: number }>();
+
+beforeAll(async () => {
+  h = await startShim({ file: FILE });
+  a = await h.createKey({ name: "team-a", credits: 100 });
+  b = await h.createKey({ name: "team-b", credits: 100 });
+  const ask = async (k: { id: string; key: string }, content: string, maxTokens: number, stream = false) => {
+    const client = h.client(k.key);
+    const body = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content }], max_tokens: maxTokens };
+    let requestId: string | null;
+    if (stream) {
+      const { data, response } = await client.chat.completions.create({ ...body, stream: true }).withResponse();
+      for await (const _ of data);
+      requestId = response.headers.get("x-request-id");
+    } else {
+      requestId = (await client.chat.completions.create(body).withResponse()).response.headers.get("x-request-id");
+    }
+    // Settled once the request's own log line is written (a stream settles as it ends).
+    await h.waitForRequestLog((l) => l.reqId === requestId && l.status === 200);
+    const u = h.fake.usages.at(-1)!;
+    const e = expected.get(k.id) ?? { requests: 0, prompt: 0, completion: 0, micro: 0 };
+    expected.set(k.id, { requests: e.requests + 1, prompt: e.prompt + u.prompt_tokens, completion: e.completion + u.completion_tokens, micro: e.micro + costMicro(u) });
+  };
+  await ask(a, "one two three", 4);
+  await ask(a, "four five", 6, true);
+  await ask(a, "six", 2);
+  await ask(b, "seven eight nine ten", 3);
+});
+afterAll(() => h.close());
+
+async function report(argv: string[], env: NodeJS.ProcessEnv = { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }) {
+  const io = memoryIo();
+  const code = await main(["--url", h.url, ...argv], { io, env, pulumi: new FakePulumi(), root: tempDir() });
+  return { code, out: io.stdout.join("\n"), err: io.stderr.join("\n") };
+}
+
+const total = () => [...expected.values()].reduce((t, e) => ({
+  requests: t.requests + e.requests, prompt: t.prompt + e.prompt, completion: t.completion + e.completion, micro: t.micro + e.micro,
+}), { requests: 0, prompt: 0, completion: 0, micro: 0 });
+
+describe("report-usage against a real shim", () => {
+  it("JSON: per key and model, with totals that match the upstream's counts and the ledger", async () => {
+    const r = await report(["--format", "json"]);
+    expect(r.code, r.err).toBe(0);
+    const json = JSON.parse(r.out) as { group: string; data: Record<string, unknown>[]; totals: Record<string, number> };
+    expect(json.group).toBe("model");
+    const ea = expected.get(a.id)!;
+    expect(json.data.find((d) => d.key_id === a.id)).toEqual({
+      key_id: a.id, model: "qwen2.5-7b", requests: 3, prompt_tokens: ea.prompt, completion_tokens: ea.completion,
+      total_tokens: ea.prompt + ea.completion, cost: ea.micro / 1e6,
+    });
+    const t = total();
+    expect(json.totals).toEqual({ requests: 4, prompt_tokens: t.prompt, completion_tokens: t.completion, total_tokens: t.prompt + t.completion, cost: t.micro / 1e6 });
+    // The ledger agrees: what the keys lost is what the report says they spent.
+    const spent = (await h.store.audit()).filter((x) => x.keyId === a.id || x.keyId === b.id).reduce((s, x) => s + (100_000_000 - x.balance), 0);
+    expect(spent).toBe(t.micro);
+  });
+
+  it("CSV: the API's CSV, one row per key and model, summing to the same totals", async () => {
+    const r = await report(["--format", "csv"]);
+    expect(r.code, r.err).toBe(0);
+    const [header, ...rows] = r.out.split(/\r?\n/);
+    expect(header).toBe("key_id,model,requests,prompt_tokens,completion_tokens,total_tokens,cost");
+    expect(rows).toHaveLength(2);
+    const cells = rows.map((row) => row.split(","));
+    const t = total();
+    expect(cells.reduce((s, c) => s + Number(c[2]), 0)).toBe(4);
+    expect(cells.reduce((s, c) => s + Number(c[3]), 0)).toBe(t.prompt);
+    expect(cells.reduce((s, c) => s + Number(c[4]), 0)).toBe(t.completion);
+    expect(cells.reduce((s, c) => s + Math.round(Number(c[6]) * 1e6), 0)).toBe(t.micro);
+    const eb = expected.get(b.id)!;
+    expect(rows).toContain(`${b.id},qwen2.5-7b,1,${eb.prompt},${eb.completion},${eb.prompt + eb.completion},${eb.micro / 1e6}`);
+  });
+
+  it("a table with key names and a TOTAL line; --key by name; --group day", async () => {
+    const r = await report([]);
+    expect(r.code, r.err).toBe(0);
+    const t = total();
+    expect(r.out).toMatch(/^Usage \d{4}-\d\d-01T00:00:00Z to \d{4}-\d\d-\d\dT23:59:59Z, per key and model\n\nKEY +NAME +MODEL +REQUESTS +PROMPT +COMPLETION +TOKENS +CREDITS\n/);
+    expect(r.out).toMatch(new RegExp(`^${a.id} +team-a +qwen2\\.5-7b +3 `, "m"));
+    expect(r.out).toMatch(new RegExp(`^TOTAL +4 +${t.prompt} +${t.completion} +${t.prompt + t.completion} +${t.micro / 1e6}$`, "m"));
+
+    const day = await report(["--key", "team-b", "--group", "day", "--format", "json"]);
+    expect(day.code, day.err).toBe(0);
+    const json = JSON.parse(day.out) as { data: Record<string, unknown>[]; totals: { requests: number } };
+    expect(json.data).toEqual([expect.objectContaining({ key_id: b.id, day: new Date().toISOString().slice(0, 10), requests: 1 })]);
+    expect(json.totals.requests).toBe(1);
+  });
+
+  it("a period without requests, and a period given by date", async () => {
+    const empty = await report(["--from", "2020-01-01", "--to", "2020-01-31"]);
+    expect(empty.code, empty.err).toBe(0);
+    expect(empty.out).toBe("Usage 2020-01-01T00:00:00Z to 2020-01-31T23:59:59Z, per key and model: no requests.");
+  });
+
+  it("--stack reads the endpoint and token from the stack's outputs", async () => {
+    const io = memoryIo();
+    const pulumi = new FakePulumi({ acme: { outputs: { endpoint: `${h.url}/v1`, adminToken: h.adminToken } } });
+    expect(await main(["--stack", "acme", "--format", "json"], { io, env: {}, pulumi, root: tempDir() })).toBe(0);
+    expect((JSON.parse(io.stdout.join("\n")) as { totals: { requests: number } }).totals.requests).toBe(4);
+  });
+
+  it.each([
+    [["--group", "week"], '--group "week" is not allowed; use one of: model, day'],
+    [["--format", "xml"], '--format "xml" is not allowed; use one of: table, json, csv'],
+    [["--from", "yesterday"], '--from "yesterday" must be a date (2026-03-01) or a timestamp with a zone'],
+    [["--key", "nobody"], '--key "nobody": no key with that id or name; keys:'],
+    [["--to", "2020-01-01", "--from", "2020-02-01"], "400 invalid_request: 'to' must be after 'from'."],
+    [["--admin-token", "x"], "--admin-token is not accepted"],
+  ])("%j → exit 1: %s", async (argv, message) => {
+    const r = await report(argv);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(message);
+  });
+
+  it("a wrong admin token: a clear error and exit 1", async () => {
+    const r = await report(["--format", "csv"], { GPU_SANDBOX_ADMIN_TOKEN: "wrong" });
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("admin API GET /admin/usage failed: 401 invalid_admin_token: Invalid admin token.");
+  });
+});
