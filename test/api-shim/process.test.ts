@@ -19,7 +19,13 @@ describe("the shim process", () => {
   const key = generateKey();
   const adminToken = `adm-${generateKey().key}`;
   const logs: string[] = [];
+  const spawned: ShimProcess[] = [];
   let env: Record<string, string>;
+  const start = async (extra: Record<string, string> = {}) => {
+    const p = await spawnShim({ ...env, ...extra });
+    spawned.push(p);
+    return p;
+  };
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "shim-proc-"));
@@ -40,6 +46,7 @@ describe("the shim process", () => {
     };
   });
   afterAll(async () => {
+    for (const p of spawned) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
     await fake.close();
     rmSync(dir, { recursive: true, force: true });
     assertNoSecrets(logs, [key.key, adminToken]);
@@ -63,7 +70,7 @@ describe("the shim process", () => {
 
   it("SIGKILL during 50 live streams: after a restart no reservation is left and balances equal the ledger", async () => {
     fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
-    const first = await spawnShim(env);
+    const first = await start();
     const streams = await Promise.all(Array.from({ length: 50 }, () => openStream(first, 2000)));
     const during = (await audit()).find((r) => r.keyId === key.id)!;
     expect(during.reservations).toBe(50); // the kill really lands on 50 open holds
@@ -72,7 +79,7 @@ describe("the shim process", () => {
     logs.push(...first.lines);
     await Promise.allSettled(streams.map(async (s) => { for (let r = await s.it.next(); !r.done; r = await s.it.next()); }));
 
-    const second = await spawnShim(env);
+    const second = await start();
     const released = await second.waitForLine((e) => typeof e.released === "number");
     expect(released.released).toBe(50);
     const after = (await audit()).find((r) => r.keyId === key.id)!;
@@ -90,7 +97,7 @@ describe("the shim process", () => {
 
   it("SIGTERM drains: short streams finish, long ones are cut at the drain timeout and settled; exit 0", async () => {
     fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
-    const p = await spawnShim({ ...env, SHIM_DRAIN_TIMEOUT_MS: "1500" });
+    const p = await start({ SHIM_DRAIN_TIMEOUT_MS: "1500" });
     const before = (await audit()).find((r) => r.keyId === key.id)!.balance;
     const short = await Promise.all(Array.from({ length: 5 }, () => openStream(p, 8)));
     const long = await Promise.all(Array.from({ length: 5 }, () => openStream(p, 5000)));

@@ -17,12 +17,20 @@ export interface ShimProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** Every child still running: killed when the test process exits, so a failed test leaks none. */
+const running = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const c of running) c.kill("SIGKILL");
+});
+
 export async function spawnShim(env: Record<string, string>): Promise<ShimProcess> {
   const child = spawn(process.execPath, [join(ROOT, "api-shim", "src", "server.ts")], {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "", SHIM_HOST: "127.0.0.1", SHIM_PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  running.add(child);
+  child.once("exit", () => running.delete(child));
   const lines: string[] = [];
   const events = new EventEmitter();
   let partial = "";
@@ -72,6 +80,9 @@ export async function spawnShim(env: Record<string, string>): Promise<ShimProces
       });
     });
 
-  const listening = await waitForLine((e) => e.msg === "api-shim listening");
+  const listening = await waitForLine((e) => e.msg === "api-shim listening").catch((e: unknown) => {
+    child.kill("SIGKILL");
+    throw e;
+  });
   return { child, url: String(listening.address), lines, waitForLine, exited };
 }
