@@ -1,7 +1,7 @@
 // A small client for the shim's admin API (docs: api-shim routes/admin.ts): keys, top-ups and
 // usage reports. Every failure becomes an AdminApiError whose message has the HTTP status and
 // the API's own message, plus a hint for the usual operator mistakes.
-import { UsageError } from "./cli.ts";
+import { networkReason, UsageError } from "./cli.ts";
 
 /** Where a tenant's admin API is and how to authenticate. */
 export interface AdminTarget {
@@ -148,19 +148,6 @@ async function apiError(res: Response, method: string, path: string, target: Adm
     res.status === 403 && path.startsWith("/admin") ? "\nIs this machine's address in the stack's gpu-sandbox:adminCidrs? nginx serves /admin only to those." :
     "";
   return new AdminApiError(`admin API ${method} ${path.split("?")[0]} failed: ${res.status} ${code}${message}${hint}`, res.status);
-}
-
-/** The root cause of a fetch failure (ECONNREFUSED, a TLS error, a timeout), not "fetch failed". */
-export function networkReason(err: unknown): string {
-  let e: unknown = err;
-  const parts: string[] = [];
-  while (e instanceof Error) {
-    const code = (e as NodeJS.ErrnoException).code;
-    parts.push(code && !e.message.includes(code) ? `${e.message} (${code})` : e.message);
-    e = e.cause;
-  }
-  const useful = parts.filter((p) => p !== "fetch failed");
-  return (useful.length ? useful : parts).join(": ") || String(err);
 }
 
 /**

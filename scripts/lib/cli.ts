@@ -104,3 +104,16 @@ export function formatDuration(ms: number): string {
   const m = Math.floor((s % 3600) / 60);
   return h > 0 ? `${h}h ${m}m` : `${m}m ${s % 60}s`;
 }
+
+/** The root cause of a fetch failure (ECONNREFUSED, a TLS error, a timeout), not "fetch failed". */
+export function networkReason(err: unknown): string {
+  let e: unknown = err;
+  const parts: string[] = [];
+  while (e instanceof Error) {
+    const code = (e as NodeJS.ErrnoException).code;
+    parts.push(code && !e.message.includes(code) ? `${e.message} (${code})` : e.message);
+    e = e.cause;
+  }
+  const useful = parts.filter((p) => p !== "fetch failed");
+  return (useful.length ? useful : parts).join(": ") || String(err);
+}

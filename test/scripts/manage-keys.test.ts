@@ -1,4 +1,3 @@
-import { createServer } from "node:net";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey, CreatedKey } from "../../scripts/lib/admin-client.ts";
@@ -7,6 +6,7 @@ import { main } from "../../scripts/manage-keys.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
+import { closedPort } from "./net.ts";
 
 let h: Harness;
 beforeAll(async () => {
@@ -170,11 +170,3 @@ describe("manage-keys against a real shim", () => {
   });
 });
 
-/** A loopback port with nothing listening: bind port 0, note it, close it. */
-export async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}

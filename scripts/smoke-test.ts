@@ -1,0 +1,211 @@
+// npm run smoke-test -- --url <base URL ending in /v1> [--key <key>] [--model <name>] [--ca <pem>]
+// Checks an endpoint the way a client sees it, with the official OpenAI SDK: models, a chat, the
+// credit headers, a streamed chat (time to first token, tokens/s), and that a made-up key gets
+// 401. Prints one PASS/FAIL line per check with its timing; exit 0 only if every check passed.
+import OpenAI from "openai";
+import { formatDuration, type Io, networkReason, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
+import { readCa, trustCa } from "./lib/tenant-target.ts";
+
+export const API_KEY_ENV = "GPU_SANDBOX_API_KEY";
+
+const USAGE = `Usage: npm run smoke-test -- --url <base URL ending in /v1> [--key <key>] [--model <name>] [--ca <pem file>]
+
+Runs five checks against any OpenAI-compatible endpoint and key, with the official OpenAI SDK:
+  models          GET /models lists the model (the first one unless --model)
+  chat            a short chat completion answers
+  credit-headers  the answer carries x-credits-charged and x-credits-remaining
+  stream          a streamed chat: time to first token and tokens/s
+  bad-key         a made-up key gets 401
+One PASS/FAIL line per check with its timing; exit code 0 only if all pass (for CI, and right
+after \`pulumi up\`).
+
+  --url <url>            the endpoint's base URL, ending in /v1
+  --key <key>            the API key; better: export ${API_KEY_ENV} (keeps it out of shell history)
+  --model <name>         the model to use (default: the first one /models lists)
+  --ca <pem file>        trust this CA (tls.mode self-signed: \`pulumi stack output caCertificate\`)
+  --timeout-seconds <n>  per request (default 60)
+
+Examples:
+  export ${API_KEY_ENV}="$(pulumi stack output apiKeys --show-secrets --stack acme | jq -r .app)"
+  npm run smoke-test -- --url "$(pulumi stack output endpoint --stack acme)"
+  npm run smoke-test -- --url https://llm.example.com/v1 --model qwen2.5-7b --ca ca.pem`;
+
+const OPTIONS = {
+  url: { type: "string" },
+  key: { type: "string" },
+  model: { type: "string" },
+  ca: { type: "string" },
+  "timeout-seconds": { type: "string" },
+} as const;
+
+export interface SmokeOptions {
+  readonly url: string;
+  readonly key: string;
+  readonly model?: string | undefined;
+  readonly timeoutMs: number;
+}
+
+export interface CheckResult {
+  readonly name: string;
+  readonly ok: boolean;
+  readonly ms: number;
+  /** What was seen (on success) or what went wrong (on failure). */
+  readonly detail: string;
+}
+
+/** Thrown inside a check to fail it with a sentence rather than an exception's text. */
+class CheckFailed extends Error {}
+
+/** Runs every check in order, reporting each as it finishes. */
+export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) => void = () => {}): Promise<CheckResult[]> {
+  const client = new OpenAI({ baseURL: opts.url, apiKey: opts.key, maxRetries: 0, timeout: opts.timeoutMs });
+  const results: CheckResult[] = [];
+  const check = async (name: string, fn: () => Promise<string>) => {
+    const started = performance.now();
+    let r: CheckResult;
+    try {
+      const detail = await fn();
+      r = { name, ok: true, ms: performance.now() - started, detail };
+    } catch (err) {
+      r = { name, ok: false, ms: performance.now() - started, detail: describeError(err, opts) };
+    }
+    results.push(r);
+    onResult(r);
+  };
+
+  let model = opts.model;
+  await check("models", async () => {
+    const ids = (await client.models.list()).data.map((m) => m.id);
+    if (ids.length === 0) throw new CheckFailed("/models lists no model");
+    if (model !== undefined && !ids.includes(model)) throw new CheckFailed(`model "${model}" is not served; /models lists: ${ids.join(", ")}`);
+    model ??= ids[0];
+    return `${ids.length} model${ids.length === 1 ? "" : "s"}: ${ids.join(", ")}; using ${model}`;
+  });
+  const needModel = () => {
+    if (model === undefined) throw new CheckFailed("not run: no model to use (models failed; pass --model)");
+    return model;
+  };
+
+  let headers: Headers | undefined;
+  await check("chat", async () => {
+    const { data, response } = await client.chat.completions
+      .create({ model: needModel(), messages: [{ role: "user", content: "Say hello in five words." }], max_tokens: 32 })
+      .withResponse();
+    headers = response.headers;
+    const text = data.choices[0]?.message.content ?? "";
+    if (text.trim() === "") throw new CheckFailed(`the answer has no content (finish_reason ${data.choices[0]?.finish_reason ?? "none"})`);
+    return `"${oneLine(text, 60)}" (${data.usage?.completion_tokens ?? "?"} tokens)`;
+  });
+
+  await check("credit-headers", async () => {
+    if (!headers) throw new CheckFailed("not run: no chat answer to look at (chat failed)");
+    const missing = ["x-credits-charged", "x-credits-remaining"].filter((h) => !/^\d+(\.\d+)?$/.test(headers!.get(h) ?? ""));
+    if (missing.length) {
+      throw new CheckFailed(`missing or not a number: ${missing.join(", ")} (is this the gpu-sandbox shim, or a proxy that drops headers?)`);
+    }
+    return `charged ${headers.get("x-credits-charged")}, remaining ${headers.get("x-credits-remaining")}`;
+  });
+
+  await check("stream", async () => {
+    const started = performance.now();
+    const stream = await client.chat.completions.create({
+      model: needModel(), messages: [{ role: "user", content: "Count from one to ten in words." }], max_tokens: 64,
+      stream: true, stream_options: { include_usage: true },
+    });
+    let first: number | undefined;
+    let chunks = 0;
+    let tokens: number | undefined;
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.delta?.content) {
+        first ??= performance.now();
+        chunks++;
+      }
+      if (chunk.usage) tokens = chunk.usage.completion_tokens;
+    }
+    const end = performance.now();
+    if (first === undefined) throw new CheckFailed("the stream ended without any content");
+    const n = tokens ?? chunks;
+    // Generation speed after the first token; a one-token answer has no such interval.
+    const seconds = (n > 1 ? end - first : end - started) / 1000;
+    return `first token after ${formatDuration(first - started)}, ${n} tokens in ${formatDuration(end - started)}, ${(n / Math.max(seconds, 1e-3)).toFixed(1)} tokens/s`;
+  });
+
+  await check("bad-key", async () => {
+    const bad = new OpenAI({ baseURL: opts.url, apiKey: "sk-gs-smoketest0000_notarealkeynotarealkeynotareal", maxRetries: 0, timeout: opts.timeoutMs });
+    try {
+      await bad.models.list();
+    } catch (err) {
+      if (err instanceof OpenAI.APIError && err.status === 401) return `401 ${err.code ?? ""}`.trim();
+      throw err instanceof OpenAI.APIError && err.status !== undefined ? new CheckFailed(`expected 401, got ${describeError(err, opts)}`) : err;
+    }
+    throw new CheckFailed("a made-up key was accepted: the endpoint does not check keys");
+  });
+  return results;
+}
+
+/** What went wrong, in one line: HTTP status and the API's message, or the network cause. */
+export function describeError(err: unknown, opts: SmokeOptions): string {
+  if (err instanceof CheckFailed) return err.message;
+  if (err instanceof OpenAI.APIConnectionTimeoutError) return `no answer from ${opts.url} within ${formatDuration(opts.timeoutMs)}`;
+  if (err instanceof OpenAI.APIConnectionError) return `cannot connect to ${opts.url}: ${networkReason(err.cause ?? err)}`;
+  if (err instanceof OpenAI.APIError && err.status !== undefined) {
+    const body = err.error as { message?: unknown } | undefined;
+    const message = typeof body?.message === "string" ? body.message : err.message.replace(/^\d{3}\s*/, "");
+    return `HTTP ${err.status}${err.code ? ` ${err.code}` : ""}: ${oneLine(message, 200)}`;
+  }
+  return oneLine(err instanceof Error ? err.message : String(err), 200);
+}
+
+const oneLine = (s: string, max: number) => {
+  const t = s.replace(/\s+/g, " ").trim();
+  return t.length > max ? `${t.slice(0, max - 1)}…` : t;
+};
+
+export function formatResult(r: CheckResult): string {
+  return `${r.ok ? "PASS" : "FAIL"}  ${r.name.padEnd(14)}  ${formatDuration(r.ms).padStart(8)}  ${r.detail}`;
+}
+
+/** Validates flags into options; the key from --key or the environment. */
+export function smokeOptions(values: { url?: string | undefined; key?: string | undefined; model?: string | undefined; "timeout-seconds"?: string | undefined }, env: NodeJS.ProcessEnv): SmokeOptions {
+  if (values.url === undefined) throw new UsageError(`--url is required: the endpoint's base URL ending in /v1, e.g. "$(pulumi stack output endpoint)"\n\n${USAGE}`);
+  let u: URL;
+  try {
+    u = new URL(values.url);
+  } catch {
+    throw new UsageError(`--url "${values.url}" is not a URL; expected e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
+  }
+  const url = values.url.replace(/\/+$/, "");
+  if ((u.protocol !== "https:" && u.protocol !== "http:") || !url.endsWith("/v1")) {
+    throw new UsageError(`--url "${values.url}" must be an http(s) base URL ending in /v1, e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
+  }
+  const key = values.key ?? env[API_KEY_ENV];
+  if (!key) throw new UsageError(`no API key: export ${API_KEY_ENV}=sk-gs-… (or pass --key)`);
+  const seconds = values["timeout-seconds"] === undefined ? 60 : Number(values["timeout-seconds"]);
+  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 3600) throw new UsageError(`--timeout-seconds "${values["timeout-seconds"]}" must be a number of seconds from 1 to 3600`);
+  return { url, key, model: values.model, timeoutMs: seconds * 1000 };
+}
+
+export async function runSmokeTest(opts: SmokeOptions, io: Io): Promise<number> {
+  io.out(`Smoke test of ${opts.url}${opts.model ? ` (model ${opts.model})` : ""}`);
+  const results = await smokeTest(opts, (r) => io.out(formatResult(r)));
+  const failed = results.filter((r) => !r.ok);
+  io.out(failed.length === 0 ? `All ${results.length} checks passed.` : `${failed.length} of ${results.length} checks failed: ${failed.map((r) => r.name).join(", ")}.`);
+  return failed.length === 0 ? 0 : 1;
+}
+
+export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
+  const deps = withDefaults(partial);
+  return runScript(deps.io, async () => {
+    const { values } = parseFlags(argv, OPTIONS, USAGE);
+    if (values.help) {
+      deps.io.out(USAGE);
+      return 0;
+    }
+    const opts = smokeOptions(values, deps.env);
+    if (values.ca !== undefined) trustCa(readCa(values.ca));
+    return runSmokeTest(opts, deps.io);
+  });
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));

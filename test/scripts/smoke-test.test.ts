@@ -1,0 +1,118 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { memoryIo } from "../../scripts/lib/cli.ts";
+import { main } from "../../scripts/smoke-test.ts";
+import { FakeVllm } from "../support/fake-vllm.ts";
+import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
+import { closedPort } from "./net.ts";
+
+let h: Harness;
+let key: string;
+beforeAll(async () => {
+  h = await startShim();
+  ({ key } = await h.createKey({ name: "smoke", credits: 100, tier: "enterprise" }));
+});
+afterAll(() => h.close());
+afterEach(() => {
+  h.fake.behaviour.failStatus = null;
+});
+
+async function smoke(argv: string[], env: NodeJS.ProcessEnv = { GPU_SANDBOX_API_KEY: key }) {
+  const io = memoryIo();
+  const code = await main(argv, { io, env });
+  const lines = io.stdout;
+  /** The line of one check: "PASS  models  12 ms  …". */
+  const line = (name: string) => lines.find((l) => new RegExp(`^(PASS|FAIL) {2}${name} `).test(l)) ?? `(no line for ${name})`;
+  return { code, lines, line, err: io.stderr.join("\n") };
+}
+
+describe("smoke-test", () => {
+  it("passes against the real shim and the test upstream: every check, with timings", async () => {
+    const r = await smoke(["--url", `${h.url}/v1`]);
+    expect(r.code, r.lines.join("\n")).toBe(0);
+    expect(r.lines[0]).toBe(`Smoke test of ${h.url}/v1`);
+    expect(r.line("models")).toMatch(/^PASS {2}models +\d+ ms {2}2 models: qwen2\.5-7b, bge-m3; using qwen2\.5-7b$/);
+    expect(r.line("chat")).toMatch(/^PASS {2}chat +\d+ ms {2}".+" \(\d+ tokens\)$/);
+    expect(r.line("credit-headers")).toMatch(/^PASS {2}credit-headers +\d+ ms {2}charged \d+(\.\d+)?, remaining \d+(\.\d+)?$/);
+    expect(r.line("stream")).toMatch(/^PASS {2}stream +\d+ ms {2}first token after \d+ ms, \d+ tokens in \d+ ms, \d+\.\d tokens\/s$/);
+    expect(r.line("bad-key")).toMatch(/^PASS {2}bad-key +\d+ ms {2}401 invalid_api_key$/);
+    expect(r.lines.at(-1)).toBe("All 5 checks passed.");
+  });
+
+  it("--key and --model work too", async () => {
+    const r = await smoke(["--url", `${h.url}/v1/`, "--key", key, "--model", "bge-m3"], {});
+    expect(r.line("models")).toContain("using bge-m3");
+    expect(r.line("chat")).toMatch(/^PASS/);
+  });
+
+  it("fails when the upstream answers 503, naming the status on each affected check", async () => {
+    h.fake.behaviour.failStatus = 503;
+    const r = await smoke(["--url", `${h.url}/v1`]);
+    expect(r.code).toBe(1);
+    expect(r.line("models")).toMatch(/^PASS/);
+    expect(r.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}HTTP 503 \w+: /);
+    expect(r.line("credit-headers")).toMatch(/^FAIL .*not run: no chat answer to look at \(chat failed\)$/);
+    expect(r.line("stream")).toMatch(/^FAIL {2}stream +\d+ ms {2}HTTP 503 /);
+    expect(r.line("bad-key")).toMatch(/^PASS/);
+    expect(r.lines.at(-1)).toBe("3 of 5 checks failed: chat, credit-headers, stream.");
+  });
+
+  it("fails with a revoked key: 401 on every check that uses it", async () => {
+    const revoked = await h.createKey({ name: "gone", credits: 5 });
+    expect((await h.admin(`/admin/keys/${revoked.id}`, { method: "DELETE" })).status).toBe(200);
+    const r = await smoke(["--url", `${h.url}/v1`], { GPU_SANDBOX_API_KEY: revoked.key });
+    expect(r.code).toBe(1);
+    expect(r.line("models")).toMatch(/^FAIL {2}models +\d+ ms {2}HTTP 401 invalid_api_key: Invalid API key/);
+    expect(r.line("chat")).toContain("not run: no model to use (models failed; pass --model)");
+    expect(r.line("stream")).toContain("not run: no model to use");
+    expect(r.line("bad-key")).toMatch(/^PASS/);
+    const withModel = await smoke(["--url", `${h.url}/v1`, "--model", "qwen2.5-7b"], { GPU_SANDBOX_API_KEY: revoked.key });
+    expect(withModel.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}HTTP 401 invalid_api_key/);
+  });
+
+  it("fails against a wrong URL: nothing listening", async () => {
+    const port = await closedPort();
+    const r = await smoke(["--url", `http://127.0.0.1:${port}/v1`]);
+    expect(r.code).toBe(1);
+    expect(r.line("models")).toMatch(new RegExp(`^FAIL {2}models +\\d+ ms {2}cannot connect to http://127\\.0\\.0\\.1:${port}/v1: .*ECONNREFUSED`));
+    expect(r.line("bad-key")).toContain("cannot connect to");
+    expect(r.lines.at(-1)).toBe("5 of 5 checks failed: models, chat, credit-headers, stream, bad-key.");
+  });
+
+  it("fails against a model that is not served", async () => {
+    const r = await smoke(["--url", `${h.url}/v1`, "--model", "llama-9000"]);
+    expect(r.code).toBe(1);
+    expect(r.line("models")).toContain('model "llama-9000" is not served; /models lists: qwen2.5-7b, bge-m3');
+    expect(r.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}HTTP 404 model_not_found: /);
+  });
+
+  it("fails against vLLM without the shim: any key works and there are no credit headers", async () => {
+    const open = await new FakeVllm({ models: DEFAULT_FAKE.models! }).start();
+    try {
+      const r = await smoke(["--url", open.url]);
+      expect(r.code).toBe(1);
+      expect(r.line("chat")).toMatch(/^PASS/);
+      expect(r.line("credit-headers")).toContain("missing or not a number: x-credits-charged, x-credits-remaining");
+      expect(r.line("bad-key")).toContain("a made-up key was accepted: the endpoint does not check keys");
+    } finally {
+      await open.close();
+    }
+  });
+
+  it.each([
+    [["--url", "https://example.com"], '--url "https://example.com" must be an http(s) base URL ending in /v1'],
+    [["--url", "not a url"], '--url "not a url" is not a URL'],
+    [[], "--url is required"],
+    [["--url", "https://example.com/v1", "--timeout-seconds", "0"], '--timeout-seconds "0" must be a number of seconds'],
+    [["--url", "https://example.com/v1", "--ca", "/nonexistent/ca.pem"], "--ca /nonexistent/ca.pem: ENOENT"],
+  ])("%j → exit 1: %s", async (argv, message) => {
+    const r = await smoke(argv);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(message);
+  });
+
+  it("needs a key", async () => {
+    const r = await smoke(["--url", `${h.url}/v1`], {});
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("no API key: export GPU_SANDBOX_API_KEY=sk-gs-… (or pass --key)");
+  });
+});
