@@ -110,6 +110,46 @@ function withoutUsage(data: string, chunk: ChunkJson): string {
   return JSON.stringify(rest);
 }
 
+/** Bodies above this size are not parsed whole just to read their usage (embeddings can be MBs). */
+const PARSE_WHOLE_BELOW = 64 * 1024;
+
+/**
+ * The usage of a non-streamed JSON response, and whether the body is a JSON object (so members
+ * can be spliced in). Large bodies: only the `"usage":{…}` object is parsed.
+ */
+export function usageOfBody(text: string): { usage: Usage | null; isObject: boolean } {
+  const first = text.search(/\S/);
+  let last = text.length - 1;
+  while (last >= 0 && /\s/.test(text[last]!)) last--;
+  const looksLikeObject = first >= 0 && text[first] === "{" && text[last] === "}";
+  if (!looksLikeObject) return { usage: null, isObject: false };
+  if (text.length >= PARSE_WHOLE_BELOW) {
+    const at = text.lastIndexOf('"usage":');
+    const open = at < 0 ? -1 : text.indexOf("{", at);
+    if (open > 0 && /^\s*$/.test(text.slice(at + 8, open))) {
+      let depth = 0;
+      for (let i = open; i < text.length && i < open + 4096; i++) {
+        const ch = text[i];
+        if (ch === "{") depth++;
+        else if (ch === "}" && --depth === 0) {
+          try {
+            const usage = toUsage(JSON.parse(text.slice(open, i + 1)) as UsageJson);
+            if (usage) return { usage, isObject: true };
+          } catch {}
+          break;
+        }
+      }
+    }
+  }
+  try {
+    const body = JSON.parse(text) as { usage?: UsageJson } | null;
+    const isObject = body !== null && typeof body === "object" && !Array.isArray(body);
+    return { usage: isObject ? toUsage(body.usage) : null, isObject };
+  } catch {
+    return { usage: null, isObject: false };
+  }
+}
+
 /** Adds `"name":value` members at the end of a JSON object's text, leaving the rest as it was. */
 export function spliceJson(text: string, members: Record<string, string>): string {
   const end = text.lastIndexOf("}");

@@ -190,3 +190,16 @@ describe("usage periods", () => {
     expect(() => parsePeriod(q as never, now)).toThrow();
   });
 });
+
+describe("usage of a non-streamed body", () => {
+  it("reads usage from small and large bodies, and says whether members can be spliced in", async () => {
+    const { usageOfBody } = await import("../../api-shim/src/metering.ts");
+    expect(usageOfBody('{"a":1,"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2}}\n')).toEqual({ usage: { promptTokens: 3, completionTokens: 2 }, isObject: true });
+    const big = JSON.stringify({ data: [{ embedding: Array.from({ length: 20_000 }, (_, i) => i / 7) }], note: '"usage":{"prompt_tokens":999}', usage: { prompt_tokens: 7, total_tokens: 7, completion_tokens: 0, prompt_tokens_details: null } });
+    expect(big.length).toBeGreaterThan(64 * 1024);
+    expect(usageOfBody(big)).toEqual({ usage: { promptTokens: 7, completionTokens: 0 }, isObject: true });
+    expect(usageOfBody("[1,2]")).toEqual({ usage: null, isObject: false });
+    expect(usageOfBody("not json")).toEqual({ usage: null, isObject: false });
+    expect(usageOfBody('{"no":"usage"}')).toEqual({ usage: null, isObject: true });
+  });
+});

@@ -5,7 +5,7 @@ import { authHeaders, rateLimited } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { type InferenceKind, parseInferenceRequest, upstreamBody } from "../inference-request.ts";
-import { spliceJson } from "../metering.ts";
+import { spliceJson, usageOfBody } from "../metering.ts";
 import { formatCredits } from "../money.ts";
 import { rateLimitHeaders } from "../rate-limit.ts";
 import { Settlement } from "../settlement.ts";
@@ -113,22 +113,10 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
     } catch (e) {
       return await failed(ctx, request, reply, settlement, ac.signal, e);
     }
-    let parsed: { usage?: { prompt_tokens?: unknown; completion_tokens?: unknown } } | undefined;
-    try {
-      parsed = JSON.parse(text) as typeof parsed;
-    } catch {
-      parsed = undefined;
-    }
-    const u = parsed?.usage;
+    const answer = usageOfBody(text);
     // No usage from the upstream: charge the request price and no tokens rather than guess.
-    const usage = {
-      promptTokens: isCount(u?.prompt_tokens) ? u.prompt_tokens : 0,
-      completionTokens: isCount(u?.completion_tokens) ? u.completion_tokens : 0,
-    };
-    const { cost, available } = await settlement.settle(res.status, usage);
-    const out = parsed && typeof parsed === "object" && !Array.isArray(parsed)
-      ? spliceJson(text, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) })
-      : text;
+    const { cost, available } = await settlement.settle(res.status, answer.usage ?? { promptTokens: 0, completionTokens: 0 });
+    const out = answer.isObject ? spliceJson(text, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) }) : text;
     // The hot path writes the response itself: Fastify's send pipeline (onSend hooks, header
     // bookkeeping) measurably costs per request here, and there is nothing for it to do.
     reply.hijack();
@@ -146,8 +134,6 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
     reply.raw.off("close", onClose);
   }
 }
-
-const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
 
 /** The upstream failed (or the client left) before a response: release the hold, answer if anyone listens. */
 async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, signal: AbortSignal, e: unknown): Promise<FastifyReply> {
