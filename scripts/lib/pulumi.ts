@@ -29,11 +29,13 @@ export function realPulumi(root: string, env: NodeJS.ProcessEnv = process.env): 
       return (await which("pulumi", { nothrow: true, path: env.PATH ?? "" })) !== null;
     },
     async run(args, options = {}) {
-      // No update check or colours: the output is parsed or goes to cron mail.
+      // No update check or colours: the output is parsed or goes to cron mail. Without input,
+      // stdin is /dev/null, so a prompt (e.g. for a missing passphrase) fails at once instead
+      // of waiting forever in cron.
       const p = $({
         cwd: root, quiet: true, nothrow: true,
         env: { ...env, PULUMI_SKIP_UPDATE_CHECK: "true" },
-        ...(options.input !== undefined ? { input: options.input } : {}),
+        ...(options.input !== undefined ? { input: options.input } : { stdio: ["ignore", "pipe", "pipe"] }),
       })`pulumi ${args} --color never`;
       if (options.onOutput) {
         p.stdout.on("data", (d: Buffer) => options.onOutput!(d.toString()));
