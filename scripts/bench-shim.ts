@@ -8,6 +8,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { generateKey } from "../api-shim/src/keys.ts";
+import { createUpstream } from "../api-shim/src/upstream.ts";
 
 /**
  * `npm run bench`: the shim against going straight to the same upstream (the fake vLLM, its own
@@ -19,6 +20,10 @@ import { generateKey } from "../api-shim/src/keys.ts";
  *   chunks       per-chunk delay with 200 concurrent streams: the fake stamps each token with
  *                the monotonic clock (shared by processes on one machine), the client subtracts
  *   memory       peak RSS of the shim process (VmHWM)
+ *
+ * A third column, "bare proxy", is Fastify + the same undici pool passing requests through with
+ * nothing else: what any Node proxy of this design costs on the machine, so the shim's own
+ * share (auth, limits, credits, usage rows, logs, metrics) can be read off.
  *
  * Prints a table and writes .bench/shim.json. BENCH_SECONDS (10) shortens or lengthens runs.
  */
@@ -36,6 +41,7 @@ export interface BenchResult {
   machine: { cpus: number; cpu: string; memoryGb: number; node: string; platform: string };
   seconds: number;
   direct: Side;
+  bareProxy: Pick<Side, "saturationRps" | "saturationErrors" | "latencyMs">;
   shim: Side;
   added: { meanLatencyMs: number; p50LatencyMs: number; p99LatencyMs: number; chunkP50Ms: number; chunkP99Ms: number };
   shimPeakRssMb: number;
@@ -135,6 +141,18 @@ async function chunkDelays(url: string, headers: Record<string, string>, streams
   return stats(samples, errors);
 }
 
+/** The bare pass-through proxy (run in its own process by runBench). */
+export async function serveBareProxy(port: number, upstreamUrl: string): Promise<void> {
+  const { default: Fastify } = await import("fastify");
+  const upstream = createUpstream({ url: upstreamUrl, apiKey: null, headersTimeoutMs: 120_000, idleTimeoutMs: 60_000 });
+  const app = Fastify({ logger: false });
+  app.post("/v1/chat/completions", async (request, reply) => {
+    const res = await upstream.request({ method: "POST", path: "/chat/completions", body: JSON.stringify(request.body) });
+    return reply.code(res.status).type("application/json").send(await res.body.text());
+  });
+  await app.listen({ port, host: "127.0.0.1" });
+}
+
 async function saturation(url: string, headers: Record<string, string>, seconds: number): Promise<{ rps: number; errors: number }> {
   const r = await autocannon({ url, method: "POST", headers: { ...headers, "content-type": "application/json" }, body: CHAT, connections: 16, duration: seconds });
   return { rps: Math.round(r.requests.average), errors: r.non2xx + r.errors };
@@ -153,6 +171,11 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     const shimBase = `http://127.0.0.1:${shimPort}`;
     children.push(spawn(process.execPath, [join(ROOT, "scripts", "serve-fake-vllm.ts")], { env: { PATH: process.env.PATH, FAKE_VLLM_PORT: String(fakePort), FAKE_VLLM_TOKENS: "16" }, stdio: "ignore" }));
     await waitHttp(`${fakeBase}/health`);
+
+    const barePort = await freePort();
+    children.push(spawn(process.execPath, [join(ROOT, "scripts", "bench-shim.ts")], { env: { PATH: process.env.PATH, BENCH_BARE_PROXY: `${barePort} ${fakeBase}/v1` }, stdio: "ignore" }));
+    await waitHttp(`http://127.0.0.1:${barePort}/`);
+    const bare = `http://127.0.0.1:${barePort}/v1/chat/completions`;
 
     const key = generateKey();
     writeFileSync(join(dir, "shim.yaml"), stringify({
@@ -174,10 +197,13 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     const viaShim = `${shimBase}/v1/chat/completions`;
 
     await saturation(direct, {}, 2); // warm-up: JIT, connection pools, SQLite pages
+    await saturation(bare, {}, 2);
     await saturation(viaShim, auth, 2);
     const satDirect = await saturation(direct, {}, seconds);
+    const satBare = await saturation(bare, {}, seconds);
     const satShim = await saturation(viaShim, auth, seconds);
     const latDirect = await fixedRate(direct, {}, 300, seconds);
+    const latBare = await fixedRate(bare, {}, 300, seconds);
     const latShim = await fixedRate(viaShim, auth, 300, seconds);
 
     await setFake(fakeBase, { tokenDelayMs: 20, defaultTokens: 100, stampTokens: true });
@@ -198,6 +224,7 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
       machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? "unknown", memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform}-${process.arch}` },
       seconds,
       direct: { saturationRps: satDirect.rps, saturationErrors: satDirect.errors, latencyMs: latDirect, chunkMs: chunkDirect },
+      bareProxy: { saturationRps: satBare.rps, saturationErrors: satBare.errors, latencyMs: latBare },
       shim: { saturationRps: satShim.rps, saturationErrors: satShim.errors, latencyMs: latShim, chunkMs: chunkShim },
       added,
       shimPeakRssMb: rssMb,
@@ -216,17 +243,17 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
 }
 
 export function table(r: BenchResult): string {
-  const row = (cells: (string | number)[]) => cells.map((c, i) => String(c).padEnd(i === 0 ? 34 : 14)).join("");
+  const row = (cells: (string | number)[]) => cells.map((c, i) => String(c).padEnd(i === 0 ? 34 : 13)).join("");
   return [
     `machine: ${r.machine.cpus} × ${r.machine.cpu}, ${r.machine.memoryGb} GB, node ${r.machine.node} (${r.seconds} s runs)`,
-    row(["", "direct", "via shim", "added"]),
-    row(["saturation rps (16 conns)", r.direct.saturationRps, r.shim.saturationRps, ""]),
-    row(["latency mean ms @300 rps", r.direct.latencyMs.mean, r.shim.latencyMs.mean, r.added.meanLatencyMs]),
-    row(["latency p50 ms @300 rps", r.direct.latencyMs.p50, r.shim.latencyMs.p50, r.added.p50LatencyMs]),
-    row(["latency p99 ms @300 rps", r.direct.latencyMs.p99, r.shim.latencyMs.p99, r.added.p99LatencyMs]),
-    row(["chunk delay p50 ms (200 streams)", r.direct.chunkMs.p50, r.shim.chunkMs.p50, r.added.chunkP50Ms]),
-    row(["chunk delay p99 ms (200 streams)", r.direct.chunkMs.p99, r.shim.chunkMs.p99, r.added.chunkP99Ms]),
-    row(["shim peak RSS MB", "", r.shimPeakRssMb, ""]),
+    row(["", "direct", "bare proxy", "via shim", "shim added"]),
+    row(["saturation rps (16 conns)", r.direct.saturationRps, r.bareProxy.saturationRps, r.shim.saturationRps, ""]),
+    row(["latency mean ms @300 rps", r.direct.latencyMs.mean, r.bareProxy.latencyMs.mean, r.shim.latencyMs.mean, r.added.meanLatencyMs]),
+    row(["latency p50 ms @300 rps", r.direct.latencyMs.p50, r.bareProxy.latencyMs.p50, r.shim.latencyMs.p50, r.added.p50LatencyMs]),
+    row(["latency p99 ms @300 rps", r.direct.latencyMs.p99, r.bareProxy.latencyMs.p99, r.shim.latencyMs.p99, r.added.p99LatencyMs]),
+    row(["chunk delay p50 ms (200 streams)", r.direct.chunkMs.p50, "", r.shim.chunkMs.p50, r.added.chunkP50Ms]),
+    row(["chunk delay p99 ms (200 streams)", r.direct.chunkMs.p99, "", r.shim.chunkMs.p99, r.added.chunkP99Ms]),
+    row(["shim peak RSS MB", "", "", r.shimPeakRssMb, ""]),
     "",
     ...Object.entries(r.targets).map(([k, t]) => `${t.met ? "MET " : "MISS"} ${k}: ${t.value} (target ${t.target})`),
   ].join("\n");
@@ -249,4 +276,8 @@ async function main(): Promise<void> {
   }
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) {
+  const bare = process.env.BENCH_BARE_PROXY;
+  if (bare) await serveBareProxy(Number(bare.split(" ")[0]), bare.split(" ")[1]!);
+  else await main();
+}

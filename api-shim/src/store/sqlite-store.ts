@@ -1,4 +1,6 @@
 import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
@@ -49,6 +51,8 @@ const toKey = (r: KeyRow): KeyRecord => ({
 
 export interface SqliteStoreOptions {
   busyTimeoutMs?: number;
+  /** ms between WAL checkpoints run by a worker thread (file databases). Default 1000. */
+  checkpointIntervalMs?: number;
 }
 
 export class SqliteStore implements Store {
@@ -56,6 +60,7 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private commitScheduled = false;
   private broken: unknown = null;
+  private checkpointer: Worker | undefined;
   private readonly stmt;
 
   constructor(filename: string, options: SqliteStoreOptions = {}) {
@@ -66,6 +71,7 @@ export class SqliteStore implements Store {
     db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
     db.pragma("foreign_keys = ON");
     migrate(db);
+    if (filename !== ":memory:") this.checkpointer = startCheckpointer(db, filename, options.checkpointIntervalMs ?? 1000);
     this.stmt = {
       ping: db.prepare("SELECT 1"),
       getKey: db.prepare<[string], KeyRow>("SELECT * FROM keys WHERE id = ?"),
@@ -292,12 +298,35 @@ export class SqliteStore implements Store {
     return this.run(() => this.commit());
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    const worker = this.checkpointer;
+    this.checkpointer = undefined;
+    if (worker) {
+      worker.postMessage("stop");
+      await Promise.race([once(worker, "message"), once(worker, "exit"), new Promise((r) => setTimeout(r, 2000).unref())]).catch(() => {});
+      await worker.terminate();
+    }
     return this.run(() => {
       this.commit();
       if (this.db.open) this.db.close();
     });
   }
+}
+
+/**
+ * Checkpoints move to a worker thread: on a small VM one checkpoint's fsyncs took long enough
+ * to show in the request p99. If the worker dies, the main connection checkpoints again.
+ */
+function startCheckpointer(db: Database.Database, filename: string, intervalMs: number): Worker {
+  db.pragma("wal_autocheckpoint = 0");
+  const worker = new Worker(new URL("./checkpoint-worker.ts", import.meta.url), { workerData: { filename, intervalMs } });
+  worker.unref();
+  const fallback = () => {
+    if (db.open) db.pragma("wal_autocheckpoint = 1000");
+  };
+  worker.once("error", fallback);
+  worker.once("exit", fallback);
+  return worker;
 }
 
 function migrate(db: Database.Database): void {
