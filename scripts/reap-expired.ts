@@ -25,8 +25,8 @@ unless the stack stores linode:token).
 Examples:
   npm run reap-expired
   npm run reap-expired -- --yes
-  # cron, every 15 minutes (see README.md, "Operate many tenants"):
-  */15 * * * * cd /srv/gpu-sandbox && flock -n /tmp/gpu-sandbox-reap.lock npm run --silent reap-expired -- --yes >> reap.log 2>&1`;
+  # from cron every 15 minutes, with the environment it needs: README.md, "Operate many tenants"
+  */15 * * * * . $HOME/.config/gpu-sandbox/cron.env && cd /srv/gpu-sandbox && flock -n /tmp/gpu-sandbox-reap.lock npm run --silent reap-expired -- --yes >> $HOME/gpu-sandbox-reap.log 2>&1`;
 
 export interface ReapPlan {
   readonly expired: readonly { tenant: Tenant; at: Date }[];
