@@ -115,6 +115,8 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
       return 0;
     }
     const now = deps.now();
+    // Each stack's outputs cost one `pulumi` run; say so on stderr (stdout may be piped JSON).
+    if (await deps.pulumi.available()) deps.io.err("Reading stack outputs with `pulumi stack output`…");
     const rows = (await readTenants(deps)).map((t) => tenantRow(t, now));
     deps.io.out(values.json ? JSON.stringify(rows, null, 2) : formatTenants(rows));
     return 0;

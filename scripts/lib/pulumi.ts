@@ -47,10 +47,6 @@ export function realPulumi(root: string, env: NodeJS.ProcessEnv = process.env): 
   };
 }
 
-export class PulumiError extends Error {
-  override name = "PulumiError";
-}
-
 /** The command as a user would type it (for messages and "run this" hints). */
 export function commandLine(args: readonly string[]): string {
   return ["pulumi", ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", "'\\''")}'`)).join(" ");
@@ -88,13 +84,6 @@ export async function stackOutputs(cli: PulumiCli, stack: string, options: { sho
   } catch {
     return { kind: "error", message: `\`${commandLine(args)}\` did not print a JSON object` };
   }
-}
-
-/** Runs a command and throws a PulumiError with its output's end when it fails. */
-export async function runOrThrow(cli: PulumiCli, args: readonly string[], options?: RunOptions): Promise<PulumiResult> {
-  const r = await cli.run(args, options);
-  if (r.exitCode !== 0) throw new PulumiError(`\`${commandLine(args)}\` failed (exit ${r.exitCode}):\n${tail(r)}`);
-  return r;
 }
 
 /** Stores a secret in the stack's config; the value goes through stdin, never argv. */

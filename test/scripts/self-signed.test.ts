@@ -1,0 +1,79 @@
+import { readFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
+import { createServer, type Server } from "node:https";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { memoryIo } from "../../scripts/lib/cli.ts";
+import { main as manageKeys } from "../../scripts/manage-keys.ts";
+import { main as smokeTest } from "../../scripts/smoke-test.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+import { runTool, tempDir } from "../support/tools.ts";
+import { FakePulumi } from "./fake-pulumi.ts";
+
+/**
+ * tls.mode self-signed: the endpoint's certificate is signed by the tenant's own CA, which the
+ * scripts must trust (smoke-test --ca, or the stack's caCertificate output) and nothing else does.
+ * Each test starts with an HTTPS front whose certificate this process does not trust yet (trust
+ * is added process-wide), so "fails without, passes with" is checked in one order per CA.
+ */
+let h: Harness;
+beforeAll(async () => {
+  h = await startShim();
+});
+afterAll(() => h.close());
+
+/** A TLS-terminating proxy in front of the shim with a fresh self-signed certificate for 127.0.0.1. */
+async function httpsFront(): Promise<{ url: string; caFile: string; ca: string; server: Server }> {
+  const dir = tempDir();
+  const made = runTool("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+    "-subj", "/CN=gpu-sandbox test CA", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "key.pem"), "-out", join(dir, "ca.pem")]);
+  if (made.status !== 0) throw new Error(`openssl: ${made.output}`);
+  const ca = readFileSync(join(dir, "ca.pem"), "utf8");
+  const upstream = new URL(h.url);
+  const server = createServer({ key: readFileSync(join(dir, "key.pem")), cert: ca }, (req, res) => {
+    const up = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    up.on("error", () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  return { url: `https://127.0.0.1:${port}`, caFile: join(dir, "ca.pem"), ca, server };
+}
+
+describe("self-signed endpoints", () => {
+  it("smoke-test fails on the untrusted certificate, and passes with --ca", async () => {
+    const front = await httpsFront();
+    try {
+      const { key } = await h.createKey({ name: "tls", credits: 50 });
+      const env = { GPU_SANDBOX_API_KEY: key };
+      const without = memoryIo();
+      expect(await smokeTest(["--url", `${front.url}/v1`], { io: without, env })).toBe(1);
+      expect(without.stdout.find((l) => l.startsWith("FAIL  models"))).toMatch(/cannot connect to https:\/\/127\.0\.0\.1:\d+\/v1: .*(self-signed certificate|unable to verify)/i);
+
+      const withCa = memoryIo();
+      expect(await smokeTest(["--url", `${front.url}/v1`, "--ca", front.caFile], { io: withCa, env })).toBe(0);
+      expect(withCa.stdout.at(-1)).toBe("All 5 checks passed.");
+    } finally {
+      front.server.close();
+    }
+  });
+
+  it("manage-keys --stack trusts the stack's caCertificate output", async () => {
+    const front = await httpsFront();
+    try {
+      const byUrl = memoryIo();
+      expect(await manageKeys(["list", "--url", front.url], { io: byUrl, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken } })).toBe(1);
+      expect(byUrl.stderr.join("\n")).toMatch(/cannot reach the admin API at https:\/\/127\.0\.0\.1:\d+\/admin\/keys: .*(self-signed certificate|unable to verify)/i);
+
+      const pulumi = new FakePulumi({ acme: { outputs: { endpoint: `${front.url}/v1`, adminToken: h.adminToken, caCertificate: front.ca } } });
+      const byStack = memoryIo();
+      expect(await manageKeys(["list", "--stack", "acme"], { io: byStack, env: {}, pulumi, root: tempDir() })).toBe(0);
+      expect(byStack.stdout[0]).toMatch(/^ID +NAME/);
+    } finally {
+      front.server.close();
+    }
+  });
+});
