@@ -46,6 +46,14 @@ export class StreamMeter {
     const data = eventData(event);
     if (data === null) return { kind: "chunk", forward: event }; // comments, retry: lines
     if (data === "[DONE]") return { kind: "done" };
+    // Fast path for the common chunk (no usage object, no error member): no JSON.parse, only
+    // whether it carried generated content. Inside JSON strings quotes are escaped (\"usage\"),
+    // so these tests only match members. Chunks with several choices count once here: the
+    // fallback count may only err low.
+    if (!data.includes('"usage":{') && !data.includes('"error"')) {
+      if (CONTENT.test(data)) this.generated++;
+      return { kind: "chunk", forward: event };
+    }
     let chunk: ChunkJson;
     try {
       chunk = JSON.parse(data) as ChunkJson;
@@ -77,6 +85,8 @@ export class StreamMeter {
     return this.finalUsage ?? this.lastContinuous ?? { promptTokens: 0, completionTokens: this.generated };
   }
 }
+
+const CONTENT = /"(?:content|text|reasoning_content|reasoning)":"[^"]|"tool_calls":\[\{/;
 
 function toUsage(u: UsageJson | null | undefined): Usage | null {
   if (!u || typeof u !== "object") return null;

@@ -1,5 +1,6 @@
 import { Pool, errors as undiciErrors } from "undici";
 import { ShimError } from "./errors.ts";
+import { dispatch } from "./upstream-body.ts";
 
 /**
  * The seam to the OpenAI-compatible upstream (LiteLLM or vLLM). It owns the connection pool,
@@ -55,8 +56,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       if (auth) headers.authorization = auth;
       if (req.body !== undefined) headers["content-type"] = "application/json";
       if (req.requestId) headers["x-request-id"] = req.requestId;
-      const res = await pool.request({ method: req.method, path: prefix + req.path, headers, body: req.body, signal: req.signal });
-      return { status: res.statusCode, headers: res.headers, body: res.body };
+      return dispatch(pool, { method: req.method, path: prefix + req.path, headers, body: req.body ?? null }, req.signal);
     },
     close: () => pool.close(),
   };

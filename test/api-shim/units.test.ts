@@ -203,3 +203,19 @@ describe("usage of a non-streamed body", () => {
     expect(usageOfBody('{"no":"usage"}')).toEqual({ usage: null, isObject: true });
   });
 });
+
+describe("metering fast path", () => {
+  it("counts content-bearing chunks without parsing, and never counts empty or role-only chunks", () => {
+    const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false });
+    const events = [
+      'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}',
+      'data: {"choices":[{"index":0,"delta":{"content":"a \\"usage\\":{ \\"error\\""},"finish_reason":null}]}',
+      'data: {"choices":[{"index":0,"text":"b","finish_reason":null}],"usage":null}',
+      'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}',
+      'data: {"choices":[{"index":0,"delta":{"content":""},"finish_reason":"stop","stop_reason":null}]}',
+    ];
+    for (const e of events) expect(m.process(e)).toEqual({ kind: "chunk", forward: e });
+    expect(m.generated).toBe(3);
+    expect(m.usage()).toEqual({ promptTokens: 0, completionTokens: 3 });
+  });
+});

@@ -1,0 +1,122 @@
+import type { Dispatcher } from "undici";
+import { errors as undiciErrors } from "undici";
+
+/**
+ * A response body fed by undici's dispatch callbacks: an async iterable of chunks with the
+ * least machinery between the socket and the SSE splitter (no Readable stream), and
+ * backpressure through the dispatch controller (pause above HIGH queued chunks, resume below LOW).
+ */
+const HIGH = 64;
+const LOW = 8;
+
+export class UpstreamBody implements AsyncIterable<Uint8Array> {
+  private readonly chunks: Buffer[] = [];
+  private head = 0;
+  private ended = false;
+  private failure: Error | null = null;
+  private wake: (() => void) | null = null;
+  private controller: Dispatcher.DispatchController | null = null;
+
+  attach(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+  }
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    if (this.chunks.length - this.head > HIGH && this.controller && !this.controller.paused) this.controller.pause();
+    this.notify();
+  }
+
+  end(): void {
+    this.ended = true;
+    this.notify();
+  }
+
+  fail(error: Error): void {
+    this.failure ??= error;
+    this.notify();
+  }
+
+  private notify(): void {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array> {
+    for (;;) {
+      if (this.head < this.chunks.length) {
+        const chunk = this.chunks[this.head]!;
+        this.chunks[this.head++] = undefined as unknown as Buffer;
+        if (this.head === this.chunks.length) {
+          this.chunks.length = 0;
+          this.head = 0;
+        }
+        if (this.controller?.paused && this.chunks.length - this.head < LOW) this.controller.resume();
+        yield chunk;
+        continue;
+      }
+      if (this.failure) throw this.failure;
+      if (this.ended) return;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  async text(): Promise<string> {
+    const parts: Buffer[] = [];
+    for await (const c of this) parts.push(c as Buffer);
+    return Buffer.concat(parts).toString("utf8");
+  }
+
+  /** Stops reading: aborts the upstream request if it is still going. */
+  destroy(error?: Error): void {
+    if (!this.ended && !this.failure && this.controller && !this.controller.aborted) {
+      this.controller.abort(error ?? new undiciErrors.RequestAbortedError());
+    }
+    this.ended = true;
+    this.chunks.length = 0;
+    this.head = 0;
+    this.notify();
+  }
+}
+
+export interface DispatchedResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: UpstreamBody;
+}
+
+/** Dispatches a request; resolves at the response headers, rejects on failure before them. */
+export function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, signal: AbortSignal | undefined): Promise<DispatchedResponse> {
+  return new Promise((resolve, reject) => {
+    const body = new UpstreamBody();
+    let started = false;
+    let controller: Dispatcher.DispatchController | null = null;
+    const onAbort = () => controller?.abort(new undiciErrors.RequestAbortedError());
+    const cleanup = () => signal?.removeEventListener("abort", onAbort);
+    if (signal?.aborted) return reject(new undiciErrors.RequestAbortedError());
+    signal?.addEventListener("abort", onAbort, { once: true });
+    dispatcher.dispatch(options, {
+      onRequestStart(c) {
+        controller = c;
+        body.attach(c);
+      },
+      onResponseStart(_c, statusCode, headers) {
+        started = true;
+        resolve({ status: statusCode, headers: headers as DispatchedResponse["headers"], body });
+      },
+      onResponseData(_c, chunk) {
+        body.push(chunk);
+      },
+      onResponseEnd() {
+        cleanup();
+        body.end();
+      },
+      onResponseError(_c, error) {
+        cleanup();
+        if (started) body.fail(error);
+        else reject(error);
+      },
+    });
+  });
+}
