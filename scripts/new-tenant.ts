@@ -195,8 +195,11 @@ type SecretFromEnv = (typeof SECRETS_FROM_ENV)[number];
 
 async function initStack(pulumi: PulumiCli, stack: string, secrets: readonly SecretFromEnv[], env: NodeJS.ProcessEnv, io: ScriptDeps["io"]): Promise<boolean> {
   // Use whatever backend the operator is logged in to; with none, the local one (~/.pulumi).
+  // Any other whoami failure (an expired cloud token, no network) stops here: switching such an
+  // operator to another backend would put the stack where they will not look for it.
   const who = await pulumi.run(["whoami"]);
   if (who.exitCode !== 0) {
+    if (!/PULUMI_ACCESS_TOKEN must be set|not logged in/i.test(who.stderr)) return fail(io, ["whoami"], who, stack, secrets);
     io.out("Not logged in to a Pulumi backend: using the local backend (pulumi login --local).");
     const login = await pulumi.run(["login", "--local"]);
     if (login.exitCode !== 0) return fail(io, ["login", "--local"], login, stack, secrets);

@@ -150,6 +150,17 @@ describe("new-tenant", () => {
     expect(io.text()).toContain("LINODE_TOKEN is not set: linode:token not stored");
   });
 
+  it("does not switch backends when whoami fails for another reason", async () => {
+    root = tempDir();
+    const pulumi = new FakePulumi();
+    pulumi.script = (args) => (args[0] === "whoami" ? { exitCode: 255, stderr: "error: getting user info from https://api.pulumi.com: 401 Unauthorized: Bad Credentials" } : undefined);
+    const { code, io } = await run(ISSUE_EXAMPLE, { pulumi });
+    expect(code).toBe(1);
+    expect(io.stderr.join("\n")).toContain("`pulumi whoami` failed (exit 255)");
+    expect(io.stderr.join("\n")).toContain("Bad Credentials");
+    expect(pulumi.calls.map((c) => c.args)).toEqual([["whoami"]]);
+  });
+
   it("a failing pulumi command gives exit 1, its output, and the remaining steps", async () => {
     root = tempDir();
     const pulumi = new FakePulumi();
