@@ -187,7 +187,7 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     }));
     const log = openSync(join(dir, "shim.log"), "w");
     const shim = spawn(process.execPath, [join(ROOT, "api-shim", "src", "server.ts")], {
-      env: { PATH: process.env.PATH, SHIM_PORT: String(shimPort), SHIM_HOST: "127.0.0.1", SHIM_UPSTREAM_URL: `${fakeBase}/v1`, SHIM_DATABASE_URL: `sqlite:${join(dir, "shim.db")}`, SHIM_CONFIG: join(dir, "shim.yaml"), SHIM_ADMIN_TOKEN: "bench-admin", LOG_LEVEL: "info" },
+      env: { PATH: process.env.PATH, SHIM_PORT: String(shimPort), SHIM_HOST: "127.0.0.1", SHIM_UPSTREAM_URL: `${fakeBase}/v1`, SHIM_DATABASE_URL: `sqlite:${join(dir, "shim.db")}`, SHIM_CONFIG: join(dir, "shim.yaml"), SHIM_ADMIN_TOKEN: "bench-admin", LOG_LEVEL: "info", MALLOC_ARENA_MAX: "1" }, // as the Dockerfile
       stdio: ["ignore", log, log],
     });
     children.push(shim);
