@@ -2,20 +2,29 @@
 // Finds the stacks whose `expiresAt` output is in the past and destroys them with
 // `pulumi destroy`. A dry run unless --yes. Meant for cron: plain output, one prefix per stack,
 // exit 1 when a destroy failed or a stack's state could not be read.
+import { resolve } from "node:path";
 import { parseFlags, runScript, UsageError, formatDuration } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { destroyArgs, tail } from "./lib/pulumi.ts";
 import { type Expiry, expiryOf, mapLimit, readTenants, relative, type Tenant } from "./lib/tenants.ts";
+import { exportUsage } from "./lib/usage-export.ts";
 
-const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>]
+const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>] [--usage-dir <dir>] [--force]
 
 Destroys every stack (stacks/Pulumi.<tenant>.yaml) whose expiresAt output (first \`pulumi up\`
 + ttlHours) is in the past, with \`pulumi destroy --yes --stack <tenant>\`. Without --yes it only
 lists what it would destroy. Stacks without ttlHours, not deployed, or not yet expired are kept.
 The stack and its file stay (with no resources), so a second run does nothing.
-Exits 1 if a destroy failed or a stack's outputs could not be read.
+
+Before destroying a tenant it saves the tenant's usage (per key and day, since the stack was
+created) to <usage-dir>/<tenant>-usage-<time>.csv: the ledger is on the tenant's volume, which
+the destroy deletes. If that export fails (e.g. this machine is not in adminCidrs), the tenant
+is kept and the run exits 1; --force destroys it anyway, without its usage.
+Exits 1 if a destroy or an export failed, or a stack's outputs could not be read.
 
   --yes               destroy (default: dry run)
+  --usage-dir <dir>   where usage is saved before a destroy (default: usage/)
+  --force             destroy even when the usage could not be saved
   --now <iso>         judge expiry at this time instead of now, e.g. 2026-03-01T18:00:00Z
   --concurrency <n>   destroys at a time (default 2)
 
@@ -66,6 +75,10 @@ export interface ReapOptions {
   readonly yes: boolean;
   readonly now: Date;
   readonly concurrency: number;
+  /** Where each tenant's usage is saved before its destroy. */
+  readonly usageDir: string;
+  /** Destroy even when the usage could not be saved. */
+  readonly force: boolean;
 }
 
 export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promise<number> {
@@ -91,6 +104,17 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   const failed: string[] = [];
   await mapLimit(plan.expired, options.concurrency, async ({ tenant, at }) => {
     const stack = tenant.stack;
+    const usage = await exportUsage(stack, options.usageDir, deps);
+    if (usage.kind === "saved") io.out(`[${stack}] saved its usage (${usage.rows} rows) to ${usage.path}`);
+    else if (usage.kind === "none") io.out(`[${stack}] no usage to save: ${usage.reason}`);
+    else if (options.force) io.err(`[${stack}] could not save its usage (${usage.message}); destroying anyway (--force)`);
+    else {
+      done++;
+      failed.push(stack);
+      io.err(`[${stack}] KEPT: could not save its usage before the destroy would delete it: ${usage.message}\n` +
+        `[${stack}] fix the access (is this machine in gpu-sandbox:adminCidrs?) or run with --force to destroy it without its usage (${done}/${names.length})`);
+      return;
+    }
     io.out(`[${stack}] destroying (expired ${relative(at, options.now)})…`);
     const started = Date.now();
     const lines = lineSplitter((line) => io.out(`[${stack}] ${line}`));
@@ -128,7 +152,9 @@ function lineSplitter(emit: (line: string) => void): { push: (chunk: string) => 
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
   const deps = withDefaults(partial);
   return runScript(deps.io, async () => {
-    const { values } = parseFlags(argv, { yes: { type: "boolean" }, now: { type: "string" }, concurrency: { type: "string" } }, USAGE);
+    const { values } = parseFlags(argv, {
+      yes: { type: "boolean" }, now: { type: "string" }, concurrency: { type: "string" }, "usage-dir": { type: "string" }, force: { type: "boolean" },
+    }, USAGE);
     if (values.help) {
       deps.io.out(USAGE);
       return 0;
@@ -141,7 +167,8 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     }
     const concurrency = values.concurrency === undefined ? 2 : Number(values.concurrency);
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16) throw new UsageError(`--concurrency "${values.concurrency}" must be a whole number from 1 to 16`);
-    return reapExpired({ yes: values.yes ?? false, now, concurrency }, deps);
+    const usageDir = resolve(deps.root, values["usage-dir"] ?? "usage");
+    return reapExpired({ yes: values.yes ?? false, now, concurrency, usageDir, force: values.force ?? false }, deps);
   });
 }
 

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import * as tls from "node:tls";
 import type { AdminTarget } from "./admin-client.ts";
 import { UsageError } from "./cli.ts";
-import { type PulumiCli, stackOutputs } from "./pulumi.ts";
+import { type PulumiCli, type StackOutputs, stackOutputs } from "./pulumi.ts";
 
 export const ADMIN_TOKEN_ENV = "GPU_SANDBOX_ADMIN_TOKEN";
 
@@ -68,7 +68,15 @@ async function fromStack(stack: string, pulumi: PulumiCli, caFile: string | unde
   const r = await stackOutputs(pulumi, stack, { showSecrets: true });
   if (r.kind === "no-stack") throw new UsageError(`stack ${stack} is not in the Pulumi backend (see \`pulumi stack ls\`); create it with \`npm run new-tenant\``);
   if (r.kind === "error") throw new UsageError(`cannot read stack ${stack}'s outputs: ${r.message}`);
-  const { endpoint, adminToken, caCertificate } = r.outputs;
+  return targetFromOutputs(stack, r.outputs, caFile);
+}
+
+/**
+ * The admin API of a stack from its outputs (read with --show-secrets): the endpoint's origin,
+ * the admin token, and trust in its CA when it is self-signed.
+ */
+export function targetFromOutputs(stack: string, outputs: StackOutputs, caFile?: string): AdminTarget {
+  const { endpoint, adminToken, caCertificate } = outputs;
   if (endpoint === undefined) throw new UsageError(`stack ${stack} is not deployed (no outputs); run \`pulumi up --stack ${stack}\``);
   if (typeof endpoint !== "string" || !/^https?:\/\//.test(endpoint)) throw new UsageError(`stack ${stack} has no endpoint: ${String(endpoint)}`);
   if (typeof adminToken !== "string" || adminToken === "") throw new UsageError(`stack ${stack} has no adminToken output`);

@@ -1,14 +1,42 @@
-import { describe, expect, it } from "vitest";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/reap-expired.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
 import { fixtureStacks, fixtureTenants, NOW } from "./tenant-fixtures.ts";
 
+// bravo, one of the expired tenants, is served by a real shim: its usage is what reap-expired
+// must save before the destroy deletes the volume it lives on.
+let shim: Harness;
+let keyId: string;
+beforeAll(async () => {
+  // The shim's wall clock is the fixtures' day, so its usage rows fall in the exported period.
+  const offset = Date.parse("2026-03-01T09:00:00Z") - Date.now();
+  shim = await startShim({ clock: { now: () => Date.now() + offset, monotonic: () => performance.now() } });
+  const created = await shim.createKey({ name: "team-1", credits: 100 });
+  keyId = created.id;
+  for (let i = 0; i < 3; i++) {
+    await shim.client(created.key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
+  }
+});
+afterAll(async () => shim?.close());
+
+/** The fixtures, with bravo's endpoint and admin token pointing at the test's shim. */
+function tenants() {
+  const t = fixtureTenants();
+  const bravo = t.pulumi.stacks.get("bravo")!;
+  bravo.outputs = { ...bravo.outputs, endpoint: `${shim.url}/v1`, adminToken: shim.adminToken, createdAt: "2026-01-01T00:00:00Z" };
+  return t;
+}
+
 async function reap(argv: string[], setup: (p: ReturnType<typeof fixtureTenants>["pulumi"]) => void = () => {}) {
-  const { root, pulumi } = fixtureTenants();
+  const { root, pulumi } = tenants();
   setup(pulumi);
   const io = memoryIo();
   const code = await main(argv, { root, pulumi, io, env: {}, now: () => NOW });
-  return { code, io, pulumi, destroyed: pulumi.callsOf("destroy").map((c) => pulumi.stackArg(c.args)) };
+  // Destroys run two at a time, so their order is not part of the contract.
+  return { code, io, pulumi, destroyed: pulumi.callsOf("destroy").map((c) => pulumi.stackArg(c.args)).sort() };
 }
 
 /** Without the unreadable stack (golf), so exit codes depend on the destroys alone. */
@@ -32,11 +60,11 @@ describe("reap-expired", () => {
   });
 
   it("--yes destroys exactly the expired stacks, with progress per stack; a second run finds nothing", async () => {
-    const { root, pulumi } = fixtureTenants();
+    const { root, pulumi } = tenants();
     withoutGolf(pulumi);
     const io = memoryIo();
     expect(await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
-    expect(pulumi.callsOf("destroy").map((c) => c.args)).toEqual([
+    expect(pulumi.callsOf("destroy").map((c) => c.args).sort((a, b) => a.at(-1)!.localeCompare(b.at(-1)!))).toEqual([
       ["destroy", "--yes", "--non-interactive", "--stack", "bravo"],
       ["destroy", "--yes", "--non-interactive", "--stack", "foxtrot"],
     ]);
@@ -88,13 +116,61 @@ describe("reap-expired", () => {
     for (const [argv, message] of [
       [["--now", "yesterday"], '--now "yesterday" must be an ISO timestamp'],
       [["--concurrency", "0"], '--concurrency "0" must be a whole number from 1 to 16'],
-      [["--force"], "Unknown option '--force'"],
+      [["--destroy"], "Unknown option '--destroy'"],
     ] as const) {
       const r = await reap([...argv]);
       expect(r.code).toBe(1);
       expect(r.io.stderr.join("\n")).toContain(message);
       expect(r.destroyed).toEqual([]);
     }
+  });
+
+  it("saves each tenant's usage before destroying it, per key and day, in --usage-dir", async () => {
+    const { root, pulumi } = tenants();
+    withoutGolf(pulumi);
+    const io = memoryIo();
+    expect(await main(["--yes", "--usage-dir", "billing"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
+    const files = readdirSync(join(root, "billing"));
+    expect(files).toHaveLength(1);
+    expect(files[0]).toMatch(/^bravo-usage-\d{8}T\d{6}Z\.csv$/);
+    const csv = readFileSync(join(root, "billing", files[0]!), "utf8").trim().split(/\r?\n/);
+    expect(csv[0]).toBe("key_id,day,requests,prompt_tokens,completion_tokens,total_tokens,cost");
+    const row = csv.find((l) => l.startsWith(`${keyId},`))!;
+    expect(row.split(",")[2]).toBe("3");
+    expect(row.split(",")[4]).toBe("12");
+    const out = io.stdout.join("\n");
+    expect(out).toMatch(/\[bravo\] saved its usage \(\d+ rows\) to .*bravo-usage-/);
+    expect(out).toContain("[foxtrot] no usage to save: no endpoint: the serving stack was never deployed");
+    // The export happened before the destroy.
+    const order = pulumi.calls.map((c) => c.args.join(" ")).filter((a) => a.includes("bravo") && (a.startsWith("destroy") || a.includes("--show-secrets")));
+    expect(order).toEqual(["stack output --json --stack bravo --show-secrets", "destroy --yes --non-interactive --stack bravo"]);
+  });
+
+  it("keeps a tenant whose usage cannot be saved, exits 1, and says how to proceed; --force destroys it anyway", async () => {
+    const unreachable = (p: ReturnType<typeof fixtureTenants>["pulumi"]) => {
+      withoutGolf(p);
+      const bravo = p.stacks.get("bravo")!;
+      bravo.outputs = { ...bravo.outputs, endpoint: "http://127.0.0.1:9/v1" };
+    };
+    const kept = await reap(["--yes"], unreachable);
+    expect(kept.code).toBe(1);
+    expect(kept.destroyed).toEqual(["foxtrot"]);
+    const err = kept.io.stderr.join("\n");
+    expect(err).toContain("[bravo] KEPT: could not save its usage before the destroy would delete it: cannot reach the admin API");
+    expect(err).toContain("run with --force to destroy it without its usage");
+    expect(kept.io.stdout.join("\n")).toContain("Destroyed 1 of 2 expired stack(s). Failed: bravo.");
+
+    const forced = await reap(["--yes", "--force"], unreachable);
+    expect(forced.code).toBe(0);
+    expect(forced.destroyed).toEqual(["bravo", "foxtrot"]);
+    expect(forced.io.stderr.join("\n")).toContain("[bravo] could not save its usage (cannot reach the admin API");
+  });
+
+  it("a dry run saves nothing", async () => {
+    const { root, pulumi } = tenants();
+    withoutGolf(pulumi);
+    expect(await main([], { root, pulumi, io: memoryIo(), env: {}, now: () => NOW })).toBe(0);
+    expect(existsSync(join(root, "usage"))).toBe(false);
   });
 
   it("fixtures: the stacks it destroys are exactly those whose expiresAt is past", () => {
