@@ -17,7 +17,8 @@ import { createUpstream } from "../api-shim/src/upstream.ts";
  *
  *   saturation   requests/s at 16 connections (autocannon, 10 s)
  *   latency      mean/p50/p99 at a fixed 300 requests/s (open loop, µs clock, 10 s)
- *   chunks       per-chunk delay with 200 concurrent streams: the fake stamps each token with
+ *   chunks       per-chunk delay with 200 concurrent streams (200 tokens at 50/s each, starts
+ *                spread over 1 s, so all 200 are live for ~3 s): the fake stamps each token with
  *                the monotonic clock (shared by processes on one machine), the client subtracts
  *   memory       peak RSS of the shim process (VmHWM)
  *
@@ -45,6 +46,7 @@ export interface BenchResult {
   shim: Side;
   added: { meanLatencyMs: number; p50LatencyMs: number; p99LatencyMs: number; chunkP50Ms: number; chunkP99Ms: number };
   shimPeakRssMb: number;
+  shimRssMb: { idle: number; afterSaturation: number; afterStreams: number };
   targets: Record<string, { target: string; value: number; met: boolean }>;
 }
 
@@ -54,6 +56,12 @@ export function stats(samples: number[], errors = 0): LatencyStats {
   const mean = s.reduce((a, b) => a + b, 0) / (s.length || 1);
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
   return { mean: r3(mean), p50: r3(at(0.5)), p99: r3(at(0.99)), n: s.length, errors };
+}
+
+/** A process's resident set (VmRSS) or its peak (VmHWM), in MB. */
+function rssMb(pid: number, field: "VmRSS" | "VmHWM"): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Math.round(Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) / 1024);
 }
 
 function freePort(): Promise<number> {
@@ -109,12 +117,14 @@ async function fixedRate(url: string, headers: Record<string, string>, rps: numb
 }
 
 /** `streams` concurrent streams; per chunk, receive time minus the fake's send stamp. */
-async function chunkDelays(url: string, headers: Record<string, string>, streams: number, tokens: number): Promise<LatencyStats> {
+async function chunkDelays(url: string, headers: Record<string, string>, streams: number, tokens: number, spreadMs: number): Promise<LatencyStats> {
   const agent = new Agent({ keepAlive: true, maxSockets: streams });
   const body = JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "stream" }], max_tokens: tokens, stream: true });
   const samples: number[] = [];
   let errors = 0;
-  await Promise.all(Array.from({ length: streams }, () => new Promise<void>((resolve) => {
+  // Starts are spread evenly over `spreadMs` (clients do not all arrive in the same millisecond);
+  // with streams longer than that, all of them are live together for most of the run.
+  await Promise.all(Array.from({ length: streams }, (_, i) => new Promise<void>((resolve) => setTimeout(resolve, (i * spreadMs) / streams)).then(() => new Promise<void>((resolve) => {
     const req = request(url, { method: "POST", agent, headers: { ...headers, "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (res) => {
       let buf = "";
       res.setEncoding("utf8");
@@ -136,7 +146,7 @@ async function chunkDelays(url: string, headers: Record<string, string>, streams
     });
     req.on("error", () => (errors++, resolve()));
     req.end(body);
-  })));
+  }))));
   agent.destroy();
   return stats(samples, errors);
 }
@@ -187,11 +197,12 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     }));
     const log = openSync(join(dir, "shim.log"), "w");
     const shim = spawn(process.execPath, [join(ROOT, "api-shim", "src", "server.ts")], {
-      env: { PATH: process.env.PATH, SHIM_PORT: String(shimPort), SHIM_HOST: "127.0.0.1", SHIM_UPSTREAM_URL: `${fakeBase}/v1`, SHIM_DATABASE_URL: `sqlite:${join(dir, "shim.db")}`, SHIM_CONFIG: join(dir, "shim.yaml"), SHIM_ADMIN_TOKEN: "bench-admin", LOG_LEVEL: "info", MALLOC_ARENA_MAX: "1" }, // as the Dockerfile
+      env: { PATH: process.env.PATH, SHIM_PORT: String(shimPort), SHIM_HOST: "127.0.0.1", SHIM_UPSTREAM_URL: `${fakeBase}/v1`, SHIM_DATABASE_URL: `sqlite:${join(dir, "shim.db")}`, SHIM_CONFIG: join(dir, "shim.yaml"), SHIM_ADMIN_TOKEN: "bench-admin", LOG_LEVEL: "info", MALLOC_ARENA_MAX: "1", NODE_OPTIONS: "--max-semi-space-size=8" }, // as the Dockerfile
       stdio: ["ignore", log, log],
     });
     children.push(shim);
     await waitHttp(`${shimBase}/health`);
+    const rssIdle = rssMb(shim.pid!, "VmRSS");
     const auth = { authorization: `Bearer ${key.key}` };
     const direct = `${fakeBase}/v1/chat/completions`;
     const viaShim = `${shimBase}/v1/chat/completions`;
@@ -202,16 +213,17 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     const satDirect = await saturation(direct, {}, seconds);
     const satBare = await saturation(bare, {}, seconds);
     const satShim = await saturation(viaShim, auth, seconds);
+    const rssAfterSaturation = rssMb(shim.pid!, "VmRSS");
     const latDirect = await fixedRate(direct, {}, 300, seconds);
     const latBare = await fixedRate(bare, {}, 300, seconds);
     const latShim = await fixedRate(viaShim, auth, 300, seconds);
 
-    await setFake(fakeBase, { tokenDelayMs: 20, defaultTokens: 100, stampTokens: true });
-    const chunkDirect = await chunkDelays(direct, {}, 200, 100);
-    const chunkShim = await chunkDelays(viaShim, auth, 200, 100);
+    await setFake(fakeBase, { tokenDelayMs: 20, defaultTokens: 200, stampTokens: true });
+    const chunkDirect = await chunkDelays(direct, {}, 200, 200, 1000);
+    const chunkShim = await chunkDelays(viaShim, auth, 200, 200, 1000);
+    const rssAfterStreams = rssMb(shim.pid!, "VmRSS");
 
-    const status = readFileSync(`/proc/${shim.pid}/status`, "utf8");
-    const rssMb = Math.round(Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+    const peakRssMb = rssMb(shim.pid!, "VmHWM");
     const r3 = (x: number) => Math.round(x * 1000) / 1000;
     const added = {
       meanLatencyMs: r3(latShim.mean - latDirect.mean),
@@ -227,12 +239,13 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
       bareProxy: { saturationRps: satBare.rps, saturationErrors: satBare.errors, latencyMs: latBare },
       shim: { saturationRps: satShim.rps, saturationErrors: satShim.errors, latencyMs: latShim, chunkMs: chunkShim },
       added,
-      shimPeakRssMb: rssMb,
+      shimPeakRssMb: peakRssMb,
+      shimRssMb: { idle: rssIdle, afterSaturation: rssAfterSaturation, afterStreams: rssAfterStreams },
       targets: {
         addedMeanLatency: { target: "≤ 0.3 ms at 300 rps", value: added.meanLatencyMs, met: added.meanLatencyMs <= 0.3 },
         saturation: { target: "≥ 4000 rps at 16 connections", value: satShim.rps, met: satShim.rps >= 4000 },
         chunkOverheadP99: { target: "≤ 1 ms p99 with 200 streams", value: added.chunkP99Ms, met: added.chunkP99Ms <= 1 },
-        peakRss: { target: "≤ 200 MB", value: rssMb, met: rssMb <= 200 },
+        peakRss: { target: "≤ 200 MB", value: peakRssMb, met: peakRssMb <= 200 },
       },
     };
   } finally {
@@ -254,6 +267,7 @@ export function table(r: BenchResult): string {
     row(["chunk delay p50 ms (200 streams)", r.direct.chunkMs.p50, "", r.shim.chunkMs.p50, r.added.chunkP50Ms]),
     row(["chunk delay p99 ms (200 streams)", r.direct.chunkMs.p99, "", r.shim.chunkMs.p99, r.added.chunkP99Ms]),
     row(["shim peak RSS MB", "", "", r.shimPeakRssMb, ""]),
+    row(["shim RSS MB idle / sat. / streams", "", "", `${r.shimRssMb.idle} / ${r.shimRssMb.afterSaturation} / ${r.shimRssMb.afterStreams}`, ""]),
     "",
     ...Object.entries(r.targets).map(([k, t]) => `${t.met ? "MET " : "MISS"} ${k}: ${t.value} (target ${t.target})`),
   ].join("\n");
