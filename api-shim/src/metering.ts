@@ -48,9 +48,10 @@ export class StreamMeter {
     if (data === "[DONE]") return { kind: "done" };
     // Fast path for the common chunk (no usage object, no error member): no JSON.parse, only
     // whether it carried generated content. Inside JSON strings quotes are escaped (\"usage\"),
-    // so these tests only match members. Chunks with several choices count once here: the
-    // fallback count may only err low.
-    if (!data.includes('"usage":{') && !data.includes('"error"')) {
+    // so these tests only match members. They allow whitespace around ':' because upstreams
+    // differ: vLLM writes compact JSON, Python's json.dumps (some LiteLLM versions) does not.
+    // Chunks with several choices count once here: the fallback count may only err low.
+    if (!USAGE_OBJECT.test(data) && !data.includes('"error"')) {
       if (CONTENT.test(data)) this.generated++;
       return { kind: "chunk", forward: event };
     }
@@ -70,8 +71,13 @@ export class StreamMeter {
     }
     for (const c of choices) if (hasContent(c)) this.generated++;
     if (usage) {
+      // Usage on a chunk that also has choices: vLLM's continuous stats, or LiteLLM's final
+      // usage chunk (which keeps a choice, unlike OpenAI's). The latest one is what to charge if
+      // no usage-only chunk follows. A client that did not ask for usage does not see it.
       this.lastContinuous = usage;
-      if (this.options.hideContinuous) return { kind: "chunk", forward: `data: ${withoutUsage(data, chunk)}` };
+      if (this.options.hideContinuous || !this.options.clientWantsUsage) {
+        return { kind: "chunk", forward: `data: ${withoutUsage(data, chunk)}` };
+      }
     }
     return { kind: "chunk", forward: event };
   }
@@ -86,7 +92,8 @@ export class StreamMeter {
   }
 }
 
-const CONTENT = /"(?:content|text|reasoning_content|reasoning)":"[^"]|"tool_calls":\[\{/;
+const USAGE_OBJECT = /"usage"\s*:\s*\{/;
+const CONTENT = /"(?:content|text|reasoning_content|reasoning)"\s*:\s*"[^"]|"tool_calls"\s*:\s*\[\s*\{/;
 
 function toUsage(u: UsageJson | null | undefined): Usage | null {
   if (!u || typeof u !== "object") return null;

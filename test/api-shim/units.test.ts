@@ -219,3 +219,40 @@ describe("metering fast path", () => {
     expect(m.usage()).toEqual({ promptTokens: 0, completionTokens: 3 });
   });
 });
+
+describe("metering through LiteLLM", () => {
+  // LiteLLM drops vLLM's usage-only chunk and sends its own final chunk, which keeps a choice;
+  // depending on its version the JSON is written with spaces, as Python's json.dumps does.
+  const spaced = [
+    'data: {"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]}',
+    'data: {"id": "c1", "choices": [{"index": 0, "delta": {"content": "lo"}}]}',
+    'data: {"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0}]}}]}',
+    'data: {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}',
+  ];
+
+  it("charges the usage on LiteLLM's final chunk, spaced or not", () => {
+    for (const events of [spaced, spaced.map((e) => e.replaceAll(": ", ":").replaceAll(", ", ","))]) {
+      const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false });
+      for (const e of events) m.process(e);
+      expect(m.generated).toBe(3);
+      expect(m.usage()).toEqual({ promptTokens: 11, completionTokens: 3 });
+    }
+  });
+
+  it("shows that usage to a client that asked for it, and hides it (keeping the choice) from one that did not", () => {
+    const asked = new StreamMeter({ clientWantsUsage: true, hideContinuous: false });
+    expect(asked.process(spaced[3]!)).toEqual({ kind: "chunk", forward: spaced[3] });
+    const notAsked = new StreamMeter({ clientWantsUsage: false, hideContinuous: false });
+    const out = notAsked.process(spaced[3]!);
+    expect(out.kind).toBe("chunk");
+    const forwarded = JSON.parse((out as { forward: string }).forward.slice("data: ".length));
+    expect(forwarded).toEqual({ id: "c1", choices: [{ index: 0, delta: {}, finish_reason: "stop" }] });
+    expect(notAsked.usage()).toEqual({ promptTokens: 11, completionTokens: 3 });
+  });
+
+  it("counts spaced content chunks for the disconnect fallback", () => {
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false });
+    for (const e of spaced.slice(0, 3)) m.process(e);
+    expect(m.usage()).toEqual({ promptTokens: 0, completionTokens: 3 });
+  });
+});
