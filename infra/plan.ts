@@ -104,10 +104,12 @@ function servingResources(config: TenantConfig): PlannedResource[] {
       secret(`key-${k.name}-secret`, `API key "${k.name}": secret part (output apiKeys)`),
     ]),
     ...tlsResources[config.tls.mode]!,
+    { type: "pulumi:providers:docker", name: `${t}-registry`, note: "asks the registries for image digests (no local Docker daemon)" },
     command("host-ready", "waits over SSH until the host has finished its setup"),
     command("env", "writes /opt/gpu-sandbox/.env (0600) through stdin"),
     ...(config.tls.mode === "off" ? [] : [command("certificate", "installs the certificate through stdin")]),
     { type: "command:remote:CopyToRemote", name: `${t}-bundle`, note: "copies the bundle to /opt/gpu-sandbox" },
-    command("deploy", "docker compose up -d --build --wait; `compose down` on destroy"),
+    command("deploy", "docker compose up -d --build --wait, whenever the bundle or the secrets change"),
+    { type: "command:local:Command", name: `${t}-stop-on-destroy`, note: "on destroy: `docker compose down` on the host, before the volume goes" },
   ];
 }

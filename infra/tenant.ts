@@ -52,7 +52,7 @@ export function deployTenant(config: TenantConfig, options: DeployOptions = {}):
   });
   // Deploying the bundle needs SSH; without adminCidrs the firewall keeps port 22 shut.
   const serving = config.adminCidrs.length === 0 ? undefined : new ServingStack(config.tenant, {
-    config, ip: host.ip, sshPrivateKey: host.sshPrivateKey, ...(options.stagingDir ? { stagingDir: options.stagingDir } : {}),
+    config, ip: host.ip, sshPrivateKey: host.sshPrivateKey, instanceId: host.instance.id, volume: host.volume, ...(options.stagingDir ? { stagingDir: options.stagingDir } : {}),
   });
   if (!serving) {
     pulumi.log.warn("gpu-sandbox:adminCidrs is empty, so SSH is closed and the serving stack is not deployed. " +

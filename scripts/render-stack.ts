@@ -63,7 +63,7 @@ export function main(argv: readonly string[], root = process.cwd()): number {
     console.log(r.plan);
     const top = [...new Set(r.files.map((f) => f.split("/")[0]))];
     console.log(`\nWrote ${r.files.length} files to ${relative(root, r.outDir) || "."}/: ${top.join(", ")}`);
-    console.log("To run it on any Docker + NVIDIA GPU host, see README.md, \"Run the bundle on your own GPU host\".");
+    console.log("To run it on any Docker + NVIDIA GPU host, see docs/serving.md, \"Run the bundle on your own GPU host\".");
     return 0;
   } catch (err) {
     if (err instanceof UsageError || err instanceof StackFileError) {

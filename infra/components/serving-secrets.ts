@@ -1,8 +1,7 @@
-import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
-import { KEY_PREFIX } from "../../api-shim/src/keys.ts";
+import { hashKey, KEY_PREFIX } from "../../api-shim/src/keys.ts";
 import type { BootstrapKey, TlsConfig } from "../config.ts";
 import type { BootstrapKeyRecord } from "../render/shim-config.ts";
 
@@ -28,8 +27,9 @@ export function bootstrapKey(prefix: string, spec: BootstrapKey, parent: pulumi.
   const id = new random.RandomString(`${prefix}-key-${spec.name}-id`, { length: 12, ...alnum }, { parent }).result;
   const secret = generatedSecret(`${prefix}-key-${spec.name}-secret`, 32, parent);
   const key = pulumi.secret(pulumi.interpolate`${KEY_PREFIX}${id}_${secret}`);
-  // A SHA-256 of a 190-bit random key reveals nothing, so the hash may be plaintext in the bundle.
-  const hash = pulumi.unsecret(key.apply((k) => `sha256:${createHash("sha256").update(k).digest("hex")}`));
+  // The shim's own hash; a SHA-256 of a 190-bit random key reveals nothing, so it may be
+  // plaintext in the bundle.
+  const hash = pulumi.unsecret(key.apply(hashKey));
   const record = pulumi.all([id, hash]).apply(([keyId, keyHash]) => ({
     id: keyId, name: spec.name, hash: keyHash, credits: spec.credits, tier: spec.tier, models: [...spec.models],
   }));

@@ -6,6 +6,7 @@ import type { Images, TenantConfig } from "../config.ts";
 import { HOST_PATHS } from "../host.ts";
 import { bundleHash, renderBundle, sha256, writeBundle } from "../render/bundle.ts";
 import { envEntries, renderEnvFile } from "../render/env-file.ts";
+import { readTemplate } from "../render/template.ts";
 import { bootstrapKey, generatedSecret, serverCertificate } from "./serving-secrets.ts";
 
 /** Upper bound for the host's first boot (driver, Docker, maybe a reboot) before SSH opens. */
@@ -20,6 +21,13 @@ export interface ServingStackArgs {
   ip: pulumi.Input<string>;
   /** The SSH private key that logs in as root on the host. */
   sshPrivateKey: pulumi.Input<string>;
+  /**
+   * The host's instance id: a new instance (a replacement) gets the bundle copied again even
+   * when the bundle itself did not change.
+   */
+  instanceId: pulumi.Input<string>;
+  /** The volume with the ledger: destroyed only after the stack on the host has been stopped. */
+  volume: pulumi.Resource;
   /** Local directory where the bundle is staged for copying. Defaults to out/<tenant>/deploy. */
   stagingDir?: string;
 }
@@ -64,7 +72,7 @@ export class ServingStack extends pulumi.ComponentResource {
       Object.fromEntries(values.map((v, i) => [keys[i]!.name, v]))));
 
     // The bundle: pure render functions over config, pinned images and key hashes.
-    const images = pinImages(config.images, this);
+    const images = pinImages(name, config.images, this);
     const bundle = pulumi.all([images, pulumi.all(keys.map((k) => k.record))]).apply(([resolved, records]) =>
       renderBundle(config, { images: resolved, bootstrapKeys: records }));
     this.bundleHash = bundle.apply(bundleHash);
@@ -111,11 +119,13 @@ export class ServingStack extends pulumi.ComponentResource {
       stdin: certificate.pem,
     }, { parent: this, dependsOn: [hostReady] });
 
+    // CopyToRemote copies again only when its source or path changes, not when the host does;
+    // the instance id in the triggers makes a replacement host get the bundle too.
     const copy = new command.remote.CopyToRemote(`${name}-bundle`, {
       connection: connection(4),
       source: staged,
       remotePath: `${dir}/.incoming`,
-      triggers: [this.bundleHash],
+      triggers: [this.bundleHash, args.instanceId],
     }, { parent: this, dependsOn: [hostReady] });
 
     const readyUrl = config.tls.mode === "off" ? "http://127.0.0.1/ready" : "https://127.0.0.1/ready";
@@ -124,15 +134,23 @@ export class ServingStack extends pulumi.ComponentResource {
       `s=$(ls "$d/.incoming/bundle/bin/deploy.sh" "$d/.incoming/bin/deploy.sh" "$d/bin/deploy.sh" 2>/dev/null | head -n 1)`,
       `exec bash "$s" "$d" ${config.readyTimeoutMinutes * 60} ${readyUrl}`,
     ].join("; ");
-    new command.remote.Command(`${name}-deploy`, {
+    const deploy = new command.remote.Command(`${name}-deploy`, {
       connection: connection(4),
       create: deployScript,
       update: deployScript,
-      // Stops the containers (the shim drains and settles its streams) before the host goes.
-      delete: `if [ -f ${dir}/compose.yaml ]; then cd ${dir} && docker compose down --remove-orphans --timeout 30; fi`,
       // A hash of the secrets (never the secrets) makes a changed key recreate the containers.
-      triggers: [this.bundleHash, pulumi.secret(envFile.apply(sha256)), certificate ? pulumi.secret(certificate.pem.apply(sha256)) : "no-tls"],
+      triggers: [this.bundleHash, args.instanceId, pulumi.secret(envFile.apply(sha256)),
+        certificate ? pulumi.secret(certificate.pem.apply(sha256)) : "no-tls"],
     }, { parent: this, dependsOn: [copy, env, ...(certificateInstall ? [certificateInstall] : [])] });
+
+    // On destroy: `docker compose down` on the host (the shim drains and settles its streams)
+    // before the volume with the ledger goes, since this depends on the volume. Local, with a
+    // best-effort SSH, so an unreachable host never makes a destroy fail and leave the GPU billing.
+    new command.local.Command(`${name}-stop-on-destroy`, {
+      interpreter: ["/bin/bash", "-c"],
+      delete: readTemplate("operator/stop-serving-stack.sh"),
+      environment: { GS_SSH_KEY: pulumi.secret(args.sshPrivateKey), GS_HOST: ip, GS_DIR: dir },
+    }, { parent: this, dependsOn: [deploy, args.volume] });
 
     this.registerOutputs({
       endpoint: this.endpoint, apiKeys: this.apiKeys, adminToken: this.adminToken,
@@ -145,10 +163,12 @@ export class ServingStack extends pulumi.ComponentResource {
  * Image tags resolved to digests through the registry, so that an image update is an explicit
  * diff in `pulumi up` rather than whatever the tag points to on the day the host pulls.
  */
-function pinImages(images: Images, parent: pulumi.Resource): pulumi.Output<Images> {
+function pinImages(name: string, images: Images, parent: pulumi.Resource): pulumi.Output<Images> {
+  // Only the registry is asked: no Docker daemon is needed on the operator's machine.
+  const provider = new docker.Provider(`${name}-registry`, { disableDockerDaemonCheck: true }, { parent });
   const pin = (ref: string): pulumi.Output<string> => ref.includes("@sha256:")
     ? pulumi.output(ref)
-    : docker.getRegistryImageOutput({ name: ref }, { parent }).apply((r) => `${ref}@${r.sha256Digest}`);
+    : docker.getRegistryImageOutput({ name: ref }, { parent, provider }).apply((r) => `${ref}@${r.sha256Digest}`);
   return pulumi.all([pin(images.vllm), pin(images.litellm), pin(images.nginx), pin(images.certbot), pin(images.node)])
     .apply(([vllm, litellm, nginx, certbot, node]) => ({ vllm, litellm, nginx, certbot, node }));
 }

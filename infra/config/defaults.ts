@@ -1,3 +1,4 @@
+import { DEFAULT_TIERS as SHIM_DEFAULT_TIERS } from "../../api-shim/src/config.ts";
 import type { EdgeLimits, Images, Pricing, Tier } from "./types.ts";
 
 export const DEFAULT_PLAN = "g2-gpu-rtx4000a1-s";
@@ -15,13 +16,11 @@ export const DEFAULT_GPU_MEMORY_UTILIZATION = 0.9;
 /** Open to everyone: the endpoint is protected by API keys and TLS, not by source address. */
 export const DEFAULT_ALLOWED_CIDRS: readonly string[] = ["0.0.0.0/0", "::/0"];
 
-/** Rate-limit tiers as the AI Hub API documents them (seed 004). `null` = unlimited. */
-export const DEFAULT_TIERS: Readonly<Record<string, Tier>> = {
-  free: { rpm: 10, tpm: 10_000 },
-  developer: { rpm: 100, tpm: 100_000 },
-  pro: { rpm: 500, tpm: 500_000 },
-  enterprise: { rpm: null, tpm: null },
-};
+/**
+ * Rate-limit tiers as the AI Hub API documents them (seed 004), `null` = unlimited: the shim's
+ * own defaults, so the kit and the shim cannot disagree on what "developer" means.
+ */
+export const DEFAULT_TIERS: Readonly<Record<string, Tier>> = Object.freeze(Object.fromEntries(SHIM_DEFAULT_TIERS));
 
 /** 1 credit per request, 2 with `?batch=1` (seed 001); no token prices unless configured. */
 export const DEFAULT_PRICING: Pricing = { request: 1, batchRequest: 2, models: {} };

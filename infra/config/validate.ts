@@ -17,9 +17,6 @@ export const CONFIG_KEYS = [
   "pricing", "providers", "volumeSizeGb", "ttlHours", "tags", "limits", "images", "readyTimeoutMinutes",
 ] as const;
 
-/** Keys whose values are secrets (wholly, or inside them). */
-export const SECRET_KEYS: readonly string[] = ["hfToken", "providers"];
-
 const TLS_MODES: readonly TlsMode[] = ["letsencrypt", "self-signed", "off"];
 const PROVIDERS: readonly ProviderKind[] = ["groq", "gemini", "deepseek", "openai", "anthropic"];
 const TTL_MAX_HOURS = 24 * 90;

@@ -31,7 +31,6 @@ export interface BundleInputs {
  */
 export function renderBundle(config: TenantConfig, inputs: BundleInputs): Bundle {
   const files = new Map<string, string>([
-    ["compose.yaml", renderCompose(config, inputs.images)],
     [".env.example", renderEnvExample(config)],
     ["nginx/nginx.conf", renderNginxConf(config)],
     ["nginx/reload-on-cert-change.sh", readTemplate("bundle/reload-on-cert-change.sh")],
@@ -43,6 +42,8 @@ export function renderBundle(config: TenantConfig, inputs: BundleInputs): Bundle
   ]);
   if (config.tls.mode === "letsencrypt") files.set("tls/certbot-renew.sh", readTemplate("bundle/certbot-renew.sh"));
   for (const [path, content] of shimSourceFiles()) files.set(`${SHIM_PACKAGE_DIR}/${path}`, content);
+  // Last: it labels each service with the hash of the files above that it mounts.
+  files.set("compose.yaml", renderCompose(config, inputs.images, files));
   files.set(MANIFEST, manifest(files));
   return files;
 }

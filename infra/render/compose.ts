@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+import { isMap, isSeq, type Document } from "yaml";
 import type { Images, TenantConfig } from "../config.ts";
 import { providerKeyVar } from "./env-file.ts";
 import { readYamlDocument } from "./template.ts";
@@ -8,12 +10,17 @@ export const BACKEND_SUBNET = "10.89.0.0/24";
 export const NGINX_HTTP_PORT = 8080;
 export const NGINX_HTTPS_PORT = 8443;
 
+/** The label that makes compose recreate a service when a file it mounts from the bundle changes. */
+export const MOUNTS_LABEL = "gpu-sandbox.mounted-files-sha256";
+
 /**
  * docker compose's file for the tenant: vLLM with the GPU reserved and the model's flags,
  * LiteLLM, the shim (built from the bundle's api-shim/), nginx (the only service that publishes
  * ports) and, for Let's Encrypt, certbot. Secrets stay `${…}` references to `.env`.
+ * `bundleFiles` are the other files of the bundle: each service is labelled with the hash of
+ * those it mounts.
  */
-export function renderCompose(config: TenantConfig, images: Images): string {
+export function renderCompose(config: TenantConfig, images: Images, bundleFiles: ReadonlyMap<string, string>): string {
   const doc = readYamlDocument("compose.yaml");
   const m = config.model;
   doc.setIn(["services", "vllm", "image"], images.vllm);
@@ -54,5 +61,31 @@ export function renderCompose(config: TenantConfig, images: Images): string {
     doc.deleteIn(["services", "certbot"]);
   }
   doc.setIn(["networks", "backend", "ipam", "config", 0, "subnet"], BACKEND_SUBNET);
+  labelMountedFiles(doc, bundleFiles);
   return doc.toString({ lineWidth: 0 });
+}
+
+/**
+ * Compose recreates a container when its service definition changes, but not when the content
+ * of a file it bind-mounts does: a new price or key in shim/config.yaml, or a new adminCidrs in
+ * nginx.conf, would never reach the running container. So each service that mounts bundle files
+ * (`./…` sources) carries a label with their hash, and a changed file changes the definition.
+ */
+function labelMountedFiles(doc: Document, bundleFiles: ReadonlyMap<string, string>): void {
+  const services = doc.get("services");
+  if (!isMap(services)) throw new Error("compose.yaml: services must be a map");
+  for (const pair of services.items) {
+    const name = String(pair.key);
+    const volumes = doc.getIn(["services", name, "volumes"]);
+    if (!isSeq(volumes)) continue;
+    const sources = volumes.items.map((v) => String(v).split(":")[0]!).filter((src) => src.startsWith("./")).map((src) => src.slice(2));
+    if (sources.length === 0) continue;
+    const hash = createHash("sha256");
+    for (const source of sources) {
+      const files = [...bundleFiles.keys()].filter((f) => f === source || f.startsWith(`${source}/`)).sort();
+      if (files.length === 0) throw new Error(`compose.yaml: service ${name} mounts ./${source}, which the bundle does not have`);
+      for (const f of files) hash.update(`${f}\0${bundleFiles.get(f)}\0`);
+    }
+    doc.setIn(["services", name, "labels", MOUNTS_LABEL], hash.digest("hex"));
+  }
 }

@@ -13,10 +13,21 @@ for _ in $(seq 1 120); do
 done
 [ -e "$VOLUME_DEVICE" ] || { log "volume $VOLUME_DEVICE did not appear within 10 minutes"; exit 1; }
 
-if ! blkid -p "$VOLUME_DEVICE" >/dev/null 2>&1; then
-  log "volume is blank: formatting it (ext4)"
-  mkfs.ext4 -q -L gpu-sandbox "$VOLUME_DEVICE"
-fi
+# blkid -p exits 2 when it finds no filesystem signature at all; any other failure (an
+# ambivalent probe, an I/O error) must never lead to formatting a volume that may hold the ledger.
+probe=0
+blkid -p "$VOLUME_DEVICE" >/dev/null 2>&1 || probe=$?
+case $probe in
+  0) ;;
+  2)
+    log "volume is blank: formatting it (ext4)"
+    mkfs.ext4 -q -L gpu-sandbox "$VOLUME_DEVICE"
+    ;;
+  *)
+    log "blkid -p $VOLUME_DEVICE failed (exit $probe): not formatting it; look at the volume by hand"
+    exit 1
+    ;;
+esac
 
 mkdir -p "$DATA_DIR"
 # By the stable by-id path, and nofail so a detached volume never blocks booting.

@@ -90,6 +90,14 @@ describe("through nginx over HTTPS", () => {
     } });
   });
 
+  it("keeps /metrics (with or without a trailing slash) to adminCidrs, even for a valid key", async () => {
+    for (const path of ["/metrics", "/metrics/", "/metrics?x=1"]) {
+      const res = await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${key}` } });
+      expect(res.status, path).toBe(403);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("forbidden");
+    }
+  });
+
   it("answers an oversized body 413 in OpenAI's shape, without bothering the shim", async () => {
     const received = shim.fake.counters.received;
     const err = await client().chat.completions.create({

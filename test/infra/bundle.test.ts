@@ -203,3 +203,28 @@ it("the rendered cloud-init does not change when serving config changes", async 
   expect(readFileSync(new URL("../../templates/cloud-init.yaml", import.meta.url), "utf8")).not.toContain("qwen");
   expect(a).not.toContain("qwen");
 });
+
+describe("applying config changes to running containers", () => {
+  // Compose recreates a container only when its service definition changes; the content of a
+  // bind-mounted file is not part of it. The rendered definitions must change with the files.
+  const services = (c: TenantConfig, k = keys) => parse(renderBundle(c, { images: c.images, bootstrapKeys: k }).get("compose.yaml")!).services as Record<string, unknown>;
+  const changed = (a: Record<string, unknown>, b: Record<string, unknown>) =>
+    Object.keys({ ...a, ...b }).filter((name) => JSON.stringify(a[name]) !== JSON.stringify(b[name])).sort();
+  const before = services(config());
+
+  it("recreates the shim, and only the shim, for a new key, price or tier", () => {
+    expect(changed(before, services(config(), [...keys, { ...keys[0]!, id: "ZyXwVu987654", name: "ci" }]))).toEqual(["shim"]);
+    expect(changed(before, services(config({ pricing: { request: 3 } })))).toEqual(["shim"]);
+    expect(changed(before, services(config({ tiers: { free: { rpm: 1, tpm: 1 } } })))).toEqual(["shim"]);
+  });
+
+  it("recreates nginx, and only nginx, for new admin addresses or edge limits", () => {
+    expect(changed(before, services(config({ adminCidrs: ["198.51.100.1/32"] })))).toEqual(["nginx"]);
+    expect(changed(before, services(config({ limits: { burst: 5 } })))).toEqual(["nginx"]);
+  });
+
+  it("recreates vLLM, LiteLLM and the shim together when the served model changes", () => {
+    expect(changed(before, services(config({ model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen" }, keys: [], pricing: {} }), [])))
+      .toEqual(["litellm", "shim", "vllm"]);
+  });
+});

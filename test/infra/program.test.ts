@@ -218,7 +218,8 @@ describe("the serving stack under the mock runtime", () => {
     const copy = one(resources, "command:remote:CopyToRemote");
     expect(copy.inputs.remotePath).toBe("/opt/gpu-sandbox/.incoming");
     const hash = await valueOf(outputs.bundleHash);
-    expect(plain(copy.inputs.triggers)).toEqual([hash]);
+    // The instance id: a replacement host gets the bundle even when the bundle is unchanged.
+    expect(plain(copy.inputs.triggers)).toEqual([hash, "12345"]);
     const staged = join(stagingDir, "bundle");
     expect(readFileSync(join(staged, "compose.yaml"), "utf8")).toContain(`vllm/vllm-openai:v0.11.0@sha256:${"d".repeat(64)}`);
     const shimConfig = readFileSync(join(staged, "shim/config.yaml"), "utf8");
@@ -242,12 +243,27 @@ describe("the serving stack under the mock runtime", () => {
     expect(deployTriggers(changed)).not.toEqual(deployTriggers(first));
   });
 
-  it("runs `docker compose down` when destroyed, and updates in place otherwise", async () => {
+  it("updates in place, and on destroy stops the stack from the operator's machine, never failing for want of SSH", async () => {
     const { resources } = await run("example", configFor("example"));
     const deploy = resources.find((r) => r.name === "example-deploy")!;
-    expect(deploy.inputs.delete).toContain("docker compose down");
     expect(deploy.inputs.update).toBe(deploy.inputs.create);
     expect(deploy.inputs.create).toContain("deploy.sh");
+    expect(deploy.inputs.delete).toBeUndefined();
+    const stop = resources.find((r) => r.name === "example-stop-on-destroy")!;
+    expect(stop.type).toBe("command:local:Command");
+    expect(stop.inputs.create).toBeUndefined();
+    expect(stop.inputs.delete).toContain("docker compose down");
+    // Pulumi marks the whole environment secret because the key is in it.
+    expect(isSecretInput(stop.inputs.environment)).toBe(true);
+    expect(plain(stop.inputs.environment)).toMatchObject({ GS_HOST: MOCK_IP, GS_DIR: "/opt/gpu-sandbox" });
+  });
+
+  it("looks image digests up without a local Docker daemon", async () => {
+    const { resources, calls } = await run("example", configFor("example"));
+    const provider = resources.find((r) => r.type === "pulumi:providers:docker")!;
+    // Provider inputs reach the engine as strings.
+    expect(plain(provider.inputs.disableDockerDaemonCheck)).toBe("true");
+    expect(calls.filter((c) => c.token === "docker:index/getRegistryImage:getRegistryImage")).toHaveLength(5);
   });
 
   it("installs a self-signed certificate and exports its CA", async () => {

@@ -1,0 +1,58 @@
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { readTemplate } from "../../infra/render/template.ts";
+import { runTool, tempDir } from "../support/tools.ts";
+
+/** templates/operator/stop-serving-stack.sh as `pulumi destroy` runs it: bash -c <script>, env. */
+function runStop(pathDirs: string[], env: Record<string, string> = {}) {
+  const script = readTemplate("operator/stop-serving-stack.sh");
+  const full = { PATH: [...pathDirs, "/usr/bin", "/bin"].join(":"), GS_SSH_KEY: "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-key-body\n", GS_HOST: "192.0.2.10", GS_DIR: "/opt/gpu-sandbox", ...env };
+  const args = Object.entries(full).map(([k, v]) => `${k}=${v}`);
+  return runTool("env", ["-i", ...args, "/bin/bash", "-c", script]);
+}
+
+/** A stand-in `ssh` that records its arguments and the key file's content, then exits `code`. */
+function fakeSsh(code: number): { dir: string; record: () => { args: string; key: string } } {
+  const dir = tempDir();
+  mkdirSync(join(dir, "bin"));
+  const log = join(dir, "ssh.log");
+  writeFileSync(join(dir, "bin", "ssh"), `#!/bin/bash\nprintf '%s\\n' "$*" > ${log}\ncat "$2" >> ${log}\nexit ${code}\n`);
+  chmodSync(join(dir, "bin", "ssh"), 0o755);
+  return {
+    dir: join(dir, "bin"),
+    record: () => {
+      const [args, ...key] = readFileSync(log, "utf8").split("\n");
+      return { args: args!, key: key.join("\n") };
+    },
+  };
+}
+
+describe("stopping the stack on destroy", () => {
+  it("runs `docker compose down` on the host over SSH, with the key in a file, not on the command line", () => {
+    const ssh = fakeSsh(0);
+    const r = runStop([ssh.dir]);
+    expect(r.status).toBe(0);
+    expect(r.output).toContain("stopped the serving stack on 192.0.2.10");
+    const { args, key } = ssh.record();
+    expect(args).toContain("root@192.0.2.10");
+    expect(args).toContain("cd /opt/gpu-sandbox && docker compose down --remove-orphans --timeout 30");
+    expect(args).not.toContain("test-key-body");
+    expect(key).toContain("test-key-body");
+  });
+
+  it("never fails the destroy: an unreachable host or a missing ssh client only warns", () => {
+    const unreachable = runStop([fakeSsh(255).dir]);
+    expect(unreachable.status).toBe(0);
+    expect(unreachable.output).toContain("could not stop the serving stack on 192.0.2.10");
+    const noSsh = runStop([tempDir()], { PATH: tempDir() });
+    expect(noSsh.status).toBe(0);
+    expect(noSsh.output).toContain("destroying anyway");
+  });
+
+  it("passes shellcheck", () => {
+    const r = runTool("shellcheck", [new URL("../../templates/operator/stop-serving-stack.sh", import.meta.url).pathname]);
+    expect(r.output).toBe("");
+    expect(r.status).toBe(0);
+  });
+});
