@@ -51,7 +51,11 @@ async function main(): Promise<void> {
     app.server.closeAllConnections();
     await closed;
     await upstream.close();
-    await store.close();
+    try {
+      await store.close();
+    } catch (e) {
+      logger.error({ err: e instanceof Error ? e.cause ?? e : e }, "the last batch could not be committed");
+    }
     logger.info({ aborted }, "stopped");
     logger.flush(() => process.exit(0));
   };

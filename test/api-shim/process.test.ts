@@ -74,6 +74,7 @@ describe("the shim process", () => {
     const streams = await Promise.all(Array.from({ length: 50 }, () => openStream(first, 2000)));
     const during = (await audit()).find((r) => r.keyId === key.id)!;
     expect(during.reservations).toBe(50); // the kill really lands on 50 open holds
+    expect(during.held).toBe(50 * (1 + 2000) * CREDIT); // each: the request credit + 2,000 completion tokens at 1 credit
     first.child.kill("SIGKILL");
     expect((await first.exited).signal).toBe("SIGKILL");
     logs.push(...first.lines);

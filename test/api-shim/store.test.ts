@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import { MIGRATIONS, SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError, type NewKey, type UsageRow } from "../../api-shim/src/store/store.ts";
 
 const newKey = (id: string, credits: number): NewKey => ({ id, name: id, hash: `sha256:${"0".repeat(64)}`, tier: "free", models: null, expiresAt: null, credits, at: 1000 });
@@ -26,7 +26,7 @@ describe("SqliteStore", () => {
   it("uses WAL, synchronous=NORMAL, and migrates once (user_version)", async () => {
     const db = new Database(file, { readonly: true });
     expect(db.pragma("journal_mode", { simple: true })).toBe("wal");
-    expect(db.pragma("user_version", { simple: true })).toBe(1);
+    expect(db.pragma("user_version", { simple: true })).toBe(MIGRATIONS.length);
     db.close();
     await store.createKey(newKey("k1", 5));
     await store.close();
@@ -72,6 +72,73 @@ describe("SqliteStore", () => {
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 2, ledgerSum: 10, reservations: 1, reservedSum: 2 }]);
   });
 
+  it("holds are visible to other connections as the key's held sum and count, and settled exactly once", async () => {
+    await store.createKey(newKey("k", 10));
+    await store.reserve({ reservationId: "a", keyId: "k", amount: 3, at: 1 });
+    await store.reserve({ reservationId: "b", keyId: "k", amount: 4, at: 1 });
+    await store.flush();
+    const reader = new Database(file, { readonly: true });
+    const row = () => reader.prepare("SELECT balance, held, holds FROM keys WHERE id = 'k'").get();
+    expect(row()).toEqual({ balance: 10, held: 7, holds: 2 });
+    expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 7, ledgerSum: 10, reservations: 2, reservedSum: 7 }]);
+    await store.settle({ reservationId: "a", keyId: "k", hold: 3, cost: 2, usage: usage("k", "qa", 2) });
+    await store.settle({ reservationId: "a", keyId: "k", hold: 3, cost: 2, usage: usage("k", "qa", 2) }); // no-op
+    await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: { ...usage("k", "qb"), status: 502, promptTokens: 0, completionTokens: 0 } });
+    await store.flush();
+    expect(row()).toEqual({ balance: 8, held: 0, holds: 0 });
+    // One ledger row per request: its charge and its usage record (a failed request: amount 0).
+    expect(reader.prepare("SELECT amount, kind, ref, status, prompt_tokens AS p, completion_tokens AS c FROM ledger WHERE kind = 'usage' ORDER BY id").all()).toEqual([
+      { amount: -2, kind: "usage", ref: "qa", status: 200, p: 3, c: 4 },
+      { amount: 0, kind: "usage", ref: "qb", status: 502, p: 0, c: 0 },
+    ]);
+    reader.close();
+    expect(await store.audit()).toEqual([{ keyId: "k", balance: 8, held: 0, ledgerSum: 8, reservations: 0, reservedSum: 0 }]);
+    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 2 }]);
+  });
+
+  /** A database as the first schema left it: a grant, a charged request, a failed one, one open reservation. */
+  const version1 = (path: string, usageCost = 3) => {
+    const db = new Database(path);
+    db.exec(MIGRATIONS[0] as string);
+    db.pragma("user_version = 1");
+    db.exec(`INSERT INTO keys (id, name, hash, tier, balance, held, created_at) VALUES ('k', 'k', 'h', 'free', 7, 2, 1);
+      INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES ('k', 1, 10, 'bootstrap', NULL, 'bootstrap:k'), ('k', 5, -3, 'usage', 'q1', NULL);
+      INSERT INTO usage (request_id, key_id, at, route, model, status, prompt_tokens, completion_tokens, cost, stream, ms)
+        VALUES ('q1', 'k', 5, 'chat', 'm', 200, 3, 4, ${usageCost}, 0, 9), ('q2', 'k', 6, 'chat', 'm', 502, 0, 0, 0, 1, 2);
+      INSERT INTO reservations (id, key_id, amount, instance, at) VALUES ('r', 'k', 2, 'dead', 7);`);
+    db.close();
+  };
+
+  it("migrates a first-schema database: ledger sums kept, usage rows become request rows, reservations become hold counts", async () => {
+    const old = join(dir, "v1.db");
+    version1(old);
+    const migrated = new SqliteStore(old);
+    try {
+      expect(await migrated.audit()).toEqual([{ keyId: "k", balance: 7, held: 2, ledgerSum: 7, reservations: 1, reservedSum: 0 }]);
+      expect(await migrated.usage({ keyId: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 3 }]);
+      expect(await migrated.releaseStaleReservations()).toBe(1);
+      expect(await migrated.audit()).toEqual([{ keyId: "k", balance: 7, held: 0, ledgerSum: 7, reservations: 0, reservedSum: 0 }]);
+      // The bootstrap grant's idempotency key survived: it is not granted again.
+      expect(await migrated.ensureBootstrapKey(newKey("k", 10))).toEqual({ created: false, granted: false });
+    } finally {
+      await migrated.close();
+    }
+    const db = new Database(old, { readonly: true });
+    expect(db.pragma("user_version", { simple: true })).toBe(MIGRATIONS.length);
+    expect(() => db.prepare("SELECT 1 FROM usage").get()).toThrow(/no such table/);
+    db.close();
+  });
+
+  it("refuses to migrate a ledger whose usage rows disagree with its charges, and leaves it untouched", () => {
+    const old = join(dir, "v1-bad.db");
+    version1(old, 4);
+    expect(() => new SqliteStore(old)).toThrow(/migration 2 refused: the ledger sum of key k/);
+    const db = new Database(old, { readonly: true });
+    expect(db.pragma("user_version", { simple: true })).toBe(1);
+    expect(db.prepare("SELECT count(*) AS n FROM usage").get()).toEqual({ n: 2 });
+    db.close();
+  });
+
   it("bootstrap keys are granted once, updated from config on later starts", async () => {
     expect(await store.ensureBootstrapKey(newKey("boot", 100))).toEqual({ created: true, granted: true });
     expect(await store.ensureBootstrapKey({ ...newKey("boot", 100), tier: "pro" })).toEqual({ created: false, granted: false });
@@ -109,6 +176,19 @@ describe("SqliteStore", () => {
     await new Promise((resolve) => setImmediate(resolve));
     expect(held()).toBe(3); // one commit at the end of the turn covered both
     reader.close();
+  });
+
+  it("a batch whose end-of-turn write fails is rolled back whole and the store stays failed closed", async () => {
+    await store.createKey(newKey("k", 10));
+    const other = new Database(file);
+    // Stands for a disk error at the end of the turn: the batch's UPDATE of the key row fails.
+    other.exec("CREATE TRIGGER fail_money BEFORE UPDATE OF held ON keys BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
+    expect(await store.reserve({ reservationId: "a", keyId: "k", amount: 4, at: 1 })).toEqual({ ok: true, available: 6 });
+    await new Promise((resolve) => setImmediate(resolve));
+    await expect(store.getKey("k")).rejects.toBeInstanceOf(StoreUnavailableError);
+    await expect(store.reserve({ reservationId: "b", keyId: "k", amount: 1, at: 1 })).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(other.prepare("SELECT balance, held, holds FROM keys WHERE id = 'k'").get()).toEqual({ balance: 10, held: 0, holds: 0 });
+    other.close();
   });
 
   it("every failure is StoreUnavailableError (fail closed)", async () => {

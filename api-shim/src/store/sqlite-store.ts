@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
@@ -10,11 +9,11 @@ import type {
 import { StoreUnavailableError } from "./store.ts";
 
 /**
- * The embedded store: better-sqlite3 in WAL mode. One process writes (the shim), so the
- * reservations of any other instance id found at start belong to a process that died.
- * Each migration runs once, in order, tracked by PRAGMA user_version.
+ * The embedded store: better-sqlite3 in WAL mode, written by one process (the shim).
+ * Each migration runs once, in order, tracked by PRAGMA user_version: SQL text, or a function
+ * for a migration that must check what it did.
  */
-const MIGRATIONS: readonly string[] = [
+export const MIGRATIONS: readonly (string | ((db: Database.Database) => void))[] = [
   `CREATE TABLE keys (
      id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL, tier TEXT NOT NULL, models TEXT,
      balance INTEGER NOT NULL DEFAULT 0, held INTEGER NOT NULL DEFAULT 0,
@@ -38,7 +37,56 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX usage_key_at ON usage(key_id, at);
    CREATE TABLE idempotency (
      key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, body TEXT NOT NULL, at INTEGER NOT NULL) STRICT;`,
+  migrateToOneRowPerRequest,
 ];
+
+/**
+ * Migration 2: one ledger row per inference request, which is both its charge (amount = −cost,
+ * 0 when nothing was charged) and its usage record (route, model, status, tokens, ms); and no
+ * reservation rows: a key's open holds are its `held` (sum) and `holds` (count) columns, each
+ * hold itemized in the memory of the process that owns it. The request path then writes a
+ * third of the statements and pages it did (hold: one UPDATE; settle: one INSERT, one UPDATE).
+ *
+ * Existing data: usage rows become usage ledger rows (amount = −cost) in place of the ledger's
+ * separate usage-charge rows, other ledger rows are copied as they are, and open reservation
+ * rows become the keys' `holds` counts (released at the next start, as before). The migration
+ * checks that every key's ledger sum is unchanged and refuses (rolls back) otherwise.
+ */
+function migrateToOneRowPerRequest(db: Database.Database): void {
+  const sums = () => new Map(db.prepare<[], { key_id: string; total: number }>("SELECT key_id, sum(amount) AS total FROM ledger GROUP BY key_id").all().map((r) => [r.key_id, r.total]));
+  const before = sums();
+  db.exec(`
+    ALTER TABLE keys ADD COLUMN holds INTEGER NOT NULL DEFAULT 0 CHECK (holds >= 0);
+    UPDATE keys SET holds = (SELECT count(*) FROM reservations r WHERE r.key_id = keys.id);
+    CREATE TABLE ledger_v2 (
+      id INTEGER PRIMARY KEY, key_id TEXT NOT NULL REFERENCES keys(id), at INTEGER NOT NULL,
+      amount INTEGER NOT NULL, kind TEXT NOT NULL, ref TEXT, idem TEXT,
+      route TEXT, model TEXT, status INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER,
+      stream INTEGER, ms INTEGER) STRICT;
+    INSERT INTO ledger_v2 (key_id, at, amount, kind, ref, idem, route, model, status, prompt_tokens, completion_tokens, stream, ms)
+      SELECT key_id, at, amount, kind, ref, idem, route, model, status, prompt_tokens, completion_tokens, stream, ms FROM (
+        SELECT key_id, at, amount, kind, ref, idem, NULL AS route, NULL AS model, NULL AS status, NULL AS prompt_tokens,
+               NULL AS completion_tokens, NULL AS stream, NULL AS ms, 0 AS src, id FROM ledger WHERE kind <> 'usage'
+        UNION ALL
+        SELECT key_id, at, -cost, 'usage', request_id, NULL, route, model, status, prompt_tokens, completion_tokens, stream, ms, 1, id FROM usage)
+      ORDER BY at, src, id;
+    DROP TRIGGER ledger_append_only_u;
+    DROP TRIGGER ledger_append_only_d;
+    DROP TABLE ledger;
+    DROP TABLE usage;
+    DROP TABLE reservations;
+    ALTER TABLE ledger_v2 RENAME TO ledger;
+    CREATE UNIQUE INDEX ledger_idem ON ledger(idem) WHERE idem IS NOT NULL;
+    CREATE INDEX ledger_key_at ON ledger(key_id, at);
+    CREATE TRIGGER ledger_append_only_u BEFORE UPDATE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
+    CREATE TRIGGER ledger_append_only_d BEFORE DELETE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;`);
+  const after = sums();
+  for (const key of new Set([...before.keys(), ...after.keys()])) {
+    if ((before.get(key) ?? 0) !== (after.get(key) ?? 0)) {
+      throw new Error(`migration 2 refused: the ledger sum of key ${key} would change from ${before.get(key) ?? 0} to ${after.get(key) ?? 0} (usage rows and usage charges disagree)`);
+    }
+  }
+}
 
 interface KeyRow {
   id: string; name: string; hash: string; tier: string; models: string | null; balance: number;
@@ -56,10 +104,37 @@ export interface SqliteStoreOptions {
   checkpointIntervalMs?: number;
 }
 
+/** An open hold of this process: its key and amount (the key row has the sum and the count). */
+interface Hold {
+  keyId: string;
+  amount: number;
+}
+
+/**
+ * A key's money as the open batch sees it: the row as the batch found it (read under the write
+ * lock, so nobody else can change it until COMMIT) with the batch's changes applied, and those
+ * changes, written to the row as one UPDATE at COMMIT.
+ */
+interface Account {
+  id: string;
+  balance: number;
+  held: number;
+  dBalance: number;
+  dHeld: number;
+  dHolds: number;
+}
+
 export class SqliteStore implements Store {
-  readonly instanceId = randomUUID();
   private readonly db: Database.Database;
-  private commitScheduled = false;
+  /**
+   * This process's open holds by reservation id. The database has each key's sum (`held`) and
+   * count (`holds`) of open holds, so another process sees them and a restart releases the ones
+   * a dead process left; the holds themselves never outlive the process that made them.
+   */
+  private readonly holds = new Map<string, Hold>();
+  /** The open batch's accounts by key id; null when no batch is open. */
+  private batch: Map<string, Account> | null = null;
+  private readonly commitSoon = () => this.commit();
   private broken: unknown = null;
   private checkpointer: Worker | undefined;
   private readonly stmt;
@@ -71,7 +146,12 @@ export class SqliteStore implements Store {
     db.pragma("synchronous = NORMAL");
     db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
     db.pragma("foreign_keys = ON");
-    migrate(db);
+    try {
+      migrate(db);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
     if (filename !== ":memory:") this.checkpointer = startCheckpointer(db, filename, options.checkpointIntervalMs ?? 1000);
     this.stmt = {
       ping: db.prepare("SELECT 1"),
@@ -82,50 +162,69 @@ export class SqliteStore implements Store {
       credit: db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES (@keyId, @at, @amount, @kind, @ref, @idem) ON CONFLICT (idem) WHERE idem IS NOT NULL DO NOTHING"),
       addBalance: db.prepare("UPDATE keys SET balance = balance + @amount WHERE id = @keyId"),
       revoke: db.prepare("UPDATE keys SET revoked_at = coalesce(revoked_at, @at) WHERE id = @id"),
-      // The request path uses positional parameters: binding from objects costs more per call.
-      hold: db.prepare<[number, string, number], { available: number }>(
-        "UPDATE keys SET held = held + ? WHERE id = ? AND balance - held >= ? RETURNING balance - held AS available"),
-      available: db.prepare<[string], { available: number }>("SELECT balance - held AS available FROM keys WHERE id = ?"),
-      insertReservation: db.prepare<[string, string, number, string, number]>("INSERT INTO reservations (id, key_id, amount, instance, at) VALUES (?, ?, ?, ?, ?)"),
-      usageLedger: db.prepare<[string, number, number, string]>("INSERT INTO ledger (key_id, at, amount, kind, ref) VALUES (?, ?, ?, 'usage', ?)"),
-      charge: db.prepare<[number, number, string], { available: number }>(
-        "UPDATE keys SET balance = balance - ?, held = held - ? WHERE id = ? RETURNING balance - held AS available"),
-      deleteReservation: db.prepare<[string], { amount: number }>("DELETE FROM reservations WHERE id = ? RETURNING amount"),
-      insertUsage: db.prepare<[string, string, number, string, string, number, number, number, number, number, number]>(
-        "INSERT INTO usage (request_id, key_id, at, route, model, status, prompt_tokens, completion_tokens, cost, stream, ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-      staleReservations: db.prepare<[string], { id: string; key_id: string; amount: number }>("SELECT id, key_id, amount FROM reservations WHERE instance <> ?"),
-      release: db.prepare("UPDATE keys SET held = held - @amount WHERE id = @keyId"),
+      // The request path: prepared once, positional parameters (binding from objects costs more).
+      begin: db.prepare("BEGIN IMMEDIATE"),
+      commit: db.prepare("COMMIT"),
+      money: db.prepare<[string], { balance: number; held: number }>("SELECT balance, held FROM keys WHERE id = ?"),
+      // The request's one ledger row: its charge (−cost) and its usage record.
+      requestRow: db.prepare<[string, number, number, string, string, string, number, number, number, number, number]>(
+        "INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES (?, ?, ?, 'usage', ?, ?, ?, ?, ?, ?, ?, ?)"),
+      applyMoney: db.prepare<[number, number, number, string]>("UPDATE keys SET balance = balance + ?, held = held + ?, holds = holds + ? WHERE id = ?"),
+      openHolds: db.prepare<[], { id: string; held: number; holds: number }>("SELECT id, held, holds FROM keys WHERE held <> 0 OR holds <> 0"),
+      setHolds: db.prepare<[number, number, string]>("UPDATE keys SET held = ?, holds = ? WHERE id = ?"),
       getIdem: db.prepare<[string], { fingerprint: string; body: string }>("SELECT fingerprint, body FROM idempotency WHERE key = ?"),
       putIdem: db.prepare("INSERT INTO idempotency (key, fingerprint, body, at) VALUES (?, ?, ?, ?)"),
-      audit: db.prepare<[], { keyId: string; balance: number; held: number; ledgerSum: number; reservations: number; reservedSum: number }>(
-        `SELECT k.id AS keyId, k.balance, k.held, coalesce(l.total, 0) AS ledgerSum,
-           coalesce(r.n, 0) AS reservations, coalesce(r.total, 0) AS reservedSum
-         FROM keys k
-         LEFT JOIN (SELECT key_id, sum(amount) AS total FROM ledger GROUP BY key_id) l ON l.key_id = k.id
-         LEFT JOIN (SELECT key_id, count(*) AS n, sum(amount) AS total FROM reservations GROUP BY key_id) r ON r.key_id = k.id
+      audit: db.prepare<[], { keyId: string; balance: number; held: number; holds: number; ledgerSum: number }>(
+        `SELECT k.id AS keyId, k.balance, k.held, k.holds, coalesce(l.total, 0) AS ledgerSum
+         FROM keys k LEFT JOIN (SELECT key_id, sum(amount) AS total FROM ledger GROUP BY key_id) l ON l.key_id = k.id
          ORDER BY k.id`),
     };
   }
 
-  /** The hold: one conditional UPDATE (admits only if balance − held covers it) and the reservation row. */
-  private reserveOp(input: ReserveInput): ReserveResult {
-    const row = this.stmt.hold.get(input.amount, input.keyId, input.amount);
-    if (!row) return { ok: false, available: this.stmt.available.get(input.keyId)?.available ?? 0 };
-    this.stmt.insertReservation.run(input.reservationId, input.keyId, input.amount, this.instanceId, input.at);
-    return { ok: true, available: row.available };
+  /** The key's account in the open batch, read from its row at the batch's first use of it. */
+  private account(keyId: string): Account | undefined {
+    const batch = this.batch!;
+    let a = batch.get(keyId);
+    if (a === undefined) {
+      const row = this.stmt.money.get(keyId);
+      if (row === undefined) return undefined;
+      a = { id: keyId, balance: row.balance, held: row.held, dBalance: 0, dHeld: 0, dHolds: 0 };
+      batch.set(keyId, a);
+    }
+    return a;
   }
 
-  /** The settlement: reservation gone, ledger −cost, balance −= cost, held −= hold, usage row. */
+  /** The hold: admitted only if balance − held covers it (decided under the batch's write lock). */
+  private reserveOp(input: ReserveInput): ReserveResult {
+    const a = this.account(input.keyId);
+    if (a === undefined) return { ok: false, available: 0 };
+    const available = a.balance - a.held;
+    if (available < input.amount) return { ok: false, available };
+    a.held += input.amount;
+    a.dHeld += input.amount;
+    a.dHolds++;
+    this.holds.set(input.reservationId, { keyId: input.keyId, amount: input.amount });
+    return { ok: true, available: available - input.amount };
+  }
+
+  /** The settlement: the hold gone, the request's ledger row (−cost and its usage), balance −= cost, held −= hold. */
   private settleOp(input: SettleInput): { available: number } {
-    // A reservation already released (e.g. by a concurrent shutdown path) must not be released twice.
-    if (!this.stmt.deleteReservation.get(input.reservationId)) {
-      return { available: this.stmt.available.get(input.keyId)?.available ?? 0 };
+    const hold = this.holds.get(input.reservationId);
+    if (hold === undefined) {
+      // Already settled (e.g. by a concurrent shutdown path): a hold is never released twice.
+      const a = this.account(input.keyId);
+      return { available: a === undefined ? 0 : a.balance - a.held };
     }
+    const a = this.account(hold.keyId)!;
+    this.holds.delete(input.reservationId);
     const u = input.usage;
-    if (input.cost > 0) this.stmt.usageLedger.run(input.keyId, u.at, -input.cost, u.requestId);
-    const row = this.stmt.charge.get(input.cost, input.hold, input.keyId);
-    this.stmt.insertUsage.run(u.requestId, u.keyId, u.at, u.route, u.model, u.status, u.promptTokens, u.completionTokens, input.cost, u.stream ? 1 : 0, u.ms);
-    return { available: row?.available ?? 0 };
+    this.stmt.requestRow.run(hold.keyId, u.at, -input.cost, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream ? 1 : 0, u.ms);
+    a.balance -= input.cost;
+    a.dBalance -= input.cost;
+    a.held -= hold.amount;
+    a.dHeld -= hold.amount;
+    a.dHolds--;
+    return { available: a.balance - a.held };
   }
 
   /** Runs a synchronous database call; every failure becomes StoreUnavailableError (fail closed). */
@@ -139,21 +238,24 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Group commit for the request path (reserve, settle). Each operation runs at once, as its
-   * own savepoint inside a write transaction that stays open until the end of the current
-   * event-loop turn, when one COMMIT covers every operation of that turn. Operations stay
-   * atomic and serialized (one process, one connection), results are known immediately, and
-   * the commit's I/O is paid once per turn and off the request's critical path. A crash can
-   * lose the last turn's operations whole: holds (released at start anyway) and charges (the
-   * client's favour), never an unbalanced ledger. A failed COMMIT leaves the store failed
-   * closed (503) until the process restarts and releases what it held.
+   * Group commit for the request path (reserve, settle). The first operation of an event-loop
+   * turn opens a write transaction (BEGIN IMMEDIATE: the write lock, so the keys it reads cannot
+   * change under it); every operation of the turn runs in it at once, its result known
+   * immediately; at the end of the turn the keys' money changes are written (one UPDATE per key)
+   * and one COMMIT covers them all, its I/O paid once per turn and off the request's critical
+   * path. Holds and charges are decided in memory against the rows as the batch read them,
+   * which is exact because one process, one connection and one thread do all of it; the
+   * database's CHECK constraints still refuse a negative balance at COMMIT. A crash can lose the
+   * last turn's operations whole: holds (released at start anyway) and charges (the client's
+   * favour), never an unbalanced ledger. A failed statement or COMMIT rolls the batch back and
+   * leaves the store failed closed (503) until the process restarts and releases what it held.
    */
   private batched<T>(fn: () => T): Promise<T> {
     return this.run(() => {
-      if (!this.db.inTransaction) this.db.exec("BEGIN IMMEDIATE"); // SQLITE_BUSY here: 503, nothing open
-      if (!this.commitScheduled) {
-        this.commitScheduled = true;
-        setImmediate(() => this.commit());
+      if (this.batch === null) {
+        this.stmt.begin.run(); // SQLITE_BUSY here: 503, nothing open
+        this.batch = new Map();
+        setImmediate(this.commitSoon);
       }
       try {
         return fn();
@@ -168,6 +270,7 @@ export class SqliteStore implements Store {
 
   private fail(e: unknown): void {
     this.broken = e;
+    this.batch = null;
     try {
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
     } catch {}
@@ -175,10 +278,15 @@ export class SqliteStore implements Store {
 
   /** Commits the open batch, if any. Admin operations call it first so they commit on their own. */
   private commit(): void {
-    this.commitScheduled = false;
-    if (!this.db.open || !this.db.inTransaction) return;
+    const batch = this.batch;
+    if (batch === null) return;
+    this.batch = null;
+    if (!this.db.open) return;
     try {
-      this.db.exec("COMMIT");
+      for (const a of batch.values()) {
+        if (a.dBalance !== 0 || a.dHeld !== 0 || a.dHolds !== 0) this.stmt.applyMoney.run(a.dBalance, a.dHeld, a.dHolds, a.id);
+      }
+      this.stmt.commit.run();
     } catch (e) {
       this.fail(e);
     }
@@ -200,12 +308,19 @@ export class SqliteStore implements Store {
   getKey(id: string): Promise<KeyRecord | undefined> {
     return this.run(() => {
       const r = this.stmt.getKey.get(id);
-      return r && toKey(r);
+      if (r === undefined) return undefined;
+      // Inside an open batch the row does not have the batch's changes yet: add them.
+      const a = this.batch?.get(id);
+      if (a !== undefined) {
+        r.balance += a.dBalance;
+        r.held += a.dHeld;
+      }
+      return toKey(r);
     });
   }
 
   listKeys(): Promise<KeyRecord[]> {
-    return this.run(() => this.stmt.listKeys.all().map(toKey));
+    return this.now(() => this.stmt.listKeys.all().map(toKey));
   }
 
   createKey(key: NewKey): Promise<KeyRecord> {
@@ -271,12 +386,22 @@ export class SqliteStore implements Store {
   releaseStaleReservations(): Promise<number> {
     return this.now(
       this.db.transaction(() => {
-        const stale = this.stmt.staleReservations.all(this.instanceId);
-        for (const r of stale) {
-          this.stmt.deleteReservation.get(r.id);
-          this.stmt.release.run({ keyId: r.key_id, amount: r.amount });
+        // What the database holds beyond this process's own holds belongs to a dead process.
+        const mine = new Map<string, { count: number; sum: number }>();
+        for (const h of this.holds.values()) {
+          const m = mine.get(h.keyId) ?? { count: 0, sum: 0 };
+          m.count++;
+          m.sum += h.amount;
+          mine.set(h.keyId, m);
         }
-        return stale.length;
+        let released = 0;
+        for (const k of this.stmt.openHolds.all()) {
+          const m = mine.get(k.id) ?? { count: 0, sum: 0 };
+          if (k.held === m.sum && k.holds === m.count) continue;
+          released += Math.max(0, k.holds - m.count);
+          this.stmt.setHolds.run(m.sum, m.count, k.id);
+        }
+        return released;
       }),
     );
   }
@@ -284,14 +409,19 @@ export class SqliteStore implements Store {
   usage(q: UsageQuery): Promise<UsageGroup[]> {
     const dim = q.group === "day" ? "strftime('%Y-%m-%d', at / 1000, 'unixepoch')" : "model";
     const sql = `SELECT key_id AS keyId, ${dim} AS "group", count(*) AS requests,
-        sum(prompt_tokens) AS promptTokens, sum(completion_tokens) AS completionTokens, sum(cost) AS cost
-      FROM usage WHERE at >= @from AND at < @to ${q.keyId === null ? "" : "AND key_id = @keyId"}
+        sum(prompt_tokens) AS promptTokens, sum(completion_tokens) AS completionTokens, -sum(amount) AS cost
+      FROM ledger WHERE kind = 'usage' AND at >= @from AND at < @to ${q.keyId === null ? "" : "AND key_id = @keyId"}
       GROUP BY key_id, "group" ORDER BY key_id, "group"`;
     return this.run(() => this.db.prepare<UsageQuery, UsageGroup>(sql).all(q));
   }
 
+  /** `reservations` is the database's count of open holds; `reservedSum` the sum of this process's own. */
   audit(): Promise<AuditRow[]> {
-    return this.run(() => this.stmt.audit.all());
+    return this.now(() => {
+      const mine = new Map<string, number>();
+      for (const h of this.holds.values()) mine.set(h.keyId, (mine.get(h.keyId) ?? 0) + h.amount);
+      return this.stmt.audit.all().map((r) => ({ keyId: r.keyId, balance: r.balance, held: r.held, ledgerSum: r.ledgerSum, reservations: r.holds, reservedSum: mine.get(r.keyId) ?? 0 }));
+    });
   }
 
   /** Commits the open batch now (tests, and anything about to hand the file to another process). */
@@ -307,10 +437,13 @@ export class SqliteStore implements Store {
       await Promise.race([once(worker, "message"), once(worker, "exit"), new Promise((r) => setTimeout(r, 2000).unref())]).catch(() => {});
       await worker.terminate();
     }
-    return this.run(() => {
-      this.commit();
-      if (this.db.open) this.db.close();
-    });
+    // The last batch is committed first. A store that already failed closed has nothing left to
+    // commit (its batch was rolled back), but its connection is closed all the same.
+    const failedBefore = this.broken !== null;
+    if (!failedBefore) this.commit();
+    const failure = failedBefore ? null : this.broken;
+    if (this.db.open) this.db.close();
+    if (failure !== null) throw new StoreUnavailableError(failure);
   }
 }
 
@@ -354,8 +487,10 @@ function startCheckpointer(db: Database.Database, filename: string, intervalMs: 
 function migrate(db: Database.Database): void {
   const version = db.pragma("user_version", { simple: true }) as number;
   for (let v = version; v < MIGRATIONS.length; v++) {
+    const m = MIGRATIONS[v]!;
     db.transaction(() => {
-      db.exec(MIGRATIONS[v]!);
+      if (typeof m === "string") db.exec(m);
+      else m(db);
       db.pragma(`user_version = ${v + 1}`);
     })();
   }

@@ -12,7 +12,7 @@ export interface KeyRecord {
   models: string[] | null;
   /** Sum of the key's ledger rows. */
   balance: number;
-  /** Sum of the key's open reservations. */
+  /** Sum of the key's open reservations (holds). */
   held: number;
   createdAt: number;
   expiresAt: number | null;
@@ -57,7 +57,7 @@ export interface SettleInput {
   reservationId: string;
   keyId: string;
   hold: number;
-  /** 0 ≤ cost ≤ hold. A ledger row is written only when cost > 0. */
+  /** 0 ≤ cost ≤ hold. */
   cost: number;
   usage: UsageRow;
 }
@@ -99,7 +99,12 @@ export interface AuditRow {
   balance: number;
   held: number;
   ledgerSum: number;
+  /** Open reservations of the key, as the database records them (whichever process made them). */
   reservations: number;
+  /**
+   * Sum of the open reservations this store can itemize (the SQLite store: those of its own
+   * process). Equals `held` unless a dead process left holds that were not released yet.
+   */
   reservedSum: number;
 }
 
@@ -124,9 +129,13 @@ export interface Store {
   topUp(input: TopUpInput): Promise<TopUpResult>;
   /** One atomic conditional hold: succeeds only if balance − held ≥ amount. */
   reserve(input: ReserveInput): Promise<ReserveResult>;
-  /** One transaction: ledger −cost, balance −= cost, held −= hold, reservation gone, usage row. */
+  /**
+   * Atomically: the reservation gone, held −= hold, balance −= cost, and the request's record
+   * of usage and charge (every charge has its ledger row; the balance stays the ledger's sum).
+   * Settling a reservation that is already settled changes nothing.
+   */
   settle(input: SettleInput): Promise<{ available: number }>;
-  /** Releases every reservation not owned by this process (the one writer); returns how many. */
+  /** Releases every reservation not owned by this process (a dead one's); returns how many. */
   releaseStaleReservations(): Promise<number>;
   usage(query: UsageQuery): Promise<UsageGroup[]>;
   /** Per-key balance, ledger sum and open reservations: the money invariants, for checks. */
