@@ -7,6 +7,7 @@ import type { ShimConfig } from "./config.ts";
 import type { ShimContext } from "./context.ts";
 import { errorBody, errorHandler, sendError, ShimError } from "./errors.ts";
 import { Inflight } from "./inflight.ts";
+import { requestLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
 import { redactKeys } from "./keys.ts";
 import { creditsNumber } from "./money.ts";
@@ -43,6 +44,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   const { config } = deps;
   const ctx: ShimContext = {
     ...deps,
+    logRequest: requestLogger(deps.logger),
     metrics: deps.metrics ?? new Metrics(),
     pricer: new Pricer(config.pricing, config.models),
     limiter: new RateLimiter(deps.clock, config.unauthenticatedRpm),
@@ -87,11 +89,13 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     }
   });
 
-  app.addHook("onRequest", async (request, reply) => {
+  // One onRequest hook (each hook is a promise and a turn of the microtask queue per request).
+  const authenticate = authHook(ctx);
+  app.addHook("onRequest", (request, reply) => {
     request.shim = { start: performance.now(), keyId: null, model: null, modelLabel: "none", tokens: null, cost: null, logged: false };
     reply.header("x-request-id", request.id);
+    return authenticate(request, reply);
   });
-  app.addHook("onRequest", authHook(ctx));
   app.addHook("onResponse", async (request, reply) => finishRequest(ctx, request, reply.statusCode));
 
   app.setErrorHandler(errorHandler((request) => authHeaders(ctx, request)));
@@ -119,7 +123,7 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
   ctx.metrics.requests.inc({ route, status });
   ctx.metrics.duration.observe({ route }, ms / 1000);
   const q = request.url.indexOf("?");
-  ctx.logger.info({
+  ctx.logRequest({
     reqId: request.id,
     method: request.method,
     path: redactKeys((q === -1 ? request.url : request.url.slice(0, q)).slice(0, 200)),
@@ -130,5 +134,5 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
     tokens: s.tokens,
     cost: s.cost === null ? null : creditsNumber(s.cost),
     ...(request.shimErrorCode ? { error: request.shimErrorCode } : {}),
-  }, "request");
+  });
 }

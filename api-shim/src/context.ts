@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
 import type { Inflight } from "./inflight.ts";
+import type { RequestLine } from "./logger.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Pricer } from "./pricing.ts";
 import type { KeyBuckets, RateLimiter } from "./rate-limit.ts";
@@ -15,6 +16,8 @@ export interface ShimContext {
   upstream: Upstream;
   clock: Clock;
   logger: Logger;
+  /** Writes the one line per request (see logger.ts). */
+  logRequest: (line: RequestLine) => void;
   metrics: Metrics;
   pricer: Pricer;
   limiter: RateLimiter;

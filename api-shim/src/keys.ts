@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 
 /**
  * API keys: `sk-gs-` + 12-character base62 id + `_` + 32-character base62 secret. The id is
@@ -37,13 +37,13 @@ export function parseKeyId(key: string): string | undefined {
 }
 
 export function hashKey(key: string): string {
-  return `sha256:${createHash("sha256").update(key).digest("hex")}`;
+  return `sha256:${hash("sha256", key, "hex")}`;
 }
 
 /** Constant-time comparison of the presented key's hash with the stored one. */
 export function verifyKey(key: string, storedHash: string): boolean {
-  const a = Buffer.from(hashKey(key));
-  const b = Buffer.from(storedHash);
+  const a = Buffer.from(hashKey(key), "latin1");
+  const b = Buffer.from(storedHash, "latin1");
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
@@ -52,8 +52,8 @@ export function verifyKey(key: string, storedHash: string): boolean {
  * taken says nothing about the length or a common prefix.
  */
 export function secretsEqual(presented: string, expected: string): boolean {
-  const a = createHash("sha256").update(presented).digest();
-  const b = createHash("sha256").update(expected).digest();
+  const a = hash("sha256", presented, "buffer");
+  const b = hash("sha256", expected, "buffer");
   return timingSafeEqual(a, b);
 }
 

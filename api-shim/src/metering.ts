@@ -127,6 +127,9 @@ function withoutUsage(data: string, chunk: ChunkJson): string {
   return JSON.stringify(rest);
 }
 
+/** JSON's whitespace: space, tab, line feed, carriage return. */
+const isJsonSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+
 /** Bodies above this size are not parsed whole just to read their usage (embeddings can be MBs). */
 const PARSE_WHOLE_BELOW = 64 * 1024;
 
@@ -135,10 +138,11 @@ const PARSE_WHOLE_BELOW = 64 * 1024;
  * can be spliced in). Large bodies: only the `"usage":{…}` object is parsed.
  */
 export function usageOfBody(text: string): { usage: Usage | null; isObject: boolean } {
-  const first = text.search(/\S/);
+  let first = 0;
+  while (first < text.length && isJsonSpace(text.charCodeAt(first))) first++;
   let last = text.length - 1;
-  while (last >= 0 && /\s/.test(text[last]!)) last--;
-  const looksLikeObject = first >= 0 && text[first] === "{" && text[last] === "}";
+  while (last > first && isJsonSpace(text.charCodeAt(last))) last--;
+  const looksLikeObject = first < text.length && text.charCodeAt(first) === 0x7b && text.charCodeAt(last) === 0x7d;
   if (!looksLikeObject) return { usage: null, isObject: false };
   if (text.length >= PARSE_WHOLE_BELOW) {
     const at = text.lastIndexOf('"usage":');

@@ -126,5 +126,7 @@ export async function readLimited(body: AsyncIterable<Uint8Array> & { destroy(er
       return { text: Buffer.concat(chunks).subarray(0, limit).toString("utf8"), truncated: true };
     }
   }
-  return { text: Buffer.concat(chunks).toString("utf8"), truncated: false };
+  const one = chunks.length === 1 ? chunks[0]! : undefined; // the usual case: no copy
+  const all = one === undefined ? Buffer.concat(chunks) : Buffer.isBuffer(one) ? one : Buffer.from(one.buffer, one.byteOffset, one.byteLength);
+  return { text: all.toString("utf8"), truncated: false };
 }

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
+import pino from "pino";
 import { manualClock } from "../../api-shim/src/clock.ts";
+import { createLogger, requestLogger, type RequestLine } from "../../api-shim/src/logger.ts";
 import { generateKey, hashKey, parseKeyId, randomBase62, redactKeys, secretsEqual, verifyKey, bearerToken } from "../../api-shim/src/keys.ts";
 import { StreamMeter, spliceJson } from "../../api-shim/src/metering.ts";
 import { ceilDiv, creditsNumber, formatCredits, parseCredits, tokenCost } from "../../api-shim/src/money.ts";
@@ -254,5 +256,42 @@ describe("metering through LiteLLM", () => {
     const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false });
     for (const e of spaced.slice(0, 3)) m.process(e);
     expect(m.usage()).toEqual({ promptTokens: 0, completionTokens: 3 });
+  });
+});
+
+describe("request log line", () => {
+  const capture = () => {
+    const lines: string[] = [];
+    return { lines, logger: createLogger({ level: "info", pretty: false, destination: { write: (l: string) => void lines.push(l) } }) };
+  };
+  const cases: RequestLine[] = [
+    { reqId: "5b0c1a2e-3f4d-4e5f-8a9b-0c1d2e3f4a5b", method: "POST", path: "/v1/chat/completions", status: 200, ms: 1.23, keyId: "AbC123xyz789", model: "qwen2.5-7b", tokens: 30, cost: 1.0016 },
+    { reqId: "r", method: "GET", path: '/v1/"odd"\\path\u0001\u2028', status: 401, ms: 0, keyId: null, model: null, tokens: null, cost: null, error: "invalid_api_key" },
+    { reqId: "r2", method: "POST", path: "/v1/completions", status: 499, ms: 12.5, keyId: "k", model: "m\ud800\n", tokens: 0, cost: 0, error: "client_closed_request" },
+  ];
+  it.each(cases)("is what pino itself writes for logger.info(line, 'request'): %j", (line) => {
+    const fast = capture();
+    const slow = capture();
+    const now = Date.now;
+    Date.now = () => 1_763_766_061_000; // pino's time field
+    try {
+      requestLogger(fast.logger)(line);
+      slow.logger.info(line, "request");
+    } finally {
+      Date.now = now;
+    }
+    expect(fast.lines).toHaveLength(1);
+    expect(JSON.parse(fast.lines[0]!)).toEqual(JSON.parse(slow.lines[0]!));
+    expect(Object.keys(JSON.parse(fast.lines[0]!))).toEqual(Object.keys(JSON.parse(slow.lines[0]!)));
+    expect(fast.lines[0]!.endsWith("}\n")).toBe(true);
+  });
+  it("writes nothing below the logger's level, and falls back to pino when the logger is not plain", () => {
+    const quiet = { lines: [] as string[] };
+    requestLogger(createLogger({ level: "warn", pretty: false, destination: { write: (l: string) => void quiet.lines.push(l) } }))(cases[0]!);
+    expect(quiet.lines).toEqual([]);
+    const lines: string[] = [];
+    const mixed = pino({ mixin: () => ({ extra: 1 }) }, { write: (l: string) => void lines.push(l) });
+    requestLogger(mixed)(cases[0]!);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ extra: 1, reqId: cases[0]!.reqId, msg: "request" });
   });
 });
