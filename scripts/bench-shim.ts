@@ -47,6 +47,8 @@ export interface BenchResult {
   added: { meanLatencyMs: number; p50LatencyMs: number; p99LatencyMs: number; chunkP50Ms: number; chunkP99Ms: number };
   shimPeakRssMb: number;
   shimRssMb: { idle: number; afterSaturation: number; afterStreams: number };
+  /** What the shim's memory is made of at each point (V8 heap, memory outside it, anonymous vs file-backed pages). */
+  shimMemory: { idle: MemoryBreakdown; afterSaturation: MemoryBreakdown; afterStreams: MemoryBreakdown };
   targets: Record<string, { target: string; value: number; met: boolean }>;
 }
 
@@ -56,6 +58,19 @@ export function stats(samples: number[], errors = 0): LatencyStats {
   const mean = s.reduce((a, b) => a + b, 0) / (s.length || 1);
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
   return { mean: r3(mean), p50: r3(at(0.5)), p99: r3(at(0.99)), n: s.length, errors };
+}
+
+export interface MemoryBreakdown { rssMb: number; anonymousMb: number; fileMb: number; heapTotalMb: number; heapUsedMb: number; externalMb: number }
+
+/** RSS split into anonymous and file-backed pages (smaps_rollup), plus the V8 heap and external memory from /metrics. */
+async function memoryBreakdown(pid: number, base: string): Promise<MemoryBreakdown> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const metric = (name: string) => Math.round(Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1] ?? NaN) / 2 ** 20);
+  const smaps = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(smaps)?.[1] ?? 0);
+  const anonymousMb = Math.round(kb("Anonymous") / 1024);
+  const rss = Math.round(kb("Rss") / 1024);
+  return { rssMb: rss, anonymousMb, fileMb: rss - anonymousMb, heapTotalMb: metric("nodejs_heap_size_total_bytes"), heapUsedMb: metric("nodejs_heap_size_used_bytes"), externalMb: metric("nodejs_external_memory_bytes") };
 }
 
 /** A process's resident set (VmRSS) or its peak (VmHWM), in MB. */
@@ -203,6 +218,7 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     children.push(shim);
     await waitHttp(`${shimBase}/health`);
     const rssIdle = rssMb(shim.pid!, "VmRSS");
+    const memIdle = await memoryBreakdown(shim.pid!, shimBase);
     const auth = { authorization: `Bearer ${key.key}` };
     const direct = `${fakeBase}/v1/chat/completions`;
     const viaShim = `${shimBase}/v1/chat/completions`;
@@ -214,6 +230,7 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     const satBare = await saturation(bare, {}, seconds);
     const satShim = await saturation(viaShim, auth, seconds);
     const rssAfterSaturation = rssMb(shim.pid!, "VmRSS");
+    const memAfterSaturation = await memoryBreakdown(shim.pid!, shimBase);
     const latDirect = await fixedRate(direct, {}, 300, seconds);
     const latBare = await fixedRate(bare, {}, 300, seconds);
     const latShim = await fixedRate(viaShim, auth, 300, seconds);
@@ -222,6 +239,7 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     const chunkDirect = await chunkDelays(direct, {}, 200, 200, 1000);
     const chunkShim = await chunkDelays(viaShim, auth, 200, 200, 1000);
     const rssAfterStreams = rssMb(shim.pid!, "VmRSS");
+    const memAfterStreams = await memoryBreakdown(shim.pid!, shimBase);
 
     const peakRssMb = rssMb(shim.pid!, "VmHWM");
     const r3 = (x: number) => Math.round(x * 1000) / 1000;
@@ -241,6 +259,7 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
       added,
       shimPeakRssMb: peakRssMb,
       shimRssMb: { idle: rssIdle, afterSaturation: rssAfterSaturation, afterStreams: rssAfterStreams },
+      shimMemory: { idle: memIdle, afterSaturation: memAfterSaturation, afterStreams: memAfterStreams },
       targets: {
         addedMeanLatency: { target: "≤ 0.3 ms at 300 rps", value: added.meanLatencyMs, met: added.meanLatencyMs <= 0.3 },
         saturation: { target: "≥ 4000 rps at 16 connections", value: satShim.rps, met: satShim.rps >= 4000 },
@@ -268,6 +287,10 @@ export function table(r: BenchResult): string {
     row(["chunk delay p99 ms (200 streams)", r.direct.chunkMs.p99, "", r.shim.chunkMs.p99, r.added.chunkP99Ms]),
     row(["shim peak RSS MB", "", "", r.shimPeakRssMb, ""]),
     row(["shim RSS MB idle / sat. / streams", "", "", `${r.shimRssMb.idle} / ${r.shimRssMb.afterSaturation} / ${r.shimRssMb.afterStreams}`, ""]),
+    ...(["idle", "afterSaturation", "afterStreams"] as const).map((k) => {
+      const m = r.shimMemory[k];
+      return `  ${k}: rss ${m.rssMb} MB = anonymous ${m.anonymousMb} + file-backed ${m.fileMb}; V8 heap ${m.heapTotalMb} (used ${m.heapUsedMb}), external ${m.externalMb}`;
+    }),
     "",
     ...Object.entries(r.targets).map(([k, t]) => `${t.met ? "MET " : "MISS"} ${k}: ${t.value} (target ${t.target})`),
   ].join("\n");

@@ -3,22 +3,37 @@ import { EventEmitter, once } from "node:events";
 /**
  * The inference requests in flight, so a shutdown can wait for them (drain) and then abort the
  * rest. An aborted request still settles: it is charged for what was generated.
+ *
+ * Slots in an array with a free list rather than a Set: V8 keeps whatever passes through a
+ * long-lived Map or Set with constant additions and deletions alive until the next full GC
+ * (everything added is promoted to the old generation). Here that was every request's abort
+ * closure, and with it the request's whole object graph: tens of MB/s of old-generation
+ * garbage under load, which drove the peak RSS (docs/performance.md).
  */
 export class Inflight {
-  private readonly entries = new Set<(reason: string) => void>();
+  private readonly slots: (((reason: string) => void) | undefined)[] = [];
+  private readonly free: number[] = [];
+  private count = 0;
   private readonly events = new EventEmitter();
   draining = false;
 
   /** Registers an abort function; call the returned function when the request is over. */
   add(abort: (reason: string) => void): () => void {
-    this.entries.add(abort);
+    const slot = this.free.length > 0 ? this.free.pop()! : this.slots.length;
+    this.slots[slot] = abort;
+    this.count++;
+    let removed = false;
     return () => {
-      if (this.entries.delete(abort) && this.entries.size === 0) this.events.emit("empty");
+      if (removed) return;
+      removed = true;
+      this.slots[slot] = undefined;
+      this.free.push(slot);
+      if (--this.count === 0) this.events.emit("empty");
     };
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.count;
   }
 
   /** Stops admitting, waits up to `timeoutMs` for requests to finish, then aborts the rest and waits for them to settle. */
@@ -28,7 +43,7 @@ export class Inflight {
     const finished = await this.waitEmpty(timeoutMs);
     if (finished) return { aborted: 0 };
     const aborted = this.size;
-    for (const abort of [...this.entries]) abort("drain");
+    for (const abort of this.slots.filter((a) => a !== undefined)) abort("drain");
     await this.waitEmpty(settleTimeoutMs);
     return { aborted };
   }

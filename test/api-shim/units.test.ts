@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import pino from "pino";
 import { manualClock } from "../../api-shim/src/clock.ts";
+import { Inflight } from "../../api-shim/src/inflight.ts";
 import { createLogger, requestLogger, type RequestLine } from "../../api-shim/src/logger.ts";
 import { generateKey, hashKey, parseKeyId, randomBase62, redactKeys, secretsEqual, verifyKey, bearerToken } from "../../api-shim/src/keys.ts";
 import { StreamMeter, spliceJson } from "../../api-shim/src/metering.ts";
@@ -293,5 +294,39 @@ describe("request log line", () => {
     const mixed = pino({ mixin: () => ({ extra: 1 }) }, { write: (l: string) => void lines.push(l) });
     requestLogger(mixed)(cases[0]!);
     expect(JSON.parse(lines[0]!)).toMatchObject({ extra: 1, reqId: cases[0]!.reqId, msg: "request" });
+  });
+});
+
+describe("Inflight", () => {
+  it("counts registrations, reuses freed slots, and a done function works once", () => {
+    const f = new Inflight();
+    const a = f.add(() => {});
+    const b = f.add(() => {});
+    expect(f.size).toBe(2);
+    a();
+    a();
+    expect(f.size).toBe(1);
+    const c = f.add(() => {});
+    expect(f.size).toBe(2);
+    b();
+    c();
+    expect(f.size).toBe(0);
+  });
+
+  it("drain waits for requests to finish, then aborts the rest with reason 'drain'", async () => {
+    const f = new Inflight();
+    const reasons: string[] = [];
+    const quick = f.add(() => reasons.push("quick"));
+    let slowDone = () => {};
+    slowDone = f.add((reason) => {
+      reasons.push(reason);
+      slowDone();
+    });
+    setTimeout(quick, 5);
+    expect(await f.drain(50)).toEqual({ aborted: 1 });
+    expect(reasons).toEqual(["drain"]);
+    expect(f.size).toBe(0);
+    expect(f.draining).toBe(true);
+    expect(await new Inflight().drain(10)).toEqual({ aborted: 0 });
   });
 });

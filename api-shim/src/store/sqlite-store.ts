@@ -130,8 +130,10 @@ export class SqliteStore implements Store {
    * This process's open holds by reservation id. The database has each key's sum (`held`) and
    * count (`holds`) of open holds, so another process sees them and a restart releases the ones
    * a dead process left; the holds themselves never outlive the process that made them.
+   * A null-prototype object, not a Map: V8 promotes everything that passes through a
+   * long-lived Map with constant additions and deletions to the old generation (see inflight.ts).
    */
-  private readonly holds = new Map<string, Hold>();
+  private readonly holds = Object.create(null) as Record<string, Hold>;
   /** The open batch's accounts by key id; null when no batch is open. */
   private batch: Map<string, Account> | null = null;
   private readonly commitSoon = () => this.commit();
@@ -203,20 +205,20 @@ export class SqliteStore implements Store {
     a.held += input.amount;
     a.dHeld += input.amount;
     a.dHolds++;
-    this.holds.set(input.reservationId, { keyId: input.keyId, amount: input.amount });
+    this.holds[input.reservationId] = { keyId: input.keyId, amount: input.amount };
     return { ok: true, available: available - input.amount };
   }
 
   /** The settlement: the hold gone, the request's ledger row (−cost and its usage), balance −= cost, held −= hold. */
   private settleOp(input: SettleInput): { available: number } {
-    const hold = this.holds.get(input.reservationId);
+    const hold = this.holds[input.reservationId];
     if (hold === undefined) {
       // Already settled (e.g. by a concurrent shutdown path): a hold is never released twice.
       const a = this.account(input.keyId);
       return { available: a === undefined ? 0 : a.balance - a.held };
     }
     const a = this.account(hold.keyId)!;
-    this.holds.delete(input.reservationId);
+    delete this.holds[input.reservationId];
     const u = input.usage;
     this.stmt.requestRow.run(hold.keyId, u.at, -input.cost, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream ? 1 : 0, u.ms);
     a.balance -= input.cost;
@@ -388,7 +390,7 @@ export class SqliteStore implements Store {
       this.db.transaction(() => {
         // What the database holds beyond this process's own holds belongs to a dead process.
         const mine = new Map<string, { count: number; sum: number }>();
-        for (const h of this.holds.values()) {
+        for (const h of Object.values(this.holds)) {
           const m = mine.get(h.keyId) ?? { count: 0, sum: 0 };
           m.count++;
           m.sum += h.amount;
@@ -419,7 +421,7 @@ export class SqliteStore implements Store {
   audit(): Promise<AuditRow[]> {
     return this.now(() => {
       const mine = new Map<string, number>();
-      for (const h of this.holds.values()) mine.set(h.keyId, (mine.get(h.keyId) ?? 0) + h.amount);
+      for (const h of Object.values(this.holds)) mine.set(h.keyId, (mine.get(h.keyId) ?? 0) + h.amount);
       return this.stmt.audit.all().map((r) => ({ keyId: r.keyId, balance: r.balance, held: r.held, ledgerSum: r.ledgerSum, reservations: r.holds, reservedSum: mine.get(r.keyId) ?? 0 }));
     });
   }
