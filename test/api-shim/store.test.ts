@@ -166,7 +166,7 @@ describe("SqliteStore", () => {
     expect(days.map((d) => [d.group, d.requests])).toEqual([["2026-01-01", 1], ["2026-01-02", 2]]);
   });
 
-  it("group-commits request-path writes once per event-loop turn, atomically", async () => {
+  it("group-commits request-path writes in batches: one COMMIT in the event-loop turn after the batch opened, atomically", async () => {
     await store.createKey(newKey("k", 10));
     const reader = new Database(file, { readonly: true });
     const held = () => (reader.prepare("SELECT held FROM keys WHERE id = 'k'").get() as { held: number }).held;
@@ -174,17 +174,19 @@ describe("SqliteStore", () => {
     await store.reserve({ reservationId: "b", keyId: "k", amount: 2, at: 1 });
     expect(held()).toBe(0); // not committed yet: another connection sees the last committed state
     await new Promise((resolve) => setImmediate(resolve));
-    expect(held()).toBe(3); // one commit at the end of the turn covered both
+    expect(held()).toBe(0); // this turn's check phase is for what Node and undici write: not yet
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(held()).toBe(3); // one commit in the next turn covered both
     reader.close();
   });
 
-  it("a batch whose end-of-turn write fails is rolled back whole and the store stays failed closed", async () => {
+  it("a batch whose write at COMMIT fails is rolled back whole and the store stays failed closed", async () => {
     await store.createKey(newKey("k", 10));
     const other = new Database(file);
     // Stands for a disk error at the end of the turn: the batch's UPDATE of the key row fails.
     other.exec("CREATE TRIGGER fail_money BEFORE UPDATE OF held ON keys BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
     expect(await store.reserve({ reservationId: "a", keyId: "k", amount: 4, at: 1 })).toEqual({ ok: true, available: 6 });
-    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(() => setImmediate(resolve)));
     await expect(store.getKey("k")).rejects.toBeInstanceOf(StoreUnavailableError);
     await expect(store.reserve({ reservationId: "b", keyId: "k", amount: 1, at: 1 })).rejects.toBeInstanceOf(StoreUnavailableError);
     expect(other.prepare("SELECT balance, held, holds FROM keys WHERE id = 'k'").get()).toEqual({ balance: 10, held: 0, holds: 0 });

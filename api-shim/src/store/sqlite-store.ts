@@ -110,6 +110,9 @@ interface Hold {
   amount: number;
 }
 
+/** A request's ledger row, in the order of the INSERT's parameters. */
+type RequestRow = [keyId: string, at: number, amount: number, requestId: string, route: string, model: string, status: number, promptTokens: number, completionTokens: number, stream: number, ms: number];
+
 /**
  * A key's money as the open batch sees it: the row as the batch found it (read under the write
  * lock, so nobody else can change it until COMMIT) with the batch's changes applied, and those
@@ -134,9 +137,10 @@ export class SqliteStore implements Store {
    * long-lived Map with constant additions and deletions to the old generation (see inflight.ts).
    */
   private readonly holds = Object.create(null) as Record<string, Hold>;
-  /** The open batch's accounts by key id; null when no batch is open. */
-  private batch: Map<string, Account> | null = null;
+  /** The open batch: its accounts by key id and the ledger rows of the requests it settled; null when none is open. */
+  private batch: { accounts: Map<string, Account>; rows: RequestRow[] } | null = null;
   private readonly commitSoon = () => this.commit();
+  private readonly commitAfterNextTurn = () => setImmediate(this.commitSoon);
   private broken: unknown = null;
   private checkpointer: Worker | undefined;
   private readonly stmt;
@@ -185,13 +189,13 @@ export class SqliteStore implements Store {
 
   /** The key's account in the open batch, read from its row at the batch's first use of it. */
   private account(keyId: string): Account | undefined {
-    const batch = this.batch!;
-    let a = batch.get(keyId);
+    const accounts = this.batch!.accounts;
+    let a = accounts.get(keyId);
     if (a === undefined) {
       const row = this.stmt.money.get(keyId);
       if (row === undefined) return undefined;
       a = { id: keyId, balance: row.balance, held: row.held, dBalance: 0, dHeld: 0, dHolds: 0 };
-      batch.set(keyId, a);
+      accounts.set(keyId, a);
     }
     return a;
   }
@@ -220,7 +224,8 @@ export class SqliteStore implements Store {
     const a = this.account(hold.keyId)!;
     delete this.holds[input.reservationId];
     const u = input.usage;
-    this.stmt.requestRow.run(hold.keyId, u.at, -input.cost, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream ? 1 : 0, u.ms);
+    // Inserted at COMMIT, with the batch's other writes: off the response's critical path.
+    this.batch!.rows.push([hold.keyId, u.at, -input.cost, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream ? 1 : 0, u.ms]);
     a.balance -= input.cost;
     a.dBalance -= input.cost;
     a.held -= hold.amount;
@@ -240,15 +245,18 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Group commit for the request path (reserve, settle). The first operation of an event-loop
-   * turn opens a write transaction (BEGIN IMMEDIATE: the write lock, so the keys it reads cannot
-   * change under it); every operation of the turn runs in it at once, its result known
-   * immediately; at the end of the turn the keys' money changes are written (one UPDATE per key)
-   * and one COMMIT covers them all, its I/O paid once per turn and off the request's critical
-   * path. Holds and charges are decided in memory against the rows as the batch read them,
-   * which is exact because one process, one connection and one thread do all of it; the
-   * database's CHECK constraints still refuse a negative balance at COMMIT. A crash can lose the
-   * last turn's operations whole: holds (released at start anyway) and charges (the client's
+   * Group commit for the request path (reserve, settle). The first operation of a batch opens a
+   * write transaction (BEGIN IMMEDIATE: the write lock, so the keys it reads cannot change under
+   * it); every reserve and settle until the batch commits runs in it at once, its result known
+   * immediately. The batch commits in the check phase of the event-loop turn after the one that
+   * opened it: after what Node and undici write in this turn's check phase (undici sends a
+   * request on an idle keep-alive connection from a setImmediate), so neither the upstream
+   * request nor the response waits for the COMMIT's I/O. At COMMIT the settled requests' ledger
+   * rows are inserted, each touched key gets one UPDATE with the batch's net changes, and one
+   * COMMIT covers them all. Holds and charges are decided in memory against the rows as the
+   * batch read them, which is exact because one process, one connection and one thread do all
+   * of it; the database's CHECK constraints still refuse a negative balance at COMMIT. A crash
+   * can lose the last batch whole: holds (released at start anyway) and charges (the client's
    * favour), never an unbalanced ledger. A failed statement or COMMIT rolls the batch back and
    * leaves the store failed closed (503) until the process restarts and releases what it held.
    */
@@ -256,8 +264,8 @@ export class SqliteStore implements Store {
     return this.run(() => {
       if (this.batch === null) {
         this.stmt.begin.run(); // SQLITE_BUSY here: 503, nothing open
-        this.batch = new Map();
-        setImmediate(this.commitSoon);
+        this.batch = { accounts: new Map(), rows: [] };
+        setImmediate(this.commitAfterNextTurn);
       }
       try {
         return fn();
@@ -285,7 +293,8 @@ export class SqliteStore implements Store {
     this.batch = null;
     if (!this.db.open) return;
     try {
-      for (const a of batch.values()) {
+      for (const row of batch.rows) this.stmt.requestRow.run(...row);
+      for (const a of batch.accounts.values()) {
         if (a.dBalance !== 0 || a.dHeld !== 0 || a.dHolds !== 0) this.stmt.applyMoney.run(a.dBalance, a.dHeld, a.dHolds, a.id);
       }
       this.stmt.commit.run();
@@ -312,7 +321,7 @@ export class SqliteStore implements Store {
       const r = this.stmt.getKey.get(id);
       if (r === undefined) return undefined;
       // Inside an open batch the row does not have the batch's changes yet: add them.
-      const a = this.batch?.get(id);
+      const a = this.batch?.accounts.get(id);
       if (a !== undefined) {
         r.balance += a.dBalance;
         r.held += a.dHeld;
@@ -414,7 +423,7 @@ export class SqliteStore implements Store {
         sum(prompt_tokens) AS promptTokens, sum(completion_tokens) AS completionTokens, -sum(amount) AS cost
       FROM ledger WHERE kind = 'usage' AND at >= @from AND at < @to ${q.keyId === null ? "" : "AND key_id = @keyId"}
       GROUP BY key_id, "group" ORDER BY key_id, "group"`;
-    return this.run(() => this.db.prepare<UsageQuery, UsageGroup>(sql).all(q));
+    return this.now(() => this.db.prepare<UsageQuery, UsageGroup>(sql).all(q));
   }
 
   /** `reservations` is the database's count of open holds; `reservedSum` the sum of this process's own. */
