@@ -12,6 +12,10 @@ export interface InferenceRequest {
   model: string;
   stream: boolean;
   maxTokens: number | undefined;
+  /** Independent prompts in the request: the length of a batched `prompt`/`input`, else 1. */
+  prompts: number;
+  /** Sequences the upstream generates: prompts × `n` (0 for embeddings). Each may reach maxTokens. */
+  outputs: number;
   /** The client asked for the usage chunk (vLLM semantics: stream_options present, include_usage not false). */
   clientWantsUsage: boolean;
   clientWantsContinuous: boolean;
@@ -38,6 +42,12 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw invalid(`'${param}' must be a non-negative integer.`, param);
     maxTokens ??= v;
   }
+  let n = 1;
+  if (kind !== "embeddings" && b.n !== undefined && b.n !== null) {
+    if (typeof b.n !== "number" || !Number.isSafeInteger(b.n) || b.n < 1) throw invalid("'n' must be a positive integer.", "n");
+    n = b.n;
+  }
+  const prompts = kind === "chat" ? 1 : batchSize(kind === "completions" ? b.prompt : b.input);
   let stream = false;
   if (kind !== "embeddings" && b.stream !== undefined && b.stream !== null) {
     if (typeof b.stream !== "boolean") throw invalid("'stream' must be a boolean.", "stream");
@@ -51,9 +61,20 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     model: b.model,
     stream,
     maxTokens,
+    prompts,
+    outputs: kind === "embeddings" ? 0 : prompts * n,
     clientWantsUsage: opts !== null && opts.include_usage !== false,
     clientWantsContinuous: opts !== null && opts.include_usage !== false && opts.continuous_usage_stats === true,
   };
+}
+
+/**
+ * How many prompts a `prompt`/`input` holds, as vLLM reads it: a string or one token list
+ * (numbers) is one prompt; a list of strings or of token lists is a batch of that many.
+ */
+function batchSize(v: unknown): number {
+  if (!Array.isArray(v) || v.length === 0 || typeof v[0] === "number") return 1;
+  return v.length;
 }
 
 /** The body to forward: the client's bytes, or for streams the parsed body with usage requested. */

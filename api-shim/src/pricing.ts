@@ -20,10 +20,12 @@ export interface HoldInput {
   batch: boolean;
   /** Size of the request body in bytes: a token is at least one byte, so it bounds the prompt. */
   bodyBytes: number;
-  /** max_completion_tokens / max_tokens from the request, when given. */
+  /** max_completion_tokens / max_tokens from the request, when given: the bound of each output. */
   maxTokens: number | undefined;
-  /** Embeddings generate nothing. */
-  generates: boolean;
+  /** Independent prompts (a batched `prompt`/`input`): each may be as long as the model allows. */
+  prompts: number;
+  /** Sequences generated (prompts × `n`; 0 for embeddings). */
+  outputs: number;
 }
 
 export class Pricer {
@@ -44,12 +46,12 @@ export class Pricer {
     const price = this.pricing.models.get(input.model);
     if (!price) return base;
     const maxLen = this.models?.get(input.model)?.maxModelLen ?? null;
-    let completion = 0;
-    if (input.generates) {
-      completion = input.maxTokens ?? maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS;
-      if (maxLen !== null) completion = Math.min(completion, maxLen);
-    }
-    const prompt = maxLen !== null ? Math.min(input.bodyBytes, maxLen) : input.bodyBytes;
+    // A request is bounded per sequence, not as a whole: a batch of prompts may hold
+    // maxModelLen tokens each, and every one of the `outputs` sequences may reach maxTokens.
+    let perOutput = input.maxTokens ?? maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS;
+    if (maxLen !== null) perOutput = Math.min(perOutput, maxLen);
+    const completion = input.outputs * perOutput;
+    const prompt = maxLen !== null ? Math.min(input.bodyBytes, maxLen * input.prompts) : input.bodyBytes;
     return base + tokenCost(prompt, price.promptPer1k) + tokenCost(completion, price.completionPer1k);
   }
 

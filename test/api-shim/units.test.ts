@@ -46,14 +46,20 @@ describe("pricing", () => {
     new Map([["m", { name: "m", maxModelLen: 1000, continuousUsage: false }]]),
   );
   it("the hold bounds the prompt by body bytes and the completion by max_tokens or maxModelLen", () => {
-    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: 10, generates: true })).toBe(1_000_000 + 10_000 + 2_000);
-    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: undefined, generates: true })).toBe(1_000_000 + 10_000 + 200_000);
-    expect(pricer.hold({ model: "m", batch: true, bodyBytes: 5000, maxTokens: 5000, generates: true })).toBe(2_000_000 + 100_000 + 200_000);
-    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: 10, generates: false })).toBe(1_010_000);
-    expect(pricer.hold({ model: "other", batch: false, bodyBytes: 100, maxTokens: 10, generates: true })).toBe(1_000_000);
+    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 1 })).toBe(1_000_000 + 10_000 + 2_000);
+    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: undefined, prompts: 1, outputs: 1 })).toBe(1_000_000 + 10_000 + 200_000);
+    expect(pricer.hold({ model: "m", batch: true, bodyBytes: 5000, maxTokens: 5000, prompts: 1, outputs: 1 })).toBe(2_000_000 + 100_000 + 200_000);
+    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 0 })).toBe(1_010_000);
+    expect(pricer.hold({ model: "other", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 1 })).toBe(1_000_000);
+  });
+  it("the hold bounds a batch per prompt and per output, not as one sequence", () => {
+    // n: 4 → four outputs of up to max_tokens each.
+    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 4 })).toBe(1_000_000 + 10_000 + 8_000);
+    // Three prompts of up to maxModelLen (1000) each: 5000 body bytes bound the prompt at 3000, not 1000.
+    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 5000, maxTokens: 10, prompts: 3, outputs: 6 })).toBe(1_000_000 + 300_000 + 12_000);
   });
   it("the cost never exceeds the hold", () => {
-    const hold = pricer.hold({ model: "m", batch: false, bodyBytes: 10, maxTokens: 1, generates: true });
+    const hold = pricer.hold({ model: "m", batch: false, bodyBytes: 10, maxTokens: 1, prompts: 1, outputs: 1 });
     expect(pricer.cost("m", false, { promptTokens: 5, completionTokens: 1 }, hold)).toBe(1_000_000 + 500 + 200);
     expect(pricer.cost("m", false, { promptTokens: 500, completionTokens: 500 }, hold)).toBe(hold);
   });

@@ -180,35 +180,41 @@ export class FakeVllm extends EventEmitter {
     if (route === "embeddings") return this.embeddings(res, request, model);
     if (route === "chat" && !Array.isArray(request.messages)) return vllmError(res, 400, "1 validation error: messages Field required");
     if (route === "completions" && request.prompt === undefined) return vllmError(res, 400, "1 validation error: prompt Field required");
+    // As vLLM counts them: a batched prompt (list of strings or of token lists) is one prompt
+    // each, prompt tokens summed; every prompt gets `n` outputs, completion tokens summed.
+    const prompts: unknown[] = route === "completions" && Array.isArray(request.prompt) && request.prompt.length > 0 && typeof request.prompt[0] !== "number" ? request.prompt : [route === "chat" ? request.messages : request.prompt];
     const prompt = route === "chat" ? promptTokens(request.messages) + 3 : promptTokens(request.prompt);
+    const n = typeof request.n === "number" ? request.n : 1;
+    const outputs = prompts.length * n;
     const max = (request.max_completion_tokens ?? request.max_tokens) as number | undefined;
     const tokens = Math.max(0, Math.min(typeof max === "number" ? max : route === "completions" ? 16 : b.defaultTokens, b.defaultTokens));
-    if (request.stream === true) return this.stream(res, route, request, model, prompt, tokens);
+    if (request.stream === true) return this.stream(res, route, request, model, prompt, tokens, outputs);
     for (let i = 0; i < tokens && b.tokenDelayMs > 0; i++) await sleep(b.tokenDelayMs);
     if (res.destroyed) return;
-    const usage = this.usage(prompt, tokens);
+    const usage = this.usage(prompt, tokens * outputs);
     this.usages.push(usage);
     const text = words(tokens);
     const id = `${route === "chat" ? "chatcmpl" : "cmpl"}-${hex()}`;
     const created = Math.floor(Date.now() / 1000);
     const finish = typeof max === "number" && tokens >= max ? "length" : "stop";
+    const indexes = Array.from({ length: outputs }, (_, i) => i);
     if (route === "chat") {
       json(res, 200, {
         id, object: "chat.completion", created, model,
-        choices: [{ index: 0, message: { role: "assistant", content: text, refusal: null, annotations: null, audio: null, function_call: null, tool_calls: [], reasoning_content: null }, logprobs: null, finish_reason: finish, stop_reason: null }],
+        choices: indexes.map((index) => ({ index, message: { role: "assistant", content: text, refusal: null, annotations: null, audio: null, function_call: null, tool_calls: [], reasoning_content: null }, logprobs: null, finish_reason: finish, stop_reason: null })),
         service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: null }, prompt_logprobs: null, kv_transfer_params: null,
       });
     } else {
       json(res, 200, {
         id, object: "text_completion", created, model,
-        choices: [{ index: 0, text, logprobs: null, finish_reason: finish, stop_reason: null, prompt_logprobs: null }],
+        choices: indexes.map((index) => ({ index, text, logprobs: null, finish_reason: finish, stop_reason: null, prompt_logprobs: null })),
         service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: null }, kv_transfer_params: null,
       });
     }
     this.bump("completed");
   }
 
-  private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number): Promise<void> {
+  private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number, outputs: number): Promise<void> {
     const b = this.behaviour;
     const opts = (request.stream_options ?? null) as { include_usage?: boolean; continuous_usage_stats?: boolean } | null;
     const includeUsage = opts !== null && opts.include_usage !== false;
@@ -240,12 +246,15 @@ export class FakeVllm extends EventEmitter {
       }
       const last = k === tokens;
       const text = `${k === 1 ? "" : " "}t${k}${b.stampTokens ? `@${process.hrtime.bigint()}` : ""}`;
-      if (route === "chat") send(chunk({ index: 0, delta: { content: text }, logprobs: null, finish_reason: last ? "stop" : null, ...(last ? { stop_reason: null } : {}) }, k));
-      else send(chunk({ index: 0, text, logprobs: null, finish_reason: last ? "stop" : null, stop_reason: null }, k));
+      // Several outputs (n, batched prompts): one chunk per output per step, as vLLM interleaves them.
+      for (let index = 0; index < outputs; index++) {
+        if (route === "chat") send(chunk({ index, delta: { content: text }, logprobs: null, finish_reason: last ? "stop" : null, ...(last ? { stop_reason: null } : {}) }, k));
+        else send(chunk({ index, text, logprobs: null, finish_reason: last ? "stop" : null, stop_reason: null }, k));
+      }
       this.bump("tokensSent");
     }
     if (tokens === 0 && route === "chat") send(chunk({ index: 0, delta: { content: "" }, logprobs: null, finish_reason: "length", stop_reason: null }, 0));
-    const usage = this.usage(prompt, tokens);
+    const usage = this.usage(prompt, tokens * outputs);
     if (includeUsage) send(route === "chat" ? { id, object: "chat.completion.chunk", created, model, choices: [], usage } : { id, object: "text_completion", created, model, choices: [], usage });
     res.end("data: [DONE]\n\n");
     this.usages.push(usage);
