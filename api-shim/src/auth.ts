@@ -17,7 +17,9 @@ export function authHook(ctx: ShimContext) {
   return async function authenticate(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
     const q = request.url.indexOf("?");
     const path = q === -1 ? request.url : request.url.slice(0, q);
-    if (EXEMPT.has(path)) return;
+    // The router ignores a trailing slash (`/metrics/` is `/metrics`), so the exemption must too:
+    // one route, one rule, whichever spelling reached it.
+    if (EXEMPT.has(path) || (path.endsWith("/") && EXEMPT.has(path.slice(0, -1)))) return;
     const token = bearerToken(request.headers.authorization);
 
     if (path === "/admin" || path.startsWith("/admin/")) {
