@@ -11,7 +11,7 @@ import { createUpstream } from "./upstream.ts";
  * The only file that listens. Start: config, store, release the reservations of a dead process,
  * bootstrap keys, listen. SIGTERM/SIGINT: stop accepting, let in-flight streams finish for up to
  * SHIM_DRAIN_TIMEOUT_MS, abort the rest (each settles for what it delivered), close the store,
- * exit 0.
+ * exit 0. A store that fails closed stops the process the same way, with exit code 1.
  */
 async function main(): Promise<void> {
   let config: ShimConfig;
@@ -23,7 +23,15 @@ async function main(): Promise<void> {
     return;
   }
   const logger = createLogger({ level: config.logLevel, pretty: config.logPretty });
-  const store = openStore(config.databaseUrl);
+  // A store that failed closed answers 503 until the process restarts (its open batch was rolled
+  // back; a restart releases the holds and reopens the file). Exiting non-zero is that restart:
+  // Docker's restart policy brings the shim back instead of a 503 that lasts until someone logs in.
+  let stop: (reason: string, exitCode: number) => Promise<void> = async () => {};
+  const onFailure = (e: unknown) => {
+    logger.error({ err: e instanceof Error ? e : String(e) }, "the store failed closed; exiting so the shim is restarted");
+    void stop("store failure", 1);
+  };
+  const store = openStore(config.databaseUrl, { onFailure });
   const released = await store.releaseStaleReservations();
   logger.info({ released }, "released reservations left by a previous process (not charged)");
   for (const k of config.bootstrapKeys) {
@@ -42,10 +50,10 @@ async function main(): Promise<void> {
   app.server.requestTimeout = 120_000; // receiving a request body; streamed responses are not bounded by it
 
   let stopping = false;
-  const stop = async (signal: string) => {
+  stop = async (reason: string, exitCode: number) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal, inflight: app.shim.inflight.size }, "draining");
+    logger.info({ reason, inflight: app.shim.inflight.size }, "draining");
     const closed = app.close(); // stops accepting; resolves when in-flight requests are answered
     const { aborted } = await app.shim.inflight.drain(config.drainTimeoutMs);
     app.server.closeAllConnections();
@@ -56,11 +64,11 @@ async function main(): Promise<void> {
     } catch (e) {
       logger.error({ err: e instanceof Error ? e.cause ?? e : e }, "the last batch could not be committed");
     }
-    logger.info({ aborted }, "stopped");
-    logger.flush(() => process.exit(0));
+    logger.info({ aborted, exitCode }, "stopped");
+    logger.flush(() => process.exit(exitCode));
   };
-  process.on("SIGTERM", () => void stop("SIGTERM"));
-  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM", 0));
+  process.on("SIGINT", () => void stop("SIGINT", 0));
 
   const address = await app.listen({ port: config.port, host: config.host });
   logger.info({ address, upstream: config.upstreamUrl, database: config.databaseUrl.replace(/\/\/[^@]*@/, "//***@") }, "api-shim listening");

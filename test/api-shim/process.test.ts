@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import Database from "better-sqlite3";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
@@ -128,5 +129,28 @@ describe("the shim process", () => {
     expect(charged).toBeGreaterThan(5 * 9 + 5 * 2);
     expect(charged).toBeLessThan(5 * 9 + 5 * (1 + 200));
     fake.reset();
+  });
+
+  it("a store that fails closed makes the process exit 1 (so Docker restarts it), and the restart serves again", async () => {
+    const p = await start();
+    const before = (await audit()).find((r) => r.keyId === key.id)!;
+    // Stands for a disk error at COMMIT (e.g. a full volume): the batch's UPDATE of the key fails.
+    const other = new Database(join(dir, "data", "shim.db"));
+    other.exec("CREATE TRIGGER fail_money BEFORE UPDATE OF held ON keys BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
+    await client(p).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 }).catch(() => {});
+    expect(await p.exited).toEqual({ code: 1, signal: null });
+    logs.push(...p.lines);
+    expect(p.lines.map((l) => JSON.parse(l).msg)).toContain("the store failed closed; exiting so the shim is restarted");
+    // The failed batch was rolled back whole: nothing was charged or left held.
+    expect((await audit()).find((r) => r.keyId === key.id)).toEqual(before);
+
+    other.exec("DROP TRIGGER fail_money");
+    other.close();
+    const again = await start();
+    const answer = await client(again).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 });
+    expect(answer.choices[0]!.message.content).toBe("t1");
+    again.child.kill("SIGTERM");
+    expect(await again.exited).toEqual({ code: 0, signal: null });
+    logs.push(...again.lines);
   });
 });

@@ -102,6 +102,11 @@ export interface SqliteStoreOptions {
   busyTimeoutMs?: number;
   /** ms between WAL checkpoints run by a worker thread (file databases). Default 1000. */
   checkpointIntervalMs?: number;
+  /**
+   * Called once, when the store fails closed (a batch or COMMIT failed). The store stays failed
+   * until the process restarts, so the server uses this to exit and let its supervisor restart it.
+   */
+  onFailure?: (error: unknown) => void;
 }
 
 /** An open hold of this process: its key and amount (the key row has the sum and the count). */
@@ -144,6 +149,7 @@ export class SqliteStore implements Store {
   private broken: unknown = null;
   private checkpointer: Worker | undefined;
   private readonly stmt;
+  private readonly onFailure: ((error: unknown) => void) | undefined;
 
   constructor(filename: string, options: SqliteStoreOptions = {}) {
     this.db = new Database(filename);
@@ -151,6 +157,7 @@ export class SqliteStore implements Store {
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = NORMAL");
     db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+    this.onFailure = options.onFailure;
     db.pragma("foreign_keys = ON");
     try {
       migrate(db);
@@ -279,11 +286,13 @@ export class SqliteStore implements Store {
   }
 
   private fail(e: unknown): void {
+    const first = this.broken === null;
     this.broken = e;
     this.batch = null;
     try {
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
     } catch {}
+    if (first) this.onFailure?.(e);
   }
 
   /** Commits the open batch, if any. Admin operations call it first so they commit on their own. */
