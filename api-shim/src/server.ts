@@ -38,6 +38,10 @@ async function main(): Promise<void> {
     const r = await store.ensureBootstrapKey({ ...k, models: k.models && [...k.models], expiresAt: null, at: Date.now() });
     logger.info({ keyId: k.id, created: r.created, granted: r.granted }, "bootstrap key");
   }
+  // A key deleted from the stack's config must stop working, not live on in the database.
+  for (const keyId of await store.revokeRemovedBootstrapKeys(config.bootstrapKeys.map((k) => k.id), Date.now())) {
+    logger.warn({ keyId }, "bootstrap key no longer in the configuration: revoked");
+  }
   if (config.adminToken === null) logger.warn("SHIM_ADMIN_TOKEN is not set: every /admin request will get 401");
   const upstream = createUpstream({ url: config.upstreamUrl, apiKey: config.upstreamApiKey, headersTimeoutMs: config.upstreamTimeoutMs, idleTimeoutMs: config.streamIdleTimeoutMs });
   const metrics = new Metrics({ defaultMetrics: true });

@@ -153,4 +153,22 @@ describe("the shim process", () => {
     expect(await again.exited).toEqual({ code: 0, signal: null });
     logs.push(...again.lines);
   });
+
+  it("a bootstrap key removed from the configuration stops working at the next start", async () => {
+    const replacement = generateKey();
+    writeFileSync(
+      join(dir, "replaced.yaml"),
+      stringify({ models: [{ name: "qwen2.5-7b", maxModelLen: 4096 }], bootstrapKeys: [{ id: replacement.id, name: "app2", hash: replacement.hash, credits: 5, tier: "free" }] }),
+    );
+    const p = await start({ SHIM_CONFIG: join(dir, "replaced.yaml") });
+    expect(await p.waitForLine((e) => e.msg === "bootstrap key no longer in the configuration: revoked")).toMatchObject({ keyId: key.id });
+    const old = await client(p).models.list().then(() => 200, (e: { status?: number }) => e.status);
+    expect(old).toBe(401);
+    const fresh = new OpenAI({ apiKey: replacement.key, baseURL: `${p.url}/v1`, maxRetries: 0 });
+    expect((await fresh.models.list()).data.map((m) => m.id)).toEqual(["qwen2.5-7b"]);
+    p.child.kill("SIGTERM");
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+    logs.push(...p.lines);
+    assertNoSecrets(p.lines, [replacement.key]);
+  });
 });

@@ -118,6 +118,8 @@ describe("SqliteStore", () => {
       expect(await migrated.usage({ keyId: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 3 }]);
       expect(await migrated.releaseStaleReservations()).toBe(1);
       expect(await migrated.audit()).toEqual([{ keyId: "k", balance: 7, held: 0, ledgerSum: 7, reservations: 0, reservedSum: 0 }]);
+      // Migration 3 knew it for a bootstrap key by its grant: absent from the config, it is revoked.
+      expect(await migrated.revokeRemovedBootstrapKeys([], 9)).toEqual(["k"]);
       // The bootstrap grant's idempotency key survived: it is not granted again.
       expect(await migrated.ensureBootstrapKey(newKey("k", 10))).toEqual({ created: false, granted: false });
     } finally {
@@ -143,6 +145,19 @@ describe("SqliteStore", () => {
     expect(await store.ensureBootstrapKey(newKey("boot", 100))).toEqual({ created: true, granted: true });
     expect(await store.ensureBootstrapKey({ ...newKey("boot", 100), tier: "pro" })).toEqual({ created: false, granted: false });
     expect(await store.getKey("boot")).toMatchObject({ balance: 100, tier: "pro" });
+  });
+
+  it("keys removed from configuration are revoked at start; admin-made keys and the ledger stay", async () => {
+    await store.ensureBootstrapKey(newKey("keep", 10));
+    await store.ensureBootstrapKey(newKey("gone", 10));
+    await store.createKey(newKey("admin", 10));
+    expect(await store.revokeRemovedBootstrapKeys(["keep"], 50)).toEqual(["gone"]);
+    expect(await store.getKey("gone")).toMatchObject({ revokedAt: 50, balance: 10 });
+    expect(await store.getKey("keep")).toMatchObject({ revokedAt: null });
+    expect(await store.getKey("admin")).toMatchObject({ revokedAt: null });
+    expect(await store.revokeRemovedBootstrapKeys(["keep"], 60)).toEqual([]); // revoked once, at 50
+    expect(await store.getKey("gone")).toMatchObject({ revokedAt: 50 });
+    expect((await store.audit()).find((r) => r.keyId === "gone")).toMatchObject({ ledgerSum: 10 });
   });
 
   it("top-ups honour idempotency keys per key: replay, conflict, not found", async () => {

@@ -38,6 +38,11 @@ export const MIGRATIONS: readonly (string | ((db: Database.Database) => void))[]
    CREATE TABLE idempotency (
      key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, body TEXT NOT NULL, at INTEGER NOT NULL) STRICT;`,
   migrateToOneRowPerRequest,
+  // Migration 3: which keys come from configuration, so that a key removed from it can be
+  // revoked at start. Existing ones are known by their one-time grant (a bootstrap key with no
+  // credits left no such row and stays unmarked until the next start marks it).
+  `ALTER TABLE keys ADD COLUMN bootstrap INTEGER NOT NULL DEFAULT 0 CHECK (bootstrap IN (0, 1));
+   UPDATE keys SET bootstrap = 1 WHERE id IN (SELECT key_id FROM ledger WHERE idem LIKE 'bootstrap:%');`,
 ];
 
 /**
@@ -171,7 +176,8 @@ export class SqliteStore implements Store {
       getKey: db.prepare<[string], KeyRow>("SELECT * FROM keys WHERE id = ?"),
       listKeys: db.prepare<[], KeyRow>("SELECT * FROM keys ORDER BY created_at, id"),
       insertKey: db.prepare("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at) VALUES (@id, @name, @hash, @tier, @models, @at, @expiresAt)"),
-      updateBootstrap: db.prepare("UPDATE keys SET name = @name, hash = @hash, tier = @tier, models = @models WHERE id = @id"),
+      updateBootstrap: db.prepare("UPDATE keys SET name = @name, hash = @hash, tier = @tier, models = @models, bootstrap = 1 WHERE id = @id"),
+      liveBootstrapIds: db.prepare<[], { id: string }>("SELECT id FROM keys WHERE bootstrap = 1 AND revoked_at IS NULL"),
       credit: db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES (@keyId, @at, @amount, @kind, @ref, @idem) ON CONFLICT (idem) WHERE idem IS NOT NULL DO NOTHING"),
       addBalance: db.prepare("UPDATE keys SET balance = balance + @amount WHERE id = @keyId"),
       revoke: db.prepare("UPDATE keys SET revoked_at = coalesce(revoked_at, @at) WHERE id = @id"),
@@ -358,8 +364,8 @@ export class SqliteStore implements Store {
       this.db.transaction(() => {
         const fields = { ...key, models: key.models && JSON.stringify(key.models) };
         const exists = this.stmt.getKey.get(key.id) !== undefined;
-        if (exists) this.stmt.updateBootstrap.run(fields);
-        else this.stmt.insertKey.run(fields);
+        if (!exists) this.stmt.insertKey.run(fields);
+        this.stmt.updateBootstrap.run(fields); // and marks it as configuration's
         const granted = this.grant(key.id, key.credits, key.at, "bootstrap", null, `bootstrap:${key.id}`);
         return { created: !exists, granted };
       }),
@@ -372,6 +378,17 @@ export class SqliteStore implements Store {
     if (this.stmt.credit.run({ keyId, at, amount, kind, ref, idem }).changes === 0) return false;
     this.stmt.addBalance.run({ keyId, amount });
     return true;
+  }
+
+  revokeRemovedBootstrapKeys(keep: readonly string[], at: number): Promise<string[]> {
+    return this.now(
+      this.db.transaction(() => {
+        const kept = new Set(keep);
+        const removed = this.stmt.liveBootstrapIds.all().map((r) => r.id).filter((id) => !kept.has(id));
+        for (const id of removed) this.stmt.revoke.run({ id, at });
+        return removed;
+      }),
+    );
   }
 
   revokeKey(id: string, at: number): Promise<boolean> {

@@ -124,6 +124,12 @@ export interface Store {
    * grants its credits once (ledger idempotency key `bootstrap:<id>`), never again.
    */
   ensureBootstrapKey(key: NewKey): Promise<BootstrapResult>;
+  /**
+   * Revokes every key that came from configuration and is no longer in it (`keep`: the ids it
+   * has now); returns their ids. Their ledger and usage stay. Keys made with the admin API are
+   * never touched.
+   */
+  revokeRemovedBootstrapKeys(keep: readonly string[], at: number): Promise<string[]>;
   /** Marks the key revoked; false when there is no such key. */
   revokeKey(id: string, at: number): Promise<boolean>;
   topUp(input: TopUpInput): Promise<TopUpResult>;
