@@ -43,6 +43,8 @@ export interface ShimConfig {
   readonly host: string;
   readonly upstreamUrl: string;
   readonly upstreamApiKey: string | null;
+  /** An extra URL /ready requires a 2xx from: the model server behind a proxy (vLLM's /health behind LiteLLM). */
+  readonly readyUrl: string | null;
   readonly databaseUrl: string;
   readonly adminToken: string | null;
   readonly trustProxy: readonly string[];
@@ -104,16 +106,20 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   };
 
   const port = int("SHIM_PORT", 8080, 0, 65535);
-  const upstreamUrl = str("SHIM_UPSTREAM_URL");
-  if (upstreamUrl === null) problems.push("SHIM_UPSTREAM_URL: is required; expected the upstream's base URL including /v1, e.g. http://litellm:4000/v1");
-  else {
+  const httpUrl = (name: string, example: string): string | null => {
+    const v = str(name);
+    if (v === null) return null;
     let ok = false;
     try {
-      const u = new URL(upstreamUrl);
+      const u = new URL(v);
       ok = (u.protocol === "http:" || u.protocol === "https:") && !u.search && !u.hash;
     } catch {}
-    if (!ok) bad("SHIM_UPSTREAM_URL", upstreamUrl, "an http(s) URL without query, e.g. http://litellm:4000/v1");
-  }
+    if (!ok) bad(name, v, `an http(s) URL without query, e.g. ${example}`);
+    return v;
+  };
+  const upstreamUrl = httpUrl("SHIM_UPSTREAM_URL", "http://litellm:4000/v1");
+  if (upstreamUrl === null) problems.push("SHIM_UPSTREAM_URL: is required; expected the upstream's base URL including /v1, e.g. http://litellm:4000/v1");
+  const readyUrl = httpUrl("SHIM_READY_URL", "http://vllm:8000/health");
   const trustProxy = (str("SHIM_TRUST_PROXY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
   for (const cidr of trustProxy) if (!isCidr(cidr)) bad("SHIM_TRUST_PROXY", cidr, "comma-separated IP addresses or CIDRs, e.g. 172.16.0.0/12");
   const logLevel = (str("LOG_LEVEL") ?? "info").toLowerCase();
@@ -133,6 +139,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     host: str("SHIM_HOST") ?? "0.0.0.0",
     upstreamUrl: (upstreamUrl ?? "").replace(/\/+$/, ""),
     upstreamApiKey: str("SHIM_UPSTREAM_API_KEY"),
+    readyUrl,
     databaseUrl: str("SHIM_DATABASE_URL") ?? "sqlite:./data/shim.db",
     adminToken: str("SHIM_ADMIN_TOKEN"),
     trustProxy,

@@ -70,7 +70,7 @@ bootstrapKeys:
 
   it("reports every problem at once, each naming the variable or key, the value and what is allowed", () => {
     const p = problems(
-      { SHIM_UPSTREAM_URL: "litellm:4000", SHIM_PORT: "80a", SHIM_TRUST_PROXY: "10.0.0.0/33", LOG_LEVEL: "loud", SHIM_DRAIN_TIMEOUT_MS: "-1" },
+      { SHIM_UPSTREAM_URL: "litellm:4000", SHIM_READY_URL: "vllm/health", SHIM_PORT: "80a", SHIM_TRUST_PROXY: "10.0.0.0/33", LOG_LEVEL: "loud", SHIM_DRAIN_TIMEOUT_MS: "-1" },
       `
 pricing: { request: -1, models: { m: { promptPer1k: "abc" } } }
 tiers: { free: { rpm: 0 } }
@@ -83,6 +83,7 @@ extra: 1
     );
     const expected = [
       /^SHIM_UPSTREAM_URL: "litellm:4000" is not valid; expected an http\(s\) URL/,
+      /^SHIM_READY_URL: "vllm\/health" is not valid; expected an http\(s\) URL without query, e.g. http:\/\/vllm:8000\/health/,
       /^SHIM_PORT: "80a" is not valid; expected an integer from 0 to 65535/,
       /^SHIM_TRUST_PROXY: "10.0.0.0\/33"/,
       /^LOG_LEVEL: "loud"/,

@@ -5,8 +5,10 @@ import type { ShimContext } from "../context.ts";
 const PROBE_CACHE_MS = 2000;
 
 /**
- * GET /health: the process answers (no dependencies). GET /ready: the store answers and the
- * upstream lists the configured models; 503 says which part is not ready.
+ * GET /health: the process answers (no dependencies). GET /ready: the store answers, the
+ * upstream lists the configured models and, when SHIM_READY_URL is set, that URL answers 2xx;
+ * 503 says which part is not ready. The extra URL exists because a proxy upstream (LiteLLM)
+ * lists its configured models whether or not the model server behind it is up.
  */
 export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
   let probe: { at: number; result: Promise<{ ok: boolean; detail: string }> } | undefined;
@@ -34,6 +36,22 @@ export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
 }
 
 async function probeUpstream(ctx: ShimContext): Promise<{ ok: boolean; detail: string }> {
+  const models = await probeModels(ctx);
+  if (!models.ok || ctx.config.readyUrl === null) return models;
+  return probeReadyUrl(ctx.config.readyUrl, Math.min(ctx.config.upstreamTimeoutMs, 5000));
+}
+
+async function probeReadyUrl(url: string, timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    await res.body?.cancel();
+    return res.ok ? { ok: true, detail: "ok" } : { ok: false, detail: `model server: status ${res.status}` };
+  } catch {
+    return { ok: false, detail: "model server: unreachable" };
+  }
+}
+
+async function probeModels(ctx: ShimContext): Promise<{ ok: boolean; detail: string }> {
   try {
     const res = await ctx.upstream.request({ method: "GET", path: "/models", signal: AbortSignal.timeout(Math.min(ctx.config.upstreamTimeoutMs, 5000)) });
     const text = await res.body.text();

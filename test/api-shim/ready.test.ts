@@ -1,0 +1,49 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { manualClock } from "../../api-shim/src/clock.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+
+/**
+ * /ready behind a proxy upstream: LiteLLM lists its configured models whether or not vLLM is up,
+ * so SHIM_READY_URL (vLLM's /health in the Compose file) must answer too.
+ */
+describe("/ready with SHIM_READY_URL", () => {
+  let modelServer: Server;
+  let status = 503;
+  let h: Harness;
+  const clock = manualClock();
+
+  beforeAll(async () => {
+    modelServer = createServer((_req, res) => res.writeHead(status).end());
+    await new Promise<void>((resolve) => modelServer.listen(0, "127.0.0.1", resolve));
+    const { port } = modelServer.address() as AddressInfo;
+    h = await startShim({ clock, env: { SHIM_READY_URL: `http://127.0.0.1:${port}/health` } });
+  });
+  afterAll(async () => {
+    await h.close();
+    await new Promise((resolve) => modelServer.close(resolve));
+  });
+
+  const ready = async () => {
+    clock.advance(3000); // past the 2 s probe cache
+    const res = await fetch(`${h.url}/ready`);
+    return { status: res.status, body: await res.json() };
+  };
+
+  it("is not ready while the model server is loading, even though the upstream lists the models", async () => {
+    expect(await ready()).toEqual({ status: 503, body: { status: "not_ready", store: "ok", upstream: "model server: status 503" } });
+  });
+
+  it("is ready once the model server answers 2xx", async () => {
+    status = 200;
+    expect(await ready()).toEqual({ status: 200, body: { status: "ready", store: "ok", upstream: "ok" } });
+  });
+
+  it("says so when the model server cannot be reached", async () => {
+    await new Promise((resolve) => modelServer.close(resolve));
+    modelServer.closeAllConnections();
+    expect(await ready()).toEqual({ status: 503, body: { status: "not_ready", store: "ok", upstream: "model server: unreachable" } });
+    modelServer.listen(0, "127.0.0.1"); // so afterAll's close has a server to close
+  });
+});
