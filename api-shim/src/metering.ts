@@ -19,6 +19,8 @@ export interface MeterOptions {
   clientWantsUsage: boolean;
   /** The shim added continuous_usage_stats and the client did not ask for it. */
   hideContinuous: boolean;
+  /** Prompt tokens to charge if the stream ends, after content, without any usage from the upstream. */
+  promptEstimate: number;
 }
 
 interface UsageJson {
@@ -84,11 +86,13 @@ export class StreamMeter {
 
   /**
    * What to charge for: the upstream's usage chunk; else (stream cut short) the last continuous
-   * usage; else the count of content-bearing chunks as completion tokens and no prompt tokens.
-   * The fallback never overcharges: every such chunk carried at least one token.
+   * usage; else the count of content-bearing chunks as completion tokens (never too many: each
+   * carried at least one token) and, once content arrived (so the prompt was processed), the
+   * prompt estimate. Without it a client behind an upstream that sends no continuous usage
+   * (LiteLLM) could skip paying for a long prompt by closing the stream before its last chunk.
    */
   usage(): Usage {
-    return this.finalUsage ?? this.lastContinuous ?? { promptTokens: 0, completionTokens: this.generated };
+    return this.finalUsage ?? this.lastContinuous ?? { promptTokens: this.generated > 0 ? this.options.promptEstimate : 0, completionTokens: this.generated };
   }
 }
 

@@ -10,6 +10,15 @@ import { tokenCost } from "./money.ts";
 /** Completion bound when neither max_tokens nor the model's maxModelLen is known. */
 export const DEFAULT_MAX_COMPLETION_TOKENS = 32_768;
 
+/**
+ * Prompt tokens guessed from the request body's size, where the upstream's count is not known
+ * (yet): about four bytes per token for English text and JSON. Used for the tokens/min bucket at
+ * admission (corrected at settlement) and for a stream cut short before any usage arrived.
+ */
+export function estimatePromptTokens(bodyBytes: number): number {
+  return Math.ceil(bodyBytes / 4);
+}
+
 export interface Usage {
   promptTokens: number;
   completionTokens: number;

@@ -21,6 +21,8 @@ export interface RelayInput {
   signal: AbortSignal;
   clientWantsUsage: boolean;
   hideContinuous: boolean;
+  /** Prompt tokens charged when the stream ends after content but before any usage (see StreamMeter.usage). */
+  promptEstimate: number;
 }
 
 /**
@@ -67,7 +69,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     }
   };
 
-  const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous });
+  const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, promptEstimate: input.promptEstimate });
   let status = 200;
   let failure: ErrorCode | null = null;
   let sawDone = false;

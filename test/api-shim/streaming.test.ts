@@ -20,6 +20,14 @@ describe("streaming metering", () => {
   afterAll(() => h.close());
 
   const balance = async (id: string) => (await h.store.getKey(id))!.balance;
+  /**
+   * The prompt tokens a stream cut short without usage is charged: the client's body bytes / 4.
+   * The client's body is what the fake got, without the stream_options the shim appended.
+   */
+  const promptEstimate = () => {
+    const { stream_options: _added, ...clientBody } = JSON.parse(h.fake.requests.at(-1)!.body) as Record<string, unknown>;
+    return Math.ceil(Buffer.byteLength(JSON.stringify(clientBody)) / 4);
+  };
 
   it("charges a complete stream exactly from the upstream's usage chunk, which the client never sees", async () => {
     const { key, id } = await h.createKey({ credits: 1000 });
@@ -83,11 +91,13 @@ describe("streaming metering", () => {
     const sent = h.fake.counters.tokensSent - sentBefore;
     expect(sent).toBeLessThan(400);
     const charged = 1000 * CREDIT - (await balance(id));
-    const generated = (charged - CREDIT) / CREDIT; // fallback: content chunks as completion tokens, no prompt tokens
+    // Fallback: content chunks as completion tokens, and the prompt estimated from the body's bytes.
+    const prompt = promptEstimate();
+    const generated = (charged - CREDIT - prompt * 1000) / CREDIT;
     expect(Number.isInteger(generated)).toBe(true);
     expect(generated).toBeGreaterThanOrEqual(seen);
     expect(generated).toBeLessThanOrEqual(sent);
-    expect(log.tokens).toBe(generated);
+    expect(log.tokens).toBe(prompt + generated);
     expect((await h.store.getKey(id))!.held).toBe(0);
   });
 
@@ -106,7 +116,7 @@ describe("streaming metering", () => {
     expect(err).toBeInstanceOf(APIError);
     expect((err as APIError).error).toMatchObject({ code: "upstream_error", type: "api_error" });
     expect(text).toBe("t1 t2 t3");
-    expect(await balance(id)).toBe(1000 * CREDIT - cost(0, 3));
+    expect(await balance(id)).toBe(1000 * CREDIT - cost(promptEstimate(), 3));
   });
 
   it("vLLM's in-stream error event is passed on; charged for what was delivered", async () => {
@@ -118,7 +128,7 @@ describe("streaming metering", () => {
       for await (const c of stream) text += c.choices[0]?.text ?? "";
     }).rejects.toThrow(/Engine loop has died/);
     expect(text).toBe("t1 t2");
-    expect(await balance(id)).toBe(1000 * CREDIT - cost(0, 2));
+    expect(await balance(id)).toBe(1000 * CREDIT - cost(promptEstimate(), 2));
   });
 });
 

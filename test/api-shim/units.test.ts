@@ -169,7 +169,7 @@ describe("SSE splitting and metering", () => {
     expect(eventData(": comment")).toBeNull();
   });
   it("meters usage chunks, hides them when not asked, counts content chunks as a fallback", () => {
-    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true });
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, promptEstimate: 7 });
     expect(m.process('data: {"choices":[{"delta":{"role":"assistant","content":""}}],"usage":{"prompt_tokens":3,"completion_tokens":0}}')).toEqual({ kind: "chunk", forward: 'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}' });
     m.process('data: {"choices":[{"delta":{"content":"a"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}');
     m.process('data: {"choices":[{"text":"b"}]}');
@@ -215,7 +215,7 @@ describe("usage of a non-streamed body", () => {
 
 describe("metering fast path", () => {
   it("counts content-bearing chunks without parsing, and never counts empty or role-only chunks", () => {
-    const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false });
+    const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, promptEstimate: 7 });
     const events = [
       'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}',
       'data: {"choices":[{"index":0,"delta":{"content":"a \\"usage\\":{ \\"error\\""},"finish_reason":null}]}',
@@ -225,7 +225,7 @@ describe("metering fast path", () => {
     ];
     for (const e of events) expect(m.process(e)).toEqual({ kind: "chunk", forward: e });
     expect(m.generated).toBe(3);
-    expect(m.usage()).toEqual({ promptTokens: 0, completionTokens: 3 });
+    expect(m.usage()).toEqual({ promptTokens: 7, completionTokens: 3 });
   });
 });
 
@@ -241,7 +241,7 @@ describe("metering through LiteLLM", () => {
 
   it("charges the usage on LiteLLM's final chunk, spaced or not", () => {
     for (const events of [spaced, spaced.map((e) => e.replaceAll(": ", ":").replaceAll(", ", ","))]) {
-      const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false });
+      const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, promptEstimate: 7 });
       for (const e of events) m.process(e);
       expect(m.generated).toBe(3);
       expect(m.usage()).toEqual({ promptTokens: 11, completionTokens: 3 });
@@ -249,9 +249,9 @@ describe("metering through LiteLLM", () => {
   });
 
   it("shows that usage to a client that asked for it, and hides it (keeping the choice) from one that did not", () => {
-    const asked = new StreamMeter({ clientWantsUsage: true, hideContinuous: false });
+    const asked = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, promptEstimate: 7 });
     expect(asked.process(spaced[3]!)).toEqual({ kind: "chunk", forward: spaced[3] });
-    const notAsked = new StreamMeter({ clientWantsUsage: false, hideContinuous: false });
+    const notAsked = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, promptEstimate: 7 });
     const out = notAsked.process(spaced[3]!);
     expect(out.kind).toBe("chunk");
     const forwarded = JSON.parse((out as { forward: string }).forward.slice("data: ".length));
@@ -259,10 +259,12 @@ describe("metering through LiteLLM", () => {
     expect(notAsked.usage()).toEqual({ promptTokens: 11, completionTokens: 3 });
   });
 
-  it("counts spaced content chunks for the disconnect fallback", () => {
-    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false });
+  it("counts spaced content chunks for the disconnect fallback, with the prompt estimate once content arrived", () => {
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, promptEstimate: 7 });
+    m.process('data: {"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}');
+    expect(m.usage()).toEqual({ promptTokens: 0, completionTokens: 0 }); // the role chunk: no content yet
     for (const e of spaced.slice(0, 3)) m.process(e);
-    expect(m.usage()).toEqual({ promptTokens: 0, completionTokens: 3 });
+    expect(m.usage()).toEqual({ promptTokens: 7, completionTokens: 3 });
   });
 });
 

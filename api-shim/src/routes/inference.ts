@@ -7,6 +7,7 @@ import { ShimError } from "../errors.ts";
 import { type InferenceKind, parseInferenceRequest, upstreamBody } from "../inference-request.ts";
 import { spliceJson, usageOfBody } from "../metering.ts";
 import { formatCredits } from "../money.ts";
+import { estimatePromptTokens } from "../pricing.ts";
 import { rateLimitHeaders } from "../rate-limit.ts";
 import { Settlement } from "../settlement.ts";
 import { relayStream } from "../stream.ts";
@@ -48,7 +49,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   const batch = (request.query as Record<string, unknown> | undefined)?.batch === "1";
 
   // Tokens per minute: the bucket must be positive; the prompt estimate is corrected at settlement.
-  const estimate = Math.ceil(raw.length / 4);
+  const estimate = estimatePromptTokens(raw.length);
   const mono = ctx.clock.monotonic();
   if (auth.buckets.tokens) {
     const r = auth.buckets.tokens.takeIfPositive(estimate, mono);
@@ -103,7 +104,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
     }
     if (modelConfig === undefined && ctx.config.models === null) request.shim.modelLabel = "unlisted";
     if (req.stream) {
-      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous });
+      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, promptEstimate: estimate });
     }
     let text: string;
     try {
