@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { MIGRATIONS, SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
+import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError, type NewKey, type UsageRow } from "../../api-shim/src/store/store.ts";
 
 const newKey = (id: string, credits: number): NewKey => ({ id, name: id, hash: `sha256:${"0".repeat(64)}`, tier: "free", models: null, expiresAt: null, credits, at: 1000 });

@@ -1,97 +1,13 @@
 import { once } from "node:events";
-import { createRequire } from "node:module";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
+import { startCheckpointer } from "./sqlite-checkpointer.ts";
+import { migrate } from "./sqlite-migrations.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
 } from "./store.ts";
 import { StoreUnavailableError } from "./store.ts";
-
-/**
- * The embedded store: better-sqlite3 in WAL mode, written by one process (the shim).
- * Each migration runs once, in order, tracked by PRAGMA user_version: SQL text, or a function
- * for a migration that must check what it did.
- */
-export const MIGRATIONS: readonly (string | ((db: Database.Database) => void))[] = [
-  `CREATE TABLE keys (
-     id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL, tier TEXT NOT NULL, models TEXT,
-     balance INTEGER NOT NULL DEFAULT 0, held INTEGER NOT NULL DEFAULT 0,
-     created_at INTEGER NOT NULL, expires_at INTEGER, revoked_at INTEGER,
-     CHECK (held >= 0), CHECK (balance - held >= 0)) STRICT;
-   CREATE TABLE ledger (
-     id INTEGER PRIMARY KEY, key_id TEXT NOT NULL REFERENCES keys(id), at INTEGER NOT NULL,
-     amount INTEGER NOT NULL, kind TEXT NOT NULL, ref TEXT, idem TEXT) STRICT;
-   -- Partial: usage rows (no idempotency key) do not pay for this index on every request.
-   CREATE UNIQUE INDEX ledger_idem ON ledger(idem) WHERE idem IS NOT NULL;
-   CREATE TRIGGER ledger_append_only_u BEFORE UPDATE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
-   CREATE TRIGGER ledger_append_only_d BEFORE DELETE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
-   CREATE TABLE reservations (
-     id TEXT PRIMARY KEY, key_id TEXT NOT NULL, amount INTEGER NOT NULL, instance TEXT NOT NULL,
-     at INTEGER NOT NULL) STRICT, WITHOUT ROWID;
-   CREATE TABLE usage (
-     id INTEGER PRIMARY KEY, request_id TEXT NOT NULL, key_id TEXT NOT NULL, at INTEGER NOT NULL,
-     route TEXT NOT NULL, model TEXT NOT NULL, status INTEGER NOT NULL,
-     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost INTEGER NOT NULL,
-     stream INTEGER NOT NULL, ms INTEGER NOT NULL) STRICT;
-   CREATE INDEX usage_key_at ON usage(key_id, at);
-   CREATE TABLE idempotency (
-     key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, body TEXT NOT NULL, at INTEGER NOT NULL) STRICT;`,
-  migrateToOneRowPerRequest,
-  // Migration 3: which keys come from configuration, so that a key removed from it can be
-  // revoked at start. Existing ones are known by their one-time grant (a bootstrap key with no
-  // credits left no such row and stays unmarked until the next start marks it).
-  `ALTER TABLE keys ADD COLUMN bootstrap INTEGER NOT NULL DEFAULT 0 CHECK (bootstrap IN (0, 1));
-   UPDATE keys SET bootstrap = 1 WHERE id IN (SELECT key_id FROM ledger WHERE idem LIKE 'bootstrap:%');`,
-];
-
-/**
- * Migration 2: one ledger row per inference request, which is both its charge (amount = −cost,
- * 0 when nothing was charged) and its usage record (route, model, status, tokens, ms); and no
- * reservation rows: a key's open holds are its `held` (sum) and `holds` (count) columns, each
- * hold itemized in the memory of the process that owns it. The request path then writes a
- * third of the statements and pages it did (hold: one UPDATE; settle: one INSERT, one UPDATE).
- *
- * Existing data: usage rows become usage ledger rows (amount = −cost) in place of the ledger's
- * separate usage-charge rows, other ledger rows are copied as they are, and open reservation
- * rows become the keys' `holds` counts (released at the next start, as before). The migration
- * checks that every key's ledger sum is unchanged and refuses (rolls back) otherwise.
- */
-function migrateToOneRowPerRequest(db: Database.Database): void {
-  const sums = () => new Map(db.prepare<[], { key_id: string; total: number }>("SELECT key_id, sum(amount) AS total FROM ledger GROUP BY key_id").all().map((r) => [r.key_id, r.total]));
-  const before = sums();
-  db.exec(`
-    ALTER TABLE keys ADD COLUMN holds INTEGER NOT NULL DEFAULT 0 CHECK (holds >= 0);
-    UPDATE keys SET holds = (SELECT count(*) FROM reservations r WHERE r.key_id = keys.id);
-    CREATE TABLE ledger_v2 (
-      id INTEGER PRIMARY KEY, key_id TEXT NOT NULL REFERENCES keys(id), at INTEGER NOT NULL,
-      amount INTEGER NOT NULL, kind TEXT NOT NULL, ref TEXT, idem TEXT,
-      route TEXT, model TEXT, status INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER,
-      stream INTEGER, ms INTEGER) STRICT;
-    INSERT INTO ledger_v2 (key_id, at, amount, kind, ref, idem, route, model, status, prompt_tokens, completion_tokens, stream, ms)
-      SELECT key_id, at, amount, kind, ref, idem, route, model, status, prompt_tokens, completion_tokens, stream, ms FROM (
-        SELECT key_id, at, amount, kind, ref, idem, NULL AS route, NULL AS model, NULL AS status, NULL AS prompt_tokens,
-               NULL AS completion_tokens, NULL AS stream, NULL AS ms, 0 AS src, id FROM ledger WHERE kind <> 'usage'
-        UNION ALL
-        SELECT key_id, at, -cost, 'usage', request_id, NULL, route, model, status, prompt_tokens, completion_tokens, stream, ms, 1, id FROM usage)
-      ORDER BY at, src, id;
-    DROP TRIGGER ledger_append_only_u;
-    DROP TRIGGER ledger_append_only_d;
-    DROP TABLE ledger;
-    DROP TABLE usage;
-    DROP TABLE reservations;
-    ALTER TABLE ledger_v2 RENAME TO ledger;
-    CREATE UNIQUE INDEX ledger_idem ON ledger(idem) WHERE idem IS NOT NULL;
-    CREATE INDEX ledger_key_at ON ledger(key_id, at);
-    CREATE TRIGGER ledger_append_only_u BEFORE UPDATE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
-    CREATE TRIGGER ledger_append_only_d BEFORE DELETE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;`);
-  const after = sums();
-  for (const key of new Set([...before.keys(), ...after.keys()])) {
-    if ((before.get(key) ?? 0) !== (after.get(key) ?? 0)) {
-      throw new Error(`migration 2 refused: the ledger sum of key ${key} would change from ${before.get(key) ?? 0} to ${after.get(key) ?? 0} (usage rows and usage charges disagree)`);
-    }
-  }
-}
 
 interface KeyRow {
   id: string; name: string; hash: string; tier: string; models: string | null; balance: number;
@@ -115,10 +31,7 @@ export interface SqliteStoreOptions {
 }
 
 /** An open hold of this process: its key and amount (the key row has the sum and the count). */
-interface Hold {
-  keyId: string;
-  amount: number;
-}
+interface Hold { keyId: string; amount: number }
 
 /** A request's ledger row, in the order of the INSERT's parameters. */
 type RequestRow = [keyId: string, at: number, amount: number, requestId: string, route: string, model: string, status: number, promptTokens: number, completionTokens: number, stream: number, ms: number];
@@ -128,15 +41,12 @@ type RequestRow = [keyId: string, at: number, amount: number, requestId: string,
  * lock, so nobody else can change it until COMMIT) with the batch's changes applied, and those
  * changes, written to the row as one UPDATE at COMMIT.
  */
-interface Account {
-  id: string;
-  balance: number;
-  held: number;
-  dBalance: number;
-  dHeld: number;
-  dHolds: number;
-}
+interface Account { id: string; balance: number; held: number; dBalance: number; dHeld: number; dHolds: number }
 
+/**
+ * The embedded store: better-sqlite3 in WAL mode, written by one process (the shim). Schema in
+ * sqlite-migrations.ts, WAL checkpoints in sqlite-checkpointer.ts.
+ */
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
   /**
@@ -481,54 +391,5 @@ export class SqliteStore implements Store {
     const failure = failedBefore ? null : this.broken;
     if (this.db.open) this.db.close();
     if (failure !== null) throw new StoreUnavailableError(failure);
-  }
-}
-
-/**
- * WAL checkpoints run on a worker thread with its own connection, so their fsyncs never stall
- * the request path (on a small VM one checkpoint showed in the request p99); the main
- * connection has wal_autocheckpoint = 0. PASSIVE checkpoints do not block the writer; once the
- * WAL is fully copied the writer starts it over. The worker is plain JavaScript (no type
- * stripping in a second isolate: it would cost ~40 MB of RSS). If it dies, the main connection
- * checkpoints again.
- */
-const CHECKPOINT_WORKER = `
-const { parentPort, workerData } = require("node:worker_threads");
-const Database = require(workerData.module);
-const db = new Database(workerData.filename);
-db.pragma("busy_timeout = 1000");
-const checkpoint = () => { try { db.pragma("wal_checkpoint(PASSIVE)"); } catch {} };
-const timer = setInterval(checkpoint, workerData.intervalMs);
-parentPort.on("message", (m) => {
-  if (m !== "stop") return;
-  clearInterval(timer);
-  checkpoint();
-  db.close();
-  parentPort.postMessage("stopped");
-});
-`;
-
-function startCheckpointer(db: Database.Database, filename: string, intervalMs: number): Worker {
-  db.pragma("wal_autocheckpoint = 0");
-  const module = createRequire(import.meta.url).resolve("better-sqlite3");
-  const worker = new Worker(CHECKPOINT_WORKER, { eval: true, workerData: { filename, intervalMs, module } });
-  worker.unref();
-  const fallback = () => {
-    if (db.open) db.pragma("wal_autocheckpoint = 1000");
-  };
-  worker.once("error", fallback);
-  worker.once("exit", fallback);
-  return worker;
-}
-
-function migrate(db: Database.Database): void {
-  const version = db.pragma("user_version", { simple: true }) as number;
-  for (let v = version; v < MIGRATIONS.length; v++) {
-    const m = MIGRATIONS[v]!;
-    db.transaction(() => {
-      if (typeof m === "string") db.exec(m);
-      else m(db);
-      db.pragma(`user_version = ${v + 1}`);
-    })();
   }
 }
