@@ -3,21 +3,15 @@ import { GpuHost } from "./components/gpu-host.ts";
 import { ServingStack } from "./components/serving-stack.ts";
 import type { TenantConfig } from "./config.ts";
 
+/** The host's outputs, as GpuHost documents them. */
+type HostOutputs = Pick<GpuHost, "ip" | "ipv6" | "sshCommand" | "sshPrivateKey" | "rootPassword" | "hourlyCostUsd" | "monthlyCostUsd" | "createdAt" | "expiresAt">;
+
 /** Everything `pulumi stack output` shows for a tenant. */
-export interface TenantOutputs {
+export interface TenantOutputs extends HostOutputs {
   readonly tenant: string;
   readonly region: string;
   readonly plan: string;
   readonly gpu: string;
-  readonly ip: pulumi.Output<string>;
-  readonly ipv6: pulumi.Output<string>;
-  readonly sshCommand: pulumi.Output<string>;
-  readonly sshPrivateKey: pulumi.Output<string>;
-  readonly rootPassword: pulumi.Output<string>;
-  readonly hourlyCostUsd: number;
-  readonly monthlyCostUsd: number;
-  readonly createdAt: pulumi.Output<string>;
-  readonly expiresAt: pulumi.Output<string | undefined>;
   /** The OpenAI base URL, or why nothing serves yet. */
   readonly endpoint: pulumi.Output<string>;
   /** Bootstrap keys by name. Secret. */
