@@ -14,6 +14,8 @@ export interface InferenceRequest {
   maxTokens: number | undefined;
   /** Independent prompts in the request: the length of a batched `prompt`/`input`, else 1. */
   prompts: number;
+  /** Outputs per prompt (`n`, 1 when absent). */
+  n: number;
   /** Sequences the upstream generates: prompts × `n` (0 for embeddings). Each may reach maxTokens. */
   outputs: number;
   /** The client asked for the usage chunk (vLLM semantics: stream_options present, include_usage not false). */
@@ -22,6 +24,30 @@ export interface InferenceRequest {
 }
 
 const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });
+
+/** OpenAI's own limit on `n`; it also keeps a hold's arithmetic far from 2^53. */
+export const MAX_N = 128;
+
+/** vLLM's default `max_tokens` for /v1/completions (CompletionRequest.max_tokens = 16). */
+export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
+
+/**
+ * The most tokens one output may generate, read the way vLLM reads the request (undefined: up
+ * to the model's context). A bound lower than the upstream's would cap the charge below the
+ * usage, so where readings differ the larger one wins.
+ * - chat: `max_completion_tokens or max_tokens` (Python's `or`: a 0 falls through to the other,
+ *   and 0 with nothing else means no limit).
+ * - completions: vLLM reads only `max_tokens`, 16 when absent, null for no limit; a proxy in front
+ *   (LiteLLM) may map `max_completion_tokens` onto it, so that counts too when it is larger.
+ */
+function completionBound(kind: "chat" | "completions", b: Record<string, unknown>): number | undefined {
+  const mct = b.max_completion_tokens as number | null | undefined;
+  const mt = b.max_tokens as number | null | undefined;
+  if (kind === "chat") return (mct || mt) ?? undefined;
+  const own = mt === undefined ? COMPLETIONS_DEFAULT_MAX_TOKENS : mt;
+  if (own === null) return undefined;
+  return typeof mct === "number" ? Math.max(own, mct) : own;
+}
 
 export function parseInferenceRequest(kind: InferenceKind, body: unknown): InferenceRequest {
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
@@ -35,16 +61,14 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
   }
   if (kind === "completions" && b.prompt === undefined) throw invalid("'prompt' is required.", "prompt");
   if (kind === "embeddings" && b.input === undefined) throw invalid("'input' is required.", "input");
-  let maxTokens: number | undefined;
   for (const param of ["max_completion_tokens", "max_tokens"] as const) {
     const v = b[param];
     if (v === undefined || v === null) continue;
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw invalid(`'${param}' must be a non-negative integer.`, param);
-    maxTokens ??= v;
   }
   let n = 1;
   if (kind !== "embeddings" && b.n !== undefined && b.n !== null) {
-    if (typeof b.n !== "number" || !Number.isSafeInteger(b.n) || b.n < 1) throw invalid("'n' must be a positive integer.", "n");
+    if (typeof b.n !== "number" || !Number.isSafeInteger(b.n) || b.n < 1 || b.n > MAX_N) throw invalid(`'n' must be an integer from 1 to ${MAX_N}.`, "n");
     n = b.n;
   }
   const prompts = kind === "chat" ? 1 : batchSize(kind === "completions" ? b.prompt : b.input);
@@ -60,8 +84,9 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
   return {
     model: b.model,
     stream,
-    maxTokens,
+    maxTokens: kind === "embeddings" ? undefined : completionBound(kind, b),
     prompts,
+    n,
     outputs: kind === "embeddings" ? 0 : prompts * n,
     clientWantsUsage: opts !== null && opts.include_usage !== false,
     clientWantsContinuous: opts !== null && opts.include_usage !== false && opts.continuous_usage_stats === true,
@@ -75,6 +100,18 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
 function batchSize(v: unknown): number {
   if (!Array.isArray(v) || v.length === 0 || typeof v[0] === "number") return 1;
   return v.length;
+}
+
+/**
+ * The size of the fields that carry the prompt (chat: `messages` and `tools`; completions:
+ * `prompt`; embeddings: `input`) as JSON: what an estimate of the prompt's tokens should count,
+ * rather than the whole body (a large `logit_bias` or JSON schema is not prompt).
+ */
+export function promptBytes(kind: InferenceKind, body: Record<string, unknown>): number {
+  const parts = kind === "chat" ? [body.messages, body.tools] : [kind === "completions" ? body.prompt : body.input];
+  let bytes = 0;
+  for (const part of parts) if (part !== undefined) bytes += Buffer.byteLength(JSON.stringify(part));
+  return bytes;
 }
 
 /** The body to forward: the client's bytes, or for streams the parsed body with usage requested. */

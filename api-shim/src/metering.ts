@@ -19,8 +19,8 @@ export interface MeterOptions {
   clientWantsUsage: boolean;
   /** The shim added continuous_usage_stats and the client did not ask for it. */
   hideContinuous: boolean;
-  /** Prompt tokens to charge if the stream ends, after content, without any usage from the upstream. */
-  promptEstimate: number;
+  /** Outputs per prompt (`n`): continuous usage is per output, and outputs of one prompt share its prompt tokens. */
+  outputsPerPrompt: number;
 }
 
 interface UsageJson {
@@ -28,7 +28,7 @@ interface UsageJson {
   completion_tokens?: unknown;
 }
 interface ChunkJson {
-  choices?: { delta?: Record<string, unknown>; text?: unknown }[];
+  choices?: { index?: unknown; delta?: Record<string, unknown>; text?: unknown }[];
   usage?: UsageJson | null;
   error?: unknown;
 }
@@ -36,7 +36,8 @@ interface ChunkJson {
 export class StreamMeter {
   private readonly options: MeterOptions;
   finalUsage: Usage | null = null;
-  lastContinuous: Usage | null = null;
+  /** The latest usage on a chunk with choices, by choice index: vLLM's continuous usage is per output. */
+  private readonly running = new Map<number, Usage>();
   /** Choices that carried generated content: each carries at least one token. */
   generated = 0;
 
@@ -73,10 +74,12 @@ export class StreamMeter {
     }
     for (const c of choices) if (hasContent(c)) this.generated++;
     if (usage) {
-      // Usage on a chunk that also has choices: vLLM's continuous stats, or LiteLLM's final
-      // usage chunk (which keeps a choice, unlike OpenAI's). The latest one is what to charge if
-      // no usage-only chunk follows. A client that did not ask for usage does not see it.
-      this.lastContinuous = usage;
+      // Usage on a chunk that also has choices: vLLM's continuous stats (per output), or
+      // LiteLLM's final usage chunk (whole-request usage that keeps a choice, unlike OpenAI's).
+      // The latest per output is what to charge if no usage-only chunk follows. A client that
+      // did not ask for usage does not see it.
+      const index = typeof choices[0]?.index === "number" ? choices[0].index : 0;
+      this.running.set(index, usage);
       if (this.options.hideContinuous || !this.options.clientWantsUsage) {
         return { kind: "chunk", forward: `data: ${withoutUsage(data, chunk)}` };
       }
@@ -84,15 +87,32 @@ export class StreamMeter {
     return { kind: "chunk", forward: event };
   }
 
+  /** Whether the upstream reported any usage (final, or running on a chunk). */
+  get sawUsage(): boolean {
+    return this.finalUsage !== null || this.running.size > 0;
+  }
+
   /**
-   * What to charge for: the upstream's usage chunk; else (stream cut short) the last continuous
-   * usage; else the count of content-bearing chunks as completion tokens (never too many: each
-   * carried at least one token) and, once content arrived (so the prompt was processed), the
-   * prompt estimate. Without it a client behind an upstream that sends no continuous usage
-   * (LiteLLM) could skip paying for a long prompt by closing the stream before its last chunk.
+   * What to charge for: the upstream's usage chunk; else (stream cut short) the running usage:
+   * each output's latest completion tokens summed, each prompt's tokens once (outputs i and j
+   * share a prompt when ⌊i/n⌋ = ⌊j/n⌋); else the count of content-bearing chunks as completion
+   * tokens (never too many: each carried at least one) and `promptEstimate` as prompt tokens,
+   * which the caller passes only when it is owed (see stream.ts). A running count is never
+   * taken below the content chunks seen.
    */
-  usage(): Usage {
-    return this.finalUsage ?? this.lastContinuous ?? { promptTokens: this.generated > 0 ? this.options.promptEstimate : 0, completionTokens: this.generated };
+  usage(promptEstimate = 0): Usage {
+    if (this.finalUsage) return this.finalUsage;
+    if (this.running.size === 0) return { promptTokens: this.generated > 0 ? promptEstimate : 0, completionTokens: this.generated };
+    const prompts = new Map<number, number>();
+    let completion = 0;
+    for (const [index, u] of this.running) {
+      completion += u.completionTokens;
+      const group = Math.floor(index / this.options.outputsPerPrompt);
+      prompts.set(group, Math.max(prompts.get(group) ?? 0, u.promptTokens));
+    }
+    let prompt = 0;
+    for (const p of prompts.values()) prompt += p;
+    return { promptTokens: prompt, completionTokens: Math.max(completion, this.generated) };
   }
 }
 

@@ -61,7 +61,8 @@ export class Pricer {
     if (maxLen !== null) perOutput = Math.min(perOutput, maxLen);
     const completion = input.outputs * perOutput;
     const prompt = maxLen !== null ? Math.min(input.bodyBytes, maxLen * input.prompts) : input.bodyBytes;
-    return base + tokenCost(prompt, price.promptPer1k) + tokenCost(completion, price.completionPer1k);
+    // Bounded so that it stays an exact integer; a hold this large is refused (402) anyway.
+    return Math.min(base + tokenCost(prompt, price.promptPer1k) + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);
   }
 
   cost(model: string, batch: boolean, usage: Usage, hold: number): number {

@@ -21,8 +21,14 @@ export interface RelayInput {
   signal: AbortSignal;
   clientWantsUsage: boolean;
   hideContinuous: boolean;
-  /** Prompt tokens charged when the stream ends after content but before any usage (see StreamMeter.usage). */
-  promptEstimate: number;
+  /** Outputs per prompt (`n`), for reading per-output running usage. */
+  outputsPerPrompt: number;
+  /**
+   * Prompt tokens charged to a client that left after content arrived but before any usage: the
+   * prompt was processed, and without this a client behind an upstream that sends no running
+   * usage (LiteLLM) could skip paying for a long prompt by closing the stream early.
+   */
+  promptEstimate: () => number;
 }
 
 /**
@@ -69,7 +75,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     }
   };
 
-  const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, promptEstimate: input.promptEstimate });
+  const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, outputsPerPrompt: input.outputsPerPrompt });
   let status = 200;
   let failure: ErrorCode | null = null;
   let sawDone = false;
@@ -104,9 +110,10 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   let figures = "";
   try {
     // An upstream failure before any content is the upstream's fault: nothing is charged.
-    // A client that leaves is charged the request and what was generated up to then.
-    const nothing = failure !== null && meter.generated === 0 && meter.finalUsage === null && meter.lastContinuous === null;
-    const { cost, available } = await settlement.settle(status, nothing ? null : meter.usage());
+    // A client that leaves is charged the request and what was generated up to then, with its
+    // prompt estimated if no usage came; an upstream failure after content, only the content.
+    const nothing = failure !== null && meter.generated === 0 && !meter.sawUsage;
+    const { cost, available } = await settlement.settle(status, nothing ? null : meter.usage(status === 499 ? input.promptEstimate() : 0));
     figures = `: credits_charged=${formatCredits(cost)} credits_remaining=${formatCredits(available)}\n\n`;
   } catch (e) {
     // The store failed after the upstream answered: the hold stays until the next start releases it.

@@ -18,9 +18,14 @@ describe("multi-output and batched requests are charged their full usage", () =>
   beforeAll(async () => {
     h = await startShim({
       file: {
-        pricing: { request: 1, batchRequest: 2, models: { "qwen2.5-7b": { promptPer1k: PROMPT, completionPer1k: COMPLETION }, "bge-m3": { promptPer1k: EMBED, completionPer1k: 0 } } },
-        models: [{ name: "qwen2.5-7b", maxModelLen: 64 }, { name: "bge-m3", maxModelLen: 64 }],
+        pricing: {
+          request: 1, batchRequest: 2,
+          models: { "qwen2.5-7b": { promptPer1k: PROMPT, completionPer1k: COMPLETION }, "qwen-cont": { promptPer1k: PROMPT, completionPer1k: COMPLETION }, "bge-m3": { promptPer1k: EMBED, completionPer1k: 0 } },
+        },
+        // qwen-cont: the upstream sends running usage (vLLM's continuous_usage_stats), per output.
+        models: [{ name: "qwen2.5-7b", maxModelLen: 64 }, { name: "qwen-cont", maxModelLen: 64, continuousUsage: true }, { name: "bge-m3", maxModelLen: 64 }],
       },
+      fake: { models: [{ name: "qwen2.5-7b" }, { name: "qwen-cont" }, { name: "bge-m3" }] },
     });
     h.fake.set({ defaultTokens: 40 });
     ({ key } = await h.createKey({ credits: 10_000, tier: "developer" }));
@@ -62,20 +67,60 @@ describe("multi-output and batched requests are charged their full usage", () =>
     expect(last.credits_charged).toBeCloseTo(price(5, 90), 6);
   });
 
-  it("a key without credits for n outputs is refused before anything is generated", async () => {
-    const poor = await h.createKey({ credits: 1.5, tier: "developer" });
+  const post = (k: string, path: string, body: Record<string, unknown>) =>
+    fetch(`${h.url}${path}`, { method: "POST", headers: { authorization: `Bearer ${k}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+
+  it("holds n outputs: a key with credits for 8 is admitted with n: 8 and refused with n: 16 before anything is generated", async () => {
+    // The hold per output of 40 tokens is 0.08; the prompt (body bytes, at most maxModelLen 64) at most 0.064.
+    // n: 8 needs at most 1 + 0.064 + 0.64 ≤ 2; n: 16 needs at least 1 + 1.28 > 2.
+    const poor = await h.createKey({ credits: 2, tier: "developer" });
+    const eight = await post(poor.key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 40, n: 8 });
+    expect(eight.status).toBe(200);
     const completed = h.fake.counters.completed;
-    // One output of 40 tokens would be held at 1 + 0.02 + 0.08; 8 outputs need 1 + 0.02 + 0.64 ≤ 1.5 — 16 do not.
-    const ok = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${poor.key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 40, n: 16 }) });
-    expect(ok.status).toBe(402);
-    expect(((await ok.json()) as { error: { message: string } }).error.message).toMatch(/^Insufficient credits\. Required: /);
+    const sixteen = await post(poor.key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 40, n: 16 });
+    expect(sixteen.status).toBe(402);
+    expect(((await sixteen.json()) as { error: { message: string } }).error.message).toMatch(/^Insufficient credits\. Required: /);
     expect(h.fake.counters.completed).toBe(completed);
   });
 
-  it("n must be a positive integer", async () => {
-    const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], n: 0 }) });
-    expect(res.status).toBe(400);
-    expect(((await res.json()) as { error: unknown }).error).toMatchObject({ param: "n", type: "invalid_request_error" });
+  it("max_completion_tokens: 0 is read as vLLM reads it (no limit, or max_tokens), so the charge is the full usage", async () => {
+    for (const limits of [{ max_completion_tokens: 0 }, { max_completion_tokens: 0, max_tokens: 30 }, { max_completion_tokens: 0, n: 3 }]) {
+      const res = await post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hello" }], ...limits });
+      const body = (await res.json()) as { usage: { prompt_tokens: number; completion_tokens: number } };
+      expect(body.usage.completion_tokens, JSON.stringify(limits)).toBeGreaterThan(0);
+      expect(Number(res.headers.get("x-credits-charged")), JSON.stringify(limits)).toBeCloseTo(price(body.usage.prompt_tokens, body.usage.completion_tokens), 6);
+    }
+  });
+
+  it("completions without max_tokens are held at vLLM's default of 16 tokens per output, not the model's length", async () => {
+    // 20 prompts × n 2 = 40 outputs: 16 tokens each hold 1.28 credits, maxModelLen (64) each would hold 5.12.
+    const modest = await h.createKey({ credits: 4, tier: "developer" });
+    const res = await post(modest.key, "/v1/completions", { model: "qwen2.5-7b", prompt: Array.from({ length: 20 }, (_, i) => `p${i}`), n: 2 });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { usage: { prompt_tokens: number; completion_tokens: number } };
+    expect(body.usage.completion_tokens).toBe(40 * 16);
+    expect(Number(res.headers.get("x-credits-charged"))).toBeCloseTo(price(body.usage.prompt_tokens, body.usage.completion_tokens), 6);
+  });
+
+  it("a multi-output stream cut short is charged every output's running usage, not the last one's", async () => {
+    h.fake.set({ stopAfterTokens: 30, stopMode: "cut" });
+    try {
+      const res = await post(key, "/v1/chat/completions", { model: "qwen-cont", messages: [{ role: "user", content: "go on" }], max_tokens: 40, n: 4, stream: true });
+      const text = await res.text();
+      expect(text).toContain('"code":"upstream_error"');
+      const charged = Number(/: credits_charged=([\d.]+)/.exec(text)![1]);
+      expect(charged).toBeCloseTo(price(6, 4 * 30), 6); // "user go on" + 3 = 6 prompt tokens, once
+    } finally {
+      h.fake.set({ stopAfterTokens: null });
+    }
+  });
+
+  it("n must be an integer from 1 to 128", async () => {
+    for (const n of [0, 129, 1e12, 2.5]) {
+      const res = await post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], n });
+      expect(res.status, String(n)).toBe(400);
+      expect(((await res.json()) as { error: unknown }).error).toMatchObject({ param: "n", type: "invalid_request_error", message: "'n' must be an integer from 1 to 128." });
+    }
   });
 
   it("left balance = ledger and no hold", async () => {

@@ -36,12 +36,9 @@ describe("rate limits through the shim", () => {
       expect((await fetch(`${h.url}/health`)).status).toBe(200);
       expect((await fetch(`${h.url}/metrics`)).status).toBe(200);
       // Spelled with a trailing slash a probe route is the same route under the same rule (nginx
-      // keeps both spellings of /metrics to adminCidrs), and a key changes nothing.
-      for (const path of ["/metrics/", "/health/", "/ready/"]) {
-        expect((await fetch(`${h.url}${path}`)).status, path).not.toBe(401);
-        expect((await fetch(`${h.url}${path}`)).status, path).not.toBe(429);
-      }
-      expect((await (await fetch(`${h.url}/metrics/`, { headers: { authorization: `Bearer ${key}` } })).text())).toMatch(/^# HELP/m);
+      // keeps both spellings of /metrics to adminCidrs).
+      for (const path of ["/metrics/", "/health/", "/ready/"]) expect((await fetch(`${h.url}${path}`)).status, path).toBe(200);
+      expect(await (await fetch(`${h.url}/metrics/`)).text()).toMatch(/^# HELP/m);
       // A valid key is not affected by its address's unauthenticated budget.
       expect((await h.client(key).models.list()).data.length).toBeGreaterThan(0);
       // X-Forwarded-For is ignored when the peer is not a trusted proxy.

@@ -20,14 +20,8 @@ describe("streaming metering", () => {
   afterAll(() => h.close());
 
   const balance = async (id: string) => (await h.store.getKey(id))!.balance;
-  /**
-   * The prompt tokens a stream cut short without usage is charged: the client's body bytes / 4.
-   * The client's body is what the fake got, without the stream_options the shim appended.
-   */
-  const promptEstimate = () => {
-    const { stream_options: _added, ...clientBody } = JSON.parse(h.fake.requests.at(-1)!.body) as Record<string, unknown>;
-    return Math.ceil(Buffer.byteLength(JSON.stringify(clientBody)) / 4);
-  };
+  /** The prompt tokens a client that left before any usage is charged: its messages' JSON bytes / 4. */
+  const promptEstimate = () => Math.ceil(Buffer.byteLength(JSON.stringify((JSON.parse(h.fake.requests.at(-1)!.body) as { messages: unknown }).messages)) / 4);
 
   it("charges a complete stream exactly from the upstream's usage chunk, which the client never sees", async () => {
     const { key, id } = await h.createKey({ credits: 1000 });
@@ -91,7 +85,7 @@ describe("streaming metering", () => {
     const sent = h.fake.counters.tokensSent - sentBefore;
     expect(sent).toBeLessThan(400);
     const charged = 1000 * CREDIT - (await balance(id));
-    // Fallback: content chunks as completion tokens, and the prompt estimated from the body's bytes.
+    // Fallback: content chunks as completion tokens, and the prompt estimated from the messages' bytes.
     const prompt = promptEstimate();
     const generated = (charged - CREDIT - prompt * 1000) / CREDIT;
     expect(Number.isInteger(generated)).toBe(true);
@@ -116,7 +110,7 @@ describe("streaming metering", () => {
     expect(err).toBeInstanceOf(APIError);
     expect((err as APIError).error).toMatchObject({ code: "upstream_error", type: "api_error" });
     expect(text).toBe("t1 t2 t3");
-    expect(await balance(id)).toBe(1000 * CREDIT - cost(promptEstimate(), 3));
+    expect(await balance(id)).toBe(1000 * CREDIT - cost(0, 3)); // the upstream failed: only what was delivered
   });
 
   it("vLLM's in-stream error event is passed on; charged for what was delivered", async () => {
@@ -128,7 +122,7 @@ describe("streaming metering", () => {
       for await (const c of stream) text += c.choices[0]?.text ?? "";
     }).rejects.toThrow(/Engine loop has died/);
     expect(text).toBe("t1 t2");
-    expect(await balance(id)).toBe(1000 * CREDIT - cost(promptEstimate(), 2));
+    expect(await balance(id)).toBe(1000 * CREDIT - cost(0, 2));
   });
 });
 

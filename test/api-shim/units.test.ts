@@ -169,12 +169,13 @@ describe("SSE splitting and metering", () => {
     expect(eventData(": comment")).toBeNull();
   });
   it("meters usage chunks, hides them when not asked, counts content chunks as a fallback", () => {
-    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, promptEstimate: 7 });
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, outputsPerPrompt: 1 });
     expect(m.process('data: {"choices":[{"delta":{"role":"assistant","content":""}}],"usage":{"prompt_tokens":3,"completion_tokens":0}}')).toEqual({ kind: "chunk", forward: 'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}' });
     m.process('data: {"choices":[{"delta":{"content":"a"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}');
     m.process('data: {"choices":[{"text":"b"}]}');
     expect(m.generated).toBe(2);
-    expect(m.usage()).toEqual({ promptTokens: 3, completionTokens: 1 });
+    // The running usage said 1, but two chunks carried content: a running count is never taken below that.
+    expect(m.usage()).toEqual({ promptTokens: 3, completionTokens: 2 });
     expect(m.process('data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}')).toEqual({ kind: "usage", forward: null });
     expect(m.usage()).toEqual({ promptTokens: 3, completionTokens: 2 });
     expect(m.process("data: [DONE]")).toEqual({ kind: "done" });
@@ -215,7 +216,7 @@ describe("usage of a non-streamed body", () => {
 
 describe("metering fast path", () => {
   it("counts content-bearing chunks without parsing, and never counts empty or role-only chunks", () => {
-    const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, promptEstimate: 7 });
+    const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, outputsPerPrompt: 1 });
     const events = [
       'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}',
       'data: {"choices":[{"index":0,"delta":{"content":"a \\"usage\\":{ \\"error\\""},"finish_reason":null}]}',
@@ -225,7 +226,29 @@ describe("metering fast path", () => {
     ];
     for (const e of events) expect(m.process(e)).toEqual({ kind: "chunk", forward: e });
     expect(m.generated).toBe(3);
-    expect(m.usage()).toEqual({ promptTokens: 7, completionTokens: 3 });
+    expect(m.usage()).toEqual({ promptTokens: 0, completionTokens: 3 });
+    expect(m.usage(7)).toEqual({ promptTokens: 7, completionTokens: 3 }); // a client that left owes its prompt
+  });
+});
+
+describe("running usage of several outputs", () => {
+  // vLLM's continuous usage is per output: its own completion tokens, its own prompt's tokens.
+  const chunk = (index: number, prompt: number, completion: number) =>
+    `data: {"choices":[{"index":${index},"text":"x","finish_reason":null}],"usage":{"prompt_tokens":${prompt},"completion_tokens":${completion},"total_tokens":${prompt + completion}}}`;
+
+  it("sums each output's latest completion tokens and each prompt's tokens once (n = 2, two prompts)", () => {
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, outputsPerPrompt: 2 });
+    // Outputs 0 and 1 share prompt 0 (10 tokens); outputs 2 and 3 share prompt 1 (20 tokens).
+    for (const [i, p] of [[0, 10], [1, 10], [2, 20], [3, 20]] as const) m.process(chunk(i, p, 1));
+    for (const [i, p] of [[0, 10], [1, 10], [2, 20]] as const) m.process(chunk(i, p, 2));
+    m.process(chunk(0, 10, 3));
+    expect(m.usage(999)).toEqual({ promptTokens: 30, completionTokens: 3 + 2 + 2 + 1 });
+  });
+
+  it("chat with n = 3: the one prompt counted once", () => {
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, outputsPerPrompt: 3 });
+    for (let k = 1; k <= 4; k++) for (let i = 0; i < 3; i++) m.process(chunk(i, 12, k));
+    expect(m.usage()).toEqual({ promptTokens: 12, completionTokens: 12 });
   });
 });
 
@@ -241,7 +264,7 @@ describe("metering through LiteLLM", () => {
 
   it("charges the usage on LiteLLM's final chunk, spaced or not", () => {
     for (const events of [spaced, spaced.map((e) => e.replaceAll(": ", ":").replaceAll(", ", ","))]) {
-      const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, promptEstimate: 7 });
+      const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, outputsPerPrompt: 1 });
       for (const e of events) m.process(e);
       expect(m.generated).toBe(3);
       expect(m.usage()).toEqual({ promptTokens: 11, completionTokens: 3 });
@@ -249,9 +272,9 @@ describe("metering through LiteLLM", () => {
   });
 
   it("shows that usage to a client that asked for it, and hides it (keeping the choice) from one that did not", () => {
-    const asked = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, promptEstimate: 7 });
+    const asked = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, outputsPerPrompt: 1 });
     expect(asked.process(spaced[3]!)).toEqual({ kind: "chunk", forward: spaced[3] });
-    const notAsked = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, promptEstimate: 7 });
+    const notAsked = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1 });
     const out = notAsked.process(spaced[3]!);
     expect(out.kind).toBe("chunk");
     const forwarded = JSON.parse((out as { forward: string }).forward.slice("data: ".length));
@@ -260,11 +283,11 @@ describe("metering through LiteLLM", () => {
   });
 
   it("counts spaced content chunks for the disconnect fallback, with the prompt estimate once content arrived", () => {
-    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, promptEstimate: 7 });
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1 });
     m.process('data: {"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}');
-    expect(m.usage()).toEqual({ promptTokens: 0, completionTokens: 0 }); // the role chunk: no content yet
+    expect(m.usage(7)).toEqual({ promptTokens: 0, completionTokens: 0 }); // the role chunk: no content, so no prompt owed
     for (const e of spaced.slice(0, 3)) m.process(e);
-    expect(m.usage()).toEqual({ promptTokens: 7, completionTokens: 3 });
+    expect(m.usage(7)).toEqual({ promptTokens: 7, completionTokens: 3 });
   });
 });
 

@@ -186,9 +186,14 @@ export class FakeVllm extends EventEmitter {
     const prompt = route === "chat" ? promptTokens(request.messages) + 3 : promptTokens(request.prompt);
     const n = typeof request.n === "number" ? request.n : 1;
     const outputs = prompts.length * n;
-    const max = (request.max_completion_tokens ?? request.max_tokens) as number | undefined;
-    const tokens = Math.max(0, Math.min(typeof max === "number" ? max : route === "completions" ? 16 : b.defaultTokens, b.defaultTokens));
-    if (request.stream === true) return this.stream(res, route, request, model, prompt, tokens, outputs);
+    // vLLM's reading: chat takes `max_completion_tokens or max_tokens` (Python's `or`: 0 falls
+    // through); completions reads only `max_tokens`, 16 when absent.
+    const max = (route === "chat" ? request.max_completion_tokens || request.max_tokens : request.max_tokens === undefined ? 16 : request.max_tokens) as number | null | undefined;
+    const tokens = Math.max(0, Math.min(typeof max === "number" ? max : b.defaultTokens, b.defaultTokens));
+    // Continuous usage is per output, as vLLM's: the prompt of the output's own prompt (the whole
+    // conversation for chat), the output's own completion tokens so far.
+    const promptOf = (index: number) => (route === "chat" ? prompt : promptTokens(prompts[Math.floor(index / n)]));
+    if (request.stream === true) return this.stream(res, route, request, model, prompt, tokens, outputs, promptOf);
     for (let i = 0; i < tokens && b.tokenDelayMs > 0; i++) await sleep(b.tokenDelayMs);
     if (res.destroyed) return;
     const usage = this.usage(prompt, tokens * outputs);
@@ -214,7 +219,7 @@ export class FakeVllm extends EventEmitter {
     this.bump("completed");
   }
 
-  private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number, outputs: number): Promise<void> {
+  private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number, outputs: number, promptOf: (index: number) => number): Promise<void> {
     const b = this.behaviour;
     const opts = (request.stream_options ?? null) as { include_usage?: boolean; continuous_usage_stats?: boolean } | null;
     const includeUsage = opts !== null && opts.include_usage !== false;
@@ -223,11 +228,11 @@ export class FakeVllm extends EventEmitter {
     const created = Math.floor(Date.now() / 1000);
     res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "transfer-encoding": "chunked" });
     const send = (o: unknown) => res.write(`data: ${JSON.stringify(o)}\n\n`);
-    const live = (k: number) => (continuous ? { usage: route === "chat" ? this.usage(prompt, k) : { ...this.usage(prompt, k), prompt_tokens_details: null } } : {});
+    const live = (index: number, k: number) => (continuous ? { usage: route === "chat" ? this.usage(promptOf(index), k) : { ...this.usage(promptOf(index), k), prompt_tokens_details: null } } : {});
     const chunk = (choice: Record<string, unknown>, k: number) =>
       route === "chat"
-        ? { id, object: "chat.completion.chunk", created, model, choices: [choice], ...live(k) }
-        : { id, object: "text_completion", created, model, choices: [choice], usage: null, ...live(k) };
+        ? { id, object: "chat.completion.chunk", created, model, choices: [choice], ...live(choice.index as number, k) }
+        : { id, object: "text_completion", created, model, choices: [choice], usage: null, ...live(choice.index as number, k) };
     if (route === "chat") send(chunk({ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }, 0));
     for (let k = 1; k <= tokens; k++) {
       if (b.tokenDelayMs > 0) await sleep(b.tokenDelayMs);

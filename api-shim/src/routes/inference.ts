@@ -4,7 +4,7 @@ import { finishRequest } from "../app.ts";
 import { authHeaders, rateLimited } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
-import { type InferenceKind, parseInferenceRequest, upstreamBody } from "../inference-request.ts";
+import { type InferenceKind, parseInferenceRequest, promptBytes, upstreamBody } from "../inference-request.ts";
 import { spliceJson, usageOfBody } from "../metering.ts";
 import { formatCredits } from "../money.ts";
 import { estimatePromptTokens } from "../pricing.ts";
@@ -104,7 +104,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
     }
     if (modelConfig === undefined && ctx.config.models === null) request.shim.modelLabel = "unlisted";
     if (req.stream) {
-      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, promptEstimate: estimate });
+      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, promptEstimate: () => estimatePromptTokens(promptBytes(kind, body)) });
     }
     let text: string;
     try {
