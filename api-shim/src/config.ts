@@ -43,6 +43,8 @@ export interface ShimConfig {
   readonly host: string;
   readonly upstreamUrl: string;
   readonly upstreamApiKey: string | null;
+  /** SHIM_CONFIG's path; null when unset (then there are no configuration keys to keep in step). */
+  readonly configFile: string | null;
   /** An extra URL /ready requires a 2xx from: the model server behind a proxy (vLLM's /health behind LiteLLM). */
   readonly readyUrl: string | null;
   readonly databaseUrl: string;
@@ -139,6 +141,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     host: str("SHIM_HOST") ?? "0.0.0.0",
     upstreamUrl: (upstreamUrl ?? "").replace(/\/+$/, ""),
     upstreamApiKey: str("SHIM_UPSTREAM_API_KEY"),
+    configFile: str("SHIM_CONFIG"),
     readyUrl,
     databaseUrl: str("SHIM_DATABASE_URL") ?? "sqlite:./data/shim.db",
     adminToken: str("SHIM_ADMIN_TOKEN"),

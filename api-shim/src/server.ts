@@ -5,13 +5,15 @@ import { ConfigError, parseShimConfig, type ShimConfig } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
 import { openStore } from "./store/open-store.ts";
+import type { Store } from "./store/store.ts";
 import { createUpstream } from "./upstream.ts";
 
 /**
  * The only file that listens. Start: config, store, release the reservations of a dead process,
  * bootstrap keys, listen. SIGTERM/SIGINT: stop accepting, let in-flight streams finish for up to
  * SHIM_DRAIN_TIMEOUT_MS, abort the rest (each settles for what it delivered), close the store,
- * exit 0. A store that fails closed stops the process the same way, with exit code 1.
+ * exit 0. A store that fails closed (at start or while serving) stops the process with exit code
+ * 1, cutting what is in flight at once.
  */
 async function main(): Promise<void> {
   let config: ShimConfig;
@@ -23,24 +25,41 @@ async function main(): Promise<void> {
     return;
   }
   const logger = createLogger({ level: config.logLevel, pretty: config.logPretty });
+  const cause = (e: unknown) => (e instanceof Error ? e.cause ?? e : e);
+  const exitNow = (code: number) => logger.flush(() => process.exit(code));
   // A store that failed closed answers 503 until the process restarts (its open batch was rolled
   // back; a restart releases the holds and reopens the file). Exiting non-zero is that restart:
   // Docker's restart policy brings the shim back instead of a 503 that lasts until someone logs in.
-  let stop: (reason: string, exitCode: number) => Promise<void> = async () => {};
+  // Nothing in flight can be settled any more, so it is cut at once rather than drained.
+  let stop: ((reason: string, exitCode: number, drainMs: number) => Promise<void>) | undefined;
   const onFailure = (e: unknown) => {
-    logger.error({ err: e instanceof Error ? e : String(e) }, "the store failed closed; exiting so the shim is restarted");
-    void stop("store failure", 1);
+    logger.error({ err: cause(e) }, "the store failed closed; exiting so the shim is restarted");
+    if (stop) void stop("store failure", 1, 0);
+    else exitNow(1);
   };
-  const store = openStore(config.databaseUrl, { onFailure });
-  const released = await store.releaseStaleReservations();
-  logger.info({ released }, "released reservations left by a previous process (not charged)");
-  for (const k of config.bootstrapKeys) {
-    const r = await store.ensureBootstrapKey({ ...k, models: k.models && [...k.models], expiresAt: null, at: Date.now() });
-    logger.info({ keyId: k.id, created: r.created, granted: r.granted }, "bootstrap key");
-  }
-  // A key deleted from the stack's config must stop working, not live on in the database.
-  for (const keyId of await store.revokeRemovedBootstrapKeys(config.bootstrapKeys.map((k) => k.id), Date.now())) {
-    logger.warn({ keyId }, "bootstrap key no longer in the configuration: revoked");
+  let store: Store;
+  let released: number;
+  try {
+    store = openStore(config.databaseUrl, { onFailure });
+    released = await store.releaseStaleReservations();
+    logger.info({ released }, "released reservations left by a previous process (not charged)");
+    for (const k of config.bootstrapKeys) {
+      const r = await store.ensureBootstrapKey({ ...k, models: k.models && [...k.models], expiresAt: null, at: Date.now() });
+      logger.info({ keyId: k.id, created: r.created, granted: r.granted }, "bootstrap key");
+    }
+    // A key deleted from the stack's config must stop working, not live on in the database. A
+    // shim started without SHIM_CONFIG has no say about configuration's keys: they are left alone.
+    if (config.configFile === null) logger.info("SHIM_CONFIG is not set: keys from a configuration are left as they are");
+    else {
+      for (const keyId of await store.revokeRemovedBootstrapKeys(config.bootstrapKeys.map((k) => k.id), Date.now())) {
+        logger.warn({ keyId }, "bootstrap key no longer in the configuration: revoked");
+      }
+    }
+  } catch (e) {
+    // E.g. a full volume: the same message as a failure while serving, so one log search finds both.
+    logger.error({ err: cause(e) }, "the store failed closed; exiting so the shim is restarted");
+    exitNow(1);
+    return;
   }
   if (config.adminToken === null) logger.warn("SHIM_ADMIN_TOKEN is not set: every /admin request will get 401");
   const upstream = createUpstream({ url: config.upstreamUrl, apiKey: config.upstreamApiKey, headersTimeoutMs: config.upstreamTimeoutMs, idleTimeoutMs: config.streamIdleTimeoutMs });
@@ -54,25 +73,30 @@ async function main(): Promise<void> {
   app.server.requestTimeout = 120_000; // receiving a request body; streamed responses are not bounded by it
 
   let stopping = false;
-  stop = async (reason: string, exitCode: number) => {
+  let exitCode = 0;
+  stop = async (reason: string, code: number, drainMs: number) => {
+    exitCode = Math.max(exitCode, code); // a store failure during a SIGTERM drain still exits 1
     if (stopping) return;
     stopping = true;
     logger.info({ reason, inflight: app.shim.inflight.size }, "draining");
-    const closed = app.close(); // stops accepting; resolves when in-flight requests are answered
-    const { aborted } = await app.shim.inflight.drain(config.drainTimeoutMs);
-    app.server.closeAllConnections();
-    await closed;
-    await upstream.close();
+    let aborted = 0;
     try {
+      const closed = app.close(); // stops accepting; resolves when in-flight requests are answered
+      ({ aborted } = await app.shim.inflight.drain(drainMs));
+      app.server.closeAllConnections();
+      await closed;
+      await upstream.close();
       await store.close();
     } catch (e) {
-      logger.error({ err: e instanceof Error ? e.cause ?? e : e }, "the last batch could not be committed");
+      logger.error({ err: cause(e) }, "stopping failed; the last batch may not be committed");
+      exitCode = Math.max(exitCode, 1);
+    } finally {
+      logger.info({ aborted, exitCode }, "stopped");
+      exitNow(exitCode);
     }
-    logger.info({ aborted, exitCode }, "stopped");
-    logger.flush(() => process.exit(exitCode));
   };
-  process.on("SIGTERM", () => void stop("SIGTERM", 0));
-  process.on("SIGINT", () => void stop("SIGINT", 0));
+  process.on("SIGTERM", () => void stop?.("SIGTERM", 0, config.drainTimeoutMs));
+  process.on("SIGINT", () => void stop?.("SIGINT", 0, config.drainTimeoutMs));
 
   const address = await app.listen({ port: config.port, host: config.host });
   logger.info({ address, upstream: config.upstreamUrl, database: config.databaseUrl.replace(/\/\/[^@]*@/, "//***@") }, "api-shim listening");

@@ -144,6 +144,14 @@ describe("the shim process", () => {
     // The failed batch was rolled back whole: nothing was charged or left held.
     expect((await audit()).find((r) => r.keyId === key.id)).toEqual(before);
 
+    // Still failing at the next start (every UPDATE of a key fails, as on a full disk): the same
+    // log line, exit 1 again, so the restart policy keeps trying and the log says why.
+    other.exec("CREATE TRIGGER fail_keys BEFORE UPDATE ON keys BEGIN SELECT RAISE(ABORT, 'disk still on fire'); END");
+    const failed = (await spawnShim({ ...env }).catch((e: unknown) => e)) as { lines: string[]; exit: unknown };
+    expect(failed.exit).toEqual({ code: 1, signal: null });
+    expect(failed.lines.map((l) => JSON.parse(l).msg)).toContain("the store failed closed; exiting so the shim is restarted");
+    logs.push(...failed.lines);
+    other.exec("DROP TRIGGER fail_keys");
     other.exec("DROP TRIGGER fail_money");
     other.close();
     const again = await start();
@@ -155,6 +163,13 @@ describe("the shim process", () => {
   });
 
   it("a bootstrap key removed from the configuration stops working at the next start", async () => {
+    // Without SHIM_CONFIG (say, a manual run against the same database) nothing is revoked.
+    const bare = await start({ SHIM_CONFIG: "" });
+    expect((await client(bare).models.list()).data.length).toBeGreaterThan(0);
+    bare.child.kill("SIGTERM");
+    expect(await bare.exited).toEqual({ code: 0, signal: null });
+    logs.push(...bare.lines);
+
     const replacement = generateKey();
     writeFileSync(
       join(dir, "replaced.yaml"),

@@ -80,9 +80,10 @@ export async function spawnShim(env: Record<string, string>): Promise<ShimProces
       });
     });
 
-  const listening = await waitForLine((e) => e.msg === "api-shim listening").catch((e: unknown) => {
+  const listening = await waitForLine((e) => e.msg === "api-shim listening").catch(async (e: unknown) => {
     child.kill("SIGKILL");
-    throw e;
+    // What a process that never listened said and how it ended, for tests of failed starts.
+    throw Object.assign(e as Error, { lines, exit: await exited });
   });
   return { child, url: String(listening.address), lines, waitForLine, exited };
 }
