@@ -27,7 +27,7 @@ Without the CLI it prints those commands.
   <name>                     3-24 lowercase letters, digits and hyphens: the stack and tenant name
   --region <id>              Linode region with the plan's GPU, e.g. us-ord (required)
   --plan <id>                GPU plan (default g2-gpu-rtx4000a1-s); see docs/configuration.md
-  --model <hf id>            Hugging Face model, e.g. mistralai/Mistral-7B-Instruct-v0.3
+  --model <hf id>            Hugging Face model, e.g. Qwen/Qwen2.5-7B-Instruct (a gated one needs --hf-token-from-env)
   --served-name <name>       the name clients send as "model" (default: the model id)
   --allowed-cidrs <a,b>      who may reach 80/443 (default 0.0.0.0/0,::/0)
   --admin-cidrs <a,b>        who may reach SSH and /admin; \`pulumi up\` deploys over SSH, so
@@ -40,7 +40,7 @@ Without the CLI it prints those commands.
 
 Examples:
   npm run new-tenant -- acme --region us-ord --plan g2-gpu-rtx4000a1-s \\
-    --model mistralai/Mistral-7B-Instruct-v0.3 --allowed-cidrs 0.0.0.0/0 \\
+    --model Qwen/Qwen2.5-7B-Instruct --allowed-cidrs 0.0.0.0/0 \\
     --admin-cidrs 203.0.113.7/32 --ttl-hours 24 --key app:1000:developer
   HF_TOKEN=hf_… npm run new-tenant -- team-01 --region de-fra-2 --model meta-llama/Llama-3.1-8B-Instruct \\
     --admin-cidrs 203.0.113.7/32 --tls self-signed --allowed-cidrs 198.51.100.0/24 --hf-token-from-env`;

@@ -11,6 +11,9 @@ import type {
   TenantConfig, Tier, TlsConfig, TlsMode, ValidationResult,
 } from "./types.ts";
 
+/** Example and test domains (RFC 2606, RFC 6761) that no real mailbox lives at. */
+const RESERVED_EMAIL_DOMAIN = /@(?:[^@]*\.)?(?:example\.(?:com|net|org)|example|test|invalid|localhost)$/i;
+
 /** Every key the program reads, without the `gpu-sandbox:` namespace. */
 export const CONFIG_KEYS = [
   "region", "plan", "image", "model", "hfToken", "allowedCidrs", "adminCidrs", "tls", "keys", "tiers",
@@ -123,7 +126,7 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
   p.unknownKeys("model", m, ["id", "servedName", "maxModelLen", "gpuMemoryUtilization", "extraArgs"]);
   const id = p.string("model.id", m.id) ?? DEFAULT_MODEL_ID;
   if (!/^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(id)) {
-    return p.add("model.id", id, "must be a Hugging Face repository id such as mistralai/Mistral-7B-Instruct-v0.3");
+    return p.add("model.id", id, "must be a Hugging Face repository id such as Qwen/Qwen2.5-7B-Instruct");
   }
   const servedName = p.string("model.servedName", m.servedName) ?? id;
   if (!/^[\w./:-]{1,128}$/.test(servedName)) {
@@ -163,6 +166,9 @@ function checkTls(p: Problems, value: unknown, allowedCidrs: readonly string[]):
     p.add("tls.domain", domain, "must be a DNS name such as llm.example.com");
   }
   if (email !== undefined && !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email)) p.add("tls.email", email, "must be an email address");
+  // Let's Encrypt refuses reserved domains (RFC 2606) as an account contact, and certbot would
+  // then retry forever while nginx serves its placeholder certificate.
+  else if (email !== undefined && RESERVED_EMAIL_DOMAIN.test(email)) p.add("tls.email", email, "is at a reserved domain, which Let's Encrypt refuses; use a real address or leave tls.email out");
   // Let's Encrypt checks port 80 from addresses it does not publish, so HTTP-01 only works
   // when port 80 is open to the whole internet.
   if (mode === "letsencrypt" && !allowedCidrs.includes("0.0.0.0/0")) {

@@ -27,7 +27,7 @@ const render = (c: TenantConfig): Bundle => renderBundle(c, { images: c.images, 
 
 /** The TLS modes, each with what changes in the bundle. */
 const modes: [string, TenantConfig][] = [
-  ["letsencrypt", config({ tls: { mode: "letsencrypt", email: "ops@example.com" } })],
+  ["letsencrypt", config({ tls: { mode: "letsencrypt", email: "ops@gpu-sandbox.dev" } })],
   ["self-signed", config({ tls: { mode: "self-signed" }, allowedCidrs: ["198.51.100.0/24"] })],
   ["off, with external providers", config({
     tls: { mode: "off" },

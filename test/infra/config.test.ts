@@ -116,6 +116,8 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["letsencrypt behind an allow-list", { ...base, allowedCidrs: ["198.51.100.0/24"] },
       ['gpu-sandbox:tls.mode = "letsencrypt": needs port 80 open to everyone']],
     ["unknown TLS mode", { ...base, tls: { mode: "acme" } }, ['gpu-sandbox:tls.mode = "acme": must be one of: letsencrypt, self-signed, off']],
+    ["an email Let's Encrypt refuses", { ...base, tls: { mode: "letsencrypt", email: "ops@example.com" } },
+      ['gpu-sandbox:tls.email = "ops@example.com": is at a reserved domain, which Let\'s Encrypt refuses; use a real address or leave tls.email out']],
     ["reserved vLLM flag", { ...base, model: { id: "a/b", extraArgs: ["--port=9000", "--api-key"] } },
       ['gpu-sandbox:model.extraArgs[0] = "--port=9000": is set by the kit', 'gpu-sandbox:model.extraArgs[1] = "--api-key": is set by the kit']],
     ["bad model id", { ...base, model: { id: "not a repo" } }, ['gpu-sandbox:model.id = "not a repo": must be a Hugging Face repository id']],

@@ -33,7 +33,7 @@ async function run(argv: string[], options: { pulumi?: FakePulumi; env?: NodeJS.
 describe("new-tenant", () => {
   it("writes a stack file that round-trips through the validator and renderStack", async () => {
     root = tempDir();
-    const { code, io } = await run([...ISSUE_EXAMPLE, "--key", "ci:5.5:free", "--served-name", "mistral-7b", "--tls", "self-signed", "--email", "ops@example.com"]);
+    const { code, io } = await run([...ISSUE_EXAMPLE, "--key", "ci:5.5:free", "--served-name", "mistral-7b", "--tls", "self-signed", "--email", "ops@gpu-sandbox.dev"]);
     expect(code, io.text()).toBe(0);
     const path = join(root, "stacks", "Pulumi.acme.yaml");
     const text = readFileSync(path, "utf8");
@@ -44,7 +44,7 @@ describe("new-tenant", () => {
     // What the file says is exactly what the flags said, numbers as numbers.
     expect(parseStackConfig(text)).toEqual({
       region: "us-ord", plan: "g2-gpu-rtx4000a1-s", model: { id: "mistralai/Mistral-7B-Instruct-v0.3", servedName: "mistral-7b" },
-      allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["203.0.113.7/32"], tls: { mode: "self-signed", email: "ops@example.com" },
+      allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["203.0.113.7/32"], tls: { mode: "self-signed", email: "ops@gpu-sandbox.dev" },
       keys: [{ name: "app", credits: 1000, tier: "developer" }, { name: "ci", credits: 5.5, tier: "free" }], ttlHours: 24,
     });
     const validated = validateConfig(readStackConfig(root, "acme"), { stack: "acme" });
