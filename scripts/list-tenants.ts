@@ -12,7 +12,8 @@ const USAGE = `Usage: npm run list-tenants [-- --json]
 
 Lists every tenant (stacks/Pulumi.<tenant>.yaml): region, plan, GPU, cost per hour, expiry,
 endpoint and status. Status and expiry come from \`pulumi stack output --json\` when the pulumi
-CLI and the stack's state are available: deployed, host only (no endpoint), expired, not
+CLI and the stack's state are available: deployed, host only (no endpoint), expired, failed
+deploy (resources exist: a first \`pulumi up\` that failed left a billing instance), not
 deployed, or unknown (why).
 
   --json    print the rows as a JSON array
@@ -51,11 +52,12 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
     case "expired":
     case "expires":
       expires = `${expiry.at.toISOString().replace(/:\d\d\.\d+Z$/, "Z")} (${relative(expiry.at, now)})`;
-      status = expiry.kind === "expired" ? "expired" : deployedStatus(outputs.endpoint);
+      status = expiry.kind === "expired" ? "expired" : expiry.failedDeploy ? FAILED_DEPLOY : deployedStatus(outputs.endpoint);
+      if (expiry.kind === "expired" && expiry.failedDeploy) status += ` (${FAILED_DEPLOY})`;
       break;
     case "no-ttl":
       expires = "never";
-      status = deployedStatus(outputs.endpoint);
+      status = expiry.failedDeploy ? FAILED_DEPLOY : deployedStatus(outputs.endpoint);
       break;
     case "not-deployed":
       expires = ttlText(t);
@@ -79,6 +81,9 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
   };
 }
 
+/** A first `pulumi up` that failed half way: no outputs, but an instance that bills. */
+const FAILED_DEPLOY = "failed deploy (resources exist)";
+
 /** Deployed with a working endpoint, or only the host (no adminCidrs, so nothing was deployed over SSH). */
 function deployedStatus(endpoint: unknown): string {
   return typeof endpoint === "string" && /^https?:\/\//.test(endpoint) ? "deployed" : "host only (no endpoint)";
@@ -101,7 +106,7 @@ export function formatTenants(rows: readonly TenantRow[]): string {
     { header: "ENDPOINT", value: (r) => r.endpoint },
     { header: "STATUS", value: (r) => r.status },
   ], rows);
-  const running = rows.filter((r) => r.status.startsWith("deployed") || r.status.startsWith("host only") || r.status.startsWith("expired"));
+  const running = rows.filter((r) => ["deployed", "host only", "expired", "failed deploy"].some((s) => r.status.startsWith(s)));
   const perHour = running.reduce((sum, r) => sum + Math.round((r.hourlyUsd ?? 0) * 100), 0) / 100;
   return `${table}\n\n${rows.length} tenant${rows.length === 1 ? "" : "s"}, ${running.length} running: $${perHour.toFixed(2)}/hour together.`;
 }

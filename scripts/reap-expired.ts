@@ -54,11 +54,11 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
     switch (e.kind) {
       case "expired":
         expired.push({ tenant: t, at: e.at });
-        return `${name}  expired ${relative(e.at, now)} (${iso(e.at)}): destroy`;
+        return `${name}  expired ${relative(e.at, now)} (${iso(e.at)})${failed(e)}: destroy`;
       case "expires":
-        return `${name}  expires ${relative(e.at, now)} (${iso(e.at)}): keep`;
+        return `${name}  expires ${relative(e.at, now)} (${iso(e.at)})${failed(e)}: keep`;
       case "no-ttl":
-        return `${name}  no ttlHours: keep`;
+        return `${name}  no ttlHours${failed(e)}: keep`;
       case "not-deployed":
         return `${name}  not deployed: nothing to destroy`;
       case "unknown":
@@ -69,6 +69,7 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
   return { expired, unreadable, lines };
 }
 
+const failed = (e: { failedDeploy?: true }) => (e.failedDeploy ? ", failed deploy (resources exist)" : "");
 const iso = (d: Date) => d.toISOString().replace(/\.\d+Z$/, "Z");
 
 export interface ReapOptions {

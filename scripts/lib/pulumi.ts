@@ -86,6 +86,32 @@ export async function stackOutputs(cli: PulumiCli, stack: string, options: { sho
   }
 }
 
+/** What a stack's state holds, for a stack without outputs. */
+export type StackState =
+  | { readonly kind: "state"; readonly hasInstance: boolean; readonly createdAt: string | undefined }
+  | { readonly kind: "error"; readonly message: string };
+
+/**
+ * `pulumi stack export --stack <stack>`: whether a Linode instance is in the state and when the
+ * host was first created (the `created-at` RandomString's keeper). Pulumi writes outputs only
+ * when an update finishes, so a first `pulumi up` that failed half way leaves a billing instance
+ * behind a stack with no outputs; only the state tells.
+ */
+export async function stackState(cli: PulumiCli, stack: string): Promise<StackState> {
+  const args = ["stack", "export", "--stack", stack];
+  const r = await cli.run(args);
+  if (r.exitCode !== 0) return { kind: "error", message: (r.stderr || r.stdout).trim().split("\n")[0] ?? `exit ${r.exitCode}` };
+  try {
+    const doc = JSON.parse(r.stdout) as { deployment?: { resources?: { type?: string; urn?: string; outputs?: { keepers?: { createdAt?: unknown } } }[] } };
+    const resources = doc.deployment?.resources ?? [];
+    const created = resources.find((res) => res.type === "random:index/randomString:RandomString" && res.urn?.endsWith("-created-at"));
+    const createdAt = created?.outputs?.keepers?.createdAt;
+    return { kind: "state", hasInstance: resources.some((res) => res.type === "linode:index/instance:Instance"), createdAt: typeof createdAt === "string" ? createdAt : undefined };
+  } catch {
+    return { kind: "error", message: `\`${commandLine(args)}\` did not print a JSON document` };
+  }
+}
+
 /** Stores a secret in the stack's config; the value goes through stdin, never argv. */
 export function setSecretArgs(stack: string, key: string): string[] {
   return ["config", "set", "--secret", "--stack", stack, key];

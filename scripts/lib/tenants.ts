@@ -5,7 +5,7 @@ import { validateConfig } from "../../infra/config.ts";
 import type { TenantConfig } from "../../infra/config/types.ts";
 import { listStackNames, readStackConfig, StackFileError } from "../../infra/stack-file.ts";
 import type { ScriptDeps } from "./deps.ts";
-import { type OutputsResult, stackOutputs } from "./pulumi.ts";
+import { type OutputsResult, type StackState, stackOutputs, stackState } from "./pulumi.ts";
 
 export interface Tenant {
   readonly stack: string;
@@ -16,6 +16,8 @@ export interface Tenant {
   readonly configProblem: string | undefined;
   /** Stack outputs, or "no-cli" when the pulumi CLI is not on PATH. */
   readonly outputs: OutputsResult | "no-cli";
+  /** For a stack with no outputs: what its state holds (a failed first deploy leaves resources). */
+  readonly state?: StackState;
 }
 
 /** Reads every stack file and, with the CLI, each stack's outputs (a few at a time: each call starts Pulumi). */
@@ -36,34 +38,50 @@ export async function readTenants(deps: ScriptDeps, options: { concurrency?: num
       configProblem = err.message;
     }
     const outputs = cli ? await stackOutputs(deps.pulumi, stack) : "no-cli";
-    return { stack, raw, config, configProblem, outputs };
+    const state = outputs !== "no-cli" && outputs.kind === "outputs" && Object.keys(outputs.outputs).length === 0 ? await stackState(deps.pulumi, stack) : undefined;
+    return { stack, raw, config, configProblem, outputs, ...(state ? { state } : {}) };
   });
 }
 
+/** `failedDeploy`: the stack has resources (a billing instance) but no outputs: its first `pulumi up` failed. */
 export type Expiry =
-  | { readonly kind: "expired"; readonly at: Date }
-  | { readonly kind: "expires"; readonly at: Date }
+  | { readonly kind: "expired"; readonly at: Date; readonly failedDeploy?: true }
+  | { readonly kind: "expires"; readonly at: Date; readonly failedDeploy?: true }
   /** Deployed without ttlHours: never reaped. */
-  | { readonly kind: "no-ttl" }
-  /** No stack, or a stack without outputs (never deployed, or destroyed). */
+  | { readonly kind: "no-ttl"; readonly failedDeploy?: true }
+  /** No stack, or a stack with neither outputs nor an instance (never deployed, or destroyed). */
   | { readonly kind: "not-deployed" }
   | { readonly kind: "unknown"; readonly reason: string };
 
 /**
- * Whether a tenant is past its TTL, from its `expiresAt` output (set at the first `pulumi up`
- * and kept in state, so it is the deployed truth; the stack file's ttlHours may have changed).
+ * Whether a tenant is past its TTL, from its `expiresAt` output (createdAt + ttlHours, computed
+ * at each `pulumi up`; createdAt is fixed at the first). A stack whose first `pulumi up` failed
+ * has no outputs but may have an instance: its expiry is the state's createdAt + the stack
+ * file's ttlHours, so the TTL still reaps what a failed deploy left billing.
  */
 export function expiryOf(tenant: Tenant, now: Date): Expiry {
   const o = tenant.outputs;
   if (o === "no-cli") return { kind: "unknown", reason: "no pulumi CLI" };
   if (o.kind === "no-stack") return { kind: "not-deployed" };
   if (o.kind === "error") return { kind: "unknown", reason: o.message };
-  if (Object.keys(o.outputs).length === 0) return { kind: "not-deployed" };
+  if (Object.keys(o.outputs).length === 0) return failedDeployExpiry(tenant, now);
   const at = o.outputs.expiresAt;
   if (at === undefined || at === null || at === "") return { kind: "no-ttl" };
   const ms = typeof at === "string" ? Date.parse(at) : NaN;
   if (!Number.isFinite(ms)) return { kind: "unknown", reason: `expiresAt output "${String(at)}" is not a timestamp` };
   return ms <= now.getTime() ? { kind: "expired", at: new Date(ms) } : { kind: "expires", at: new Date(ms) };
+}
+
+function failedDeployExpiry(tenant: Tenant, now: Date): Expiry {
+  const state = tenant.state;
+  if (state === undefined || (state.kind === "state" && !state.hasInstance)) return { kind: "not-deployed" };
+  if (state.kind === "error") return { kind: "unknown", reason: `no outputs, and the state could not be read: ${state.message}` };
+  const ttl = tenant.config?.ttlHours ?? (typeof tenant.raw.ttlHours === "number" ? tenant.raw.ttlHours : undefined);
+  if (ttl === undefined) return { kind: "no-ttl", failedDeploy: true };
+  const created = state.createdAt === undefined ? NaN : Date.parse(state.createdAt);
+  if (!Number.isFinite(created)) return { kind: "unknown", reason: "a failed deploy left an instance, but its creation time is not in the state" };
+  const at = new Date(created + ttl * 3_600_000);
+  return { kind: at.getTime() <= now.getTime() ? "expired" : "expires", at, failedDeploy: true };
 }
 
 /** "in 3h 5m" / "2h 10m ago", to the minute. */

@@ -10,6 +10,8 @@ export interface FakeStack {
   outputs?: Record<string, unknown>;
   /** `stack output` fails with this message (e.g. a backend that cannot be read). */
   outputError?: string;
+  /** Resources for `stack export` (type, urn, outputs), as a state file holds them. */
+  resources?: { type: string; urn: string; outputs?: Record<string, unknown> }[];
 }
 
 export interface Call {
@@ -42,10 +44,15 @@ export class FakePulumi implements PulumiCli {
       return r;
     }
     if (args[0] === "stack" && args[1] === "output") return this.output(call.args);
+    if (args[0] === "stack" && args[1] === "export") {
+      const s = this.stacks.get(this.stackArg(call.args));
+      if (!s) return { exitCode: 255, stdout: "", stderr: `error: no stack named '${this.stackArg(call.args)}' found\n` };
+      return { exitCode: 0, stdout: JSON.stringify({ version: 3, deployment: { resources: s.resources ?? [] } }), stderr: "" };
+    }
     if (args[0] === "destroy") {
       const stack = this.stackArg(call.args);
       const s = this.stacks.get(stack);
-      if (s) s.outputs = {}; // a destroyed stack keeps its state, without outputs
+      if (s) (s.outputs = {}), (s.resources = []); // a destroyed stack keeps its state, without outputs or resources
       options.onOutput?.(`Destroying (${stack})\nThe resources in the stack have been deleted\n`);
       return { exitCode: 0, stdout: "The resources in the stack have been deleted", stderr: "" };
     }

@@ -3,7 +3,7 @@ import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main, type TenantRow } from "../../scripts/list-tenants.ts";
 import { tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
-import { fixtureTenants, NOW } from "./tenant-fixtures.ts";
+import { failedDeployResources, fixtureTenants, NOW } from "./tenant-fixtures.ts";
 
 async function list(argv: string[], installed = true) {
   const { root, pulumi } = fixtureTenants();
@@ -33,8 +33,20 @@ describe("list-tenants", () => {
     expect(byStack.golf).toMatchObject({ status: "unknown (error: failed to load checkpoint: permission denied)" });
     expect(byStack.hotel).toMatchObject({ region: "mars-1", status: "not deployed; 1 config problem (npm run render -- --stack hotel)" });
     expect(byStack.india).toMatchObject({ status: "deployed", expires: "2026-03-01T12:00Z (in 0m)" });
-    // Read-only: nothing but `stack output`, and without secrets.
-    expect(pulumi.calls.every((c) => c.args.slice(0, 3).join(" ") === "stack output --json" && !c.args.includes("--show-secrets"))).toBe(true);
+    // Read-only: nothing but `stack output` (and `stack export` for stacks without outputs), never secrets.
+    expect(pulumi.calls.every((c) => ["stack output --json", "stack export --stack"].includes(c.args.slice(0, 3).join(" ")) && !c.args.includes("--show-secrets"))).toBe(true);
+    expect(pulumi.callsOf("stack", "export").map((c) => pulumi.stackArg(c.args)).sort()).toEqual(["delta", "hotel"]);
+  });
+
+  it("a stack whose first `pulumi up` failed (no outputs, an instance in the state) counts as running and expires from the state", async () => {
+    const { root, pulumi } = fixtureTenants();
+    // delta (ttlHours 1): the host was created at 10:00 and the deploy failed after it.
+    pulumi.stacks.set("delta", { outputs: {}, resources: failedDeployResources("delta", "2026-03-01T10:00:00Z") });
+    const io = memoryIo();
+    expect(await main([], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
+    const lines = io.stdout.join("\n").split("\n");
+    expect(lines.find((l) => l.startsWith("delta"))).toMatch(/ 0\.68 +2026-03-01T11:00Z \(1h 0m ago\) +- +expired \(failed deploy \(resources exist\)\)$/);
+    expect(lines.at(-1)).toBe("9 tenants, 6 running: $5.28/hour together.");
   });
 
   it("prints a table with a header, one line per tenant and the running cost", async () => {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/reap-expired.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
-import { fixtureStacks, fixtureTenants, NOW } from "./tenant-fixtures.ts";
+import { failedDeployResources, fixtureStacks, fixtureTenants, NOW } from "./tenant-fixtures.ts";
 
 // bravo, one of the expired tenants, is served by a real shim: its usage is what reap-expired
 // must save before the destroy deletes the volume it lives on.
@@ -43,11 +43,24 @@ async function reap(argv: string[], setup: (p: ReturnType<typeof fixtureTenants>
 const withoutGolf = (p: ReturnType<typeof fixtureTenants>["pulumi"]) => p.stacks.set("golf", { outputs: {} });
 
 describe("reap-expired", () => {
+  it("reaps a stack whose first `pulumi up` failed after the host was made (no outputs, an instance in the state)", async () => {
+    const { code, io, destroyed } = await reap(["--yes"], (p) => {
+      withoutGolf(p);
+      p.stacks.set("delta", { outputs: {}, resources: failedDeployResources("delta", "2026-03-01T10:00:00Z") }); // ttlHours 1
+    });
+    expect(code).toBe(0);
+    expect(destroyed).toEqual(["bravo", "delta", "foxtrot"]);
+    const out = io.stdout.join("\n");
+    expect(out).toMatch(/delta +expired 1h 0m ago \(2026-03-01T11:00:00Z\), failed deploy \(resources exist\): destroy/);
+    expect(out).toContain("[delta] no usage to save: no endpoint: the serving stack was never deployed");
+    expect(out).toMatch(/hotel +not deployed: nothing to destroy/); // no outputs and nothing in the state
+  });
+
   it("dry run: lists each stack's fate and destroys nothing", async () => {
     const { code, io, pulumi, destroyed } = await reap([], withoutGolf);
     expect(code).toBe(0);
     expect(destroyed).toEqual([]);
-    expect(pulumi.calls.every((c) => c.args[0] === "stack" && c.args[1] === "output")).toBe(true);
+    expect(pulumi.calls.every((c) => c.args[0] === "stack" && (c.args[1] === "output" || c.args[1] === "export"))).toBe(true);
     const out = io.stdout.join("\n");
     expect(out).toMatch(/alpha +expires in 22h 0m \(2026-03-02T10:00:00Z\): keep/);
     expect(out).toMatch(/bravo +expired 2h 0m ago \(2026-03-01T10:00:00Z\): destroy/);

@@ -50,6 +50,16 @@ export function fixtureStacks(): Record<string, FakeStack> {
   };
 }
 
+/** What a first `pulumi up` that failed after the host was made leaves in the state: no outputs, these resources. */
+export function failedDeployResources(stack: string, createdAt: string): { type: string; urn: string; outputs?: Record<string, unknown> }[] {
+  const urn = (type: string, name: string) => `urn:pulumi:${stack}::gpu-sandbox::gpu-sandbox:index:GpuHost$${type}::${name}`;
+  return [
+    { type: "random:index/randomString:RandomString", urn: urn("random:index/randomString:RandomString", `gs-${stack}-created-at`), outputs: { keepers: { createdAt }, result: "abcdefgh" } },
+    { type: "linode:index/firewall:Firewall", urn: urn("linode:index/firewall:Firewall", `gs-${stack}-fw`) },
+    { type: "linode:index/instance:Instance", urn: urn("linode:index/instance:Instance", `gs-${stack}`) },
+  ];
+}
+
 /** A temp project root with the fixture stack files and a fake Pulumi CLI that knows their outputs. */
 export function fixtureTenants(): { root: string; pulumi: FakePulumi } {
   const root = tempDir();
