@@ -92,8 +92,10 @@ export class GpuHost extends pulumi.ComponentResource {
       // Attached at creation, so the instance is never reachable without its firewall.
       firewallId: this.firewall.id.apply(Number),
       tags,
-      // Linode labels are unique, so a replacement must remove the old instance first.
-    }, { parent: this, deleteBeforeReplace: true });
+      // Linode labels are unique, so a replacement must remove the old instance first. A new
+      // region rebuilds the host rather than migrating it: the volume cannot move (a new region
+      // replaces it), and only a first boot formats and mounts a new one.
+    }, { parent: this, deleteBeforeReplace: true, replaceOnChanges: ["region"] });
 
     this.volume = new linode.Volume(`${name}-volume`, {
       label: names.volume,
@@ -119,7 +121,8 @@ export class GpuHost extends pulumi.ComponentResource {
     this.sshUser = "root";
     this.sshCommand = adminCidrs.length === 0
       ? pulumi.output("SSH is closed: set gpu-sandbox:adminCidrs to open port 22 to your address")
-      : pulumi.interpolate`pulumi stack output sshPrivateKey --show-secrets > gs-${args.tenant}.key && chmod 600 gs-${args.tenant}.key && ssh -i gs-${args.tenant}.key root@${this.ip}`;
+      // The key file is created private (umask), never readable by others even for a moment.
+      : pulumi.interpolate`(umask 077 && pulumi stack output sshPrivateKey --show-secrets --stack ${pulumi.getStack()} > gs-${args.tenant}.key) && ssh -i gs-${args.tenant}.key root@${this.ip}`;
     this.rootPassword = pulumi.secret(rootPassword.result);
     const cost = costOf(args.plan, args.volumeSizeGb ?? DEFAULT_VOLUME_SIZE_GB);
     this.hourlyCostUsd = cost.hourlyUsd;

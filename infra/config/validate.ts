@@ -1,6 +1,6 @@
 import { findPlan, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../catalog.ts";
 import { Secret } from "../secret.ts";
-import { Problems } from "./checks.ts";
+import { isIPv6Cidr, Problems } from "./checks.ts";
 import {
   DEFAULT_ALLOWED_CIDRS, DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_IMAGE, DEFAULT_IMAGES, DEFAULT_LIMITS,
   DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL_ID, DEFAULT_PLAN, DEFAULT_PRICING, DEFAULT_READY_TIMEOUT_MINUTES,
@@ -64,12 +64,19 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
     p.add("plan", planId, `is not offered in region ${region}; regions with ${plan.gpu}: ${regionsOffering(plan).join(", ")}`);
   }
   const image = p.string("image", raw.image) ?? DEFAULT_IMAGE;
-  if (!/^linode\/[a-z0-9._-]+$/.test(image)) p.add("image", image, "must be a Linode image id such as linode/ubuntu24.04");
+  // The host scripts install Docker's and NVIDIA's Ubuntu packages: another distribution would
+  // fail at first boot, with the instance already billing.
+  if (!/^linode\/ubuntu2[2-9]\.04$/.test(image)) p.add("image", image, "must be an Ubuntu LTS Linode image (linode/ubuntu22.04 or later), which the host scripts are written for");
 
   const model = checkModel(p, raw.model, plan?.gpuCount ?? 1);
   const hfToken = checkSecret(p, "hfToken", raw.hfToken);
   const allowedCidrs = p.cidrs("allowedCidrs", raw.allowedCidrs) ?? [...DEFAULT_ALLOWED_CIDRS];
   const adminCidrs = p.cidrs("adminCidrs", raw.adminCidrs) ?? [];
+  // pulumi up deploys over SSH to the IPv4 address, and nginx sees IPv6 clients as Docker's
+  // gateway, so IPv6 entries can open SSH but never deploy or reach /admin.
+  if (adminCidrs.length > 0 && adminCidrs.every(isIPv6Cidr)) {
+    p.add("adminCidrs", adminCidrs.join(", "), "needs an IPv4 address: pulumi up deploys over SSH to the host's IPv4 address, and /admin is reached over IPv4 only");
+  }
   const tls = checkTls(p, raw.tls, allowedCidrs);
   const tiers = checkTiers(p, raw.tiers);
   const providers = checkProviders(p, raw.providers, model?.servedName);

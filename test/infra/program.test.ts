@@ -125,7 +125,10 @@ describe.each(stacks)("stack %s under the mock runtime", (stack) => {
     expect(await valueOf(outputs.ip)).toBe(MOCK_IP);
     expect(await valueOf(outputs.ipv6)).toBe("2600:3c00::f03c:91ff:fe00:1");
     const ssh = await valueOf(outputs.sshCommand);
-    if (config.adminCidrs.length > 0) expect(ssh).toContain(`ssh -i gs-${stack}.key root@${MOCK_IP}`);
+    if (config.adminCidrs.length > 0) {
+      expect(ssh).toContain(`ssh -i gs-${stack}.key root@${MOCK_IP}`);
+      expect(ssh).toMatch(/^\(umask 077 && pulumi stack output sshPrivateKey --show-secrets --stack \S+ > /);
+    }
     else expect(ssh).toContain("SSH is closed");
     expect(outputs.hourlyCostUsd).toBeGreaterThanOrEqual(config.plan.hourlyUsd);
     expect(outputs.monthlyCostUsd).toBeGreaterThan(outputs.hourlyCostUsd);
@@ -148,11 +151,11 @@ describe("firewall edge cases", () => {
 
   it("splits IPv4 and IPv6 sources into their own lists", async () => {
     const { resources } = await run("example", configFor("example", {
-      allowedCidrs: ["198.51.100.0/24", "2001:db8::/32"], tls: { mode: "self-signed" }, adminCidrs: ["2001:db8:1::/48"],
+      allowedCidrs: ["198.51.100.0/24", "2001:db8::/32"], tls: { mode: "self-signed" }, adminCidrs: ["203.0.113.7/32", "2001:db8:1::/48"],
     }));
     const rules = one(resources, "linode:index/firewall:Firewall").inputs.inbounds;
     expect(rules[1]).toEqual({ label: "allow-https", action: "ACCEPT", protocol: "TCP", ports: "443", ipv4s: ["198.51.100.0/24"], ipv6s: ["2001:db8::/32"] });
-    expect(rules[2]).toEqual({ label: "allow-ssh-admin", action: "ACCEPT", protocol: "TCP", ports: "22", ipv6s: ["2001:db8:1::/48"] });
+    expect(rules[2]).toEqual({ label: "allow-ssh-admin", action: "ACCEPT", protocol: "TCP", ports: "22", ipv4s: ["203.0.113.7/32"], ipv6s: ["2001:db8:1::/48"] });
   });
 });
 
