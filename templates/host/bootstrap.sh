@@ -7,6 +7,7 @@
 STEPS=(mount-volume install-docker install-nvidia install-container-toolkit)
 
 step=start
+rm -f "$FAILED_MARKER" # a run by hand after a failure starts clean
 trap 'on_failure "$step"' ERR
 log "bootstrap started (tenant ${TENANT:-unknown})"
 for step in "${STEPS[@]}"; do

@@ -7,8 +7,15 @@
 if nvidia-smi >/dev/null 2>&1; then exit 0; fi
 
 # Headless (no X libraries) server branch; DKMS builds the module for the running kernel.
-apt_get install "linux-headers-$(uname -r)" \
+kernel="$(uname -r)"
+apt_get install "linux-headers-$kernel" \
   "nvidia-headless-${NVIDIA_DRIVER_BRANCH}-server-open" "nvidia-utils-${NVIDIA_DRIVER_BRANCH}-server"
+# The headers metapackage of the kernel's flavour (6.8.0-45-generic → linux-headers-generic), so
+# the kernels unattended-upgrades installs come with headers and DKMS rebuilds the module for
+# them; without it the next reboot would come up without the NVIDIA driver.
+if ! apt_get install "linux-headers-${kernel##*-}"; then
+  log "warning: no linux-headers-${kernel##*-} package; after a kernel update, install its headers before rebooting"
+fi
 
 # nouveau holds the card if it was loaded at boot; unloading it is enough on a headless host.
 if lsmod | grep -q '^nouveau'; then modprobe -r nouveau || true; fi

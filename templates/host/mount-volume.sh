@@ -30,9 +30,12 @@ case $probe in
 esac
 
 mkdir -p "$DATA_DIR"
-# By the stable by-id path, and nofail so a detached volume never blocks booting.
+# By the stable by-id path, and nofail so a detached volume never blocks booting. nofail alone
+# does not order the mount before anything, so Docker (whose restart policies start the stack
+# at boot) is ordered after it: otherwise after a reboot the containers could start on empty
+# directories of the root disk, and vLLM download the model there again.
 if ! grep -q "^$VOLUME_DEVICE " /etc/fstab; then
-  echo "$VOLUME_DEVICE $DATA_DIR ext4 defaults,noatime,nofail 0 2" >>/etc/fstab
+  echo "$VOLUME_DEVICE $DATA_DIR ext4 defaults,noatime,nofail,x-systemd.before=docker.service 0 2" >>/etc/fstab
 fi
 mountpoint -q "$DATA_DIR" || mount "$DATA_DIR"
 
