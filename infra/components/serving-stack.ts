@@ -132,6 +132,7 @@ export class ServingStack extends pulumi.ComponentResource {
     const deployScript = [
       `d=${dir}`,
       `s=$(ls "$d/.incoming/bundle/bin/deploy.sh" "$d/.incoming/bin/deploy.sh" "$d/bin/deploy.sh" 2>/dev/null | head -n 1)`,
+      `[ -n "$s" ] || { echo "gpu-sandbox: no bundle in $d (the copy did not happen); run pulumi up again" >&2; exit 1; }`,
       `exec bash "$s" "$d" ${config.readyTimeoutMinutes * 60} ${readyUrl}`,
     ].join("; ");
     const deploy = new command.remote.Command(`${name}-deploy`, {

@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
@@ -252,6 +253,10 @@ describe("the serving stack under the mock runtime", () => {
     expect(deploy.inputs.update).toBe(deploy.inputs.create);
     expect(deploy.inputs.create).toContain("deploy.sh");
     expect(deploy.inputs.delete).toBeUndefined();
+    // On a host where the bundle never arrived it says so, instead of bash's "No such file".
+    const missing = spawnSync("bash", ["-c", String(deploy.inputs.create).replaceAll("/opt/gpu-sandbox", join(tempDir(), "nothing-here"))], { encoding: "utf8" });
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toMatch(/^gpu-sandbox: no bundle in .*nothing-here \(the copy did not happen\); run pulumi up again\n$/);
     const stop = resources.find((r) => r.name === "example-stop-on-destroy")!;
     expect(stop.type).toBe("command:local:Command");
     expect(stop.inputs.create).toBeUndefined();
