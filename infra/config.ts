@@ -1,10 +1,13 @@
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import * as pulumi from "@pulumi/pulumi";
 import { formatProblem } from "./config/checks.ts";
 import { CONFIG_NAMESPACE } from "./config/types.ts";
 import type { ConfigProblem, TenantConfig } from "./config/types.ts";
-import { validateConfig } from "./config/validate.ts";
+import { plaintextSecrets, validateConfig } from "./config/validate.ts";
+import { readStackConfig, StackFileError } from "./stack-file.ts";
 
-export { validateConfig, CONFIG_KEYS } from "./config/validate.ts";
+export { validateConfig, plaintextSecrets, CONFIG_KEYS } from "./config/validate.ts";
 export type * from "./config/types.ts";
 
 /**
@@ -18,9 +21,22 @@ export function loadConfig(): TenantConfig {
   for (const [fullKey, text] of Object.entries(pulumi.runtime.allConfig())) {
     if (fullKey.startsWith(prefix)) raw[fullKey.slice(prefix.length)] = parseConfigValue(text);
   }
-  const result = validateConfig(raw, { stack: pulumi.getStack() });
-  if (!result.ok) throw new pulumi.RunError(describeProblems(result.problems));
+  const stack = pulumi.getStack();
+  const result = validateConfig(raw, { stack });
+  // Pulumi hands over encrypted and plaintext values alike; only the stack file tells them apart.
+  const problems = [...(result.ok ? [] : result.problems), ...plaintextSecrets(stackFileConfig(stack), stack)];
+  if (!result.ok || problems.length > 0) throw new pulumi.RunError(describeProblems(problems));
   return result.config;
+}
+
+/** The stack file's settings, or none when there is no file (config kept elsewhere). */
+function stackFileConfig(stack: string): Record<string, unknown> {
+  try {
+    return readStackConfig(join(dirname(fileURLToPath(import.meta.url)), ".."), stack);
+  } catch (err) {
+    if (err instanceof StackFileError) return {};
+    throw err;
+  }
 }
 
 /**

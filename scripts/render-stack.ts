@@ -4,7 +4,7 @@
 import { writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { parseArgs } from "node:util";
-import { describeProblems, validateConfig } from "../infra/config.ts";
+import { describeProblems, plaintextSecrets, validateConfig } from "../infra/config.ts";
 import { resourceNames, volumeDevicePath } from "../infra/host.ts";
 import { formatPlan, planFor } from "../infra/plan.ts";
 import { renderBundle, writeBundle } from "../infra/render/bundle.ts";
@@ -28,8 +28,10 @@ export interface RenderResult {
 
 /** Renders one stack; throws UsageError/StackFileError with a message meant for the user. */
 export function renderStack(root: string, stack: string, outDir = join(root, "out", stack)): RenderResult {
-  const result = validateConfig(readStackConfig(root, stack), { stack });
-  if (!result.ok) throw new UsageError(describeProblems(result.problems));
+  const raw = readStackConfig(root, stack);
+  const result = validateConfig(raw, { stack });
+  const problems = [...(result.ok ? [] : result.problems), ...plaintextSecrets(raw, stack)];
+  if (!result.ok || problems.length > 0) throw new UsageError(describeProblems(problems));
   const config = result.config;
   // Images as configured (`pulumi up` pins them by digest); no bootstrap keys (`pulumi up`
   // generates them; on another host, create keys with the admin API).

@@ -7,7 +7,7 @@ import {
   DEFAULT_TIERS, DEFAULT_VOLUME_SIZE_GB,
 } from "./defaults.ts";
 import type {
-  BootstrapKey, EdgeLimits, Images, ModelConfig, ModelPrice, Pricing, ProviderKind, ProviderModel,
+  BootstrapKey, ConfigProblem, EdgeLimits, Images, ModelConfig, ModelPrice, Pricing, ProviderKind, ProviderModel,
   TenantConfig, Tier, TlsConfig, TlsMode, ValidationResult,
 } from "./types.ts";
 
@@ -46,6 +46,22 @@ const RESERVED_VLLM_FLAGS: Readonly<Record<string, string>> = {
  * all reject the same configs with the same messages, and tests call it with tables of cases.
  * Every problem is reported, not just the first.
  */
+/**
+ * The secret settings written in plaintext in a stack file (which is committed): Pulumi reads
+ * them all the same, so only the file can tell. Encrypted ones (`secure: …`) arrive as Secret.
+ */
+export function plaintextSecrets(fileConfig: Readonly<Record<string, unknown>>, stack: string): ConfigProblem[] {
+  const fix = (path: string) => `is in plaintext in stacks/Pulumi.${stack}.yaml, which is committed; store it encrypted: pulumi config set --secret --path 'gpu-sandbox:${path}' <value> --stack ${stack}`;
+  const problems: ConfigProblem[] = [];
+  if (typeof fileConfig.hfToken === "string" && fileConfig.hfToken !== "") problems.push({ key: "hfToken", value: "[plaintext]", message: fix("hfToken") });
+  const providers = Array.isArray(fileConfig.providers) ? (fileConfig.providers as unknown[]) : [];
+  providers.forEach((entry, i) => {
+    const apiKey = entry !== null && typeof entry === "object" ? (entry as Record<string, unknown>).apiKey : undefined;
+    if (typeof apiKey === "string" && apiKey !== "") problems.push({ key: `providers[${i}].apiKey`, value: "[plaintext]", message: fix(`providers[${i}].apiKey`) });
+  });
+  return problems;
+}
+
 export function validateConfig(raw: Readonly<Record<string, unknown>>, context: { stack: string }): ValidationResult {
   const p = new Problems();
   for (const key of Object.keys(raw)) {

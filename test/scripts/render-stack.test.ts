@@ -71,6 +71,19 @@ describe("npm run render", () => {
     expect(readFileSync(join(root, "out", "acme", "cloud-init.yaml"), "utf8")).not.toContain("v1:abc");
   });
 
+  it("refuses secrets written in plaintext in the (committed) stack file, without printing them", () => {
+    const root = rootWithStack("acme", [
+      "config:", "  gpu-sandbox:region: us-ord", "  gpu-sandbox:adminCidrs: [203.0.113.7/32]", "  gpu-sandbox:hfToken: hf_plaintextsecret",
+      "  gpu-sandbox:providers:", "    - {name: groq, model: groq/llama-3.1-8b-instant, apiKey: gsk_plaintextsecret}", "",
+    ].join("\n"));
+    const io = capture();
+    expect(main(["--stack", "acme"], root)).toBe(1);
+    expect(io.err()).toContain("gpu-sandbox:hfToken = \"[plaintext]\": is in plaintext in stacks/Pulumi.acme.yaml, which is committed; store it encrypted: pulumi config set --secret --path 'gpu-sandbox:hfToken' <value> --stack acme");
+    expect(io.err()).toContain("gpu-sandbox:providers[0].apiKey = \"[plaintext]\": is in plaintext");
+    expect(io.err()).not.toContain("plaintextsecret");
+    expect(existsSync(join(root, "out"))).toBe(false);
+  });
+
   it("asks for --stack and lists the stacks", () => {
     const io = capture();
     expect(main([], ROOT)).toBe(1);
