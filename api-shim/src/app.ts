@@ -92,7 +92,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // One onRequest hook (each hook is a promise and a turn of the microtask queue per request).
   const authenticate = authHook(ctx);
   app.addHook("onRequest", (request, reply) => {
-    request.shim = { start: performance.now(), keyId: null, model: null, modelLabel: "none", tokens: null, cost: null, logged: false };
+    request.shim = { start: performance.now(), model: null, tokens: null, cost: null, logged: false };
     reply.header("x-request-id", request.id);
     return authenticate(request, reply);
   });
@@ -129,7 +129,7 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
     path: redactKeys((q === -1 ? request.url : request.url.slice(0, q)).slice(0, 200)),
     status,
     ms: Math.round(ms * 100) / 100,
-    keyId: s.keyId,
+    keyId: request.auth?.key.id ?? null,
     model: s.model === null ? null : redactKeys(s.model.slice(0, 200)),
     tokens: s.tokens,
     cost: s.cost === null ? null : creditsNumber(s.cost),

@@ -5,9 +5,6 @@ import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { formatCredits } from "./money.ts";
 import { rateLimitHeaders } from "./rate-limit.ts";
 
-/** Routes that answer without authentication and without the per-IP limit (probes, scrapes). */
-const EXEMPT = new Set(["/health", "/ready", "/metrics"]);
-
 /**
  * The onRequest hook: admin token for /admin/*, an API key for everything else. A request that
  * presents neither a valid key nor a valid admin token spends from its client IP's bucket first,
@@ -15,17 +12,17 @@ const EXEMPT = new Set(["/health", "/ready", "/metrics"]);
  */
 export function authHook(ctx: ShimContext) {
   return async function authenticate(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
+    // Probes and scrapes (routes registered with PUBLIC_ROUTE) answer without authentication and
+    // without the per-IP limit. The router has matched the route already, so every spelling of
+    // it (`/metrics/`, `/metrics?x`) gets the same rule.
+    if (request.routeOptions.config.public === true) return;
     const q = request.url.indexOf("?");
     const path = q === -1 ? request.url : request.url.slice(0, q);
-    // The router ignores a trailing slash (`/metrics/` is `/metrics`), so the exemption must too:
-    // one route, one rule, whichever spelling reached it.
-    if (EXEMPT.has(path) || (path.endsWith("/") && EXEMPT.has(path.slice(0, -1)))) return;
     const token = bearerToken(request.headers.authorization);
 
     if (path === "/admin" || path.startsWith("/admin/")) {
       const admin = ctx.config.adminToken;
       if (token !== undefined && admin !== null && secretsEqual(token, admin)) {
-        request.isAdmin = true;
         return;
       }
       throttleUnauthenticated(ctx, request);
@@ -42,7 +39,6 @@ export function authHook(ctx: ShimContext) {
     const limits = ctx.config.tiers.get(key.tier) ?? ctx.config.tiers.get(ctx.config.defaultTier)!;
     const buckets = ctx.limiter.forKey(key.id, limits);
     request.auth = { key, buckets };
-    request.shim.keyId = key.id;
     const mono = ctx.clock.monotonic();
     if (buckets.requests) {
       const r = buckets.requests.take(1, mono);

@@ -1,4 +1,3 @@
-import type { Logger } from "pino";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
 import type { Inflight } from "./inflight.ts";
@@ -15,7 +14,6 @@ export interface ShimContext {
   store: Store;
   upstream: Upstream;
   clock: Clock;
-  logger: Logger;
   /** Writes the one line per request (see logger.ts). */
   logRequest: (line: RequestLine) => void;
   metrics: Metrics;
@@ -27,20 +25,22 @@ export interface ShimContext {
 /** Per-request facts for the one log line and the metrics. */
 export interface RequestState {
   start: number;
-  keyId: string | null;
   model: string | null;
-  /** Model label for metrics: a configured (or upstream-confirmed) name, else "other". */
-  modelLabel: string;
   tokens: number | null;
   cost: number | null;
   logged: boolean;
 }
 
+/** Route config: `{ config: PUBLIC_ROUTE }` marks a route that needs no key (probes, scrapes). */
+export const PUBLIC_ROUTE = { public: true } as const;
+
 declare module "fastify" {
+  interface FastifyContextConfig {
+    public?: boolean;
+  }
   interface FastifyRequest {
     shim: RequestState;
     auth?: { key: KeyRecord; buckets: KeyBuckets };
-    isAdmin?: boolean;
     rawBody?: Buffer;
     shimErrorCode?: string;
   }

@@ -99,8 +99,8 @@ export class RateLimiter {
     return buckets;
   }
 
-  /** One request from an unauthenticated client IP; undefined when allowed, else the bucket. */
-  takeIp(ip: string): { ok: true } | { ok: false; retryMs: number; bucket: TokenBucket } {
+  /** One request from an unauthenticated client IP. */
+  takeIp(ip: string): { ok: true } | { ok: false; retryMs: number } {
     if (this.ipRpm === null) return { ok: true };
     const now = this.clock.monotonic();
     let bucket = this.ips.get(ip);
@@ -110,12 +110,7 @@ export class RateLimiter {
       bucket = new TokenBucket(this.ipRpm, now);
       this.ips.set(ip, bucket);
     }
-    const r = bucket.take(1, now);
-    return r.ok ? r : { ...r, bucket };
-  }
-
-  now(): number {
-    return this.clock.monotonic();
+    return bucket.take(1, now);
   }
 }
 

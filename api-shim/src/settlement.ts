@@ -64,7 +64,9 @@ export class Settlement {
     });
     request.shim.tokens = tokens;
     request.shim.cost = cost;
-    const label = request.shim.modelLabel;
+    // Metrics label a model by its configured name; without a model list, names are the
+    // clients' own choice, so they share one label rather than grow the metric without bound.
+    const label = ctx.config.models ? this.model : "unlisted";
     if (u.promptTokens > 0) ctx.metrics.tokens.inc({ model: label, kind: "prompt" }, u.promptTokens);
     if (u.completionTokens > 0) ctx.metrics.tokens.inc({ model: label, kind: "completion" }, u.completionTokens);
     if (cost > 0) ctx.metrics.credits.inc({ model: label }, creditsNumber(cost));

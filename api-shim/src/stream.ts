@@ -3,7 +3,7 @@ import { errors as undiciErrors } from "undici";
 import { finishRequest } from "./app.ts";
 import { authHeaders } from "./auth.ts";
 import type { ShimContext } from "./context.ts";
-import { ERROR_TABLE, type ErrorCode } from "./errors.ts";
+import { type ErrorCode, errorBody, ShimError } from "./errors.ts";
 import { spliceJson, StreamMeter } from "./metering.ts";
 import { formatCredits } from "./money.ts";
 import type { Settlement } from "./settlement.ts";
@@ -40,7 +40,6 @@ export interface RelayInput {
  */
 export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   const { ctx, request, reply, res, settlement, signal } = input;
-  const auth = request.auth!;
   const out = reply.raw;
   reply.hijack();
   const headers = authHeaders(ctx, request, 0, input.available);
@@ -122,10 +121,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     failure ??= "service_unavailable";
   }
   if (!closed) {
-    if (failure) {
-      const t = ERROR_TABLE[failure];
-      await write(`data: ${JSON.stringify({ error: { message: t.message, type: t.type, param: null, code: failure } })}\n\n`);
-    }
+    if (failure) await write(`data: ${errorBody(new ShimError(failure))}\n\n`);
     await write(figures);
     if (!failure) await write("data: [DONE]\n\n");
     out.end();

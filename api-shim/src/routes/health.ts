@@ -1,5 +1,5 @@
 import type { FastifyInstance } from "fastify";
-import type { ShimContext } from "../context.ts";
+import { PUBLIC_ROUTE, type ShimContext } from "../context.ts";
 
 /** How long an upstream readiness probe result is reused: /ready may be polled often. */
 const PROBE_CACHE_MS = 2000;
@@ -13,9 +13,9 @@ const PROBE_CACHE_MS = 2000;
 export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
   let probe: { at: number; result: Promise<{ ok: boolean; detail: string }> } | undefined;
 
-  app.get("/health", async (_request, reply) => reply.type("application/json").send('{"status":"ok"}'));
+  app.get("/health", { config: PUBLIC_ROUTE }, async (_request, reply) => reply.type("application/json").send('{"status":"ok"}'));
 
-  app.get("/ready", async (_request, reply) => {
+  app.get("/ready", { config: PUBLIC_ROUTE }, async (_request, reply) => {
     let store = "ok";
     try {
       await ctx.store.ping();

@@ -44,7 +44,6 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   if (auth.key.models && !auth.key.models.includes(req.model)) {
     throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
   }
-  if (modelConfig) request.shim.modelLabel = req.model;
   const raw = request.rawBody!;
   const batch = (request.query as Record<string, unknown> | undefined)?.batch === "1";
 
@@ -102,7 +101,6 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
       await settlement.settle(err.status, null);
       throw err;
     }
-    if (modelConfig === undefined && ctx.config.models === null) request.shim.modelLabel = "unlisted";
     if (req.stream) {
       return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, promptEstimate: () => estimatePromptTokens(promptBytes(kind, body)) });
     }
