@@ -52,11 +52,11 @@ export function authHook(ctx: ShimContext) {
  * response is written, so the tokens figures include this request's correction) and the credit
  * figures. Computed once per response rather than set one by one along the way.
  */
-export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged = 0, available?: number): Record<string, string> {
+export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged: number | null = 0, available?: number): Record<string, string> {
   const auth = request.auth;
   if (!auth) return {};
   const h = rateLimitHeaders(auth.buckets, ctx.clock.monotonic(), ctx.clock.now());
-  h["x-credits-charged"] = formatCredits(charged);
+  if (charged !== null) h["x-credits-charged"] = formatCredits(charged); // null: not known yet (streams)
   h["x-credits-remaining"] = formatCredits(available ?? auth.key.balance - auth.key.held);
   return h;
 }

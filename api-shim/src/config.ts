@@ -127,7 +127,8 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   const logLevel = (str("LOG_LEVEL") ?? "info").toLowerCase();
   if (!LOG_LEVELS.includes(logLevel)) bad("LOG_LEVEL", logLevel, LOG_LEVELS.join(" | "));
 
-  const file = parseFileConfig(str("SHIM_CONFIG"), readFile, problems, bad);
+  const configFile = str("SHIM_CONFIG");
+  const file = parseFileConfig(configFile, readFile, problems, bad);
   const timeouts = {
     upstreamTimeoutMs: int("SHIM_UPSTREAM_TIMEOUT_MS", 120_000, 1, 3_600_000),
     streamIdleTimeoutMs: int("SHIM_STREAM_IDLE_TIMEOUT_MS", 60_000, 1, 3_600_000),
@@ -141,7 +142,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     host: str("SHIM_HOST") ?? "0.0.0.0",
     upstreamUrl: (upstreamUrl ?? "").replace(/\/+$/, ""),
     upstreamApiKey: str("SHIM_UPSTREAM_API_KEY"),
-    configFile: str("SHIM_CONFIG"),
+    configFile,
     readyUrl,
     databaseUrl: str("SHIM_DATABASE_URL") ?? "sqlite:./data/shim.db",
     adminToken: str("SHIM_ADMIN_TOKEN"),

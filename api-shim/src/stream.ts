@@ -42,11 +42,10 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   const { ctx, request, reply, res, settlement, signal } = input;
   const out = reply.raw;
   reply.hijack();
-  const headers = authHeaders(ctx, request, 0, input.available);
-  delete headers["x-credits-charged"]; // not known until the end; see the comment line
   out.writeHead(200, {
     "x-request-id": request.id,
-    ...headers,
+    // The charge is not known until the end: it comes in the comment line before [DONE].
+    ...authHeaders(ctx, request, null, input.available),
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache",
     "x-accel-buffering": "no",

@@ -1,5 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { PUBLIC_ROUTE, type ShimContext } from "../context.ts";
+import { readLimited } from "../upstream.ts";
+import { MODEL_LIST_LIMIT } from "./models.ts";
 
 /** How long an upstream readiness probe result is reused: /ready may be polled often. */
 const PROBE_CACHE_MS = 2000;
@@ -54,7 +56,7 @@ async function probeReadyUrl(url: string, timeoutMs: number): Promise<{ ok: bool
 async function probeModels(ctx: ShimContext): Promise<{ ok: boolean; detail: string }> {
   try {
     const res = await ctx.upstream.request({ method: "GET", path: "/models", signal: AbortSignal.timeout(Math.min(ctx.config.upstreamTimeoutMs, 5000)) });
-    const text = await res.body.text();
+    const { text } = await readLimited(res.body, MODEL_LIST_LIMIT);
     if (res.status !== 200) return { ok: false, detail: `status ${res.status}` };
     const ids = new Set(((JSON.parse(text) as { data?: { id?: unknown }[] }).data ?? []).map((m) => m.id));
     const missing = ctx.config.models ? [...ctx.config.models.keys()].filter((m) => !ids.has(m)) : [];

@@ -59,12 +59,11 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   let reserved;
   try {
     reserved = await ctx.store.reserve({ reservationId, keyId: auth.key.id, amount: hold, at: ctx.clock.now() });
-  } catch (e) {
-    auth.buckets.tokens?.adjust(-estimate, ctx.clock.monotonic());
-    throw e;
+  } finally {
+    // Not admitted (refused or the store failed): the admission estimate goes back to the bucket.
+    if (!reserved?.ok) auth.buckets.tokens?.adjust(-estimate, ctx.clock.monotonic());
   }
   if (!reserved.ok) {
-    auth.buckets.tokens?.adjust(-estimate, ctx.clock.monotonic());
     const required = formatCredits(hold);
     const available = formatCredits(reserved.available);
     throw new ShimError("insufficient_credits", {

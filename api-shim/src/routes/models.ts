@@ -3,6 +3,9 @@ import { authHeaders } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { transportError, upstreamStatusError, readLimited } from "../upstream.ts";
 
+/** The most of an upstream model list read (its size is the upstream's, not a client's). */
+export const MODEL_LIST_LIMIT = 16 * 1024 * 1024;
+
 /**
  * GET /v1/models: the upstream's list, filtered to the configured models and the key's
  * allow-list. Authenticated (it counts against the key's requests/min), charged nothing.
@@ -14,7 +17,7 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
     let text: string;
     try {
       res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, signal: AbortSignal.timeout(ctx.config.upstreamTimeoutMs) });
-      text = (await readLimited(res.body, 16 * 1024 * 1024)).text;
+      text = (await readLimited(res.body, MODEL_LIST_LIMIT)).text;
     } catch (e) {
       throw transportError(e);
     }

@@ -334,13 +334,7 @@ export class SqliteStore implements Store {
     return this.now(
       this.db.transaction(() => {
         // What the database holds beyond this process's own holds belongs to a dead process.
-        const mine = new Map<string, { count: number; sum: number }>();
-        for (const h of Object.values(this.holds)) {
-          const m = mine.get(h.keyId) ?? { count: 0, sum: 0 };
-          m.count++;
-          m.sum += h.amount;
-          mine.set(h.keyId, m);
-        }
+        const mine = this.holdsByKey();
         let released = 0;
         for (const k of this.stmt.openHolds.all()) {
           const m = mine.get(k.id) ?? { count: 0, sum: 0 };
@@ -365,10 +359,21 @@ export class SqliteStore implements Store {
   /** `reservations` is the database's count of open holds; `reservedSum` the sum of this process's own. */
   audit(): Promise<AuditRow[]> {
     return this.now(() => {
-      const mine = new Map<string, number>();
-      for (const h of Object.values(this.holds)) mine.set(h.keyId, (mine.get(h.keyId) ?? 0) + h.amount);
-      return this.stmt.audit.all().map((r) => ({ keyId: r.keyId, balance: r.balance, held: r.held, ledgerSum: r.ledgerSum, reservations: r.holds, reservedSum: mine.get(r.keyId) ?? 0 }));
+      const mine = this.holdsByKey();
+      return this.stmt.audit.all().map((r) => ({ keyId: r.keyId, balance: r.balance, held: r.held, ledgerSum: r.ledgerSum, reservations: r.holds, reservedSum: mine.get(r.keyId)?.sum ?? 0 }));
     });
+  }
+
+  /** This process's open holds per key: how many and their sum. */
+  private holdsByKey(): Map<string, { count: number; sum: number }> {
+    const mine = new Map<string, { count: number; sum: number }>();
+    for (const h of Object.values(this.holds)) {
+      const m = mine.get(h.keyId) ?? { count: 0, sum: 0 };
+      m.count++;
+      m.sum += h.amount;
+      mine.set(h.keyId, m);
+    }
+    return mine;
   }
 
   /** Commits the open batch now (tests, and anything about to hand the file to another process). */
