@@ -2,6 +2,7 @@
 // API keys of one tenant, through its admin API (/admin/keys). The admin token comes from the
 // stack's outputs or from an environment variable, never from a flag.
 import { randomUUID } from "node:crypto";
+import { parseCredits } from "../api-shim/src/money.ts";
 import { type AdminClient, adminClient, type ApiKey, findKey } from "./lib/admin-client.ts";
 import { commaList, type Io, parseFlags, required, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
@@ -58,7 +59,8 @@ type Flags = { -readonly [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type
 /** Credits as the API takes them: a decimal with at most 6 places (the shim counts micro-credits). */
 function creditsFlag(flag: string, value: string, positive: boolean): string {
   const v = value.trim();
-  if (!/^\d{1,15}(\.\d{1,6})?$/.test(v) || (positive && Number(v) === 0)) {
+  const micro = parseCredits(v); // the shim's own rule
+  if (micro === undefined || v.startsWith("-") || (positive && micro === 0)) {
     throw new UsageError(`--${flag} "${value}" must be a ${positive ? "positive" : "non-negative"} number of credits with at most 6 decimals, e.g. 250 or 12.5`);
   }
   return v;

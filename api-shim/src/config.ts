@@ -65,6 +65,9 @@ export interface ShimConfig {
   readonly bootstrapKeys: readonly BootstrapKey[];
 }
 
+/** 1 credit per request, 2 with `?batch=1` (seed 001), in µc. */
+export const DEFAULT_REQUEST_PRICES = { request: 1_000_000, batchRequest: 2_000_000 } as const;
+
 export const DEFAULT_TIERS: ReadonlyMap<string, TierLimits> = new Map([
   ["free", { rpm: 10, tpm: 10_000 }],
   ["developer", { rpm: 100, tpm: 100_000 }],
@@ -188,8 +191,8 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
     });
   }
   const pricing: Pricing = {
-    request: credits(pricingDoc.request, at("pricing.request"), 1_000_000),
-    batchRequest: credits(pricingDoc.batchRequest, at("pricing.batchRequest"), 2_000_000),
+    request: credits(pricingDoc.request, at("pricing.request"), DEFAULT_REQUEST_PRICES.request),
+    batchRequest: credits(pricingDoc.batchRequest, at("pricing.batchRequest"), DEFAULT_REQUEST_PRICES.batchRequest),
     models: prices,
   };
 

@@ -6,9 +6,10 @@ import { hash, randomBytes, timingSafeEqual } from "node:crypto";
  * `sha256:<hex>` of the whole key. The plaintext exists only in the 201 response that creates it.
  */
 export const KEY_PREFIX = "sk-gs-";
-const ID_LEN = 12;
-const SECRET_LEN = 32;
-const KEY_LEN = KEY_PREFIX.length + ID_LEN + 1 + SECRET_LEN;
+/** Base62 characters of a key's public id and of its secret (the Pulumi program makes keys too). */
+export const KEY_ID_LENGTH = 12;
+export const KEY_SECRET_LENGTH = 32;
+const KEY_LEN = KEY_PREFIX.length + KEY_ID_LENGTH + 1 + KEY_SECRET_LENGTH;
 const ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 const KEY_SHAPE = /^sk-gs-([0-9A-Za-z]{12})_[0-9A-Za-z]{32}$/;
 
@@ -25,8 +26,8 @@ export function randomBase62(length: number): string {
 }
 
 export function generateKey(): { id: string; key: string; hash: string } {
-  const id = randomBase62(ID_LEN);
-  const key = `${KEY_PREFIX}${id}_${randomBase62(SECRET_LEN)}`;
+  const id = randomBase62(KEY_ID_LENGTH);
+  const key = `${KEY_PREFIX}${id}_${randomBase62(KEY_SECRET_LENGTH)}`;
   return { id, key, hash: hashKey(key) };
 }
 

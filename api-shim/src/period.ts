@@ -25,10 +25,14 @@ export function parsePeriod(query: { from?: unknown; to?: unknown }, nowMs: numb
 }
 
 function instant(v: unknown, param: string, end: boolean): number {
-  if (typeof v !== "string" || v.length > 40) throw bad(param);
+  if (typeof v !== "string" || v.length > 40 || !isPeriodValue(v)) throw bad(param);
   const ms = Date.parse(DATE.test(v) ? `${v}T00:00:00Z` : v);
-  if (!Number.isFinite(ms) || !/^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2}))?$/.test(v)) throw bad(param);
   return DATE.test(v) && end ? ms + DAY_MS : ms;
+}
+
+/** A period bound as the usage routes take it: an ISO date, or a timestamp with its zone. */
+export function isPeriodValue(v: string): boolean {
+  return /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2}))?$/.test(v) && Number.isFinite(Date.parse(DATE.test(v) ? `${v}T00:00:00Z` : v));
 }
 
 const bad = (param: string) =>

@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
-import { hashKey, KEY_PREFIX } from "../../api-shim/src/keys.ts";
+import { hashKey, KEY_ID_LENGTH, KEY_PREFIX, KEY_SECRET_LENGTH } from "../../api-shim/src/keys.ts";
 import type { BootstrapKey, TlsConfig } from "../config.ts";
 import type { BootstrapKeyRecord } from "../render/shim-config.ts";
 
@@ -24,8 +24,8 @@ export interface GeneratedKey {
  * a 32-character secret, both random and kept in state, so re-applying never makes a new key.
  */
 export function bootstrapKey(prefix: string, spec: BootstrapKey, parent: pulumi.Resource): GeneratedKey {
-  const id = new random.RandomString(`${prefix}-key-${spec.name}-id`, { length: 12, ...alnum }, { parent }).result;
-  const secret = generatedSecret(`${prefix}-key-${spec.name}-secret`, 32, parent);
+  const id = new random.RandomString(`${prefix}-key-${spec.name}-id`, { length: KEY_ID_LENGTH, ...alnum }, { parent }).result;
+  const secret = generatedSecret(`${prefix}-key-${spec.name}-secret`, KEY_SECRET_LENGTH, parent);
   const key = pulumi.secret(pulumi.interpolate`${KEY_PREFIX}${id}_${secret}`);
   // The shim's own hash; a SHA-256 of a 190-bit random key reveals nothing, so it may be
   // plaintext in the bundle.

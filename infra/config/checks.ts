@@ -1,4 +1,5 @@
 import { isIPv4, isIPv6 } from "node:net";
+import { parseCredits } from "../../api-shim/src/money.ts";
 import type { ConfigProblem } from "./types.ts";
 
 /**
@@ -40,7 +41,7 @@ export class Problems {
     if (typeof value === "number" && value < 0) return this.add(key, value, "must not be negative");
     const n = this.number(key, value, { min: 0, max: 1e9 });
     if (n === undefined) return undefined;
-    if (!/^\d+(\.\d{1,6})?$/.test(String(n))) {
+    if (parseCredits(n) === undefined) { // the shim's own rule
       return this.add(key, value, "must have at most 6 decimal places (credits are counted in micro-credits)");
     }
     return n;

@@ -1,4 +1,5 @@
-import { DEFAULT_TIERS as SHIM_DEFAULT_TIERS } from "../../api-shim/src/config.ts";
+import { DEFAULT_REQUEST_PRICES, DEFAULT_TIERS as SHIM_DEFAULT_TIERS } from "../../api-shim/src/config.ts";
+import { creditsNumber } from "../../api-shim/src/money.ts";
 import type { EdgeLimits, Images, Pricing, Tier } from "./types.ts";
 
 export const DEFAULT_PLAN = "g2-gpu-rtx4000a1-s";
@@ -22,8 +23,12 @@ export const DEFAULT_ALLOWED_CIDRS: readonly string[] = ["0.0.0.0/0", "::/0"];
  */
 export const DEFAULT_TIERS: Readonly<Record<string, Tier>> = Object.freeze(Object.fromEntries(SHIM_DEFAULT_TIERS));
 
-/** 1 credit per request, 2 with `?batch=1` (seed 001); no token prices unless configured. */
-export const DEFAULT_PRICING: Pricing = { request: 1, batchRequest: 2, models: {} };
+/** The shim's request prices (1 credit, 2 with `?batch=1`); no token prices unless configured. */
+export const DEFAULT_PRICING: Pricing = {
+  request: creditsNumber(DEFAULT_REQUEST_PRICES.request),
+  batchRequest: creditsNumber(DEFAULT_REQUEST_PRICES.batchRequest),
+  models: {},
+};
 
 /** nginx limits from the LiteLLM + nginx setup (seed 003): 10 r/s per IP, burst 20, 100 parallel. */
 export const DEFAULT_LIMITS: EdgeLimits = { requestsPerSecond: 10, burst: 20, connections: 100, maxBodyMb: 8 };
