@@ -4,10 +4,10 @@ import * as pulumi from "@pulumi/pulumi";
 import { formatProblem } from "./config/checks.ts";
 import { CONFIG_NAMESPACE } from "./config/types.ts";
 import type { ConfigProblem, TenantConfig } from "./config/types.ts";
-import { plaintextSecrets, validateConfig } from "./config/validate.ts";
+import { checkStackConfig } from "./config/validate.ts";
 import { readStackConfig, StackFileError } from "./stack-file.ts";
 
-export { validateConfig, plaintextSecrets, CONFIG_KEYS } from "./config/validate.ts";
+export { checkStackConfig, validateConfig } from "./config/validate.ts";
 export type * from "./config/types.ts";
 
 /**
@@ -22,10 +22,9 @@ export function loadConfig(): TenantConfig {
     if (fullKey.startsWith(prefix)) raw[fullKey.slice(prefix.length)] = parseConfigValue(text);
   }
   const stack = pulumi.getStack();
-  const result = validateConfig(raw, { stack });
   // Pulumi hands over encrypted and plaintext values alike; only the stack file tells them apart.
-  const problems = [...(result.ok ? [] : result.problems), ...plaintextSecrets(stackFileConfig(stack), stack)];
-  if (!result.ok || problems.length > 0) throw new pulumi.RunError(describeProblems(problems));
+  const result = checkStackConfig(raw, stackFileConfig(stack), stack);
+  if (!result.ok) throw new pulumi.RunError(describeProblems(result.problems));
   return result.config;
 }
 

@@ -3,22 +3,18 @@
 // to the host to out/<name>/, and prints the plan. Needs no cloud account and no Pulumi CLI.
 import { writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import { parseArgs } from "node:util";
-import { describeProblems, plaintextSecrets, validateConfig } from "../infra/config.ts";
+import { checkStackConfig, describeProblems } from "../infra/config.ts";
 import { resourceNames, volumeDevicePath } from "../infra/host.ts";
 import { formatPlan, planFor } from "../infra/plan.ts";
 import { renderBundle, writeBundle } from "../infra/render/bundle.ts";
 import { renderCloudInit } from "../infra/render/cloud-init.ts";
 import { listStackNames, readStackConfig, StackFileError } from "../infra/stack-file.ts";
+import { parseFlags, UsageError } from "./lib/cli.ts";
 
 const USAGE = `Usage: npm run render -- --stack <name> [--out <dir>]
 
 Validates stacks/Pulumi.<name>.yaml, writes the host bundle to out/<name>/ (or --out) and prints
 the plan: resources, open ports, GPU and cost. Exits 1 when the stack is missing or invalid.`;
-
-export class UsageError extends Error {
-  override name = "UsageError";
-}
 
 export interface RenderResult {
   readonly outDir: string;
@@ -29,9 +25,8 @@ export interface RenderResult {
 /** Renders one stack; throws UsageError/StackFileError with a message meant for the user. */
 export function renderStack(root: string, stack: string, outDir = join(root, "out", stack)): RenderResult {
   const raw = readStackConfig(root, stack);
-  const result = validateConfig(raw, { stack });
-  const problems = [...(result.ok ? [] : result.problems), ...plaintextSecrets(raw, stack)];
-  if (!result.ok || problems.length > 0) throw new UsageError(describeProblems(problems));
+  const result = checkStackConfig(raw, raw, stack);
+  if (!result.ok) throw new UsageError(describeProblems(result.problems));
   const config = result.config;
   // Images as configured (`pulumi up` pins them by digest); no bootstrap keys (`pulumi up`
   // generates them; on another host, create keys with the admin API).
@@ -46,9 +41,10 @@ export function renderStack(root: string, stack: string, outDir = join(root, "ou
 export function main(argv: readonly string[], root = process.cwd()): number {
   let values;
   try {
-    ({ values } = parseArgs({ args: [...argv], options: { stack: { type: "string" }, out: { type: "string" }, help: { type: "boolean", short: "h" } } }));
+    ({ values } = parseFlags(argv, { stack: { type: "string" }, out: { type: "string" } }, USAGE));
   } catch (err) {
-    console.error(`${(err as Error).message}\n\n${USAGE}`);
+    if (!(err instanceof UsageError)) throw err;
+    console.error(err.message);
     return 1;
   }
   if (values.help) {

@@ -40,12 +40,15 @@ const RESERVED_VLLM_FLAGS: Readonly<Record<string, string>> = {
 };
 
 /**
- * Validates raw stack config (keys without the namespace) for the stack `stack`.
- *
- * Pure: it reads nothing and makes nothing, so `pulumi up`, `npm run render` and the scripts
- * all reject the same configs with the same messages, and tests call it with tables of cases.
- * Every problem is reported, not just the first.
+ * A stack's config as `pulumi up` and `npm run render` judge it: `validateConfig` of the values,
+ * plus the secrets its stack file (`fileConfig`) holds in plaintext. Either way, every problem.
  */
+export function checkStackConfig(raw: Readonly<Record<string, unknown>>, fileConfig: Readonly<Record<string, unknown>>, stack: string): ValidationResult {
+  const result = validateConfig(raw, { stack });
+  const problems = [...(result.ok ? [] : result.problems), ...plaintextSecrets(fileConfig, stack)];
+  return problems.length === 0 ? result : { ok: false, problems };
+}
+
 /**
  * The secret settings written in plaintext in a stack file (which is committed): Pulumi reads
  * them all the same, so only the file can tell. Encrypted ones (`secure: …`) arrive as Secret.
@@ -62,6 +65,13 @@ export function plaintextSecrets(fileConfig: Readonly<Record<string, unknown>>, 
   return problems;
 }
 
+/**
+ * Validates raw stack config (keys without the namespace) for the stack `stack`.
+ *
+ * Pure: it reads nothing and makes nothing, so `pulumi up`, `npm run render` and the scripts
+ * all reject the same configs with the same messages, and tests call it with tables of cases.
+ * Every problem is reported, not just the first.
+ */
 export function validateConfig(raw: Readonly<Record<string, unknown>>, context: { stack: string }): ValidationResult {
   const p = new Problems();
   for (const key of Object.keys(raw)) {
