@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync }
 import { Agent, request } from "node:http";
 import { createRequire } from "node:module";
 import { createServer } from "node:net";
-import { cpus, freemem, totalmem, tmpdir } from "node:os";
+import { cpus, totalmem, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
@@ -270,7 +270,6 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
   } finally {
     for (const c of children) c.kill("SIGTERM");
     rmSync(dir, { recursive: true, force: true });
-    void freemem;
   }
 }
 

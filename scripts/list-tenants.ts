@@ -5,6 +5,7 @@ import { costOf, findPlan } from "../infra/catalog.ts";
 import { DEFAULT_PLAN, DEFAULT_VOLUME_SIZE_GB } from "../infra/config/defaults.ts";
 import { parseFlags, runScript } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
+import { endpointOf, type StackOutputs } from "./lib/pulumi.ts";
 import { formatTable } from "./lib/table.ts";
 import { expiryOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
 
@@ -52,12 +53,12 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
     case "expired":
     case "expires":
       expires = `${expiry.at.toISOString().replace(/:\d\d\.\d+Z$/, "Z")} (${relative(expiry.at, now)})`;
-      status = expiry.kind === "expired" ? "expired" : expiry.failedDeploy ? FAILED_DEPLOY : deployedStatus(outputs.endpoint);
+      status = expiry.kind === "expired" ? "expired" : expiry.failedDeploy ? FAILED_DEPLOY : deployedStatus(outputs);
       if (expiry.kind === "expired" && expiry.failedDeploy) status += ` (${FAILED_DEPLOY})`;
       break;
     case "no-ttl":
       expires = "never";
-      status = expiry.failedDeploy ? FAILED_DEPLOY : deployedStatus(outputs.endpoint);
+      status = expiry.failedDeploy ? FAILED_DEPLOY : deployedStatus(outputs);
       break;
     case "not-deployed":
       expires = ttlText(t);
@@ -76,7 +77,7 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
     gpu,
     hourlyUsd: hourly,
     expires,
-    endpoint: str(outputs.endpoint) && /^https?:\/\//.test(outputs.endpoint as string) ? (outputs.endpoint as string) : "-",
+    endpoint: endpointOf(outputs) ?? "-",
     status,
   };
 }
@@ -85,8 +86,8 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
 const FAILED_DEPLOY = "failed deploy (resources exist)";
 
 /** Deployed with a working endpoint, or only the host (no adminCidrs, so nothing was deployed over SSH). */
-function deployedStatus(endpoint: unknown): string {
-  return typeof endpoint === "string" && /^https?:\/\//.test(endpoint) ? "deployed" : "host only (no endpoint)";
+function deployedStatus(outputs: StackOutputs): string {
+  return endpointOf(outputs) ? "deployed" : "host only (no endpoint)";
 }
 
 function ttlText(t: Tenant): string {

@@ -44,6 +44,8 @@ const OPTIONS = {
 } as const;
 
 const COMMANDS = ["create", "list", "revoke", "top-up"] as const;
+/** Flags every command takes: the target's, --json and --help. */
+const COMMON_FLAGS = new Set(["help", "json", ...Object.keys(TARGET_OPTIONS)]);
 type Command = (typeof COMMANDS)[number];
 
 /** Flags each command accepts besides the target and --json, so a misplaced flag is an error, not ignored. */
@@ -157,8 +159,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
       throw new UsageError(`${command === undefined ? "a command is required" : `"${positionals.join(" ")}" is not a command`}; use one of: ${COMMANDS.join(", ")}\n\n${USAGE}`);
     }
     const cmd = command as Command;
-    const { help: _h, json: _j, stack: _s, url: _u, "admin-token-env": _e, ca: _c, ...rest } = values;
-    const stray = Object.keys(rest).filter((f) => !COMMAND_FLAGS[cmd].includes(f));
+    const stray = Object.keys(values).filter((f) => !COMMON_FLAGS.has(f) && !COMMAND_FLAGS[cmd].includes(f));
     if (stray.length) throw new UsageError(`${stray.map((f) => `--${f}`).join(", ")} ${stray.length === 1 ? "does" : "do"} not go with ${cmd}; ${cmd} takes: ${COMMAND_FLAGS[cmd].map((f) => `--${f}`).join(", ") || "no other flags"}`);
     const target = await resolveAdminTarget(values, deps);
     return runCommand(cmd, values, adminClient(target), deps.io);

@@ -5,7 +5,7 @@
 import { resolve } from "node:path";
 import { parseFlags, runScript, UsageError, formatDuration } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
-import { destroyArgs, tail } from "./lib/pulumi.ts";
+import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
 import { type Expiry, expiryOf, mapLimit, readTenants, relative, type Tenant } from "./lib/tenants.ts";
 import { exportUsage } from "./lib/usage-export.ts";
 
@@ -126,7 +126,7 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
       io.out(`[${stack}] destroyed in ${formatDuration(Date.now() - started)} (${done}/${names.length})`);
     } else {
       failed.push(stack);
-      io.err(`[${stack}] FAILED: \`pulumi ${destroyArgs(stack).join(" ")}\` exited ${r.exitCode} (${done}/${names.length}):\n${tail(r)}`);
+      io.err(`[${stack}] FAILED: \`${commandLine(destroyArgs(stack))}\` exited ${r.exitCode} (${done}/${names.length}):\n${tail(r)}`);
     }
   });
   const ok = names.length - failed.length;

@@ -70,11 +70,6 @@ export interface UsageReport {
 /** The API said no, or could not be reached. A UsageError: the operator can act on it. */
 export class AdminApiError extends UsageError {
   override name = "AdminApiError";
-  readonly status: number | null;
-  constructor(message: string, status: number | null) {
-    super(message);
-    this.status = status;
-  }
 }
 
 export interface AdminClient {
@@ -103,7 +98,7 @@ export function adminClient(target: AdminTarget, fetchImpl: typeof fetch = fetch
         signal: AbortSignal.timeout(30_000),
       });
     } catch (err) {
-      throw new AdminApiError(`cannot reach the admin API at ${url}: ${networkReason(err)}`, null);
+      throw new AdminApiError(`cannot reach the admin API at ${url}: ${networkReason(err)}`);
     }
     if (!res.ok) throw await apiError(res, method, path, target);
     return res;
@@ -147,14 +142,15 @@ async function apiError(res: Response, method: string, path: string, target: Adm
     res.status === 401 ? `\nCheck the admin token (${target.source}).` :
     res.status === 403 && path.startsWith("/admin") ? "\nIs this machine's address in the stack's gpu-sandbox:adminCidrs? nginx serves /admin only to those." :
     "";
-  return new AdminApiError(`admin API ${method} ${path.split("?")[0]} failed: ${res.status} ${code}${message}${hint}`, res.status);
+  return new AdminApiError(`admin API ${method} ${path.split("?")[0]} failed: ${res.status} ${code}${message}${hint}`);
 }
 
 /**
  * A key by id, or by name among keys that are not revoked (names are what operators remember,
  * but the shim does not make them unique, so an ambiguous name asks for the id).
  */
-export function findKey(keys: readonly ApiKey[], ref: string, flag = "--key"): ApiKey {
+export function findKey(keys: readonly ApiKey[], ref: string): ApiKey {
+  const flag = "--key";
   const byId = keys.find((k) => k.id === ref);
   if (byId) return byId;
   const byName = keys.filter((k) => k.name === ref && k.revoked_at === null);

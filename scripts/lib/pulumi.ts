@@ -60,6 +60,12 @@ export function tail(result: PulumiResult, lines = 8): string {
 
 export type StackOutputs = Readonly<Record<string, unknown>>;
 
+/** The tenant's OpenAI base URL, when its serving stack is deployed (else the output says why not). */
+export function endpointOf(outputs: StackOutputs): string | undefined {
+  const e = outputs.endpoint;
+  return typeof e === "string" && /^https?:\/\//.test(e) ? e : undefined;
+}
+
 export type OutputsResult =
   | { readonly kind: "outputs"; readonly outputs: StackOutputs }
   /** The backend has no such stack (never initialised, or removed). */

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import * as tls from "node:tls";
 import type { AdminTarget } from "./admin-client.ts";
 import { UsageError } from "./cli.ts";
-import { type PulumiCli, type StackOutputs, stackOutputs } from "./pulumi.ts";
+import { endpointOf, type PulumiCli, type StackOutputs, stackOutputs } from "./pulumi.ts";
 
 export const ADMIN_TOKEN_ENV = "GPU_SANDBOX_ADMIN_TOKEN";
 
@@ -78,11 +78,12 @@ async function fromStack(stack: string, pulumi: PulumiCli, caFile: string | unde
 export function targetFromOutputs(stack: string, outputs: StackOutputs, caFile?: string): AdminTarget {
   const { endpoint, adminToken, caCertificate } = outputs;
   if (endpoint === undefined) throw new UsageError(`stack ${stack} is not deployed (no outputs); run \`pulumi up --stack ${stack}\``);
-  if (typeof endpoint !== "string" || !/^https?:\/\//.test(endpoint)) throw new UsageError(`stack ${stack} has no endpoint: ${String(endpoint)}`);
+  const url = endpointOf(outputs);
+  if (url === undefined) throw new UsageError(`stack ${stack} has no endpoint: ${String(endpoint)}`);
   if (typeof adminToken !== "string" || adminToken === "") throw new UsageError(`stack ${stack} has no adminToken output`);
   if (caFile !== undefined) trustCa(readCa(caFile));
   else if (typeof caCertificate === "string" && caCertificate.includes("BEGIN CERTIFICATE")) trustCa(caCertificate);
-  return { baseUrl: originOf(endpoint, `stack ${stack}'s endpoint`), adminToken, source: `stack ${stack}'s adminToken output` };
+  return { baseUrl: originOf(url, `stack ${stack}'s endpoint`), adminToken, source: `stack ${stack}'s adminToken output` };
 }
 
 /** `https://host/v1/` → `https://host`: the admin API is at the origin's /admin. */

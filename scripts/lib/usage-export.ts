@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { adminClient } from "./admin-client.ts";
 import type { ScriptDeps } from "./deps.ts";
-import { stackOutputs } from "./pulumi.ts";
+import { endpointOf, stackOutputs } from "./pulumi.ts";
 import { targetFromOutputs } from "./tenant-target.ts";
 
 export type UsageExport =
@@ -17,8 +17,8 @@ export type UsageExport =
 export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptDeps, "pulumi" | "now">, fetchImpl: typeof fetch = fetch): Promise<UsageExport> {
   const r = await stackOutputs(deps.pulumi, stack, { showSecrets: true });
   if (r.kind !== "outputs") return { kind: "failed", message: r.kind === "error" ? r.message : "the stack is not in the backend" };
-  const { endpoint, createdAt } = r.outputs;
-  if (typeof endpoint !== "string" || !/^https?:\/\//.test(endpoint)) {
+  const { createdAt } = r.outputs;
+  if (!endpointOf(r.outputs)) {
     return { kind: "none", reason: "no endpoint: the serving stack was never deployed" };
   }
   const now = deps.now();
