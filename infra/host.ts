@@ -1,3 +1,5 @@
+import { isoSeconds } from "../api-shim/src/period.ts";
+
 /**
  * Where things live on the tenant's host, and what its Linode resources are called. One place,
  * so cloud-init, the host scripts (through host.env), the compose bundle and the deployment
@@ -36,4 +38,15 @@ export function resourceNames(tenant: string): ResourceNames {
 /** The stable device path Linode gives a Block Storage Volume with this label. */
 export function volumeDevicePath(volumeLabel: string): string {
   return `/dev/disk/by-id/scsi-0Linode_Volume_${volumeLabel}`;
+}
+
+/**
+ * The host's creation time is kept in state by a resource whose name ends so; the operator
+ * scripts find it there for a stack whose first `pulumi up` failed before writing outputs.
+ */
+export const CREATED_AT_SUFFIX = "-created-at";
+
+/** When a host created at `createdAt` (ISO 8601) expires after `ttlHours`: ISO 8601, to the second. */
+export function hostExpiry(createdAt: string, ttlHours: number): string {
+  return isoSeconds(Date.parse(createdAt) + ttlHours * 3_600_000);
 }

@@ -33,17 +33,7 @@ export interface DeployOptions {
  * stack's config; tests call it under Pulumi's mock runtime with each stack in stacks/.
  */
 export function deployTenant(config: TenantConfig, options: DeployOptions = {}): TenantOutputs {
-  const host = new GpuHost(config.tenant, {
-    tenant: config.tenant,
-    region: config.region,
-    plan: config.plan,
-    image: config.image,
-    allowedCidrs: config.allowedCidrs,
-    adminCidrs: config.adminCidrs,
-    volumeSizeGb: config.volumeSizeGb,
-    ...(config.ttlHours !== undefined ? { ttlHours: config.ttlHours } : {}),
-    tags: config.tags,
-  });
+  const host = new GpuHost(config.tenant, config);
   // Deploying the bundle needs SSH; without adminCidrs the firewall keeps port 22 shut.
   const serving = config.adminCidrs.length === 0 ? undefined : new ServingStack(config.tenant, {
     config, ip: host.ip, sshPrivateKey: host.sshPrivateKey, instanceId: host.instance.id, volume: host.volume, ...(options.stagingDir ? { stagingDir: options.stagingDir } : {}),

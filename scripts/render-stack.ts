@@ -4,10 +4,9 @@
 import { writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { checkStackConfig, describeProblems } from "../infra/config.ts";
-import { resourceNames, volumeDevicePath } from "../infra/host.ts";
 import { formatPlan, planFor } from "../infra/plan.ts";
 import { renderBundle, writeBundle } from "../infra/render/bundle.ts";
-import { renderCloudInit } from "../infra/render/cloud-init.ts";
+import { hostCloudInit } from "../infra/render/cloud-init.ts";
 import { listStackNames, readStackConfig, StackFileError } from "../infra/stack-file.ts";
 import { parseFlags, UsageError } from "./lib/cli.ts";
 
@@ -33,7 +32,7 @@ export function renderStack(root: string, stack: string, outDir = join(root, "ou
   const bundle = renderBundle(config, { images: config.images, bootstrapKeys: [] });
   writeBundle(outDir, bundle);
   // The instance's user data, for review; it is not part of what is copied to /opt/gpu-sandbox.
-  const cloudInit = renderCloudInit({ tenant: config.tenant, volumeDevice: volumeDevicePath(resourceNames(config.tenant).volume) });
+  const cloudInit = hostCloudInit(config.tenant);
   writeFileSync(join(outDir, "cloud-init.yaml"), cloudInit);
   return { outDir, files: [...bundle.keys(), "cloud-init.yaml"].sort(), plan: formatPlan(planFor(config)) };
 }

@@ -5,10 +5,11 @@ import * as tls from "@pulumi/tls";
 import { costOf, type GpuPlan } from "../catalog.ts";
 import { catalogDisagreements } from "../catalog-check.ts";
 import { isIPv6Cidr } from "../config/checks.ts";
-import { DEFAULT_IMAGE, DEFAULT_VOLUME_SIZE_GB } from "../config/defaults.ts";
-import { resourceNames, volumeDevicePath } from "../host.ts";
-import { encodeUserData, renderCloudInit } from "../render/cloud-init.ts";
+import { isoSeconds } from "../../api-shim/src/period.ts";
+import { CREATED_AT_SUFFIX, hostExpiry, resourceNames } from "../host.ts";
+import { encodeUserData, hostCloudInit } from "../render/cloud-init.ts";
 
+/** The host's part of a validated tenant config (defaults applied by validateConfig). */
 export interface GpuHostArgs {
   /** The tenant: names every resource (`gs-<tenant>…`) and tags it. */
   tenant: string;
@@ -16,20 +17,18 @@ export interface GpuHostArgs {
   region: string;
   /** A GPU plan from the catalog. */
   plan: GpuPlan;
-  /** Linode image. Defaults to `linode/ubuntu24.04`. */
-  image?: string;
-  /** Sources allowed to reach ports 80 and 443. Must not be empty. */
+  /** Linode image (an Ubuntu LTS). */
+  image: string;
+  /** Sources allowed to reach ports 80 and 443 (not empty). */
   allowedCidrs: readonly string[];
-  /** Sources allowed to reach SSH (22). Defaults to none: no rule for port 22 at all. */
-  adminCidrs?: readonly string[];
-  /** Size of the Block Storage Volume for model weights and the ledger. Defaults to 100 GB. */
-  volumeSizeGb?: number;
+  /** Sources allowed to reach SSH (22); none means no rule for port 22 at all. */
+  adminCidrs: readonly string[];
+  /** Size of the Block Storage Volume for model weights and the ledger. */
+  volumeSizeGb: number;
   /** When set, `expiresAt` is this many hours after the host was first created. */
   ttlHours?: number;
   /** Extra Linode tags. The kit always adds `gpu-sandbox` and `tenant:<tenant>`. */
-  tags?: readonly string[];
-  /** Compare the catalog with the Linode API at deploy time. Defaults to true. */
-  checkCatalog?: boolean;
+  tags: readonly string[];
 }
 
 /**
@@ -45,7 +44,6 @@ export class GpuHost extends pulumi.ComponentResource {
   readonly ipv6: pulumi.Output<string>;
   /** The generated SSH private key (OpenSSH format). Secret. */
   readonly sshPrivateKey: pulumi.Output<string>;
-  readonly sshUser: string;
   /** How to log in, or why one cannot (no adminCidrs). */
   readonly sshCommand: pulumi.Output<string>;
   /** Root password for the Lish console. Secret. */
@@ -62,12 +60,9 @@ export class GpuHost extends pulumi.ComponentResource {
 
   constructor(name: string, args: GpuHostArgs, opts?: pulumi.ComponentResourceOptions) {
     super("gpu-sandbox:infra:GpuHost", name, {}, opts);
-    if (args.allowedCidrs.length === 0) {
-      throw new pulumi.ResourceError("GpuHost: allowedCidrs is empty, so nothing could reach the endpoint", this);
-    }
     const names = resourceNames(args.tenant);
-    const tags = ["gpu-sandbox", `tenant:${args.tenant}`, ...(args.tags ?? [])];
-    const adminCidrs = args.adminCidrs ?? [];
+    const tags = ["gpu-sandbox", `tenant:${args.tenant}`, ...args.tags];
+    const adminCidrs = args.adminCidrs;
 
     const sshKey = new tls.PrivateKey(`${name}-ssh-key`, { algorithm: "ED25519" }, { parent: this });
     const rootPassword = new random.RandomPassword(`${name}-root-password`, { length: 32, special: true, overrideSpecial: "-_.+=" }, { parent: this });
@@ -80,12 +75,12 @@ export class GpuHost extends pulumi.ComponentResource {
       tags,
     }, { parent: this, deleteBeforeReplace: true });
 
-    const userData = encodeUserData(renderCloudInit({ tenant: args.tenant, volumeDevice: volumeDevicePath(names.volume) }));
+    const userData = encodeUserData(hostCloudInit(args.tenant));
     this.instance = new linode.Instance(`${name}-instance`, {
       label: names.instance,
       region: args.region,
       type: args.plan.id,
-      image: args.image ?? DEFAULT_IMAGE,
+      image: args.image,
       rootPass: rootPassword.result,
       authorizedKeys: [sshKey.publicKeyOpenssh.apply((k) => k.trim())],
       metadatas: [{ userData }],
@@ -100,35 +95,34 @@ export class GpuHost extends pulumi.ComponentResource {
     this.volume = new linode.Volume(`${name}-volume`, {
       label: names.volume,
       region: args.region,
-      size: args.volumeSizeGb ?? DEFAULT_VOLUME_SIZE_GB,
+      size: args.volumeSizeGb,
       linodeId: this.instance.id.apply(Number),
       tags,
     }, { parent: this, deleteBeforeReplace: true });
 
     // A timestamp taken at the first `pulumi up` and kept in state: ignoreChanges keeps the
     // stored keeper, so later updates do not move the expiry.
-    const created = new random.RandomString(`${name}-created-at`, {
-      length: 8, special: false, keepers: { createdAt: new Date().toISOString().replace(/\.\d+Z$/, "Z") },
+    const created = new random.RandomString(`${name}${CREATED_AT_SUFFIX}`, {
+      length: 8, special: false, keepers: { createdAt: isoSeconds(Date.now()) },
     }, { parent: this, ignoreChanges: ["keepers"] });
     this.createdAt = created.keepers.apply((k) => String(k?.createdAt ?? ""));
     const ttl = args.ttlHours;
     this.expiresAt = this.createdAt.apply((c) =>
-      ttl === undefined || !c ? undefined : new Date(Date.parse(c) + ttl * 3_600_000).toISOString().replace(/\.\d+Z$/, "Z"));
+      ttl === undefined || !c ? undefined : hostExpiry(c, ttl));
 
     this.ip = this.instance.ipv4s.apply((ips) => ips[0] ?? "");
     this.ipv6 = this.instance.ipv6.apply((v) => v.split("/")[0] ?? v);
     this.sshPrivateKey = pulumi.secret(sshKey.privateKeyOpenssh);
-    this.sshUser = "root";
     this.sshCommand = adminCidrs.length === 0
       ? pulumi.output("SSH is closed: set gpu-sandbox:adminCidrs to open port 22 to your address")
       // The key file is created private (umask), never readable by others even for a moment.
       : pulumi.interpolate`(umask 077 && pulumi stack output sshPrivateKey --show-secrets --stack ${pulumi.getStack()} > gs-${args.tenant}.key) && ssh -i gs-${args.tenant}.key root@${this.ip}`;
     this.rootPassword = pulumi.secret(rootPassword.result);
-    const cost = costOf(args.plan, args.volumeSizeGb ?? DEFAULT_VOLUME_SIZE_GB);
+    const cost = costOf(args.plan, args.volumeSizeGb);
     this.hourlyCostUsd = cost.hourlyUsd;
     this.monthlyCostUsd = cost.monthlyUsd;
 
-    if (args.checkCatalog ?? true) this.checkCatalog(args.plan, args.region);
+    this.checkCatalog(args.plan, args.region);
 
     this.registerOutputs({
       ip: this.ip, ipv6: this.ipv6, sshCommand: this.sshCommand, sshPrivateKey: this.sshPrivateKey,

@@ -97,6 +97,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   const model = checkModel(p, raw.model, plan?.gpuCount ?? 1);
   const hfToken = checkSecret(p, "hfToken", raw.hfToken);
   const allowedCidrs = p.cidrs("allowedCidrs", raw.allowedCidrs) ?? [...DEFAULT_ALLOWED_CIDRS];
+  if (allowedCidrs.length === 0) p.add("allowedCidrs", "[]", "is empty, so nothing could reach the endpoint; list the client addresses, or 0.0.0.0/0 and ::/0 for everyone");
   const adminCidrs = p.cidrs("adminCidrs", raw.adminCidrs) ?? [];
   // pulumi up deploys over SSH to the IPv4 address, and nginx sees IPv6 clients as Docker's
   // gateway, so IPv6 entries can open SSH but never deploy or reach /admin.

@@ -1,7 +1,7 @@
 import { readdirSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import { stringify } from "yaml";
-import { HOST_PATHS, NVIDIA_DRIVER_BRANCH } from "../host.ts";
+import { HOST_PATHS, NVIDIA_DRIVER_BRANCH, resourceNames, volumeDevicePath } from "../host.ts";
 import { fillTemplate, readTemplate, readYamlTemplate, TEMPLATES_DIR } from "./template.ts";
 
 export interface CloudInitInput {
@@ -28,6 +28,11 @@ interface CloudConfig {
 /** The host's bootstrap scripts: every `.sh` in templates/host/. */
 export function hostScriptNames(): string[] {
   return readdirSync(new URL("host/", TEMPLATES_DIR)).filter((f) => f.endsWith(".sh")).sort();
+}
+
+/** The user data of a tenant's host: its volume found by the label the program gives it. */
+export function hostCloudInit(tenant: string): string {
+  return renderCloudInit({ tenant, volumeDevice: volumeDevicePath(resourceNames(tenant).volume) });
 }
 
 /**

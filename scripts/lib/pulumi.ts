@@ -1,6 +1,7 @@
 // The one place the scripts run the Pulumi CLI. Scripts take a `PulumiCli`; tests hand them a
 // fake that records every call, so nothing here needs a cloud or a Pulumi install to be tested.
 import { $, which } from "zx";
+import { CREATED_AT_SUFFIX } from "../../infra/host.ts";
 
 export interface PulumiResult {
   readonly exitCode: number;
@@ -110,7 +111,7 @@ export async function stackState(cli: PulumiCli, stack: string): Promise<StackSt
   try {
     const doc = JSON.parse(r.stdout) as { deployment?: { resources?: { type?: string; urn?: string; outputs?: { keepers?: { createdAt?: unknown } } }[] } };
     const resources = doc.deployment?.resources ?? [];
-    const created = resources.find((res) => res.type === "random:index/randomString:RandomString" && res.urn?.endsWith("-created-at"));
+    const created = resources.find((res) => res.type === "random:index/randomString:RandomString" && res.urn?.endsWith(CREATED_AT_SUFFIX));
     const createdAt = created?.outputs?.keepers?.createdAt;
     return { kind: "state", hasInstance: resources.some((res) => res.type === "linode:index/instance:Instance"), createdAt: typeof createdAt === "string" ? createdAt : undefined };
   } catch {

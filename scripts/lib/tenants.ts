@@ -3,6 +3,7 @@
 // so both agree on what "deployed" and "expired" mean.
 import { validateConfig } from "../../infra/config.ts";
 import type { TenantConfig } from "../../infra/config/types.ts";
+import { hostExpiry } from "../../infra/host.ts";
 import { listStackNames, readStackConfig, StackFileError } from "../../infra/stack-file.ts";
 import type { ScriptDeps } from "./deps.ts";
 import { type OutputsResult, type StackState, stackOutputs, stackState } from "./pulumi.ts";
@@ -78,9 +79,10 @@ function failedDeployExpiry(tenant: Tenant, now: Date): Expiry {
   if (state.kind === "error") return { kind: "unknown", reason: `no outputs, and the state could not be read: ${state.message}` };
   const ttl = tenant.config?.ttlHours ?? (typeof tenant.raw.ttlHours === "number" ? tenant.raw.ttlHours : undefined);
   if (ttl === undefined) return { kind: "no-ttl", failedDeploy: true };
-  const created = state.createdAt === undefined ? NaN : Date.parse(state.createdAt);
-  if (!Number.isFinite(created)) return { kind: "unknown", reason: "a failed deploy left an instance, but its creation time is not in the state" };
-  const at = new Date(created + ttl * 3_600_000);
+  if (state.createdAt === undefined || !Number.isFinite(Date.parse(state.createdAt))) {
+    return { kind: "unknown", reason: "a failed deploy left an instance, but its creation time is not in the state" };
+  }
+  const at = new Date(hostExpiry(state.createdAt, ttl));
   return { kind: at.getTime() <= now.getTime() ? "expired" : "expires", at, failedDeploy: true };
 }
 

@@ -117,6 +117,8 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
       ['gpu-sandbox:tls.mode = "letsencrypt": needs port 80 open to everyone']],
     ["an image the host scripts do not support", { ...base, image: "linode/debian12" },
       ['gpu-sandbox:image = "linode/debian12": must be an Ubuntu LTS Linode image (linode/ubuntu22.04 or later), which the host scripts are written for']],
+    ["nobody allowed in", { ...base, allowedCidrs: [], tls: { mode: "self-signed" } },
+      ['gpu-sandbox:allowedCidrs = "[]": is empty, so nothing could reach the endpoint; list the client addresses, or 0.0.0.0/0 and ::/0 for everyone']],
     ["adminCidrs with no IPv4 address", { ...base, adminCidrs: ["2001:db8::/48"] },
       ['gpu-sandbox:adminCidrs = "2001:db8::/48": needs an IPv4 address: pulumi up deploys over SSH to the host\'s IPv4 address, and /admin is reached over IPv4 only']],
     ["unknown TLS mode", { ...base, tls: { mode: "acme" } }, ['gpu-sandbox:tls.mode = "acme": must be one of: letsencrypt, self-signed, off']],
