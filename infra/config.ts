@@ -1,10 +1,9 @@
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import * as pulumi from "@pulumi/pulumi";
 import { formatProblem } from "./config/checks.ts";
 import { CONFIG_NAMESPACE } from "./config/types.ts";
 import type { ConfigProblem, TenantConfig } from "./config/types.ts";
 import { checkStackConfig } from "./config/validate.ts";
+import { REPO_ROOT } from "./repo-root.ts";
 import { readStackConfig, StackFileError } from "./stack-file.ts";
 
 export { checkStackConfig, validateConfig } from "./config/validate.ts";
@@ -31,7 +30,7 @@ export function loadConfig(): TenantConfig {
 /** The stack file's settings, or none when there is no file (config kept elsewhere). */
 function stackFileConfig(stack: string): Record<string, unknown> {
   try {
-    return readStackConfig(join(dirname(fileURLToPath(import.meta.url)), ".."), stack);
+    return readStackConfig(REPO_ROOT, stack);
   } catch (err) {
     if (err instanceof StackFileError) return {};
     throw err;

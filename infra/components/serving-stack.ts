@@ -4,6 +4,7 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { Images, TenantConfig } from "../config.ts";
 import { HOST_PATHS } from "../host.ts";
+import { REPO_ROOT } from "../repo-root.ts";
 import { bundleHash, renderBundle, sha256, writeBundle } from "../render/bundle.ts";
 import { envEntries, renderEnvFile } from "../render/env-file.ts";
 import { readTemplate } from "../render/template.ts";
@@ -76,7 +77,7 @@ export class ServingStack extends pulumi.ComponentResource {
     const bundle = pulumi.all([images, pulumi.all(keys.map((k) => k.record))]).apply(([resolved, records]) =>
       renderBundle(config, { images: resolved, bootstrapKeys: records }));
     this.bundleHash = bundle.apply(bundleHash);
-    const stagingDir = args.stagingDir ?? join(new URL("../../out/", import.meta.url).pathname, config.tenant, "deploy");
+    const stagingDir = args.stagingDir ?? join(REPO_ROOT, "out", config.tenant, "deploy");
     const staged = bundle.apply((b) => {
       const dir = join(stagingDir, "bundle");
       writeBundle(dir, b);

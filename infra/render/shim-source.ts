@@ -1,8 +1,8 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join, relative } from "node:path";
+import { REPO_ROOT } from "../repo-root.ts";
 
-/** The repository root and the shim's package inside it. */
-const REPO_ROOT = new URL("../../", import.meta.url).pathname;
+/** The shim's package inside the repository. */
 export const SHIM_PACKAGE_DIR = "api-shim";
 
 interface LockEntry {
