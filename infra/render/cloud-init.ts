@@ -2,7 +2,7 @@ import { readdirSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import { stringify } from "yaml";
 import { HOST_PATHS, NVIDIA_DRIVER_BRANCH, resourceNames, volumeDevicePath } from "../host.ts";
-import { fillTemplate, readTemplate, readYamlTemplate, TEMPLATES_DIR } from "./template.ts";
+import { fillTemplateFile, readTemplate, readYamlTemplate, TEMPLATES_DIR } from "./template.ts";
 
 export interface CloudInitInput {
   readonly tenant: string;
@@ -63,7 +63,7 @@ export function renderCloudInit(input: CloudInitInput): string {
     {
       path: "/etc/systemd/system/gpu-sandbox-finish.service",
       permissions: "0644",
-      content: fillTemplate(readTemplate("host/gpu-sandbox-finish.service"), { libDir: HOST_PATHS.libDir }, "gpu-sandbox-finish.service"),
+      content: fillTemplateFile("host/gpu-sandbox-finish.service", { libDir: HOST_PATHS.libDir }),
     },
     { path: "/etc/ssh/sshd_config.d/60-gpu-sandbox.conf", permissions: "0644", content: readTemplate("host/sshd-hardening.conf") },
     { path: "/etc/apt/apt.conf.d/52gpu-sandbox-unattended-upgrades", permissions: "0644", content: readTemplate("host/unattended-upgrades.conf") },

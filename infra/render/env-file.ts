@@ -50,23 +50,26 @@ export function renderEnvFile(entries: readonly (readonly [string, string])[]): 
   }).join("");
 }
 
-/** `.env.example`: the same variables with placeholders, for running the bundle on any host. */
+/** Comment lines `.env.example` puts above a variable. */
+const EXAMPLE_COMMENTS: Readonly<Record<string, string>> = {
+  GS_DATA_DIR: "# Where the model weights, the shim's database and the certificates live.",
+  TLS_DOMAIN: "# The certificate's DNS name (Let's Encrypt), e.g. llm.example.com.",
+  HF_TOKEN: "# Only for gated models.",
+};
+
+/** `.env.example`: the same variables as `envEntries`, with placeholders, for running the bundle on any host. */
 export function renderEnvExample(config: TenantConfig): string {
   const placeholder = (name: string) => `<${name.toLowerCase().replaceAll("_", "-")}: openssl rand -hex 32>`;
+  const entries = envEntries(config, {
+    vllmApiKey: placeholder("VLLM_API_KEY"),
+    litellmMasterKey: `sk-${placeholder("LITELLM_MASTER_KEY")}`,
+    shimAdminToken: placeholder("SHIM_ADMIN_TOKEN"),
+    providerKeys: config.providers.map((p) => `<your ${p.provider} API key for ${p.name}>`),
+  }, config.tls.domain ?? "llm.example.com");
   const lines = [
     "# Copy to .env (chmod 600) on a Docker + NVIDIA GPU host, fill in the secrets, then: docker compose up -d --build",
     "# `pulumi up` writes the real .env itself; this file is only for hosts without it.",
-    `COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT}`,
-    `# Where the model weights, the shim's database and the certificates live.`,
-    `GS_DATA_DIR=${HOST_PATHS.dataDir}`,
-    `# The certificate's DNS name (Let's Encrypt), e.g. llm.example.com.`,
-    `TLS_DOMAIN=${config.tls.domain ?? "llm.example.com"}`,
-    `VLLM_API_KEY=${placeholder("VLLM_API_KEY")}`,
-    `LITELLM_MASTER_KEY=sk-${placeholder("LITELLM_MASTER_KEY")}`,
-    `SHIM_ADMIN_TOKEN=${placeholder("SHIM_ADMIN_TOKEN")}`,
-    `# Only for gated models.`,
-    `HF_TOKEN=`,
-    ...config.providers.map((p, i) => `${providerKeyVar(p, i)}=<your ${p.provider} API key for ${p.name}>`),
+    ...entries.flatMap(([name, value]) => [...(EXAMPLE_COMMENTS[name] ? [EXAMPLE_COMMENTS[name]] : []), `${name}=${value}`]),
   ];
   return lines.join("\n") + "\n";
 }

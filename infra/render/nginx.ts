@@ -1,7 +1,7 @@
 import type { TenantConfig } from "../config.ts";
-import { fillTemplate, readTemplate } from "./template.ts";
+import { fillTemplateFile, readTemplate } from "./template.ts";
 
-const fragment = (name: string) => readTemplate(`nginx/${name}`);
+const fill = (name: string, values: Readonly<Record<string, string | number>>) => fillTemplateFile(`nginx/${name}`, values);
 
 /**
  * nginx.conf for the tenant, from the fragments in templates/nginx/: an HTTPS server and an
@@ -11,22 +11,22 @@ const fragment = (name: string) => readTemplate(`nginx/${name}`);
 export function renderNginxConf(config: TenantConfig): string {
   const { limits } = config;
   const adminAllow = config.adminCidrs.map((cidr) => `            allow ${cidr};`).join("\n") || "            # adminCidrs is empty: nobody.";
-  const apiLocations = fillTemplate(fragment("api-locations.conf"), {
+  const apiLocations = fill("api-locations.conf", {
     burst: limits.burst,
     connections: limits.connections,
     adminAllow,
     maxBodyMb: limits.maxBodyMb,
-  }, "nginx/api-locations.conf").trimEnd();
-  const healthz = fragment("healthz.conf").trimEnd();
+  }).trimEnd();
+  const healthz = readTemplate("nginx/healthz.conf").trimEnd();
   const servers = config.tls.mode === "off"
-    ? [fillTemplate(fragment("server-http-api.conf"), { healthz, apiLocations }, "nginx/server-http-api.conf")]
+    ? [fill("server-http-api.conf", { healthz, apiLocations })]
     : [
-      fillTemplate(fragment("server-http-redirect.conf"), { healthz }, "nginx/server-http-redirect.conf"),
-      fillTemplate(fragment("server-https.conf"), { apiLocations }, "nginx/server-https.conf"),
+      fill("server-http-redirect.conf", { healthz }),
+      fill("server-https.conf", { apiLocations }),
     ];
-  return fillTemplate(fragment("nginx.conf"), {
+  return fill("nginx.conf", {
     maxBodyMb: limits.maxBodyMb,
     requestsPerSecond: limits.requestsPerSecond,
     servers: servers.map((s) => s.trimEnd()).join("\n\n"),
-  }, "nginx/nginx.conf");
+  });
 }

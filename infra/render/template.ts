@@ -37,3 +37,8 @@ export function fillTemplate(text: string, values: Readonly<Record<string, strin
   if (unused.length > 0) throw new Error(`${name}: values without a placeholder: ${unused.join(", ")}`);
   return out;
 }
+
+/** A template file of templates/ filled in; errors name the file. */
+export function fillTemplateFile(relativePath: string, values: Readonly<Record<string, string | number>>): string {
+  return fillTemplate(readTemplate(relativePath), values, relativePath);
+}
