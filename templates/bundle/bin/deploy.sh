@@ -12,13 +12,11 @@ ready_url=${3:?ready url missing}
 
 log() { echo "gpu-sandbox: $*"; }
 
-# CopyToRemote puts the bundle directory inside .incoming; accept its contents directly too.
-src=""
-for candidate in "$dest/.incoming/bundle" "$dest/.incoming"; do
-  if [ -f "$candidate/MANIFEST.sha256" ]; then src=$candidate; break; fi
-done
+# The bundle this script belongs to: a new one copied under .incoming (pulumi up finds this
+# script there first), or the one installed in <install-dir> when nothing new was copied.
+src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-if [ -n "$src" ]; then
+if [ "$src" != "$(cd "$dest" && pwd)" ] && [ -f "$src/MANIFEST.sha256" ]; then
   # Every file arrived, intact.
   (cd "$src" && sha256sum --quiet --strict -c MANIFEST.sha256)
   find "$dest" -mindepth 1 -maxdepth 1 ! -name .env ! -name .incoming -exec rm -rf {} +
