@@ -40,37 +40,39 @@ export interface GpuPlan {
   readonly monthlyUsd: number;
 }
 
-export const GPU_FAMILIES: readonly GpuFamily[] = [
-  {
-    id: "rtx4000-ada",
-    gpu: "NVIDIA RTX 4000 Ada",
-    vramGbPerGpu: 20,
-    regions: ["us-ord", "us-sea", "de-fra-2", "fr-par", "jp-osa", "sg-sin-2", "in-bom-2"],
-    sources: [
-      { what: "plans, vCPU, RAM, prices", where: "linode.com/pricing GPU table", date: "2025-08-19" },
-      { what: "six launch regions", where: "github.com/linode/ai-quickstart-mistral scripts/deploy-full.sh (RTX4000_REGIONS)", date: "2025" },
-      { what: "in-bom-2", where: "third-party provider code, not yet confirmed by Linode", date: "2026-01" },
-    ],
-  },
-  {
-    id: "rtx6000",
-    gpu: "NVIDIA Quadro RTX 6000",
-    vramGbPerGpu: 24,
-    regions: ["us-east", "us-southeast", "eu-central", "ap-west", "ap-south"],
-    sources: [
-      { what: "plans, vCPU, RAM, prices", where: "linode.com/pricing GPU table", date: "2025-08-19" },
-      { what: "regions, 24 GB GDDR6", where: "github.com/linode/docs docs/products/compute/compute-instances/plans/gpu/index.md", date: "2024-03-11" },
-    ],
-  },
-];
+const RTX4000_ADA: GpuFamily = {
+  id: "rtx4000-ada",
+  gpu: "NVIDIA RTX 4000 Ada",
+  vramGbPerGpu: 20,
+  regions: ["us-ord", "us-sea", "de-fra-2", "fr-par", "jp-osa", "sg-sin-2", "in-bom-2"],
+  sources: [
+    { what: "plans, vCPU, RAM, prices", where: "linode.com/pricing GPU table", date: "2025-08-19" },
+    { what: "six launch regions", where: "github.com/linode/ai-quickstart-mistral scripts/deploy-full.sh (RTX4000_REGIONS)", date: "2025" },
+    { what: "in-bom-2", where: "third-party provider code, not yet confirmed by Linode", date: "2026-01" },
+  ],
+};
 
+const RTX6000: GpuFamily = {
+  id: "rtx6000",
+  gpu: "NVIDIA Quadro RTX 6000",
+  vramGbPerGpu: 24,
+  regions: ["us-east", "us-southeast", "eu-central", "ap-west", "ap-south"],
+  sources: [
+    { what: "plans, vCPU, RAM, prices", where: "linode.com/pricing GPU table", date: "2025-08-19" },
+    { what: "regions, 24 GB GDDR6", where: "github.com/linode/docs docs/products/compute/compute-instances/plans/gpu/index.md", date: "2024-03-11" },
+  ],
+};
+
+export const GPU_FAMILIES: readonly GpuFamily[] = [RTX4000_ADA, RTX6000];
+
+/** A plan's GPU facts come from its family, so a family's figures are written once. */
+const fromFamily = (f: GpuFamily) => ({ family: f.id, gpu: f.gpu, vramGbPerGpu: f.vramGbPerGpu });
 const ada = (id: string, size: string, gpus: number, vcpus: number, memoryGb: number, hourlyUsd: number, monthlyUsd: number): GpuPlan => ({
-  id, label: `RTX4000 Ada x${gpus} ${size}`, family: "rtx4000-ada", gpu: "NVIDIA RTX 4000 Ada", gpuCount: gpus,
-  vramGbPerGpu: 20, vcpus, memoryMb: memoryGb * 1024, hourlyUsd, monthlyUsd,
+  id, label: `RTX4000 Ada x${gpus} ${size}`, ...fromFamily(RTX4000_ADA), gpuCount: gpus, vcpus, memoryMb: memoryGb * 1024, hourlyUsd, monthlyUsd,
 });
 const rtx6000 = (gpus: number, vcpus: number, hourlyUsd: number, monthlyUsd: number): GpuPlan => ({
-  id: `g1-gpu-rtx6000-${gpus}`, label: `Dedicated ${32 * gpus}GB + RTX6000 GPU x${gpus}`, family: "rtx6000",
-  gpu: "NVIDIA Quadro RTX 6000", gpuCount: gpus, vramGbPerGpu: 24, vcpus, memoryMb: 32_768 * gpus, hourlyUsd, monthlyUsd,
+  id: `g1-gpu-rtx6000-${gpus}`, label: `Dedicated ${32 * gpus}GB + RTX6000 GPU x${gpus}`, ...fromFamily(RTX6000), gpuCount: gpus,
+  vcpus, memoryMb: 32_768 * gpus, hourlyUsd, monthlyUsd,
 });
 
 export const GPU_PLANS: readonly GpuPlan[] = [
