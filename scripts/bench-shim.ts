@@ -21,6 +21,9 @@ import { createUpstream } from "../api-shim/src/upstream.ts";
  *                spread over 1 s, so all 200 are live for ~3 s): the fake stamps each token with
  *                the monotonic clock (shared by processes on one machine), the client subtracts
  *   memory       peak RSS of the shim process (VmHWM)
+ *   CPU          each server's CPU time (user + system, /proc/<pid>/stat) per request at saturation,
+ *                and the shim's per relayed event: steadier than requests/s on a shared VM, and
+ *                what shows where the time goes
  *
  * A third column, "bare proxy", is Fastify + the same undici pool passing requests through with
  * nothing else: what any Node proxy of this design costs on the machine, so the shim's own
@@ -37,13 +40,13 @@ interface AutocannonResult { requests: { average: number; total: number }; non2x
 const autocannon = createRequire(import.meta.url)("autocannon") as (o: Record<string, unknown>) => Promise<AutocannonResult>;
 
 export interface LatencyStats { mean: number; p50: number; p99: number; n: number; errors: number }
-export interface Side { saturationRps: number; saturationErrors: number; latencyMs: LatencyStats; chunkMs: LatencyStats }
+export interface Side { saturationRps: number; saturationErrors: number; saturationCpuUsPerRequest: number; latencyMs: LatencyStats; chunkMs: LatencyStats }
 export interface BenchResult {
   machine: { cpus: number; cpu: string; memoryGb: number; node: string; platform: string };
   seconds: number;
   direct: Side;
-  bareProxy: Pick<Side, "saturationRps" | "saturationErrors" | "latencyMs">;
-  shim: Side;
+  bareProxy: Pick<Side, "saturationRps" | "saturationErrors" | "saturationCpuUsPerRequest" | "latencyMs">;
+  shim: Side & { chunkCpuUsPerEvent: number };
   added: { meanLatencyMs: number; p50LatencyMs: number; p99LatencyMs: number; chunkP50Ms: number; chunkP99Ms: number };
   shimPeakRssMb: number;
   shimRssMb: { idle: number; afterSaturation: number; afterStreams: number };
@@ -77,6 +80,19 @@ async function memoryBreakdown(pid: number, base: string): Promise<MemoryBreakdo
 function rssMb(pid: number, field: "VmRSS" | "VmHWM"): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   return Math.round(Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) / 1024);
+}
+
+/** A process's CPU time so far (user + system), in µs: /proc/<pid>/stat counts clock ticks (USER_HZ, 100 on Linux). */
+function cpuUs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) * 10_000;
+}
+
+/** Runs `work` and returns its result with the CPU time `pid` spent meanwhile, per item of `count(result)`. */
+async function cpuPer<T>(pid: number, work: () => Promise<T>, count: (r: T) => number): Promise<[T, number]> {
+  const before = cpuUs(pid);
+  const r = await work();
+  return [r, Math.round((cpuUs(pid) - before) / Math.max(1, count(r)))];
 }
 
 function freePort(): Promise<number> {
@@ -178,9 +194,11 @@ export async function serveBareProxy(port: number, upstreamUrl: string): Promise
   await app.listen({ port, host: "127.0.0.1" });
 }
 
-async function saturation(url: string, headers: Record<string, string>, seconds: number): Promise<{ rps: number; errors: number }> {
-  const r = await autocannon({ url, method: "POST", headers: { ...headers, "content-type": "application/json" }, body: CHAT, connections: 16, duration: seconds });
-  return { rps: Math.round(r.requests.average), errors: r.non2xx + r.errors };
+/** Requests/s at 16 connections, and the CPU time the server process `pid` spent per request. */
+async function saturation(url: string, headers: Record<string, string>, seconds: number, pid: number): Promise<{ rps: number; errors: number; cpuUsPerRequest: number }> {
+  const run = () => autocannon({ url, method: "POST", headers: { ...headers, "content-type": "application/json" }, body: CHAT, connections: 16, duration: seconds });
+  const [r, cpuUsPerRequest] = await cpuPer(pid, run, (r) => r.requests.total);
+  return { rps: Math.round(r.requests.average), errors: r.non2xx + r.errors, cpuUsPerRequest };
 }
 
 const setFake = (base: string, behaviour: Record<string, unknown>) =>
@@ -194,11 +212,13 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     const shimPort = await freePort();
     const fakeBase = `http://127.0.0.1:${fakePort}`;
     const shimBase = `http://127.0.0.1:${shimPort}`;
-    children.push(spawn(process.execPath, [join(ROOT, "scripts", "serve-fake-vllm.ts")], { env: { PATH: process.env.PATH, FAKE_VLLM_PORT: String(fakePort), FAKE_VLLM_TOKENS: "16" }, stdio: "ignore" }));
+    const fake = spawn(process.execPath, [join(ROOT, "scripts", "serve-fake-vllm.ts")], { env: { PATH: process.env.PATH, FAKE_VLLM_PORT: String(fakePort), FAKE_VLLM_TOKENS: "16" }, stdio: "ignore" });
+    children.push(fake);
     await waitHttp(`${fakeBase}/health`);
 
     const barePort = await freePort();
-    children.push(spawn(process.execPath, [join(ROOT, "scripts", "bench-shim.ts")], { env: { PATH: process.env.PATH, BENCH_BARE_PROXY: `${barePort} ${fakeBase}/v1` }, stdio: "ignore" }));
+    const bareProxy = spawn(process.execPath, [join(ROOT, "scripts", "bench-shim.ts")], { env: { PATH: process.env.PATH, BENCH_BARE_PROXY: `${barePort} ${fakeBase}/v1` }, stdio: "ignore" });
+    children.push(bareProxy);
     await waitHttp(`http://127.0.0.1:${barePort}/`);
     const bare = `http://127.0.0.1:${barePort}/v1/chat/completions`;
 
@@ -223,12 +243,13 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     const direct = `${fakeBase}/v1/chat/completions`;
     const viaShim = `${shimBase}/v1/chat/completions`;
 
-    await saturation(direct, {}, 2); // warm-up: JIT, connection pools, SQLite pages
-    await saturation(bare, {}, 2);
-    await saturation(viaShim, auth, 2);
-    const satDirect = await saturation(direct, {}, seconds);
-    const satBare = await saturation(bare, {}, seconds);
-    const satShim = await saturation(viaShim, auth, seconds);
+    await saturation(direct, {}, 2, fake.pid!); // warm-up: JIT, connection pools, SQLite pages
+    await saturation(bare, {}, 2, bareProxy.pid!);
+    await saturation(viaShim, auth, 2, shim.pid!);
+    // "direct" CPU is the fake upstream's own: what plain Node HTTP costs per request here.
+    const satDirect = await saturation(direct, {}, seconds, fake.pid!);
+    const satBare = await saturation(bare, {}, seconds, bareProxy.pid!);
+    const satShim = await saturation(viaShim, auth, seconds, shim.pid!);
     const rssAfterSaturation = rssMb(shim.pid!, "VmRSS");
     const memAfterSaturation = await memoryBreakdown(shim.pid!, shimBase);
     const latDirect = await fixedRate(direct, {}, 300, seconds);
@@ -237,7 +258,7 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
 
     await setFake(fakeBase, { tokenDelayMs: 20, defaultTokens: 200, stampTokens: true });
     const chunkDirect = await chunkDelays(direct, {}, 200, 200, 1000);
-    const chunkShim = await chunkDelays(viaShim, auth, 200, 200, 1000);
+    const [chunkShim, chunkCpuUsPerEvent] = await cpuPer(shim.pid!, () => chunkDelays(viaShim, auth, 200, 200, 1000), (s) => s.n);
     const rssAfterStreams = rssMb(shim.pid!, "VmRSS");
     const memAfterStreams = await memoryBreakdown(shim.pid!, shimBase);
 
@@ -253,9 +274,9 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     return {
       machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? "unknown", memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform}-${process.arch}` },
       seconds,
-      direct: { saturationRps: satDirect.rps, saturationErrors: satDirect.errors, latencyMs: latDirect, chunkMs: chunkDirect },
-      bareProxy: { saturationRps: satBare.rps, saturationErrors: satBare.errors, latencyMs: latBare },
-      shim: { saturationRps: satShim.rps, saturationErrors: satShim.errors, latencyMs: latShim, chunkMs: chunkShim },
+      direct: { saturationRps: satDirect.rps, saturationErrors: satDirect.errors, saturationCpuUsPerRequest: satDirect.cpuUsPerRequest, latencyMs: latDirect, chunkMs: chunkDirect },
+      bareProxy: { saturationRps: satBare.rps, saturationErrors: satBare.errors, saturationCpuUsPerRequest: satBare.cpuUsPerRequest, latencyMs: latBare },
+      shim: { saturationRps: satShim.rps, saturationErrors: satShim.errors, saturationCpuUsPerRequest: satShim.cpuUsPerRequest, latencyMs: latShim, chunkMs: chunkShim, chunkCpuUsPerEvent },
       added,
       shimPeakRssMb: peakRssMb,
       shimRssMb: { idle: rssIdle, afterSaturation: rssAfterSaturation, afterStreams: rssAfterStreams },
@@ -279,11 +300,13 @@ export function table(r: BenchResult): string {
     `machine: ${r.machine.cpus} × ${r.machine.cpu}, ${r.machine.memoryGb} GB, node ${r.machine.node} (${r.seconds} s runs)`,
     row(["", "direct", "bare proxy", "via shim", "shim added"]),
     row(["saturation rps (16 conns)", r.direct.saturationRps, r.bareProxy.saturationRps, r.shim.saturationRps, ""]),
+    row(["server CPU µs per request (sat.)", r.direct.saturationCpuUsPerRequest, r.bareProxy.saturationCpuUsPerRequest, r.shim.saturationCpuUsPerRequest, ""]),
     row(["latency mean ms @300 rps", r.direct.latencyMs.mean, r.bareProxy.latencyMs.mean, r.shim.latencyMs.mean, r.added.meanLatencyMs]),
     row(["latency p50 ms @300 rps", r.direct.latencyMs.p50, r.bareProxy.latencyMs.p50, r.shim.latencyMs.p50, r.added.p50LatencyMs]),
     row(["latency p99 ms @300 rps", r.direct.latencyMs.p99, r.bareProxy.latencyMs.p99, r.shim.latencyMs.p99, r.added.p99LatencyMs]),
     row(["chunk delay p50 ms (200 streams)", r.direct.chunkMs.p50, "", r.shim.chunkMs.p50, r.added.chunkP50Ms]),
     row(["chunk delay p99 ms (200 streams)", r.direct.chunkMs.p99, "", r.shim.chunkMs.p99, r.added.chunkP99Ms]),
+    row(["shim CPU µs per relayed event", "", "", r.shim.chunkCpuUsPerEvent, ""]),
     row(["shim peak RSS MB", "", "", r.shimPeakRssMb, ""]),
     row(["shim RSS MB idle / sat. / streams", "", "", `${r.shimRssMb.idle} / ${r.shimRssMb.afterSaturation} / ${r.shimRssMb.afterStreams}`, ""]),
     ...(["idle", "afterSaturation", "afterStreams"] as const).map((k) => {
