@@ -18,7 +18,7 @@ export interface InferenceRequest {
   n: number;
   /** Sequences the upstream generates: prompts × `n` (0 for embeddings). Each may reach maxTokens. */
   outputs: number;
-  /** The client asked for the usage chunk (vLLM semantics: stream_options present, include_usage not false). */
+  /** The client asked for the usage chunk (vLLM semantics: stream_options present, include_usage absent or true). */
   clientWantsUsage: boolean;
   clientWantsContinuous: boolean;
 }
@@ -80,7 +80,10 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
   const so = b.stream_options;
   if (so !== undefined && so !== null && (typeof so !== "object" || Array.isArray(so))) throw invalid("'stream_options' must be an object.", "stream_options");
   const opts = (so ?? null) as Record<string, unknown> | null;
-  if (opts && opts.include_usage !== undefined && typeof opts.include_usage !== "boolean") throw invalid("'stream_options.include_usage' must be a boolean.", "stream_options");
+  if (opts && opts.include_usage !== undefined && opts.include_usage !== null && typeof opts.include_usage !== "boolean") throw invalid("'stream_options.include_usage' must be a boolean.", "stream_options");
+  // vLLM's StreamOptions.include_usage is Optional[bool] = True, read as `if include_usage:`:
+  // absent means yes, and an explicit null means no, like false.
+  const wantsUsage = opts !== null && (opts.include_usage === undefined || opts.include_usage === true);
   return {
     model: b.model,
     stream,
@@ -88,8 +91,8 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     prompts,
     n,
     outputs: kind === "embeddings" ? 0 : prompts * n,
-    clientWantsUsage: opts !== null && opts.include_usage !== false,
-    clientWantsContinuous: opts !== null && opts.include_usage !== false && opts.continuous_usage_stats === true,
+    clientWantsUsage: wantsUsage,
+    clientWantsContinuous: wantsUsage && opts.continuous_usage_stats === true,
   };
 }
 

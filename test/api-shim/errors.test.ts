@@ -54,6 +54,18 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(e4.param).toBe("input");
   });
 
+  it("400 for a stream_options that is not an object, or an include_usage that is not a boolean", async () => {
+    const c = h.client(key);
+    const before = h.fake.counters.completed;
+    for (const stream_options of ["yes", [], 1, { include_usage: "yes" }, { include_usage: 1 }]) {
+      const e = await failure(() => c.chat.completions.create({ ...chat, stream: true, stream_options: stream_options as never }));
+      expect(e, JSON.stringify(stream_options)).toBeInstanceOf(BadRequestError);
+      expectShape(e, 400, "invalid_request_error", "invalid_request");
+      expect(e.param).toBe("stream_options");
+    }
+    expect(h.fake.counters.completed).toBe(before); // refused before the upstream
+  });
+
   it("400 for malformed JSON, an empty body, a non-object body and a non-JSON content type", async () => {
     const post = (body: string, type = "application/json") =>
       fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": type }, body });

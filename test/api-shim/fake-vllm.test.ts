@@ -39,6 +39,10 @@ describe("fake vLLM speaks vLLM's dialect", () => {
     expect(JSON.parse(withUsage.at(-3)!.slice(6))).toMatchObject({ choices: [], usage: { prompt_tokens: 5, total_tokens: 7, completion_tokens: 2 } });
     const off = await (await post("/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2, stream: true, stream_options: { include_usage: false } })).text();
     expect(off).not.toContain('"usage"');
+    // include_usage is Optional[bool] = True, tested for truth: null means no usage chunk, like false.
+    const nullUsage = await (await post("/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2, stream: true, stream_options: { include_usage: null } })).text();
+    expect(nullUsage).toContain("data: [DONE]");
+    expect(nullUsage).not.toContain('"usage"');
   });
 
   it("streams completions with usage:null in every chunk and no role chunk", async () => {

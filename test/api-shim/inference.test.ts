@@ -63,6 +63,19 @@ describe("inference through the shim with the OpenAI SDK", () => {
     expect(forwarded.stream_options).toEqual({ include_usage: true });
   });
 
+  it("include_usage: null is accepted and read as vLLM reads it (no usage chunk), and still charged from the hidden one", async () => {
+    const res = await fetch(`${h.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true, stream_options: { include_usage: null } }),
+    });
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    expect(text).not.toContain('"usage"');
+    expect(text).toContain(": credits_charged=1.0011 "); // 1 + 5 × 0.0001 + 3 × 0.0002
+    expect(JSON.parse(h.fake.requests.at(-1)!.body).stream_options).toEqual({ include_usage: true });
+  });
+
   it("streams with include_usage: the usage chunk carries the final credits", async () => {
     const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true, stream_options: { include_usage: true } });
     const chunks = [];

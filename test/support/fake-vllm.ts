@@ -221,8 +221,9 @@ export class FakeVllm extends EventEmitter {
 
   private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number, outputs: number, promptOf: (index: number) => number): Promise<void> {
     const b = this.behaviour;
-    const opts = (request.stream_options ?? null) as { include_usage?: boolean; continuous_usage_stats?: boolean } | null;
-    const includeUsage = opts !== null && opts.include_usage !== false;
+    const opts = (request.stream_options ?? null) as { include_usage?: boolean | null; continuous_usage_stats?: boolean } | null;
+    // StreamOptions.include_usage: Optional[bool] = True, tested for truth: absent is yes, null is no.
+    const includeUsage = opts !== null && (opts.include_usage === undefined || opts.include_usage === true);
     const continuous = includeUsage && opts?.continuous_usage_stats === true;
     const id = `${route === "chat" ? "chatcmpl" : "cmpl"}-${hex()}`;
     const created = Math.floor(Date.now() / 1000);
