@@ -54,7 +54,9 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   out.flushHeaders();
   ctx.metrics.activeStreams.inc();
 
-  let closed = false;
+  // A response whose client already left: every write would return false and wait for a
+  // 'drain' that never comes.
+  let closed = out.destroyed;
   const onClose = () => (closed = true);
   out.on("close", onClose);
   const write = async (text: string): Promise<void> => {

@@ -86,23 +86,49 @@ export interface DispatchedResponse {
   body: UpstreamBody;
 }
 
-/** Dispatches a request; resolves at the response headers, rejects on failure before them. */
-export function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, signal: AbortSignal | undefined): Promise<DispatchedResponse> {
+/**
+ * Dispatches a request; resolves at the response headers, rejects on failure before them.
+ *
+ * Undici hands over the request's controller only when the request is written to a connection,
+ * so an abort (client gone, drain) or a timeout that comes while the request still waits for a
+ * connection rejects at once and is applied when the controller arrives: the request is then
+ * dropped before it is sent, instead of running upstream for a client that has left.
+ *
+ * `headersTimeoutMs` is kept here with a native timer: undici's own headersTimeout runs on its
+ * coarse timers (500 ms ticks), which let a 300 ms timeout fire after a second. Undici's stays
+ * set as a backstop.
+ */
+export function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, signal: AbortSignal | undefined, headersTimeoutMs?: number): Promise<DispatchedResponse> {
   return new Promise((resolve, reject) => {
     const body = new UpstreamBody();
     let started = false;
     let controller: Dispatcher.DispatchController | null = null;
-    const onAbort = () => controller?.abort(new undiciErrors.RequestAbortedError());
-    const cleanup = () => signal?.removeEventListener("abort", onAbort);
+    let early: Error | null = null;
+    const stop = (error: Error) => {
+      if (controller) controller.abort(error);
+      else if (early === null) {
+        early = error;
+        cleanup();
+        reject(error);
+      }
+    };
+    const onAbort = () => stop(new undiciErrors.RequestAbortedError());
     if (signal?.aborted) return reject(new undiciErrors.RequestAbortedError());
+    const headersTimer = headersTimeoutMs === undefined ? undefined : setTimeout(() => stop(new undiciErrors.HeadersTimeoutError()), headersTimeoutMs);
+    const cleanup = () => {
+      clearTimeout(headersTimer);
+      signal?.removeEventListener("abort", onAbort);
+    };
     signal?.addEventListener("abort", onAbort, { once: true });
     dispatcher.dispatch(options, {
       onRequestStart(c) {
         controller = c;
         body.attach(c);
+        if (early) c.abort(early);
       },
       onResponseStart(_c, statusCode, headers) {
         started = true;
+        clearTimeout(headersTimer);
         resolve({ status: statusCode, headers: headers as DispatchedResponse["headers"], body });
       },
       onResponseData(_c, chunk) {

@@ -56,7 +56,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       if (auth) headers.authorization = auth;
       if (req.body !== undefined) headers["content-type"] = "application/json";
       if (req.requestId) headers["x-request-id"] = req.requestId;
-      return dispatch(pool, { method: req.method, path: prefix + req.path, headers, body: req.body ?? null }, req.signal);
+      return dispatch(pool, { method: req.method, path: prefix + req.path, headers, body: req.body ?? null }, req.signal, options.headersTimeoutMs);
     },
     close: () => pool.close(),
   };

@@ -79,6 +79,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
     if (!reply.raw.writableFinished) ac.abort("client");
   };
   reply.raw.on("close", onClose);
+  if (reply.raw.destroyed) ac.abort("client"); // left while the request was being admitted
   const done = ctx.inflight.add((reason) => ac.abort(reason));
   try {
     const continuous = modelConfig?.continuousUsage === true;

@@ -1,0 +1,62 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createUpstream, isAbort, transportError, type Upstream } from "../../api-shim/src/upstream.ts";
+import { FakeVllm } from "../support/fake-vllm.ts";
+
+/**
+ * The upstream seam on its own, against the fake vLLM: what happens to a request that is still
+ * waiting for a connection when its client leaves or its time runs out. One connection makes the
+ * wait deterministic: a slow first request holds it.
+ */
+const CHAT = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+
+describe("upstream seam", () => {
+  let fake: FakeVllm;
+  let upstream: Upstream;
+  beforeAll(async () => {
+    fake = await new FakeVllm().start();
+    upstream = createUpstream({ url: fake.url, apiKey: null, headersTimeoutMs: 5_000, idleTimeoutMs: 5_000, connections: 1 });
+  });
+  afterAll(async () => {
+    await upstream.close();
+    await fake.close();
+  });
+
+  it("an abort while the request waits for a connection rejects at once, and the request is never sent", async () => {
+    fake.set({ headerDelayMs: 600 });
+    const received = fake.counters.received;
+    const first = upstream.request({ method: "POST", path: "/chat/completions", body: CHAT });
+    await fake.until((c) => c.received === received + 1); // the only connection is busy now
+    const ac = new AbortController();
+    const second = upstream.request({ method: "POST", path: "/chat/completions", body: CHAT, signal: ac.signal });
+    setTimeout(() => ac.abort("client"), 50);
+    const t0 = performance.now();
+    const err = await second.then(() => null, (e: unknown) => e);
+    expect(performance.now() - t0).toBeLessThan(400); // not after the first request's 600 ms
+    expect(isAbort(err, ac.signal)).toBe(true);
+    const res = await first;
+    expect(res.status).toBe(200);
+    await res.body.text();
+    // The connection is free again: the aborted request must not go out on it.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(fake.counters.received).toBe(received + 1);
+    fake.reset();
+  });
+
+  it("the headers timeout fires at the configured time, not at undici's next 500 ms tick", async () => {
+    const tight = createUpstream({ url: fake.url, apiKey: null, headersTimeoutMs: 300, idleTimeoutMs: 5_000, connections: 1 });
+    try {
+      fake.set({ headerDelayMs: 2_000 });
+      for (let i = 0; i < 2; i++) {
+        const t0 = performance.now();
+        const err = await tight.request({ method: "POST", path: "/chat/completions", body: CHAT }).then(() => null, (e: unknown) => e);
+        const ms = performance.now() - t0;
+        expect(transportError(err).code).toBe("upstream_timeout");
+        expect(ms).toBeGreaterThanOrEqual(290);
+        expect(ms).toBeLessThan(550); // undici's own 500 ms-tick timers alone fire at up to ~1 s
+      }
+    } finally {
+      fake.reset();
+      await tight.close();
+    }
+  });
+});
