@@ -78,7 +78,7 @@ describe("the shim process", () => {
     expect(during.held).toBe(50 * (1 + 2000) * CREDIT); // each: the request credit + 2,000 completion tokens at 1 credit
     first.child.kill("SIGKILL");
     expect((await first.exited).signal).toBe("SIGKILL");
-    logs.push(...first.lines);
+    logs.push(...first.lines, first.stderr());
     await Promise.allSettled(streams.map(async (s) => { for (let r = await s.it.next(); !r.done; r = await s.it.next()); }));
 
     const second = await start();
@@ -94,7 +94,7 @@ describe("the shim process", () => {
     expect(ok.choices[0]!.message.content).toBe("t1 t2");
     second.child.kill("SIGTERM");
     expect(await second.exited).toEqual({ code: 0, signal: null });
-    logs.push(...second.lines);
+    logs.push(...second.lines, second.stderr());
   });
 
   it("SIGTERM drains: short streams finish, long ones are cut at the drain timeout and settled; exit 0", async () => {
@@ -119,7 +119,7 @@ describe("the shim process", () => {
     expect(shortResults.every((r) => r.ok)).toBe(true);
     for (const r of longResults) expect(r).toMatchObject({ ok: false, error: "service_unavailable" });
     expect(await p.exited).toEqual({ code: 0, signal: null });
-    logs.push(...p.lines);
+    logs.push(...p.lines, p.stderr());
     const stopped = p.lines.map((l) => JSON.parse(l)).find((e) => e.msg === "stopped");
     expect(stopped.aborted).toBe(5);
     const after = (await audit()).find((r) => r.keyId === key.id)!;
@@ -139,7 +139,7 @@ describe("the shim process", () => {
     other.exec("CREATE TRIGGER fail_money BEFORE UPDATE OF held ON keys BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
     await client(p).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 }).catch(() => {});
     expect(await p.exited).toEqual({ code: 1, signal: null });
-    logs.push(...p.lines);
+    logs.push(...p.lines, p.stderr());
     expect(p.lines.map((l) => JSON.parse(l).msg)).toContain("the store failed closed; exiting so the shim is restarted");
     // The failed batch was rolled back whole: nothing was charged or left held.
     expect((await audit()).find((r) => r.keyId === key.id)).toEqual(before);
@@ -147,10 +147,10 @@ describe("the shim process", () => {
     // Still failing at the next start (every UPDATE of a key fails, as on a full disk): the same
     // log line, exit 1 again, so the restart policy keeps trying and the log says why.
     other.exec("CREATE TRIGGER fail_keys BEFORE UPDATE ON keys BEGIN SELECT RAISE(ABORT, 'disk still on fire'); END");
-    const failed = (await spawnShim({ ...env }).catch((e: unknown) => e)) as { lines: string[]; exit: unknown };
+    const failed = (await spawnShim({ ...env }).catch((e: unknown) => e)) as { lines: string[]; stderr(): string; exit: unknown };
     expect(failed.exit).toEqual({ code: 1, signal: null });
     expect(failed.lines.map((l) => JSON.parse(l).msg)).toContain("the store failed closed; exiting so the shim is restarted");
-    logs.push(...failed.lines);
+    logs.push(...failed.lines, failed.stderr());
     other.exec("DROP TRIGGER fail_keys");
     other.exec("DROP TRIGGER fail_money");
     other.close();
@@ -159,7 +159,7 @@ describe("the shim process", () => {
     expect(answer.choices[0]!.message.content).toBe("t1");
     again.child.kill("SIGTERM");
     expect(await again.exited).toEqual({ code: 0, signal: null });
-    logs.push(...again.lines);
+    logs.push(...again.lines, again.stderr());
   });
 
   it("a bootstrap key removed from the configuration stops working at the next start", async () => {
@@ -168,7 +168,7 @@ describe("the shim process", () => {
     expect((await client(bare).models.list()).data.length).toBeGreaterThan(0);
     bare.child.kill("SIGTERM");
     expect(await bare.exited).toEqual({ code: 0, signal: null });
-    logs.push(...bare.lines);
+    logs.push(...bare.lines, bare.stderr());
 
     const replacement = generateKey();
     writeFileSync(
@@ -183,7 +183,7 @@ describe("the shim process", () => {
     expect((await fresh.models.list()).data.map((m) => m.id)).toEqual(["qwen2.5-7b"]);
     p.child.kill("SIGTERM");
     expect(await p.exited).toEqual({ code: 0, signal: null });
-    logs.push(...p.lines);
-    assertNoSecrets(p.lines, [replacement.key]);
+    logs.push(...p.lines, p.stderr());
+    assertNoSecrets([...p.lines, p.stderr()], [replacement.key]);
   });
 });

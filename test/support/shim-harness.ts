@@ -108,7 +108,9 @@ export async function startShim(options: HarnessOptions = {}): Promise<Harness> 
   await app.listen({ port: 0, host: "127.0.0.1" });
   const address = app.server.address();
   const url = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`;
-  const secrets = new Set([adminToken]);
+  // The upstream's key must stay out of the logs as much as the clients' keys.
+  const upstreamKey = (options.fake ?? DEFAULT_FAKE).apiKey;
+  const secrets = new Set([adminToken, ...(upstreamKey ? [upstreamKey] : [])]);
 
   const admin = (path: string, init: RequestInit = {}) =>
     fetch(url + path, { ...init, headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json", ...(init.headers as Record<string, string>) } });

@@ -13,6 +13,8 @@ export interface ShimProcess {
   child: ChildProcess;
   url: string;
   lines: string[];
+  /** What the process wrote to stderr so far (start-up errors; scanned for secrets too). */
+  stderr(): string;
   waitForLine(predicate: (entry: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
@@ -83,7 +85,7 @@ export async function spawnShim(env: Record<string, string>): Promise<ShimProces
   const listening = await waitForLine((e) => e.msg === "api-shim listening").catch(async (e: unknown) => {
     child.kill("SIGKILL");
     // What a process that never listened said and how it ended, for tests of failed starts.
-    throw Object.assign(e as Error, { lines, exit: await exited });
+    throw Object.assign(e as Error, { lines, stderr: () => stderr, exit: await exited });
   });
-  return { child, url: String(listening.address), lines, waitForLine, exited };
+  return { child, url: String(listening.address), lines, stderr: () => stderr, waitForLine, exited };
 }
