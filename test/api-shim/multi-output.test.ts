@@ -62,6 +62,9 @@ describe("multi-output and batched requests are charged their full usage", () =>
     const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 30, n: 3, stream: true, stream_options: { include_usage: true } });
     const chunks = [];
     for await (const c of stream) chunks.push(c);
+    // As vLLM: a role chunk per output first, then each output's text.
+    expect(chunks.slice(0, 3).map((c) => [c.choices[0]!.index, c.choices[0]!.delta.role])).toEqual([[0, "assistant"], [1, "assistant"], [2, "assistant"]]);
+    for (const index of [0, 1, 2]) expect(chunks.filter((c) => c.choices[0]?.index === index).map((c) => c.choices[0]!.delta.content).join("")).toMatch(/^t1 t2 .* t30$/);
     const last = chunks.at(-1)! as unknown as { usage: { prompt_tokens: number; completion_tokens: number }; credits_charged: number };
     expect(last.usage).toMatchObject({ prompt_tokens: 5, completion_tokens: 90 });
     expect(last.credits_charged).toBeCloseTo(price(5, 90), 6);

@@ -234,7 +234,8 @@ export class FakeVllm extends EventEmitter {
       route === "chat"
         ? { id, object: "chat.completion.chunk", created, model, choices: [choice], ...live(choice.index as number, k) }
         : { id, object: "text_completion", created, model, choices: [choice], usage: null, ...live(choice.index as number, k) };
-    if (route === "chat") send(chunk({ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }, 0));
+    // vLLM's first step sends one role chunk per output (for i in range(num_choices)).
+    if (route === "chat") for (let index = 0; index < outputs; index++) send(chunk({ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }, 0));
     for (let k = 1; k <= tokens; k++) {
       if (b.tokenDelayMs > 0) await sleep(b.tokenDelayMs);
       if (res.destroyed) return;
@@ -259,7 +260,7 @@ export class FakeVllm extends EventEmitter {
       }
       this.bump("tokensSent");
     }
-    if (tokens === 0 && route === "chat") send(chunk({ index: 0, delta: { content: "" }, logprobs: null, finish_reason: "length", stop_reason: null }, 0));
+    if (tokens === 0 && route === "chat") for (let index = 0; index < outputs; index++) send(chunk({ index, delta: { content: "" }, logprobs: null, finish_reason: "length", stop_reason: null }, 0));
     const usage = this.usage(prompt, tokens * outputs);
     if (includeUsage) send(route === "chat" ? { id, object: "chat.completion.chunk", created, model, choices: [], usage } : { id, object: "text_completion", created, model, choices: [], usage });
     res.end("data: [DONE]\n\n");
