@@ -260,6 +260,27 @@ describe("upstream failures", () => {
       await dead.close();
     }
   });
+
+  it("an upstream that accepts connections and never answers → 504 on time, for the model list too", async () => {
+    const silent = createServer(() => {}).listen(0, "127.0.0.1");
+    await new Promise((r) => silent.once("listening", r));
+    const { port } = silent.address() as { port: number };
+    const mute = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1`, SHIM_UPSTREAM_TIMEOUT_MS: "300" } });
+    try {
+      const k = await mute.createKey({ credits: 3 });
+      for (const call of [() => mute.client(k.key).models.list(), () => mute.client(k.key).chat.completions.create(chat)]) {
+        const t0 = performance.now();
+        const e = await failure(call);
+        expect(e).toBeInstanceOf(InternalServerError);
+        expectShape(e, 504, "api_error", "upstream_timeout");
+        expect(performance.now() - t0).toBeLessThan(700);
+      }
+      expect((await mute.store.getKey(k.id))!).toMatchObject({ balance: 3_000_000, held: 0 });
+    } finally {
+      await mute.close();
+      silent.close();
+    }
+  });
 });
 
 describe("a broken database fails closed with 503", () => {

@@ -144,7 +144,7 @@ describe("stream idle timeout", () => {
       })();
       expect(err?.error).toMatchObject({ code: "upstream_timeout" });
       // 300 ms configured; the idle timeout runs on undici's 500 ms-tick timers (up to ~1 s late).
-      expect(performance.now() - t0).toBeLessThan(1500);
+      expect(performance.now() - t0).toBeLessThan(2000);
       await h.fake.until((c) => c.aborted >= 1);
       expect((await h.store.getKey(id))!).toMatchObject({ balance: 10 * CREDIT, held: 0 });
     } finally {

@@ -42,6 +42,20 @@ describe("upstream seam", () => {
     fake.reset();
   });
 
+  it("the headers timeout ends with the headers: a stream may run on far longer", async () => {
+    const tight = createUpstream({ url: fake.url, apiKey: null, headersTimeoutMs: 300, idleTimeoutMs: 5_000 });
+    try {
+      fake.set({ tokenDelayMs: 100 });
+      const res = await tight.request({ method: "POST", path: "/chat/completions", body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 8, stream: true }) });
+      const text = await res.body.text(); // ~800 ms of tokens
+      expect(text).toContain(" t8");
+      expect(text.trimEnd().endsWith("data: [DONE]")).toBe(true);
+    } finally {
+      fake.reset();
+      await tight.close();
+    }
+  });
+
   it("the headers timeout fires at the configured time, not at undici's next 500 ms tick", async () => {
     const tight = createUpstream({ url: fake.url, apiKey: null, headersTimeoutMs: 300, idleTimeoutMs: 5_000, connections: 1 });
     try {

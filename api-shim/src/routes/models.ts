@@ -1,6 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { authHeaders } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
+import { ShimError } from "../errors.ts";
 import { transportError, upstreamStatusError, readLimited } from "../upstream.ts";
 
 /** The most of an upstream model list read (its size is the upstream's, not a client's). */
@@ -15,11 +16,14 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const allow = request.auth!.key.models;
     let res;
     let text: string;
+    // One deadline for the whole list, body included (the headers timeout alone would let a
+    // trickling body run on); running out of it is a timeout (504), like the headers timeout.
+    const deadline = AbortSignal.timeout(ctx.config.upstreamTimeoutMs);
     try {
-      res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, signal: AbortSignal.timeout(ctx.config.upstreamTimeoutMs) });
+      res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, signal: deadline });
       text = (await readLimited(res.body, MODEL_LIST_LIMIT)).text;
     } catch (e) {
-      throw transportError(e);
+      throw deadline.aborted ? new ShimError("upstream_timeout") : transportError(e);
     }
     if (res.status !== 200) throw upstreamStatusError(res.status, text, undefined, res.headers["retry-after"]);
     let list: { object?: unknown; data?: { id?: unknown }[] };
