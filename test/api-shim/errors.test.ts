@@ -245,39 +245,37 @@ describe("upstream failures", () => {
     await h.fake.until((c) => c.aborted > aborted);
   });
 
-  it("a dead upstream (nothing listening) → 502 quickly", async () => {
-    const port = await freePort();
-    const dead = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1`, SHIM_UPSTREAM_TIMEOUT_MS: "300" } });
+  /**
+   * A shim whose upstream is at `port` with a 300 ms timeout: chat and the model list each fail
+   * with `status`/`code` within `withinMs`, and nothing is charged or left held.
+   */
+  async function unreachable(port: number, status: number, code: string, withinMs: number): Promise<void> {
+    const shim = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1`, SHIM_UPSTREAM_TIMEOUT_MS: "300" } });
     try {
-      const k = await dead.createKey({ credits: 3 });
-      const t0 = performance.now();
-      const e = await failure(() => dead.client(k.key).chat.completions.create(chat));
-      expect(e).toBeInstanceOf(InternalServerError);
-      expectShape(e, 502, "api_error", "upstream_error");
-      expect(performance.now() - t0).toBeLessThan(1000);
-      expect((await dead.store.getKey(k.id))!).toMatchObject({ balance: 3_000_000, held: 0 });
+      const k = await shim.createKey({ credits: 3 });
+      for (const call of [() => shim.client(k.key).models.list(), () => shim.client(k.key).chat.completions.create(chat)]) {
+        const t0 = performance.now();
+        const e = await failure(call);
+        expect(e).toBeInstanceOf(InternalServerError);
+        expectShape(e, status, "api_error", code);
+        expect(performance.now() - t0).toBeLessThan(withinMs);
+      }
+      expect((await shim.store.getKey(k.id))!).toMatchObject({ balance: 3_000_000, held: 0 });
     } finally {
-      await dead.close();
+      await shim.close();
     }
+  }
+
+  it("a dead upstream (nothing listening) → 502 quickly", async () => {
+    await unreachable(await freePort(), 502, "upstream_error", 1000);
   });
 
   it("an upstream that accepts connections and never answers → 504 on time, for the model list too", async () => {
     const silent = createServer(() => {}).listen(0, "127.0.0.1");
     await new Promise((r) => silent.once("listening", r));
-    const { port } = silent.address() as { port: number };
-    const mute = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1`, SHIM_UPSTREAM_TIMEOUT_MS: "300" } });
     try {
-      const k = await mute.createKey({ credits: 3 });
-      for (const call of [() => mute.client(k.key).models.list(), () => mute.client(k.key).chat.completions.create(chat)]) {
-        const t0 = performance.now();
-        const e = await failure(call);
-        expect(e).toBeInstanceOf(InternalServerError);
-        expectShape(e, 504, "api_error", "upstream_timeout");
-        expect(performance.now() - t0).toBeLessThan(700);
-      }
-      expect((await mute.store.getKey(k.id))!).toMatchObject({ balance: 3_000_000, held: 0 });
+      await unreachable((silent.address() as { port: number }).port, 504, "upstream_timeout", 700);
     } finally {
-      await mute.close();
       silent.close();
     }
   });
