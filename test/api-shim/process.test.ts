@@ -57,6 +57,14 @@ describe("the shim process", () => {
     const store = new SqliteStore(join(dir, "data", "shim.db"));
     return store.audit().finally(() => store.close());
   };
+  /** Keeps what a process wrote (its log lines and stderr) for the scan for secrets at the end. */
+  const keep = (p: Pick<ShimProcess, "lines" | "stderr">) => logs.push(...p.lines, p.stderr());
+  /** SIGTERM: the process exits 0, and what it wrote is kept. */
+  const stopCleanly = async (p: ShimProcess) => {
+    p.child.kill("SIGTERM");
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+    keep(p);
+  };
   const client = (p: ShimProcess) => new OpenAI({ apiKey: key.key, baseURL: `${p.url}/v1`, maxRetries: 0 });
   /** Opens a stream and resolves once its first content chunk arrived, with the rest of it. */
   const openStream = async (p: ShimProcess, maxTokens: number) => {
@@ -78,7 +86,7 @@ describe("the shim process", () => {
     expect(during.held).toBe(50 * (1 + 2000) * CREDIT); // each: the request credit + 2,000 completion tokens at 1 credit
     first.child.kill("SIGKILL");
     expect((await first.exited).signal).toBe("SIGKILL");
-    logs.push(...first.lines, first.stderr());
+    keep(first);
     await Promise.allSettled(streams.map(async (s) => { for (let r = await s.it.next(); !r.done; r = await s.it.next()); }));
 
     const second = await start();
@@ -92,9 +100,7 @@ describe("the shim process", () => {
     fake.reset();
     const ok = await client(second).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
     expect(ok.choices[0]!.message.content).toBe("t1 t2");
-    second.child.kill("SIGTERM");
-    expect(await second.exited).toEqual({ code: 0, signal: null });
-    logs.push(...second.lines, second.stderr());
+    await stopCleanly(second);
   });
 
   it("SIGTERM drains: short streams finish, long ones are cut at the drain timeout and settled; exit 0", async () => {
@@ -119,7 +125,7 @@ describe("the shim process", () => {
     expect(shortResults.every((r) => r.ok)).toBe(true);
     for (const r of longResults) expect(r).toMatchObject({ ok: false, error: "service_unavailable" });
     expect(await p.exited).toEqual({ code: 0, signal: null });
-    logs.push(...p.lines, p.stderr());
+    keep(p);
     const stopped = p.lines.map((l) => JSON.parse(l)).find((e) => e.msg === "stopped");
     expect(stopped.aborted).toBe(5);
     const after = (await audit()).find((r) => r.keyId === key.id)!;
@@ -139,7 +145,7 @@ describe("the shim process", () => {
     other.exec("CREATE TRIGGER fail_money BEFORE UPDATE OF held ON keys BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
     await client(p).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 }).catch(() => {});
     expect(await p.exited).toEqual({ code: 1, signal: null });
-    logs.push(...p.lines, p.stderr());
+    keep(p);
     expect(p.lines.map((l) => JSON.parse(l).msg)).toContain("the store failed closed; exiting so the shim is restarted");
     // The failed batch was rolled back whole: nothing was charged or left held.
     expect((await audit()).find((r) => r.keyId === key.id)).toEqual(before);
@@ -150,25 +156,21 @@ describe("the shim process", () => {
     const failed = (await spawnShim({ ...env }).catch((e: unknown) => e)) as { lines: string[]; stderr(): string; exit: unknown };
     expect(failed.exit).toEqual({ code: 1, signal: null });
     expect(failed.lines.map((l) => JSON.parse(l).msg)).toContain("the store failed closed; exiting so the shim is restarted");
-    logs.push(...failed.lines, failed.stderr());
+    keep(failed);
     other.exec("DROP TRIGGER fail_keys");
     other.exec("DROP TRIGGER fail_money");
     other.close();
     const again = await start();
     const answer = await client(again).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 });
     expect(answer.choices[0]!.message.content).toBe("t1");
-    again.child.kill("SIGTERM");
-    expect(await again.exited).toEqual({ code: 0, signal: null });
-    logs.push(...again.lines, again.stderr());
+    await stopCleanly(again);
   });
 
   it("a bootstrap key removed from the configuration stops working at the next start", async () => {
     // Without SHIM_CONFIG (say, a manual run against the same database) nothing is revoked.
     const bare = await start({ SHIM_CONFIG: "" });
     expect((await client(bare).models.list()).data.length).toBeGreaterThan(0);
-    bare.child.kill("SIGTERM");
-    expect(await bare.exited).toEqual({ code: 0, signal: null });
-    logs.push(...bare.lines, bare.stderr());
+    await stopCleanly(bare);
 
     const replacement = generateKey();
     writeFileSync(
@@ -181,9 +183,7 @@ describe("the shim process", () => {
     expect(old).toBe(401);
     const fresh = new OpenAI({ apiKey: replacement.key, baseURL: `${p.url}/v1`, maxRetries: 0 });
     expect((await fresh.models.list()).data.map((m) => m.id)).toEqual(["qwen2.5-7b"]);
-    p.child.kill("SIGTERM");
-    expect(await p.exited).toEqual({ code: 0, signal: null });
-    logs.push(...p.lines, p.stderr());
+    await stopCleanly(p);
     assertNoSecrets([...p.lines, p.stderr()], [replacement.key]);
   });
 });
