@@ -94,11 +94,11 @@ export interface DispatchedResponse {
  * connection rejects at once and is applied when the controller arrives: the request is then
  * dropped before it is sent, instead of running upstream for a client that has left.
  *
- * `headersTimeoutMs` is kept here with a native timer: undici's own headersTimeout runs on its
- * coarse timers (500 ms ticks), which let a 300 ms timeout fire after a second. Undici's stays
- * set as a backstop.
+ * `headersTimeoutMs` is kept here, with a native timer, and undici's own is off (see
+ * upstream.ts): undici's runs on coarse timers (500 ms ticks), which let a 300 ms timeout fire
+ * after a second, and it does not count the time spent waiting for a connection.
  */
-export function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, signal: AbortSignal | undefined, headersTimeoutMs?: number): Promise<DispatchedResponse> {
+export function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, signal: AbortSignal | undefined, headersTimeoutMs: number): Promise<DispatchedResponse> {
   return new Promise((resolve, reject) => {
     const body = new UpstreamBody();
     let started = false;
@@ -114,7 +114,7 @@ export function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOpt
     };
     const onAbort = () => stop(new undiciErrors.RequestAbortedError());
     if (signal?.aborted) return reject(new undiciErrors.RequestAbortedError());
-    const headersTimer = headersTimeoutMs === undefined ? undefined : setTimeout(() => stop(new undiciErrors.HeadersTimeoutError()), headersTimeoutMs);
+    const headersTimer = setTimeout(() => stop(new undiciErrors.HeadersTimeoutError()), headersTimeoutMs);
     const cleanup = () => {
       clearTimeout(headersTimer);
       signal?.removeEventListener("abort", onAbort);

@@ -44,7 +44,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
     connections: options.connections ?? 256,
     pipelining: 1,
     keepAliveTimeout: 30_000,
-    headersTimeout: options.headersTimeoutMs,
+    headersTimeout: 0, // kept by dispatch() instead, on time (upstream-body.ts)
     bodyTimeout: options.idleTimeoutMs,
     connect: { timeout: Math.min(options.headersTimeoutMs, 10_000) },
   });
