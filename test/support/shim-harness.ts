@@ -71,14 +71,15 @@ export const DEFAULT_FAKE: FakeVllmOptions = {
 
 export async function startShim(options: HarnessOptions = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), "shim-test-"));
-  const fake = await new FakeVllm(options.fake ?? DEFAULT_FAKE).start();
+  const fakeOptions = options.fake ?? DEFAULT_FAKE;
+  const fake = await new FakeVllm(fakeOptions).start();
   const adminToken = `admin-${Math.random().toString(36).slice(2)}-${Date.now()}`;
   const configPath = join(dir, "shim.yaml");
   writeFileSync(configPath, stringify(options.file ?? DEFAULT_FILE));
   const config = parseShimConfig(
     {
       SHIM_UPSTREAM_URL: fake.url,
-      SHIM_UPSTREAM_API_KEY: (options.fake ?? DEFAULT_FAKE).apiKey ?? "",
+      SHIM_UPSTREAM_API_KEY: fakeOptions.apiKey ?? "",
       SHIM_ADMIN_TOKEN: adminToken,
       SHIM_CONFIG: configPath,
       SHIM_UPSTREAM_TIMEOUT_MS: "5000",
@@ -109,8 +110,7 @@ export async function startShim(options: HarnessOptions = {}): Promise<Harness> 
   const address = app.server.address();
   const url = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`;
   // The upstream's key must stay out of the logs as much as the clients' keys.
-  const upstreamKey = (options.fake ?? DEFAULT_FAKE).apiKey;
-  const secrets = new Set([adminToken, ...(upstreamKey ? [upstreamKey] : [])]);
+  const secrets = new Set([adminToken, ...(fakeOptions.apiKey ? [fakeOptions.apiKey] : [])]);
 
   const admin = (path: string, init: RequestInit = {}) =>
     fetch(url + path, { ...init, headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json", ...(init.headers as Record<string, string>) } });
