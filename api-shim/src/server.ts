@@ -4,7 +4,7 @@ import { systemClock } from "./clock.ts";
 import { ConfigError, parseShimConfig, type ShimConfig } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
-import { openStore } from "./store/open-store.ts";
+import { openStore, redactUrl } from "./store/open-store.ts";
 import type { Store } from "./store/store.ts";
 import { createUpstream } from "./upstream.ts";
 
@@ -40,7 +40,7 @@ async function main(): Promise<void> {
   let store: Store;
   let released: number;
   try {
-    store = openStore(config.databaseUrl, { onFailure });
+    store = await openStore(config.databaseUrl, { onFailure });
     released = await store.releaseStaleReservations();
     logger.info({ released }, "released reservations left by a previous process (not charged)");
     for (const k of config.bootstrapKeys) {
@@ -99,7 +99,7 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => void stop?.("SIGINT", 0, config.drainTimeoutMs));
 
   const address = await app.listen({ port: config.port, host: config.host });
-  logger.info({ address, upstream: config.upstreamUrl, database: config.databaseUrl.replace(/\/\/[^@]*@/, "//***@") }, "api-shim listening");
+  logger.info({ address, upstream: config.upstreamUrl, database: redactUrl(config.databaseUrl) }, "api-shim listening");
   logger.flush();
 }
 

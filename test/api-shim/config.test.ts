@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
-import { openStore } from "../../api-shim/src/store/open-store.ts";
+import { openStore, redactUrl } from "../../api-shim/src/store/open-store.ts";
+import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 
 const HASH = `sha256:${"a".repeat(64)}`;
 const parse = (env: Record<string, string>, yaml?: string) =>
@@ -112,12 +113,18 @@ extra: 1
 });
 
 describe("openStore", () => {
-  it("opens sqlite::memory: and rejects postgres:// and unknown schemes with the variable named", async () => {
-    const s = openStore("sqlite::memory:");
+  it("opens sqlite::memory: and rejects unknown schemes with the variable named and no password", async () => {
+    const s = await openStore("sqlite::memory:");
     await s.ping();
     await s.close();
-    expect(() => openStore("postgres://u:p@db/shim")).toThrow(/^SHIM_DATABASE_URL: postgres:\/\/ is not supported yet/);
-    expect(() => openStore("mysql://x")).toThrow(/^SHIM_DATABASE_URL: "mysql:\/\/x" is not valid; expected sqlite:<path>/);
-    expect(() => openStore("sqlite:")).toThrow(/needs a path/);
+    await expect(openStore("mysql://u:hunter2@x/db")).rejects.toThrow(/^SHIM_DATABASE_URL: "mysql:\/\/u:\*\*\*@x\/db" is not valid; expected sqlite:<path>, sqlite::memory: or postgres:\/\/…$/);
+    await expect(openStore("sqlite:")).rejects.toThrow(/needs a path/);
+    expect(redactUrl("postgres://shim:p%40ss@db:5432/shim?sslmode=require&password=x")).toBe("postgres://shim:***@db:5432/shim?sslmode=require&password=***");
+  });
+
+  it("a postgres:// URL that cannot be reached is StoreUnavailableError within the connect timeout", async () => {
+    const started = Date.now();
+    await expect(openStore("postgres://shim:secret@127.0.0.1:1/shim")).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(Date.now() - started).toBeLessThan(5000);
   });
 });

@@ -1,18 +1,23 @@
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { SqliteStore, type SqliteStoreOptions } from "./sqlite-store.ts";
+import { PostgresStore } from "./postgres-store.ts";
+import { SqliteStore } from "./sqlite-store.ts";
 import type { Store } from "./store.ts";
+
+export interface OpenStoreOptions {
+  /** Called once when the store fails closed; the server exits so that it is restarted. */
+  onFailure?: (error: unknown) => void;
+}
 
 /**
  * Opens the store named by SHIM_DATABASE_URL: `sqlite:<path>` (relative to the working
- * directory; missing directories are created) or `sqlite::memory:`.
+ * directory; missing directories are created), `sqlite::memory:`, or `postgres://…` /
+ * `postgresql://…` (a libpq connection URL; several replicas may share it).
  */
-export function openStore(url: string, options: Pick<SqliteStoreOptions, "onFailure"> = {}, cwd: string = process.cwd()): Store {
-  if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
-    throw new Error("SHIM_DATABASE_URL: postgres:// is not supported yet; use sqlite:<path> (the Store interface is ready for a Postgres implementation)");
-  }
+export async function openStore(url: string, options: OpenStoreOptions = {}, cwd: string = process.cwd()): Promise<Store> {
+  if (url.startsWith("postgres://") || url.startsWith("postgresql://")) return PostgresStore.open(url, options);
   if (!url.startsWith("sqlite:")) {
-    throw new Error(`SHIM_DATABASE_URL: ${JSON.stringify(url)} is not valid; expected sqlite:<path> or sqlite::memory:`);
+    throw new Error(`SHIM_DATABASE_URL: ${JSON.stringify(redactUrl(url))} is not valid; expected sqlite:<path>, sqlite::memory: or postgres://…`);
   }
   const target = url.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "");
   if (target === "") throw new Error("SHIM_DATABASE_URL: sqlite: needs a path, e.g. sqlite:./data/shim.db");
@@ -20,4 +25,9 @@ export function openStore(url: string, options: Pick<SqliteStoreOptions, "onFail
   const file = resolve(cwd, target);
   mkdirSync(dirname(file), { recursive: true });
   return new SqliteStore(file, options);
+}
+
+/** The URL with any password replaced, for logs and error messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/([^/@:]*):[^/@]*@/, "//$1:***@").replace(/([?&]password=)[^&]*/gi, "$1***");
 }

@@ -1,0 +1,57 @@
+import type pg from "pg";
+
+/**
+ * The Postgres store's schema: the same ledger as the SQLite store (one row per inference
+ * request, which is both its charge and its usage record), with each open hold as a row of
+ * `reservations` tagged with the replica that made it, since several replicas share the
+ * database. Each migration runs once, in order, in one transaction, tracked in
+ * `shim_schema_version`. Replicas that start together take turns (an advisory lock).
+ */
+export const PG_MIGRATIONS: readonly string[] = [
+  `CREATE TABLE keys (
+     id text PRIMARY KEY, name text NOT NULL, hash text NOT NULL, tier text NOT NULL, models jsonb,
+     balance bigint NOT NULL DEFAULT 0, held bigint NOT NULL DEFAULT 0,
+     created_at bigint NOT NULL, expires_at bigint, revoked_at bigint,
+     bootstrap boolean NOT NULL DEFAULT false,
+     CHECK (held >= 0), CHECK (balance - held >= 0));
+   CREATE TABLE ledger (
+     id bigserial PRIMARY KEY, key_id text NOT NULL REFERENCES keys(id), at bigint NOT NULL,
+     amount bigint NOT NULL, kind text NOT NULL, ref text, idem text,
+     route text, model text, status integer, prompt_tokens integer, completion_tokens integer,
+     stream boolean, ms integer);
+   -- Partial: usage rows (no idempotency key) do not pay for this index on every request.
+   CREATE UNIQUE INDEX ledger_idem ON ledger(idem) WHERE idem IS NOT NULL;
+   CREATE INDEX ledger_key_at ON ledger(key_id, at);
+   CREATE FUNCTION ledger_append_only() RETURNS trigger LANGUAGE plpgsql AS
+     $$ BEGIN RAISE EXCEPTION 'ledger is append-only'; END $$;
+   CREATE TRIGGER ledger_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON ledger
+     FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only();
+   -- An open hold: made by one replica (owner, see postgres-store.ts), gone when settled.
+   CREATE TABLE reservations (
+     id text PRIMARY KEY, key_id text NOT NULL REFERENCES keys(id), amount bigint NOT NULL CHECK (amount >= 0),
+     owner integer NOT NULL, at bigint NOT NULL);
+   CREATE INDEX reservations_owner ON reservations(owner);
+   CREATE TABLE idempotency (
+     key text PRIMARY KEY, fingerprint text NOT NULL, body text NOT NULL, at bigint NOT NULL);`,
+];
+
+/** Advisory-lock class of the shim (int4 "SHIM"): (class, 0) for migrations, (class, owner) per replica. */
+export const LOCK_CLASS = 0x5348494d;
+
+/** Brings the database to the latest schema. */
+export async function migratePg(client: pg.ClientBase): Promise<void> {
+  await client.query("BEGIN");
+  try {
+    await client.query("SELECT pg_advisory_xact_lock($1, 0)", [LOCK_CLASS]);
+    await client.query("CREATE TABLE IF NOT EXISTS shim_schema_version (version integer NOT NULL)");
+    const { rows } = await client.query<{ version: number }>("SELECT version FROM shim_schema_version");
+    let version = rows[0]?.version ?? 0;
+    if (rows.length === 0) await client.query("INSERT INTO shim_schema_version VALUES (0)");
+    for (; version < PG_MIGRATIONS.length; version++) await client.query(PG_MIGRATIONS[version]!);
+    await client.query("UPDATE shim_schema_version SET version = $1", [version]);
+    await client.query("COMMIT");
+  } catch (e) {
+    await client.query("ROLLBACK").catch(() => {});
+    throw e;
+  }
+}

@@ -1,0 +1,310 @@
+import { randomInt } from "node:crypto";
+import pg from "pg";
+import { LOCK_CLASS, migratePg } from "./postgres-migrations.ts";
+import type {
+  AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
+  TopUpInput, TopUpResult, UsageGroup, UsageQuery,
+} from "./store.ts";
+import { StoreUnavailableError } from "./store.ts";
+
+export interface PostgresStoreOptions {
+  /** Connections in the pool. Default 10. */
+  poolSize?: number;
+  /** Bound on connecting and on every statement (the SQLite store's busy timeout). Default 5000 ms. */
+  timeoutMs?: number;
+  /** ms between sweeps that release the holds of replicas that are gone. Default 60000. */
+  sweepIntervalMs?: number;
+  /** Called once, when the store fails closed (see `write`); the server exits so it is restarted. */
+  onFailure?: (error: unknown) => void;
+}
+
+interface KeyRow {
+  id: string; name: string; hash: string; tier: string; models: string[] | null; balance: number;
+  held: number; created_at: number; expires_at: number | null; revoked_at: number | null;
+}
+const toKey = (r: KeyRow): KeyRecord => ({
+  id: r.id, name: r.name, hash: r.hash, tier: r.tier, models: r.models, balance: r.balance, held: r.held,
+  createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at,
+});
+const KEY_COLUMNS = "id, name, hash, tier, models, balance, held, created_at, expires_at, revoked_at";
+
+/**
+ * bigint columns as JS numbers: every amount is an integer of µc well inside 2^53 (money.ts
+ * refuses anything larger), and the interface speaks numbers.
+ */
+const types = {
+  getTypeParser: ((oid: number, format?: "text" | "binary") =>
+    oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format ?? "text")) as typeof pg.types.getTypeParser,
+};
+
+// The request path: one statement (one round trip, atomic on its own) per operation.
+/** The hold: the key row's conditional UPDATE decides (re-checked under the row lock), the reservation row records it. */
+const RESERVE = `WITH k AS (UPDATE keys SET held = held + $3 WHERE id = $2 AND balance - held >= $3 RETURNING balance - held AS available),
+  r AS (INSERT INTO reservations (id, key_id, amount, owner, at) SELECT $1, $2, $3, $4, $5 FROM k)
+  SELECT available FROM k`;
+/** The settlement: the reservation gone, the request's ledger row (−cost and its usage), balance −= cost, held −= hold. */
+const SETTLE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNING key_id, amount),
+  l AS (INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms)
+        SELECT key_id, $3, -($2::bigint), 'usage', $4, $5, $6, $7, $8, $9, $10, $11 FROM r),
+  k AS (UPDATE keys SET balance = balance - $2, held = held - r.amount FROM r WHERE keys.id = r.key_id RETURNING balance - held AS available)
+  SELECT available FROM k`;
+const AVAILABLE = "SELECT balance - held AS available FROM keys WHERE id = $1";
+/**
+ * A replica is alive while it holds its advisory lock (class, owner) on its own connection;
+ * Postgres drops the lock the moment that connection ends, process crash included. The holds
+ * of every owner without a live lock are released (not charged).
+ */
+const RELEASE_STALE = `WITH live AS (SELECT objid::bigint AS owner FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid AND objsubid = 2 AND granted),
+  gone AS (DELETE FROM reservations r WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.owner = r.owner) RETURNING key_id, amount),
+  per AS (SELECT key_id, sum(amount) AS amount, count(*) AS n FROM gone GROUP BY key_id),
+  k AS (UPDATE keys SET held = held - per.amount FROM per WHERE keys.id = per.key_id RETURNING per.n)
+  SELECT coalesce(sum(n), 0)::bigint AS released FROM k`;
+const AUDIT = `SELECT k.id AS "keyId", k.balance, k.held, coalesce(l.total, 0)::bigint AS "ledgerSum",
+    coalesce(r.n, 0)::bigint AS reservations, coalesce(r.total, 0)::bigint AS "reservedSum"
+  FROM keys k
+  LEFT JOIN (SELECT key_id, sum(amount) AS total FROM ledger GROUP BY key_id) l ON l.key_id = k.id
+  LEFT JOIN (SELECT key_id, count(*) AS n, sum(amount) AS total FROM reservations GROUP BY key_id) r ON r.key_id = k.id
+  ORDER BY k.id COLLATE "C"`;
+
+/**
+ * The store for several shim replicas (`SHIM_DATABASE_URL=postgres://…`). Unlike the SQLite
+ * store, which decides holds in one process's memory, every decision is made by Postgres:
+ * a hold is a conditional UPDATE of the key row, so any number of replicas admit exactly what
+ * the balance covers. Schema in postgres-migrations.ts.
+ *
+ * Durability: request-path commits use `synchronous_commit = off` (a Postgres crash can lose
+ * the last fraction of a second of them, whole, never half; the same trade as the SQLite store's
+ * `synchronous = NORMAL`), so a hot key's row lock is held for a statement, not a disk flush.
+ * Admin writes (keys, top-ups) commit synchronously.
+ */
+export class PostgresStore implements Store {
+  private broken: unknown = null;
+  private closing = false;
+  private sweeper: NodeJS.Timeout | undefined;
+
+  private readonly pool: pg.Pool;
+  /** The connection holding this replica's advisory lock: open as long as the store is. */
+  private readonly lock: pg.Client;
+  /** This replica's id: its reservations carry it. */
+  readonly owner: number;
+  private readonly onFailure: ((error: unknown) => void) | undefined;
+
+  private constructor(pool: pg.Pool, lock: pg.Client, owner: number, onFailure: ((error: unknown) => void) | undefined) {
+    this.pool = pool;
+    this.lock = lock;
+    this.owner = owner;
+    this.onFailure = onFailure;
+  }
+
+  static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
+    const timeoutMs = options.timeoutMs ?? 5000;
+    const connection = { connectionString: url, connectionTimeoutMillis: timeoutMs, application_name: "api-shim", types };
+    const pool = new pg.Pool({ ...connection, max: options.poolSize ?? 10, options: `-c synchronous_commit=off -c statement_timeout=${timeoutMs}` });
+    pool.on("error", () => {}); // an idle connection that broke is dropped; the next query says what is wrong
+    const lock = new pg.Client(connection);
+    try {
+      await lock.connect();
+      await migratePg(lock);
+      let owner = 0;
+      while (owner === 0) {
+        const candidate = randomInt(1, 2 ** 31 - 1);
+        const { rows } = await lock.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS ok", [LOCK_CLASS, candidate]);
+        if (rows[0]!.ok) owner = candidate;
+      }
+      const store = new PostgresStore(pool, lock, owner, options.onFailure);
+      const lost = (e: unknown) => {
+        if (!store.closing) store.fail(e ?? new Error("lost the database connection that marks this replica alive"));
+      };
+      lock.on("error", lost);
+      lock.on("end", () => lost(undefined));
+      const sweep = options.sweepIntervalMs ?? 60_000;
+      store.sweeper = setInterval(() => void store.releaseStaleReservations().catch(() => {}), sweep).unref();
+      return store;
+    } catch (e) {
+      await lock.end().catch(() => {});
+      await pool.end().catch(() => {});
+      throw new StoreUnavailableError(e);
+    }
+  }
+
+  /**
+   * Fails closed for good: a request-path write failed, so whether it committed is unknown, or the
+   * liveness connection is gone, so other replicas may release this one's holds. Only a restart
+   * (a new owner, the old holds released) makes the books certain again.
+   */
+  private fail(e: unknown): void {
+    const first = this.broken === null;
+    this.broken = e;
+    if (first) this.onFailure?.(e);
+  }
+
+  /** Reads and admin operations: a failure is a 503 for this call; the next one tries again. */
+  private async read<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.broken !== null) throw new StoreUnavailableError(this.broken);
+    try {
+      return await fn();
+    } catch (e) {
+      throw new StoreUnavailableError(e);
+    }
+  }
+
+  /** The request path's writes (hold, settle): a failure fails the store closed (see `fail`). */
+  private async write<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.broken !== null) throw new StoreUnavailableError(this.broken);
+    try {
+      return await fn();
+    } catch (e) {
+      this.fail(e);
+      throw new StoreUnavailableError(e);
+    }
+  }
+
+  /** One transaction on one connection, committed durably (admin writes and start-up). */
+  private tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    return this.read(async () => {
+      const c = await this.pool.connect();
+      try {
+        await c.query("BEGIN");
+        await c.query("SET LOCAL synchronous_commit = on");
+        const result = await fn(c);
+        await c.query("COMMIT");
+        c.release();
+        return result;
+      } catch (e) {
+        await c.query("ROLLBACK").catch(() => {});
+        c.release(e instanceof Error ? e : true); // a connection in an unknown state is not reused
+        throw e;
+      }
+    });
+  }
+
+  private async available(keyId: string): Promise<number> {
+    const { rows } = await this.pool.query<{ available: number }>({ name: "available", text: AVAILABLE, values: [keyId] });
+    return rows[0]?.available ?? 0;
+  }
+
+  ping(): Promise<void> {
+    return this.read(async () => void (await this.pool.query("SELECT 1")));
+  }
+
+  getKey(id: string): Promise<KeyRecord | undefined> {
+    return this.read(async () => {
+      const { rows } = await this.pool.query<KeyRow>({ name: "get-key", text: `SELECT ${KEY_COLUMNS} FROM keys WHERE id = $1`, values: [id] });
+      return rows[0] && toKey(rows[0]);
+    });
+  }
+
+  listKeys(): Promise<KeyRecord[]> {
+    return this.read(async () => (await this.pool.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys ORDER BY created_at, id COLLATE "C"`)).rows.map(toKey));
+  }
+
+  createKey(key: NewKey): Promise<KeyRecord> {
+    return this.tx(async (c) => {
+      await c.query("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        [key.id, key.name, key.hash, key.tier, key.models && JSON.stringify(key.models), key.at, key.expiresAt]);
+      await grant(c, key.id, key.credits, key.at, "grant", null, null);
+      return toKey((await c.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys WHERE id = $1`, [key.id])).rows[0]!);
+    });
+  }
+
+  ensureBootstrapKey(key: NewKey): Promise<BootstrapResult> {
+    // Replicas starting together run this at once: the key's row (ON CONFLICT) and its grant's
+    // idempotency key make the second one a no-op.
+    return this.tx(async (c) => {
+      const models = key.models && JSON.stringify(key.models);
+      const inserted = await c.query("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at, bootstrap) VALUES ($1, $2, $3, $4, $5, $6, $7, true) ON CONFLICT (id) DO NOTHING",
+        [key.id, key.name, key.hash, key.tier, models, key.at, key.expiresAt]);
+      await c.query("UPDATE keys SET name = $2, hash = $3, tier = $4, models = $5, bootstrap = true WHERE id = $1", [key.id, key.name, key.hash, key.tier, models]);
+      const granted = await grant(c, key.id, key.credits, key.at, "bootstrap", null, `bootstrap:${key.id}`);
+      return { created: inserted.rowCount === 1, granted };
+    });
+  }
+
+  revokeRemovedBootstrapKeys(keep: readonly string[], at: number): Promise<string[]> {
+    return this.tx(async (c) => {
+      const { rows } = await c.query<{ id: string }>("UPDATE keys SET revoked_at = $2 WHERE bootstrap AND revoked_at IS NULL AND NOT (id = ANY($1::text[])) RETURNING id", [[...keep], at]);
+      return rows.map((r) => r.id).sort();
+    });
+  }
+
+  revokeKey(id: string, at: number): Promise<boolean> {
+    return this.tx(async (c) => ((await c.query("UPDATE keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1", [id, at])).rowCount ?? 0) > 0);
+  }
+
+  topUp(input: TopUpInput): Promise<TopUpResult> {
+    return this.tx(async (c): Promise<TopUpResult> => {
+      // The key's row lock first: top-ups of one key take turns across replicas, so a retried
+      // request with the same Idempotency-Key sees the first one's stored answer, committed.
+      const found = await c.query("SELECT 1 FROM keys WHERE id = $1 FOR UPDATE", [input.keyId]);
+      if (found.rowCount === 0) return { kind: "not_found" };
+      const idemKey = input.idempotency && `credits:${input.keyId}:${input.idempotency.key}`;
+      if (idemKey) {
+        const prior = (await c.query<{ fingerprint: string; body: string }>("SELECT fingerprint, body FROM idempotency WHERE key = $1", [idemKey])).rows[0];
+        if (prior) return prior.fingerprint === input.idempotency!.fingerprint ? { kind: "replay", body: prior.body } : { kind: "conflict" };
+      }
+      await grant(c, input.keyId, input.amount, input.at, "topup", input.note, idemKey);
+      const body = input.respond(toKey((await c.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys WHERE id = $1`, [input.keyId])).rows[0]!));
+      if (idemKey) await c.query("INSERT INTO idempotency (key, fingerprint, body, at) VALUES ($1, $2, $3, $4)", [idemKey, input.idempotency!.fingerprint, body, input.at]);
+      return { kind: "done", body };
+    });
+  }
+
+  reserve(input: ReserveInput): Promise<ReserveResult> {
+    return this.write(async () => {
+      const { rows } = await this.pool.query<{ available: number }>({
+        name: "reserve", text: RESERVE, values: [input.reservationId, input.keyId, input.amount, this.owner, input.at],
+      });
+      if (rows.length === 1) return { ok: true, available: rows[0]!.available };
+      return { ok: false, available: await this.available(input.keyId) };
+    });
+  }
+
+  settle(input: SettleInput): Promise<{ available: number }> {
+    return this.write(async () => {
+      const u = input.usage;
+      const { rows } = await this.pool.query<{ available: number }>({
+        name: "settle", text: SETTLE,
+        values: [input.reservationId, input.cost, u.at, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream, u.ms],
+      });
+      // No reservation: already settled (a settlement is never applied twice), or released by a
+      // sweep that found this replica gone; then the request is not charged.
+      return { available: rows.length === 1 ? rows[0]!.available : await this.available(input.keyId) };
+    });
+  }
+
+  releaseStaleReservations(): Promise<number> {
+    return this.read(async () => (await this.pool.query<{ released: number }>(RELEASE_STALE, [LOCK_CLASS])).rows[0]!.released);
+  }
+
+  usage(q: UsageQuery): Promise<UsageGroup[]> {
+    const dim = q.group === "day" ? "to_char(to_timestamp(at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')" : "model";
+    const sql = `SELECT key_id AS "keyId", ${dim} AS "group", count(*) AS requests,
+        sum(prompt_tokens)::bigint AS "promptTokens", sum(completion_tokens)::bigint AS "completionTokens", (-sum(amount))::bigint AS cost
+      FROM ledger WHERE kind = 'usage' AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
+      GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${dim} COLLATE "C"`;
+    return this.read(async () => (await this.pool.query<UsageGroup>(sql, q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId])).rows);
+  }
+
+  /** Every reservation is a row here, whichever replica made it: `reservedSum` is their sum. */
+  audit(): Promise<AuditRow[]> {
+    return this.read(async () => (await this.pool.query<AuditRow>(AUDIT)).rows);
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    clearInterval(this.sweeper);
+    // The lock goes with its connection: from here other replicas may release what this one held.
+    await Promise.allSettled([this.lock.end(), this.pool.end()]);
+  }
+}
+
+/** A ledger row and the matching balance change; false when the idempotency key was used. */
+async function grant(c: pg.ClientBase, keyId: string, amount: number, at: number, kind: string, ref: string | null, idem: string | null): Promise<boolean> {
+  if (amount <= 0) return false;
+  const r = await c.query("INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idem) WHERE idem IS NOT NULL DO NOTHING",
+    [keyId, at, amount, kind, ref, idem]);
+  if (r.rowCount === 0) return false;
+  await c.query("UPDATE keys SET balance = balance + $2 WHERE id = $1", [keyId, amount]);
+  return true;
+}

@@ -1,0 +1,99 @@
+import { spawnSync } from "node:child_process";
+import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+
+/**
+ * A throwaway PostgreSQL cluster for one test file: initdb in a temporary directory, listening
+ * on 127.0.0.1 at a free port (and a socket in that directory, never the system's), trust
+ * authentication, stopped and deleted by `stop()`. Durability is off (fsync, full pages): the
+ * tests are about correctness, and a test database need not survive a power cut.
+ *
+ * PostgreSQL refuses to run as root, so as root it runs as the `postgres` user the Debian
+ * package creates. A missing server fails the test with the install command (.ci/run installs
+ * it), as the other real programs do.
+ */
+export interface RunningPostgres {
+  /** postgres://shim@127.0.0.1:<port>/<database> of a new, empty database. */
+  newDatabase(): Promise<string>;
+  /** Stops the server, as a crash would (`immediate`), keeping its data: `start()` brings it back. */
+  kill(): void;
+  start(): void;
+  stop(): Promise<void>;
+}
+
+const USER = "shim";
+
+function binDir(): string {
+  const root = "/usr/lib/postgresql";
+  const versions = existsSync(root) ? readdirSync(root).filter((v) => existsSync(join(root, v, "bin", "initdb"))) : [];
+  if (versions.length === 0) throw new Error("PostgreSQL is not installed: apt-get install postgresql (.ci/run installs it)");
+  return join(root, versions.sort((a, b) => Number(b) - Number(a))[0]!, "bin");
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startPostgres(): Promise<RunningPostgres> {
+  const bin = binDir();
+  const dir = mkdtempSync(join(tmpdir(), "shim-pg-"));
+  const data = join(dir, "data");
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    const id = spawnSync("id", ["-u", "postgres"], { encoding: "utf8" });
+    const gid = spawnSync("id", ["-g", "postgres"], { encoding: "utf8" });
+    chownSync(dir, Number(id.stdout.trim()), Number(gid.stdout.trim()));
+  }
+  const run = (program: string, args: string[]) => {
+    const [cmd, argv] = asRoot ? ["runuser", ["-u", "postgres", "--", join(bin, program), ...args]] : [join(bin, program), args];
+    const r = spawnSync(cmd, argv, { encoding: "utf8", timeout: 60_000 });
+    if (r.status !== 0) {
+      const log = existsSync(join(dir, "server.log")) ? readFileSync(join(dir, "server.log"), "utf8").slice(-2000) : "";
+      throw new Error(`${program} failed (${r.status}): ${r.stderr || r.stdout}${log ? `\nserver log:\n${log}` : ""}`);
+    }
+  };
+  run("initdb", ["-D", data, "-U", USER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
+  const port = await freePort();
+  const settings = [
+    `-c listen_addresses=127.0.0.1`, `-c port=${port}`, `-c unix_socket_directories=${dir}`,
+    `-c fsync=off`, `-c full_page_writes=off`, `-c max_connections=300`,
+  ].join(" ");
+  const start = () => run("pg_ctl", ["-D", data, "-o", settings, "-l", join(dir, "server.log"), "-w", "-t", "60", "start"]);
+  start();
+  let stopped = false;
+  let n = 0;
+  const base = `postgres://${USER}@127.0.0.1:${port}`;
+  return {
+    async newDatabase() {
+      const name = `t${process.pid}_${++n}`;
+      const admin = new pg.Client({ connectionString: `${base}/postgres` });
+      await admin.connect();
+      try {
+        await admin.query(`CREATE DATABASE ${name}`);
+      } finally {
+        await admin.end();
+      }
+      return `${base}/${name}`;
+    },
+    kill: () => run("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]),
+    start,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      try {
+        run("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]);
+      } catch {} // already down (a test killed it)
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
