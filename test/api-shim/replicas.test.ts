@@ -1,0 +1,139 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import OpenAI, { APIError } from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
+import { generateKey } from "../../api-shim/src/keys.ts";
+import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
+import { FakeVllm } from "../support/fake-vllm.ts";
+import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
+import { assertNoSecrets } from "../support/shim-harness.ts";
+import { spawnShim, type ShimProcess } from "../support/shim-process.ts";
+
+const CREDIT = 1_000_000;
+
+/**
+ * Several shim replicas (real `node api-shim/src/server.ts` processes) sharing one PostgreSQL
+ * database, as `SHIM_DATABASE_URL=postgres://…` is for: the budget holds across replicas, and a
+ * replica killed mid-stream leaves nothing held once a replacement starts, while the streams of
+ * the replicas that live on are charged exactly.
+ */
+describe("shim replicas on one Postgres database", () => {
+  let pgServer: RunningPostgres;
+  let dir: string;
+  let fake: FakeVllm;
+  let env: Record<string, string>;
+  const key = generateKey();
+  const adminToken = `adm-${generateKey().key}`;
+  const logs: string[] = [];
+  const secrets = [key.key, adminToken];
+  const spawned: ShimProcess[] = [];
+  const start = async () => {
+    const p = await spawnShim(env);
+    spawned.push(p);
+    return p;
+  };
+  const keep = (p: ShimProcess) => logs.push(...p.lines, p.stderr());
+  const stop = async (p: ShimProcess) => {
+    p.child.kill("SIGTERM");
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+    keep(p);
+  };
+  const audit = async (keyId: string) => {
+    const store = await PostgresStore.open(env.SHIM_DATABASE_URL!);
+    try {
+      return (await store.audit()).find((r) => r.keyId === keyId)!;
+    } finally {
+      await store.close();
+    }
+  };
+
+  beforeAll(async () => {
+    pgServer = await startPostgres();
+    dir = mkdtempSync(join(tmpdir(), "shim-replicas-"));
+    fake = await new FakeVllm({ models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] }).start();
+    writeFileSync(
+      join(dir, "shim.yaml"),
+      stringify({
+        pricing: { models: { "qwen2.5-7b": { promptPer1k: 0, completionPer1k: 1000 } } },
+        models: [{ name: "qwen2.5-7b", maxModelLen: 4096 }, { name: "bge-m3", maxModelLen: 8192 }],
+        bootstrapKeys: [{ id: key.id, name: "app", hash: key.hash, credits: 1_000_000, tier: "enterprise" }],
+      }),
+    );
+    env = { SHIM_UPSTREAM_URL: fake.url, SHIM_DATABASE_URL: await pgServer.newDatabase(), SHIM_CONFIG: join(dir, "shim.yaml"), SHIM_ADMIN_TOKEN: adminToken };
+  }, 60_000);
+  afterAll(async () => {
+    for (const p of spawned) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
+    await fake?.close();
+    await pgServer?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    assertNoSecrets(logs, secrets);
+  });
+
+  it("two replicas started together: one bootstrap grant; 200 concurrent requests over both against credits for 50 admit exactly 50 (×5)", async () => {
+    const [a, b] = await Promise.all([start(), start()]);
+    const grants = [a, b].flatMap((p) => p.lines.map((l) => JSON.parse(l) as { msg: string; granted?: boolean })).filter((e) => e.msg === "bootstrap key");
+    expect(grants.map((e) => e.granted).sort()).toEqual([false, true]);
+    fake.set({ headerDelayMs: 20 }); // admitted requests hold their credits while the rest arrive
+    for (let round = 0; round < 5; round++) {
+      const res = await fetch(`${a.url}/admin/keys`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
+        body: JSON.stringify({ name: `round-${round}`, credits: 50, tier: "enterprise" }),
+      });
+      expect(res.status).toBe(201);
+      const created = (await res.json()) as { id: string; key: string };
+      secrets.push(created.key);
+      const clients = [a, b].map((p) => new OpenAI({ apiKey: created.key, baseURL: `${p.url}/v1`, maxRetries: 0 }));
+      const received = fake.counters.received;
+      const results = await Promise.allSettled(
+        Array.from({ length: 200 }, (_, i) => clients[i % 2]!.embeddings.create({ model: "bge-m3", input: "one two three" })),
+      );
+      const rejected = results.flatMap((r) => (r.status === "rejected" ? [r.reason as unknown] : []));
+      expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(50);
+      for (const e of rejected) {
+        expect(e).toBeInstanceOf(APIError);
+        expect((e as APIError).status).toBe(402);
+        expect((e as APIError).code).toBe("insufficient_credits");
+      }
+      expect(fake.counters.received - received).toBe(50);
+      expect(await audit(created.id)).toEqual({ keyId: created.id, balance: 0, held: 0, ledgerSum: 0, reservations: 0, reservedSum: 0 });
+    }
+    fake.reset();
+    await Promise.all([stop(a), stop(b)]);
+  });
+
+  it("SIGKILL of one replica during its 25 live streams: its replacement releases exactly those; the other replica's 25 are charged exactly", async () => {
+    fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
+    const [doomed, survivor] = await Promise.all([start(), start()]);
+    const before = await audit(key.id);
+    const open = async (p: ShimProcess, maxTokens: number) => {
+      const client = new OpenAI({ apiKey: key.key, baseURL: `${p.url}/v1`, maxRetries: 0 });
+      const stream = await client.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: maxTokens, stream: true });
+      const it = stream[Symbol.asyncIterator]();
+      for (let r = await it.next(); !r.done && !r.value.choices[0]?.delta.content; r = await it.next());
+      return it;
+    };
+    const doomedStreams = await Promise.all(Array.from({ length: 25 }, () => open(doomed, 2000)));
+    const survivorStreams = await Promise.all(Array.from({ length: 25 }, () => open(survivor, 40)));
+    expect((await audit(key.id)).reservations).toBe(50);
+
+    doomed.child.kill("SIGKILL");
+    expect((await doomed.exited).signal).toBe("SIGKILL");
+    keep(doomed);
+    await Promise.allSettled(doomedStreams.map(async (it) => { for (let r = await it.next(); !r.done; r = await it.next()); }));
+    const replacement = await start();
+    const released = await replacement.waitForLine((e) => typeof e.released === "number");
+    expect(released.released).toBe(25); // the dead replica's holds, not the survivor's live ones
+
+    // The survivor's streams run to the end and are charged what they generated: 1 credit + 40 tokens.
+    let tokens = 0;
+    for (const it of survivorStreams) for (let r = await it.next(); !r.done; r = await it.next()) if (r.value.choices[0]?.delta.content) tokens++;
+    expect(tokens).toBe(25 * 39); // the first token was read when the stream was opened
+    const after = await audit(key.id);
+    expect(after).toEqual({ keyId: key.id, balance: before.balance - 25 * 41 * CREDIT, held: 0, ledgerSum: after.balance, reservations: 0, reservedSum: 0 });
+    fake.reset();
+    await Promise.all([stop(survivor), stop(replacement)]);
+  });
+});
