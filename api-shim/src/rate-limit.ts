@@ -3,8 +3,10 @@ import type { TierLimits } from "./config.ts";
 
 /**
  * In-process token buckets: capacity = the per-minute limit, refilled continuously at
- * limit/60 s. One process holds them (SQLite has one writer, so there is one shim process); a
- * restart refills every bucket, which can only favour the client.
+ * limit/60 s. Each shim process holds its own: one process with SQLite; with several Postgres
+ * replicas the load balancer pins a key to one replica to keep its limits exact (a database
+ * write per request would cost more than the limits are worth). A restart refills every bucket,
+ * which can only favour the client.
  */
 export class TokenBucket {
   readonly capacity: number;

@@ -136,4 +136,29 @@ describe("shim replicas on one Postgres database", () => {
     fake.reset();
     await Promise.all([stop(survivor), stop(replacement)]);
   });
+  it("the database goes down and comes back: 503 and /ready 503 meanwhile, the same processes serve again after, nothing left held", async () => {
+    const p = await start();
+    const client = new OpenAI({ apiKey: key.key, baseURL: `${p.url}/v1`, maxRetries: 0 });
+    const chat = () => client.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+    await chat();
+    pgServer.kill();
+    try {
+      const e = await chat().then(() => null, (err: unknown) => err);
+      expect(e).toBeInstanceOf(APIError);
+      expect(e).toMatchObject({ status: 503, error: { type: "api_error", code: "service_unavailable" } });
+      const ready = await fetch(`${p.url}/ready`);
+      expect(ready.status).toBe(503);
+      expect(await ready.json()).toMatchObject({ status: "not_ready", store: "unavailable" });
+    } finally {
+      pgServer.start();
+    }
+    const deadline = Date.now() + 15_000;
+    while ((await fetch(`${p.url}/ready`)).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect((await chat()).choices[0]!.message.content).toBe("t1 t2");
+    expect(p.child.exitCode).toBeNull(); // recovered in place: no restart needed
+    expect(await audit(key.id)).toMatchObject({ held: 0, reservations: 0 });
+    const after = await audit(key.id);
+    expect(after.ledgerSum).toBe(after.balance);
+    await stop(p);
+  });
 });

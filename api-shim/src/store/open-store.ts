@@ -5,7 +5,10 @@ import { SqliteStore } from "./sqlite-store.ts";
 import type { Store } from "./store.ts";
 
 export interface OpenStoreOptions {
-  /** Called once when the store fails closed; the server exits so that it is restarted. */
+  /**
+   * Called once when the SQLite store fails closed; the server exits so that it is restarted.
+   * The Postgres store recovers by itself and never calls it.
+   */
   onFailure?: (error: unknown) => void;
 }
 
@@ -15,7 +18,7 @@ export interface OpenStoreOptions {
  * `postgresql://…` (a libpq connection URL; several replicas may share it).
  */
 export async function openStore(url: string, options: OpenStoreOptions = {}, cwd: string = process.cwd()): Promise<Store> {
-  if (url.startsWith("postgres://") || url.startsWith("postgresql://")) return PostgresStore.open(url, options);
+  if (url.startsWith("postgres://") || url.startsWith("postgresql://")) return PostgresStore.open(url);
   if (!url.startsWith("sqlite:")) {
     throw new Error(`SHIM_DATABASE_URL: ${JSON.stringify(redactUrl(url))} is not valid; expected sqlite:<path>, sqlite::memory: or postgres://…`);
   }

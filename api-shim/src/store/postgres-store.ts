@@ -14,8 +14,8 @@ export interface PostgresStoreOptions {
   timeoutMs?: number;
   /** ms between sweeps that release the holds of replicas that are gone. Default 60000. */
   sweepIntervalMs?: number;
-  /** Called once, when the store fails closed (see `write`); the server exits so it is restarted. */
-  onFailure?: (error: unknown) => void;
+  /** ms between tries to release doubtful holds and to re-take a lost liveness lock. Default 1000. */
+  retryMs?: number;
 }
 
 interface KeyRow {
@@ -49,6 +49,9 @@ const SETTLE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNING key_
   k AS (UPDATE keys SET balance = balance - $2, held = held - r.amount FROM r WHERE keys.id = r.key_id RETURNING balance - held AS available)
   SELECT available FROM k`;
 const AVAILABLE = "SELECT balance - held AS available FROM keys WHERE id = $1";
+/** Releases one hold, uncharged (no ledger row): what a failed request's hold becomes. */
+const RELEASE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNING key_id, amount)
+  UPDATE keys SET held = held - r.amount FROM r WHERE keys.id = r.key_id`;
 /**
  * A replica is alive while it holds its advisory lock (class, owner) on its own connection;
  * Postgres drops the lock the moment that connection ends, process crash included. The holds
@@ -76,24 +79,40 @@ const AUDIT = `SELECT k.id AS "keyId", k.balance, k.held, coalesce(l.total, 0)::
  * the last fraction of a second of them, whole, never half; the same trade as the SQLite store's
  * `synchronous = NORMAL`), so a hot key's row lock is held for a statement, not a disk flush.
  * Admin writes (keys, top-ups) commit synchronously.
+ *
+ * Failure: while the database cannot be reached every call is a StoreUnavailableError (503) and
+ * the replica keeps running; it recovers by itself. Unlike the SQLite store it never needs a
+ * restart to make its books certain: a hold whose reserve or settle failed is released
+ * (uncharged) once the database answers, and the liveness lock is taken back.
  */
 export class PostgresStore implements Store {
-  private broken: unknown = null;
   private closing = false;
+  private closed: Promise<void> | undefined;
   private sweeper: NodeJS.Timeout | undefined;
+  private relocker: NodeJS.Timeout | undefined;
+  private retrier: NodeJS.Timeout | undefined;
+  /**
+   * Holds whose fate is unknown to this replica: a reserve or settle failed, so it may or may not
+   * have committed, and the client got a 503. Each is released (uncharged) once the database
+   * answers again; the value counts releases that ran and found nothing, up to three (a reserve
+   * the server had not finished when the connection broke may still commit after a first try).
+   */
+  private readonly doubtful = new Map<string, number>();
 
   private readonly pool: pg.Pool;
-  /** The connection holding this replica's advisory lock: open as long as the store is. */
-  private readonly lock: pg.Client;
+  private readonly connection: pg.ClientConfig;
+  private readonly retryMs: number;
+  /** The connection holding this replica's advisory lock; null while it is being re-taken. */
+  private lock: pg.Client | null;
   /** This replica's id: its reservations carry it. */
   readonly owner: number;
-  private readonly onFailure: ((error: unknown) => void) | undefined;
 
-  private constructor(pool: pg.Pool, lock: pg.Client, owner: number, onFailure: ((error: unknown) => void) | undefined) {
+  private constructor(pool: pg.Pool, connection: pg.ClientConfig, lock: pg.Client, owner: number, retryMs: number) {
     this.pool = pool;
+    this.connection = connection;
     this.lock = lock;
     this.owner = owner;
-    this.onFailure = onFailure;
+    this.retryMs = retryMs;
   }
 
   static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
@@ -102,6 +121,7 @@ export class PostgresStore implements Store {
     const pool = new pg.Pool({ ...connection, max: options.poolSize ?? 10, options: `-c synchronous_commit=off -c statement_timeout=${timeoutMs}` });
     pool.on("error", () => {}); // an idle connection that broke is dropped; the next query says what is wrong
     const lock = new pg.Client(connection);
+    lock.on("error", () => {}); // until watch(): a failed start is reported by the rejection below
     try {
       await lock.connect();
       await migratePg(lock);
@@ -111,12 +131,8 @@ export class PostgresStore implements Store {
         const { rows } = await lock.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS ok", [LOCK_CLASS, candidate]);
         if (rows[0]!.ok) owner = candidate;
       }
-      const store = new PostgresStore(pool, lock, owner, options.onFailure);
-      const lost = (e: unknown) => {
-        if (!store.closing) store.fail(e ?? new Error("lost the database connection that marks this replica alive"));
-      };
-      lock.on("error", lost);
-      lock.on("end", () => lost(undefined));
+      const store = new PostgresStore(pool, connection, lock, owner, options.retryMs ?? 1000);
+      store.watch(lock);
       const sweep = options.sweepIntervalMs ?? 60_000;
       store.sweeper = setInterval(() => void store.releaseStaleReservations().catch(() => {}), sweep).unref();
       return store;
@@ -128,19 +144,40 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * Fails closed for good: a request-path write failed, so whether it committed is unknown, or the
-   * liveness connection is gone, so other replicas may release this one's holds. Only a restart
-   * (a new owner, the old holds released) makes the books certain again.
+   * The liveness connection broke (a database restart, a network cut): until this replica holds
+   * its lock again, other replicas may release its holds (its requests are then not charged), so
+   * it makes no new ones (503) and keeps trying to take the same lock back.
    */
-  private fail(e: unknown): void {
-    const first = this.broken === null;
-    this.broken = e;
-    if (first) this.onFailure?.(e);
+  private watch(lock: pg.Client): void {
+    const lost = () => {
+      if (this.closing || this.lock !== lock) return;
+      this.lock = null;
+      lock.end().catch(() => {});
+      this.relocker = setTimeout(() => void this.relock(), this.retryMs).unref();
+    };
+    lock.on("error", lost);
+    lock.on("end", lost);
+  }
+
+  private async relock(): Promise<void> {
+    if (this.closing) return;
+    const c = new pg.Client(this.connection);
+    c.on("error", () => {});
+    try {
+      await c.connect();
+      // False while the old session lingers on the server (it has not noticed the cut yet): retry.
+      const { rows } = await c.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS ok", [LOCK_CLASS, this.owner]);
+      if (!rows[0]!.ok || this.closing) throw new Error("not yet");
+      this.lock = c;
+      this.watch(c);
+    } catch {
+      c.end().catch(() => {});
+      if (!this.closing) this.relocker = setTimeout(() => void this.relock(), this.retryMs).unref();
+    }
   }
 
   /** Reads and admin operations: a failure is a 503 for this call; the next one tries again. */
   private async read<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.broken !== null) throw new StoreUnavailableError(this.broken);
     try {
       return await fn();
     } catch (e) {
@@ -148,15 +185,29 @@ export class PostgresStore implements Store {
     }
   }
 
-  /** The request path's writes (hold, settle): a failure fails the store closed (see `fail`). */
-  private async write<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.broken !== null) throw new StoreUnavailableError(this.broken);
+  /** A hold or settlement: on failure (503) its hold becomes doubtful and is released later. */
+  private async write<T>(reservationId: string, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (e) {
-      this.fail(e);
+      this.doubtful.set(reservationId, 0);
+      this.retrier ??= setTimeout(() => void this.releaseDoubtful(), this.retryMs).unref();
       throw new StoreUnavailableError(e);
     }
+  }
+
+  private async releaseDoubtful(): Promise<void> {
+    this.retrier = undefined;
+    for (const [id, misses] of this.doubtful) {
+      try {
+        const released = (await this.pool.query({ name: "release", text: RELEASE, values: [id] })).rowCount ?? 0;
+        if (released > 0 || misses >= 2) this.doubtful.delete(id);
+        else this.doubtful.set(id, misses + 1);
+      } catch {
+        break; // still unreachable: all of them next time
+      }
+    }
+    if (this.doubtful.size > 0 && !this.closing) this.retrier = setTimeout(() => void this.releaseDoubtful(), this.retryMs).unref();
   }
 
   /** One transaction on one connection, committed durably (admin writes and start-up). */
@@ -184,7 +235,10 @@ export class PostgresStore implements Store {
   }
 
   ping(): Promise<void> {
-    return this.read(async () => void (await this.pool.query("SELECT 1")));
+    return this.read(async () => {
+      await this.pool.query("SELECT 1");
+      if (this.lock === null) throw new Error("this replica lost its liveness lock and is taking it back");
+    });
   }
 
   getKey(id: string): Promise<KeyRecord | undefined> {
@@ -250,7 +304,8 @@ export class PostgresStore implements Store {
   }
 
   reserve(input: ReserveInput): Promise<ReserveResult> {
-    return this.write(async () => {
+    return this.write(input.reservationId, async () => {
+      if (this.lock === null) throw new Error("this replica lost its liveness lock and is taking it back");
       const { rows } = await this.pool.query<{ available: number }>({
         name: "reserve", text: RESERVE, values: [input.reservationId, input.keyId, input.amount, this.owner, input.at],
       });
@@ -260,7 +315,7 @@ export class PostgresStore implements Store {
   }
 
   settle(input: SettleInput): Promise<{ available: number }> {
-    return this.write(async () => {
+    return this.write(input.reservationId, async () => {
       const u = input.usage;
       const { rows } = await this.pool.query<{ available: number }>({
         name: "settle", text: SETTLE,
@@ -290,12 +345,20 @@ export class PostgresStore implements Store {
     return this.read(async () => (await this.pool.query<AuditRow>(AUDIT)).rows);
   }
 
-  async close(): Promise<void> {
-    if (this.closing) return;
-    this.closing = true;
+  close(): Promise<void> {
+    this.closed ??= this.shutdown();
+    return this.closed;
+  }
+
+  private async shutdown(): Promise<void> {
     clearInterval(this.sweeper);
+    clearTimeout(this.retrier);
+    if (this.doubtful.size > 0) await this.releaseDoubtful(); // a last try; what is left is swept by others
+    this.closing = true;
+    clearTimeout(this.retrier);
+    clearTimeout(this.relocker);
     // The lock goes with its connection: from here other replicas may release what this one held.
-    await Promise.allSettled([this.lock.end(), this.pool.end()]);
+    await Promise.allSettled([this.lock?.end(), this.pool.end()]);
   }
 }
 
