@@ -34,10 +34,10 @@ import { createUpstream } from "../api-shim/src/upstream.ts";
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const MODEL = "qwen2.5-7b";
-const CHAT = JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "Say hello in a few words." }], max_tokens: 16 });
+export const CHAT = JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "Say hello in a few words." }], max_tokens: 16 });
 
 interface AutocannonResult { requests: { average: number; total: number }; non2xx: number; errors: number; latency: { average: number; p50: number; p99: number } }
-const autocannon = createRequire(import.meta.url)("autocannon") as (o: Record<string, unknown>) => Promise<AutocannonResult>;
+export const autocannon = createRequire(import.meta.url)("autocannon") as (o: Record<string, unknown>) => Promise<AutocannonResult>;
 
 export interface LatencyStats { mean: number; p50: number; p99: number; n: number; errors: number }
 export interface Side { saturationRps: number; saturationErrors: number; saturationCpuUsPerRequest: number; latencyMs: LatencyStats; chunkMs: LatencyStats }
@@ -89,13 +89,13 @@ function cpuUs(pid: number): number {
 }
 
 /** Runs `work` and returns its result with the CPU time `pid` spent meanwhile, per item of `count(result)`. */
-async function cpuPer<T>(pid: number, work: () => Promise<T>, count: (r: T) => number): Promise<[T, number]> {
+export async function cpuPer<T>(pid: number, work: () => Promise<T>, count: (r: T) => number): Promise<[T, number]> {
   const before = cpuUs(pid);
   const r = await work();
   return [r, Math.round((cpuUs(pid) - before) / Math.max(1, count(r)))];
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const s = createServer().listen(0, "127.0.0.1", () => {
       const { port } = s.address() as { port: number };
@@ -104,7 +104,7 @@ function freePort(): Promise<number> {
   });
 }
 
-async function waitHttp(url: string, timeoutMs = 20_000): Promise<void> {
+export async function waitHttp(url: string, timeoutMs = 20_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
     try {
@@ -183,6 +183,36 @@ async function chunkDelays(url: string, headers: Record<string, string>, streams
 }
 
 /** The bare pass-through proxy (run in its own process by runBench). */
+/** The fake vLLM as its own process: 16 tokens per chat answer. */
+export function spawnBenchFake(port: number): ChildProcess {
+  return spawn(process.execPath, [join(ROOT, "scripts", "serve-fake-vllm.ts")], { env: { PATH: process.env.PATH, FAKE_VLLM_PORT: String(port), FAKE_VLLM_TOKENS: "16" }, stdio: "ignore" });
+}
+
+/**
+ * The shim's configuration for benchmarks: token prices (every request holds, settles and writes
+ * its ledger row), a tier whose limits run on every request but never bind, one bootstrap key.
+ * Returns that key's plaintext.
+ */
+export function writeBenchConfig(dir: string): string {
+  const key = generateKey();
+  writeFileSync(join(dir, "shim.yaml"), stringify({
+    pricing: { models: { [MODEL]: { promptPer1k: 0.01, completionPer1k: 0.02 } } },
+    tiers: { bench: { rpm: 100_000_000, tpm: 1_000_000_000_000 } },
+    models: [{ name: MODEL, maxModelLen: 8192 }],
+    bootstrapKeys: [{ id: key.id, name: "bench", hash: key.hash, credits: 1_000_000_000, tier: "bench" }],
+  }));
+  return key.key;
+}
+
+/** The shim as in production (node flags and malloc arenas as the Dockerfile), JSON logs to `<dir>/<name>.log`. */
+export function spawnBenchShim(dir: string, port: number, upstreamUrl: string, databaseUrl: string, name = "shim"): ChildProcess {
+  const log = openSync(join(dir, `${name}.log`), "w");
+  return spawn(process.execPath, [join(ROOT, "api-shim", "src", "server.ts")], {
+    env: { PATH: process.env.PATH, SHIM_PORT: String(port), SHIM_HOST: "127.0.0.1", SHIM_UPSTREAM_URL: upstreamUrl, SHIM_DATABASE_URL: databaseUrl, SHIM_CONFIG: join(dir, "shim.yaml"), SHIM_ADMIN_TOKEN: "bench-admin", LOG_LEVEL: "info", MALLOC_ARENA_MAX: "1", NODE_OPTIONS: "--max-semi-space-size=8" },
+    stdio: ["ignore", log, log],
+  });
+}
+
 export async function serveBareProxy(port: number, upstreamUrl: string): Promise<void> {
   const { default: Fastify } = await import("fastify");
   const upstream = createUpstream({ url: upstreamUrl, apiKey: null, headersTimeoutMs: 120_000, idleTimeoutMs: 60_000 });
@@ -212,7 +242,7 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     const shimPort = await freePort();
     const fakeBase = `http://127.0.0.1:${fakePort}`;
     const shimBase = `http://127.0.0.1:${shimPort}`;
-    const fake = spawn(process.execPath, [join(ROOT, "scripts", "serve-fake-vllm.ts")], { env: { PATH: process.env.PATH, FAKE_VLLM_PORT: String(fakePort), FAKE_VLLM_TOKENS: "16" }, stdio: "ignore" });
+    const fake = spawnBenchFake(fakePort);
     children.push(fake);
     await waitHttp(`${fakeBase}/health`);
 
@@ -222,24 +252,13 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     await waitHttp(`http://127.0.0.1:${barePort}/`);
     const bare = `http://127.0.0.1:${barePort}/v1/chat/completions`;
 
-    const key = generateKey();
-    writeFileSync(join(dir, "shim.yaml"), stringify({
-      pricing: { models: { [MODEL]: { promptPer1k: 0.01, completionPer1k: 0.02 } } },
-      // Rate limiting runs on every request but never binds.
-      tiers: { bench: { rpm: 100_000_000, tpm: 1_000_000_000_000 } },
-      models: [{ name: MODEL, maxModelLen: 8192 }],
-      bootstrapKeys: [{ id: key.id, name: "bench", hash: key.hash, credits: 1_000_000_000, tier: "bench" }],
-    }));
-    const log = openSync(join(dir, "shim.log"), "w");
-    const shim = spawn(process.execPath, [join(ROOT, "api-shim", "src", "server.ts")], {
-      env: { PATH: process.env.PATH, SHIM_PORT: String(shimPort), SHIM_HOST: "127.0.0.1", SHIM_UPSTREAM_URL: `${fakeBase}/v1`, SHIM_DATABASE_URL: `sqlite:${join(dir, "shim.db")}`, SHIM_CONFIG: join(dir, "shim.yaml"), SHIM_ADMIN_TOKEN: "bench-admin", LOG_LEVEL: "info", MALLOC_ARENA_MAX: "1", NODE_OPTIONS: "--max-semi-space-size=8" }, // as the Dockerfile
-      stdio: ["ignore", log, log],
-    });
+    const key = writeBenchConfig(dir);
+    const shim = spawnBenchShim(dir, shimPort, `${fakeBase}/v1`, `sqlite:${join(dir, "shim.db")}`);
     children.push(shim);
     await waitHttp(`${shimBase}/health`);
     const rssIdle = rssMb(shim.pid!, "VmRSS");
     const memIdle = await memoryBreakdown(shim.pid!, shimBase);
-    const auth = { authorization: `Bearer ${key.key}` };
+    const auth = { authorization: `Bearer ${key}` };
     const direct = `${fakeBase}/v1/chat/completions`;
     const viaShim = `${shimBase}/v1/chat/completions`;
 
