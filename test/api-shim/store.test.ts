@@ -5,10 +5,8 @@ import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
-import { StoreUnavailableError, type NewKey, type UsageRow } from "../../api-shim/src/store/store.ts";
-
-const newKey = (id: string, credits: number): NewKey => ({ id, name: id, hash: `sha256:${"0".repeat(64)}`, tier: "free", models: null, expiresAt: null, credits, at: 1000 });
-const usage = (keyId: string, requestId: string, cost = 0, at = 2000): UsageRow => ({ requestId, keyId, at, route: "chat", model: "m", status: 200, promptTokens: 3, completionTokens: 4, cost, stream: false, ms: 1 });
+import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
+import { newKey, storeContract, usage } from "./store-contract.ts";
 
 describe("SqliteStore", () => {
   let dir: string;
@@ -24,6 +22,8 @@ describe("SqliteStore", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  storeContract(() => store);
+
   it("uses WAL, synchronous=NORMAL, and migrates once (user_version)", async () => {
     const db = new Database(file, { readonly: true });
     expect(db.pragma("journal_mode", { simple: true })).toBe("wal");
@@ -33,24 +33,6 @@ describe("SqliteStore", () => {
     await store.close();
     store = new SqliteStore(file); // re-opening does not re-run migrations or lose data
     expect((await store.getKey("k1"))!.balance).toBe(5);
-  });
-
-  it("reserve is a conditional hold: admits while balance − held covers it", async () => {
-    await store.createKey(newKey("k", 3));
-    const r = [];
-    for (let i = 0; i < 5; i++) r.push(await store.reserve({ reservationId: `r${i}`, keyId: "k", amount: 1, at: 1 }));
-    expect(r.map((x) => x.ok)).toEqual([true, true, true, false, false]);
-    expect(r[4]).toEqual({ ok: false, available: 0 });
-    expect(await store.getKey("k")).toMatchObject({ balance: 3, held: 3 });
-  });
-
-  it("settle charges at most the hold, in one transaction with a ledger row and a usage row; twice is a no-op", async () => {
-    await store.createKey(newKey("k", 10));
-    await store.reserve({ reservationId: "r", keyId: "k", amount: 4, at: 1 });
-    expect(await store.settle({ reservationId: "r", keyId: "k", hold: 4, cost: 3, usage: usage("k", "q1", 3) })).toEqual({ available: 7 });
-    expect(await store.settle({ reservationId: "r", keyId: "k", hold: 4, cost: 3, usage: usage("k", "q1", 3) })).toEqual({ available: 7 });
-    expect(await store.audit()).toEqual([{ keyId: "k", balance: 7, held: 0, ledgerSum: 7, reservations: 0, reservedSum: 0 }]);
-    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 3 }]);
   });
 
   it("the database itself refuses a negative available balance and edits to the ledger", async () => {
@@ -140,46 +122,6 @@ describe("SqliteStore", () => {
     expect(db.pragma("user_version", { simple: true })).toBe(1);
     expect(db.prepare("SELECT count(*) AS n FROM usage").get()).toEqual({ n: 2 });
     db.close();
-  });
-
-  it("bootstrap keys are granted once, updated from config on later starts", async () => {
-    expect(await store.ensureBootstrapKey(newKey("boot", 100))).toEqual({ created: true, granted: true });
-    expect(await store.ensureBootstrapKey({ ...newKey("boot", 100), tier: "pro" })).toEqual({ created: false, granted: false });
-    expect(await store.getKey("boot")).toMatchObject({ balance: 100, tier: "pro" });
-  });
-
-  it("keys removed from configuration are revoked at start; admin-made keys and the ledger stay", async () => {
-    await store.ensureBootstrapKey(newKey("keep", 10));
-    await store.ensureBootstrapKey(newKey("gone", 10));
-    await store.createKey(newKey("admin", 10));
-    expect(await store.revokeRemovedBootstrapKeys(["keep"], 50)).toEqual(["gone"]);
-    expect(await store.getKey("gone")).toMatchObject({ revokedAt: 50, balance: 10 });
-    expect(await store.getKey("keep")).toMatchObject({ revokedAt: null });
-    expect(await store.getKey("admin")).toMatchObject({ revokedAt: null });
-    expect(await store.revokeRemovedBootstrapKeys(["keep"], 60)).toEqual([]); // revoked once, at 50
-    expect(await store.getKey("gone")).toMatchObject({ revokedAt: 50 });
-    expect((await store.audit()).find((r) => r.keyId === "gone")).toMatchObject({ ledgerSum: 10 });
-  });
-
-  it("top-ups honour idempotency keys per key: replay, conflict, not found", async () => {
-    await store.createKey(newKey("k", 0));
-    const up = (fingerprint: string, key = "idem") =>
-      store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: { key, fingerprint }, respond: (k) => JSON.stringify({ balance: k.balance }) });
-    expect(await up("a")).toEqual({ kind: "done", body: '{"balance":5}' });
-    expect(await up("a")).toEqual({ kind: "replay", body: '{"balance":5}' });
-    expect(await up("b")).toEqual({ kind: "conflict" });
-    expect(await up("a", "other")).toEqual({ kind: "done", body: '{"balance":10}' });
-    expect(await store.topUp({ keyId: "nope", amount: 1, note: null, at: 1, idempotency: null, respond: () => "" })).toEqual({ kind: "not_found" });
-  });
-
-  it("groups usage by UTC day", async () => {
-    await store.createKey(newKey("k", 10));
-    for (const [i, at] of [Date.UTC(2026, 0, 1, 23), Date.UTC(2026, 0, 2, 1), Date.UTC(2026, 0, 2, 2)].entries()) {
-      await store.reserve({ reservationId: `r${i}`, keyId: "k", amount: 1, at });
-      await store.settle({ reservationId: `r${i}`, keyId: "k", hold: 1, cost: 1, usage: usage("k", `q${i}`, 1, at) });
-    }
-    const days = await store.usage({ keyId: null, from: 0, to: Date.UTC(2027, 0, 1), group: "day" });
-    expect(days.map((d) => [d.group, d.requests])).toEqual([["2026-01-01", 1], ["2026-01-02", 2]]);
   });
 
   it("group-commits request-path writes in batches: one COMMIT in the event-loop turn after the batch opened, atomically", async () => {

@@ -1,0 +1,94 @@
+import { expect, it } from "vitest";
+import type { NewKey, Store, UsageRow } from "../../api-shim/src/store/store.ts";
+
+export const newKey = (id: string, credits: number): NewKey => ({ id, name: id, hash: `sha256:${"0".repeat(64)}`, tier: "free", models: null, expiresAt: null, credits, at: 1000 });
+export const usage = (keyId: string, requestId: string, cost = 0, at = 2000): UsageRow => ({ requestId, keyId, at, route: "chat", model: "m", status: 200, promptTokens: 3, completionTokens: 4, cost, stream: false, ms: 1 });
+
+/**
+ * What every Store must do, whatever the database: the routes rely on exactly this. Called
+ * inside each store's `describe` with a getter for a fresh, empty store (set up by its
+ * beforeEach); the store-specific tests (schema, concurrency model, failures) stay in each file.
+ */
+export function storeContract(current: () => Store): void {
+  it("reserve is a conditional hold: admits while balance − held covers it", async () => {
+    const store = current();
+    await store.createKey(newKey("k", 3));
+    const r = [];
+    for (let i = 0; i < 5; i++) r.push(await store.reserve({ reservationId: `r${i}`, keyId: "k", amount: 1, at: 1 }));
+    expect(r.map((x) => x.ok)).toEqual([true, true, true, false, false]);
+    expect(r[2]).toEqual({ ok: true, available: 0 });
+    expect(r[4]).toEqual({ ok: false, available: 0 });
+    expect(await store.reserve({ reservationId: "x", keyId: "nope", amount: 1, at: 1 })).toEqual({ ok: false, available: 0 });
+    expect(await store.getKey("k")).toMatchObject({ balance: 3, held: 3 });
+  });
+
+  it("settle charges at most the hold with the request's usage record; a failed request is charged 0; twice is a no-op", async () => {
+    const store = current();
+    await store.createKey(newKey("k", 10));
+    await store.reserve({ reservationId: "a", keyId: "k", amount: 4, at: 1 });
+    await store.reserve({ reservationId: "b", keyId: "k", amount: 4, at: 1 });
+    expect(await store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 3, usage: usage("k", "qa", 3) })).toEqual({ available: 3 });
+    expect(await store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 3, usage: usage("k", "qa", 3) })).toEqual({ available: 3 });
+    await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: { ...usage("k", "qb"), status: 502, promptTokens: 0, completionTokens: 0, stream: true } });
+    expect(await store.audit()).toEqual([{ keyId: "k", balance: 7, held: 0, ledgerSum: 7, reservations: 0, reservedSum: 0 }]);
+    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 3 }]);
+  });
+
+  it("bootstrap keys are granted once, updated from config on later starts", async () => {
+    const store = current();
+    expect(await store.ensureBootstrapKey(newKey("boot", 100))).toEqual({ created: true, granted: true });
+    expect(await store.ensureBootstrapKey({ ...newKey("boot", 100), tier: "pro", models: ["m"] })).toEqual({ created: false, granted: false });
+    expect(await store.getKey("boot")).toMatchObject({ balance: 100, tier: "pro", models: ["m"] });
+  });
+
+  it("keys removed from configuration are revoked at start; admin-made keys and the ledger stay", async () => {
+    const store = current();
+    await store.ensureBootstrapKey(newKey("keep", 10));
+    await store.ensureBootstrapKey(newKey("gone", 10));
+    await store.createKey(newKey("admin", 10));
+    expect(await store.revokeRemovedBootstrapKeys(["keep"], 50)).toEqual(["gone"]);
+    expect(await store.getKey("gone")).toMatchObject({ revokedAt: 50, balance: 10 });
+    expect(await store.getKey("keep")).toMatchObject({ revokedAt: null });
+    expect(await store.getKey("admin")).toMatchObject({ revokedAt: null });
+    expect(await store.revokeRemovedBootstrapKeys(["keep"], 60)).toEqual([]); // revoked once, at 50
+    expect(await store.getKey("gone")).toMatchObject({ revokedAt: 50 });
+    expect((await store.audit()).find((r) => r.keyId === "gone")).toMatchObject({ ledgerSum: 10 });
+    expect(await store.revokeKey("admin", 70)).toBe(true);
+    expect(await store.revokeKey("admin", 80)).toBe(true);
+    expect(await store.getKey("admin")).toMatchObject({ revokedAt: 70 });
+    expect(await store.revokeKey("nope", 80)).toBe(false);
+    expect((await store.listKeys()).map((k) => k.id)).toEqual(["admin", "gone", "keep"]);
+  });
+
+  it("top-ups honour idempotency keys per key: replay, conflict, not found", async () => {
+    const store = current();
+    await store.createKey(newKey("k", 0));
+    const up = (fingerprint: string, key = "idem") =>
+      store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: { key, fingerprint }, respond: (k) => JSON.stringify({ balance: k.balance }) });
+    expect(await up("a")).toEqual({ kind: "done", body: '{"balance":5}' });
+    expect(await up("a")).toEqual({ kind: "replay", body: '{"balance":5}' });
+    expect(await up("b")).toEqual({ kind: "conflict" });
+    expect(await up("a", "other")).toEqual({ kind: "done", body: '{"balance":10}' });
+    expect(await store.topUp({ keyId: "nope", amount: 1, note: null, at: 1, idempotency: null, respond: () => "" })).toEqual({ kind: "not_found" });
+    expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
+  });
+
+  it("groups usage by UTC day and filters by key and period", async () => {
+    const store = current();
+    await store.createKey(newKey("k", 10));
+    await store.createKey(newKey("j", 10));
+    const charge = async (keyId: string, id: string, at: number) => {
+      await store.reserve({ reservationId: id, keyId, amount: 1, at });
+      await store.settle({ reservationId: id, keyId, hold: 1, cost: 1, usage: usage(keyId, `q-${id}`, 1, at) });
+    };
+    await charge("k", "r0", Date.UTC(2026, 0, 1, 23));
+    await charge("k", "r1", Date.UTC(2026, 0, 2, 1));
+    await charge("k", "r2", Date.UTC(2026, 0, 2, 2));
+    await charge("j", "r3", Date.UTC(2026, 0, 2, 3));
+    const days = await store.usage({ keyId: null, from: 0, to: Date.UTC(2027, 0, 1), group: "day" });
+    expect(days.map((d) => [d.keyId, d.group, d.requests, d.cost])).toEqual([["j", "2026-01-02", 1, 1], ["k", "2026-01-01", 1, 1], ["k", "2026-01-02", 2, 2]]);
+    expect(await store.usage({ keyId: "k", from: Date.UTC(2026, 0, 2), to: Date.UTC(2026, 0, 2, 2), group: "model" })).toEqual([
+      { keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 1 },
+    ]);
+  });
+}
