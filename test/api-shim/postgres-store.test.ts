@@ -157,4 +157,44 @@ describe("PostgresStore", () => {
     // Its new hold belongs to a live replica again: another replica's sweep leaves it alone.
     expect(await (await replica()).releaseStaleReservations()).toBe(0);
   });
+  it("a connection that breaks in the middle of an admin transaction is a StoreUnavailableError, not a crash", async () => {
+    await store.createKey(newKey("k", 0));
+    const blocker = new pg.Client({ connectionString: url });
+    await blocker.connect();
+    try {
+      await blocker.query("BEGIN");
+      await blocker.query("SELECT 1 FROM keys WHERE id = 'k' FOR UPDATE");
+      const topUp = store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: null, respond: () => "" }).then(() => null, (e: unknown) => e);
+      let waiting: { pid: number }[] = [];
+      for (let i = 0; waiting.length === 0 && i < 100; i++) {
+        waiting = await sql<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'api-shim' AND wait_event_type = 'Lock'");
+        if (waiting.length === 0) await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(waiting).toHaveLength(1);
+      await sql("SELECT pg_terminate_backend($1)", [waiting[0]!.pid]);
+      expect(await topUp).toBeInstanceOf(StoreUnavailableError);
+    } finally {
+      await blocker.query("ROLLBACK");
+      await blocker.end();
+    }
+    expect(await store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: null, respond: () => "" })).toMatchObject({ kind: "done" });
+  });
+
+  it("a replica whose liveness session is cut takes a new owner id; its old holds are swept (uncharged), so none can stay stuck", async () => {
+    await store.createKey(newKey("k", 10));
+    const cut = await replica({ retryMs: 100 });
+    await cut.reserve({ reservationId: "old", keyId: "k", amount: 4, at: 1 });
+    const before = cut.owner;
+    await sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = $1::bigint::oid", [before]);
+    const deadline = Date.now() + 5000;
+    while ((cut.owner === before || (await store.getKey("k"))!.held !== 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(cut.owner).not.toBe(before);
+    expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
+    expect(await cut.reserve({ reservationId: "new", keyId: "k", amount: 4, at: 1 })).toEqual({ ok: true, available: 6 });
+    expect(await store.releaseStaleReservations()).toBe(0); // the new owner is alive
+    // The settlement of the swept hold charges nothing; the new one is charged.
+    await cut.settle({ reservationId: "old", keyId: "k", hold: 4, cost: 4, usage: usage("k", "q-old", 4) });
+    await cut.settle({ reservationId: "new", keyId: "k", hold: 4, cost: 2, usage: usage("k", "q-new", 2) });
+    expect(await store.audit()).toEqual([{ keyId: "k", balance: 8, held: 0, ledgerSum: 8, reservations: 0, reservedSum: 0 }]);
+  });
 });

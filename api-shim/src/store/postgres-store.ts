@@ -94,20 +94,24 @@ export class PostgresStore implements Store {
   /**
    * Holds whose fate is unknown to this replica: a reserve or settle failed, so it may or may not
    * have committed, and the client got a 503. Each is released (uncharged) once the database
-   * answers again; the value counts releases that ran and found nothing, up to three (a reserve
-   * the server had not finished when the connection broke may still commit after a first try).
+   * answers again. The value is when the failure happened: a release that finds nothing is tried
+   * again until the failed statement cannot still be running on the server (statement timeout
+   * plus a margin), since a reserve cut off from its client may still commit after a first try.
    */
   private readonly doubtful = new Map<string, number>();
+  private readonly timeoutMs: number;
+  private heartbeat: NodeJS.Timeout | undefined;
 
   private readonly pool: pg.Pool;
   private readonly connection: pg.ClientConfig;
   private readonly retryMs: number;
   /** The connection holding this replica's advisory lock; null while it is being re-taken. */
   private lock: pg.Client | null;
-  /** This replica's id: its reservations carry it. */
-  readonly owner: number;
+  /** This replica's id: its reservations carry it. A new one each time the lock is re-taken. */
+  owner: number;
 
-  private constructor(pool: pg.Pool, connection: pg.ClientConfig, lock: pg.Client, owner: number, retryMs: number) {
+  private constructor(pool: pg.Pool, connection: pg.ClientConfig, lock: pg.Client, owner: number, retryMs: number, timeoutMs: number) {
+    this.timeoutMs = timeoutMs;
     this.pool = pool;
     this.connection = connection;
     this.lock = lock;
@@ -117,7 +121,9 @@ export class PostgresStore implements Store {
 
   static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
     const timeoutMs = options.timeoutMs ?? 5000;
-    const connection = { connectionString: url, connectionTimeoutMillis: timeoutMs, application_name: "api-shim", types };
+    // keepAlive and a client-side query timeout: a silent network cut must end in a 503 within
+    // the bound, not in a query that waits for TCP to give up.
+    const connection = { connectionString: url, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs + 1000, keepAlive: true, application_name: "api-shim", types };
     const pool = new pg.Pool({ ...connection, max: options.poolSize ?? 10, options: `-c synchronous_commit=off -c statement_timeout=${timeoutMs}` });
     pool.on("error", () => {}); // an idle connection that broke is dropped; the next query says what is wrong
     const lock = new pg.Client(connection);
@@ -125,13 +131,8 @@ export class PostgresStore implements Store {
     try {
       await lock.connect();
       await migratePg(lock);
-      let owner = 0;
-      while (owner === 0) {
-        const candidate = randomInt(1, 2 ** 31 - 1);
-        const { rows } = await lock.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS ok", [LOCK_CLASS, candidate]);
-        if (rows[0]!.ok) owner = candidate;
-      }
-      const store = new PostgresStore(pool, connection, lock, owner, options.retryMs ?? 1000);
+      const owner = await takeOwnerLock(lock);
+      const store = new PostgresStore(pool, connection, lock, owner, options.retryMs ?? 1000, timeoutMs);
       store.watch(lock);
       const sweep = options.sweepIntervalMs ?? 60_000;
       store.sweeper = setInterval(() => void store.releaseStaleReservations().catch(() => {}), sweep).unref();
@@ -152,24 +153,34 @@ export class PostgresStore implements Store {
     const lost = () => {
       if (this.closing || this.lock !== lock) return;
       this.lock = null;
+      clearInterval(this.heartbeat);
       lock.end().catch(() => {});
       this.relocker = setTimeout(() => void this.relock(), this.retryMs).unref();
     };
     lock.on("error", lost);
     lock.on("end", lost);
+    // An idle connection never notices a cut network or a terminated session: ask it regularly.
+    this.heartbeat = setInterval(() => void lock.query("SELECT 1").catch(lost), Math.max(this.retryMs, 1000) * 5).unref();
   }
 
+  /**
+   * Takes the lock back under a new owner id. The old id's holds are then swept like a dead
+   * replica's (at once, and by every sweep): a database crash can lose settlements that had
+   * returned (asynchronous commit), bringing their reservation rows back, and only a sweep frees
+   * them; and other replicas may have released some meanwhile anyway.
+   */
   private async relock(): Promise<void> {
     if (this.closing) return;
     const c = new pg.Client(this.connection);
     c.on("error", () => {});
     try {
       await c.connect();
-      // False while the old session lingers on the server (it has not noticed the cut yet): retry.
-      const { rows } = await c.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS ok", [LOCK_CLASS, this.owner]);
-      if (!rows[0]!.ok || this.closing) throw new Error("not yet");
+      const owner = await takeOwnerLock(c);
+      if (this.closing) throw new Error("closing");
+      this.owner = owner;
       this.lock = c;
       this.watch(c);
+      void this.releaseStaleReservations().catch(() => {});
     } catch {
       c.end().catch(() => {});
       if (!this.closing) this.relocker = setTimeout(() => void this.relock(), this.retryMs).unref();
@@ -190,7 +201,7 @@ export class PostgresStore implements Store {
     try {
       return await fn();
     } catch (e) {
-      this.doubtful.set(reservationId, 0);
+      this.doubtful.set(reservationId, Date.now());
       this.retrier ??= setTimeout(() => void this.releaseDoubtful(), this.retryMs).unref();
       throw new StoreUnavailableError(e);
     }
@@ -198,11 +209,10 @@ export class PostgresStore implements Store {
 
   private async releaseDoubtful(): Promise<void> {
     this.retrier = undefined;
-    for (const [id, misses] of this.doubtful) {
+    for (const [id, failedAt] of this.doubtful) {
       try {
         const released = (await this.pool.query({ name: "release", text: RELEASE, values: [id] })).rowCount ?? 0;
-        if (released > 0 || misses >= 2) this.doubtful.delete(id);
-        else this.doubtful.set(id, misses + 1);
+        if (released > 0 || Date.now() - failedAt > this.timeoutMs * 2 + 1000) this.doubtful.delete(id);
       } catch {
         break; // still unreachable: all of them next time
       }
@@ -214,15 +224,21 @@ export class PostgresStore implements Store {
   private tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     return this.read(async () => {
       const c = await this.pool.connect();
+      // The pool does not listen for a checked-out connection's errors: a connection that breaks
+      // mid-transaction would be an unhandled 'error' event (a crash). The failed query reports it.
+      const ignore = () => {};
+      c.on("error", ignore);
       try {
         await c.query("BEGIN");
         await c.query("SET LOCAL synchronous_commit = on");
         const result = await fn(c);
         await c.query("COMMIT");
+        c.off("error", ignore);
         c.release();
         return result;
       } catch (e) {
         await c.query("ROLLBACK").catch(() => {});
+        c.off("error", ignore);
         c.release(e instanceof Error ? e : true); // a connection in an unknown state is not reused
         throw e;
       }
@@ -357,6 +373,7 @@ export class PostgresStore implements Store {
     this.closing = true;
     clearTimeout(this.retrier);
     clearTimeout(this.relocker);
+    clearInterval(this.heartbeat);
     // The lock goes with its connection: from here other replicas may release what this one held.
     await Promise.allSettled([this.lock?.end(), this.pool.end()]);
   }
@@ -370,4 +387,13 @@ async function grant(c: pg.ClientBase, keyId: string, amount: number, at: number
   if (r.rowCount === 0) return false;
   await c.query("UPDATE keys SET balance = balance + $2 WHERE id = $1", [keyId, amount]);
   return true;
+}
+
+/** Takes this replica's advisory lock under a fresh random owner id on `c`; returns the id. */
+async function takeOwnerLock(c: pg.Client): Promise<number> {
+  for (;;) {
+    const candidate = randomInt(1, 2 ** 31 - 1);
+    const { rows } = await c.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS ok", [LOCK_CLASS, candidate]);
+    if (rows[0]!.ok) return candidate;
+  }
 }
