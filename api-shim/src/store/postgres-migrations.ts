@@ -38,20 +38,13 @@ export const PG_MIGRATIONS: readonly string[] = [
 /** Advisory-lock class of the shim (int4 "SHIM"): (class, 0) for migrations, (class, owner) per replica. */
 export const LOCK_CLASS = 0x5348494d;
 
-/** Brings the database to the latest schema. */
+/** Brings the database to the latest schema. Run it inside one transaction (the caller's). */
 export async function migratePg(client: pg.ClientBase): Promise<void> {
-  await client.query("BEGIN");
-  try {
-    await client.query("SELECT pg_advisory_xact_lock($1, 0)", [LOCK_CLASS]);
-    await client.query("CREATE TABLE IF NOT EXISTS shim_schema_version (version integer NOT NULL)");
-    const { rows } = await client.query<{ version: number }>("SELECT version FROM shim_schema_version");
-    let version = rows[0]?.version ?? 0;
-    if (rows.length === 0) await client.query("INSERT INTO shim_schema_version VALUES (0)");
-    for (; version < PG_MIGRATIONS.length; version++) await client.query(PG_MIGRATIONS[version]!);
-    await client.query("UPDATE shim_schema_version SET version = $1", [version]);
-    await client.query("COMMIT");
-  } catch (e) {
-    await client.query("ROLLBACK").catch(() => {});
-    throw e;
-  }
+  await client.query("SELECT pg_advisory_xact_lock($1, 0)", [LOCK_CLASS]);
+  await client.query("CREATE TABLE IF NOT EXISTS shim_schema_version (version integer NOT NULL)");
+  const { rows } = await client.query<{ version: number }>("SELECT version FROM shim_schema_version");
+  let version = rows[0]?.version ?? 0;
+  if (rows.length === 0) await client.query("INSERT INTO shim_schema_version VALUES (0)");
+  for (; version < PG_MIGRATIONS.length; version++) await client.query(PG_MIGRATIONS[version]!);
+  await client.query("UPDATE shim_schema_version SET version = $1", [version]);
 }

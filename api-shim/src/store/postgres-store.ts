@@ -1,6 +1,7 @@
 import { randomInt } from "node:crypto";
 import pg from "pg";
 import { LOCK_CLASS, migratePg } from "./postgres-migrations.ts";
+import { AUDIT, AVAILABLE, RELEASE, RELEASE_STALE, RESERVE, SETTLE } from "./postgres-sql.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
@@ -37,43 +38,11 @@ const types = {
     oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format ?? "text")) as typeof pg.types.getTypeParser,
 };
 
-// The request path: one statement (one round trip, atomic on its own) per operation.
-/** The hold: the key row's conditional UPDATE decides (re-checked under the row lock), the reservation row records it. */
-const RESERVE = `WITH k AS (UPDATE keys SET held = held + $3 WHERE id = $2 AND balance - held >= $3 RETURNING balance - held AS available),
-  r AS (INSERT INTO reservations (id, key_id, amount, owner, at) SELECT $1, $2, $3, $4, $5 FROM k)
-  SELECT available FROM k`;
-/** The settlement: the reservation gone, the request's ledger row (−cost and its usage), balance −= cost, held −= hold. */
-const SETTLE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNING key_id, amount),
-  l AS (INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms)
-        SELECT key_id, $3, -($2::bigint), 'usage', $4, $5, $6, $7, $8, $9, $10, $11 FROM r),
-  k AS (UPDATE keys SET balance = balance - $2, held = held - r.amount FROM r WHERE keys.id = r.key_id RETURNING balance - held AS available)
-  SELECT available FROM k`;
-const AVAILABLE = "SELECT balance - held AS available FROM keys WHERE id = $1";
-/** Releases one hold, uncharged (no ledger row): what a failed request's hold becomes. */
-const RELEASE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNING key_id, amount)
-  UPDATE keys SET held = held - r.amount FROM r WHERE keys.id = r.key_id`;
-/**
- * A replica is alive while it holds its advisory lock (class, owner) on its own connection;
- * Postgres drops the lock the moment that connection ends, process crash included. The holds
- * of every owner without a live lock are released (not charged).
- */
-const RELEASE_STALE = `WITH live AS (SELECT objid::bigint AS owner FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid AND objsubid = 2 AND granted),
-  gone AS (DELETE FROM reservations r WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.owner = r.owner) RETURNING key_id, amount),
-  per AS (SELECT key_id, sum(amount) AS amount, count(*) AS n FROM gone GROUP BY key_id),
-  k AS (UPDATE keys SET held = held - per.amount FROM per WHERE keys.id = per.key_id RETURNING per.n)
-  SELECT coalesce(sum(n), 0)::bigint AS released FROM k`;
-const AUDIT = `SELECT k.id AS "keyId", k.balance, k.held, coalesce(l.total, 0)::bigint AS "ledgerSum",
-    coalesce(r.n, 0)::bigint AS reservations, coalesce(r.total, 0)::bigint AS "reservedSum"
-  FROM keys k
-  LEFT JOIN (SELECT key_id, sum(amount) AS total FROM ledger GROUP BY key_id) l ON l.key_id = k.id
-  LEFT JOIN (SELECT key_id, count(*) AS n, sum(amount) AS total FROM reservations GROUP BY key_id) r ON r.key_id = k.id
-  ORDER BY k.id COLLATE "C"`;
-
 /**
  * The store for several shim replicas (`SHIM_DATABASE_URL=postgres://…`). Unlike the SQLite
  * store, which decides holds in one process's memory, every decision is made by Postgres:
  * a hold is a conditional UPDATE of the key row, so any number of replicas admit exactly what
- * the balance covers. Schema in postgres-migrations.ts.
+ * the balance covers. Schema in postgres-migrations.ts, statements in postgres-sql.ts.
  *
  * Durability: request-path commits use `synchronous_commit = off` (a Postgres crash can lose
  * the last fraction of a second of them, whole, never half; the same trade as the SQLite store's
@@ -130,7 +99,7 @@ export class PostgresStore implements Store {
     lock.on("error", () => {}); // until watch(): a failed start is reported by the rejection below
     try {
       await lock.connect();
-      await migratePg(lock);
+      await inTransaction(lock, () => migratePg(lock));
       const owner = await takeOwnerLock(lock);
       const store = new PostgresStore(pool, connection, lock, owner, options.retryMs ?? 1000, timeoutMs);
       store.watch(lock);
@@ -146,8 +115,8 @@ export class PostgresStore implements Store {
 
   /**
    * The liveness connection broke (a database restart, a network cut): until this replica holds
-   * its lock again, other replicas may release its holds (its requests are then not charged), so
-   * it makes no new ones (503) and keeps trying to take the same lock back.
+   * a lock again, other replicas may release its holds (its requests are then not charged), so
+   * it makes no new ones (503) and keeps trying to take one (relock).
    */
   private watch(lock: pg.Client): void {
     const lost = () => {
@@ -220,7 +189,7 @@ export class PostgresStore implements Store {
     if (this.doubtful.size > 0 && !this.closing) this.retrier = setTimeout(() => void this.releaseDoubtful(), this.retryMs).unref();
   }
 
-  /** One transaction on one connection, committed durably (admin writes and start-up). */
+  /** One transaction on one pooled connection, committed durably (admin writes and start-up). */
   private tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     return this.read(async () => {
       const c = await this.pool.connect();
@@ -228,19 +197,19 @@ export class PostgresStore implements Store {
       // mid-transaction would be an unhandled 'error' event (a crash). The failed query reports it.
       const ignore = () => {};
       c.on("error", ignore);
+      let failure: unknown;
       try {
-        await c.query("BEGIN");
-        await c.query("SET LOCAL synchronous_commit = on");
-        const result = await fn(c);
-        await c.query("COMMIT");
-        c.off("error", ignore);
-        c.release();
-        return result;
+        return await inTransaction(c, async () => {
+          await c.query("SET LOCAL synchronous_commit = on");
+          return fn(c);
+        });
       } catch (e) {
-        await c.query("ROLLBACK").catch(() => {});
-        c.off("error", ignore);
-        c.release(e instanceof Error ? e : true); // a connection in an unknown state is not reused
+        failure = e;
         throw e;
+      } finally {
+        c.off("error", ignore);
+        // A connection in an unknown state is not reused.
+        c.release(failure === undefined ? undefined : failure instanceof Error ? failure : true);
       }
     });
   }
@@ -395,5 +364,18 @@ async function takeOwnerLock(c: pg.Client): Promise<number> {
     const candidate = randomInt(1, 2 ** 31 - 1);
     const { rows } = await c.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS ok", [LOCK_CLASS, candidate]);
     if (rows[0]!.ok) return candidate;
+  }
+}
+
+/** Runs `fn` between BEGIN and COMMIT on `c`; rolls back and rethrows when it fails. */
+async function inTransaction<T>(c: pg.ClientBase, fn: () => Promise<T>): Promise<T> {
+  await c.query("BEGIN");
+  try {
+    const result = await fn();
+    await c.query("COMMIT");
+    return result;
+  } catch (e) {
+    await c.query("ROLLBACK").catch(() => {});
+    throw e;
   }
 }

@@ -1,0 +1,34 @@
+/**
+ * The Postgres store's statements on the hot path and for the books (postgres-store.ts runs
+ * them). Each is one round trip, atomic on its own.
+ */
+/** The hold: the key row's conditional UPDATE decides (re-checked under the row lock), the reservation row records it. */
+export const RESERVE = `WITH k AS (UPDATE keys SET held = held + $3 WHERE id = $2 AND balance - held >= $3 RETURNING balance - held AS available),
+  r AS (INSERT INTO reservations (id, key_id, amount, owner, at) SELECT $1, $2, $3, $4, $5 FROM k)
+  SELECT available FROM k`;
+/** The settlement: the reservation gone, the request's ledger row (−cost and its usage), balance −= cost, held −= hold. */
+export const SETTLE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNING key_id, amount),
+  l AS (INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms)
+        SELECT key_id, $3, -($2::bigint), 'usage', $4, $5, $6, $7, $8, $9, $10, $11 FROM r),
+  k AS (UPDATE keys SET balance = balance - $2, held = held - r.amount FROM r WHERE keys.id = r.key_id RETURNING balance - held AS available)
+  SELECT available FROM k`;
+export const AVAILABLE = "SELECT balance - held AS available FROM keys WHERE id = $1";
+/** Releases one hold, uncharged (no ledger row): what a failed request's hold becomes. */
+export const RELEASE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNING key_id, amount)
+  UPDATE keys SET held = held - r.amount FROM r WHERE keys.id = r.key_id`;
+/**
+ * A replica is alive while it holds its advisory lock (class, owner) on its own connection;
+ * Postgres drops the lock the moment that connection ends, process crash included. The holds
+ * of every owner without a live lock are released (not charged).
+ */
+export const RELEASE_STALE = `WITH live AS (SELECT objid::bigint AS owner FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid AND objsubid = 2 AND granted),
+  gone AS (DELETE FROM reservations r WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.owner = r.owner) RETURNING key_id, amount),
+  per AS (SELECT key_id, sum(amount) AS amount, count(*) AS n FROM gone GROUP BY key_id),
+  k AS (UPDATE keys SET held = held - per.amount FROM per WHERE keys.id = per.key_id RETURNING per.n)
+  SELECT coalesce(sum(n), 0)::bigint AS released FROM k`;
+export const AUDIT = `SELECT k.id AS "keyId", k.balance, k.held, coalesce(l.total, 0)::bigint AS "ledgerSum",
+    coalesce(r.n, 0)::bigint AS reservations, coalesce(r.total, 0)::bigint AS "reservedSum"
+  FROM keys k
+  LEFT JOIN (SELECT key_id, sum(amount) AS total FROM ledger GROUP BY key_id) l ON l.key_id = k.id
+  LEFT JOIN (SELECT key_id, count(*) AS n, sum(amount) AS total FROM reservations GROUP BY key_id) r ON r.key_id = k.id
+  ORDER BY k.id COLLATE "C"`;
