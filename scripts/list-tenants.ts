@@ -7,7 +7,7 @@ import { parseFlags, runScript } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { endpointOf, type StackOutputs } from "./lib/pulumi.ts";
 import { formatTable } from "./lib/table.ts";
-import { expiryOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
+import { expiryOf, FAILED_DEPLOY, readTenants, relative, type Tenant } from "./lib/tenants.ts";
 
 const USAGE = `Usage: npm run list-tenants [-- --json]
 
@@ -82,9 +82,6 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
   };
 }
 
-/** A first `pulumi up` that failed half way: no outputs, but an instance that bills. */
-const FAILED_DEPLOY = "failed deploy (resources exist)";
-
 /** Deployed with a working endpoint, or only the host (no adminCidrs, so nothing was deployed over SSH). */
 function deployedStatus(outputs: StackOutputs): string {
   return endpointOf(outputs) ? "deployed" : "host only (no endpoint)";
@@ -107,7 +104,7 @@ export function formatTenants(rows: readonly TenantRow[]): string {
     { header: "ENDPOINT", value: (r) => r.endpoint },
     { header: "STATUS", value: (r) => r.status },
   ], rows);
-  const running = rows.filter((r) => ["deployed", "host only", "expired", "failed deploy"].some((s) => r.status.startsWith(s)));
+  const running = rows.filter((r) => ["deployed", "host only", "expired", FAILED_DEPLOY].some((s) => r.status.startsWith(s)));
   const perHour = running.reduce((sum, r) => sum + Math.round((r.hourlyUsd ?? 0) * 100), 0) / 100;
   return `${table}\n\n${rows.length} tenant${rows.length === 1 ? "" : "s"}, ${running.length} running: $${perHour.toFixed(2)}/hour together.`;
 }

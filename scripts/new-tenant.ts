@@ -5,6 +5,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, relative } from "node:path";
 import { Document, isMap, isScalar, type Pair } from "yaml";
+import { isoSeconds } from "../api-shim/src/period.ts";
 import { validateConfig } from "../infra/config.ts";
 import { formatProblem } from "../infra/config/checks.ts";
 import { CONFIG_NAMESPACE, type ConfigProblem, type TenantConfig } from "../infra/config/types.ts";
@@ -127,7 +128,7 @@ export function stackFileText(raw: Record<string, unknown>, config: TenantConfig
   const planLines = new Map(planFor(config).lines);
   const doc = new Document({ config: Object.fromEntries(Object.entries(raw).map(([k, v]) => [`${CONFIG_NAMESPACE}:${k}`, v])) });
   doc.commentBefore = [
-    ` Tenant ${config.tenant}: written by \`npm run new-tenant\` on ${now.toISOString().replace(/\.\d+Z$/, "Z")}.`,
+    ` Tenant ${config.tenant}: written by \`npm run new-tenant\` on ${isoSeconds(now.getTime())}.`,
     ` GPU: ${planLines.get("GPU")}`,
     ` Cost: ${planLines.get("Cost")}`,
     ` Expires: ${planLines.get("Expires")}`,

@@ -3,10 +3,11 @@
 // `pulumi destroy`. A dry run unless --yes. Meant for cron: plain output, one prefix per stack,
 // exit 1 when a destroy failed or a stack's state could not be read.
 import { resolve } from "node:path";
+import { isoSeconds } from "../api-shim/src/period.ts";
 import { parseFlags, runScript, UsageError, formatDuration } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
-import { type Expiry, expiryOf, mapLimit, readTenants, relative, type Tenant } from "./lib/tenants.ts";
+import { type Expiry, expiryOf, FAILED_DEPLOY, mapLimit, readTenants, relative, type Tenant } from "./lib/tenants.ts";
 import { exportUsage } from "./lib/usage-export.ts";
 
 const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>] [--usage-dir <dir>] [--force]
@@ -69,8 +70,8 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
   return { expired, unreadable, lines };
 }
 
-const failed = (e: { failedDeploy?: true }) => (e.failedDeploy ? ", failed deploy (resources exist)" : "");
-const iso = (d: Date) => d.toISOString().replace(/\.\d+Z$/, "Z");
+const failed = (e: { failedDeploy?: true }) => (e.failedDeploy ? `, ${FAILED_DEPLOY}` : "");
+const iso = (d: Date) => isoSeconds(d.getTime());
 
 export interface ReapOptions {
   readonly yes: boolean;

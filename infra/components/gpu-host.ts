@@ -62,7 +62,6 @@ export class GpuHost extends pulumi.ComponentResource {
     super("gpu-sandbox:infra:GpuHost", name, {}, opts);
     const names = resourceNames(args.tenant);
     const tags = ["gpu-sandbox", `tenant:${args.tenant}`, ...args.tags];
-    const adminCidrs = args.adminCidrs;
 
     const sshKey = new tls.PrivateKey(`${name}-ssh-key`, { algorithm: "ED25519" }, { parent: this });
     const rootPassword = new random.RandomPassword(`${name}-root-password`, { length: 32, special: true, overrideSpecial: "-_.+=" }, { parent: this });
@@ -71,7 +70,7 @@ export class GpuHost extends pulumi.ComponentResource {
       label: names.firewall,
       inboundPolicy: "DROP",
       outboundPolicy: "ACCEPT",
-      inbounds: firewallRules(args.allowedCidrs, adminCidrs),
+      inbounds: firewallRules(args.allowedCidrs, args.adminCidrs),
       tags,
     }, { parent: this, deleteBeforeReplace: true });
 
@@ -113,7 +112,7 @@ export class GpuHost extends pulumi.ComponentResource {
     this.ip = this.instance.ipv4s.apply((ips) => ips[0] ?? "");
     this.ipv6 = this.instance.ipv6.apply((v) => v.split("/")[0] ?? v);
     this.sshPrivateKey = pulumi.secret(sshKey.privateKeyOpenssh);
-    this.sshCommand = adminCidrs.length === 0
+    this.sshCommand = args.adminCidrs.length === 0
       ? pulumi.output("SSH is closed: set gpu-sandbox:adminCidrs to open port 22 to your address")
       // The key file is created private (umask), never readable by others even for a moment.
       : pulumi.interpolate`(umask 077 && pulumi stack output sshPrivateKey --show-secrets --stack ${pulumi.getStack()} > gs-${args.tenant}.key) && ssh -i gs-${args.tenant}.key root@${this.ip}`;

@@ -15,7 +15,7 @@ import type {
 const RESERVED_EMAIL_DOMAIN = /@(?:[^@]*\.)?(?:example\.(?:com|net|org)|example|test|invalid|localhost)$/i;
 
 /** Every key the program reads, without the `gpu-sandbox:` namespace. */
-export const CONFIG_KEYS = [
+const CONFIG_KEYS = [
   "region", "plan", "image", "model", "hfToken", "allowedCidrs", "adminCidrs", "tls", "keys", "tiers",
   "pricing", "providers", "volumeSizeGb", "ttlHours", "tags", "limits", "images", "readyTimeoutMinutes",
 ] as const;
@@ -53,7 +53,7 @@ export function checkStackConfig(raw: Readonly<Record<string, unknown>>, fileCon
  * The secret settings written in plaintext in a stack file (which is committed): Pulumi reads
  * them all the same, so only the file can tell. Encrypted ones (`secure: …`) arrive as Secret.
  */
-export function plaintextSecrets(fileConfig: Readonly<Record<string, unknown>>, stack: string): ConfigProblem[] {
+function plaintextSecrets(fileConfig: Readonly<Record<string, unknown>>, stack: string): ConfigProblem[] {
   const fix = (path: string) => `is in plaintext in stacks/Pulumi.${stack}.yaml, which is committed; store it encrypted: pulumi config set --secret --path 'gpu-sandbox:${path}' <value> --stack ${stack}`;
   const problems: ConfigProblem[] = [];
   if (typeof fileConfig.hfToken === "string" && fileConfig.hfToken !== "") problems.push({ key: "hfToken", value: "[plaintext]", message: fix("hfToken") });

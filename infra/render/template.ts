@@ -1,8 +1,11 @@
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { parse, parseDocument, type Document } from "yaml";
+import { REPO_ROOT } from "../repo-root.ts";
 
 /** The repository's templates/ directory (files that end up on the host). */
-export const TEMPLATES_DIR = new URL("../../templates/", import.meta.url);
+export const TEMPLATES_DIR = pathToFileURL(join(REPO_ROOT, "templates/"));
 
 export function readTemplate(relativePath: string): string {
   return readFileSync(new URL(relativePath, TEMPLATES_DIR), "utf8");

@@ -150,14 +150,13 @@ async function apiError(res: Response, method: string, path: string, target: Adm
  * but the shim does not make them unique, so an ambiguous name asks for the id).
  */
 export function findKey(keys: readonly ApiKey[], ref: string): ApiKey {
-  const flag = "--key";
   const byId = keys.find((k) => k.id === ref);
   if (byId) return byId;
   const byName = keys.filter((k) => k.name === ref && k.revoked_at === null);
   if (byName.length === 1) return byName[0]!;
   if (byName.length > 1) {
-    throw new UsageError(`${flag} "${ref}" names ${byName.length} keys (${byName.map((k) => k.id).join(", ")}); give the id`);
+    throw new UsageError(`--key "${ref}" names ${byName.length} keys (${byName.map((k) => k.id).join(", ")}); give the id`);
   }
   const known = keys.filter((k) => k.revoked_at === null).map((k) => `${k.name} (${k.id})`);
-  throw new UsageError(`${flag} "${ref}": no key with that id or name${known.length ? `; keys: ${known.join(", ")}` : "; the tenant has no keys"}`);
+  throw new UsageError(`--key "${ref}": no key with that id or name${known.length ? `; keys: ${known.join(", ")}` : "; the tenant has no keys"}`);
 }

@@ -82,7 +82,7 @@ export async function stackOutputs(cli: PulumiCli, stack: string, options: { sho
   const r = await cli.run(args);
   if (r.exitCode !== 0) {
     if (/no stack named|stack .* not found/i.test(r.stderr)) return { kind: "no-stack" };
-    return { kind: "error", message: (r.stderr || r.stdout).trim().split("\n")[0] ?? `exit ${r.exitCode}` };
+    return { kind: "error", message: firstLine(r) };
   }
   try {
     const parsed: unknown = JSON.parse(r.stdout || "{}");
@@ -107,7 +107,7 @@ export type StackState =
 export async function stackState(cli: PulumiCli, stack: string): Promise<StackState> {
   const args = ["stack", "export", "--stack", stack];
   const r = await cli.run(args);
-  if (r.exitCode !== 0) return { kind: "error", message: (r.stderr || r.stdout).trim().split("\n")[0] ?? `exit ${r.exitCode}` };
+  if (r.exitCode !== 0) return { kind: "error", message: firstLine(r) };
   try {
     const doc = JSON.parse(r.stdout) as { deployment?: { resources?: { type?: string; urn?: string; outputs?: { keepers?: { createdAt?: unknown } } }[] } };
     const resources = doc.deployment?.resources ?? [];
@@ -126,4 +126,9 @@ export function setSecretArgs(stack: string, key: string): string[] {
 
 export function destroyArgs(stack: string): string[] {
   return ["destroy", "--yes", "--non-interactive", "--stack", stack];
+}
+
+/** What a failed command said first: Pulumi's first line names the problem. */
+function firstLine(r: PulumiResult): string {
+  return (r.stderr || r.stdout).trim().split("\n")[0]!;
 }
