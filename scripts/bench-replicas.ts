@@ -4,7 +4,8 @@ import { cpus, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startPostgres } from "../test/support/postgres.ts";
-import { autocannon, CHAT, freePort, spawnBenchFake, spawnBenchShim, waitHttp, writeBenchConfig } from "./bench-shim.ts";
+import { freePort } from "../test/support/tools.ts";
+import { load, spawnBenchFake, spawnBenchShim, waitHttp, writeBenchConfig } from "./bench-shim.ts";
 
 /**
  * `npm run bench:replicas`: saturation of one shim process on SQLite against one and two shim
@@ -34,8 +35,7 @@ function machineCpu(): { busy: number; steal: number; total: number } {
 
 /** Drives `urls` together, 16 connections split between them, for `seconds`. */
 async function drive(setup: string, urls: string[], auth: string, seconds: number): Promise<ReplicasRow> {
-  const run = (url: string, duration: number) =>
-    autocannon({ url, method: "POST", headers: { authorization: `Bearer ${auth}`, "content-type": "application/json" }, body: CHAT, connections: 16 / urls.length, duration });
+  const run = (url: string, duration: number) => load(url, { authorization: `Bearer ${auth}` }, 16 / urls.length, duration);
   await Promise.all(urls.map((u) => run(u, 2))); // warm-up: JIT, pools, prepared statements
   const before = machineCpu();
   const results = await Promise.all(urls.map((u) => run(u, seconds)));

@@ -2,13 +2,13 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { createRequire } from "node:module";
-import { createServer } from "node:net";
 import { cpus, totalmem, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { generateKey } from "../api-shim/src/keys.ts";
 import { createUpstream } from "../api-shim/src/upstream.ts";
+import { freePort } from "../test/support/tools.ts";
 
 /**
  * `npm run bench`: the shim against going straight to the same upstream (the fake vLLM, its own
@@ -34,10 +34,10 @@ import { createUpstream } from "../api-shim/src/upstream.ts";
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const MODEL = "qwen2.5-7b";
-export const CHAT = JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "Say hello in a few words." }], max_tokens: 16 });
+const CHAT = JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "Say hello in a few words." }], max_tokens: 16 });
 
 interface AutocannonResult { requests: { average: number; total: number }; non2xx: number; errors: number; latency: { average: number; p50: number; p99: number } }
-export const autocannon = createRequire(import.meta.url)("autocannon") as (o: Record<string, unknown>) => Promise<AutocannonResult>;
+const autocannon = createRequire(import.meta.url)("autocannon") as (o: Record<string, unknown>) => Promise<AutocannonResult>;
 
 export interface LatencyStats { mean: number; p50: number; p99: number; n: number; errors: number }
 export interface Side { saturationRps: number; saturationErrors: number; saturationCpuUsPerRequest: number; latencyMs: LatencyStats; chunkMs: LatencyStats }
@@ -76,10 +76,10 @@ async function memoryBreakdown(pid: number, base: string): Promise<MemoryBreakdo
   return { rssMb: rss, anonymousMb, fileMb: rss - anonymousMb, heapTotalMb: metric("nodejs_heap_size_total_bytes"), heapUsedMb: metric("nodejs_heap_size_used_bytes"), externalMb: metric("nodejs_external_memory_bytes") };
 }
 
-/** A process's resident set (VmRSS) or its peak (VmHWM), in MB. */
-function rssMb(pid: number, field: "VmRSS" | "VmHWM"): number {
+/** A process's peak resident set (VmHWM), in MB. */
+function peakRssMb(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Math.round(Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) / 1024);
+  return Math.round(Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
 }
 
 /** A process's CPU time so far (user + system), in µs: /proc/<pid>/stat counts clock ticks (USER_HZ, 100 on Linux). */
@@ -89,19 +89,10 @@ function cpuUs(pid: number): number {
 }
 
 /** Runs `work` and returns its result with the CPU time `pid` spent meanwhile, per item of `count(result)`. */
-export async function cpuPer<T>(pid: number, work: () => Promise<T>, count: (r: T) => number): Promise<[T, number]> {
+async function cpuPer<T>(pid: number, work: () => Promise<T>, count: (r: T) => number): Promise<[T, number]> {
   const before = cpuUs(pid);
   const r = await work();
   return [r, Math.round((cpuUs(pid) - before) / Math.max(1, count(r)))];
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export async function waitHttp(url: string, timeoutMs = 20_000): Promise<void> {
@@ -182,7 +173,6 @@ async function chunkDelays(url: string, headers: Record<string, string>, streams
   return stats(samples, errors);
 }
 
-/** The bare pass-through proxy (run in its own process by runBench). */
 /** The fake vLLM as its own process: 16 tokens per chat answer. */
 export function spawnBenchFake(port: number): ChildProcess {
   return spawn(process.execPath, [join(ROOT, "scripts", "serve-fake-vllm.ts")], { env: { PATH: process.env.PATH, FAKE_VLLM_PORT: String(port), FAKE_VLLM_TOKENS: "16" }, stdio: "ignore" });
@@ -213,6 +203,7 @@ export function spawnBenchShim(dir: string, port: number, upstreamUrl: string, d
   });
 }
 
+/** The bare pass-through proxy (run in its own process by runBench). */
 export async function serveBareProxy(port: number, upstreamUrl: string): Promise<void> {
   const { default: Fastify } = await import("fastify");
   const upstream = createUpstream({ url: upstreamUrl, apiKey: null, headersTimeoutMs: 120_000, idleTimeoutMs: 60_000 });
@@ -224,10 +215,14 @@ export async function serveBareProxy(port: number, upstreamUrl: string): Promise
   await app.listen({ port, host: "127.0.0.1" });
 }
 
+/** Closed-loop load: the benchmark's chat request on `connections` connections for `seconds`. */
+export function load(url: string, headers: Record<string, string>, connections: number, seconds: number): Promise<AutocannonResult> {
+  return autocannon({ url, method: "POST", headers: { ...headers, "content-type": "application/json" }, body: CHAT, connections, duration: seconds });
+}
+
 /** Requests/s at 16 connections, and the CPU time the server process `pid` spent per request. */
 async function saturation(url: string, headers: Record<string, string>, seconds: number, pid: number): Promise<{ rps: number; errors: number; cpuUsPerRequest: number }> {
-  const run = () => autocannon({ url, method: "POST", headers: { ...headers, "content-type": "application/json" }, body: CHAT, connections: 16, duration: seconds });
-  const [r, cpuUsPerRequest] = await cpuPer(pid, run, (r) => r.requests.total);
+  const [r, cpuUsPerRequest] = await cpuPer(pid, () => load(url, headers, 16, seconds), (r) => r.requests.total);
   return { rps: Math.round(r.requests.average), errors: r.non2xx + r.errors, cpuUsPerRequest };
 }
 
@@ -256,7 +251,6 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     const shim = spawnBenchShim(dir, shimPort, `${fakeBase}/v1`, `sqlite:${join(dir, "shim.db")}`);
     children.push(shim);
     await waitHttp(`${shimBase}/health`);
-    const rssIdle = rssMb(shim.pid!, "VmRSS");
     const memIdle = await memoryBreakdown(shim.pid!, shimBase);
     const auth = { authorization: `Bearer ${key}` };
     const direct = `${fakeBase}/v1/chat/completions`;
@@ -269,7 +263,6 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     const satDirect = await saturation(direct, {}, seconds, fake.pid!);
     const satBare = await saturation(bare, {}, seconds, bareProxy.pid!);
     const satShim = await saturation(viaShim, auth, seconds, shim.pid!);
-    const rssAfterSaturation = rssMb(shim.pid!, "VmRSS");
     const memAfterSaturation = await memoryBreakdown(shim.pid!, shimBase);
     const latDirect = await fixedRate(direct, {}, 300, seconds);
     const latBare = await fixedRate(bare, {}, 300, seconds);
@@ -278,10 +271,9 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     await setFake(fakeBase, { tokenDelayMs: 20, defaultTokens: 200, stampTokens: true });
     const chunkDirect = await chunkDelays(direct, {}, 200, 200, 1000);
     const [chunkShim, chunkCpuUsPerEvent] = await cpuPer(shim.pid!, () => chunkDelays(viaShim, auth, 200, 200, 1000), (s) => s.n);
-    const rssAfterStreams = rssMb(shim.pid!, "VmRSS");
     const memAfterStreams = await memoryBreakdown(shim.pid!, shimBase);
 
-    const peakRssMb = rssMb(shim.pid!, "VmHWM");
+    const peakRss = peakRssMb(shim.pid!);
     const r3 = (x: number) => Math.round(x * 1000) / 1000;
     const added = {
       meanLatencyMs: r3(latShim.mean - latDirect.mean),
@@ -297,14 +289,14 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
       bareProxy: { saturationRps: satBare.rps, saturationErrors: satBare.errors, saturationCpuUsPerRequest: satBare.cpuUsPerRequest, latencyMs: latBare },
       shim: { saturationRps: satShim.rps, saturationErrors: satShim.errors, saturationCpuUsPerRequest: satShim.cpuUsPerRequest, latencyMs: latShim, chunkMs: chunkShim, chunkCpuUsPerEvent },
       added,
-      shimPeakRssMb: peakRssMb,
-      shimRssMb: { idle: rssIdle, afterSaturation: rssAfterSaturation, afterStreams: rssAfterStreams },
+      shimPeakRssMb: peakRss,
+      shimRssMb: { idle: memIdle.rssMb, afterSaturation: memAfterSaturation.rssMb, afterStreams: memAfterStreams.rssMb },
       shimMemory: { idle: memIdle, afterSaturation: memAfterSaturation, afterStreams: memAfterStreams },
       targets: {
         addedMeanLatency: { target: "≤ 0.3 ms at 300 rps", value: added.meanLatencyMs, met: added.meanLatencyMs <= 0.3 },
         saturation: { target: "≥ 4000 rps at 16 connections", value: satShim.rps, met: satShim.rps >= 4000 },
         chunkOverheadP99: { target: "≤ 1 ms p99 with 200 streams", value: added.chunkP99Ms, met: added.chunkP99Ms <= 1 },
-        peakRss: { target: "≤ 200 MB", value: peakRssMb, met: peakRssMb <= 200 },
+        peakRss: { target: "≤ 200 MB", value: peakRss, met: peakRss <= 200 },
       },
     };
   } finally {

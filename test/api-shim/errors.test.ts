@@ -4,6 +4,7 @@ import OpenAI, { APIError, AuthenticationError, BadRequestError, ConflictError, 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
+import { freePort } from "../support/tools.ts";
 
 const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 2 };
 
@@ -347,12 +348,3 @@ describe("expiry and an unset admin token", () => {
     }
   });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}

@@ -4,6 +4,7 @@ import { PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
 import { PostgresStore, type PostgresStoreOptions } from "../../api-shim/src/store/postgres-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
+import { pollUntil } from "../support/tools.ts";
 import { newKey, storeContract, usage } from "./store-contract.ts";
 
 /**
@@ -109,8 +110,7 @@ describe("PostgresStore", () => {
     const dead = await replica();
     await dead.reserve({ reservationId: "theirs", keyId: "k", amount: 5, at: 1 });
     await dead.close();
-    const deadline = Date.now() + 5000;
-    while ((await store.getKey("k"))!.held !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await pollUntil(async () => (await store.getKey("k"))!.held === 0);
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
   });
 
@@ -144,15 +144,11 @@ describe("PostgresStore", () => {
       server.start();
     }
     // Back: the same replica admits again once it holds its liveness lock again.
-    const deadline = Date.now() + 10_000;
-    let admitted = false;
-    for (let i = 0; !admitted && Date.now() < deadline; i++) {
-      admitted = await replicaA.reserve({ reservationId: `c${i}`, keyId: "k", amount: 1, at: 1 }).then((r) => r.ok, () => false);
-      if (!admitted) await new Promise((r) => setTimeout(r, 50));
-    }
+    let attempt = 0;
+    const admitted = await pollUntil(() => replicaA.reserve({ reservationId: `c${attempt++}`, keyId: "k", amount: 1, at: 1 }).then((r) => r.ok, () => false), 10_000, 50);
     expect(admitted).toBe(true);
     // The hold of the failed settle ("a") is released, not charged; nothing is left of "b".
-    while ((await replicaA.getKey("k"))!.held !== 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await pollUntil(async () => (await replicaA.getKey("k"))!.held === 1, 10_000, 50);
     expect(await replicaA.audit()).toEqual([{ keyId: "k", balance: 10, held: 1, ledgerSum: 10, reservations: 1, reservedSum: 1 }]);
     // Its new hold belongs to a live replica again: another replica's sweep leaves it alone.
     expect(await (await replica()).releaseStaleReservations()).toBe(0);
@@ -166,10 +162,7 @@ describe("PostgresStore", () => {
       await blocker.query("SELECT 1 FROM keys WHERE id = 'k' FOR UPDATE");
       const topUp = store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: null, respond: () => "" }).then(() => null, (e: unknown) => e);
       let waiting: { pid: number }[] = [];
-      for (let i = 0; waiting.length === 0 && i < 100; i++) {
-        waiting = await sql<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'api-shim' AND wait_event_type = 'Lock'");
-        if (waiting.length === 0) await new Promise((r) => setTimeout(r, 20));
-      }
+      await pollUntil(async () => (waiting = await sql<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'api-shim' AND wait_event_type = 'Lock'")).length > 0, 2000);
       expect(waiting).toHaveLength(1);
       await sql("SELECT pg_terminate_backend($1)", [waiting[0]!.pid]);
       expect(await topUp).toBeInstanceOf(StoreUnavailableError);
@@ -186,8 +179,7 @@ describe("PostgresStore", () => {
     await cut.reserve({ reservationId: "old", keyId: "k", amount: 4, at: 1 });
     const before = cut.owner;
     await sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = $1::bigint::oid", [before]);
-    const deadline = Date.now() + 5000;
-    while ((cut.owner === before || (await store.getKey("k"))!.held !== 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await pollUntil(async () => cut.owner !== before && (await store.getKey("k"))!.held === 0);
     expect(cut.owner).not.toBe(before);
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
     expect(await cut.reserve({ reservationId: "new", keyId: "k", amount: 4, at: 1 })).toEqual({ ok: true, available: 6 });

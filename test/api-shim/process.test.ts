@@ -9,7 +9,7 @@ import { generateKey } from "../../api-shim/src/keys.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
-import { spawnShim, type ShimProcess } from "../support/shim-process.ts";
+import { openStream as openKeyStream, ProcessOutput, spawnShim, type ShimProcess } from "../support/shim-process.ts";
 
 const CREDIT = 1_000_000;
 
@@ -19,7 +19,7 @@ describe("the shim process", () => {
   let fake: FakeVllm;
   const key = generateKey();
   const adminToken = `adm-${generateKey().key}`;
-  const logs: string[] = [];
+  const output = new ProcessOutput();
   const spawned: ShimProcess[] = [];
   let env: Record<string, string>;
   const start = async (extra: Record<string, string> = {}) => {
@@ -50,32 +50,15 @@ describe("the shim process", () => {
     for (const p of spawned) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
     await fake.close();
     rmSync(dir, { recursive: true, force: true });
-    assertNoSecrets(logs, [key.key, adminToken]);
+    assertNoSecrets(output.lines, [key.key, adminToken]);
   });
 
   const audit = () => {
     const store = new SqliteStore(join(dir, "data", "shim.db"));
     return store.audit().finally(() => store.close());
   };
-  /** Keeps what a process wrote (its log lines and stderr) for the scan for secrets at the end. */
-  const keep = (p: Pick<ShimProcess, "lines" | "stderr">) => logs.push(...p.lines, p.stderr());
-  /** SIGTERM: the process exits 0, and what it wrote is kept. */
-  const stopCleanly = async (p: ShimProcess) => {
-    p.child.kill("SIGTERM");
-    expect(await p.exited).toEqual({ code: 0, signal: null });
-    keep(p);
-  };
   const client = (p: ShimProcess) => new OpenAI({ apiKey: key.key, baseURL: `${p.url}/v1`, maxRetries: 0 });
-  /** Opens a stream and resolves once its first content chunk arrived, with the rest of it. */
-  const openStream = async (p: ShimProcess, maxTokens: number) => {
-    const stream = await client(p).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: maxTokens, stream: true });
-    const it = stream[Symbol.asyncIterator]();
-    for (;;) {
-      const r = await it.next();
-      if (r.done || r.value.choices[0]?.delta.content) break;
-    }
-    return { it, stream };
-  };
+  const openStream = (p: ShimProcess, maxTokens: number) => openKeyStream(p, key.key, maxTokens);
 
   it("SIGKILL during 50 live streams: after a restart no reservation is left and balances equal the ledger", async () => {
     fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
@@ -86,7 +69,7 @@ describe("the shim process", () => {
     expect(during.held).toBe(50 * (1 + 2000) * CREDIT); // each: the request credit + 2,000 completion tokens at 1 credit
     first.child.kill("SIGKILL");
     expect((await first.exited).signal).toBe("SIGKILL");
-    keep(first);
+    output.keep(first);
     await Promise.allSettled(streams.map(async (s) => { for (let r = await s.it.next(); !r.done; r = await s.it.next()); }));
 
     const second = await start();
@@ -100,7 +83,7 @@ describe("the shim process", () => {
     fake.reset();
     const ok = await client(second).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
     expect(ok.choices[0]!.message.content).toBe("t1 t2");
-    await stopCleanly(second);
+    await output.stopCleanly(second);
   });
 
   it("SIGTERM drains: short streams finish, long ones are cut at the drain timeout and settled; exit 0", async () => {
@@ -125,7 +108,7 @@ describe("the shim process", () => {
     expect(shortResults.every((r) => r.ok)).toBe(true);
     for (const r of longResults) expect(r).toMatchObject({ ok: false, error: "service_unavailable" });
     expect(await p.exited).toEqual({ code: 0, signal: null });
-    keep(p);
+    output.keep(p);
     const stopped = p.lines.map((l) => JSON.parse(l)).find((e) => e.msg === "stopped");
     expect(stopped.aborted).toBe(5);
     const after = (await audit()).find((r) => r.keyId === key.id)!;
@@ -145,7 +128,7 @@ describe("the shim process", () => {
     other.exec("CREATE TRIGGER fail_money BEFORE UPDATE OF held ON keys BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
     await client(p).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 }).catch(() => {});
     expect(await p.exited).toEqual({ code: 1, signal: null });
-    keep(p);
+    output.keep(p);
     expect(p.lines.map((l) => JSON.parse(l).msg)).toContain("the store failed closed; exiting so the shim is restarted");
     // The failed batch was rolled back whole: nothing was charged or left held.
     expect((await audit()).find((r) => r.keyId === key.id)).toEqual(before);
@@ -156,21 +139,21 @@ describe("the shim process", () => {
     const failed = (await spawnShim({ ...env }).catch((e: unknown) => e)) as { lines: string[]; stderr(): string; exit: unknown };
     expect(failed.exit).toEqual({ code: 1, signal: null });
     expect(failed.lines.map((l) => JSON.parse(l).msg)).toContain("the store failed closed; exiting so the shim is restarted");
-    keep(failed);
+    output.keep(failed);
     other.exec("DROP TRIGGER fail_keys");
     other.exec("DROP TRIGGER fail_money");
     other.close();
     const again = await start();
     const answer = await client(again).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 });
     expect(answer.choices[0]!.message.content).toBe("t1");
-    await stopCleanly(again);
+    await output.stopCleanly(again);
   });
 
   it("a bootstrap key removed from the configuration stops working at the next start", async () => {
     // Without SHIM_CONFIG (say, a manual run against the same database) nothing is revoked.
     const bare = await start({ SHIM_CONFIG: "" });
     expect((await client(bare).models.list()).data.length).toBeGreaterThan(0);
-    await stopCleanly(bare);
+    await output.stopCleanly(bare);
 
     const replacement = generateKey();
     writeFileSync(
@@ -183,7 +166,7 @@ describe("the shim process", () => {
     expect(old).toBe(401);
     const fresh = new OpenAI({ apiKey: replacement.key, baseURL: `${p.url}/v1`, maxRetries: 0 });
     expect((await fresh.models.list()).data.map((m) => m.id)).toEqual(["qwen2.5-7b"]);
-    await stopCleanly(p);
+    await output.stopCleanly(p);
     assertNoSecrets([...p.lines, p.stderr()], [replacement.key]);
   });
 });

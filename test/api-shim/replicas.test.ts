@@ -9,7 +9,8 @@ import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
-import { spawnShim, type ShimProcess } from "../support/shim-process.ts";
+import { openStream, ProcessOutput, spawnShim, type ShimProcess } from "../support/shim-process.ts";
+import { pollUntil } from "../support/tools.ts";
 
 const CREDIT = 1_000_000;
 
@@ -26,19 +27,13 @@ describe("shim replicas on one Postgres database", () => {
   let env: Record<string, string>;
   const key = generateKey();
   const adminToken = `adm-${generateKey().key}`;
-  const logs: string[] = [];
+  const output = new ProcessOutput();
   const secrets = [key.key, adminToken];
   const spawned: ShimProcess[] = [];
   const start = async () => {
     const p = await spawnShim(env);
     spawned.push(p);
     return p;
-  };
-  const keep = (p: ShimProcess) => logs.push(...p.lines, p.stderr());
-  const stop = async (p: ShimProcess) => {
-    p.child.kill("SIGTERM");
-    expect(await p.exited).toEqual({ code: 0, signal: null });
-    keep(p);
   };
   const audit = async (keyId: string) => {
     const store = await PostgresStore.open(env.SHIM_DATABASE_URL!);
@@ -68,7 +63,7 @@ describe("shim replicas on one Postgres database", () => {
     await fake?.close();
     await pgServer?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
-    assertNoSecrets(logs, secrets);
+    assertNoSecrets(output.lines, secrets);
   });
 
   it("two replicas started together: one bootstrap grant; 200 concurrent requests over both against credits for 50 admit exactly 50 (×5)", async () => {
@@ -101,27 +96,21 @@ describe("shim replicas on one Postgres database", () => {
       expect(await audit(created.id)).toEqual({ keyId: created.id, balance: 0, held: 0, ledgerSum: 0, reservations: 0, reservedSum: 0 });
     }
     fake.reset();
-    await Promise.all([stop(a), stop(b)]);
+    await Promise.all([output.stopCleanly(a), output.stopCleanly(b)]);
   });
 
   it("SIGKILL of one replica during its 25 live streams: its replacement releases exactly those; the other replica's 25 are charged exactly", async () => {
     fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
     const [doomed, survivor] = await Promise.all([start(), start()]);
     const before = await audit(key.id);
-    const open = async (p: ShimProcess, maxTokens: number) => {
-      const client = new OpenAI({ apiKey: key.key, baseURL: `${p.url}/v1`, maxRetries: 0 });
-      const stream = await client.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: maxTokens, stream: true });
-      const it = stream[Symbol.asyncIterator]();
-      for (let r = await it.next(); !r.done && !r.value.choices[0]?.delta.content; r = await it.next());
-      return it;
-    };
+    const open = async (p: ShimProcess, maxTokens: number) => (await openStream(p, key.key, maxTokens)).it;
     const doomedStreams = await Promise.all(Array.from({ length: 25 }, () => open(doomed, 2000)));
     const survivorStreams = await Promise.all(Array.from({ length: 25 }, () => open(survivor, 40)));
     expect((await audit(key.id)).reservations).toBe(50);
 
     doomed.child.kill("SIGKILL");
     expect((await doomed.exited).signal).toBe("SIGKILL");
-    keep(doomed);
+    output.keep(doomed);
     await Promise.allSettled(doomedStreams.map(async (it) => { for (let r = await it.next(); !r.done; r = await it.next()); }));
     const replacement = await start();
     const released = await replacement.waitForLine((e) => typeof e.released === "number");
@@ -134,7 +123,7 @@ describe("shim replicas on one Postgres database", () => {
     const after = await audit(key.id);
     expect(after).toEqual({ keyId: key.id, balance: before.balance - 25 * 41 * CREDIT, held: 0, ledgerSum: after.balance, reservations: 0, reservedSum: 0 });
     fake.reset();
-    await Promise.all([stop(survivor), stop(replacement)]);
+    await Promise.all([output.stopCleanly(survivor), output.stopCleanly(replacement)]);
   });
   it("the database goes down and comes back: 503 and /ready 503 meanwhile, the same processes serve again after, nothing left held", async () => {
     const p = await start();
@@ -152,13 +141,12 @@ describe("shim replicas on one Postgres database", () => {
     } finally {
       pgServer.start();
     }
-    const deadline = Date.now() + 15_000;
-    while ((await fetch(`${p.url}/ready`)).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    await pollUntil(async () => (await fetch(`${p.url}/ready`)).status === 200, 15_000, 100);
     expect((await chat()).choices[0]!.message.content).toBe("t1 t2");
     expect(p.child.exitCode).toBeNull(); // recovered in place: no restart needed
     expect(await audit(key.id)).toMatchObject({ held: 0, reservations: 0 });
     const after = await audit(key.id);
     expect(after.ledgerSum).toBe(after.balance);
-    await stop(p);
+    await output.stopCleanly(p);
   });
 });

@@ -1,9 +1,9 @@
 import { spawnSync } from "node:child_process";
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
+import { freePort } from "./tools.ts";
 
 /**
  * A throwaway PostgreSQL cluster for one test file: initdb in a temporary directory, listening
@@ -33,17 +33,6 @@ function binDir(): string {
   return join(root, versions.sort((a, b) => Number(b) - Number(a))[0]!, "bin");
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 export async function startPostgres(): Promise<RunningPostgres> {
   const bin = binDir();
   const dir = mkdtempSync(join(tmpdir(), "shim-pg-"));
@@ -70,6 +59,7 @@ export async function startPostgres(): Promise<RunningPostgres> {
   ].join(" ");
   const start = () => run("pg_ctl", ["-D", data, "-o", settings, "-l", join(dir, "server.log"), "-w", "-t", "60", "start"]);
   start();
+  const kill = () => run("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]);
   let stopped = false;
   let n = 0;
   const base = `postgres://${USER}@127.0.0.1:${port}`;
@@ -85,13 +75,13 @@ export async function startPostgres(): Promise<RunningPostgres> {
       }
       return `${base}/${name}`;
     },
-    kill: () => run("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]),
+    kill,
     start,
     async stop() {
       if (stopped) return;
       stopped = true;
       try {
-        run("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]);
+        kill();
       } catch {} // already down (a test killed it)
       rmSync(dir, { recursive: true, force: true });
     },

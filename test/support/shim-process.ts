@@ -2,6 +2,8 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import OpenAI from "openai";
+import { expect } from "vitest";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -88,4 +90,29 @@ export async function spawnShim(env: Record<string, string>): Promise<ShimProces
     throw Object.assign(e as Error, { lines, stderr: () => stderr, exit: await exited });
   });
   return { child, url: String(listening.address), lines, stderr: () => stderr, waitForLine, exited };
+}
+
+/** What a test file's shim processes wrote (log lines and stderr), kept for its scan for secrets. */
+export class ProcessOutput {
+  readonly lines: string[] = [];
+
+  keep(p: Pick<ShimProcess, "lines" | "stderr">): void {
+    this.lines.push(...p.lines, p.stderr());
+  }
+
+  /** SIGTERM: the process exits 0, and what it wrote is kept. */
+  async stopCleanly(p: ShimProcess): Promise<void> {
+    p.child.kill("SIGTERM");
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+    this.keep(p);
+  }
+}
+
+/** Opens a chat stream through `p` and resolves once its first content chunk arrived, with the rest of it. */
+export async function openStream(p: ShimProcess, apiKey: string, maxTokens: number, model = "qwen2.5-7b") {
+  const client = new OpenAI({ apiKey, baseURL: `${p.url}/v1`, maxRetries: 0 });
+  const stream = await client.chat.completions.create({ model, messages: [{ role: "user", content: "go" }], max_tokens: maxTokens, stream: true });
+  const it = stream[Symbol.asyncIterator]();
+  for (let r = await it.next(); !r.done && !r.value.choices[0]?.delta.content; r = await it.next());
+  return { it, stream };
 }

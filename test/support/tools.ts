@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { createServer } from "node:net";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -52,4 +53,29 @@ export function writeTemp(name: string, content: string, dir = tempDir()): strin
   const path = join(dir, name);
   writeFileSync(path, content);
   return path;
+}
+
+/** A TCP port free on 127.0.0.1 right now (the OS picks it), for a server a test starts. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Calls `check` every `intervalMs` until it returns true or `timeoutMs` has passed; returns its
+ * last answer. It never throws on a timeout: the test's own assertion afterwards says what failed.
+ */
+export async function pollUntil(check: () => boolean | Promise<boolean>, timeoutMs = 5000, intervalMs = 20): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() >= deadline) return false;
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
 }
