@@ -2,11 +2,11 @@ import * as pulumi from "@pulumi/pulumi";
 import { formatProblem } from "./config/checks.ts";
 import { CONFIG_NAMESPACE } from "./config/types.ts";
 import type { ConfigProblem, TenantConfig } from "./config/types.ts";
-import { checkStackConfig } from "./config/validate.ts";
+import { validateConfig } from "./config/validate.ts";
 import { REPO_ROOT } from "./repo-root.ts";
 import { readStackConfig, StackFileError } from "./stack-file.ts";
 
-export { checkStackConfig, validateConfig } from "./config/validate.ts";
+export { validateConfig } from "./config/validate.ts";
 export type * from "./config/types.ts";
 
 /**
@@ -22,7 +22,7 @@ export function loadConfig(): TenantConfig {
   }
   const stack = pulumi.getStack();
   // Pulumi hands over encrypted and plaintext values alike; only the stack file tells them apart.
-  const result = checkStackConfig(raw, stackFileConfig(stack), stack);
+  const result = validateConfig(raw, { stack, fileConfig: stackFileConfig(stack) });
   if (!result.ok) throw new pulumi.RunError(describeProblems(result.problems));
   return result.config;
 }

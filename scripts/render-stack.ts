@@ -3,7 +3,7 @@
 // to the host to out/<name>/, and prints the plan. Needs no cloud account and no Pulumi CLI.
 import { writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import { checkStackConfig, describeProblems } from "../infra/config.ts";
+import { describeProblems, validateConfig } from "../infra/config.ts";
 import { formatPlan, planFor } from "../infra/plan.ts";
 import { renderBundle, writeBundle } from "../infra/render/bundle.ts";
 import { hostCloudInit } from "../infra/render/cloud-init.ts";
@@ -24,7 +24,7 @@ export interface RenderResult {
 /** Renders one stack; throws UsageError/StackFileError with a message meant for the user. */
 export function renderStack(root: string, stack: string, outDir = join(root, "out", stack)): RenderResult {
   const raw = readStackConfig(root, stack);
-  const result = checkStackConfig(raw, raw, stack);
+  const result = validateConfig(raw, { stack, fileConfig: raw });
   if (!result.ok) throw new UsageError(describeProblems(result.problems));
   const config = result.config;
   // Images as configured (`pulumi up` pins them by digest); no bootstrap keys (`pulumi up`

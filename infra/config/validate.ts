@@ -39,30 +39,14 @@ const RESERVED_VLLM_FLAGS: Readonly<Record<string, string>> = {
   "--api-key": "nothing: the kit generates vLLM's key",
 };
 
-/**
- * A stack's config as `pulumi up` and `npm run render` judge it: `validateConfig` of the values,
- * plus the secrets its stack file (`fileConfig`) holds in plaintext. Either way, every problem.
- */
-export function checkStackConfig(raw: Readonly<Record<string, unknown>>, fileConfig: Readonly<Record<string, unknown>>, stack: string): ValidationResult {
-  const result = validateConfig(raw, { stack });
-  const problems = [...(result.ok ? [] : result.problems), ...plaintextSecrets(fileConfig, stack)];
-  return problems.length === 0 ? result : { ok: false, problems };
-}
-
-/**
- * The secret settings written in plaintext in a stack file (which is committed): Pulumi reads
- * them all the same, so only the file can tell. Encrypted ones (`secure: …`) arrive as Secret.
- */
-function plaintextSecrets(fileConfig: Readonly<Record<string, unknown>>, stack: string): ConfigProblem[] {
-  const fix = (path: string) => `is in plaintext in stacks/Pulumi.${stack}.yaml, which is committed; store it encrypted: pulumi config set --secret --path 'gpu-sandbox:${path}' <value> --stack ${stack}`;
-  const problems: ConfigProblem[] = [];
-  if (typeof fileConfig.hfToken === "string" && fileConfig.hfToken !== "") problems.push({ key: "hfToken", value: "[plaintext]", message: fix("hfToken") });
-  const providers = Array.isArray(fileConfig.providers) ? (fileConfig.providers as unknown[]) : [];
-  providers.forEach((entry, i) => {
-    const apiKey = entry !== null && typeof entry === "object" ? (entry as Record<string, unknown>).apiKey : undefined;
-    if (typeof apiKey === "string" && apiKey !== "") problems.push({ key: `providers[${i}].apiKey`, value: "[plaintext]", message: fix(`providers[${i}].apiKey`) });
-  });
-  return problems;
+export interface ValidationContext {
+  stack: string;
+  /**
+   * The stack file's own settings, when there is one. Pulumi hands over encrypted and plaintext
+   * values alike, so only the file can tell that a secret was written in plaintext (and so
+   * committed); each secret setting is checked against it where it is read.
+   */
+  fileConfig?: Readonly<Record<string, unknown>>;
 }
 
 /**
@@ -72,8 +56,9 @@ function plaintextSecrets(fileConfig: Readonly<Record<string, unknown>>, stack: 
  * all reject the same configs with the same messages, and tests call it with tables of cases.
  * Every problem is reported, not just the first.
  */
-export function validateConfig(raw: Readonly<Record<string, unknown>>, context: { stack: string }): ValidationResult {
+export function validateConfig(raw: Readonly<Record<string, unknown>>, context: ValidationContext): ValidationResult {
   const p = new Problems();
+  const secret = (key: string, value: unknown) => checkSecret(p, key, value, context);
   for (const key of Object.keys(raw)) {
     if (!(CONFIG_KEYS as readonly string[]).includes(key)) {
       p.add(key, raw[key], `is not a gpu-sandbox setting; known: ${CONFIG_KEYS.join(", ")}`);
@@ -92,10 +77,11 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   const image = p.string("image", raw.image) ?? DEFAULT_IMAGE;
   // The host scripts install Docker's and NVIDIA's Ubuntu packages: another distribution would
   // fail at first boot, with the instance already billing.
-  if (!/^linode\/ubuntu2[2-9]\.04$/.test(image)) p.add("image", image, "must be an Ubuntu LTS Linode image (linode/ubuntu22.04 or later), which the host scripts are written for");
+  // LTS releases are the even years' April ones: 22.04, 24.04, 26.04, 28.04.
+  if (!/^linode\/ubuntu2[2468]\.04$/.test(image)) p.add("image", image, "must be an Ubuntu LTS Linode image (linode/ubuntu22.04, linode/ubuntu24.04 or a later LTS), which the host scripts are written for");
 
   const model = checkModel(p, raw.model, plan?.gpuCount ?? 1);
-  const hfToken = checkSecret(p, "hfToken", raw.hfToken);
+  const hfToken = secret("hfToken", raw.hfToken);
   const allowedCidrs = p.cidrs("allowedCidrs", raw.allowedCidrs) ?? [...DEFAULT_ALLOWED_CIDRS];
   if (allowedCidrs.length === 0) p.add("allowedCidrs", "[]", "is empty, so nothing could reach the endpoint; list the client addresses, or 0.0.0.0/0 and ::/0 for everyone");
   const adminCidrs = p.cidrs("adminCidrs", raw.adminCidrs) ?? [];
@@ -106,7 +92,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   }
   const tls = checkTls(p, raw.tls, allowedCidrs);
   const tiers = checkTiers(p, raw.tiers);
-  const providers = checkProviders(p, raw.providers, model?.servedName);
+  const providers = checkProviders(p, raw.providers, model?.servedName, secret);
   const modelNames = [model?.servedName, ...providers.map((x) => x.name)].filter((x): x is string => !!x);
   const pricing = checkPricing(p, raw.pricing, modelNames);
   const keys = checkKeys(p, raw.keys, tiers, modelNames);
@@ -183,11 +169,27 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
   return { id, servedName, maxModelLen, gpuMemoryUtilization, extraArgs, tensorParallelSize: gpuCount };
 }
 
-function checkSecret(p: Problems, key: string, value: unknown): Secret | undefined {
+/** A secret setting; refused when the stack file holds it in plaintext (see ValidationContext). */
+function checkSecret(p: Problems, key: string, value: unknown, context: ValidationContext): Secret | undefined {
+  const inFile = context.fileConfig ? settingAt(context.fileConfig, key) : undefined;
+  if (typeof inFile === "string" && inFile !== "") {
+    const fix = `pulumi config set --secret --path 'gpu-sandbox:${key}' <value> --stack ${context.stack}`;
+    p.add(key, "[plaintext]", `is in plaintext in stacks/Pulumi.${context.stack}.yaml, which is committed; store it encrypted: ${fix}`);
+  }
   if (value === undefined || value === null || value === "") return undefined;
   if (value instanceof Secret) return value;
   if (typeof value === "string") return Secret.of(value);
   return p.add(key, "[secret]", `must be a string; set it with \`pulumi config set --secret ${key} <value>\``);
+}
+
+/** The value at a config path such as `providers[0].apiKey`, as `pulumi config --path` names it. */
+function settingAt(config: Readonly<Record<string, unknown>>, path: string): unknown {
+  let at: unknown = config;
+  for (const part of path.split(/\.|\[(\d+)\]/).filter((x) => x !== undefined && x !== "")) {
+    if (at === null || typeof at !== "object") return undefined;
+    at = (at as Record<string, unknown>)[part];
+  }
+  return at;
 }
 
 function checkTls(p: Problems, value: unknown, allowedCidrs: readonly string[]): TlsConfig | undefined {
@@ -288,7 +290,7 @@ function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, T
   return keys;
 }
 
-function checkProviders(p: Problems, value: unknown, servedName: string | undefined): ProviderModel[] {
+function checkProviders(p: Problems, value: unknown, servedName: string | undefined, secret: (key: string, value: unknown) => Secret | undefined): ProviderModel[] {
   const out: ProviderModel[] = [];
   (p.array("providers", value) ?? []).forEach((item, i) => {
     const at = `providers[${i}]`;
@@ -305,7 +307,7 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
     if (name !== undefined && (name === servedName || out.some((x) => x.name === name))) {
       p.add(`${at}.name`, name, "is already the name of another model; names must be unique");
     }
-    const apiKey = checkSecret(p, `${at}.apiKey`, v.apiKey);
+    const apiKey = secret(`${at}.apiKey`, v.apiKey);
     if (!apiKey) p.add(`${at}.apiKey`, v.apiKey, `is required: pulumi config set --secret --path 'gpu-sandbox:providers[${i}].apiKey' <key>`);
     if (model && name && apiKey && provider && PROVIDERS.includes(provider)) out.push({ name, model, provider, apiKey });
   });

@@ -31,7 +31,7 @@ export async function readTenants(deps: ScriptDeps, options: { concurrency?: num
     let configProblem: string | undefined;
     try {
       raw = readStackConfig(deps.root, stack);
-      const r = validateConfig(raw, { stack });
+      const r = validateConfig(raw, { stack, fileConfig: raw });
       if (r.ok) config = r.config;
       else configProblem = `${r.problems.length} config problem${r.problems.length === 1 ? "" : "s"} (npm run render -- --stack ${stack})`;
     } catch (err) {

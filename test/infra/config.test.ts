@@ -116,7 +116,8 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["letsencrypt behind an allow-list", { ...base, allowedCidrs: ["198.51.100.0/24"] },
       ['gpu-sandbox:tls.mode = "letsencrypt": needs port 80 open to everyone']],
     ["an image the host scripts do not support", { ...base, image: "linode/debian12" },
-      ['gpu-sandbox:image = "linode/debian12": must be an Ubuntu LTS Linode image (linode/ubuntu22.04 or later), which the host scripts are written for']],
+      ['gpu-sandbox:image = "linode/debian12": must be an Ubuntu LTS Linode image (linode/ubuntu22.04, linode/ubuntu24.04 or a later LTS), which the host scripts are written for']],
+    ["an Ubuntu interim release (not LTS)", { ...base, image: "linode/ubuntu25.04" }, ['gpu-sandbox:image = "linode/ubuntu25.04": must be an Ubuntu LTS Linode image']],
     ["nobody allowed in", { ...base, allowedCidrs: [], tls: { mode: "self-signed" } },
       ['gpu-sandbox:allowedCidrs = "[]": is empty, so nothing could reach the endpoint; list the client addresses, or 0.0.0.0/0 and ::/0 for everyone']],
     ["adminCidrs with no IPv4 address", { ...base, adminCidrs: ["2001:db8::/48"] },
@@ -157,6 +158,22 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     const got = problems({ region: "us-ord", hfToken: { token: "hf_leak_me" } });
     expect(got.join("\n")).toContain("gpu-sandbox:hfToken");
     expect(got.join("\n")).not.toContain("hf_leak_me");
+  });
+
+  it("refuses a secret the stack file holds in plaintext, and accepts the same value stored encrypted", () => {
+    const providers = [{ name: "groq", model: "groq/llama-3.1-8b-instant", apiKey: "gsk_in_the_file" }];
+    // What Pulumi hands over is the same either way; only the stack file tells them apart.
+    const values = { ...base, hfToken: "hf_in_the_file", providers };
+    const plain = validateConfig(values, { stack: "acme", fileConfig: { ...base, hfToken: "hf_in_the_file", providers } });
+    expect(plain.ok).toBe(false);
+    const got = plain.ok ? [] : plain.problems.map((p) => formatProblem(p, "gpu-sandbox"));
+    expect(got).toEqual([
+      "gpu-sandbox:hfToken = \"[plaintext]\": is in plaintext in stacks/Pulumi.acme.yaml, which is committed; store it encrypted: pulumi config set --secret --path 'gpu-sandbox:hfToken' <value> --stack acme",
+      "gpu-sandbox:providers[0].apiKey = \"[plaintext]\": is in plaintext in stacks/Pulumi.acme.yaml, which is committed; store it encrypted: pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey' <value> --stack acme",
+    ]);
+    const encrypted = { secure: "v1:AAAA" };
+    const fileConfig = { ...base, hfToken: encrypted, providers: [{ ...providers[0], apiKey: encrypted }] };
+    expect(validateConfig(values, { stack: "acme", fileConfig }).ok).toBe(true);
   });
 
   it("explains where to fix the problems", () => {
