@@ -9,7 +9,7 @@ import { generateKey } from "../../api-shim/src/keys.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
-import { openStream as openKeyStream, ProcessOutput, spawnShim, type ShimProcess } from "../support/shim-process.ts";
+import { openStream as openKeyStream, ProcessOutput, ShimStartError, spawnShim, type ShimProcess } from "../support/shim-process.ts";
 
 const CREDIT = 1_000_000;
 
@@ -136,7 +136,8 @@ describe("the shim process", () => {
     // Still failing at the next start (every UPDATE of a key fails, as on a full disk): the same
     // log line, exit 1 again, so the restart policy keeps trying and the log says why.
     other.exec("CREATE TRIGGER fail_keys BEFORE UPDATE ON keys BEGIN SELECT RAISE(ABORT, 'disk still on fire'); END");
-    const failed = (await spawnShim({ ...env }).catch((e: unknown) => e)) as { lines: string[]; stderr(): string; exit: unknown };
+    const failed = await spawnShim({ ...env }).catch((e: unknown) => e);
+    if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
     expect(failed.exit).toEqual({ code: 1, signal: null });
     expect(failed.lines.map((l) => JSON.parse(l).msg)).toContain("the store failed closed; exiting so the shim is restarted");
     output.keep(failed);

@@ -21,6 +21,24 @@ export interface ShimProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** A shim process that never listened: what it said and how it ended, for tests of failed starts. */
+export class ShimStartError extends Error {
+  readonly lines: string[];
+  readonly exit: { code: number | null; signal: NodeJS.Signals | null };
+  private readonly stderrText: string;
+
+  constructor(message: string, lines: string[], stderr: string, exit: ShimStartError["exit"]) {
+    super(message);
+    this.lines = lines;
+    this.stderrText = stderr;
+    this.exit = exit;
+  }
+
+  stderr(): string {
+    return this.stderrText;
+  }
+}
+
 /** Every child still running: killed when the test process exits, so a failed test leaks none. */
 const running = new Set<ChildProcess>();
 process.once("exit", () => {
@@ -86,8 +104,7 @@ export async function spawnShim(env: Record<string, string>): Promise<ShimProces
 
   const listening = await waitForLine((e) => e.msg === "api-shim listening").catch(async (e: unknown) => {
     child.kill("SIGKILL");
-    // What a process that never listened said and how it ended, for tests of failed starts.
-    throw Object.assign(e as Error, { lines, stderr: () => stderr, exit: await exited });
+    throw new ShimStartError((e as Error).message, lines, stderr, await exited);
   });
   return { child, url: String(listening.address), lines, stderr: () => stderr, waitForLine, exited };
 }
