@@ -11,7 +11,7 @@ import type { Usage } from "./pricing.ts";
 export type MeteredEvent =
   | { kind: "chunk"; forward: string } // forward = the event text to send
   | { kind: "usage"; forward: string | null } // the final usage-only chunk (null = hide it)
-  | { kind: "error"; forward: string } // upstream error inside the stream
+  | { kind: "error"; data: string } // upstream error inside the stream (its JSON)
   | { kind: "done" };
 
 export interface MeterOptions {
@@ -65,7 +65,7 @@ export class StreamMeter {
       return { kind: "chunk", forward: event };
     }
     if (chunk === null || typeof chunk !== "object") return { kind: "chunk", forward: event };
-    if (chunk.error !== undefined) return { kind: "error", forward: event };
+    if (chunk.error !== undefined) return { kind: "error", data };
     const usage = toUsage(chunk.usage);
     const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
     if (usage && choices.length === 0) {

@@ -3,12 +3,12 @@ import { errors as undiciErrors } from "undici";
 import { finishRequest } from "./app.ts";
 import { authHeaders } from "./auth.ts";
 import type { ShimContext } from "./context.ts";
-import { type ErrorCode, errorBody, ShimError } from "./errors.ts";
+import { errorBody, ShimError } from "./errors.ts";
 import { spliceJson, StreamMeter } from "./metering.ts";
 import { formatCredits } from "./money.ts";
 import type { Settlement } from "./settlement.ts";
 import { sseEvents } from "./sse.ts";
-import type { UpstreamResponse } from "./upstream.ts";
+import { inStreamError, type UpstreamResponse } from "./upstream.ts";
 
 export interface RelayInput {
   ctx: ShimContext;
@@ -77,13 +77,23 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
 
   const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, outputsPerPrompt: input.outputsPerPrompt });
   let status = 200;
-  let failure: ErrorCode | null = null;
+  let failure: ShimError | null = null;
+  let metricReason = "";
   let sawDone = false;
   try {
     for await (const event of sseEvents(res.body)) {
       const m = meter.process(event);
       if (m.kind === "done") {
         sawDone = true;
+        break;
+      }
+      if (m.kind === "error") {
+        // The upstream failed inside the stream (vLLM sends an error event, then [DONE]). It is
+        // told to the client as our own error, mapped as a failed status would be (a 5xx's
+        // message is the upstream's internals), and charged as an upstream failure below.
+        failure = inStreamError(m.data, request.shim.model ?? undefined);
+        status = failure.status;
+        metricReason = "stream_error";
         break;
       }
       if (m.kind === "usage") {
@@ -93,18 +103,22 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       }
       await write(`${m.forward}\n\n`);
     }
-    if (!sawDone && !settlement.settled) {
+    if (!failure && !sawDone && !settlement.settled) {
       // The upstream closed without [DONE]: a cut-short stream, told to the client as an error.
-      status = 502;
-      failure = "upstream_error";
+      failure = new ShimError("upstream_error");
+      status = failure.status;
+      metricReason = "stream_cut";
     }
   } catch (e) {
     if (signal.aborted && signal.reason === "client") status = 499;
-    else if (signal.aborted && signal.reason === "drain") (status = 503), (failure = "service_unavailable");
-    else if (e instanceof undiciErrors.BodyTimeoutError) (status = 504), (failure = "upstream_timeout");
-    else (status = 502), (failure = "upstream_error");
-    if (failure) ctx.metrics.upstreamFailures.inc({ reason: failure });
+    else if (signal.aborted && signal.reason === "drain") (failure = new ShimError("service_unavailable")), (status = failure.status);
+    else {
+      failure = new ShimError(e instanceof undiciErrors.BodyTimeoutError ? "upstream_timeout" : "upstream_error");
+      status = failure.status;
+      metricReason = failure.code;
+    }
   }
+  if (metricReason) ctx.metrics.upstreamFailures.inc({ reason: metricReason });
   res.body.destroy();
 
   let figures = "";
@@ -119,17 +133,17 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     // The store failed after the upstream answered: the hold stays until the next start releases it.
     request.log.error({ reqId: request.id, err: e instanceof Error ? e.cause ?? e : e }, "settlement failed");
     status = status === 200 ? 503 : status;
-    failure ??= "service_unavailable";
+    failure ??= new ShimError("service_unavailable");
   }
   if (!closed) {
-    if (failure) await write(`data: ${errorBody(new ShimError(failure))}\n\n`);
+    if (failure) await write(`data: ${errorBody(failure)}\n\n`);
     await write(figures);
     if (!failure) await write("data: [DONE]\n\n");
     out.end();
   }
   out.off("close", onClose);
   ctx.metrics.activeStreams.dec();
-  if (status !== 200) request.shimErrorCode = status === 499 ? "client_closed_request" : (failure ?? "error");
+  if (status !== 200) request.shimErrorCode = status === 499 ? "client_closed_request" : (failure?.code ?? "error");
   finishRequest(ctx, request, status === 499 ? 499 : 200);
   return reply;
 }

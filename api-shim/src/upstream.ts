@@ -95,6 +95,20 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
   return new ShimError("upstream_error");
 }
 
+/**
+ * An error event inside a stream (vLLM: `{"error": {"message", "type", "param", "code": <status>}}`,
+ * then `[DONE]`), as the error its status would be in a non-streamed answer.
+ */
+export function inStreamError(data: string, model: string | undefined): ShimError {
+  let code: unknown;
+  try {
+    const body = JSON.parse(data) as { error?: { code?: unknown } };
+    code = body.error?.code;
+  } catch {}
+  const status = typeof code === "number" && Number.isInteger(code) && code >= 400 && code <= 599 ? code : 500;
+  return upstreamStatusError(status, data, model, undefined);
+}
+
 export function modelNotFound(model: string): ShimError {
   return new ShimError("model_not_found", {
     param: "model",

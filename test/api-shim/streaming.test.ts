@@ -114,16 +114,45 @@ describe("streaming metering", () => {
     expect(await balance(id)).toBe(1000 * CREDIT - cost(0, 3)); // the upstream failed: only what was delivered
   });
 
-  it("vLLM's in-stream error event is passed on; charged for what was delivered", async () => {
+  /** Reads a stream to its error; returns the text before it and the error. */
+  const readToError = async (stream: AsyncIterable<{ choices: { text?: string; delta?: { content?: string | null } }[] }>) => {
+    let text = "";
+    try {
+      for await (const c of stream) text += c.choices[0]?.text ?? c.choices[0]?.delta?.content ?? "";
+    } catch (e) {
+      return { text, err: e };
+    }
+    return { text, err: undefined };
+  };
+
+  it("vLLM's in-stream error event ends the stream with our error, no internals; charged for what was delivered", async () => {
     const { key, id } = await h.createKey({ credits: 1000 });
     h.fake.set({ stopAfterTokens: 2, stopMode: "error" });
-    const stream = await h.client(key).completions.create({ model: "qwen2.5-7b", prompt: "x", max_tokens: 10, stream: true });
-    let text = "";
-    await expect(async () => {
-      for await (const c of stream) text += c.choices[0]?.text ?? "";
-    }).rejects.toThrow(/Engine loop has died/);
+    const { data: stream, response } = await h.client(key).completions.create({ model: "qwen2.5-7b", prompt: "x", max_tokens: 10, stream: true }).withResponse();
+    const { text, err } = await readToError(stream);
+    expect(err).toBeInstanceOf(APIError);
+    // vLLM's event has code 500: a 5xx's message is the upstream's internals, so ours goes instead.
+    expect((err as APIError).error).toMatchObject({ code: "upstream_error", type: "api_error" });
+    expect((err as APIError).message).not.toMatch(/Engine loop/);
     expect(text).toBe("t1 t2");
     expect(await balance(id)).toBe(1000 * CREDIT - cost(0, 2));
+    const log = await h.waitForRequestLog((e) => e.reqId === response.headers.get("x-request-id"));
+    // The HTTP status sent was 200 (headers go before the failure); the error says what happened.
+    expect(log).toMatchObject({ status: 200, error: "upstream_error" });
+  });
+
+  it("an in-stream error before any content charges nothing, like a failed upstream", async () => {
+    const { key, id } = await h.createKey({ credits: 1000 });
+    h.fake.set({ stopAfterTokens: 0, stopMode: "error" });
+    const { data: stream, response } = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 10, stream: true }).withResponse();
+    const { text, err } = await readToError(stream);
+    expect(text).toBe("");
+    expect((err as APIError).error).toMatchObject({ code: "upstream_error" });
+    expect((await h.store.getKey(id))!).toMatchObject({ balance: 1000 * CREDIT, held: 0 });
+    const log = await h.waitForRequestLog((e) => e.reqId === response.headers.get("x-request-id"));
+    expect(log).toMatchObject({ status: 200, error: "upstream_error" });
+    const metrics = await (await fetch(`${h.url}/metrics`)).text();
+    expect(metrics).toMatch(/shim_upstream_failures_total\{reason="stream_error"\} [1-9]/);
   });
 });
 
