@@ -64,13 +64,16 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       const incoming = req.headers["x-request-id"];
       return typeof incoming === "string" && SANE_REQUEST_ID.test(incoming) ? incoming : randomUUID();
     },
-    return503OnClosing: true,
+    // While draining (server.ts calls close()), a request on a kept-alive connection reaches the
+    // routes, which answer it in the OpenAI shape with a request id (503 service_unavailable for
+    // inference, /ready 503 with draining: true), not with Fastify's own 503 body.
+    return503OnClosing: false,
     clientErrorHandler: (err, socket) => {
       // Unparseable HTTP: answer in the OpenAI shape too, then close (the stream is out of sync).
       if (!socket.writable || (err as NodeJS.ErrnoException).code === "ECONNRESET") return void socket.destroy();
       const tooLarge = (err as NodeJS.ErrnoException).code === "HPE_HEADER_OVERFLOW";
       const body = errorBody(new ShimError("invalid_request", { message: tooLarge ? "Request headers are too large." : "Malformed HTTP request." }));
-      socket.end(`HTTP/1.1 ${tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request"}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      socket.end(`HTTP/1.1 ${tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request"}\r\nx-request-id: ${randomUUID()}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
     },
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
   });

@@ -136,6 +136,7 @@ describe("fuzz: random bodies and headers", () => {
         s.setTimeout(2000, () => s.destroy());
       });
       expect(answer.startsWith("HTTP/1.1 5"), `raw case ${i}: ${answer.slice(0, 80)}`).toBe(false);
+      if (answer.startsWith("HTTP/1.1 4")) expect(answer, `raw case ${i}`).toMatch(/\r\nx-request-id: \S+\r\n[^]*\r\n\r\n\{"error":\{/);
     }
 
     expect((await fetch(`${h.url}/health`)).status).toBe(200);

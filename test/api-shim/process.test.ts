@@ -1,4 +1,6 @@
+import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -119,6 +121,76 @@ describe("the shim process", () => {
     expect(charged).toBeLessThan(5 * 9 + 5 * (1 + 200));
     fake.reset();
   });
+
+  it("a request on a kept-alive connection during the drain gets the shim's own 503s, with a request id", async () => {
+    fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
+    const p = await start({ SHIM_DRAIN_TIMEOUT_MS: "2000" });
+    const long = await openStream(p, 5000); // keeps the drain going
+    // Two connections, each busy with a short stream when SIGTERM comes; each sends one more
+    // request once its stream is over, as nginx does on its upstream keepalive connections.
+    const conns = [await KeptAlive.open(p.url), await KeptAlive.open(p.url)];
+    const chat = (stream: boolean) => JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 6, stream });
+    for (const c of conns) c.send("POST", "/v1/chat/completions", chat(true));
+    p.child.kill("SIGTERM");
+    await p.waitForLine((e) => e.msg === "draining");
+    for (const c of conns) expect((await c.response()).head).toMatch(/^HTTP\/1\.1 200/);
+
+    conns[0]!.send("POST", "/v1/chat/completions", chat(false));
+    conns[1]!.send("GET", "/ready");
+    const [refused, ready] = await Promise.all([conns[0]!.response(), conns[1]!.response()]);
+    expect(refused.head).toMatch(/^HTTP\/1\.1 503/);
+    expect(refused.head).toMatch(/\r\nx-request-id: \S+/i);
+    expect(JSON.parse(refused.body)).toMatchObject({ error: { code: "service_unavailable", type: "api_error" } });
+    expect(ready.head).toMatch(/^HTTP\/1\.1 503/);
+    expect(JSON.parse(ready.body)).toMatchObject({ status: "not_ready", draining: true });
+
+    for (let r = await long.it.next().catch(() => ({ done: true })); !r.done; r = await long.it.next().catch(() => ({ done: true })));
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+    output.keep(p);
+    fake.reset();
+  });
+
+  /** A raw HTTP/1.1 connection that stays open between requests (the SDK's fetch would open new ones). */
+  class KeptAlive {
+    private text = "";
+    private readonly socket: Socket;
+    private constructor(socket: Socket) {
+      this.socket = socket;
+      socket.setEncoding("utf8").on("data", (d: string) => (this.text += d));
+    }
+    static async open(url: string): Promise<KeptAlive> {
+      const u = new URL(url);
+      const socket = connect(Number(u.port), u.hostname);
+      await once(socket, "connect");
+      return new KeptAlive(socket);
+    }
+    send(method: string, path: string, body?: string): void {
+      const head = [`${method} ${path} HTTP/1.1`, "host: shim", `authorization: Bearer ${key.key}`];
+      if (body !== undefined) head.push("content-type: application/json", `content-length: ${Buffer.byteLength(body)}`);
+      this.socket.write(`${head.join("\r\n")}\r\n\r\n${body ?? ""}`);
+    }
+    /** The next whole response (chunked or with a length), taken off the connection's input. */
+    async response(): Promise<{ head: string; body: string }> {
+      for (;;) {
+        const end = this.text.indexOf("\r\n\r\n");
+        if (end >= 0) {
+          const head = this.text.slice(0, end);
+          const rest = this.text.slice(end + 4);
+          const length = /\r\ncontent-length: (\d+)/i.exec(head);
+          // With a length, that many bytes; chunked, up to the last chunk (`0`, then a blank line).
+          const lastChunk = rest.indexOf("\r\n0\r\n\r\n");
+          const chunkedEnd = rest.startsWith("0\r\n\r\n") ? 5 : lastChunk < 0 ? -1 : lastChunk + 7;
+          const whole = length ? (rest.length >= Number(length[1]) ? Number(length[1]) : -1) : chunkedEnd;
+          if (whole >= 0) {
+            this.text = rest.slice(whole);
+            return { head, body: rest.slice(0, whole) };
+          }
+        }
+        if (this.socket.destroyed) throw new Error(`connection closed; got: ${this.text.slice(0, 300)}`);
+        await Promise.race([once(this.socket, "data"), once(this.socket, "close")]);
+      }
+    }
+  }
 
   it("a store that fails closed makes the process exit 1 (so Docker restarts it), and the restart serves again", async () => {
     const p = await start();
