@@ -1,4 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
+import { redactKeys } from "./keys.ts";
 import { StoreUnavailableError } from "./store/store.ts";
 
 /**
@@ -57,7 +58,9 @@ export class ShimError extends Error {
   readonly headers: Record<string, string> | undefined;
 
   constructor(code: ErrorCode, options: ShimErrorOptions = {}) {
-    super(options.message ?? ERROR_TABLE[code].message);
+    // Messages echo what the client sent (a path, a model name) or the upstream said: a key in
+    // there must not come back in an error body (nor reach a log through one).
+    super(redactKeys(options.message ?? ERROR_TABLE[code].message));
     this.name = "ShimError";
     this.code = code;
     this.status = ERROR_TABLE[code].status;

@@ -94,6 +94,18 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(e).toBeInstanceOf(AuthenticationError);
   });
 
+  it("an error never echoes a key the client put in the path or the model name", async () => {
+    const res = await fetch(`${h.url}/v1/${key}`, { headers: { authorization: `Bearer ${key}` } });
+    expect(res.status).toBe(404);
+    const text = await res.text();
+    expect(text).toContain("Unknown route: GET /v1/sk-gs-[redacted]");
+    expect(text).not.toContain(key);
+    const e = await failure(() => h.client(key).chat.completions.create({ ...chat, model: key }));
+    expectShape(e, 404, "invalid_request_error", "model_not_found");
+    expect(e.message).toContain("sk-gs-[redacted]");
+    expect(e.message).not.toContain(key);
+  });
+
   it("401 invalid_admin_token for a missing or wrong admin token (or an API key on admin routes)", async () => {
     for (const auth of [undefined, "Bearer wrong", `Bearer ${key}`, "Basic abc"]) {
       const res = await fetch(`${h.url}/admin/keys`, { headers: auth ? { authorization: auth } : {} });
