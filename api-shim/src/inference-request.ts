@@ -18,6 +18,10 @@ export interface InferenceRequest {
   n: number;
   /** Sequences the upstream generates: prompts × `n` (0 for embeddings). Each may reach maxTokens. */
   outputs: number;
+  /** The prompt goes through a chat template (chat; embeddings given `messages`), which adds tokens the body does not have. */
+  templated: boolean;
+  /** Messages carry non-text parts (images, audio, video), whose tokens their bytes do not bound. */
+  media: boolean;
   /** The client asked for the usage chunk (vLLM semantics: stream_options present, include_usage absent or true). */
   clientWantsUsage: boolean;
   clientWantsContinuous: boolean;
@@ -91,9 +95,23 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     prompts,
     n,
     outputs: kind === "embeddings" ? 0 : prompts * n,
+    templated: kind === "chat" || Array.isArray(b.messages),
+    media: kind !== "completions" && hasMediaParts(b.messages),
     clientWantsUsage: wantsUsage,
     clientWantsContinuous: wantsUsage && opts.continuous_usage_stats === true,
   };
+}
+
+/**
+ * Whether any message's content is a list with a part that is not text. Unknown part types count
+ * as media: a hold too large is only a hold, one too small undercharges (the cost is capped by it).
+ */
+function hasMediaParts(messages: unknown): boolean {
+  if (!Array.isArray(messages)) return false;
+  return messages.some((m) => {
+    const content = m !== null && typeof m === "object" ? (m as { content?: unknown }).content : undefined;
+    return Array.isArray(content) && content.some((part) => part === null || typeof part !== "object" || (part as { type?: unknown }).type !== "text");
+  });
 }
 
 /**

@@ -14,6 +14,7 @@ export class Metrics {
   readonly activeStreams: Gauge;
   readonly upstreamFailures: Counter<"reason">;
   readonly releasedReservations: Counter;
+  readonly cappedCharges: Counter<"model">;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -30,6 +31,7 @@ export class Metrics {
     this.activeStreams = new Gauge({ name: "shim_active_streams", help: "Streams in flight.", registers });
     this.upstreamFailures = new Counter({ name: "shim_upstream_failures_total", help: "Upstream failures, by reason.", labelNames: ["reason"], registers });
     this.releasedReservations = new Counter({ name: "shim_stale_reservations_released_total", help: "Reservations of a dead process released at start.", registers });
+    this.cappedCharges = new Counter({ name: "shim_charges_capped_total", help: "Charges capped at their hold: usage worth more than the most the request was allowed to cost.", labelNames: ["model"], registers });
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }
 }

@@ -7,8 +7,14 @@ import { tokenCost } from "./money.ts";
  * can never go below zero even if an upstream reports more tokens than it was allowed.
  */
 
-/** Completion bound when neither max_tokens nor the model's maxModelLen is known. */
+/** Completion bound (and a prompt's, for media) when neither max_tokens nor the model's maxModelLen is known. */
 export const DEFAULT_MAX_COMPLETION_TOKENS = 32_768;
+
+/**
+ * Tokens a chat template may add that the body does not carry: role markers per message, a
+ * default system prompt, tool-use instructions (Qwen 2.5's and Llama 3.1's add ~20-150).
+ */
+export const CHAT_TEMPLATE_TOKENS = 256;
 
 /**
  * Prompt tokens guessed from the request body's size, where the upstream's count is not known
@@ -27,8 +33,12 @@ export interface Usage {
 export interface HoldInput {
   model: string;
   batch: boolean;
-  /** Size of the request body in bytes: a token is at least one byte, so it bounds the prompt. */
+  /** Size of the request body in bytes: a text token is at least one byte, so it bounds the prompt. */
   bodyBytes: number;
+  /** The prompt goes through a chat template: CHAT_TEMPLATE_TOKENS more. */
+  templated: boolean;
+  /** Non-text parts (images, audio): their tokens have no bound but the model's context. */
+  media: boolean;
   /** max_completion_tokens / max_tokens from the request, when given: the bound of each output. */
   maxTokens: number | undefined;
   /** Independent prompts (a batched `prompt`/`input`): each may be as long as the model allows. */
@@ -60,15 +70,18 @@ export class Pricer {
     let perOutput = input.maxTokens ?? maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS;
     if (maxLen !== null) perOutput = Math.min(perOutput, maxLen);
     const completion = input.outputs * perOutput;
-    const prompt = maxLen !== null ? Math.min(input.bodyBytes, maxLen * input.prompts) : input.bodyBytes;
+    const contextBound = (maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS) * input.prompts;
+    const textBound = input.bodyBytes + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
+    const prompt = input.media ? contextBound : maxLen !== null ? Math.min(textBound, contextBound) : textBound;
     // Bounded so that it stays an exact integer; a hold this large is refused (402) anyway.
     return Math.min(base + tokenCost(prompt, price.promptPer1k) + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);
   }
 
-  cost(model: string, batch: boolean, usage: Usage, hold: number): number {
+  /** The charge for `usage`, capped at the hold; `capped` when the usage was worth more than the hold. */
+  cost(model: string, batch: boolean, usage: Usage, hold: number): { cost: number; capped: boolean } {
     const price = this.pricing.models.get(model);
     let total = this.requestPrice(batch);
     if (price) total += tokenCost(usage.promptTokens, price.promptPer1k) + tokenCost(usage.completionTokens, price.completionPer1k);
-    return Math.min(total, hold);
+    return total > hold ? { cost: hold, capped: true } : { cost: total, capped: false };
   }
 }

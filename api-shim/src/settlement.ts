@@ -47,7 +47,7 @@ export class Settlement {
     const { ctx, request } = this;
     const keyId = request.auth!.key.id;
     const u = usage ?? { promptTokens: 0, completionTokens: 0 };
-    const cost = usage === null ? 0 : ctx.pricer.cost(this.model, this.batch, u, this.hold);
+    const { cost, capped } = usage === null ? { cost: 0, capped: false } : ctx.pricer.cost(this.model, this.batch, u, this.hold);
     const tokens = u.promptTokens + u.completionTokens;
     // Correct the tokens/min bucket from the admission estimate to what was really used.
     request.auth!.buckets.tokens?.adjust(tokens - this.estimate, ctx.clock.monotonic());
@@ -70,6 +70,13 @@ export class Settlement {
     if (u.promptTokens > 0) ctx.metrics.tokens.inc({ model: label, kind: "prompt" }, u.promptTokens);
     if (u.completionTokens > 0) ctx.metrics.tokens.inc({ model: label, kind: "completion" }, u.completionTokens);
     if (cost > 0) ctx.metrics.credits.inc({ model: label }, creditsNumber(cost));
+    if (capped) {
+      // The usage was worth more than the hold, the most the request was allowed to cost: the
+      // key is charged the hold (its balance must not go below zero), and the operator should
+      // know that a hold bound did not hold (docs/api-shim.md, "Credits").
+      ctx.metrics.cappedCharges.inc({ model: label });
+      request.log.warn({ reqId: request.id, model: this.model, promptTokens: u.promptTokens, completionTokens: u.completionTokens, hold: creditsNumber(this.hold) }, "charge capped at the hold");
+    }
     return { cost, available };
   }
 }

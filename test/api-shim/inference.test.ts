@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { IMAGE_TOKENS } from "../support/fake-vllm.ts";
 import { startShim, type Harness, moneyInvariants } from "../support/shim-harness.ts";
 
 /** The happy paths through the official SDK: every route, headers, body splice, pass-through. */
@@ -17,6 +18,11 @@ describe("inference through the shim with the OpenAI SDK", () => {
     ({ key, id: keyId } = await h.createKey({ credits: 1000, tier: "developer" }));
   });
   afterAll(() => h.close());
+  /** The sum of a metric's samples on /metrics. */
+  const metric = async (name: string) => {
+    const text = await (await fetch(`${h.url}/metrics`)).text();
+    return text.split("\n").filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `)).reduce((sum, l) => sum + Number(l.split(" ").at(-1)), 0);
+  };
 
   it("chat: upstream body and usage come back, with the credits spliced in and headers set", async () => {
     const before = h.fake.counters.completed;
@@ -124,6 +130,32 @@ describe("inference through the shim with the OpenAI SDK", () => {
     const { data, response } = await h.client(limited.key).models.list().withResponse();
     expect(data.data.map((m) => m.id)).toEqual(["bge-m3"]);
     expect(response.headers.get("x-credits-charged")).toBe("0");
+  });
+
+  it("an image by URL: its tokens are not bounded by its bytes, so the hold is the model's context and the charge is exact", async () => {
+    const { data, response } = await h.client(key).chat.completions
+      .create({ model: "qwen2.5-7b", messages: [{ role: "user", content: [{ type: "text", text: "what is this" }, { type: "image_url", image_url: { url: "https://x.test/a.png" } }] }], max_tokens: 2 })
+      .withResponse();
+    // The fake counts an image as IMAGE_TOKENS, as a vision model does: far above the body's bytes.
+    expect(data.usage!.prompt_tokens).toBeGreaterThan(IMAGE_TOKENS);
+    const charged = Number(response.headers.get("x-credits-charged"));
+    // 1 credit + 0.1 per 1k prompt tokens + 0.2 per 1k completion tokens, each rounded up to the µc.
+    expect(charged).toBe(1 + Math.ceil(data.usage!.prompt_tokens * 100) / 1e6 + Math.ceil(2 * 200) / 1e6);
+    expect(await metric("shim_charges_capped_total")).toBe(0);
+  });
+
+  it("usage worth more than the hold is charged the hold, counted and logged for the operator", async () => {
+    h.fake.set({ templateTokens: 20_000 }); // a chat template far longer than any allowance
+    try {
+      const { data, response } = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1 }).withResponse();
+      expect(data.usage!.prompt_tokens).toBeGreaterThan(20_000);
+      const full = 1 + Math.ceil(data.usage!.prompt_tokens * 100) / 1e6 + Math.ceil(200) / 1e6;
+      expect(Number(response.headers.get("x-credits-charged"))).toBeLessThan(full);
+      expect(await metric("shim_charges_capped_total")).toBe(1);
+      expect(h.logs.some((l) => l.includes('"msg":"charge capped at the hold"') && l.includes(response.headers.get("x-request-id")!))).toBe(true);
+    } finally {
+      h.fake.reset();
+    }
   });
 
   it("every request left balance = ledger and no hold", async () => {

@@ -7,7 +7,7 @@ import { generateKey, hashKey, parseKeyId, randomBase62, redactKeys, secretsEqua
 import { StreamMeter, spliceJson } from "../../api-shim/src/metering.ts";
 import { ceilDiv, creditsNumber, formatCredits, parseCredits, tokenCost } from "../../api-shim/src/money.ts";
 import { parsePeriod, showPeriod } from "../../api-shim/src/period.ts";
-import { Pricer } from "../../api-shim/src/pricing.ts";
+import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
 import { durationString, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/rate-limit.ts";
 import { eventData, sseEvents } from "../../api-shim/src/sse.ts";
 
@@ -45,23 +45,34 @@ describe("pricing", () => {
     { request: 1_000_000, batchRequest: 2_000_000, models: new Map([["m", { promptPer1k: 100_000, completionPer1k: 200_000 }]]) },
     new Map([["m", { name: "m", maxModelLen: 1000, continuousUsage: false }]]),
   );
+  /** A prompt of plain text, with no chat template (a completions request). */
+  const text = { templated: false, media: false };
   it("the hold bounds the prompt by body bytes and the completion by max_tokens or maxModelLen", () => {
-    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 1 })).toBe(1_000_000 + 10_000 + 2_000);
-    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: undefined, prompts: 1, outputs: 1 })).toBe(1_000_000 + 10_000 + 200_000);
-    expect(pricer.hold({ model: "m", batch: true, bodyBytes: 5000, maxTokens: 5000, prompts: 1, outputs: 1 })).toBe(2_000_000 + 100_000 + 200_000);
-    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 0 })).toBe(1_010_000);
-    expect(pricer.hold({ model: "other", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 1 })).toBe(1_000_000);
+    expect(pricer.hold({ ...text, model: "m", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 1 })).toBe(1_000_000 + 10_000 + 2_000);
+    expect(pricer.hold({ ...text, model: "m", batch: false, bodyBytes: 100, maxTokens: undefined, prompts: 1, outputs: 1 })).toBe(1_000_000 + 10_000 + 200_000);
+    expect(pricer.hold({ ...text, model: "m", batch: true, bodyBytes: 5000, maxTokens: 5000, prompts: 1, outputs: 1 })).toBe(2_000_000 + 100_000 + 200_000);
+    expect(pricer.hold({ ...text, model: "m", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 0 })).toBe(1_010_000);
+    expect(pricer.hold({ ...text, model: "other", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 1 })).toBe(1_000_000);
   });
   it("the hold bounds a batch per prompt and per output, not as one sequence", () => {
     // n: 4 → four outputs of up to max_tokens each.
-    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 4 })).toBe(1_000_000 + 10_000 + 8_000);
+    expect(pricer.hold({ ...text, model: "m", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 4 })).toBe(1_000_000 + 10_000 + 8_000);
     // Three prompts of up to maxModelLen (1000) each: 5000 body bytes bound the prompt at 3000, not 1000.
-    expect(pricer.hold({ model: "m", batch: false, bodyBytes: 5000, maxTokens: 10, prompts: 3, outputs: 6 })).toBe(1_000_000 + 300_000 + 12_000);
+    expect(pricer.hold({ ...text, model: "m", batch: false, bodyBytes: 5000, maxTokens: 10, prompts: 3, outputs: 6 })).toBe(1_000_000 + 300_000 + 12_000);
   });
-  it("the cost never exceeds the hold", () => {
-    const hold = pricer.hold({ model: "m", batch: false, bodyBytes: 10, maxTokens: 1, prompts: 1, outputs: 1 });
-    expect(pricer.cost("m", false, { promptTokens: 5, completionTokens: 1 }, hold)).toBe(1_000_000 + 500 + 200);
-    expect(pricer.cost("m", false, { promptTokens: 500, completionTokens: 500 }, hold)).toBe(hold);
+  it("a chat template's tokens are held on top of the bytes; media parts hold the model's whole context", () => {
+    const chat = { model: "m", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 1 };
+    expect(pricer.hold({ ...chat, templated: true, media: false })).toBe(1_000_000 + (100 + CHAT_TEMPLATE_TOKENS) * 100 + 2_000);
+    // A 30-byte image URL can be 1,000+ tokens: the bound is maxModelLen (1000 here), per prompt.
+    expect(pricer.hold({ ...chat, templated: true, media: true })).toBe(1_000_000 + 1000 * 100 + 2_000);
+    // Without a known context length, the default bound.
+    const unknownModel = new Pricer({ request: 0, batchRequest: 0, models: new Map([["x", { promptPer1k: 1_000_000, completionPer1k: 0 }]]) }, null);
+    expect(unknownModel.hold({ ...chat, model: "x", templated: true, media: true })).toBe(DEFAULT_MAX_COMPLETION_TOKENS * 1000);
+  });
+  it("the cost never exceeds the hold, and says when the hold capped it", () => {
+    const hold = pricer.hold({ ...text, model: "m", batch: false, bodyBytes: 10, maxTokens: 1, prompts: 1, outputs: 1 });
+    expect(pricer.cost("m", false, { promptTokens: 5, completionTokens: 1 }, hold)).toEqual({ cost: 1_000_000 + 500 + 200, capped: false });
+    expect(pricer.cost("m", false, { promptTokens: 500, completionTokens: 500 }, hold)).toEqual({ cost: hold, capped: true });
   });
 });
 

@@ -28,10 +28,12 @@ export interface Behaviour {
   hang: boolean;
   /** Append `@<process.hrtime.bigint()>` to each streamed token (the benchmark's per-chunk clock). */
   stampTokens: boolean;
+  /** Prompt tokens the chat template adds to every chat request (role markers, a system prompt). */
+  templateTokens: number;
 }
 
 const DEFAULTS: Behaviour = {
-  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", hang: false, stampTokens: false,
+  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", hang: false, stampTokens: false, templateTokens: 3,
 };
 
 export interface FakeModel {
@@ -183,7 +185,7 @@ export class FakeVllm extends EventEmitter {
     // As vLLM counts them: a batched prompt (list of strings or of token lists) is one prompt
     // each, prompt tokens summed; every prompt gets `n` outputs, completion tokens summed.
     const prompts: unknown[] = route === "completions" && Array.isArray(request.prompt) && request.prompt.length > 0 && typeof request.prompt[0] !== "number" ? request.prompt : [route === "chat" ? request.messages : request.prompt];
-    const prompt = route === "chat" ? promptTokens(request.messages) + 3 : promptTokens(request.prompt);
+    const prompt = route === "chat" ? promptTokens(request.messages) + this.behaviour.templateTokens : promptTokens(request.prompt);
     const n = typeof request.n === "number" ? request.n : 1;
     const outputs = prompts.length * n;
     // vLLM's reading: chat takes `max_completion_tokens or max_tokens` (Python's `or`: 0 falls
@@ -308,9 +310,16 @@ export class FakeVllm extends EventEmitter {
   }
 }
 
-/** Deterministic token count: whitespace-separated words of every string, one per number. */
+/**
+ * Tokens an image part costs, whatever its size (vLLM's vision models take hundreds to thousands
+ * per image: LLaVA 576, Qwen2-VL up to 16,384): far more than the bytes of its URL.
+ */
+export const IMAGE_TOKENS = 1200;
+
+/** Deterministic token count: whitespace-separated words of every string, one per number, IMAGE_TOKENS per image part. */
 export function promptTokens(v: unknown): number {
   if (typeof v === "string") return v.split(/\s+/).filter(Boolean).length || 1;
+  if (v && typeof v === "object" && (v as { type?: unknown }).type === "image_url") return IMAGE_TOKENS;
   if (typeof v === "number") return 1;
   if (Array.isArray(v)) return v.reduce<number>((s, x) => s + promptTokens(x), 0);
   if (v && typeof v === "object") return Object.values(v).reduce<number>((s, x) => s + promptTokens(x), 0);

@@ -54,7 +54,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
     const r = auth.buckets.tokens.takeIfPositive(estimate, mono);
     if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(auth.buckets, mono, ctx.clock.now()));
   }
-  const hold = ctx.pricer.hold({ model: req.model, batch, bodyBytes: raw.length, maxTokens: req.maxTokens, prompts: req.prompts, outputs: req.outputs });
+  const hold = ctx.pricer.hold({ model: req.model, batch, bodyBytes: raw.length, templated: req.templated, media: req.media, maxTokens: req.maxTokens, prompts: req.prompts, outputs: req.outputs });
   const reservationId = randomUUID();
   let reserved;
   try {
