@@ -81,7 +81,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
         ...(flags.credits !== undefined ? { credits: creditsFlag("credits", flags.credits, false) } : {}),
         ...(flags.tier !== undefined ? { tier: flags.tier } : {}),
         ...(models ? { models } : {}),
-        ...(flags["expires-at"] !== undefined ? { expiresAt: flags["expires-at"] } : {}),
+        ...(flags["expires-at"] !== undefined ? { expires_at: flags["expires-at"] } : {}),
       });
       if (flags.json) {
         io.out(JSON.stringify(created, null, 2));

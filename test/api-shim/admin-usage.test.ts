@@ -10,7 +10,7 @@ describe("admin routes and usage reports", () => {
   afterAll(() => h.close());
 
   it("creates a key (plaintext once), lists keys without plaintext or hash, revokes", async () => {
-    const res = await h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ name: "team-a", credits: "12.5", tier: "pro", models: ["qwen2.5-7b"], expiresAt: "2099-01-01T00:00:00Z" }) });
+    const res = await h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ name: "team-a", credits: "12.5", tier: "pro", models: ["qwen2.5-7b"], expires_at: "2099-01-01T00:00:00Z" }) });
     expect(res.status).toBe(201);
     const created = (await res.json()) as Record<string, unknown>;
     h.secrets.add(created.key as string);
@@ -32,7 +32,10 @@ describe("admin routes and usage reports", () => {
   it.each([
     [{}, "name"], [{ name: "" }, "name"], [{ name: "x", credits: -1 }, "credits"], [{ name: "x", credits: "1.0000001" }, "credits"],
     [{ name: "x", tier: "gold" }, "tier"], [{ name: "x", models: ["nope"] }, "models"], [{ name: "x", models: "qwen2.5-7b" }, "models"],
-    [{ name: "x", expiresAt: "2000-01-01T00:00:00Z" }, "expiresAt"], [{ name: "x", expiresAt: "soon" }, "expiresAt"],
+    [{ name: "x", expires_at: "2000-01-01T00:00:00Z" }, "expires_at"], [{ name: "x", expiresAt: "soon" }, "expires_at"],
+    [{ name: "x", expires_at: "2099-01-01T00:00:00Z", expiresAt: "2099-01-01T00:00:00Z" }, "expires_at"],
+    // A misspelt field is refused, not ignored: this key would otherwise never expire.
+    [{ name: "x", expires: "2099-01-01T00:00:00Z" }, "expires"], [{ name: "x", credit: 5 }, "credit"],
   ])("POST /admin/keys %j → 400 naming %s", async (body, param) => {
     const res = await h.admin("/admin/keys", { method: "POST", body: JSON.stringify(body) });
     expect(res.status).toBe(400);

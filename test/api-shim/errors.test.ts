@@ -341,7 +341,7 @@ describe("expiry and an unset admin token", () => {
     const clock = manualClock(Date.now());
     const h = await startShim({ clock });
     try {
-      const { key } = await h.createKey({ expiresAt: new Date(clock.now() + 60_000).toISOString() });
+      const { key } = await h.createKey({ expires_at: new Date(clock.now() + 60_000).toISOString() });
       await h.client(key).models.list();
       clock.advance(60_001);
       const e = await failure(() => h.client(key).models.list());

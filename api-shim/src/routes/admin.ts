@@ -14,7 +14,7 @@ import type { KeyRecord } from "../store/store.ts";
  */
 export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.post("/admin/keys", async (request, reply) => {
-    const body = object(request.body);
+    const body = object(request.body, ["name", "credits", "tier", "models", "expires_at", "expiresAt"]);
     const name = body.name;
     if (typeof name !== "string" || name.trim() === "" || name.length > 200) throw invalid("'name' is required: a string of 1 to 200 characters.", "name");
     const credits = body.credits === undefined ? 0 : parseCredits(body.credits);
@@ -22,10 +22,13 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const tier = body.tier === undefined ? ctx.config.defaultTier : body.tier;
     if (typeof tier !== "string" || !ctx.config.tiers.has(tier)) throw invalid(`'tier' must be one of: ${[...ctx.config.tiers.keys()].join(", ")}.`, "tier");
     const models = modelList(ctx, body.models);
+    // `expires_at`, as keys are shown; `expiresAt` too (the name first documented).
+    if (body.expires_at !== undefined && body.expiresAt !== undefined) throw invalid("Give 'expires_at' or 'expiresAt', not both.", "expires_at");
+    const expiry = body.expires_at ?? body.expiresAt;
     let expiresAt: number | null = null;
-    if (body.expiresAt !== undefined && body.expiresAt !== null) {
-      expiresAt = typeof body.expiresAt === "string" ? Date.parse(body.expiresAt) : NaN;
-      if (!Number.isFinite(expiresAt) || expiresAt <= ctx.clock.now()) throw invalid("'expiresAt' must be an ISO timestamp in the future.", "expiresAt");
+    if (expiry !== undefined && expiry !== null) {
+      expiresAt = typeof expiry === "string" ? Date.parse(expiry) : NaN;
+      if (!Number.isFinite(expiresAt) || expiresAt <= ctx.clock.now()) throw invalid("'expires_at' must be an ISO timestamp in the future.", "expires_at");
     }
     const { id, key, hash } = generateKey();
     const record = await ctx.store.createKey({ id, name: name.trim(), hash, tier, models, expiresAt, credits, at: ctx.clock.now() });
@@ -45,7 +48,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   });
 
   app.post<{ Params: { id: string } }>("/admin/keys/:id/credits", async (request, reply) => {
-    const body = object(request.body);
+    const body = object(request.body, ["amount", "note"]);
     const amount = parseCredits(body.amount);
     if (amount === undefined || amount <= 0) throw invalid("'amount' must be a positive number of credits with at most 6 decimals.", "amount");
     if (body.note !== undefined && (typeof body.note !== "string" || body.note.length > 500)) throw invalid("'note' must be a string of at most 500 characters.", "note");
@@ -118,8 +121,11 @@ function modelList(ctx: ShimContext, v: unknown): string[] | null {
   return [...new Set(v as string[])];
 }
 
-function object(body: unknown): Record<string, unknown> {
+/** The body as an object of the `known` fields: a misspelt field is refused, not silently ignored (a key meant to expire that never does). */
+function object(body: unknown, known: readonly string[]): Record<string, unknown> {
   if (body === null || typeof body !== "object" || Array.isArray(body)) throw new ShimError("invalid_request", { message: "Request body must be a JSON object." });
+  const unknown = Object.keys(body).find((k) => !known.includes(k));
+  if (unknown !== undefined) throw invalid(`Unknown field '${unknown.slice(0, 100)}'; known: ${known.join(", ")}.`, unknown.slice(0, 100));
   return body as Record<string, unknown>;
 }
 
