@@ -135,10 +135,22 @@ export function promptBytes(kind: InferenceKind, body: Record<string, unknown>):
   return bytes;
 }
 
-/** The body to forward: the client's bytes, or for streams the parsed body with usage requested. */
+/**
+ * The body to forward: the client's bytes, with usage requested for streams. The usual stream
+ * (no `stream_options`, or one that already asks for what metering needs) keeps the client's
+ * bytes too, with `stream_options` spliced in first: re-serializing would round integers above
+ * 2^53 (a `seed`) and reorder or drop duplicate members. Only a `stream_options` that must
+ * change is rebuilt from the parsed body.
+ */
 export function upstreamBody(raw: Buffer, body: Record<string, unknown>, req: InferenceRequest, continuous: boolean): Buffer | string {
   if (!req.stream) return raw;
-  const options: Record<string, unknown> = { ...(body.stream_options as Record<string, unknown> | undefined), include_usage: true };
+  const given = body.stream_options as Record<string, unknown> | null | undefined;
+  if (given !== undefined && given !== null && given.include_usage === true && (!continuous || given.continuous_usage_stats === true)) return raw;
+  const options: Record<string, unknown> = { ...given, include_usage: true };
   if (continuous) options.continuous_usage_stats = true;
-  return JSON.stringify({ ...body, stream_options: options });
+  if (given !== undefined) return JSON.stringify({ ...body, stream_options: options });
+  const text = raw.toString("utf8");
+  const open = text.indexOf("{") + 1; // the body parsed as an object: its first non-space byte is `{`
+  const empty = /^\s*\}/.test(text.slice(open));
+  return `${text.slice(0, open)}"stream_options":${JSON.stringify(options)}${empty ? "" : ","}${text.slice(open)}`;
 }

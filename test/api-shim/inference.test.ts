@@ -59,6 +59,23 @@ describe("inference through the shim with the OpenAI SDK", () => {
     expect(seen.headers["x-request-id"]).toBe("nginx-abc123");
   });
 
+  it("a streamed body keeps the client's bytes too, with stream_options spliced in only where needed", async () => {
+    const send = async (body: string) => {
+      const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body });
+      expect(res.status).toBe(200);
+      await res.text();
+      return h.fake.requests.at(-1)!.body;
+    };
+    const rest = '"model":"qwen2.5-7b","messages":[{"role":"user","content":"x"}],"max_tokens":1,"stream":true,"seed":12345678901234567890,"repetition_penalty":1.10';
+    // No stream_options: ours goes first, the client's bytes follow unchanged (the seed is not rounded).
+    expect(await send(`{${rest}}`)).toBe(`{"stream_options":{"include_usage":true},${rest}}`);
+    // Already asking for usage: forwarded as sent.
+    const asking = `{${rest},"stream_options":{"include_usage":true}}`;
+    expect(await send(asking)).toBe(asking);
+    // Asking not to get usage: rebuilt (the client will not see the usage chunk; metering needs it).
+    expect(JSON.parse(await send(`{${rest},"stream_options":{"include_usage":false}}`)).stream_options).toEqual({ include_usage: true });
+  });
+
   it("streams chat chunk by chunk; the extra usage chunk is hidden from a client that did not ask", async () => {
     const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4, stream: true });
     const chunks = [];
