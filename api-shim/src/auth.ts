@@ -63,7 +63,7 @@ export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged: 
 
 function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest): void {
   const r = ctx.limiter.takeIp(request.ip);
-  if (!r.ok) throw rateLimited(r.retryMs, {});
+  if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(r.buckets, ctx.clock.monotonic(), ctx.clock.now()));
 }
 
 export function rateLimited(retryMs: number, headers: Record<string, string>): ShimError {

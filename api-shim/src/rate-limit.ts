@@ -101,8 +101,8 @@ export class RateLimiter {
     return buckets;
   }
 
-  /** One request from an unauthenticated client IP. */
-  takeIp(ip: string): { ok: true } | { ok: false; retryMs: number } {
+  /** One request from an unauthenticated client IP; when refused, the IP's buckets for the 429's headers. */
+  takeIp(ip: string): { ok: true } | { ok: false; retryMs: number; buckets: KeyBuckets } {
     if (this.ipRpm === null) return { ok: true };
     const now = this.clock.monotonic();
     let bucket = this.ips.get(ip);
@@ -112,7 +112,8 @@ export class RateLimiter {
       bucket = new TokenBucket(this.ipRpm, now);
       this.ips.set(ip, bucket);
     }
-    return bucket.take(1, now);
+    const r = bucket.take(1, now);
+    return r.ok ? r : { ...r, buckets: { requests: bucket, tokens: null } };
   }
 }
 

@@ -147,6 +147,8 @@ describe("inference through the shim with the OpenAI SDK", () => {
     const { data, response } = await h.client(limited.key).models.list().withResponse();
     expect(data.data.map((m) => m.id)).toEqual(["bge-m3"]);
     expect(response.headers.get("x-credits-charged")).toBe("0");
+    const raw = await (await fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${limited.key}` } })).json();
+    expect(raw).toMatchObject({ object: "list", credits_charged: 0, credits_remaining: 100 });
   });
 
   it("an image by URL: its tokens are not bounded by its bytes, so the hold is the model's context and the charge is exact", async () => {

@@ -32,6 +32,13 @@ describe("rate limits through the shim", () => {
       const limited = await bad(h.url);
       expect(limited.status).toBe(429);
       expect(limited.headers.get("retry-after")).toMatch(/^\d+$/);
+      // Both header families, for the address's requests/min (there is no tokens budget without a key).
+      expect(limited.headers.get("x-ratelimit-limit")).toBe("3");
+      expect(limited.headers.get("x-ratelimit-remaining")).toBe("0");
+      expect(Number(limited.headers.get("x-ratelimit-reset"))).toBeGreaterThan(Date.now() / 1000);
+      expect(limited.headers.get("x-ratelimit-limit-requests")).toBe("3");
+      expect(limited.headers.get("x-ratelimit-remaining-requests")).toBe("0");
+      expect(limited.headers.get("x-ratelimit-reset-requests")).toMatch(/^\d+(ms|s|m\d+s)$/);
       expect((await fetch(`${h.url}/admin/keys`, { headers: { authorization: "Bearer wrong" } })).status).toBe(429);
       expect((await fetch(`${h.url}/health`)).status).toBe(200);
       expect((await fetch(`${h.url}/metrics`)).status).toBe(200);

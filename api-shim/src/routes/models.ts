@@ -2,6 +2,7 @@ import type { FastifyInstance } from "fastify";
 import { authHeaders } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
+import { creditsNumber } from "../money.ts";
 import { transportError, upstreamStatusError, readLimited } from "../upstream.ts";
 
 /** The most of an upstream model list read (its size is the upstream's, not a client's). */
@@ -35,6 +36,8 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
     }
     const configured = ctx.config.models;
     const data = list.data!.filter((m) => typeof m.id === "string" && (!configured || configured.has(m.id)) && (!allow || allow.includes(m.id)));
-    return reply.headers(authHeaders(ctx, request)).type("application/json").send({ ...list, data });
+    const key = request.auth!.key;
+    // Free, and says so the way every other answer does (the contract's credit members).
+    return reply.headers(authHeaders(ctx, request)).type("application/json").send({ ...list, data, credits_charged: 0, credits_remaining: creditsNumber(key.balance - key.held) });
   });
 }

@@ -26,6 +26,7 @@ export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
       object: "usage",
       period: showPeriod(period),
       usage: { total_requests: requests, total_tokens: tokens, total_cost: creditsNumber(cost), models },
+      credits_charged: 0,
       credits_remaining: creditsNumber(key.balance - key.held),
     });
   });
