@@ -33,9 +33,10 @@ describe("inference through the shim with the OpenAI SDK", () => {
     // The fake counts words: "user hello there" + 3 per chat = 6 prompt tokens.
     expect(data.usage).toMatchObject({ prompt_tokens: 6, completion_tokens: 5, total_tokens: 11 });
     // 1 credit + ceil(6 × 0.1 credits / 1000) + ceil(5 × 0.2 / 1000) = 1 + 0.0006 + 0.001
-    const extra = data as unknown as { credits_charged: number; credits_remaining: number };
+    const extra = data as unknown as { credits_charged: number; credits_remaining: number; batch_request: boolean };
     expect(extra.credits_charged).toBe(1.0016);
     expect(extra.credits_remaining).toBe(998.9984);
+    expect(extra.batch_request).toBe(false);
     expect(response.headers.get("x-credits-charged")).toBe("1.0016");
     expect(response.headers.get("x-credits-remaining")).toBe("998.9984");
     expect(response.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
@@ -138,6 +139,7 @@ describe("inference through the shim with the OpenAI SDK", () => {
     const res = await fetch(`${h.url}/v1/embeddings?batch=1`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "bge-m3", input: "x" }) });
     expect(res.status).toBe(200);
     expect(res.headers.get("x-credits-charged")).toBe("2");
+    expect(await res.json()).toMatchObject({ credits_charged: 2, batch_request: true });
   });
 
   it("models: the upstream list filtered to configured models and the key's allow-list, charged nothing", async () => {

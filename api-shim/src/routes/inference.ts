@@ -115,7 +115,8 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
     const answer = usageOfBody(text);
     // No usage from the upstream: charge the request price and no tokens rather than guess.
     const { cost, available } = await settlement.settle(res.status, answer.usage ?? { promptTokens: 0, completionTokens: 0 });
-    const out = answer.isObject ? spliceJson(text, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) }) : text;
+    // Seed 001's success body: the charge, what is left, and whether the batch price applied.
+    const out = answer.isObject ? spliceJson(text, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available), batch_request: String(batch) }) : text;
     // The hot path writes the response itself: Fastify's send pipeline (onSend hooks, header
     // bookkeeping) measurably costs per request here, and there is nothing for it to do.
     reply.hijack();
