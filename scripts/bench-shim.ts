@@ -25,9 +25,10 @@ import { freePort } from "../test/support/tools.ts";
  *                and the shim's per relayed event: steadier than requests/s on a shared VM, and
  *                what shows where the time goes
  *
- * A third column, "bare proxy", is Fastify + the same undici pool passing requests through with
- * nothing else: what any Node proxy of this design costs on the machine, so the shim's own
- * share (auth, limits, credits, usage rows, logs, metrics) can be read off.
+ * A third column, "bare proxy", is Fastify + the same undici pool passing requests (and stream
+ * chunks, as they arrive) through with nothing else: what any Node proxy of this design costs on
+ * the machine, so the shim's own share (auth, limits, credits, usage rows, SSE parsing and
+ * metering, logs, metrics) can be read off.
  *
  * Prints a table and writes .bench/shim.json. BENCH_SECONDS (10) shortens or lengthens runs.
  */
@@ -45,7 +46,7 @@ export interface BenchResult {
   machine: { cpus: number; cpu: string; memoryGb: number; node: string; platform: string };
   seconds: number;
   direct: Side;
-  bareProxy: Pick<Side, "saturationRps" | "saturationErrors" | "saturationCpuUsPerRequest" | "latencyMs">;
+  bareProxy: Side & { chunkCpuUsPerEvent: number };
   shim: Side & { chunkCpuUsPerEvent: number };
   added: { meanLatencyMs: number; p50LatencyMs: number; p99LatencyMs: number; chunkP50Ms: number; chunkP99Ms: number };
   shimPeakRssMb: number;
@@ -210,7 +211,13 @@ export async function serveBareProxy(port: number, upstreamUrl: string): Promise
   const app = Fastify({ logger: false });
   app.post("/v1/chat/completions", async (request, reply) => {
     const res = await upstream.request({ method: "POST", path: "/chat/completions", body: JSON.stringify(request.body) });
-    return reply.code(res.status).type("application/json").send(await res.body.text());
+    if (!(request.body as { stream?: boolean }).stream) return reply.code(res.status).type("application/json").send(await res.body.text());
+    // Streams: each chunk written on as it arrives, as the shim does, with no SSE parsing or metering.
+    reply.hijack();
+    reply.raw.writeHead(res.status, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" });
+    for await (const chunk of res.body) reply.raw.write(chunk);
+    reply.raw.end();
+    return reply;
   });
   await app.listen({ port, host: "127.0.0.1" });
 }
@@ -270,6 +277,7 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
 
     await setFake(fakeBase, { tokenDelayMs: 20, defaultTokens: 200, stampTokens: true });
     const chunkDirect = await chunkDelays(direct, {}, 200, 200, 1000);
+    const [chunkBare, chunkBareCpuUsPerEvent] = await cpuPer(bareProxy.pid!, () => chunkDelays(bare, {}, 200, 200, 1000), (s) => s.n);
     const [chunkShim, chunkCpuUsPerEvent] = await cpuPer(shim.pid!, () => chunkDelays(viaShim, auth, 200, 200, 1000), (s) => s.n);
     const memAfterStreams = await memoryBreakdown(shim.pid!, shimBase);
 
@@ -286,7 +294,7 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
       machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? "unknown", memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform}-${process.arch}` },
       seconds,
       direct: { saturationRps: satDirect.rps, saturationErrors: satDirect.errors, saturationCpuUsPerRequest: satDirect.cpuUsPerRequest, latencyMs: latDirect, chunkMs: chunkDirect },
-      bareProxy: { saturationRps: satBare.rps, saturationErrors: satBare.errors, saturationCpuUsPerRequest: satBare.cpuUsPerRequest, latencyMs: latBare },
+      bareProxy: { saturationRps: satBare.rps, saturationErrors: satBare.errors, saturationCpuUsPerRequest: satBare.cpuUsPerRequest, latencyMs: latBare, chunkMs: chunkBare, chunkCpuUsPerEvent: chunkBareCpuUsPerEvent },
       shim: { saturationRps: satShim.rps, saturationErrors: satShim.errors, saturationCpuUsPerRequest: satShim.cpuUsPerRequest, latencyMs: latShim, chunkMs: chunkShim, chunkCpuUsPerEvent },
       added,
       shimPeakRssMb: peakRss,
@@ -315,9 +323,9 @@ export function table(r: BenchResult): string {
     row(["latency mean ms @300 rps", r.direct.latencyMs.mean, r.bareProxy.latencyMs.mean, r.shim.latencyMs.mean, r.added.meanLatencyMs]),
     row(["latency p50 ms @300 rps", r.direct.latencyMs.p50, r.bareProxy.latencyMs.p50, r.shim.latencyMs.p50, r.added.p50LatencyMs]),
     row(["latency p99 ms @300 rps", r.direct.latencyMs.p99, r.bareProxy.latencyMs.p99, r.shim.latencyMs.p99, r.added.p99LatencyMs]),
-    row(["chunk delay p50 ms (200 streams)", r.direct.chunkMs.p50, "", r.shim.chunkMs.p50, r.added.chunkP50Ms]),
-    row(["chunk delay p99 ms (200 streams)", r.direct.chunkMs.p99, "", r.shim.chunkMs.p99, r.added.chunkP99Ms]),
-    row(["shim CPU µs per relayed event", "", "", r.shim.chunkCpuUsPerEvent, ""]),
+    row(["chunk delay p50 ms (200 streams)", r.direct.chunkMs.p50, r.bareProxy.chunkMs.p50, r.shim.chunkMs.p50, r.added.chunkP50Ms]),
+    row(["chunk delay p99 ms (200 streams)", r.direct.chunkMs.p99, r.bareProxy.chunkMs.p99, r.shim.chunkMs.p99, r.added.chunkP99Ms]),
+    row(["server CPU µs per relayed event", "", r.bareProxy.chunkCpuUsPerEvent, r.shim.chunkCpuUsPerEvent, ""]),
     row(["shim peak RSS MB", "", "", r.shimPeakRssMb, ""]),
     row(["shim RSS MB idle / sat. / streams", "", "", `${r.shimRssMb.idle} / ${r.shimRssMb.afterSaturation} / ${r.shimRssMb.afterStreams}`, ""]),
     ...(["idle", "afterSaturation", "afterStreams"] as const).map((k) => {
@@ -336,7 +344,7 @@ async function main(): Promise<void> {
     mkdirSync(join(ROOT, ".bench"), { recursive: true });
     writeFileSync(join(ROOT, ".bench", "shim.json"), `${JSON.stringify(result, null, 2)}\n`);
     console.log("\nwritten to .bench/shim.json");
-    if (result.direct.saturationErrors + result.shim.saturationErrors + result.shim.latencyMs.errors + result.shim.chunkMs.errors > 0) {
+    if (result.direct.saturationErrors + result.shim.saturationErrors + result.shim.latencyMs.errors + result.shim.chunkMs.errors + result.bareProxy.chunkMs.errors > 0) {
       console.error("some requests failed during the benchmark");
       process.exitCode = 1;
     }
