@@ -212,7 +212,9 @@ export async function serveBareProxy(port: number, upstreamUrl: string): Promise
   app.post("/v1/chat/completions", async (request, reply) => {
     const res = await upstream.request({ method: "POST", path: "/chat/completions", body: JSON.stringify(request.body) });
     if (!(request.body as { stream?: boolean }).stream) return reply.code(res.status).type("application/json").send(await res.body.text());
-    // Streams: each chunk written on as it arrives, as the shim does, with no SSE parsing or metering.
+    // Streams: each chunk written on as it arrives, as the shim does, with no SSE parsing or
+    // metering. A bench's relay: no backpressure, abort or error handling (the bench's clients
+    // read as fast as they can and the fake does not fail).
     reply.hijack();
     reply.raw.writeHead(res.status, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" });
     for await (const chunk of res.body) reply.raw.write(chunk);

@@ -81,14 +81,20 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
         ...(flags.credits !== undefined ? { credits: creditsFlag("credits", flags.credits, false) } : {}),
         ...(flags.tier !== undefined ? { tier: flags.tier } : {}),
         ...(models ? { models } : {}),
-        ...(flags["expires-at"] !== undefined ? { expires_at: flags["expires-at"] } : {}),
+        // `expiresAt`: the spelling every shim version reads (newer ones also take `expires_at`).
+        ...(flags["expires-at"] !== undefined ? { expiresAt: flags["expires-at"] } : {}),
       });
-      if (flags.json) {
-        io.out(JSON.stringify(created, null, 2));
-        return 0;
+      // A shim that ignored the expiry made a key that never expires: say so, with the key (it exists).
+      const expiryLost = flags["expires-at"] !== undefined && created.expires_at === null;
+      if (flags.json) io.out(JSON.stringify(created, null, 2));
+      else {
+        io.out(`Created key ${created.name} (id ${created.id}): tier ${created.tier}, ${created.balance} credits${created.models ? `, models ${created.models.join(", ")}` : ""}${created.expires_at ? `, expires ${created.expires_at}` : ""}.`);
+        io.out(`Key (shown once; only its hash is stored): ${created.key}`);
       }
-      io.out(`Created key ${created.name} (id ${created.id}): tier ${created.tier}, ${created.balance} credits${created.models ? `, models ${created.models.join(", ")}` : ""}${created.expires_at ? `, expires ${created.expires_at}` : ""}.`);
-      io.out(`Key (shown once; only its hash is stored): ${created.key}`);
+      if (expiryLost) {
+        io.err(`The shim did not apply --expires-at: this key never expires. If it must not outlive ${flags["expires-at"]}, revoke it: npm run manage-keys -- revoke --key ${created.id} (with the same --stack or --url).`);
+        return 1;
+      }
       return 0;
     }
     case "list": {

@@ -18,7 +18,7 @@ export interface InferenceRequest {
   n: number;
   /** Sequences the upstream generates: prompts × `n` (0 for embeddings). Each may reach maxTokens. */
   outputs: number;
-  /** The prompt goes through a chat template (chat; embeddings given `messages`), which adds tokens the body does not have. */
+  /** The prompt goes through a chat template (chat), which adds tokens the body does not have. */
   templated: boolean;
   /** Messages carry non-text parts (images, audio, video), whose tokens their bytes do not bound. */
   media: boolean;
@@ -95,8 +95,8 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     prompts,
     n,
     outputs: kind === "embeddings" ? 0 : prompts * n,
-    templated: kind === "chat" || Array.isArray(b.messages),
-    media: kind !== "completions" && hasMediaParts(b.messages),
+    templated: kind === "chat",
+    media: kind === "chat" && hasMediaParts(b.messages),
     clientWantsUsage: wantsUsage,
     clientWantsContinuous: wantsUsage && opts.continuous_usage_stats === true,
   };
@@ -149,8 +149,8 @@ export function upstreamBody(raw: Buffer, body: Record<string, unknown>, req: In
   const options: Record<string, unknown> = { ...given, include_usage: true };
   if (continuous) options.continuous_usage_stats = true;
   if (given !== undefined) return JSON.stringify({ ...body, stream_options: options });
-  const text = raw.toString("utf8");
-  const open = text.indexOf("{") + 1; // the body parsed as an object: its first non-space byte is `{`
-  const empty = /^\s*\}/.test(text.slice(open));
-  return `${text.slice(0, open)}"stream_options":${JSON.stringify(options)}${empty ? "" : ","}${text.slice(open)}`;
+  const open = raw.indexOf(0x7b) + 1; // the body parsed as an object: its first non-space byte is `{`
+  const empty = /^\s*\}/.test(raw.subarray(open, open + 64).toString("latin1"));
+  // Bytes, not a decoded string, so that nothing of the client's is re-encoded.
+  return Buffer.concat([raw.subarray(0, open), Buffer.from(`"stream_options":${JSON.stringify(options)}${empty ? "" : ","}`), raw.subarray(open)]);
 }

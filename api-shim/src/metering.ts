@@ -65,7 +65,7 @@ export class StreamMeter {
       return { kind: "chunk", forward: event };
     }
     if (chunk === null || typeof chunk !== "object") return { kind: "chunk", forward: event };
-    if (chunk.error !== undefined) return { kind: "error", data };
+    if (chunk.error !== null && typeof chunk.error === "object") return { kind: "error", data };
     const usage = toUsage(chunk.usage);
     const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
     if (usage && choices.length === 0) {

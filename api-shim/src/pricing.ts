@@ -70,9 +70,12 @@ export class Pricer {
     let perOutput = input.maxTokens ?? maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS;
     if (maxLen !== null) perOutput = Math.min(perOutput, maxLen);
     const completion = input.outputs * perOutput;
-    const contextBound = (maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS) * input.prompts;
+    // A known maxModelLen is a true ceiling per prompt; without one, media adds a context's worth
+    // on top of the text (an image in a long prompt must not lower the hold below the text's).
     const textBound = input.bodyBytes + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
-    const prompt = input.media ? contextBound : maxLen !== null ? Math.min(textBound, contextBound) : textBound;
+    const prompt = maxLen !== null
+      ? (input.media ? maxLen * input.prompts : Math.min(textBound, maxLen * input.prompts))
+      : textBound + (input.media ? DEFAULT_MAX_COMPLETION_TOKENS * input.prompts : 0);
     // Bounded so that it stays an exact integer; a hold this large is refused (402) anyway.
     return Math.min(base + tokenCost(prompt, price.promptPer1k) + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);
   }

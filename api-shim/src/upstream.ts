@@ -96,8 +96,9 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
 }
 
 /**
- * An error event inside a stream (vLLM: `{"error": {"message", "type", "param", "code": <status>}}`,
- * then `[DONE]`), as the error its status would be in a non-streamed answer.
+ * An error event inside a stream, as the error its status would be in a non-streamed answer.
+ * vLLM sends `{"error": {"message", "type", "param", "code": 500}}` then `[DONE]`; LiteLLM (the
+ * deployed upstream) sends the status as a string, `"code": "400"`.
  */
 export function inStreamError(data: string, model: string | undefined): ShimError {
   let code: unknown;
@@ -105,7 +106,8 @@ export function inStreamError(data: string, model: string | undefined): ShimErro
     const body = JSON.parse(data) as { error?: { code?: unknown } };
     code = body.error?.code;
   } catch {}
-  const status = typeof code === "number" && Number.isInteger(code) && code >= 400 && code <= 599 ? code : 500;
+  const n = typeof code === "string" && /^\d{3}$/.test(code) ? Number(code) : code;
+  const status = typeof n === "number" && Number.isInteger(n) && n >= 400 && n <= 599 ? n : 500;
   return upstreamStatusError(status, data, model, undefined);
 }
 

@@ -73,7 +73,7 @@ export class AdminApiError extends UsageError {
 }
 
 export interface AdminClient {
-  createKey(body: { name: string; credits?: string; tier?: string; models?: string[]; expires_at?: string }): Promise<CreatedKey>;
+  createKey(body: { name: string; credits?: string; tier?: string; models?: string[]; expiresAt?: string }): Promise<CreatedKey>;
   listKeys(): Promise<ApiKey[]>;
   revokeKey(id: string): Promise<ApiKey>;
   topUp(id: string, body: { amount: string; note?: string }, idempotencyKey: string): Promise<CreditGrant>;

@@ -10,6 +10,7 @@ import { parsePeriod, showPeriod } from "../../api-shim/src/period.ts";
 import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
 import { durationString, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/rate-limit.ts";
 import { eventData, sseEvents } from "../../api-shim/src/sse.ts";
+import { inStreamError } from "../../api-shim/src/upstream.ts";
 
 describe("money", () => {
   it.each([
@@ -67,7 +68,10 @@ describe("pricing", () => {
     expect(pricer.hold({ ...chat, templated: true, media: true })).toBe(1_000_000 + 1000 * 100 + 2_000);
     // Without a known context length, the default bound.
     const unknownModel = new Pricer({ request: 0, batchRequest: 0, models: new Map([["x", { promptPer1k: 1_000_000, completionPer1k: 0 }]]) }, null);
-    expect(unknownModel.hold({ ...chat, model: "x", templated: true, media: true })).toBe(DEFAULT_MAX_COMPLETION_TOKENS * 1000);
+    expect(unknownModel.hold({ ...chat, model: "x", templated: true, media: true })).toBe((100 + CHAT_TEMPLATE_TOKENS + DEFAULT_MAX_COMPLETION_TOKENS) * 1000);
+    // An image never lowers the hold below the text's: a long prompt keeps its bytes' bound.
+    const long = { ...chat, model: "x", bodyBytes: 400_000, templated: true };
+    expect(unknownModel.hold({ ...long, media: true })).toBeGreaterThan(unknownModel.hold({ ...long, media: false }));
   });
   it("the cost never exceeds the hold, and says when the hold capped it", () => {
     const hold = pricer.hold({ ...text, model: "m", batch: false, bodyBytes: 10, maxTokens: 1, prompts: 1, outputs: 1 });
@@ -299,6 +303,29 @@ describe("metering through LiteLLM", () => {
     expect(m.usage(7)).toEqual({ promptTokens: 0, completionTokens: 0 }); // the role chunk: no content, so no prompt owed
     for (const e of spaced.slice(0, 3)) m.process(e);
     expect(m.usage(7)).toEqual({ promptTokens: 7, completionTokens: 3 });
+  });
+});
+
+describe("in-stream error events", () => {
+  it("are told apart from chunks with a null error member", () => {
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1 });
+    const withNull = 'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"a"}}],"error":null}';
+    expect(m.process(withNull)).toEqual({ kind: "chunk", forward: withNull });
+    expect(m.process('data: {"error": {"message": "boom", "code": 500}}').kind).toBe("error");
+  });
+
+  it.each([
+    // vLLM: the status as a number; a 5xx's message is the engine's internals and is not passed on.
+    ['{"error": {"message": "Engine loop has died", "type": "InternalServerError", "param": null, "code": 500}}', 502, "upstream_error", undefined],
+    // LiteLLM (the deployed upstream): the status as a string.
+    ['{"error": {"message": "ctx too long", "type": "invalid_request_error", "param": null, "code": "400"}}', 400, "invalid_request", "ctx too long"],
+    ['{"error": {"message": "slow down", "type": "rate_limit_error", "code": "429"}}', 503, "service_unavailable", undefined],
+    ['{"error": {"message": "what", "code": "abc"}}', 502, "upstream_error", undefined],
+  ] as const)("%s → %i %s", (data, status, code, message) => {
+    const e = inStreamError(data, "m");
+    expect({ status: e.status, code: e.code }).toEqual({ status, code });
+    if (message) expect(e.message).toBe(message);
+    else expect(e.message).not.toMatch(/Engine|slow down|what/);
   });
 });
 

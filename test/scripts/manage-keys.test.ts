@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey, CreatedKey } from "../../scripts/lib/admin-client.ts";
@@ -47,6 +49,31 @@ describe("manage-keys against a real shim", () => {
     h.secrets.add(key!);
     expect(text.out).toMatch(/^Created key team-b \(id \w+\): tier \w+, 2\.5 credits\./);
     expect((await chat(key!)).choices).toHaveLength(1);
+  });
+
+  it("create --expires-at: the key expires then; a shim that ignored the expiry is reported, with the key", async () => {
+    const r = await keys(["create", "--url", h.url, "--name", "temp", "--expires-at", "2099-01-01T00:00:00Z", "--json"]);
+    expect(r.code, r.err).toBe(0);
+    const created = JSON.parse(r.out) as CreatedKey;
+    h.secrets.add(created.key);
+    expect(created.expires_at).toBe("2099-01-01T00:00:00.000Z");
+
+    // An older shim that does not read the field: the key exists, so it is printed, and exit 1 says why.
+    const old = createServer((req, res) => {
+      req.resume();
+      res.writeHead(201, { "content-type": "application/json" }).end(JSON.stringify({ ...created, id: "AAAAAAAAAAAA", name: "temp2", expires_at: null }));
+    });
+    await new Promise<void>((resolve) => old.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `http://127.0.0.1:${(old.address() as AddressInfo).port}`;
+      const lost = await keys(["create", "--url", url, "--name", "temp2", "--expires-at", "2099-01-01T00:00:00Z"]);
+      expect(lost.code).toBe(1);
+      expect(lost.out).toContain(`Key (shown once; only its hash is stored): ${created.key}`);
+      expect(lost.err).toContain("The shim did not apply --expires-at: this key never expires.");
+      expect(lost.err).toContain("revoke --key AAAAAAAAAAAA");
+    } finally {
+      old.close();
+    }
   });
 
   it("list: a table and JSON with every key, never a plaintext key", async () => {
