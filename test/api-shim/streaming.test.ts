@@ -222,3 +222,48 @@ describe("a client that leaves while its request is being admitted", () => {
     }
   });
 });
+
+describe("a drain that starts while a request's hold is being made", () => {
+  it("waits for that request and turns it away with a 503, not sent upstream, its hold released", async () => {
+    let reserving!: () => void;
+    const reserveCalled = new Promise<void>((r) => (reserving = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const h = await startShim({
+      file: FILE,
+      fake: FAKE,
+      wrapStore: (s) => new Proxy(s, {
+        get: (target, prop) => {
+          if (prop === "reserve") return async (input: Parameters<typeof s.reserve>[0]) => (reserving(), await gate, target.reserve(input));
+          const v = Reflect.get(target, prop, target) as unknown;
+          return typeof v === "function" ? v.bind(target) : v;
+        },
+      }),
+    });
+    try {
+      const { key, id } = await h.createKey({ credits: 10 });
+      const received = h.fake.counters.received;
+      const answer = fetch(`${h.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 5 }),
+      });
+      await reserveCalled;
+      // What server.ts does on SIGTERM: the request being admitted is already in flight.
+      expect(h.app.shim.inflight.size).toBe(1);
+      let drained = false;
+      const drain = h.app.shim.inflight.drain(0).then((r) => ((drained = true), r));
+      await new Promise((r) => setTimeout(r, 50));
+      expect(drained).toBe(false); // the store must not be closed under the hold being made
+      release();
+      const res = await answer;
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("service_unavailable");
+      expect(await drain).toEqual({ aborted: 1 });
+      expect(h.fake.counters.received).toBe(received);
+      expect((await h.store.getKey(id))!).toMatchObject({ balance: 10 * CREDIT, held: 0 });
+    } finally {
+      await h.close();
+    }
+  });
+});

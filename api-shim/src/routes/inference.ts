@@ -56,12 +56,19 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   }
   const hold = ctx.pricer.hold({ model: req.model, batch, bodyBytes: raw.length, templated: req.templated, media: req.media, maxTokens: req.maxTokens, prompts: req.prompts, outputs: req.outputs });
   const reservationId = randomUUID();
+  // In flight from before the hold: a drain that starts while the hold is being made waits for
+  // this request (and aborts it) instead of closing the store under it.
+  const ac = new AbortController();
+  const done = ctx.inflight.add((reason) => ac.abort(reason));
   let reserved;
   try {
     reserved = await ctx.store.reserve({ reservationId, keyId: auth.key.id, amount: hold, at: ctx.clock.now() });
   } finally {
     // Not admitted (refused or the store failed): the admission estimate goes back to the bucket.
-    if (!reserved?.ok) auth.buckets.tokens?.adjust(-estimate, ctx.clock.monotonic());
+    if (!reserved?.ok) {
+      auth.buckets.tokens?.adjust(-estimate, ctx.clock.monotonic());
+      done();
+    }
   }
   if (!reserved.ok) {
     const required = formatCredits(hold);
@@ -74,13 +81,11 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   }
   const settlement = new Settlement({ ctx, request, reservationId, hold, kind, model: req.model, batch, stream: req.stream, estimate });
 
-  const ac = new AbortController();
   const onClose = () => {
     if (!reply.raw.writableFinished) ac.abort("client");
   };
   reply.raw.on("close", onClose);
-  if (reply.raw.destroyed) ac.abort("client"); // left while the request was being admitted
-  const done = ctx.inflight.add((reason) => ac.abort(reason));
+  if (reply.raw.destroyed && !ac.signal.aborted) ac.abort("client"); // left while the request was being admitted
   try {
     const continuous = modelConfig?.continuousUsage === true;
     let res: UpstreamResponse;
