@@ -8,6 +8,7 @@ import { spliceJson, StreamMeter } from "./metering.ts";
 import { formatCredits } from "./money.ts";
 import type { Settlement } from "./settlement.ts";
 import { sseEvents } from "./sse.ts";
+import { StoreUnavailableError } from "./store/store.ts";
 import { inStreamError, type UpstreamResponse } from "./upstream.ts";
 
 export interface RelayInput {
@@ -112,6 +113,8 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   } catch (e) {
     if (signal.aborted && signal.reason === "client") status = 499;
     else if (signal.aborted && signal.reason === "drain") (failure = new ShimError("service_unavailable")), (status = failure.status);
+    // Settling on the usage chunk failed: the store's failure, not the upstream's (logged below).
+    else if (e instanceof StoreUnavailableError) (failure = new ShimError("service_unavailable")), (status = failure.status);
     else {
       failure = new ShimError(e instanceof undiciErrors.BodyTimeoutError ? "upstream_timeout" : "upstream_error");
       status = failure.status;

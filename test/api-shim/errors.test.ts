@@ -3,6 +3,7 @@ import Database from "better-sqlite3";
 import OpenAI, { APIError, AuthenticationError, BadRequestError, ConflictError, InternalServerError, NotFoundError, PermissionDeniedError, RateLimitError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
+import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { freePort } from "../support/tools.ts";
 
@@ -309,6 +310,31 @@ describe("a broken database fails closed with 503", () => {
       other.close();
       await h.client(key).chat.completions.create(chat);
       expect((await h.store.getKey(id))!).toMatchObject({ balance: 4_000_000, held: 0 });
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("a stream whose settlement fails ends with service_unavailable, not counted as an upstream failure", async () => {
+    const h = await startShim({
+      wrapStore: (s) => new Proxy(s, {
+        get: (target, prop) => {
+          if (prop === "settle") return async () => { throw new StoreUnavailableError(new Error("disk on fire")); };
+          const v = Reflect.get(target, prop, target) as unknown;
+          return typeof v === "function" ? v.bind(target) : v;
+        },
+      }),
+    });
+    try {
+      const { key } = await h.createKey({ credits: 5 });
+      const stream = await h.client(key).chat.completions.create({ ...chat, stream: true, stream_options: { include_usage: true } });
+      const e = await failure(async () => {
+        for await (const _ of stream);
+      });
+      expect((e as APIError).error).toMatchObject({ code: "service_unavailable" });
+      expect(JSON.stringify((e as APIError).error)).not.toMatch(/disk|fire/);
+      const metrics = await (await fetch(`${h.url}/metrics`)).text();
+      expect(metrics).not.toMatch(/shim_upstream_failures_total\{/);
     } finally {
       await h.close();
     }
