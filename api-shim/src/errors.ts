@@ -64,7 +64,7 @@ export class ShimError extends Error {
     this.name = "ShimError";
     this.code = code;
     this.status = ERROR_TABLE[code].status;
-    this.param = options.param ?? null;
+    this.param = options.param == null ? null : redactKeys(options.param); // may name a client's field
     this.extra = options.extra;
     this.headers = options.headers;
   }

@@ -105,6 +105,12 @@ describe("client errors map to the SDK's exception classes with the documented b
     expectShape(e, 404, "invalid_request_error", "model_not_found");
     expect(e.message).toContain("sk-gs-[redacted]");
     expect(e.message).not.toContain(key);
+    // A key sent as an admin body's field name comes back redacted in the message and the param.
+    const admin = await h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ name: "x", [key]: 1 }) });
+    expect(admin.status).toBe(400);
+    const adminText = await admin.text();
+    expect(adminText).not.toContain(key);
+    expect(JSON.parse(adminText).error.param).toBe("sk-gs-[redacted]");
   });
 
   it("401 invalid_admin_token for a missing or wrong admin token (or an API key on admin routes)", async () => {
