@@ -4,7 +4,7 @@ import OpenAI, { APIError, AuthenticationError, BadRequestError, ConflictError, 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 import { freePort } from "../support/tools.ts";
 
 const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 2 };
@@ -323,13 +323,7 @@ describe("a broken database fails closed with 503", () => {
 
   it("a stream whose settlement fails ends with service_unavailable, not counted as an upstream failure", async () => {
     const h = await startShim({
-      wrapStore: (s) => new Proxy(s, {
-        get: (target, prop) => {
-          if (prop === "settle") return async () => { throw new StoreUnavailableError(new Error("disk on fire")); };
-          const v = Reflect.get(target, prop, target) as unknown;
-          return typeof v === "function" ? v.bind(target) : v;
-        },
-      }),
+      wrapStore: (s) => overrideStore(s, { settle: async () => { throw new StoreUnavailableError(new Error("disk on fire")); } }),
     });
     try {
       const { key } = await h.createKey({ credits: 5 });

@@ -1,7 +1,7 @@
 import { APIError } from "openai";
 import { request } from "node:http";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 const CREDIT = 1_000_000;
 // 1 credit per request, 0.001 credit per prompt token, 1 credit per completion token: charges are easy to read.
@@ -182,26 +182,26 @@ describe("stream idle timeout", () => {
   });
 });
 
+/** A shim whose holds wait at a gate: `reserveCalled` once a request is making its hold, `release` lets it go on. */
+async function shimWithGatedHolds() {
+  let reserving!: () => void;
+  const reserveCalled = new Promise<void>((r) => (reserving = r));
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const h = await startShim({
+    file: FILE,
+    fake: FAKE,
+    wrapStore: (s) => overrideStore(s, { reserve: async (input) => (reserving(), await gate, s.reserve(input)) }),
+  });
+  return { h, reserveCalled, release };
+}
+
 describe("a client that leaves while its request is being admitted", () => {
   it("is not sent upstream, is charged nothing, and its hold is released", async () => {
     // The hold waits until the client has gone, so the close lands between the route starting
     // and the upstream request: the window in which a missed 'close' used to send the request
     // anyway and leave the relay waiting on a dead socket.
-    let reserving!: () => void;
-    const reserveCalled = new Promise<void>((r) => (reserving = r));
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const h = await startShim({
-      file: FILE,
-      fake: FAKE,
-      wrapStore: (s) => new Proxy(s, {
-        get: (target, prop) => {
-          if (prop === "reserve") return async (input: Parameters<typeof s.reserve>[0]) => (reserving(), await gate, target.reserve(input));
-          const v = Reflect.get(target, prop, target) as unknown;
-          return typeof v === "function" ? v.bind(target) : v;
-        },
-      }),
-    });
+    const { h, reserveCalled, release } = await shimWithGatedHolds();
     try {
       const { key, id } = await h.createKey({ credits: 10 });
       const received = h.fake.counters.received;
@@ -225,21 +225,7 @@ describe("a client that leaves while its request is being admitted", () => {
 
 describe("a drain that starts while a request's hold is being made", () => {
   it("waits for that request and turns it away with a 503, not sent upstream, its hold released", async () => {
-    let reserving!: () => void;
-    const reserveCalled = new Promise<void>((r) => (reserving = r));
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    const h = await startShim({
-      file: FILE,
-      fake: FAKE,
-      wrapStore: (s) => new Proxy(s, {
-        get: (target, prop) => {
-          if (prop === "reserve") return async (input: Parameters<typeof s.reserve>[0]) => (reserving(), await gate, target.reserve(input));
-          const v = Reflect.get(target, prop, target) as unknown;
-          return typeof v === "function" ? v.bind(target) : v;
-        },
-      }),
-    });
+    const { h, reserveCalled, release } = await shimWithGatedHolds();
     try {
       const { key, id } = await h.createKey({ credits: 10 });
       const received = h.fake.counters.received;

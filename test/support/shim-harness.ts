@@ -172,6 +172,17 @@ export function assertNoSecrets(lines: readonly string[], secrets: Iterable<stri
 }
 
 /** Balance = sum(ledger), nothing held, no reservations, for every key. */
+/** The store with some methods replaced (a failure, a gate); every other member is the store's own. */
+export function overrideStore<S extends object>(store: S, overrides: { [K in keyof S]?: S[K] }): S {
+  return new Proxy(store, {
+    get: (target, prop) => {
+      if (Object.hasOwn(overrides, prop)) return overrides[prop as keyof S];
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
+
 export async function moneyInvariants(store: Store): Promise<{ keyId: string; balance: number; ledgerSum: number; held: number; reservations: number }[]> {
   return (await store.audit()).map((r) => ({ keyId: r.keyId, balance: r.balance, ledgerSum: r.ledgerSum, held: r.held, reservations: r.reservations }));
 }
