@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run by `pulumi destroy` on the operator's machine, before the volume and the instance go:
-# stops the serving stack on the host, so the shim drains its streams and settles them into the
-# ledger. It is a local command with a best-effort SSH, because a destroy must never fail (and
+# stops the serving stack on the host (nginx lets its streams finish, then the shim drains and
+# settles what is left into the ledger). It is a local command with a best-effort SSH, because a destroy must never fail (and
 # leave a GPU billing) for want of SSH: from an address outside adminCidrs, or after the host
 # was deleted by hand, it says so and the destroy goes on.
 # Environment: GS_SSH_KEY (the private key), GS_HOST (address), GS_DIR (/opt/gpu-sandbox).

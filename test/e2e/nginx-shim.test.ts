@@ -33,7 +33,8 @@ const client = (options: { timeout?: number } = {}) => new OpenAI({ apiKey: key,
 
 beforeAll(async () => {
   shim = await startShim({
-    file: parse(bundle.get("shim/config.yaml")!),
+    // A small unauthenticated budget (rendered: 60/min), so one test can spend it through nginx.
+    file: { ...parse(bundle.get("shim/config.yaml")!), unauthenticatedRpm: 5 },
     // nginx is the proxy in front, on loopback here as on the compose network in production.
     env: { SHIM_TRUST_PROXY: "127.0.0.1/32" },
     fake: { models: [{ name: "qwen2.5-7b", root: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192 }], apiKey: "upstream-secret" },
@@ -116,6 +117,21 @@ describe("through nginx over HTTPS", () => {
     const res = await fetch(`http://127.0.0.1:${NGINX_HTTP_PORT}/v1/chat/completions`, { method: "POST", redirect: "manual" });
     expect(res.status).toBe(308);
     expect(res.headers.get("location")).toBe("https://127.0.0.1/v1/chat/completions");
+  });
+
+  it("does not let a client pick its address: a spoofed X-Forwarded-For still spends its own unauthenticated budget", async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const res = await fetch(`${base}/v1/models`, {
+        headers: { authorization: "Bearer sk-gs-guessguessgu_guessguessguessguessguessguessgu", "x-forwarded-for": `198.51.100.${i}`, "x-real-ip": `198.51.100.${i}` },
+      });
+      statuses.push(res.status);
+      if (res.status === 429) expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/^Rate limit exceeded\. Try again in \d+ seconds\.$/); // the shim's, not nginx's
+      else await res.body?.cancel();
+    }
+    // nginx replaces the header with the peer's address, so all six share one bucket of five.
+    expect(statuses).toEqual([401, 401, 401, 401, 401, 429]);
+    await new Promise((r) => setTimeout(r, 1000)); // give nginx's per-address rate back to the next test
   });
 
   // Last: it spends this address's request budget.

@@ -71,6 +71,27 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(compose.services.shim.volumes[0]).toMatch(/\/shim:\/app\/data$/);
   });
 
+  it("wires nginx to the shim at fixed addresses, trusting X-Forwarded-For from nginx alone, with timeouts nested", () => {
+    const { nginx, shim } = compose.services;
+    const ipam = compose.networks.backend.ipam.config[0];
+    // Fixed addresses outside the range Docker hands out: a restarted shim is where nginx resolved it.
+    expect(shim.networks.backend.ipv4_address).toBe("10.89.0.3");
+    expect(nginx.networks.backend.ipv4_address).toBe("10.89.0.2");
+    expect(ipam).toEqual({ subnet: "10.89.0.0/24", ip_range: "10.89.0.128/25" });
+    expect(shim.environment.SHIM_TRUST_PROXY).toBe("10.89.0.2/32");
+    for (const service of Object.keys(compose.services).filter((n) => n !== "nginx" && n !== "shim")) {
+      expect(compose.services[service].networks, service).toEqual(["backend"]); // dynamic, from ip_range
+    }
+    // Each layer gives up a little after the one inside it, so the inner one's answer comes back.
+    const litellm = parse(bundle.get("litellm/config.yaml")!);
+    const nginxRead = Number(/proxy_read_timeout (\d+)s;/.exec(bundle.get("nginx/nginx.conf")!)![1]) * 1000;
+    expect(litellm.litellm_settings.request_timeout * 1000).toBeLessThan(Number(shim.environment.SHIM_UPSTREAM_TIMEOUT_MS));
+    expect(Number(shim.environment.SHIM_UPSTREAM_TIMEOUT_MS)).toBeLessThan(nginxRead);
+    // Stops: the shim's drain fits its grace period; nginx stops gracefully and as long.
+    expect(Number(shim.environment.SHIM_DRAIN_TIMEOUT_MS)).toBeLessThan(parseInt(shim.stop_grace_period, 10) * 1000);
+    expect(nginx).toMatchObject({ stop_signal: "SIGQUIT", stop_grace_period: "30s" });
+  });
+
   it("keeps every secret a ${…} reference to .env", () => {
     const text = bundle.get("compose.yaml")!;
     expect(text).toContain("${VLLM_API_KEY:?set VLLM_API_KEY in .env}");
