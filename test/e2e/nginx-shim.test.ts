@@ -91,6 +91,22 @@ describe("through nginx over HTTPS", () => {
     } });
   });
 
+  it("answers what it cannot read in OpenAI's shape too, with a request id and HSTS", async () => {
+    const forbidden = await fetch(`${base}/admin/keys`);
+    expect(forbidden.headers.get("strict-transport-security")).toBe("max-age=63072000");
+    await forbidden.body?.cancel();
+    const cases: [string, RequestInit | undefined, number][] = [
+      [`${base}/v1/models`, { headers: { "x-huge": "x".repeat(20_000) } }, 400], // headers over nginx's buffers
+      [`http://127.0.0.1:${NGINX_HTTPS_PORT}/v1/models`, undefined, 400], // plain HTTP on the HTTPS port
+    ];
+    for (const [url, init, status] of cases) {
+      const res = await fetch(url, init);
+      expect(res.status, url.slice(0, 40)).toBe(status);
+      expect(res.headers.get("x-request-id"), url.slice(0, 40)).toMatch(/^[0-9a-f]{32}$/);
+      expect(((await res.json()) as { error: { type: string } }).error.type).toBe("invalid_request_error");
+    }
+  });
+
   it("keeps /metrics (with or without a trailing slash) to adminCidrs, even for a valid key", async () => {
     for (const path of ["/metrics", "/metrics/", "/metrics?x=1"]) {
       const res = await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${key}` } });
