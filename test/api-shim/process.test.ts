@@ -131,6 +131,7 @@ describe("the shim process", () => {
     const conns = [await KeptAlive.open(p.url), await KeptAlive.open(p.url)];
     const chat = (stream: boolean) => JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 6, stream });
     for (const c of conns) c.send("POST", "/v1/chat/completions", chat(true));
+    for (const c of conns) await c.started(); // admitted before the drain begins
     p.child.kill("SIGTERM");
     await p.waitForLine((e) => e.msg === "draining");
     for (const c of conns) expect((await c.response()).head).toMatch(/^HTTP\/1\.1 200/);
@@ -157,6 +158,7 @@ describe("the shim process", () => {
     private constructor(socket: Socket) {
       this.socket = socket;
       socket.setEncoding("utf8").on("data", (d: string) => (this.text += d));
+      socket.on("error", () => {}); // a reset shows as a closed socket in response()
     }
     static async open(url: string): Promise<KeptAlive> {
       const u = new URL(url);
@@ -169,6 +171,14 @@ describe("the shim process", () => {
       if (body !== undefined) head.push("content-type: application/json", `content-length: ${Buffer.byteLength(body)}`);
       this.socket.write(`${head.join("\r\n")}\r\n\r\n${body ?? ""}`);
     }
+    /** Resolves once the next response's headers have arrived. */
+    async started(): Promise<void> {
+      while (!this.text.includes("\r\n\r\n")) {
+        if (this.socket.destroyed) throw new Error(`connection closed; got: ${this.text.slice(0, 300)}`);
+        await Promise.race([once(this.socket, "data"), once(this.socket, "close")]);
+      }
+    }
+
     /** The next whole response (chunked or with a length), taken off the connection's input. */
     async response(): Promise<{ head: string; body: string }> {
       for (;;) {
