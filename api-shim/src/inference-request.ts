@@ -18,8 +18,6 @@ export interface InferenceRequest {
   n: number;
   /** Sequences the upstream generates: prompts × `n` (0 for embeddings). Each may reach maxTokens. */
   outputs: number;
-  /** The prompt goes through a chat template (chat), which adds tokens the body does not have. */
-  templated: boolean;
   /** Messages carry non-text parts (images, audio, video), whose tokens their bytes do not bound. */
   media: boolean;
   /** The client asked for the usage chunk (vLLM semantics: stream_options present, include_usage absent or true). */
@@ -95,7 +93,6 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     prompts,
     n,
     outputs: kind === "embeddings" ? 0 : prompts * n,
-    templated: kind === "chat",
     media: kind === "chat" && hasMediaParts(b.messages),
     clientWantsUsage: wantsUsage,
     clientWantsContinuous: wantsUsage && opts.continuous_usage_stats === true,
@@ -135,6 +132,10 @@ export function promptBytes(kind: InferenceKind, body: Record<string, unknown>):
   return bytes;
 }
 
+/** The member spliced first into a streamed body that has no `stream_options`. */
+const ASK_USAGE = Buffer.from('"stream_options":{"include_usage":true},');
+const ASK_USAGE_CONTINUOUS = Buffer.from('"stream_options":{"include_usage":true,"continuous_usage_stats":true},');
+
 /**
  * The body to forward: the client's bytes, with usage requested for streams. The usual stream
  * (no `stream_options`, or one that already asks for what metering needs) keeps the client's
@@ -146,11 +147,13 @@ export function upstreamBody(raw: Buffer, body: Record<string, unknown>, req: In
   if (!req.stream) return raw;
   const given = body.stream_options as Record<string, unknown> | null | undefined;
   if (given !== undefined && given !== null && given.include_usage === true && (!continuous || given.continuous_usage_stats === true)) return raw;
-  const options: Record<string, unknown> = { ...given, include_usage: true };
-  if (continuous) options.continuous_usage_stats = true;
-  if (given !== undefined) return JSON.stringify({ ...body, stream_options: options });
-  const open = raw.indexOf(0x7b) + 1; // the body parsed as an object: its first non-space byte is `{`
-  const empty = /^\s*\}/.test(raw.subarray(open, open + 64).toString("latin1"));
-  // Bytes, not a decoded string, so that nothing of the client's is re-encoded.
-  return Buffer.concat([raw.subarray(0, open), Buffer.from(`"stream_options":${JSON.stringify(options)}${empty ? "" : ","}`), raw.subarray(open)]);
+  if (given !== undefined) {
+    const options: Record<string, unknown> = { ...given, include_usage: true };
+    if (continuous) options.continuous_usage_stats = true;
+    return JSON.stringify({ ...body, stream_options: options });
+  }
+  // The body parsed as an object with a `model`: its first non-space byte is `{` and a member
+  // follows. Bytes, not a decoded string, so that nothing of the client's is re-encoded.
+  const open = raw.indexOf(0x7b) + 1;
+  return Buffer.concat([raw.subarray(0, open), continuous ? ASK_USAGE_CONTINUOUS : ASK_USAGE, raw.subarray(open)]);
 }

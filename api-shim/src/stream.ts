@@ -55,13 +55,10 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   out.flushHeaders();
   ctx.metrics.activeStreams.inc();
 
-  // A response whose client already left: every write would return false and wait for a
-  // 'drain' that never comes.
-  let closed = out.destroyed;
-  const onClose = () => (closed = true);
-  out.on("close", onClose);
+  // A response whose client already left (destroyed: its 'close' came, or comes, with it): every
+  // write would return false and wait for a 'drain' that never comes.
   const write = async (text: string): Promise<void> => {
-    if (closed) return;
+    if (out.destroyed) return;
     if (!out.write(text)) {
       // Backpressure: wait for the client to take it (or leave) instead of buffering without bound.
       await new Promise<void>((resolve) => {
@@ -77,7 +74,8 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   };
 
   const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, outputsPerPrompt: input.outputsPerPrompt });
-  let status = 200;
+  // What ended the stream early, if anything: the client leaving, or a failure told to it.
+  let clientGone = false;
   let failure: ShimError | null = null;
   let metricReason = "";
   let sawDone = false;
@@ -93,7 +91,6 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
         // told to the client as our own error, mapped as a failed status would be (a 5xx's
         // message is the upstream's internals), and charged as an upstream failure below.
         failure = inStreamError(m.data, request.shim.model ?? undefined);
-        status = failure.status;
         metricReason = "stream_error";
         break;
       }
@@ -107,17 +104,14 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     if (!failure && !sawDone && !settlement.settled) {
       // The upstream closed without [DONE]: a cut-short stream, told to the client as an error.
       failure = new ShimError("upstream_error");
-      status = failure.status;
       metricReason = "stream_cut";
     }
   } catch (e) {
-    if (signal.aborted && signal.reason === "client") status = 499;
-    else if (signal.aborted && signal.reason === "drain") (failure = new ShimError("service_unavailable")), (status = failure.status);
-    // Settling on the usage chunk failed: the store's failure, not the upstream's (logged below).
-    else if (e instanceof StoreUnavailableError) (failure = new ShimError("service_unavailable")), (status = failure.status);
+    if (signal.aborted && signal.reason === "client") clientGone = true;
+    // A drain, or the store failing to settle on the usage chunk (logged below): not the upstream's fault.
+    else if ((signal.aborted && signal.reason === "drain") || e instanceof StoreUnavailableError) failure = new ShimError("service_unavailable");
     else {
       failure = new ShimError(e instanceof undiciErrors.BodyTimeoutError ? "upstream_timeout" : "upstream_error");
-      status = failure.status;
       metricReason = failure.code;
     }
   }
@@ -130,23 +124,22 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     // A client that leaves is charged the request and what was generated up to then, with its
     // prompt estimated if no usage came; an upstream failure after content, only the content.
     const nothing = failure !== null && meter.generated === 0 && !meter.sawUsage;
-    const { cost, available } = await settlement.settle(status, nothing ? null : meter.usage(status === 499 ? input.promptEstimate() : 0));
+    const { cost, available } = await settlement.settle(clientGone ? 499 : (failure?.status ?? 200), nothing ? null : meter.usage(clientGone ? input.promptEstimate() : 0));
     figures = `: credits_charged=${formatCredits(cost)} credits_remaining=${formatCredits(available)}\n\n`;
   } catch (e) {
     // The store failed after the upstream answered: the hold stays until the next start releases it.
     request.log.error({ reqId: request.id, err: e instanceof Error ? e.cause ?? e : e }, "settlement failed");
-    status = status === 200 ? 503 : status;
     failure ??= new ShimError("service_unavailable");
   }
-  if (!closed) {
+  if (!out.destroyed) {
     if (failure) await write(`data: ${errorBody(failure)}\n\n`);
     await write(figures);
     if (!failure) await write("data: [DONE]\n\n");
     out.end();
   }
-  out.off("close", onClose);
   ctx.metrics.activeStreams.dec();
-  if (status !== 200) request.shimErrorCode = status === 499 ? "client_closed_request" : (failure?.code ?? "error");
-  finishRequest(ctx, request, status === 499 ? 499 : 200);
+  if (clientGone) request.shimErrorCode = "client_closed_request";
+  else if (failure) request.shimErrorCode = failure.code;
+  finishRequest(ctx, request, clientGone ? 499 : 200);
   return reply;
 }

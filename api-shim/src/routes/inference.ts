@@ -54,7 +54,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
     const r = auth.buckets.tokens.takeIfPositive(estimate, mono);
     if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(auth.buckets, mono, ctx.clock.now()));
   }
-  const hold = ctx.pricer.hold({ model: req.model, batch, bodyBytes: raw.length, templated: req.templated, media: req.media, maxTokens: req.maxTokens, prompts: req.prompts, outputs: req.outputs });
+  const hold = ctx.pricer.hold({ model: req.model, batch, bodyBytes: raw.length, templated: kind === "chat", media: req.media, maxTokens: req.maxTokens, prompts: req.prompts, outputs: req.outputs });
   const reservationId = randomUUID();
   // In flight from before the hold: a drain that starts while the hold is being made waits for
   // this request (and aborts it) instead of closing the store under it.
@@ -85,7 +85,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
     if (!reply.raw.writableFinished) ac.abort("client");
   };
   reply.raw.on("close", onClose);
-  if (reply.raw.destroyed && !ac.signal.aborted) ac.abort("client"); // left while the request was being admitted
+  if (reply.raw.destroyed) onClose(); // left while the request was being admitted
   try {
     const continuous = modelConfig?.continuousUsage === true;
     let res: UpstreamResponse;

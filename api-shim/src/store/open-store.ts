@@ -1,16 +1,11 @@
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { PostgresStore } from "./postgres-store.ts";
-import { SqliteStore } from "./sqlite-store.ts";
+import { SqliteStore, type SqliteStoreOptions } from "./sqlite-store.ts";
 import type { Store } from "./store.ts";
 
-export interface OpenStoreOptions {
-  /**
-   * Called once when the SQLite store fails closed; the server exits so that it is restarted.
-   * The Postgres store recovers by itself and never calls it.
-   */
-  onFailure?: (error: unknown) => void;
-}
+/** `onFailure` is the SQLite store's (it fails closed); the Postgres store recovers by itself and never calls it. */
+export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure">;
 
 /**
  * Opens the store named by SHIM_DATABASE_URL: `sqlite:<path>` (relative to the working

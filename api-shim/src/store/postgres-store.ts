@@ -9,8 +9,6 @@ import type {
 import { StoreUnavailableError } from "./store.ts";
 
 export interface PostgresStoreOptions {
-  /** Connections in the pool. Default 10. */
-  poolSize?: number;
   /** Bound on connecting and on every statement (the SQLite store's busy timeout). Default 5000 ms. */
   timeoutMs?: number;
   /** ms between sweeps that release the holds of replicas that are gone. Default 60000. */
@@ -28,6 +26,11 @@ const toKey = (r: KeyRow): KeyRecord => ({
   createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at,
 });
 const KEY_COLUMNS = "id, name, hash, tier, models, balance, held, created_at, expires_at, revoked_at";
+/** One key by id, on the pool or inside a transaction (a named statement, prepared once per connection). */
+async function keyById(q: pg.Pool | pg.PoolClient, id: string): Promise<KeyRecord | undefined> {
+  const { rows } = await q.query<KeyRow>({ name: "get-key", text: `SELECT ${KEY_COLUMNS} FROM keys WHERE id = $1`, values: [id] });
+  return rows[0] && toKey(rows[0]);
+}
 
 /**
  * bigint columns as JS numbers: every amount is an integer of µc well inside 2^53 (money.ts
@@ -93,7 +96,7 @@ export class PostgresStore implements Store {
     // keepAlive and a client-side query timeout: a silent network cut must end in a 503 within
     // the bound, not in a query that waits for TCP to give up.
     const connection = { connectionString: url, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs + 1000, keepAlive: true, application_name: "api-shim", types };
-    const pool = new pg.Pool({ ...connection, max: options.poolSize ?? 10, options: `-c synchronous_commit=off -c statement_timeout=${timeoutMs}` });
+    const pool = new pg.Pool({ ...connection, max: 10, options: `-c synchronous_commit=off -c statement_timeout=${timeoutMs}` });
     pool.on("error", () => {}); // an idle connection that broke is dropped; the next query says what is wrong
     const lock = new pg.Client(connection);
     lock.on("error", () => {}); // until watch(): a failed start is reported by the rejection below
@@ -214,6 +217,11 @@ export class PostgresStore implements Store {
     });
   }
 
+  /** No new holds (and not ready) while the liveness lock is being taken back: others could sweep them. */
+  private requireLock(): void {
+    if (this.lock === null) throw new Error("this replica lost its liveness lock and is taking it back");
+  }
+
   private async available(keyId: string): Promise<number> {
     const { rows } = await this.pool.query<{ available: number }>({ name: "available", text: AVAILABLE, values: [keyId] });
     return rows[0]?.available ?? 0;
@@ -222,15 +230,12 @@ export class PostgresStore implements Store {
   ping(): Promise<void> {
     return this.read(async () => {
       await this.pool.query("SELECT 1");
-      if (this.lock === null) throw new Error("this replica lost its liveness lock and is taking it back");
+      this.requireLock();
     });
   }
 
   getKey(id: string): Promise<KeyRecord | undefined> {
-    return this.read(async () => {
-      const { rows } = await this.pool.query<KeyRow>({ name: "get-key", text: `SELECT ${KEY_COLUMNS} FROM keys WHERE id = $1`, values: [id] });
-      return rows[0] && toKey(rows[0]);
-    });
+    return this.read(() => keyById(this.pool, id));
   }
 
   listKeys(): Promise<KeyRecord[]> {
@@ -242,7 +247,7 @@ export class PostgresStore implements Store {
       await c.query("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         [key.id, key.name, key.hash, key.tier, key.models && JSON.stringify(key.models), key.at, key.expiresAt]);
       await grant(c, key.id, key.credits, key.at, "grant", null, null);
-      return toKey((await c.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys WHERE id = $1`, [key.id])).rows[0]!);
+      return (await keyById(c, key.id))!;
     });
   }
 
@@ -282,7 +287,7 @@ export class PostgresStore implements Store {
         if (prior) return prior.fingerprint === input.idempotency!.fingerprint ? { kind: "replay", body: prior.body } : { kind: "conflict" };
       }
       await grant(c, input.keyId, input.amount, input.at, "topup", input.note, idemKey);
-      const body = input.respond(toKey((await c.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys WHERE id = $1`, [input.keyId])).rows[0]!));
+      const body = input.respond((await keyById(c, input.keyId))!);
       if (idemKey) await c.query("INSERT INTO idempotency (key, fingerprint, body, at) VALUES ($1, $2, $3, $4)", [idemKey, input.idempotency!.fingerprint, body, input.at]);
       return { kind: "done", body };
     });
@@ -290,7 +295,7 @@ export class PostgresStore implements Store {
 
   reserve(input: ReserveInput): Promise<ReserveResult> {
     return this.write(input.reservationId, async () => {
-      if (this.lock === null) throw new Error("this replica lost its liveness lock and is taking it back");
+      this.requireLock();
       const { rows } = await this.pool.query<{ available: number }>({
         name: "reserve", text: RESERVE, values: [input.reservationId, input.keyId, input.amount, this.owner, input.at],
       });
@@ -337,9 +342,8 @@ export class PostgresStore implements Store {
 
   private async shutdown(): Promise<void> {
     clearInterval(this.sweeper);
-    clearTimeout(this.retrier);
+    this.closing = true; // nothing is rescheduled from here
     if (this.doubtful.size > 0) await this.releaseDoubtful(); // a last try; what is left is swept by others
-    this.closing = true;
     clearTimeout(this.retrier);
     clearTimeout(this.relocker);
     clearInterval(this.heartbeat);
