@@ -7,7 +7,7 @@ import {
   DEFAULT_TIERS, DEFAULT_VOLUME_SIZE_GB,
 } from "./defaults.ts";
 import type {
-  BootstrapKey, ConfigProblem, EdgeLimits, Images, ModelConfig, ModelPrice, Pricing, ProviderKind, ProviderModel,
+  BootstrapKey, EdgeLimits, Images, ModelConfig, ModelPrice, Pricing, ProviderKind, ProviderModel,
   TenantConfig, Tier, TlsConfig, TlsMode, ValidationResult,
 } from "./types.ts";
 

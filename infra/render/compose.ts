@@ -4,13 +4,6 @@ import type { Images, TenantConfig } from "../config.ts";
 import { providerKeyVar } from "./env-file.ts";
 import { readYamlDocument } from "./template.ts";
 
-/** The compose network's subnet. Docker hands out addresses from BACKEND_DYNAMIC_RANGE only. */
-export const BACKEND_SUBNET = "10.89.0.0/24";
-export const BACKEND_DYNAMIC_RANGE = "10.89.0.128/25";
-/** nginx's fixed address: the only one the shim trusts X-Forwarded-For from. */
-export const NGINX_ADDRESS = "10.89.0.2";
-/** The shim's fixed address: nginx resolves `shim` once, so a restarted shim must come back at it. */
-export const SHIM_ADDRESS = "10.89.0.3";
 /** nginx's ports inside its container (see templates/nginx/nginx.conf). */
 export const NGINX_HTTP_PORT = 8080;
 export const NGINX_HTTPS_PORT = 8443;
@@ -49,8 +42,6 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
   });
 
   doc.setIn(["services", "shim", "build", "args", "NODE_IMAGE"], images.node);
-  doc.setIn(["services", "shim", "environment", "SHIM_TRUST_PROXY"], `${NGINX_ADDRESS}/32`);
-  doc.setIn(["services", "shim", "networks", "backend", "ipv4_address"], SHIM_ADDRESS);
   doc.setIn(["services", "shim", "environment", "SHIM_MAX_BODY_BYTES"], String(config.limits.maxBodyMb * 1024 * 1024));
 
   doc.setIn(["services", "nginx", "image"], images.nginx);
@@ -58,7 +49,6 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
     ? [`80:${NGINX_HTTP_PORT}`]
     : [`80:${NGINX_HTTP_PORT}`, `443:${NGINX_HTTPS_PORT}`];
   doc.setIn(["services", "nginx", "ports"], ports);
-  doc.setIn(["services", "nginx", "networks", "backend", "ipv4_address"], NGINX_ADDRESS);
 
   if (config.tls.mode === "letsencrypt") {
     doc.setIn(["services", "certbot", "image"], images.certbot);
@@ -67,8 +57,6 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
   } else {
     doc.deleteIn(["services", "certbot"]);
   }
-  doc.setIn(["networks", "backend", "ipam", "config", 0, "subnet"], BACKEND_SUBNET);
-  doc.setIn(["networks", "backend", "ipam", "config", 0, "ip_range"], BACKEND_DYNAMIC_RANGE);
   labelMountedFiles(doc, bundleFiles);
   return doc.toString({ lineWidth: 0 });
 }

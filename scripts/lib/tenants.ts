@@ -44,10 +44,10 @@ export async function readTenants(deps: ScriptDeps, options: { concurrency?: num
   });
 }
 
-/** `failedDeploy`: the stack has resources (a billing instance) but no outputs: its first `pulumi up` failed. */
 /** How a stack with a billing instance but no outputs (a first `pulumi up` that failed half way) is shown. */
 export const FAILED_DEPLOY = "failed deploy (resources exist)";
 
+/** `failedDeploy`: the stack has resources (a billing instance) but no outputs: its first `pulumi up` failed. */
 export type Expiry =
   | { readonly kind: "expired"; readonly at: Date; readonly failedDeploy?: true }
   | { readonly kind: "expires"; readonly at: Date; readonly failedDeploy?: true }

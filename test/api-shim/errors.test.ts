@@ -128,7 +128,7 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(e.constructor).toBe(APIError);
     expectShape(e, 402, "insufficient_credits", "insufficient_credits");
     expect(e.error).toMatchObject({ message: "Insufficient credits. Required: 1, Available: 0.5", credits_required: 1, credits_available: 0.5 });
-    const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${poor.key}`, "content-type": "application/json" }, body: JSON.stringify(chat) });
+    const res = await h.post(poor.key, "/v1/chat/completions", chat);
     expect(await res.json()).toMatchObject({ credits_required: 1, credits_available: 0.5 });
     expect(h.fake.counters.received).toBe(before);
   });

@@ -164,7 +164,7 @@ describe("fuzz: random bodies and headers", () => {
       // undefined: the field is left out (JSON.stringify drops it).
       const value = roll < 0.15 ? undefined : field === "stream_options" && roll < 0.6 ? { [r.pick(["include_usage", "continuous_usage_stats"])]: randomValue(r) } : randomValue(r);
       const body = JSON.stringify({ ...base, ...(r.next() < 0.5 ? { stream: true } : {}), [field]: value });
-      const res = await fetch(h.url + path, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body });
+      const res = await h.post(key, path, body);
       const text = await res.text();
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
       if (res.status >= 500) failures.push(`case ${i} (seed ${SEED + 1}): ${path} ${body.slice(0, 300)} → ${res.status} ${text.slice(0, 200)}`);

@@ -51,7 +51,7 @@ describe("inference through the shim with the OpenAI SDK", () => {
 
   it("forwards the client's bytes untouched (unknown parameters included) and uses the upstream's own key", async () => {
     const body = '{"model":"qwen2.5-7b","messages":[{"role":"user","content":"x"}],"max_tokens":1,"top_k":40,"repetition_penalty":1.10,"guided_json":{"type":"object"},"big":12345678901234567890}';
-    const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "x-request-id": "nginx-abc123" }, body });
+    const res = await h.post(key, "/v1/chat/completions", body, { "x-request-id": "nginx-abc123" });
     expect(res.status).toBe(200);
     expect(res.headers.get("x-request-id")).toBe("nginx-abc123");
     const seen = h.fake.requests.at(-1)!;
@@ -62,7 +62,7 @@ describe("inference through the shim with the OpenAI SDK", () => {
 
   it("a streamed body keeps the client's bytes too, with stream_options spliced in only where needed", async () => {
     const send = async (body: string) => {
-      const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body });
+      const res = await h.post(key, "/v1/chat/completions", body);
       expect(res.status).toBe(200);
       await res.text();
       return h.fake.requests.at(-1)!.body;
@@ -88,11 +88,7 @@ describe("inference through the shim with the OpenAI SDK", () => {
   });
 
   it("include_usage: null is accepted and read as vLLM reads it (no usage chunk), and still charged from the hidden one", async () => {
-    const res = await fetch(`${h.url}/v1/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-      body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true, stream_options: { include_usage: null } }),
-    });
+    const res = await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true, stream_options: { include_usage: null } });
     expect(res.status).toBe(200);
     const text = await res.text();
     expect(text).not.toContain('"usage"');
@@ -111,7 +107,7 @@ describe("inference through the shim with the OpenAI SDK", () => {
   });
 
   it("streams the raw SSE with the right headers, the credits comment and [DONE]", async () => {
-    const res = await fetch(`${h.url}/v1/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", prompt: "a b", max_tokens: 2, stream: true }) });
+    const res = await h.post(key, "/v1/completions", { model: "qwen2.5-7b", prompt: "a b", max_tokens: 2, stream: true });
     expect(res.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
     expect(res.headers.get("cache-control")).toBe("no-cache");
     expect(res.headers.get("x-accel-buffering")).toBe("no");
@@ -136,7 +132,7 @@ describe("inference through the shim with the OpenAI SDK", () => {
   });
 
   it("?batch=1 is charged the batch price", async () => {
-    const res = await fetch(`${h.url}/v1/embeddings?batch=1`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "bge-m3", input: "x" }) });
+    const res = await h.post(key, "/v1/embeddings?batch=1", { model: "bge-m3", input: "x" });
     expect(res.status).toBe(200);
     expect(res.headers.get("x-credits-charged")).toBe("2");
     expect(await res.json()).toMatchObject({ credits_charged: 2, batch_request: true });

@@ -70,8 +70,7 @@ describe("multi-output and batched requests are charged their full usage", () =>
     expect(last.credits_charged).toBeCloseTo(price(5, 90), 6);
   });
 
-  const post = (k: string, path: string, body: Record<string, unknown>) =>
-    fetch(`${h.url}${path}`, { method: "POST", headers: { authorization: `Bearer ${k}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+  const post = (k: string, path: string, body: Record<string, unknown>) => h.post(k, path, body);
 
   it("holds n outputs: a key with credits for 8 is admitted with n: 8 and refused with n: 16 before anything is generated", async () => {
     // The hold per output of 40 tokens is 0.08; the prompt (body bytes, at most maxModelLen 64) at most 0.064.

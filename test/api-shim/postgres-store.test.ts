@@ -5,7 +5,7 @@ import { PostgresStore, type PostgresStoreOptions } from "../../api-shim/src/sto
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { pollUntil } from "../support/tools.ts";
-import { newKey, storeContract, usage } from "./store-contract.ts";
+import { failedUsage, newKey, storeContract, usage } from "./store-contract.ts";
 
 /**
  * The store for several replicas, against a real PostgreSQL server. "Replicas" here are several
@@ -60,7 +60,7 @@ describe("PostgresStore", () => {
     await store.reserve({ reservationId: "a", keyId: "k", amount: 4, at: 1 });
     await store.reserve({ reservationId: "b", keyId: "k", amount: 4, at: 1 });
     await store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 3, usage: usage("k", "qa", 3) });
-    await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: { ...usage("k", "qb"), status: 502, promptTokens: 0, completionTokens: 0, stream: true } });
+    await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: failedUsage("k", "qb") });
     expect(await sql("SELECT amount, kind, ref, status, prompt_tokens AS p, completion_tokens AS c, stream FROM ledger WHERE kind = 'usage' ORDER BY id")).toEqual([
       { amount: "-3", kind: "usage", ref: "qa", status: 200, p: 3, c: 4, stream: false },
       { amount: "0", kind: "usage", ref: "qb", status: 502, p: 0, c: 0, stream: true },

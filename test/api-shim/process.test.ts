@@ -4,14 +4,13 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/keys.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
-import { openStream as openKeyStream, ProcessOutput, ShimStartError, spawnShim, type ShimProcess } from "../support/shim-process.ts";
+import { openStream as openKeyStream, shimClient, ShimProcesses, ShimStartError, spawnShim, type ShimProcess, writeProcessConfig } from "../support/shim-process.ts";
 
 const CREDIT = 1_000_000;
 
@@ -21,35 +20,22 @@ describe("the shim process", () => {
   let fake: FakeVllm;
   const key = generateKey();
   const adminToken = `adm-${generateKey().key}`;
-  const output = new ProcessOutput();
-  const spawned: ShimProcess[] = [];
+  const output = new ShimProcesses();
   let env: Record<string, string>;
-  const start = async (extra: Record<string, string> = {}) => {
-    const p = await spawnShim({ ...env, ...extra });
-    spawned.push(p);
-    return p;
-  };
+  const start = (extra: Record<string, string> = {}) => output.start({ ...env, ...extra });
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "shim-proc-"));
     fake = await new FakeVllm({ models: [{ name: "qwen2.5-7b" }] }).start();
-    writeFileSync(
-      join(dir, "shim.yaml"),
-      stringify({
-        pricing: { models: { "qwen2.5-7b": { promptPer1k: 0, completionPer1k: 1000 } } },
-        models: [{ name: "qwen2.5-7b", maxModelLen: 4096 }],
-        bootstrapKeys: [{ id: key.id, name: "app", hash: key.hash, credits: 1_000_000, tier: "enterprise" }],
-      }),
-    );
     env = {
       SHIM_UPSTREAM_URL: fake.url,
       SHIM_DATABASE_URL: `sqlite:${join(dir, "data", "shim.db")}`,
-      SHIM_CONFIG: join(dir, "shim.yaml"),
+      SHIM_CONFIG: writeProcessConfig(dir, key, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]),
       SHIM_ADMIN_TOKEN: adminToken,
     };
   });
   afterAll(async () => {
-    for (const p of spawned) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
+    output.killAll();
     await fake.close();
     rmSync(dir, { recursive: true, force: true });
     assertNoSecrets(output.lines, [key.key, adminToken]);
@@ -59,7 +45,7 @@ describe("the shim process", () => {
     const store = new SqliteStore(join(dir, "data", "shim.db"));
     return store.audit().finally(() => store.close());
   };
-  const client = (p: ShimProcess) => new OpenAI({ apiKey: key.key, baseURL: `${p.url}/v1`, maxRetries: 0 });
+  const client = (p: ShimProcess) => shimClient(p, key.key);
   const openStream = (p: ShimProcess, maxTokens: number) => openKeyStream(p, key.key, maxTokens);
 
   it("SIGKILL during 50 live streams: after a restart no reservation is left and balances equal the ledger", async () => {
@@ -72,7 +58,7 @@ describe("the shim process", () => {
     first.child.kill("SIGKILL");
     expect((await first.exited).signal).toBe("SIGKILL");
     output.keep(first);
-    await Promise.allSettled(streams.map(async (s) => { for (let r = await s.it.next(); !r.done; r = await s.it.next()); }));
+    await Promise.allSettled(streams.map(async (s) => { for (let r = await s.next(); !r.done; r = await s.next()); }));
 
     const second = await start();
     const released = await second.waitForLine((e) => typeof e.released === "number");
@@ -96,10 +82,10 @@ describe("the shim process", () => {
     const long = await Promise.all(Array.from({ length: 5 }, () => openStream(p, 5000)));
     p.child.kill("SIGTERM");
     await p.waitForLine((e) => e.msg === "draining");
-    const drain = async (s: { it: AsyncIterator<unknown> }) => {
+    const drain = async (s: AsyncIterator<unknown>) => {
       let n = 1;
       try {
-        for (let r = await s.it.next(); !r.done; r = await s.it.next()) n++;
+        for (let r = await s.next(); !r.done; r = await s.next()) n++;
         return { ok: true, n };
       } catch (e) {
         return { ok: false, n, error: (e as { error?: { code?: string } }).error?.code };
@@ -145,7 +131,7 @@ describe("the shim process", () => {
     expect(ready.head).toMatch(/^HTTP\/1\.1 503/);
     expect(JSON.parse(ready.body)).toMatchObject({ status: "not_ready", draining: true });
 
-    for (let r = await long.it.next().catch(() => ({ done: true })); !r.done; r = await long.it.next().catch(() => ({ done: true })));
+    for (let r = await long.next().catch(() => ({ done: true })); !r.done; r = await long.next().catch(() => ({ done: true })));
     expect(await p.exited).toEqual({ code: 0, signal: null });
     output.keep(p);
     fake.reset();
@@ -247,7 +233,7 @@ describe("the shim process", () => {
     expect(await p.waitForLine((e) => e.msg === "bootstrap key no longer in the configuration: revoked")).toMatchObject({ keyId: key.id });
     const old = await client(p).models.list().then(() => 200, (e: { status?: number }) => e.status);
     expect(old).toBe(401);
-    const fresh = new OpenAI({ apiKey: replacement.key, baseURL: `${p.url}/v1`, maxRetries: 0 });
+    const fresh = shimClient(p, replacement.key);
     expect((await fresh.models.list()).data.map((m) => m.id)).toEqual(["qwen2.5-7b"]);
     await output.stopCleanly(p);
     assertNoSecrets([...p.lines, p.stderr()], [replacement.key]);

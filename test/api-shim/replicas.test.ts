@@ -1,15 +1,14 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import OpenAI, { APIError } from "openai";
+import { APIError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/keys.ts";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
-import { openStream, ProcessOutput, spawnShim, type ShimProcess } from "../support/shim-process.ts";
+import { openStream, shimClient, ShimProcesses, writeProcessConfig } from "../support/shim-process.ts";
 import { pollUntil } from "../support/tools.ts";
 
 const CREDIT = 1_000_000;
@@ -27,14 +26,9 @@ describe("shim replicas on one Postgres database", () => {
   let env: Record<string, string>;
   const key = generateKey();
   const adminToken = `adm-${generateKey().key}`;
-  const output = new ProcessOutput();
+  const output = new ShimProcesses();
   const secrets = [key.key, adminToken];
-  const spawned: ShimProcess[] = [];
-  const start = async () => {
-    const p = await spawnShim(env);
-    spawned.push(p);
-    return p;
-  };
+  const start = () => output.start(env);
   const audit = async (keyId: string) => {
     const store = await PostgresStore.open(env.SHIM_DATABASE_URL!);
     try {
@@ -48,18 +42,11 @@ describe("shim replicas on one Postgres database", () => {
     pgServer = await startPostgres();
     dir = mkdtempSync(join(tmpdir(), "shim-replicas-"));
     fake = await new FakeVllm({ models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] }).start();
-    writeFileSync(
-      join(dir, "shim.yaml"),
-      stringify({
-        pricing: { models: { "qwen2.5-7b": { promptPer1k: 0, completionPer1k: 1000 } } },
-        models: [{ name: "qwen2.5-7b", maxModelLen: 4096 }, { name: "bge-m3", maxModelLen: 8192 }],
-        bootstrapKeys: [{ id: key.id, name: "app", hash: key.hash, credits: 1_000_000, tier: "enterprise" }],
-      }),
-    );
-    env = { SHIM_UPSTREAM_URL: fake.url, SHIM_DATABASE_URL: await pgServer.newDatabase(), SHIM_CONFIG: join(dir, "shim.yaml"), SHIM_ADMIN_TOKEN: adminToken };
+    const config = writeProcessConfig(dir, key, [{ name: "qwen2.5-7b", maxModelLen: 4096 }, { name: "bge-m3", maxModelLen: 8192 }]);
+    env = { SHIM_UPSTREAM_URL: fake.url, SHIM_DATABASE_URL: await pgServer.newDatabase(), SHIM_CONFIG: config, SHIM_ADMIN_TOKEN: adminToken };
   }, 60_000);
   afterAll(async () => {
-    for (const p of spawned) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
+    output.killAll();
     await fake?.close();
     await pgServer?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -80,7 +67,7 @@ describe("shim replicas on one Postgres database", () => {
       expect(res.status).toBe(201);
       const created = (await res.json()) as { id: string; key: string };
       secrets.push(created.key);
-      const clients = [a, b].map((p) => new OpenAI({ apiKey: created.key, baseURL: `${p.url}/v1`, maxRetries: 0 }));
+      const clients = [a, b].map((p) => shimClient(p, created.key));
       const received = fake.counters.received;
       const results = await Promise.allSettled(
         Array.from({ length: 200 }, (_, i) => clients[i % 2]!.embeddings.create({ model: "bge-m3", input: "one two three" })),
@@ -103,9 +90,8 @@ describe("shim replicas on one Postgres database", () => {
     fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
     const [doomed, survivor] = await Promise.all([start(), start()]);
     const before = await audit(key.id);
-    const open = async (p: ShimProcess, maxTokens: number) => (await openStream(p, key.key, maxTokens)).it;
-    const doomedStreams = await Promise.all(Array.from({ length: 25 }, () => open(doomed, 2000)));
-    const survivorStreams = await Promise.all(Array.from({ length: 25 }, () => open(survivor, 40)));
+    const doomedStreams = await Promise.all(Array.from({ length: 25 }, () => openStream(doomed, key.key, 2000)));
+    const survivorStreams = await Promise.all(Array.from({ length: 25 }, () => openStream(survivor, key.key, 40)));
     expect((await audit(key.id)).reservations).toBe(50);
 
     doomed.child.kill("SIGKILL");
@@ -127,7 +113,7 @@ describe("shim replicas on one Postgres database", () => {
   });
   it("the database goes down and comes back: 503 and /ready 503 meanwhile, the same processes serve again after, nothing left held", async () => {
     const p = await start();
-    const client = new OpenAI({ apiKey: key.key, baseURL: `${p.url}/v1`, maxRetries: 0 });
+    const client = shimClient(p, key.key);
     const chat = () => client.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
     await chat();
     pgServer.kill();
@@ -144,9 +130,8 @@ describe("shim replicas on one Postgres database", () => {
     await pollUntil(async () => (await fetch(`${p.url}/ready`)).status === 200, 15_000, 100);
     expect((await chat()).choices[0]!.message.content).toBe("t1 t2");
     expect(p.child.exitCode).toBeNull(); // recovered in place: no restart needed
-    expect(await audit(key.id)).toMatchObject({ held: 0, reservations: 0 });
     const after = await audit(key.id);
-    expect(after.ledgerSum).toBe(after.balance);
+    expect(after).toMatchObject({ held: 0, reservations: 0, ledgerSum: after.balance });
     await output.stopCleanly(p);
   });
 });

@@ -3,6 +3,8 @@ import type { NewKey, Store, UsageRow } from "../../api-shim/src/store/store.ts"
 
 export const newKey = (id: string, credits: number): NewKey => ({ id, name: id, hash: `sha256:${"0".repeat(64)}`, tier: "free", models: null, expiresAt: null, credits, at: 1000 });
 export const usage = (keyId: string, requestId: string, cost = 0, at = 2000): UsageRow => ({ requestId, keyId, at, route: "chat", model: "m", status: 200, promptTokens: 3, completionTokens: 4, cost, stream: false, ms: 1 });
+/** The usage record of a streamed request whose upstream failed (502): nothing generated, charged 0. */
+export const failedUsage = (keyId: string, requestId: string): UsageRow => ({ ...usage(keyId, requestId), status: 502, promptTokens: 0, completionTokens: 0, stream: true });
 
 /**
  * What every Store must do, whatever the database: the routes rely on exactly this. Called
@@ -29,7 +31,7 @@ export function storeContract(current: () => Store): void {
     await store.reserve({ reservationId: "b", keyId: "k", amount: 4, at: 1 });
     expect(await store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 3, usage: usage("k", "qa", 3) })).toEqual({ available: 3 });
     expect(await store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 3, usage: usage("k", "qa", 3) })).toEqual({ available: 3 });
-    await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: { ...usage("k", "qb"), status: 502, promptTokens: 0, completionTokens: 0, stream: true } });
+    await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: failedUsage("k", "qb") });
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 7, held: 0, ledgerSum: 7, reservations: 0, reservedSum: 0 }]);
     expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 3 }]);
   });

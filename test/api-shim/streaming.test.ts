@@ -46,21 +46,13 @@ describe("streaming metering", () => {
 
   it("asks for continuous usage where the model supports it and hides it from a client that did not ask", async () => {
     const { key } = await h.createKey({ credits: 1000 });
-    const res = await fetch(`${h.url}/v1/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-      body: JSON.stringify({ model: "qwen-cont", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true }),
-    });
+    const res = await h.post(key, "/v1/chat/completions", { model: "qwen-cont", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true });
     const events = (await res.text()).split("\n\n").filter((e) => e.startsWith("data: {"));
     expect(JSON.parse(h.fake.requests.at(-1)!.body).stream_options).toEqual({ include_usage: true, continuous_usage_stats: true });
     expect(events).toHaveLength(4); // role chunk + 3 tokens; the usage-only chunk is hidden
     for (const e of events) expect(JSON.parse(e.slice(6))).not.toHaveProperty("usage");
 
-    const asked = await fetch(`${h.url}/v1/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-      body: JSON.stringify({ model: "qwen-cont", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } }),
-    });
+    const asked = await h.post(key, "/v1/chat/completions", { model: "qwen-cont", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } });
     const kept = (await asked.text()).split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => JSON.parse(e.slice(6)));
     expect(kept).toHaveLength(5);
     expect(kept.every((c) => c.usage && typeof c.usage.completion_tokens === "number")).toBe(true);
@@ -229,11 +221,7 @@ describe("a drain that starts while a request's hold is being made", () => {
     try {
       const { key, id } = await h.createKey({ credits: 10 });
       const received = h.fake.counters.received;
-      const answer = fetch(`${h.url}/v1/chat/completions`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-        body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 5 }),
-      });
+      const answer = h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 5 });
       await reserveCalled;
       // What server.ts does on SIGTERM: the request being admitted is already in flight.
       expect(h.app.shim.inflight.size).toBe(1);

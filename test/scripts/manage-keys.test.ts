@@ -6,9 +6,8 @@ import type { ApiKey, CreatedKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/manage-keys.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
-import { tempDir } from "../support/tools.ts";
+import { freePort, tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
-import { closedPort } from "./net.ts";
 
 let h: Harness;
 beforeAll(async () => {
@@ -155,7 +154,7 @@ describe("manage-keys against a real shim", () => {
   });
 
   it("an unreachable endpoint names the URL and the cause", async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const r = await keys(["list", "--url", `http://127.0.0.1:${port}/v1`]);
     expect(r.code).toBe(1);
     expect(r.err).toContain(`cannot reach the admin API at http://127.0.0.1:${port}/admin/keys:`);

@@ -3,7 +3,7 @@ import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/smoke-test.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
-import { closedPort } from "./net.ts";
+import { freePort } from "../support/tools.ts";
 
 let h: Harness;
 let key: string;
@@ -70,7 +70,7 @@ describe("smoke-test", () => {
   });
 
   it("fails against a wrong URL: nothing listening", async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const r = await smoke(["--url", `http://127.0.0.1:${port}/v1`]);
     expect(r.code).toBe(1);
     expect(r.line("models")).toMatch(new RegExp(`^FAIL {2}models +\\d+ ms {2}cannot connect to http://127\\.0\\.0\\.1:${port}/v1: .*ECONNREFUSED`));

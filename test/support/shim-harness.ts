@@ -44,6 +44,8 @@ export interface Harness {
   createKey(body?: Record<string, unknown>): Promise<{ id: string; key: string }>;
   client(key: string, options?: { timeout?: number }): OpenAI;
   admin(path: string, init?: RequestInit): Promise<Response>;
+  /** A raw JSON POST with an API key, for what the SDK would not send or hides (bytes, headers, raw SSE). */
+  post(key: string, path: string, body: string | object, headers?: Record<string, string>): Promise<Response>;
   /** Resolves with the first request log line (parsed) matching `predicate`, past or future. */
   waitForRequestLog(predicate: (entry: RequestLog) => boolean, timeoutMs?: number): Promise<RequestLog>;
   close(): Promise<void>;
@@ -115,8 +117,11 @@ export async function startShim(options: HarnessOptions = {}): Promise<Harness> 
   const admin = (path: string, init: RequestInit = {}) =>
     fetch(url + path, { ...init, headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json", ...(init.headers as Record<string, string>) } });
 
+  const post = (key: string, path: string, body: string | object, headers: Record<string, string> = {}) =>
+    fetch(url + path, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers }, body: typeof body === "string" ? body : JSON.stringify(body) });
+
   const harness: Harness = {
-    app, url, fake, store: sqlite, dbPath, config, adminToken, logs, secrets, admin,
+    app, url, fake, store: sqlite, dbPath, config, adminToken, logs, secrets, admin, post,
     async createKey(body = {}) {
       const res = await admin("/admin/keys", { method: "POST", body: JSON.stringify({ name: "test", credits: 100, tier: "enterprise", ...body }) });
       if (res.status !== 201) throw new Error(`createKey: ${res.status} ${await res.text()}`);
@@ -171,7 +176,6 @@ export function assertNoSecrets(lines: readonly string[], secrets: Iterable<stri
   }
 }
 
-/** Balance = sum(ledger), nothing held, no reservations, for every key. */
 /** The store with some methods replaced (a failure, a gate); every other member is the store's own. */
 export function overrideStore<S extends object>(store: S, overrides: { [K in keyof S]?: S[K] }): S {
   return new Proxy(store, {
@@ -183,6 +187,7 @@ export function overrideStore<S extends object>(store: S, overrides: { [K in key
   });
 }
 
+/** Balance = sum(ledger), nothing held, no reservations, for every key. */
 export async function moneyInvariants(store: Store): Promise<{ keyId: string; balance: number; ledgerSum: number; held: number; reservations: number }[]> {
   return (await store.audit()).map((r) => ({ keyId: r.keyId, balance: r.balance, ledgerSum: r.ledgerSum, held: r.held, reservations: r.reservations }));
 }

@@ -1,9 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
+import { writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 import { expect } from "vitest";
+import { stringify } from "yaml";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -109,9 +111,23 @@ export async function spawnShim(env: Record<string, string>): Promise<ShimProces
   return { child, url: String(listening.address), lines, stderr: () => stderr, waitForLine, exited };
 }
 
-/** What a test file's shim processes wrote (log lines and stderr), kept for its scan for secrets. */
-export class ProcessOutput {
+/**
+ * A test file's shim processes: each started with `start`, what they wrote (log lines and
+ * stderr) kept for the file's scan for secrets, and any still running killed by `killAll`.
+ */
+export class ShimProcesses {
   readonly lines: string[] = [];
+  private readonly spawned: ShimProcess[] = [];
+
+  async start(env: Record<string, string>): Promise<ShimProcess> {
+    const p = await spawnShim(env);
+    this.spawned.push(p);
+    return p;
+  }
+
+  killAll(): void {
+    for (const p of this.spawned) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
+  }
 
   keep(p: Pick<ShimProcess, "lines" | "stderr">): void {
     this.lines.push(...p.lines, p.stderr());
@@ -125,11 +141,30 @@ export class ProcessOutput {
   }
 }
 
-/** Opens a chat stream through `p` and resolves once its first content chunk arrived, with the rest of it. */
-export async function openStream(p: ShimProcess, apiKey: string, maxTokens: number, model = "qwen2.5-7b") {
-  const client = new OpenAI({ apiKey, baseURL: `${p.url}/v1`, maxRetries: 0 });
-  const stream = await client.chat.completions.create({ model, messages: [{ role: "user", content: "go" }], max_tokens: maxTokens, stream: true });
+/**
+ * The shim config of the process tests, written to `<dir>/shim.yaml` (its path is returned): 1
+ * credit per completion token, the given models, and `key` as an enterprise bootstrap key with
+ * 1,000,000 credits.
+ */
+export function writeProcessConfig(dir: string, key: { id: string; hash: string }, models: { name: string; maxModelLen: number }[]): string {
+  const path = join(dir, "shim.yaml");
+  writeFileSync(path, stringify({
+    pricing: { models: { "qwen2.5-7b": { promptPer1k: 0, completionPer1k: 1000 } } },
+    models,
+    bootstrapKeys: [{ id: key.id, name: "app", hash: key.hash, credits: 1_000_000, tier: "enterprise" }],
+  }));
+  return path;
+}
+
+/** The official SDK pointed at a shim process, without retries (a test sees every answer). */
+export function shimClient(p: ShimProcess, apiKey: string): OpenAI {
+  return new OpenAI({ apiKey, baseURL: `${p.url}/v1`, maxRetries: 0 });
+}
+
+/** Opens a chat stream through `p` and resolves once its first content chunk arrived, with the rest of it to read. */
+export async function openStream(p: ShimProcess, apiKey: string, maxTokens: number) {
+  const stream = await shimClient(p, apiKey).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: maxTokens, stream: true });
   const it = stream[Symbol.asyncIterator]();
   for (let r = await it.next(); !r.done && !r.value.choices[0]?.delta.content; r = await it.next());
-  return { it, stream };
+  return it;
 }

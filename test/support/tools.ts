@@ -55,7 +55,7 @@ export function writeTemp(name: string, content: string, dir = tempDir()): strin
   return path;
 }
 
-/** A TCP port free on 127.0.0.1 right now (the OS picks it), for a server a test starts. */
+/** A TCP port free on 127.0.0.1 right now (the OS picks it): for a server a test starts, or one where nothing listens. */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
