@@ -5,6 +5,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startPostgres } from "../test/support/postgres.ts";
 import { freePort } from "../test/support/tools.ts";
+import { type LoadResult, loadGenerator, loadGeneratorLine } from "./lib/load-generator.ts";
 import { load, spawnBenchFake, spawnBenchShim, waitHttp, writeBenchConfig } from "./bench-shim.ts";
 
 /**
@@ -40,18 +41,18 @@ async function drive(setup: string, urls: string[], auth: string, seconds: numbe
   const before = machineCpu();
   const results = await Promise.all(urls.map((u) => run(u, seconds)));
   const after = machineCpu();
-  const total = results.reduce((s, r) => s + r.requests.total, 0);
+  const total = results.reduce((s, r) => s + r.total, 0);
   return {
     setup,
-    rps: Math.round(results.reduce((s, r) => s + r.requests.average, 0)),
-    errors: results.reduce((s, r) => s + r.non2xx + r.errors, 0),
+    rps: results.reduce((s, r) => s + r.rps, 0),
+    errors: results.reduce((s, r) => s + r.errors, 0),
     machineBusyPct: Math.round((100 * (after.busy - before.busy)) / Math.max(1, after.total - before.total)),
     stealPct: Math.round((100 * (after.steal - before.steal)) / Math.max(1, after.total - before.total)),
     machineCpuUsPerRequest: Math.round((after.busy - before.busy) / Math.max(1, total)),
   };
 }
 
-export async function runReplicasBench(seconds = SECONDS): Promise<{ machine: { cpus: number; node: string }; seconds: number; rows: ReplicasRow[] }> {
+export async function runReplicasBench(seconds = SECONDS): Promise<{ machine: { cpus: number; node: string }; seconds: number; loadGenerator: LoadResult["generator"]; rows: ReplicasRow[] }> {
   const dir = mkdtempSync(join(tmpdir(), "shim-bench-replicas-"));
   const children: ChildProcess[] = [];
   const pg = await startPostgres();
@@ -77,7 +78,7 @@ export async function runReplicasBench(seconds = SECONDS): Promise<{ machine: { 
     rows.push(await drive("1 process, Postgres", [one.url], key, seconds));
     const two = await start(databaseUrl, "pg-2");
     rows.push(await drive("2 processes, Postgres", [one.url, two.url], key, seconds));
-    return { machine: { cpus: cpus().length, node: process.version }, seconds, rows };
+    return { machine: { cpus: cpus().length, node: process.version }, seconds, loadGenerator, rows };
   } finally {
     for (const c of children) c.kill("SIGTERM");
     await pg.stop();
@@ -94,6 +95,7 @@ export function replicasTable(r: { rows: ReplicasRow[] }): string {
 async function main(): Promise<void> {
   try {
     console.log(`running: SQLite, then Postgres with one and two shim processes, ${SECONDS} s each…`);
+    console.log(loadGeneratorLine());
     const result = await runReplicasBench();
     console.log(replicasTable(result));
     mkdirSync(join(ROOT, ".bench"), { recursive: true });

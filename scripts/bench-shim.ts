@@ -1,7 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
-import { createRequire } from "node:module";
 import { cpus, totalmem, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,13 +8,14 @@ import { stringify } from "yaml";
 import { generateKey } from "../api-shim/src/keys.ts";
 import { createUpstream } from "../api-shim/src/upstream.ts";
 import { freePort } from "../test/support/tools.ts";
+import { closedLoop, type LoadResult, loadGenerator, loadGeneratorLine } from "./lib/load-generator.ts";
 
 /**
  * `npm run bench`: the shim against going straight to the same upstream (the fake vLLM, its own
  * process, on loopback). The shim runs as in production: auth, rate limit, credit hold and
  * settlement, a usage row and a JSON log line on every request.
  *
- *   saturation   requests/s at 16 connections (autocannon, 10 s)
+ *   saturation   requests/s at 16 connections (wrk, or autocannon without it; 10 s)
  *   latency      mean/p50/p99 at a fixed 300 requests/s (open loop, µs clock, 10 s)
  *   chunks       per-chunk delay with 200 concurrent streams (200 tokens at 50/s each, starts
  *                spread over 1 s, so all 200 are live for ~3 s): the fake stamps each token with
@@ -37,14 +37,14 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const MODEL = "qwen2.5-7b";
 const CHAT = JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "Say hello in a few words." }], max_tokens: 16 });
 
-interface AutocannonResult { requests: { average: number; total: number }; non2xx: number; errors: number; latency: { average: number; p50: number; p99: number } }
-const autocannon = createRequire(import.meta.url)("autocannon") as (o: Record<string, unknown>) => Promise<AutocannonResult>;
 
 export interface LatencyStats { mean: number; p50: number; p99: number; n: number; errors: number }
 export interface Side { saturationRps: number; saturationErrors: number; saturationCpuUsPerRequest: number; latencyMs: LatencyStats; chunkMs: LatencyStats }
 export interface BenchResult {
   machine: { cpus: number; cpu: string; memoryGb: number; node: string; platform: string };
   seconds: number;
+  /** The closed-loop load generator of the saturation runs. */
+  loadGenerator: LoadResult["generator"];
   direct: Side;
   bareProxy: Side & { chunkCpuUsPerEvent: number };
   shim: Side & { chunkCpuUsPerEvent: number };
@@ -225,14 +225,14 @@ export async function serveBareProxy(port: number, upstreamUrl: string): Promise
 }
 
 /** Closed-loop load: the benchmark's chat request on `connections` connections for `seconds`. */
-export function load(url: string, headers: Record<string, string>, connections: number, seconds: number): Promise<AutocannonResult> {
-  return autocannon({ url, method: "POST", headers: { ...headers, "content-type": "application/json" }, body: CHAT, connections, duration: seconds });
+export function load(url: string, headers: Record<string, string>, connections: number, seconds: number): Promise<LoadResult> {
+  return closedLoop({ url, method: "POST", headers: { ...headers, "content-type": "application/json" }, body: CHAT, connections, seconds });
 }
 
 /** Requests/s at 16 connections, and the CPU time the server process `pid` spent per request. */
 async function saturation(url: string, headers: Record<string, string>, seconds: number, pid: number): Promise<{ rps: number; errors: number; cpuUsPerRequest: number }> {
-  const [r, cpuUsPerRequest] = await cpuPer(pid, () => load(url, headers, 16, seconds), (r) => r.requests.total);
-  return { rps: Math.round(r.requests.average), errors: r.non2xx + r.errors, cpuUsPerRequest };
+  const [r, cpuUsPerRequest] = await cpuPer(pid, () => load(url, headers, 16, seconds), (r) => r.total);
+  return { rps: r.rps, errors: r.errors, cpuUsPerRequest };
 }
 
 const setFake = (base: string, behaviour: Record<string, unknown>) =>
@@ -295,6 +295,7 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     return {
       machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? "unknown", memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform}-${process.arch}` },
       seconds,
+      loadGenerator,
       direct: { saturationRps: satDirect.rps, saturationErrors: satDirect.errors, saturationCpuUsPerRequest: satDirect.cpuUsPerRequest, latencyMs: latDirect, chunkMs: chunkDirect },
       bareProxy: { saturationRps: satBare.rps, saturationErrors: satBare.errors, saturationCpuUsPerRequest: satBare.cpuUsPerRequest, latencyMs: latBare, chunkMs: chunkBare, chunkCpuUsPerEvent: chunkBareCpuUsPerEvent },
       shim: { saturationRps: satShim.rps, saturationErrors: satShim.errors, saturationCpuUsPerRequest: satShim.cpuUsPerRequest, latencyMs: latShim, chunkMs: chunkShim, chunkCpuUsPerEvent },
@@ -318,7 +319,7 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
 export function table(r: BenchResult): string {
   const row = (cells: (string | number)[]) => cells.map((c, i) => String(c).padEnd(i === 0 ? 34 : 13)).join("");
   return [
-    `machine: ${r.machine.cpus} × ${r.machine.cpu}, ${r.machine.memoryGb} GB, node ${r.machine.node} (${r.seconds} s runs)`,
+    `machine: ${r.machine.cpus} × ${r.machine.cpu}, ${r.machine.memoryGb} GB, node ${r.machine.node} (${r.seconds} s runs, saturation load from ${r.loadGenerator})`,
     row(["", "direct", "bare proxy", "via shim", "shim added"]),
     row(["saturation rps (16 conns)", r.direct.saturationRps, r.bareProxy.saturationRps, r.shim.saturationRps, ""]),
     row(["server CPU µs per request (sat.)", r.direct.saturationCpuUsPerRequest, r.bareProxy.saturationCpuUsPerRequest, r.shim.saturationCpuUsPerRequest, ""]),
@@ -341,6 +342,8 @@ export function table(r: BenchResult): string {
 
 async function main(): Promise<void> {
   try {
+    console.log(`running: direct, bare proxy and shim; saturation, fixed rate, then 200 streams (${SECONDS} s each, ~${Math.round(SECONDS * 10 + 20)} s in all)…`);
+    console.log(loadGeneratorLine());
     const result = await runBench();
     console.log(table(result));
     mkdirSync(join(ROOT, ".bench"), { recursive: true });
