@@ -1,5 +1,9 @@
 import type { Clock } from "./clock.ts";
+import { addressBucket } from "./client-address.ts";
 import type { TierLimits } from "./config.ts";
+
+/** Client addresses with an unauthenticated-traffic bucket at most (~100 bytes each). */
+export const MAX_TRACKED_ADDRESSES = 10_000;
 
 /**
  * In-process token buckets: capacity = the per-minute limit, refilled continuously at
@@ -64,11 +68,6 @@ export class TokenBucket {
     this.refill(nowMs);
     return Math.ceil((this.capacity - this.level) / this.perMs);
   }
-
-  isFull(nowMs: number): boolean {
-    this.refill(nowMs);
-    return this.level >= this.capacity;
-  }
 }
 
 export interface KeyBuckets {
@@ -101,19 +100,32 @@ export class RateLimiter {
     return buckets;
   }
 
-  /** One request from an unauthenticated client IP; when refused, the IP's buckets for the 429's headers. */
+  /**
+   * One request from an unauthenticated client address (an IPv6 client by its /64, see
+   * addressBucket); when refused, the address's buckets for the 429's headers.
+   */
   takeIp(ip: string): { ok: true } | { ok: false; retryMs: number; buckets: KeyBuckets } {
     if (this.ipRpm === null) return { ok: true };
     const now = this.clock.monotonic();
-    let bucket = this.ips.get(ip);
-    if (!bucket) {
-      // Bound memory under address spraying: full buckets carry no state worth keeping.
-      if (this.ips.size >= 10_000) for (const [k, b] of this.ips) if (b.isFull(now)) this.ips.delete(k);
+    const address = addressBucket(ip);
+    let bucket = this.ips.get(address);
+    if (bucket) {
+      this.ips.delete(address); // set again below: the map stays in least-recently-seen order
+    } else {
       bucket = new TokenBucket(this.ipRpm, now);
-      this.ips.set(ip, bucket);
+      // Bounded under address spraying, in O(1): the least recently seen address is forgotten.
+      // A client still being limited is seen often, so it stays; pushing it out takes requests
+      // from MAX_TRACKED_ADDRESSES other addresses, which already have that many budgets.
+      if (this.ips.size >= MAX_TRACKED_ADDRESSES) this.ips.delete(this.ips.keys().next().value!);
     }
+    this.ips.set(address, bucket);
     const r = bucket.take(1, now);
     return r.ok ? r : { ...r, buckets: { requests: bucket, tokens: null } };
+  }
+
+  /** How many client addresses have a bucket (bounded by MAX_TRACKED_ADDRESSES). */
+  get trackedAddresses(): number {
+    return this.ips.size;
   }
 }
 

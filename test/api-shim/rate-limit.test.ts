@@ -55,7 +55,7 @@ describe("rate limits through the shim", () => {
     }
   });
 
-  it("X-Forwarded-For is believed from SHIM_TRUST_PROXY: each client address has its own bucket", async () => {
+  it("X-Forwarded-For is believed from SHIM_TRUST_PROXY: each client address (an IPv6 client's /64) has its own bucket", async () => {
     const h = await startShim({ file: { unauthenticatedRpm: 2 }, env: { SHIM_TRUST_PROXY: "127.0.0.1/32" } });
     try {
       for (const ip of ["203.0.113.1", "203.0.113.2"]) {
@@ -63,6 +63,11 @@ describe("rate limits through the shim", () => {
         expect((await bad(h.url, { "x-forwarded-for": ip })).status).toBe(401);
         expect((await bad(h.url, { "x-forwarded-for": ip })).status).toBe(429);
       }
+      // An IPv6 client counts by its /64: rotating addresses inside it does not buy more requests.
+      expect((await bad(h.url, { "x-forwarded-for": "2001:db8:7:7::1" })).status).toBe(401);
+      expect((await bad(h.url, { "x-forwarded-for": "2001:db8:7:7::2" })).status).toBe(401);
+      expect((await bad(h.url, { "x-forwarded-for": "2001:db8:7:7:abcd::3" })).status).toBe(429);
+      expect((await bad(h.url, { "x-forwarded-for": "2001:db8:7:8::1" })).status).toBe(401);
     } finally {
       await h.close();
     }

@@ -1,0 +1,48 @@
+import { describe, expect, it } from "vitest";
+import { addressBucket } from "../../api-shim/src/client-address.ts";
+import { manualClock } from "../../api-shim/src/clock.ts";
+import { MAX_TRACKED_ADDRESSES, RateLimiter } from "../../api-shim/src/rate-limit.ts";
+
+describe("unauthenticated limits per client address", () => {
+  it.each([
+    ["203.0.113.7", "203.0.113.7"],
+    ["2001:db8:1:2::1", "2001:db8:1:2::/64"],
+    ["2001:DB8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"],
+    ["2001:db8::1", "2001:db8:0:0::/64"],
+    ["::1", "0:0:0:0::/64"],
+    ["fe80::1%eth0", "fe80:0:0:0::/64"],
+    ["::ffff:203.0.113.7", "203.0.113.7"],
+    ["::ffff:cb00:7107", "203.0.113.7"],
+    ["64:ff9b::203.0.113.7", "64:ff9b:0:0::/64"],
+  ])("%s counts as %s", (ip, bucket) => {
+    expect(addressBucket(ip)).toBe(bucket);
+  });
+
+  it("one IPv6 client cannot multiply its limit by rotating addresses in its /64; other /64s are apart", () => {
+    const limiter = new RateLimiter(manualClock(), 2);
+    expect(limiter.takeIp("2001:db8:1:2::1").ok).toBe(true);
+    expect(limiter.takeIp("2001:db8:1:2::2").ok).toBe(true);
+    expect(limiter.takeIp("2001:db8:1:2:ffff:ffff:ffff:ffff").ok).toBe(false);
+    expect(limiter.takeIp("2001:db8:1:3::1").ok).toBe(true);
+  });
+
+  it("an IPv4 client seen through a dual-stack socket shares its IPv4 bucket", () => {
+    const limiter = new RateLimiter(manualClock(), 1);
+    expect(limiter.takeIp("203.0.113.7").ok).toBe(true);
+    expect(limiter.takeIp("::ffff:203.0.113.7").ok).toBe(false);
+  });
+
+  it("address spraying is bounded, and a client being limited stays limited through it", () => {
+    const clock = manualClock();
+    const limiter = new RateLimiter(clock, 2);
+    limiter.takeIp("198.51.100.1");
+    limiter.takeIp("198.51.100.1");
+    for (let i = 0; i < 3 * MAX_TRACKED_ADDRESSES; i++) {
+      limiter.takeIp(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+      // The limited client keeps asking (every 1,000 sprayed requests): it is seen recently, so
+      // it is never the one forgotten.
+      if (i % 1000 === 0) expect(limiter.takeIp("198.51.100.1").ok).toBe(false);
+    }
+    expect(limiter.trackedAddresses).toBe(MAX_TRACKED_ADDRESSES);
+  });
+});
