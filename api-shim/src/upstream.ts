@@ -76,6 +76,7 @@ export function transportError(err: unknown): ShimError {
 }
 
 const MAX_UPSTREAM_MESSAGE = 500;
+const UPSTREAM_ROUTE_MISSING = "The model server has no such route (404): the endpoint's upstream URL (SHIM_UPSTREAM_URL) should be its base URL including /v1.";
 
 /** An upstream error status and body, as one of our errors. Never leaks 5xx bodies or auth failures. */
 export function upstreamStatusError(status: number, bodyText: string, model: string | undefined, retryAfter: string | string[] | undefined): ShimError {
@@ -83,7 +84,13 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
     const message = upstreamMessage(bodyText);
     return new ShimError("invalid_request", message ? { message: message.slice(0, MAX_UPSTREAM_MESSAGE) } : {});
   }
-  if (status === 404) return modelNotFound(model ?? "");
+  if (status === 404) {
+    // vLLM and LiteLLM name the model in an OpenAI-shaped error body. A bare 404 (FastAPI's
+    // {"detail":"Not Found"}, an HTML page) is a route the upstream does not have: the operator's
+    // SHIM_UPSTREAM_URL is wrong, usually missing its /v1, which is no fault of the client's model.
+    if (upstreamMessage(bodyText) === undefined) return new ShimError("upstream_error", { message: UPSTREAM_ROUTE_MISSING });
+    return modelNotFound(model ?? "");
+  }
   if (status === 413) return new ShimError("request_too_large");
   if (status === 429 || status === 503) {
     const seconds = typeof retryAfter === "string" && /^\d{1,5}$/.test(retryAfter) ? retryAfter : "1";

@@ -230,6 +230,19 @@ describe("upstream failures", () => {
     h.fake.reset();
   });
 
+  it("an upstream without the route (SHIM_UPSTREAM_URL missing /v1) → 502 that says so, not model_not_found", async () => {
+    const w = await startShim({ env: { SHIM_UPSTREAM_URL: h.fake.url.replace(/\/v1$/, "") } });
+    try {
+      const { key: k } = await w.createKey();
+      const e = await failure(() => w.client(k).chat.completions.create(chat));
+      expectShape(e, 502, "api_error", "upstream_error");
+      expect((e.error as { message: string }).message).toMatch(/SHIM_UPSTREAM_URL\b.*including \/v1/);
+      expectShape(await failure(() => w.client(k).models.list()), 502, "api_error", "upstream_error");
+    } finally {
+      await w.close();
+    }
+  });
+
   it("upstream 503 and 429 → 503 with Retry-After", async () => {
     for (const status of [503, 429]) {
       h.fake.set({ failStatus: status });
