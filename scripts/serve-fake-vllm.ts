@@ -1,4 +1,21 @@
 import { FakeVllm } from "../test/support/fake-vllm.ts";
+import { consoleIo, type Io, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+
+const USAGE = `Usage: npm run fake-vllm
+
+A test server that speaks vLLM's OpenAI dialect (models, chat, completions, embeddings, SSE with
+usage chunks, vLLM's error bodies) without a GPU: answers are "t1 t2 …", one token each.
+
+  FAKE_VLLM_PORT            8000 (FAKE_VLLM_HOST 127.0.0.1)
+  FAKE_VLLM_MODELS          comma-separated served names (qwen2.5-7b)
+  FAKE_VLLM_TOKENS          tokens per answer (16; fewer when max_tokens asks for fewer)
+  FAKE_VLLM_TOKEN_DELAY_MS  delay per token (0; 20 looks like a GPU)
+  FAKE_VLLM_API_KEY         require this bearer key, as vLLM's --api-key does
+
+Examples:
+  npm run fake-vllm
+  FAKE_VLLM_PORT=8001 FAKE_VLLM_TOKEN_DELAY_MS=20 npm run fake-vllm
+  SHIM_UPSTREAM_URL=http://127.0.0.1:8001/v1 npm run shim`;
 
 /**
  * `npm run fake-vllm`: the test upstream (vLLM's OpenAI dialect, no GPU) on 127.0.0.1:8000, so
@@ -16,17 +33,26 @@ export async function serveFakeVllm(env: NodeJS.ProcessEnv = process.env): Promi
   return fake;
 }
 
-async function main(): Promise<void> {
-  try {
-    const fake = await serveFakeVllm();
-    console.log(`fake vLLM listening on ${fake.url} serving ${fake.models.map((m) => m.name).join(", ")} (Ctrl-C to stop)`);
+export async function main(argv: readonly string[], io: Io = consoleIo): Promise<number> {
+  return runScript(io, async () => {
+    if (parseFlags(argv, {}, USAGE).values.help) {
+      io.out(USAGE);
+      return 0;
+    }
+    let fake: FakeVllm;
+    try {
+      fake = await serveFakeVllm();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "EADDRINUSE") throw new UsageError(`fake-vllm: port ${process.env.FAKE_VLLM_PORT ?? 8000} is in use by another process; set FAKE_VLLM_PORT to a free one`);
+      throw new UsageError(`fake-vllm: ${(e as Error).message}`);
+    }
+    io.out(`fake vLLM listening on ${fake.url} serving ${fake.models.map((m) => m.name).join(", ")} (Ctrl-C to stop)`);
     const stop = () => void fake.close().then(() => process.exit(0));
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
-  } catch (e) {
-    console.error(`fake-vllm: ${(e as Error).message}`);
-    process.exitCode = 1;
-  }
+    return 0;
+  });
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));

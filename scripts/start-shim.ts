@@ -1,4 +1,27 @@
 import { randomBytes } from "node:crypto";
+import { consoleIo, type Io, parseFlags, runScript } from "./lib/cli.ts";
+
+const USAGE = `Usage: npm run shim
+
+Starts the api-shim on this machine with readable logs, in front of any OpenAI-compatible
+server. Every SHIM_* variable of docs/api-shim.md applies; these have development defaults:
+
+  SHIM_UPSTREAM_URL   http://127.0.0.1:8000/v1 (\`npm run fake-vllm\` serves one); the base URL
+                      including /v1. SHIM_UPSTREAM_API_KEY if that server wants a key.
+  SHIM_HOST, SHIM_PORT
+                      127.0.0.1 and 8080
+  SHIM_DATABASE_URL   sqlite:./data/shim.db, relative to where you run it: keys, credits and
+                      usage are kept between runs (delete the file to start over)
+  SHIM_ADMIN_TOKEN    generated and printed once when unset
+  SHIM_CONFIG         a YAML file: prices, tiers, models, bootstrap keys (docs/api-shim.md)
+
+Prints where it listens, an admin token and the curl that makes a key. Ctrl-C drains and stops.
+
+Examples:
+  npm run fake-vllm &
+  npm run shim
+  SHIM_PORT=9090 npm run shim
+  SHIM_UPSTREAM_URL=http://gpu-box:8000/v1 SHIM_UPSTREAM_API_KEY=… npm run shim`;
 
 /**
  * `npm run shim`: the shim on this machine with readable logs and dev defaults — upstream
@@ -35,12 +58,19 @@ export function banner(env: NodeJS.ProcessEnv, generatedToken: string | null): s
   ].join("\n");
 }
 
-async function main(): Promise<void> {
-  const { env, generatedToken } = devEnvironment(process.env);
-  Object.assign(process.env, env);
-  process.stdout.write(banner(env, generatedToken));
-  // server.ts reads the environment, listens and handles SIGINT/SIGTERM itself.
-  await import("../api-shim/src/server.ts");
+export async function main(argv: readonly string[], io: Io = consoleIo): Promise<number> {
+  return runScript(io, async () => {
+    if (parseFlags(argv, {}, USAGE).values.help) {
+      io.out(USAGE);
+      return 0;
+    }
+    const { env, generatedToken } = devEnvironment(process.env);
+    Object.assign(process.env, env);
+    io.out(banner(env, generatedToken).trimEnd());
+    // server.ts reads the environment, listens and handles SIGINT/SIGTERM itself.
+    await import("../api-shim/src/server.ts");
+    return 0;
+  });
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));

@@ -1,6 +1,7 @@
 import { isIP } from "node:net";
 import { parse as parseYaml } from "yaml";
 import { parseCredits } from "./money.ts";
+import { parseDatabaseUrl } from "./store/database-url.ts";
 
 /**
  * The one place that reads the environment and SHIM_CONFIG. `parseShimConfig` is pure: it takes
@@ -130,6 +131,12 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   const logLevel = (str("LOG_LEVEL") ?? "info").toLowerCase();
   if (!LOG_LEVELS.includes(logLevel)) bad("LOG_LEVEL", logLevel, LOG_LEVELS.join(" | "));
 
+  const databaseUrl = str("SHIM_DATABASE_URL") ?? "sqlite:./data/shim.db";
+  try {
+    parseDatabaseUrl(databaseUrl);
+  } catch (e) {
+    problems.push((e as Error).message);
+  }
   const configFile = str("SHIM_CONFIG");
   const file = parseFileConfig(configFile, readFile, problems, bad);
   const timeouts = {
@@ -147,7 +154,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     upstreamApiKey: str("SHIM_UPSTREAM_API_KEY"),
     configFile,
     readyUrl,
-    databaseUrl: str("SHIM_DATABASE_URL") ?? "sqlite:./data/shim.db",
+    databaseUrl,
     adminToken: str("SHIM_ADMIN_TOKEN"),
     trustProxy,
     ...timeouts,

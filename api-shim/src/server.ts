@@ -4,7 +4,8 @@ import { systemClock } from "./clock.ts";
 import { ConfigError, parseShimConfig, type ShimConfig } from "./config.ts";
 import { createLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
-import { openStore, redactUrl } from "./store/open-store.ts";
+import { redactUrl } from "./store/database-url.ts";
+import { openStore } from "./store/open-store.ts";
 import type { Store } from "./store/store.ts";
 import { createUpstream } from "./upstream.ts";
 
@@ -98,7 +99,18 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => void stop?.("SIGTERM", 0, config.drainTimeoutMs));
   process.on("SIGINT", () => void stop?.("SIGINT", 0, config.drainTimeoutMs));
 
-  const address = await app.listen({ port: config.port, host: config.host });
+  let address: string;
+  try {
+    address = await app.listen({ port: config.port, host: config.host });
+  } catch (e) {
+    // Usually another process on the port: say which setting moves it, not a stack trace.
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === "EADDRINUSE" ? "the address is in use by another process" : code === "EADDRNOTAVAIL" ? "no interface has that address" : (e as Error).message;
+    logger.error(`cannot listen on ${config.host}:${config.port}: ${why}; set SHIM_PORT (and SHIM_HOST) to a free address`);
+    await store.close().catch(() => {});
+    exitNow(1);
+    return;
+  }
   logger.info({ address, upstream: config.upstreamUrl, database: redactUrl(config.databaseUrl) }, "api-shim listening");
   logger.flush();
 }

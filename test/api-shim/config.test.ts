@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
-import { openStore, redactUrl } from "../../api-shim/src/store/open-store.ts";
+import { redactUrl } from "../../api-shim/src/store/database-url.ts";
+import { openStore } from "../../api-shim/src/store/open-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 
 const HASH = `sha256:${"a".repeat(64)}`;
@@ -71,7 +72,7 @@ bootstrapKeys:
 
   it("reports every problem at once, each naming the variable or key, the value and what is allowed", () => {
     const p = problems(
-      { SHIM_UPSTREAM_URL: "litellm:4000", SHIM_READY_URL: "vllm/health", SHIM_PORT: "80a", SHIM_TRUST_PROXY: "10.0.0.0/33", LOG_LEVEL: "loud", SHIM_DRAIN_TIMEOUT_MS: "-1" },
+      { SHIM_UPSTREAM_URL: "litellm:4000", SHIM_READY_URL: "vllm/health", SHIM_PORT: "80a", SHIM_TRUST_PROXY: "10.0.0.0/33", LOG_LEVEL: "loud", SHIM_DRAIN_TIMEOUT_MS: "-1", SHIM_DATABASE_URL: "mysql://u:hunter2@x/db" },
       `
 pricing: { request: -1, models: { m: { promptPer1k: "abc" } } }
 tiers: { free: { rpm: 0 } }
@@ -89,6 +90,7 @@ extra: 1
       /^SHIM_TRUST_PROXY: "10.0.0.0\/33"/,
       /^LOG_LEVEL: "loud"/,
       /^SHIM_DRAIN_TIMEOUT_MS: "-1"/,
+      /^SHIM_DATABASE_URL: "mysql:\/\/u:\*\*\*@x\/db" is not valid; expected sqlite:<path>, sqlite::memory: or postgres:\/\/…$/,
       /^SHIM_CONFIG pricing.request: -1 is not valid; expected a non-negative number of credits/,
       /^SHIM_CONFIG pricing.models.m.promptPer1k: "abc"/,
       /^SHIM_CONFIG tiers.free.rpm: 0 is not valid; expected a positive integer, or null for unlimited/,
@@ -105,7 +107,8 @@ extra: 1
     expect(p).toHaveLength(expected.length);
   });
 
-  it("requires SHIM_UPSTREAM_URL and a readable SHIM_CONFIG", () => {
+  it("requires SHIM_UPSTREAM_URL, a readable SHIM_CONFIG and a path in a sqlite: URL", () => {
+    expect(problems({ SHIM_DATABASE_URL: "sqlite:" })).toEqual([expect.stringMatching(/^SHIM_DATABASE_URL: sqlite: needs a path/)]);
     expect(() => parseShimConfig({}, () => "")).toThrow(/SHIM_UPSTREAM_URL: is required/);
     expect(problems({ SHIM_CONFIG: "/missing.yaml" })).toEqual([expect.stringMatching(/^SHIM_CONFIG: cannot read or parse "\/missing.yaml"/)]);
     expect(problems({}, "pricing: [unclosed")).toEqual([expect.stringMatching(/^SHIM_CONFIG: cannot read or parse/)]);

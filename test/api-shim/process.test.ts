@@ -218,6 +218,19 @@ describe("the shim process", () => {
     await output.stopCleanly(again);
   });
 
+  it("a port already in use: exit 1 with one line that names SHIM_PORT, not a stack trace", async () => {
+    const first = await start();
+    const port = new URL(first.url).port;
+    const failed = await spawnShim({ ...env, SHIM_PORT: port }).catch((e: unknown) => e);
+    if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
+    expect(failed.exit).toEqual({ code: 1, signal: null });
+    const errors = failed.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50);
+    expect(errors.map((l) => l.msg)).toEqual([`cannot listen on 127.0.0.1:${port}: the address is in use by another process; set SHIM_PORT (and SHIM_HOST) to a free address`]);
+    expect(errors[0]).not.toHaveProperty("err");
+    output.keep(failed);
+    await output.stopCleanly(first);
+  });
+
   it("a bootstrap key removed from the configuration stops working at the next start", async () => {
     // Without SHIM_CONFIG (say, a manual run against the same database) nothing is revoked.
     const bare = await start({ SHIM_CONFIG: "" });

@@ -1,0 +1,23 @@
+/**
+ * SHIM_DATABASE_URL, read once: `sqlite:<path>` (relative to the working directory),
+ * `sqlite::memory:`, or `postgres://…` / `postgresql://…` (a libpq connection URL). Kept apart
+ * from the stores so the configuration can check it with every other setting at start, without
+ * loading a database driver.
+ */
+export type DatabaseTarget = { kind: "postgres"; url: string } | { kind: "sqlite"; path: string };
+
+/** The store a URL names; throws an Error whose message names SHIM_DATABASE_URL and what is allowed. */
+export function parseDatabaseUrl(url: string): DatabaseTarget {
+  if (url.startsWith("postgres://") || url.startsWith("postgresql://")) return { kind: "postgres", url };
+  if (!url.startsWith("sqlite:")) {
+    throw new Error(`SHIM_DATABASE_URL: ${JSON.stringify(redactUrl(url))} is not valid; expected sqlite:<path>, sqlite::memory: or postgres://…`);
+  }
+  const path = url.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "");
+  if (path === "") throw new Error("SHIM_DATABASE_URL: sqlite: needs a path, e.g. sqlite:./data/shim.db");
+  return { kind: "sqlite", path };
+}
+
+/** The URL with any password replaced, for logs and error messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/([^/@:]*):[^/@]*@/, "//$1:***@").replace(/([?&]password=)[^&]*/gi, "$1***");
+}

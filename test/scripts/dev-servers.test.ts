@@ -1,0 +1,39 @@
+import { readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { describe, expect, it } from "vitest";
+import { main as fakeVllm } from "../../scripts/serve-fake-vllm.ts";
+import { main as shim } from "../../scripts/start-shim.ts";
+import { memoryIo } from "../../scripts/lib/cli.ts";
+
+const scripts = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { scripts: Record<string, string> }).scripts;
+
+describe("the local servers: npm run shim and npm run fake-vllm", () => {
+  it.each([["shim", shim, "start-shim"], ["fake-vllm", fakeVllm, "serve-fake-vllm"]] as const)("npm run %s --help prints its usage and starts nothing", async (name, main, file) => {
+    expect(scripts[name]).toBe(`node scripts/${file}.ts`);
+    const io = memoryIo();
+    expect(await main(["--help"], io)).toBe(0);
+    expect(io.stdout.join("\n")).toMatch(new RegExp(`^Usage: npm run ${name}\\n`));
+    expect(io.stdout.join("\n")).toContain("Examples:");
+    expect(io.stdout.join("\n")).not.toMatch(/listening|admin token \(generated/);
+    const bad = memoryIo();
+    expect(await main(["--port", "1"], bad)).toBe(1);
+    expect(bad.stderr.join("\n")).toMatch(/Unknown option '--port'[\s\S]*Usage: npm run/);
+  });
+
+  it("fake-vllm on a busy port says which variable moves it", async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
+    const port = (taken.address() as { port: number }).port;
+    const saved = process.env.FAKE_VLLM_PORT;
+    process.env.FAKE_VLLM_PORT = String(port);
+    try {
+      const io = memoryIo();
+      expect(await fakeVllm([], io)).toBe(1);
+      expect(io.stderr).toEqual([`fake-vllm: port ${port} is in use by another process; set FAKE_VLLM_PORT to a free one`]);
+    } finally {
+      if (saved === undefined) delete process.env.FAKE_VLLM_PORT;
+      else process.env.FAKE_VLLM_PORT = saved;
+      taken.close();
+    }
+  });
+});
