@@ -180,6 +180,20 @@ describe("the bundle's files", () => {
     expect(load.output.trim()).toBe("loaded");
   }, 120_000);
 
+  it("bin/make-self-signed-cert.sh writes nginx's certificate with .env's secrets still placeholders, and says what is missing without .env", () => {
+    const dir = written(bundle);
+    const missing = runTool("bash", [join(dir, "bin/make-self-signed-cert.sh"), "203.0.113.7"]);
+    expect(missing.status).toBe(1);
+    expect(missing.output).toMatch(/^no \.env in .*: cp \.env\.example \.env/);
+    const data = tempDir();
+    const example = readFileSync(join(dir, ".env.example"), "utf8");
+    writeFileSync(join(dir, ".env"), example.replace(/^GS_DATA_DIR=.*$/m, `GS_DATA_DIR=${data}`));
+    const made = runTool("bash", [join(dir, "bin/make-self-signed-cert.sh"), "203.0.113.7"]);
+    expect(made.status, made.output).toBe(0);
+    const cert = runTool("openssl", ["x509", "-noout", "-ext", "subjectAltName", "-in", join(data, "tls", "fullchain.pem")]);
+    expect(cert.output).toContain("IP Address:203.0.113.7");
+  });
+
   it.each(["bin/deploy.sh", "bin/wait-ready.sh", "bin/make-self-signed-cert.sh", "nginx/reload-on-cert-change.sh"])("%s passes shellcheck", (path) => {
     const dir = written(bundle);
     const result = runTool("shellcheck", ["-x", join(dir, path)]);

@@ -5,11 +5,16 @@
 set -euo pipefail
 name=${1:?usage: make-self-signed-cert.sh <dns-name-or-ip>}
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# shellcheck source=/dev/null
-. ./.env
-dir="${GS_DATA_DIR:?set GS_DATA_DIR in .env}/tls"
+if [[ ! -f .env ]]; then
+  echo "no .env in $PWD: cp .env.example .env && chmod 600 .env, then set GS_DATA_DIR in it" >&2
+  exit 1
+fi
+# Only GS_DATA_DIR is needed, so .env is read, not sourced: the secrets may still be
+# .env.example's placeholders, which are not shell.
+data_dir=$(sed -n 's/^GS_DATA_DIR=//p' .env | tail -n 1)
+dir="${data_dir:?set GS_DATA_DIR in .env}/tls"
 mkdir -p "$dir"
-if [[ $name =~ ^[0-9.]+$ ]]; then san="IP:$name"; else san="DNS:$name"; fi
+if [[ $name =~ ^[0-9.]+$ || $name == *:* ]]; then san="IP:$name"; else san="DNS:$name"; fi
 umask 077
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 825 \
   -subj "/CN=$name" -addext "subjectAltName=$san" \
