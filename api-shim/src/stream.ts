@@ -62,7 +62,12 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     if (!out.write(text)) {
       // Backpressure: wait for the client to take it (or leave) instead of buffering without bound.
       await new Promise<void>((resolve) => {
+        // A client that stops reading must not keep the upstream connection, its hold and its
+        // place in flight forever: what it has not taken within the idle timeout ends the stream
+        // as if it had left ('close' aborts the upstream; it is charged for what was generated).
+        const stalled = setTimeout(() => out.destroy(), ctx.config.streamIdleTimeoutMs);
         const go = () => {
+          clearTimeout(stalled);
           out.off("drain", go);
           out.off("close", go);
           resolve();
