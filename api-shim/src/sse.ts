@@ -3,18 +3,49 @@
  * its blank line) as soon as its last byte is in; it never waits for more than that and never
  * holds more than one partial event. An unterminated event at the end of the body is dropped,
  * as the SSE spec says: a cut-off JSON chunk must not reach the client.
+ *
+ * Work is proportional to the bytes that arrive: each chunk is searched once (plus one character
+ * of the one before it, for a blank line split between them), and a partial event is kept as
+ * pieces joined once, when it ends. Searching the whole pending text on every chunk made one
+ * large event (vLLM's first chunk with `echo` and `logprobs` holds the whole prompt) quadratic:
+ * seconds of blocked event loop for a few MB.
  */
 export async function* sseEvents(body: AsyncIterable<Uint8Array | string>): AsyncGenerator<string> {
   const decoder = new TextDecoder();
-  let buf = "";
+  let pending: string[] = []; // the partial event, in pieces
+  let endsInNewline = false; // the partial event's last character is "\n"
+  let afterCR = false; // the previous chunk ended in "\r", so a "\n" starting this one is its CRLF
   for await (const chunk of body) {
-    buf += typeof chunk === "string" ? chunk : decoder.decode(chunk, { stream: true });
-    if (buf.includes("\r")) buf = buf.replace(/\r\n?/g, "\n"); // CRLF and CR line endings are valid SSE
-    let end: number;
-    while ((end = buf.indexOf("\n\n")) !== -1) {
-      const event = buf.slice(0, end);
-      buf = buf.slice(end + 2);
+    let text = typeof chunk === "string" ? chunk : decoder.decode(chunk, { stream: true });
+    if (text === "") continue; // the start of a multi-byte character: nothing to look at yet
+    if (afterCR && text.startsWith("\n")) text = text.slice(1);
+    afterCR = text.endsWith("\r");
+    if (text === "") continue;
+    if (text.includes("\r")) text = text.replace(/\r\n?/g, "\n"); // CRLF and CR line endings are valid SSE
+    let start = 0;
+    if (endsInNewline && text.startsWith("\n")) {
+      // The blank line is split between the chunks: the event is what was pending, minus its "\n".
+      const event = pending.join("").slice(0, -1);
+      pending = [];
+      start = 1;
       if (event !== "") yield event;
+    }
+    let end: number;
+    while ((end = text.indexOf("\n\n", start)) !== -1) {
+      let event = text.slice(start, end);
+      if (pending.length > 0) {
+        pending.push(event);
+        event = pending.join("");
+        pending = [];
+      }
+      start = end + 2;
+      if (event !== "") yield event;
+    }
+    if (start < text.length) {
+      pending.push(start === 0 ? text : text.slice(start));
+      endsInNewline = text.endsWith("\n");
+    } else {
+      endsInNewline = false;
     }
   }
 }

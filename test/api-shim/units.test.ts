@@ -168,6 +168,21 @@ describe("SSE splitting and metering", () => {
     for await (const e of sseEvents(chunks('data: {"a"', ':1}\n', "\ndata: [DO", "NE]\r\n\r\n", "data: {\"cut"))) events.push(e);
     expect(events).toEqual(['data: {"a":1}', "data: [DONE]"]);
   });
+  it("finds blank lines split between chunks, CRLF included, and one large event in many chunks", async () => {
+    const read = async (...parts: string[]) => {
+      const events: string[] = [];
+      for await (const e of sseEvents(chunks(...parts))) events.push(e);
+      return events;
+    };
+    expect(await read("data: a\n", "\n", "data: b\n", "\ndata: c\n\n")).toEqual(["data: a", "data: b", "data: c"]);
+    expect(await read("data: a\r", "\n\r", "\n", "data: b\r\n\r\n")).toEqual(["data: a", "data: b"]);
+    expect(await read("data: a\r", "\r", "data: b\r\r")).toEqual(["data: a", "data: b"]);
+    expect(await read("data: a\r", "", "\ndata: x\n", "\n")).toEqual(["data: a\ndata: x"]);
+    expect(await read(": c\n\n\n", "\ndata: a\n\n")).toEqual([": c", "data: a"]);
+    const big = `data: {"x":"${"y".repeat(300_000)}"}`;
+    const parts = [...big.matchAll(/[\s\S]{1,4096}/g)].map((m) => m[0]);
+    expect(await read(...parts, "\n\ndata: [DONE]\n\n")).toEqual([big, "data: [DONE]"]);
+  });
   it("splits a multi-byte character across chunks correctly", async () => {
     const bytes = new TextEncoder().encode('data: {"t":"é"}\n\n');
     const events: string[] = [];
