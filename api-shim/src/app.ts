@@ -7,6 +7,7 @@ import type { ShimConfig } from "./config.ts";
 import type { ShimContext } from "./context.ts";
 import { errorBody, errorHandler, sendError, ShimError } from "./errors.ts";
 import { Inflight } from "./inflight.ts";
+import { jsonShapeProblem } from "./json-shape.ts";
 import { requestLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
 import { redactKeys } from "./keys.ts";
@@ -85,6 +86,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const raw = body as Buffer;
     request.rawBody = raw;
     if (raw.length === 0) return done(null, undefined); // routes that need a body say so (400)
+    const shape = jsonShapeProblem(raw);
+    if (shape) return done(new ShimError("invalid_request", { message: shape }), undefined);
     try {
       done(null, JSON.parse(raw.toString("utf8")));
     } catch {

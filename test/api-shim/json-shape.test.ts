@@ -1,0 +1,48 @@
+import { BadRequestError } from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { jsonShapeProblem, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH } from "../../api-shim/src/json-shape.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+
+const shape = (text: string) => jsonShapeProblem(Buffer.from(text));
+const nested = (levels: number) => `{"model":"m","x":${"[".repeat(levels - 1)}${"]".repeat(levels - 1)}}`;
+
+describe("request bodies built to be slow to parse", () => {
+  it("refuses JSON nested deeper than the limit, and accepts the limit itself", () => {
+    expect(shape(nested(MAX_JSON_DEPTH))).toBeNull();
+    expect(shape(nested(MAX_JSON_DEPTH + 1))).toBe(`Request body nests JSON deeper than ${MAX_JSON_DEPTH} levels.`);
+  });
+
+  it("refuses more objects and arrays than the limit", () => {
+    const many = (n: number) => `{"messages":[${Array.from({ length: n - 2 }, () => "{}").join(",")}]}`;
+    expect(shape(many(MAX_JSON_CONTAINERS))).toBeNull();
+    expect(shape(many(MAX_JSON_CONTAINERS + 1))).toBe(`Request body has more than ${MAX_JSON_CONTAINERS} JSON objects and arrays.`);
+  });
+
+  it("does not count brackets inside strings, escaped quotes and backslashes included", () => {
+    const text = (s: string) => `{"messages":[{"role":"user","content":${JSON.stringify(s)}}]}`;
+    expect(shape(text("[".repeat(10_000)))).toBeNull();
+    expect(shape(text(`\\"${"[".repeat(10_000)}`))).toBeNull();
+    expect(shape(text(`a\\\\"${"{".repeat(10_000)}`))).toBeNull();
+    // After a string that ends in an escaped backslash, brackets count again.
+    expect(shape(`{"a":"x\\\\","b":${"[".repeat(MAX_JSON_DEPTH)}${"]".repeat(MAX_JSON_DEPTH)}}`)).toMatch(/deeper than/);
+  });
+
+  describe("through the shim", () => {
+    let h: Harness;
+    beforeAll(async () => {
+      h = await startShim();
+    });
+    afterAll(() => h.close());
+
+    it("a deep body is a 400 before anything else, even from a key without credits, and never reaches the upstream", async () => {
+      const { key } = await h.createKey({ credits: 0 });
+      const received = h.fake.counters.received;
+      const res = await h.post(key, "/v1/chat/completions", `{"model":"qwen2.5-7b","messages":[{"role":"user","content":"hi"}],"x":${"[".repeat(500_000)}${"]".repeat(500_000)}}`);
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ error: { type: "invalid_request_error", code: "invalid_request", message: `Request body nests JSON deeper than ${MAX_JSON_DEPTH} levels.` } });
+      const e = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: Array.from({ length: MAX_JSON_CONTAINERS }, () => ({ role: "user" as const, content: "x" })) }).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(BadRequestError);
+      expect(h.fake.counters.received).toBe(received);
+    });
+  });
+});
