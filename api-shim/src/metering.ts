@@ -23,7 +23,7 @@ export interface MeterOptions {
   outputsPerPrompt: number;
 }
 
-interface UsageJson {
+export interface UsageJson {
   prompt_tokens?: unknown;
   completion_tokens?: unknown;
 }
@@ -119,7 +119,7 @@ export class StreamMeter {
 const USAGE_OBJECT = /"usage"\s*:\s*\{/;
 const CONTENT = /"(?:content|text|reasoning_content|reasoning)"\s*:\s*"[^"]|"tool_calls"\s*:\s*\[\s*\{/;
 
-function toUsage(u: UsageJson | null | undefined): Usage | null {
+export function toUsage(u: UsageJson | null | undefined): Usage | null {
   if (!u || typeof u !== "object") return null;
   const p = u.prompt_tokens;
   const c = u.completion_tokens ?? 0;
@@ -151,55 +151,16 @@ function withoutUsage(data: string, chunk: ChunkJson): string {
   return JSON.stringify(rest);
 }
 
-/** JSON's whitespace: space, tab, line feed, carriage return. */
-const isJsonSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
-
-/** Bodies above this size are not parsed whole just to read their usage (embeddings can be MBs). */
-const PARSE_WHOLE_BELOW = 64 * 1024;
-
-/**
- * The usage of a non-streamed JSON response, and whether the body is a JSON object (so members
- * can be spliced in). Large bodies: only the `"usage":{…}` object is parsed.
- */
-export function usageOfBody(text: string): { usage: Usage | null; isObject: boolean } {
-  let first = 0;
-  while (first < text.length && isJsonSpace(text.charCodeAt(first))) first++;
-  let last = text.length - 1;
-  while (last > first && isJsonSpace(text.charCodeAt(last))) last--;
-  const looksLikeObject = first < text.length && text.charCodeAt(first) === 0x7b && text.charCodeAt(last) === 0x7d;
-  if (!looksLikeObject) return { usage: null, isObject: false };
-  if (text.length >= PARSE_WHOLE_BELOW) {
-    const at = text.lastIndexOf('"usage":');
-    const open = at < 0 ? -1 : text.indexOf("{", at);
-    if (open > 0 && /^\s*$/.test(text.slice(at + 8, open))) {
-      let depth = 0;
-      for (let i = open; i < text.length && i < open + 4096; i++) {
-        const ch = text[i];
-        if (ch === "{") depth++;
-        else if (ch === "}" && --depth === 0) {
-          try {
-            const usage = toUsage(JSON.parse(text.slice(open, i + 1)) as UsageJson);
-            if (usage) return { usage, isObject: true };
-          } catch {}
-          break;
-        }
-      }
-    }
-  }
-  try {
-    const body = JSON.parse(text) as { usage?: UsageJson } | null;
-    const isObject = body !== null && typeof body === "object" && !Array.isArray(body);
-    return { usage: isObject ? toUsage(body.usage) : null, isObject };
-  } catch {
-    return { usage: null, isObject: false };
-  }
-}
-
 /** Adds `"name":value` members at the end of a JSON object's text, leaving the rest as it was. */
 export function spliceJson(text: string, members: Record<string, string>): string {
   const end = text.lastIndexOf("}");
   if (end < 0) return text;
-  const extra = Object.entries(members).map(([k, v]) => `${JSON.stringify(k)}:${v}`).join(",");
+  const extra = jsonMembers(members);
   const empty = /^\s*\{\s*$/.test(text.slice(0, end));
   return `${text.slice(0, end)}${empty ? "" : ","}${extra}${text.slice(end)}`;
+}
+
+/** `"name":value,…` for spliceJson and spliceJsonBytes: values are JSON texts already. */
+export function jsonMembers(members: Record<string, string>): string {
+  return Object.entries(members).map(([k, v]) => `${JSON.stringify(k)}:${v}`).join(",");
 }

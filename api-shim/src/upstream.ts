@@ -138,7 +138,20 @@ function upstreamMessage(text: string): string | undefined {
 }
 
 /** Reads a response body up to `limit` bytes; longer bodies are cut (for error messages only). */
-export async function readLimited(body: AsyncIterable<Uint8Array> & { destroy(err?: Error): unknown }, limit: number): Promise<{ text: string; truncated: boolean }> {
+export async function readLimited(body: Body, limit: number): Promise<{ text: string; truncated: boolean }> {
+  const r = await collect(body, limit, true);
+  return { text: r.bytes.toString("utf8"), truncated: r.over };
+}
+
+/** A whole response body as one Buffer, or null past `limit` bytes (the rest is not read). */
+export async function readBody(body: Body, limit: number): Promise<Buffer | null> {
+  const r = await collect(body, limit, false);
+  return r.over ? null : r.bytes;
+}
+
+type Body = AsyncIterable<Uint8Array> & { destroy(err?: Error): unknown };
+
+async function collect(body: Body, limit: number, keepCut: boolean): Promise<{ bytes: Buffer; over: boolean }> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   for await (const c of body) {
@@ -146,10 +159,10 @@ export async function readLimited(body: AsyncIterable<Uint8Array> & { destroy(er
     size += c.byteLength;
     if (size > limit) {
       body.destroy();
-      return { text: Buffer.concat(chunks).subarray(0, limit).toString("utf8"), truncated: true };
+      return { bytes: keepCut ? Buffer.concat(chunks, limit) : Buffer.alloc(0), over: true };
     }
   }
   const one = chunks.length === 1 ? chunks[0]! : undefined; // the usual case: no copy
-  const all = one === undefined ? Buffer.concat(chunks) : Buffer.isBuffer(one) ? one : Buffer.from(one.buffer, one.byteOffset, one.byteLength);
-  return { text: all.toString("utf8"), truncated: false };
+  const bytes = one === undefined ? Buffer.concat(chunks, size) : Buffer.isBuffer(one) ? one : Buffer.from(one.buffer, one.byteOffset, one.byteLength);
+  return { bytes, over: false };
 }

@@ -131,6 +131,25 @@ describe("inference through the shim with the OpenAI SDK", () => {
     expect((e as unknown as { credits_charged: number }).credits_charged).toBe(1); // bge-m3 has no token price
   });
 
+  it("a large embeddings answer (MBs) arrives whole, with its usage metered and the credit members added", async () => {
+    h.fake.set({ embeddingDims: 4096 });
+    try {
+      const input = Array.from({ length: 64 }, (_, i) => `passage ${i}`);
+      const { data: e, response } = await h.client(key).embeddings.create({ model: "bge-m3", input, encoding_format: "float" }).withResponse();
+      expect(Number(response.headers.get("content-length"))).toBeGreaterThan(2 * 1024 * 1024);
+      expect(e.data).toHaveLength(64);
+      expect(e.data[63]!.embedding).toHaveLength(4096);
+      expect(e.data[63]!.embedding[3]).toBeCloseTo(6.3, 6);
+      expect(e.usage).toEqual({ prompt_tokens: 128, total_tokens: 128, completion_tokens: 0, prompt_tokens_details: null });
+      expect((e as unknown as { credits_charged: number }).credits_charged).toBe(1);
+      expect(response.headers.get("x-credits-charged")).toBe("1");
+      const log = await h.waitForRequestLog((l) => l.reqId === response.headers.get("x-request-id"));
+      expect(log.tokens).toBe(128);
+    } finally {
+      h.fake.set({ embeddingDims: 4 });
+    }
+  });
+
   it("?batch=1 is charged the batch price", async () => {
     const res = await h.post(key, "/v1/embeddings?batch=1", { model: "bge-m3", input: "x" });
     expect(res.status).toBe(200);

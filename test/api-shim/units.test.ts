@@ -4,6 +4,7 @@ import { manualClock } from "../../api-shim/src/clock.ts";
 import { Inflight } from "../../api-shim/src/inflight.ts";
 import { createLogger, requestLogger, type RequestLine } from "../../api-shim/src/logger.ts";
 import { generateKey, hashKey, parseKeyId, randomBase62, redactKeys, secretsEqual, verifyKey, bearerToken } from "../../api-shim/src/keys.ts";
+import { spliceJsonBytes, usageOfBody } from "../../api-shim/src/answer-body.ts";
 import { StreamMeter, spliceJson } from "../../api-shim/src/metering.ts";
 import { ceilDiv, creditsNumber, formatCredits, parseCredits, tokenCost } from "../../api-shim/src/money.ts";
 import { parsePeriod, showPeriod } from "../../api-shim/src/period.ts";
@@ -232,15 +233,28 @@ describe("usage periods", () => {
 });
 
 describe("usage of a non-streamed body", () => {
-  it("reads usage from small and large bodies, and says whether members can be spliced in", async () => {
-    const { usageOfBody } = await import("../../api-shim/src/metering.ts");
-    expect(usageOfBody('{"a":1,"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2}}\n')).toEqual({ usage: { promptTokens: 3, completionTokens: 2 }, isObject: true });
+  const bytes = (text: string) => Buffer.from(text);
+  it("reads usage from small and large bodies, and says whether members can be spliced in", () => {
+    expect(usageOfBody(bytes('{"a":1,"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2}}\n'))).toEqual({ usage: { promptTokens: 3, completionTokens: 2 }, isObject: true });
     const big = JSON.stringify({ data: [{ embedding: Array.from({ length: 20_000 }, (_, i) => i / 7) }], note: '"usage":{"prompt_tokens":999}', usage: { prompt_tokens: 7, total_tokens: 7, completion_tokens: 0, prompt_tokens_details: null } });
     expect(big.length).toBeGreaterThan(64 * 1024);
-    expect(usageOfBody(big)).toEqual({ usage: { promptTokens: 7, completionTokens: 0 }, isObject: true });
-    expect(usageOfBody("[1,2]")).toEqual({ usage: null, isObject: false });
-    expect(usageOfBody("not json")).toEqual({ usage: null, isObject: false });
-    expect(usageOfBody('{"no":"usage"}')).toEqual({ usage: null, isObject: true });
+    expect(usageOfBody(bytes(big))).toEqual({ usage: { promptTokens: 7, completionTokens: 0 }, isObject: true });
+    // A large body whose usage is not last is parsed whole.
+    const early = JSON.stringify({ usage: { prompt_tokens: 5, completion_tokens: 1 }, data: [{ embedding: Array.from({ length: 20_000 }, (_, i) => i / 7) }] });
+    expect(usageOfBody(bytes(early))).toEqual({ usage: { promptTokens: 5, completionTokens: 1 }, isObject: true });
+    expect(usageOfBody(bytes("[1,2]"))).toEqual({ usage: null, isObject: false });
+    expect(usageOfBody(bytes("not json"))).toEqual({ usage: null, isObject: false });
+    expect(usageOfBody(bytes('{"no":"usage"}'))).toEqual({ usage: null, isObject: true });
+  });
+  it("splices members into the body's bytes without reformatting or copying it", () => {
+    const join = (pieces: Buffer[]) => Buffer.concat(pieces).toString();
+    expect(join(spliceJsonBytes(bytes('{"a": 1.0, "b" : [ ]}\n'), { c: "2" }))).toBe('{"a": 1.0, "b" : [ ],"c":2}\n');
+    expect(join(spliceJsonBytes(bytes("{ }"), { c: "2", d: '"x"' }))).toBe('{ "c":2,"d":"x"}');
+    expect(join(spliceJsonBytes(bytes('{"a":{}}'), { c: "2" }))).toBe('{"a":{},"c":2}');
+    const raw = bytes('{"é":"ü"}');
+    const pieces = spliceJsonBytes(raw, { c: "2" });
+    expect(pieces[0]!.buffer).toBe(raw.buffer); // the body's own memory, not a copy
+    expect(join(pieces)).toBe('{"é":"ü","c":2}');
   });
 });
 

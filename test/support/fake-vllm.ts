@@ -30,10 +30,12 @@ export interface Behaviour {
   stampTokens: boolean;
   /** Prompt tokens the chat template adds to every chat request (role markers, a system prompt). */
   templateTokens: number;
+  /** Length of each embedding vector (real models: 384 to 4,096; large batches make large bodies). */
+  embeddingDims: number;
 }
 
 const DEFAULTS: Behaviour = {
-  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", hang: false, stampTokens: false, templateTokens: 3,
+  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", hang: false, stampTokens: false, templateTokens: 3, embeddingDims: 4,
 };
 
 export interface FakeModel {
@@ -280,7 +282,7 @@ export class FakeVllm extends EventEmitter {
     const usage = { prompt_tokens: prompt, total_tokens: prompt, completion_tokens: 0, prompt_tokens_details: null };
     json(res, 200, {
       id: `embd-${hex()}`, object: "list", created: Math.floor(Date.now() / 1000), model,
-      data: items.map((_, index) => ({ index, object: "embedding", embedding: [0.0123, -0.0456, 0.0789, index / 10] })),
+      data: items.map((_, index) => ({ index, object: "embedding", embedding: Array.from({ length: this.behaviour.embeddingDims }, (_, d) => [0.0123, -0.0456, 0.0789, index / 10][d % 4]! + Math.floor(d / 4) / 1e6) })),
       usage,
     });
     this.usages.push({ prompt_tokens: prompt, completion_tokens: 0, total_tokens: prompt });

@@ -1,17 +1,17 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { spliceJsonBytes, usageOfBody } from "../answer-body.ts";
 import { finishRequest } from "../app.ts";
 import { authHeaders, rateLimited } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { type InferenceKind, parseInferenceRequest, promptBytes, upstreamBody } from "../inference-request.ts";
-import { spliceJson, usageOfBody } from "../metering.ts";
 import { formatCredits } from "../money.ts";
 import { estimatePromptTokens } from "../pricing.ts";
 import { rateLimitHeaders } from "../rate-limit.ts";
 import { Settlement } from "../settlement.ts";
 import { relayStream } from "../stream.ts";
-import { isAbort, modelNotFound, transportError, upstreamStatusError, readLimited, type UpstreamResponse } from "../upstream.ts";
+import { isAbort, modelNotFound, readBody, readLimited, transportError, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -21,6 +21,8 @@ const ROUTES: readonly [string, InferenceKind, string][] = [
 
 /** Largest non-streamed upstream body we accept (embeddings of big batches are large). */
 const MAX_UPSTREAM_BODY = 256 * 1024 * 1024;
+/** Answers below this size are written as one buffer (one syscall with the headers). */
+const COPY_BELOW = 64 * 1024;
 
 export function inferenceRoutes(app: FastifyInstance, ctx: ShimContext): void {
   for (const [path, kind, upstreamPath] of ROUTES) {
@@ -109,19 +111,19 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
     if (req.stream) {
       return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, promptEstimate: () => estimatePromptTokens(promptBytes(kind, body)) });
     }
-    let text: string;
+    let answerBytes: Buffer;
     try {
-      const r = await readLimited(res.body, MAX_UPSTREAM_BODY);
-      if (r.truncated) throw new ShimError("upstream_error");
-      text = r.text;
+      const r = await readBody(res.body, MAX_UPSTREAM_BODY);
+      if (r === null) throw new ShimError("upstream_error");
+      answerBytes = r;
     } catch (e) {
       return await failed(ctx, request, reply, settlement, ac.signal, e);
     }
-    const answer = usageOfBody(text);
+    const answer = usageOfBody(answerBytes);
     // No usage from the upstream: charge the request price and no tokens rather than guess.
     const { cost, available } = await settlement.settle(res.status, answer.usage ?? { promptTokens: 0, completionTokens: 0 });
     // Seed 001's success body: the charge, what is left, and whether the batch price applied.
-    const out = answer.isObject ? spliceJson(text, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available), batch_request: String(batch) }) : text;
+    const pieces = answer.isObject ? spliceJsonBytes(answerBytes, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available), batch_request: String(batch) }) : [answerBytes];
     // The hot path writes the response itself: Fastify's send pipeline (onSend hooks, header
     // bookkeeping) measurably costs per request here, and there is nothing for it to do.
     reply.hijack();
@@ -129,9 +131,15 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
       "x-request-id": request.id,
       ...authHeaders(ctx, request, cost, available),
       "content-type": "application/json",
-      "content-length": Buffer.byteLength(out),
+      "content-length": pieces.reduce((n, p) => n + p.length, 0),
     });
-    reply.raw.end(out);
+    // One write for an ordinary answer; a large one is not copied into a new buffer just to add
+    // the credit members at its end.
+    if (answerBytes.length < COPY_BELOW) reply.raw.end(Buffer.concat(pieces));
+    else {
+      for (const p of pieces.slice(0, -1)) reply.raw.write(p);
+      reply.raw.end(pieces.at(-1));
+    }
     finishRequest(ctx, request, res.status);
     return reply;
   } finally {

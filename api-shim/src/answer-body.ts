@@ -1,0 +1,74 @@
+import { jsonMembers, toUsage, type UsageJson } from "./metering.ts";
+import type { Usage } from "./pricing.ts";
+
+/**
+ * A non-streamed answer's body, kept as the bytes the upstream sent: its usage is read from them
+ * and the credit members are spliced in as separate pieces, so a large body (an embeddings batch
+ * can be tens of MB) is held once instead of as chunks, a string and a spliced copy (five times
+ * its size, measured, before).
+ */
+
+/** JSON's whitespace: space, tab, line feed, carriage return. */
+const isJsonSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+
+/** Bodies above this size are not parsed whole just to read their usage. */
+const PARSE_WHOLE_BELOW = 64 * 1024;
+const USAGE_MEMBER = Buffer.from('"usage":');
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+
+/**
+ * The usage of a non-streamed JSON response, and whether the body is a JSON object (so members
+ * can be spliced in). Large bodies: only the last `"usage":{…}` object is parsed.
+ */
+export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boolean } {
+  let first = 0;
+  while (first < raw.length && isJsonSpace(raw[first]!)) first++;
+  let last = raw.length - 1;
+  while (last > first && isJsonSpace(raw[last]!)) last--;
+  if (first >= raw.length || raw[first] !== OPEN_BRACE || raw[last] !== CLOSE_BRACE) return { usage: null, isObject: false };
+  if (raw.length >= PARSE_WHOLE_BELOW) {
+    const usage = lastUsageObject(raw);
+    if (usage) return { usage, isObject: true };
+  }
+  try {
+    const body = JSON.parse(raw.toString("utf8")) as { usage?: UsageJson } | null;
+    const isObject = body !== null && typeof body === "object" && !Array.isArray(body);
+    return { usage: isObject ? toUsage(body.usage) : null, isObject };
+  } catch {
+    return { usage: null, isObject: false };
+  }
+}
+
+/** The `"usage":{…}` object nearest the end (where vLLM and LiteLLM put it), if it reads as usage. */
+function lastUsageObject(raw: Buffer): Usage | null {
+  const at = raw.lastIndexOf(USAGE_MEMBER);
+  if (at < 0) return null;
+  let open = at + USAGE_MEMBER.length;
+  while (open < raw.length && isJsonSpace(raw[open]!)) open++;
+  if (raw[open] !== OPEN_BRACE) return null;
+  let depth = 0;
+  for (let i = open; i < raw.length && i < open + 4096; i++) {
+    if (raw[i] === OPEN_BRACE) depth++;
+    else if (raw[i] === CLOSE_BRACE && --depth === 0) {
+      try {
+        return toUsage(JSON.parse(raw.toString("utf8", open, i + 1)) as UsageJson);
+      } catch {
+        return null;
+      }
+    }
+  }
+  return null;
+}
+
+/**
+ * The body with `"name":value` members added at the end of its top-level object, as pieces to
+ * write in order (the body's bytes are not copied). `raw` must be a JSON object (usageOfBody).
+ */
+export function spliceJsonBytes(raw: Buffer, members: Record<string, string>): Buffer[] {
+  const end = raw.lastIndexOf(CLOSE_BRACE);
+  let before = end - 1;
+  while (before >= 0 && isJsonSpace(raw[before]!)) before--;
+  const empty = raw[before] === OPEN_BRACE; // `{}`: no comma before the first member
+  return [raw.subarray(0, end), Buffer.from(`${empty ? "" : ","}${jsonMembers(members)}`), raw.subarray(end)];
+}
