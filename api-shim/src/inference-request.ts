@@ -58,6 +58,9 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
   const b = body as Record<string, unknown>;
   if (typeof b.model !== "string" || b.model.trim() === "") throw invalid("'model' is required and must be a non-empty string.", "model");
   if (b.model.length > 256) throw invalid("'model' is too long.", "model");
+  // No served model name has control characters, and a NUL cannot be stored in a Postgres text
+  // column: refused here rather than failing the settlement.
+  if (/[\u0000-\u001f\u007f]/.test(b.model)) throw invalid("'model' must not contain control characters.", "model");
   if (kind === "chat" && (!Array.isArray(b.messages) || b.messages.length === 0)) {
     throw invalid("'messages' is required and must be a non-empty array.", "messages");
   }

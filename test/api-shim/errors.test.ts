@@ -52,6 +52,12 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(e2.param).toBe("max_tokens");
     const e3 = await failure(() => c.chat.completions.create({ ...chat, model: 42 as never }));
     expect(e3.param).toBe("model");
+    // A NUL (which a Postgres text column cannot hold) or any control character in a model name.
+    for (const model of ["qwen\u0000", "qwen\n2.5"]) {
+      const e = await failure(() => c.chat.completions.create({ ...chat, model }));
+      expectShape(e, 400, "invalid_request_error", "invalid_request");
+      expect(e.param).toBe("model");
+    }
     const e4 = await failure(() => c.embeddings.create({ model: "bge-m3" } as never));
     expect(e4.param).toBe("input");
   });
