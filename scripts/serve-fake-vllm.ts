@@ -55,4 +55,9 @@ export async function main(argv: readonly string[], io: Io = consoleIo): Promise
   });
 }
 
-if (import.meta.main) process.exitCode = await main(process.argv.slice(2));
+if (import.meta.main) {
+  // Only a failure sets the exit code: a server that started (or failed to, and said so by
+  // setting process.exitCode itself, as server.ts does for a bad configuration) keeps its own.
+  const code = await main(process.argv.slice(2));
+  if (code !== 0) process.exitCode = code;
+}

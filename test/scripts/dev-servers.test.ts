@@ -1,5 +1,7 @@
+import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { main as fakeVllm } from "../../scripts/serve-fake-vllm.ts";
 import { main as shim } from "../../scripts/start-shim.ts";
@@ -18,6 +20,15 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     const bad = memoryIo();
     expect(await main(["--port", "1"], bad)).toBe(1);
     expect(bad.stderr.join("\n")).toMatch(/Unknown option '--port'[\s\S]*Usage: npm run/);
+  });
+
+  it("npm run shim with a bad setting lists it and exits 1", () => {
+    const r = spawnSync(process.execPath, [fileURLToPath(new URL("../../scripts/start-shim.ts", import.meta.url))], {
+      env: { PATH: process.env.PATH, SHIM_PORT: "80a", SHIM_DATABASE_URL: "mysql://x/db" }, encoding: "utf8", timeout: 20_000,
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('SHIM_PORT: "80a" is not valid');
+    expect(r.stderr).toContain('SHIM_DATABASE_URL: "mysql://x/db" is not valid');
   });
 
   it("fake-vllm on a busy port says which variable moves it", async () => {
