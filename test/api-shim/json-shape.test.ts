@@ -1,6 +1,6 @@
 import { BadRequestError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { jsonShapeProblem, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH } from "../../api-shim/src/json-shape.ts";
+import { jsonShapeProblem, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, MAX_JSON_MEMBERS } from "../../api-shim/src/json-shape.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
 const shape = (text: string) => jsonShapeProblem(Buffer.from(text));
@@ -18,11 +18,22 @@ describe("request bodies built to be slow to parse", () => {
     expect(shape(many(MAX_JSON_CONTAINERS + 1))).toBe(`Request body has more than ${MAX_JSON_CONTAINERS} JSON objects and arrays.`);
   });
 
+  it("refuses more object members than the limit (string keys cost the most to parse)", () => {
+    const members = (n: number) => `{"model":"m","logit_bias":{${Array.from({ length: n - 2 }, (_, i) => `"k${i}":1`).join(",")}}}`;
+    expect(shape(members(MAX_JSON_MEMBERS))).toBeNull();
+    expect(shape(members(MAX_JSON_MEMBERS + 1))).toBe(`Request body has more than ${MAX_JSON_MEMBERS} JSON object members.`);
+    // Colons inside strings are text, not members.
+    expect(shape(`{"content":${JSON.stringify(":".repeat(MAX_JSON_MEMBERS + 1))}}`)).toBeNull();
+  });
+
   it("does not count brackets inside strings, escaped quotes and backslashes included", () => {
     const text = (s: string) => `{"messages":[{"role":"user","content":${JSON.stringify(s)}}]}`;
     expect(shape(text("[".repeat(10_000)))).toBeNull();
     expect(shape(text(`\\"${"[".repeat(10_000)}`))).toBeNull();
     expect(shape(text(`a\\\\"${"{".repeat(10_000)}`))).toBeNull();
+    // Long strings (past the byte-by-byte walk) with escapes near their end.
+    expect(shape(text(`${"x".repeat(100)}\\"${"[".repeat(10_000)}`))).toBeNull();
+    expect(shape(`{"a":"${"x".repeat(100)}\\\\","b":${"[".repeat(MAX_JSON_DEPTH)}${"]".repeat(MAX_JSON_DEPTH)}}`)).toMatch(/deeper than/);
     // After a string that ends in an escaped backslash, brackets count again.
     expect(shape(`{"a":"x\\\\","b":${"[".repeat(MAX_JSON_DEPTH)}${"]".repeat(MAX_JSON_DEPTH)}}`)).toMatch(/deeper than/);
   });
