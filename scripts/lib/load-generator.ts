@@ -52,12 +52,11 @@ const run = promisify(execFile);
 async function wrk(o: LoadOptions): Promise<LoadResult> {
   const dir = mkdtempSync(join(tmpdir(), "bench-wrk-"));
   try {
-    // wrk takes a POST body only from a Lua script; JSON.stringify makes valid Lua string literals
-    // of any header or body we send (no control characters beyond \n and \", which Lua reads alike).
+    // wrk takes a POST body only from a Lua script.
     const lua = [
-      `wrk.method = ${JSON.stringify(o.method)}`,
-      `wrk.body = ${JSON.stringify(o.body)}`,
-      ...Object.entries(o.headers).map(([k, v]) => `wrk.headers[${JSON.stringify(k)}] = ${JSON.stringify(v)}`),
+      `wrk.method = ${luaString(o.method)}`,
+      `wrk.body = ${luaString(o.body)}`,
+      ...Object.entries(o.headers).map(([k, v]) => `wrk.headers[${luaString(k)}] = ${luaString(v)}`),
     ].join("\n");
     const script = join(dir, "request.lua");
     writeFileSync(script, `${lua}\n`);
@@ -67,6 +66,15 @@ async function wrk(o: LoadOptions): Promise<LoadResult> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** A Lua string literal of any text: every byte outside printable ASCII (and `"`, `\\`) as a decimal `\ddd` escape, which LuaJIT reads as that byte. */
+export function luaString(text: string): string {
+  let out = '"';
+  for (const byte of Buffer.from(text, "utf8")) {
+    out += byte >= 0x20 && byte < 0x7f && byte !== 0x22 && byte !== 0x5c ? String.fromCharCode(byte) : `\\${String(byte).padStart(3, "0")}`;
+  }
+  return `${out}"`;
 }
 
 /** wrk's summary: "N requests in 10.00s", "Requests/sec: R", and error lines only when there were any. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseWrk } from "../../scripts/lib/load-generator.ts";
+import { luaString, parseWrk } from "../../scripts/lib/load-generator.ts";
 
 // Summaries as wrk 4.1 (Debian's) prints them.
 const OK = `Running 1s test @ http://127.0.0.1:18555/v1/chat/completions
@@ -28,5 +28,13 @@ describe("the benchmarks' wrk load generator", () => {
 
   it("refuses output without a summary instead of reporting 0 requests/s", () => {
     expect(() => parseWrk("unable to connect to 127.0.0.1:1 Connection refused")).toThrow(/no summary/);
+  });
+
+  it("writes any request body as a Lua string literal of its exact bytes (quotes, backslashes, control characters, UTF-8)", () => {
+    expect(luaString('{"a":"b\\c"}')).toBe('"{\\034a\\034:\\034b\\092c\\034}"');
+    expect(luaString("x\n\u0001é")).toBe('"x\\010\\001\\195\\169"');
+    // Decoding the escapes as Lua does gives back the UTF-8 bytes.
+    const decoded = Buffer.from(luaString("é😀\"").slice(1, -1).split("\\").filter(Boolean).map(Number));
+    expect(decoded.toString("utf8")).toBe("é😀\"");
   });
 });
