@@ -76,7 +76,9 @@ export function transportError(err: unknown): ShimError {
 }
 
 const MAX_UPSTREAM_MESSAGE = 500;
-const UPSTREAM_ROUTE_MISSING = "The model server has no such route (404): the endpoint's upstream URL (SHIM_UPSTREAM_URL) should be its base URL including /v1.";
+// The client learns that the endpoint is misconfigured, not how it is configured; /ready tells
+// the operator which setting (routes/health.ts).
+const UPSTREAM_ROUTE_MISSING = "The model server has no such route (404): this endpoint is misconfigured.";
 
 /** An upstream error status and body, as one of our errors. Never leaks 5xx bodies or auth failures. */
 export function upstreamStatusError(status: number, bodyText: string, model: string | undefined, retryAfter: string | string[] | undefined): ShimError {
@@ -88,6 +90,8 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
     // vLLM and LiteLLM name the model in an OpenAI-shaped error body. A bare 404 (FastAPI's
     // {"detail":"Not Found"}, an HTML page) is a route the upstream does not have: the operator's
     // SHIM_UPSTREAM_URL is wrong, usually missing its /v1, which is no fault of the client's model.
+    // (A server that answered an unknown model with a bare 404 would get a 502 too: neither vLLM
+    // nor LiteLLM does.)
     if (upstreamMessage(bodyText) === undefined) return new ShimError("upstream_error", { message: UPSTREAM_ROUTE_MISSING });
     return modelNotFound(model ?? "");
   }

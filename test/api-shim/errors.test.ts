@@ -236,14 +236,18 @@ describe("upstream failures", () => {
     h.fake.reset();
   });
 
-  it("an upstream without the route (SHIM_UPSTREAM_URL missing /v1) → 502 that says so, not model_not_found", async () => {
+  it("an upstream without the route (SHIM_UPSTREAM_URL missing /v1) → 502 'misconfigured', not model_not_found; /ready names the setting", async () => {
     const w = await startShim({ env: { SHIM_UPSTREAM_URL: h.fake.url.replace(/\/v1$/, "") } });
     try {
       const { key: k } = await w.createKey();
       const e = await failure(() => w.client(k).chat.completions.create(chat));
       expectShape(e, 502, "api_error", "upstream_error");
-      expect((e.error as { message: string }).message).toMatch(/SHIM_UPSTREAM_URL\b.*including \/v1/);
+      expect((e.error as { message: string }).message).toBe("The model server has no such route (404): this endpoint is misconfigured.");
       expectShape(await failure(() => w.client(k).models.list()), 502, "api_error", "upstream_error");
+      // The operator's hint is in /ready, not in what clients see.
+      const ready = await fetch(`${w.url}/ready`);
+      expect(ready.status).toBe(503);
+      expect(JSON.stringify(await ready.json())).toContain("SHIM_UPSTREAM_URL should be the base URL including /v1");
     } finally {
       await w.close();
     }

@@ -57,6 +57,8 @@ async function probeModels(ctx: ShimContext): Promise<{ ok: boolean; detail: str
   try {
     const res = await ctx.upstream.request({ method: "GET", path: "/models", signal: AbortSignal.timeout(Math.min(ctx.config.upstreamTimeoutMs, 5000)) });
     const { text } = await readLimited(res.body, MODEL_LIST_LIMIT);
+    // A 404 for the model list: the upstream URL lacks its /v1 (the operator reads /ready).
+    if (res.status === 404) return { ok: false, detail: "status 404 for /models: SHIM_UPSTREAM_URL should be the base URL including /v1" };
     if (res.status !== 200) return { ok: false, detail: `status ${res.status}` };
     const ids = new Set(((JSON.parse(text) as { data?: { id?: unknown }[] }).data ?? []).map((m) => m.id));
     const missing = ctx.config.models ? [...ctx.config.models.keys()].filter((m) => !ids.has(m)) : [];
