@@ -1,5 +1,6 @@
 import { isIP } from "node:net";
 import { parse as parseYaml } from "yaml";
+import { isKeyId } from "./keys.ts";
 import { parseCredits } from "./money.ts";
 import { parseDatabaseUrl } from "./store/database-url.ts";
 
@@ -87,7 +88,6 @@ export class ConfigError extends Error {
 
 type Env = Readonly<Record<string, string | undefined>>;
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
-const KEY_ID = /^[A-Za-z0-9]{12}$/;
 const KEY_HASH = /^sha256:[0-9a-f]{64}$/;
 const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
 
@@ -243,7 +243,7 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
     const w = (f: string) => at(`bootstrapKeys[${i}].${f}`);
     const ko = obj(k, at(`bootstrapKeys[${i}]`), ["id", "name", "hash", "credits", "tier", "models"], bad);
     const id = String(ko.id ?? "");
-    if (!KEY_ID.test(id)) bad(w("id"), ko.id, "12 letters or digits (the id part of sk-gs-<id>_<secret>)");
+    if (!isKeyId(id)) bad(w("id"), ko.id, "12 letters or digits (the id part of sk-gs-<id>_<secret>)");
     else if (seen.has(id)) bad(w("id"), ko.id, "an id not used by another bootstrap key");
     seen.add(id);
     if (typeof ko.hash !== "string" || !KEY_HASH.test(ko.hash)) bad(w("hash"), ko.hash, "sha256:<64 lowercase hex digits> of the full key");

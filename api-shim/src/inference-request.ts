@@ -1,4 +1,5 @@
 import { ShimError } from "./errors.ts";
+import { hasControlCharacters } from "./text.ts";
 
 /**
  * Checks the few fields metering depends on and builds the body sent upstream. Everything else
@@ -58,9 +59,7 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
   const b = body as Record<string, unknown>;
   if (typeof b.model !== "string" || b.model.trim() === "") throw invalid("'model' is required and must be a non-empty string.", "model");
   if (b.model.length > 256) throw invalid("'model' is too long.", "model");
-  // No served model name has control characters, and a NUL cannot be stored in a Postgres text
-  // column: refused here rather than failing the settlement.
-  if (/[\u0000-\u001f\u007f]/.test(b.model)) throw invalid("'model' must not contain control characters.", "model");
+  if (hasControlCharacters(b.model)) throw invalid("'model' must not contain control characters.", "model");
   if (kind === "chat" && (!Array.isArray(b.messages) || b.messages.length === 0)) {
     throw invalid("'messages' is required and must be a non-empty array.", "messages");
   }

@@ -31,6 +31,13 @@ export function generateKey(): { id: string; key: string; hash: string } {
   return { id, key, hash: hashKey(key) };
 }
 
+const KEY_ID_SHAPE = /^[0-9A-Za-z]{12}$/;
+
+/** Whether a string has the shape of a key's public id (12 base62 characters). */
+export function isKeyId(id: string): boolean {
+  return KEY_ID_SHAPE.test(id);
+}
+
 /** The key's id, or undefined when the string does not have the shape of one of our keys. */
 export function parseKeyId(key: string): string | undefined {
   if (key.length !== KEY_LEN) return undefined;

@@ -36,10 +36,29 @@ describe("admin routes and usage reports", () => {
     [{ name: "x", expires_at: "2099-01-01T00:00:00Z", expiresAt: "2099-01-01T00:00:00Z" }, "expires_at"],
     // A misspelt field is refused, not ignored: this key would otherwise never expire.
     [{ name: "x", expires: "2099-01-01T00:00:00Z" }, "expires"], [{ name: "x", credit: 5 }, "credit"],
+    // Control characters: a NUL would fail the Postgres store's write instead of being a 400.
+    [{ name: "team\u0000a" }, "name"], [{ name: "team\na" }, "name"], [{ name: "x", models: ["qwen2.5-7b\u0000"] }, "models"],
   ])("POST /admin/keys %j → 400 naming %s", async (body, param) => {
     const res = await h.admin("/admin/keys", { method: "POST", body: JSON.stringify(body) });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { param: string } }).error.param).toBe(param);
+  });
+
+  it("key ids that cannot exist are not looked up; notes may have line breaks but no other control characters", async () => {
+    for (const path of ["/admin/keys/abc%00def", "/admin/keys/short"]) {
+      expect((await h.admin(path, { method: "DELETE" })).status, path).toBe(404);
+      expect((await h.admin(`${path}/credits`, { method: "POST", body: JSON.stringify({ amount: 1 }) })).status, path).toBe(404);
+    }
+    const bad = await h.admin("/admin/usage?key=abc%00def");
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { param: string } }).error.param).toBe("key");
+    const created = (await (await h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ name: "notes" }) })).json()) as { id: string; key: string };
+    h.secrets.add(created.key);
+    const topUp = (note: string) => h.admin(`/admin/keys/${created.id}/credits`, { method: "POST", body: JSON.stringify({ amount: 1, note }) });
+    expect((await topUp("January\n\tinvoice 7")).status).toBe(200);
+    const nul = await topUp("January\u0000");
+    expect(nul.status).toBe(400);
+    expect(((await nul.json()) as { error: { param: string } }).error.param).toBe("note");
   });
 
   it("top-ups: ledger rows, Idempotency-Key replays return the same body with Idempotent-Replayed", async () => {

@@ -2,10 +2,11 @@ import { createHash } from "node:crypto";
 import type { FastifyInstance, FastifyReply } from "fastify";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
-import { generateKey } from "../keys.ts";
+import { generateKey, isKeyId } from "../keys.ts";
 import { creditsNumber, formatCredits, parseCredits } from "../money.ts";
 import { parsePeriod, showPeriod } from "../period.ts";
 import type { KeyRecord } from "../store/store.ts";
+import { hasControlCharacters } from "../text.ts";
 
 /**
  * Admin routes (Bearer SHIM_ADMIN_TOKEN, checked by the auth hook). nginx also limits /admin/*
@@ -16,7 +17,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.post("/admin/keys", async (request, reply) => {
     const body = object(request.body, ["name", "credits", "tier", "models", "expires_at", "expiresAt"]);
     const name = body.name;
-    if (typeof name !== "string" || name.trim() === "" || name.length > 200) throw invalid("'name' is required: a string of 1 to 200 characters.", "name");
+    if (typeof name !== "string" || name.trim() === "" || name.length > 200 || hasControlCharacters(name)) throw invalid("'name' is required: a string of 1 to 200 characters, without control characters.", "name");
     const credits = body.credits === undefined ? 0 : parseCredits(body.credits);
     if (credits === undefined || credits < 0) throw invalid("'credits' must be a non-negative number of credits with at most 6 decimals.", "credits");
     const tier = body.tier === undefined ? ctx.config.defaultTier : body.tier;
@@ -41,6 +42,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   });
 
   app.delete<{ Params: { id: string } }>("/admin/keys/:id", async (request, reply) => {
+    if (!isKeyId(request.params.id)) throw keyNotFound();
     const ok = await ctx.store.revokeKey(request.params.id, ctx.clock.now());
     if (!ok) throw keyNotFound();
     const key = await ctx.store.getKey(request.params.id);
@@ -48,10 +50,11 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   });
 
   app.post<{ Params: { id: string } }>("/admin/keys/:id/credits", async (request, reply) => {
+    if (!isKeyId(request.params.id)) throw keyNotFound();
     const body = object(request.body, ["amount", "note"]);
     const amount = parseCredits(body.amount);
     if (amount === undefined || amount <= 0) throw invalid("'amount' must be a positive number of credits with at most 6 decimals.", "amount");
-    if (body.note !== undefined && (typeof body.note !== "string" || body.note.length > 500)) throw invalid("'note' must be a string of at most 500 characters.", "note");
+    if (body.note !== undefined && (typeof body.note !== "string" || body.note.length > 500 || hasControlCharacters(body.note, { lineBreaks: true }))) throw invalid("'note' must be a string of at most 500 characters, without control characters other than tabs and line breaks.", "note");
     const idem = request.headers["idempotency-key"];
     if (idem !== undefined && (typeof idem !== "string" || idem === "" || idem.length > 200)) throw invalid("Idempotency-Key must be 1 to 200 characters.", "Idempotency-Key");
     // The fingerprint is the request as understood (amount in µc, note), so 1 and "1.0" are the same request.
@@ -76,7 +79,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     if (group !== "model" && group !== "day") throw invalid("'group' must be model or day.", "group");
     const format = q.format ?? "json";
     if (format !== "json" && format !== "csv") throw invalid("'format' must be json or csv.", "format");
-    if (q.key !== undefined && typeof q.key !== "string") throw invalid("'key' must be a key id.", "key");
+    if (q.key !== undefined && (typeof q.key !== "string" || !isKeyId(q.key))) throw invalid("'key' must be a key id (12 letters or digits).", "key");
     const period = parsePeriod(q, ctx.clock.now());
     const rows = await ctx.store.usage({ keyId: (q.key as string | undefined) ?? null, from: period.from, to: period.to, group });
     if (format === "csv") return sendCsv(reply, group, rows.map((r) => [r.keyId, r.group, r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)]));
@@ -115,7 +118,7 @@ function sendCsv(reply: FastifyReply, group: string, rows: (string | number)[][]
 
 function modelList(ctx: ShimContext, v: unknown): string[] | null {
   if (v === undefined || v === null) return null;
-  if (!Array.isArray(v) || v.length === 0 || !v.every((m) => typeof m === "string" && m !== "" && m.length <= 256)) throw invalid("'models' must be a non-empty list of model names.", "models");
+  if (!Array.isArray(v) || v.length === 0 || !v.every((m) => typeof m === "string" && m !== "" && m.length <= 256 && !hasControlCharacters(m))) throw invalid("'models' must be a non-empty list of model names.", "models");
   const unknown = ctx.config.models ? v.filter((m) => !ctx.config.models!.has(m as string)) : [];
   if (unknown.length > 0) throw invalid(`'models' names unknown models: ${unknown.join(", ")}.`, "models");
   return [...new Set(v as string[])];

@@ -1,0 +1,8 @@
+/**
+ * Control characters (C0 and DEL) in text that names things (key names, model names): none has
+ * a use there, and a NUL cannot be stored in a Postgres text column, so it would fail a write
+ * deep in the store instead of being a 400. Notes may hold tabs and line breaks.
+ */
+export function hasControlCharacters(text: string, options: { lineBreaks?: boolean } = {}): boolean {
+  return (options.lineBreaks ? /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/ : /[\u0000-\u001f\u007f]/).test(text);
+}
