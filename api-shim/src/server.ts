@@ -6,6 +6,7 @@ import { createLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
 import { redactUrl } from "./store/database-url.ts";
 import { openStore } from "./store/open-store.ts";
+import { SqliteInUseError } from "./store/sqlite-owner.ts";
 import type { Store } from "./store/store.ts";
 import { createUpstream } from "./upstream.ts";
 
@@ -57,6 +58,11 @@ async function main(): Promise<void> {
       }
     }
   } catch (e) {
+    if (e instanceof SqliteInUseError) {
+      logger.error(e.message);
+      exitNow(1);
+      return;
+    }
     // E.g. a full volume: the same message as a failure while serving, so one log search finds both.
     logger.error({ err: cause(e) }, "the store failed closed; exiting so the shim is restarted");
     exitNow(1);

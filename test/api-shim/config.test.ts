@@ -1,7 +1,11 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
 import { redactUrl } from "../../api-shim/src/store/database-url.ts";
 import { openStore } from "../../api-shim/src/store/open-store.ts";
+import { SqliteInUseError } from "../../api-shim/src/store/sqlite-owner.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 
 const HASH = `sha256:${"a".repeat(64)}`;
@@ -123,6 +127,16 @@ describe("openStore", () => {
     await expect(openStore("mysql://u:hunter2@x/db")).rejects.toThrow(/^SHIM_DATABASE_URL: "mysql:\/\/u:\*\*\*@x\/db" is not valid; expected sqlite:<path>, sqlite::memory: or postgres:\/\/…$/);
     await expect(openStore("sqlite:")).rejects.toThrow(/needs a path/);
     expect(redactUrl("postgres://shim:p%40ss@db:5432/shim?sslmode=require&password=x")).toBe("postgres://shim:***@db:5432/shim?sslmode=require&password=***");
+  });
+
+  it("claims a SQLite file for one store at a time, until that store closes", async () => {
+    const url = `sqlite:${join(mkdtempSync(join(tmpdir(), "shim-owner-")), "shim.db")}`;
+    const first = await openStore(url);
+    await expect(openStore(url)).rejects.toBeInstanceOf(SqliteInUseError);
+    await first.close();
+    const again = await openStore(url);
+    await again.ping();
+    await again.close();
   });
 
   it("a postgres:// URL that cannot be reached is StoreUnavailableError within the connect timeout", async () => {

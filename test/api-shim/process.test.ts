@@ -221,7 +221,7 @@ describe("the shim process", () => {
   it("a port already in use: exit 1 with one line that names SHIM_PORT, not a stack trace", async () => {
     const first = await start();
     const port = new URL(first.url).port;
-    const failed = await spawnShim({ ...env, SHIM_PORT: port }).catch((e: unknown) => e);
+    const failed = await spawnShim({ ...env, SHIM_PORT: port, SHIM_DATABASE_URL: `sqlite:${join(dir, "other", "shim.db")}` }).catch((e: unknown) => e);
     if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
     expect(failed.exit).toEqual({ code: 1, signal: null });
     const errors = failed.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50);
@@ -229,6 +229,26 @@ describe("the shim process", () => {
     expect(errors[0]).not.toHaveProperty("err");
     output.keep(failed);
     await output.stopCleanly(first);
+  });
+
+  it("a second process on the same SQLite file is refused, and the first one's holds are kept", async () => {
+    fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
+    const first = await start();
+    const streams = await Promise.all(Array.from({ length: 3 }, () => openStream(first, 2000)));
+    const held = (await audit()).find((r) => r.keyId === key.id)!.held;
+    expect(held).toBeGreaterThan(0);
+    const second = await spawnShim({ ...env }).catch((e: unknown) => e);
+    if (!(second instanceof ShimStartError)) throw new Error(`expected a refused start, got ${String(second)}`);
+    expect(second.exit).toEqual({ code: 1, signal: null });
+    const errors = second.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50).map((l) => l.msg);
+    expect(errors).toEqual([expect.stringMatching(/^another shim process is using .*shim\.db \(one process per SQLite file/)]);
+    output.keep(second);
+    // Nothing was released under the running process.
+    expect((await audit()).find((r) => r.keyId === key.id)!.held).toBe(held);
+    await Promise.all(streams.map((s) => s.return?.()));
+    await output.stopCleanly(first);
+    // Its lock went with it: the next start is not refused.
+    await output.stopCleanly(await start());
   });
 
   it("a bootstrap key removed from the configuration stops working at the next start", async () => {

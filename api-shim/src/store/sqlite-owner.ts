@@ -1,0 +1,36 @@
+import Database from "better-sqlite3";
+
+/**
+ * One shim process per SQLite file. Each process releases, at start, every hold it finds (they
+ * can only be a dead process's), so a second process on the same file would release the first
+ * one's live holds and let its keys spend past their credits. The owner holds an exclusive lock
+ * on `<file>-lock` for as long as it runs; the kernel drops the lock when the process dies,
+ * however it dies, so a restart after a crash is never refused. Several processes need the
+ * Postgres store.
+ */
+export class SqliteInUseError extends Error {
+  constructor(file: string) {
+    super(`another shim process is using ${file} (one process per SQLite file: each releases the holds it finds at start); stop it, or give this one its own SHIM_DATABASE_URL (several processes need postgres://)`);
+    this.name = "SqliteInUseError";
+  }
+}
+
+/** Claims `file` for this process; throws SqliteInUseError while another process (or store here) has it. */
+export function claimSqliteFile(file: string): { release(): void } {
+  const lock = new Database(`${file}-lock`);
+  try {
+    lock.pragma("busy_timeout = 0");
+    lock.exec("BEGIN EXCLUSIVE");
+  } catch (e) {
+    lock.close();
+    if ((e as { code?: string }).code === "SQLITE_BUSY") throw new SqliteInUseError(file);
+    throw e;
+  }
+  return {
+    release: () => {
+      if (!lock.open) return;
+      lock.exec("ROLLBACK");
+      lock.close();
+    },
+  };
+}
