@@ -76,8 +76,8 @@ export function transportError(err: unknown): ShimError {
 }
 
 const MAX_UPSTREAM_MESSAGE = 500;
-// The client learns that the endpoint is misconfigured, not how it is configured; /ready tells
-// the operator which setting (routes/health.ts).
+// The client learns that the endpoint is misconfigured, not how it is configured; the log tells
+// the operator which setting (the /ready probe, routes/health.ts).
 const UPSTREAM_ROUTE_MISSING = "The model server has no such route (404): this endpoint is misconfigured.";
 
 /** An upstream error status and body, as one of our errors. Never leaks 5xx bodies or auth failures. */

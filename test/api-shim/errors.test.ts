@@ -1,7 +1,7 @@
 import { createServer } from "node:net";
 import Database from "better-sqlite3";
 import OpenAI, { APIError, AuthenticationError, BadRequestError, ConflictError, InternalServerError, NotFoundError, PermissionDeniedError, RateLimitError } from "openai";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
@@ -236,7 +236,7 @@ describe("upstream failures", () => {
     h.fake.reset();
   });
 
-  it("an upstream without the route (SHIM_UPSTREAM_URL missing /v1) → 502 'misconfigured', not model_not_found; /ready names the setting", async () => {
+  it("an upstream without the route (SHIM_UPSTREAM_URL missing /v1) → 502 'misconfigured', not model_not_found; the log names the setting", async () => {
     const w = await startShim({ env: { SHIM_UPSTREAM_URL: h.fake.url.replace(/\/v1$/, "") } });
     try {
       const { key: k } = await w.createKey();
@@ -244,10 +244,11 @@ describe("upstream failures", () => {
       expectShape(e, 502, "api_error", "upstream_error");
       expect((e.error as { message: string }).message).toBe("The model server has no such route (404): this endpoint is misconfigured.");
       expectShape(await failure(() => w.client(k).models.list()), 502, "api_error", "upstream_error");
-      // The operator's hint is in /ready, not in what clients see.
+      // The operator's hint is in the log (written when /ready probes), not in what anyone sees.
       const ready = await fetch(`${w.url}/ready`);
       expect(ready.status).toBe(503);
-      expect(JSON.stringify(await ready.json())).toContain("SHIM_UPSTREAM_URL should be the base URL including /v1");
+      expect(await ready.json()).toMatchObject({ status: "not_ready", upstream: "status 404" });
+      await vi.waitFor(() => expect(w.logs.join("\n")).toContain("SHIM_UPSTREAM_URL should be its base URL including /v1"));
     } finally {
       await w.close();
     }

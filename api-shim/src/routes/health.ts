@@ -13,7 +13,7 @@ const PROBE_CACHE_MS = 2000;
  * lists its configured models whether or not the model server behind it is up.
  */
 export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
-  let probe: { at: number; result: Promise<{ ok: boolean; detail: string }> } | undefined;
+  let probe: { at: number; result: Promise<Probe> } | undefined;
 
   app.get("/health", { config: PUBLIC_ROUTE }, async (_request, reply) => reply.type("application/json").send('{"status":"ok"}'));
 
@@ -25,7 +25,11 @@ export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
       store = "unavailable";
     }
     const now = ctx.clock.monotonic();
-    if (!probe || now - probe.at > PROBE_CACHE_MS) probe = { at: now, result: probeUpstream(ctx) };
+    if (!probe || now - probe.at > PROBE_CACHE_MS) {
+      probe = { at: now, result: probeUpstream(ctx) };
+      // The operator's hint goes to the log: /ready is public, and says only what failed.
+      void probe.result.then((r) => r.hint && _request.log.warn(r.hint));
+    }
     const upstream = await probe.result;
     const ready = store === "ok" && upstream.ok && !ctx.inflight.draining;
     return reply.code(ready ? 200 : 503).send({
@@ -37,13 +41,16 @@ export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
   });
 }
 
-async function probeUpstream(ctx: ShimContext): Promise<{ ok: boolean; detail: string }> {
+/** What /ready reports of the upstream, and for the log a hint at the likely cause. */
+interface Probe { ok: boolean; detail: string; hint?: string }
+
+async function probeUpstream(ctx: ShimContext): Promise<Probe> {
   const models = await probeModels(ctx);
   if (!models.ok || ctx.config.readyUrl === null) return models;
   return probeReadyUrl(ctx.config.readyUrl, Math.min(ctx.config.upstreamTimeoutMs, 5000));
 }
 
-async function probeReadyUrl(url: string, timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
+async function probeReadyUrl(url: string, timeoutMs: number): Promise<Probe> {
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
     await res.body?.cancel();
@@ -53,12 +60,12 @@ async function probeReadyUrl(url: string, timeoutMs: number): Promise<{ ok: bool
   }
 }
 
-async function probeModels(ctx: ShimContext): Promise<{ ok: boolean; detail: string }> {
+async function probeModels(ctx: ShimContext): Promise<Probe> {
   try {
     const res = await ctx.upstream.request({ method: "GET", path: "/models", signal: AbortSignal.timeout(Math.min(ctx.config.upstreamTimeoutMs, 5000)) });
     const { text } = await readLimited(res.body, MODEL_LIST_LIMIT);
-    // A 404 for the model list: the upstream URL lacks its /v1 (the operator reads /ready).
-    if (res.status === 404) return { ok: false, detail: "status 404 for /models: SHIM_UPSTREAM_URL should be the base URL including /v1" };
+    // A 404 for the model list: the upstream URL most likely lacks its /v1.
+    if (res.status === 404) return { ok: false, detail: "status 404", hint: "the upstream answered 404 for <SHIM_UPSTREAM_URL>/models: SHIM_UPSTREAM_URL should be its base URL including /v1" };
     if (res.status !== 200) return { ok: false, detail: `status ${res.status}` };
     const ids = new Set(((JSON.parse(text) as { data?: { id?: unknown }[] }).data ?? []).map((m) => m.id));
     const missing = ctx.config.models ? [...ctx.config.models.keys()].filter((m) => !ids.has(m)) : [];
