@@ -9,7 +9,13 @@
 export const MAX_JSON_DEPTH = 128;
 export const MAX_JSON_CONTAINERS = 200_000;
 /** Object members (`"name": value`), the costliest thing to parse: ~0.7 µs each. */
-export const MAX_JSON_MEMBERS = 200_000;
+export const MAX_JSON_MEMBERS = 100_000;
+/**
+ * Values in arrays and objects (counted by their separating commas): 8 MB of `[1,1,…]` is 4
+ * million numbers and ~0.3 s of parsing. OpenAI caps an embeddings request at 300,000 tokens, so
+ * even a batch of token ids stays far below this.
+ */
+export const MAX_JSON_VALUES = 1_000_000;
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
@@ -19,6 +25,7 @@ export function jsonShapeProblem(raw: Uint8Array): string | null {
   let depth = 0;
   let containers = 0;
   let members = 0;
+  let values = 0;
   for (let i = 0; i < raw.length; i++) {
     const c = raw[i];
     if (c === QUOTE) {
@@ -31,6 +38,8 @@ export function jsonShapeProblem(raw: Uint8Array): string | null {
       depth--;
     } else if (c === 0x3a && ++members > MAX_JSON_MEMBERS) {
       return `Request body has more than ${MAX_JSON_MEMBERS} JSON object members.`;
+    } else if (c === 0x2c && ++values > MAX_JSON_VALUES) {
+      return `Request body has more than ${MAX_JSON_VALUES} JSON values.`;
     }
   }
   return null;

@@ -1,4 +1,4 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readdirSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -136,6 +136,12 @@ describe("openStore", () => {
     await first.close();
     const again = await openStore(url);
     await again.ping();
+    // Another spelling of the same file (a symlink) meets the same lock.
+    const dir = url.slice("sqlite:".length, -"/shim.db".length);
+    symlinkSync(join(dir, "shim.db"), join(dir, "link.db"));
+    await expect(openStore(`sqlite:${join(dir, "link.db")}`)).rejects.toBeInstanceOf(SqliteInUseError);
+    // While held, the lock leaves no journal file beside the database (a SIGKILL would leave it).
+    expect(readdirSync(dir).filter((f) => f.includes("journal"))).toEqual([]);
     await again.close();
   });
 

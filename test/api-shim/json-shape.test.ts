@@ -1,6 +1,6 @@
 import { BadRequestError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { jsonShapeProblem, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, MAX_JSON_MEMBERS } from "../../api-shim/src/json-shape.ts";
+import { jsonShapeProblem, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, MAX_JSON_MEMBERS, MAX_JSON_VALUES } from "../../api-shim/src/json-shape.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
 const shape = (text: string) => jsonShapeProblem(Buffer.from(text));
@@ -24,6 +24,15 @@ describe("request bodies built to be slow to parse", () => {
     expect(shape(members(MAX_JSON_MEMBERS + 1))).toBe(`Request body has more than ${MAX_JSON_MEMBERS} JSON object members.`);
     // Colons inside strings are text, not members.
     expect(shape(`{"content":${JSON.stringify(":".repeat(MAX_JSON_MEMBERS + 1))}}`)).toBeNull();
+  });
+
+  it("refuses more values than the limit (an 8 MB array of numbers), and accepts a big batch of token ids", () => {
+    const numbers = (n: number) => `{"model":"m","input":[${"1,".repeat(n - 1)}1]}`;
+    expect(shape(numbers(MAX_JSON_VALUES))).toBeNull();
+    expect(shape(numbers(MAX_JSON_VALUES + 2))).toBe(`Request body has more than ${MAX_JSON_VALUES} JSON values.`);
+    // 2,048 inputs of 128 token ids each: 262,144 tokens, under OpenAI's 300,000 per request.
+    const batch = JSON.stringify({ model: "m", input: Array.from({ length: 2048 }, () => Array.from({ length: 128 }, (_, i) => i)) });
+    expect(shape(batch)).toBeNull();
   });
 
   it("does not count brackets inside strings, escaped quotes and backslashes included", () => {

@@ -1,3 +1,5 @@
+import { existsSync, realpathSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import Database from "better-sqlite3";
 
 /**
@@ -15,22 +17,25 @@ export class SqliteInUseError extends Error {
   }
 }
 
-/** Claims `file` for this process; throws SqliteInUseError while another process (or store here) has it. */
+/**
+ * Claims `file` for this process; throws SqliteInUseError while another process (or store here)
+ * has it. The claim lasts until `release()`, or the process's end. The returned object must stay
+ * reachable meanwhile: better-sqlite3 closes a collected connection, and that drops the lock.
+ */
 export function claimSqliteFile(file: string): { release(): void } {
-  const lock = new Database(`${file}-lock`);
+  // The lock is named after the file SQLite really opens, so two spellings of one database (a
+  // symlink, a relative path) meet at the same lock.
+  const real = existsSync(file) ? realpathSync(file) : join(realpathSync(dirname(file)), basename(file));
+  const lock = new Database(`${real}-lock`);
   try {
     lock.pragma("busy_timeout = 0");
+    lock.pragma("journal_mode = MEMORY"); // nothing is written: no journal file beside the lock
     lock.exec("BEGIN EXCLUSIVE");
   } catch (e) {
     lock.close();
     if ((e as { code?: string }).code === "SQLITE_BUSY") throw new SqliteInUseError(file);
     throw e;
   }
-  return {
-    release: () => {
-      if (!lock.open) return;
-      lock.exec("ROLLBACK");
-      lock.close();
-    },
-  };
+  // Closing the connection ends its transaction and drops the lock.
+  return { release: () => void (lock.open && lock.close()) };
 }
