@@ -41,7 +41,7 @@ Without the CLI it prints those commands.
 
 Examples:
   npm run new-tenant -- acme --region us-ord --plan g2-gpu-rtx4000a1-s \\
-    --model Qwen/Qwen2.5-7B-Instruct --allowed-cidrs 0.0.0.0/0 \\
+    --model Qwen/Qwen2.5-7B-Instruct --served-name qwen2.5-7b --allowed-cidrs 0.0.0.0/0,::/0 \\
     --admin-cidrs 203.0.113.7/32 --ttl-hours 24 --key app:1000:developer
   HF_TOKEN=hf_… npm run new-tenant -- team-01 --region de-fra-2 --model meta-llama/Llama-3.1-8B-Instruct \\
     --admin-cidrs 203.0.113.7/32 --tls self-signed --allowed-cidrs 198.51.100.0/24 --hf-token-from-env`;
