@@ -50,23 +50,26 @@ function stringEnd(raw: Uint8Array, open: number): number {
   // Short strings (most of them) are walked byte by byte; past 32 bytes, the next quote is
   // found by a native search (fast over long text) unless a backslash is right before it, in
   // which case the walk goes on, honouring escapes. Every byte is looked at about once.
-  const walk = (from: number, to: number): number => {
-    for (let k = from; k < to; k++) {
-      const c = raw[k];
-      if (c === BACKSLASH) k++;
-      else if (c === QUOTE) return k;
-    }
-    return -1;
-  };
-  const shortEnd = Math.min(raw.length, open + 33);
-  let k = open + 1;
-  for (; k < shortEnd; k++) {
+  const short = walkString(raw, open + 1, Math.min(raw.length, open + 33));
+  if (short >= 0) return short;
+  const from = -1 - short;
+  if (from >= raw.length) return -1;
+  const next = raw.indexOf(QUOTE, from);
+  if (next === -1 || (next > from && raw[next - 1] !== BACKSLASH)) return next;
+  const rest = walkString(raw, from, raw.length);
+  return rest >= 0 ? rest : -1;
+}
+
+/**
+ * Walks string bytes from `from` (outside an escape) up to `to`: the index of the closing quote,
+ * or, when there is none before `to`, `-1 - where the walk stopped` (again outside an escape).
+ */
+function walkString(raw: Uint8Array, from: number, to: number): number {
+  let k = from;
+  for (; k < to; k++) {
     const c = raw[k];
     if (c === BACKSLASH) k++;
     else if (c === QUOTE) return k;
   }
-  if (k >= raw.length) return -1;
-  const next = raw.indexOf(QUOTE, k);
-  if (next === -1 || (next > k && raw[next - 1] !== BACKSLASH)) return next;
-  return walk(k, raw.length);
+  return -1 - k;
 }
