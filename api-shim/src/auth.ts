@@ -38,7 +38,7 @@ export function authHook(ctx: ShimContext) {
     }
     const limits = ctx.config.tiers.get(key.tier) ?? ctx.config.tiers.get(ctx.config.defaultTier)!;
     const buckets = ctx.limiter.forKey(key.id, limits);
-    request.auth = { key, buckets };
+    request.auth = { key, buckets, limits };
     const mono = ctx.clock.monotonic();
     if (buckets.requests) {
       const r = buckets.requests.take(1, mono);
@@ -64,6 +64,15 @@ export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged: 
 function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest): void {
   const r = ctx.limiter.takeIp(request.ip);
   if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(r.buckets, ctx.clock.monotonic(), ctx.clock.now()));
+}
+
+/** A key's tier caps its requests in flight, and that many are: retry when one ends. */
+export function tooManyInFlight(limit: number, headers: Record<string, string>): ShimError {
+  return new ShimError("rate_limit_exceeded", {
+    message: `Too many requests in flight for this key: its tier allows ${limit} at once. Retry when one has finished.`,
+    extra: { retry_after: 1 },
+    headers: { ...headers, "retry-after": "1" },
+  });
 }
 
 export function rateLimited(retryMs: number, headers: Record<string, string>): ShimError {

@@ -14,6 +14,8 @@ import { parseDatabaseUrl } from "./store/database-url.ts";
 export interface TierLimits {
   readonly rpm: number | null; // null = unlimited
   readonly tpm: number | null;
+  /** Requests of one key in flight at once (a stream counts until it ends); null = no cap. */
+  readonly concurrency: number | null;
 }
 export interface ModelConfig {
   readonly name: string;
@@ -71,10 +73,10 @@ export interface ShimConfig {
 export const DEFAULT_REQUEST_PRICES = { request: 1_000_000, batchRequest: 2_000_000 } as const;
 
 export const DEFAULT_TIERS: ReadonlyMap<string, TierLimits> = new Map([
-  ["free", { rpm: 10, tpm: 10_000 }],
-  ["developer", { rpm: 100, tpm: 100_000 }],
-  ["pro", { rpm: 500, tpm: 500_000 }],
-  ["enterprise", { rpm: null, tpm: null }],
+  ["free", { rpm: 10, tpm: 10_000, concurrency: null }],
+  ["developer", { rpm: 100, tpm: 100_000, concurrency: null }],
+  ["pro", { rpm: 500, tpm: 500_000, concurrency: null }],
+  ["enterprise", { rpm: null, tpm: null, concurrency: null }],
 ]);
 
 export class ConfigError extends Error {
@@ -214,9 +216,13 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
   };
   const tiers = new Map(DEFAULT_TIERS);
   for (const [name, t] of Object.entries(obj(root.tiers, at("tiers"), null, bad))) {
-    const to = obj(t, at(`tiers.${name}`), ["rpm", "tpm"], bad);
-    const base = tiers.get(name) ?? { rpm: null, tpm: null };
-    tiers.set(name, { rpm: limit(to.rpm, at(`tiers.${name}.rpm`), base.rpm), tpm: limit(to.tpm, at(`tiers.${name}.tpm`), base.tpm) });
+    const to = obj(t, at(`tiers.${name}`), ["rpm", "tpm", "concurrency"], bad);
+    const base = tiers.get(name) ?? { rpm: null, tpm: null, concurrency: null };
+    tiers.set(name, {
+      rpm: limit(to.rpm, at(`tiers.${name}.rpm`), base.rpm),
+      tpm: limit(to.tpm, at(`tiers.${name}.tpm`), base.tpm),
+      concurrency: limit(to.concurrency, at(`tiers.${name}.concurrency`), base.concurrency),
+    });
   }
   const tierNames = [...tiers.keys()].join(" | ");
   const defaultTier = root.defaultTier === undefined ? "free" : String(root.defaultTier);

@@ -1,5 +1,5 @@
 import type { Clock } from "./clock.ts";
-import type { ShimConfig } from "./config.ts";
+import type { ShimConfig, TierLimits } from "./config.ts";
 import type { Inflight } from "./inflight.ts";
 import type { RequestLine } from "./logger.ts";
 import type { Metrics } from "./metrics.ts";
@@ -40,7 +40,7 @@ declare module "fastify" {
   }
   interface FastifyRequest {
     shim: RequestState;
-    auth?: { key: KeyRecord; buckets: KeyBuckets };
+    auth?: { key: KeyRecord; buckets: KeyBuckets; limits: TierLimits };
     rawBody?: Buffer;
     shimErrorCode?: string;
   }

@@ -75,11 +75,13 @@ export interface KeyBuckets {
   readonly tokens: TokenBucket | null;
 }
 
-/** Buckets per key id (per tier limits) and per client IP (unauthenticated traffic). */
+/** Buckets per key id (per tier limits), requests in flight per key, and buckets per client IP (unauthenticated traffic). */
 export class RateLimiter {
   private readonly clock: Clock;
   private readonly keys = new Map<string, { limits: TierLimits; buckets: KeyBuckets }>();
   private readonly ips = new Map<string, TokenBucket>();
+  /** Requests in flight per key id (a tier's concurrency cap counts them). */
+  private readonly inFlight = new Map<string, number>();
   private readonly ipRpm: number | null;
 
   constructor(clock: Clock, unauthenticatedRpm: number | null) {
@@ -98,6 +100,23 @@ export class RateLimiter {
     };
     this.keys.set(keyId, { limits, buckets });
     return buckets;
+  }
+
+  /**
+   * Admits one more request of `keyId` unless `limit` of its requests are in flight already
+   * (null: no cap); every admitted request calls `leave` once, when it ends.
+   */
+  enter(keyId: string, limit: number | null): boolean {
+    const n = this.inFlight.get(keyId) ?? 0;
+    if (limit !== null && n >= limit) return false;
+    this.inFlight.set(keyId, n + 1);
+    return true;
+  }
+
+  leave(keyId: string): void {
+    const n = (this.inFlight.get(keyId) ?? 1) - 1;
+    if (n > 0) this.inFlight.set(keyId, n);
+    else this.inFlight.delete(keyId);
   }
 
   /**

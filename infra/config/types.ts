@@ -39,6 +39,8 @@ export interface BootstrapKey {
 export interface Tier {
   readonly rpm: number | null;
   readonly tpm: number | null;
+  /** Requests of one key in flight at once; null = no cap. */
+  readonly concurrency: number | null;
 }
 
 export interface ModelPrice {

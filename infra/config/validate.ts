@@ -224,8 +224,8 @@ function checkTiers(p: Problems, value: unknown): Record<string, Tier> {
     }
     const tier = p.object(`tiers.${name}`, v);
     if (!tier) continue;
-    p.unknownKeys(`tiers.${name}`, tier, ["rpm", "tpm"]);
-    const limit = (k: "rpm" | "tpm"): number | null | undefined =>
+    p.unknownKeys(`tiers.${name}`, tier, ["rpm", "tpm", "concurrency"]);
+    const limit = (k: "rpm" | "tpm" | "concurrency"): number | null | undefined =>
       tier[k] === null || tier[k] === "unlimited"
         ? null
         : p.number(`tiers.${name}.${k}`, tier[k], { min: 1, max: 1e9, integer: true }) ?? DEFAULT_TIERS[name]?.[k];
@@ -235,7 +235,8 @@ function checkTiers(p: Problems, value: unknown): Record<string, Tier> {
       p.add(`tiers.${name}`, v, "a new tier needs both rpm and tpm (a number, or null for unlimited)");
       continue;
     }
-    tiers[name] = { rpm, tpm };
+    // Optional: no cap on a key's requests in flight unless one is set.
+    tiers[name] = { rpm, tpm, concurrency: limit("concurrency") ?? null };
   }
   return tiers;
 }

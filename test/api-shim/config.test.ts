@@ -33,10 +33,10 @@ describe("parseShimConfig", () => {
       maxBodyBytes: 8 * 1024 * 1024, logLevel: "info", unauthenticatedRpm: 60, defaultTier: "free", models: null, bootstrapKeys: [],
     });
     expect(c.pricing).toMatchObject({ request: 1_000_000, batchRequest: 2_000_000 });
-    expect(c.tiers.get("free")).toEqual({ rpm: 10, tpm: 10_000 });
-    expect(c.tiers.get("developer")).toEqual({ rpm: 100, tpm: 100_000 });
-    expect(c.tiers.get("pro")).toEqual({ rpm: 500, tpm: 500_000 });
-    expect(c.tiers.get("enterprise")).toEqual({ rpm: null, tpm: null });
+    expect(c.tiers.get("free")).toEqual({ rpm: 10, tpm: 10_000, concurrency: null });
+    expect(c.tiers.get("developer")).toEqual({ rpm: 100, tpm: 100_000, concurrency: null });
+    expect(c.tiers.get("pro")).toEqual({ rpm: 500, tpm: 500_000, concurrency: null });
+    expect(c.tiers.get("enterprise")).toEqual({ rpm: null, tpm: null, concurrency: null });
     expect(Object.isFrozen(c)).toBe(true);
     expect(Object.isFrozen(c.pricing)).toBe(true);
   });
@@ -51,7 +51,7 @@ pricing:
 tiers:
   free: { rpm: 10, tpm: 10000 }
   pro: { rpm: 600 }
-  workshop: { rpm: 30, tpm: null }
+  workshop: { rpm: 30, tpm: null, concurrency: 4 }
 unauthenticatedRpm: 60
 defaultTier: free
 models:
@@ -68,8 +68,8 @@ bootstrapKeys:
 `);
     expect(c.trustProxy).toEqual(["172.16.0.0/12", "10.0.0.1"]);
     expect(c.pricing.models.get("qwen2.5-7b")).toEqual({ promptPer1k: 100_000, completionPer1k: 200_000 });
-    expect(c.tiers.get("pro")).toEqual({ rpm: 600, tpm: 500_000 }); // merged over the default
-    expect(c.tiers.get("workshop")).toEqual({ rpm: 30, tpm: null });
+    expect(c.tiers.get("pro")).toEqual({ rpm: 600, tpm: 500_000, concurrency: null }); // merged over the default
+    expect(c.tiers.get("workshop")).toEqual({ rpm: 30, tpm: null, concurrency: 4 });
     expect(c.models!.get("qwen2.5-7b")).toEqual({ name: "qwen2.5-7b", maxModelLen: 8192, continuousUsage: true });
     expect(c.bootstrapKeys).toEqual([{ id: "AbC123xyz789", name: "app", hash: HASH, credits: 1000_000_000, tier: "developer", models: ["qwen2.5-7b"] }]);
   });
@@ -79,7 +79,7 @@ bootstrapKeys:
       { SHIM_UPSTREAM_URL: "litellm:4000", SHIM_READY_URL: "vllm/health", SHIM_PORT: "80a", SHIM_TRUST_PROXY: "10.0.0.0/33", LOG_LEVEL: "loud", SHIM_DRAIN_TIMEOUT_MS: "-1", SHIM_DATABASE_URL: "mysql://u:hunter2@x/db" },
       `
 pricing: { request: -1, models: { m: { promptPer1k: "abc" } } }
-tiers: { free: { rpm: 0 } }
+tiers: { free: { rpm: 0 }, pro: { concurrency: 0 } }
 defaultTier: gold
 models: [{ name: m, maxModelLen: 1.5 }]
 bootstrapKeys:
@@ -98,6 +98,7 @@ extra: 1
       /^SHIM_CONFIG pricing.request: -1 is not valid; expected a non-negative number of credits/,
       /^SHIM_CONFIG pricing.models.m.promptPer1k: "abc"/,
       /^SHIM_CONFIG tiers.free.rpm: 0 is not valid; expected a positive integer, or null for unlimited/,
+      /^SHIM_CONFIG tiers.pro.concurrency: 0 is not valid; expected a positive integer, or null for unlimited/,
       /^SHIM_CONFIG defaultTier: "gold" is not valid; expected one of the tiers: free \| developer \| pro \| enterprise/,
       /^SHIM_CONFIG models\[0\].maxModelLen: 1.5/,
       /^SHIM_CONFIG bootstrapKeys\[0\].id: "short"/,

@@ -73,6 +73,35 @@ describe("rate limits through the shim", () => {
     }
   });
 
+  it("a tier's concurrency caps a key's requests in flight (streams until they end); other keys are not affected", async () => {
+    const h = await startShim({ file: { tiers: { pair: { rpm: 1000, tpm: 1_000_000, concurrency: 2 } }, models: [{ name: "qwen2.5-7b" }] } });
+    try {
+      const { key } = await h.createKey({ tier: "pair", credits: 100 });
+      const other = await h.createKey({ tier: "pair", credits: 100 });
+      h.fake.set({ tokenDelayMs: 20, defaultTokens: 200 });
+      const open = () => h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 200, stream: true });
+      const { data: first, response: firstResponse } = await open().withResponse();
+      const second = await open();
+      const e = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1 }).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(RateLimitError);
+      expect((e as RateLimitError).error).toMatchObject({ code: "rate_limit_exceeded", message: expect.stringMatching(/allows 2 at once/) });
+      expect((e as RateLimitError).headers!.get("retry-after")).toBe("1");
+      expect((e as RateLimitError).headers!.get("x-ratelimit-limit-requests")).toBe("1000");
+      // Another key of the same tier has its own two places.
+      const otherStream = await h.client(other.key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 2, stream: true });
+      for await (const _ of otherStream);
+      // Once a stream ends, its place is free again.
+      first.controller.abort();
+      await h.waitForRequestLog((l) => l.reqId === firstResponse.headers.get("x-request-id")); // written as it ends
+      h.fake.set({ tokenDelayMs: 0 });
+      const answer = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1 });
+      expect(answer.choices[0]!.message.content).toBe("t1");
+      second.controller.abort();
+    } finally {
+      await h.close();
+    }
+  });
+
   it("an unlimited tier sends no rate-limit headers", async () => {
     const h = await startShim();
     try {

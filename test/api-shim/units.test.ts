@@ -147,13 +147,13 @@ describe("rate limits", () => {
   it("builds both header families; unlimited dimensions are omitted", () => {
     const clock = manualClock();
     const limiter = new RateLimiter(clock, 60);
-    const b = limiter.forKey("k", { rpm: 100, tpm: null });
+    const b = limiter.forKey("k", { rpm: 100, tpm: null, concurrency: null });
     b.requests!.take(1, clock.monotonic());
     const h = rateLimitHeaders(b, clock.monotonic(), clock.now());
     expect(h).toMatchObject({ "X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "99", "x-ratelimit-limit-requests": "100", "x-ratelimit-reset-requests": "600ms" });
     expect(Number(h["X-RateLimit-Reset"])).toBe(Math.ceil((clock.now() + 600) / 1000));
     expect(h).not.toHaveProperty("x-ratelimit-limit-tokens");
-    expect(rateLimitHeaders(limiter.forKey("e", { rpm: null, tpm: null }), 0, 0)).toEqual({});
+    expect(rateLimitHeaders(limiter.forKey("e", { rpm: null, tpm: null, concurrency: null }), 0, 0)).toEqual({});
   });
   it.each([[6000, "6s"], [60_000, "1m0s"], [90_500, "1m31s"], [250, "250ms"]])("durationString(%j) = %j", (ms, s) => {
     expect(durationString(ms)).toBe(s);

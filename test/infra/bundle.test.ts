@@ -135,11 +135,14 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     const shimConfig = bundle.get("shim/config.yaml")!;
     const parsed = parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/app/config.yaml" }, () => shimConfig);
     expect(parsed.pricing.request).toBe(1_000_000);
-    expect(parsed.tiers.get("developer")).toEqual({ rpm: 100, tpm: 100_000 });
+    expect(parsed.tiers.get("developer")).toEqual({ rpm: 100, tpm: 100_000, concurrency: null });
     expect([...parsed.models!.keys()]).toEqual(["qwen2.5-7b", ...c.providers.map((p) => p.name)]);
     expect(parsed.models!.get("qwen2.5-7b")?.maxModelLen).toBe(8192);
     expect(parsed.bootstrapKeys).toEqual([expect.objectContaining({ id: "AbCdEf123456", hash: keys[0]!.hash, tier: "developer" })]);
     expect(shimConfig).not.toMatch(/sk-gs-/);
+    // A tier's concurrency cap set in the stack reaches the shim.
+    const capped = renderBundle(config({ tiers: { developer: { concurrency: 3 } } }), { images: c.images, bootstrapKeys: keys }).get("shim/config.yaml")!;
+    expect(parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/app/config.yaml" }, () => capped).tiers.get("developer")).toEqual({ rpm: 100, tpm: 100_000, concurrency: 3 });
   });
 });
 

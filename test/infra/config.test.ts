@@ -31,8 +31,8 @@ describe("validateConfig: good configs", () => {
     expect(c.allowedCidrs).toEqual(["0.0.0.0/0", "::/0"]);
     expect(c.adminCidrs).toEqual([]);
     expect(c.tls).toEqual({ mode: "letsencrypt" });
-    expect(c.tiers.developer).toEqual({ rpm: 100, tpm: 100_000 });
-    expect(c.tiers.enterprise).toEqual({ rpm: null, tpm: null });
+    expect(c.tiers.developer).toEqual({ rpm: 100, tpm: 100_000, concurrency: null });
+    expect(c.tiers.enterprise).toEqual({ rpm: null, tpm: null, concurrency: null });
     expect(c.pricing).toEqual({ request: 1, batchRequest: 2, models: {} });
     expect(c.volumeSizeGb).toBe(100);
     expect(c.ttlHours).toBeUndefined();
@@ -58,7 +58,7 @@ describe("validateConfig: good configs", () => {
       hfToken: "hf_abc",
       tls: { mode: "self-signed" },
       allowedCidrs: ["198.51.100.0/24", "2001:DB8::/32"],
-      tiers: { team: { rpm: 50, tpm: 50_000 }, free: { rpm: 20 } },
+      tiers: { team: { rpm: 50, tpm: 50_000, concurrency: 8 }, free: { rpm: 20 } },
       keys: [{ name: "app", credits: 1000, tier: "team", models: ["mistral-7b"] }, { name: "ci", credits: 0.5 }],
       pricing: { request: 0.5, models: { "mistral-7b": { promptPer1k: 0.01, completionPer1k: 0.03 } } },
       providers: [{ name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: Secret.encrypted() }],
@@ -68,8 +68,8 @@ describe("validateConfig: good configs", () => {
     expect(c.model.servedName).toBe("mistral-7b");
     expect(c.hfToken?.reveal()).toBe("hf_abc");
     expect(c.allowedCidrs).toEqual(["198.51.100.0/24", "2001:db8::/32"]);
-    expect(c.tiers.team).toEqual({ rpm: 50, tpm: 50_000 });
-    expect(c.tiers.free).toEqual({ rpm: 20, tpm: 10_000 });
+    expect(c.tiers.team).toEqual({ rpm: 50, tpm: 50_000, concurrency: 8 });
+    expect(c.tiers.free).toEqual({ rpm: 20, tpm: 10_000, concurrency: null });
     expect(c.keys).toEqual([
       { name: "app", credits: 1000, tier: "team", models: ["mistral-7b"] },
       { name: "ci", credits: 0.5, tier: "free", models: [] },
@@ -136,6 +136,7 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["price for an unserved model", { ...base, pricing: { models: { "gpt-4": { promptPer1k: 1 } } } },
       ['gpu-sandbox:pricing.models.gpt-4 = {"promptPer1k":1}: prices a model that is not served']],
     ["tier without limits", { ...base, tiers: { team: { rpm: 5 } } }, ['gpu-sandbox:tiers.team = {"rpm":5}: a new tier needs both rpm and tpm']],
+    ["a tier's concurrency below 1", { ...base, tiers: { free: { concurrency: 0 } } }, ["gpu-sandbox:tiers.free.concurrency = 0: must be"]],
     ["volume too small", { ...base, volumeSizeGb: 5 }, ["gpu-sandbox:volumeSizeGb = 5: must be between 10 and 10240"]],
     ["short tag", { ...base, tags: ["x"] }, ['gpu-sandbox:tags[0] = "x": Linode tags are 3-50 characters']],
     ["image without tag or digest", { ...base, images: { vllm: "vllm/vllm-openai" } }, ['gpu-sandbox:images.vllm = "vllm/vllm-openai": must be an image reference']],

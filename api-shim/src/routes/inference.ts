@@ -2,10 +2,11 @@ import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { spliceJsonBytes, usageOfBody } from "../answer-body.ts";
 import { finishRequest } from "../app.ts";
-import { authHeaders, rateLimited } from "../auth.ts";
+import { authHeaders, rateLimited, tooManyInFlight } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
-import { type InferenceKind, parseInferenceRequest, promptBytes, upstreamBody } from "../inference-request.ts";
+import type { ModelConfig } from "../config.ts";
+import { type InferenceKind, type InferenceRequest, parseInferenceRequest, promptBytes, upstreamBody } from "../inference-request.ts";
 import { formatCredits } from "../money.ts";
 import { estimatePromptTokens } from "../pricing.ts";
 import { rateLimitHeaders } from "../rate-limit.ts";
@@ -31,11 +32,11 @@ export function inferenceRoutes(app: FastifyInstance, ctx: ShimContext): void {
 }
 
 /**
- * Admission (validation, model checks, tokens/min, credit hold), forwarding, and settlement.
- * Every path after the hold ends in exactly one settle: the real cost, or 0 when the upstream
- * failed before answering.
+ * Admission (validation, model checks, the key's requests in flight, tokens/min, credit hold),
+ * forwarding, and settlement. Every path after the hold ends in exactly one settle: the real
+ * cost, or 0 when the upstream failed before answering.
  */
-async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply) {
+async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const auth = request.auth!;
   if (ctx.inflight.draining) throw new ShimError("service_unavailable", { message: "The server is shutting down; retry shortly." });
   const body = request.body as Record<string, unknown>;
@@ -46,9 +47,24 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   if (auth.key.models && !auth.key.models.includes(req.model)) {
     throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
   }
+  // Requests in flight for this key, under the tier's cap (if any): counted from here until the
+  // request ends, streams included.
+  if (!ctx.limiter.enter(auth.key.id, auth.limits.concurrency)) {
+    const mono = ctx.clock.monotonic();
+    throw tooManyInFlight(auth.limits.concurrency!, rateLimitHeaders(auth.buckets, mono, ctx.clock.now()));
+  }
+  try {
+    return await admitted(ctx, kind, upstreamPath, request, reply, req, body, modelConfig);
+  } finally {
+    ctx.limiter.leave(auth.key.id);
+  }
+}
+
+/** `handle` from the tokens/min check on, for a request that has its place among its key's requests in flight. */
+async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply, req: InferenceRequest, body: Record<string, unknown>, modelConfig: ModelConfig | undefined) {
+  const auth = request.auth!;
   const raw = request.rawBody!;
   const batch = (request.query as Record<string, unknown> | undefined)?.batch === "1";
-
   // Tokens per minute: the bucket must be positive; the prompt estimate is corrected at settlement.
   const estimate = estimatePromptTokens(raw.length);
   const mono = ctx.clock.monotonic();
