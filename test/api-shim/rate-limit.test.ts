@@ -87,6 +87,9 @@ describe("rate limits through the shim", () => {
       expect((e as RateLimitError).error).toMatchObject({ code: "rate_limit_exceeded", message: expect.stringMatching(/allows 2 at once/) });
       expect((e as RateLimitError).headers!.get("retry-after")).toBe("1");
       expect((e as RateLimitError).headers!.get("x-ratelimit-limit-requests")).toBe("1000");
+      expect((e as RateLimitError).headers!.get("x-ratelimit-limit")).toBe("1000");
+      // A refusal spends nothing: the two admitted streams took 2 of the 1,000 requests/min.
+      expect((e as RateLimitError).headers!.get("x-ratelimit-remaining")).toBe("998");
       // Another key of the same tier has its own two places.
       const otherStream = await h.client(other.key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 2, stream: true });
       for await (const _ of otherStream);
@@ -97,6 +100,35 @@ describe("rate limits through the shim", () => {
       const answer = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1 });
       expect(answer.choices[0]!.message.content).toBe("t1");
       second.controller.abort();
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("every way a capped request can end gives its place back (upstream failure, no credits, tokens/min)", async () => {
+    const h = await startShim({ file: { tiers: { one: { rpm: 1000, tpm: 60, concurrency: 1 } }, models: [{ name: "qwen2.5-7b" }] } });
+    try {
+      const { key } = await h.createKey({ tier: "one", credits: 100 });
+      const poor = await h.createKey({ tier: "one", credits: 0 });
+      const chat = (k: string, max_tokens = 1) => h.client(k).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens });
+      const ok = async (k: string) => expect((await chat(k)).choices[0]!.message.content).toBe("t1");
+      h.fake.set({ failStatus: 500 });
+      expect(await chat(key).catch((x: unknown) => (x as { status: number }).status)).toBe(502);
+      h.fake.reset();
+      await ok(key);
+      expect(await chat(poor.key).catch((x: unknown) => (x as { status: number }).status)).toBe(402);
+      await h.admin(`/admin/keys/${poor.id}/credits`, { method: "POST", body: JSON.stringify({ amount: 10 }) });
+      await ok(poor.key);
+      // Spend the 60 tokens/min (the answer's usage exceeds it), then a 429 from the tokens bucket.
+      h.fake.set({ defaultTokens: 80 });
+      await chat(key, 80);
+      const limited = await chat(key).catch((x: unknown) => x);
+      expect(limited).toBeInstanceOf(RateLimitError);
+      expect((limited as RateLimitError).error).toMatchObject({ message: expect.stringMatching(/^Rate limit exceeded/) });
+      // Its place was given back: another key of the tier is unaffected, and this key's next
+      // refusal is still the tokens bucket's, not "too many in flight".
+      await ok(poor.key);
+      expect(((await chat(key).catch((x: unknown) => x)) as RateLimitError).error).toMatchObject({ message: expect.stringMatching(/^Rate limit exceeded/) });
     } finally {
       await h.close();
     }

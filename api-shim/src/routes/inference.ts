@@ -50,7 +50,10 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   // Requests in flight for this key, under the tier's cap (if any): counted from here until the
   // request ends, streams included.
   if (!ctx.limiter.enter(auth.key.id, auth.limits.concurrency)) {
+    // Refused before any work: the request the auth hook took from the per-minute budget goes
+    // back, so a client retrying every second while it waits for a place does not use it up.
     const mono = ctx.clock.monotonic();
+    auth.buckets.requests?.adjust(-1, mono);
     throw tooManyInFlight(auth.limits.concurrency!, rateLimitHeaders(auth.buckets, mono, ctx.clock.now()));
   }
   try {
