@@ -72,6 +72,7 @@ export function tooManyInFlight(limit: number, headers: Record<string, string>):
     message: `Too many requests in flight for this key: its tier allows ${limit} at once. Retry when one has finished.`,
     extra: { retry_after: 1 },
     headers: { ...headers, "retry-after": "1" },
+    logCode: "too_many_in_flight", // the wire code is OpenAI's; the log says which limit
   });
 }
 

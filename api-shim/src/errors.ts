@@ -48,6 +48,8 @@ export interface ShimErrorOptions {
   /** Extra fields placed inside `error` and at the top level of the body (seed 001's 402). */
   extra?: Record<string, unknown>;
   headers?: Record<string, string>;
+  /** What the request log records instead of `code`, where the operator needs to tell apart errors that share a code on the wire. */
+  logCode?: string;
 }
 
 export class ShimError extends Error {
@@ -56,6 +58,7 @@ export class ShimError extends Error {
   readonly param: string | null;
   readonly extra: Record<string, unknown> | undefined;
   readonly headers: Record<string, string> | undefined;
+  readonly logCode: string;
 
   constructor(code: ErrorCode, options: ShimErrorOptions = {}) {
     // Messages echo what the client sent (a path, a model name) or the upstream said: a key in
@@ -67,6 +70,7 @@ export class ShimError extends Error {
     this.param = options.param == null ? null : redactKeys(options.param); // may name a client's field
     this.extra = options.extra;
     this.headers = options.headers;
+    this.logCode = options.logCode ?? code;
   }
 }
 
@@ -124,6 +128,6 @@ export const errorHandler = (headersFor: (request: FastifyRequest) => Record<str
   } else if (err.status >= 500 && !(error instanceof ShimError)) {
     request.log.error({ reqId: request.id, err: error }, "unhandled error");
   }
-  request.shimErrorCode = err.code;
+  request.shimErrorCode = err.logCode;
   void sendError(reply, err, headersFor(request));
 };

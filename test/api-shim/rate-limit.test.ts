@@ -81,7 +81,7 @@ describe("rate limits through the shim", () => {
       h.fake.set({ tokenDelayMs: 20, defaultTokens: 200 });
       const open = () => h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 200, stream: true });
       const { data: first, response: firstResponse } = await open().withResponse();
-      const second = await open();
+      const { data: second, response: secondResponse } = await open().withResponse();
       const e = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1 }).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(RateLimitError);
       expect((e as RateLimitError).error).toMatchObject({ code: "rate_limit_exceeded", message: expect.stringMatching(/allows 2 at once/) });
@@ -90,6 +90,9 @@ describe("rate limits through the shim", () => {
       expect((e as RateLimitError).headers!.get("x-ratelimit-limit")).toBe("1000");
       // A refusal spends nothing: the two admitted streams took 2 of the 1,000 requests/min.
       expect((e as RateLimitError).headers!.get("x-ratelimit-remaining")).toBe("998");
+      // The log says which limit refused it.
+      const refusal = await h.waitForRequestLog((l) => l.reqId === (e as RateLimitError).headers!.get("x-request-id"));
+      expect(refusal).toMatchObject({ status: 429, error: "too_many_in_flight" });
       // Another key of the same tier has its own two places.
       const otherStream = await h.client(other.key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 2, stream: true });
       for await (const _ of otherStream);
@@ -99,7 +102,10 @@ describe("rate limits through the shim", () => {
       h.fake.set({ tokenDelayMs: 0 });
       const answer = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1 });
       expect(answer.choices[0]!.message.content).toBe("t1");
-      second.controller.abort();
+      // The other stream is read to its end (an abort here left undici a spare connection that
+      // kept the in-process server's close() waiting).
+      for await (const _ of second);
+      expect((await h.waitForRequestLog((l) => l.reqId === secondResponse.headers.get("x-request-id"))).status).toBe(200);
     } finally {
       await h.close();
     }
