@@ -1,5 +1,5 @@
 import { FakeVllm } from "../test/support/fake-vllm.ts";
-import { consoleIo, type Io, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { exitOnFailure, serverMain, UsageError } from "./lib/cli.ts";
 
 const USAGE = `Usage: npm run fake-vllm
 
@@ -33,31 +33,19 @@ export async function serveFakeVllm(env: NodeJS.ProcessEnv = process.env): Promi
   return fake;
 }
 
-export async function main(argv: readonly string[], io: Io = consoleIo): Promise<number> {
-  return runScript(io, async () => {
-    if (parseFlags(argv, {}, USAGE).values.help) {
-      io.out(USAGE);
-      return 0;
-    }
-    let fake: FakeVllm;
-    try {
-      fake = await serveFakeVllm();
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === "EADDRINUSE") throw new UsageError(`fake-vllm: port ${process.env.FAKE_VLLM_PORT ?? 8000} is in use by another process; set FAKE_VLLM_PORT to a free one`);
-      throw new UsageError(`fake-vllm: ${(e as Error).message}`);
-    }
-    io.out(`fake vLLM listening on ${fake.url} serving ${fake.models.map((m) => m.name).join(", ")} (Ctrl-C to stop)`);
-    const stop = () => void fake.close().then(() => process.exit(0));
-    process.on("SIGINT", stop);
-    process.on("SIGTERM", stop);
-    return 0;
-  });
-}
+export const main = serverMain(USAGE, async (io) => {
+  let fake: FakeVllm;
+  try {
+    fake = await serveFakeVllm();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EADDRINUSE") throw new UsageError(`fake-vllm: port ${process.env.FAKE_VLLM_PORT ?? 8000} is in use by another process; set FAKE_VLLM_PORT to a free one`);
+    throw new UsageError(`fake-vllm: ${(e as Error).message}`);
+  }
+  io.out(`fake vLLM listening on ${fake.url} serving ${fake.models.map((m) => m.name).join(", ")} (Ctrl-C to stop)`);
+  const stop = () => void fake.close().then(() => process.exit(0));
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+});
 
-if (import.meta.main) {
-  // Only a failure sets the exit code: a server that started (or failed to, and said so by
-  // setting process.exitCode itself, as server.ts does for a bad configuration) keeps its own.
-  const code = await main(process.argv.slice(2));
-  if (code !== 0) process.exitCode = code;
-}
+if (import.meta.main) exitOnFailure(await main(process.argv.slice(2)));

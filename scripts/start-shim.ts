@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { consoleIo, type Io, parseFlags, runScript } from "./lib/cli.ts";
+import { exitOnFailure, serverMain } from "./lib/cli.ts";
 
 const USAGE = `Usage: npm run shim
 
@@ -58,24 +58,12 @@ export function banner(env: NodeJS.ProcessEnv, generatedToken: string | null): s
   ].join("\n");
 }
 
-export async function main(argv: readonly string[], io: Io = consoleIo): Promise<number> {
-  return runScript(io, async () => {
-    if (parseFlags(argv, {}, USAGE).values.help) {
-      io.out(USAGE);
-      return 0;
-    }
-    const { env, generatedToken } = devEnvironment(process.env);
-    Object.assign(process.env, env);
-    io.out(banner(env, generatedToken).trimEnd());
-    // server.ts reads the environment, listens and handles SIGINT/SIGTERM itself.
-    await import("../api-shim/src/server.ts");
-    return 0;
-  });
-}
+export const main = serverMain(USAGE, async (io) => {
+  const { env, generatedToken } = devEnvironment(process.env);
+  Object.assign(process.env, env);
+  io.out(banner(env, generatedToken).trimEnd());
+  // server.ts reads the environment, listens and handles SIGINT/SIGTERM itself.
+  await import("../api-shim/src/server.ts");
+});
 
-if (import.meta.main) {
-  // Only a failure sets the exit code: a server that started (or failed to, and said so by
-  // setting process.exitCode itself, as server.ts does for a bad configuration) keeps its own.
-  const code = await main(process.argv.slice(2));
-  if (code !== 0) process.exitCode = code;
-}
+if (import.meta.main) exitOnFailure(await main(process.argv.slice(2)));

@@ -68,19 +68,16 @@ function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest): voi
 
 /** A key's tier caps its requests in flight, and that many are: retry when one ends. */
 export function tooManyInFlight(limit: number, headers: Record<string, string>): ShimError {
-  return new ShimError("rate_limit_exceeded", {
-    message: `Too many requests in flight for this key: its tier allows ${limit} at once. Retry when one has finished.`,
-    extra: { retry_after: 1 },
-    headers: { ...headers, "retry-after": "1" },
-    logCode: "too_many_in_flight", // the wire code is OpenAI's; the log says which limit
-  });
+  // The wire code is OpenAI's rate_limit_exceeded; the log says which limit.
+  return rateLimited(1000, headers, { message: `Too many requests in flight for this key: its tier allows ${limit} at once. Retry when one has finished.`, logCode: "too_many_in_flight" });
 }
 
-export function rateLimited(retryMs: number, headers: Record<string, string>): ShimError {
+export function rateLimited(retryMs: number, headers: Record<string, string>, why: { message?: string; logCode?: string } = {}): ShimError {
   const seconds = Math.max(1, Math.ceil(retryMs / 1000));
   return new ShimError("rate_limit_exceeded", {
-    message: `Rate limit exceeded. Try again in ${seconds} seconds.`,
+    message: why.message ?? `Rate limit exceeded. Try again in ${seconds} seconds.`,
     extra: { retry_after: seconds },
     headers: { ...headers, "retry-after": String(seconds) },
+    logCode: why.logCode,
   });
 }

@@ -17,10 +17,13 @@ export async function* sseEvents(body: AsyncIterable<Uint8Array | string>): Asyn
   let afterCR = false; // the previous chunk ended in "\r", so a "\n" starting this one is its CRLF
   for await (const chunk of body) {
     let text = typeof chunk === "string" ? chunk : decoder.decode(chunk, { stream: true });
-    if (text === "") continue; // the start of a multi-byte character: nothing to look at yet
-    if (afterCR && text.startsWith("\n")) text = text.slice(1);
-    afterCR = text.endsWith("\r");
+    if (afterCR && text.startsWith("\n")) {
+      text = text.slice(1);
+      afterCR = false;
+    }
+    // Nothing left (the start of a multi-byte character, or only that "\n"): afterCR stands as is.
     if (text === "") continue;
+    afterCR = text.endsWith("\r");
     if (text.includes("\r")) text = text.replace(/\r\n?/g, "\n"); // CRLF and CR line endings are valid SSE
     let start = 0;
     if (endsInNewline && text.startsWith("\n")) {

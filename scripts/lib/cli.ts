@@ -95,6 +95,31 @@ export async function runScript(io: Io, body: () => Promise<number>): Promise<nu
   }
 }
 
+/**
+ * The `main` of a script that starts a server (`npm run shim`, `npm run fake-vllm`): `--help`
+ * prints `usage` and starts nothing, an unknown flag is a UsageError, then `start` runs.
+ */
+export function serverMain(usage: string, start: (io: Io) => Promise<void>) {
+  return (argv: readonly string[], io: Io = consoleIo): Promise<number> =>
+    runScript(io, async () => {
+      if (parseFlags(argv, {}, usage).values.help) {
+        io.out(usage);
+        return 0;
+      }
+      await start(io);
+      return 0;
+    });
+}
+
+/**
+ * A server script's exit code: only a failure sets it. A server that started (or failed to and
+ * said so by setting process.exitCode itself, as the shim's server.ts does for a bad
+ * configuration) keeps its own.
+ */
+export function exitOnFailure(code: number): void {
+  if (code !== 0) process.exitCode = code;
+}
+
 /** "1h 5m", "3m 2s", "450 ms": durations as an operator reads them. */
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)} ms`;

@@ -17,7 +17,7 @@ export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
 
   app.get("/health", { config: PUBLIC_ROUTE }, async (_request, reply) => reply.type("application/json").send('{"status":"ok"}'));
 
-  app.get("/ready", { config: PUBLIC_ROUTE }, async (_request, reply) => {
+  app.get("/ready", { config: PUBLIC_ROUTE }, async (request, reply) => {
     let store = "ok";
     try {
       await ctx.store.ping();
@@ -28,7 +28,7 @@ export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
     if (!probe || now - probe.at > PROBE_CACHE_MS) {
       probe = { at: now, result: probeUpstream(ctx) };
       // The operator's hint goes to the log: /ready is public, and says only what failed.
-      void probe.result.then((r) => r.hint && _request.log.warn(r.hint));
+      void probe.result.then((r) => r.hint && request.log.warn(r.hint));
     }
     const upstream = await probe.result;
     const ready = store === "ok" && upstream.ok && !ctx.inflight.draining;

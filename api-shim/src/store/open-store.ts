@@ -21,14 +21,10 @@ export async function openStore(url: string, options: OpenStoreOptions = {}, cwd
   const file = resolve(cwd, target.path);
   mkdirSync(dirname(file), { recursive: true });
   const owner = claimSqliteFile(file);
-  let store: SqliteStore;
   try {
-    store = new SqliteStore(file, options);
+    return new SqliteStore(file, { ...options, owner });
   } catch (e) {
     owner.release();
     throw e;
   }
-  const close = store.close.bind(store);
-  store.close = () => close().finally(owner.release);
-  return store;
 }

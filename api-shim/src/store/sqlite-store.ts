@@ -23,11 +23,10 @@ export interface SqliteStoreOptions {
   busyTimeoutMs?: number;
   /** ms between WAL checkpoints run by a worker thread (file databases). Default 1000. */
   checkpointIntervalMs?: number;
-  /**
-   * Called once, when the store fails closed (a batch or COMMIT failed). The store stays failed
-   * until the process restarts, so the server uses this to exit and let its supervisor restart it.
-   */
+  /** Called once when the store fails closed (a batch or COMMIT failed): it stays failed, so the server exits to be restarted. */
   onFailure?: (error: unknown) => void;
+  /** This process's claim on the file (claimSqliteFile), released by close() once the connection is closed. */
+  owner?: { release(): void };
 }
 
 /** An open hold of this process: its key and amount (the key row has the sum and the count). */
@@ -64,7 +63,7 @@ export class SqliteStore implements Store {
   private broken: unknown = null;
   private checkpointer: Worker | undefined;
   private readonly stmt;
-  private readonly onFailure: ((error: unknown) => void) | undefined;
+  private readonly options: SqliteStoreOptions;
 
   constructor(filename: string, options: SqliteStoreOptions = {}) {
     this.db = new Database(filename);
@@ -72,7 +71,7 @@ export class SqliteStore implements Store {
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = NORMAL");
     db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
-    this.onFailure = options.onFailure;
+    this.options = options;
     db.pragma("foreign_keys = ON");
     try {
       migrate(db);
@@ -208,7 +207,7 @@ export class SqliteStore implements Store {
     try {
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
     } catch {}
-    if (first) this.onFailure?.(e);
+    if (first) this.options.onFailure?.(e);
   }
 
   /** Commits the open batch, if any. Admin operations call it first so they commit on their own. */
@@ -395,6 +394,7 @@ export class SqliteStore implements Store {
     if (!failedBefore) this.commit();
     const failure = failedBefore ? null : this.broken;
     if (this.db.open) this.db.close();
+    this.options.owner?.release();
     if (failure !== null) throw new StoreUnavailableError(failure);
   }
 }
