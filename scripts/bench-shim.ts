@@ -6,9 +6,9 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { generateKey } from "../api-shim/src/keys.ts";
-import { createUpstream } from "../api-shim/src/upstream.ts";
 import { freePort } from "../test/support/tools.ts";
 import { closedLoop, type LoadResult, loadGenerator, loadGeneratorLine } from "./lib/load-generator.ts";
+import { nginxInstalled, spawnBareProxy, spawnNginxProxy } from "./lib/reference-proxies.ts";
 
 /**
  * `npm run bench`: the shim against going straight to the same upstream (the fake vLLM, its own
@@ -25,10 +25,11 @@ import { closedLoop, type LoadResult, loadGenerator, loadGeneratorLine } from ".
  *                and the shim's per relayed event: steadier than requests/s on a shared VM, and
  *                what shows where the time goes
  *
- * A third column, "bare proxy", is Fastify + the same undici pool passing requests (and stream
- * chunks, as they arrive) through with nothing else: what any Node proxy of this design costs on
- * the machine, so the shim's own share (auth, limits, credits, usage rows, SSE parsing and
- * metering, logs, metrics) can be read off.
+ * Two reference columns pass requests (and stream chunks, as they arrive) through with nothing
+ * else (scripts/lib/reference-proxies.ts): "bare proxy", Fastify + the same undici pool, what any
+ * Node proxy of this design costs on the machine, so the shim's own share (auth, limits, credits,
+ * usage rows, SSE parsing and metering, logs, metrics) can be read off; and "nginx proxy", a hop
+ * in C, the floor for any proxy on the machine (left out when nginx is not installed).
  *
  * Prints a table and writes .bench/shim.json. BENCH_SECONDS (10) shortens or lengthens runs.
  */
@@ -46,6 +47,8 @@ export interface BenchResult {
   /** The closed-loop load generator of the saturation runs. */
   loadGenerator: LoadResult["generator"];
   direct: Side;
+  /** The nginx reference proxy, with what it adds over direct; null when nginx is not installed. */
+  nginxProxy: (Side & { chunkCpuUsPerEvent: number; added: { meanLatencyMs: number; chunkP99Ms: number } }) | null;
   bareProxy: Side & { chunkCpuUsPerEvent: number };
   shim: Side & { chunkCpuUsPerEvent: number };
   added: { meanLatencyMs: number; p50LatencyMs: number; p99LatencyMs: number; chunkP50Ms: number; chunkP99Ms: number };
@@ -204,26 +207,6 @@ export function spawnBenchShim(dir: string, port: number, upstreamUrl: string, d
   });
 }
 
-/** The bare pass-through proxy (run in its own process by runBench). */
-export async function serveBareProxy(port: number, upstreamUrl: string): Promise<void> {
-  const { default: Fastify } = await import("fastify");
-  const upstream = createUpstream({ url: upstreamUrl, apiKey: null, headersTimeoutMs: 120_000, idleTimeoutMs: 60_000 });
-  const app = Fastify({ logger: false });
-  app.post("/v1/chat/completions", async (request, reply) => {
-    const res = await upstream.request({ method: "POST", path: "/chat/completions", body: JSON.stringify(request.body) });
-    if (!(request.body as { stream?: boolean }).stream) return reply.code(res.status).type("application/json").send(await res.body.text());
-    // Streams: each chunk written on as it arrives, as the shim does, with no SSE parsing or
-    // metering. A bench's relay: no backpressure, abort or error handling (the bench's clients
-    // read as fast as they can and the fake does not fail).
-    reply.hijack();
-    reply.raw.writeHead(res.status, { "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache" });
-    for await (const chunk of res.body) reply.raw.write(chunk);
-    reply.raw.end();
-    return reply;
-  });
-  await app.listen({ port, host: "127.0.0.1" });
-}
-
 /** Closed-loop load: the benchmark's chat request on `connections` connections for `seconds`. */
 export function load(url: string, headers: Record<string, string>, connections: number, seconds: number): Promise<LoadResult> {
   return closedLoop({ url, method: "POST", headers: { ...headers, "content-type": "application/json" }, body: CHAT, connections, seconds });
@@ -251,10 +234,15 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
     await waitHttp(`${fakeBase}/health`);
 
     const barePort = await freePort();
-    const bareProxy = spawn(process.execPath, [join(ROOT, "scripts", "bench-shim.ts")], { env: { PATH: process.env.PATH, BENCH_BARE_PROXY: `${barePort} ${fakeBase}/v1` }, stdio: "ignore" });
+    const bareProxy = spawnBareProxy(barePort, `${fakeBase}/v1`);
     children.push(bareProxy);
     await waitHttp(`http://127.0.0.1:${barePort}/`);
     const bare = `http://127.0.0.1:${barePort}/v1/chat/completions`;
+    const nginxPort = await freePort();
+    const nginx = nginxInstalled ? spawnNginxProxy(join(dir, "nginx"), nginxPort, `127.0.0.1:${fakePort}`) : null;
+    if (nginx) children.push(nginx);
+    if (nginx) await waitHttp(`http://127.0.0.1:${nginxPort}/health`);
+    const viaNginx = `http://127.0.0.1:${nginxPort}/v1/chat/completions`;
 
     const key = writeBenchConfig(dir);
     const shim = spawnBenchShim(dir, shimPort, `${fakeBase}/v1`, `sqlite:${join(dir, "shim.db")}`);
@@ -267,18 +255,22 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
 
     await saturation(direct, {}, 2, fake.pid!); // warm-up: JIT, connection pools, SQLite pages
     await saturation(bare, {}, 2, bareProxy.pid!);
+    if (nginx) await saturation(viaNginx, {}, 2, nginx.pid!);
     await saturation(viaShim, auth, 2, shim.pid!);
     // "direct" CPU is the fake upstream's own: what plain Node HTTP costs per request here.
     const satDirect = await saturation(direct, {}, seconds, fake.pid!);
+    const satNginx = nginx && await saturation(viaNginx, {}, seconds, nginx.pid!);
     const satBare = await saturation(bare, {}, seconds, bareProxy.pid!);
     const satShim = await saturation(viaShim, auth, seconds, shim.pid!);
     const memAfterSaturation = await memoryBreakdown(shim.pid!, shimBase);
     const latDirect = await fixedRate(direct, {}, 300, seconds);
+    const latNginx = nginx && await fixedRate(viaNginx, {}, 300, seconds);
     const latBare = await fixedRate(bare, {}, 300, seconds);
     const latShim = await fixedRate(viaShim, auth, 300, seconds);
 
     await setFake(fakeBase, { tokenDelayMs: 20, defaultTokens: 200, stampTokens: true });
     const chunkDirect = await chunkDelays(direct, {}, 200, 200, 1000);
+    const chunkNginx = nginx && await cpuPer(nginx.pid!, () => chunkDelays(viaNginx, {}, 200, 200, 1000), (s) => s.n);
     const [chunkBare, chunkBareCpuUsPerEvent] = await cpuPer(bareProxy.pid!, () => chunkDelays(bare, {}, 200, 200, 1000), (s) => s.n);
     const [chunkShim, chunkCpuUsPerEvent] = await cpuPer(shim.pid!, () => chunkDelays(viaShim, auth, 200, 200, 1000), (s) => s.n);
     const memAfterStreams = await memoryBreakdown(shim.pid!, shimBase);
@@ -297,6 +289,10 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
       seconds,
       loadGenerator,
       direct: { saturationRps: satDirect.rps, saturationErrors: satDirect.errors, saturationCpuUsPerRequest: satDirect.cpuUsPerRequest, latencyMs: latDirect, chunkMs: chunkDirect },
+      nginxProxy: nginx && satNginx && latNginx && chunkNginx && {
+        saturationRps: satNginx.rps, saturationErrors: satNginx.errors, saturationCpuUsPerRequest: satNginx.cpuUsPerRequest, latencyMs: latNginx, chunkMs: chunkNginx[0], chunkCpuUsPerEvent: chunkNginx[1],
+        added: { meanLatencyMs: r3(latNginx.mean - latDirect.mean), chunkP99Ms: r3(chunkNginx[0].p99 - chunkDirect.p99) },
+      },
       bareProxy: { saturationRps: satBare.rps, saturationErrors: satBare.errors, saturationCpuUsPerRequest: satBare.cpuUsPerRequest, latencyMs: latBare, chunkMs: chunkBare, chunkCpuUsPerEvent: chunkBareCpuUsPerEvent },
       shim: { saturationRps: satShim.rps, saturationErrors: satShim.errors, saturationCpuUsPerRequest: satShim.cpuUsPerRequest, latencyMs: latShim, chunkMs: chunkShim, chunkCpuUsPerEvent },
       added,
@@ -318,31 +314,37 @@ export async function runBench(seconds = SECONDS): Promise<BenchResult> {
 
 export function table(r: BenchResult): string {
   const row = (cells: (string | number)[]) => cells.map((c, i) => String(c).padEnd(i === 0 ? 34 : 13)).join("");
+  const n = r.nginxProxy;
+  // One row: direct, the nginx proxy (– without nginx), the bare proxy, the shim, what the shim adds.
+  const line = (label: string, value: (side: Side & { chunkCpuUsPerEvent?: number }) => string | number, added: string | number = "", withDirect = true) =>
+    row([label, withDirect ? value(r.direct) : "", n ? value(n) : "–", value(r.bareProxy), value(r.shim), added]);
   return [
     `machine: ${r.machine.cpus} × ${r.machine.cpu}, ${r.machine.memoryGb} GB, node ${r.machine.node} (${r.seconds} s runs, saturation load from ${r.loadGenerator})`,
-    row(["", "direct", "bare proxy", "via shim", "shim added"]),
-    row(["saturation rps (16 conns)", r.direct.saturationRps, r.bareProxy.saturationRps, r.shim.saturationRps, ""]),
-    row(["server CPU µs per request (sat.)", r.direct.saturationCpuUsPerRequest, r.bareProxy.saturationCpuUsPerRequest, r.shim.saturationCpuUsPerRequest, ""]),
-    row(["latency mean ms @300 rps", r.direct.latencyMs.mean, r.bareProxy.latencyMs.mean, r.shim.latencyMs.mean, r.added.meanLatencyMs]),
-    row(["latency p50 ms @300 rps", r.direct.latencyMs.p50, r.bareProxy.latencyMs.p50, r.shim.latencyMs.p50, r.added.p50LatencyMs]),
-    row(["latency p99 ms @300 rps", r.direct.latencyMs.p99, r.bareProxy.latencyMs.p99, r.shim.latencyMs.p99, r.added.p99LatencyMs]),
-    row(["chunk delay p50 ms (200 streams)", r.direct.chunkMs.p50, r.bareProxy.chunkMs.p50, r.shim.chunkMs.p50, r.added.chunkP50Ms]),
-    row(["chunk delay p99 ms (200 streams)", r.direct.chunkMs.p99, r.bareProxy.chunkMs.p99, r.shim.chunkMs.p99, r.added.chunkP99Ms]),
-    row(["server CPU µs per relayed event", "", r.bareProxy.chunkCpuUsPerEvent, r.shim.chunkCpuUsPerEvent, ""]),
-    row(["shim peak RSS MB", "", "", r.shimPeakRssMb, ""]),
-    row(["shim RSS MB idle / sat. / streams", "", "", `${r.shimRssMb.idle} / ${r.shimRssMb.afterSaturation} / ${r.shimRssMb.afterStreams}`, ""]),
+    row(["", "direct", "nginx proxy", "bare proxy", "via shim", "shim added"]),
+    line("saturation rps (16 conns)", (s) => s.saturationRps),
+    line("server CPU µs per request (sat.)", (s) => s.saturationCpuUsPerRequest),
+    line("latency mean ms @300 rps", (s) => s.latencyMs.mean, r.added.meanLatencyMs),
+    line("latency p50 ms @300 rps", (s) => s.latencyMs.p50, r.added.p50LatencyMs),
+    line("latency p99 ms @300 rps", (s) => s.latencyMs.p99, r.added.p99LatencyMs),
+    line("chunk delay p50 ms (200 streams)", (s) => s.chunkMs.p50, r.added.chunkP50Ms),
+    line("chunk delay p99 ms (200 streams)", (s) => s.chunkMs.p99, r.added.chunkP99Ms),
+    line("server CPU µs per relayed event", (s) => s.chunkCpuUsPerEvent ?? "", "", false),
+    row(["shim peak RSS MB", "", "", "", r.shimPeakRssMb, ""]),
+    row(["shim RSS MB idle / sat. / streams", "", "", "", `${r.shimRssMb.idle} / ${r.shimRssMb.afterSaturation} / ${r.shimRssMb.afterStreams}`, ""]),
     ...(["idle", "afterSaturation", "afterStreams"] as const).map((k) => {
       const m = r.shimMemory[k];
       return `  ${k}: rss ${m.rssMb} MB = anonymous ${m.anonymousMb} + file-backed ${m.fileMb}; V8 heap ${m.heapTotalMb} (used ${m.heapUsedMb}), external ${m.externalMb}`;
     }),
     "",
     ...Object.entries(r.targets).map(([k, t]) => `${t.met ? "MET " : "MISS"} ${k}: ${t.value} (target ${t.target})`),
+    n ? `nginx alone, a proxy hop in C doing nothing else, adds ${n.added.meanLatencyMs} ms mean at 300 rps and ${n.added.chunkP99Ms} ms chunk p99 on this machine`
+      : "nginx is not installed: apt-get install nginx for the nginx proxy column (a hop in C, the floor for any proxy here)",
   ].join("\n");
 }
 
 async function main(): Promise<void> {
   try {
-    console.log(`running: direct, bare proxy and shim; saturation, fixed rate, then 200 streams (${SECONDS} s each, ~${Math.round(SECONDS * 10 + 20)} s in all)…`);
+    console.log(`running: direct, nginx proxy, bare proxy and shim; saturation, fixed rate, then 200 streams (${SECONDS} s each, ~${Math.round(SECONDS * 13 + 25)} s in all)…`);
     console.log(loadGeneratorLine());
     const result = await runBench();
     console.log(table(result));
@@ -359,8 +361,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (import.meta.main) {
-  const bare = process.env.BENCH_BARE_PROXY;
-  if (bare) await serveBareProxy(Number(bare.split(" ")[0]), bare.split(" ")[1]!);
-  else await main();
-}
+if (import.meta.main) await main();
