@@ -74,7 +74,7 @@ describe("rate limits through the shim", () => {
   });
 
   it("a tier's concurrency caps a key's requests in flight (streams until they end); other keys are not affected", async () => {
-    const h = await startShim({ file: { tiers: { pair: { rpm: 1000, tpm: 1_000_000, concurrency: 2 } }, models: [{ name: "qwen2.5-7b" }] } });
+    const h = await startShim({ file: { tiers: { pair: { rpm: 10, tpm: 1_000_000, concurrency: 2 } }, models: [{ name: "qwen2.5-7b" }] } });
     try {
       const { key } = await h.createKey({ tier: "pair", credits: 100 });
       const other = await h.createKey({ tier: "pair", credits: 100 });
@@ -86,10 +86,11 @@ describe("rate limits through the shim", () => {
       expect(e).toBeInstanceOf(RateLimitError);
       expect((e as RateLimitError).error).toMatchObject({ code: "rate_limit_exceeded", message: expect.stringMatching(/allows 2 at once/) });
       expect((e as RateLimitError).headers!.get("retry-after")).toBe("1");
-      expect((e as RateLimitError).headers!.get("x-ratelimit-limit-requests")).toBe("1000");
-      expect((e as RateLimitError).headers!.get("x-ratelimit-limit")).toBe("1000");
-      // A refusal spends nothing: the two admitted streams took 2 of the 1,000 requests/min.
-      expect((e as RateLimitError).headers!.get("x-ratelimit-remaining")).toBe("998");
+      expect((e as RateLimitError).headers!.get("x-ratelimit-limit-requests")).toBe("10");
+      expect((e as RateLimitError).headers!.get("x-ratelimit-limit")).toBe("10");
+      // A refusal spends nothing: the two admitted streams took 2 of the 10 requests/min. (10/min
+      // gives one back every 6 s, so a slow machine cannot refill one between the requests.)
+      expect((e as RateLimitError).headers!.get("x-ratelimit-remaining")).toBe("8");
       // The log says which limit refused it.
       const refusal = await h.waitForRequestLog((l) => l.reqId === (e as RateLimitError).headers!.get("x-request-id"));
       expect(refusal).toMatchObject({ status: 429, error: "too_many_in_flight" });
