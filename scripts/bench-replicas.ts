@@ -1,11 +1,12 @@
 import type { ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { startPostgres } from "../test/support/postgres.ts";
 import { freePort } from "../test/support/tools.ts";
-import { type LoadResult, loadGenerator, loadGeneratorLine } from "./lib/load-generator.ts";
+import { benchMain } from "./lib/bench-main.ts";
+import { exitOnFailure } from "./lib/cli.ts";
+import { type LoadResult, loadGenerator } from "./lib/load-generator.ts";
 import { load, spawnBenchFake, spawnBenchShim, waitHttp, writeBenchConfig } from "./bench-shim.ts";
 
 /**
@@ -18,8 +19,6 @@ import { load, spawnBenchFake, spawnBenchShim, waitHttp, writeBenchConfig } from
  *
  * Prints a table and writes .bench/replicas.json. BENCH_SECONDS (10) shortens or lengthens runs.
  */
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 
 export interface ReplicasRow { setup: string; rps: number; errors: number; machineBusyPct: number; stealPct: number; machineCpuUsPerRequest: number }
 
@@ -52,7 +51,7 @@ async function drive(setup: string, urls: string[], auth: string, seconds: numbe
   };
 }
 
-export async function runReplicasBench(seconds = SECONDS): Promise<{ machine: { cpus: number; node: string }; seconds: number; loadGenerator: LoadResult["generator"]; rows: ReplicasRow[] }> {
+export async function runReplicasBench(seconds = 10): Promise<{ machine: { cpus: number; node: string }; seconds: number; loadGenerator: LoadResult["generator"]; rows: ReplicasRow[] }> {
   const dir = mkdtempSync(join(tmpdir(), "shim-bench-replicas-"));
   const children: ChildProcess[] = [];
   const pg = await startPostgres();
@@ -92,23 +91,27 @@ export function replicasTable(r: { rows: ReplicasRow[] }): string {
   return lines.join("\n");
 }
 
-async function main(): Promise<void> {
-  try {
-    console.log(`running: SQLite, then Postgres with one and two shim processes, ${SECONDS} s each…`);
-    console.log(loadGeneratorLine());
-    const result = await runReplicasBench();
-    console.log(replicasTable(result));
-    mkdirSync(join(ROOT, ".bench"), { recursive: true });
-    writeFileSync(join(ROOT, ".bench", "replicas.json"), `${JSON.stringify(result, null, 2)}\n`);
-    console.log("\nwritten to .bench/replicas.json");
-    if (result.rows.some((r) => r.errors > 0)) {
-      console.error("some requests failed during the benchmark");
-      process.exitCode = 1;
-    }
-  } catch (e) {
-    console.error(`bench:replicas: ${(e as Error).stack ?? e}`);
-    process.exitCode = 1;
-  }
-}
+const USAGE = `Usage: npm run bench:replicas
 
-if (import.meta.main) await main();
+Saturation (16 connections) of one api-shim process on SQLite against one and two processes on
+one PostgreSQL database, all in front of the same fake vLLM on loopback, with the whole
+machine's CPU time per request: whether a second shim process can help on this machine.
+
+Needs PostgreSQL's server programs (apt-get install postgresql); the database is a throwaway
+one the script starts and removes. Prints a table and writes .bench/replicas.json.
+
+  BENCH_SECONDS   length of each measured run (10; about a minute in all)
+
+See docs/performance.md for the method and recorded figures.`;
+
+export const main = benchMain({
+  command: "bench:replicas",
+  usage: USAGE,
+  intro: (seconds) => `running: SQLite, then Postgres with one and two shim processes, ${seconds} s each…`,
+  run: runReplicasBench,
+  table: replicasTable,
+  file: "replicas",
+  failed: (r) => r.rows.some((row) => row.errors > 0),
+});
+
+if (import.meta.main) exitOnFailure(await main(process.argv.slice(2)));

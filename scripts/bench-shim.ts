@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { cpus, totalmem, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -7,7 +7,9 @@ import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { generateKey } from "../api-shim/src/keys.ts";
 import { freePort } from "../test/support/tools.ts";
-import { closedLoop, type LoadResult, loadGenerator, loadGeneratorLine } from "./lib/load-generator.ts";
+import { benchMain } from "./lib/bench-main.ts";
+import { exitOnFailure } from "./lib/cli.ts";
+import { closedLoop, type LoadResult, loadGenerator } from "./lib/load-generator.ts";
 import { nginxInstalled, spawnBareProxy, spawnNginxProxy } from "./lib/reference-proxies.ts";
 
 /**
@@ -31,10 +33,28 @@ import { nginxInstalled, spawnBareProxy, spawnNginxProxy } from "./lib/reference
  * usage rows, SSE parsing and metering, logs, metrics) can be read off; and "nginx proxy", a hop
  * in C, the floor for any proxy on the machine (left out when nginx is not installed).
  *
- * Prints a table and writes .bench/shim.json. BENCH_SECONDS (10) shortens or lengthens runs.
+ * Prints a table and writes .bench/shim.json. BENCH_SECONDS (10) shortens or lengthens runs (see USAGE).
  */
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const USAGE = `Usage: npm run bench
+
+Benchmarks the api-shim on this machine, all on loopback: the fake vLLM answered directly, through
+the shim (auth, rate limits, credit hold and settlement, a usage row and a log line on every
+request) and through two reference proxies that do nothing else (nginx, and Fastify + undici):
+
+  saturation   requests/s at 16 connections
+  latency      mean, p50 and p99 at a fixed 300 requests/s
+  chunks       per-chunk delay with 200 concurrent streams
+  memory       the shim's peak RSS, and CPU time per request and per streamed chunk
+
+Prints a table with the targets met or missed and writes .bench/shim.json. Run it on an
+otherwise idle machine: every figure depends on the CPU left over.
+
+  BENCH_SECONDS   length of each measured run (10; about 2½ minutes in all)
+
+Optional: apt-get install wrk (a load generator in C, which takes half the CPU of the bundled
+autocannon from the machine it measures) and nginx (the nginx column).
+See docs/performance.md for the method and recorded figures.`;
 const MODEL = "qwen2.5-7b";
 const CHAT = JSON.stringify({ model: MODEL, messages: [{ role: "user", content: "Say hello in a few words." }], max_tokens: 16 });
 
@@ -221,7 +241,7 @@ async function saturation(url: string, headers: Record<string, string>, seconds:
 const setFake = (base: string, behaviour: Record<string, unknown>) =>
   fetch(`${base}/_fake/behaviour`, { method: "POST", body: JSON.stringify(behaviour) }).then((r) => r.text());
 
-export async function runBench(seconds = SECONDS): Promise<BenchResult> {
+export async function runBench(seconds = 10): Promise<BenchResult> {
   const dir = mkdtempSync(join(tmpdir(), "shim-bench-"));
   const children: ChildProcess[] = [];
   try {
@@ -342,23 +362,14 @@ export function table(r: BenchResult): string {
   ].join("\n");
 }
 
-async function main(): Promise<void> {
-  try {
-    console.log(`running: direct, nginx proxy, bare proxy and shim; saturation, fixed rate, then 200 streams (${SECONDS} s each, ~${Math.round(SECONDS * 13 + 25)} s in all)…`);
-    console.log(loadGeneratorLine());
-    const result = await runBench();
-    console.log(table(result));
-    mkdirSync(join(ROOT, ".bench"), { recursive: true });
-    writeFileSync(join(ROOT, ".bench", "shim.json"), `${JSON.stringify(result, null, 2)}\n`);
-    console.log("\nwritten to .bench/shim.json");
-    if (result.direct.saturationErrors + result.shim.saturationErrors + result.shim.latencyMs.errors + result.shim.chunkMs.errors + result.bareProxy.chunkMs.errors > 0) {
-      console.error("some requests failed during the benchmark");
-      process.exitCode = 1;
-    }
-  } catch (e) {
-    console.error(`bench: ${(e as Error).stack ?? e}`);
-    process.exitCode = 1;
-  }
-}
+export const main = benchMain({
+  command: "bench",
+  usage: USAGE,
+  intro: (seconds) => `running: ${nginxInstalled ? "direct, nginx proxy, bare proxy and shim" : "direct, bare proxy and shim"}; saturation, fixed rate, then 200 streams (${seconds} s each, ~${(nginxInstalled ? 4 : 3) * (2 * seconds + 10) + 15} s in all)…`,
+  run: runBench,
+  table,
+  file: "shim",
+  failed: (r) => [r.direct, r.bareProxy, r.shim, ...(r.nginxProxy ? [r.nginxProxy] : [])].some((side) => side.saturationErrors + side.latencyMs.errors + side.chunkMs.errors > 0),
+});
 
-if (import.meta.main) await main();
+if (import.meta.main) exitOnFailure(await main(process.argv.slice(2)));

@@ -1,5 +1,5 @@
 import { FakeVllm } from "../test/support/fake-vllm.ts";
-import { exitOnFailure, serverMain, UsageError } from "./lib/cli.ts";
+import { exitOnFailure, mainWithUsage, UsageError } from "./lib/cli.ts";
 
 const USAGE = `Usage: npm run fake-vllm
 
@@ -33,7 +33,7 @@ export async function serveFakeVllm(env: NodeJS.ProcessEnv = process.env): Promi
   return fake;
 }
 
-export const main = serverMain(USAGE, async (io) => {
+export const main = mainWithUsage(USAGE, async (io) => {
   let fake: FakeVllm;
   try {
     fake = await serveFakeVllm();

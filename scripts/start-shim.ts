@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { exitOnFailure, serverMain } from "./lib/cli.ts";
+import { exitOnFailure, mainWithUsage } from "./lib/cli.ts";
 
 const USAGE = `Usage: npm run shim
 
@@ -58,7 +58,7 @@ export function banner(env: NodeJS.ProcessEnv, generatedToken: string | null): s
   ].join("\n");
 }
 
-export const main = serverMain(USAGE, async (io) => {
+export const main = mainWithUsage(USAGE, async (io) => {
   const { env, generatedToken } = devEnvironment(process.env);
   Object.assign(process.env, env);
   io.out(banner(env, generatedToken).trimEnd());

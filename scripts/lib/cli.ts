@@ -96,10 +96,11 @@ export async function runScript(io: Io, body: () => Promise<number>): Promise<nu
 }
 
 /**
- * The `main` of a script that starts a server (`npm run shim`, `npm run fake-vllm`): `--help`
- * prints `usage` and starts nothing, an unknown flag is a UsageError, then `start` runs.
+ * The `main` of a script that takes no flags, only settings from its environment (the local
+ * servers, the benchmarks): `--help` prints `usage` and starts nothing, an unknown flag is a
+ * UsageError, then `start` runs.
  */
-export function serverMain(usage: string, start: (io: Io) => Promise<void>) {
+export function mainWithUsage(usage: string, start: (io: Io) => Promise<void>) {
   return (argv: readonly string[], io: Io = consoleIo): Promise<number> =>
     runScript(io, async () => {
       if (parseFlags(argv, {}, usage).values.help) {
