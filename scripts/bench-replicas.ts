@@ -5,9 +5,10 @@ import { join } from "node:path";
 import { startPostgres } from "../test/support/postgres.ts";
 import { freePort } from "../test/support/tools.ts";
 import { benchMain } from "./lib/bench-main.ts";
+import { stopAll } from "./lib/processes.ts";
 import { exitOnFailure } from "./lib/cli.ts";
 import { type LoadResult, loadGenerator } from "./lib/load-generator.ts";
-import { load, spawnBenchFake, spawnBenchShim, waitHttp, writeBenchConfig } from "./bench-shim.ts";
+import { load, startBenchFake, startBenchShim, writeBenchConfig } from "./bench-shim.ts";
 
 /**
  * `npm run bench:replicas`: saturation of one shim process on SQLite against one and two shim
@@ -58,14 +59,12 @@ export async function runReplicasBench(seconds = 10): Promise<{ machine: { cpus:
   try {
     const fakePort = await freePort();
     const fakeBase = `http://127.0.0.1:${fakePort}`;
-    children.push(spawnBenchFake(fakePort));
-    await waitHttp(`${fakeBase}/health`);
+    children.push(await startBenchFake(dir, fakePort));
     const key = writeBenchConfig(dir);
     const start = async (databaseUrl: string, name: string) => {
       const port = await freePort();
-      const shim = spawnBenchShim(dir, port, `${fakeBase}/v1`, databaseUrl, name);
+      const shim = await startBenchShim(dir, port, `${fakeBase}/v1`, databaseUrl, name);
       children.push(shim);
-      await waitHttp(`http://127.0.0.1:${port}/health`);
       return { url: `http://127.0.0.1:${port}/v1/chat/completions`, stop: () => shim.kill("SIGTERM") };
     };
     const rows: ReplicasRow[] = [];
@@ -79,7 +78,7 @@ export async function runReplicasBench(seconds = 10): Promise<{ machine: { cpus:
     rows.push(await drive("2 processes, Postgres", [one.url, two.url], key, seconds));
     return { machine: { cpus: cpus().length, node: process.version }, seconds, loadGenerator, rows };
   } finally {
-    for (const c of children) c.kill("SIGTERM");
+    await stopAll(children);
     await pg.stop();
     rmSync(dir, { recursive: true, force: true });
   }

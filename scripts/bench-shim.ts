@@ -1,5 +1,5 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { cpus, totalmem, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -10,7 +10,8 @@ import { freePort } from "../test/support/tools.ts";
 import { benchMain } from "./lib/bench-main.ts";
 import { exitOnFailure } from "./lib/cli.ts";
 import { closedLoop, type LoadResult, loadGenerator } from "./lib/load-generator.ts";
-import { nginxInstalled, spawnBareProxy, spawnNginxProxy } from "./lib/reference-proxies.ts";
+import { spawnLogged, started, stopAll } from "./lib/processes.ts";
+import { nginxBinary, startBareProxy, startNginxProxy } from "./lib/reference-proxies.ts";
 
 /**
  * `npm run bench`: the shim against going straight to the same upstream (the fake vLLM, its own
@@ -60,17 +61,19 @@ const CHAT = JSON.stringify({ model: MODEL, messages: [{ role: "user", content: 
 
 
 export interface LatencyStats { mean: number; p50: number; p99: number; n: number; errors: number }
-export interface Side { saturationRps: number; saturationErrors: number; saturationCpuUsPerRequest: number; latencyMs: LatencyStats; chunkMs: LatencyStats }
+export interface Side { saturationRps: number; saturationErrors: number; saturationCpuUsPerRequest: number; latencyMs: LatencyStats; chunkMs: LatencyStats; chunkCpuUsPerEvent: number }
 export interface BenchResult {
   machine: { cpus: number; cpu: string; memoryGb: number; node: string; platform: string };
   seconds: number;
   /** The closed-loop load generator of the saturation runs. */
   loadGenerator: LoadResult["generator"];
   direct: Side;
-  /** The nginx reference proxy, with what it adds over direct; null when nginx is not installed. */
-  nginxProxy: (Side & { chunkCpuUsPerEvent: number; added: { meanLatencyMs: number; chunkP99Ms: number } }) | null;
-  bareProxy: Side & { chunkCpuUsPerEvent: number };
-  shim: Side & { chunkCpuUsPerEvent: number };
+  /** The nginx reference proxy, with what it adds over direct; null when nginx is not installed or did not start. */
+  nginxProxy: (Side & { added: { meanLatencyMs: number; chunkP99Ms: number } }) | null;
+  /** Why there is no nginx column, when there is none. */
+  nginxProblem: string | null;
+  bareProxy: Side;
+  shim: Side;
   added: { meanLatencyMs: number; p50LatencyMs: number; p99LatencyMs: number; chunkP50Ms: number; chunkP99Ms: number };
   shimPeakRssMb: number;
   shimRssMb: { idle: number; afterSaturation: number; afterStreams: number };
@@ -117,17 +120,6 @@ async function cpuPer<T>(pid: number, work: () => Promise<T>, count: (r: T) => n
   const before = cpuUs(pid);
   const r = await work();
   return [r, Math.round((cpuUs(pid) - before) / Math.max(1, count(r)))];
-}
-
-export async function waitHttp(url: string, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    try {
-      if ((await fetch(url)).status < 500) return;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} did not come up`);
 }
 
 /** Open-loop load at a fixed rate; latency from send to the last byte, in ms with µs precision. */
@@ -197,9 +189,11 @@ async function chunkDelays(url: string, headers: Record<string, string>, streams
   return stats(samples, errors);
 }
 
-/** The fake vLLM as its own process: 16 tokens per chat answer. */
-export function spawnBenchFake(port: number): ChildProcess {
-  return spawn(process.execPath, [join(ROOT, "scripts", "serve-fake-vllm.ts")], { env: { PATH: process.env.PATH, FAKE_VLLM_PORT: String(port), FAKE_VLLM_TOKENS: "16" }, stdio: "ignore" });
+/** Starts the fake vLLM as its own process (16 tokens per chat answer, output in `<dir>/fake.log`) and waits until it answers. */
+export function startBenchFake(dir: string, port: number): Promise<ChildProcess> {
+  const logPath = join(dir, "fake.log");
+  const child = spawnLogged(process.execPath, [join(ROOT, "scripts", "serve-fake-vllm.ts")], logPath, { env: { PATH: process.env.PATH, FAKE_VLLM_PORT: String(port), FAKE_VLLM_TOKENS: "16" } });
+  return started(child, `http://127.0.0.1:${port}/health`, logPath);
 }
 
 /**
@@ -218,13 +212,13 @@ export function writeBenchConfig(dir: string): string {
   return key.key;
 }
 
-/** The shim as in production (node flags and malloc arenas as the Dockerfile), JSON logs to `<dir>/<name>.log`. */
-export function spawnBenchShim(dir: string, port: number, upstreamUrl: string, databaseUrl: string, name = "shim"): ChildProcess {
-  const log = openSync(join(dir, `${name}.log`), "w");
-  return spawn(process.execPath, [join(ROOT, "api-shim", "src", "server.ts")], {
+/** Starts the shim as in production (node flags and malloc arenas as the Dockerfile), JSON logs to `<dir>/<name>.log`, and waits until it answers. */
+export function startBenchShim(dir: string, port: number, upstreamUrl: string, databaseUrl: string, name = "shim"): Promise<ChildProcess> {
+  const logPath = join(dir, `${name}.log`);
+  const child = spawnLogged(process.execPath, [join(ROOT, "api-shim", "src", "server.ts")], logPath, {
     env: { PATH: process.env.PATH, SHIM_PORT: String(port), SHIM_HOST: "127.0.0.1", SHIM_UPSTREAM_URL: upstreamUrl, SHIM_DATABASE_URL: databaseUrl, SHIM_CONFIG: join(dir, "shim.yaml"), SHIM_ADMIN_TOKEN: "bench-admin", LOG_LEVEL: "info", MALLOC_ARENA_MAX: "1", NODE_OPTIONS: "--max-semi-space-size=8" },
-    stdio: ["ignore", log, log],
   });
+  return started(child, `http://127.0.0.1:${port}/health`, logPath);
 }
 
 /** Closed-loop load: the benchmark's chat request on `connections` connections for `seconds`. */
@@ -233,9 +227,16 @@ export function load(url: string, headers: Record<string, string>, connections: 
 }
 
 /** Requests/s at 16 connections, and the CPU time the server process `pid` spent per request. */
-async function saturation(url: string, headers: Record<string, string>, seconds: number, pid: number): Promise<{ rps: number; errors: number; cpuUsPerRequest: number }> {
+interface Saturation { rps: number; errors: number; cpuUsPerRequest: number }
+
+async function saturation(url: string, headers: Record<string, string>, seconds: number, pid: number): Promise<Saturation> {
   const [r, cpuUsPerRequest] = await cpuPer(pid, () => load(url, headers, 16, seconds), (r) => r.total);
   return { rps: r.rps, errors: r.errors, cpuUsPerRequest };
+}
+
+/** One target's figures. For "direct", the CPU per event is the fake's own for generating it. */
+function side(sat: Saturation, latencyMs: LatencyStats, [chunkMs, chunkCpuUsPerEvent]: [LatencyStats, number]): Side {
+  return { saturationRps: sat.rps, saturationErrors: sat.errors, saturationCpuUsPerRequest: sat.cpuUsPerRequest, latencyMs, chunkMs, chunkCpuUsPerEvent };
 }
 
 const setFake = (base: string, behaviour: Record<string, unknown>) =>
@@ -249,25 +250,31 @@ export async function runBench(seconds = 10): Promise<BenchResult> {
     const shimPort = await freePort();
     const fakeBase = `http://127.0.0.1:${fakePort}`;
     const shimBase = `http://127.0.0.1:${shimPort}`;
-    const fake = spawnBenchFake(fakePort);
+    const fake = await startBenchFake(dir, fakePort);
     children.push(fake);
-    await waitHttp(`${fakeBase}/health`);
 
     const barePort = await freePort();
-    const bareProxy = spawnBareProxy(barePort, `${fakeBase}/v1`);
+    const bareProxy = await startBareProxy(join(dir, "bare-proxy.log"), barePort, `${fakeBase}/v1`);
     children.push(bareProxy);
-    await waitHttp(`http://127.0.0.1:${barePort}/`);
     const bare = `http://127.0.0.1:${barePort}/v1/chat/completions`;
+    // The nginx column is optional: without nginx, or when it does not start, the rest still runs.
     const nginxPort = await freePort();
-    const nginx = nginxInstalled ? spawnNginxProxy(join(dir, "nginx"), nginxPort, `127.0.0.1:${fakePort}`) : null;
-    if (nginx) children.push(nginx);
-    if (nginx) await waitHttp(`http://127.0.0.1:${nginxPort}/health`);
+    const binary = nginxBinary();
+    let nginx: ChildProcess | null = null;
+    let nginxProblem = binary ? null : "nginx is not installed: apt-get install nginx for the nginx proxy column (a hop in C, the floor for any proxy here)";
+    if (binary) {
+      try {
+        nginx = await startNginxProxy(binary, join(dir, "nginx"), nginxPort, `127.0.0.1:${fakePort}`);
+        children.push(nginx);
+      } catch (e) {
+        nginxProblem = `the nginx proxy column is left out: ${(e as Error).message}`;
+      }
+    }
     const viaNginx = `http://127.0.0.1:${nginxPort}/v1/chat/completions`;
 
     const key = writeBenchConfig(dir);
-    const shim = spawnBenchShim(dir, shimPort, `${fakeBase}/v1`, `sqlite:${join(dir, "shim.db")}`);
+    const shim = await startBenchShim(dir, shimPort, `${fakeBase}/v1`, `sqlite:${join(dir, "shim.db")}`);
     children.push(shim);
-    await waitHttp(`${shimBase}/health`);
     const memIdle = await memoryBreakdown(shim.pid!, shimBase);
     const auth = { authorization: `Bearer ${key}` };
     const direct = `${fakeBase}/v1/chat/completions`;
@@ -289,10 +296,11 @@ export async function runBench(seconds = 10): Promise<BenchResult> {
     const latShim = await fixedRate(viaShim, auth, 300, seconds);
 
     await setFake(fakeBase, { tokenDelayMs: 20, defaultTokens: 200, stampTokens: true });
-    const chunkDirect = await chunkDelays(direct, {}, 200, 200, 1000);
-    const chunkNginx = nginx && await cpuPer(nginx.pid!, () => chunkDelays(viaNginx, {}, 200, 200, 1000), (s) => s.n);
-    const [chunkBare, chunkBareCpuUsPerEvent] = await cpuPer(bareProxy.pid!, () => chunkDelays(bare, {}, 200, 200, 1000), (s) => s.n);
-    const [chunkShim, chunkCpuUsPerEvent] = await cpuPer(shim.pid!, () => chunkDelays(viaShim, auth, 200, 200, 1000), (s) => s.n);
+    const streams = (url: string, headers: Record<string, string>, pid: number) => cpuPer(pid, () => chunkDelays(url, headers, 200, 200, 1000), (s) => s.n);
+    const chunkDirect = await streams(direct, {}, fake.pid!);
+    const chunkNginx = nginx && await streams(viaNginx, {}, nginx.pid!);
+    const chunkBare = await streams(bare, {}, bareProxy.pid!);
+    const chunkShim = await streams(viaShim, auth, shim.pid!);
     const memAfterStreams = await memoryBreakdown(shim.pid!, shimBase);
 
     const peakRss = peakRssMb(shim.pid!);
@@ -301,20 +309,21 @@ export async function runBench(seconds = 10): Promise<BenchResult> {
       meanLatencyMs: r3(latShim.mean - latDirect.mean),
       p50LatencyMs: r3(latShim.p50 - latDirect.p50),
       p99LatencyMs: r3(latShim.p99 - latDirect.p99),
-      chunkP50Ms: r3(chunkShim.p50 - chunkDirect.p50),
-      chunkP99Ms: r3(chunkShim.p99 - chunkDirect.p99),
+      chunkP50Ms: r3(chunkShim[0].p50 - chunkDirect[0].p50),
+      chunkP99Ms: r3(chunkShim[0].p99 - chunkDirect[0].p99),
     };
     return {
       machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? "unknown", memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform}-${process.arch}` },
       seconds,
       loadGenerator,
-      direct: { saturationRps: satDirect.rps, saturationErrors: satDirect.errors, saturationCpuUsPerRequest: satDirect.cpuUsPerRequest, latencyMs: latDirect, chunkMs: chunkDirect },
+      direct: side(satDirect, latDirect, chunkDirect),
       nginxProxy: nginx && satNginx && latNginx && chunkNginx && {
-        saturationRps: satNginx.rps, saturationErrors: satNginx.errors, saturationCpuUsPerRequest: satNginx.cpuUsPerRequest, latencyMs: latNginx, chunkMs: chunkNginx[0], chunkCpuUsPerEvent: chunkNginx[1],
-        added: { meanLatencyMs: r3(latNginx.mean - latDirect.mean), chunkP99Ms: r3(chunkNginx[0].p99 - chunkDirect.p99) },
+        ...side(satNginx, latNginx, chunkNginx),
+        added: { meanLatencyMs: r3(latNginx.mean - latDirect.mean), chunkP99Ms: r3(chunkNginx[0].p99 - chunkDirect[0].p99) },
       },
-      bareProxy: { saturationRps: satBare.rps, saturationErrors: satBare.errors, saturationCpuUsPerRequest: satBare.cpuUsPerRequest, latencyMs: latBare, chunkMs: chunkBare, chunkCpuUsPerEvent: chunkBareCpuUsPerEvent },
-      shim: { saturationRps: satShim.rps, saturationErrors: satShim.errors, saturationCpuUsPerRequest: satShim.cpuUsPerRequest, latencyMs: latShim, chunkMs: chunkShim, chunkCpuUsPerEvent },
+      nginxProblem,
+      bareProxy: side(satBare, latBare, chunkBare),
+      shim: side(satShim, latShim, chunkShim),
       added,
       shimPeakRssMb: peakRss,
       shimRssMb: { idle: memIdle.rssMb, afterSaturation: memAfterSaturation.rssMb, afterStreams: memAfterStreams.rssMb },
@@ -327,7 +336,7 @@ export async function runBench(seconds = 10): Promise<BenchResult> {
       },
     };
   } finally {
-    for (const c of children) c.kill("SIGTERM");
+    await stopAll(children);
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -336,7 +345,7 @@ export function table(r: BenchResult): string {
   const row = (cells: (string | number)[]) => cells.map((c, i) => String(c).padEnd(i === 0 ? 34 : 13)).join("");
   const n = r.nginxProxy;
   // One row: direct, the nginx proxy (– without nginx), the bare proxy, the shim, what the shim adds.
-  const line = (label: string, value: (side: Side & { chunkCpuUsPerEvent?: number }) => string | number, added: string | number = "", withDirect = true) =>
+  const line = (label: string, value: (side: Side) => string | number, added: string | number = "", withDirect = true) =>
     row([label, withDirect ? value(r.direct) : "", n ? value(n) : "–", value(r.bareProxy), value(r.shim), added]);
   return [
     `machine: ${r.machine.cpus} × ${r.machine.cpu}, ${r.machine.memoryGb} GB, node ${r.machine.node} (${r.seconds} s runs, saturation load from ${r.loadGenerator})`,
@@ -348,7 +357,7 @@ export function table(r: BenchResult): string {
     line("latency p99 ms @300 rps", (s) => s.latencyMs.p99, r.added.p99LatencyMs),
     line("chunk delay p50 ms (200 streams)", (s) => s.chunkMs.p50, r.added.chunkP50Ms),
     line("chunk delay p99 ms (200 streams)", (s) => s.chunkMs.p99, r.added.chunkP99Ms),
-    line("server CPU µs per relayed event", (s) => s.chunkCpuUsPerEvent ?? "", "", false),
+    line("server CPU µs per relayed event", (s) => s.chunkCpuUsPerEvent, "", false),
     row(["shim peak RSS MB", "", "", "", r.shimPeakRssMb, ""]),
     row(["shim RSS MB idle / sat. / streams", "", "", "", `${r.shimRssMb.idle} / ${r.shimRssMb.afterSaturation} / ${r.shimRssMb.afterStreams}`, ""]),
     ...(["idle", "afterSaturation", "afterStreams"] as const).map((k) => {
@@ -358,14 +367,14 @@ export function table(r: BenchResult): string {
     "",
     ...Object.entries(r.targets).map(([k, t]) => `${t.met ? "MET " : "MISS"} ${k}: ${t.value} (target ${t.target})`),
     n ? `nginx alone, a proxy hop in C doing nothing else, adds ${n.added.meanLatencyMs} ms mean at 300 rps and ${n.added.chunkP99Ms} ms chunk p99 on this machine`
-      : "nginx is not installed: apt-get install nginx for the nginx proxy column (a hop in C, the floor for any proxy here)",
+      : r.nginxProblem ?? "",
   ].join("\n");
 }
 
 export const main = benchMain({
   command: "bench",
   usage: USAGE,
-  intro: (seconds) => `running: ${nginxInstalled ? "direct, nginx proxy, bare proxy and shim" : "direct, bare proxy and shim"}; saturation, fixed rate, then 200 streams (${seconds} s each, ~${(nginxInstalled ? 4 : 3) * (2 * seconds + 10) + 15} s in all)…`,
+  intro: (seconds) => `running: ${nginxBinary() ? "direct, nginx proxy, bare proxy and shim" : "direct, bare proxy and shim"}; saturation, fixed rate, then 200 streams (${seconds} s each, ~${(nginxBinary() ? 4 : 3) * (2 * seconds + 10) + 15} s in all)…`,
   run: runBench,
   table,
   file: "shim",

@@ -46,11 +46,12 @@ export function benchMain<R>(b: Benchmark<R>) {
       io.out(`\nwritten to ${file}`);
       if (b.failed(result)) {
         io.err("some requests failed during the benchmark");
-        process.exitCode = 1;
+        return 1;
       }
+      return 0;
     } catch (e) {
       io.err(`${b.command}: ${(e as Error).stack ?? e}`);
-      process.exitCode = 1;
+      return 1;
     }
   });
 }

@@ -98,17 +98,16 @@ export async function runScript(io: Io, body: () => Promise<number>): Promise<nu
 /**
  * The `main` of a script that takes no flags, only settings from its environment (the local
  * servers, the benchmarks): `--help` prints `usage` and starts nothing, an unknown flag is a
- * UsageError, then `start` runs.
+ * UsageError, then `start` runs and may return an exit code (a server returns nothing and runs on).
  */
-export function mainWithUsage(usage: string, start: (io: Io) => Promise<void>) {
+export function mainWithUsage(usage: string, start: (io: Io) => Promise<number | void>) {
   return (argv: readonly string[], io: Io = consoleIo): Promise<number> =>
     runScript(io, async () => {
       if (parseFlags(argv, {}, usage).values.help) {
         io.out(usage);
         return 0;
       }
-      await start(io);
-      return 0;
+      return (await start(io)) ?? 0;
     });
 }
 

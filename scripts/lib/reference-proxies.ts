@@ -1,8 +1,9 @@
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { mkdirSync, openSync, writeFileSync } from "node:fs";
+import { type ChildProcess, spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createUpstream } from "../../api-shim/src/upstream.ts";
+import { spawnLogged, started } from "./processes.ts";
 
 /**
  * The benchmark's two reference proxies: passing requests through and doing nothing else, they
@@ -33,20 +34,29 @@ export async function serveBareProxy(port: number, upstreamUrl: string): Promise
   await app.listen({ port, host: "127.0.0.1" });
 }
 
-/** The bare proxy in its own process (this file run with BENCH_BARE_PROXY="<port> <upstream url>"). */
-export function spawnBareProxy(port: number, upstreamUrl: string): ChildProcess {
-  return spawn(process.execPath, [fileURLToPath(import.meta.url)], { env: { PATH: process.env.PATH, BENCH_BARE_PROXY: `${port} ${upstreamUrl}` }, stdio: "ignore" });
+/** Starts the bare proxy in its own process (this file run with BENCH_BARE_PROXY="<port> <upstream url>") and waits until it answers. */
+export function startBareProxy(logPath: string, port: number, upstreamUrl: string): Promise<ChildProcess> {
+  const child = spawnLogged(process.execPath, [fileURLToPath(import.meta.url)], logPath, { env: { PATH: process.env.PATH, BENCH_BARE_PROXY: `${port} ${upstreamUrl}` } });
+  return started(child, `http://127.0.0.1:${port}/`, logPath);
 }
 
-/** Whether Debian's nginx can be run here (the nginx column is left out without it). */
-export const nginxInstalled = !spawnSync("nginx", ["-v"]).error;
+let nginxFound: string | null | undefined;
+
+/**
+ * Debian's nginx: on PATH, or in /usr/sbin, where Debian puts it and which a non-root user's PATH
+ * lacks. Null when neither runs (the bench leaves the nginx column out and says why).
+ */
+export function nginxBinary(): string | null {
+  nginxFound ??= ["nginx", "/usr/sbin/nginx"].find((candidate) => !spawnSync(candidate, ["-v"]).error) ?? null;
+  return nginxFound;
+}
 
 /**
  * nginx as a plain reverse proxy from 127.0.0.1:`port` to `upstream` (host:port), its files under
  * `dir`. One process (`master_process off`), so the process the bench spawns is the one that does
  * the work and its CPU time can be read; keep-alive to the upstream and no response buffering,
  * as the tenant's rendered nginx.conf relays to the shim; no TLS and no access log, so the hop
- * is all it measures.
+ * is all it measures. Errors go to stderr, which startNginxProxy keeps in `<dir>/nginx.out`.
  */
 export function nginxProxyConf(dir: string, port: number, upstream: string): string {
   const temp = (name: string) => `${name}_temp_path ${join(dir, name)};`;
@@ -54,7 +64,7 @@ export function nginxProxyConf(dir: string, port: number, upstream: string): str
 master_process off;
 worker_processes 1;
 pid ${join(dir, "nginx.pid")};
-error_log ${join(dir, "error.log")} warn;
+error_log stderr warn;
 events { worker_connections 4096; }
 http {
   access_log off;
@@ -75,12 +85,16 @@ http {
 `;
 }
 
-/** Starts the nginx reference proxy (see nginxProxyConf); its stderr goes to `<dir>/nginx.out`. */
-export function spawnNginxProxy(dir: string, port: number, upstream: string): ChildProcess {
+/**
+ * Starts the nginx reference proxy (see nginxProxyConf) and waits until it answers. If nginx
+ * exits first (a busy port, a config it refuses), rejects with what it said.
+ */
+export function startNginxProxy(binary: string, dir: string, port: number, upstream: string): Promise<ChildProcess> {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "nginx.conf"), nginxProxyConf(dir, port, upstream));
-  const out = openSync(join(dir, "nginx.out"), "w");
-  return spawn("nginx", ["-p", dir, "-c", join(dir, "nginx.conf"), "-e", join(dir, "error.log")], { stdio: ["ignore", out, out] });
+  const logPath = join(dir, "nginx.out");
+  const child = spawnLogged(binary, ["-p", dir, "-c", join(dir, "nginx.conf"), "-e", "stderr"], logPath);
+  return started(child, `http://127.0.0.1:${port}/health`, logPath, 10_000);
 }
 
 if (import.meta.main) {

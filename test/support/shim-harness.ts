@@ -157,8 +157,8 @@ export async function startShim(options: HarnessOptions = {}): Promise<Harness> 
       return new OpenAI({ apiKey: key, baseURL: `${url}/v1`, maxRetries: 0, timeout: opts.timeout ?? 20_000 });
     },
     async close() {
-      // As the shim's own SIGTERM does: let what is in flight finish (streams are cut at the
-      // stream idle timeout), then close the connections. app.close() alone waits for keep-alive
+      // As the shim's own SIGTERM does: let what is in flight finish (what is still going after
+      // 10 s is aborted and settled), then close the connections. app.close() alone waits for keep-alive
       // connections that went idle after it began, for Fastify's 72 s: a test failing with a
       // stream open would time out instead of showing its assertion.
       const closed = app.close();
