@@ -1,21 +1,17 @@
-import { jsonMembers, toUsage, type UsageJson } from "./metering.ts";
+import { CLOSE_BRACE, isJsonSpace, OPEN_BRACE } from "./json-splice.ts";
+import { toUsage, type UsageJson } from "./metering.ts";
 import type { Usage } from "./pricing.ts";
 
 /**
  * A non-streamed answer's body, kept as the bytes the upstream sent: its usage is read from them
- * and the credit members are spliced in as separate pieces, so a large body (an embeddings batch
+ * and the credit members are spliced in as separate pieces (json-splice.ts), so a large body (an embeddings batch
  * can be tens of MB) is held once instead of as chunks, a string and a spliced copy (five times
  * its size, measured, before).
  */
 
-/** JSON's whitespace: space, tab, line feed, carriage return. */
-const isJsonSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
-
 /** Bodies above this size are not parsed whole just to read their usage. */
 const PARSE_WHOLE_BELOW = 64 * 1024;
 const USAGE_MEMBER = Buffer.from('"usage":');
-const OPEN_BRACE = 0x7b;
-const CLOSE_BRACE = 0x7d;
 
 /**
  * The usage of a non-streamed JSON response, and whether the body is a JSON object (so members
@@ -59,16 +55,4 @@ function lastUsageObject(raw: Buffer): Usage | null {
     }
   }
   return null;
-}
-
-/**
- * The body with `"name":value` members added at the end of its top-level object, as pieces to
- * write in order (the body's bytes are not copied). `raw` must be a JSON object (usageOfBody).
- */
-export function spliceJsonBytes(raw: Buffer, members: Record<string, string>): Buffer[] {
-  const end = raw.lastIndexOf(CLOSE_BRACE);
-  let before = end - 1;
-  while (before >= 0 && isJsonSpace(raw[before]!)) before--;
-  const empty = raw[before] === OPEN_BRACE; // `{}`: no comma before the first member
-  return [raw.subarray(0, end), Buffer.from(`${empty ? "" : ","}${jsonMembers(members)}`), raw.subarray(end)];
 }

@@ -150,17 +150,3 @@ function withoutUsage(data: string, chunk: ChunkJson): string {
   const { usage: _drop, ...rest } = chunk;
   return JSON.stringify(rest);
 }
-
-/** Adds `"name":value` members at the end of a JSON object's text, leaving the rest as it was. */
-export function spliceJson(text: string, members: Record<string, string>): string {
-  const end = text.lastIndexOf("}");
-  if (end < 0) return text;
-  const extra = jsonMembers(members);
-  const empty = /^\s*\{\s*$/.test(text.slice(0, end));
-  return `${text.slice(0, end)}${empty ? "" : ","}${extra}${text.slice(end)}`;
-}
-
-/** `"name":value,…` for spliceJson and spliceJsonBytes: values are JSON texts already. */
-export function jsonMembers(members: Record<string, string>): string {
-  return Object.entries(members).map(([k, v]) => `${JSON.stringify(k)}:${v}`).join(",");
-}

@@ -103,12 +103,12 @@ export class RateLimiter {
   }
 
   /**
-   * Admits one more request of `keyId` unless `limit` of its requests are in flight already
-   * (null: no cap); every admitted request calls `leave` once, when it ends.
+   * Admits one more request of `keyId` unless `limit` of its requests are in flight already;
+   * every admitted request calls `leave` once, when it ends.
    */
-  enter(keyId: string, limit: number | null): boolean {
+  enter(keyId: string, limit: number): boolean {
     const n = this.inFlight.get(keyId) ?? 0;
-    if (limit !== null && n >= limit) return false;
+    if (n >= limit) return false;
     this.inFlight.set(keyId, n + 1);
     return true;
   }

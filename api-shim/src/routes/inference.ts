@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { spliceJsonBytes, usageOfBody } from "../answer-body.ts";
+import { usageOfBody } from "../answer-body.ts";
+import { spliceJsonBytes } from "../json-splice.ts";
 import { finishRequest } from "../app.ts";
 import { authHeaders, rateLimited, tooManyInFlight } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
@@ -47,14 +48,16 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   if (auth.key.models && !auth.key.models.includes(req.model)) {
     throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
   }
-  // Requests in flight for this key, under the tier's cap (if any): counted from here until the
-  // request ends, streams included.
-  if (!ctx.limiter.enter(auth.key.id, auth.limits.concurrency)) {
+  // Requests in flight for this key, under the tier's cap: counted from here until the request
+  // ends, streams included. A tier without a cap (the default) counts nothing.
+  const cap = auth.limits.concurrency;
+  if (cap === null) return admitted(ctx, kind, upstreamPath, request, reply, req, body, modelConfig);
+  if (!ctx.limiter.enter(auth.key.id, cap)) {
     // Refused before any work: the request the auth hook took from the per-minute budget goes
     // back, so a client retrying every second while it waits for a place does not use it up.
     const mono = ctx.clock.monotonic();
     auth.buckets.requests?.adjust(-1, mono);
-    throw tooManyInFlight(auth.limits.concurrency!, rateLimitHeaders(auth.buckets, mono, ctx.clock.now()));
+    throw tooManyInFlight(cap, rateLimitHeaders(auth.buckets, mono, ctx.clock.now()));
   }
   try {
     return await admitted(ctx, kind, upstreamPath, request, reply, req, body, modelConfig);
