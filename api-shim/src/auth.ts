@@ -16,11 +16,9 @@ export function authHook(ctx: ShimContext) {
     // without the per-IP limit. The router has matched the route already, so every spelling of
     // it (`/metrics/`, `/metrics?x`) gets the same rule.
     if (request.routeOptions.config.public === true) return;
-    const q = request.url.indexOf("?");
-    const path = q === -1 ? request.url : request.url.slice(0, q);
     const token = bearerToken(request.headers.authorization);
 
-    if (path === "/admin" || path.startsWith("/admin/")) {
+    if (isAdminRequest(request)) {
       const admin = ctx.config.adminToken;
       if (token !== undefined && admin !== null && secretsEqual(token, admin)) {
         return;
@@ -45,6 +43,21 @@ export function authHook(ctx: ShimContext) {
       if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(buckets, mono, now));
     }
   };
+}
+
+/**
+ * Whether the admin token, not an API key, decides. The route the router matched decides, not
+ * the raw URL: the router decodes the path, so `/%61dmin/keys` runs the `/admin/keys` handler
+ * while its raw URL does not start with `/admin/` (an API key got admin powers that way). A
+ * request no route matched is judged by its raw path, so `/admin/anything` still answers 401
+ * to a caller without the token rather than saying which admin routes exist.
+ */
+function isAdminRequest(request: FastifyRequest): boolean {
+  const route = request.routeOptions.url;
+  if (route !== undefined) return route === "/admin" || route.startsWith("/admin/");
+  const q = request.url.indexOf("?");
+  const path = q === -1 ? request.url : request.url.slice(0, q);
+  return path === "/admin" || path.startsWith("/admin/");
 }
 
 /**

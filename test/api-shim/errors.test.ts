@@ -125,6 +125,16 @@ describe("client errors map to the SDK's exception classes with the documented b
       expect(res.status).toBe(401);
       expect(((await res.json()) as { error: { code: string } }).error.code).toBe("invalid_admin_token");
     }
+    // The router decodes the path: a percent-encoded spelling of an admin route runs that route,
+    // so it must ask for the admin token too (an API key once topped itself up this way).
+    const victim = await h.createKey({ credits: 1 });
+    for (const [method, path] of [["POST", `/%61dmin/keys/${victim.id}/credits`], ["GET", "/%61dmin/keys"], ["POST", "/adm%69n/keys"], ["GET", "/admi%6E/usage"]] as const) {
+      const res = await fetch(h.url + path, { method, headers: { authorization: `Bearer ${victim.key}`, "content-type": "application/json" }, body: method === "POST" ? '{"amount":999999,"name":"x"}' : undefined });
+      expect(res.status, path).toBe(401);
+      expect(((await res.json()) as { error: { code: string } }).error.code, path).toBe("invalid_admin_token");
+    }
+    const list = (await (await h.admin("/admin/keys")).json()) as { data: { id: string; balance: number }[] };
+    expect(list.data.find((k) => k.id === victim.id)?.balance).toBe(1);
   });
 
   it("402 with credits_required and credits_available inside error and at the top level; nothing forwarded", async () => {
