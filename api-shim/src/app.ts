@@ -4,8 +4,8 @@ import type { Logger } from "pino";
 import { authHeaders, authHook } from "./auth.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
-import type { ShimContext } from "./context.ts";
-import { errorBody, errorHandler, sendError, ShimError } from "./errors.ts";
+import type { RequestState, ShimContext } from "./context.ts";
+import { errorBody, errorHandler, sendError, ShimError, toShimError } from "./errors.ts";
 import { Inflight } from "./inflight.ts";
 import { jsonShapeProblem } from "./json-shape.ts";
 import { requestLogger } from "./logger.ts";
@@ -77,6 +77,16 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       socket.end(`HTTP/1.1 ${tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request"}\r\nx-request-id: ${randomUUID()}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
     },
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+    // The router's own errors come before the hooks and the error handler: without this, Fastify
+    // answers them in its own shape, without a request id, echoing the raw path (which may hold
+    // a key). They are answered before authentication, like an unparseable request.
+    frameworkErrors: (err, request, reply) => {
+      request.shim = newRequestState();
+      const error = toShimError(err);
+      request.shimErrorCode = error.logCode;
+      void sendError(reply.header("x-request-id", request.id), error);
+      finishRequest(ctx, request, error.status); // no onResponse hook runs for these
+    },
   });
   app.decorate("shim", ctx);
 
@@ -98,7 +108,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // One onRequest hook (each hook is a promise and a turn of the microtask queue per request).
   const authenticate = authHook(ctx);
   app.addHook("onRequest", (request, reply) => {
-    request.shim = { start: performance.now(), model: null, tokens: null, cost: null, logged: false };
+    request.shim = newRequestState();
     reply.header("x-request-id", request.id);
     return authenticate(request, reply);
   });
@@ -117,6 +127,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   usageRoutes(app, ctx);
   adminRoutes(app, ctx);
   return app;
+}
+
+function newRequestState(): RequestState {
+  return { start: performance.now(), model: null, tokens: null, cost: null, logged: false };
 }
 
 /** The one log line and the metrics of a request; streams call it when their last event is out. */

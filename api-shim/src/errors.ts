@@ -99,6 +99,11 @@ export function toShimError(err: unknown): ShimError {
       return new ShimError("invalid_request", { message: "Request body is empty; send a JSON object." });
     case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":
       return new ShimError("invalid_request", { message: "Content-Length does not match the body." });
+    // The router's own errors. Neither message echoes the path: it may hold a key.
+    case "FST_ERR_BAD_URL":
+      return new ShimError("invalid_request", { message: "Malformed URL: it has an invalid percent-encoding." });
+    case "FST_ERR_MAX_PARAM_LENGTH":
+      return new ShimError("not_found"); // an id that long names nothing (ids are checked the same way below it)
   }
   if (err instanceof SyntaxError || fe?.code === "FST_ERR_CTP_INVALID_JSON_BODY") {
     return new ShimError("invalid_request", { message: "Request body is not valid JSON." });

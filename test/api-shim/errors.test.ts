@@ -119,6 +119,22 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(JSON.parse(adminText).error.param).toBe("sk-gs-[redacted]");
   });
 
+  it("the router's own errors (a bad percent-encoding, an over-long id) in the OpenAI shape, with a request id, never echoing the path", async () => {
+    for (const [method, path, status, code, auth] of [
+      ["GET", `/v1/${key}%zz`, 400, "invalid_request", key],
+      ["DELETE", `/admin/keys/${"a".repeat(201)}`, 404, "not_found", h.adminToken],
+    ] as const) {
+      const res = await fetch(h.url + path, { method, headers: { authorization: `Bearer ${auth}` } });
+      expect(res.status, path).toBe(status);
+      expect(res.headers.get("x-request-id"), path).toMatch(/^[0-9a-f-]{36}$/);
+      const text = await res.text();
+      expect(text).not.toContain(key);
+      expect(JSON.parse(text).error).toMatchObject({ type: "invalid_request_error", code });
+      const line = await h.waitForRequestLog((l) => l.reqId === res.headers.get("x-request-id"));
+      expect(line.status).toBe(status);
+    }
+  });
+
   it("401 invalid_admin_token for a missing or wrong admin token (or an API key on admin routes)", async () => {
     for (const auth of [undefined, "Bearer wrong", `Bearer ${key}`, "Basic abc"]) {
       const res = await fetch(`${h.url}/admin/keys`, { headers: auth ? { authorization: auth } : {} });
