@@ -2,9 +2,10 @@ import { ShimError } from "./errors.ts";
 
 /**
  * Usage periods. Default: the current UTC month. `from` and `to` accept an ISO date
- * (`2026-01-31`, a whole UTC day: `to` includes that day) or an ISO timestamp. Internally the
- * end is exclusive; reports show it inclusive to the second, as seed 004 does
- * (`2024-12-31T23:59:59Z`).
+ * (`2026-01-31`, a whole UTC day: `to` includes that day) or an ISO timestamp. A `to` alone
+ * reports the UTC month it falls in, up to it; a `from` alone, up to the end of the current month
+ * (at least one day). Internally the end is exclusive; reports show it inclusive to the second,
+ * as seed 004 does (`2024-12-31T23:59:59Z`).
  */
 export interface Period {
   from: number;
@@ -15,13 +16,19 @@ const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const DAY_MS = 86_400_000;
 
 export function parsePeriod(query: { from?: unknown; to?: unknown }, nowMs: number): Period {
-  const now = new Date(nowMs);
-  const monthStart = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1);
-  const nextMonth = Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1);
-  const from = query.from === undefined ? monthStart : instant(query.from, "from", false);
-  const to = query.to === undefined ? (query.from === undefined ? nextMonth : Math.max(nextMonth, from + DAY_MS)) : instant(query.to, "to", true);
-  if (to <= from) throw new ShimError("invalid_request", { param: "to", message: "'to' must be after 'from'." });
-  return { from, to };
+  const from = query.from === undefined ? undefined : instant(query.from, "from", false);
+  const to = query.to === undefined ? undefined : instant(query.to, "to", true);
+  // Without a `from`, the month of `to` (or of now): `to=2026-11-30` alone asks about November.
+  const start = from ?? monthStart(to === undefined ? nowMs : to - 1, 0);
+  const end = to ?? (from === undefined ? monthStart(nowMs, 1) : Math.max(monthStart(nowMs, 1), from + DAY_MS));
+  if (end <= start) throw new ShimError("invalid_request", { param: "to", message: "'to' must be after 'from'." });
+  return { from: start, to: end };
+}
+
+/** The first instant of the UTC month `months` after the one `ms` is in. */
+function monthStart(ms: number, months: number): number {
+  const d = new Date(ms);
+  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + months, 1);
 }
 
 function instant(v: unknown, param: string, end: boolean): number {
@@ -30,9 +37,16 @@ function instant(v: unknown, param: string, end: boolean): number {
   return DATE.test(v) && end ? ms + DAY_MS : ms;
 }
 
-/** A period bound as the usage routes take it: an ISO date, or a timestamp with its zone. */
+/**
+ * A period bound as the usage routes take it: an ISO date, or a timestamp with its zone. The
+ * date must exist: `Date.parse` rolls `2026-02-30` over to March 2 instead of refusing it.
+ */
 export function isPeriodValue(v: string): boolean {
-  return /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2}))?$/.test(v) && Number.isFinite(Date.parse(DATE.test(v) ? `${v}T00:00:00Z` : v));
+  const m = /^(\d{4})-(\d{2})-(\d{2})(T[\d:.]+(Z|[+-]\d{2}:?\d{2}))?$/.exec(v);
+  if (!m || !Number.isFinite(Date.parse(DATE.test(v) ? `${v}T00:00:00Z` : v))) return false;
+  const [year, month, day] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const date = new Date(Date.UTC(year, month - 1, day));
+  return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
 }
 
 const bad = (param: string) =>
@@ -43,7 +57,10 @@ export function isoSeconds(ms: number): string {
   return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(".000Z", "Z");
 }
 
-/** The period as reports show it: start, and the last second inside it. */
+/**
+ * The period as reports show it: start, and the last second inside it (the second that holds its
+ * last instant, so a period shorter than a second does not end before it starts).
+ */
 export function showPeriod(p: Period): { start: string; end: string } {
-  return { start: isoSeconds(p.from), end: isoSeconds(p.to - 1000) };
+  return { start: isoSeconds(p.from), end: isoSeconds(p.to - 1) };
 }

@@ -228,7 +228,17 @@ describe("usage periods", () => {
     expect(parsePeriod({ from: "2024-12-02", to: "2024-12-02" }, now)).toEqual({ from: Date.UTC(2024, 11, 2), to: Date.UTC(2024, 11, 3) });
     expect(parsePeriod({ from: "2024-12-02T10:00:00Z", to: "2024-12-02T11:00:00Z" }, now).to).toBe(Date.UTC(2024, 11, 2, 11));
   });
-  it.each([[{ from: "yesterday" }], [{ to: "2024-13-45" }], [{ from: "2024-12-05", to: "2024-12-01" }], [{ from: ["x"] }]])("rejects %j", (q) => {
+  it("a 'to' alone reports the month it falls in; a sub-second period does not end before it starts", () => {
+    expect(showPeriod(parsePeriod({ to: "2024-11-30" }, now))).toEqual({ start: "2024-11-01T00:00:00Z", end: "2024-11-30T23:59:59Z" });
+    expect(showPeriod(parsePeriod({ to: "2024-12-01T00:00:00Z" }, now))).toEqual({ start: "2024-11-01T00:00:00Z", end: "2024-11-30T23:59:59Z" });
+    expect(showPeriod(parsePeriod({ from: "2024-12-02T12:00:00Z", to: "2024-12-02T12:00:00.500Z" }, now))).toEqual({ start: "2024-12-02T12:00:00Z", end: "2024-12-02T12:00:00Z" });
+    expect(parsePeriod({ from: "2024-02-29" }, now).from).toBe(Date.UTC(2024, 1, 29)); // a leap day exists
+  });
+  it.each([
+    [{ from: "yesterday" }], [{ to: "2024-13-45" }], [{ from: "2024-12-05", to: "2024-12-01" }], [{ from: ["x"] }],
+    // Dates that do not exist, which Date.parse would roll over into the next month.
+    [{ from: "2026-02-30" }], [{ from: "2025-02-29" }], [{ to: "2024-04-31T10:00:00Z" }], [{ from: "2024-00-10" }],
+  ])("rejects %j", (q) => {
     expect(() => parsePeriod(q as never, now)).toThrow();
   });
 });
