@@ -242,6 +242,10 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
       });
   }
 
+  // A price for a model that is not served is a typo (`qwen2.5-7B`): the model would be charged
+  // only the request price. (infra/config checks the same for a stack's pricing.)
+  if (models) for (const name of prices.keys()) if (!models.has(name)) bad(at(`pricing.models.${name}`), name, `a configured model: ${[...models.keys()].join(" | ")}`);
+
   const bootstrapKeys: BootstrapKey[] = [];
   if (root.bootstrapKeys !== undefined && !Array.isArray(root.bootstrapKeys)) bad(at("bootstrapKeys"), root.bootstrapKeys, "a list of { id, name, hash, credits, tier, models? }");
   const seen = new Set<string>();

@@ -78,7 +78,7 @@ bootstrapKeys:
     const p = problems(
       { SHIM_UPSTREAM_URL: "litellm:4000", SHIM_READY_URL: "vllm/health", SHIM_PORT: "80a", SHIM_TRUST_PROXY: "10.0.0.0/33", LOG_LEVEL: "loud", SHIM_DRAIN_TIMEOUT_MS: "-1", SHIM_DATABASE_URL: "mysql://u:hunter2@x/db" },
       `
-pricing: { request: -1, models: { m: { promptPer1k: "abc" } } }
+pricing: { request: -1, models: { m: { promptPer1k: "abc" }, M: { promptPer1k: 1 } } }
 tiers: { free: { rpm: 0 }, pro: { concurrency: 0 } }
 defaultTier: gold
 models: [{ name: m, maxModelLen: 1.5 }]
@@ -97,6 +97,7 @@ extra: 1
       /^SHIM_DATABASE_URL: "mysql:\/\/u:\*\*\*@x\/db" is not valid; expected sqlite:<path>, sqlite::memory: or postgres:\/\/…$/,
       /^SHIM_CONFIG pricing.request: -1 is not valid; expected a non-negative number of credits/,
       /^SHIM_CONFIG pricing.models.m.promptPer1k: "abc"/,
+      /^SHIM_CONFIG pricing.models.M: "M" is not valid; expected a configured model: m$/,
       /^SHIM_CONFIG tiers.free.rpm: 0 is not valid; expected a positive integer, or null for unlimited/,
       /^SHIM_CONFIG tiers.pro.concurrency: 0 is not valid; expected a positive integer, or null for unlimited/,
       /^SHIM_CONFIG defaultTier: "gold" is not valid; expected one of the tiers: free \| developer \| pro \| enterprise/,
