@@ -94,11 +94,13 @@ export interface DispatchedResponse {
  * connection rejects at once and is applied when the controller arrives: the request is then
  * dropped before it is sent, instead of running upstream for a client that has left.
  *
+ * `onSent` is called when the request goes to a connection: from then on the upstream has it.
+ *
  * `headersTimeoutMs` is kept here, with a native timer, and undici's own is off (see
  * upstream.ts): undici's runs on coarse timers (500 ms ticks), which let a 300 ms timeout fire
  * after a second, and it does not count the time spent waiting for a connection.
  */
-export function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, signal: AbortSignal | undefined, headersTimeoutMs: number): Promise<DispatchedResponse> {
+export function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOptions, signal: AbortSignal | undefined, headersTimeoutMs: number, onSent?: () => void): Promise<DispatchedResponse> {
   return new Promise((resolve, reject) => {
     const body = new UpstreamBody();
     let started = false;
@@ -125,6 +127,7 @@ export function dispatch(dispatcher: Dispatcher, options: Dispatcher.DispatchOpt
         controller = c;
         body.attach(c);
         if (early) c.abort(early);
+        else onSent?.();
       },
       onResponseStart(_c, statusCode, headers) {
         started = true;

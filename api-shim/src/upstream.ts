@@ -20,6 +20,8 @@ export interface UpstreamRequest {
   body?: string | Buffer;
   signal?: AbortSignal;
   requestId?: string;
+  /** Called when the request is handed to a connection (not if it is dropped before). */
+  onSent?: () => void;
 }
 
 export interface Upstream {
@@ -56,7 +58,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       if (auth) headers.authorization = auth;
       if (req.body !== undefined) headers["content-type"] = "application/json";
       if (req.requestId) headers["x-request-id"] = req.requestId;
-      return dispatch(pool, { method: req.method, path: prefix + req.path, headers, body: req.body ?? null }, req.signal, options.headersTimeoutMs);
+      return dispatch(pool, { method: req.method, path: prefix + req.path, headers, body: req.body ?? null }, req.signal, options.headersTimeoutMs, req.onSent);
     },
     close: () => pool.close(),
   };

@@ -88,6 +88,24 @@ describe("streaming metering", () => {
     expect((await h.store.getKey(id))!.held).toBe(0);
   });
 
+  it("a non-streamed request whose client leaves before the answer: the request price, and the upstream request is aborted", async () => {
+    const { key, id } = await h.createKey({ credits: 1000 });
+    h.fake.set({ tokenDelayMs: 50, defaultTokens: 40 }); // a 2 s answer
+    const aborted = h.fake.counters.aborted;
+    const ac = new AbortController();
+    const answer = h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "a long answer" }], max_tokens: 40 }, { signal: ac.signal, maxRetries: 0 });
+    await h.fake.until((c) => c.received > 0);
+    setTimeout(() => ac.abort(), 300);
+    await expect(answer).rejects.toThrow();
+    await h.fake.until((c) => c.aborted > aborted);
+    const log = await h.waitForRequestLog((e) => e.keyId === id);
+    expect(log).toMatchObject({ status: 499, error: "client_closed_request", tokens: 0, cost: 1 });
+    // No usage comes before a non-streamed answer is whole: the request price, like a stream left before any content.
+    expect((await h.store.getKey(id))!).toMatchObject({ balance: 999 * CREDIT, held: 0 });
+    const [audit] = (await h.store.audit()).filter((r) => r.keyId === id);
+    expect(audit).toMatchObject({ ledgerSum: audit!.balance, held: 0, reservations: 0 });
+  });
+
   it("an upstream that cuts the stream: the client gets an error event; charged for what was delivered", async () => {
     const { key, id } = await h.createKey({ credits: 1000 });
     h.fake.set({ stopAfterTokens: 3, stopMode: "cut" });

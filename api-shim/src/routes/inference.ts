@@ -113,17 +113,18 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   try {
     const continuous = modelConfig?.continuousUsage === true;
     let res: UpstreamResponse;
+    let sent = false;
     try {
-      res = await ctx.upstream.request({ method: "POST", path: upstreamPath, body: upstreamBody(raw, body, req, continuous), signal: ac.signal, requestId: request.id });
+      res = await ctx.upstream.request({ method: "POST", path: upstreamPath, body: upstreamBody(raw, body, req, continuous), signal: ac.signal, requestId: request.id, onSent: () => (sent = true) });
     } catch (e) {
-      return await failed(ctx, request, reply, settlement, ac.signal, e);
+      return await failed(ctx, request, reply, settlement, ac.signal, e, sent);
     }
     if (res.status < 200 || res.status >= 300) {
       let text = "";
       try {
         text = (await readLimited(res.body, 64 * 1024)).text;
       } catch (e) {
-        return await failed(ctx, request, reply, settlement, ac.signal, e);
+        return await failed(ctx, request, reply, settlement, ac.signal, e, true);
       }
       const err = upstreamStatusError(res.status, text, req.model, res.headers["retry-after"]);
       ctx.metrics.upstreamFailures.inc({ reason: `status_${res.status}` });
@@ -139,7 +140,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       if (r === null) throw new ShimError("upstream_error");
       answerBytes = r;
     } catch (e) {
-      return await failed(ctx, request, reply, settlement, ac.signal, e);
+      return await failed(ctx, request, reply, settlement, ac.signal, e, true);
     }
     const answer = usageOfBody(answerBytes);
     // No usage from the upstream: charge the request price and no tokens rather than guess.
@@ -170,8 +171,11 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   }
 }
 
-/** The upstream failed (or the client left) before a response: release the hold, answer if anyone listens. */
-async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, signal: AbortSignal, e: unknown): Promise<FastifyReply> {
+/**
+ * The upstream failed (or the client left) before a response: release the hold, answer if anyone
+ * listens. `sent`: the upstream had the request.
+ */
+async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, signal: AbortSignal, e: unknown, sent: boolean): Promise<FastifyReply> {
   if (e instanceof ShimError) {
     await settlement.settle(e.status, null);
     throw e;
@@ -181,8 +185,12 @@ async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyR
       await settlement.settle(503, null);
       throw new ShimError("service_unavailable", { message: "The server is shutting down; retry shortly." });
     }
-    // The client is gone: nobody to answer. Log it as nginx does (499).
-    await settlement.settle(499, null);
+    // The client is gone: nobody to answer. Log it as nginx does (499). Once the upstream had the
+    // request it is charged the request price, as a stream whose client leaves before any content
+    // is: a non-streamed answer carries no usage until it is whole, and without this a client
+    // could have answers generated for free by hanging up just before they come. (Dropped before
+    // it was sent, it costs nothing.)
+    await settlement.settle(499, sent ? { promptTokens: 0, completionTokens: 0 } : null);
     request.shimErrorCode = "client_closed_request";
     reply.hijack();
     reply.raw.destroy();
