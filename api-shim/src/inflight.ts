@@ -10,6 +10,13 @@ import { EventEmitter, once } from "node:events";
  * closure, and with it the request's whole object graph: tens of MB/s of old-generation
  * garbage under load, which drove the peak RSS (docs/performance.md).
  */
+/**
+ * What the requests cut at the end of a drain get to settle (a settlement takes milliseconds). The
+ * drain timeout plus this must stay inside the container's stop grace period (25 s + 3 s < 30 s
+ * in the rendered compose file), or the process is killed with holds unsettled.
+ */
+export const SETTLE_AFTER_DRAIN_MS = 3_000;
+
 export class Inflight {
   private readonly slots: (((reason: string) => void) | undefined)[] = [];
   private readonly free: number[] = [];
@@ -37,7 +44,7 @@ export class Inflight {
   }
 
   /** Stops admitting, waits up to `timeoutMs` for requests to finish, then aborts the rest and waits for them to settle. */
-  async drain(timeoutMs: number, settleTimeoutMs = 10_000): Promise<{ aborted: number }> {
+  async drain(timeoutMs: number, settleTimeoutMs = SETTLE_AFTER_DRAIN_MS): Promise<{ aborted: number }> {
     this.draining = true;
     if (this.size === 0) return { aborted: 0 };
     const finished = await this.waitEmpty(timeoutMs);

@@ -66,15 +66,21 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
         // A client that stops reading must not keep the upstream connection, its hold and its
         // place in flight forever: what it has not taken within the idle timeout ends the stream
         // as if it had left ('close' aborts the upstream; it is charged for what was generated).
-        const stalled = setTimeout(() => out.destroy(), ctx.config.streamIdleTimeoutMs);
+        // A drain (SIGTERM) cannot wait that long either: it ends the stream now, or the process
+        // would outlive its stop grace period and be killed with the hold unsettled.
+        const cut = () => out.destroy();
+        const stalled = setTimeout(cut, ctx.config.streamIdleTimeoutMs);
         const go = () => {
           clearTimeout(stalled);
+          signal.removeEventListener("abort", cut);
           out.off("drain", go);
           out.off("close", go);
           resolve();
         };
         out.on("drain", go);
         out.on("close", go);
+        if (signal.aborted) cut();
+        else signal.addEventListener("abort", cut, { once: true });
       });
     }
   };

@@ -9,32 +9,41 @@ const CREDIT = 1_000_000;
  * client has not taken within SHIM_STREAM_IDLE_TIMEOUT_MS ends the stream as if it had left,
  * so it cannot keep an upstream connection, a credit hold and a place in flight forever.
  */
+const shimWithIdleTimeout = (ms: number) =>
+  startShim({
+    env: { SHIM_STREAM_IDLE_TIMEOUT_MS: String(ms) },
+    file: { models: [{ name: "qwen2.5-7b", maxModelLen: 200_000 }], pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 0, completionPer1k: 1 } } } },
+    fake: { models: [{ name: "qwen2.5-7b", maxModelLen: 200_000 }] },
+  });
+
+/** Opens a stream of 100,000 tokens and never reads a byte of its body; resolves with the request id. */
+function openUnreadStream(h: Harness, key: string) {
+  // ~250 bytes per token event: 100,000 tokens are far more than the socket buffers between
+  // the shim and a client that reads nothing.
+  h.fake.set({ defaultTokens: 100_000 });
+  const body = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "everything" }], max_tokens: 100_000, stream: true });
+  const client = request(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" } });
+  const reqId = new Promise<string>((resolve) => client.on("response", (res) => {
+    res.pause();
+    resolve(String(res.headers["x-request-id"]));
+  }));
+  client.on("error", () => {}); // the shim cuts it
+  client.end(body);
+  return { client, reqId };
+}
+
 describe("a streaming client that stops reading", () => {
   let h: Harness;
   beforeAll(async () => {
-    h = await startShim({
-      env: { SHIM_STREAM_IDLE_TIMEOUT_MS: "500" },
-      file: { models: [{ name: "qwen2.5-7b", maxModelLen: 200_000 }], pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 0, completionPer1k: 1 } } } },
-      fake: { models: [{ name: "qwen2.5-7b", maxModelLen: 200_000 }] },
-    });
+    h = await shimWithIdleTimeout(500);
   });
   afterAll(() => h.close());
 
   it("is cut after the idle timeout: the upstream request is aborted, the hold settled for what was generated", async () => {
     const { key, id } = await h.createKey({ credits: 1000 });
-    // ~250 bytes per token event: 100,000 tokens are far more than the socket buffers between
-    // the shim and a client that reads nothing.
-    h.fake.set({ defaultTokens: 100_000 });
     const aborted = h.fake.counters.aborted;
-    const body = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "everything" }], max_tokens: 100_000, stream: true });
     const started = Date.now();
-    const client = request(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" } });
-    const response = new Promise<string>((resolve) => client.on("response", (res) => {
-      res.pause(); // never read a byte of the body
-      resolve(String(res.headers["x-request-id"]));
-    }));
-    client.on("error", () => {}); // the shim cuts it
-    client.end(body);
+    const { client, reqId: response } = openUnreadStream(h, key);
     const reqId = await response;
 
     await h.fake.until((c) => c.aborted > aborted, 15_000);
@@ -48,5 +57,32 @@ describe("a streaming client that stops reading", () => {
     expect(charged).toBeGreaterThan(CREDIT);
     expect(charged).toBeLessThan(CREDIT + 100 * CREDIT);
     client.destroy();
+  });
+});
+
+describe("a drain (SIGTERM) while a stream waits on a client that stops reading", () => {
+  it("ends that stream at the drain timeout, not the idle timeout, and settles it", async () => {
+    // The idle timeout (60 s, the default) is longer than a drain may take: the container's stop
+    // grace period would kill the process with the stream's hold unsettled.
+    const h = await shimWithIdleTimeout(60_000);
+    try {
+      const { key, id } = await h.createKey({ credits: 1000 });
+      const { client, reqId } = openUnreadStream(h, key);
+      await reqId;
+      await new Promise((r) => setTimeout(r, 1000)); // the shim's writes back up
+      expect(h.app.shim.inflight.size).toBe(1);
+      const started = Date.now();
+      // What server.ts does on SIGTERM: wait for in-flight requests (100 ms here), abort the rest
+      // and give them a settle window (2 s here).
+      expect(await h.app.shim.inflight.drain(100, 2000)).toEqual({ aborted: 1 });
+      expect(Date.now() - started).toBeLessThan(1500);
+      expect(h.app.shim.inflight.size).toBe(0);
+      const k = (await h.store.getKey(id))!;
+      expect(k.held).toBe(0);
+      expect(1000 * CREDIT - k.balance).toBeGreaterThan(CREDIT); // the content it was sent is charged
+      client.destroy();
+    } finally {
+      await h.close();
+    }
   });
 });
