@@ -19,8 +19,12 @@ export interface InferenceRequest {
   n: number;
   /** Sequences the upstream generates: prompts × `n` (0 for embeddings). Each may reach maxTokens. */
   outputs: number;
-  /** Messages carry non-text parts (images, audio, video), whose tokens their bytes do not bound. */
-  media: boolean;
+  /**
+   * The prompt's tokens are not bounded by the body's bytes: messages carry non-text parts
+   * (images, audio, video), or the request brings its own chat template, which can expand a few
+   * bytes into any number of tokens.
+   */
+  unboundedPrompt: boolean;
   /** The client asked for the usage chunk (vLLM semantics: stream_options present, include_usage absent or true). */
   clientWantsUsage: boolean;
   clientWantsContinuous: boolean;
@@ -95,7 +99,7 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     prompts,
     n,
     outputs: kind === "embeddings" ? 0 : prompts * n,
-    media: kind === "chat" && hasMediaParts(b.messages),
+    unboundedPrompt: kind === "chat" && (hasMediaParts(b.messages) || bringsChatTemplate(b)),
     clientWantsUsage: wantsUsage,
     clientWantsContinuous: wantsUsage && opts.continuous_usage_stats === true,
   };
@@ -111,6 +115,18 @@ function hasMediaParts(messages: unknown): boolean {
     const content = m !== null && typeof m === "object" ? (m as { content?: unknown }).content : undefined;
     return Array.isArray(content) && content.some((part) => part === null || typeof part !== "object" || (part as { type?: unknown }).type !== "text");
   });
+}
+
+/**
+ * vLLM takes a Jinja chat template from the request (`chat_template`, or one inside
+ * `chat_template_kwargs`) when started with --trust-request-chat-template, and LiteLLM passes
+ * both through. Refusing them would break clients of such a server; holding the model's context
+ * keeps them from being undercharged.
+ */
+function bringsChatTemplate(b: Record<string, unknown>): boolean {
+  if (b.chat_template !== undefined && b.chat_template !== null) return true;
+  const kwargs = b.chat_template_kwargs;
+  return kwargs !== null && typeof kwargs === "object" && (kwargs as Record<string, unknown>).chat_template != null;
 }
 
 /**

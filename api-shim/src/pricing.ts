@@ -7,7 +7,7 @@ import { tokenCost } from "./money.ts";
  * can never go below zero even if an upstream reports more tokens than it was allowed.
  */
 
-/** Completion bound (and a prompt's, for media) when neither max_tokens nor the model's maxModelLen is known. */
+/** Completion bound (and a prompt's, when its bytes do not bound it) when neither max_tokens nor the model's maxModelLen is known. */
 export const DEFAULT_MAX_COMPLETION_TOKENS = 32_768;
 
 /**
@@ -37,8 +37,8 @@ export interface HoldInput {
   bodyBytes: number;
   /** The prompt goes through a chat template: CHAT_TEMPLATE_TOKENS more. */
   templated: boolean;
-  /** Non-text parts (images, audio): their tokens have no bound but the model's context. */
-  media: boolean;
+  /** Non-text parts (images, audio) or a request's own chat template: no bound but the model's context. */
+  unboundedPrompt: boolean;
   /** max_completion_tokens / max_tokens from the request, when given: the bound of each output. */
   maxTokens: number | undefined;
   /** Independent prompts (a batched `prompt`/`input`): each may be as long as the model allows. */
@@ -70,12 +70,13 @@ export class Pricer {
     let perOutput = input.maxTokens ?? maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS;
     if (maxLen !== null) perOutput = Math.min(perOutput, maxLen);
     const completion = input.outputs * perOutput;
-    // A known maxModelLen is a true ceiling per prompt; without one, media adds a context's worth
-    // on top of the text (an image in a long prompt must not lower the hold below the text's).
+    // A known maxModelLen is a true ceiling per prompt; without one, an unbounded prompt (media, a
+    // request's own template) adds a context's worth on top of the text (an image in a long
+    // prompt must not lower the hold below the text's).
     const textBound = input.bodyBytes + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
     const prompt = maxLen !== null
-      ? (input.media ? maxLen * input.prompts : Math.min(textBound, maxLen * input.prompts))
-      : textBound + (input.media ? DEFAULT_MAX_COMPLETION_TOKENS * input.prompts : 0);
+      ? (input.unboundedPrompt ? maxLen * input.prompts : Math.min(textBound, maxLen * input.prompts))
+      : textBound + (input.unboundedPrompt ? DEFAULT_MAX_COMPLETION_TOKENS * input.prompts : 0);
     // Bounded so that it stays an exact integer; a hold this large is refused (402) anyway.
     return Math.min(base + tokenCost(prompt, price.promptPer1k) + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);
   }
