@@ -32,6 +32,11 @@ export const ERROR_TABLE = {
     type: "invalid_request_error",
     message: "This Idempotency-Key was already used with a different request.",
   },
+  key_inactive: {
+    status: 409,
+    type: "invalid_request_error",
+    message: "This key is revoked or expired: credits granted to it could never be spent.",
+  },
   request_too_large: { status: 413, type: "invalid_request_error", message: "Request body is too large." },
   rate_limit_exceeded: { status: 429, type: "rate_limit_exceeded", message: "Rate limit exceeded." },
   internal_error: { status: 500, type: "api_error", message: "Internal error." },

@@ -79,6 +79,30 @@ describe("admin routes and usage reports", () => {
     expect(audit.ledgerSum).toBe(audit.balance);
   });
 
+  it("top-ups refuse a revoked or expired key (409) and a balance past 2^53 µc (400), granting nothing", async () => {
+    const topUp = (keyId: string, amount: number) => h.admin(`/admin/keys/${keyId}/credits`, { method: "POST", body: JSON.stringify({ amount }) });
+    const error = async (res: Response) => ((await res.json()) as { error: { code: string; param: string } }).error;
+    const revoked = await h.createKey({ credits: 1 });
+    expect((await h.admin(`/admin/keys/${revoked.id}`, { method: "DELETE" })).status).toBe(200);
+    const r = await topUp(revoked.id, 50);
+    expect(r.status).toBe(409);
+    expect(await error(r)).toMatchObject({ code: "key_inactive", param: "id" });
+    const expiring = await h.createKey({ credits: 1, expires_at: new Date(Date.now() + 300).toISOString() });
+    await new Promise((done) => setTimeout(done, 400));
+    expect((await topUp(expiring.id, 50)).status).toBe(409);
+    // 9 billion credits is near the 2^53 µc a JavaScript number holds exactly: the answer would
+    // not be writable, and the grant was rolled back as a 503.
+    const rich = await h.createKey({ credits: 9_000_000_000 });
+    const big = await topUp(rich.id, 9_000_000);
+    expect(big.status).toBe(400);
+    expect(await error(big)).toMatchObject({ code: "invalid_request", param: "amount" });
+    for (const k of [revoked, expiring, rich]) {
+      const audit = (await h.store.audit()).find((a) => a.keyId === k.id)!;
+      expect(audit.balance).toBe(audit.ledgerSum);
+      expect(audit.balance).toBe(k === rich ? 9_000_000_000 * 1_000_000 : 1_000_000);
+    }
+  });
+
   it("GET /v1/usage: seed 004's shape for the calling key, current UTC month by default", async () => {
     const { key } = await h.createKey({ credits: 100 });
     const c = h.client(key);

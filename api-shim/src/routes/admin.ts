@@ -57,6 +57,14 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     if (body.note !== undefined && (typeof body.note !== "string" || body.note.length > 500 || hasControlCharacters(body.note, { lineBreaks: true }))) throw invalid("'note' must be a string of at most 500 characters, without control characters other than tabs and line breaks.", "note");
     const idem = request.headers["idempotency-key"];
     if (idem !== undefined && (typeof idem !== "string" || idem === "" || idem.length > 200)) throw invalid("Idempotency-Key must be 1 to 200 characters.", "Idempotency-Key");
+    // Refused before the store is asked: credits for a key that can no longer spend them, and a
+    // balance past what a JavaScript number holds exactly (the reply could not be written, and
+    // the grant would roll back as a 503). Checked outside the top-up's transaction, so a key
+    // revoked at the same moment may still take it; the ledger stays exact either way.
+    const target = await ctx.store.getKey(request.params.id);
+    if (!target) throw keyNotFound();
+    if (target.revokedAt !== null || (target.expiresAt !== null && target.expiresAt <= ctx.clock.now())) throw new ShimError("key_inactive", { param: "id" });
+    if (target.balance + amount > Number.MAX_SAFE_INTEGER) throw invalid(`'amount' would take the balance past ${formatCredits(Number.MAX_SAFE_INTEGER)} credits.`, "amount");
     // The fingerprint is the request as understood (amount in µc, note), so 1 and "1.0" are the same request.
     const fingerprint = createHash("sha256").update(JSON.stringify([amount, body.note ?? null])).digest("hex");
     const result = await ctx.store.topUp({
