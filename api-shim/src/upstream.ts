@@ -45,7 +45,10 @@ export function createUpstream(options: UpstreamOptions): Upstream {
   const pool = new Pool(base.origin, {
     connections: options.connections ?? 256,
     pipelining: 1,
-    keepAliveTimeout: 30_000,
+    // Below the upstream's own idle limit (vLLM's and LiteLLM's uvicorn: 5 s), so the shim closes
+    // an idle connection first: otherwise a request can go out on a connection the upstream is
+    // closing at that moment, and fail (undici retries no POST).
+    keepAliveTimeout: 4_000,
     headersTimeout: 0, // kept by dispatch() instead, on time (upstream-body.ts)
     bodyTimeout: options.idleTimeoutMs,
     connect: { timeout: Math.min(options.headersTimeoutMs, 10_000) },

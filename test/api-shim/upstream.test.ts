@@ -42,6 +42,22 @@ describe("upstream seam", () => {
     fake.reset();
   });
 
+  it("an idle connection is closed by the shim before the upstream's 5 s keep-alive runs out", async () => {
+    // Were it the other way round, a request sent on a connection the upstream is closing at that
+    // moment fails (undici retries no POST): a 502 now and then after a quiet spell.
+    const fresh = createUpstream({ url: fake.url, apiKey: null, headersTimeoutMs: 5_000, idleTimeoutMs: 5_000 });
+    try {
+      const closed = fake.counters.closedByClient;
+      const res = await fresh.request({ method: "POST", path: "/chat/completions", body: CHAT });
+      await res.body.text();
+      const idleFrom = performance.now();
+      await fake.until((c) => c.closedByClient > closed, 4_900);
+      expect(performance.now() - idleFrom).toBeLessThan(5_000);
+    } finally {
+      await fresh.close();
+    }
+  });
+
   it("the headers timeout ends with the headers: a stream may run on far longer", async () => {
     const tight = createUpstream({ url: fake.url, apiKey: null, headersTimeoutMs: 300, idleTimeoutMs: 5_000 });
     try {

@@ -65,13 +65,15 @@ export interface Counters {
   aborted: number;
   /** Content tokens written to streams. */
   tokensSent: number;
+  /** Connections the client closed (an idle keep-alive one before this server's timeout could, or an abort). */
+  closedByClient: number;
 }
 
 export class FakeVllm extends EventEmitter {
   readonly models: FakeModel[];
   readonly apiKey: string | undefined;
   behaviour: Behaviour = { ...DEFAULTS };
-  readonly counters: Counters = { received: 0, completed: 0, aborted: 0, tokensSent: 0 };
+  readonly counters: Counters = { received: 0, completed: 0, aborted: 0, tokensSent: 0, closedByClient: 0 };
   /** Inference requests as received (bounded to the last 1,000). */
   readonly requests: SeenRequest[] = [];
   /** Usage reported for each completed inference request, in order. */
@@ -98,7 +100,10 @@ export class FakeVllm extends EventEmitter {
 
   async start(port = 0, host = "127.0.0.1"): Promise<this> {
     this.server = createServer((req, res) => void this.handle(req, res));
-    this.server.keepAliveTimeout = 70_000;
+    // vLLM's uvicorn closes a keep-alive connection after 5 s idle (TIMEOUT_KEEP_ALIVE = 5), as
+    // uvicorn does by default (LiteLLM).
+    this.server.keepAliveTimeout = 5_000;
+    this.server.on("connection", (socket) => socket.on("end", () => this.bump("closedByClient")));
     this.server.listen(port, host);
     await once(this.server, "listening");
     const addr = this.server.address() as AddressInfo;
@@ -134,6 +139,10 @@ export class FakeVllm extends EventEmitter {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     res.setHeader("server", "uvicorn");
+    // uvicorn sends no `Keep-Alive: timeout=5` hint (Node would, and undici would then close the
+    // connection early on its own): a client learns of the 5 s limit only when the socket closes.
+    // Setting the connection header ourselves keeps Node from adding the hint.
+    if (req.headers.connection?.toLowerCase() !== "close") res.setHeader("connection", "keep-alive");
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const body = Buffer.concat(chunks).toString("utf8");
