@@ -51,9 +51,31 @@ function completionBound(kind: "chat" | "completions", b: Record<string, unknown
   const mct = b.max_completion_tokens as number | null | undefined;
   const mt = b.max_tokens as number | null | undefined;
   if (kind === "chat") return (mct || mt) ?? undefined;
-  const own = mt === undefined ? COMPLETIONS_DEFAULT_MAX_TOKENS : mt;
+  // `echo` with `max_tokens: 0` asks for the prompt back, and vLLM still generates one token per
+  // output for it (echo_without_generation, then max_tokens = 1): a bound of 0 undercharged it.
+  const own = mt === undefined ? COMPLETIONS_DEFAULT_MAX_TOKENS : mt === 0 && b.echo ? 1 : mt;
   if (own === null) return undefined;
   return typeof mct === "number" ? Math.max(own, mct) : own;
+}
+
+/**
+ * Members LiteLLM (the deployed upstream) reads from a request body as its own controls, not as
+ * model parameters. With them a client could have its request answered by another model than the
+ * one the shim authorised and priced (`fallbacks`: a key limited to the local model reaching a
+ * paid provider), retried upstream (`num_retries`), cut off after the work was done (`timeout`:
+ * an upstream failure is not charged), answered without the model (`mock_response`), or sent
+ * elsewhere (`api_base`, `user_config`). They are refused rather than removed: the body goes
+ * upstream as the client sent it. vLLM ignores them, so no client of a plain vLLM loses anything.
+ */
+const UPSTREAM_CONTROLS = new Set([
+  "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "num_retries", "max_retries", "timeout", "request_timeout", "stream_timeout",
+  "api_key", "api_base", "base_url", "api_version", "custom_llm_provider", "user_config", "model_list",
+]);
+const UPSTREAM_CONTROL_PREFIXES = ["mock_", "litellm_"];
+
+function upstreamControl(b: Record<string, unknown>): string | undefined {
+  for (const k of Object.keys(b)) if (UPSTREAM_CONTROLS.has(k) || UPSTREAM_CONTROL_PREFIXES.some((p) => k.startsWith(p))) return k;
+  return undefined;
 }
 
 export function parseInferenceRequest(kind: InferenceKind, body: unknown): InferenceRequest {
@@ -61,6 +83,10 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     throw new ShimError("invalid_request", { message: "Request body must be a JSON object." });
   }
   const b = body as Record<string, unknown>;
+  const control = upstreamControl(b);
+  if (control !== undefined) {
+    throw invalid(`'${control.slice(0, 64)}' is not accepted: this endpoint answers with the model you name, and routing, retries, timeouts and mocks are the operator's to set.`, control.slice(0, 64));
+  }
   if (typeof b.model !== "string" || b.model.trim() === "") throw invalid("'model' is required and must be a non-empty string.", "model");
   if (b.model.length > 256) throw invalid("'model' is too long.", "model");
   if (hasControlCharacters(b.model)) throw invalid("'model' must not contain control characters.", "model");

@@ -62,6 +62,22 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(e4.param).toBe("input");
   });
 
+  it("400 for LiteLLM's own request controls (fallbacks, retries, timeouts, mocks, routing), which never reach the upstream", async () => {
+    // A key allowed only the local model must not be answered by a provider through LiteLLM's
+    // client-side fallbacks, nor have its request retried or cut short upstream at will.
+    const c = h.client(key);
+    const received = h.fake.counters.received;
+    for (const extra of [{ fallbacks: ["gpt-4o"] }, { context_window_fallbacks: [{ "qwen2.5-7b": ["gpt-4o"] }] }, { num_retries: 5 }, { timeout: 0.01 }, { mock_response: "hi" }, { api_base: "http://evil.test" }, { litellm_call_id: "x" }]) {
+      const e = await failure(() => c.chat.completions.create({ ...chat, ...extra } as never));
+      expect(e).toBeInstanceOf(BadRequestError);
+      expect(e.param).toBe(Object.keys(extra)[0]);
+    }
+    expect(h.fake.counters.received).toBe(received);
+    // Ordinary extra parameters (vLLM's own) still pass through.
+    await c.chat.completions.create({ ...chat, top_k: 5, metadata: { team: "a" } } as never);
+    expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject({ top_k: 5, metadata: { team: "a" } });
+  });
+
   it("400 for a stream_options that is not an object, or an include_usage that is not a boolean", async () => {
     const c = h.client(key);
     const before = h.fake.counters.completed;

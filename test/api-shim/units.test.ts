@@ -85,6 +85,13 @@ describe("pricing", () => {
     expect(chat({ chat_template: "{% for i in range(99999) %}x{% endfor %}" })).toBe(true);
     expect(chat({ chat_template_kwargs: { chat_template: "{{ messages }}" } })).toBe(true);
   });
+  it("completions with echo and max_tokens 0 are bounded by one token per output, as vLLM generates one", () => {
+    const bound = (extra: Record<string, unknown>) => parseInferenceRequest("completions", { model: "m", prompt: ["a", "b"], n: 3, ...extra }).maxTokens;
+    expect(bound({ echo: true, max_tokens: 0 })).toBe(1);
+    expect(bound({ max_tokens: 0 })).toBe(0);
+    expect(bound({ echo: true, max_tokens: 7 })).toBe(7);
+    expect(bound({ echo: true })).toBe(16);
+  });
   it("the cost never exceeds the hold, and says when the hold capped it", () => {
     const hold = pricer.hold({ ...text, model: "m", batch: false, bodyBytes: 10, maxTokens: 1, prompts: 1, outputs: 1 });
     expect(pricer.cost("m", false, { promptTokens: 5, completionTokens: 1 }, hold)).toEqual({ cost: 1_000_000 + 500 + 200, capped: false });
