@@ -10,7 +10,7 @@ import { Inflight } from "./inflight.ts";
 import { jsonShapeProblem } from "./json-shape.ts";
 import { requestLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
-import { redactKeys } from "./keys.ts";
+import { redactedPath, redactKeys } from "./keys.ts";
 import { creditsNumber } from "./money.ts";
 import { Pricer } from "./pricing.ts";
 import { RateLimiter } from "./rate-limit.ts";
@@ -117,7 +117,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.setErrorHandler(errorHandler((request) => authHeaders(ctx, request)));
   app.setNotFoundHandler((request, reply) => {
     request.shimErrorCode = "not_found";
-    void sendError(reply, new ShimError("not_found", { message: `Unknown route: ${request.method} ${request.url.split("?")[0]!.slice(0, 200)}` }), authHeaders(ctx, request));
+    void sendError(reply, new ShimError("not_found", { message: `Unknown route: ${request.method} ${redactedPath(request.url).slice(0, 200)}` }), authHeaders(ctx, request));
   });
 
   healthRoutes(app, ctx);
@@ -142,11 +142,10 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
   const route = request.routeOptions.url ?? "unmatched";
   ctx.metrics.requests.inc({ route, status });
   ctx.metrics.duration.observe({ route }, ms / 1000);
-  const q = request.url.indexOf("?");
   ctx.logRequest({
     reqId: request.id,
     method: request.method,
-    path: redactKeys((q === -1 ? request.url : request.url.slice(0, q)).slice(0, 200)),
+    path: redactedPath(request.url).slice(0, 200),
     status,
     ms: Math.round(ms * 100) / 100,
     keyId: request.auth?.key.id ?? null,

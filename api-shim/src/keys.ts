@@ -77,3 +77,20 @@ export function bearerToken(header: string | undefined): string | undefined {
 export function redactKeys(text: string): string {
   return text.includes("sk-gs-") ? text.replace(/sk-gs-[A-Za-z0-9_]*/g, "sk-gs-[redacted]") : text;
 }
+
+/**
+ * A request path as logs show it: without the query, its percent-encoded ASCII decoded (up to
+ * three layers) and keys redacted. A key spelt `%73k-gs-…` or `sk-gs-<id>%5F<secret>` would
+ * otherwise pass the pattern whole, or leave its secret beside the redaction. Non-ASCII stays
+ * encoded: it is never part of a key.
+ */
+export function redactedPath(url: string): string {
+  const q = url.indexOf("?");
+  let path = q === -1 ? url : url.slice(0, q);
+  for (let i = 0; i < 3 && path.includes("%"); i++) {
+    const decoded = path.replace(/%([0-7][0-9A-Fa-f])/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+    if (decoded === path) break;
+    path = decoded;
+  }
+  return redactKeys(path);
+}

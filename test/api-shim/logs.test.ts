@@ -22,6 +22,11 @@ describe("no key or admin token in logs or metrics", () => {
       fetch(h.url + path, { ...init, headers: { authorization: `Bearer ${init.auth ?? key}`, "content-type": "application/json", ...(init.headers as Record<string, string>) } }).then((r) => r.text());
     await send(`/v1/models?api_key=${key}`);
     await send(`/v1/${key}/models`);
+    // Percent-encoded spellings: the secret part must not be left beside a redacted prefix.
+    h.secrets.add(key.slice(key.lastIndexOf("_") + 1));
+    await send(`/v1/models/%73k-gs-${key.slice("sk-gs-".length)}`);
+    await send(`/v1/${key.replace("_", "%5F")}`);
+    await send(`/v1/${key.replace("_", "%255F")}`);
     await send("/v1/chat/completions", { method: "POST", body: JSON.stringify({ model: key, messages: [{ role: "user", content: key }] }) });
     await send("/v1/chat/completions", { method: "POST", body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: key }], max_tokens: 1 }) });
     await send("/v1/models", { auth: nearMiss });
