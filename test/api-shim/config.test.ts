@@ -129,6 +129,10 @@ describe("openStore", () => {
     await expect(openStore("mysql://u:hunter2@x/db")).rejects.toThrow(/^SHIM_DATABASE_URL: "mysql:\/\/u:\*\*\*@x\/db" is not valid; expected sqlite:<path>, sqlite::memory: or postgres:\/\/…$/);
     await expect(openStore("sqlite:")).rejects.toThrow(/needs a path/);
     expect(redactUrl("postgres://shim:p%40ss@db:5432/shim?sslmode=require&password=x")).toBe("postgres://shim:***@db:5432/shim?sslmode=require&password=***");
+    // An unencoded "@" in the password: the driver takes the last one before the query.
+    expect(redactUrl("postgres://shim:p@ss/w@rd9@db:5432/shim")).toBe("postgres://shim:***@db:5432/shim");
+    expect(redactUrl("postgres://db:5432/shim?application_name=a@b")).toBe("postgres://db:5432/shim?application_name=a@b");
+    expect(redactUrl("postgres://shim@db/shim")).toBe("postgres://shim@db/shim");
   });
 
   it("claims a SQLite file for one store at a time, until that store closes", async () => {

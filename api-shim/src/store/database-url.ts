@@ -17,7 +17,19 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
   return { kind: "sqlite", path };
 }
 
-/** The URL with any password replaced, for logs and error messages. */
+/**
+ * The URL with any password replaced, for logs and error messages. The user info ends at the
+ * last `@` before the query, as the driver reads it: a password with an unencoded `@` must not
+ * show its tail.
+ */
 export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^/@:]*):[^/@]*@/, "//$1:***@").replace(/([?&]password=)[^&]*/gi, "$1***");
+  let out = url;
+  const scheme = url.indexOf("://");
+  if (scheme !== -1) {
+    const query = url.indexOf("?", scheme);
+    const at = url.lastIndexOf("@", query === -1 ? url.length : query);
+    const colon = url.indexOf(":", scheme + 3);
+    if (at > scheme && colon !== -1 && colon < at) out = `${url.slice(0, colon)}:***${url.slice(at)}`;
+  }
+  return out.replace(/([?&]password=)[^&]*/gi, "$1***");
 }
