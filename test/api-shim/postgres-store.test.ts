@@ -1,3 +1,5 @@
+import { spawnSync } from "node:child_process";
+import { chmodSync } from "node:fs";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
@@ -188,5 +190,41 @@ describe("PostgresStore", () => {
     await cut.settle({ reservationId: "old", keyId: "k", hold: 4, cost: 4, usage: usage("k", "q-old", 4) });
     await cut.settle({ reservationId: "new", keyId: "k", hold: 4, cost: 2, usage: usage("k", "q-new", 2) });
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 8, held: 0, ledgerSum: 8, reservations: 0, reservedSum: 0 }]);
+  });
+
+  it("reads SHIM_DATABASE_URL as libpq does: an 'options' parameter keeps the store's own settings; the liveness session has short server keepalives", async () => {
+    const s = await PostgresStore.open(`${url}?options=-c%20search_path%3Dpublic`);
+    open.push(s);
+    const { pool, lock } = s as unknown as { pool: pg.Pool; lock: pg.Client };
+    const show = async (c: pg.Pool | pg.Client, setting: string) => Object.values((await c.query(`SHOW ${setting}`)).rows[0] as object)[0];
+    // pg let the URL's options replace the store's: no statement timeout, synchronous commits.
+    expect([await show(pool, "statement_timeout"), await show(pool, "synchronous_commit"), await show(pool, "search_path")]).toEqual(["5s", "off", "public"]);
+    // A replica whose host dies silently must lose its lock (and so its holds) in seconds, not
+    // after Linux's two-hour keepalive.
+    expect([await show(lock, "tcp_keepalives_idle"), await show(lock, "tcp_keepalives_interval"), await show(lock, "tcp_keepalives_count")]).toEqual(["10", "5", "3"]);
+    expect(await show(lock, "search_path")).toBe("public");
+  });
+
+  it("sslmode=require encrypts without verifying the certificate, as psql does with the same URL", async () => {
+    const dataDir = (await sql<{ data_directory: string }>("SHOW data_directory"))[0]!.data_directory;
+    const files = [`${dataDir}/server.key`, `${dataDir}/server.crt`];
+    const made = spawnSync("openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=db.internal", "-keyout", files[0]!, "-out", files[1]!], { encoding: "utf8" });
+    expect(made.status, made.stderr).toBe(0);
+    chmodSync(files[0]!, 0o600);
+    if (process.getuid?.() === 0) for (const f of files) spawnSync("chown", ["postgres:postgres", f]); // the server runs as postgres under root
+    await sql("ALTER SYSTEM SET ssl = on");
+    await sql("SELECT pg_reload_conf()");
+    await pollUntil(async () => (await sql<{ ssl: string }>("SHOW ssl"))[0]!.ssl === "on");
+    try {
+      const s = await PostgresStore.open(`${url}?sslmode=require`, { timeoutMs: 3000 });
+      open.push(s);
+      const { lock } = s as unknown as { lock: pg.Client };
+      expect((await lock.query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")).rows[0]).toEqual({ ssl: true });
+      await s.createKey(newKey("k", 1));
+      expect((await s.getKey("k"))!.balance).toBe(1);
+    } finally {
+      await sql("ALTER SYSTEM RESET ssl");
+      await sql("SELECT pg_reload_conf()");
+    }
   });
 });

@@ -33,3 +33,22 @@ export function redactUrl(url: string): string {
   }
   return out.replace(/([?&]password=)[^&]*/gi, "$1***");
 }
+
+/**
+ * SHIM_DATABASE_URL for the driver. `sslmode` is read as libpq reads it (pg on its own takes
+ * `require` as `verify-full`, refusing a server `psql` reaches with the same URL), and a libpq
+ * `options` parameter is taken out to be joined with the store's own (pg would let the URL's
+ * replace them: no statement timeout, synchronous commits).
+ */
+export function driverUrl(url: string): { connectionString: string; urlOptions: string } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { connectionString: url, urlOptions: "" }; // the driver reports it, without the URL
+  }
+  const urlOptions = parsed.searchParams.get("options") ?? "";
+  parsed.searchParams.delete("options");
+  if (!parsed.searchParams.has("uselibpqcompat")) parsed.searchParams.set("uselibpqcompat", "true");
+  return { connectionString: parsed.toString(), urlOptions };
+}

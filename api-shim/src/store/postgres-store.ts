@@ -1,5 +1,6 @@
 import { randomInt } from "node:crypto";
 import pg from "pg";
+import { driverUrl } from "./database-url.ts";
 import { LOCK_CLASS, migratePg } from "./postgres-migrations.ts";
 import { AUDIT, AVAILABLE, RELEASE, RELEASE_STALE, RESERVE, SETTLE } from "./postgres-sql.ts";
 import type {
@@ -75,6 +76,7 @@ export class PostgresStore implements Store {
   private heartbeat: NodeJS.Timeout | undefined;
 
   private readonly pool: pg.Pool;
+  /** The liveness connection's settings, to take the lock again. */
   private readonly connection: pg.ClientConfig;
   private readonly retryMs: number;
   /** The connection holding this replica's advisory lock; null while it is being re-taken. */
@@ -95,9 +97,14 @@ export class PostgresStore implements Store {
     const timeoutMs = options.timeoutMs ?? 5000;
     // keepAlive and a client-side query timeout: a silent network cut must end in a 503 within
     // the bound, not in a query that waits for TCP to give up.
-    const connection = { connectionString: url, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs + 1000, keepAlive: true, application_name: "api-shim", types };
-    const pool = new pg.Pool({ ...connection, max: 10, options: `-c synchronous_commit=off -c statement_timeout=${timeoutMs}` });
+    const { connectionString, urlOptions } = driverUrl(url);
+    const common = { connectionString, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs + 1000, keepAlive: true, application_name: "api-shim", types };
+    const pool = new pg.Pool({ ...common, max: 10, options: `${urlOptions} -c synchronous_commit=off -c statement_timeout=${timeoutMs}`.trim() });
     pool.on("error", () => {}); // an idle connection that broke is dropped; the next query says what is wrong
+    // The liveness connection is what other replicas judge this one by (its advisory lock). If
+    // this host dies without a word, only the server's TCP keepalive ends the session, after two
+    // hours by Linux's defaults: its holds would stay on its keys that long. ~25 s instead.
+    const connection = { ...common, options: `${urlOptions} -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3`.trim() };
     const lock = new pg.Client(connection);
     lock.on("error", () => {}); // until watch(): a failed start is reported by the rejection below
     try {
