@@ -148,11 +148,14 @@ export class RateLimiter {
   }
 }
 
-/** OpenAI's duration strings: "6s", "1m0s", "1m30s", "250ms". */
+/** OpenAI's (Go's) duration strings: "0s", "250ms", "6s", "1m0s", "1m30s", "1h15m0s". */
 export function durationString(ms: number): string {
-  if (ms < 1000) return `${Math.max(0, Math.ceil(ms))}ms`;
+  if (ms <= 0) return "0s";
+  if (ms < 1000) return `${Math.ceil(ms)}ms`;
   const s = Math.ceil(ms / 1000);
-  return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m${s % 60}s`;
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  return m < 60 ? `${m}m${s % 60}s` : `${Math.floor(m / 60)}h${m % 60}m${s % 60}s`;
 }
 
 /**

@@ -173,7 +173,7 @@ describe("rate limits", () => {
     expect(h).not.toHaveProperty("x-ratelimit-limit-tokens");
     expect(rateLimitHeaders(limiter.forKey("e", { rpm: null, tpm: null, concurrency: null }), 0, 0)).toEqual({});
   });
-  it.each([[6000, "6s"], [60_000, "1m0s"], [90_500, "1m31s"], [250, "250ms"]])("durationString(%j) = %j", (ms, s) => {
+  it.each([[6000, "6s"], [60_000, "1m0s"], [90_500, "1m31s"], [250, "250ms"], [0, "0s"], [4_500_000, "1h15m0s"], [3_600_000, "1h0m0s"]])("durationString(%j) = %j", (ms, s) => {
     expect(durationString(ms)).toBe(s);
   });
 });
