@@ -216,7 +216,7 @@ export function writeBenchConfig(dir: string): string {
 export function startBenchShim(dir: string, port: number, upstreamUrl: string, databaseUrl: string, name = "shim"): Promise<ChildProcess> {
   const logPath = join(dir, `${name}.log`);
   const child = spawnLogged(process.execPath, [join(ROOT, "api-shim", "src", "server.ts")], logPath, {
-    env: { PATH: process.env.PATH, SHIM_PORT: String(port), SHIM_HOST: "127.0.0.1", SHIM_UPSTREAM_URL: upstreamUrl, SHIM_DATABASE_URL: databaseUrl, SHIM_CONFIG: join(dir, "shim.yaml"), SHIM_ADMIN_TOKEN: "bench-admin", LOG_LEVEL: "info", MALLOC_ARENA_MAX: "1", NODE_OPTIONS: "--max-semi-space-size=8" },
+    env: { PATH: process.env.PATH, SHIM_PORT: String(port), SHIM_HOST: "127.0.0.1", SHIM_UPSTREAM_URL: upstreamUrl, SHIM_DATABASE_URL: databaseUrl, SHIM_CONFIG: join(dir, "shim.yaml"), SHIM_ADMIN_TOKEN: "bench-admin-token-not-secret", LOG_LEVEL: "info", MALLOC_ARENA_MAX: "1", NODE_OPTIONS: "--max-semi-space-size=8" },
   });
   return started(child, `http://127.0.0.1:${port}/health`, logPath);
 }

@@ -19,6 +19,12 @@ export function authHook(ctx: ShimContext) {
     const token = bearerToken(request.headers.authorization);
 
     if (isAdminRequest(request)) {
+      // An address that has spent its budget on failed attempts is refused before its token is
+      // compared: otherwise it could go on guessing at full speed, wrong guesses answered 429 and
+      // the right one 200. (API keys are not held back so: 190 random bits cannot be guessed,
+      // and one address guessing wrong would lock out everyone behind the same NAT.)
+      const spent = ctx.limiter.ipRefusal(request.ip);
+      if (spent) throw rateLimited(spent.retryMs, rateLimitHeaders(spent.buckets, ctx.clock.monotonic(), ctx.clock.now()));
       const admin = ctx.config.adminToken;
       if (token !== undefined && admin !== null && secretsEqual(token, admin)) {
         return;

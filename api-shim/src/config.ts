@@ -93,6 +93,9 @@ const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"
 const KEY_HASH = /^sha256:[0-9a-f]{64}$/;
 const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
 
+/** The shortest SHIM_ADMIN_TOKEN accepted: 16 characters, ~95 bits even from hex digits. */
+export const MIN_ADMIN_TOKEN_LENGTH = 16;
+
 export function parseShimConfig(env: Env, readFile: (path: string) => string): ShimConfig {
   const problems: string[] = [];
   const bad = (where: string, value: unknown, allowed: string) =>
@@ -139,6 +142,11 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   } catch (e) {
     problems.push((e as Error).message);
   }
+  // A short admin token could be guessed; the message does not repeat it (it is a secret).
+  const adminToken = str("SHIM_ADMIN_TOKEN");
+  if (adminToken !== null && adminToken.length < MIN_ADMIN_TOKEN_LENGTH) {
+    problems.push(`SHIM_ADMIN_TOKEN: is ${adminToken.length} characters long; expected at least ${MIN_ADMIN_TOKEN_LENGTH} (random: openssl rand -hex 24; the Pulumi program makes 48)`);
+  }
   const configFile = str("SHIM_CONFIG");
   const file = parseFileConfig(configFile, readFile, problems, bad);
   const timeouts = {
@@ -157,7 +165,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     configFile,
     readyUrl,
     databaseUrl,
-    adminToken: str("SHIM_ADMIN_TOKEN"),
+    adminToken,
     trustProxy,
     ...timeouts,
     logLevel,

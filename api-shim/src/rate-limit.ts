@@ -34,12 +34,16 @@ export class TokenBucket {
 
   /** Takes `n` when at least `n` is there; otherwise returns ms until it will be. */
   take(n: number, nowMs: number): { ok: true } | { ok: false; retryMs: number } {
+    const retryMs = this.msUntil(n, nowMs);
+    if (retryMs > 0) return { ok: false, retryMs };
+    this.level -= n;
+    return { ok: true };
+  }
+
+  /** ms until `n` can be taken (0: now). */
+  msUntil(n: number, nowMs: number): number {
     this.refill(nowMs);
-    if (this.level >= n) {
-      this.level -= n;
-      return { ok: true };
-    }
-    return { ok: false, retryMs: Math.ceil((n - this.level) / this.perMs) };
+    return this.level >= n ? 0 : Math.ceil((n - this.level) / this.perMs);
   }
 
   /** Admission for token budgets: the level must be positive; the amount may then overdraw it. */
@@ -140,6 +144,18 @@ export class RateLimiter {
     this.ips.set(address, bucket);
     const r = bucket.take(1, now);
     return r.ok ? r : { ...r, buckets: { requests: bucket, tokens: null } };
+  }
+
+  /**
+   * The refusal `takeIp` would give an address that has spent its budget, without taking from
+   * it (null while it has some left): for checks that must stop before looking at a credential.
+   */
+  ipRefusal(ip: string): { retryMs: number; buckets: KeyBuckets } | null {
+    if (this.ipRpm === null) return null;
+    const bucket = this.ips.get(addressBucket(ip));
+    const now = this.clock.monotonic();
+    const retryMs = bucket ? bucket.msUntil(1, now) : 0;
+    return bucket && retryMs > 0 ? { retryMs, buckets: { requests: bucket, tokens: null } } : null;
   }
 
   /** How many client addresses have a bucket (bounded by MAX_TRACKED_ADDRESSES). */

@@ -76,7 +76,7 @@ bootstrapKeys:
 
   it("reports every problem at once, each naming the variable or key, the value and what is allowed", () => {
     const p = problems(
-      { SHIM_UPSTREAM_URL: "litellm:4000", SHIM_READY_URL: "vllm/health", SHIM_PORT: "80a", SHIM_TRUST_PROXY: "10.0.0.0/33", LOG_LEVEL: "loud", SHIM_DRAIN_TIMEOUT_MS: "-1", SHIM_DATABASE_URL: "mysql://u:hunter2@x/db" },
+      { SHIM_UPSTREAM_URL: "litellm:4000", SHIM_READY_URL: "vllm/health", SHIM_PORT: "80a", SHIM_TRUST_PROXY: "10.0.0.0/33", LOG_LEVEL: "loud", SHIM_DRAIN_TIMEOUT_MS: "-1", SHIM_DATABASE_URL: "mysql://u:hunter2@x/db", SHIM_ADMIN_TOKEN: "letmein" },
       `
 pricing: { request: -1, models: { m: { promptPer1k: "abc" }, M: { promptPer1k: 1 } } }
 tiers: { free: { rpm: 0 }, pro: { concurrency: 0 } }
@@ -95,6 +95,7 @@ extra: 1
       /^LOG_LEVEL: "loud"/,
       /^SHIM_DRAIN_TIMEOUT_MS: "-1"/,
       /^SHIM_DATABASE_URL: "mysql:\/\/u:\*\*\*@x\/db" is not valid; expected sqlite:<path>, sqlite::memory: or postgres:\/\/…$/,
+      /^SHIM_ADMIN_TOKEN: is 7 characters long; expected at least 16 /,
       /^SHIM_CONFIG pricing.request: -1 is not valid; expected a non-negative number of credits/,
       /^SHIM_CONFIG pricing.models.m.promptPer1k: "abc"/,
       /^SHIM_CONFIG pricing.models.M: "M" is not valid; expected a configured model: m$/,
@@ -111,6 +112,7 @@ extra: 1
     ];
     for (const re of expected) expect(p.some((line) => re.test(line)), `${re} in\n${p.join("\n")}`).toBe(true);
     expect(p).toHaveLength(expected.length);
+    expect(p.join("\n")).not.toContain("letmein"); // the token is a secret, even a bad one
   });
 
   it("requires SHIM_UPSTREAM_URL, a readable SHIM_CONFIG and a path in a sqlite: URL", () => {

@@ -40,6 +40,11 @@ describe("rate limits through the shim", () => {
       expect(limited.headers.get("x-ratelimit-remaining-requests")).toBe("0");
       expect(limited.headers.get("x-ratelimit-reset-requests")).toMatch(/^\d+(ms|s|m\d+s)$/);
       expect((await fetch(`${h.url}/admin/keys`, { headers: { authorization: "Bearer wrong" } })).status).toBe(429);
+      // Once the budget is spent the admin token is not even compared: the right one is refused
+      // too, or an address could go on guessing at full speed, told by the 200 when it guessed.
+      const right = await fetch(`${h.url}/admin/keys`, { headers: { authorization: `Bearer ${h.adminToken}` } });
+      expect(right.status).toBe(429);
+      expect(right.headers.get("retry-after")).toMatch(/^\d+$/);
       expect((await fetch(`${h.url}/health`)).status).toBe(200);
       expect((await fetch(`${h.url}/metrics`)).status).toBe(200);
       // Spelled with a trailing slash a probe route is the same route under the same rule (nginx
