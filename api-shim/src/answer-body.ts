@@ -17,7 +17,7 @@ const USAGE_MEMBER = Buffer.from('"usage":');
  * The usage of a non-streamed JSON response, and whether the body is a JSON object (so members
  * can be spliced in). Large bodies: only the last `"usage":{…}` object is parsed.
  */
-export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boolean } {
+export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boolean; isError?: true } {
   let first = 0;
   while (first < raw.length && isJsonSpace(raw[first]!)) first++;
   let last = raw.length - 1;
@@ -28,8 +28,11 @@ export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boole
     if (usage) return { usage, isObject: true };
   }
   try {
-    const body = JSON.parse(raw.toString("utf8")) as { usage?: UsageJson } | null;
+    const body = JSON.parse(raw.toString("utf8")) as { usage?: UsageJson; error?: unknown; choices?: unknown; data?: unknown } | null;
     const isObject = body !== null && typeof body === "object" && !Array.isArray(body);
+    // An error body sent with a 2xx status (vLLM 0.15.1 and 0.16.0 answered errors with 200):
+    // an error object and no answer in it.
+    if (isObject && body.error !== null && typeof body.error === "object" && body.choices === undefined && body.data === undefined) return { usage: null, isObject, isError: true };
     return { usage: isObject ? toUsage(body.usage) : null, isObject };
   } catch {
     return { usage: null, isObject: false };

@@ -10,7 +10,7 @@ import { formatCredits } from "./money.ts";
 import type { Settlement } from "./settlement.ts";
 import { sseEvents } from "./sse.ts";
 import { StoreUnavailableError } from "./store/store.ts";
-import { inStreamError, type UpstreamResponse } from "./upstream.ts";
+import { upstreamErrorBody, type UpstreamResponse } from "./upstream.ts";
 
 export interface RelayInput {
   ctx: ShimContext;
@@ -101,8 +101,10 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       if (m.kind === "error") {
         // The upstream failed inside the stream (vLLM sends an error event, then [DONE]). It is
         // told to the client as our own error, mapped as a failed status would be (a 5xx's
-        // message is the upstream's internals), and charged as an upstream failure below.
-        failure = inStreamError(m.data, request.shim.model ?? undefined);
+        // message is the upstream's internals), and charged as an upstream failure below. After
+        // content it is the upstream's failure whatever its code says: vLLM 0.10-0.11 label
+        // every in-stream exception 400, a dead engine included, with the engine's message.
+        failure = meter.generated > 0 || meter.sawUsage ? new ShimError("upstream_error") : upstreamErrorBody(m.data, request.shim.model ?? undefined);
         metricReason = "stream_error";
         break;
       }

@@ -112,11 +112,12 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
 }
 
 /**
- * An error event inside a stream, as the error its status would be in a non-streamed answer.
- * vLLM sends `{"error": {"message", "type", "param", "code": 500}}` then `[DONE]`; LiteLLM (the
- * deployed upstream) sends the status as a string, `"code": "400"`.
+ * An error body that came where an answer was expected (an event inside a stream, or a 2xx
+ * answer), as the error its status would be. vLLM sends `{"error": {"message", "type", "param",
+ * "code": 500}}` (then `[DONE]` in a stream); LiteLLM (the deployed upstream) sends the status as
+ * a string, `"code": "400"`.
  */
-export function inStreamError(data: string, model: string | undefined): ShimError {
+export function upstreamErrorBody(data: string, model: string | undefined): ShimError {
   let code: unknown;
   try {
     const body = JSON.parse(data) as { error?: { code?: unknown } };

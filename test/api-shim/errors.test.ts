@@ -256,6 +256,26 @@ describe("upstream failures", () => {
     expect(await balance(k.id)).toBe(10_000_000);
   });
 
+  it("an error body sent with status 200 (vLLM 0.15.1 and 0.16.0) is the error it names, charged nothing, streamed or not", async () => {
+    const k = await h.createKey({ credits: 10 });
+    try {
+      h.fake.set({ failStatus: 400, failWith200: true });
+      const e = await failure(() => h.client(k.key).chat.completions.create(chat));
+      expect(e).toBeInstanceOf(BadRequestError);
+      expect(e.message).toMatch(/maximum context length/);
+      const s = await failure(async () => {
+        for await (const _ of await h.client(k.key).chat.completions.create({ ...chat, stream: true })) { /* an error before any event */ }
+      });
+      expect(s).toBeInstanceOf(BadRequestError);
+      h.fake.set({ failStatus: 503, failWith200: true });
+      expectShape(await failure(() => h.client(k.key).chat.completions.create(chat)), 503, "api_error", "service_unavailable");
+      expect(await balance(k.id)).toBe(10_000_000);
+      expect((await h.store.getKey(k.id))!.held).toBe(0);
+    } finally {
+      h.fake.reset();
+    }
+  });
+
   it("upstream 501 and 401/403 (our own misconfiguration) → 502 without leaking the upstream body", async () => {
     for (const status of [501, 401, 403]) {
       h.fake.set({ failStatus: status });

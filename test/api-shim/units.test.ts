@@ -13,7 +13,7 @@ import { parsePeriod, showPeriod } from "../../api-shim/src/period.ts";
 import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
 import { durationString, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/rate-limit.ts";
 import { eventData, sseEvents } from "../../api-shim/src/sse.ts";
-import { inStreamError } from "../../api-shim/src/upstream.ts";
+import { upstreamErrorBody } from "../../api-shim/src/upstream.ts";
 
 describe("money", () => {
   it.each([
@@ -381,7 +381,7 @@ describe("in-stream error events", () => {
     ['{"error": {"message": "slow down", "type": "rate_limit_error", "code": "429"}}', 503, "service_unavailable", undefined],
     ['{"error": {"message": "what", "code": "abc"}}', 502, "upstream_error", undefined],
   ] as const)("%s → %i %s", (data, status, code, message) => {
-    const e = inStreamError(data, "m");
+    const e = upstreamErrorBody(data, "m");
     expect({ status: e.status, code: e.code }).toEqual({ status, code });
     if (message) expect(e.message).toBe(message);
     else expect(e.message).not.toMatch(/Engine|slow down|what/);

@@ -21,9 +21,15 @@ export interface Behaviour {
   defaultTokens: number;
   /** Answer every inference request with this status and vLLM's error body for it. */
   failStatus: number | null;
-  /** Stop a stream after this many content tokens: "cut" drops the connection, "error" sends vLLM's error event. */
+  /**
+   * Stop a stream after this many content tokens: "cut" drops the connection, "error" sends
+   * vLLM's error event (code 500), "error400" the one vLLM 0.10-0.11 send for any exception
+   * (a dead engine included: code 400, BadRequestError, the engine's message).
+   */
   stopAfterTokens: number | null;
-  stopMode: "cut" | "error";
+  stopMode: "cut" | "error" | "error400";
+  /** Send `failStatus`'s error body with HTTP 200, as vLLM 0.15.1 and 0.16.0 did. */
+  failWith200: boolean;
   /** Never answer (headers are not sent); the client has to give up. */
   hang: boolean;
   /** Append `@<process.hrtime.bigint()>` to each streamed token (the benchmark's per-chunk clock). */
@@ -35,7 +41,7 @@ export interface Behaviour {
 }
 
 const DEFAULTS: Behaviour = {
-  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", hang: false, stampTokens: false, templateTokens: 3, embeddingDims: 4,
+  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", failWith200: false, hang: false, stampTokens: false, templateTokens: 3, embeddingDims: 4,
 };
 
 export interface FakeModel {
@@ -175,6 +181,7 @@ export class FakeVllm extends EventEmitter {
     if (b.hang) return;
     if (b.headerDelayMs > 0) await sleep(b.headerDelayMs);
     if (res.destroyed) return;
+    if (b.failStatus !== null && b.failWith200) return json(res, 200, { error: { message: failMessage(b.failStatus), type: ERROR_TYPES[b.failStatus] ?? "BadRequestError", param: null, code: b.failStatus } });
     if (b.failStatus !== null) return b.failStatus === 500 ? void res.writeHead(500, { "content-length": "0" }).end() : vllmError(res, b.failStatus, failMessage(b.failStatus));
     if ((req.headers["content-type"] ?? "").split(";")[0] !== "application/json") {
       return vllmError(res, 415, "Unsupported Media Type: Only 'application/json' is allowed", "Unsupported Media Type");
@@ -260,7 +267,9 @@ export class FakeVllm extends EventEmitter {
           return void res.destroy();
         }
         // vLLM's in-stream error: Python json.dumps with default (spaced) separators, then [DONE].
-        res.write(`data: {"error": {"message": "Engine loop has died", "type": "InternalServerError", "param": null, "code": 500}}\n\n`);
+        res.write(b.stopMode === "error400"
+          ? `data: {"error": {"message": "EngineCore encountered an issue. See stack trace (above) for the root cause.", "type": "BadRequestError", "param": null, "code": 400}}\n\n`
+          : `data: {"error": {"message": "Engine loop has died", "type": "InternalServerError", "param": null, "code": 500}}\n\n`);
         res.end("data: [DONE]\n\n");
         return;
       }

@@ -13,7 +13,7 @@ import { estimatePromptTokens } from "../pricing.ts";
 import { rateLimitHeaders } from "../rate-limit.ts";
 import { Settlement } from "../settlement.ts";
 import { relayStream } from "../stream.ts";
-import { isAbort, modelNotFound, readBody, readLimited, transportError, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
+import { isAbort, modelNotFound, readBody, readLimited, transportError, upstreamErrorBody, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -131,6 +131,17 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       await settlement.settle(err.status, null);
       throw err;
     }
+    // A 2xx that is not the answer asked for: a stream request answered with plain JSON, which
+    // vLLM 0.15.1 and 0.16.0 did for errors (with status 200). Read and mapped as an error status.
+    if (req.stream && !String(res.headers["content-type"] ?? "").startsWith("text/event-stream")) {
+      let text = "";
+      try {
+        text = (await readLimited(res.body, 64 * 1024)).text;
+      } catch (e) {
+        return await failed(ctx, request, reply, settlement, ac.signal, e, true);
+      }
+      return await answeredWithError(ctx, settlement, text, req.model, "not_a_stream");
+    }
     if (req.stream) {
       return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, promptEstimate: () => estimatePromptTokens(promptBytes(kind, body)) });
     }
@@ -143,6 +154,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return await failed(ctx, request, reply, settlement, ac.signal, e, true);
     }
     const answer = usageOfBody(answerBytes);
+    if (answer.isError) return await answeredWithError(ctx, settlement, answerBytes.toString("utf8"), req.model, "error_body");
     // No usage from the upstream: charge the request price and no tokens rather than guess.
     const { cost, available } = await settlement.settle(res.status, answer.usage ?? { promptTokens: 0, completionTokens: 0 });
     // Seed 001's success body: the charge, what is left, and whether the batch price applied.
@@ -169,6 +181,17 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     done();
     reply.raw.off("close", onClose);
   }
+}
+
+/**
+ * A 2xx whose body is an error, or not what was asked for: the error its `code` names (a 400
+ * keeps its message; anything unreadable is the upstream's failure), charged nothing.
+ */
+async function answeredWithError(ctx: ShimContext, settlement: Settlement, text: string, model: string, reason: string): Promise<never> {
+  const err = upstreamErrorBody(text, model);
+  ctx.metrics.upstreamFailures.inc({ reason });
+  await settlement.settle(err.status, null);
+  throw err;
 }
 
 /**
