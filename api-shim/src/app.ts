@@ -38,6 +38,7 @@ declare module "fastify" {
   }
 }
 
+const MAX_HEADER_BYTES = 64 * 1024;
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Builds the Fastify app from its dependencies. It never listens and touches no process globals. */
@@ -77,6 +78,14 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       socket.end(`HTTP/1.1 ${tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request"}\r\nx-request-id: ${randomUUID()}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
     },
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+    // The HTTP server's limits, set here so tests run with production's. Idle keep-alive above
+    // nginx's upstream keepalive (60 s): nginx, not the shim, closes idle connections (else a
+    // request can go out on one the shim is closing, a 502). Headers up to 64 KiB, above what
+    // nginx lets through (4 x 8 KiB): every request nginx accepts reaches the shim, and is
+    // answered under nginx's request id. requestTimeout bounds receiving a request, not streams.
+    keepAliveTimeout: 65_000,
+    requestTimeout: 120_000,
+    http: { maxHeaderSize: MAX_HEADER_BYTES, headersTimeout: 66_000 },
     // The router's own errors come before the hooks and the error handler: without this, Fastify
     // answers them in its own shape, without a request id, echoing the raw path (which may hold
     // a key). They are answered before authentication, like an unparseable request.

@@ -74,10 +74,6 @@ async function main(): Promise<void> {
   metrics.releasedReservations.inc(released);
   const app = buildApp({ config, store, upstream, clock: systemClock, logger, metrics });
 
-  // Above nginx's upstream keepalive (60 s) so nginx, not the shim, closes idle connections.
-  app.server.keepAliveTimeout = 65_000;
-  app.server.headersTimeout = 66_000;
-  app.server.requestTimeout = 120_000; // receiving a request body; streamed responses are not bounded by it
 
   let stopping = false;
   let exitCode = 0;

@@ -107,6 +107,42 @@ describe("through nginx over HTTPS", () => {
     }
   });
 
+  it("answers a request line it cannot parse, and methods and versions it refuses, in JSON too (not an HTML 500)", async () => {
+    for (const [line, status] of [["GET /v1/models%00 HTTP/1.1", 400], ["GET /../../etc/passwd HTTP/1.1", 400], ["GET * HTTP/1.1", 400], ["TRACE /v1/models HTTP/1.1", 405], ["GET /v1/models HTTP/3.0", 505]] as const) {
+      const answer = await rawHttps(`${line}\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
+      expect(answer.split("\r\n")[0], line).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+      expect(answer, line).toMatch(/\r\ncontent-type: application\/json\r\n/i);
+      expect(answer, line).toMatch(/\r\nx-request-id: [0-9a-f]{32}\r\n/i);
+      expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)).error.type, line).toBe("invalid_request_error");
+    }
+  });
+
+  it("keeps /admin itself to adminCidrs too: a 403 in JSON, not nginx's 301 to an internal port", async () => {
+    const res = await fetch(`${base}/admin`, { redirect: "manual", headers: { authorization: `Bearer ${shim.adminToken}` } });
+    expect(res.status).toBe(403);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("forbidden");
+  });
+
+  it("passes every header size it accepts on to the shim, so the answer carries nginx's request id", async () => {
+    // nginx takes headers up to 4 x 8 KiB; the shim must not refuse (431, with an id of its own) what nginx let through.
+    const headers = { authorization: `Bearer ${key}`, "x-a": "a".repeat(7000), "x-b": "b".repeat(7000), "x-c": "c".repeat(7000) };
+    const res = await fetch(`${base}/v1/models`, { headers });
+    expect(res.status).toBe(200);
+    const id = res.headers.get("x-request-id")!;
+    expect(id).toMatch(/^[0-9a-f]{32}$/);
+    await res.body?.cancel();
+    expect(nginx.output()).toContain(`"request_id":"${id}"`);
+  });
+
+  it("keeps a key a client put in its URL path out of nginx's access log, as the shim keeps it out of its own", async () => {
+    const res = await fetch(`${base}/${key}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+    await res.body?.cancel();
+    const id = res.headers.get("x-request-id")!;
+    await expect.poll(() => nginx.output().includes(`"request_id":"${id}"`)).toBe(true);
+    expect(nginx.output()).not.toContain(key.slice(key.lastIndexOf("_") + 1));
+    expect(nginx.output()).toContain("sk-gs-[redacted]");
+  });
+
   it("keeps /metrics (with or without a trailing slash) to adminCidrs, even for a valid key", async () => {
     for (const path of ["/metrics", "/metrics/", "/metrics?x=1"]) {
       const res = await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${key}` } });
@@ -164,3 +200,15 @@ describe("through nginx over HTTPS", () => {
     expect(limited[0]!.headers?.get("retry-after")).toBe("1");
   });
 });
+
+/** One raw request over TLS to nginx (what fetch would refuse to send), and the whole answer. */
+function rawHttps(request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: "127.0.0.1", port: NGINX_HTTPS_PORT, servername: "localhost" }, () => socket.end(request));
+    let answer = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (d: string) => (answer += d));
+    socket.on("end", () => resolve(answer));
+    socket.on("error", reject);
+  });
+}
