@@ -83,7 +83,13 @@ describe("admin routes and usage reports", () => {
     const topUp = (keyId: string, amount: number) => h.admin(`/admin/keys/${keyId}/credits`, { method: "POST", body: JSON.stringify({ amount }) });
     const error = async (res: Response) => ((await res.json()) as { error: { code: string; param: string } }).error;
     const revoked = await h.createKey({ credits: 1 });
+    // A top-up made before the revocation, retried after it: the retry still gets its answer.
+    const granted = await h.admin(`/admin/keys/${revoked.id}/credits`, { method: "POST", body: '{"amount":1}', headers: { "idempotency-key": "before" } });
+    expect(granted.status).toBe(200);
     expect((await h.admin(`/admin/keys/${revoked.id}`, { method: "DELETE" })).status).toBe(200);
+    const retry = await h.admin(`/admin/keys/${revoked.id}/credits`, { method: "POST", body: '{"amount":1}', headers: { "idempotency-key": "before" } });
+    expect(retry.status).toBe(200);
+    expect(retry.headers.get("idempotent-replayed")).toBe("true");
     const r = await topUp(revoked.id, 50);
     expect(r.status).toBe(409);
     expect(await error(r)).toMatchObject({ code: "key_inactive", param: "id" });
@@ -99,7 +105,7 @@ describe("admin routes and usage reports", () => {
     for (const k of [revoked, expiring, rich]) {
       const audit = (await h.store.audit()).find((a) => a.keyId === k.id)!;
       expect(audit.balance).toBe(audit.ledgerSum);
-      expect(audit.balance).toBe(k === rich ? 9_000_000_000 * 1_000_000 : 1_000_000);
+      expect(audit.balance).toBe(k === rich ? 9_000_000_000 * 1_000_000 : k === revoked ? 2_000_000 : 1_000_000);
     }
   });
 

@@ -127,7 +127,7 @@ describe("PostgresStore", () => {
     await store.createKey(newKey("k", 0));
     const other = await replica();
     const up = (s: PostgresStore) =>
-      s.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: { key: "idem", fingerprint: "a" }, respond: (k) => JSON.stringify({ balance: k.balance }) });
+      s.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: { key: "idem", fingerprint: "a" }, respond: (k) => JSON.stringify({ balance: k.balance }), refuse: () => null });
     const both = await Promise.all([up(store), up(other)]);
     expect(both.map((r) => r.kind).sort()).toEqual(["done", "replay"]);
     expect(both.map((r) => (r as { body: string }).body)).toEqual(['{"balance":5}', '{"balance":5}']);
@@ -162,7 +162,7 @@ describe("PostgresStore", () => {
     try {
       await blocker.query("BEGIN");
       await blocker.query("SELECT 1 FROM keys WHERE id = 'k' FOR UPDATE");
-      const topUp = store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: null, respond: () => "" }).then(() => null, (e: unknown) => e);
+      const topUp = store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: null, respond: () => "", refuse: () => null }).then(() => null, (e: unknown) => e);
       let waiting: { pid: number }[] = [];
       await pollUntil(async () => (waiting = await sql<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'api-shim' AND wait_event_type = 'Lock'")).length > 0, 2000);
       expect(waiting).toHaveLength(1);
@@ -172,7 +172,7 @@ describe("PostgresStore", () => {
       await blocker.query("ROLLBACK");
       await blocker.end();
     }
-    expect(await store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: null, respond: () => "" })).toMatchObject({ kind: "done" });
+    expect(await store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: null, respond: () => "", refuse: () => null })).toMatchObject({ kind: "done" });
   });
 
   it("a replica whose liveness session is cut takes a new owner id; its old holds are swept (uncharged), so none can stay stuck", async () => {

@@ -66,13 +66,30 @@ export function storeContract(current: () => Store): void {
     const store = current();
     await store.createKey(newKey("k", 0));
     const up = (fingerprint: string, key = "idem") =>
-      store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: { key, fingerprint }, respond: (k) => JSON.stringify({ balance: k.balance }) });
+      store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: { key, fingerprint }, respond: (k) => JSON.stringify({ balance: k.balance }), refuse: () => null });
     expect(await up("a")).toEqual({ kind: "done", body: '{"balance":5}' });
     expect(await up("a")).toEqual({ kind: "replay", body: '{"balance":5}' });
     expect(await up("b")).toEqual({ kind: "conflict" });
     expect(await up("a", "other")).toEqual({ kind: "done", body: '{"balance":10}' });
-    expect(await store.topUp({ keyId: "nope", amount: 1, note: null, at: 1, idempotency: null, respond: () => "" })).toEqual({ kind: "not_found" });
+    expect(await store.topUp({ keyId: "nope", amount: 1, note: null, at: 1, idempotency: null, respond: () => "", refuse: () => null })).toEqual({ kind: "not_found" });
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
+  });
+
+  it("a top-up `refuse` turns away grants nothing, and is asked only after a replay is recognised", async () => {
+    const store = current();
+    await store.createKey(newKey("k", 0));
+    let refusal: string | null = null;
+    const seen: number[] = [];
+    const up = (key: string | null) =>
+      store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: key === null ? null : { key, fingerprint: "a" }, respond: (k) => JSON.stringify({ balance: k.balance }), refuse: (k) => (seen.push(k.balance), refusal) });
+    expect(await up("first")).toEqual({ kind: "done", body: '{"balance":5}' });
+    refusal = "key_inactive";
+    // A retry of the first top-up still gets its answer; a new one is refused, seeing the key as it is.
+    expect(await up("first")).toEqual({ kind: "replay", body: '{"balance":5}' });
+    expect(await up("second")).toEqual({ kind: "refused", reason: "key_inactive" });
+    expect(await up(null)).toEqual({ kind: "refused", reason: "key_inactive" });
+    expect(seen).toEqual([0, 5, 5]);
+    expect(await store.audit()).toEqual([{ keyId: "k", balance: 5, held: 0, ledgerSum: 5, reservations: 0, reservedSum: 0 }]);
   });
 
   it("groups usage by UTC day and filters by key and period", async () => {

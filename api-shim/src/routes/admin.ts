@@ -57,25 +57,25 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     if (body.note !== undefined && (typeof body.note !== "string" || body.note.length > 500 || hasControlCharacters(body.note, { lineBreaks: true }))) throw invalid("'note' must be a string of at most 500 characters, without control characters other than tabs and line breaks.", "note");
     const idem = request.headers["idempotency-key"];
     if (idem !== undefined && (typeof idem !== "string" || idem === "" || idem.length > 200)) throw invalid("Idempotency-Key must be 1 to 200 characters.", "Idempotency-Key");
-    // Refused before the store is asked: credits for a key that can no longer spend them, and a
-    // balance past what a JavaScript number holds exactly (the reply could not be written, and
-    // the grant would roll back as a 503). Checked outside the top-up's transaction, so a key
-    // revoked at the same moment may still take it; the ledger stays exact either way.
-    const target = await ctx.store.getKey(request.params.id);
-    if (!target) throw keyNotFound();
-    if (target.revokedAt !== null || (target.expiresAt !== null && target.expiresAt <= ctx.clock.now())) throw new ShimError("key_inactive", { param: "id" });
-    if (target.balance + amount > Number.MAX_SAFE_INTEGER) throw invalid(`'amount' would take the balance past ${formatCredits(Number.MAX_SAFE_INTEGER)} credits.`, "amount");
     // The fingerprint is the request as understood (amount in µc, note), so 1 and "1.0" are the same request.
     const fingerprint = createHash("sha256").update(JSON.stringify([amount, body.note ?? null])).digest("hex");
+    const now = ctx.clock.now();
     const result = await ctx.store.topUp({
       keyId: request.params.id,
       amount,
       note: (body.note as string | undefined) ?? null,
-      at: ctx.clock.now(),
+      at: now,
       idempotency: idem === undefined ? null : { key: idem, fingerprint },
+      // Credits for a key that can no longer spend them; a balance past what a JavaScript number
+      // holds exactly (the reply could not be written, and the grant rolled back as a 503). Asked
+      // by the store after it looks for a replay: a retry gets its first answer whatever came since.
+      refuse: (key) => (key.revokedAt !== null || (key.expiresAt !== null && key.expiresAt <= now) ? "key_inactive" : key.balance + amount > Number.MAX_SAFE_INTEGER ? "balance_too_large" : null),
       respond: (key) => JSON.stringify({ object: "credit_grant", key_id: key.id, amount: creditsNumber(amount), note: body.note ?? null, balance: creditsNumber(key.balance), credits_remaining: creditsNumber(key.balance - key.held) }),
     });
     if (result.kind === "not_found") throw keyNotFound();
+    if (result.kind === "refused") {
+      throw result.reason === "key_inactive" ? new ShimError("key_inactive", { param: "id" }) : invalid(`'amount' would take the balance past ${formatCredits(Number.MAX_SAFE_INTEGER)} credits.`, "amount");
+    }
     if (result.kind === "conflict") throw new ShimError("idempotency_key_reused", { param: "Idempotency-Key" });
     if (result.kind === "replay") reply.header("idempotent-replayed", "true");
     return reply.type("application/json").send(result.body);

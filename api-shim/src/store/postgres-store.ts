@@ -7,7 +7,7 @@ import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
 } from "./store.ts";
-import { StoreUnavailableError } from "./store.ts";
+import { StoreUnavailableError, topUpRefusal } from "./store.ts";
 
 export interface PostgresStoreOptions {
   /** Bound on connecting and on every statement (the SQLite store's busy timeout). Default 5000 ms. */
@@ -293,6 +293,8 @@ export class PostgresStore implements Store {
         const prior = (await c.query<{ fingerprint: string; body: string }>("SELECT fingerprint, body FROM idempotency WHERE key = $1", [idemKey])).rows[0];
         if (prior) return prior.fingerprint === input.idempotency!.fingerprint ? { kind: "replay", body: prior.body } : { kind: "conflict" };
       }
+      const refused = topUpRefusal(input, await keyById(c, input.keyId));
+      if (refused) return refused;
       await grant(c, input.keyId, input.amount, input.at, "topup", input.note, idemKey);
       const body = input.respond((await keyById(c, input.keyId))!);
       if (idemKey) await c.query("INSERT INTO idempotency (key, fingerprint, body, at) VALUES ($1, $2, $3, $4)", [idemKey, input.idempotency!.fingerprint, body, input.at]);

@@ -3,11 +3,10 @@ import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { startCheckpointer } from "./sqlite-checkpointer.ts";
 import { migrate } from "./sqlite-migrations.ts";
-import type {
-  AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
-  TopUpInput, TopUpResult, UsageGroup, UsageQuery,
+import {
+  StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
+  type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
-import { StoreUnavailableError } from "./store.ts";
 
 interface KeyRow {
   id: string; name: string; hash: string; tier: string; models: string | null; balance: number;
@@ -50,10 +49,9 @@ export class SqliteStore implements Store {
   private readonly db: Database.Database;
   /**
    * This process's open holds by reservation id. The database has each key's sum (`held`) and
-   * count (`holds`) of open holds, so another process sees them and a restart releases the ones
-   * a dead process left; the holds themselves never outlive the process that made them.
-   * A null-prototype object, not a Map: V8 promotes everything that passes through a
-   * long-lived Map with constant additions and deletions to the old generation (see inflight.ts).
+   * count (`holds`) of open holds, so another process sees them and a restart releases those a
+   * dead process left. A null-prototype object, not a Map: V8 promotes what passes through a
+   * long-lived Map with constant additions and deletions to the old generation (inflight.ts).
    */
   private readonly holds = Object.create(null) as Record<string, Hold>;
   /** The open batch: its accounts by key id and the ledger rows of the requests it settled; null when none is open. */
@@ -312,7 +310,9 @@ export class SqliteStore implements Store {
           const prior = this.stmt.getIdem.get(idemKey);
           if (prior) return prior.fingerprint === input.idempotency!.fingerprint ? { kind: "replay", body: prior.body } : { kind: "conflict" };
         }
-        if (!this.stmt.getKey.get(input.keyId)) return { kind: "not_found" };
+        const row = this.stmt.getKey.get(input.keyId);
+        const refused = topUpRefusal(input, row && toKey(row));
+        if (refused) return refused;
         this.grant(input.keyId, input.amount, input.at, "topup", input.note, idemKey);
         const body = input.respond(toKey(this.stmt.getKey.get(input.keyId)!));
         if (idemKey) this.stmt.putIdem.run(idemKey, input.idempotency!.fingerprint, body, input.at);

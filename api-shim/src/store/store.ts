@@ -71,12 +71,25 @@ export interface TopUpInput {
   idempotency: { key: string; fingerprint: string } | null;
   /** Builds the response body stored for replays, from the key's state after the top-up. */
   respond: (key: KeyRecord) => string;
+  /**
+   * Why this top-up must not be made to this key (its state before it), or null. Asked after a
+   * replay is recognised, so a retry still gets the answer its first attempt got.
+   */
+  refuse: (key: KeyRecord) => string | null;
 }
 export type TopUpResult =
   | { kind: "done"; body: string }
   | { kind: "replay"; body: string }
   | { kind: "conflict" }
-  | { kind: "not_found" };
+  | { kind: "not_found" }
+  | { kind: "refused"; reason: string };
+
+/** The top-up's answer before any grant, for a key that does not exist or that `refuse` turns away. */
+export function topUpRefusal(input: TopUpInput, key: KeyRecord | undefined): TopUpResult | null {
+  if (!key) return { kind: "not_found" };
+  const reason = input.refuse(key);
+  return reason === null ? null : { kind: "refused", reason };
+}
 
 export interface UsageQuery {
   keyId: string | null;
