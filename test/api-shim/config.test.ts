@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
-import { redactUrl } from "../../api-shim/src/store/database-url.ts";
+import { driverUrl, redactUrl } from "../../api-shim/src/store/database-url.ts";
 import { openStore } from "../../api-shim/src/store/open-store.ts";
 import { SqliteInUseError } from "../../api-shim/src/store/sqlite-owner.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
@@ -135,6 +135,19 @@ describe("openStore", () => {
     expect(redactUrl("postgres://shim:p@ss/w@rd9@db:5432/shim")).toBe("postgres://shim:***@db:5432/shim");
     expect(redactUrl("postgres://db:5432/shim?application_name=a@b")).toBe("postgres://db:5432/shim?application_name=a@b");
     expect(redactUrl("postgres://shim@db/shim")).toBe("postgres://shim@db/shim");
+  });
+
+  it("hands the driver SHIM_DATABASE_URL with libpq's reading of sslmode and the URL's own options taken out", () => {
+    expect(driverUrl("postgres://u:p%40w@db:5432/shim?sslmode=require&options=-c%20search_path%3Dx")).toEqual({
+      connectionString: "postgres://u:p%40w@db:5432/shim?sslmode=require&uselibpqcompat=true", urlOptions: "-c search_path=x",
+    });
+    // libpq's host-less form (a Unix socket or a host given as a parameter) keeps its empty host.
+    expect(driverUrl("postgres://u:pw@/shim?host=/run/postgresql&options=-c%20a%3Db")).toEqual({
+      connectionString: "postgres://u:pw@/shim?host=%2Frun%2Fpostgresql&uselibpqcompat=true", urlOptions: "-c a=b",
+    });
+    expect(driverUrl("postgres:///shim?host=/run/postgresql").connectionString).toBe("postgres:///shim?host=%2Frun%2Fpostgresql&uselibpqcompat=true");
+    expect(driverUrl("postgres://[::1]:5432/shim").connectionString).toBe("postgres://[::1]:5432/shim?uselibpqcompat=true");
+    expect(driverUrl("postgres://db/shim?uselibpqcompat=false").connectionString).toBe("postgres://db/shim?uselibpqcompat=false");
   });
 
   it("claims a SQLite file for one store at a time, until that store closes", async () => {

@@ -41,14 +41,18 @@ export function redactUrl(url: string): string {
  * replace them: no statement timeout, synchronous commits).
  */
 export function driverUrl(url: string): { connectionString: string; urlOptions: string } {
+  // libpq's form with credentials and no host (`postgres://user:pw@/db?host=/run/postgresql`)
+  // is no WHATWG URL: a stand-in host for the parse, taken out again after (pg does the same).
+  const standIn = url.includes("@/") ? "gs-no-host.invalid" : null;
   let parsed: URL;
   try {
-    parsed = new URL(url);
+    parsed = new URL(standIn ? url.replace("@/", `@${standIn}/`) : url);
   } catch {
     return { connectionString: url, urlOptions: "" }; // the driver reports it, without the URL
   }
   const urlOptions = parsed.searchParams.get("options") ?? "";
   parsed.searchParams.delete("options");
   if (!parsed.searchParams.has("uselibpqcompat")) parsed.searchParams.set("uselibpqcompat", "true");
-  return { connectionString: parsed.toString(), urlOptions };
+  const connectionString = parsed.toString();
+  return { connectionString: standIn ? connectionString.replace(`@${standIn}/`, "@/") : connectionString, urlOptions };
 }
