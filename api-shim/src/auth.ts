@@ -3,7 +3,7 @@ import type { ShimContext } from "./context.ts";
 import { ShimError } from "./errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { formatCredits } from "./money.ts";
-import { rateLimitHeaders } from "./rate-limit.ts";
+import { type IpScope, rateLimitHeaders } from "./rate-limit.ts";
 
 /**
  * The onRequest hook: admin token for /admin/*, an API key for everything else. A request that
@@ -22,14 +22,15 @@ export function authHook(ctx: ShimContext) {
       // An address that has spent its budget on failed attempts is refused before its token is
       // compared: otherwise it could go on guessing at full speed, wrong guesses answered 429 and
       // the right one 200. (API keys are not held back so: 190 random bits cannot be guessed,
-      // and one address guessing wrong would lock out everyone behind the same NAT.)
-      const spent = ctx.limiter.ipRefusal(request.ip);
+      // and one address guessing wrong would lock out everyone behind the same NAT.) Failed admin
+      // tokens have a budget of their own, so failed API keys do not lock the operator out.
+      const spent = ctx.limiter.ipRefusal(request.ip, "admin");
       if (spent) throw rateLimited(spent.retryMs, rateLimitHeaders(spent.buckets, ctx.clock.monotonic(), ctx.clock.now()));
       const admin = ctx.config.adminToken;
       if (token !== undefined && admin !== null && secretsEqual(token, admin)) {
         return;
       }
-      throttleUnauthenticated(ctx, request);
+      throttleUnauthenticated(ctx, request, "admin");
       throw new ShimError("invalid_admin_token");
     }
 
@@ -80,8 +81,8 @@ export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged: 
   return h;
 }
 
-function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest): void {
-  const r = ctx.limiter.takeIp(request.ip);
+function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest, scope: IpScope = "any"): void {
+  const r = ctx.limiter.takeIp(request.ip, scope);
   if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(r.buckets, ctx.clock.monotonic(), ctx.clock.now()));
 }
 

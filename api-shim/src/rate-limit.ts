@@ -2,6 +2,10 @@ import type { Clock } from "./clock.ts";
 import { addressBucket } from "./client-address.ts";
 import type { TierLimits } from "./config.ts";
 
+/** Which unauthenticated budget of an address: failed admin tokens have their own. */
+export type IpScope = "any" | "admin";
+const ipBucketKey = (ip: string, scope: IpScope) => (scope === "admin" ? `admin ${addressBucket(ip)}` : addressBucket(ip));
+
 /** Client addresses with an unauthenticated-traffic bucket at most (~100 bytes each). */
 export const MAX_TRACKED_ADDRESSES = 10_000;
 
@@ -125,12 +129,14 @@ export class RateLimiter {
 
   /**
    * One request from an unauthenticated client address (an IPv6 client by its /64, see
-   * addressBucket); when refused, the address's buckets for the 429's headers.
+   * addressBucket); when refused, the address's buckets for the 429's headers. Failed admin
+   * tokens spend a budget of their own ("admin"): a script polling with a revoked key from the
+   * operator's address must not lock the operator out of the admin API.
    */
-  takeIp(ip: string): { ok: true } | { ok: false; retryMs: number; buckets: KeyBuckets } {
+  takeIp(ip: string, scope: IpScope = "any"): { ok: true } | { ok: false; retryMs: number; buckets: KeyBuckets } {
     if (this.ipRpm === null) return { ok: true };
     const now = this.clock.monotonic();
-    const address = addressBucket(ip);
+    const address = ipBucketKey(ip, scope);
     let bucket = this.ips.get(address);
     if (bucket) {
       this.ips.delete(address); // set again below: the map stays in least-recently-seen order
@@ -150,9 +156,9 @@ export class RateLimiter {
    * The refusal `takeIp` would give an address that has spent its budget, without taking from
    * it (null while it has some left): for checks that must stop before looking at a credential.
    */
-  ipRefusal(ip: string): { retryMs: number; buckets: KeyBuckets } | null {
+  ipRefusal(ip: string, scope: IpScope = "any"): { retryMs: number; buckets: KeyBuckets } | null {
     if (this.ipRpm === null) return null;
-    const bucket = this.ips.get(addressBucket(ip));
+    const bucket = this.ips.get(ipBucketKey(ip, scope));
     const now = this.clock.monotonic();
     const retryMs = bucket ? bucket.msUntil(1, now) : 0;
     return bucket && retryMs > 0 ? { retryMs, buckets: { requests: bucket, tokens: null } } : null;

@@ -124,7 +124,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       try {
         text = (await readLimited(res.body, 64 * 1024)).text;
       } catch (e) {
-        return await failed(ctx, request, reply, settlement, ac.signal, e, true);
+        // The upstream refused it: a client leaving meanwhile pays nothing (`sent`: false).
+        return await failed(ctx, request, reply, settlement, ac.signal, e, false);
       }
       const err = upstreamStatusError(res.status, text, req.model, res.headers["retry-after"]);
       ctx.metrics.upstreamFailures.inc({ reason: `status_${res.status}` });
@@ -138,7 +139,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       try {
         text = (await readLimited(res.body, 64 * 1024)).text;
       } catch (e) {
-        return await failed(ctx, request, reply, settlement, ac.signal, e, true);
+        return await failed(ctx, request, reply, settlement, ac.signal, e, false);
       }
       return await answeredWithError(ctx, settlement, text, req.model, "not_a_stream");
     }
@@ -196,7 +197,8 @@ async function answeredWithError(ctx: ShimContext, settlement: Settlement, text:
 
 /**
  * The upstream failed (or the client left) before a response: release the hold, answer if anyone
- * listens. `sent`: the upstream had the request.
+ * listens. `sent`: the upstream had the request (and did not refuse it): a client that leaves is
+ * then charged the request price.
  */
 async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, signal: AbortSignal, e: unknown, sent: boolean): Promise<FastifyReply> {
   if (e instanceof ShimError) {
