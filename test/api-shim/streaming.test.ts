@@ -151,29 +151,31 @@ describe("streaming metering", () => {
     expect(log).toMatchObject({ status: 200, error: "upstream_error" });
   });
 
-  it("an in-stream error after content is the upstream's failure whatever its code says (vLLM 0.10-0.11 send 400 for a dead engine)", async () => {
+  /** A chat stream the fake ends with an error event after `tokens` tokens: what the client read, its error, the log line. */
+  const chatStreamToError = async (tokens: number, stopMode: "error" | "error400") => {
     const { key, id } = await h.createKey({ credits: 1000 });
-    h.fake.set({ stopAfterTokens: 2, stopMode: "error400" });
+    h.fake.set({ stopAfterTokens: tokens, stopMode });
     const { data: stream, response } = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 10, stream: true }).withResponse();
     const { text, err } = await readToError(stream);
+    const log = await h.waitForRequestLog((e) => e.reqId === response.headers.get("x-request-id"));
+    return { id, text, err: err as APIError, log };
+  };
+
+  it("an in-stream error after content is the upstream's failure whatever its code says (vLLM 0.10-0.11 send 400 for a dead engine)", async () => {
+    const { id, text, err, log } = await chatStreamToError(2, "error400");
     expect(text).toBe("t1 t2");
     // Not "invalid_request" with the engine's message: the client's request was fine.
-    expect((err as APIError).error).toMatchObject({ code: "upstream_error", type: "api_error" });
-    expect((err as APIError).message).not.toMatch(/EngineCore/);
-    const log = await h.waitForRequestLog((e) => e.reqId === response.headers.get("x-request-id"));
+    expect(err.error).toMatchObject({ code: "upstream_error", type: "api_error" });
+    expect(err.message).not.toMatch(/EngineCore/);
     expect(log).toMatchObject({ status: 200, error: "upstream_error" });
     expect(1000 * CREDIT - (await balance(id))).toBe(CREDIT + 2 * CREDIT); // the request and the two tokens delivered
   });
 
   it("an in-stream error before any content charges nothing, like a failed upstream", async () => {
-    const { key, id } = await h.createKey({ credits: 1000 });
-    h.fake.set({ stopAfterTokens: 0, stopMode: "error" });
-    const { data: stream, response } = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 10, stream: true }).withResponse();
-    const { text, err } = await readToError(stream);
+    const { id, text, err, log } = await chatStreamToError(0, "error");
     expect(text).toBe("");
-    expect((err as APIError).error).toMatchObject({ code: "upstream_error" });
+    expect(err.error).toMatchObject({ code: "upstream_error" });
     expect((await h.store.getKey(id))!).toMatchObject({ balance: 1000 * CREDIT, held: 0 });
-    const log = await h.waitForRequestLog((e) => e.reqId === response.headers.get("x-request-id"));
     expect(log).toMatchObject({ status: 200, error: "upstream_error" });
     const metrics = await (await fetch(`${h.url}/metrics`)).text();
     expect(metrics).toMatch(/shim_upstream_failures_total\{reason="stream_error"\} [1-9]/);
