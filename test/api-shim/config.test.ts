@@ -148,6 +148,12 @@ describe("openStore", () => {
     expect(driverUrl("postgres:///shim?host=/run/postgresql").connectionString).toBe("postgres:///shim?host=%2Frun%2Fpostgresql&uselibpqcompat=true");
     expect(driverUrl("postgres://[::1]:5432/shim").connectionString).toBe("postgres://[::1]:5432/shim?uselibpqcompat=true");
     expect(driverUrl("postgres://db/shim?uselibpqcompat=false").connectionString).toBe("postgres://db/shim?uselibpqcompat=false");
+    // "@/" elsewhere than in a host-less authority is left as it is; so is an empty user info.
+    for (const [url, expected] of [
+      ["postgres://db:5432/shim?user=u&password=p@/w", "postgres://db:5432/shim?user=u&password=p%40%2Fw&uselibpqcompat=true"],
+      ["postgres://u:pw@db/shim?application_name=ops@/shim", "postgres://u:pw@db/shim?application_name=ops%40%2Fshim&uselibpqcompat=true"],
+    ]) expect(driverUrl(url!).connectionString).toBe(expected);
+    expect(driverUrl("postgres://@/shim").connectionString).toBe("postgres:///shim?uselibpqcompat=true");
   });
 
   it("claims a SQLite file for one store at a time, until that store closes", async () => {

@@ -34,6 +34,8 @@ export function redactUrl(url: string): string {
   return out.replace(/([?&]password=)[^&]*/gi, "$1***");
 }
 
+const STAND_IN_HOST = "gs-no-host.invalid";
+
 /**
  * SHIM_DATABASE_URL for the driver. `sslmode` is read as libpq reads it (pg on its own takes
  * `require` as `verify-full`, refusing a server `psql` reaches with the same URL), and a libpq
@@ -42,17 +44,24 @@ export function redactUrl(url: string): string {
  */
 export function driverUrl(url: string): { connectionString: string; urlOptions: string } {
   // libpq's form with credentials and no host (`postgres://user:pw@/db?host=/run/postgresql`)
-  // is no WHATWG URL: a stand-in host for the parse, taken out again after (pg does the same).
-  const standIn = url.includes("@/") ? "gs-no-host.invalid" : null;
+  // is no WHATWG URL: as pg does, only when the URL does not parse, a stand-in host goes into its
+  // authority for the parse and is taken out of the authority after.
   let parsed: URL;
+  let standIn = false;
   try {
-    parsed = new URL(standIn ? url.replace("@/", `@${standIn}/`) : url);
+    parsed = new URL(url);
   } catch {
-    return { connectionString: url, urlOptions: "" }; // the driver reports it, without the URL
+    const withHost = url.replace(/^(postgres(?:ql)?:\/\/[^/?#]*@)\//, `$1${STAND_IN_HOST}/`);
+    try {
+      parsed = new URL(withHost);
+      standIn = withHost !== url;
+    } catch {
+      return { connectionString: url, urlOptions: "" }; // the driver reports it, without the URL
+    }
   }
   const urlOptions = parsed.searchParams.get("options") ?? "";
   parsed.searchParams.delete("options");
   if (!parsed.searchParams.has("uselibpqcompat")) parsed.searchParams.set("uselibpqcompat", "true");
   const connectionString = parsed.toString();
-  return { connectionString: standIn ? connectionString.replace(`@${standIn}/`, "@/") : connectionString, urlOptions };
+  return { connectionString: standIn ? connectionString.replace(/^(postgres(?:ql)?:\/\/[^/?#]*?)gs-no-host\.invalid\//, "$1/") : connectionString, urlOptions };
 }
