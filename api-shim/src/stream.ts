@@ -126,7 +126,8 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     else if ((signal.aborted && signal.reason === "drain") || e instanceof StoreUnavailableError) failure = new ShimError("service_unavailable");
     else {
       failure = new ShimError(e instanceof undiciErrors.BodyTimeoutError ? "upstream_timeout" : "upstream_error");
-      metricReason = failure.code;
+      // The connection broke mid-stream (the model server died or was cut off): a cut stream.
+      metricReason = failure.code === "upstream_timeout" ? failure.code : "stream_cut";
     }
   }
   if (metricReason) ctx.metrics.upstreamFailures.inc({ reason: metricReason });

@@ -1,3 +1,4 @@
+import { createServer as createHttpServer } from "node:http";
 import { createServer } from "node:net";
 import Database from "better-sqlite3";
 import OpenAI, { APIError, AuthenticationError, BadRequestError, ConflictError, InternalServerError, NotFoundError, PermissionDeniedError, RateLimitError } from "openai";
@@ -469,6 +470,32 @@ describe("expiry and an unset admin token", () => {
       }
     } finally {
       await noAdmin.close();
+    }
+  });
+});
+
+describe("the model list as an upstream may really send it", () => {
+  it("skips entries that are not models, shows an id listed twice once, and maps any refusal to the upstream's failure", async () => {
+    let answer = { status: 200, body: "" };
+    const upstream = createHttpServer((_req, res) => res.writeHead(answer.status, { "content-type": "application/json" }).end(answer.body));
+    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+    const { port } = upstream.address() as { port: number };
+    const h = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1` } });
+    try {
+      const { key } = await h.createKey();
+      answer = { status: 200, body: JSON.stringify({ object: "list", data: [null, 7, { id: "qwen2.5-7b", owned_by: "x" }, { id: "qwen2.5-7b", owned_by: "y" }, { id: "bge-m3" }] }) };
+      const list = await h.client(key).models.list();
+      expect(list.data.map((m) => [m.id, m.owned_by])).toEqual([["qwen2.5-7b", "x"], ["bge-m3", undefined]]);
+      // A GET with nothing in it is never the client's fault, and the upstream's words stay with it.
+      answer = { status: 400, body: JSON.stringify({ error: { message: "internal detail at 10.0.0.5", type: "BadRequestError", code: 400 } }) };
+      const e = await failure(() => h.client(key).models.list());
+      expectShape(e, 502, "api_error", "upstream_error");
+      expect(JSON.stringify(e.error)).not.toContain("10.0.0.5");
+      answer = { status: 503, body: "" };
+      expectShape(await failure(() => h.client(key).models.list()), 503, "api_error", "service_unavailable");
+    } finally {
+      await h.close();
+      await new Promise((resolve) => upstream.close(resolve));
     }
   });
 });

@@ -47,3 +47,29 @@ describe("/ready with SHIM_READY_URL", () => {
     modelServer.listen(0, "127.0.0.1"); // so afterAll's close has a server to close
   });
 });
+
+describe("/ready answers within the 5 s its callers wait", () => {
+  it("with a model server that never answers: both probes run at once, each within 4 s", async () => {
+    const hung = createServer(() => {}); // accepts, never answers
+    await new Promise<void>((resolve) => hung.listen(0, "127.0.0.1", resolve));
+    const { port } = hung.address() as AddressInfo;
+    const h = await startShim({ env: { SHIM_READY_URL: `http://127.0.0.1:${port}/health` } });
+    try {
+      h.fake.set({ headerDelayMs: 4500 }); // the model list is slow too
+      const started = performance.now();
+      const res = await fetch(`${h.url}/ready`);
+      expect(res.status).toBe(503);
+      expect(performance.now() - started).toBeLessThan(5000);
+      // Shutting down: said at once, without waiting on the upstream.
+      await h.app.shim.inflight.drain(0);
+      const draining = await fetch(`${h.url}/ready`, { signal: AbortSignal.timeout(1000) });
+      expect(draining.status).toBe(503);
+      expect(await draining.json()).toEqual({ status: "not_ready", draining: true });
+    } finally {
+      h.fake.reset();
+      hung.closeAllConnections();
+      await new Promise((resolve) => hung.close(resolve));
+      await h.close();
+    }
+  });
+});

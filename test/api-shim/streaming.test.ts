@@ -122,6 +122,8 @@ describe("streaming metering", () => {
     expect((err as APIError).error).toMatchObject({ code: "upstream_error", type: "api_error" });
     expect(text).toBe("t1 t2 t3");
     expect(await balance(id)).toBe(1000 * CREDIT - cost(0, 3)); // the upstream failed: only what was delivered
+    // Counted as what it was, for the operator's alerts: a stream cut mid-way.
+    expect(await (await fetch(`${h.url}/metrics`)).text()).toMatch(/shim_upstream_failures_total\{reason="stream_cut"\} [1-9]/);
   });
 
   /** Reads a stream to its error; returns the text before it and the error. */

@@ -5,6 +5,8 @@ import { MODEL_LIST_LIMIT } from "./models.ts";
 
 /** How long an upstream readiness probe result is reused: /ready may be polled often. */
 const PROBE_CACHE_MS = 2000;
+/** How long each upstream probe of /ready may take: inside the 5 s its callers (wait-ready.sh) wait. */
+const PROBE_TIMEOUT_MS = 4000;
 
 /**
  * GET /health: the process answers (no dependencies). GET /ready: the store answers, the
@@ -18,6 +20,8 @@ export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.get("/health", { config: PUBLIC_ROUTE }, async (_request, reply) => reply.type("application/json").send('{"status":"ok"}'));
 
   app.get("/ready", { config: PUBLIC_ROUTE }, async (request, reply) => {
+    // Shutting down: not ready, whatever the store and the upstream would say (no waiting on them).
+    if (ctx.inflight.draining) return reply.code(503).send({ status: "not_ready", draining: true });
     let store = "ok";
     try {
       await ctx.store.ping();
@@ -44,10 +48,14 @@ export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
 /** What /ready reports of the upstream, and for the log a hint at the likely cause. */
 interface Probe { ok: boolean; detail: string; hint?: string }
 
+/**
+ * Both probes at once, each within PROBE_TIMEOUT_MS: /ready answers within that (its callers wait
+ * 5 s), not after the two one after the other.
+ */
 async function probeUpstream(ctx: ShimContext): Promise<Probe> {
-  const models = await probeModels(ctx);
-  if (!models.ok || ctx.config.readyUrl === null) return models;
-  return probeReadyUrl(ctx.config.readyUrl, Math.min(ctx.config.upstreamTimeoutMs, 5000));
+  const timeoutMs = Math.min(ctx.config.upstreamTimeoutMs, PROBE_TIMEOUT_MS);
+  const [models, server] = await Promise.all([probeModels(ctx, timeoutMs), ctx.config.readyUrl === null ? null : probeReadyUrl(ctx.config.readyUrl, timeoutMs)]);
+  return !models.ok || server === null ? models : server;
 }
 
 async function probeReadyUrl(url: string, timeoutMs: number): Promise<Probe> {
@@ -60,9 +68,9 @@ async function probeReadyUrl(url: string, timeoutMs: number): Promise<Probe> {
   }
 }
 
-async function probeModels(ctx: ShimContext): Promise<Probe> {
+async function probeModels(ctx: ShimContext, timeoutMs: number): Promise<Probe> {
   try {
-    const res = await ctx.upstream.request({ method: "GET", path: "/models", signal: AbortSignal.timeout(Math.min(ctx.config.upstreamTimeoutMs, 5000)) });
+    const res = await ctx.upstream.request({ method: "GET", path: "/models", signal: AbortSignal.timeout(timeoutMs) });
     const { text } = await readLimited(res.body, MODEL_LIST_LIMIT);
     // A 404 for the model list: the upstream URL most likely lacks its /v1.
     if (res.status === 404) return { ok: false, detail: "status 404", hint: "the upstream answered 404 for <SHIM_UPSTREAM_URL>/models: SHIM_UPSTREAM_URL should be its base URL including /v1" };

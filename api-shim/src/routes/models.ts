@@ -26,8 +26,13 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
     } catch (e) {
       throw deadline.aborted ? new ShimError("upstream_timeout") : transportError(e);
     }
-    if (res.status !== 200) throw upstreamStatusError(res.status, text, undefined, res.headers["retry-after"]);
-    let list: { object?: unknown; data?: { id?: unknown }[] };
+    // A GET with nothing in it is never the client's fault: whatever the upstream says, it is the
+    // upstream's failure (busy: 503, slow: 504), and none of its message reaches the client.
+    if (res.status !== 200) {
+      if ([408, 429, 503, 504].includes(res.status)) throw upstreamStatusError(res.status, "", undefined, res.headers["retry-after"]);
+      throw new ShimError("upstream_error");
+    }
+    let list: { object?: unknown; data?: unknown[] };
     try {
       list = JSON.parse(text) as typeof list;
       if (!Array.isArray(list.data)) throw new Error("no data");
@@ -35,7 +40,14 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
       throw upstreamStatusError(502, "", undefined, undefined);
     }
     const configured = ctx.config.models;
-    const data = list.data!.filter((m) => typeof m.id === "string" && (!configured || configured.has(m.id)) && (!allow || allow.includes(m.id)));
+    // Entries that are not models are skipped, and an id listed twice (LiteLLM has done so) is shown once.
+    const seen = new Set<string>();
+    const data = list.data!.filter((m) => {
+      const id = m !== null && typeof m === "object" ? (m as { id?: unknown }).id : undefined;
+      if (typeof id !== "string" || seen.has(id) || (configured && !configured.has(id)) || (allow && !allow.includes(id))) return false;
+      seen.add(id);
+      return true;
+    });
     const key = request.auth!.key;
     // Free, and says so the way every other answer does (the contract's credit members).
     return reply.headers(authHeaders(ctx, request)).type("application/json").send({ ...list, data, credits_charged: 0, credits_remaining: creditsNumber(key.balance - key.held) });
