@@ -486,6 +486,13 @@ describe("the model list as an upstream may really send it", () => {
       answer = { status: 200, body: JSON.stringify({ object: "list", data: [null, 7, { id: "qwen2.5-7b", owned_by: "x" }, { id: "qwen2.5-7b", owned_by: "y" }, { id: "bge-m3" }] }) };
       const list = await h.client(key).models.list();
       expect(list.data.map((m) => [m.id, m.owned_by])).toEqual([["qwen2.5-7b", "x"], ["bge-m3", undefined]]);
+      // /ready reads the list the same way: every configured model is there, so it is ready.
+      expect(await (await fetch(`${h.url}/ready`)).json()).toEqual({ status: "ready", store: "ok", upstream: "ok" });
+      // A bare 404 (SHIM_UPSTREAM_URL without /v1) keeps the shim's own "misconfigured" message.
+      answer = { status: 404, body: '{"detail":"Not Found"}' };
+      const missing = await failure(() => h.client(key).models.list());
+      expectShape(missing, 502, "api_error", "upstream_error");
+      expect(missing.message).toMatch(/misconfigured/);
       // A GET with nothing in it is never the client's fault, and the upstream's words stay with it.
       answer = { status: 400, body: JSON.stringify({ error: { message: "internal detail at 10.0.0.5", type: "BadRequestError", code: 400 } }) };
       const e = await failure(() => h.client(key).models.list());

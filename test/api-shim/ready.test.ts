@@ -2,7 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 /**
  * /ready behind a proxy upstream: LiteLLM lists its configured models whether or not vLLM is up,
@@ -53,7 +53,8 @@ describe("/ready answers within the 5 s its callers wait", () => {
     const hung = createServer(() => {}); // accepts, never answers
     await new Promise<void>((resolve) => hung.listen(0, "127.0.0.1", resolve));
     const { port } = hung.address() as AddressInfo;
-    const h = await startShim({ env: { SHIM_READY_URL: `http://127.0.0.1:${port}/health` } });
+    // A slow store too: pinged alongside the probes, not before them.
+    const h = await startShim({ env: { SHIM_READY_URL: `http://127.0.0.1:${port}/health` }, wrapStore: (s) => overrideStore(s, { ping: async () => (await new Promise((r) => setTimeout(r, 3000)), s.ping()) }) });
     try {
       h.fake.set({ headerDelayMs: 4500 }); // the model list is slow too
       const started = performance.now();

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { PUBLIC_ROUTE, type ShimContext } from "../context.ts";
 import { readLimited } from "../upstream.ts";
-import { MODEL_LIST_LIMIT } from "./models.ts";
+import { MODEL_LIST_LIMIT, parseModelList } from "./models.ts";
 
 /** How long an upstream readiness probe result is reused: /ready may be polled often. */
 const PROBE_CACHE_MS = 2000;
@@ -22,19 +22,15 @@ export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.get("/ready", { config: PUBLIC_ROUTE }, async (request, reply) => {
     // Shutting down: not ready, whatever the store and the upstream would say (no waiting on them).
     if (ctx.inflight.draining) return reply.code(503).send({ status: "not_ready", draining: true });
-    let store = "ok";
-    try {
-      await ctx.store.ping();
-    } catch {
-      store = "unavailable";
-    }
+    // The store is pinged alongside the upstream probes, within the same bound.
+    const pinged = within(ctx.store.ping().then(() => "ok", () => "unavailable"), PROBE_TIMEOUT_MS, "unavailable");
     const now = ctx.clock.monotonic();
     if (!probe || now - probe.at > PROBE_CACHE_MS) {
       probe = { at: now, result: probeUpstream(ctx) };
       // The operator's hint goes to the log: /ready is public, and says only what failed.
       void probe.result.then((r) => r.hint && request.log.warn(r.hint));
     }
-    const upstream = await probe.result;
+    const [store, upstream] = await Promise.all([pinged, probe.result]);
     const ready = store === "ok" && upstream.ok && !ctx.inflight.draining;
     return reply.code(ready ? 200 : 503).send({
       status: ready ? "ready" : "not_ready",
@@ -75,10 +71,19 @@ async function probeModels(ctx: ShimContext, timeoutMs: number): Promise<Probe> 
     // A 404 for the model list: the upstream URL most likely lacks its /v1.
     if (res.status === 404) return { ok: false, detail: "status 404", hint: "the upstream answered 404 for <SHIM_UPSTREAM_URL>/models: SHIM_UPSTREAM_URL should be its base URL including /v1" };
     if (res.status !== 200) return { ok: false, detail: `status ${res.status}` };
-    const ids = new Set(((JSON.parse(text) as { data?: { id?: unknown }[] }).data ?? []).map((m) => m.id));
+    const list = parseModelList(text);
+    if (list === null) return { ok: false, detail: "invalid model list" };
+    const ids = new Set(list.entries.map((m) => m.id));
     const missing = ctx.config.models ? [...ctx.config.models.keys()].filter((m) => !ids.has(m)) : [];
     return missing.length === 0 ? { ok: true, detail: "ok" } : { ok: false, detail: `models not served yet: ${missing.join(", ")}` };
   } catch {
     return { ok: false, detail: "unreachable" };
   }
+}
+
+/** `promise`'s value, or `late` once `ms` have passed without one. */
+function within<T>(promise: Promise<T>, ms: number, late: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<T>((resolve) => (timer = setTimeout(() => resolve(late), ms)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -30,26 +30,43 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
     // upstream's failure (busy: 503, slow: 504), and none of its message reaches the client.
     if (res.status !== 200) {
       if ([408, 429, 503, 504].includes(res.status)) throw upstreamStatusError(res.status, "", undefined, res.headers["retry-after"]);
-      throw new ShimError("upstream_error");
+      // A bare 404 keeps the shim's own "misconfigured" message (no word of the upstream's).
+      const missing = res.status === 404 ? upstreamStatusError(404, text, undefined, undefined) : null;
+      throw missing?.code === "upstream_error" ? missing : new ShimError("upstream_error");
     }
-    let list: { object?: unknown; data?: unknown[] };
-    try {
-      list = JSON.parse(text) as typeof list;
-      if (!Array.isArray(list.data)) throw new Error("no data");
-    } catch {
-      throw upstreamStatusError(502, "", undefined, undefined);
-    }
+    const list = parseModelList(text);
+    if (list === null) throw new ShimError("upstream_error");
     const configured = ctx.config.models;
-    // Entries that are not models are skipped, and an id listed twice (LiteLLM has done so) is shown once.
+    // An id listed twice (LiteLLM has done so) is shown once.
     const seen = new Set<string>();
-    const data = list.data!.filter((m) => {
-      const id = m !== null && typeof m === "object" ? (m as { id?: unknown }).id : undefined;
-      if (typeof id !== "string" || seen.has(id) || (configured && !configured.has(id)) || (allow && !allow.includes(id))) return false;
+    const data = list.entries.filter(({ id }) => {
+      if (seen.has(id) || (configured && !configured.has(id)) || (allow && !allow.includes(id))) return false;
       seen.add(id);
       return true;
-    });
+    }).map(({ entry }) => entry);
     const key = request.auth!.key;
     // Free, and says so the way every other answer does (the contract's credit members).
-    return reply.headers(authHeaders(ctx, request)).type("application/json").send({ ...list, data, credits_charged: 0, credits_remaining: creditsNumber(key.balance - key.held) });
+    return reply.headers(authHeaders(ctx, request)).type("application/json").send({ ...list.body, data, credits_charged: 0, credits_remaining: creditsNumber(key.balance - key.held) });
   });
+}
+
+/**
+ * An upstream model list (`{"data": [{"id": …}, …]}`), its entries that are models (an object
+ * with a string id; a null or a number is skipped), or null when it is not such a list. Read the
+ * same way by /v1/models and /ready.
+ */
+export function parseModelList(text: string): { body: Record<string, unknown>; entries: { id: string; entry: object }[] } | null {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  const data = body !== null && typeof body === "object" ? (body as { data?: unknown }).data : undefined;
+  if (!Array.isArray(data)) return null;
+  const entries = data.flatMap((entry: unknown) => {
+    const id = entry !== null && typeof entry === "object" ? (entry as { id?: unknown }).id : undefined;
+    return typeof id === "string" ? [{ id, entry: entry as object }] : [];
+  });
+  return { body: body as Record<string, unknown>, entries };
 }
