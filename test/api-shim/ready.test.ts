@@ -49,7 +49,7 @@ describe("/ready with SHIM_READY_URL", () => {
 });
 
 describe("/ready answers within the 5 s its callers wait", () => {
-  it("with a model server that never answers: both probes run at once, each within 4 s", async () => {
+  it("with a slow store and a model server that never answers: the store and both probes run at once, each within 4 s", async () => {
     const hung = createServer(() => {}); // accepts, never answers
     await new Promise<void>((resolve) => hung.listen(0, "127.0.0.1", resolve));
     const { port } = hung.address() as AddressInfo;
