@@ -4,6 +4,7 @@ import { ShimError } from "./errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { formatCredits } from "./money.ts";
 import { type IpScope, rateLimitHeaders } from "./rate-limit.ts";
+import { urlPath } from "./text.ts";
 
 /**
  * The onRequest hook: admin token for /admin/*, an API key for everything else. A request that
@@ -62,8 +63,7 @@ export function authHook(ctx: ShimContext) {
 function isAdminRequest(request: FastifyRequest): boolean {
   const route = request.routeOptions.url;
   if (route !== undefined) return route === "/admin" || route.startsWith("/admin/");
-  const q = request.url.indexOf("?");
-  const path = q === -1 ? request.url : request.url.slice(0, q);
+  const path = urlPath(request.url);
   return path === "/admin" || path.startsWith("/admin/");
 }
 

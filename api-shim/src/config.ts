@@ -252,7 +252,8 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
 
   // A price for a model that is not served is a typo (`qwen2.5-7B`): the model would be charged
   // only the request price. (infra/config checks the same for a stack's pricing.)
-  if (models) for (const name of prices.keys()) if (!models.has(name)) bad(at(`pricing.models.${name}`), name, `a configured model: ${[...models.keys()].join(" | ")}`);
+  const configuredModel = models && `a configured model: ${[...models.keys()].join(" | ")}`;
+  if (models) for (const name of prices.keys()) if (!models.has(name)) bad(at(`pricing.models.${name}`), name, configuredModel!);
 
   const bootstrapKeys: BootstrapKey[] = [];
   if (root.bootstrapKeys !== undefined && !Array.isArray(root.bootstrapKeys)) bad(at("bootstrapKeys"), root.bootstrapKeys, "a list of { id, name, hash, credits, tier, models? }");
@@ -272,7 +273,7 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
       if (!Array.isArray(ko.models) || !ko.models.every((m) => typeof m === "string" && m !== "")) bad(w("models"), ko.models, "a list of model names");
       else {
         allow = ko.models as string[];
-        for (const m of allow) if (models && !models.has(m)) bad(w("models"), m, `a configured model: ${[...models.keys()].join(" | ")}`);
+        for (const m of allow) if (models && !models.has(m)) bad(w("models"), m, configuredModel!);
       }
     }
     bootstrapKeys.push({

@@ -71,10 +71,10 @@ const UPSTREAM_CONTROLS = new Set([
   "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "num_retries", "max_retries", "timeout", "request_timeout", "stream_timeout",
   "api_key", "api_base", "base_url", "api_version", "custom_llm_provider", "user_config", "model_list",
 ]);
-const UPSTREAM_CONTROL_PREFIXES = ["mock_", "litellm_"];
+const UPSTREAM_CONTROL_PREFIX = /^(?:mock|litellm)_/;
 
 function upstreamControl(b: Record<string, unknown>): string | undefined {
-  for (const k of Object.keys(b)) if (UPSTREAM_CONTROLS.has(k) || UPSTREAM_CONTROL_PREFIXES.some((p) => k.startsWith(p))) return k;
+  for (const k in b) if (UPSTREAM_CONTROLS.has(k) || UPSTREAM_CONTROL_PREFIX.test(k)) return k;
   return undefined;
 }
 

@@ -1,4 +1,5 @@
 import { hash, randomBytes, timingSafeEqual } from "node:crypto";
+import { urlPath } from "./text.ts";
 
 /**
  * API keys: `sk-gs-` + 12-character base62 id + `_` + 32-character base62 secret. The id is
@@ -85,8 +86,7 @@ export function redactKeys(text: string): string {
  * encoded: it is never part of a key.
  */
 export function redactedPath(url: string): string {
-  const q = url.indexOf("?");
-  let path = q === -1 ? url : url.slice(0, q);
+  let path = urlPath(url);
   for (let i = 0; i < 3 && path.includes("%"); i++) {
     const decoded = path.replace(/%([0-7][0-9A-Fa-f])/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
     if (decoded === path) break;

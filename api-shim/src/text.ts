@@ -6,3 +6,9 @@
 export function hasControlCharacters(text: string, options: { lineBreaks?: boolean } = {}): boolean {
   return (options.lineBreaks ? /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/ : /[\u0000-\u001f\u007f]/).test(text);
 }
+
+/** A request URL's path, without its query string. */
+export function urlPath(url: string): string {
+  const q = url.indexOf("?");
+  return q === -1 ? url : url.slice(0, q);
+}

@@ -119,7 +119,10 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     } catch (e) {
       return await failed(ctx, request, reply, settlement, ac.signal, e, sent);
     }
-    if (res.status < 200 || res.status >= 300) {
+    const ok = res.status >= 200 && res.status < 300;
+    // A 2xx that is not the answer asked for is a refusal too: a stream request answered with
+    // plain JSON, which vLLM 0.15.1 and 0.16.0 did for errors (with status 200).
+    if (!ok || (req.stream && !String(res.headers["content-type"] ?? "").startsWith("text/event-stream"))) {
       let text = "";
       try {
         text = (await readLimited(res.body, 64 * 1024)).text;
@@ -127,21 +130,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
         // The upstream refused it: a client leaving meanwhile pays nothing (`sent`: false).
         return await failed(ctx, request, reply, settlement, ac.signal, e, false);
       }
-      const err = upstreamStatusError(res.status, text, req.model, res.headers["retry-after"]);
-      ctx.metrics.upstreamFailures.inc({ reason: `status_${res.status}` });
-      await settlement.settle(err.status, null);
-      throw err;
-    }
-    // A 2xx that is not the answer asked for: a stream request answered with plain JSON, which
-    // vLLM 0.15.1 and 0.16.0 did for errors (with status 200). Read and mapped as an error status.
-    if (req.stream && !String(res.headers["content-type"] ?? "").startsWith("text/event-stream")) {
-      let text = "";
-      try {
-        text = (await readLimited(res.body, 64 * 1024)).text;
-      } catch (e) {
-        return await failed(ctx, request, reply, settlement, ac.signal, e, false);
-      }
-      return await answeredWithError(ctx, settlement, text, req.model, "not_a_stream");
+      if (ok) return await refused(ctx, settlement, upstreamErrorBody(text, req.model), "not_a_stream");
+      return await refused(ctx, settlement, upstreamStatusError(res.status, text, req.model, res.headers["retry-after"]), `status_${res.status}`);
     }
     if (req.stream) {
       return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, promptEstimate: () => estimatePromptTokens(promptBytes(kind, body)) });
@@ -155,7 +145,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return await failed(ctx, request, reply, settlement, ac.signal, e, true);
     }
     const answer = usageOfBody(answerBytes);
-    if (answer.isError) return await answeredWithError(ctx, settlement, answerBytes.toString("utf8"), req.model, "error_body");
+    if (answer.isError) return await refused(ctx, settlement, upstreamErrorBody(answerBytes.toString("utf8"), req.model), "error_body");
     // No usage from the upstream: charge the request price and no tokens rather than guess.
     const { cost, available } = await settlement.settle(res.status, answer.usage ?? { promptTokens: 0, completionTokens: 0 });
     // Seed 001's success body: the charge, what is left, and whether the batch price applied.
@@ -185,11 +175,10 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
 }
 
 /**
- * A 2xx whose body is an error, or not what was asked for: the error its `code` names (a 400
- * keeps its message; anything unreadable is the upstream's failure), charged nothing.
+ * The upstream refused the request (an error status, an error body with a 2xx, or not the answer
+ * asked for): counted under `reason`, charged nothing, told to the client as `err`.
  */
-async function answeredWithError(ctx: ShimContext, settlement: Settlement, text: string, model: string, reason: string): Promise<never> {
-  const err = upstreamErrorBody(text, model);
+async function refused(ctx: ShimContext, settlement: Settlement, err: ShimError, reason: string): Promise<never> {
   ctx.metrics.upstreamFailures.inc({ reason });
   await settlement.settle(err.status, null);
   throw err;
