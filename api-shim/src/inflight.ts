@@ -1,6 +1,13 @@
 import { EventEmitter, once } from "node:events";
 
 /**
+ * What the requests cut at the end of a drain get to settle (a settlement takes milliseconds). The
+ * drain timeout plus this must stay inside the container's stop grace period (25 s + 3 s < 30 s
+ * in the rendered compose file), or the process is killed with holds unsettled.
+ */
+export const SETTLE_AFTER_DRAIN_MS = 3_000;
+
+/**
  * The inference requests in flight, so a shutdown can wait for them (drain) and then abort the
  * rest. An aborted request still settles: it is charged for what was generated.
  *
@@ -10,13 +17,6 @@ import { EventEmitter, once } from "node:events";
  * closure, and with it the request's whole object graph: tens of MB/s of old-generation
  * garbage under load, which drove the peak RSS (docs/performance.md).
  */
-/**
- * What the requests cut at the end of a drain get to settle (a settlement takes milliseconds). The
- * drain timeout plus this must stay inside the container's stop grace period (25 s + 3 s < 30 s
- * in the rendered compose file), or the process is killed with holds unsettled.
- */
-export const SETTLE_AFTER_DRAIN_MS = 3_000;
-
 export class Inflight {
   private readonly slots: (((reason: string) => void) | undefined)[] = [];
   private readonly free: number[] = [];

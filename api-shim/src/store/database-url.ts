@@ -35,6 +35,7 @@ export function redactUrl(url: string): string {
 }
 
 const STAND_IN_HOST = "gs-no-host.invalid";
+const STAND_IN_AUTHORITY = new RegExp(`^(postgres(?:ql)?://[^/?#]*?)${STAND_IN_HOST.replaceAll(".", "\\.")}/`);
 
 /**
  * SHIM_DATABASE_URL for the driver. `sslmode` is read as libpq reads it (pg on its own takes
@@ -63,5 +64,5 @@ export function driverUrl(url: string): { connectionString: string; urlOptions: 
   parsed.searchParams.delete("options");
   if (!parsed.searchParams.has("uselibpqcompat")) parsed.searchParams.set("uselibpqcompat", "true");
   const connectionString = parsed.toString();
-  return { connectionString: standIn ? connectionString.replace(/^(postgres(?:ql)?:\/\/[^/?#]*?)gs-no-host\.invalid\//, "$1/") : connectionString, urlOptions };
+  return { connectionString: standIn ? connectionString.replace(STAND_IN_AUTHORITY, "$1/") : connectionString, urlOptions };
 }
