@@ -65,12 +65,12 @@ export async function runReplicasBench(seconds = 10): Promise<{ machine: { cpus:
       const port = await freePort();
       const shim = await startBenchShim(dir, port, `${fakeBase}/v1`, databaseUrl, name);
       children.push(shim);
-      return { url: `http://127.0.0.1:${port}/v1/chat/completions`, stop: () => shim.kill("SIGTERM") };
+      return { url: `http://127.0.0.1:${port}/v1/chat/completions`, stop: () => stopAll([shim]) };
     };
     const rows: ReplicasRow[] = [];
     const sqlite = await start(`sqlite:${join(dir, "shim.db")}`, "sqlite");
     rows.push(await drive("1 process, SQLite", [sqlite.url], key, seconds));
-    sqlite.stop();
+    await sqlite.stop(); // exited before the Postgres runs, so its shutdown is not in their CPU figures
     const databaseUrl = await pg.newDatabase();
     const one = await start(databaseUrl, "pg-1");
     rows.push(await drive("1 process, Postgres", [one.url], key, seconds));

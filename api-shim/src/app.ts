@@ -138,6 +138,19 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   return app;
 }
 
+/**
+ * Stops the app as a SIGTERM does: no new connections, what is in flight gets `drainMs` to finish
+ * (the rest is aborted and settled), then the connections are closed. app.close() alone would
+ * wait for keep-alive connections that went idle after it began (Fastify's 72 s).
+ */
+export async function closeApp(app: FastifyInstance, drainMs: number): Promise<{ aborted: number }> {
+  const closed = app.close(); // stops accepting; resolves when in-flight requests are answered
+  const result = await app.shim.inflight.drain(drainMs);
+  app.server.closeAllConnections();
+  await closed;
+  return result;
+}
+
 function newRequestState(): RequestState {
   return { start: performance.now(), model: null, tokens: null, cost: null, logged: false };
 }

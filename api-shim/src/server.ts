@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { buildApp } from "./app.ts";
+import { buildApp, closeApp } from "./app.ts";
 import { systemClock } from "./clock.ts";
 import { ConfigError, parseShimConfig, type ShimConfig } from "./config.ts";
 import { createLogger } from "./logger.ts";
@@ -84,10 +84,7 @@ async function main(): Promise<void> {
     logger.info({ reason, inflight: app.shim.inflight.size }, "draining");
     let aborted = 0;
     try {
-      const closed = app.close(); // stops accepting; resolves when in-flight requests are answered
-      ({ aborted } = await app.shim.inflight.drain(drainMs));
-      app.server.closeAllConnections();
-      await closed;
+      ({ aborted } = await closeApp(app, drainMs));
       await upstream.close();
       await store.close();
     } catch (e) {

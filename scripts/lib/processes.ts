@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn, type SpawnOptions } from "node:child_process";
 import { once } from "node:events";
 import { closeSync, openSync, readFileSync } from "node:fs";
+import { pollUntil } from "../../test/support/tools.ts";
 
 /**
  * The benchmarks' server processes: each writes its output to a log file, and a server that
@@ -19,32 +20,27 @@ export function spawnLogged(command: string, args: readonly string[], logPath: s
 }
 
 /**
- * Resolves once `url` answers with any status below 500. Rejects after `timeoutMs`, or as soon
- * as `server` (the process that should answer) exits, with the end of its log.
+ * Waits until the freshly spawned `child` answers at `url` with any status below 500. If it
+ * exits first (rejected at once, with the end of its log) or does not answer in `timeoutMs`, it
+ * is stopped and waited for, and the promise rejects.
  */
-export async function waitHttp(url: string, server?: { child: ChildProcess; logPath?: string }, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  const exited = () => server !== undefined && (server.child.exitCode !== null || server.child.signalCode !== null);
-  while (Date.now() < end && !exited()) {
+export async function started(child: ChildProcess, url: string, logPath: string, timeoutMs = 20_000): Promise<ChildProcess> {
+  const exited = () => child.exitCode !== null || child.signalCode !== null;
+  const answers = async () => {
     try {
       // Bounded: something else on the port may accept and never answer.
-      if ((await fetch(url, { signal: AbortSignal.timeout(1_000) })).status < 500) return;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  if (!exited()) throw new Error(`${url} did not come up in ${timeoutMs / 1000} s`);
-  const { child, logPath } = server!;
-  const how = child.exitCode !== null ? `exit code ${child.exitCode}` : `signal ${child.signalCode}`;
-  throw new Error(`the server for ${url} stopped (${how}) before it answered${logPath ? `; the end of its log:\n${logTail(logPath)}` : ""}`);
-}
-
-/** Waits until the freshly spawned `child` answers at `url` (see waitHttp); if it does not, stops it and rejects. */
-export async function started(child: ChildProcess, url: string, logPath: string, timeoutMs = 20_000): Promise<ChildProcess> {
+      return (await fetch(url, { signal: AbortSignal.timeout(1_000) })).status < 500;
+    } catch {
+      return false;
+    }
+  };
   try {
-    await waitHttp(url, { child, logPath }, timeoutMs);
-    return child;
+    if (!(await pollUntil(async () => exited() || (await answers()), timeoutMs, 100))) throw new Error(`${url} did not come up in ${timeoutMs / 1000} s`);
+    if (!exited()) return child;
+    const how = child.exitCode !== null ? `exit code ${child.exitCode}` : `signal ${child.signalCode}`;
+    throw new Error(`the server for ${url} stopped (${how}) before it answered; the end of its log:\n${logTail(logPath)}`);
   } catch (e) {
-    child.kill("SIGTERM");
+    await stopAll([child]);
     throw e;
   }
 }

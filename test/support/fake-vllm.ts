@@ -181,7 +181,7 @@ export class FakeVllm extends EventEmitter {
     if (b.hang) return;
     if (b.headerDelayMs > 0) await sleep(b.headerDelayMs);
     if (res.destroyed) return;
-    if (b.failStatus !== null && b.failWith200) return json(res, 200, { error: { message: failMessage(b.failStatus), type: ERROR_TYPES[b.failStatus] ?? "BadRequestError", param: null, code: b.failStatus } });
+    if (b.failStatus !== null && b.failWith200) return vllmError(res, b.failStatus, failMessage(b.failStatus), undefined, 200);
     if (b.failStatus !== null) return b.failStatus === 500 ? void res.writeHead(500, { "content-length": "0" }).end() : vllmError(res, b.failStatus, failMessage(b.failStatus));
     if ((req.headers["content-type"] ?? "").split(";")[0] !== "application/json") {
       return vllmError(res, 415, "Unsupported Media Type: Only 'application/json' is allowed", "Unsupported Media Type");
@@ -360,8 +360,11 @@ function failMessage(status: number): string {
   return status === 400 ? "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens (1000 in the messages, 8000 in the completion). Please reduce the length of the messages or completion. None" : `upstream failure ${status} at internal-host-10.0.0.7`;
 }
 
-/** vLLM ≥ 0.10.1's error body: `{"error":{"message","type","param","code"}}`, status = code. */
-export function vllmError(res: ServerResponse, status: number, message: string, type = ERROR_TYPES[status] ?? "BadRequestError"): void {
+/**
+ * vLLM ≥ 0.10.1's error body: `{"error":{"message","type","param","code"}}`, sent with status =
+ * code, or with `httpStatus` (vLLM 0.15.1 and 0.16.0 sent errors with 200).
+ */
+export function vllmError(res: ServerResponse, status: number, message: string, type = ERROR_TYPES[status] ?? "BadRequestError", httpStatus = status): void {
   if (status === 401) return json(res, 401, { error: "Unauthorized" });
-  json(res, status, { error: { message, type, param: null, code: status } });
+  json(res, httpStatus, { error: { message, type, param: null, code: status } });
 }

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { FastifyInstance } from "fastify";
 import OpenAI from "openai";
 import { stringify } from "yaml";
-import { buildApp } from "../../api-shim/src/app.ts";
+import { buildApp, closeApp } from "../../api-shim/src/app.ts";
 import { type Clock, systemClock } from "../../api-shim/src/clock.ts";
 import { parseShimConfig, type ShimConfig } from "../../api-shim/src/config.ts";
 import { createLogger } from "../../api-shim/src/logger.ts";
@@ -157,14 +157,10 @@ export async function startShim(options: HarnessOptions = {}): Promise<Harness> 
       return new OpenAI({ apiKey: key, baseURL: `${url}/v1`, maxRetries: 0, timeout: opts.timeout ?? 20_000 });
     },
     async close() {
-      // As the shim's own SIGTERM does: let what is in flight finish (what is still going after
-      // 10 s is aborted and settled), then close the connections. app.close() alone waits for keep-alive
-      // connections that went idle after it began, for Fastify's 72 s: a test failing with a
-      // stream open would time out instead of showing its assertion.
-      const closed = app.close();
-      await app.shim.inflight.drain(10_000);
-      app.server.closeAllConnections();
-      await closed;
+      // As the shim's own SIGTERM does (what is still going after 10 s is aborted and settled):
+      // with app.close() alone, a test failing with a stream open would time out instead of
+      // showing its assertion.
+      await closeApp(app, 10_000);
       await upstream.close();
       await fake.close();
       await sqlite.close();
