@@ -229,6 +229,9 @@ export function load(url: string, headers: Record<string, string>, connections: 
 /** Requests/s at 16 connections, and the CPU time the server process `pid` spent per request. */
 interface Saturation { rps: number; errors: number; cpuUsPerRequest: number }
 
+/** One of the servers the benchmark measures, and how to reach it. */
+interface Target { name: "direct" | "nginx" | "bare" | "shim"; url: string; headers: Record<string, string>; pid: number }
+
 async function saturation(url: string, headers: Record<string, string>, seconds: number, pid: number): Promise<Saturation> {
   const [r, cpuUsPerRequest] = await cpuPer(pid, () => load(url, headers, 16, seconds), (r) => r.total);
   return { rps: r.rps, errors: r.errors, cpuUsPerRequest };
@@ -270,38 +273,34 @@ export async function runBench(seconds = 10): Promise<BenchResult> {
         nginxProblem = `the nginx proxy column is left out: ${(e as Error).message}`;
       }
     }
-    const viaNginx = `http://127.0.0.1:${nginxPort}/v1/chat/completions`;
 
     const key = writeBenchConfig(dir);
     const shim = await startBenchShim(dir, shimPort, `${fakeBase}/v1`, `sqlite:${join(dir, "shim.db")}`);
     children.push(shim);
     const memIdle = await memoryBreakdown(shim.pid!, shimBase);
-    const auth = { authorization: `Bearer ${key}` };
-    const direct = `${fakeBase}/v1/chat/completions`;
-    const viaShim = `${shimBase}/v1/chat/completions`;
+    // The targets, in the order each phase measures them; nginx only when it started. "direct"
+    // CPU is the fake upstream's own: what plain Node HTTP costs per request here.
+    const targets: Target[] = [
+      { name: "direct", url: `${fakeBase}/v1/chat/completions`, headers: {}, pid: fake.pid! },
+      ...(nginx ? [{ name: "nginx" as const, url: `http://127.0.0.1:${nginxPort}/v1/chat/completions`, headers: {}, pid: nginx.pid! }] : []),
+      { name: "bare", url: bare, headers: {}, pid: bareProxy.pid! },
+      { name: "shim", url: `${shimBase}/v1/chat/completions`, headers: { authorization: `Bearer ${key}` }, pid: shim.pid! },
+    ];
+    const each = async <T>(measure: (t: Target) => Promise<T>): Promise<Map<Target["name"], T>> => {
+      const results = new Map<Target["name"], T>();
+      for (const t of targets) results.set(t.name, await measure(t));
+      return results;
+    };
 
-    await saturation(direct, {}, 2, fake.pid!); // warm-up: JIT, connection pools, SQLite pages
-    await saturation(bare, {}, 2, bareProxy.pid!);
-    if (nginx) await saturation(viaNginx, {}, 2, nginx.pid!);
-    await saturation(viaShim, auth, 2, shim.pid!);
-    // "direct" CPU is the fake upstream's own: what plain Node HTTP costs per request here.
-    const satDirect = await saturation(direct, {}, seconds, fake.pid!);
-    const satNginx = nginx && await saturation(viaNginx, {}, seconds, nginx.pid!);
-    const satBare = await saturation(bare, {}, seconds, bareProxy.pid!);
-    const satShim = await saturation(viaShim, auth, seconds, shim.pid!);
+    await each((t) => saturation(t.url, t.headers, 2, t.pid)); // warm-up: JIT, connection pools, SQLite pages
+    const sat = await each((t) => saturation(t.url, t.headers, seconds, t.pid));
     const memAfterSaturation = await memoryBreakdown(shim.pid!, shimBase);
-    const latDirect = await fixedRate(direct, {}, 300, seconds);
-    const latNginx = nginx && await fixedRate(viaNginx, {}, 300, seconds);
-    const latBare = await fixedRate(bare, {}, 300, seconds);
-    const latShim = await fixedRate(viaShim, auth, 300, seconds);
-
+    const lat = await each((t) => fixedRate(t.url, t.headers, 300, seconds));
     await setFake(fakeBase, { tokenDelayMs: 20, defaultTokens: 200, stampTokens: true });
-    const streams = (url: string, headers: Record<string, string>, pid: number) => cpuPer(pid, () => chunkDelays(url, headers, 200, 200, 1000), (s) => s.n);
-    const chunkDirect = await streams(direct, {}, fake.pid!);
-    const chunkNginx = nginx && await streams(viaNginx, {}, nginx.pid!);
-    const chunkBare = await streams(bare, {}, bareProxy.pid!);
-    const chunkShim = await streams(viaShim, auth, shim.pid!);
+    const chunk = await each((t) => cpuPer(t.pid, () => chunkDelays(t.url, t.headers, 200, 200, 1000), (s) => s.n));
     const memAfterStreams = await memoryBreakdown(shim.pid!, shimBase);
+    const result = (name: Target["name"]) => side(sat.get(name)!, lat.get(name)!, chunk.get(name)!);
+    const [latDirect, latShim, chunkDirect, chunkShim] = [lat.get("direct")!, lat.get("shim")!, chunk.get("direct")!, chunk.get("shim")!];
 
     const peakRss = peakRssMb(shim.pid!);
     const r3 = (x: number) => Math.round(x * 1000) / 1000;
@@ -316,21 +315,21 @@ export async function runBench(seconds = 10): Promise<BenchResult> {
       machine: { cpus: cpus().length, cpu: cpus()[0]?.model ?? "unknown", memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform}-${process.arch}` },
       seconds,
       loadGenerator,
-      direct: side(satDirect, latDirect, chunkDirect),
-      nginxProxy: nginx && satNginx && latNginx && chunkNginx && {
-        ...side(satNginx, latNginx, chunkNginx),
-        added: { meanLatencyMs: r3(latNginx.mean - latDirect.mean), chunkP99Ms: r3(chunkNginx[0].p99 - chunkDirect[0].p99) },
+      direct: result("direct"),
+      nginxProxy: nginx && {
+        ...result("nginx"),
+        added: { meanLatencyMs: r3(lat.get("nginx")!.mean - latDirect.mean), chunkP99Ms: r3(chunk.get("nginx")![0].p99 - chunkDirect[0].p99) },
       },
       nginxProblem,
-      bareProxy: side(satBare, latBare, chunkBare),
-      shim: side(satShim, latShim, chunkShim),
+      bareProxy: result("bare"),
+      shim: result("shim"),
       added,
       shimPeakRssMb: peakRss,
       shimRssMb: { idle: memIdle.rssMb, afterSaturation: memAfterSaturation.rssMb, afterStreams: memAfterStreams.rssMb },
       shimMemory: { idle: memIdle, afterSaturation: memAfterSaturation, afterStreams: memAfterStreams },
       targets: {
         addedMeanLatency: { target: "≤ 0.3 ms at 300 rps", value: added.meanLatencyMs, met: added.meanLatencyMs <= 0.3 },
-        saturation: { target: "≥ 4000 rps at 16 connections", value: satShim.rps, met: satShim.rps >= 4000 },
+        saturation: { target: "≥ 4000 rps at 16 connections", value: sat.get("shim")!.rps, met: sat.get("shim")!.rps >= 4000 },
         chunkOverheadP99: { target: "≤ 1 ms p99 with 200 streams", value: added.chunkP99Ms, met: added.chunkP99Ms <= 1 },
         peakRss: { target: "≤ 200 MB", value: peakRss, met: peakRss <= 200 },
       },
@@ -374,7 +373,10 @@ export function table(r: BenchResult): string {
 export const main = benchMain({
   command: "bench",
   usage: USAGE,
-  intro: (seconds) => `running: ${nginxBinary() ? "direct, nginx proxy, bare proxy and shim" : "direct, bare proxy and shim"}; saturation, fixed rate, then 200 streams (${seconds} s each, ~${(nginxBinary() ? 4 : 3) * (2 * seconds + 10) + 15} s in all)…`,
+  intro: (seconds) => {
+    const nginx = nginxBinary() !== null;
+    return `running: ${nginx ? "direct, nginx proxy, bare proxy and shim" : "direct, bare proxy and shim"}; saturation, fixed rate, then 200 streams (${seconds} s each, ~${(nginx ? 4 : 3) * (2 * seconds + 10) + 15} s in all)…`;
+  },
   run: runBench,
   table,
   file: "shim",
