@@ -112,18 +112,27 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
     case "top-up": {
       const ref = required("key", flags.key, "the id or name of the key to credit");
       const amount = creditsFlag("amount", required("amount", flags.amount, "the credits to add, e.g. 250"), true);
-      const idem = flags["idempotency-key"] ?? `topup-${randomUUID()}`;
+      const given = flags["idempotency-key"];
+      const idem = given ?? `topup-${randomUUID()}`;
       if (idem.length > 200) throw new UsageError("--idempotency-key must be at most 200 characters");
-      // Printed before the request: if it times out, the operator retries with the same key.
-      io.err(`Idempotency-Key: ${idem}  (to retry safely: --idempotency-key ${idem})`);
-      const key = findKey(await client.listKeys(), ref);
+      const keys = await client.listKeys();
+      const key = findKey(keys, ref);
+      // The shim scopes an Idempotency-Key to one API key. A retry that names a key which was
+      // rotated since (revoked, a new one made with the same name) would reach the new key and
+      // credit it a second time: a retry must name the key it first went to, by id.
+      const namesakes = keys.filter((k) => k.name === ref && k.id !== key.id);
+      if (given !== undefined && key.id !== ref && namesakes.length > 0) {
+        throw new UsageError(`--key "${ref}" names other keys too (${namesakes.map((k) => k.id).join(", ")}), revoked or not; with --idempotency-key give the id of the key the first attempt went to`);
+      }
+      // Printed before the request: if it times out, the operator retries with exactly this.
+      io.err(`Idempotency-Key: ${idem}  (to retry safely: --key ${key.id} --idempotency-key ${idem})`);
       const grant = await client.topUp(key.id, { amount, ...(flags.note !== undefined ? { note: flags.note } : {}) }, idem);
       if (flags.json) {
         io.out(JSON.stringify(grant, null, 2));
         return 0;
       }
       io.out(grant.replayed
-        ? `Already applied with this Idempotency-Key; nothing added. Key ${key.name} (${key.id}): balance ${grant.balance}, remaining ${grant.credits_remaining}.`
+        ? `Already applied with this Idempotency-Key; nothing added. Key ${key.name} (${key.id}) had a balance of ${grant.balance} right after it; now ${key.balance}${key.revoked_at === null ? "" : " (revoked)"}.`
         : `Added ${grant.amount} credits to ${key.name} (${key.id}): balance ${grant.balance}, remaining ${grant.credits_remaining}.`);
       return 0;
     }

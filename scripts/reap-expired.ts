@@ -107,7 +107,7 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   await mapLimit(plan.expired, options.concurrency, async ({ tenant, at }) => {
     const stack = tenant.stack;
     const usage = await exportUsage(stack, options.usageDir, deps);
-    if (usage.kind === "saved") io.out(`[${stack}] saved its usage (${usage.rows} rows) to ${usage.path}`);
+    if (usage.kind === "saved") io.out(`[${stack}] saved its usage (${usage.rows} rows) to ${usage.path} and its keys (${usage.keys}) to ${usage.keysPath}`);
     else if (usage.kind === "none") io.out(`[${stack}] no usage to save: ${usage.reason}`);
     else if (options.force) io.err(`[${stack}] could not save its usage (${usage.message}); destroying anyway (--force)`);
     else {

@@ -113,7 +113,8 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const key = values.key === undefined ? undefined : findKey(keys, values.key).id;
     const query = { group, ...(key ? { key } : {}), ...(from ? { from } : {}), ...(to ? { to } : {}) };
     if (format === "csv") {
-      deps.io.out((await client.usageCsv(query)).replace(/\r?\n$/, ""));
+      // As the shim wrote it (CRLF line ends, RFC 4180): a line-printing \n would mix endings.
+      deps.io.write(await client.usageCsv(query));
       return 0;
     }
     const report = await client.usage(query);

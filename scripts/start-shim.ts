@@ -52,7 +52,7 @@ export function banner(env: NodeJS.ProcessEnv, generatedToken: string | null): s
     `api-shim (dev) on ${base}  upstream ${env.SHIM_UPSTREAM_URL}  database ${env.SHIM_DATABASE_URL}`,
     generatedToken ? `admin token (generated for this run, shown once): ${generatedToken}` : "admin token: from SHIM_ADMIN_TOKEN",
     "create a key:",
-    `  curl -s -X POST ${base}/admin/keys -H 'authorization: Bearer ${token}' -H 'content-type: application/json' -d '{"name":"me","credits":100,"tier":"developer"}'`,
+    `  curl -s -X POST ${base}/admin/keys -H "authorization: Bearer ${token}" -H 'content-type: application/json' -d '{"name":"me","credits":100,"tier":"developer"}'`,
     "then use it with any OpenAI SDK: base_url " + `${base}/v1`,
     "",
   ].join("\n");

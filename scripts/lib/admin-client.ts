@@ -145,18 +145,28 @@ async function apiError(res: Response, method: string, path: string, target: Adm
   return new AdminApiError(`admin API ${method} ${path.split("?")[0]} failed: ${res.status} ${code}${message}${hint}`);
 }
 
+/** How many keys a "no such key" message lists: a tenant can have thousands. */
+const LISTED_IN_ERRORS = 10;
+
 /**
- * A key by id, or by name among keys that are not revoked (names are what operators remember,
- * but the shim does not make them unique, so an ambiguous name asks for the id).
+ * A key by id, or by name (names are what operators remember, but the shim does not make them
+ * unique, so an ambiguous name asks for the id). A name means the key in use that has it; only
+ * when none does, the one revoked key that had it: a revoked key is still billed, reported and
+ * the target of a top-up retry (which the shim answers from its first reply).
  */
 export function findKey(keys: readonly ApiKey[], ref: string): ApiKey {
   const byId = keys.find((k) => k.id === ref);
   if (byId) return byId;
-  const byName = keys.filter((k) => k.name === ref && k.revoked_at === null);
+  const named = keys.filter((k) => k.name === ref);
+  const active = named.filter((k) => k.revoked_at === null);
+  const byName = active.length > 0 ? active : named;
   if (byName.length === 1) return byName[0]!;
   if (byName.length > 1) {
-    throw new UsageError(`--key "${ref}" names ${byName.length} keys (${byName.map((k) => k.id).join(", ")}); give the id`);
+    throw new UsageError(`--key "${ref}" names ${byName.length} ${active.length > 0 ? "" : "revoked "}keys (${byName.map((k) => k.id).join(", ")}); give the id`);
   }
-  const known = keys.filter((k) => k.revoked_at === null).map((k) => `${k.name} (${k.id})`);
-  throw new UsageError(`--key "${ref}": no key with that id or name${known.length ? `; keys: ${known.join(", ")}` : "; the tenant has no keys"}`);
+  const known = keys.filter((k) => k.revoked_at === null);
+  if (known.length === 0) throw new UsageError(`--key "${ref}": no key with that id or name; the tenant has no keys in use`);
+  const shown = known.slice(0, LISTED_IN_ERRORS).map((k) => `${k.name} (${k.id})`).join(", ");
+  const more = known.length > LISTED_IN_ERRORS ? `, and ${known.length - LISTED_IN_ERRORS} more (npm run manage-keys -- list)` : "";
+  throw new UsageError(`--key "${ref}": no key with that id or name; keys in use: ${shown}${more}`);
 }

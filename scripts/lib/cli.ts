@@ -9,13 +9,17 @@ export class UsageError extends Error {
 
 /** Where a script prints. Tests pass their own to read what a user would see. */
 export interface Io {
+  /** A line (a newline is added). */
   out(text: string): void;
   err(text: string): void;
+  /** Bytes as they are, no newline added: a CSV with its own CRLF line ends. */
+  write(text: string): void;
 }
 
 export const consoleIo: Io = {
   out: (text) => console.log(text),
   err: (text) => console.error(text),
+  write: (text) => { process.stdout.write(text); },
 };
 
 /** An Io that keeps every line, for tests and for scripts that print a report at the end. */
@@ -26,6 +30,7 @@ export function memoryIo(): Io & { stdout: string[]; stderr: string[]; text(): s
     stdout, stderr,
     out: (t) => { stdout.push(t); },
     err: (t) => { stderr.push(t); },
+    write: (t) => { stdout.push(t); },
     text: () => [...stdout, ...stderr].join("\n"),
   };
 }

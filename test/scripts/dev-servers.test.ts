@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { main as fakeVllm } from "../../scripts/serve-fake-vllm.ts";
-import { main as shim } from "../../scripts/start-shim.ts";
+import { banner, devEnvironment, main as shim } from "../../scripts/start-shim.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 
 const scripts = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { scripts: Record<string, string> }).scripts;
@@ -30,6 +30,19 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     expect(r.stderr).toContain('SHIM_PORT: "80a" is not valid');
     expect(r.stderr).toContain('SHIM_DATABASE_URL: "mysql://x/db" is not valid');
   });
+
+  it.each<[string, NodeJS.ProcessEnv]>([["an exported SHIM_ADMIN_TOKEN", { SHIM_ADMIN_TOKEN: "operator-chosen-token-123" }], ["a generated token", {}]])(
+    "the banner's curl, pasted into a shell, sends %s",
+    (_, extra) => {
+      const { env, generatedToken } = devEnvironment({ ...extra });
+      const curl = banner(env, generatedToken).split("\n").find((l) => l.trim().startsWith("curl "))!;
+      // A shell with `curl` standing in for the real one: print the argument after -H.
+      const r = spawnSync("bash", ["-c", `curl() { while [ $# -gt 0 ]; do [ "$1" = -H ] && printf '%s\\n' "$2"; shift; done; }\n${curl}`], {
+        env: { PATH: process.env.PATH, ...(extra.SHIM_ADMIN_TOKEN ? { SHIM_ADMIN_TOKEN: extra.SHIM_ADMIN_TOKEN } : {}) }, encoding: "utf8",
+      });
+      expect(r.stdout.split("\n")).toContain(`authorization: Bearer ${env.SHIM_ADMIN_TOKEN}`);
+    },
+  );
 
   it("fake-vllm on a busy port says which variable moves it", async () => {
     const taken = createServer();

@@ -101,13 +101,45 @@ describe("manage-keys against a real shim", () => {
     // Without the flag a fresh key is generated and printed before the request, for a retry.
     const fresh = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1"]);
     expect(fresh.code, fresh.err).toBe(0);
-    expect(fresh.err).toMatch(/^Idempotency-Key: (topup-[0-9a-f-]{36}) {2}\(to retry safely: --idempotency-key \1\)$/);
+    expect(fresh.err).toBe(`Idempotency-Key: ${/topup-[0-9a-f-]{36}/.exec(fresh.err)?.[0]}  (to retry safely: --key ${id} --idempotency-key ${/topup-[0-9a-f-]{36}/.exec(fresh.err)?.[0]})`);
     expect((await listed()).find((k) => k.id === id)?.balance).toBe(4.5);
 
     // The same key with another amount is a different request: the API refuses it.
     const conflict = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "9", "--idempotency-key", "inv-17"]);
     expect(conflict.code).toBe(1);
     expect(conflict.err).toContain("409 idempotency_key_reused: This Idempotency-Key was already used with a different request.");
+  });
+
+  it("a top-up retried after the key was revoked gets the first answer; after a rotation to a namesake, a retry by name is refused", async () => {
+    const old = await h.createKey({ name: "rotated", credits: 10 });
+    const first = await keys(["top-up", "--url", h.url, "--key", "rotated", "--amount", "100", "--idempotency-key", "inv-2001"]);
+    expect(first.code, first.err).toBe(0);
+    expect(first.err).toBe(`Idempotency-Key: inv-2001  (to retry safely: --key ${old.id} --idempotency-key inv-2001)`);
+    expect((await keys(["revoke", "--url", h.url, "--key", "rotated"])).code).toBe(0);
+
+    // The retry by name reaches the revoked key, and the shim answers from its first reply.
+    const replay = await keys(["top-up", "--url", h.url, "--key", "rotated", "--amount", "100", "--idempotency-key", "inv-2001"]);
+    expect(replay.code, replay.err).toBe(0);
+    expect(replay.out).toBe(`Already applied with this Idempotency-Key; nothing added. Key rotated (${old.id}) had a balance of 110 right after it; now 110 (revoked).`);
+
+    // Rotated: a new key with the old name. The same retry by name would credit the new key.
+    const fresh = await h.createKey({ name: "rotated", credits: 10 });
+    const byName = await keys(["top-up", "--url", h.url, "--key", "rotated", "--amount", "100", "--idempotency-key", "inv-2001"]);
+    expect(byName.code).toBe(1);
+    expect(byName.err).toContain(`--key "rotated" names other keys too (${old.id}), revoked or not; with --idempotency-key give the id`);
+    const byId = await keys(["top-up", "--url", h.url, "--key", old.id, "--amount", "100", "--idempotency-key", "inv-2001"]);
+    expect(byId.code, byId.err).toBe(0);
+    expect(byId.out).toContain("Already applied with this Idempotency-Key; nothing added.");
+    const balances = new Map((await listed()).map((k) => [k.id, k.balance]));
+    expect([balances.get(old.id), balances.get(fresh.id)]).toEqual([110, 10]);
+  });
+
+  it("a --key that matches nothing lists at most ten keys in use, not thousands", async () => {
+    for (let i = 0; i < 12; i++) await h.createKey({ name: `bulk-${i}`, credits: 1 });
+    const r = await keys(["revoke", "--url", h.url, "--key", "nope"]);
+    expect(r.code).toBe(1);
+    const inUse = (await listed()).filter((k) => k.revoked_at === null).length;
+    expect(r.err).toMatch(new RegExp(`keys in use: (\\S+ \\(\\w+\\), ){9}\\S+ \\(\\w+\\), and ${inUse - 10} more \\(npm run manage-keys -- list\\)`));
   });
 
   it("revoke: the key gets 401 at once", async () => {
@@ -173,7 +205,7 @@ describe("manage-keys against a real shim", () => {
     [["top-up", "--url", "URL", "--key", "x", "--amount", "0"], '--amount "0" must be a positive number of credits'],
     [["top-up", "--url", "URL", "--key", "x"], "--amount is required"],
     [["list", "--url", "URL", "--amount", "5"], "--amount does not go with list"],
-    [["revoke", "--url", "URL", "--key", "no-such-key"], '--key "no-such-key": no key with that id or name; keys:'],
+    [["revoke", "--url", "URL", "--key", "no-such-key"], '--key "no-such-key": no key with that id or name; keys in use:'],
     [["create", "--url", "URL", "--name", "x", "--tier", "gold"], "400 invalid_request: 'tier' must be one of:"],
     [["list", "--url", "ftp://example.com"], '--url "ftp://example.com" must start with https:// or http://'],
   ])("%j → exit 1: %s", async (argv, message) => {

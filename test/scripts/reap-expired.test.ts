@@ -143,16 +143,21 @@ describe("reap-expired", () => {
     withoutGolf(pulumi);
     const io = memoryIo();
     expect(await main(["--yes", "--usage-dir", "billing"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
-    const files = readdirSync(join(root, "billing"));
-    expect(files).toHaveLength(1);
-    expect(files[0]).toMatch(/^bravo-usage-\d{8}T\d{6}Z\.csv$/);
-    const csv = readFileSync(join(root, "billing", files[0]!), "utf8").trim().split(/\r?\n/);
+    const files = readdirSync(join(root, "billing")).sort();
+    expect(files).toHaveLength(2);
+    expect(files[1]).toMatch(/^bravo-usage-\d{8}T\d{6}Z\.csv$/);
+    const csv = readFileSync(join(root, "billing", files[1]!), "utf8").trim().split(/\r?\n/);
+    // The CSV names keys by id; the keys file, saved with it, maps them to names and balances.
+    expect(files[0]).toBe(files[1]!.replace("-usage-", "-keys-").replace(/\.csv$/, ".json"));
+    const saved = JSON.parse(readFileSync(join(root, "billing", files[0]!), "utf8")) as { id: string; name: string; balance: number }[];
+    expect(saved.find((k) => k.id === keyId)).toMatchObject({ name: "team-1", revoked_at: null });
+    expect(saved.find((k) => k.id === keyId)!.balance).toBeLessThan(100);
     expect(csv[0]).toBe("key_id,day,requests,prompt_tokens,completion_tokens,total_tokens,cost");
     const row = csv.find((l) => l.startsWith(`${keyId},`))!;
     expect(row.split(",")[2]).toBe("3");
     expect(row.split(",")[4]).toBe("12");
     const out = io.stdout.join("\n");
-    expect(out).toMatch(/\[bravo\] saved its usage \(\d+ rows\) to .*bravo-usage-/);
+    expect(out).toMatch(/\[bravo\] saved its usage \(\d+ rows\) to .*bravo-usage-\S+ and its keys \(\d+\) to .*bravo-keys-/);
     expect(out).toContain("[foxtrot] no usage to save: no endpoint: the serving stack was never deployed");
     // The export happened before the destroy.
     const order = pulumi.calls.map((c) => c.args.join(" ")).filter((a) => a.includes("bravo") && (a.startsWith("destroy") || a.includes("--show-secrets")));

@@ -75,7 +75,9 @@ describe("report-usage against a real shim", () => {
   it("CSV: the API's CSV, one row per key and model, summing to the same totals", async () => {
     const r = await report(["--format", "csv"]);
     expect(r.code, r.err).toBe(0);
-    const [header, ...rows] = r.out.split(/\r?\n/);
+    // The shim's bytes: every line ends CRLF, the last one too (a printed newline would make it LF).
+    expect(r.out).toMatch(/^([^\r\n]*\r\n)+$/);
+    const [header, ...rows] = r.out.replace(/\r\n$/, "").split("\r\n");
     expect(header).toBe("key_id,model,requests,prompt_tokens,completion_tokens,total_tokens,cost");
     expect(rows).toHaveLength(2);
     const cells = rows.map((row) => row.split(","));
@@ -120,7 +122,7 @@ describe("report-usage against a real shim", () => {
     [["--group", "week"], '--group "week" is not allowed; use one of: model, day'],
     [["--format", "xml"], '--format "xml" is not allowed; use one of: table, json, csv'],
     [["--from", "yesterday"], '--from "yesterday" must be a date (2026-03-01) or a timestamp with a zone'],
-    [["--key", "nobody"], '--key "nobody": no key with that id or name; keys:'],
+    [["--key", "nobody"], '--key "nobody": no key with that id or name; keys in use:'],
     [["--to", "2020-01-01", "--from", "2020-02-01"], "400 invalid_request: 'to' must be after 'from'."],
     [["--admin-token", "x"], "--admin-token is not accepted"],
   ])("%j → exit 1: %s", async (argv, message) => {
