@@ -3,6 +3,7 @@
 // stack's outputs or from an environment variable, never from a flag.
 import { randomUUID } from "node:crypto";
 import { parseCredits } from "../api-shim/src/money.ts";
+import { isIsoInstant } from "../api-shim/src/period.ts";
 import { type AdminClient, adminClient, type ApiKey, findKey } from "./lib/admin-client.ts";
 import { commaList, type Io, parseFlags, required, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
@@ -12,13 +13,14 @@ import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE 
 const USAGE = `Usage: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]
 
 Commands:
-  create   --name <name> [--credits <n>] [--tier <tier>] [--models <a,b>] [--expires-at <iso>]
-           makes a key and prints it once (store it then: only its hash is kept)
+  create   --name <name> [--credits <n>] [--tier <tier>] [--models <a,b>] [--expires-at <time>]
+           makes a key and prints it once (store it then: only its hash is kept);
+           --expires-at takes 2027-01-31T23:59:59Z (a zone is required) or 2027-01-31 (00:00 UTC)
   list     every key: balance, held, remaining, tier, status
   revoke   --key <id|name>             the key stops working at once (401)
   top-up   --key <id|name> --amount <n> [--note <text>] [--idempotency-key <k>]
-           adds credits; the Idempotency-Key (generated unless given) is printed first, so a
-           retry with the same key can never credit twice
+           adds credits; the Idempotency-Key (generated unless given) and the key's id are
+           printed first, so a retry with both can never credit twice
 
 ${TARGET_USAGE}
   --json                     print the API's JSON
@@ -72,8 +74,8 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
   switch (command) {
     case "create": {
       const name = required("name", flags.name, "the key's name, e.g. team-07");
-      if (flags["expires-at"] !== undefined && !Number.isFinite(Date.parse(flags["expires-at"]))) {
-        throw new UsageError(`--expires-at "${flags["expires-at"]}" must be an ISO timestamp, e.g. 2026-12-31T23:59:59Z`);
+      if (flags["expires-at"] !== undefined && !isIsoInstant(flags["expires-at"])) {
+        throw new UsageError(`--expires-at "${flags["expires-at"]}" must be an ISO timestamp with its zone, e.g. 2026-12-31T23:59:59Z, or a date (00:00 UTC that day)`);
       }
       const models = commaList(flags.models);
       const created = await client.createKey({

@@ -2,7 +2,7 @@
 //   [--group model|day] [--format table|json|csv]
 // A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money.ts";
-import { isPeriodValue } from "../api-shim/src/period.ts";
+import { isIsoInstant } from "../api-shim/src/period.ts";
 import { adminClient, type ApiKey, findKey, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
 import { oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
@@ -89,7 +89,7 @@ export function formatUsage(report: UsageReport, keys: readonly ApiKey[]): strin
 /** A date or timestamp as the API takes it, checked here so the message names the flag. */
 function periodFlag(flag: string, value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
-  if (!isPeriodValue(value)) {
+  if (!isIsoInstant(value)) {
     throw new UsageError(`--${flag} "${value}" must be a date (2026-03-01) or a timestamp with a zone (2026-03-01T09:00:00Z)`);
   }
   return value;

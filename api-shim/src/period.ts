@@ -32,16 +32,17 @@ function monthStart(ms: number, months: number): number {
 }
 
 function instant(v: unknown, param: string, end: boolean): number {
-  if (typeof v !== "string" || v.length > 40 || !isPeriodValue(v)) throw bad(param);
+  if (typeof v !== "string" || v.length > 40 || !isIsoInstant(v)) throw bad(param);
   const ms = Date.parse(DATE.test(v) ? `${v}T00:00:00Z` : v);
   return DATE.test(v) && end ? ms + DAY_MS : ms;
 }
 
 /**
- * A period bound as the usage routes take it: an ISO date, or a timestamp with its zone. The
- * date must exist: `Date.parse` rolls `2026-02-30` over to March 2 instead of refusing it.
+ * An instant as the API takes it (period bounds, key expiry): an ISO date (a UTC day), or a
+ * timestamp with its zone. Not whatever `Date.parse` reads: a timestamp without a zone would be
+ * read in the server's zone, "March 3, 2027" is not ISO, and `2026-02-30` rolls over to March 2.
  */
-export function isPeriodValue(v: string): boolean {
+export function isIsoInstant(v: string): boolean {
   const m = /^(\d{4})-(\d{2})-(\d{2})(T[\d:.]+(Z|[+-]\d{2}:?\d{2}))?$/.exec(v);
   if (!m || !Number.isFinite(Date.parse(DATE.test(v) ? `${v}T00:00:00Z` : v))) return false;
   const [year, month, day] = [Number(m[1]), Number(m[2]), Number(m[3])];

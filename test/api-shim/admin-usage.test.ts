@@ -34,6 +34,9 @@ describe("admin routes and usage reports", () => {
     [{ name: "x", tier: "gold" }, "tier"], [{ name: "x", models: ["nope"] }, "models"], [{ name: "x", models: "qwen2.5-7b" }, "models"],
     [{ name: "x", expires_at: "2000-01-01T00:00:00Z" }, "expires_at"], [{ name: "x", expiresAt: "soon" }, "expires_at"],
     [{ name: "x", expires_at: "2099-01-01T00:00:00Z", expiresAt: "2099-01-01T00:00:00Z" }, "expires_at"],
+    // Not whatever Date.parse reads: without a zone it is the server's local time; not ISO at all.
+    [{ name: "x", expires_at: "2099-01-15T10:00:00" }, "expires_at"], [{ name: "x", expires_at: "March 3, 2099" }, "expires_at"],
+    [{ name: "x", expires_at: "2099-02-30T00:00:00Z" }, "expires_at"],
     // A misspelt field is refused, not ignored: this key would otherwise never expire.
     [{ name: "x", expires: "2099-01-01T00:00:00Z" }, "expires"], [{ name: "x", credit: 5 }, "credit"],
     // Control characters: a NUL would fail the Postgres store's write instead of being a 400.

@@ -4,7 +4,7 @@ import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { generateKey, isKeyId } from "../keys.ts";
 import { creditsNumber, formatCredits, parseCredits } from "../money.ts";
-import { parsePeriod, showPeriod } from "../period.ts";
+import { isIsoInstant, parsePeriod, showPeriod } from "../period.ts";
 import type { KeyRecord } from "../store/store.ts";
 import { hasControlCharacters } from "../text.ts";
 
@@ -28,8 +28,10 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const expiry = body.expires_at ?? body.expiresAt;
     let expiresAt: number | null = null;
     if (expiry !== undefined && expiry !== null) {
-      expiresAt = typeof expiry === "string" ? Date.parse(expiry) : NaN;
-      if (!Number.isFinite(expiresAt) || expiresAt <= ctx.clock.now()) throw invalid("'expires_at' must be an ISO timestamp in the future.", "expires_at");
+      expiresAt = typeof expiry === "string" && expiry.length <= 40 && isIsoInstant(expiry) ? Date.parse(expiry) : NaN;
+      if (!Number.isFinite(expiresAt) || expiresAt <= ctx.clock.now()) {
+        throw invalid("'expires_at' must be a future ISO timestamp with its zone (2027-01-31T23:59:59Z) or date (00:00 UTC that day).", "expires_at");
+      }
     }
     const { id, key, hash } = generateKey();
     const record = await ctx.store.createKey({ id, name: name.trim(), hash, tier, models, expiresAt, credits, at: ctx.clock.now() });
