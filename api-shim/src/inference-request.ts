@@ -13,7 +13,7 @@ export interface InferenceRequest {
   model: string;
   stream: boolean;
   maxTokens: number | undefined;
-  /** Independent prompts in the request: the length of a batched `prompt`/`input`, else 1. */
+  /** Independent prompts in the request: the length of a batched `prompt`/`input` (plus the entries of `prompt_embeds`), else 1. */
   prompts: number;
   /** Outputs per prompt (`n`, 1 when absent). */
   n: number;
@@ -93,7 +93,10 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
   if (kind === "chat" && (!Array.isArray(b.messages) || b.messages.length === 0)) {
     throw invalid("'messages' is required and must be a non-empty array.", "messages");
   }
-  if (kind === "completions" && b.prompt === undefined) throw invalid("'prompt' is required.", "prompt");
+  // vLLM (with --enable-prompt-embeds) takes `prompt_embeds` beside or instead of `prompt`: each
+  // entry is one more prompt, generating its own `n` outputs, so each is counted in the hold.
+  const embeds = kind === "completions" ? embedsCount(b.prompt_embeds) : 0;
+  if (kind === "completions" && (b.prompt === undefined || b.prompt === null) && embeds === 0) throw invalid("'prompt' is required.", "prompt");
   if (kind === "embeddings" && b.input === undefined) throw invalid("'input' is required.", "input");
   for (const param of ["max_completion_tokens", "max_tokens"] as const) {
     const v = b[param];
@@ -105,7 +108,7 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     if (typeof b.n !== "number" || !Number.isSafeInteger(b.n) || b.n < 1 || b.n > MAX_N) throw invalid(`'n' must be an integer from 1 to ${MAX_N}.`, "n");
     n = b.n;
   }
-  const prompts = kind === "chat" ? 1 : batchSize(kind === "completions" ? b.prompt : b.input);
+  const prompts = kind === "chat" ? 1 : kind === "embeddings" ? batchSize(b.input) : (b.prompt == null ? 0 : batchSize(b.prompt)) + embeds;
   let stream = false;
   if (kind !== "embeddings" && b.stream !== undefined && b.stream !== null) {
     if (typeof b.stream !== "boolean") throw invalid("'stream' must be a boolean.", "stream");
@@ -162,6 +165,12 @@ function bringsChatTemplate(b: Record<string, unknown>): boolean {
 function batchSize(v: unknown): number {
   if (!Array.isArray(v) || v.length === 0 || typeof v[0] === "number") return 1;
   return v.length;
+}
+
+/** How many prompts a completions request's `prompt_embeds` holds: one tensor, or a list of them. */
+function embedsCount(v: unknown): number {
+  if (v === undefined || v === null) return 0;
+  return Array.isArray(v) ? v.length : 1;
 }
 
 /**

@@ -26,9 +26,11 @@ export interface RelayInput {
   /** Outputs per prompt (`n`), for reading per-output running usage. */
   outputsPerPrompt: number;
   /**
-   * Prompt tokens charged to a client that left after content arrived but before any usage: the
+   * Prompt tokens charged when content arrived but no usage did, to a client that left (the
    * prompt was processed, and without this a client behind an upstream that sends no running
-   * usage (LiteLLM) could skip paying for a long prompt by closing the stream early.
+   * usage, LiteLLM, could skip paying for a long prompt by closing the stream early) and to one
+   * that read to the end of a stream whose upstream ignored `include_usage` (finishing must not
+   * cost less than leaving).
    */
   promptEstimate: () => number;
 }
@@ -120,6 +122,12 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       failure = new ShimError("upstream_error");
       metricReason = "stream_cut";
     }
+    if (!failure && sawDone && !meter.sawUsage) {
+      // The shim asked for usage and the upstream ignored it: charged from an estimate below,
+      // and shown to the operator, who can fix the upstream.
+      metricReason = "no_usage";
+      request.log.warn({ reqId: request.id, model: request.shim.model }, "stream ended without usage: prompt estimated, completion counted in chunks");
+    }
   } catch (e) {
     if (signal.aborted && signal.reason === "client") clientGone = true;
     // A drain, or the store failing to settle on the usage chunk (logged below): not the upstream's fault.
@@ -137,9 +145,11 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   try {
     // An upstream failure before any content is the upstream's fault: nothing is charged.
     // A client that leaves is charged the request and what was generated up to then, with its
-    // prompt estimated if no usage came; an upstream failure after content, only the content.
+    // prompt estimated if no usage came (so is a whole stream that came without usage); an
+    // upstream failure after content, only the content.
     const nothing = failure !== null && meter.generated === 0 && !meter.sawUsage;
-    const { cost, available } = await settlement.settle(clientGone ? 499 : (failure?.status ?? 200), nothing ? null : meter.usage(clientGone ? input.promptEstimate() : 0));
+    const owesPrompt = clientGone || failure === null;
+    const { cost, available } = await settlement.settle(clientGone ? 499 : (failure?.status ?? 200), nothing ? null : meter.usage(owesPrompt ? input.promptEstimate() : 0));
     figures = `: credits_charged=${formatCredits(cost)} credits_remaining=${formatCredits(available)}\n\n`;
   } catch (e) {
     // The store failed after the upstream answered: the hold stays until the next start releases it.

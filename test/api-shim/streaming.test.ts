@@ -88,6 +88,31 @@ describe("streaming metering", () => {
     expect((await h.store.getKey(id))!.held).toBe(0);
   });
 
+  it("a stream whose upstream ignores include_usage costs its chunks and estimated prompt, read to the end or left early; the operator is told", async () => {
+    h.fake.set({ ignoreIncludeUsage: true, defaultTokens: 20, tokenDelayMs: 5 });
+    const ask = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "w ".repeat(2000) }], max_tokens: 20, stream: true as const };
+    const whole = await h.createKey({ credits: 1000 });
+    let chunks = 0;
+    for await (const c of await h.client(whole.key).chat.completions.create(ask)) if (c.choices[0]?.delta.content) chunks++;
+    expect(chunks).toBe(20);
+    const prompt = promptEstimate();
+    expect(prompt).toBeGreaterThan(900);
+    await h.waitForRequestLog((e) => e.keyId === whole.id);
+    expect(1000 * CREDIT - (await balance(whole.id))).toBe(cost(prompt, 20));
+
+    // Leaving after five chunks never costs more than reading to the end.
+    const left = await h.createKey({ credits: 1000 });
+    let seen = 0;
+    for await (const c of await h.client(left.key).chat.completions.create(ask)) if (c.choices[0]?.delta.content && ++seen === 5) break;
+    await h.waitForRequestLog((e) => e.keyId === left.id);
+    const leftCost = 1000 * CREDIT - (await balance(left.id));
+    expect(leftCost).toBeGreaterThanOrEqual(cost(prompt, 5));
+    expect(leftCost).toBeLessThanOrEqual(cost(prompt, 20));
+    expect(await (await fetch(`${h.url}/metrics`)).text()).toMatch(/shim_upstream_failures_total\{reason="no_usage"\} 1\n/);
+    expect(h.logs.filter((l) => l.includes("stream ended without usage: prompt estimated, completion counted in chunks"))).toHaveLength(1);
+    for (const id of [whole.id, left.id]) expect((await h.store.getKey(id))!.held).toBe(0);
+  });
+
   it("a non-streamed request whose client leaves before the answer: the request price, and the upstream request is aborted", async () => {
     const { key, id } = await h.createKey({ credits: 1000 });
     h.fake.set({ tokenDelayMs: 50, defaultTokens: 40 }); // a 2 s answer

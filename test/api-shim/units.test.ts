@@ -92,6 +92,19 @@ describe("pricing", () => {
     expect(bound({ echo: true, max_tokens: 7 })).toBe(7);
     expect(bound({ echo: true })).toBe(16);
   });
+  it("completions count each prompt_embeds entry as a prompt with its own outputs (vLLM --enable-prompt-embeds)", () => {
+    const parsed = (extra: Record<string, unknown>) => {
+      const r = parseInferenceRequest("completions", { model: "m", n: 2, max_tokens: 10, ...extra });
+      return [r.prompts, r.outputs];
+    };
+    expect(parsed({ prompt: "x" })).toEqual([1, 2]);
+    expect(parsed({ prompt: "x", prompt_embeds: "AAAA" })).toEqual([2, 4]);
+    expect(parsed({ prompt: ["x", "y"], prompt_embeds: ["AAAA", "BBBB", "CCCC"] })).toEqual([5, 10]);
+    expect(parsed({ prompt_embeds: Array(50).fill("AAAA") })).toEqual([50, 100]);
+    expect(parsed({ prompt: null, prompt_embeds: "AAAA" })).toEqual([1, 2]);
+    // Neither: vLLM refuses it, and so does the shim, before holding anything.
+    for (const extra of [{ prompt: null }, { prompt_embeds: [] }, {}]) expect(() => parsed(extra), JSON.stringify(extra)).toThrow("'prompt' is required.");
+  });
   it("the cost never exceeds the hold, and says when the hold capped it", () => {
     const hold = pricer.hold({ ...text, model: "m", batch: false, bodyBytes: 10, maxTokens: 1, prompts: 1, outputs: 1 });
     expect(pricer.cost("m", false, { promptTokens: 5, completionTokens: 1 }, hold)).toEqual({ cost: 1_000_000 + 500 + 200, capped: false });

@@ -38,10 +38,12 @@ export interface Behaviour {
   templateTokens: number;
   /** Length of each embedding vector (real models: 384 to 4,096; large batches make large bodies). */
   embeddingDims: number;
+  /** Stream no usage whatever `stream_options` asks (a provider behind LiteLLM that sends none). */
+  ignoreIncludeUsage: boolean;
 }
 
 const DEFAULTS: Behaviour = {
-  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", failWith200: false, hang: false, stampTokens: false, templateTokens: 3, embeddingDims: 4,
+  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", failWith200: false, hang: false, stampTokens: false, templateTokens: 3, embeddingDims: 4, ignoreIncludeUsage: false,
 };
 
 export interface FakeModel {
@@ -243,7 +245,7 @@ export class FakeVllm extends EventEmitter {
     const b = this.behaviour;
     const opts = (request.stream_options ?? null) as { include_usage?: boolean | null; continuous_usage_stats?: boolean } | null;
     // StreamOptions.include_usage: Optional[bool] = True, tested for truth: absent is yes, null is no.
-    const includeUsage = opts !== null && (opts.include_usage === undefined || opts.include_usage === true);
+    const includeUsage = !b.ignoreIncludeUsage && opts !== null && (opts.include_usage === undefined || opts.include_usage === true);
     const continuous = includeUsage && opts?.continuous_usage_stats === true;
     const id = `${route === "chat" ? "chatcmpl" : "cmpl"}-${hex()}`;
     const created = Math.floor(Date.now() / 1000);
