@@ -13,6 +13,11 @@ export interface InferenceRequest {
   model: string;
   stream: boolean;
   maxTokens: number | undefined;
+  /**
+   * `maxTokens` is vLLM's completions default (16), not the client's: another upstream (a
+   * provider behind LiteLLM, whose text completion becomes a chat call) may generate far more.
+   */
+  defaultMaxTokens: boolean;
   /** Independent prompts in the request: the length of a batched `prompt`/`input` (plus the entries of `prompt_embeds`), else 1. */
   prompts: number;
   /** Outputs per prompt (`n`, 1 when absent). */
@@ -125,6 +130,7 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     model: b.model,
     stream,
     maxTokens: kind === "embeddings" ? undefined : completionBound(kind, b),
+    defaultMaxTokens: kind === "completions" && b.max_tokens === undefined && typeof b.max_completion_tokens !== "number",
     prompts,
     n,
     outputs: kind === "embeddings" ? 0 : prompts * n,

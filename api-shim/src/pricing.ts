@@ -41,6 +41,11 @@ export interface HoldInput {
   unboundedPrompt: boolean;
   /** max_completion_tokens / max_tokens from the request, when given: the bound of each output. */
   maxTokens: number | undefined;
+  /**
+   * maxTokens is vLLM's completions default, not the client's. It bounds only a model whose
+   * context is known (the one vLLM serves); another (a provider behind LiteLLM) gets the default bound.
+   */
+  defaultMaxTokens?: boolean;
   /** Independent prompts (a batched `prompt`/`input`): each may be as long as the model allows. */
   prompts: number;
   /** Sequences generated (prompts × `n`; 0 for embeddings). */
@@ -67,7 +72,7 @@ export class Pricer {
     const maxLen = this.models?.get(input.model)?.maxModelLen ?? null;
     // A request is bounded per sequence, not as a whole: a batch of prompts may hold
     // maxModelLen tokens each, and every one of the `outputs` sequences may reach maxTokens.
-    let perOutput = input.maxTokens ?? maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS;
+    let perOutput = (input.defaultMaxTokens && maxLen === null ? undefined : input.maxTokens) ?? maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS;
     if (maxLen !== null) perOutput = Math.min(perOutput, maxLen);
     const completion = input.outputs * perOutput;
     // A known maxModelLen is a true ceiling per prompt; without one, an unbounded prompt (media, a

@@ -85,6 +85,21 @@ describe("pricing", () => {
     expect(chat({ chat_template: "{% for i in range(99999) %}x{% endfor %}" })).toBe(true);
     expect(chat({ chat_template_kwargs: { chat_template: "{{ messages }}" } })).toBe(true);
   });
+  it("vLLM's completions default of 16 tokens bounds the model vLLM serves, not a provider behind LiteLLM", () => {
+    const withProvider = new Pricer(
+      { request: 0, batchRequest: 0, models: new Map([["m", { promptPer1k: 0, completionPer1k: 1_000_000 }], ["gpt-4o", { promptPer1k: 0, completionPer1k: 1_000_000 }]]) },
+      new Map([["m", { name: "m", maxModelLen: 1000, continuousUsage: false }], ["gpt-4o", { name: "gpt-4o", maxModelLen: null, continuousUsage: false }]]),
+    );
+    const hold = (model: string, body: Record<string, unknown>) => {
+      const r = parseInferenceRequest("completions", { model, prompt: "x", ...body });
+      return withProvider.hold({ ...text, model, batch: false, bodyBytes: 10, maxTokens: r.maxTokens, defaultMaxTokens: r.defaultMaxTokens, prompts: r.prompts, outputs: r.outputs });
+    };
+    expect(hold("m", {})).toBe(16 * 1000);
+    // LiteLLM turns a provider's text completion into a chat call with no limit of 16.
+    expect(hold("gpt-4o", {})).toBe(DEFAULT_MAX_COMPLETION_TOKENS * 1000);
+    expect(hold("gpt-4o", { max_tokens: 50 })).toBe(50 * 1000);
+    expect(hold("gpt-4o", { max_completion_tokens: 40 })).toBe(40 * 1000);
+  });
   it("completions with echo and max_tokens 0 are bounded by one token per output, as vLLM generates one", () => {
     const bound = (extra: Record<string, unknown>) => parseInferenceRequest("completions", { model: "m", prompt: ["a", "b"], n: 3, ...extra }).maxTokens;
     expect(bound({ echo: true, max_tokens: 0 })).toBe(1);

@@ -78,7 +78,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     const r = auth.buckets.tokens.takeIfPositive(estimate, mono);
     if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(auth.buckets, mono, ctx.clock.now()));
   }
-  const hold = ctx.pricer.hold({ model: req.model, batch, bodyBytes: raw.length, templated: kind === "chat", unboundedPrompt: req.unboundedPrompt, maxTokens: req.maxTokens, prompts: req.prompts, outputs: req.outputs });
+  const hold = ctx.pricer.hold({ model: req.model, batch, bodyBytes: raw.length, templated: kind === "chat", unboundedPrompt: req.unboundedPrompt, maxTokens: req.maxTokens, defaultMaxTokens: req.defaultMaxTokens, prompts: req.prompts, outputs: req.outputs });
   const reservationId = randomUUID();
   // In flight from before the hold: a drain that starts while the hold is being made waits for
   // this request (and aborts it) instead of closing the store under it.
