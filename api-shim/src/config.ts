@@ -58,6 +58,8 @@ export interface ShimConfig {
   readonly streamIdleTimeoutMs: number;
   readonly drainTimeoutMs: number;
   readonly maxBodyBytes: number;
+  /** Largest non-streamed answer relayed: it is read whole (the headers carry its charge). */
+  readonly maxAnswerBytes: number;
   readonly logLevel: string;
   readonly logPretty: boolean;
   readonly pricing: Pricing;
@@ -154,6 +156,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     streamIdleTimeoutMs: int("SHIM_STREAM_IDLE_TIMEOUT_MS", 60_000, 1, 3_600_000),
     drainTimeoutMs: int("SHIM_DRAIN_TIMEOUT_MS", 25_000, 0, 3_600_000),
     maxBodyBytes: int("SHIM_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    maxAnswerBytes: int("SHIM_MAX_ANSWER_BYTES", 256 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
   };
 
   if (problems.length > 0) throw new ConfigError(problems);

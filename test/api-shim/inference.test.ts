@@ -1,3 +1,4 @@
+import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { IMAGE_TOKENS } from "../support/fake-vllm.ts";
 import { startShim, type Harness, moneyInvariants } from "../support/shim-harness.ts";
@@ -147,6 +148,34 @@ describe("inference through the shim with the OpenAI SDK", () => {
       expect(log.tokens).toBe(128);
     } finally {
       h.fake.set({ embeddingDims: 4 });
+    }
+  });
+
+  it("an answer past SHIM_MAX_ANSWER_BYTES is a 502 that says how to fit, charged the request and the estimated prompt (the work was done)", async () => {
+    const small = await startShim({
+      env: { SHIM_MAX_ANSWER_BYTES: "65536" },
+      file: { pricing: { request: 1, models: { "bge-m3": { promptPer1k: 1, completionPer1k: 0 } } }, models: [{ name: "bge-m3", maxModelLen: 8192 }] },
+    });
+    try {
+      small.fake.set({ embeddingDims: 4096 });
+      const { key: k, id } = await small.createKey({ credits: 100 });
+      const input = Array.from({ length: 64 }, (_, i) => `passage ${i}`);
+      const err = await small.client(k).embeddings.create({ model: "bge-m3", input, encoding_format: "float" }, { maxRetries: 0 }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OpenAI.InternalServerError);
+      expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
+      expect((err as InstanceType<typeof OpenAI.APIError>).error).toMatchObject({
+        code: "upstream_error", message: "The answer was larger than the 65536 bytes this endpoint relays; send fewer inputs per request or ask for encoding_format 'base64'.",
+      });
+      const prompt = Math.ceil(Buffer.byteLength(JSON.stringify(input)) / 4);
+      const log = await small.waitForRequestLog((l) => l.keyId === id);
+      expect(log).toMatchObject({ status: 502, tokens: prompt, cost: 1 + prompt / 1000 });
+      expect((await small.store.getKey(id))!).toMatchObject({ balance: 100_000_000 - 1_000_000 - prompt * 1000, held: 0 });
+      expect(await (await fetch(`${small.url}/metrics`)).text()).toMatch(/shim_upstream_failures_total\{reason="answer_too_large"\} 1\n/);
+      // Under the limit, the same request is answered and charged from its usage.
+      small.fake.set({ embeddingDims: 16 });
+      expect((await small.client(k).embeddings.create({ model: "bge-m3", input, encoding_format: "float" })).data).toHaveLength(64);
+    } finally {
+      await small.close();
     }
   });
 

@@ -21,8 +21,6 @@ const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/embeddings", "embeddings", "/embeddings"],
 ];
 
-/** Largest non-streamed upstream body we accept (embeddings of big batches are large). */
-const MAX_UPSTREAM_BODY = 256 * 1024 * 1024;
 /** Answers below this size are written as one buffer (one syscall with the headers). */
 const COPY_BELOW = 64 * 1024;
 
@@ -104,6 +102,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     });
   }
   const settlement = new Settlement({ ctx, request, reservationId, hold, kind, model: req.model, batch, stream: req.stream, estimate });
+  /** The prompt's tokens estimated from its fields, for an answer whose usage never came. */
+  const promptEstimate = () => estimatePromptTokens(promptBytes(kind, body));
 
   const onClose = () => {
     if (!reply.raw.writableFinished) ac.abort("client");
@@ -134,12 +134,19 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return await refused(ctx, settlement, upstreamStatusError(res.status, text, req.model, res.headers["retry-after"]), `status_${res.status}`);
     }
     if (req.stream) {
-      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, promptEstimate: () => estimatePromptTokens(promptBytes(kind, body)) });
+      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, promptEstimate });
     }
     let answerBytes: Buffer;
     try {
-      const r = await readBody(res.body, MAX_UPSTREAM_BODY);
-      if (r === null) throw new ShimError("upstream_error");
+      const r = await readBody(res.body, ctx.config.maxAnswerBytes);
+      if (r === null) {
+        // The upstream did the work (typically embeddings of a large batch, whose cost is their
+        // prompt), but the answer is past what the shim relays: charged the request price and the
+        // estimated prompt, so such requests are not free GPU time, and told how to fit.
+        ctx.metrics.upstreamFailures.inc({ reason: "answer_too_large" });
+        await settlement.settle(502, { promptTokens: promptEstimate(), completionTokens: 0 });
+        throw new ShimError("upstream_error", { message: `The answer was larger than the ${ctx.config.maxAnswerBytes} bytes this endpoint relays; send fewer inputs per request${kind === "embeddings" ? " or ask for encoding_format 'base64'" : ""}.` });
+      }
       answerBytes = r;
     } catch (e) {
       return await failed(ctx, request, reply, settlement, ac.signal, e, true);
