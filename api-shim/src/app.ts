@@ -175,5 +175,6 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
     tokens: s.tokens,
     cost: s.cost === null ? null : creditsNumber(s.cost),
     ...(request.shimErrorCode ? { error: request.shimErrorCode } : {}),
+    ...(request.upstreamCause ? { cause: request.upstreamCause } : {}),
   });
 }

@@ -43,5 +43,7 @@ declare module "fastify" {
     auth?: { key: KeyRecord; buckets: KeyBuckets; limits: TierLimits };
     rawBody?: Buffer;
     shimErrorCode?: string;
+    /** Why the upstream could not be reached or read (transportCause), for the log line. */
+    upstreamCause?: string;
   }
 }

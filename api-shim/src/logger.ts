@@ -37,6 +37,8 @@ export interface RequestLine {
   tokens: number | null;
   cost: number | null;
   error?: string;
+  /** Why the upstream failed (an error code), when it could not be reached or read. */
+  cause?: string;
 }
 
 /**
@@ -66,7 +68,7 @@ export function requestLogger(logger: Logger): (line: RequestLine) => void {
     stream.write(
       `{"level":30${time()}${chindings},"reqId":${q(line.reqId)},"method":${q(line.method)},"path":${q(line.path)},"status":${line.status},"ms":${line.ms},` +
         `"keyId":${line.keyId === null ? "null" : q(line.keyId)},"model":${line.model === null ? "null" : q(line.model)},"tokens":${line.tokens},"cost":${line.cost}` +
-        `${line.error === undefined ? "" : `,"error":${q(line.error)}`},"msg":"request"}\n`,
+        `${line.error === undefined ? "" : `,"error":${q(line.error)}`}${line.cause === undefined ? "" : `,"cause":${q(line.cause)}`},"msg":"request"}\n`,
     );
   };
 }

@@ -10,7 +10,7 @@ import { formatCredits } from "./money.ts";
 import type { Settlement } from "./settlement.ts";
 import { sseEvents } from "./sse.ts";
 import { StoreUnavailableError } from "./store/store.ts";
-import { upstreamErrorBody, type UpstreamResponse } from "./upstream.ts";
+import { transportCause, upstreamErrorBody, type UpstreamResponse } from "./upstream.ts";
 
 export interface RelayInput {
   ctx: ShimContext;
@@ -134,6 +134,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     else if ((signal.aborted && signal.reason === "drain") || e instanceof StoreUnavailableError) failure = new ShimError("service_unavailable");
     else {
       failure = new ShimError(e instanceof undiciErrors.BodyTimeoutError ? "upstream_timeout" : "upstream_error");
+      request.upstreamCause = transportCause(e);
       // The connection broke mid-stream (the model server died or was cut off): a cut stream.
       metricReason = failure.code === "upstream_timeout" ? failure.code : "stream_cut";
     }

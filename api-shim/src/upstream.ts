@@ -80,6 +80,19 @@ export function transportError(err: unknown): ShimError {
   return new ShimError("upstream_error");
 }
 
+/**
+ * What broke on the way to the upstream, for the operator: the error's code (ECONNREFUSED,
+ * ENOTFOUND, UND_ERR_SOCKET, UND_ERR_HEADERS_TIMEOUT…), from it or its cause. Codes only: a
+ * message may quote the upstream URL, credentials included.
+ */
+export function transportCause(err: unknown): string {
+  for (let e = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && /^[A-Z][A-Z0-9_]{1,40}$/.test(code)) return code;
+  }
+  return err instanceof Error && /^[A-Za-z]{1,40}$/.test(err.name) ? err.name : "unknown";
+}
+
 const MAX_UPSTREAM_MESSAGE = 500;
 // The client learns that the endpoint is misconfigured, not how it is configured; the log tells
 // the operator which setting (the /ready probe, routes/health.ts).

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
-import { freePort } from "../support/tools.ts";
+import { freePort, pollUntil } from "../support/tools.ts";
 
 const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 2 };
 
@@ -356,7 +356,7 @@ describe("upstream failures", () => {
    * A shim whose upstream is at `port` with a 300 ms timeout: chat and the model list each fail
    * with `status`/`code` within `withinMs`, and nothing is charged or left held.
    */
-  async function unreachable(port: number, status: number, code: string, withinMs: number): Promise<void> {
+  async function unreachable(port: number, status: number, code: string, withinMs: number, cause: string): Promise<void> {
     const shim = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1`, SHIM_UPSTREAM_TIMEOUT_MS: "300" } });
     try {
       const k = await shim.createKey({ credits: 3 });
@@ -368,20 +368,24 @@ describe("upstream failures", () => {
         expect(performance.now() - t0).toBeLessThan(withinMs);
       }
       expect((await shim.store.getKey(k.id))!).toMatchObject({ balance: 3_000_000, held: 0 });
+      // The operator's log says what broke (a code, never the upstream's URL), for requests and /ready.
+      expect(await shim.waitForRequestLog((l) => l.keyId === k.id && l.path === "/v1/chat/completions")).toMatchObject({ status, error: code, cause });
+      expect((await fetch(`${shim.url}/ready`)).status).toBe(503);
+      expect(await pollUntil(() => shim.logs.some((l) => /<SHIM_UPSTREAM_URL>\/models unreachable \([A-Za-z_]+\)/.test(l)), 2000)).toBe(true);
     } finally {
       await shim.close();
     }
   }
 
   it("a dead upstream (nothing listening) → 502 quickly", async () => {
-    await unreachable(await freePort(), 502, "upstream_error", 1000);
+    await unreachable(await freePort(), 502, "upstream_error", 1000, "ECONNREFUSED");
   });
 
   it("an upstream that accepts connections and never answers → 504 on time, for the model list too", async () => {
     const silent = createServer(() => {}).listen(0, "127.0.0.1");
     await new Promise((r) => silent.once("listening", r));
     try {
-      await unreachable((silent.address() as { port: number }).port, 504, "upstream_timeout", 700);
+      await unreachable((silent.address() as { port: number }).port, 504, "upstream_timeout", 700, "UND_ERR_HEADERS_TIMEOUT");
     } finally {
       silent.close();
     }

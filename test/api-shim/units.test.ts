@@ -425,6 +425,7 @@ describe("request log line", () => {
     { reqId: "5b0c1a2e-3f4d-4e5f-8a9b-0c1d2e3f4a5b", method: "POST", path: "/v1/chat/completions", status: 200, ms: 1.23, keyId: "AbC123xyz789", model: "qwen2.5-7b", tokens: 30, cost: 1.0016 },
     { reqId: "r", method: "GET", path: '/v1/"odd"\\path\u0001\u2028', status: 401, ms: 0, keyId: null, model: null, tokens: null, cost: null, error: "invalid_api_key" },
     { reqId: "r2", method: "POST", path: "/v1/completions", status: 499, ms: 12.5, keyId: "k", model: "m\ud800\n", tokens: 0, cost: 0, error: "client_closed_request" },
+    { reqId: "r3", method: "POST", path: "/v1/chat/completions", status: 502, ms: 3, keyId: "k", model: "m", tokens: 0, cost: 0, error: "upstream_error", cause: "ECONNREFUSED" },
   ];
   it.each(cases)("is what pino itself writes for logger.info(line, 'request'): %j", (line) => {
     const fast = capture();

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import { PUBLIC_ROUTE, type ShimContext } from "../context.ts";
-import { readLimited } from "../upstream.ts";
+import { readLimited, transportCause } from "../upstream.ts";
 import { MODEL_LIST_LIMIT, parseModelList } from "./models.ts";
 
 /** How long an upstream readiness probe result is reused: /ready may be polled often. */
@@ -59,8 +59,8 @@ async function probeReadyUrl(url: string, timeoutMs: number): Promise<Probe> {
     const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
     await res.body?.cancel();
     return res.ok ? { ok: true, detail: "ok" } : { ok: false, detail: `model server: status ${res.status}` };
-  } catch {
-    return { ok: false, detail: "model server: unreachable" };
+  } catch (e) {
+    return { ok: false, detail: "model server: unreachable", hint: `readiness probe: SHIM_READY_URL unreachable (${transportCause(e)})` };
   }
 }
 
@@ -76,8 +76,8 @@ async function probeModels(ctx: ShimContext, timeoutMs: number): Promise<Probe> 
     const ids = new Set(list.entries.map((m) => m.id));
     const missing = ctx.config.models ? [...ctx.config.models.keys()].filter((m) => !ids.has(m)) : [];
     return missing.length === 0 ? { ok: true, detail: "ok" } : { ok: false, detail: `models not served yet: ${missing.join(", ")}` };
-  } catch {
-    return { ok: false, detail: "unreachable" };
+  } catch (e) {
+    return { ok: false, detail: "unreachable", hint: `readiness probe: <SHIM_UPSTREAM_URL>/models unreachable (${transportCause(e)})` };
   }
 }
 

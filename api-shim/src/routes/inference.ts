@@ -13,7 +13,7 @@ import { estimatePromptTokens } from "../pricing.ts";
 import { rateLimitHeaders } from "../rate-limit.ts";
 import { Settlement } from "../settlement.ts";
 import { relayStream } from "../stream.ts";
-import { isAbort, modelNotFound, readBody, readLimited, transportError, upstreamErrorBody, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
+import { isAbort, modelNotFound, readBody, readLimited, transportCause, transportError, upstreamErrorBody, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -219,6 +219,7 @@ async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyR
     return reply;
   }
   const err = transportError(e);
+  request.upstreamCause = transportCause(e);
   ctx.metrics.upstreamFailures.inc({ reason: err.code });
   await settlement.settle(err.status, null);
   throw err;
