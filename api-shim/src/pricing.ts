@@ -65,6 +65,13 @@ export class Pricer {
     return batch ? this.pricing.batchRequest : this.pricing.request;
   }
 
+  /** The most tokens one output may generate: the request's limit, within the model's context. */
+  outputBound(input: Pick<HoldInput, "model" | "maxTokens" | "defaultMaxTokens">): number {
+    const maxLen = this.models?.get(input.model)?.maxModelLen ?? null;
+    const perOutput = (input.defaultMaxTokens && maxLen === null ? undefined : input.maxTokens) ?? maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS;
+    return maxLen === null ? perOutput : Math.min(perOutput, maxLen);
+  }
+
   hold(input: HoldInput): number {
     const base = this.requestPrice(input.batch);
     const price = this.pricing.models.get(input.model);
@@ -72,9 +79,7 @@ export class Pricer {
     const maxLen = this.models?.get(input.model)?.maxModelLen ?? null;
     // A request is bounded per sequence, not as a whole: a batch of prompts may hold
     // maxModelLen tokens each, and every one of the `outputs` sequences may reach maxTokens.
-    let perOutput = (input.defaultMaxTokens && maxLen === null ? undefined : input.maxTokens) ?? maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS;
-    if (maxLen !== null) perOutput = Math.min(perOutput, maxLen);
-    const completion = input.outputs * perOutput;
+    const completion = input.outputs * this.outputBound(input);
     // A known maxModelLen is a true ceiling per prompt; without one, an unbounded prompt (media, a
     // request's own template) adds a context's worth on top of the text (an image in a long
     // prompt must not lower the hold below the text's).

@@ -52,12 +52,18 @@ export class TokenBucket {
 
   /** Admission for token budgets: the level must be positive; the amount may then overdraw it. */
   takeIfPositive(n: number, nowMs: number): { ok: true } | { ok: false; retryMs: number } {
-    this.refill(nowMs);
-    if (this.level > 0) {
+    const retryMs = this.msUntilPositive(nowMs);
+    if (retryMs === 0) {
       this.level -= n;
       return { ok: true };
     }
-    return { ok: false, retryMs: Math.max(1, Math.ceil((1 - this.level) / this.perMs)) };
+    return { ok: false, retryMs };
+  }
+
+  /** ms until takeIfPositive admits (0: now). */
+  msUntilPositive(nowMs: number): number {
+    this.refill(nowMs);
+    return this.level > 0 ? 0 : Math.max(1, Math.ceil((1 - this.level) / this.perMs));
   }
 
   /** Corrects an earlier estimate (positive = take more, negative = give back). */
@@ -183,16 +189,20 @@ export function durationString(ms: number): string {
 /**
  * Both header families for a key: `X-RateLimit-*` (requests per minute; Reset = unix seconds
  * when the bucket is full again) and OpenAI's `x-ratelimit-*-{requests,tokens}`. Unlimited
- * dimensions have nothing to report and are omitted.
+ * dimensions have nothing to report and are omitted. Seed 004's family has no tokens headers, so
+ * while the tokens/min budget admits nothing it says 0 remaining and resets no earlier than that
+ * budget admits again: a client reading only it would otherwise see requests left on a 429 and
+ * retry too early.
  */
 export function rateLimitHeaders(b: KeyBuckets, monoNow: number, wallNow: number): Record<string, string> {
   const h: Record<string, string> = {};
   if (b.requests) {
     const remaining = String(b.requests.remaining(monoNow));
     const untilFull = b.requests.msUntilFull(monoNow);
+    const tokensWait = b.tokens ? b.tokens.msUntilPositive(monoNow) : 0;
     h["X-RateLimit-Limit"] = String(b.requests.capacity);
-    h["X-RateLimit-Remaining"] = remaining;
-    h["X-RateLimit-Reset"] = String(Math.ceil((wallNow + untilFull) / 1000));
+    h["X-RateLimit-Remaining"] = tokensWait > 0 ? "0" : remaining;
+    h["X-RateLimit-Reset"] = String(Math.ceil((wallNow + Math.max(untilFull, tokensWait)) / 1000));
     h["x-ratelimit-limit-requests"] = String(b.requests.capacity);
     h["x-ratelimit-remaining-requests"] = remaining;
     h["x-ratelimit-reset-requests"] = durationString(untilFull);

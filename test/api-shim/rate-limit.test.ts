@@ -24,6 +24,33 @@ describe("rate limits through the shim", () => {
     }
   });
 
+  it("tokens per minute count max_tokens at admission: a burst of large requests stops near the minute's budget, and a refusal says so in both header families", async () => {
+    const h = await startShim({ file: { tiers: { tiny: { rpm: 10, tpm: 1000 } }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] } });
+    try {
+      const { key } = await h.createKey({ tier: "tiny", credits: 100 });
+      h.fake.set({ defaultTokens: 400, headerDelayMs: 300 });
+      const ask = () => h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 400 }, { maxRetries: 0 });
+      const results = await Promise.allSettled(Array.from({ length: 10 }, ask));
+      const admitted = results.filter((r) => r.status === "fulfilled");
+      // Each holds ~402 of the 1,000 tokens: three are admitted (the third overdraws), not all ten.
+      expect(admitted).toHaveLength(3);
+      const refused = results.find((r) => r.status === "rejected")!.reason as RateLimitError;
+      expect(refused).toBeInstanceOf(RateLimitError);
+      const retryAfter = Number(refused.headers.get("retry-after"));
+      expect(retryAfter).toBeGreaterThanOrEqual(1);
+      // Seed 004's family has no tokens headers: it says nothing remains, until the tokens budget admits again.
+      expect(refused.headers.get("x-ratelimit-remaining")).toBe("0");
+      expect(Number(refused.headers.get("x-ratelimit-reset"))).toBeGreaterThanOrEqual(Math.floor(Date.now() / 1000) + retryAfter - 1);
+      expect(h.fake.counters.received).toBe(3);
+      // The seven refusals did not spend the requests/min budget: 10 − 3 admitted.
+      h.fake.set({ defaultTokens: 1, headerDelayMs: 0 });
+      const usage = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1 }, { maxRetries: 0 }).withResponse().catch((e: RateLimitError) => e);
+      expect((usage as RateLimitError).headers.get("x-ratelimit-remaining-requests")).toBe("7");
+    } finally {
+      await h.close();
+    }
+  });
+
   it("unauthenticated traffic is limited per client IP (key guessing is throttled); probes are exempt", async () => {
     const h = await startShim({ file: { unauthenticatedRpm: 3 } });
     try {

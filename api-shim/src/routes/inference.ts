@@ -69,14 +69,23 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   const auth = request.auth!;
   const raw = request.rawBody!;
   const batch = (request.query as Record<string, unknown> | undefined)?.batch === "1";
-  // Tokens per minute: the bucket must be positive; the prompt estimate is corrected at settlement.
-  const estimate = estimatePromptTokens(raw.length);
+  const holdInput = { model: req.model, batch, bodyBytes: raw.length, templated: kind === "chat", unboundedPrompt: req.unboundedPrompt, maxTokens: req.maxTokens, defaultMaxTokens: req.defaultMaxTokens, prompts: req.prompts, outputs: req.outputs };
+  // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
+  // most the outputs may generate (at most the whole minute's budget), taken when the bucket is
+  // positive and corrected to the real usage at settlement. Counting the prompt alone let ten
+  // requests with a large max_tokens through at once, four times a free key's minute.
   const mono = ctx.clock.monotonic();
-  if (auth.buckets.tokens) {
-    const r = auth.buckets.tokens.takeIfPositive(estimate, mono);
-    if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(auth.buckets, mono, ctx.clock.now()));
+  const tokens = auth.buckets.tokens;
+  const estimate = tokens ? Math.min(estimatePromptTokens(raw.length) + req.outputs * ctx.pricer.outputBound(holdInput), tokens.capacity) : 0;
+  if (tokens) {
+    const r = tokens.takeIfPositive(estimate, mono);
+    if (!r.ok) {
+      // Refused before any work: the request taken from the per-minute budget goes back.
+      auth.buckets.requests?.adjust(-1, mono);
+      throw rateLimited(r.retryMs, rateLimitHeaders(auth.buckets, mono, ctx.clock.now()));
+    }
   }
-  const hold = ctx.pricer.hold({ model: req.model, batch, bodyBytes: raw.length, templated: kind === "chat", unboundedPrompt: req.unboundedPrompt, maxTokens: req.maxTokens, defaultMaxTokens: req.defaultMaxTokens, prompts: req.prompts, outputs: req.outputs });
+  const hold = ctx.pricer.hold(holdInput);
   const reservationId = randomUUID();
   // In flight from before the hold: a drain that starts while the hold is being made waits for
   // this request (and aborts it) instead of closing the store under it.
