@@ -119,6 +119,13 @@ describe("admin routes and usage reports", () => {
     await c.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "three" }], max_tokens: 2 });
     await c.embeddings.create({ model: "bge-m3", input: "a b c" });
     const [u1, u2, u3] = h.fake.usages.slice(-3);
+    // A request the upstream failed is charged nothing, and is not one of the report's requests.
+    h.fake.set({ failStatus: 500 });
+    try {
+      await expect(c.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "four" }], max_tokens: 2 }, { maxRetries: 0 })).rejects.toThrow();
+    } finally {
+      h.fake.set({ failStatus: null });
+    }
     const res = await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } });
     const report = (await res.json()) as Record<string, any>;
     const now = new Date();

@@ -33,7 +33,18 @@ export function storeContract(current: () => Store): void {
     expect(await store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 3, usage: usage("k", "qa", 3) })).toEqual({ available: 3 });
     await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: failedUsage("k", "qb") });
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 7, held: 0, ledgerSum: 7, reservations: 0, reservedSum: 0 }]);
-    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 3 }]);
+    // The failed request is in the ledger (a row with amount 0) but not in the report: it was neither answered nor charged.
+    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 3 }]);
+    // A client that left after the upstream had its request (499) was charged: it counts. One
+    // dropped before that (499, charged 0) does not; nor does a failed model's group at all.
+    await store.reserve({ reservationId: "c", keyId: "k", amount: 4, at: 1 });
+    await store.settle({ reservationId: "c", keyId: "k", hold: 4, cost: 1, usage: { ...usage("k", "qc", 1), status: 499, promptTokens: 0, completionTokens: 0 } });
+    await store.reserve({ reservationId: "d", keyId: "k", amount: 4, at: 1 });
+    await store.settle({ reservationId: "d", keyId: "k", hold: 4, cost: 0, usage: { ...usage("k", "qd"), status: 499, promptTokens: 0, completionTokens: 0 } });
+    await store.reserve({ reservationId: "e", keyId: "k", amount: 4, at: 1 });
+    await store.settle({ reservationId: "e", keyId: "k", hold: 4, cost: 0, usage: { ...failedUsage("k", "qe"), model: "down" } });
+    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 4 }]);
+    expect((await store.audit())[0]).toMatchObject({ balance: 6, ledgerSum: 6, held: 0 });
   });
 
   it("bootstrap keys are granted once, updated from config on later starts", async () => {

@@ -76,7 +76,8 @@ describe("SqliteStore", () => {
     ]);
     reader.close();
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 8, held: 0, ledgerSum: 8, reservations: 0, reservedSum: 0 }]);
-    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 2 }]);
+    // The report counts what was answered or charged: the failed request's row is not a request there.
+    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 2 }]);
   });
 
   /** A database as the first schema left it: a grant, a charged request, a failed one, one open reservation. */
@@ -98,7 +99,7 @@ describe("SqliteStore", () => {
     const migrated = new SqliteStore(old);
     try {
       expect(await migrated.audit()).toEqual([{ keyId: "k", balance: 7, held: 2, ledgerSum: 7, reservations: 1, reservedSum: 0 }]);
-      expect(await migrated.usage({ keyId: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 3 }]);
+      expect(await migrated.usage({ keyId: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 3 }]);
       expect(await migrated.releaseStaleReservations()).toBe(1);
       expect(await migrated.audit()).toEqual([{ keyId: "k", balance: 7, held: 0, ledgerSum: 7, reservations: 0, reservedSum: 0 }]);
       // Migration 3 knew it for a bootstrap key by its grant: absent from the config, it is revoked.

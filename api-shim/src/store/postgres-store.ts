@@ -334,7 +334,7 @@ export class PostgresStore implements Store {
     const dim = q.group === "day" ? "to_char(to_timestamp(at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')" : "model";
     const sql = `SELECT key_id AS "keyId", ${dim} AS "group", count(*) AS requests,
         sum(prompt_tokens)::bigint AS "promptTokens", sum(completion_tokens)::bigint AS "completionTokens", (-sum(amount))::bigint AS cost
-      FROM ledger WHERE kind = 'usage' AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
+      FROM ledger WHERE kind = 'usage' AND (amount <> 0 OR status < 400) AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
       GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${dim} COLLATE "C"`;
     return this.read(async () => (await this.pool.query<UsageGroup>(sql, q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId])).rows);
   }

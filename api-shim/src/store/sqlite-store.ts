@@ -350,7 +350,7 @@ export class SqliteStore implements Store {
     const dim = q.group === "day" ? "strftime('%Y-%m-%d', at / 1000, 'unixepoch')" : "model";
     const sql = `SELECT key_id AS keyId, ${dim} AS "group", count(*) AS requests,
         sum(prompt_tokens) AS promptTokens, sum(completion_tokens) AS completionTokens, -sum(amount) AS cost
-      FROM ledger WHERE kind = 'usage' AND at >= @from AND at < @to ${q.keyId === null ? "" : "AND key_id = @keyId"}
+      FROM ledger WHERE kind = 'usage' AND (amount <> 0 OR status < 400) AND at >= @from AND at < @to ${q.keyId === null ? "" : "AND key_id = @keyId"}
       GROUP BY key_id, "group" ORDER BY key_id, "group"`;
     return this.now(() => this.db.prepare<UsageQuery, UsageGroup>(sql).all(q));
   }

@@ -156,6 +156,11 @@ export interface Store {
   settle(input: SettleInput): Promise<{ available: number }>;
   /** Releases every reservation not owned by this process (a dead one's); returns how many. */
   releaseStaleReservations(): Promise<number>;
+  /**
+   * Usage per key and model (or day): the requests that were answered or charged. A request the
+   * upstream failed, charged nothing, is in the ledger (one row per forwarded request) but not in
+   * the report: a client reading "3 requests, cost 1" would think the price was wrong.
+   */
   usage(query: UsageQuery): Promise<UsageGroup[]>;
   /** Per-key balance, ledger sum and open reservations: the money invariants, for checks. */
   audit(): Promise<AuditRow[]>;
