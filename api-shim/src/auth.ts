@@ -95,7 +95,7 @@ export function tooManyInFlight(limit: number, headers: Record<string, string>):
 export function rateLimited(retryMs: number, headers: Record<string, string>, why: { message?: string; logCode?: string } = {}): ShimError {
   const seconds = Math.max(1, Math.ceil(retryMs / 1000));
   return new ShimError("rate_limit_exceeded", {
-    message: why.message ?? `Rate limit exceeded. Try again in ${seconds} seconds.`,
+    message: why.message ?? `Rate limit exceeded. Try again in ${seconds} ${seconds === 1 ? "second" : "seconds"}.`,
     extra: { retry_after: seconds },
     headers: { ...headers, "retry-after": String(seconds) },
     logCode: why.logCode,

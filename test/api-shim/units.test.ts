@@ -12,6 +12,7 @@ import { parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
 import { parsePeriod, showPeriod } from "../../api-shim/src/period.ts";
 import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
 import { durationString, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/rate-limit.ts";
+import { rateLimited } from "../../api-shim/src/auth.ts";
 import { eventData, sseEvents } from "../../api-shim/src/sse.ts";
 import { upstreamErrorBody } from "../../api-shim/src/upstream.ts";
 
@@ -200,6 +201,11 @@ describe("rate limits", () => {
     expect(Number(h["X-RateLimit-Reset"])).toBe(Math.ceil((clock.now() + 600) / 1000));
     expect(h).not.toHaveProperty("x-ratelimit-limit-tokens");
     expect(rateLimitHeaders(limiter.forKey("e", { rpm: null, tpm: null, concurrency: null }), 0, 0)).toEqual({});
+  });
+  it("a 429's message is seed 004's, in seconds, rounded up, grammatical at one", () => {
+    expect(rateLimited(300, {}).message).toBe("Rate limit exceeded. Try again in 1 second.");
+    expect(rateLimited(59_001, {}).message).toBe("Rate limit exceeded. Try again in 60 seconds.");
+    expect(rateLimited(59_001, {}).headers).toEqual({ "retry-after": "60" });
   });
   it.each([[6000, "6s"], [60_000, "1m0s"], [90_500, "1m31s"], [250, "250ms"], [0, "0s"], [4_500_000, "1h15m0s"], [3_600_000, "1h0m0s"]])("durationString(%j) = %j", (ms, s) => {
     expect(durationString(ms)).toBe(s);
