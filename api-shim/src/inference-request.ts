@@ -1,3 +1,4 @@
+import { isAscii } from "node:buffer";
 import { ShimError } from "./errors.ts";
 import { hasControlCharacters } from "./text.ts";
 
@@ -185,10 +186,28 @@ function embedsCount(v: unknown): number {
  * rather than the whole body (a large `logit_bias` or JSON schema is not prompt).
  */
 export function promptBytes(kind: InferenceKind, body: Record<string, unknown>): number {
+  return Buffer.byteLength(promptJson(kind, body));
+}
+
+function promptJson(kind: InferenceKind, body: Record<string, unknown>): string {
   const parts = kind === "chat" ? [body.messages, body.tools] : [kind === "completions" ? body.prompt : body.input];
-  let bytes = 0;
-  for (const part of parts) if (part !== undefined) bytes += Buffer.byteLength(JSON.stringify(part));
-  return bytes;
+  let json = "";
+  for (const part of parts) if (part !== undefined) json += JSON.stringify(part);
+  return json;
+}
+
+/**
+ * How many bytes the prompt may gain when the model's tokenizer normalizes it, so the hold's
+ * "a token is at least one byte" bound stays true: Qwen's tokenizer applies NFC and XLM-R's
+ * (bge-m3) NFKC, under which U+1D160 goes from 4 bytes to 12 and U+FDFA from 3 to 33. The
+ * decomposed forms (NFD, NFKD) are the longest a normalization makes. 0 for an ASCII body (most
+ * requests), which no normalization lengthens.
+ */
+export function normalizationGrowth(kind: InferenceKind, body: Record<string, unknown>, raw: Buffer): number {
+  if (isAscii(raw)) return 0;
+  const json = promptJson(kind, body);
+  const bytes = Buffer.byteLength(json);
+  return Math.max(0, Buffer.byteLength(json.normalize("NFD")) - bytes, Buffer.byteLength(json.normalize("NFKD")) - bytes);
 }
 
 /** The member spliced first into a streamed body that has no `stream_options`. */

@@ -33,7 +33,10 @@ export interface Usage {
 export interface HoldInput {
   model: string;
   batch: boolean;
-  /** Size of the request body in bytes: a text token is at least one byte, so it bounds the prompt. */
+  /**
+   * Size of the request body in bytes, plus what the tokenizer's Unicode normalization may add
+   * (normalizationGrowth): a token is at least one byte of the normalized text, so it bounds the prompt.
+   */
   bodyBytes: number;
   /** The prompt goes through a chat template: CHAT_TEMPLATE_TOKENS more. */
   templated: boolean;

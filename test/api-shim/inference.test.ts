@@ -179,6 +179,18 @@ describe("inference through the shim with the OpenAI SDK", () => {
     }
   });
 
+  it("the hold counts what the tokenizer's Unicode normalization may add to a prompt", async () => {
+    const reserved = async (content: string) => {
+      const { response, data } = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content }], max_tokens: 1, stream: true }).withResponse();
+      for await (const _ of data);
+      return Number(response.headers.get("x-credits-reserved"));
+    };
+    // 600 bytes each; U+FDFA becomes 33 bytes under NFKC: 6,000 more bytes at 0.1 credits per 1k tokens
+    // (within the model's 8,192-token context, which bounds any prompt).
+    const ascii = await reserved("a".repeat(600));
+    expect(await reserved("\uFDFA".repeat(200))).toBeCloseTo(ascii + 0.6, 6);
+  });
+
   it("?batch=1 is charged the batch price", async () => {
     const res = await h.post(key, "/v1/embeddings?batch=1", { model: "bge-m3", input: "x" });
     expect(res.status).toBe(200);

@@ -8,7 +8,7 @@ import { usageOfBody } from "../../api-shim/src/answer-body.ts";
 import { spliceJson, spliceJsonBytes } from "../../api-shim/src/json-splice.ts";
 import { StreamMeter } from "../../api-shim/src/metering.ts";
 import { ceilDiv, creditsNumber, formatCredits, parseCredits, tokenCost } from "../../api-shim/src/money.ts";
-import { parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
+import { normalizationGrowth, parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
 import { parsePeriod, showPeriod } from "../../api-shim/src/period.ts";
 import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
 import { durationString, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/rate-limit.ts";
@@ -120,6 +120,18 @@ describe("pricing", () => {
     expect(parsed({ prompt: null, prompt_embeds: "AAAA" })).toEqual([1, 2]);
     // Neither: vLLM refuses it, and so does the shim, before holding anything.
     for (const extra of [{ prompt: null }, { prompt_embeds: [] }, {}]) expect(() => parsed(extra), JSON.stringify(extra)).toThrow("'prompt' is required.");
+  });
+  it("a prompt's bound counts the bytes Unicode normalization may add (a tokenizer's NFC or NFKC), and nothing for ASCII", () => {
+    const growth = (content: string) => {
+      const body = { model: "m", messages: [{ role: "user", content }] };
+      return normalizationGrowth("chat", body, Buffer.from(JSON.stringify(body)));
+    };
+    expect(growth("hello there")).toBe(0);
+    expect(growth("你好世界")).toBe(0); // CJK does not decompose
+    expect(growth("\u{1D160}".repeat(1000))).toBe(8000); // 4 bytes each → 12 under NFC
+    expect(growth("\uFDFA".repeat(1000))).toBe(30_000); // 3 bytes each → 33 under NFKC
+    const body = { model: "m", input: ["\uFDFA", "ok"] };
+    expect(normalizationGrowth("embeddings", body, Buffer.from(JSON.stringify(body)))).toBe(30);
   });
   it("the cost never exceeds the hold, and says when the hold capped it", () => {
     const hold = pricer.hold({ ...text, model: "m", batch: false, bodyBytes: 10, maxTokens: 1, prompts: 1, outputs: 1 });

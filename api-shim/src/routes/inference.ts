@@ -7,7 +7,7 @@ import { authHeaders, rateLimited, tooManyInFlight } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import type { ModelConfig } from "../config.ts";
-import { type InferenceKind, type InferenceRequest, parseInferenceRequest, promptBytes, upstreamBody } from "../inference-request.ts";
+import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptBytes, upstreamBody } from "../inference-request.ts";
 import { formatCredits } from "../money.ts";
 import { estimatePromptTokens } from "../pricing.ts";
 import { rateLimitHeaders } from "../rate-limit.ts";
@@ -69,7 +69,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   const auth = request.auth!;
   const raw = request.rawBody!;
   const batch = (request.query as Record<string, unknown> | undefined)?.batch === "1";
-  const holdInput = { model: req.model, batch, bodyBytes: raw.length, templated: kind === "chat", unboundedPrompt: req.unboundedPrompt, maxTokens: req.maxTokens, defaultMaxTokens: req.defaultMaxTokens, prompts: req.prompts, outputs: req.outputs };
+  const holdInput = { model: req.model, batch, bodyBytes: raw.length + normalizationGrowth(kind, body, raw), templated: kind === "chat", unboundedPrompt: req.unboundedPrompt, maxTokens: req.maxTokens, defaultMaxTokens: req.defaultMaxTokens, prompts: req.prompts, outputs: req.outputs };
   // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
   // most the outputs may generate (at most the whole minute's budget), taken when the bucket is
   // positive and corrected to the real usage at settlement. Counting the prompt alone let ten
