@@ -39,8 +39,11 @@ export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boole
   }
 }
 
-/** The `"usage":{…}` object nearest the end (where vLLM and LiteLLM put it), if it reads as usage. */
-function lastUsageObject(raw: Buffer): Usage | null {
+/**
+ * The `"usage":{…}` object nearest the end (where vLLM and LiteLLM put it), if it reads as usage.
+ * Also read from the tail of an answer too large to relay.
+ */
+export function lastUsageObject(raw: Buffer): Usage | null {
   const at = raw.lastIndexOf(USAGE_MEMBER);
   if (at < 0) return null;
   let open = at + USAGE_MEMBER.length;

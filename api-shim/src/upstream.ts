@@ -166,14 +166,31 @@ export async function readLimited(body: Body, limit: number): Promise<{ text: st
   return { text: r.bytes.toString("utf8"), truncated: r.over };
 }
 
-/** A whole response body as one Buffer, or null past `limit` bytes (the rest is not read). */
-export async function readBody(body: Body, limit: number): Promise<Buffer | null> {
+/**
+ * A whole response body as one Buffer; past `limit` bytes, the body is still read to its end (the
+ * upstream did the work either way) and only its last `tailBytes` are kept: where an answer's
+ * usage is.
+ */
+export async function readBody(body: Body, limit: number, tailBytes: number): Promise<{ over: false; bytes: Buffer } | { over: true; tail: Buffer }> {
   const r = await collect(body, limit, false);
-  return r.over ? null : r.bytes;
+  if (!r.over) return { over: false, bytes: r.bytes };
+  const kept: Uint8Array[] = [r.bytes];
+  let size = r.bytes.byteLength;
+  for await (const c of body) {
+    kept.push(c);
+    size += c.byteLength;
+    while (size - kept[0]!.byteLength >= tailBytes) size -= kept.shift()!.byteLength;
+  }
+  const tail = Buffer.concat(kept, size);
+  return { over: true, tail: tail.subarray(Math.max(0, size - tailBytes)) };
 }
 
 type Body = AsyncIterable<Uint8Array> & { destroy(err?: Error): unknown };
 
+/**
+ * The body up to `limit` bytes. Past it: `keepCut`, its first `limit` bytes and the rest
+ * discarded (the body destroyed); otherwise the last chunk read, with the body left to read on.
+ */
 async function collect(body: Body, limit: number, keepCut: boolean): Promise<{ bytes: Buffer; over: boolean }> {
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -181,8 +198,9 @@ async function collect(body: Body, limit: number, keepCut: boolean): Promise<{ b
     chunks.push(c);
     size += c.byteLength;
     if (size > limit) {
+      if (!keepCut) return { bytes: Buffer.from(c), over: true };
       body.destroy();
-      return { bytes: keepCut ? Buffer.concat(chunks, limit) : Buffer.alloc(0), over: true };
+      return { bytes: Buffer.concat(chunks, limit), over: true };
     }
   }
   const one = chunks.length === 1 ? chunks[0]! : undefined; // the usual case: no copy

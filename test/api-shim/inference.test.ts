@@ -151,10 +151,13 @@ describe("inference through the shim with the OpenAI SDK", () => {
     }
   });
 
-  it("an answer past SHIM_MAX_ANSWER_BYTES is a 502 that says how to fit, charged the request and the estimated prompt (the work was done)", async () => {
+  it("an answer past SHIM_MAX_ANSWER_BYTES is a 502 that says how to fit, charged from the usage at its end (the work was done), with the charge in its headers", async () => {
     const small = await startShim({
       env: { SHIM_MAX_ANSWER_BYTES: "65536" },
-      file: { pricing: { request: 1, models: { "bge-m3": { promptPer1k: 1, completionPer1k: 0 } } }, models: [{ name: "bge-m3", maxModelLen: 8192 }] },
+      file: {
+        pricing: { request: 1, models: { "bge-m3": { promptPer1k: 1, completionPer1k: 0 }, "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 1 } } },
+        models: [{ name: "bge-m3", maxModelLen: 8192 }, { name: "qwen2.5-7b", maxModelLen: 8192 }],
+      },
     });
     try {
       small.fake.set({ embeddingDims: 4096 });
@@ -162,15 +165,29 @@ describe("inference through the shim with the OpenAI SDK", () => {
       const input = Array.from({ length: 64 }, (_, i) => `passage ${i}`);
       const err = await small.client(k).embeddings.create({ model: "bge-m3", input, encoding_format: "float" }, { maxRetries: 0 }).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(OpenAI.InternalServerError);
-      expect((err as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
-      expect((err as InstanceType<typeof OpenAI.APIError>).error).toMatchObject({
+      const apiError = err as InstanceType<typeof OpenAI.APIError>;
+      expect(apiError.status).toBe(502);
+      expect(apiError.error).toMatchObject({
         code: "upstream_error", message: "The answer was larger than the 65536 bytes this endpoint relays; send fewer inputs per request or ask for encoding_format 'base64'.",
       });
-      const prompt = Math.ceil(Buffer.byteLength(JSON.stringify(input)) / 4);
+      const prompt = small.fake.usages.at(-1)!.prompt_tokens;
       const log = await small.waitForRequestLog((l) => l.keyId === id);
-      expect(log).toMatchObject({ status: 502, tokens: prompt, cost: 1 + prompt / 1000 });
+      expect(log).toMatchObject({ status: 502, tokens: prompt, cost: (1000 + prompt) / 1000 });
       expect((await small.store.getKey(id))!).toMatchObject({ balance: 100_000_000 - 1_000_000 - prompt * 1000, held: 0 });
+      // The headers say what the ledger says.
+      expect(apiError.headers!.get("x-credits-charged")).toBe(String((1000 + prompt) / 1000));
+      expect(apiError.headers!.get("x-credits-remaining")).toBe(String((99_000 - prompt) / 1000));
       expect(await (await fetch(`${small.url}/metrics`)).text()).toMatch(/shim_upstream_failures_total\{reason="answer_too_large"\} 1\n/);
+
+      // A chat whose many outputs make the answer too large pays for what was generated.
+      const chatter = await small.createKey({ credits: 100 });
+      small.fake.set({ defaultTokens: 300 });
+      const chatErr = await small.client(chatter.key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], n: 60, max_tokens: 300 }, { maxRetries: 0 }).catch((e: unknown) => e);
+      expect((chatErr as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
+      const used = small.fake.usages.at(-1)!;
+      expect(used.completion_tokens).toBe(60 * 300);
+      expect((await small.store.getKey(chatter.id))!.balance).toBe(100_000_000 - 1_000_000 - (used.prompt_tokens + used.completion_tokens) * 1000);
+
       // Under the limit, the same request is answered and charged from its usage.
       small.fake.set({ embeddingDims: 16 });
       expect((await small.client(k).embeddings.create({ model: "bge-m3", input, encoding_format: "float" })).data).toHaveLength(64);
