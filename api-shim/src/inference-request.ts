@@ -186,29 +186,45 @@ function embedsCount(v: unknown): number {
  * rather than the whole body (a large `logit_bias` or JSON schema is not prompt).
  */
 export function promptBytes(kind: InferenceKind, body: Record<string, unknown>): number {
-  return Buffer.byteLength(promptJson(kind, body));
+  let bytes = 0;
+  for (const part of promptFields(kind, body)) if (part !== undefined) bytes += Buffer.byteLength(JSON.stringify(part));
+  return bytes;
 }
 
-function promptJson(kind: InferenceKind, body: Record<string, unknown>): string {
-  const parts = kind === "chat" ? [body.messages, body.tools] : [kind === "completions" ? body.prompt : body.input];
-  let json = "";
-  for (const part of parts) if (part !== undefined) json += JSON.stringify(part);
-  return json;
+/** The fields that carry the prompt: chat `messages` and `tools`, completions `prompt`, embeddings `input`. */
+function promptFields(kind: InferenceKind, body: Record<string, unknown>): unknown[] {
+  return kind === "chat" ? [body.messages, body.tools] : [kind === "completions" ? body.prompt : body.input];
 }
 
 /**
  * How many bytes the prompt may gain when the model's tokenizer normalizes it, so the hold's
  * "a token is at least one byte" bound stays true: Qwen's tokenizer applies NFC and XLM-R's
  * (bge-m3) NFKC, under which U+1D160 goes from 4 bytes to 12 and U+FDFA from 3 to 33. The
- * decomposed forms (NFD, NFKD) are the longest a normalization makes. 0 for an ASCII body (most
- * requests), which no normalization lengthens.
+ * decomposed forms (NFD, NFKD) are the longest a normalization makes. Only the prompt fields'
+ * strings with a non-ASCII character are normalized (JSON escapes spell any character in an ASCII
+ * body, so the parsed strings decide), and data URLs (media, ASCII) are skipped: the work stays
+ * in proportion to the non-ASCII text, not to the images beside it.
  */
 export function normalizationGrowth(kind: InferenceKind, body: Record<string, unknown>, raw: Buffer): number {
-  if (isAscii(raw)) return 0;
-  const json = promptJson(kind, body);
-  const bytes = Buffer.byteLength(json);
-  return Math.max(0, Buffer.byteLength(json.normalize("NFD")) - bytes, Buffer.byteLength(json.normalize("NFKD")) - bytes);
+  if (isAscii(raw) && raw.indexOf(JSON_ESCAPE) < 0) return 0;
+  let growth = 0;
+  const visit = (v: unknown): void => {
+    if (typeof v === "string") {
+      if (v.startsWith("data:") || !NON_ASCII.test(v)) return;
+      const bytes = Buffer.byteLength(v);
+      growth += Math.max(0, Buffer.byteLength(v.normalize("NFD")) - bytes, Buffer.byteLength(v.normalize("NFKD")) - bytes);
+    } else if (Array.isArray(v)) {
+      for (const item of v) visit(item);
+    } else if (v !== null && typeof v === "object") {
+      for (const key in v) visit((v as Record<string, unknown>)[key]);
+    }
+  };
+  visit(promptFields(kind, body));
+  return growth;
 }
+
+const JSON_ESCAPE = Buffer.from("\\u");
+const NON_ASCII = /[^\x00-\x7f]/;
 
 /** The member spliced first into a streamed body that has no `stream_options`. */
 const ASK_USAGE = Buffer.from('"stream_options":{"include_usage":true},');

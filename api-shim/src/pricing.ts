@@ -33,11 +33,13 @@ export interface Usage {
 export interface HoldInput {
   model: string;
   batch: boolean;
-  /**
-   * Size of the request body in bytes, plus what the tokenizer's Unicode normalization may add
-   * (normalizationGrowth): a token is at least one byte of the normalized text, so it bounds the prompt.
-   */
+  /** Size of the request body in bytes: a text token is at least one byte, so it bounds the prompt. */
   bodyBytes: number;
+  /**
+   * The bytes the tokenizer's Unicode normalization may add to the prompt (a token is at least
+   * one byte of the normalized text); called only when the bytes bound the prompt.
+   */
+  normalizationGrowth?: () => number;
   /** The prompt goes through a chat template: CHAT_TEMPLATE_TOKENS more. */
   templated: boolean;
   /** Non-text parts (images, audio) or a request's own chat template: no bound but the model's context. */
@@ -86,9 +88,11 @@ export class Pricer {
     // A known maxModelLen is a true ceiling per prompt; without one, an unbounded prompt (media, a
     // request's own template) adds a context's worth on top of the text (an image in a long
     // prompt must not lower the hold below the text's).
-    const textBound = input.bodyBytes + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
+    const context = maxLen === null ? Infinity : maxLen * input.prompts;
+    let textBound = input.bodyBytes + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
+    if (input.normalizationGrowth && (maxLen === null || (!input.unboundedPrompt && textBound < context))) textBound += input.normalizationGrowth();
     const prompt = maxLen !== null
-      ? (input.unboundedPrompt ? maxLen * input.prompts : Math.min(textBound, maxLen * input.prompts))
+      ? (input.unboundedPrompt ? context : Math.min(textBound, context))
       : textBound + (input.unboundedPrompt ? DEFAULT_MAX_COMPLETION_TOKENS * input.prompts : 0);
     // Bounded so that it stays an exact integer; a hold this large is refused (402) anyway.
     return Math.min(base + tokenCost(prompt, price.promptPer1k) + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);

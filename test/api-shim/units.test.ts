@@ -132,6 +132,26 @@ describe("pricing", () => {
     expect(growth("\uFDFA".repeat(1000))).toBe(30_000); // 3 bytes each → 33 under NFKC
     const body = { model: "m", input: ["\uFDFA", "ok"] };
     expect(normalizationGrowth("embeddings", body, Buffer.from(JSON.stringify(body)))).toBe(30);
+    // The same characters spelt as JSON escapes, in an all-ASCII body: the same growth.
+    const chat = { model: "m", messages: [{ role: "user", content: "\uFDFA".repeat(1000) }] };
+    const escaped = Buffer.from(JSON.stringify(chat).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
+    expect(escaped.every((b) => b < 0x80)).toBe(true);
+    expect(normalizationGrowth("chat", JSON.parse(escaped.toString()) as Record<string, unknown>, escaped)).toBe(30_000);
+    // An image's data URL beside French text: only the text is normalized ("é" gains a byte under NFD).
+    const vision = { model: "m", messages: [{ role: "user", content: [{ type: "text", text: "Décris" }, { type: "image_url", image_url: { url: `data:image/png;base64,${"A".repeat(100_000)}é` } }] }] };
+    expect(normalizationGrowth("chat", vision, Buffer.from(JSON.stringify(vision)))).toBe(1);
+  });
+  it("normalization growth is worked out only when the body's bytes bound the prompt", () => {
+    let calls = 0;
+    const growth = () => (calls++, 500);
+    const chat = { model: "m", batch: false, templated: true, maxTokens: 10, prompts: 1, outputs: 1, normalizationGrowth: growth };
+    // 100 bytes + 256 + 500 under maxModelLen 1000: counted.
+    expect(pricer.hold({ ...chat, bodyBytes: 100, unboundedPrompt: false })).toBe(1_000_000 + 856 * 100 + 2_000);
+    expect(calls).toBe(1);
+    // Bytes already past the context, or media (the context is the bound): not worked out.
+    expect(pricer.hold({ ...chat, bodyBytes: 5000, unboundedPrompt: false })).toBe(1_000_000 + 1000 * 100 + 2_000);
+    expect(pricer.hold({ ...chat, bodyBytes: 100, unboundedPrompt: true })).toBe(1_000_000 + 1000 * 100 + 2_000);
+    expect(calls).toBe(1);
   });
   it("the cost never exceeds the hold, and says when the hold capped it", () => {
     const hold = pricer.hold({ ...text, model: "m", batch: false, bodyBytes: 10, maxTokens: 1, prompts: 1, outputs: 1 });
