@@ -234,6 +234,21 @@ describe("rate limits", () => {
     expect(h).not.toHaveProperty("x-ratelimit-limit-tokens");
     expect(rateLimitHeaders(limiter.forKey("e", { rpm: null, tpm: null, concurrency: null }), 0, 0)).toEqual({});
   });
+  it("seed 004's family says nothing remains, until the tokens budget admits again, while it admits nothing", () => {
+    const clock = manualClock();
+    const b = new RateLimiter(clock, 60).forKey("k", { rpm: 1000, tpm: 1000, concurrency: null });
+    const now = clock.monotonic();
+    b.requests!.take(1, now); // the requests budget is nearly full: it alone would reset in 60 ms
+    b.tokens!.takeIfPositive(1500, now); // the tokens budget is 500 in debt: 30 s until it admits
+    const h = rateLimitHeaders(b, now, clock.now());
+    expect(h["X-RateLimit-Remaining"]).toBe("0");
+    expect(Number(h["X-RateLimit-Reset"])).toBe(Math.ceil((clock.now() + b.tokens!.msUntilPositive(now)) / 1000));
+    expect(b.tokens!.msUntilPositive(now)).toBeGreaterThan(30_000);
+    expect(h["x-ratelimit-remaining-requests"]).toBe("999"); // OpenAI's family reports each dimension itself
+    // Once the tokens budget admits again, the seed's family reports requests as before.
+    clock.advance(31_000);
+    expect(rateLimitHeaders(b, clock.monotonic(), clock.now())["X-RateLimit-Remaining"]).toBe("1000");
+  });
   it("a 429's message is seed 004's, in seconds, rounded up, grammatical at one", () => {
     expect(rateLimited(300, {}).message).toBe("Rate limit exceeded. Try again in 1 second.");
     expect(rateLimited(59_001, {}).message).toBe("Rate limit exceeded. Try again in 60 seconds.");
