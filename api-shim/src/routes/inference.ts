@@ -159,7 +159,9 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
         const { cost, available } = await settlement.settle(502, lastUsageObject(r.tail) ?? { promptTokens: promptEstimate(), completionTokens: 0 });
         throw new ShimError("upstream_error", {
           message: `The answer was larger than the ${ctx.config.maxAnswerBytes} bytes this endpoint relays; send fewer inputs per request${kind === "embeddings" ? " or ask for encoding_format 'base64'" : ""}.`,
-          headers: { "x-credits-charged": formatCredits(cost), "x-credits-remaining": formatCredits(available) },
+          // Charged, and the same request would fail the same way: OpenAI's SDKs retry a 5xx
+          // (twice by default) unless told not to, which would charge it three times.
+          headers: { "x-credits-charged": formatCredits(cost), "x-credits-remaining": formatCredits(available), "x-should-retry": "false" },
         });
       }
       answerBytes = r.bytes;
