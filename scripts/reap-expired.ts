@@ -13,13 +13,14 @@ import { exportUsage } from "./lib/usage-export.ts";
 const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>] [--usage-dir <dir>] [--force]
 
 Destroys every stack (stacks/Pulumi.<tenant>.yaml) whose expiresAt output (first \`pulumi up\`
-+ ttlHours) is in the past, with \`pulumi destroy --yes --stack <tenant>\`. Without --yes it only
++ ttlHours) is in the past, with \`pulumi destroy --yes --non-interactive --stack <tenant>\`. Without --yes it only
 lists what it would destroy. Stacks without ttlHours, not deployed, or not yet expired are kept.
 The stack and its file stay (with no resources), so a second run does nothing.
 
 Before destroying a tenant it saves the tenant's usage (per key and day, since the stack was
-created) to <usage-dir>/<tenant>-usage-<time>.csv: the ledger is on the tenant's volume, which
-the destroy deletes. If that export fails (e.g. this machine is not in adminCidrs), the tenant
+created) to <usage-dir>/<tenant>-usage-<time>.csv, and its keys (names, tiers, balances) to
+<usage-dir>/<tenant>-keys-<time>.json: the ledger is on the tenant's volume, which the destroy
+deletes. If that export fails (e.g. this machine is not in adminCidrs), the tenant
 is kept and the run exits 1; --force destroys it anyway, without its usage.
 Exits 1 if a destroy or an export failed, or a stack's outputs could not be read.
 
