@@ -1,4 +1,5 @@
 import { isoSeconds } from "../api-shim/src/period.ts";
+import type { TlsMode } from "./config/types.ts";
 
 /**
  * Where things live on the tenant's host, and what its Linode resources are called. One place,
@@ -49,4 +50,17 @@ export const CREATED_AT_SUFFIX = "-created-at";
 /** When a host created at `createdAt` (ISO 8601) expires after `ttlHours`: ISO 8601, to the second. */
 export function hostExpiry(createdAt: string, ttlHours: number): string {
   return isoSeconds(Date.parse(createdAt) + ttlHours * 3_600_000);
+}
+
+/**
+ * The ports the host serves clients on, by TLS mode: with TLS, 80 (ACME challenges with Let's
+ * Encrypt, and the redirect to HTTPS) and 443; without, nginx listens on 80 alone, so 443 is not
+ * opened for nothing. The firewall and the plan `npm run render` prints both come from here.
+ */
+export function webPorts(tlsMode: TlsMode): { port: number; purpose: string }[] {
+  if (tlsMode === "off") return [{ port: 80, purpose: "HTTP: the OpenAI-compatible API (tls.mode off: no TLS)" }];
+  return [
+    { port: 80, purpose: tlsMode === "letsencrypt" ? "HTTP: ACME challenge and redirect to HTTPS" : "HTTP: redirect to HTTPS" },
+    { port: 443, purpose: "HTTPS: the OpenAI-compatible API" },
+  ];
 }

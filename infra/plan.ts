@@ -1,6 +1,6 @@
 import { costOf, VOLUME_USD_PER_GB_MONTH } from "./catalog.ts";
 import type { TenantConfig } from "./config.ts";
-import { resourceNames } from "./host.ts";
+import { resourceNames, webPorts } from "./host.ts";
 
 export interface PlannedResource {
   /** Pulumi type token, e.g. `linode:index/instance:Instance`. */
@@ -42,8 +42,7 @@ export function planFor(config: TenantConfig): Plan {
     ...(config.adminCidrs.length ? servingResources(config) : []),
   ];
   const ports: OpenPort[] = [
-    { port: 80, sources: config.allowedCidrs, purpose: "HTTP: ACME challenge and redirect to HTTPS" },
-    { port: 443, sources: config.allowedCidrs, purpose: "HTTPS: the OpenAI-compatible API" },
+    ...webPorts(config.tls.mode).map((p) => ({ ...p, sources: config.allowedCidrs })),
     ...(config.adminCidrs.length ? [{ port: 22, sources: config.adminCidrs, purpose: "SSH for the operator and `pulumi up`" }] : []),
   ];
   const usd = (n: number) => `$${n.toFixed(2)}`;

@@ -5,8 +5,9 @@ import * as tls from "@pulumi/tls";
 import { costOf, type GpuPlan } from "../catalog.ts";
 import { catalogDisagreements } from "../catalog-check.ts";
 import { isIPv6Cidr } from "../config/checks.ts";
+import type { TlsMode } from "../config/types.ts";
 import { isoSeconds } from "../../api-shim/src/period.ts";
-import { CREATED_AT_SUFFIX, hostExpiry, resourceNames } from "../host.ts";
+import { CREATED_AT_SUFFIX, hostExpiry, resourceNames, webPorts } from "../host.ts";
 import { encodeUserData, hostCloudInit } from "../render/cloud-init.ts";
 
 /** The host's part of a validated tenant config (defaults applied by validateConfig). */
@@ -21,6 +22,8 @@ export interface GpuHostArgs {
   image: string;
   /** Sources allowed to reach ports 80 and 443 (not empty). */
   allowedCidrs: readonly string[];
+  /** TLS: without it (`off`) only port 80 is opened. */
+  tls: { readonly mode: TlsMode };
   /** Sources allowed to reach SSH (22); none means no rule for port 22 at all. */
   adminCidrs: readonly string[];
   /** Size of the Block Storage Volume for model weights and the ledger. */
@@ -70,7 +73,7 @@ export class GpuHost extends pulumi.ComponentResource {
       label: names.firewall,
       inboundPolicy: "DROP",
       outboundPolicy: "ACCEPT",
-      inbounds: firewallRules(args.allowedCidrs, args.adminCidrs),
+      inbounds: firewallRules(args.allowedCidrs, args.adminCidrs, args.tls.mode),
       tags,
     }, { parent: this, deleteBeforeReplace: true });
 
@@ -141,10 +144,10 @@ export class GpuHost extends pulumi.ComponentResource {
 }
 
 /**
- * Inbound rules (the policy drops everything else): HTTP and HTTPS from `allowedCidrs`, SSH
- * from `adminCidrs` only, and no SSH rule at all when there are no admin sources.
+ * Inbound rules (the policy drops everything else): HTTP and HTTPS (HTTP alone without TLS) from
+ * `allowedCidrs`, SSH from `adminCidrs` only, and no SSH rule at all when there are no admin sources.
  */
-export function firewallRules(allowedCidrs: readonly string[], adminCidrs: readonly string[]): linode.types.input.FirewallInbound[] {
+export function firewallRules(allowedCidrs: readonly string[], adminCidrs: readonly string[], tlsMode: TlsMode): linode.types.input.FirewallInbound[] {
   const rule = (label: string, ports: string, cidrs: readonly string[]): linode.types.input.FirewallInbound => {
     const ipv4s = cidrs.filter((c) => !isIPv6Cidr(c));
     const ipv6s = cidrs.filter(isIPv6Cidr);
@@ -154,7 +157,7 @@ export function firewallRules(allowedCidrs: readonly string[], adminCidrs: reado
       ...(ipv6s.length ? { ipv6s } : {}),
     };
   };
-  const rules = [rule("allow-http", "80", allowedCidrs), rule("allow-https", "443", allowedCidrs)];
+  const rules = webPorts(tlsMode).map(({ port }) => rule(port === 80 ? "allow-http" : "allow-https", String(port), allowedCidrs));
   if (adminCidrs.length > 0) rules.push(rule("allow-ssh-admin", "22", adminCidrs));
   return rules;
 }

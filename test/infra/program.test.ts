@@ -150,6 +150,17 @@ describe("firewall edge cases", () => {
     expect(await valueOf(outputs.sshCommand)).toContain("SSH is closed");
   });
 
+  it("opens port 80 alone without TLS (nginx serves the API there), and says so in the plan", async () => {
+    const config = configFor("example", { tls: { mode: "off" } });
+    const { resources } = await run("example", config);
+    expect(one(resources, "linode:index/firewall:Firewall").inputs.inbounds.map((r: { ports: string }) => r.ports)).toEqual(["80", "22"]);
+    const { planFor } = await import("../../infra/plan.ts");
+    expect(planFor(config).ports.map((p) => [p.port, p.purpose])).toEqual([
+      [80, "HTTP: the OpenAI-compatible API (tls.mode off: no TLS)"], [22, "SSH for the operator and `pulumi up`"],
+    ]);
+    expect(planFor(configFor("example", { tls: { mode: "self-signed" } })).ports.map((p) => p.purpose).slice(0, 2)).toEqual(["HTTP: redirect to HTTPS", "HTTPS: the OpenAI-compatible API"]);
+  });
+
   it("splits IPv4 and IPv6 sources into their own lists", async () => {
     const { resources } = await run("example", configFor("example", {
       allowedCidrs: ["198.51.100.0/24", "2001:db8::/32"], tls: { mode: "self-signed" }, adminCidrs: ["203.0.113.7/32", "2001:db8:1::/48"],
