@@ -136,7 +136,7 @@ export function stackFileText(raw: Record<string, unknown>, config: TenantConfig
     " Every key is described in docs/configuration.md; secrets are added by `pulumi config set --secret`.",
   ].join("\n");
   const comments: Record<string, string> = {
-    allowedCidrs: " Who may reach HTTPS (443) and HTTP (80).",
+    allowedCidrs: " Who may reach HTTPS (443) and HTTP (80); 80 alone with tls.mode off.",
     adminCidrs: " Who may reach SSH (22) and /admin; `pulumi up` deploys over SSH from here.",
     keys: " Made at deploy time; plaintext only in the secret output apiKeys.",
   };

@@ -39,11 +39,8 @@ export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boole
   }
 }
 
-/**
- * The `"usage":{…}` object nearest the end (where vLLM and LiteLLM put it), if it reads as usage.
- * Also read from the tail of an answer too large to relay.
- */
-export function lastUsageObject(raw: Buffer): Usage | null {
+/** The `"usage":{…}` object nearest the end (where vLLM and LiteLLM put it), if it reads as usage. */
+function lastUsageObject(raw: Buffer): Usage | null {
   const at = raw.lastIndexOf(USAGE_MEMBER);
   if (at < 0) return null;
   let open = at + USAGE_MEMBER.length;
@@ -61,4 +58,39 @@ export function lastUsageObject(raw: Buffer): Usage | null {
     }
   }
   return null;
+}
+
+/** How much follows a `"usage":` member that lastUsageObject reads. */
+const USAGE_WINDOW = 4096;
+
+/**
+ * The usage of an answer too large to keep, found as it streams by: the bytes from the last
+ * `"usage":` member seen (a member split between two pieces included) are kept, nothing else.
+ * Scanning the whole answer, not only its end, matters: vLLM puts `prompt_logprobs`, which can be
+ * megabytes, after `usage`. (`"usage":` with its quotes can only be a key: inside a JSON string a
+ * quote is escaped.)
+ */
+export class UsageScanner {
+  private carry = Buffer.alloc(0);
+  private window: Buffer | null = null;
+
+  push(chunk: Uint8Array): void {
+    const c = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    if (this.window !== null && this.window.length < USAGE_WINDOW) this.window = Buffer.concat([this.window, c.subarray(0, USAGE_WINDOW - this.window.length)]);
+    const at = c.lastIndexOf(USAGE_MEMBER);
+    if (at >= 0) {
+      this.window = Buffer.from(c.subarray(at, at + USAGE_WINDOW));
+    } else {
+      // A member split between the previous piece and this one.
+      const seam = Buffer.concat([this.carry, c.subarray(0, USAGE_MEMBER.length - 1)]);
+      const inSeam = seam.indexOf(USAGE_MEMBER);
+      if (inSeam >= 0) this.window = Buffer.concat([seam.subarray(inSeam, this.carry.length), c.subarray(0, USAGE_WINDOW - (this.carry.length - inSeam))]);
+    }
+    const tail = c.length >= USAGE_MEMBER.length - 1 ? c.subarray(c.length - (USAGE_MEMBER.length - 1)) : Buffer.concat([this.carry, c]).subarray(-(USAGE_MEMBER.length - 1));
+    this.carry = Buffer.from(tail);
+  }
+
+  usage(): Usage | null {
+    return this.window === null ? null : lastUsageObject(this.window);
+  }
 }

@@ -201,22 +201,29 @@ function promptFields(kind: InferenceKind, body: Record<string, unknown>): unkno
  * "a token is at least one byte" bound stays true: Qwen's tokenizer applies NFC and XLM-R's
  * (bge-m3) NFKC, under which U+1D160 goes from 4 bytes to 12 and U+FDFA from 3 to 33. The
  * decomposed forms (NFD, NFKD) are the longest a normalization makes. Only the prompt fields'
- * strings with a non-ASCII character are normalized (JSON escapes spell any character in an ASCII
- * body, so the parsed strings decide), and data URLs (media, ASCII) are skipped: the work stays
- * in proportion to the non-ASCII text, not to the images beside it.
+ * strings (values and keys: a tool's schema goes into the prompt) with a non-ASCII character are
+ * normalized, so the work is in proportion to the non-ASCII text, not to the images beside it
+ * (an ASCII data URL costs one scan). JSON escapes spell any character in an ASCII body, so the
+ * parsed strings decide.
  */
 export function normalizationGrowth(kind: InferenceKind, body: Record<string, unknown>, raw: Buffer): number {
   if (isAscii(raw) && raw.indexOf(JSON_ESCAPE) < 0) return 0;
   let growth = 0;
+  const text = (s: string): void => {
+    if (!NON_ASCII.test(s)) return;
+    const bytes = Buffer.byteLength(s);
+    growth += Math.max(0, Buffer.byteLength(s.normalize("NFD")) - bytes, Buffer.byteLength(s.normalize("NFKD")) - bytes);
+  };
   const visit = (v: unknown): void => {
     if (typeof v === "string") {
-      if (v.startsWith("data:") || !NON_ASCII.test(v)) return;
-      const bytes = Buffer.byteLength(v);
-      growth += Math.max(0, Buffer.byteLength(v.normalize("NFD")) - bytes, Buffer.byteLength(v.normalize("NFKD")) - bytes);
+      text(v);
     } else if (Array.isArray(v)) {
       for (const item of v) visit(item);
     } else if (v !== null && typeof v === "object") {
-      for (const key in v) visit((v as Record<string, unknown>)[key]);
+      for (const key in v) {
+        text(key);
+        visit((v as Record<string, unknown>)[key]);
+      }
     }
   };
   visit(promptFields(kind, body));

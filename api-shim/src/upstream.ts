@@ -162,48 +162,59 @@ function upstreamMessage(text: string): string | undefined {
 
 /** Reads a response body up to `limit` bytes; longer bodies are cut (for error messages only). */
 export async function readLimited(body: Body, limit: number): Promise<{ text: string; truncated: boolean }> {
-  const r = await collect(body, limit, true);
+  const r = await collect(body, limit);
   return { text: r.bytes.toString("utf8"), truncated: r.over };
 }
 
 /**
- * A whole response body as one Buffer; past `limit` bytes, the body is still read to its end (the
- * upstream did the work either way) and only its last `tailBytes` are kept: where an answer's
- * usage is.
+ * A whole response body as one Buffer, or null past `limit` bytes. Past it, every byte (those
+ * read so far, then the rest) goes to `past` instead of being kept, until the body ends, breaks,
+ * stalls (its idle timeout) or `drainMs` have gone by: the upstream did the work either way, and
+ * what it says about it (its usage) comes at the end.
  */
-export async function readBody(body: Body, limit: number, tailBytes: number): Promise<{ over: false; bytes: Buffer } | { over: true; tail: Buffer }> {
-  const r = await collect(body, limit, false);
-  if (!r.over) return { over: false, bytes: r.bytes };
-  const kept: Uint8Array[] = [r.bytes];
-  let size = r.bytes.byteLength;
-  for await (const c of body) {
-    kept.push(c);
-    size += c.byteLength;
-    while (size - kept[0]!.byteLength >= tailBytes) size -= kept.shift()!.byteLength;
+export async function readBody(body: Body, limit: number, past: { push(chunk: Uint8Array): void }, drainMs: number): Promise<Buffer | null> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  let over = false;
+  let deadline: NodeJS.Timeout | undefined;
+  try {
+    for await (const c of body) {
+      if (over) {
+        past.push(c);
+        continue;
+      }
+      chunks.push(c);
+      size += c.byteLength;
+      if (size > limit) {
+        over = true;
+        for (const k of chunks) past.push(k);
+        chunks.length = 0;
+        deadline = setTimeout(() => body.destroy(), drainMs);
+      }
+    }
+  } catch (e) {
+    if (!over) throw e;
+  } finally {
+    clearTimeout(deadline);
   }
-  const tail = Buffer.concat(kept, size);
-  return { over: true, tail: tail.subarray(Math.max(0, size - tailBytes)) };
+  if (over) return null;
+  const one = chunks.length === 1 ? chunks[0]! : undefined; // the usual case: no copy
+  return one === undefined ? Buffer.concat(chunks, size) : Buffer.isBuffer(one) ? one : Buffer.from(one.buffer, one.byteOffset, one.byteLength);
 }
 
 type Body = AsyncIterable<Uint8Array> & { destroy(err?: Error): unknown };
 
-/**
- * The body up to `limit` bytes. Past it: `keepCut`, its first `limit` bytes and the rest
- * discarded (the body destroyed); otherwise the last chunk read, with the body left to read on.
- */
-async function collect(body: Body, limit: number, keepCut: boolean): Promise<{ bytes: Buffer; over: boolean }> {
+/** The body up to `limit` bytes; past it, the first `limit` bytes and the rest discarded (the body destroyed). */
+async function collect(body: Body, limit: number): Promise<{ bytes: Buffer; over: boolean }> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   for await (const c of body) {
     chunks.push(c);
     size += c.byteLength;
     if (size > limit) {
-      if (!keepCut) return { bytes: Buffer.from(c), over: true };
       body.destroy();
       return { bytes: Buffer.concat(chunks, limit), over: true };
     }
   }
-  const one = chunks.length === 1 ? chunks[0]! : undefined; // the usual case: no copy
-  const bytes = one === undefined ? Buffer.concat(chunks, size) : Buffer.isBuffer(one) ? one : Buffer.from(one.buffer, one.byteOffset, one.byteLength);
-  return { bytes, over: false };
+  return { bytes: Buffer.concat(chunks, size), over: false };
 }

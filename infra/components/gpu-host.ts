@@ -20,7 +20,7 @@ export interface GpuHostArgs {
   plan: GpuPlan;
   /** Linode image (an Ubuntu LTS). */
   image: string;
-  /** Sources allowed to reach ports 80 and 443 (not empty). */
+  /** Sources allowed to reach the web ports (80 and 443; 80 alone without TLS). Not empty. */
   allowedCidrs: readonly string[];
   /** TLS: without it (`off`) only port 80 is opened. */
   tls: { readonly mode: TlsMode };
@@ -36,7 +36,7 @@ export interface GpuHostArgs {
 
 /**
  * A Linode GPU instance that is safe on the internet from its first boot: created already
- * attached to a Cloud Firewall that drops everything but 80/443 from `allowedCidrs` and 22 from
+ * attached to a Cloud Firewall that drops everything but the web ports (webPorts) from `allowedCidrs` and 22 from
  * `adminCidrs`, SSH by a generated key only, a random root password, and a Block Storage Volume
  * for the data that must outlive the instance. cloud-init (through the Metadata service)
  * installs the NVIDIA driver, Docker and the container toolkit and mounts the volume.

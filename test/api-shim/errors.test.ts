@@ -370,7 +370,7 @@ describe("upstream failures", () => {
       expect((await shim.store.getKey(k.id))!).toMatchObject({ balance: 3_000_000, held: 0 });
       // The operator's log says what broke (a code, never the upstream's URL), for requests and /ready.
       expect(await shim.waitForRequestLog((l) => l.keyId === k.id && l.path === "/v1/chat/completions")).toMatchObject({ status, error: code, cause });
-      expect(await shim.waitForRequestLog((l) => l.keyId === k.id && l.path === "/v1/models")).toMatchObject({ status, error: code, cause: expect.stringMatching(/^[A-Za-z_]+$/) });
+      expect(await shim.waitForRequestLog((l) => l.keyId === k.id && l.path === "/v1/models")).toMatchObject({ status, error: code, cause });
       // Both failures are counted, the model list's too.
       expect(await (await fetch(`${shim.url}/metrics`)).text()).toContain(`shim_upstream_failures_total{reason="${code}"} 2\n`);
       expect((await fetch(`${shim.url}/ready`)).status).toBe(503);

@@ -137,9 +137,15 @@ describe("pricing", () => {
     const escaped = Buffer.from(JSON.stringify(chat).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
     expect(escaped.every((b) => b < 0x80)).toBe(true);
     expect(normalizationGrowth("chat", JSON.parse(escaped.toString()) as Record<string, unknown>, escaped)).toBe(30_000);
-    // An image's data URL beside French text: only the text is normalized ("é" gains a byte under NFD).
-    const vision = { model: "m", messages: [{ role: "user", content: [{ type: "text", text: "Décris" }, { type: "image_url", image_url: { url: `data:image/png;base64,${"A".repeat(100_000)}é` } }] }] };
+    // An image's data URL (ASCII) beside French text: only the text grows ("é" gains a byte under NFD).
+    const vision = { model: "m", messages: [{ role: "user", content: [{ type: "text", text: "Décris" }, { type: "image_url", image_url: { url: `data:image/png;base64,${"A".repeat(100_000)}` } }] }] };
     expect(normalizationGrowth("chat", vision, Buffer.from(JSON.stringify(vision)))).toBe(1);
+    // Text that merely starts like a data URL is still text.
+    const prefixed = { model: "m", input: [`data:${"\uFDFA".repeat(1000)}`] };
+    expect(normalizationGrowth("embeddings", prefixed, Buffer.from(JSON.stringify(prefixed)))).toBe(30_000);
+    // Keys count too: a tool's JSON schema, property names included, goes into the prompt.
+    const tools = { model: "m", messages: [{ role: "user", content: "hi" }], tools: [{ type: "function", function: { name: "f", parameters: { type: "object", properties: { ["\uFDFA".repeat(1000)]: { type: "string" } } } } }] };
+    expect(normalizationGrowth("chat", tools, Buffer.from(JSON.stringify(tools)))).toBe(30_000);
   });
   it("normalization growth is worked out only when the body's bytes bound the prompt", () => {
     let calls = 0;

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { lastUsageObject, usageOfBody } from "../answer-body.ts";
+import { UsageScanner, usageOfBody } from "../answer-body.ts";
 import { spliceJsonBytes } from "../json-splice.ts";
 import { finishRequest } from "../app.ts";
 import { authHeaders, rateLimited, tooManyInFlight } from "../auth.ts";
@@ -21,8 +21,11 @@ const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/embeddings", "embeddings", "/embeddings"],
 ];
 
-/** How much of an answer too large to relay is kept, to read its usage from (vLLM puts it near the end). */
-const ANSWER_TAIL_BYTES = 1024 * 1024;
+/**
+ * How long the rest of an answer too large to relay is read, for its usage: vLLM sends a
+ * non-streamed answer at once, so on loopback this is about a second per GB.
+ */
+const ANSWER_DRAIN_MS = 10_000;
 /** Answers below this size are written as one buffer (one syscall with the headers). */
 const COPY_BELOW = 64 * 1024;
 
@@ -149,14 +152,15 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     }
     let answerBytes: Buffer;
     try {
-      const r = await readBody(res.body, ctx.config.maxAnswerBytes, ANSWER_TAIL_BYTES);
-      if (r.over) {
+      const scanner = new UsageScanner();
+      const r = await readBody(res.body, ctx.config.maxAnswerBytes, scanner, ANSWER_DRAIN_MS);
+      if (r === null) {
         // The upstream did the work (embeddings of a large batch; many long outputs with
-        // logprobs), but the answer is past what the shim relays. It is charged from the usage at
-        // the end of the answer (else the estimated prompt), so such requests are not free GPU
-        // time, and the client is told how to fit.
+        // logprobs), but the answer is past what the shim relays. It is charged from the usage in
+        // the answer (else the estimated prompt), so such requests are not free GPU time, and the
+        // client is told how to fit.
         ctx.metrics.upstreamFailures.inc({ reason: "answer_too_large" });
-        const { cost, available } = await settlement.settle(502, lastUsageObject(r.tail) ?? { promptTokens: promptEstimate(), completionTokens: 0 });
+        const { cost, available } = await settlement.settle(502, scanner.usage() ?? { promptTokens: promptEstimate(), completionTokens: 0 });
         throw new ShimError("upstream_error", {
           message: `The answer was larger than the ${ctx.config.maxAnswerBytes} bytes this endpoint relays; send fewer inputs per request${kind === "embeddings" ? " or ask for encoding_format 'base64'" : ""}.`,
           // Charged, and the same request would fail the same way: OpenAI's SDKs retry a 5xx
@@ -164,7 +168,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
           headers: { "x-credits-charged": formatCredits(cost), "x-credits-remaining": formatCredits(available), "x-should-retry": "false" },
         });
       }
-      answerBytes = r.bytes;
+      answerBytes = r;
     } catch (e) {
       return await failed(ctx, request, reply, settlement, ac.signal, e, true);
     }

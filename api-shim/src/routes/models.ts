@@ -25,20 +25,25 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
       text = (await readLimited(res.body, MODEL_LIST_LIMIT)).text;
     } catch (e) {
       const err = deadline.aborted ? new ShimError("upstream_timeout") : transportError(e);
-      request.upstreamCause = transportCause(e);
+      // The list's own deadline aborts the request: name what ran out, not the abort.
+      request.upstreamCause = deadline.aborted ? (res ? "UND_ERR_BODY_TIMEOUT" : "UND_ERR_HEADERS_TIMEOUT") : transportCause(e);
       ctx.metrics.upstreamFailures.inc({ reason: err.code });
       throw err;
     }
     // A GET with nothing in it is never the client's fault: whatever the upstream says, it is the
     // upstream's failure (busy: 503, slow: 504), and none of its message reaches the client.
     if (res.status !== 200) {
+      ctx.metrics.upstreamFailures.inc({ reason: `status_${res.status}` });
       if ([408, 429, 503, 504].includes(res.status)) throw upstreamStatusError(res.status, "", undefined, res.headers["retry-after"]);
       // A bare 404 keeps the shim's own "misconfigured" message (no word of the upstream's).
       const missing = res.status === 404 ? upstreamStatusError(404, text, undefined, undefined) : null;
       throw missing?.code === "upstream_error" ? missing : new ShimError("upstream_error");
     }
     const list = parseModelList(text);
-    if (list === null) throw new ShimError("upstream_error");
+    if (list === null) {
+      ctx.metrics.upstreamFailures.inc({ reason: "not_a_model_list" });
+      throw new ShimError("upstream_error");
+    }
     const configured = ctx.config.models;
     // An id listed twice (LiteLLM has done so) is shown once.
     const seen = new Set<string>();

@@ -1,0 +1,103 @@
+import { createServer, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { UsageScanner } from "../../api-shim/src/answer-body.ts";
+import { readBody } from "../../api-shim/src/upstream.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+
+/**
+ * A non-streamed answer past SHIM_MAX_ANSWER_BYTES: the upstream did the work, so it is charged
+ * from the usage in the answer, wherever in the answer it is and however the answer ends.
+ */
+const LIMIT = 65_536;
+const USAGE = '"usage":{"prompt_tokens":5,"total_tokens":50005,"completion_tokens":50000}';
+const answerOf = (contentBytes: number, after = "") =>
+  Buffer.from(`{"id":"x","object":"chat.completion","model":"qwen2.5-7b","choices":[{"index":0,"message":{"role":"assistant","content":"${"a".repeat(contentBytes)}"}}],${USAGE}${after}}`);
+/** vLLM's field order: prompt_logprobs (megabytes with many prompt tokens) after usage. */
+const PROMPT_LOGPROBS = `,"prompt_logprobs":[null,${Array.from({ length: 30_000 }, (_, i) => `{"${i}":{"logprob":-1.5,"rank":1,"decoded_token":"tok"}}`).join(",")}],"kv_transfer_params":null`;
+
+/** A body as UpstreamBody is: a second for-await goes on where the first stopped. */
+function bodyOf(chunks: Buffer[]) {
+  let i = 0;
+  return { async *[Symbol.asyncIterator]() { while (i < chunks.length) yield chunks[i++]!; }, destroy() { i = chunks.length; } };
+}
+const pieces = (b: Buffer, size: number) => Array.from({ length: Math.ceil(b.length / size) }, (_, i) => b.subarray(i * size, (i + 1) * size));
+
+describe("the usage of an answer too large to keep", () => {
+  it.each([
+    ["split at every offset around the member", answerOf(LIMIT), [1, 3, 7, 8, 9, 60, 4093]],
+    ["after megabytes of prompt_logprobs", answerOf(70_000, PROMPT_LOGPROBS), [65_536, 16_384]],
+  ])("is found %s", async (_, answer, sizes) => {
+    for (const size of sizes) {
+      const scanner = new UsageScanner();
+      expect(await readBody(bodyOf(pieces(answer, size)), LIMIT, scanner, 1000), `pieces of ${size}`).toBeNull();
+      expect(scanner.usage(), `pieces of ${size}`).toEqual({ promptTokens: 5, completionTokens: 50_000 });
+    }
+  });
+  it("is found when the answer ends a few bytes past the limit, the member split across the piece that crosses it", async () => {
+    const answer = answerOf(LIMIT - 159);
+    for (let cut = answer.length - 80; cut < answer.length; cut += 7) {
+      const scanner = new UsageScanner();
+      expect(await readBody(bodyOf([answer.subarray(0, cut), answer.subarray(cut)]), LIMIT, scanner, 1000)).toBeNull();
+      expect(scanner.usage(), `cut at ${cut}`).toEqual({ promptTokens: 5, completionTokens: 50_000 });
+    }
+  });
+  it("an answer within the limit is returned whole, and nothing is scanned", async () => {
+    const answer = answerOf(1000);
+    const scanner = new UsageScanner();
+    expect(await readBody(bodyOf(pieces(answer, 100)), LIMIT, scanner, 1000)).toEqual(answer);
+    expect(scanner.usage()).toBeNull();
+  });
+});
+
+describe("an answer too large to relay, through the shim", () => {
+  let mode: "logprobs" | "break" | "stall" = "logprobs";
+  let upstream: Server;
+  let h: Harness;
+  beforeAll(async () => {
+    upstream = createServer((req, res: ServerResponse) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "application/json" });
+        if (mode === "logprobs") return void res.end(answerOf(70_000, PROMPT_LOGPROBS));
+        res.write(answerOf(2 * LIMIT).subarray(0, 2 * LIMIT)); // past the limit, and no usage yet
+        if (mode === "break") setTimeout(() => res.socket!.destroy(), 100);
+      });
+    });
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    h = await startShim({
+      env: { SHIM_MAX_ANSWER_BYTES: String(LIMIT), SHIM_UPSTREAM_URL: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`, SHIM_STREAM_IDLE_TIMEOUT_MS: "500" },
+      file: { pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 1 } } }, models: [{ name: "qwen2.5-7b", maxModelLen: 100_000 }] },
+    });
+  });
+  afterAll(async () => {
+    await h.close();
+    upstream.closeAllConnections();
+    await new Promise((r) => upstream.close(r));
+  });
+
+  const ask = async (m: typeof mode) => {
+    mode = m;
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const res = await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 60_000 });
+    const body = (await res.json()) as { error: { code: string } };
+    return { res, body, log: await h.waitForRequestLog((l) => l.keyId === id) };
+  };
+
+  it("is charged from its usage, which vLLM puts before megabytes of prompt_logprobs", async () => {
+    const { res, body, log } = await ask("logprobs");
+    expect(res.status).toBe(502);
+    expect(body.error.code).toBe("upstream_error");
+    expect(log).toMatchObject({ status: 502, tokens: 50_005, cost: 51.005 });
+    expect(res.headers.get("x-credits-charged")).toBe("51.005");
+    expect(res.headers.get("x-should-retry")).toBe("false");
+  });
+
+  it.each(["break", "stall"] as const)("whose rest %ss is still charged (the estimated prompt), and not to be retried", async (m) => {
+    const { res, log } = await ask(m);
+    expect(res.status).toBe(502);
+    expect(res.headers.get("x-should-retry")).toBe("false");
+    expect(log.cost).toBeGreaterThan(1); // the request price and the prompt's estimate
+    expect(Number(res.headers.get("x-credits-charged"))).toBe(log.cost);
+  });
+});
