@@ -1,5 +1,5 @@
 import { createServer as createHttpServer } from "node:http";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import Database from "better-sqlite3";
 import OpenAI, { APIError, AuthenticationError, BadRequestError, ConflictError, InternalServerError, NotFoundError, PermissionDeniedError, RateLimitError } from "openai";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -510,6 +510,35 @@ describe("the model list as an upstream may really send it", () => {
     } finally {
       await h.close();
       await new Promise((resolve) => upstream.close(resolve));
+    }
+  });
+});
+
+describe("a key revoked while its request's body is still arriving", () => {
+  it("is refused 401 at admission: nothing forwarded, nothing charged", async () => {
+    const h = await startShim();
+    try {
+      const { id, key } = await h.createKey({ credits: 100 });
+      const body = JSON.stringify(chat);
+      const { hostname, port } = new URL(h.url);
+      // Headers now (the key is checked on them), the body after the key is revoked.
+      const sock = connect(Number(port), hostname);
+      await new Promise((r) => sock.once("connect", r));
+      sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n`);
+      let raw = "";
+      sock.setEncoding("utf8").on("data", (c: string) => (raw += c));
+      const closed = new Promise((r) => sock.once("close", r));
+      await new Promise((r) => setTimeout(r, 200));
+      expect((await h.admin(`/admin/keys/${id}`, { method: "DELETE" })).status).toBe(200);
+      const received = h.fake.counters.received;
+      sock.write(body);
+      await closed;
+      expect(raw).toMatch(/^HTTP\/1\.1 401 /);
+      expect(raw).toContain('"code":"invalid_api_key"');
+      expect(h.fake.counters.received).toBe(received);
+      expect((await h.store.getKey(id))!).toMatchObject({ balance: 100_000_000, held: 0 });
+    } finally {
+      await h.close();
     }
   });
 });

@@ -20,8 +20,22 @@ export function storeContract(current: () => Store): void {
     expect(r.map((x) => x.ok)).toEqual([true, true, true, false, false]);
     expect(r[2]).toEqual({ ok: true, available: 0 });
     expect(r[4]).toEqual({ ok: false, available: 0 });
-    expect(await store.reserve({ reservationId: "x", keyId: "nope", amount: 1, at: 1 })).toEqual({ ok: false, available: 0 });
+    expect(await store.reserve({ reservationId: "x", keyId: "nope", amount: 1, at: 1 })).toEqual({ ok: false, available: 0, inactive: true });
     expect(await store.getKey("k")).toMatchObject({ balance: 3, held: 3 });
+  });
+
+  it("reserve refuses a key revoked or expired since it authenticated, whatever its balance", async () => {
+    const store = current();
+    await store.createKey(newKey("gone", 10));
+    await store.createKey({ ...newKey("ends", 10), expiresAt: 5000 });
+    expect(await store.reserve({ reservationId: "a", keyId: "gone", amount: 1, at: 2000 })).toEqual({ ok: true, available: 9 });
+    await store.revokeKey("gone", 3000);
+    expect(await store.reserve({ reservationId: "b", keyId: "gone", amount: 1, at: 3001 })).toEqual({ ok: false, available: 9, inactive: true });
+    expect(await store.reserve({ reservationId: "c", keyId: "ends", amount: 1, at: 4999 })).toEqual({ ok: true, available: 9 });
+    expect(await store.reserve({ reservationId: "d", keyId: "ends", amount: 1, at: 5000 })).toEqual({ ok: false, available: 9, inactive: true });
+    // The hold made before the revocation still settles, and is charged.
+    await store.settle({ reservationId: "a", keyId: "gone", hold: 1, cost: 1, usage: usage("gone", "qa", 1) });
+    expect((await store.audit()).find((r) => r.keyId === "gone")).toMatchObject({ balance: 9, held: 0, ledgerSum: 9 });
   });
 
   it("settle charges at most the hold with the request's usage record; a failed request is charged 0; twice is a no-op", async () => {

@@ -107,6 +107,9 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     }
   }
   if (!reserved.ok) {
+    // Revoked or expired since it authenticated (while its body was still arriving): refused as
+    // any dead key is, before anything is forwarded or charged.
+    if (reserved.inactive) throw new ShimError("invalid_api_key");
     const required = formatCredits(hold);
     const available = formatCredits(reserved.available);
     throw new ShimError("insufficient_credits", {

@@ -2,8 +2,12 @@
  * The Postgres store's statements on the hot path and for the books (postgres-store.ts runs
  * them). Each is one round trip, atomic on its own.
  */
-/** The hold: the key row's conditional UPDATE decides (re-checked under the row lock), the reservation row records it. */
-export const RESERVE = `WITH k AS (UPDATE keys SET held = held + $3 WHERE id = $2 AND balance - held >= $3 RETURNING balance - held AS available),
+/**
+ * The hold: the key row's conditional UPDATE decides (re-checked under the row lock: live, and
+ * balance − held covers it), the reservation row records it.
+ */
+export const RESERVE = `WITH k AS (UPDATE keys SET held = held + $3
+    WHERE id = $2 AND balance - held >= $3 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $5) RETURNING balance - held AS available),
   r AS (INSERT INTO reservations (id, key_id, amount, owner, at) SELECT $1, $2, $3, $4, $5 FROM k)
   SELECT available FROM k`;
 /** The settlement: the reservation gone, the request's ledger row (−cost and its usage), balance −= cost, held −= hold. */
@@ -13,6 +17,8 @@ export const SETTLE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNI
   k AS (UPDATE keys SET balance = balance - $2, held = held - r.amount FROM r WHERE keys.id = r.key_id RETURNING balance - held AS available)
   SELECT available FROM k`;
 export const AVAILABLE = "SELECT balance - held AS available FROM keys WHERE id = $1";
+/** Why a hold was refused: what is available, and whether the key was revoked or expired (at $2). */
+export const REFUSAL = "SELECT balance - held AS available, (revoked_at IS NOT NULL OR coalesce(expires_at <= $2, false)) AS inactive FROM keys WHERE id = $1";
 /** Releases one hold, uncharged (no ledger row): what a failed request's hold becomes. */
 export const RELEASE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNING key_id, amount)
   UPDATE keys SET held = held - r.amount FROM r WHERE keys.id = r.key_id`;

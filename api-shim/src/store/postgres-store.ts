@@ -2,7 +2,7 @@ import { randomInt } from "node:crypto";
 import pg from "pg";
 import { driverUrl } from "./database-url.ts";
 import { LOCK_CLASS, migratePg } from "./postgres-migrations.ts";
-import { AUDIT, AVAILABLE, RELEASE, RELEASE_STALE, RESERVE, SETTLE } from "./postgres-sql.ts";
+import { AUDIT, AVAILABLE, REFUSAL, RELEASE, RELEASE_STALE, RESERVE, SETTLE } from "./postgres-sql.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
@@ -309,7 +309,8 @@ export class PostgresStore implements Store {
         name: "reserve", text: RESERVE, values: [input.reservationId, input.keyId, input.amount, this.owner, input.at],
       });
       if (rows.length === 1) return { ok: true, available: rows[0]!.available };
-      return { ok: false, available: await this.available(input.keyId) };
+      const why = (await this.pool.query<{ available: number; inactive: boolean }>({ name: "refusal", text: REFUSAL, values: [input.keyId, input.at] })).rows[0];
+      return { ok: false, available: why?.available ?? 0, ...(why === undefined || why.inactive ? { inactive: true } : {}) };
     });
   }
 

@@ -39,7 +39,7 @@ type RequestRow = [keyId: string, at: number, amount: number, requestId: string,
  * lock, so nobody else can change it until COMMIT) with the batch's changes applied, and those
  * changes, written to the row as one UPDATE at COMMIT.
  */
-interface Account { id: string; balance: number; held: number; dBalance: number; dHeld: number; dHolds: number }
+interface Account { id: string; balance: number; held: number; dBalance: number; dHeld: number; dHolds: number; /** From when the key admits nothing (revoked: always). */ inactiveAt: number }
 
 /**
  * The embedded store: better-sqlite3 in WAL mode, written by one process (the shim). Schema in
@@ -91,7 +91,7 @@ export class SqliteStore implements Store {
       // The request path: prepared once, positional parameters (binding from objects costs more).
       begin: db.prepare("BEGIN IMMEDIATE"),
       commit: db.prepare("COMMIT"),
-      money: db.prepare<[string], { balance: number; held: number }>("SELECT balance, held FROM keys WHERE id = ?"),
+      money: db.prepare<[string], { balance: number; held: number; revokedAt: number | null; expiresAt: number | null }>("SELECT balance, held, revoked_at AS revokedAt, expires_at AS expiresAt FROM keys WHERE id = ?"),
       // The request's one ledger row: its charge (−cost) and its usage record.
       requestRow: db.prepare<[string, number, number, string, string, string, number, number, number, number, number]>(
         "INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES (?, ?, ?, 'usage', ?, ?, ?, ?, ?, ?, ?, ?)"),
@@ -114,16 +114,16 @@ export class SqliteStore implements Store {
     if (a === undefined) {
       const row = this.stmt.money.get(keyId);
       if (row === undefined) return undefined;
-      a = { id: keyId, balance: row.balance, held: row.held, dBalance: 0, dHeld: 0, dHolds: 0 };
+      a = { id: keyId, balance: row.balance, held: row.held, dBalance: 0, dHeld: 0, dHolds: 0, inactiveAt: row.revokedAt !== null ? -Infinity : (row.expiresAt ?? Infinity) };
       accounts.set(keyId, a);
     }
     return a;
   }
 
-  /** The hold: admitted only if balance − held covers it (decided under the batch's write lock). */
+  /** The hold: admitted only if the key is live and balance − held covers it (decided under the batch's write lock). */
   private reserveOp(input: ReserveInput): ReserveResult {
     const a = this.account(input.keyId);
-    if (a === undefined) return { ok: false, available: 0 };
+    if (a === undefined || input.at >= a.inactiveAt) return { ok: false, available: a ? a.balance - a.held : 0, inactive: true };
     const available = a.balance - a.held;
     if (available < input.amount) return { ok: false, available };
     a.held += input.amount;

@@ -51,7 +51,8 @@ export interface ReserveInput {
   amount: number;
   at: number;
 }
-export type ReserveResult = { ok: true; available: number } | { ok: false; available: number };
+/** Refused: not enough available, or `inactive` (the key was revoked or expired after it authenticated). */
+export type ReserveResult = { ok: true; available: number } | { ok: false; available: number; inactive?: boolean };
 
 export interface SettleInput {
   reservationId: string;
