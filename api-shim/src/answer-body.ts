@@ -42,12 +42,19 @@ export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boole
 /** The `"usage":{…}` object nearest the end (where vLLM and LiteLLM put it), if it reads as usage. */
 function lastUsageObject(raw: Buffer): Usage | null {
   const at = raw.lastIndexOf(USAGE_MEMBER);
-  if (at < 0) return null;
+  return at < 0 ? null : usageObjectAt(raw, at);
+}
+
+/** The longest usage object read after its member. */
+const MAX_USAGE_OBJECT = 4096;
+
+/** The `"usage":{…}` member at `at`, if its object is there whole and reads as usage. */
+function usageObjectAt(raw: Buffer, at: number): Usage | null {
   let open = at + USAGE_MEMBER.length;
   while (open < raw.length && isJsonSpace(raw[open]!)) open++;
   if (raw[open] !== OPEN_BRACE) return null;
   let depth = 0;
-  for (let i = open; i < raw.length && i < open + 4096; i++) {
+  for (let i = open; i < raw.length && i < open + MAX_USAGE_OBJECT; i++) {
     if (raw[i] === OPEN_BRACE) depth++;
     else if (raw[i] === CLOSE_BRACE && --depth === 0) {
       try {
@@ -60,37 +67,50 @@ function lastUsageObject(raw: Buffer): Usage | null {
   return null;
 }
 
-/** How much follows a `"usage":` member that lastUsageObject reads. */
-const USAGE_WINDOW = 4096;
+/** What follows a member that usageObjectAt may read: the object, and the whitespace before it. */
+const USAGE_WINDOW = USAGE_MEMBER.length + 64 + MAX_USAGE_OBJECT;
 
 /**
- * The usage of an answer too large to keep, found as it streams by: the bytes from the last
- * `"usage":` member seen (a member split between two pieces included) are kept, nothing else.
- * Scanning the whole answer, not only its end, matters: vLLM puts `prompt_logprobs`, which can be
- * megabytes, after `usage`. (`"usage":` with its quotes can only be a key: inside a JSON string a
- * quote is escaped.)
+ * The usage of an answer too large to keep, found as it streams by: the last `"usage":` member
+ * whose object reads as usage (a `"usage": null` or a string further on does not replace it),
+ * with only the bytes after the latest member kept. Scanning the whole answer, not only its end,
+ * matters: vLLM puts `prompt_logprobs`, which can be megabytes, after `usage`. (`"usage":` with
+ * its quotes can only be a key: inside a JSON string a quote is escaped. A nested object with a
+ * `usage` key that reads as usage, after the answer's own, would win; no upstream sends one.)
  */
 export class UsageScanner {
+  /** The last bytes of what came before, to find a member split between two pieces. */
   private carry = Buffer.alloc(0);
-  private window: Buffer | null = null;
+  /** From the latest member on, up to USAGE_WINDOW bytes. */
+  private pending: Buffer | null = null;
+  private found: Usage | null = null;
 
   push(chunk: Uint8Array): void {
     const c = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    if (this.window !== null && this.window.length < USAGE_WINDOW) this.window = Buffer.concat([this.window, c.subarray(0, USAGE_WINDOW - this.window.length)]);
-    const at = c.lastIndexOf(USAGE_MEMBER);
-    if (at >= 0) {
-      this.window = Buffer.from(c.subarray(at, at + USAGE_WINDOW));
-    } else {
-      // A member split between the previous piece and this one.
-      const seam = Buffer.concat([this.carry, c.subarray(0, USAGE_MEMBER.length - 1)]);
-      const inSeam = seam.indexOf(USAGE_MEMBER);
-      if (inSeam >= 0) this.window = Buffer.concat([seam.subarray(inSeam, this.carry.length), c.subarray(0, USAGE_WINDOW - (this.carry.length - inSeam))]);
+    if (this.pending !== null && this.pending.length < USAGE_WINDOW) this.pending = Buffer.concat([this.pending, c.subarray(0, USAGE_WINDOW - this.pending.length)]);
+    // A member split between the previous piece and this one (the seam holds no other).
+    const keep = USAGE_MEMBER.length - 1;
+    const seam = Buffer.concat([this.carry, c.subarray(0, keep)]);
+    const split = seam.indexOf(USAGE_MEMBER);
+    if (split >= 0) {
+      this.settlePending();
+      this.pending = Buffer.concat([seam.subarray(split, this.carry.length), c.subarray(0, USAGE_WINDOW - (this.carry.length - split))]);
     }
-    const tail = c.length >= USAGE_MEMBER.length - 1 ? c.subarray(c.length - (USAGE_MEMBER.length - 1)) : Buffer.concat([this.carry, c]).subarray(-(USAGE_MEMBER.length - 1));
-    this.carry = Buffer.from(tail);
+    for (let at = c.indexOf(USAGE_MEMBER); at >= 0; at = c.indexOf(USAGE_MEMBER, at + 1)) {
+      this.settlePending();
+      this.pending = Buffer.from(c.subarray(at, at + USAGE_WINDOW));
+    }
+    this.carry = Buffer.from(c.length >= keep ? c.subarray(c.length - keep) : Buffer.concat([this.carry, c]).subarray(-keep));
   }
 
   usage(): Usage | null {
-    return this.window === null ? null : lastUsageObject(this.window);
+    this.settlePending();
+    return this.found;
+  }
+
+  private settlePending(): void {
+    if (this.pending === null) return;
+    this.found = usageObjectAt(this.pending, 0) ?? this.found;
+    this.pending = null;
   }
 }

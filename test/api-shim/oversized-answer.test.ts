@@ -42,6 +42,24 @@ describe("the usage of an answer too large to keep", () => {
       expect(scanner.usage(), `cut at ${cut}`).toEqual({ promptTokens: 5, completionTokens: 50_000 });
     }
   });
+  it.each([["null", "null"], ["a string", '"n/a"'], ["an object that is not usage", '{"kind":"remote"}']])(
+    "is the answer's own when a later nested `usage` key holds %s", async (_, nested) => {
+      const answer = answerOf(LIMIT, `,"prompt_logprobs":null,"kv_transfer_params":{"usage":${nested}}`);
+      for (const size of [65_536, 1000, 13]) {
+        const scanner = new UsageScanner();
+        expect(await readBody(bodyOf(pieces(answer, size)), LIMIT, scanner, 1000)).toBeNull();
+        expect(scanner.usage(), `pieces of ${size}`).toEqual({ promptTokens: 5, completionTokens: 50_000 });
+      }
+    });
+  it("reads a usage object of up to 4 KiB, details and whitespace included, whatever the pieces", async () => {
+    const details = `"prompt_tokens_details":{"cached_tokens":0,"note":"${"x".repeat(3990)}"}`;
+    const answer = Buffer.from(`{"choices":[{"text":"${"a".repeat(LIMIT)}"}],"usage": {"prompt_tokens":5,"completion_tokens":50000,${details}}}`);
+    for (const size of [65_536, 4096, 777]) {
+      const scanner = new UsageScanner();
+      expect(await readBody(bodyOf(pieces(answer, size)), LIMIT, scanner, 1000)).toBeNull();
+      expect(scanner.usage(), `pieces of ${size}`).toEqual({ promptTokens: 5, completionTokens: 50_000 });
+    }
+  });
   it("an answer within the limit is returned whole, and nothing is scanned", async () => {
     const answer = answerOf(1000);
     const scanner = new UsageScanner();
@@ -91,6 +109,22 @@ describe("an answer too large to relay, through the shim", () => {
     expect(log).toMatchObject({ status: 502, tokens: 50_005, cost: 51.005 });
     expect(res.headers.get("x-credits-charged")).toBe("51.005");
     expect(res.headers.get("x-should-retry")).toBe("false");
+  });
+
+  it("whose client leaves while the rest is read is charged the same, and logged and counted as 499", async () => {
+    mode = "stall";
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 200);
+    await expect(fetch(`${h.url}/v1/chat/completions`, {
+      method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 60_000 }),
+    })).rejects.toThrow();
+    const log = await h.waitForRequestLog((l) => l.keyId === id);
+    expect(log).toMatchObject({ status: 499, error: "client_closed_request" });
+    expect(log.cost).toBeGreaterThan(1);
+    expect((await h.store.getKey(id))!).toMatchObject({ balance: 1000_000_000 - Math.round(log.cost! * 1e6), held: 0 });
+    expect(await (await fetch(`${h.url}/metrics`)).text()).toMatch(/shim_requests_total\{route="\/v1\/chat\/completions",status="499"\} 1\n/);
   });
 
   it.each(["break", "stall"] as const)("whose rest %ss is still charged (the estimated prompt), and not to be retried", async (m) => {

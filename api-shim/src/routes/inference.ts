@@ -9,7 +9,7 @@ import { ShimError } from "../errors.ts";
 import type { ModelConfig } from "../config.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptBytes, upstreamBody } from "../inference-request.ts";
 import { formatCredits } from "../money.ts";
-import { estimatePromptTokens } from "../pricing.ts";
+import { estimatePromptTokens, type Usage } from "../pricing.ts";
 import { rateLimitHeaders } from "../rate-limit.ts";
 import { Settlement } from "../settlement.ts";
 import { relayStream } from "../stream.ts";
@@ -163,7 +163,10 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
         // the answer (else the estimated prompt), so such requests are not free GPU time, and the
         // client is told how to fit.
         ctx.metrics.upstreamFailures.inc({ reason: "answer_too_large" });
-        const { cost, available } = await settlement.settle(502, scanner.usage() ?? { promptTokens: promptEstimate(), completionTokens: 0 });
+        const usage = scanner.usage() ?? { promptTokens: promptEstimate(), completionTokens: 0 };
+        // A client that left while the rest was read is charged the same, and logged as it left.
+        if (ac.signal.aborted && ac.signal.reason === "client") return await clientLeft(ctx, request, reply, settlement, usage);
+        const { cost, available } = await settlement.settle(502, usage);
         throw new ShimError("upstream_error", {
           message: `The answer was larger than the ${ctx.config.maxAnswerBytes} bytes this endpoint relays; send fewer inputs per request${kind === "embeddings" ? " or ask for encoding_format 'base64'" : ""}.`,
           // Charged, and the same request would fail the same way: OpenAI's SDKs retry a 5xx
@@ -215,6 +218,16 @@ async function refused(ctx: ShimContext, settlement: Settlement, err: ShimError,
   throw err;
 }
 
+/** The client is gone: nobody to answer. Settled with `usage`, logged as nginx does (499). */
+async function clientLeft(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, usage: Usage | null): Promise<FastifyReply> {
+  await settlement.settle(499, usage);
+  request.shimErrorCode = "client_closed_request";
+  reply.hijack();
+  reply.raw.destroy();
+  finishRequest(ctx, request, 499);
+  return reply;
+}
+
 /**
  * The upstream failed (or the client left) before a response: release the hold, answer if anyone
  * listens. `sent`: the upstream had the request (and did not refuse it): a client that leaves is
@@ -235,12 +248,7 @@ async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyR
     // is: a non-streamed answer carries no usage until it is whole, and without this a client
     // could have answers generated for free by hanging up just before they come. (Dropped before
     // it was sent, it costs nothing.)
-    await settlement.settle(499, sent ? { promptTokens: 0, completionTokens: 0 } : null);
-    request.shimErrorCode = "client_closed_request";
-    reply.hijack();
-    reply.raw.destroy();
-    finishRequest(ctx, request, 499);
-    return reply;
+    return await clientLeft(ctx, request, reply, settlement, sent ? { promptTokens: 0, completionTokens: 0 } : null);
   }
   const err = transportError(e);
   request.upstreamCause = transportCause(e);
