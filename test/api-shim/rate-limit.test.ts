@@ -1,5 +1,6 @@
 import { RateLimitError } from "openai";
 import { describe, expect, it } from "vitest";
+import { hashKey } from "../../api-shim/src/keys.ts";
 import { startShim } from "../support/shim-harness.ts";
 
 const bad = (url: string, headers: Record<string, string> = {}) => fetch(`${url}/v1/models`, { headers: { authorization: "Bearer sk-gs-guessguessgu_guessguessguessguessguessguessgu", ...headers } });
@@ -144,6 +145,23 @@ describe("rate limits through the shim", () => {
       // kept the in-process server's close() waiting).
       for await (const _ of second);
       expect((await h.waitForRequestLog((l) => l.reqId === secondResponse.headers.get("x-request-id"))).status).toBe(200);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("a key whose tier gains a cap (a bootstrap key re-applied) has its requests already in flight counted", async () => {
+    const h = await startShim({ file: { tiers: { open: { rpm: 100, tpm: 1_000_000 }, pair: { rpm: 100, tpm: 1_000_000, concurrency: 2 } }, models: [{ name: "qwen2.5-7b" }] } });
+    try {
+      const { id, key } = await h.createKey({ tier: "open", credits: 100 });
+      h.fake.set({ tokenDelayMs: 20, defaultTokens: 100 });
+      const streams = await Promise.all([1, 2, 3].map(() => h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 100, stream: true })));
+      // What another replica's start with the new configuration does to the key.
+      await h.store.ensureBootstrapKey({ id, name: "app", hash: hashKey(key), tier: "pair", models: null, expiresAt: null, credits: 0, at: Date.now() });
+      const e = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1 }).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(RateLimitError);
+      expect((e as RateLimitError).error).toMatchObject({ message: expect.stringMatching(/allows 2 at once/) });
+      for (const s of streams) s.controller.abort();
     } finally {
       await h.close();
     }

@@ -52,15 +52,15 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
     throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
   }
   // Requests in flight for this key, under the tier's cap: counted from here until the request
-  // ends, streams included. A tier without a cap (the default) counts nothing.
+  // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
+  // key re-applied by another replica's start) has its requests already in flight counted.
   const cap = auth.limits.concurrency;
-  if (cap === null) return admitted(ctx, kind, upstreamPath, request, reply, req, body, modelConfig);
-  if (!ctx.limiter.enter(auth.key.id, cap)) {
+  if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity)) {
     // Refused before any work: the request the auth hook took from the per-minute budget goes
     // back, so a client retrying every second while it waits for a place does not use it up.
     const mono = ctx.clock.monotonic();
     auth.buckets.requests?.adjust(-1, mono);
-    throw tooManyInFlight(cap, rateLimitHeaders(auth.buckets, mono, ctx.clock.now()));
+    throw tooManyInFlight(cap!, rateLimitHeaders(auth.buckets, mono, ctx.clock.now())); // only a cap refuses
   }
   try {
     return await admitted(ctx, kind, upstreamPath, request, reply, req, body, modelConfig);
