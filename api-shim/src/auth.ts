@@ -86,6 +86,18 @@ function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest, scop
   if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(r.buckets, ctx.clock.monotonic(), ctx.clock.now()));
 }
 
+/**
+ * A key found revoked or expired after it authenticated (when its credit hold is made): answered
+ * as a dead key is at authentication, so exactly like an unknown one: no key headers, its
+ * request back in its budget, the address's unauthenticated budget spent instead.
+ */
+export function deadKey(ctx: ShimContext, request: FastifyRequest): ShimError {
+  request.auth!.buckets.requests?.adjust(-1, ctx.clock.monotonic());
+  request.auth = undefined;
+  throttleUnauthenticated(ctx, request);
+  return new ShimError("invalid_api_key");
+}
+
 /** A key's tier caps its requests in flight, and that many are: retry when one ends. */
 export function tooManyInFlight(limit: number, headers: Record<string, string>): ShimError {
   // The wire code is OpenAI's rate_limit_exceeded; the log says which limit.

@@ -535,6 +535,8 @@ describe("a key revoked while its request's body is still arriving", () => {
       await closed;
       expect(raw).toMatch(/^HTTP\/1\.1 401 /);
       expect(raw).toContain('"code":"invalid_api_key"');
+      // Exactly as an unknown key is answered: nothing about the key's limits or credits.
+      expect(raw.split("\r\n\r\n")[0]).not.toMatch(/x-ratelimit|x-credits/i);
       expect(h.fake.counters.received).toBe(received);
       expect((await h.store.getKey(id))!).toMatchObject({ balance: 100_000_000, held: 0 });
     } finally {

@@ -2,8 +2,9 @@ import { createServer, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UsageScanner } from "../../api-shim/src/answer-body.ts";
+import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { readBody } from "../../api-shim/src/upstream.ts";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 /**
  * A non-streamed answer past SHIM_MAX_ANSWER_BYTES: the upstream did the work, so it is charged
@@ -69,7 +70,7 @@ describe("the usage of an answer too large to keep", () => {
 });
 
 describe("an answer too large to relay, through the shim", () => {
-  let mode: "logprobs" | "break" | "stall" = "logprobs";
+  let mode: "logprobs" | "break" | "stall" | "late" = "logprobs";
   let upstream: Server;
   let h: Harness;
   beforeAll(async () => {
@@ -78,6 +79,12 @@ describe("an answer too large to relay, through the shim", () => {
       req.on("end", () => {
         res.writeHead(200, { "content-type": "application/json" });
         if (mode === "logprobs") return void res.end(answerOf(70_000, PROMPT_LOGPROBS));
+        if (mode === "late") {
+          // Past the limit at once; the rest, usage included, 600 ms later.
+          const answer = answerOf(LIMIT + 10);
+          res.write(answer.subarray(0, LIMIT + 10));
+          return void setTimeout(() => res.end(answer.subarray(LIMIT + 10)), 600);
+        }
         res.write(answerOf(2 * LIMIT).subarray(0, 2 * LIMIT)); // past the limit, and no usage yet
         if (mode === "break") setTimeout(() => res.socket!.destroy(), 100);
       });
@@ -111,8 +118,22 @@ describe("an answer too large to relay, through the shim", () => {
     expect(res.headers.get("x-should-retry")).toBe("false");
   });
 
-  it("whose client leaves while the rest is read is charged the same, and logged and counted as 499", async () => {
+  it("whose client leaves while the rest is read is charged the same, from the usage that comes after it left, and logged as 499", async () => {
+    mode = "late";
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 200);
+    await expect(fetch(`${h.url}/v1/chat/completions`, {
+      method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 60_000 }),
+    })).rejects.toThrow();
+    expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 499, error: "client_closed_request", tokens: 50_005, cost: 51.005 });
+  });
+
+  it("whose client leaves while the rest stalls is charged the estimate, and logged and counted as 499", async () => {
     mode = "stall";
+    const left499 = async () => Number(/shim_requests_total\{route="\/v1\/chat\/completions",status="499"\} (\d+)/.exec(await (await fetch(`${h.url}/metrics`)).text())?.[1] ?? 0);
+    const before = await left499();
     const { key, id } = await h.createKey({ credits: 1000 });
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 200);
@@ -124,7 +145,7 @@ describe("an answer too large to relay, through the shim", () => {
     expect(log).toMatchObject({ status: 499, error: "client_closed_request" });
     expect(log.cost).toBeGreaterThan(1);
     expect((await h.store.getKey(id))!).toMatchObject({ balance: 1000_000_000 - Math.round(log.cost! * 1e6), held: 0 });
-    expect(await (await fetch(`${h.url}/metrics`)).text()).toMatch(/shim_requests_total\{route="\/v1\/chat\/completions",status="499"\} 1\n/);
+    expect(await left499()).toBe(before + 1);
   });
 
   it.each(["break", "stall"] as const)("whose rest %ss is still charged (the estimated prompt), and not to be retried", async (m) => {
@@ -133,5 +154,38 @@ describe("an answer too large to relay, through the shim", () => {
     expect(res.headers.get("x-should-retry")).toBe("false");
     expect(log.cost).toBeGreaterThan(1); // the request price and the prompt's estimate
     expect(Number(res.headers.get("x-credits-charged"))).toBe(log.cost);
+  });
+});
+
+describe("a client that leaves while an oversized answer is read, with the store failing to settle", () => {
+  it("is still logged as 499, and not counted as an upstream failure", async () => {
+    const upstream = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.write(answerOf(2 * LIMIT).subarray(0, 2 * LIMIT)); // past the limit, then nothing
+      });
+    });
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    const h = await startShim({
+      env: { SHIM_MAX_ANSWER_BYTES: String(LIMIT), SHIM_UPSTREAM_URL: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`, SHIM_STREAM_IDLE_TIMEOUT_MS: "500" },
+      wrapStore: (s) => overrideStore(s, { settle: async () => { throw new StoreUnavailableError(new Error("disk on fire")); } }),
+    });
+    try {
+      const { key, id } = await h.createKey({ credits: 10 });
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), 200);
+      await expect(fetch(`${h.url}/v1/chat/completions`, {
+        method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 10 }),
+      })).rejects.toThrow();
+      expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 499, error: "client_closed_request" });
+      expect(h.logs.some((l) => l.includes('"msg":"settlement failed"'))).toBe(true);
+      expect(await (await fetch(`${h.url}/metrics`)).text()).not.toMatch(/shim_upstream_failures_total\{reason="upstream_error"\}/);
+    } finally {
+      await h.close().catch(() => {});
+      upstream.closeAllConnections();
+      await new Promise((r) => upstream.close(r));
+    }
   });
 });

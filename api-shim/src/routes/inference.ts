@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { UsageScanner, usageOfBody } from "../answer-body.ts";
 import { spliceJsonBytes } from "../json-splice.ts";
 import { finishRequest } from "../app.ts";
-import { authHeaders, rateLimited, tooManyInFlight } from "../auth.ts";
+import { authHeaders, deadKey, rateLimited, tooManyInFlight } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import type { ModelConfig } from "../config.ts";
@@ -109,7 +109,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   if (!reserved.ok) {
     // Revoked or expired since it authenticated (while its body was still arriving): refused as
     // any dead key is, before anything is forwarded or charged.
-    if (reserved.inactive) throw new ShimError("invalid_api_key");
+    if (reserved.inactive) throw deadKey(ctx, request);
     const required = formatCredits(hold);
     const available = formatCredits(reserved.available);
     throw new ShimError("insufficient_credits", {
@@ -122,8 +122,14 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   /** The prompt's tokens estimated from its fields, for an answer whose usage never came. */
   const promptEstimate = () => estimatePromptTokens(promptBytes(kind, body));
 
+  // While the rest of an answer too large to relay is read for its usage, a client that leaves
+  // does not stop the read (the upstream did the work; ANSWER_DRAIN_MS bounds it): it is noted.
+  let draining: UsageScanner | undefined;
+  let leftWhileDraining = false;
   const onClose = () => {
-    if (!reply.raw.writableFinished) ac.abort("client");
+    if (reply.raw.writableFinished) return;
+    if (draining?.seen) leftWhileDraining = true;
+    else ac.abort("client");
   };
   reply.raw.on("close", onClose);
   if (reply.raw.destroyed) onClose(); // left while the request was being admitted
@@ -153,30 +159,28 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     if (req.stream) {
       return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, promptEstimate });
     }
-    let answerBytes: Buffer;
+    let answerBytes: Buffer | null;
+    const scanner = (draining = new UsageScanner());
     try {
-      const scanner = new UsageScanner();
-      const r = await readBody(res.body, ctx.config.maxAnswerBytes, scanner, ANSWER_DRAIN_MS);
-      if (r === null) {
-        // The upstream did the work (embeddings of a large batch; many long outputs with
-        // logprobs), but the answer is past what the shim relays. It is charged from the usage in
-        // the answer (else the estimated prompt), so such requests are not free GPU time, and the
-        // client is told how to fit.
-        ctx.metrics.upstreamFailures.inc({ reason: "answer_too_large" });
-        const usage = scanner.usage() ?? { promptTokens: promptEstimate(), completionTokens: 0 };
-        // A client that left while the rest was read is charged the same, and logged as it left.
-        if (ac.signal.aborted && ac.signal.reason === "client") return await clientLeft(ctx, request, reply, settlement, usage);
-        const { cost, available } = await settlement.settle(502, usage);
-        throw new ShimError("upstream_error", {
-          message: `The answer was larger than the ${ctx.config.maxAnswerBytes} bytes this endpoint relays; send fewer inputs per request${kind === "embeddings" ? " or ask for encoding_format 'base64'" : ""}.`,
-          // Charged, and the same request would fail the same way: OpenAI's SDKs retry a 5xx
-          // (twice by default) unless told not to, which would charge it three times.
-          headers: { "x-credits-charged": formatCredits(cost), "x-credits-remaining": formatCredits(available), "x-should-retry": "false" },
-        });
-      }
-      answerBytes = r;
+      answerBytes = await readBody(res.body, ctx.config.maxAnswerBytes, scanner, ANSWER_DRAIN_MS);
     } catch (e) {
       return await failed(ctx, request, reply, settlement, ac.signal, e, true);
+    }
+    if (answerBytes === null) {
+      // The upstream did the work (embeddings of a large batch; many long outputs with
+      // logprobs), but the answer is past what the shim relays. It is charged from the usage in
+      // the answer (else the estimated prompt), so such requests are not free GPU time, and the
+      // client is told how to fit. One that left meanwhile is charged the same.
+      ctx.metrics.upstreamFailures.inc({ reason: "answer_too_large" });
+      const usage = scanner.usage() ?? { promptTokens: promptEstimate(), completionTokens: 0 };
+      if (leftWhileDraining || (ac.signal.aborted && ac.signal.reason === "client")) return await clientLeft(ctx, request, reply, settlement, usage);
+      const { cost, available } = await settlement.settle(502, usage);
+      throw new ShimError("upstream_error", {
+        message: `The answer was larger than the ${ctx.config.maxAnswerBytes} bytes this endpoint relays; send fewer inputs per request${kind === "embeddings" ? " or ask for encoding_format 'base64'" : ""}.`,
+        // Charged, and the same request would fail the same way: OpenAI's SDKs retry a 5xx
+        // (twice by default) unless told not to, which would charge it three times.
+        headers: { "x-credits-charged": formatCredits(cost), "x-credits-remaining": formatCredits(available), "x-should-retry": "false" },
+      });
     }
     const answer = usageOfBody(answerBytes);
     if (answer.isError) return await refused(ctx, settlement, upstreamErrorBody(answerBytes.toString("utf8"), req.model), "error_body");
@@ -218,12 +222,19 @@ async function refused(ctx: ShimContext, settlement: Settlement, err: ShimError,
   throw err;
 }
 
-/** The client is gone: nobody to answer. Settled with `usage`, logged as nginx does (499). */
+/**
+ * The client is gone: nobody to answer. Settled with `usage`, logged as nginx does (499), the
+ * line written even if the store fails to settle (then the hold stays until the next start).
+ */
 async function clientLeft(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, usage: Usage | null): Promise<FastifyReply> {
-  await settlement.settle(499, usage);
   request.shimErrorCode = "client_closed_request";
   reply.hijack();
   reply.raw.destroy();
+  try {
+    await settlement.settle(499, usage);
+  } catch (e) {
+    request.log.error({ reqId: request.id, err: e instanceof Error ? e.cause ?? e : e }, "settlement failed");
+  }
   finishRequest(ctx, request, 499);
   return reply;
 }
