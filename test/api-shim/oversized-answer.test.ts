@@ -24,6 +24,16 @@ function bodyOf(chunks: Buffer[]) {
 }
 const pieces = (b: Buffer, size: number) => Array.from({ length: Math.ceil(b.length / size) }, (_, i) => b.subarray(i * size, (i + 1) * size));
 
+/** A non-streamed chat whose client hangs up 200 ms after sending it. */
+async function leaveAfter200ms(h: Harness, key: string): Promise<void> {
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), 200);
+  await expect(fetch(`${h.url}/v1/chat/completions`, {
+    method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+    body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 60_000 }),
+  })).rejects.toThrow();
+}
+
 describe("the usage of an answer too large to keep", () => {
   it.each([
     ["split at every offset around the member", answerOf(LIMIT), [1, 3, 7, 8, 9, 60, 4093]],
@@ -121,12 +131,7 @@ describe("an answer too large to relay, through the shim", () => {
   it("whose client leaves while the rest is read is charged the same, from the usage that comes after it left, and logged as 499", async () => {
     mode = "late";
     const { key, id } = await h.createKey({ credits: 1000 });
-    const ac = new AbortController();
-    setTimeout(() => ac.abort(), 200);
-    await expect(fetch(`${h.url}/v1/chat/completions`, {
-      method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-      body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 60_000 }),
-    })).rejects.toThrow();
+    await leaveAfter200ms(h, key);
     expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 499, error: "client_closed_request", tokens: 50_005, cost: 51.005 });
   });
 
@@ -135,12 +140,7 @@ describe("an answer too large to relay, through the shim", () => {
     const left499 = async () => Number(/shim_requests_total\{route="\/v1\/chat\/completions",status="499"\} (\d+)/.exec(await (await fetch(`${h.url}/metrics`)).text())?.[1] ?? 0);
     const before = await left499();
     const { key, id } = await h.createKey({ credits: 1000 });
-    const ac = new AbortController();
-    setTimeout(() => ac.abort(), 200);
-    await expect(fetch(`${h.url}/v1/chat/completions`, {
-      method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-      body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 60_000 }),
-    })).rejects.toThrow();
+    await leaveAfter200ms(h, key);
     const log = await h.waitForRequestLog((l) => l.keyId === id);
     expect(log).toMatchObject({ status: 499, error: "client_closed_request" });
     expect(log.cost).toBeGreaterThan(1);
@@ -173,12 +173,7 @@ describe("a client that leaves while an oversized answer is read, with the store
     });
     try {
       const { key, id } = await h.createKey({ credits: 10 });
-      const ac = new AbortController();
-      setTimeout(() => ac.abort(), 200);
-      await expect(fetch(`${h.url}/v1/chat/completions`, {
-        method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-        body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 10 }),
-      })).rejects.toThrow();
+      await leaveAfter200ms(h, key);
       expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 499, error: "client_closed_request" });
       expect(h.logs.some((l) => l.includes('"msg":"settlement failed"'))).toBe(true);
       expect(await (await fetch(`${h.url}/metrics`)).text()).not.toMatch(/shim_upstream_failures_total\{reason="upstream_error"\}/);
