@@ -84,11 +84,8 @@ export class UsageScanner {
   /** From the latest member on, up to USAGE_WINDOW bytes. */
   private pending: Buffer | null = null;
   private found: Usage | null = null;
-  /** Whether anything has been pushed: the answer is past the limit and being read for its usage. */
-  seen = false;
 
   push(chunk: Uint8Array): void {
-    this.seen = true;
     const c = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     if (this.pending !== null && this.pending.length < USAGE_WINDOW) this.pending = Buffer.concat([this.pending, c.subarray(0, USAGE_WINDOW - this.pending.length)]);
     // A member split between the previous piece and this one (the seam holds no other).

@@ -80,7 +80,7 @@ describe("the usage of an answer too large to keep", () => {
 });
 
 describe("an answer too large to relay, through the shim", () => {
-  let mode: "logprobs" | "break" | "stall" | "late" = "logprobs";
+  let mode: "logprobs" | "break" | "stall" | "late" | "early" | "small" = "logprobs";
   let upstream: Server;
   let h: Harness;
   beforeAll(async () => {
@@ -89,6 +89,13 @@ describe("an answer too large to relay, through the shim", () => {
       req.on("end", () => {
         res.writeHead(200, { "content-type": "application/json" });
         if (mode === "logprobs") return void res.end(answerOf(70_000, PROMPT_LOGPROBS));
+        if (mode === "early" || mode === "small") {
+          // Headers and part of the answer at once (the generation is done); the rest, usage
+          // included, 400 ms later: past the limit ("early") or within it ("small").
+          const answer = answerOf(mode === "early" ? LIMIT : 1000);
+          res.write(answer.subarray(0, 500));
+          return void setTimeout(() => res.end(answer.subarray(500)), 400);
+        }
         if (mode === "late") {
           // Past the limit at once; the rest, usage included, 600 ms later.
           const answer = answerOf(LIMIT + 10);
@@ -130,6 +137,13 @@ describe("an answer too large to relay, through the shim", () => {
 
   it("whose client leaves while the rest is read is charged the same, from the usage that comes after it left, and logged as 499", async () => {
     mode = "late";
+    const { key, id } = await h.createKey({ credits: 1000 });
+    await leaveAfter200ms(h, key);
+    expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 499, error: "client_closed_request", tokens: 50_005, cost: 51.005 });
+  });
+
+  it.each(["early", "small"] as const)("whose client leaves once the answer is coming (%s) is charged from its usage: leaving does not stop the read", async (m) => {
+    mode = m;
     const { key, id } = await h.createKey({ credits: 1000 });
     await leaveAfter200ms(h, key);
     expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 499, error: "client_closed_request", tokens: 50_005, cost: 51.005 });

@@ -122,14 +122,21 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   /** The prompt's tokens estimated from its fields, for an answer whose usage never came. */
   const promptEstimate = () => estimatePromptTokens(promptBytes(kind, body));
 
-  // While the rest of an answer too large to relay is read for its usage, a client that leaves
-  // does not stop the read (the upstream did the work; ANSWER_DRAIN_MS bounds it): it is noted.
-  let draining: UsageScanner | undefined;
-  let leftWhileDraining = false;
+  // Once a non-streamed answer is coming (vLLM sends it when the generation is done), a client
+  // that leaves does not stop the read: the upstream did the work, and the answer's usage is what
+  // it is charged. The read then has ANSWER_DRAIN_MS to end (`cut` if it did not).
+  let reading: UpstreamResponse | undefined;
+  let left = false;
+  let cut = false;
+  let leftDeadline: NodeJS.Timeout | undefined;
   const onClose = () => {
     if (reply.raw.writableFinished) return;
-    if (draining?.seen) leftWhileDraining = true;
-    else ac.abort("client");
+    if (reading === undefined) return void ac.abort("client");
+    left = true;
+    leftDeadline ??= setTimeout(() => {
+      cut = true;
+      reading!.body.destroy();
+    }, ANSWER_DRAIN_MS);
   };
   reply.raw.on("close", onClose);
   if (reply.raw.destroyed) onClose(); // left while the request was being admitted
@@ -160,11 +167,16 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, promptEstimate });
     }
     let answerBytes: Buffer | null;
-    const scanner = (draining = new UsageScanner());
+    const scanner = new UsageScanner();
+    reading = res;
     try {
       answerBytes = await readBody(res.body, ctx.config.maxAnswerBytes, scanner, ANSWER_DRAIN_MS);
     } catch (e) {
+      // The body broke after its client had left: the request price, as for any client that leaves.
+      if (left) return await clientLeft(ctx, request, reply, settlement, { promptTokens: 0, completionTokens: 0 });
       return await failed(ctx, request, reply, settlement, ac.signal, e, true);
+    } finally {
+      clearTimeout(leftDeadline);
     }
     if (answerBytes === null) {
       // The upstream did the work (embeddings of a large batch; many long outputs with
@@ -173,7 +185,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       // client is told how to fit. One that left meanwhile is charged the same.
       ctx.metrics.upstreamFailures.inc({ reason: "answer_too_large" });
       const usage = scanner.usage() ?? { promptTokens: promptEstimate(), completionTokens: 0 };
-      if (leftWhileDraining || (ac.signal.aborted && ac.signal.reason === "client")) return await clientLeft(ctx, request, reply, settlement, usage);
+      if (left) return await clientLeft(ctx, request, reply, settlement, usage);
       const { cost, available } = await settlement.settle(502, usage);
       throw new ShimError("upstream_error", {
         message: `The answer was larger than the ${ctx.config.maxAnswerBytes} bytes this endpoint relays; send fewer inputs per request${kind === "embeddings" ? " or ask for encoding_format 'base64'" : ""}.`,
@@ -183,6 +195,12 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       });
     }
     const answer = usageOfBody(answerBytes);
+    if (left) {
+      // Read whole after its client left (or cut at the deadline): charged as if delivered; an
+      // error body, nothing.
+      const usage = cut ? { promptTokens: promptEstimate(), completionTokens: 0 } : answer.isError ? null : answer.usage ?? { promptTokens: 0, completionTokens: 0 };
+      return await clientLeft(ctx, request, reply, settlement, usage);
+    }
     if (answer.isError) return await refused(ctx, settlement, upstreamErrorBody(answerBytes.toString("utf8"), req.model), "error_body");
     // No usage from the upstream: charge the request price and no tokens rather than guess.
     const { cost, available } = await settlement.settle(res.status, answer.usage ?? { promptTokens: 0, completionTokens: 0 });
