@@ -123,7 +123,16 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   app.addHook("onResponse", async (request, reply) => finishRequest(ctx, request, reply.statusCode));
 
-  app.setErrorHandler(errorHandler((request) => authHeaders(ctx, request)));
+  const handleError = errorHandler((request) => authHeaders(ctx, request));
+  app.setErrorHandler(function (error, request, reply) {
+    handleError.call(this, error, request, reply);
+    // A client that left while its error was being worked out gets no onResponse hook: its line
+    // is written here, as nginx logs a client that left (499).
+    if (reply.raw.destroyed) {
+      request.shimErrorCode = "client_closed_request";
+      finishRequest(ctx, request, 499);
+    }
+  });
   app.setNotFoundHandler((request, reply) => {
     request.shimErrorCode = "not_found";
     void sendError(reply, new ShimError("not_found", { message: `Unknown route: ${request.method} ${redactedPath(request.url).slice(0, 200)}` }), authHeaders(ctx, request));

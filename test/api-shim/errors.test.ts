@@ -544,3 +544,28 @@ describe("a key revoked while its request's body is still arriving", () => {
     }
   });
 });
+
+describe("a client that leaves while its error is being worked out", () => {
+  it("is logged as 499 (no onResponse hook runs for a closed socket)", async () => {
+    const h = await startShim({
+      wrapStore: (s) => overrideStore(s, {
+        reserve: async (input) => {
+          await new Promise((r) => setTimeout(r, 400));
+          return s.reserve(input);
+        },
+      }),
+    });
+    try {
+      const { key, id } = await h.createKey({ credits: 0 }); // its request will be refused 402
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), 150);
+      await expect(fetch(`${h.url}/v1/chat/completions`, {
+        method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify(chat),
+      })).rejects.toThrow();
+      expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 499, error: "client_closed_request" });
+      expect((await h.store.getKey(id))!).toMatchObject({ balance: 0, held: 0 });
+    } finally {
+      await h.close();
+    }
+  });
+});
