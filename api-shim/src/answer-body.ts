@@ -67,6 +67,8 @@ function usageObjectAt(raw: Buffer, at: number): Usage | null {
   return null;
 }
 
+const NOTHING = Buffer.alloc(0);
+
 /** What follows a member that usageObjectAt may read: the object, and the whitespace before it. */
 const USAGE_WINDOW = USAGE_MEMBER.length + 64 + MAX_USAGE_OBJECT;
 
@@ -80,7 +82,7 @@ const USAGE_WINDOW = USAGE_MEMBER.length + 64 + MAX_USAGE_OBJECT;
  */
 export class UsageScanner {
   /** The last bytes of what came before, to find a member split between two pieces. */
-  private carry = Buffer.alloc(0);
+  private carry = NOTHING;
   /** From the latest member on, up to USAGE_WINDOW bytes. */
   private pending: Buffer | null = null;
   private found: Usage | null = null;

@@ -4,6 +4,7 @@ import { ShimError } from "./errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { formatCredits } from "./money.ts";
 import { type IpScope, rateLimitHeaders } from "./rate-limit.ts";
+import { keyIsLive } from "./store/store.ts";
 import { urlPath } from "./text.ts";
 
 /**
@@ -38,7 +39,7 @@ export function authHook(ctx: ShimContext) {
     const id = token === undefined ? undefined : parseKeyId(token);
     const key = id === undefined ? undefined : await ctx.store.getKey(id);
     const now = ctx.clock.now();
-    if (key === undefined || !verifyKey(token!, key.hash) || key.revokedAt !== null || (key.expiresAt !== null && key.expiresAt <= now)) {
+    if (key === undefined || !verifyKey(token!, key.hash) || !keyIsLive(key, now)) {
       throttleUnauthenticated(ctx, request);
       throw new ShimError("invalid_api_key");
     }

@@ -1,4 +1,6 @@
+import type { FastifyRequest } from "fastify";
 import { Pool, errors as undiciErrors } from "undici";
+import type { ShimContext } from "./context.ts";
 import { ShimError } from "./errors.ts";
 import { dispatch } from "./upstream-body.ts";
 
@@ -91,6 +93,18 @@ export function transportCause(err: unknown): string {
     if (typeof code === "string" && /^[A-Z][A-Z0-9_]{1,40}$/.test(code)) return code;
   }
   return err instanceof Error && /^[A-Za-z]{1,40}$/.test(err.name) ? err.name : "unknown";
+}
+
+/**
+ * An upstream that could not be reached or read, as the client's error: its cause goes on the
+ * request's log line, and it is counted. `timedOut`: the caller's own deadline ran out, and names
+ * what it was waiting for (its abort error would say only "aborted").
+ */
+export function unreachable(ctx: ShimContext, request: FastifyRequest, e: unknown, timedOut?: string): ShimError {
+  const err = timedOut ? new ShimError("upstream_timeout") : transportError(e);
+  request.upstreamCause = timedOut ?? transportCause(e);
+  ctx.metrics.upstreamFailures.inc({ reason: err.code });
+  return err;
 }
 
 const MAX_UPSTREAM_MESSAGE = 500;

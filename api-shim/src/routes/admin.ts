@@ -5,7 +5,7 @@ import { ShimError } from "../errors.ts";
 import { generateKey, isKeyId } from "../keys.ts";
 import { creditsNumber, formatCredits, parseCredits } from "../money.ts";
 import { isIsoInstant, parsePeriod, showPeriod } from "../period.ts";
-import type { KeyRecord } from "../store/store.ts";
+import { keyIsLive, type KeyRecord } from "../store/store.ts";
 import { hasControlCharacters } from "../text.ts";
 
 /**
@@ -71,7 +71,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
       // Credits for a key that can no longer spend them; a balance past what a JavaScript number
       // holds exactly (the reply could not be written, and the grant rolled back as a 503). Asked
       // by the store after it looks for a replay: a retry gets its first answer whatever came since.
-      refuse: (key) => (key.revokedAt !== null || (key.expiresAt !== null && key.expiresAt <= now) ? "key_inactive" : key.balance + amount > Number.MAX_SAFE_INTEGER ? "balance_too_large" : null),
+      refuse: (key) => (!keyIsLive(key, now) ? "key_inactive" : key.balance + amount > Number.MAX_SAFE_INTEGER ? "balance_too_large" : null),
       respond: (key) => JSON.stringify({ object: "credit_grant", key_id: key.id, amount: creditsNumber(amount), note: body.note ?? null, balance: creditsNumber(key.balance), credits_remaining: creditsNumber(key.balance - key.held) }),
     });
     if (result.kind === "not_found") throw keyNotFound();

@@ -13,7 +13,7 @@ import { estimatePromptTokens, type Usage } from "../pricing.ts";
 import { rateLimitHeaders } from "../rate-limit.ts";
 import { Settlement } from "../settlement.ts";
 import { relayStream } from "../stream.ts";
-import { isAbort, modelNotFound, readBody, readLimited, transportCause, transportError, upstreamErrorBody, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
+import { isAbort, modelNotFound, readBody, readLimited, unreachable, upstreamErrorBody, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -26,6 +26,8 @@ const ROUTES: readonly [string, InferenceKind, string][] = [
  * non-streamed answer at once, so on loopback this is about a second per GB.
  */
 const ANSWER_DRAIN_MS = 10_000;
+/** What a request is charged when its usage is not known: the request price and no tokens. */
+const REQUEST_PRICE_ONLY: Usage = { promptTokens: 0, completionTokens: 0 };
 /** Answers below this size are written as one buffer (one syscall with the headers). */
 const COPY_BELOW = 64 * 1024;
 
@@ -173,7 +175,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       answerBytes = await readBody(res.body, ctx.config.maxAnswerBytes, scanner, ANSWER_DRAIN_MS);
     } catch (e) {
       // The body broke after its client had left: the request price, as for any client that leaves.
-      if (left) return await clientLeft(ctx, request, reply, settlement, { promptTokens: 0, completionTokens: 0 });
+      if (left) return await clientLeft(ctx, request, reply, settlement, REQUEST_PRICE_ONLY);
       return await failed(ctx, request, reply, settlement, ac.signal, e, true);
     } finally {
       clearTimeout(leftDeadline);
@@ -198,12 +200,12 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     if (left) {
       // Read whole after its client left (or cut at the deadline): charged as if delivered; an
       // error body, nothing.
-      const usage = cut ? { promptTokens: promptEstimate(), completionTokens: 0 } : answer.isError ? null : answer.usage ?? { promptTokens: 0, completionTokens: 0 };
+      const usage = cut ? { promptTokens: promptEstimate(), completionTokens: 0 } : answer.isError ? null : answer.usage ?? REQUEST_PRICE_ONLY;
       return await clientLeft(ctx, request, reply, settlement, usage);
     }
     if (answer.isError) return await refused(ctx, settlement, upstreamErrorBody(answerBytes.toString("utf8"), req.model), "error_body");
     // No usage from the upstream: charge the request price and no tokens rather than guess.
-    const { cost, available } = await settlement.settle(res.status, answer.usage ?? { promptTokens: 0, completionTokens: 0 });
+    const { cost, available } = await settlement.settle(res.status, answer.usage ?? REQUEST_PRICE_ONLY);
     // Seed 001's success body: the charge, what is left, and whether the batch price applied.
     const pieces = answer.isObject ? spliceJsonBytes(answerBytes, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available), batch_request: String(batch) }) : [answerBytes];
     // The hot path writes the response itself: Fastify's send pipeline (onSend hooks, header
@@ -277,11 +279,9 @@ async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyR
     // is: a non-streamed answer carries no usage until it is whole, and without this a client
     // could have answers generated for free by hanging up just before they come. (Dropped before
     // it was sent, it costs nothing.)
-    return await clientLeft(ctx, request, reply, settlement, sent ? { promptTokens: 0, completionTokens: 0 } : null);
+    return await clientLeft(ctx, request, reply, settlement, sent ? REQUEST_PRICE_ONLY : null);
   }
-  const err = transportError(e);
-  request.upstreamCause = transportCause(e);
-  ctx.metrics.upstreamFailures.inc({ reason: err.code });
+  const err = unreachable(ctx, request, e);
   await settlement.settle(err.status, null);
   throw err;
 }

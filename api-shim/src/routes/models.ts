@@ -3,7 +3,7 @@ import { authHeaders } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { creditsNumber } from "../money.ts";
-import { readLimited, transportCause, transportError, upstreamStatusError } from "../upstream.ts";
+import { readLimited, unreachable, upstreamStatusError } from "../upstream.ts";
 
 /** The most of an upstream model list read (its size is the upstream's, not a client's). */
 export const MODEL_LIST_LIMIT = 16 * 1024 * 1024;
@@ -24,11 +24,7 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
       res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, signal: deadline });
       text = (await readLimited(res.body, MODEL_LIST_LIMIT)).text;
     } catch (e) {
-      const err = deadline.aborted ? new ShimError("upstream_timeout") : transportError(e);
-      // The list's own deadline aborts the request: name what ran out, not the abort.
-      request.upstreamCause = deadline.aborted ? (res ? "UND_ERR_BODY_TIMEOUT" : "UND_ERR_HEADERS_TIMEOUT") : transportCause(e);
-      ctx.metrics.upstreamFailures.inc({ reason: err.code });
-      throw err;
+      throw unreachable(ctx, request, e, deadline.aborted ? (res ? "UND_ERR_BODY_TIMEOUT" : "UND_ERR_HEADERS_TIMEOUT") : undefined);
     }
     // A GET with nothing in it is never the client's fault: whatever the upstream says, it is the
     // upstream's failure (busy: 503, slow: 504), and none of its message reaches the client.

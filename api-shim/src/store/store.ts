@@ -19,6 +19,11 @@ export interface KeyRecord {
   revokedAt: number | null;
 }
 
+/** Whether a key may be used at `now`: not revoked, not expired. (The stores' holds check the same.) */
+export function keyIsLive(key: Pick<KeyRecord, "revokedAt" | "expiresAt">, now: number): boolean {
+  return key.revokedAt === null && (key.expiresAt === null || key.expiresAt > now);
+}
+
 export interface NewKey {
   id: string;
   name: string;
