@@ -1,5 +1,6 @@
 import { isAscii } from "node:buffer";
 import { ShimError } from "./errors.ts";
+import { normalizationGrowthOf } from "./normalization.ts";
 import { hasControlCharacters } from "./text.ts";
 
 /**
@@ -200,7 +201,8 @@ function promptFields(kind: InferenceKind, body: Record<string, unknown>): unkno
  * How many bytes the prompt may gain when the model's tokenizer normalizes it, so the hold's
  * "a token is at least one byte" bound stays true: Qwen's tokenizer applies NFC and XLM-R's
  * (bge-m3) NFKC, under which U+1D160 goes from 4 bytes to 12 and U+FDFA from 3 to 33. The
- * decomposed forms (NFD, NFKD) are the longest a normalization makes. Only the prompt fields'
+ * decomposed forms (NFD, NFKD) are the longest a normalization makes (normalization.ts bounds them
+ * one code point at a time, in one pass). Only the prompt fields'
  * strings (values and keys: a tool's schema goes into the prompt) with a non-ASCII character are
  * normalized, so the work is in proportion to the non-ASCII text, not to the images beside it
  * (an ASCII data URL costs one scan). JSON escapes spell any character in an ASCII body, so the
@@ -210,9 +212,7 @@ export function normalizationGrowth(kind: InferenceKind, body: Record<string, un
   if (isAscii(raw) && raw.indexOf(JSON_ESCAPE) < 0) return 0;
   let growth = 0;
   const text = (s: string): void => {
-    if (!NON_ASCII.test(s)) return;
-    const bytes = Buffer.byteLength(s);
-    growth += Math.max(0, Buffer.byteLength(s.normalize("NFD")) - bytes, Buffer.byteLength(s.normalize("NFKD")) - bytes);
+    if (NON_ASCII.test(s)) growth += normalizationGrowthOf(s);
   };
   const visit = (v: unknown): void => {
     if (typeof v === "string") {

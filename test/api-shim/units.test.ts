@@ -9,6 +9,7 @@ import { spliceJson, spliceJsonBytes } from "../../api-shim/src/json-splice.ts";
 import { StreamMeter } from "../../api-shim/src/metering.ts";
 import { ceilDiv, creditsNumber, formatCredits, parseCredits, tokenCost } from "../../api-shim/src/money.ts";
 import { normalizationGrowth, parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
+import { normalizationGrowthOf } from "../../api-shim/src/normalization.ts";
 import { parsePeriod, showPeriod } from "../../api-shim/src/period.ts";
 import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
 import { durationString, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/rate-limit.ts";
@@ -146,6 +147,27 @@ describe("pricing", () => {
     // Keys count too: a tool's JSON schema, property names included, goes into the prompt.
     const tools = { model: "m", messages: [{ role: "user", content: "hi" }], tools: [{ type: "function", function: { name: "f", parameters: { type: "object", properties: { ["\uFDFA".repeat(1000)]: { type: "string" } } } } }] };
     expect(normalizationGrowth("chat", tools, Buffer.from(JSON.stringify(tools)))).toBe(30_000);
+  });
+  it("normalization growth, bounded one code point at a time, is never below what any normalization of the whole text adds", () => {
+    const grows = (s: string) => Math.max(...(["NFC", "NFD", "NFKC", "NFKD"] as const).map((form) => Buffer.byteLength(s.normalize(form)) - Buffer.byteLength(s)));
+    // Text a tokenizer meets: combining marks, Hangul, compatibility ligatures, astral symbols,
+    // mixed with ASCII and a lone surrogate (sent as U+FFFD, 3 bytes, like itself).
+    const pools = [[0x20, 0x7f], [0x300, 0x370], [0xc0, 0x250], [0xac00, 0xd7a4], [0xfb00, 0xfb50], [0xfdf0, 0xfe00], [0x1d100, 0x1d250], [0x3000, 0x3100]];
+    let seed = 7;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    for (let round = 0; round < 2000; round++) {
+      let s = "";
+      for (let j = rand(40); j >= 0; j--) {
+        const [lo, hi] = pools[rand(pools.length)]!;
+        s += String.fromCodePoint(lo! + rand(hi! - lo!));
+      }
+      if (rand(10) === 0) s += "\ud800";
+      expect(normalizationGrowthOf(s), JSON.stringify(s)).toBeGreaterThanOrEqual(Math.max(0, grows(s)));
+    }
+    // Exact where nothing shrinks or reorders: one decomposition per character.
+    expect(normalizationGrowthOf("Ça va, l'été ?")).toBe(3);
+    expect(normalizationGrowthOf("\u{1D160}x\uFDFA")).toBe(8 + 30);
+    expect(normalizationGrowthOf("\udc00\ud800")).toBe(0);
   });
   it("normalization growth is worked out only when the body's bytes bound the prompt", () => {
     let calls = 0;
