@@ -1,5 +1,5 @@
 import { readdirSync } from "node:fs";
-import { gzipSync } from "node:zlib";
+import { gzipSync } from "fflate";
 import { stringify } from "yaml";
 import { HOST_PATHS, NVIDIA_DRIVER_BRANCH, resourceNames, volumeDevicePath } from "../host.ts";
 import { fillTemplateFile, readTemplate, readYamlTemplate, TEMPLATES_DIR } from "./template.ts";
@@ -88,9 +88,16 @@ function toEnvFile(values: Readonly<Record<string, string>>): string {
 /**
  * Cloud-config as the Linode Metadata service takes it: base64 of gzip. cloud-init decompresses
  * gzip user data by itself; compressing keeps the scripts (kept readable, with comments, for
- * whoever debugs the host) far below any user-data size limit. Node's gzip header carries no
- * timestamp, so the same config always encodes the same way and never shows a spurious diff.
+ * whoever debugs the host) far below any user-data size limit.
+ *
+ * The bytes must not depend on the machine that runs `pulumi up`: user data forces a new
+ * instance, so a different encoding of the same config would rebuild the host (new IP, new
+ * endpoint, 15–30 minutes down). Node's zlib writes its build's OS into the gzip header (3 on
+ * Linux, 19 on macOS) and Chromium's zlib, which Node ships, may choose other matches with the
+ * CPU's SIMD hashing. fflate is plain JavaScript pinned to one version (an exact version in
+ * package.json): the same input always gives the same bytes, with no timestamp (mtime 0) and a
+ * fixed OS byte.
  */
 export function encodeUserData(cloudConfig: string): string {
-  return gzipSync(Buffer.from(cloudConfig, "utf8"), { level: 9 }).toString("base64");
+  return Buffer.from(gzipSync(Buffer.from(cloudConfig, "utf8"), { level: 9, mtime: 0 })).toString("base64");
 }

@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
@@ -11,6 +12,14 @@ import { listStackNames, readStackConfig } from "../../infra/stack-file.ts";
 import { deployTenant, type TenantOutputs } from "../../infra/tenant.ts";
 import { installMocks, isSecretInput, MOCK_IP, plain, settle, valueOf, type RecordedResource } from "../support/pulumi-mocks.ts";
 import { tempDir } from "../support/tools.ts";
+import { encodeUserData } from "../../infra/render/cloud-init.ts";
+
+/**
+ * SHA-256 of encodeUserData(SAMPLE_CLOUD_CONFIG) as fflate 0.8.3 writes it (Node's zlib gives
+ * other bytes for this text, as for a real cloud-config).
+ */
+const GOLDEN_USER_DATA_SHA256 = "79b7fc997f5561913ecf44c62bd4351d932e32acb81364c05ee01e799a18c80c";
+const SAMPLE_CLOUD_CONFIG = `#cloud-config\n${Array.from({ length: 600 }, (_, i) => `# ${i}: ${"gpu sandbox ".repeat(i % 13)}${(i * 7919) % 1000}`).join("\n")}\n`;
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -106,6 +115,17 @@ describe.each(stacks)("stack %s under the mock runtime", (stack) => {
     const envFile = doc.write_files.find((f: { path: string }) => f.path === "/etc/gpu-sandbox/host.env").content;
     expect(envFile).toContain(`VOLUME_DEVICE='/dev/disk/by-id/scsi-0Linode_Volume_gs-${stack}-data'`);
     for (const secret of ["test-secret", "mock-", "mock-private-key", "hf_"]) expect(text).not.toContain(secret);
+  });
+
+  it("encodes user data to the same bytes on every machine, so a pulumi up from another OS or CPU does not rebuild the host", () => {
+    const encoded = encodeUserData(SAMPLE_CLOUD_CONFIG);
+    const gz = Buffer.from(encoded, "base64");
+    expect(gunzipSync(gz).toString("utf8")).toBe(SAMPLE_CLOUD_CONFIG);
+    expect(gz.readUInt32LE(4)).toBe(0); // no timestamp
+    expect(gz[9]).toBe(3); // a fixed OS byte, not the build's (Node's zlib writes 19 on macOS)
+    // The exact bytes, pinned: a change here (another compressor, another fflate version) changes
+    // every tenant's user data, and user data forces a new instance on the next pulumi up.
+    expect(createHash("sha256").update(encoded).digest("hex")).toBe(GOLDEN_USER_DATA_SHA256);
   });
 
   it("logs in by the generated key only, with a random root password", () => {
