@@ -34,12 +34,15 @@ export interface DeployOptions {
  */
 export function deployTenant(config: TenantConfig, options: DeployOptions = {}): TenantOutputs {
   const host = new GpuHost(config.tenant, config);
-  // Deploying the bundle needs SSH; without adminCidrs the firewall keeps port 22 shut.
-  const serving = config.adminCidrs.length === 0 ? undefined : new ServingStack(config.tenant, {
+  // Always built, so that its secrets and keys outlive a spell without adminCidrs; it deploys
+  // over SSH only when adminCidrs lets it through the firewall.
+  const serving = new ServingStack(config.tenant, {
     config, ip: host.ip, sshPrivateKey: host.sshPrivateKey, instanceId: host.instance.id, volume: host.volume, ...(options.stagingDir ? { stagingDir: options.stagingDir } : {}),
   });
-  if (!serving) {
-    pulumi.log.warn("gpu-sandbox:adminCidrs is empty, so SSH is closed and the serving stack is not deployed. " +
+  const deployed = config.adminCidrs.length > 0;
+  if (!deployed) {
+    pulumi.log.warn("gpu-sandbox:adminCidrs is empty, so SSH is closed and the serving stack is not deployed or updated " +
+      "(a host deployed before keeps serving as it was, with the same keys). " +
       "Add your address (e.g. 203.0.113.7/32) to gpu-sandbox:adminCidrs and run `pulumi up` again.");
   }
   return {
@@ -56,10 +59,10 @@ export function deployTenant(config: TenantConfig, options: DeployOptions = {}):
     monthlyCostUsd: host.monthlyCostUsd,
     createdAt: host.createdAt,
     expiresAt: host.expiresAt,
-    endpoint: serving?.endpoint ?? pulumi.output("not deployed: gpu-sandbox:adminCidrs is empty, so SSH is closed"),
-    apiKeys: serving?.apiKeys ?? pulumi.secret({} as Record<string, string>),
-    adminToken: serving?.adminToken ?? pulumi.output(undefined),
-    caCertificate: serving?.caCertificate ?? pulumi.output(undefined),
-    bundleHash: serving?.bundleHash ?? pulumi.output(undefined),
+    endpoint: deployed ? serving.endpoint : pulumi.output("not deployed: gpu-sandbox:adminCidrs is empty, so SSH is closed"),
+    apiKeys: serving.apiKeys,
+    adminToken: serving.adminToken,
+    caCertificate: serving.caCertificate,
+    bundleHash: serving.bundleHash,
   };
 }

@@ -57,9 +57,6 @@ export class ServingStack extends pulumi.ComponentResource {
   constructor(name: string, args: ServingStackArgs, opts?: pulumi.ComponentResourceOptions) {
     super("gpu-sandbox:infra:ServingStack", name, {}, opts);
     const { config } = args;
-    if (config.adminCidrs.length === 0) {
-      throw new pulumi.ResourceError("ServingStack needs SSH to the host, but adminCidrs is empty", this);
-    }
     const ip = pulumi.output(args.ip);
     this.tlsDomain = config.tls.domain ? pulumi.output(config.tls.domain) : ip.apply((a) => `${a.replaceAll(".", "-")}.ip.linodeusercontent.com`);
     this.endpoint = config.tls.mode === "off" ? pulumi.interpolate`http://${ip}/v1` : pulumi.interpolate`https://${this.tlsDomain}/v1`;
@@ -84,6 +81,9 @@ export class ServingStack extends pulumi.ComponentResource {
       return new pulumi.asset.FileArchive(dir);
     });
 
+    const certificate = serverCertificate(name, config.tls.mode, { domain: this.tlsDomain, ip }, this);
+    this.caCertificate = pulumi.output(certificate?.caCertificate);
+
     const envFile = pulumi.secret(pulumi.all([vllmApiKey, litellmMasterKey, this.adminToken, this.tlsDomain,
       ...config.providers.map((p) => p.apiKey.reveal())]).apply(([vllm, litellm, admin, domain, ...providerKeys]) =>
       renderEnvFile(envEntries(config, {
@@ -91,6 +91,34 @@ export class ServingStack extends pulumi.ComponentResource {
         ...(config.hfToken ? { hfToken: config.hfToken.reveal() } : {}),
       }, domain!))));
 
+    // Without adminCidrs the firewall keeps SSH shut, so nothing can be copied or run on the
+    // host. The secrets, keys and certificate above stay all the same: emptying adminCidrs after a
+    // deploy must not regenerate them (new key ids would revoke every client's key at the next
+    // deploy) while the host keeps serving with the old ones.
+    const deploy = config.adminCidrs.length === 0 ? undefined : this.deploy(name, args, envFile, certificate, staged);
+
+    // On destroy: `docker compose down` on the host (the shim drains and settles its streams)
+    // before the volume with the ledger goes, since this depends on the volume. Local, with a
+    // best-effort SSH, so an unreachable host never makes a destroy fail and leave the GPU billing.
+    // Kept without adminCidrs too: a host deployed before they were emptied is still stopped
+    // when it can be reached, and dropping this resource would run its delete at once.
+    new command.local.Command(`${name}-stop-on-destroy`, {
+      interpreter: ["/bin/bash", "-c"],
+      delete: readTemplate("operator/stop-serving-stack.sh"),
+      environment: { GS_SSH_KEY: pulumi.secret(args.sshPrivateKey), GS_HOST: ip, GS_DIR: HOST_PATHS.bundleDir },
+    }, { parent: this, dependsOn: [...(deploy ? [deploy] : []), args.volume] });
+
+    this.registerOutputs({
+      endpoint: this.endpoint, apiKeys: this.apiKeys, adminToken: this.adminToken,
+      caCertificate: this.caCertificate, tlsDomain: this.tlsDomain, bundleHash: this.bundleHash,
+    });
+  }
+
+  /** The steps over SSH: wait for the host, write `.env`, install the certificate, copy the bundle, deploy. */
+  private deploy(name: string, args: ServingStackArgs, envFile: pulumi.Output<string>,
+    certificate: ReturnType<typeof serverCertificate>, staged: pulumi.Output<pulumi.asset.FileArchive>): command.remote.Command {
+    const { config } = args;
+    const ip = pulumi.output(args.ip);
     const connection = (dialErrorLimit: number) => ({
       host: ip, user: "root", privateKey: args.sshPrivateKey, dialErrorLimit, perDialTimeout: DIAL_TIMEOUT_SECONDS,
     });
@@ -111,8 +139,6 @@ export class ServingStack extends pulumi.ComponentResource {
       logging: "stdoutAndStderr",
     }, { parent: this, dependsOn: [hostReady] });
 
-    const certificate = serverCertificate(name, config.tls.mode, { domain: this.tlsDomain, ip }, this);
-    this.caCertificate = pulumi.output(certificate?.caCertificate);
     const certificateInstall = certificate && new command.remote.Command(`${name}-certificate`, {
       connection: connection(4),
       create: `bash ${HOST_PATHS.libDir}/install-certificate.sh ${certificate.mode}`,
@@ -144,20 +170,7 @@ export class ServingStack extends pulumi.ComponentResource {
       triggers: [this.bundleHash, args.instanceId, pulumi.secret(envFile.apply(sha256)),
         certificate ? pulumi.secret(certificate.pem.apply(sha256)) : "no-tls"],
     }, { parent: this, dependsOn: [copy, env, ...(certificateInstall ? [certificateInstall] : [])] });
-
-    // On destroy: `docker compose down` on the host (the shim drains and settles its streams)
-    // before the volume with the ledger goes, since this depends on the volume. Local, with a
-    // best-effort SSH, so an unreachable host never makes a destroy fail and leave the GPU billing.
-    new command.local.Command(`${name}-stop-on-destroy`, {
-      interpreter: ["/bin/bash", "-c"],
-      delete: readTemplate("operator/stop-serving-stack.sh"),
-      environment: { GS_SSH_KEY: pulumi.secret(args.sshPrivateKey), GS_HOST: ip, GS_DIR: dir },
-    }, { parent: this, dependsOn: [deploy, args.volume] });
-
-    this.registerOutputs({
-      endpoint: this.endpoint, apiKeys: this.apiKeys, adminToken: this.adminToken,
-      caCertificate: this.caCertificate, tlsDomain: this.tlsDomain, bundleHash: this.bundleHash,
-    });
+    return deploy;
   }
 }
 

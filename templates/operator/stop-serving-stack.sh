@@ -14,7 +14,7 @@ printf '%s\n' "${GS_SSH_KEY:?}" >"$key"
 remote="if [ -f ${GS_DIR:?}/compose.yaml ]; then cd $GS_DIR && docker compose down --remove-orphans --timeout 30; fi"
 if command -v ssh >/dev/null &&
   ssh -i "$key" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-    -o ConnectTimeout=15 "root@${GS_HOST:?}" "$remote"; then
+    -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 "root@${GS_HOST:?}" "$remote"; then
   echo "gpu-sandbox: stopped the serving stack on $GS_HOST"
 else
   echo "gpu-sandbox: could not stop the serving stack on $GS_HOST (no ssh client, or the host is unreachable); destroying anyway" >&2

@@ -322,8 +322,25 @@ describe("the serving stack under the mock runtime", () => {
 
   it("does not deploy the serving stack without adminCidrs, and says why", async () => {
     const { resources, outputs } = await run("example", configFor("example", { adminCidrs: [] }));
-    expect(resources.some((r) => r.type.startsWith("command:"))).toBe(false);
+    expect(resources.some((r) => r.type.startsWith("command:remote:"))).toBe(false);
     expect(await valueOf(outputs.endpoint)).toContain("adminCidrs is empty");
+  });
+
+  it("keeps every secret, key and certificate when adminCidrs is emptied after a deploy, so re-adding them revokes no client's key", async () => {
+    const deployed = await run("example", configFor("example", { tls: { mode: "self-signed" } }));
+    const closed = await run("example", configFor("example", { tls: { mode: "self-signed" }, adminCidrs: [] }));
+    const names = (rs: readonly RecordedResource[], keep: (r: RecordedResource) => boolean) => rs.filter(keep).map((r) => `${r.type} ${r.name}`).sort();
+    // Only the steps over SSH go; the random secrets, the keys' ids and secrets and the CA stay,
+    // and so does the stop on destroy (dropping it would run its delete at once).
+    const ssh = (r: RecordedResource) => r.type.startsWith("command:remote:");
+    expect(names(closed.resources, () => true)).toEqual(names(deployed.resources, (r) => !ssh(r)));
+    expect(names(deployed.resources, ssh).length).toBeGreaterThan(0);
+    expect(closed.resources.some((r) => r.type.startsWith("random:") && r.name.includes("admin-token"))).toBe(true);
+    expect(closed.resources.some((r) => r.type === "command:local:Command" && r.name.endsWith("stop-on-destroy"))).toBe(true);
+    // The outputs an operator's scripts use still work against the host that keeps serving.
+    expect(Object.keys(await valueOf(closed.outputs.apiKeys))).toEqual(Object.keys(await valueOf(deployed.outputs.apiKeys)));
+    expect(await valueOf(closed.outputs.adminToken)).toBeTruthy();
+    expect(await valueOf(closed.outputs.caCertificate)).toContain("BEGIN CERTIFICATE");
   });
 });
 
