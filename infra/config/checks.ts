@@ -76,8 +76,17 @@ export class Problems {
   /** Keys of a map that this program does not know: most often a typo that would be ignored. */
   unknownKeys(key: string, value: Record<string, unknown>, known: readonly string[]): void {
     for (const k of Object.keys(value)) {
-      if (!known.includes(k)) this.add(`${key}.${k}`, value[k], `is not a known setting; known: ${known.join(", ")}`);
+      if (!known.includes(k)) this.unknown(`${key}.${k}`, `is not a known setting; known: ${known.join(", ")}`);
     }
+  }
+
+  /**
+   * A setting that does not exist, named without its value: Pulumi hands the program secrets
+   * decrypted, so a misspelt secret (`hf_token` for `hfToken`) would be printed in plaintext to
+   * the terminal and CI logs.
+   */
+  unknown(key: string, message: string): void {
+    this.list.push({ key, value: VALUE_NOT_SHOWN, message });
   }
 
   cidrs(key: string, value: unknown): string[] | undefined {
@@ -122,6 +131,11 @@ export function show(value: unknown): string {
   }
 }
 
+/** The value of a problem that must not be printed (see Problems.unknown). */
+export const VALUE_NOT_SHOWN: unique symbol = Symbol("value not shown");
+
 export function formatProblem(problem: ConfigProblem, namespace: string): string {
-  return `${namespace}:${problem.key} = ${show(problem.value)}: ${problem.message}`;
+  return problem.value === VALUE_NOT_SHOWN
+    ? `${namespace}:${problem.key}: ${problem.message} (its value is not shown: it may be a secret)`
+    : `${namespace}:${problem.key} = ${show(problem.value)}: ${problem.message}`;
 }

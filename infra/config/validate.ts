@@ -61,7 +61,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   const secret = (key: string, value: unknown) => checkSecret(p, key, value, context);
   for (const key of Object.keys(raw)) {
     if (!(CONFIG_KEYS as readonly string[]).includes(key)) {
-      p.add(key, raw[key], `is not a gpu-sandbox setting; known: ${CONFIG_KEYS.join(", ")}`);
+      p.unknown(key, `is not a gpu-sandbox setting; known: ${CONFIG_KEYS.join(", ")}`);
     }
   }
 

@@ -129,8 +129,8 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
       ['gpu-sandbox:model.extraArgs[0] = "--port=9000": is set by the kit', 'gpu-sandbox:model.extraArgs[1] = "--api-key": is set by the kit']],
     ["bad model id", { ...base, model: { id: "not a repo" } }, ['gpu-sandbox:model.id = "not a repo": must be a Hugging Face repository id']],
     ["GPU memory out of range", { ...base, model: { gpuMemoryUtilization: 1.5 } }, ["gpu-sandbox:model.gpuMemoryUtilization = 1.5: must be between 0.1 and 0.99"]],
-    ["typo in a key", { ...base, ttlHour: 5 }, ['gpu-sandbox:ttlHour = 5: is not a gpu-sandbox setting; known: region, plan,']],
-    ["typo in a nested key", { ...base, model: { id: "a/b", maxLen: 4 } }, ["gpu-sandbox:model.maxLen = 4: is not a known setting; known: id, servedName,"]],
+    ["typo in a key", { ...base, ttlHour: 5 }, ['gpu-sandbox:ttlHour: is not a gpu-sandbox setting; known: region, plan,']],
+    ["typo in a nested key", { ...base, model: { id: "a/b", maxLen: 4 } }, ["gpu-sandbox:model.maxLen: is not a known setting; known: id, servedName,"]],
     ["provider without key", { ...base, providers: [{ model: "groq/llama" }] }, ["gpu-sandbox:providers[0].apiKey = (not set): is required"]],
     ["unknown provider", { ...base, providers: [{ model: "acme/x", apiKey: "k" }] }, ['gpu-sandbox:providers[0].model = "acme/x": must be <provider>/<model>']],
     ["price for an unserved model", { ...base, pricing: { models: { "gpt-4": { promptPer1k: 1 } } } },
@@ -159,6 +159,13 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     const got = problems({ region: "us-ord", hfToken: { token: "hf_leak_me" } });
     expect(got.join("\n")).toContain("gpu-sandbox:hfToken");
     expect(got.join("\n")).not.toContain("hf_leak_me");
+  });
+
+  it("never prints the value of a misspelt setting, which may be a secret Pulumi decrypted", () => {
+    const got = problems({ ...base, hf_token: "hf_REALSECRET123", providers: [{ name: "g", model: "groq/llama", apiKey: "gsk_ok", apikey: "gsk_REALSECRET456" }] });
+    expect(got).toContainEqual(expect.stringContaining("gpu-sandbox:hf_token: is not a gpu-sandbox setting"));
+    expect(got).toContainEqual(expect.stringContaining("gpu-sandbox:providers[0].apikey: is not a known setting"));
+    expect(got.join("\n")).not.toMatch(/REALSECRET/);
   });
 
   it("refuses a secret the stack file holds in plaintext, and accepts the same value stored encrypted", () => {
