@@ -39,6 +39,25 @@ const RESERVED_VLLM_FLAGS: Readonly<Record<string, string>> = {
   "--api-key": "nothing: the kit generates vLLM's key",
 };
 
+/** vLLM's short spellings of reserved flags. */
+const VLLM_SHORT_FLAGS: Readonly<Record<string, string>> = { "-tp": "--tensor-parallel-size" };
+
+/**
+ * What to use instead when `arg` would set one of RESERVED_VLLM_FLAGS, spelt as vLLM's parser
+ * reads it: `--api_key` is `--api-key` (its FlexibleArgumentParser turns underscores before the
+ * first dot into dashes), `-tp` is `--tensor-parallel-size`, and argparse takes any unambiguous
+ * prefix (`--served-model`) for the whole flag.
+ */
+function reservedVllmFlag(arg: string): string | undefined {
+  const name = arg.split("=")[0]!;
+  const flag = name.startsWith("--")
+    ? `--${name.slice(2).replace(/^[^.]*/, (head) => head.replaceAll("_", "-"))}`
+    : VLLM_SHORT_FLAGS[name] ?? name;
+  if (RESERVED_VLLM_FLAGS[flag]) return RESERVED_VLLM_FLAGS[flag];
+  if (flag.length < 4 || !flag.startsWith("--")) return undefined;
+  return Object.entries(RESERVED_VLLM_FLAGS).find(([reserved]) => reserved.startsWith(flag))?.[1];
+}
+
 export interface ValidationContext {
   stack: string;
   /**
@@ -161,8 +180,7 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
       p.add(`model.extraArgs[${i}]`, arg, "must be a non-empty string such as --enable-prefix-caching");
       return;
     }
-    const flag = arg.split("=")[0] ?? arg;
-    const instead = RESERVED_VLLM_FLAGS[flag];
+    const instead = reservedVllmFlag(arg);
     if (instead) p.add(`model.extraArgs[${i}]`, arg, `is set by the kit; use ${instead}`);
     else extraArgs.push(arg);
   });

@@ -127,6 +127,10 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
       ['gpu-sandbox:tls.email = "ops@example.com": is at a reserved domain, which Let\'s Encrypt refuses; use a real address or leave tls.email out']],
     ["reserved vLLM flag", { ...base, model: { id: "a/b", extraArgs: ["--port=9000", "--api-key"] } },
       ['gpu-sandbox:model.extraArgs[0] = "--port=9000": is set by the kit', 'gpu-sandbox:model.extraArgs[1] = "--api-key": is set by the kit']],
+    // As vLLM's parser reads them: underscores for dashes, the short -tp, an abbreviation.
+    ["reserved vLLM flag, spelt otherwise", { ...base, model: { id: "a/b", extraArgs: ["--api_key=x", "--served_model_name", "-tp", "--max-model=4096", "--enable_prefix_caching"] } },
+      ['gpu-sandbox:model.extraArgs[0] = "--api_key=x": is set by the kit; use nothing: the kit generates', 'gpu-sandbox:model.extraArgs[1] = "--served_model_name": is set by the kit; use model.servedName',
+        'gpu-sandbox:model.extraArgs[2] = "-tp": is set by the kit; use the plan', 'gpu-sandbox:model.extraArgs[3] = "--max-model=4096": is set by the kit; use model.maxModelLen']],
     ["bad model id", { ...base, model: { id: "not a repo" } }, ['gpu-sandbox:model.id = "not a repo": must be a Hugging Face repository id']],
     ["GPU memory out of range", { ...base, model: { gpuMemoryUtilization: 1.5 } }, ["gpu-sandbox:model.gpuMemoryUtilization = 1.5: must be between 0.1 and 0.99"]],
     ["typo in a key", { ...base, ttlHour: 5 }, ['gpu-sandbox:ttlHour: is not a gpu-sandbox setting; known: region, plan,']],
