@@ -18,6 +18,12 @@ export const MOUNTS_LABEL = "gpu-sandbox.mounted-files-sha256";
  * `bundleFiles` are the other files of the bundle: each service is labelled with the hash of
  * those it mounts.
  */
+/**
+ * A value from config, kept as typed: Compose substitutes `$NAME` and `${NAME}` anywhere in the
+ * file (`ops$team@acme.io` became `ops@acme.io`), and `$$` is its literal `$`.
+ */
+const composeLiteral = (value: string): string => value.replaceAll("$", "$$$$");
+
 export function renderCompose(config: TenantConfig, images: Images, bundleFiles: ReadonlyMap<string, string>): string {
   const doc = readYamlDocument("compose.yaml");
   const m = config.model;
@@ -30,7 +36,7 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
     "--max-model-len", String(m.maxModelLen),
     "--gpu-memory-utilization", String(m.gpuMemoryUtilization),
     "--tensor-parallel-size", String(m.tensorParallelSize),
-    ...m.extraArgs,
+    ...m.extraArgs.map(composeLiteral),
   ]);
   // The first start downloads the weights; the health check waits as long as `pulumi up` does.
   doc.setIn(["services", "vllm", "healthcheck", "start_period"], `${config.readyTimeoutMinutes * 60}s`);
@@ -53,7 +59,7 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
   if (config.tls.mode === "letsencrypt") {
     doc.setIn(["services", "certbot", "image"], images.certbot);
     doc.setIn(["services", "certbot", "environment", "TLS_DOMAIN"], "${TLS_DOMAIN:?set TLS_DOMAIN in .env}");
-    doc.setIn(["services", "certbot", "environment", "TLS_EMAIL"], config.tls.email ?? "");
+    doc.setIn(["services", "certbot", "environment", "TLS_EMAIL"], composeLiteral(config.tls.email ?? ""));
   } else {
     doc.deleteIn(["services", "certbot"]);
   }

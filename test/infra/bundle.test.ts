@@ -45,6 +45,18 @@ function written(bundle: Bundle): string {
   return dir;
 }
 
+it("keeps a $ in vLLM flags and the Let's Encrypt email as typed, through docker-compose's substitution", () => {
+  const c = config({ model: { ...base.model, extraArgs: ["--chat-template=$HOME {{x}}", "--x=${PATH}"] }, tls: { mode: "letsencrypt", email: "ops$team@acme.io" } });
+  const dir = written(render(c));
+  copyFileSync(join(dir, ".env.example"), join(dir, ".env"));
+  const result = runTool("docker-compose", ["-f", "compose.yaml", "config"], { cwd: dir });
+  expect(result.status).toBe(0);
+  // `config` prints the resolved file as a compose file again, so a literal $ shows as $$.
+  const resolved = parse(result.output.slice(result.output.indexOf("services:")).replaceAll("$$", "$"));
+  expect(resolved.services.vllm.command.slice(-2)).toEqual(["--chat-template=$HOME {{x}}", "--x=${PATH}"]);
+  expect(resolved.services.certbot.environment.TLS_EMAIL).toBe("ops$team@acme.io");
+});
+
 describe.each(modes)("the bundle, tls %s", (_mode, c) => {
   const bundle = render(c);
   const compose = parse(bundle.get("compose.yaml")!);
