@@ -166,10 +166,12 @@ export class ServingStack extends pulumi.ComponentResource {
       connection: connection(4),
       create: deployScript,
       update: deployScript,
-      // A hash of the secrets (never the secrets) makes a changed key recreate the containers.
+      // A hash of the secrets (never the secrets) makes a changed key recreate the containers;
+      // the volume's size, that a larger volume gets its filesystem grown (deploy.sh), after the
+      // resize (dependsOn).
       triggers: [this.bundleHash, args.instanceId, pulumi.secret(envFile.apply(sha256)),
-        certificate ? pulumi.secret(certificate.pem.apply(sha256)) : "no-tls"],
-    }, { parent: this, dependsOn: [copy, env, ...(certificateInstall ? [certificateInstall] : [])] });
+        certificate ? pulumi.secret(certificate.pem.apply(sha256)) : "no-tls", `volume ${config.volumeSizeGb} GB`],
+    }, { parent: this, dependsOn: [copy, env, args.volume, ...(certificateInstall ? [certificateInstall] : [])] });
     return deploy;
   }
 }

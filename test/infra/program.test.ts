@@ -278,6 +278,17 @@ describe("the serving stack under the mock runtime", () => {
     expect(deployTriggers(changed)).not.toEqual(deployTriggers(first));
   });
 
+  it("grows the volume in place and deploys again, so its filesystem is grown to the new size", async () => {
+    const first = await run("example", configFor("example", { volumeSizeGb: 100 }));
+    const larger = await run("example", configFor("example", { volumeSizeGb: 200 }));
+    const volume = (r: typeof first) => one(r.resources, "linode:index/volume:Volume").inputs;
+    expect([volume(first).size, volume(larger).size]).toEqual([100, 200]);
+    expect(one(larger.resources, "linode:index/instance:Instance").inputs).toEqual(one(first.resources, "linode:index/instance:Instance").inputs);
+    const deployTriggers = (r: typeof first) => plain(r.resources.find((x) => x.name === "example-deploy")!.inputs.triggers);
+    expect(deployTriggers(larger)).not.toEqual(deployTriggers(first));
+    expect(readFileSync(join(ROOT, "templates/bundle/bin/deploy.sh"), "utf8")).toMatch(/resize2fs "\$volume"/);
+  });
+
   it("updates in place, and on destroy stops the stack from the operator's machine, never failing for want of SSH", async () => {
     const { resources } = await run("example", configFor("example"));
     const deploy = resources.find((r) => r.name === "example-deploy")!;

@@ -31,6 +31,19 @@ elif [ ! -f "$dest/MANIFEST.sha256" ]; then
   exit 1
 fi
 
+# volumeSizeGb raised: Linode grows the volume in place, and ext4 grows online to fill it (nothing
+# to do when it already does). Only on a host made by the kit, which names its volume in host.env.
+if [ -r /etc/gpu-sandbox/host.env ]; then
+  # shellcheck source=/dev/null
+  volume=$(. /etc/gpu-sandbox/host.env && echo "${VOLUME_DEVICE:-}")
+  # shellcheck source=/dev/null
+  data=$(. /etc/gpu-sandbox/host.env && echo "${DATA_DIR:-}")
+  if [ -n "$volume" ] && [ -e "$volume" ] && [ -n "$data" ] && mountpoint -q "$data" && command -v resize2fs >/dev/null; then
+    resize2fs "$volume" 2>&1 | grep -v '^resize2fs [0-9]' | sed 's/^/gpu-sandbox: volume: /' || true
+    log "volume: $(df -h --output=size,avail "$data" | tail -n 1 | awk '{print $1 " (" $2 " free)"}')"
+  fi
+fi
+
 cd "$dest"
 log "docker compose up -d --build --wait (the first start downloads the model and can take many minutes)"
 docker compose up -d --build --remove-orphans --wait --wait-timeout "$timeout" &
