@@ -52,7 +52,7 @@ export function renderCloudInit(input: CloudInitInput): string {
   };
 
   // bootcmd runs on every boot, before write_files, so the gate's script is inlined here.
-  doc.bootcmd = [["bash", "-c", readTemplate("host/ssh-gate.sh"), "ssh-gate.sh", "close-unless", readyMarker]];
+  doc.bootcmd = [["bash", "-c", readTemplate("host/ssh-gate.sh"), "ssh-gate.sh", "close-unless", readyMarker, `${HOST_PATHS.stateDir}/failed`]];
   doc.write_files = [
     { path: HOST_PATHS.envFile, permissions: "0644", content: toEnvFile(hostEnv) },
     ...hostScriptNames().map((name) => ({

@@ -1,3 +1,7 @@
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
 import { HOST_PATHS, volumeDevicePath } from "../../infra/host.ts";
@@ -38,8 +42,8 @@ describe("cloud-init user data", () => {
     expect(doc.power_state).toMatchObject({ mode: "reboot", condition: ["test", "-f", `${HOST_PATHS.stateDir}/reboot-required`] });
   });
 
-  it("closes SSH on every boot until the host is ready, then runs the bootstrap", () => {
-    expect(doc.bootcmd[0].slice(-3)).toEqual(["ssh-gate.sh", "close-unless", `${HOST_PATHS.stateDir}/ready`]);
+  it("closes SSH on every boot until the host is ready (or its setup failed), then runs the bootstrap", () => {
+    expect(doc.bootcmd[0].slice(-4)).toEqual(["ssh-gate.sh", "close-unless", `${HOST_PATHS.stateDir}/ready`, `${HOST_PATHS.stateDir}/failed`]);
     expect(doc.runcmd.at(-1)).toEqual([`${HOST_PATHS.libDir}/bootstrap.sh`]);
   });
 
@@ -67,5 +71,35 @@ describe("host scripts", () => {
     const result = runTool("shellcheck", [writeTemp("bad.sh", '#!/usr/bin/env bash\nrm -rf $DIR/*\n')]);
     expect(result.status).not.toBe(0);
     expect(result.output).toContain("SC2086");
+  });
+});
+
+describe("the SSH gate run at every boot", () => {
+  /** Runs the bootcmd as cloud-init does, with iptables and ip6tables replaced by a recorder. */
+  function boot(markers: string[]): string[] {
+    const dir = mkdtempSync(join(tmpdir(), "gate-"));
+    const calls = join(dir, "calls");
+    for (const tool of ["iptables", "ip6tables"]) {
+      const fake = join(dir, tool);
+      // -D fails (no rule to delete), so the gate's delete loop ends; everything else is recorded.
+      writeFileSync(fake, `#!/bin/sh\necho "${tool} $*" >> "${calls}"\n[ "$1" != -D ]\n`);
+      chmodSync(fake, 0o755);
+    }
+    for (const m of markers) writeFileSync(join(dir, m), "");
+    const [, , script, ...args] = parse(cloudInit).bootcmd[0] as string[];
+    const stateArgs = args.map((a) => a.replace(HOST_PATHS.stateDir, dir));
+    const r = spawnSync("bash", ["-c", script!, ...stateArgs], { env: { ...process.env, PATH: `${dir}:${process.env.PATH}` }, encoding: "utf8" });
+    expect(r.status, r.stderr).toBe(0);
+    return existsSync(calls) ? readFileSync(calls, "utf8").trim().split("\n").filter((l) => !l.includes(" -D ")) : [];
+  }
+
+  it("closes SSH while setup is under way, and leaves it open on a ready host and on one whose setup failed", () => {
+    expect(boot([])).toEqual([
+      "iptables -I INPUT -p tcp --dport 22 -m comment --comment gpu-sandbox-bootstrap -j DROP",
+      "ip6tables -I INPUT -p tcp --dport 22 -m comment --comment gpu-sandbox-bootstrap -j DROP",
+    ]);
+    expect(boot(["ready"])).toEqual([]);
+    // A reboot after a failed setup (by hand, or Linode maintenance) must not lock the operator out.
+    expect(boot(["failed"])).toEqual([]);
   });
 });
