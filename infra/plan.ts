@@ -39,7 +39,7 @@ export function planFor(config: TenantConfig): Plan {
     { type: "linode:index/instance:Instance", name: names.instance, note: `${plan.id} in ${config.region}, ${config.image}, cloud-init user data` },
     { type: "linode:index/volume:Volume", name: names.volume, note: `${config.volumeSizeGb} GB Block Storage: model weights, ledger, certificates` },
     { type: "random:index/randomString:RandomString", name: `${config.tenant}-created-at`, note: "creation time, kept for the TTL" },
-    ...(config.adminCidrs.length ? servingResources(config) : []),
+    ...servingResources(config),
   ];
   const ports: OpenPort[] = [
     ...webPorts(config.tls.mode).map((p) => ({ ...p, sources: config.allowedCidrs })),
@@ -53,9 +53,18 @@ export function planFor(config: TenantConfig): Plan {
     ["Expires", config.ttlHours === undefined ? "never (no ttlHours)" : `${config.ttlHours} hours after the first \`pulumi up\` (\`npm run reap-expired\` destroys it)`],
     ["Model", `${config.model.id} served as "${config.model.servedName}", up to ${config.model.maxModelLen} tokens, tensor-parallel ${config.model.tensorParallelSize}`],
     ["SSH", config.adminCidrs.length ? `from ${config.adminCidrs.join(", ")} only, by the generated key` : "closed (no adminCidrs): the serving stack cannot be deployed over SSH"],
+    ...(adminOpenToAll(config) ? [["Warning", ADMIN_OPEN_WARNING] as [string, string]] : []),
   ];
   return { tenant: config.tenant, resources, ports, lines };
 }
+
+/** adminCidrs lets in the whole internet (a /0), which is legal but rarely meant. */
+export function adminOpenToAll(config: TenantConfig): boolean {
+  return config.adminCidrs.some((cidr) => cidr.endsWith("/0"));
+}
+
+export const ADMIN_OPEN_WARNING = "adminCidrs has a /0: SSH (key only) and /admin (token only) are open to the whole internet; " +
+  "list your own addresses instead unless you mean it";
 
 export function formatPlan(plan: Plan): string {
   const width = Math.max(...plan.lines.map(([label]) => label.length));
@@ -75,7 +84,7 @@ function shortType(type: string): string {
   return `${pkg}:${kind}`;
 }
 
-/** What ServingStack makes (infra/components/serving-stack.ts); needs SSH, so adminCidrs. */
+/** What ServingStack makes (infra/components/serving-stack.ts); its SSH steps only with adminCidrs. */
 function servingResources(config: TenantConfig): PlannedResource[] {
   const t = config.tenant;
   const secret = (name: string, note: string): PlannedResource => ({ type: "random:index/randomPassword:RandomPassword", name: `${t}-${name}`, note });
@@ -104,11 +113,13 @@ function servingResources(config: TenantConfig): PlannedResource[] {
     ]),
     ...tlsResources[config.tls.mode]!,
     { type: "pulumi:providers:docker", name: `${t}-registry`, note: "asks the registries for image digests (no local Docker daemon)" },
-    command("host-ready", "waits over SSH until the host has finished its setup"),
-    command("env", "writes /opt/gpu-sandbox/.env (0600) through stdin"),
-    ...(config.tls.mode === "off" ? [] : [command("certificate", "installs the certificate through stdin")]),
-    { type: "command:remote:CopyToRemote", name: `${t}-bundle`, note: "copies the bundle to /opt/gpu-sandbox" },
-    command("deploy", "docker compose up -d --build --wait, whenever the bundle or the secrets change"),
+    ...(config.adminCidrs.length === 0 ? [] : [
+      command("host-ready", "waits over SSH until the host has finished its setup"),
+      command("env", "writes /opt/gpu-sandbox/.env (0600) through stdin"),
+      ...(config.tls.mode === "off" ? [] : [command("certificate", "installs the certificate through stdin")]),
+      { type: "command:remote:CopyToRemote", name: `${t}-bundle`, note: "copies the bundle to /opt/gpu-sandbox" },
+      command("deploy", "docker compose up -d --build --wait, whenever the bundle, the secrets or the volume's size change"),
+    ]),
     { type: "command:local:Command", name: `${t}-stop-on-destroy`, note: "on destroy: `docker compose down` on the host, before the volume goes" },
   ];
 }

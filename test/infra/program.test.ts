@@ -192,9 +192,16 @@ describe("firewall edge cases", () => {
 });
 
 describe("the plan that `npm run render` prints", () => {
-  it("lists exactly the resources the program registers", async () => {
+  it("warns when adminCidrs lets in the whole internet, and only then", async () => {
+    const { formatPlan, planFor } = await import("../../infra/plan.ts");
+    expect(formatPlan(planFor(configFor("example", { adminCidrs: ["0.0.0.0/0"] })))).toMatch(/Warning +adminCidrs has a \/0: SSH \(key only\) and \/admin \(token only\) are open to the whole internet/);
+    expect(formatPlan(planFor(configFor("example", { adminCidrs: ["203.0.113.7/32", "::/0"] })))).toContain("Warning");
+    expect(formatPlan(planFor(configFor("example")))).not.toContain("Warning");
+  });
+
+  it.each([["with adminCidrs", {}], ["without adminCidrs", { adminCidrs: [] }], ["self-signed", { tls: { mode: "self-signed" } }]])("lists exactly the resources the program registers, %s", async (_name, overrides) => {
     const { planFor } = await import("../../infra/plan.ts");
-    const config = configFor("example");
+    const config = configFor("example", overrides);
     const { resources } = await run("example", config);
     const registered = resources.map((r) => r.type).filter((t) => !t.startsWith("gpu-sandbox:")).sort();
     expect(planFor(config).resources.map((r) => r.type).sort()).toEqual(registered);
