@@ -169,8 +169,10 @@ export class ServingStack extends pulumi.ComponentResource {
       // A hash of the secrets (never the secrets) makes a changed key recreate the containers;
       // the volume's size, that a larger volume gets its filesystem grown (deploy.sh), after the
       // resize (dependsOn).
+      // Let's Encrypt's placeholder is left out: it never replaces an issued certificate, and the
+      // tls provider renews it every 30 days, which would deploy again for nothing.
       triggers: [this.bundleHash, args.instanceId, pulumi.secret(envFile.apply(sha256)),
-        certificate ? pulumi.secret(certificate.pem.apply(sha256)) : "no-tls", `volume ${config.volumeSizeGb} GB`],
+        certificate?.mode === "replace" ? pulumi.secret(certificate.pem.apply(sha256)) : "no-pulumi-certificate", `volume ${config.volumeSizeGb} GB`],
     }, { parent: this, dependsOn: [copy, env, args.volume, ...(certificateInstall ? [certificateInstall] : [])] });
     return deploy;
   }

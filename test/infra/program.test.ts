@@ -285,6 +285,15 @@ describe("the serving stack under the mock runtime", () => {
     expect(deployTriggers(changed)).not.toEqual(deployTriggers(first));
   });
 
+  it("does not deploy again when the tls provider renews Let's Encrypt's placeholder (every 30 days), but does for a self-signed certificate", async () => {
+    const certificateTrigger = async (mode: string) => {
+      const { resources } = await run("example", configFor("example", { tls: { mode, email: "ops@gpu-sandbox.dev" } }));
+      return plain(resources.find((x) => x.name === "example-deploy")!.inputs.triggers)[3];
+    };
+    expect(await certificateTrigger("letsencrypt")).toBe("no-pulumi-certificate");
+    expect(await certificateTrigger("self-signed")).toMatch(/^[0-9a-f]{64}$/);
+  });
+
   it("grows the volume in place and deploys again, so its filesystem is grown to the new size", async () => {
     const first = await run("example", configFor("example", { volumeSizeGb: 100 }));
     const larger = await run("example", configFor("example", { volumeSizeGb: 200 }));
