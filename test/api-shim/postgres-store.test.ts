@@ -142,6 +142,12 @@ describe("PostgresStore", () => {
       await expect(replicaA.getKey("k")).rejects.toBeInstanceOf(StoreUnavailableError);
       await expect(replicaA.reserve({ reservationId: "b", keyId: "k", amount: 1, at: 1 })).rejects.toBeInstanceOf(StoreUnavailableError);
       await expect(replicaA.settle({ reservationId: "a", keyId: "k", hold: 2, cost: 2, usage: usage("k", "qa", 2) })).rejects.toBeInstanceOf(StoreUnavailableError);
+      // Clients retrying through an outage: a request refused before anything reached the
+      // server (no connection, no liveness lock) is not remembered as a doubtful hold, so the
+      // memory an outage costs is bounded by the statements that were sent (at most the pool).
+      const refused = await Promise.allSettled(Array.from({ length: 300 }, (_, i) => replicaA.reserve({ reservationId: `r${i}`, keyId: "k", amount: 1, at: 1 })));
+      expect(refused.every((r) => r.status === "rejected" && r.reason instanceof StoreUnavailableError)).toBe(true);
+      expect((replicaA as unknown as { doubtful: Map<string, number> }).doubtful.size).toBeLessThanOrEqual(12);
     } finally {
       server.start();
     }
@@ -203,6 +209,9 @@ describe("PostgresStore", () => {
     // after Linux's two-hour keepalive.
     expect([await show(lock, "tcp_keepalives_idle"), await show(lock, "tcp_keepalives_interval"), await show(lock, "tcp_keepalives_count")]).toEqual(["10", "5", "3"]);
     expect(await show(lock, "search_path")).toBe("public");
+    // Nor may a request session that died inside a transaction (a top-up holds the key's row)
+    // keep its locks that long: every replica's requests for that key would wait and fail.
+    expect([await show(pool, "idle_in_transaction_session_timeout"), await show(pool, "tcp_keepalives_idle"), await show(pool, "tcp_keepalives_count")]).toEqual(["5s", "10", "3"]);
   });
 
   it("sslmode=require encrypts without verifying the certificate, as psql does with the same URL", async () => {

@@ -20,8 +20,11 @@ export const AVAILABLE = "SELECT balance - held AS available FROM keys WHERE id 
 /** Why a hold was refused: what is available, and whether the key was revoked or expired (at $2). */
 export const REFUSAL = "SELECT balance - held AS available, (revoked_at IS NOT NULL OR coalesce(expires_at <= $2, false)) AS inactive FROM keys WHERE id = $1";
 /** Releases one hold, uncharged (no ledger row): what a failed request's hold becomes. */
-export const RELEASE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNING key_id, amount)
-  UPDATE keys SET held = held - r.amount FROM r WHERE keys.id = r.key_id`;
+/** Releases the holds among ids $1 (a batch), uncharged; returns the ids it found. */
+export const RELEASE = `WITH r AS (DELETE FROM reservations WHERE id = ANY($1::text[]) RETURNING id, key_id, amount),
+  per AS (SELECT key_id, sum(amount) AS amount FROM r GROUP BY key_id),
+  k AS (UPDATE keys SET held = held - per.amount FROM per WHERE keys.id = per.key_id)
+  SELECT id FROM r`;
 /**
  * A replica is alive while it holds its advisory lock (class, owner) on its own connection;
  * Postgres drops the lock the moment that connection ends, process crash included. The holds

@@ -2,6 +2,8 @@ import { randomInt } from "node:crypto";
 import pg from "pg";
 import { driverUrl } from "./database-url.ts";
 import { LOCK_CLASS, migratePg } from "./postgres-migrations.ts";
+import { MAX_DOUBTFUL, neverSent, NotSentError, RELEASE_BATCH } from "./postgres-failures.ts";
+import { KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-rows.ts";
 import { AUDIT, AVAILABLE, REFUSAL, RELEASE, RELEASE_STALE, RESERVE, SETTLE } from "./postgres-sql.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
@@ -17,30 +19,6 @@ export interface PostgresStoreOptions {
   /** ms between tries to release doubtful holds and to re-take a lost liveness lock. Default 1000. */
   retryMs?: number;
 }
-
-interface KeyRow {
-  id: string; name: string; hash: string; tier: string; models: string[] | null; balance: number;
-  held: number; created_at: number; expires_at: number | null; revoked_at: number | null;
-}
-const toKey = (r: KeyRow): KeyRecord => ({
-  id: r.id, name: r.name, hash: r.hash, tier: r.tier, models: r.models, balance: r.balance, held: r.held,
-  createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at,
-});
-const KEY_COLUMNS = "id, name, hash, tier, models, balance, held, created_at, expires_at, revoked_at";
-/** One key by id, on the pool or inside a transaction (a named statement, prepared once per connection). */
-async function keyById(q: pg.Pool | pg.PoolClient, id: string): Promise<KeyRecord | undefined> {
-  const { rows } = await q.query<KeyRow>({ name: "get-key", text: `SELECT ${KEY_COLUMNS} FROM keys WHERE id = $1`, values: [id] });
-  return rows[0] && toKey(rows[0]);
-}
-
-/**
- * bigint columns as JS numbers: every amount is an integer of µc well inside 2^53 (money.ts
- * refuses anything larger), and the interface speaks numbers.
- */
-const types = {
-  getTypeParser: ((oid: number, format?: "text" | "binary") =>
-    oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format ?? "text")) as typeof pg.types.getTypeParser,
-};
 
 /**
  * The store for several shim replicas (`SHIM_DATABASE_URL=postgres://…`). Unlike the SQLite
@@ -99,12 +77,20 @@ export class PostgresStore implements Store {
     // the bound, not in a query that waits for TCP to give up.
     const { connectionString, urlOptions } = driverUrl(url);
     const common = { connectionString, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs + 1000, keepAlive: true, application_name: "api-shim", types };
-    const pool = new pg.Pool({ ...common, max: 10, options: `${urlOptions} -c synchronous_commit=off -c statement_timeout=${timeoutMs}`.trim() });
-    pool.on("error", () => {}); // an idle connection that broke is dropped; the next query says what is wrong
     // The liveness connection is what other replicas judge this one by (its advisory lock). If
     // this host dies without a word, only the server's TCP keepalive ends the session, after two
     // hours by Linux's defaults: its holds would stay on its keys that long. ~25 s instead.
-    const connection = { ...common, options: `${urlOptions} -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3`.trim() };
+    const keepalives = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3";
+    // The pool's sessions too, and a transaction left idle (its process died or was cut off
+    // between two statements of a top-up, which holds the key's row) ends after the statement
+    // bound: otherwise the row stayed locked for those two hours, and every other replica's
+    // request for that key, then for any key as they filled the pool waiting, got a 503.
+    const pool = new pg.Pool({
+      ...common, max: 10,
+      options: `${urlOptions} -c synchronous_commit=off -c statement_timeout=${timeoutMs} -c idle_in_transaction_session_timeout=${timeoutMs} ${keepalives}`.trim(),
+    });
+    pool.on("error", () => {}); // an idle connection that broke is dropped; the next query says what is wrong
+    const connection = { ...common, options: `${urlOptions} ${keepalives}`.trim() };
     const lock = new pg.Client(connection);
     lock.on("error", () => {}); // until watch(): a failed start is reported by the rejection below
     try {
@@ -175,23 +161,35 @@ export class PostgresStore implements Store {
     }
   }
 
-  /** A hold or settlement: on failure (503) its hold becomes doubtful and is released later. */
+  /**
+   * A hold or settlement: on failure (503) its hold becomes doubtful and is released later,
+   * unless the statement cannot have reached the server (no liveness lock, no connection): during
+   * an outage every refused request was remembered, ~550 bytes each, without bound.
+   */
   private async write<T>(reservationId: string, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (e) {
-      this.doubtful.set(reservationId, Date.now());
-      this.retrier ??= setTimeout(() => void this.releaseDoubtful(), this.retryMs).unref();
+      if (!neverSent(e)) {
+        // Bounded: the oldest is forgotten (a hold of it that did commit is swept at the next start).
+        if (this.doubtful.size >= MAX_DOUBTFUL) this.doubtful.delete(this.doubtful.keys().next().value!);
+        this.doubtful.set(reservationId, Date.now());
+        this.retrier ??= setTimeout(() => void this.releaseDoubtful(), this.retryMs).unref();
+      }
       throw new StoreUnavailableError(e);
     }
   }
 
+  /** Releases doubtful holds, a batch per round trip. */
   private async releaseDoubtful(): Promise<void> {
     this.retrier = undefined;
-    for (const [id, failedAt] of this.doubtful) {
+    const ids = [...this.doubtful.keys()];
+    for (let i = 0; i < ids.length; i += RELEASE_BATCH) {
+      const batch = ids.slice(i, i + RELEASE_BATCH);
       try {
-        const released = (await this.pool.query({ name: "release", text: RELEASE, values: [id] })).rowCount ?? 0;
-        if (released > 0 || Date.now() - failedAt > this.timeoutMs * 2 + 1000) this.doubtful.delete(id);
+        const found = new Set((await this.pool.query<{ id: string }>({ name: "release", text: RELEASE, values: [batch] })).rows.map((r) => r.id));
+        const now = Date.now();
+        for (const id of batch) if (found.has(id) || now - this.doubtful.get(id)! > this.timeoutMs * 2 + 1000) this.doubtful.delete(id);
       } catch {
         break; // still unreachable: all of them next time
       }
@@ -226,7 +224,7 @@ export class PostgresStore implements Store {
 
   /** No new holds (and not ready) while the liveness lock is being taken back: others could sweep them. */
   private requireLock(): void {
-    if (this.lock === null) throw new Error("this replica lost its liveness lock and is taking it back");
+    if (this.lock === null) throw new NotSentError("this replica lost its liveness lock and is taking it back");
   }
 
   private async available(keyId: string): Promise<number> {

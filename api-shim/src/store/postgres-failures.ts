@@ -1,0 +1,33 @@
+/**
+ * Which failures of a hold or settlement leave its fate unknown (see PostgresStore's doubtful
+ * holds): only a statement that may have reached the server. One refused before it was sent
+ * cannot have held anything, and remembering those made an outage cost memory per refused
+ * request.
+ */
+
+/** Refused by this replica before anything was sent (it has no liveness lock). */
+export class NotSentError extends Error {}
+
+/** Connection-level failures: the pool could not give the statement a session. */
+const NOT_CONNECTED_CODES = new Set([
+  "57P03", // the database system is starting up / shutting down
+  "53300", // too many connections
+  "28P01", "28000", // authentication
+  "3D000", // no such database
+]);
+
+export function neverSent(e: unknown): boolean {
+  if (e instanceof NotSentError) return true;
+  const err = e as { syscall?: string; code?: string; message?: string } | null;
+  if (err === null || typeof err !== "object") return false;
+  // ECONNREFUSED, EHOSTUNREACH, ENOTFOUND…: the socket never connected.
+  if (err.syscall === "connect" || err.syscall === "getaddrinfo") return true;
+  if (typeof err.code === "string" && NOT_CONNECTED_CODES.has(err.code)) return true;
+  // pg-pool's wait for a connection (connectionTimeoutMillis) ran out.
+  return typeof err.message === "string" && err.message.startsWith("timeout exceeded when trying to connect");
+}
+
+/** Doubtful holds remembered at most (the oldest is forgotten; a start's sweep releases it). */
+export const MAX_DOUBTFUL = 100_000;
+/** Holds released per round trip when the database answers again. */
+export const RELEASE_BATCH = 1000;

@@ -1,0 +1,27 @@
+/** How the Postgres store's rows become the store interface's records. */
+import pg from "pg";
+import type { KeyRecord } from "./store.ts";
+
+export interface KeyRow {
+  id: string; name: string; hash: string; tier: string; models: string[] | null; balance: number;
+  held: number; created_at: number; expires_at: number | null; revoked_at: number | null;
+}
+export const toKey = (r: KeyRow): KeyRecord => ({
+  id: r.id, name: r.name, hash: r.hash, tier: r.tier, models: r.models, balance: r.balance, held: r.held,
+  createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at,
+});
+export const KEY_COLUMNS = "id, name, hash, tier, models, balance, held, created_at, expires_at, revoked_at";
+/** One key by id, on the pool or inside a transaction (a named statement, prepared once per connection). */
+export async function keyById(q: pg.Pool | pg.PoolClient, id: string): Promise<KeyRecord | undefined> {
+  const { rows } = await q.query<KeyRow>({ name: "get-key", text: `SELECT ${KEY_COLUMNS} FROM keys WHERE id = $1`, values: [id] });
+  return rows[0] && toKey(rows[0]);
+}
+
+/**
+ * bigint columns as JS numbers: every amount is an integer of µc well inside 2^53 (money.ts
+ * refuses anything larger), and the interface speaks numbers.
+ */
+export const types = {
+  getTypeParser: ((oid: number, format?: "text" | "binary") =>
+    oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format ?? "text")) as typeof pg.types.getTypeParser,
+};
