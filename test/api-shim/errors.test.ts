@@ -68,10 +68,18 @@ describe("client errors map to the SDK's exception classes with the documented b
     // client-side fallbacks, nor have its request retried or cut short upstream at will.
     const c = h.client(key);
     const received = h.fake.counters.received;
-    for (const extra of [{ fallbacks: ["gpt-4o"] }, { context_window_fallbacks: [{ "qwen2.5-7b": ["gpt-4o"] }] }, { num_retries: 5 }, { timeout: 0.01 }, { mock_response: "hi" }, { api_base: "http://evil.test" }, { litellm_call_id: "x" }]) {
+    for (const extra of [{ fallbacks: ["gpt-4o"] }, { context_window_fallbacks: [{ "qwen2.5-7b": ["gpt-4o"] }] }, { num_retries: 5 }, { timeout: 0.01 }, { mock_response: "hi" }, { api_base: "http://evil.test" }, { litellm_call_id: "x" }, { additional_drop_params: ["stream_options"] }]) {
       const e = await failure(() => c.chat.completions.create({ ...chat, ...extra } as never));
       expect(e).toBeInstanceOf(BadRequestError);
       expect(e.param).toBe(Object.keys(extra)[0]);
+    }
+    // The SDKs' own options sent as members: LiteLLM merges extra_body over the request, so its
+    // max_tokens and n (what the hold is sized by) would override the ones the shim priced.
+    for (const extra of [{ extra_body: { max_tokens: 8000, n: 128 } }, { extra_headers: { "x-a": "b" } }, { extra_query: { a: 1 } }]) {
+      const e = await failure(() => c.chat.completions.create({ ...chat, max_tokens: 1, ...extra } as never));
+      expect(e).toBeInstanceOf(BadRequestError);
+      expect(e.param).toBe(Object.keys(extra)[0]);
+      expect(e.message).toContain("send its members as the request's own");
     }
     expect(h.fake.counters.received).toBe(received);
     // Ordinary extra parameters (vLLM's own) still pass through.
