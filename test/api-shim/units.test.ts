@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import pino from "pino";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import { Inflight } from "../../api-shim/src/inflight.ts";
@@ -168,6 +168,17 @@ describe("pricing", () => {
     expect(normalizationGrowthOf("Ça va, l'été ?")).toBe(3);
     expect(normalizationGrowthOf("\u{1D160}x\uFDFA")).toBe(8 + 30);
     expect(normalizationGrowthOf("\udc00\ud800")).toBe(0);
+  });
+  it("normalization growth never normalizes a whole text: canonical reordering of a long run of combining marks is quadratic", () => {
+    // 80,000 marks took ~1.3 s per form as one string (a body of them froze the shim for minutes).
+    const marks = `a${"\u0316\u0301".repeat(40_000)}`;
+    const normalize = vi.spyOn(String.prototype, "normalize");
+    try {
+      expect(normalizationGrowthOf(marks)).toBe(0); // both marks are already decomposed
+      expect(normalize.mock.contexts.every((s) => String(s).length <= 2)).toBe(true);
+    } finally {
+      normalize.mockRestore();
+    }
   });
   it("normalization growth is worked out only when the body's bytes bound the prompt", () => {
     let calls = 0;
