@@ -10,11 +10,10 @@ const fill = (name: string, values: Readonly<Record<string, string | number>>) =
  */
 export function renderNginxConf(config: TenantConfig): string {
   const { limits } = config;
-  const adminAllow = config.adminCidrs.map((cidr) => `            allow ${cidr};`).join("\n") || "            # adminCidrs is empty: nobody.";
+  const adminGeo = config.adminCidrs.map((cidr) => `        ${cidr} 1;`).join("\n") || "        # adminCidrs is empty: nobody.";
   const apiLocations = fill("api-locations.conf", {
     burst: limits.burst,
     connections: limits.connections,
-    adminAllow,
     maxBodyMb: limits.maxBodyMb,
   }).trimEnd();
   const healthz = readTemplate("nginx/healthz.conf").trimEnd();
@@ -25,6 +24,7 @@ export function renderNginxConf(config: TenantConfig): string {
       fill("server-https.conf", { apiLocations }),
     ];
   return fill("nginx.conf", {
+    adminGeo,
     maxBodyMb: limits.maxBodyMb,
     requestsPerSecond: limits.requestsPerSecond,
     servers: servers.map((s) => s.trimEnd()).join("\n\n"),

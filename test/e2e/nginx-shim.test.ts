@@ -147,6 +147,19 @@ describe("through nginx over HTTPS", () => {
     expect(nginx.output()).toContain("[path redacted: it may hold a key]");
   });
 
+  it("keeps a key in a query string out of nginx's error log when it refuses /admin or /metrics", async () => {
+    const secret = key.slice(key.lastIndexOf("_") + 1);
+    const ids: string[] = [];
+    for (const path of [`/admin/keys?token=${key}`, `/metrics?api_key=${key}`]) {
+      const res = await fetch(`${base}${path}`);
+      expect(res.status, path).toBe(403);
+      await res.body?.cancel();
+      ids.push(res.headers.get("x-request-id")!);
+    }
+    for (const id of ids) await expect.poll(() => nginx.output().includes(`"request_id":"${id}"`)).toBe(true);
+    expect(nginx.output()).not.toContain(secret);
+  });
+
   it("keeps /metrics (with or without a trailing slash) to adminCidrs, even for a valid key", async () => {
     for (const path of ["/metrics", "/metrics/", "/metrics?x=1"]) {
       const res = await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${key}` } });

@@ -130,6 +130,13 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(result.output).toContain("test is successful");
   });
 
+  it("logs nginx errors only (its lines quote the request line, query string included; warn logged every large body), and lets adminCidrs alone reach /admin", () => {
+    const conf = bundle.get("nginx/nginx.conf")!;
+    expect(conf).toMatch(/^error_log \/dev\/stderr error;$/m);
+    expect(conf).toMatch(/geo \$admin_client \{\n\s+default 0;\n\s+203\.0\.113\.7\/32 1;\n\s+\}/);
+    expect(conf).not.toMatch(/^\s+allow 203\.0\.113\.7/m); // `deny` would log the request line on each refusal
+  });
+
   it("gives LiteLLM the vLLM model and each provider, keys from the environment", () => {
     const litellm = parse(bundle.get("litellm/config.yaml")!);
     expect(litellm.model_list[0]).toEqual({
