@@ -214,6 +214,19 @@ describe("PostgresStore", () => {
     expect([await show(pool, "idle_in_transaction_session_timeout"), await show(pool, "tcp_keepalives_idle"), await show(pool, "tcp_keepalives_count")]).toEqual(["5s", "10", "3"]);
   });
 
+  it("a role with data rights only (no CREATE on the schema) runs a replica once the schema is there", async () => {
+    await sql("DROP ROLE IF EXISTS app_dml");
+    await sql("CREATE ROLE app_dml LOGIN");
+    await sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+    await sql("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_dml");
+    await sql("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app_dml");
+    // `store` (beforeEach) has migrated the database as its owner.
+    const s = await PostgresStore.open(url.replace("://shim@", "://app_dml@"));
+    open.push(s);
+    await s.createKey(newKey("dml", 5));
+    expect((await s.reserve({ reservationId: "r", keyId: "dml", amount: 1, at: 1 })).ok).toBe(true);
+  });
+
   it("sslmode=require encrypts without verifying the certificate, as psql does with the same URL", async () => {
     const dataDir = (await sql<{ data_directory: string }>("SHOW data_directory"))[0]!.data_directory;
     const files = [`${dataDir}/server.key`, `${dataDir}/server.crt`];

@@ -41,10 +41,13 @@ export const LOCK_CLASS = 0x5348494d;
 /** Brings the database to the latest schema. Run it inside one transaction (the caller's). */
 export async function migratePg(client: pg.ClientBase): Promise<void> {
   await client.query("SELECT pg_advisory_xact_lock($1, 0)", [LOCK_CLASS]);
-  await client.query("CREATE TABLE IF NOT EXISTS shim_schema_version (version integer NOT NULL)");
+  // Up to date: nothing is created or written, so a role with data rights only (no CREATE on the
+  // schema, which even CREATE TABLE IF NOT EXISTS needs) can run every replica after the first.
+  const exists = (await client.query<{ t: string | null }>("SELECT to_regclass('shim_schema_version')::text AS t")).rows[0]!.t !== null;
+  if (!exists) await client.query("CREATE TABLE shim_schema_version (version integer NOT NULL)");
   const { rows } = await client.query<{ version: number }>("SELECT version FROM shim_schema_version");
-  let version = rows[0]?.version ?? 0;
+  const from = rows[0]?.version ?? 0;
   if (rows.length === 0) await client.query("INSERT INTO shim_schema_version VALUES (0)");
-  for (; version < PG_MIGRATIONS.length; version++) await client.query(PG_MIGRATIONS[version]!);
-  await client.query("UPDATE shim_schema_version SET version = $1", [version]);
+  for (let version = from; version < PG_MIGRATIONS.length; version++) await client.query(PG_MIGRATIONS[version]!);
+  if (from < PG_MIGRATIONS.length) await client.query("UPDATE shim_schema_version SET version = $1", [PG_MIGRATIONS.length]);
 }
