@@ -124,8 +124,13 @@ export function toUsage(u: UsageJson | null | undefined): Usage | null {
   const p = u.prompt_tokens;
   const c = u.completion_tokens ?? 0;
   if (!isCount(p) || !isCount(c)) return null;
-  return { promptTokens: p, completionTokens: c };
+  // Clamped to what every store keeps (Postgres's integer columns): a count past 2^31 is an
+  // upstream's nonsense, and failing the settlement on it would leave the request uncharged.
+  return { promptTokens: Math.min(p, MAX_TOKEN_COUNT), completionTokens: Math.min(c, MAX_TOKEN_COUNT) };
 }
+
+/** The largest token count a usage row holds (int4). */
+export const MAX_TOKEN_COUNT = 2 ** 31 - 1;
 
 const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
 
