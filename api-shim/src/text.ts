@@ -12,3 +12,12 @@ export function urlPath(url: string): string {
   const q = url.indexOf("?");
   return q === -1 ? url : url.slice(0, q);
 }
+
+/**
+ * Text that names or describes things as typed: no control characters (see above) and no lone
+ * surrogate, which no store keeps as sent (written as U+FFFD, or refused by Postgres's jsonb:
+ * a 503 where SQLite answered 201).
+ */
+export function isPlainText(text: string, options: { lineBreaks?: boolean } = {}): boolean {
+  return text.isWellFormed() && !hasControlCharacters(text, options);
+}

@@ -41,6 +41,8 @@ describe("admin routes and usage reports", () => {
     [{ name: "x", expires: "2099-01-01T00:00:00Z" }, "expires"], [{ name: "x", credit: 5 }, "credit"],
     // Control characters: a NUL would fail the Postgres store's write instead of being a 400.
     [{ name: "team\u0000a" }, "name"], [{ name: "team\na" }, "name"], [{ name: "x", models: ["qwen2.5-7b\u0000"] }, "models"],
+    // A lone surrogate: stored as U+FFFD by one store and refused by the other's jsonb (a 503).
+    [{ name: "team\ud800" }, "name"], [{ name: "x", models: ["qwen\udc00"] }, "models"],
   ])("POST /admin/keys %j → 400 naming %s", async (body, param) => {
     const res = await h.admin("/admin/keys", { method: "POST", body: JSON.stringify(body) });
     expect(res.status).toBe(400);

@@ -6,7 +6,7 @@ import { generateKey, isKeyId } from "../keys.ts";
 import { creditsNumber, formatCredits, parseCredits } from "../money.ts";
 import { isIsoInstant, parsePeriod, showPeriod } from "../period.ts";
 import { keyIsLive, type KeyRecord } from "../store/store.ts";
-import { hasControlCharacters } from "../text.ts";
+import { isPlainText } from "../text.ts";
 
 /**
  * Admin routes (Bearer SHIM_ADMIN_TOKEN, checked by the auth hook). nginx also limits /admin/*
@@ -17,7 +17,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.post("/admin/keys", async (request, reply) => {
     const body = object(request.body, ["name", "credits", "tier", "models", "expires_at", "expiresAt"]);
     const name = body.name;
-    if (typeof name !== "string" || name.trim() === "" || name.length > 200 || hasControlCharacters(name)) throw invalid("'name' is required: a string of 1 to 200 characters, without control characters.", "name");
+    if (typeof name !== "string" || name.trim() === "" || name.length > 200 || !isPlainText(name)) throw invalid("'name' is required: a string of 1 to 200 characters, without control characters.", "name");
     const credits = body.credits === undefined ? 0 : parseCredits(body.credits);
     if (credits === undefined || credits < 0) throw invalid("'credits' must be a non-negative number of credits with at most 6 decimals.", "credits");
     const tier = body.tier === undefined ? ctx.config.defaultTier : body.tier;
@@ -56,7 +56,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const body = object(request.body, ["amount", "note"]);
     const amount = parseCredits(body.amount);
     if (amount === undefined || amount <= 0) throw invalid("'amount' must be a positive number of credits with at most 6 decimals.", "amount");
-    if (body.note !== undefined && (typeof body.note !== "string" || body.note.length > 500 || hasControlCharacters(body.note, { lineBreaks: true }))) throw invalid("'note' must be a string of at most 500 characters, without control characters other than tabs and line breaks.", "note");
+    if (body.note !== undefined && (typeof body.note !== "string" || body.note.length > 500 || !isPlainText(body.note, { lineBreaks: true }))) throw invalid("'note' must be a string of at most 500 characters, without control characters other than tabs and line breaks.", "note");
     const idem = request.headers["idempotency-key"];
     if (idem !== undefined && (typeof idem !== "string" || idem === "" || idem.length > 200)) throw invalid("Idempotency-Key must be 1 to 200 characters.", "Idempotency-Key");
     // The fingerprint is the request as understood (amount in µc, note), so 1 and "1.0" are the same request.
@@ -128,7 +128,7 @@ function sendCsv(reply: FastifyReply, group: string, rows: (string | number)[][]
 
 function modelList(ctx: ShimContext, v: unknown): string[] | null {
   if (v === undefined || v === null) return null;
-  if (!Array.isArray(v) || v.length === 0 || !v.every((m) => typeof m === "string" && m !== "" && m.length <= 256 && !hasControlCharacters(m))) throw invalid("'models' must be a non-empty list of model names.", "models");
+  if (!Array.isArray(v) || v.length === 0 || !v.every((m) => typeof m === "string" && m !== "" && m.length <= 256 && isPlainText(m))) throw invalid("'models' must be a non-empty list of model names.", "models");
   const unknown = ctx.config.models ? v.filter((m) => !ctx.config.models!.has(m as string)) : [];
   if (unknown.length > 0) throw invalid(`'models' names unknown models: ${unknown.join(", ")}.`, "models");
   return [...new Set(v as string[])];
