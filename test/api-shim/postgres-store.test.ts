@@ -214,6 +214,20 @@ describe("PostgresStore", () => {
     expect([await show(pool, "idle_in_transaction_session_timeout"), await show(pool, "tcp_keepalives_idle"), await show(pool, "tcp_keepalives_count")]).toEqual(["5s", "10", "3"]);
   });
 
+  it("a usage report over a large ledger is not held to the request path's statement bound", { timeout: 60_000 }, async () => {
+    await store.createKey(newKey("busy", 5));
+    // 600,000 usage rows over ten days (a busy key's week is millions).
+    await sql(`INSERT INTO ledger (key_id, at, amount, kind, model, status, prompt_tokens, completion_tokens, route, stream, ms)
+      SELECT 'busy', ${Date.UTC(2027, 0, 1)} + g * 1440, -1, 'usage', 'm' || (g % 3), 200, 10, 5, 'chat', false, 1 FROM generate_series(0, 599999) g`);
+    // A replica whose request statements are bounded at 150 ms, less than these scans take.
+    const tight = await replica({ timeoutMs: 150 });
+    const days = await tight.usage({ keyId: "busy", from: 0, to: Date.UTC(2028, 0, 1), group: "day" });
+    expect(days.map((d) => d.group)).toEqual(Array.from({ length: 10 }, (_, i) => `2027-01-${String(i + 1).padStart(2, "0")}`));
+    expect(days.reduce((n, d) => n + d.requests, 0)).toBe(600_000);
+    const models = await tight.usage({ keyId: null, from: 0, to: Date.UTC(2028, 0, 1), group: "model" });
+    expect(models.map((m) => [m.group, m.requests, m.cost])).toEqual([["m0", 200_000, 200_000], ["m1", 200_000, 200_000], ["m2", 200_000, 200_000]]);
+  });
+
   it("a role with data rights only (no CREATE on the schema) runs a replica once the schema is there", async () => {
     await sql("DROP ROLE IF EXISTS app_dml");
     await sql("CREATE ROLE app_dml LOGIN");

@@ -1,3 +1,4 @@
+import { randomInt } from "node:crypto";
 import type pg from "pg";
 
 /**
@@ -50,4 +51,13 @@ export async function migratePg(client: pg.ClientBase): Promise<void> {
   if (rows.length === 0) await client.query("INSERT INTO shim_schema_version VALUES (0)");
   for (let version = from; version < PG_MIGRATIONS.length; version++) await client.query(PG_MIGRATIONS[version]!);
   if (from < PG_MIGRATIONS.length) await client.query("UPDATE shim_schema_version SET version = $1", [PG_MIGRATIONS.length]);
+}
+
+/** Takes this replica's advisory lock under a fresh random owner id on `c`; returns the id. */
+export async function takeOwnerLock(c: pg.Client): Promise<number> {
+  for (;;) {
+    const candidate = randomInt(1, 2 ** 31 - 1);
+    const { rows } = await c.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS ok", [LOCK_CLASS, candidate]);
+    if (rows[0]!.ok) return candidate;
+  }
 }

@@ -1,9 +1,8 @@
-import { randomInt } from "node:crypto";
 import pg from "pg";
 import { driverUrl } from "./database-url.ts";
-import { LOCK_CLASS, migratePg } from "./postgres-migrations.ts";
+import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
 import { MAX_DOUBTFUL, neverSent, NotSentError, RELEASE_BATCH } from "./postgres-failures.ts";
-import { KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-rows.ts";
+import { inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
 import { AUDIT, AVAILABLE, REFUSAL, RELEASE, RELEASE_STALE, RESERVE, SETTLE } from "./postgres-sql.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
@@ -36,6 +35,9 @@ export interface PostgresStoreOptions {
  * restart to make its books certain: a hold whose reserve or settle failed is released
  * (uncharged) once the database answers, and the liveness lock is taken back.
  */
+/** The bound on a usage report's statement (the request path's is timeoutMs). */
+const REPORT_TIMEOUT_MS = 60_000;
+
 export class PostgresStore implements Store {
   private closing = false;
   private closed: Promise<void> | undefined;
@@ -329,13 +331,23 @@ export class PostgresStore implements Store {
     return this.read(async () => (await this.pool.query<{ released: number }>(RELEASE_STALE, [LOCK_CLASS])).rows[0]!.released);
   }
 
+  /**
+   * Reports scan a period's rows, which the request path's 5 s bound does not fit (a month of one
+   * busy key is tens of millions): they get REPORT_TIMEOUT_MS, and days are grouped as integers
+   * (UTC day numbers, formatted here) rather than by formatting a timestamp per row.
+   */
   usage(q: UsageQuery): Promise<UsageGroup[]> {
-    const dim = q.group === "day" ? "to_char(to_timestamp(at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')" : "model";
-    const sql = `SELECT key_id AS "keyId", ${dim} AS "group", count(*) AS requests,
+    const day = q.group === "day";
+    const sql = `SELECT key_id AS "keyId", ${day ? "at / 86400000" : "model"} AS "group", count(*) AS requests,
         sum(prompt_tokens)::bigint AS "promptTokens", sum(completion_tokens)::bigint AS "completionTokens", (-sum(amount))::bigint AS cost
       FROM ledger WHERE kind = 'usage' AND (amount <> 0 OR status < 400) AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
-      GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${dim} COLLATE "C"`;
-    return this.read(async () => (await this.pool.query<UsageGroup>(sql, q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId])).rows);
+      GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}`;
+    const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
+    return this.tx(async (c) => {
+      await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}`);
+      const { rows } = await c.query<UsageGroup>({ text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig);
+      return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
+    });
   }
 
   /** Every reservation is a row here, whichever replica made it: `reservedSum` is their sum. */
@@ -368,26 +380,4 @@ async function grant(c: pg.ClientBase, keyId: string, amount: number, at: number
   if (r.rowCount === 0) return false;
   await c.query("UPDATE keys SET balance = balance + $2 WHERE id = $1", [keyId, amount]);
   return true;
-}
-
-/** Takes this replica's advisory lock under a fresh random owner id on `c`; returns the id. */
-async function takeOwnerLock(c: pg.Client): Promise<number> {
-  for (;;) {
-    const candidate = randomInt(1, 2 ** 31 - 1);
-    const { rows } = await c.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, $2) AS ok", [LOCK_CLASS, candidate]);
-    if (rows[0]!.ok) return candidate;
-  }
-}
-
-/** Runs `fn` between BEGIN and COMMIT on `c`; rolls back and rethrows when it fails. */
-async function inTransaction<T>(c: pg.ClientBase, fn: () => Promise<T>): Promise<T> {
-  await c.query("BEGIN");
-  try {
-    const result = await fn();
-    await c.query("COMMIT");
-    return result;
-  } catch (e) {
-    await c.query("ROLLBACK").catch(() => {});
-    throw e;
-  }
 }

@@ -1,4 +1,4 @@
-/** How the Postgres store's rows become the store interface's records. */
+/** The Postgres store's helpers over pg: how rows become the store's records, one transaction. */
 import pg from "pg";
 import type { KeyRecord } from "./store.ts";
 
@@ -25,3 +25,16 @@ export const types = {
   getTypeParser: ((oid: number, format?: "text" | "binary") =>
     oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format ?? "text")) as typeof pg.types.getTypeParser,
 };
+
+/** Runs `fn` between BEGIN and COMMIT on `c`; rolls back and rethrows when it fails. */
+export async function inTransaction<T>(c: pg.ClientBase, fn: () => Promise<T>): Promise<T> {
+  await c.query("BEGIN");
+  try {
+    const result = await fn();
+    await c.query("COMMIT");
+    return result;
+  } catch (e) {
+    await c.query("ROLLBACK").catch(() => {});
+    throw e;
+  }
+}
