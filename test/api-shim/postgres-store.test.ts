@@ -3,6 +3,7 @@ import { chmodSync } from "node:fs";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
+import { Turns } from "../../api-shim/src/store/postgres-client.ts";
 import { PostgresStore, type PostgresStoreOptions } from "../../api-shim/src/store/postgres-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
@@ -226,6 +227,47 @@ describe("PostgresStore", () => {
     expect(days.reduce((n, d) => n + d.requests, 0)).toBe(600_000);
     const models = await tight.usage({ keyId: null, from: 0, to: Date.UTC(2028, 0, 1), group: "model" });
     expect(models.map((m) => [m.group, m.requests, m.cost])).toEqual([["m0", 200_000, 200_000], ["m1", 200_000, 200_000], ["m2", 200_000, 200_000]]);
+  });
+
+  it("runs two usage reports at a time, the others in turn, so long reports cannot take the whole pool from requests", async () => {
+    const turns = new Turns(2);
+    let running = 0;
+    let most = 0;
+    const order: number[] = [];
+    const task = (i: number) => turns.run(async () => {
+      most = Math.max(most, ++running);
+      await new Promise((r) => setTimeout(r, 20));
+      running--;
+      order.push(i);
+      if (i === 2) throw new Error("a failed report passes its turn on too");
+      return i;
+    });
+    const results = await Promise.allSettled([0, 1, 2, 3, 4, 5].map(task));
+    expect(most).toBe(2);
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled", "fulfilled", "fulfilled"]);
+    expect(order.slice(0, 2).sort()).toEqual([0, 1]);
+    // And the store uses them: five reports at once on a busy ledger, two statements at a time.
+    await store.createKey(newKey("r", 5));
+    await sql(`INSERT INTO ledger (key_id, at, amount, kind, model, status, prompt_tokens, completion_tokens, route, stream, ms)
+      SELECT 'r', g, -1, 'usage', 'm', 200, 1, 1, 'chat', false, 1 FROM generate_series(1, 300000) g`);
+    // One watcher session polling the server's view of active client sessions (parallel workers
+    // of a report show the same query; they are not sessions of the pool).
+    const watcher = new pg.Client({ connectionString: url });
+    await watcher.connect();
+    let peak = 0;
+    let done = false;
+    const watching = (async () => {
+      while (!done) {
+        const { rows } = await watcher.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND state = 'active' AND query LIKE '%FROM ledger WHERE kind%' AND pid <> pg_backend_pid()");
+        peak = Math.max(peak, rows[0]!.n);
+      }
+    })();
+    await Promise.all(Array.from({ length: 5 }, () => store.usage({ keyId: null, from: 0, to: 1e12, group: "day" })));
+    done = true;
+    await watching;
+    await watcher.end();
+    expect(peak).toBeGreaterThanOrEqual(1); // it saw them
+    expect(peak).toBeLessThanOrEqual(2);
   });
 
   it("a role with data rights only (no CREATE on the schema) runs a replica once the schema is there", async () => {

@@ -38,3 +38,25 @@ export async function inTransaction<T>(c: pg.ClientBase, fn: () => Promise<T>): 
     throw e;
   }
 }
+
+/** At most `limit` tasks at once; the others wait in order. */
+export class Turns {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+  private readonly limit: number;
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.running++;
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next(); // the turn passes on: running stays the same
+      else this.running--;
+    }
+  }
+}

@@ -2,7 +2,7 @@ import pg from "pg";
 import { driverUrl } from "./database-url.ts";
 import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
 import { MAX_DOUBTFUL, neverSent, NotSentError, RELEASE_BATCH } from "./postgres-failures.ts";
-import { inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
+import { inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, Turns, types } from "./postgres-client.ts";
 import { AUDIT, AVAILABLE, REFUSAL, RELEASE, RELEASE_STALE, RESERVE, SETTLE } from "./postgres-sql.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
@@ -37,6 +37,8 @@ export interface PostgresStoreOptions {
  */
 /** The bound on a usage report's statement (the request path's is timeoutMs). */
 const REPORT_TIMEOUT_MS = 60_000;
+/** Reports running at once; the others wait their turn, so requests keep the rest of the pool of 10. */
+const CONCURRENT_REPORTS = 2;
 
 export class PostgresStore implements Store {
   private closing = false;
@@ -52,6 +54,7 @@ export class PostgresStore implements Store {
    * plus a margin), since a reserve cut off from its client may still commit after a first try.
    */
   private readonly doubtful = new Map<string, number>();
+  private readonly reports = new Turns(CONCURRENT_REPORTS);
   private readonly timeoutMs: number;
   private heartbeat: NodeJS.Timeout | undefined;
 
@@ -343,11 +346,11 @@ export class PostgresStore implements Store {
       FROM ledger WHERE kind = 'usage' AND (amount <> 0 OR status < 400) AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
       GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}`;
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
-    return this.tx(async (c) => {
+    return this.reports.run(() => this.tx(async (c) => {
       await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}`);
       const { rows } = await c.query<UsageGroup>({ text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig);
       return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
-    });
+    }));
   }
 
   /** Every reservation is a row here, whichever replica made it: `reservedSum` is their sum. */
