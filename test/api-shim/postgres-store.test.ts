@@ -162,6 +162,19 @@ describe("PostgresStore", () => {
     // Its new hold belongs to a live replica again: another replica's sweep leaves it alone.
     expect(await (await replica()).releaseStaleReservations()).toBe(0);
   });
+  it("a settlement that could not even get a connection still has its hold released, uncharged", async () => {
+    await store.createKey(newKey("k", 10));
+    const busy = await replica({ timeoutMs: 300, retryMs: 100 });
+    expect(await busy.reserve({ reservationId: "r1", keyId: "k", amount: 5, at: 1 })).toMatchObject({ ok: true });
+    // Every pooled connection taken: the settlement's wait for one times out before anything is sent.
+    const { pool } = busy as unknown as { pool: pg.Pool };
+    const taken = await Promise.all(Array.from({ length: 10 }, () => pool.connect()));
+    await expect(busy.settle({ reservationId: "r1", keyId: "k", hold: 5, cost: 5, usage: usage("k", "r1", 5) })).rejects.toBeInstanceOf(StoreUnavailableError);
+    for (const c of taken) c.release();
+    await pollUntil(async () => (await busy.getKey("k"))!.held === 0, 10_000, 50);
+    expect(await busy.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
+  });
+
   it("a connection that breaks in the middle of an admin transaction is a StoreUnavailableError, not a crash", async () => {
     await store.createKey(newKey("k", 0));
     const blocker = new pg.Client({ connectionString: url });

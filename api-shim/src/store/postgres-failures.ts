@@ -1,8 +1,8 @@
 /**
- * Which failures of a hold or settlement leave its fate unknown (see PostgresStore's doubtful
- * holds): only a statement that may have reached the server. One refused before it was sent
- * cannot have held anything, and remembering those made an outage cost memory per refused
- * request.
+ * Which failures of a hold leave its fate unknown (see PostgresStore's doubtful holds): only a
+ * statement that may have reached the server. One refused before it was sent cannot have held
+ * anything, and remembering those made an outage cost memory per refused request. (A
+ * settlement's hold exists either way.)
  */
 
 /** Refused by this replica before anything was sent (it has no liveness lock). */
@@ -23,8 +23,10 @@ export function neverSent(e: unknown): boolean {
   // ECONNREFUSED, EHOSTUNREACH, ENOTFOUND…: the socket never connected.
   if (err.syscall === "connect" || err.syscall === "getaddrinfo") return true;
   if (typeof err.code === "string" && NOT_CONNECTED_CODES.has(err.code)) return true;
-  // pg-pool's wait for a connection (connectionTimeoutMillis) ran out.
-  return typeof err.message === "string" && err.message.startsWith("timeout exceeded when trying to connect");
+  // pg-pool's wait for a connection, or pg's connect to an address that never answers
+  // (connectionTimeoutMillis), ran out.
+  return typeof err.message === "string" &&
+    (err.message.startsWith("timeout exceeded when trying to connect") || err.message.startsWith("Connection terminated due to connection timeout"));
 }
 
 /** Doubtful holds remembered at most (the oldest is forgotten; a start's sweep releases it). */

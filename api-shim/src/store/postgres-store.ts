@@ -167,15 +167,16 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * A hold or settlement: on failure (503) its hold becomes doubtful and is released later,
-   * unless the statement cannot have reached the server (no liveness lock, no connection): during
-   * an outage every refused request was remembered, ~550 bytes each, without bound.
+   * A hold or settlement: on failure (503) its hold becomes doubtful and is released later. A
+   * hold whose reserve cannot have reached the server (no liveness lock, no connection) does not
+   * exist, so it is not remembered: during an outage every refused request was, ~550 bytes each,
+   * without bound. A settlement's hold exists whatever happened to the settlement.
    */
-  private async write<T>(reservationId: string, fn: () => Promise<T>): Promise<T> {
+  private async write<T>(kind: "reserve" | "settle", reservationId: string, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (e) {
-      if (!neverSent(e)) {
+      if (kind === "settle" || !neverSent(e)) {
         // Bounded: the oldest is forgotten (a hold of it that did commit is swept at the next start).
         if (this.doubtful.size >= MAX_DOUBTFUL) this.doubtful.delete(this.doubtful.keys().next().value!);
         this.doubtful.set(reservationId, Date.now());
@@ -306,7 +307,7 @@ export class PostgresStore implements Store {
   }
 
   reserve(input: ReserveInput): Promise<ReserveResult> {
-    return this.write(input.reservationId, async () => {
+    return this.write("reserve", input.reservationId, async () => {
       this.requireLock();
       const { rows } = await this.pool.query<{ available: number }>({
         name: "reserve", text: RESERVE, values: [input.reservationId, input.keyId, input.amount, this.owner, input.at],
@@ -318,7 +319,7 @@ export class PostgresStore implements Store {
   }
 
   settle(input: SettleInput): Promise<{ available: number }> {
-    return this.write(input.reservationId, async () => {
+    return this.write("settle", input.reservationId, async () => {
       const u = input.usage;
       const { rows } = await this.pool.query<{ available: number }>({
         name: "settle", text: SETTLE,
