@@ -124,13 +124,20 @@ export function toUsage(u: UsageJson | null | undefined): Usage | null {
   const p = u.prompt_tokens;
   const c = u.completion_tokens ?? 0;
   if (!isCount(p) || !isCount(c)) return null;
-  // Clamped to what every store keeps (Postgres's integer columns): a count past 2^31 is an
-  // upstream's nonsense, and failing the settlement on it would leave the request uncharged.
-  return { promptTokens: Math.min(p, MAX_TOKEN_COUNT), completionTokens: Math.min(c, MAX_TOKEN_COUNT) };
+  return { promptTokens: p, completionTokens: c };
 }
 
-/** The largest token count a usage row holds (int4). */
+/** The largest token count a usage row holds (Postgres's integer columns). */
 export const MAX_TOKEN_COUNT = 2 ** 31 - 1;
+
+/**
+ * Usage as the stores keep it: a count past 2^31 (one reported, or a sum over a request's
+ * outputs) is an upstream's nonsense, and failing the settlement on it left the request
+ * uncharged (Postgres refused the row).
+ */
+export function storedUsage(u: Usage): Usage {
+  return { promptTokens: Math.min(u.promptTokens, MAX_TOKEN_COUNT), completionTokens: Math.min(u.completionTokens, MAX_TOKEN_COUNT) };
+}
 
 const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
 

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from "fastify";
 import type { ShimContext } from "./context.ts";
 import type { InferenceKind } from "./inference-request.ts";
+import { storedUsage } from "./metering.ts";
 import { creditsNumber } from "./money.ts";
 import type { Usage } from "./pricing.ts";
 
@@ -46,7 +47,7 @@ export class Settlement {
   private async run(status: number, usage: Usage | null): Promise<{ cost: number; available: number }> {
     const { ctx, request } = this;
     const keyId = request.auth!.key.id;
-    const u = usage ?? { promptTokens: 0, completionTokens: 0 };
+    const u = storedUsage(usage ?? { promptTokens: 0, completionTokens: 0 });
     const { cost, capped } = usage === null ? { cost: 0, capped: false } : ctx.pricer.cost(this.model, this.batch, u, this.hold);
     const tokens = u.promptTokens + u.completionTokens;
     // Correct the tokens/min bucket from the admission estimate to what was really used.

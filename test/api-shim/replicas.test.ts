@@ -111,6 +111,32 @@ describe("shim replicas on one Postgres database", () => {
     fake.reset();
     await Promise.all([output.stopCleanly(survivor), output.stopCleanly(replacement)]);
   });
+  it("token counts past what Postgres's columns hold (an upstream's nonsense, or a sum over outputs) are stored clamped, and the request charged", async () => {
+    const p = await start();
+    const client = shimClient(p, key.key);
+    fake.set({ templateTokens: 3_000_000_000 });
+    try {
+      const before = await audit(key.id);
+      const answer = await client.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+      expect(answer.usage!.prompt_tokens).toBeGreaterThan(2 ** 31);
+      const stream = await client.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2, n: 2, stream: true });
+      for await (const _ of stream);
+      const after = await audit(key.id);
+      expect(after).toMatchObject({ held: 0, reservations: 0, ledgerSum: after.balance });
+      expect(after.balance).toBeLessThan(before.balance); // both charged
+      const store = await PostgresStore.open(env.SHIM_DATABASE_URL!);
+      try {
+        const rows = await store.usage({ keyId: key.id, from: 0, to: Date.now() + 86_400_000, group: "model" });
+        expect(rows.find((r) => r.group === "qwen2.5-7b")!.promptTokens).toBeGreaterThanOrEqual(2 * (2 ** 31 - 1));
+      } finally {
+        await store.close();
+      }
+    } finally {
+      fake.reset();
+    }
+    await output.stopCleanly(p);
+  });
+
   it("the database goes down and comes back: 503 and /ready 503 meanwhile, the same processes serve again after, nothing left held", async () => {
     const p = await start();
     const client = shimClient(p, key.key);

@@ -381,9 +381,6 @@ describe("usage periods", () => {
 });
 
 describe("usage of a non-streamed body", () => {
-  it("clamps an absurd token count to what every store keeps, so the settlement (and the charge) still happens", () => {
-    expect(usageOfBody(bytes('{"usage":{"prompt_tokens":3,"completion_tokens":3000000000}}')).usage).toEqual({ promptTokens: 3, completionTokens: 2 ** 31 - 1 });
-  });
   const bytes = (text: string) => Buffer.from(text);
   it("reads usage from small and large bodies, and says whether members can be spliced in", () => {
     expect(usageOfBody(bytes('{"a":1,"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2}}\n'))).toEqual({ usage: { promptTokens: 3, completionTokens: 2 }, isObject: true });
