@@ -8,9 +8,17 @@ import type { ConfigProblem } from "./types.ts";
  */
 export class Problems {
   readonly list: ConfigProblem[] = [];
+  private readonly secret: (key: string) => boolean;
 
-  add(key: string, value: unknown, message: string): undefined {
-    this.list.push({ key, value, message });
+  /** `secret`: the settings whose values are never shown (Pulumi hands them over decrypted). */
+  constructor(secret: (key: string) => boolean = () => false) {
+    this.secret = secret;
+  }
+
+  /** `shown`: the value is already a stand-in (such as "[plaintext]"), safe to print under any key. */
+  add(key: string, value: unknown, message: string, shown = false): undefined {
+    const hidden = !shown && value !== undefined && this.secret(key);
+    this.list.push({ key, value: hidden ? VALUE_NOT_SHOWN : value, message });
     return undefined;
   }
 
@@ -131,7 +139,7 @@ export function show(value: unknown): string {
   }
 }
 
-/** The value of a problem that must not be printed (see Problems.unknown). */
+/** The value of a problem that must not be printed (a secret setting's, or an unknown one's). */
 export const VALUE_NOT_SHOWN: unique symbol = Symbol("value not shown");
 
 export function formatProblem(problem: ConfigProblem, namespace: string): string {

@@ -58,6 +58,15 @@ function reservedVllmFlag(arg: string): string | undefined {
   return Object.entries(RESERVED_VLLM_FLAGS).find(([reserved]) => reserved.startsWith(flag))?.[1];
 }
 
+/**
+ * Settings whose values may be secrets, whatever shape they were given in: `hfToken`, and all of
+ * `providers` but each provider's name and model (`providers.apiKey`, a missing `[0]`, made the
+ * list an object holding the key, printed with "must be a list").
+ */
+function isSecretSetting(key: string): boolean {
+  return /^(hfToken|providers)(?![\w])/.test(key) && !/^providers\[\d+\]\.(name|model)$/.test(key);
+}
+
 export interface ValidationContext {
   stack: string;
   /**
@@ -76,7 +85,7 @@ export interface ValidationContext {
  * Every problem is reported, not just the first.
  */
 export function validateConfig(raw: Readonly<Record<string, unknown>>, context: ValidationContext): ValidationResult {
-  const p = new Problems();
+  const p = new Problems(isSecretSetting);
   const secret = (key: string, value: unknown) => checkSecret(p, key, value, context);
   for (const key of Object.keys(raw)) {
     if (!(CONFIG_KEYS as readonly string[]).includes(key)) {
@@ -192,12 +201,12 @@ function checkSecret(p: Problems, key: string, value: unknown, context: Validati
   const inFile = context.fileConfig ? settingAt(context.fileConfig, key) : undefined;
   if (typeof inFile === "string" && inFile !== "") {
     const fix = `pulumi config set --secret --path 'gpu-sandbox:${key}' <value> --stack ${context.stack}`;
-    p.add(key, "[plaintext]", `is in plaintext in stacks/Pulumi.${context.stack}.yaml, which is committed; store it encrypted: ${fix}`);
+    p.add(key, "[plaintext]", `is in plaintext in stacks/Pulumi.${context.stack}.yaml, which is committed; store it encrypted: ${fix}`, true);
   }
   if (value === undefined || value === null || value === "") return undefined;
   if (value instanceof Secret) return value;
   if (typeof value === "string") return Secret.of(value);
-  return p.add(key, "[secret]", `must be a string; set it with \`pulumi config set --secret ${key} <value>\``);
+  return p.add(key, "[secret]", `must be a string; set it with \`pulumi config set --secret ${key} <value>\``, true);
 }
 
 /** The value at a config path such as `providers[0].apiKey`, as `pulumi config --path` names it. */

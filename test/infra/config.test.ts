@@ -165,6 +165,16 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     expect(got.join("\n")).not.toContain("hf_leak_me");
   });
 
+  it("never prints a provider's or the HF token's value, whatever shape it was given in", () => {
+    // `--path 'gpu-sandbox:providers.apiKey'` (no [0]) makes providers an object holding the key.
+    const got = problems({ ...base, hfToken: ["hf_SECRET_A"], providers: { apiKey: "gsk_SECRET_B" } });
+    expect(got).toContainEqual(expect.stringMatching(/^gpu-sandbox:providers: must be a list/));
+    const more = problems({ ...base, providers: ["gsk_SECRET_C", { name: "g", model: "groq/x", apiKey: { nested: "gsk_SECRET_D" } }] });
+    expect([...got, ...more].join("\n")).not.toMatch(/SECRET/);
+    // A provider's name and model are no secret: they are shown.
+    expect(problems({ ...base, providers: [{ name: "g", model: "nope", apiKey: "k" }] }).join("\n")).toContain('"nope"');
+  });
+
   it("never prints the value of a misspelt setting, which may be a secret Pulumi decrypted", () => {
     const got = problems({ ...base, hf_token: "hf_REALSECRET123", providers: [{ name: "g", model: "groq/llama", apiKey: "gsk_ok", apikey: "gsk_REALSECRET456" }] });
     expect(got).toContainEqual(expect.stringContaining("gpu-sandbox:hf_token: is not a gpu-sandbox setting"));
