@@ -13,7 +13,7 @@ export interface TenantOutputs extends HostOutputs {
   readonly region: string;
   readonly plan: string;
   readonly gpu: string;
-  /** The OpenAI base URL, or why nothing serves yet. */
+  /** The OpenAI base URL (without adminCidrs, where a host deployed before serves). */
   readonly endpoint: pulumi.Output<string>;
   /** Bootstrap keys by name. Secret. */
   readonly apiKeys: pulumi.Output<Record<string, string>>;
@@ -61,7 +61,9 @@ export function deployTenant(config: TenantConfig, options: DeployOptions = {}):
     monthlyCostUsd: host.monthlyCostUsd,
     createdAt: host.createdAt,
     expiresAt: host.expiresAt,
-    endpoint: deployed ? serving.endpoint : pulumi.output("not deployed: gpu-sandbox:adminCidrs is empty, so SSH is closed"),
+    // The address either way: a host deployed before adminCidrs were emptied still serves there
+    // (and reap-expired must save its ledger from it); sshCommand says that SSH is closed.
+    endpoint: serving.endpoint,
     apiKeys: serving.apiKeys,
     adminToken: serving.adminToken,
     caCertificate: serving.caCertificate,

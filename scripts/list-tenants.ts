@@ -13,7 +13,7 @@ const USAGE = `Usage: npm run list-tenants [-- --json]
 
 Lists every tenant (stacks/Pulumi.<tenant>.yaml): region, plan, GPU, cost per hour, expiry,
 endpoint and status. Status and expiry come from \`pulumi stack output --json\` when the pulumi
-CLI and the stack's state are available: deployed, host only (no endpoint), expired, failed
+CLI and the stack's state are available: deployed, SSH closed (no adminCidrs), host only, expired, failed
 deploy (resources exist: a first \`pulumi up\` that failed left a billing instance), not
 deployed, or unknown (why).
 
@@ -82,9 +82,14 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
   };
 }
 
-/** Deployed with a working endpoint, or only the host (no adminCidrs, so nothing was deployed over SSH). */
+/**
+ * Deployed with an endpoint; deployed with SSH closed (no adminCidrs: whatever was deployed
+ * before serves as it was, nothing is updated); or, from a kit that output no endpoint then,
+ * only the host.
+ */
 function deployedStatus(outputs: StackOutputs): string {
-  return endpointOf(outputs) ? "deployed" : "host only (no endpoint)";
+  if (!endpointOf(outputs)) return "host only (no endpoint)";
+  return typeof outputs.sshCommand === "string" && outputs.sshCommand.startsWith("SSH is closed") ? "SSH closed (no adminCidrs): not updated" : "deployed";
 }
 
 function ttlText(t: Tenant): string {
@@ -104,7 +109,7 @@ export function formatTenants(rows: readonly TenantRow[]): string {
     { header: "ENDPOINT", value: (r) => r.endpoint },
     { header: "STATUS", value: (r) => r.status },
   ], rows);
-  const running = rows.filter((r) => ["deployed", "host only", "expired", FAILED_DEPLOY].some((s) => r.status.startsWith(s)));
+  const running = rows.filter((r) => ["deployed", "SSH closed", "host only", "expired", FAILED_DEPLOY].some((s) => r.status.startsWith(s)));
   const perHour = running.reduce((sum, r) => sum + Math.round((r.hourlyUsd ?? 0) * 100), 0) / 100;
   return `${table}\n\n${rows.length} tenant${rows.length === 1 ? "" : "s"}, ${running.length} running: $${perHour.toFixed(2)}/hour together.`;
 }

@@ -25,7 +25,7 @@ describe("list-tenants", () => {
       expires: "2026-03-02T10:00Z (in 22h 0m)", endpoint: "https://alpha.example.test/v1", status: "deployed",
     });
     expect(byStack.bravo).toMatchObject({ gpu: "2 x RTX 4000 Ada 20 GB", hourlyUsd: 1.06, expires: "2026-03-01T10:00Z (2h 0m ago)", status: "expired" });
-    expect(byStack.charlie).toMatchObject({ gpu: "1 x Quadro RTX 6000 24 GB", expires: "never", status: "deployed" });
+    expect(byStack.charlie).toMatchObject({ gpu: "1 x Quadro RTX 6000 24 GB", expires: "never", endpoint: "https://charlie.example.test/v1", status: "SSH closed (no adminCidrs): not updated" });
     // Not deployed: the cost is the catalog's for the configured plan and volume.
     expect(byStack.delta).toMatchObject({ plan: "g2-gpu-rtx4000a1-m", hourlyUsd: 0.68, expires: "1h after deploy", endpoint: "-", status: "not deployed" });
     expect(byStack.echo).toMatchObject({ region: "fr-par", status: "not deployed" });
