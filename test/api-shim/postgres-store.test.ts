@@ -243,7 +243,7 @@ describe("PostgresStore", () => {
   });
 
   it("runs two usage reports at a time, the others in turn, so long reports cannot take the whole pool from requests", async () => {
-    const turns = new Turns(2);
+    const turns = new Turns(2, 3);
     let running = 0;
     let most = 0;
     const order: number[] = [];
@@ -257,7 +257,10 @@ describe("PostgresStore", () => {
     });
     const results = await Promise.allSettled([0, 1, 2, 3, 4, 5].map(task));
     expect(most).toBe(2);
-    expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled", "fulfilled", "fulfilled"]);
+    // Two run, three wait; the sixth is refused at once rather than queued without bound.
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled", "fulfilled", "rejected"]);
+    expect(String((results[5] as PromiseRejectedResult).reason)).toContain("2 running and 3 waiting already");
+    expect(order).toEqual([0, 1, 2, 3, 4]);
     expect(order.slice(0, 2).sort()).toEqual([0, 1]);
     // And the store uses them: five reports at once on a busy ledger, two statements at a time.
     await store.createKey(newKey("r", 5));

@@ -39,18 +39,24 @@ export async function inTransaction<T>(c: pg.ClientBase, fn: () => Promise<T>): 
   }
 }
 
-/** At most `limit` tasks at once; the others wait in order. */
+/** At most `limit` tasks at once; up to `maxWaiting` others wait in order, and more are refused. */
 export class Turns {
   private running = 0;
   private readonly waiting: (() => void)[] = [];
   private readonly limit: number;
-  constructor(limit: number) {
+  private readonly maxWaiting: number;
+  constructor(limit: number, maxWaiting: number) {
     this.limit = limit;
+    this.maxWaiting = maxWaiting;
   }
 
   async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.running >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    else this.running++;
+    if (this.running >= this.limit) {
+      if (this.waiting.length >= this.maxWaiting) throw new Error(`${this.limit} running and ${this.maxWaiting} waiting already`);
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    } else {
+      this.running++;
+    }
     try {
       return await task();
     } finally {

@@ -37,8 +37,13 @@ export interface PostgresStoreOptions {
  */
 /** The bound on a usage report's statement (the request path's is timeoutMs). */
 const REPORT_TIMEOUT_MS = 60_000;
-/** Reports running at once; the others wait their turn, so requests keep the rest of the pool of 10. */
+/**
+ * Reports running at once, so requests keep the rest of the pool of 10; and waiting, beyond
+ * which a report is a 503 at once (a key sending reports in a loop must not delay the operator's
+ * own for minutes).
+ */
 const CONCURRENT_REPORTS = 2;
+const WAITING_REPORTS = 8;
 
 export class PostgresStore implements Store {
   private closing = false;
@@ -54,7 +59,7 @@ export class PostgresStore implements Store {
    * plus a margin), since a reserve cut off from its client may still commit after a first try.
    */
   private readonly doubtful = new Map<string, number>();
-  private readonly reports = new Turns(CONCURRENT_REPORTS);
+  private readonly reports = new Turns(CONCURRENT_REPORTS, WAITING_REPORTS);
   private readonly timeoutMs: number;
   private heartbeat: NodeJS.Timeout | undefined;
 
@@ -162,7 +167,7 @@ export class PostgresStore implements Store {
     try {
       return await fn();
     } catch (e) {
-      throw new StoreUnavailableError(e);
+      throw e instanceof StoreUnavailableError ? e : new StoreUnavailableError(e);
     }
   }
 
@@ -347,11 +352,11 @@ export class PostgresStore implements Store {
       FROM ledger WHERE kind = 'usage' AND (amount <> 0 OR status < 400) AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
       GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}`;
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
-    return this.reports.run(() => this.tx(async (c) => {
+    return this.read(() => this.reports.run(() => this.tx(async (c) => {
       await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}`);
       const { rows } = await c.query<UsageGroup>({ text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig);
       return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
-    }));
+    })));
   }
 
   /** Every reservation is a row here, whichever replica made it: `reservedSum` is their sum. */
