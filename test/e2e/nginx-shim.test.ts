@@ -147,7 +147,7 @@ describe("through nginx over HTTPS", () => {
     expect(nginx.output()).toContain("[path redacted: it may hold a key]");
   });
 
-  it("keeps a key in a query string out of nginx's error log when it refuses /admin or /metrics", async () => {
+  it("keeps a key in a query string out of nginx's error log when it refuses /admin or /metrics, or finds no ACME token", async () => {
     const secret = key.slice(key.lastIndexOf("_") + 1);
     const ids: string[] = [];
     for (const path of [`/admin/keys?token=${key}`, `/metrics?api_key=${key}`]) {
@@ -156,7 +156,12 @@ describe("through nginx over HTTPS", () => {
       await res.body?.cancel();
       ids.push(res.headers.get("x-request-id")!);
     }
+    // Port 80's ACME path (open to everyone for Let's Encrypt): a missing token is a 404.
+    const acme = await fetch(`http://localhost:${NGINX_HTTP_PORT}/.well-known/acme-challenge/nope?key=${key}`, { redirect: "manual" });
+    expect(acme.status).toBe(404);
+    await acme.body?.cancel();
     for (const id of ids) await expect.poll(() => nginx.output().includes(`"request_id":"${id}"`)).toBe(true);
+    await expect.poll(() => nginx.output().includes('"uri":"/.well-known/acme-challenge/nope"')).toBe(true);
     expect(nginx.output()).not.toContain(secret);
   });
 
