@@ -5,7 +5,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { Images, TenantConfig } from "../config.ts";
 import { HOST_PATHS } from "../host.ts";
 import { REPO_ROOT } from "../repo-root.ts";
-import { bundleHash, renderBundle, sha256, writeBundle } from "../render/bundle.ts";
+import { type Bundle, bundleHash, renderBundle, sha256, writeBundle } from "../render/bundle.ts";
 import { envEntries, renderEnvFile } from "../render/env-file.ts";
 import { readTemplate } from "../render/template.ts";
 import { bootstrapKey, generatedSecret, serverCertificate } from "./serving-secrets.ts";
@@ -74,12 +74,6 @@ export class ServingStack extends pulumi.ComponentResource {
     const bundle = pulumi.all([images, pulumi.all(keys.map((k) => k.record))]).apply(([resolved, records]) =>
       renderBundle(config, { images: resolved, bootstrapKeys: records }));
     this.bundleHash = bundle.apply(bundleHash);
-    const stagingDir = args.stagingDir ?? join(REPO_ROOT, "out", config.tenant, "deploy");
-    const staged = bundle.apply((b) => {
-      const dir = join(stagingDir, "bundle");
-      writeBundle(dir, b);
-      return new pulumi.asset.FileArchive(dir);
-    });
 
     const certificate = serverCertificate(name, config.tls.mode, { domain: this.tlsDomain, ip }, this);
     this.caCertificate = pulumi.output(certificate?.caCertificate);
@@ -95,7 +89,7 @@ export class ServingStack extends pulumi.ComponentResource {
     // host. The secrets, keys and certificate above stay all the same: emptying adminCidrs after a
     // deploy must not regenerate them (new key ids would revoke every client's key at the next
     // deploy) while the host keeps serving with the old ones.
-    const deploy = config.adminCidrs.length === 0 ? undefined : this.deploy(name, args, envFile, certificate, staged);
+    const deploy = config.adminCidrs.length === 0 ? undefined : this.deploy(name, args, envFile, certificate, bundle);
 
     // On destroy: `docker compose down` on the host (the shim drains and settles its streams)
     // before the volume with the ledger goes, since this depends on the volume. Local, with a
@@ -116,8 +110,15 @@ export class ServingStack extends pulumi.ComponentResource {
 
   /** The steps over SSH: wait for the host, write `.env`, install the certificate, copy the bundle, deploy. */
   private deploy(name: string, args: ServingStackArgs, envFile: pulumi.Output<string>,
-    certificate: ReturnType<typeof serverCertificate>, staged: pulumi.Output<pulumi.asset.FileArchive>): command.remote.Command {
+    certificate: ReturnType<typeof serverCertificate>, bundle: pulumi.Output<Bundle>): command.remote.Command {
     const { config } = args;
+    // Staged on disk for the copy, only when there is one to make.
+    const stagingDir = args.stagingDir ?? join(REPO_ROOT, "out", config.tenant, "deploy");
+    const staged = bundle.apply((b) => {
+      const dir = join(stagingDir, "bundle");
+      writeBundle(dir, b);
+      return new pulumi.asset.FileArchive(dir);
+    });
     const ip = pulumi.output(args.ip);
     const connection = (dialErrorLimit: number) => ({
       host: ip, user: "root", privateKey: args.sshPrivateKey, dialErrorLimit, perDialTimeout: DIAL_TIMEOUT_SECONDS,

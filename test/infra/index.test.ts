@@ -56,7 +56,8 @@ describe("infra/index.ts, the entry point Pulumi runs", () => {
     expect(resources.some((r) => r.type === "linode:index/instance:Instance")).toBe(true);
     expect(program.region).toBe("us-ord");
     expect(await valueOf(program.ip)).toBe("192.0.2.10");
-    expect(await valueOf(program.endpoint)).toContain("not deployed");
+    expect(await valueOf(program.endpoint)).toBe("https://192-0-2-10.ip.linodeusercontent.com/v1");
+    expect(await valueOf(program.sshCommand)).toContain("SSH is closed");
     expect(await valueOf(program.expiresAt)).toMatch(/Z$/);
     expect(Object.keys(program).sort()).toEqual([
       "adminToken", "apiKeys", "bundleHash", "caCertificate", "createdAt", "endpoint", "expiresAt", "gpu", "hourlyCostUsd",
