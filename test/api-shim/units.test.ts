@@ -6,7 +6,7 @@ import { createLogger, requestLogger, type RequestLine } from "../../api-shim/sr
 import { generateKey, hashKey, parseKeyId, randomBase62, redactKeys, secretsEqual, verifyKey, bearerToken } from "../../api-shim/src/keys.ts";
 import { usageOfBody } from "../../api-shim/src/answer-body.ts";
 import { spliceJson, spliceJsonBytes } from "../../api-shim/src/json-splice.ts";
-import { StreamMeter } from "../../api-shim/src/metering.ts";
+import { storedUsage, StreamMeter } from "../../api-shim/src/metering.ts";
 import { ceilDiv, creditsNumber, formatCredits, parseCredits, tokenCost } from "../../api-shim/src/money.ts";
 import { normalizationGrowth, parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
 import { normalizationGrowthOf } from "../../api-shim/src/normalization.ts";
@@ -381,6 +381,10 @@ describe("usage periods", () => {
 });
 
 describe("usage of a non-streamed body", () => {
+  it("is stored with each count clamped to what a usage row holds, sums over outputs included", () => {
+    expect(storedUsage({ promptTokens: 4_000_000_000, completionTokens: 2 * 2_000_000_000 })).toEqual({ promptTokens: 2 ** 31 - 1, completionTokens: 2 ** 31 - 1 });
+    expect(storedUsage({ promptTokens: 5, completionTokens: 7 })).toEqual({ promptTokens: 5, completionTokens: 7 });
+  });
   const bytes = (text: string) => Buffer.from(text);
   it("reads usage from small and large bodies, and says whether members can be spliced in", () => {
     expect(usageOfBody(bytes('{"a":1,"usage":{"prompt_tokens":3,"total_tokens":5,"completion_tokens":2}}\n'))).toEqual({ usage: { promptTokens: 3, completionTokens: 2 }, isObject: true });
