@@ -22,6 +22,8 @@ export interface TenantOutputs extends HostOutputs {
   /** The CA to trust for tls.mode self-signed. */
   readonly caCertificate: pulumi.Output<string | undefined>;
   readonly bundleHash: pulumi.Output<string | undefined>;
+  /** Whether the serving stack was ever deployed (false: nothing serves at the endpoint yet). */
+  readonly servingDeployed: pulumi.Output<boolean>;
 }
 
 export interface DeployOptions {
@@ -68,5 +70,6 @@ export function deployTenant(config: TenantConfig, options: DeployOptions = {}):
     adminToken: serving.adminToken,
     caCertificate: serving.caCertificate,
     bundleHash: serving.bundleHash,
+    servingDeployed: serving.servingDeployed,
   };
 }

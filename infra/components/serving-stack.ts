@@ -2,6 +2,7 @@ import { join } from "node:path";
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
 import type { Images, TenantConfig } from "../config.ts";
 import { HOST_PATHS } from "../host.ts";
 import { REPO_ROOT } from "../repo-root.ts";
@@ -53,6 +54,8 @@ export class ServingStack extends pulumi.ComponentResource {
   readonly tlsDomain: pulumi.Output<string>;
   /** SHA-256 of the bundle's manifest: changes exactly when something on the host changes. */
   readonly bundleHash: pulumi.Output<string>;
+  /** Whether the stack was deployed on the host at least once (it stays true without adminCidrs). */
+  readonly servingDeployed: pulumi.Output<boolean>;
 
   constructor(name: string, args: ServingStackArgs, opts?: pulumi.ComponentResourceOptions) {
     super("gpu-sandbox:infra:ServingStack", name, {}, opts);
@@ -90,6 +93,14 @@ export class ServingStack extends pulumi.ComponentResource {
     // deploy must not regenerate them (new key ids would revoke every client's key at the next
     // deploy) while the host keeps serving with the old ones.
     const deploy = config.adminCidrs.length === 0 ? undefined : this.deploy(name, args, envFile, certificate, bundle);
+    // Whether this stack was ever deployed, which no single run can tell once adminCidrs are
+    // empty: a host deployed before serves (and holds a ledger reap-expired must save), one that
+    // never was has nothing behind its endpoint. The keeper follows adminCidrs while they let
+    // SSH through and is left as it was (ignoreChanges) while they do not.
+    const marker = new random.RandomString(`${name}-deployed`, {
+      length: 8, special: false, keepers: { deployed: deploy ? "yes" : "no" },
+    }, { parent: this, ignoreChanges: deploy ? [] : ["keepers"] });
+    this.servingDeployed = marker.keepers.apply((k) => k?.deployed === "yes");
 
     // On destroy: `docker compose down` on the host (the shim drains and settles its streams)
     // before the volume with the ledger goes, since this depends on the volume. Local, with a
@@ -104,7 +115,7 @@ export class ServingStack extends pulumi.ComponentResource {
 
     this.registerOutputs({
       endpoint: this.endpoint, apiKeys: this.apiKeys, adminToken: this.adminToken,
-      caCertificate: this.caCertificate, tlsDomain: this.tlsDomain, bundleHash: this.bundleHash,
+      caCertificate: this.caCertificate, tlsDomain: this.tlsDomain, bundleHash: this.bundleHash, servingDeployed: this.servingDeployed,
     });
   }
 

@@ -61,10 +61,13 @@ export function tail(result: PulumiResult, lines = 8): string {
 
 export type StackOutputs = Readonly<Record<string, unknown>>;
 
-/** The tenant's OpenAI base URL, when its serving stack is deployed (else the output says why not). */
+/**
+ * The stack's OpenAI base URL, when something was deployed behind it: a stack that never had
+ * adminCidrs outputs the address it will have (servingDeployed false), and nothing answers there.
+ */
 export function endpointOf(outputs: StackOutputs): string | undefined {
   const e = outputs.endpoint;
-  return typeof e === "string" && /^https?:\/\//.test(e) ? e : undefined;
+  return outputs.servingDeployed !== false && typeof e === "string" && /^https?:\/\//.test(e) ? e : undefined;
 }
 
 export type OutputsResult =

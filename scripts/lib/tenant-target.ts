@@ -79,6 +79,7 @@ export function targetFromOutputs(stack: string, outputs: StackOutputs, caFile?:
   const { endpoint, adminToken, caCertificate } = outputs;
   if (endpoint === undefined) throw new UsageError(`stack ${stack} is not deployed (no outputs); run \`pulumi up --stack ${stack}\``);
   const url = endpointOf(outputs);
+  if (outputs.servingDeployed === false) throw new UsageError(`stack ${stack} was never deployed: gpu-sandbox:adminCidrs is empty, so SSH is closed`);
   if (url === undefined) throw new UsageError(`stack ${stack} has no endpoint: ${String(endpoint)}`);
   if (typeof adminToken !== "string" || adminToken === "") throw new UsageError(`stack ${stack} has no adminToken output`);
   if (caFile !== undefined) trustCa(readCa(caFile));

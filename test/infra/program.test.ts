@@ -351,6 +351,9 @@ describe("the serving stack under the mock runtime", () => {
     const { resources, outputs } = await run("example", configFor("example", { adminCidrs: [] }));
     expect(resources.some((r) => r.type.startsWith("command:remote:"))).toBe(false);
     expect(await valueOf(outputs.sshCommand)).toContain("SSH is closed");
+    // Nothing serves at its endpoint: scripts (reap-expired, manage-keys) must know.
+    expect(await valueOf(outputs.servingDeployed)).toBe(false);
+    expect(resources.find((r) => r.name === "example-deployed")!.inputs.keepers).toEqual({ deployed: "no" });
   });
 
   it("keeps every secret, key and certificate when adminCidrs is emptied after a deploy, so re-adding them revokes no client's key", async () => {
@@ -367,6 +370,10 @@ describe("the serving stack under the mock runtime", () => {
     // The outputs an operator's scripts use still work against the host that keeps serving:
     // reap-expired saves its ledger from this endpoint before the volume goes.
     expect(await valueOf(closed.outputs.endpoint)).toBe(await valueOf(deployed.outputs.endpoint));
+    expect(await valueOf(deployed.outputs.servingDeployed)).toBe(true);
+    // Emptied after a deploy, the marker keeps "yes": its keeper is ignored while SSH is closed
+    // (the mock runtime has no state to keep, so this checks the input it is given).
+    expect(deployed.resources.find((r) => r.name === "example-deployed")!.inputs.keepers).toEqual({ deployed: "yes" });
     expect(Object.keys(await valueOf(closed.outputs.apiKeys))).toEqual(Object.keys(await valueOf(deployed.outputs.apiKeys)));
     expect(await valueOf(closed.outputs.adminToken)).toBeTruthy();
     expect(await valueOf(closed.outputs.caCertificate)).toContain("BEGIN CERTIFICATE");

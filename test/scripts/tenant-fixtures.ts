@@ -22,8 +22,8 @@ const deployed = (tenant: string, region: string, plan: string, gpu: string, hou
 /**
  * Stack files and fake outputs covering every case list-tenants and reap-expired tell apart:
  * expired (two, one long ago), not yet expired, deployed without TTL (and adminCidrs emptied
- * since), initialised but never deployed, never initialised, host only (an older kit's outputs
- * without adminCidrs), unreadable state, invalid config.
+ * since), initialised but never deployed, never initialised, host only (never deployed: no
+ * adminCidrs), unreadable state, invalid config.
  */
 export const FIXTURE_FILES: Record<string, unknown> = {
   alpha: config("us-ord", "g2-gpu-rtx4000a1-s", { "gpu-sandbox:ttlHours": 48 }),
@@ -42,10 +42,11 @@ export function fixtureStacks(): Record<string, FakeStack> {
     alpha: { outputs: deployed("alpha", "us-ord", "g2-gpu-rtx4000a1-s", "1 x NVIDIA RTX 4000 Ada (20 GB)", 0.53, "2026-03-02T10:00:00Z") },
     bravo: { outputs: deployed("bravo", "de-fra-2", "g2-gpu-rtx4000a2-s", "2 x NVIDIA RTX 4000 Ada (20 GB)", 1.06, "2026-03-01T10:00:00Z") },
     // Deployed, then adminCidrs emptied: it serves as it was, SSH closed.
-    charlie: { outputs: { ...deployed("charlie", "us-east", "g1-gpu-rtx6000-1", "1 x NVIDIA Quadro RTX 6000 (24 GB)", 1.51), sshCommand: "SSH is closed: set gpu-sandbox:adminCidrs to open port 22 to your address" } },
+    charlie: { outputs: { ...deployed("charlie", "us-east", "g1-gpu-rtx6000-1", "1 x NVIDIA Quadro RTX 6000 (24 GB)", 1.51), servingDeployed: true, sshCommand: "SSH is closed: set gpu-sandbox:adminCidrs to open port 22 to your address" } },
     delta: { outputs: {} },
     // echo: no stack in the backend
-    foxtrot: { outputs: { ...deployed("foxtrot", "us-ord", "g2-gpu-rtx4000a1-s", "1 x NVIDIA RTX 4000 Ada (20 GB)", 0.53, "2026-03-01T11:59:00Z"), endpoint: "not deployed: gpu-sandbox:adminCidrs is empty, so SSH is closed", adminToken: undefined } },
+    // Never deployed (no adminCidrs ever): the endpoint it will have, nothing behind it.
+    foxtrot: { outputs: { ...deployed("foxtrot", "us-ord", "g2-gpu-rtx4000a1-s", "1 x NVIDIA RTX 4000 Ada (20 GB)", 0.53, "2026-03-01T11:59:00Z"), servingDeployed: false, sshCommand: "SSH is closed: set gpu-sandbox:adminCidrs to open port 22 to your address" } },
     golf: { outputError: "failed to load checkpoint: permission denied" },
     hotel: { outputs: {} },
     india: { outputs: deployed("india", "sg-sin-2", "g2-gpu-rtx4000a1-l", "1 x NVIDIA RTX 4000 Ada (20 GB)", 0.97, "2026-03-01T12:00:01Z") },
