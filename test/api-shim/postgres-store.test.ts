@@ -286,6 +286,28 @@ describe("PostgresStore", () => {
     expect(peak).toBeLessThanOrEqual(2);
   });
 
+  it("a key has one usage report at a time, and reports over all keys have turns of their own", { timeout: 30_000 }, async () => {
+    for (let i = 0; i < 11; i++) await store.createKey(newKey(`k${i}`, 5));
+    // Reports block while another session holds the ledger, as a very long scan would.
+    const blocker = new pg.Client({ connectionString: url });
+    await blocker.connect();
+    await blocker.query("BEGIN");
+    await blocker.query("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE");
+    const period = { from: 0, to: 1e12, group: "model" as const };
+    const keyReports = Array.from({ length: 10 }, (_, i) => store.usage({ ...period, keyId: `k${i}` }).then(() => "ok", (e: unknown) => e));
+    // A second report of a key with one under way is refused at once.
+    await expect(store.usage({ ...period, keyId: "k0" })).rejects.toBeInstanceOf(StoreUnavailableError);
+    // Ten keys fill the shared turns (2 running, 8 waiting): an eleventh key is refused, the
+    // operator's report over all keys is not.
+    await new Promise((r) => setTimeout(r, 100));
+    await expect(store.usage({ ...period, keyId: "k10" })).rejects.toBeInstanceOf(StoreUnavailableError);
+    const all = store.usage({ ...period, keyId: null });
+    await blocker.query("COMMIT");
+    await blocker.end();
+    expect(await all).toEqual([]);
+    expect(await Promise.all(keyReports)).toEqual(Array(10).fill("ok"));
+  });
+
   it("a role with data rights only (no CREATE on the schema) runs a replica once the schema is there", async () => {
     await sql("DROP ROLE IF EXISTS app_dml");
     await sql("CREATE ROLE app_dml LOGIN");

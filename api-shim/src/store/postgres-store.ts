@@ -39,8 +39,9 @@ export interface PostgresStoreOptions {
 const REPORT_TIMEOUT_MS = 60_000;
 /**
  * Reports running at once, so requests keep the rest of the pool of 10; and waiting, beyond
- * which a report is a 503 at once (a key sending reports in a loop must not delay the operator's
- * own for minutes).
+ * which a report is a 503 at once. A key has one report at a time (a second is a 503), so keys
+ * sending reports in a loop cannot fill the queue; reports over all keys (the operator's, as
+ * reap-expired's export) have turns of their own.
  */
 const CONCURRENT_REPORTS = 2;
 const WAITING_REPORTS = 8;
@@ -60,6 +61,8 @@ export class PostgresStore implements Store {
    */
   private readonly doubtful = new Map<string, number>();
   private readonly reports = new Turns(CONCURRENT_REPORTS, WAITING_REPORTS);
+  private readonly allKeyReports = new Turns(1, WAITING_REPORTS);
+  private readonly reportingKeys = new Set<string>();
   private readonly timeoutMs: number;
   private heartbeat: NodeJS.Timeout | undefined;
 
@@ -352,11 +355,15 @@ export class PostgresStore implements Store {
       FROM ledger WHERE kind = 'usage' AND (amount <> 0 OR status < 400) AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
       GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}`;
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
-    return this.read(() => this.reports.run(() => this.tx(async (c) => {
+    const { keyId } = q;
+    if (keyId !== null && this.reportingKeys.has(keyId)) return Promise.reject(new StoreUnavailableError(new Error("a usage report of this key is already running")));
+    if (keyId !== null) this.reportingKeys.add(keyId);
+    const turns = keyId === null ? this.allKeyReports : this.reports;
+    return this.read(() => turns.run(() => this.tx(async (c) => {
       await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}`);
       const { rows } = await c.query<UsageGroup>({ text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig);
       return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
-    })));
+    }))).finally(() => keyId !== null && this.reportingKeys.delete(keyId));
   }
 
   /** Every reservation is a row here, whichever replica made it: `reservedSum` is their sum. */
