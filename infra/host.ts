@@ -64,3 +64,6 @@ export function webPorts(tlsMode: TlsMode): { port: number; purpose: string }[] 
     { port: 443, purpose: "HTTPS: the OpenAI-compatible API" },
   ];
 }
+
+/** The `sshCommand` output of a host without adminCidrs (scripts read it to tell SSH is closed). */
+export const SSH_CLOSED = "SSH is closed: set gpu-sandbox:adminCidrs to open port 22 to your address";

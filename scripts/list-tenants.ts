@@ -3,6 +3,7 @@
 // endpoint and whether it is deployed (from `pulumi stack output --json` when the CLI is there).
 import { costOf, findPlan } from "../infra/catalog.ts";
 import { DEFAULT_PLAN, DEFAULT_VOLUME_SIZE_GB } from "../infra/config/defaults.ts";
+import { SSH_CLOSED } from "../infra/host.ts";
 import { parseFlags, runScript } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { endpointOf, type StackOutputs } from "./lib/pulumi.ts";
@@ -89,7 +90,7 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
  */
 function deployedStatus(outputs: StackOutputs): string {
   if (!endpointOf(outputs)) return "host only (no endpoint)";
-  return typeof outputs.sshCommand === "string" && outputs.sshCommand.startsWith("SSH is closed") ? "SSH closed (no adminCidrs): not updated" : "deployed";
+  return outputs.sshCommand === SSH_CLOSED ? "SSH closed (no adminCidrs): not updated" : "deployed";
 }
 
 function ttlText(t: Tenant): string {

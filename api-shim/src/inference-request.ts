@@ -66,6 +66,13 @@ function completionBound(kind: "chat" | "completions", b: Record<string, unknown
 }
 
 /**
+ * The OpenAI SDKs' request options. A real SDK merges them into the request and never sends
+ * them as members, but LiteLLM does the same merge on what it receives: `extra_body` members
+ * override the top-level ones at vLLM, so `{"max_tokens":1,"extra_body":{"max_tokens":8000,"n":128}}`
+ * was held and charged for one token while the model generated a million.
+ */
+const SDK_OPTIONS = ["extra_body", "extra_headers", "extra_query"];
+/**
  * Members LiteLLM (the deployed upstream) reads from a request body as its own controls, not as
  * model parameters. With them a client could have its request answered by another model than the
  * one the shim authorised and priced (`fallbacks`: a key limited to the local model reaching a
@@ -74,20 +81,12 @@ function completionBound(kind: "chat" | "completions", b: Record<string, unknown
  * elsewhere (`api_base`, `user_config`). They are refused rather than removed: the body goes
  * upstream as the client sent it. vLLM ignores them, so no client of a plain vLLM loses anything.
  */
-/**
- * The OpenAI SDKs' request options. A real SDK merges them into the request and never sends
- * them as members, but LiteLLM does the same merge on what it receives: `extra_body` members
- * override the top-level ones at vLLM, so `{"max_tokens":1,"extra_body":{"max_tokens":8000,"n":128}}`
- * was held and charged for one token while the model generated a million.
- */
-const SDK_OPTIONS = ["extra_body", "extra_headers", "extra_query"];
 const UPSTREAM_CONTROLS = new Set([
   "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "num_retries", "max_retries", "timeout", "request_timeout", "stream_timeout",
   "api_key", "api_base", "base_url", "api_version", "custom_llm_provider", "user_config", "model_list",
   "drop_params", "additional_drop_params", "allowed_openai_params",
   ...SDK_OPTIONS,
 ]);
-
 const UPSTREAM_CONTROL_PREFIX = /^(?:mock|litellm)_/;
 
 function upstreamControl(b: Record<string, unknown>): string | undefined {

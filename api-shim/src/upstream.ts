@@ -174,10 +174,22 @@ function upstreamMessage(text: string): string | undefined {
   }
 }
 
-/** Reads a response body up to `limit` bytes; longer bodies are cut (for error messages only). */
+/**
+ * Reads a response body up to `limit` bytes; longer bodies are cut, and the rest discarded (the
+ * body destroyed). For error messages and model lists only.
+ */
 export async function readLimited(body: Body, limit: number): Promise<{ text: string; truncated: boolean }> {
-  const r = await collect(body, limit);
-  return { text: r.bytes.toString("utf8"), truncated: r.over };
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const c of body) {
+    chunks.push(c);
+    size += c.byteLength;
+    if (size > limit) {
+      body.destroy();
+      return { text: Buffer.concat(chunks, limit).toString("utf8"), truncated: true };
+    }
+  }
+  return { text: Buffer.concat(chunks, size).toString("utf8"), truncated: false };
 }
 
 /**
@@ -217,18 +229,3 @@ export async function readBody(body: Body, limit: number, past: { push(chunk: Ui
 }
 
 type Body = AsyncIterable<Uint8Array> & { destroy(err?: Error): unknown };
-
-/** The body up to `limit` bytes; past it, the first `limit` bytes and the rest discarded (the body destroyed). */
-async function collect(body: Body, limit: number): Promise<{ bytes: Buffer; over: boolean }> {
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const c of body) {
-    chunks.push(c);
-    size += c.byteLength;
-    if (size > limit) {
-      body.destroy();
-      return { bytes: Buffer.concat(chunks, limit), over: true };
-    }
-  }
-  return { bytes: Buffer.concat(chunks, size), over: false };
-}

@@ -7,7 +7,7 @@ import { catalogDisagreements } from "../catalog-check.ts";
 import { isIPv6Cidr } from "../config/checks.ts";
 import type { TlsMode } from "../config/types.ts";
 import { isoSeconds } from "../../api-shim/src/period.ts";
-import { CREATED_AT_SUFFIX, hostExpiry, resourceNames, webPorts } from "../host.ts";
+import { CREATED_AT_SUFFIX, hostExpiry, resourceNames, SSH_CLOSED, webPorts } from "../host.ts";
 import { encodeUserData, hostCloudInit } from "../render/cloud-init.ts";
 
 /** The host's part of a validated tenant config (defaults applied by validateConfig). */
@@ -116,7 +116,7 @@ export class GpuHost extends pulumi.ComponentResource {
     this.ipv6 = this.instance.ipv6.apply((v) => v.split("/")[0] ?? v);
     this.sshPrivateKey = pulumi.secret(sshKey.privateKeyOpenssh);
     this.sshCommand = args.adminCidrs.length === 0
-      ? pulumi.output("SSH is closed: set gpu-sandbox:adminCidrs to open port 22 to your address")
+      ? pulumi.output(SSH_CLOSED)
       // The key file is created private (umask), never readable by others even for a moment.
       : pulumi.interpolate`(umask 077 && pulumi stack output sshPrivateKey --show-secrets --stack ${pulumi.getStack()} > gs-${args.tenant}.key) && ssh -i gs-${args.tenant}.key root@${this.ip}`;
     this.rootPassword = pulumi.secret(rootPassword.result);

@@ -12,18 +12,18 @@ export const NGINX_HTTPS_PORT = 8443;
 export const MOUNTS_LABEL = "gpu-sandbox.mounted-files-sha256";
 
 /**
+ * A value from config, kept as typed: Compose substitutes `$NAME` and `${NAME}` anywhere in the
+ * file (`ops$team@acme.io` became `ops@acme.io`), and `$$` is its literal `$`.
+ */
+const composeLiteral = (value: string): string => value.replaceAll("$", "$$$$");
+
+/**
  * docker compose's file for the tenant: vLLM with the GPU reserved and the model's flags,
  * LiteLLM, the shim (built from the bundle's api-shim/), nginx (the only service that publishes
  * ports) and, for Let's Encrypt, certbot. Secrets stay `${…}` references to `.env`.
  * `bundleFiles` are the other files of the bundle: each service is labelled with the hash of
  * those it mounts.
  */
-/**
- * A value from config, kept as typed: Compose substitutes `$NAME` and `${NAME}` anywhere in the
- * file (`ops$team@acme.io` became `ops@acme.io`), and `$$` is its literal `$`.
- */
-const composeLiteral = (value: string): string => value.replaceAll("$", "$$$$");
-
 export function renderCompose(config: TenantConfig, images: Images, bundleFiles: ReadonlyMap<string, string>): string {
   const doc = readYamlDocument("compose.yaml");
   const m = config.model;

@@ -19,6 +19,17 @@ export interface PostgresStoreOptions {
   retryMs?: number;
 }
 
+/** The bound on a usage report's statement (the request path's is timeoutMs). */
+const REPORT_TIMEOUT_MS = 60_000;
+/**
+ * Reports running at once, so requests keep the rest of the pool of 10; and waiting, beyond
+ * which a report is a 503 at once. A key has one report at a time (a second is a 503), so keys
+ * sending reports in a loop cannot fill the queue; reports over all keys (the operator's, as
+ * reap-expired's export) have turns of their own.
+ */
+const CONCURRENT_REPORTS = 2;
+const WAITING_REPORTS = 8;
+
 /**
  * The store for several shim replicas (`SHIM_DATABASE_URL=postgres://…`). Unlike the SQLite
  * store, which decides holds in one process's memory, every decision is made by Postgres:
@@ -35,17 +46,6 @@ export interface PostgresStoreOptions {
  * restart to make its books certain: a hold whose reserve or settle failed is released
  * (uncharged) once the database answers, and the liveness lock is taken back.
  */
-/** The bound on a usage report's statement (the request path's is timeoutMs). */
-const REPORT_TIMEOUT_MS = 60_000;
-/**
- * Reports running at once, so requests keep the rest of the pool of 10; and waiting, beyond
- * which a report is a 503 at once. A key has one report at a time (a second is a 503), so keys
- * sending reports in a loop cannot fill the queue; reports over all keys (the operator's, as
- * reap-expired's export) have turns of their own.
- */
-const CONCURRENT_REPORTS = 2;
-const WAITING_REPORTS = 8;
-
 export class PostgresStore implements Store {
   private closing = false;
   private closed: Promise<void> | undefined;

@@ -4,7 +4,7 @@ import Database from "better-sqlite3";
 import { startCheckpointer } from "./sqlite-checkpointer.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import {
-  StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
+  keyIsLive, StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
 
@@ -39,7 +39,7 @@ type RequestRow = [keyId: string, at: number, amount: number, requestId: string,
  * lock, so nobody else can change it until COMMIT) with the batch's changes applied, and those
  * changes, written to the row as one UPDATE at COMMIT.
  */
-interface Account { id: string; balance: number; held: number; dBalance: number; dHeld: number; dHolds: number; /** From when the key admits nothing (revoked: always). */ inactiveAt: number }
+interface Account { id: string; balance: number; held: number; dBalance: number; dHeld: number; dHolds: number; revokedAt: number | null; expiresAt: number | null }
 
 /**
  * The embedded store: better-sqlite3 in WAL mode, written by one process (the shim). Schema in
@@ -114,7 +114,7 @@ export class SqliteStore implements Store {
     if (a === undefined) {
       const row = this.stmt.money.get(keyId);
       if (row === undefined) return undefined;
-      a = { id: keyId, balance: row.balance, held: row.held, dBalance: 0, dHeld: 0, dHolds: 0, inactiveAt: row.revokedAt !== null ? -Infinity : (row.expiresAt ?? Infinity) };
+      a = { id: keyId, balance: row.balance, held: row.held, dBalance: 0, dHeld: 0, dHolds: 0, revokedAt: row.revokedAt, expiresAt: row.expiresAt };
       accounts.set(keyId, a);
     }
     return a;
@@ -123,7 +123,7 @@ export class SqliteStore implements Store {
   /** The hold: admitted only if the key is live and balance − held covers it (decided under the batch's write lock). */
   private reserveOp(input: ReserveInput): ReserveResult {
     const a = this.account(input.keyId);
-    if (a === undefined || input.at >= a.inactiveAt) return { ok: false, available: a ? a.balance - a.held : 0, inactive: true };
+    if (a === undefined || !keyIsLive(a, input.at)) return { ok: false, available: a ? a.balance - a.held : 0, inactive: true };
     const available = a.balance - a.held;
     if (available < input.amount) return { ok: false, available };
     a.held += input.amount;
