@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
+import { AnswerMemory } from "./answer-memory.ts";
 import { authHeaders, authHook } from "./auth.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
@@ -44,14 +45,17 @@ const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Builds the Fastify app from its dependencies. It never listens and touches no process globals. */
 export function buildApp(deps: AppDeps): FastifyInstance {
   const { config } = deps;
+  const metrics = deps.metrics ?? new Metrics();
   const ctx: ShimContext = {
     ...deps,
     logRequest: requestLogger(deps.logger),
-    metrics: deps.metrics ?? new Metrics(),
+    metrics,
     pricer: new Pricer(config.pricing, config.models),
     limiter: new RateLimiter(deps.clock, config.unauthenticatedRpm),
     inflight: new Inflight(),
+    answerMemory: new AnswerMemory(config.answerMemoryBytes),
   };
+  metrics.answerMemory = ctx.answerMemory;
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     // One line per request, written below (finishRequest), without headers or bodies.

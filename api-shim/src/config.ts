@@ -60,6 +60,8 @@ export interface ShimConfig {
   readonly maxBodyBytes: number;
   /** Largest non-streamed answer relayed: it is read whole (the headers carry its charge). */
   readonly maxAnswerBytes: number;
+  /** Bytes that non-streamed answers may hold at once, across requests (answer-memory.ts). */
+  readonly answerMemoryBytes: number;
   readonly logLevel: string;
   readonly logPretty: boolean;
   readonly pricing: Pricing;
@@ -157,6 +159,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     drainTimeoutMs: int("SHIM_DRAIN_TIMEOUT_MS", 25_000, 0, 3_600_000),
     maxBodyBytes: int("SHIM_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     maxAnswerBytes: int("SHIM_MAX_ANSWER_BYTES", 256 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    answerMemoryBytes: int("SHIM_ANSWER_MEMORY_BYTES", 512 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),
   };
 
   if (problems.length > 0) throw new ConfigError(problems);

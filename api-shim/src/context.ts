@@ -1,3 +1,4 @@
+import type { AnswerMemory } from "./answer-memory.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig, TierLimits } from "./config.ts";
 import type { Inflight } from "./inflight.ts";
@@ -20,6 +21,7 @@ export interface ShimContext {
   pricer: Pricer;
   limiter: RateLimiter;
   inflight: Inflight;
+  answerMemory: AnswerMemory;
 }
 
 /** Per-request facts for the one log line and the metrics. */

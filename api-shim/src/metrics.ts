@@ -12,6 +12,8 @@ export class Metrics {
   readonly tokens: Counter<"model" | "kind">;
   readonly credits: Counter<"model">;
   readonly activeStreams: Gauge;
+  /** Read at each scrape: the shim's AnswerMemory (answer-memory.ts), kept off the hot path. */
+  answerMemory: { readonly inUse: number; readonly waits: number } = { inUse: 0, waits: 0 };
   readonly upstreamFailures: Counter<"reason">;
   readonly releasedReservations: Counter;
   readonly cappedCharges: Counter<"model">;
@@ -29,6 +31,9 @@ export class Metrics {
     this.tokens = new Counter({ name: "shim_tokens_total", help: "Tokens metered, by model and kind (prompt|completion).", labelNames: ["model", "kind"], registers });
     this.credits = new Counter({ name: "shim_credits_charged_total", help: "Credits charged, by model.", labelNames: ["model"], registers });
     this.activeStreams = new Gauge({ name: "shim_active_streams", help: "Streams in flight.", registers });
+    const answerMemory = () => this.answerMemory;
+    new Gauge({ name: "shim_answer_memory_bytes", help: "Bytes of non-streamed answers held (being read or sent), against SHIM_ANSWER_MEMORY_BYTES.", registers, collect() { this.set(answerMemory().inUse); } });
+    new Counter({ name: "shim_answer_memory_waits_total", help: "Times an answer's read waited for SHIM_ANSWER_MEMORY_BYTES to have room.", registers, collect() { this.reset(); this.inc(answerMemory().waits); } });
     this.upstreamFailures = new Counter({ name: "shim_upstream_failures_total", help: "Upstream failures, by reason.", labelNames: ["reason"], registers });
     this.releasedReservations = new Counter({ name: "shim_stale_reservations_released_total", help: "Reservations of a dead process released at start.", registers });
     this.cappedCharges = new Counter({ name: "shim_charges_capped_total", help: "Charges capped at their hold: usage worth more than the most the request was allowed to cost.", labelNames: ["model"], registers });

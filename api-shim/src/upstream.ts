@@ -3,6 +3,7 @@ import { Pool, errors as undiciErrors } from "undici";
 import type { ShimContext } from "./context.ts";
 import { ShimError } from "./errors.ts";
 import { dispatch } from "./upstream-body.ts";
+import type { AnswerLease } from "./answer-memory.ts";
 
 /**
  * The seam to the OpenAI-compatible upstream (LiteLLM or vLLM). It owns the connection pool,
@@ -197,8 +198,12 @@ export async function readLimited(body: Body, limit: number): Promise<{ text: st
  * read so far, then the rest) goes to `past` instead of being kept, until the body ends, breaks,
  * stalls (its idle timeout) or `drainMs` have gone by: the upstream did the work either way, and
  * what it says about it (its usage) comes at the end.
+ *
+ * The bytes kept are taken from `lease` (answer-memory.ts) as they come, waiting while the
+ * answers in flight hold the whole budget; those dropped are given back. The caller releases the
+ * lease once the answer is sent or dropped.
  */
-export async function readBody(body: Body, limit: number, past: { push(chunk: Uint8Array): void }, drainMs: number): Promise<Buffer | null> {
+export async function readBody(body: Body, limit: number, past: { push(chunk: Uint8Array): void }, drainMs: number, lease: AnswerLease): Promise<Buffer | null> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   let over = false;
@@ -209,12 +214,14 @@ export async function readBody(body: Body, limit: number, past: { push(chunk: Ui
         past.push(c);
         continue;
       }
+      if (!lease.takeNow(c.byteLength)) await lease.take(c.byteLength);
       chunks.push(c);
       size += c.byteLength;
       if (size > limit) {
         over = true;
         for (const k of chunks) past.push(k);
         chunks.length = 0;
+        lease.drop(size);
         deadline = setTimeout(() => body.destroy(), drainMs);
       }
     }
@@ -222,6 +229,7 @@ export async function readBody(body: Body, limit: number, past: { push(chunk: Ui
     if (!over) throw e;
   } finally {
     clearTimeout(deadline);
+    lease.readDone();
   }
   if (over) return null;
   const one = chunks.length === 1 ? chunks[0]! : undefined; // the usual case: no copy

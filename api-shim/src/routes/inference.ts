@@ -128,6 +128,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   // that leaves does not stop the read: the upstream did the work, and the answer's usage is what
   // it is charged. The read then has ANSWER_DRAIN_MS to end (`cut` if it did not).
   let reading: UpstreamResponse | undefined;
+  // The answer's bytes count against the memory all answers may hold until it is sent or dropped.
+  const lease = ctx.answerMemory.lease();
   let left = false;
   let cut = false;
   let leftDeadline: NodeJS.Timeout | undefined;
@@ -172,7 +174,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     const scanner = new UsageScanner();
     reading = res;
     try {
-      answerBytes = await readBody(res.body, ctx.config.maxAnswerBytes, scanner, ANSWER_DRAIN_MS);
+      answerBytes = await readBody(res.body, ctx.config.maxAnswerBytes, scanner, ANSWER_DRAIN_MS, lease);
     } catch (e) {
       // The body broke after its client had left: the request price, as for any client that leaves.
       if (left) return await clientLeft(ctx, request, reply, settlement, REQUEST_PRICE_ONLY);
@@ -229,6 +231,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   } finally {
     done();
     reply.raw.off("close", onClose);
+    if (!lease.holding || reply.raw.writableFinished || reply.raw.destroyed) lease.release();
+    else reply.raw.once("close", () => lease.release());
   }
 }
 
