@@ -1,4 +1,4 @@
-import { createServer } from "node:http";
+import { createServer, request } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AnswerMemory } from "../../api-shim/src/answer-memory.ts";
@@ -157,4 +157,46 @@ describe("the memory answers hold at once, through the shim", () => {
       await new Promise((r) => slow.close(r));
     }
 });
+
+  it("a read waiting for room whose client leaves is cut and settled after the usual 10 s, however long the room takes to come", { timeout: 30_000 }, async () => {
+    let first = true;
+    const server = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "application/json" });
+        const answer = Buffer.from(`{"object":"list","data":[{"embedding":[${"0.5,".repeat(first ? 2_000_000 : 500_000)}0.5]}],"usage":{"prompt_tokens":3,"total_tokens":3}}`);
+        if (first) res.end(answer);
+        else res.write(answer.subarray(0, 1_000_000)); // and the rest never
+        first = false;
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const h = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, SHIM_ANSWER_MEMORY_BYTES: String(1024 * 1024) } });
+    try {
+      const { key, id } = await h.createKey({ credits: 100 });
+      // An 8 MB answer to a client that reads none of it: it stays held, past the budget.
+      const slow = request(`${h.url}/v1/embeddings`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" } });
+      slow.on("error", () => {});
+      await new Promise<void>((resolve) => {
+        slow.on("response", (res) => (res.pause(), resolve()));
+        slow.end(JSON.stringify({ model: "bge-m3", input: "x" }));
+      });
+      await expect.poll(() => metric(h, "shim_answer_memory_bytes")).toBeGreaterThan(1024 * 1024);
+      const waits = await metric(h, "shim_answer_memory_waits_total");
+      const ac = new AbortController();
+      const waiting = h.client(key).embeddings.create({ model: "bge-m3", input: "y" }, { signal: ac.signal }).catch((e: unknown) => e);
+      await expect.poll(() => metric(h, "shim_answer_memory_waits_total")).toBeGreaterThan(waits);
+      ac.abort();
+      expect(await waiting).toBeInstanceOf(Error);
+      // The read after a client left has 10 s to end (ANSWER_DRAIN_MS); the 8 MB answer still holds the room.
+      expect(await h.waitForRequestLog((l) => l.keyId === id && l.status === 499, 15_000)).toMatchObject({ error: "client_closed_request" });
+      expect(await metric(h, "shim_answer_memory_bytes")).toBeGreaterThan(1024 * 1024);
+      expect((await h.store.getKey(id))!.held).toBe(0);
+      slow.destroy();
+    } finally {
+      await h.close().catch(() => {});
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
 });

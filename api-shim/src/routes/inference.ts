@@ -97,7 +97,13 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   // In flight from before the hold: a drain that starts while the hold is being made waits for
   // this request (and aborts it) instead of closing the store under it.
   const ac = new AbortController();
-  const done = ctx.inflight.add((reason) => ac.abort(reason));
+  // A non-streamed answer's bytes count against the memory all answers may hold until it is sent
+  // or dropped. Releasing it also ends a wait for room: a cut request must not wait on others.
+  const lease = ctx.answerMemory.lease();
+  const done = ctx.inflight.add((reason) => {
+    ac.abort(reason);
+    lease.release();
+  });
   let reserved;
   try {
     reserved = await ctx.store.reserve({ reservationId, keyId: auth.key.id, amount: hold, at: ctx.clock.now() });
@@ -128,8 +134,6 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   // that leaves does not stop the read: the upstream did the work, and the answer's usage is what
   // it is charged. The read then has ANSWER_DRAIN_MS to end (`cut` if it did not).
   let reading: UpstreamResponse | undefined;
-  // The answer's bytes count against the memory all answers may hold until it is sent or dropped.
-  const lease = ctx.answerMemory.lease();
   let left = false;
   let cut = false;
   let leftDeadline: NodeJS.Timeout | undefined;
@@ -140,6 +144,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     leftDeadline ??= setTimeout(() => {
       cut = true;
       reading!.body.destroy();
+      lease.release();
     }, ANSWER_DRAIN_MS);
   };
   reply.raw.on("close", onClose);
