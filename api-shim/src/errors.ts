@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import { redactKeys } from "./keys.ts";
-import { StoreUnavailableError } from "./store/store.ts";
+import { ClientLeftError, StoreUnavailableError } from "./store/store.ts";
 
 /**
  * The one error table. Every error response is OpenAI-shaped,
@@ -135,7 +135,7 @@ export const errorHandler = (headersFor: (request: FastifyRequest) => Record<str
   const err = toShimError(error);
   if (error instanceof StoreUnavailableError) {
     request.log.error({ reqId: request.id, err: error.cause }, "store unavailable");
-  } else if (err.status >= 500 && !(error instanceof ShimError)) {
+  } else if (err.status >= 500 && !(error instanceof ShimError) && !(error instanceof ClientLeftError)) {
     request.log.error({ reqId: request.id, err: error }, "unhandled error");
   }
   request.shimErrorCode = err.logCode;

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashKey } from "../../api-shim/src/keys.ts";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import { ClientLeftError } from "../../api-shim/src/store/store.ts";
+import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 describe("admin routes and usage reports", () => {
   let h: Harness;
@@ -162,5 +163,34 @@ describe("admin routes and usage reports", () => {
     const all = (await (await h.admin("/admin/usage")).json()) as Record<string, any>;
     expect(all.data.length).toBeGreaterThan(1);
     for (const bad of ["group=week", "format=xml", "from=x"]) expect((await h.admin(`/admin/usage?${bad}`)).status).toBe(400);
+  });
+});
+
+describe("a usage report whose client leaves while it waits for its turn", () => {
+  it.each(["/v1/usage", "/admin/usage"])("%s: the store is told (the report gives up its place), and the request is logged as 499, not as a failure", async (path) => {
+    let seen: AbortSignal | undefined;
+    const h = await startShim({
+      // A store whose reports wait until their asker leaves, as queued reports on a busy Postgres do.
+      wrapStore: (s) => overrideStore(s, {
+        usage: (q) => new Promise((_, reject) => {
+          seen = q.signal;
+          q.signal?.addEventListener("abort", () => reject(q.signal!.reason));
+        }),
+      }),
+    });
+    try {
+      const { key } = await h.createKey();
+      const ac = new AbortController();
+      const asked = fetch(`${h.url}${path}`, { signal: ac.signal, headers: { authorization: `Bearer ${path.startsWith("/admin") ? h.adminToken : key}` } });
+      await expect.poll(() => seen).toBeDefined();
+      ac.abort();
+      await expect(asked).rejects.toThrow();
+      await expect.poll(() => seen!.aborted).toBe(true);
+      expect(seen!.reason).toBeInstanceOf(ClientLeftError);
+      expect(await h.waitForRequestLog((l) => l.path.startsWith(path))).toMatchObject({ status: 499, error: "client_closed_request" });
+      expect(h.logs.filter((l) => JSON.parse(l).level >= 50)).toEqual([]);
+    } finally {
+      await h.close();
+    }
   });
 });

@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
 import { Turns } from "../../api-shim/src/store/postgres-client.ts";
 import { PostgresStore, type PostgresStoreOptions } from "../../api-shim/src/store/postgres-store.ts";
-import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
+import { ClientLeftError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { pollUntil } from "../support/tools.ts";
 import { failedUsage, newKey, storeContract, usage } from "./store-contract.ts";
@@ -287,14 +287,16 @@ describe("PostgresStore", () => {
   });
 
   it("a key has one usage report at a time, and reports over all keys have turns of their own", { timeout: 30_000 }, async () => {
-    for (let i = 0; i < 11; i++) await store.createKey(newKey(`k${i}`, 5));
+    for (let i = 0; i < 12; i++) await store.createKey(newKey(`k${i}`, 5));
     // Reports block while another session holds the ledger, as a very long scan would.
     const blocker = new pg.Client({ connectionString: url });
     await blocker.connect();
     await blocker.query("BEGIN");
     await blocker.query("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE");
     const period = { from: 0, to: 1e12, group: "model" as const };
-    const keyReports = Array.from({ length: 10 }, (_, i) => store.usage({ ...period, keyId: `k${i}` }).then(() => "ok", (e: unknown) => e));
+    const keyReports = Array.from({ length: 9 }, (_, i) => store.usage({ ...period, keyId: `k${i}` }).then(() => "ok", (e: unknown) => e));
+    const left = new AbortController();
+    const leaving = store.usage({ ...period, keyId: "k9", signal: left.signal });
     // A second report of a key with one under way is refused at once.
     await expect(store.usage({ ...period, keyId: "k0" })).rejects.toBeInstanceOf(StoreUnavailableError);
     // Ten keys fill the shared turns (2 running, 8 waiting): an eleventh key is refused, the
@@ -302,10 +304,16 @@ describe("PostgresStore", () => {
     await new Promise((r) => setTimeout(r, 100));
     await expect(store.usage({ ...period, keyId: "k10" })).rejects.toBeInstanceOf(StoreUnavailableError);
     const all = store.usage({ ...period, keyId: null });
+    // A waiting report whose asker left gives up its place at once: the eleventh key now fits.
+    left.abort(new ClientLeftError());
+    await expect(leaving).rejects.toBeInstanceOf(ClientLeftError);
+    const k10 = store.usage({ ...period, keyId: "k10" });
+    await expect(store.usage({ ...period, keyId: "k11" })).rejects.toBeInstanceOf(StoreUnavailableError);
     await blocker.query("COMMIT");
     await blocker.end();
     expect(await all).toEqual([]);
-    expect(await Promise.all(keyReports)).toEqual(Array(10).fill("ok"));
+    expect(await k10).toEqual([]);
+    expect(await Promise.all(keyReports)).toEqual(Array(9).fill("ok"));
   });
 
   it("a role with data rights only (no CREATE on the schema) runs a replica once the schema is there", async () => {

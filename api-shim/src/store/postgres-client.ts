@@ -50,10 +50,23 @@ export class Turns {
     this.maxWaiting = maxWaiting;
   }
 
-  async run<T>(task: () => Promise<T>): Promise<T> {
+  /** Runs `task` in its turn; one still waiting when `signal` aborts (its asker left) gives up its place. */
+  async run<T>(task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (this.running >= this.limit) {
       if (this.waiting.length >= this.maxWaiting) throw new Error(`${this.limit} running and ${this.maxWaiting} waiting already`);
-      await new Promise<void>((resolve) => this.waiting.push(resolve));
+      signal?.throwIfAborted();
+      await new Promise<void>((resolve, reject) => {
+        const leave = () => {
+          this.waiting.splice(this.waiting.indexOf(turn), 1);
+          reject(signal!.reason);
+        };
+        const turn = () => {
+          signal?.removeEventListener("abort", leave);
+          resolve();
+        };
+        this.waiting.push(turn);
+        signal?.addEventListener("abort", leave, { once: true });
+      });
     } else {
       this.running++;
     }

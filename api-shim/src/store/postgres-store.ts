@@ -8,7 +8,7 @@ import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
 } from "./store.ts";
-import { StoreUnavailableError, topUpRefusal } from "./store.ts";
+import { ClientLeftError, StoreUnavailableError, topUpRefusal } from "./store.ts";
 
 export interface PostgresStoreOptions {
   /** Bound on connecting and on every statement (the SQLite store's busy timeout). Default 5000 ms. */
@@ -170,7 +170,7 @@ export class PostgresStore implements Store {
     try {
       return await fn();
     } catch (e) {
-      throw e instanceof StoreUnavailableError ? e : new StoreUnavailableError(e);
+      throw e instanceof StoreUnavailableError || e instanceof ClientLeftError ? e : new StoreUnavailableError(e);
     }
   }
 
@@ -363,7 +363,7 @@ export class PostgresStore implements Store {
       await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}`);
       const { rows } = await c.query<UsageGroup>({ text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig);
       return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
-    }))).finally(() => keyId !== null && this.reportingKeys.delete(keyId));
+    }), q.signal)).finally(() => keyId !== null && this.reportingKeys.delete(keyId));
   }
 
   /** Every reservation is a row here, whichever replica made it: `reservedSum` is their sum. */

@@ -102,6 +102,11 @@ export interface UsageQuery {
   from: number;
   to: number; // exclusive
   group: "model" | "day";
+  /**
+   * Aborts, with a ClientLeftError, when the asker has left: a report still waiting for its turn
+   * gives up its place (Postgres) and rejects with that error.
+   */
+  signal?: AbortSignal;
 }
 export interface UsageGroup {
   keyId: string;
@@ -178,5 +183,13 @@ export class StoreUnavailableError extends Error {
   constructor(cause: unknown) {
     super("store unavailable", { cause });
     this.name = "StoreUnavailableError";
+  }
+}
+
+/** The client left before its answer: nothing failed, so nothing is logged as a failure. */
+export class ClientLeftError extends Error {
+  constructor() {
+    super("the client left");
+    this.name = "ClientLeftError";
   }
 }
