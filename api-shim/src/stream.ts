@@ -35,6 +35,10 @@ export interface RelayInput {
   promptEstimate: () => number;
 }
 
+/** The largest piece of an event written at once, in UTF-16 code units (see `write`). */
+const WRITE_PIECE = 256 * 1024;
+const isHighSurrogate = (c: number) => c >= 0xd800 && c < 0xdc00;
+
 /**
  * Relays an SSE stream event by event as each arrives. The charge is settled from the upstream's
  * usage chunk (before that chunk is forwarded, so it can carry the final figures), or, when the
@@ -60,7 +64,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
 
   // A response whose client already left (destroyed: its 'close' came, or comes, with it): every
   // write would return false and wait for a 'drain' that never comes.
-  const write = async (text: string): Promise<void> => {
+  const writePiece = async (text: string): Promise<void> => {
     if (out.destroyed) return;
     if (!out.write(text)) {
       // Backpressure: wait for the client to take it (or leave) instead of buffering without bound.
@@ -84,6 +88,18 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
         if (signal.aborted) cut();
         else signal.addEventListener("abort", cut, { once: true });
       });
+    }
+  };
+  // A large event (vLLM's first with `echo` and `logprobs` holds the whole prompt) goes out in
+  // pieces, each with its own idle timeout: the timeout counts time without progress, so a
+  // client that takes megabytes slowly but steadily is not cut as one that stopped reading.
+  const write = async (text: string): Promise<void> => {
+    if (text.length <= WRITE_PIECE) return writePiece(text);
+    for (let at = 0; at < text.length; ) {
+      let end = Math.min(at + WRITE_PIECE, text.length);
+      if (isHighSurrogate(text.charCodeAt(end - 1))) end--; // a pair is never split
+      await writePiece(text.slice(at, end));
+      at = end;
     }
   };
 
@@ -117,7 +133,10 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       }
       await write(`${m.forward}\n\n`);
     }
-    if (!failure && !sawDone && !settlement.settled) {
+    // The client left (or was cut) with the rest of the stream already received: the loop ran
+    // on to the end with nothing more written, and the request is the client's leaving all the same.
+    if (signal.aborted && signal.reason === "client") clientGone = true;
+    else if (!failure && !sawDone && !settlement.settled) {
       // The upstream closed without [DONE]: a cut-short stream, told to the client as an error.
       failure = new ShimError("upstream_error");
       metricReason = "stream_cut";

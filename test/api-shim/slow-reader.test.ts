@@ -1,4 +1,5 @@
-import { request } from "node:http";
+import { createServer, request, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
@@ -84,5 +85,82 @@ describe("a drain (SIGTERM) while a stream waits on a client that stops reading"
     } finally {
       await h.close();
     }
+  });
+});
+
+describe("one large event (vLLM's first with echo and logprobs holds the whole prompt)", () => {
+  const SIZE = 16 * 1024 * 1024;
+  let content = "a".repeat(SIZE);
+  let upstream: Server;
+  let h: Harness;
+  beforeAll(async () => {
+    upstream = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        res.write(`data: {"id":"c","object":"text_completion","created":1,"model":"qwen2.5-7b","choices":[{"index":0,"text":"${content}","logprobs":null,"finish_reason":"length"}],"usage":null}\n\n`);
+        res.write('data: {"id":"c","object":"text_completion","created":1,"model":"qwen2.5-7b","choices":[],"usage":{"prompt_tokens":5,"total_tokens":6,"completion_tokens":1}}\n\n');
+        res.end("data: [DONE]\n\n");
+      });
+    });
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    h = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`, SHIM_STREAM_IDLE_TIMEOUT_MS: "3000" } });
+  });
+  afterAll(async () => {
+    await h.close();
+    upstream.closeAllConnections();
+    await new Promise((r) => upstream.close(r));
+  });
+
+  /** Streams a completion, reading 64 KiB every `pauseMs` (never: `pauseMs` null); resolves with what arrived. */
+  const read = (key: string, pauseMs: number | null) => new Promise<string>((resolve) => {
+    const req = request(`${h.url}/v1/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" } });
+    req.on("response", (res) => {
+      const got: Buffer[] = [];
+      if (pauseMs === null) {
+        res.pause();
+        setTimeout(() => (req.destroy(), resolve("")), 5000);
+        return;
+      }
+      res.on("data", (c: Buffer) => {
+        got.push(c);
+        res.pause();
+        setTimeout(() => res.resume(), pauseMs);
+      });
+      res.on("end", () => resolve(Buffer.concat(got).toString()));
+      res.on("error", () => resolve(Buffer.concat(got).toString()));
+    });
+    req.on("error", () => {});
+    req.end(JSON.stringify({ model: "qwen2.5-7b", prompt: "x", max_tokens: 1, stream: true }));
+  });
+
+  it("a client that takes it slowly but steadily is not cut: the stall timeout counts time without progress", { timeout: 30_000 }, async () => {
+    const { key, id } = await h.createKey({ credits: 100 });
+    // About 2 MB/s: the event takes several idle timeouts to drain (past the kernel's socket
+    // buffers), and there is never an idle timeout without progress (the kernel wakes a writer
+    // when half of what it has queued, a few MB, is sent).
+    const text = await read(key, 20);
+    expect(text.length).toBeGreaterThan(SIZE);
+    expect(text.endsWith("data: [DONE]\n\n")).toBe(true);
+    expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 200 });
+  });
+
+  it.each(["", "x"])("is written in pieces that never split a character (offset %j)", async (offset) => {
+    content = offset + "😀".repeat(600_000);
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const text = await read(key, 0);
+      const first = JSON.parse(text.slice(6, text.indexOf("\n\n"))) as { choices: { text: string }[] };
+      expect(first.choices[0]!.text).toBe(content);
+    } finally {
+      content = "a".repeat(SIZE);
+    }
+  });
+
+  it("a client that stops reading it is cut, and logged as 499 even though the rest of the stream had arrived", { timeout: 30_000 }, async () => {
+    const { key, id } = await h.createKey({ credits: 100 });
+    await read(key, null);
+    expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 499, error: "client_closed_request" });
+    expect((await h.store.getKey(id))!.held).toBe(0);
   });
 });
