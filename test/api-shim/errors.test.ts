@@ -1,9 +1,13 @@
 import { createServer as createHttpServer } from "node:http";
 import { connect, createServer } from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import Database from "better-sqlite3";
 import OpenAI, { APIError, AuthenticationError, BadRequestError, ConflictError, InternalServerError, NotFoundError, PermissionDeniedError, RateLimitError } from "openai";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
+import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 import { freePort, pollUntil } from "../support/tools.ts";
@@ -420,6 +424,55 @@ describe("a broken database fails closed with 503", () => {
       expect((await h.store.getKey(id))!).toMatchObject({ balance: 4_000_000, held: 0 });
     } finally {
       await h.close();
+    }
+  });
+
+  it("while another connection holds the write lock, the process goes on (probes, other work) and requests wait for it, up to busy_timeout", async () => {
+    const h = await startShim({ busyTimeoutMs: 3000 });
+    try {
+      const { key, id } = await h.createKey({ credits: 5 });
+      const other = new Database(h.dbPath);
+      other.exec("BEGIN IMMEDIATE");
+      const waiting = Array.from({ length: 3 }, () => h.client(key).chat.completions.create(chat));
+      await new Promise((r) => setTimeout(r, 300));
+      // SQLite's own busy handler slept the one thread: a probe waited 5 s per waiting request.
+      const started = performance.now();
+      expect((await fetch(`${h.url}/health`)).status).toBe(200);
+      expect(performance.now() - started).toBeLessThan(500);
+      other.exec("ROLLBACK");
+      other.close();
+      // Released within busy_timeout: they are served, not refused.
+      expect(await Promise.all(waiting)).toHaveLength(3);
+      expect((await h.store.getKey(id))!).toMatchObject({ balance: 2_000_000, held: 0 });
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("a settlement that cannot get the write lock within busy_timeout fails the store closed (restart, holds released), instead of serving on with its hold taken", async () => {
+    const failures: unknown[] = [];
+    const dir = mkdtempSync(join(tmpdir(), "shim-lock-"));
+    const store = new SqliteStore(join(dir, "shim.db"), { busyTimeoutMs: 200, onFailure: (e) => failures.push(e) });
+    try {
+      await store.createKey({ id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 10_000_000, expiresAt: null, at: 1 });
+      expect((await store.reserve({ reservationId: "r", keyId: "k", amount: 1_000_000, at: 2 })).ok).toBe(true);
+      await store.flush();
+      const other = new Database(join(dir, "shim.db"));
+      other.exec("BEGIN IMMEDIATE");
+      const usage = { at: 3, requestId: "q", keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 500_000, stream: false, ms: 1 };
+      await expect(store.settle({ reservationId: "r", keyId: "k", hold: 1_000_000, cost: 500_000, usage })).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(failures).toHaveLength(1);
+      other.exec("ROLLBACK");
+      other.close();
+      // Failed closed: nothing more is admitted on this process; the next start releases the hold.
+      await expect(store.reserve({ reservationId: "r2", keyId: "k", amount: 1, at: 4 })).rejects.toBeInstanceOf(StoreUnavailableError);
+      await store.close().catch(() => {});
+      const next = new SqliteStore(join(dir, "shim.db"));
+      expect(await next.releaseStaleReservations()).toBe(1);
+      expect((await next.getKey("k"))!).toMatchObject({ balance: 10_000_000, held: 0 });
+      await next.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -3,22 +3,15 @@ import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { startCheckpointer } from "./sqlite-checkpointer.ts";
 import { migrate } from "./sqlite-migrations.ts";
+import { prepareStatements, type RequestRow, toKey } from "./sqlite-statements.ts";
+import { isBusy, retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
   keyIsLive, StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
 
-interface KeyRow {
-  id: string; name: string; hash: string; tier: string; models: string | null; balance: number;
-  held: number; created_at: number; expires_at: number | null; revoked_at: number | null;
-}
-const toKey = (r: KeyRow): KeyRecord => ({
-  id: r.id, name: r.name, hash: r.hash, tier: r.tier,
-  models: r.models === null ? null : (JSON.parse(r.models) as string[]),
-  balance: r.balance, held: r.held, createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at,
-});
-
 export interface SqliteStoreOptions {
+  /** How long an operation waits for the write lock another connection holds (default 5000). */
   busyTimeoutMs?: number;
   /** ms between WAL checkpoints run by a worker thread (file databases). Default 1000. */
   checkpointIntervalMs?: number;
@@ -30,9 +23,6 @@ export interface SqliteStoreOptions {
 
 /** An open hold of this process: its key and amount (the key row has the sum and the count). */
 interface Hold { keyId: string; amount: number }
-
-/** A request's ledger row, in the order of the INSERT's parameters. */
-type RequestRow = [keyId: string, at: number, amount: number, requestId: string, route: string, model: string, status: number, promptTokens: number, completionTokens: number, stream: number, ms: number];
 
 /**
  * A key's money as the open batch sees it: the row as the batch found it (read under the write
@@ -60,15 +50,18 @@ export class SqliteStore implements Store {
   private readonly commitAfterNextTurn = () => setImmediate(this.commitSoon);
   private broken: unknown = null;
   private checkpointer: Worker | undefined;
-  private readonly stmt;
+  private readonly stmt: ReturnType<typeof prepareStatements>;
   private readonly options: SqliteStoreOptions;
+  private readonly busyTimeoutMs: number;
+  private readonly lockQueue = new WriteLockQueue(() => this.begin());
 
   constructor(filename: string, options: SqliteStoreOptions = {}) {
     this.db = new Database(filename);
     const db = this.db;
     db.pragma("journal_mode = WAL");
     db.pragma("synchronous = NORMAL");
-    db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+    this.busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    db.pragma(`busy_timeout = ${this.busyTimeoutMs}`); // migrations only: then 0 (WriteLockQueue)
     this.options = options;
     db.pragma("foreign_keys = ON");
     try {
@@ -77,34 +70,9 @@ export class SqliteStore implements Store {
       db.close();
       throw e;
     }
+    db.pragma("busy_timeout = 0");
     if (filename !== ":memory:") this.checkpointer = startCheckpointer(db, filename, options.checkpointIntervalMs ?? 1000);
-    this.stmt = {
-      ping: db.prepare("SELECT 1"),
-      getKey: db.prepare<[string], KeyRow>("SELECT * FROM keys WHERE id = ?"),
-      listKeys: db.prepare<[], KeyRow>("SELECT * FROM keys ORDER BY created_at, id"),
-      insertKey: db.prepare("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at) VALUES (@id, @name, @hash, @tier, @models, @at, @expiresAt)"),
-      updateBootstrap: db.prepare("UPDATE keys SET name = @name, hash = @hash, tier = @tier, models = @models, bootstrap = 1 WHERE id = @id"),
-      liveBootstrapIds: db.prepare<[], { id: string }>("SELECT id FROM keys WHERE bootstrap = 1 AND revoked_at IS NULL"),
-      credit: db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES (@keyId, @at, @amount, @kind, @ref, @idem) ON CONFLICT (idem) WHERE idem IS NOT NULL DO NOTHING"),
-      addBalance: db.prepare("UPDATE keys SET balance = balance + @amount WHERE id = @keyId"),
-      revoke: db.prepare("UPDATE keys SET revoked_at = coalesce(revoked_at, @at) WHERE id = @id"),
-      // The request path: prepared once, positional parameters (binding from objects costs more).
-      begin: db.prepare("BEGIN IMMEDIATE"),
-      commit: db.prepare("COMMIT"),
-      money: db.prepare<[string], { balance: number; held: number; revokedAt: number | null; expiresAt: number | null }>("SELECT balance, held, revoked_at AS revokedAt, expires_at AS expiresAt FROM keys WHERE id = ?"),
-      // The request's one ledger row: its charge (−cost) and its usage record.
-      requestRow: db.prepare<[string, number, number, string, string, string, number, number, number, number, number]>(
-        "INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES (?, ?, ?, 'usage', ?, ?, ?, ?, ?, ?, ?, ?)"),
-      applyMoney: db.prepare<[number, number, number, string]>("UPDATE keys SET balance = balance + ?, held = held + ?, holds = holds + ? WHERE id = ?"),
-      openHolds: db.prepare<[], { id: string; held: number; holds: number }>("SELECT id, held, holds FROM keys WHERE held <> 0 OR holds <> 0"),
-      setHolds: db.prepare<[number, number, string]>("UPDATE keys SET held = ?, holds = ? WHERE id = ?"),
-      getIdem: db.prepare<[string], { fingerprint: string; body: string }>("SELECT fingerprint, body FROM idempotency WHERE key = ?"),
-      putIdem: db.prepare("INSERT INTO idempotency (key, fingerprint, body, at) VALUES (?, ?, ?, ?)"),
-      audit: db.prepare<[], { keyId: string; balance: number; held: number; holds: number; ledgerSum: number }>(
-        `SELECT k.id AS keyId, k.balance, k.held, k.holds, coalesce(l.total, 0) AS ledgerSum
-         FROM keys k LEFT JOIN (SELECT key_id, sum(amount) AS total FROM ledger GROUP BY key_id) l ON l.key_id = k.id
-         ORDER BY k.id`),
-    };
+    this.stmt = prepareStatements(db);
   }
 
   /** The key's account in the open batch, read from its row at the batch's first use of it. */
@@ -180,22 +148,51 @@ export class SqliteStore implements Store {
    * favour), never an unbalanced ledger. A failed statement or COMMIT rolls the batch back and
    * leaves the store failed closed (503) until the process restarts and releases what it held.
    */
-  private batched<T>(fn: () => T): Promise<T> {
-    return this.run(() => {
-      if (this.batch === null) {
-        this.stmt.begin.run(); // SQLITE_BUSY here: 503, nothing open
-        this.batch = { accounts: new Map(), rows: [] };
-        setImmediate(this.commitAfterNextTurn);
-      }
-      try {
-        return fn();
-      } catch (e) {
-        // No savepoint per operation (it doubles the statements): an operation that fails half
-        // way takes the whole batch with it, and the store stays failed closed.
-        this.fail(e);
-        throw e;
-      }
+  private batched<T>(fn: () => T, failsClosed = false): Promise<T> {
+    try {
+      if (this.broken !== null) throw this.broken;
+      if (this.batch === null && (this.lockQueue.waiting || !this.begin())) return this.waitForLock(fn, failsClosed);
+      return Promise.resolve(this.inBatch(fn));
+    } catch (e) {
+      if (failsClosed) this.fail(e);
+      return Promise.reject(new StoreUnavailableError(e));
+    }
+  }
+
+  /**
+   * `fn` once the write lock is free, or a 503 past busyTimeoutMs. A settlement (`failsClosed`)
+   * that cannot be written fails the store closed, as a failed COMMIT does: the process restarts
+   * and releases its holds, instead of serving on with that hold taken from the key for good.
+   */
+  private waitForLock<T>(fn: () => T, failsClosed: boolean): Promise<T> {
+    return this.lockQueue.wait(() => this.inBatch(fn), Date.now() + this.busyTimeoutMs).catch((e: unknown) => {
+      if (failsClosed) this.fail(e);
+      throw new StoreUnavailableError(e);
     });
+  }
+
+  /** Opens a batch (BEGIN IMMEDIATE: the write lock); false when another connection holds the lock. */
+  private begin(): boolean {
+    try {
+      this.stmt.begin.run();
+    } catch (e) {
+      if (isBusy(e)) return false;
+      throw e;
+    }
+    this.batch = { accounts: new Map(), rows: [] };
+    setImmediate(this.commitAfterNextTurn);
+    return true;
+  }
+
+  /** An operation in the open batch. No savepoint per operation (it doubles the statements): one that fails half way takes the whole batch with it, and the store stays failed closed. */
+  private inBatch<T>(fn: () => T): T {
+    try {
+      if (this.broken !== null) throw this.broken; // it failed while this waited for the lock
+      return fn();
+    } catch (e) {
+      this.fail(e);
+      throw e;
+    }
   }
 
   private fail(e: unknown): void {
@@ -227,11 +224,12 @@ export class SqliteStore implements Store {
 
   /** For operations that must be durable before they answer (admin routes, start-up). */
   private now<T>(fn: () => T): Promise<T> {
-    return this.run(() => {
+    // Another connection has the write lock: tried again without stopping the thread.
+    return retryWhileBusy(() => this.run(() => {
       this.commit();
       if (this.broken !== null) throw this.broken;
       return fn();
-    });
+    }), (e) => isBusy((e as Error).cause), Date.now() + this.busyTimeoutMs);
   }
 
   ping(): Promise<void> {
@@ -326,7 +324,7 @@ export class SqliteStore implements Store {
   }
 
   settle(input: SettleInput): Promise<{ available: number }> {
-    return this.batched(() => this.settleOp(input));
+    return this.batched(() => this.settleOp(input), true);
   }
 
   releaseStaleReservations(): Promise<number> {
@@ -390,6 +388,7 @@ export class SqliteStore implements Store {
     }
     // The last batch is committed first. A store that already failed closed has nothing left to
     // commit (its batch was rolled back), but its connection is closed all the same.
+    this.lockQueue.failAll(new Error("the store is closing"));
     const failedBefore = this.broken !== null;
     if (!failedBefore) this.commit();
     const failure = failedBefore ? null : this.broken;

@@ -1,0 +1,48 @@
+import type Database from "better-sqlite3";
+import type { KeyRecord } from "./store.ts";
+
+/** The SQLite store's SQL: every statement prepared once, when the store opens. */
+
+export interface KeyRow {
+  id: string; name: string; hash: string; tier: string; models: string | null; balance: number;
+  held: number; created_at: number; expires_at: number | null; revoked_at: number | null;
+}
+export const toKey = (r: KeyRow): KeyRecord => ({
+  id: r.id, name: r.name, hash: r.hash, tier: r.tier,
+  models: r.models === null ? null : (JSON.parse(r.models) as string[]),
+  balance: r.balance, held: r.held, createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at,
+});
+
+/** A request's ledger row, in the order of `requestRow`'s parameters. */
+export type RequestRow = [keyId: string, at: number, amount: number, requestId: string, route: string, model: string, status: number, promptTokens: number, completionTokens: number, stream: number, ms: number];
+
+export function prepareStatements(db: Database.Database) {
+  return {
+    ping: db.prepare("SELECT 1"),
+    getKey: db.prepare<[string], KeyRow>("SELECT * FROM keys WHERE id = ?"),
+    listKeys: db.prepare<[], KeyRow>("SELECT * FROM keys ORDER BY created_at, id"),
+    insertKey: db.prepare("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at) VALUES (@id, @name, @hash, @tier, @models, @at, @expiresAt)"),
+    updateBootstrap: db.prepare("UPDATE keys SET name = @name, hash = @hash, tier = @tier, models = @models, bootstrap = 1 WHERE id = @id"),
+    liveBootstrapIds: db.prepare<[], { id: string }>("SELECT id FROM keys WHERE bootstrap = 1 AND revoked_at IS NULL"),
+    credit: db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES (@keyId, @at, @amount, @kind, @ref, @idem) ON CONFLICT (idem) WHERE idem IS NOT NULL DO NOTHING"),
+    addBalance: db.prepare("UPDATE keys SET balance = balance + @amount WHERE id = @keyId"),
+    revoke: db.prepare("UPDATE keys SET revoked_at = coalesce(revoked_at, @at) WHERE id = @id"),
+    // The request path: prepared once, positional parameters (binding from objects costs more).
+    begin: db.prepare("BEGIN IMMEDIATE"),
+    commit: db.prepare("COMMIT"),
+    money: db.prepare<[string], { balance: number; held: number; revokedAt: number | null; expiresAt: number | null }>("SELECT balance, held, revoked_at AS revokedAt, expires_at AS expiresAt FROM keys WHERE id = ?"),
+    // The request's one ledger row: its charge (−cost) and its usage record.
+    requestRow: db.prepare<RequestRow>(
+      "INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES (?, ?, ?, 'usage', ?, ?, ?, ?, ?, ?, ?, ?)"),
+    applyMoney: db.prepare<[number, number, number, string]>("UPDATE keys SET balance = balance + ?, held = held + ?, holds = holds + ? WHERE id = ?"),
+    openHolds: db.prepare<[], { id: string; held: number; holds: number }>("SELECT id, held, holds FROM keys WHERE held <> 0 OR holds <> 0"),
+    setHolds: db.prepare<[number, number, string]>("UPDATE keys SET held = ?, holds = ? WHERE id = ?"),
+    getIdem: db.prepare<[string], { fingerprint: string; body: string }>("SELECT fingerprint, body FROM idempotency WHERE key = ?"),
+    putIdem: db.prepare("INSERT INTO idempotency (key, fingerprint, body, at) VALUES (?, ?, ?, ?)"),
+    audit: db.prepare<[], { keyId: string; balance: number; held: number; holds: number; ledgerSum: number }>(
+      `SELECT k.id AS keyId, k.balance, k.held, k.holds, coalesce(l.total, 0) AS ledgerSum
+       FROM keys k LEFT JOIN (SELECT key_id, sum(amount) AS total FROM ledger GROUP BY key_id) l ON l.key_id = k.id
+       ORDER BY k.id`),
+
+  };
+}
