@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import net from "node:net";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { AnswerMemory } from "./answer-memory.ts";
@@ -157,8 +158,13 @@ export function buildApp(deps: AppDeps): FastifyInstance {
  * wait for keep-alive connections that went idle after it began (Fastify's 72 s).
  */
 export async function closeApp(app: FastifyInstance, drainMs: number): Promise<{ aborted: number }> {
-  const closed = app.close(); // stops accepting; resolves when in-flight requests are answered
+  // Stops accepting connections and leaves the open ones to the drain. Node's server.close()
+  // (app.close() calls it) also destroys every connection it counts as idle, and it counts one
+  // whose answer has been ended but is still being flushed to a slow client: a large answer,
+  // charged, was cut half sent.
+  net.Server.prototype.close.call(app.server);
   const result = await app.shim.inflight.drain(drainMs);
+  const closed = app.close();
   app.server.closeAllConnections();
   await closed;
   return result;

@@ -1,6 +1,7 @@
 import { createServer, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { closeApp } from "../../api-shim/src/app.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
 const CREDIT = 1_000_000;
@@ -162,5 +163,39 @@ describe("one large event (vLLM's first with echo and logprobs holds the whole p
     await read(key, null);
     expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 499, error: "client_closed_request" });
     expect((await h.store.getKey(id))!.held).toBe(0);
+  });
+});
+
+describe("a drain (SIGTERM) while a large answer is being written to a slow client", () => {
+  it("waits for the answer to be sent whole (it is charged) instead of closing the connection under it", { timeout: 30_000 }, async () => {
+    const h = await startShim();
+    try {
+      h.fake.set({ embeddingDims: 4096 });
+      const { key } = await h.createKey({ credits: 100 });
+      // About 10 MB: more than the sockets between the shim and a client that reads nothing hold.
+      const input = Array.from({ length: 256 }, (_, i) => `passage ${i}`);
+      const { length, received } = await new Promise<{ length: number; received: number }>((resolve, reject) => {
+        const req = request(`${h.url}/v1/embeddings`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" } });
+        req.on("error", reject);
+        req.on("response", (res) => {
+          res.pause();
+          let received = 0;
+          setTimeout(() => {
+            void closeApp(h.app, 5000); // what SIGTERM does
+            setTimeout(() => {
+              res.on("data", (c: Buffer) => (received += c.length));
+              res.on("end", () => resolve({ length: Number(res.headers["content-length"]), received }));
+              res.on("error", () => resolve({ length: Number(res.headers["content-length"]), received }));
+              res.resume();
+            }, 300);
+          }, 500);
+        });
+        req.end(JSON.stringify({ model: "bge-m3", input, encoding_format: "float" }));
+      });
+      expect(length).toBeGreaterThan(8 * 1024 * 1024);
+      expect(received).toBe(length);
+    } finally {
+      await h.close().catch(() => {});
+    }
   });
 });

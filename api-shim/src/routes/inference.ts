@@ -234,10 +234,18 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     finishRequest(ctx, request, res.status);
     return reply;
   } finally {
-    done();
     reply.raw.off("close", onClose);
-    if (!lease.holding || reply.raw.writableFinished || reply.raw.destroyed) lease.release();
-    else reply.raw.once("close", () => lease.release());
+    // An answer still being written is still in flight: a drain (SIGTERM) waits for it rather
+    // than closing its connection under it, charged and half sent. Its memory is held until then.
+    if (reply.raw.writableFinished || reply.raw.destroyed) {
+      done();
+      lease.release();
+    } else {
+      reply.raw.once("close", () => {
+        done();
+        lease.release();
+      });
+    }
   }
 }
 
