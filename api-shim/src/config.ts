@@ -2,7 +2,7 @@ import { isIP } from "node:net";
 import { parse as parseYaml } from "yaml";
 import { isKeyId } from "./keys.ts";
 import { parseCredits } from "./money.ts";
-import { parseDatabaseUrl } from "./store/database-url.ts";
+import { parseDatabaseUrl, redactUrl } from "./store/database-url.ts";
 
 /**
  * The one place that reads the environment and SHIM_CONFIG. `parseShimConfig` is pure: it takes
@@ -125,11 +125,16 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     const v = str(name);
     if (v === null) return null;
     let ok = false;
+    let credentials = false;
     try {
       const u = new URL(v);
-      ok = (u.protocol === "http:" || u.protocol === "https:") && !u.search && !u.hash;
+      credentials = u.username !== "" || u.password !== "";
+      ok = (u.protocol === "http:" || u.protocol === "https:") && !u.search && !u.hash && !credentials;
     } catch {}
-    if (!ok) bad(name, v, `an http(s) URL without query, e.g. ${example}`);
+    // The value is not repeated whole: a password or a key in it would reach the logs.
+    const shown = redactUrl(v).replace(/[?#].*$/, "?…");
+    if (credentials) problems.push(`${name}: ${show(shown)} has credentials in it, which would not be sent (only the origin is used); give the upstream's key in SHIM_UPSTREAM_API_KEY`);
+    else if (!ok) bad(name, shown, `an http(s) URL without query, e.g. ${example}`);
     return v;
   };
   const upstreamUrl = httpUrl("SHIM_UPSTREAM_URL", "http://litellm:4000/v1");

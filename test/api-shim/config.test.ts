@@ -115,6 +115,14 @@ extra: 1
     expect(p.join("\n")).not.toContain("letmein"); // the token is a secret, even a bad one
   });
 
+  it("an upstream URL with credentials or a query is refused without repeating them: they would reach stderr and the logs", () => {
+    const p = problems({ SHIM_UPSTREAM_URL: "http://shim:TopSecretPw@litellm:4000/v1", SHIM_READY_URL: "http://vllm:8000/health?api_key=sk-live-123" });
+    expect(p).toEqual([
+      'SHIM_UPSTREAM_URL: "http://shim:***@litellm:4000/v1" has credentials in it, which would not be sent (only the origin is used); give the upstream\'s key in SHIM_UPSTREAM_API_KEY',
+      'SHIM_READY_URL: "http://vllm:8000/health?…" is not valid; expected an http(s) URL without query, e.g. http://vllm:8000/health',
+    ]);
+  });
+
   it("requires SHIM_UPSTREAM_URL, a readable SHIM_CONFIG and a path in a sqlite: URL", () => {
     expect(problems({ SHIM_DATABASE_URL: "sqlite:" })).toEqual([expect.stringMatching(/^SHIM_DATABASE_URL: sqlite: needs a path/)]);
     expect(() => parseShimConfig({}, () => "")).toThrow(/SHIM_UPSTREAM_URL: is required/);
