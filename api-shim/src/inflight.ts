@@ -43,6 +43,11 @@ export class Inflight {
     return this.count;
   }
 
+  /** Aborts every request in flight (each still settles). */
+  abortAll(reason: string): void {
+    for (const abort of this.slots.filter((a) => a !== undefined)) abort(reason);
+  }
+
   /** Stops admitting, waits up to `timeoutMs` for requests to finish, then aborts the rest and waits for them to settle. */
   async drain(timeoutMs: number, settleTimeoutMs = SETTLE_AFTER_DRAIN_MS): Promise<{ aborted: number }> {
     this.draining = true;
@@ -50,7 +55,7 @@ export class Inflight {
     const finished = await this.waitEmpty(timeoutMs);
     if (finished) return { aborted: 0 };
     const aborted = this.size;
-    for (const abort of this.slots.filter((a) => a !== undefined)) abort("drain");
+    this.abortAll("drain");
     await this.waitEmpty(settleTimeoutMs);
     return { aborted };
   }

@@ -95,8 +95,15 @@ async function main(): Promise<void> {
       exitNow(exitCode);
     }
   };
-  process.on("SIGTERM", () => void stop?.("SIGTERM", 0, config.drainTimeoutMs));
-  process.on("SIGINT", () => void stop?.("SIGINT", 0, config.drainTimeoutMs));
+  // A second signal (Ctrl-C twice) does not wait for the drain: what is in flight is cut now and
+  // settled for what it delivered.
+  const onSignal = (signal: string) => {
+    if (!stopping) return void stop?.(signal, 0, config.drainTimeoutMs);
+    logger.info({ signal, inflight: app.shim.inflight.size }, "second signal: cutting what is in flight");
+    app.shim.inflight.abortAll("drain");
+  };
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
+  process.on("SIGINT", () => onSignal("SIGINT"));
 
   let address: string;
   try {

@@ -66,9 +66,20 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       if (req.requestId) headers["x-request-id"] = req.requestId;
       return dispatch(pool, { method: req.method, path: prefix + req.path, headers, body: req.body ?? null }, req.signal, options.headersTimeoutMs, req.onSent);
     },
-    close: () => pool.close(),
+    // Requests the drain does not own (the model list, /ready's probe) may wait on a silent
+    // upstream for its whole timeout (605 s in the Compose file), far past the stop grace
+    // period: they get a second, then are cut.
+    close: async () => {
+      let timer: NodeJS.Timeout | undefined;
+      const closed = await Promise.race([pool.close().then(() => true), new Promise<false>((r) => (timer = setTimeout(r, CLOSE_WAIT_MS, false)))]);
+      clearTimeout(timer);
+      if (!closed) await pool.destroy();
+    },
   };
 }
+
+/** How long closing waits for upstream requests still going before it cuts them. */
+const CLOSE_WAIT_MS = 1000;
 
 /** True when the error is the request's own AbortSignal firing (client gone, drain). */
 export function isAbort(err: unknown, signal: AbortSignal | undefined): boolean {

@@ -1,6 +1,7 @@
 import { once } from "node:events";
+import { createServer } from "node:http";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { connect, type Socket } from "node:net";
+import { type AddressInfo, connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -187,6 +188,41 @@ describe("the shim process", () => {
       }
     }
   }
+
+  it("a second SIGTERM cuts what is in flight at once instead of waiting for the drain (settled, exit 0)", async () => {
+    fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
+    const p = await start({ SHIM_DRAIN_TIMEOUT_MS: "20000" });
+    const long = await openStream(p, 5000);
+    const started = Date.now();
+    p.child.kill("SIGTERM");
+    await p.waitForLine((e) => e.msg === "draining");
+    p.child.kill("SIGTERM");
+    await expect(long.next().then(async () => { for (let r = await long.next(); !r.done; r = await long.next()); })).rejects.toMatchObject({ error: { code: "service_unavailable" } });
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+    expect(Date.now() - started).toBeLessThan(5000);
+    output.keep(p);
+    expect((await audit()).find((r) => r.keyId === key.id)!).toMatchObject({ held: 0, reservations: 0 });
+    fake.reset();
+  });
+
+  it("SIGTERM while a model list waits on a silent upstream: the process still exits soon after the drain, not at the upstream timeout", async () => {
+    const silent = createServer(() => {}); // accepts, never answers
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    try {
+      const p = await start({ SHIM_UPSTREAM_URL: `http://127.0.0.1:${(silent.address() as AddressInfo).port}/v1`, SHIM_DRAIN_TIMEOUT_MS: "500", SHIM_UPSTREAM_TIMEOUT_MS: "60000" });
+      const asked = client(p).models.list().catch((e: unknown) => e);
+      await new Promise((r) => setTimeout(r, 300));
+      const started = Date.now();
+      p.child.kill("SIGTERM");
+      expect(await p.exited).toEqual({ code: 0, signal: null });
+      expect(Date.now() - started).toBeLessThan(5000);
+      output.keep(p);
+      await asked;
+    } finally {
+      silent.closeAllConnections();
+      await new Promise((r) => silent.close(r));
+    }
+  });
 
   it("a store that fails closed makes the process exit 1 (so Docker restarts it), and the restart serves again", async () => {
     const p = await start();
