@@ -51,11 +51,20 @@ export function planFor(config: TenantConfig): Plan {
     ["Cost", `${usd(cost.hourlyUsd)}/hour, ${usd(cost.monthlyUsd)}/month (plan ${usd(plan.hourlyUsd)}/hour capped at ${usd(plan.monthlyUsd)}/month; ` +
       `volume ${config.volumeSizeGb} GB at ${usd(VOLUME_USD_PER_GB_MONTH)}/GB-month)`],
     ["Expires", config.ttlHours === undefined ? "never (no ttlHours)" : `${config.ttlHours} hours after the first \`pulumi up\` (\`npm run reap-expired\` destroys it)`],
-    ["Model", `${config.model.id} served as "${config.model.servedName}", up to ${config.model.maxModelLen} tokens, tensor-parallel ${config.model.tensorParallelSize}`],
+    ["Model", `${config.model.id} served as "${config.model.servedName}", up to ${config.model.maxModelLen} tokens, ${parallelism(config)}`],
     ["SSH", config.adminCidrs.length ? `from ${config.adminCidrs.join(", ")} only, by the generated key` : "closed (no adminCidrs): the serving stack cannot be deployed over SSH"],
     ...(adminOpenToAll(config) ? [["Warning", ADMIN_OPEN_WARNING] as [string, string]] : []),
   ];
   return { tenant: config.tenant, resources, ports, lines };
+}
+
+/** How vLLM spreads the model over the plan's GPUs, as the plan prints it. */
+function parallelism(config: TenantConfig): string {
+  const { tensorParallelSize: tp, pipelineParallelSize: pp } = config.model;
+  const gpus = config.plan.gpuCount;
+  if (gpus === 1) return "on 1 GPU";
+  return `on ${gpus} GPUs: tensor-parallel ${tp} x pipeline-parallel ${pp}` +
+    (pp > 1 ? " (pipeline: a GPU count that is not a power of two does not divide the model's attention heads)" : "");
 }
 
 /** adminCidrs lets in the whole internet (a /0), which is legal but rarely meant. */

@@ -15,8 +15,12 @@ export interface ModelConfig {
   readonly gpuMemoryUtilization: number;
   /** vLLM flags passed through as they are, after the ones the kit sets. */
   readonly extraArgs: readonly string[];
-  /** vLLM `--tensor-parallel-size`: the plan's GPU count. */
+  /**
+   * vLLM `--tensor-parallel-size` and `--pipeline-parallel-size`, from the plan's GPU count
+   * (their product): see parallelLayout in vllm.ts.
+   */
   readonly tensorParallelSize: number;
+  readonly pipelineParallelSize: number;
 }
 
 export interface TlsConfig {

@@ -1,6 +1,7 @@
 import { findPlan, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../catalog.ts";
 import { Secret } from "../secret.ts";
 import { isIPv6Cidr, Problems } from "./checks.ts";
+import { parallelLayout, reservedVllmFlag } from "./vllm.ts";
 import {
   DEFAULT_ALLOWED_CIDRS, DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_IMAGE, DEFAULT_IMAGES, DEFAULT_LIMITS,
   DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL_ID, DEFAULT_PLAN, DEFAULT_PRICING, DEFAULT_READY_TIMEOUT_MINUTES,
@@ -23,40 +24,6 @@ const CONFIG_KEYS = [
 const TLS_MODES: readonly TlsMode[] = ["letsencrypt", "self-signed", "off"];
 const PROVIDERS: readonly ProviderKind[] = ["groq", "gemini", "deepseek", "openai", "anthropic"];
 const TTL_MAX_HOURS = 24 * 90;
-
-/**
- * Flags the kit sets itself from config; passing them in `model.extraArgs` would contradict the
- * config (or open vLLM to the network), so each names the key to use instead.
- */
-const RESERVED_VLLM_FLAGS: Readonly<Record<string, string>> = {
-  "--model": "model.id",
-  "--served-model-name": "model.servedName",
-  "--max-model-len": "model.maxModelLen",
-  "--gpu-memory-utilization": "model.gpuMemoryUtilization",
-  "--tensor-parallel-size": "the plan (its GPU count)",
-  "--host": "nothing: vLLM listens only on the private Docker network",
-  "--port": "nothing: vLLM listens only on the private Docker network",
-  "--api-key": "nothing: the kit generates vLLM's key",
-};
-
-/** vLLM's short spellings of reserved flags. */
-const VLLM_SHORT_FLAGS: Readonly<Record<string, string>> = { "-tp": "--tensor-parallel-size" };
-
-/**
- * What to use instead when `arg` would set one of RESERVED_VLLM_FLAGS, spelt as vLLM's parser
- * reads it: `--api_key` is `--api-key` (its FlexibleArgumentParser turns underscores before the
- * first dot into dashes), `-tp` is `--tensor-parallel-size`, and argparse takes any unambiguous
- * prefix (`--served-model`) for the whole flag.
- */
-function reservedVllmFlag(arg: string): string | undefined {
-  const name = arg.split("=")[0]!;
-  const flag = name.startsWith("--")
-    ? `--${name.slice(2).replace(/^[^.]*/, (head) => head.replaceAll("_", "-"))}`
-    : VLLM_SHORT_FLAGS[name] ?? name;
-  if (RESERVED_VLLM_FLAGS[flag]) return RESERVED_VLLM_FLAGS[flag];
-  if (flag.length < 4 || !flag.startsWith("--")) return undefined;
-  return Object.entries(RESERVED_VLLM_FLAGS).find(([reserved]) => reserved.startsWith(flag))?.[1];
-}
 
 /**
  * Settings whose values may be secrets, whatever shape they were given in: `hfToken`, and all of
@@ -193,7 +160,7 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
     if (instead) p.add(`model.extraArgs[${i}]`, arg, `is set by the kit; use ${instead}`);
     else extraArgs.push(arg);
   });
-  return { id, servedName, maxModelLen, gpuMemoryUtilization, extraArgs, tensorParallelSize: gpuCount };
+  return { id, servedName, maxModelLen, gpuMemoryUtilization, extraArgs, ...parallelLayout(gpuCount) };
 }
 
 /** A secret setting; refused when the stack file holds it in plaintext (see ValidationContext). */

@@ -36,6 +36,7 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
     "--max-model-len", String(m.maxModelLen),
     "--gpu-memory-utilization", String(m.gpuMemoryUtilization),
     "--tensor-parallel-size", String(m.tensorParallelSize),
+    "--pipeline-parallel-size", String(m.pipelineParallelSize),
     ...m.extraArgs.map(composeLiteral),
   ]);
   // The first start downloads the weights; the health check waits as long as `pulumi up` does.

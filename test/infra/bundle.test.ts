@@ -57,6 +57,22 @@ it("keeps a $ in vLLM flags and the Let's Encrypt email as typed, through docker
   expect(resolved.services.certbot.environment.TLS_EMAIL).toBe("ops$team@acme.io");
 });
 
+describe("vLLM's parallel layout", () => {
+  const layout = (plan: string, region: string) => {
+    const command: string[] = parse(render(config({ plan, region })).get("compose.yaml")!).services.vllm.command;
+    const flag = (name: string) => Number(command[command.indexOf(name) + 1]);
+    return [flag("--tensor-parallel-size"), flag("--pipeline-parallel-size")];
+  };
+
+  it("uses every GPU, with tensor parallelism only where the size divides the models' attention heads", () => {
+    // 3 divides neither Qwen2.5-7B's 28 heads nor Llama's 32: vLLM would refuse to start with -tp 3.
+    expect(layout("g1-gpu-rtx6000-3", "us-east")).toEqual([1, 3]);
+    expect(layout("g1-gpu-rtx6000-2", "us-east")).toEqual([2, 1]);
+    expect(layout("g2-gpu-rtx4000a4-m", "us-ord")).toEqual([4, 1]);
+    expect(layout("g2-gpu-rtx4000a1-s", "us-ord")).toEqual([1, 1]);
+  });
+});
+
 describe.each(modes)("the bundle, tls %s", (_mode, c) => {
   const bundle = render(c);
   const compose = parse(bundle.get("compose.yaml")!);
@@ -78,6 +94,7 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(compose.services.vllm.command).toEqual([
       "Qwen/Qwen2.5-7B-Instruct", "--served-model-name", "qwen2.5-7b", "--host", "0.0.0.0", "--port", "8000",
       "--max-model-len", "8192", "--gpu-memory-utilization", "0.9", "--tensor-parallel-size", "1",
+      "--pipeline-parallel-size", "1",
     ]);
     expect(compose.services.vllm.volumes[0]).toMatch(/\/huggingface:\/root\/\.cache\/huggingface$/);
     expect(compose.services.shim.build.context).toBe("./api-shim");

@@ -3,6 +3,7 @@ import { validateConfig } from "../../infra/config.ts";
 import { describeProblems } from "../../infra/config.ts";
 import { formatProblem } from "../../infra/config/checks.ts";
 import type { ConfigProblem, TenantConfig } from "../../infra/config.ts";
+import { GPU_PLANS, regionsOffering } from "../../infra/catalog.ts";
 import { Secret } from "../../infra/secret.ts";
 
 const base = { region: "us-ord", allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["203.0.113.7/32"] };
@@ -26,7 +27,7 @@ describe("validateConfig: good configs", () => {
     expect(c.image).toBe("linode/ubuntu24.04");
     expect(c.model).toEqual({
       id: "Qwen/Qwen2.5-7B-Instruct", servedName: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192,
-      gpuMemoryUtilization: 0.9, extraArgs: [], tensorParallelSize: 1,
+      gpuMemoryUtilization: 0.9, extraArgs: [], tensorParallelSize: 1, pipelineParallelSize: 1,
     });
     expect(c.allowedCidrs).toEqual(["0.0.0.0/0", "::/0"]);
     expect(c.adminCidrs).toEqual([]);
@@ -46,9 +47,20 @@ describe("validateConfig: good configs", () => {
     expect(c.model.maxModelLen).toBe(4096);
   });
 
-  it("sets tensor parallelism from the plan's GPU count", () => {
-    expect(ok({ ...base, plan: "g2-gpu-rtx4000a4-m" }).model.tensorParallelSize).toBe(4);
-    expect(ok({ ...base, region: "us-east", plan: "g1-gpu-rtx6000-2" }).model.tensorParallelSize).toBe(2);
+  it("sets tensor and pipeline parallelism from the plan's GPU count, using every GPU", () => {
+    const layout = (plan: string, region = "us-east") => {
+      const { tensorParallelSize, pipelineParallelSize } = ok({ ...base, region, plan }).model;
+      return [tensorParallelSize, pipelineParallelSize];
+    };
+    expect(layout("g2-gpu-rtx4000a4-m", "us-ord")).toEqual([4, 1]);
+    expect(layout("g1-gpu-rtx6000-2")).toEqual([2, 1]);
+    // Tensor parallel 3 divides almost no model's attention heads (28 for Qwen2.5-7B, 32 for Llama).
+    expect(layout("g1-gpu-rtx6000-3")).toEqual([1, 3]);
+    for (const plan of GPU_PLANS) {
+      const [tp, pp] = layout(plan.id, regionsOffering(plan)[0]);
+      expect(tp! * pp!, plan.id).toBe(plan.gpuCount);
+      expect(Math.log2(tp!) % 1, `${plan.id}: tensor parallel ${tp} is a power of two`).toBe(0);
+    }
   });
 
   it("accepts a full config: keys, tiers, prices, providers, tls", () => {
@@ -131,6 +143,10 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["reserved vLLM flag, spelt otherwise", { ...base, model: { id: "a/b", extraArgs: ["--api_key=x", "--served_model_name", "-tp", "--max-model=4096", "--enable_prefix_caching"] } },
       ['gpu-sandbox:model.extraArgs[0] = "--api_key=x": is set by the kit; use nothing: the kit generates', 'gpu-sandbox:model.extraArgs[1] = "--served_model_name": is set by the kit; use model.servedName',
         'gpu-sandbox:model.extraArgs[2] = "-tp": is set by the kit; use the plan', 'gpu-sandbox:model.extraArgs[3] = "--max-model=4096": is set by the kit; use model.maxModelLen']],
+    // The pipeline size comes from the plan like the tensor size: together they must use every GPU.
+    ["reserved vLLM flag: pipeline parallelism", { ...base, model: { id: "a/b", extraArgs: ["--pipeline-parallel-size=2", "-pp", "--pipeline_parallel_size", "--pipeline-par"] } },
+      ['gpu-sandbox:model.extraArgs[0] = "--pipeline-parallel-size=2": is set by the kit; use the plan', 'gpu-sandbox:model.extraArgs[1] = "-pp": is set by the kit; use the plan',
+        'gpu-sandbox:model.extraArgs[2] = "--pipeline_parallel_size": is set by the kit; use the plan', 'gpu-sandbox:model.extraArgs[3] = "--pipeline-par": is set by the kit; use the plan']],
     ["bad model id", { ...base, model: { id: "not a repo" } }, ['gpu-sandbox:model.id = "not a repo": must be a Hugging Face repository id']],
     ["GPU memory out of range", { ...base, model: { gpuMemoryUtilization: 1.5 } }, ["gpu-sandbox:model.gpuMemoryUtilization = 1.5: must be between 0.1 and 0.99"]],
     ["typo in a key", { ...base, ttlHour: 5 }, ['gpu-sandbox:ttlHour: is not a gpu-sandbox setting; known: region, plan,']],

@@ -199,6 +199,14 @@ describe("the plan that `npm run render` prints", () => {
     expect(formatPlan(planFor(configFor("example")))).not.toContain("Warning");
   });
 
+  it("shows how vLLM spreads the model over the plan's GPUs", async () => {
+    const { formatPlan, planFor } = await import("../../infra/plan.ts");
+    const model = (plan: string, region: string) => formatPlan(planFor(configFor("example", { plan, region }))).split("\n").find((l) => l.includes("Model"));
+    expect(model("g2-gpu-rtx4000a1-s", "us-ord")).toMatch(/up to 8192 tokens, on 1 GPU$/);
+    expect(model("g1-gpu-rtx6000-3", "us-east")).toContain("on 3 GPUs: tensor-parallel 1 x pipeline-parallel 3");
+    expect(model("g2-gpu-rtx4000a4-s", "us-ord")).toMatch(/on 4 GPUs: tensor-parallel 4 x pipeline-parallel 1$/);
+  });
+
   it.each([["with adminCidrs", {}], ["without adminCidrs", { adminCidrs: [] }], ["self-signed", { tls: { mode: "self-signed" } }]])("lists exactly the resources the program registers, %s", async (_name, overrides) => {
     const { planFor } = await import("../../infra/plan.ts");
     const config = configFor("example", overrides);

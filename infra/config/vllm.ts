@@ -1,0 +1,62 @@
+/**
+ * What the kit decides for vLLM itself: the flags it sets from config (and so refuses in
+ * `model.extraArgs`), and how the plan's GPUs are split between tensor and pipeline parallelism.
+ */
+
+/**
+ * Flags the kit sets itself from config; passing them in `model.extraArgs` would contradict the
+ * config (or open vLLM to the network), so each names the key to use instead.
+ */
+const RESERVED_VLLM_FLAGS: Readonly<Record<string, string>> = {
+  "--model": "model.id",
+  "--served-model-name": "model.servedName",
+  "--max-model-len": "model.maxModelLen",
+  "--gpu-memory-utilization": "model.gpuMemoryUtilization",
+  "--tensor-parallel-size": "the plan (its GPU count)",
+  "--pipeline-parallel-size": "the plan (its GPU count)",
+  "--host": "nothing: vLLM listens only on the private Docker network",
+  "--port": "nothing: vLLM listens only on the private Docker network",
+  "--api-key": "nothing: the kit generates vLLM's key",
+};
+
+/** vLLM's short spellings of reserved flags. */
+const VLLM_SHORT_FLAGS: Readonly<Record<string, string>> = { "-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size" };
+
+/**
+ * What to use instead when `arg` would set one of RESERVED_VLLM_FLAGS, spelt as vLLM's parser
+ * reads it: `--api_key` is `--api-key` (its FlexibleArgumentParser turns underscores before the
+ * first dot into dashes), `-tp` is `--tensor-parallel-size`, and argparse takes any unambiguous
+ * prefix (`--served-model`) for the whole flag.
+ */
+export function reservedVllmFlag(arg: string): string | undefined {
+  const name = arg.split("=")[0]!;
+  const flag = name.startsWith("--")
+    ? `--${name.slice(2).replace(/^[^.]*/, (head) => head.replaceAll("_", "-"))}`
+    : VLLM_SHORT_FLAGS[name] ?? name;
+  if (RESERVED_VLLM_FLAGS[flag]) return RESERVED_VLLM_FLAGS[flag];
+  if (flag.length < 4 || !flag.startsWith("--")) return undefined;
+  return Object.entries(RESERVED_VLLM_FLAGS).find(([reserved]) => reserved.startsWith(flag))?.[1];
+}
+
+export interface ParallelLayout {
+  /** vLLM `--tensor-parallel-size`. */
+  readonly tensorParallelSize: number;
+  /** vLLM `--pipeline-parallel-size`. */
+  readonly pipelineParallelSize: number;
+}
+
+/**
+ * How vLLM spreads the model over `gpuCount` GPUs, using every one (tensor × pipeline = GPUs).
+ * Tensor parallelism splits each layer's attention heads, and vLLM refuses to start unless the
+ * model's head counts divide by it: 3 does not divide 28 (Qwen2.5-7B) or 32 (Llama), while a
+ * power of two divides nearly every model's. So the tensor size is the largest power of two that
+ * divides the GPU count, and the rest is pipeline parallelism, which splits the model by layers
+ * and takes uneven splits: 3 GPUs run tensor 1 × pipeline 3, as vLLM's docs advise for a GPU count
+ * that does not divide the model ("Parallelism and Scaling", uneven GPU splits).
+ */
+export function parallelLayout(gpuCount: number): ParallelLayout {
+  if (!Number.isInteger(gpuCount) || gpuCount < 1) throw new Error(`parallelLayout: bad GPU count ${gpuCount}`);
+  let tensorParallelSize = 1;
+  while (gpuCount % (tensorParallelSize * 2) === 0) tensorParallelSize *= 2;
+  return { tensorParallelSize, pipelineParallelSize: gpuCount / tensorParallelSize };
+}
