@@ -24,6 +24,7 @@ export function loadConfig(): TenantConfig {
   // Pulumi hands over encrypted and plaintext values alike; only the stack file tells them apart.
   const result = validateConfig(raw, { stack, fileConfig: stackFileConfig(stack) });
   if (!result.ok) throw new pulumi.RunError(describeProblems(result.problems));
+  if (result.deployProblems.length > 0) throw new pulumi.RunError(describeProblems(result.deployProblems));
   return result.config;
 }
 

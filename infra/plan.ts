@@ -1,5 +1,6 @@
 import { costOf, VOLUME_USD_PER_GB_MONTH } from "./catalog.ts";
 import type { TenantConfig } from "./config.ts";
+import { OWN_ADDRESS_HINT, unreachableSource } from "./config/addresses.ts";
 import { resourceNames, webPorts } from "./host.ts";
 
 export interface PlannedResource {
@@ -54,6 +55,10 @@ export function planFor(config: TenantConfig): Plan {
     ["Model", `${config.model.id} served as "${config.model.servedName}", up to ${config.model.maxModelLen} tokens, ${parallelism(config)}`],
     ["SSH", config.adminCidrs.length ? `from ${config.adminCidrs.join(", ")} only, by the generated key` : "closed (no adminCidrs): the serving stack cannot be deployed over SSH"],
     ...(adminOpenToAll(config) ? [["Warning", ADMIN_OPEN_WARNING] as [string, string]] : []),
+    ...config.adminCidrs.flatMap((cidr): [string, string][] => {
+      const what = unreachableSource(cidr);
+      return what ? [["Problem", `adminCidrs ${cidr} is ${what}, from which nobody reaches the host: \`pulumi up\` refuses it; ${OWN_ADDRESS_HINT}`]] : [];
+    }),
   ];
   return { tenant: config.tenant, resources, ports, lines };
 }
@@ -123,6 +128,7 @@ function servingResources(config: TenantConfig): PlannedResource[] {
     ...tlsResources[config.tls.mode]!,
     { type: "pulumi:providers:docker", name: `${t}-registry`, note: "asks the registries for image digests (no local Docker daemon)" },
     ...(config.adminCidrs.length === 0 ? [] : [
+      { type: "command:local:Command", name: `${t}-ssh-wait`, note: "waits until SSH answers this machine (a new host); if it never does, asks whether your address is in adminCidrs" },
       command("host-ready", "waits over SSH until the host has finished its setup"),
       command("env", "writes /opt/gpu-sandbox/.env (0600) through stdin"),
       ...(config.tls.mode === "off" ? [] : [command("certificate", "installs the certificate through stdin")]),

@@ -32,7 +32,7 @@ Without the CLI it prints those commands.
   --served-name <name>       the name clients send as "model" (default: the model id)
   --allowed-cidrs <a,b>      who may reach 80/443 (default 0.0.0.0/0,::/0)
   --admin-cidrs <a,b>        who may reach SSH and /admin; \`pulumi up\` deploys over SSH, so
-                             put your address here, e.g. 203.0.113.7/32
+                             put your own public address here: "$(curl -4s https://ifconfig.me)/32"
   --ttl-hours <n>            destroy by \`npm run reap-expired\` n hours after the first \`pulumi up\`
   --key <name:credits:tier>  a bootstrap API key (repeatable), e.g. app:1000:developer
   --tls <mode>               letsencrypt (default), self-signed or off
@@ -42,9 +42,9 @@ Without the CLI it prints those commands.
 Examples:
   npm run new-tenant -- acme --region us-ord --plan g2-gpu-rtx4000a1-s \\
     --model Qwen/Qwen2.5-7B-Instruct --served-name qwen2.5-7b --allowed-cidrs 0.0.0.0/0,::/0 \\
-    --admin-cidrs 203.0.113.7/32 --ttl-hours 24 --key app:1000:developer
+    --admin-cidrs "$(curl -4s https://ifconfig.me)/32" --ttl-hours 24 --key app:1000:developer
   HF_TOKEN=hf_… npm run new-tenant -- team-01 --region de-fra-2 --model meta-llama/Llama-3.1-8B-Instruct \\
-    --admin-cidrs 203.0.113.7/32 --tls self-signed --allowed-cidrs 198.51.100.0/24 --hf-token-from-env`;
+    --admin-cidrs "$(curl -4s https://ifconfig.me)/32" --tls self-signed --allowed-cidrs 198.51.100.0/24 --hf-token-from-env`;
 
 const OPTIONS = {
   region: { type: "string" },
@@ -166,6 +166,8 @@ export async function newTenant(req: NewTenantRequest, deps: ScriptDeps): Promis
   // The token is not written to the file, but the validator is told it is set (as `pulumi up` will be).
   const result = validateConfig(hfToken ? { ...raw, hfToken: Secret.of(hfToken) } : raw, { stack: req.name });
   if (!result.ok) throw new UsageError(describeFlagProblems(result.problems));
+  // The file is for `pulumi up`, which refuses an adminCidrs nobody can connect from.
+  if (result.deployProblems.length > 0) throw new UsageError(describeFlagProblems(result.deployProblems));
 
   const path = stackFilePath(deps.root, req.name);
   const shown = relative(deps.root, path);

@@ -4,6 +4,8 @@
 import { writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { describeProblems, validateConfig } from "../infra/config.ts";
+import { formatProblem } from "../infra/config/checks.ts";
+import { CONFIG_NAMESPACE } from "../infra/config/types.ts";
 import { formatPlan, planFor } from "../infra/plan.ts";
 import { renderBundle, writeBundle } from "../infra/render/bundle.ts";
 import { hostCloudInit } from "../infra/render/cloud-init.ts";
@@ -19,6 +21,8 @@ export interface RenderResult {
   readonly outDir: string;
   readonly files: readonly string[];
   readonly plan: string;
+  /** What `pulumi up` refuses though the bundle renders (an adminCidrs nobody connects from). */
+  readonly deployProblems: readonly string[];
 }
 
 /** Renders one stack; throws UsageError/StackFileError with a message meant for the user. */
@@ -34,7 +38,10 @@ export function renderStack(root: string, stack: string, outDir = join(root, "ou
   // The instance's user data, for review; it is not part of what is copied to /opt/gpu-sandbox.
   const cloudInit = hostCloudInit(config.tenant);
   writeFileSync(join(outDir, "cloud-init.yaml"), cloudInit);
-  return { outDir, files: [...bundle.keys(), "cloud-init.yaml"].sort(), plan: formatPlan(planFor(config)) };
+  return {
+    outDir, files: [...bundle.keys(), "cloud-init.yaml"].sort(), plan: formatPlan(planFor(config)),
+    deployProblems: result.deployProblems.map((problem) => formatProblem(problem, CONFIG_NAMESPACE)),
+  };
 }
 
 export function main(argv: readonly string[], root = process.cwd()): number {
@@ -61,6 +68,9 @@ export function main(argv: readonly string[], root = process.cwd()): number {
     const top = [...new Set(r.files.map((f) => f.split("/")[0]))];
     console.log(`\nWrote ${r.files.length} files to ${relative(root, r.outDir) || "."}/: ${top.join(", ")}`);
     console.log("To run it on any Docker + NVIDIA GPU host, see docs/serving.md, \"Run the bundle on your own GPU host\".");
+    if (r.deployProblems.length > 0) {
+      console.error(`\n\`pulumi up\` refuses this stack until you fix stacks/Pulumi.${values.stack}.yaml:\n${r.deployProblems.map((line) => `  - ${line}`).join("\n")}`);
+    }
     return 0;
   } catch (err) {
     if (err instanceof UsageError || err instanceof StackFileError) {

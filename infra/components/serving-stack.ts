@@ -137,11 +137,25 @@ export class ServingStack extends pulumi.ComponentResource {
     const dir = HOST_PATHS.bundleDir;
     const waitSeconds = HOST_SETUP_TIMEOUT_MINUTES * 60;
 
+    // From this machine, a host still booting and a firewall that does not let this address in
+    // look the same (SSH times out), so a new host is waited for here first: when SSH never
+    // answers, this says to check adminCidrs rather than ending with the SSH library's dial error.
+    const sshWait = new command.local.Command(`${name}-ssh-wait`, {
+      interpreter: ["/bin/bash", "-c"],
+      create: readTemplate("operator/wait-for-ssh.sh"),
+      environment: {
+        GS_SSH_KEY: pulumi.secret(args.sshPrivateKey), GS_HOST: ip, GS_WAIT_SECONDS: String(waitSeconds),
+        GS_ADMIN_CIDRS: config.adminCidrs.join(", "),
+      },
+      triggers: [args.instanceId],
+      logging: "stdoutAndStderr",
+    }, { parent: this });
+
     // The host keeps SSH closed until its setup is done, so this waits by retrying the dial.
     const hostReady = new command.remote.Command(`${name}-host-ready`, {
       connection: connection(Math.ceil(waitSeconds / DIAL_TIMEOUT_SECONDS)),
       create: `bash ${HOST_PATHS.libDir}/wait-host-ready.sh ${waitSeconds} && mkdir -p ${dir}/.incoming`,
-    }, { parent: this });
+    }, { parent: this, dependsOn: [sshWait] });
 
     const env = new command.remote.Command(`${name}-env`, {
       connection: connection(4),

@@ -121,5 +121,13 @@ export interface ConfigProblem {
 }
 
 export type ValidationResult =
-  | { readonly ok: true; readonly config: TenantConfig }
+  | {
+    readonly ok: true;
+    readonly config: TenantConfig;
+    /**
+     * What stops a deployment to Linode (`pulumi up`, `npm run new-tenant`) but not a render: an
+     * adminCidrs entry nobody can connect from. Listed in `problems` too when the config is invalid.
+     */
+    readonly deployProblems: readonly ConfigProblem[];
+  }
   | { readonly ok: false; readonly problems: readonly ConfigProblem[] };

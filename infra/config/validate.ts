@@ -1,6 +1,7 @@
 import { findPlan, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../catalog.ts";
 import { Secret } from "../secret.ts";
-import { isIPv6Cidr, Problems } from "./checks.ts";
+import { OWN_ADDRESS_HINT, unreachableSource } from "./addresses.ts";
+import { isIPv6Cidr, normaliseCidr, Problems } from "./checks.ts";
 import { parallelLayout, reservedVllmFlag } from "./vllm.ts";
 import {
   DEFAULT_ALLOWED_CIDRS, DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_IMAGE, DEFAULT_IMAGES, DEFAULT_LIMITS,
@@ -85,6 +86,8 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   if (adminCidrs.length > 0 && adminCidrs.every(isIPv6Cidr)) {
     p.add("adminCidrs", adminCidrs.join(", "), "needs an IPv4 address: pulumi up deploys over SSH to the host's IPv4 address, and /admin is reached over IPv4 only");
   }
+  const deploy = new Problems(isSecretSetting);
+  checkAdminReachable(deploy, raw.adminCidrs);
   const tls = checkTls(p, raw.tls, allowedCidrs);
   const tiers = checkTiers(p, raw.tiers);
   const providers = checkProviders(p, raw.providers, model?.servedName, secret);
@@ -100,7 +103,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
     p.number("readyTimeoutMinutes", raw.readyTimeoutMinutes, { min: 1, max: 240, integer: true }) ?? DEFAULT_READY_TIMEOUT_MINUTES;
 
   if (p.list.length > 0 || !tenant || !region || !plan || !model || !tls) {
-    return { ok: false, problems: p.list };
+    return { ok: false, problems: [...p.list, ...deploy.list] };
   }
   const config: TenantConfig = {
     tenant, region, plan, image, model, allowedCidrs, adminCidrs, tls, keys, tiers, pricing, providers,
@@ -108,7 +111,25 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
     ...(hfToken ? { hfToken } : {}),
     ...(ttlHours !== undefined ? { ttlHours } : {}),
   };
-  return { ok: true, config: deepFreeze(config) };
+  return { ok: true, config: deepFreeze(config), deployProblems: deploy.list };
+}
+
+/**
+ * adminCidrs entries from which nobody reaches the host's public address (documentation,
+ * private, loopback, link-local ranges): `pulumi up` would wait for SSH until its timeout, with
+ * the GPU billing. Deployment problems, not config errors: the bundle `npm run render` writes
+ * is still good on a host of one's own, where such an address may well be the admin's.
+ */
+function checkAdminReachable(deploy: Problems, value: unknown): void {
+  if (!Array.isArray(value)) return;
+  value.forEach((item, i) => {
+    const cidr = typeof item === "string" ? normaliseCidr(item) : undefined;
+    const what = cidr && unreachableSource(cidr);
+    if (what) {
+      deploy.add(`adminCidrs[${i}]`, item, `is ${what}, which never reaches the host's public address: \`pulumi up\` would wait ` +
+        `for SSH until its timeout (45 minutes) while the GPU host bills; ${OWN_ADDRESS_HINT}`);
+    }
+  });
 }
 
 /**

@@ -6,7 +6,7 @@ import type { ConfigProblem, TenantConfig } from "../../infra/config.ts";
 import { GPU_PLANS, regionsOffering } from "../../infra/catalog.ts";
 import { Secret } from "../../infra/secret.ts";
 
-const base = { region: "us-ord", allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["203.0.113.7/32"] };
+const base = { region: "us-ord", allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["81.2.69.160/32"] };
 
 function ok(raw: Record<string, unknown>, stack = "acme"): TenantConfig {
   const result = validateConfig(raw, { stack });
@@ -132,8 +132,8 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["an Ubuntu interim release (not LTS)", { ...base, image: "linode/ubuntu25.04" }, ['gpu-sandbox:image = "linode/ubuntu25.04": must be an Ubuntu LTS Linode image']],
     ["nobody allowed in", { ...base, allowedCidrs: [], tls: { mode: "self-signed" } },
       ['gpu-sandbox:allowedCidrs = "[]": is empty, so nothing could reach the endpoint; list the client addresses, or 0.0.0.0/0 and ::/0 for everyone']],
-    ["adminCidrs with no IPv4 address", { ...base, adminCidrs: ["2001:db8::/48"] },
-      ['gpu-sandbox:adminCidrs = "2001:db8::/48": needs an IPv4 address: pulumi up deploys over SSH to the host\'s IPv4 address, and /admin is reached over IPv4 only']],
+    ["adminCidrs with no IPv4 address", { ...base, adminCidrs: ["2a01:4f8::/48"] },
+      ['gpu-sandbox:adminCidrs = "2a01:4f8::/48": needs an IPv4 address: pulumi up deploys over SSH to the host\'s IPv4 address, and /admin is reached over IPv4 only']],
     ["unknown TLS mode", { ...base, tls: { mode: "acme" } }, ['gpu-sandbox:tls.mode = "acme": must be one of: letsencrypt, self-signed, off']],
     ["an email Let's Encrypt refuses", { ...base, tls: { mode: "letsencrypt", email: "ops@example.com" } },
       ['gpu-sandbox:tls.email = "ops@example.com": is at a reserved domain, which Let\'s Encrypt refuses; use a real address or leave tls.email out']],
@@ -212,6 +212,31 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     const encrypted = { secure: "v1:AAAA" };
     const fileConfig = { ...base, hfToken: encrypted, providers: [{ ...providers[0], apiKey: encrypted }] };
     expect(validateConfig(values, { stack: "acme", fileConfig }).ok).toBe(true);
+  });
+
+  it("refuses, for deploying, adminCidrs entries nobody can connect from, and only those", () => {
+    const deployProblems = (adminCidrs: string[]) => {
+      const result = validateConfig({ ...base, adminCidrs }, { stack: "acme" });
+      if (!result.ok) throw new Error(describeProblems(result.problems));
+      return result.deployProblems.map((p) => formatProblem(p, "gpu-sandbox"));
+    };
+    const got = deployProblems(["203.0.113.7/32", "81.2.69.160/32", "198.51.100.0/24", "192.0.2.1/32", "10.0.0.0/8", "172.16.4.4/32",
+      "192.168.1.10/32", "127.0.0.1/32", "169.254.1.1/32", "100.64.1.1/32", "2001:db8::1/128", "fd00::1/128", "fe80::1/128", "::1/128"]);
+    expect(got[0]).toBe('gpu-sandbox:adminCidrs[0] = "203.0.113.7/32": is a documentation address (RFC 5737 TEST-NET-3), which never reaches ' +
+      "the host's public address: `pulumi up` would wait for SSH until its timeout (45 minutes) while the GPU host bills; " +
+      "put your own public IPv4 address as a /32 instead (`curl -4s https://ifconfig.me` prints it)");
+    expect(got.map((line) => /adminCidrs\[(\d+)\] = "[^"]+": is (.*?),/.exec(line)!.slice(1).join(" "))).toEqual([
+      "0 a documentation address (RFC 5737 TEST-NET-3)", "2 a documentation address (RFC 5737 TEST-NET-2)",
+      "3 a documentation address (RFC 5737 TEST-NET-1)", "4 a private address (RFC 1918)", "5 a private address (RFC 1918)",
+      "6 a private address (RFC 1918)", "7 a loopback address", "8 a link-local address", "9 a carrier-grade NAT address (RFC 6598)",
+      "10 a documentation address (RFC 3849)", "11 a private address (IPv6 unique local", "12 a link-local address", "13 a loopback address",
+    ]);
+    // Public addresses, and ranges wider than a private one (a /0 has its own warning), are fine.
+    expect(deployProblems(["81.2.69.160/32", "0.0.0.0/0", "::/0", "192.0.0.0/8", "2a01:4f8::/32"])).toEqual([]);
+    // With other problems they are listed with them, so one run shows everything to fix.
+    expect(problems({ ...base, adminCidrs: ["203.0.113.7/32"], ttlHours: 0 })).toEqual([
+      "gpu-sandbox:ttlHours = 0: must be between 1 and 2160", expect.stringMatching(/^gpu-sandbox:adminCidrs\[0\] = "203\.0\.113\.7\/32": is a documentation address/),
+    ]);
   });
 
   it("explains where to fix the problems", () => {

@@ -18,7 +18,7 @@ describe("loadConfig (the program's one read of stack config)", () => {
       region: "us-ord", ttlHours: "24", hfToken: "hf_from_config",
       model: JSON.stringify({ id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen" }),
       keys: JSON.stringify([{ name: "app", credits: 10, tier: "pro" }]),
-      adminCidrs: JSON.stringify(["203.0.113.7/32"]),
+      adminCidrs: JSON.stringify(["81.2.69.160/32"]),
     }, ["hfToken"]);
     const config = loadConfig();
     expect(config.tenant).toBe("acme");
@@ -43,6 +43,13 @@ describe("loadConfig (the program's one read of stack config)", () => {
     expect(message).toContain("the stack config has 2 problems");
     expect(message).toContain('gpu-sandbox:region = "mars-1": is not a Linode region');
     expect(message).toContain('gpu-sandbox:ttlHours = "0": must be between 1 and 2160');
+  });
+
+  it("stops the deployment when adminCidrs holds an address nobody connects from, such as the example's", () => {
+    installMocks("acme");
+    setStackConfig({ region: "us-ord", adminCidrs: JSON.stringify(["203.0.113.7/32", "192.168.1.20/32"]) });
+    expect(() => loadConfig()).toThrow(/the stack config has 2 problems:\n {2}- gpu-sandbox:adminCidrs\[0\] = "203\.0\.113\.7\/32": is a documentation address/);
+    expect(() => loadConfig()).toThrow(/adminCidrs\[1\] = "192\.168\.1\.20\/32": is a private address \(RFC 1918\).*curl -4s https:\/\/ifconfig\.me/);
   });
 });
 

@@ -332,6 +332,17 @@ describe("the serving stack under the mock runtime", () => {
     expect(plain(stop.inputs.environment)).toMatchObject({ GS_HOST: MOCK_IP, GS_DIR: "/opt/gpu-sandbox" });
   });
 
+  it("waits for SSH on a new host from the operator's machine first, so a timeout can ask about adminCidrs", async () => {
+    const { resources } = await run("example", configFor("example"));
+    const wait = resources.find((r) => r.name === "example-ssh-wait")!;
+    expect(wait.type).toBe("command:local:Command");
+    expect(wait.inputs.create).toContain("Is your address in adminCidrs?");
+    // Once per host: a replacement is waited for again, an update of the same host is not.
+    expect(plain(wait.inputs.triggers)).toEqual(["12345"]);
+    expect(isSecretInput(wait.inputs.environment)).toBe(true);
+    expect(plain(wait.inputs.environment)).toMatchObject({ GS_HOST: MOCK_IP, GS_WAIT_SECONDS: "2700", GS_ADMIN_CIDRS: "203.0.113.7/32" });
+  });
+
   it("looks image digests up without a local Docker daemon", async () => {
     const { resources, calls } = await run("example", configFor("example"));
     const provider = resources.find((r) => r.type === "pulumi:providers:docker")!;
@@ -368,9 +379,9 @@ describe("the serving stack under the mock runtime", () => {
     const deployed = await run("example", configFor("example", { tls: { mode: "self-signed" } }));
     const closed = await run("example", configFor("example", { tls: { mode: "self-signed" }, adminCidrs: [] }));
     const names = (rs: readonly RecordedResource[], keep: (r: RecordedResource) => boolean) => rs.filter(keep).map((r) => `${r.type} ${r.name}`).sort();
-    // Only the steps over SSH go; the random secrets, the keys' ids and secrets and the CA stay,
+    // Only the steps over SSH (and the wait for SSH) go; the random secrets, the keys' ids and secrets and the CA stay,
     // and so does the stop on destroy (dropping it would run its delete at once).
-    const ssh = (r: RecordedResource) => r.type.startsWith("command:remote:");
+    const ssh = (r: RecordedResource) => r.type.startsWith("command:remote:") || r.name === "example-ssh-wait";
     expect(names(closed.resources, () => true)).toEqual(names(deployed.resources, (r) => !ssh(r)));
     expect(names(deployed.resources, ssh).length).toBeGreaterThan(0);
     expect(closed.resources.some((r) => r.type.startsWith("random:") && r.name.includes("admin-token"))).toBe(true);

@@ -11,7 +11,7 @@ import { FakePulumi } from "./fake-pulumi.ts";
 
 const ISSUE_EXAMPLE = [
   "acme", "--region", "us-ord", "--plan", "g2-gpu-rtx4000a1-s", "--model", "mistralai/Mistral-7B-Instruct-v0.3",
-  "--allowed-cidrs", "0.0.0.0/0", "--admin-cidrs", "203.0.113.7/32", "--ttl-hours", "24", "--key", "app:1000:developer",
+  "--allowed-cidrs", "0.0.0.0/0", "--admin-cidrs", "81.2.69.160/32", "--ttl-hours", "24", "--key", "app:1000:developer",
 ];
 const NOW = () => new Date("2026-03-01T12:00:00Z");
 
@@ -44,7 +44,7 @@ describe("new-tenant", () => {
     // What the file says is exactly what the flags said, numbers as numbers.
     expect(parseStackConfig(text)).toEqual({
       region: "us-ord", plan: "g2-gpu-rtx4000a1-s", model: { id: "mistralai/Mistral-7B-Instruct-v0.3", servedName: "mistral-7b" },
-      allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["203.0.113.7/32"], tls: { mode: "self-signed", email: "ops@gpu-sandbox.dev" },
+      allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["81.2.69.160/32"], tls: { mode: "self-signed", email: "ops@gpu-sandbox.dev" },
       keys: [{ name: "app", credits: 1000, tier: "developer" }, { name: "ci", credits: 5.5, tier: "free" }], ttlHours: 24,
     });
     const validated = validateConfig(readStackConfig(root, "acme"), { stack: "acme" });
@@ -56,7 +56,7 @@ describe("new-tenant", () => {
     const out = tempDir();
     const rendered = renderStack(root, "acme", out);
     expect(rendered.plan).toContain("Plan for tenant acme");
-    expect(rendered.plan).toMatch(/22\/tcp {2}from 203\.0\.113\.7\/32/);
+    expect(rendered.plan).toMatch(/22\/tcp {2}from 81\.2\.69\.160\/32/);
     expect(readFileSync(join(out, "compose.yaml"), "utf8")).toContain("mistral-7b");
   });
 
@@ -106,6 +106,9 @@ describe("new-tenant", () => {
     [["--region", "us-ord"], "give exactly one tenant name"],
     [["acme", "--region", "us-ord", "--hf-token", "hf_x"], "--hf-token is not accepted: a token on the command line lands in shell history"],
     [["acme", "--region", "us-ord", "--hf-token-from-env"], "HF_TOKEN is not set"],
+    // The example's documentation address, copied: `pulumi up` would wait 45 minutes on SSH.
+    [["acme", "--region", "us-ord", "--admin-cidrs", "203.0.113.7/32"],
+      '--admin-cidrs: gpu-sandbox:adminCidrs[0] = "203.0.113.7/32": is a documentation address (RFC 5737 TEST-NET-3)'],
   ])("rejects %j", async (argv, message) => {
     root = tempDir();
     const { code, io } = await run(argv);

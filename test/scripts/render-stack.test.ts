@@ -33,6 +33,11 @@ describe("npm run render", () => {
     expect(io.out()).toMatch(/443\/tcp {2}from 0\.0\.0\.0\/0, ::\/0 +HTTPS/);
     expect(io.out()).toMatch(/22\/tcp {2}from 203\.0\.113\.7\/32/);
     expect(io.out()).toContain("$0.53/hour, $360.00/month");
+    // The example's adminCidrs is a documentation address: the bundle is written (it serves on
+    // any host), and the plan and stderr say that `pulumi up` refuses it, and what to put instead.
+    expect(io.out()).toMatch(/Problem +adminCidrs 203\.0\.113\.7\/32 is a documentation address .*`pulumi up` refuses it; put your own public IPv4 address/);
+    expect(io.err()).toContain("`pulumi up` refuses this stack until you fix stacks/Pulumi.example.yaml:\n  - gpu-sandbox:adminCidrs[0] = \"203.0.113.7/32\"");
+    expect(io.err()).toContain("curl -4s https://ifconfig.me");
     const cloudInit = join(out, "cloud-init.yaml");
     expect(existsSync(cloudInit)).toBe(true);
     const schema = runTool("cloud-init", ["schema", "-c", cloudInit]);

@@ -8,7 +8,7 @@ import { FakePulumi, type FakeStack } from "./fake-pulumi.ts";
 export const NOW = new Date("2026-03-01T12:00:00Z");
 
 const config = (region: string, plan: string, extra: Record<string, unknown> = {}) => ({
-  config: { "gpu-sandbox:region": region, "gpu-sandbox:plan": plan, "gpu-sandbox:adminCidrs": ["203.0.113.7/32"], ...extra },
+  config: { "gpu-sandbox:region": region, "gpu-sandbox:plan": plan, "gpu-sandbox:adminCidrs": ["81.2.69.160/32"], ...extra },
 });
 
 /** Outputs shaped as infra/index.ts exports them. */
