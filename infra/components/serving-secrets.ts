@@ -36,6 +36,11 @@ export function bootstrapKey(prefix: string, spec: BootstrapKey, parent: pulumi.
   return { key, record };
 }
 
+/** The self-signed mode's server certificate: 825 days, the longest Apple's platforms accept for one. */
+export const SERVER_CERT_VALIDITY_HOURS = 24 * 825;
+/** A `pulumi up` in the certificate's last 30 days replaces it. */
+export const SERVER_CERT_EARLY_RENEWAL_HOURS = 24 * 30;
+
 export interface ServerCertificate {
   /** Certificate chain and private key, PEM, as install-certificate.sh reads them. Secret. */
   readonly pem: pulumi.Output<string>;
@@ -71,9 +76,12 @@ export function serverCertificate(prefix: string, mode: TlsConfig["mode"], names
   const request = new tls.CertRequest(`${prefix}-tls-request`, {
     privateKeyPem: key.privateKeyPem, subject, dnsNames: [names.domain], ipAddresses: [names.ip],
   }, { parent });
+  // Renewed by any `pulumi up` in its last SERVER_CERT_EARLY_RENEWAL_HOURS (the tls provider
+  // replaces it then, and the deploy installs the new one): without it, only the first
+  // `pulumi up` after it had expired would, and clients would have failed in between.
   const cert = new tls.LocallySignedCert(`${prefix}-tls-cert`, {
     certRequestPem: request.certRequestPem, caCertPem: ca.certPem, caPrivateKeyPem: caKey.privateKeyPem,
-    allowedUses: serverUses, validityPeriodHours: 24 * 825,
+    allowedUses: serverUses, validityPeriodHours: SERVER_CERT_VALIDITY_HOURS, earlyRenewalHours: SERVER_CERT_EARLY_RENEWAL_HOURS,
   }, { parent });
   return {
     pem: pulumi.secret(pulumi.interpolate`${cert.certPem}${ca.certPem}${key.privateKeyPem}`),

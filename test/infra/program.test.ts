@@ -357,6 +357,10 @@ describe("the serving stack under the mock runtime", () => {
     expect(cert.inputs.create).toContain("install-certificate.sh replace");
     expect(isSecretInput(cert.inputs.stdin)).toBe(true);
     expect(await valueOf(outputs.caCertificate)).toContain("mock-cert-example-tls-ca");
+    // Any `pulumi up` in the server certificate's last 30 days renews it, not only one after it expired.
+    const server = one(resources, "tls:index/locallySignedCert:LocallySignedCert");
+    expect(server.inputs.validityPeriodHours).toBe(24 * 825);
+    expect(server.inputs.earlyRenewalHours).toBe(24 * 30);
   });
 
   it("serves plain HTTP with tls off, with no certificate at all", async () => {
