@@ -54,7 +54,7 @@ export function planFor(config: TenantConfig): Plan {
     ["Expires", config.ttlHours === undefined ? "never (no ttlHours)" : `${config.ttlHours} hours after the first \`pulumi up\` (\`npm run reap-expired\` destroys it)`],
     ["Model", `${config.model.id} served as "${config.model.servedName}", up to ${config.model.maxModelLen} tokens, ${parallelism(config)}`],
     ["SSH", config.adminCidrs.length ? `from ${config.adminCidrs.join(", ")} only, by the generated key` : "closed (no adminCidrs): the serving stack cannot be deployed over SSH"],
-    ...(adminOpenToAll(config) ? [["Warning", ADMIN_OPEN_WARNING] as [string, string]] : []),
+    ...configWarnings(config).map((warning): [string, string] => ["Warning", warning]),
     ...config.adminCidrs.flatMap((cidr): [string, string][] => {
       const what = unreachableSource(cidr);
       return what ? [["Problem", `adminCidrs ${cidr} is ${what}, from which nobody reaches the host: \`pulumi up\` refuses it; ${OWN_ADDRESS_HINT}`]] : [];
@@ -79,6 +79,28 @@ export function adminOpenToAll(config: TenantConfig): boolean {
 
 export const ADMIN_OPEN_WARNING = "adminCidrs has a /0: SSH (key only) and /admin (token only) are open to the whole internet; " +
   "list your own addresses instead unless you mean it";
+
+export const CLEARTEXT_WARNING = "tls.mode is off and allowedCidrs has a /0: API keys, prompts and answers cross the internet in " +
+  "cleartext, for anyone on the way to read; use tls.mode letsencrypt or self-signed, or list only the addresses of a network you trust";
+
+/**
+ * What is legal but rarely meant, for `pulumi up` (as warnings) and the plan `npm run render`
+ * prints: an endpoint open to everyone without TLS, SSH open to everyone, and tls settings the
+ * chosen mode ignores.
+ */
+export function configWarnings(config: TenantConfig): string[] {
+  const { tls } = config;
+  const warnings: string[] = [];
+  if (adminOpenToAll(config)) warnings.push(ADMIN_OPEN_WARNING);
+  if (tls.mode === "off" && config.allowedCidrs.some((cidr) => cidr.endsWith("/0"))) warnings.push(CLEARTEXT_WARNING);
+  if (tls.email !== undefined && tls.mode !== "letsencrypt") {
+    warnings.push(`tls.email is ignored with tls.mode ${tls.mode}: only Let's Encrypt uses it (as its account's contact); remove it or use letsencrypt`);
+  }
+  if (tls.domain !== undefined && tls.mode === "off") {
+    warnings.push("tls.domain is ignored with tls.mode off: there is no certificate, and the endpoint is http://<ip>/v1; remove it or choose a TLS mode");
+  }
+  return warnings;
+}
 
 export function formatPlan(plan: Plan): string {
   const width = Math.max(...plan.lines.map(([label]) => label.length));

@@ -2,7 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { GpuHost } from "./components/gpu-host.ts";
 import { ServingStack } from "./components/serving-stack.ts";
 import type { TenantConfig } from "./config.ts";
-import { ADMIN_OPEN_WARNING, adminOpenToAll } from "./plan.ts";
+import { configWarnings } from "./plan.ts";
 
 /** The host's outputs, as GpuHost documents them. */
 type HostOutputs = Pick<GpuHost, "ip" | "ipv6" | "sshCommand" | "sshPrivateKey" | "rootPassword" | "hourlyCostUsd" | "monthlyCostUsd" | "createdAt" | "expiresAt">;
@@ -43,7 +43,7 @@ export function deployTenant(config: TenantConfig, options: DeployOptions = {}):
     config, ip: host.ip, sshPrivateKey: host.sshPrivateKey, instanceId: host.instance.id, volume: host.volume, ...(options.stagingDir ? { stagingDir: options.stagingDir } : {}),
   });
   const deployed = config.adminCidrs.length > 0;
-  if (adminOpenToAll(config)) pulumi.log.warn(`gpu-sandbox:${ADMIN_OPEN_WARNING}.`);
+  for (const warning of configWarnings(config)) pulumi.log.warn(`gpu-sandbox:${warning}.`);
   if (!deployed) {
     pulumi.log.warn("gpu-sandbox:adminCidrs is empty, so SSH is closed and the serving stack is not deployed or updated " +
       "(a host deployed before keeps serving as it was, with the same keys). " +

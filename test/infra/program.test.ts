@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { parse } from "yaml";
 import * as pulumi from "@pulumi/pulumi";
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 import { validateConfig, type TenantConfig } from "../../infra/config.ts";
 import { Secret } from "../../infra/secret.ts";
 import { listStackNames, readStackConfig } from "../../infra/stack-file.ts";
@@ -197,6 +197,33 @@ describe("the plan that `npm run render` prints", () => {
     expect(formatPlan(planFor(configFor("example", { adminCidrs: ["0.0.0.0/0"] })))).toMatch(/Warning +adminCidrs has a \/0: SSH \(key only\) and \/admin \(token only\) are open to the whole internet/);
     expect(formatPlan(planFor(configFor("example", { adminCidrs: ["203.0.113.7/32", "::/0"] })))).toContain("Warning");
     expect(formatPlan(planFor(configFor("example")))).not.toContain("Warning");
+  });
+
+  it("warns when keys would cross the internet in cleartext, and when a tls setting is ignored by the mode, in the plan and in pulumi up", async () => {
+    const { formatPlan, planFor } = await import("../../infra/plan.ts");
+    const cases: [Record<string, unknown>, RegExp[]][] = [
+      [{ tls: { mode: "off" } }, [/^tls\.mode is off and allowedCidrs has a \/0: API keys, prompts and answers cross the internet in cleartext/]],
+      [{ tls: { mode: "off" }, allowedCidrs: ["81.2.69.0/24"] }, []],
+      [{ tls: { mode: "self-signed", email: "ops@gpu-sandbox.dev" } }, [/^tls\.email is ignored with tls\.mode self-signed: only Let's Encrypt uses it/]],
+      [{ tls: { mode: "off", domain: "llm.gpu-sandbox.dev", email: "ops@gpu-sandbox.dev" }, allowedCidrs: ["81.2.69.0/24"] },
+        [/^tls\.email is ignored with tls\.mode off/, /^tls\.domain is ignored with tls\.mode off: there is no certificate/]],
+      [{ tls: { mode: "self-signed", domain: "llm.gpu-sandbox.dev" } }, []],
+      [{ tls: { mode: "letsencrypt", domain: "llm.gpu-sandbox.dev", email: "ops@gpu-sandbox.dev" } }, []],
+    ];
+    for (const [overrides, expected] of cases) {
+      const config = configFor("example", overrides);
+      const planWarnings = planFor(config).lines.filter(([label]) => label === "Warning").map(([, text]) => text);
+      expect(planWarnings, JSON.stringify(overrides)).toEqual(expected.map((re) => expect.stringMatching(re)));
+      if (expected.length) expect(formatPlan(planFor(config))).toMatch(/\n {2}Warning +tls\./);
+      const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
+      try {
+        await run("example", config);
+        expect(warn.mock.calls.map(([text]) => text), JSON.stringify(overrides)).toEqual(expected.map((re) =>
+          expect.stringMatching(new RegExp(`^gpu-sandbox:${re.source.slice(1)}`))));
+      } finally {
+        warn.mockRestore();
+      }
+    }
   });
 
   it("shows how vLLM spreads the model over the plan's GPUs", async () => {
