@@ -1,6 +1,6 @@
 import { isIPv4, isIPv6 } from "node:net";
 import { parseCredits } from "../../api-shim/src/money.ts";
-import type { ConfigProblem } from "./types.ts";
+import { CONFIG_NAMESPACE, type ConfigProblem } from "./types.ts";
 
 /**
  * Collects every problem in one pass, so a user fixes their stack file once rather than once per
@@ -68,9 +68,19 @@ export class Problems {
     return this.add(key, value, `must be one of: ${allowed.join(", ")}`);
   }
 
-  /** A list; a single string is not silently treated as a one-item list. */
-  array(key: string, value: unknown): unknown[] | undefined {
+  /**
+   * A list; a single string is not silently treated as a one-item list. A string is what
+   * `pulumi config set gpu-sandbox:adminCidrs 198.51.100.7/32` stores, so the message shows the
+   * `--path` form that sets an item: `item` is the path of its first one (`[0]`, or `[0].name`
+   * for a list of maps).
+   */
+  array(key: string, value: unknown, item = "[0]"): unknown[] | undefined {
     if (value === undefined || value === null) return undefined;
+    if (typeof value === "string") {
+      const secret = this.secret(`${key}${item}`) ? "--secret " : "";
+      return this.add(key, value, `must be a list; \`pulumi config set\` without --path stores one string. ` +
+        `Set the first item with \`pulumi config set ${secret}--path '${CONFIG_NAMESPACE}:${key}${item}' <value>\` (then [1], [2], …)`);
+    }
     if (!Array.isArray(value)) return this.add(key, value, "must be a list");
     return value;
   }

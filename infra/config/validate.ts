@@ -2,6 +2,7 @@ import { findPlan, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../catalog
 import { Secret } from "../secret.ts";
 import { OWN_ADDRESS_HINT, unreachableSource } from "./addresses.ts";
 import { isIPv6Cidr, normaliseCidr, Problems } from "./checks.ts";
+import { CONFIG_NAMESPACE } from "./types.ts";
 import { parallelLayout, reservedVllmFlag } from "./vllm.ts";
 import {
   DEFAULT_ALLOWED_CIDRS, DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_IMAGE, DEFAULT_IMAGES, DEFAULT_LIMITS,
@@ -35,6 +36,23 @@ function isSecretSetting(key: string): boolean {
   return /^(hfToken|providers)(?![\w])/.test(key) && !/^providers\[\d+\]\.(name|model)$/.test(key);
 }
 
+/**
+ * Why a top-level key is not a setting. `pulumi config set gpu-sandbox:tls.mode x` without `--path`
+ * makes a setting named "tls.mode" (and `adminCidrs[0]` one named so), so a name whose part before
+ * the first `.` or `[` is a setting gets the command that sets it, and the one that removes the
+ * misplaced one. Never with its value: it may be a secret (see isSecretSetting).
+ */
+function unknownSettingMessage(key: string): string {
+  const head = /^[^.[]+/.exec(key)?.[0] ?? key;
+  if (head === key || !(CONFIG_KEYS as readonly string[]).includes(head)) {
+    return `is not a gpu-sandbox setting; known: ${CONFIG_KEYS.join(", ")}`;
+  }
+  const secret = isSecretSetting(key) ? "--secret " : "";
+  return `is not a gpu-sandbox setting: \`pulumi config set\` without --path took "${key}" for one name. ` +
+    `Set ${head}'s part with \`pulumi config set ${secret}--path '${CONFIG_NAMESPACE}:${key}' <value>\`, ` +
+    `then remove this one with \`pulumi config rm '${CONFIG_NAMESPACE}:${key}'\``;
+}
+
 export interface ValidationContext {
   stack: string;
   /**
@@ -56,9 +74,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   const p = new Problems(isSecretSetting);
   const secret = (key: string, value: unknown) => checkSecret(p, key, value, context);
   for (const key of Object.keys(raw)) {
-    if (!(CONFIG_KEYS as readonly string[]).includes(key)) {
-      p.unknown(key, `is not a gpu-sandbox setting; known: ${CONFIG_KEYS.join(", ")}`);
-    }
+    if (!(CONFIG_KEYS as readonly string[]).includes(key)) p.unknown(key, unknownSettingMessage(key));
   }
 
   const tenant = checkTenant(p, context.stack);
@@ -281,7 +297,7 @@ function checkPricing(p: Problems, value: unknown, modelNames: readonly string[]
 
 function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, Tier>>, modelNames: readonly string[]): BootstrapKey[] {
   const keys: BootstrapKey[] = [];
-  (p.array("keys", value) ?? []).forEach((item, i) => {
+  (p.array("keys", value, "[0].name") ?? []).forEach((item, i) => {
     const at = `keys[${i}]`;
     const k = p.object(at, item);
     if (!k) return;
@@ -308,7 +324,7 @@ function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, T
 
 function checkProviders(p: Problems, value: unknown, servedName: string | undefined, secret: (key: string, value: unknown) => Secret | undefined): ProviderModel[] {
   const out: ProviderModel[] = [];
-  (p.array("providers", value) ?? []).forEach((item, i) => {
+  (p.array("providers", value, "[0].model") ?? []).forEach((item, i) => {
     const at = `providers[${i}]`;
     const v = p.object(at, item);
     if (!v) return;

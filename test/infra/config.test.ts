@@ -239,6 +239,34 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ]);
   });
 
+  it("says to use --path for a nested setting set without it, never showing the value", () => {
+    // `pulumi config set gpu-sandbox:tls.mode self-signed` makes a top-level setting named "tls.mode".
+    const got = problems({ ...base, "tls.mode": "self-signed", "adminCidrs[0]": "81.2.69.160/32", "providers[0].apiKey": "gsk_SECRET_E", "tsl.mode": "off" });
+    expect(got).toEqual([
+      "gpu-sandbox:tls.mode: is not a gpu-sandbox setting: `pulumi config set` without --path took \"tls.mode\" for one name. " +
+        "Set tls's part with `pulumi config set --path 'gpu-sandbox:tls.mode' <value>`, then remove this one with " +
+        "`pulumi config rm 'gpu-sandbox:tls.mode'` (its value is not shown: it may be a secret)",
+      expect.stringContaining("`pulumi config set --path 'gpu-sandbox:adminCidrs[0]' <value>`"),
+      expect.stringContaining("`pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey' <value>`"),
+      expect.stringMatching(/^gpu-sandbox:tsl\.mode: is not a gpu-sandbox setting; known: region, plan/),
+    ]);
+    expect(got.join("\n")).not.toMatch(/self-signed|81\.2\.69|SECRET/);
+  });
+
+  it("shows the --path form for a list setting given one string, as `pulumi config set` without --path stores it", () => {
+    expect(problems({ ...base, adminCidrs: "198.51.100.7/32", tags: "team-a", keys: "app" })).toEqual([
+      'gpu-sandbox:adminCidrs = "198.51.100.7/32": must be a list; `pulumi config set` without --path stores one string. ' +
+        "Set the first item with `pulumi config set --path 'gpu-sandbox:adminCidrs[0]' <value>` (then [1], [2], …)",
+      expect.stringContaining("`pulumi config set --path 'gpu-sandbox:keys[0].name' <value>`"),
+      expect.stringContaining("`pulumi config set --path 'gpu-sandbox:tags[0]' <value>`"),
+    ]);
+    // A secret list (providers holds API keys) is named without its value.
+    const secret = problems({ ...base, providers: "gsk_SECRET_F" });
+    expect(secret).toEqual([expect.stringContaining("gpu-sandbox:providers: must be a list; `pulumi config set` without --path stores one string")]);
+    expect(secret[0]).toContain("--path 'gpu-sandbox:providers[0].model' <value>");
+    expect(secret.join("\n")).not.toContain("SECRET");
+  });
+
   it("explains where to fix the problems", () => {
     const result = validateConfig({}, { stack: "acme" });
     expect(result.ok).toBe(false);
