@@ -182,12 +182,14 @@ export class ServingStack extends pulumi.ComponentResource {
     }, { parent: this, dependsOn: [hostReady] });
 
     const readyUrl = config.tls.mode === "off" ? "http://127.0.0.1/ready" : "https://127.0.0.1/ready";
-    const deployScript = [
+    // With Let's Encrypt, deploy.sh then checks the certificate clients get, and names the
+    // address a custom tls.domain's A record must point at when it is still the placeholder.
+    const deployScript = ip.apply((address) => [
       `d=${dir}`,
       `s=$(ls "$d/.incoming/bundle/bin/deploy.sh" "$d/.incoming/bin/deploy.sh" "$d/bin/deploy.sh" 2>/dev/null | head -n 1)`,
       `[ -n "$s" ] || { echo "gpu-sandbox: no bundle in $d (the copy did not happen); run pulumi up again" >&2; exit 1; }`,
-      `exec bash "$s" "$d" ${config.readyTimeoutMinutes * 60} ${readyUrl}`,
-    ].join("; ");
+      `exec bash "$s" "$d" ${config.readyTimeoutMinutes * 60} ${readyUrl}${config.tls.mode === "letsencrypt" ? ` ${address}` : ""}`,
+    ].join("; "));
     const deploy = new command.remote.Command(`${name}-deploy`, {
       connection: connection(4),
       create: deployScript,

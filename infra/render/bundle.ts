@@ -39,6 +39,7 @@ export function renderBundle(config: TenantConfig, inputs: BundleInputs): Bundle
     ["bin/deploy.sh", readTemplate("bundle/bin/deploy.sh")],
     ["bin/wait-ready.sh", readTemplate("bundle/bin/wait-ready.sh")],
     ["bin/make-self-signed-cert.sh", readTemplate("bundle/bin/make-self-signed-cert.sh")],
+    ["bin/check-certificate.sh", readTemplate("bundle/bin/check-certificate.sh")],
   ]);
   if (config.tls.mode === "letsencrypt") files.set("tls/certbot-renew.sh", readTemplate("bundle/certbot-renew.sh"));
   for (const [path, content] of shimSourceFiles()) files.set(`${SHIM_PACKAGE_DIR}/${path}`, content);

@@ -235,7 +235,7 @@ describe("the bundle's files", () => {
     expect(cert.output).toContain("IP Address:203.0.113.7");
   });
 
-  it.each(["bin/deploy.sh", "bin/wait-ready.sh", "bin/make-self-signed-cert.sh", "nginx/reload-on-cert-change.sh"])("%s passes shellcheck", (path) => {
+  it.each(["bin/deploy.sh", "bin/wait-ready.sh", "bin/make-self-signed-cert.sh", "bin/check-certificate.sh", "nginx/reload-on-cert-change.sh"])("%s passes shellcheck", (path) => {
     const dir = written(bundle);
     const result = runTool("shellcheck", ["-x", join(dir, path)]);
     expect(result.output).toBe("");

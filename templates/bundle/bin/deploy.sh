@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run over SSH by `pulumi up`: installs the bundle it copied to <install-dir>/.incoming (if
 # any: a change of secrets alone copies nothing), then (re)starts the serving stack and waits
-# until the endpoint answers. Usage: deploy.sh <install-dir> <ready-timeout-seconds> <ready-url>
+# until the endpoint answers; with Let's Encrypt (a public IPv4 address given), then checks that
+# clients get its certificate and not the placeholder (a warning, not a failure).
+# Usage: deploy.sh <install-dir> <ready-timeout-seconds> <ready-url> [<letsencrypt-public-ip>]
 # Everything in <install-dir> but .env (the secrets) and .incoming/ is replaced by the bundle,
 # so a file dropped from the bundle disappears from the host too.
 set -euo pipefail
@@ -9,6 +11,7 @@ set -euo pipefail
 dest=${1:?usage: deploy.sh <install-dir> <ready-timeout-seconds> <ready-url>}
 timeout=${2:?ready timeout missing}
 ready_url=${3:?ready url missing}
+letsencrypt_ip=${4:-}
 
 log() { echo "gpu-sandbox: $*"; }
 
@@ -63,4 +66,8 @@ fi
 
 # A recreated shim may have a new address; nginx resolves service names when it (re)loads.
 docker compose exec -T nginx nginx -s reload >/dev/null
-exec bash "$dest/bin/wait-ready.sh" "$ready_url" 120
+if [ -z "$letsencrypt_ip" ]; then
+  exec bash "$dest/bin/wait-ready.sh" "$ready_url" 120
+fi
+bash "$dest/bin/wait-ready.sh" "$ready_url" 120
+exec bash "$dest/bin/check-certificate.sh" "$letsencrypt_ip"
