@@ -23,6 +23,16 @@ describe("operator scripts: npm scripts, --help and the docs agree", () => {
     for (const name of used) expect(Object.keys(pkg.scripts), `npm run ${name}`).toContain(name);
   });
 
+  it("wherever the docs offer SSL_CERT_FILE for a self-signed CA, they say it replaces the trust store and show the client-scoped way", () => {
+    const docs = ["README.md", "docs/operations.md", "docs/serving.md", "docs/api-shim.md"].map((path) => [path, read(path)] as const);
+    const offering = docs.filter(([, text]) => text.includes("SSL_CERT_FILE=ca.pem"));
+    expect(offering.length).toBeGreaterThan(0);
+    for (const [path, text] of offering) {
+      expect(text, path).toMatch(/SSL_CERT_FILE=ca\.pem`,? (which|makes)[^.]*(trust store|alone)/);
+      expect(text, path).toContain('http_client=DefaultHttpxClient(verify=ssl.create_default_context(cafile="ca.pem"))');
+    }
+  });
+
   it("the README shows the cron line for reap-expired, with the environment it needs", () => {
     const readme = read("README.md");
     const section = readme.slice(readme.indexOf("## Operate many tenants"), readme.indexOf("## Layout"));
