@@ -47,7 +47,7 @@ export function deployTenant(config: TenantConfig, options: DeployOptions = {}):
   if (!deployed) {
     pulumi.log.warn("gpu-sandbox:adminCidrs is empty, so SSH is closed and the serving stack is not deployed or updated " +
       "(a host deployed before keeps serving as it was, with the same keys). " +
-      "Add your address (e.g. 203.0.113.7/32) to gpu-sandbox:adminCidrs and run `pulumi up` again.");
+      "Add your public address (`curl -4s https://ifconfig.me`, as a /32) to gpu-sandbox:adminCidrs and run `pulumi up` again.");
   }
   return {
     tenant: config.tenant,
