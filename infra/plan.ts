@@ -1,6 +1,7 @@
 import { costOf, VOLUME_USD_PER_GB_MONTH } from "./catalog.ts";
 import type { TenantConfig } from "./config.ts";
 import { OWN_ADDRESS_HINT, unreachableSource } from "./config/addresses.ts";
+import { modelSizeWarnings } from "./config/model-size.ts";
 import { resourceNames, webPorts } from "./host.ts";
 
 export interface PlannedResource {
@@ -85,8 +86,8 @@ export const CLEARTEXT_WARNING = "tls.mode is off and allowedCidrs has a /0: API
 
 /**
  * What is legal but rarely meant, for `pulumi up` (as warnings) and the plan `npm run render`
- * prints: an endpoint open to everyone without TLS, SSH open to everyone, and tls settings the
- * chosen mode ignores.
+ * prints: an endpoint open to everyone without TLS, SSH open to everyone, tls settings the
+ * chosen mode ignores, and a model that looks too large for the plan or the volume.
  */
 export function configWarnings(config: TenantConfig): string[] {
   const { tls } = config;
@@ -99,6 +100,7 @@ export function configWarnings(config: TenantConfig): string[] {
   if (tls.domain !== undefined && tls.mode === "off") {
     warnings.push("tls.domain is ignored with tls.mode off: there is no certificate, and the endpoint is http://<ip>/v1; remove it or choose a TLS mode");
   }
+  warnings.push(...modelSizeWarnings(config));
   return warnings;
 }
 

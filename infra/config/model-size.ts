@@ -1,0 +1,34 @@
+import type { TenantConfig } from "./types.ts";
+
+/**
+ * A model's weights guessed from its Hugging Face id, for a warning before anything bills: a
+ * model too large for the plan's GPUs or for the volume is otherwise found out only when vLLM
+ * fails to load it, 15 to 75 billed minutes later. A guess from the name (`Qwen2.5-7B`,
+ * `Mixtral-8x7B`, `-AWQ`), so it warns and never refuses; ids without a size say nothing.
+ */
+export function weightsGb(id: string): number | null {
+  const name = id.split("/").at(-1) ?? id;
+  const size = /(?:^|[-_.])(?:(\d+)x)?(\d+(?:\.\d+)?)[bB](?=$|[-_.])/.exec(name);
+  if (size === null) return null;
+  const billions = Number(size[2]) * (size[1] === undefined ? 1 : Number(size[1]));
+  // Quantized weights: 4-bit (AWQ, GPTQ, …) or 8-bit (FP8, INT8); otherwise bf16, 2 bytes each.
+  const bytes = /awq|gptq|int4|4bit|w4a16|bnb|gguf|q4/i.test(name) ? 0.5 : /fp8|int8|8bit|w8a8/i.test(name) ? 1 : 2;
+  return billions * bytes;
+}
+
+/** Warnings when the model's guessed weights cannot fit the plan's GPU memory or the volume. */
+export function modelSizeWarnings(config: TenantConfig): string[] {
+  const weights = weightsGb(config.model.id);
+  if (weights === null) return [];
+  const { plan } = config;
+  const usable = plan.gpuCount * plan.vramGbPerGpu * config.model.gpuMemoryUtilization;
+  const about = `model.id ${config.model.id} looks like about ${Math.round(weights)} GB of weights`;
+  const warnings: string[] = [];
+  if (weights > usable) {
+    warnings.push(`${about}, more than the ${Math.round(usable)} GB of GPU memory vLLM may use on ${plan.id} (${plan.gpuCount} × ${plan.vramGbPerGpu} GB × gpuMemoryUtilization ${config.model.gpuMemoryUtilization}): vLLM would fail to load it after the host has started billing; choose a plan with more GPU memory, a smaller model, or a quantized one (AWQ, GPTQ, FP8)`);
+  }
+  if (weights > config.volumeSizeGb * 0.9) {
+    warnings.push(`${about}, more than the ${config.volumeSizeGb} GB volume holds with room to spare: the download would fill it; raise volumeSizeGb`);
+  }
+  return warnings;
+}

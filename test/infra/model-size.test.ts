@@ -1,0 +1,37 @@
+import { describe, expect, it } from "vitest";
+import { validateConfig, type TenantConfig } from "../../infra/config.ts";
+import { modelSizeWarnings, weightsGb } from "../../infra/config/model-size.ts";
+import { formatPlan, planFor } from "../../infra/plan.ts";
+
+const base = { region: "us-ord", allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["81.2.69.160/32"] };
+function config(raw: Record<string, unknown>): TenantConfig {
+  const result = validateConfig({ ...base, ...raw }, { stack: "acme" });
+  if (!result.ok) throw new Error(JSON.stringify(result.problems));
+  return result.config;
+}
+
+describe("a model that looks too large for the plan or the volume", () => {
+  it("is sized from its id: parameters, experts and quantization", () => {
+    expect(weightsGb("Qwen/Qwen2.5-7B-Instruct")).toBe(14);
+    expect(weightsGb("meta-llama/Llama-3.3-70B-Instruct")).toBe(140);
+    expect(weightsGb("mistralai/Mixtral-8x7B-Instruct-v0.1")).toBe(112);
+    expect(weightsGb("Qwen/Qwen2.5-72B-Instruct-AWQ")).toBe(36);
+    expect(weightsGb("neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8")).toBe(8);
+    expect(weightsGb("Qwen/Qwen2.5-0.5B-Instruct")).toBe(1);
+    expect(weightsGb("BAAI/bge-m3")).toBeNull(); // no size in the name: no guess
+  });
+
+  it("is warned about in the plan before anything bills; the default model on the default plan is not", () => {
+    expect(modelSizeWarnings(config({}))).toEqual([]);
+    const big = config({ model: { id: "meta-llama/Llama-3.3-70B-Instruct" } });
+    const warnings = planFor(big).lines.filter(([label]) => label === "Warning").map(([, text]) => text);
+    expect(warnings).toEqual([
+      expect.stringMatching(/^model\.id meta-llama\/Llama-3\.3-70B-Instruct looks like about 140 GB of weights, more than the 18 GB of GPU memory vLLM may use on g2-gpu-rtx4000a1-s .*choose a plan with more GPU memory, a smaller model, or a quantized one/),
+      expect.stringMatching(/more than the 100 GB volume holds with room to spare: the download would fill it; raise volumeSizeGb$/),
+    ]);
+    expect(formatPlan(planFor(big))).toContain("Warning");
+    // A quantized 70B model on a plan whose GPUs hold it, with a volume large enough: no warning.
+    const fits = config({ model: { id: "Qwen/Qwen2.5-72B-Instruct-AWQ" }, plan: "g2-gpu-rtx4000a4-m" });
+    expect(modelSizeWarnings(fits)).toEqual([]);
+  });
+});
