@@ -8,14 +8,19 @@
  * given back (the upstream's answer waits in its socket meanwhile: vLLM has already done the
  * work, and nothing is refused or charged differently).
  *
- * A budget shared by readers that each hold part of it could deadlock: every reader waiting for
- * bytes the others hold. So one reader at a time may go past the budget (the "overdraft"); it
- * never waits, and hands the overdraft on when its answer is read. With answers sent as fast as
- * they are read, memory is bounded by the budget plus one answer. An answer read but not yet sent
- * (its client takes it slowly: nginx does not buffer answers) still holds its bytes, and the
- * overdraft is given only while such answers hold at most the budget: slow clients can add at
- * most one more budget, and a reader waiting on them goes on as they take their answers.
+ * Nobody waits on others for long, so no client can hold everyone else's answers up:
+ * - an answer's first FREE_BYTES never wait: ordinary answers (a chat reply) are never delayed;
+ * - one reader at a time may go past the budget (the "overdraft"), so readers that each hold
+ *   part of it cannot wait on each other; it is handed on when that answer is read;
+ * - an answer read but not yet sent (a slow client; nginx does not buffer answers) still holds
+ *   its bytes, and while such answers hold the whole budget the overdraft is not given;
+ * - and no read waits more than MAX_WAIT_MS in all: then it goes on past the budget.
+ * So the budget is what bursts of large answers are smoothed to, and what clients that take
+ * their answers slowly can push memory past for a while (each sent answer has an idle timeout).
  */
+export const FREE_BYTES = 1024 * 1024;
+export const MAX_WAIT_MS = 2000;
+
 export class AnswerMemory {
   readonly limit: number;
   /** Bytes held by every lease. */
@@ -40,9 +45,9 @@ export class AnswerMemory {
     return new AnswerLease(this);
   }
 
-  /** Takes `n` bytes for `lease` if it may now; false when it must wait. */
-  tryTake(lease: AnswerLease, n: number): boolean {
-    if (this.used + n > this.limit && this.overdraft !== lease) {
+  /** Takes `n` more bytes for `lease`, which holds `held`, if it may now (`force`: it waited long enough); false when it must wait. */
+  tryTake(lease: AnswerLease, held: number, n: number, force: boolean): boolean {
+    if (held + n > FREE_BYTES && this.used + n > this.limit && this.overdraft !== lease && !force) {
       if (this.overdraft !== null || this.unsent > this.limit) return false;
       this.overdraft = lease;
     }
@@ -50,10 +55,15 @@ export class AnswerMemory {
     return true;
   }
 
-  /** Resolves when there may be room: then try again. */
-  changed(): Promise<void> {
-    this.waits++;
-    return new Promise((resolve) => this.waiting.push(resolve));
+  /** Resolves when there may be room, or after `ms`: then try again. */
+  changed(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.waiting.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   /** `lease` read its answer: its `held` bytes now wait to be sent, and the overdraft is free. */
@@ -67,7 +77,7 @@ export class AnswerMemory {
   give(lease: AnswerLease, n: number, wasRead: boolean): void {
     this.used -= n;
     if (wasRead) this.unsent -= n;
-    if (this.overdraft === lease && !wasRead) this.overdraft = null;
+    if (this.overdraft === lease) this.overdraft = null;
     this.wake();
   }
 
@@ -82,6 +92,8 @@ export class AnswerLease {
   private held = 0;
   private read = false;
   private released = false;
+  /** Set at its first wait: past it, this answer waits no more. */
+  private waitUntil: number | undefined;
 
   constructor(memory: AnswerMemory) {
     this.memory = memory;
@@ -92,22 +104,32 @@ export class AnswerLease {
   }
 
   /** Takes `n` more bytes if there is room now (the usual case: no wait, no promise). */
-  takeNow(n: number): boolean {
-    if (this.released) return true;
-    if (!this.memory.tryTake(this, n)) return false;
+  takeNow(n: number, force = false): boolean {
+    if (this.released) return true; // dropped: nothing is counted any more
+    if (!this.memory.tryTake(this, this.held, n, force)) return false;
     this.held += n;
     return true;
   }
 
-  /** Takes `n` more bytes, waiting while there is no room. */
+  /** Takes `n` more bytes, waiting while there is no room: MAX_WAIT_MS at most over the whole answer. */
   async take(n: number): Promise<void> {
-    while (!this.takeNow(n)) await this.memory.changed();
+    if (this.waitUntil === undefined) {
+      this.memory.waits++;
+      this.waitUntil = Date.now() + MAX_WAIT_MS;
+    }
+    for (;;) {
+      const left = this.waitUntil - Date.now();
+      if (this.takeNow(n, left <= 0)) return;
+      await this.memory.changed(left);
+    }
   }
 
   /** Gives back bytes dropped while reading (an answer past the largest relayed). */
   drop(n: number): void {
-    this.held -= n;
-    this.memory.give(this, n, false);
+    if (this.released) return; // given back already
+    const given = Math.min(n, this.held);
+    this.held -= given;
+    this.memory.give(this, given, false);
   }
 
   /** The answer is read (or its read failed): another reader may have the overdraft. */

@@ -124,6 +124,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.addHook("onRequest", (request, reply) => {
     request.shim = newRequestState();
     reply.header("x-request-id", request.id);
+    // A drain leaves open connections to their requests (closeApp): one that sends another is
+    // answered and then closed, so nginx stops sending to this process.
+    if (ctx.inflight.draining) reply.header("connection", "close");
     return authenticate(request, reply);
   });
   app.addHook("onResponse", async (request, reply) => finishRequest(ctx, request, reply.statusCode));

@@ -2,7 +2,7 @@ import { isIP } from "node:net";
 import { parse as parseYaml } from "yaml";
 import { isKeyId } from "./keys.ts";
 import { parseCredits } from "./money.ts";
-import { parseDatabaseUrl, redactUrl } from "./store/database-url.ts";
+import { parseDatabaseUrl } from "./store/database-url.ts";
 
 /**
  * The one place that reads the environment and SHIM_CONFIG. `parseShimConfig` is pure: it takes
@@ -126,13 +126,16 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     if (v === null) return null;
     let ok = false;
     let credentials = false;
+    // The value is not repeated whole: a password, a token or a key in it would reach the logs.
+    // Unparseable, it is shown only up to where user info, a query or a fragment could start.
+    let shown = v.includes("://") ? `${v.slice(0, v.indexOf("://") + 3)}…` : v.replace(/[@?#].*$/, "…");
     try {
       const u = new URL(v);
       credentials = u.username !== "" || u.password !== "";
-      ok = (u.protocol === "http:" || u.protocol === "https:") && !u.search && !u.hash && !credentials;
+      const http = u.protocol === "http:" || u.protocol === "https:";
+      ok = http && !u.search && !u.hash && !credentials;
+      if (http) shown = `${u.protocol}//${credentials ? "***@" : ""}${u.host}${u.pathname}${u.search || u.hash ? "?…" : ""}`;
     } catch {}
-    // The value is not repeated whole: a password or a key in it would reach the logs.
-    const shown = redactUrl(v).replace(/[?#].*$/, "?…");
     if (credentials) problems.push(`${name}: ${show(shown)} has credentials in it, which would not be sent (only the origin is used); give the upstream's key in SHIM_UPSTREAM_API_KEY`);
     else if (!ok) bad(name, shown, `an http(s) URL without query, e.g. ${example}`);
     return v;

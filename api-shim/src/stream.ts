@@ -8,6 +8,7 @@ import { spliceJson } from "./json-splice.ts";
 import { StreamMeter } from "./metering.ts";
 import { formatCredits } from "./money.ts";
 import type { Settlement } from "./settlement.ts";
+import { writeWithBackpressure } from "./response-writer.ts";
 import { sseEvents } from "./sse.ts";
 import { StoreUnavailableError } from "./store/store.ts";
 import { transportCause, upstreamErrorBody, type UpstreamResponse } from "./upstream.ts";
@@ -35,10 +36,6 @@ export interface RelayInput {
   promptEstimate: () => number;
 }
 
-/** The largest piece of an event written at once, in UTF-16 code units (see `write`). */
-const WRITE_PIECE = 256 * 1024;
-const isHighSurrogate = (c: number) => c >= 0xd800 && c < 0xdc00;
-
 /**
  * Relays an SSE stream event by event as each arrives. The charge is settled from the upstream's
  * usage chunk (before that chunk is forwarded, so it can carry the final figures), or, when the
@@ -62,46 +59,9 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   out.flushHeaders();
   ctx.metrics.activeStreams.inc();
 
-  // A response whose client already left (destroyed: its 'close' came, or comes, with it): every
-  // write would return false and wait for a 'drain' that never comes.
-  const writePiece = async (text: string): Promise<void> => {
-    if (out.destroyed) return;
-    if (!out.write(text)) {
-      // Backpressure: wait for the client to take it (or leave) instead of buffering without bound.
-      await new Promise<void>((resolve) => {
-        // A client that stops reading must not keep the upstream connection, its hold and its
-        // place in flight forever: what it has not taken within the idle timeout ends the stream
-        // as if it had left ('close' aborts the upstream; it is charged for what was generated).
-        // A drain (SIGTERM) cannot wait that long either: it ends the stream now, or the process
-        // would outlive its stop grace period and be killed with the hold unsettled.
-        const cut = () => out.destroy();
-        const stalled = setTimeout(cut, ctx.config.streamIdleTimeoutMs);
-        const go = () => {
-          clearTimeout(stalled);
-          signal.removeEventListener("abort", cut);
-          out.off("drain", go);
-          out.off("close", go);
-          resolve();
-        };
-        out.on("drain", go);
-        out.on("close", go);
-        if (signal.aborted) cut();
-        else signal.addEventListener("abort", cut, { once: true });
-      });
-    }
-  };
-  // A large event (vLLM's first with `echo` and `logprobs` holds the whole prompt) goes out in
-  // pieces, each with its own idle timeout: the timeout counts time without progress, so a
-  // client that takes megabytes slowly but steadily is not cut as one that stopped reading.
-  const write = async (text: string): Promise<void> => {
-    if (text.length <= WRITE_PIECE) return writePiece(text);
-    for (let at = 0; at < text.length; ) {
-      let end = Math.min(at + WRITE_PIECE, text.length);
-      if (isHighSurrogate(text.charCodeAt(end - 1))) end--; // a pair is never split
-      await writePiece(text.slice(at, end));
-      at = end;
-    }
-  };
+  // Backpressure, an idle timeout for a client that stops reading ('close' then aborts the
+  // upstream: it is charged for what was generated), and a drain that cuts now: response-writer.ts.
+  const write = (text: string) => writeWithBackpressure(out, text, ctx.config.streamIdleTimeoutMs, signal);
 
   const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, outputsPerPrompt: input.outputsPerPrompt });
   // What ended the stream early, if anything: the client leaving, or a failure told to it.

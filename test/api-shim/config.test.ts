@@ -118,9 +118,14 @@ extra: 1
   it("an upstream URL with credentials or a query is refused without repeating them: they would reach stderr and the logs", () => {
     const p = problems({ SHIM_UPSTREAM_URL: "http://shim:TopSecretPw@litellm:4000/v1", SHIM_READY_URL: "http://vllm:8000/health?api_key=sk-live-123" });
     expect(p).toEqual([
-      'SHIM_UPSTREAM_URL: "http://shim:***@litellm:4000/v1" has credentials in it, which would not be sent (only the origin is used); give the upstream\'s key in SHIM_UPSTREAM_API_KEY',
+      'SHIM_UPSTREAM_URL: "http://***@litellm:4000/v1" has credentials in it, which would not be sent (only the origin is used); give the upstream\'s key in SHIM_UPSTREAM_API_KEY',
       'SHIM_READY_URL: "http://vllm:8000/health?…" is not valid; expected an http(s) URL without query, e.g. http://vllm:8000/health',
     ]);
+    for (const url of ["http://sk-live-SECRET123@litellm:4000/v1", "http://user:pa?SECRET@litellm:4000/v1", "http://user:pa#SECRET@litellm/v1", "litellm:4000/v1?key=SECRET"]) {
+      const lines = problems({ SHIM_UPSTREAM_URL: url });
+      expect(lines, url).toHaveLength(1);
+      expect(lines[0], url).not.toMatch(/SECRET|pa\b/);
+    }
   });
 
   it("requires SHIM_UPSTREAM_URL, a readable SHIM_CONFIG and a path in a sqlite: URL", () => {

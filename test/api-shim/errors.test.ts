@@ -476,6 +476,28 @@ describe("a broken database fails closed with 503", () => {
     }
   });
 
+  it("closing the store (a shutdown) while a settlement waits for the lock is not a failure: no restart is asked for", async () => {
+    const failures: unknown[] = [];
+    const dir = mkdtempSync(join(tmpdir(), "shim-lock-"));
+    const store = new SqliteStore(join(dir, "shim.db"), { busyTimeoutMs: 5000, onFailure: (e) => failures.push(e) });
+    const other = new Database(join(dir, "shim.db"));
+    try {
+      await store.createKey({ id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 10_000_000, expiresAt: null, at: 1 });
+      expect((await store.reserve({ reservationId: "r", keyId: "k", amount: 1_000_000, at: 2 })).ok).toBe(true);
+      await store.flush();
+      other.exec("BEGIN IMMEDIATE");
+      const usage = { at: 3, requestId: "q", keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 500_000, stream: false, ms: 1 };
+      const settling = store.settle({ reservationId: "r", keyId: "k", hold: 1_000_000, cost: 500_000, usage });
+      await new Promise((r) => setTimeout(r, 50));
+      await store.close();
+      await expect(settling).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(failures).toEqual([]);
+    } finally {
+      other.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("a stream whose settlement fails ends with service_unavailable, not counted as an upstream failure", async () => {
     const h = await startShim({
       wrapStore: (s) => overrideStore(s, { settle: async () => { throw new StoreUnavailableError(new Error("disk on fire")); } }),

@@ -128,6 +128,9 @@ describe("the shim process", () => {
     const [refused, ready] = await Promise.all([conns[0]!.response(), conns[1]!.response()]);
     expect(refused.head).toMatch(/^HTTP\/1\.1 503/);
     expect(refused.head).toMatch(/\r\nx-request-id: \S+/i);
+    // Closed after it: nginx stops sending to the draining process on that connection.
+    expect(refused.head).toMatch(/\r\nconnection: close\r\n/i);
+    expect(ready.head).toMatch(/\r\nconnection: close\r\n/i);
     expect(JSON.parse(refused.body)).toMatchObject({ error: { code: "service_unavailable", type: "api_error" } });
     expect(ready.head).toMatch(/^HTTP\/1\.1 503/);
     expect(JSON.parse(ready.body)).toMatchObject({ status: "not_ready", draining: true });

@@ -199,3 +199,32 @@ describe("a drain (SIGTERM) while a large answer is being written to a slow clie
     }
   });
 });
+
+describe("a second signal while a large answer is being sent to a client that stops reading", () => {
+  it("cuts it at once (it is settled) instead of waiting for the drain", { timeout: 30_000 }, async () => {
+    const h = await startShim();
+    try {
+      h.fake.set({ embeddingDims: 4096 });
+      const { key, id } = await h.createKey({ credits: 100 });
+      // About 24 MB: more than the sockets hold, so the answer is still being sent.
+      const input = Array.from({ length: 512 }, (_, i) => `passage ${i}`);
+      const req = request(`${h.url}/v1/embeddings`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" } });
+      req.on("error", () => {});
+      await new Promise<void>((resolve) => {
+        req.on("response", (res) => (res.pause(), resolve()));
+        req.end(JSON.stringify({ model: "bge-m3", input, encoding_format: "float" }));
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      const started = Date.now();
+      const closing = closeApp(h.app, 15_000); // the first SIGTERM: a drain of up to 15 s
+      await new Promise((r) => setTimeout(r, 200));
+      h.app.shim.inflight.abortAll("drain"); // the second
+      await closing;
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect((await h.store.getKey(id))!).toMatchObject({ balance: 99_000_000, held: 0 });
+      req.destroy();
+    } finally {
+      await h.close().catch(() => {});
+    }
+  });
+});

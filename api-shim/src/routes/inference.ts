@@ -11,6 +11,7 @@ import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseIn
 import { formatCredits } from "../money.ts";
 import { estimatePromptTokens, type Usage } from "../pricing.ts";
 import { rateLimitHeaders } from "../rate-limit.ts";
+import { writeWithBackpressure } from "../response-writer.ts";
 import { Settlement } from "../settlement.ts";
 import { relayStream } from "../stream.ts";
 import { isAbort, modelNotFound, readBody, readLimited, unreachable, upstreamErrorBody, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
@@ -224,12 +225,14 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       "content-type": "application/json",
       "content-length": pieces.reduce((n, p) => n + p.length, 0),
     });
-    // One write for an ordinary answer; a large one is not copied into a new buffer just to add
-    // the credit members at its end.
+    // One write for an ordinary answer. A large one is not copied into a new buffer just to add
+    // the credit members at its end, and goes out with backpressure and an idle timeout: a
+    // client that stops reading would otherwise hold its memory (and keep others' reads waiting
+    // for SHIM_ANSWER_MEMORY_BYTES) until nginx gave up on it.
     if (answerBytes.length < COPY_BELOW) reply.raw.end(Buffer.concat(pieces));
     else {
-      for (const p of pieces.slice(0, -1)) reply.raw.write(p);
-      reply.raw.end(pieces.at(-1));
+      for (const p of pieces) await writeWithBackpressure(reply.raw, p, ctx.config.streamIdleTimeoutMs, ac.signal);
+      reply.raw.end();
     }
     finishRequest(ctx, request, res.status);
     return reply;

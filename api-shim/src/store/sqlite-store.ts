@@ -21,6 +21,7 @@ export interface SqliteStoreOptions {
   owner?: { release(): void };
 }
 
+const CLOSING = new Error("the store is closing");
 /** An open hold of this process: its key and amount (the key row has the sum and the count). */
 interface Hold { keyId: string; amount: number }
 
@@ -166,7 +167,7 @@ export class SqliteStore implements Store {
    */
   private waitForLock<T>(fn: () => T, failsClosed: boolean): Promise<T> {
     return this.lockQueue.wait(() => this.inBatch(fn), Date.now() + this.busyTimeoutMs).catch((e: unknown) => {
-      if (failsClosed) this.fail(e);
+      if (failsClosed && e !== CLOSING) this.fail(e); // closing is no failure: the next start releases it
       throw new StoreUnavailableError(e);
     });
   }
@@ -388,7 +389,7 @@ export class SqliteStore implements Store {
     }
     // The last batch is committed first. A store that already failed closed has nothing left to
     // commit (its batch was rolled back), but its connection is closed all the same.
-    this.lockQueue.failAll(new Error("the store is closing"));
+    this.lockQueue.failAll(CLOSING);
     const failedBefore = this.broken !== null;
     if (!failedBefore) this.commit();
     const failure = failedBefore ? null : this.broken;
