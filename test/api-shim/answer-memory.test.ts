@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, request } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AnswerMemory, FREE_BYTES, MAX_WAIT_MS } from "../../api-shim/src/answer-memory.ts";
+import { type AnswerLease, AnswerMemory, FREE_BYTES, MAX_WAIT_MS } from "../../api-shim/src/answer-memory.ts";
 import { UsageScanner } from "../../api-shim/src/answer-body.ts";
 import { readBody } from "../../api-shim/src/upstream.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
@@ -30,6 +30,17 @@ function slowBody(answer: Buffer, size: number, memory: AnswerMemory, peaks: num
 
 const MiB = 1024 * 1024;
 
+/** Reads an answer of `bytes` for `lease`, in pieces of `piece`, relaying at most `limit`. */
+const readAnswer = (memory: AnswerMemory, lease: AnswerLease, bytes: number, piece = 256 * 1024, limit = 8 * MiB) =>
+  readBody(slowBody(Buffer.alloc(bytes, 3), piece, memory, []), limit, new UsageScanner(), 1000, lease);
+
+/** A slow client's answer of `bytes`, read and not yet sent (its lease not released). */
+async function unsentAnswer(memory: AnswerMemory, bytes: number) {
+  const lease = memory.lease();
+  expect(await readAnswer(memory, lease, bytes)).toHaveLength(bytes);
+  return lease;
+}
+
 describe("the memory answers hold at once", () => {
   it("readers that together need more than the budget all get their answers whole (none waits on another for ever), holding at most the budget plus one answer", async () => {
     const memory = new AnswerMemory(4 * MiB);
@@ -51,17 +62,15 @@ describe("the memory answers hold at once", () => {
 
   it("an ordinary answer (its first MiB) never waits, and no read waits more than MAX_WAIT_MS, even while slow clients hold the whole budget", async () => {
     const memory = new AnswerMemory(2 * MiB);
-    // A slow client's 3 MiB answer, read and not yet sent: past the budget.
-    const stuck = memory.lease();
-    expect(await readBody(slowBody(Buffer.alloc(3 * MiB, 1), 256 * 1024, memory, []), 8 * MiB, new UsageScanner(), 1000, stuck)).toHaveLength(3 * MiB);
+    const stuck = await unsentAnswer(memory, 3 * MiB);
     let started = Date.now();
     const small = memory.lease();
-    expect(await readBody(slowBody(Buffer.alloc(1000, 2), 1000, memory, []), 8 * MiB, new UsageScanner(), 1000, small)).toHaveLength(1000);
+    expect(await readAnswer(memory, small, 1000)).toHaveLength(1000);
     expect(Date.now() - started).toBeLessThan(200);
     expect(memory.waits).toBe(0);
     started = Date.now();
     const large = memory.lease();
-    expect(await readBody(slowBody(Buffer.alloc(2 * MiB, 3), 256 * 1024, memory, []), 8 * MiB, new UsageScanner(), 1000, large)).toHaveLength(2 * MiB);
+    expect(await readAnswer(memory, large, 2 * MiB)).toHaveLength(2 * MiB);
     expect(Date.now() - started).toBeGreaterThanOrEqual(MAX_WAIT_MS - 50);
     expect(Date.now() - started).toBeLessThan(MAX_WAIT_MS + 1000);
     expect(memory.waits).toBe(1); // one read that waited, however often it was woken
@@ -71,11 +80,10 @@ describe("the memory answers hold at once", () => {
 
   it("a read waiting for room goes on as soon as a slow client's answer is sent", async () => {
     const memory = new AnswerMemory(2 * MiB);
-    const stuck = memory.lease();
-    await readBody(slowBody(Buffer.alloc(3 * MiB, 1), 256 * 1024, memory, []), 8 * MiB, new UsageScanner(), 1000, stuck);
+    const stuck = await unsentAnswer(memory, 3 * MiB);
     const started = Date.now();
     const lease = memory.lease();
-    const reading = readBody(slowBody(Buffer.alloc(2 * MiB, 3), 256 * 1024, memory, []), 8 * MiB, new UsageScanner(), 1000, lease);
+    const reading = readAnswer(memory, lease, 2 * MiB);
     // Unrelated answers come and go meanwhile: the wait is counted once.
     for (let i = 0; i < 5; i++) {
       const other = memory.lease();
@@ -101,10 +109,9 @@ describe("the memory answers hold at once", () => {
 
   it("a read released while it waited (its request was cut) and then dropped past the largest relayed gives nothing back twice", async () => {
     const memory = new AnswerMemory(2 * MiB);
-    const stuck = memory.lease();
-    await readBody(slowBody(Buffer.alloc(3 * MiB, 1), 256 * 1024, memory, []), 8 * MiB, new UsageScanner(), 1000, stuck);
+    const stuck = await unsentAnswer(memory, 3 * MiB);
     const cut = memory.lease();
-    const reading = readBody(slowBody(Buffer.alloc(2 * MiB, 3), 512 * 1024, memory, []), 1.5 * MiB, new UsageScanner(), 1000, cut);
+    const reading = readAnswer(memory, cut, 2 * MiB, 512 * 1024, 1.5 * MiB);
     await new Promise((r) => setTimeout(r, 100));
     cut.release();
     expect(await reading).toBeNull();

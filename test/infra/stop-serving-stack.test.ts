@@ -2,6 +2,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { readTemplate } from "../../infra/render/template.ts";
+import { expectOperatorScriptClean } from "../support/operator-scripts.ts";
 import { runTool, tempDir } from "../support/tools.ts";
 
 /** templates/operator/stop-serving-stack.sh as `pulumi destroy` runs it: bash -c <script>, env. */
@@ -50,9 +51,5 @@ describe("stopping the stack on destroy", () => {
     expect(noSsh.output).toContain("destroying anyway");
   });
 
-  it("passes shellcheck", () => {
-    const r = runTool("shellcheck", [new URL("../../templates/operator/stop-serving-stack.sh", import.meta.url).pathname]);
-    expect(r.output).toBe("");
-    expect(r.status).toBe(0);
-  });
+  it("passes shellcheck", () => expectOperatorScriptClean("stop-serving-stack.sh"));
 });

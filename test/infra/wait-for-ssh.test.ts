@@ -2,6 +2,7 @@ import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { readTemplate } from "../../infra/render/template.ts";
+import { expectOperatorScriptClean } from "../support/operator-scripts.ts";
 import { runTool, tempDir } from "../support/tools.ts";
 
 /** templates/operator/wait-for-ssh.sh as `pulumi up` runs it: bash -c <script>, env. */
@@ -48,9 +49,5 @@ describe("waiting for SSH on a new host", () => {
     expect(r.output).toContain("no ssh client");
   });
 
-  it("passes shellcheck", () => {
-    const r = runTool("shellcheck", [new URL("../../templates/operator/wait-for-ssh.sh", import.meta.url).pathname]);
-    expect(r.output).toBe("");
-    expect(r.status).toBe(0);
-  });
+  it("passes shellcheck", () => expectOperatorScriptClean("wait-for-ssh.sh"));
 });
