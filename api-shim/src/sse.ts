@@ -10,9 +10,10 @@
  * large event (vLLM's first chunk with `echo` and `logprobs` holds the whole prompt) quadratic:
  * seconds of blocked event loop for a few MB.
  */
-export async function* sseEvents(body: AsyncIterable<Uint8Array | string>): AsyncGenerator<string> {
+export async function* sseEvents(body: AsyncIterable<Uint8Array | string>, maxEventLength = Infinity): AsyncGenerator<string> {
   const decoder = new TextDecoder();
   let pending: string[] = []; // the partial event, in pieces
+  let pendingLength = 0;
   let endsInNewline = false; // the partial event's last character is "\n"
   let afterCR = false; // the previous chunk ended in "\r", so a "\n" starting this one is its CRLF
   for await (const chunk of body) {
@@ -30,6 +31,7 @@ export async function* sseEvents(body: AsyncIterable<Uint8Array | string>): Asyn
       // The blank line is split between the chunks: the event is what was pending, minus its "\n".
       const event = pending.join("").slice(0, -1);
       pending = [];
+      pendingLength = 0;
       start = 1;
       if (event !== "") yield event;
     }
@@ -40,16 +42,27 @@ export async function* sseEvents(body: AsyncIterable<Uint8Array | string>): Asyn
         pending.push(event);
         event = pending.join("");
         pending = [];
+        pendingLength = 0;
       }
       start = end + 2;
       if (event !== "") yield event;
     }
     if (start < text.length) {
       pending.push(start === 0 ? text : text.slice(start));
+      pendingLength += text.length - start;
+      // An event that never ends (an upstream's bug) must not take the process's memory.
+      if (pendingLength > maxEventLength) throw new EventTooLargeError(maxEventLength);
       endsInNewline = text.endsWith("\n");
     } else {
       endsInNewline = false;
     }
+  }
+}
+
+export class EventTooLargeError extends Error {
+  constructor(limit: number) {
+    super(`an upstream event is longer than ${limit} characters (SHIM_MAX_ANSWER_BYTES)`);
+    this.name = "EventTooLargeError";
   }
 }
 

@@ -70,7 +70,8 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   let metricReason = "";
   let sawDone = false;
   try {
-    for await (const event of sseEvents(res.body)) {
+    // One event is held whole until it ends: at most what one non-streamed answer may be.
+    for await (const event of sseEvents(res.body, ctx.config.maxAnswerBytes)) {
       const m = meter.process(event);
       if (m.kind === "done") {
         sawDone = true;

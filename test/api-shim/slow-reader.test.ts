@@ -158,6 +158,20 @@ describe("one large event (vLLM's first with echo and logprobs holds the whole p
     }
   });
 
+  it("past SHIM_MAX_ANSWER_BYTES it is not held: the stream ends with an error, the hold settled", async () => {
+    const small = await startShim({ env: { SHIM_UPSTREAM_URL: h.config.upstreamUrl, SHIM_MAX_ANSWER_BYTES: String(1024 * 1024) } });
+    try {
+      const { key, id } = await small.createKey({ credits: 100 });
+      const res = await small.post(key, "/v1/completions", { model: "qwen2.5-7b", prompt: "x", max_tokens: 1, stream: true });
+      const text = await res.text();
+      expect(text).toMatch(/data: \{"error":\{[^\n]*"code":"upstream_error"/);
+      expect(text).not.toContain("[DONE]");
+      expect((await small.store.getKey(id))!.held).toBe(0);
+    } finally {
+      await small.close();
+    }
+  });
+
   it("a client that stops reading it is cut, and logged as 499 even though the rest of the stream had arrived", { timeout: 30_000 }, async () => {
     const { key, id } = await h.createKey({ credits: 100 });
     await read(key, null);

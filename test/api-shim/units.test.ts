@@ -14,7 +14,7 @@ import { parsePeriod, showPeriod } from "../../api-shim/src/period.ts";
 import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
 import { durationString, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/rate-limit.ts";
 import { rateLimited } from "../../api-shim/src/auth.ts";
-import { eventData, sseEvents } from "../../api-shim/src/sse.ts";
+import { eventData, EventTooLargeError, sseEvents } from "../../api-shim/src/sse.ts";
 import { upstreamErrorBody } from "../../api-shim/src/upstream.ts";
 
 describe("money", () => {
@@ -321,6 +321,16 @@ describe("SSE splitting and metering", () => {
     const big = `data: {"x":"${"y".repeat(300_000)}"}`;
     const parts = [...big.matchAll(/[\s\S]{1,4096}/g)].map((m) => m[0]);
     expect(await read(...parts, "\n\ndata: [DONE]\n\n")).toEqual([big, "data: [DONE]"]);
+  });
+  it("refuses an event that grows past its limit (an upstream that never ends one), and passes one within it", async () => {
+    const read = async (limit: number, ...parts: string[]) => {
+      const events: string[] = [];
+      for await (const e of sseEvents(chunks(...parts), limit)) events.push(e);
+      return events;
+    };
+    const piece = "y".repeat(4096);
+    await expect(read(10_000, "data: ", piece, piece, piece)).rejects.toBeInstanceOf(EventTooLargeError);
+    expect(await read(10_000, "data: ", piece, piece, "\n\n", "data: [DONE]\n\n")).toEqual([`data: ${piece}${piece}`, "data: [DONE]"]);
   });
   it("splits a multi-byte character across chunks correctly", async () => {
     const bytes = new TextEncoder().encode('data: {"t":"é"}\n\n');
