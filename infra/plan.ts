@@ -56,12 +56,24 @@ export function planFor(config: TenantConfig): Plan {
     ["Model", `${config.model.id} served as "${config.model.servedName}", up to ${config.model.maxModelLen} tokens, ${parallelism(config)}`],
     ["SSH", config.adminCidrs.length ? `from ${config.adminCidrs.join(", ")} only, by the generated key` : "closed (no adminCidrs): the serving stack cannot be deployed over SSH"],
     ...configWarnings(config).map((warning): [string, string] => ["Warning", warning]),
-    ...config.adminCidrs.flatMap((cidr): [string, string][] => {
-      const what = unreachableSource(cidr);
-      return what ? [["Problem", `adminCidrs ${cidr} is ${what}, from which nobody reaches the host: \`pulumi up\` refuses it; ${OWN_ADDRESS_HINT}`]] : [];
-    }),
+    ...adminReachLines(config.adminCidrs),
   ];
   return { tenant: config.tenant, resources, ports, lines };
+}
+
+/**
+ * adminCidrs entries from which nobody reaches the host: a Problem (`pulumi up` refuses) when
+ * they all are, else a Warning (one more private entry can be meant, see checkAdminReachable).
+ */
+function adminReachLines(cidrs: readonly string[]): [string, string][] {
+  const unreachable = cidrs.flatMap((cidr) => {
+    const what = unreachableSource(cidr);
+    return what ? [{ cidr, what }] : [];
+  });
+  const refused = unreachable.length === cidrs.length;
+  return unreachable.map(({ cidr, what }): [string, string] => refused
+    ? ["Problem", `adminCidrs ${cidr} is ${what}, from which nobody reaches the host: \`pulumi up\` refuses it; ${OWN_ADDRESS_HINT}`]
+    : ["Warning", `adminCidrs ${cidr} is ${what}: nobody reaches the host's public address from it (SSH and /admin from the internet come from your other entries)`]);
 }
 
 /** How vLLM spreads the model over the plan's GPUs, as the plan prints it. */

@@ -147,6 +147,9 @@ export class ServingStack extends pulumi.ComponentResource {
         GS_SSH_KEY: pulumi.secret(args.sshPrivateKey), GS_HOST: ip, GS_WAIT_SECONDS: String(waitSeconds),
         GS_ADMIN_CIDRS: config.adminCidrs.join(", "),
       },
+      // Once per host: a change of adminCidrs (in its environment) must not wait 45 minutes
+      // again on a host that booted long ago (without `update`, `create` would run again).
+      update: "true",
       triggers: [args.instanceId],
       logging: "stdoutAndStderr",
     }, { parent: this });

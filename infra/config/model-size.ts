@@ -8,11 +8,14 @@ import type { TenantConfig } from "./types.ts";
  */
 export function weightsGb(id: string): number | null {
   const name = id.split("/").at(-1) ?? id;
+  // `-16E` (Llama 4's experts): the size in the name is the active parameters, not the weights.
+  if (/(?:^|[-_.])\d+E(?=$|[-_.])/.test(name)) return null;
   const size = /(?:^|[-_.])(?:(\d+)x)?(\d+(?:\.\d+)?)[bB](?=$|[-_.])/.exec(name);
   if (size === null) return null;
   const billions = Number(size[2]) * (size[1] === undefined ? 1 : Number(size[1]));
-  // Quantized weights: 4-bit (AWQ, GPTQ, …) or 8-bit (FP8, INT8); otherwise bf16, 2 bytes each.
-  const bytes = /awq|gptq|int4|4bit|w4a16|bnb|gguf|q4/i.test(name) ? 0.5 : /fp8|int8|8bit|w8a8/i.test(name) ? 1 : 2;
+  // Quantized weights: 8-bit (FP8, INT8: `GPTQ-Int8` is 8-bit) or 4-bit (AWQ, GPTQ, MXFP4 as in
+  // gpt-oss, …); otherwise bf16, 2 bytes each.
+  const bytes = /fp8|int8|8bit|w8a8/i.test(name) ? 1 : /awq|gptq|int4|4bit|w4a16|bnb|gguf|q4|fp4|gpt-oss/i.test(name) ? 0.5 : 2;
   return billions * bytes;
 }
 
@@ -25,7 +28,7 @@ export function modelSizeWarnings(config: TenantConfig): string[] {
   const about = `model.id ${config.model.id} looks like about ${Math.round(weights)} GB of weights`;
   const warnings: string[] = [];
   if (weights > usable) {
-    warnings.push(`${about}, more than the ${Math.round(usable)} GB of GPU memory vLLM may use on ${plan.id} (${plan.gpuCount} × ${plan.vramGbPerGpu} GB × gpuMemoryUtilization ${config.model.gpuMemoryUtilization}): vLLM would fail to load it after the host has started billing; choose a plan with more GPU memory, a smaller model, or a quantized one (AWQ, GPTQ, FP8)`);
+    warnings.push(`${about}, more than the ${Math.round(usable)} GB of GPU memory vLLM may use on ${plan.id} (${plan.gpuCount} × ${plan.vramGbPerGpu} GB × gpuMemoryUtilization ${config.model.gpuMemoryUtilization}): it may not load, and that shows only after the host has started billing; choose a plan with more GPU memory, a smaller model, or a quantized one (AWQ, GPTQ, FP8)`);
   }
   if (weights > config.volumeSizeGb * 0.9) {
     warnings.push(`${about}, more than the ${config.volumeSizeGb} GB volume holds with room to spare: the download would fill it; raise volumeSizeGb`);

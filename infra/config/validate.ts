@@ -131,21 +131,25 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
 }
 
 /**
- * adminCidrs entries from which nobody reaches the host's public address (documentation,
- * private, loopback, link-local ranges): `pulumi up` would wait for SSH until its timeout, with
+ * adminCidrs whose entries all are ranges from which nobody reaches the host's public address
+ * (documentation, private, loopback, link-local): `pulumi up` would wait for SSH until its timeout, with
  * the GPU billing. Deployment problems, not config errors: the bundle `npm run render` writes
  * is still good on a host of one's own, where such an address may well be the admin's.
  */
 function checkAdminReachable(deploy: Problems, value: unknown): void {
   if (!Array.isArray(value)) return;
-  value.forEach((item, i) => {
+  const unreachable = value.flatMap((item, i) => {
     const cidr = typeof item === "string" ? normaliseCidr(item) : undefined;
     const what = cidr && unreachableSource(cidr);
-    if (what) {
-      deploy.add(`adminCidrs[${i}]`, item, `is ${what}, which never reaches the host's public address: \`pulumi up\` would wait ` +
-        `for SSH until its timeout (45 minutes) while the GPU host bills; ${OWN_ADDRESS_HINT}`);
-    }
+    return what ? [{ i, item, what }] : [];
   });
+  // Refused only when no entry lets anyone in: one more private entry can be meant (/admin from
+  // the host itself comes from Docker's network gateway); the plan warns about it.
+  if (unreachable.length < value.length) return;
+  for (const { i, item, what } of unreachable) {
+    deploy.add(`adminCidrs[${i}]`, item, `is ${what}, which never reaches the host's public address: \`pulumi up\` would wait ` +
+      `for SSH until its timeout (45 minutes) while the GPU host bills; ${OWN_ADDRESS_HINT}`);
+  }
 }
 
 /**

@@ -36,7 +36,9 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
     "--max-model-len", String(m.maxModelLen),
     "--gpu-memory-utilization", String(m.gpuMemoryUtilization),
     "--tensor-parallel-size", String(m.tensorParallelSize),
-    "--pipeline-parallel-size", String(m.pipelineParallelSize),
+    // Only when there is a pipeline: the flag on every stack would change the service's command,
+    // and `docker compose up` would restart vLLM (minutes of 503s) on every upgraded host.
+    ...(m.pipelineParallelSize > 1 ? ["--pipeline-parallel-size", String(m.pipelineParallelSize)] : []),
     ...m.extraArgs.map(composeLiteral),
   ]);
   // The first start downloads the weights; the health check waits as long as `pulumi up` does.

@@ -13,7 +13,7 @@ printf '%s\n' "${GS_SSH_KEY:?}" >"$key"
 
 remote="if [ -f ${GS_DIR:?}/compose.yaml ]; then cd $GS_DIR && docker compose down --remove-orphans --timeout 30; fi"
 if command -v ssh >/dev/null &&
-  ssh -i "$key" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+  ssh -F /dev/null -i "$key" -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
     -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 "root@${GS_HOST:?}" "$remote"; then
   echo "gpu-sandbox: stopped the serving stack on $GS_HOST"
 else

@@ -20,7 +20,7 @@ wait_seconds=${GS_WAIT_SECONDS:?}
 deadline=$((SECONDS + wait_seconds))
 echo "gpu-sandbox: waiting for SSH on ${GS_HOST:?} (the host's first boot takes 5-15 minutes; at most $((wait_seconds / 60)) minutes)"
 while :; do
-  if ssh -i "$key" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+  if ssh -F /dev/null -i "$key" -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
     -o ConnectTimeout=15 -o LogLevel=ERROR "root@$GS_HOST" true 2>/dev/null; then
     echo "gpu-sandbox: SSH on $GS_HOST answers"
     exit 0

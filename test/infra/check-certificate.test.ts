@@ -9,12 +9,12 @@ import { pollUntil, runTool, tempDir } from "../support/tools.ts";
 const DOMAIN = "llm.gpu-sandbox.dev";
 const HOST_IP = "192.0.2.10";
 
-/** A bundle directory with bin/check-certificate.sh and a .env naming DOMAIN. */
-function bundleDir(): string {
+/** A bundle directory with bin/check-certificate.sh and a .env naming `domain`. */
+function bundleDir(domain: string): string {
   const dir = tempDir();
   mkdirSync(join(dir, "bin"));
   writeFileSync(join(dir, "bin", "check-certificate.sh"), readTemplate("bundle/bin/check-certificate.sh"));
-  writeFileSync(join(dir, ".env"), `GS_DATA_DIR=/mnt/gpu-sandbox\nTLS_DOMAIN=${DOMAIN}\n`);
+  writeFileSync(join(dir, ".env"), `GS_DATA_DIR=/mnt/gpu-sandbox\nTLS_DOMAIN=${domain}\n`);
   return dir;
 }
 
@@ -29,8 +29,8 @@ function fakes(programs: Record<string, string>): string {
   return dir;
 }
 
-function check(pathDirs: string[], env: Record<string, string> = {}) {
-  const dir = bundleDir();
+function check(pathDirs: string[], env: Record<string, string> = {}, domain = DOMAIN) {
+  const dir = bundleDir(domain);
   const full = { PATH: [...pathDirs, "/usr/bin", "/bin"].join(":"), ...env };
   const args = Object.entries(full).map(([k, v]) => `${k}=${v}`);
   return runTool("env", ["-i", ...args, "/bin/bash", join(dir, "bin", "check-certificate.sh"), HOST_IP, "0"]);
@@ -61,6 +61,14 @@ describe("checking the certificate clients get after a Let's Encrypt deploy", ()
     expect(r.output).toContain(`DNS for ${DOMAIN} points at 198.51.100.20, not at this host: create an A record`);
     expect(r.output).toContain(`"${DOMAIN}. A ${HOST_IP}"`);
     expect(r.output).toMatch(/cd \S+ && docker compose logs certbot/);
+  });
+
+  it("does not ask for an A record for the kit's own name under Linode's zone", () => {
+    const own = `${HOST_IP}.ip.linodeusercontent.com`;
+    const r = check([fakes({ curl: "exit 60", getent: "exit 2" })], {}, own);
+    expect(r.status).toBe(0);
+    expect(r.output).toContain(`DNS for ${own} (Linode's name for this host) does not resolve here yet`);
+    expect(r.output).not.toContain("A record");
   });
 
   it("names rate limits and port 80 when DNS already points at the host", () => {

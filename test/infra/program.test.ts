@@ -197,6 +197,10 @@ describe("the plan that `npm run render` prints", () => {
     expect(formatPlan(planFor(configFor("example", { adminCidrs: ["0.0.0.0/0"] })))).toMatch(/Warning +adminCidrs has a \/0: SSH \(key only\) and \/admin \(token only\) are open to the whole internet/);
     expect(formatPlan(planFor(configFor("example", { adminCidrs: ["203.0.113.7/32", "::/0"] })))).toContain("Warning");
     expect(formatPlan(planFor(configFor("example")))).not.toContain("Warning");
+    // One private entry beside a public one is a warning, not a refusal.
+    const mixed = formatPlan(planFor(configFor("example", { adminCidrs: ["81.2.69.160/32", "10.89.0.1/32"] })));
+    expect(mixed).toMatch(/Warning +adminCidrs 10\.89\.0\.1\/32 is a private address \(RFC 1918\): nobody reaches the host's public address from it/);
+    expect(mixed).not.toContain("Problem");
   });
 
   it("warns when keys would cross the internet in cleartext, and when a tls setting is ignored by the mode, in the plan and in pulumi up", async () => {

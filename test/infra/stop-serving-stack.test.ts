@@ -18,7 +18,7 @@ function fakeSsh(code: number): { dir: string; record: () => { args: string; key
   const dir = tempDir();
   mkdirSync(join(dir, "bin"));
   const log = join(dir, "ssh.log");
-  writeFileSync(join(dir, "bin", "ssh"), `#!/bin/bash\nprintf '%s\\n' "$*" > ${log}\ncat "$2" >> ${log}\nexit ${code}\n`);
+  writeFileSync(join(dir, "bin", "ssh"), `#!/bin/bash\nprintf '%s\\n' "$*" > ${log}\nwhile [ $# -gt 0 ]; do [ "$1" = -i ] && cat "$2" >> ${log}; shift; done\nexit ${code}\n`);
   chmodSync(join(dir, "bin", "ssh"), 0o755);
   return {
     dir: join(dir, "bin"),
@@ -37,6 +37,7 @@ describe("stopping the stack on destroy", () => {
     expect(r.output).toContain("stopped the serving stack on 192.0.2.10");
     const { args, key } = ssh.record();
     expect(args).toContain("root@192.0.2.10");
+    expect(args).toMatch(/^-F \/dev\/null -i \S+ -o IdentitiesOnly=yes /); // not the agent's keys: they would use up the server's tries
     expect(args).toContain("cd /opt/gpu-sandbox && docker compose down --remove-orphans --timeout 30");
     expect(args).not.toContain("test-key-body");
     expect(key).toContain("test-key-body");

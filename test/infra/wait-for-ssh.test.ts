@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { readTemplate } from "../../infra/render/template.ts";
@@ -16,20 +16,22 @@ function runWait(pathDirs: string[], env: Record<string, string> = {}) {
   return runTool("env", ["-i", ...args, "/bin/bash", "-c", script]);
 }
 
-/** A stand-in `ssh` that exits `code`, as a dial that times out (255) or a login that works (0). */
+/** A stand-in `ssh` that notes its arguments in `args` beside it and exits `code`, as a dial that times out (255) or a login that works (0). */
 function fakeSsh(code: number): string {
   const dir = join(tempDir(), "bin");
   mkdirSync(dir);
-  writeFileSync(join(dir, "ssh"), `#!/bin/bash\nexit ${code}\n`);
+  writeFileSync(join(dir, "ssh"), `#!/bin/bash\nprintf '%s\\n' "$*" > ${join(dir, "args")}\nexit ${code}\n`);
   chmodSync(join(dir, "ssh"), 0o755);
   return dir;
 }
 
 describe("waiting for SSH on a new host", () => {
-  it("returns once SSH answers", () => {
-    const r = runWait([fakeSsh(0)]);
+  it("returns once SSH answers, offering the generated key alone (an agent's keys would use up the server's tries)", () => {
+    const ssh = fakeSsh(0);
+    const r = runWait([ssh]);
     expect(r.status).toBe(0);
     expect(r.output).toContain("SSH on 192.0.2.10 answers");
+    expect(readFileSync(join(ssh, "args"), "utf8")).toMatch(/^-F \/dev\/null -i \S+ -o IdentitiesOnly=yes /);
   });
 
   it("asks whether the operator's address is in adminCidrs when SSH never answers, naming them and how to fix it", () => {
