@@ -115,10 +115,10 @@ export class AnswerLease {
   async take(n: number): Promise<void> {
     if (this.waitUntil === undefined) {
       this.memory.waits++;
-      this.waitUntil = Date.now() + MAX_WAIT_MS;
+      this.waitUntil = performance.now() + MAX_WAIT_MS; // monotonic: a clock stepped back must not stretch it
     }
     for (;;) {
-      const left = this.waitUntil - Date.now();
+      const left = this.waitUntil - performance.now();
       if (this.takeNow(n, left <= 0)) return;
       await this.memory.changed(left);
     }

@@ -128,7 +128,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     let credentials = false;
     // The value is not repeated whole: a password, a token or a key in it would reach the logs.
     // Unparseable, it is shown only up to where user info, a query or a fragment could start.
-    let shown = v.includes("://") ? `${v.slice(0, v.indexOf("://") + 3)}…` : v.replace(/[@?#].*$/, "…");
+    let shown = v.includes("://") ? `${v.slice(0, v.indexOf("://") + 3)}…` : v.includes("@") ? "…" : v.replace(/[?#].*$/, "…");
     try {
       const u = new URL(v);
       credentials = u.username !== "" || u.password !== "";

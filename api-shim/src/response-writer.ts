@@ -11,8 +11,9 @@ const isHighSurrogate = (c: number) => c >= 0xd800 && c < 0xdc00;
  * A client that stops reading must not keep its answer's memory, the upstream connection, its hold
  * and its place in flight forever: what it has not taken within `idleMs` ends the response as if
  * it had left. Large data goes out in pieces, each with its own idle timeout, so the timeout
- * counts time without progress, and a client taking megabytes slowly but steadily is not cut as
- * one that stopped reading (characters are never split). `signal` (a drain: SIGTERM) cuts it at
+ * counts time without progress, not the time to send it all (characters are never split). The
+ * kernel shows progress in steps: it takes more once the client has read about half of what the
+ * sockets hold (a MB or two), so a client reading less than that per timeout is cut. `signal` (a drain: SIGTERM) cuts it at
  * once: the process must not outlive its stop grace period. A response already destroyed (its
  * client left) is written nothing: every write would wait for a 'drain' that never comes.
  */

@@ -238,6 +238,8 @@ describe("the memory answers hold at once, through the shim", () => {
         slowResponse!.resume();
       });
       expect(received).toBeLessThan(length);
+      // Charged (it was read and settled), and logged as a client that left.
+      expect(await h.waitForRequestLog((l) => l.keyId === id && l.status === 499)).toMatchObject({ error: "client_closed_request", cost: 1 });
       expect((await h.store.getKey(id))!.held).toBe(0);
       slow.destroy();
     } finally {

@@ -219,6 +219,10 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     // The hot path writes the response itself: Fastify's send pipeline (onSend hooks, header
     // bookkeeping) measurably costs per request here, and there is nothing for it to do.
     reply.hijack();
+    // From here the answer is the client's: its leaving no longer changes the charge.
+    reply.raw.off("close", onClose);
+    clearTimeout(leftDeadline);
+    if (ctx.inflight.draining) reply.raw.setHeader("connection", "close"); // see app.ts's onRequest
     reply.raw.writeHead(res.status, {
       "x-request-id": request.id,
       ...authHeaders(ctx, request, cost, available),
@@ -234,7 +238,11 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       for (const p of pieces) await writeWithBackpressure(reply.raw, p, ctx.config.streamIdleTimeoutMs, ac.signal);
       reply.raw.end();
     }
-    finishRequest(ctx, request, res.status);
+    // Gone before it had it all (it left, stopped reading, or a drain): charged all the same, and
+    // logged as a client that left.
+    const gone = reply.raw.destroyed && !reply.raw.writableFinished;
+    if (gone) request.shimErrorCode = "client_closed_request";
+    finishRequest(ctx, request, gone ? 499 : res.status);
     return reply;
   } finally {
     reply.raw.off("close", onClose);
