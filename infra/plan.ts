@@ -1,6 +1,6 @@
 import { costOf, VOLUME_USD_PER_GB_MONTH } from "./catalog.ts";
 import type { TenantConfig } from "./config.ts";
-import { OWN_ADDRESS_HINT, unreachableSource } from "./config/addresses.ts";
+import { OWN_ADDRESS_HINT, unreachableAdminEntries, unreachableAdminWarning } from "./config/addresses.ts";
 import { modelSizeWarnings } from "./config/model-size.ts";
 import { resourceNames, webPorts } from "./host.ts";
 
@@ -61,19 +61,11 @@ export function planFor(config: TenantConfig): Plan {
   return { tenant: config.tenant, resources, ports, lines };
 }
 
-/**
- * adminCidrs entries from which nobody reaches the host: a Problem (`pulumi up` refuses) when
- * they all are, else a Warning (one more private entry can be meant, see checkAdminReachable).
- */
+/** adminCidrs entries from which nobody reaches the host, when `pulumi up` refuses the list for them (else configWarnings warns). */
 function adminReachLines(cidrs: readonly string[]): [string, string][] {
-  const unreachable = cidrs.flatMap((cidr) => {
-    const what = unreachableSource(cidr);
-    return what ? [{ cidr, what }] : [];
-  });
-  const refused = unreachable.length === cidrs.length;
-  return unreachable.map(({ cidr, what }): [string, string] => refused
-    ? ["Problem", `adminCidrs ${cidr} is ${what}, from which nobody reaches the host: \`pulumi up\` refuses it; ${OWN_ADDRESS_HINT}`]
-    : ["Warning", `adminCidrs ${cidr} is ${what}: nobody reaches the host's public address from it (SSH and /admin from the internet come from your other entries)`]);
+  const { entries, refused } = unreachableAdminEntries(cidrs);
+  return refused ? entries.map(({ cidr, what }): [string, string] =>
+    ["Problem", `adminCidrs ${cidr} is ${what}, from which nobody reaches the host: \`pulumi up\` refuses it; ${OWN_ADDRESS_HINT}`]) : [];
 }
 
 /** How vLLM spreads the model over the plan's GPUs, as the plan prints it. */
@@ -112,6 +104,8 @@ export function configWarnings(config: TenantConfig): string[] {
   if (tls.domain !== undefined && tls.mode === "off") {
     warnings.push("tls.domain is ignored with tls.mode off: there is no certificate, and the endpoint is http://<ip>/v1; remove it or choose a TLS mode");
   }
+  const admin = unreachableAdminEntries(config.adminCidrs);
+  if (!admin.refused) warnings.push(...admin.entries.map(({ cidr, what }) => unreachableAdminWarning(cidr, what)));
   warnings.push(...modelSizeWarnings(config));
   return warnings;
 }

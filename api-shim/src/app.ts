@@ -133,6 +133,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   const handleError = errorHandler((request) => authHeaders(ctx, request));
   app.setErrorHandler(function (error, request, reply) {
+    if (ctx.inflight.draining) reply.header("connection", "close"); // as onRequest does, for requests admitted before the drain
     handleError.call(this, error, request, reply);
     // A client that left while its error was being worked out gets no onResponse hook: its line
     // is written here, as nginx logs a client that left (499).

@@ -42,5 +42,36 @@ export function unreachableSource(cidr: string): string | undefined {
   return RANGES.find((r) => r.family === family && prefix >= r.prefix && r.list.check(address, family))?.what;
 }
 
+/** Docker's gateway on the Compose network: nginx sees IPv6 clients and the host's own requests as it. */
+const DOCKER_GATEWAY = "10.89.0.1";
+
+export interface UnreachableAdminEntries {
+  /** Entries nobody connects to the host's public address from, with their index and why. */
+  readonly entries: readonly { index: number; cidr: string; what: string }[];
+  /** `pulumi up` refuses the list: no IPv4 entry lets anyone in, and it dials the host's IPv4 address. */
+  readonly refused: boolean;
+}
+
+/** What unreachableSource says about each (normalised) adminCidrs entry; `undefined` entries are invalid ones, skipped. */
+export function unreachableAdminEntries(cidrs: readonly (string | undefined)[]): UnreachableAdminEntries {
+  const entries = cidrs.flatMap((cidr, index) => {
+    const what = cidr === undefined ? undefined : unreachableSource(cidr);
+    return cidr !== undefined && what ? [{ index, cidr, what }] : [];
+  });
+  const reachableV4 = cidrs.some((cidr) => cidr !== undefined && isIPv4(cidr.split("/")[0]!) && unreachableSource(cidr) === undefined);
+  return { entries, refused: entries.length > 0 && !reachableV4 };
+}
+
+/** The plan's and `pulumi up`'s warning for an unreachable entry beside a reachable one. */
+export function unreachableAdminWarning(cidr: string, what: string): string {
+  const [address, bits] = cidr.split("/") as [string, string];
+  const gateway = new BlockList();
+  if (isIPv4(address)) gateway.addSubnet(address, Number(bits), "ipv4");
+  const opensAdmin = isIPv4(address) && gateway.check(DOCKER_GATEWAY, "ipv4");
+  return `adminCidrs ${cidr} is ${what}: nobody reaches the host's public address from it` + (opensAdmin
+    ? `; and it holds Docker's gateway ${DOCKER_GATEWAY}, which nginx sees every IPv6 client as, so it opens /admin (still behind the admin token) to them`
+    : "; remove it unless you mean it");
+}
+
 /** Where an operator finds the address to put in adminCidrs. */
 export const OWN_ADDRESS_HINT = "put your own public IPv4 address as a /32 instead (`curl -4s https://ifconfig.me` prints it)";

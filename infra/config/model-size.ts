@@ -14,8 +14,8 @@ export function weightsGb(id: string): number | null {
   if (size === null) return null;
   const billions = Number(size[2]) * (size[1] === undefined ? 1 : Number(size[1]));
   // Quantized weights: 8-bit (FP8, INT8: `GPTQ-Int8` is 8-bit) or 4-bit (AWQ, GPTQ, MXFP4 as in
-  // gpt-oss, …); otherwise bf16, 2 bytes each.
-  const bytes = /fp8|int8|8bit|w8a8/i.test(name) ? 1 : /awq|gptq|int4|4bit|w4a16|bnb|gguf|q4|fp4|gpt-oss/i.test(name) ? 0.5 : 2;
+  // gpt-oss, …) unless the name says BF16/FP16; otherwise bf16, 2 bytes each.
+  const bytes = /bf16|fp16/i.test(name) ? 2 : /fp8|int8|8bit|w8a8/i.test(name) ? 1 : /awq|gptq|int4|4bit|w4a16|bnb|gguf|q4|fp4|gpt-oss/i.test(name) ? 0.5 : 2;
   return billions * bytes;
 }
 

@@ -1,6 +1,6 @@
 import { findPlan, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../catalog.ts";
 import { Secret } from "../secret.ts";
-import { OWN_ADDRESS_HINT, unreachableSource } from "./addresses.ts";
+import { OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
 import { isIPv6Cidr, normaliseCidr, Problems } from "./checks.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
 import { parallelLayout, reservedVllmFlag } from "./vllm.ts";
@@ -131,23 +131,18 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
 }
 
 /**
- * adminCidrs whose entries all are ranges from which nobody reaches the host's public address
- * (documentation, private, loopback, link-local): `pulumi up` would wait for SSH until its timeout, with
- * the GPU billing. Deployment problems, not config errors: the bundle `npm run render` writes
- * is still good on a host of one's own, where such an address may well be the admin's.
+ * adminCidrs without an IPv4 entry anyone connects to a public address from (documentation,
+ * private, CGNAT, loopback, link-local ranges): `pulumi up`, which dials the host's IPv4 address,
+ * would wait for SSH until its timeout, with the GPU billing. Deployment problems, not config
+ * errors: the bundle `npm run render` writes is still good on a host of one's own, where such an
+ * address may well be the admin's.
  */
 function checkAdminReachable(deploy: Problems, value: unknown): void {
   if (!Array.isArray(value)) return;
-  const unreachable = value.flatMap((item, i) => {
-    const cidr = typeof item === "string" ? normaliseCidr(item) : undefined;
-    const what = cidr && unreachableSource(cidr);
-    return what ? [{ i, item, what }] : [];
-  });
-  // Refused only when no entry lets anyone in: one more private entry can be meant (/admin from
-  // the host itself comes from Docker's network gateway); the plan warns about it.
-  if (unreachable.length < value.length) return;
-  for (const { i, item, what } of unreachable) {
-    deploy.add(`adminCidrs[${i}]`, item, `is ${what}, which never reaches the host's public address: \`pulumi up\` would wait ` +
+  const { entries, refused } = unreachableAdminEntries(value.map((item) => (typeof item === "string" ? normaliseCidr(item) : undefined)));
+  if (!refused) return; // beside an IPv4 entry someone connects from, they are warnings (configWarnings)
+  for (const { index, what } of entries) {
+    deploy.add(`adminCidrs[${index}]`, value[index], `is ${what}, which never reaches the host's public address: \`pulumi up\` would wait ` +
       `for SSH until its timeout (45 minutes) while the GPU host bills; ${OWN_ADDRESS_HINT}`);
   }
 }

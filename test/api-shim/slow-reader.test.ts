@@ -244,16 +244,16 @@ describe("a second signal while a large answer is being sent to a client that st
 });
 
 describe("an answer or a stream admitted before a drain and answered during it", () => {
-  it.each([false, true])("says Connection: close (stream: %s), so nginx sends nothing more on that connection", async (stream) => {
+  it.each([[false, 200], [true, 200], [false, 503]])("says Connection: close (stream: %s, status %s), so nginx sends nothing more on that connection", async (stream, status) => {
     const h = await startShim();
     try {
       const { key } = await h.createKey({ credits: 100 });
-      h.fake.set({ headerDelayMs: 800 });
+      h.fake.set({ headerDelayMs: 800, ...(status === 503 ? { failStatus: 503 } : {}) });
       const asked = h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 2, stream });
       await new Promise((r) => setTimeout(r, 200));
       const closing = closeApp(h.app, 5000);
       const res = await asked;
-      expect(res.status).toBe(200);
+      expect(res.status).toBe(status);
       expect(res.headers.get("connection")).toBe("close");
       await res.text();
       await closing;

@@ -234,6 +234,8 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     // With one entry someone connects from, a private one is allowed (Docker's network gateway, from which /admin requests on the
     // host itself come); the plan warns about it.
     expect(deployProblems(["81.2.69.160/32", "10.89.0.1/32"])).toEqual([]);
+    // pulumi up dials the host's IPv4 address: a public IPv6 entry does not make a private IPv4 one enough.
+    expect(deployProblems(["10.0.0.5/32", "2a01:4f8::1/128"])).toEqual([expect.stringMatching(/^gpu-sandbox:adminCidrs\[0\] = "10\.0\.0\.5\/32": is a private address/)]);
     // Public addresses, and ranges wider than a private one (a /0 has its own warning), are fine.
     expect(deployProblems(["81.2.69.160/32", "0.0.0.0/0", "::/0", "192.0.0.0/8", "2a01:4f8::/32"])).toEqual([]);
     // With other problems they are listed with them, so one run shows everything to fix.

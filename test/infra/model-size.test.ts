@@ -20,6 +20,7 @@ describe("a model that looks too large for the plan or the volume", () => {
     expect(weightsGb("Qwen/Qwen2.5-0.5B-Instruct")).toBe(1);
     expect(weightsGb("Qwen/Qwen2.5-72B-Instruct-GPTQ-Int8")).toBe(72);
     expect(weightsGb("openai/gpt-oss-20b")).toBe(10); // MXFP4
+    expect(weightsGb("unsloth/gpt-oss-20b-BF16")).toBe(40);
     expect(weightsGb("Qwen/Qwen3-30B-A3B")).toBe(60);
     expect(weightsGb("meta-llama/Llama-4-Scout-17B-16E-Instruct")).toBeNull(); // 17B active of 109B: no guess
     expect(weightsGb("BAAI/bge-m3")).toBeNull(); // no size in the name: no guess

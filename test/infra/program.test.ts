@@ -193,14 +193,18 @@ describe("firewall edge cases", () => {
 
 describe("the plan that `npm run render` prints", () => {
   it("warns when adminCidrs lets in the whole internet, and only then", async () => {
-    const { formatPlan, planFor } = await import("../../infra/plan.ts");
+    const { configWarnings, formatPlan, planFor } = await import("../../infra/plan.ts");
     expect(formatPlan(planFor(configFor("example", { adminCidrs: ["0.0.0.0/0"] })))).toMatch(/Warning +adminCidrs has a \/0: SSH \(key only\) and \/admin \(token only\) are open to the whole internet/);
     expect(formatPlan(planFor(configFor("example", { adminCidrs: ["203.0.113.7/32", "::/0"] })))).toContain("Warning");
     expect(formatPlan(planFor(configFor("example")))).not.toContain("Warning");
     // One private entry beside a public one is a warning, not a refusal.
-    const mixed = formatPlan(planFor(configFor("example", { adminCidrs: ["81.2.69.160/32", "10.89.0.1/32"] })));
-    expect(mixed).toMatch(/Warning +adminCidrs 10\.89\.0\.1\/32 is a private address \(RFC 1918\): nobody reaches the host's public address from it/);
+    const mixedConfig = configFor("example", { adminCidrs: ["81.2.69.160/32", "10.89.0.1/32", "192.168.1.0/24"] });
+    const mixed = formatPlan(planFor(mixedConfig));
+    expect(mixed).toMatch(/Warning +adminCidrs 10\.89\.0\.1\/32 is a private address \(RFC 1918\): nobody reaches the host's public address from it; and it holds Docker's gateway 10\.89\.0\.1, which nginx sees every IPv6 client as/);
+    expect(mixed).toMatch(/Warning +adminCidrs 192\.168\.1\.0\/24 is a private address \(RFC 1918\): nobody reaches the host's public address from it; remove it unless you mean it/);
     expect(mixed).not.toContain("Problem");
+    // The same warnings come from pulumi up.
+    expect(configWarnings(mixedConfig).filter((w) => w.startsWith("adminCidrs"))).toHaveLength(2);
   });
 
   it("warns when keys would cross the internet in cleartext, and when a tls setting is ignored by the mode, in the plan and in pulumi up", async () => {

@@ -44,7 +44,7 @@ dns=$(getent ahostsv4 "$domain" 2>/dev/null | awk '{print $1}' | sort -u | tr '\
 {
   log "WARNING: clients get a certificate error: nginx still serves the placeholder certificate for $domain,"
   log "  because Let's Encrypt has not issued the real one yet (the endpoint itself is up)."
-  if [ "$dns" != "$ip" ] && [ "$domain" = "$ip.ip.linodeusercontent.com" ]; then
+  if [ "$dns" != "$ip" ] && [ "$domain" = "${ip//./-}.ip.linodeusercontent.com" ]; then
     # The kit's own name, under Linode's zone: nothing for the operator to create.
     log "  DNS for $domain (Linode's name for this host) does not resolve here yet (${dns:-nothing});"
     log "  it usually does within minutes of a new instance."
