@@ -1,8 +1,9 @@
 import { createServer, request, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { once } from "node:events";
+import { type AddressInfo, connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { closeApp } from "../../api-shim/src/app.ts";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 const CREDIT = 1_000_000;
 
@@ -258,6 +259,62 @@ describe("an answer or a stream admitted before a drain and answered during it",
       await res.text();
       await closing;
     } finally {
+      await h.close().catch(() => {});
+    }
+  });
+});
+
+/** A kept-alive connection, as nginx keeps them: `ask` sends a GET and resolves with the response's head. */
+async function keptAlive(url: string) {
+  const socket = connect(Number(new URL(url).port), "127.0.0.1");
+  await once(socket, "connect");
+  socket.setEncoding("latin1");
+  return {
+    ask(path: string): Promise<string> {
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: shim\r\n\r\n`);
+      return new Promise((resolve) => {
+        let got = "";
+        const onData = (d: string) => {
+          got += d;
+          const end = got.indexOf("\r\n\r\n");
+          const length = Number(/\r\ncontent-length: (\d+)/i.exec(got)?.[1] ?? -1);
+          if (end >= 0 && length >= 0 && got.length >= end + 4 + length) {
+            socket.off("data", onData);
+            resolve(got);
+          }
+        };
+        socket.on("data", onData);
+      });
+    },
+    close: () => socket.destroy(),
+  };
+}
+
+describe("answers Fastify itself sends during a drain", () => {
+  it("say Connection: close too: a URL the router refuses, and /ready whose probe outlasted the start of the drain", async () => {
+    const h = await startShim({ wrapStore: (s) => overrideStore(s, { ping: () => new Promise<void>((r) => setTimeout(r, 1000)) }) });
+    const [a, b] = [await keptAlive(h.url), await keptAlive(h.url)];
+    try {
+      expect(await a.ask("/health")).toMatch(/^HTTP\/1\.1 200/);
+      // A request in flight keeps the drain going (without one it ends at once and closes idle connections).
+      const { key } = await h.createKey({ credits: 100 });
+      h.fake.set({ headerDelayMs: 1500 });
+      const inflight = h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 2 });
+      const ready = b.ask("/ready");
+      await new Promise((r) => setTimeout(r, 200));
+      const closing = closeApp(h.app, 2000);
+      const bad = await a.ask("/v1/x%zz");
+      expect(bad).toMatch(/^HTTP\/1\.1 400/);
+      expect(bad).toMatch(/\r\nconnection: close\r\n/i);
+      const r = await ready;
+      expect(r).toMatch(/^HTTP\/1\.1 503/);
+      expect(r).toContain('"draining":true');
+      expect(r).toMatch(/\r\nconnection: close\r\n/i);
+      expect((await inflight).status).toBe(200);
+      await closing;
+    } finally {
+      a.close();
+      b.close();
       await h.close().catch(() => {});
     }
   });

@@ -231,8 +231,7 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
       "5 a private address (RFC 1918)", "6 a loopback address", "7 a link-local address", "8 a carrier-grade NAT address (RFC 6598)",
       "9 a documentation address (RFC 3849)", "10 a private address (IPv6 unique local", "11 a link-local address", "12 a loopback address",
     ]);
-    // With one entry someone connects from, a private one is allowed (Docker's network gateway, from which /admin requests on the
-    // host itself come); the plan warns about it.
+    // Beside an IPv4 entry someone connects from, a private one is allowed; the plan and pulumi up warn about it.
     expect(deployProblems(["81.2.69.160/32", "10.89.0.1/32"])).toEqual([]);
     // pulumi up dials the host's IPv4 address: a public IPv6 entry does not make a private IPv4 one enough.
     expect(deployProblems(["10.0.0.5/32", "2a01:4f8::1/128"])).toEqual([expect.stringMatching(/^gpu-sandbox:adminCidrs\[0\] = "10\.0\.0\.5\/32": is a private address/)]);
