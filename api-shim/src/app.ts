@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import net from "node:net";
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { AnswerMemory } from "./answer-memory.ts";
 import { authHeaders, authHook } from "./auth.ts";
@@ -98,7 +98,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       request.shim = newRequestState();
       const error = toShimError(err);
       request.shimErrorCode = error.logCode;
-      closeIfDraining(ctx, reply); // no onRequest hook ran either
+      ctx.inflight.closeIfDraining(reply.raw); // no onRequest hook ran either
       void sendError(reply.header("x-request-id", request.id), error);
       finishRequest(ctx, request, error.status); // no onResponse hook runs for these
     },
@@ -125,14 +125,14 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.addHook("onRequest", (request, reply) => {
     request.shim = newRequestState();
     reply.header("x-request-id", request.id);
-    closeIfDraining(ctx, reply);
+    ctx.inflight.closeIfDraining(reply.raw);
     return authenticate(request, reply);
   });
   app.addHook("onResponse", async (request, reply) => finishRequest(ctx, request, reply.statusCode));
 
   const handleError = errorHandler((request) => authHeaders(ctx, request));
   app.setErrorHandler(function (error, request, reply) {
-    closeIfDraining(ctx, reply); // for requests admitted before the drain, too
+    ctx.inflight.closeIfDraining(reply.raw); // for requests admitted before the drain, too
     handleError.call(this, error, request, reply);
     // A client that left while its error was being worked out gets no onResponse hook: its line
     // is written here, as nginx logs a client that left (499).
@@ -171,16 +171,6 @@ export async function closeApp(app: FastifyInstance, drainMs: number): Promise<{
   app.server.closeAllConnections();
   await closed;
   return result;
-}
-
-/**
- * A drain leaves open connections to their requests (closeApp): every answer sent while it runs
- * says `Connection: close`, so the connection is closed after it and nginx sends nothing more to
- * this process. Called wherever Fastify answers (hooks, handlers, error paths); the inference
- * paths that write their own heads set it themselves.
- */
-export function closeIfDraining(ctx: ShimContext, reply: FastifyReply): void {
-  if (ctx.inflight.draining) reply.header("connection", "close");
 }
 
 function newRequestState(): RequestState {

@@ -43,6 +43,16 @@ export class Inflight {
     return this.count;
   }
 
+  /**
+   * A drain leaves open connections to their requests (closeApp): every answer sent while it runs
+   * says `Connection: close`, so the connection is closed after it and nginx sends nothing more to
+   * this process. Called wherever an answer's head is made (the hook, the handlers, the error
+   * paths, the inference paths that write their own heads); `writeHead` keeps what `setHeader` set.
+   */
+  closeIfDraining(res: { setHeader(name: string, value: string): unknown }): void {
+    if (this.draining) res.setHeader("connection", "close");
+  }
+
   /** Aborts every request in flight (each still settles). */
   abortAll(reason: string): void {
     for (const abort of this.slots.filter((a) => a !== undefined)) abort(reason);

@@ -47,7 +47,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   const { ctx, request, reply, res, settlement, signal } = input;
   const out = reply.raw;
   reply.hijack();
-  if (ctx.inflight.draining) out.setHeader("connection", "close"); // see app.ts's onRequest
+  ctx.inflight.closeIfDraining(out);
   out.writeHead(200, {
     "x-request-id": request.id,
     // The charge is not known until the end: it comes in the comment line before [DONE].

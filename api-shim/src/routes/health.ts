@@ -1,5 +1,4 @@
 import type { FastifyInstance } from "fastify";
-import { closeIfDraining } from "../app.ts";
 import { PUBLIC_ROUTE, type ShimContext } from "../context.ts";
 import { readLimited, transportCause } from "../upstream.ts";
 import { MODEL_LIST_LIMIT, parseModelList } from "./models.ts";
@@ -32,7 +31,7 @@ export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
       void probe.result.then((r) => r.hint && request.log.warn(r.hint));
     }
     const [store, upstream] = await Promise.all([pinged, probe.result]);
-    closeIfDraining(ctx, reply); // a drain that began while it probed
+    ctx.inflight.closeIfDraining(reply.raw); // a drain that began while it probed
     const ready = store === "ok" && upstream.ok && !ctx.inflight.draining;
     return reply.code(ready ? 200 : 503).send({
       status: ready ? "ready" : "not_ready",

@@ -222,7 +222,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     // From here the answer is the client's: its leaving no longer changes the charge.
     reply.raw.off("close", onClose);
     clearTimeout(leftDeadline);
-    if (ctx.inflight.draining) reply.raw.setHeader("connection", "close"); // see app.ts's onRequest
+    ctx.inflight.closeIfDraining(reply.raw);
     reply.raw.writeHead(res.status, {
       "x-request-id": request.id,
       ...authHeaders(ctx, request, cost, available),
@@ -248,15 +248,12 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     reply.raw.off("close", onClose);
     // An answer still being written is still in flight: a drain (SIGTERM) waits for it rather
     // than closing its connection under it, charged and half sent. Its memory is held until then.
-    if (reply.raw.writableFinished || reply.raw.destroyed) {
+    const over = () => {
       done();
       lease.release();
-    } else {
-      reply.raw.once("close", () => {
-        done();
-        lease.release();
-      });
-    }
+    };
+    if (reply.raw.writableFinished || reply.raw.destroyed) over();
+    else reply.raw.once("close", over);
   }
 }
 
