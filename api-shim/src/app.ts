@@ -125,14 +125,20 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.addHook("onRequest", (request, reply) => {
     request.shim = newRequestState();
     reply.header("x-request-id", request.id);
-    ctx.inflight.closeIfDraining(reply.raw);
+    // Inference requests put themselves in flight once admitted, with an abort that settles them.
+    if (!request.routeOptions.config.drainsItself) request.drainCut = ctx.inflight.untilClosed(reply.raw);
     return authenticate(request, reply);
+  });
+  // Every answer Fastify sends (the hijacked inference answers set it themselves): one that began
+  // before a drain may be sent during it.
+  app.addHook("onSend", (_request, reply, payload, done) => {
+    ctx.inflight.closeIfDraining(reply.raw);
+    done(null, payload);
   });
   app.addHook("onResponse", async (request, reply) => finishRequest(ctx, request, reply.statusCode));
 
   const handleError = errorHandler((request) => authHeaders(ctx, request));
   app.setErrorHandler(function (error, request, reply) {
-    ctx.inflight.closeIfDraining(reply.raw); // for requests admitted before the drain, too
     handleError.call(this, error, request, reply);
     // A client that left while its error was being worked out gets no onResponse hook: its line
     // is written here, as nginx logs a client that left (499).

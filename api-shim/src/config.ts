@@ -121,7 +121,8 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   };
 
   const port = int("SHIM_PORT", 8080, 0, 65535);
-  const httpUrl = (name: string, example: string): string | null => {
+  // `withoutCredentials`: what to do instead of putting credentials in the URL.
+  const httpUrl = (name: string, example: string, withoutCredentials: string): string | null => {
     const v = str(name);
     if (v === null) return null;
     let ok = false;
@@ -136,13 +137,13 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
       ok = http && !u.search && !u.hash && !credentials;
       if (http) shown = `${u.protocol}//${credentials ? "***@" : ""}${u.host}${u.pathname}${u.search || u.hash ? "?…" : ""}`;
     } catch {}
-    if (credentials) problems.push(`${name}: ${show(shown)} has credentials in it, which would not be sent (only the origin is used); give the upstream's key in SHIM_UPSTREAM_API_KEY`);
+    if (credentials) problems.push(`${name}: ${show(shown)} has credentials in it, which would not be sent (only the origin is used); ${withoutCredentials}`);
     else if (!ok) bad(name, shown, `an http(s) URL without query, e.g. ${example}`);
     return v;
   };
-  const upstreamUrl = httpUrl("SHIM_UPSTREAM_URL", "http://litellm:4000/v1");
+  const upstreamUrl = httpUrl("SHIM_UPSTREAM_URL", "http://litellm:4000/v1", "give the upstream's key in SHIM_UPSTREAM_API_KEY");
   if (upstreamUrl === null) problems.push("SHIM_UPSTREAM_URL: is required; expected the upstream's base URL including /v1, e.g. http://litellm:4000/v1");
-  const readyUrl = httpUrl("SHIM_READY_URL", "http://vllm:8000/health");
+  const readyUrl = httpUrl("SHIM_READY_URL", "http://vllm:8000/health", "the probe sends no credentials, so give a URL that answers without them, such as vLLM's /health");
   const trustProxy = (str("SHIM_TRUST_PROXY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
   for (const cidr of trustProxy) if (!isCidr(cidr)) bad("SHIM_TRUST_PROXY", cidr, "comma-separated IP addresses or CIDRs, e.g. 172.16.0.0/12");
   const logLevel = (str("LOG_LEVEL") ?? "info").toLowerCase();

@@ -35,16 +35,27 @@ export interface RequestState {
 
 /** Route config: `{ config: PUBLIC_ROUTE }` marks a route that needs no key (probes, scrapes). */
 export const PUBLIC_ROUTE = { public: true } as const;
+/**
+ * Route config of the inference routes: they put themselves in flight (Inflight) once admitted,
+ * with an abort that settles them. Every other request is put in flight by the onRequest hook.
+ */
+export const DRAINS_ITSELF = { drainsItself: true } as const;
 
 declare module "fastify" {
   interface FastifyContextConfig {
     public?: boolean;
+    drainsItself?: boolean;
   }
   interface FastifyRequest {
     shim: RequestState;
     auth?: { key: KeyRecord; buckets: KeyBuckets; limits: TierLimits };
     rawBody?: Buffer;
     shimErrorCode?: string;
+    /**
+     * Aborted when a drain ends with this request still unanswered (not on inference routes,
+     * which abort their own work): work that waits on the upstream listens to it.
+     */
+    drainCut?: AbortSignal;
     /** Why the upstream could not be reached or read (transportCause), for the log line. */
     upstreamCause?: string;
   }

@@ -79,6 +79,11 @@ export class ShimError extends Error {
   }
 }
 
+/** A request refused or cut by a shutdown's drain: another replica, or this one restarted, will answer it. */
+export function shuttingDown(): ShimError {
+  return new ShimError("service_unavailable", { message: "The server is shutting down; retry shortly." });
+}
+
 export function errorBody(err: ShimError): string {
   const error: Record<string, unknown> = {
     message: err.message,

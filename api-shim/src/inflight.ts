@@ -8,8 +8,8 @@ import { EventEmitter, once } from "node:events";
 export const SETTLE_AFTER_DRAIN_MS = 3_000;
 
 /**
- * The inference requests in flight, so a shutdown can wait for them (drain) and then abort the
- * rest. An aborted request still settles: it is charged for what was generated.
+ * The requests in flight, so a shutdown can wait for them (drain) and then abort the rest. An
+ * aborted inference request still settles: it is charged for what was generated.
  *
  * Slots in an array with a free list rather than a Set: V8 keeps whatever passes through a
  * long-lived Map or Set with constant additions and deletions alive until the next full GC
@@ -37,6 +37,18 @@ export class Inflight {
       this.free.push(slot);
       if (--this.count === 0) this.events.emit("empty");
     };
+  }
+
+  /**
+   * Puts a request that is not an inference one in flight until its response closes, so a drain
+   * waits for it as for inference (a model list, a usage export still being sent). If the drain
+   * ends first, the returned signal is aborted while it is unanswered (work waiting on the
+   * upstream listens to it and answers 503), and its connection is cut once its answer has begun.
+   */
+  untilClosed(res: { headersSent: boolean; destroy(): unknown; once(event: "close", listener: () => void): unknown }): AbortSignal {
+    const ac = new AbortController();
+    res.once("close", this.add((reason) => (res.headersSent ? res.destroy() : ac.abort(reason))));
+    return ac.signal;
   }
 
   get size(): number {

@@ -121,6 +121,10 @@ extra: 1
       'SHIM_UPSTREAM_URL: "http://***@litellm:4000/v1" has credentials in it, which would not be sent (only the origin is used); give the upstream\'s key in SHIM_UPSTREAM_API_KEY',
       'SHIM_READY_URL: "http://vllm:8000/health?…" is not valid; expected an http(s) URL without query, e.g. http://vllm:8000/health',
     ]);
+    // The readiness probe sends no key: the advice for its URL is not the upstream's.
+    expect(problems({ SHIM_READY_URL: "http://admin:pw@vllm:8000/health" })).toEqual([
+      'SHIM_READY_URL: "http://***@vllm:8000/health" has credentials in it, which would not be sent (only the origin is used); the probe sends no credentials, so give a URL that answers without them, such as vLLM\'s /health',
+    ]);
     for (const url of ["http://sk-live-SECRET123@litellm:4000/v1", "http://user:pa?SECRET@litellm:4000/v1", "http://user:pa#SECRET@litellm/v1", "litellm:4000/v1?key=SECRET",
       "sk-live-SECRET123@litellm:4000/v1", "user:SECRET123@litellm:4000/v1", "//user:SECRET123@litellm:4000/v1"]) {
       const lines = problems({ SHIM_UPSTREAM_URL: url });

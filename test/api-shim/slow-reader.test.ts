@@ -319,3 +319,62 @@ describe("answers Fastify itself sends during a drain", () => {
     }
   });
 });
+
+/** An upstream whose model list comes after `delayMs` (never, for Infinity). */
+async function slowModelList(delayMs: number): Promise<{ url: string; close(): Promise<void> }> {
+  const server: Server = createServer((_req, res) => {
+    if (delayMs === Infinity) return;
+    setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ object: "list", data: [{ id: "qwen2.5-7b", object: "model" }] })), delayMs);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+describe("a request other than inference in flight when a drain begins", () => {
+  it("is waited for like inference: a model list the upstream answers during the drain reaches its client", async () => {
+    const upstream = await slowModelList(800);
+    const h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url } });
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const asked = fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+      await new Promise((r) => setTimeout(r, 200));
+      const closing = closeApp(h.app, 5000); // no inference in flight: the drain used to end at once
+      const res = await asked;
+      expect(res.status).toBe(200);
+      expect(res.headers.get("connection")).toBe("close");
+      expect(((await res.json()) as { data: { id: string }[] }).data.map((m) => m.id)).toEqual(["qwen2.5-7b"]);
+      await closing;
+    } finally {
+      await h.close().catch(() => {});
+      await upstream.close();
+    }
+  });
+
+  it("still unanswered when the drain ends, gets 503 service_unavailable (its client retries), not a closed connection", async () => {
+    const upstream = await slowModelList(Infinity);
+    const h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url, SHIM_UPSTREAM_TIMEOUT_MS: "60000" } });
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const asked = fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+      await new Promise((r) => setTimeout(r, 200));
+      const started = Date.now();
+      const closing = closeApp(h.app, 500);
+      const res = await asked;
+      expect(res.status).toBe(503);
+      expect(res.headers.get("x-request-id")).toBeTruthy();
+      expect(((await res.json()) as { error: object }).error).toMatchObject({ code: "service_unavailable", message: "The server is shutting down; retry shortly." });
+      await closing;
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(await h.waitForRequestLog((l) => l.path === "/v1/models")).toMatchObject({ status: 503, error: "service_unavailable" });
+    } finally {
+      await h.close().catch(() => {});
+      await upstream.close();
+    }
+  });
+});

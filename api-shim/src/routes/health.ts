@@ -31,7 +31,6 @@ export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
       void probe.result.then((r) => r.hint && request.log.warn(r.hint));
     }
     const [store, upstream] = await Promise.all([pinged, probe.result]);
-    ctx.inflight.closeIfDraining(reply.raw); // a drain that began while it probed
     const ready = store === "ok" && upstream.ok && !ctx.inflight.draining;
     return reply.code(ready ? 200 : 503).send({
       status: ready ? "ready" : "not_ready",

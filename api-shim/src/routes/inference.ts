@@ -4,8 +4,8 @@ import { UsageScanner, usageOfBody } from "../answer-body.ts";
 import { spliceJsonBytes } from "../json-splice.ts";
 import { finishRequest } from "../app.ts";
 import { authHeaders, deadKey, rateLimited, tooManyInFlight } from "../auth.ts";
-import type { ShimContext } from "../context.ts";
-import { ShimError } from "../errors.ts";
+import { DRAINS_ITSELF, type ShimContext } from "../context.ts";
+import { ShimError, shuttingDown } from "../errors.ts";
 import type { ModelConfig } from "../config.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptBytes, upstreamBody } from "../inference-request.ts";
 import { formatCredits } from "../money.ts";
@@ -34,7 +34,7 @@ const COPY_BELOW = 64 * 1024;
 
 export function inferenceRoutes(app: FastifyInstance, ctx: ShimContext): void {
   for (const [path, kind, upstreamPath] of ROUTES) {
-    app.post(path, (request, reply) => handle(ctx, kind, upstreamPath, request, reply));
+    app.post(path, { config: DRAINS_ITSELF }, (request, reply) => handle(ctx, kind, upstreamPath, request, reply));
   }
 }
 
@@ -45,7 +45,7 @@ export function inferenceRoutes(app: FastifyInstance, ctx: ShimContext): void {
  */
 async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const auth = request.auth!;
-  if (ctx.inflight.draining) throw new ShimError("service_unavailable", { message: "The server is shutting down; retry shortly." });
+  if (ctx.inflight.draining) throw shuttingDown();
   const body = request.body as Record<string, unknown>;
   const req = parseInferenceRequest(kind, body);
   request.shim.model = req.model;
@@ -297,7 +297,7 @@ async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyR
   if (isAbort(e, signal)) {
     if (signal.reason === "drain") {
       await settlement.settle(503, null);
-      throw new ShimError("service_unavailable", { message: "The server is shutting down; retry shortly." });
+      throw shuttingDown();
     }
     // The client is gone: nobody to answer. Log it as nginx does (499). Once the upstream had the
     // request it is charged the request price, as a stream whose client leaves before any content

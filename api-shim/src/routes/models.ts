@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { authHeaders } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
-import { ShimError } from "../errors.ts";
+import { ShimError, shuttingDown } from "../errors.ts";
 import { creditsNumber } from "../money.ts";
 import { readLimited, unreachable, upstreamStatusError } from "../upstream.ts";
 
@@ -20,10 +20,13 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
     // One deadline for the whole list, body included (the headers timeout alone would let a
     // trickling body run on); running out of it is a timeout (504), like the headers timeout.
     const deadline = AbortSignal.timeout(ctx.config.upstreamTimeoutMs);
+    // A shutdown's drain that ends before the upstream answers: 503, so the client retries elsewhere.
+    const signal = request.drainCut ? AbortSignal.any([deadline, request.drainCut]) : deadline;
     try {
-      res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, signal: deadline });
+      res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, signal });
       text = (await readLimited(res.body, MODEL_LIST_LIMIT)).text;
     } catch (e) {
+      if (request.drainCut?.aborted) throw shuttingDown();
       throw unreachable(ctx, request, e, deadline.aborted ? (res ? "UND_ERR_BODY_TIMEOUT" : "UND_ERR_HEADERS_TIMEOUT") : undefined);
     }
     // A GET with nothing in it is never the client's fault: whatever the upstream says, it is the
