@@ -3,6 +3,7 @@ import net from "node:net";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { AnswerMemory } from "./answer-memory.ts";
+import { trustedPeers } from "./client-address.ts";
 import { authHeaders, authHook } from "./auth.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
@@ -57,6 +58,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     answerMemory: new AnswerMemory(config.answerMemoryBytes),
   };
   metrics.answerMemory = ctx.answerMemory;
+  const fromProxy = trustedPeers(config.trustProxy);
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     // One line per request, written below (finishRequest), without headers or bodies.
@@ -67,9 +69,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     trustProxy: config.trustProxy.length > 0 ? [...config.trustProxy] : false,
     requestIdHeader: false,
     genReqId: (req) => {
-      // Reuse a sane incoming id (nginx's $request_id) so one id follows a request across hops.
+      // Reuse a sane incoming id (nginx's $request_id) so one id follows a request across hops,
+      // but only from SHIM_TRUST_PROXY, as X-Forwarded-For: a client's own id would let it pass
+      // for another request in the log, and reach vLLM, which refuses an id already running.
       const incoming = req.headers["x-request-id"];
-      return typeof incoming === "string" && SANE_REQUEST_ID.test(incoming) ? incoming : randomUUID();
+      return typeof incoming === "string" && SANE_REQUEST_ID.test(incoming) && fromProxy(req.socket.remoteAddress) ? incoming : randomUUID();
     },
     // While draining (server.ts calls close()), a request on a kept-alive connection reaches the
     // routes, which answer it in the OpenAI shape with a request id (503 service_unavailable for

@@ -1,4 +1,4 @@
-import { isIPv6 } from "node:net";
+import { BlockList, isIP, isIPv6 } from "node:net";
 
 /**
  * The unit the unauthenticated per-address limit counts: an IPv4 address, or an IPv6 address's
@@ -27,4 +27,20 @@ function expandIPv6(address: string): number[] {
   const left = parse(head);
   const right = tail === undefined ? [] : parse(tail);
   return [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
+}
+
+/**
+ * Whether a peer is one of SHIM_TRUST_PROXY's addresses or CIDRs (validated by config.ts). An
+ * IPv4-mapped IPv6 peer (a dual-stack socket's view) matches its IPv4 entry.
+ */
+export function trustedPeers(cidrs: readonly string[]): (peer: string | undefined) => boolean {
+  if (cidrs.length === 0) return () => false;
+  const list = new BlockList();
+  for (const cidr of cidrs) {
+    const [address, prefix] = cidr.split("/") as [string, string | undefined];
+    const family = isIP(address) === 6 ? "ipv6" : "ipv4";
+    if (prefix === undefined) list.addAddress(address, family);
+    else list.addSubnet(address, Number(prefix), family);
+  }
+  return (peer) => peer !== undefined && list.check(peer.replace(/%.*$/, ""), isIPv6(peer) ? "ipv6" : "ipv4");
 }

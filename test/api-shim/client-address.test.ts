@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { addressBucket } from "../../api-shim/src/client-address.ts";
+import { addressBucket, trustedPeers } from "../../api-shim/src/client-address.ts";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import { MAX_TRACKED_ADDRESSES, RateLimiter } from "../../api-shim/src/rate-limit.ts";
 
@@ -44,5 +44,14 @@ describe("unauthenticated limits per client address", () => {
       if (i % 1000 === 0) expect(limiter.takeIp("198.51.100.1").ok).toBe(false);
     }
     expect(limiter.trackedAddresses).toBe(MAX_TRACKED_ADDRESSES);
+  });
+});
+
+describe("trustedPeers (SHIM_TRUST_PROXY, for the request id nginx sends)", () => {
+  it("matches addresses and CIDRs of both families, IPv4-mapped peers included; nothing when unset", () => {
+    const trusted = trustedPeers(["10.89.0.2/32", "192.168.0.0/16", "fd00::/8", "127.0.0.1"]);
+    expect(["10.89.0.2", "::ffff:10.89.0.2", "192.168.44.1", "fd12::1", "127.0.0.1"].filter((p) => trusted(p))).toHaveLength(5);
+    expect(["10.89.0.3", "::ffff:10.89.0.3", "193.168.0.1", "fe80::1", "127.0.0.2", undefined].some((p) => trusted(p))).toBe(false);
+    expect(trustedPeers([])("127.0.0.1")).toBe(false);
   });
 });

@@ -52,13 +52,35 @@ describe("inference through the shim with the OpenAI SDK", () => {
 
   it("forwards the client's bytes untouched (unknown parameters included) and uses the upstream's own key", async () => {
     const body = '{"model":"qwen2.5-7b","messages":[{"role":"user","content":"x"}],"max_tokens":1,"top_k":40,"repetition_penalty":1.10,"guided_json":{"type":"object"},"big":12345678901234567890}';
-    const res = await h.post(key, "/v1/chat/completions", body, { "x-request-id": "nginx-abc123" });
+    const res = await h.post(key, "/v1/chat/completions", body);
     expect(res.status).toBe(200);
-    expect(res.headers.get("x-request-id")).toBe("nginx-abc123");
     const seen = h.fake.requests.at(-1)!;
     expect(seen.body).toBe(body);
     expect(seen.headers.authorization).toBe("Bearer upstream-secret");
-    expect(seen.headers["x-request-id"]).toBe("nginx-abc123");
+    expect(seen.headers["x-request-id"]).toBe(res.headers.get("x-request-id"));
+  });
+
+  it("one request id across the hops: nginx's (from SHIM_TRUST_PROXY) is kept, a client's own is replaced", async () => {
+    // No proxy trusted here: a client could pass for another request in the log, and vLLM
+    // refuses an id that is already running.
+    const own = await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 }, { "x-request-id": "nginx-abc123" });
+    expect(own.status).toBe(200);
+    const replaced = own.headers.get("x-request-id")!;
+    expect(replaced).toMatch(/^[0-9a-f-]{36}$/);
+    expect(h.fake.requests.at(-1)!.headers["x-request-id"]).toBe(replaced);
+    expect((await h.waitForRequestLog((l) => l.reqId === replaced)).status).toBe(200);
+
+    const proxied = await startShim({ env: { SHIM_TRUST_PROXY: "10.0.0.0/8,127.0.0.1" } });
+    try {
+      const k = (await proxied.createKey({ credits: 10 })).key;
+      const res = await proxied.post(k, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 }, { "x-request-id": "nginx-abc123" });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("x-request-id")).toBe("nginx-abc123");
+      expect(proxied.fake.requests.at(-1)!.headers["x-request-id"]).toBe("nginx-abc123");
+      expect((await proxied.waitForRequestLog((l) => l.path === "/v1/chat/completions")).reqId).toBe("nginx-abc123");
+    } finally {
+      await proxied.close();
+    }
   });
 
   it("a streamed body keeps the client's bytes too, with stream_options spliced in only where needed", async () => {
