@@ -13,7 +13,7 @@ import { Inflight } from "./inflight.ts";
 import { jsonShapeProblem } from "./json-shape.ts";
 import { requestLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
-import { redactedPath, redactKeys } from "./keys.ts";
+import { redactedPath, redactKeys, secretRedactor } from "./keys.ts";
 import { creditsNumber } from "./money.ts";
 import { Pricer } from "./pricing.ts";
 import { RateLimiter } from "./rate-limit.ts";
@@ -43,6 +43,8 @@ declare module "fastify" {
 
 const MAX_HEADER_BYTES = 64 * 1024;
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Connections the HTTP server gave up on (requestTimeout): their request is logged 408, not 499. */
+const timedOutSockets = new WeakSet<object>();
 
 /** Builds the Fastify app from its dependencies. It never listens and touches no process globals. */
 export function buildApp(deps: AppDeps): FastifyInstance {
@@ -51,6 +53,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   const ctx: ShimContext = {
     ...deps,
     logRequest: requestLogger(deps.logger),
+    hideSecrets: secretRedactor([config.adminToken, config.upstreamApiKey]),
     metrics,
     pricer: new Pricer(config.pricing, config.models),
     limiter: new RateLimiter(deps.clock, config.unauthenticatedRpm),
@@ -81,10 +84,16 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     return503OnClosing: false,
     clientErrorHandler: (err, socket) => {
       // Unparseable HTTP: answer in the OpenAI shape too, then close (the stream is out of sync).
-      if (!socket.writable || (err as NodeJS.ErrnoException).code === "ECONNRESET") return void socket.destroy();
-      const tooLarge = (err as NodeJS.ErrnoException).code === "HPE_HEADER_OVERFLOW";
-      const body = errorBody(new ShimError("invalid_request", { message: tooLarge ? "Request headers are too large." : "Malformed HTTP request." }));
-      socket.end(`HTTP/1.1 ${tooLarge ? "431 Request Header Fields Too Large" : "400 Bad Request"}\r\nx-request-id: ${randomUUID()}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (!socket.writable || code === "ECONNRESET") return void socket.destroy();
+      const tooLarge = code === "HPE_HEADER_OVERFLOW";
+      // requestTimeout: a request (its body, usually) that did not arrive within 120 s.
+      const timedOut = code === "ERR_HTTP_REQUEST_TIMEOUT";
+      if (timedOut) timedOutSockets.add(socket);
+      const error = timedOut ? new ShimError("request_timeout") : new ShimError("invalid_request", { message: tooLarge ? "Request headers are too large." : "Malformed HTTP request." });
+      const body = errorBody(error);
+      const statusLine = tooLarge ? "431 Request Header Fields Too Large" : timedOut ? "408 Request Timeout" : "400 Bad Request";
+      socket.end(`HTTP/1.1 ${statusLine}\r\nx-request-id: ${randomUUID()}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
     },
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
     // The HTTP server's limits, set here so tests run with production's. Idle keep-alive above
@@ -131,6 +140,16 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     reply.header("x-request-id", request.id);
     // Inference requests put themselves in flight once admitted, with an abort that settles them.
     if (!request.routeOptions.config.drainsItself) request.drainCut = ctx.inflight.untilClosed(reply.raw);
+    // A client that leaves before its answer is whole gets no onResponse hook (it runs on
+    // 'finish'): its one line is written here, as nginx logs it (499), or 408 when the shim cut a
+    // request that did not arrive in time. An inference route writes its own once it runs.
+    const socket = request.raw.socket;
+    reply.raw.once("close", () => {
+      if (reply.raw.writableFinished || request.shim.logged || request.shim.routeLogs) return;
+      const timedOut = timedOutSockets.has(socket);
+      request.shimErrorCode ??= timedOut ? "request_timeout" : "client_closed_request";
+      finishRequest(ctx, request, timedOut ? 408 : 499);
+    });
     return authenticate(request, reply);
   });
   // Every answer Fastify sends (the hijacked inference answers set it themselves): one that began
@@ -184,7 +203,7 @@ export async function closeApp(app: FastifyInstance, drainMs: number): Promise<{
 }
 
 function newRequestState(): RequestState {
-  return { start: performance.now(), model: null, tokens: null, cost: null, logged: false };
+  return { start: performance.now(), model: null, tokens: null, cost: null, logged: false, routeLogs: false };
 }
 
 /** The one log line and the metrics of a request; streams call it when their last event is out. */
@@ -199,11 +218,11 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
   ctx.logRequest({
     reqId: request.id,
     method: request.method,
-    path: redactedPath(request.url).slice(0, 200),
+    path: ctx.hideSecrets(redactedPath(request.url)).slice(0, 200),
     status,
     ms: Math.round(ms * 100) / 100,
     keyId: request.auth?.key.id ?? null,
-    model: s.model === null ? null : redactKeys(s.model.slice(0, 200)),
+    model: s.model === null ? null : ctx.hideSecrets(redactKeys(s.model.slice(0, 400))).slice(0, 200), // redacted before the cut: no secret is left half shown
     tokens: s.tokens,
     cost: s.cost === null ? null : creditsNumber(s.cost),
     ...(request.shimErrorCode ? { error: request.shimErrorCode } : {}),

@@ -4,7 +4,7 @@ import { ShimError } from "./errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { formatCredits } from "./money.ts";
 import { type IpScope, rateLimitHeaders } from "./rate-limit.ts";
-import { keyIsLive } from "./store/store.ts";
+import { ClientLeftError, keyIsLive } from "./store/store.ts";
 import { urlPath } from "./text.ts";
 
 /**
@@ -83,6 +83,8 @@ export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged: 
 }
 
 function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest, scope: IpScope = "any"): void {
+  // No address once the socket is gone: the client left while its key was being looked up.
+  if (request.ip === undefined) throw new ClientLeftError();
   const r = ctx.limiter.takeIp(request.ip, scope);
   if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(r.buckets, ctx.clock.monotonic(), ctx.clock.now()));
 }

@@ -17,6 +17,8 @@ export interface ShimContext {
   clock: Clock;
   /** Writes the one line per request (see logger.ts). */
   logRequest: (line: RequestLine) => void;
+  /** Removes the admin token and the upstream's key from client-chosen text bound for a log. */
+  hideSecrets: (text: string) => string;
   metrics: Metrics;
   pricer: Pricer;
   limiter: RateLimiter;
@@ -31,6 +33,8 @@ export interface RequestState {
   tokens: number | null;
   cost: number | null;
   logged: boolean;
+  /** An inference route has taken the request: it writes the line, a client that left included. */
+  routeLogs: boolean;
 }
 
 /** Route config: `{ config: PUBLIC_ROUTE }` marks a route that needs no key (probes, scrapes). */

@@ -37,6 +37,7 @@ export const ERROR_TABLE = {
     type: "invalid_request_error",
     message: "This key is revoked or expired: credits granted to it could never be spent.",
   },
+  request_timeout: { status: 408, type: "invalid_request_error", message: "The request did not arrive in time; send it again." },
   request_too_large: { status: 413, type: "invalid_request_error", message: "Request body is too large." },
   rate_limit_exceeded: { status: 429, type: "rate_limit_exceeded", message: "Rate limit exceeded." },
   internal_error: { status: 500, type: "api_error", message: "Internal error." },

@@ -23,12 +23,17 @@ export class Inflight {
   private count = 0;
   private readonly events = new EventEmitter();
   draining = false;
+  /** Set by abortAll: a request put in flight after it (a kept-alive connection's) is aborted at once. */
+  private cut: string | null = null;
 
   /** Registers an abort function; call the returned function when the request is over. */
   add(abort: (reason: string) => void): () => void {
     const slot = this.free.length > 0 ? this.free.pop()! : this.slots.length;
     this.slots[slot] = abort;
     this.count++;
+    const cut = this.cut;
+    // After the caller has its done function and has set up what the abort acts on.
+    if (cut !== null) queueMicrotask(() => this.slots[slot] === abort && abort(cut));
     let removed = false;
     return () => {
       if (removed) return;
@@ -65,8 +70,9 @@ export class Inflight {
     if (this.draining) res.setHeader("connection", "close");
   }
 
-  /** Aborts every request in flight (each still settles). */
+  /** Aborts every request in flight (each still settles), and any put in flight from now on. */
   abortAll(reason: string): void {
+    this.cut = reason;
     for (const abort of this.slots.filter((a) => a !== undefined)) abort(reason);
   }
 

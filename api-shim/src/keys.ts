@@ -80,6 +80,17 @@ export function redactKeys(text: string): string {
 }
 
 /**
+ * Redacts the deployment's own secrets (the admin token, the upstream's key) from text a client
+ * chose (a path, a model name) before it is logged: unlike API keys they have no prefix to find.
+ * Secrets too short to mean anything in a log (none are, as configured) are left alone.
+ */
+export function secretRedactor(secrets: readonly (string | null)[]): (text: string) => string {
+  const hidden = secrets.filter((s): s is string => s !== null && s.length >= 8);
+  if (hidden.length === 0) return (text) => text;
+  return (text) => hidden.reduce((t, secret) => (t.includes(secret) ? t.replaceAll(secret, "[redacted]") : t), text);
+}
+
+/**
  * A request path as logs show it: without the query, its percent-encoded ASCII decoded (up to
  * three layers) and keys redacted. A key spelt `%73k-gs-…` or `sk-gs-<id>%5F<secret>` would
  * otherwise pass the pattern whole, or leave its secret beside the redaction. Non-ASCII stays

@@ -33,6 +33,13 @@ describe("no key or admin token in logs or metrics", () => {
     await send("/admin/keys", { auth: nearMiss });
     await send(`/admin/keys/${keyId}/credits`, { auth: h.adminToken, method: "POST", body: JSON.stringify({ amount: 1, note: key }), headers: { "idempotency-key": key } });
     await send(`/admin/keys?token=${h.adminToken}`, { auth: `${h.adminToken}x` });
+    // The deployment's own secrets have no prefix to find: a client that pastes one into a path
+    // or a model name must not get it written to the log.
+    h.secrets.add("upstream-secret");
+    await send(`/admin/${h.adminToken}/keys`);
+    await send(`/v1/models/${h.adminToken}`);
+    await send("/v1/chat/completions", { method: "POST", body: JSON.stringify({ model: h.adminToken, messages: [{ role: "user", content: "x" }] }) });
+    await send("/v1/chat/completions", { method: "POST", body: JSON.stringify({ model: `x${"y".repeat(190)}upstream-secret`, messages: [{ role: "user", content: "x" }] }) });
     h.fake.set({ failStatus: 500 });
     await send("/v1/completions", { method: "POST", body: JSON.stringify({ model: "qwen2.5-7b", prompt: key }) });
     h.fake.reset();

@@ -7,7 +7,7 @@ import { creditsNumber, formatCredits, parseCredits } from "../money.ts";
 import { isIsoInstant, parsePeriod, showPeriod } from "../period.ts";
 import { keyIsLive, type KeyRecord } from "../store/store.ts";
 import { isPlainText } from "../text.ts";
-import { clientLeftSignal } from "./client-left.ts";
+import { untilLeftOrCut } from "./client-left.ts";
 
 /**
  * Admin routes (Bearer SHIM_ADMIN_TOKEN, checked by the auth hook). nginx also limits /admin/*
@@ -92,7 +92,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     if (format !== "json" && format !== "csv") throw invalid("'format' must be json or csv.", "format");
     if (q.key !== undefined && (typeof q.key !== "string" || !isKeyId(q.key))) throw invalid("'key' must be a key id (12 letters or digits).", "key");
     const period = parsePeriod(q, ctx.clock.now());
-    const rows = await ctx.store.usage({ keyId: (q.key as string | undefined) ?? null, from: period.from, to: period.to, group, signal: clientLeftSignal(reply) });
+    const rows = await untilLeftOrCut(request, reply, (signal) => ctx.store.usage({ keyId: (q.key as string | undefined) ?? null, from: period.from, to: period.to, group, signal }));
     if (format === "csv") return sendCsv(reply, group, rows.map((r) => [r.keyId, r.group, r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)]));
     return reply.send({
       object: "usage_report",

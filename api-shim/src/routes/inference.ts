@@ -45,6 +45,7 @@ export function inferenceRoutes(app: FastifyInstance, ctx: ShimContext): void {
  */
 async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const auth = request.auth!;
+  request.shim.routeLogs = true; // every way out below writes the request's line, a client that left included
   if (ctx.inflight.draining) throw shuttingDown();
   const body = request.body as Record<string, unknown>;
   const req = parseInferenceRequest(kind, body);

@@ -2,7 +2,7 @@ import type { FastifyInstance } from "fastify";
 import { authHeaders } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { creditsNumber } from "../money.ts";
-import { clientLeftSignal } from "./client-left.ts";
+import { untilLeftOrCut } from "./client-left.ts";
 import { parsePeriod, showPeriod } from "../period.ts";
 
 /** GET /v1/usage: the calling key's usage in seed 004's shape, plus its remaining credits. */
@@ -10,7 +10,7 @@ export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.get("/v1/usage", async (request, reply) => {
     const key = request.auth!.key;
     const period = parsePeriod(request.query as Record<string, unknown>, ctx.clock.now());
-    const groups = await ctx.store.usage({ keyId: key.id, from: period.from, to: period.to, group: "model", signal: clientLeftSignal(reply) });
+    const groups = await untilLeftOrCut(request, reply, (signal) => ctx.store.usage({ keyId: key.id, from: period.from, to: period.to, group: "model", signal }));
     // Null prototype: model names come from clients ("__proto__" must stay a plain key).
     const models: Record<string, { requests: number; tokens: number; cost: number }> = Object.create(null);
     let requests = 0;

@@ -1,0 +1,157 @@
+import { once } from "node:events";
+import { createServer, type Server } from "node:http";
+import { type AddressInfo, connect } from "node:net";
+import { describe, expect, it } from "vitest";
+import { closeApp } from "../../api-shim/src/app.ts";
+import type { UsageGroup } from "../../api-shim/src/store/store.ts";
+import { overrideStore, startShim } from "../support/shim-harness.ts";
+
+/**
+ * A shutdown's drain and the requests that are not inference: a model list, usage reports, admin
+ * answers. They are waited for like inference; one still unanswered when the drain ends is
+ * answered 503 (its client retries elsewhere), one whose answer has begun is cut and logged 499.
+ */
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A raw kept-alive connection, as nginx keeps them: what arrives is collected. */
+async function rawConnection(url: string) {
+  const socket = connect(Number(new URL(url).port), "127.0.0.1");
+  await once(socket, "connect");
+  socket.setEncoding("latin1");
+  socket.on("error", () => {});
+  let got = "";
+  socket.on("data", (d: string) => (got += d));
+  return { socket, got: () => got, closed: once(socket, "close") };
+}
+
+const requestLines = (logs: string[], path: string) => logs.map((l) => JSON.parse(l) as { msg: string; path?: string; status: number; error?: string }).filter((l) => l.msg === "request" && l.path === path);
+
+/** An upstream whose model list comes after `delayMs` (never, for Infinity). */
+async function slowModelList(delayMs: number): Promise<{ url: string; close(): Promise<void> }> {
+  const server: Server = createServer((_req, res) => {
+    if (delayMs === Infinity) return;
+    setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ object: "list", data: [{ id: "qwen2.5-7b", object: "model" }] })), delayMs);
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+describe("a request other than inference in flight when a drain begins", () => {
+  it("is waited for like inference: a model list the upstream answers during the drain reaches its client", async () => {
+    const upstream = await slowModelList(800);
+    const h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url } });
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const asked = fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+      await new Promise((r) => setTimeout(r, 200));
+      const closing = closeApp(h.app, 5000); // no inference in flight: the drain used to end at once
+      const res = await asked;
+      expect(res.status).toBe(200);
+      expect(res.headers.get("connection")).toBe("close");
+      expect(((await res.json()) as { data: { id: string }[] }).data.map((m) => m.id)).toEqual(["qwen2.5-7b"]);
+      await closing;
+    } finally {
+      await h.close().catch(() => {});
+      await upstream.close();
+    }
+  });
+
+  it("still unanswered when the drain ends, gets 503 service_unavailable (its client retries), not a closed connection", async () => {
+    const upstream = await slowModelList(Infinity);
+    const h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url, SHIM_UPSTREAM_TIMEOUT_MS: "60000" } });
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const asked = fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+      await new Promise((r) => setTimeout(r, 200));
+      const started = Date.now();
+      const closing = closeApp(h.app, 500);
+      const res = await asked;
+      expect(res.status).toBe(503);
+      expect(res.headers.get("x-request-id")).toBeTruthy();
+      expect(((await res.json()) as { error: object }).error).toMatchObject({ code: "service_unavailable", message: "The server is shutting down; retry shortly." });
+      await closing;
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(await h.waitForRequestLog((l) => l.path === "/v1/models")).toMatchObject({ status: 503, error: "service_unavailable" });
+    } finally {
+      await h.close().catch(() => {});
+      await upstream.close();
+    }
+  });
+});
+
+describe("a usage report still waiting on the store when the drain ends", () => {
+  it("gets 503 service_unavailable at the drain's end (a Postgres report may run up to 60 s), not a closed connection", async () => {
+    const h = await startShim({ wrapStore: (s) => overrideStore(s, { usage: (q) => sleep(6000).then(() => s.usage(q)) }) });
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const asked = fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } });
+      await sleep(200);
+      const started = Date.now();
+      await closeApp(h.app, 500);
+      expect(Date.now() - started).toBeLessThan(2500);
+      const res = await asked;
+      expect(res.status).toBe(503);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("service_unavailable");
+    } finally {
+      await h.close().catch(() => {});
+    }
+  });
+});
+
+describe("a request that arrives on a kept-alive connection after the drain has cut what was in flight", () => {
+  it("is cut too: a model list waiting on a silent upstream gets 503, not a connection closed without an answer", { timeout: 20_000 }, async () => {
+    const upstream = await slowModelList(Infinity);
+    // A /ready whose store ping is slow keeps the settle window after the cut open.
+    const h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url, SHIM_UPSTREAM_TIMEOUT_MS: "60000" }, wrapStore: (s) => overrideStore(s, { ping: () => sleep(3900).then(() => {}) }) });
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const c = await rawConnection(h.url);
+      c.socket.write("GET /health HTTP/1.1\r\nHost: shim\r\n\r\n");
+      await sleep(100);
+      void fetch(`${h.url}/ready`).catch(() => {});
+      await sleep(200);
+      const closing = closeApp(h.app, 500);
+      await sleep(1000); // the drain's timeout has passed: in the settle window
+      const before = c.got().length;
+      c.socket.write(`GET /v1/models HTTP/1.1\r\nHost: shim\r\nauthorization: Bearer ${key}\r\n\r\n`);
+      await closing;
+      await c.closed;
+      expect(c.got().slice(before)).toMatch(/^HTTP\/1\.1 503 /);
+    } finally {
+      await h.close().catch(() => {});
+      await upstream.close();
+    }
+  });
+});
+
+/** 300,000 rows: a CSV export of ~15 MB, far more than the socket buffers between shim and client hold. */
+const bigReport = (): UsageGroup[] => Array.from({ length: 300_000 }, (_, i) => ({ keyId: `k${String(i).padStart(11, "0")}`, group: "qwen2.5-7b", requests: i, promptTokens: i, completionTokens: i, cost: i }));
+
+describe("an export cut before it is whole", () => {
+  it.each([["by the drain's end (its client stopped reading)", true], ["by its client leaving", false]])("%s is logged once, as 499", { timeout: 20_000 }, async (_, drained) => {
+    const h = await startShim({ wrapStore: (s) => overrideStore(s, { usage: async () => bigReport() }) });
+    const c = await rawConnection(h.url);
+    try {
+      c.socket.write(`GET /admin/usage?format=csv HTTP/1.1\r\nHost: shim\r\nauthorization: Bearer ${h.adminToken}\r\n\r\n`);
+      while (!c.got().includes("\r\n\r\n")) await sleep(20);
+      if (drained) {
+        c.socket.pause();
+        await sleep(300);
+        const started = Date.now();
+        await closeApp(h.app, 1000);
+        expect(Date.now() - started).toBeLessThan(2500); // waited for, then cut at the drain's end
+      } else c.socket.destroy();
+      await sleep(500);
+      expect(requestLines(h.logs, "/admin/usage").map((l) => [l.status, l.error])).toEqual([[499, "client_closed_request"]]);
+    } finally {
+      c.socket.destroy();
+      await h.close().catch(() => {});
+    }
+  });
+});

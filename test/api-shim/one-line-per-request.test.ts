@@ -1,0 +1,103 @@
+import { once } from "node:events";
+import { createServer, type Server } from "node:http";
+import net from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
+
+/**
+ * Every request gets exactly one log line (and one count in shim_requests_total), a client that
+ * leaves before its answer included: nginx closes its connection to the shim when its client
+ * leaves, so in production this is every impatient client.
+ */
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Sends a raw request and leaves after `leaveAfterMs`; resolves once the shim has had time to finish. */
+async function sendAndLeave(url: string, raw: string, leaveAfterMs: number): Promise<void> {
+  const u = new URL(url);
+  const s = net.connect(Number(u.port), u.hostname);
+  await once(s, "connect");
+  s.write(raw);
+  await sleep(leaveAfterMs);
+  s.destroy();
+  await sleep(800);
+}
+
+const chat = (key: string, id: string) => {
+  const b = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 });
+  return `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ncontent-length: ${b.length}\r\nx-request-id: ${id}\r\n\r\n${b}`;
+};
+
+describe("a client that leaves before its answer", () => {
+  let h: Harness;
+  let key: string;
+  let upstream: Server;
+  let lookupMs = 0; // a key lookup's round trip (on Postgres, a network round trip)
+  beforeAll(async () => {
+    // A model list that takes 500 ms (a busy server); inference requests are never answered.
+    upstream = createServer((_req, res) => {
+      setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end('{"object":"list","data":[{"id":"qwen2.5-7b","object":"model"}]}'), 500);
+    });
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    h = await startShim({
+      // Trusted, so the ids sent below name the lines.
+      env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${(upstream.address() as net.AddressInfo).port}/v1`, SHIM_TRUST_PROXY: "127.0.0.1" },
+      wrapStore: (s: SqliteStore) => overrideStore(s, { getKey: async (id: string) => (await sleep(lookupMs), s.getKey(id)) }),
+    });
+    ({ key } = await h.createKey({ credits: 100 }));
+  });
+  afterAll(async () => {
+    await h.close();
+    upstream.closeAllConnections();
+    upstream.close();
+  });
+  const lines = (id: string) => h.logs.filter((l) => l.includes(`"reqId":"${id}"`)).map((l) => JSON.parse(l) as { level: number; msg: string; status?: number; error?: string });
+  const counted = async (route: string) => {
+    const m = /shim_requests_total\{route="([^"]+)",status="499"\} (\d+)/g;
+    const text = await (await fetch(`${h.url}/metrics`)).text();
+    return [...text.matchAll(m)].filter((x) => x[1] === route).reduce((n, x) => n + Number(x[2]), 0);
+  };
+
+  it("while the upstream prepares the model list: one line, 499, counted", async () => {
+    const before = await counted("/v1/models");
+    await sendAndLeave(h.url, `GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\nx-request-id: left-models\r\n\r\n`, 100);
+    expect(lines("left-models").map((l) => [l.status, l.error])).toEqual([[499, "client_closed_request"]]);
+    expect(await counted("/v1/models")).toBe(before + 1);
+  });
+
+  it("while its key is looked up (inference): one line, 499", async () => {
+    lookupMs = 300;
+    await sendAndLeave(h.url, chat(key, "left-chat"), 100);
+    lookupMs = 0;
+    expect(lines("left-chat").map((l) => [l.status, l.error])).toEqual([[499, "client_closed_request"]]);
+  });
+
+  it("while a wrong key is looked up: one line, 499, and no error-level 'unhandled error' (no address is left to count)", async () => {
+    // Without a request id: reading the peer's address for it would keep the address known.
+    const from = h.logs.length;
+    lookupMs = 300;
+    await sendAndLeave(h.url, chat(`${key.slice(0, -1)}${key.endsWith("x") ? "y" : "x"}`, "x").replace(/x-request-id: x\r\n/, ""), 100);
+    lookupMs = 0;
+    const written = h.logs.slice(from).map((l) => JSON.parse(l) as { level: number; msg: string; status?: number; error?: string });
+    expect(written.map((l) => [l.level, l.msg, l.status, l.error])).toEqual([[30, "request", 499, "client_closed_request"]]);
+  });
+
+  it("a request whose body never finishes arriving (requestTimeout): 408 to the client, logged 408 under its own id", async () => {
+    const serverSide = once(h.app.server, "connection") as Promise<[net.Socket]>;
+    const u = new URL(h.url);
+    const s = net.connect(Number(u.port), u.hostname);
+    await once(s, "connect");
+    const [socket] = await serverSide;
+    let answer = "";
+    s.on("data", (d) => (answer += String(d)));
+    s.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\nx-request-id: slow-body\r\n\r\n{"model":`);
+    await sleep(100);
+    // What Node's HTTP server does after requestTimeout (120 s; checked every 30 s).
+    h.app.server.emit("clientError", Object.assign(new Error("Request timeout"), { code: "ERR_HTTP_REQUEST_TIMEOUT" }), socket);
+    await once(s, "close");
+    await sleep(100);
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(answer).toContain('"code":"request_timeout"');
+    expect(lines("slow-body").map((l) => [l.status, l.error])).toEqual([[408, "request_timeout"]]);
+  });
+});
