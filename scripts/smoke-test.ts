@@ -5,6 +5,7 @@
 import OpenAI from "openai";
 import { formatDuration, type Io, networkReason, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
+import { isRedirect, redirectAdvice } from "./lib/redirect.ts";
 import { readCa, trustCa } from "./lib/tenant-target.ts";
 
 export const API_KEY_ENV = "GPU_SANDBOX_API_KEY";
@@ -18,7 +19,8 @@ Runs five checks against any OpenAI-compatible endpoint and key, with the offici
   stream          a streamed chat: time to first token and tokens/s
   bad-key         a made-up key gets 401
 One PASS/FAIL line per check with its timing; exit code 0 only if all pass (for CI, and right
-after \`pulumi up\`).
+after \`pulumi up\`). A redirect is not followed: the check fails with where it points (an
+http:// --url for an https endpoint) and says the key was sent over plain http.
 
   --url <url>            the endpoint's base URL, ending in /v1
   --key <key>            the API key; better: export ${API_KEY_ENV} (keeps it out of shell history)
@@ -57,9 +59,13 @@ export interface CheckResult {
 /** Thrown inside a check to fail it with a sentence rather than an exception's text. */
 class CheckFailed extends Error {}
 
+/** An SDK client that never follows a redirect (scripts/lib/redirect.ts): a 3xx fails its check, saying where it points. */
+const sdkClient = (opts: SmokeOptions, apiKey: string) =>
+  new OpenAI({ baseURL: opts.url, apiKey, maxRetries: 0, timeout: opts.timeoutMs, fetchOptions: { redirect: "manual" } });
+
 /** Runs every check in order, reporting each as it finishes. */
 export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) => void = () => {}): Promise<CheckResult[]> {
-  const client = new OpenAI({ baseURL: opts.url, apiKey: opts.key, maxRetries: 0, timeout: opts.timeoutMs });
+  const client = sdkClient(opts, opts.key);
   const results: CheckResult[] = [];
   const check = async (name: string, fn: () => Promise<string>) => {
     const started = performance.now();
@@ -132,7 +138,7 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
   });
 
   await check("bad-key", async () => {
-    const bad = new OpenAI({ baseURL: opts.url, apiKey: "sk-gs-smoketest0000_notarealkeynotarealkeynotareal", maxRetries: 0, timeout: opts.timeoutMs });
+    const bad = sdkClient(opts, "sk-gs-smoketest0000_notarealkeynotarealkeynotareal");
     try {
       await bad.models.list();
     } catch (err) {
@@ -149,6 +155,9 @@ export function describeError(err: unknown, opts: SmokeOptions): string {
   if (err instanceof CheckFailed) return err.message;
   if (err instanceof OpenAI.APIConnectionTimeoutError) return `no answer from ${opts.url} within ${formatDuration(opts.timeoutMs)}`;
   if (err instanceof OpenAI.APIConnectionError) return `cannot connect to ${opts.url}: ${networkReason(err.cause ?? err)}`;
+  if (err instanceof OpenAI.APIError && err.status !== undefined && isRedirect(err.status)) {
+    return `HTTP ${err.status}: ${opts.url} ${redirectAdvice(opts.url, err.headers?.get("location") ?? null, "API key", (origin) => `${origin}/v1`)}`;
+  }
   if (err instanceof OpenAI.APIError && err.status !== undefined) {
     const body = err.error as { message?: unknown } | undefined;
     const message = typeof body?.message === "string" ? body.message : err.message.replace(/^\d{3}\s*/, "");

@@ -2,6 +2,7 @@
 // usage reports. Every failure becomes an AdminApiError whose message has the HTTP status and
 // the API's own message, plus a hint for the usual operator mistakes.
 import { networkReason, UsageError } from "./cli.ts";
+import { isRedirect, redirectAdvice } from "./redirect.ts";
 
 /** Where a tenant's admin API is and how to authenticate. */
 export interface AdminTarget {
@@ -95,10 +96,15 @@ export function adminClient(target: AdminTarget, fetchImpl: typeof fetch = fetch
           ...init.headers,
         },
         ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}),
+        redirect: "manual",
         signal: AbortSignal.timeout(30_000),
       });
     } catch (err) {
       throw new AdminApiError(`cannot reach the admin API at ${url}: ${networkReason(err)}`);
+    }
+    if (isRedirect(res.status)) {
+      await res.body?.cancel();
+      throw new AdminApiError(`the admin API at ${url} ${redirectAdvice(url, res.headers.get("location"), "admin token", (origin) => origin)}`);
     }
     if (!res.ok) throw await apiError(res, method, path, target);
     return res;

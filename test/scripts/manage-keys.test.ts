@@ -229,3 +229,25 @@ describe("manage-keys against a real shim", () => {
   });
 });
 
+describe("manage-keys: an endpoint that redirects (http:// to a TLS endpoint)", () => {
+  it("is not followed: the error names the https origin to use and says the token crossed plain http", async () => {
+    const seen: (string | undefined)[] = [];
+    // nginx's port 80 answers 308 to https; here the "https" origin is the shim under another name.
+    const target = h.url.replace("127.0.0.1", "localhost");
+    const redirect = createServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(308, { location: `${target}${req.url}` }).end();
+    });
+    await new Promise<void>((resolve) => redirect.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(redirect.address() as AddressInfo).port}`;
+    try {
+      const r = await keys(["list", "--url", url]);
+      expect(r.code).toBe(1);
+      expect(seen).toHaveLength(1); // asked once; the shim behind the redirect is never asked
+      expect(r.err).toBe(`the admin API at ${url}/admin/keys redirects to ${target}/admin/keys: use --url ${target}. The admin token was sent over plain http with this request: consider rotating it.`);
+      expect(r.err).not.toContain("Check the admin token");
+    } finally {
+      redirect.close();
+    }
+  });
+});

@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/smoke-test.ts";
@@ -76,6 +78,28 @@ describe("smoke-test", () => {
     expect(r.line("models")).toMatch(new RegExp(`^FAIL {2}models +\\d+ ms {2}cannot connect to http://127\\.0\\.0\\.1:${port}/v1: .*ECONNREFUSED`));
     expect(r.line("bad-key")).toContain("cannot connect to");
     expect(r.lines.at(-1)).toBe("5 of 5 checks failed: models, chat, credit-headers, stream, bad-key.");
+  });
+
+  it("does not follow a redirect (http:// to a TLS endpoint): says where to point --url and that the key crossed plain http", async () => {
+    const seen: (string | undefined)[] = [];
+    const target = h.url.replace("127.0.0.1", "localhost"); // the "https" origin nginx's port 80 points to
+    const redirect = createServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(308, { location: `${target}${req.url}` }).end();
+    });
+    await new Promise<void>((resolve) => redirect.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(redirect.address() as AddressInfo).port}/v1`;
+    try {
+      const r = await smoke(["--url", url]);
+      expect(r.code).toBe(1);
+      expect(r.line("models")).toMatch(/^FAIL {2}models +\d+ ms {2}/);
+      expect(r.line("models")).toContain(`HTTP 308: ${url} redirects to ${target}/v1/models: use --url ${target}/v1. The API key was sent over plain http with this request: consider rotating it.`);
+      expect(r.line("bad-key")).toContain("expected 401, got HTTP 308");
+      // Each request went to the redirecting origin only; none followed it to the shim.
+      expect(seen).toEqual([`Bearer ${key}`, "Bearer sk-gs-smoketest0000_notarealkeynotarealkeynotareal"]);
+    } finally {
+      redirect.close();
+    }
   });
 
   it("fails against a model that is not served", async () => {
