@@ -4,8 +4,8 @@
 import { randomUUID } from "node:crypto";
 import { parseCredits } from "../api-shim/src/money.ts";
 import { isIsoInstant } from "../api-shim/src/period.ts";
-import { type AdminClient, adminClient, type ApiKey, findKey } from "./lib/admin-client.ts";
-import { commaList, type Io, parseFlags, required, runScript, UsageError } from "./lib/cli.ts";
+import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey } from "./lib/admin-client.ts";
+import { commaList, type Io, parseFlags, required, runScript, shellCommand, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
@@ -19,8 +19,11 @@ Commands:
   list     every key: balance, held, remaining, tier, status
   revoke   --key <id|name>             the key stops working at once (401)
   top-up   --key <id|name> --amount <n> [--note <text>] [--idempotency-key <k>]
-           adds credits; the Idempotency-Key (generated unless given) and the key's id are
-           printed first, so a retry with both can never credit twice
+           adds credits; the Idempotency-Key (generated unless given) is printed first, in the
+           whole command that retries this top-up safely (it can never credit twice)
+
+A create or top-up whose answer is lost (the connection dropped, no answer in 30 s, a 5xx) may
+have been applied: the error says so and what to run (for a top-up, that retry command).
 
 ${TARGET_USAGE}
   --json                     print the API's JSON
@@ -70,6 +73,15 @@ function creditsFlag(flag: string, value: string, positive: boolean): string {
   return v;
 }
 
+/** A manage-keys command line to paste, with the target flags as given (the same tenant, token and CA). */
+function manageKeysCommand(flags: Flags, args: readonly string[]): string {
+  const target = (["stack", "url", "admin-token-env", "ca"] as const).flatMap((f) => (flags[f] !== undefined ? [`--${f}`, flags[f]] : []));
+  return `npm run manage-keys -- ${shellCommand([args[0]!, ...target, ...args.slice(1)])}`;
+}
+
+/** Whether a failed write may have been applied by the API: sent, and its answer lost or a 5xx. */
+const mayHaveActed = (err: unknown): err is AdminApiError => err instanceof AdminApiError && err.outcome === "unknown";
+
 export async function runCommand(command: Command, flags: Flags, client: AdminClient, io: Io): Promise<number> {
   switch (command) {
     case "create": {
@@ -78,14 +90,24 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
         throw new UsageError(`--expires-at "${flags["expires-at"]}" must be an ISO timestamp with its zone, e.g. 2026-12-31T23:59:59Z, or a date (00:00 UTC that day)`);
       }
       const models = commaList(flags.models);
-      const created = await client.createKey({
-        name,
-        ...(flags.credits !== undefined ? { credits: creditsFlag("credits", flags.credits, false) } : {}),
-        ...(flags.tier !== undefined ? { tier: flags.tier } : {}),
-        ...(models ? { models } : {}),
-        // `expiresAt`: the spelling every shim version reads (newer ones also take `expires_at`).
-        ...(flags["expires-at"] !== undefined ? { expiresAt: flags["expires-at"] } : {}),
-      });
+      let created: CreatedKey;
+      try {
+        created = await client.createKey({
+          name,
+          ...(flags.credits !== undefined ? { credits: creditsFlag("credits", flags.credits, false) } : {}),
+          ...(flags.tier !== undefined ? { tier: flags.tier } : {}),
+          ...(models ? { models } : {}),
+          // `expiresAt`: the spelling every shim version reads (newer ones also take `expires_at`).
+          ...(flags["expires-at"] !== undefined ? { expiresAt: flags["expires-at"] } : {}),
+        });
+      } catch (err) {
+        // The key and its credits may exist, with a secret that was only in the lost answer: a
+        // second create would make a second key. Find it and revoke it instead.
+        if (mayHaveActed(err)) {
+          throw new UsageError(`${err.message}\nA key named "${name}" may have been created (its secret was only in the lost answer, and a second create would make a second key): run ${manageKeysCommand(flags, ["list"])}, and if a key named "${name}" that you do not know of is there, revoke it with ${manageKeysCommand(flags, ["revoke", "--key", "<its id>"])}.`);
+        }
+        throw err;
+      }
       // A shim that ignored the expiry made a key that never expires: say so, with the key (it exists).
       const expiryLost = flags["expires-at"] !== undefined && created.expires_at === null;
       if (flags.json) io.out(JSON.stringify(created, null, 2));
@@ -126,9 +148,22 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       if (given !== undefined && key.id !== ref && namesakes.length > 0) {
         throw new UsageError(`--key "${ref}" names other keys too (${namesakes.map((k) => k.id).join(", ")}), revoked or not; with --idempotency-key give the id of the key the first attempt went to`);
       }
-      // Printed before the request: if it times out, the operator retries with exactly this.
-      io.err(`Idempotency-Key: ${idem}  (to retry safely: --key ${key.id} --idempotency-key ${idem})`);
-      const grant = await client.topUp(key.id, { amount, ...(flags.note !== undefined ? { note: flags.note } : {}) }, idem);
+      // The same request again, by the key's id: printed before the request, so an operator whose
+      // terminal died with it still has the one retry that can never credit twice.
+      const retry = manageKeysCommand(flags, ["top-up", "--key", key.id, "--amount", amount, ...(flags.note !== undefined ? ["--note", flags.note] : []), "--idempotency-key", idem]);
+      io.err(`Idempotency-Key: ${idem}; to retry safely: ${retry}`);
+      let grant: CreditGrant;
+      try {
+        grant = await client.topUp(key.id, { amount, ...(flags.note !== undefined ? { note: flags.note } : {}) }, idem);
+      } catch (err) {
+        if (mayHaveActed(err)) {
+          throw new UsageError(`${err.message}\nThe top-up may have been applied. Retry it with the same Idempotency-Key, which adds the credits at most once: ${retry}`);
+        }
+        if (err instanceof AdminApiError && err.code === "idempotency_key_reused") {
+          throw new UsageError(`${err.message}\nThe first top-up with Idempotency-Key ${idem} was applied to ${key.name} (${key.id}); this one (--amount ${amount}${flags.note !== undefined ? `, --note ${shellCommand([flags.note])}` : ""}) is a different request, so nothing was added now. Compare the key's balance (${manageKeysCommand(flags, ["list"])}); to add these credits as another top-up, run it without --idempotency-key.`);
+        }
+        throw err;
+      }
       if (flags.json) {
         io.out(JSON.stringify(grant, null, 2));
         return 0;

@@ -1,7 +1,8 @@
 // A small client for the shim's admin API (docs: api-shim routes/admin.ts): keys, top-ups and
 // usage reports. Every failure becomes an AdminApiError whose message has the HTTP status and
-// the API's own message, plus a hint for the usual operator mistakes.
-import { networkReason, UsageError } from "./cli.ts";
+// the API's own message, plus a hint for the usual operator mistakes, and says whether the API
+// may have acted on the request (what a write's caller must tell the operator).
+import { failedBeforeSending, networkReason, UsageError } from "./cli.ts";
 import { isRedirect, redirectAdvice } from "./redirect.ts";
 
 /** Where a tenant's admin API is and how to authenticate. */
@@ -68,9 +69,30 @@ export interface UsageReport {
   readonly data: readonly UsageRow[];
 }
 
+/**
+ * What became of a request that failed: never sent (no connection, a certificate not trusted),
+ * refused (the API or a proxy answered without acting: 3xx, 4xx), or unknown (sent, and the
+ * answer was lost, cut off, or a 5xx: the API may have acted on it).
+ */
+export type RequestOutcome = "not-sent" | "refused" | "unknown";
+
 /** The API said no, or could not be reached. A UsageError: the operator can act on it. */
 export class AdminApiError extends UsageError {
   override name = "AdminApiError";
+  readonly outcome: RequestOutcome;
+  readonly status: number | undefined;
+  /** The API's error code (idempotency_key_reused, …), when it answered with one. */
+  readonly code: string | undefined;
+  /** The API's own message, when it answered with one. */
+  readonly apiMessage: string | undefined;
+
+  constructor(message: string, details: { outcome: RequestOutcome; status?: number; code?: string; apiMessage?: string }) {
+    super(message);
+    this.outcome = details.outcome;
+    this.status = details.status;
+    this.code = details.code;
+    this.apiMessage = details.apiMessage;
+  }
 }
 
 export interface AdminClient {
@@ -100,16 +122,37 @@ export function adminClient(target: AdminTarget, fetchImpl: typeof fetch = fetch
         signal: AbortSignal.timeout(30_000),
       });
     } catch (err) {
-      throw new AdminApiError(`cannot reach the admin API at ${url}: ${networkReason(err)}`);
+      if (failedBeforeSending(err)) throw new AdminApiError(`cannot reach the admin API at ${url}: ${networkReason(err)}`, { outcome: "not-sent" });
+      throw new AdminApiError(`no answer from the admin API to ${method} ${url}, after the request was sent: ${networkReason(err)}`, { outcome: "unknown" });
     }
     if (isRedirect(res.status)) {
       await res.body?.cancel();
-      throw new AdminApiError(`the admin API at ${url} ${redirectAdvice(url, res.headers.get("location"), "admin token", (origin) => origin)}`);
+      const advice = redirectAdvice(url, res.headers.get("location"), "admin token", (origin) => origin);
+      throw new AdminApiError(`the admin API at ${url} ${advice}`, { outcome: "refused", status: res.status });
     }
     if (!res.ok) throw await apiError(res, method, path, target);
     return res;
   }
-  const json = async <T>(res: Response): Promise<T> => (await res.json()) as T;
+  /** The answer's body; a connection lost while it arrives leaves the outcome unknown. */
+  const text = async (res: Response, method: string, path: string): Promise<string> => {
+    try {
+      return await res.text();
+    } catch (err) {
+      throw new AdminApiError(`the admin API's answer to ${method} ${path} was cut off: ${networkReason(err)}`, { outcome: "unknown", status: res.status });
+    }
+  };
+  /** A JSON answer. Anything else (a web page at a wrong --url) is a sentence, not a SyntaxError. */
+  const json = async <T>(method: string, path: string, init: Parameters<typeof call>[2] = {}): Promise<{ body: T; res: Response }> => {
+    const res = await call(method, path, init);
+    const body = await text(res, method, path);
+    try {
+      return { body: JSON.parse(body) as T, res };
+    } catch {
+      // A write answered by something that is not the shim most likely did nothing, but a caller
+      // that says "nothing happened" when it did loses money: unknown.
+      throw new AdminApiError(`admin API ${method} ${path.split("?")[0]} answered ${res.status} but not with JSON (${startOf(body)}); is --url the tenant's endpoint?`, { outcome: method === "GET" ? "refused" : "unknown", status: res.status });
+    }
+  };
   const query = (q: UsageQuery, format: "json" | "csv") => {
     const p = new URLSearchParams({ format, group: q.group ?? "model" });
     if (q.key) p.set("key", q.key);
@@ -118,28 +161,43 @@ export function adminClient(target: AdminTarget, fetchImpl: typeof fetch = fetch
     return `/admin/usage?${p}`;
   };
   return {
-    createKey: async (body) => json<CreatedKey>(await call("POST", "/admin/keys", { body })),
-    listKeys: async () => (await json<{ data: ApiKey[] }>(await call("GET", "/admin/keys"))).data,
-    revokeKey: async (id) => json<ApiKey>(await call("DELETE", `/admin/keys/${encodeURIComponent(id)}`)),
+    createKey: async (body) => (await json<CreatedKey>("POST", "/admin/keys", { body })).body,
+    listKeys: async () => (await json<{ data: ApiKey[] }>("GET", "/admin/keys")).body.data,
+    revokeKey: async (id) => (await json<ApiKey>("DELETE", `/admin/keys/${encodeURIComponent(id)}`)).body,
     topUp: async (id, body, idempotencyKey) => {
-      const res = await call("POST", `/admin/keys/${encodeURIComponent(id)}/credits`, { body, headers: { "idempotency-key": idempotencyKey } });
-      return { ...(await json<Omit<CreditGrant, "replayed">>(res)), replayed: res.headers.get("idempotent-replayed") === "true" };
+      const { body: grant, res } = await json<Omit<CreditGrant, "replayed">>("POST", `/admin/keys/${encodeURIComponent(id)}/credits`, { body, headers: { "idempotency-key": idempotencyKey } });
+      return { ...grant, replayed: res.headers.get("idempotent-replayed") === "true" };
     },
-    usage: async (q) => json<UsageReport>(await call("GET", query(q, "json"))),
-    usageCsv: async (q) => (await call("GET", query(q, "csv"))).text(),
+    usage: async (q) => (await json<UsageReport>("GET", query(q, "json"))).body,
+    usageCsv: async (q) => {
+      const path = query(q, "csv");
+      const res = await call("GET", path);
+      const csv = await text(res, "GET", path);
+      if (!csv.startsWith("key_id,")) {
+        throw new AdminApiError(`admin API GET /admin/usage answered ${res.status} but not with the usage CSV (${startOf(csv)}); is --url the tenant's endpoint?`, { outcome: "refused", status: res.status });
+      }
+      return csv;
+    },
   };
+}
+
+/** The first 100 characters of an answer, on one line, for an error message. */
+function startOf(text: string): string {
+  const t = text.replace(/\s+/g, " ").trim();
+  return t === "" ? "an empty body" : t.length > 100 ? `${t.slice(0, 100)}…` : t;
 }
 
 /** "401 invalid_admin_token: Invalid admin token. …" plus what to check. */
 async function apiError(res: Response, method: string, path: string, target: AdminTarget): Promise<AdminApiError> {
-  const text = await res.text();
+  const text = await res.text().catch(() => "");
   let message = text.trim().slice(0, 300) || res.statusText;
-  let code = "";
+  let code: string | undefined;
+  let apiMessage: string | undefined;
   try {
     const body = JSON.parse(text) as { error?: { message?: string; code?: string | null } };
     if (body.error?.message) {
-      message = body.error.message;
-      code = body.error.code ? `${body.error.code}: ` : "";
+      message = apiMessage = body.error.message;
+      code = body.error.code ?? undefined;
     }
   } catch {
     // Not JSON (a proxy's HTML page): the start of the text is still the best clue.
@@ -148,7 +206,11 @@ async function apiError(res: Response, method: string, path: string, target: Adm
     res.status === 401 ? `\nCheck the admin token (${target.source}).` :
     res.status === 403 && path.startsWith("/admin") ? "\nIs this machine's address in the stack's gpu-sandbox:adminCidrs? nginx serves /admin only to those." :
     "";
-  return new AdminApiError(`admin API ${method} ${path.split("?")[0]} failed: ${res.status} ${code}${message}${hint}`);
+  // A 5xx may come after the API acted (a proxy's 502/504 while the shim answered late).
+  return new AdminApiError(`admin API ${method} ${path.split("?")[0]} failed: ${res.status} ${code ? `${code}: ` : ""}${message}${hint}`, {
+    outcome: res.status >= 500 ? "unknown" : "refused", status: res.status,
+    ...(code !== undefined ? { code } : {}), ...(apiMessage !== undefined ? { apiMessage } : {}),
+  });
 }
 
 /** How many keys a "no such key" message lists: a tenant can have thousands. */

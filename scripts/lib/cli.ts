@@ -125,6 +125,11 @@ export function exitOnFailure(code: number): void {
   if (code !== 0) process.exitCode = code;
 }
 
+/** Words as a shell command a user can paste: each quoted when the shell would split or expand it. */
+export function shellCommand(words: readonly string[]): string {
+  return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replaceAll("'", "'\\''")}'`)).join(" ");
+}
+
 /** "1h 5m", "3m 2s", "450 ms": durations as an operator reads them. */
 export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)} ms`;
@@ -133,6 +138,29 @@ export function formatDuration(ms: number): string {
   const h = Math.floor(s / 3600);
   const m = Math.floor((s % 3600) / 60);
   return h > 0 ? `${h}h ${m}m` : `${m}m ${s % 60}s`;
+}
+
+/** The error codes down a fetch failure's chain of causes. */
+function errorCodes(err: unknown): string[] {
+  const codes: string[] = [];
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (typeof code === "string") codes.push(code);
+  }
+  return codes;
+}
+
+/**
+ * Codes that mean no connection was made, or the TLS handshake failed, so no byte of the request
+ * was sent: a name that does not resolve, a refused or unroutable connection, a certificate not
+ * trusted. Anything else (a reset, a closed socket, a timeout) may come after the server read
+ * the request and acted on it.
+ */
+const NOT_SENT = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EAI_NONAME|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL|UND_ERR_CONNECT_TIMEOUT|EPROTO|ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN)/;
+
+/** Whether a fetch failed before its request was sent (see NOT_SENT); false when it cannot tell. */
+export function failedBeforeSending(err: unknown): boolean {
+  return errorCodes(err).some((code) => NOT_SENT.test(code));
 }
 
 /** The root cause of a fetch failure (ECONNREFUSED, a TLS error, a timeout), not "fetch failed". */

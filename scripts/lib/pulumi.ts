@@ -2,6 +2,7 @@
 // fake that records every call, so nothing here needs a cloud or a Pulumi install to be tested.
 import { $, which } from "zx";
 import { CREATED_AT_SUFFIX } from "../../infra/host.ts";
+import { shellCommand } from "./cli.ts";
 
 export interface PulumiResult {
   readonly exitCode: number;
@@ -50,7 +51,7 @@ export function realPulumi(root: string, env: NodeJS.ProcessEnv = process.env): 
 
 /** The command as a user would type it (for messages and "run this" hints). */
 export function commandLine(args: readonly string[]): string {
-  return ["pulumi", ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", "'\\''")}'`)).join(" ");
+  return shellCommand(["pulumi", ...args]);
 }
 
 /** The last lines of a failed command's output, for an error message. */

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey, CreatedKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/manage-keys.ts";
+import { type FrontAnswer, frontProxy } from "../support/front-proxy.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { freePort, tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
@@ -19,7 +20,10 @@ afterAll(() => h.close());
 async function keys(argv: string[], options: { env?: NodeJS.ProcessEnv; pulumi?: FakePulumi } = {}) {
   const io = memoryIo();
   const code = await main(argv, { io, env: options.env ?? { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: options.pulumi ?? new FakePulumi(), root: tempDir() });
-  return { code, io, out: io.stdout.join("\n"), err: io.stderr.join("\n") };
+  const err = io.stderr.join("\n");
+  /** What the operator reads last. */
+  const lastLine = err.split("\n").at(-1);
+  return { code, io, out: io.stdout.join("\n"), err, lastLine };
 }
 
 const chat = (key: string) =>
@@ -101,20 +105,24 @@ describe("manage-keys against a real shim", () => {
     // Without the flag a fresh key is generated and printed before the request, for a retry.
     const fresh = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1"]);
     expect(fresh.code, fresh.err).toBe(0);
-    expect(fresh.err).toBe(`Idempotency-Key: ${/topup-[0-9a-f-]{36}/.exec(fresh.err)?.[0]}  (to retry safely: --key ${id} --idempotency-key ${/topup-[0-9a-f-]{36}/.exec(fresh.err)?.[0]})`);
+    const generated = /topup-[0-9a-f-]{36}/.exec(fresh.err)?.[0];
+    expect(fresh.err).toBe(`Idempotency-Key: ${generated}; to retry safely: npm run manage-keys -- top-up --url ${h.url} --key ${id} --amount 1 --idempotency-key ${generated}`);
     expect((await listed()).find((k) => k.id === id)?.balance).toBe(4.5);
 
     // The same key with another amount is a different request: the API refuses it.
     const conflict = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "9", "--idempotency-key", "inv-17"]);
     expect(conflict.code).toBe(1);
     expect(conflict.err).toContain("409 idempotency_key_reused: This Idempotency-Key was already used with a different request.");
+    expect(conflict.lastLine).toBe(`The first top-up with Idempotency-Key inv-17 was applied to topped (${id}); this one (--amount 9) is a different request, so nothing was added now. ` +
+      `Compare the key's balance (npm run manage-keys -- list --url ${h.url}); to add these credits as another top-up, run it without --idempotency-key.`);
+    expect((await listed()).find((k) => k.id === id)?.balance).toBe(4.5);
   });
 
   it("a top-up retried after the key was revoked gets the first answer; after a rotation to a namesake, a retry by name is refused", async () => {
     const old = await h.createKey({ name: "rotated", credits: 10 });
     const first = await keys(["top-up", "--url", h.url, "--key", "rotated", "--amount", "100", "--idempotency-key", "inv-2001"]);
     expect(first.code, first.err).toBe(0);
-    expect(first.err).toBe(`Idempotency-Key: inv-2001  (to retry safely: --key ${old.id} --idempotency-key inv-2001)`);
+    expect(first.err).toBe(`Idempotency-Key: inv-2001; to retry safely: npm run manage-keys -- top-up --url ${h.url} --key ${old.id} --amount 100 --idempotency-key inv-2001`);
     expect((await keys(["revoke", "--url", h.url, "--key", "rotated"])).code).toBe(0);
 
     // The retry by name reaches the revoked key, and the shim answers from its first reply.
@@ -226,6 +234,58 @@ describe("manage-keys against a real shim", () => {
     const r = await keys(["--help"]);
     expect(r.code).toBe(0);
     expect(r.out).toContain("Usage: npm run manage-keys -- <command> (--stack <name> | --url <base URL>)");
+  });
+});
+
+describe("manage-keys: a write whose answer is lost after the shim acted", () => {
+  /** A front to the test's shim that does `answer` to the shim's answer to every POST matching `path`. */
+  const losing = (path: RegExp, answer: FrontAnswer) => frontProxy(h.url, (method, url) => (method === "POST" && path.test(url) ? answer : "forward"));
+  const balanceOf = async (id: string) => (await listed()).find((k) => k.id === id)!.balance;
+
+  it.each(["drop", "gateway-timeout"] as const)("top-up (%s): the last line says it may have been applied and gives the one safe retry, which adds nothing twice", async (answer) => {
+    const { id } = await h.createKey({ name: `lost-topup-${answer}`, credits: 10 });
+    const front = await losing(/\/credits$/, answer);
+    try {
+      const r = await keys(["top-up", "--url", front.url, "--key", id, "--amount", "250", "--note", "invoice 1042", "--idempotency-key", `inv-${answer}`]);
+      expect(r.code).toBe(1);
+      expect(await balanceOf(id)).toBe(260); // applied, though the operator never heard so
+      const retry = `npm run manage-keys -- top-up --url ${front.url} --key ${id} --amount 250 --note 'invoice 1042' --idempotency-key inv-${answer}`;
+      expect(r.io.stderr[0]).toBe(`Idempotency-Key: inv-${answer}; to retry safely: ${retry}`);
+      expect(r.err).not.toContain("cannot reach");
+      expect(r.err).toContain(answer === "drop" ? `no answer from the admin API to POST ${front.url}/admin/keys/${id}/credits, after the request was sent` : "failed: 504");
+      expect(r.lastLine).toBe(`The top-up may have been applied. Retry it with the same Idempotency-Key, which adds the credits at most once: ${retry}`);
+
+      // The printed command, run as printed (through the shell's quoting), is the same request: the
+      // shim answers from its first reply.
+      const argv = [...retry.replace("npm run manage-keys -- ", "").matchAll(/'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2]!);
+      const again = await keys(argv.map((a) => (a === front.url ? h.url : a)));
+      expect(again.code, again.err).toBe(0);
+      expect(again.out).toContain("Already applied with this Idempotency-Key; nothing added.");
+      expect(await balanceOf(id)).toBe(260);
+    } finally {
+      front.close();
+    }
+  });
+
+  it("create: the error says a key by that name may have been made, and how to find and revoke it", async () => {
+    const front = await losing(/^\/admin\/keys$/, "drop");
+    try {
+      const r = await keys(["create", "--url", front.url, "--name", "lost-create", "--credits", "500"]);
+      expect(r.code).toBe(1);
+      const made = (await listed()).filter((k) => k.name === "lost-create");
+      expect(made.map((k) => k.balance)).toEqual([500]); // a live key with 500 credits whose secret nobody has
+      expect(r.lastLine).toBe(`A key named "lost-create" may have been created (its secret was only in the lost answer, and a second create would make a second key): ` +
+        `run npm run manage-keys -- list --url ${front.url}, and if a key named "lost-create" that you do not know of is there, revoke it with npm run manage-keys -- revoke --url ${front.url} --key '<its id>'.`);
+    } finally {
+      front.close();
+    }
+  });
+
+  it("a write that was never sent (connection refused) says only that: nothing to check or revoke", async () => {
+    const port = await freePort();
+    const r = await keys(["create", "--url", `http://127.0.0.1:${port}`, "--name", "never-sent"]);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(`cannot reach the admin API at http://127.0.0.1:${port}/admin/keys: connect ECONNREFUSED 127.0.0.1:${port}`);
   });
 });
 

@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/report-usage.ts";
@@ -135,5 +137,24 @@ describe("report-usage against a real shim", () => {
     const r = await report(["--format", "csv"], { GPU_SANDBOX_ADMIN_TOKEN: "wrong" });
     expect(r.code).toBe(1);
     expect(r.err).toContain("admin API GET /admin/usage failed: 401 invalid_admin_token: Invalid admin token.");
+  });
+
+  it("a wrong --url that answers 200 with a web page (a captive portal): a sentence and exit 1, not a stack trace", async () => {
+    const page = createServer((_req, res) => res.writeHead(200, { "content-type": "text/html" }).end("<html>\n  <title>Sign in to the hotel Wi-Fi</title>\n</html>"));
+    await new Promise<void>((resolve) => page.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(page.address() as AddressInfo).port}`;
+    try {
+      for (const format of ["json", "csv", "table"]) {
+        const io = memoryIo();
+        const code = await main(["--url", url, "--format", format], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: "t" }, pulumi: new FakePulumi(), root: tempDir() });
+        expect(code, format).toBe(1);
+        expect(io.stdout, format).toEqual([]); // a CSV export must not be the portal's page
+        const path = format === "table" ? "/admin/keys" : "/admin/usage";
+        const answered = format === "csv" ? "answered 200 but not with the usage CSV" : "answered 200 but not with JSON";
+        expect(io.stderr.join("\n"), format).toBe(`admin API GET ${path} ${answered} (<html> <title>Sign in to the hotel Wi-Fi</title> </html>); is --url the tenant's endpoint?`);
+      }
+    } finally {
+      page.close();
+    }
   });
 });
