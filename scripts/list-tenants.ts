@@ -16,7 +16,8 @@ Lists every tenant (stacks/Pulumi.<tenant>.yaml): region, plan, GPU, cost per ho
 endpoint and status. Status and expiry come from \`pulumi stack output --json\` when the pulumi
 CLI and the stack's state are available: deployed, SSH closed (no adminCidrs), host only, expired, failed
 deploy (resources exist: a first \`pulumi up\` that failed left a billing instance), not
-deployed, or unknown (why).
+deployed, or unknown (why). The last line adds up the cost per hour of those running; stacks
+whose state could not be read are counted apart, as unknown, and their cost is not in it.
 
   --json    print the rows as a JSON array
 
@@ -112,7 +113,11 @@ export function formatTenants(rows: readonly TenantRow[]): string {
   ], rows);
   const running = rows.filter((r) => ["deployed", "SSH closed", "host only", "expired", FAILED_DEPLOY].some((s) => r.status.startsWith(s)));
   const perHour = running.reduce((sum, r) => sum + Math.round((r.hourlyUsd ?? 0) * 100), 0) / 100;
-  return `${table}\n\n${rows.length} tenant${rows.length === 1 ? "" : "s"}, ${running.length} running: $${perHour.toFixed(2)}/hour together.`;
+  const tenants = `${rows.length} tenant${rows.length === 1 ? "" : "s"}`;
+  // A stack whose state could not be read may well be billing: a total without it is a floor, not the cost.
+  const unknown = rows.filter((r) => r.status.startsWith("unknown")).length;
+  if (unknown === 0) return `${table}\n\n${tenants}, ${running.length} running: $${perHour.toFixed(2)}/hour together.`;
+  return `${table}\n\n${tenants}, ${running.length} running ($${perHour.toFixed(2)}/hour together), ${unknown} unknown: their cost is not included.`;
 }
 
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {

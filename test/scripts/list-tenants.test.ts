@@ -46,7 +46,7 @@ describe("list-tenants", () => {
     expect(await main([], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
     const lines = io.stdout.join("\n").split("\n");
     expect(lines.find((l) => l.startsWith("delta"))).toMatch(/ 0\.68 +2026-03-01T11:00Z \(1h 0m ago\) +- +expired \(failed deploy \(resources exist\)\)$/);
-    expect(lines.at(-1)).toBe("9 tenants, 6 running: $5.28/hour together.");
+    expect(lines.at(-1)).toBe("9 tenants, 6 running ($5.28/hour together), 1 unknown: their cost is not included.");
   });
 
   it("prints a table with a header, one line per tenant and the running cost", async () => {
@@ -57,8 +57,15 @@ describe("list-tenants", () => {
     expect(lines.find((l) => l.startsWith("alpha"))).toMatch(/^alpha +us-ord +g2-gpu-rtx4000a1-s +1 x RTX 4000 Ada 20 GB +0\.53 +2026-03-02T10:00Z \(in 22h 0m\) +https:\/\/alpha\.example\.test\/v1 +deployed$/);
     expect(lines.find((l) => l.startsWith("bravo"))).toMatch(/ expired$/);
     expect(lines.find((l) => l.startsWith("echo"))).toMatch(/ - +not deployed$/);
-    // alpha, bravo, charlie, foxtrot, india run: 0.53 + 1.06 + 1.51 + 0.53 + 0.97.
-    expect(lines.at(-1)).toBe("9 tenants, 5 running: $4.60/hour together.");
+    // alpha, bravo, charlie, foxtrot, india run: 0.53 + 1.06 + 1.51 + 0.53 + 0.97; golf cannot be read.
+    expect(lines.at(-1)).toBe("9 tenants, 5 running ($4.60/hour together), 1 unknown: their cost is not included.");
+
+    // When every state is read, the total is the whole cost.
+    const { root, pulumi } = fixtureTenants();
+    pulumi.stacks.set("golf", { outputs: {} });
+    const known = memoryIo();
+    expect(await main([], { root, pulumi, io: known, env: {}, now: () => NOW })).toBe(0);
+    expect(known.stdout.join("\n").split("\n").at(-1)).toBe("9 tenants, 5 running: $4.60/hour together.");
   });
 
   it("without the pulumi CLI: config only, status unknown", async () => {
@@ -69,6 +76,17 @@ describe("list-tenants", () => {
     expect(rows.find((r) => r.stack === "alpha")).toMatchObject({ hourlyUsd: 0.53, expires: "48h after deploy", endpoint: "-" });
     expect(rows.find((r) => r.stack === "charlie")).toMatchObject({ expires: "never" });
     expect(pulumi.calls).toEqual([]);
+
+    // Nothing is known to run, and nothing is known not to: no "$0.00/hour" as if that were the cost.
+    const table = await list([], false);
+    expect(table.io.stdout.join("\n").split("\n").at(-1)).toBe("9 tenants, 0 running ($0.00/hour together), 9 unknown: their cost is not included.");
+  });
+
+  it("a stack whose state cannot be read is counted apart from the running cost", async () => {
+    const { code, io } = await list([]);
+    expect(code).toBe(0);
+    // golf's state is unreadable (permission denied): it may be billing, so the total says so.
+    expect(io.stdout.join("\n").split("\n").at(-1)).toBe("9 tenants, 5 running ($4.60/hour together), 1 unknown: their cost is not included.");
   });
 
   it("says how to start when there are no stacks, and rejects unknown flags", async () => {
