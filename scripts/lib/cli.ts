@@ -160,7 +160,8 @@ const NOT_SENT = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EAI_NONAME|EHOSTUNREACH|ENE
 
 /** Whether a fetch failed before its request was sent (see NOT_SENT); false when it cannot tell. */
 export function failedBeforeSending(err: unknown): boolean {
-  return errorCodes(err).some((code) => NOT_SENT.test(code));
+  // "bad port": fetch refuses ports on the Fetch standard's blocklist (9, 25, …) before connecting.
+  return errorCodes(err).some((code) => NOT_SENT.test(code)) || networkReason(err) === "bad port";
 }
 
 /** The root cause of a fetch failure (ECONNREFUSED, a TLS error, a timeout), not "fetch failed". */
