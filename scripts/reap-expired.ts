@@ -3,7 +3,7 @@
 // `pulumi destroy`. A dry run unless --yes. Meant for cron: plain output, one prefix per stack,
 // exit 1 when a destroy failed or a stack's state could not be read.
 import { resolve } from "node:path";
-import { isoSeconds } from "../api-shim/src/period.ts";
+import { isIsoInstant, isoSeconds } from "../api-shim/src/period.ts";
 import { parseFlags, runScript, UsageError, formatDuration } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
@@ -27,7 +27,8 @@ Exits 1 if a destroy or an export failed, or a stack's outputs could not be read
   --yes               destroy (default: dry run)
   --usage-dir <dir>   where usage is saved before a destroy (default: usage/)
   --force             destroy even when the usage could not be saved
-  --now <iso>         judge expiry at this time instead of now, e.g. 2026-03-01T18:00:00Z
+  --now <iso>         judge expiry at this time instead of now: a timestamp with its zone,
+                      e.g. 2026-03-01T18:00:00Z
   --concurrency <n>   destroys at a time (default 2)
 
 Needs the pulumi CLI, and for the local backend PULUMI_CONFIG_PASSPHRASE (and LINODE_TOKEN
@@ -164,9 +165,12 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     }
     let now = deps.now();
     if (values.now !== undefined) {
-      const ms = Date.parse(values.now);
-      if (!/^\d{4}-\d{2}-\d{2}T/.test(values.now) || !Number.isFinite(ms)) throw new UsageError(`--now "${values.now}" must be an ISO timestamp, e.g. 2026-03-01T18:00:00Z`);
-      now = new Date(ms);
+      // A timestamp with its zone, as the shim's API takes them: without one Date.parse reads
+      // the machine's local time (cron's zone decides what is destroyed), and 2026-02-30 rolls over.
+      if (!values.now.includes("T") || !isIsoInstant(values.now)) {
+        throw new UsageError(`--now "${values.now}" must be an ISO timestamp with its zone, e.g. 2026-03-01T18:00:00Z`);
+      }
+      now = new Date(Date.parse(values.now));
     }
     const concurrency = values.concurrency === undefined ? 2 : Number(values.concurrency);
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16) throw new UsageError(`--concurrency "${values.concurrency}" must be a whole number from 1 to 16`);

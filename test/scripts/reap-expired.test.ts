@@ -98,6 +98,9 @@ describe("reap-expired", () => {
     expect(code).toBe(0);
     expect(destroyed).toEqual([]);
     expect(io.stdout.join("\n")).toContain("would destroy 4 stack(s): alpha, bravo, foxtrot, india.");
+    // Any zone: 2026-03-01T12:00:00Z, written in UTC+02:00.
+    const zoned = await reap(["--now", "2026-03-01T14:00:00+02:00"], withoutGolf);
+    expect(zoned.io.stdout[0]).toBe("Checking stacks at 2026-03-01T12:00:00Z…");
   });
 
   it("a failing destroy gives exit 1 and its output; the others still run", async () => {
@@ -127,7 +130,11 @@ describe("reap-expired", () => {
     expect(noCli.code).toBe(1);
     expect(noCli.io.stderr.join("\n")).toContain("reap-expired needs the pulumi CLI on PATH");
     for (const [argv, message] of [
-      [["--now", "yesterday"], '--now "yesterday" must be an ISO timestamp'],
+      [["--now", "yesterday"], '--now "yesterday" must be an ISO timestamp with its zone, e.g. 2026-03-01T18:00:00Z'],
+      // Without a zone it would be read in this machine's local time; the 30th of February would roll over to March 2.
+      [["--now", "2026-03-01T18:00:00"], '--now "2026-03-01T18:00:00" must be an ISO timestamp with its zone'],
+      [["--now", "2026-02-30T00:00:00Z"], '--now "2026-02-30T00:00:00Z" must be an ISO timestamp with its zone'],
+      [["--now", "2026-03-01"], '--now "2026-03-01" must be an ISO timestamp with its zone'],
       [["--concurrency", "0"], '--concurrency "0" must be a whole number from 1 to 16'],
       [["--destroy"], "Unknown option '--destroy'"],
     ] as const) {
