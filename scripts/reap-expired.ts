@@ -10,23 +10,28 @@ import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
 import { type Expiry, expiryOf, FAILED_DEPLOY, mapLimit, readTenants, relative, type Tenant } from "./lib/tenants.ts";
 import { exportUsage } from "./lib/usage-export.ts";
 
-const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>] [--usage-dir <dir>] [--force]
+const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>] [--usage-dir <dir>] [--force [<stack>]]
 
 Destroys every stack (stacks/Pulumi.<tenant>.yaml) whose expiresAt output (first \`pulumi up\`
 + ttlHours) is in the past, with \`pulumi destroy --yes --non-interactive --stack <tenant>\`. Without --yes it only
-lists what it would destroy. Stacks without ttlHours, not deployed, or not yet expired are kept.
+lists what it would destroy (and changes nothing). Stacks without ttlHours, not deployed, or not yet expired are kept.
 The stack and its file stay (with no resources), so a second run does nothing.
 
-Before destroying a tenant it saves the tenant's usage (per key and day, since the stack was
+Before destroying a tenant it revokes the tenant's live keys (the tenant is being destroyed;
+revoked keys are marked "revoked_by": "reap-expired" in the keys file), waits up to 60 s for the
+requests in flight to settle, then saves the tenant's usage (per key and day, since the stack was
 created) to <usage-dir>/<tenant>-usage-<time>.csv, and its keys (names, tiers, balances) to
 <usage-dir>/<tenant>-keys-<time>.json: the ledger is on the tenant's volume, which the destroy
-deletes. If that export fails (e.g. this machine is not in adminCidrs), the tenant
-is kept and the run exits 1; --force destroys it anyway, without its usage.
+deletes. <usage-dir>/<tenant>.exported records that they were saved, for that expiry: a destroy
+that failed (possibly after stopping the serving stack) is retried by the next run without
+exporting again. If the export fails (e.g. this machine is not in adminCidrs), the tenant is
+kept and the run exits 1; --force destroys it anyway, without its usage.
 Exits 1 if a destroy or an export failed, or a stack's outputs could not be read.
 
   --yes               destroy (default: dry run)
   --usage-dir <dir>   where usage is saved before a destroy (default: usage/)
-  --force             destroy even when the usage could not be saved
+  --force [<stack>]   destroy even when the usage could not be saved: that stack only (repeat
+                      for more), or, without a name, every expired stack
   --now <iso>         judge expiry at this time instead of now: a timestamp with its zone,
                       e.g. 2026-03-01T18:00:00Z
   --concurrency <n>   destroys at a time (default 2)
@@ -37,6 +42,7 @@ unless the stack stores linode:token).
 Examples:
   npm run reap-expired
   npm run reap-expired -- --yes
+  npm run reap-expired -- --yes --force acme     # acme's endpoint is gone: destroy it without its usage
   # from cron every 15 minutes, with the environment it needs: README.md, "Operate many tenants"
   */15 * * * * . $HOME/.config/gpu-sandbox/cron.env && cd /srv/gpu-sandbox && flock -n /tmp/gpu-sandbox-reap.lock npm run --silent reap-expired -- --yes >> $HOME/gpu-sandbox-reap.log 2>&1`;
 
@@ -81,15 +87,21 @@ export interface ReapOptions {
   readonly concurrency: number;
   /** Where each tenant's usage is saved before its destroy. */
   readonly usageDir: string;
-  /** Destroy even when the usage could not be saved. */
-  readonly force: boolean;
+  /** Destroy even when the usage could not be saved: every stack ("all"), or those named. */
+  readonly force: "all" | ReadonlySet<string>;
+  /** How long to wait for requests in flight after revoking a tenant's keys (default 60 s). */
+  readonly settleTimeoutMs?: number;
 }
 
 export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promise<number> {
   const { io, pulumi } = deps;
   if (!(await pulumi.available())) throw new UsageError("reap-expired needs the pulumi CLI on PATH (and, in cron, PATH set to include it)");
   io.out(`Checking stacks at ${iso(options.now)}…`);
-  const plan = planReap(await readTenants(deps), options.now);
+  const tenants = await readTenants(deps);
+  const unknownForced = options.force === "all" ? [] : [...options.force].filter((f) => !tenants.some((t) => t.stack === f));
+  if (unknownForced.length) throw new UsageError(`--force ${unknownForced.join(", ")}: no such stack file in stacks/ (stacks: ${tenants.map((t) => t.stack).join(", ") || "none"})`);
+  const forced = (stack: string) => options.force === "all" || options.force.has(stack);
+  const plan = planReap(tenants, options.now);
   for (const line of plan.lines) io.out(`  ${line}`);
   const unreadableNote = plan.unreadable.length
     ? `\n${plan.unreadable.length} stack(s) could not be checked: ${plan.unreadable.map((u) => u.tenant.stack).join(", ")}.`
@@ -108,15 +120,19 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   const failed: string[] = [];
   await mapLimit(plan.expired, options.concurrency, async ({ tenant, at }) => {
     const stack = tenant.stack;
-    const usage = await exportUsage(stack, options.usageDir, deps);
+    const usage = await exportUsage(stack, options.usageDir, deps, {
+      expiresAt: at, progress: (line) => io.out(`[${stack}] ${line}`),
+      ...(options.settleTimeoutMs !== undefined ? { settleTimeoutMs: options.settleTimeoutMs } : {}),
+    });
     if (usage.kind === "saved") io.out(`[${stack}] saved its usage (${usage.rows} rows) to ${usage.path} and its keys (${usage.keys}) to ${usage.keysPath}`);
+    else if (usage.kind === "already-saved") io.out(`[${stack}] usage already saved at ${usage.marker.savedAt} (${usage.marker.usage}, ${usage.marker.keys}), by a run whose destroy failed; destroying without exporting again`);
     else if (usage.kind === "none") io.out(`[${stack}] no usage to save: ${usage.reason}`);
-    else if (options.force) io.err(`[${stack}] could not save its usage (${usage.message}); destroying anyway (--force)`);
+    else if (forced(stack)) io.err(`[${stack}] could not save its usage (${usage.message}); destroying anyway (--force)`);
     else {
       done++;
       failed.push(stack);
       io.err(`[${stack}] KEPT: could not save its usage before the destroy would delete it: ${usage.message}\n` +
-        `[${stack}] fix the access (is this machine in gpu-sandbox:adminCidrs?) or run with --force to destroy it without its usage (${done}/${names.length})`);
+        `[${stack}] fix that and run again, or run with --force ${stack} to destroy it without its usage (${done}/${names.length})`);
       return;
     }
     io.out(`[${stack}] destroying (expired ${relative(at, options.now)})…`);
@@ -129,7 +145,8 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
       io.out(`[${stack}] destroyed in ${formatDuration(Date.now() - started)} (${done}/${names.length})`);
     } else {
       failed.push(stack);
-      io.err(`[${stack}] FAILED: \`${commandLine(destroyArgs(stack))}\` exited ${r.exitCode} (${done}/${names.length}):\n${tail(r)}`);
+      const saved = usage.kind === "saved" || usage.kind === "already-saved" ? `\n[${stack}] its usage is saved: the next run destroys it again without exporting` : "";
+      io.err(`[${stack}] FAILED: \`${commandLine(destroyArgs(stack))}\` exited ${r.exitCode} (${done}/${names.length}):\n${tail(r)}${saved}`);
     }
   });
   const ok = names.length - failed.length;
@@ -153,11 +170,37 @@ function lineSplitter(emit: (line: string) => void): { push: (chunk: string) => 
   };
 }
 
+/**
+ * `--force [<stack>]`, taken out of argv before parseArgs, which has no optional values: a name
+ * after it (anything not a flag: the script takes no other words) forces that stack only.
+ */
+export function takeForce(argv: readonly string[]): { rest: string[]; force: "all" | Set<string> } {
+  const rest: string[] = [];
+  const stacks = new Set<string>();
+  let all = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg.startsWith("--force=")) {
+      const name = arg.slice("--force=".length);
+      if (name === "") throw new UsageError("--force= needs a stack name; --force alone forces every expired stack");
+      stacks.add(name);
+    } else if (arg === "--force") {
+      const next = argv[i + 1];
+      if (next !== undefined && !next.startsWith("-")) {
+        stacks.add(next);
+        i++;
+      } else all = true;
+    } else rest.push(arg);
+  }
+  return { rest, force: all ? "all" : stacks };
+}
+
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
   const deps = withDefaults(partial);
   return runScript(deps.io, async () => {
-    const { values } = parseFlags(argv, {
-      yes: { type: "boolean" }, now: { type: "string" }, concurrency: { type: "string" }, "usage-dir": { type: "string" }, force: { type: "boolean" },
+    const { rest, force } = takeForce(argv);
+    const { values } = parseFlags(rest, {
+      yes: { type: "boolean" }, now: { type: "string" }, concurrency: { type: "string" }, "usage-dir": { type: "string" },
     }, USAGE);
     if (values.help) {
       deps.io.out(USAGE);
@@ -175,7 +218,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const concurrency = values.concurrency === undefined ? 2 : Number(values.concurrency);
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16) throw new UsageError(`--concurrency "${values.concurrency}" must be a whole number from 1 to 16`);
     const usageDir = resolve(deps.root, values["usage-dir"] ?? "usage");
-    return reapExpired({ yes: values.yes ?? false, now, concurrency, usageDir, force: values.force ?? false }, deps);
+    return reapExpired({ yes: values.yes ?? false, now, concurrency, usageDir, force }, deps);
   });
 }
 

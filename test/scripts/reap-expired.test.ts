@@ -1,9 +1,14 @@
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { ApiKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
-import { main } from "../../scripts/reap-expired.ts";
+import { withDefaults } from "../../scripts/lib/deps.ts";
+import type { PulumiResult, RunOptions } from "../../scripts/lib/pulumi.ts";
+import { main, reapExpired } from "../../scripts/reap-expired.ts";
+import { frontProxy } from "../support/front-proxy.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
+import { FakePulumi } from "./fake-pulumi.ts";
 import { failedDeployResources, fixtureStacks, fixtureTenants, NOW } from "./tenant-fixtures.ts";
 
 // bravo, one of the expired tenants, is served by a real shim: its usage is what reap-expired
@@ -21,6 +26,7 @@ beforeAll(async () => {
   }
 });
 afterAll(async () => shim?.close());
+afterEach(() => shim.fake.reset());
 
 /** The fixtures, with bravo's endpoint and admin token pointing at the test's shim. */
 function tenants() {
@@ -145,20 +151,32 @@ describe("reap-expired", () => {
     }
   });
 
-  it("saves each tenant's usage before destroying it, per key and day, in --usage-dir", async () => {
+  it("saves each tenant's usage before destroying it, per key and day, in --usage-dir, with its keys revoked", async () => {
     const { root, pulumi } = tenants();
     withoutGolf(pulumi);
+    const live = await shim.createKey({ name: "still-live", credits: 5 });
     const io = memoryIo();
     expect(await main(["--yes", "--usage-dir", "billing"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
     const files = readdirSync(join(root, "billing")).sort();
-    expect(files).toHaveLength(2);
+    expect(files).toHaveLength(3);
     expect(files[1]).toMatch(/^bravo-usage-\d{8}T\d{6}Z\.csv$/);
     const csv = readFileSync(join(root, "billing", files[1]!), "utf8").trim().split(/\r?\n/);
     // The CSV names keys by id; the keys file, saved with it, maps them to names and balances.
     expect(files[0]).toBe(files[1]!.replace("-usage-", "-keys-").replace(/\.csv$/, ".json"));
-    const saved = JSON.parse(readFileSync(join(root, "billing", files[0]!), "utf8")) as { id: string; name: string; balance: number }[];
-    expect(saved.find((k) => k.id === keyId)).toMatchObject({ name: "team-1", revoked_at: null });
+    const saved = JSON.parse(readFileSync(join(root, "billing", files[0]!), "utf8")) as { id: string; name: string; balance: number; revoked_at: string | null }[];
+    expect(saved.find((k) => k.id === keyId)).toMatchObject({ name: "team-1" });
     expect(saved.find((k) => k.id === keyId)!.balance).toBeLessThan(100);
+    // Every key was revoked before the export, and the file says which ones the reaper revoked.
+    expect(saved.every((k) => k.revoked_at !== null)).toBe(true);
+    expect(saved.find((k) => k.id === live.id)).toMatchObject({ name: "still-live", balance: 5, revoked_by: "reap-expired" });
+    expect(io.stdout).toContain("[bravo] revoking its 1 live key: the tenant is being destroyed, and its usage must be final before it is saved");
+    expect((await shim.post(live.key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }] })).status).toBe(401);
+    // The marker: saved for this expiry, so a retried destroy need not export again.
+    expect(files[2]).toBe("bravo.exported");
+    expect(JSON.parse(readFileSync(join(root, "billing", files[2]!), "utf8"))).toEqual({
+      stack: "bravo", expiresAt: "2026-03-01T10:00:00.000Z", savedAt: NOW.toISOString(),
+      usage: join(root, "billing", files[1]!), keys: join(root, "billing", files[0]!),
+    });
     expect(csv[0]).toBe("key_id,day,requests,prompt_tokens,completion_tokens,total_tokens,cost");
     const row = csv.find((l) => l.startsWith(`${keyId},`))!;
     expect(row.split(",")[2]).toBe("3");
@@ -182,7 +200,8 @@ describe("reap-expired", () => {
     expect(kept.destroyed).toEqual(["foxtrot"]);
     const err = kept.io.stderr.join("\n");
     expect(err).toContain("[bravo] KEPT: could not save its usage before the destroy would delete it: cannot reach the admin API");
-    expect(err).toContain("run with --force to destroy it without its usage");
+    expect(err).toContain("(is the tenant's host up? a destroy that failed after its stop step leaves the serving stack down)");
+    expect(err).toContain("[bravo] fix that and run again, or run with --force bravo to destroy it without its usage");
     expect(kept.io.stdout.join("\n")).toContain("Destroyed 1 of 2 expired stack(s). Failed: bravo.");
 
     const forced = await reap(["--yes", "--force"], unreachable);
@@ -191,11 +210,13 @@ describe("reap-expired", () => {
     expect(forced.io.stderr.join("\n")).toContain("[bravo] could not save its usage (cannot reach the admin API");
   });
 
-  it("a dry run saves nothing", async () => {
+  it("a dry run saves nothing and revokes nothing", async () => {
     const { root, pulumi } = tenants();
     withoutGolf(pulumi);
+    const live = await shim.createKey({ name: "dry-run", credits: 5 });
     expect(await main([], { root, pulumi, io: memoryIo(), env: {}, now: () => NOW })).toBe(0);
     expect(existsSync(join(root, "usage"))).toBe(false);
+    expect((await shimKeys()).find((k) => k.id === live.id)!.revoked_at).toBeNull();
   });
 
   it("fixtures: the stacks it destroys are exactly those whose expiresAt is past", () => {
@@ -203,5 +224,161 @@ describe("reap-expired", () => {
       .filter(([, s]) => typeof s.outputs?.expiresAt === "string" && Date.parse(s.outputs.expiresAt as string) <= NOW.getTime())
       .map(([name]) => name);
     expect(expired).toEqual(["bravo", "foxtrot"]);
+  });
+});
+
+async function shimKeys(): Promise<ApiKey[]> {
+  return ((await (await shim.admin("/admin/keys")).json()) as { data: ApiKey[] }).data;
+}
+
+/** The key's requests in the shim's ledger, which the destroy deletes with the volume. */
+async function ledgerRequests(id: string): Promise<number> {
+  const rows = ((await (await shim.admin(`/admin/usage?key=${id}&group=day&from=2026-01-01`)).json()) as { data: { requests: number }[] }).data;
+  return rows.reduce((sum, r) => sum + r.requests, 0);
+}
+
+/** The requests column of the key's row in the saved CSV (0 without a row). */
+function savedRequests(dir: string, id: string): number {
+  const file = readdirSync(dir).find((f) => f.endsWith(".csv"))!;
+  const row = readFileSync(join(dir, file), "utf8").split(/\r?\n/).find((l) => l.startsWith(`${id},`));
+  return row ? Number(row.split(",")[2]) : 0;
+}
+
+const chat = (key: string) => shim.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
+
+/** Resolves once a request of the key holds credits: it is in flight. */
+async function inFlight(id: string): Promise<void> {
+  for (let i = 0; i < 200 && !((await shimKeys()).find((k) => k.id === id)!.held > 0); i++) await new Promise((r) => setTimeout(r, 10));
+}
+
+/** A FakePulumi whose `destroy` first lets clients try the endpoint, as they do until its stop step. */
+class ServedUntilStopped extends FakePulumi {
+  /** Run at the start of each destroy of this stack. */
+  readonly duringDestroy = new Map<string, () => Promise<void>>();
+  override async run(args: readonly string[], options: RunOptions = {}): Promise<PulumiResult> {
+    if (args[0] === "destroy") await this.duringDestroy.get(this.stackArg(args))?.();
+    return super.run(args, options);
+  }
+}
+
+describe("reap-expired: the saved usage is the whole ledger", () => {
+  it("revokes the keys, waits for the requests in flight, then exports: nothing is served after the export", async () => {
+    const t = tenants();
+    const root = t.root;
+    const pulumi = new ServedUntilStopped(Object.fromEntries(t.pulumi.stacks));
+    withoutGolf(pulumi);
+    const { id, key } = await shim.createKey({ name: "busy", credits: 100 });
+    expect((await chat(key)).status).toBe(200);
+    // One request still running when the reaper starts: its usage is written when it settles.
+    shim.fake.set({ headerDelayMs: 1500 });
+    const running = chat(key);
+    await inFlight(id);
+    // Clients keep trying until the destroy's stop step: each is refused now.
+    const during: number[] = [];
+    pulumi.duringDestroy.set("bravo", async () => { during.push((await chat(key)).status); });
+
+    const io = memoryIo();
+    expect(await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
+    expect((await running).status).toBe(200);
+    expect(during).toEqual([401]);
+    expect(io.stdout).toContain("[bravo] waiting up to 60 s for the requests in flight to settle (1 key(s) hold credits for them)…");
+    expect(await ledgerRequests(id)).toBe(2);
+    expect(savedRequests(join(root, "usage"), id)).toBe(2);
+  });
+
+  it("a request still in flight when the wait ends is reported: its usage may be missing", async () => {
+    const { root, pulumi } = tenants();
+    withoutGolf(pulumi);
+    const { id, key } = await shim.createKey({ name: "slow", credits: 100 });
+    shim.fake.set({ headerDelayMs: 1500 });
+    const running = chat(key);
+    await inFlight(id);
+    const io = memoryIo();
+    const deps = withDefaults({ root, pulumi, io, env: {}, now: () => NOW });
+    expect(await reapExpired({ yes: true, now: NOW, concurrency: 2, usageDir: join(root, "usage"), force: new Set(), settleTimeoutMs: 200 }, deps)).toBe(0);
+    expect(io.stdout).toContain(`[bravo] requests of 1 key(s) were still in flight when the wait ended (${id}): their usage may be missing from what is saved`);
+    await running;
+  });
+});
+
+describe("reap-expired: a destroy that failed after its stop step", () => {
+  /** bravo behind a front that the first destroy stops, as stop-serving-stack.sh stops nginx, and then fails. */
+  async function halfDestroyed() {
+    const front = await frontProxy(shim.url);
+    const { root, pulumi } = tenants();
+    withoutGolf(pulumi);
+    const bravo = pulumi.stacks.get("bravo")!;
+    bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+    const india = pulumi.stacks.get("india")!;
+    india.outputs = { ...india.outputs, expiresAt: "2026-03-05T00:00:00Z" }; // bravo is the only one expired
+    let destroys = 0;
+    pulumi.script = (args) => {
+      if (args[0] !== "destroy" || pulumi.stackArg(args) !== "bravo") return undefined;
+      if (++destroys > 1) return undefined;
+      front.close();
+      return { exitCode: 255, stderr: "error: deleting urn:pulumi:bravo::gpu-sandbox::linode:index/instance:Instance::gs-bravo: 500 Internal Server Error" };
+    };
+    const first = memoryIo();
+    expect(await main(["--yes"], { root, pulumi, io: first, env: {}, now: () => NOW })).toBe(1);
+    expect(first.stderr.join("\n")).toContain("[bravo] its usage is saved: the next run destroys it again without exporting");
+    return { root, pulumi, destroys: () => destroys };
+  }
+
+  it("the next run finds the saved usage and destroys it, instead of keeping a billing host forever", async () => {
+    const { root, pulumi, destroys } = await halfDestroyed();
+    const csv = readdirSync(join(root, "usage")).filter((f) => f.endsWith(".csv"));
+    expect(csv).toHaveLength(1);
+
+    const second = memoryIo();
+    expect(await main(["--yes"], { root, pulumi, io: second, env: {}, now: () => new Date(NOW.getTime() + 900_000) }), second.text()).toBe(0);
+    expect(destroys()).toBe(2);
+    expect(second.stdout.join("\n")).toMatch(/\[bravo\] usage already saved at 2026-03-01T12:00:00\.000Z \(\S+bravo-usage-\S+\.csv, \S+bravo-keys-\S+\.json\), by a run whose destroy failed; destroying without exporting again/);
+    expect(second.stdout.join("\n")).toContain("Destroyed 1 of 1 expired stack(s).");
+    expect(readdirSync(join(root, "usage")).filter((f) => f.endsWith(".csv"))).toEqual(csv); // nothing exported again
+  });
+
+  it("a saved usage for another expiry (the stack was deployed again since) does not count: the export is tried", async () => {
+    const { root, pulumi, destroys } = await halfDestroyed();
+    const marker = join(root, "usage", "bravo.exported");
+    writeFileSync(marker, JSON.stringify({ ...JSON.parse(readFileSync(marker, "utf8")), expiresAt: "2026-02-01T10:00:00.000Z" }));
+    const second = memoryIo();
+    expect(await main(["--yes"], { root, pulumi, io: second, env: {}, now: () => NOW })).toBe(1);
+    expect(destroys()).toBe(1);
+    expect(second.stderr.join("\n")).toContain("[bravo] KEPT: could not save its usage before the destroy would delete it:");
+    expect(second.stderr.join("\n")).toContain("(is the tenant's host up? a destroy that failed after its stop step leaves the serving stack down)");
+  });
+});
+
+describe("reap-expired --force [<stack>]", () => {
+  /** bravo and india both expired, neither endpoint answering. */
+  const unreachable = (p: FakePulumi) => {
+    withoutGolf(p);
+    for (const name of ["bravo", "india"]) {
+      const s = p.stacks.get(name)!;
+      s.outputs = { ...s.outputs, endpoint: "http://127.0.0.1:9/v1", expiresAt: "2026-03-01T10:00:00Z" };
+    }
+  };
+
+  it("with a name forces that stack only; the others whose usage cannot be saved are kept", async () => {
+    for (const argv of [["--yes", "--force", "bravo"], ["--force=bravo", "--yes"]]) {
+      const r = await reap(argv, unreachable);
+      expect(r.code, argv.join(" ")).toBe(1);
+      expect(r.destroyed).toEqual(["bravo", "foxtrot"]);
+      expect(r.io.stderr.join("\n")).toContain("[bravo] could not save its usage (cannot reach the admin API");
+      expect(r.io.stderr.join("\n")).toContain("[india] KEPT: could not save its usage");
+    }
+    const both = await reap(["--yes", "--force", "bravo", "--force", "india"], unreachable);
+    expect(both.code).toBe(0);
+    expect(both.destroyed).toEqual(["bravo", "foxtrot", "india"]);
+    const all = await reap(["--force", "--yes"], unreachable);
+    expect(all.code).toBe(0);
+    expect(all.destroyed).toEqual(["bravo", "foxtrot", "india"]);
+  });
+
+  it("a name that is no stack is refused before anything is done", async () => {
+    const r = await reap(["--yes", "--force", "brvo"], unreachable);
+    expect(r.code).toBe(1);
+    expect(r.destroyed).toEqual([]);
+    expect(r.io.stderr.join("\n")).toContain("--force brvo: no such stack file in stacks/ (stacks: alpha, bravo, charlie, delta, echo, foxtrot, golf, hotel, india)");
   });
 });

@@ -1,0 +1,47 @@
+// Before a tenant's usage is saved for good, nothing may add to it: every key still live is
+// revoked (new requests get 401), and the export waits for the requests already in flight to
+// settle (their credits are held until then, and their usage is written when they settle).
+// Otherwise what was served between the export and the destroy's stop step would be on the
+// volume the destroy deletes, and in no saved file.
+import { setTimeout as sleep } from "node:timers/promises";
+import type { AdminClient, ApiKey } from "./admin-client.ts";
+
+export interface RetiredKeys {
+  /** Every key after the wait: balances as they will stay. */
+  readonly keys: readonly ApiKey[];
+  /** The keys revoked here (those revoked before are not). */
+  readonly revoked: ReadonlySet<string>;
+  /** Keys that still held credits when the wait gave up: requests whose usage the export may miss. */
+  readonly stillHolding: readonly ApiKey[];
+}
+
+export interface RetireOptions {
+  /** How long to wait for the requests in flight; a stream may run for minutes, the reaper cannot. */
+  readonly settleTimeoutMs?: number;
+  readonly pollMs?: number;
+  readonly progress: (line: string) => void;
+}
+
+export async function retireKeys(client: AdminClient, options: RetireOptions): Promise<RetiredKeys> {
+  const { settleTimeoutMs = 60_000, pollMs = 500, progress } = options;
+  const live = (await client.listKeys()).filter((k) => k.revoked_at === null);
+  if (live.length > 0) progress(`revoking its ${live.length} live key${live.length === 1 ? "" : "s"}: the tenant is being destroyed, and its usage must be final before it is saved`);
+  const revoked = new Set<string>();
+  for (const k of live) {
+    await client.revokeKey(k.id);
+    revoked.add(k.id);
+  }
+  const deadline = Date.now() + settleTimeoutMs;
+  let keys = await client.listKeys();
+  let announced = false;
+  while (holding(keys).length > 0 && Date.now() < deadline) {
+    if (!announced) progress(`waiting up to ${Math.round(settleTimeoutMs / 1000)} s for the requests in flight to settle (${holding(keys).length} key(s) hold credits for them)…`);
+    announced = true;
+    await sleep(pollMs);
+    keys = await client.listKeys();
+  }
+  return { keys, revoked, stillHolding: holding(keys) };
+}
+
+/** Keys with requests in flight: their credits are held until each request settles. */
+const holding = (keys: readonly ApiKey[]) => keys.filter((k) => k.held > 0);
