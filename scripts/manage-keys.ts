@@ -104,7 +104,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
         // The key and its credits may exist, with a secret that was only in the lost answer: a
         // second create would make a second key. Find it and revoke it instead.
         if (mayHaveActed(err)) {
-          throw new UsageError(`${err.message}\nA key named "${name}" may have been created (its secret was only in the lost answer, and a second create would make a second key): run ${manageKeysCommand(flags, ["list"])}, and if a key named "${name}" that you do not know of is there, revoke it with ${manageKeysCommand(flags, ["revoke", "--key", "<its id>"])}.`);
+          throw new UsageError(`${err.message}\nA key named "${name}" may have been created (its secret was only in the lost answer, and a second create would make a second key): run ${manageKeysCommand(flags, ["list"])}, and if a key named "${name}" that you do not know of is there, revoke it with ${manageKeysCommand(flags, ["revoke"])} --key <its id>.`);
         }
         throw err;
       }

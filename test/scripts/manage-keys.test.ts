@@ -275,7 +275,7 @@ describe("manage-keys: a write whose answer is lost after the shim acted", () =>
       const made = (await listed()).filter((k) => k.name === "lost-create");
       expect(made.map((k) => k.balance)).toEqual([500]); // a live key with 500 credits whose secret nobody has
       expect(r.lastLine).toBe(`A key named "lost-create" may have been created (its secret was only in the lost answer, and a second create would make a second key): ` +
-        `run npm run manage-keys -- list --url ${front.url}, and if a key named "lost-create" that you do not know of is there, revoke it with npm run manage-keys -- revoke --url ${front.url} --key '<its id>'.`);
+        `run npm run manage-keys -- list --url ${front.url}, and if a key named "lost-create" that you do not know of is there, revoke it with npm run manage-keys -- revoke --url ${front.url} --key <its id>.`);
     } finally {
       front.close();
     }
