@@ -169,8 +169,9 @@ export function networkReason(err: unknown): string {
   let e: unknown = err;
   const parts: string[] = [];
   while (e instanceof Error) {
-    const code = (e as NodeJS.ErrnoException).code;
-    parts.push(code && !e.message.includes(code) ? `${e.message} (${code})` : e.message);
+    // A string code (ECONNREFUSED); a DOMException's is a legacy number (23 for a timeout) that says nothing.
+    const code: unknown = (e as NodeJS.ErrnoException).code;
+    parts.push(typeof code === "string" && code !== "" && !e.message.includes(code) ? `${e.message} (${code})` : e.message);
     e = e.cause;
   }
   const useful = parts.filter((p) => p !== "fetch failed");

@@ -4,7 +4,8 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey, CreatedKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
-import { main } from "../../scripts/manage-keys.ts";
+import { adminClient } from "../../scripts/lib/admin-client.ts";
+import { main, runCommand } from "../../scripts/manage-keys.ts";
 import { type FrontAnswer, frontProxy } from "../support/front-proxy.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { freePort, tempDir } from "../support/tools.ts";
@@ -279,6 +280,20 @@ describe("manage-keys: a write whose answer is lost after the shim acted", () =>
     } finally {
       front.close();
     }
+  });
+
+  it("top-up with no answer within the client's timeout: may have been applied, with the retry", async () => {
+    const { id } = await h.createKey({ name: "timed-out", credits: 10 });
+    // As AbortSignal.timeout(30 s) ends a fetch; the POST went out, the wait for its answer did not end well.
+    const timingOut: typeof fetch = async (url, init) => {
+      if (init?.method !== "POST") return fetch(url, init);
+      throw new DOMException("The operation was aborted due to timeout", "TimeoutError");
+    };
+    const io = memoryIo();
+    const client = adminClient({ baseUrl: h.url, adminToken: h.adminToken, source: "test" }, timingOut);
+    const run = runCommand("top-up", { url: h.url, key: id, amount: "5", "idempotency-key": "inv-timeout" }, client, io);
+    await expect(run).rejects.toThrow(`no answer from the admin API to POST ${h.url}/admin/keys/${id}/credits, after the request was sent: The operation was aborted due to timeout\n` +
+      `The top-up may have been applied. Retry it with the same Idempotency-Key, which adds the credits at most once: npm run manage-keys -- top-up --url ${h.url} --key ${id} --amount 5 --idempotency-key inv-timeout`);
   });
 
   it("a write that was never sent (connection refused) says only that: nothing to check or revoke", async () => {
