@@ -39,10 +39,12 @@ async function main(): Promise<void> {
     if (stop) void stop("store failure", 1, 0);
     else exitNow(1);
   };
+  const onConnectionsCut = (connections: number) =>
+    logger.warn({ connections }, "the database did not answer the store's goodbye in time: its connections were cut");
   let store: Store;
   let released: number;
   try {
-    store = await openStore(config.databaseUrl, { onFailure });
+    store = await openStore(config.databaseUrl, { onFailure, onConnectionsCut });
     released = await store.releaseStaleReservations();
     logger.info({ released }, "released reservations left by a previous process (not charged)");
     for (const k of config.bootstrapKeys) {

@@ -6,6 +6,7 @@ import { PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
 import { Turns } from "../../api-shim/src/store/postgres-client.ts";
 import { PostgresStore, type PostgresStoreOptions } from "../../api-shim/src/store/postgres-store.ts";
 import { ClientLeftError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
+import { frozenProxy } from "../support/frozen-proxy.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { pollUntil } from "../support/tools.ts";
 import { failedUsage, newKey, storeContract, usage } from "./store-contract.ts";
@@ -314,6 +315,70 @@ describe("PostgresStore", () => {
     expect(await all).toEqual([]);
     expect(await k10).toEqual([]);
     expect(await Promise.all(keyReports)).toEqual(Array(9).fill("ok"));
+  });
+
+  it("close() ends within a bound when the database stops answering (a hung server, a silent network cut): the connections still open are cut", async () => {
+    const proxy = await frozenProxy(url);
+    try {
+      const cut: number[] = [];
+      const s = await PostgresStore.open(proxy.url, { onConnectionsCut: (n) => cut.push(n) });
+      await s.createKey(newKey("k", 1)); // a pooled connection besides the liveness one
+      proxy.freeze();
+      const started = Date.now();
+      await s.close();
+      // pg's end() waits for the server to close the socket, which it never does: the process
+      // stayed at "draining" until Compose's SIGKILL.
+      expect(Date.now() - started).toBeLessThan(4000);
+      expect(cut).toEqual([2]);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  describe("a usage report whose statement runs (here: blocked by another session's lock on the ledger)", () => {
+    let blocker: pg.Client;
+    const period = { keyId: "k", from: 0, to: 1e12, group: "model" as const };
+    /** Server sessions running a report's statement, this one's or any other's. */
+    const runningReports = async () =>
+      (await sql<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%FROM ledger WHERE kind%' AND pid <> pg_backend_pid()"))[0]!.n;
+    beforeEach(async () => {
+      await store.createKey(newKey("k", 5));
+      blocker = new pg.Client({ connectionString: url });
+      await blocker.connect();
+      await blocker.query("BEGIN");
+      await blocker.query("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE");
+    });
+    afterEach(async () => {
+      await blocker.query("COMMIT").catch(() => {});
+      await blocker.end();
+    });
+
+    it("is cancelled on the server when its asker leaves: it rejects at once and its connection is free for the next report", async () => {
+      const left = new AbortController();
+      const report = store.usage({ ...period, signal: left.signal });
+      expect(await pollUntil(async () => (await runningReports()) === 1)).toBe(true);
+      const leftAt = Date.now();
+      left.abort(new ClientLeftError());
+      await expect(report).rejects.toBeInstanceOf(ClientLeftError);
+      expect(Date.now() - leftAt).toBeLessThan(1000);
+      // Not left running to its 60 s bound while the lock lasts, holding a pooled connection.
+      expect(await pollUntil(async () => (await runningReports()) === 0, 2000)).toBe(true);
+      await blocker.query("COMMIT");
+      expect(await store.usage(period)).toEqual([]); // the key's report is no longer "already running"
+    });
+
+    it("is cancelled when the store closes, which then ends at once, not after the statement's minute", async () => {
+      const cut: number[] = [];
+      const s = await replica({ onConnectionsCut: (n) => cut.push(n) });
+      const report = s.usage(period).then(() => "done", (e: unknown) => e);
+      expect(await pollUntil(async () => (await runningReports()) === 1)).toBe(true);
+      const closing = Date.now();
+      await s.close();
+      expect(Date.now() - closing).toBeLessThan(1500); // less than the bound after which connections are cut
+      expect(cut).toEqual([]);
+      expect(await report).toBeInstanceOf(StoreUnavailableError);
+      expect(await runningReports()).toBe(0);
+    });
   });
 
   it("a role with data rights only (no CREATE on the schema) runs a replica once the schema is there", async () => {

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/keys.ts";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
+import { frozenProxy } from "../support/frozen-proxy.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
 import { openStream, shimClient, ShimProcesses, writeProcessConfig } from "../support/shim-process.ts";
@@ -159,5 +160,23 @@ describe("shim replicas on one Postgres database", () => {
     const after = await audit(key.id);
     expect(after).toMatchObject({ held: 0, reservations: 0, ledgerSum: after.balance });
     await output.stopCleanly(p);
+  });
+
+  it("SIGTERM while the database hangs (a hung server, a silent network cut): the process still exits 0, its store's connections cut", async () => {
+    const proxy = await frozenProxy(env.SHIM_DATABASE_URL!);
+    try {
+      const p = await output.start({ ...env, SHIM_DATABASE_URL: proxy.url, SHIM_DRAIN_TIMEOUT_MS: "1000" });
+      expect((await fetch(`${p.url}/v1/models`, { headers: { authorization: `Bearer ${key.key}` } })).status).toBe(200);
+      proxy.freeze();
+      const signalled = Date.now();
+      p.child.kill("SIGTERM");
+      // It stopped at "draining", waiting on pg's goodbye, until Compose's SIGKILL 30 s later.
+      expect(await p.exited).toEqual({ code: 0, signal: null });
+      expect(Date.now() - signalled).toBeLessThan(10_000);
+      expect(await p.waitForLine((e) => e.msg === "the database did not answer the store's goodbye in time: its connections were cut")).toMatchObject({ level: 40 });
+      output.keep(p);
+    } finally {
+      await proxy.close();
+    }
   });
 });

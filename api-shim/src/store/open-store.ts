@@ -1,13 +1,17 @@
 import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseDatabaseUrl } from "./database-url.ts";
-import { PostgresStore } from "./postgres-store.ts";
+import { PostgresStore, type PostgresStoreOptions } from "./postgres-store.ts";
 import { claimSqliteFile } from "./sqlite-owner.ts";
 import { SqliteStore, type SqliteStoreOptions } from "./sqlite-store.ts";
 import type { Store } from "./store.ts";
 
-/** `onFailure` is the SQLite store's (it fails closed); the Postgres store recovers by itself and never calls it. */
-export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure">;
+/**
+ * `onFailure` is the SQLite store's (it fails closed); the Postgres store recovers by itself and
+ * never calls it. `onConnectionsCut` is the Postgres store's (a shutdown the database did not
+ * answer); the SQLite store has none.
+ */
+export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure"> & Pick<PostgresStoreOptions, "onConnectionsCut">;
 
 /**
  * Opens the store SHIM_DATABASE_URL names (see parseDatabaseUrl); missing directories of a SQLite
@@ -16,13 +20,14 @@ export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure">;
  */
 export async function openStore(url: string, options: OpenStoreOptions = {}, cwd: string = process.cwd()): Promise<Store> {
   const target = parseDatabaseUrl(url);
-  if (target.kind === "postgres") return PostgresStore.open(target.url);
-  if (target.path === ":memory:") return new SqliteStore(":memory:", options);
+  if (target.kind === "postgres") return PostgresStore.open(target.url, { onConnectionsCut: options.onConnectionsCut });
+  const sqliteOptions = { onFailure: options.onFailure };
+  if (target.path === ":memory:") return new SqliteStore(":memory:", sqliteOptions);
   const file = resolve(cwd, target.path);
   mkdirSync(dirname(file), { recursive: true });
   const owner = claimSqliteFile(file);
   try {
-    return new SqliteStore(file, { ...options, owner });
+    return new SqliteStore(file, { ...sqliteOptions, owner });
   } catch (e) {
     owner.release();
     throw e;

@@ -1,8 +1,10 @@
 import pg from "pg";
 import { driverUrl } from "./database-url.ts";
+import { OpenConnections, settlesWithin } from "./postgres-connections.ts";
 import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
 import { MAX_DOUBTFUL, neverSent, NotSentError, RELEASE_BATCH } from "./postgres-failures.ts";
-import { inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, Turns, types } from "./postgres-client.ts";
+import { inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
+import { UsageReports } from "./postgres-reports.ts";
 import { AUDIT, AVAILABLE, REFUSAL, RELEASE, RELEASE_STALE, RESERVE, SETTLE } from "./postgres-sql.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
@@ -17,18 +19,12 @@ export interface PostgresStoreOptions {
   sweepIntervalMs?: number;
   /** ms between tries to release doubtful holds and to re-take a lost liveness lock. Default 1000. */
   retryMs?: number;
+  /** Told how many connections close() had to cut, the database not answering its goodbye within SHUTDOWN_MS. */
+  onConnectionsCut?: (connections: number) => void;
 }
 
-/** The bound on a usage report's statement (the request path's is timeoutMs). */
-const REPORT_TIMEOUT_MS = 60_000;
-/**
- * Reports running at once, so requests keep the rest of the pool of 10; and waiting, beyond
- * which a report is a 503 at once. A key has one report at a time (a second is a 503), so keys
- * sending reports in a loop cannot fill the queue; reports over all keys (the operator's, as
- * reap-expired's export) have turns of their own.
- */
-const CONCURRENT_REPORTS = 2;
-const WAITING_REPORTS = 8;
+/** How long close() waits for the database before it cuts the connections still open. */
+const SHUTDOWN_MS = 2000;
 
 /**
  * The store for several shim replicas (`SHIM_DATABASE_URL=postgres://…`). Unlike the SQLite
@@ -60,9 +56,9 @@ export class PostgresStore implements Store {
    * plus a margin), since a reserve cut off from its client may still commit after a first try.
    */
   private readonly doubtful = new Map<string, number>();
-  private readonly reports = new Turns(CONCURRENT_REPORTS, WAITING_REPORTS);
-  private readonly allKeyReports = new Turns(1, WAITING_REPORTS);
-  private readonly reportingKeys = new Set<string>();
+  private readonly reports: UsageReports;
+  private readonly connections: OpenConnections;
+  private readonly options: PostgresStoreOptions;
   private readonly timeoutMs: number;
   private heartbeat: NodeJS.Timeout | undefined;
 
@@ -75,13 +71,16 @@ export class PostgresStore implements Store {
   /** This replica's id: its reservations carry it. A new one each time the lock is re-taken. */
   owner: number;
 
-  private constructor(pool: pg.Pool, connection: pg.ClientConfig, lock: pg.Client, owner: number, retryMs: number, timeoutMs: number) {
+  private constructor(pool: pg.Pool, connection: pg.ClientConfig, lock: pg.Client, owner: number, connections: OpenConnections, options: PostgresStoreOptions, timeoutMs: number) {
     this.timeoutMs = timeoutMs;
+    this.connections = connections;
+    this.options = options;
     this.pool = pool;
     this.connection = connection;
     this.lock = lock;
     this.owner = owner;
-    this.retryMs = retryMs;
+    this.retryMs = options.retryMs ?? 1000;
+    this.reports = new UsageReports(pool, (fn) => this.tx(fn));
   }
 
   static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
@@ -103,14 +102,17 @@ export class PostgresStore implements Store {
       options: `${urlOptions} -c synchronous_commit=off -c statement_timeout=${timeoutMs} -c idle_in_transaction_session_timeout=${timeoutMs} ${keepalives}`.trim(),
     });
     pool.on("error", () => {}); // an idle connection that broke is dropped; the next query says what is wrong
+    const connections = new OpenConnections();
+    pool.on("connect", (c) => connections.add(c));
     const connection = { ...common, options: `${urlOptions} ${keepalives}`.trim() };
     const lock = new pg.Client(connection);
+    connections.add(lock);
     lock.on("error", () => {}); // until watch(): a failed start is reported by the rejection below
     try {
       await lock.connect();
       await inTransaction(lock, () => migratePg(lock));
       const owner = await takeOwnerLock(lock);
-      const store = new PostgresStore(pool, connection, lock, owner, options.retryMs ?? 1000, timeoutMs);
+      const store = new PostgresStore(pool, connection, lock, owner, connections, options, timeoutMs);
       store.watch(lock);
       const sweep = options.sweepIntervalMs ?? 60_000;
       store.sweeper = setInterval(() => void store.releaseStaleReservations().catch(() => {}), sweep).unref();
@@ -151,6 +153,7 @@ export class PostgresStore implements Store {
     if (this.closing) return;
     const c = new pg.Client(this.connection);
     c.on("error", () => {});
+    this.connections.add(c);
     try {
       await c.connect();
       const owner = await takeOwnerLock(c);
@@ -343,27 +346,9 @@ export class PostgresStore implements Store {
     return this.read(async () => (await this.pool.query<{ released: number }>(RELEASE_STALE, [LOCK_CLASS])).rows[0]!.released);
   }
 
-  /**
-   * Reports scan a period's rows, which the request path's 5 s bound does not fit (a month of one
-   * busy key is tens of millions): they get REPORT_TIMEOUT_MS, and days are grouped as integers
-   * (UTC day numbers, formatted here) rather than by formatting a timestamp per row.
-   */
+  /** Reports get a bound of their own (they scan a period's rows) and end when their asker leaves: postgres-reports.ts. */
   usage(q: UsageQuery): Promise<UsageGroup[]> {
-    const day = q.group === "day";
-    const sql = `SELECT key_id AS "keyId", ${day ? "at / 86400000" : "model"} AS "group", count(*) AS requests,
-        sum(prompt_tokens)::bigint AS "promptTokens", sum(completion_tokens)::bigint AS "completionTokens", (-sum(amount))::bigint AS cost
-      FROM ledger WHERE kind = 'usage' AND (amount <> 0 OR status < 400) AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
-      GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}`;
-    const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
-    const { keyId } = q;
-    if (keyId !== null && this.reportingKeys.has(keyId)) return Promise.reject(new StoreUnavailableError(new Error("a usage report of this key is already running")));
-    if (keyId !== null) this.reportingKeys.add(keyId);
-    const turns = keyId === null ? this.allKeyReports : this.reports;
-    return this.read(() => turns.run(() => this.tx(async (c) => {
-      await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}`);
-      const { rows } = await c.query<UsageGroup>({ text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig);
-      return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
-    }), q.signal)).finally(() => keyId !== null && this.reportingKeys.delete(keyId));
+    return this.read(() => this.reports.run(q));
   }
 
   /** Every reservation is a row here, whichever replica made it: `reservedSum` is their sum. */
@@ -376,15 +361,22 @@ export class PostgresStore implements Store {
     return this.closed;
   }
 
+  /** Within SHUTDOWN_MS, or the connections are cut: a hung database must not keep the process from exiting. */
   private async shutdown(): Promise<void> {
+    const deadline = Date.now() + SHUTDOWN_MS;
     clearInterval(this.sweeper);
     this.closing = true; // nothing is rescheduled from here
-    if (this.doubtful.size > 0) await this.releaseDoubtful(); // a last try; what is left is swept by others
-    clearTimeout(this.retrier);
     clearTimeout(this.relocker);
     clearInterval(this.heartbeat);
+    // A last try at the doubtful holds (what is left is swept by others); running reports are
+    // cancelled, or pool.end() would wait for their connections for up to a minute.
+    await settlesWithin(Promise.all([this.doubtful.size > 0 && this.releaseDoubtful(), this.reports.cancelAll()]), deadline - Date.now());
+    clearTimeout(this.retrier);
     // The lock goes with its connection: from here other replicas may release what this one held.
-    await Promise.allSettled([this.lock?.end(), this.pool.end()]);
+    const ended = Promise.allSettled([this.lock?.end(), this.pool.end()]);
+    if (await settlesWithin(ended, deadline - Date.now())) return;
+    this.options.onConnectionsCut?.(this.connections.cut());
+    await settlesWithin(ended, 500); // the pool sees its connections end in a turn or two
   }
 }
 

@@ -1,0 +1,35 @@
+import type pg from "pg";
+
+/**
+ * The Postgres store's open connections (pooled and liveness), so that a shutdown can cut them.
+ * pg's `end()` says goodbye and waits for the server to close the socket, which a hung server or
+ * a silently cut network never does: the process would never reach its exit (Compose's SIGKILL
+ * 30 s later; in a terminal, never).
+ */
+export class OpenConnections {
+  private readonly open = new Set<pg.Client>();
+
+  add(client: pg.Client): void {
+    this.open.add(client);
+    client.once("end", () => this.open.delete(client));
+  }
+
+  /** Destroys the sockets of those still open (their queries fail at once); returns how many. */
+  cut(): number {
+    const n = this.open.size;
+    for (const c of this.open) c.connection.stream.destroy();
+    this.open.clear();
+    return n;
+  }
+}
+
+/** Whether `work` settled within `ms` (it is not stopped if not). */
+export async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), Math.max(0, ms))));
+  try {
+    return await Promise.race([work.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,108 @@
+import type pg from "pg";
+import { Turns } from "./postgres-client.ts";
+import { StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
+
+/** The bound on a usage report's statement (the request path's is the store's timeoutMs). */
+const REPORT_TIMEOUT_MS = 60_000;
+/**
+ * Reports running at once, so requests keep the rest of the pool of 10; and waiting, beyond
+ * which a report is a 503 at once. A key has one report at a time (a second is a 503), so keys
+ * sending reports in a loop cannot fill the queue; reports over all keys (the operator's, as
+ * reap-expired's export) have turns of their own.
+ */
+const CONCURRENT_REPORTS = 2;
+const WAITING_REPORTS = 8;
+/** Leads every report's SQL, so a cancellation finds the report's statement and nothing else. */
+const MARK = "/* shim usage report */";
+
+/**
+ * The Postgres store's usage reports: their turns, their statement bound, and their end when the
+ * asker no longer wants them (it left, the drain was cut) or the store closes. A report's
+ * statement may run for up to a minute: left running, it kept its pooled connection, and a
+ * shutdown's pool.end() waited for it past Compose's 30 s grace. It is cancelled on the server
+ * instead (pg_cancel_backend), so the connection comes back to the pool at once.
+ */
+export class UsageReports {
+  private readonly shared = new Turns(CONCURRENT_REPORTS, WAITING_REPORTS);
+  private readonly allKeys = new Turns(1, WAITING_REPORTS);
+  private readonly reportingKeys = new Set<string>();
+  /** Aborted by cancelAll (the store is closing). */
+  private readonly closing = new AbortController();
+  /** Cancellations sent and not yet answered. */
+  private readonly cancelling = new Set<Promise<unknown>>();
+  private readonly pool: pg.Pool;
+  private readonly tx: <T>(fn: (c: pg.PoolClient) => Promise<T>) => Promise<T>;
+
+  /** `tx` runs one transaction on a pooled connection (the store's). */
+  constructor(pool: pg.Pool, tx: <T>(fn: (c: pg.PoolClient) => Promise<T>) => Promise<T>) {
+    this.pool = pool;
+    this.tx = tx;
+  }
+
+  /**
+   * Days are grouped as integers (UTC day numbers, formatted here) rather than by formatting a
+   * timestamp per row: a month of one busy key is tens of millions of rows. Rejects with the
+   * signal's reason as soon as it aborts, whether the report waits for its turn or runs.
+   */
+  run(q: UsageQuery): Promise<UsageGroup[]> {
+    const day = q.group === "day";
+    const sql = `${MARK} SELECT key_id AS "keyId", ${day ? "at / 86400000" : "model"} AS "group", count(*) AS requests,
+        sum(prompt_tokens)::bigint AS "promptTokens", sum(completion_tokens)::bigint AS "completionTokens", (-sum(amount))::bigint AS cost
+      FROM ledger WHERE kind = 'usage' AND (amount <> 0 OR status < 400) AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
+      GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}`;
+    const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
+    const { keyId } = q;
+    if (keyId !== null && this.reportingKeys.has(keyId)) return Promise.reject(new StoreUnavailableError(new Error("a usage report of this key is already running")));
+    if (keyId !== null) this.reportingKeys.add(keyId);
+    const signal = q.signal ? AbortSignal.any([q.signal, this.closing.signal]) : this.closing.signal;
+    const turns = keyId === null ? this.allKeys : this.shared;
+    // The key's report ends when its statement does (a cancelled one within a round trip).
+    const work = turns.run(() => this.tx(async (c) => {
+      await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}`);
+      const rows = await this.cancellable(c, { text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig, signal);
+      return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
+    }), signal).finally(() => keyId !== null && this.reportingKeys.delete(keyId));
+    return untilAborted(work, signal);
+  }
+
+  /** Runs the report's statement on `c`; cancels it on the server if `signal` aborts meanwhile. */
+  private async cancellable(c: pg.PoolClient, query: pg.QueryConfig, signal: AbortSignal): Promise<UsageGroup[]> {
+    signal.throwIfAborted();
+    const pid = (c as unknown as { processID: number }).processID;
+    let running = true;
+    const cancel = () => {
+      if (!running) return;
+      // Only while that session still runs a report: the connection may be a request's by now.
+      const sent = this.pool.query(`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE $2`, [pid, `${MARK}%`])
+        .catch(() => {}) // unreachable: the statement's own bound ends it
+        .finally(() => this.cancelling.delete(sent));
+      this.cancelling.add(sent);
+    };
+    signal.addEventListener("abort", cancel, { once: true });
+    try {
+      return (await c.query<UsageGroup>(query)).rows;
+    } finally {
+      running = false;
+      signal.removeEventListener("abort", cancel);
+    }
+  }
+
+  /** The store is closing: running reports are cancelled, waiting ones give up; resolves once the cancellations were answered. */
+  async cancelAll(): Promise<void> {
+    this.closing.abort(new StoreUnavailableError(new Error("the store is closing")));
+    await Promise.allSettled([...this.cancelling]);
+  }
+}
+
+/** `work`'s outcome, or the signal's reason as soon as it aborts (`work` then ends on its own). */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => {});
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const abort = () => reject(signal.reason);
+    signal.addEventListener("abort", abort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", abort));
+  });
+}
