@@ -39,13 +39,20 @@ async function main(): Promise<void> {
     if (stop) void stop("store failure", 1, 0);
     else exitNow(1);
   };
+  const metrics = new Metrics({ defaultMetrics: true });
+  // The Postgres store's sweeps while serving (a replica that died, or this one's own holds
+  // after its liveness session was cut): credits a dead replica held come back to the keys.
+  const onReleased = (released: number) => {
+    metrics.releasedReservations.inc(released);
+    if (released > 0) logger.info({ released }, "released reservations of a replica that is gone (not charged)");
+  };
   const onConnectionsCut = (connections: number) =>
     logger.warn({ connections }, "the database did not answer the store's goodbye in time: its connections were cut");
   let store: Store;
-  let released: number;
   try {
-    store = await openStore(config.databaseUrl, { onFailure, onConnectionsCut });
-    released = await store.releaseStaleReservations();
+    store = await openStore(config.databaseUrl, { onFailure, onReleased, onConnectionsCut });
+    const released = await store.releaseStaleReservations();
+    metrics.releasedReservations.inc(released);
     logger.info({ released }, "released reservations left by a previous process (not charged)");
     for (const k of config.bootstrapKeys) {
       const r = await store.ensureBootstrapKey({ ...k, models: k.models && [...k.models], expiresAt: null, at: Date.now() });
@@ -72,8 +79,6 @@ async function main(): Promise<void> {
   }
   if (config.adminToken === null) logger.warn("SHIM_ADMIN_TOKEN is not set: every /admin request will get 401");
   const upstream = createUpstream({ url: config.upstreamUrl, apiKey: config.upstreamApiKey, headersTimeoutMs: config.upstreamTimeoutMs, idleTimeoutMs: config.streamIdleTimeoutMs });
-  const metrics = new Metrics({ defaultMetrics: true });
-  metrics.releasedReservations.inc(released);
   const app = buildApp({ config, store, upstream, clock: systemClock, logger, metrics });
 
 

@@ -108,14 +108,17 @@ describe("PostgresStore", () => {
     expect(await store.releaseStaleReservations()).toBe(0);
   });
 
-  it("a running replica sweeps the holds of a replica that is gone, without waiting for a restart", async () => {
+  it("a running replica sweeps the holds of a replica that is gone, without waiting for a restart, and says how many", async () => {
     await store.createKey(newKey("k", 10));
-    await replica({ sweepIntervalMs: 50 });
+    const released: number[] = [];
+    await replica({ sweepIntervalMs: 50, onReleased: (n) => released.push(n) });
     const dead = await replica();
     await dead.reserve({ reservationId: "theirs", keyId: "k", amount: 5, at: 1 });
     await dead.close();
     await pollUntil(async () => (await store.getKey("k"))!.held === 0);
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
+    // Counted once (shim_stale_reservations_released_total), whichever sweep found it.
+    expect(await pollUntil(() => released.reduce((a, n) => a + n, 0) === 1)).toBe(true);
   });
 
   it("bootstrap keys are created and granted once when replicas start together", async () => {

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { APIError } from "openai";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/keys.ts";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
@@ -36,6 +37,16 @@ describe("shim replicas on one Postgres database", () => {
       return (await store.audit()).find((r) => r.keyId === keyId)!;
     } finally {
       await store.close();
+    }
+  };
+
+  const pgSql = async (text: string) => {
+    const c = new pg.Client({ connectionString: env.SHIM_DATABASE_URL });
+    await c.connect();
+    try {
+      await c.query(text);
+    } finally {
+      await c.end();
     }
   };
 
@@ -159,6 +170,23 @@ describe("shim replicas on one Postgres database", () => {
     expect(p.child.exitCode).toBeNull(); // recovered in place: no restart needed
     const after = await audit(key.id);
     expect(after).toMatchObject({ held: 0, reservations: 0, ledgerSum: after.balance });
+    await output.stopCleanly(p);
+  });
+
+  it("holds a running replica's sweep releases (a replica gone for good) are logged and counted in shim_stale_reservations_released_total", async () => {
+    const p = await start();
+    const dead = await PostgresStore.open(env.SHIM_DATABASE_URL!);
+    await dead.reserve({ reservationId: "dead-1", keyId: key.id, amount: CREDIT, at: Date.now() });
+    await dead.reserve({ reservationId: "dead-2", keyId: key.id, amount: CREDIT, at: Date.now() });
+    await dead.close(); // its liveness lock goes, as when its process dies
+    // The next sweep is up to a minute away; cutting p's liveness session makes it take its lock
+    // back and sweep at once (its own holds under the old owner id, and every dead replica's).
+    await pgSql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2");
+    const line = await p.waitForLine((e) => e.msg === "released reservations of a replica that is gone (not charged)");
+    expect(line.released).toBe(2);
+    const metrics = await (await fetch(`${p.url}/metrics`)).text();
+    expect(metrics).toMatch(/^shim_stale_reservations_released_total 2$/m);
+    expect(await audit(key.id)).toMatchObject({ held: 0, reservations: 0 });
     await output.stopCleanly(p);
   });
 

@@ -8,10 +8,10 @@ import type { Store } from "./store.ts";
 
 /**
  * `onFailure` is the SQLite store's (it fails closed); the Postgres store recovers by itself and
- * never calls it. `onConnectionsCut` is the Postgres store's (a shutdown the database did not
- * answer); the SQLite store has none.
+ * never calls it. `onReleased` and `onConnectionsCut` are the Postgres store's (its sweeps while
+ * serving, and a shutdown the database did not answer); the SQLite store has neither.
  */
-export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure"> & Pick<PostgresStoreOptions, "onConnectionsCut">;
+export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure"> & Pick<PostgresStoreOptions, "onReleased" | "onConnectionsCut">;
 
 /**
  * Opens the store SHIM_DATABASE_URL names (see parseDatabaseUrl); missing directories of a SQLite
@@ -20,7 +20,7 @@ export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure"> & Pick<Post
  */
 export async function openStore(url: string, options: OpenStoreOptions = {}, cwd: string = process.cwd()): Promise<Store> {
   const target = parseDatabaseUrl(url);
-  if (target.kind === "postgres") return PostgresStore.open(target.url, { onConnectionsCut: options.onConnectionsCut });
+  if (target.kind === "postgres") return PostgresStore.open(target.url, { onReleased: options.onReleased, onConnectionsCut: options.onConnectionsCut });
   const sqliteOptions = { onFailure: options.onFailure };
   if (target.path === ":memory:") return new SqliteStore(":memory:", sqliteOptions);
   const file = resolve(cwd, target.path);

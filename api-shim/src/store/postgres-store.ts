@@ -19,6 +19,8 @@ export interface PostgresStoreOptions {
   sweepIntervalMs?: number;
   /** ms between tries to release doubtful holds and to re-take a lost liveness lock. Default 1000. */
   retryMs?: number;
+  /** Told how many holds of replicas that are gone each sweep released (0 included); the start's release is the caller's own. */
+  onReleased?: (released: number) => void;
   /** Told how many connections close() had to cut, the database not answering its goodbye within SHUTDOWN_MS. */
   onConnectionsCut?: (connections: number) => void;
 }
@@ -114,8 +116,7 @@ export class PostgresStore implements Store {
       const owner = await takeOwnerLock(lock);
       const store = new PostgresStore(pool, connection, lock, owner, connections, options, timeoutMs);
       store.watch(lock);
-      const sweep = options.sweepIntervalMs ?? 60_000;
-      store.sweeper = setInterval(() => void store.releaseStaleReservations().catch(() => {}), sweep).unref();
+      store.sweeper = setInterval(() => store.sweep(), options.sweepIntervalMs ?? 60_000).unref();
       return store;
     } catch (e) {
       await lock.end().catch(() => {});
@@ -161,11 +162,16 @@ export class PostgresStore implements Store {
       this.owner = owner;
       this.lock = c;
       this.watch(c);
-      void this.releaseStaleReservations().catch(() => {});
+      this.sweep();
     } catch {
       c.end().catch(() => {});
       if (!this.closing) this.relocker = setTimeout(() => void this.relock(), this.retryMs).unref();
     }
+  }
+
+  /** Releases the holds of replicas that are gone (this one's under an old owner id included) and says how many. */
+  private sweep(): void {
+    this.releaseStaleReservations().then((n) => this.options.onReleased?.(n), () => {}); // unreachable: the next sweep
   }
 
   /** Reads and admin operations: a failure is a 503 for this call; the next one tries again. */
