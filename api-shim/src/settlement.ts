@@ -39,6 +39,7 @@ export class Settlement {
     return this.result !== undefined;
   }
 
+  /** Resolves with what the key was charged (`cost`: the store's answer, which the client is told and the metrics count) and what it has left. */
   settle(status: number, usage: Usage | null): Promise<{ cost: number; available: number }> {
     this.result ??= this.run(status, usage);
     return this.result;
@@ -52,7 +53,7 @@ export class Settlement {
     const tokens = u.promptTokens + u.completionTokens;
     // Correct the tokens/min bucket from the admission estimate to what was really used.
     request.auth!.buckets.tokens?.adjust(tokens - this.estimate, ctx.clock.monotonic());
-    const { available } = await ctx.store.settle({
+    const { available, charged } = await ctx.store.settle({
       reservationId: this.reservationId,
       keyId,
       hold: this.hold,
@@ -64,13 +65,18 @@ export class Settlement {
       },
     });
     request.shim.tokens = tokens;
-    request.shim.cost = cost;
+    request.shim.cost = charged;
     // Metrics label a model by its configured name; without a model list, names are the
     // clients' own choice, so they share one label rather than grow the metric without bound.
     const label = ctx.config.models ? this.model : "unlisted";
     if (u.promptTokens > 0) ctx.metrics.tokens.inc({ model: label, kind: "prompt" }, u.promptTokens);
     if (u.completionTokens > 0) ctx.metrics.tokens.inc({ model: label, kind: "completion" }, u.completionTokens);
-    if (cost > 0) ctx.metrics.credits.inc({ model: label }, creditsNumber(cost));
+    if (charged > 0) ctx.metrics.credits.inc({ model: label }, creditsNumber(charged));
+    if (charged !== cost) {
+      // Its hold was released before it settled (Postgres: a sweep after this replica's liveness
+      // session was cut): it was charged what the key's balance still covered (store.ts, settle).
+      request.log.warn({ reqId: request.id, model: this.model, cost: creditsNumber(cost), charged: creditsNumber(charged) }, "hold released before the settlement: charged what the balance covered");
+    }
     if (capped) {
       // The usage was worth more than the hold, the most the request was allowed to cost: the
       // key is charged the hold (its balance must not go below zero), and the operator should
@@ -78,6 +84,6 @@ export class Settlement {
       ctx.metrics.cappedCharges.inc({ model: label });
       request.log.warn({ reqId: request.id, model: this.model, promptTokens: u.promptTokens, completionTokens: u.completionTokens, hold: creditsNumber(this.hold) }, "charge capped at the hold");
     }
-    return { cost, available };
+    return { cost: charged, available };
   }
 }

@@ -7,6 +7,7 @@ import { Turns } from "../../api-shim/src/store/postgres-client.ts";
 import { PostgresStore, type PostgresStoreOptions } from "../../api-shim/src/store/postgres-store.ts";
 import { ClientLeftError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { frozenProxy } from "../support/frozen-proxy.ts";
+import { type Harness, startShim } from "../support/shim-harness.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { pollUntil } from "../support/tools.ts";
 import { failedUsage, newKey, storeContract, usage } from "./store-contract.ts";
@@ -104,7 +105,7 @@ describe("PostgresStore", () => {
     expect(await store.releaseStaleReservations()).toBe(1);
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 3, ledgerSum: 10, reservations: 2, reservedSum: 3 }]);
     // A settlement arriving for a released hold charges nothing and changes nothing.
-    expect(await live.settle({ reservationId: "theirs", keyId: "k", hold: 5, cost: 5, usage: usage("k", "late", 5) })).toEqual({ available: 7 });
+    expect(await live.settle({ reservationId: "theirs", keyId: "k", hold: 5, cost: 5, usage: usage("k", "late", 5) })).toEqual({ available: 7, charged: 0 });
     expect(await store.releaseStaleReservations()).toBe(0);
   });
 
@@ -199,10 +200,11 @@ describe("PostgresStore", () => {
     expect(await store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: null, respond: () => "", refuse: () => null })).toMatchObject({ kind: "done" });
   });
 
-  it("a replica whose liveness session is cut takes a new owner id; its old holds are swept (uncharged), so none can stay stuck", async () => {
+  it("a replica whose liveness session is cut takes a new owner id; its old holds are swept, so none can stay stuck; their requests, served all the same, are recorded and charged what the balance covers", async () => {
     await store.createKey(newKey("k", 10));
     const cut = await replica({ retryMs: 100 });
     await cut.reserve({ reservationId: "old", keyId: "k", amount: 4, at: 1 });
+    await cut.reserve({ reservationId: "old2", keyId: "k", amount: 4, at: 1 });
     const before = cut.owner;
     await sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = $1::bigint::oid", [before]);
     await pollUntil(async () => cut.owner !== before && (await store.getKey("k"))!.held === 0);
@@ -210,10 +212,69 @@ describe("PostgresStore", () => {
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
     expect(await cut.reserve({ reservationId: "new", keyId: "k", amount: 4, at: 1 })).toEqual({ ok: true, available: 6 });
     expect(await store.releaseStaleReservations()).toBe(0); // the new owner is alive
-    // The settlement of the swept hold charges nothing; the new one is charged.
-    await cut.settle({ reservationId: "old", keyId: "k", hold: 4, cost: 4, usage: usage("k", "q-old", 4) });
-    await cut.settle({ reservationId: "new", keyId: "k", hold: 4, cost: 2, usage: usage("k", "q-new", 2) });
-    expect(await store.audit()).toEqual([{ keyId: "k", balance: 8, held: 0, ledgerSum: 8, reservations: 0, reservedSum: 0 }]);
+    // A swept hold's settlement charges its cost while the balance not held by others covers it
+    // (6 − 4), else 0 (2 < 4) with its usage recorded; it used to write nothing, while the client
+    // was told it had been charged.
+    expect(await cut.settle({ reservationId: "old", keyId: "k", hold: 4, cost: 4, usage: usage("k", "q-old", 4) })).toEqual({ available: 2, charged: 4 });
+    expect(await cut.settle({ reservationId: "old2", keyId: "k", hold: 4, cost: 4, usage: usage("k", "q-old2", 4) })).toEqual({ available: 2, charged: 0 });
+    expect(await cut.settle({ reservationId: "new", keyId: "k", hold: 4, cost: 2, usage: usage("k", "q-new", 2) })).toEqual({ available: 4, charged: 2 });
+    expect(await cut.settle({ reservationId: "old", keyId: "k", hold: 4, cost: 4, usage: usage("k", "q-old", 4) })).toEqual({ available: 4, charged: 0 }); // never twice
+    expect(await store.audit()).toEqual([{ keyId: "k", balance: 4, held: 0, ledgerSum: 4, reservations: 0, reservedSum: 0 }]);
+    expect(await sql("SELECT ref, amount, prompt_tokens AS p, completion_tokens AS c FROM ledger WHERE kind = 'usage' ORDER BY id")).toEqual([
+      { ref: "q-old", amount: "-4", p: 3, c: 4 }, { ref: "q-old2", amount: "0", p: 3, c: 4 }, { ref: "q-new", amount: "-2", p: 3, c: 4 },
+    ]);
+    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 9, completionTokens: 12, cost: 6 }]);
+  });
+
+  describe("through the shim: a request whose hold is swept while it is upstream (its replica's liveness session was cut)", () => {
+    let s: PostgresStore;
+    let shim: Harness;
+    beforeEach(async () => {
+      s = await replica({ retryMs: 100 });
+      shim = await startShim({ wrapStore: () => s });
+      shim.fake.set({ headerDelayMs: 3000 });
+    });
+    afterEach(() => shim.close());
+    const chat = (key: string) => shim.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
+    const held = async (keyId: string) => (await s.getKey(keyId))!.held;
+    /** Cuts the replica's liveness session once `keyId` has a hold; resolves when it relocked and swept that hold. */
+    const sweepMidFlight = async (keyId: string) => {
+      expect(await pollUntil(async () => (await held(keyId)) > 0)).toBe(true);
+      const before = s.owner;
+      await sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = $1::bigint::oid", [before]);
+      expect(await pollUntil(async () => s.owner !== before && (await held(keyId)) === 0)).toBe(true);
+    };
+    const answer = async (res: Promise<Response>) => {
+      const r = await res;
+      expect(r.status).toBe(200);
+      return ((await r.json()) as { credits_charged: number }).credits_charged;
+    };
+    const usageOf = async (key: string) => ((await (await fetch(`${shim.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json()) as { usage: { total_requests: number; total_cost: number } }).usage;
+    const metered = async () => /^shim_credits_charged_total\{model="qwen2.5-7b"\} (\S+)$/m.exec(await (await fetch(`${shim.url}/metrics`)).text())?.[1];
+
+    it("is charged when the key's balance still covers it: the client's credits_charged is in the ledger and /v1/usage", async () => {
+      const key = await shim.createKey({ name: "k", credits: 100 });
+      const first = chat(key.key);
+      await sweepMidFlight(key.id);
+      expect(await answer(first)).toBe(1);
+      // It used to answer credits_charged 1 while the ledger and /v1/usage had nothing.
+      expect(await usageOf(key.key)).toMatchObject({ total_requests: 1, total_cost: 1 });
+      expect((await s.audit()).find((r) => r.keyId === key.id)).toMatchObject({ balance: 99_000_000, ledgerSum: 99_000_000, held: 0 });
+      expect(await metered()).toBe("1");
+    });
+
+    it("is recorded, charged 0, when another request took the credit the sweep gave back: the client is told 0, and 0 is metered", async () => {
+      const key = await shim.createKey({ name: "k", credits: 1 }); // one request's hold
+      const first = chat(key.key);
+      await sweepMidFlight(key.id);
+      const second = chat(key.key);
+      expect(await pollUntil(async () => (await held(key.id)) > 0)).toBe(true);
+      expect(await Promise.all([answer(first), answer(second)])).toEqual([0, 1]);
+      expect(await usageOf(key.key)).toMatchObject({ total_requests: 2, total_cost: 1 });
+      expect((await s.audit()).find((r) => r.keyId === key.id)).toMatchObject({ balance: 0, ledgerSum: 0, held: 0 });
+      expect(await metered()).toBe("1");
+      expect(shim.logs.some((l) => l.includes("hold released before the settlement"))).toBe(true);
+    });
   });
 
   it("reads SHIM_DATABASE_URL as libpq does: an 'options' parameter keeps the store's own settings; the liveness session has short server keepalives", async () => {

@@ -38,14 +38,14 @@ export function storeContract(current: () => Store): void {
     expect((await store.audit()).find((r) => r.keyId === "gone")).toMatchObject({ balance: 9, held: 0, ledgerSum: 9 });
   });
 
-  it("settle charges at most the hold with the request's usage record; a failed request is charged 0; twice is a no-op", async () => {
+  it("settle charges at most the hold with the request's usage record and says what it charged; a failed request is charged 0; twice is a no-op", async () => {
     const store = current();
     await store.createKey(newKey("k", 10));
     await store.reserve({ reservationId: "a", keyId: "k", amount: 4, at: 1 });
     await store.reserve({ reservationId: "b", keyId: "k", amount: 4, at: 1 });
-    expect(await store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 3, usage: usage("k", "qa", 3) })).toEqual({ available: 3 });
-    expect(await store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 3, usage: usage("k", "qa", 3) })).toEqual({ available: 3 });
-    await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: failedUsage("k", "qb") });
+    expect(await store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 3, usage: usage("k", "qa", 3) })).toEqual({ available: 3, charged: 3 });
+    expect(await store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 3, usage: usage("k", "qa", 3) })).toEqual({ available: 3, charged: 0 });
+    expect(await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: failedUsage("k", "qb") })).toEqual({ available: 7, charged: 0 });
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 7, held: 0, ledgerSum: 7, reservations: 0, reservedSum: 0 }]);
     // The failed request is in the ledger (a row with amount 0) but not in the report: it was neither answered nor charged.
     expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 3 }]);

@@ -1,4 +1,4 @@
-/** The Postgres store's helpers over pg: how rows become the store's records, one transaction. */
+/** The Postgres store's helpers over pg: how rows become the store's records, one transaction, a grant. */
 import pg from "pg";
 import type { KeyRecord } from "./store.ts";
 
@@ -78,4 +78,14 @@ export class Turns {
       else this.running--;
     }
   }
+}
+
+/** A ledger row and the matching balance change; false when the idempotency key was used. */
+export async function grant(c: pg.ClientBase, keyId: string, amount: number, at: number, kind: string, ref: string | null, idem: string | null): Promise<boolean> {
+  if (amount <= 0) return false;
+  const r = await c.query("INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idem) WHERE idem IS NOT NULL DO NOTHING",
+    [keyId, at, amount, kind, ref, idem]);
+  if (r.rowCount === 0) return false;
+  await c.query("UPDATE keys SET balance = balance + $2 WHERE id = $1", [keyId, amount]);
+  return true;
 }

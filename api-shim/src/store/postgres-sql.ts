@@ -16,6 +16,16 @@ export const SETTLE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNI
         SELECT key_id, $3, -($2::bigint), 'usage', $4, $5, $6, $7, $8, $9, $10, $11 FROM r),
   k AS (UPDATE keys SET balance = balance - $2, held = held - r.amount FROM r WHERE keys.id = r.key_id RETURNING balance - held AS available)
   SELECT available FROM k`;
+/**
+ * The settlement of a request whose hold a sweep released before it settled (see settle): its
+ * ledger row all the same, charged the cost when what the key has available (balance − held,
+ * re-checked under the row lock) covers it, else 0, so no other request's hold is eaten into.
+ * $1 is the key; the rest as in SETTLE.
+ */
+export const SETTLE_UNRESERVED = `WITH k AS (UPDATE keys SET balance = balance - $2 WHERE id = $1 AND balance - held >= $2 RETURNING balance - held AS available),
+  l AS (INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms)
+        VALUES ($1, $3, -coalesce((SELECT $2::bigint FROM k), 0), 'usage', $4, $5, $6, $7, $8, $9, $10, $11))
+  SELECT coalesce((SELECT available FROM k), (SELECT balance - held FROM keys WHERE id = $1)) AS available, coalesce((SELECT $2::bigint FROM k), 0) AS charged`;
 export const AVAILABLE = "SELECT balance - held AS available FROM keys WHERE id = $1";
 /** Why a hold was refused: what is available, and whether the key was revoked or expired (at $2). */
 export const REFUSAL = "SELECT balance - held AS available, (revoked_at IS NOT NULL OR coalesce(expires_at <= $2, false)) AS inactive FROM keys WHERE id = $1";

@@ -3,9 +3,9 @@ import { driverUrl } from "./database-url.ts";
 import { OpenConnections, settlesWithin } from "./postgres-connections.ts";
 import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
 import { MAX_DOUBTFUL, neverSent, NotSentError, RELEASE_BATCH } from "./postgres-failures.ts";
-import { inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
+import { grant, inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
 import { UsageReports } from "./postgres-reports.ts";
-import { AUDIT, AVAILABLE, REFUSAL, RELEASE, RELEASE_STALE, RESERVE, SETTLE } from "./postgres-sql.ts";
+import { AUDIT, AVAILABLE, REFUSAL, RELEASE, RELEASE_STALE, RESERVE, SETTLE, SETTLE_UNRESERVED } from "./postgres-sql.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
@@ -58,6 +58,8 @@ export class PostgresStore implements Store {
    * plus a margin), since a reserve cut off from its client may still commit after a first try.
    */
   private readonly doubtful = new Map<string, number>();
+  /** Holds this replica made and has not settled yet: one whose row is gone at its settlement was swept (settle). */
+  private readonly unsettled = new Set<string>();
   private readonly reports: UsageReports;
   private readonly connections: OpenConnections;
   private readonly options: PostgresStoreOptions;
@@ -329,22 +331,29 @@ export class PostgresStore implements Store {
       const { rows } = await this.pool.query<{ available: number }>({
         name: "reserve", text: RESERVE, values: [input.reservationId, input.keyId, input.amount, this.owner, input.at],
       });
-      if (rows.length === 1) return { ok: true, available: rows[0]!.available };
+      if (rows.length === 1) {
+        this.unsettled.add(input.reservationId);
+        return { ok: true, available: rows[0]!.available };
+      }
       const why = (await this.pool.query<{ available: number; inactive: boolean }>({ name: "refusal", text: REFUSAL, values: [input.keyId, input.at] })).rows[0];
       return { ok: false, available: why?.available ?? 0, ...(why === undefined || why.inactive ? { inactive: true } : {}) };
     });
   }
 
-  settle(input: SettleInput): Promise<{ available: number }> {
+  settle(input: SettleInput): Promise<{ available: number; charged: number }> {
+    const mine = this.unsettled.delete(input.reservationId);
     return this.write("settle", input.reservationId, async () => {
       const u = input.usage;
-      const { rows } = await this.pool.query<{ available: number }>({
-        name: "settle", text: SETTLE,
-        values: [input.reservationId, input.cost, u.at, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream, u.ms],
-      });
-      // No reservation: already settled (a settlement is never applied twice), or released by a
-      // sweep that found this replica gone; then the request is not charged.
-      return { available: rows.length === 1 ? rows[0]!.available : await this.available(input.keyId) };
+      const usage = [u.at, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream, u.ms];
+      const { rows } = await this.pool.query<{ available: number }>({ name: "settle", text: SETTLE, values: [input.reservationId, input.cost, ...usage] });
+      if (rows.length === 1) return { available: rows[0]!.available, charged: input.cost };
+      // No reservation. Settled already, or not made here: nothing changes (a settlement is never
+      // applied twice). Made here and unsettled: a sweep released it (this replica's liveness
+      // session was cut and it took a new owner id, or the database lost the reserve's commit),
+      // yet the request was served: it is recorded and charged without a hold (SETTLE_UNRESERVED),
+      // so the ledger, /v1/usage and the client's credits_charged agree.
+      if (!mine) return { available: await this.available(input.keyId), charged: 0 };
+      return (await this.pool.query<{ available: number; charged: number }>({ name: "settle-unreserved", text: SETTLE_UNRESERVED, values: [input.keyId, input.cost, ...usage] })).rows[0]!;
     });
   }
 
@@ -384,14 +393,4 @@ export class PostgresStore implements Store {
     this.options.onConnectionsCut?.(this.connections.cut());
     await settlesWithin(ended, 500); // the pool sees its connections end in a turn or two
   }
-}
-
-/** A ledger row and the matching balance change; false when the idempotency key was used. */
-async function grant(c: pg.ClientBase, keyId: string, amount: number, at: number, kind: string, ref: string | null, idem: string | null): Promise<boolean> {
-  if (amount <= 0) return false;
-  const r = await c.query("INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idem) WHERE idem IS NOT NULL DO NOTHING",
-    [keyId, at, amount, kind, ref, idem]);
-  if (r.rowCount === 0) return false;
-  await c.query("UPDATE keys SET balance = balance + $2 WHERE id = $1", [keyId, amount]);
-  return true;
 }

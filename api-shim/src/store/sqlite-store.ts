@@ -103,12 +103,12 @@ export class SqliteStore implements Store {
   }
 
   /** The settlement: the hold gone, the request's ledger row (−cost and its usage), balance −= cost, held −= hold. */
-  private settleOp(input: SettleInput): { available: number } {
+  private settleOp(input: SettleInput): { available: number; charged: number } {
     const hold = this.holds[input.reservationId];
     if (hold === undefined) {
       // Already settled (e.g. by a concurrent shutdown path): a hold is never released twice.
       const a = this.account(input.keyId);
-      return { available: a === undefined ? 0 : a.balance - a.held };
+      return { available: a === undefined ? 0 : a.balance - a.held, charged: 0 };
     }
     const a = this.account(hold.keyId)!;
     delete this.holds[input.reservationId];
@@ -120,7 +120,7 @@ export class SqliteStore implements Store {
     a.held -= hold.amount;
     a.dHeld -= hold.amount;
     a.dHolds--;
-    return { available: a.balance - a.held };
+    return { available: a.balance - a.held, charged: input.cost };
   }
 
   /** Runs a synchronous database call; every failure becomes StoreUnavailableError (fail closed). */
@@ -324,7 +324,7 @@ export class SqliteStore implements Store {
     return this.batched(() => this.reserveOp(input));
   }
 
-  settle(input: SettleInput): Promise<{ available: number }> {
+  settle(input: SettleInput): Promise<{ available: number; charged: number }> {
     return this.batched(() => this.settleOp(input), true);
   }
 

@@ -162,9 +162,13 @@ export interface Store {
   /**
    * Atomically: the reservation gone, held −= hold, balance −= cost, and the request's record
    * of usage and charge (every charge has its ledger row; the balance stays the ledger's sum).
-   * Settling a reservation that is already settled changes nothing.
+   * Settling a reservation that is already settled changes nothing. `charged` is what this call
+   * charged: the cost; 0 when it changed nothing. One more case, the Postgres store's only: a
+   * hold this store made and did not settle, released meanwhile by a sweep (its liveness
+   * session was cut), still gets its request's record, charged the cost if the key's available
+   * balance covers it, else 0 (never eating into other requests' holds).
    */
-  settle(input: SettleInput): Promise<{ available: number }>;
+  settle(input: SettleInput): Promise<{ available: number; charged: number }>;
   /** Releases every reservation not owned by this process (a dead one's); returns how many. */
   releaseStaleReservations(): Promise<number>;
   /**
