@@ -103,8 +103,11 @@ export interface UsageQuery {
   to: number; // exclusive
   group: "model" | "day";
   /**
-   * Aborts, with a ClientLeftError, when the asker has left: a report still waiting for its turn
-   * gives up its place (Postgres) and rejects with that error.
+   * Aborts when the asker no longer wants the report (it left: a ClientLeftError; the drain was
+   * cut). The Postgres store's report then rejects at once with that reason (any but a
+   * ClientLeftError as a StoreUnavailableError's cause): one still waiting for its turn gives up
+   * its place, one running has its statement cancelled on the server. (The SQLite store's report
+   * runs to its end at once, in one synchronous call.)
    */
   signal?: AbortSignal;
 }
