@@ -4,7 +4,7 @@ import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
 import { Turns } from "../../api-shim/src/store/postgres-client.ts";
-import { PostgresStore, type PostgresStoreOptions } from "../../api-shim/src/store/postgres-store.ts";
+import { PostgresStore, type PostgresStoreOptions, SHUTDOWN_MS } from "../../api-shim/src/store/postgres-store.ts";
 import { ClientLeftError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { frozenProxy } from "../support/frozen-proxy.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
@@ -392,7 +392,7 @@ describe("PostgresStore", () => {
       await s.close();
       // pg's end() waits for the server to close the socket, which it never does: the process
       // stayed at "draining" until Compose's SIGKILL.
-      expect(Date.now() - started).toBeLessThan(4000);
+      expect(Date.now() - started).toBeLessThan(SHUTDOWN_MS + 1000);
       expect(cut).toEqual([2]);
     } finally {
       await proxy.close();
@@ -438,7 +438,7 @@ describe("PostgresStore", () => {
       expect(await pollUntil(async () => (await runningReports()) === 1)).toBe(true);
       const closing = Date.now();
       await s.close();
-      expect(Date.now() - closing).toBeLessThan(1500); // less than the bound after which connections are cut
+      expect(Date.now() - closing).toBeLessThan(SHUTDOWN_MS - 500); // before connections would be cut
       expect(cut).toEqual([]);
       expect(await report).toBeInstanceOf(StoreUnavailableError);
       expect(await runningReports()).toBe(0);

@@ -21,12 +21,13 @@ export interface PostgresStoreOptions {
   retryMs?: number;
   /** Told how many holds of replicas that are gone each sweep released (0 included); the start's release is the caller's own. */
   onReleased?: (released: number) => void;
-  /** Told how many connections close() had to cut, the database not answering its goodbye within SHUTDOWN_MS. */
+  /** Told how many connections close() had to cut, the database not answering its goodbye in time (SHUTDOWN_MS). */
   onConnectionsCut?: (connections: number) => void;
 }
 
-/** How long close() waits for the database before it cuts the connections still open. */
-const SHUTDOWN_MS = 2000;
+/** The bound on close(): the database has all but CUT_MS of it to answer; then what is still open is cut. */
+export const SHUTDOWN_MS = 2000;
+const CUT_MS = 250;
 
 /**
  * The store for several shim replicas (`SHIM_DATABASE_URL=postgres://…`). Unlike the SQLite
@@ -378,7 +379,7 @@ export class PostgresStore implements Store {
 
   /** Within SHUTDOWN_MS, or the connections are cut: a hung database must not keep the process from exiting. */
   private async shutdown(): Promise<void> {
-    const deadline = Date.now() + SHUTDOWN_MS;
+    const deadline = Date.now() + SHUTDOWN_MS - CUT_MS;
     clearInterval(this.sweeper);
     this.closing = true; // nothing is rescheduled from here
     clearTimeout(this.relocker);
@@ -391,6 +392,6 @@ export class PostgresStore implements Store {
     const ended = Promise.allSettled([this.lock?.end(), this.pool.end()]);
     if (await settlesWithin(ended, deadline - Date.now())) return;
     this.options.onConnectionsCut?.(this.connections.cut());
-    await settlesWithin(ended, 500); // the pool sees its connections end in a turn or two
+    await settlesWithin(ended, CUT_MS);
   }
 }
