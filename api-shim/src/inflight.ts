@@ -2,7 +2,8 @@ import { EventEmitter, once } from "node:events";
 
 /**
  * What the requests cut at the end of a drain get to settle (a settlement takes milliseconds). The
- * drain timeout plus this must stay inside the container's stop grace period (25 s + 3 s < 30 s
+ * drain timeout plus this (and the upstream's and the store's bounded close after it) must stay
+ * inside the container's stop grace period (23 + 3 + 1 + 2 s < 30 s
  * in the rendered compose file), or the process is killed with holds unsettled.
  */
 export const SETTLE_AFTER_DRAIN_MS = 3_000;

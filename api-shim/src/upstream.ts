@@ -79,7 +79,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
 }
 
 /** How long closing waits for upstream requests still going before it cuts them. */
-const CLOSE_WAIT_MS = 1000;
+export const CLOSE_WAIT_MS = 1000;
 
 /** True when the error is the request's own AbortSignal firing (client gone, drain). */
 export function isAbort(err: unknown, signal: AbortSignal | undefined): boolean {

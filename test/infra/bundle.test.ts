@@ -4,6 +4,8 @@ import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
 import { parseShimConfig } from "../../api-shim/src/config.ts";
 import { SETTLE_AFTER_DRAIN_MS } from "../../api-shim/src/inflight.ts";
+import { SHUTDOWN_MS } from "../../api-shim/src/store/postgres-store.ts";
+import { CLOSE_WAIT_MS } from "../../api-shim/src/upstream.ts";
 import { validateConfig, type TenantConfig } from "../../infra/config.ts";
 import { Secret } from "../../infra/secret.ts";
 import { bundleHash, MANIFEST, renderBundle, sha256, writeBundle, type Bundle } from "../../infra/render/bundle.ts";
@@ -118,8 +120,9 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(litellm.litellm_settings.request_timeout * 1000).toBeLessThan(Number(shim.environment.SHIM_UPSTREAM_TIMEOUT_MS));
     expect(Number(shim.environment.SHIM_UPSTREAM_TIMEOUT_MS)).toBeLessThan(nginxRead);
     // Stops: the shim's drain fits its grace period; nginx stops gracefully and as long.
-    // The drain and the settle window after it end before Docker's SIGKILL.
-    expect(Number(shim.environment.SHIM_DRAIN_TIMEOUT_MS) + SETTLE_AFTER_DRAIN_MS).toBeLessThan(parseInt(shim.stop_grace_period, 10) * 1000);
+    // The drain, the settle window after it, and closing the upstream pool and the store (each
+    // bounded) end before Docker's SIGKILL.
+    expect(Number(shim.environment.SHIM_DRAIN_TIMEOUT_MS) + SETTLE_AFTER_DRAIN_MS + CLOSE_WAIT_MS + SHUTDOWN_MS).toBeLessThan(parseInt(shim.stop_grace_period, 10) * 1000);
     expect(nginx).toMatchObject({ stop_signal: "SIGQUIT", stop_grace_period: "30s" });
   });
 
