@@ -69,7 +69,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // No per-request child logger: lines that need the request id carry it themselves.
     childLoggerFactory: (logger) => logger,
     bodyLimit: config.maxBodyBytes,
-    trustProxy: config.trustProxy.length > 0 ? [...config.trustProxy] : false,
+    // The same check as the request id's: X-Forwarded-For and X-Request-Id are believed from
+    // exactly the same peers.
+    trustProxy: config.trustProxy.length > 0 ? (address: string) => fromProxy(address) : false,
     requestIdHeader: false,
     genReqId: (req) => {
       // Reuse a sane incoming id (nginx's $request_id) so one id follows a request across hops,
@@ -154,8 +156,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   // Every answer Fastify sends (the hijacked inference answers set it themselves): one that began
   // before a drain may be sent during it.
-  app.addHook("onSend", (_request, reply, payload, done) => {
+  app.addHook("onSend", (request, reply, payload, done) => {
     ctx.inflight.closeIfDraining(reply.raw);
+    // Answered before its body arrived (a 401, a 413): the connection closes rather than read the
+    // rest, which could then time out and get a second answer (408) for the same request.
+    if (!request.raw.complete) reply.raw.setHeader("connection", "close");
     done(null, payload);
   });
   app.addHook("onResponse", async (request, reply) => finishRequest(ctx, request, reply.statusCode));

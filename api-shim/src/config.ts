@@ -145,7 +145,11 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   if (upstreamUrl === null) problems.push("SHIM_UPSTREAM_URL: is required; expected the upstream's base URL including /v1, e.g. http://litellm:4000/v1");
   const readyUrl = httpUrl("SHIM_READY_URL", "http://vllm:8000/health", "the probe sends no credentials, so give a URL that answers without them, such as vLLM's /health");
   const trustProxy = (str("SHIM_TRUST_PROXY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-  for (const cidr of trustProxy) if (!isCidr(cidr)) bad("SHIM_TRUST_PROXY", cidr, "comma-separated IP addresses or CIDRs, e.g. 172.16.0.0/12");
+  for (const cidr of trustProxy) {
+    if (!isCidr(cidr)) bad("SHIM_TRUST_PROXY", cidr, "comma-separated IP addresses or CIDRs, e.g. 172.16.0.0/12");
+    // Every peer trusted: any client could choose its own address (its rate-limit bucket) and request id.
+    else if (/\/0+$/.test(cidr)) bad("SHIM_TRUST_PROXY", cidr, "the proxy's own addresses, not every address (a /0 would let any client choose the address it is counted by)");
+  }
   const logLevel = (str("LOG_LEVEL") ?? "info").toLowerCase();
   if (!LOG_LEVELS.includes(logLevel)) bad("LOG_LEVEL", logLevel, LOG_LEVELS.join(" | "));
 

@@ -121,6 +121,11 @@ extra: 1
       'SHIM_UPSTREAM_URL: "http://***@litellm:4000/v1" has credentials in it, which would not be sent (only the origin is used); give the upstream\'s key in SHIM_UPSTREAM_API_KEY',
       'SHIM_READY_URL: "http://vllm:8000/health?…" is not valid; expected an http(s) URL without query, e.g. http://vllm:8000/health',
     ]);
+    // A /0 trusts every peer's X-Forwarded-For and X-Request-Id (and Fastify refused it at start, with a stack trace).
+    expect(problems({ SHIM_TRUST_PROXY: "10.89.0.2/32,0.0.0.0/0,::/00" })).toEqual([
+      expect.stringMatching(/^SHIM_TRUST_PROXY: "0\.0\.0\.0\/0" is not valid; expected the proxy's own addresses/),
+      expect.stringMatching(/^SHIM_TRUST_PROXY: "::\/00" is not valid/),
+    ]);
     // The readiness probe sends no key: the advice for its URL is not the upstream's.
     expect(problems({ SHIM_READY_URL: "http://admin:pw@vllm:8000/health" })).toEqual([
       'SHIM_READY_URL: "http://***@vllm:8000/health" has credentials in it, which would not be sent (only the origin is used); the probe sends no credentials, so give a URL that answers without them, such as vLLM\'s /health',

@@ -100,4 +100,23 @@ describe("a client that leaves before its answer", () => {
     expect(answer).toContain('"code":"request_timeout"');
     expect(lines("slow-body").map((l) => [l.status, l.error])).toEqual([[408, "request_timeout"]]);
   });
+
+  it("an answer sent before its body arrived (a 401) closes the connection: a later requestTimeout cannot answer the same request twice", async () => {
+    const serverSide = once(h.app.server, "connection") as Promise<[net.Socket]>;
+    const u = new URL(h.url);
+    const s = net.connect(Number(u.port), u.hostname);
+    await once(s, "connect");
+    const [socket] = await serverSide;
+    let answer = "";
+    s.on("data", (d) => (answer += String(d)));
+    const closed = once(s, "close");
+    s.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-gs-wrong\r\ncontent-type: application/json\r\ncontent-length: 100000\r\nx-request-id: early-401\r\n\r\n{"model":`);
+    await sleep(300);
+    h.app.server.emit("clientError", Object.assign(new Error("Request timeout"), { code: "ERR_HTTP_REQUEST_TIMEOUT" }), socket);
+    await Promise.race([closed, sleep(1000)]);
+    s.destroy();
+    expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 401"]);
+    expect(answer).toMatch(/\r\nconnection: close\r\n/i);
+    expect(lines("early-401").map((l) => l.status)).toEqual([401]);
+  });
 });
