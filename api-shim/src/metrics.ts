@@ -35,7 +35,7 @@ export class Metrics {
     new Gauge({ name: "shim_answer_memory_bytes", help: "Bytes of non-streamed answers held (being read or sent), against SHIM_ANSWER_MEMORY_BYTES.", registers, collect() { this.set(answerMemory().inUse); } });
     new Counter({ name: "shim_answer_memory_waits_total", help: "Times an answer's read waited for SHIM_ANSWER_MEMORY_BYTES to have room.", registers, collect() { this.reset(); this.inc(answerMemory().waits); } });
     this.upstreamFailures = new Counter({ name: "shim_upstream_failures_total", help: "Upstream failures, by reason.", labelNames: ["reason"], registers });
-    this.releasedReservations = new Counter({ name: "shim_stale_reservations_released_total", help: "Reservations of a dead process released, uncharged: at start, and by the Postgres store's sweeps while serving (a replica that is gone, or this one's after its liveness session was cut).", registers });
+    this.releasedReservations = new Counter({ name: "shim_stale_reservations_released_total", help: "Credit holds released because their process is gone or lost its liveness lock: at start, and by the Postgres store's sweeps while serving. A request still in flight then settles without a hold (charged if the balance covers it).", registers });
     this.cappedCharges = new Counter({ name: "shim_charges_capped_total", help: "Charges capped at their hold: usage worth more than the most the request was allowed to cost.", labelNames: ["model"], registers });
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
   }

@@ -44,7 +44,7 @@ async function main(): Promise<void> {
   // after its liveness session was cut): credits a dead replica held come back to the keys.
   const onReleased = (released: number) => {
     metrics.releasedReservations.inc(released);
-    if (released > 0) logger.info({ released }, "released reservations of a replica that is gone (not charged)");
+    if (released > 0) logger.info({ released }, "released credit holds whose replica lost its liveness lock (a replica gone, or this one before a reconnect: its requests still in flight settle without a hold)");
   };
   const onConnectionsCut = (connections: number) =>
     logger.warn({ connections }, "the database did not answer the store's goodbye in time: its connections were cut");

@@ -431,6 +431,37 @@ describe("PostgresStore", () => {
       expect(await store.usage(period)).toEqual([]); // the key's report is no longer "already running"
     });
 
+    it("a cancellation that waited for a connection cancels only its own report, never another that started on the same backend", async () => {
+      // (Another key's report: "b" needs no key row, and the ledger is locked for writes here.)
+      const left = new AbortController();
+      const reportA = store.usage({ ...period, signal: left.signal }).catch((e: unknown) => e);
+      expect(await pollUntil(async () => (await runningReports()) === 1)).toBe(true);
+      // A second lock request queues behind A's statement: B, started after it, stays running.
+      const blocker2 = new pg.Client({ connectionString: url });
+      await blocker2.connect();
+      await blocker2.query("BEGIN");
+      const locked2 = blocker2.query("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE");
+      // The pool is busy (requests in flight): the other 9 of its 10 connections are taken.
+      const pool = (store as unknown as { pool: pg.Pool }).pool;
+      const taken = await Promise.all(Array.from({ length: 9 }, () => pool.connect()));
+      try {
+        const reportB = store.usage({ ...period, keyId: "b" }).then((r) => r, (e: unknown) => e);
+        await new Promise((r) => setTimeout(r, 50));
+        left.abort(new ClientLeftError()); // A's cancellation now waits for a connection
+        expect(await reportA).toBeInstanceOf(ClientLeftError);
+        await blocker.query("COMMIT"); // A's statement ends by itself; its connection goes to B
+        await locked2;
+        expect(await pollUntil(async () => (await runningReports()) === 1)).toBe(true); // B, on A's backend
+        taken[0]!.release(); // the cancellation meant for A runs now
+        await new Promise((r) => setTimeout(r, 300));
+        await blocker2.query("COMMIT");
+        expect(await reportB).toEqual([]);
+      } finally {
+        for (const c of taken.slice(1)) c.release();
+        await blocker2.end();
+      }
+    });
+
     it("is cancelled when the store closes, which then ends at once, not after the statement's minute", async () => {
       const cut: number[] = [];
       const s = await replica({ onConnectionsCut: (n) => cut.push(n) });

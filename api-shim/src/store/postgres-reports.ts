@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { Turns } from "./postgres-client.ts";
 import { StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
@@ -12,8 +13,12 @@ const REPORT_TIMEOUT_MS = 60_000;
  */
 const CONCURRENT_REPORTS = 2;
 const WAITING_REPORTS = 8;
-/** Leads every report's SQL, so a cancellation finds the report's statement and nothing else. */
-const MARK = "/* shim usage report */";
+/**
+ * Leads a report's SQL, with an id of its own, so a cancellation finds that report's statement and
+ * nothing else: a cancellation that waited for a pool connection may run after its report ended
+ * and another report started on the same backend.
+ */
+const reportMark = () => `/* shim usage report ${randomUUID()} */`;
 
 /**
  * The Postgres store's usage reports: their turns, their statement bound, and their end when the
@@ -46,7 +51,8 @@ export class UsageReports {
    */
   run(q: UsageQuery): Promise<UsageGroup[]> {
     const day = q.group === "day";
-    const sql = `${MARK} SELECT key_id AS "keyId", ${day ? "at / 86400000" : "model"} AS "group", count(*) AS requests,
+    const mark = reportMark();
+    const sql = `${mark} SELECT key_id AS "keyId", ${day ? "at / 86400000" : "model"} AS "group", count(*) AS requests,
         sum(prompt_tokens)::bigint AS "promptTokens", sum(completion_tokens)::bigint AS "completionTokens", (-sum(amount))::bigint AS cost
       FROM ledger WHERE kind = 'usage' AND (amount <> 0 OR status < 400) AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
       GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}`;
@@ -59,21 +65,22 @@ export class UsageReports {
     // The key's report ends when its statement does (a cancelled one within a round trip).
     const work = turns.run(() => this.tx(async (c) => {
       await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}`);
-      const rows = await this.cancellable(c, { text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig, signal);
+      const rows = await this.cancellable(c, mark, { text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig, signal);
       return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
     }), signal).finally(() => keyId !== null && this.reportingKeys.delete(keyId));
     return untilAborted(work, signal);
   }
 
   /** Runs the report's statement on `c`; cancels it on the server if `signal` aborts meanwhile. */
-  private async cancellable(c: pg.PoolClient, query: pg.QueryConfig, signal: AbortSignal): Promise<UsageGroup[]> {
+  private async cancellable(c: pg.PoolClient, mark: string, query: pg.QueryConfig, signal: AbortSignal): Promise<UsageGroup[]> {
     signal.throwIfAborted();
     const pid = (c as unknown as { processID: number }).processID;
     let running = true;
     const cancel = () => {
       if (!running) return;
-      // Only while that session still runs a report: the connection may be a request's by now.
-      const sent = this.pool.query(`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE $2`, [pid, `${MARK}%`])
+      // Only while that session still runs this report: the connection may be a request's, or
+      // another report's, by the time the cancellation has a connection of its own.
+      const sent = this.pool.query(`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE $2`, [pid, `${mark}%`])
         .catch(() => {}) // unreachable: the statement's own bound ends it
         .finally(() => this.cancelling.delete(sent));
       this.cancelling.add(sent);
