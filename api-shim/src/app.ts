@@ -45,6 +45,8 @@ const MAX_HEADER_BYTES = 64 * 1024;
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Connections the HTTP server gave up on (requestTimeout): their request is logged 408, not 499. */
 const timedOutSockets = new WeakSet<object>();
+/** Connections whose request was answered before its body had all arrived, until it has. */
+const answeredEarly = new WeakSet<object>();
 
 /** Builds the Fastify app from its dependencies. It never listens and touches no process globals. */
 export function buildApp(deps: AppDeps): FastifyInstance {
@@ -91,6 +93,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       const tooLarge = code === "HPE_HEADER_OVERFLOW";
       // requestTimeout: a request (its body, usually) that did not arrive within 120 s.
       const timedOut = code === "ERR_HTTP_REQUEST_TIMEOUT";
+      if (timedOut && answeredEarly.has(socket)) return void socket.destroy(); // its request has its answer
       if (timedOut) timedOutSockets.add(socket);
       const error = timedOut ? new ShimError("request_timeout") : new ShimError("invalid_request", { message: tooLarge ? "Request headers are too large." : "Malformed HTTP request." });
       const body = errorBody(error);
@@ -158,9 +161,14 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // before a drain may be sent during it.
   app.addHook("onSend", (request, reply, payload, done) => {
     ctx.inflight.closeIfDraining(reply.raw);
-    // Answered before its body arrived (a 401, a 413): the connection closes rather than read the
-    // rest, which could then time out and get a second answer (408) for the same request.
-    if (!request.raw.complete) reply.raw.setHeader("connection", "close");
+    // Answered before its body has all arrived (a 401, a 429 from the auth hook): Node reads and
+    // drops the rest and keeps the connection. Should the rest never come, requestTimeout must
+    // not answer the same request a second time (a 408 after the 401).
+    if (!request.raw.complete) {
+      const socket = request.raw.socket;
+      answeredEarly.add(socket);
+      request.raw.once("end", () => answeredEarly.delete(socket));
+    }
     done(null, payload);
   });
   app.addHook("onResponse", async (request, reply) => finishRequest(ctx, request, reply.statusCode));

@@ -4,6 +4,7 @@ import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
+import { pollUntil } from "../support/tools.ts";
 
 /**
  * Every request gets exactly one log line (and one count in shim_requests_total), a client that
@@ -28,7 +29,7 @@ const chat = (key: string, id: string) => {
   return `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ncontent-length: ${b.length}\r\nx-request-id: ${id}\r\n\r\n${b}`;
 };
 
-describe("a client that leaves before its answer", () => {
+describe("a client that leaves before its answer, or sends it slowly", () => {
   let h: Harness;
   let key: string;
   let upstream: Server;
@@ -101,7 +102,7 @@ describe("a client that leaves before its answer", () => {
     expect(lines("slow-body").map((l) => [l.status, l.error])).toEqual([[408, "request_timeout"]]);
   });
 
-  it("an answer sent before its body arrived (a 401) closes the connection: a later requestTimeout cannot answer the same request twice", async () => {
+  it("an answer sent before its body arrived (a 401): a later requestTimeout does not answer the same request a second time", async () => {
     const serverSide = once(h.app.server, "connection") as Promise<[net.Socket]>;
     const u = new URL(h.url);
     const s = net.connect(Number(u.port), u.hostname);
@@ -116,7 +117,20 @@ describe("a client that leaves before its answer", () => {
     await Promise.race([closed, sleep(1000)]);
     s.destroy();
     expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 401"]);
-    expect(answer).toMatch(/\r\nconnection: close\r\n/i);
     expect(lines("early-401").map((l) => l.status)).toEqual([401]);
+  });
+
+  it("an answer sent before the body was read (the auth hook's 401) keeps the connection: nginx reuses it", async () => {
+    const u = new URL(h.url);
+    const s = net.connect(Number(u.port), u.hostname);
+    await once(s, "connect");
+    let got = "";
+    s.on("data", (d) => (got += String(d)));
+    const body = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 });
+    const post = (auth: string) => `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${auth}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+    s.write(post("sk-gs-wrong") + post(key));
+    await pollUntil(async () => (got.match(/HTTP\/1\.1 \d{3}/g) ?? []).length === 2, 3000, 20);
+    s.destroy();
+    expect(got.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 401", "HTTP/1.1 200"]);
   });
 });
