@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import { parseCredits } from "../api-shim/src/money.ts";
 import { isIsoInstant } from "../api-shim/src/period.ts";
 import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey } from "./lib/admin-client.ts";
-import { commaList, type Io, parseFlags, required, runScript, shellCommand, UsageError } from "./lib/cli.ts";
+import { commaList, type Io, parseFlags, required, runScript, shellFlag, shellWord, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
@@ -73,10 +73,14 @@ function creditsFlag(flag: string, value: string, positive: boolean): string {
   return v;
 }
 
-/** A manage-keys command line to paste, with the target flags as given (the same tenant, token and CA). */
-function manageKeysCommand(flags: Flags, args: readonly string[]): string {
-  const target = (["stack", "url", "admin-token-env", "ca"] as const).flatMap((f) => (flags[f] !== undefined ? [`--${f}`, flags[f]] : []));
-  return `npm run manage-keys -- ${shellCommand([args[0]!, ...target, ...args.slice(1)])}`;
+/**
+ * A manage-keys command line to paste, with the target flags as given (the same tenant, token and
+ * CA). Each flag is one word, `--note='-10% promo'`, so a value that starts with "-" parses back.
+ */
+function manageKeysCommand(flags: Flags, command: Command, values: readonly (readonly [string, string | undefined])[] = []): string {
+  const target = (["stack", "url", "admin-token-env", "ca"] as const).map((f) => [f, flags[f]] as const);
+  const words = [...target, ...values].flatMap(([name, value]) => (value !== undefined ? [shellFlag(name, value)] : []));
+  return ["npm run manage-keys --", command, ...words].join(" ");
 }
 
 /** Whether a failed write may have been applied by the API: sent, and its answer lost or a 5xx. */
@@ -104,7 +108,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
         // The key and its credits may exist, with a secret that was only in the lost answer: a
         // second create would make a second key. Find it and revoke it instead.
         if (mayHaveActed(err)) {
-          throw new UsageError(`${err.message}\nA key named "${name}" may have been created (its secret was only in the lost answer, and a second create would make a second key): run ${manageKeysCommand(flags, ["list"])}, and if a key named "${name}" that you do not know of is there, revoke it with ${manageKeysCommand(flags, ["revoke"])} --key <its id>.`);
+          throw new UsageError(`${err.message}\nA key named "${name}" may have been created (its secret was only in the lost answer, and a second create would make a second key): run ${manageKeysCommand(flags, "list")}, and if a key named "${name}" that you do not know of is there, revoke it with ${manageKeysCommand(flags, "revoke")} --key <its id>.`);
         }
         throw err;
       }
@@ -150,7 +154,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       }
       // The same request again, by the key's id: printed before the request, so an operator whose
       // terminal died with it still has the one retry that can never credit twice.
-      const retry = manageKeysCommand(flags, ["top-up", "--key", key.id, "--amount", amount, ...(flags.note !== undefined ? ["--note", flags.note] : []), "--idempotency-key", idem]);
+      const retry = manageKeysCommand(flags, "top-up", [["key", key.id], ["amount", amount], ["note", flags.note], ["idempotency-key", idem]]);
       io.err(`Idempotency-Key: ${idem}; to retry safely: ${retry}`);
       let grant: CreditGrant;
       try {
@@ -160,7 +164,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
           throw new UsageError(`${err.message}\nThe top-up may have been applied. Retry it with the same Idempotency-Key, which adds the credits at most once: ${retry}`);
         }
         if (err instanceof AdminApiError && err.code === "idempotency_key_reused") {
-          throw new UsageError(`${err.message}\nThe first top-up with Idempotency-Key ${idem} was applied to ${key.name} (${key.id}); this one (--amount ${amount}${flags.note !== undefined ? `, --note ${shellCommand([flags.note])}` : ""}) is a different request, so nothing was added now. Compare the key's balance (${manageKeysCommand(flags, ["list"])}); to add these credits as another top-up, run it without --idempotency-key.`);
+          throw new UsageError(`${err.message}\nThe first top-up with Idempotency-Key ${idem} was applied to ${key.name} (${key.id}); this one (--amount ${amount}${flags.note !== undefined ? `, --note ${shellWord(flags.note)}` : ""}) is a different request, so nothing was added now. Compare the key's balance (${manageKeysCommand(flags, "list")}); to add these credits as another top-up, run it without --idempotency-key.`);
         }
         throw err;
       }

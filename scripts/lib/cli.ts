@@ -125,9 +125,23 @@ export function exitOnFailure(code: number): void {
   if (code !== 0) process.exitCode = code;
 }
 
-/** Words as a shell command a user can paste: each quoted when the shell would split or expand it. */
+/** A word a user can paste: quoted when the shell would split or expand it. */
+export function shellWord(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`;
+}
+
+/** Words as a shell command a user can paste. */
 export function shellCommand(words: readonly string[]): string {
-  return words.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : `'${w.replaceAll("'", "'\\''")}'`)).join(" ");
+  return words.map(shellWord).join(" ");
+}
+
+/**
+ * A flag and its value as one shell word, `--note='-10% promo'`: parseArgs refuses a separate
+ * value that starts with "-" (`--note '-10% promo'` is "ambiguous"), so a printed command must
+ * join them for any value to parse back as it was given.
+ */
+export function shellFlag(name: string, value: string): string {
+  return `--${name}=${shellWord(value)}`;
 }
 
 /** "1h 5m", "3m 2s", "450 ms": durations as an operator reads them. */

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
@@ -26,6 +27,10 @@ async function keys(argv: string[], options: { env?: NodeJS.ProcessEnv; pulumi?:
   const lastLine = err.split("\n").at(-1);
   return { code, io, out: io.stdout.join("\n"), err, lastLine };
 }
+
+/** The words bash makes of a printed manage-keys command (after "npm run manage-keys --"), as npm would pass them. */
+const shellWords = (command: string): string[] =>
+  execFileSync("bash", ["-c", `set -- ${command.replace(/^npm run manage-keys -- /, "")}; printf '%s\\0' "$@"`], { encoding: "utf8" }).split("\0").slice(0, -1);
 
 const chat = (key: string) =>
   h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Hello" }], max_tokens: 4 });
@@ -107,7 +112,7 @@ describe("manage-keys against a real shim", () => {
     const fresh = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1"]);
     expect(fresh.code, fresh.err).toBe(0);
     const generated = /topup-[0-9a-f-]{36}/.exec(fresh.err)?.[0];
-    expect(fresh.err).toBe(`Idempotency-Key: ${generated}; to retry safely: npm run manage-keys -- top-up --url ${h.url} --key ${id} --amount 1 --idempotency-key ${generated}`);
+    expect(fresh.err).toBe(`Idempotency-Key: ${generated}; to retry safely: npm run manage-keys -- top-up --url=${h.url} --key=${id} --amount=1 --idempotency-key=${generated}`);
     expect((await listed()).find((k) => k.id === id)?.balance).toBe(4.5);
 
     // The same key with another amount is a different request: the API refuses it.
@@ -115,7 +120,7 @@ describe("manage-keys against a real shim", () => {
     expect(conflict.code).toBe(1);
     expect(conflict.err).toContain("409 idempotency_key_reused: This Idempotency-Key was already used with a different request.");
     expect(conflict.lastLine).toBe(`The first top-up with Idempotency-Key inv-17 was applied to topped (${id}); this one (--amount 9) is a different request, so nothing was added now. ` +
-      `Compare the key's balance (npm run manage-keys -- list --url ${h.url}); to add these credits as another top-up, run it without --idempotency-key.`);
+      `Compare the key's balance (npm run manage-keys -- list --url=${h.url}); to add these credits as another top-up, run it without --idempotency-key.`);
     expect((await listed()).find((k) => k.id === id)?.balance).toBe(4.5);
   });
 
@@ -123,7 +128,7 @@ describe("manage-keys against a real shim", () => {
     const old = await h.createKey({ name: "rotated", credits: 10 });
     const first = await keys(["top-up", "--url", h.url, "--key", "rotated", "--amount", "100", "--idempotency-key", "inv-2001"]);
     expect(first.code, first.err).toBe(0);
-    expect(first.err).toBe(`Idempotency-Key: inv-2001; to retry safely: npm run manage-keys -- top-up --url ${h.url} --key ${old.id} --amount 100 --idempotency-key inv-2001`);
+    expect(first.err).toBe(`Idempotency-Key: inv-2001; to retry safely: npm run manage-keys -- top-up --url=${h.url} --key=${old.id} --amount=100 --idempotency-key=inv-2001`);
     expect((await keys(["revoke", "--url", h.url, "--key", "rotated"])).code).toBe(0);
 
     // The retry by name reaches the revoked key, and the shim answers from its first reply.
@@ -250,16 +255,32 @@ describe("manage-keys: a write whose answer is lost after the shim acted", () =>
       const r = await keys(["top-up", "--url", front.url, "--key", id, "--amount", "250", "--note", "invoice 1042", "--idempotency-key", `inv-${answer}`]);
       expect(r.code).toBe(1);
       expect(await balanceOf(id)).toBe(260); // applied, though the operator never heard so
-      const retry = `npm run manage-keys -- top-up --url ${front.url} --key ${id} --amount 250 --note 'invoice 1042' --idempotency-key inv-${answer}`;
+      const retry = `npm run manage-keys -- top-up --url=${front.url} --key=${id} --amount=250 --note='invoice 1042' --idempotency-key=inv-${answer}`;
       expect(r.io.stderr[0]).toBe(`Idempotency-Key: inv-${answer}; to retry safely: ${retry}`);
       expect(r.err).not.toContain("cannot reach");
       expect(r.err).toContain(answer === "drop" ? `no answer from the admin API to POST ${front.url}/admin/keys/${id}/credits, after the request was sent` : "failed: 504");
       expect(r.lastLine).toBe(`The top-up may have been applied. Retry it with the same Idempotency-Key, which adds the credits at most once: ${retry}`);
+    } finally {
+      front.close();
+    }
+  });
 
-      // The printed command, run as printed (through the shell's quoting), is the same request: the
-      // shim answers from its first reply.
-      const argv = [...retry.replace("npm run manage-keys -- ", "").matchAll(/'([^']*)'|(\S+)/g)].map((m) => m[1] ?? m[2]!);
-      const again = await keys(argv.map((a) => (a === front.url ? h.url : a)));
+  // The printed command, run as printed through a real shell's quoting, is the same request: the
+  // shim answers from its first reply. A value that starts with "-" parses only as --note=<value>.
+  it.each([
+    ["an apostrophe and spaces", "Bob's invoice 1042", "inv-1042's"],
+    ["unicode", "Rechnung für März — 1042", "inv#1042&x"],
+    ["a leading dash", "-10% promo credit", "-promo-7"],
+  ])("the printed retry with a note or key with %s, pasted into bash, parses and credits once", async (_what, note, idem) => {
+    const { id } = await h.createKey({ name: `retry-${Math.random().toString(36).slice(2, 8)}`, credits: 10 });
+    const front = await losing(/\/credits$/, "drop");
+    try {
+      const r = await keys(["top-up", "--url", front.url, "--key", id, "--amount", "250", `--note=${note}`, `--idempotency-key=${idem}`]);
+      expect(r.code).toBe(1);
+      expect(await balanceOf(id)).toBe(260);
+      const retry = r.lastLine!.replace(/^.*adds the credits at most once: /, "");
+      const again = await keys(shellWords(retry).map((a) => a.replace(front.url, h.url)));
+      expect(again.err.split("\n")[0]).toBe(`Idempotency-Key: ${idem}; to retry safely: ${retry.replace(front.url, h.url)}`); // not a parse error
       expect(again.code, again.err).toBe(0);
       expect(again.out).toContain("Already applied with this Idempotency-Key; nothing added.");
       expect(await balanceOf(id)).toBe(260);
@@ -276,7 +297,7 @@ describe("manage-keys: a write whose answer is lost after the shim acted", () =>
       const made = (await listed()).filter((k) => k.name === "lost-create");
       expect(made.map((k) => k.balance)).toEqual([500]); // a live key with 500 credits whose secret nobody has
       expect(r.lastLine).toBe(`A key named "lost-create" may have been created (its secret was only in the lost answer, and a second create would make a second key): ` +
-        `run npm run manage-keys -- list --url ${front.url}, and if a key named "lost-create" that you do not know of is there, revoke it with npm run manage-keys -- revoke --url ${front.url} --key <its id>.`);
+        `run npm run manage-keys -- list --url=${front.url}, and if a key named "lost-create" that you do not know of is there, revoke it with npm run manage-keys -- revoke --url=${front.url} --key <its id>.`);
     } finally {
       front.close();
     }
@@ -293,7 +314,7 @@ describe("manage-keys: a write whose answer is lost after the shim acted", () =>
     const client = adminClient({ baseUrl: h.url, adminToken: h.adminToken, source: "test" }, timingOut);
     const run = runCommand("top-up", { url: h.url, key: id, amount: "5", "idempotency-key": "inv-timeout" }, client, io);
     await expect(run).rejects.toThrow(`no answer from the admin API to POST ${h.url}/admin/keys/${id}/credits, after the request was sent: The operation was aborted due to timeout\n` +
-      `The top-up may have been applied. Retry it with the same Idempotency-Key, which adds the credits at most once: npm run manage-keys -- top-up --url ${h.url} --key ${id} --amount 5 --idempotency-key inv-timeout`);
+      `The top-up may have been applied. Retry it with the same Idempotency-Key, which adds the credits at most once: npm run manage-keys -- top-up --url=${h.url} --key=${id} --amount=5 --idempotency-key=inv-timeout`);
   });
 
   it("a write that was never sent (connection refused) says only that: nothing to check or revoke", async () => {
