@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import { parseCredits } from "../api-shim/src/money.ts";
 import { isIsoInstant } from "../api-shim/src/period.ts";
 import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey } from "./lib/admin-client.ts";
-import { commaList, type Io, parseFlags, required, runScript, shellFlag, shellWord, UsageError } from "./lib/cli.ts";
+import { commaList, type Io, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
@@ -19,8 +19,9 @@ Commands:
   list     every key: balance, held, remaining, tier, status
   revoke   --key <id|name>             the key stops working at once (401)
   top-up   --key <id|name> --amount <n> [--note <text>] [--idempotency-key <k>]
-           adds credits; the Idempotency-Key (generated unless given) is printed first, in the
-           whole command that retries this top-up safely (it can never credit twice)
+           adds credits; the Idempotency-Key (generated unless given; printable ASCII, no
+           spaces) is printed first, in the whole command that retries this top-up safely (it
+           can never credit twice)
 
 A create or top-up whose answer is lost (the connection dropped, no answer in 30 s, a 5xx) may
 have been applied: the error says so and what to run (for a top-up, that retry command).
@@ -143,6 +144,10 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       const given = flags["idempotency-key"];
       const idem = given ?? `topup-${randomUUID()}`;
       if (idem.length > 200) throw new UsageError("--idempotency-key must be at most 200 characters");
+      // Printable ASCII without spaces: it goes in a header (fetch cannot send "—" at all) and in
+      // the printed retry command, and an invoice number needs nothing else.
+      const stray = strayCharacter(idem, /^[\x21-\x7e]$/);
+      if (stray) throw new UsageError(`--idempotency-key has ${stray}: use printable ASCII without spaces, e.g. invoice-1042`);
       const keys = await client.listKeys();
       const key = findKey(keys, ref);
       // The shim scopes an Idempotency-Key to one API key. A retry that names a key which was

@@ -2,7 +2,7 @@
 // usage reports. Every failure becomes an AdminApiError whose message has the HTTP status and
 // the API's own message, plus a hint for the usual operator mistakes, and says whether the API
 // may have acted on the request (what a write's caller must tell the operator).
-import { failedBeforeSending, networkReason, UsageError } from "./cli.ts";
+import { failedBeforeSending, networkReason, refusedByFetch, strayCharacter, UsageError } from "./cli.ts";
 import { isRedirect, redirectAdvice } from "./redirect.ts";
 
 /** Where a tenant's admin API is and how to authenticate. */
@@ -105,7 +105,18 @@ export interface AdminClient {
   usageCsv(query: UsageQuery): Promise<string>;
 }
 
+/**
+ * What an admin token is made of (the Pulumi program makes hex; SHIM_ADMIN_TOKEN is set by hand on
+ * an own host): printable ASCII. A typographic dash or quote pasted into it could not even be put
+ * in a header; fetch would refuse it with a TypeError about ByteStrings.
+ */
+const TOKEN_CHARACTER = /^[\x20-\x7e]$/;
+
 export function adminClient(target: AdminTarget, fetchImpl: typeof fetch = fetch): AdminClient {
+  const stray = strayCharacter(target.adminToken, TOKEN_CHARACTER);
+  if (stray) {
+    throw new UsageError(`the admin token (${target.source}) has ${stray}, which no admin token has (printable ASCII only): was it pasted with a typographic dash or quote? Copy it again, e.g. from \`pulumi stack output adminToken --show-secrets\``);
+  }
   async function call(method: string, path: string, init: { body?: unknown; headers?: Record<string, string> } = {}): Promise<Response> {
     const url = `${target.baseUrl}${path}`;
     let res: Response;
@@ -122,6 +133,7 @@ export function adminClient(target: AdminTarget, fetchImpl: typeof fetch = fetch
         signal: AbortSignal.timeout(30_000),
       });
     } catch (err) {
+      if (refusedByFetch(err)) throw new AdminApiError(`${method} ${url} was not sent: fetch refused it: ${err.message}`, { outcome: "not-sent" });
       if (failedBeforeSending(err)) throw new AdminApiError(`cannot reach the admin API at ${url}: ${networkReason(err)}`, { outcome: "not-sent" });
       throw new AdminApiError(`no answer from the admin API to ${method} ${url}, after the request was sent: ${networkReason(err)}`, { outcome: "unknown" });
     }

@@ -172,10 +172,32 @@ function errorCodes(err: unknown): string[] {
  */
 const NOT_SENT = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EAI_NONAME|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL|UND_ERR_CONNECT_TIMEOUT|EPROTO|ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN)/;
 
+/**
+ * Whether fetch refused the request itself, before any connection: a header value it cannot send
+ * (a character beyond Latin-1, a CR or LF), a URL it cannot parse. undici reports every network
+ * failure as TypeError("fetch failed") with the cause; any other TypeError is such a refusal.
+ */
+export function refusedByFetch(err: unknown): err is TypeError {
+  return err instanceof TypeError && err.message !== "fetch failed";
+}
+
 /** Whether a fetch failed before its request was sent (see NOT_SENT); false when it cannot tell. */
 export function failedBeforeSending(err: unknown): boolean {
   // "bad port": fetch refuses ports on the Fetch standard's blocklist (9, 25, …) before connecting.
-  return errorCodes(err).some((code) => NOT_SENT.test(code)) || networkReason(err) === "bad port";
+  return refusedByFetch(err) || errorCodes(err).some((code) => NOT_SENT.test(code)) || networkReason(err) === "bad port";
+}
+
+/**
+ * The first character of `value` that `allowed` (a one-character class) does not match, as an
+ * error message names it: `"—" (U+2014) at character 4`. Undefined when there is none.
+ */
+export function strayCharacter(value: string, allowed: RegExp): string | undefined {
+  let position = 0;
+  for (const c of value) {
+    position++;
+    if (!allowed.test(c)) return `${JSON.stringify(c)} (U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}) at character ${position}`;
+  }
+  return undefined;
 }
 
 /** The root cause of a fetch failure (ECONNREFUSED, a TLS error, a timeout), not "fetch failed". */

@@ -325,6 +325,41 @@ describe("manage-keys: a write whose answer is lost after the shim acted", () =>
   });
 });
 
+describe("manage-keys: a value that cannot go in a header (a typographic dash pasted in)", () => {
+  const balanceOf = async (id: string) => (await listed()).find((k) => k.id === id)!.balance;
+
+  it("--idempotency-key: refused up front, in one line, naming the character; nothing is sent", async () => {
+    const { id } = await h.createKey({ name: "idem-dash", credits: 10 });
+    const r = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "5", "--idempotency-key", "invoice—1042"]);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe('--idempotency-key has "—" (U+2014) at character 8: use printable ASCII without spaces, e.g. invoice-1042');
+    expect(await balanceOf(id)).toBe(10);
+    const spaced = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "5", "--idempotency-key", "invoice 1042"]);
+    expect(spaced.err).toBe('--idempotency-key has " " (U+0020) at character 8: use printable ASCII without spaces, e.g. invoice-1042');
+  });
+
+  it("the admin token: refused up front, in one line, before a create (no 'a key may have been created')", async () => {
+    const before = (await listed()).length;
+    const r = await keys(["create", "--url", h.url, "--name", "bad-token"], { env: { GPU_SANDBOX_ADMIN_TOKEN: "adm—tok" } });
+    expect(r.code).toBe(1);
+    expect(r.err).toBe('the admin token ($GPU_SANDBOX_ADMIN_TOKEN) has "—" (U+2014) at character 4, which no admin token has (printable ASCII only): ' +
+      "was it pasted with a typographic dash or quote? Copy it again, e.g. from `pulumi stack output adminToken --show-secrets`");
+    expect((await listed()).length).toBe(before);
+  });
+
+  it("a request fetch refuses to send is reported as never sent, not as a top-up that may have been applied", async () => {
+    const { id } = await h.createKey({ name: "fetch-refuses", credits: 10 });
+    // As fetch answers a header it cannot encode: a TypeError of its own, not "fetch failed".
+    const refusing: typeof fetch = (url, init) => (init?.method === "POST" ? fetch(url, { ...init, headers: { ...(init.headers as Record<string, string>), "x-note": "a—b" } }) : fetch(url, init));
+    const client = adminClient({ baseUrl: h.url, adminToken: h.adminToken, source: "test" }, refusing);
+    const run = runCommand("top-up", { url: h.url, key: id, amount: "5", "idempotency-key": "inv-refused" }, client, memoryIo());
+    const err = (await run.catch((e: unknown) => e)) as Error;
+    expect(err.message).toMatch(new RegExp(`^POST ${h.url}/admin/keys/${id}/credits was not sent: fetch refused it: Cannot convert argument to a ByteString`));
+    expect(err.message).not.toContain("may have been applied");
+    expect(await balanceOf(id)).toBe(10);
+  });
+});
+
 describe("manage-keys: an endpoint that redirects (http:// to a TLS endpoint)", () => {
   it("is not followed: the error names the https origin to use and says the token crossed plain http", async () => {
     const seen: (string | undefined)[] = [];
