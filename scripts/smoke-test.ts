@@ -67,21 +67,22 @@ const sdkClient = (opts: SmokeOptions, apiKey: string) =>
 export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) => void = () => {}): Promise<CheckResult[]> {
   const client = sdkClient(opts, opts.key);
   const results: CheckResult[] = [];
-  const check = async (name: string, fn: () => Promise<string>) => {
+  /** `path`: what the check asks for under --url, so a redirect's Location tells where the endpoint moved. */
+  const check = async (name: string, path: string, fn: () => Promise<string>) => {
     const started = performance.now();
     let r: CheckResult;
     try {
       const detail = await fn();
       r = { name, ok: true, ms: performance.now() - started, detail };
     } catch (err) {
-      r = { name, ok: false, ms: performance.now() - started, detail: describeError(err, opts) };
+      r = { name, ok: false, ms: performance.now() - started, detail: describeError(err, opts, path) };
     }
     results.push(r);
     onResult(r);
   };
 
   let model = opts.model;
-  await check("models", async () => {
+  await check("models", "/models", async () => {
     const ids = (await client.models.list()).data.map((m) => m.id);
     if (ids.length === 0) throw new CheckFailed("/models lists no model");
     if (model !== undefined && !ids.includes(model)) throw new CheckFailed(`model "${model}" is not served; /models lists: ${ids.join(", ")}`);
@@ -94,7 +95,7 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
   };
 
   let headers: Headers | undefined;
-  await check("chat", async () => {
+  await check("chat", "/chat/completions", async () => {
     const { data, response } = await client.chat.completions
       .create({ model: needModel(), messages: [{ role: "user", content: "Say hello in five words." }], max_tokens: 32 })
       .withResponse();
@@ -104,7 +105,7 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     return `"${oneLine(text, 60)}" (${data.usage?.completion_tokens ?? "?"} tokens)`;
   });
 
-  await check("credit-headers", async () => {
+  await check("credit-headers", "/chat/completions", async () => {
     if (!headers) throw new CheckFailed("not run: no chat answer to look at (chat failed)");
     const missing = ["x-credits-charged", "x-credits-remaining"].filter((h) => !/^\d+(\.\d+)?$/.test(headers!.get(h) ?? ""));
     if (missing.length) {
@@ -113,7 +114,7 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     return `charged ${headers.get("x-credits-charged")}, remaining ${headers.get("x-credits-remaining")}`;
   });
 
-  await check("stream", async () => {
+  await check("stream", "/chat/completions", async () => {
     const started = performance.now();
     const stream = await client.chat.completions.create({
       model: needModel(), messages: [{ role: "user", content: "Count from one to ten in words." }], max_tokens: 64,
@@ -137,26 +138,26 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     return `first token after ${formatDuration(first - started)}, ${n} tokens in ${formatDuration(end - started)}, ${(n / Math.max(seconds, 1e-3)).toFixed(1)} tokens/s`;
   });
 
-  await check("bad-key", async () => {
+  await check("bad-key", "/models", async () => {
     const bad = sdkClient(opts, "sk-gs-smoketest0000_notarealkeynotarealkeynotareal");
     try {
       await bad.models.list();
     } catch (err) {
       if (err instanceof OpenAI.APIError && err.status === 401) return `401 ${err.code ?? ""}`.trim();
-      throw err instanceof OpenAI.APIError && err.status !== undefined ? new CheckFailed(`expected 401, got ${describeError(err, opts)}`) : err;
+      throw err instanceof OpenAI.APIError && err.status !== undefined ? new CheckFailed(`expected 401, got ${describeError(err, opts, "/models")}`) : err;
     }
     throw new CheckFailed("a made-up key was accepted: the endpoint does not check keys");
   });
   return results;
 }
 
-/** What went wrong, in one line: HTTP status and the API's message, or the network cause. */
-export function describeError(err: unknown, opts: SmokeOptions): string {
+/** What went wrong, in one line: HTTP status and the API's message, or the network cause. `path`: the request's, under --url. */
+export function describeError(err: unknown, opts: SmokeOptions, path: string): string {
   if (err instanceof CheckFailed) return err.message;
   if (err instanceof OpenAI.APIConnectionTimeoutError) return `no answer from ${opts.url} within ${formatDuration(opts.timeoutMs)}`;
   if (err instanceof OpenAI.APIConnectionError) return `cannot connect to ${opts.url}: ${networkReason(err.cause ?? err)}`;
   if (err instanceof OpenAI.APIError && err.status !== undefined && isRedirect(err.status)) {
-    return `HTTP ${err.status}: ${opts.url} ${redirectAdvice(opts.url, err.headers?.get("location") ?? null, "API key", (origin) => `${origin}/v1`)}`;
+    return `HTTP ${err.status}: ${opts.url} ${redirectAdvice({ base: opts.url, url: `${opts.url}${path}` }, err.headers?.get("location") ?? null, "API key")}`;
   }
   if (err instanceof OpenAI.APIError && err.status !== undefined) {
     const body = err.error as { message?: unknown } | undefined;

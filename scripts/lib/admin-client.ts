@@ -139,7 +139,7 @@ export function adminClient(target: AdminTarget, fetchImpl: typeof fetch = fetch
     }
     if (isRedirect(res.status)) {
       await res.body?.cancel();
-      const advice = redirectAdvice(url, res.headers.get("location"), "admin token", (origin) => origin);
+      const advice = redirectAdvice({ base: target.baseUrl, url }, res.headers.get("location"), "admin token");
       throw new AdminApiError(`the admin API at ${url} ${advice}`, { outcome: "refused", status: res.status });
     }
     if (!res.ok) throw await apiError(res, method, path, target);

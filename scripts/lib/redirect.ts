@@ -9,20 +9,38 @@ export function isRedirect(status: number): boolean {
   return status >= 300 && status < 400;
 }
 
+/** A request a script made: `url` is `base` (the --url as the script uses it) with a path added. */
+export interface RedirectedRequest {
+  readonly base: string;
+  readonly url: string;
+}
+
 /**
- * "redirects to https://host/admin/keys: use --url https://host. The admin token was sent over
- * plain http with this request: consider rotating it." `urlFor` turns the new origin into the
- * --url the script takes (the admin scripts take the origin, smoke-test the origin with /v1).
+ * "redirects to https://host/api/v1/models: use --url https://host/api/v1. The API key was sent
+ * over plain http with this request: consider rotating it." When the Location (resolved against
+ * the request) ends with the path the script added (/models, /admin/keys), the endpoint has moved
+ * there, base path and all: the new --url is the Location without that path. Any other redirect (a
+ * slash added, a login page) has no --url to offer: the shim answers without redirecting, so the
+ * given one may not be its endpoint.
  */
-export function redirectAdvice(requestUrl: string, location: string | null, credential: string, urlFor: (origin: string) => string): string {
-  const from = new URL(requestUrl);
+export function redirectAdvice(request: RedirectedRequest, location: string | null, credential: string): string {
+  const from = new URL(request.url);
   let to: URL | undefined;
   try {
     to = location ? new URL(location, from) : undefined;
   } catch {
     to = undefined;
   }
-  const where = to ? `redirects to ${to.href}: use --url ${urlFor(to.origin)}` : `answers with a redirect that names no Location`;
   const cleartext = from.protocol === "http:" ? ` The ${credential} was sent over plain http with this request: consider rotating it.` : "";
+  if (!to) return `answers with a redirect that names no Location.${cleartext}`;
+  // The path the script added to --url; the query (the usage report's) must come along unchanged.
+  const basePath = new URL(request.base).pathname.replace(/\/+$/, "");
+  const added = from.pathname.startsWith(basePath) ? from.pathname.slice(basePath.length) : "";
+  const moved = added !== "" && to.pathname.endsWith(added) && to.search === from.search
+    ? `${to.origin}${to.pathname.slice(0, -added.length)}`
+    : undefined;
+  const where = moved !== undefined && moved !== request.base
+    ? `redirects to ${to.href}: use --url ${moved}`
+    : `redirects to ${to.href}: --url may not be the shim's endpoint (the shim answers without redirecting)`;
   return `${where}.${cleartext}`;
 }

@@ -381,4 +381,18 @@ describe("manage-keys: an endpoint that redirects (http:// to a TLS endpoint)", 
       redirect.close();
     }
   });
+
+  it("a redirect within the same origin (a slash added) offers no --url: says where it points and that --url may not be the shim's", async () => {
+    const redirect = createServer((req, res) => res.writeHead(301, { location: `${req.url}/` }).end());
+    await new Promise<void>((resolve) => redirect.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(redirect.address() as AddressInfo).port}`;
+    try {
+      const r = await keys(["list", "--url", url]);
+      expect(r.code).toBe(1);
+      expect(r.err).toBe(`the admin API at ${url}/admin/keys redirects to ${url}/admin/keys/: --url may not be the shim's endpoint (the shim answers without redirecting). ` +
+        "The admin token was sent over plain http with this request: consider rotating it.");
+    } finally {
+      redirect.close();
+    }
+  });
 });

@@ -102,6 +102,24 @@ describe("smoke-test", () => {
     }
   });
 
+  it("a redirect of an endpoint under a base path keeps it in the --url advised; one that moves nothing says --url may not be the endpoint", async () => {
+    // nginx's `return 308 https://$host$request_uri` in front of an endpoint at /api/v1.
+    const redirect = createServer((req, res) => {
+      const port = (redirect.address() as AddressInfo).port;
+      res.writeHead(308, { location: req.url!.startsWith("/api/") ? `https://localhost:${port}${req.url}` : `/login?next=${req.url}` }).end();
+    });
+    await new Promise<void>((resolve) => redirect.listen(0, "127.0.0.1", resolve));
+    const origin = `http://127.0.0.1:${(redirect.address() as AddressInfo).port}`;
+    try {
+      const r = await smoke(["--url", `${origin}/api/v1`]);
+      expect(r.line("models")).toContain(`redirects to https://localhost:${(redirect.address() as AddressInfo).port}/api/v1/models: use --url https://localhost:${(redirect.address() as AddressInfo).port}/api/v1. The API key`);
+      const login = await smoke(["--url", `${origin}/v1`]);
+      expect(login.line("models")).toContain(`HTTP 308: ${origin}/v1 redirects to ${origin}/login?next=/v1/models: --url may not be the shim's endpoint (the shim answers without redirecting). The API key`);
+    } finally {
+      redirect.close();
+    }
+  });
+
   it("fails against a model that is not served", async () => {
     const r = await smoke(["--url", `${h.url}/v1`, "--model", "llama-9000"]);
     expect(r.code).toBe(1);
