@@ -25,7 +25,9 @@ created) to <usage-dir>/<tenant>-usage-<time>.csv, and its keys (names, tiers, b
 deletes. <usage-dir>/<tenant>.exported records that they were saved, for that expiry: a destroy
 that failed (possibly after stopping the serving stack) is retried by the next run without
 exporting again. If the export fails (e.g. this machine is not in adminCidrs), the tenant is
-kept and the run exits 1; --force destroys it anyway, without its usage.
+kept and the run exits 1; --force destroys it anyway, without its usage. Keys it revoked before
+such a failure stay revoked (the KEPT line says so: clients get 401); <usage-dir>/<tenant>.revoked
+lists them, so the run that saves the usage still marks them.
 Exits 1 if a destroy or an export failed, or a stack's outputs could not be read.
 
   --yes               destroy (default: dry run)
@@ -131,7 +133,13 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
     else {
       done++;
       failed.push(stack);
-      io.err(`[${stack}] KEPT: could not save its usage before the destroy would delete it: ${usage.message}\n` +
+      // Its keys may be revoked already (the export failed after that step): its customers get
+      // 401 while its host bills on, which the operator must hear now, not at the next run.
+      const n = usage.revokedKeys;
+      const revoked = n > 0
+        ? `\n[${stack}] its ${n} key${n === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on; to keep the tenant instead, raise its ttlHours, \`pulumi up --stack ${stack}\` and create new keys`
+        : "";
+      io.err(`[${stack}] KEPT: could not save its usage before the destroy would delete it: ${usage.message}${revoked}\n` +
         `[${stack}] fix that and run again, or run with --force ${stack} to destroy it without its usage (${done}/${names.length})`);
       return;
     }

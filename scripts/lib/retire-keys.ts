@@ -9,8 +9,6 @@ import type { AdminClient, ApiKey } from "./admin-client.ts";
 export interface RetiredKeys {
   /** Every key after the wait: balances as they will stay. */
   readonly keys: readonly ApiKey[];
-  /** The keys revoked here (those revoked before are not). */
-  readonly revoked: ReadonlySet<string>;
   /** Keys that still held credits when the wait gave up: requests whose usage the export may miss. */
   readonly stillHolding: readonly ApiKey[];
 }
@@ -20,16 +18,17 @@ export interface RetireOptions {
   readonly settleTimeoutMs?: number;
   readonly pollMs?: number;
   readonly progress: (line: string) => void;
+  /** Called before each key is revoked, so the caller can record it first (a write-ahead record). */
+  readonly revoking?: (key: ApiKey) => void;
 }
 
 export async function retireKeys(client: AdminClient, options: RetireOptions): Promise<RetiredKeys> {
-  const { settleTimeoutMs = 60_000, pollMs = 500, progress } = options;
+  const { settleTimeoutMs = 60_000, pollMs = 500, progress, revoking = () => {} } = options;
   const live = (await client.listKeys()).filter((k) => k.revoked_at === null);
   if (live.length > 0) progress(`revoking its ${live.length} live key${live.length === 1 ? "" : "s"}: the tenant is being destroyed, and its usage must be final before it is saved`);
-  const revoked = new Set<string>();
   for (const k of live) {
+    revoking(k);
     await client.revokeKey(k.id);
-    revoked.add(k.id);
   }
   const deadline = Date.now() + settleTimeoutMs;
   let keys = await client.listKeys();
@@ -40,7 +39,7 @@ export async function retireKeys(client: AdminClient, options: RetireOptions): P
     await sleep(pollMs);
     keys = await client.listKeys();
   }
-  return { keys, revoked, stillHolding: holding(keys) };
+  return { keys, stillHolding: holding(keys) };
 }
 
 /** Keys with requests in flight: their credits are held until each request settles. */

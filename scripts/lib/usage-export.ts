@@ -4,7 +4,7 @@
 // and the keys (names, tiers, balances, revocations) as JSON: the CSV names keys by id only, and
 // the volume holds the only map from ids to the names operators bill by. The keys are revoked
 // first (retire-keys.ts), so the saved ledger is the whole of it.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AdminApiError, adminClient } from "./admin-client.ts";
 import type { ScriptDeps } from "./deps.ts";
@@ -18,7 +18,8 @@ export type UsageExport =
   | { readonly kind: "already-saved"; readonly marker: ExportMarker }
   /** Nothing to save: the serving stack never ran, so there is no ledger. */
   | { readonly kind: "none"; readonly reason: string }
-  | { readonly kind: "failed"; readonly message: string };
+  /** `revokedKeys`: how many of its keys reap-expired has revoked for this expiry (this run or an earlier one). */
+  | { readonly kind: "failed"; readonly message: string; readonly revokedKeys: number };
 
 /**
  * Written next to the saved files once they are complete. A destroy can fail after its stop
@@ -47,6 +48,35 @@ function readMarker(dir: string, stack: string, expiresAt: Date): ExportMarker |
   }
 }
 
+/**
+ * The keys reap-expired revoked for one expiry, written before each revoke. An export that fails
+ * after the revokes keeps the tenant, and the next run finds no live key to revoke: from this it
+ * still marks them "revoked_by": "reap-expired" in the keys file, and says they are revoked.
+ * (Marking every key revoked after the expiry would also claim those an operator revoked then.)
+ */
+interface RevokedRecord {
+  readonly stack: string;
+  readonly expiresAt: string;
+  readonly ids: readonly string[];
+}
+
+export const revokedPath = (dir: string, stack: string) => join(dir, `${stack}.revoked`);
+
+function readRevoked(dir: string, stack: string, expiresAt: Date): Set<string> {
+  try {
+    const record = JSON.parse(readFileSync(revokedPath(dir, stack), "utf8")) as RevokedRecord;
+    return new Set(record.stack === stack && record.expiresAt === expiresAt.toISOString() ? record.ids : []);
+  } catch {
+    return new Set(); // none yet (or unreadable: the keys revoked before are then not marked)
+  }
+}
+
+function writeRevoked(dir: string, stack: string, expiresAt: Date, ids: ReadonlySet<string>): void {
+  mkdirSync(dir, { recursive: true });
+  const record: RevokedRecord = { stack, expiresAt: expiresAt.toISOString(), ids: [...ids] };
+  writeFileSync(revokedPath(dir, stack), `${JSON.stringify(record, null, 2)}\n`);
+}
+
 export interface ExportOptions extends Omit<RetireOptions, "progress"> {
   /** When the stack expired: the marker is for this expiry only. */
   readonly expiresAt: Date;
@@ -57,8 +87,9 @@ export interface ExportOptions extends Omit<RetireOptions, "progress"> {
 export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptDeps, "pulumi" | "now">, options: ExportOptions): Promise<UsageExport> {
   const marker = readMarker(dir, stack, options.expiresAt);
   if (marker) return { kind: "already-saved", marker };
+  const revoked = readRevoked(dir, stack, options.expiresAt);
   const r = await stackOutputs(deps.pulumi, stack, { showSecrets: true });
-  if (r.kind !== "outputs") return { kind: "failed", message: r.kind === "error" ? r.message : "the stack is not in the backend" };
+  if (r.kind !== "outputs") return { kind: "failed", message: r.kind === "error" ? r.message : "the stack is not in the backend", revokedKeys: revoked.size };
   const { createdAt } = r.outputs;
   if (!endpointOf(r.outputs)) {
     return { kind: "none", reason: "no endpoint: the serving stack was never deployed" };
@@ -66,7 +97,13 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
   try {
     const client = adminClient(targetFromOutputs(stack, r.outputs), options.fetchImpl);
     const progress = options.progress ?? (() => {});
-    const retired = await retireKeys(client, { ...options, progress });
+    const retired = await retireKeys(client, {
+      ...options, progress,
+      revoking: (key) => {
+        revoked.add(key.id);
+        writeRevoked(dir, stack, options.expiresAt, revoked);
+      },
+    });
     if (retired.stillHolding.length > 0) {
       progress(`requests of ${retired.stillHolding.length} key(s) were still in flight when the wait ended (${retired.stillHolding.map((k) => k.id).join(", ")}): their usage may be missing from what is saved`);
     }
@@ -80,16 +117,17 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
     const stamp = now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
     const path = join(dir, `${stack}-usage-${stamp}.csv`);
     const keysPath = join(dir, `${stack}-keys-${stamp}.json`);
-    const keys = retired.keys.map((k) => (retired.revoked.has(k.id) ? { ...k, revoked_by: "reap-expired" } : k));
+    const keys = retired.keys.map((k) => (revoked.has(k.id) && k.revoked_at !== null ? { ...k, revoked_by: "reap-expired" } : k));
     writeFileSync(keysPath, `${JSON.stringify(keys, null, 2)}\n`);
     writeFileSync(path, csv);
     const saved: ExportMarker = { stack, expiresAt: options.expiresAt.toISOString(), savedAt: now.toISOString(), usage: path, keys: keysPath };
     writeFileSync(markerPath(dir, stack), `${JSON.stringify(saved, null, 2)}\n`);
+    rmSync(revokedPath(dir, stack), { force: true }); // in the keys file now
     return { kind: "saved", path, rows: Math.max(0, csv.trim().split(/\r?\n/).length - 1), keysPath, keys: keys.length };
   } catch (err) {
     // No connection, or no answer: the host may be down, e.g. stopped by a destroy that then
     // failed before this export was ever made.
     const down = err instanceof AdminApiError && err.status === undefined && err.outcome !== "refused";
-    return { kind: "failed", message: `${(err as Error).message}${down ? " (is the tenant's host up? a destroy that failed after its stop step leaves the serving stack down)" : ""}` };
+    return { kind: "failed", message: `${(err as Error).message}${down ? " (is the tenant's host up? a destroy that failed after its stop step leaves the serving stack down)" : ""}`, revokedKeys: revoked.size };
   }
 }

@@ -349,6 +349,61 @@ describe("reap-expired: a destroy that failed after its stop step", () => {
   });
 });
 
+describe("reap-expired: the usage export fails after the tenant's keys were revoked", () => {
+  it("the KEPT lines say its keys are revoked, on every run; the run that saves the usage still marks them as the reaper's", async () => {
+    const { id, key } = await shim.createKey({ name: "customer", credits: 100 });
+    const live = (await shimKeys()).filter((k) => k.revoked_at === null).length;
+    // The tenant's front answers 504 to the usage report only (a slow report behind nginx).
+    const front = await frontProxy(shim.url, (method, url) => (method === "GET" && url.startsWith("/admin/usage") ? "gateway-timeout" : "forward"));
+    const { root, pulumi } = tenants();
+    withoutGolf(pulumi);
+    const bravo = pulumi.stacks.get("bravo")!;
+    bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+    const run = async () => {
+      const io = memoryIo();
+      const code = await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW });
+      return { code, err: io.stderr.join("\n") };
+    };
+    const revokedLine = `[bravo] its ${live} key${live === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on; ` +
+      "to keep the tenant instead, raise its ttlHours, `pulumi up --stack bravo` and create new keys";
+    try {
+      const first = await run();
+      expect(first.code).toBe(1);
+      expect(first.err).toContain("[bravo] KEPT: could not save its usage before the destroy would delete it: admin API GET /admin/usage failed: 504");
+      expect(first.err).toContain(revokedLine);
+      expect((await chat(key)).status).toBe(401); // its customers are locked out already, the host kept
+      expect(pulumi.callsOf("destroy").map((c) => pulumi.stackArg(c.args))).not.toContain("bravo");
+
+      // The next run finds no live key to revoke, and still says they are revoked.
+      const second = await run();
+      expect(second.code).toBe(1);
+      expect(second.err).toContain(revokedLine);
+    } finally {
+      front.close();
+    }
+
+    // Fixed: the usage is saved, the keys file says who revoked them, and the record is gone.
+    bravo.outputs = { ...bravo.outputs, endpoint: `${shim.url}/v1` };
+    expect((await run()).code).toBe(0);
+    const keysFile = readdirSync(join(root, "usage")).find((f) => f.startsWith("bravo-keys-"))!;
+    const saved = JSON.parse(readFileSync(join(root, "usage", keysFile), "utf8")) as (ApiKey & { revoked_by?: string })[];
+    expect(saved.find((k) => k.id === id)).toMatchObject({ name: "customer", revoked_by: "reap-expired" });
+    expect(saved.filter((k) => k.revoked_by === "reap-expired")).toHaveLength(live);
+    expect(existsSync(join(root, "usage", "bravo.revoked"))).toBe(false);
+  });
+
+  it("an export that fails before any key was revoked (no connection) does not say they are", async () => {
+    const r = await reap(["--yes"], (p) => {
+      withoutGolf(p);
+      const bravo = p.stacks.get("bravo")!;
+      bravo.outputs = { ...bravo.outputs, endpoint: "http://127.0.0.1:9/v1" };
+    });
+    expect(r.code).toBe(1);
+    expect(r.io.stderr.join("\n")).toContain("[bravo] KEPT");
+    expect(r.io.stderr.join("\n")).not.toContain("revoked");
+  });
+});
+
 describe("reap-expired --force [<stack>]", () => {
   /** bravo and india both expired, neither endpoint answering. */
   const unreachable = (p: FakePulumi) => {
