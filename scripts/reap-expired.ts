@@ -33,7 +33,8 @@ Exits 1 if a destroy or an export failed, or a stack's outputs could not be read
   --yes               destroy (default: dry run)
   --usage-dir <dir>   where usage is saved before a destroy (default: usage/)
   --force [<stack>]   destroy even when the usage could not be saved: that stack only (repeat
-                      for more), or, without a name, every expired stack
+                      for more), or, without a name, every expired stack; a named stack that
+                      is not expired is kept, and a line says so
   --now <iso>         judge expiry at this time instead of now: a timestamp with its zone,
                       e.g. 2026-03-01T18:00:00Z
   --concurrency <n>   destroys at a time (default 2)
@@ -51,6 +52,8 @@ Examples:
 export interface ReapPlan {
   readonly expired: readonly { tenant: Tenant; at: Date }[];
   readonly unreadable: readonly { tenant: Tenant; reason: string }[];
+  /** Why each stack that is not destroyed is not: "not expired (expires in 22h 0m)". */
+  readonly kept: ReadonlyMap<string, string>;
   readonly lines: readonly string[];
 }
 
@@ -58,6 +61,7 @@ export interface ReapPlan {
 export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
   const expired: { tenant: Tenant; at: Date }[] = [];
   const unreadable: { tenant: Tenant; reason: string }[] = [];
+  const kept = new Map<string, string>();
   const width = Math.max(0, ...tenants.map((t) => t.stack.length));
   const lines = tenants.map((t) => {
     const e: Expiry = expiryOf(t, now);
@@ -67,17 +71,21 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
         expired.push({ tenant: t, at: e.at });
         return `${name}  expired ${relative(e.at, now)} (${iso(e.at)})${failed(e)}: destroy`;
       case "expires":
+        kept.set(t.stack, `not expired (expires ${relative(e.at, now)})`);
         return `${name}  expires ${relative(e.at, now)} (${iso(e.at)})${failed(e)}: keep`;
       case "no-ttl":
+        kept.set(t.stack, "not expired (no ttlHours)");
         return `${name}  no ttlHours${failed(e)}: keep`;
       case "not-deployed":
+        kept.set(t.stack, "not deployed (nothing to destroy)");
         return `${name}  not deployed: nothing to destroy`;
       case "unknown":
         unreadable.push({ tenant: t, reason: e.reason });
+        kept.set(t.stack, `cannot tell whether it expired (${e.reason})`);
         return `${name}  cannot tell: ${e.reason}`;
     }
   });
-  return { expired, unreadable, lines };
+  return { expired, unreadable, kept, lines };
 }
 
 const failed = (e: { failedDeploy?: true }) => (e.failedDeploy ? `, ${FAILED_DEPLOY}` : "");
@@ -105,6 +113,12 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   const forced = (stack: string) => options.force === "all" || options.force.has(stack);
   const plan = planReap(tenants, options.now);
   for (const line of plan.lines) io.out(`  ${line}`);
+  // --force names a stack to destroy even without its usage: it does not make one expire. Said,
+  // so that an operator who named the wrong stack, or one not yet due, does not read exit 0 as done.
+  for (const stack of options.force === "all" ? [] : options.force) {
+    const why = plan.kept.get(stack);
+    if (why !== undefined) io.err(`--force ${stack}: ${why}: kept (--force destroys an expired stack without its usage; it does not expire one)`);
+  }
   const unreadableNote = plan.unreadable.length
     ? `\n${plan.unreadable.length} stack(s) could not be checked: ${plan.unreadable.map((u) => u.tenant.stack).join(", ")}.`
     : "";

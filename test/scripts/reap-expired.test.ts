@@ -430,6 +430,19 @@ describe("reap-expired --force [<stack>]", () => {
     expect(all.destroyed).toEqual(["bravo", "foxtrot", "india"]);
   });
 
+  it("a name of a stack that is not expired is not destroyed, and says so", async () => {
+    for (const argv of [["--yes", "--force", "alpha", "--force", "bravo"], ["--force", "alpha"]]) {
+      const r = await reap(argv, withoutGolf);
+      expect(r.code, argv.join(" ")).toBe(0);
+      expect(r.destroyed).not.toContain("alpha");
+      const err = r.io.stderr.join("\n");
+      expect(err).toContain("--force alpha: not expired (expires in 22h 0m): kept (--force destroys an expired stack without its usage; it does not expire one)");
+      expect(err).not.toContain("--force bravo");
+    }
+    const charlie = await reap(["--force=charlie"], withoutGolf);
+    expect(charlie.io.stderr.join("\n")).toContain("--force charlie: not expired (no ttlHours): kept");
+  });
+
   it("a name that is no stack is refused before anything is done", async () => {
     const r = await reap(["--yes", "--force", "brvo"], unreachable);
     expect(r.code).toBe(1);
