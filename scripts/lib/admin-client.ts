@@ -70,7 +70,8 @@ export interface UsageReport {
 }
 
 /**
- * What became of a request that failed: never sent (no connection, a certificate not trusted),
+ * What became of a request that failed: never sent (no connection, a certificate not trusted, a
+ * header fetch would not put on the wire),
  * refused (the API or a proxy answered without acting: 3xx, 4xx), or unknown (sent, and the
  * answer was lost, cut off, or a 5xx: the API may have acted on it).
  */

@@ -60,7 +60,7 @@ interface RevokedRecord {
   readonly ids: readonly string[];
 }
 
-export const revokedPath = (dir: string, stack: string) => join(dir, `${stack}.revoked`);
+const revokedPath = (dir: string, stack: string) => join(dir, `${stack}.revoked`);
 
 function readRevoked(dir: string, stack: string, expiresAt: Date): Set<string> {
   try {
@@ -77,7 +77,7 @@ function writeRevoked(dir: string, stack: string, expiresAt: Date, ids: Readonly
   writeFileSync(revokedPath(dir, stack), `${JSON.stringify(record, null, 2)}\n`);
 }
 
-export interface ExportOptions extends Omit<RetireOptions, "progress"> {
+export interface ExportOptions extends Omit<RetireOptions, "progress" | "revoking"> {
   /** When the stack expired: the marker is for this expiry only. */
   readonly expiresAt: Date;
   readonly progress?: (line: string) => void;
