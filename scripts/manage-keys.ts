@@ -144,10 +144,12 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       const given = flags["idempotency-key"];
       const idem = given ?? `topup-${randomUUID()}`;
       if (idem.length > 200) throw new UsageError("--idempotency-key must be at most 200 characters");
-      // Printable ASCII without spaces: it goes in a header (fetch cannot send "—" at all) and in
-      // the printed retry command, and an invoice number needs nothing else.
-      const stray = strayCharacter(idem, /^[\x21-\x7e]$/);
-      if (stray) throw new UsageError(`--idempotency-key has ${stray}: use printable ASCII without spaces, e.g. invoice-1042`);
+      // Printable ASCII: it goes in a header (fetch cannot send "—" at all). Spaces inside are
+      // fine (the shim takes any key, and the retry of a top-up made with "invoice 1042" must be
+      // that same key), but not at its ends, which fetch would strip from the header.
+      if (idem.trim() !== idem) throw new UsageError("--idempotency-key starts or ends with a space: give it without, e.g. invoice-1042");
+      const stray = strayCharacter(idem, /^[\x20-\x7e]$/);
+      if (stray) throw new UsageError(`--idempotency-key has ${stray}: use printable ASCII, e.g. invoice-1042`);
       const keys = await client.listKeys();
       const key = findKey(keys, ref);
       // The shim scopes an Idempotency-Key to one API key. A retry that names a key which was

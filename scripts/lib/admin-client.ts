@@ -107,13 +107,16 @@ export interface AdminClient {
 }
 
 /**
- * What an admin token is made of (the Pulumi program makes hex; SHIM_ADMIN_TOKEN is set by hand on
- * an own host): printable ASCII. A typographic dash or quote pasted into it could not even be put
- * in a header; fetch would refuse it with a TypeError about ByteStrings.
+ * What an admin token is made of (the Pulumi program makes letters and digits; SHIM_ADMIN_TOKEN is
+ * set by hand on an own host): printable ASCII. A typographic dash or quote pasted into it could
+ * not even be put in a header; fetch would refuse it with a TypeError about ByteStrings.
  */
 const TOKEN_CHARACTER = /^[\x20-\x7e]$/;
 
-export function adminClient(target: AdminTarget, fetchImpl: typeof fetch = fetch): AdminClient {
+export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch): AdminClient {
+  // Whitespace at its ends (a CRLF env file, a line read from a file) is not part of it: fetch
+  // strips it from a header anyway, so such tokens always worked.
+  const target = { ...given, adminToken: given.adminToken.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "") };
   const stray = strayCharacter(target.adminToken, TOKEN_CHARACTER);
   if (stray) {
     throw new UsageError(`the admin token (${target.source}) has ${stray}, which no admin token has (printable ASCII only): was it pasted with a typographic dash or quote? Copy it again, e.g. from \`pulumi stack output adminToken --show-secrets\``);

@@ -332,10 +332,28 @@ describe("manage-keys: a value that cannot go in a header (a typographic dash pa
     const { id } = await h.createKey({ name: "idem-dash", credits: 10 });
     const r = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "5", "--idempotency-key", "invoice—1042"]);
     expect(r.code).toBe(1);
-    expect(r.err).toBe('--idempotency-key has "—" (U+2014) at character 8: use printable ASCII without spaces, e.g. invoice-1042');
+    expect(r.err).toBe('--idempotency-key has "—" (U+2014) at character 8: use printable ASCII, e.g. invoice-1042');
     expect(await balanceOf(id)).toBe(10);
-    const spaced = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "5", "--idempotency-key", "invoice 1042"]);
-    expect(spaced.err).toBe('--idempotency-key has " " (U+0020) at character 8: use printable ASCII without spaces, e.g. invoice-1042');
+    const padded = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "5", "--idempotency-key", "invoice 1042 "]);
+    expect(padded.err).toBe("--idempotency-key starts or ends with a space: give it without, e.g. invoice-1042");
+    expect(await balanceOf(id)).toBe(10);
+  });
+
+  it("--idempotency-key with a space inside (the shim takes any key): a top-up made with it can be retried with it, adding nothing", async () => {
+    const { id } = await h.createKey({ name: "idem-space", credits: 10 });
+    const first = await h.admin(`/admin/keys/${id}/credits`, { method: "POST", headers: { "content-type": "application/json", "idempotency-key": "invoice 1042" }, body: JSON.stringify({ amount: "250" }) });
+    expect(first.status).toBe(200);
+    const r = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "250", "--idempotency-key", "invoice 1042"]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain("Already applied with this Idempotency-Key");
+    expect(await balanceOf(id)).toBe(260);
+  });
+
+  it("an admin token with whitespace at its ends (a CRLF env file) works, as fetch strips it from the header anyway", async () => {
+    for (const token of [`${h.adminToken}\r`, `${h.adminToken}\n`, ` ${h.adminToken}`]) {
+      const r = await keys(["list", "--url", h.url], { env: { GPU_SANDBOX_ADMIN_TOKEN: token } });
+      expect(r.code, r.err).toBe(0);
+    }
   });
 
   it("the admin token: refused up front, in one line, before a create (no 'a key may have been created')", async () => {
