@@ -20,7 +20,7 @@ Commands:
   revoke   --key <id|name>             the key stops working at once (401)
   top-up   --key <id|name> --amount <n> [--note <text>] [--idempotency-key <k>]
            adds credits; the Idempotency-Key (generated unless given; printable ASCII, no
-           spaces) is printed first, in the whole command that retries this top-up safely (it
+           space at its ends) is printed first, in the whole command that retries this top-up safely (it
            can never credit twice)
 
 A create or top-up whose answer is lost (the connection dropped, no answer in 30 s, a 5xx) may
