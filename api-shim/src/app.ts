@@ -152,7 +152,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     reply.raw.once("close", () => {
       if (reply.raw.writableFinished || request.shim.logged || request.shim.routeLogs) return;
       const timedOut = timedOutSockets.has(socket);
-      request.shimErrorCode ??= timedOut ? "request_timeout" : "client_closed_request";
+      // Once the drain has cut what was in flight, a connection closing without a whole answer is
+      // (almost always) the shim's doing: a request whose body was still arriving, an answer cut.
+      request.shimErrorCode ??= timedOut ? "request_timeout" : ctx.inflight.cutting ? "drain_cut" : "client_closed_request";
       finishRequest(ctx, request, timedOut ? 408 : 499);
     });
     return authenticate(request, reply);

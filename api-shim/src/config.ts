@@ -169,7 +169,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   const timeouts = {
     upstreamTimeoutMs: int("SHIM_UPSTREAM_TIMEOUT_MS", 120_000, 1, 3_600_000),
     streamIdleTimeoutMs: int("SHIM_STREAM_IDLE_TIMEOUT_MS", 60_000, 1, 3_600_000),
-    drainTimeoutMs: int("SHIM_DRAIN_TIMEOUT_MS", 25_000, 0, 3_600_000),
+    drainTimeoutMs: int("SHIM_DRAIN_TIMEOUT_MS", 23_000, 0, 3_600_000),
     maxBodyBytes: int("SHIM_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     maxAnswerBytes: int("SHIM_MAX_ANSWER_BYTES", 256 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     answerMemoryBytes: int("SHIM_ANSWER_MEMORY_BYTES", 512 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),

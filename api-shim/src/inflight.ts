@@ -57,6 +57,11 @@ export class Inflight {
     return ac.signal;
   }
 
+  /** Whether the drain has cut what was in flight: connections closing now are the shim's doing. */
+  get cutting(): boolean {
+    return this.cut !== null;
+  }
+
   get size(): number {
     return this.count;
   }
@@ -77,15 +82,17 @@ export class Inflight {
     for (const abort of this.slots.filter((a) => a !== undefined)) abort(reason);
   }
 
-  /** Stops admitting, waits up to `timeoutMs` for requests to finish, then aborts the rest and waits for them to settle. */
+  /**
+   * Stops admitting, waits up to `timeoutMs` for requests to finish, then aborts the rest and waits
+   * for them to settle. Once it returns, what is put in flight is cut at once, and `cutting` says
+   * that connections closing now (closeApp closes them all) are the shim's doing.
+   */
   async drain(timeoutMs: number, settleTimeoutMs = SETTLE_AFTER_DRAIN_MS): Promise<{ aborted: number }> {
     this.draining = true;
-    if (this.size === 0) return { aborted: 0 };
     const finished = await this.waitEmpty(timeoutMs);
-    if (finished) return { aborted: 0 };
-    const aborted = this.size;
-    this.abortAll("drain");
-    await this.waitEmpty(settleTimeoutMs);
+    const aborted = finished ? 0 : this.size;
+    this.abortAll("drain"); // nothing to abort when it finished: marks the cut
+    if (!finished) await this.waitEmpty(settleTimeoutMs);
     return { aborted };
   }
 

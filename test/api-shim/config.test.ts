@@ -29,7 +29,7 @@ describe("parseShimConfig", () => {
     const c = parse({});
     expect(c).toMatchObject({
       port: 8080, host: "0.0.0.0", upstreamUrl: "http://litellm:4000/v1", upstreamApiKey: null, databaseUrl: "sqlite:./data/shim.db",
-      adminToken: null, trustProxy: [], upstreamTimeoutMs: 120_000, streamIdleTimeoutMs: 60_000, drainTimeoutMs: 25_000,
+      adminToken: null, trustProxy: [], upstreamTimeoutMs: 120_000, streamIdleTimeoutMs: 60_000, drainTimeoutMs: 23_000,
       maxBodyBytes: 8 * 1024 * 1024, logLevel: "info", unauthenticatedRpm: 60, defaultTier: "free", models: null, bootstrapKeys: [],
     });
     expect(c.pricing).toMatchObject({ request: 1_000_000, batchRequest: 2_000_000 });

@@ -148,9 +148,28 @@ describe("an export cut before it is whole", () => {
         expect(Date.now() - started).toBeLessThan(2500); // waited for, then cut at the drain's end
       } else c.socket.destroy();
       await sleep(500);
-      expect(requestLines(h.logs, "/admin/usage").map((l) => [l.status, l.error])).toEqual([[499, "client_closed_request"]]);
+      // The drain's cut is told apart from a client that left.
+      expect(requestLines(h.logs, "/admin/usage").map((l) => [l.status, l.error])).toEqual([[499, drained ? "drain_cut" : "client_closed_request"]]);
     } finally {
       c.socket.destroy();
+      await h.close().catch(() => {});
+    }
+  });
+});
+
+describe("a request whose body is still arriving when the drain ends (a client straight to the shim)", () => {
+  it.each(["/admin/keys", "/v1/chat/completions"])("POST %s: its connection is closed, logged once as the drain's cut, not as a client that left", { timeout: 20_000 }, async (path) => {
+    const h = await startShim();
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const c = await rawConnection(h.url);
+      c.socket.write(`POST ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${path.startsWith("/admin") ? h.adminToken : key}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"name":`);
+      await sleep(300);
+      await closeApp(h.app, 500);
+      await c.closed;
+      await sleep(200);
+      expect(requestLines(h.logs, path).filter((l) => l.status !== 201).map((l) => [l.status, l.error])).toEqual([[499, "drain_cut"]]);
+    } finally {
       await h.close().catch(() => {});
     }
   });
