@@ -83,26 +83,11 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     expect(written.map((l) => [l.level, l.msg, l.status, l.error])).toEqual([[30, "request", 499, "client_closed_request"]]);
   });
 
-  it("a request whose body never finishes arriving (requestTimeout): 408 to the client, logged 408 under its own id", async () => {
-    const serverSide = once(h.app.server, "connection") as Promise<[net.Socket]>;
-    const u = new URL(h.url);
-    const s = net.connect(Number(u.port), u.hostname);
-    await once(s, "connect");
-    const [socket] = await serverSide;
-    let answer = "";
-    s.on("data", (d) => (answer += String(d)));
-    s.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\nx-request-id: slow-body\r\n\r\n{"model":`);
-    await sleep(100);
-    // What Node's HTTP server does after requestTimeout (120 s; checked every 30 s).
-    h.app.server.emit("clientError", Object.assign(new Error("Request timeout"), { code: "ERR_HTTP_REQUEST_TIMEOUT" }), socket);
-    await once(s, "close");
-    await sleep(100);
-    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
-    expect(answer).toContain('"code":"request_timeout"');
-    expect(lines("slow-body").map((l) => [l.status, l.error])).toEqual([[408, "request_timeout"]]);
-  });
-
-  it("an answer sent before its body arrived (a 401): a later requestTimeout does not answer the same request a second time", async () => {
+  /**
+   * Sends a request whose body never finishes, then does what Node's HTTP server does after
+   * requestTimeout (120 s; checked every 30 s); resolves with what the client received.
+   */
+  async function timedOut(head: string, waitMs: number): Promise<string> {
     const serverSide = once(h.app.server, "connection") as Promise<[net.Socket]>;
     const u = new URL(h.url);
     const s = net.connect(Number(u.port), u.hostname);
@@ -111,11 +96,26 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     let answer = "";
     s.on("data", (d) => (answer += String(d)));
     const closed = once(s, "close");
-    s.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-gs-wrong\r\ncontent-type: application/json\r\ncontent-length: 100000\r\nx-request-id: early-401\r\n\r\n{"model":`);
-    await sleep(300);
+    s.write(`${head}{"model":`);
+    await sleep(waitMs);
     h.app.server.emit("clientError", Object.assign(new Error("Request timeout"), { code: "ERR_HTTP_REQUEST_TIMEOUT" }), socket);
     await Promise.race([closed, sleep(1000)]);
     s.destroy();
+    await sleep(100);
+    return answer;
+  }
+  const slowPost = (auth: string, id: string, length: number) =>
+    `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${auth}\r\ncontent-type: application/json\r\ncontent-length: ${length}\r\nx-request-id: ${id}\r\n\r\n`;
+
+  it("a request whose body never finishes arriving (requestTimeout): 408 to the client, logged 408 under its own id", async () => {
+    const answer = await timedOut(slowPost(key, "slow-body", 1000), 100);
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(answer).toContain('"code":"request_timeout"');
+    expect(lines("slow-body").map((l) => [l.status, l.error])).toEqual([[408, "request_timeout"]]);
+  });
+
+  it("an answer sent before its body arrived (a 401): a later requestTimeout does not answer the same request a second time", async () => {
+    const answer = await timedOut(slowPost("sk-gs-wrong", "early-401", 100_000), 300);
     expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 401"]);
     expect(lines("early-401").map((l) => l.status)).toEqual([401]);
   });
