@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { IncomingMessage } from "node:http";
 import net from "node:net";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
@@ -47,6 +48,18 @@ const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const timedOutSockets = new WeakSet<object>();
 /** Connections whose request was answered before its body had all arrived, until it has. */
 const answeredEarly = new WeakSet<object>();
+
+/**
+ * For an answer sent before its request's body has all arrived (the auth hook's 401 or 429, the
+ * router's 400): Node reads and drops the rest and keeps the connection. Should the rest never
+ * come, requestTimeout must not answer the same request a second time (a 408 after the 401).
+ */
+function markIfAnsweredEarly(req: IncomingMessage): void {
+  if (req.complete) return;
+  const socket = req.socket;
+  answeredEarly.add(socket);
+  req.once("end", () => answeredEarly.delete(socket));
+}
 
 /** Builds the Fastify app from its dependencies. It never listens and touches no process globals. */
 export function buildApp(deps: AppDeps): FastifyInstance {
@@ -117,6 +130,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       const error = toShimError(err);
       request.shimErrorCode = error.logCode;
       ctx.inflight.closeIfDraining(reply.raw); // no onRequest hook ran either
+      markIfAnsweredEarly(request.raw); // nor onSend
       void sendError(reply.header("x-request-id", request.id), error);
       finishRequest(ctx, request, error.status); // no onResponse hook runs for these
     },
@@ -144,7 +158,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     request.shim = newRequestState();
     reply.header("x-request-id", request.id);
     // Inference requests put themselves in flight once admitted, with an abort that settles them.
-    if (!request.routeOptions.config.drainsItself) request.drainCut = ctx.inflight.untilClosed(reply.raw);
+    if (!request.routeOptions.config.drainsItself) request.drainCut = ctx.inflight.untilClosed(reply.raw, request.raw);
     // A client that leaves before its answer is whole gets no onResponse hook (it runs on
     // 'finish'): its one line is written here, as nginx logs it (499), or 408 when the shim cut a
     // request that did not arrive in time. An inference route writes its own once it runs.
@@ -163,14 +177,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // before a drain may be sent during it.
   app.addHook("onSend", (request, reply, payload, done) => {
     ctx.inflight.closeIfDraining(reply.raw);
-    // Answered before its body has all arrived (a 401, a 429 from the auth hook): Node reads and
-    // drops the rest and keeps the connection. Should the rest never come, requestTimeout must
-    // not answer the same request a second time (a 408 after the 401).
-    if (!request.raw.complete) {
-      const socket = request.raw.socket;
-      answeredEarly.add(socket);
-      request.raw.once("end", () => answeredEarly.delete(socket));
-    }
+    markIfAnsweredEarly(request.raw);
     done(null, payload);
   });
   app.addHook("onResponse", async (request, reply) => finishRequest(ctx, request, reply.statusCode));

@@ -49,11 +49,12 @@ export class Inflight {
    * Puts a request that is not an inference one in flight until its response closes, so a drain
    * waits for it as for inference (a model list, a usage export still being sent). If the drain
    * ends first, the returned signal is aborted while it is unanswered (work waiting on the
-   * upstream listens to it and answers 503), and its connection is cut once its answer has begun.
+   * upstream listens to it and answers 503), and its connection is cut once its answer has begun
+   * or while its body is still arriving (no handler runs yet to answer it).
    */
-  untilClosed(res: { headersSent: boolean; destroy(): unknown; once(event: "close", listener: () => void): unknown }): AbortSignal {
+  untilClosed(res: { headersSent: boolean; destroy(): unknown; once(event: "close", listener: () => void): unknown }, req: { complete: boolean }): AbortSignal {
     const ac = new AbortController();
-    res.once("close", this.add((reason) => (res.headersSent ? res.destroy() : ac.abort(reason))));
+    res.once("close", this.add((reason) => (res.headersSent || !req.complete ? res.destroy() : ac.abort(reason))));
     return ac.signal;
   }
 

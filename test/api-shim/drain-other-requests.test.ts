@@ -174,3 +174,23 @@ describe("a request whose body is still arriving when the drain ends (a client s
     }
   });
 });
+
+describe("a second signal while a request's body is still arriving (a client straight to the shim)", () => {
+  it("does not wait for the drain's timeout: its connection is closed at once", { timeout: 20_000 }, async () => {
+    const h = await startShim();
+    try {
+      const c = await rawConnection(h.url);
+      c.socket.write(`POST /admin/keys HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${h.adminToken}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"name":`);
+      await sleep(300);
+      const started = Date.now();
+      const closing = closeApp(h.app, 8000); // the first SIGTERM
+      await sleep(200);
+      h.app.shim.inflight.abortAll("drain"); // the second, as server.ts does
+      await closing;
+      expect(Date.now() - started).toBeLessThan(3000);
+      await c.closed;
+    } finally {
+      await h.close().catch(() => {});
+    }
+  });
+});

@@ -120,6 +120,11 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     expect(lines("early-401").map((l) => l.status)).toEqual([401]);
   });
 
+  it.each(["/admin/keys/%E0%A4%A/credits", `/admin/keys/${"a".repeat(300)}/credits`])("the router's own answer (400, 404) to a POST %s whose body never ends: no second answer at requestTimeout", async (path) => {
+    const answer = await timedOut(slowPost(key, "router", 1000).replace("/v1/chat/completions", path), 300);
+    expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toHaveLength(1);
+  });
+
   it("an answer sent before the body was read (the auth hook's 401) keeps the connection: nginx reuses it", async () => {
     const u = new URL(h.url);
     const s = net.connect(Number(u.port), u.hostname);
