@@ -16,7 +16,8 @@ and model (or day), for a period (default: the current UTC month), with totals.
 
   --key <id|name>            one key only
   --from <date|timestamp>    start, e.g. 2026-03-01 or 2026-03-01T09:00:00Z (UTC)
-  --to <date|timestamp>      end; a date includes that whole day
+  --to <date|timestamp>      end; a date includes that whole day, a timestamp is where it stops
+                             (not included: 2026-04-01T00:00:00Z ends with March)
   --group <model|day>        rows per key and model (default) or per key and day
   --format <table|json|csv>  table (default); json (the API's report plus totals); csv (the
                              API's CSV, spreadsheet-safe, one row per key and group)

@@ -4,8 +4,9 @@ import { ShimError } from "./errors.ts";
  * Usage periods. Default: the current UTC month. `from` and `to` accept an ISO date
  * (`2026-01-31`, a whole UTC day: `to` includes that day) or an ISO timestamp. A `to` alone
  * reports the UTC month it falls in, up to it; a `from` alone, up to the end of the current month
- * (at least one day). Internally the end is exclusive; reports show it inclusive to the second,
- * as seed 004 does (`2024-12-31T23:59:59Z`).
+ * (at least one day). A timestamp `to` is exclusive, as the end is internally (half-open periods
+ * tile without overlap: `to` of one is `from` of the next); reports show the end inclusive to the
+ * second, as seed 004 does (`2024-12-31T23:59:59Z`).
  */
 export interface Period {
   from: number;
