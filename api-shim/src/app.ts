@@ -86,7 +86,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     bodyLimit: config.maxBodyBytes,
     // The same check as the request id's: X-Forwarded-For and X-Request-Id are believed from
     // exactly the same peers.
-    trustProxy: config.trustProxy.length > 0 ? (address: string) => fromProxy(address) : false,
+    trustProxy: config.trustProxy.length > 0 ? fromProxy : false,
     requestIdHeader: false,
     genReqId: (req) => {
       // Reuse a sane incoming id (nginx's $request_id) so one id follows a request across hops,

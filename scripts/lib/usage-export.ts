@@ -4,7 +4,7 @@
 // and the keys (names, tiers, balances, revocations) as JSON: the CSV names keys by id only, and
 // the volume holds the only map from ids to the names operators bill by. The keys are revoked
 // first (retire-keys.ts), so the saved ledger is the whole of it.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AdminApiError, adminClient } from "./admin-client.ts";
 import type { ScriptDeps } from "./deps.ts";
@@ -37,15 +37,21 @@ export interface ExportMarker {
 
 export const markerPath = (dir: string, stack: string) => join(dir, `${stack}.exported`);
 
-function readMarker(dir: string, stack: string, expiresAt: Date): ExportMarker | undefined {
-  const path = markerPath(dir, stack);
-  if (!existsSync(path)) return undefined;
+/**
+ * One of the records kept for a stack's expiry (the marker, the revoked keys): undefined when
+ * there is none, it is unreadable, or it is for another expiry (the stack was deployed again).
+ */
+function readRecord<T extends { stack: string; expiresAt: string }>(path: string, stack: string, expiresAt: Date): T | undefined {
   try {
-    const marker = JSON.parse(readFileSync(path, "utf8")) as ExportMarker;
-    return marker.stack === stack && marker.expiresAt === expiresAt.toISOString() ? marker : undefined;
+    const record = JSON.parse(readFileSync(path, "utf8")) as T;
+    return record.stack === stack && record.expiresAt === expiresAt.toISOString() ? record : undefined;
   } catch {
-    return undefined; // unreadable: export again, which writes a new one
+    return undefined; // none yet, or unreadable: treated as none
   }
+}
+
+function writeJson(path: string, value: unknown): void {
+  writeFileSync(path, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 /**
@@ -62,19 +68,10 @@ interface RevokedRecord {
 
 const revokedPath = (dir: string, stack: string) => join(dir, `${stack}.revoked`);
 
-function readRevoked(dir: string, stack: string, expiresAt: Date): Set<string> {
-  try {
-    const record = JSON.parse(readFileSync(revokedPath(dir, stack), "utf8")) as RevokedRecord;
-    return new Set(record.stack === stack && record.expiresAt === expiresAt.toISOString() ? record.ids : []);
-  } catch {
-    return new Set(); // none yet (or unreadable: the keys revoked before are then not marked)
-  }
-}
-
 function writeRevoked(dir: string, stack: string, expiresAt: Date, ids: ReadonlySet<string>): void {
   mkdirSync(dir, { recursive: true });
   const record: RevokedRecord = { stack, expiresAt: expiresAt.toISOString(), ids: [...ids] };
-  writeFileSync(revokedPath(dir, stack), `${JSON.stringify(record, null, 2)}\n`);
+  writeJson(revokedPath(dir, stack), record);
 }
 
 export interface ExportOptions extends Omit<RetireOptions, "progress" | "revoking"> {
@@ -85,9 +82,10 @@ export interface ExportOptions extends Omit<RetireOptions, "progress" | "revokin
 }
 
 export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptDeps, "pulumi" | "now">, options: ExportOptions): Promise<UsageExport> {
-  const marker = readMarker(dir, stack, options.expiresAt);
+  const marker = readRecord<ExportMarker>(markerPath(dir, stack), stack, options.expiresAt);
   if (marker) return { kind: "already-saved", marker };
-  const revoked = readRevoked(dir, stack, options.expiresAt);
+  // The keys revoked for this expiry by an earlier run are still marked (unreadable: they are not).
+  const revoked = new Set(readRecord<RevokedRecord>(revokedPath(dir, stack), stack, options.expiresAt)?.ids ?? []);
   const r = await stackOutputs(deps.pulumi, stack, { showSecrets: true });
   if (r.kind !== "outputs") return { kind: "failed", message: r.kind === "error" ? r.message : "the stack is not in the backend", revokedKeys: revoked.size };
   const { createdAt } = r.outputs;
@@ -118,10 +116,10 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
     const path = join(dir, `${stack}-usage-${stamp}.csv`);
     const keysPath = join(dir, `${stack}-keys-${stamp}.json`);
     const keys = retired.keys.map((k) => (revoked.has(k.id) && k.revoked_at !== null ? { ...k, revoked_by: "reap-expired" } : k));
-    writeFileSync(keysPath, `${JSON.stringify(keys, null, 2)}\n`);
+    writeJson(keysPath, keys);
     writeFileSync(path, csv);
     const saved: ExportMarker = { stack, expiresAt: options.expiresAt.toISOString(), savedAt: now.toISOString(), usage: path, keys: keysPath };
-    writeFileSync(markerPath(dir, stack), `${JSON.stringify(saved, null, 2)}\n`);
+    writeJson(markerPath(dir, stack), saved);
     rmSync(revokedPath(dir, stack), { force: true }); // in the keys file now
     return { kind: "saved", path, rows: Math.max(0, csv.trim().split(/\r?\n/).length - 1), keysPath, keys: keys.length };
   } catch (err) {

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { shuttingDown } from "../errors.ts";
+import { rejectOnAbort } from "../promises.ts";
 import { ClientLeftError } from "../store/store.ts";
 
 /**
@@ -23,11 +24,9 @@ export function untilLeftOrCut<T>(request: FastifyRequest, reply: FastifyReply, 
   const left = clientLeftSignal(reply);
   const cut = request.drainCut;
   if (!cut) return work(left);
-  return new Promise<T>((resolve, reject) => {
-    // Listened to before the work starts: the 503 wins over whatever the store rejects with.
-    const onCut = () => reject(shuttingDown());
-    if (cut.aborted) return onCut();
-    cut.addEventListener("abort", onCut, { once: true });
-    work(AbortSignal.any([left, cut])).then(resolve, reject).finally(() => cut.removeEventListener("abort", onCut));
-  });
+  if (cut.aborted) return Promise.reject(shuttingDown());
+  // Listened to as the work starts (its call may throw: a rejection too): the 503 wins over
+  // whatever the store rejects with when the cut aborts it.
+  const started = new Promise<T>((resolve) => resolve(work(AbortSignal.any([left, cut]))));
+  return rejectOnAbort(started, cut, shuttingDown);
 }

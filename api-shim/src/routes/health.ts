@@ -1,5 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import { PUBLIC_ROUTE, type ShimContext } from "../context.ts";
+import { within } from "../promises.ts";
 import { readLimited, transportCause } from "../upstream.ts";
 import { MODEL_LIST_LIMIT, parseModelList } from "./models.ts";
 
@@ -79,11 +80,4 @@ async function probeModels(ctx: ShimContext, timeoutMs: number): Promise<Probe> 
   } catch (e) {
     return { ok: false, detail: "unreachable", hint: `readiness probe: <SHIM_UPSTREAM_URL>/models unreachable (${transportCause(e)})` };
   }
-}
-
-/** `promise`'s value, or `late` once `ms` have passed without one. */
-function within<T>(promise: Promise<T>, ms: number, late: T): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<T>((resolve) => (timer = setTimeout(() => resolve(late), ms)));
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type pg from "pg";
+import { rejectOnAbort } from "../promises.ts";
 import { Turns } from "./postgres-client.ts";
 import { StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 
@@ -68,7 +69,7 @@ export class UsageReports {
       const rows = await this.cancellable(c, mark, { text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig, signal);
       return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
     }), signal).finally(() => keyId !== null && this.reportingKeys.delete(keyId));
-    return untilAborted(work, signal);
+    return rejectOnAbort(work, signal);
   }
 
   /** Runs the report's statement on `c`; cancels it on the server if `signal` aborts meanwhile. */
@@ -99,17 +100,4 @@ export class UsageReports {
     this.closing.abort(new StoreUnavailableError(new Error("the store is closing")));
     await Promise.allSettled([...this.cancelling]);
   }
-}
-
-/** `work`'s outcome, or the signal's reason as soon as it aborts (`work` then ends on its own). */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
-    work.catch(() => {});
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const abort = () => reject(signal.reason);
-    signal.addEventListener("abort", abort, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", abort));
-  });
 }

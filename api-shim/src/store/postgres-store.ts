@@ -1,6 +1,7 @@
 import pg from "pg";
 import { driverUrl } from "./database-url.ts";
-import { OpenConnections, settlesWithin } from "./postgres-connections.ts";
+import { settlesWithin } from "../promises.ts";
+import { OpenConnections } from "./postgres-connections.ts";
 import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
 import { MAX_DOUBTFUL, neverSent, NotSentError, RELEASE_BATCH } from "./postgres-failures.ts";
 import { grant, inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
