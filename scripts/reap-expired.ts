@@ -150,9 +150,12 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
       // Its keys may be revoked already (the export failed after that step): its customers get
       // 401 while its host bills on, which the operator must hear now, not at the next run.
       const n = usage.revokedKeys;
-      const revoked = n > 0
+      const u = usage.unsureKeys;
+      const revoked = (n > 0
         ? `\n[${stack}] its ${n} key${n === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on; to keep the tenant instead, raise its ttlHours, \`pulumi up --stack ${stack}\` and create new keys`
-        : "";
+        : "") + (u > 0
+        ? `\n[${stack}] the revoke of ${u}${n > 0 ? " more" : ""} key${u === 1 ? "" : "s"} got no answer or failed: ${u === 1 ? "it" : "they"} may or may not be revoked; see \`npm run manage-keys -- list --stack ${stack}\``
+        : "");
       io.err(`[${stack}] KEPT: could not save its usage before the destroy would delete it: ${usage.message}${revoked}\n` +
         `[${stack}] fix that and run again, or run with --force ${stack} to destroy it without its usage (${done}/${names.length})`);
       return;

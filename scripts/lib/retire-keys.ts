@@ -20,15 +20,19 @@ export interface RetireOptions {
   readonly progress: (line: string) => void;
   /** Called before each key is revoked, so the caller can record it first (a write-ahead record). */
   readonly revoking?: (key: ApiKey) => void;
+  /** Called for each key the shim shows revoked: already in its first listing, or once its revoke answered. */
+  readonly revoked?: (key: ApiKey) => void;
 }
 
 export async function retireKeys(client: AdminClient, options: RetireOptions): Promise<RetiredKeys> {
-  const { settleTimeoutMs = 60_000, pollMs = 500, progress, revoking = () => {} } = options;
-  const live = (await client.listKeys()).filter((k) => k.revoked_at === null);
+  const { settleTimeoutMs = 60_000, pollMs = 500, progress, revoking = () => {}, revoked = () => {} } = options;
+  const listed = await client.listKeys();
+  for (const k of listed) if (k.revoked_at !== null) revoked(k);
+  const live = listed.filter((k) => k.revoked_at === null);
   if (live.length > 0) progress(`revoking its ${live.length} live key${live.length === 1 ? "" : "s"}: the tenant is being destroyed, and its usage must be final before it is saved`);
   for (const k of live) {
     revoking(k);
-    await client.revokeKey(k.id);
+    revoked(await client.revokeKey(k.id));
   }
   const deadline = Date.now() + settleTimeoutMs;
   let keys = await client.listKeys();

@@ -4,7 +4,7 @@
 // and the keys (names, tiers, balances, revocations) as JSON: the CSV names keys by id only, and
 // the volume holds the only map from ids to the names operators bill by. The keys are revoked
 // first (retire-keys.ts), so the saved ledger is the whole of it.
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AdminApiError, adminClient } from "./admin-client.ts";
 import type { ScriptDeps } from "./deps.ts";
@@ -18,8 +18,12 @@ export type UsageExport =
   | { readonly kind: "already-saved"; readonly marker: ExportMarker }
   /** Nothing to save: the serving stack never ran, so there is no ledger. */
   | { readonly kind: "none"; readonly reason: string }
-  /** `revokedKeys`: how many of its keys reap-expired has revoked for this expiry (this run or an earlier one). */
-  | { readonly kind: "failed"; readonly message: string; readonly revokedKeys: number };
+  /**
+   * `revokedKeys`: how many of its keys reap-expired has revoked for this expiry (this run or an
+   * earlier one), as the shim confirmed; `unsureKeys`: how many more it tried to revoke without
+   * a confirmation (the revoke failed, or its answer was lost).
+   */
+  | { readonly kind: "failed"; readonly message: string; readonly revokedKeys: number; readonly unsureKeys: number };
 
 /**
  * Written next to the saved files once they are complete. A destroy can fail after its stop
@@ -59,19 +63,63 @@ function writeJson(path: string, value: unknown): void {
  * after the revokes keeps the tenant, and the next run finds no live key to revoke: from this it
  * still marks them "revoked_by": "reap-expired" in the keys file, and says they are revoked.
  * (Marking every key revoked after the expiry would also claim those an operator revoked then.)
+ * `confirmed` are those the shim has shown revoked: a revoke that failed or lost its answer is in
+ * `ids` only, so the operator is not told that a key still served is locked out.
  */
 interface RevokedRecord {
   readonly stack: string;
   readonly expiresAt: string;
   readonly ids: readonly string[];
+  readonly confirmed?: readonly string[];
 }
 
 const revokedPath = (dir: string, stack: string) => join(dir, `${stack}.revoked`);
 
-function writeRevoked(dir: string, stack: string, expiresAt: Date, ids: ReadonlySet<string>): void {
-  mkdirSync(dir, { recursive: true });
-  const record: RevokedRecord = { stack, expiresAt: expiresAt.toISOString(), ids: [...ids] };
-  writeJson(revokedPath(dir, stack), record);
+/** What reap-expired has revoked for one expiry, kept in `<stack>.revoked` as it goes. */
+class RevokedKeys {
+  readonly ids: Set<string>;
+  readonly confirmed: Set<string>;
+  private readonly path: string;
+  private readonly dir: string;
+  private readonly stack: string;
+  private readonly expiresAt: Date;
+
+  constructor(dir: string, stack: string, expiresAt: Date) {
+    this.dir = dir;
+    this.stack = stack;
+    this.expiresAt = expiresAt;
+    this.path = revokedPath(dir, stack);
+    const record = readRecord<RevokedRecord>(this.path, stack, expiresAt);
+    this.ids = new Set(record?.ids ?? []);
+    this.confirmed = new Set(record?.confirmed ?? record?.ids ?? []); // a record from before `confirmed`: all were
+  }
+
+  /** Before the revoke is sent (a write-ahead record). */
+  revoking(id: string): void {
+    this.ids.add(id);
+    this.write();
+  }
+
+  /** The shim shows the key revoked: this run's revoke answered, or a listing shows it. */
+  confirm(id: string): void {
+    if (!this.ids.has(id) || this.confirmed.has(id)) return;
+    this.confirmed.add(id);
+    this.write();
+  }
+
+  get unsure(): number {
+    return [...this.ids].filter((id) => !this.confirmed.has(id)).length;
+  }
+
+  remove(): void {
+    rmSync(this.path, { force: true });
+  }
+
+  private write(): void {
+    mkdirSync(this.dir, { recursive: true });
+    const record: RevokedRecord = { stack: this.stack, expiresAt: this.expiresAt.toISOString(), ids: [...this.ids], confirmed: [...this.confirmed] };
+    writeJson(this.path, record);
+  }
 }
 
 export interface ExportOptions extends Omit<RetireOptions, "progress" | "revoking"> {
@@ -82,25 +130,28 @@ export interface ExportOptions extends Omit<RetireOptions, "progress" | "revokin
 }
 
 export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptDeps, "pulumi" | "now">, options: ExportOptions): Promise<UsageExport> {
+  const progress = options.progress ?? (() => {});
   const marker = readRecord<ExportMarker>(markerPath(dir, stack), stack, options.expiresAt);
-  if (marker) return { kind: "already-saved", marker };
+  // The marker lets a destroy go ahead without the tenant's usage in hand: only while the files
+  // it names are there (an operator may have moved or cleaned the usage directory since).
+  const gone = marker ? [marker.usage, marker.keys].filter((f) => !existsSync(f)) : [];
+  if (marker && gone.length === 0) return { kind: "already-saved", marker };
+  if (marker) progress(`${markerPath(dir, stack)} says its usage was saved, but ${gone.join(" and ")} ${gone.length === 1 ? "is" : "are"} gone: exporting again`);
   // The keys revoked for this expiry by an earlier run are still marked (unreadable: they are not).
-  const revoked = new Set(readRecord<RevokedRecord>(revokedPath(dir, stack), stack, options.expiresAt)?.ids ?? []);
+  const revoked = new RevokedKeys(dir, stack, options.expiresAt);
+  const failed = (message: string): UsageExport => ({ kind: "failed", message, revokedKeys: revoked.confirmed.size, unsureKeys: revoked.unsure });
   const r = await stackOutputs(deps.pulumi, stack, { showSecrets: true });
-  if (r.kind !== "outputs") return { kind: "failed", message: r.kind === "error" ? r.message : "the stack is not in the backend", revokedKeys: revoked.size };
+  if (r.kind !== "outputs") return failed(r.kind === "error" ? r.message : "the stack is not in the backend");
   const { createdAt } = r.outputs;
   if (!endpointOf(r.outputs)) {
     return { kind: "none", reason: "no endpoint: the serving stack was never deployed" };
   }
   try {
     const client = adminClient(targetFromOutputs(stack, r.outputs), options.fetchImpl);
-    const progress = options.progress ?? (() => {});
     const retired = await retireKeys(client, {
       ...options, progress,
-      revoking: (key) => {
-        revoked.add(key.id);
-        writeRevoked(dir, stack, options.expiresAt, revoked);
-      },
+      revoking: (key) => revoked.revoking(key.id),
+      revoked: (key) => revoked.confirm(key.id),
     });
     if (retired.stillHolding.length > 0) {
       progress(`requests of ${retired.stillHolding.length} key(s) were still in flight when the wait ended (${retired.stillHolding.map((k) => k.id).join(", ")}): their usage may be missing from what is saved`);
@@ -115,17 +166,17 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
     const stamp = now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
     const path = join(dir, `${stack}-usage-${stamp}.csv`);
     const keysPath = join(dir, `${stack}-keys-${stamp}.json`);
-    const keys = retired.keys.map((k) => (revoked.has(k.id) && k.revoked_at !== null ? { ...k, revoked_by: "reap-expired" } : k));
+    const keys = retired.keys.map((k) => (revoked.ids.has(k.id) && k.revoked_at !== null ? { ...k, revoked_by: "reap-expired" } : k));
     writeJson(keysPath, keys);
     writeFileSync(path, csv);
     const saved: ExportMarker = { stack, expiresAt: options.expiresAt.toISOString(), savedAt: now.toISOString(), usage: path, keys: keysPath };
     writeJson(markerPath(dir, stack), saved);
-    rmSync(revokedPath(dir, stack), { force: true }); // in the keys file now
+    revoked.remove(); // in the keys file now
     return { kind: "saved", path, rows: Math.max(0, csv.trim().split(/\r?\n/).length - 1), keysPath, keys: keys.length };
   } catch (err) {
     // No connection, or no answer: the host may be down, e.g. stopped by a destroy that then
     // failed before this export was ever made.
     const down = err instanceof AdminApiError && err.status === undefined && err.outcome !== "refused";
-    return { kind: "failed", message: `${(err as Error).message}${down ? " (is the tenant's host up? a destroy that failed after its stop step leaves the serving stack down)" : ""}`, revokedKeys: revoked.size };
+    return failed(`${(err as Error).message}${down ? " (is the tenant's host up? a destroy that failed after its stop step leaves the serving stack down)" : ""}`);
   }
 }

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey } from "../../scripts/lib/admin-client.ts";
@@ -347,6 +347,16 @@ describe("reap-expired: a destroy that failed after its stop step", () => {
     expect(second.stderr.join("\n")).toContain("[bravo] KEPT: could not save its usage before the destroy would delete it:");
     expect(second.stderr.join("\n")).toContain("(is the tenant's host up? a destroy that failed after its stop step leaves the serving stack down)");
   });
+  it("a marker whose saved files are gone does not count: the export is tried, and a line says why", async () => {
+    const { root, pulumi, destroys } = await halfDestroyed();
+    const csv = join(root, "usage", readdirSync(join(root, "usage")).find((f) => f.endsWith(".csv"))!);
+    rmSync(csv);
+    const second = memoryIo();
+    expect(await main(["--yes"], { root, pulumi, io: second, env: {}, now: () => NOW })).toBe(1);
+    expect(destroys()).toBe(1); // not destroyed without its usage
+    expect(second.text()).toContain(`[bravo] ${join(root, "usage", "bravo.exported")} says its usage was saved, but ${csv} is gone: exporting again`);
+    expect(second.stderr.join("\n")).toContain("[bravo] KEPT: could not save its usage before the destroy would delete it:");
+  });
 });
 
 describe("reap-expired: the usage export fails after the tenant's keys were revoked", () => {
@@ -401,6 +411,29 @@ describe("reap-expired: the usage export fails after the tenant's keys were revo
     expect(r.code).toBe(1);
     expect(r.io.stderr.join("\n")).toContain("[bravo] KEPT");
     expect(r.io.stderr.join("\n")).not.toContain("revoked");
+  });
+});
+
+describe("reap-expired: what it says of keys it could not revoke", () => {
+  it("a revoke that failed is not counted as revoked: the KEPT line says it may or may not be, and how to check", async () => {
+    const { key } = await shim.createKey({ name: "still-live", credits: 100 });
+    // The tenant's front cannot reach the shim for revokes only (its nginx answers 502).
+    const front = await frontProxy(shim.url, (method) => (method === "DELETE" ? "bad-gateway" : "forward"));
+    try {
+      const r = await reap(["--yes"], (p) => {
+        withoutGolf(p);
+        const bravo = p.stacks.get("bravo")!;
+        bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+      });
+      expect(r.code).toBe(1);
+      const err = r.io.stderr.join("\n");
+      expect(err).toContain("[bravo] KEPT: could not save its usage before the destroy would delete it:");
+      expect(err).not.toContain("revoked (clients get 401)"); // no key was
+      expect(err).toContain("[bravo] the revoke of 1 key got no answer or failed: it may or may not be revoked; see `npm run manage-keys -- list --stack bravo`");
+      expect((await chat(key)).status).toBe(200); // and indeed its clients are still served
+    } finally {
+      front.close();
+    }
   });
 });
 

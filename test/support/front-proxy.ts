@@ -8,7 +8,9 @@ export type FrontAnswer =
   /** The shim acted; its answer never arrives (the connection drops, as on a network cut). */
   | "drop"
   /** The shim acted; the client gets a 504, as from nginx whose read timed out. */
-  | "gateway-timeout";
+  | "gateway-timeout"
+  /** The shim never sees the request; the client gets a 502, as from nginx that cannot reach it. */
+  | "bad-gateway";
 
 export interface FrontProxy {
   /** http://127.0.0.1:<port>, standing in for the tenant's endpoint. */
@@ -25,8 +27,13 @@ export interface FrontProxy {
 export async function frontProxy(upstream: string, answer: (method: string, url: string) => FrontAnswer = () => "forward"): Promise<FrontProxy> {
   const up = new URL(upstream);
   const server = createServer((req, res) => {
+    const what = answer(req.method ?? "", req.url ?? "");
+    if (what === "bad-gateway") {
+      req.resume();
+      res.writeHead(502, { "content-type": "text/html" }).end("<html>502 Bad Gateway</html>");
+      return;
+    }
     const fwd = httpRequest({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-      const what = answer(req.method ?? "", req.url ?? "");
       if (what === "forward") {
         res.writeHead(r.statusCode ?? 502, r.headers);
         r.pipe(res);
