@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import type { IncomingMessage } from "node:http";
 import net from "node:net";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
@@ -9,7 +8,8 @@ import { authHeaders, authHook } from "./auth.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
 import type { RequestState, ShimContext } from "./context.ts";
-import { errorBody, errorHandler, sendError, ShimError, toShimError } from "./errors.ts";
+import { clientErrorHandler, markIfAnsweredEarly, refusalOf, requestClosed, requestOpened } from "./client-errors.ts";
+import { errorHandler, sendError, ShimError, toShimError } from "./errors.ts";
 import { Inflight } from "./inflight.ts";
 import { jsonShapeProblem } from "./json-shape.ts";
 import { requestLogger } from "./logger.ts";
@@ -44,23 +44,6 @@ declare module "fastify" {
 
 const MAX_HEADER_BYTES = 64 * 1024;
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-/** Connections the HTTP server gave up on (requestTimeout): their request is logged 408, not 499. */
-const timedOutSockets = new WeakSet<object>();
-/** Connections whose request was answered before its body had all arrived, until it has. */
-const answeredEarly = new WeakSet<object>();
-
-/**
- * For an answer sent before its request's body has all arrived (the auth hook's 401 or 429, the
- * router's 400): Node reads and drops the rest and keeps the connection. Should the rest never
- * come, requestTimeout must not answer the same request a second time (a 408 after the 401).
- */
-function markIfAnsweredEarly(req: IncomingMessage): void {
-  if (req.complete) return;
-  const socket = req.socket;
-  answeredEarly.add(socket);
-  req.once("end", () => answeredEarly.delete(socket));
-}
-
 /** Builds the Fastify app from its dependencies. It never listens and touches no process globals. */
 export function buildApp(deps: AppDeps): FastifyInstance {
   const { config } = deps;
@@ -99,20 +82,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // routes, which answer it in the OpenAI shape with a request id (503 service_unavailable for
     // inference, /ready 503 with draining: true), not with Fastify's own 503 body.
     return503OnClosing: false,
-    clientErrorHandler: (err, socket) => {
-      // Unparseable HTTP: answer in the OpenAI shape too, then close (the stream is out of sync).
-      const code = (err as NodeJS.ErrnoException).code;
-      if (!socket.writable || code === "ECONNRESET") return void socket.destroy();
-      const tooLarge = code === "HPE_HEADER_OVERFLOW";
-      // requestTimeout: a request (its body, usually) that did not arrive within 120 s.
-      const timedOut = code === "ERR_HTTP_REQUEST_TIMEOUT";
-      if (timedOut && answeredEarly.has(socket)) return void socket.destroy(); // its request has its answer
-      if (timedOut) timedOutSockets.add(socket);
-      const error = timedOut ? new ShimError("request_timeout") : new ShimError("invalid_request", { message: tooLarge ? "Request headers are too large." : "Malformed HTTP request." });
-      const body = errorBody(error);
-      const statusLine = tooLarge ? "431 Request Header Fields Too Large" : timedOut ? "408 Request Timeout" : "400 Bad Request";
-      socket.end(`HTTP/1.1 ${statusLine}\r\nx-request-id: ${randomUUID()}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-    },
+    // Unparseable HTTP, headers too large, a request that did not arrive in time.
+    clientErrorHandler: clientErrorHandler((reqId, status, error) => logUnparsed(ctx, reqId, status, error)),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
     // The HTTP server's limits, set here so tests run with production's. Idle keep-alive above
     // nginx's upstream keepalive (60 s): nginx, not the shim, closes idle connections (else a
@@ -163,13 +134,15 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // 'finish'): its one line is written here, as nginx logs it (499), or 408 when the shim cut a
     // request that did not arrive in time. An inference route writes its own once it runs.
     const socket = request.raw.socket;
+    requestOpened(socket);
     reply.raw.once("close", () => {
+      requestClosed(socket);
       if (reply.raw.writableFinished || request.shim.logged || request.shim.routeLogs) return;
-      const timedOut = timedOutSockets.has(socket);
+      const refusal = refusalOf(socket);
       // Once the drain has cut what was in flight, a connection closing without a whole answer is
       // (almost always) the shim's doing: a request whose body was still arriving, an answer cut.
-      request.shimErrorCode ??= timedOut ? "request_timeout" : ctx.inflight.cutting ? "drain_cut" : "client_closed_request";
-      finishRequest(ctx, request, timedOut ? 408 : 499);
+      request.shimErrorCode ??= refusal ? refusal.error.logCode : ctx.inflight.cutting ? "drain_cut" : "client_closed_request";
+      finishRequest(ctx, request, refusal ? refusal.status : 499);
     });
     return authenticate(request, reply);
   });
@@ -226,6 +199,13 @@ export async function closeApp(app: FastifyInstance, drainMs: number): Promise<{
 
 function newRequestState(): RequestState {
   return { start: performance.now(), model: null, tokens: null, cost: null, logged: false, routeLogs: false };
+}
+
+/** The line and count of a connection the HTTP server refused before Fastify had a request on it. */
+function logUnparsed(ctx: ShimContext, reqId: string, status: number, error: ShimError): void {
+  const route = "unparsed";
+  ctx.metrics.requests.inc({ route, status });
+  ctx.logRequest({ reqId, method: "-", path: "-", status, ms: null, keyId: null, model: null, tokens: null, cost: null, error: error.logCode });
 }
 
 /** The one log line and the metrics of a request; streams call it when their last event is out. */

@@ -31,7 +31,8 @@ export interface RequestLine {
   method: string;
   path: string;
   status: number;
-  ms: number;
+  /** null: the HTTP server refused the connection's bytes before there was a request to time. */
+  ms: number | null;
   keyId: string | null;
   model: string | null;
   tokens: number | null;

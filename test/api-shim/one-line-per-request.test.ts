@@ -52,7 +52,7 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     upstream.closeAllConnections();
     upstream.close();
   });
-  const lines = (id: string) => h.logs.filter((l) => l.includes(`"reqId":"${id}"`)).map((l) => JSON.parse(l) as { level: number; msg: string; status?: number; error?: string });
+  const lines = (id: string) => h.logs.filter((l) => l.includes(`"reqId":"${id}"`)).map((l) => JSON.parse(l) as { level: number; msg: string; status?: number; error?: string; method?: string; path?: string; ms?: number | null });
   const counted = async (route: string) => {
     const m = /shim_requests_total\{route="([^"]+)",status="499"\} (\d+)/g;
     const text = await (await fetch(`${h.url}/metrics`)).text();
@@ -123,6 +123,63 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
   it.each(["/admin/keys/%E0%A4%A/credits", `/admin/keys/${"a".repeat(300)}/credits`])("the router's own answer (400, 404) to a POST %s whose body never ends: no second answer at requestTimeout", async (path) => {
     const answer = await timedOut(slowPost(key, "router", 1000).replace("/v1/chat/completions", path), 300);
     expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toHaveLength(1);
+  });
+
+  /** Sends raw bytes, in steps, and resolves with what the client received by the end. */
+  async function rawExchange(steps: (string | ((socket: net.Socket) => void))[]): Promise<string> {
+    const serverSide = once(h.app.server, "connection") as Promise<[net.Socket]>;
+    const u = new URL(h.url);
+    const s = net.connect(Number(u.port), u.hostname);
+    await once(s, "connect");
+    const [socket] = await serverSide;
+    let answer = "";
+    s.on("data", (d) => (answer += String(d)));
+    for (const step of steps) {
+      if (typeof step === "string") s.write(step);
+      else step(socket);
+      await sleep(200);
+    }
+    await Promise.race([once(s, "close"), sleep(500)]);
+    s.destroy();
+    await sleep(100);
+    return answer;
+  }
+  const unparsedCount = async (status: number) => {
+    const text = await (await fetch(`${h.url}/metrics`)).text();
+    return Number(text.match(new RegExp(`shim_requests_total\\{route="unparsed",status="${status}"\\} (\\d+)`))?.[1] ?? 0);
+  };
+  const idOf = (answer: string) => answer.match(/x-request-id: (\S+)/i)?.[1] ?? "none";
+
+  it("headers that never finish (headersTimeout): 408 to the client, and a line and a count, though Fastify never had a request", async () => {
+    const before = await unparsedCount(408);
+    const answer = await rawExchange([
+      "GET /v1/models HTTP/1.1\r\nhost: x\r\n",
+      (socket) => h.app.server.emit("clientError", Object.assign(new Error("Request timeout"), { code: "ERR_HTTP_REQUEST_TIMEOUT" }), socket),
+    ]);
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(lines(idOf(answer)).map((l) => [l.status, l.error, l.method, l.path, l.ms])).toEqual([[408, "request_timeout", "-", "-", null]]);
+    expect(await unparsedCount(408)).toBe(before + 1);
+  });
+
+  it("bytes that are not HTTP: 400 to the client, and one line", async () => {
+    const answer = await rawExchange(["HELLO THERE\r\n\r\n"]);
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(lines(idOf(answer)).map((l) => [l.status, l.error])).toEqual([[400, "invalid_request"]]);
+  });
+
+  it("a body that turns out malformed: the request's own line says 400 invalid_request, not a client that left", async () => {
+    const head = `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nx-request-id: bad-chunk\r\n\r\n`;
+    const answer = await rawExchange([head, "5\r\n{\"mod\r\n", "zz\r\n"]);
+    expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 400"]);
+    expect(lines("bad-chunk").map((l) => [l.status, l.error])).toEqual([[400, "invalid_request"]]);
+    expect(lines(idOf(answer))).toEqual([]); // no second line for the same request
+  });
+
+  it("an answer sent before the body arrived (a 401): a malformed rest of the body gets no second answer", async () => {
+    const head = `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-gs-wrong\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nx-request-id: early-then-bad\r\n\r\n`;
+    const answer = await rawExchange([head, "zz\r\n"]);
+    expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 401"]);
+    expect(lines("early-then-bad").map((l) => l.status)).toEqual([401]);
   });
 
   it("an answer sent before the body was read (the auth hook's 401) keeps the connection: nginx reuses it", async () => {
