@@ -2,7 +2,7 @@
 // API keys of one tenant, through its admin API (/admin/keys). The admin token comes from the
 // stack's outputs or from an environment variable, never from a flag.
 import { randomUUID } from "node:crypto";
-import { parseCredits } from "../api-shim/src/money.ts";
+import { creditsInput } from "../api-shim/src/money.ts";
 import { isIsoInstant } from "../api-shim/src/period.ts";
 import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey } from "./lib/admin-client.ts";
 import { commaList, type Io, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
@@ -67,10 +67,8 @@ type Flags = { -readonly [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type
 /** Credits as the API takes them: a decimal with at most 6 places (the shim counts micro-credits). */
 function creditsFlag(flag: string, value: string, positive: boolean): string {
   const v = value.trim();
-  const micro = parseCredits(v); // the shim's own rule
-  if (micro === undefined || v.startsWith("-") || (positive && micro === 0)) {
-    throw new UsageError(`--${flag} "${value}" must be a ${positive ? "positive" : "non-negative"} number of credits with at most 6 decimals, e.g. 250 or 12.5`);
-  }
+  const given = creditsInput(v, positive ? "positive" : "non-negative"); // the shim's own rule
+  if ("must" in given) throw new UsageError(`--${flag} "${value}" must be ${given.must}, e.g. 250 or 12.5`);
   return v;
 }
 

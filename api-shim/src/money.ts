@@ -32,6 +32,22 @@ export function parseCredits(value: unknown): number | undefined {
   return m[1] === "-" && micro !== 0 ? -micro : micro;
 }
 
+/**
+ * A credits amount a person typed (an admin API body, a manage-keys flag): µc, or what the value
+ * must be, for the message. A value too large for the ledger is told apart from one that is not a
+ * number: "10000000000" has no decimals, and being told it needs at most 6 would send one looking
+ * for the wrong mistake.
+ */
+export function creditsInput(value: unknown, min: "positive" | "non-negative"): { micro: number } | { must: string } {
+  const micro = parseCredits(value);
+  const positive = min === "positive";
+  if (micro !== undefined && (positive ? micro > 0 : micro >= 0 && !String(value).trim().startsWith("-"))) return { micro };
+  const text = typeof value === "number" ? value : typeof value === "string" ? value.trim() : null;
+  const tooLarge = typeof text === "number" ? Number.isFinite(text) && text * MICRO_PER_CREDIT > Number.MAX_SAFE_INTEGER : text !== null && /^\d+(?:\.\d{1,6})?$/.test(text) && micro === undefined;
+  if (tooLarge) return { must: `at most ${formatCredits(Number.MAX_SAFE_INTEGER)} credits` };
+  return { must: `a ${min} number of credits with at most 6 decimals` };
+}
+
 /** Formats µc as a decimal string of credits without trailing zeros: 1500000 -> "1.5". */
 export function formatCredits(micro: number): string {
   if (!Number.isSafeInteger(micro)) throw new RangeError(`not an integer amount of µc: ${micro}`);

@@ -108,6 +108,12 @@ describe("admin routes and usage reports", () => {
     const big = await topUp(rich.id, 9_000_000);
     expect(big.status).toBe(400);
     expect(await error(big)).toMatchObject({ code: "invalid_request", param: "amount" });
+    // An amount that is itself past what the ledger holds is told so, not told it has too many decimals.
+    for (const [path, body] of [[`/admin/keys/${rich.id}/credits`, { amount: 10_000_000_000 }], ["/admin/keys", { name: "big", credits: "10000000000" }]] as const) {
+      const res = await h.admin(path, { method: "POST", body: JSON.stringify(body) });
+      expect(res.status).toBe(400);
+      expect((await res.json()) as { error: { message: string } }).toMatchObject({ error: { message: `'${"amount" in body ? "amount" : "credits"}' must be at most 9007199254.740991 credits.` } });
+    }
     for (const k of [revoked, expiring, rich]) {
       const audit = (await h.store.audit()).find((a) => a.keyId === k.id)!;
       expect(audit.balance).toBe(audit.ledgerSum);

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply } from "fastify";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { generateKey, isKeyId } from "../keys.ts";
-import { creditsNumber, formatCredits, parseCredits } from "../money.ts";
+import { creditsInput, creditsNumber, formatCredits } from "../money.ts";
 import { isIsoInstant, parsePeriod, showPeriod } from "../period.ts";
 import { keyIsLive, type KeyRecord } from "../store/store.ts";
 import { isPlainText } from "../text.ts";
@@ -19,8 +19,9 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const body = object(request.body, ["name", "credits", "tier", "models", "expires_at", "expiresAt"]);
     const name = body.name;
     if (typeof name !== "string" || name.trim() === "" || name.length > 200 || !isPlainText(name)) throw invalid("'name' is required: a string of 1 to 200 characters, without control characters.", "name");
-    const credits = body.credits === undefined ? 0 : parseCredits(body.credits);
-    if (credits === undefined || credits < 0) throw invalid("'credits' must be a non-negative number of credits with at most 6 decimals.", "credits");
+    const given = body.credits === undefined ? { micro: 0 } : creditsInput(body.credits, "non-negative");
+    if ("must" in given) throw invalid(`'credits' must be ${given.must}.`, "credits");
+    const credits = given.micro;
     const tier = body.tier === undefined ? ctx.config.defaultTier : body.tier;
     if (typeof tier !== "string" || !ctx.config.tiers.has(tier)) throw invalid(`'tier' must be one of: ${[...ctx.config.tiers.keys()].join(", ")}.`, "tier");
     const models = modelList(ctx, body.models);
@@ -55,8 +56,9 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.post<{ Params: { id: string } }>("/admin/keys/:id/credits", async (request, reply) => {
     if (!isKeyId(request.params.id)) throw keyNotFound();
     const body = object(request.body, ["amount", "note"]);
-    const amount = parseCredits(body.amount);
-    if (amount === undefined || amount <= 0) throw invalid("'amount' must be a positive number of credits with at most 6 decimals.", "amount");
+    const given = creditsInput(body.amount, "positive");
+    if ("must" in given) throw invalid(`'amount' must be ${given.must}.`, "amount");
+    const amount = given.micro;
     if (body.note !== undefined && (typeof body.note !== "string" || body.note.length > 500 || !isPlainText(body.note, { lineBreaks: true }))) throw invalid("'note' must be a string of at most 500 characters, without control characters other than tabs and line breaks.", "note");
     const idem = request.headers["idempotency-key"];
     if (idem !== undefined && (typeof idem !== "string" || idem === "" || idem.length > 200)) throw invalid("Idempotency-Key must be 1 to 200 characters.", "Idempotency-Key");
