@@ -4,7 +4,7 @@ import { ShimError } from "./errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { formatCredits } from "./money.ts";
 import { type IpScope, rateLimitHeaders } from "./rate-limit.ts";
-import { ClientLeftError, keyIsLive } from "./store/store.ts";
+import { ClientLeftError, type KeyRecord, keyIsLive } from "./store/store.ts";
 import { urlPath } from "./text.ts";
 
 /**
@@ -43,6 +43,7 @@ export function authHook(ctx: ShimContext) {
       throttleUnauthenticated(ctx, request);
       throw new ShimError("invalid_api_key");
     }
+    // A key whose tier was taken out of the configuration since (server.ts warns at start).
     const limits = ctx.config.tiers.get(key.tier) ?? ctx.config.tiers.get(ctx.config.defaultTier)!;
     const buckets = ctx.limiter.forKey(key.id, limits);
     request.auth = { key, buckets, limits };
@@ -115,4 +116,11 @@ export function rateLimited(retryMs: number, headers: Record<string, string>, wh
     headers: { ...headers, "retry-after": String(seconds) },
     logCode: why.logCode,
   });
+}
+
+/** Live keys per tier that the configuration no longer defines (they get defaultTier's limits). */
+export function keysOfUnconfiguredTiers(keys: readonly KeyRecord[], tiers: ReadonlyMap<string, unknown>, now: number): Map<string, number> {
+  const found = new Map<string, number>();
+  for (const k of keys) if (!tiers.has(k.tier) && keyIsLive(k, now)) found.set(k.tier, (found.get(k.tier) ?? 0) + 1);
+  return found;
 }

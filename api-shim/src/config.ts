@@ -244,6 +244,9 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
   const tiers = new Map(DEFAULT_TIERS);
   for (const [name, t] of Object.entries(obj(root.tiers, at("tiers"), null, bad))) {
     const to = obj(t, at(`tiers.${name}`), ["rpm", "tpm", "concurrency"], bad);
+    // A new tier names both limits (null for unlimited), as the Pulumi program requires: one left
+    // out would otherwise be unlimited without anyone having written so.
+    if (!tiers.has(name) && (to.rpm === undefined || to.tpm === undefined)) bad(at(`tiers.${name}`), t, "both rpm and tpm for a new tier (a number, or null for unlimited)");
     const base = tiers.get(name) ?? { rpm: null, tpm: null, concurrency: null };
     tiers.set(name, {
       rpm: limit(to.rpm, at(`tiers.${name}.rpm`), base.rpm),

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { buildApp, closeApp } from "./app.ts";
 import { systemClock } from "./clock.ts";
 import { ConfigError, parseShimConfig, type ShimConfig } from "./config.ts";
+import { keysOfUnconfiguredTiers } from "./auth.ts";
 import { createLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
 import { redactUrl } from "./store/database-url.ts";
@@ -65,6 +66,11 @@ async function main(): Promise<void> {
       for (const keyId of await store.revokeRemovedBootstrapKeys(config.bootstrapKeys.map((k) => k.id), Date.now())) {
         logger.warn({ keyId }, "bootstrap key no longer in the configuration: revoked");
       }
+    }
+    // A tier taken out of the configuration leaves its keys running under the default tier's
+    // limits (auth.ts): said once at start, so an operator does not find out from customers.
+    for (const [tier, keys] of keysOfUnconfiguredTiers(await store.listKeys(), config.tiers, Date.now())) {
+      logger.warn({ tier, keys, defaultTier: config.defaultTier }, "live keys have a tier the configuration does not define: they are served under defaultTier's limits until it is defined again");
     }
   } catch (e) {
     if (e instanceof SqliteInUseError) {

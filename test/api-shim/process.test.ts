@@ -290,6 +290,28 @@ describe("the shim process", () => {
     await output.stopCleanly(await start());
   });
 
+  it("a tier taken out of the configuration: its keys are served under defaultTier's limits, and the start says so", async () => {
+    const withTier = join(dir, "with-tier.yaml");
+    writeFileSync(withTier, stringify({ models: [{ name: "qwen2.5-7b", maxModelLen: 4096 }], tiers: { workshop: { rpm: 1000, tpm: 1000000 } } }));
+    const first = await start({ SHIM_CONFIG: withTier });
+    const made = await fetch(`${first.url}/admin/keys`, { method: "POST", headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" }, body: JSON.stringify({ name: "w", tier: "workshop", credits: 5 }) });
+    expect(made.status).toBe(201);
+    const workshopKey = ((await made.json()) as { key: string }).key;
+    await output.stopCleanly(first);
+
+    const withoutTier = join(dir, "without-tier.yaml");
+    writeFileSync(withoutTier, stringify({ models: [{ name: "qwen2.5-7b", maxModelLen: 4096 }] }));
+    const p = await start({ SHIM_CONFIG: withoutTier });
+    expect(await p.waitForLine((e) => e.tier === "workshop")).toMatchObject({
+      level: 40, keys: 1, defaultTier: "free",
+      msg: "live keys have a tier the configuration does not define: they are served under defaultTier's limits until it is defined again",
+    });
+    const served = await fetch(`${p.url}/v1/models`, { headers: { authorization: `Bearer ${workshopKey}` } });
+    expect(served.headers.get("x-ratelimit-limit")).toBe("10"); // free's, not workshop's 1000
+    await output.stopCleanly(p);
+    assertNoSecrets([...first.lines, ...p.lines], [workshopKey]);
+  });
+
   it("a bootstrap key removed from the configuration stops working at the next start", async () => {
     // Without SHIM_CONFIG (say, a manual run against the same database) nothing is revoked.
     const bare = await start({ SHIM_CONFIG: "" });
