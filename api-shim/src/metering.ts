@@ -93,16 +93,27 @@ export class StreamMeter {
   }
 
   /**
+   * Whether anything was generated. Not whether usage came: with running usage, vLLM's first
+   * chunk (the role, no content) already carries the prompt's tokens and 0 completion tokens.
+   */
+  get contentSeen(): boolean {
+    if (this.generated > 0 || this.finalUsage !== null) return true;
+    for (const u of this.running.values()) if (u.completionTokens > 0) return true;
+    return false;
+  }
+
+  /**
    * What to charge for: the upstream's usage chunk; else (stream cut short) the running usage:
    * each output's latest completion tokens summed, each prompt's tokens once (outputs i and j
    * share a prompt when ⌊i/n⌋ = ⌊j/n⌋); else the count of content-bearing chunks as completion
-   * tokens (never too many: each carried at least one) and `promptEstimate` as prompt tokens,
-   * which the caller passes only when it is owed (see stream.ts). A running count is never
-   * taken below the content chunks seen.
+   * tokens (never too many: each carried at least one). A running count is never taken below
+   * the content chunks seen. The prompt of a stream cut short is charged only when `promptOwed`
+   * (see stream.ts) and content came: from the running usage, else `promptEstimate()`.
    */
-  usage(promptEstimate = 0): Usage {
+  usage(promptOwed = true, promptEstimate: () => number = () => 0): Usage {
     if (this.finalUsage) return this.finalUsage;
-    if (this.running.size === 0) return { promptTokens: this.generated > 0 ? promptEstimate : 0, completionTokens: this.generated };
+    const owed = promptOwed && this.contentSeen;
+    if (this.running.size === 0) return { promptTokens: owed ? promptEstimate() : 0, completionTokens: this.generated };
     const prompts = new Map<number, number>();
     let completion = 0;
     for (const [index, u] of this.running) {
@@ -111,7 +122,7 @@ export class StreamMeter {
       prompts.set(group, Math.max(prompts.get(group) ?? 0, u.promptTokens));
     }
     let prompt = 0;
-    for (const p of prompts.values()) prompt += p;
+    if (owed) for (const p of prompts.values()) prompt += p;
     return { promptTokens: prompt, completionTokens: Math.max(completion, this.generated) };
   }
 }

@@ -84,7 +84,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
         // message is the upstream's internals), and charged as an upstream failure below. After
         // content it is the upstream's failure whatever its code says: vLLM 0.10-0.11 label
         // every in-stream exception 400, a dead engine included, with the engine's message.
-        failure = meter.generated > 0 || meter.sawUsage ? new ShimError("upstream_error") : upstreamErrorBody(m.data, request.shim.model ?? undefined);
+        failure = meter.contentSeen ? new ShimError("upstream_error") : upstreamErrorBody(m.data, request.shim.model ?? undefined);
         metricReason = "stream_error";
         break;
       }
@@ -127,11 +127,12 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   try {
     // An upstream failure before any content is the upstream's fault: nothing is charged.
     // A client that leaves is charged the request and what was generated up to then, with its
-    // prompt estimated if no usage came (so is a whole stream that came without usage); an
-    // upstream failure after content, only the content.
-    const nothing = failure !== null && meter.generated === 0 && !meter.sawUsage;
+    // prompt (running usage's, else estimated) once content came (so is a whole stream that came
+    // without usage); an upstream failure after content, only the content. Whether the upstream
+    // sends running usage must not change any of this.
+    const nothing = failure !== null && !meter.contentSeen;
     const owesPrompt = clientGone || failure === null;
-    const { cost, available } = await settlement.settle(clientGone ? 499 : (failure?.status ?? 200), nothing ? null : meter.usage(owesPrompt ? input.promptEstimate() : 0));
+    const { cost, available } = await settlement.settle(clientGone ? 499 : (failure?.status ?? 200), nothing ? null : meter.usage(owesPrompt, input.promptEstimate));
     figures = `: credits_charged=${formatCredits(cost)} credits_remaining=${formatCredits(available)}\n\n`;
   } catch (e) {
     // The store failed after the upstream answered: the hold stays until the next start releases it.

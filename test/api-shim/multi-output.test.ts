@@ -104,16 +104,35 @@ describe("multi-output and batched requests are charged their full usage", () =>
     expect(Number(res.headers.get("x-credits-charged"))).toBeCloseTo(price(body.usage.prompt_tokens, body.usage.completion_tokens), 6);
   });
 
-  it("a multi-output stream cut short is charged every output's running usage, not the last one's", async () => {
+  it("a multi-output stream cut short by the upstream is charged every output's running usage, not the last one's, and no prompt", async () => {
     h.fake.set({ stopAfterTokens: 30, stopMode: "cut" });
     try {
       const res = await post(key, "/v1/chat/completions", { model: "qwen-cont", messages: [{ role: "user", content: "go on" }], max_tokens: 40, n: 4, stream: true });
       const text = await res.text();
       expect(text).toContain('"code":"upstream_error"');
       const charged = Number(/: credits_charged=([\d.]+)/.exec(text)![1]);
-      expect(charged).toBeCloseTo(price(6, 4 * 30), 6); // "user go on" + 3 = 6 prompt tokens, once
+      expect(charged).toBeCloseTo(price(0, 4 * 30), 6); // the upstream failed: the content delivered only
     } finally {
       h.fake.set({ stopAfterTokens: null });
+    }
+  });
+
+  it("a multi-output stream its client leaves is charged every output's running usage and the prompt once", async () => {
+    h.fake.set({ tokenDelayMs: 150 });
+    const { key: k, id } = await h.createKey({ credits: 1000 });
+    try {
+      const ac = new AbortController();
+      const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${k}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen-cont", messages: [{ role: "user", content: "go on" }], max_tokens: 40, n: 4, stream: true }) });
+      const reader = res.body!.getReader();
+      let seen = "";
+      // Every output's third token (vLLM interleaves them: the last output's comes last).
+      while ((seen.match(/ t3"/g) ?? []).length < 4) seen += new TextDecoder().decode((await reader.read()).value);
+      ac.abort();
+      await h.waitForRequestLog((e) => e.keyId === id);
+      const key = (await h.store.getKey(id))!;
+      expect((1000 * 1_000_000 - key.balance) / 1_000_000).toBeCloseTo(price(6, 4 * 3), 6); // "user go on" + 3 = 6 prompt tokens, once
+    } finally {
+      h.fake.set({ tokenDelayMs: 0 });
     }
   });
 

@@ -209,6 +209,62 @@ describe("streaming metering", () => {
   });
 });
 
+/**
+ * With running usage (a model with continuousUsage, or a client asking for continuous_usage_stats),
+ * vLLM's first chunk, the role with no content, already carries the prompt's tokens: that is not
+ * content, and must not change what a failed or left stream costs.
+ */
+describe("a stream's charge does not depend on whether the upstream sends running usage", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim({ file: FILE, fake: FAKE });
+  });
+  afterEach(() => h.fake.reset());
+  afterAll(() => h.close());
+  const charged = async (id: string) => 1000 * CREDIT - (await h.store.getKey(id))!.balance;
+  const ask = (model: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: "user", content: "hello there" }], max_tokens: 5, stream: true, ...extra });
+  const runningUsage = [
+    ["qwen-cont (continuousUsage: true)", ask("qwen-cont")],
+    ["qwen2.5-7b with a client asking for continuous_usage_stats", ask("qwen2.5-7b", { stream_options: { include_usage: true, continuous_usage_stats: true } })],
+  ] as const;
+
+  it.each(runningUsage)("%s: an error event before any content costs nothing, and a 4xx keeps vLLM's message as it does without running usage", async (_, body) => {
+    for (const stopMode of ["error", "cut"] as const) {
+      h.fake.set({ stopAfterTokens: 0, stopMode });
+      const { key, id } = await h.createKey({ credits: 1000 });
+      const text = await (await h.post(key, "/v1/chat/completions", body)).text();
+      expect(text, stopMode).toContain('"code":"upstream_error"');
+      expect(text, stopMode).toContain(": credits_charged=0 ");
+      expect(await charged(id), stopMode).toBe(0);
+    }
+    h.fake.set({ stopAfterTokens: 0, stopMode: "error400" });
+    const { key } = await h.createKey({ credits: 1000 });
+    const text = await (await h.post(key, "/v1/chat/completions", body)).text();
+    expect(text).toContain('"type":"invalid_request_error"');
+    expect(text).toContain("EngineCore encountered an issue");
+  });
+
+  it.each(runningUsage)("%s: a client that leaves before any content pays the request price only", async (_, body) => {
+    h.fake.set({ tokenDelayMs: 300 });
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const ac = new AbortController();
+    const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    const first = new TextDecoder().decode((await res.body!.getReader().read()).value); // vLLM's role chunk: no content
+    expect(first).toContain('"role":"assistant","content":""');
+    ac.abort();
+    await h.waitForRequestLog((e) => e.keyId === id);
+    expect(await charged(id)).toBe(CREDIT);
+  });
+
+  it.each(runningUsage)("%s: an upstream failure after content charges the content only, as without running usage", async (_, body) => {
+    h.fake.set({ stopAfterTokens: 2, stopMode: "cut" });
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const text = await (await h.post(key, "/v1/chat/completions", body)).text();
+    expect(text).toContain('"code":"upstream_error"');
+    expect(await charged(id)).toBe(cost(0, 2));
+  });
+});
+
 describe("stream idle timeout", () => {
   it("an upstream silent for longer than SHIM_STREAM_IDLE_TIMEOUT_MS: error event, upstream aborted, nothing charged", async () => {
     const h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_STREAM_IDLE_TIMEOUT_MS: "300" } });

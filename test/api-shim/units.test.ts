@@ -435,11 +435,20 @@ describe("metering fast path", () => {
     for (const e of events) expect(m.process(e)).toEqual({ kind: "chunk", forward: e });
     expect(m.generated).toBe(3);
     expect(m.usage()).toEqual({ promptTokens: 0, completionTokens: 3 });
-    expect(m.usage(7)).toEqual({ promptTokens: 7, completionTokens: 3 }); // a client that left owes its prompt
+    expect(m.usage(true, () => 7)).toEqual({ promptTokens: 7, completionTokens: 3 }); // a client that left owes its prompt
+    expect(m.usage(false, () => 7)).toEqual({ promptTokens: 0, completionTokens: 3 }); // an upstream failure: the content only
   });
 });
 
 describe("running usage of several outputs", () => {
+  it("vLLM's role chunk carries the prompt's usage, but is not content: nothing is owed for it", () => {
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, outputsPerPrompt: 1 });
+    m.process('data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":{"prompt_tokens":12,"completion_tokens":0,"total_tokens":12}}');
+    expect(m.sawUsage).toBe(true);
+    expect(m.contentSeen).toBe(false);
+    expect(m.usage(true, () => 99)).toEqual({ promptTokens: 0, completionTokens: 0 });
+  });
+
   // vLLM's continuous usage is per output: its own completion tokens, its own prompt's tokens.
   const chunk = (index: number, prompt: number, completion: number) =>
     `data: {"choices":[{"index":${index},"text":"x","finish_reason":null}],"usage":{"prompt_tokens":${prompt},"completion_tokens":${completion},"total_tokens":${prompt + completion}}}`;
@@ -450,7 +459,8 @@ describe("running usage of several outputs", () => {
     for (const [i, p] of [[0, 10], [1, 10], [2, 20], [3, 20]] as const) m.process(chunk(i, p, 1));
     for (const [i, p] of [[0, 10], [1, 10], [2, 20]] as const) m.process(chunk(i, p, 2));
     m.process(chunk(0, 10, 3));
-    expect(m.usage(999)).toEqual({ promptTokens: 30, completionTokens: 3 + 2 + 2 + 1 });
+    expect(m.usage(true, () => 999)).toEqual({ promptTokens: 30, completionTokens: 3 + 2 + 2 + 1 });
+    expect(m.usage(false)).toEqual({ promptTokens: 0, completionTokens: 3 + 2 + 2 + 1 }); // an upstream failure: the content only
   });
 
   it("chat with n = 3: the one prompt counted once", () => {
@@ -493,9 +503,9 @@ describe("metering through LiteLLM", () => {
   it("counts spaced content chunks for the disconnect fallback, with the prompt estimate once content arrived", () => {
     const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1 });
     m.process('data: {"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}');
-    expect(m.usage(7)).toEqual({ promptTokens: 0, completionTokens: 0 }); // the role chunk: no content, so no prompt owed
+    expect(m.usage(true, () => 7)).toEqual({ promptTokens: 0, completionTokens: 0 }); // the role chunk: no content, so no prompt owed
     for (const e of spaced.slice(0, 3)) m.process(e);
-    expect(m.usage(7)).toEqual({ promptTokens: 7, completionTokens: 3 });
+    expect(m.usage(true, () => 7)).toEqual({ promptTokens: 7, completionTokens: 3 });
   });
 });
 
