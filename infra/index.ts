@@ -22,3 +22,6 @@ export const apiKeys = tenant.apiKeys;
 export const adminToken = tenant.adminToken;
 export const caCertificate = tenant.caCertificate;
 export const bundleHash = tenant.bundleHash;
+// Read by the scripts (scripts/lib/pulumi.ts endpointOf): false means nothing serves at the
+// endpoint yet, so reap-expired has no usage to save and destroys the host.
+export const servingDeployed = tenant.servingDeployed;

@@ -1,6 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../infra/config.ts";
+import { endpointOf } from "../../scripts/lib/pulumi.ts";
 import { installMocks, settle, valueOf } from "../support/pulumi-mocks.ts";
 
 /** Stack config as the Pulumi CLI hands it to a program: every value a string, objects as JSON. */
@@ -68,7 +69,14 @@ describe("infra/index.ts, the entry point Pulumi runs", () => {
     expect(await valueOf(program.expiresAt)).toMatch(/Z$/);
     expect(Object.keys(program).sort()).toEqual([
       "adminToken", "apiKeys", "bundleHash", "caCertificate", "createdAt", "endpoint", "expiresAt", "gpu", "hourlyCostUsd",
-      "ip", "ipv6", "monthlyCostUsd", "plan", "region", "rootPassword", "sshCommand", "sshPrivateKey",
+      "ip", "ipv6", "monthlyCostUsd", "plan", "region", "rootPassword", "servingDeployed", "sshCommand", "sshPrivateKey",
     ]);
+    // What \`pulumi stack output --json\` holds, as the operator scripts read it: a stack that never
+    // had adminCidrs says nothing serves at its endpoint, so reap-expired destroys it without an
+    // export and list-tenants shows "host only".
+    const outputs: Record<string, unknown> = {};
+    for (const [name, value] of Object.entries(program)) outputs[name] = await valueOf(value as pulumi.Output<unknown>);
+    expect(outputs.servingDeployed).toBe(false);
+    expect(endpointOf(outputs)).toBeUndefined();
   });
 });
