@@ -198,7 +198,7 @@ export async function closeApp(app: FastifyInstance, drainMs: number): Promise<{
 }
 
 function newRequestState(): RequestState {
-  return { start: performance.now(), model: null, tokens: null, cost: null, logged: false, routeLogs: false };
+  return { start: performance.now(), model: null, tokens: null, cost: null, available: null, logged: false, routeLogs: false };
 }
 
 /** The line and count of a connection the HTTP server refused before Fastify had a request on it. */

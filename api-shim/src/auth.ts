@@ -79,7 +79,9 @@ export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged: 
   if (!auth) return {};
   const h = rateLimitHeaders(auth.buckets, ctx.clock.monotonic(), ctx.clock.now());
   if (charged !== null) h["x-credits-charged"] = formatCredits(charged); // null: not known yet (streams)
-  h["x-credits-remaining"] = formatCredits(available ?? auth.key.balance - auth.key.held);
+  // After a settlement, its figure (an upstream's refusal may come minutes after the key was
+  // read, other requests settled since); before one, the key as read at authentication.
+  h["x-credits-remaining"] = formatCredits(available ?? request.shim.available ?? auth.key.balance - auth.key.held);
   return h;
 }
 

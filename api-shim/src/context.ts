@@ -32,6 +32,8 @@ export interface RequestState {
   model: string | null;
   tokens: number | null;
   cost: number | null;
+  /** What the key had available once this request settled: the credit figure its answer shows. */
+  available: number | null;
   logged: boolean;
   /** An inference route has taken the request: it writes the line, a client that left included. */
   routeLogs: boolean;

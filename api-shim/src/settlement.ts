@@ -66,6 +66,7 @@ export class Settlement {
     });
     request.shim.tokens = tokens;
     request.shim.cost = charged;
+    request.shim.available = available;
     // Metrics label a model by its configured name; without a model list, names are the
     // clients' own choice, so they share one label rather than grow the metric without bound.
     const label = ctx.config.models ? this.model : "unlisted";

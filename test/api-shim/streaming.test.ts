@@ -265,6 +265,27 @@ describe("a stream's charge does not depend on whether the upstream sends runnin
   });
 });
 
+describe("x-credits-remaining on an answer the upstream refused", () => {
+  it("is what the key has left when the answer is written, not when the key was read", async () => {
+    const h = await startShim({ file: FILE, fake: FAKE });
+    try {
+      const { key, id } = await h.createKey({ credits: 1000 });
+      // A stream holds credits while a second request waits on the upstream, which then refuses it.
+      h.fake.set({ tokenDelayMs: 50, defaultTokens: 20 });
+      const streamed = (await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "a" }], max_tokens: 20, stream: true })).text();
+      h.fake.set({ failStatus: 400, headerDelayMs: 2000 });
+      const refused = await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "b" }], max_tokens: 5 });
+      await refused.text();
+      await streamed;
+      expect(refused.status).toBe(400);
+      const k = (await h.store.getKey(id))!;
+      expect(Number(refused.headers.get("x-credits-remaining"))).toBe((k.balance - k.held) / CREDIT);
+    } finally {
+      await h.close();
+    }
+  });
+});
+
 describe("stream idle timeout", () => {
   it("an upstream silent for longer than SHIM_STREAM_IDLE_TIMEOUT_MS: error event, upstream aborted, nothing charged", async () => {
     const h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_STREAM_IDLE_TIMEOUT_MS: "300" } });
