@@ -1,12 +1,12 @@
 import { once } from "node:events";
 import { createServer } from "node:http";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { type AddressInfo, connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { stringify } from "yaml";
+import { parse, stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/keys.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
@@ -291,17 +291,16 @@ describe("the shim process", () => {
   });
 
   it("a tier taken out of the configuration: its keys are served under defaultTier's limits, and the start says so", async () => {
+    // The test's configuration (its bootstrap key kept), with one more tier.
     const withTier = join(dir, "with-tier.yaml");
-    writeFileSync(withTier, stringify({ models: [{ name: "qwen2.5-7b", maxModelLen: 4096 }], tiers: { workshop: { rpm: 1000, tpm: 1000000 } } }));
+    writeFileSync(withTier, stringify({ ...(parse(readFileSync(env.SHIM_CONFIG!, "utf8")) as object), tiers: { workshop: { rpm: 1000, tpm: 1000000 } } }));
     const first = await start({ SHIM_CONFIG: withTier });
     const made = await fetch(`${first.url}/admin/keys`, { method: "POST", headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" }, body: JSON.stringify({ name: "w", tier: "workshop", credits: 5 }) });
     expect(made.status).toBe(201);
     const workshopKey = ((await made.json()) as { key: string }).key;
     await output.stopCleanly(first);
 
-    const withoutTier = join(dir, "without-tier.yaml");
-    writeFileSync(withoutTier, stringify({ models: [{ name: "qwen2.5-7b", maxModelLen: 4096 }] }));
-    const p = await start({ SHIM_CONFIG: withoutTier });
+    const p = await start(); // the test's configuration: no workshop tier
     expect(await p.waitForLine((e) => e.tier === "workshop")).toMatchObject({
       level: 40, keys: 1, defaultTier: "free",
       msg: "live keys have a tier the configuration does not define: they are served under defaultTier's limits until it is defined again",
