@@ -1,4 +1,6 @@
 import { randomBytes } from "node:crypto";
+import { shownUrl } from "../api-shim/src/config.ts";
+import { redactUrl } from "../api-shim/src/store/database-url.ts";
 import { exitOnFailure, mainWithUsage } from "./lib/cli.ts";
 
 const USAGE = `Usage: npm run shim
@@ -15,7 +17,8 @@ server. Every SHIM_* variable of docs/api-shim.md applies; these have developmen
   SHIM_ADMIN_TOKEN    generated and printed once when unset
   SHIM_CONFIG         a YAML file: prices, tiers, models, bootstrap keys (docs/api-shim.md)
 
-Prints where it listens, an admin token and the curl that makes a key. Ctrl-C drains and stops.
+Prints where it listens, the upstream and database URLs (a password in them as ***), an admin
+token and the curl that makes a key. Ctrl-C drains and stops.
 
 Examples:
   npm run fake-vllm &
@@ -48,8 +51,9 @@ export function devEnvironment(env: NodeJS.ProcessEnv): { env: NodeJS.ProcessEnv
 export function banner(env: NodeJS.ProcessEnv, generatedToken: string | null): string {
   const base = `http://${env.SHIM_HOST === "0.0.0.0" ? "127.0.0.1" : env.SHIM_HOST}:${env.SHIM_PORT}`;
   const token = generatedToken ?? "$SHIM_ADMIN_TOKEN";
+  // Printed before the configuration is checked: neither URL is shown with its credentials.
   return [
-    `api-shim (dev) on ${base}  upstream ${env.SHIM_UPSTREAM_URL}  database ${env.SHIM_DATABASE_URL}`,
+    `api-shim (dev) on ${base}  upstream ${shownUrl(env.SHIM_UPSTREAM_URL ?? "")}  database ${redactUrl(env.SHIM_DATABASE_URL ?? "")}`,
     generatedToken ? `admin token (generated for this run, shown once): ${generatedToken}` : "admin token: from SHIM_ADMIN_TOKEN",
     "create a key:",
     `  curl -s -X POST ${base}/admin/keys -H "authorization: Bearer ${token}" -H 'content-type: application/json' -d '{"name":"me","credits":100,"tier":"developer"}'`,

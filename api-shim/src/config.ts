@@ -97,6 +97,23 @@ const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"
 const KEY_HASH = /^sha256:[0-9a-f]{64}$/;
 const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
 
+/**
+ * An http(s) URL as a log line or a message may show it: never whole, since a password, a token
+ * or a key in it would reach the logs. User info becomes `***@`, a query or fragment `?…`;
+ * unparseable (or not http), it is shown only up to where user info, a query or a fragment could
+ * start.
+ */
+export function shownUrl(v: string): string {
+  try {
+    const u = new URL(v);
+    if (u.protocol === "http:" || u.protocol === "https:") {
+      const credentials = u.username !== "" || u.password !== "";
+      return `${u.protocol}//${credentials ? "***@" : ""}${u.host}${u.pathname}${u.search || u.hash ? "?…" : ""}`;
+    }
+  } catch {}
+  return v.includes("://") ? `${v.slice(0, v.indexOf("://") + 3)}…` : v.includes("@") ? "…" : v.replace(/[?#].*$/, "…");
+}
+
 /** The shortest SHIM_ADMIN_TOKEN accepted: 16 characters, ~95 bits even from hex digits. */
 export const MIN_ADMIN_TOKEN_LENGTH = 16;
 
@@ -127,15 +144,11 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     if (v === null) return null;
     let ok = false;
     let credentials = false;
-    // The value is not repeated whole: a password, a token or a key in it would reach the logs.
-    // Unparseable, it is shown only up to where user info, a query or a fragment could start.
-    let shown = v.includes("://") ? `${v.slice(0, v.indexOf("://") + 3)}…` : v.includes("@") ? "…" : v.replace(/[?#].*$/, "…");
+    const shown = shownUrl(v);
     try {
       const u = new URL(v);
       credentials = u.username !== "" || u.password !== "";
-      const http = u.protocol === "http:" || u.protocol === "https:";
-      ok = http && !u.search && !u.hash && !credentials;
-      if (http) shown = `${u.protocol}//${credentials ? "***@" : ""}${u.host}${u.pathname}${u.search || u.hash ? "?…" : ""}`;
+      ok = (u.protocol === "http:" || u.protocol === "https:") && !u.search && !u.hash && !credentials;
     } catch {}
     if (credentials) problems.push(`${name}: ${show(shown)} has credentials in it, which would not be sent (only the origin is used); ${withoutCredentials}`);
     else if (!ok) bad(name, shown, `an http(s) URL without query, e.g. ${example}`);

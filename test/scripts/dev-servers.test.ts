@@ -44,6 +44,17 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     },
   );
 
+  it("the banner shows the database and upstream URLs without their credentials", () => {
+    const text = banner({
+      SHIM_HOST: "127.0.0.1", SHIM_PORT: "8080",
+      SHIM_UPSTREAM_URL: "https://proxy-user:Upstr3amPass@gpu-box:8000/v1?api_key=Upstr3amKey",
+      SHIM_DATABASE_URL: "postgres://shim:S3cretPassw0rd@db.internal:5432/shim?sslmode=require",
+    }, null);
+    expect(text).not.toMatch(/S3cretPassw0rd|Upstr3am/);
+    expect(text).toContain("upstream https://***@gpu-box:8000/v1?…");
+    expect(text).toContain("database postgres://shim:***@db.internal:5432/shim?sslmode=require");
+  });
+
   it("fake-vllm on a busy port says which variable moves it", async () => {
     const taken = createServer();
     await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));
