@@ -3,7 +3,7 @@
 // credit headers, a streamed chat (time to first token, tokens/s), and that a made-up key gets
 // 401. Prints one PASS/FAIL line per check with its timing; exit 0 only if every check passed.
 import OpenAI from "openai";
-import { formatDuration, type Io, networkReason, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { formatDuration, type Io, networkReason, notTheApi, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { isRedirect, redirectAdvice } from "./lib/redirect.ts";
 import { readCa, trustCa } from "./lib/tenant-target.ts";
@@ -20,7 +20,8 @@ Runs five checks against any OpenAI-compatible endpoint and key, with the offici
   bad-key         a made-up key gets 401
 One PASS/FAIL line per check with its timing; exit code 0 only if all pass (for CI, and right
 after \`pulumi up\`). A redirect is not followed: the check fails with where it points (an
-http:// --url for an https endpoint) and says the key was sent over plain http.
+http:// --url for an https endpoint) and says the key was sent over plain http. An answer that is
+not the API's (a web page at a wrong --url) fails its check with its first characters.
 
   --url <url>            the endpoint's base URL, ending in /v1
   --key <key>            the API key; better: export ${API_KEY_ENV} (keeps it out of shell history)
@@ -59,9 +60,35 @@ export interface CheckResult {
 /** Thrown inside a check to fail it with a sentence rather than an exception's text. */
 class CheckFailed extends Error {}
 
+/** A 2xx answer that is not the API's, refused by `apiAnswersOnly`; `detail` says what came instead. */
+class NotTheApi extends Error {
+  readonly detail: string;
+  constructor(detail: string) {
+    // A plain message: the SDK takes a failed fetch whose text says "timed out" for a timeout,
+    // and a web page may well say so.
+    super("the answer is not the API's");
+    this.detail = detail;
+  }
+}
+
+/**
+ * fetch for the SDK, refusing a 2xx answer that is neither JSON nor an event stream (a web page at
+ * a wrong --url): the SDK would take it as text, that is as an empty model list, and as a made-up
+ * key accepted. The SDK reports the refusal as an APIConnectionError caused by NotTheApi.
+ */
+const apiAnswersOnly = (opts: SmokeOptions): typeof fetch => async (input, init) => {
+  const res = await fetch(input, init);
+  if (res.ok && !/^\s*(application\/([\w.-]+\+)?json|text\/event-stream)\s*(;|$)/i.test(res.headers.get("content-type") ?? "")) {
+    const url = String(input).split("?")[0]!;
+    const request = `${init?.method ?? "GET"} ${url.startsWith(opts.url) ? url.slice(opts.url.length) : url}`;
+    throw new NotTheApi(notTheApi(request, res.status, "JSON", await res.text()));
+  }
+  return res;
+};
+
 /** An SDK client that never follows a redirect (scripts/lib/redirect.ts): a 3xx fails its check, saying where it points. */
 const sdkClient = (opts: SmokeOptions, apiKey: string) =>
-  new OpenAI({ baseURL: opts.url, apiKey, maxRetries: 0, timeout: opts.timeoutMs, fetchOptions: { redirect: "manual" } });
+  new OpenAI({ baseURL: opts.url, apiKey, maxRetries: 0, timeout: opts.timeoutMs, fetch: apiAnswersOnly(opts), fetchOptions: { redirect: "manual" } });
 
 /** Runs every check in order, reporting each as it finishes. */
 export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) => void = () => {}): Promise<CheckResult[]> {
@@ -154,6 +181,7 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
 /** What went wrong, in one line: HTTP status and the API's message, or the network cause. `path`: the request's, under --url. */
 export function describeError(err: unknown, opts: SmokeOptions, path: string): string {
   if (err instanceof CheckFailed) return err.message;
+  if (err instanceof OpenAI.APIError && err.cause instanceof NotTheApi) return err.cause.detail;
   if (err instanceof OpenAI.APIConnectionTimeoutError) return `no answer from ${opts.url} within ${formatDuration(opts.timeoutMs)}`;
   if (err instanceof OpenAI.APIConnectionError) return `cannot connect to ${opts.url}: ${networkReason(err.cause ?? err)}`;
   if (err instanceof OpenAI.APIError && err.status !== undefined && isRedirect(err.status)) {

@@ -2,7 +2,7 @@
 // usage reports. Every failure becomes an AdminApiError whose message has the HTTP status and
 // the API's own message, plus a hint for the usual operator mistakes, and says whether the API
 // may have acted on the request (what a write's caller must tell the operator).
-import { failedBeforeSending, networkReason, refusedByFetch, strayCharacter, UsageError } from "./cli.ts";
+import { failedBeforeSending, networkReason, notTheApi, refusedByFetch, strayCharacter, UsageError } from "./cli.ts";
 import { isRedirect, redirectAdvice } from "./redirect.ts";
 
 /** Where a tenant's admin API is and how to authenticate. */
@@ -166,7 +166,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch)
     } catch {
       // A write answered by something that is not the shim most likely did nothing, but a caller
       // that says "nothing happened" when it did loses money: unknown.
-      throw new AdminApiError(`admin API ${method} ${path.split("?")[0]} answered ${res.status} but not with JSON (${startOf(body)}); is --url the tenant's endpoint?`, { outcome: method === "GET" ? "refused" : "unknown", status: res.status });
+      throw new AdminApiError(notTheApi(`admin API ${method} ${path.split("?")[0]}`, res.status, "JSON", body), { outcome: method === "GET" ? "refused" : "unknown", status: res.status });
     }
   };
   const query = (q: UsageQuery, format: "json" | "csv") => {
@@ -190,17 +190,11 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch)
       const res = await call("GET", path);
       const csv = await text(res, "GET", path);
       if (!csv.startsWith("key_id,")) {
-        throw new AdminApiError(`admin API GET /admin/usage answered ${res.status} but not with the usage CSV (${startOf(csv)}); is --url the tenant's endpoint?`, { outcome: "refused", status: res.status });
+        throw new AdminApiError(notTheApi("admin API GET /admin/usage", res.status, "the usage CSV", csv), { outcome: "refused", status: res.status });
       }
       return csv;
     },
   };
-}
-
-/** The first 100 characters of an answer, on one line, for an error message. */
-function startOf(text: string): string {
-  const t = text.replace(/\s+/g, " ").trim();
-  return t === "" ? "an empty body" : t.length > 100 ? `${t.slice(0, 100)}…` : t;
 }
 
 /** "401 invalid_admin_token: Invalid admin token. …" plus what to check. */

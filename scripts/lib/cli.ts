@@ -200,6 +200,21 @@ export function strayCharacter(value: string, allowed: RegExp): string | undefin
   return undefined;
 }
 
+/**
+ * An answer that is not the API's (a 200 web page at a wrong --url), as an error says it: the
+ * request, the status, what was expected and the answer's first characters, e.g. `GET /models
+ * answered 200 but not with JSON (<!doctype html>…); is --url the tenant's endpoint?`.
+ */
+export function notTheApi(request: string, status: number, expected: string, body: string): string {
+  return `${request} answered ${status} but not with ${expected} (${startOf(body)}); is --url the tenant's endpoint?`;
+}
+
+/** The first 100 characters of an answer, on one line, for an error message. */
+function startOf(text: string): string {
+  const t = text.replace(/\s+/g, " ").trim();
+  return t === "" ? "an empty body" : t.length > 100 ? `${t.slice(0, 100)}…` : t;
+}
+
 /** The root cause of a fetch failure (ECONNREFUSED, a TLS error, a timeout), not "fetch failed". */
 export function networkReason(err: unknown): string {
   let e: unknown = err;

@@ -120,6 +120,30 @@ describe("smoke-test", () => {
     }
   });
 
+  it("names a 200 web page at a wrong --url as not the API, not as an endpoint that accepts any key", async () => {
+    const page = createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end("<!doctype html>\n<h1>Welcome to nginx!</h1>");
+    });
+    await new Promise<void>((resolve) => page.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(page.address() as AddressInfo).port}/v1`;
+    const notTheApi = (request: string) => `${request} answered 200 but not with JSON (<!doctype html> <h1>Welcome to nginx!</h1>); is --url the tenant's endpoint?`;
+    try {
+      const r = await smoke(["--url", url]);
+      expect(r.code).toBe(1);
+      expect(r.line("models")).toMatch(/^FAIL {2}models +\d+ ms {2}/);
+      expect(r.line("models")).toContain(notTheApi("GET /models"));
+      expect(r.line("bad-key")).toContain(notTheApi("GET /models"));
+      expect(r.line("bad-key")).not.toContain("does not check keys");
+      // With --model the chats are sent too, and fail the same way.
+      const withModel = await smoke(["--url", url, "--model", "qwen2.5-7b"]);
+      expect(withModel.line("chat")).toContain(notTheApi("POST /chat/completions"));
+      expect(withModel.line("stream")).toContain(notTheApi("POST /chat/completions"));
+    } finally {
+      page.close();
+    }
+  });
+
   it("fails against a model that is not served", async () => {
     const r = await smoke(["--url", `${h.url}/v1`, "--model", "llama-9000"]);
     expect(r.code).toBe(1);
