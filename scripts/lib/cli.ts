@@ -215,16 +215,36 @@ function startOf(text: string): string {
   return t === "" ? "an empty body" : t.length > 100 ? `${t.slice(0, 100)}…` : t;
 }
 
-/** The root cause of a fetch failure (ECONNREFUSED, a TLS error, a timeout), not "fetch failed". */
+/**
+ * Codes of a certificate whose issuer this process does not trust: the tenant's own CA (tls.mode
+ * self-signed) until the script is given it. An expired certificate or one for another name is
+ * not among them: trusting a CA would not help.
+ */
+const UNTRUSTED_ISSUER = /^(DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?)$/;
+
+/** What the operator does about an untrusted issuer: every script that says so takes --ca. */
+const UNTRUSTED_ISSUER_ADVICE = "the endpoint's certificate is signed by a CA this machine does not trust: with tls.mode self-signed, pass --ca ca.pem (from `pulumi stack output caCertificate --stack <name> > ca.pem`)";
+
+/** Node's own advice for an untrusted issuer (Node 24), which is not the operator's remedy here. */
+const NODE_SYSTEM_CA_ADVICE = /;[^;]*--use-system-ca\b[^;]*$/;
+
+/**
+ * The root cause of a fetch failure (ECONNREFUSED, a TLS error, a timeout), not "fetch failed".
+ * A certificate whose issuer is not trusted ends with the advice to pass --ca.
+ */
 export function networkReason(err: unknown): string {
   let e: unknown = err;
   const parts: string[] = [];
+  let untrusted = false;
   while (e instanceof Error) {
     // A string code (ECONNREFUSED); a DOMException's is a legacy number (23 for a timeout) that says nothing.
     const code: unknown = (e as NodeJS.ErrnoException).code;
-    parts.push(typeof code === "string" && code !== "" && !e.message.includes(code) ? `${e.message} (${code})` : e.message);
+    const message = e.message.replace(NODE_SYSTEM_CA_ADVICE, "");
+    if (typeof code === "string" && UNTRUSTED_ISSUER.test(code)) untrusted = true;
+    parts.push(typeof code === "string" && code !== "" && !message.includes(code) ? `${message} (${code})` : message);
     e = e.cause;
   }
   const useful = parts.filter((p) => p !== "fetch failed");
-  return (useful.length ? useful : parts).join(": ") || String(err);
+  const reason = (useful.length ? useful : parts).join(": ") || String(err);
+  return untrusted ? `${reason}; ${UNTRUSTED_ISSUER_ADVICE}` : reason;
 }

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { createServer, type Server } from "node:https";
 import { join } from "node:path";
@@ -22,15 +22,36 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
-/** A TLS-terminating proxy in front of the shim with a fresh self-signed certificate for 127.0.0.1. */
-async function httpsFront(): Promise<{ url: string; caFile: string; ca: string; server: Server }> {
-  const dir = tempDir();
-  const made = runTool("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-    "-subj", "/CN=gpu-sandbox test CA", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", join(dir, "key.pem"), "-out", join(dir, "ca.pem")]);
+function openssl(args: string[]): void {
+  const made = runTool("openssl", args);
   if (made.status !== 0) throw new Error(`openssl: ${made.output}`);
+}
+
+/**
+ * What the front presents: a self-signed certificate for 127.0.0.1 (the CA itself), or a
+ * certificate for 127.0.0.1 signed by a fresh CA, alone or followed by the CA (as the stack's
+ * nginx does with tls.mode self-signed). Node names each failure differently.
+ */
+type Presented = "self-signed" | "leaf" | "leaf and CA";
+
+/** A TLS-terminating proxy in front of the shim with a fresh certificate for 127.0.0.1. */
+async function httpsFront(presented: Presented = "self-signed"): Promise<{ url: string; caFile: string; ca: string; server: Server }> {
+  const dir = tempDir();
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  if (presented === "self-signed") {
+    openssl(["req", "-x509", ...ec, "-days", "1", "-subj", "/CN=gpu-sandbox test CA", "-addext", "subjectAltName=IP:127.0.0.1",
+      "-keyout", join(dir, "key.pem"), "-out", join(dir, "ca.pem")]);
+  } else {
+    openssl(["req", "-x509", ...ec, "-days", "1", "-subj", "/CN=gpu-sandbox test CA", "-keyout", join(dir, "ca-key.pem"), "-out", join(dir, "ca.pem")]);
+    openssl(["req", ...ec, "-subj", "/CN=127.0.0.1", "-keyout", join(dir, "key.pem"), "-out", join(dir, "leaf.csr")]);
+    writeFileSync(join(dir, "leaf.ext"), "subjectAltName=IP:127.0.0.1\n");
+    openssl(["x509", "-req", "-in", join(dir, "leaf.csr"), "-CA", join(dir, "ca.pem"), "-CAkey", join(dir, "ca-key.pem"), "-set_serial", "1",
+      "-days", "1", "-extfile", join(dir, "leaf.ext"), "-out", join(dir, "leaf.pem")]);
+  }
   const ca = readFileSync(join(dir, "ca.pem"), "utf8");
+  const cert = presented === "self-signed" ? ca : readFileSync(join(dir, "leaf.pem"), "utf8") + (presented === "leaf and CA" ? ca : "");
   const upstream = new URL(h.url);
-  const server = createServer({ key: readFileSync(join(dir, "key.pem")), cert: ca }, (req, res) => {
+  const server = createServer({ key: readFileSync(join(dir, "key.pem")), cert }, (req, res) => {
     const up = httpRequest({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
       res.writeHead(r.statusCode ?? 502, r.headers);
       r.pipe(res);
@@ -60,6 +81,31 @@ describe("self-signed endpoints", () => {
       front.server.close();
     }
   });
+
+  it.each<Presented>(["self-signed", "leaf", "leaf and CA"])(
+    "a certificate not trusted (%s): smoke-test and manage-keys say to pass --ca with the stack's CA, not Node's --use-system-ca",
+    async (presented) => {
+      const front = await httpsFront(presented);
+      const hint = "the endpoint's certificate is signed by a CA this machine does not trust: with tls.mode self-signed, pass --ca ca.pem (from `pulumi stack output caCertificate --stack <name> > ca.pem`)";
+      try {
+        const smoke = memoryIo();
+        expect(await smokeTest(["--url", `${front.url}/v1`], { io: smoke, env: { GPU_SANDBOX_API_KEY: "sk-gs-AAAAAAAAAAAA_x" } })).toBe(1);
+        const models = smoke.stdout.find((l) => l.startsWith("FAIL  models"))!;
+        expect(models).toMatch(/cannot connect to https:\/\/127\.0\.0\.1:\d+\/v1: .*(self-signed certificate|unable to verify)/i);
+        expect(models).toContain(hint);
+        expect(models).not.toContain("--use-system-ca");
+
+        const keys = memoryIo();
+        expect(await manageKeys(["list", "--url", front.url], { io: keys, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken } })).toBe(1);
+        const said = keys.stderr.join("\n");
+        expect(said).toMatch(/cannot reach the admin API at https:\/\/127\.0\.0\.1:\d+\/admin\/keys: .*(self-signed certificate|unable to verify)/i);
+        expect(said).toContain(hint);
+        expect(said).not.toContain("--use-system-ca");
+      } finally {
+        front.server.close();
+      }
+    },
+  );
 
   it("manage-keys --stack trusts the stack's caCertificate output", async () => {
     const front = await httpsFront();
