@@ -116,6 +116,8 @@ export function shownUrl(v: string): string {
 
 /** The shortest SHIM_ADMIN_TOKEN accepted: 16 characters, ~95 bits even from hex digits. */
 export const MIN_ADMIN_TOKEN_LENGTH = 16;
+/** What SHIM_ADMIN_TOKEN is made of: printable ASCII without spaces or angle brackets (a placeholder's). */
+const ADMIN_TOKEN = /^[\x21-\x3b=\x3f-\x7e]+$/;
 
 export function parseShimConfig(env: Env, readFile: (path: string) => string): ShimConfig {
   const problems: string[] = [];
@@ -172,9 +174,16 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   } catch (e) {
     problems.push((e as Error).message);
   }
-  // A short admin token could be guessed; the message does not repeat it (it is a secret).
+  // The messages do not repeat the token (it is a secret).
   const adminToken = str("SHIM_ADMIN_TOKEN");
-  if (adminToken !== null && adminToken.length < MIN_ADMIN_TOKEN_LENGTH) {
+  // .env.example's `<shim-admin-token: openssl rand -hex 32>` left in place is published in the
+  // repository: /admin would be guarded by no secret at all.
+  if (adminToken !== null && /^<[^>]*>$/.test(adminToken)) {
+    problems.push("SHIM_ADMIN_TOKEN: is still a placeholder, as in .env.example (<…>); set a secret of your own (random: openssl rand -hex 32)");
+  } else if (adminToken !== null && !ADMIN_TOKEN.test(adminToken)) {
+    problems.push("SHIM_ADMIN_TOKEN: has a character other than ASCII letters, digits and punctuation (a space, < or >, or a character beyond ASCII, which a client could not send as typed); expected letters, digits and punctuation without spaces (random: openssl rand -hex 32)");
+  } else if (adminToken !== null && adminToken.length < MIN_ADMIN_TOKEN_LENGTH) {
+    // A short admin token could be guessed.
     problems.push(`SHIM_ADMIN_TOKEN: is ${adminToken.length} characters long; expected at least ${MIN_ADMIN_TOKEN_LENGTH} (random: openssl rand -hex 24; the Pulumi program makes 48)`);
   }
   const configFile = str("SHIM_CONFIG");

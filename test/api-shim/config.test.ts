@@ -140,6 +140,25 @@ extra: 1
     }
   });
 
+  it("refuses .env.example's placeholder as the admin token, and any token with spaces, < > or non-ASCII, without repeating it", () => {
+    // Published in the repository: an operator who left the line as it was would guard /admin with it.
+    expect(problems({ SHIM_ADMIN_TOKEN: "<shim-admin-token: openssl rand -hex 32>" })).toEqual([
+      "SHIM_ADMIN_TOKEN: is still a placeholder, as in .env.example (<…>); set a secret of your own (random: openssl rand -hex 32)",
+    ]);
+    expect(problems({ SHIM_ADMIN_TOKEN: "<paste-the-admin-token-here>" })[0]).toMatch(/^SHIM_ADMIN_TOKEN: is still a placeholder/);
+    for (const token of ["correct horse battery staple", "tab\tseparated-admin-token", "admin-token-<with>-brackets", "pässwort-pässwort-pässwort"]) {
+      const p = problems({ SHIM_ADMIN_TOKEN: token });
+      expect(p, token).toEqual([
+        "SHIM_ADMIN_TOKEN: has a character other than ASCII letters, digits and punctuation (a space, < or >, or a character beyond ASCII, which a client could not send as typed); expected letters, digits and punctuation without spaces (random: openssl rand -hex 32)",
+      ]);
+      expect(p.join("")).not.toContain(token);
+    }
+    // What the Pulumi program makes (48 letters and digits), `npm run shim`, the tests, and hand-made ones.
+    for (const token of ["aB3".repeat(16), `dev-admin-${"0f".repeat(16)}`, "admin-k3j5h2-1764750000000", "bench-admin-token-not-secret", "sk-gs-AbC123xyz789_s3cr3t!#%&*+/=?@[]^{|}~"]) {
+      expect(parse({ SHIM_ADMIN_TOKEN: token }).adminToken, token).toBe(token);
+    }
+  });
+
   it("requires SHIM_UPSTREAM_URL, a readable SHIM_CONFIG and a path in a sqlite: URL", () => {
     expect(problems({ SHIM_DATABASE_URL: "sqlite:" })).toEqual([expect.stringMatching(/^SHIM_DATABASE_URL: sqlite: needs a path/)]);
     expect(() => parseShimConfig({}, () => "")).toThrow(/SHIM_UPSTREAM_URL: is required/);

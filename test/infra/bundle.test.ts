@@ -274,6 +274,14 @@ describe(".env", () => {
     expect(() => renderEnvFile([["HF_TOKEN", "x$y"]])).toThrow(/characters Compose would interpret/);
     expect(sha256("x")).toHaveLength(64);
   });
+
+  it("the shim refuses .env.example's admin token placeholder: an operator who left it would guard /admin with a published token", () => {
+    const example = render(c).get(".env.example")!;
+    const token = /^SHIM_ADMIN_TOKEN=(.*)$/m.exec(example)![1]!;
+    expect(() => parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_ADMIN_TOKEN: token }, () => "")).toThrow(/SHIM_ADMIN_TOKEN: is still a placeholder/);
+    // While what `pulumi up` writes there (48 letters and digits) is accepted.
+    expect(parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_ADMIN_TOKEN: entries.find(([n]) => n === "SHIM_ADMIN_TOKEN")![1] }, () => "").adminToken).toHaveLength(48);
+  });
 });
 
 it("the rendered cloud-init does not change when serving config changes", async () => {
