@@ -187,9 +187,16 @@ export class ServingStack extends pulumi.ComponentResource {
     const readyUrl = config.tls.mode === "off" ? "http://127.0.0.1/ready" : "https://127.0.0.1/ready";
     // With Let's Encrypt, deploy.sh then checks the certificate clients get, and names the
     // address a custom tls.domain's A record must point at when it is still the placeholder.
+    // The first deploy.sh that exists, in this order (a loop, not `ls | head`: ls sorts by the
+    // locale's collation, and en_US.UTF-8 puts bin/ before .incoming/, which ran the installed
+    // script, that restarted the old bundle). A new bundle first: CopyToRemote copies into
+    // .incoming/bundle when .incoming exists (host-ready makes it), but makes .incoming the bundle
+    // itself when it does not (a host where host-ready's mkdir did not run, or .incoming was
+    // removed by hand); then the installed one, when a change of secrets alone copied nothing.
     const deployScript = ip.apply((address) => [
       `d=${dir}`,
-      `s=$(ls "$d/.incoming/bundle/bin/deploy.sh" "$d/.incoming/bin/deploy.sh" "$d/bin/deploy.sh" 2>/dev/null | head -n 1)`,
+      `s=""`,
+      `for c in "$d/.incoming/bundle/bin/deploy.sh" "$d/.incoming/bin/deploy.sh" "$d/bin/deploy.sh"; do if [ -f "$c" ]; then s=$c; break; fi; done`,
       `[ -n "$s" ] || { echo "gpu-sandbox: no bundle in $d (the copy did not happen); run pulumi up again" >&2; exit 1; }`,
       `exec bash "$s" "$d" ${config.readyTimeoutMinutes * 60} ${readyUrl}${config.tls.mode === "letsencrypt" ? ` ${address}` : ""}`,
     ].join("; "));

@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { parse } from "yaml";
@@ -369,6 +369,45 @@ describe("the serving stack under the mock runtime", () => {
     // Pulumi marks the whole environment secret because the key is in it.
     expect(isSecretInput(stop.inputs.environment)).toBe(true);
     expect(plain(stop.inputs.environment)).toMatchObject({ GS_HOST: MOCK_IP, GS_DIR: "/opt/gpu-sandbox" });
+  });
+
+  /**
+   * Which deploy.sh the deploy command runs, on a fake install directory holding `layout`
+   * (directory → what its deploy.sh prints), under the environment `env`.
+   */
+  let deployCommand: string | undefined;
+  async function deployScriptRun(layout: Record<string, string>, env: NodeJS.ProcessEnv = {}): Promise<string> {
+    deployCommand ??= String((await run("example", configFor("example"))).resources.find((r) => r.name === "example-deploy")!.inputs.create);
+    const create = deployCommand;
+    const dest = tempDir();
+    for (const [dir, says] of Object.entries(layout)) {
+      mkdirSync(join(dest, dir), { recursive: true });
+      writeFileSync(join(dest, dir, "deploy.sh"), `echo ${says}\n`);
+    }
+    const ran = spawnSync("bash", ["-c", create.replaceAll("/opt/gpu-sandbox", dest)], { encoding: "utf8", env: { ...process.env, ...env } });
+    return ran.stdout + ran.stderr;
+  }
+
+  /** Every update after the first must run the new bundle's deploy.sh, not the installed one. */
+  async function expectNewBundleFirst(env: NodeJS.ProcessEnv): Promise<void> {
+    expect(await deployScriptRun({ bin: "installed", ".incoming/bundle/bin": "new" }, env)).toBe("new\n");
+    // CopyToRemote makes .incoming the bundle itself when .incoming does not exist yet.
+    expect(await deployScriptRun({ bin: "installed", ".incoming/bin": "new-flat" }, env)).toBe("new-flat\n");
+    expect(await deployScriptRun({ bin: "installed", ".incoming/bin": "stale-flat", ".incoming/bundle/bin": "new" }, env)).toBe("new\n");
+    // A change of secrets alone copies nothing: the installed bundle is restarted.
+    expect(await deployScriptRun({ bin: "installed" }, env)).toBe("installed\n");
+  }
+
+  it("runs the newly copied bundle's deploy.sh before the installed one", async () => {
+    await expectNewBundleFirst({ LC_ALL: "C" });
+  });
+
+  it("runs the newly copied bundle's deploy.sh under a locale that sorts bin/ before .incoming/ (en_US.UTF-8)", async (ctx) => {
+    // glibc's en_US collation ignores punctuation: built here, since images often ship only C.
+    const locpath = tempDir();
+    const built = spawnSync("localedef", ["-i", "en_US", "-f", "UTF-8", join(locpath, "en_US.UTF-8")], { encoding: "utf8" });
+    if (built.error || built.status !== 0) ctx.skip("localedef cannot build en_US.UTF-8 here (apt-get install locales)");
+    await expectNewBundleFirst({ LOCPATH: locpath, LC_ALL: "en_US.UTF-8" });
   });
 
   it("waits for SSH on a new host from the operator's machine first, so a timeout can ask about adminCidrs", async () => {
