@@ -4,6 +4,14 @@ import { fillTemplateFile, readTemplate } from "./template.ts";
 const fill = (name: string, values: Readonly<Record<string, string | number>>) => fillTemplateFile(`nginx/${name}`, values);
 
 /**
+ * limit_req's burst, served at once (nodelay) rather than spaced out at the rate. nginx refuses
+ * `burst=0` (and would not start): 0 is its default, so no burst leaves both out.
+ */
+function burstOption(burst: number): string {
+  return burst > 0 ? ` burst=${burst} nodelay` : "";
+}
+
+/**
  * nginx.conf for the tenant, from the fragments in templates/nginx/: an HTTPS server and an
  * HTTP server that only redirects and answers ACME challenges, or (tls.mode off) one HTTP
  * server for the API. The only upstream address in it is `shim:8080`.
@@ -12,7 +20,7 @@ export function renderNginxConf(config: TenantConfig): string {
   const { limits } = config;
   const adminGeo = config.adminCidrs.map((cidr) => `        ${cidr} 1;`).join("\n") || "        # adminCidrs is empty: nobody.";
   const apiLocations = fill("api-locations.conf", {
-    burst: limits.burst,
+    burst: burstOption(limits.burst),
     connections: limits.connections,
     maxBodyMb: limits.maxBodyMb,
   }).trimEnd();

@@ -59,6 +59,27 @@ it("keeps a $ in vLLM flags and the Let's Encrypt email as typed, through docker
   expect(resolved.services.certbot.environment.TLS_EMAIL).toBe("ops$team@acme.io");
 });
 
+/** `nginx -t` on a rendered nginx.conf, with the shim's address one nginx can resolve and a certificate. */
+function expectNginxAccepts(conf: string): void {
+  const dir = tempDir();
+  writeFileSync(join(dir, "nginx.conf"), conf.replace("server shim:8080;", "server 127.0.0.1:9;"));
+  mkdirSync(join(dir, "tls"));
+  const cert = runTool("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+    "-subj", "/CN=localhost", "-keyout", join(dir, "tls/privkey.pem"), "-out", join(dir, "tls/fullchain.pem")]);
+  expect(cert.status, cert.output).toBe(0);
+  const result = runTool("nginx", ["-t", "-p", dir, "-c", join(dir, "nginx.conf"), "-e", join(dir, "error.log"), "-g", `pid ${dir}/nginx.pid;`]);
+  expect(result.status, result.output).toBe(0);
+  expect(result.output).toContain("test is successful");
+}
+
+it("starts nginx with limits.burst 0 (no burst: nginx refuses burst=0), still limiting the rate", () => {
+  const conf = render(config({ limits: { burst: 0 } })).get("nginx/nginx.conf")!;
+  expectNginxAccepts(conf);
+  expect(conf).not.toContain("burst=");
+  expect(conf.match(/limit_req zone=per_ip;/g)).toHaveLength(2);
+  expect(render(config()).get("nginx/nginx.conf")!.match(/limit_req zone=per_ip burst=20 nodelay;/g)).toHaveLength(2);
+});
+
 describe("vLLM's parallel layout", () => {
   const layout = (plan: string, region: string) => {
     const command: string[] = parse(render(config({ plan, region })).get("compose.yaml")!).services.vllm.command;
@@ -139,15 +160,7 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
   });
 
   it("renders an nginx.conf that passes `nginx -t` (upstream address substituted)", () => {
-    const dir = tempDir();
-    writeFileSync(join(dir, "nginx.conf"), bundle.get("nginx/nginx.conf")!.replace("server shim:8080;", "server 127.0.0.1:9;"));
-    mkdirSync(join(dir, "tls"));
-    const cert = runTool("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-      "-subj", "/CN=localhost", "-keyout", join(dir, "tls/privkey.pem"), "-out", join(dir, "tls/fullchain.pem")]);
-    expect(cert.status, cert.output).toBe(0);
-    const result = runTool("nginx", ["-t", "-p", dir, "-c", join(dir, "nginx.conf"), "-e", join(dir, "error.log"), "-g", `pid ${dir}/nginx.pid;`]);
-    expect(result.status, result.output).toBe(0);
-    expect(result.output).toContain("test is successful");
+    expectNginxAccepts(bundle.get("nginx/nginx.conf")!);
   });
 
   it("logs nginx errors only (its lines quote the request line, query string included; warn logged every large body), and lets adminCidrs alone reach /admin", () => {
