@@ -1,13 +1,12 @@
 // npm run render -- --stack <name> [--out <dir>]
 // Validates stacks/Pulumi.<name>.yaml with the same code as `pulumi up`, writes what would go
 // to the host to out/<name>/, and prints the plan. Needs no cloud account and no Pulumi CLI.
-import { writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { describeProblems, validateConfig } from "../infra/config.ts";
 import { formatProblem } from "../infra/config/checks.ts";
 import { CONFIG_NAMESPACE } from "../infra/config/types.ts";
 import { formatPlan, planFor } from "../infra/plan.ts";
-import { renderBundle, writeBundle } from "../infra/render/bundle.ts";
+import { BundleDirError, renderBundle, writeBundle } from "../infra/render/bundle.ts";
 import { hostCloudInit } from "../infra/render/cloud-init.ts";
 import { listStackNames, readStackConfig, StackFileError } from "../infra/stack-file.ts";
 import { parseFlags, UsageError } from "./lib/cli.ts";
@@ -15,7 +14,11 @@ import { parseFlags, UsageError } from "./lib/cli.ts";
 const USAGE = `Usage: npm run render -- --stack <name> [--out <dir>]
 
 Validates stacks/Pulumi.<name>.yaml, writes the host bundle to out/<name>/ (or --out) and prints
-the plan: resources, open ports, GPU and cost. Exits 1 when the stack is missing or invalid.`;
+the plan: resources, open ports, GPU and cost. Exits 1 when the stack is missing or invalid.
+
+A render replaces the files an earlier render wrote to the directory (those its MANIFEST.sha256
+lists, and cloud-init.yaml) and touches nothing else there, such as a .env; it refuses, changing
+nothing, a directory holding a file it would write over that no earlier render wrote.`;
 
 export interface RenderResult {
   readonly outDir: string;
@@ -34,10 +37,14 @@ export function renderStack(root: string, stack: string, outDir = join(root, "ou
   // Images as configured (`pulumi up` pins them by digest); no bootstrap keys (`pulumi up`
   // generates them; on another host, create keys with the admin API).
   const bundle = renderBundle(config, { images: config.images, bootstrapKeys: [] });
-  writeBundle(outDir, bundle);
   // The instance's user data, for review; it is not part of what is copied to /opt/gpu-sandbox.
-  const cloudInit = hostCloudInit(config.tenant);
-  writeFileSync(join(outDir, "cloud-init.yaml"), cloudInit);
+  const beside = new Map([["cloud-init.yaml", hostCloudInit(config.tenant)]]);
+  try {
+    writeBundle(outDir, bundle, beside);
+  } catch (err) {
+    if (err instanceof BundleDirError) throw new UsageError(err.message);
+    throw err;
+  }
   return {
     outDir, files: [...bundle.keys(), "cloud-init.yaml"].sort(), plan: formatPlan(planFor(config)),
     deployProblems: result.deployProblems.map((problem) => formatProblem(problem, CONFIG_NAMESPACE)),

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, isAbsolute, join, normalize } from "node:path";
 import type { Images, TenantConfig } from "../config.ts";
 import { renderCompose } from "./compose.ts";
 import { renderEnvExample } from "./env-file.ts";
@@ -65,12 +65,63 @@ export function bundleHash(bundle: Bundle): string {
   return sha256(m);
 }
 
-/** Replaces `dir` with the bundle's files (scripts executable). */
-export function writeBundle(dir: string, bundle: Bundle): void {
-  rmSync(dir, { recursive: true, force: true });
-  for (const [path, content] of bundle) {
+/** A directory the bundle cannot be written to without replacing files no earlier bundle wrote. */
+export class BundleDirError extends Error {
+  override name = "BundleDirError";
+}
+
+/**
+ * Writes the bundle into `dir` (scripts executable), with `beside`: files written next to it but
+ * not part of it (render's cloud-init.yaml, which is not copied to the host). An earlier bundle
+ * there is replaced whole: the files its manifest lists, and `beside`, are removed first, so
+ * none the new bundle dropped lingers. Nothing else in `dir` is touched (an operator's .env or
+ * notes, Pulumi's deploy/ staging), and when the bundle would write over a file that no earlier
+ * bundle wrote, it throws BundleDirError before changing anything.
+ */
+export function writeBundle(dir: string, bundle: Bundle, beside: ReadonlyMap<string, string> = new Map()): void {
+  const earlier = earlierBundleFiles(dir);
+  const ours = new Set(earlier ? [...earlier, ...beside.keys()] : []);
+  const files = new Map([...bundle, ...beside]);
+  const foreign = [...files.keys()].filter((path) => !ours.has(path) && existsSync(join(dir, path)));
+  if (foreign.length > 0) {
+    const shown = foreign.length > 5 ? `${foreign.slice(0, 5).join(", ")} and ${foreign.length - 5} more` : foreign.join(", ");
+    throw new BundleDirError(`${dir} holds files no earlier render wrote that this one would replace (${shown}): `
+      + `render into a new or empty directory, or one an earlier render wrote (it has ${MANIFEST}).`);
+  }
+  // The old manifest goes last and the new one comes first: whatever an interrupted write
+  // leaves is listed in a manifest, so the next write still recognises it as its own.
+  for (const path of ours) if (path !== MANIFEST) removeBundleFile(dir, path);
+  const ordered = [...files].sort(([a], [b]) => Number(b === MANIFEST) - Number(a === MANIFEST));
+  for (const [path, content] of ordered) {
     const target = join(dir, path);
     mkdirSync(dirname(target), { recursive: true });
     writeFileSync(target, content, { mode: path.endsWith(".sh") ? 0o755 : 0o644 });
+  }
+}
+
+/** The files an earlier bundle's manifest in `dir` lists, the manifest included; none without one. */
+function earlierBundleFiles(dir: string): string[] | undefined {
+  let text;
+  try {
+    text = readFileSync(join(dir, MANIFEST), "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  const paths = text.split("\n").map((line) => /^[0-9a-f]{64} {2}(.+)$/.exec(line)?.[1])
+    // Only paths inside `dir`, as the manifest writes them: a hand-edited `../x` is not followed.
+    .filter((path): path is string => path !== undefined && !isAbsolute(path) && normalize(path) === path && !path.startsWith(".."));
+  return [...paths, MANIFEST];
+}
+
+/** Removes one file of an earlier bundle, and the directories that leaves empty under `dir`. */
+function removeBundleFile(dir: string, path: string): void {
+  rmSync(join(dir, path), { force: true });
+  for (let parent = dirname(path); parent !== "."; parent = dirname(parent)) {
+    try {
+      rmdirSync(join(dir, parent));
+    } catch {
+      return; // not empty (or already gone with a sibling's removal): its parents are not empty either
+    }
   }
 }

@@ -1,4 +1,4 @@
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
@@ -8,7 +8,7 @@ import { SHUTDOWN_MS } from "../../api-shim/src/store/postgres-store.ts";
 import { CLOSE_WAIT_MS } from "../../api-shim/src/upstream.ts";
 import { validateConfig, type TenantConfig } from "../../infra/config.ts";
 import { Secret } from "../../infra/secret.ts";
-import { bundleHash, MANIFEST, renderBundle, sha256, writeBundle, type Bundle } from "../../infra/render/bundle.ts";
+import { BundleDirError, bundleHash, MANIFEST, renderBundle, sha256, writeBundle, type Bundle } from "../../infra/render/bundle.ts";
 import { envEntries, renderEnvFile } from "../../infra/render/env-file.ts";
 import type { BootstrapKeyRecord } from "../../infra/render/shim-config.ts";
 import { runTool, tempDir } from "../support/tools.ts";
@@ -197,6 +197,51 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     // A tier's concurrency cap set in the stack reaches the shim.
     const capped = renderBundle(config({ tiers: { developer: { concurrency: 3 } } }), { images: c.images, bootstrapKeys: keys }).get("shim/config.yaml")!;
     expect(parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/app/config.yaml" }, () => capped).tiers.get("developer")).toEqual({ rpm: 100, tpm: 100_000, concurrency: 3 });
+  });
+});
+
+describe("writing the bundle to a directory", () => {
+  const bundle = render(config());
+  const withFile = (path: string, content: string): Bundle => {
+    const files = new Map(bundle);
+    files.set(path, content);
+    files.set(MANIFEST, [...files.keys()].filter((k) => k !== MANIFEST).sort().map((k) => `${sha256(files.get(k)!)}  ${k}\n`).join(""));
+    return files;
+  };
+
+  it("replaces an earlier bundle whole, leaving no file the new one dropped, and keeps what it did not write", () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, ".env"), "SHIM_ADMIN_TOKEN=keep-me\n");
+    mkdirSync(join(dir, "deploy"));
+    writeFileSync(join(dir, "deploy", "notes.txt"), "mine\n");
+    writeBundle(dir, withFile("old/only/dropped.txt", "from an older bundle\n"), new Map([["cloud-init.yaml", "#cloud-config\n"]]));
+    expect(existsSync(join(dir, "old/only/dropped.txt"))).toBe(true);
+    writeBundle(dir, bundle, new Map([["cloud-init.yaml", "#cloud-config\n# new\n"]]));
+    expect(existsSync(join(dir, "old"))).toBe(false);
+    expect(readFileSync(join(dir, ".env"), "utf8")).toBe("SHIM_ADMIN_TOKEN=keep-me\n");
+    expect(readFileSync(join(dir, "deploy", "notes.txt"), "utf8")).toBe("mine\n");
+    expect(readFileSync(join(dir, "cloud-init.yaml"), "utf8")).toBe("#cloud-config\n# new\n");
+    expect(runTool("sha256sum", ["--strict", "--quiet", "-c", MANIFEST], { cwd: dir }).status).toBe(0);
+  });
+
+  it("refuses, changing nothing, to write over a file no earlier bundle wrote", () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "compose.yaml"), "services: {} # hand-written\n");
+    writeFileSync(join(dir, ".env"), "X=1\n");
+    expect(() => writeBundle(dir, bundle)).toThrow(BundleDirError);
+    expect(() => writeBundle(dir, bundle)).toThrow(/holds files no earlier render wrote that this one would replace \(compose\.yaml\)/);
+    expect(readdirSync(dir).sort()).toEqual([".env", "compose.yaml"]);
+    expect(readFileSync(join(dir, "compose.yaml"), "utf8")).toBe("services: {} # hand-written\n");
+  });
+
+  it("does not follow a manifest's path out of the directory", () => {
+    const parent = tempDir();
+    const dir = join(parent, "bundle");
+    writeBundle(dir, bundle);
+    writeFileSync(join(parent, "outside.txt"), "keep\n");
+    writeFileSync(join(dir, MANIFEST), `${bundle.get(MANIFEST)}${"0".repeat(64)}  ../outside.txt\n`);
+    writeBundle(dir, bundle);
+    expect(readFileSync(join(parent, "outside.txt"), "utf8")).toBe("keep\n");
   });
 });
 

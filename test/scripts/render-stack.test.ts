@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { main } from "../../scripts/render-stack.ts";
@@ -42,6 +42,26 @@ describe("npm run render", () => {
     expect(existsSync(cloudInit)).toBe(true);
     const schema = runTool("cloud-init", ["schema", "-c", cloudInit]);
     expect(schema.status, schema.output).toBe(0);
+  });
+
+  it("keeps an operator's files in --out, replaces its own earlier render, and refuses to write over a file it did not write", () => {
+    const io = capture();
+    const out = tempDir();
+    writeFileSync(join(out, ".env"), "SHIM_ADMIN_TOKEN=secret\n");
+    writeFileSync(join(out, "notes.txt"), "mine\n");
+    expect(main(["--stack", "example", "--out", out], ROOT)).toBe(0);
+    expect(main(["--stack", "example", "--out", out], ROOT)).toBe(0);
+    expect(readFileSync(join(out, ".env"), "utf8")).toBe("SHIM_ADMIN_TOKEN=secret\n");
+    expect(readFileSync(join(out, "notes.txt"), "utf8")).toBe("mine\n");
+    expect(existsSync(join(out, "compose.yaml"))).toBe(true);
+
+    const foreign = tempDir();
+    writeFileSync(join(foreign, "compose.yaml"), "services: {}\n");
+    expect(main(["--stack", "example", "--out", foreign], ROOT)).toBe(1);
+    expect(io.err()).toMatch(/holds files no earlier render wrote that this one would replace \(compose\.yaml\): render into a new or empty directory/);
+    expect(readdirSync(foreign)).toEqual(["compose.yaml"]);
+    expect(main(["--help"], ROOT)).toBe(0);
+    expect(io.out()).toContain("touches nothing else there, such as a .env");
   });
 
   it("exits 1 with the problem, and no stack trace, for a missing stack", () => {
