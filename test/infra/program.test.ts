@@ -149,6 +149,10 @@ describe.each(stacks)("stack %s under the mock runtime", (stack) => {
     if (config.adminCidrs.length > 0) {
       expect(ssh).toContain(`ssh -i gs-${stack}.key root@${MOCK_IP}`);
       expect(ssh).toMatch(/^\(umask 077 && pulumi stack output sshPrivateKey --show-secrets --stack \S+ > /);
+      // It writes the root key into the checkout, where stack files are committed: git ignores it.
+      const keyFile = /> (\S+)\)/.exec(ssh!)![1]!;
+      const ignored = spawnSync("git", ["check-ignore", "-q", keyFile], { cwd: ROOT, encoding: "utf8" });
+      expect(ignored.status, `git check-ignore ${keyFile}: ${ignored.stderr}`).toBe(0);
     }
     else expect(ssh).toContain("SSH is closed");
     expect(outputs.hourlyCostUsd).toBeGreaterThanOrEqual(config.plan.hourlyUsd);
