@@ -1,6 +1,7 @@
 import { findPlan, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../catalog.ts";
 import { Secret } from "../secret.ts";
 import { OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
+import { ENV_VALUE_CHARACTERS, fitsEnvFile } from "./env-value.ts";
 import { isIPv6Cidr, normaliseCidr, Problems } from "./checks.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
 import { parallelLayout, reservedVllmFlag } from "./vllm.ts";
@@ -207,9 +208,12 @@ function checkSecret(p: Problems, key: string, value: unknown, context: Validati
     p.add(key, "[plaintext]", `is in plaintext in stacks/Pulumi.${context.stack}.yaml, which is committed; store it encrypted: ${fix}`, true);
   }
   if (value === undefined || value === null || value === "") return undefined;
-  if (value instanceof Secret) return value;
-  if (typeof value === "string") return Secret.of(value);
-  return p.add(key, "[secret]", `must be a string; set it with \`pulumi config set --secret ${key} <value>\``, true);
+  const secret = value instanceof Secret ? value : typeof value === "string" ? Secret.of(value) : undefined;
+  if (!secret) return p.add(key, "[secret]", `must be a string; set it with \`pulumi config set --secret ${key} <value>\``, true);
+  // It goes to the host's .env: refused here, naming the setting, not by the render of .env after
+  // the GPU host exists, naming a variable. (An encrypted one is checked when pulumi up reads it.)
+  if (secret.readable && !fitsEnvFile(secret.reveal())) p.add(key, "[secret]", `has characters the host's .env cannot carry (a space, quote, $ or #, a line break…); it may hold only ${ENV_VALUE_CHARACTERS}`, true);
+  return secret;
 }
 
 /** The value at a config path such as `providers[0].apiKey`, as `pulumi config --path` names it. */

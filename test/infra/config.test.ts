@@ -5,6 +5,7 @@ import { formatProblem } from "../../infra/config/checks.ts";
 import type { ConfigProblem, TenantConfig } from "../../infra/config.ts";
 import { GPU_PLANS, regionsOffering } from "../../infra/catalog.ts";
 import { Secret } from "../../infra/secret.ts";
+import { renderEnvFile } from "../../infra/render/env-file.ts";
 
 const base = { region: "us-ord", allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["81.2.69.160/32"] };
 
@@ -189,6 +190,20 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     expect([...got, ...more].join("\n")).not.toMatch(/SECRET/);
     // A provider's name and model are no secret: they are shown.
     expect(problems({ ...base, providers: [{ name: "g", model: "nope", apiKey: "k" }] }).join("\n")).toContain('"nope"');
+  });
+
+  it("refuses, naming the setting, a secret the host's .env cannot carry, before any resource is made, without printing it", () => {
+    const got = problems({ region: "us-ord", adminCidrs: ["81.2.69.160/32"], hfToken: "hf_abc def",
+      providers: [{ name: "g", model: "groq/llama", apiKey: "gsk_$ECRET#1" }, { name: "h", model: "groq/x", apiKey: "gsk_fine-key_2" }] });
+    expect(got).toEqual([
+      "gpu-sandbox:hfToken = \"[secret]\": has characters the host's .env cannot carry (a space, quote, $ or #, a line break…); it may hold only letters, digits and _ . : / @ + = , ~ -",
+      "gpu-sandbox:providers[0].apiKey = \"[secret]\": has characters the host's .env cannot carry (a space, quote, $ or #, a line break…); it may hold only letters, digits and _ . : / @ + = , ~ -",
+    ]);
+    expect(got.join("\n")).not.toMatch(/abc def|ECRET/);
+    // What the validator accepts, the .env render takes: the same rule.
+    const c = ok({ ...base, hfToken: "hf_a.b:c/d@e+f=g,h~i-j", providers: [{ name: "g", model: "groq/llama", apiKey: Secret.of("sk-ant_AZ09") }] });
+    expect(renderEnvFile([["HF_TOKEN", c.hfToken!.reveal()], ["GROQ_API_KEY_0", c.providers[0]!.apiKey.reveal()]])).toBe("HF_TOKEN=hf_a.b:c/d@e+f=g,h~i-j\nGROQ_API_KEY_0=sk-ant_AZ09\n");
+    expect(ok({ ...base, hfToken: Secret.encrypted() }).hfToken?.readable).toBe(false);
   });
 
   it("never prints the value of a misspelt setting, which may be a secret Pulumi decrypted", () => {
