@@ -209,7 +209,7 @@ function checkSecret(p: Problems, key: string, value: unknown, context: Validati
   }
   if (value === undefined || value === null || value === "") return undefined;
   const secret = value instanceof Secret ? value : typeof value === "string" ? Secret.of(value) : undefined;
-  if (!secret) return p.add(key, "[secret]", `must be a string; set it with \`pulumi config set --secret ${key} <value>\``, true);
+  if (!secret) return p.add(key, "[secret]", `must be a string; set it with \`pulumi config set --secret --path '${CONFIG_NAMESPACE}:${key}' <value>\``, true);
   // It goes to the host's .env: refused here, naming the setting, not by the render of .env after
   // the GPU host exists, naming a variable. (An encrypted one is checked when pulumi up reads it.)
   if (secret.readable && !fitsEnvFile(secret.reveal())) p.add(key, "[secret]", `has characters the host's .env cannot carry (a space, quote, $ or #, a line break…); it may hold only ${ENV_VALUE_CHARACTERS}`, true);
@@ -343,7 +343,7 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
       p.add(`${at}.name`, name, "is already the name of another model; names must be unique");
     }
     const apiKey = secret(`${at}.apiKey`, v.apiKey);
-    if (!apiKey) p.add(`${at}.apiKey`, v.apiKey, `is required: pulumi config set --secret --path 'gpu-sandbox:providers[${i}].apiKey' <key>`);
+    if (v.apiKey === undefined || v.apiKey === null || v.apiKey === "") p.add(`${at}.apiKey`, v.apiKey, `is required: pulumi config set --secret --path 'gpu-sandbox:providers[${i}].apiKey' <key>`);
     if (model && name && apiKey && provider && PROVIDERS.includes(provider)) out.push({ name, model, provider, apiKey });
   });
   return out;

@@ -206,6 +206,14 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     expect(ok({ ...base, hfToken: Secret.encrypted() }).hfToken?.readable).toBe(false);
   });
 
+  it("gives a secret that is not a string the --path command that sets it (without --path, pulumi makes a setting named 'providers[0].apiKey')", () => {
+    const got = problems({ ...base, hfToken: ["hf_x"], providers: [{ name: "g", model: "groq/x", apiKey: { nested: "gsk_x" } }] });
+    expect(got).toEqual([
+      "gpu-sandbox:hfToken = \"[secret]\": must be a string; set it with `pulumi config set --secret --path 'gpu-sandbox:hfToken' <value>`",
+      "gpu-sandbox:providers[0].apiKey = \"[secret]\": must be a string; set it with `pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey' <value>`",
+    ]);
+  });
+
   it("never prints the value of a misspelt setting, which may be a secret Pulumi decrypted", () => {
     const got = problems({ ...base, hf_token: "hf_REALSECRET123", providers: [{ name: "g", model: "groq/llama", apiKey: "gsk_ok", apikey: "gsk_REALSECRET456" }] });
     expect(got).toContainEqual(expect.stringContaining("gpu-sandbox:hf_token: is not a gpu-sandbox setting"));
