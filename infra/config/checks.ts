@@ -70,19 +70,24 @@ export class Problems {
 
   /**
    * A list; a single string is not silently treated as a one-item list. A string is what
-   * `pulumi config set gpu-sandbox:adminCidrs 198.51.100.7/32` stores, so the message shows the
-   * `--path` form that sets an item: `item` is the path of its first one (`[0]`, or `[0].name`
-   * for a list of maps).
+   * `pulumi config set gpu-sandbox:adminCidrs 198.51.100.7/32` stores, and a map what
+   * `--path 'gpu-sandbox:providers.apiKey'` (no `[0]`) stores, so the message shows the `--path`
+   * form that sets an item: `item` is the path of its first one (`[0]`, or `[0].name` for a list
+   * of maps, where a map given names the field it meant).
    */
   array(key: string, value: unknown, item = "[0]"): unknown[] | undefined {
     if (value === undefined || value === null) return undefined;
-    if (typeof value === "string") {
-      const secret = this.secret(`${key}${item}`) ? "--secret " : "";
-      return this.add(key, value, `must be a list; \`pulumi config set\` without --path stores one string. ` +
-        `Set the first item with \`pulumi config set ${secret}--path '${CONFIG_NAMESPACE}:${key}${item}' <value>\` (then [1], [2], …)`);
-    }
-    if (!Array.isArray(value)) return this.add(key, value, "must be a list");
-    return value;
+    if (Array.isArray(value)) return value;
+    const map = typeof value === "object" ? Object.keys(value) : [];
+    if (typeof value !== "string" && map.length === 0) return this.add(key, value, "must be a list");
+    const first = map.length > 0 && item.includes(".") ? `[0].${map[0]}` : item;
+    const secret = this.secret(`${key}${first}`) ? "--secret " : "";
+    // Pulumi writes an item over a string, but refuses to index a map: that one goes first.
+    const how = map.length > 0
+      ? `--path without [0] stores a map. Remove it with \`pulumi config rm ${CONFIG_NAMESPACE}:${key}\`, then set`
+      : "`pulumi config set` without --path stores one string. Set";
+    return this.add(key, value, `must be a list; ${how} the first item with ` +
+      `\`pulumi config set ${secret}--path '${CONFIG_NAMESPACE}:${key}${first}' <value>\` (then [1], [2], …)`);
   }
 
   object(key: string, value: unknown): Record<string, unknown> | undefined {

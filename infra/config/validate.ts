@@ -3,6 +3,7 @@ import { Secret } from "../secret.ts";
 import { OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
 import { ENV_VALUE_CHARACTERS, fitsEnvFile } from "./env-value.ts";
 import { isIPv6Cidr, normaliseCidr, Problems } from "./checks.ts";
+import { CONFIG_KEYS, isSecretSetting, LIST_FIRST_ITEM, unknownSettingMessage } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
 import { parallelLayout, reservedVllmFlag } from "./vllm.ts";
 import {
@@ -18,41 +19,9 @@ import type {
 /** Example and test domains (RFC 2606, RFC 6761) that no real mailbox lives at. */
 const RESERVED_EMAIL_DOMAIN = /@(?:[^@]*\.)?(?:example\.(?:com|net|org)|example|test|invalid|localhost)$/i;
 
-/** Every key the program reads, without the `gpu-sandbox:` namespace. */
-const CONFIG_KEYS = [
-  "region", "plan", "image", "model", "hfToken", "allowedCidrs", "adminCidrs", "tls", "keys", "tiers",
-  "pricing", "providers", "volumeSizeGb", "ttlHours", "tags", "limits", "images", "readyTimeoutMinutes",
-] as const;
-
 const TLS_MODES: readonly TlsMode[] = ["letsencrypt", "self-signed", "off"];
 const PROVIDERS: readonly ProviderKind[] = ["groq", "gemini", "deepseek", "openai", "anthropic"];
 const TTL_MAX_HOURS = 24 * 90;
-
-/**
- * Settings whose values may be secrets, whatever shape they were given in: `hfToken`, and all of
- * `providers` but each provider's name and model (`providers.apiKey`, a missing `[0]`, made the
- * list an object holding the key, printed with "must be a list").
- */
-function isSecretSetting(key: string): boolean {
-  return /^(hfToken|providers)(?![\w])/.test(key) && !/^providers\[\d+\]\.(name|model)$/.test(key);
-}
-
-/**
- * Why a top-level key is not a setting. `pulumi config set gpu-sandbox:tls.mode x` without `--path`
- * makes a setting named "tls.mode" (and `adminCidrs[0]` one named so), so a name whose part before
- * the first `.` or `[` is a setting gets the command that sets it, and the one that removes the
- * misplaced one. Never with its value: it may be a secret (see isSecretSetting).
- */
-function unknownSettingMessage(key: string): string {
-  const head = /^[^.[]+/.exec(key)?.[0] ?? key;
-  if (head === key || !(CONFIG_KEYS as readonly string[]).includes(head)) {
-    return `is not a gpu-sandbox setting; known: ${CONFIG_KEYS.join(", ")}`;
-  }
-  const secret = isSecretSetting(key) ? "--secret " : "";
-  return `is not a gpu-sandbox setting: \`pulumi config set\` without --path took "${key}" for one name. ` +
-    `Set ${head}'s part with \`pulumi config set ${secret}--path '${CONFIG_NAMESPACE}:${key}' <value>\`, ` +
-    `then remove this one with \`pulumi config rm '${CONFIG_NAMESPACE}:${key}'\``;
-}
 
 export interface ValidationContext {
   stack: string;
@@ -300,7 +269,7 @@ function checkPricing(p: Problems, value: unknown, modelNames: readonly string[]
 
 function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, Tier>>, modelNames: readonly string[]): BootstrapKey[] {
   const keys: BootstrapKey[] = [];
-  (p.array("keys", value, "[0].name") ?? []).forEach((item, i) => {
+  (p.array("keys", value, LIST_FIRST_ITEM.keys) ?? []).forEach((item, i) => {
     const at = `keys[${i}]`;
     const k = p.object(at, item);
     if (!k) return;
@@ -327,7 +296,7 @@ function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, T
 
 function checkProviders(p: Problems, value: unknown, servedName: string | undefined, secret: (key: string, value: unknown) => Secret | undefined): ProviderModel[] {
   const out: ProviderModel[] = [];
-  (p.array("providers", value, "[0].model") ?? []).forEach((item, i) => {
+  (p.array("providers", value, LIST_FIRST_ITEM.providers) ?? []).forEach((item, i) => {
     const at = `providers[${i}]`;
     const v = p.object(at, item);
     if (!v) return;
@@ -351,7 +320,7 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
 
 function checkTags(p: Problems, value: unknown): string[] {
   const tags: string[] = [];
-  (p.array("tags", value) ?? []).forEach((t, i) => {
+  (p.array("tags", value, LIST_FIRST_ITEM.tags) ?? []).forEach((t, i) => {
     if (typeof t !== "string" || t.length < 3 || t.length > 50) p.add(`tags[${i}]`, t, "Linode tags are 3-50 characters");
     else tags.push(t);
   });

@@ -280,6 +280,29 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     expect(got.join("\n")).not.toMatch(/self-signed|81\.2\.69|SECRET/);
   });
 
+  it("puts the [0] a list's item needs in the --path command for a list setting set without --path", () => {
+    // `pulumi config set --secret gpu-sandbox:providers.apiKey sk-…`: with --path as typed it
+    // would store providers as a map, refused next as "must be a list".
+    const result = validateConfig({ region: "us-ord", adminCidrs: ["8.8.8.8/32"], "providers.apiKey": "sk-provider", "keys.credits": "5", "tags.team": "a" }, { stack: "acme" });
+    expect(result.ok).toBe(false);
+    const text = result.ok ? "" : describeProblems(result.problems);
+    expect(text).toContain("Set providers's part with `pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey' <value>`, then remove this one with `pulumi config rm 'gpu-sandbox:providers.apiKey'`");
+    expect(text).toContain("`pulumi config set --path 'gpu-sandbox:keys[0].credits' <value>`");
+    expect(text).toContain("`pulumi config set --path 'gpu-sandbox:tags[0]' <value>`");
+    expect(text).not.toContain("sk-provider");
+  });
+
+  it("shows how to replace a list setting stored as a map (--path without [0]) by its first item", () => {
+    const got = problems({ ...base, providers: { apiKey: "gsk_SECRET_G" }, keys: { name: "app" }, adminCidrs: { home: "81.2.69.160/32" } });
+    expect(got).toEqual([
+      "gpu-sandbox:adminCidrs = {\"home\":\"81.2.69.160/32\"}: must be a list; --path without [0] stores a map. Remove it with " +
+        "`pulumi config rm gpu-sandbox:adminCidrs`, then set the first item with `pulumi config set --path 'gpu-sandbox:adminCidrs[0]' <value>` (then [1], [2], …)",
+      expect.stringContaining("Remove it with `pulumi config rm gpu-sandbox:providers`, then set the first item with `pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey' <value>`"),
+      expect.stringContaining("then set the first item with `pulumi config set --path 'gpu-sandbox:keys[0].name' <value>`"),
+    ]);
+    expect(got.join("\n")).not.toContain("SECRET");
+  });
+
   it("shows the --path form for a list setting given one string, as `pulumi config set` without --path stores it", () => {
     expect(problems({ ...base, adminCidrs: "198.51.100.7/32", tags: "team-a", keys: "app" })).toEqual([
       'gpu-sandbox:adminCidrs = "198.51.100.7/32": must be a list; `pulumi config set` without --path stores one string. ' +

@@ -1,0 +1,52 @@
+import { CONFIG_NAMESPACE } from "./types.ts";
+
+/** Every key the program reads, without the `gpu-sandbox:` namespace. */
+export const CONFIG_KEYS = [
+  "region", "plan", "image", "model", "hfToken", "allowedCidrs", "adminCidrs", "tls", "keys", "tiers",
+  "pricing", "providers", "volumeSizeGb", "ttlHours", "tags", "limits", "images", "readyTimeoutMinutes",
+] as const;
+
+/**
+ * The settings that are lists, with the `--path` of their first item that messages suggest: an
+ * item of a list of maps is set one field at a time, so theirs names a field.
+ */
+export const LIST_FIRST_ITEM = {
+  allowedCidrs: "[0]", adminCidrs: "[0]", tags: "[0]", keys: "[0].name", providers: "[0].model",
+} as const satisfies Partial<Record<(typeof CONFIG_KEYS)[number], string>>;
+
+/**
+ * Settings whose values may be secrets, whatever shape they were given in: `hfToken`, and all of
+ * `providers` but each provider's name and model (`providers.apiKey`, a missing `[0]`, made the
+ * list an object holding the key, printed with "must be a list").
+ */
+export function isSecretSetting(key: string): boolean {
+  return /^(hfToken|providers)(?![\w])/.test(key) && !/^providers\[\d+\]\.(name|model)$/.test(key);
+}
+
+/**
+ * Why a top-level key is not a setting. `pulumi config set gpu-sandbox:tls.mode x` without `--path`
+ * makes a setting named "tls.mode" (and `adminCidrs[0]` one named so), so a name whose part before
+ * the first `.` or `[` is a setting gets the command that sets it, and the one that removes the
+ * misplaced one. Never with its value: it may be a secret (see isSecretSetting).
+ */
+export function unknownSettingMessage(key: string): string {
+  const head = /^[^.[]+/.exec(key)?.[0] ?? key;
+  if (head === key || !(CONFIG_KEYS as readonly string[]).includes(head)) {
+    return `is not a gpu-sandbox setting; known: ${CONFIG_KEYS.join(", ")}`;
+  }
+  const path = listItemPath(head, key.slice(head.length));
+  const secret = isSecretSetting(path) ? "--secret " : "";
+  return `is not a gpu-sandbox setting: \`pulumi config set\` without --path took "${key}" for one name. ` +
+    `Set ${head}'s part with \`pulumi config set ${secret}--path '${CONFIG_NAMESPACE}:${path}' <value>\`, ` +
+    `then remove this one with \`pulumi config rm '${CONFIG_NAMESPACE}:${key}'\``;
+}
+
+/**
+ * The path under `head` that `rest` (`.apiKey`, `[1].name`) meant. A list's item needs its index:
+ * `--path 'gpu-sandbox:providers.apiKey'` would store a map, which is then refused as not a list.
+ */
+function listItemPath(head: string, rest: string): string {
+  const first = (LIST_FIRST_ITEM as Readonly<Record<string, string>>)[head];
+  if (first === undefined || rest.startsWith("[")) return `${head}${rest}`;
+  return first.includes(".") ? `${head}[0]${rest}` : `${head}[0]`;
+}
