@@ -2,7 +2,8 @@ import { ShimError } from "./errors.ts";
 
 /**
  * Usage periods. Default: the current UTC month. `from` and `to` accept an ISO date
- * (`2026-01-31`, a whole UTC day: `to` includes that day) or an ISO timestamp. A `to` alone
+ * (`2026-01-31`, a whole UTC day: `to` includes that day) or an ISO timestamp (its offset's `+`
+ * may arrive unencoded, as a space). A `to` alone
  * reports the UTC month it falls in, up to it; a `from` alone, up to the end of the current month
  * (at least one day). A timestamp `to` is exclusive, as the end is internally (half-open periods
  * tile without overlap: `to` of one is `from` of the next); reports show the end inclusive to the
@@ -32,7 +33,14 @@ function monthStart(ms: number, months: number): number {
   return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + months, 1);
 }
 
-function instant(v: unknown, param: string, end: boolean): number {
+/**
+ * A `+` typed unencoded in a URL arrives as a space (query strings decode `+` so): a space before
+ * a timestamp's trailing hh:mm can only have been the `+` of its offset.
+ */
+const OFFSET_AS_SPACE = /(T[\d:.]+) (\d{2}:?\d{2})$/;
+
+function instant(given: unknown, param: string, end: boolean): number {
+  const v = typeof given === "string" ? given.replace(OFFSET_AS_SPACE, "$1+$2") : given;
   if (typeof v !== "string" || v.length > 40 || !isIsoInstant(v)) throw bad(param);
   const ms = Date.parse(DATE.test(v) ? `${v}T00:00:00Z` : v);
   return DATE.test(v) && end ? ms + DAY_MS : ms;

@@ -170,6 +170,50 @@ describe("admin routes and usage reports", () => {
     expect(all.data.length).toBeGreaterThan(1);
     for (const bad of ["group=week", "format=xml", "from=x"]) expect((await h.admin(`/admin/usage?${bad}`)).status).toBe(400);
   });
+
+  it("usage reports refuse a query parameter they do not know, naming it, instead of answering another report", async () => {
+    const { key, id } = await h.createKey({ credits: 100 });
+    const refused = async (res: Response, param: string) => {
+      expect(res.status, param).toBe(400);
+      expect(await res.json()).toEqual({ error: { type: "invalid_request_error", code: "invalid_request", param, message: expect.stringContaining(`Unknown query parameter '${param}'; known: `) } });
+    };
+    // The report's own column name: this used to answer every key's usage.
+    await refused(await h.admin(`/admin/usage?key_id=${id}`), "key_id");
+    await refused(await h.admin("/admin/usage?group=day&form=2020-01-01"), "form");
+    // Seed 004's period names: this used to answer the current month.
+    const v1 = (query: string) => fetch(`${h.url}/v1/usage?${query}`, { headers: { authorization: `Bearer ${key}` } });
+    await refused(await v1("start=2020-01-01&end=2020-01-31"), "start");
+    await refused(await v1("from=2020-01-01&group=day"), "group");
+    expect((await v1("from=2020-01-01&to=2020-01-31")).status).toBe(200);
+  });
+
+  it("GET /admin/usage?key= a key the store does not have is a 404, as on the key routes; a revoked key's usage is reported", async () => {
+    const missing = await h.admin("/admin/usage?key=NoSuchKey123");
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as { error: unknown }).error).toMatchObject({ code: "not_found", param: "key" });
+    const { key, id } = await h.createKey({ credits: 100 });
+    await h.client(key).embeddings.create({ model: "bge-m3", input: "x" });
+    expect((await h.admin(`/admin/keys/${id}`, { method: "DELETE" })).status).toBe(200);
+    const revoked = await h.admin(`/admin/usage?key=${id}`);
+    expect(revoked.status).toBe(200);
+    expect(((await revoked.json()) as { data: unknown[] }).data).toEqual([expect.objectContaining({ key_id: id, requests: 1 })]);
+  });
+
+  it("a period bound's +hh:mm typed unencoded (arriving as a space) is read as the offset it was", async () => {
+    const { key } = await h.createKey({ credits: 100 });
+    // fetch leaves a literal + in the query, which the query parser decodes as a space.
+    const range = "from=2026-03-01T00:00:00+01:00&to=2026-03-02T00:00:00+0100";
+    const admin = await h.admin(`/admin/usage?${range}`);
+    expect(admin.status).toBe(200);
+    expect(((await admin.json()) as { period: unknown }).period).toEqual({ start: "2026-02-28T23:00:00Z", end: "2026-03-01T22:59:59Z" });
+    const own = await fetch(`${h.url}/v1/usage?${range}`, { headers: { authorization: `Bearer ${key}` } });
+    expect(own.status).toBe(200);
+    expect(((await own.json()) as { period: unknown }).period).toEqual({ start: "2026-02-28T23:00:00Z", end: "2026-03-01T22:59:59Z" });
+    // Encoded, as a client library sends it, it is the same period.
+    expect(((await (await h.admin(`/admin/usage?from=2026-03-01T00:00:00%2B01:00&to=2026-03-02T00:00:00%2B0100`)).json()) as { period: unknown }).period).toEqual({ start: "2026-02-28T23:00:00Z", end: "2026-03-01T22:59:59Z" });
+    // A space anywhere else is still not a timestamp.
+    expect((await h.admin("/admin/usage?from=2026-03-01%2000:00:00Z")).status).toBe(400);
+  });
 });
 
 describe("a usage report whose client leaves while it waits for its turn", () => {

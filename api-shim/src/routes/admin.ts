@@ -5,6 +5,7 @@ import { ShimError } from "../errors.ts";
 import { generateKey, isKeyId } from "../keys.ts";
 import { creditsInput, creditsNumber, formatCredits } from "../money.ts";
 import { isIsoInstant, parsePeriod, showPeriod } from "../period.ts";
+import { onlyKnown } from "../known-members.ts";
 import { keyIsLive, type KeyRecord } from "../store/store.ts";
 import { isPlainText } from "../text.ts";
 import { untilLeftOrCut } from "./client-left.ts";
@@ -87,12 +88,15 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   });
 
   app.get("/admin/usage", async (request, reply) => {
-    const q = request.query as Record<string, unknown>;
+    const q = onlyKnown(request.query as object, ["key", "from", "to", "group", "format"], "query parameter");
     const group = q.group ?? "model";
     if (group !== "model" && group !== "day") throw invalid("'group' must be model or day.", "group");
     const format = q.format ?? "json";
     if (format !== "json" && format !== "csv") throw invalid("'format' must be json or csv.", "format");
     if (q.key !== undefined && (typeof q.key !== "string" || !isKeyId(q.key))) throw invalid("'key' must be a key id (12 letters or digits).", "key");
+    // As the key routes answer: an empty report would read as "this key did nothing". A revoked
+    // key is still there, and so is its usage.
+    if (q.key !== undefined && !(await ctx.store.getKey(q.key))) throw keyNotFound("key");
     const period = parsePeriod(q, ctx.clock.now());
     const rows = await untilLeftOrCut(request, reply, (signal) => ctx.store.usage({ keyId: (q.key as string | undefined) ?? null, from: period.from, to: period.to, group, signal }));
     if (format === "csv") return sendCsv(reply, group, rows.map((r) => [r.keyId, r.group, r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)]));
@@ -137,13 +141,11 @@ function modelList(ctx: ShimContext, v: unknown): string[] | null {
   return [...new Set(v as string[])];
 }
 
-/** The body as an object of the `known` fields: a misspelt field is refused, not silently ignored (a key meant to expire that never does). */
+/** The body as an object of the `known` fields. */
 function object(body: unknown, known: readonly string[]): Record<string, unknown> {
   if (body === null || typeof body !== "object" || Array.isArray(body)) throw new ShimError("invalid_request", { message: "Request body must be a JSON object." });
-  const unknown = Object.keys(body).find((k) => !known.includes(k));
-  if (unknown !== undefined) throw invalid(`Unknown field '${unknown.slice(0, 100)}'; known: ${known.join(", ")}.`, unknown.slice(0, 100));
-  return body as Record<string, unknown>;
+  return onlyKnown(body, known, "field");
 }
 
 const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });
-const keyNotFound = () => new ShimError("not_found", { param: "id", message: "No such key." });
+const keyNotFound = (param = "id") => new ShimError("not_found", { param, message: "No such key." });

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { authHeaders } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
+import { onlyKnown } from "../known-members.ts";
 import { creditsNumber } from "../money.ts";
 import { untilLeftOrCut } from "./client-left.ts";
 import { parsePeriod, showPeriod } from "../period.ts";
@@ -9,7 +10,9 @@ import { parsePeriod, showPeriod } from "../period.ts";
 export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.get("/v1/usage", async (request, reply) => {
     const key = request.auth!.key;
-    const period = parsePeriod(request.query as Record<string, unknown>, ctx.clock.now());
+    // Seed 004's report names its period start and end; asked for as `from` and `to`, as on
+    // /admin/usage: `?start=` would otherwise answer with the current month.
+    const period = parsePeriod(onlyKnown(request.query as object, ["from", "to"], "query parameter"), ctx.clock.now());
     const groups = await untilLeftOrCut(request, reply, (signal) => ctx.store.usage({ keyId: key.id, from: period.from, to: period.to, group: "model", signal }));
     // Null prototype: model names come from clients ("__proto__" must stay a plain key).
     const models: Record<string, { requests: number; tokens: number; cost: number }> = Object.create(null);
