@@ -2,8 +2,8 @@
 //   [--group model|day] [--format table|json|csv]
 // A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money.ts";
-import { isIsoInstant } from "../api-shim/src/period.ts";
-import { adminClient, type ApiKey, findKey, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
+import { isIsoInstant, parsePeriod } from "../api-shim/src/period.ts";
+import { type AdminClient, adminClient, type ApiKey, findKey, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
 import { oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
@@ -14,19 +14,23 @@ const USAGE = `Usage: npm run report-usage -- (--stack <name> | --url <base URL>
 Usage of a tenant's keys: requests, prompt/completion/total tokens and cost in credits, per key
 and model (or day), for a period (default: the current UTC month), with totals.
 
-  --key <id|name>            one key only
+  --key <id|name>            one key by its id; a name covers every key that has had it (the
+                             old key of a rotation too, revoked), and the output names the keys
+                             covered (CSV: on stderr)
   --from <date|timestamp>    start, e.g. 2026-03-01 or 2026-03-01T09:00:00Z (UTC)
   --to <date|timestamp>      end; a date includes that whole day, a timestamp is where it stops
                              (not included: 2026-04-01T00:00:00Z ends with March)
-  --group <model|day>        rows per key and model (default) or per key and day
-  --format <table|json|csv>  table (default); json (the API's report plus totals); csv (the
-                             API's CSV, spreadsheet-safe, one row per key and group)
+  --group <model|day>        rows per key and model (default) or per key and UTC day
+  --format <table|json|csv>  table (default); json (the API's report plus totals, and with --key
+                             the keys covered); csv (the API's CSV, spreadsheet-safe, one row per
+                             key and group)
 
 ${TARGET_USAGE}
 
 Examples:
   npm run report-usage -- --stack acme
   npm run report-usage -- --stack acme --group day --from 2026-03-01 --to 2026-03-07
+  npm run report-usage -- --stack acme --key team-a --from 2026-03-01 --to 2026-03-31
   npm run report-usage -- --stack acme --format csv > acme-usage.csv`;
 
 const OPTIONS = {
@@ -63,9 +67,10 @@ export function usageTotals(rows: readonly UsageRow[]): UsageTotals {
   };
 }
 
-export function formatUsage(report: UsageReport, keys: readonly ApiKey[]): string {
+export function formatUsage(report: UsageReport, keys: readonly ApiKey[], covered?: readonly ApiKey[]): string {
   const names = new Map(keys.map((k) => [k.id, k.name]));
-  const head = `Usage ${report.period.start} to ${report.period.end}, per key and ${report.group}`;
+  const of = covered ? ` of ${coverage(covered)}` : "";
+  const head = `Usage ${report.period.start} to ${report.period.end}${of}, per key and ${report.group}`;
   if (report.data.length === 0) return `${head}: no requests.`;
   const totals = usageTotals(report.data);
   type Line = { key: string; name: string; group: string; requests: number; prompt: number; completion: number; total: number; cost: number };
@@ -85,6 +90,53 @@ export function formatUsage(report: UsageReport, keys: readonly ApiKey[]): strin
     { header: "CREDITS", value: (l) => l.cost },
   ], lines);
   return `${head}\n\n${table}`;
+}
+
+/**
+ * The keys a report for `--key` covers: the key with that id, or every key that has had that
+ * name, sorted by id as the API sorts its rows. A rotation revokes a key and makes a new one with
+ * its name: a bill for the name must include what the old key spent earlier in the period
+ * (findKey, which picks the one key a top-up goes to, would leave it out).
+ */
+export function reportedKeys(keys: readonly ApiKey[], ref: string): ApiKey[] {
+  const byId = keys.find((k) => k.id === ref);
+  const named = byId ? [byId] : keys.filter((k) => k.name === ref);
+  if (named.length === 0) findKey(keys, ref); // throws: no such key, listing the keys in use
+  return named.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/** "team-a (2 keys: AbC… revoked, DeF…)": whose usage a report is. */
+export function coverage(covered: readonly ApiKey[]): string {
+  const ids = covered.map((k) => `${k.id}${k.revoked_at === null ? "" : " revoked"}`).join(", ");
+  return `${covered[0]!.name} (${covered.length} key${covered.length === 1 ? "" : "s"}: ${ids})`;
+}
+
+/**
+ * The query for each key covered. The API filters by one key; a report of several asks each for
+ * the same period, pinned here when it is open: left to the API, the current month could turn
+ * between two of the queries. (Pinned by this machine's clock: as if the report ran when it did.)
+ */
+function queriesFor(query: UsageQuery, covered: readonly ApiKey[] | undefined, now: Date): UsageQuery[] {
+  if (!covered) return [query];
+  const open = covered.length > 1 && (query.from === undefined || query.to === undefined);
+  const period = open ? parsePeriod(query, now.getTime()) : undefined;
+  const fixed = period ? { from: new Date(period.from).toISOString(), to: new Date(period.to).toISOString() } : {};
+  return covered.map((k) => ({ ...query, ...fixed, key: k.id }));
+}
+
+/** One report of every key queried: their rows in the API's order (each query's rows are one key's). */
+async function mergedReport(client: AdminClient, queries: readonly UsageQuery[]): Promise<UsageReport> {
+  const reports: UsageReport[] = [];
+  for (const q of queries) reports.push(await client.usage(q));
+  return { ...reports[0]!, data: reports.flatMap((r) => r.data) };
+}
+
+/** One CSV of every key queried: the first one's header, then each one's rows as the shim wrote them. */
+async function mergedCsv(client: AdminClient, queries: readonly UsageQuery[]): Promise<string> {
+  const csvs: string[] = [];
+  for (const q of queries) csvs.push(await client.usageCsv(q));
+  const rows = (csv: string) => csv.slice(csv.indexOf("\r\n") + 2);
+  return csvs[0]! + csvs.slice(1).map(rows).join("");
 }
 
 /** A date or timestamp as the API takes it, checked here so the message names the flag. */
@@ -111,15 +163,17 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const client = adminClient(await resolveAdminTarget(values, deps));
     // Names for the table, and to accept --key by name; the API filters by id.
     const keys = values.key !== undefined || format === "table" ? await client.listKeys() : [];
-    const key = values.key === undefined ? undefined : findKey(keys, values.key).id;
-    const query = { group, ...(key ? { key } : {}), ...(from ? { from } : {}), ...(to ? { to } : {}) };
+    const covered = values.key === undefined ? undefined : reportedKeys(keys, values.key);
+    const queries = queriesFor({ group, ...(from ? { from } : {}), ...(to ? { to } : {}) }, covered, deps.now());
     if (format === "csv") {
       // As the shim wrote it (CRLF line ends, RFC 4180): a line-printing \n would mix endings.
-      deps.io.write(await client.usageCsv(query));
+      deps.io.write(await mergedCsv(client, queries));
+      if (covered) deps.io.err(`usage of ${coverage(covered)}`);
       return 0;
     }
-    const report = await client.usage(query);
-    deps.io.out(format === "json" ? JSON.stringify({ ...report, totals: usageTotals(report.data) }, null, 2) : formatUsage(report, keys));
+    const report = await mergedReport(client, queries);
+    const json = () => ({ ...report, ...(covered ? { keys: covered.map((k) => ({ id: k.id, name: k.name, revoked_at: k.revoked_at })) } : {}), totals: usageTotals(report.data) });
+    deps.io.out(format === "json" ? JSON.stringify(json(), null, 2) : formatUsage(report, keys, covered));
     return 0;
   });
 }

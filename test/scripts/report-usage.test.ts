@@ -158,3 +158,82 @@ describe("report-usage against a real shim", () => {
     }
   });
 });
+
+describe("report-usage --key <name> after a rotation (the key revoked, a new one made with its name)", () => {
+  let s: Harness;
+  let old: { id: string; key: string };
+  let next: { id: string; key: string };
+  let oldMicro = 0;
+  beforeAll(async () => {
+    s = await startShim({ file: FILE });
+    old = await s.createKey({ name: "team-a", credits: 100 });
+    for (const content of ["one two three", "four five", "six"]) {
+      await s.client(old.key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content }], max_tokens: 3 });
+      oldMicro += costMicro(s.fake.usages.at(-1)!);
+    }
+    expect((await s.admin(`/admin/keys/${old.id}`, { method: "DELETE" })).status).toBe(200);
+    next = await s.createKey({ name: "team-a", credits: 100 });
+    await s.client(next.key).embeddings.create({ model: "bge-m3", input: "y" });
+    await s.createKey({ name: "team-b", credits: 100 }).then((b) => s.client(b.key).embeddings.create({ model: "bge-m3", input: "z" }));
+  });
+  afterAll(() => s.close());
+
+  const run = async (argv: string[], now?: Date) => {
+    const io = memoryIo();
+    const code = await main(["--url", s.url, ...argv], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: s.adminToken }, pulumi: new FakePulumi(), root: tempDir(), ...(now ? { now: () => now } : {}) });
+    return { code, out: io.stdout.join("\n"), err: io.stderr.join("\n") };
+  };
+  /** Both keys, sorted by id as the API sorts its rows; the old one marked revoked. */
+  const both = () => [old, next].sort((x, y) => (x.id < y.id ? -1 : 1));
+  const covered = () => `team-a (2 keys: ${both().map((k) => `${k.id}${k === old ? " revoked" : ""}`).join(", ")})`;
+  // The new key's one embedding costs the request price, 1 credit: the bill is exact in micro-credits.
+  const totalCost = () => (oldMicro + 1_000_000) / 1e6;
+
+  it("JSON covers every key of that name, with exact totals and the keys it covered", async () => {
+    const r = await run(["--key", "team-a", "--format", "json"]);
+    expect(r.code, r.err).toBe(0);
+    const json = JSON.parse(r.out) as { data: { key_id: string }[]; keys: unknown[]; totals: { requests: number; cost: number } };
+    expect(json.totals).toMatchObject({ requests: 4, cost: totalCost() });
+    expect(json.data.map((d) => d.key_id)).toEqual(both().map((k) => k.id));
+    expect(json.keys).toEqual(both().map((k) => ({ id: k.id, name: "team-a", revoked_at: k === old ? expect.any(String) : null })));
+  });
+
+  it("the table has each key's rows, a TOTAL over both and a heading naming the keys", async () => {
+    const r = await run(["--key", "team-a"]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out.split("\n")[0]).toMatch(new RegExp(`^Usage \\S+ to \\S+ of ${covered().replace(/[()]/g, "\\$&")}, per key and model$`));
+    expect(r.out).toMatch(new RegExp(`^${old.id} +team-a +qwen2\\.5-7b +3 `, "m"));
+    expect(r.out).toMatch(new RegExp(`^${next.id} +team-a +bge-m3 +1 `, "m"));
+    expect(r.out).toMatch(new RegExp(`^TOTAL +4 .* ${totalCost()}$`, "m"));
+  });
+
+  it("CSV: one header, both keys' rows as the shim wrote them; the keys covered on stderr", async () => {
+    const r = await run(["--key", "team-a", "--format", "csv"]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/^([^\r\n]*\r\n)+$/);
+    const [header, ...rows] = r.out.replace(/\r\n$/, "").split("\r\n");
+    expect(header).toBe("key_id,model,requests,prompt_tokens,completion_tokens,total_tokens,cost");
+    expect(rows.map((row) => row.split(",")[0])).toEqual(both().map((k) => k.id));
+    expect(rows.reduce((sum, row) => sum + Math.round(Number(row.split(",")[6]) * 1e6), 0)).toBe(oldMicro + 1_000_000);
+    expect(r.err).toBe(`usage of ${covered()}`);
+  });
+
+  it("--group day covers both keys too; an id still selects one key", async () => {
+    const day = await run(["--key", "team-a", "--group", "day", "--format", "json"]);
+    expect(day.code, day.err).toBe(0);
+    const today = new Date().toISOString().slice(0, 10);
+    expect((JSON.parse(day.out) as { data: unknown[] }).data).toEqual(both().map((k) => expect.objectContaining({ key_id: k.id, day: today, requests: k === old ? 3 : 1 })));
+    const one = await run(["--key", old.id, "--format", "json"]);
+    expect(one.code, one.err).toBe(0);
+    const json = JSON.parse(one.out) as { keys: { id: string }[]; totals: { requests: number; cost: number } };
+    expect(json.totals).toMatchObject({ requests: 3, cost: oldMicro / 1e6 });
+    expect(json.keys.map((k) => k.id)).toEqual([old.id]);
+  });
+
+  it("an open period is the same for every key covered, taken when the report starts", async () => {
+    // As if run on 15 January 2020: each key's query asks for January 2020, not the API's month.
+    const r = await run(["--key", "team-a"], new Date("2020-01-15T12:00:00Z"));
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toBe(`Usage 2020-01-01T00:00:00Z to 2020-01-31T23:59:59Z of ${covered()}, per key and model: no requests.`);
+  });
+});
