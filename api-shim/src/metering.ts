@@ -107,13 +107,13 @@ export class StreamMeter {
    * each output's latest completion tokens summed, each prompt's tokens once (outputs i and j
    * share a prompt when ⌊i/n⌋ = ⌊j/n⌋); else the count of content-bearing chunks as completion
    * tokens (never too many: each carried at least one). A running count is never taken below
-   * the content chunks seen. The prompt of a stream cut short is charged only when `promptOwed`
-   * (see stream.ts) and content came: from the running usage, else `promptEstimate()`.
+   * the content chunks seen. The prompt is charged only when `promptOwed` (stream.ts decides):
+   * from the running usage (LiteLLM's whole-request usage on its last chunk is running usage
+   * here too), else `promptEstimate()` once content came.
    */
   usage(promptOwed = true, promptEstimate: () => number = () => 0): Usage {
     if (this.finalUsage) return this.finalUsage;
-    const owed = promptOwed && this.contentSeen;
-    if (this.running.size === 0) return { promptTokens: owed ? promptEstimate() : 0, completionTokens: this.generated };
+    if (this.running.size === 0) return { promptTokens: promptOwed && this.generated > 0 ? promptEstimate() : 0, completionTokens: this.generated };
     const prompts = new Map<number, number>();
     let completion = 0;
     for (const [index, u] of this.running) {
@@ -122,7 +122,7 @@ export class StreamMeter {
       prompts.set(group, Math.max(prompts.get(group) ?? 0, u.promptTokens));
     }
     let prompt = 0;
-    if (owed) for (const p of prompts.values()) prompt += p;
+    if (promptOwed) for (const p of prompts.values()) prompt += p;
     return { promptTokens: prompt, completionTokens: Math.max(completion, this.generated) };
   }
 }

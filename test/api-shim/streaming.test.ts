@@ -1,5 +1,6 @@
 import { APIError } from "openai";
-import { request } from "node:http";
+import { createServer, request } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
@@ -262,6 +263,36 @@ describe("a stream's charge does not depend on whether the upstream sends runnin
     const text = await (await h.post(key, "/v1/chat/completions", body)).text();
     expect(text).toContain('"code":"upstream_error"');
     expect(await charged(id)).toBe(cost(0, 2));
+  });
+});
+
+describe("a whole stream from LiteLLM with no completion tokens (a provider's content filter)", () => {
+  it("is charged the prompt its usage reports, though that usage came on a chunk with a choice", async () => {
+    // LiteLLM sends no usage-only chunk: its last chunk keeps a choice and carries the whole request's usage.
+    const upstream = createServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        const send = (o: unknown) => res.write(`data: ${JSON.stringify(o)}\n\n`);
+        send({ id: "c", object: "chat.completion.chunk", model: "m", choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] });
+        send({ id: "c", object: "chat.completion.chunk", model: "m", choices: [{ index: 0, delta: {}, finish_reason: "content_filter" }], usage: { prompt_tokens: 300, completion_tokens: 0, total_tokens: 300 } });
+        res.end("data: [DONE]\n\n");
+      });
+    });
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    const h = await startShim({
+      file: { models: [{ name: "m", maxModelLen: 8192 }], pricing: { models: { m: { promptPer1k: 1, completionPer1k: 1 } } } },
+      env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1` },
+    });
+    try {
+      const { key, id } = await h.createKey({ credits: 1000 });
+      const text = await (await h.post(key, "/v1/chat/completions", { model: "m", messages: [{ role: "user", content: "x".repeat(2000) }], max_tokens: 10, stream: true })).text();
+      expect(text).toContain(": credits_charged=1.3 ");
+      expect(1000 * CREDIT - (await h.store.getKey(id))!.balance).toBe(1.3 * CREDIT); // the request and 300 prompt tokens
+    } finally {
+      await h.close();
+      upstream.close();
+    }
   });
 });
 

@@ -446,7 +446,8 @@ describe("running usage of several outputs", () => {
     m.process('data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":{"prompt_tokens":12,"completion_tokens":0,"total_tokens":12}}');
     expect(m.sawUsage).toBe(true);
     expect(m.contentSeen).toBe(false);
-    expect(m.usage(true, () => 99)).toEqual({ promptTokens: 0, completionTokens: 0 });
+    expect(m.usage(false, () => 99)).toEqual({ promptTokens: 0, completionTokens: 0 }); // a client that left now, or a failure
+    expect(m.usage(true, () => 99)).toEqual({ promptTokens: 12, completionTokens: 0 }); // a stream that ended whole owes its prompt
   });
 
   // vLLM's continuous usage is per output: its own completion tokens, its own prompt's tokens.
