@@ -5,7 +5,7 @@
 // the volume holds the only map from ids to the names operators bill by. The keys are revoked
 // first (retire-keys.ts), so the saved ledger is the whole of it.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { AdminApiError, adminClient } from "./admin-client.ts";
 import type { ScriptDeps } from "./deps.ts";
 import { endpointOf, stackOutputs } from "./pulumi.ts";
@@ -133,9 +133,11 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
   const progress = options.progress ?? (() => {});
   const marker = readRecord<ExportMarker>(markerPath(dir, stack), stack, options.expiresAt);
   // The marker lets a destroy go ahead without the tenant's usage in hand: only while the files
-  // it names are there (an operator may have moved or cleaned the usage directory since).
-  const gone = marker ? [marker.usage, marker.keys].filter((f) => !existsSync(f)) : [];
-  if (marker && gone.length === 0) return { kind: "already-saved", marker };
+  // it names are there, beside it (the directory may have been moved, marker and files together,
+  // and given with --usage-dir; or files cleaned from it).
+  const beside = (f: string) => join(dir, basename(f));
+  const gone = marker ? [marker.usage, marker.keys].map(beside).filter((f) => !existsSync(f)) : [];
+  if (marker && gone.length === 0) return { kind: "already-saved", marker: { ...marker, usage: beside(marker.usage), keys: beside(marker.keys) } };
   if (marker) progress(`${markerPath(dir, stack)} says its usage was saved, but ${gone.join(" and ")} ${gone.length === 1 ? "is" : "are"} gone: exporting again`);
   // The keys revoked for this expiry by an earlier run are still marked (unreadable: they are not).
   const revoked = new RevokedKeys(dir, stack, options.expiresAt);

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey } from "../../scripts/lib/admin-client.ts";
@@ -8,6 +8,7 @@ import type { PulumiResult, RunOptions } from "../../scripts/lib/pulumi.ts";
 import { main, reapExpired } from "../../scripts/reap-expired.ts";
 import { frontProxy } from "../support/front-proxy.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
+import { tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
 import { failedDeployResources, fixtureStacks, fixtureTenants, NOW } from "./tenant-fixtures.ts";
 
@@ -347,6 +348,17 @@ describe("reap-expired: a destroy that failed after its stop step", () => {
     expect(second.stderr.join("\n")).toContain("[bravo] KEPT: could not save its usage before the destroy would delete it:");
     expect(second.stderr.join("\n")).toContain("(is the tenant's host up? a destroy that failed after its stop step leaves the serving stack down)");
   });
+  it("a usage directory moved elsewhere, marker and files together, still lets the next run destroy it (--usage-dir)", async () => {
+    const { root, pulumi, destroys } = await halfDestroyed();
+    const moved = join(tempDir(), "archive");
+    cpSync(join(root, "usage"), moved, { recursive: true });
+    rmSync(join(root, "usage"), { recursive: true });
+    const second = memoryIo();
+    expect(await main(["--yes", "--usage-dir", moved], { root, pulumi, io: second, env: {}, now: () => NOW }), second.text()).toBe(0);
+    expect(destroys()).toBe(2);
+    expect(second.stdout.join("\n")).toContain("[bravo] usage already saved at");
+  });
+
   it("a marker whose saved files are gone does not count: the export is tried, and a line says why", async () => {
     const { root, pulumi, destroys } = await halfDestroyed();
     const csv = join(root, "usage", readdirSync(join(root, "usage")).find((f) => f.endsWith(".csv"))!);
