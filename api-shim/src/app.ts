@@ -8,7 +8,7 @@ import { authHeaders, authHook } from "./auth.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
 import type { RequestState, ShimContext } from "./context.ts";
-import { clientErrorHandler, markIfAnsweredEarly, refusalOf, requestClosed, requestOpened } from "./client-errors.ts";
+import { clientErrorHandler, markIfAnsweredEarly, refusalOf, requestArrived } from "./client-errors.ts";
 import { errorHandler, sendError, ShimError, toShimError } from "./errors.ts";
 import { Inflight } from "./inflight.ts";
 import { jsonShapeProblem } from "./json-shape.ts";
@@ -134,9 +134,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // 'finish'): its one line is written here, as nginx logs it (499), or 408 when the shim cut a
     // request that did not arrive in time. An inference route writes its own once it runs.
     const socket = request.raw.socket;
-    requestOpened(socket);
+    requestArrived(request.raw);
     reply.raw.once("close", () => {
-      requestClosed(socket);
       if (reply.raw.writableFinished || request.shim.logged || request.shim.routeLogs) return;
       const refusal = refusalOf(socket);
       // Once the drain has cut what was in flight, a connection closing without a whole answer is

@@ -11,19 +11,15 @@ import { errorBody, ShimError } from "./errors.ts";
 const refused = new WeakMap<object, { status: number; error: ShimError }>();
 /** Connections whose request was answered before its body had all arrived, until it has. */
 const answeredEarly = new WeakSet<object>();
-/** Per connection, Fastify's requests not yet closed (more than one when pipelined). */
-const open = new WeakMap<object, number>();
+/** Per connection, the latest request Fastify was given (the one whose body may be arriving). */
+const latest = new WeakMap<object, IncomingMessage>();
 
 /** Why the connection's request was refused by the HTTP server, if it was. */
 export const refusalOf = (socket: object) => refused.get(socket);
 
-/** A request Fastify has, from its onRequest hook until its response closes. */
-export function requestOpened(socket: object): void {
-  open.set(socket, (open.get(socket) ?? 0) + 1);
-}
-
-export function requestClosed(socket: object): void {
-  open.set(socket, (open.get(socket) ?? 1) - 1);
+/** Fastify's onRequest: the connection's request, should the HTTP server refuse the rest of it. */
+export function requestArrived(req: IncomingMessage): void {
+  latest.set(req.socket, req);
 }
 
 /**
@@ -56,7 +52,10 @@ export function clientErrorHandler(logUnparsed: UnparsedLine): (err: Error, sock
     const statusLine = tooLarge ? "431 Request Header Fields Too Large" : timedOut ? "408 Request Timeout" : "400 Bad Request";
     const reqId = randomUUID();
     const body = errorBody(error);
-    if ((open.get(socket) ?? 0) > 0) refused.set(socket, { status, error }); // its request's line says so
+    // A request whose body was still arriving is the one refused: its line says so. Otherwise the
+    // refused bytes are a request of their own (headers that never ended, or that were not HTTP,
+    // perhaps pipelined behind a whole request): a line of their own.
+    if (latest.get(socket)?.complete === false) refused.set(socket, { status, error });
     else logUnparsed(reqId, status, error);
     socket.end(`HTTP/1.1 ${statusLine}\r\nx-request-id: ${reqId}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   };

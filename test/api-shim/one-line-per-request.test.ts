@@ -175,6 +175,15 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     expect(lines(idOf(answer))).toEqual([]); // no second line for the same request
   });
 
+  it("a whole request followed on its connection by bytes that are not HTTP: each gets its own line", async () => {
+    const answer = await rawExchange(["GET /health HTTP/1.1\r\nhost: x\r\nx-request-id: pipelined\r\n\r\nHELLO THERE\r\n\r\n"]);
+    expect(answer).toContain("HTTP/1.1 400 ");
+    const first = lines("pipelined").map((l) => [l.status, l.error]);
+    expect(first.length).toBe(1);
+    expect(first[0]![0]).not.toBe(400); // /health was fine: answered (200), or cut by the refusal after it (499)
+    expect(lines(idOf(answer.slice(answer.indexOf("HTTP/1.1 400")))).map((l) => [l.status, l.error, l.path])).toEqual([[400, "invalid_request", "-"]]);
+  });
+
   it("an answer sent before the body arrived (a 401): a malformed rest of the body gets no second answer", async () => {
     const head = `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-gs-wrong\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nx-request-id: early-then-bad\r\n\r\n`;
     const answer = await rawExchange([head, "zz\r\n"]);
