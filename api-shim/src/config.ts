@@ -116,8 +116,12 @@ export function shownUrl(v: string): string {
 
 /** The shortest SHIM_ADMIN_TOKEN accepted: 16 characters, ~95 bits even from hex digits. */
 export const MIN_ADMIN_TOKEN_LENGTH = 16;
-/** What SHIM_ADMIN_TOKEN is made of: printable ASCII without spaces or angle brackets (a placeholder's). */
-const ADMIN_TOKEN = /^[\x21-\x3b=\x3f-\x7e]+$/;
+/**
+ * What SHIM_ADMIN_TOKEN is made of: printable ASCII and spaces (a passphrase worked before, and
+ * still does), without angle brackets (a placeholder's). Beyond ASCII a client's bytes would not
+ * match: Node reads header bytes as Latin-1, and fetch refuses what is beyond it.
+ */
+const ADMIN_TOKEN = /^[\t\x20-\x3b=\x3f-\x7e]+$/;
 
 export function parseShimConfig(env: Env, readFile: (path: string) => string): ShimConfig {
   const problems: string[] = [];
@@ -181,7 +185,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   if (adminToken !== null && /^<[^>]*>$/.test(adminToken)) {
     problems.push("SHIM_ADMIN_TOKEN: is still a placeholder, as in .env.example (<…>); set a secret of your own (random: openssl rand -hex 32)");
   } else if (adminToken !== null && !ADMIN_TOKEN.test(adminToken)) {
-    problems.push("SHIM_ADMIN_TOKEN: has a character other than ASCII letters, digits and punctuation (a space, < or >, or a character beyond ASCII, which a client could not send as typed); expected letters, digits and punctuation without spaces (random: openssl rand -hex 32)");
+    problems.push("SHIM_ADMIN_TOKEN: has a character other than ASCII letters, digits, punctuation and spaces (< or >, as in a placeholder, a control character, or one beyond ASCII, whose bytes a client's would not match); expected ASCII letters, digits, punctuation and spaces (random: openssl rand -hex 32)");
   } else if (adminToken !== null && adminToken.length < MIN_ADMIN_TOKEN_LENGTH) {
     // A short admin token could be guessed.
     problems.push(`SHIM_ADMIN_TOKEN: is ${adminToken.length} characters long; expected at least ${MIN_ADMIN_TOKEN_LENGTH} (random: openssl rand -hex 24; the Pulumi program makes 48)`);
