@@ -83,27 +83,10 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     expect(written.map((l) => [l.level, l.msg, l.status, l.error])).toEqual([[30, "request", 499, "client_closed_request"]]);
   });
 
-  /**
-   * Sends a request whose body never finishes, then does what Node's HTTP server does after
-   * requestTimeout (120 s; checked every 30 s); resolves with what the client received.
-   */
-  async function timedOut(head: string, waitMs: number): Promise<string> {
-    const serverSide = once(h.app.server, "connection") as Promise<[net.Socket]>;
-    const u = new URL(h.url);
-    const s = net.connect(Number(u.port), u.hostname);
-    await once(s, "connect");
-    const [socket] = await serverSide;
-    let answer = "";
-    s.on("data", (d) => (answer += String(d)));
-    const closed = once(s, "close");
-    s.write(`${head}{"model":`);
-    await sleep(waitMs);
-    h.app.server.emit("clientError", Object.assign(new Error("Request timeout"), { code: "ERR_HTTP_REQUEST_TIMEOUT" }), socket);
-    await Promise.race([closed, sleep(1000)]);
-    s.destroy();
-    await sleep(100);
-    return answer;
-  }
+  /** Does what Node's HTTP server does after requestTimeout or headersTimeout (checked every 30 s). */
+  const timeOut = (socket: net.Socket) => h.app.server.emit("clientError", Object.assign(new Error("Request timeout"), { code: "ERR_HTTP_REQUEST_TIMEOUT" }), socket);
+  /** Sends a request whose body never finishes, times it out after `waitMs`; resolves with what the client received. */
+  const timedOut = (head: string, waitMs: number) => rawExchange([`${head}{"model":`, waitMs, timeOut]);
   const slowPost = (auth: string, id: string, length: number) =>
     `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${auth}\r\ncontent-type: application/json\r\ncontent-length: ${length}\r\nx-request-id: ${id}\r\n\r\n`;
 
@@ -125,8 +108,11 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toHaveLength(1);
   });
 
-  /** Sends raw bytes, in steps, and resolves with what the client received by the end. */
-  async function rawExchange(steps: (string | ((socket: net.Socket) => void))[]): Promise<string> {
+  /**
+   * Sends raw bytes in steps (a string is written, a number waited, a function called with the
+   * server's side of the connection); resolves with what the client received once it closed.
+   */
+  async function rawExchange(steps: (string | number | ((socket: net.Socket) => void))[]): Promise<string> {
     const serverSide = once(h.app.server, "connection") as Promise<[net.Socket]>;
     const u = new URL(h.url);
     const s = net.connect(Number(u.port), u.hostname);
@@ -134,12 +120,13 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     const [socket] = await serverSide;
     let answer = "";
     s.on("data", (d) => (answer += String(d)));
+    const closed = once(s, "close");
     for (const step of steps) {
       if (typeof step === "string") s.write(step);
+      else if (typeof step === "number") await sleep(step);
       else step(socket);
-      await sleep(200);
     }
-    await Promise.race([once(s, "close"), sleep(500)]);
+    await Promise.race([closed, sleep(1000)]);
     s.destroy();
     await sleep(100);
     return answer;
@@ -152,10 +139,7 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
 
   it("headers that never finish (headersTimeout): 408 to the client, and a line and a count, though Fastify never had a request", async () => {
     const before = await unparsedCount(408);
-    const answer = await rawExchange([
-      "GET /v1/models HTTP/1.1\r\nhost: x\r\n",
-      (socket) => h.app.server.emit("clientError", Object.assign(new Error("Request timeout"), { code: "ERR_HTTP_REQUEST_TIMEOUT" }), socket),
-    ]);
+    const answer = await rawExchange(["GET /v1/models HTTP/1.1\r\nhost: x\r\n", 200, timeOut]);
     expect(answer).toMatch(/^HTTP\/1\.1 408 /);
     expect(lines(idOf(answer)).map((l) => [l.status, l.error, l.method, l.path, l.ms])).toEqual([[408, "request_timeout", "-", "-", null]]);
     expect(await unparsedCount(408)).toBe(before + 1);
@@ -169,7 +153,7 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
 
   it("a body that turns out malformed: the request's own line says 400 invalid_request, not a client that left", async () => {
     const head = `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nx-request-id: bad-chunk\r\n\r\n`;
-    const answer = await rawExchange([head, "5\r\n{\"mod\r\n", "zz\r\n"]);
+    const answer = await rawExchange([head, 200, "5\r\n{\"mod\r\n", 200, "zz\r\n"]);
     expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 400"]);
     expect(lines("bad-chunk").map((l) => [l.status, l.error])).toEqual([[400, "invalid_request"]]);
     expect(lines(idOf(answer))).toEqual([]); // no second line for the same request
@@ -186,7 +170,7 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
 
   it("an answer sent before the body arrived (a 401): a malformed rest of the body gets no second answer", async () => {
     const head = `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-gs-wrong\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nx-request-id: early-then-bad\r\n\r\n`;
-    const answer = await rawExchange([head, "zz\r\n"]);
+    const answer = await rawExchange([head, 200, "zz\r\n"]);
     expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 401"]);
     expect(lines("early-then-bad").map((l) => l.status)).toEqual([401]);
   });
