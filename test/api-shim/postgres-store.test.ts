@@ -3,7 +3,7 @@ import { chmodSync } from "node:fs";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
-import { Turns } from "../../api-shim/src/store/postgres-client.ts";
+import { Turns } from "../../api-shim/src/store/turns.ts";
 import { PostgresStore, type PostgresStoreOptions, SHUTDOWN_MS } from "../../api-shim/src/store/postgres-store.ts";
 import { ClientLeftError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { frozenProxy } from "../support/frozen-proxy.ts";

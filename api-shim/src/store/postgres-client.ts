@@ -39,47 +39,6 @@ export async function inTransaction<T>(c: pg.ClientBase, fn: () => Promise<T>): 
   }
 }
 
-/** At most `limit` tasks at once; up to `maxWaiting` others wait in order, and more are refused. */
-export class Turns {
-  private running = 0;
-  private readonly waiting: (() => void)[] = [];
-  private readonly limit: number;
-  private readonly maxWaiting: number;
-  constructor(limit: number, maxWaiting: number) {
-    this.limit = limit;
-    this.maxWaiting = maxWaiting;
-  }
-
-  /** Runs `task` in its turn; one still waiting when `signal` aborts (its asker left) gives up its place. */
-  async run<T>(task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    if (this.running >= this.limit) {
-      if (this.waiting.length >= this.maxWaiting) throw new Error(`${this.limit} running and ${this.maxWaiting} waiting already`);
-      signal?.throwIfAborted();
-      await new Promise<void>((resolve, reject) => {
-        const leave = () => {
-          this.waiting.splice(this.waiting.indexOf(turn), 1);
-          reject(signal!.reason);
-        };
-        const turn = () => {
-          signal?.removeEventListener("abort", leave);
-          resolve();
-        };
-        this.waiting.push(turn);
-        signal?.addEventListener("abort", leave, { once: true });
-      });
-    } else {
-      this.running++;
-    }
-    try {
-      return await task();
-    } finally {
-      const next = this.waiting.shift();
-      if (next) next(); // the turn passes on: running stays the same
-      else this.running--;
-    }
-  }
-}
-
 /** A ledger row and the matching balance change; false when the idempotency key was used. */
 export async function grant(c: pg.ClientBase, keyId: string, amount: number, at: number, kind: string, ref: string | null, idem: string | null): Promise<boolean> {
   if (amount <= 0) return false;

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { rejectOnAbort } from "../promises.ts";
-import { Turns } from "./postgres-client.ts";
+import { Turns } from "./turns.ts";
 import { StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 
 /** The bound on a usage report's statement (the request path's is the store's timeoutMs). */

@@ -1,3 +1,4 @@
+import { once } from "node:events";
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
 import type Database from "better-sqlite3";
@@ -37,4 +38,11 @@ export function startCheckpointer(db: Database.Database, filename: string, inter
   worker.once("error", fallback);
   worker.once("exit", fallback);
   return worker;
+}
+
+/** Its last checkpoint, then its end (a checkpoint that does not answer within 2 s is not waited for). */
+export async function stopCheckpointer(worker: Worker): Promise<void> {
+  worker.postMessage("stop");
+  await Promise.race([once(worker, "message"), once(worker, "exit"), new Promise((r) => setTimeout(r, 2000).unref())]).catch(() => {});
+  await worker.terminate();
 }

@@ -1,9 +1,10 @@
-import { once } from "node:events";
 import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
-import { startCheckpointer } from "./sqlite-checkpointer.ts";
+import { startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
 import { migrate } from "./sqlite-migrations.ts";
+import { SqliteReports } from "./sqlite-reports.ts";
 import { prepareStatements, type RequestRow, toKey } from "./sqlite-statements.ts";
+import { usageReport } from "./sqlite-usage-report.ts";
 import { isBusy, retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
   keyIsLive, StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
@@ -51,6 +52,7 @@ export class SqliteStore implements Store {
   private readonly commitAfterNextTurn = () => setImmediate(this.commitSoon);
   private broken: unknown = null;
   private checkpointer: Worker | undefined;
+  private readonly reports: SqliteReports | undefined; // file databases only
   private readonly stmt: ReturnType<typeof prepareStatements>;
   private readonly options: SqliteStoreOptions;
   private readonly busyTimeoutMs: number;
@@ -72,7 +74,10 @@ export class SqliteStore implements Store {
       throw e;
     }
     db.pragma("busy_timeout = 0");
-    if (filename !== ":memory:") this.checkpointer = startCheckpointer(db, filename, options.checkpointIntervalMs ?? 1000);
+    if (filename !== ":memory:") {
+      this.checkpointer = startCheckpointer(db, filename, options.checkpointIntervalMs ?? 1000);
+      this.reports = new SqliteReports(filename, this.busyTimeoutMs);
+    }
     this.stmt = prepareStatements(db);
   }
 
@@ -345,13 +350,10 @@ export class SqliteStore implements Store {
     );
   }
 
+  /** After the open batch commits: off this thread for a file, in it for `:memory:` (sqlite-reports.ts says why). */
   usage(q: UsageQuery): Promise<UsageGroup[]> {
-    const dim = q.group === "day" ? "strftime('%Y-%m-%d', at / 1000, 'unixepoch')" : "model";
-    const sql = `SELECT key_id AS keyId, ${dim} AS "group", count(*) AS requests,
-        sum(prompt_tokens) AS promptTokens, sum(completion_tokens) AS completionTokens, -sum(amount) AS cost
-      FROM ledger WHERE kind = 'usage' AND (amount <> 0 OR status < 400) AND at >= @from AND at < @to ${q.keyId === null ? "" : "AND key_id = @keyId"}
-      GROUP BY key_id, "group" ORDER BY key_id, "group"`;
-    return this.now(() => this.db.prepare<UsageQuery, UsageGroup>(sql).all(q));
+    if (this.reports === undefined) return this.now(() => usageReport(this.db, q));
+    return this.reports.run(q, () => this.now(() => {}));
   }
 
   /** `reservations` is the database's count of open holds; `reservedSum` the sum of this process's own. */
@@ -380,13 +382,10 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
-    const worker = this.checkpointer;
+    this.reports?.close();
+    const checkpointer = this.checkpointer;
     this.checkpointer = undefined;
-    if (worker) {
-      worker.postMessage("stop");
-      await Promise.race([once(worker, "message"), once(worker, "exit"), new Promise((r) => setTimeout(r, 2000).unref())]).catch(() => {});
-      await worker.terminate();
-    }
+    if (checkpointer) await stopCheckpointer(checkpointer);
     // The last batch is committed first. A store that already failed closed has nothing left to
     // commit (its batch was rolled back), but its connection is closed all the same.
     this.lockQueue.failAll(CLOSING);

@@ -1,0 +1,116 @@
+import { Worker } from "node:worker_threads";
+import { rejectOnAbort } from "../promises.ts";
+import type { ReportAnswer } from "./sqlite-report-worker.ts";
+import type { ReportQuery } from "./sqlite-usage-report.ts";
+import { ClientLeftError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
+import { Turns } from "./turns.ts";
+
+/**
+ * Each key's reports wait in a line of their own (the reports over all keys, the operator's, in
+ * one more), and one report of each line at a time waits for the worker: a key asking in a loop
+ * delays another key's report by one of its own, not by all it queued. Beyond these many
+ * waiting, a report is a 503 at once.
+ */
+const WAITING_PER_KEY = 8;
+const WAITING_KEYS = 64;
+const WORKER = new URL("./sqlite-report-worker.ts", import.meta.url);
+
+/**
+ * The SQLite store's usage reports of a database file, on a worker thread with a read-only
+ * connection of its own (sqlite-report-worker.ts). Run in the store's thread, one report over a
+ * million rows stopped every other request of the process for a second or more (better-sqlite3
+ * is synchronous). The worker starts with the first report and is replaced when it fails (the
+ * report it ran gets a 503, the next one a new worker); the store's close ends it.
+ *
+ * One report runs at a time, the others wait their turn (WAITING_PER_KEY). A report whose asker leaves (or whose drain
+ * is cut) is answered at once, but its statement runs to its end: better-sqlite3 runs it in
+ * native code, which a worker's terminate() only stops when it returns. Its turn is kept until
+ * then, so a client that leaves and asks again cannot stack scans on the worker.
+ *
+ * An in-memory database (`sqlite::memory:`, the tests') belongs to the one connection that made
+ * it: a worker's connection would open an empty database of its own. Its reports run in the
+ * store's thread, on that connection (sqlite-store.ts).
+ */
+export class SqliteReports {
+  private worker: Worker | undefined;
+  /** The report the worker is running, settled by its answer or by that worker's end. */
+  private running: { worker: Worker; resolve: (rows: UsageGroup[]) => void; reject: (e: unknown) => void } | undefined;
+  private readonly turns = new Turns(1, WAITING_KEYS);
+  /** The lines of the keys with reports waiting or running (null: all keys), and how many each has. */
+  private readonly lines = new Map<string | null, { turns: Turns; reports: number }>();
+  /** Aborted by close(). */
+  private readonly closing = new AbortController();
+  private readonly filename: string;
+  private readonly busyTimeoutMs: number;
+
+  constructor(filename: string, busyTimeoutMs: number) {
+    this.filename = filename;
+    this.busyTimeoutMs = busyTimeoutMs;
+  }
+
+  /**
+   * The report, once its turn comes; `beforeRun` runs then, before the worker is asked (the
+   * store commits its open batch, so the report sees every request settled before it; a store
+   * that failed rejects it). Rejects with the signal's reason as soon as it aborts (any but a
+   * ClientLeftError as a StoreUnavailableError's cause), and with a StoreUnavailableError when
+   * the report fails or too many wait.
+   */
+  run(q: UsageQuery, beforeRun: () => Promise<void>): Promise<UsageGroup[]> {
+    const { signal: asker, ...query } = q;
+    const signal = asker ? AbortSignal.any([asker, this.closing.signal]) : this.closing.signal;
+    const line = this.lines.get(q.keyId) ?? { turns: new Turns(1, WAITING_PER_KEY), reports: 0 };
+    this.lines.set(q.keyId, line);
+    line.reports++;
+    const work = line.turns.run(() => this.turns.run(async () => {
+      await beforeRun();
+      return this.ask(query);
+    }, signal), signal).finally(() => --line.reports === 0 && this.lines.delete(q.keyId));
+    return rejectOnAbort(work, signal).catch((e: unknown) => {
+      throw e instanceof StoreUnavailableError || e instanceof ClientLeftError ? e : new StoreUnavailableError(e);
+    });
+  }
+
+  private ask(q: ReportQuery): Promise<UsageGroup[]> {
+    const worker = this.worker ?? this.start();
+    return new Promise((resolve, reject) => {
+      this.running = { worker, resolve, reject };
+      worker.postMessage(q);
+    });
+  }
+
+  private start(): Worker {
+    const worker = new Worker(WORKER, { workerData: { filename: this.filename, busyTimeoutMs: this.busyTimeoutMs } });
+    worker.unref(); // never what keeps the process alive
+    worker.on("message", (a: ReportAnswer) => this.answer(worker, "rows" in a ? a.rows : undefined, "error" in a ? new Error(a.error) : undefined));
+    // An uncaught error (the file could not be opened) ends the worker: 'exit' follows.
+    worker.on("error", (e) => this.ended(worker, e));
+    worker.on("exit", (code) => this.ended(worker, new Error(`the report worker exited (code ${code})`)));
+    this.worker = worker;
+    return worker;
+  }
+
+  private answer(worker: Worker, rows: UsageGroup[] | undefined, error: Error | undefined): void {
+    const running = this.running;
+    if (running?.worker !== worker) return;
+    this.running = undefined;
+    if (rows) running.resolve(rows);
+    else running.reject(new StoreUnavailableError(error));
+  }
+
+  /** The worker failed or exited: its report (if any) fails, and the next report starts a new one. */
+  private ended(worker: Worker, error: Error): void {
+    if (this.worker === worker) this.worker = undefined;
+    this.answer(worker, undefined, error);
+  }
+
+  /**
+   * Waiting reports give up and a running one is answered 503 at once; the worker is told to end,
+   * without waiting for it (a statement it runs ends first: the process's exit waits for that).
+   */
+  close(): void {
+    this.closing.abort(new StoreUnavailableError(new Error("the store is closing")));
+    const worker = this.worker;
+    this.worker = undefined;
+    void worker?.terminate();
+  }
+}

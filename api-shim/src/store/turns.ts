@@ -1,0 +1,42 @@
+/** Turns for work that must not all run at once (usage reports): the stores share them. */
+
+/** At most `limit` tasks at once; up to `maxWaiting` others wait in order, and more are refused. */
+export class Turns {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+  private readonly limit: number;
+  private readonly maxWaiting: number;
+  constructor(limit: number, maxWaiting: number) {
+    this.limit = limit;
+    this.maxWaiting = maxWaiting;
+  }
+
+  /** Runs `task` in its turn; one still waiting when `signal` aborts (its asker left) gives up its place. */
+  async run<T>(task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (this.running >= this.limit) {
+      if (this.waiting.length >= this.maxWaiting) throw new Error(`${this.limit} running and ${this.maxWaiting} waiting already`);
+      signal?.throwIfAborted();
+      await new Promise<void>((resolve, reject) => {
+        const leave = () => {
+          this.waiting.splice(this.waiting.indexOf(turn), 1);
+          reject(signal!.reason);
+        };
+        const turn = () => {
+          signal?.removeEventListener("abort", leave);
+          resolve();
+        };
+        this.waiting.push(turn);
+        signal?.addEventListener("abort", leave, { once: true });
+      });
+    } else {
+      this.running++;
+    }
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next(); // the turn passes on: running stays the same
+      else this.running--;
+    }
+  }
+}

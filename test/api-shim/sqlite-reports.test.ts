@@ -1,0 +1,149 @@
+import { mkdtempSync, renameSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import Database from "better-sqlite3";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateKey } from "../../api-shim/src/keys.ts";
+import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
+import { FakeVllm } from "../support/fake-vllm.ts";
+import { assertNoSecrets, startShim } from "../support/shim-harness.ts";
+import { shimClient, ShimProcesses, writeProcessConfig } from "../support/shim-process.ts";
+
+const ROWS = 1_000_000;
+
+/**
+ * The SQLite store's usage reports run on a worker thread: a report over a million rows (a busy
+ * key's month) took a second or more in the process's one thread, and every other request of
+ * the process waited for it.
+ */
+describe("SQLite usage reports over a million rows", () => {
+  let dir: string;
+  let file: string;
+  let fake: FakeVllm;
+  const heavy = generateKey(); // a key with a million requests this month
+  const other = generateKey(); // the configuration's key, with none
+  const adminToken = `adm-${generateKey().key}`;
+  const output = new ShimProcesses();
+  /** How long the heavy key's report took in the shim process. */
+  let heavyReportMs = 0;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "shim-reports-"));
+    file = join(dir, "shim.db");
+    fake = await new FakeVllm({ models: [{ name: "qwen2.5-7b" }] }).start();
+    const store = new SqliteStore(file);
+    await store.createKey({ id: heavy.id, name: "heavy", hash: heavy.hash, tier: "enterprise", models: null, expiresAt: null, credits: 1e15, at: Date.now() });
+    await store.close();
+    // The request rows written directly, in one transaction (as the store writes a settled request's row).
+    const now = new Date();
+    const monthStart = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1);
+    const span = now.getTime() - monthStart;
+    const db = new Database(file);
+    const insert = db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES (?, ?, -1300, 'usage', ?, 'chat', 'qwen2.5-7b', 200, 7, 3, 0, 10)");
+    db.transaction(() => {
+      for (let i = 0; i < ROWS; i++) insert.run(heavy.id, monthStart + Math.floor((i / ROWS) * span), `req-${i}`);
+    })();
+    db.close();
+  }, 60_000);
+  afterAll(async () => {
+    output.killAll();
+    await fake.close();
+    rmSync(dir, { recursive: true, force: true });
+    assertNoSecrets(output.lines, [heavy.key, other.key, adminToken]);
+  });
+
+  it("the shim process answers /health and another key's requests while a key's /v1/usage runs", async () => {
+    const p = await output.start({
+      SHIM_UPSTREAM_URL: fake.url,
+      SHIM_DATABASE_URL: `sqlite:${file}`,
+      SHIM_CONFIG: writeProcessConfig(dir, other, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]),
+      SHIM_ADMIN_TOKEN: adminToken,
+    });
+    const usage = () => fetch(`${p.url}/v1/usage`, { headers: { authorization: `Bearer ${heavy.key}` } });
+    const chat = () => shimClient(p, other.key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+    const timed = async <T>(work: () => Promise<T>): Promise<{ value: T; ms: number }> => {
+      const start = performance.now();
+      const value = await work();
+      return { value, ms: performance.now() - start };
+    };
+    await timed(chat); // connections and the upstream warm, so what is measured below is waiting
+
+    const report = timed(async () => {
+      const res = await usage();
+      return { status: res.status, body: (await res.json()) as { usage: { total_requests: number } } };
+    });
+    let running = true;
+    void report.finally(() => (running = false));
+    await sleep(30); // the report has reached the shim
+    const probes: number[] = [];
+    while (running) {
+      const [health, request] = await Promise.all([timed(() => fetch(`${p.url}/health`)), timed(chat)]);
+      expect(health.value.status).toBe(200);
+      expect(request.value.choices[0]!.message.content).toBe("t1 t2");
+      probes.push(health.ms, request.ms);
+      await sleep(20);
+    }
+    const { value: answer, ms: reportMs } = await report;
+    heavyReportMs = reportMs;
+    expect(answer.status).toBe(200);
+    expect(answer.body.usage.total_requests).toBe(ROWS); // it did scan the million rows
+    // Relative, for a slow shared machine: in the report's thread each probe waited for its end.
+    expect(probes.length).toBeGreaterThan(0);
+    expect(Math.max(...probes)).toBeLessThan(reportMs / 3);
+    // The comparison means something: the report ran long enough for several probes.
+    expect(probes.length).toBeGreaterThanOrEqual(6);
+    await output.stopCleanly(p);
+  }, 30_000);
+
+  it("closing the store does not wait for a running report, which fails with StoreUnavailableError (a 503)", async () => {
+    expect(heavyReportMs).toBeGreaterThan(0); // the test above measured it
+    const store = new SqliteStore(file);
+    const report = store.usage({ keyId: heavy.id, from: 0, to: Date.now() + 86_400_000, group: "model" }).then(() => "answered", (e: unknown) => e);
+    await sleep(heavyReportMs / 4); // its worker has started, and scans
+    const closing = performance.now();
+    await store.close();
+    expect(performance.now() - closing).toBeLessThan(heavyReportMs / 2);
+    expect(await report).toBeInstanceOf(StoreUnavailableError);
+  }, 30_000);
+});
+
+describe("a usage report whose worker fails", () => {
+  it("is a 503, and the next report has a new worker", async () => {
+    const h = await startShim();
+    try {
+      const { key } = await h.createKey();
+      await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+      const usage = () => fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } });
+      // The first report's worker cannot open the database (the store's own connection still has it).
+      renameSync(h.dbPath, `${h.dbPath}.away`);
+      const failed = await usage();
+      renameSync(`${h.dbPath}.away`, h.dbPath);
+      expect(failed.status).toBe(503);
+      expect(await failed.json()).toMatchObject({ error: { type: "api_error", code: "service_unavailable" } });
+      const next = await usage();
+      expect(next.status).toBe(200);
+      expect(await next.json()).toMatchObject({ usage: { total_requests: 1 } });
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+describe("SQLite usage reports waiting for the worker", () => {
+  it("take turns by key: a key's reports queued behind its first wait for another key's", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "shim-reports-"));
+    const store = new SqliteStore(join(dir, "shim.db"));
+    try {
+      for (const id of ["busy", "quiet"]) await store.createKey({ id, name: id, hash: "h", tier: "pro", models: null, expiresAt: null, credits: 1, at: 0 });
+      const done: string[] = [];
+      const report = (name: string, keyId: string) => store.usage({ keyId, from: 0, to: 1, group: "model" }).then(() => done.push(name));
+      await Promise.all([report("busy 1", "busy"), report("busy 2", "busy"), report("busy 3", "busy"), report("quiet", "quiet")]);
+      expect(done).toEqual(["busy 1", "quiet", "busy 2", "busy 3"]);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
