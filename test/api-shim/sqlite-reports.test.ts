@@ -5,6 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/keys.ts";
+import { SqliteReports } from "../../api-shim/src/store/sqlite-reports.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
@@ -142,6 +143,34 @@ describe("SQLite usage reports waiting for the worker", () => {
       await Promise.all([report("busy 1", "busy"), report("busy 2", "busy"), report("busy 3", "busy"), report("quiet", "quiet")]);
       expect(done).toEqual(["busy 1", "quiet", "busy 2", "busy 3"]);
     } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the report worker", () => {
+  it("ends when idle, and the next report starts another", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "shim-reports-"));
+    const file = join(dir, "shim.db");
+    const store = new SqliteStore(file);
+    const reports = new SqliteReports(file, 1000, 50);
+    try {
+      await store.createKey({ id: "k", name: "k", hash: "h", tier: "pro", models: null, expiresAt: null, credits: 1, at: 0 });
+      await store.reserve({ reservationId: "a", keyId: "k", amount: 1, at: 5 });
+      await store.settle({ reservationId: "a", keyId: "k", hold: 1, cost: 0, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 0, stream: false, ms: 1 } });
+      await store.flush();
+      const q = { keyId: "k", from: 0, to: 10, group: "model" as const };
+      const expected = [{ keyId: "k", group: "m", requests: 1, promptTokens: 1, completionTokens: 2, cost: 0 }];
+      expect(await reports.run(q, async () => {})).toEqual(expected);
+      // Its thread (an isolate and a connection: ~25 MB) is given back once idle.
+      const worker = () => (reports as unknown as { worker: unknown }).worker;
+      expect(worker()).toBeDefined();
+      await sleep(300);
+      expect(worker()).toBeUndefined();
+      expect(await reports.run(q, async () => {})).toEqual(expected);
+    } finally {
+      reports.close();
       await store.close();
       rmSync(dir, { recursive: true, force: true });
     }

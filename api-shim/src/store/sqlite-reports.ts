@@ -14,6 +14,12 @@ import { Turns } from "./turns.ts";
 const WAITING_PER_KEY = 8;
 const WAITING_KEYS = 64;
 const WORKER = new URL("./sqlite-report-worker.ts", import.meta.url);
+/**
+ * A worker with no report for this long ends, and a new one starts with the next report (~100 ms):
+ * reports come now and then, and a worker adds ~25 MB of RSS (its isolate, type stripping, page
+ * cache). Its end gives back its isolate's heap (~10 MB); the rest stays with malloc, for reuse.
+ */
+export const REPORT_WORKER_IDLE_MS = 60_000;
 
 /**
  * The SQLite store's usage reports of a database file, on a worker thread with a read-only
@@ -40,12 +46,15 @@ export class SqliteReports {
   private readonly lines = new Map<string | null, { turns: Turns; reports: number }>();
   /** Aborted by close(). */
   private readonly closing = new AbortController();
+  private idle: NodeJS.Timeout | undefined;
   private readonly filename: string;
   private readonly busyTimeoutMs: number;
+  private readonly idleMs: number;
 
-  constructor(filename: string, busyTimeoutMs: number) {
+  constructor(filename: string, busyTimeoutMs: number, idleMs = REPORT_WORKER_IDLE_MS) {
     this.filename = filename;
     this.busyTimeoutMs = busyTimeoutMs;
+    this.idleMs = idleMs;
   }
 
   /**
@@ -71,6 +80,7 @@ export class SqliteReports {
   }
 
   private ask(q: ReportQuery): Promise<UsageGroup[]> {
+    clearTimeout(this.idle);
     const worker = this.worker ?? this.start();
     return new Promise((resolve, reject) => {
       this.running = { worker, resolve, reject };
@@ -93,6 +103,7 @@ export class SqliteReports {
     const running = this.running;
     if (running?.worker !== worker) return;
     this.running = undefined;
+    this.idle = setTimeout(() => this.retire(), this.idleMs).unref();
     if (rows) running.resolve(rows);
     else running.reject(new StoreUnavailableError(error));
   }
@@ -109,6 +120,12 @@ export class SqliteReports {
    */
   close(): void {
     this.closing.abort(new StoreUnavailableError(new Error("the store is closing")));
+    this.retire();
+  }
+
+  /** Ends the worker (the next report starts another); its 'exit' fails the report it ran, if any. */
+  private retire(): void {
+    clearTimeout(this.idle);
     const worker = this.worker;
     this.worker = undefined;
     void worker?.terminate();
