@@ -150,7 +150,7 @@ describe("SQLite usage reports waiting for the worker", () => {
 });
 
 describe("the report worker", () => {
-  it("ends when idle, and the next report starts another", async () => {
+  it("ends when idle, and the next report starts another; none starts once closed", async () => {
     const dir = mkdtempSync(join(tmpdir(), "shim-reports-"));
     const file = join(dir, "shim.db");
     const store = new SqliteStore(file);
@@ -169,10 +169,27 @@ describe("the report worker", () => {
       await sleep(300);
       expect(worker()).toBeUndefined();
       expect(await reports.run(q, async () => {})).toEqual(expected);
+      reports.close();
+      await expect(reports.run(q, async () => {})).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(worker()).toBeUndefined(); // none started for it
     } finally {
       reports.close();
       await store.close();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("an in-memory SQLite store", () => {
+  it("reports in its own thread (no worker can open its database), with the requests settled before", async () => {
+    const store = new SqliteStore(":memory:");
+    try {
+      await store.createKey({ id: "k", name: "k", hash: "h", tier: "pro", models: null, expiresAt: null, credits: 10, at: 0 });
+      await store.reserve({ reservationId: "a", keyId: "k", amount: 2, at: 5 });
+      await store.settle({ reservationId: "a", keyId: "k", hold: 2, cost: 2, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 2, stream: false, ms: 1 } });
+      expect(await store.usage({ keyId: null, from: 0, to: 10, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 1, completionTokens: 2, cost: 2 }]);
+    } finally {
+      await store.close();
     }
   });
 });

@@ -66,12 +66,14 @@ export class SqliteReports {
    */
   run(q: UsageQuery, beforeRun: () => Promise<void>): Promise<UsageGroup[]> {
     const { signal: asker, ...query } = q;
+    if (this.closing.signal.aborted) return Promise.reject(this.closing.signal.reason);
     const signal = asker ? AbortSignal.any([asker, this.closing.signal]) : this.closing.signal;
     const line = this.lines.get(q.keyId) ?? { turns: new Turns(1, WAITING_PER_KEY), reports: 0 };
     this.lines.set(q.keyId, line);
     line.reports++;
     const work = line.turns.run(() => this.turns.run(async () => {
       await beforeRun();
+      signal.throwIfAborted(); // its asker left meanwhile: no scan for nobody
       return this.ask(query);
     }, signal), signal).finally(() => --line.reports === 0 && this.lines.delete(q.keyId));
     return rejectOnAbort(work, signal).catch((e: unknown) => {
