@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/keys.ts";
 import { SqliteReports } from "../../api-shim/src/store/sqlite-reports.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
-import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
+import { ClientLeftError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { assertNoSecrets, startShim } from "../support/shim-harness.ts";
 import { shimClient, ShimProcesses, writeProcessConfig } from "../support/shim-process.ts";
@@ -133,7 +133,7 @@ describe("a usage report whose worker fails", () => {
 });
 
 describe("SQLite usage reports waiting for the worker", () => {
-  it("take turns by key: a key's reports queued behind its first wait for another key's", async () => {
+  it("take turns by key: a key's reports queued behind its first wait for another key's; one whose client left gives up its place", async () => {
     const dir = mkdtempSync(join(tmpdir(), "shim-reports-"));
     const store = new SqliteStore(join(dir, "shim.db"));
     try {
@@ -142,6 +142,15 @@ describe("SQLite usage reports waiting for the worker", () => {
       const report = (name: string, keyId: string) => store.usage({ keyId, from: 0, to: 1, group: "model" }).then(() => done.push(name));
       await Promise.all([report("busy 1", "busy"), report("busy 2", "busy"), report("busy 3", "busy"), report("quiet", "quiet")]);
       expect(done).toEqual(["busy 1", "quiet", "busy 2", "busy 3"]);
+
+      // One whose client leaves while it waits gives up its place at once, and is not run.
+      const left = new AbortController();
+      const first = report("first", "busy");
+      const gone = store.usage({ keyId: "busy", from: 0, to: 1, group: "model", signal: left.signal }).then(() => "answered", (e: unknown) => (done.push("left"), e));
+      left.abort(new ClientLeftError());
+      expect(await gone).toBeInstanceOf(ClientLeftError);
+      await first;
+      expect(done.slice(4)).toEqual(["left", "first"]);
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
