@@ -108,6 +108,37 @@ describe("SQLite usage reports over a million rows", () => {
     expect(performance.now() - closing).toBeLessThan(heavyReportMs / 2);
     expect(await report).toBeInstanceOf(StoreUnavailableError);
   }, 30_000);
+
+  it("a running report whose client leaves stops its scan: the next report does not wait for it", async () => {
+    expect(heavyReportMs).toBeGreaterThan(0);
+    const store = new SqliteStore(file);
+    try {
+      const small = { keyId: "nobody000000", from: 0, to: Date.now(), group: "model" as const }; // no rows
+      await store.usage(small); // the worker has started
+      const left = new AbortController();
+      const report = store.usage({ keyId: heavy.id, from: 0, to: Date.now() + 86_400_000, group: "model", signal: left.signal }).then(() => "answered", (e: unknown) => e);
+      await sleep(heavyReportMs / 4);
+      left.abort(new ClientLeftError());
+      expect(await report).toBeInstanceOf(ClientLeftError);
+      const start = performance.now();
+      expect(await store.usage(small)).toEqual([]);
+      expect(performance.now() - start).toBeLessThan(heavyReportMs / 3);
+    } finally {
+      await store.close();
+    }
+  }, 30_000);
+
+  it("a report past its time is a StoreUnavailableError (a 503), and the worker is free for the next", async () => {
+    const reports = new SqliteReports(file, { busyTimeoutMs: 1000, timeoutMs: 50 });
+    try {
+      const failed = await reports.run({ keyId: heavy.id, from: 0, to: Date.now() + 86_400_000, group: "day" }, async () => {}).catch((e: unknown) => e);
+      expect(failed).toBeInstanceOf(StoreUnavailableError);
+      expect(String((failed as Error).cause)).toMatch(/the report ran past 50 ms/);
+      expect(await reports.run({ keyId: "nobody000000", from: 0, to: Date.now(), group: "model" }, async () => {})).toEqual([]);
+    } finally {
+      reports.close();
+    }
+  }, 30_000);
 });
 
 describe("a usage report whose worker fails", () => {
@@ -163,7 +194,7 @@ describe("the report worker", () => {
     const dir = mkdtempSync(join(tmpdir(), "shim-reports-"));
     const file = join(dir, "shim.db");
     const store = new SqliteStore(file);
-    const reports = new SqliteReports(file, 1000, 50);
+    const reports = new SqliteReports(file, { busyTimeoutMs: 1000, idleMs: 50 });
     try {
       await store.createKey({ id: "k", name: "k", hash: "h", tier: "pro", models: null, expiresAt: null, credits: 1, at: 0 });
       await store.reserve({ reservationId: "a", keyId: "k", amount: 1, at: 5 });

@@ -1,6 +1,6 @@
 import { Worker } from "node:worker_threads";
 import { rejectOnAbort } from "../promises.ts";
-import type { ReportAnswer } from "./sqlite-report-worker.ts";
+import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
 import { ClientLeftError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 import { Turns } from "./turns.ts";
@@ -20,6 +20,14 @@ const WORKER = new URL("./sqlite-report-worker.ts", import.meta.url);
  * cache). Its end gives back its isolate's heap (~10 MB); the rest stays with malloc, for reuse.
  */
 export const REPORT_WORKER_IDLE_MS = 60_000;
+/** The bound on a report's statement, as the Postgres store's (postgres-reports.ts): past it, a 503. */
+export const REPORT_TIMEOUT_MS = 60_000;
+
+export interface SqliteReportsOptions {
+  busyTimeoutMs: number;
+  idleMs?: number;
+  timeoutMs?: number;
+}
 
 /**
  * The SQLite store's usage reports of a database file, on a worker thread with a read-only
@@ -28,10 +36,10 @@ export const REPORT_WORKER_IDLE_MS = 60_000;
  * is synchronous). The worker starts with the first report and is replaced when it fails (the
  * report it ran gets a 503, the next one a new worker); the store's close ends it.
  *
- * One report runs at a time, the others wait their turn (WAITING_PER_KEY). A report whose asker leaves (or whose drain
- * is cut) is answered at once, but its statement runs to its end: better-sqlite3 runs it in
- * native code, which a worker's terminate() only stops when it returns. Its turn is kept until
- * then, so a client that leaves and asks again cannot stack scans on the worker.
+ * One report runs at a time, the others wait their turn (WAITING_PER_KEY). A report whose asker
+ * leaves (or whose drain is cut) is answered at once; its statement, like one that runs past
+ * REPORT_TIMEOUT_MS (a 503), is stopped within a few thousand rows (sqlite-usage-report.ts says
+ * how). Its turn passes on once the worker stopped it, so scans never pile up on the worker.
  *
  * An in-memory database (`sqlite::memory:`, the tests') belongs to the one connection that made
  * it: a worker's connection would open an empty database of its own. Its reports run in the
@@ -47,14 +55,14 @@ export class SqliteReports {
   /** Aborted by close(). */
   private readonly closing = new AbortController();
   private idle: NodeJS.Timeout | undefined;
+  /** Set to stop the running report's statement (the worker reads it as the statement runs). */
+  private readonly stop = new Int32Array(new SharedArrayBuffer(4));
   private readonly filename: string;
-  private readonly busyTimeoutMs: number;
-  private readonly idleMs: number;
+  private readonly options: Required<SqliteReportsOptions>;
 
-  constructor(filename: string, busyTimeoutMs: number, idleMs = REPORT_WORKER_IDLE_MS) {
+  constructor(filename: string, options: SqliteReportsOptions) {
     this.filename = filename;
-    this.busyTimeoutMs = busyTimeoutMs;
-    this.idleMs = idleMs;
+    this.options = { idleMs: REPORT_WORKER_IDLE_MS, timeoutMs: REPORT_TIMEOUT_MS, ...options };
   }
 
   /**
@@ -74,24 +82,29 @@ export class SqliteReports {
     const work = line.turns.run(() => this.turns.run(async () => {
       await beforeRun();
       signal.throwIfAborted(); // its asker left meanwhile: no scan for nobody
-      return this.ask(query);
+      return this.ask(query, signal);
     }, signal), signal).finally(() => --line.reports === 0 && this.lines.delete(q.keyId));
     return rejectOnAbort(work, signal).catch((e: unknown) => {
       throw e instanceof StoreUnavailableError || e instanceof ClientLeftError ? e : new StoreUnavailableError(e);
     });
   }
 
-  private ask(q: ReportQuery): Promise<UsageGroup[]> {
+  /** The worker's answer; `signal` aborting stops the statement, and the answer (an error) follows within a few thousand rows. */
+  private ask(query: ReportQuery, signal: AbortSignal): Promise<UsageGroup[]> {
     clearTimeout(this.idle);
     const worker = this.worker ?? this.start();
-    return new Promise((resolve, reject) => {
+    Atomics.store(this.stop, 0, 0);
+    const stop = () => Atomics.store(this.stop, 0, 1);
+    signal.addEventListener("abort", stop, { once: true });
+    return new Promise<UsageGroup[]>((resolve, reject) => {
       this.running = { worker, resolve, reject };
-      worker.postMessage(q);
-    });
+      const { timeoutMs } = this.options;
+      worker.postMessage({ query, deadline: Date.now() + timeoutMs, timeoutMs } satisfies ReportAsk);
+    }).finally(() => signal.removeEventListener("abort", stop));
   }
 
   private start(): Worker {
-    const worker = new Worker(WORKER, { workerData: { filename: this.filename, busyTimeoutMs: this.busyTimeoutMs } });
+    const worker = new Worker(WORKER, { workerData: { filename: this.filename, busyTimeoutMs: this.options.busyTimeoutMs, stop: this.stop } });
     worker.unref(); // never what keeps the process alive
     worker.on("message", (a: ReportAnswer) => this.answer(worker, "rows" in a ? a.rows : undefined, "error" in a ? new Error(a.error) : undefined));
     // An uncaught error (the file could not be opened) ends the worker: 'exit' follows.
@@ -105,7 +118,7 @@ export class SqliteReports {
     const running = this.running;
     if (running?.worker !== worker) return;
     this.running = undefined;
-    this.idle = setTimeout(() => this.retire(), this.idleMs).unref();
+    this.idle = setTimeout(() => this.retire(), this.options.idleMs).unref();
     if (rows) running.resolve(rows);
     else running.reject(new StoreUnavailableError(error));
   }
@@ -116,10 +129,7 @@ export class SqliteReports {
     this.answer(worker, undefined, error);
   }
 
-  /**
-   * Waiting reports give up and a running one is answered 503 at once; the worker is told to end,
-   * without waiting for it (a statement it runs ends first: the process's exit waits for that).
-   */
+  /** Waiting reports give up, and a running one is answered 503 at once and stopped; the worker ends, not waited for. */
   close(): void {
     this.closing.abort(new StoreUnavailableError(new Error("the store is closing")));
     this.retire();

@@ -76,7 +76,7 @@ export class SqliteStore implements Store {
     db.pragma("busy_timeout = 0");
     if (filename !== ":memory:") {
       this.checkpointer = startCheckpointer(db, filename, options.checkpointIntervalMs ?? 1000);
-      this.reports = new SqliteReports(filename, this.busyTimeoutMs);
+      this.reports = new SqliteReports(filename, { busyTimeoutMs: this.busyTimeoutMs });
     }
     this.stmt = prepareStatements(db);
   }

@@ -107,9 +107,8 @@ export interface UsageQuery {
    * cut). The Postgres store's report then rejects at once with that reason (any but a
    * ClientLeftError as a StoreUnavailableError's cause): one still waiting for its turn gives up
    * its place, one running has its statement cancelled on the server. The SQLite store's report
-   * rejects the same way, and a waiting one gives up its place, but one running on the report
-   * worker runs to its end (better-sqlite3 cannot interrupt it; sqlite-reports.ts); an in-memory
-   * database's runs at once, in one synchronous call.
+   * does the same on its worker thread (sqlite-reports.ts); an in-memory database's runs at once,
+   * in one synchronous call.
    */
   signal?: AbortSignal;
 }
