@@ -135,11 +135,17 @@ export class SqliteReports {
     this.retire();
   }
 
-  /** Ends the worker (the next report starts another); its 'exit' fails the report it ran, if any. */
+  /**
+   * Ends the worker (the next report starts another). One running a statement (close() has set
+   * `stop`) ends once it answered: a terminating thread runs no JavaScript, so the statement's
+   * check could not stop it, and it would scan on to its end (the process's exit waiting for it).
+   */
   private retire(): void {
     clearTimeout(this.idle);
     const worker = this.worker;
     this.worker = undefined;
-    void worker?.terminate();
+    if (worker === undefined) return;
+    if (this.running?.worker === worker) worker.once("message", () => void worker.terminate());
+    else void worker.terminate();
   }
 }
