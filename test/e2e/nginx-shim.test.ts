@@ -1,3 +1,4 @@
+import * as http2 from "node:http2";
 import * as tls from "node:tls";
 import OpenAI from "openai";
 import { parse } from "yaml";
@@ -108,13 +109,41 @@ describe("through nginx over HTTPS", () => {
   });
 
   it("answers a request line it cannot parse, and methods and versions it refuses, in JSON too (not an HTML 500)", async () => {
-    for (const [line, status] of [["GET /v1/models%00 HTTP/1.1", 400], ["GET /../../etc/passwd HTTP/1.1", 400], ["GET * HTTP/1.1", 400], ["TRACE /v1/models HTTP/1.1", 405], ["GET /v1/models HTTP/3.0", 505]] as const) {
-      const answer = await rawHttps(`${line}\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
+    for (const [line, status] of [["GET /v1/models%00 HTTP/1.1", 400], ["GET /../../etc/passwd HTTP/1.1", 400], ["GET * HTTP/1.1", 400], ["TRACE /v1/models HTTP/1.1", 405], ["GET /v1/models HTTP/3.0", 505],
+      // A Transfer-Encoding nginx does not implement: 501.
+      ...["gzip, chunked", "chunked, identity", "xchunked"].map((te) => [`POST /v1/chat/completions HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: ${te}`, 501] as const)] as const) {
+      const answer = await rawHttps(`${line}\r\nHost: localhost\r\nConnection: close\r\n\r\n${line.startsWith("POST") ? "0\r\n\r\n" : ""}`);
       expect(answer.split("\r\n")[0], line).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
       expect(answer, line).toMatch(/\r\ncontent-type: application\/json\r\n/i);
       expect(answer, line).toMatch(/\r\nx-request-id: [0-9a-f]{32}\r\n/i);
       expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)).error.type, line).toBe("invalid_request_error");
     }
+  });
+
+  it("writes only valid JSON lines to its access log, a request it never answered (status 000) included", async () => {
+    // An HTTP/2 client whose headers exceed nginx's buffers: nginx ends the session (ENHANCE_YOUR_CALM)
+    // and logs the request with $status 000.
+    const session = http2.connect(`https://127.0.0.1:${NGINX_HTTPS_PORT}`, { rejectUnauthorized: false });
+    session.on("error", () => {});
+    const headers: Record<string, string> = { ":path": "/v1/models", ":method": "GET", authorization: `Bearer ${key}` };
+    for (let i = 0; i < 8; i++) headers[`x-h${i}`] = "a".repeat(7000);
+    await new Promise<void>((resolve) => {
+      const req = session.request(headers);
+      req.on("error", () => resolve());
+      req.on("close", () => resolve());
+      req.end();
+    });
+    session.destroy();
+    await expect.poll(() => nginx.output().includes('"status":0,')).toBe(true);
+    const invalid = nginx.output().split("\n").filter((l) => l.startsWith("{")).filter((l) => {
+      try {
+        JSON.parse(l);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    expect(invalid).toEqual([]);
   });
 
   it("keeps /admin itself to adminCidrs too: a 403 in JSON, not nginx's 301 to an internal port", async () => {
