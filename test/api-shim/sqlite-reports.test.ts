@@ -148,6 +148,30 @@ describe("SQLite usage reports over a million rows", () => {
   }, 30_000);
 });
 
+describe("a report whose statement is past its scan (the sort for GROUP BY, which no check interrupts)", () => {
+  // A stand-in worker whose every report takes 3,000 ms whatever the stop flag says.
+  const sorting = new URL("../support/sorting-report-worker.ts", import.meta.url);
+  const query = { keyId: null, from: 0, to: 1, group: "model" as const };
+
+  it("is answered 503 at its time bound, not when the sort ends, and the next report does not wait for that worker", async () => {
+    const reports = new SqliteReports("unused.db", { busyTimeoutMs: 1000, timeoutMs: 200, workerUrl: sorting });
+    try {
+      const t = performance.now();
+      const outcome = await reports.run(query, async () => {}).then(() => "answered", (e: unknown) => e);
+      expect(outcome).toBeInstanceOf(StoreUnavailableError);
+      expect(String((outcome as StoreUnavailableError).cause)).toContain("ran past 200 ms");
+      expect(performance.now() - t).toBeLessThan(2000); // its bound and a second, not the 3,000 ms the sort takes
+      // The next report gets a worker of its own (also a 503 on time), not a place behind the
+      // old worker's sort.
+      const t2 = performance.now();
+      await reports.run(query, async () => {}).catch(() => {});
+      expect(performance.now() - t2).toBeLessThan(2000);
+    } finally {
+      reports.close();
+    }
+  });
+});
+
 describe("a usage report whose worker fails", () => {
   it("is a 503, and the next report has a new worker", async () => {
     const h = await startShim();

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -34,6 +34,33 @@ describe("SqliteStore", () => {
     store = new SqliteStore(file); // re-opening does not re-run migrations or lose data
     expect((await store.getKey("k1"))!.balance).toBe(5);
   });
+
+  it("a WAL that a long read (a usage report's snapshot) let grow is cut back once it is reset, not kept at its largest", async () => {
+    await store.close();
+    store = new SqliteStore(file, { checkpointIntervalMs: 50 });
+    await store.createKey(newKey("w", 1e12));
+    const walSize = () => statSync(`${file}-wal`).size;
+    let n = 0;
+    const settleMany = async (count: number) => {
+      for (let i = 0; i < count; i++) {
+        const id = `r${n++}`;
+        await store.reserve({ reservationId: id, keyId: "w", amount: 10, at: Date.now() });
+        await store.settle({ reservationId: id, keyId: "w", hold: 10, cost: 5, usage: usage("w", id, 5) });
+        await new Promise((r) => setImmediate(r)); // the group commit's turn: one COMMIT per request, as under load
+      }
+    };
+    await settleMany(20);
+    // A reader in the middle of a statement (as the report worker's scan) keeps checkpoints from
+    // reaching the WAL's end, so the WAL grows.
+    const reader = new Database(file, { readonly: true });
+    const scan = reader.prepare("SELECT * FROM ledger").iterate();
+    scan.next();
+    while (walSize() < 20 * 1024 * 1024) await settleMany(200);
+    scan.return?.();
+    reader.close();
+    // Checkpoints now complete; the next writes reset the WAL, and the limit truncates it.
+    await expect.poll(async () => (await settleMany(20), walSize()), { timeout: 10_000, interval: 100 }).toBeLessThanOrEqual(16 * 1024 * 1024);
+  }, 60_000);
 
   it("the database itself refuses a negative available balance and edits to the ledger", async () => {
     await store.createKey(newKey("k", 1));

@@ -61,8 +61,8 @@ export class SqliteStore implements Store {
   constructor(filename: string, options: SqliteStoreOptions = {}) {
     this.db = new Database(filename);
     const db = this.db;
-    db.pragma("journal_mode = WAL");
-    db.pragma("synchronous = NORMAL");
+    // WAL, cut back to 16 MB when next reset once a long report's read snapshot has let it grow.
+    for (const p of ["journal_mode = WAL", "synchronous = NORMAL", "journal_size_limit = 16777216"]) db.pragma(p);
     this.busyTimeoutMs = options.busyTimeoutMs ?? 5000;
     db.pragma(`busy_timeout = ${this.busyTimeoutMs}`); // migrations only: then 0 (WriteLockQueue)
     this.options = options;
