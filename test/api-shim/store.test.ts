@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -61,6 +61,17 @@ describe("SqliteStore", () => {
     // Checkpoints now complete; the next writes reset the WAL, and the limit truncates it.
     await expect.poll(async () => (await settleMany(20), walSize()), { timeout: 10_000, interval: 100 }).toBeLessThanOrEqual(16 * 1024 * 1024);
   }, 60_000);
+
+  it("a database file moved away as the store starts is not created anew, empty, by the checkpoint thread", async () => {
+    await store.close();
+    store = new SqliteStore(file);
+    // Before the checkpoint thread has opened its connection (it starts on a thread of its own).
+    renameSync(file, `${file}.away`);
+    await new Promise((r) => setTimeout(r, 800));
+    const created = existsSync(file);
+    renameSync(`${file}.away`, file);
+    expect(created).toBe(false); // an empty database there would take the real one's WAL into it
+  });
 
   it("the database itself refuses a negative available balance and edits to the ledger", async () => {
     await store.createKey(newKey("k", 1));

@@ -14,7 +14,9 @@ import type Database from "better-sqlite3";
 const CHECKPOINT_WORKER = `
 const { parentPort, workerData } = require("node:worker_threads");
 const Database = require(workerData.module);
-const db = new Database(workerData.filename);
+// fileMustExist: a file moved away before this thread started must not be created empty here,
+// where this connection would copy the real database's WAL into it.
+const db = new Database(workerData.filename, { fileMustExist: true });
 db.pragma("busy_timeout = 1000");
 const checkpoint = () => { try { db.pragma("wal_checkpoint(PASSIVE)"); } catch {} };
 const timer = setInterval(checkpoint, workerData.intervalMs);
