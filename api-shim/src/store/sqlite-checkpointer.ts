@@ -44,6 +44,7 @@ export function startCheckpointer(db: Database.Database, filename: string, inter
 
 /** Its last checkpoint, then its end (a checkpoint that does not answer within 2 s is not waited for). */
 export async function stopCheckpointer(worker: Worker): Promise<void> {
+  if (worker.threadId === -1) return; // it ended already (it could not open the file, or failed): no answer will come
   worker.postMessage("stop");
   await Promise.race([once(worker, "message"), once(worker, "exit"), new Promise((r) => setTimeout(r, 2000).unref())]).catch(() => {});
   await worker.terminate();
