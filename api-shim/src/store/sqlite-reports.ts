@@ -112,8 +112,7 @@ export class SqliteReports {
     const overdue = setTimeout(() => {
       if (this.running?.worker !== worker) return;
       stop();
-      if (this.worker === worker) this.worker = undefined;
-      worker.once("message", () => void worker.terminate());
+      this.retire(); // it ends once its statement has
       this.answer(worker, undefined, new Error(`the report ran past ${timeoutMs} ms`));
     }, timeoutMs + 1000).unref();
     return new Promise<UsageGroup[]>((resolve, reject) => {
