@@ -134,7 +134,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // 'finish'): its one line is written here, as nginx logs it (499), or 408 when the shim cut a
     // request that did not arrive in time. An inference route writes its own once it runs.
     const socket = request.raw.socket;
-    requestArrived(request.raw);
+    requestArrived(request.raw, request.id);
     reply.raw.once("close", () => {
       if (reply.raw.writableFinished || request.shim.logged || request.shim.routeLogs) return;
       const refusal = refusalOf(socket);

@@ -11,15 +11,15 @@ import { errorBody, ShimError } from "./errors.ts";
 const refused = new WeakMap<object, { status: number; error: ShimError }>();
 /** Connections whose request was answered before its body had all arrived, until it has. */
 const answeredEarly = new WeakSet<object>();
-/** Per connection, the latest request Fastify was given (the one whose body may be arriving). */
-const latest = new WeakMap<object, IncomingMessage>();
+/** Per connection, the latest request Fastify was given (the one whose body may be arriving), with its id. */
+const latest = new WeakMap<object, { req: IncomingMessage; id: string }>();
 
 /** Why the connection's request was refused by the HTTP server, if it was. */
 export const refusalOf = (socket: object) => refused.get(socket);
 
-/** Fastify's onRequest: the connection's request, should the HTTP server refuse the rest of it. */
-export function requestArrived(req: IncomingMessage): void {
-  latest.set(req.socket, req);
+/** Fastify's onRequest: the connection's request and its id, should the HTTP server refuse the rest of it. */
+export function requestArrived(req: IncomingMessage, id: string): void {
+  latest.set(req.socket, { req, id });
 }
 
 /**
@@ -50,13 +50,14 @@ export function clientErrorHandler(logUnparsed: UnparsedLine): (err: Error, sock
     const error = timedOut ? new ShimError("request_timeout") : new ShimError("invalid_request", { message: tooLarge ? "Request headers are too large." : "Malformed HTTP request." });
     const status = tooLarge ? 431 : error.status;
     const statusLine = tooLarge ? "431 Request Header Fields Too Large" : timedOut ? "408 Request Timeout" : "400 Bad Request";
-    const reqId = randomUUID();
-    const body = errorBody(error);
-    // A request whose body was still arriving is the one refused: its line says so. Otherwise the
-    // refused bytes are a request of their own (headers that never ended, or that were not HTTP,
-    // perhaps pipelined behind a whole request): a line of their own.
-    if (latest.get(socket)?.complete === false) refused.set(socket, { status, error });
+    // A request whose body was still arriving is the one refused: its line says so, and the answer
+    // carries its id. Otherwise the refused bytes are a request of their own (headers that never
+    // ended, or that were not HTTP, perhaps pipelined behind a whole request): a line of their own.
+    const arriving = latest.get(socket);
+    const reqId = arriving?.req.complete === false ? arriving.id : randomUUID();
+    if (arriving?.req.complete === false) refused.set(socket, { status, error });
     else logUnparsed(reqId, status, error);
+    const body = errorBody(error);
     socket.end(`HTTP/1.1 ${statusLine}\r\nx-request-id: ${reqId}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   };
 }
