@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/keys.ts";
 import { SqliteReports } from "../../api-shim/src/store/sqlite-reports.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import { SLICE_ROWS, usageReport } from "../../api-shim/src/store/sqlite-usage-report.ts";
 import { ClientLeftError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { assertNoSecrets, startShim } from "../support/shim-harness.ts";
@@ -135,6 +136,23 @@ describe("SQLite usage reports over a million rows", () => {
     }
   }, 30_000);
 
+  it("a report can be stopped all along: no stretch without a stop check is more than a small part of it (SQLite's sort for GROUP BY, a third of a report, used to be one)", () => {
+    const db = new Database(file, { readonly: true });
+    try {
+      for (const group of ["model", "day"] as const) {
+        const checks: number[] = [];
+        const start = performance.now();
+        const rows = usageReport(db, { keyId: heavy.id, from: 0, to: Date.now() + 86_400_000, group }, () => void checks.push(performance.now()));
+        const marks = [start, ...checks, performance.now()];
+        const stretches = marks.slice(1).map((t, i) => t - marks[i]!);
+        expect(rows.reduce((n, r) => n + r.requests, 0)).toBe(ROWS);
+        expect(Math.max(...stretches)).toBeLessThan((marks.at(-1)! - start) / 5);
+      }
+    } finally {
+      db.close();
+    }
+  }, 30_000);
+
   it("a report past its time is a StoreUnavailableError (a 503), and the worker is free for the next", async () => {
     const reports = new SqliteReports(file, { busyTimeoutMs: 1000, timeoutMs: 50 });
     try {
@@ -148,12 +166,47 @@ describe("SQLite usage reports over a million rows", () => {
   }, 30_000);
 });
 
-describe("a report whose statement is past its scan (the sort for GROUP BY, which no check interrupts)", () => {
+describe("a usage report read in slices", () => {
+  it("adds up to exactly what one aggregate over the period says, with slices cut inside a millisecond's rows and more rows in one millisecond than a slice holds", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "shim-reports-"));
+    const file = join(dir, "shim.db");
+    try {
+      const store = new SqliteStore(file);
+      for (const id of ["ka", "kb"]) await store.createKey({ id, name: id, hash: id, tier: "free", models: null, expiresAt: null, credits: 1e9, at: 0 });
+      await store.close();
+      const db = new Database(file);
+      const insert = db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES (?, ?, ?, 'usage', ?, 'chat', ?, ?, ?, ?, 0, 10)");
+      const day = 86_400_000;
+      db.transaction(() => {
+        // Many rows share each millisecond (20 per ms), across two days; then one millisecond
+        // with more rows than a slice; a failed request (not reported) here and there.
+        for (let i = 0; i < 3 * SLICE_ROWS; i++) insert.run(i % 2 ? "ka" : "kb", day - 2_000 + Math.floor(i / 20), -(i % 7), `a${i}`, `m${i % 3}`, i % 11 === 0 ? 502 : 200, i % 5, i % 4);
+        for (let i = 0; i < SLICE_ROWS + 10; i++) insert.run("ka", 5 * day, -1, `b${i}`, "m0", 200, 1, 1);
+      })();
+      const whole = (keyId: string | null, group: "model" | "day") => db.prepare(`SELECT key_id AS keyId, ${group === "day" ? "strftime('%Y-%m-%d', at / 1000, 'unixepoch')" : "model"} AS "group", count(*) AS requests,
+          sum(prompt_tokens) AS promptTokens, sum(completion_tokens) AS completionTokens, -sum(amount) AS cost
+        FROM ledger WHERE kind = 'usage' AND (amount <> 0 OR status < 400) AND at >= 0 AND at < ${10 * day} ${keyId ? `AND key_id = '${keyId}'` : ""}
+        GROUP BY key_id, "group" ORDER BY key_id, "group"`).all();
+      for (const keyId of [null, "ka", "kb"]) {
+        for (const group of ["model", "day"] as const) {
+          const sliced = usageReport(db, { keyId, from: 0, to: 10 * day, group });
+          expect(sliced.length).toBeGreaterThan(1);
+          expect(sliced).toEqual(whole(keyId, group));
+        }
+      }
+      db.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+describe("a report whose worker does not stop when told (a statement no check reaches)", () => {
   // A stand-in worker whose every report takes 3,000 ms whatever the stop flag says.
   const sorting = new URL("../support/sorting-report-worker.ts", import.meta.url);
   const query = { keyId: null, from: 0, to: 1, group: "model" as const };
 
-  it("is answered 503 at its time bound, not when the sort ends, and the next report does not wait for that worker", async () => {
+  it("is answered 503 at its time bound, not when its statement ends, and the next report does not wait for that worker", async () => {
     const reports = new SqliteReports("unused.db", { busyTimeoutMs: 1000, timeoutMs: 200, workerUrl: sorting });
     try {
       const t = performance.now();

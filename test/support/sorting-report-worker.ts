@@ -1,7 +1,7 @@
 /**
- * A stand-in for the SQLite report worker whose statement is past its scan, in the sort for GROUP
- * BY that no check interrupts: it answers each report after `sortMs` (workerData), whatever the
- * stop flag says, blocking its thread as native code would.
+ * A stand-in for a SQLite report worker whose statement no check reaches (a stalled disk, a long
+ * sort): it answers each report after `sortMs` (workerData), whatever the stop flag says,
+ * blocking its thread as native code would.
  */
 import { parentPort, workerData } from "node:worker_threads";
 

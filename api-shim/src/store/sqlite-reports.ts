@@ -39,10 +39,10 @@ export interface SqliteReportsOptions {
  * report it ran gets a 503, the next one a new worker); the store's close ends it.
  *
  * One report runs at a time, the others wait their turn (WAITING_PER_KEY). A report whose asker
- * leaves (or whose drain is cut) is answered at once; its statement, like one that runs past
- * REPORT_TIMEOUT_MS (a 503, on time), is stopped within a few thousand rows of its scan
- * (sqlite-usage-report.ts says how); the sort for GROUP BY after the scan runs to its end. Its
- * turn passes on once the worker stopped it, so scans never pile up on the worker.
+ * leaves (or whose drain is cut) is answered at once; it is stopped, like one that runs past
+ * REPORT_TIMEOUT_MS (a 503, on time), within a few thousand rows of its scan or one slice's sort
+ * (sqlite-usage-report.ts says how). Its turn passes on once the worker stopped it, so scans
+ * never pile up on the worker.
  *
  * An in-memory database (`sqlite::memory:`, the tests') belongs to the one connection that made
  * it: a worker's connection would open an empty database of its own. Its reports run in the
@@ -104,11 +104,11 @@ export class SqliteReports {
     const stop = () => Atomics.store(flag, 0, 1);
     signal.addEventListener("abort", stop, { once: true });
     const { timeoutMs } = this.options;
-    // The worker's check ends a statement past its time while it scans; after the scan SQLite
-    // sorts for GROUP BY, which nothing interrupts (up to a third of a report's time). The bound
-    // is kept here too, a second later (the worker's own check answers first, and a new worker's
-    // start is not counted against a small report): the report is answered (503), and the
-    // worker, busy until its statement ends, is given up (the next report starts another).
+    // The worker's check ends a report past its time, within one slice's sort; should a
+    // statement still run on (a disk that stalls, a sort nothing interrupts), the bound is kept
+    // here too, a second later (the worker's own check answers first, and a new worker's start
+    // is not counted against a small report): the report is answered (503), and the worker,
+    // busy until its statement ends, is given up (the next report starts another).
     const overdue = setTimeout(() => {
       if (this.running?.worker !== worker) return;
       stop();
