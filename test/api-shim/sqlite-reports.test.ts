@@ -194,6 +194,21 @@ describe("a usage report read in slices", () => {
           expect(sliced).toEqual(whole(keyId, group));
         }
       }
+      // A request settled while the report runs (after its first slice, at a time a later slice
+      // reads) is not in it: every slice reads the ledger as of the report's start.
+      const before = whole(null, "model");
+      const writer = new Database(file);
+      let checks = 0;
+      let settled = false;
+      const report = usageReport(db, { keyId: null, from: 0, to: 10 * day, group: "model" }, () => {
+        if (++checks !== 2) return; // the first is before the report has read anything
+        settled = true;
+        writer.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES ('kb', ?, -5, 'usage', 'late', 'chat', 'm1', 200, 9, 9, 0, 10)").run(6 * day);
+      });
+      writer.close();
+      expect(settled).toBe(true);
+      expect(report).toEqual(before);
+      expect(whole(null, "model")).not.toEqual(before);
       db.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

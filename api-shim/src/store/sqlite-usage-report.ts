@@ -40,23 +40,26 @@ export function usageReport(db: Database.Database, q: ReportQuery, check: () => 
       sum(prompt_tokens) AS promptTokens, sum(completion_tokens) AS completionTokens, -sum(amount) AS cost
     FROM ledger WHERE ${rows} AND kind = 'usage' AND (amount <> 0 OR status < 400) GROUP BY key_id, "group"`);
   const groups = new Map<string, UsageGroup>();
-  for (let from = q.from; from < q.to; ) {
-    check();
-    // More than SLICE_ROWS rows in one millisecond: that millisecond is a slice of its own.
-    const to = Math.max(sliceEnd.get({ ...q, from }) ?? q.to, from + 1);
-    for (const g of slice.all({ ...q, from, to })) {
-      const id = JSON.stringify([g.keyId, g.group]);
-      const sum = groups.get(id);
-      if (sum === undefined) groups.set(id, g);
-      else {
-        sum.requests += g.requests;
-        sum.promptTokens += g.promptTokens;
-        sum.completionTokens += g.completionTokens;
-        sum.cost += g.cost;
+  // One read transaction: every slice reads the ledger as of the same moment, as one statement did.
+  db.transaction(() => {
+    for (let from = q.from; from < q.to; ) {
+      check();
+      // More than SLICE_ROWS rows in one millisecond: that millisecond is a slice of its own.
+      const to = Math.max(sliceEnd.get({ ...q, from }) ?? q.to, from + 1);
+      for (const g of slice.all({ ...q, from, to })) {
+        const id = JSON.stringify([g.keyId, g.group]);
+        const sum = groups.get(id);
+        if (sum === undefined) groups.set(id, g);
+        else {
+          sum.requests += g.requests;
+          sum.promptTokens += g.promptTokens;
+          sum.completionTokens += g.completionTokens;
+          sum.cost += g.cost;
+        }
       }
+      from = to;
     }
-    from = to;
-  }
+  })();
   return [...groups.values()].sort((a, b) => byteOrder(a.keyId, b.keyId) || byteOrder(a.group, b.group));
 }
 
