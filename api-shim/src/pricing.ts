@@ -42,8 +42,10 @@ export interface HoldInput {
   normalizationGrowth?: () => number;
   /** The prompt goes through a chat template: CHAT_TEMPLATE_TOKENS more. */
   templated: boolean;
-  /** Non-text parts (images, audio) or a request's own chat template: no bound but the model's context. */
+  /** Non-text parts (images, audio), JSON the template re-renders, or a request's own chat template: no bound but the model's context. */
   unboundedPrompt: boolean;
+  /** The model's context does not bound a prompt (embeddings of `input`, which vLLM may embed in pieces): its bytes do. */
+  promptMayExceedContext?: boolean;
   /** max_completion_tokens / max_tokens from the request, when given: the bound of each output. */
   maxTokens: number | undefined;
   /**
@@ -88,10 +90,10 @@ export class Pricer {
     // A known maxModelLen is a true ceiling per prompt; without one, an unbounded prompt (media, a
     // request's own template) adds a context's worth on top of the text (an image in a long
     // prompt must not lower the hold below the text's).
-    const context = maxLen === null ? Infinity : maxLen * input.prompts;
+    const context = maxLen === null || input.promptMayExceedContext ? Infinity : maxLen * input.prompts;
     let textBound = input.bodyBytes + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
     if (input.normalizationGrowth && (maxLen === null || (!input.unboundedPrompt && textBound < context))) textBound += input.normalizationGrowth();
-    const prompt = maxLen !== null
+    const prompt = context !== Infinity
       ? (input.unboundedPrompt ? context : Math.min(textBound, context))
       : textBound + (input.unboundedPrompt ? DEFAULT_MAX_COMPLETION_TOKENS * input.prompts : 0);
     // Bounded so that it stays an exact integer; a hold this large is refused (402) anyway.

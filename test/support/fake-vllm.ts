@@ -205,7 +205,7 @@ export class FakeVllm extends EventEmitter {
     // As vLLM counts them: a batched prompt (list of strings or of token lists) is one prompt
     // each, prompt tokens summed; every prompt gets `n` outputs, completion tokens summed.
     const prompts: unknown[] = route === "completions" && Array.isArray(request.prompt) && request.prompt.length > 0 && typeof request.prompt[0] !== "number" ? request.prompt : [route === "chat" ? request.messages : request.prompt];
-    const prompt = route === "chat" ? promptTokens(request.messages) + this.behaviour.templateTokens : promptTokens(request.prompt);
+    const prompt = route === "chat" ? chatPromptTokens(request, this.behaviour.templateTokens) : promptTokens(request.prompt);
     const n = typeof request.n === "number" ? request.n : 1;
     const outputs = prompts.length * n;
     // vLLM's reading: chat takes `max_completion_tokens or max_tokens` (Python's `or`: 0 falls
@@ -293,16 +293,23 @@ export class FakeVllm extends EventEmitter {
   }
 
   private embeddings(res: ServerResponse, request: Record<string, unknown>, model: string): void {
+    // vLLM's chat embeddings: `messages` through the chat template, one embedding.
+    if (request.input === undefined && Array.isArray(request.messages)) return this.embedded(res, model, 1, chatPromptTokens(request, this.behaviour.templateTokens));
     const input = request.input;
     const items: unknown[] = Array.isArray(input) && input.length > 0 && typeof input[0] !== "number" ? input : [input];
     if (input === undefined || !items.every((i) => typeof i === "string" || (Array.isArray(i) && i.every((n) => typeof n === "number")) || typeof i === "number")) {
       return vllmError(res, 400, "1 validation error: input Input should be a valid string");
     }
-    const prompt = items.reduce<number>((s, i) => s + promptTokens(i), 0);
+    // Each input counted whole, however long: as vLLM with chunked processing counts an input
+    // longer than its context (embedded in pieces, every piece's tokens counted).
+    this.embedded(res, model, items.length, items.reduce<number>((s, i) => s + promptTokens(i), 0));
+  }
+
+  private embedded(res: ServerResponse, model: string, count: number, prompt: number): void {
     const usage = { prompt_tokens: prompt, total_tokens: prompt, completion_tokens: 0, prompt_tokens_details: null };
     json(res, 200, {
       id: `embd-${hex()}`, object: "list", created: Math.floor(Date.now() / 1000), model,
-      data: items.map((_, index) => ({ index, object: "embedding", embedding: Array.from({ length: this.behaviour.embeddingDims }, (_, d) => [0.0123, -0.0456, 0.0789, index / 10][d % 4]! + Math.floor(d / 4) / 1e6) })),
+      data: Array.from({ length: count }, (_, index) => ({ index, object: "embedding", embedding: Array.from({ length: this.behaviour.embeddingDims }, (_, d) => [0.0123, -0.0456, 0.0789, index / 10][d % 4]! + Math.floor(d / 4) / 1e6) })),
       usage,
     });
     this.usages.push({ prompt_tokens: prompt, completion_tokens: 0, total_tokens: prompt });
@@ -346,6 +353,50 @@ export function promptTokens(v: unknown): number {
   if (Array.isArray(v)) return v.reduce<number>((s, x) => s + promptTokens(x), 0);
   if (v && typeof v === "object") return Object.values(v).reduce<number>((s, x) => s + promptTokens(x), 0);
   return 0;
+}
+
+/**
+ * A chat prompt's tokens as the model's template renders it: the messages' words, the template's
+ * own tokens, and the JSON it prints with `tojson` (tools, and earlier tool calls with their
+ * arguments parsed into objects, as vLLM passes them), counted as a Qwen2 tokenizer splits it
+ * at least (renderedJsonTokens).
+ */
+export function chatPromptTokens(request: Record<string, unknown>, templateTokens: number): number {
+  let n = templateTokens;
+  for (const m of request.messages as unknown[]) {
+    if (m === null || typeof m !== "object") {
+      n += promptTokens(m);
+      continue;
+    }
+    const { tool_calls: calls, ...rest } = m as Record<string, unknown>;
+    n += promptTokens(rest);
+    if (Array.isArray(calls)) n += renderedJsonTokens(calls.map((c: { function?: { arguments?: unknown } }) => ({ ...c, function: { ...c.function, arguments: parsedArguments(c.function?.arguments) } })));
+  }
+  if (Array.isArray(request.tools) && request.tools.length > 0) n += renderedJsonTokens(request.tools);
+  return n;
+}
+
+function parsedArguments(a: unknown): unknown {
+  try {
+    return typeof a === "string" ? JSON.parse(a) : a;
+  } catch {
+    return a;
+  }
+}
+
+/** Python's json.dumps with its default separators (", ", ": "): what HF templates' `tojson` prints. */
+export function pythonJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(pythonJson).join(", ")}]`;
+  if (v !== null && typeof v === "object") return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${pythonJson(x)}`).join(", ")}}`;
+  return JSON.stringify(v);
+}
+
+/** Qwen2's pre-tokenizer split (its tokenizer.json): BPE never merges across these pieces, so their count is a lower bound on its tokens. */
+const QWEN2_PRETOKENIZE = /(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+/gu;
+
+/** The tokens of `v` printed by a template's `tojson`, at least. */
+export function renderedJsonTokens(v: unknown): number {
+  return pythonJson(v).match(QWEN2_PRETOKENIZE)?.length ?? 0;
 }
 
 const words = (n: number) => Array.from({ length: n }, (_, i) => `t${i + 1}`).join(" ");

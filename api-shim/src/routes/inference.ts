@@ -78,7 +78,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   const auth = request.auth!;
   const raw = request.rawBody!;
   const batch = (request.query as Record<string, unknown> | undefined)?.batch === "1";
-  const holdInput = { model: req.model, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw), templated: kind === "chat", unboundedPrompt: req.unboundedPrompt, maxTokens: req.maxTokens, defaultMaxTokens: req.defaultMaxTokens, prompts: req.prompts, outputs: req.outputs };
+  const holdInput = { model: req.model, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw), templated: req.templated, unboundedPrompt: req.unboundedPrompt, promptMayExceedContext: req.promptMayExceedContext, maxTokens: req.maxTokens, defaultMaxTokens: req.defaultMaxTokens, prompts: req.prompts, outputs: req.outputs };
   // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
   // most the outputs may generate (at most the whole minute's budget), taken when the bucket is
   // positive and corrected to the real usage at settlement. Counting the prompt alone let ten
