@@ -114,22 +114,39 @@ describe("streaming metering", () => {
     for (const id of [whole.id, left.id]) expect((await h.store.getKey(id))!.held).toBe(0);
   });
 
-  it("a non-streamed request whose client leaves before the answer: the request price, and the upstream request is aborted", async () => {
+  it("a non-streamed request whose client leaves before the answer: the upstream keeps generating (LiteLLM, the deployed upstream, would not cancel it), and the key is charged the answer's usage", async () => {
     const { key, id } = await h.createKey({ credits: 1000 });
     h.fake.set({ tokenDelayMs: 50, defaultTokens: 40 }); // a 2 s answer
-    const aborted = h.fake.counters.aborted;
+    const { aborted, completed } = h.fake.counters;
     const ac = new AbortController();
     const answer = h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "a long answer" }], max_tokens: 40 }, { signal: ac.signal, maxRetries: 0 });
     await h.fake.until((c) => c.received > 0);
     setTimeout(() => ac.abort(), 300);
     await expect(answer).rejects.toThrow();
-    await h.fake.until((c) => c.aborted > aborted);
     const log = await h.waitForRequestLog((e) => e.keyId === id);
-    expect(log).toMatchObject({ status: 499, error: "client_closed_request", tokens: 0, cost: 1 });
-    // No usage comes before a non-streamed answer is whole: the request price, like a stream left before any content.
-    expect((await h.store.getKey(id))!).toMatchObject({ balance: 999 * CREDIT, held: 0 });
+    expect(h.fake.counters).toMatchObject({ aborted, completed: completed + 1 });
+    const usage = h.fake.usages.at(-1)!;
+    expect(usage.completion_tokens).toBe(40);
+    expect(log).toMatchObject({ status: 499, error: "client_closed_request", tokens: usage.prompt_tokens + 40 });
+    // Hanging up before a long answer does not make its GPU time cost the request price only.
+    expect(await balance(id)).toBe(1000 * CREDIT - cost(usage.prompt_tokens, 40));
     const [audit] = (await h.store.audit()).filter((r) => r.keyId === id);
     expect(audit).toMatchObject({ ledgerSum: audit!.balance, held: 0, reservations: 0 });
+  });
+
+  it("a non-streamed request whose client left, then whose upstream failed: nothing charged, one 499 line", async () => {
+    const { key, id } = await h.createKey({ credits: 1000 });
+    h.fake.set({ headerDelayMs: 600, failStatus: 500 });
+    const ac = new AbortController();
+    const answer = h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 }, { signal: ac.signal, maxRetries: 0 });
+    await h.fake.until((c) => c.received > 0);
+    setTimeout(() => ac.abort(), 100);
+    await expect(answer).rejects.toThrow();
+    const log = await h.waitForRequestLog((e) => e.keyId === id);
+    h.fake.set({ headerDelayMs: 0, failStatus: null });
+    expect(log).toMatchObject({ status: 499, error: "client_closed_request", cost: 0 });
+    expect(h.logs.filter((l) => l.includes(`"keyId":"${id}"`) && l.includes('"msg":"request"'))).toHaveLength(1);
+    expect((await h.store.getKey(id))!).toMatchObject({ balance: 1000 * CREDIT, held: 0 });
   });
 
   it("an upstream that cuts the stream: the client gets an error event; charged for what was delivered", async () => {

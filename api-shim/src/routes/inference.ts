@@ -132,32 +132,41 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   /** The prompt's tokens estimated from its fields, for an answer whose usage never came. */
   const promptEstimate = () => estimatePromptTokens(promptBytes(kind, body));
 
-  // Once a non-streamed answer is coming (vLLM sends it when the generation is done), a client
-  // that leaves does not stop the read: the upstream did the work, and the answer's usage is what
-  // it is charged. The read then has ANSWER_DRAIN_MS to end (`cut` if it did not).
+  // Once the upstream has a non-streamed request, a client that leaves does not stop it: the
+  // answer is waited for (within SHIM_UPSTREAM_TIMEOUT_MS) and charged its usage. The deployed
+  // upstream, LiteLLM, does not cancel a non-streamed call when its client goes away (litellm
+  // #37140), so vLLM generates the whole answer anyway: aborting only made that GPU time cost
+  // the request price. Once the answer is coming (vLLM sends it when the generation is done),
+  // its read has ANSWER_DRAIN_MS to end (`cut` if it did not). A stream is aborted: LiteLLM
+  // stops a stream whose client left, and it is charged for what was generated.
+  let sent = false;
   let reading: UpstreamResponse | undefined;
   let left = false;
   let cut = false;
   let leftDeadline: NodeJS.Timeout | undefined;
-  const onClose = () => {
-    if (reply.raw.writableFinished) return;
-    if (reading === undefined) return void ac.abort("client");
-    left = true;
+  const readOnAlone = () => {
     leftDeadline ??= setTimeout(() => {
       cut = true;
       reading!.body.destroy();
       lease.release();
     }, ANSWER_DRAIN_MS);
   };
+  const onClose = () => {
+    if (reply.raw.writableFinished) return;
+    if (reading === undefined && (req.stream || !sent)) return void ac.abort("client");
+    left = true;
+    if (reading !== undefined) readOnAlone();
+  };
   reply.raw.on("close", onClose);
   if (reply.raw.destroyed) onClose(); // left while the request was being admitted
   try {
     const continuous = modelConfig?.continuousUsage === true;
     let res: UpstreamResponse;
-    let sent = false;
     try {
       res = await ctx.upstream.request({ method: "POST", path: upstreamPath, body: upstreamBody(raw, body, req, continuous), signal: ac.signal, requestId: request.id, onSent: () => (sent = true) });
     } catch (e) {
+      // An upstream failure after its client left: nobody to answer, and nothing charged.
+      if (left && !isAbort(e, ac.signal)) return await clientLeft(ctx, request, reply, settlement, null);
       return await failed(ctx, request, reply, settlement, ac.signal, e, sent);
     }
     const ok = res.status >= 200 && res.status < 300;
@@ -171,8 +180,13 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
         // The upstream refused it: a client leaving meanwhile pays nothing (`sent`: false).
         return await failed(ctx, request, reply, settlement, ac.signal, e, false);
       }
-      if (ok) return await refused(ctx, settlement, upstreamErrorBody(text, req.model), "not_a_stream");
-      return await refused(ctx, settlement, upstreamStatusError(res.status, text, req.model, res.headers["retry-after"]), `status_${res.status}`);
+      const reason = ok ? "not_a_stream" : `status_${res.status}`;
+      if (left) {
+        ctx.metrics.upstreamFailures.inc({ reason });
+        return await clientLeft(ctx, request, reply, settlement, null);
+      }
+      if (ok) return await refused(ctx, settlement, upstreamErrorBody(text, req.model), reason);
+      return await refused(ctx, settlement, upstreamStatusError(res.status, text, req.model, res.headers["retry-after"]), reason);
     }
     if (req.stream) {
       return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, promptEstimate });
@@ -180,6 +194,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     let answerBytes: Buffer | null;
     const scanner = new UsageScanner();
     reading = res;
+    if (left) readOnAlone();
     try {
       answerBytes = await readBody(res.body, ctx.config.maxAnswerBytes, scanner, ANSWER_DRAIN_MS, lease);
     } catch (e) {
