@@ -147,6 +147,25 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(nginx).toMatchObject({ stop_signal: "SIGQUIT", stop_grace_period: "30s" });
   });
 
+  it("`docker compose down` stops vLLM last, so what is in flight can finish and be settled (Compose stops dependents first)", () => {
+    const services = compose.services as Record<string, { depends_on?: Record<string, unknown> }>;
+    const waves: string[][] = [];
+    const stopped = new Set<string>();
+    while (stopped.size < Object.keys(services).length) {
+      // A service stops once everything that depends on it has stopped.
+      const wave = Object.keys(services).filter((s) => !stopped.has(s) && Object.entries(services).every(([other, def]) => other === s || stopped.has(other) || !(s in (def.depends_on ?? {}))));
+      expect(wave.length).toBeGreaterThan(0);
+      waves.push(wave);
+      for (const s of wave) stopped.add(s);
+    }
+    const waveOf = (s: string) => waves.findIndex((w) => w.includes(s));
+    expect(waveOf("nginx")).toBeLessThan(waveOf("shim"));
+    expect(waveOf("shim")).toBeLessThan(waveOf("litellm"));
+    expect(waveOf("litellm")).toBeLessThan(waveOf("vllm"));
+    // It does not wait for the model to load: LiteLLM starts at once, as before.
+    expect(compose.services.litellm.depends_on).toEqual({ vllm: { condition: "service_started" } });
+  });
+
   it("keeps every secret a ${…} reference to .env", () => {
     const text = bundle.get("compose.yaml")!;
     expect(text).toContain("${VLLM_API_KEY:?set VLLM_API_KEY in .env}");
