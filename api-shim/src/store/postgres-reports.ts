@@ -8,9 +8,10 @@ import { StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store
 const REPORT_TIMEOUT_MS = 60_000;
 /**
  * Reports running at once, so requests keep the rest of the pool of 10; and waiting, beyond
- * which a report is a 503 at once. A key has one report at a time (a second is a 503), so keys
- * sending reports in a loop cannot fill the queue; reports over all keys (the operator's, as
- * reap-expired's export) have turns of their own.
+ * which a report is a 503 at once. Each key's reports wait in a line of their own, one at a time
+ * taking a shared turn (as the SQLite store's), so a key sending reports in a loop cannot fill
+ * the queue, and two widgets of a dashboard asking at once both get their answer; reports over
+ * all keys (the operator's, as reap-expired's export) have turns of their own.
  */
 const CONCURRENT_REPORTS = 2;
 const WAITING_REPORTS = 8;
@@ -31,7 +32,8 @@ const reportMark = () => `/* shim usage report ${randomUUID()} */`;
 export class UsageReports {
   private readonly shared = new Turns(CONCURRENT_REPORTS, WAITING_REPORTS);
   private readonly allKeys = new Turns(1, WAITING_REPORTS);
-  private readonly reportingKeys = new Set<string>();
+  /** Each key's line: its reports one at a time, the next ones waiting (up to WAITING_REPORTS). */
+  private readonly keyLines = new Map<string, { turns: Turns; reports: number }>();
   /** Aborted by cancelAll (the store is closing). */
   private readonly closing = new AbortController();
   /** Cancellations sent and not yet answered. */
@@ -59,16 +61,19 @@ export class UsageReports {
       GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}`;
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
     const { keyId } = q;
-    if (keyId !== null && this.reportingKeys.has(keyId)) return Promise.reject(new StoreUnavailableError(new Error("a usage report of this key is already running")));
-    if (keyId !== null) this.reportingKeys.add(keyId);
     const signal = q.signal ? AbortSignal.any([q.signal, this.closing.signal]) : this.closing.signal;
     const turns = keyId === null ? this.allKeys : this.shared;
     // The key's report ends when its statement does (a cancelled one within a round trip).
-    const work = turns.run(() => this.tx(async (c) => {
+    const report = () => turns.run(() => this.tx(async (c) => {
       await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}`);
       const rows = await this.cancellable(c, mark, { text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig, signal);
       return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
-    }), signal).finally(() => keyId !== null && this.reportingKeys.delete(keyId));
+    }), signal);
+    if (keyId === null) return rejectOnAbort(report(), signal);
+    const line = this.keyLines.get(keyId) ?? { turns: new Turns(1, WAITING_REPORTS), reports: 0 };
+    this.keyLines.set(keyId, line);
+    line.reports++;
+    const work = line.turns.run(report, signal).finally(() => --line.reports === 0 && this.keyLines.delete(keyId));
     return rejectOnAbort(work, signal);
   }
 
