@@ -23,7 +23,7 @@ whose state could not be read are counted apart, as unknown, and their cost is n
 
 Examples:
   npm run list-tenants
-  npm run list-tenants -- --json | jq -r '.[] | select(.status == "expired") | .stack'`;
+  npm run --silent list-tenants -- --json | jq -r '.[] | select(.status == "expired") | .stack'`;
 
 export interface TenantRow {
   readonly stack: string;

@@ -31,7 +31,7 @@ Examples:
   npm run report-usage -- --stack acme
   npm run report-usage -- --stack acme --group day --from 2026-03-01 --to 2026-03-07
   npm run report-usage -- --stack acme --key team-a --from 2026-03-01 --to 2026-03-31
-  npm run report-usage -- --stack acme --format csv > acme-usage.csv`;
+  npm run --silent report-usage -- --stack acme --format csv > acme-usage.csv`;
 
 const OPTIONS = {
   ...TARGET_OPTIONS,

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 
@@ -39,5 +39,84 @@ describe("operator scripts: npm scripts, --help and the docs agree", () => {
     expect(section).toMatch(/^\*\/15 \* \* \* \* .*cd \S+ && .*npm run --silent reap-expired -- --yes/m);
     for (const v of ["PATH=", "PULUMI_CONFIG_PASSPHRASE=", "LINODE_TOKEN="]) expect(section).toContain(v);
     expect(section).toContain("docs/operations.md");
+  });
+});
+
+/**
+ * The shell commands a Markdown text shows: each line of its fenced code blocks (a line ending in
+ * `\` joined to the next) and each inline code span.
+ */
+function markdownCommands(md: string): string[] {
+  const commands: string[] = [];
+  const prose = md.replace(/^```[^\n]*\n([\s\S]*?)^```/gm, (_all, block: string) => {
+    commands.push(...block.replace(/\\\n/g, " ").split("\n"));
+    return "";
+  });
+  for (const m of prose.matchAll(/`([^`\n]+)`/g)) commands.push(m[1]!);
+  return commands;
+}
+
+/** The lines of a script's help text after "Examples:", continuations joined. */
+function helpExamples(usage: string): string[] {
+  const at = usage.indexOf("Examples:");
+  return at === -1 ? [] : usage.slice(at).replace(/\\\n/g, " ").split("\n").slice(1);
+}
+
+/** The text of a script's `const USAGE = \`…\`` as --help prints it (escapes undone; `${…}` left as is). */
+function usageOf(source: string): string | undefined {
+  const literal = /const USAGE = `((?:[^`\\]|\\.)*)`/.exec(source)?.[1];
+  return literal?.replace(/\\([\s\S])/g, "$1");
+}
+
+/**
+ * The `npm run` of a command line whose stdout goes into a pipe, a file or `$(…)` without
+ * --silent: npm's banner (`> gpu-sandbox@0.1.0 report-usage`) would land there too. Quoted text,
+ * <placeholders>, a synopsis's groups and comments are not shell syntax and are left out.
+ */
+function bannerLeaks(line: string): boolean {
+  if (/\$\(\s*npm run\b(?! --silent)/.test(line)) return true; // "$(npm run …)", quoted or not
+  const shell = line
+    .replace(/'[^']*'|"(?:[^"\\]|\\.)*"/g, "''")
+    .replace(/<[^<>\s][^<>]*>/g, "X")
+    .replace(/(?<!\$)\([^()]*\)|\[[^[\]]*\]/g, "X") // a synopsis's (a | b) and [optional]
+    .replace(/(^|\s)#.*$/, "");
+  return shell.split(/&&|\|\||;/).some((command) => {
+    const at = command.search(/\bnpm run\b/);
+    if (at === -1 || /\bnpm run --silent\b/.test(command)) return false;
+    const after = command.slice(at);
+    return after.includes("|") || /(^|[^2&>])>|&>/.test(after);
+  });
+}
+
+describe("examples that pipe or redirect `npm run` use --silent (npm's banner would be in the output)", () => {
+  it("finds the cases it is for", () => {
+    expect(bannerLeaks("npm run report-usage -- --stack acme --format csv > acme.csv   # the shim's CSV")).toBe(true);
+    expect(bannerLeaks("npm run list-tenants -- --json | jq -r '.[] | .stack'")).toBe(true);
+    expect(bannerLeaks("npm run reap-expired -- --yes >> reap.log 2>&1")).toBe(true);
+    expect(bannerLeaks('KEY="$(npm run manage-keys -- create --stack acme --name a)"')).toBe(true);
+    expect(bannerLeaks("KEY=$(npm run manage-keys -- create --stack acme --name a)")).toBe(true);
+    expect(bannerLeaks("npm run --silent list-tenants -- --json | jq .")).toBe(false);
+    expect(bannerLeaks("npm run manage-keys -- <create|list> (--stack <name> | --url <base URL>)")).toBe(false);
+    expect(bannerLeaks("npm run report-usage -- --stack acme 2> errors.txt")).toBe(false);
+    expect(bannerLeaks("printenv LINODE_TOKEN | npm run new-tenant -- acme && npm run list-tenants")).toBe(false);
+  });
+
+  const docs = ["README.md", ...readdirSync(new URL("../../docs/", import.meta.url)).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`)];
+  it.each(docs)("%s", (path) => {
+    const leaks = markdownCommands(read(path)).filter(bannerLeaks);
+    expect(leaks, `use \`npm run --silent …\` in:\n${leaks.join("\n")}`).toEqual([]);
+  });
+
+  const scripts = readdirSync(new URL("../../scripts/", import.meta.url)).filter((f) => f.endsWith(".ts"));
+  it.each(scripts)("scripts/%s --help", (file) => {
+    const usage = usageOf(read(`scripts/${file}`));
+    const leaks = usage === undefined ? [] : helpExamples(usage).filter(bannerLeaks);
+    expect(leaks, `use \`npm run --silent …\` in:\n${leaks.join("\n")}`).toEqual([]);
+  });
+
+  it("every script with a help text is seen by this check", () => {
+    for (const name of Object.values(pkg.scripts).map((s) => /^node scripts\/(.+\.ts)$/.exec(s)?.[1]).filter((s) => s !== undefined)) {
+      expect(usageOf(read(`scripts/${name}`)), name).toContain("Usage: npm run");
+    }
   });
 });
