@@ -11,12 +11,15 @@ export function stackFilePath(root: string, stack: string): string {
   return join(root, STACKS_DIR, `Pulumi.${stack}.yaml`);
 }
 
-/** Stack names that have a file in `stacks/`, sorted. */
+/**
+ * Stack names that have a file in `stacks/`, sorted. Only `.yaml`: Pulumi names a stack's file
+ * after the project file (Pulumi.yaml), so it never reads a `Pulumi.<stack>.yml`.
+ */
 export function listStackNames(root: string): string[] {
   const dir = join(root, STACKS_DIR);
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
-    .map((f) => /^Pulumi\.(.+)\.ya?ml$/.exec(f)?.[1])
+    .map((f) => /^Pulumi\.(.+)\.yaml$/.exec(f)?.[1])
     .filter((s): s is string => s !== undefined)
     .sort();
 }
@@ -38,7 +41,14 @@ export function readStackConfig(root: string, stack: string): Record<string, unk
       `no stack file ${path}; ${known.length ? `stacks: ${known.join(", ")}` : "create one with `npm run new-tenant`"}`,
     );
   }
-  return parseStackConfig(readFileSync(path, "utf8"), path);
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    // A directory by that name (EISDIR), a file this user may not read (EACCES, e.g. cron's).
+    throw new StackFileError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+  return parseStackConfig(text, path);
 }
 
 /** The pure part of `readStackConfig`: stack-file text → raw config without the namespace. */

@@ -28,7 +28,7 @@ exporting again. If the export fails (e.g. this machine is not in adminCidrs), t
 kept and the run exits 1; --force destroys it anyway, without its usage. Keys it revoked before
 such a failure stay revoked (the KEPT line says so: clients get 401); <usage-dir>/<tenant>.revoked
 lists them, so the run that saves the usage still marks them.
-Exits 1 if a destroy or an export failed, or a stack's outputs could not be read.
+Exits 1 if a destroy or an export failed, or a stack's outputs or its stack file could not be read.
 
   --yes               destroy (default: dry run)
   --usage-dir <dir>   where usage is saved before a destroy (default: usage/)
@@ -64,8 +64,15 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
   const kept = new Map<string, string>();
   const width = Math.max(0, ...tenants.map((t) => t.stack.length));
   const lines = tenants.map((t) => {
-    const e: Expiry = expiryOf(t, now);
     const name = t.stack.padEnd(width);
+    if (t.unreadableFile) {
+      // `pulumi destroy` reads the same file, and a failed deploy's expiry needs its ttlHours.
+      const reason = `its stack file cannot be read: ${t.configProblem}`;
+      unreadable.push({ tenant: t, reason });
+      kept.set(t.stack, `cannot tell whether it expired (${reason})`);
+      return `${name}  cannot tell: ${reason}`;
+    }
+    const e: Expiry = expiryOf(t, now);
     switch (e.kind) {
       case "expired":
         expired.push({ tenant: t, at: e.at });

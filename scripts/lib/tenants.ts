@@ -14,7 +14,13 @@ export interface Tenant {
   readonly raw: Readonly<Record<string, unknown>>;
   /** Validated config, or undefined with `configProblem` saying why. */
   readonly config: TenantConfig | undefined;
+  /** One line, for a table cell. */
   readonly configProblem: string | undefined;
+  /**
+   * The stack file could not be read or parsed (configProblem says why): its ttlHours is not
+   * known, and Pulumi cannot use the stack until it is fixed.
+   */
+  readonly unreadableFile?: true;
   /** Stack outputs, or "no-cli" when the pulumi CLI is not on PATH. */
   readonly outputs: OutputsResult | "no-cli";
   /** For a stack with no outputs: what its state holds (a failed first deploy leaves resources). */
@@ -29,19 +35,32 @@ export async function readTenants(deps: ScriptDeps, options: { concurrency?: num
     let raw: Record<string, unknown> = {};
     let config: TenantConfig | undefined;
     let configProblem: string | undefined;
+    let unreadableFile = false;
     try {
       raw = readStackConfig(deps.root, stack);
+    } catch (err) {
+      // One file that cannot be read (EISDIR, EACCES, not YAML) is that tenant's problem: the others are still listed and reaped.
+      if (!(err instanceof StackFileError)) throw err;
+      configProblem = firstLine(err.message);
+      unreadableFile = true;
+    }
+    if (!unreadableFile) {
       const r = validateConfig(raw, { stack, fileConfig: raw });
       if (r.ok) config = r.config;
       else configProblem = `${r.problems.length} config problem${r.problems.length === 1 ? "" : "s"} (npm run render -- --stack ${stack})`;
-    } catch (err) {
-      if (!(err instanceof StackFileError)) throw err;
-      configProblem = err.message;
     }
     const outputs = cli ? await stackOutputs(deps.pulumi, stack) : "no-cli";
     const state = outputs !== "no-cli" && outputs.kind === "outputs" && Object.keys(outputs.outputs).length === 0 ? await stackState(deps.pulumi, stack) : undefined;
-    return { stack, raw, config, configProblem, outputs, ...(state ? { state } : {}) };
+    return { stack, raw, config, configProblem, outputs, ...(state ? { state } : {}), ...(unreadableFile ? { unreadableFile: true } : {}) };
   });
+}
+
+/**
+ * A message's first line, for a table cell: a YAML error goes on to quote the file with a caret
+ * under the fault, and its first line already says where ("… at line 3, column 1:").
+ */
+function firstLine(message: string): string {
+  return message.split("\n")[0]!.replace(/:\s*$/, "");
 }
 
 /** How a stack with a billing instance but no outputs (a first `pulumi up` that failed half way) is shown. */

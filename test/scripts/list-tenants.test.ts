@@ -1,4 +1,7 @@
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { stringify } from "yaml";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main, type TenantRow } from "../../scripts/list-tenants.ts";
 import { tempDir } from "../support/tools.ts";
@@ -87,6 +90,39 @@ describe("list-tenants", () => {
     expect(code).toBe(0);
     // golf's state is unreadable (permission denied): it may be billing, so the total says so.
     expect(io.stdout.join("\n").split("\n").at(-1)).toBe("9 tenants, 5 running ($4.60/hour together), 1 unknown: their cost is not included.");
+  });
+
+  it("a stack file that cannot be read is reported on its own row; the other tenants are still listed", async () => {
+    const { root, pulumi } = fixtureTenants();
+    // Any read error other than "no such file": a directory with a stack file's name (EISDIR);
+    // a file the cron user may not read (EACCES) takes the same path.
+    mkdirSync(join(root, "stacks", "Pulumi.kilo.yaml"));
+    pulumi.stacks.set("golf", { outputs: {} });
+    const io = memoryIo();
+    expect(await main(["--json"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
+    const rows = JSON.parse(io.stdout.join("\n")) as TenantRow[];
+    expect(rows).toHaveLength(10);
+    expect(rows.find((r) => r.stack === "alpha")).toMatchObject({ status: "deployed" });
+    expect(rows.find((r) => r.stack === "kilo")?.status).toMatch(/^not deployed; cannot read \S+Pulumi\.kilo\.yaml: EISDIR: illegal operation on a directory/);
+  });
+
+  it("only stacks/Pulumi.<name>.yaml files are tenants: a .yml (which Pulumi never reads beside Pulumi.yaml) is not", async () => {
+    const { root, pulumi } = fixtureTenants();
+    writeFileSync(join(root, "stacks", "Pulumi.kilo.yml"), stringify({ config: { "gpu-sandbox:region": "us-ord" } }));
+    const io = memoryIo();
+    await main(["--json"], { root, pulumi, io, env: {}, now: () => NOW });
+    expect((JSON.parse(io.stdout.join("\n")) as TenantRow[]).map((r) => r.stack)).not.toContain("kilo");
+  });
+
+  it("a stack file that is not valid YAML keeps the table one line per tenant, saying where the error is", async () => {
+    const { root, pulumi } = fixtureTenants();
+    writeFileSync(join(root, "stacks", "Pulumi.kilo.yaml"), 'config:\n  gpu-sandbox:region: "us-ord\n');
+    const io = memoryIo();
+    await main([], { root, pulumi, io, env: {}, now: () => NOW });
+    const lines = io.stdout.join("\n").split("\n");
+    // header, 10 tenants, a blank line, the total
+    expect(lines, lines.join("\n")).toHaveLength(13);
+    expect(lines.find((l) => l.startsWith("kilo"))).toMatch(/not deployed; \S+Pulumi\.kilo\.yaml is not valid YAML: Missing closing "quote at line 3, column 1$/);
   });
 
   it("says how to start when there are no stacks, and rejects unknown flags", async () => {

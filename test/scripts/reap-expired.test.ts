@@ -1,4 +1,4 @@
-import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey } from "../../scripts/lib/admin-client.ts";
@@ -37,9 +37,9 @@ function tenants() {
   return t;
 }
 
-async function reap(argv: string[], setup: (p: ReturnType<typeof fixtureTenants>["pulumi"]) => void = () => {}) {
+async function reap(argv: string[], setup: (p: ReturnType<typeof fixtureTenants>["pulumi"], root: string) => void = () => {}) {
   const { root, pulumi } = tenants();
-  setup(pulumi);
+  setup(pulumi, root);
   const io = memoryIo();
   const code = await main(argv, { root, pulumi, io, env: {}, now: () => NOW });
   // Destroys run two at a time, so their order is not part of the contract.
@@ -130,6 +130,19 @@ describe("reap-expired", () => {
     expect(destroyed).toEqual(["bravo", "foxtrot"]);
     expect(io.stdout.join("\n")).toMatch(/golf +cannot tell: error: failed to load checkpoint: permission denied/);
     expect(io.stdout.join("\n")).toContain("1 stack(s) could not be checked: golf.");
+  });
+
+  it("a stack file that cannot be read is reported and gives exit 1; the other stacks are still judged and reaped", async () => {
+    const { code, io, destroyed } = await reap(["--yes"], (p, root) => {
+      withoutGolf(p);
+      // A directory with a stack file's name (EISDIR); an unreadable file (EACCES) takes the same path.
+      mkdirSync(join(root, "stacks", "Pulumi.kilo.yaml"));
+    });
+    expect(code).toBe(1);
+    expect(destroyed).toEqual(["bravo", "foxtrot"]);
+    const out = io.stdout.join("\n");
+    expect(out).toMatch(/kilo +cannot tell: its stack file cannot be read: cannot read \S+Pulumi\.kilo\.yaml: EISDIR/);
+    expect(out).toContain("1 stack(s) could not be checked: kilo.");
   });
 
   it("needs the pulumi CLI and valid flags", async () => {
