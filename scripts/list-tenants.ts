@@ -18,6 +18,8 @@ CLI and the stack's state are available: deployed, SSH closed (no adminCidrs), h
 deploy (resources exist: a first \`pulumi up\` that failed left a billing instance), not
 deployed, or unknown (why). The last line adds up the cost per hour of those running; stacks
 whose state could not be read are counted apart, as unknown, and their cost is not in it.
+Exits 1 when any stack is unknown (its state could not be read, or there is no pulumi CLI),
+after printing every row.
 
   --json    print the rows as a JSON array
 
@@ -99,6 +101,9 @@ function ttlText(t: Tenant): string {
   return ttl === undefined ? (t.config ? "never" : "?") : `${ttl}h after deploy`;
 }
 
+/** A row whose stack's state could not be read: it may be billing. */
+const isUnknown = (r: TenantRow) => r.status.startsWith("unknown");
+
 export function formatTenants(rows: readonly TenantRow[]): string {
   if (rows.length === 0) return "No tenants: stacks/ has no Pulumi.<tenant>.yaml. Create one with `npm run new-tenant`.";
   const table = formatTable<TenantRow>([
@@ -115,7 +120,7 @@ export function formatTenants(rows: readonly TenantRow[]): string {
   const perHour = running.reduce((sum, r) => sum + Math.round((r.hourlyUsd ?? 0) * 100), 0) / 100;
   const tenants = `${rows.length} tenant${rows.length === 1 ? "" : "s"}`;
   // A stack whose state could not be read may well be billing: a total without it is a floor, not the cost.
-  const unknown = rows.filter((r) => r.status.startsWith("unknown")).length;
+  const unknown = rows.filter(isUnknown).length;
   if (unknown === 0) return `${table}\n\n${tenants}, ${running.length} running: $${perHour.toFixed(2)}/hour together.`;
   return `${table}\n\n${tenants}, ${running.length} running ($${perHour.toFixed(2)}/hour together), ${unknown} unknown: their cost is not included.`;
 }
@@ -133,7 +138,8 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     if (await deps.pulumi.available()) deps.io.err("Reading stack outputs with `pulumi stack output`…");
     const rows = (await readTenants(deps)).map((t) => tenantRow(t, now));
     deps.io.out(values.json ? JSON.stringify(rows, null, 2) : formatTenants(rows));
-    return 0;
+    // A listing with holes is not a success: a script (or cron) reading it must not take it for the whole picture.
+    return rows.some(isUnknown) ? 1 : 0;
   });
 }
 

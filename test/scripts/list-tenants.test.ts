@@ -19,7 +19,7 @@ async function list(argv: string[], installed = true) {
 describe("list-tenants", () => {
   it("--json: one row per stack file, status and expiry from the stack outputs", async () => {
     const { code, io, pulumi } = await list(["--json"]);
-    expect(code).toBe(0);
+    expect(code).toBe(1); // golf's state cannot be read
     const rows = JSON.parse(io.stdout.join("\n")) as TenantRow[];
     const byStack = Object.fromEntries(rows.map((r) => [r.stack, r]));
     expect(rows.map((r) => r.stack)).toEqual(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]);
@@ -46,7 +46,7 @@ describe("list-tenants", () => {
     // delta (ttlHours 1): the host was created at 10:00 and the deploy failed after it.
     pulumi.stacks.set("delta", { outputs: {}, resources: failedDeployResources("delta", "2026-03-01T10:00:00Z") });
     const io = memoryIo();
-    expect(await main([], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
+    expect(await main([], { root, pulumi, io, env: {}, now: () => NOW })).toBe(1); // golf
     const lines = io.stdout.join("\n").split("\n");
     expect(lines.find((l) => l.startsWith("delta"))).toMatch(/ 0\.68 +2026-03-01T11:00Z \(1h 0m ago\) +- +expired \(failed deploy \(resources exist\)\)$/);
     expect(lines.at(-1)).toBe("9 tenants, 6 running ($5.28/hour together), 1 unknown: their cost is not included.");
@@ -54,7 +54,7 @@ describe("list-tenants", () => {
 
   it("prints a table with a header, one line per tenant and the running cost", async () => {
     const { code, io } = await list([]);
-    expect(code).toBe(0);
+    expect(code).toBe(1); // golf
     const lines = io.stdout.join("\n").split("\n");
     expect(lines[0]).toMatch(/^STACK +REGION +PLAN +GPU +\$\/HOUR +EXPIRES +ENDPOINT +STATUS$/);
     expect(lines.find((l) => l.startsWith("alpha"))).toMatch(/^alpha +us-ord +g2-gpu-rtx4000a1-s +1 x RTX 4000 Ada 20 GB +0\.53 +2026-03-02T10:00Z \(in 22h 0m\) +https:\/\/alpha\.example\.test\/v1 +deployed$/);
@@ -71,9 +71,9 @@ describe("list-tenants", () => {
     expect(known.stdout.join("\n").split("\n").at(-1)).toBe("9 tenants, 5 running: $4.60/hour together.");
   });
 
-  it("without the pulumi CLI: config only, status unknown", async () => {
+  it("without the pulumi CLI: config only, status unknown (exit 1: whether any runs is not known)", async () => {
     const { code, io, pulumi } = await list(["--json"], false);
-    expect(code).toBe(0);
+    expect(code).toBe(1);
     const rows = JSON.parse(io.stdout.join("\n")) as TenantRow[];
     expect(new Set(rows.filter((r) => r.stack !== "hotel").map((r) => r.status))).toEqual(new Set(["unknown (no pulumi CLI)"]));
     expect(rows.find((r) => r.stack === "alpha")).toMatchObject({ hourlyUsd: 0.53, expires: "48h after deploy", endpoint: "-" });
@@ -85,11 +85,16 @@ describe("list-tenants", () => {
     expect(table.io.stdout.join("\n").split("\n").at(-1)).toBe("9 tenants, 0 running ($0.00/hour together), 9 unknown: their cost is not included.");
   });
 
-  it("a stack whose state cannot be read is counted apart from the running cost", async () => {
+  it("a stack whose state cannot be read is counted apart from the running cost, and the run exits 1", async () => {
     const { code, io } = await list([]);
-    expect(code).toBe(0);
-    // golf's state is unreadable (permission denied): it may be billing, so the total says so.
+    // golf's state is unreadable (permission denied): it may be billing, so the total says so,
+    // and a script or cron job reading the listing learns that it has a hole.
+    expect(io.stdout.join("\n")).toMatch(/^golf .* unknown \(error: failed to load checkpoint: permission denied\)$/m);
     expect(io.stdout.join("\n").split("\n").at(-1)).toBe("9 tenants, 5 running ($4.60/hour together), 1 unknown: their cost is not included.");
+    expect(code).toBe(1);
+    const json = await list(["--json"]);
+    expect(JSON.parse(json.io.stdout.join("\n"))).toHaveLength(9); // every row is still printed
+    expect(json.code).toBe(1);
   });
 
   it("a stack file that cannot be read is reported on its own row; the other tenants are still listed", async () => {
