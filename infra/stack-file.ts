@@ -41,18 +41,40 @@ export function readStackConfig(root: string, stack: string): Record<string, unk
       `no stack file ${path}; ${known.length ? `stacks: ${known.join(", ")}` : "create one with `npm run new-tenant`"}`,
     );
   }
-  let text: string;
+  return parseStackConfig(readText(path), path);
+}
+
+/** A stack file's text; failing to read it is a StackFileError, as a file that does not parse is. */
+function readText(path: string): string {
   try {
-    text = readFileSync(path, "utf8");
+    return readFileSync(path, "utf8");
   } catch (err) {
     // A directory by that name (EISDIR), a file this user may not read (EACCES, e.g. cron's).
     throw new StackFileError(`cannot read ${path}: ${(err as Error).message}`);
   }
-  return parseStackConfig(text, path);
 }
 
 /** The pure part of `readStackConfig`: stack-file text → raw config without the namespace. */
 export function parseStackConfig(text: string, source = "stack file"): Record<string, unknown> {
+  const raw: Record<string, unknown> = {};
+  const prefix = `${CONFIG_NAMESPACE}:`;
+  for (const [key, value] of Object.entries(configMap(text, source))) {
+    if (key.startsWith(prefix)) raw[key.slice(prefix.length)] = decodeSecure(value);
+  }
+  return raw;
+}
+
+/**
+ * Every key a stack file sets, with its namespace (`linode:token`, `gpu-sandbox:region`): which
+ * secrets `pulumi config set --secret` has stored in it. Empty when the file is not there.
+ */
+export function stackConfigKeys(root: string, stack: string): string[] {
+  const path = stackFilePath(root, stack);
+  return existsSync(path) ? Object.keys(configMap(readText(path), path)) : [];
+}
+
+/** A stack file's `config` map, as written. */
+function configMap(text: string, source: string): Record<string, unknown> {
   let doc: unknown;
   try {
     doc = parse(text);
@@ -63,12 +85,7 @@ export function parseStackConfig(text: string, source = "stack file"): Record<st
   if (typeof config !== "object" || config === null || Array.isArray(config)) {
     throw new StackFileError(`${source}: "config" must be a map of keys to values`);
   }
-  const raw: Record<string, unknown> = {};
-  const prefix = `${CONFIG_NAMESPACE}:`;
-  for (const [key, value] of Object.entries(config)) {
-    if (key.startsWith(prefix)) raw[key.slice(prefix.length)] = decodeSecure(value);
-  }
-  return raw;
+  return config as Record<string, unknown>;
 }
 
 /** Replaces every `{ secure: … }` (at any depth) with an encrypted Secret. */

@@ -2,7 +2,7 @@
 // Writes stacks/Pulumi.<name>.yaml from flags, checked by the same validator as `pulumi up`
 // (nothing is written when it finds a problem), then initialises the Pulumi stack and stores
 // the Linode and Hugging Face tokens as secrets, read from the environment and passed on stdin.
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, relative } from "node:path";
 import { Document, isMap, isScalar, type Pair } from "yaml";
 import { isoSeconds } from "../api-shim/src/period.ts";
@@ -14,7 +14,7 @@ import { Secret } from "../infra/secret.ts";
 import { stackFilePath } from "../infra/stack-file.ts";
 import { commaList, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
-import { commandLine, type PulumiCli, setSecretArgs, tail } from "./lib/pulumi.ts";
+import { initStack, manualSteps, reportExisting, SECRETS_FROM_ENV } from "./lib/stack-setup.ts";
 
 const USAGE = `Usage: npm run new-tenant -- <name> --region <id> [options]
 
@@ -23,7 +23,12 @@ wrong; an existing file is never overwritten). With the pulumi CLI on PATH it th
 \`pulumi stack init <name>\` (with your current login; \`pulumi login --local\` if there is none)
 and stores secrets from the environment with \`pulumi config set --secret\` (values on stdin):
 LINODE_TOKEN → linode:token, and with --hf-token-from-env HF_TOKEN → gpu-sandbox:hfToken.
-Without the CLI it prints those commands.
+Without the CLI it prints those commands; when a step fails, the ones left to run.
+
+A stack already in the backend under the name is used only if nothing is deployed in it: one
+with outputs or resources may be a live tenant, so new-tenant sets nothing, removes the file it
+wrote and exits 1. Run again after a run that stopped half way (the file is there), it says
+what the backend holds and which steps are left.
 
   <name>                     3-24 lowercase letters, digits and hyphens: the stack and tenant name
   --region <id>              Linode region with the plan's GPU, e.g. us-ord (required)
@@ -70,12 +75,6 @@ const FLAG_OF: readonly [configKey: string, flag: string][] = [
   ["model.servedName", "--served-name"], ["allowedCidrs", "--allowed-cidrs"], ["adminCidrs", "--admin-cidrs"],
   ["ttlHours", "--ttl-hours"], ["keys", "--key"], ["tls.mode", "--tls"], ["tls.email", "--email"], ["hfToken", "--hf-token-from-env"],
 ];
-
-/** Secrets new-tenant stores in the stack: environment variable → config key. */
-export const SECRETS_FROM_ENV = [
-  { env: "LINODE_TOKEN", key: "linode:token", always: true },
-  { env: "HF_TOKEN", key: `${CONFIG_NAMESPACE}:hfToken`, always: false },
-] as const;
 
 /** A number when the text is one ("24" → 24), else the text, so the validator names the bad value. */
 const numeric = (s: string): number | string => (/^-?\d+(\.\d+)?$/.test(s.trim()) ? Number(s) : s);
@@ -170,80 +169,29 @@ export async function newTenant(req: NewTenantRequest, deps: ScriptDeps): Promis
   if (result.deployProblems.length > 0) throw new UsageError(describeFlagProblems(result.deployProblems));
 
   const path = stackFilePath(deps.root, req.name);
-  const shown = relative(deps.root, path);
+  const secrets = SECRETS_FROM_ENV.filter((s) => s.always || hfToken !== undefined);
+  const ctx = { pulumi: deps.pulumi, io, env, root: deps.root, stack: req.name, secrets, shownFile: relative(deps.root, path), discardFile: () => rmSync(path) };
   mkdirSync(dirname(path), { recursive: true });
   try {
     // "wx": fails if the file exists, also when another run creates it at the same moment.
     writeFileSync(path, stackFileText(raw, result.config, deps.now()), { flag: "wx" });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "EEXIST") {
-      throw new UsageError(`${shown} already exists; new-tenant never overwrites a stack file. Edit it, or pick another name.`);
-    }
+    // Perhaps an earlier run that stopped half way: say what is left to do.
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return reportExisting(ctx);
     throw err;
   }
-  io.out(`Wrote ${shown} (${planFor(result.config).lines.find(([l]) => l === "Cost")?.[1].split(" (")[0]}).`);
+  io.out(`Wrote ${ctx.shownFile} (${planFor(result.config).lines.find(([l]) => l === "Cost")?.[1].split(" (")[0]}).`);
   if (result.config.adminCidrs.length === 0) {
     io.out("Warning: no --admin-cidrs, so SSH stays closed and `pulumi up` will create the host but cannot deploy the endpoint.");
   }
 
-  const secrets = SECRETS_FROM_ENV.filter((s) => s.always || hfToken !== undefined);
   if (!(await deps.pulumi.available())) {
     io.out(`The pulumi CLI is not on PATH.\n${manualSteps(req.name, secrets)}`);
     return 0;
   }
-  return (await initStack(deps.pulumi, req.name, secrets, env, io)) ? 0 : 1;
+  return (await initStack(ctx)) ? 0 : 1;
 }
 
-type SecretFromEnv = (typeof SECRETS_FROM_ENV)[number];
-
-async function initStack(pulumi: PulumiCli, stack: string, secrets: readonly SecretFromEnv[], env: NodeJS.ProcessEnv, io: ScriptDeps["io"]): Promise<boolean> {
-  // Use whatever backend the operator is logged in to; with none, the local one (~/.pulumi).
-  // Any other whoami failure (an expired cloud token, no network) stops here: switching such an
-  // operator to another backend would put the stack where they will not look for it.
-  const who = await pulumi.run(["whoami"]);
-  if (who.exitCode !== 0) {
-    if (!/PULUMI_ACCESS_TOKEN must be set|not logged in/i.test(who.stderr)) return fail(io, ["whoami"], who, stack, secrets);
-    io.out("Not logged in to a Pulumi backend: using the local backend (pulumi login --local).");
-    const login = await pulumi.run(["login", "--local"]);
-    if (login.exitCode !== 0) return fail(io, ["login", "--local"], login, stack, secrets);
-  }
-  io.out(`Creating stack ${stack}…`);
-  const init = await pulumi.run(["stack", "init", stack]);
-  if (init.exitCode !== 0) {
-    if (!/already exists/i.test(init.stderr)) return fail(io, ["stack", "init", stack], init, stack, secrets);
-    io.out(`Stack ${stack} already exists in the backend; using it.`);
-  }
-  for (const s of secrets) {
-    const value = env[s.env];
-    if (!value) {
-      io.out(`${s.env} is not set: ${s.key} not stored (\`pulumi up\` then needs ${s.env} in its environment).`);
-      continue;
-    }
-    const args = setSecretArgs(stack, s.key);
-    // The value goes on stdin: never in argv, where `ps` and shell history would show it.
-    const r = await pulumi.run(args, { input: value });
-    if (r.exitCode !== 0) return fail(io, args, r, stack, secrets);
-    io.out(`Stored ${s.key} from $${s.env} (encrypted in the stack).`);
-  }
-  io.out(`\nNext: pulumi up --stack ${stack}\nThen: npm run smoke-test -- --url "$(pulumi stack output endpoint --stack ${stack})" (key from \`pulumi stack output apiKeys --show-secrets --stack ${stack}\`)`);
-  return true;
-}
-
-function fail(io: ScriptDeps["io"], args: readonly string[], r: { exitCode: number; stdout: string; stderr: string }, stack: string, secrets: readonly SecretFromEnv[]): false {
-  io.err(`\`${commandLine(args)}\` failed (exit ${r.exitCode}):\n${tail(r)}\nThe stack file is written; fix the cause and finish by hand:\n${manualSteps(stack, secrets)}`);
-  return false;
-}
-
-/** The commands that finish the set-up by hand; secrets are piped from the environment. */
-export function manualSteps(stack: string, secrets: readonly SecretFromEnv[]): string {
-  return [
-    "To finish (the pulumi CLI is needed: https://www.pulumi.com/docs/iac/download-install/):",
-    "  pulumi login --local        # only if you use no backend yet",
-    `  ${commandLine(["stack", "init", stack])}`,
-    ...secrets.map((s) => `  printenv ${s.env} | ${commandLine(setSecretArgs(stack, s.key))}`),
-    `  pulumi up --stack ${stack}`,
-  ].join("\n");
-}
 
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
   const deps = withDefaults(partial);

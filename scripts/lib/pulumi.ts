@@ -99,7 +99,8 @@ export async function stackOutputs(cli: PulumiCli, stack: string, options: { sho
 
 /** What a stack's state holds, for a stack without outputs. */
 export type StackState =
-  | { readonly kind: "state"; readonly hasInstance: boolean; readonly createdAt: string | undefined }
+  /** `resources`: how many the state holds (none: never deployed, or destroyed). */
+  | { readonly kind: "state"; readonly hasInstance: boolean; readonly createdAt: string | undefined; readonly resources: number }
   | { readonly kind: "error"; readonly message: string };
 
 /**
@@ -117,7 +118,10 @@ export async function stackState(cli: PulumiCli, stack: string): Promise<StackSt
     const resources = doc.deployment?.resources ?? [];
     const created = resources.find((res) => res.type === "random:index/randomString:RandomString" && res.urn?.endsWith(CREATED_AT_SUFFIX));
     const createdAt = created?.outputs?.keepers?.createdAt;
-    return { kind: "state", hasInstance: resources.some((res) => res.type === "linode:index/instance:Instance"), createdAt: typeof createdAt === "string" ? createdAt : undefined };
+    return {
+      kind: "state", hasInstance: resources.some((res) => res.type === "linode:index/instance:Instance"),
+      createdAt: typeof createdAt === "string" ? createdAt : undefined, resources: resources.length,
+    };
   } catch {
     return { kind: "error", message: `\`${commandLine(args)}\` did not print a JSON document` };
   }

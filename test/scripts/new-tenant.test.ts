@@ -178,6 +178,108 @@ describe("new-tenant", () => {
     expect(existsSync(join(root, "stacks", "Pulumi.acme.yaml"))).toBe(true);
   });
 
+  describe("a name whose stack already exists in the backend", () => {
+    const taken = (stacks: ConstructorParameters<typeof FakePulumi>[0]) => {
+      const pulumi = new FakePulumi(stacks);
+      pulumi.script = (args) => (args[0] === "stack" && args[1] === "init" ? { exitCode: 255, stderr: "error: stack 'acme' already exists\n" } : undefined);
+      return pulumi;
+    };
+
+    it.each([
+      ["deployed (outputs)", { outputs: { endpoint: "https://acme.example.test/v1", adminToken: "admin-x" } }, "is deployed (2 outputs)"],
+      // A first `pulumi up` that failed after making the host: resources, no outputs.
+      ["a failed first deploy (resources)", { outputs: {}, resources: [{ type: "linode:index/instance:Instance", urn: "urn:pulumi:acme::gpu-sandbox::i" }] }, "is deployed (1 resource)"],
+      ["unreadable", { outputError: "passphrase must be set with PULUMI_CONFIG_PASSPHRASE" }, "could not be read (error: passphrase must be set"],
+    ])("%s: is not taken over; no secret is set and the file this run wrote is removed", async (_case, stack, why) => {
+      root = tempDir();
+      const pulumi = taken({ acme: stack });
+      const { code, io } = await run([...ISSUE_EXAMPLE], { pulumi, env: { LINODE_TOKEN: "linode-secret" } });
+      expect(code, io.text()).toBe(1);
+      const err = io.stderr.join("\n");
+      expect(err).toContain(`Stack acme already exists in the backend and ${why}`);
+      expect(err).toContain("No secret was set, and stacks/Pulumi.acme.yaml, which this run wrote, is removed.");
+      expect(io.text()).not.toContain("Next: pulumi up");
+      expect(pulumi.callsOf("config")).toEqual([]);
+      expect(existsSync(join(root, "stacks", "Pulumi.acme.yaml"))).toBe(false);
+    });
+
+    it("with nothing deployed (never, or destroyed): uses it", async () => {
+      root = tempDir();
+      const pulumi = taken({ acme: { outputs: {}, resources: [] } });
+      const { code, io } = await run([...ISSUE_EXAMPLE], { pulumi, env: { LINODE_TOKEN: "linode-secret" } });
+      expect(code, io.text()).toBe(0);
+      expect(io.text()).toContain("Stack acme already exists in the backend with nothing deployed (never, or destroyed); using it.");
+      expect(pulumi.callsOf("config", "set").map((c) => c.input)).toEqual(["linode-secret"]);
+      expect(existsSync(join(root, "stacks", "Pulumi.acme.yaml"))).toBe(true);
+    });
+  });
+
+  describe("a set-up that stopped half way", () => {
+    const ACME = ["acme", "--region", "us-ord", "--admin-cidrs", "81.2.69.160/32", "--hf-token-from-env"];
+    const env = { LINODE_TOKEN: "linode-secret", HF_TOKEN: "hf_secret" };
+    const passphraseMissing = { exitCode: 255, stderr: "error: passphrase must be set with PULUMI_CONFIG_PASSPHRASE\n" };
+
+    it("the steps to finish by hand leave out those done: no `pulumi stack init` once the stack exists, no secret already stored", async () => {
+      root = tempDir();
+      const pulumi = new FakePulumi();
+      pulumi.script = (args) => (args[0] === "config" && args.at(-1) === "gpu-sandbox:hfToken" ? passphraseMissing : undefined);
+      const { code, io } = await run(ACME, { pulumi, env });
+      expect(code).toBe(1);
+      expect(pulumi.callsOf("stack", "init")).toHaveLength(1);
+      const err = io.stderr.join("\n");
+      expect(err).toContain("`pulumi config set --secret --stack acme gpu-sandbox:hfToken` failed (exit 255)");
+      expect(err).toContain("To finish:\n  printenv HF_TOKEN | pulumi config set --secret --stack acme gpu-sandbox:hfToken\n  pulumi up --stack acme");
+      expect(err).not.toContain("stack init");
+      expect(err).not.toContain("linode:token");
+      expect(err).not.toContain("pulumi login");
+    });
+
+    it("a second run after the stack was never created says so and gives every step left", async () => {
+      root = tempDir();
+      const pulumi = new FakePulumi();
+      pulumi.script = (args) => (args[1] === "init" ? passphraseMissing : undefined);
+      expect((await run(ACME, { pulumi, env })).code).toBe(1);
+      pulumi.script = () => undefined; // the passphrase is exported now
+      const { code, io } = await run(ACME, { pulumi, env });
+      expect(code).toBe(1);
+      expect(io.stderr.join("\n")).toBe([
+        "stacks/Pulumi.acme.yaml already exists; new-tenant never overwrites a stack file. Stack acme is not in the backend: an earlier run stopped before creating it. If the file is the tenant you want:",
+        "To finish:",
+        "  pulumi stack init acme",
+        "  printenv LINODE_TOKEN | pulumi config set --secret --stack acme linode:token",
+        "  printenv HF_TOKEN | pulumi config set --secret --stack acme gpu-sandbox:hfToken",
+        "  pulumi up --stack acme",
+        "Otherwise edit it, or pick another name.",
+      ].join("\n"));
+      expect(pulumi.callsOf("stack", "init")).toHaveLength(1); // the first run's only: nothing is done by the second
+    });
+
+    it("a second run after the stack was created and one secret stored lists only the rest", async () => {
+      root = tempDir();
+      const pulumi = new FakePulumi();
+      // The first run was stopped (Ctrl-C) after storing linode:token: Pulumi wrote it to the file.
+      expect((await run(ACME, { pulumi: Object.assign(new FakePulumi(), { installed: false }), env })).code).toBe(0);
+      writeFileSync(join(root, "stacks", "Pulumi.acme.yaml"), `${readFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "utf8")}  linode:token:\n    secure: v1:abc\n`);
+      pulumi.stacks.set("acme", { outputs: {}, resources: [] });
+      const { code, io } = await run(ACME, { pulumi, env });
+      expect(code).toBe(1);
+      const err = io.stderr.join("\n");
+      expect(err).toContain("Stack acme exists with nothing deployed. If the file is the tenant you want:\nTo finish:\n  printenv HF_TOKEN | pulumi config set --secret --stack acme gpu-sandbox:hfToken\n  pulumi up --stack acme\n");
+      expect(pulumi.callsOf("config")).toEqual([]);
+    });
+
+    it("a second run for a deployed stack says to edit the file and `pulumi up`", async () => {
+      root = tempDir();
+      mkdirSync(join(root, "stacks"));
+      writeFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "config:\n  gpu-sandbox:region: us-sea\n");
+      const pulumi = new FakePulumi({ acme: { outputs: { endpoint: "https://acme.example.test/v1" } } });
+      const { code, io } = await run(ACME, { pulumi, env });
+      expect(code).toBe(1);
+      expect(io.stderr.join("\n")).toBe("stacks/Pulumi.acme.yaml already exists; new-tenant never overwrites a stack file. Stack acme is deployed (1 output): edit the file and `pulumi up --stack acme`, or pick another name.");
+      expect(readFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "utf8")).toBe("config:\n  gpu-sandbox:region: us-sea\n");
+    });
+  });
+
   it("--help prints usage with the issue's example", async () => {
     const { code, io } = await run(["--help"]);
     expect(code).toBe(0);

@@ -1,0 +1,173 @@
+// new-tenant's Pulumi half: creating the stack and storing its secrets once the stack file is
+// written, what is left to do by hand when a step fails, and how a second run (after a failure
+// or a Ctrl-C) finds where the first one stopped. A stack that is already deployed under the
+// name is never taken over: on a shared backend it may be another operator's live tenant.
+import { CONFIG_NAMESPACE } from "../../infra/config/types.ts";
+import { stackConfigKeys } from "../../infra/stack-file.ts";
+import type { Io } from "./cli.ts";
+import { commandLine, type PulumiCli, type PulumiResult, setSecretArgs, stackOutputs, stackState, tail } from "./pulumi.ts";
+
+/** Secrets new-tenant stores in the stack: environment variable → config key. */
+export const SECRETS_FROM_ENV = [
+  { env: "LINODE_TOKEN", key: "linode:token", always: true },
+  { env: "HF_TOKEN", key: `${CONFIG_NAMESPACE}:hfToken`, always: false },
+] as const;
+
+export type SecretFromEnv = (typeof SECRETS_FROM_ENV)[number];
+
+/** The set-up steps already done, so the steps printed to finish by hand are only those left. */
+export interface SetupProgress {
+  /** Logged in to a backend (whoami, or a backend that answered about the stack). */
+  loggedIn: boolean;
+  stackCreated: boolean;
+  /** Config keys of the secrets stored in the stack. */
+  readonly stored: Set<string>;
+}
+
+export const nothingDone = (): SetupProgress => ({ loggedIn: false, stackCreated: false, stored: new Set() });
+
+/** The commands that finish the set-up by hand, leaving out those done; secrets are piped from the environment. */
+export function manualSteps(stack: string, secrets: readonly SecretFromEnv[], done: SetupProgress = nothingDone()): string {
+  return [
+    done.loggedIn ? "To finish:" : "To finish (the pulumi CLI is needed: https://www.pulumi.com/docs/iac/download-install/):",
+    ...(done.loggedIn ? [] : ["  pulumi login --local        # only if you use no backend yet"]),
+    ...(done.stackCreated ? [] : [`  ${commandLine(["stack", "init", stack])}`]),
+    ...secrets.filter((s) => !done.stored.has(s.key)).map((s) => `  printenv ${s.env} | ${commandLine(setSecretArgs(stack, s.key))}`),
+    `  pulumi up --stack ${stack}`,
+  ].join("\n");
+}
+
+/** What the backend holds under a stack name. */
+export type BackendStack =
+  | { readonly kind: "none" }
+  /** In the backend with nothing deployed: never, or destroyed. */
+  | { readonly kind: "empty" }
+  /** `what`: "12 outputs", "3 resources" (a first deploy that failed leaves resources and no outputs). */
+  | { readonly kind: "deployed"; readonly what: string }
+  | { readonly kind: "unknown"; readonly message: string };
+
+/** Reads the stack's outputs, and for a stack without any, its state's resources. */
+export async function backendStack(pulumi: PulumiCli, stack: string): Promise<BackendStack> {
+  const o = await stackOutputs(pulumi, stack);
+  if (o.kind === "no-stack") return { kind: "none" };
+  if (o.kind === "error") return { kind: "unknown", message: o.message };
+  const outputs = Object.keys(o.outputs).length;
+  if (outputs > 0) return { kind: "deployed", what: `${outputs} output${outputs === 1 ? "" : "s"}` };
+  const state = await stackState(pulumi, stack);
+  if (state.kind === "error") return { kind: "unknown", message: state.message };
+  return state.resources > 0 ? { kind: "deployed", what: `${state.resources} resource${state.resources === 1 ? "" : "s"}` } : { kind: "empty" };
+}
+
+export interface SetupContext {
+  readonly pulumi: PulumiCli;
+  readonly io: Io;
+  readonly env: NodeJS.ProcessEnv;
+  /** The project root (where stacks/ is). */
+  readonly root: string;
+  readonly stack: string;
+  readonly secrets: readonly SecretFromEnv[];
+  /** The stack file as shown to the operator (stacks/Pulumi.acme.yaml). */
+  readonly shownFile: string;
+  /** Removes the stack file this run wrote. */
+  readonly discardFile: () => void;
+}
+
+/** After the stack file is written: login if need be, `stack init`, secrets. False when a step failed (said on stderr). */
+export async function initStack(ctx: SetupContext): Promise<boolean> {
+  const { pulumi, io, env, stack } = ctx;
+  const done = nothingDone();
+  const fail = (args: readonly string[], r: PulumiResult): false => {
+    io.err(`\`${commandLine(args)}\` failed (exit ${r.exitCode}):\n${tail(r)}\nThe stack file is written; fix the cause and finish by hand:\n${manualSteps(stack, ctx.secrets, done)}`);
+    return false;
+  };
+  // Use whatever backend the operator is logged in to; with none, the local one (~/.pulumi).
+  // Any other whoami failure (an expired cloud token, no network) stops here: switching such an
+  // operator to another backend would put the stack where they will not look for it.
+  const who = await pulumi.run(["whoami"]);
+  if (who.exitCode !== 0) {
+    if (!/PULUMI_ACCESS_TOKEN must be set|not logged in/i.test(who.stderr)) return fail(["whoami"], who);
+    io.out("Not logged in to a Pulumi backend: using the local backend (pulumi login --local).");
+    const login = await pulumi.run(["login", "--local"]);
+    if (login.exitCode !== 0) return fail(["login", "--local"], login);
+  }
+  done.loggedIn = true;
+  io.out(`Creating stack ${stack}…`);
+  const init = await pulumi.run(["stack", "init", stack]);
+  if (init.exitCode !== 0) {
+    if (!/already exists/i.test(init.stderr)) return fail(["stack", "init", stack], init);
+    if (!(await adoptExisting(ctx))) return false;
+  }
+  done.stackCreated = true;
+  for (const s of ctx.secrets) {
+    const value = env[s.env];
+    if (!value) {
+      io.out(`${s.env} is not set: ${s.key} not stored (\`pulumi up\` then needs ${s.env} in its environment).`);
+      continue;
+    }
+    const args = setSecretArgs(stack, s.key);
+    // The value goes on stdin: never in argv, where `ps` and shell history would show it.
+    const r = await pulumi.run(args, { input: value });
+    if (r.exitCode !== 0) return fail(args, r);
+    done.stored.add(s.key);
+    io.out(`Stored ${s.key} from $${s.env} (encrypted in the stack).`);
+  }
+  io.out(`\nNext: pulumi up --stack ${stack}\nThen: npm run smoke-test -- --url "$(pulumi stack output endpoint --stack ${stack})" (key from \`pulumi stack output apiKeys --show-secrets --stack ${stack}\`)`);
+  return true;
+}
+
+/**
+ * `stack init` found the name taken. A stack with nothing deployed (never, or destroyed) is
+ * used; one with outputs or resources, or one that cannot be read, may be a live tenant (another
+ * operator's on a shared backend, or one whose stack file was deleted): setting secrets on it and
+ * `pulumi up` with this run's file would reconfigure it. Then nothing is set, and the file this
+ * run wrote is removed, so the name is as it was.
+ */
+async function adoptExisting(ctx: SetupContext): Promise<boolean> {
+  const { stack, io } = ctx;
+  const found = await backendStack(ctx.pulumi, stack);
+  if (found.kind === "empty") {
+    io.out(`Stack ${stack} already exists in the backend with nothing deployed (never, or destroyed); using it.`);
+    return true;
+  }
+  ctx.discardFile();
+  const why = found.kind === "deployed" ? `is deployed (${found.what})` : `could not be read (${found.kind === "unknown" ? found.message : "not found after all"})`;
+  io.err(`Stack ${stack} already exists in the backend and ${why}: new-tenant does not take over a stack that may be a live tenant (another operator's, or one whose stack file was lost). ` +
+    `No secret was set, and ${ctx.shownFile}, which this run wrote, is removed.\n` +
+    `Pick another name. If the tenant is yours, restore its own stack file (e.g. from version control) rather than write a new one${found.kind === "unknown" ? "; or fix the cause and run again" : ""}.`);
+  return false;
+}
+
+/**
+ * The stack file is there already (new-tenant never overwrites it): says what the backend holds
+ * under the name and, when an earlier run stopped half way, the steps it did not get to.
+ * Always 1: this run changed nothing.
+ */
+export async function reportExisting(ctx: Omit<SetupContext, "discardFile" | "env">): Promise<number> {
+  const { stack, io, shownFile } = ctx;
+  const exists = `${shownFile} already exists; new-tenant never overwrites a stack file.`;
+  if (!(await ctx.pulumi.available())) {
+    io.err(`${exists} Edit it, or pick another name. If an earlier run stopped half way:\n${manualSteps(stack, ctx.secrets)}`);
+    return 1;
+  }
+  const found = await backendStack(ctx.pulumi, stack);
+  if (found.kind === "deployed") {
+    io.err(`${exists} Stack ${stack} is deployed (${found.what}): edit the file and \`pulumi up --stack ${stack}\`, or pick another name.`);
+    return 1;
+  }
+  if (found.kind === "unknown") {
+    io.err(`${exists} Whether stack ${stack} is in the backend could not be read (${found.message}). Edit the file, or pick another name. If an earlier run stopped half way:\n${manualSteps(stack, ctx.secrets)}`);
+    return 1;
+  }
+  let stored: string[] = [];
+  try {
+    stored = stackConfigKeys(ctx.root, stack);
+  } catch {
+    // Not readable as YAML: no secret is known to be stored, so every step is listed.
+  }
+  const done: SetupProgress = { loggedIn: true, stackCreated: found.kind === "empty", stored: new Set(stored) };
+  const state = found.kind === "none"
+    ? `Stack ${stack} is not in the backend: an earlier run stopped before creating it`
+    : `Stack ${stack} exists with nothing deployed`;
+  io.err(`${exists} ${state}. If the file is the tenant you want:\n${manualSteps(stack, ctx.secrets, done)}\nOtherwise edit it, or pick another name.`);
+  return 1;
+}
