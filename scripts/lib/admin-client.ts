@@ -12,6 +12,8 @@ export interface AdminTarget {
   readonly adminToken: string;
   /** Where the URL and token came from, for messages ("stack acme", "--url and GPU_SANDBOX_ADMIN_TOKEN"). */
   readonly source: string;
+  /** What to do when the endpoint's certificate is not trusted (default: pass --ca, for a --url). */
+  readonly untrustedAdvice?: string;
 }
 
 export interface ApiKey {
@@ -87,8 +89,9 @@ export class AdminApiError extends UsageError {
   /** The API's own message, when it answered with one. */
   readonly apiMessage: string | undefined;
 
-  constructor(message: string, details: { outcome: RequestOutcome; status?: number; code?: string; apiMessage?: string }) {
-    super(message);
+  /** `cause`: the network failure, when the API did not answer (hostUnreachable tells a host that is down). */
+  constructor(message: string, details: { outcome: RequestOutcome; status?: number; code?: string; apiMessage?: string; cause?: unknown }) {
+    super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.outcome = details.outcome;
     this.status = details.status;
     this.code = details.code;
@@ -138,8 +141,9 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch)
       });
     } catch (err) {
       if (refusedByFetch(err)) throw new AdminApiError(`${method} ${url} was not sent: fetch refused it: ${err.message}`, { outcome: "not-sent" });
-      if (failedBeforeSending(err)) throw new AdminApiError(`cannot reach the admin API at ${url}: ${networkReason(err)}`, { outcome: "not-sent" });
-      throw new AdminApiError(`no answer from the admin API to ${method} ${url}, after the request was sent: ${networkReason(err)}`, { outcome: "unknown" });
+      const reason = networkReason(err, target.untrustedAdvice);
+      if (failedBeforeSending(err)) throw new AdminApiError(`cannot reach the admin API at ${url}: ${reason}`, { outcome: "not-sent", cause: err });
+      throw new AdminApiError(`no answer from the admin API to ${method} ${url}, after the request was sent: ${reason}`, { outcome: "unknown", cause: err });
     }
     if (isRedirect(res.status)) {
       await res.body?.cancel();
@@ -154,7 +158,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch)
     try {
       return await res.text();
     } catch (err) {
-      throw new AdminApiError(`the admin API's answer to ${method} ${path} was cut off: ${networkReason(err)}`, { outcome: "unknown", status: res.status });
+      throw new AdminApiError(`the admin API's answer to ${method} ${path} was cut off: ${networkReason(err, target.untrustedAdvice)}`, { outcome: "unknown", status: res.status, cause: err });
     }
   };
   /** A JSON answer. Anything else (a web page at a wrong --url) is a sentence, not a SyntaxError. */

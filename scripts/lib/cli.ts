@@ -181,6 +181,21 @@ export function refusedByFetch(err: unknown): err is TypeError {
   return err instanceof TypeError && err.message !== "fetch failed";
 }
 
+/**
+ * Codes (and the timeout's name) of a host that did not answer at all: a connection refused (the
+ * serving stack is down), none made in time, a name that does not resolve. Not a TLS failure:
+ * something answered then, and "is the host up?" would send the operator the wrong way.
+ */
+const UNREACHABLE = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EAI_NONAME|EHOSTUNREACH|ENETUNREACH|ETIMEDOUT|UND_ERR_CONNECT_TIMEOUT)$/;
+
+/** Whether a fetch failed because nothing answered (see UNREACHABLE), or the request timed out. */
+export function hostUnreachable(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    if (e.name === "TimeoutError") return true; // AbortSignal.timeout
+  }
+  return errorCodes(err).some((code) => UNREACHABLE.test(code));
+}
+
 /** Whether a fetch failed before its request was sent (see NOT_SENT); false when it cannot tell. */
 export function failedBeforeSending(err: unknown): boolean {
   // "bad port": fetch refuses ports on the Fetch standard's blocklist (9, 25, …) before connecting.
@@ -222,17 +237,20 @@ function startOf(text: string): string {
  */
 const UNTRUSTED_ISSUER = /^(DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?)$/;
 
-/** What the operator does about an untrusted issuer: every script that says so takes --ca. */
-const UNTRUSTED_ISSUER_ADVICE = "the endpoint's certificate is signed by a CA this machine does not trust: with tls.mode self-signed, pass --ca ca.pem (from `pulumi stack output caCertificate --stack <name> > ca.pem`)";
+/**
+ * What the operator of a --url does about an untrusted issuer (every script with --url takes
+ * --ca). A script that knows the stack says what its outputs tell instead (tenant-target.ts).
+ */
+const URL_UNTRUSTED_ADVICE = "the endpoint's certificate is signed by a CA this machine does not trust: with tls.mode self-signed, pass --ca ca.pem (from `pulumi stack output caCertificate --stack <name> > ca.pem`); with tls.mode letsencrypt, Let's Encrypt has probably not issued its certificate yet (nginx serves a self-signed placeholder until it does)";
 
 /** Node's own advice for an untrusted issuer (Node 24), which is not the operator's remedy here. */
 const NODE_SYSTEM_CA_ADVICE = /;[^;]*--use-system-ca\b[^;]*$/;
 
 /**
  * The root cause of a fetch failure (ECONNREFUSED, a TLS error, a timeout), not "fetch failed".
- * A certificate whose issuer is not trusted ends with the advice to pass --ca.
+ * A certificate whose issuer is not trusted ends with `untrustedAdvice` (by default, to pass --ca).
  */
-export function networkReason(err: unknown): string {
+export function networkReason(err: unknown, untrustedAdvice = URL_UNTRUSTED_ADVICE): string {
   let e: unknown = err;
   const parts: string[] = [];
   let untrusted = false;
@@ -246,5 +264,5 @@ export function networkReason(err: unknown): string {
   }
   const useful = parts.filter((p) => p !== "fetch failed");
   const reason = (useful.length ? useful : parts).join(": ") || String(err);
-  return untrusted ? `${reason}; ${UNTRUSTED_ISSUER_ADVICE}` : reason;
+  return untrusted ? `${reason}; ${untrustedAdvice}` : reason;
 }

@@ -58,7 +58,10 @@ export async function resolveAdminTarget(flags: TargetFlags, deps: TargetDeps): 
     throw new UsageError(`${varName} is not set: export the tenant's admin token in it (\`pulumi stack output adminToken --show-secrets\`); it is read from the environment only, never from a flag`);
   }
   if (flags.ca !== undefined) trustCa(readCa(flags.ca));
-  return { baseUrl: originOf(flags.url!, "--url"), adminToken: token, source: `$${varName}` };
+  return {
+    baseUrl: originOf(flags.url!, "--url"), adminToken: token, source: `$${varName}`,
+    ...(flags.ca !== undefined ? { untrustedAdvice: NOT_SIGNED_BY_CA_FLAG } : {}),
+  };
 }
 
 async function fromStack(stack: string, pulumi: PulumiCli, caFile: string | undefined): Promise<AdminTarget> {
@@ -82,9 +85,28 @@ export function targetFromOutputs(stack: string, outputs: StackOutputs, caFile?:
   if (outputs.servingDeployed === false) throw new UsageError(`stack ${stack} was never deployed: gpu-sandbox:adminCidrs is empty, so SSH is closed`);
   if (url === undefined) throw new UsageError(`stack ${stack} has no endpoint: ${String(endpoint)}`);
   if (typeof adminToken !== "string" || adminToken === "") throw new UsageError(`stack ${stack} has no adminToken output`);
+  const hasCa = typeof caCertificate === "string" && caCertificate.includes("BEGIN CERTIFICATE");
   if (caFile !== undefined) trustCa(readCa(caFile));
-  else if (typeof caCertificate === "string" && caCertificate.includes("BEGIN CERTIFICATE")) trustCa(caCertificate);
-  return { baseUrl: originOf(url, `stack ${stack}'s endpoint`), adminToken, source: `stack ${stack}'s adminToken output` };
+  else if (hasCa) trustCa(caCertificate);
+  return {
+    baseUrl: originOf(url, `stack ${stack}'s endpoint`), adminToken, source: `stack ${stack}'s adminToken output`,
+    untrustedAdvice: untrustedAdviceFor(stack, caFile !== undefined ? "--ca" : hasCa ? "output" : "none"),
+  };
+}
+
+const UNTRUSTED = "the endpoint serves a certificate this machine does not trust";
+const NOT_SIGNED_BY_CA_FLAG = `${UNTRUSTED}: it is not signed by the CA given with --ca`;
+
+/**
+ * What an untrusted certificate means for a stack, from what was trusted for it. A stack deployed
+ * with tls.mode self-signed outputs its CA (trusted above); one with letsencrypt has none, and
+ * until Let's Encrypt issues its certificate nginx serves a self-signed placeholder. The outputs
+ * say what is deployed, where the stack file may hold a tls.mode not applied yet.
+ */
+function untrustedAdviceFor(stack: string, trusted: "--ca" | "output" | "none"): string {
+  if (trusted === "--ca") return NOT_SIGNED_BY_CA_FLAG;
+  if (trusted === "output") return `${UNTRUSTED}: it is not signed by stack ${stack}'s caCertificate output (tls.mode self-signed), which was trusted for it; is the endpoint serving this stack's deploy?`;
+  return `${UNTRUSTED}: stack ${stack} has no caCertificate output (tls.mode letsencrypt), so Let's Encrypt has probably not issued its certificate yet, and nginx serves a self-signed placeholder until it does (docs/operations.md, "Troubleshooting": DNS, port 80, \`docker compose logs certbot\`)`;
 }
 
 /** `https://host/v1/` → `https://host`: the admin API is at the origin's /admin. */

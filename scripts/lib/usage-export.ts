@@ -7,6 +7,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { AdminApiError, adminClient } from "./admin-client.ts";
+import { hostUnreachable } from "./cli.ts";
 import type { ScriptDeps } from "./deps.ts";
 import { endpointOf, stackOutputs } from "./pulumi.ts";
 import { type RetireOptions, retireKeys } from "./retire-keys.ts";
@@ -176,9 +177,10 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
     revoked.remove(); // in the keys file now
     return { kind: "saved", path, rows: Math.max(0, csv.trim().split(/\r?\n/).length - 1), keysPath, keys: keys.length };
   } catch (err) {
-    // No connection, or no answer: the host may be down, e.g. stopped by a destroy that then
-    // failed before this export was ever made.
-    const down = err instanceof AdminApiError && err.status === undefined && err.outcome !== "refused";
+    // Nothing answered (refused, timed out, a name not resolved): the host may be down, e.g.
+    // stopped by a destroy that then failed before this export was ever made. Not when something
+    // did answer, e.g. with a certificate not trusted: the message already says what that means.
+    const down = err instanceof AdminApiError && hostUnreachable(err.cause);
     return failed(`${(err as Error).message}${down ? " (is the tenant's host up? a destroy that failed after its stop step leaves the serving stack down)" : ""}`);
   }
 }

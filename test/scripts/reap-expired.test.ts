@@ -8,7 +8,7 @@ import type { PulumiResult, RunOptions } from "../../scripts/lib/pulumi.ts";
 import { main, reapExpired } from "../../scripts/reap-expired.ts";
 import { frontProxy } from "../support/front-proxy.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
-import { tempDir } from "../support/tools.ts";
+import { freePort, tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
 import { failedDeployResources, fixtureStacks, fixtureTenants, NOW } from "./tenant-fixtures.ts";
 
@@ -204,10 +204,11 @@ describe("reap-expired", () => {
   });
 
   it("keeps a tenant whose usage cannot be saved, exits 1, and says how to proceed; --force destroys it anyway", async () => {
+    const closed = await freePort(); // nothing listens: the connection is refused, as when the host is down
     const unreachable = (p: ReturnType<typeof fixtureTenants>["pulumi"]) => {
       withoutGolf(p);
       const bravo = p.stacks.get("bravo")!;
-      bravo.outputs = { ...bravo.outputs, endpoint: "http://127.0.0.1:9/v1" };
+      bravo.outputs = { ...bravo.outputs, endpoint: `http://127.0.0.1:${closed}/v1` };
     };
     const kept = await reap(["--yes"], unreachable);
     expect(kept.code).toBe(1);
@@ -335,6 +336,9 @@ describe("reap-expired: a destroy that failed after its stop step", () => {
     const first = memoryIo();
     expect(await main(["--yes"], { root, pulumi, io: first, env: {}, now: () => NOW })).toBe(1);
     expect(first.stderr.join("\n")).toContain("[bravo] its usage is saved: the next run destroys it again without exporting");
+    // Let this process's connection pool see the front's connections closed: the next run (from
+    // cron, a new process) connects afresh and is refused, rather than write to a dead socket.
+    await new Promise((resolve) => setTimeout(resolve, 50));
     return { root, pulumi, destroys: () => destroys };
   }
 

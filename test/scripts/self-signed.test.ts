@@ -1,10 +1,12 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { createServer, type Server } from "node:https";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main as manageKeys } from "../../scripts/manage-keys.ts";
+import { main as reapExpired } from "../../scripts/reap-expired.ts";
+import { main as reportUsage } from "../../scripts/report-usage.ts";
 import { main as smokeTest } from "../../scripts/smoke-test.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { runTool, tempDir } from "../support/tools.ts";
@@ -106,6 +108,46 @@ describe("self-signed endpoints", () => {
       }
     },
   );
+
+  it("manage-keys and report-usage --stack, for a letsencrypt stack still serving nginx's placeholder: say so, and point at no caCertificate output", async () => {
+    const front = await httpsFront();
+    try {
+      // tls.mode letsencrypt: no caCertificate output.
+      const pulumi = new FakePulumi({ acme: { outputs: { endpoint: `${front.url}/v1`, adminToken: h.adminToken } } });
+      for (const [script, argv] of [[manageKeys, ["list", "--stack", "acme"]], [reportUsage, ["--stack", "acme"]]] as const) {
+        const io = memoryIo();
+        expect(await script([...argv], { io, env: {}, pulumi, root: tempDir() })).toBe(1);
+        const said = io.stderr.join("\n");
+        expect(said).toMatch(/cannot reach the admin API at https:\/\/127\.0\.0\.1:\d+\/admin\/\w+: .*self-signed certificate/i);
+        expect(said).toContain("the endpoint serves a certificate this machine does not trust: stack acme has no caCertificate output (tls.mode letsencrypt), so Let's Encrypt has probably not issued its certificate yet");
+        expect(said).not.toContain("caCertificate --stack");
+        expect(said).not.toContain("--ca");
+      }
+    } finally {
+      front.server.close();
+    }
+  });
+
+  it("reap-expired keeps a letsencrypt tenant still serving the placeholder, and says why without advising flags it refuses or a host that is up", async () => {
+    const front = await httpsFront();
+    try {
+      const root = tempDir();
+      mkdirSync(join(root, "stacks"));
+      writeFileSync(join(root, "stacks", "Pulumi.alpha.yaml"), "config:\n  gpu-sandbox:region: us-ord\n  gpu-sandbox:ttlHours: 1\n");
+      const pulumi = new FakePulumi({ alpha: { outputs: { endpoint: `${front.url}/v1`, adminToken: h.adminToken, createdAt: "2026-02-28T10:00:00Z", expiresAt: "2026-02-28T11:00:00Z" } } });
+      const io = memoryIo();
+      expect(await reapExpired(["--yes"], { root, pulumi, io, env: {}, now: () => new Date("2026-03-01T12:00:00Z") })).toBe(1);
+      const kept = io.stderr.join("\n");
+      expect(kept).toMatch(/\[alpha\] KEPT: could not save its usage before the destroy would delete it: cannot reach the admin API at \S+: .*self-signed certificate/i);
+      expect(kept).toContain("the endpoint serves a certificate this machine does not trust: stack alpha has no caCertificate output (tls.mode letsencrypt)");
+      expect(kept).toContain("[alpha] fix that and run again, or run with --force alpha to destroy it without its usage");
+      expect(kept).not.toContain("--ca"); // reap-expired has no such flag
+      expect(kept).not.toContain("is the tenant's host up"); // it answered: with a certificate
+      expect(pulumi.callsOf("destroy")).toEqual([]);
+    } finally {
+      front.server.close();
+    }
+  });
 
   it("manage-keys --stack trusts the stack's caCertificate output", async () => {
     const front = await httpsFront();
