@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { isIPv6 } from "node:net";
 import { shownUrl } from "../api-shim/src/config.ts";
 import { redactUrl } from "../api-shim/src/store/database-url.ts";
 import { exitOnFailure, mainWithUsage } from "./lib/cli.ts";
@@ -48,8 +49,18 @@ export function devEnvironment(env: NodeJS.ProcessEnv): { env: NodeJS.ProcessEnv
   };
 }
 
+/**
+ * SHIM_HOST as a URL's host that curl can use: an address that listens on every interface is
+ * reached on loopback (0.0.0.0 → 127.0.0.1, :: → [::1]), and an IPv6 address is bracketed.
+ */
+export function urlHost(host: string): string {
+  if (host === "0.0.0.0") return "127.0.0.1";
+  if (isIPv6(host)) return /^[0:]+$/.test(host) ? "[::1]" : `[${host}]`;
+  return host;
+}
+
 export function banner(env: NodeJS.ProcessEnv, generatedToken: string | null): string {
-  const base = `http://${env.SHIM_HOST === "0.0.0.0" ? "127.0.0.1" : env.SHIM_HOST}:${env.SHIM_PORT}`;
+  const base = `http://${urlHost(env.SHIM_HOST ?? "")}:${env.SHIM_PORT}`;
   const token = generatedToken ?? "$SHIM_ADMIN_TOKEN";
   // Printed before the configuration is checked: neither URL is shown with its credentials.
   return [

@@ -180,6 +180,11 @@ describe("openStore", () => {
     expect(redactUrl("postgres://shim:p@ss/w@rd9@db:5432/shim")).toBe("postgres://shim:***@db:5432/shim");
     expect(redactUrl("postgres://db:5432/shim?application_name=a@b")).toBe("postgres://db:5432/shim?application_name=a@b");
     expect(redactUrl("postgres://shim@db/shim")).toBe("postgres://shim@db/shim");
+    // An unencoded "?" in the password is not the query's start.
+    expect(redactUrl("postgres://app:s3cr?t@host/db")).toBe("postgres://app:***@host/db");
+    expect(redactUrl("postgres://app:s3/cr?t@host/db?sslmode=require")).toBe("postgres://app:***@host/db?sslmode=require");
+    expect(redactUrl("postgres://app:s3cr?x=1@host/db")).toBe("postgres://app:***@host/db");
+    expect(redactUrl("postgres://app:pw@host/db?application_name=a@b")).toBe("postgres://app:***@host/db?application_name=a@b");
   });
 
   it("hands the driver SHIM_DATABASE_URL with libpq's reading of sslmode and the URL's own options taken out", () => {

@@ -55,6 +55,23 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     expect(text).toContain("database postgres://shim:***@db.internal:5432/shim?sslmode=require");
   });
 
+  it.each([
+    ["127.0.0.1", "http://127.0.0.1:8080"], ["0.0.0.0", "http://127.0.0.1:8080"], ["gpu-box", "http://gpu-box:8080"],
+    ["::1", "http://[::1]:8080"], ["::", "http://[::1]:8080"], ["fd00::5", "http://[fd00::5]:8080"],
+  ])("SHIM_HOST=%s: the banner's URLs are ones curl can use (%s)", (host, base) => {
+    const text = banner({ SHIM_HOST: host, SHIM_PORT: "8080", SHIM_UPSTREAM_URL: "http://127.0.0.1:8000/v1", SHIM_DATABASE_URL: "sqlite:./data/shim.db" }, null);
+    expect(text).toContain(`api-shim (dev) on ${base} `);
+    expect(text).toContain(`curl -s -X POST ${base}/admin/keys `);
+    expect(text).toContain(`base_url ${base}/v1`);
+    expect(new URL(`${base}/v1`).port).toBe("8080");
+  });
+
+  it("the banner hides a database password that holds an unencoded '?'", () => {
+    const text = banner({ SHIM_HOST: "127.0.0.1", SHIM_PORT: "8080", SHIM_UPSTREAM_URL: "http://127.0.0.1:8000/v1", SHIM_DATABASE_URL: "postgres://app:s3cr?t@host/db" }, null);
+    expect(text).not.toContain("s3cr");
+    expect(text).toContain("database postgres://app:***@host/db");
+  });
+
   it("fake-vllm on a busy port says which variable moves it", async () => {
     const taken = createServer();
     await new Promise<void>((r) => taken.listen(0, "127.0.0.1", r));

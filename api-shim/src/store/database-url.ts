@@ -18,20 +18,37 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
 }
 
 /**
- * The URL with any password replaced, for logs and error messages. The user info ends at the
- * last `@` before the query, as the driver reads it: a password with an unencoded `@` must not
- * show its tail.
+ * The URL with any password replaced, for logs and error messages. A password may hold `@`, `/`
+ * or `?` unencoded, so everything up to the user info's last possible end is hidden: better a
+ * host hidden too than a password's tail shown.
  */
 export function redactUrl(url: string): string {
   let out = url;
   const scheme = url.indexOf("://");
   if (scheme !== -1) {
-    const query = url.indexOf("?", scheme);
-    const at = url.lastIndexOf("@", query === -1 ? url.length : query);
-    const colon = url.indexOf(":", scheme + 3);
-    if (at > scheme && colon !== -1 && colon < at) out = `${url.slice(0, colon)}:***${url.slice(at)}`;
+    const start = scheme + 3;
+    const at = userInfoEnd(url, start);
+    const colon = url.indexOf(":", start);
+    if (at !== -1 && colon !== -1 && colon < at) out = `${url.slice(0, colon)}:***${url.slice(at)}`;
   }
   return out.replace(/([?&]password=)[^&]*/gi, "$1***");
+}
+
+/**
+ * The `@` that may end the user info, -1 if none: the later of libpq's reading (the first `@`
+ * before any `/`, so `app:s3cr?t@host` has user info `app:s3cr?t`) and the last `@` that is not in
+ * a query parameter's value (`?application_name=a@b` has no user info; `p@ss/w@rd9@db` does).
+ */
+function userInfoEnd(url: string, start: number): number {
+  const slash = url.indexOf("/", start);
+  const first = url.indexOf("@", start);
+  let end = first !== -1 && (slash === -1 || first < slash) ? first : -1;
+  for (let at = url.indexOf("@", start); at !== -1; at = url.indexOf("@", at + 1)) {
+    const before = url.slice(start, at);
+    const param = before.slice(Math.max(before.lastIndexOf("?"), before.lastIndexOf("&")));
+    if (!(before.includes("?") && param.includes("="))) end = Math.max(end, at);
+  }
+  return end;
 }
 
 const STAND_IN_HOST = "gs-no-host.invalid";
