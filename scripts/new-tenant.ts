@@ -192,7 +192,6 @@ export async function newTenant(req: NewTenantRequest, deps: ScriptDeps): Promis
   return (await initStack(ctx)) ? 0 : 1;
 }
 
-
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
   const deps = withDefaults(partial);
   return runScript(deps.io, async () => {
