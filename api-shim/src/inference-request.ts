@@ -30,11 +30,15 @@ export interface InferenceRequest {
   templated: boolean;
   /**
    * The prompt's tokens are not bounded by the body's bytes: messages carry non-text parts
-   * (images, audio, video), the template re-renders JSON (tools, tool calls' arguments,
-   * documents), or the request brings its own chat template, which can expand a few bytes into
-   * any number of tokens.
+   * (images, audio, video), or the request brings its own chat template, which can expand a few
+   * bytes into any number of tokens.
    */
   unboundedPrompt: boolean;
+  /**
+   * Bytes of JSON the chat template prints again, less compactly (tools, documents, earlier tool
+   * calls' arguments): each may become up to RENDERED_JSON_TOKENS_PER_BYTE tokens. 0 when none.
+   */
+  renderedJsonBytes: number;
   /**
    * The model's context does not bound a prompt: embeddings of `input`, which vLLM with chunked
    * processing (`--pooler-config` with enable_chunked_processing, through `model.extraArgs`)
@@ -164,7 +168,8 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     n,
     outputs: kind === "embeddings" ? 0 : prompts * n,
     templated,
-    unboundedPrompt: templated && (hasMediaParts(b.messages) || rendersJson(b) || bringsChatTemplate(b)),
+    unboundedPrompt: templated && (hasMediaParts(b.messages) || bringsChatTemplate(b)),
+    renderedJsonBytes: templated ? renderedJsonBytes(b) : 0,
     promptMayExceedContext: kind === "embeddings" && !chatEmbeddings,
     clientWantsUsage: wantsUsage,
     clientWantsContinuous: wantsUsage && opts.continuous_usage_stats === true,
@@ -184,17 +189,24 @@ function hasMediaParts(messages: unknown): boolean {
 }
 
 /**
- * Whether the chat template renders JSON of the request's own: tools (and the legacy
- * `functions`), earlier tool calls' arguments (vLLM parses them into objects first), documents.
- * Templates print them with `tojson`, Python's json.dumps with ", " and ": " (Llama 3's with
- * indent=4), so the text the tokenizer reads is longer than the body's compact JSON: an enum of
- * digits is three tokens for every two bytes (`,`, ` `, `0`). An independent review found a
- * 5 KB tools request charged 24 % below its price.
+ * The bytes of JSON the chat template prints again: tools (and the legacy `functions`),
+ * documents, the same two given in `chat_template_kwargs` (vLLM merges those over the request's
+ * own), and earlier tool calls (vLLM parses their arguments into objects first). Templates print
+ * them with `tojson`, Python's json.dumps with ", " and ": " (Llama 3's with indent=4), so the
+ * text the tokenizer reads is longer than the body's compact JSON: an enum of digits is three
+ * tokens for every two bytes (`,`, ` `, `0`). An independent review found a 5 KB tools request
+ * charged 24 % below its price.
  */
-function rendersJson(b: Record<string, unknown>): boolean {
-  const nonEmpty = (v: unknown) => (Array.isArray(v) ? v.length > 0 : v !== undefined && v !== null);
-  if (nonEmpty(b.tools) || nonEmpty(b.functions) || nonEmpty(b.documents)) return true;
-  return Array.isArray(b.messages) && b.messages.some((m) => m !== null && typeof m === "object" && nonEmpty((m as { tool_calls?: unknown }).tool_calls));
+function renderedJsonBytes(b: Record<string, unknown>): number {
+  const kwargs = b.chat_template_kwargs !== null && typeof b.chat_template_kwargs === "object" ? (b.chat_template_kwargs as Record<string, unknown>) : {};
+  const parts = [b.tools, b.functions, b.documents, kwargs.tools, kwargs.documents];
+  if (Array.isArray(b.messages)) for (const m of b.messages) if (m !== null && typeof m === "object") parts.push((m as { tool_calls?: unknown }).tool_calls);
+  let bytes = 0;
+  for (const part of parts) {
+    if (part === undefined || part === null || (Array.isArray(part) && part.length === 0)) continue;
+    bytes += Buffer.byteLength(JSON.stringify(part));
+  }
+  return bytes;
 }
 
 /**

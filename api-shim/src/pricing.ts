@@ -17,6 +17,17 @@ export const DEFAULT_MAX_COMPLETION_TOKENS = 32_768;
 export const CHAT_TEMPLATE_TOKENS = 256;
 
 /**
+ * The most tokens one byte of JSON the chat template prints again (tools, documents, tool calls)
+ * may become. Printed with Python's json.dumps spacing and indentation, a byte of compact JSON
+ * is at most about 4 tokens as a BPE tokenizer pre-splits text (digits one by one, a space before
+ * each): `1e15,` (5 bytes) is printed `1000000000000000.0, ` (20 tokens; 21 indented), an enum of
+ * digits 1.5 per byte, ordinary schemas about 1. Ten covers a template that prints tools twice,
+ * with room. A bound this close to the bytes, not the model's whole context, lets a key with a
+ * modest balance use tools on a long-context model; the charge is still the usage.
+ */
+export const RENDERED_JSON_TOKENS_PER_BYTE = 10;
+
+/**
  * Prompt tokens guessed from the request body's size, where the upstream's count is not known
  * (yet): about four bytes per token for English text and JSON. Used for the tokens/min bucket at
  * admission (corrected at settlement) and for a stream cut short before any usage arrived.
@@ -42,8 +53,10 @@ export interface HoldInput {
   normalizationGrowth?: () => number;
   /** The prompt goes through a chat template: CHAT_TEMPLATE_TOKENS more. */
   templated: boolean;
-  /** Non-text parts (images, audio), JSON the template re-renders, or a request's own chat template: no bound but the model's context. */
+  /** Non-text parts (images, audio) or a request's own chat template: no bound but the model's context. */
   unboundedPrompt: boolean;
+  /** Bytes of the body that the chat template prints again as JSON: RENDERED_JSON_TOKENS_PER_BYTE tokens each. */
+  renderedJsonBytes?: number;
   /** The model's context does not bound a prompt (embeddings of `input`, which vLLM may embed in pieces): its bytes do. */
   promptMayExceedContext?: boolean;
   /** max_completion_tokens / max_tokens from the request, when given: the bound of each output. */
@@ -91,8 +104,11 @@ export class Pricer {
     // request's own template) adds a context's worth on top of the text (an image in a long
     // prompt must not lower the hold below the text's).
     const context = maxLen === null || input.promptMayExceedContext ? Infinity : maxLen * input.prompts;
-    let textBound = input.bodyBytes + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
-    if (input.normalizationGrowth && (maxLen === null || (!input.unboundedPrompt && textBound < context))) textBound += input.normalizationGrowth();
+    const rendered = (input.renderedJsonBytes ?? 0) * (RENDERED_JSON_TOKENS_PER_BYTE - 1);
+    let textBound = input.bodyBytes + rendered + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
+    // Normalization's growth, where it may matter, as many times over as the bytes it grows.
+    const growthFactor = rendered > 0 ? RENDERED_JSON_TOKENS_PER_BYTE : 1;
+    if (input.normalizationGrowth && (maxLen === null || (!input.unboundedPrompt && textBound < context))) textBound += input.normalizationGrowth() * growthFactor;
     const prompt = context !== Infinity
       ? (input.unboundedPrompt ? context : Math.min(textBound, context))
       : textBound + (input.unboundedPrompt ? DEFAULT_MAX_COMPLETION_TOKENS * input.prompts : 0);

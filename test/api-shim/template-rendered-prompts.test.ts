@@ -45,6 +45,17 @@ describe("prompts the template or the embedder makes longer than the body", () =
     expect(capped()).toBe(before);
   });
 
+  it("tools given in chat_template_kwargs (which vLLM merges over the request's own) are held for as tools are", async () => {
+    const tool = { type: "function" as const, function: { name: "pick", parameters: { type: "object", properties: { x: { type: "integer", enum: new Array(2600).fill(0) } } } } };
+    const before = capped();
+    const res = await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "pick one" }], chat_template_kwargs: { tools: [tool] }, max_tokens: 8 });
+    expect(res.status).toBe(200);
+    const answer = (await res.json()) as { usage: { prompt_tokens: number; completion_tokens: number }; credits_charged: number };
+    expect(answer.usage.prompt_tokens).toBeGreaterThan(3 * 2600);
+    expect(answer.credits_charged).toBeCloseTo(price(answer.usage.prompt_tokens, answer.usage.completion_tokens), 6);
+    expect(capped()).toBe(before);
+  });
+
   it("chat whose history has tool calls (arguments printed again by the template) is charged its whole usage", async () => {
     const args = JSON.stringify({ values: new Array(2500).fill(0) });
     const messages = [
@@ -87,16 +98,58 @@ describe("prompts the template or the embedder makes longer than the body", () =
     expect(await neither.json()).toMatchObject({ error: { param: "input", message: "'input' (or 'messages') is required." } });
   });
 
-  it("which requests hold the model's whole context for their prompt", () => {
-    const chat = (extra: Record<string, unknown>) => parseInferenceRequest("chat", { model: "m", messages: [{ role: "user", content: "hi" }], ...extra }).unboundedPrompt;
-    expect(chat({})).toBe(false);
-    expect(chat({ tools: [] })).toBe(false); // no tool: nothing rendered
-    expect(chat({ tools: [{ type: "function", function: { name: "f" } }] })).toBe(true);
-    expect(chat({ functions: [{ name: "f" }] })).toBe(true);
-    expect(chat({ documents: [{ title: "t", text: "x" }] })).toBe(true);
-    expect(parseInferenceRequest("chat", { model: "m", messages: [{ role: "assistant", tool_calls: [{ id: "c", type: "function", function: { name: "f", arguments: "{}" } }] }] }).unboundedPrompt).toBe(true);
+  it("which requests hold more than their bytes for the JSON the template prints again, and which the model's whole context", () => {
+    const chat = (extra: Record<string, unknown>) => parseInferenceRequest("chat", { model: "m", messages: [{ role: "user", content: "hi" }], ...extra });
+    const tool = { type: "function", function: { name: "f" } };
+    expect(chat({})).toMatchObject({ renderedJsonBytes: 0, unboundedPrompt: false });
+    expect(chat({ tools: [] }).renderedJsonBytes).toBe(0); // no tool: nothing printed
+    expect(chat({ tools: [tool] }).renderedJsonBytes).toBe(JSON.stringify([tool]).length);
+    expect(chat({ tools: [tool] }).unboundedPrompt).toBe(false);
+    expect(chat({ functions: [{ name: "f" }] }).renderedJsonBytes).toBeGreaterThan(0);
+    expect(chat({ documents: [{ title: "t", text: "x" }] }).renderedJsonBytes).toBeGreaterThan(0);
+    // vLLM merges chat_template_kwargs over the request's own tools and documents.
+    expect(chat({ chat_template_kwargs: { tools: [tool] } }).renderedJsonBytes).toBe(JSON.stringify([tool]).length);
+    expect(chat({ chat_template_kwargs: { documents: [{ text: "x" }] } }).renderedJsonBytes).toBeGreaterThan(0);
+    expect(chat({ chat_template_kwargs: { enable_thinking: false } }).renderedJsonBytes).toBe(0);
+    const calls = [{ id: "c", type: "function", function: { name: "f", arguments: "{}" } }];
+    expect(parseInferenceRequest("chat", { model: "m", messages: [{ role: "assistant", tool_calls: calls }] }).renderedJsonBytes).toBe(JSON.stringify(calls).length);
     // Embeddings of `input` are bounded by their bytes alone; chat embeddings go through the template.
     expect(parseInferenceRequest("embeddings", { model: "m", input: "x" })).toMatchObject({ templated: false, promptMayExceedContext: true });
     expect(parseInferenceRequest("embeddings", { model: "m", messages: [{ role: "user", content: "x" }] })).toMatchObject({ templated: true, promptMayExceedContext: false, prompts: 1 });
+  });
+
+  it("a small tools request from a key with a modest balance is admitted on a long-context model (the hold follows the tools' bytes, not the whole context)", async () => {
+    const long = await startShim({
+      file: { pricing: { request: 1, batchRequest: 2, models: { "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 1 } } }, models: [{ name: "qwen2.5-7b", maxModelLen: 131_072 }] },
+      fake: { models: [{ name: "qwen2.5-7b", maxModelLen: 131_072 }] },
+    });
+    try {
+      const { key } = await long.createKey({ credits: 100 });
+      const body = { model: "qwen2.5-7b", messages: [{ role: "user", content: "weather in Paris?" }], tools: [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }], max_tokens: 16 };
+      const res = await long.post(key, "/v1/chat/completions", body);
+      expect(res.status).toBe(200);
+    } finally {
+      await long.close();
+    }
+  });
+
+  it("without a known maxModelLen, a large tools list is still held above what it renders to: charged its usage, not capped", async () => {
+    const unknown = await startShim({
+      file: { pricing: { request: 1, batchRequest: 2, models: { "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 1 } } }, models: [{ name: "qwen2.5-7b" }] },
+      fake: { models: [{ name: "qwen2.5-7b" }] },
+    });
+    try {
+      const { key, id } = await unknown.createKey({ credits: 100_000 });
+      const tools = [{ type: "function", function: { name: "pick", parameters: { type: "object", properties: { v: { type: "integer", enum: new Array(40_000).fill(0) } } } } }];
+      const res = await unknown.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], tools, max_tokens: 1 });
+      expect(res.status).toBe(200);
+      const usage = unknown.fake.usages.at(-1)!;
+      expect(usage.prompt_tokens).toBeGreaterThan(32_768 + Buffer.byteLength(JSON.stringify(tools))); // more than the old bound
+      const log = await unknown.waitForRequestLog((e) => e.keyId === id);
+      expect(log.cost).toBeCloseTo(1 + (usage.prompt_tokens + usage.completion_tokens) / 1000, 6);
+      expect(unknown.logs.some((l) => l.includes('"msg":"charge capped at the hold"'))).toBe(false);
+    } finally {
+      await unknown.close();
+    }
   });
 });

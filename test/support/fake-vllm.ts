@@ -357,8 +357,8 @@ export function promptTokens(v: unknown): number {
 
 /**
  * A chat prompt's tokens as the model's template renders it: the messages' words, the template's
- * own tokens, and the JSON it prints with `tojson` (tools, and earlier tool calls with their
- * arguments parsed into objects, as vLLM passes them), counted as a Qwen2 tokenizer splits it
+ * own tokens, and the JSON it prints with `tojson` (tools, documents, and earlier tool calls with
+ * their arguments parsed into objects, as vLLM passes them), counted as a Qwen2 tokenizer splits it
  * at least (renderedJsonTokens).
  */
 export function chatPromptTokens(request: Record<string, unknown>, templateTokens: number): number {
@@ -372,7 +372,11 @@ export function chatPromptTokens(request: Record<string, unknown>, templateToken
     n += promptTokens(rest);
     if (Array.isArray(calls)) n += renderedJsonTokens(calls.map((c: { function?: { arguments?: unknown } }) => ({ ...c, function: { ...c.function, arguments: parsedArguments(c.function?.arguments) } })));
   }
-  if (Array.isArray(request.tools) && request.tools.length > 0) n += renderedJsonTokens(request.tools);
+  // vLLM merges chat_template_kwargs over the request's own tools and documents.
+  const kwargs = (request.chat_template_kwargs ?? {}) as Record<string, unknown>;
+  for (const part of [kwargs.tools ?? request.tools, kwargs.documents ?? request.documents]) {
+    if (Array.isArray(part) && part.length > 0) n += renderedJsonTokens(part);
+  }
   return n;
 }
 

@@ -78,7 +78,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   const auth = request.auth!;
   const raw = request.rawBody!;
   const batch = (request.query as Record<string, unknown> | undefined)?.batch === "1";
-  const holdInput = { model: req.model, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw), templated: req.templated, unboundedPrompt: req.unboundedPrompt, promptMayExceedContext: req.promptMayExceedContext, maxTokens: req.maxTokens, defaultMaxTokens: req.defaultMaxTokens, prompts: req.prompts, outputs: req.outputs };
+  const holdInput = { model: req.model, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw), templated: req.templated, unboundedPrompt: req.unboundedPrompt, renderedJsonBytes: req.renderedJsonBytes, promptMayExceedContext: req.promptMayExceedContext, maxTokens: req.maxTokens, defaultMaxTokens: req.defaultMaxTokens, prompts: req.prompts, outputs: req.outputs };
   // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
   // most the outputs may generate (at most the whole minute's budget), taken when the bucket is
   // positive and corrected to the real usage at settlement. Counting the prompt alone let ten
@@ -165,8 +165,9 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     try {
       res = await ctx.upstream.request({ method: "POST", path: upstreamPath, body: upstreamBody(raw, body, req, continuous), signal: ac.signal, requestId: request.id, onSent: () => (sent = true) });
     } catch (e) {
-      // An upstream failure after its client left: nobody to answer, and nothing charged.
-      if (left && !isAbort(e, ac.signal)) return await clientLeft(ctx, request, reply, settlement, null);
+      // An upstream failure after its client left: counted and its cause logged as any upstream
+      // failure, nothing charged, and nobody to answer.
+      if (left && !isAbort(e, ac.signal)) return await leftThenFailed(ctx, request, reply, settlement, e);
       return await failed(ctx, request, reply, settlement, ac.signal, e, sent);
     }
     const ok = res.status >= 200 && res.status < 300;
@@ -198,8 +199,9 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     try {
       answerBytes = await readBody(res.body, ctx.config.maxAnswerBytes, scanner, ANSWER_DRAIN_MS, lease);
     } catch (e) {
-      // The body broke after its client had left: the request price, as for any client that leaves.
-      if (left) return await clientLeft(ctx, request, reply, settlement, REQUEST_PRICE_ONLY);
+      // The body broke (or a drain cut it) after its client had left: nothing charged, as an
+      // upstream failure or a drain costs a client that stays.
+      if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal);
       return await failed(ctx, request, reply, settlement, ac.signal, e, true);
     } finally {
       clearTimeout(leftDeadline);
@@ -225,6 +227,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       // Read whole after its client left (or cut at the deadline): charged as if delivered; an
       // error body, nothing.
       const usage = cut ? { promptTokens: promptEstimate(), completionTokens: 0 } : answer.isError ? null : answer.usage ?? REQUEST_PRICE_ONLY;
+      if (!cut && answer.isError) ctx.metrics.upstreamFailures.inc({ reason: "error_body" });
       return await clientLeft(ctx, request, reply, settlement, usage);
     }
     if (answer.isError) return await refused(ctx, settlement, upstreamErrorBody(answerBytes.toString("utf8"), req.model), "error_body");
@@ -281,6 +284,16 @@ async function refused(ctx: ShimContext, settlement: Settlement, err: ShimError,
   ctx.metrics.upstreamFailures.inc({ reason });
   await settlement.settle(err.status, null);
   throw err;
+}
+
+/**
+ * The upstream failed (or a drain cut the request) after its client had left: settled with
+ * nothing charged and logged as the 499 it is, with the failure counted and its cause on the
+ * line as for a client that stayed (a drain's cut is no upstream failure).
+ */
+async function leftThenFailed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, e: unknown, signal?: AbortSignal): Promise<FastifyReply> {
+  if (signal === undefined || !isAbort(e, signal)) unreachable(ctx, request, e);
+  return await clientLeft(ctx, request, reply, settlement, null);
 }
 
 /**

@@ -1,0 +1,110 @@
+import { once } from "node:events";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { closeApp } from "../../api-shim/src/app.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+
+/**
+ * A non-streamed request whose client hangs up once the upstream has it is not aborted (LiteLLM
+ * would not cancel it): the shim waits for the answer and charges its usage. When the upstream
+ * fails meanwhile, or a drain cuts it, nothing is charged, as for a client that stayed, and the
+ * failure is counted and its cause logged as any upstream failure.
+ */
+const CREDIT = 1_000_000;
+const FILE = { pricing: { request: 1, batchRequest: 2, models: { "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 1000 } } }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] };
+const FAKE = { models: [{ name: "qwen2.5-7b" }] };
+const BODY = { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 };
+
+/** An upstream that sends its headers after 400 ms and half an answer, then breaks the connection or hangs. */
+async function halfAnswer(mode: "break" | "hang"): Promise<{ server: Server; url: string }> {
+  const server = createServer((req, res) => {
+    req.resume();
+    setTimeout(() => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.write('{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"t1');
+      if (mode === "break") setTimeout(() => res.socket?.destroy(), 100);
+    }, 400);
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1` };
+}
+
+/** POSTs BODY and hangs up after `leaveMs` (the upstream has the request by then). */
+async function postAndLeave(h: Harness, key: string, leaveMs: number): Promise<void> {
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), leaveMs);
+  await fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify(BODY), signal: ac.signal })
+    .then((r) => r.text())
+    .catch(() => undefined);
+}
+
+const failures = async (h: Harness, reason: string) => {
+  const line = (await (await fetch(`${h.url}/metrics`)).text()).split("\n").find((l) => l.startsWith(`shim_upstream_failures_total{reason="${reason}"}`));
+  return line ? Number(line.split(" ").at(-1)) : 0;
+};
+
+describe("a non-streamed request whose client left, then whose upstream failed", () => {
+  let h: Harness | undefined;
+  let upstream: Server | undefined;
+  afterEach(async () => {
+    await h?.close();
+    h = undefined;
+    upstream?.closeAllConnections();
+    upstream?.close();
+    upstream = undefined;
+  });
+
+  it("an answer whose body breaks: nothing charged, as for a client that stayed (502, nothing)", async () => {
+    const u = await halfAnswer("break");
+    upstream = u.server;
+    h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_URL: u.url } });
+    const stays = await h.createKey({ credits: 1000 });
+    expect((await h.post(stays.key, "/v1/chat/completions", BODY)).status).toBe(502);
+    expect((await h.store.getKey(stays.id))!.balance).toBe(1000 * CREDIT);
+    const leaves = await h.createKey({ credits: 1000 });
+    await postAndLeave(h, leaves.key, 150);
+    const log = await h.waitForRequestLog((e) => e.keyId === leaves.id);
+    expect(log).toMatchObject({ status: 499, cost: 0 });
+    expect(log).toHaveProperty("cause");
+    expect((await h.store.getKey(leaves.id))!).toMatchObject({ balance: 1000 * CREDIT, held: 0 });
+  });
+
+  it("an answer a drain cuts while it is read: nothing charged, one 499 line", async () => {
+    const u = await halfAnswer("hang");
+    upstream = u.server;
+    h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_URL: u.url } });
+    const { key, id } = await h.createKey({ credits: 1000 });
+    await postAndLeave(h, key, 150); // before the headers (400 ms); the body then hangs half sent
+    await new Promise((r) => setTimeout(r, 600));
+    await closeApp(h.app, 200); // SIGTERM's drain, short
+    const log = await h.waitForRequestLog((e) => e.keyId === id);
+    expect(log).toMatchObject({ status: 499, cost: 0 });
+    expect(h.logs.filter((l) => l.includes(`"keyId":"${id}"`) && l.includes('"msg":"request"'))).toHaveLength(1);
+    expect((await h.store.getKey(id))!).toMatchObject({ balance: 1000 * CREDIT, held: 0 });
+  });
+
+  it("an upstream timeout: counted in shim_upstream_failures_total and its cause on the 499 line, as for a client that stayed", async () => {
+    h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_TIMEOUT_MS: "700" } });
+    h.fake.set({ hang: true });
+    const before = await failures(h, "upstream_timeout");
+    const { key, id } = await h.createKey({ credits: 1000 });
+    await postAndLeave(h, key, 200);
+    const log = await h.waitForRequestLog((e) => e.keyId === id);
+    expect(log).toMatchObject({ status: 499, cost: 0 });
+    expect(log).toHaveProperty("cause");
+    expect(await failures(h, "upstream_timeout")).toBe(before + 1);
+  });
+
+  it("an error body with status 200: counted as error_body, nothing charged", async () => {
+    h = await startShim({ file: FILE, fake: FAKE });
+    h.fake.set({ failStatus: 500, failWith200: true, headerDelayMs: 400 });
+    const before = await failures(h, "error_body");
+    const { key, id } = await h.createKey({ credits: 1000 });
+    await postAndLeave(h, key, 150);
+    const log = await h.waitForRequestLog((e) => e.keyId === id);
+    expect(log).toMatchObject({ status: 499, cost: 0 });
+    expect(await failures(h, "error_body")).toBe(before + 1);
+  });
+});
