@@ -307,32 +307,6 @@ describe("PostgresStore", () => {
     expect(models.map((m) => [m.group, m.requests, m.cost])).toEqual([["m0", 200_000, 200_000], ["m1", 200_000, 200_000], ["m2", 200_000, 200_000]]);
   });
 
-  it("a database at the first schema is migrated at open; a report over all keys then reads its period through the time index, not the whole ledger", { timeout: 60_000 }, async () => {
-    // A database as an earlier version of the shim left it: schema 1, a history of usage rows.
-    const old = await server.newDatabase();
-    const c = new pg.Client({ connectionString: old });
-    await c.connect();
-    await c.query(PG_MIGRATIONS[0]!);
-    await c.query("CREATE TABLE shim_schema_version (version integer NOT NULL); INSERT INTO shim_schema_version VALUES (1)");
-    await c.query(`INSERT INTO keys (id, name, hash, tier, balance, created_at) VALUES ('busy', 'busy', 'h', 'free', 5, 0)`);
-    await c.query(`INSERT INTO ledger (key_id, at, amount, kind, model, status, prompt_tokens, completion_tokens, route, stream, ms)
-      SELECT 'busy', ${Date.UTC(2027, 0, 1)} + g * 1000, -1, 'usage', 'm', 200, 10, 5, 'chat', false, 1 FROM generate_series(0, 199999) g`);
-    await c.end();
-    url = old;
-    const upgraded = await replica();
-    expect(await sql("SELECT version FROM shim_schema_version")).toEqual([{ version: PG_MIGRATIONS.length }]);
-    await sql("ANALYZE ledger");
-    const scans = async () => Number((await sql<{ n: string }>("SELECT idx_scan AS n FROM pg_stat_user_indexes WHERE indexrelname = 'ledger_usage_at'"))[0]?.n ?? -1);
-    const before = await scans();
-    expect(before).toBeGreaterThanOrEqual(0); // the index exists
-    // The operator's report of a later month, with nothing in it: it reads no row of the history.
-    expect(await upgraded.usage({ keyId: null, from: Date.UTC(2027, 1, 1), to: Date.UTC(2027, 2, 1), group: "model" })).toEqual([]);
-    // A backend flushes its statistics once idle, up to 10 s later (PostgreSQL 15).
-    expect(await pollUntil(async () => (await scans()) > before, 15_000, 200)).toBe(true);
-    const january = await upgraded.usage({ keyId: null, from: Date.UTC(2027, 0, 1), to: Date.UTC(2027, 1, 1), group: "model" });
-    expect(january.map((g) => [g.keyId, g.group, g.requests, g.cost])).toEqual([["busy", "m", 200_000, 200_000]]);
-  });
-
   it("runs two usage reports at a time, the others in turn, so long reports cannot take the whole pool from requests", async () => {
     const turns = new Turns(2, 3);
     let running = 0;

@@ -34,11 +34,6 @@ export const PG_MIGRATIONS: readonly string[] = [
    CREATE INDEX reservations_owner ON reservations(owner);
    CREATE TABLE idempotency (
      key text PRIMARY KEY, fingerprint text NOT NULL, body text NOT NULL, at bigint NOT NULL);`,
-  // A report over all keys reads its period, not the whole history (as SQLite's migration 4).
-  // Partial: the request path's usage rows pay one index entry each, top-ups none. Built in the
-  // migration's transaction, which holds the ledger's writes meanwhile (about a second per 2
-  // million rows): CONCURRENTLY cannot run in a transaction, and an upgrade restarts the replicas.
-  `CREATE INDEX ledger_usage_at ON ledger(at) WHERE kind = 'usage';`,
 ];
 
 /** Advisory-lock class of the shim (int4 "SHIM"): (class, 0) for migrations, (class, owner) per replica. */
