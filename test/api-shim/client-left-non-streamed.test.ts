@@ -17,11 +17,11 @@ const FAKE = { models: [{ name: "qwen2.5-7b" }] };
 const BODY = { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 };
 
 /** An upstream that sends its headers after 400 ms and half an answer, then breaks the connection or hangs. */
-async function halfAnswer(mode: "break" | "hang"): Promise<{ server: Server; url: string }> {
+async function halfAnswer(mode: "break" | "hang", status = 200): Promise<{ server: Server; url: string }> {
   const server = createServer((req, res) => {
     req.resume();
     setTimeout(() => {
-      res.writeHead(200, { "content-type": "application/json" });
+      res.writeHead(status, { "content-type": "application/json" });
       res.write('{"id":"chatcmpl-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"t1');
       if (mode === "break") setTimeout(() => res.socket?.destroy(), 100);
     }, 400);
@@ -69,6 +69,18 @@ describe("a non-streamed request whose client left, then whose upstream failed",
     expect(log).toMatchObject({ status: 499, cost: 0 });
     expect(log).toHaveProperty("cause");
     expect((await h.store.getKey(leaves.id))!).toMatchObject({ balance: 1000 * CREDIT, held: 0 });
+  });
+
+  it("a refusal (503) whose body breaks: nothing charged, one 499 line with its cause", async () => {
+    const u = await halfAnswer("break", 503);
+    upstream = u.server;
+    h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_URL: u.url } });
+    const { key, id } = await h.createKey({ credits: 1000 });
+    await postAndLeave(h, key, 150);
+    const log = await h.waitForRequestLog((e) => e.keyId === id);
+    expect(log).toMatchObject({ status: 499, cost: 0 });
+    expect(log).toHaveProperty("cause");
+    expect(h.logs.filter((l) => l.includes(`"keyId":"${id}"`) && l.includes('"msg":"request"'))).toHaveLength(1);
   });
 
   it("an answer a drain cuts while it is read: nothing charged, one 499 line", async () => {

@@ -179,6 +179,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
         text = (await readLimited(res.body, 64 * 1024)).text;
       } catch (e) {
         // The upstream refused it: a client leaving meanwhile pays nothing (`sent`: false).
+        if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal);
         return await failed(ctx, request, reply, settlement, ac.signal, e, false);
       }
       const reason = ok ? "not_a_stream" : `status_${res.status}`;
