@@ -7,6 +7,7 @@ import { createLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
 import { redactUrl } from "./store/database-url.ts";
 import { openStore } from "./store/open-store.ts";
+import type { UsageIndexOutcome } from "./store/postgres-usage-index.ts";
 import { SqliteInUseError } from "./store/sqlite-owner.ts";
 import type { Store } from "./store/store.ts";
 import { createUpstream } from "./upstream.ts";
@@ -49,9 +50,13 @@ async function main(): Promise<void> {
   };
   const onConnectionsCut = (connections: number) =>
     logger.warn({ connections }, "the database did not answer the store's goodbye in time: its connections were cut");
+  const onUsageIndex = (o: UsageIndexOutcome) => {
+    if (o.kind === "built") logger.info({ ms: o.ms }, "built the usage rows' time index: reports over all keys now read their period");
+    if (o.kind === "failed") logger.warn({ reason: o.reason }, "could not build the usage rows' time index (a role without CREATE rights?): reports over all keys scan the ledger; a start as the owner builds it");
+  };
   let store: Store;
   try {
-    store = await openStore(config.databaseUrl, { onFailure, onReleased, onConnectionsCut });
+    store = await openStore(config.databaseUrl, { onFailure, onReleased, onConnectionsCut, onUsageIndex });
     const released = await store.releaseStaleReservations();
     metrics.releasedReservations.inc(released);
     logger.info({ released }, "released reservations left by a previous process (not charged)");

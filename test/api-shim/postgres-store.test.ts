@@ -55,6 +55,10 @@ describe("PostgresStore", () => {
     const [a, b] = await Promise.all([replica(), replica()]);
     expect(a.owner).not.toBe(b.owner);
     expect(await sql("SELECT version FROM shim_schema_version")).toEqual([{ version: PG_MIGRATIONS.length }]);
+    // One of them builds the usage rows' time index; the others find it there, or being built.
+    const outcomes = (await Promise.all([store, a, b].map((s) => s.usageIndex!.outcome))).map((o) => o.kind);
+    expect(outcomes.filter((k) => k === "built")).toHaveLength(1);
+    expect(outcomes.every((k) => k === "built" || k === "present" || k === "elsewhere")).toBe(true);
     await store.createKey(newKey("k1", 5));
     await store.close();
     expect((await (await replica()).getKey("k1"))!).toMatchObject({ balance: 5, held: 0, models: null });
@@ -307,6 +311,57 @@ describe("PostgresStore", () => {
     expect(models.map((m) => [m.group, m.requests, m.cost])).toEqual([["m0", 200_000, 200_000], ["m1", 200_000, 200_000], ["m2", 200_000, 200_000]]);
   });
 
+  describe("the usage rows' time index, built in the background", () => {
+    const indexState = async () => (await sql<{ valid: boolean }>("SELECT indisvalid AS valid FROM pg_index WHERE indexrelid = to_regclass('ledger_usage_at')"))[0]?.valid ?? "absent";
+
+    it("is built at a replica's first start, and reports over all keys read their period through it", async () => {
+      expect(await store.usageIndex!.outcome).toMatchObject({ kind: "built" });
+      expect(await indexState()).toBe(true);
+      expect(await (await replica()).usageIndex!.outcome).toEqual({ kind: "present" }); // the next replica finds it
+      await store.createKey(newKey("busy", 5));
+      await sql(`INSERT INTO ledger (key_id, at, amount, kind, model, status, prompt_tokens, completion_tokens, route, stream, ms)
+        SELECT 'busy', ${Date.UTC(2027, 0, 1)} + g * 1000, -1, 'usage', 'm', 200, 10, 5, 'chat', false, 1 FROM generate_series(0, 199999) g`);
+      await sql("ANALYZE ledger");
+      const scans = async () => Number((await sql<{ n: string }>("SELECT idx_scan AS n FROM pg_stat_user_indexes WHERE indexrelname = 'ledger_usage_at'"))[0]!.n);
+      const before = await scans();
+      // The operator's report of a later month, with nothing in it: it reads no row of the history.
+      expect(await store.usage({ keyId: null, from: Date.UTC(2027, 1, 1), to: Date.UTC(2027, 2, 1), group: "model" })).toEqual([]);
+      // A backend flushes its statistics once idle, up to 10 s later (PostgreSQL 15).
+      expect(await pollUntil(async () => (await scans()) > before, 15_000, 200)).toBe(true);
+    }, 60_000);
+
+    it("does not hold the ledger's writes while it is built: requests are held and settled meanwhile; a build cut short by a close is built again at the next start", async () => {
+      await store.usageIndex!.outcome;
+      await sql("DROP INDEX ledger_usage_at");
+      await store.createKey(newKey("k", 10));
+      // A session with a write of its own under way: a concurrent build waits for it to end.
+      const writer = new pg.Client({ connectionString: url });
+      await writer.connect();
+      await writer.query("BEGIN");
+      await writer.query("INSERT INTO ledger (key_id, at, amount, kind) VALUES ('k', 1, 0, 'grant')");
+      const building = await replica();
+      await pollUntil(async () => (await indexState()) === false, 5000, 50); // begun: an invalid index, waiting
+      expect(await indexState()).toBe(false);
+      // The same replica serves meanwhile: the ledger's writes are not held by the build.
+      const t = performance.now();
+      expect((await building.reserve({ reservationId: "r", keyId: "k", amount: 3, at: 2 })).ok).toBe(true);
+      await building.settle({ reservationId: "r", keyId: "k", hold: 3, cost: 2, usage: usage("k", "q", 2) });
+      expect(performance.now() - t).toBeLessThan(2000);
+      // Closed before the build could end: it is given up at once, and leaves an invalid index.
+      const closing = performance.now();
+      await building.close();
+      expect(performance.now() - closing).toBeLessThan(SHUTDOWN_MS);
+      expect(await building.usageIndex!.outcome).toEqual({ kind: "stopped" });
+      await writer.query("COMMIT");
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await indexState()).toBe(false); // the server did not go on with it
+      await writer.end();
+      // The next start drops what was left and builds it.
+      expect(await (await replica()).usageIndex!.outcome).toMatchObject({ kind: "built" });
+      expect(await indexState()).toBe(true);
+    }, 60_000);
+  });
+
   it("runs two usage reports at a time, the others in turn, so long reports cannot take the whole pool from requests", async () => {
     const turns = new Turns(2, 3);
     let running = 0;
@@ -485,10 +540,14 @@ describe("PostgresStore", () => {
     await sql("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_dml");
     await sql("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app_dml");
     // `store` (beforeEach) has migrated the database as its owner.
+    // The index was never built (an owner's build cut short): this role cannot build it, says so, and serves.
+    await store.usageIndex!.outcome;
+    await sql("DROP INDEX ledger_usage_at");
     const s = await PostgresStore.open(url.replace("://shim@", "://app_dml@"));
     open.push(s);
     await s.createKey(newKey("dml", 5));
     expect((await s.reserve({ reservationId: "r", keyId: "dml", amount: 1, at: 1 })).ok).toBe(true);
+    expect(await s.usageIndex!.outcome).toMatchObject({ kind: "failed", reason: expect.stringMatching(/owner/) });
   });
 
   it("sslmode=require encrypts without verifying the certificate, as psql does with the same URL", async () => {

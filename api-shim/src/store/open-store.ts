@@ -8,10 +8,11 @@ import type { Store } from "./store.ts";
 
 /**
  * `onFailure` is the SQLite store's (it fails closed); the Postgres store recovers by itself and
- * never calls it. `onReleased` and `onConnectionsCut` are the Postgres store's (its sweeps while
- * serving, and a shutdown the database did not answer); the SQLite store has neither.
+ * never calls it. `onReleased`, `onConnectionsCut` and `onUsageIndex` are the Postgres store's
+ * (its sweeps while serving, a shutdown the database did not answer, its background index
+ * build); the SQLite store has none of them.
  */
-export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure"> & Pick<PostgresStoreOptions, "onReleased" | "onConnectionsCut">;
+export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure"> & Pick<PostgresStoreOptions, "onReleased" | "onConnectionsCut" | "onUsageIndex">;
 
 /**
  * Opens the store SHIM_DATABASE_URL names (see parseDatabaseUrl); missing directories of a SQLite
@@ -20,7 +21,7 @@ export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure"> & Pick<Post
  */
 export async function openStore(url: string, options: OpenStoreOptions = {}, cwd: string = process.cwd()): Promise<Store> {
   const target = parseDatabaseUrl(url);
-  if (target.kind === "postgres") return PostgresStore.open(target.url, { onReleased: options.onReleased, onConnectionsCut: options.onConnectionsCut });
+  if (target.kind === "postgres") return PostgresStore.open(target.url, { onReleased: options.onReleased, onConnectionsCut: options.onConnectionsCut, onUsageIndex: options.onUsageIndex });
   const sqliteOptions = { onFailure: options.onFailure };
   if (target.path === ":memory:") return new SqliteStore(":memory:", sqliteOptions);
   const file = resolve(cwd, target.path);

@@ -1,7 +1,7 @@
 import type pg from "pg";
 
 /**
- * The Postgres store's open connections (pooled and liveness), so that a shutdown can cut them.
+ * The Postgres store's open connections (pooled, liveness, the index build's), so that a shutdown can cut them.
  * pg's `end()` says goodbye and waits for the server to close the socket, which a hung server or
  * a silently cut network never does: the process would never reach its exit (Compose's SIGKILL
  * 30 s later; in a terminal, never).

@@ -5,7 +5,9 @@ import { OpenConnections } from "./postgres-connections.ts";
 import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
 import { MAX_DOUBTFUL, neverSent, NotSentError, RELEASE_BATCH } from "./postgres-failures.ts";
 import { grant, inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
+import type { PostgresStoreOptions } from "./postgres-options.ts";
 import { UsageReports } from "./postgres-reports.ts";
+import { UsageIndexBuild } from "./postgres-usage-index.ts";
 import { AUDIT, AVAILABLE, REFUSAL, RELEASE, RELEASE_STALE, RESERVE, SETTLE, SETTLE_UNRESERVED } from "./postgres-sql.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
@@ -13,18 +15,7 @@ import type {
 } from "./store.ts";
 import { ClientLeftError, StoreUnavailableError, topUpRefusal } from "./store.ts";
 
-export interface PostgresStoreOptions {
-  /** Bound on connecting and on every statement (the SQLite store's busy timeout). Default 5000 ms. */
-  timeoutMs?: number;
-  /** ms between sweeps that release the holds of replicas that are gone. Default 60000. */
-  sweepIntervalMs?: number;
-  /** ms between tries to release doubtful holds and to re-take a lost liveness lock. Default 1000. */
-  retryMs?: number;
-  /** Told how many holds of replicas that are gone each sweep released (0 included); the start's release is the caller's own. */
-  onReleased?: (released: number) => void;
-  /** Told how many connections close() had to cut, the database not answering its goodbye in time (SHUTDOWN_MS). */
-  onConnectionsCut?: (connections: number) => void;
-}
+export type { PostgresStoreOptions } from "./postgres-options.ts";
 
 /** The bound on close(): the database has all but CUT_MS of it to answer; then what is still open is cut. */
 export const SHUTDOWN_MS = 2000;
@@ -67,6 +58,8 @@ export class PostgresStore implements Store {
   private readonly options: PostgresStoreOptions;
   private readonly timeoutMs: number;
   private heartbeat: NodeJS.Timeout | undefined;
+  /** This replica's try at the usage rows' time index, in the background (postgres-usage-index.ts). */
+  usageIndex: UsageIndexBuild | undefined;
 
   private readonly pool: pg.Pool;
   /** The liveness connection's settings, to take the lock again. */
@@ -121,6 +114,8 @@ export class PostgresStore implements Store {
       const store = new PostgresStore(pool, connection, lock, owner, connections, options, timeoutMs);
       store.watch(lock);
       store.sweeper = setInterval(() => store.sweep(), options.sweepIntervalMs ?? 60_000).unref();
+      store.usageIndex = new UsageIndexBuild(connection, connections);
+      void store.usageIndex.outcome.then((o) => options.onUsageIndex?.(o));
       return store;
     } catch (e) {
       await lock.end().catch(() => {});
@@ -387,7 +382,7 @@ export class PostgresStore implements Store {
     clearInterval(this.heartbeat);
     // A last try at the doubtful holds (what is left is swept by others); running reports are
     // cancelled, or pool.end() would wait for their connections for up to a minute.
-    await settlesWithin(Promise.all([this.doubtful.size > 0 && this.releaseDoubtful(), this.reports.cancelAll()]), deadline - Date.now());
+    await settlesWithin(Promise.all([this.doubtful.size > 0 && this.releaseDoubtful(), this.reports.cancelAll(), this.usageIndex?.stop(this.pool)]), deadline - Date.now());
     clearTimeout(this.retrier);
     // The lock goes with its connection: from here other replicas may release what this one held.
     const ended = Promise.allSettled([this.lock?.end(), this.pool.end()]);

@@ -1,0 +1,17 @@
+import type { UsageIndexOutcome } from "./postgres-usage-index.ts";
+
+/** The Postgres store's options (postgres-store.ts). */
+export interface PostgresStoreOptions {
+  /** Bound on connecting and on every statement (the SQLite store's busy timeout). Default 5000 ms. */
+  timeoutMs?: number;
+  /** ms between sweeps that release the holds of replicas that are gone. Default 60000. */
+  sweepIntervalMs?: number;
+  /** ms between tries to release doubtful holds and to re-take a lost liveness lock. Default 1000. */
+  retryMs?: number;
+  /** Told how many holds of replicas that are gone each sweep released (0 included); the start's release is the caller's own. */
+  onReleased?: (released: number) => void;
+  /** Told how many connections close() had to cut, the database not answering its goodbye in time (SHUTDOWN_MS). */
+  onConnectionsCut?: (connections: number) => void;
+  /** Told what became of this replica's try at the usage rows' time index (postgres-usage-index.ts). */
+  onUsageIndex?: (outcome: UsageIndexOutcome) => void;
+}
