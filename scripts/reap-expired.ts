@@ -28,7 +28,8 @@ exporting again. If the export fails (e.g. this machine is not in adminCidrs), t
 kept and the run exits 1; --force destroys it anyway, without its usage. Keys it revoked before
 such a failure stay revoked (the KEPT line says so: clients get 401); <usage-dir>/<tenant>.revoked
 lists them, so the run that saves the usage still marks them.
-Exits 1 if a destroy or an export failed, or a stack's outputs or its stack file could not be read.
+Exits 1 if a destroy or an export failed, or a stack's outputs could not be read, or the stack file
+of a deployed stack could not be read (a stack with nothing deployed is only reported).
 
   --yes               destroy (default: dry run)
   --usage-dir <dir>   where usage is saved before a destroy (default: usage/)
@@ -65,14 +66,20 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
   const width = Math.max(0, ...tenants.map((t) => t.stack.length));
   const lines = tenants.map((t) => {
     const name = t.stack.padEnd(width);
+    const e: Expiry = expiryOf(t, now);
     if (t.unreadableFile) {
-      // `pulumi destroy` reads the same file, and a failed deploy's expiry needs its ttlHours.
       const reason = `its stack file cannot be read: ${t.configProblem}`;
+      // Nothing deployed, nothing to destroy: the file's fault is the operator's to fix, not a
+      // failure of every cron run (list-tenants says "not deployed" too).
+      if (e.kind === "not-deployed") {
+        kept.set(t.stack, `not deployed (nothing to destroy; ${reason})`);
+        return `${name}  not deployed: nothing to destroy (${reason})`;
+      }
+      // `pulumi destroy` reads the same file, and a failed deploy's expiry needs its ttlHours.
       unreadable.push({ tenant: t, reason });
       kept.set(t.stack, `cannot tell whether it expired (${reason})`);
       return `${name}  cannot tell: ${reason}`;
     }
-    const e: Expiry = expiryOf(t, now);
     switch (e.kind) {
       case "expired":
         expired.push({ tenant: t, at: e.at });

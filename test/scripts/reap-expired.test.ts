@@ -132,9 +132,10 @@ describe("reap-expired", () => {
     expect(io.stdout.join("\n")).toContain("1 stack(s) could not be checked: golf.");
   });
 
-  it("a stack file that cannot be read is reported and gives exit 1; the other stacks are still judged and reaped", async () => {
+  it("a deployed stack's file that cannot be read is reported and gives exit 1; the other stacks are still judged and reaped", async () => {
     const { code, io, destroyed } = await reap(["--yes"], (p, root) => {
       withoutGolf(p);
+      p.stacks.set("kilo", { outputs: { endpoint: "https://kilo.example/v1", expiresAt: "2026-03-01T10:00:00Z" } });
       // A directory with a stack file's name (EISDIR); an unreadable file (EACCES) takes the same path.
       mkdirSync(join(root, "stacks", "Pulumi.kilo.yaml"));
     });
@@ -143,6 +144,24 @@ describe("reap-expired", () => {
     const out = io.stdout.join("\n");
     expect(out).toMatch(/kilo +cannot tell: its stack file cannot be read: cannot read \S+Pulumi\.kilo\.yaml: EISDIR/);
     expect(out).toContain("1 stack(s) could not be checked: kilo.");
+  });
+
+  it("a stack file that cannot be read of a stack with nothing deployed is reported, not a failure of the run", async () => {
+    // Not in the backend, or destroyed (`stack output` prints {} and the state has no resources).
+    for (const pulumi of [new FakePulumi({}), new FakePulumi({ draft: { outputs: {}, resources: [] } })]) {
+      const root = tempDir();
+      mkdirSync(join(root, "stacks"));
+      // A YAML typo: the ttlHours line is indented one space too far.
+      writeFileSync(join(root, "stacks", "Pulumi.draft.yaml"), "config:\n  gpu-sandbox:region: us-ord\n   gpu-sandbox:ttlHours: 4\n");
+      const io = memoryIo();
+      expect(await reapExpired({ yes: true, now: NOW, concurrency: 2, usageDir: join(root, "usage"), force: new Set() }, withDefaults({ root, pulumi, io, env: {}, now: () => NOW }))).toBe(0);
+      const out = io.stdout.join("\n");
+      expect(out).not.toContain("cannot tell");
+      expect(out).toMatch(/draft +not deployed: nothing to destroy \(its stack file cannot be read: /);
+      expect(out).toContain("Nothing expired.");
+      expect(pulumi.callsOf("destroy")).toEqual([]);
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   it("needs the pulumi CLI and valid flags", async () => {
