@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
-import { driverUrl, redactUrl } from "../../api-shim/src/store/database-url.ts";
+import { driverUrl, parseDatabaseUrl, redactUrl } from "../../api-shim/src/store/database-url.ts";
 import { openStore } from "../../api-shim/src/store/open-store.ts";
 import { SqliteInUseError } from "../../api-shim/src/store/sqlite-owner.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
@@ -185,6 +185,35 @@ describe("openStore", () => {
     expect(redactUrl("postgres://app:s3/cr?t@host/db?sslmode=require")).toBe("postgres://app:***@host/db?sslmode=require");
     expect(redactUrl("postgres://app:s3cr?x=1@host/db")).toBe("postgres://app:***@host/db");
     expect(redactUrl("postgres://app:pw@host/db?application_name=a@b")).toBe("postgres://app:***@host/db?application_name=a@b");
+    // A "?" inside a query value is not the query's start: the host stays shown, and a URL without user info is left as it is.
+    expect(redactUrl("postgres://app:pw@host/db?application_name=a?b@c")).toBe("postgres://app:***@host/db?application_name=a?b@c");
+    expect(redactUrl("postgres://host:5432/db?application_name=a?b@c")).toBe("postgres://host:5432/db?application_name=a?b@c");
+    expect(redactUrl("postgres://app:pw@[::1]:5432/db?application_name=a?b@c")).toBe("postgres://app:***@[::1]:5432/db?application_name=a?b@c");
+    expect(redactUrl("postgres://[::1]:5432/db?application_name=a@b")).toBe("postgres://[::1]:5432/db?application_name=a@b");
+    expect(redactUrl("postgres://u:pw@/shim?host=/run/postgresql&application_name=a?b@c")).toBe("postgres://u:***@/shim?host=/run/postgresql&application_name=a?b@c");
+    // A password holding "?", "=" and "@" unencoded is hidden whole.
+    expect(redactUrl("postgres://app:x?y=z@w@host/db")).toBe("postgres://app:***@host/db");
+    expect(redactUrl("postgres://app:p/x?k=v@q@host/db")).toBe("postgres://app:***@host/db");
+    expect(redactUrl("postgres://u:p?w@d@/shim?host=/run/postgresql")).toBe("postgres://u:***@/shim?host=/run/postgresql");
+  });
+
+  it("a SHIM_DATABASE_URL that is no URL is refused without its password", () => {
+    for (const [url, shown] of [
+      ["host=db user=app password=s3cret dbname=shim", '"host=…"'],
+      ["postgres:/app:s3cret@db/shim", '"postgres:…"'],
+      ["app:s3cret@db", '"app:…"'],
+    ] as const) {
+      let message = "";
+      try {
+        parseDatabaseUrl(url);
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      expect(message).toBe(`SHIM_DATABASE_URL: ${shown} is not valid; expected sqlite:<path>, sqlite::memory: or postgres://…`);
+      expect(message).not.toContain("s3cret");
+      expect(redactUrl(url)).not.toContain("s3cret");
+    }
+    expect(redactUrl("sqlite:./data/sh:im.db")).toBe("sqlite:./data/sh:im.db");
   });
 
   it("hands the driver SHIM_DATABASE_URL with libpq's reading of sslmode and the URL's own options taken out", () => {

@@ -70,6 +70,14 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     const text = banner({ SHIM_HOST: "127.0.0.1", SHIM_PORT: "8080", SHIM_UPSTREAM_URL: "http://127.0.0.1:8000/v1", SHIM_DATABASE_URL: "postgres://app:s3cr?t@host/db" }, null);
     expect(text).not.toContain("s3cr");
     expect(text).toContain("database postgres://app:***@host/db");
+    // "?", "=" and "@" in the password: what follows the "?" is no query.
+    const more = banner({ SHIM_HOST: "127.0.0.1", SHIM_PORT: "8080", SHIM_UPSTREAM_URL: "http://127.0.0.1:8000/v1", SHIM_DATABASE_URL: "postgres://app:p/x?k=v@q@db/shim" }, null);
+    expect(more).not.toMatch(/p\/x|k=v|v@q/);
+    expect(more).toContain("database postgres://app:***@db/shim");
+    // A libpq key=value string is no URL: cut before where a password could be.
+    const keywords = banner({ SHIM_HOST: "127.0.0.1", SHIM_PORT: "8080", SHIM_UPSTREAM_URL: "http://127.0.0.1:8000/v1", SHIM_DATABASE_URL: "host=db user=app password=s3cret" }, null);
+    expect(keywords).not.toContain("s3cret");
+    expect(keywords).toContain("database host=…");
   });
 
   it("fake-vllm on a busy port says which variable moves it", async () => {

@@ -18,37 +18,40 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
 }
 
 /**
- * The URL with any password replaced, for logs and error messages. A password may hold `@`, `/`
- * or `?` unencoded, so everything up to the user info's last possible end is hidden: better a
- * host hidden too than a password's tail shown.
+ * SHIM_DATABASE_URL as it may be shown in logs and error messages: a URL with its password
+ * replaced by `***`, a `sqlite:` path as it is, and anything else (a libpq `key=value` string, a
+ * scheme with one slash) cut after its first `:`, `=`, `@` or space, since where a password
+ * starts in it cannot be told.
  */
 export function redactUrl(url: string): string {
-  let out = url;
-  const scheme = url.indexOf("://");
-  if (scheme !== -1) {
-    const start = scheme + 3;
-    const at = userInfoEnd(url, start);
-    const colon = url.indexOf(":", start);
-    if (at !== -1 && colon !== -1 && colon < at) out = `${url.slice(0, colon)}:***${url.slice(at)}`;
+  if (url.startsWith("sqlite:")) return url;
+  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url);
+  if (!scheme) {
+    const cut = url.search(/[:=@\s]/);
+    return cut === -1 ? url : `${url.slice(0, cut + 1)}…`;
   }
+  let out = url;
+  const start = scheme[0].length;
+  const at = userInfoEnd(url, start);
+  const colon = url.indexOf(":", start);
+  if (at !== -1 && colon !== -1 && colon < at) out = `${url.slice(0, colon)}:***${url.slice(at)}`;
   return out.replace(/([?&]password=)[^&]*/gi, "$1***");
 }
 
 /**
- * The `@` that may end the user info, -1 if none: the later of libpq's reading (the first `@`
- * before any `/`, so `app:s3cr?t@host` has user info `app:s3cr?t`) and the last `@` that is not in
- * a query parameter's value (`?application_name=a@b` has no user info; `p@ss/w@rd9@db` does).
+ * The `@` that ends the user info, -1 if none. When the URL parses as the driver parses it, its
+ * query starts at the first `?` after the authority (which ends at the first `/`, `?` or `#`), and
+ * an `@` in the query (`?application_name=a?b@c`) is not the user info's end; the last `@` before
+ * the query is, even past the authority (`p@ss/w@rd9@db`: better a host hidden too than a
+ * password's tail shown). A URL that does not parse (a password holding `?`, `/` or `#`
+ * unencoded) is hidden through its last `@`.
  */
 function userInfoEnd(url: string, start: number): number {
-  const slash = url.indexOf("/", start);
-  const first = url.indexOf("@", start);
-  let end = first !== -1 && (slash === -1 || first < slash) ? first : -1;
-  for (let at = url.indexOf("@", start); at !== -1; at = url.indexOf("@", at + 1)) {
-    const before = url.slice(start, at);
-    const param = before.slice(Math.max(before.lastIndexOf("?"), before.lastIndexOf("&")));
-    if (!(before.includes("?") && param.includes("="))) end = Math.max(end, at);
-  }
-  return end;
+  if (parseLikeDriver(url) === undefined) return url.lastIndexOf("@");
+  const authorityEnd = url.slice(start).search(/[/?#]/);
+  const query = authorityEnd === -1 ? -1 : url.indexOf("?", start + authorityEnd);
+  const at = url.lastIndexOf("@", query === -1 ? url.length : query - 1);
+  return at >= start ? at : -1;
 }
 
 const STAND_IN_HOST = "gs-no-host.invalid";
@@ -61,25 +64,31 @@ const STAND_IN_AUTHORITY = new RegExp(`^(postgres(?:ql)?://[^/?#]*?)${STAND_IN_H
  * replace them: no statement timeout, synchronous commits).
  */
 export function driverUrl(url: string): { connectionString: string; urlOptions: string } {
-  // libpq's form with credentials and no host (`postgres://user:pw@/db?host=/run/postgresql`)
-  // is no WHATWG URL: as pg does, only when the URL does not parse, a stand-in host goes into its
-  // authority for the parse and is taken out of the authority after.
-  let parsed: URL;
-  let standIn = false;
-  try {
-    parsed = new URL(url);
-  } catch {
-    const withHost = url.replace(/^(postgres(?:ql)?:\/\/[^/?#]*@)\//, `$1${STAND_IN_HOST}/`);
-    try {
-      parsed = new URL(withHost);
-      standIn = withHost !== url;
-    } catch {
-      return { connectionString: url, urlOptions: "" }; // the driver reports it, without the URL
-    }
-  }
+  // As pg does: libpq's host-less form is parsed with a stand-in host, taken out of the authority after.
+  const read = parseLikeDriver(url);
+  if (read === undefined) return { connectionString: url, urlOptions: "" }; // the driver reports it, without the URL
+  const { parsed, standIn } = read;
   const urlOptions = parsed.searchParams.get("options") ?? "";
   parsed.searchParams.delete("options");
   if (!parsed.searchParams.has("uselibpqcompat")) parsed.searchParams.set("uselibpqcompat", "true");
   const connectionString = parsed.toString();
   return { connectionString: standIn ? connectionString.replace(STAND_IN_AUTHORITY, "$1/") : connectionString, urlOptions };
+}
+
+/**
+ * The URL as pg parses it: a WHATWG URL or, only when that fails, libpq's form with credentials
+ * and no host (`postgres://user:pw@/db?host=/run/postgresql`), which is no WHATWG URL, with a
+ * stand-in host in its authority (`standIn`: to be taken out after). Undefined if neither parses.
+ */
+function parseLikeDriver(url: string): { parsed: URL; standIn: boolean } | undefined {
+  try {
+    return { parsed: new URL(url), standIn: false };
+  } catch {
+    const withHost = url.replace(/^(postgres(?:ql)?:\/\/[^/?#]*@)\//, `$1${STAND_IN_HOST}/`);
+    try {
+      return { parsed: new URL(withHost), standIn: withHost !== url };
+    } catch {
+      return undefined;
+    }
+  }
 }
