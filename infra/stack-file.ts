@@ -73,14 +73,34 @@ export function stackConfigKeys(root: string, stack: string): string[] {
   return existsSync(path) ? Object.keys(configMap(readText(path), path)) : [];
 }
 
-/** A stack file's `config` map, as written. */
-function configMap(text: string, source: string): Record<string, unknown> {
-  let doc: unknown;
+/**
+ * Whether a stack file holds what only a stack that Pulumi created writes into it: an
+ * `encryptionsalt`, a `secretsprovider`, or a `secure:` value. False when the file is not there.
+ */
+export function stackFileHoldsSecrets(root: string, stack: string): boolean {
+  const path = stackFilePath(root, stack);
+  if (!existsSync(path)) return false;
+  const doc = parseYaml(readText(path), path);
+  if (doc !== null && typeof doc === "object" && ("encryptionsalt" in doc || "secretsprovider" in doc)) return true;
+  const holdsSecure = (value: unknown): boolean =>
+    isSecure(value) || (value !== null && typeof value === "object" && Object.values(value).some(holdsSecure));
+  return Object.values(configOf(doc, path)).some(holdsSecure);
+}
+
+function parseYaml(text: string, source: string): unknown {
   try {
-    doc = parse(text);
+    return parse(text);
   } catch (err) {
     throw new StackFileError(`${source} is not valid YAML: ${(err as Error).message}`);
   }
+}
+
+/** A stack file's `config` map, as written. */
+function configMap(text: string, source: string): Record<string, unknown> {
+  return configOf(parseYaml(text, source), source);
+}
+
+function configOf(doc: unknown, source: string): Record<string, unknown> {
   const config = (doc as { config?: unknown } | null)?.config ?? {};
   if (typeof config !== "object" || config === null || Array.isArray(config)) {
     throw new StackFileError(`${source}: "config" must be a map of keys to values`);
@@ -88,13 +108,15 @@ function configMap(text: string, source: string): Record<string, unknown> {
   return config as Record<string, unknown>;
 }
 
+/** `{ secure: v1:… }`: a value Pulumi encrypted with the stack's key. */
+function isSecure(value: unknown): boolean {
+  return value !== null && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length === 1 && "secure" in value;
+}
+
 /** Replaces every `{ secure: … }` (at any depth) with an encrypted Secret. */
 function decodeSecure(value: unknown): unknown {
+  if (isSecure(value)) return Secret.encrypted();
   if (Array.isArray(value)) return value.map(decodeSecure);
-  if (value && typeof value === "object") {
-    const entries = Object.entries(value);
-    if (entries.length === 1 && entries[0]?.[0] === "secure") return Secret.encrypted();
-    return Object.fromEntries(entries.map(([k, v]) => [k, decodeSecure(v)]));
-  }
+  if (value && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, decodeSecure(v)]));
   return value;
 }

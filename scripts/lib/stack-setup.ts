@@ -3,7 +3,7 @@
 // or a Ctrl-C) finds where the first one stopped. A stack that is already deployed under the
 // name is never taken over: on a shared backend it may be another operator's live tenant.
 import { CONFIG_NAMESPACE } from "../../infra/config/types.ts";
-import { stackConfigKeys } from "../../infra/stack-file.ts";
+import { stackConfigKeys, stackFileHoldsSecrets } from "../../infra/stack-file.ts";
 import type { Io } from "./cli.ts";
 import { commandLine, type PulumiCli, type PulumiResult, setSecretArgs, stackOutputs, stackState, tail } from "./pulumi.ts";
 
@@ -158,16 +158,34 @@ export async function reportExisting(ctx: Omit<SetupContext, "discardFile" | "en
     io.err(`${exists} Whether stack ${stack} is in the backend could not be read (${found.message}). Edit the file, or pick another name. If an earlier run stopped half way:\n${manualSteps(stack, ctx.secrets)}`);
     return 1;
   }
+  if (found.kind === "none") {
+    let createdElsewhere = false;
+    try {
+      createdElsewhere = stackFileHoldsSecrets(ctx.root, stack);
+    } catch {
+      // Not readable as YAML: nothing is known to be in it, so every step is listed.
+    }
+    // Pulumi writes encrypted values and the stack's encryption settings into the file only for
+    // a stack it created: one not in this backend was created in another (another login, or
+    // `pulumi stack rm --preserve-config`). A `stack init` here would make a second stack whose
+    // key cannot decrypt them.
+    if (createdElsewhere) {
+      io.err(`${exists} Stack ${stack} is not in this backend, but the file holds encrypted values (\`secure:\`, \`encryptionsalt\` or \`secretsprovider\`), which Pulumi writes only for a stack it created: ` +
+        `it was probably created in another backend (another login), or removed with \`pulumi stack rm --preserve-config\`. ` +
+        `See which backend you are logged in to with \`pulumi whoami -v\` and its stacks with \`pulumi stack ls\`; log in to the one that holds ${stack}, or edit the file, or pick another name.`);
+      return 1;
+    }
+    // Nothing stored in a stack that does not exist, whatever keys the file sets.
+    io.err(`${exists} Stack ${stack} is not in the backend: an earlier run stopped before creating it. If the file is the tenant you want:\n${manualSteps(stack, ctx.secrets, { loggedIn: true, stackCreated: false, stored: new Set() })}\nOtherwise edit it, or pick another name.`);
+    return 1;
+  }
   let stored: string[] = [];
   try {
     stored = stackConfigKeys(ctx.root, stack);
   } catch {
     // Not readable as YAML: no secret is known to be stored, so every step is listed.
   }
-  const done: SetupProgress = { loggedIn: true, stackCreated: found.kind === "empty", stored: new Set(stored) };
-  const state = found.kind === "none"
-    ? `Stack ${stack} is not in the backend: an earlier run stopped before creating it`
-    : `Stack ${stack} exists with nothing deployed`;
-  io.err(`${exists} ${state}. If the file is the tenant you want:\n${manualSteps(stack, ctx.secrets, done)}\nOtherwise edit it, or pick another name.`);
+  const done: SetupProgress = { loggedIn: true, stackCreated: true, stored: new Set(stored) };
+  io.err(`${exists} Stack ${stack} exists with nothing deployed. If the file is the tenant you want:\n${manualSteps(stack, ctx.secrets, done)}\nOtherwise edit it, or pick another name.`);
   return 1;
 }

@@ -254,6 +254,37 @@ describe("new-tenant", () => {
       expect(pulumi.callsOf("stack", "init")).toHaveLength(1); // the first run's only: nothing is done by the second
     });
 
+    it("a second run when the file holds encrypted values but the stack is not in the backend points to another backend", async () => {
+      root = tempDir();
+      mkdirSync(join(root, "stacks"));
+      writeFileSync(join(root, "stacks", "Pulumi.acme.yaml"),
+        "config:\n  gpu-sandbox:region: us-ord\n  gpu-sandbox:adminCidrs:\n    - 81.2.69.160/32\n  linode:token:\n    secure: AAABAJx1c2VydmljZS1lbmNyeXB0ZWQ=\n");
+      const pulumi = new FakePulumi(); // acme is not in this backend
+      const { code, io } = await run(["acme", "--region", "us-ord", "--admin-cidrs", "81.2.69.160/32"], { pulumi, env: { LINODE_TOKEN: "x" } });
+      expect(code).toBe(1);
+      const err = io.stderr.join("\n");
+      expect(err).not.toContain("an earlier run stopped before creating it");
+      expect(err).not.toContain("stack init");
+      expect(err).toContain("Stack acme is not in this backend, but the file holds encrypted values");
+      expect(err).toContain("probably created in another backend");
+      expect(err).toContain("`pulumi whoami -v`");
+      expect(err).toContain("`pulumi stack ls`");
+      // encryptionsalt (or secretsprovider) alone says the same: `stack init` wrote it.
+      writeFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "encryptionsalt: v1:abc:def\nconfig:\n  gpu-sandbox:region: us-ord\n");
+      const salted = await run(["acme", "--region", "us-ord"], { pulumi, env: { LINODE_TOKEN: "x" } });
+      expect(salted.io.stderr.join("\n")).toContain("probably created in another backend");
+      expect(pulumi.callsOf("stack", "init")).toEqual([]);
+    });
+
+    it("a second run when the stack is not in the backend lists every secret, whatever keys the file sets in plain text", async () => {
+      root = tempDir();
+      mkdirSync(join(root, "stacks"));
+      writeFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "config:\n  gpu-sandbox:region: us-ord\n  linode:token: typed-by-hand\n");
+      const { code, io } = await run(["acme", "--region", "us-ord"], { pulumi: new FakePulumi(), env: { LINODE_TOKEN: "x" } });
+      expect(code).toBe(1);
+      expect(io.stderr.join("\n")).toContain("To finish:\n  pulumi stack init acme\n  printenv LINODE_TOKEN | pulumi config set --secret --stack acme linode:token\n");
+    });
+
     it("a second run after the stack was created and one secret stored lists only the rest", async () => {
       root = tempDir();
       const pulumi = new FakePulumi();
