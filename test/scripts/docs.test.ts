@@ -43,12 +43,12 @@ describe("operator scripts: npm scripts, --help and the docs agree", () => {
 });
 
 /**
- * The shell commands a Markdown text shows: each line of its fenced code blocks (a line ending in
- * `\` joined to the next) and each inline code span.
+ * The shell commands a Markdown text shows: each line of its fenced code blocks (``` or ~~~, also
+ * indented under a list item; a line ending in `\` joined to the next) and each inline code span.
  */
 function markdownCommands(md: string): string[] {
   const commands: string[] = [];
-  const prose = md.replace(/^```[^\n]*\n([\s\S]*?)^```/gm, (_all, block: string) => {
+  const prose = md.replace(/^[ \t]*(```|~~~)[^\n]*\n([\s\S]*?)^[ \t]*\1/gm, (_all, _fence: string, block: string) => {
     commands.push(...block.replace(/\\\n/g, " ").split("\n"));
     return "";
   });
@@ -74,7 +74,8 @@ function usageOf(source: string): string | undefined {
  * <placeholders>, a synopsis's groups and comments are not shell syntax and are left out.
  */
 function bannerLeaks(line: string): boolean {
-  if (/\$\(\s*npm run\b(?! --silent)/.test(line)) return true; // "$(npm run …)", quoted or not
+  // "$(npm run …)" or "`npm run …`", quoted or not: the substitution takes all of its stdout.
+  for (const m of line.matchAll(/(?:\$\(|`)\s*(npm run\b[^)`]*)/g)) if (!silent(m[1]!)) return true;
   const shell = line
     .replace(/'[^']*'|"(?:[^"\\]|\\.)*"/g, "''")
     .replace(/<[^<>\s][^<>]*>/g, "X")
@@ -82,10 +83,16 @@ function bannerLeaks(line: string): boolean {
     .replace(/(^|\s)#.*$/, "");
   return shell.split(/&&|\|\||;/).some((command) => {
     const at = command.search(/\bnpm run\b/);
-    if (at === -1 || /\bnpm run --silent\b/.test(command)) return false;
+    if (at === -1) return false;
     const after = command.slice(at);
-    return after.includes("|") || /(^|[^2&>])>|&>/.test(after);
+    return !silent(after) && (after.includes("|") || /(^|[^2&>])>|&>/.test(after));
   });
+}
+
+/** Whether `npm run …` has -s or --silent among npm's own words: anywhere before `--` (or a pipe, a redirection). */
+function silent(npmRun: string): boolean {
+  const own = npmRun.split(/\s--(?=\s|$)|[|<>]/)[0]!;
+  return /\s(?:-s|--silent)(?=\s|$)/.test(own);
 }
 
 describe("examples that pipe or redirect `npm run` use --silent (npm's banner would be in the output)", () => {
@@ -99,6 +106,38 @@ describe("examples that pipe or redirect `npm run` use --silent (npm's banner wo
     expect(bannerLeaks("npm run manage-keys -- <create|list> (--stack <name> | --url <base URL>)")).toBe(false);
     expect(bannerLeaks("npm run report-usage -- --stack acme 2> errors.txt")).toBe(false);
     expect(bannerLeaks("printenv LINODE_TOKEN | npm run new-tenant -- acme && npm run list-tenants")).toBe(false);
+    // Backtick command substitution is a substitution too.
+    expect(bannerLeaks("KEY=`npm run manage-keys -- create --stack acme --name a`")).toBe(true);
+    expect(bannerLeaks('KEY="`npm run manage-keys -- create --stack acme --name a`"')).toBe(true);
+    expect(bannerLeaks("KEY=`npm run --silent manage-keys -- create --stack acme --name a`")).toBe(false);
+    // npm's own -s / --silent, anywhere before `--`, silences the banner (checked with npm 11).
+    expect(bannerLeaks("npm run -s list-tenants -- --json | jq .")).toBe(false);
+    expect(bannerLeaks("npm run list-tenants --silent -- --json | jq .")).toBe(false);
+    expect(bannerLeaks("KEY=$(npm run -s manage-keys -- create --stack acme --name a)")).toBe(false);
+    // After `--` it is the script's argument, and a later command's -s is not npm's.
+    expect(bannerLeaks("npm run list-tenants -- --json --silent | jq .")).toBe(true);
+    expect(bannerLeaks("npm run list-tenants | jq -s .")).toBe(true);
+  });
+
+  it("reads the commands of every kind of fenced block", () => {
+    const md = [
+      "1. List them:",
+      "",
+      "   ```sh",
+      "   npm run list-tenants -- --json | jq .",
+      "   ```",
+      "",
+      "~~~",
+      "npm run report-usage -- --stack acme > acme.csv",
+      "~~~",
+      "",
+      "Prose with `npm run reap-expired`.",
+    ].join("\n");
+    expect(markdownCommands(md).filter(bannerLeaks).map((c) => c.trim())).toEqual([
+      "npm run list-tenants -- --json | jq .",
+      "npm run report-usage -- --stack acme > acme.csv",
+    ]);
+    expect(markdownCommands(md)).toContain("npm run reap-expired");
   });
 
   const docs = ["README.md", ...readdirSync(new URL("../../docs/", import.meta.url)).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`)];
