@@ -52,7 +52,7 @@ async function main(): Promise<void> {
     logger.warn({ connections }, "the database did not answer the store's goodbye in time: its connections were cut");
   const onUsageIndex = (o: UsageIndexOutcome) => {
     if (o.kind === "built") logger.info({ ms: o.ms }, "built the usage rows' time index: reports over all keys now read their period");
-    if (o.kind === "failed") logger.warn({ reason: o.reason }, "could not build the usage rows' time index (a role without CREATE rights?): reports over all keys scan the ledger; a start as the owner builds it");
+    if (o.kind === "failed") logger.warn({ reason: o.reason }, "could not build the usage rows' time index (it needs the role that owns the tables: 'must be owner of table ledger'): reports over all keys scan the ledger until a replica builds it at its start");
   };
   let store: Store;
   try {

@@ -5,7 +5,6 @@ import { LOCK_CLASS } from "./postgres-migrations.ts";
 /** What became of a replica's try at the usage rows' time index, for the log. */
 export type UsageIndexOutcome =
   | { kind: "present" }
-  | { kind: "elsewhere" }
   | { kind: "built"; ms: number }
   | { kind: "stopped" }
   | { kind: "failed"; reason: string };
@@ -23,7 +22,8 @@ const BUILD_LOCK_CLASS = LOCK_CLASS + 1;
  * start's bounds, so an upgrade never completed. Concurrently, writes go on meanwhile and the
  * replica serves at once; reports use the index once it is valid.
  *
- * One replica builds at a time (an advisory lock); the others see it there at their next start.
+ * One replica builds at a time (an advisory lock); the others wait for it and find it there, or
+ * take over should that replica go away mid-build.
  * A build cut short (the store closed, the server restarted) leaves an invalid index, which the
  * next try drops and builds again. A role with data rights only cannot build it: reported, and
  * the store works as before.
@@ -33,7 +33,9 @@ export class UsageIndexBuild {
   readonly outcome: Promise<UsageIndexOutcome>;
   private readonly client: pg.Client;
   private stopped = false;
-  private building = false;
+  /** Waiting for the build lock or building: stop() cancels the statement on the server. */
+  private working = false;
+  private connecting: Promise<unknown> | undefined;
 
   /**
    * `connection`: the liveness connection's settings (no statement bound on the server);
@@ -50,24 +52,29 @@ export class UsageIndexBuild {
   private async run(): Promise<UsageIndexOutcome> {
     const c = this.client;
     try {
-      await c.connect();
+      this.connecting = c.connect();
+      await this.connecting;
       if (await this.valid()) return { kind: "present" };
-      if (!(await c.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, 0) AS ok", [BUILD_LOCK_CLASS])).rows[0]!.ok) return { kind: "elsewhere" };
-      if (await this.valid()) return { kind: "present" }; // built meanwhile by the lock's last holder
-      await c.query("SET statement_timeout = 0");
+      // No bound on the server either: a role's or database's statement_timeout or lock_timeout
+      // (a usual guard for DDL) would fail the build's waits for older transactions, a report's
+      // among them, and leave an invalid index every write keeps up to date for nothing.
+      await c.query("SET statement_timeout = 0; SET lock_timeout = 0");
       // A closed connection stops the build on the server within a second (PostgreSQL 14+), should
       // stop()'s cancellation not get through; otherwise it would run on to its end.
       await c.query("SET client_connection_check_interval = '1s'").catch(() => {});
       if (this.stopped) return { kind: "stopped" };
-      this.building = true;
+      this.working = true;
+      // Waits for a replica building it: should that one go away mid-build, this one takes over.
+      await c.query("SELECT pg_advisory_lock($1, 0)", [BUILD_LOCK_CLASS]);
+      if (await this.valid()) return { kind: "present" }; // built meanwhile by the lock's last holder
       const started = Date.now();
       await c.query(`DROP INDEX CONCURRENTLY IF EXISTS ${INDEX}`); // an invalid one, left by a build cut short
       await c.query(`CREATE INDEX CONCURRENTLY ${INDEX} ON ledger(at) WHERE kind = 'usage'`);
-      this.building = false;
       return { kind: "built", ms: Date.now() - started };
     } catch (e) {
-      this.building = false;
       return this.stopped ? { kind: "stopped" } : { kind: "failed", reason: e instanceof Error ? e.message : String(e) };
+    } finally {
+      this.working = false;
     }
   }
 
@@ -81,7 +88,9 @@ export class UsageIndexBuild {
   async stop(pool: pg.Pool): Promise<void> {
     this.stopped = true;
     const pid = (this.client as unknown as { processID?: number }).processID;
-    if (this.building && pid !== undefined) await pool.query("SELECT pg_cancel_backend($1)", [pid]).catch(() => {});
+    if (this.working && pid !== undefined) await pool.query("SELECT pg_cancel_backend($1)", [pid]).catch(() => {});
+    // pg: an end() during connect() leaves connect() waiting for ever (and the outcome with it).
+    await this.connecting?.catch(() => {});
     await this.client.end().catch(() => {});
   }
 }
