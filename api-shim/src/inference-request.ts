@@ -189,9 +189,10 @@ function hasMediaParts(messages: unknown): boolean {
 }
 
 /**
- * The bytes of JSON the chat template prints again: tools (and the legacy `functions`),
- * documents, the same two given in `chat_template_kwargs` (vLLM merges those over the request's
- * own), and earlier tool calls (vLLM parses their arguments into objects first). Templates print
+ * The bytes of JSON the chat template prints again, as JSON.stringify writes it: tools (and the
+ * legacy `functions`), documents, any object or list given in `chat_template_kwargs` (vLLM
+ * merges those over the request's own), and earlier tool calls (vLLM parses their arguments into
+ * objects first). Templates print
  * them with `tojson`, Python's json.dumps with ", " and ": " (Llama 3's with indent=4), so the
  * text the tokenizer reads is longer than the body's compact JSON: an enum of digits is three
  * tokens for every two bytes (`,`, ` `, `0`). An independent review found a 5 KB tools request
@@ -199,7 +200,9 @@ function hasMediaParts(messages: unknown): boolean {
  */
 function renderedJsonBytes(b: Record<string, unknown>): number {
   const kwargs = b.chat_template_kwargs !== null && typeof b.chat_template_kwargs === "object" ? (b.chat_template_kwargs as Record<string, unknown>) : {};
-  const parts = [b.tools, b.functions, b.documents, kwargs.tools, kwargs.documents];
+  // Every object or list among the template's variables: vLLM hands the template any it names
+  // (Llama 3.1's takes `custom_tools` in place of `tools`, and prints them with indent=4).
+  const parts = [b.tools, b.functions, b.documents, ...Object.values(kwargs).filter((v) => v !== null && typeof v === "object")];
   if (Array.isArray(b.messages)) for (const m of b.messages) if (m !== null && typeof m === "object") parts.push((m as { tool_calls?: unknown }).tool_calls);
   let bytes = 0;
   for (const part of parts) {

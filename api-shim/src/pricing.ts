@@ -18,11 +18,12 @@ export const CHAT_TEMPLATE_TOKENS = 256;
 
 /**
  * The most tokens one byte of JSON the chat template prints again (tools, documents, tool calls)
- * may become. Printed with Python's json.dumps spacing and indentation, a byte of compact JSON
- * is at most about 4 tokens as a BPE tokenizer pre-splits text (digits one by one, a space before
- * each): `1e15,` (5 bytes) is printed `1000000000000000.0, ` (20 tokens; 21 indented), an enum of
- * digits 1.5 per byte, ordinary schemas about 1. Ten covers a template that prints tools twice,
- * with room. A bound this close to the bytes, not the model's whole context, lets a key with a
+ * may become, its bytes counted as JSON.stringify writes it. Printed with Python's json.dumps
+ * spacing and indentation, a byte is at most about 4 tokens as a BPE tokenizer pre-splits text
+ * (digits one by one, a space before each; an enum of digits 1.5 per byte, ordinary schemas
+ * about 1; arrays nested 120 deep printed with indent=4, about 4, measured with Llama 3's
+ * tokenizer). Deeper nesting grows further (11-16 per byte at 600-900 levels), which the shim
+ * refuses anyway (json-shape.ts: 128 levels). Ten covers a template that prints tools twice. A bound this close to the bytes, not the model's whole context, lets a key with a
  * modest balance use tools on a long-context model; the charge is still the usage.
  */
 export const RENDERED_JSON_TOKENS_PER_BYTE = 10;
@@ -104,11 +105,11 @@ export class Pricer {
     // request's own template) adds a context's worth on top of the text (an image in a long
     // prompt must not lower the hold below the text's).
     const context = maxLen === null || input.promptMayExceedContext ? Infinity : maxLen * input.prompts;
+    // JSON printed again counts RENDERED_JSON_TOKENS_PER_BYTE per byte; normalization's growth
+    // once (a grown byte is in a string, which templates print as is: one token at most).
     const rendered = (input.renderedJsonBytes ?? 0) * (RENDERED_JSON_TOKENS_PER_BYTE - 1);
     let textBound = input.bodyBytes + rendered + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
-    // Normalization's growth, where it may matter, as many times over as the bytes it grows.
-    const growthFactor = rendered > 0 ? RENDERED_JSON_TOKENS_PER_BYTE : 1;
-    if (input.normalizationGrowth && (maxLen === null || (!input.unboundedPrompt && textBound < context))) textBound += input.normalizationGrowth() * growthFactor;
+    if (input.normalizationGrowth && (maxLen === null || (!input.unboundedPrompt && textBound < context))) textBound += input.normalizationGrowth();
     const prompt = context !== Infinity
       ? (input.unboundedPrompt ? context : Math.min(textBound, context))
       : textBound + (input.unboundedPrompt ? DEFAULT_MAX_COMPLETION_TOKENS * input.prompts : 0);

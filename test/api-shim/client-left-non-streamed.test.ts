@@ -109,6 +109,32 @@ describe("a non-streamed request whose client left, then whose upstream failed",
     expect(await failures(h, "upstream_timeout")).toBe(before + 1);
   });
 
+  it("a refusal (503): counted, its reason on the 499 line, nothing charged", async () => {
+    h = await startShim({ file: FILE, fake: FAKE });
+    h.fake.set({ failStatus: 503, headerDelayMs: 400 });
+    const before = await failures(h, "status_503");
+    const { key, id } = await h.createKey({ credits: 1000 });
+    await postAndLeave(h, key, 150);
+    const log = await h.waitForRequestLog((e) => e.keyId === id);
+    expect(log).toMatchObject({ status: 499, cost: 0, cause: "status_503" });
+    expect(await failures(h, "status_503")).toBe(before + 1);
+  });
+
+  it("an answer that stalls after its start is cut 10 s later: an upstream timeout, named so on the line, nothing charged", { timeout: 30_000 }, async () => {
+    const u = await halfAnswer("hang");
+    upstream = u.server;
+    // The upstream's own timeouts longer than the 10 s a left client's answer is given.
+    h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_URL: u.url, SHIM_UPSTREAM_TIMEOUT_MS: "30000", SHIM_STREAM_IDLE_TIMEOUT_MS: "30000" } });
+    const before = await failures(h, "upstream_timeout");
+    const { key, id } = await h.createKey({ credits: 1000 });
+    await postAndLeave(h, key, 150);
+    const log = await h.waitForRequestLog((e) => e.keyId === id, 15_000);
+    expect(log).toMatchObject({ status: 499, cost: 0 });
+    expect(String((log as { cause?: unknown }).cause)).toContain("did not end within 10000 ms");
+    expect(await failures(h, "upstream_timeout")).toBe(before + 1);
+    expect((await h.store.getKey(id))!).toMatchObject({ balance: 1000 * CREDIT, held: 0 });
+  });
+
   it("an error body with status 200: counted as error_body, nothing charged", async () => {
     h = await startShim({ file: FILE, fake: FAKE });
     h.fake.set({ failStatus: 500, failWith200: true, headerDelayMs: 400 });

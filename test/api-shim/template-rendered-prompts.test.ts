@@ -111,6 +111,8 @@ describe("prompts the template or the embedder makes longer than the body", () =
     expect(chat({ chat_template_kwargs: { tools: [tool] } }).renderedJsonBytes).toBe(JSON.stringify([tool]).length);
     expect(chat({ chat_template_kwargs: { documents: [{ text: "x" }] } }).renderedJsonBytes).toBeGreaterThan(0);
     expect(chat({ chat_template_kwargs: { enable_thinking: false } }).renderedJsonBytes).toBe(0);
+    // Any object or list the template is given: Llama 3.1's takes `custom_tools` in place of `tools`.
+    expect(chat({ chat_template_kwargs: { custom_tools: [tool], enable_thinking: false } }).renderedJsonBytes).toBe(JSON.stringify([tool]).length);
     const calls = [{ id: "c", type: "function", function: { name: "f", arguments: "{}" } }];
     expect(parseInferenceRequest("chat", { model: "m", messages: [{ role: "assistant", tool_calls: calls }] }).renderedJsonBytes).toBe(JSON.stringify(calls).length);
     // Embeddings of `input` are bounded by their bytes alone; chat embeddings go through the template.
@@ -128,6 +130,11 @@ describe("prompts the template or the embedder makes longer than the body", () =
       const body = { model: "qwen2.5-7b", messages: [{ role: "user", content: "weather in Paris?" }], tools: [{ type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" } } } } }], max_tokens: 16 };
       const res = await long.post(key, "/v1/chat/completions", body);
       expect(res.status).toBe(200);
+      // Text that Unicode normalization may grow (Korean: NFD splits each syllable) is counted
+      // once, as without a tool: the template prints it as it is.
+      const korean = { ...body, messages: [{ role: "user", content: "안녕하세요".repeat(600) }] };
+      expect((await long.post(key, "/v1/chat/completions", { ...korean, tools: undefined })).status).toBe(200);
+      expect((await long.post(key, "/v1/chat/completions", korean)).status).toBe(200);
     } finally {
       await long.close();
     }

@@ -137,7 +137,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   // upstream, LiteLLM, does not cancel a non-streamed call when its client goes away (litellm
   // #37140), so vLLM generates the whole answer anyway: aborting only made that GPU time cost
   // the request price. Once the answer is coming (vLLM sends it when the generation is done),
-  // its read has ANSWER_DRAIN_MS to end (`cut` if it did not). A stream is aborted: LiteLLM
+  // its read has ANSWER_DRAIN_MS to end (`cut` if it did not: an upstream timeout, nothing
+  // charged, as for a client that stayed through the stall). A stream is aborted: LiteLLM
   // stops a stream whose client left, and it is charged for what was generated.
   let sent = false;
   let reading: UpstreamResponse | undefined;
@@ -183,10 +184,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
         return await failed(ctx, request, reply, settlement, ac.signal, e, false);
       }
       const reason = ok ? "not_a_stream" : `status_${res.status}`;
-      if (left) {
-        ctx.metrics.upstreamFailures.inc({ reason });
-        return await clientLeft(ctx, request, reply, settlement, null);
-      }
+      if (left) return await leftThenRefused(ctx, request, reply, settlement, reason);
       if (ok) return await refused(ctx, settlement, upstreamErrorBody(text, req.model), reason);
       return await refused(ctx, settlement, upstreamStatusError(res.status, text, req.model, res.headers["retry-after"]), reason);
     }
@@ -202,7 +200,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     } catch (e) {
       // The body broke (or a drain cut it) after its client had left: nothing charged, as an
       // upstream failure or a drain costs a client that stays.
-      if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal);
+      if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? `the answer did not end within ${ANSWER_DRAIN_MS} ms of its start` : undefined);
       return await failed(ctx, request, reply, settlement, ac.signal, e, true);
     } finally {
       clearTimeout(leftDeadline);
@@ -225,11 +223,9 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     }
     const answer = usageOfBody(answerBytes);
     if (left) {
-      // Read whole after its client left (or cut at the deadline): charged as if delivered; an
-      // error body, nothing.
-      const usage = cut ? { promptTokens: promptEstimate(), completionTokens: 0 } : answer.isError ? null : answer.usage ?? REQUEST_PRICE_ONLY;
-      if (!cut && answer.isError) ctx.metrics.upstreamFailures.inc({ reason: "error_body" });
-      return await clientLeft(ctx, request, reply, settlement, usage);
+      // Read whole after its client left: charged as if delivered; an error body, nothing.
+      if (answer.isError) return await leftThenRefused(ctx, request, reply, settlement, "error_body");
+      return await clientLeft(ctx, request, reply, settlement, answer.usage ?? REQUEST_PRICE_ONLY);
     }
     if (answer.isError) return await refused(ctx, settlement, upstreamErrorBody(answerBytes.toString("utf8"), req.model), "error_body");
     // No usage from the upstream: charge the request price and no tokens rather than guess.
@@ -292,8 +288,15 @@ async function refused(ctx: ShimContext, settlement: Settlement, err: ShimError,
  * nothing charged and logged as the 499 it is, with the failure counted and its cause on the
  * line as for a client that stayed (a drain's cut is no upstream failure).
  */
-async function leftThenFailed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, e: unknown, signal?: AbortSignal): Promise<FastifyReply> {
-  if (signal === undefined || !isAbort(e, signal)) unreachable(ctx, request, e);
+async function leftThenFailed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, e: unknown, signal?: AbortSignal, timedOut?: string): Promise<FastifyReply> {
+  if (timedOut !== undefined || signal === undefined || !isAbort(e, signal)) unreachable(ctx, request, e, timedOut);
+  return await clientLeft(ctx, request, reply, settlement, null);
+}
+
+/** The upstream refused the request (`reason`, as refused() counts it) after its client had left: nothing charged, the reason on the 499 line. */
+async function leftThenRefused(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, reason: string): Promise<FastifyReply> {
+  ctx.metrics.upstreamFailures.inc({ reason });
+  request.upstreamCause = reason;
   return await clientLeft(ctx, request, reply, settlement, null);
 }
 
