@@ -40,9 +40,9 @@ export interface InferenceRequest {
    */
   renderedJsonBytes: number;
   /**
-   * The model's context does not bound a prompt: embeddings of `input`, which vLLM with chunked
-   * processing (`--pooler-config` with enable_chunked_processing, through `model.extraArgs`)
-   * embeds in pieces when longer than the context, counting every piece's tokens.
+   * The model's context does not bound a prompt: embeddings (of `input` or `messages`), which
+   * vLLM with chunked processing (`--pooler-config` with enable_chunked_processing, through
+   * `model.extraArgs`) embeds in pieces when longer than the context, counting every piece's tokens.
    */
   promptMayExceedContext: boolean;
   /** The client asked for the usage chunk (vLLM semantics: stream_options present, include_usage absent or true). */
@@ -170,7 +170,7 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     templated,
     unboundedPrompt: templated && (hasMediaParts(b.messages) || bringsChatTemplate(b)),
     renderedJsonBytes: templated ? renderedJsonBytes(b) : 0,
-    promptMayExceedContext: kind === "embeddings" && !chatEmbeddings,
+    promptMayExceedContext: kind === "embeddings",
     clientWantsUsage: wantsUsage,
     clientWantsContinuous: wantsUsage && opts.continuous_usage_stats === true,
   };

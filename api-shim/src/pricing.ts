@@ -58,7 +58,7 @@ export interface HoldInput {
   unboundedPrompt: boolean;
   /** Bytes of the body that the chat template prints again as JSON: RENDERED_JSON_TOKENS_PER_BYTE tokens each. */
   renderedJsonBytes?: number;
-  /** The model's context does not bound a prompt (embeddings of `input`, which vLLM may embed in pieces): its bytes do. */
+  /** The model's context does not bound a prompt (embeddings, which vLLM may embed in pieces): its bytes do, plus a context's worth for media. */
   promptMayExceedContext?: boolean;
   /** max_completion_tokens / max_tokens from the request, when given: the bound of each output. */
   maxTokens: number | undefined;
@@ -101,9 +101,10 @@ export class Pricer {
     // A request is bounded per sequence, not as a whole: a batch of prompts may hold
     // maxModelLen tokens each, and every one of the `outputs` sequences may reach maxTokens.
     const completion = input.outputs * this.outputBound(input);
-    // A known maxModelLen is a true ceiling per prompt; without one, an unbounded prompt (media, a
-    // request's own template) adds a context's worth on top of the text (an image in a long
-    // prompt must not lower the hold below the text's).
+    // A known maxModelLen is a true ceiling per prompt (not for embeddings, which vLLM may embed
+    // in pieces); without one, an unbounded prompt (media, a request's own template) adds a
+    // context's worth on top of the text (an image in a long prompt must not lower the hold below
+    // the text's): the model's when known, else DEFAULT_MAX_COMPLETION_TOKENS.
     const context = maxLen === null || input.promptMayExceedContext ? Infinity : maxLen * input.prompts;
     // JSON printed again counts RENDERED_JSON_TOKENS_PER_BYTE per byte; normalization's growth
     // once (a grown byte is in a string, which templates print as is: one token at most).
@@ -112,7 +113,7 @@ export class Pricer {
     if (input.normalizationGrowth && (maxLen === null || (!input.unboundedPrompt && textBound < context))) textBound += input.normalizationGrowth();
     const prompt = context !== Infinity
       ? (input.unboundedPrompt ? context : Math.min(textBound, context))
-      : textBound + (input.unboundedPrompt ? DEFAULT_MAX_COMPLETION_TOKENS * input.prompts : 0);
+      : textBound + (input.unboundedPrompt ? (maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS) * input.prompts : 0);
     // Bounded so that it stays an exact integer; a hold this large is refused (402) anyway.
     return Math.min(base + tokenCost(prompt, price.promptPer1k) + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);
   }

@@ -79,6 +79,16 @@ describe("prompts the template or the embedder makes longer than the body", () =
     expect(capped()).toBe(before);
   });
 
+  it("chat embeddings longer than the context (chunked processing covers them too) are charged all their tokens", async () => {
+    const text = Array.from({ length: 3000 }, (_, i) => `w${i}`).join(" ");
+    const before = capped();
+    const res = await h.post(key, "/v1/embeddings", { model: "bge-m3", messages: [{ role: "user", content: text }] });
+    const answer = (await res.json()) as { usage: { prompt_tokens: number }; credits_charged: number };
+    expect(answer.usage.prompt_tokens).toBeGreaterThan(3000);
+    expect(answer.credits_charged).toBeCloseTo(price(answer.usage.prompt_tokens, 0), 6);
+    expect(capped()).toBe(before);
+  });
+
   it("vLLM's chat embeddings (messages instead of input) reach the upstream and are charged their usage", async () => {
     const received = h.fake.counters.received;
     const res = await h.post(key, "/v1/embeddings", { model: "bge-m3", messages: [{ role: "user", content: "hello there" }], encoding_format: "float" });
@@ -117,7 +127,7 @@ describe("prompts the template or the embedder makes longer than the body", () =
     expect(parseInferenceRequest("chat", { model: "m", messages: [{ role: "assistant", tool_calls: calls }] }).renderedJsonBytes).toBe(JSON.stringify(calls).length);
     // Embeddings of `input` are bounded by their bytes alone; chat embeddings go through the template.
     expect(parseInferenceRequest("embeddings", { model: "m", input: "x" })).toMatchObject({ templated: false, promptMayExceedContext: true });
-    expect(parseInferenceRequest("embeddings", { model: "m", messages: [{ role: "user", content: "x" }] })).toMatchObject({ templated: true, promptMayExceedContext: false, prompts: 1 });
+    expect(parseInferenceRequest("embeddings", { model: "m", messages: [{ role: "user", content: "x" }] })).toMatchObject({ templated: true, promptMayExceedContext: true, prompts: 1 });
   });
 
   it("a small tools request from a key with a modest balance is admitted on a long-context model (the hold follows the tools' bytes, not the whole context)", async () => {
