@@ -52,7 +52,7 @@ async function main(): Promise<void> {
     logger.warn({ connections }, "the database did not answer the store's goodbye in time: its connections were cut");
   const onUsageIndex = (o: UsageIndexOutcome) => {
     if (o.kind === "built") logger.info({ ms: o.ms }, "built the usage rows' time index: reports over all keys now read their period");
-    if (o.kind === "failed") logger.warn({ reason: o.reason }, "could not build the usage rows' time index (it needs the role that owns the tables: 'must be owner of table ledger'): reports over all keys scan the ledger until a replica builds it at its start");
+    if (o.kind === "not-permitted") logger.warn({ reason: o.reason }, "could not build the usage rows' time index: it needs the role that owns the tables; reports over all keys scan the ledger until a replica running as that role builds it");
   };
   let store: Store;
   try {

@@ -369,6 +369,42 @@ describe("PostgresStore", () => {
       expect(await indexState()).toBe(true);
     }, 30_000);
 
+    it("a replica that starts while another builds waits without a deadlock (long or short), and finds it built", async () => {
+      for (const waitMs of [300, 1500]) { // under and over PostgreSQL's deadlock_timeout (1 s)
+        await store.usageIndex!.outcome;
+        await sql("DROP INDEX IF EXISTS ledger_usage_at");
+        await store.createKey(newKey(`d${waitMs}`, 1));
+        const writer = new pg.Client({ connectionString: url });
+        await writer.connect();
+        await writer.query("BEGIN");
+        await writer.query(`INSERT INTO ledger (key_id, at, amount, kind) VALUES ('d${waitMs}', 1, 0, 'grant')`);
+        const builder = await replica();
+        await pollUntil(async () => (await indexState()) === false, 5000, 50);
+        const waiter = await replica();
+        await new Promise((r) => setTimeout(r, waitMs));
+        await writer.query("COMMIT");
+        await writer.end();
+        expect((await Promise.all([builder.usageIndex!.outcome, waiter.usageIndex!.outcome])).map((o) => o.kind)).toEqual(["built", "present"]);
+      }
+    }, 60_000);
+
+    it("a try cut short by a database restart is made again, and builds it", async () => {
+      await store.usageIndex!.outcome;
+      await sql("DROP INDEX ledger_usage_at");
+      await store.createKey(newKey("w", 1));
+      const writer = new pg.Client({ connectionString: url });
+      writer.on("error", () => {});
+      await writer.connect();
+      await writer.query("BEGIN");
+      await writer.query("INSERT INTO ledger (key_id, at, amount, kind) VALUES ('w', 1, 0, 'grant')");
+      const s = await replica({ retryMs: 200 });
+      await pollUntil(async () => (await indexState()) === false, 5000, 50);
+      server.kill();
+      server.start();
+      expect(await s.usageIndex!.outcome).toMatchObject({ kind: "built" });
+      expect(await indexState()).toBe(true);
+    }, 60_000);
+
     it("does not hold the ledger's writes while it is built: requests are held and settled meanwhile; a build cut short by a close is built again at the next start", async () => {
       await store.usageIndex!.outcome;
       await sql("DROP INDEX ledger_usage_at");
@@ -586,7 +622,7 @@ describe("PostgresStore", () => {
     open.push(s);
     await s.createKey(newKey("dml", 5));
     expect((await s.reserve({ reservationId: "r", keyId: "dml", amount: 1, at: 1 })).ok).toBe(true);
-    expect(await s.usageIndex!.outcome).toMatchObject({ kind: "failed", reason: expect.stringMatching(/owner/) });
+    expect(await s.usageIndex!.outcome).toMatchObject({ kind: "not-permitted", reason: expect.stringMatching(/owner/) });
   });
 
   it("sslmode=require encrypts without verifying the certificate, as psql does with the same URL", async () => {
