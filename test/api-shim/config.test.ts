@@ -195,6 +195,13 @@ describe("openStore", () => {
     expect(redactUrl("postgres://app:x?y=z@w@host/db")).toBe("postgres://app:***@host/db");
     expect(redactUrl("postgres://app:p/x?k=v@q@host/db")).toBe("postgres://app:***@host/db");
     expect(redactUrl("postgres://u:p?w@d@/shim?host=/run/postgresql")).toBe("postgres://u:***@/shim?host=/run/postgresql");
+    // Passwords psql reads (libpq ends the user info at the first '@' before a '/'), though the
+    // WHATWG parser takes `admin` for the host and the rest for a query.
+    expect(redactUrl("postgres://admin:?s3cret@db.example.com:5432/app")).toBe("postgres://admin:***@db.example.com:5432/app");
+    expect(redactUrl("postgres://admin:8412?aK9z@db.example.com/app?sslmode=require")).toBe("postgres://admin:***@db.example.com/app?sslmode=require");
+    // Query secrets by their decoded names: the key's passphrase, a percent-encoded `password`.
+    expect(redactUrl("postgres://admin@db/app?sslkey=k.pem&sslpassword=k3yPass&sslmode=verify-full")).toBe("postgres://admin@db/app?sslkey=k.pem&sslpassword=***&sslmode=verify-full");
+    expect(redactUrl("postgres://admin@db/app?pass%77ord=s3cret")).toBe("postgres://admin@db/app?pass%77ord=***");
   });
 
   it("a SHIM_DATABASE_URL that is no URL is refused without its password", () => {

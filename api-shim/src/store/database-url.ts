@@ -32,10 +32,25 @@ export function redactUrl(url: string): string {
   }
   let out = url;
   const start = scheme[0].length;
-  const at = userInfoEnd(url, start);
+  // The later of two readings of the user info's end: the driver's, and libpq's (psql's), which
+  // ends it at the first `@` before a `/` (`admin:?s3cret@db`: to the driver a host `admin` and
+  // a query, to psql the password `?s3cret`).
+  const slash = url.indexOf("/", start);
+  const libpqAt = url.slice(start, slash === -1 ? url.length : slash).indexOf("@");
+  const at = Math.max(userInfoEnd(url, start), libpqAt === -1 ? -1 : start + libpqAt);
   const colon = url.indexOf(":", start);
   if (at !== -1 && colon !== -1 && colon < at) out = `${url.slice(0, colon)}:***${url.slice(at)}`;
-  return out.replace(/([?&]password=)[^&]*/gi, "$1***");
+  // Secrets in the query, by their decoded names (the driver decodes `pass%77ord`): the password
+  // and libpq's passphrase of the client key.
+  return out.replace(/([?&])([^=&#]*)=([^&#]*)/g, (whole, sep: string, key: string) => {
+    let name = key;
+    try {
+      name = decodeURIComponent(key.replaceAll("+", " "));
+    } catch {
+      // a bad escape: the name as written
+    }
+    return /^(ssl)?password$/i.test(name) ? `${sep}${key}=***` : whole;
+  });
 }
 
 /**
