@@ -44,7 +44,8 @@ export interface TenantRow {
 export function tenantRow(t: Tenant, now: Date): TenantRow {
   const outputs = t.outputs !== "no-cli" && t.outputs.kind === "outputs" ? t.outputs.outputs : {};
   const str = (v: unknown) => (typeof v === "string" && v !== "" ? v : undefined);
-  const planId = str(outputs.plan) ?? t.config?.plan.id ?? str(t.raw.plan) ?? DEFAULT_PLAN;
+  // A stack file that cannot be read says nothing of its plan: "?", not the default's as if known.
+  const planId = str(outputs.plan) ?? t.config?.plan.id ?? str(t.raw.plan) ?? (t.unreadableFile ? "?" : DEFAULT_PLAN);
   const plan = findPlan(planId);
   const volume = t.config?.volumeSizeGb ?? DEFAULT_VOLUME_SIZE_GB;
   const hourly = typeof outputs.hourlyCostUsd === "number" ? outputs.hourlyCostUsd : plan ? costOf(plan, volume).hourlyUsd : null;

@@ -199,6 +199,9 @@ describe("openStore", () => {
     // WHATWG parser takes `admin` for the host and the rest for a query.
     expect(redactUrl("postgres://admin:?s3cret@db.example.com:5432/app")).toBe("postgres://admin:***@db.example.com:5432/app");
     expect(redactUrl("postgres://admin:8412?aK9z@db.example.com/app?sslmode=require")).toBe("postgres://admin:***@db.example.com/app?sslmode=require");
+    for (const password of ["?Tr0ub4dor", "1234?Tr0ub4dor", "pa?Tr0ub4dor", "12#Tr0ub4dor", "/Tr0ub4dor"]) {
+      expect(redactUrl(`postgres://gs:${password}@db.internal:5432/shim`)).not.toContain("Tr0ub4dor");
+    }
     // Query secrets by their decoded names: the key's passphrase, a percent-encoded `password`.
     expect(redactUrl("postgres://admin@db/app?sslkey=k.pem&sslpassword=k3yPass&sslmode=verify-full")).toBe("postgres://admin@db/app?sslkey=k.pem&sslpassword=***&sslmode=verify-full");
     expect(redactUrl("postgres://admin@db/app?pass%77ord=s3cret")).toBe("postgres://admin@db/app?pass%77ord=***");

@@ -109,6 +109,8 @@ describe("list-tenants", () => {
     expect(rows).toHaveLength(10);
     expect(rows.find((r) => r.stack === "alpha")).toMatchObject({ status: "deployed" });
     expect(rows.find((r) => r.stack === "kilo")?.status).toMatch(/^not deployed; cannot read \S+Pulumi\.kilo\.yaml: EISDIR: illegal operation on a directory/);
+    // Nothing is known of its plan: not the default plan's GPU and price as if they were.
+    expect(rows.find((r) => r.stack === "kilo")).toMatchObject({ plan: "?", gpu: "?", hourlyUsd: null });
   });
 
   it("only stacks/Pulumi.<name>.yaml files are tenants: a .yml (which Pulumi never reads beside Pulumi.yaml) is not", async () => {
