@@ -312,6 +312,17 @@ describe("PostgresStore", () => {
 
   describe("the usage rows' time index, built in the background", () => {
     const indexState = async () => (await sql<{ valid: boolean }>("SELECT indisvalid AS valid FROM pg_index WHERE indexrelid = to_regclass('ledger_usage_at')"))[0]?.valid ?? "absent";
+    /** A build has begun and waits: an invalid index. */
+    const buildWaiting = () => pollUntil(async () => (await indexState()) === false, 5000, 50);
+    /** A session with a write of its own under way (a request's, not yet committed): a concurrent build waits for it. */
+    const writeUnderWay = async (keyId: string) => {
+      const writer = new pg.Client({ connectionString: url });
+      writer.on("error", () => {}); // a test may restart the server under it
+      await writer.connect();
+      await writer.query("BEGIN");
+      await writer.query("INSERT INTO ledger (key_id, at, amount, kind) VALUES ($1, 1, 0, 'grant')", [keyId]);
+      return { commit: async () => (await writer.query("COMMIT"), await writer.end()) };
+    };
 
     it("is built at a replica's first start, and reports over all keys read their period through it", async () => {
       expect(await store.usageIndex!.outcome).toMatchObject({ kind: "built" });
@@ -352,19 +363,15 @@ describe("PostgresStore", () => {
       await quick.close();
       expect(await Promise.race([quick.usageIndex!.outcome, new Promise((r) => setTimeout(() => r("pending"), 3000))])).toEqual({ kind: "stopped" });
       // A build held up by a writer; a second replica waits for it; the first goes away.
-      const writer = new pg.Client({ connectionString: url });
-      await writer.connect();
-      await writer.query("BEGIN");
-      await writer.query("INSERT INTO ledger (key_id, at, amount, kind) SELECT id, 1, 0, 'grant' FROM keys LIMIT 1");
       await store.createKey(newKey("w", 1));
+      const write = await writeUnderWay("w");
       const first = await replica();
-      await pollUntil(async () => (await indexState()) === false, 5000, 50);
+      await buildWaiting();
       const second = await replica();
       await new Promise((r) => setTimeout(r, 300));
       await first.close();
       expect(await first.usageIndex!.outcome).toEqual({ kind: "stopped" });
-      await writer.query("COMMIT");
-      await writer.end();
+      await write.commit();
       expect(await second.usageIndex!.outcome).toMatchObject({ kind: "built" });
       expect(await indexState()).toBe(true);
     }, 30_000);
@@ -374,16 +381,12 @@ describe("PostgresStore", () => {
         await store.usageIndex!.outcome;
         await sql("DROP INDEX IF EXISTS ledger_usage_at");
         await store.createKey(newKey(`d${waitMs}`, 1));
-        const writer = new pg.Client({ connectionString: url });
-        await writer.connect();
-        await writer.query("BEGIN");
-        await writer.query(`INSERT INTO ledger (key_id, at, amount, kind) VALUES ('d${waitMs}', 1, 0, 'grant')`);
+        const write = await writeUnderWay(`d${waitMs}`);
         const builder = await replica();
-        await pollUntil(async () => (await indexState()) === false, 5000, 50);
+        await buildWaiting();
         const waiter = await replica();
         await new Promise((r) => setTimeout(r, waitMs));
-        await writer.query("COMMIT");
-        await writer.end();
+        await write.commit();
         expect((await Promise.all([builder.usageIndex!.outcome, waiter.usageIndex!.outcome])).map((o) => o.kind)).toEqual(["built", "present"]);
       }
     }, 60_000);
@@ -392,13 +395,9 @@ describe("PostgresStore", () => {
       await store.usageIndex!.outcome;
       await sql("DROP INDEX ledger_usage_at");
       await store.createKey(newKey("w", 1));
-      const writer = new pg.Client({ connectionString: url });
-      writer.on("error", () => {});
-      await writer.connect();
-      await writer.query("BEGIN");
-      await writer.query("INSERT INTO ledger (key_id, at, amount, kind) VALUES ('w', 1, 0, 'grant')");
+      await writeUnderWay("w"); // ended by the restart
       const s = await replica({ retryMs: 200 });
-      await pollUntil(async () => (await indexState()) === false, 5000, 50);
+      await buildWaiting();
       server.kill();
       server.start();
       expect(await s.usageIndex!.outcome).toMatchObject({ kind: "built" });
@@ -409,13 +408,9 @@ describe("PostgresStore", () => {
       await store.usageIndex!.outcome;
       await sql("DROP INDEX ledger_usage_at");
       await store.createKey(newKey("k", 10));
-      // A session with a write of its own under way: a concurrent build waits for it to end.
-      const writer = new pg.Client({ connectionString: url });
-      await writer.connect();
-      await writer.query("BEGIN");
-      await writer.query("INSERT INTO ledger (key_id, at, amount, kind) VALUES ('k', 1, 0, 'grant')");
+      const write = await writeUnderWay("k");
       const building = await replica();
-      await pollUntil(async () => (await indexState()) === false, 5000, 50); // begun: an invalid index, waiting
+      await buildWaiting();
       expect(await indexState()).toBe(false);
       // The same replica serves meanwhile: the ledger's writes are not held by the build.
       const t = performance.now();
@@ -427,10 +422,9 @@ describe("PostgresStore", () => {
       await building.close();
       expect(performance.now() - closing).toBeLessThan(SHUTDOWN_MS);
       expect(await building.usageIndex!.outcome).toEqual({ kind: "stopped" });
-      await writer.query("COMMIT");
+      await write.commit();
       await new Promise((r) => setTimeout(r, 300));
       expect(await indexState()).toBe(false); // the server did not go on with it
-      await writer.end();
       // The next start drops what was left and builds it.
       expect(await (await replica()).usageIndex!.outcome).toMatchObject({ kind: "built" });
       expect(await indexState()).toBe(true);
