@@ -53,6 +53,7 @@ async function main(): Promise<void> {
   const onUsageIndex = (o: UsageIndexOutcome) => {
     if (o.kind === "built") logger.info({ ms: o.ms }, "built the usage rows' time index: reports over all keys now read their period");
     if (o.kind === "not-permitted") logger.warn({ reason: o.reason }, "could not build the usage rows' time index: it needs the role that owns the tables; reports over all keys scan the ledger until a replica running as that role builds it");
+    if (o.kind === "retrying") logger.warn({ reason: o.reason, code: o.code, retryMs: o.retryMs }, "building the usage rows' time index failed; it is tried again (reports over all keys scan the ledger meanwhile)");
   };
   let store: Store;
   try {

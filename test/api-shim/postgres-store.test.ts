@@ -2,7 +2,9 @@ import { spawnSync } from "node:child_process";
 import { chmodSync } from "node:fs";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
+import { OpenConnections } from "../../api-shim/src/store/postgres-connections.ts";
+import { LOCK_CLASS, PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
+import { UsageIndexBuild, type UsageIndexOutcome } from "../../api-shim/src/store/postgres-usage-index.ts";
 import { Turns } from "../../api-shim/src/store/turns.ts";
 import { PostgresStore, type PostgresStoreOptions, SHUTDOWN_MS } from "../../api-shim/src/store/postgres-store.ts";
 import { ClientLeftError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
@@ -402,6 +404,43 @@ describe("PostgresStore", () => {
       server.start();
       expect(await s.usageIndex!.outcome).toMatchObject({ kind: "built" });
       expect(await indexState()).toBe(true);
+    }, 60_000);
+
+    it("a try whose connection is cut silently fails within the store's statement bound, is told, and is made again", async () => {
+      await store.usageIndex!.outcome;
+      await sql("DROP INDEX ledger_usage_at");
+      const admin = new pg.Client({ connectionString: url });
+      await admin.connect();
+      await admin.query("SELECT pg_advisory_lock($1, 0)", [LOCK_CLASS + 1]); // another replica builds
+      const proxy = await frozenProxy(url);
+      try {
+        const told: UsageIndexOutcome[] = [];
+        const build = new UsageIndexBuild({ connectionString: proxy.url, connectionTimeoutMillis: 2000, query_timeout: 1500 }, new OpenConnections(), (o) => told.push(o));
+        await new Promise((r) => setTimeout(r, 1000)); // it polls for the lock
+        proxy.cutOpen(); // its connection is gone without a word; a new one would work
+        await admin.query("SELECT pg_advisory_unlock($1, 0)", [LOCK_CLASS + 1]); // the other replica went away
+        expect(await build.outcome).toMatchObject({ kind: "built" });
+        expect(told[0]).toMatchObject({ kind: "retrying", retryMs: 1000 });
+      } finally {
+        await admin.end();
+        await proxy.close();
+      }
+    }, 30_000);
+
+    it("a try that fails for a reason that does not pass (a DBA's temp_file_limit) is told, and made again an hour later, not every minute", async () => {
+      await store.usageIndex!.outcome;
+      await sql("DROP INDEX ledger_usage_at");
+      await store.createKey(newKey("t", 1));
+      await sql(`INSERT INTO ledger (key_id, at, amount, kind) SELECT 't', g, -1, 'usage' FROM generate_series(1, 300000) g`);
+      const db = url.slice(url.lastIndexOf("/") + 1);
+      await sql(`ALTER DATABASE ${db} SET temp_file_limit = '64kB'`);
+      await sql(`ALTER DATABASE ${db} SET maintenance_work_mem = '1MB'`);
+      const told: UsageIndexOutcome[] = [];
+      const s = await replica({ onUsageIndex: (o) => told.push(o) });
+      expect(await pollUntil(() => told.length > 0, 20_000, 100)).toBe(true);
+      expect(told[0]).toMatchObject({ kind: "retrying", code: "53400", retryMs: 3_600_000 });
+      await s.close();
+      expect(await s.usageIndex!.outcome).toEqual({ kind: "stopped" });
     }, 60_000);
 
     it("does not hold the ledger's writes while it is built: requests are held and settled meanwhile; a build cut short by a close is built again at the next start", async () => {

@@ -8,6 +8,8 @@ import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 export interface FrozenProxy {
   url: string;
   freeze(): void;
+  /** Freezes the connections open now (a network cut of those flows); new ones pass, as after a failover. */
+  cutOpen(): void;
   close(): Promise<void>;
 }
 
@@ -31,6 +33,14 @@ export async function frozenProxy(target: string): Promise<FrozenProxy> {
     client.on("close", () => upstream.destroy());
     upstream.on("close", () => client.destroy());
   });
+  const stall = () => {
+    for (const [a, b] of pairs) {
+      a.unpipe();
+      b.unpipe();
+      a.pause();
+      b.pause();
+    }
+  };
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const url = new URL(target);
   url.port = String((server.address() as AddressInfo).port);
@@ -38,13 +48,9 @@ export async function frozenProxy(target: string): Promise<FrozenProxy> {
     url: url.toString(),
     freeze() {
       frozen = true;
-      for (const [a, b] of pairs) {
-        a.unpipe();
-        b.unpipe();
-        a.pause();
-        b.pause();
-      }
+      stall();
     },
+    cutOpen: stall,
     close() {
       for (const [a, b] of pairs) {
         a.destroy();

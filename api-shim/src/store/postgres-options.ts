@@ -12,6 +12,6 @@ export interface PostgresStoreOptions {
   onReleased?: (released: number) => void;
   /** Told how many connections close() had to cut, the database not answering its goodbye in time (SHUTDOWN_MS). */
   onConnectionsCut?: (connections: number) => void;
-  /** Told what became of this replica's try at the usage rows' time index (postgres-usage-index.ts). */
+  /** Told each failed try at the usage rows' time index and what became of it (postgres-usage-index.ts). */
   onUsageIndex?: (outcome: UsageIndexOutcome) => void;
 }

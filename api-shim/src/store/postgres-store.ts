@@ -114,8 +114,7 @@ export class PostgresStore implements Store {
       const store = new PostgresStore(pool, connection, lock, owner, connections, options, timeoutMs);
       store.watch(lock);
       store.sweeper = setInterval(() => store.sweep(), options.sweepIntervalMs ?? 60_000).unref();
-      store.usageIndex = new UsageIndexBuild(connection, connections);
-      void store.usageIndex.outcome.then((o) => options.onUsageIndex?.(o));
+      store.usageIndex = new UsageIndexBuild(connection, connections, (o) => options.onUsageIndex?.(o));
       return store;
     } catch (e) {
       await lock.end().catch(() => {});

@@ -8,15 +8,29 @@ export type UsageIndexOutcome =
   | { kind: "built"; ms: number }
   | { kind: "stopped" }
   /** The role may not build it (it does not own the tables): not tried again by this replica. */
-  | { kind: "not-permitted"; reason: string };
+  | { kind: "not-permitted"; reason: string }
+  /** A try failed (told as it happens; the outcome is not settled by it): the next in `retryMs`. */
+  | { kind: "retrying"; reason: string; code: string | undefined; retryMs: number };
+
+/** Told each try's failure and, once, the final outcome. */
+export type UsageIndexListener = (event: UsageIndexOutcome) => void;
 
 const INDEX = "ledger_usage_at";
 /** Advisory-lock class of the build ("SHIM" + 1), apart from the replicas' liveness locks, which sweeps read. */
 const BUILD_LOCK_CLASS = LOCK_CLASS + 1;
 /** Between tries at the build lock while another replica builds. */
 const LOCK_POLL_MS = 500;
-/** After a failed try (the database restarted, a deadlock, a lost connection): the wait before the next, growing to the last. */
+/** After a try that failed for a passing reason (a restart, a lost connection, a deadlock): the wait before the next, growing to the last. */
 const RETRY_MS = [1_000, 5_000, 30_000, 60_000];
+/**
+ * After any other failure (a DBA's temp_file_limit, a full disk): each try scans and sorts the
+ * whole ledger again, so not every minute.
+ */
+const RETRY_OTHER_MS = 3_600_000;
+/** SQLSTATEs of failures that pass: connection exceptions (08…), a shutdown or crash (57P01-57P03), a deadlock or serialization failure, too many connections, a lock not available. */
+const PASSING = /^(08|57P0[123]$|40P01$|40001$|53300$|55P03$)/;
+/** An idle connection's first keepalive probe: a connection cut silently during a build ends in about a minute, not the OS's two hours. */
+const KEEPALIVE_DELAY_MS = 10_000;
 /** SQLSTATE insufficient_privilege: "must be owner of table ledger". */
 const NOT_PERMITTED = "42501";
 
@@ -34,8 +48,10 @@ const NOT_PERMITTED = "42501";
  * mid-build. They poll rather than wait in `pg_advisory_lock`: a session waiting in a statement
  * holds a snapshot, which the build's last phase waits for while the session waits for the build's
  * lock, a deadlock PostgreSQL ends by cancelling one of them (the build's work lost). A try that
- * fails (a database restart, a lost connection) is made again, later; a build cut short leaves an
- * invalid index, which the next try drops and builds again. A role that does not own the tables
+ * fails is told to the listener (logged) and made again: soon after a failure that passes (a
+ * database restart, a lost connection), an hour later after any other (a temp_file_limit, a full
+ * disk: each try reads and sorts the whole ledger). A build cut short leaves an invalid index,
+ * which the next try drops and builds again. A role that does not own the tables
  * cannot build it: reported once, and the store works as before.
  */
 export class UsageIndexBuild {
@@ -55,44 +71,53 @@ export class UsageIndexBuild {
    * `connection`: the liveness connection's settings (no statement bound on the server);
    * `connections`: the store's, so a shutdown the database does not answer cuts this one too.
    */
-  constructor(connection: pg.ClientConfig, connections: OpenConnections) {
+  constructor(connection: pg.ClientConfig, connections: OpenConnections, listener: UsageIndexListener = () => {}) {
     this.connection = connection;
     this.connections = connections;
-    this.outcome = this.tries();
+    this.outcome = this.tries(listener);
+    void this.outcome.then(listener);
   }
 
-  private async tries(): Promise<UsageIndexOutcome> {
-    for (let attempt = 0; ; attempt++) {
+  private async tries(listener: UsageIndexListener): Promise<UsageIndexOutcome> {
+    for (let passing = 0; ; ) {
       const outcome = await this.attempt();
-      if (outcome !== null) return outcome;
-      await this.sleep(RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]!);
+      if (outcome.kind !== "retrying") return outcome;
+      const passes = outcome.code === undefined || PASSING.test(outcome.code); // no code: the connection broke
+      const retryMs = passes ? RETRY_MS[Math.min(passing++, RETRY_MS.length - 1)]! : RETRY_OTHER_MS;
+      listener({ ...outcome, retryMs });
+      await this.sleep(retryMs);
       if (this.stopped) return { kind: "stopped" };
     }
   }
 
-  /** One try on a connection of its own; null: it failed, and is worth another later. */
-  private async attempt(): Promise<UsageIndexOutcome | null> {
-    // No client-side bound: a build takes as long as the ledger needs.
-    const c = new pg.Client({ ...this.connection, query_timeout: undefined });
+  /** One try on a connection of its own; "retrying": it failed, and is worth another later. */
+  private async attempt(): Promise<UsageIndexOutcome> {
+    // No client-side bound on the build (it takes as long as the ledger needs): the short
+    // statements below carry the store's own (`bounded`), and keepalives end a connection cut
+    // silently during the build.
+    const c = new pg.Client({ ...this.connection, query_timeout: undefined, keepAlive: true, keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS });
+    const bounded = <R extends pg.QueryResultRow>(text: string, values: unknown[] = []) =>
+      c.query<R>({ text, values, query_timeout: this.connection.query_timeout } as pg.QueryConfig);
     this.client = c;
     this.connections.add(c);
     c.on("error", () => {}); // the query that was running says what went wrong
+    let failed = false;
     try {
       this.connecting = c.connect();
       await this.connecting;
-      if (await valid(c)) return { kind: "present" };
+      if (await valid(bounded)) return { kind: "present" };
       // No bound on the server either: a role's or database's statement_timeout or lock_timeout
       // (a usual guard for DDL) would fail the build's waits for older transactions, a report's
       // among them, and leave an invalid index every write keeps up to date for nothing.
-      await c.query("SET statement_timeout = 0; SET lock_timeout = 0");
+      await bounded("SET statement_timeout = 0; SET lock_timeout = 0");
       // A closed connection stops the build on the server within a second (PostgreSQL 14+), should
       // stop()'s cancellation not get through; otherwise it would run on to its end.
-      await c.query("SET client_connection_check_interval = '1s'").catch(() => {});
-      while (!(await c.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, 0) AS ok", [BUILD_LOCK_CLASS])).rows[0]!.ok) {
+      await bounded("SET client_connection_check_interval = '1s'").catch(() => {});
+      while (!(await bounded<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, 0) AS ok", [BUILD_LOCK_CLASS])).rows[0]!.ok) {
         await this.sleep(LOCK_POLL_MS);
         if (this.stopped) return { kind: "stopped" };
       }
-      if (await valid(c)) return { kind: "present" }; // built meanwhile by the lock's last holder
+      if (await valid(bounded)) return { kind: "present" }; // built meanwhile by the lock's last holder
       if (this.stopped) return { kind: "stopped" };
       this.building = true;
       const started = Date.now();
@@ -100,11 +125,16 @@ export class UsageIndexBuild {
       await c.query(`CREATE INDEX CONCURRENTLY ${INDEX} ON ledger(at) WHERE kind = 'usage'`);
       return { kind: "built", ms: Date.now() - started };
     } catch (e) {
+      failed = true;
       if (this.stopped) return { kind: "stopped" };
-      if ((e as { code?: unknown }).code === NOT_PERMITTED) return { kind: "not-permitted", reason: (e as Error).message };
-      return null;
+      const code = typeof (e as { code?: unknown }).code === "string" ? ((e as { code: string }).code) : undefined;
+      const reason = e instanceof Error ? e.message : String(e);
+      if (code === NOT_PERMITTED) return { kind: "not-permitted", reason };
+      return { kind: "retrying", reason, code, retryMs: 0 };
     } finally {
       this.building = false;
+      // After a failure the connection may be cut silently: end() would wait for its close.
+      if (failed) (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
       await c.end().catch(() => {});
     }
   }
@@ -134,7 +164,7 @@ export class UsageIndexBuild {
 }
 
 /** Whether the index is there and usable. */
-async function valid(c: pg.Client): Promise<boolean> {
-  const { rows } = await c.query<{ valid: boolean }>("SELECT indisvalid AS valid FROM pg_index WHERE indexrelid = to_regclass($1)", [INDEX]);
+async function valid(query: <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<pg.QueryResult<R>>): Promise<boolean> {
+  const { rows } = await query<{ valid: boolean }>("SELECT indisvalid AS valid FROM pg_index WHERE indexrelid = to_regclass($1)", [INDEX]);
   return rows[0]?.valid === true;
 }
