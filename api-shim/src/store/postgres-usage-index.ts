@@ -62,6 +62,8 @@ export class UsageIndexBuild {
   /** Building: stop() cancels the statement on the server. */
   private building = false;
   private connecting: Promise<unknown> | undefined;
+  /** The try's session on the server (pg_backend_pid). */
+  private pid: number | undefined;
   /** Ends the current wait between tries. */
   private wake: () => void = () => {};
   private readonly connection: pg.ClientConfig;
@@ -105,6 +107,9 @@ export class UsageIndexBuild {
     try {
       this.connecting = c.connect();
       await this.connecting;
+      // The server's own id of the session, to cancel its build (behind a pooler, the driver's
+      // processID is the pooler's).
+      this.pid = (await bounded<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
       if (await valid(bounded)) return { kind: "present" };
       // No bound on the server either: a role's or database's statement_timeout or lock_timeout
       // (a usual guard for DDL) would fail the build's waits for older transactions, a report's
@@ -155,8 +160,7 @@ export class UsageIndexBuild {
     this.stopped = true;
     this.wake();
     const c = this.client;
-    const pid = (c as unknown as { processID?: number } | undefined)?.processID;
-    if (this.building && pid !== undefined) await pool.query("SELECT pg_cancel_backend($1)", [pid]).catch(() => {});
+    if (this.building && this.pid !== undefined) await pool.query("SELECT pg_cancel_backend($1)", [this.pid]).catch(() => {});
     // pg: an end() during connect() leaves connect() waiting for ever (and the outcome with it).
     await this.connecting?.catch(() => {});
     await c?.end().catch(() => {});
