@@ -4,6 +4,7 @@ import type { AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { closeApp } from "../../api-shim/src/app.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
+import { pollUntil } from "../support/tools.ts";
 
 /**
  * A non-streamed request whose client hangs up once the upstream has it is not aborted (LiteLLM
@@ -17,8 +18,10 @@ const FAKE = { models: [{ name: "qwen2.5-7b" }] };
 const BODY = { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 };
 
 /** An upstream that sends its headers after 400 ms and half an answer, then breaks the connection or hangs. */
-async function halfAnswer(mode: "break" | "hang", status = 200): Promise<{ server: Server; url: string }> {
+async function halfAnswer(mode: "break" | "hang", status = 200): Promise<{ server: Server; url: string; received: () => number }> {
+  let received = 0;
   const server = createServer((req, res) => {
+    received++;
     req.resume();
     setTimeout(() => {
       res.writeHead(status, { "content-type": "application/json" });
@@ -28,16 +31,23 @@ async function halfAnswer(mode: "break" | "hang", status = 200): Promise<{ serve
   });
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1` };
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, received: () => received };
 }
 
-/** POSTs BODY and hangs up after `leaveMs` (the upstream has the request by then). */
-async function postAndLeave(h: Harness, key: string, leaveMs: number): Promise<void> {
+/**
+ * POSTs BODY and hangs up 50 ms after the upstream has it (`received` counts the upstream's
+ * requests): a fixed delay from the POST instead was sometimes shorter than the admission on a
+ * loaded machine, and the request was then dropped before it was sent (another path).
+ */
+async function postAndLeave(h: Harness, key: string, received: () => number): Promise<void> {
+  const before = received();
   const ac = new AbortController();
-  setTimeout(() => ac.abort(), leaveMs);
-  await fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify(BODY), signal: ac.signal })
+  const answer = fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify(BODY), signal: ac.signal })
     .then((r) => r.text())
     .catch(() => undefined);
+  await pollUntil(() => received() > before, 10_000, 5);
+  setTimeout(() => ac.abort(), 50);
+  await answer;
 }
 
 const failures = async (h: Harness, reason: string) => {
@@ -64,7 +74,7 @@ describe("a non-streamed request whose client left, then whose upstream failed",
     expect((await h.post(stays.key, "/v1/chat/completions", BODY)).status).toBe(502);
     expect((await h.store.getKey(stays.id))!.balance).toBe(1000 * CREDIT);
     const leaves = await h.createKey({ credits: 1000 });
-    await postAndLeave(h, leaves.key, 150);
+    await postAndLeave(h, leaves.key, u.received);
     const log = await h.waitForRequestLog((e) => e.keyId === leaves.id);
     expect(log).toMatchObject({ status: 499, cost: 0 });
     expect(log).toHaveProperty("cause");
@@ -76,7 +86,7 @@ describe("a non-streamed request whose client left, then whose upstream failed",
     upstream = u.server;
     h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_URL: u.url } });
     const { key, id } = await h.createKey({ credits: 1000 });
-    await postAndLeave(h, key, 150);
+    await postAndLeave(h, key, u.received);
     const log = await h.waitForRequestLog((e) => e.keyId === id);
     expect(log).toMatchObject({ status: 499, cost: 0 });
     expect(log).toHaveProperty("cause");
@@ -88,7 +98,7 @@ describe("a non-streamed request whose client left, then whose upstream failed",
     upstream = u.server;
     h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_URL: u.url } });
     const { key, id } = await h.createKey({ credits: 1000 });
-    await postAndLeave(h, key, 150); // before the headers (400 ms); the body then hangs half sent
+    await postAndLeave(h, key, u.received); // before the headers (400 ms); the body then hangs half sent
     await new Promise((r) => setTimeout(r, 600));
     await closeApp(h.app, 200); // SIGTERM's drain, short
     const log = await h.waitForRequestLog((e) => e.keyId === id);
@@ -102,7 +112,7 @@ describe("a non-streamed request whose client left, then whose upstream failed",
     h.fake.set({ hang: true });
     const before = await failures(h, "upstream_timeout");
     const { key, id } = await h.createKey({ credits: 1000 });
-    await postAndLeave(h, key, 200);
+    await postAndLeave(h, key, () => h!.fake.counters.received);
     const log = await h.waitForRequestLog((e) => e.keyId === id);
     expect(log).toMatchObject({ status: 499, cost: 0 });
     expect(log).toHaveProperty("cause");
@@ -114,7 +124,7 @@ describe("a non-streamed request whose client left, then whose upstream failed",
     h.fake.set({ failStatus: 503, headerDelayMs: 400 });
     const before = await failures(h, "status_503");
     const { key, id } = await h.createKey({ credits: 1000 });
-    await postAndLeave(h, key, 150);
+    await postAndLeave(h, key, () => h!.fake.counters.received);
     const log = await h.waitForRequestLog((e) => e.keyId === id);
     expect(log).toMatchObject({ status: 499, cost: 0, cause: "status_503" });
     expect(await failures(h, "status_503")).toBe(before + 1);
@@ -127,7 +137,7 @@ describe("a non-streamed request whose client left, then whose upstream failed",
     h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_URL: u.url, SHIM_UPSTREAM_TIMEOUT_MS: "30000", SHIM_STREAM_IDLE_TIMEOUT_MS: "30000" } });
     const before = await failures(h, "upstream_timeout");
     const { key, id } = await h.createKey({ credits: 1000 });
-    await postAndLeave(h, key, 150);
+    await postAndLeave(h, key, u.received);
     const log = await h.waitForRequestLog((e) => e.keyId === id, 15_000);
     expect(log).toMatchObject({ status: 499, cost: 0 });
     expect(String((log as { cause?: unknown }).cause)).toContain("did not end within 10000 ms");
@@ -140,7 +150,7 @@ describe("a non-streamed request whose client left, then whose upstream failed",
     h.fake.set({ failStatus: 500, failWith200: true, headerDelayMs: 400 });
     const before = await failures(h, "error_body");
     const { key, id } = await h.createKey({ credits: 1000 });
-    await postAndLeave(h, key, 150);
+    await postAndLeave(h, key, () => h!.fake.counters.received);
     const log = await h.waitForRequestLog((e) => e.keyId === id);
     expect(log).toMatchObject({ status: 499, cost: 0 });
     expect(await failures(h, "error_body")).toBe(before + 1);

@@ -85,8 +85,11 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
 
   /** Does what Node's HTTP server does after requestTimeout or headersTimeout (checked every 30 s). */
   const timeOut = (socket: net.Socket) => h.app.server.emit("clientError", Object.assign(new Error("Request timeout"), { code: "ERR_HTTP_REQUEST_TIMEOUT" }), socket);
-  /** Sends a request whose body never finishes, times it out after `waitMs`; resolves with what the client received. */
-  const timedOut = (head: string, waitMs: number) => rawExchange([`${head}{"model":`, waitMs, timeOut]);
+  /** Sends a request whose body never finishes, times it out `waitMs` after Fastify has it; resolves with what the client received. */
+  const timedOut = (head: string, waitMs: number) => {
+    const arrived = once(h.app.server, "request"); // Fastify's own listener runs first: the request and its id exist
+    return rawExchange([`${head}{"model":`, () => arrived, waitMs, timeOut]);
+  };
   const slowPost = (auth: string, id: string, length: number) =>
     `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${auth}\r\ncontent-type: application/json\r\ncontent-length: ${length}\r\nx-request-id: ${id}\r\n\r\n`;
 
@@ -113,7 +116,7 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
    * Sends raw bytes in steps (a string is written, a number waited, a function called with the
    * server's side of the connection); resolves with what the client received once it closed.
    */
-  async function rawExchange(steps: (string | number | ((socket: net.Socket) => void))[]): Promise<string> {
+  async function rawExchange(steps: (string | number | ((socket: net.Socket) => unknown))[]): Promise<string> {
     const serverSide = once(h.app.server, "connection") as Promise<[net.Socket]>;
     const u = new URL(h.url);
     const s = net.connect(Number(u.port), u.hostname);
@@ -125,7 +128,7 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     for (const step of steps) {
       if (typeof step === "string") s.write(step);
       else if (typeof step === "number") await sleep(step);
-      else step(socket);
+      else await step(socket);
     }
     await Promise.race([closed, sleep(1000)]);
     s.destroy();

@@ -117,10 +117,10 @@ describe("streaming metering", () => {
   it("a non-streamed request whose client leaves before the answer: the upstream keeps generating (LiteLLM, the deployed upstream, would not cancel it), and the key is charged the answer's usage", async () => {
     const { key, id } = await h.createKey({ credits: 1000 });
     h.fake.set({ tokenDelayMs: 50, defaultTokens: 40 }); // a 2 s answer
-    const { aborted, completed } = h.fake.counters;
+    const { aborted, completed, received } = h.fake.counters;
     const ac = new AbortController();
     const answer = h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "a long answer" }], max_tokens: 40 }, { signal: ac.signal, maxRetries: 0 });
-    await h.fake.until((c) => c.received > 0);
+    await h.fake.until((c) => c.received > received); // the upstream has this one
     setTimeout(() => ac.abort(), 300);
     await expect(answer).rejects.toThrow();
     const log = await h.waitForRequestLog((e) => e.keyId === id);
@@ -137,9 +137,10 @@ describe("streaming metering", () => {
   it("a non-streamed request whose client left, then whose upstream failed: nothing charged, one 499 line", async () => {
     const { key, id } = await h.createKey({ credits: 1000 });
     h.fake.set({ headerDelayMs: 600, failStatus: 500 });
+    const { received } = h.fake.counters;
     const ac = new AbortController();
     const answer = h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 }, { signal: ac.signal, maxRetries: 0 });
-    await h.fake.until((c) => c.received > 0);
+    await h.fake.until((c) => c.received > received); // the upstream has this one
     setTimeout(() => ac.abort(), 100);
     await expect(answer).rejects.toThrow();
     const log = await h.waitForRequestLog((e) => e.keyId === id);
