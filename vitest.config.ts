@@ -7,6 +7,8 @@ export default defineConfig({
     // room on a 2-core machine, and keep one worker per core.
     testTimeout: 30_000,
     hookTimeout: 60_000,
+    // Removes the directories tempDir() made, once each file's tests have run.
+    setupFiles: ["test/support/remove-temp-dirs.ts"],
     pool: "forks",
     maxWorkers: 2,
   },

@@ -44,9 +44,14 @@ export function runTool(program: string, args: readonly string[], options: { cwd
   return { status: result.status ?? -1, output };
 }
 
-/** A fresh temporary directory for one test. */
+/** The directories tempDir made in this test file: removed after it (test/support/remove-temp-dirs.ts). */
+export const madeTempDirs: string[] = [];
+
+/** A fresh temporary directory for one test, removed once its file's tests have run. */
 export function tempDir(prefix = "gpu-sandbox-test-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  madeTempDirs.push(dir);
+  return dir;
 }
 
 export function writeTemp(name: string, content: string, dir = tempDir()): string {
