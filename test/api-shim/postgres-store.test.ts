@@ -11,7 +11,7 @@ import { ClientLeftError, StoreUnavailableError } from "../../api-shim/src/store
 import { frozenProxy } from "../support/frozen-proxy.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
-import { pollUntil } from "../support/tools.ts";
+import { freePort, pollUntil } from "../support/tools.ts";
 import { failedUsage, newKey, storeContract, usage } from "./store-contract.ts";
 
 /**
@@ -426,6 +426,49 @@ describe("PostgresStore", () => {
         await proxy.close();
       }
     }, 30_000);
+
+    it("a refused connection (a database restarting) is a failure that passes: tried again within seconds, not an hour later", async () => {
+      const refused = `postgres://shim@127.0.0.1:${await freePort()}/x`; // nothing listens there
+      const told: UsageIndexOutcome[] = [];
+      const build = new UsageIndexBuild({ connectionString: refused, connectionTimeoutMillis: 2000 }, new OpenConnections(), (o) => told.push(o));
+      const pool = new pg.Pool({ connectionString: refused });
+      try {
+        expect(await pollUntil(() => told.length > 0, 5000, 20)).toBe(true);
+        expect(told[0]).toMatchObject({ kind: "retrying", code: "ECONNREFUSED", retryMs: 1000 });
+      } finally {
+        await build.stop(pool);
+        await pool.end();
+      }
+      expect(await build.outcome).toEqual({ kind: "stopped" });
+    });
+
+    it("stopped while a failed try closes its connection: the outcome is 'stopped' at once, and no failure is told after the stop", async () => {
+      const bare = await server.newDatabase(); // no schema: the build fails (42P01, an hour's wait)
+      const pool = new pg.Pool({ connectionString: bare });
+      const connections = new OpenConnections();
+      const add = connections.add.bind(connections);
+      let build: UsageIndexBuild | undefined;
+      let stopping: Promise<void> | undefined;
+      const told: { kind: string; afterStop: boolean }[] = [];
+      // The shutdown arrives while the failed try says goodbye (its `finally`'s end()).
+      connections.add = (c: pg.Client) => {
+        add(c);
+        const end = c.end.bind(c) as () => Promise<void>;
+        (c as unknown as { end: () => Promise<void> }).end = () => {
+          stopping ??= build!.stop(pool);
+          return end();
+        };
+      };
+      build = new UsageIndexBuild({ connectionString: bare, connectionTimeoutMillis: 2000, query_timeout: 3000 }, connections, (o) => told.push({ kind: o.kind, afterStop: stopping !== undefined }));
+      try {
+        expect(await pollUntil(() => stopping !== undefined, 10_000, 10)).toBe(true);
+        await stopping;
+        expect(await Promise.race([build.outcome, new Promise((r) => setTimeout(() => r("pending"), 3000))])).toEqual({ kind: "stopped" });
+        expect(told.filter((t) => t.afterStop && t.kind === "retrying")).toEqual([]);
+      } finally {
+        await pool.end();
+      }
+    });
 
     it("a try that fails for a reason that does not pass (a DBA's temp_file_limit) is told, and made again an hour later, not every minute", async () => {
       await store.usageIndex!.outcome;

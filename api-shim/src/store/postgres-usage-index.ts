@@ -29,6 +29,8 @@ const RETRY_MS = [1_000, 5_000, 30_000, 60_000];
 const RETRY_OTHER_MS = 3_600_000;
 /** SQLSTATEs of failures that pass: connection exceptions (08…), a shutdown or crash (57P01-57P03), a deadlock or serialization failure, too many connections, a lock not available. */
 const PASSING = /^(08|57P0[123]$|40P01$|40001$|53300$|55P03$)/;
+/** Node's own network errors (no SQLSTATE): a database restarting refuses, a silently cut connection's keepalive times out. */
+const NETWORK = new Set(["ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "EHOSTDOWN", "ENETUNREACH", "ENETDOWN", "ENOTFOUND", "EAI_AGAIN"]);
 /** An idle connection's first keepalive probe: a connection cut silently during a build ends in about a minute, not the OS's two hours. */
 const KEEPALIVE_DELAY_MS = 10_000;
 /** SQLSTATE insufficient_privilege: "must be owner of table ledger". */
@@ -84,8 +86,10 @@ export class UsageIndexBuild {
     for (let passing = 0; ; ) {
       const outcome = await this.attempt();
       if (outcome.kind !== "retrying") return outcome;
-      const passes = outcome.code === undefined || PASSING.test(outcome.code); // no code: the connection broke
+      // No code: pg's own errors for a connection that ended or timed out.
+      const passes = outcome.code === undefined || PASSING.test(outcome.code) || NETWORK.has(outcome.code);
       const retryMs = passes ? RETRY_MS[Math.min(passing++, RETRY_MS.length - 1)]! : RETRY_OTHER_MS;
+      if (this.stopped) return { kind: "stopped" }; // stopped while the failed try closed its connection
       listener({ ...outcome, retryMs });
       await this.sleep(retryMs);
       if (this.stopped) return { kind: "stopped" };
@@ -146,6 +150,7 @@ export class UsageIndexBuild {
 
   private sleep(ms: number): Promise<void> {
     return new Promise<void>((resolve) => {
+      if (this.stopped) return resolve();
       const timer = setTimeout(resolve, ms);
       timer.unref();
       this.wake = () => {
