@@ -205,6 +205,8 @@ describe("openStore", () => {
     // Query secrets by their decoded names: the key's passphrase, a percent-encoded `password`.
     expect(redactUrl("postgres://admin@db/app?sslkey=k.pem&sslpassword=k3yPass&sslmode=verify-full")).toBe("postgres://admin@db/app?sslkey=k.pem&sslpassword=***&sslmode=verify-full");
     expect(redactUrl("postgres://admin@db/app?pass%77ord=s3cret")).toBe("postgres://admin@db/app?pass%77ord=***");
+    // libpq has no URL fragment: a '#' is part of the value.
+    expect(redactUrl("postgres://shim@db:5432/shim?sslmode=require&password=s3c#ret")).toBe("postgres://shim@db:5432/shim?sslmode=require&password=***");
   });
 
   it("a SHIM_DATABASE_URL that is no URL is refused without its password", () => {

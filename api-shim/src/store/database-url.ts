@@ -42,7 +42,8 @@ export function redactUrl(url: string): string {
   if (at !== -1 && colon !== -1 && colon < at) out = `${url.slice(0, colon)}:***${url.slice(at)}`;
   // Secrets in the query, by their decoded names (the driver decodes `pass%77ord`): the password
   // and libpq's passphrase of the client key.
-  return out.replace(/([?&])([^=&#]*)=([^&#]*)/g, (whole, sep: string, key: string) => {
+  // A value runs to the next `&`: libpq has no URL fragment, so `password=s3c#ret` is "s3c#ret" to psql.
+  return out.replace(/([?&])([^=&#]*)=([^&]*)/g, (whole, sep: string, key: string) => {
     let name = key;
     try {
       name = decodeURIComponent(key.replaceAll("+", " "));
