@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { rejectOnAbort } from "../promises.ts";
-import { Turns } from "./turns.ts";
+import { KeyedTurns, Turns } from "./turns.ts";
 import { StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 
 /** The bound on a usage report's statement (the request path's is the store's timeoutMs). */
@@ -31,9 +31,8 @@ const reportMark = () => `/* shim usage report ${randomUUID()} */`;
  */
 export class UsageReports {
   private readonly shared = new Turns(CONCURRENT_REPORTS, WAITING_REPORTS);
-  private readonly allKeys = new Turns(1, WAITING_REPORTS);
-  /** Each key's line: its reports one at a time, the next ones waiting (up to WAITING_REPORTS). */
-  private readonly keyLines = new Map<string, { turns: Turns; reports: number }>();
+  /** Each key's reports (null: those over all keys) one at a time, the next ones waiting (up to WAITING_REPORTS). */
+  private readonly lines = new KeyedTurns<string | null>(WAITING_REPORTS);
   /** Aborted by cancelAll (the store is closing). */
   private readonly closing = new AbortController();
   /** Cancellations sent and not yet answered. */
@@ -62,18 +61,14 @@ export class UsageReports {
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
     const { keyId } = q;
     const signal = q.signal ? AbortSignal.any([q.signal, this.closing.signal]) : this.closing.signal;
-    const turns = keyId === null ? this.allKeys : this.shared;
     // The key's report ends when its statement does (a cancelled one within a round trip).
-    const report = () => turns.run(() => this.tx(async (c) => {
+    const statement = () => this.tx(async (c) => {
       await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}`);
       const rows = await this.cancellable(c, mark, { text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig, signal);
       return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
-    }), signal);
-    if (keyId === null) return rejectOnAbort(report(), signal);
-    const line = this.keyLines.get(keyId) ?? { turns: new Turns(1, WAITING_REPORTS), reports: 0 };
-    this.keyLines.set(keyId, line);
-    line.reports++;
-    const work = line.turns.run(report, signal).finally(() => --line.reports === 0 && this.keyLines.delete(keyId));
+    });
+    // A key's report, in its line's turn, takes one of the shared turns; those over all keys have their line alone.
+    const work = this.lines.run(keyId, () => (keyId === null ? statement() : this.shared.run(statement, signal)), signal);
     return rejectOnAbort(work, signal);
   }
 

@@ -3,7 +3,7 @@ import { rejectOnAbort } from "../promises.ts";
 import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
 import { ClientLeftError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
-import { Turns } from "./turns.ts";
+import { KeyedTurns, Turns } from "./turns.ts";
 
 /**
  * Each key's reports wait in a line of their own (the reports over all keys, the operator's, in
@@ -53,8 +53,8 @@ export class SqliteReports {
   /** The report the worker is running, settled by its answer or by that worker's end. */
   private running: { worker: Worker; resolve: (rows: UsageGroup[]) => void; reject: (e: unknown) => void } | undefined;
   private readonly turns = new Turns(1, WAITING_KEYS);
-  /** The lines of the keys with reports waiting or running (null: all keys), and how many each has. */
-  private readonly lines = new Map<string | null, { turns: Turns; reports: number }>();
+  /** The lines of the keys with reports waiting or running (null: all keys). */
+  private readonly lines = new KeyedTurns<string | null>(WAITING_PER_KEY);
   /** Aborted by close(). */
   private readonly closing = new AbortController();
   private idle: NodeJS.Timeout | undefined;
@@ -82,14 +82,11 @@ export class SqliteReports {
     const { signal: asker, ...query } = q;
     if (this.closing.signal.aborted) return Promise.reject(this.closing.signal.reason);
     const signal = asker ? AbortSignal.any([asker, this.closing.signal]) : this.closing.signal;
-    const line = this.lines.get(q.keyId) ?? { turns: new Turns(1, WAITING_PER_KEY), reports: 0 };
-    this.lines.set(q.keyId, line);
-    line.reports++;
-    const work = line.turns.run(() => this.turns.run(async () => {
+    const work = this.lines.run(q.keyId, () => this.turns.run(async () => {
       await beforeRun();
       signal.throwIfAborted(); // its asker left meanwhile: no scan for nobody
       return this.ask(query, signal);
-    }, signal), signal).finally(() => --line.reports === 0 && this.lines.delete(q.keyId));
+    }, signal), signal);
     return rejectOnAbort(work, signal).catch((e: unknown) => {
       throw e instanceof StoreUnavailableError || e instanceof ClientLeftError ? e : new StoreUnavailableError(e);
     });

@@ -40,3 +40,24 @@ export class Turns {
     }
   }
 }
+
+/**
+ * A line of Turns(1, maxWaiting) per key: each key's tasks run one at a time, in order, and a
+ * key's line is dropped once it has nothing waiting or running. The stores' usage reports take
+ * turns by key with it, so a key asking in a loop waits behind itself, not in front of others.
+ */
+export class KeyedTurns<K> {
+  private readonly lines = new Map<K, { turns: Turns; tasks: number }>();
+  private readonly maxWaiting: number;
+  constructor(maxWaiting: number) {
+    this.maxWaiting = maxWaiting;
+  }
+
+  /** Runs `task` in its key's line; as Turns.run for one waiting whose `signal` aborts. */
+  run<T>(key: K, task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const line = this.lines.get(key) ?? { turns: new Turns(1, this.maxWaiting), tasks: 0 };
+    this.lines.set(key, line);
+    line.tasks++;
+    return line.turns.run(task, signal).finally(() => --line.tasks === 0 && this.lines.delete(key));
+  }
+}
