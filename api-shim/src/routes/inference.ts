@@ -9,7 +9,7 @@ import { ShimError, shuttingDown } from "../errors.ts";
 import type { ModelConfig } from "../config.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptBytes, upstreamBody } from "../inference-request.ts";
 import { formatCredits } from "../money.ts";
-import { estimatePromptTokens, type Usage } from "../pricing.ts";
+import { estimatePromptTokens, type HoldInput, type Usage } from "../pricing.ts";
 import { rateLimitHeaders } from "../rate-limit.ts";
 import { writeWithBackpressure } from "../response-writer.ts";
 import { Settlement } from "../settlement.ts";
@@ -78,7 +78,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   const auth = request.auth!;
   const raw = request.rawBody!;
   const batch = (request.query as Record<string, unknown> | undefined)?.batch === "1";
-  const holdInput = { model: req.model, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw), templated: req.templated, unboundedPrompt: req.unboundedPrompt, renderedJsonBytes: req.renderedJsonBytes, promptMayExceedContext: req.promptMayExceedContext, maxTokens: req.maxTokens, defaultMaxTokens: req.defaultMaxTokens, prompts: req.prompts, outputs: req.outputs };
+  // The request's own bounds (InferenceRequest names them as HoldInput does) and what only the route knows.
+  const holdInput: HoldInput = { ...req, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw) };
   // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
   // most the outputs may generate (at most the whole minute's budget), taken when the bucket is
   // positive and corrected to the real usage at settlement. Counting the prompt alone let ten

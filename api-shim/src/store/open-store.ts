@@ -21,7 +21,7 @@ export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure"> & Pick<Post
  */
 export async function openStore(url: string, options: OpenStoreOptions = {}, cwd: string = process.cwd()): Promise<Store> {
   const target = parseDatabaseUrl(url);
-  if (target.kind === "postgres") return PostgresStore.open(target.url, { onReleased: options.onReleased, onConnectionsCut: options.onConnectionsCut, onUsageIndex: options.onUsageIndex });
+  if (target.kind === "postgres") return PostgresStore.open(target.url, options);
   const sqliteOptions = { onFailure: options.onFailure };
   if (target.path === ":memory:") return new SqliteStore(":memory:", sqliteOptions);
   const file = resolve(cwd, target.path);

@@ -17,8 +17,13 @@ export class OpenConnections {
   /** Destroys the sockets of those still open (their queries fail at once); returns how many. */
   cut(): number {
     const n = this.open.size;
-    for (const c of this.open) c.connection.stream.destroy();
+    for (const c of this.open) cutSocket(c);
     this.open.clear();
     return n;
   }
+}
+
+/** Destroys a client's socket: its end() no longer waits for a server that may never answer. */
+export function cutSocket(client: pg.Client): void {
+  client.connection.stream.destroy();
 }

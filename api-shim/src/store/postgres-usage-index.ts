@@ -1,5 +1,5 @@
 import pg from "pg";
-import type { OpenConnections } from "./postgres-connections.ts";
+import { cutSocket, type OpenConnections } from "./postgres-connections.ts";
 import { LOCK_CLASS } from "./postgres-migrations.ts";
 
 /** What became of a replica's try at the usage rows' time index, for the log. */
@@ -85,19 +85,20 @@ export class UsageIndexBuild {
   private async tries(listener: UsageIndexListener): Promise<UsageIndexOutcome> {
     for (let passing = 0; ; ) {
       const outcome = await this.attempt();
-      if (outcome.kind !== "retrying") return outcome;
+      if (!("failure" in outcome)) return outcome;
+      const { reason, code } = outcome.failure;
       // No code: pg's own errors for a connection that ended or timed out.
-      const passes = outcome.code === undefined || PASSING.test(outcome.code) || NETWORK.has(outcome.code);
+      const passes = code === undefined || PASSING.test(code) || NETWORK.has(code);
       const retryMs = passes ? RETRY_MS[Math.min(passing++, RETRY_MS.length - 1)]! : RETRY_OTHER_MS;
       if (this.stopped) return { kind: "stopped" }; // stopped while the failed try closed its connection
-      listener({ ...outcome, retryMs });
+      listener({ kind: "retrying", reason, code, retryMs });
       await this.sleep(retryMs);
       if (this.stopped) return { kind: "stopped" };
     }
   }
 
-  /** One try on a connection of its own; "retrying": it failed, and is worth another later. */
-  private async attempt(): Promise<UsageIndexOutcome> {
+  /** One try on a connection of its own; a `failure` is worth another later. */
+  private async attempt(): Promise<UsageIndexOutcome | { failure: { reason: string; code: string | undefined } }> {
     // No client-side bound on the build (it takes as long as the ledger needs): the short
     // statements below carry the store's own (`bounded`), and keepalives end a connection cut
     // silently during the build.
@@ -139,11 +140,11 @@ export class UsageIndexBuild {
       const code = typeof (e as { code?: unknown }).code === "string" ? ((e as { code: string }).code) : undefined;
       const reason = e instanceof Error ? e.message : String(e);
       if (code === NOT_PERMITTED) return { kind: "not-permitted", reason };
-      return { kind: "retrying", reason, code, retryMs: 0 };
+      return { failure: { reason, code } };
     } finally {
       this.building = false;
       // After a failure the connection may be cut silently: end() would wait for its close.
-      if (failed) (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+      if (failed) cutSocket(c);
       await c.end().catch(() => {});
     }
   }
