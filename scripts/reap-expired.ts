@@ -66,20 +66,12 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
   const width = Math.max(0, ...tenants.map((t) => t.stack.length));
   const lines = tenants.map((t) => {
     const name = t.stack.padEnd(width);
-    const e: Expiry = expiryOf(t, now);
-    if (t.unreadableFile) {
-      const reason = `its stack file cannot be read: ${t.configProblem}`;
-      // Nothing deployed, nothing to destroy: the file's fault is the operator's to fix, not a
-      // failure of every cron run (list-tenants says "not deployed" too).
-      if (e.kind === "not-deployed") {
-        kept.set(t.stack, `not deployed (nothing to destroy; ${reason})`);
-        return `${name}  not deployed: nothing to destroy (${reason})`;
-      }
-      // `pulumi destroy` reads the same file, and a failed deploy's expiry needs its ttlHours.
-      unreadable.push({ tenant: t, reason });
-      kept.set(t.stack, `cannot tell whether it expired (${reason})`);
-      return `${name}  cannot tell: ${reason}`;
-    }
+    let e: Expiry = expiryOf(t, now);
+    // A stack file that cannot be read: of a deployed stack, "cannot tell" (`pulumi destroy` reads
+    // the same file, and a failed deploy's expiry needs its ttlHours); with nothing deployed, the
+    // file's fault is the operator's to fix, not a failure of every cron run.
+    const fileProblem = t.unreadableFile ? `its stack file cannot be read: ${t.configProblem}` : undefined;
+    if (fileProblem !== undefined && e.kind !== "not-deployed") e = { kind: "unknown", reason: fileProblem };
     switch (e.kind) {
       case "expired":
         expired.push({ tenant: t, at: e.at });
@@ -91,8 +83,8 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
         kept.set(t.stack, "not expired (no ttlHours)");
         return `${name}  no ttlHours${failed(e)}: keep`;
       case "not-deployed":
-        kept.set(t.stack, "not deployed (nothing to destroy)");
-        return `${name}  not deployed: nothing to destroy`;
+        kept.set(t.stack, `not deployed (nothing to destroy${fileProblem ? `; ${fileProblem}` : ""})`);
+        return `${name}  not deployed: nothing to destroy${fileProblem ? ` (${fileProblem})` : ""}`;
       case "unknown":
         unreadable.push({ tenant: t, reason: e.reason });
         kept.set(t.stack, `cannot tell whether it expired (${e.reason})`);

@@ -98,7 +98,7 @@ export function formatUsage(report: UsageReport, keys: readonly ApiKey[], covere
  * its name: a bill for the name must include what the old key spent earlier in the period
  * (findKey, which picks the one key a top-up goes to, would leave it out).
  */
-export function reportedKeys(keys: readonly ApiKey[], ref: string): ApiKey[] {
+function reportedKeys(keys: readonly ApiKey[], ref: string): ApiKey[] {
   const byId = keys.find((k) => k.id === ref);
   const named = byId ? [byId] : keys.filter((k) => k.name === ref);
   if (named.length === 0) findKey(keys, ref); // throws: no such key, listing the keys in use
@@ -106,7 +106,7 @@ export function reportedKeys(keys: readonly ApiKey[], ref: string): ApiKey[] {
 }
 
 /** "team-a (2 keys: AbC… revoked, DeF…)": whose usage a report is. */
-export function coverage(covered: readonly ApiKey[]): string {
+function coverage(covered: readonly ApiKey[]): string {
   const ids = covered.map((k) => `${k.id}${k.revoked_at === null ? "" : " revoked"}`).join(", ");
   return `${covered[0]!.name} (${covered.length} key${covered.length === 1 ? "" : "s"}: ${ids})`;
 }

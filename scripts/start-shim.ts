@@ -53,7 +53,7 @@ export function devEnvironment(env: NodeJS.ProcessEnv): { env: NodeJS.ProcessEnv
  * SHIM_HOST as a URL's host that curl can use: an address that listens on every interface is
  * reached on loopback (0.0.0.0 → 127.0.0.1, :: → [::1]), and an IPv6 address is bracketed.
  */
-export function urlHost(host: string): string {
+function urlHost(host: string): string {
   if (host === "0.0.0.0") return "127.0.0.1";
   if (isIPv6(host)) return /^[0:]+$/.test(host) ? "[::1]" : `[${host}]`;
   return host;

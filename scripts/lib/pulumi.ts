@@ -104,6 +104,17 @@ export type StackState =
   | { readonly kind: "error"; readonly message: string };
 
 /**
+ * A stack's outputs and, when it has none, its state: outputs are written only when an update
+ * finishes, so a stack without any is either never deployed, destroyed, or a first deploy that
+ * failed half way with resources left (stackState tells which).
+ */
+export async function stackOutputsAndState(cli: PulumiCli, stack: string): Promise<{ outputs: OutputsResult; state?: StackState }> {
+  const outputs = await stackOutputs(cli, stack);
+  if (outputs.kind !== "outputs" || Object.keys(outputs.outputs).length > 0) return { outputs };
+  return { outputs, state: await stackState(cli, stack) };
+}
+
+/**
  * `pulumi stack export --stack <stack>`: whether a Linode instance is in the state and when the
  * host was first created (the `created-at` RandomString's keeper). Pulumi writes outputs only
  * when an update finishes, so a first `pulumi up` that failed half way leaves a billing instance

@@ -5,7 +5,7 @@
 import { CONFIG_NAMESPACE } from "../../infra/config/types.ts";
 import { stackConfigKeys, stackFileHoldsSecrets } from "../../infra/stack-file.ts";
 import type { Io } from "./cli.ts";
-import { commandLine, type PulumiCli, type PulumiResult, setSecretArgs, stackOutputs, stackState, tail } from "./pulumi.ts";
+import { commandLine, type PulumiCli, type PulumiResult, setSecretArgs, stackOutputsAndState, tail } from "./pulumi.ts";
 
 /** Secrets new-tenant stores in the stack: environment variable → config key. */
 export const SECRETS_FROM_ENV = [
@@ -24,7 +24,7 @@ export interface SetupProgress {
   readonly stored: Set<string>;
 }
 
-export const nothingDone = (): SetupProgress => ({ loggedIn: false, stackCreated: false, stored: new Set() });
+const nothingDone = (): SetupProgress => ({ loggedIn: false, stackCreated: false, stored: new Set() });
 
 /** The commands that finish the set-up by hand, leaving out those done; secrets are piped from the environment. */
 export function manualSteps(stack: string, secrets: readonly SecretFromEnv[], done: SetupProgress = nothingDone()): string {
@@ -38,7 +38,7 @@ export function manualSteps(stack: string, secrets: readonly SecretFromEnv[], do
 }
 
 /** What the backend holds under a stack name. */
-export type BackendStack =
+type BackendStack =
   | { readonly kind: "none" }
   /** In the backend with nothing deployed: never, or destroyed. */
   | { readonly kind: "empty" }
@@ -47,13 +47,12 @@ export type BackendStack =
   | { readonly kind: "unknown"; readonly message: string };
 
 /** Reads the stack's outputs, and for a stack without any, its state's resources. */
-export async function backendStack(pulumi: PulumiCli, stack: string): Promise<BackendStack> {
-  const o = await stackOutputs(pulumi, stack);
+async function backendStack(pulumi: PulumiCli, stack: string): Promise<BackendStack> {
+  const { outputs: o, state } = await stackOutputsAndState(pulumi, stack);
   if (o.kind === "no-stack") return { kind: "none" };
   if (o.kind === "error") return { kind: "unknown", message: o.message };
   const outputs = Object.keys(o.outputs).length;
-  if (outputs > 0) return { kind: "deployed", what: `${outputs} output${outputs === 1 ? "" : "s"}` };
-  const state = await stackState(pulumi, stack);
+  if (outputs > 0 || state === undefined) return { kind: "deployed", what: `${outputs} output${outputs === 1 ? "" : "s"}` };
   if (state.kind === "error") return { kind: "unknown", message: state.message };
   return state.resources > 0 ? { kind: "deployed", what: `${state.resources} resource${state.resources === 1 ? "" : "s"}` } : { kind: "empty" };
 }
@@ -176,7 +175,7 @@ export async function reportExisting(ctx: Omit<SetupContext, "discardFile" | "en
       return 1;
     }
     // Nothing stored in a stack that does not exist, whatever keys the file sets.
-    io.err(`${exists} Stack ${stack} is not in the backend: an earlier run stopped before creating it. If the file is the tenant you want:\n${manualSteps(stack, ctx.secrets, { loggedIn: true, stackCreated: false, stored: new Set() })}\nOtherwise edit it, or pick another name.`);
+    io.err(`${exists} Stack ${stack} is not in the backend: an earlier run stopped before creating it. If the file is the tenant you want:\n${manualSteps(stack, ctx.secrets, { ...nothingDone(), loggedIn: true })}\nOtherwise edit it, or pick another name.`);
     return 1;
   }
   let stored: string[] = [];

@@ -6,7 +6,7 @@ import type { TenantConfig } from "../../infra/config/types.ts";
 import { hostExpiry } from "../../infra/host.ts";
 import { listStackNames, readStackConfig, StackFileError } from "../../infra/stack-file.ts";
 import type { ScriptDeps } from "./deps.ts";
-import { type OutputsResult, type StackState, stackOutputs, stackState } from "./pulumi.ts";
+import { type OutputsResult, type StackState, stackOutputsAndState } from "./pulumi.ts";
 
 export interface Tenant {
   readonly stack: string;
@@ -38,19 +38,16 @@ export async function readTenants(deps: ScriptDeps, options: { concurrency?: num
     let unreadableFile = false;
     try {
       raw = readStackConfig(deps.root, stack);
+      const r = validateConfig(raw, { stack, fileConfig: raw });
+      if (r.ok) config = r.config;
+      else configProblem = `${r.problems.length} config problem${r.problems.length === 1 ? "" : "s"} (npm run render -- --stack ${stack})`;
     } catch (err) {
       // One file that cannot be read (EISDIR, EACCES, not YAML) is that tenant's problem: the others are still listed and reaped.
       if (!(err instanceof StackFileError)) throw err;
       configProblem = firstLine(err.message);
       unreadableFile = true;
     }
-    if (!unreadableFile) {
-      const r = validateConfig(raw, { stack, fileConfig: raw });
-      if (r.ok) config = r.config;
-      else configProblem = `${r.problems.length} config problem${r.problems.length === 1 ? "" : "s"} (npm run render -- --stack ${stack})`;
-    }
-    const outputs = cli ? await stackOutputs(deps.pulumi, stack) : "no-cli";
-    const state = outputs !== "no-cli" && outputs.kind === "outputs" && Object.keys(outputs.outputs).length === 0 ? await stackState(deps.pulumi, stack) : undefined;
+    const { outputs, state } = cli ? await stackOutputsAndState(deps.pulumi, stack) : { outputs: "no-cli" as const, state: undefined };
     return { stack, raw, config, configProblem, outputs, ...(state ? { state } : {}), ...(unreadableFile ? { unreadableFile: true } : {}) };
   });
 }
