@@ -1,5 +1,6 @@
 import { isIPv4, isIPv6 } from "node:net";
 import { parseCredits } from "../../api-shim/src/money.ts";
+import { firstItemPath } from "./settings.ts";
 import { CONFIG_NAMESPACE, type ConfigProblem } from "./types.ts";
 
 /**
@@ -72,15 +73,15 @@ export class Problems {
    * A list; a single string is not silently treated as a one-item list. A string is what
    * `pulumi config set gpu-sandbox:adminCidrs 198.51.100.7/32` stores, and a map what
    * `--path 'gpu-sandbox:providers.apiKey'` (no `[0]`) stores, so the message shows the `--path`
-   * form that sets an item: `item` is the path of its first one (`[0]`, or `[0].name` for a list
-   * of maps, where a map given names the field it meant).
+   * form that sets an item: the path of its first one (firstItemPath: `[0]`, or `[0].name` for a
+   * list of maps, where a map given names the field it meant).
    */
-  array(key: string, value: unknown, item = "[0]"): unknown[] | undefined {
+  array(key: string, value: unknown): unknown[] | undefined {
     if (value === undefined || value === null) return undefined;
     if (Array.isArray(value)) return value;
     const map = typeof value === "object" ? Object.keys(value) : [];
     if (typeof value !== "string" && map.length === 0) return this.add(key, value, "must be a list");
-    const first = map.length > 0 && item.includes(".") ? `[0].${map[0]}` : item;
+    const first = firstItemPath(key, map[0]);
     const secret = this.secret(`${key}${first}`) ? "--secret " : "";
     // Pulumi writes an item over a string, but refuses to index a map: that one goes first.
     const how = map.length > 0

@@ -10,7 +10,7 @@ export const CONFIG_KEYS = [
  * The settings that are lists, with the `--path` of their first item that messages suggest: an
  * item of a list of maps is set one field at a time, so theirs names a field.
  */
-export const LIST_FIRST_ITEM = {
+const LIST_FIRST_ITEM = {
   allowedCidrs: "[0]", adminCidrs: "[0]", tags: "[0]", keys: "[0].name", providers: "[0].model",
 } as const satisfies Partial<Record<(typeof CONFIG_KEYS)[number], string>>;
 
@@ -46,7 +46,15 @@ export function unknownSettingMessage(key: string): string {
  * `--path 'gpu-sandbox:providers.apiKey'` would store a map, which is then refused as not a list.
  */
 function listItemPath(head: string, rest: string): string {
-  const first = (LIST_FIRST_ITEM as Readonly<Record<string, string>>)[head];
-  if (first === undefined || rest.startsWith("[")) return `${head}${rest}`;
-  return first.includes(".") ? `${head}[0]${rest}` : `${head}[0]`;
+  if (!(head in LIST_FIRST_ITEM) || rest.startsWith("[")) return `${head}${rest}`;
+  return `${head}${firstItemPath(head, rest.slice(1))}`;
+}
+
+/**
+ * The `--path` of a list setting's first item (`[0]`), or of `field` in it for a list of maps
+ * (`[0].apiKey`; without a field, the one LIST_FIRST_ITEM names). `key` may be any list (`keys[0].models`).
+ */
+export function firstItemPath(key: string, field?: string): string {
+  const first = (LIST_FIRST_ITEM as Readonly<Record<string, string>>)[key] ?? "[0]";
+  return field !== undefined && first.includes(".") ? `[0].${field}` : first;
 }

@@ -3,7 +3,7 @@ import { Secret } from "../secret.ts";
 import { OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
 import { ENV_VALUE_CHARACTERS, fitsEnvFile } from "./env-value.ts";
 import { isIPv6Cidr, normaliseCidr, Problems } from "./checks.ts";
-import { CONFIG_KEYS, isSecretSetting, LIST_FIRST_ITEM, unknownSettingMessage } from "./settings.ts";
+import { CONFIG_KEYS, isSecretSetting, unknownSettingMessage } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
 import { parallelLayout, reservedVllmFlag } from "./vllm.ts";
 import {
@@ -269,7 +269,7 @@ function checkPricing(p: Problems, value: unknown, modelNames: readonly string[]
 
 function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, Tier>>, modelNames: readonly string[]): BootstrapKey[] {
   const keys: BootstrapKey[] = [];
-  (p.array("keys", value, LIST_FIRST_ITEM.keys) ?? []).forEach((item, i) => {
+  (p.array("keys", value) ?? []).forEach((item, i) => {
     const at = `keys[${i}]`;
     const k = p.object(at, item);
     if (!k) return;
@@ -296,7 +296,7 @@ function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, T
 
 function checkProviders(p: Problems, value: unknown, servedName: string | undefined, secret: (key: string, value: unknown) => Secret | undefined): ProviderModel[] {
   const out: ProviderModel[] = [];
-  (p.array("providers", value, LIST_FIRST_ITEM.providers) ?? []).forEach((item, i) => {
+  (p.array("providers", value) ?? []).forEach((item, i) => {
     const at = `providers[${i}]`;
     const v = p.object(at, item);
     if (!v) return;
@@ -320,7 +320,7 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
 
 function checkTags(p: Problems, value: unknown): string[] {
   const tags: string[] = [];
-  (p.array("tags", value, LIST_FIRST_ITEM.tags) ?? []).forEach((t, i) => {
+  (p.array("tags", value) ?? []).forEach((t, i) => {
     if (typeof t !== "string" || t.length < 3 || t.length > 50) p.add(`tags[${i}]`, t, "Linode tags are 3-50 characters");
     else tags.push(t);
   });
