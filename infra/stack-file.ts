@@ -69,8 +69,8 @@ export function parseStackConfig(text: string, source = "stack file"): Record<st
  * secrets `pulumi config set --secret` has stored in it. Empty when the file is not there.
  */
 export function stackConfigKeys(root: string, stack: string): string[] {
-  const path = stackFilePath(root, stack);
-  return existsSync(path) ? Object.keys(configMap(readText(path), path)) : [];
+  const file = readStackDoc(root, stack);
+  return file ? Object.keys(configOf(file.doc, file.path)) : [];
 }
 
 /**
@@ -78,13 +78,19 @@ export function stackConfigKeys(root: string, stack: string): string[] {
  * `encryptionsalt`, a `secretsprovider`, or a `secure:` value. False when the file is not there.
  */
 export function stackFileHoldsSecrets(root: string, stack: string): boolean {
-  const path = stackFilePath(root, stack);
-  if (!existsSync(path)) return false;
-  const doc = parseYaml(readText(path), path);
+  const file = readStackDoc(root, stack);
+  if (!file) return false;
+  const { doc, path } = file;
   if (doc !== null && typeof doc === "object" && ("encryptionsalt" in doc || "secretsprovider" in doc)) return true;
   const holdsSecure = (value: unknown): boolean =>
     isSecure(value) || (value !== null && typeof value === "object" && Object.values(value).some(holdsSecure));
   return Object.values(configOf(doc, path)).some(holdsSecure);
+}
+
+/** A stack file parsed, with its path; undefined when it is not there. */
+function readStackDoc(root: string, stack: string): { doc: unknown; path: string } | undefined {
+  const path = stackFilePath(root, stack);
+  return existsSync(path) ? { doc: parseYaml(readText(path), path), path } : undefined;
 }
 
 function parseYaml(text: string, source: string): unknown {
