@@ -46,6 +46,9 @@ describe("PostgresStore", () => {
   beforeEach(async () => {
     url = await server.newDatabase();
     store = await replica();
+    // Its background index build done: a test that then locks the ledger (as a long scan would)
+    // must not deadlock with it, which PostgreSQL ends by cancelling one of the two.
+    await store.usageIndex!.outcome;
   });
   afterEach(async () => {
     await Promise.all(open.splice(0).map((s) => s.close()));
