@@ -642,6 +642,18 @@ describe("PostgresStore", () => {
       expect(await store.usage(period)).toEqual([]); // the key's report is no longer "already running"
     });
 
+    it("is cancelled also behind a pooler, where the driver's process id is the pooler's, not the server session's", async () => {
+      // PgBouncer hands the driver a process id and cancel key of its own making, not the server's.
+      const pool = (store as unknown as { pool: pg.Pool }).pool;
+      pool.on("acquire", (c) => Object.assign(c, { processID: 424242 }));
+      const left = new AbortController();
+      const report = store.usage({ ...period, signal: left.signal });
+      expect(await pollUntil(async () => (await runningReports()) === 1)).toBe(true);
+      left.abort(new ClientLeftError());
+      await expect(report).rejects.toBeInstanceOf(ClientLeftError);
+      expect(await pollUntil(async () => (await runningReports()) === 0, 2000)).toBe(true);
+    });
+
     it("a cancellation that waited for a connection cancels only its own report, never another that started on the same backend", async () => {
       // (Another key's report: "b" needs no key row, and the ledger is locked for writes here.)
       const left = new AbortController();

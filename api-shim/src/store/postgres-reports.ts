@@ -75,13 +75,14 @@ export class UsageReports {
   /** Runs the report's statement on `c`; cancels it on the server if `signal` aborts meanwhile. */
   private async cancellable(c: pg.PoolClient, mark: string, query: pg.QueryConfig, signal: AbortSignal): Promise<UsageGroup[]> {
     signal.throwIfAborted();
-    const pid = (c as unknown as { processID: number }).processID;
     let running = true;
     const cancel = () => {
       if (!running) return;
-      // Only while that session still runs this report: the connection may be a request's, or
-      // another report's, by the time the cancellation has a connection of its own.
-      const sent = this.pool.query(`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND query LIKE $2`, [pid, `${mark}%`])
+      // The session is found by the report's mark alone, while it still runs this report: the
+      // connection may be a request's, or another report's, by the time the cancellation has a
+      // connection of its own. Not by the driver's processID: behind a pooler (PgBouncer) that is
+      // the pooler's, and asking the server for its own (pg_backend_pid) costs each report a round trip.
+      const sent = this.pool.query(`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1`, [`${mark}%`])
         .catch(() => {}) // unreachable: the statement's own bound ends it
         .finally(() => this.cancelling.delete(sent));
       this.cancelling.add(sent);
