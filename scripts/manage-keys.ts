@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { creditsInput } from "../api-shim/src/money.ts";
 import { isIsoInstant } from "../api-shim/src/period.ts";
-import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey } from "./lib/admin-client.ts";
+import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey, keyStatus } from "./lib/admin-client.ts";
 import { commaList, type Io, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
@@ -183,12 +183,6 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       return 0;
     }
   }
-}
-
-export function keyStatus(k: ApiKey, now = Date.now()): string {
-  if (k.revoked_at !== null) return "revoked";
-  if (k.expires_at !== null && Date.parse(k.expires_at) <= now) return "expired";
-  return "active";
 }
 
 export function formatKeys(keys: readonly ApiKey[]): string {

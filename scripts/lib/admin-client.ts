@@ -230,23 +230,32 @@ async function apiError(res: Response, method: string, path: string, target: Adm
 /** How many keys a "no such key" message lists: a tenant can have thousands. */
 const LISTED_IN_ERRORS = 10;
 
+/** A key as the shim treats it now: revoked, expired (both get 401 and no top-ups), or active. */
+export function keyStatus(k: ApiKey, now = Date.now()): "revoked" | "expired" | "active" {
+  if (k.revoked_at !== null) return "revoked";
+  if (k.expires_at !== null && Date.parse(k.expires_at) <= now) return "expired";
+  return "active";
+}
+
 /**
  * A key by id, or by name (names are what operators remember, but the shim does not make them
- * unique, so an ambiguous name asks for the id). A name means the key in use that has it; only
- * when none does, the one revoked key that had it: a revoked key is still billed, reported and
- * the target of a top-up retry (which the shim answers from its first reply).
+ * unique, so an ambiguous name asks for the id). A name means the key in use (active) that has
+ * it; only when none does, the one key that had it and is no longer in use (revoked or expired):
+ * such a key is still billed, reported and the target of a top-up retry (which the shim answers
+ * from its first reply). A key rotated by expiry, a new one made with its name, is named by it.
  */
 export function findKey(keys: readonly ApiKey[], ref: string): ApiKey {
   const byId = keys.find((k) => k.id === ref);
   if (byId) return byId;
+  const now = Date.now();
   const named = keys.filter((k) => k.name === ref);
-  const active = named.filter((k) => k.revoked_at === null);
+  const active = named.filter((k) => keyStatus(k, now) === "active");
   const byName = active.length > 0 ? active : named;
   if (byName.length === 1) return byName[0]!;
   if (byName.length > 1) {
-    throw new UsageError(`--key "${ref}" names ${byName.length} ${active.length > 0 ? "" : "revoked "}keys (${byName.map((k) => k.id).join(", ")}); give the id`);
+    throw new UsageError(`--key "${ref}" names ${byName.length} ${active.length > 0 ? "" : "revoked or expired "}keys (${byName.map((k) => k.id).join(", ")}); give the id`);
   }
-  const known = keys.filter((k) => k.revoked_at === null);
+  const known = keys.filter((k) => keyStatus(k, now) === "active");
   if (known.length === 0) throw new UsageError(`--key "${ref}": no key with that id or name; the tenant has no keys in use`);
   const shown = known.slice(0, LISTED_IN_ERRORS).map((k) => `${k.name} (${k.id})`).join(", ");
   const more = known.length > LISTED_IN_ERRORS ? `, and ${known.length - LISTED_IN_ERRORS} more (npm run manage-keys -- list)` : "";

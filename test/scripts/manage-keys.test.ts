@@ -5,7 +5,7 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey, CreatedKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
-import { adminClient } from "../../scripts/lib/admin-client.ts";
+import { adminClient, keyStatus } from "../../scripts/lib/admin-client.ts";
 import { main, runCommand } from "../../scripts/manage-keys.ts";
 import { type FrontAnswer, frontProxy } from "../support/front-proxy.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
@@ -148,11 +148,28 @@ describe("manage-keys against a real shim", () => {
     expect([balances.get(old.id), balances.get(fresh.id)]).toEqual([110, 10]);
   });
 
+  it("a name whose older namesake expired means the key in use (a key rotated by expiry); the expired one is not listed as in use", async () => {
+    const old = await h.createKey({ name: "team-x", credits: 1, expires_at: new Date(Date.now() + 300).toISOString() });
+    await new Promise((r) => setTimeout(r, 400)); // expired: 401 for its clients, "expired" in `list`
+    const fresh = await h.createKey({ name: "team-x", credits: 1 });
+    const top = await keys(["top-up", "--url", h.url, "--key", "team-x", "--amount", "5"]);
+    expect(top.code, top.err).toBe(0);
+    expect((await listed()).find((k) => k.id === fresh.id)?.balance).toBe(6);
+    const nothing = await keys(["revoke", "--url", h.url, "--key", "nope-x"]);
+    const [, shown, more] = /keys in use: (.*?)(?:, and (\d+) more \(npm run manage-keys -- list\))?$/.exec(nothing.err)!;
+    const inUse = (await listed()).filter((k) => keyStatus(k) === "active").length;
+    expect(shown!.split("), ").length + Number(more ?? 0)).toBe(inUse);
+    expect(shown).not.toContain(old.id);
+    const revoked = await keys(["revoke", "--url", h.url, "--key", "team-x"]);
+    expect(revoked.code, revoked.err).toBe(0);
+    expect(revoked.out).toContain(`Revoked key team-x (${fresh.id})`);
+  });
+
   it("a --key that matches nothing lists at most ten keys in use, not thousands", async () => {
     for (let i = 0; i < 12; i++) await h.createKey({ name: `bulk-${i}`, credits: 1 });
     const r = await keys(["revoke", "--url", h.url, "--key", "nope"]);
     expect(r.code).toBe(1);
-    const inUse = (await listed()).filter((k) => k.revoked_at === null).length;
+    const inUse = (await listed()).filter((k) => keyStatus(k) === "active").length;
     expect(r.err).toMatch(new RegExp(`keys in use: (\\S+ \\(\\w+\\), ){9}\\S+ \\(\\w+\\), and ${inUse - 10} more \\(npm run manage-keys -- list\\)`));
   });
 
