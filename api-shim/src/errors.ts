@@ -27,15 +27,18 @@ export const ERROR_TABLE = {
     message: "The model does not exist or you do not have access to it.",
   },
   not_found: { status: 404, type: "invalid_request_error", message: "Not found." },
+  // OpenAI's SDKs retry every 409 (twice by default) unless told it is final: these are.
   idempotency_key_reused: {
     status: 409,
     type: "invalid_request_error",
     message: "This Idempotency-Key was already used with a different request.",
+    final: true,
   },
   key_inactive: {
     status: 409,
     type: "invalid_request_error",
     message: "This key is revoked or expired: credits granted to it could never be spent.",
+    final: true,
   },
   request_timeout: { status: 408, type: "invalid_request_error", message: "The request did not arrive in time; send it again." },
   request_too_large: { status: 413, type: "invalid_request_error", message: "Request body is too large." },
@@ -44,7 +47,7 @@ export const ERROR_TABLE = {
   upstream_error: { status: 502, type: "api_error", message: "The model server returned an error." },
   service_unavailable: { status: 503, type: "api_error", message: "Service temporarily unavailable. Retry later." },
   upstream_timeout: { status: 504, type: "api_error", message: "The model server did not respond in time." },
-} as const satisfies Record<string, { status: number; type: string; message: string }>;
+} as const satisfies Record<string, { status: number; type: string; message: string; final?: true }>;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;
 
@@ -128,6 +131,7 @@ export function toShimError(err: unknown): ShimError {
 /** Writes an error response; the single place that does. `headers` are the request's own (auth). */
 export function sendError(reply: FastifyReply, err: ShimError, headers?: Record<string, string>): FastifyReply {
   if (headers) reply.headers(headers);
+  if ("final" in ERROR_TABLE[err.code]) reply.header("x-should-retry", "false");
   if (err.headers) reply.headers(err.headers);
   return reply.code(err.status).type("application/json").send(errorBody(err));
 }

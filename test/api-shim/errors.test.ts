@@ -214,16 +214,24 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(d.status).toBe(404);
   });
 
-  it("409 when an Idempotency-Key is reused with a different body", async () => {
+  it("409 when an Idempotency-Key is reused with a different body, or the key is revoked; final, so the SDK does not send it again", async () => {
     const { id } = await h.createKey();
     const topUp = (amount: number) => h.admin(`/admin/keys/${id}/credits`, { method: "POST", headers: { "idempotency-key": "once" }, body: JSON.stringify({ amount }) });
     expect((await topUp(5)).status).toBe(200);
     const again = await topUp(6);
     expect(again.status).toBe(409);
     expect(((await again.json()) as { error: { code: string } }).error.code).toBe("idempotency_key_reused");
-    const sdkStyle = new OpenAI({ apiKey: h.adminToken, baseURL: h.url, maxRetries: 0 });
+    // The SDK retries a 409 (with its default 2 retries) unless told it is final: both 409s are.
+    const sdkStyle = new OpenAI({ apiKey: h.adminToken, baseURL: h.url });
+    const sent = () => h.logs.filter((l) => l.includes(`/admin/keys/${id}/credits`)).length;
+    const before = sent();
     const e = await failure(() => sdkStyle.post(`/admin/keys/${id}/credits`, { body: { amount: 7 }, headers: { "Idempotency-Key": "once" } }));
     expect(e).toBeInstanceOf(ConflictError);
+    expect(sent() - before).toBe(1);
+    await h.admin(`/admin/keys/${id}`, { method: "DELETE" });
+    const inactive = await failure(() => sdkStyle.post(`/admin/keys/${id}/credits`, { body: { amount: 7 } }));
+    expectShape(inactive, 409, "invalid_request_error", "key_inactive");
+    expect(sent() - before).toBe(2);
   });
 
   it("413 for a body over SHIM_MAX_BODY_BYTES", async () => {
