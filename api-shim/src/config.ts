@@ -1,7 +1,7 @@
 import { isIP } from "node:net";
 import { parse as parseYaml } from "yaml";
 import { isKeyId } from "./keys.ts";
-import { parseCredits } from "./money.ts";
+import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money.ts";
 import { parseDatabaseUrl } from "./store/database-url.ts";
 
 /**
@@ -244,6 +244,13 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
     }
     return micro;
   };
+  /** A key's starting credits: as the admin API's, at most MAX_BALANCE_MICRO. */
+  const balance = (v: unknown, where: string): number => {
+    const micro = credits(v, where, 0);
+    if (micro <= MAX_BALANCE_MICRO) return micro;
+    bad(where, v, `at most ${formatCredits(MAX_BALANCE_MICRO)} credits`);
+    return 0;
+  };
   const prices = new Map<string, ModelPrice>();
   for (const [name, p] of Object.entries(obj(pricingDoc.models, at("pricing.models"), null, bad))) {
     const po = obj(p, at(`pricing.models.${name}`), ["promptPer1k", "completionPer1k"], bad);
@@ -328,7 +335,7 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
       id,
       name: typeof ko.name === "string" && ko.name !== "" ? ko.name : id,
       hash: String(ko.hash),
-      credits: credits(ko.credits, w("credits"), 0),
+      credits: balance(ko.credits, w("credits")),
       tier,
       models: allow,
     });

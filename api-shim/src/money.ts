@@ -8,6 +8,15 @@ export const MICRO_PER_CREDIT = 1_000_000;
 const DECIMAL = /^(-?)(\d{1,15})(?:\.(\d{1,6}))?$/;
 
 /**
+ * The largest balance a key may have, and so the largest grant: a billion credits (10^15 µc, the
+ * Pulumi config's bound for a key's credits too). Up to it every amount has at most 15
+ * significant digits, so the JSON numbers the shim answers with (`balance`, `credits_remaining`)
+ * are exactly the ledger's, also once a client's JSON.parse made them doubles; near 2^53 µc
+ * (~9×10⁹ credits), the bound before, they were 1 µc off.
+ */
+export const MAX_BALANCE_MICRO = 1_000_000_000_000_000;
+
+/**
  * Parses a credits value (a JSON number or a decimal string, at most 6 decimals) into µc.
  * Returns undefined when the value is not such a number or does not fit in a safe integer.
  */
@@ -41,10 +50,11 @@ export function parseCredits(value: unknown): number | undefined {
 export function creditsInput(value: unknown, min: "positive" | "non-negative"): { micro: number } | { must: string } {
   const micro = parseCredits(value);
   const positive = min === "positive";
-  if (micro !== undefined && (positive ? micro > 0 : micro >= 0 && !String(value).trim().startsWith("-"))) return { micro };
+  const inRange = micro !== undefined && micro <= MAX_BALANCE_MICRO;
+  if (inRange && (positive ? micro > 0 : micro >= 0 && !String(value).trim().startsWith("-"))) return { micro };
   const text = typeof value === "number" ? value : typeof value === "string" ? value.trim() : null;
-  const tooLarge = typeof text === "number" ? Number.isFinite(text) && text * MICRO_PER_CREDIT > Number.MAX_SAFE_INTEGER : text !== null && /^\d+(?:\.\d{1,6})?$/.test(text) && micro === undefined;
-  if (tooLarge) return { must: `at most ${formatCredits(Number.MAX_SAFE_INTEGER)} credits` };
+  const tooLarge = typeof text === "number" ? Number.isFinite(text) && text * MICRO_PER_CREDIT > MAX_BALANCE_MICRO : text !== null && /^\d+(?:\.\d{1,6})?$/.test(text) && !inRange;
+  if (tooLarge) return { must: `at most ${formatCredits(MAX_BALANCE_MICRO)} credits` };
   return { must: `a ${min} number of credits with at most 6 decimals` };
 }
 
@@ -60,8 +70,8 @@ export function formatCredits(micro: number): string {
 }
 
 /**
- * µc as a JSON number of credits. The decimal string has at most 6 decimals and, for balances
- * below 10^9 credits, at most 15 significant digits, so Number() of it is the nearest double and
+ * µc as a JSON number of credits. The decimal string has at most 6 decimals and, for amounts up
+ * to MAX_BALANCE_MICRO, at most 15 significant digits, so Number() of it is the nearest double and
  * JSON.stringify prints the same digits back.
  */
 export function creditsNumber(micro: number): number {

@@ -85,7 +85,7 @@ describe("admin routes and usage reports", () => {
     expect(audit.ledgerSum).toBe(audit.balance);
   });
 
-  it("top-ups refuse a revoked or expired key (409) and a balance past 2^53 µc (400), granting nothing", async () => {
+  it("top-ups refuse a revoked or expired key (409) and a balance past a billion credits (400), granting nothing", async () => {
     const topUp = (keyId: string, amount: number) => h.admin(`/admin/keys/${keyId}/credits`, { method: "POST", body: JSON.stringify({ amount }) });
     const error = async (res: Response) => ((await res.json()) as { error: { code: string; param: string } }).error;
     const revoked = await h.createKey({ credits: 1 });
@@ -102,22 +102,28 @@ describe("admin routes and usage reports", () => {
     const expiring = await h.createKey({ credits: 1, expires_at: new Date(Date.now() + 300).toISOString() });
     await new Promise((done) => setTimeout(done, 400));
     expect((await topUp(expiring.id, 50)).status).toBe(409);
-    // 9 billion credits is near the 2^53 µc a JavaScript number holds exactly: the answer would
-    // not be writable, and the grant was rolled back as a 503.
-    const rich = await h.createKey({ credits: 9_000_000_000 });
-    const big = await topUp(rich.id, 9_000_000);
+    // Past 10^15 µc a balance has more than 15 significant digits, which a JSON number (a double
+    // once parsed) does not hold exactly: the answers would show it 1 µc off.
+    const rich = await h.createKey({ credits: 999_000_000 });
+    const big = await topUp(rich.id, 1_000_001);
     expect(big.status).toBe(400);
     expect(await error(big)).toMatchObject({ code: "invalid_request", param: "amount" });
     // An amount that is itself past what the ledger holds is told so, not told it has too many decimals.
-    for (const [path, body] of [[`/admin/keys/${rich.id}/credits`, { amount: 10_000_000_000 }], ["/admin/keys", { name: "big", credits: "10000000000" }]] as const) {
+    for (const [path, body] of [[`/admin/keys/${rich.id}/credits`, { amount: 1_000_000_001 }], ["/admin/keys", { name: "big", credits: "1000000000.000001" }]] as const) {
       const res = await h.admin(path, { method: "POST", body: JSON.stringify(body) });
       expect(res.status).toBe(400);
-      expect((await res.json()) as { error: { message: string } }).toMatchObject({ error: { message: `'${"amount" in body ? "amount" : "credits"}' must be at most 9007199254.740991 credits.` } });
+      expect((await res.json()) as { error: { message: string } }).toMatchObject({ error: { message: `'${"amount" in body ? "amount" : "credits"}' must be at most 1000000000 credits.` } });
     }
+    // The largest balance is shown exactly, to the µc, where a client reads it.
+    const largest = await h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ name: "largest", credits: "999999999.999999" }) }); // 15 significant digits
+    const text = await largest.text();
+    h.secrets.add((JSON.parse(text) as { key: string }).key);
+    expect(text).toContain('"balance":999999999.999999,');
+    expect((JSON.parse(text) as { balance: number }).balance.toFixed(6)).toBe("999999999.999999");
     for (const k of [revoked, expiring, rich]) {
       const audit = (await h.store.audit()).find((a) => a.keyId === k.id)!;
       expect(audit.balance).toBe(audit.ledgerSum);
-      expect(audit.balance).toBe(k === rich ? 9_000_000_000 * 1_000_000 : k === revoked ? 2_000_000 : 1_000_000);
+      expect(audit.balance).toBe(k === rich ? 999_000_000 * 1_000_000 : k === revoked ? 2_000_000 : 1_000_000);
     }
   });
 

@@ -117,6 +117,12 @@ extra: 1
     expect(p.join("\n")).not.toContain("letmein"); // the token is a secret, even a bad one
   });
 
+  it("a bootstrap key's credits are bounded as the admin API's: at most a billion", () => {
+    const key = (credits: string) => `bootstrapKeys: [{ id: AbC123xyz789, hash: "${HASH}", credits: ${credits} }]`;
+    expect(parse({}, key("1000000000")).bootstrapKeys[0]!.credits).toBe(1e15);
+    expect(problems({}, key("1000000000.5"))).toEqual(["SHIM_CONFIG bootstrapKeys[0].credits: 1000000000.5 is not valid; expected at most 1000000000 credits"]);
+  });
+
   it("an upstream URL with credentials or a query is refused without repeating them: they would reach stderr and the logs", () => {
     const p = problems({ SHIM_UPSTREAM_URL: "http://shim:TopSecretPw@litellm:4000/v1", SHIM_READY_URL: "http://vllm:8000/health?api_key=sk-live-123" });
     expect(p).toEqual([

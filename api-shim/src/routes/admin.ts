@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply } from "fastify";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { generateKey, isKeyId } from "../keys.ts";
-import { creditsInput, creditsNumber, formatCredits } from "../money.ts";
+import { creditsInput, creditsNumber, formatCredits, MAX_BALANCE_MICRO } from "../money.ts";
 import { isIsoInstant, parsePeriod, showPeriod } from "../period.ts";
 import { onlyKnown } from "../known-members.ts";
 import { keyIsLive, type KeyRecord } from "../store/store.ts";
@@ -75,12 +75,12 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
       // Credits for a key that can no longer spend them; a balance past what a JavaScript number
       // holds exactly (the reply could not be written, and the grant rolled back as a 503). Asked
       // by the store after it looks for a replay: a retry gets its first answer whatever came since.
-      refuse: (key) => (!keyIsLive(key, now) ? "key_inactive" : key.balance + amount > Number.MAX_SAFE_INTEGER ? "balance_too_large" : null),
+      refuse: (key) => (!keyIsLive(key, now) ? "key_inactive" : key.balance + amount > MAX_BALANCE_MICRO ? "balance_too_large" : null),
       respond: (key) => JSON.stringify({ object: "credit_grant", key_id: key.id, amount: creditsNumber(amount), note: body.note ?? null, balance: creditsNumber(key.balance), credits_remaining: creditsNumber(key.balance - key.held) }),
     });
     if (result.kind === "not_found") throw keyNotFound();
     if (result.kind === "refused") {
-      throw result.reason === "key_inactive" ? new ShimError("key_inactive", { param: "id" }) : invalid(`'amount' would take the balance past ${formatCredits(Number.MAX_SAFE_INTEGER)} credits.`, "amount");
+      throw result.reason === "key_inactive" ? new ShimError("key_inactive", { param: "id" }) : invalid(`'amount' would take the balance past ${formatCredits(MAX_BALANCE_MICRO)} credits.`, "amount");
     }
     if (result.kind === "conflict") throw new ShimError("idempotency_key_reused", { param: "Idempotency-Key" });
     if (result.kind === "replay") reply.header("idempotent-replayed", "true");
