@@ -129,7 +129,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     request.shim = newRequestState();
     reply.header("x-request-id", request.id);
     // Inference requests put themselves in flight once admitted, with an abort that settles them.
-    if (!request.routeOptions.config.drainsItself) request.drainCut = ctx.inflight.untilClosed(reply.raw, request.raw);
+    if (!request.routeOptions.config.inference) request.drainCut = ctx.inflight.untilClosed(reply.raw, request.raw);
     // A client that leaves before its answer is whole gets no onResponse hook (it runs on
     // 'finish'): its one line is written here, as nginx logs it (499), or 408 when the shim cut a
     // request that did not arrive in time. An inference route writes its own once it runs.

@@ -48,9 +48,13 @@ export function authHook(ctx: ShimContext) {
     const buckets = ctx.limiter.forKey(key.id, limits);
     request.auth = { key, buckets, limits };
     const mono = ctx.clock.monotonic();
+    // An inference request is admitted only while the tokens/min budget is positive too: a
+    // requests/min refusal says to wait for both, or the SDKs' retry (after exactly Retry-After,
+    // up to a minute) is refused again, by the tokens budget.
+    const tokensWait = request.routeOptions.config.inference === true && buckets.tokens ? buckets.tokens.msUntilPositive(mono) : 0;
     if (buckets.requests) {
       const r = buckets.requests.take(1, mono);
-      if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(buckets, mono, now));
+      if (!r.ok) throw rateLimited(Math.max(r.retryMs, tokensWait), rateLimitHeaders(buckets, mono, now));
     }
   };
 }

@@ -43,14 +43,15 @@ export interface RequestState {
 export const PUBLIC_ROUTE = { public: true } as const;
 /**
  * Route config of the inference routes: they put themselves in flight (Inflight) once admitted,
- * with an abort that settles them. Every other request is put in flight by the onRequest hook.
+ * with an abort that settles them (every other request is put in flight by the onRequest hook),
+ * and spend from their key's tokens/min budget, which the auth hook looks at too.
  */
-export const DRAINS_ITSELF = { drainsItself: true } as const;
+export const INFERENCE_ROUTE = { inference: true } as const;
 
 declare module "fastify" {
   interface FastifyContextConfig {
     public?: boolean;
-    drainsItself?: boolean;
+    inference?: boolean;
   }
   interface FastifyRequest {
     shim: RequestState;

@@ -1,5 +1,6 @@
 import { RateLimitError } from "openai";
 import { describe, expect, it } from "vitest";
+import { manualClock } from "../../api-shim/src/clock.ts";
 import { hashKey } from "../../api-shim/src/keys.ts";
 import { startShim } from "../support/shim-harness.ts";
 
@@ -47,6 +48,30 @@ describe("rate limits through the shim", () => {
       h.fake.set({ defaultTokens: 1, headerDelayMs: 0 });
       const usage = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1 }, { maxRetries: 0 }).withResponse().catch((e: RateLimitError) => e);
       expect((usage as RateLimitError).headers.get("x-ratelimit-remaining-requests")).toBe("7");
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("a requests/min 429 on an inference route says to wait until the tokens/min budget admits too: a retry after its Retry-After gets in", async () => {
+    const clock = manualClock(Date.now());
+    const h = await startShim({ clock, file: { tiers: { t: { rpm: 60, tpm: 600 } }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] } });
+    try {
+      const { key } = await h.createKey({ tier: "t", credits: 1000 });
+      const ask = (max_tokens: number) => h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens }, { maxRetries: 0 });
+      // Both budgets spent: the answer's usage overdraws the tokens/min budget (~3 s of refill),
+      // and 59 model lists take the rest of the requests/min (1 s until the next).
+      h.fake.set({ defaultTokens: 630 });
+      await ask(630);
+      for (let i = 0; i < 59; i++) await h.client(key).models.list();
+      h.fake.set({ defaultTokens: 1 });
+      const first = (await ask(1).catch((x: unknown) => x)) as RateLimitError;
+      expect(first).toBeInstanceOf(RateLimitError);
+      const retryAfter = Number(first.headers.get("retry-after"));
+      expect((first.error as { retry_after: number }).retry_after).toBe(retryAfter); // the body says the same
+      clock.advance(retryAfter * 1000);
+      const second = await ask(1).catch((x: unknown) => x);
+      expect(second).not.toBeInstanceOf(Error);
     } finally {
       await h.close();
     }

@@ -4,7 +4,7 @@ import { UsageScanner, usageOfBody } from "../answer-body.ts";
 import { spliceJsonBytes } from "../json-splice.ts";
 import { finishRequest } from "../app.ts";
 import { authHeaders, deadKey, rateLimited, tooManyInFlight } from "../auth.ts";
-import { DRAINS_ITSELF, type ShimContext } from "../context.ts";
+import { INFERENCE_ROUTE, type ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
 import type { ModelConfig } from "../config.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptBytes, upstreamBody } from "../inference-request.ts";
@@ -34,7 +34,7 @@ const COPY_BELOW = 64 * 1024;
 
 export function inferenceRoutes(app: FastifyInstance, ctx: ShimContext): void {
   for (const [path, kind, upstreamPath] of ROUTES) {
-    app.post(path, { config: DRAINS_ITSELF }, (request, reply) => handle(ctx, kind, upstreamPath, request, reply));
+    app.post(path, { config: INFERENCE_ROUTE }, (request, reply) => handle(ctx, kind, upstreamPath, request, reply));
   }
 }
 
