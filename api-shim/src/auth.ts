@@ -56,6 +56,11 @@ export function authHook(ctx: ShimContext) {
       const r = buckets.requests.take(1, mono);
       if (!r.ok) throw rateLimited(Math.max(r.retryMs, tokensWait), rateLimitHeaders(buckets, mono, now));
     }
+    // Refused here, before the body is read and parsed (up to SHIM_MAX_BODY_BYTES of JSON, a
+    // tenth of a second or so), not only in the handler: a tokens refusal spends no request, so
+    // requests/min would not bound how many bodies a key with a spent tokens budget has parsed.
+    // (Only whether the budget is positive is known here; the handler takes the estimate.)
+    if (tokensWait > 0) throw tokensSpent(ctx, request.auth, tokensWait);
   };
 }
 
@@ -108,10 +113,29 @@ export function deadKey(ctx: ShimContext, request: FastifyRequest): ShimError {
   return new ShimError("invalid_api_key");
 }
 
+type Auth = NonNullable<FastifyRequest["auth"]>;
+
+/** The key's tokens/min budget admits nothing for `retryMs`: refused before any work. */
+export function tokensSpent(ctx: ShimContext, auth: Auth, retryMs: number): ShimError {
+  return rateLimited(retryMs, giveBackRequest(ctx, auth));
+}
+
 /** A key's tier caps its requests in flight, and that many are: retry when one ends. */
-export function tooManyInFlight(limit: number, headers: Record<string, string>): ShimError {
+export function tooManyInFlight(ctx: ShimContext, auth: Auth, limit: number): ShimError {
   // The wire code is OpenAI's rate_limit_exceeded; the log says which limit.
-  return rateLimited(1000, headers, { message: `Too many requests in flight for this key: its tier allows ${limit} at once. Retry when one has finished.`, logCode: "too_many_in_flight" });
+  return rateLimited(1000, giveBackRequest(ctx, auth), { message: `Too many requests in flight for this key: its tier allows ${limit} at once. Retry when one has finished.`, logCode: "too_many_in_flight" });
+}
+
+/**
+ * A request refused before any work gives back the request the auth hook took from the
+ * requests/min budget, so a client retrying while it waits (for a place in flight, for the
+ * tokens budget) does not use that budget up. Returns the key's rate-limit headers as they then
+ * stand, for the refusal.
+ */
+function giveBackRequest(ctx: ShimContext, auth: Auth): Record<string, string> {
+  const mono = ctx.clock.monotonic();
+  auth.buckets.requests?.adjust(-1, mono);
+  return rateLimitHeaders(auth.buckets, mono, ctx.clock.now());
 }
 
 export function rateLimited(retryMs: number, headers: Record<string, string>, why: { message?: string; logCode?: string } = {}): ShimError {

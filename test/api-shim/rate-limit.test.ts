@@ -1,8 +1,10 @@
 import { RateLimitError } from "openai";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import { hashKey } from "../../api-shim/src/keys.ts";
 import { startShim } from "../support/shim-harness.ts";
+
+afterEach(() => vi.restoreAllMocks());
 
 const bad = (url: string, headers: Record<string, string> = {}) => fetch(`${url}/v1/models`, { headers: { authorization: "Bearer sk-gs-guessguessgu_guessguessguessguessguessguessgu", ...headers } });
 
@@ -216,6 +218,35 @@ describe("rate limits through the shim", () => {
       // refusal is still the tokens bucket's, not "too many in flight".
       await ok(poor.key);
       expect(((await chat(key).catch((x: unknown) => x)) as RateLimitError).error).toMatchObject({ message: expect.stringMatching(/^Rate limit exceeded/) });
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("a key whose tokens/min budget is spent cannot make the shim read and parse request bodies beyond its requests/min budget", async () => {
+    const clock = manualClock(Date.now());
+    const h = await startShim({ clock, file: { models: [{ name: "qwen2.5-7b", maxModelLen: 100_000 }] } });
+    try {
+      const { key } = await h.createKey({ tier: "free", credits: 1000 }); // 10 requests/min
+      h.fake.set({ defaultTokens: 30_000 });
+      await (await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 30_000 })).text();
+      // ~4 MB of a million short strings: ~0.1 s of JSON.parse each, were it parsed.
+      const heavy = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1, x: new Array(999_000).fill("a") });
+      const parse = vi.spyOn(JSON, "parse");
+      const answers = [];
+      for (let i = 0; i < 40; i++) {
+        const r = await h.post(key, "/v1/chat/completions", heavy);
+        answers.push({ status: r.status, retryAfter: r.headers.get("retry-after"), body: await r.json() });
+      }
+      const bigParses = parse.mock.calls.filter(([s]) => typeof s === "string" && s.length > 1_000_000).length;
+      expect(bigParses).toBe(0);
+      // Each is still told why and how long to wait, and none spent the requests/min budget.
+      for (const a of answers) expect(a).toMatchObject({ status: 429, retryAfter: expect.stringMatching(/^\d+$/), body: { error: { code: "rate_limit_exceeded" } } });
+      expect(Number(answers[0]!.retryAfter)).toBeGreaterThan(60); // 20,000 tokens over at 10,000/min
+      // Refused before its body is looked at, as by the requests/min budget: not a 400 for this.
+      expect((await h.post(key, "/v1/chat/completions", "{not json")).status).toBe(429);
+      const models = await h.client(key).models.list().withResponse();
+      expect(models.response.headers.get("x-ratelimit-remaining-requests")).toBe("8");
     } finally {
       await h.close();
     }

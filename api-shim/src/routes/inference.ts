@@ -3,14 +3,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { UsageScanner, usageOfBody } from "../answer-body.ts";
 import { spliceJsonBytes } from "../json-splice.ts";
 import { finishRequest } from "../app.ts";
-import { authHeaders, deadKey, rateLimited, tooManyInFlight } from "../auth.ts";
+import { authHeaders, deadKey, tokensSpent, tooManyInFlight } from "../auth.ts";
 import { INFERENCE_ROUTE, type ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
 import type { ModelConfig } from "../config.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptBytes, upstreamBody } from "../inference-request.ts";
 import { formatCredits } from "../money.ts";
 import { estimatePromptTokens, type HoldInput, type Usage } from "../pricing.ts";
-import { rateLimitHeaders } from "../rate-limit.ts";
 import { writeWithBackpressure } from "../response-writer.ts";
 import { Settlement } from "../settlement.ts";
 import { relayStream } from "../stream.ts";
@@ -59,13 +58,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
   // key re-applied by another replica's start) has its requests already in flight counted.
   const cap = auth.limits.concurrency;
-  if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity)) {
-    // Refused before any work: the request the auth hook took from the per-minute budget goes
-    // back, so a client retrying every second while it waits for a place does not use it up.
-    const mono = ctx.clock.monotonic();
-    auth.buckets.requests?.adjust(-1, mono);
-    throw tooManyInFlight(cap!, rateLimitHeaders(auth.buckets, mono, ctx.clock.now())); // only a cap refuses
-  }
+  if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity)) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
   try {
     return await admitted(ctx, kind, upstreamPath, request, reply, req, body, modelConfig);
   } finally {
@@ -83,17 +76,14 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
   // most the outputs may generate (at most the whole minute's budget), taken when the bucket is
   // positive and corrected to the real usage at settlement. Counting the prompt alone let ten
-  // requests with a large max_tokens through at once, four times a free key's minute.
-  const mono = ctx.clock.monotonic();
+  // requests with a large max_tokens through at once, four times a free key's minute. The auth
+  // hook refused a key whose budget was spent before its body was read; checked again here, as
+  // other requests may have spent it while this one's body arrived.
   const tokens = auth.buckets.tokens;
   const estimate = tokens ? Math.min(estimatePromptTokens(raw.length) + req.outputs * ctx.pricer.outputBound(holdInput), tokens.capacity) : 0;
   if (tokens) {
-    const r = tokens.takeIfPositive(estimate, mono);
-    if (!r.ok) {
-      // Refused before any work: the request taken from the per-minute budget goes back.
-      auth.buckets.requests?.adjust(-1, mono);
-      throw rateLimited(r.retryMs, rateLimitHeaders(auth.buckets, mono, ctx.clock.now()));
-    }
+    const r = tokens.takeIfPositive(estimate, ctx.clock.monotonic());
+    if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
   }
   const hold = ctx.pricer.hold(holdInput);
   const reservationId = randomUUID();
