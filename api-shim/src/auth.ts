@@ -57,9 +57,12 @@ export function authHook(ctx: ShimContext) {
       if (!r.ok) throw rateLimited(Math.max(r.retryMs, tokensWait), rateLimitHeaders(buckets, mono, now));
     }
     // Refused here, before the body is read and parsed (up to SHIM_MAX_BODY_BYTES of JSON, a
-    // tenth of a second or so), not only in the handler: a tokens refusal spends no request, so
-    // requests/min would not bound how many bodies a key with a spent tokens budget has parsed.
-    // (Only whether the budget is positive is known here; the handler takes the estimate.)
+    // tenth of a second or so), not only in the handler: these refusals spend no request, so
+    // requests/min would not bound how many bodies a key at its cap or with a spent tokens budget
+    // has parsed. Only looked at here (in the handler's order); the handler takes the place and
+    // the estimate, checking again (other requests may have taken them while the body arrived).
+    if (request.routeOptions.config.inference !== true) return;
+    if (limits.concurrency !== null && ctx.limiter.full(key.id, limits.concurrency)) throw tooManyInFlight(ctx, request.auth, limits.concurrency);
     if (tokensWait > 0) throw tokensSpent(ctx, request.auth, tokensWait);
   };
 }

@@ -44,7 +44,8 @@ export const PUBLIC_ROUTE = { public: true } as const;
 /**
  * Route config of the inference routes: they put themselves in flight (Inflight) once admitted,
  * with an abort that settles them (every other request is put in flight by the onRequest hook),
- * and spend from their key's tokens/min budget, which the auth hook looks at too.
+ * and are held to their key's tokens/min budget and cap on requests in flight, which the auth
+ * hook looks at too (before the body is read).
  */
 export const INFERENCE_ROUTE = { inference: true } as const;
 

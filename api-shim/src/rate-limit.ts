@@ -121,10 +121,14 @@ export class RateLimiter {
    * every admitted request calls `leave` once, when it ends.
    */
   enter(keyId: string, limit: number): boolean {
-    const n = this.inFlight.get(keyId) ?? 0;
-    if (n >= limit) return false;
-    this.inFlight.set(keyId, n + 1);
+    if (this.full(keyId, limit)) return false;
+    this.inFlight.set(keyId, (this.inFlight.get(keyId) ?? 0) + 1);
     return true;
+  }
+
+  /** Whether `enter` would refuse now, without entering: for a check before the request's body is read. */
+  full(keyId: string, limit: number): boolean {
+    return (this.inFlight.get(keyId) ?? 0) >= limit;
   }
 
   leave(keyId: string): void {

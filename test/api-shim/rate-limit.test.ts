@@ -252,6 +252,31 @@ describe("rate limits through the shim", () => {
     }
   });
 
+  it("a key with all its places in flight taken cannot make the shim read and parse request bodies beyond its requests/min budget", async () => {
+    const clock = manualClock(Date.now());
+    const h = await startShim({ clock, file: { tiers: { one: { rpm: 10, tpm: 1_000_000, concurrency: 1 } }, models: [{ name: "qwen2.5-7b" }] } });
+    try {
+      const { key } = await h.createKey({ tier: "one", credits: 1000 });
+      h.fake.set({ tokenDelayMs: 20, defaultTokens: 1000 });
+      const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 1000, stream: true });
+      const heavy = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1, x: new Array(999_000).fill("a") });
+      const parse = vi.spyOn(JSON, "parse");
+      const answers = [];
+      for (let i = 0; i < 20; i++) {
+        const r = await h.post(key, "/v1/chat/completions", heavy);
+        answers.push({ status: r.status, retryAfter: r.headers.get("retry-after"), body: await r.json() });
+      }
+      const bigParses = parse.mock.calls.filter(([s]) => typeof s === "string" && s.length > 1_000_000).length;
+      expect(bigParses).toBe(0);
+      for (const a of answers) expect(a).toMatchObject({ status: 429, retryAfter: "1", body: { error: { code: "rate_limit_exceeded", message: expect.stringMatching(/allows 1 at once/) } } });
+      // None spent the requests/min budget: the stream took 1 of the 10.
+      expect((await h.client(key).models.list().withResponse()).response.headers.get("x-ratelimit-remaining-requests")).toBe("8");
+      stream.controller.abort();
+    } finally {
+      await h.close();
+    }
+  });
+
   it("an unlimited tier sends no rate-limit headers", async () => {
     const h = await startShim();
     try {

@@ -56,7 +56,9 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   }
   // Requests in flight for this key, under the tier's cap: counted from here until the request
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
-  // key re-applied by another replica's start) has its requests already in flight counted.
+  // key re-applied by another replica's start) has its requests already in flight counted. (The
+  // auth hook refused a key at its cap before its body was read; others may have taken the last
+  // place since.)
   const cap = auth.limits.concurrency;
   if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity)) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
   try {
