@@ -15,6 +15,7 @@ export class Metrics {
   /** Read at each scrape: the shim's AnswerMemory (answer-memory.ts), kept off the hot path. */
   answerMemory: { readonly inUse: number; readonly waits: number } = { inUse: 0, waits: 0 };
   readonly upstreamFailures: Counter<"reason">;
+  readonly upstreamRefusals: Counter<"reason">;
   readonly releasedReservations: Counter;
   readonly cappedCharges: Counter<"model">;
 
@@ -34,7 +35,9 @@ export class Metrics {
     const answerMemory = () => this.answerMemory;
     new Gauge({ name: "shim_answer_memory_bytes", help: "Bytes of non-streamed answers held (being read or sent), against SHIM_ANSWER_MEMORY_BYTES.", registers, collect() { this.set(answerMemory().inUse); } });
     new Counter({ name: "shim_answer_memory_waits_total", help: "Times an answer's read waited for SHIM_ANSWER_MEMORY_BYTES to have room.", registers, collect() { this.reset(); this.inc(answerMemory().waits); } });
-    this.upstreamFailures = new Counter({ name: "shim_upstream_failures_total", help: "Upstream failures, by reason.", labelNames: ["reason"], registers });
+    this.upstreamFailures = new Counter({ name: "shim_upstream_failures_total", help: "Upstream failures (unreachable, timed out, 5xx, refusing the shim's credentials, cut streams), by reason. Not the upstream refusing a client's request: shim_upstream_refusals_total.", labelNames: ["reason"], registers });
+    // Apart from the failures, so an alert on their rate is not set off by a client's mistakes.
+    this.upstreamRefusals = new Counter({ name: "shim_upstream_refusals_total", help: "Requests the upstream refused as the client's own error (400, 422, a 404 naming the model, 413), relayed to the client as a 4xx, by reason.", labelNames: ["reason"], registers });
     this.releasedReservations = new Counter({ name: "shim_stale_reservations_released_total", help: "Credit holds released because their process is gone or lost its liveness lock: at start, and by the Postgres store's sweeps while serving. A request still in flight then settles without a hold (charged if the balance covers it).", registers });
     this.cappedCharges = new Counter({ name: "shim_charges_capped_total", help: "Charges capped at their hold: usage worth more than the most the request was allowed to cost.", labelNames: ["model"], registers });
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });

@@ -319,6 +319,52 @@ describe("upstream failures", () => {
     h.fake.reset();
   });
 
+  /** The value of one metric series on the shim's /metrics, 0 when it has none yet. */
+  const metric = async (series: string) => {
+    const line = (await (await fetch(`${h.url}/metrics`)).text()).split("\n").find((l) => l.startsWith(`${series} `));
+    return line ? Number(line.split(" ").at(-1)) : 0;
+  };
+
+  it("the upstream refusing the client's own request (400, 422, 404 naming the model, 413) is a refusal, not an upstream failure an operator is paged for", async () => {
+    for (const [status, answered] of [[400, 400], [422, 400], [404, 404], [413, 413]] as const) {
+      const failures = await metric(`shim_upstream_failures_total{reason="status_${status}"}`);
+      const refusals = await metric(`shim_upstream_refusals_total{reason="status_${status}"}`);
+      h.fake.set({ failStatus: status });
+      try {
+        expect((await failure(() => h.client(key).chat.completions.create(chat))).status).toBe(answered);
+      } finally {
+        h.fake.reset();
+      }
+      expect(await metric(`shim_upstream_failures_total{reason="status_${status}"}`)).toBe(failures);
+      expect(await metric(`shim_upstream_refusals_total{reason="status_${status}"}`)).toBe(refusals + 1);
+    }
+    // The same refusal sent with status 200 (vLLM 0.15.1 and 0.16.0), likewise.
+    const failures = await metric('shim_upstream_failures_total{reason="error_body"}');
+    h.fake.set({ failStatus: 400, failWith200: true });
+    try {
+      expect((await failure(() => h.client(key).chat.completions.create(chat))).status).toBe(400);
+    } finally {
+      h.fake.reset();
+    }
+    expect(await metric('shim_upstream_failures_total{reason="error_body"}')).toBe(failures);
+    expect(await metric('shim_upstream_refusals_total{reason="error_body"}')).toBeGreaterThan(0);
+  });
+
+  it("an upstream refusal that is the shim's own fault (401: a wrong SHIM_UPSTREAM_API_KEY) or the upstream's (5xx) is a failure, its reason on the 502 line", async () => {
+    for (const status of [401, 501]) {
+      const k = await h.createKey({ credits: 10 });
+      const failures = await metric(`shim_upstream_failures_total{reason="status_${status}"}`);
+      h.fake.set({ failStatus: status });
+      try {
+        expect((await failure(() => h.client(k.key).chat.completions.create(chat))).status).toBe(502);
+      } finally {
+        h.fake.reset();
+      }
+      expect(await h.waitForRequestLog((l) => l.keyId === k.id)).toMatchObject({ status: 502, error: "upstream_error", cause: `status_${status}` });
+      expect(await metric(`shim_upstream_failures_total{reason="status_${status}"}`)).toBe(failures + 1);
+    }
+  });
+
   it("an upstream without the route (SHIM_UPSTREAM_URL missing /v1) → 502 'misconfigured', not model_not_found; the log names the setting", async () => {
     const w = await startShim({ env: { SHIM_UPSTREAM_URL: h.fake.url.replace(/\/v1$/, "") } });
     try {
@@ -596,6 +642,11 @@ describe("the model list as an upstream may really send it", () => {
       const e = await failure(() => h.client(key).models.list());
       expectShape(e, 502, "api_error", "upstream_error");
       expect(JSON.stringify(e.error)).not.toContain("10.0.0.5");
+      // The operator's line says what the upstream answered, as for an inference request.
+      expect(await h.waitForRequestLog((l) => l.path === "/v1/models" && l.status === 502 && l.cause === "status_400")).toMatchObject({ error: "upstream_error" });
+      answer = { status: 200, body: "<html>" };
+      await failure(() => h.client(key).models.list());
+      expect(await h.waitForRequestLog((l) => l.path === "/v1/models" && l.cause === "not_a_model_list")).toMatchObject({ status: 502 });
       answer = { status: 503, body: "" };
       expectShape(await failure(() => h.client(key).models.list()), 503, "api_error", "service_unavailable");
     } finally {

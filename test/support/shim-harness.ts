@@ -61,6 +61,8 @@ export interface RequestLog {
   tokens: number | null;
   cost: number | null;
   error?: string;
+  /** What the upstream answered or what broke on the way to it (app.ts, finishRequest). */
+  cause?: string;
 }
 
 export const DEFAULT_FILE = {

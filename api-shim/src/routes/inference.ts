@@ -177,9 +177,9 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
         return await failed(ctx, request, reply, settlement, ac.signal, e, false);
       }
       const reason = ok ? "not_a_stream" : `status_${res.status}`;
-      if (left) return await leftThenRefused(ctx, request, reply, settlement, reason);
-      if (ok) return await refused(ctx, settlement, upstreamErrorBody(text, req.model), reason);
-      return await refused(ctx, settlement, upstreamStatusError(res.status, text, req.model, res.headers["retry-after"]), reason);
+      const err = ok ? upstreamErrorBody(text, req.model) : upstreamStatusError(res.status, text, req.model, res.headers["retry-after"]);
+      if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason);
+      return await refused(ctx, request, settlement, err, reason);
     }
     if (req.stream) {
       return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, promptEstimate });
@@ -217,10 +217,10 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     const answer = usageOfBody(answerBytes);
     if (left) {
       // Read whole after its client left: charged as if delivered; an error body, nothing.
-      if (answer.isError) return await leftThenRefused(ctx, request, reply, settlement, "error_body");
+      if (answer.isError) return await leftThenRefused(ctx, request, reply, settlement, upstreamErrorBody(answerBytes.toString("utf8"), req.model), "error_body");
       return await clientLeft(ctx, request, reply, settlement, answer.usage ?? REQUEST_PRICE_ONLY);
     }
-    if (answer.isError) return await refused(ctx, settlement, upstreamErrorBody(answerBytes.toString("utf8"), req.model), "error_body");
+    if (answer.isError) return await refused(ctx, request, settlement, upstreamErrorBody(answerBytes.toString("utf8"), req.model), "error_body");
     // No usage from the upstream: charge the request price and no tokens rather than guess.
     const { cost, available } = await settlement.settle(res.status, answer.usage ?? REQUEST_PRICE_ONLY);
     // Seed 001's success body: the charge, what is left, and whether the batch price applied.
@@ -268,12 +268,26 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
 
 /**
  * The upstream refused the request (an error status, an error body with a 2xx, or not the answer
- * asked for): counted under `reason`, charged nothing, told to the client as `err`.
+ * asked for): counted under `reason`, which goes on the request's line, charged nothing, told to
+ * the client as `err`.
  */
-async function refused(ctx: ShimContext, settlement: Settlement, err: ShimError, reason: string): Promise<never> {
-  ctx.metrics.upstreamFailures.inc({ reason });
+async function refused(ctx: ShimContext, request: FastifyRequest, settlement: Settlement, err: ShimError, reason: string): Promise<never> {
+  countRefusal(ctx, request, err, reason);
   await settlement.settle(err.status, null);
   throw err;
+}
+
+/**
+ * An upstream refusal (`err`, as the client is or would be told it) counted and named on the
+ * request's line. One the client is told is its own error (a 4xx: bad parameters, a model the
+ * upstream does not have, a body too large) is no upstream failure: an alert on those would be
+ * set off by clients' mistakes. The rest (5xx, 401/403 to the shim's credentials, 429/503, a
+ * route the upstream lacks) are the upstream's or the operator's to fix.
+ */
+function countRefusal(ctx: ShimContext, request: FastifyRequest, err: ShimError, reason: string): void {
+  request.upstreamCause = reason;
+  if (err.status < 500) ctx.metrics.upstreamRefusals.inc({ reason });
+  else ctx.metrics.upstreamFailures.inc({ reason });
 }
 
 /**
@@ -286,10 +300,9 @@ async function leftThenFailed(ctx: ShimContext, request: FastifyRequest, reply: 
   return await clientLeft(ctx, request, reply, settlement, null);
 }
 
-/** The upstream refused the request (`reason`, as refused() counts it) after its client had left: nothing charged, the reason on the 499 line. */
-async function leftThenRefused(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, reason: string): Promise<FastifyReply> {
-  ctx.metrics.upstreamFailures.inc({ reason });
-  request.upstreamCause = reason;
+/** The upstream refused the request (`err`, `reason`, counted as refused() counts them) after its client had left: nothing charged, the reason on the 499 line. */
+async function leftThenRefused(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, err: ShimError, reason: string): Promise<FastifyReply> {
+  countRefusal(ctx, request, err, reason);
   return await clientLeft(ctx, request, reply, settlement, null);
 }
 

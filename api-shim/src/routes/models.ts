@@ -32,7 +32,8 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
     // A GET with nothing in it is never the client's fault: whatever the upstream says, it is the
     // upstream's failure (busy: 503, slow: 504), and none of its message reaches the client.
     if (res.status !== 200) {
-      ctx.metrics.upstreamFailures.inc({ reason: `status_${res.status}` });
+      request.upstreamCause = `status_${res.status}`; // what the upstream said, on the line: the client is told none of it
+      ctx.metrics.upstreamFailures.inc({ reason: request.upstreamCause });
       if ([408, 429, 503, 504].includes(res.status)) throw upstreamStatusError(res.status, "", undefined, res.headers["retry-after"]);
       // A bare 404 keeps the shim's own "misconfigured" message (no word of the upstream's).
       const missing = res.status === 404 ? upstreamStatusError(404, text, undefined, undefined) : null;
@@ -40,7 +41,8 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
     }
     const list = parseModelList(text);
     if (list === null) {
-      ctx.metrics.upstreamFailures.inc({ reason: "not_a_model_list" });
+      request.upstreamCause = "not_a_model_list";
+      ctx.metrics.upstreamFailures.inc({ reason: request.upstreamCause });
       throw new ShimError("upstream_error");
     }
     const configured = ctx.config.models;
