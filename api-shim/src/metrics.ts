@@ -26,7 +26,10 @@ export class Metrics {
       name: "shim_request_duration_seconds",
       help: "Time from request to the end of the response (streams: to the last event).",
       labelNames: ["route"],
-      buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 30, 120],
+      // Up past the longest a request runs in the rendered stack (a generation waited for up to
+      // SHIM_UPSTREAM_TIMEOUT_MS, 605 s): with 120 s the last bucket, every long generation fell in
+      // +Inf and histogram_quantile showed p95/p99 stuck at 120 s. Two buckets more per route.
+      buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 30, 120, 300, 900],
       registers,
     });
     this.tokens = new Counter({ name: "shim_tokens_total", help: "Tokens metered, by model and kind (prompt|completion).", labelNames: ["model", "kind"], registers });

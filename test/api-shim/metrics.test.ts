@@ -1,0 +1,31 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
+import { Metrics } from "../../api-shim/src/metrics.ts";
+
+const ROOT = join(import.meta.dirname, "..", "..");
+
+/** The `le` of the bucket an observation of `seconds` counts in first (Infinity: only +Inf). */
+async function bucketOf(seconds: number): Promise<number> {
+  const m = new Metrics();
+  m.duration.observe({ route: "/v1/chat/completions" }, seconds);
+  const text = await m.registry.metrics();
+  const counted = [...text.matchAll(/^shim_request_duration_seconds_bucket\{le="([^"]+)",route="[^"]+"\} (\d+)$/gm)]
+    .filter(([, , n]) => n === "1")
+    .map(([, le]) => (le === "+Inf" ? Infinity : Number(le)));
+  return Math.min(...counted);
+}
+
+describe("shim_request_duration_seconds", () => {
+  it("tells the long requests the rendered stack allows apart: p95/p99 do not stick at a bucket below the upstream timeout", async () => {
+    const compose = parseYaml(readFileSync(join(ROOT, "templates", "compose.yaml"), "utf8")) as { services: { shim: { environment: Record<string, string> } } };
+    const env = compose.services.shim.environment;
+    // A non-streamed generation may take until the upstream timeout (605 s rendered); a stream as long, and longer.
+    const longest = Math.max(Number(env.SHIM_UPSTREAM_TIMEOUT_MS), Number(env.SHIM_STREAM_IDLE_TIMEOUT_MS)) / 1000;
+    expect(longest).toBeGreaterThan(120);
+    expect(await bucketOf(longest)).toBeLessThan(Infinity);
+    // A 3-minute request and a 10-minute one are told apart (histogram_quantile interpolates within a bucket).
+    expect(await bucketOf(180)).toBeLessThan(await bucketOf(longest));
+  });
+});
