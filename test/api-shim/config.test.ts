@@ -174,6 +174,26 @@ extra: 1
   });
 });
 
+describe("a postgres:// SHIM_DATABASE_URL the driver cannot read", () => {
+  it("is a configuration error naming SHIM_DATABASE_URL, the password hidden, not a store failure at start", () => {
+    // A port past 65535: the driver's URL parser throws "Invalid URL".
+    expect(problems({ SHIM_DATABASE_URL: "postgres://shim:pw@db:99999/shim" })).toEqual([
+      expect.stringMatching(/^SHIM_DATABASE_URL: "postgres:\/\/shim:\*\*\*@db:99999\/shim" is not valid: .*port/),
+    ]);
+    // An unencoded "?" in the password makes the rest a query: no URL the driver reads.
+    expect(problems({ SHIM_DATABASE_URL: "postgres://app:s3cr?t@host/db" })).toEqual([expect.stringMatching(/^SHIM_DATABASE_URL: "postgres:\/\/app:\*\*\*@host\/db" is not valid: .*percent-encode/)]);
+    // verify-ca checks the server's certificate against a CA it must be given (the driver refuses it).
+    expect(problems({ SHIM_DATABASE_URL: "postgres://shim:pw@db/shim?sslmode=verify-ca" })).toEqual([
+      expect.stringMatching(/^SHIM_DATABASE_URL: "postgres:\/\/shim:\*\*\*@db\/shim\?sslmode=verify-ca" is not valid: .*sslrootcert/),
+    ]);
+    for (const p of problems({ SHIM_DATABASE_URL: "postgres://shim:hunter2@db:99999/shim?sslmode=verify-ca" })) expect(p).not.toContain("hunter2");
+    // What the driver does read is accepted, libpq's host-less form included.
+    for (const url of ["postgres://shim:pw@db:5432/shim?sslmode=require", "postgresql://db/shim", "postgres://u:pw@/shim?host=/run/postgresql", "postgres://u:p%3Fw@[::1]:5432/shim?sslmode=verify-full"]) {
+      expect(parse({ SHIM_DATABASE_URL: url }).databaseUrl).toBe(url);
+    }
+  });
+});
+
 describe("openStore", () => {
   it("opens sqlite::memory: and rejects unknown schemes with the variable named and no password", async () => {
     const s = await openStore("sqlite::memory:");

@@ -270,6 +270,16 @@ describe("the shim process", () => {
     await output.stopCleanly(first);
   });
 
+  it("a SHIM_DATABASE_URL the driver cannot read: exit 1 saying so, not a store failure that a restart would fix", async () => {
+    const failed = await spawnShim({ ...env, SHIM_DATABASE_URL: "postgres://shim:hunter2@db:99999/shim" }).catch((e: unknown) => e);
+    if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
+    output.keep(failed);
+    expect(failed.exit).toEqual({ code: 1, signal: null });
+    expect(failed.stderr()).toMatch(/^invalid api-shim configuration:\n {2}- SHIM_DATABASE_URL: "postgres:\/\/shim:\*\*\*@db:99999\/shim" is not valid/);
+    expect(failed.lines.join("\n")).not.toContain("the store failed closed");
+    expect(`${failed.stderr()}${failed.lines.join("\n")}`).not.toContain("hunter2");
+  });
+
   it("a second process on the same SQLite file is refused, and the first one's holds are kept", async () => {
     fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
     const first = await start();

@@ -1,20 +1,44 @@
+import { parse as driverParse } from "pg-connection-string";
+
 /**
  * SHIM_DATABASE_URL, read once: `sqlite:<path>` (relative to the working directory),
  * `sqlite::memory:`, or `postgres://…` / `postgresql://…` (a libpq connection URL). Kept apart
  * from the stores so the configuration can check it with every other setting at start, without
- * loading a database driver.
+ * loading a database driver (only the driver's URL parser).
  */
 export type DatabaseTarget = { kind: "postgres"; url: string } | { kind: "sqlite"; path: string };
 
 /** The store a URL names; throws an Error whose message names SHIM_DATABASE_URL and what is allowed. */
 export function parseDatabaseUrl(url: string): DatabaseTarget {
-  if (url.startsWith("postgres://") || url.startsWith("postgresql://")) return { kind: "postgres", url };
+  if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
+    checkDriverReads(url);
+    return { kind: "postgres", url };
+  }
   if (!url.startsWith("sqlite:")) {
     throw new Error(`SHIM_DATABASE_URL: ${JSON.stringify(redactUrl(url))} is not valid; expected sqlite:<path>, sqlite::memory: or postgres://…`);
   }
   const path = url.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "");
   if (path === "") throw new Error("SHIM_DATABASE_URL: sqlite: needs a path, e.g. sqlite:./data/shim.db");
   return { kind: "sqlite", path };
+}
+
+/**
+ * Throws unless the driver reads the URL as the store hands it over (driverUrl). What it refuses
+ * (a port over 65535, a password with `?` or `/` unencoded, `sslmode=verify-ca` without
+ * `sslrootcert`, a TLS file it cannot read: the driver reads those files as it parses) would
+ * otherwise fail the store's first connection, which looks like a store failure at start: the
+ * process exits for a restart, and is restarted forever, with no word of the setting.
+ */
+function checkDriverReads(url: string): void {
+  try {
+    driverParse(driverUrl(url).connectionString);
+  } catch (e) {
+    // The URL parser's message is "Invalid URL", its input (the URL, password included) elsewhere.
+    const why = e instanceof TypeError && /invalid url/i.test(e.message)
+      ? "the driver cannot parse it as a URL; check the port (at most 65535) and percent-encode any ?, /, #, @ or : in the user name or password"
+      : e instanceof Error ? e.message : String(e);
+    throw new Error(`SHIM_DATABASE_URL: ${JSON.stringify(redactUrl(url))} is not valid: ${why}`);
+  }
 }
 
 /**
