@@ -14,7 +14,7 @@ import { Inflight } from "./inflight.ts";
 import { jsonShapeProblem } from "./json-shape.ts";
 import { requestLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
-import { redactedPath, redactKeys, secretRedactor } from "./keys.ts";
+import { loggedModel, redactedPath, secretRedactor } from "./keys.ts";
 import { creditsNumber } from "./money.ts";
 import { Pricer } from "./pricing.ts";
 import { RateLimiter } from "./rate-limit.ts";
@@ -223,7 +223,7 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
     status,
     ms: Math.round(ms * 100) / 100,
     keyId: request.auth?.key.id ?? null,
-    model: s.model === null ? null : ctx.hideSecrets(redactKeys(s.model.slice(0, 400))).slice(0, 200), // redacted before the cut: no secret is left half shown
+    model: s.model === null ? null : loggedModel(s.model, ctx.hideSecrets),
     tokens: s.tokens,
     cost: s.cost === null ? null : creditsNumber(s.cost),
     ...(request.shimErrorCode ? { error: request.shimErrorCode } : {}),

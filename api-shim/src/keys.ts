@@ -80,6 +80,15 @@ export function redactKeys(text: string): string {
 }
 
 /**
+ * A client-chosen model name as every log line shows it: keys and the deployment's secrets
+ * (`hideSecrets`, secretRedactor) redacted before the cut, so no secret is left half shown, and
+ * at most 200 characters. Without a model list, the upstream may accept any name.
+ */
+export function loggedModel(model: string, hideSecrets: (text: string) => string): string {
+  return hideSecrets(redactKeys(model.slice(0, 400))).slice(0, 200);
+}
+
+/**
  * Redacts the deployment's own secrets (the admin token, the upstream's key) from text a client
  * chose (a path, a model name) before it is logged: unlike API keys they have no prefix to find.
  * Secrets too short to mean anything in a log (none are, as configured) are left alone.

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from "fastify";
 import type { ShimContext } from "./context.ts";
 import type { InferenceKind } from "./inference-request.ts";
+import { loggedModel } from "./keys.ts";
 import { storedUsage } from "./metering.ts";
 import { creditsNumber } from "./money.ts";
 import type { Usage } from "./pricing.ts";
@@ -76,14 +77,14 @@ export class Settlement {
     if (charged !== cost) {
       // Its hold was released before it settled (Postgres: a sweep after this replica's liveness
       // session was cut): it was charged what the key's balance still covered (store.ts, settle).
-      request.log.warn({ reqId: request.id, model: this.model, cost: creditsNumber(cost), charged: creditsNumber(charged) }, "hold released before the settlement: charged what the balance covered");
+      request.log.warn({ reqId: request.id, model: loggedModel(this.model, ctx.hideSecrets), cost: creditsNumber(cost), charged: creditsNumber(charged) }, "hold released before the settlement: charged what the balance covered");
     }
     if (capped) {
       // The usage was worth more than the hold, the most the request was allowed to cost: the
       // key is charged the hold (its balance must not go below zero), and the operator should
       // know that a hold bound did not hold (docs/api-shim.md, "Credits").
       ctx.metrics.cappedCharges.inc({ model: label });
-      request.log.warn({ reqId: request.id, model: this.model, promptTokens: u.promptTokens, completionTokens: u.completionTokens, hold: creditsNumber(this.hold) }, "charge capped at the hold");
+      request.log.warn({ reqId: request.id, model: loggedModel(this.model, ctx.hideSecrets), promptTokens: u.promptTokens, completionTokens: u.completionTokens, hold: creditsNumber(this.hold) }, "charge capped at the hold");
     }
     return { cost: charged, available };
   }

@@ -6,6 +6,7 @@ import type { ShimContext } from "./context.ts";
 import { errorBody, ShimError } from "./errors.ts";
 import { spliceJson } from "./json-splice.ts";
 import { StreamMeter } from "./metering.ts";
+import { loggedModel } from "./keys.ts";
 import { formatCredits } from "./money.ts";
 import type { Settlement } from "./settlement.ts";
 import { writeWithBackpressure } from "./response-writer.ts";
@@ -107,7 +108,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       // The shim asked for usage and the upstream ignored it: charged from an estimate below,
       // and shown to the operator, who can fix the upstream.
       metricReason = "no_usage";
-      request.log.warn({ reqId: request.id, model: request.shim.model }, "stream ended without usage: prompt estimated, completion counted in chunks");
+      request.log.warn({ reqId: request.id, model: loggedModel(request.shim.model ?? "", ctx.hideSecrets) }, "stream ended without usage: prompt estimated, completion counted in chunks");
     }
   } catch (e) {
     if (signal.aborted && signal.reason === "client") clientGone = true;

@@ -64,6 +64,24 @@ describe("no key or admin token in logs or metrics", () => {
     for (const e of requests) expect(Object.keys(e)).toEqual(expect.arrayContaining(["reqId", "method", "path", "status", "ms", "keyId", "model", "tokens", "cost"]));
   });
 
+  it("a model name the upstream accepted is redacted on the warning lines as on the request line (no model list configured)", async () => {
+    // The upstream serves a model whose name holds the upstream's key (as a client that pasted
+    // it could name one behind a permissive LiteLLM); the shim, with no model list, forwards it.
+    const model = "tenant-upstream-secret";
+    const w = await startShim({ file: {}, fake: { models: [{ name: model }], apiKey: "upstream-secret" } });
+    try {
+      const { key: k } = await w.createKey({ credits: 10 });
+      w.fake.set({ ignoreIncludeUsage: true });
+      for await (const _ of await w.client(k).chat.completions.create({ model, messages: [{ role: "user", content: "hi" }], max_tokens: 2, stream: true }));
+      await w.waitForRequestLog((l) => l.model === "tenant-[redacted]");
+      const warning = w.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e.msg === "stream ended without usage: prompt estimated, completion counted in chunks");
+      expect(warning).toMatchObject({ model: "tenant-[redacted]" });
+      assertNoSecrets(w.logs, ["upstream-secret"]);
+    } finally {
+      await w.close();
+    }
+  });
+
   it("the check itself fails when a secret is present", () => {
     expect(() => assertNoSecrets([`{"msg":"oops ${key}"}`], [key])).toThrow(/a secret appeared/);
   });
