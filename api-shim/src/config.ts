@@ -8,7 +8,8 @@ import { parseDatabaseUrl } from "./store/database-url.ts";
  * The one place that reads the environment and SHIM_CONFIG. `parseShimConfig` is pure: it takes
  * the environment and a file reader, and returns a frozen, typed object or throws one
  * ConfigError listing every problem, each naming the variable or key, the bad value and what is
- * allowed.
+ * allowed. (One exception: the TLS files a postgres:// SHIM_DATABASE_URL names are read by the
+ * driver's own parser, which checks the URL as the store will use it: database-url.ts.)
  */
 
 export interface TierLimits {
