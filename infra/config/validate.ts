@@ -327,13 +327,20 @@ function checkTags(p: Problems, value: unknown): string[] {
   return tags;
 }
 
+/**
+ * nginx's limit_conn per address. nginx refuses 65536 and over (and would not start), and one
+ * worker holds at most worker_connections (4096, templates/nginx/nginx.conf), half of them to the
+ * shim while proxying: a cap above 4096 would limit nothing one address can use.
+ */
+const MAX_CONNECTIONS_PER_IP = 4096;
+
 function checkLimits(p: Problems, value: unknown): EdgeLimits {
   const v = p.object("limits", value) ?? {};
   p.unknownKeys("limits", v, ["requestsPerSecond", "burst", "connections", "maxBodyMb"]);
   return {
     requestsPerSecond: p.number("limits.requestsPerSecond", v.requestsPerSecond, { min: 1, max: 100_000, integer: true }) ?? DEFAULT_LIMITS.requestsPerSecond,
     burst: p.number("limits.burst", v.burst, { min: 0, max: 100_000, integer: true }) ?? DEFAULT_LIMITS.burst,
-    connections: p.number("limits.connections", v.connections, { min: 1, max: 100_000, integer: true }) ?? DEFAULT_LIMITS.connections,
+    connections: p.number("limits.connections", v.connections, { min: 1, max: MAX_CONNECTIONS_PER_IP, integer: true }) ?? DEFAULT_LIMITS.connections,
     maxBodyMb: p.number("limits.maxBodyMb", v.maxBodyMb, { min: 1, max: 1024, integer: true }) ?? DEFAULT_LIMITS.maxBodyMb,
   };
 }

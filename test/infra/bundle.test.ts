@@ -80,6 +80,17 @@ it("starts nginx with limits.burst 0 (no burst: nginx refuses burst=0), still li
   expect(render(config()).get("nginx/nginx.conf")!.match(/limit_req zone=per_ip burst=20 nodelay;/g)).toHaveLength(2);
 });
 
+it("starts nginx at the largest value the validator accepts for every limits.* key", () => {
+  for (const key of ["requestsPerSecond", "burst", "connections", "maxBodyMb"]) {
+    // The largest value, as the validator's own message for one past any range states it.
+    const refused = validateConfig({ ...base, limits: { [key]: 1e12 } }, { stack: "acme" });
+    const message = refused.ok ? "" : refused.problems.map((p) => p.message).join("\n");
+    const max = Number(/must be between \d+ and (\d+)/.exec(message)?.[1]);
+    expect(max, key).toBeGreaterThan(0);
+    expectNginxAccepts(render(config({ limits: { [key]: max } })).get("nginx/nginx.conf")!);
+  }
+});
+
 describe("vLLM's parallel layout", () => {
   const layout = (plan: string, region: string) => {
     const command: string[] = parse(render(config({ plan, region })).get("compose.yaml")!).services.vllm.command;
