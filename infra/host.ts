@@ -1,4 +1,6 @@
 import { isoSeconds } from "../api-shim/src/period.ts";
+import { coveredBy } from "./config/addresses.ts";
+import { isIPv6Cidr } from "./config/checks.ts";
 import type { TlsMode } from "./config/types.ts";
 
 /**
@@ -57,12 +59,24 @@ export function hostExpiry(createdAt: string, ttlHours: number): string {
  * Encrypt, and the redirect to HTTPS) and 443; without, nginx listens on 80 alone, so 443 is not
  * opened for nothing. The firewall and the plan `npm run render` prints both come from here.
  */
-export function webPorts(tlsMode: TlsMode): { port: number; purpose: string }[] {
-  if (tlsMode === "off") return [{ port: 80, purpose: "HTTP: the OpenAI-compatible API (tls.mode off: no TLS)" }];
+function webPorts(tlsMode: TlsMode): { port: number; purpose: string; api: boolean }[] {
+  if (tlsMode === "off") return [{ port: 80, purpose: "HTTP: the OpenAI-compatible API (tls.mode off: no TLS)", api: true }];
   return [
-    { port: 80, purpose: tlsMode === "letsencrypt" ? "HTTP: ACME challenge and redirect to HTTPS" : "HTTP: redirect to HTTPS" },
-    { port: 443, purpose: "HTTPS: the OpenAI-compatible API" },
+    { port: 80, purpose: tlsMode === "letsencrypt" ? "HTTP: ACME challenge and redirect to HTTPS" : "HTTP: redirect to HTTPS", api: false },
+    { port: 443, purpose: "HTTPS: the OpenAI-compatible API", api: true },
   ];
+}
+
+/**
+ * Who the firewall lets reach each web port: allowedCidrs, and on the port that serves the API
+ * (and /admin) also the adminCidrs entries allowedCidrs does not cover, so the operator's machine
+ * reaches /admin from outside allowedCidrs; nginx keeps those to /admin and /metrics ($api_client
+ * in templates/nginx/nginx.conf). IPv6 entries are left out: nginx sees IPv6 clients as Docker's
+ * gateway, so they could never reach /admin, only the API.
+ */
+export function webPortSources(tlsMode: TlsMode, allowedCidrs: readonly string[], adminCidrs: readonly string[]): { port: number; purpose: string; sources: string[] }[] {
+  const adminOnly = adminCidrs.filter((cidr) => !isIPv6Cidr(cidr) && !coveredBy(cidr, allowedCidrs));
+  return webPorts(tlsMode).map(({ port, purpose, api }) => ({ port, purpose, sources: api ? [...allowedCidrs, ...adminOnly] : [...allowedCidrs] }));
 }
 
 /** The `sshCommand` output of a host without adminCidrs (scripts read it to tell SSH is closed). */

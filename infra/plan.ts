@@ -2,7 +2,7 @@ import { costOf, VOLUME_USD_PER_GB_MONTH } from "./catalog.ts";
 import type { TenantConfig } from "./config.ts";
 import { OWN_ADDRESS_HINT, unreachableAdminEntries, unreachableAdminWarning } from "./config/addresses.ts";
 import { modelSizeWarnings } from "./config/model-size.ts";
-import { resourceNames, webPorts } from "./host.ts";
+import { resourceNames, webPortSources } from "./host.ts";
 
 export interface PlannedResource {
   /** Pulumi type token, e.g. `linode:index/instance:Instance`. */
@@ -44,7 +44,7 @@ export function planFor(config: TenantConfig): Plan {
     ...servingResources(config),
   ];
   const ports: OpenPort[] = [
-    ...webPorts(config.tls.mode).map((p) => ({ ...p, sources: config.allowedCidrs })),
+    ...webPortSources(config.tls.mode, config.allowedCidrs, config.adminCidrs),
     ...(config.adminCidrs.length ? [{ port: 22, sources: config.adminCidrs, purpose: "SSH for the operator and `pulumi up`" }] : []),
   ];
   const usd = (n: number) => `$${n.toFixed(2)}`;

@@ -7,7 +7,7 @@ import { catalogDisagreements } from "../catalog-check.ts";
 import { isIPv6Cidr } from "../config/checks.ts";
 import type { TlsMode } from "../config/types.ts";
 import { isoSeconds } from "../../api-shim/src/period.ts";
-import { CREATED_AT_SUFFIX, hostExpiry, resourceNames, SSH_CLOSED, webPorts } from "../host.ts";
+import { CREATED_AT_SUFFIX, hostExpiry, resourceNames, SSH_CLOSED, webPortSources } from "../host.ts";
 import { encodeUserData, hostCloudInit } from "../render/cloud-init.ts";
 
 /** The host's part of a validated tenant config (defaults applied by validateConfig). */
@@ -20,11 +20,11 @@ export interface GpuHostArgs {
   plan: GpuPlan;
   /** Linode image (an Ubuntu LTS). */
   image: string;
-  /** Sources allowed to reach the web ports (80 and 443; 80 alone without TLS). Not empty. */
+  /** Sources allowed to reach the web ports (80 and 443; 80 alone without TLS) and the API. Not empty. */
   allowedCidrs: readonly string[];
   /** TLS: without it (`off`) only port 80 is opened. */
   tls: { readonly mode: TlsMode };
-  /** Sources allowed to reach SSH (22); none means no rule for port 22 at all. */
+  /** Sources allowed to reach SSH (22) and /admin (so the API's port too); none means no rule for port 22 at all. */
   adminCidrs: readonly string[];
   /** Size of the Block Storage Volume for model weights and the ledger. */
   volumeSizeGb: number;
@@ -36,8 +36,8 @@ export interface GpuHostArgs {
 
 /**
  * A Linode GPU instance that is safe on the internet from its first boot: created already
- * attached to a Cloud Firewall that drops everything but the web ports (webPorts) from `allowedCidrs` and 22 from
- * `adminCidrs`, SSH by a generated key only, a random root password, and a Block Storage Volume
+ * attached to a Cloud Firewall that drops everything but the web ports (webPortSources) from `allowedCidrs`, the
+ * API's port and 22 from `adminCidrs`, SSH by a generated key only, a random root password, and a Block Storage Volume
  * for the data that must outlive the instance. cloud-init (through the Metadata service)
  * installs the NVIDIA driver, Docker and the container toolkit and mounts the volume.
  */
@@ -145,7 +145,8 @@ export class GpuHost extends pulumi.ComponentResource {
 
 /**
  * Inbound rules (the policy drops everything else): HTTP and HTTPS (HTTP alone without TLS) from
- * `allowedCidrs`, SSH from `adminCidrs` only, and no SSH rule at all when there are no admin sources.
+ * `allowedCidrs`, the API's port also from `adminCidrs` (for /admin: webPortSources), SSH from
+ * `adminCidrs` only, and no SSH rule at all when there are no admin sources.
  */
 export function firewallRules(allowedCidrs: readonly string[], adminCidrs: readonly string[], tlsMode: TlsMode): linode.types.input.FirewallInbound[] {
   const rule = (label: string, ports: string, cidrs: readonly string[]): linode.types.input.FirewallInbound => {
@@ -157,7 +158,7 @@ export function firewallRules(allowedCidrs: readonly string[], adminCidrs: reado
       ...(ipv6s.length ? { ipv6s } : {}),
     };
   };
-  const rules = webPorts(tlsMode).map(({ port }) => rule(port === 80 ? "allow-http" : "allow-https", String(port), allowedCidrs));
+  const rules = webPortSources(tlsMode, allowedCidrs, adminCidrs).map(({ port, sources }) => rule(port === 80 ? "allow-http" : "allow-https", String(port), sources));
   if (adminCidrs.length > 0) rules.push(rule("allow-ssh-admin", "22", adminCidrs));
   return rules;
 }

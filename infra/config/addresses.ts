@@ -43,7 +43,20 @@ export function unreachableSource(cidr: string): string | undefined {
 }
 
 /** Docker's gateway on the Compose network: nginx sees IPv6 clients and the host's own requests as it. */
-const DOCKER_GATEWAY = "10.89.0.1";
+export const DOCKER_GATEWAY = "10.89.0.1";
+
+/** Whether `cidr` lies wholly inside one of `cidrs` (all normalised `address/prefix`). */
+export function coveredBy(cidr: string, cidrs: readonly string[]): boolean {
+  const [address, bits] = cidr.split("/") as [string, string];
+  const family = isIPv4(address) ? "ipv4" : "ipv6";
+  return cidrs.some((outer) => {
+    const [network, prefix] = outer.split("/") as [string, string];
+    if ((isIPv4(network) ? "ipv4" : "ipv6") !== family || Number(prefix) > Number(bits)) return false;
+    const list = new BlockList();
+    list.addSubnet(network, Number(prefix), family);
+    return list.check(address, family);
+  });
+}
 
 export interface UnreachableAdminEntries {
   /** Entries nobody connects to the host's public address from, with their index and why. */

@@ -1,5 +1,9 @@
 import type { TenantConfig } from "../config.ts";
+import { DOCKER_GATEWAY } from "../config/addresses.ts";
 import { fillTemplateFile, readTemplate } from "./template.ts";
+
+/** The host's own requests and every IPv6 client reach nginx from Docker's gateway (see nginx.conf's $api_client). */
+const DOCKER_GATEWAY_CIDR = `${DOCKER_GATEWAY}/32`;
 
 const fill = (name: string, values: Readonly<Record<string, string | number>>) => fillTemplateFile(`nginx/${name}`, values);
 
@@ -18,7 +22,9 @@ function burstOption(burst: number): string {
  */
 export function renderNginxConf(config: TenantConfig): string {
   const { limits } = config;
-  const adminGeo = config.adminCidrs.map((cidr) => `        ${cidr} 1;`).join("\n") || "        # adminCidrs is empty: nobody.";
+  const geo = (cidrs: readonly string[]) => cidrs.map((cidr) => `        ${cidr} 1;`).join("\n");
+  const adminGeo = geo(config.adminCidrs) || "        # adminCidrs is empty: nobody.";
+  const apiGeo = geo([DOCKER_GATEWAY_CIDR, ...config.allowedCidrs]);
   const apiLocations = fill("api-locations.conf", {
     burst: burstOption(limits.burst),
     connections: limits.connections,
@@ -33,6 +39,7 @@ export function renderNginxConf(config: TenantConfig): string {
     ];
   return fill("nginx.conf", {
     adminGeo,
+    apiGeo,
     maxBodyMb: limits.maxBodyMb,
     requestsPerSecond: limits.requestsPerSecond,
     servers: servers.map((s) => s.trimEnd()).join("\n\n"),

@@ -1,4 +1,5 @@
 import { spawnSync } from "node:child_process";
+import { BlockList } from "node:net";
 import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -13,6 +14,7 @@ import { deployTenant, type TenantOutputs } from "../../infra/tenant.ts";
 import { installMocks, isSecretInput, MOCK_IP, plain, settle, valueOf, type RecordedResource } from "../support/pulumi-mocks.ts";
 import { tempDir } from "../support/tools.ts";
 import { encodeUserData } from "../../infra/render/cloud-init.ts";
+import { renderNginxConf } from "../../infra/render/nginx.ts";
 
 /**
  * SHA-256 of encodeUserData(SAMPLE_CLOUD_CONFIG) as fflate 0.8.3 writes it (Node's zlib gives
@@ -190,8 +192,33 @@ describe("firewall edge cases", () => {
       allowedCidrs: ["198.51.100.0/24", "2001:db8::/32"], tls: { mode: "self-signed" }, adminCidrs: ["203.0.113.7/32", "2001:db8:1::/48"],
     }));
     const rules = one(resources, "linode:index/firewall:Firewall").inputs.inbounds;
-    expect(rules[1]).toEqual({ label: "allow-https", action: "ACCEPT", protocol: "TCP", ports: "443", ipv4s: ["198.51.100.0/24"], ipv6s: ["2001:db8::/32"] });
+    expect(rules[0]).toEqual({ label: "allow-http", action: "ACCEPT", protocol: "TCP", ports: "80", ipv4s: ["198.51.100.0/24"], ipv6s: ["2001:db8::/32"] });
+    // 443 also from the IPv4 admin address, for /admin.
+    expect(rules[1]).toEqual({ label: "allow-https", action: "ACCEPT", protocol: "TCP", ports: "443", ipv4s: ["198.51.100.0/24", "203.0.113.7/32"], ipv6s: ["2001:db8::/32"] });
     expect(rules[2]).toEqual({ label: "allow-ssh-admin", action: "ACCEPT", protocol: "TCP", ports: "22", ipv4s: ["203.0.113.7/32"], ipv6s: ["2001:db8:1::/48"] });
+  });
+
+  it("lets an adminCidrs address outside allowedCidrs through to the API's port, where nginx keeps it to /admin (as the plan says)", async () => {
+    const { firewallRules } = await import("../../infra/components/gpu-host.ts");
+    const { planFor } = await import("../../infra/plan.ts");
+    const admits = (rule: { ipv4s?: unknown }, ip: string) => ((rule.ipv4s ?? []) as string[]).some((cidr) => {
+      const [net, bits] = cidr.split("/");
+      const list = new BlockList();
+      list.addSubnet(net!, Number(bits), "ipv4");
+      return list.check(ip, "ipv4");
+    });
+    const c = configFor("example", { tls: { mode: "self-signed" }, allowedCidrs: ["198.51.100.0/24", "2001:db8::/32"], adminCidrs: ["8.8.8.8/32", "198.51.100.7/32", "2001:db8:1::/48"] });
+    expect(renderNginxConf(c)).toMatch(/geo \$admin_client \{[^}]*8\.8\.8\.8\/32 1;/);
+    const [http, https] = firewallRules(c.allowedCidrs, c.adminCidrs, c.tls.mode);
+    expect(admits(https!, "8.8.8.8")).toBe(true);
+    expect(admits(http!, "8.8.8.8")).toBe(false); // port 80 only redirects with TLS
+    // An entry allowedCidrs already covers is not repeated; an IPv6 one would reach the API only
+    // (nginx sees IPv6 clients as Docker's gateway), so it opens SSH alone, as before.
+    expect(https).toEqual({ label: "allow-https", action: "ACCEPT", protocol: "TCP", ports: "443", ipv4s: ["198.51.100.0/24", "8.8.8.8/32"], ipv6s: ["2001:db8::/32"] });
+    expect(planFor(c).ports.find((p) => p.port === 443)!.sources).toEqual(["198.51.100.0/24", "2001:db8::/32", "8.8.8.8/32"]);
+    // Without TLS, port 80 carries the API, and /admin.
+    const off = configFor("example", { tls: { mode: "off" }, allowedCidrs: ["198.51.100.0/24"], adminCidrs: ["8.8.8.8/32"] });
+    expect(admits(firewallRules(off.allowedCidrs, off.adminCidrs, off.tls.mode)[0]!, "8.8.8.8")).toBe(true);
   });
 });
 

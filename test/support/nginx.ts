@@ -17,14 +17,23 @@ export interface RunningNginx {
 }
 
 /**
- * Debian's nginx with a rendered nginx.conf, changed in one place only: the shim's address.
+ * Debian's nginx with a rendered nginx.conf, changed in one place only: the shim's address (and,
+ * with `options.listen`, its ports).
  * The certificate is made here with openssl for `localhost` and 127.0.0.1, in the tls/ directory
  * next to the config, where the rendered config expects it.
  */
-export async function startNginx(renderedConf: string, shimAddress: string, ports: readonly number[]): Promise<RunningNginx> {
+export async function startNginx(renderedConf: string, shimAddress: string, ports: readonly number[],
+  options: { listen?: ReadonlyMap<number, number> } = {}): Promise<RunningNginx> {
   if (!renderedConf.includes(RENDERED_UPSTREAM)) throw new Error(`the rendered nginx.conf has no "${RENDERED_UPSTREAM}"`);
   const dir = tempDir("gpu-sandbox-nginx-");
-  writeFileSync(join(dir, "nginx.conf"), renderedConf.replace(RENDERED_UPSTREAM, `server ${shimAddress};`));
+  let conf = renderedConf.replace(RENDERED_UPSTREAM, `server ${shimAddress};`);
+  // `listen`: the rendered ports (8080, 8443) moved to other loopback ports, for a test file that
+  // runs beside another nginx test.
+  for (const [rendered, port] of options.listen ?? []) {
+    if (!conf.includes(`listen ${rendered} `)) throw new Error(`the rendered nginx.conf does not listen on ${rendered}`);
+    conf = conf.replaceAll(`listen ${rendered} `, `listen 127.0.0.1:${port} `);
+  }
+  writeFileSync(join(dir, "nginx.conf"), conf);
   mkdirSync(join(dir, "tls"));
   const cert = runTool("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
     "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",

@@ -1,0 +1,97 @@
+import { request } from "node:https";
+import { parse } from "yaml";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { validateConfig } from "../../infra/config.ts";
+import { renderBundle } from "../../infra/render/bundle.ts";
+import { NGINX_HTTP_PORT, NGINX_HTTPS_PORT } from "../../infra/render/compose.ts";
+import { startNginx, type RunningNginx } from "../support/nginx.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+
+/**
+ * Who reaches what through the rendered nginx.conf (Debian's nginx, the real shim), told apart
+ * by the loopback address each request comes from: 127.0.0.2 is the tenant's client
+ * (allowedCidrs), 127.0.0.3 the operator's machine (adminCidrs only, which the firewall lets
+ * through to 443 for /admin), 127.0.0.4 stands for Docker's gateway (the host's own requests),
+ * 127.0.0.5 is in neither list. Ports of their own, so this file runs beside nginx-shim.test.ts.
+ */
+const HTTP_PORT = 57510;
+const HTTPS_PORT = 57511;
+const DOCKER_GATEWAY = "10.89.0.1";
+const GATEWAY_STAND_IN = "127.0.0.4";
+
+const result = validateConfig({
+  region: "us-ord",
+  model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen2.5-7b" },
+  tls: { mode: "self-signed" },
+  allowedCidrs: ["127.0.0.2/32"],
+  adminCidrs: ["127.0.0.3/32"],
+}, { stack: "reach" });
+if (!result.ok) throw new Error(JSON.stringify(result.problems));
+const bundle = renderBundle(result.config, { images: result.config.images, bootstrapKeys: [] });
+
+let shim: Harness;
+let nginx: RunningNginx;
+let key: string;
+
+beforeAll(async () => {
+  shim = await startShim({
+    file: parse(bundle.get("shim/config.yaml")!),
+    env: { SHIM_TRUST_PROXY: "127.0.0.1/32" },
+    fake: { models: [{ name: "qwen2.5-7b", root: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192 }], apiKey: "upstream-secret" },
+  });
+  ({ key } = await shim.createKey({ name: "reach", credits: 1000, tier: "enterprise" }));
+  const rendered = bundle.get("nginx/nginx.conf")!;
+  expect(rendered).toContain(` ${DOCKER_GATEWAY}/32 1;`);
+  const conf = rendered.replaceAll(` ${DOCKER_GATEWAY}/32 1;`, ` ${GATEWAY_STAND_IN}/32 1;`);
+  nginx = await startNginx(conf, new URL(shim.url).host, [HTTP_PORT, HTTPS_PORT],
+    { listen: new Map([[NGINX_HTTP_PORT, HTTP_PORT], [NGINX_HTTPS_PORT, HTTPS_PORT]]) });
+});
+
+afterAll(async () => {
+  await nginx?.stop();
+  await shim?.close();
+});
+
+interface Answer { status: number; body: string; requestId: string }
+
+/** GET `path` over HTTPS from the loopback address `from`. */
+function get(from: string, path: string, token?: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = request({
+      host: "127.0.0.1", port: HTTPS_PORT, path, localAddress: from, servername: "localhost", ca: nginx.certificate,
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+    }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (body += d));
+      res.on("end", () => resolve({ status: res.statusCode!, body, requestId: String(res.headers["x-request-id"]) }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+const forbidden = (a: Answer) => a.status === 403 && JSON.parse(a.body).error.code === "forbidden";
+
+describe("who reaches what through nginx", () => {
+  it("keeps an adminCidrs address outside allowedCidrs to /admin and /metrics: the API answers it 403", async () => {
+    expect((await get("127.0.0.3", "/admin/keys", shim.adminToken)).status).toBe(200);
+    expect((await get("127.0.0.3", "/metrics")).status).toBe(200);
+    expect(forbidden(await get("127.0.0.3", "/v1/models", key))).toBe(true);
+    expect(forbidden(await get("127.0.0.3", "/v1/usage", key))).toBe(true);
+  });
+
+  it("serves the API to allowedCidrs, and keeps /admin from it", async () => {
+    expect((await get("127.0.0.2", "/v1/models", key)).status).toBe(200);
+    expect(forbidden(await get("127.0.0.2", "/admin/keys", shim.adminToken))).toBe(true);
+  });
+
+  it("answers the host's own requests (from Docker's gateway), as the deploy's readiness wait makes them", async () => {
+    expect((await get(GATEWAY_STAND_IN, "/ready")).status).toBe(200);
+    expect((await get(GATEWAY_STAND_IN, "/health")).status).toBe(200);
+  });
+
+  it("refuses the API to an address in neither list", async () => {
+    expect(forbidden(await get("127.0.0.5", "/v1/models", key))).toBe(true);
+  });
+});
