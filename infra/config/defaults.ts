@@ -35,6 +35,8 @@ export const DEFAULT_LIMITS: EdgeLimits = { requestsPerSecond: 10, burst: 20, co
 
 export const DEFAULT_VOLUME_SIZE_GB = 100;
 export const DEFAULT_READY_TIMEOUT_MINUTES = 30;
+/** The longest readyTimeoutMinutes: vLLM's health check gives a first start this long (render/compose.ts). */
+export const MAX_READY_TIMEOUT_MINUTES = 240;
 
 /**
  * Image references. Tags are resolved to digests at deploy time (`@pulumi/docker`'s registry

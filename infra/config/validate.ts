@@ -9,7 +9,7 @@ import { parallelLayout, reservedVllmFlag } from "./vllm.ts";
 import {
   DEFAULT_ALLOWED_CIDRS, DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_IMAGE, DEFAULT_IMAGES, DEFAULT_LIMITS,
   DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL_ID, DEFAULT_PLAN, DEFAULT_PRICING, DEFAULT_READY_TIMEOUT_MINUTES,
-  DEFAULT_TIERS, DEFAULT_VOLUME_SIZE_GB,
+  DEFAULT_TIERS, DEFAULT_VOLUME_SIZE_GB, MAX_READY_TIMEOUT_MINUTES,
 } from "./defaults.ts";
 import type {
   BootstrapKey, EdgeLimits, Images, ModelConfig, ModelPrice, Pricing, ProviderKind, ProviderModel,
@@ -86,7 +86,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   const limits = checkLimits(p, raw.limits);
   const images = checkImages(p, raw.images);
   const readyTimeoutMinutes =
-    p.number("readyTimeoutMinutes", raw.readyTimeoutMinutes, { min: 1, max: 240, integer: true }) ?? DEFAULT_READY_TIMEOUT_MINUTES;
+    p.number("readyTimeoutMinutes", raw.readyTimeoutMinutes, { min: 1, max: MAX_READY_TIMEOUT_MINUTES, integer: true }) ?? DEFAULT_READY_TIMEOUT_MINUTES;
 
   if (p.list.length > 0 || !tenant || !region || !plan || !model || !tls) {
     return { ok: false, problems: [...p.list, ...deploy.list] };

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { isMap, isSeq, type Document } from "yaml";
 import type { Images, TenantConfig } from "../config.ts";
+import { MAX_READY_TIMEOUT_MINUTES } from "../config/defaults.ts";
 import { providerKeyVar } from "./env-file.ts";
 import { readYamlDocument } from "./template.ts";
 
@@ -41,8 +42,11 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
     ...(m.pipelineParallelSize > 1 ? ["--pipeline-parallel-size", String(m.pipelineParallelSize)] : []),
     ...m.extraArgs.map(composeLiteral),
   ]);
-  // The first start downloads the weights; the health check waits as long as `pulumi up` does.
-  doc.setIn(["services", "vllm", "healthcheck", "start_period"], `${config.readyTimeoutMinutes * 60}s`);
+  // The first start downloads the weights: failed checks count only after start_period, so it is
+  // the longest wait `pulumi up` may be given, and `--wait-timeout` (deploy.sh) holds the stack's
+  // own readyTimeoutMinutes. Fixed, not that setting: a new value in the service's definition
+  // made Compose recreate vLLM, reloading the model (minutes of 503s, generations cut).
+  doc.setIn(["services", "vllm", "healthcheck", "start_period"], `${MAX_READY_TIMEOUT_MINUTES * 60}s`);
 
   doc.setIn(["services", "litellm", "image"], images.litellm);
   config.providers.forEach((p, i) => {

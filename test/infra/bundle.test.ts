@@ -398,6 +398,15 @@ describe("applying config changes to running containers", () => {
     expect(changed(before, services(config({ limits: { burst: 5 } })))).toEqual(["nginx"]);
   });
 
+  it("restarts nothing for a new readyTimeoutMinutes, while vLLM's health check still never fails a deploy that waits up to the longest one", () => {
+    expect(changed(before, services(config({ readyTimeoutMinutes: 90 })))).toEqual([]);
+    const refused = validateConfig({ ...base, readyTimeoutMinutes: 1e9 }, { stack: "acme" });
+    const longest = Number(/must be between \d+ and (\d+)/.exec(refused.ok ? "" : refused.problems[0]!.message)?.[1]);
+    const vllm = before.vllm as { healthcheck: { start_period: string } };
+    // Failed checks count only after start_period: before, `docker compose up --wait` keeps waiting (up to its --wait-timeout).
+    expect(parseInt(vllm.healthcheck.start_period, 10)).toBeGreaterThanOrEqual(longest * 60);
+  });
+
   it("recreates vLLM, LiteLLM and the shim together when the served model changes", () => {
     expect(changed(before, services(config({ model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen" }, keys: [], pricing: {} }), [])))
       .toEqual(["litellm", "shim", "vllm"]);
