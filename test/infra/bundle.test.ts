@@ -393,9 +393,13 @@ describe("applying config changes to running containers", () => {
     expect(changed(before, services(config({ tiers: { free: { rpm: 1, tpm: 1 } } })))).toEqual(["shim"]);
   });
 
-  it("recreates nginx, and only nginx, for new admin addresses or edge limits", () => {
+  it("recreates nginx, and only nginx, for new admin or allowed addresses or edge limits; the shim too for a new body size, which it enforces as well", () => {
     expect(changed(before, services(config({ adminCidrs: ["198.51.100.1/32"] })))).toEqual(["nginx"]);
-    expect(changed(before, services(config({ limits: { burst: 5 } })))).toEqual(["nginx"]);
+    expect(changed(before, services(config({ allowedCidrs: ["0.0.0.0/0"] })))).toEqual(["nginx"]);
+    for (const limits of [{ burst: 5 }, { requestsPerSecond: 20 }, { connections: 50 }]) {
+      expect(changed(before, services(config({ limits }))), JSON.stringify(limits)).toEqual(["nginx"]);
+    }
+    expect(changed(before, services(config({ limits: { maxBodyMb: 16 } })))).toEqual(["nginx", "shim"]);
   });
 
   it("restarts nothing for a new readyTimeoutMinutes, while vLLM's health check still never fails a deploy that waits up to the longest one", () => {
