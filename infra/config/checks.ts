@@ -97,6 +97,27 @@ export class Problems {
     return value as Record<string, unknown>;
   }
 
+  /**
+   * A map setting with these `members` (others reported as unknown), `{}` when not set. A string
+   * is what `pulumi config set gpu-sandbox:tls self-signed` stores, so the message shows the
+   * `--path` form that sets `main` (the member such a string meant), or else any member. Pulumi
+   * writes a member over a string, so nothing needs removing first.
+   */
+  settingMap(key: string, value: unknown, members: readonly string[], main?: string): Record<string, unknown> {
+    if (value === undefined || value === null) return {};
+    if (typeof value === "object" && !Array.isArray(value)) {
+      const map = value as Record<string, unknown>;
+      this.unknownKeys(key, map, members);
+      return map;
+    }
+    const why = typeof value === "string" ? " `pulumi config set` without --path stores one string." : "";
+    const how = main
+      ? `Set ${key}.${main} with \`pulumi config set --path '${CONFIG_NAMESPACE}:${key}.${main}' <value>\``
+      : `Set each member with \`pulumi config set --path '${CONFIG_NAMESPACE}:${key}.<member>' <value>\`, <member> one of ${members.join(", ")}`;
+    this.add(key, value, `must be a map of keys to values;${why} ${how}`);
+    return {};
+  }
+
   /** Keys of a map that this program does not know: most often a typo that would be ignored. */
   unknownKeys(key: string, value: Record<string, unknown>, known: readonly string[]): void {
     for (const k of Object.keys(value)) {

@@ -143,8 +143,7 @@ function checkRegion(p: Problems, value: unknown): string | undefined {
 }
 
 function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig | undefined {
-  const m = p.object("model", value) ?? {};
-  p.unknownKeys("model", m, ["id", "servedName", "maxModelLen", "gpuMemoryUtilization", "extraArgs"]);
+  const m = p.settingMap("model", value, ["id", "servedName", "maxModelLen", "gpuMemoryUtilization", "extraArgs"], "id");
   const id = p.string("model.id", m.id) ?? DEFAULT_MODEL_ID;
   if (!/^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(id)) {
     return p.add("model.id", id, "must be a Hugging Face repository id such as Qwen/Qwen2.5-7B-Instruct");
@@ -196,8 +195,7 @@ function settingAt(config: Readonly<Record<string, unknown>>, path: string): unk
 }
 
 function checkTls(p: Problems, value: unknown, allowedCidrs: readonly string[]): TlsConfig | undefined {
-  const t = p.object("tls", value) ?? {};
-  p.unknownKeys("tls", t, ["mode", "domain", "email"]);
+  const t = p.settingMap("tls", value, ["mode", "domain", "email"], "mode");
   const mode = p.oneOf("tls.mode", t.mode, TLS_MODES) ?? "letsencrypt";
   const domain = p.string("tls.domain", t.domain);
   const email = p.string("tls.email", t.email);
@@ -245,8 +243,7 @@ function checkTiers(p: Problems, value: unknown): Record<string, Tier> {
 }
 
 function checkPricing(p: Problems, value: unknown, modelNames: readonly string[]): Pricing {
-  const v = p.object("pricing", value) ?? {};
-  p.unknownKeys("pricing", v, ["request", "batchRequest", "models"]);
+  const v = p.settingMap("pricing", value, ["request", "batchRequest", "models"]);
   const models: Record<string, ModelPrice> = {};
   for (const [name, price] of Object.entries(p.object("pricing.models", v.models) ?? {})) {
     if (!modelNames.includes(name)) {
@@ -275,9 +272,13 @@ function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, T
     if (!k) return;
     p.unknownKeys(at, k, ["name", "credits", "tier", "models"]);
     const name = p.string(`${at}.name`, k.name);
-    if (name === undefined || !/^[a-z0-9][a-z0-9_-]{0,31}$/.test(name)) {
-      p.add(`${at}.name`, k.name, "is required: 1-32 lowercase letters, digits, _ and -, e.g. app");
-    } else if (keys.some((x) => x.name === name)) {
+    const nameRule = "1-32 lowercase letters, digits, _ and -, e.g. app";
+    // A name that is set but not allowed is not "required" (one that is not a string: p.string said so).
+    if (k.name === undefined || k.name === null || k.name === "") {
+      p.add(`${at}.name`, k.name, `is required: ${nameRule}`);
+    } else if (name !== undefined && !/^[a-z0-9][a-z0-9_-]{0,31}$/.test(name)) {
+      p.add(`${at}.name`, name, `must be ${nameRule}`);
+    } else if (name !== undefined && keys.some((x) => x.name === name)) {
       p.add(`${at}.name`, name, "is used by another key; key names must be unique");
     }
     if (k.credits === undefined) p.add(`${at}.credits`, k.credits, "is required: the credits the key starts with, e.g. 1000");
@@ -335,8 +336,7 @@ function checkTags(p: Problems, value: unknown): string[] {
 const MAX_CONNECTIONS_PER_IP = 4096;
 
 function checkLimits(p: Problems, value: unknown): EdgeLimits {
-  const v = p.object("limits", value) ?? {};
-  p.unknownKeys("limits", v, ["requestsPerSecond", "burst", "connections", "maxBodyMb"]);
+  const v = p.settingMap("limits", value, ["requestsPerSecond", "burst", "connections", "maxBodyMb"]);
   return {
     requestsPerSecond: p.number("limits.requestsPerSecond", v.requestsPerSecond, { min: 1, max: 100_000, integer: true }) ?? DEFAULT_LIMITS.requestsPerSecond,
     burst: p.number("limits.burst", v.burst, { min: 0, max: 100_000, integer: true }) ?? DEFAULT_LIMITS.burst,
@@ -346,9 +346,8 @@ function checkLimits(p: Problems, value: unknown): EdgeLimits {
 }
 
 function checkImages(p: Problems, value: unknown): Images {
-  const v = p.object("images", value) ?? {};
   const names = Object.keys(DEFAULT_IMAGES) as (keyof Images)[];
-  p.unknownKeys("images", v, names);
+  const v = p.settingMap("images", value, names);
   const images = { ...DEFAULT_IMAGES };
   for (const name of names) {
     const ref = p.string(`images.${name}`, v[name]);

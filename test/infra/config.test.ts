@@ -317,6 +317,26 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     expect(secret.join("\n")).not.toContain("SECRET");
   });
 
+  it("shows the --path form for a map setting given one string: its main member, or each member", () => {
+    // `pulumi config set gpu-sandbox:tls self-signed`, `… gpu-sandbox:model Qwen/…`, `… gpu-sandbox:limits 10`.
+    expect(problems({ ...base, tls: "self-signed", model: "Qwen/Qwen2.5-7B-Instruct", limits: "10" })).toEqual([
+      'gpu-sandbox:model = "Qwen/Qwen2.5-7B-Instruct": must be a map of keys to values; `pulumi config set` without --path stores one string. ' +
+        "Set model.id with `pulumi config set --path 'gpu-sandbox:model.id' <value>`",
+      'gpu-sandbox:tls = "self-signed": must be a map of keys to values; `pulumi config set` without --path stores one string. ' +
+        "Set tls.mode with `pulumi config set --path 'gpu-sandbox:tls.mode' <value>`",
+      'gpu-sandbox:limits = "10": must be a map of keys to values; `pulumi config set` without --path stores one string. ' +
+        "Set each member with `pulumi config set --path 'gpu-sandbox:limits.<member>' <value>`, <member> one of requestsPerSecond, burst, connections, maxBodyMb",
+    ]);
+  });
+
+  it("says what a key name must be when the one set is not allowed, and that it is required only when none is set", () => {
+    expect(problems({ ...base, keys: [{ name: "Team-A", credits: 1 }, { credits: 2 }, { name: 7, credits: 3 }] })).toEqual([
+      'gpu-sandbox:keys[0].name = "Team-A": must be 1-32 lowercase letters, digits, _ and -, e.g. app',
+      "gpu-sandbox:keys[1].name = (not set): is required: 1-32 lowercase letters, digits, _ and -, e.g. app",
+      "gpu-sandbox:keys[2].name = 7: must be a string",
+    ]);
+  });
+
   it("explains where to fix the problems", () => {
     const result = validateConfig({}, { stack: "acme" });
     expect(result.ok).toBe(false);
