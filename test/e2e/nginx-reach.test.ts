@@ -1,3 +1,4 @@
+import { randomInt } from "node:crypto";
 import { request } from "node:https";
 import { parse } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -93,5 +94,32 @@ describe("who reaches what through nginx", () => {
 
   it("refuses the API to an address in neither list", async () => {
     expect(forbidden(await get("127.0.0.5", "/v1/models", key))).toBe(true);
+  });
+});
+
+describe("nginx's access log", () => {
+  /** A token of the form `pulumi up` makes for the admin API (48 letters and digits, serving-secrets.ts). */
+  const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  const token = Array.from({ length: 48 }, () => ALNUM[randomInt(ALNUM.length)]).join("");
+
+  const logged = async (from: string, path: string): Promise<string> => {
+    const { requestId } = await get(from, path, token);
+    await expect.poll(() => nginx.output().includes(`"request_id":"${requestId}"`)).toBe(true);
+    return nginx.output().split("\n").find((l) => l.includes(`"request_id":"${requestId}"`))!;
+  };
+
+  it("keeps an admin token pasted into a URL path out of the log, on /admin and elsewhere, as the shim keeps it out of its own", async () => {
+    for (const [from, path] of [["127.0.0.3", `/admin/keys/${token}`], ["127.0.0.2", `/admin/keys/${token}`], ["127.0.0.2", `/v1/models/${token}`],
+      ["127.0.0.3", `/admin/${token.slice(0, 24)}/${token.slice(24)}`]] as const) {
+      expect(JSON.parse(await logged(from, path)).uri, path).toBe("/[path redacted: it may hold a key]");
+    }
+    expect(nginx.output()).not.toContain(token.slice(0, 24));
+    expect(nginx.output()).not.toContain(token.slice(24));
+  });
+
+  it("still logs the API's and the admin API's own paths, a key id and an ACME token included", async () => {
+    for (const path of ["/v1/chat/completions", "/admin/keys/AbCdEf123456/credits", "/admin/usage", "/.well-known/acme-challenge/Zk3x9Q0t-m_RbVv7yJ2uWcLqH8sNdPoA1eGiTfKlB4c"]) {
+      expect(JSON.parse(await logged("127.0.0.3", path)).uri, path).toBe(path);
+    }
   });
 });
