@@ -329,9 +329,10 @@ function checkTags(p: Problems, value: unknown): string[] {
 }
 
 /**
- * nginx's limit_conn per address. nginx refuses 65536 and over (and would not start), and one
- * worker holds at most worker_connections (4096, templates/nginx/nginx.conf), half of them to the
- * shim while proxying: a cap above 4096 would limit nothing one address can use.
+ * nginx's limit_conn per address. nginx refuses 65536 and over (and would not start). A worker
+ * holds 4096 connections (worker_connections, templates/nginx/nginx.conf) and each proxied request
+ * two of them (client and shim), so 4096 from one address already fill two workers: far more than
+ * the model serves at once, and a higher cap would protect nothing.
  */
 const MAX_CONNECTIONS_PER_IP = 4096;
 
