@@ -272,7 +272,7 @@ function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, T
     if (!k) return;
     p.unknownKeys(at, k, ["name", "credits", "tier", "models"]);
     const name = p.string(`${at}.name`, k.name);
-    const nameRule = "1-32 lowercase letters, digits, _ and -, e.g. app";
+    const nameRule = "1-32 lowercase letters, digits, _ and -, starting with a letter or digit, e.g. app";
     // A name that is set but not allowed is not "required" (one that is not a string: p.string said so).
     if (k.name === undefined || k.name === null || k.name === "") {
       p.add(`${at}.name`, k.name, `is required: ${nameRule}`);

@@ -330,10 +330,12 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
   });
 
   it("says what a key name must be when the one set is not allowed, and that it is required only when none is set", () => {
-    expect(problems({ ...base, keys: [{ name: "Team-A", credits: 1 }, { credits: 2 }, { name: 7, credits: 3 }] })).toEqual([
-      'gpu-sandbox:keys[0].name = "Team-A": must be 1-32 lowercase letters, digits, _ and -, e.g. app',
-      "gpu-sandbox:keys[1].name = (not set): is required: 1-32 lowercase letters, digits, _ and -, e.g. app",
+    const rule = "1-32 lowercase letters, digits, _ and -, starting with a letter or digit, e.g. app";
+    expect(problems({ ...base, keys: [{ name: "Team-A", credits: 1 }, { credits: 2 }, { name: 7, credits: 3 }, { name: "-app", credits: 4 }] })).toEqual([
+      `gpu-sandbox:keys[0].name = "Team-A": must be ${rule}`,
+      `gpu-sandbox:keys[1].name = (not set): is required: ${rule}`,
       "gpu-sandbox:keys[2].name = 7: must be a string",
+      `gpu-sandbox:keys[3].name = "-app": must be ${rule}`,
     ]);
   });
 
