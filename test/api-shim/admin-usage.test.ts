@@ -99,8 +99,9 @@ describe("admin routes and usage reports", () => {
     const r = await topUp(revoked.id, 50);
     expect(r.status).toBe(409);
     expect(await error(r)).toMatchObject({ code: "key_inactive", param: "id" });
-    const expiring = await h.createKey({ credits: 1, expires_at: new Date(Date.now() + 300).toISOString() });
-    await new Promise((done) => setTimeout(done, 400));
+    const expiresAt = Date.now() + 1000; // ahead enough to be in the future when the shim checks it, on a loaded machine too
+    const expiring = await h.createKey({ credits: 1, expires_at: new Date(expiresAt).toISOString() });
+    await new Promise((done) => setTimeout(done, Math.max(0, expiresAt - Date.now()) + 50));
     expect((await topUp(expiring.id, 50)).status).toBe(409);
     // Past 10^15 µc a balance has more than 15 significant digits, which a JSON number (a double
     // once parsed) does not hold exactly: the answers would show it 1 µc off.

@@ -149,8 +149,9 @@ describe("manage-keys against a real shim", () => {
   });
 
   it("a name whose older namesake expired means the key in use (a key rotated by expiry); the expired one is not listed as in use", async () => {
-    const old = await h.createKey({ name: "team-x", credits: 1, expires_at: new Date(Date.now() + 300).toISOString() });
-    await new Promise((r) => setTimeout(r, 400)); // expired: 401 for its clients, "expired" in `list`
+    const expiresAt = Date.now() + 1000; // ahead enough to be in the future when the shim checks it, on a loaded machine too
+    const old = await h.createKey({ name: "team-x", credits: 1, expires_at: new Date(expiresAt).toISOString() });
+    await new Promise((r) => setTimeout(r, Math.max(0, expiresAt - Date.now()) + 50)); // expired: 401 for its clients, "expired" in `list`
     const fresh = await h.createKey({ name: "team-x", credits: 1 });
     const top = await keys(["top-up", "--url", h.url, "--key", "team-x", "--amount", "5"]);
     expect(top.code, top.err).toBe(0);
