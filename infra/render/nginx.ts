@@ -25,16 +25,18 @@ export function renderNginxConf(config: TenantConfig): string {
   const geo = (cidrs: readonly string[]) => cidrs.map((cidr) => `        ${cidr} 1;`).join("\n");
   const adminGeo = geo(config.adminCidrs) || "        # adminCidrs is empty: nobody.";
   const apiGeo = geo([DOCKER_GATEWAY_CIDR, ...config.allowedCidrs]);
+  // nginx's own errors as JSON, on every server: port 80's redirect server meets them too.
+  const errorPages = fill("error-pages.conf", { maxBodyMb: limits.maxBodyMb }).trimEnd();
   const apiLocations = fill("api-locations.conf", {
     burst: burstOption(limits.burst),
     connections: limits.connections,
-    maxBodyMb: limits.maxBodyMb,
+    errorPages,
   }).trimEnd();
   const healthz = readTemplate("nginx/healthz.conf").trimEnd();
   const servers = config.tls.mode === "off"
     ? [fill("server-http-api.conf", { healthz, apiLocations })]
     : [
-      fill("server-http-redirect.conf", { healthz }),
+      fill("server-http-redirect.conf", { healthz, errorPages }),
       fill("server-https.conf", { apiLocations }),
     ];
   return fill("nginx.conf", {

@@ -1,0 +1,97 @@
+import * as tls from "node:tls";
+import OpenAI from "openai";
+import { parse } from "yaml";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { validateConfig } from "../../infra/config.ts";
+import { renderBundle } from "../../infra/render/bundle.ts";
+import { NGINX_HTTP_PORT, NGINX_HTTPS_PORT } from "../../infra/render/compose.ts";
+import { startNginx, type RunningNginx } from "../support/nginx.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+
+/**
+ * What a client meets at the edge before the shim: plain http:// on port 80. Debian's nginx with
+ * the rendered nginx.conf, the real shim and the fake vLLM. Ports of their own, so this file runs
+ * beside the other nginx tests.
+ */
+const HTTP_PORT = 57700;
+const HTTPS_PORT = 57701;
+
+const result = validateConfig({
+  region: "us-ord",
+  model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen2.5-7b" },
+  adminCidrs: ["203.0.113.7/32"],
+  tls: { mode: "self-signed" },
+  limits: { maxBodyMb: 1 },
+}, { stack: "edge" });
+if (!result.ok) throw new Error(JSON.stringify(result.problems));
+const bundle = renderBundle(result.config, { images: result.config.images, bootstrapKeys: [] });
+
+let shim: Harness;
+let nginx: RunningNginx;
+let key: string;
+const client = (base: string) => new OpenAI({ apiKey: key, baseURL: `${base}/v1`, maxRetries: 0, timeout: 20_000 });
+
+beforeAll(async () => {
+  shim = await startShim({
+    file: parse(bundle.get("shim/config.yaml")!),
+    env: { SHIM_TRUST_PROXY: "127.0.0.1/32" },
+    fake: { models: [{ name: "qwen2.5-7b", root: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192 }], apiKey: "upstream-secret" },
+  });
+  ({ key } = await shim.createKey({ name: "edge", credits: 1000, tier: "enterprise" }));
+  nginx = await startNginx(bundle.get("nginx/nginx.conf")!, new URL(shim.url).host, [HTTP_PORT, HTTPS_PORT],
+    { listen: new Map([[NGINX_HTTP_PORT, HTTP_PORT], [NGINX_HTTPS_PORT, HTTPS_PORT]]) });
+  tls.setDefaultCACertificates([...tls.getCACertificates("default"), nginx.certificate]);
+});
+
+afterAll(async () => {
+  await nginx?.stop();
+  await shim?.close();
+});
+
+describe("plain http:// on port 80, in front of an HTTPS endpoint", () => {
+  const http = `http://localhost:${HTTP_PORT}`;
+
+  it("tells an SDK given an http:// base URL to use https://, and that its key went unencrypted, rather than a false 'Invalid API key'", async () => {
+    const received = shim.fake.counters.received;
+    const err = await client(http).models.list().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    const apiError = err as InstanceType<typeof OpenAI.BadRequestError>;
+    expect(apiError.error).toEqual({
+      message: "This endpoint is served over https:// only: use https:// in the base URL. The key in this request was sent unencrypted: have it revoked and a new one issued.",
+      type: "invalid_request_error", param: null, code: "https_required",
+    });
+    expect(apiError.headers?.get("x-request-id")).toMatch(/^[0-9a-f]{32}$/);
+    expect(apiError.headers?.get("location")).toBeNull();
+    expect(shim.fake.counters.received).toBe(received);
+  });
+
+  it("still redirects a request without credentials (a browser, a health probe) to https:// with 308", async () => {
+    const res = await fetch(`${http}/v1/models`, { redirect: "manual" });
+    expect(res.status).toBe(308);
+    expect(res.headers.get("location")).toBe("https://localhost/v1/models");
+    await res.body?.cancel();
+  });
+
+  it("keeps Let's Encrypt's challenge path on plain http, a key sent with it too (a missing token is a 404)", async () => {
+    const res = await fetch(`${http}/.well-known/acme-challenge/nope`, { redirect: "manual", headers: { authorization: `Bearer ${key}` } });
+    expect(res.status).toBe(404);
+    await res.body?.cancel();
+  });
+
+  it("answers a body over limits.maxBodyMb in OpenAI's JSON shape, not nginx's HTML page", async () => {
+    const res = await fetch(`${http}/v1/chat/completions`, {
+      method: "POST", redirect: "manual", headers: { "content-type": "application/json" }, body: "x".repeat(1_200_000),
+    });
+    expect(res.status).toBe(413);
+    expect(res.headers.get("content-type")).toBe("application/json");
+    expect(res.headers.get("x-request-id")).toMatch(/^[0-9a-f]{32}$/);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("request_too_large");
+  });
+
+  it("answers a request line it cannot read in JSON too", async () => {
+    const res = await fetch(`${http}/v1/models`, { redirect: "manual", headers: { "x-huge": "x".repeat(20_000) } });
+    expect(res.status).toBe(400);
+    expect(res.headers.get("content-type")).toBe("application/json");
+    expect(((await res.json()) as { error: { type: string } }).error.type).toBe("invalid_request_error");
+  });
+});
