@@ -151,6 +151,10 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     const nginxRead = Number(/proxy_read_timeout (\d+)s;/.exec(bundle.get("nginx/nginx.conf")!)![1]) * 1000;
     expect(litellm.litellm_settings.request_timeout * 1000).toBeLessThan(Number(shim.environment.SHIM_UPSTREAM_TIMEOUT_MS));
     expect(Number(shim.environment.SHIM_UPSTREAM_TIMEOUT_MS)).toBeLessThan(nginxRead);
+    // A client that stops reading: the shim's idle timeout cuts it (and settles what it cut) before
+    // nginx's send_timeout, whose default of 60 s cut a client well before the documented 600 s.
+    const nginxSend = Number(/^\s*send_timeout (\d+)s;/m.exec(bundle.get("nginx/nginx.conf")!)?.[1] ?? 60) * 1000;
+    expect(Number(shim.environment.SHIM_STREAM_IDLE_TIMEOUT_MS)).toBeLessThan(nginxSend);
     // Stops: the shim's drain fits its grace period; nginx stops gracefully and as long.
     // The drain, the settle window after it, and closing the upstream pool and the store (each
     // bounded) end before Docker's SIGKILL.
