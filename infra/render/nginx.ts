@@ -26,7 +26,7 @@ export function renderNginxConf(config: TenantConfig): string {
   const adminGeo = geo(config.adminCidrs) || "        # adminCidrs is empty: nobody.";
   const apiGeo = geo([DOCKER_GATEWAY_CIDR, ...config.allowedCidrs]);
   // nginx's own errors as JSON, on every server: port 80's redirect server meets them too.
-  const errorPages = fill("error-pages.conf", { maxBodyMb: limits.maxBodyMb }).trimEnd();
+  const errorPages = fill("error-pages.conf", { connections: limits.connections, maxBodyMb: limits.maxBodyMb }).trimEnd();
   const apiLocations = fill("api-locations.conf", {
     burst: burstOption(limits.burst),
     connections: limits.connections,

@@ -9,9 +9,10 @@ import { startNginx, type RunningNginx } from "../support/nginx.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
 /**
- * What a client meets at the edge before the shim: plain http:// on port 80. Debian's nginx with
- * the rendered nginx.conf, the real shim and the fake vLLM. Ports of their own, so this file runs
- * beside the other nginx tests.
+ * What a client meets at the edge before the shim: plain http:// on port 80 and the per-address
+ * cap on parallel requests. Debian's nginx with the rendered nginx.conf (limits.connections 2, so
+ * three streams reach it), the real shim and the fake vLLM. Ports of their own, so this file
+ * runs beside the other nginx tests.
  */
 const HTTP_PORT = 57700;
 const HTTPS_PORT = 57701;
@@ -21,7 +22,7 @@ const result = validateConfig({
   model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen2.5-7b" },
   adminCidrs: ["203.0.113.7/32"],
   tls: { mode: "self-signed" },
-  limits: { maxBodyMb: 1 },
+  limits: { maxBodyMb: 1, connections: 2 },
 }, { stack: "edge" });
 if (!result.ok) throw new Error(JSON.stringify(result.problems));
 const bundle = renderBundle(result.config, { images: result.config.images, bootstrapKeys: [] });
@@ -93,5 +94,34 @@ describe("plain http:// on port 80, in front of an HTTPS endpoint", () => {
     expect(res.status).toBe(400);
     expect(res.headers.get("content-type")).toBe("application/json");
     expect(((await res.json()) as { error: { type: string } }).error.type).toBe("invalid_request_error");
+  });
+});
+
+describe("limits.connections", () => {
+  it("refuses a request past the address's parallel ones with a 429 that says so, not that it sent too many requests", async () => {
+    shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 300, defaultTokens: 10 };
+    const https = client(`https://localhost:${HTTPS_PORT}`);
+    const streams = [];
+    try {
+      // Two streams held open (their headers are in: nginx counts them), then a third request.
+      for (let i = 0; i < 2; i++) streams.push(await https.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Count" }], stream: true }));
+      const err = await https.models.list().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OpenAI.RateLimitError);
+      const limited = err as InstanceType<typeof OpenAI.RateLimitError>;
+      expect(limited.error).toEqual({
+        message: "Too many parallel requests from your address (at most 2 at once); retry when one has finished.",
+        type: "rate_limit_exceeded", param: null, code: "rate_limit_exceeded", retry_after: 1,
+      });
+      expect(limited.headers?.get("retry-after")).toBe("1");
+      expect(limited.headers?.get("x-request-id")).toMatch(/^[0-9a-f]{32}$/);
+      expect(limited.headers?.get("strict-transport-security")).toBe("max-age=63072000");
+      // Logged as what the client got: 430 is nginx's internal status for the refusal alone.
+      const id = limited.headers!.get("x-request-id")!;
+      await expect.poll(() => nginx.output().includes(`"request_id":"${id}"`)).toBe(true);
+      expect(JSON.parse(nginx.output().split("\n").find((l) => l.includes(`"request_id":"${id}"`))!).status).toBe(429);
+    } finally {
+      for (const stream of streams) stream.controller.abort();
+      shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 0 };
+    }
   });
 });
