@@ -1,4 +1,4 @@
-import { BlockList, isIPv4 } from "node:net";
+import { BlockList, isIPv4, SocketAddress } from "node:net";
 
 /**
  * Address ranges that are never the source of a connection to a host's public address: an
@@ -88,3 +88,24 @@ export function unreachableAdminWarning(cidr: string, what: string): string {
 
 /** Where an operator finds the address to put in adminCidrs. */
 export const OWN_ADDRESS_HINT = "put your own public IPv4 address as a /32 instead (`curl -4s https://ifconfig.me` prints it)";
+
+/** The 16 (IPv6) or 4 (IPv4) bytes of a valid address. */
+function addressBytes(address: string, family: "ipv4" | "ipv6"): number[] {
+  if (family === "ipv4") return address.split(".").map(Number);
+  // An IPv4 tail (::ffff:1.2.3.4) as two groups; then "::" stands for the groups left out.
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(address);
+  const text = v4 ? address.slice(0, v4.index) + [((+v4[1]! << 8) | +v4[2]!).toString(16), ((+v4[3]! << 8) | +v4[4]!).toString(16)].join(":") : address;
+  const [head, tail] = text.split("::") as [string, string | undefined];
+  const groups = (part: string | undefined) => (part ? part.split(":").map((g) => parseInt(g, 16)) : []);
+  const [h, t] = [groups(head), groups(tail)];
+  const all = tail === undefined ? h : [...h, ...new Array<number>(8 - h.length - t.length).fill(0), ...t];
+  return all.flatMap((g) => [g >> 8, g & 0xff]);
+}
+
+/** A valid address with the bits past `prefix` cleared, in its usual text (IPv6 compressed, lower case). */
+export function networkAddress(address: string, prefix: number, family: "ipv4" | "ipv6"): string {
+  const bytes = addressBytes(address, family).map((b, i) => b & (0xff << Math.max(0, Math.min(8, 8 * (i + 1) - prefix)) & 0xff));
+  if (family === "ipv4") return bytes.join(".");
+  const groups = Array.from({ length: 8 }, (_, i) => ((bytes[2 * i]! << 8) | bytes[2 * i + 1]!).toString(16));
+  return new SocketAddress({ address: groups.join(":"), family }).address; // inet_ntop's form
+}

@@ -1,5 +1,6 @@
 import { isIPv4, isIPv6 } from "node:net";
 import { parseCredits } from "../../api-shim/src/money.ts";
+import { networkAddress } from "./addresses.ts";
 import { firstItemPath } from "./settings.ts";
 import { CONFIG_NAMESPACE, type ConfigProblem } from "./types.ts";
 
@@ -150,14 +151,19 @@ export class Problems {
   }
 }
 
-/** `a.b.c.d/n` or `v6::/n`, with the prefix in range; returns it trimmed, or undefined. */
+/**
+ * `a.b.c.d/n` or `v6::/n`, with the prefix in range; returns it as its network (host bits
+ * cleared, IPv6 compressed: `81.2.69.160/24` is `81.2.69.0/24`), or undefined. nginx warns at
+ * every start and reload about host bits ("low address bits … are meaningless"), and the
+ * firewall and nginx then hold the same text.
+ */
 export function normaliseCidr(text: string): string | undefined {
   const m = /^([^/\s]+)\/(\d{1,3})$/.exec(text.trim());
   if (!m) return undefined;
   const [, address, bits] = m as unknown as [string, string, string];
   const prefix = Number(bits);
-  if (isIPv4(address)) return prefix <= 32 ? `${address}/${prefix}` : undefined;
-  if (isIPv6(address)) return prefix <= 128 ? `${address.toLowerCase()}/${prefix}` : undefined;
+  if (isIPv4(address)) return prefix <= 32 ? `${networkAddress(address, prefix, "ipv4")}/${prefix}` : undefined;
+  if (isIPv6(address)) return prefix <= 128 ? `${networkAddress(address, prefix, "ipv6")}/${prefix}` : undefined;
   return undefined;
 }
 

@@ -16,15 +16,27 @@ function burstOption(burst: number): string {
 }
 
 /**
+ * A `geo` block's lines: 1 for the addresses in `cidrs` (normalised networks), 0 for the rest.
+ * nginx's `default` is 0.0.0.0/0 and ::/0 themselves, so a list holding either makes the default
+ * 1 instead of listing it (nginx warns of a "duplicate network" at every start and reload). nginx
+ * sees only IPv4 peers (IPv6 clients arrive from Docker's gateway), so the IPv4 one decides.
+ */
+function geoEntries(cidrs: readonly string[], whenEmpty?: string): string {
+  const everyone = cidrs.includes("0.0.0.0/0");
+  const lines = everyone ? ["default 1;"] : ["default 0;", ...cidrs.filter((c) => c !== "::/0").map((c) => `${c} 1;`)];
+  if (lines.length === 1 && whenEmpty) lines.push(`# ${whenEmpty}`);
+  return lines.map((l) => `        ${l}`).join("\n");
+}
+
+/**
  * nginx.conf for the tenant, from the fragments in templates/nginx/: an HTTPS server and an
  * HTTP server that only redirects and answers ACME challenges, or (tls.mode off) one HTTP
  * server for the API. The only upstream address in it is `shim:8080`.
  */
 export function renderNginxConf(config: TenantConfig): string {
   const { limits } = config;
-  const geo = (cidrs: readonly string[]) => cidrs.map((cidr) => `        ${cidr} 1;`).join("\n");
-  const adminGeo = geo(config.adminCidrs) || "        # adminCidrs is empty: nobody.";
-  const apiGeo = geo([DOCKER_GATEWAY_CIDR, ...config.allowedCidrs]);
+  const adminGeo = geoEntries(config.adminCidrs, "adminCidrs is empty: nobody.");
+  const apiGeo = geoEntries([DOCKER_GATEWAY_CIDR, ...config.allowedCidrs]);
   // nginx's own errors as JSON, on every server: port 80's redirect server meets them too.
   const errorPages = fill("error-pages.conf", { connections: limits.connections, maxBodyMb: limits.maxBodyMb }).trimEnd();
   const apiLocations = fill("api-locations.conf", {
