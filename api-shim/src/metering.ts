@@ -21,6 +21,8 @@ export interface MeterOptions {
   hideContinuous: boolean;
   /** Outputs per prompt (`n`): continuous usage is per output, and outputs of one prompt share its prompt tokens. */
   outputsPerPrompt: number;
+  /** Outputs in all (prompts × `n`): the answer is whole once each has finished. */
+  outputs: number;
 }
 
 export interface UsageJson {
@@ -28,7 +30,7 @@ export interface UsageJson {
   completion_tokens?: unknown;
 }
 interface ChunkJson {
-  choices?: { index?: unknown; delta?: Record<string, unknown>; text?: unknown }[];
+  choices?: { index?: unknown; delta?: Record<string, unknown>; text?: unknown; finish_reason?: unknown }[];
   usage?: UsageJson | null;
   error?: unknown;
 }
@@ -40,6 +42,10 @@ export class StreamMeter {
   private readonly running = new Map<number, Usage>();
   /** Choices that carried generated content: each carries at least one token. */
   generated = 0;
+  /** Outputs whose finish_reason came: each generates nothing more. */
+  private readonly finished = new Set<number>();
+  /** Usage came with or after the last output's finish: it is the whole answer's. */
+  private usageAfterFinish = false;
 
   constructor(options: MeterOptions) {
     this.options = options;
@@ -53,8 +59,9 @@ export class StreamMeter {
     // whether it carried generated content. Inside JSON strings quotes are escaped (\"usage\"),
     // so these tests only match members. They allow whitespace around ':' because upstreams
     // differ: vLLM writes compact JSON, Python's json.dumps (some LiteLLM versions) does not.
-    // Chunks with several choices count once here: the fallback count may only err low.
-    if (!USAGE_OBJECT.test(data) && !data.includes('"error"')) {
+    // Chunks with several choices count once here: the fallback count may only err low. A
+    // finish (once per output) is parsed, for which output it ends.
+    if (!USAGE_OBJECT.test(data) && !data.includes('"error"') && !FINISH.test(data)) {
       if (CONTENT.test(data)) this.generated++;
       return { kind: "chunk", forward: event };
     }
@@ -72,14 +79,17 @@ export class StreamMeter {
       this.finalUsage = usage;
       return { kind: "usage", forward: this.options.clientWantsUsage ? event : null };
     }
-    for (const c of choices) if (hasContent(c)) this.generated++;
+    for (const c of choices) {
+      if (hasContent(c)) this.generated++;
+      if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
+    }
+    if (usage && this.finished.size >= this.options.outputs) this.usageAfterFinish = true;
     if (usage) {
       // Usage on a chunk that also has choices: vLLM's continuous stats (per output), or
       // LiteLLM's final usage chunk (whole-request usage that keeps a choice, unlike OpenAI's).
       // The latest per output is what to charge if no usage-only chunk follows. A client that
       // did not ask for usage does not see it.
-      const index = typeof choices[0]?.index === "number" ? choices[0].index : 0;
-      this.running.set(index, usage);
+      this.running.set(indexOf(choices[0]), usage);
       if (this.options.hideContinuous || !this.options.clientWantsUsage) {
         return { kind: "chunk", forward: `data: ${withoutUsage(data, chunk)}` };
       }
@@ -90,6 +100,17 @@ export class StreamMeter {
   /** Whether the upstream reported any usage (final, or running on a chunk). */
   get sawUsage(): boolean {
     return this.finalUsage !== null || this.running.size > 0;
+  }
+
+  /**
+   * Whether the answer is whole, though its `data: [DONE]` may not have come (the upstream's body
+   * ended or broke just before it): the usage-only chunk arrived (vLLM), or every output finished
+   * and usage came with or after the last finish (LiteLLM's usage chunk keeps a choice, with the
+   * finish or after it; vLLM's running usage on each output's finish chunk). `usage()` is then
+   * what the whole answer cost.
+   */
+  get complete(): boolean {
+    return this.finalUsage !== null || this.usageAfterFinish;
   }
 
   /**
@@ -128,6 +149,7 @@ export class StreamMeter {
 }
 
 const USAGE_OBJECT = /"usage"\s*:\s*\{/;
+const FINISH = /"finish_reason"\s*:\s*"/;
 const CONTENT = /"(?:content|text|reasoning_content|reasoning)"\s*:\s*"[^"]|"tool_calls"\s*:\s*\[\s*\{/;
 
 export function toUsage(u: UsageJson | null | undefined): Usage | null {
@@ -151,6 +173,8 @@ export function storedUsage(u: Usage): Usage {
 }
 
 const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
+
+const indexOf = (choice: { index?: unknown } | undefined): number => (typeof choice?.index === "number" ? choice.index : 0);
 
 function hasContent(choice: { delta?: Record<string, unknown>; text?: unknown } | null): boolean {
   if (!choice || typeof choice !== "object") return false;

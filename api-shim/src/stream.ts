@@ -27,6 +27,8 @@ export interface RelayInput {
   hideContinuous: boolean;
   /** Outputs per prompt (`n`), for reading per-output running usage. */
   outputsPerPrompt: number;
+  /** Outputs in all (prompts × `n`), for telling a whole answer from a cut one. */
+  outputs: number;
   /**
    * Prompt tokens charged when content arrived but no usage did, to a client that left (the
    * prompt was processed, and without this a client behind an upstream that sends no running
@@ -65,7 +67,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   // upstream: it is charged for what was generated), and a drain that cuts now: response-writer.ts.
   const write = (text: string) => writeWithBackpressure(out, text, ctx.config.streamIdleTimeoutMs, signal);
 
-  const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, outputsPerPrompt: input.outputsPerPrompt });
+  const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, outputsPerPrompt: input.outputsPerPrompt, outputs: input.outputs });
   // What ended the stream early, if anything: the client leaving, or a failure told to it.
   let clientGone = false;
   let failure: ShimError | null = null;
@@ -99,8 +101,10 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     // The client left (or was cut) with the rest of the stream already received: the loop ran
     // on to the end with nothing more written, and the request is the client's leaving all the same.
     if (signal.aborted && signal.reason === "client") clientGone = true;
-    else if (!failure && !sawDone && !settlement.settled) {
-      // The upstream closed without [DONE]: a cut-short stream, told to the client as an error.
+    else if (!failure && !sawDone && !meter.complete) {
+      // The upstream closed without [DONE] before the answer and its usage were whole: a
+      // cut-short stream, told to the client as an error. With them, only [DONE] is missing
+      // (an upstream restarting, a proxy closing an idle connection): a whole stream.
       failure = new ShimError("upstream_error");
       metricReason = "stream_cut";
     }
@@ -114,6 +118,9 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     if (signal.aborted && signal.reason === "client") clientGone = true;
     // A drain, or the store failing to settle on the usage chunk (logged below): not the upstream's fault.
     else if ((signal.aborted && signal.reason === "drain") || e instanceof StoreUnavailableError) failure = new ShimError("service_unavailable");
+    // The connection broke with the answer and its usage in, only [DONE] missing: a whole stream
+    // (a client told it failed would retry and pay again). The cause stays on the log line.
+    else if (meter.complete) request.upstreamCause = transportCause(e);
     else {
       failure = new ShimError(e instanceof undiciErrors.BodyTimeoutError ? "upstream_timeout" : "upstream_error");
       request.upstreamCause = transportCause(e);

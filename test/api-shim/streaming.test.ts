@@ -428,3 +428,108 @@ describe("a drain that starts while a request's hold is being made", () => {
     }
   });
 });
+
+/**
+ * The upstream's body ends (cleanly, or its connection drops) after the answer and its usage but
+ * before `data: [DONE]`: LiteLLM or a worker restarting, a proxy cutting an idle connection. The
+ * client has the whole answer and the usage says what it cost: it is a whole stream, not a failure.
+ */
+describe("a stream whose usage arrived but whose [DONE] did not", () => {
+  let upstream: ReturnType<typeof createServer>;
+  let h: Harness;
+  /** The events the scripted upstream sends, then whether it drops the connection instead of ending the body. */
+  let script: { events: string[]; drop: boolean } = { events: [], drop: false };
+  beforeAll(async () => {
+    upstream = createServer((req, res) => {
+      req.resume();
+      req.on("end", async () => {
+        res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8" });
+        for (const e of script.events) {
+          res.write(e);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        if (script.drop) res.destroy();
+        else res.end();
+      });
+    });
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    h = await startShim({
+      file: { models: [{ name: "m", maxModelLen: 8192 }], pricing: { request: 1, models: { m: { promptPer1k: 1, completionPer1k: 1000 } } } },
+      env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1` },
+    });
+  });
+  afterAll(async () => {
+    await h.close();
+    upstream.close();
+  });
+
+  const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", created: 1, model: "m", choices, ...extra })}\n\n`;
+  const choice = (delta: Record<string, unknown>, finish: string | null = null, index = 0) => ({ index, delta, logprobs: null, finish_reason: finish });
+  const usage = (prompt: number, completion: number) => ({ usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion } });
+  const content = [chunk([choice({ role: "assistant", content: "" })]), chunk([choice({ content: "a" })]), chunk([choice({ content: " b" })])];
+  const streamCuts = async () => Number(/shim_upstream_failures_total\{reason="stream_cut"\} (\d+)/.exec(await (await fetch(`${h.url}/metrics`)).text())?.[1] ?? 0);
+
+  /** Runs one streamed request against the script: what the client read, the request's log line, what it cost, and the stream_cut count it added. */
+  const run = async (events: string[], drop: boolean, extra: Record<string, unknown> = {}) => {
+    script = { events, drop };
+    const cutsBefore = await streamCuts();
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const res = await h.post(key, "/v1/chat/completions", { model: "m", messages: [{ role: "user", content: "hi" }], max_tokens: 10, stream: true, ...extra });
+    const text = await res.text();
+    const line = await h.waitForRequestLog((e) => e.keyId === id);
+    return { text, line, charged: 1000 * CREDIT - (await h.store.getKey(id))!.balance, cuts: (await streamCuts()) - cutsBefore };
+  };
+
+  const shapes = [
+    // LiteLLM (some versions): the finish and the whole request's usage on one chunk that keeps its choice.
+    ["LiteLLM, usage on its finish chunk", [...content, chunk([choice({}, "stop")], usage(500, 2))]],
+    // LiteLLM (streaming_handler.py): a finish chunk, then its own usage chunk with a placeholder choice (finish_reason null).
+    ["LiteLLM, usage on a chunk after its finish", [...content, chunk([choice({}, "stop")]), chunk([choice({})], usage(500, 2))]],
+    ["vLLM", [...content, chunk([choice({}, "stop")]), chunk([], usage(500, 2))]],
+  ] as const;
+  for (const [name, events] of shapes) {
+    for (const drop of [false, true]) {
+      it(`${name}, body ${drop ? "dropped" : "ended cleanly"} after the usage: charged the usage, its prompt included, and told no error`, async () => {
+        const { text, line, charged, cuts } = await run([...events], drop);
+        expect(charged).toBe(cost(500, 2));
+        expect(text).not.toContain('"error"');
+        expect(text).toContain(": credits_charged=3.5 ");
+        expect(text.endsWith("data: [DONE]\n\n")).toBe(true);
+        expect(line.status).toBe(200);
+        expect(line.error).toBeUndefined();
+        // A dropped connection still says so to the operator, on the line.
+        expect(line.cause !== undefined).toBe(drop);
+        expect(cuts).toBe(0);
+      });
+    }
+  }
+
+  it("n=2 with running usage: both outputs finished, the usage-only chunk lost: charged each output and the prompt once", async () => {
+    const two = [chunk([choice({ content: "a" }, null, 0)], usage(500, 1)), chunk([choice({ content: "b" }, null, 1)], usage(500, 1)), chunk([choice({ content: "c" }, "stop", 0)], usage(500, 2)), chunk([choice({ content: "d" }, "stop", 1)], usage(500, 2))];
+    const { text, line, charged, cuts } = await run(two, true, { n: 2 });
+    expect(charged).toBe(cost(500, 4));
+    expect(text).not.toContain('"error"');
+    expect(line).toMatchObject({ status: 200 });
+    expect(line.error).toBeUndefined();
+    expect(cuts).toBe(0);
+  });
+
+  // Still cut short, so still failures charged the content only, as before.
+  const cutShort = [
+    ["LiteLLM, cut after its finish chunk, before its usage", [...content, chunk([choice({}, "stop")])], {}],
+    ["vLLM with running usage, cut before its finish", [chunk([choice({ content: "a" })], usage(500, 1)), chunk([choice({ content: " b" })], usage(500, 2))], {}],
+    ["n=2 with running usage, one output finished, the other cut", [chunk([choice({ content: "a" }, "stop", 0)], usage(500, 1)), chunk([choice({ content: "b" }, null, 1)], usage(500, 1))], { n: 2 }],
+  ] as const;
+  for (const [name, events, extra] of cutShort) {
+    it(`${name}: an upstream failure, charged the content only`, async () => {
+      for (const drop of [false, true]) {
+        const { text, line, charged, cuts } = await run([...events], drop, extra);
+        expect(charged, `drop ${drop}`).toBe(cost(0, 2));
+        expect(text, `drop ${drop}`).toContain('"code":"upstream_error"');
+        expect(text, `drop ${drop}`).not.toContain("data: [DONE]");
+        expect(line, `drop ${drop}`).toMatchObject({ status: 200, error: "upstream_error" });
+        expect(cuts, `drop ${drop}`).toBe(1);
+      }
+    });
+  }
+});

@@ -348,7 +348,7 @@ describe("SSE splitting and metering", () => {
     expect(eventData(": comment")).toBeNull();
   });
   it("meters usage chunks, hides them when not asked, counts content chunks as a fallback", () => {
-    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, outputsPerPrompt: 1 });
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, outputsPerPrompt: 1, outputs: 1 });
     expect(m.process('data: {"choices":[{"delta":{"role":"assistant","content":""}}],"usage":{"prompt_tokens":3,"completion_tokens":0}}')).toEqual({ kind: "chunk", forward: 'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}' });
     m.process('data: {"choices":[{"delta":{"content":"a"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}');
     m.process('data: {"choices":[{"text":"b"}]}');
@@ -424,7 +424,7 @@ describe("usage of a non-streamed body", () => {
 
 describe("metering fast path", () => {
   it("counts content-bearing chunks without parsing, and never counts empty or role-only chunks", () => {
-    const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, outputsPerPrompt: 1 });
+    const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, outputsPerPrompt: 1, outputs: 1 });
     const events = [
       'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}',
       'data: {"choices":[{"index":0,"delta":{"content":"a \\"usage\\":{ \\"error\\""},"finish_reason":null}]}',
@@ -442,7 +442,7 @@ describe("metering fast path", () => {
 
 describe("running usage of several outputs", () => {
   it("vLLM's role chunk carries the prompt's usage, but is not content: nothing is owed for it", () => {
-    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, outputsPerPrompt: 1 });
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, outputsPerPrompt: 1, outputs: 1 });
     m.process('data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":{"prompt_tokens":12,"completion_tokens":0,"total_tokens":12}}');
     expect(m.sawUsage).toBe(true);
     expect(m.contentSeen).toBe(false);
@@ -455,7 +455,7 @@ describe("running usage of several outputs", () => {
     `data: {"choices":[{"index":${index},"text":"x","finish_reason":null}],"usage":{"prompt_tokens":${prompt},"completion_tokens":${completion},"total_tokens":${prompt + completion}}}`;
 
   it("sums each output's latest completion tokens and each prompt's tokens once (n = 2, two prompts)", () => {
-    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, outputsPerPrompt: 2 });
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, outputsPerPrompt: 2, outputs: 4 });
     // Outputs 0 and 1 share prompt 0 (10 tokens); outputs 2 and 3 share prompt 1 (20 tokens).
     for (const [i, p] of [[0, 10], [1, 10], [2, 20], [3, 20]] as const) m.process(chunk(i, p, 1));
     for (const [i, p] of [[0, 10], [1, 10], [2, 20]] as const) m.process(chunk(i, p, 2));
@@ -465,7 +465,7 @@ describe("running usage of several outputs", () => {
   });
 
   it("chat with n = 3: the one prompt counted once", () => {
-    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, outputsPerPrompt: 3 });
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, outputsPerPrompt: 3, outputs: 3 });
     for (let k = 1; k <= 4; k++) for (let i = 0; i < 3; i++) m.process(chunk(i, 12, k));
     expect(m.usage()).toEqual({ promptTokens: 12, completionTokens: 12 });
   });
@@ -483,17 +483,31 @@ describe("metering through LiteLLM", () => {
 
   it("charges the usage on LiteLLM's final chunk, spaced or not", () => {
     for (const events of [spaced, spaced.map((e) => e.replaceAll(": ", ":").replaceAll(", ", ","))]) {
-      const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, outputsPerPrompt: 1 });
+      const m = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, outputsPerPrompt: 1, outputs: 1 });
       for (const e of events) m.process(e);
       expect(m.generated).toBe(3);
       expect(m.usage()).toEqual({ promptTokens: 11, completionTokens: 3 });
     }
   });
 
+  it("takes the answer as whole once its finish and its usage came, whichever chunk carries them, spaced or not", () => {
+    const separate = [...spaced.slice(0, 3), 'data: {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}', 'data: {"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": null}], "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}'];
+    for (const events of [spaced, separate]) {
+      for (const text of [events, events.map((e) => e.replaceAll(": ", ":").replaceAll(", ", ","))]) {
+        const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1 });
+        for (const e of text.slice(0, -1)) m.process(e);
+        expect(m.complete).toBe(false);
+        m.process(text.at(-1)!);
+        expect(m.complete).toBe(true);
+        expect(m.usage()).toEqual({ promptTokens: 11, completionTokens: 3 });
+      }
+    }
+  });
+
   it("shows that usage to a client that asked for it, and hides it (keeping the choice) from one that did not", () => {
-    const asked = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, outputsPerPrompt: 1 });
+    const asked = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, outputsPerPrompt: 1, outputs: 1 });
     expect(asked.process(spaced[3]!)).toEqual({ kind: "chunk", forward: spaced[3] });
-    const notAsked = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1 });
+    const notAsked = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1 });
     const out = notAsked.process(spaced[3]!);
     expect(out.kind).toBe("chunk");
     const forwarded = JSON.parse((out as { forward: string }).forward.slice("data: ".length));
@@ -502,7 +516,7 @@ describe("metering through LiteLLM", () => {
   });
 
   it("counts spaced content chunks for the disconnect fallback, with the prompt estimate once content arrived", () => {
-    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1 });
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1 });
     m.process('data: {"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}');
     expect(m.usage(true, () => 7)).toEqual({ promptTokens: 0, completionTokens: 0 }); // the role chunk: no content, so no prompt owed
     for (const e of spaced.slice(0, 3)) m.process(e);
@@ -512,7 +526,7 @@ describe("metering through LiteLLM", () => {
 
 describe("in-stream error events", () => {
   it("are told apart from chunks with a null error member", () => {
-    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1 });
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1 });
     const withNull = 'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"a"}}],"error":null}';
     expect(m.process(withNull)).toEqual({ kind: "chunk", forward: withNull });
     expect(m.process('data: {"error": {"message": "boom", "code": 500}}').kind).toBe("error");
