@@ -2,7 +2,7 @@ import { RateLimitError } from "openai";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import { hashKey } from "../../api-shim/src/keys.ts";
-import { startShim } from "../support/shim-harness.ts";
+import { type Harness, startShim } from "../support/shim-harness.ts";
 
 afterEach(() => vi.restoreAllMocks());
 
@@ -223,6 +223,22 @@ describe("rate limits through the shim", () => {
     }
   });
 
+  /**
+   * Sends `count` chat requests of ~4 MB (a million short strings: ~0.1 s of JSON.parse each,
+   * were they parsed) one after another: their answers, and how many bodies that large were parsed.
+   */
+  async function sendHeavyBodies(h: Harness, key: string, count: number) {
+    const heavy = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1, x: new Array(999_000).fill("a") });
+    const parse = vi.spyOn(JSON, "parse");
+    const answers = [];
+    for (let i = 0; i < count; i++) {
+      const r = await h.post(key, "/v1/chat/completions", heavy);
+      answers.push({ status: r.status, retryAfter: r.headers.get("retry-after"), body: await r.json() });
+    }
+    const bigParses = parse.mock.calls.filter(([text]) => typeof text === "string" && text.length > 1_000_000).length;
+    return { answers, bigParses };
+  }
+
   it("a key whose tokens/min budget is spent cannot make the shim read and parse request bodies beyond its requests/min budget", async () => {
     const clock = manualClock(Date.now());
     const h = await startShim({ clock, file: { models: [{ name: "qwen2.5-7b", maxModelLen: 100_000 }] } });
@@ -230,15 +246,7 @@ describe("rate limits through the shim", () => {
       const { key } = await h.createKey({ tier: "free", credits: 1000 }); // 10 requests/min
       h.fake.set({ defaultTokens: 30_000 });
       await (await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 30_000 })).text();
-      // ~4 MB of a million short strings: ~0.1 s of JSON.parse each, were it parsed.
-      const heavy = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1, x: new Array(999_000).fill("a") });
-      const parse = vi.spyOn(JSON, "parse");
-      const answers = [];
-      for (let i = 0; i < 40; i++) {
-        const r = await h.post(key, "/v1/chat/completions", heavy);
-        answers.push({ status: r.status, retryAfter: r.headers.get("retry-after"), body: await r.json() });
-      }
-      const bigParses = parse.mock.calls.filter(([s]) => typeof s === "string" && s.length > 1_000_000).length;
+      const { answers, bigParses } = await sendHeavyBodies(h, key, 40);
       expect(bigParses).toBe(0);
       // Each is still told why and how long to wait, and none spent the requests/min budget.
       for (const a of answers) expect(a).toMatchObject({ status: 429, retryAfter: expect.stringMatching(/^\d+$/), body: { error: { code: "rate_limit_exceeded" } } });
@@ -259,14 +267,7 @@ describe("rate limits through the shim", () => {
       const { key } = await h.createKey({ tier: "one", credits: 1000 });
       h.fake.set({ tokenDelayMs: 20, defaultTokens: 1000 });
       const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 1000, stream: true });
-      const heavy = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1, x: new Array(999_000).fill("a") });
-      const parse = vi.spyOn(JSON, "parse");
-      const answers = [];
-      for (let i = 0; i < 20; i++) {
-        const r = await h.post(key, "/v1/chat/completions", heavy);
-        answers.push({ status: r.status, retryAfter: r.headers.get("retry-after"), body: await r.json() });
-      }
-      const bigParses = parse.mock.calls.filter(([s]) => typeof s === "string" && s.length > 1_000_000).length;
+      const { answers, bigParses } = await sendHeavyBodies(h, key, 20);
       expect(bigParses).toBe(0);
       for (const a of answers) expect(a).toMatchObject({ status: 429, retryAfter: "1", body: { error: { code: "rate_limit_exceeded", message: expect.stringMatching(/allows 1 at once/) } } });
       // None spent the requests/min budget: the stream took 1 of the 10.

@@ -1,12 +1,8 @@
-import * as tls from "node:tls";
 import OpenAI from "openai";
-import { parse } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { validateConfig } from "../../infra/config.ts";
-import { renderBundle } from "../../infra/render/bundle.ts";
-import { NGINX_HTTP_PORT, NGINX_HTTPS_PORT } from "../../infra/render/compose.ts";
-import { startNginx, type RunningNginx } from "../support/nginx.ts";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
+import type { RunningNginx } from "../support/nginx.ts";
+import type { Harness } from "../support/shim-harness.ts";
 
 /**
  * What a client meets at the edge before the shim: plain http:// on port 80 and the per-address
@@ -17,37 +13,22 @@ import { startShim, type Harness } from "../support/shim-harness.ts";
 const HTTP_PORT = 57700;
 const HTTPS_PORT = 57701;
 
-const result = validateConfig({
-  region: "us-ord",
-  model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen2.5-7b" },
-  adminCidrs: ["203.0.113.7/32"],
-  tls: { mode: "self-signed" },
-  limits: { maxBodyMb: 1, connections: 2 },
-}, { stack: "edge" });
-if (!result.ok) throw new Error(JSON.stringify(result.problems));
-const bundle = renderBundle(result.config, { images: result.config.images, bootstrapKeys: [] });
-
 let shim: Harness;
 let nginx: RunningNginx;
 let key: string;
+let edge: RenderedEdge | undefined;
 const client = (base: string) => new OpenAI({ apiKey: key, baseURL: `${base}/v1`, maxRetries: 0, timeout: 20_000 });
 
 beforeAll(async () => {
-  shim = await startShim({
-    file: parse(bundle.get("shim/config.yaml")!),
-    env: { SHIM_TRUST_PROXY: "127.0.0.1/32" },
-    fake: { models: [{ name: "qwen2.5-7b", root: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192 }], apiKey: "upstream-secret" },
+  edge = await startRenderedEdge({
+    stack: "edge",
+    settings: { adminCidrs: ["203.0.113.7/32"], limits: { maxBodyMb: 1, connections: 2 } },
+    ports: { http: HTTP_PORT, https: HTTPS_PORT },
   });
-  ({ key } = await shim.createKey({ name: "edge", credits: 1000, tier: "enterprise" }));
-  nginx = await startNginx(bundle.get("nginx/nginx.conf")!, new URL(shim.url).host, [HTTP_PORT, HTTPS_PORT],
-    { listen: new Map([[NGINX_HTTP_PORT, HTTP_PORT], [NGINX_HTTPS_PORT, HTTPS_PORT]]) });
-  tls.setDefaultCACertificates([...tls.getCACertificates("default"), nginx.certificate]);
+  ({ shim, nginx, key } = edge);
 });
 
-afterAll(async () => {
-  await nginx?.stop();
-  await shim?.close();
-});
+afterAll(() => edge?.close());
 
 describe("plain http:// on port 80, in front of an HTTPS endpoint", () => {
   const http = `http://localhost:${HTTP_PORT}`;

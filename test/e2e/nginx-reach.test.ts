@@ -1,12 +1,9 @@
 import { randomInt } from "node:crypto";
 import { request } from "node:https";
-import { parse } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { validateConfig } from "../../infra/config.ts";
-import { renderBundle } from "../../infra/render/bundle.ts";
-import { NGINX_HTTP_PORT, NGINX_HTTPS_PORT } from "../../infra/render/compose.ts";
-import { startNginx, type RunningNginx } from "../support/nginx.ts";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
+import type { RunningNginx } from "../support/nginx.ts";
+import type { Harness } from "../support/shim-harness.ts";
 
 /**
  * Who reaches what through the rendered nginx.conf (Debian's nginx, the real shim), told apart
@@ -20,38 +17,25 @@ const HTTPS_PORT = 57511;
 const DOCKER_GATEWAY = "10.89.0.1";
 const GATEWAY_STAND_IN = "127.0.0.4";
 
-const result = validateConfig({
-  region: "us-ord",
-  model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen2.5-7b" },
-  tls: { mode: "self-signed" },
-  allowedCidrs: ["127.0.0.2/32"],
-  adminCidrs: ["127.0.0.3/32"],
-}, { stack: "reach" });
-if (!result.ok) throw new Error(JSON.stringify(result.problems));
-const bundle = renderBundle(result.config, { images: result.config.images, bootstrapKeys: [] });
-
 let shim: Harness;
 let nginx: RunningNginx;
 let key: string;
+let edge: RenderedEdge | undefined;
 
 beforeAll(async () => {
-  shim = await startShim({
-    file: parse(bundle.get("shim/config.yaml")!),
-    env: { SHIM_TRUST_PROXY: "127.0.0.1/32" },
-    fake: { models: [{ name: "qwen2.5-7b", root: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192 }], apiKey: "upstream-secret" },
+  edge = await startRenderedEdge({
+    stack: "reach",
+    settings: { allowedCidrs: ["127.0.0.2/32"], adminCidrs: ["127.0.0.3/32"] },
+    ports: { http: HTTP_PORT, https: HTTPS_PORT },
+    nginxConf: (rendered) => {
+      expect(rendered).toContain(` ${DOCKER_GATEWAY}/32 1;`);
+      return rendered.replaceAll(` ${DOCKER_GATEWAY}/32 1;`, ` ${GATEWAY_STAND_IN}/32 1;`);
+    },
   });
-  ({ key } = await shim.createKey({ name: "reach", credits: 1000, tier: "enterprise" }));
-  const rendered = bundle.get("nginx/nginx.conf")!;
-  expect(rendered).toContain(` ${DOCKER_GATEWAY}/32 1;`);
-  const conf = rendered.replaceAll(` ${DOCKER_GATEWAY}/32 1;`, ` ${GATEWAY_STAND_IN}/32 1;`);
-  nginx = await startNginx(conf, new URL(shim.url).host, [HTTP_PORT, HTTPS_PORT],
-    { listen: new Map([[NGINX_HTTP_PORT, HTTP_PORT], [NGINX_HTTPS_PORT, HTTPS_PORT]]) });
+  ({ shim, nginx, key } = edge);
 });
 
-afterAll(async () => {
-  await nginx?.stop();
-  await shim?.close();
-});
+afterAll(() => edge?.close());
 
 interface Answer { status: number; body: string; requestId: string }
 

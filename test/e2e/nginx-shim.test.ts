@@ -1,54 +1,39 @@
 import * as http2 from "node:http2";
 import * as tls from "node:tls";
 import OpenAI from "openai";
-import { parse } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { validateConfig, type TenantConfig } from "../../infra/config.ts";
-import { renderBundle } from "../../infra/render/bundle.ts";
 import { NGINX_HTTP_PORT, NGINX_HTTPS_PORT } from "../../infra/render/compose.ts";
-import { startNginx, type RunningNginx } from "../support/nginx.ts";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import type { RunningNginx } from "../support/nginx.ts";
+import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
+import type { Harness } from "../support/shim-harness.ts";
 
 /**
  * The tenant's data path for real: Debian's nginx running the rendered nginx.conf (only the
  * shim's address substituted), the real shim with the rendered shim config, and the fake vLLM,
  * driven over HTTPS by the official OpenAI SDK.
  */
-const result = validateConfig({
-  region: "us-ord",
-  model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen2.5-7b" },
-  adminCidrs: ["203.0.113.7/32"],
-  tls: { mode: "self-signed" },
-  limits: { maxBodyMb: 1 },
-  pricing: { models: { "qwen2.5-7b": { promptPer1k: 0.1, completionPer1k: 0.2 } } },
-}, { stack: "e2e" });
-if (!result.ok) throw new Error(JSON.stringify(result.problems));
-const config: TenantConfig = result.config;
-const bundle = renderBundle(config, { images: config.images, bootstrapKeys: [] });
-
 let shim: Harness;
 let nginx: RunningNginx;
 let key: string;
+let edge: RenderedEdge | undefined;
 const base = `https://localhost:${NGINX_HTTPS_PORT}`;
 const client = (options: { timeout?: number } = {}) => new OpenAI({ apiKey: key, baseURL: `${base}/v1`, maxRetries: 0, timeout: options.timeout ?? 20_000 });
 
 beforeAll(async () => {
-  shim = await startShim({
+  edge = await startRenderedEdge({
+    stack: "e2e",
+    settings: {
+      adminCidrs: ["203.0.113.7/32"],
+      limits: { maxBodyMb: 1 },
+      pricing: { models: { "qwen2.5-7b": { promptPer1k: 0.1, completionPer1k: 0.2 } } },
+    },
     // A small unauthenticated budget (rendered: 60/min), so one test can spend it through nginx.
-    file: { ...parse(bundle.get("shim/config.yaml")!), unauthenticatedRpm: 5 },
-    // nginx is the proxy in front, on loopback here as on the compose network in production.
-    env: { SHIM_TRUST_PROXY: "127.0.0.1/32" },
-    fake: { models: [{ name: "qwen2.5-7b", root: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192 }], apiKey: "upstream-secret" },
+    shimFile: (rendered) => ({ ...rendered, unauthenticatedRpm: 5 }),
   });
-  ({ key } = await shim.createKey({ name: "e2e", credits: 1000, tier: "enterprise" }));
-  nginx = await startNginx(bundle.get("nginx/nginx.conf")!, new URL(shim.url).host, [NGINX_HTTP_PORT, NGINX_HTTPS_PORT]);
-  tls.setDefaultCACertificates([...tls.getCACertificates("default"), nginx.certificate]);
+  ({ shim, nginx, key } = edge);
 });
 
-afterAll(async () => {
-  await nginx?.stop();
-  await shim?.close();
-});
+afterAll(() => edge?.close());
 
 describe("through nginx over HTTPS", () => {
   it("answers a chat completion, with the shim's credit headers", async () => {
