@@ -13,13 +13,19 @@ for _ in $(seq 1 120); do
 done
 [ -e "$VOLUME_DEVICE" ] || { log "volume $VOLUME_DEVICE did not appear within 10 minutes"; exit 1; }
 
-# blkid -p exits 2 when it finds no filesystem signature at all; any other failure (an
-# ambivalent probe, an I/O error) must never lead to formatting a volume that may hold the ledger.
+# blkid -p exits 2 when it finds no filesystem signature at all, but also when it cannot read
+# the device (EIO while the attachment settles, a storage hiccup). So a volume is formatted only
+# when its first MiB also reads back as zeros: nothing that may hold the ledger is ever formatted
+# because a read failed. Any other blkid failure (an ambivalent probe) stops here too.
 probe=0
 blkid -p "$VOLUME_DEVICE" >/dev/null 2>&1 || probe=$?
 case $probe in
   0) ;;
   2)
+    if ! cmp -s -n 1048576 "$VOLUME_DEVICE" /dev/zero; then
+      log "no filesystem found on $VOLUME_DEVICE, but its first MiB is not blank or cannot be read: not formatting it; look at the volume by hand (wipefs -n, dmesg)"
+      exit 1
+    fi
     log "volume is blank: formatting it (ext4)"
     mkfs.ext4 -q -L gpu-sandbox "$VOLUME_DEVICE"
     ;;

@@ -11,6 +11,8 @@ const PACKAGES: Record<string, string> = {
   "docker-compose": "docker-compose",
   nginx: "nginx",
   openssl: "openssl",
+  strace: "strace",
+  "mkfs.ext4": "e2fsprogs",
 };
 
 export interface RunResult {
