@@ -19,9 +19,17 @@ step=finish
 
 if [ -f "$REBOOT_MARKER" ]; then
   # The driver could not be loaded into the running kernel: finish after a reboot, which
-  # cloud-init's power_state performs because the marker exists.
+  # cloud-init's power_state performs on the first boot because the marker exists; a run by
+  # hand leaves the reboot to the operator.
   systemctl enable gpu-sandbox-finish.service
-  log "rebooting to load the NVIDIA driver; the host finishes setting up after the reboot"
+  log "the NVIDIA driver needs a reboot to load; the host finishes setting up after it. On the first boot cloud-init reboots now by itself; if you ran bootstrap.sh by hand, run \`reboot\` now"
 else
-  "$LIB_DIR/finish.sh"
+  # finish.sh reports its own failure (it also runs alone, from gpu-sandbox-finish.service
+  # after the reboot), so this trap would report it twice.
+  trap - ERR
+  if ! "$LIB_DIR/finish.sh" >>"$LOG_FILE" 2>&1; then
+    show_log_tail
+    exit 1
+  fi
+  log "bootstrap finished: the host is $(cat "$READY_MARKER")"
 fi

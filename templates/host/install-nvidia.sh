@@ -4,7 +4,12 @@
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-if nvidia-smi >/dev/null 2>&1; then exit 0; fi
+if nvidia-smi >/dev/null 2>&1; then
+  # A reboot marker left by an earlier run (the driver loaded since, after a reboot by hand)
+  # would keep bootstrap.sh from ever finishing.
+  rm -f "$REBOOT_MARKER"
+  exit 0
+fi
 
 # Headless (no X libraries) server branch; DKMS builds the module for the running kernel.
 kernel="$(uname -r)"

@@ -22,12 +22,23 @@ export DEBIAN_FRONTEND=noninteractive
 mkdir -p "$STATE_DIR"
 
 # Every line goes to the bootstrap log, the journal (tag gpu-sandbox) and the serial console,
-# so progress is visible with `journalctl -t gpu-sandbox` or in Lish.
+# so progress is visible with `journalctl -t gpu-sandbox` or in Lish; and to the terminal of an
+# operator who runs bootstrap.sh by hand. Only to a terminal: under cloud-init and systemd stderr
+# is a log already, and in the steps it is the bootstrap log, where the line would be doubled.
 log() {
   local line
   line="$(date -u +%Y-%m-%dT%H:%M:%SZ) gpu-sandbox: $*"
   echo "$line" | tee -a "$LOG_FILE" >/dev/console 2>/dev/null || echo "$line" >>"$LOG_FILE"
+  if [ -t 2 ]; then echo "$line" >&2; fi
   logger -t gpu-sandbox -- "$*" 2>/dev/null || true
+}
+
+# On a terminal: the end of the bootstrap log, where a failed step's own error is.
+show_log_tail() {
+  if [ -t 2 ]; then
+    echo "--- last lines of $LOG_FILE:" >&2
+    tail -n 15 "$LOG_FILE" >&2 || true
+  fi
 }
 
 # apt-get with retries: a fresh instance races unattended-upgrades for the dpkg lock.
@@ -45,6 +56,7 @@ apt_get() {
 on_failure() {
   local step=$1
   echo "$step" >"$FAILED_MARKER"
+  show_log_tail
   log "FAILED at step '$step'; see $LOG_FILE and \`cloud-init status --long\`. SSH is open for debugging."
   "$LIB_DIR/ssh-gate.sh" open
 }

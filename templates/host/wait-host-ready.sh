@@ -15,7 +15,7 @@ for _ in $(seq 1 $((timeout / 5))); do
     echo "host setup failed at step '$(cat "$FAILED_MARKER")'. Last lines of $LOG_FILE:" >&2
     tail -n 40 "$LOG_FILE" >&2 || true
     echo "More: ssh in and run \`cloud-init status --long\` and \`journalctl -t gpu-sandbox\`." >&2
-    echo "To resume once the cause is fixed (each step is idempotent): ssh in, run $LIB_DIR/bootstrap.sh (and reboot if it says it is rebooting), then \`pulumi up\` again; or rebuild the host with \`pulumi up --replace <the instance's URN>\`." >&2
+    echo "To resume once the cause is fixed (each step is idempotent): ssh in, run $LIB_DIR/bootstrap.sh (it shows its progress; run \`reboot\` if it ends by asking for it), then \`pulumi up\` again; or rebuild the host with \`pulumi up --replace <the instance's URN>\`." >&2
     exit 1
   fi
   sleep 5

@@ -4,6 +4,8 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { renderCloudInit } from "../../infra/render/cloud-init.ts";
 import { fakeHost } from "../support/host-scripts.ts";
 import { runTool, tempDir } from "../support/tools.ts";
 
@@ -50,5 +52,88 @@ describe("mount-volume.sh: a volume that may hold the ledger is never formatted"
     expect(r.status, r.stderr).toBe(0);
     expect(host.read("calls")).toContain(`mkfs.ext4 -q -L gpu-sandbox ${host.root}/volume`);
     expect(host.read("fstab")).toContain(`${host.root}/volume ${host.root}/data ext4 `);
+  });
+});
+
+describe("bootstrap.sh run by hand, as host.md and wait-host-ready.sh tell the operator to", () => {
+  /** A host whose setup failed after the driver asked for a reboot, since rebooted by hand. */
+  function hostAfterFailure(stubs: Record<string, string> = {}) {
+    const host = fakeHost(stubs);
+    mkdirSync(host.state);
+    writeFileSync(join(host.state, "reboot-required"), "");
+    writeFileSync(join(host.state, "failed"), "install-container-toolkit\n");
+    return host;
+  }
+
+  it("shows its progress on the terminal and finishes a host whose driver already works, despite a leftover reboot marker", () => {
+    const host = hostAfterFailure();
+    const r = host.run("bootstrap.sh", [], { tty: true });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain("step install-nvidia: started");
+    expect(r.stdout).toMatch(/bootstrap finished: the host is ready/);
+    expect(existsSync(join(host.state, "reboot-required"))).toBe(false);
+    expect(existsSync(join(host.state, "ready"))).toBe(true);
+    const wait = host.run("wait-host-ready.sh", ["30"]);
+    expect(wait.status).toBe(0);
+    expect(wait.stdout).toContain("host ready: ready ");
+  });
+
+  it("says on the terminal that a reboot is needed when the driver cannot be loaded into the running kernel", () => {
+    const host = hostAfterFailure({ "nvidia-smi": "exit 9" });
+    const r = host.run("bootstrap.sh", [], { tty: true });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain("run `reboot` now");
+    expect(host.read("calls")).toContain("systemctl enable gpu-sandbox-finish.service");
+    expect(existsSync(join(host.state, "ready"))).toBe(false);
+  });
+
+  it("under cloud-init (no terminal) writes each line once, to the log, and nothing to its output", () => {
+    const host = fakeHost();
+    const r = host.run("bootstrap.sh");
+    expect({ status: r.status, stdout: r.stdout, stderr: r.stderr }).toEqual({ status: 0, stdout: "", stderr: "" });
+    const log = host.read("bootstrap.log");
+    expect(log.match(/step install-nvidia: started/g)).toHaveLength(1);
+    expect(log.match(/host ready: 1 GPU\(s\), NVIDIA driver 580\.95\.05/g)).toHaveLength(1);
+  });
+});
+
+describe("finish.sh: a failed check says which one failed and what to do", () => {
+  it("names the missing NVIDIA runtime in Docker, in the log, with FAILED logged once", () => {
+    const host = fakeHost({ docker: `case "$*" in "compose version") echo v2;; info*) echo '{"runc":{}}';; esac` });
+    const r = host.run("bootstrap.sh");
+    expect(r.status).not.toBe(0);
+    const log = host.read("bootstrap.log");
+    expect(log).toContain("Docker has no NVIDIA runtime");
+    expect(log).toContain("nvidia-ctk runtime configure --runtime=docker");
+    expect(log.match(/FAILED at step 'finish'/g)).toHaveLength(1);
+    expect(host.read("state/failed")).toBe("finish\n");
+    expect(host.read("calls")).toContain("iptables -D INPUT"); // SSH opened for debugging
+  });
+
+  it("shows the cause on the terminal when run by hand", () => {
+    const host = fakeHost({ docker: `case "$*" in "compose version") echo v2;; info*) echo '{"runc":{}}';; esac` });
+    const r = host.run("bootstrap.sh", [], { tty: true });
+    expect(r.status).not.toBe(0);
+    expect(r.stdout).toContain("Docker has no NVIDIA runtime");
+  });
+
+  it("keeps nvidia-smi's error and says the GPU is not visible, when the driver does not see it after the reboot", () => {
+    const host = fakeHost();
+    writeFileSync(join(host.root, "bin", "nvidia-smi"), `#!/bin/bash\necho "No devices were found" >&2; exit 6\n`);
+    mkdirSync(host.state);
+    writeFileSync(join(host.state, "reboot-required"), "");
+    const r = host.run("finish.sh"); // as gpu-sandbox-finish.service runs it, its output appended to the log
+    expect(r.status).not.toBe(0);
+    const log = host.read("bootstrap.log") + r.stdout + r.stderr;
+    expect(log).toContain("No devices were found");
+    expect(host.read("bootstrap.log")).toContain("nvidia-smi sees no GPU");
+    expect(host.read("bootstrap.log")).toContain("FAILED at step 'finish'");
+  });
+
+  it("runs after the reboot with its output appended to the bootstrap log", () => {
+    const unit = parse(renderCloudInit({ tenant: "acme", volumeDevice: "/dev/sdc" })).write_files
+      .find((f: { path: string }) => f.path === "/etc/systemd/system/gpu-sandbox-finish.service").content as string;
+    expect(unit).toMatch(/^StandardOutput=append:\/var\/log\/gpu-sandbox-bootstrap\.log$/m);
+    expect(unit).toMatch(/^StandardError=inherit$/m);
   });
 });
