@@ -49,18 +49,30 @@ fi
 
 cd "$dest"
 log "docker compose up -d --build --wait (the first start downloads the model and can take many minutes)"
+SECONDS=0
 docker compose up -d --build --remove-orphans --wait --wait-timeout "$timeout" &
 up=$!
+# Polled every second, so a compose up that fails at once (a port taken, a build or pull error)
+# is reported at once; progress every 30 s. The progress report never fails the deploy: a
+# container being recreated makes `docker compose logs` fail while compose up runs on.
+polls=0
 while kill -0 "$up" 2>/dev/null; do
-  sleep 30
-  if kill -0 "$up" 2>/dev/null; then
-    log "waiting: $(docker compose ps --format '{{.Service}} {{.Status}}' | tr '\n' ';' | sed 's/;$//')"
-    last=$(docker compose logs --no-log-prefix --tail 1 vllm 2>/dev/null | tail -n 1 | cut -c1-160)
-    [ -n "$last" ] && log "vllm: $last"
+  sleep 1
+  polls=$((polls + 1))
+  if [ $((polls % 30)) -eq 0 ] && kill -0 "$up" 2>/dev/null; then
+    log "waiting: $(docker compose ps --format '{{.Service}} {{.Status}}' 2>/dev/null | tr '\n' ';' | sed 's/;$//' || true)"
+    last=$(docker compose logs --no-log-prefix --tail 1 vllm 2>/dev/null | tail -n 1 | cut -c1-160 || true)
+    if [ -n "$last" ]; then log "vllm: $last"; fi
   fi
 done
-if ! wait "$up"; then
-  log "docker compose did not bring every service up within ${timeout}s"
+rc=0
+wait "$up" || rc=$?
+if [ "$rc" -ne 0 ]; then
+  if [ "$SECONDS" -ge "$timeout" ]; then
+    log "docker compose did not bring every service up within ${timeout}s"
+  else
+    log "docker compose up failed after ${SECONDS}s (exit $rc); its error is above"
+  fi
   exec bash "$dest/bin/wait-ready.sh" --diagnose "$ready_url"
 fi
 

@@ -1,0 +1,37 @@
+// The bundle's deploy.sh and wait-ready.sh (templates/bundle/bin/) run with a stub docker and
+// curl (test/support/host-scripts.ts).
+import { describe, expect, it } from "vitest";
+import { fakeBundle } from "../support/host-scripts.ts";
+
+const READY_URL = "https://127.0.0.1/ready";
+
+/** deploy.sh as `pulumi up` runs it (nothing new in .incoming), with `docker` as given. */
+function deploy(docker: string, stubs: Record<string, string> = {}) {
+  const bundle = fakeBundle({ docker, curl: `echo '{"status":"ready"}'`, sleep: "/bin/sleep 0.01", ...stubs });
+  const r = bundle.run("deploy.sh", [bundle.dest, "1800", READY_URL]);
+  return { ...r, output: r.stdout + r.stderr, calls: bundle.calls() };
+}
+
+describe("deploy.sh's wait for docker compose up", () => {
+  it("keeps waiting when one `docker compose logs vllm` fails (a container being recreated) while compose up still runs", () => {
+    const r = deploy(`case "$*" in
+      "compose up"*) /bin/sleep 2;;
+      "compose ps"*) echo "vllm Up 40 seconds (health: starting)";;
+      "compose logs"*) echo "Error response from daemon: No such container: 0123abcd" >&2; exit 1;;
+    esac`);
+    expect(r.calls).toContain("docker compose logs"); // the progress report ran
+    expect(r.output).toContain("gpu-sandbox: waiting: vllm Up 40 seconds (health: starting)");
+    expect({ status: r.status, ready: r.output.includes("gpu-sandbox: ready: ") }).toEqual({ status: 0, ready: true });
+  });
+
+  it("says compose up failed, at once, with its own error, when it fails at once (a port taken)", () => {
+    const r = deploy(`case "$*" in
+      "compose up"*) echo "Error response from daemon: Bind for 0.0.0.0:80 failed: port is already allocated" >&2; exit 1;;
+    esac`, { sleep: "/bin/sleep 1" });
+    expect(r.status).toBe(1);
+    expect(r.output).toContain("port is already allocated");
+    expect(r.output).toMatch(/docker compose up failed after \ds \(exit 1\); its error is above/);
+    expect(r.output).not.toContain("within 1800s");
+    expect(r.calls).not.toMatch(/^sleep (?!1$)/m); // noticed within a second, not after a 30 s sleep
+  });
+});
