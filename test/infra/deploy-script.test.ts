@@ -35,3 +35,24 @@ describe("deploy.sh's wait for docker compose up", () => {
     expect(r.calls).not.toMatch(/^sleep (?!1$)/m); // noticed within a second, not after a 30 s sleep
   });
 });
+
+describe("wait-ready.sh", () => {
+  /** curl against an endpoint that never answers: it gives up after its --max-time. */
+  const hungCurl = `while [ $# -gt 0 ]; do [ "$1" = --max-time ] && /bin/sleep "$2"; shift; done; exit 28`;
+
+  it("gives up after its timeout, not about twice that (tries of up to 5 s plus 5 s pauses)", () => {
+    const bundle = fakeBundle({ curl: hungCurl, docker: "" });
+    const r = bundle.run("wait-ready.sh", [READY_URL, "6"]);
+    expect(r.status).toBe(1);
+    expect(r.stdout + r.stderr).toContain(`no ready answer from ${READY_URL} within 6s`);
+    expect(r.seconds).toBeGreaterThanOrEqual(5);
+    expect(r.seconds).toBeLessThan(8);
+  });
+
+  it("tries at least once with a timeout under 5 s", () => {
+    const bundle = fakeBundle({ curl: `echo '{"status":"ready"}'`, docker: "" });
+    const r = bundle.run("wait-ready.sh", [READY_URL, "3"]);
+    expect(r.stdout).toContain('gpu-sandbox: ready: {"status":"ready"}');
+    expect(r.status).toBe(0);
+  });
+});

@@ -30,13 +30,20 @@ if [ "${1:-}" = --diagnose ]; then diagnose; fi
 url=${1:?usage: wait-ready.sh <ready-url> <timeout-seconds>}
 timeout=${2:?timeout missing}
 
-for _ in $(seq 1 $((timeout / 5))); do
+# At most `timeout` seconds in all: each try (up to 5 s) and each pause (5 s) is cut to the time
+# left, and there is always a first try.
+deadline=$((SECONDS + timeout))
+slice() {
+  local left=$((deadline - SECONDS))
+  echo $((left < 5 ? left : 5))
+}
+while [ "$(slice)" -gt 0 ]; do
   # -k: the certificate may still be the placeholder, or self-signed.
-  if body=$(curl -fsSk --max-time 5 "$url" 2>/dev/null); then
+  if body=$(curl -fsSk --max-time "$(slice)" "$url" 2>/dev/null); then
     log "ready: $body"
     exit 0
   fi
-  sleep 5
+  if [ "$(slice)" -gt 0 ]; then sleep "$(slice)"; fi
 done
 log "no ready answer from $url within ${timeout}s"
 diagnose
