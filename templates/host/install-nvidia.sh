@@ -23,7 +23,9 @@ if ! apt_get install "linux-headers-${kernel##*-}"; then
 fi
 
 # nouveau holds the card if it was loaded at boot; unloading it is enough on a headless host.
-if lsmod | grep -q '^nouveau'; then modprobe -r nouveau || true; fi
+# Read from /proc/modules, not `lsmod | grep -q`: grep exits at the first match, and lsmod's
+# SIGPIPE fails that pipeline under pipefail, as if nouveau were not loaded.
+if grep -q '^nouveau ' /proc/modules; then modprobe -r nouveau || true; fi
 modprobe nvidia || true
 modprobe nvidia_uvm || true
 

@@ -137,3 +137,27 @@ describe("finish.sh: a failed check says which one failed and what to do", () =>
     expect(unit).toMatch(/^StandardError=inherit$/m);
   });
 });
+
+describe("install-nvidia.sh: unloading nouveau", () => {
+  it("unloads a loaded nouveau, which lsmod | grep -q could miss by SIGPIPE under pipefail", () => {
+    const host = fakeHost({
+      // A long module list with nouveau first: grep -q exits at once, lsmod gets SIGPIPE.
+      lsmod: `echo "Module                  Size  Used by"; echo "nouveau              2899968  0"; for i in $(seq 1 400); do echo "mod_$i 16384 0 holder_a,holder_b"; done`,
+      modprobe: `case "$*" in "-r nouveau") touch "$(dirname "$0")/../nouveau-gone";; esac`,
+      "nvidia-smi": `[ -f "$(dirname "$0")/../nouveau-gone" ] && [ -f "$(dirname "$0")/../installed" ] || exit 9`,
+      "apt-get": `touch "$(dirname "$0")/../installed"`,
+    });
+    writeFileSync(join(host.root, "modules"), "nouveau 2899968 0 - Live 0x0000000000000000\nvideo 73728 1 nouveau, Live 0x0000000000000000\n");
+    const r = host.run("install-nvidia.sh");
+    expect(r.status, r.stderr).toBe(0);
+    expect(host.read("calls")).toContain("modprobe -r nouveau");
+    expect(existsSync(join(host.state, "reboot-required"))).toBe(false);
+  });
+
+  it("leaves modules alone when nouveau is not loaded (a module named nouveau_something is not it)", () => {
+    const host = fakeHost({ "nvidia-smi": `[ -f "$(dirname "$0")/../installed" ] || exit 9`, "apt-get": `touch "$(dirname "$0")/../installed"` });
+    writeFileSync(join(host.root, "modules"), "nouveau_something 16384 0 - Live 0x0000000000000000\n");
+    expect(host.run("install-nvidia.sh").status).toBe(0);
+    expect(host.read("calls")).not.toContain("modprobe -r nouveau");
+  });
+});
