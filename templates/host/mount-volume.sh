@@ -36,14 +36,17 @@ case $probe in
 esac
 
 mkdir -p "$DATA_DIR"
-# By the stable by-id path, and nofail so a detached volume never blocks booting. nofail alone
-# does not order the mount before anything, so Docker (whose restart policies start the stack
-# at boot) is ordered after it: otherwise after a reboot the containers could start on empty
-# directories of the root disk, and vLLM download the model there again. x-systemd.growfs grows
-# the filesystem to the volume at each mount: a volume raised in size (volumeSizeGb) gets the
-# space after a reboot even when the running kernel did not see it grow.
+# By the stable by-id path, and nofail so a detached volume never blocks booting (SSH comes up
+# to look). Docker, whose restart policies start the stack at boot, requires the mount
+# (x-systemd.required-by, with x-systemd.before for the order): ordering alone only waits until
+# the mount was tried, and a volume missing at boot would leave the containers running on empty
+# directories of the root disk (vLLM downloading the model there again, the shim starting an
+# empty ledger). Without the mount Docker does not start at all. x-systemd.growfs grows the
+# filesystem to the volume at each mount: a volume raised in size (volumeSizeGb) gets the space
+# after a reboot even when the running kernel did not see it grow.
 if ! grep -q "^$VOLUME_DEVICE " /etc/fstab; then
-  echo "$VOLUME_DEVICE $DATA_DIR ext4 defaults,noatime,nofail,x-systemd.before=docker.service,x-systemd.growfs 0 2" >>/etc/fstab
+  echo "$VOLUME_DEVICE $DATA_DIR ext4 defaults,noatime,nofail,x-systemd.required-by=docker.service,x-systemd.before=docker.service,x-systemd.growfs 0 2" >>/etc/fstab
+  systemctl daemon-reload # systemd reads fstab's mounts (and Docker's dependency) from it now
 fi
 mountpoint -q "$DATA_DIR" || mount "$DATA_DIR"
 

@@ -56,3 +56,27 @@ describe("wait-ready.sh", () => {
     expect(r.status).toBe(0);
   });
 });
+
+describe("deploy.sh on a host whose volume is not mounted", () => {
+  function deployOnHost(mounted: boolean) {
+    const bundle = fakeBundle({
+      docker: "", curl: `echo '{"status":"ready"}'`, sleep: "",
+      mountpoint: mounted ? "exit 0" : "exit 1",
+    }, "TENANT='acme'\nDATA_DIR='/mnt/gpu-sandbox'\nVOLUME_DEVICE='/dev/disk/by-id/scsi-0Linode_Volume_gs-acme-data'\n");
+    const r = bundle.run("deploy.sh", [bundle.dest, "1800", READY_URL]);
+    return { ...r, output: r.stdout + r.stderr, calls: bundle.calls() };
+  }
+
+  it("refuses to start the stack on the root disk (vLLM would download the model there, the shim start an empty ledger)", () => {
+    const r = deployOnHost(false);
+    expect(r.status).toBe(1);
+    expect(r.output).toContain("the volume is not mounted at /mnt/gpu-sandbox");
+    expect(r.calls).not.toContain("docker compose up");
+  });
+
+  it("starts it when the volume is mounted", () => {
+    const r = deployOnHost(true);
+    expect(r.status, r.output).toBe(0);
+    expect(r.calls).toContain("docker compose up -d --build --remove-orphans --wait");
+  });
+});

@@ -1,7 +1,7 @@
 // The host scripts (templates/host/) run on a fake host: stubs for the programs they call,
 // their absolute paths moved into a temp directory (test/support/host-scripts.ts).
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
@@ -159,5 +159,25 @@ describe("install-nvidia.sh: unloading nouveau", () => {
     writeFileSync(join(host.root, "modules"), "nouveau_something 16384 0 - Live 0x0000000000000000\n");
     expect(host.run("install-nvidia.sh").status).toBe(0);
     expect(host.read("calls")).not.toContain("modprobe -r nouveau");
+  });
+});
+
+describe("the volume's fstab entry, as systemd reads it at boot", () => {
+  const GENERATOR = "/lib/systemd/system-generators/systemd-fstab-generator";
+
+  it("makes Docker require the mount, so the containers' restart at boot never runs on the root disk when the volume is missing", () => {
+    if (!existsSync(GENERATOR)) throw new Error(`${GENERATOR} is not installed: apt-get install systemd (.ci/run installs it)`);
+    const host = fakeHost();
+    expect(host.run("mount-volume.sh").status).toBe(0);
+    const out = tempDir("fstab-generator-");
+    for (const d of ["normal", "early", "late"]) mkdirSync(join(out, d));
+    const r = runTool("env", [`SYSTEMD_FSTAB=${join(host.root, "fstab")}`, GENERATOR, ...["normal", "early", "late"].map((d) => join(out, d))]);
+    expect(r.status, r.output).toBe(0);
+    const requires = join(out, "normal", "docker.service.requires");
+    expect(existsSync(requires)).toBe(true);
+    const [unit] = readdirSync(requires);
+    expect(readFileSync(join(requires, unit!), "utf8")).toContain(`Where=${host.root}/data`);
+    expect(readFileSync(join(requires, unit!), "utf8")).toMatch(/^Before=docker\.service$/m);
+    expect(readFileSync(join(requires, unit!), "utf8")).toMatch(/^Options=.*\bnofail\b/m); // the boot itself never waits on it
   });
 });

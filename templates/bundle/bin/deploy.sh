@@ -34,14 +34,23 @@ elif [ ! -f "$dest/MANIFEST.sha256" ]; then
   exit 1
 fi
 
-# volumeSizeGb raised: Linode grows the volume in place, and ext4 grows online to fill it (nothing
-# to do when it already does). Only on a host made by the kit, which names its volume in host.env.
+# Only on a host made by the kit, which names its volume and where it is mounted in host.env
+# (DATA_DIR, the GS_DATA_DIR of .env that compose mounts: both are HOST_PATHS.dataDir).
 if [ -r /etc/gpu-sandbox/host.env ]; then
   # shellcheck source=/dev/null
   volume=$(. /etc/gpu-sandbox/host.env && echo "${VOLUME_DEVICE:-}")
   # shellcheck source=/dev/null
   data=$(. /etc/gpu-sandbox/host.env && echo "${DATA_DIR:-}")
-  if [ -n "$volume" ] && [ -e "$volume" ] && [ -n "$data" ] && mountpoint -q "$data" && command -v resize2fs >/dev/null; then
+  # Without the volume (detached, or its mount failed at boot: fstab's nofail lets the boot go
+  # on) the stack would run on the root disk: vLLM downloading the model there again, the shim
+  # starting an empty database beside the real ledger.
+  if [ -n "$data" ] && ! mountpoint -q "$data"; then
+    log "the volume is not mounted at $data: not starting the stack on the root disk. Attach the volume ($volume), run \`mount $data\` on the host, then pulumi up again" >&2
+    exit 1
+  fi
+  # volumeSizeGb raised: Linode grows the volume in place, and ext4 grows online to fill it
+  # (nothing to do when it already does).
+  if [ -n "$volume" ] && [ -e "$volume" ] && [ -n "$data" ] && command -v resize2fs >/dev/null; then
     resize2fs "$volume" 2>&1 | grep -v '^resize2fs [0-9]' | sed 's/^/gpu-sandbox: volume: /' || true
     log "volume: $(df -h --output=size,avail "$data" | tail -n 1 | awk '{print $1 " (" $2 " free)"}')"
   fi
