@@ -143,7 +143,7 @@ export class Problems {
       const cidr = typeof item === "string" ? normaliseCidr(item) : undefined;
       if (cidr === undefined) {
         this.add(`${key}[${i}]`, item, "is not a CIDR; write an address with its prefix length, e.g. 203.0.113.7/32 or 2001:db8::/48");
-      } else {
+      } else if (!out.includes(cidr)) { // one network written twice (81.2.69.7/24, 81.2.69.160/24): nginx warns of a duplicate
         out.push(cidr);
       }
     });
@@ -158,7 +158,8 @@ export class Problems {
  * firewall and nginx then hold the same text.
  */
 export function normaliseCidr(text: string): string | undefined {
-  const m = /^([^/\s]+)\/(\d{1,3})$/.exec(text.trim());
+  // No zone id (fe80::1%eth0): it names an interface of one machine, not a network.
+  const m = /^([^/\s%]+)\/(\d{1,3})$/.exec(text.trim());
   if (!m) return undefined;
   const [, address, bits] = m as unknown as [string, string, string];
   const prefix = Number(bits);

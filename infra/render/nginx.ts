@@ -23,7 +23,8 @@ function burstOption(burst: number): string {
  */
 function geoEntries(cidrs: readonly string[], whenEmpty?: string): string {
   const everyone = cidrs.includes("0.0.0.0/0");
-  const lines = everyone ? ["default 1;"] : ["default 0;", ...cidrs.filter((c) => c !== "::/0").map((c) => `${c} 1;`)];
+  const listed = [...new Set(cidrs)].filter((c) => c !== "::/0"); // once each: nginx warns of a duplicate network
+  const lines = everyone ? ["default 1;"] : ["default 0;", ...listed.map((c) => `${c} 1;`)];
   if (lines.length === 1 && whenEmpty) lines.push(`# ${whenEmpty}`);
   return lines.map((l) => `        ${l}`).join("\n");
 }

@@ -79,6 +79,10 @@ it("starts nginx without warnings for address lists written loosely (host bits s
   expect([c.allowedCidrs, c.adminCidrs]).toEqual([["81.2.69.0/24", "2001:db8::/48"], ["81.2.69.160/30", "0.0.0.0/0"]]);
   expectNginxAccepts(render(c).get("nginx/nginx.conf")!);
   expectNginxAccepts(render(config({ allowedCidrs: ["0.0.0.0/0", "::/0"] })).get("nginx/nginx.conf")!);
+  // Entries that are one network once normalised, and Docker's gateway (always let through) listed too.
+  const twice = config({ tls: { mode: "self-signed" }, allowedCidrs: ["81.2.69.160/24", "81.2.69.7/24", "10.89.0.1/32"] });
+  expect(twice.allowedCidrs).toEqual(["81.2.69.0/24", "10.89.0.1/32"]);
+  expectNginxAccepts(render(twice).get("nginx/nginx.conf")!);
 });
 
 it("starts nginx with limits.burst 0 (no burst: nginx refuses burst=0), still limiting the rate", () => {

@@ -109,8 +109,9 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["plan not offered in region", { ...base, region: "us-east" },
       ['gpu-sandbox:plan = "g2-gpu-rtx4000a1-s": is not offered in region us-east; regions with NVIDIA RTX 4000 Ada: us-ord, us-sea,']],
     ["region without GPUs", { ...base, region: "br-gru" }, ['gpu-sandbox:plan = "g2-gpu-rtx4000a1-s": is not offered in region br-gru']],
-    ["bad CIDR", { ...base, allowedCidrs: ["0.0.0.0/0", "10.0.0.300/8", "1.2.3.4"] },
-      ['gpu-sandbox:allowedCidrs[1] = "10.0.0.300/8": is not a CIDR', 'gpu-sandbox:allowedCidrs[2] = "1.2.3.4": is not a CIDR']],
+    ["bad CIDR", { ...base, allowedCidrs: ["0.0.0.0/0", "10.0.0.300/8", "1.2.3.4", "::ffff:1.2.3.4%eth0/128"] },
+      ['gpu-sandbox:allowedCidrs[1] = "10.0.0.300/8": is not a CIDR', 'gpu-sandbox:allowedCidrs[2] = "1.2.3.4": is not a CIDR',
+        'gpu-sandbox:allowedCidrs[3] = "::ffff:1.2.3.4%eth0/128": is not a CIDR']], // a zone id names an interface, not a network
     ["CIDR list given as a string", { ...base, adminCidrs: "203.0.113.7/32" }, ['gpu-sandbox:adminCidrs = "203.0.113.7/32": must be a list']],
     ["stack name breaks label rules", { ...base }, ['gpu-sandbox:(stack name) = "Acme_Corp": must be 3-24 characters'], "Acme_Corp"],
     ["stack name too long", { ...base }, ['gpu-sandbox:(stack name) = "a-very-long-tenant-name-indeed": must be 3-24'], "a-very-long-tenant-name-indeed"],
