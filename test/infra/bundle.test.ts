@@ -11,6 +11,7 @@ import { Secret } from "../../infra/secret.ts";
 import { BundleDirError, bundleHash, MANIFEST, renderBundle, sha256, writeBundle, type Bundle } from "../../infra/render/bundle.ts";
 import { envEntries, renderEnvFile } from "../../infra/render/env-file.ts";
 import type { BootstrapKeyRecord } from "../../infra/render/shim-config.ts";
+import { forLocalNginx } from "../support/nginx.ts";
 import { runTool, tempDir } from "../support/tools.ts";
 
 const base = {
@@ -62,7 +63,7 @@ it("keeps a $ in vLLM flags and the Let's Encrypt email as typed, through docker
 /** `nginx -t` on a rendered nginx.conf, with the shim's address one nginx can resolve and a certificate. */
 function expectNginxAccepts(conf: string): void {
   const dir = tempDir();
-  writeFileSync(join(dir, "nginx.conf"), conf.replace("server shim:8080;", "server 127.0.0.1:9;"));
+  writeFileSync(join(dir, "nginx.conf"), forLocalNginx(conf).replace("server shim:8080;", "server 127.0.0.1:9;"));
   mkdirSync(join(dir, "tls"));
   const cert = runTool("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
     "-subj", "/CN=localhost", "-keyout", join(dir, "tls/privkey.pem"), "-out", join(dir, "tls/fullchain.pem")]);
@@ -73,6 +74,13 @@ function expectNginxAccepts(conf: string): void {
   // Printed at every start and every reload (deploy.sh's): a warning there reads as a misconfiguration.
   expect(result.output).not.toMatch(/\[warn\]/);
 }
+
+it("turns HTTP/2 on with the `http2` directive, as nginx 1.25.1 and later (the image's 1.28) want it without a warning", () => {
+  const conf = render(config()).get("nginx/nginx.conf")!;
+  expect(conf).toMatch(/^\s+listen 8443 ssl;$/m);
+  expect(conf).toMatch(/^\s+http2 on;$/m);
+  expect(conf).not.toMatch(/^\s+listen [^;#]*http2/m);
+});
 
 it("starts nginx without warnings for address lists written loosely (host bits set, IPv6 uncompressed) or open to everyone", () => {
   const c = config({ tls: { mode: "self-signed" }, allowedCidrs: ["81.2.69.160/24", "2001:DB8:0:0:1::/48"], adminCidrs: ["81.2.69.161/30", "0.0.0.0/0"] });

@@ -4,6 +4,19 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { runTool, tempDir } from "./tools.ts";
 
+/**
+ * A rendered nginx.conf as this machine's nginx reads it. The config is written for the image's
+ * nginx (1.28): `http2 on;` came in 1.25.1, so for an older one (Debian 12's 1.22) HTTP/2 moves
+ * back to the `listen` line, the one difference between the two versions' reading.
+ */
+export function forLocalNginx(conf: string): string {
+  localNginxVersion ??= /nginx\/(\d+)\.(\d+)\.(\d+)/.exec(runTool("nginx", ["-v"]).output)?.slice(1).map(Number) ?? [0, 0, 0];
+  const [major, minor, patch] = localNginxVersion as [number, number, number];
+  if (major > 1 || minor > 25 || (minor === 25 && patch >= 1)) return conf;
+  return conf.replace(/listen (\S+) ssl;\n(\s*#[^\n]*\n)*\s*http2 on;/g, "listen $1 ssl http2;");
+}
+let localNginxVersion: number[] | undefined;
+
 /** The rendered nginx.conf's only upstream address (templates/nginx/nginx.conf). */
 export const RENDERED_UPSTREAM = "server shim:8080;";
 
@@ -26,7 +39,7 @@ export async function startNginx(renderedConf: string, shimAddress: string, port
   options: { listen?: ReadonlyMap<number, number> } = {}): Promise<RunningNginx> {
   if (!renderedConf.includes(RENDERED_UPSTREAM)) throw new Error(`the rendered nginx.conf has no "${RENDERED_UPSTREAM}"`);
   const dir = tempDir("gpu-sandbox-nginx-");
-  let conf = renderedConf.replace(RENDERED_UPSTREAM, `server ${shimAddress};`);
+  let conf = forLocalNginx(renderedConf).replace(RENDERED_UPSTREAM, `server ${shimAddress};`);
   // `listen`: the rendered ports (8080, 8443) moved to other loopback ports, for a test file that
   // runs beside another nginx test.
   for (const [rendered, port] of options.listen ?? []) {
