@@ -76,7 +76,9 @@ function webPorts(tlsMode: TlsMode): { port: number; purpose: string; api: boole
  */
 export function webPortSources(tlsMode: TlsMode, allowedCidrs: readonly string[], adminCidrs: readonly string[]): { port: number; purpose: string; sources: string[] }[] {
   const adminOnly = adminCidrs.filter((cidr) => !isIPv6Cidr(cidr) && !coveredBy(cidr, allowedCidrs));
-  return webPorts(tlsMode).map(({ port, purpose, api }) => ({ port, purpose, sources: api ? [...allowedCidrs, ...adminOnly] : [...allowedCidrs] }));
+  return webPorts(tlsMode).map(({ port, purpose, api }) => (api && adminOnly.length > 0
+    ? { port, purpose: `${purpose} (${adminOnly.join(", ")}: /admin and /metrics only)`, sources: [...allowedCidrs, ...adminOnly] }
+    : { port, purpose, sources: [...allowedCidrs] }));
 }
 
 /** The `sshCommand` output of a host without adminCidrs (scripts read it to tell SSH is closed). */

@@ -19,9 +19,10 @@ Runs five checks against any OpenAI-compatible endpoint and key, with the offici
   stream          a streamed chat: time to first token and tokens/s
   bad-key         a made-up key gets 401
 One PASS/FAIL line per check with its timing; exit code 0 only if all pass (for CI, and right
-after \`pulumi up\`). A redirect is not followed: the check fails with where it points (an
-http:// --url for an https endpoint) and says the key was sent over plain http. An answer that is
-not the API's (a web page at a wrong --url) fails its check with its first characters.
+after \`pulumi up\`). An http:// --url for an https endpoint fails with the endpoint's 400
+https_required (the key went over plain http: have it replaced). A redirect (a proxy of your own)
+is not followed: the check fails with where it points. An answer that is not the API's (a web
+page at a wrong --url) fails its check with its first characters.
 
   --url <url>            the endpoint's base URL, ending in /v1
   --key <key>            the API key; better: export ${API_KEY_ENV} (keeps it out of shell history)

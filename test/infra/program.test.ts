@@ -215,7 +215,10 @@ describe("firewall edge cases", () => {
     // An entry allowedCidrs already covers is not repeated; an IPv6 one would reach the API only
     // (nginx sees IPv6 clients as Docker's gateway), so it opens SSH alone, as before.
     expect(https).toEqual({ label: "allow-https", action: "ACCEPT", protocol: "TCP", ports: "443", ipv4s: ["198.51.100.0/24", "8.8.8.8/32"], ipv6s: ["2001:db8::/32"] });
-    expect(planFor(c).ports.find((p) => p.port === 443)!.sources).toEqual(["198.51.100.0/24", "2001:db8::/32", "8.8.8.8/32"]);
+    expect(planFor(c).ports.find((p) => p.port === 443)).toMatchObject({
+      sources: ["198.51.100.0/24", "2001:db8::/32", "8.8.8.8/32"],
+      purpose: "HTTPS: the OpenAI-compatible API (8.8.8.8/32: /admin and /metrics only)",
+    });
     // Without TLS, port 80 carries the API, and /admin.
     const off = configFor("example", { tls: { mode: "off" }, allowedCidrs: ["198.51.100.0/24"], adminCidrs: ["8.8.8.8/32"] });
     expect(admits(firewallRules(off.allowedCidrs, off.adminCidrs, off.tls.mode)[0]!, "8.8.8.8")).toBe(true);
