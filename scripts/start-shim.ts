@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { isIPv6 } from "node:net";
-import { shownUrl } from "../api-shim/src/config.ts";
+import { ConfigError, loadShimConfig, shownUrl } from "../api-shim/src/config.ts";
 import { redactUrl } from "../api-shim/src/store/database-url.ts";
 import { exitOnFailure, mainWithUsage } from "./lib/cli.ts";
 
@@ -59,10 +59,20 @@ function urlHost(host: string): string {
   return host;
 }
 
+function configStarts(env: NodeJS.ProcessEnv): boolean {
+  try {
+    loadShimConfig(env);
+    return true;
+  } catch (e) {
+    if (e instanceof ConfigError) return false;
+    throw e;
+  }
+}
+
 export function banner(env: NodeJS.ProcessEnv, generatedToken: string | null): string {
   const base = `http://${urlHost(env.SHIM_HOST ?? "")}:${env.SHIM_PORT}`;
   const token = generatedToken ?? "$SHIM_ADMIN_TOKEN";
-  // Printed before the configuration is checked: neither URL is shown with its credentials.
+  // Neither URL is shown with its credentials (a terminal's scrollback is no place for them).
   return [
     `api-shim (dev) on ${base}  upstream ${shownUrl(env.SHIM_UPSTREAM_URL ?? "")}  database ${redactUrl(env.SHIM_DATABASE_URL ?? "")}`,
     generatedToken ? `admin token (generated for this run, shown once): ${generatedToken}` : "admin token: from SHIM_ADMIN_TOKEN",
@@ -76,7 +86,9 @@ export function banner(env: NodeJS.ProcessEnv, generatedToken: string | null): s
 export const main = mainWithUsage(USAGE, async (io) => {
   const { env, generatedToken } = devEnvironment(process.env);
   Object.assign(process.env, env);
-  io.out(banner(env, generatedToken).trimEnd());
+  // Only for a configuration that starts: a bad one gets server.ts's list of what is wrong alone,
+  // not a token and a curl for a server that never listens.
+  if (configStarts(process.env)) io.out(banner(env, generatedToken).trimEnd());
   // server.ts reads the environment, listens and handles SIGINT/SIGTERM itself.
   await import("../api-shim/src/server.ts");
 });

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { parse as parseYaml } from "yaml";
 import { isKeyId } from "./keys.ts";
@@ -117,12 +118,18 @@ export function shownUrl(v: string): string {
 
 /** The shortest SHIM_ADMIN_TOKEN accepted: 16 characters, ~95 bits even from hex digits. */
 export const MIN_ADMIN_TOKEN_LENGTH = 16;
+
 /**
  * What SHIM_ADMIN_TOKEN is made of: printable ASCII and spaces (a passphrase worked before, and
  * still does), without angle brackets (a placeholder's). Beyond ASCII a client's bytes would not
  * match: Node reads header bytes as Latin-1, and fetch refuses what is beyond it.
  */
 const ADMIN_TOKEN = /^[\t\x20-\x3b=\x3f-\x7e]+$/;
+
+/** The process's configuration: parseShimConfig reading SHIM_CONFIG from the file system. */
+export function loadShimConfig(env: Env): ShimConfig {
+  return parseShimConfig(env, (p) => readFileSync(p, "utf8"));
+}
 
 export function parseShimConfig(env: Env, readFile: (path: string) => string): ShimConfig {
   const problems: string[] = [];

@@ -29,6 +29,8 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toContain('SHIM_PORT: "80a" is not valid');
     expect(r.stderr).toContain('SHIM_DATABASE_URL: "mysql://x/db" is not valid');
+    // No banner, admin token or curl for a server that never starts.
+    expect(r.stdout).not.toMatch(/api-shim \(dev\) on|admin token|curl/);
   });
 
   it.each<[string, NodeJS.ProcessEnv]>([["an exported SHIM_ADMIN_TOKEN", { SHIM_ADMIN_TOKEN: "operator-chosen-token-123" }], ["a generated token", {}]])(
