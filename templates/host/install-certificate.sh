@@ -11,6 +11,12 @@
 mode=${1:?usage: install-certificate.sh replace|placeholder}
 dir="$DATA_DIR/tls"
 pem=$(cat)
+# Not onto the root disk: Pulumi would record the certificate as installed, and after the volume
+# is mounted nginx would serve the one on it (deploy.sh refuses the same way).
+if ! mountpoint -q "$DATA_DIR"; then
+  echo "install-certificate.sh: the volume is not mounted at $DATA_DIR: attach it, run \`mount $DATA_DIR\`, then pulumi up again" >&2
+  exit 1
+fi
 mkdir -p "$dir"
 
 if [ "$mode" = placeholder ] && [ -s "$dir/fullchain.pem" ]; then

@@ -49,6 +49,19 @@ describe("wait-ready.sh", () => {
     expect(r.seconds).toBeLessThan(8);
   });
 
+  it("never gives curl --max-time 0 (no limit at all) when the deadline passes between its check and the try", () => {
+    // curl fails and sleep returns at once, so each 1 s run polls through the moment $SECONDS
+    // (whole seconds) ticks, between reading the time left for the loop and for the try.
+    const tries: string[] = [];
+    for (let run = 0; run < 20; run++) {
+      const bundle = fakeBundle({ curl: "exit 7", docker: "", sleep: "" });
+      expect(bundle.run("wait-ready.sh", [READY_URL, "1"]).status).toBe(1);
+      tries.push(...bundle.calls().split("\n").filter((l) => l.startsWith("curl ")));
+    }
+    expect(tries.length).toBeGreaterThan(0);
+    expect(tries.filter((t) => t.includes("--max-time 0"))).toEqual([]);
+  });
+
   it("tries at least once with a timeout under 5 s", () => {
     const bundle = fakeBundle({ curl: `echo '{"status":"ready"}'`, docker: "" });
     const r = bundle.run("wait-ready.sh", [READY_URL, "3"]);

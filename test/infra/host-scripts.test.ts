@@ -162,6 +162,20 @@ describe("install-nvidia.sh: unloading nouveau", () => {
   });
 });
 
+describe("install-certificate.sh on a host whose volume is not mounted", () => {
+  it("refuses, as deploy.sh does, rather than write the certificate on the root disk (Pulumi would record it as installed)", () => {
+    const host = fakeHost({ mountpoint: "exit 1" });
+    mkdirSync(join(host.root, "data")); // the mount point's empty directory, on the root disk
+    const pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n";
+    const r = spawnSync("bash", [join(host.root, "lib", "install-certificate.sh"), "replace"], {
+      input: pem, encoding: "utf8", env: { ...process.env, PATH: `${join(host.root, "bin")}:${process.env.PATH}` },
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`the volume is not mounted at ${join(host.root, "data")}`);
+    expect(existsSync(join(host.root, "data", "tls", "fullchain.pem"))).toBe(false);
+  });
+});
+
 describe("the volume's fstab entry, as systemd reads it at boot", () => {
   const GENERATOR = "/lib/systemd/system-generators/systemd-fstab-generator";
 

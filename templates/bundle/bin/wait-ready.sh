@@ -37,13 +37,16 @@ slice() {
   local left=$((deadline - SECONDS))
   echo $((left < 5 ? left : 5))
 }
-while [ "$(slice)" -gt 0 ]; do
+# Each slice is read once and used as read: $SECONDS may tick between two reads, and curl takes
+# --max-time 0 as no limit at all.
+while t=$(slice) && [ "$t" -gt 0 ]; do
   # -k: the certificate may still be the placeholder, or self-signed.
-  if body=$(curl -fsSk --max-time "$(slice)" "$url" 2>/dev/null); then
+  if body=$(curl -fsSk --max-time "$t" "$url" 2>/dev/null); then
     log "ready: $body"
     exit 0
   fi
-  if [ "$(slice)" -gt 0 ]; then sleep "$(slice)"; fi
+  t=$(slice)
+  if [ "$t" -gt 0 ]; then sleep "$t"; fi
 done
 log "no ready answer from $url within ${timeout}s"
 diagnose
