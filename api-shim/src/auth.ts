@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { ShimContext } from "./context.ts";
-import { ShimError } from "./errors.ts";
+import { ShimError, shuttingDown } from "./errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { formatCredits } from "./money.ts";
 import { type IpScope, rateLimitHeaders } from "./rate-limit.ts";
@@ -47,6 +47,9 @@ export function authHook(ctx: ShimContext) {
     const limits = ctx.config.tiers.get(key.tier) ?? ctx.config.tiers.get(ctx.config.defaultTier)!;
     const buckets = ctx.limiter.forKey(key.id, limits);
     request.auth = { key, buckets, limits };
+    // A drain answers inference 503 (another replica, or this one restarted, will serve it)
+    // before any limit is looked at: the key's place in flight may be a request being drained.
+    if (request.routeOptions.config.inference === true && ctx.inflight.draining) throw shuttingDown();
     const mono = ctx.clock.monotonic();
     // An inference request is admitted only while the tokens/min budget is positive too: a
     // requests/min refusal says to wait for both, or the SDKs' retry (after exactly Retry-After,

@@ -194,3 +194,33 @@ describe("a second signal while a request's body is still arriving (a client str
     }
   });
 });
+
+describe("an inference request on a kept-alive connection during a drain, from a key at its limits", () => {
+  it("is told the server is shutting down (503), not 429: its key's in-flight place is a request being drained", async () => {
+    const h = await startShim({ file: { tiers: { one: { rpm: 1000, tpm: 1_000_000, concurrency: 1 } }, models: [{ name: "qwen2.5-7b" }] } });
+    try {
+      const { key } = await h.createKey({ credits: 100, tier: "one" });
+      h.fake.set({ tokenDelayMs: 200, defaultTokens: 10 });
+      // A kept-alive connection opened before the drain, as nginx keeps them.
+      const socket = connect(Number(new URL(h.url).port), "127.0.0.1");
+      await once(socket, "connect");
+      socket.setEncoding("latin1");
+      let got = "";
+      socket.on("data", (d: string) => (got += d));
+      socket.on("error", () => {});
+      // The key's one place: a stream in flight, drained.
+      const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], stream: true });
+      const closing = closeApp(h.app, 5000);
+      await new Promise((r) => setTimeout(r, 100));
+      const body = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }] });
+      socket.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      await expect.poll(() => got.includes("\r\n\r\n")).toBe(true);
+      for await (const _ of stream) { /* the drain lets it finish */ }
+      await closing;
+      expect(got.split(" ")[1]).toBe("503");
+      expect(got).toContain('"code":"service_unavailable"');
+    } finally {
+      await h.close().catch(() => {});
+    }
+  });
+});
