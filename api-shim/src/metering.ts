@@ -30,6 +30,10 @@ export interface UsageJson {
   completion_tokens?: unknown;
 }
 interface ChunkJson {
+  id?: unknown;
+  object?: unknown;
+  created?: unknown;
+  model?: unknown;
   choices?: { index?: unknown; delta?: Record<string, unknown>; text?: unknown; finish_reason?: unknown }[];
   usage?: UsageJson | null;
   error?: unknown;
@@ -46,6 +50,10 @@ export class StreamMeter {
   private readonly finished = new Set<number>();
   /** Usage came with or after the last output's finish: it is the whole answer's. */
   private usageAfterFinish = false;
+  /** Whether the client was shown a usage object: the usage-only chunk, or running usage left in. */
+  private usageShown = false;
+  /** The last parsed chunk's id, object, created and model: a usage chunk made here wears them. */
+  private frame: Pick<ChunkJson, "id" | "object" | "created" | "model"> = {};
 
   constructor(options: MeterOptions) {
     this.options = options;
@@ -73,10 +81,12 @@ export class StreamMeter {
     }
     if (chunk === null || typeof chunk !== "object") return { kind: "chunk", forward: event };
     if (chunk.error !== null && typeof chunk.error === "object") return { kind: "error", data };
+    this.frame = { id: chunk.id, object: chunk.object, created: chunk.created, model: chunk.model };
     const usage = toUsage(chunk.usage);
     const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
     if (usage && choices.length === 0) {
       this.finalUsage = usage;
+      this.usageShown ||= this.options.clientWantsUsage;
       return { kind: "usage", forward: this.options.clientWantsUsage ? event : null };
     }
     for (const c of choices) {
@@ -93,8 +103,23 @@ export class StreamMeter {
       if (this.options.hideContinuous || !this.options.clientWantsUsage) {
         return { kind: "chunk", forward: `data: ${withoutUsage(data, chunk)}` };
       }
+      this.usageShown = true;
     }
     return { kind: "chunk", forward: event };
+  }
+
+  /**
+   * The usage-only chunk a client that asked for usage was not shown, for a stream that is whole
+   * without it: its running usage was hidden from the client (it asked for the final figure
+   * only), then the upstream's usage-only chunk and [DONE] were lost. Made as vLLM makes its own
+   * (`choices: []`, the stream's id, object, created and model) from the upstream's running
+   * figures, never from an estimate; null when there is nothing to add.
+   */
+  missingUsageChunk(): string | null {
+    if (!this.options.clientWantsUsage || this.usageShown || this.running.size === 0 || !this.complete) return null;
+    const u = this.usage();
+    const usage = { prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens, total_tokens: u.promptTokens + u.completionTokens };
+    return `data: ${JSON.stringify({ ...this.frame, choices: [], usage })}`;
   }
 
   /** Whether the upstream reported any usage (final, or running on a chunk). */

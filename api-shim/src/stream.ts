@@ -142,7 +142,10 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     const nothing = failure !== null && !meter.contentSeen;
     const owesPrompt = clientGone ? meter.contentSeen : failure === null;
     const { cost, available } = await settlement.settle(clientGone ? 499 : (failure?.status ?? 200), nothing ? null : meter.usage(owesPrompt, input.promptEstimate));
-    figures = `: credits_charged=${formatCredits(cost)} credits_remaining=${formatCredits(available)}\n\n`;
+    const credits = { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) };
+    // A whole stream whose usage-only chunk was lost still gives a client that asked for usage its chunk.
+    const usageChunk = failure === null && !clientGone ? meter.missingUsageChunk() : null;
+    figures = `${usageChunk ? `${spliceJson(usageChunk, credits)}\n\n` : ""}: credits_charged=${credits.credits_charged} credits_remaining=${credits.credits_remaining}\n\n`;
   } catch (e) {
     // The store failed after the upstream answered: the hold stays until the next start releases it.
     request.log.error({ reqId: request.id, err: e instanceof Error ? e.cause ?? e : e }, "settlement failed");

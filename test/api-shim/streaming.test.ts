@@ -454,7 +454,11 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
     });
     await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
     h = await startShim({
-      file: { models: [{ name: "m", maxModelLen: 8192 }], pricing: { request: 1, models: { m: { promptPer1k: 1, completionPer1k: 1000 } } } },
+      file: {
+        // "cu": a model whose upstream sends running usage on every chunk (vLLM's continuous usage stats).
+        models: [{ name: "m", maxModelLen: 8192 }, { name: "cu", maxModelLen: 8192, continuousUsage: true }],
+        pricing: { request: 1, models: { m: { promptPer1k: 1, completionPer1k: 1000 } } },
+      },
       env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1` },
     });
   });
@@ -512,6 +516,25 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
     expect(line).toMatchObject({ status: 200 });
     expect(line.error).toBeUndefined();
     expect(cuts).toBe(0);
+  });
+
+  it("running usage hidden from a client that asked for usage, the usage-only chunk lost: it still gets one usage chunk, with the upstream's figures", async () => {
+    const running = [chunk([choice({ role: "assistant", content: "" })], usage(500, 0)), chunk([choice({ content: "a" })], usage(500, 1)), chunk([choice({ content: " b" }, "stop")], usage(500, 2))]
+      .map((e) => e.replace('"model":"m"', '"model":"cu"'));
+    for (const drop of [false, true]) {
+      const { text, line } = await run(running, drop, { model: "cu", stream_options: { include_usage: true } });
+      const usageChunks = text.split("\n\n").filter((e) => e.includes('"usage":{'));
+      expect(usageChunks, `drop ${drop}`).toHaveLength(1);
+      expect(JSON.parse(usageChunks[0]!.slice("data: ".length)), `drop ${drop}`).toEqual({
+        id: "c", object: "chat.completion.chunk", created: 1, model: "cu", choices: [],
+        usage: { prompt_tokens: 500, completion_tokens: 2, total_tokens: 502 }, credits_charged: 1, credits_remaining: expect.any(Number),
+      });
+      expect(text.endsWith("data: [DONE]\n\n"), `drop ${drop}`).toBe(true);
+      expect(line.status).toBe(200);
+    }
+    // A client that did not ask for usage gets none.
+    const { text } = await run(running, false, { model: "cu" });
+    expect(text).not.toContain('"usage"');
   });
 
   // Still cut short, so still failures charged the content only, as before.
