@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { isIPv6 } from "node:net";
-import { ConfigError, loadShimConfig, shownUrl } from "../api-shim/src/config.ts";
+import { shownUrl } from "../api-shim/src/config.ts";
 import { redactUrl } from "../api-shim/src/store/database-url.ts";
 import { exitOnFailure, mainWithUsage } from "./lib/cli.ts";
 
@@ -59,16 +59,6 @@ function urlHost(host: string): string {
   return host;
 }
 
-function configStarts(env: NodeJS.ProcessEnv): boolean {
-  try {
-    loadShimConfig(env);
-    return true;
-  } catch (e) {
-    if (e instanceof ConfigError) return false;
-    throw e;
-  }
-}
-
 export function banner(env: NodeJS.ProcessEnv, generatedToken: string | null): string {
   const base = `http://${urlHost(env.SHIM_HOST ?? "")}:${env.SHIM_PORT}`;
   const token = generatedToken ?? "$SHIM_ADMIN_TOKEN";
@@ -86,11 +76,11 @@ export function banner(env: NodeJS.ProcessEnv, generatedToken: string | null): s
 export const main = mainWithUsage(USAGE, async (io) => {
   const { env, generatedToken } = devEnvironment(process.env);
   Object.assign(process.env, env);
-  // Only for a configuration that starts: a bad one gets server.ts's list of what is wrong alone,
-  // not a token and a curl for a server that never listens.
-  if (configStarts(process.env)) io.out(banner(env, generatedToken).trimEnd());
-  // server.ts reads the environment, listens and handles SIGINT/SIGTERM itself.
-  await import("../api-shim/src/server.ts");
+  // server.ts reads the environment, listens and handles SIGINT/SIGTERM itself; its import ends
+  // once it listens, or failed to (a bad configuration, a port taken: it says why). The banner
+  // only for a server that listens, not a token and a curl for one that never did.
+  const server = await import("../api-shim/src/server.ts");
+  if (server.listeningAt !== null) io.out(banner(env, generatedToken).trimEnd());
 });
 
 if (import.meta.main) exitOnFailure(await main(process.argv.slice(2)));

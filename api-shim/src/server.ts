@@ -137,6 +137,10 @@ async function main(): Promise<void> {
   }
   logger.info({ address, upstream: config.upstreamUrl, database: redactUrl(config.databaseUrl) }, "api-shim listening");
   logger.flush();
+  listeningAt = address;
 }
+
+/** Where the shim listens once it does (null if it never did: a bad configuration, a port taken); for `npm run shim`'s banner. */
+export let listeningAt: string | null = null;
 
 await main();

@@ -1,6 +1,6 @@
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { type AddressInfo, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { main as fakeVllm } from "../../scripts/serve-fake-vllm.ts";
@@ -31,6 +31,24 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     expect(r.stderr).toContain('SHIM_DATABASE_URL: "mysql://x/db" is not valid');
     // No banner, admin token or curl for a server that never starts.
     expect(r.stdout).not.toMatch(/api-shim \(dev\) on|admin token|curl/);
+  });
+
+  it("npm run shim on a port already in use says so, without a banner for a server that never listened", async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (taken.address() as AddressInfo).port;
+      const r = await new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+        execFile(process.execPath, [fileURLToPath(new URL("../../scripts/start-shim.ts", import.meta.url))], {
+          env: { PATH: process.env.PATH, SHIM_PORT: String(port), SHIM_DATABASE_URL: "sqlite::memory:" }, encoding: "utf8", timeout: 20_000,
+        }, (err, stdout, stderr) => resolve({ status: err ? (err as { code?: number }).code ?? null : 0, stdout, stderr }));
+      });
+      expect(r.status).toBe(1);
+      expect(r.stdout + r.stderr).toContain("the address is in use by another process");
+      expect(r.stdout).not.toMatch(/api-shim \(dev\) on|admin token|curl/);
+    } finally {
+      taken.close();
+    }
   });
 
   it.each<[string, NodeJS.ProcessEnv]>([["an exported SHIM_ADMIN_TOKEN", { SHIM_ADMIN_TOKEN: "operator-chosen-token-123" }], ["a generated token", {}]])(
