@@ -80,7 +80,8 @@ export const main = mainWithUsage(USAGE, async (io) => {
   // once it listens, or failed to (a bad configuration, a port taken: it says why). The banner
   // only for a server that listens, not a token and a curl for one that never did.
   const server = await import("../api-shim/src/server.ts");
-  if (server.listeningAt !== null) io.out(banner(env, generatedToken).trimEnd());
+  // With the port it got (SHIM_PORT=0 asks for any free one).
+  if (server.listeningAt !== null) io.out(banner({ ...env, SHIM_PORT: new URL(server.listeningAt).port }, generatedToken).trimEnd());
 });
 
 if (import.meta.main) exitOnFailure(await main(process.argv.slice(2)));

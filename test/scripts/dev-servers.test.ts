@@ -1,4 +1,5 @@
-import { execFile, spawnSync } from "node:child_process";
+import { execFile, spawn, spawnSync } from "node:child_process";
+import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
@@ -31,6 +32,23 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     expect(r.stderr).toContain('SHIM_DATABASE_URL: "mysql://x/db" is not valid');
     // No banner, admin token or curl for a server that never starts.
     expect(r.stdout).not.toMatch(/api-shim \(dev\) on|admin token|curl/);
+  });
+
+  it("npm run shim on SHIM_PORT=0 shows the port it got in its banner, not 0", async () => {
+    const child = spawn(process.execPath, [fileURLToPath(new URL("../../scripts/start-shim.ts", import.meta.url))], {
+      env: { PATH: process.env.PATH, SHIM_PORT: "0", SHIM_DATABASE_URL: "sqlite::memory:" }, stdio: ["ignore", "pipe", "pipe"],
+    });
+    try {
+      let out = "";
+      child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+      await expect.poll(() => out.includes("base_url"), { timeout: 15_000 }).toBe(true);
+      const port = Number(/base_url http:\/\/127\.0\.0\.1:(\d+)\/v1/.exec(out)?.[1]);
+      expect(port).toBeGreaterThan(0);
+      expect((await fetch(`http://127.0.0.1:${port}/health`)).status).toBe(200);
+    } finally {
+      child.kill("SIGINT");
+      await once(child, "exit");
+    }
   });
 
   it("npm run shim on a port already in use says so, without a banner for a server that never listened", async () => {
