@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { parse as parseYaml } from "yaml";
 import { isKeyId } from "./keys.ts";
@@ -125,11 +124,6 @@ export const MIN_ADMIN_TOKEN_LENGTH = 16;
  * match: Node reads header bytes as Latin-1, and fetch refuses what is beyond it.
  */
 const ADMIN_TOKEN = /^[\t\x20-\x3b=\x3f-\x7e]+$/;
-
-/** The process's configuration: parseShimConfig reading SHIM_CONFIG from the file system. */
-export function loadShimConfig(env: Env): ShimConfig {
-  return parseShimConfig(env, (p) => readFileSync(p, "utf8"));
-}
 
 export function parseShimConfig(env: Env, readFile: (path: string) => string): ShimConfig {
   const problems: string[] = [];

@@ -1,6 +1,7 @@
+import { readFileSync } from "node:fs";
 import { buildApp, closeApp } from "./app.ts";
 import { systemClock } from "./clock.ts";
-import { ConfigError, loadShimConfig, type ShimConfig } from "./config.ts";
+import { ConfigError, parseShimConfig, type ShimConfig } from "./config.ts";
 import { keysOfUnconfiguredTiers } from "./auth.ts";
 import { createLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
@@ -21,7 +22,7 @@ import { createUpstream } from "./upstream.ts";
 async function main(): Promise<void> {
   let config: ShimConfig;
   try {
-    config = loadShimConfig(process.env);
+    config = parseShimConfig(process.env, (p) => readFileSync(p, "utf8"));
   } catch (e) {
     process.stderr.write(`${e instanceof ConfigError ? e.message : String(e)}\n`);
     process.exitCode = 1;

@@ -328,6 +328,16 @@ describe("PostgresStore", () => {
       await writer.query("INSERT INTO ledger (key_id, at, amount, kind) VALUES ($1, 1, 0, 'grant')", [keyId]);
       return { commit: async () => (await writer.query("COMMIT"), await writer.end()) };
     };
+    /** The index dropped, then a new replica whose build of it waits behind a write under way by key `keyId` (made with `credits`). */
+    const buildHeldByWrite = async (keyId: string, credits = 1, options: PostgresStoreOptions = {}) => {
+      await store.usageIndex!.outcome;
+      await sql("DROP INDEX IF EXISTS ledger_usage_at");
+      await store.createKey(newKey(keyId, credits));
+      const write = await writeUnderWay(keyId);
+      const builder = await replica(options);
+      await buildWaiting();
+      return { write, builder };
+    };
 
     it("is built at a replica's first start, and reports over all keys read their period through it", async () => {
       expect(await store.usageIndex!.outcome).toMatchObject({ kind: "built" });
@@ -383,12 +393,7 @@ describe("PostgresStore", () => {
 
     it("a replica that starts while another builds waits without a deadlock (long or short), and finds it built", async () => {
       for (const waitMs of [300, 1500]) { // under and over PostgreSQL's deadlock_timeout (1 s)
-        await store.usageIndex!.outcome;
-        await sql("DROP INDEX IF EXISTS ledger_usage_at");
-        await store.createKey(newKey(`d${waitMs}`, 1));
-        const write = await writeUnderWay(`d${waitMs}`);
-        const builder = await replica();
-        await buildWaiting();
+        const { write, builder } = await buildHeldByWrite(`d${waitMs}`);
         const waiter = await replica();
         await new Promise((r) => setTimeout(r, waitMs));
         await write.commit();
@@ -397,12 +402,7 @@ describe("PostgresStore", () => {
     }, 60_000);
 
     it("a try cut short by a database restart is made again, and builds it", async () => {
-      await store.usageIndex!.outcome;
-      await sql("DROP INDEX ledger_usage_at");
-      await store.createKey(newKey("w", 1));
-      await writeUnderWay("w"); // ended by the restart
-      const s = await replica({ retryMs: 200 });
-      await buildWaiting();
+      const { builder: s } = await buildHeldByWrite("w", 1, { retryMs: 200 }); // its write ended by the restart
       server.kill();
       server.start();
       expect(await s.usageIndex!.outcome).toMatchObject({ kind: "built" });
@@ -490,12 +490,7 @@ describe("PostgresStore", () => {
     }, 60_000);
 
     it("does not hold the ledger's writes while it is built: requests are held and settled meanwhile; a build cut short by a close is built again at the next start", async () => {
-      await store.usageIndex!.outcome;
-      await sql("DROP INDEX ledger_usage_at");
-      await store.createKey(newKey("k", 10));
-      const write = await writeUnderWay("k");
-      const building = await replica();
-      await buildWaiting();
+      const { write, builder: building } = await buildHeldByWrite("k", 10);
       expect(await indexState()).toBe(false);
       // The same replica serves meanwhile: the ledger's writes are not held by the build.
       const t = performance.now();

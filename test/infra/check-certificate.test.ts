@@ -1,9 +1,10 @@
 import { spawn } from "node:child_process";
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { readTemplate } from "../../infra/render/template.ts";
+import { writeStubs } from "../support/host-scripts.ts";
 import { pollUntil, runTool, tempDir } from "../support/tools.ts";
 
 const DOMAIN = "llm.gpu-sandbox.dev";
@@ -18,15 +19,11 @@ function bundleDir(domain: string): string {
   return dir;
 }
 
-/** Stand-ins for programs the script runs: name → shell body. */
+/** Stand-ins for programs the script runs (name → shell body), in a directory of their own. */
 function fakes(programs: Record<string, string>): string {
-  const dir = join(tempDir(), "bin");
-  mkdirSync(dir);
-  for (const [name, body] of Object.entries(programs)) {
-    writeFileSync(join(dir, name), `#!/bin/bash\n${body}\n`);
-    chmodSync(join(dir, name), 0o755);
-  }
-  return dir;
+  const root = tempDir();
+  writeStubs(join(root, "bin"), join(root, "calls"), programs);
+  return join(root, "bin");
 }
 
 function check(pathDirs: string[], env: Record<string, string> = {}, domain = DOMAIN) {
