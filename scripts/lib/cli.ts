@@ -40,7 +40,9 @@ type Options = NonNullable<ParseArgsConfig["options"]>;
 /**
  * node:util parseArgs with `--help` added and its errors turned into UsageErrors that end with
  * the usage text. `rejected` maps flags that must never be accepted to the reason (e.g. an
- * admin token given on the command line would land in shell history).
+ * admin token given on the command line would land in shell history). A flag that is not
+ * `multiple` given twice is refused: parseArgs keeps the last one, so `top-up --key A --amount 5
+ * --key B --amount 50` would credit B 50 and say nothing of A.
  */
 export function parseFlags<O extends Options>(
   argv: readonly string[],
@@ -53,16 +55,22 @@ export function parseFlags<O extends Options>(
     const reason = name === undefined ? undefined : config.rejected?.[name];
     if (reason) throw new UsageError(`--${name} is not accepted: ${reason}`);
   }
+  const all = { ...options, help: { type: "boolean", short: "h" } } as const;
+  let parsed;
   try {
-    return parseArgs({
-      args: [...argv],
-      options: { ...options, help: { type: "boolean", short: "h" } },
-      allowPositionals: config.positionals ?? false,
-      strict: true,
-    });
+    parsed = parseArgs({ args: [...argv], options: all, allowPositionals: config.positionals ?? false, strict: true, tokens: true });
   } catch (err) {
     throw new UsageError(`${(err as Error).message}\n\n${usage}`);
   }
+  const { values, positionals, tokens } = parsed;
+  const times = new Map<string, number>();
+  for (const t of tokens) if (t.kind === "option" && !all[t.name]?.multiple) times.set(t.name, (times.get(t.name) ?? 0) + 1);
+  const repeated = [...times].filter(([, n]) => n > 1);
+  if (repeated.length > 0) {
+    const list = repeated.map(([name, n], i) => `--${name} ${i === 0 ? "is given " : ""}${n} times`).join(", ");
+    throw new UsageError(`${list}: give ${repeated.length === 1 ? "it" : "each"} once`);
+  }
+  return { values, positionals };
 }
 
 /** `value` when it is one of `allowed`, else a UsageError naming the flag and the allowed values. */

@@ -255,6 +255,20 @@ describe("manage-keys against a real shim", () => {
     expect(r.err).toContain("GPU_SANDBOX_ADMIN_TOKEN is not set: export the tenant's admin token in it");
   });
 
+  it("a flag given twice is refused, naming it, before anything is sent (not the last one silently)", async () => {
+    const a = await h.createKey({ name: "twice-a", credits: 1 });
+    const b = await h.createKey({ name: "twice-b", credits: 1 });
+    const r = await keys(["top-up", "--url", h.url, "--key", a.id, "--amount", "5", "--key", b.id, "--amount=50"]);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe("--key is given 2 times, --amount 2 times: give each once");
+    const after = await listed();
+    expect([a.id, b.id].map((id) => after.find((k) => k.id === id)?.balance)).toEqual([1, 1]);
+    // A boolean too, and its short form with the long one.
+    const help = await keys(["list", "--url", h.url, "-h", "--help"]);
+    expect(help.code).toBe(1);
+    expect(help.err).toBe("--help is given 2 times: give it once");
+  });
+
   it("--help", async () => {
     const r = await keys(["--help"]);
     expect(r.code).toBe(0);
