@@ -161,17 +161,23 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch)
       throw new AdminApiError(`the admin API's answer to ${method} ${path} was cut off: ${networkReason(err, target.untrustedAdvice)}`, { outcome: "unknown", status: res.status, cause: err });
     }
   };
-  /** A JSON answer. Anything else (a web page at a wrong --url) is a sentence, not a SyntaxError. */
-  const json = async <T>(method: string, path: string, init: Parameters<typeof call>[2] = {}): Promise<{ body: T; res: Response }> => {
+  /**
+   * The API's JSON answer, of the shape it gives that request. Anything else (a web page, or
+   * another service's JSON, at a wrong --url) is a sentence, not a SyntaxError or a TypeError.
+   */
+  const json = async <T>(method: string, path: string, shape: Shape<T>, init: Parameters<typeof call>[2] = {}): Promise<{ body: T; res: Response }> => {
     const res = await call(method, path, init);
     const body = await text(res, method, path);
+    let parsed: { value: unknown } | undefined;
     try {
-      return { body: JSON.parse(body) as T, res };
+      parsed = { value: JSON.parse(body) };
     } catch {
-      // A write answered by something that is not the shim most likely did nothing, but a caller
-      // that says "nothing happened" when it did loses money: unknown.
-      throw new AdminApiError(notTheApi(`admin API ${method} ${path.split("?")[0]}`, res.status, "JSON", body), { outcome: method === "GET" ? "refused" : "unknown", status: res.status });
+      parsed = undefined;
     }
+    if (parsed !== undefined && shape.is(parsed.value)) return { body: parsed.value, res };
+    // A write answered by something that is not the shim most likely did nothing, but a caller
+    // that says "nothing happened" when it did loses money: unknown.
+    throw new AdminApiError(notTheApi(`admin API ${method} ${path.split("?")[0]}`, res.status, parsed === undefined ? "JSON" : shape.what, body), { outcome: method === "GET" ? "refused" : "unknown", status: res.status });
   };
   const query = (q: UsageQuery, format: "json" | "csv") => {
     const p = new URLSearchParams({ format, group: q.group ?? "model" });
@@ -181,14 +187,14 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch)
     return `/admin/usage?${p}`;
   };
   return {
-    createKey: async (body) => (await json<CreatedKey>("POST", "/admin/keys", { body })).body,
-    listKeys: async () => (await json<{ data: ApiKey[] }>("GET", "/admin/keys")).body.data,
-    revokeKey: async (id) => (await json<ApiKey>("DELETE", `/admin/keys/${encodeURIComponent(id)}`)).body,
+    createKey: async (body) => (await json("POST", "/admin/keys", CREATED_KEY, { body })).body,
+    listKeys: async () => (await json("GET", "/admin/keys", KEY_LIST)).body.data,
+    revokeKey: async (id) => (await json("DELETE", `/admin/keys/${encodeURIComponent(id)}`, KEY)).body,
     topUp: async (id, body, idempotencyKey) => {
-      const { body: grant, res } = await json<Omit<CreditGrant, "replayed">>("POST", `/admin/keys/${encodeURIComponent(id)}/credits`, { body, headers: { "idempotency-key": idempotencyKey } });
+      const { body: grant, res } = await json("POST", `/admin/keys/${encodeURIComponent(id)}/credits`, CREDIT_GRANT, { body, headers: { "idempotency-key": idempotencyKey } });
       return { ...grant, replayed: res.headers.get("idempotent-replayed") === "true" };
     },
-    usage: async (q) => (await json<UsageReport>("GET", query(q, "json"))).body,
+    usage: async (q) => (await json("GET", query(q, "json"), USAGE_REPORT)).body,
     usageCsv: async (q) => {
       const path = query(q, "csv");
       const res = await call("GET", path);
@@ -200,6 +206,33 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch)
     },
   };
 }
+
+/**
+ * The shape of one of the API's answers (api-shim routes/admin.ts), as an error names it: enough
+ * to tell it from another service's JSON, which the scripts would print as "undefined" or crash on.
+ */
+interface Shape<T> {
+  readonly what: string;
+  readonly is: (body: unknown) => body is T;
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+const isKey = (v: unknown): v is ApiKey => isObject(v) && v.object === "api_key" && typeof v.id === "string";
+
+const KEY: Shape<ApiKey> = { what: 'an "api_key" object', is: isKey };
+const CREATED_KEY: Shape<CreatedKey> = { what: 'an "api_key" object', is: (v): v is CreatedKey => isKey(v) && typeof (v as { key?: unknown }).key === "string" };
+const KEY_LIST: Shape<{ data: ApiKey[] }> = {
+  what: 'a "list" of keys',
+  is: (v): v is { data: ApiKey[] } => isObject(v) && v.object === "list" && Array.isArray(v.data) && v.data.every(isKey),
+};
+const CREDIT_GRANT: Shape<Omit<CreditGrant, "replayed">> = {
+  what: 'a "credit_grant" object',
+  is: (v): v is Omit<CreditGrant, "replayed"> => isObject(v) && v.object === "credit_grant" && typeof v.key_id === "string" && typeof v.balance === "number",
+};
+const USAGE_REPORT: Shape<UsageReport> = {
+  what: 'a "usage_report" object',
+  is: (v): v is UsageReport => isObject(v) && v.object === "usage_report" && Array.isArray(v.data) && isObject(v.period) && typeof v.period.start === "string" && typeof v.period.end === "string",
+};
 
 /** "401 invalid_admin_token: Invalid admin token. …" plus what to check. */
 async function apiError(res: Response, method: string, path: string, target: AdminTarget): Promise<AdminApiError> {

@@ -411,6 +411,65 @@ describe("manage-keys: a value that cannot go in a header (a typographic dash pa
   });
 });
 
+describe("manage-keys: a --url that answers 200 with JSON that is not the API's answer (another service)", () => {
+  /** Answers every request 200 `{}`; with `listing`, GET /admin/keys gets the API's list of those keys. */
+  async function notTheShim(listing?: ApiKey[]) {
+    const server = createServer((req, res) => {
+      req.resume();
+      const body = listing && req.method === "GET" && req.url === "/admin/keys" ? { object: "list", data: listing } : {};
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(body));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => server.close() };
+  }
+  const notIt = (request: string, expected: string) => `admin API ${request} answered 200 but not with ${expected} ({}); is --url the tenant's endpoint?`;
+
+  it("create: no \"Created key undefined\", exit 1, and a key may have been created (the write's outcome is unknown)", async () => {
+    const other = await notTheShim();
+    try {
+      const r = await keys(["create", "--url", other.url, "--name", "team-x", "--credits", "5"]);
+      expect(r.code).toBe(1);
+      expect(r.out).toBe("");
+      expect(r.err.split("\n")[0]).toBe(notIt("POST /admin/keys", 'an "api_key" object'));
+      expect(r.err).toContain('A key named "team-x" may have been created');
+    } finally {
+      other.close();
+    }
+  });
+
+  it("list (table and JSON): a sentence and exit 1, not a TypeError", async () => {
+    const other = await notTheShim();
+    try {
+      for (const argv of [["list"], ["list", "--json"]]) {
+        const r = await keys([...argv, "--url", other.url]);
+        expect(r.code, argv.join(" ")).toBe(1);
+        expect(r.out).toBe("");
+        expect(r.err).toBe(notIt("GET /admin/keys", 'a "list" of keys'));
+      }
+    } finally {
+      other.close();
+    }
+  });
+
+  it("revoke and top-up: each answer is checked too; the top-up may have been applied", async () => {
+    const { id } = await h.createKey({ name: "elsewhere", credits: 1 });
+    const other = await notTheShim((await listed()).filter((k) => k.id === id));
+    try {
+      const revoke = await keys(["revoke", "--url", other.url, "--key", id]);
+      expect(revoke.code).toBe(1);
+      expect(revoke.out).toBe("");
+      expect(revoke.err).toBe(notIt(`DELETE /admin/keys/${id}`, 'an "api_key" object'));
+      const topUp = await keys(["top-up", "--url", other.url, "--key", id, "--amount", "5"]);
+      expect(topUp.code).toBe(1);
+      expect(topUp.out).toBe("");
+      expect(topUp.err).toContain(notIt(`POST /admin/keys/${id}/credits`, 'a "credit_grant" object'));
+      expect(topUp.lastLine).toMatch(/^The top-up may have been applied\. Retry it with the same Idempotency-Key/);
+    } finally {
+      other.close();
+    }
+  });
+});
+
 describe("manage-keys: an endpoint that redirects (http:// to a TLS endpoint)", () => {
   it("is not followed: the error names the https origin to use and says the token crossed plain http", async () => {
     const seen: (string | undefined)[] = [];

@@ -157,6 +157,26 @@ describe("report-usage against a real shim", () => {
       page.close();
     }
   });
+
+  it("a wrong --url that answers 200 with JSON that is not the API's (another service): a sentence and exit 1, not a TypeError", async () => {
+    const other = createServer((req, res) => {
+      req.resume();
+      res.writeHead(200, { "content-type": "application/json" }).end("{}");
+    });
+    await new Promise<void>((resolve) => other.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(other.address() as AddressInfo).port}`;
+    try {
+      for (const [format, expected] of [["json", 'admin API GET /admin/usage answered 200 but not with a "usage_report" object'], ["table", 'admin API GET /admin/keys answered 200 but not with a "list" of keys']] as const) {
+        const io = memoryIo();
+        const code = await main(["--url", url, "--format", format], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: "t" }, pulumi: new FakePulumi(), root: tempDir() });
+        expect(code, format).toBe(1);
+        expect(io.stdout, format).toEqual([]);
+        expect(io.stderr.join("\n"), format).toBe(`${expected} ({}); is --url the tenant's endpoint?`);
+      }
+    } finally {
+      other.close();
+    }
+  });
 });
 
 describe("report-usage --key <name> after a rotation (the key revoked, a new one made with its name)", () => {
