@@ -1,4 +1,4 @@
-// npm run report-usage -- (--stack <name> | --url <base>) [--key <id|name>] [--from] [--to]
+// npm run report-usage -- (--stack <name> | --url <base>) [--key <id|name>] [--from] [--to | --all]
 //   [--group model|day] [--format table|json|csv]
 // A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money.ts";
@@ -8,11 +8,13 @@ import { oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
+import { wholeLedger } from "./lib/usage-export.ts";
 
 const USAGE = `Usage: npm run report-usage -- (--stack <name> | --url <base URL>) [options]
 
 Usage of a tenant's keys: requests, prompt/completion/total tokens and cost in credits, per key
-and model (or day), for a period (default: the current UTC month), with totals.
+and model (or day), for a period (default: the current UTC month; --all: the whole ledger), with
+totals.
 
   --key <id|name>            one key by its id; a name covers every key that has had it (the
                              old key of a rotation too, revoked), and the output names the keys
@@ -20,6 +22,10 @@ and model (or day), for a period (default: the current UTC month), with totals.
   --from <date|timestamp>    start, e.g. 2026-03-01 or 2026-03-01T09:00:00Z (UTC)
   --to <date|timestamp>      end; a date includes that whole day, a timestamp is where it stops
                              (not included: 2026-04-01T00:00:00Z ends with March)
+  --all                      the whole ledger: from the stack's creation (its createdAt output;
+                             with --url, from 2000-01-01) to today; not with --from or --to. Save
+                             it (--group day --format csv) before a tenant is destroyed or
+                             rebuilt: the ledger is on its volume
   --group <model|day>        rows per key and model (default) or per key and UTC day
   --format <table|json|csv>  table (default); json (the API's report plus totals, and with --key
                              the keys covered); csv (the API's CSV, spreadsheet-safe, one row per
@@ -31,13 +37,15 @@ Examples:
   npm run report-usage -- --stack acme
   npm run report-usage -- --stack acme --group day --from 2026-03-01 --to 2026-03-07
   npm run report-usage -- --stack acme --key team-a --from 2026-03-01 --to 2026-03-31
-  npm run --silent report-usage -- --stack acme --format csv > acme-usage.csv`;
+  npm run --silent report-usage -- --stack acme --format csv > acme-usage.csv
+  npm run --silent report-usage -- --stack acme --all --group day --format csv > acme-ledger.csv`;
 
 const OPTIONS = {
   ...TARGET_OPTIONS,
   key: { type: "string" },
   from: { type: "string" },
   to: { type: "string" },
+  all: { type: "boolean" },
   group: { type: "string" },
   format: { type: "string" },
 } as const;
@@ -158,9 +166,11 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     }
     const group = oneOf("group", values.group, GROUPS, "model");
     const format = oneOf("format", values.format, FORMATS, "table");
-    const from = periodFlag("from", values.from);
-    const to = periodFlag("to", values.to);
-    const client = adminClient(await resolveAdminTarget(values, deps));
+    if (values.all && (values.from !== undefined || values.to !== undefined)) throw new UsageError("--all is the whole ledger: give it without --from and --to");
+    const given = { from: periodFlag("from", values.from), to: periodFlag("to", values.to) };
+    const target = await resolveAdminTarget(values, deps);
+    const { from, to } = values.all ? wholeLedger(target.createdAt, deps.now()) : given;
+    const client = adminClient(target);
     // Names for the table, and to accept --key by name; the API filters by id.
     const keys = values.key !== undefined || format === "table" ? await client.listKeys() : [];
     const covered = values.key === undefined ? undefined : reportedKeys(keys, values.key);

@@ -14,6 +14,8 @@ export interface AdminTarget {
   readonly source: string;
   /** What to do when the endpoint's certificate is not trusted (default: pass --ca, for a --url). */
   readonly untrustedAdvice?: string;
+  /** The stack's createdAt output, for a target read from a stack: where the tenant's ledger begins. */
+  readonly createdAt?: unknown;
 }
 
 export interface ApiKey {

@@ -91,6 +91,7 @@ export function targetFromOutputs(stack: string, outputs: StackOutputs, caFile?:
   return {
     baseUrl: originOf(url, `stack ${stack}'s endpoint`), adminToken, source: `stack ${stack}'s adminToken output`,
     untrustedAdvice: untrustedAdviceFor(stack, caFile !== undefined ? "--ca" : hasCa ? "output" : "none"),
+    createdAt: outputs.createdAt,
   };
 }
 

@@ -6,6 +6,7 @@
 // first (retire-keys.ts), so the saved ledger is the whole of it.
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
+import { isIsoInstant } from "../../api-shim/src/period.ts";
 import { AdminApiError, adminClient } from "./admin-client.ts";
 import { hostUnreachable } from "./cli.ts";
 import type { ScriptDeps } from "./deps.ts";
@@ -41,6 +42,19 @@ export interface ExportMarker {
 }
 
 export const markerPath = (dir: string, stack: string) => join(dir, `${stack}.exported`);
+
+/**
+ * The period of a tenant's whole ledger, as the API takes it: from the stack's creation (its
+ * createdAt output, fixed at the first `pulumi up`, before the volume the ledger is on was made;
+ * when not known, 2000-01-01, before any ledger) to today, a whole UTC day. What reap-expired
+ * saves, and `report-usage --all` reports.
+ */
+export function wholeLedger(createdAt: unknown, now: Date): { from: string; to: string } {
+  return {
+    from: typeof createdAt === "string" && isIsoInstant(createdAt) ? createdAt : "2000-01-01",
+    to: now.toISOString().slice(0, 10),
+  };
+}
 
 /**
  * One of the records kept for a stack's expiry (the marker, the revoked keys): undefined when
@@ -160,11 +174,7 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
       progress(`requests of ${retired.stillHolding.length} key(s) were still in flight when the wait ended (${retired.stillHolding.map((k) => k.id).join(", ")}): their usage may be missing from what is saved`);
     }
     const now = deps.now();
-    const csv = await client.usageCsv({
-      group: "day",
-      from: typeof createdAt === "string" ? createdAt : "2000-01-01",
-      to: now.toISOString().slice(0, 10),
-    });
+    const csv = await client.usageCsv({ group: "day", ...wholeLedger(createdAt, now) });
     mkdirSync(dir, { recursive: true });
     const stamp = now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
     const path = join(dir, `${stack}-usage-${stamp}.csv`);

@@ -95,6 +95,32 @@ function silent(npmRun: string): boolean {
   return /\s(?:-s|--silent)(?=\s|$)/.test(own);
 }
 
+/** What `npm run <script> -- --help` prints. */
+async function helpOf(name: string): Promise<string> {
+  const { main } = (await import(`../../scripts/${name}.ts`)) as { main: (argv: string[], deps: object) => Promise<number> };
+  const io = memoryIo();
+  await main(["--help"], { io, env: {} });
+  return io.stdout.join("\n");
+}
+
+describe("the flags the docs give a script are in its --help", () => {
+  const docs = ["README.md", ...readdirSync(new URL("../../docs/", import.meta.url)).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`)];
+  it.each(docs)("%s", async (path) => {
+    const unknown: string[] = [];
+    for (const command of markdownCommands(read(path))) {
+      const words = command.replace(/<[^<>\s][^<>]*>/g, "X"); // <placeholders>, not redirections
+      for (const m of words.matchAll(/npm run (?:--silent |-s )?([a-z][\w-]*) -- ([^|>;&#]*)/g)) {
+        const usage = SCRIPTS.includes(m[1]!) ? await helpOf(m[1]!) : undefined;
+        if (usage === undefined) continue;
+        for (const flag of m[2]!.matchAll(/(?<=^|\s)(--[a-z][\w-]*)/g)) {
+          if (!new RegExp(`${flag[1]}\\b`).test(usage)) unknown.push(`${m[1]} ${flag[1]} (in \`${command.trim()}\`)`);
+        }
+      }
+    }
+    expect(unknown, "flags the script's --help does not list").toEqual([]);
+  });
+});
+
 describe("examples that pipe or redirect `npm run` use --silent (npm's banner would be in the output)", () => {
   it("finds the cases it is for", () => {
     expect(bannerLeaks("npm run report-usage -- --stack acme --format csv > acme.csv   # the shim's CSV")).toBe(true);

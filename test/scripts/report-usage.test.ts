@@ -46,9 +46,9 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
-async function report(argv: string[], env: NodeJS.ProcessEnv = { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }) {
+async function report(argv: string[], env: NodeJS.ProcessEnv = { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, now?: Date) {
   const io = memoryIo();
-  const code = await main(["--url", h.url, ...argv], { io, env, pulumi: new FakePulumi(), root: tempDir() });
+  const code = await main(["--url", h.url, ...argv], { io, env, pulumi: new FakePulumi(), root: tempDir(), ...(now ? { now: () => now } : {}) });
   return { code, out: io.stdout.join("\n"), err: io.stderr.join("\n") };
 }
 
@@ -113,6 +113,30 @@ describe("report-usage against a real shim", () => {
     expect(empty.out).toBe("Usage 2020-01-01T00:00:00Z to 2020-01-31T23:59:59Z, per key and model: no requests.");
   });
 
+  it("--all: the whole ledger, not only the current month; with --stack, from the stack's creation", async () => {
+    // Run two months on (this machine's clock), it still has every request: they are months before.
+    const later = new Date(Date.now() + 62 * 86_400_000);
+    const all = await report(["--all", "--group", "day", "--format", "json"], undefined, later);
+    expect(all.code, all.err).toBe(0);
+    const json = JSON.parse(all.out) as { period: { start: string; end: string }; totals: { requests: number; cost: number } };
+    expect(json.period).toEqual({ start: "2000-01-01T00:00:00Z", end: `${later.toISOString().slice(0, 10)}T23:59:59Z` }); // --url: no creation time known
+    expect(json.totals).toMatchObject({ requests: 4, cost: total().micro / 1e6 });
+
+    // --stack: from its createdAt output, as reap-expired saves it; the CSV the docs save before a destroy.
+    const createdAt = new Date(Math.floor(Date.now() / 1000) * 1000 - 3_600_000).toISOString().replace(".000Z", "Z");
+    const pulumi = new FakePulumi({ acme: { outputs: { endpoint: `${h.url}/v1`, adminToken: h.adminToken, createdAt } } });
+    const run = async (argv: string[]) => {
+      const io = memoryIo();
+      const code = await main(["--stack", "acme", "--all", ...argv], { io, env: {}, pulumi, root: tempDir(), now: () => later });
+      expect(code, io.stderr.join("\n")).toBe(0);
+      return io.stdout.join("\n");
+    };
+    expect((JSON.parse(await run(["--format", "json"])) as { period: { start: string } }).period.start).toBe(createdAt);
+    const [header, ...rows] = (await run(["--group", "day", "--format", "csv"])).replace(/\r\n$/, "").split("\r\n");
+    expect(header).toBe("key_id,day,requests,prompt_tokens,completion_tokens,total_tokens,cost");
+    expect(rows.reduce((sum, row) => sum + Number(row.split(",")[2]), 0)).toBe(4);
+  });
+
   it("--stack reads the endpoint and token from the stack's outputs", async () => {
     const io = memoryIo();
     const pulumi = new FakePulumi({ acme: { outputs: { endpoint: `${h.url}/v1`, adminToken: h.adminToken } } });
@@ -127,6 +151,8 @@ describe("report-usage against a real shim", () => {
     [["--key", "nobody"], '--key "nobody": no key with that id or name; keys in use:'],
     [["--to", "2020-01-01", "--from", "2020-02-01"], "400 invalid_request: 'to' must be after 'from'."],
     [["--admin-token", "x"], "--admin-token is not accepted"],
+    [["--all", "--from", "2026-03-01"], "--all is the whole ledger: give it without --from and --to"],
+    [["--to", "2026-03-31", "--all"], "--all is the whole ledger: give it without --from and --to"],
   ])("%j → exit 1: %s", async (argv, message) => {
     const r = await report(argv);
     expect(r.code).toBe(1);
