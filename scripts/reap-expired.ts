@@ -8,7 +8,7 @@ import { parseFlags, runScript, UsageError, formatDuration } from "./lib/cli.ts"
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
 import { type Expiry, expiryOf, FAILED_DEPLOY, mapLimit, readTenants, relative, type Tenant } from "./lib/tenants.ts";
-import { exportUsage } from "./lib/usage-export.ts";
+import { type EarlierExpiry, earlierExpiry, exportUsage, type RevokedCount } from "./lib/usage-export.ts";
 
 const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>] [--usage-dir <dir>] [--force [<stack>]]
 
@@ -27,7 +27,11 @@ that failed (possibly after stopping the serving stack) is retried by the next r
 exporting again. If the export fails (e.g. this machine is not in adminCidrs), the tenant is
 kept and the run exits 1; --force destroys it anyway, without its usage. Keys it revoked before
 such a failure stay revoked (the KEPT line says so: clients get 401); <usage-dir>/<tenant>.revoked
-lists them, so the run that saves the usage still marks them.
+lists them, so the run that saves the usage still marks them. So does the FAILED line of a destroy
+that fails after the export. Just before revoking, it reads the stack's expiresAt again: moved
+since the run began (a \`pulumi up\` raised ttlHours), the stack is kept, nothing revoked. A stack
+kept because it is no longer expired, whose keys a run revoked for its earlier expiry, gets a line
+on every run saying so and what to do, until its <tenant>.exported or <tenant>.revoked is deleted.
 Exits 1 if a destroy or an export failed, or a stack's outputs could not be read, or the stack file
 of a deployed stack could not be read (a stack with nothing deployed is only reported).
 
@@ -52,6 +56,8 @@ Examples:
 
 export interface ReapPlan {
   readonly expired: readonly { tenant: Tenant; at: Date }[];
+  /** Deployed and not expired (or without ttlHours): kept. */
+  readonly notExpired: readonly Tenant[];
   readonly unreadable: readonly { tenant: Tenant; reason: string }[];
   /** Why each stack that is not destroyed is not: "not expired (expires in 22h 0m)". */
   readonly kept: ReadonlyMap<string, string>;
@@ -61,6 +67,7 @@ export interface ReapPlan {
 /** Decides per stack: destroy (expired), keep (and why), or cannot tell. */
 export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
   const expired: { tenant: Tenant; at: Date }[] = [];
+  const notExpired: Tenant[] = [];
   const unreadable: { tenant: Tenant; reason: string }[] = [];
   const kept = new Map<string, string>();
   const width = Math.max(0, ...tenants.map((t) => t.stack.length));
@@ -77,9 +84,11 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
         expired.push({ tenant: t, at: e.at });
         return `${name}  expired ${relative(e.at, now)} (${iso(e.at)})${failed(e)}: destroy`;
       case "expires":
+        notExpired.push(t);
         kept.set(t.stack, `not expired (expires ${relative(e.at, now)})`);
         return `${name}  expires ${relative(e.at, now)} (${iso(e.at)})${failed(e)}: keep`;
       case "no-ttl":
+        notExpired.push(t);
         kept.set(t.stack, "not expired (no ttlHours)");
         return `${name}  no ttlHours${failed(e)}: keep`;
       case "not-deployed":
@@ -91,7 +100,7 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
         return `${name}  cannot tell: ${e.reason}`;
     }
   });
-  return { expired, unreadable, kept, lines };
+  return { expired, notExpired, unreadable, kept, lines };
 }
 
 const failed = (e: { failedDeploy?: true }) => (e.failedDeploy ? `, ${FAILED_DEPLOY}` : "");
@@ -125,6 +134,13 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
     const why = plan.kept.get(stack);
     if (why !== undefined) io.err(`--force ${stack}: ${why}: kept (--force destroys an expired stack without its usage; it does not expire one)`);
   }
+  // Kept now, with its keys revoked by a run for an expiry it no longer has: every run says so
+  // (the tenant bills on while its clients get 401) until the operator acts and deletes the record.
+  for (const t of plan.notExpired) {
+    const createdAt = t.outputs !== "no-cli" && t.outputs.kind === "outputs" ? t.outputs.outputs.createdAt : undefined;
+    const earlier = earlierExpiry(options.usageDir, t.stack, createdAt);
+    if (earlier) io.err(earlierExpiryNote(t.stack, earlier));
+  }
   const unreadableNote = plan.unreadable.length
     ? `\n${plan.unreadable.length} stack(s) could not be checked: ${plan.unreadable.map((u) => u.tenant.stack).join(", ")}.`
     : "";
@@ -149,20 +165,17 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
     if (usage.kind === "saved") io.out(`[${stack}] saved its usage (${usage.rows} rows) to ${usage.path} and its keys (${usage.keys}) to ${usage.keysPath}`);
     else if (usage.kind === "already-saved") io.out(`[${stack}] usage already saved at ${usage.marker.savedAt} (${usage.marker.usage}, ${usage.marker.keys}), by a run whose destroy failed; destroying without exporting again`);
     else if (usage.kind === "none") io.out(`[${stack}] no usage to save: ${usage.reason}`);
-    else if (forced(stack)) io.err(`[${stack}] could not save its usage (${usage.message}); destroying anyway (--force)`);
+    else if (usage.kind === "expiry-moved") {
+      done++;
+      io.out(`[${stack}] kept: its expiresAt is ${usage.expiresAt ?? "gone (no ttlHours)"} now, not ${iso(at)} as this run read it (a \`pulumi up\` since?); no key revoked, nothing destroyed: the next run judges it again (${done}/${names.length})`);
+      return;
+    } else if (forced(stack)) io.err(`[${stack}] could not save its usage (${usage.message}); destroying anyway (--force)`);
     else {
       done++;
       failed.push(stack);
       // Its keys may be revoked already (the export failed after that step): its customers get
       // 401 while its host bills on, which the operator must hear now, not at the next run.
-      const n = usage.revokedKeys;
-      const u = usage.unsureKeys;
-      const revoked = (n > 0
-        ? `\n[${stack}] its ${n} key${n === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on; to keep the tenant instead, raise its ttlHours, \`pulumi up --stack ${stack}\` and create new keys`
-        : "") + (u > 0
-        ? `\n[${stack}] the revoke of ${u}${n > 0 ? " more" : ""} key${u === 1 ? "" : "s"} got no answer or failed: ${u === 1 ? "it" : "they"} may or may not be revoked; see \`npm run manage-keys -- list --stack ${stack}\``
-        : "");
-      io.err(`[${stack}] KEPT: could not save its usage before the destroy would delete it: ${usage.message}${revoked}\n` +
+      io.err(`[${stack}] KEPT: could not save its usage before the destroy would delete it: ${usage.message}${revokedLines(stack, usage)}\n` +
         `[${stack}] fix that and run again, or run with --force ${stack} to destroy it without its usage (${done}/${names.length})`);
       return;
     }
@@ -177,12 +190,43 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
     } else {
       failed.push(stack);
       const saved = usage.kind === "saved" || usage.kind === "already-saved" ? `\n[${stack}] its usage is saved: the next run destroys it again without exporting` : "";
-      io.err(`[${stack}] FAILED: \`${commandLine(destroyArgs(stack))}\` exited ${r.exitCode} (${done}/${names.length}):\n${tail(r)}${saved}`);
+      // Its keys were revoked for the destroy: if it is kept after all (e.g. the destroy failed on
+      // the lock of the operator's own `pulumi up`, raising its ttlHours), they stay revoked.
+      const revoked = usage.kind === "none" ? "" : revokedLines(stack, usage);
+      io.err(`[${stack}] FAILED: \`${commandLine(destroyArgs(stack))}\` exited ${r.exitCode} (${done}/${names.length}):\n${tail(r)}${saved}${revoked}`);
     }
   });
   const ok = names.length - failed.length;
   io.out(`Destroyed ${ok} of ${names.length} expired stack(s).${failed.length ? ` Failed: ${failed.join(", ")}.` : ""}${unreadableNote}`);
   return failed.length || plan.unreadable.length ? 1 : 0;
+}
+
+/** How to give a kept tenant's clients keys again (a revoked key cannot be restored). */
+const newKeys = (stack: string) => `\`npm run manage-keys -- create --stack ${stack} --name <name> --credits <n>\``;
+
+/** The lines that say a tenant's keys are revoked (or may be), for a tenant not destroyed. */
+function revokedLines(stack: string, { revokedKeys: n, unsureKeys: u }: RevokedCount): string {
+  return (n > 0
+    ? `\n[${stack}] its ${n} key${n === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on; to keep the tenant instead, raise its ttlHours, \`pulumi up --stack ${stack}\` and create new keys (${newKeys(stack)})`
+    : "") + (u > 0
+    ? `\n[${stack}] the revoke of ${u}${n > 0 ? " more" : ""} key${u === 1 ? "" : "s"} got no answer or failed: ${u === 1 ? "it" : "they"} may or may not be revoked; see \`npm run manage-keys -- list --stack ${stack}\``
+    : "");
+}
+
+/** What a run says of a kept stack whose keys a run for an earlier expiry revoked. */
+function earlierExpiryNote(stack: string, e: EarlierExpiry): string {
+  const { revokedKeys: n, unsureKeys: u } = e;
+  const check = `its revoke${u === 1 ? "" : "s"} got no answer or failed: see \`npm run manage-keys -- list --stack ${stack}\``;
+  const keys = n > 0
+    ? `revoked its ${n} key${n === 1 ? "" : "s"} (clients get 401)${u > 0 ? `, and may have revoked ${u} more (${check})` : ""}`
+    : `may have revoked ${u} of its keys (${check})`;
+  const destroy = `\`${commandLine(destroyArgs(stack))}\``;
+  const save = `\`npm run --silent report-usage -- --stack ${stack} --all --group day --format csv > ${stack}-usage.csv\` and \`npm run --silent manage-keys -- list --stack ${stack} --json > ${stack}-keys.json\``;
+  return `[${stack}] not expired now, but a run for its earlier expiry (${iso(new Date(e.expiresAt))}) ${keys} ` +
+    `${e.saved ? "and saved its usage, then its destroy failed" : "and could not save its usage"}; its host bills on. ` +
+    `To keep the tenant, create new keys (${newKeys(stack)}); to destroy it after all, ` +
+    (e.saved ? `${destroy} (its usage is saved: ${e.saved}). ` : `save its usage first (${save}), then ${destroy}. `) +
+    `Then delete ${e.record}, which this line is from.`;
 }
 
 /** Turns output chunks into whole lines (chunks split lines anywhere), skipping blank ones. */

@@ -14,18 +14,29 @@ import { endpointOf, stackOutputs } from "./pulumi.ts";
 import { type RetireOptions, retireKeys } from "./retire-keys.ts";
 import { targetFromOutputs } from "./tenant-target.ts";
 
+/**
+ * `revokedKeys`: how many of its keys reap-expired has revoked for this expiry (this run or an
+ * earlier one), as the shim confirmed; `unsureKeys`: how many more it tried to revoke without
+ * a confirmation (the revoke failed, or its answer was lost). What the operator must hear if the
+ * tenant is not destroyed after all: its clients get 401 while its host bills on.
+ */
+export interface RevokedCount {
+  readonly revokedKeys: number;
+  readonly unsureKeys: number;
+}
+
 export type UsageExport =
-  | { readonly kind: "saved"; readonly path: string; readonly rows: number; readonly keysPath: string; readonly keys: number }
+  | ({ readonly kind: "saved"; readonly path: string; readonly rows: number; readonly keysPath: string; readonly keys: number } & RevokedCount)
   /** Saved by an earlier run for this same expiry (whose destroy failed): not exported again. */
-  | { readonly kind: "already-saved"; readonly marker: ExportMarker }
+  | ({ readonly kind: "already-saved"; readonly marker: ExportMarker } & RevokedCount)
   /** Nothing to save: the serving stack never ran, so there is no ledger. */
   | { readonly kind: "none"; readonly reason: string }
   /**
-   * `revokedKeys`: how many of its keys reap-expired has revoked for this expiry (this run or an
-   * earlier one), as the shim confirmed; `unsureKeys`: how many more it tried to revoke without
-   * a confirmation (the revoke failed, or its answer was lost).
+   * The stack's expiresAt output is not the one this run judged by (read again just before its
+   * keys would be revoked): a `pulumi up` changed its ttlHours since. Nothing revoked.
    */
-  | { readonly kind: "failed"; readonly message: string; readonly revokedKeys: number; readonly unsureKeys: number };
+  | { readonly kind: "expiry-moved"; readonly expiresAt: string | undefined }
+  | ({ readonly kind: "failed"; readonly message: string } & RevokedCount);
 
 /**
  * Written next to the saved files once they are complete. A destroy can fail after its stop
@@ -56,18 +67,31 @@ export function wholeLedger(createdAt: unknown, now: Date): { from: string; to: 
   };
 }
 
+/** A JSON file, or undefined when there is none or it cannot be read: treated as none. */
+function readJson<T>(path: string): T | undefined {
+  try {
+    return JSON.parse(readFileSync(path, "utf8")) as T;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * One of the records kept for a stack's expiry (the marker, the revoked keys): undefined when
  * there is none, it is unreadable, or it is for another expiry (the stack was deployed again).
  */
 function readRecord<T extends { stack: string; expiresAt: string }>(path: string, stack: string, expiresAt: Date): T | undefined {
-  try {
-    const record = JSON.parse(readFileSync(path, "utf8")) as T;
-    return record.stack === stack && record.expiresAt === expiresAt.toISOString() ? record : undefined;
-  } catch {
-    return undefined; // none yet, or unreadable: treated as none
-  }
+  const record = readJson<T>(path);
+  return record?.stack === stack && record.expiresAt === expiresAt.toISOString() ? record : undefined;
 }
+
+/** How many keys a saved keys file marks as revoked by reap-expired. */
+function revokedIn(keysPath: string): number {
+  const keys = readJson<unknown>(keysPath);
+  return Array.isArray(keys) ? keys.filter((k) => (k as { revoked_by?: unknown } | null)?.revoked_by === REVOKED_BY).length : 0;
+}
+
+const REVOKED_BY = "reap-expired";
 
 function writeJson(path: string, value: unknown): void {
   writeFileSync(path, `${JSON.stringify(value, null, 2)}\n`);
@@ -152,7 +176,9 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
   // and given with --usage-dir; or files cleaned from it).
   const beside = (f: string) => join(dir, basename(f));
   const gone = marker ? [marker.usage, marker.keys].map(beside).filter((f) => !existsSync(f)) : [];
-  if (marker && gone.length === 0) return { kind: "already-saved", marker: { ...marker, usage: beside(marker.usage), keys: beside(marker.keys) } };
+  if (marker && gone.length === 0) {
+    return { kind: "already-saved", marker: { ...marker, usage: beside(marker.usage), keys: beside(marker.keys) }, revokedKeys: revokedIn(beside(marker.keys)), unsureKeys: 0 };
+  }
   if (marker) progress(`${markerPath(dir, stack)} says its usage was saved, but ${gone.join(" and ")} ${gone.length === 1 ? "is" : "are"} gone: exporting again`);
   // The keys revoked for this expiry by an earlier run are still marked (unreadable: they are not).
   const revoked = new RevokedKeys(dir, stack, options.expiresAt);
@@ -162,6 +188,12 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
   const { createdAt } = r.outputs;
   if (!endpointOf(r.outputs)) {
     return { kind: "none", reason: "no endpoint: the serving stack was never deployed" };
+  }
+  // Judged expired from outputs read when the run began, maybe minutes ago (other destroys
+  // first): an operator's `pulumi up` may have raised its ttlHours since. Its keys stay.
+  const { expiresAt } = r.outputs;
+  if (typeof expiresAt !== "string" || Date.parse(expiresAt) !== options.expiresAt.getTime()) {
+    return { kind: "expiry-moved", expiresAt: typeof expiresAt === "string" ? expiresAt : undefined };
   }
   try {
     const client = adminClient(targetFromOutputs(stack, r.outputs), options.fetchImpl);
@@ -179,13 +211,16 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
     const stamp = now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
     const path = join(dir, `${stack}-usage-${stamp}.csv`);
     const keysPath = join(dir, `${stack}-keys-${stamp}.json`);
-    const keys = retired.keys.map((k) => (revoked.ids.has(k.id) && k.revoked_at !== null ? { ...k, revoked_by: "reap-expired" } : k));
+    const keys = retired.keys.map((k) => (revoked.ids.has(k.id) && k.revoked_at !== null ? { ...k, revoked_by: REVOKED_BY } : k));
     writeJson(keysPath, keys);
     writeFileSync(path, csv);
     const saved: ExportMarker = { stack, expiresAt: options.expiresAt.toISOString(), savedAt: now.toISOString(), usage: path, keys: keysPath };
     writeJson(markerPath(dir, stack), saved);
     revoked.remove(); // in the keys file now
-    return { kind: "saved", path, rows: Math.max(0, csv.trim().split(/\r?\n/).length - 1), keysPath, keys: keys.length };
+    return {
+      kind: "saved", path, rows: Math.max(0, csv.trim().split(/\r?\n/).length - 1), keysPath, keys: keys.length,
+      revokedKeys: keys.filter((k) => "revoked_by" in k).length, unsureKeys: 0,
+    };
   } catch (err) {
     // Nothing answered (refused, timed out, a name not resolved): the host may be down, e.g.
     // stopped by a destroy that then failed before this export was ever made. Not when something
@@ -193,4 +228,41 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
     const down = err instanceof AdminApiError && hostUnreachable(err.cause);
     return failed(`${(err as Error).message}${down ? " (is the tenant's host up? a destroy that failed after its stop step leaves the serving stack down)" : ""}`);
   }
+}
+
+/**
+ * What reap-expired did to a stack for an expiry it no longer has (a `pulumi up` raised its
+ * ttlHours, e.g. while the destroy failed on the lock it held): its keys revoked, and its usage
+ * saved (`saved`, the marker) or not (the revoked keys' record). `record`: the file it is from.
+ */
+export type EarlierExpiry = {
+  readonly expiresAt: string;
+  readonly record: string;
+  readonly saved: string | undefined;
+} & RevokedCount;
+
+/**
+ * The record of an earlier expiry of a stack that is not expired now, when that run revoked some
+ * of its keys; undefined when there is none. A record from a deployment destroyed since does not
+ * count: a stack deployed again was created after that expiry (`createdAt`, its output).
+ */
+export function earlierExpiry(dir: string, stack: string, createdAt: unknown): EarlierExpiry | undefined {
+  const created = typeof createdAt === "string" ? Date.parse(createdAt) : NaN;
+  const ofThisDeployment = <T extends { stack?: unknown; expiresAt?: unknown }>(path: string): (T & { expiresAt: string }) | undefined => {
+    const record = readJson<T>(path);
+    const at = typeof record?.expiresAt === "string" ? Date.parse(record.expiresAt) : NaN;
+    return record?.stack === stack && at > created ? (record as T & { expiresAt: string }) : undefined;
+  };
+  const marker = ofThisDeployment<Partial<ExportMarker>>(markerPath(dir, stack));
+  if (marker && typeof marker.keys === "string" && typeof marker.usage === "string") {
+    const revokedKeys = revokedIn(join(dir, basename(marker.keys)));
+    return revokedKeys > 0 ? { expiresAt: marker.expiresAt, record: markerPath(dir, stack), saved: join(dir, basename(marker.usage)), revokedKeys, unsureKeys: 0 } : undefined;
+  }
+  const path = revokedPath(dir, stack);
+  const revoked = ofThisDeployment<Partial<RevokedRecord>>(path);
+  if (!revoked || !Array.isArray(revoked.ids)) return undefined;
+  const confirmed = new Set(revoked.confirmed ?? revoked.ids);
+  const unsureKeys = revoked.ids.filter((id) => !confirmed.has(id)).length;
+  if (confirmed.size + unsureKeys === 0) return undefined;
+  return { expiresAt: revoked.expiresAt, record: path, saved: undefined, revokedKeys: confirmed.size, unsureKeys };
 }

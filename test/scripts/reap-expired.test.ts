@@ -462,6 +462,118 @@ describe("reap-expired: the usage export fails after the tenant's keys were revo
   });
 });
 
+describe("reap-expired: a destroy that failed after the keys were revoked (the stack locked by the operator's own `pulumi up` raising ttlHours)", () => {
+  const RAISED = "2026-03-02T10:00:00Z"; // ttlHours 24 → 48
+
+  /** bravo with one live key more; its destroy fails as locked, while the operator's `pulumi up` raises its ttlHours. */
+  async function lockedByRaise() {
+    const customer = await shim.createKey({ name: "customer", credits: 100 });
+    const live = (await shimKeys()).filter((k) => k.revoked_at === null).length;
+    const { root, pulumi } = tenants();
+    withoutGolf(pulumi);
+    const bravo = pulumi.stacks.get("bravo")!;
+    pulumi.script = (args) => {
+      if (args[0] !== "destroy" || pulumi.stackArg(args) !== "bravo") return undefined;
+      bravo.outputs = { ...bravo.outputs, expiresAt: RAISED }; // the operator's update ends
+      return { exitCode: 255, stderr: "error: the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end or delete the lock file with `pulumi cancel`." };
+    };
+    const run = async () => {
+      const io = memoryIo();
+      const code = await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW });
+      return { code, err: io.stderr.join("\n"), out: io.stdout.join("\n") };
+    };
+    return { customer, live, root, pulumi, run };
+  }
+
+  it("the FAILED line says how many keys it revoked and how to keep the tenant; the next run, finding it no longer expired, says its keys were revoked", async () => {
+    const { customer, live, root, run } = await lockedByRaise();
+    const first = await run();
+    expect(first.code).toBe(1);
+    expect(first.err).toContain("[bravo] FAILED: `pulumi destroy --yes --non-interactive --stack bravo` exited 255");
+    expect(first.err).toContain("[bravo] its usage is saved: the next run destroys it again without exporting");
+    expect(first.err).toContain(`[bravo] its ${live} key${live === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on; to keep the tenant instead, raise its ttlHours, \`pulumi up --stack bravo\` and create new keys (\`npm run manage-keys -- create --stack bravo --name <name> --credits <n>\`)`);
+    expect((await chat(customer.key)).status).toBe(401);
+
+    const second = await run();
+    expect(second.code).toBe(0);
+    expect(second.out).toMatch(/bravo +expires in 22h 0m \(2026-03-02T10:00:00Z\): keep/);
+    const marker = join(root, "usage", "bravo.exported");
+    expect(second.err).toContain(`[bravo] not expired now, but a run for its earlier expiry (2026-03-01T10:00:00Z) revoked its ${live} key${live === 1 ? "" : "s"} (clients get 401) and saved its usage, then its destroy failed; its host bills on. ` +
+      "To keep the tenant, create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`); " +
+      `to destroy it after all, \`pulumi destroy --yes --non-interactive --stack bravo\` (its usage is saved: ${JSON.parse(readFileSync(marker, "utf8")).usage}). ` +
+      `Then delete ${marker}, which this line is from.`);
+  });
+
+  it("after an export that failed once the keys were revoked, and ttlHours raised as the KEPT line offers, the next run says they are still revoked and the usage not saved", async () => {
+    const { live, root, pulumi } = await lockedByRaise();
+    pulumi.script = () => undefined;
+    const front = await frontProxy(shim.url, (method, url) => (method === "GET" && url.startsWith("/admin/usage") ? "gateway-timeout" : "forward"));
+    const bravo = pulumi.stacks.get("bravo")!;
+    const endpoint = bravo.outputs!.endpoint;
+    bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+    try {
+      const kept = memoryIo();
+      expect(await main(["--yes"], { root, pulumi, io: kept, env: {}, now: () => NOW })).toBe(1);
+      expect(kept.stderr.join("\n")).toContain("[bravo] KEPT: could not save its usage");
+    } finally {
+      front.close();
+    }
+    bravo.outputs = { ...bravo.outputs, endpoint, expiresAt: RAISED };
+    const io = memoryIo();
+    expect(await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
+    expect(pulumi.callsOf("destroy").map((c) => pulumi.stackArg(c.args))).toEqual(["foxtrot"]); // by the first run
+    expect(io.stderr.join("\n")).toContain(`[bravo] not expired now, but a run for its earlier expiry (2026-03-01T10:00:00Z) revoked its ${live} key${live === 1 ? "" : "s"} (clients get 401) and could not save its usage; its host bills on. ` +
+      "To keep the tenant, create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`); to destroy it after all, save its usage first " +
+      "(`npm run --silent report-usage -- --stack bravo --all --group day --format csv > bravo-usage.csv` and `npm run --silent manage-keys -- list --stack bravo --json > bravo-keys.json`), " +
+      `then \`pulumi destroy --yes --non-interactive --stack bravo\`. Then delete ${join(root, "usage", "bravo.revoked")}, which this line is from.`);
+  });
+
+  it("a revoke that got no answer is said as such by the later runs too: the key may or may not be revoked", async () => {
+    await shim.createKey({ name: "unsure", credits: 100 });
+    const front = await frontProxy(shim.url, (method) => (method === "DELETE" ? "bad-gateway" : "forward"));
+    const { root, pulumi } = tenants();
+    withoutGolf(pulumi);
+    const bravo = pulumi.stacks.get("bravo")!;
+    const endpoint = bravo.outputs!.endpoint;
+    bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+    try {
+      expect(await main(["--yes"], { root, pulumi, io: memoryIo(), env: {}, now: () => NOW })).toBe(1);
+    } finally {
+      front.close();
+    }
+    bravo.outputs = { ...bravo.outputs, endpoint, expiresAt: RAISED };
+    const io = memoryIo();
+    expect(await main([], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0); // a dry run says it too
+    expect(io.stderr.join("\n")).toContain("[bravo] not expired now, but a run for its earlier expiry (2026-03-01T10:00:00Z) may have revoked 1 of its keys " +
+      "(its revoke got no answer or failed: see `npm run manage-keys -- list --stack bravo`) and could not save its usage; its host bills on.");
+  });
+
+  it("a record of a deployment destroyed since (the stack deployed again, created after it) says nothing", async () => {
+    const { root, pulumi, run } = await lockedByRaise();
+    expect((await run()).code).toBe(1);
+    const bravo = pulumi.stacks.get("bravo")!;
+    bravo.outputs = { ...bravo.outputs, createdAt: "2026-03-01T11:30:00Z", expiresAt: "2026-03-02T11:30:00Z" };
+    const again = await run();
+    expect(again.code).toBe(0);
+    expect(again.err).not.toContain("not expired now");
+    expect(existsSync(join(root, "usage", "bravo.exported"))).toBe(true);
+  });
+
+  it("a stack whose expiresAt moved since the run read it (the operator's `pulumi up` ended) is kept: no key revoked, nothing destroyed", async () => {
+    const { customer, pulumi, run } = await lockedByRaise();
+    const bravo = pulumi.stacks.get("bravo")!;
+    // The plan read the old expiry; the outputs read just before revoking have the new one.
+    pulumi.script = (args) => (args.includes("--show-secrets") && pulumi.stackArg(args) === "bravo"
+      ? { stdout: JSON.stringify({ ...bravo.outputs, expiresAt: RAISED }) }
+      : undefined);
+    const r = await run();
+    expect(r.code).toBe(0);
+    expect(pulumi.callsOf("destroy").map((c) => pulumi.stackArg(c.args))).toEqual(["foxtrot"]);
+    expect(r.out).toContain("[bravo] kept: its expiresAt is 2026-03-02T10:00:00Z now, not 2026-03-01T10:00:00Z as this run read it (a `pulumi up` since?); no key revoked, nothing destroyed: the next run judges it again");
+    expect((await chat(customer.key)).status).toBe(200);
+  });
+});
+
 describe("reap-expired: what it says of keys it could not revoke", () => {
   it("a revoke that failed is not counted as revoked: the KEPT line says it may or may not be, and how to check", async () => {
     const { key } = await shim.createKey({ name: "still-live", credits: 100 });
