@@ -2,6 +2,7 @@ import { isAscii } from "node:buffer";
 import { ShimError } from "./errors.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { hasControlCharacters } from "./text.ts";
+import { refuseUpstreamControls } from "./upstream-controls.ts";
 
 /**
  * Checks the few fields metering depends on and builds the body sent upstream. Everything else
@@ -78,47 +79,12 @@ function completionBound(kind: "chat" | "completions", b: Record<string, unknown
   return typeof mct === "number" ? Math.max(own, mct) : own;
 }
 
-/**
- * The OpenAI SDKs' request options. A real SDK merges them into the request and never sends
- * them as members, but LiteLLM does the same merge on what it receives: `extra_body` members
- * override the top-level ones at vLLM, so `{"max_tokens":1,"extra_body":{"max_tokens":8000,"n":128}}`
- * was held and charged for one token while the model generated a million.
- */
-const SDK_OPTIONS = ["extra_body", "extra_headers", "extra_query"];
-/**
- * Members LiteLLM (the deployed upstream) reads from a request body as its own controls, not as
- * model parameters. With them a client could have its request answered by another model than the
- * one the shim authorised and priced (`fallbacks`: a key limited to the local model reaching a
- * paid provider), retried upstream (`num_retries`), cut off after the work was done (`timeout`:
- * an upstream failure is not charged), answered without the model (`mock_response`), or sent
- * elsewhere (`api_base`, `user_config`). They are refused rather than removed: the body goes
- * upstream as the client sent it. vLLM ignores them, so no client of a plain vLLM loses anything.
- */
-const UPSTREAM_CONTROLS = new Set([
-  "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "num_retries", "max_retries", "timeout", "request_timeout", "stream_timeout",
-  "api_key", "api_base", "base_url", "api_version", "custom_llm_provider", "user_config", "model_list",
-  "drop_params", "additional_drop_params", "allowed_openai_params",
-  ...SDK_OPTIONS,
-]);
-const UPSTREAM_CONTROL_PREFIX = /^(?:mock|litellm)_/;
-
-function upstreamControl(b: Record<string, unknown>): string | undefined {
-  for (const k in b) if (UPSTREAM_CONTROLS.has(k) || UPSTREAM_CONTROL_PREFIX.test(k)) return k;
-  return undefined;
-}
-
 export function parseInferenceRequest(kind: InferenceKind, body: unknown): InferenceRequest {
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
     throw new ShimError("invalid_request", { message: "Request body must be a JSON object." });
   }
   const b = body as Record<string, unknown>;
-  const control = upstreamControl(b);
-  if (control !== undefined) {
-    if (SDK_OPTIONS.includes(control)) {
-      throw invalid(`'${control}' is an option of the OpenAI SDKs, which merge it into the request; send its members as the request's own.`, control);
-    }
-    throw invalid(`'${control.slice(0, 64)}' is not accepted: this endpoint answers with the model you name, and routing, retries, timeouts and mocks are the operator's to set.`, control.slice(0, 64));
-  }
+  refuseUpstreamControls(b);
   if (typeof b.model !== "string" || b.model.trim() === "") throw invalid("'model' is required and must be a non-empty string.", "model");
   if (b.model.length > 256) throw invalid("'model' is too long.", "model");
   if (hasControlCharacters(b.model)) throw invalid("'model' must not contain control characters.", "model");

@@ -91,6 +91,34 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject({ top_k: 5, metadata: { team: "a" } });
   });
 
+  it("400 for LiteLLM's other controls (provider headers, credentials, routing, prompt rewriting, its caching, logging and accounting); OpenAI's own parameters pass", async () => {
+    // LiteLLM's completion() merges `headers` and `provider_specific_header.extra_headers` into the
+    // provider call's HTTP headers: an anthropic-beta flag billed at a higher rate, another API key.
+    const refused: Record<string, unknown>[] = [
+      { headers: { "anthropic-beta": "context-1m-2025-08-07" } },
+      { provider_specific_header: { custom_llm_provider: "anthropic", extra_headers: { "anthropic-beta": "context-1m-2025-08-07" } } },
+      { organization: "org-other" }, { deployment_id: "gpt-4o" }, { azure: true }, { use_litellm_proxy: true },
+      { aws_secret_access_key: "x" }, { vertex_credentials: "{}" }, { azure_ad_token: "x" }, { ssl_verify: false },
+      { specific_deployment: true }, { fastest_response: true }, { model_info: { id: "x" } }, { context_window_fallback_dict: {} },
+      { prompt_id: "p" }, { initial_prompt_value: "x" }, { user_continue_message: { role: "user", content: "x" } }, { guardrails: [] },
+      { tags: ["a"] }, { cache: { "no-cache": true } }, { "no-log": true }, { langfuse_host: "http://evil.test" },
+      { input_cost_per_token: 0 }, { rpm: 1 }, { max_budget: 1 }, { _agentic_loop_depth: 9 },
+    ];
+    const c = h.client(key);
+    const received = h.fake.counters.received;
+    for (const extra of refused) {
+      const e = await failure(() => c.chat.completions.create({ ...chat, ...extra } as never));
+      expect(e, JSON.stringify(extra)).toBeInstanceOf(BadRequestError);
+      expectShape(e, 400, "invalid_request_error", "invalid_request");
+      expect(e.param).toBe(Object.keys(extra)[0]);
+    }
+    expect(h.fake.counters.received).toBe(received);
+    // OpenAI's own parameters are the client's, whatever LiteLLM also reads from them.
+    const openai = { metadata: { team: "a" }, user: "u1", store: false, service_tier: "auto", seed: 7, reasoning_effort: "low", parallel_tool_calls: false };
+    await c.chat.completions.create({ ...chat, ...openai } as never);
+    expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject(openai);
+  });
+
   it("400 for a stream_options that is not an object, or an include_usage that is not a boolean", async () => {
     const c = h.client(key);
     const before = h.fake.counters.completed;
