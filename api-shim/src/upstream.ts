@@ -1,7 +1,7 @@
 import type { FastifyRequest } from "fastify";
 import { Pool, errors as undiciErrors } from "undici";
 import type { ShimContext } from "./context.ts";
-import { ShimError } from "./errors.ts";
+import { ERROR_TABLE, ShimError } from "./errors.ts";
 import { dispatch } from "./upstream-body.ts";
 import type { AnswerLease } from "./answer-memory.ts";
 
@@ -128,7 +128,7 @@ const UPSTREAM_ROUTE_MISSING = "The model server has no such route (404): this e
 export function upstreamStatusError(status: number, bodyText: string, model: string | undefined, retryAfter: string | string[] | undefined): ShimError {
   if (status === 400 || status === 422) {
     const message = upstreamMessage(bodyText);
-    return new ShimError("invalid_request", message ? { message: message.slice(0, MAX_UPSTREAM_MESSAGE) } : {});
+    return new ShimError("invalid_request", message ? clientMessage(message, model ?? "") : {});
   }
   if (status === 404) {
     // vLLM and LiteLLM name the model in an OpenAI-shaped error body. A bare 404 (FastAPI's
@@ -184,6 +184,54 @@ function upstreamMessage(text: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * LiteLLM's message as the client is told it. LiteLLM (the deployed upstream) prefixes its
+ * exception class (`litellm.BadRequestError: `, sometimes the class again), the provider
+ * (`Hosted_vllmException - `, `AnthropicException - `) and, when its router answered, appends the
+ * model group (`. Received Model Group=smart\nAvailable Model Group Fallbacks=None`, maybe
+ * `\nError doing the fallback: …`); a provider's own error body may be quoted whole (vLLM's
+ * JSON). Its refusal of a parameter the provider does not take names the provider's model behind
+ * the client's alias and advises settings (`drop_params`, `allowed_openai_params`) the shim
+ * refuses: it is said again with the model the client asked for. Messages that are not LiteLLM's
+ * (vLLM's own, when it is the upstream) pass unchanged.
+ */
+function clientMessage(message: string, model: string): { message: string; param?: string } {
+  const unsupported = /^litellm\.UnsupportedParamsError: .*? does not support parameters: ([[{][\s\S]*?[\]}]), for model=/.exec(message);
+  const names = unsupported ? parameterNames(unsupported[1]!) : [];
+  if (names.length > 0) {
+    const list = names.map((n) => `'${n}'`).join(", ");
+    return { message: `${list} ${names.length === 1 ? "is" : "are"} not supported by model '${model.slice(0, 200)}'.`, param: names[0]! };
+  }
+  const prefix = /^(?:litellm\.\w+: )+(?:\w+Error: )?(?:\w+Exception(?: \w+)? - )?/.exec(message)?.[0];
+  if (prefix === undefined) return { message: message.slice(0, MAX_UPSTREAM_MESSAGE) };
+  let text = message.slice(prefix.length).replace(/\.? ?Received Model Group=[\s\S]*$/, "");
+  const quoted = upstreamMessage(text);
+  if (quoted !== undefined) text = quoted;
+  return { message: (text.trim() || ERROR_TABLE.invalid_request.message).slice(0, MAX_UPSTREAM_MESSAGE) };
+}
+
+/**
+ * The parameter names in LiteLLM's Python rendering of them: a list (`['logit_bias', 'n']`) or a
+ * dict of their values (`{'dimensions': 1024}`), whose keys at the top level are the names.
+ */
+function parameterNames(python: string): string[] {
+  const names: string[] = [];
+  const dict = python.startsWith("{");
+  let depth = 0;
+  for (let i = 0; i < python.length; i++) {
+    const c = python[i]!;
+    if (c === "'" || c === '"') {
+      const end = python.indexOf(c, i + 1);
+      if (end < 0) break;
+      const word = python.slice(i + 1, end);
+      if (depth === 1 && /^[A-Za-z_]\w{0,63}$/.test(word) && (!dict || python[end + 1] === ":")) names.push(word);
+      i = end;
+    } else if ("[{(".includes(c)) depth++;
+    else if ("]})".includes(c)) depth--;
+  }
+  return names;
 }
 
 /**

@@ -1,0 +1,97 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+
+/**
+ * The shim in front of LiteLLM, the deployed upstream (templates/compose.yaml). The fake below
+ * answers as LiteLLM's proxy does (BerriAI/litellm): errors as ProxyException.to_dict(),
+ * `{"error":{"message","type","param","code":"<status>"}}` with that HTTP status; messages
+ * prefixed by the exception class (`litellm.BadRequestError: `, exceptions.py) and the
+ * provider (`Hosted_vllmException - `, exception_mapping_utils.py), and suffixed by the router
+ * (`. Received Model Group=<alias>\nAvailable Model Group Fallbacks=None`, router.py).
+ */
+interface FakeLiteLLM {
+  server: Server;
+  url: string;
+  bodies: Record<string, unknown>[];
+  /** The next answers' status and message; null: a text completion. */
+  refuse: { status: number; message: string } | null;
+}
+
+async function fakeLiteLLM(): Promise<FakeLiteLLM> {
+  const fake: FakeLiteLLM = { server: createServer(), url: "", bodies: [], refuse: null };
+  fake.server.on("request", (req, res) => {
+    let raw = "";
+    req.setEncoding("utf8");
+    req.on("data", (c: string) => (raw += c));
+    req.on("end", () => {
+      const body = JSON.parse(raw) as Record<string, unknown>;
+      fake.bodies.push(body);
+      const send = (status: number, json: unknown) => res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(json));
+      if (fake.refuse) return send(fake.refuse.status, { error: { message: fake.refuse.message, type: null, param: null, code: String(fake.refuse.status) } });
+      send(200, { id: "cmpl-1", object: "text_completion", created: 1, model: body.model, choices: [{ text: " ok", index: 0, logprobs: null, finish_reason: "stop" }], usage: { completion_tokens: 1, prompt_tokens: 3, total_tokens: 4 } });
+    });
+  });
+  await new Promise<void>((r) => fake.server.listen(0, "127.0.0.1", r));
+  fake.url = `http://127.0.0.1:${(fake.server.address() as AddressInfo).port}/v1`;
+  return fake;
+}
+
+const GROUP = ". Received Model Group=smart\nAvailable Model Group Fallbacks=None";
+
+describe("LiteLLM's own refusals, as the client sees them", () => {
+  let h: Harness;
+  let fake: FakeLiteLLM;
+  let key: string;
+  const chat = { model: "smart", messages: [{ role: "user", content: "hi" }], max_tokens: 2 };
+  /** The shim's answer to `body` when LiteLLM refuses it with `status` and `message`. */
+  const refusedWith = async (status: number, message: string, body: object = chat, path = "/v1/chat/completions") => {
+    fake.refuse = { status, message };
+    const res = await h.post(key, path, body);
+    return { status: res.status, text: await res.text() };
+  };
+
+  beforeAll(async () => {
+    fake = await fakeLiteLLM();
+    h = await startShim({ file: { models: [{ name: "smart" }] }, env: { SHIM_UPSTREAM_URL: fake.url } });
+    ({ key } = await h.createKey({ credits: 1000 }));
+  });
+  afterAll(async () => {
+    await h.close();
+    fake.server.close();
+  });
+
+  it("an unsupported parameter is named with the model the client asked for, not the provider's model behind it, and without advice the shim refuses", async () => {
+    // litellm/utils.py _check_valid_arg (drop_params: false, as rendered).
+    const unsupported = "litellm.UnsupportedParamsError: anthropic does not support parameters: ['logit_bias'], for model=claude-3-5-sonnet-20241022. To drop these, set `litellm.drop_params=True` or for proxy:\n\n`litellm_settings:\n drop_params: true`\n. \n If you want to use these params dynamically send allowed_openai_params=['logit_bias'] in your request.";
+    const one = await refusedWith(400, unsupported + GROUP, { ...chat, logit_bias: { "1": 5 } });
+    expect(one.status).toBe(400);
+    expect(JSON.parse(one.text).error).toEqual({ message: "'logit_bias' is not supported by model 'smart'.", type: "invalid_request_error", param: "logit_bias", code: "invalid_request" });
+    for (const hidden of ["claude", "anthropic", "drop_params", "allowed_openai_params", "Model Group"]) expect(one.text).not.toContain(hidden);
+    // Several at once; and the embeddings' form, a dict of the values.
+    const two = await refusedWith(400, unsupported.replaceAll("['logit_bias']", "['logit_bias', 'top_logprobs']") + GROUP);
+    expect(JSON.parse(two.text).error).toMatchObject({ message: "'logit_bias', 'top_logprobs' are not supported by model 'smart'.", param: "logit_bias" });
+    const dict = "litellm.UnsupportedParamsError: mistral does not support parameters: {'dimensions': 1024, 'encoding_format': {'a': 1}}, for model=mistral-embed. To drop these, set `litellm.drop_params=True` or for proxy:\n\n`litellm_settings:\n drop_params: true`\n";
+    const embeds = await refusedWith(400, dict + GROUP, { model: "smart", input: "hi", dimensions: 1024 }, "/v1/embeddings");
+    expect(JSON.parse(embeds.text).error).toMatchObject({ message: "'dimensions', 'encoding_format' are not supported by model 'smart'.", param: "dimensions" });
+  });
+
+  it("other messages come without LiteLLM's exception and provider prefixes and the router's model-group text", async () => {
+    const vllmBody = JSON.stringify({ error: { message: "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens.", type: "BadRequestError", param: null, code: 400 } });
+    const cases: [string, string][] = [
+      // vLLM's own error body, as LiteLLM's httpx handler quotes it.
+      [`litellm.BadRequestError: Hosted_vllmException - ${vllmBody}${GROUP}`, "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens."],
+      [`litellm.ContextWindowExceededError: ContextWindowExceededError: AnthropicException - prompt is too long: 250000 tokens > 200000 maximum${GROUP}\nError doing the fallback: none`, "prompt is too long: 250000 tokens > 200000 maximum"],
+      [`litellm.BadRequestError: OpenAIException - Invalid 'temperature': decimal above maximum value.${GROUP}`, "Invalid 'temperature': decimal above maximum value."],
+    ];
+    for (const [message, shown] of cases) {
+      const res = await refusedWith(400, message);
+      expect(res.status).toBe(400);
+      expect(JSON.parse(res.text).error.message, message).toBe(shown);
+    }
+    // A message that is not LiteLLM's (vLLM's, directly) is passed on as it is.
+    const plain = "1 validation error for ChatCompletionRequest: Received Model Group is a phrase here";
+    expect(JSON.parse((await refusedWith(400, plain)).text).error.message).toBe(plain);
+  });
+});
