@@ -24,6 +24,8 @@ export interface ModelConfig {
   readonly maxModelLen: number | null;
   /** The upstream understands stream_options.continuous_usage_stats (vLLM does; LiteLLM may not). */
   readonly continuousUsage: boolean;
+  /** The upstream takes /v1/completions prompts that are not text, token IDs and `prompt_embeds` (vLLM does; LiteLLM does not). */
+  readonly tokenPrompts: boolean;
 }
 /** Token prices in µc per 1,000 tokens. */
 export interface ModelPrice {
@@ -296,14 +298,14 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
   let models: Map<string, ModelConfig> | null = null;
   if (root.models !== undefined) {
     models = new Map();
-    if (!Array.isArray(root.models)) bad(at("models"), root.models, "a list of { name, maxModelLen?, continuousUsage? }");
+    if (!Array.isArray(root.models)) bad(at("models"), root.models, "a list of { name, maxModelLen?, continuousUsage?, tokenPrompts? }");
     else
       root.models.forEach((m, i) => {
-        const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "continuousUsage"], bad);
+        const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "continuousUsage", "tokenPrompts"], bad);
         if (typeof mo.name !== "string" || mo.name === "") return bad(at(`models[${i}].name`), mo.name, "a non-empty string");
         const len = mo.maxModelLen === undefined || mo.maxModelLen === null ? null : limit(mo.maxModelLen, at(`models[${i}].maxModelLen`), null);
-        if (mo.continuousUsage !== undefined && typeof mo.continuousUsage !== "boolean") bad(at(`models[${i}].continuousUsage`), mo.continuousUsage, "true or false");
-        models!.set(mo.name, { name: mo.name, maxModelLen: len, continuousUsage: mo.continuousUsage === true });
+        for (const flag of ["continuousUsage", "tokenPrompts"]) if (mo[flag] !== undefined && typeof mo[flag] !== "boolean") bad(at(`models[${i}].${flag}`), mo[flag], "true or false");
+        models!.set(mo.name, { name: mo.name, maxModelLen: len, continuousUsage: mo.continuousUsage === true, tokenPrompts: mo.tokenPrompts !== false });
       });
   }
 

@@ -27,10 +27,12 @@ export function renderShimConfig(config: TenantConfig, bootstrapKeys: readonly B
     // Requests without a valid key, per client IP: throttles key guessing.
     unauthenticatedRpm: 60,
     defaultTier: "free",
+    // Every model is reached through LiteLLM. It drops vLLM's per-chunk usage, so streams are
+    // metered from the final usage chunk; and its text completion takes a prompt only as text (a
+    // string or a list of strings): token IDs or `prompt_embeds` would fail there as a 500.
     models: [
-      // LiteLLM drops vLLM's per-chunk usage, so streams are metered from the final usage chunk.
-      { name: config.model.servedName, maxModelLen: config.model.maxModelLen, continuousUsage: false },
-      ...config.providers.map((p) => ({ name: p.name, continuousUsage: false })),
+      { name: config.model.servedName, maxModelLen: config.model.maxModelLen, continuousUsage: false, tokenPrompts: false },
+      ...config.providers.map((p) => ({ name: p.name, continuousUsage: false, tokenPrompts: false })),
     ],
     bootstrapKeys: bootstrapKeys.map((k) => ({
       id: k.id, name: k.name, hash: k.hash, credits: k.credits, tier: k.tier, ...(k.models.length ? { models: k.models } : {}),

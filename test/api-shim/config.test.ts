@@ -58,6 +58,8 @@ models:
   - name: qwen2.5-7b
     maxModelLen: 8192
     continuousUsage: true
+    tokenPrompts: false
+  - name: bge-m3
 bootstrapKeys:
   - id: AbC123xyz789
     name: app
@@ -70,7 +72,9 @@ bootstrapKeys:
     expect(c.pricing.models.get("qwen2.5-7b")).toEqual({ promptPer1k: 100_000, completionPer1k: 200_000 });
     expect(c.tiers.get("pro")).toEqual({ rpm: 600, tpm: 500_000, concurrency: null }); // merged over the default
     expect(c.tiers.get("workshop")).toEqual({ rpm: 30, tpm: null, concurrency: 4 });
-    expect(c.models!.get("qwen2.5-7b")).toEqual({ name: "qwen2.5-7b", maxModelLen: 8192, continuousUsage: true });
+    expect(c.models!.get("qwen2.5-7b")).toEqual({ name: "qwen2.5-7b", maxModelLen: 8192, continuousUsage: true, tokenPrompts: false });
+    // What plain vLLM does, when not said otherwise: token-ID prompts, no running usage asked for.
+    expect(c.models!.get("bge-m3")).toEqual({ name: "bge-m3", maxModelLen: null, continuousUsage: false, tokenPrompts: true });
     expect(c.bootstrapKeys).toEqual([{ id: "AbC123xyz789", name: "app", hash: HASH, credits: 1000_000_000, tier: "developer", models: ["qwen2.5-7b"] }]);
   });
 
@@ -81,7 +85,7 @@ bootstrapKeys:
 pricing: { request: -1, models: { m: { promptPer1k: "abc" }, M: { promptPer1k: 1 } } }
 tiers: { free: { rpm: 0 }, pro: { concurrency: 0 }, workshop: { rpm: 30 } }
 defaultTier: gold
-models: [{ name: m, maxModelLen: 1.5 }]
+models: [{ name: m, maxModelLen: 1.5, tokenPrompts: "no" }]
 bootstrapKeys:
   - { id: short, hash: "md5:x", tier: platinum, models: [other], credits: 0.0000001 }
 extra: 1
@@ -105,6 +109,7 @@ extra: 1
       /^SHIM_CONFIG tiers.workshop: \{"rpm":30\} is not valid; expected both rpm and tpm for a new tier \(a number, or null for unlimited\)/,
       /^SHIM_CONFIG defaultTier: "gold" is not valid; expected one of the tiers: free \| developer \| pro \| enterprise \| workshop/,
       /^SHIM_CONFIG models\[0\].maxModelLen: 1.5/,
+      /^SHIM_CONFIG models\[0\].tokenPrompts: "no" is not valid; expected true or false$/,
       /^SHIM_CONFIG bootstrapKeys\[0\].id: "short"/,
       /^SHIM_CONFIG bootstrapKeys\[0\].hash: "md5:x"/,
       /^SHIM_CONFIG bootstrapKeys\[0\].tier: "platinum"/,

@@ -152,6 +152,10 @@ describe("inference through the shim with the OpenAI SDK", () => {
     expect(e.data[0]!.embedding).toHaveLength(4);
     expect(e.usage).toMatchObject({ prompt_tokens: 3, total_tokens: 3 });
     expect((e as unknown as { credits_charged: number }).credits_charged).toBe(1); // bge-m3 has no token price
+    // vLLM takes token-ID prompts, and so does a model not configured otherwise (`tokenPrompts`).
+    const tokens = await h.client(key).completions.create({ model: "qwen2.5-7b", prompt: [[1, 2, 3], [4, 5]], max_tokens: 2 });
+    expect(tokens.choices).toHaveLength(2);
+    expect(JSON.parse(h.fake.requests.at(-1)!.body).prompt).toEqual([[1, 2, 3], [4, 5]]);
   });
 
   it("a large embeddings answer (MBs) arrives whole, with its usage metered and the credit members added", async () => {

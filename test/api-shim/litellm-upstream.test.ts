@@ -30,6 +30,18 @@ async function fakeLiteLLM(): Promise<FakeLiteLLM> {
       fake.bodies.push(body);
       const send = (status: number, json: unknown) => res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(json));
       if (fake.refuse) return send(fake.refuse.status, { error: { message: fake.refuse.message, type: null, param: null, code: String(fake.refuse.status) } });
+      // main.py text_completion(): a prompt neither a string nor a list of strings (token IDs, or
+      // none beside prompt_embeds) raises "Unmapped prompt format" for hosted_vllm; unmapped, it
+      // becomes APIConnectionError (500), or a RateLimitError (429) when the echoed prompt holds
+      // a standalone 429 (exception_mapping_utils.py).
+      const prompt = body.prompt;
+      const text = typeof prompt === "string" || (Array.isArray(prompt) && typeof prompt[0] === "string");
+      if (req.url === "/v1/completions" && !text) {
+        const error = `Unmapped prompt format. Your prompt is neither a list of strings nor a string. prompt=${JSON.stringify(prompt ?? null).replaceAll(",", ", ")}. File an issue - https://github.com/BerriAI/litellm/issues`;
+        const status = /\b429\b/.test(error) ? 429 : 500;
+        const message = status === 429 ? `litellm.RateLimitError: RateLimitError: Hosted_vllmException - ${error}` : `litellm.APIConnectionError: ${error}`;
+        return send(status, { error: { message: message + GROUP, type: null, param: null, code: String(status) } });
+      }
       send(200, { id: "cmpl-1", object: "text_completion", created: 1, model: body.model, choices: [{ text: " ok", index: 0, logprobs: null, finish_reason: "stop" }], usage: { completion_tokens: 1, prompt_tokens: 3, total_tokens: 4 } });
     });
   });
@@ -93,5 +105,57 @@ describe("LiteLLM's own refusals, as the client sees them", () => {
     // A message that is not LiteLLM's (vLLM's, directly) is passed on as it is.
     const plain = "1 validation error for ChatCompletionRequest: Received Model Group is a phrase here";
     expect(JSON.parse((await refusedWith(400, plain)).text).error.message).toBe(plain);
+  });
+});
+
+describe("prompts that are not text on /v1/completions, for a model whose upstream takes only text (tokenPrompts: false)", () => {
+  let h: Harness;
+  let fake: FakeLiteLLM;
+  let key: string;
+  let id: string;
+  const completion = { model: "qwen2.5-7b", max_tokens: 4 };
+
+  beforeAll(async () => {
+    fake = await fakeLiteLLM();
+    h = await startShim({ file: { models: [{ name: "qwen2.5-7b", maxModelLen: 8192, tokenPrompts: false }] }, env: { SHIM_UPSTREAM_URL: fake.url } });
+    ({ key, id } = await h.createKey({ credits: 1000 }));
+  });
+  afterAll(async () => {
+    await h.close();
+    fake.server.close();
+  });
+
+  it("are a 400 naming the member, before anything is held, forwarded or counted as the upstream's failure", async () => {
+    const before = (await h.store.getKey(id))!.balance;
+    const forwarded = fake.bodies.length;
+    const cases: [Record<string, unknown>, string][] = [
+      [{ prompt: [15339, 1917, 11] }, "prompt"],
+      // LiteLLM reads a standalone 429 in its echo of the prompt as a rate limit: a 503 with Retry-After, retried by the SDKs.
+      [{ prompt: [[40, 429, 7], [12, 13]] }, "prompt"],
+      [{ prompt: ["a", 7] }, "prompt"],
+      [{ prompt: [] }, "prompt"],
+      [{ prompt_embeds: "AAAA" }, "prompt_embeds"],
+      [{ prompt: "hello", prompt_embeds: ["AAAA"] }, "prompt_embeds"],
+    ];
+    for (const [extra, param] of cases) {
+      const res = await h.post(key, "/v1/completions", { ...completion, ...extra });
+      const body = (await res.json()) as { error: Record<string, unknown> };
+      expect(res.status, JSON.stringify(extra)).toBe(400);
+      expect(res.headers.get("retry-after")).toBeNull();
+      expect(body.error).toMatchObject({ type: "invalid_request_error", code: "invalid_request", param });
+      expect(body.error.message).toMatch(param === "prompt" ? /^Token-ID prompts are not supported by this endpoint for model 'qwen2\.5-7b': send 'prompt' as text \(a string or a list of strings\)\.$/ : /^'prompt_embeds' is not supported by this endpoint for model 'qwen2\.5-7b': send 'prompt' as text/);
+    }
+    expect(fake.bodies.length).toBe(forwarded);
+    expect((await h.store.getKey(id))!.balance).toBe(before);
+    const metrics = await (await fetch(`${h.url}/metrics`)).text();
+    expect(metrics).not.toMatch(/^shim_upstream_failures_total\{/m);
+  });
+
+  it("text prompts, one or a batch, still pass", async () => {
+    for (const prompt of ["hello", ["a", "b"]]) {
+      const res = await h.post(key, "/v1/completions", { ...completion, prompt });
+      expect(res.status, JSON.stringify(prompt)).toBe(200);
+      expect(fake.bodies.at(-1)!.prompt).toEqual(prompt);
+    }
   });
 });

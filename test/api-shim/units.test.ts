@@ -49,7 +49,7 @@ describe("money", () => {
 describe("pricing", () => {
   const pricer = new Pricer(
     { request: 1_000_000, batchRequest: 2_000_000, models: new Map([["m", { promptPer1k: 100_000, completionPer1k: 200_000 }]]) },
-    new Map([["m", { name: "m", maxModelLen: 1000, continuousUsage: false }]]),
+    new Map([["m", { name: "m", maxModelLen: 1000, continuousUsage: false, tokenPrompts: true }]]),
   );
   /** A prompt of plain text, with no chat template (a completions request). */
   const text = { templated: false, unboundedPrompt: false };
@@ -90,7 +90,7 @@ describe("pricing", () => {
   it("vLLM's completions default of 16 tokens bounds the model vLLM serves, not a provider behind LiteLLM", () => {
     const withProvider = new Pricer(
       { request: 0, batchRequest: 0, models: new Map([["m", { promptPer1k: 0, completionPer1k: 1_000_000 }], ["gpt-4o", { promptPer1k: 0, completionPer1k: 1_000_000 }]]) },
-      new Map([["m", { name: "m", maxModelLen: 1000, continuousUsage: false }], ["gpt-4o", { name: "gpt-4o", maxModelLen: null, continuousUsage: false }]]),
+      new Map([["m", { name: "m", maxModelLen: 1000, continuousUsage: false, tokenPrompts: true }], ["gpt-4o", { name: "gpt-4o", maxModelLen: null, continuousUsage: false, tokenPrompts: true }]]),
     );
     const hold = (model: string, body: Record<string, unknown>) => {
       const r = parseInferenceRequest("completions", { model, prompt: "x", ...body });

@@ -247,6 +247,8 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(parsed.tiers.get("developer")).toEqual({ rpm: 100, tpm: 100_000, concurrency: null });
     expect([...parsed.models!.keys()]).toEqual(["qwen2.5-7b", ...c.providers.map((p) => p.name)]);
     expect(parsed.models!.get("qwen2.5-7b")?.maxModelLen).toBe(8192);
+    // Every model is reached through LiteLLM, whose text completion takes only text prompts.
+    for (const m of parsed.models!.values()) expect(m, m.name).toMatchObject({ tokenPrompts: false, continuousUsage: false });
     expect(parsed.bootstrapKeys).toEqual([expect.objectContaining({ id: "AbCdEf123456", hash: keys[0]!.hash, tier: "developer" })]);
     expect(shimConfig).not.toMatch(/sk-gs-/);
     // A tier's concurrency cap set in the stack reaches the shim.

@@ -7,7 +7,7 @@ import { authHeaders, deadKey, tokensSpent, tooManyInFlight } from "../auth.ts";
 import { INFERENCE_ROUTE, type ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
 import type { ModelConfig } from "../config.ts";
-import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptBytes, upstreamBody } from "../inference-request.ts";
+import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptBytes, refuseNonTextPrompt, upstreamBody } from "../inference-request.ts";
 import { formatCredits } from "../money.ts";
 import { estimatePromptTokens, type HoldInput, type Usage } from "../pricing.ts";
 import { writeWithBackpressure } from "../response-writer.ts";
@@ -54,6 +54,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   if (auth.key.models && !auth.key.models.includes(req.model)) {
     throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
   }
+  if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
   // Requests in flight for this key, under the tier's cap: counted from here until the request
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
   // key re-applied by another replica's start) has its requests already in flight counted. (The
