@@ -17,6 +17,7 @@ import { Metrics } from "./metrics.ts";
 import { loggedModel, redactedPath, secretRedactor } from "./keys.ts";
 import { creditsNumber } from "./money.ts";
 import { Pricer } from "./pricing.ts";
+import { isAmbiguousPath } from "./text.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { healthRoutes } from "./routes/health.ts";
@@ -143,6 +144,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       request.shimErrorCode ??= refusal ? refusal.error.logCode : ctx.inflight.cutting ? "drain_cut" : "client_closed_request";
       finishRequest(ctx, request, refusal ? refusal.status : 499);
     });
+    // Before the route's credential is asked for: nginx may have let the request through to
+    // another route than the one matched here (text.ts).
+    if (isAmbiguousPath(request.url)) return Promise.reject(ambiguousPath());
     return authenticate(request, reply);
   });
   // Every answer Fastify sends (the hijacked inference answers set it themselves): one that began
@@ -195,6 +199,11 @@ export async function closeApp(app: FastifyInstance, drainMs: number): Promise<{
   await closed;
   return result;
 }
+
+const ambiguousPath = () => new ShimError("invalid_request", {
+  message: "The path holds an encoded slash, dot or backslash (%2F, %2E, %5C) or a dot segment (/./, /../): send it as the API documents it.",
+  logCode: "ambiguous_path",
+});
 
 function newRequestState(): RequestState {
   return { start: performance.now(), model: null, tokens: null, cost: null, available: null, logged: false, routeLogs: false };

@@ -14,6 +14,18 @@ export function urlPath(url: string): string {
 }
 
 /**
+ * An encoded `/`, `.` or `\` (any case), or a `.` or `..` segment, in a request URL's path. nginx
+ * decodes the first and resolves the rest before it chooses a location, and forwards the path as
+ * sent, which the router reads otherwise: `/admin/keys/x%2f..%2f..%2f..%2fv1` was `/v1` to nginx
+ * (open to allowedCidrs) and `/admin/keys/:id` to the router. No route of the API has such a path.
+ */
+const AMBIGUOUS_PATH = /%(?:2f|2e|5c)|\/\.\.?(?:\/|$)/i;
+
+export function isAmbiguousPath(url: string): boolean {
+  return AMBIGUOUS_PATH.test(urlPath(url));
+}
+
+/**
  * Text that names or describes things as typed: no control characters (see above) and no lone
  * surrogate, which no store keeps as sent (written as U+FFFD, or refused by Postgres's jsonb:
  * a 503 where SQLite answered 201).

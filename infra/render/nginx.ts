@@ -44,6 +44,7 @@ export function renderNginxConf(config: TenantConfig): string {
     burst: burstOption(limits.burst),
     connections: limits.connections,
     errorPages,
+    refuseAmbiguousPath: readTemplate("nginx/refuse-ambiguous-path.conf").trimEnd(),
   }).trimEnd();
   const healthz = readTemplate("nginx/healthz.conf").trimEnd();
   const servers = config.tls.mode === "off"

@@ -1,4 +1,4 @@
-import { createServer as createHttpServer } from "node:http";
+import { createServer as createHttpServer, request as httpRequest } from "node:http";
 import { connect, createServer } from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
-import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
+import { DEFAULT_FILE, overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 import { freePort, pollUntil } from "../support/tools.ts";
 
 const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 2 };
@@ -734,6 +734,71 @@ describe("a client that leaves while its error is being worked out", () => {
       })).rejects.toThrow();
       expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 499, error: "client_closed_request" });
       expect((await h.store.getKey(id))!).toMatchObject({ balance: 0, held: 0 });
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+describe("a path nginx reads as another route (an encoded /, . or \\, or a . or .. segment)", () => {
+  /** A request with `path` sent exactly as written (fetch's URL parser would resolve the dot segments). */
+  function raw(url: string, method: string, path: string, token?: string): Promise<{ status: number; body: string; requestId: string }> {
+    const { hostname, port } = new URL(url);
+    return new Promise((resolve, reject) => {
+      const req = httpRequest({ host: hostname, port, method, path, headers: token ? { authorization: `Bearer ${token}` } : {} }, (res) => {
+        let body = "";
+        res.setEncoding("utf8").on("data", (d: string) => (body += d));
+        res.on("end", () => resolve({ status: res.statusCode!, body, requestId: String(res.headers["x-request-id"]) }));
+      });
+      req.on("error", reject);
+      req.end();
+    });
+  }
+
+  it("is refused 400 before routing and authentication: no admin handler runs and no failed-token budget is spent", async () => {
+    // Two failed admin tokens a minute: had these requests reached the admin routes' check, the
+    // operator's own request below would be refused 429.
+    const h = await startShim({ file: { ...DEFAULT_FILE, unauthenticatedRpm: 2 } });
+    try {
+      const victim = await h.createKey({ credits: 1 });
+      const paths: [string, string][] = [
+        // nginx decodes %2f and resolves `..` before choosing a location: it saw `/v1`, open to allowedCidrs.
+        ["DELETE", "/admin/keys/x%2f..%2f..%2f..%2fv1"],
+        ["DELETE", `/admin/keys/${victim.id}%2F..%2F..%2F..%2Fv1`],
+        ["POST", `/admin/keys/${victim.id}%2fcredits`],
+        ["GET", "/v1/models/%2e%2e/%2E%2E/admin/keys"],
+        ["GET", "/admin/usage%5c..%5cx"],
+        ["GET", "/v1/./models"],
+        ["GET", "/v1/../admin/keys"],
+        ["GET", "/admin/keys/.."],
+        ["GET", "/admin/keys/."],
+        ["GET", "/health/..?x=1"],
+      ];
+      for (const [method, path] of paths) {
+        for (const token of [undefined, h.adminToken, victim.key]) {
+          const res = await raw(h.url, method, path, token);
+          expect(res.status, `${method} ${path}`).toBe(400);
+          expect(JSON.parse(res.body).error, path).toMatchObject({ type: "invalid_request_error", code: "invalid_request", param: null });
+          expect(res.requestId, path).toMatch(/^[0-9a-f-]{36}$/);
+          expect(await h.waitForRequestLog((l) => l.reqId === res.requestId)).toMatchObject({ status: 400, error: "ambiguous_path" });
+        }
+      }
+      expect((await h.admin("/admin/keys")).status).toBe(200);
+      const list = (await (await h.admin("/admin/keys")).json()) as { data: { id: string; revoked_at: unknown; balance: number }[] };
+      expect(list.data.find((k) => k.id === victim.id)).toMatchObject({ revoked_at: null, balance: 1 });
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("leaves the query string, dots inside a segment and a double-encoded character to the routes", async () => {
+    const h = await startShim();
+    try {
+      const { key } = await h.createKey();
+      expect((await raw(h.url, "GET", "/health?next=%2f..%2f..%5c")).status).toBe(200);
+      expect((await raw(h.url, "GET", "/v1/models?x=/../", key)).status).toBe(200);
+      expect((await raw(h.url, "GET", "/v1/qwen2.5-7b..x/...", key)).status).toBe(404);
+      expect((await raw(h.url, "DELETE", "/admin/keys/x%252f..", h.adminToken)).status).toBe(404);
     } finally {
       await h.close();
     }

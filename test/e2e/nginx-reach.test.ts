@@ -1,4 +1,5 @@
 import { randomInt } from "node:crypto";
+import type { IncomingHttpHeaders } from "node:http";
 import { request } from "node:https";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
@@ -37,19 +38,22 @@ beforeAll(async () => {
 
 afterAll(() => edge?.close());
 
-interface Answer { status: number; body: string; requestId: string }
+interface Answer { status: number; body: string; requestId: string; headers: IncomingHttpHeaders }
 
 /** GET `path` over HTTPS from the loopback address `from`. */
-function get(from: string, path: string, token?: string): Promise<Answer> {
+const get = (from: string, path: string, token?: string): Promise<Answer> => send(from, "GET", path, token);
+
+/** `method` `path` (sent as written) over HTTPS from the loopback address `from`. */
+function send(from: string, method: string, path: string, token?: string): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = request({
-      host: "127.0.0.1", port: HTTPS_PORT, path, localAddress: from, servername: "localhost", ca: nginx.certificate,
+      host: "127.0.0.1", port: HTTPS_PORT, method, path, localAddress: from, servername: "localhost", ca: nginx.certificate,
       headers: token ? { authorization: `Bearer ${token}` } : {},
     }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (d: string) => (body += d));
-      res.on("end", () => resolve({ status: res.statusCode!, body, requestId: String(res.headers["x-request-id"]) }));
+      res.on("end", () => resolve({ status: res.statusCode!, body, requestId: String(res.headers["x-request-id"]), headers: res.headers }));
     });
     req.on("error", reject);
     req.end();
@@ -78,6 +82,36 @@ describe("who reaches what through nginx", () => {
 
   it("refuses the API to an address in neither list", async () => {
     expect(forbidden(await get("127.0.0.5", "/v1/models", key))).toBe(true);
+  });
+});
+
+describe("a path nginx and the shim would read as different routes (an encoded /, . or \\, or a . or .. segment)", () => {
+  it("is refused 400 by nginx in the API's JSON shape, in every location, before it reaches the shim", async () => {
+    const victim = await shim.createKey({ name: "victim", credits: 1 });
+    for (const [from, method, path] of [
+      // From the tenant's client (allowedCidrs, not adminCidrs): nginx decoded %2f and resolved the
+      // `..`, so saw `/v1` (location /) while the shim's router matched `/admin/keys/:id`.
+      ["127.0.0.2", "DELETE", `/admin/keys/${victim.id}%2f..%2f..%2f..%2fv1`],
+      ["127.0.0.2", "DELETE", "/admin/keys/x%2F..%2F..%2F..%2Fv1"],
+      ["127.0.0.2", "GET", "/v1/models/%2e%2e/%2E%2E/v1/models"],
+      ["127.0.0.2", "GET", "/v1/./models"],
+      ["127.0.0.2", "GET", "/v1%5cmodels"],
+      // The admin locations, from the operator's machine.
+      ["127.0.0.3", "GET", "/admin/keys/x%2f..%2fy"],
+      ["127.0.0.3", "GET", "/metrics/%2e"],
+    ] as const) {
+      const res = await send(from, method, path, shim.adminToken);
+      expect(res.status, path).toBe(400);
+      expect(res.headers["content-type"], path).toBe("application/json");
+      expect(res.headers["strict-transport-security"], path).toBe("max-age=63072000");
+      expect(JSON.parse(res.body).error, path).toMatchObject({ type: "invalid_request_error", param: null, code: "invalid_request" });
+      expect(res.requestId, path).toMatch(/^[0-9a-f]{32}$/);
+      expect(shim.logs.filter((l) => l.includes(res.requestId)), path).toEqual([]);
+    }
+    // An address outside allowedCidrs is still told that first.
+    expect(forbidden(await send("127.0.0.5", "DELETE", "/admin/keys/x%2f..%2f..%2f..%2fv1", shim.adminToken))).toBe(true);
+    const list = (await (await shim.admin("/admin/keys")).json()) as { data: { id: string; revoked_at: unknown }[] };
+    expect(list.data.find((k) => k.id === victim.id)?.revoked_at).toBeNull();
   });
 });
 
