@@ -202,6 +202,25 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(compose.services.litellm.depends_on).toEqual({ vllm: { condition: "service_started" } });
   });
 
+  it("bounds every container's log (rotated, on the root disk) and hardens every container, as `docker-compose config` reads the file", () => {
+    const dir = written(bundle);
+    copyFileSync(join(dir, ".env.example"), join(dir, ".env"));
+    const result = runTool("docker-compose", ["-f", "compose.yaml", "config"], { cwd: dir });
+    expect(result.status, result.output).toBe(0);
+    const resolved = parse(result.output.slice(result.output.indexOf("services:")));
+    for (const [name, service] of Object.entries(resolved.services as Record<string, Record<string, unknown>>)) {
+      // Docker's default json-file driver keeps every line forever: nginx logs each refused request.
+      expect(service.logging, name).toEqual({ driver: "local", options: { "max-size": "20m", "max-file": "5" } });
+      expect(service.security_opt, name).toEqual(["no-new-privileges:true"]);
+    }
+    // The shim runs as the image's `node` user and writes only its data volume (SQLite's temporary
+    // files, if any, in /tmp).
+    expect(resolved.services.shim).toMatchObject({ cap_drop: ["ALL"], read_only: true, tmpfs: ["/tmp"] });
+    // Left as they were (decisions.md): vLLM's shared memory, one network for all.
+    expect(resolved.services.vllm.ipc).toBe("host");
+    expect(Object.keys(compose.networks)).toEqual(["backend"]);
+  });
+
   it("keeps every secret a ${…} reference to .env", () => {
     const text = bundle.get("compose.yaml")!;
     expect(text).toContain("${VLLM_API_KEY:?set VLLM_API_KEY in .env}");
