@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
-import { HOST_PATHS, volumeDevicePath } from "../../infra/host.ts";
+import { HOST_PATHS, NVIDIA_DRIVER_BRANCH, volumeDevicePath } from "../../infra/host.ts";
 import { hostScriptNames, renderCloudInit } from "../../infra/render/cloud-init.ts";
 import { TEMPLATES_DIR } from "../../infra/render/template.ts";
 import { runTool, writeTemp } from "../support/tools.ts";
@@ -36,6 +36,26 @@ describe("cloud-init user data", () => {
     expect(upgrades).toContain('APT::Periodic::Unattended-Upgrade "1";');
     expect(upgrades).toContain('Unattended-Upgrade::Automatic-Reboot "false";');
     expect(doc.packages).toContain("unattended-upgrades");
+  });
+
+  it("keeps the NVIDIA driver's packages from unattended upgrades, and only those (not the container toolkit's)", () => {
+    const upgrades = doc.write_files.find((f: { path: string }) => f.path === "/etc/apt/apt.conf.d/52gpu-sandbox-unattended-upgrades").content as string;
+    const blacklist = [.../Package-Blacklist \{([^}]*)\}/.exec(upgrades)![1]!.matchAll(/^\s*"([^"]+)";/gm)].map((m) => m[1]!);
+    const script = (name: string) => readFileSync(new URL(`host/${name}`, TEMPLATES_DIR), "utf8");
+    // The packages install-nvidia.sh names, and what they pull in (Ubuntu's driver packaging).
+    const driver = [...script("install-nvidia.sh").matchAll(/"((?:lib)?nvidia-[^"]+)"/g)].map((m) => m[1]!.replace("${NVIDIA_DRIVER_BRANCH}", NVIDIA_DRIVER_BRANCH));
+    expect(driver).toEqual([`nvidia-headless-${NVIDIA_DRIVER_BRANCH}-server-open`, `nvidia-utils-${NVIDIA_DRIVER_BRANCH}-server`]);
+    driver.push(...["nvidia-headless-no-dkms-%-server-open", "nvidia-dkms-%-server-open", "nvidia-kernel-source-%-server-open", "nvidia-kernel-common-%-server",
+      "nvidia-compute-utils-%-server", "nvidia-firmware-%-server-%.95.05", "libnvidia-compute-%-server", "libnvidia-cfg1-%-server", "libnvidia-decode-%-server"]
+      .map((p) => p.replaceAll("%", NVIDIA_DRIVER_BRANCH)));
+    // install-container-toolkit.sh's package and its dependencies: not the driver, upgraded like anything else.
+    const toolkit = ["nvidia-container-toolkit", "nvidia-container-toolkit-base", "libnvidia-container1", "libnvidia-container-tools"];
+    expect(script("install-container-toolkit.sh")).toContain("apt_get install nvidia-container-toolkit");
+    // unattended-upgrades reads each entry as a Python regular expression, with re.match.
+    const matched = runTool("python3", ["-c", "import json, re, sys; b, names = json.load(sys.stdin); print(json.dumps([n for n in names if any(re.match(r, n) for r in b)]))"],
+      { input: JSON.stringify([blacklist, [...driver, ...toolkit]]) });
+    expect(matched.status, matched.output).toBe(0);
+    expect(JSON.parse(matched.output)).toEqual(driver);
   });
 
   it("reboots only when the driver asked for it", () => {
