@@ -1,11 +1,15 @@
 import * as http2 from "node:http2";
 import * as tls from "node:tls";
-import OpenAI from "openai";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import OpenAI, { APIConnectionError } from "openai";
+import { Agent, fetch as undiciFetch } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NGINX_HTTP_PORT, NGINX_HTTPS_PORT } from "../../infra/render/compose.ts";
 import type { RunningNginx } from "../support/nginx.ts";
 import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
 import type { Harness } from "../support/shim-harness.ts";
+import { runTool, tempDir } from "../support/tools.ts";
 
 /**
  * The tenant's data path for real: Debian's nginx running the rendered nginx.conf (only the
@@ -46,6 +50,22 @@ describe("through nginx over HTTPS", () => {
     expect(response.headers.get("x-request-id")).toMatch(/^[0-9a-f]{32}$/);
     expect(response.headers.get("strict-transport-security")).toBe("max-age=63072000");
     expect(response.headers.get("server")).toBe("nginx");
+  });
+
+  it("serves a client that trusts the stack's CA for itself alone, built as the docs show (undici's fetch with an Agent given the CA)", async () => {
+    const trusting = (ca: string) => new OpenAI({
+      apiKey: key, baseURL: `${base}/v1`, maxRetries: 0,
+      // undici's own types differ from Node's copy of them (the cast the docs mention for TypeScript).
+      fetch: undiciFetch as unknown as typeof globalThis.fetch, fetchOptions: { dispatcher: new Agent({ connect: { ca } }) },
+    });
+    const reply = await trusting(nginx.certificate).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Hi" }], max_tokens: 2 });
+    expect(reply.usage?.completion_tokens).toBe(2);
+    // Its own CA list replaces the process's (which trusts nginx here): another CA is refused.
+    const dir = tempDir();
+    const other = runTool("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+      "-subj", "/CN=localhost", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")]);
+    expect(other.status, other.output).toBe(0);
+    await expect(trusting(readFileSync(join(dir, "cert.pem"), "utf8")).models.list()).rejects.toThrow(APIConnectionError);
   });
 
   it("delivers a stream's first event before the upstream has finished", async () => {

@@ -33,6 +33,27 @@ describe("operator scripts: npm scripts, --help and the docs agree", () => {
     }
   });
 
+  it("recommends trusting a self-signed CA per client, in Python and Node, and offers process-wide trust only as a fallback with its risk", () => {
+    const docs = ["README.md", "docs/operations.md", "docs/serving.md"].map((path) => [path, read(path)] as const);
+    for (const [path, text] of docs) {
+      expect(text, path).toContain("caCertificate");
+      // The CA has no name constraints: trusted process-wide, it vouches for any site.
+      expect(text, path).toMatch(/(intercept|impersonate)[^.]*any (site|HTTPS)/);
+    }
+    // Every paragraph that offers process-wide trust calls it a fallback.
+    for (const [path, text] of docs) {
+      for (const paragraph of text.split(/\n\s*\n/).filter((p) => /SSL_CERT_FILE|NODE_EXTRA_CA_CERTS/.test(p))) {
+        expect(paragraph, path).toContain("fallback");
+      }
+    }
+    // The snippets, in the two places a client's developer reads.
+    for (const path of ["docs/operations.md", "docs/serving.md"]) {
+      const text = read(path);
+      expect(text, path).toContain('http_client=DefaultHttpxClient(verify=ssl.create_default_context(cafile="ca.pem"))');
+      expect(text, path).toContain('fetch, fetchOptions: { dispatcher: new Agent({ connect: { ca: readFileSync("ca.pem") } }) }');
+    }
+  });
+
   it("the README shows the cron line for reap-expired, with the environment it needs", () => {
     const readme = read("README.md");
     const section = readme.slice(readme.indexOf("## Operate many tenants"), readme.indexOf("## Layout"));
