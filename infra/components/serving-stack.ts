@@ -7,6 +7,7 @@ import type { Images, TenantConfig } from "../config.ts";
 import { HOST_PATHS } from "../host.ts";
 import { REPO_ROOT } from "../repo-root.ts";
 import { type Bundle, bundleHash, renderBundle, sha256, writeBundle } from "../render/bundle.ts";
+import { NGINX_LOCAL_PORT } from "../render/compose.ts";
 import { envEntries, renderEnvFile } from "../render/env-file.ts";
 import { readTemplate } from "../render/template.ts";
 import { bootstrapKey, generatedSecret, serverCertificate } from "./serving-secrets.ts";
@@ -184,7 +185,8 @@ export class ServingStack extends pulumi.ComponentResource {
       triggers: [this.bundleHash, args.instanceId],
     }, { parent: this, dependsOn: [hostReady] });
 
-    const readyUrl = config.tls.mode === "off" ? "http://127.0.0.1/ready" : "https://127.0.0.1/ready";
+    // Through nginx's port for the host's own requests, which no client's limits can refuse.
+    const readyUrl = `http://127.0.0.1:${NGINX_LOCAL_PORT}/ready`;
     // With Let's Encrypt, deploy.sh then checks the certificate clients get, and names the
     // address a custom tls.domain's A record must point at when it is still the placeholder.
     // The first deploy.sh that exists, in this order (a loop, not `ls | head`: ls sorts by the

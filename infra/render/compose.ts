@@ -8,6 +8,11 @@ import { readYamlDocument } from "./template.ts";
 /** nginx's ports inside its container (see templates/nginx/nginx.conf). */
 export const NGINX_HTTP_PORT = 8080;
 export const NGINX_HTTPS_PORT = 8443;
+/**
+ * The host's own requests (the deploy's readiness wait): plain HTTP, published on the host's
+ * loopback alone, without nginx's per-address limits (templates/nginx/server-host.conf).
+ */
+export const NGINX_LOCAL_PORT = 8081;
 
 /** The label that makes compose recreate a service when a file it mounts from the bundle changes. */
 export const MOUNTS_LABEL = "gpu-sandbox.mounted-files-sha256";
@@ -58,9 +63,11 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
   doc.setIn(["services", "shim", "environment", "SHIM_MAX_BODY_BYTES"], String(config.limits.maxBodyMb * 1024 * 1024));
 
   doc.setIn(["services", "nginx", "image"], images.nginx);
+  // The host's own port on its loopback alone: the firewall never sees it, no other machine reaches it.
+  const local = `127.0.0.1:${NGINX_LOCAL_PORT}:${NGINX_LOCAL_PORT}`;
   const ports = config.tls.mode === "off"
-    ? [`80:${NGINX_HTTP_PORT}`]
-    : [`80:${NGINX_HTTP_PORT}`, `443:${NGINX_HTTPS_PORT}`];
+    ? [`80:${NGINX_HTTP_PORT}`, local]
+    : [`80:${NGINX_HTTP_PORT}`, `443:${NGINX_HTTPS_PORT}`, local];
   doc.setIn(["services", "nginx", "ports"], ports);
 
   if (config.tls.mode === "letsencrypt") {

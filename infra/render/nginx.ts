@@ -32,7 +32,8 @@ function geoEntries(cidrs: readonly string[], whenEmpty?: string): string {
 /**
  * nginx.conf for the tenant, from the fragments in templates/nginx/: an HTTPS server and an
  * HTTP server that only redirects and answers ACME challenges, or (tls.mode off) one HTTP
- * server for the API. The only upstream address in it is `shim:8080`.
+ * server for the API; and the host's own port (NGINX_LOCAL_PORT), the API without per-address
+ * limits. The only upstream address in it is `shim:8080`.
  */
 export function renderNginxConf(config: TenantConfig): string {
   const { limits } = config;
@@ -40,18 +41,26 @@ export function renderNginxConf(config: TenantConfig): string {
   const apiGeo = geoEntries([DOCKER_GATEWAY_CIDR, ...config.allowedCidrs]);
   // nginx's own errors as JSON, on every server: port 80's redirect server meets them too.
   const errorPages = fill("error-pages.conf", { connections: limits.connections, maxBodyMb: limits.maxBodyMb }).trimEnd();
-  const apiLocations = fill("api-locations.conf", {
-    burst: burstOption(limits.burst),
-    connections: limits.connections,
-    errorPages,
-    refuseAmbiguousPath: readTemplate("nginx/refuse-ambiguous-path.conf").trimEnd(),
-  }).trimEnd();
+  const refuseAmbiguousPath = readTemplate("nginx/refuse-ambiguous-path.conf").trimEnd();
+  // The API's locations, with the per-address limits, or (for the host's own port) without them.
+  const locations = (perAddress: boolean) => {
+    const none = "# No per-address limit on this port: the host's own requests (server-host.conf).";
+    return fill("api-locations.conf", {
+      requestLimit: perAddress ? `limit_req zone=per_ip${burstOption(limits.burst)};` : none,
+      connectionLimit: perAddress ? `limit_conn per_ip_conn ${limits.connections};` : none,
+      errorPages,
+      refuseAmbiguousPath,
+    }).trimEnd();
+  };
+  const apiLocations = locations(true);
   const healthz = readTemplate("nginx/healthz.conf").trimEnd();
+  const host = fill("server-host.conf", { apiLocations: locations(false) });
   const servers = config.tls.mode === "off"
-    ? [fill("server-http-api.conf", { healthz, apiLocations })]
+    ? [fill("server-http-api.conf", { healthz, apiLocations }), host]
     : [
       fill("server-http-redirect.conf", { healthz, errorPages }),
       fill("server-https.conf", { apiLocations }),
+      host,
     ];
   return fill("nginx.conf", {
     adminGeo,

@@ -12,6 +12,7 @@ import type { Harness } from "../support/shim-harness.ts";
  */
 const HTTP_PORT = 57700;
 const HTTPS_PORT = 57701;
+const LOCAL_PORT = 57702;
 
 let shim: Harness;
 let nginx: RunningNginx;
@@ -23,7 +24,7 @@ beforeAll(async () => {
   edge = await startRenderedEdge({
     stack: "edge",
     settings: { adminCidrs: ["203.0.113.7/32"], limits: { maxBodyMb: 1, connections: 2 } },
-    ports: { http: HTTP_PORT, https: HTTPS_PORT },
+    ports: { http: HTTP_PORT, https: HTTPS_PORT, local: LOCAL_PORT },
   });
   ({ shim, nginx, key } = edge);
 });
@@ -75,6 +76,29 @@ describe("plain http:// on port 80, in front of an HTTPS endpoint", () => {
     expect(res.status).toBe(400);
     expect(res.headers.get("content-type")).toBe("application/json");
     expect(((await res.json()) as { error: { type: string } }).error.type).toBe("invalid_request_error");
+  });
+});
+
+describe("the host's own requests, on the port compose publishes on the host's loopback alone", () => {
+  it("get the deploy's readiness answer, past the per-address rate and parallel limits, while an address sharing theirs (every IPv6 client comes from Docker's gateway too) holds its parallel requests", async () => {
+    shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 300, defaultTokens: 10 };
+    const https = client(`https://localhost:${HTTPS_PORT}`);
+    const streams = [];
+    try {
+      for (let i = 0; i < 2; i++) streams.push(await https.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Count" }], stream: true }));
+      // The API's port refuses this address anything more; the host's own port does not count it.
+      expect((await fetch(`https://localhost:${HTTPS_PORT}/ready`)).status).toBe(429);
+      const ready = await fetch(`http://127.0.0.1:${LOCAL_PORT}/ready`);
+      expect(ready.status).toBe(200);
+      expect(await ready.json()).toMatchObject({ status: "ready" });
+      const held = await Promise.all(Array.from({ length: 40 }, () => fetch(`http://127.0.0.1:${LOCAL_PORT}/health`).then((r) => r.status)));
+      expect(held.filter((s) => s !== 200)).toEqual([]);
+    } finally {
+      for (const stream of streams) stream.controller.abort();
+      shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 0 };
+    }
+    // The rest of the API's rules hold there too: /admin only from adminCidrs.
+    expect((await fetch(`http://127.0.0.1:${LOCAL_PORT}/admin/keys`, { headers: { authorization: `Bearer ${shim.adminToken}` } })).status).toBe(403);
   });
 });
 

@@ -1,5 +1,5 @@
 import { randomInt } from "node:crypto";
-import type { IncomingHttpHeaders } from "node:http";
+import { type IncomingHttpHeaders, request as httpRequest } from "node:http";
 import { request } from "node:https";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
@@ -15,6 +15,7 @@ import type { Harness } from "../support/shim-harness.ts";
  */
 const HTTP_PORT = 57510;
 const HTTPS_PORT = 57511;
+const LOCAL_PORT = 57512;
 const DOCKER_GATEWAY = "10.89.0.1";
 const GATEWAY_STAND_IN = "127.0.0.4";
 
@@ -27,7 +28,7 @@ beforeAll(async () => {
   edge = await startRenderedEdge({
     stack: "reach",
     settings: { allowedCidrs: ["127.0.0.2/32"], adminCidrs: ["127.0.0.3/32"] },
-    ports: { http: HTTP_PORT, https: HTTPS_PORT },
+    ports: { http: HTTP_PORT, https: HTTPS_PORT, local: LOCAL_PORT },
     nginxConf: (rendered) => {
       expect(rendered).toContain(` ${DOCKER_GATEWAY}/32 1;`);
       return rendered.replaceAll(` ${DOCKER_GATEWAY}/32 1;`, ` ${GATEWAY_STAND_IN}/32 1;`);
@@ -75,7 +76,14 @@ describe("who reaches what through nginx", () => {
     expect(forbidden(await get("127.0.0.2", "/admin/keys", shim.adminToken))).toBe(true);
   });
 
-  it("answers the host's own requests (from Docker's gateway), as the deploy's readiness wait makes them", async () => {
+  it("answers the host's own requests (from Docker's gateway) on their own port, as the deploy's readiness wait makes them, and IPv6 clients (from the gateway too) on the API's", async () => {
+    const local = await new Promise<number>((resolve, reject) => {
+      httpRequest({ host: "127.0.0.1", port: LOCAL_PORT, path: "/ready", localAddress: GATEWAY_STAND_IN }, (res) => {
+        res.resume();
+        resolve(res.statusCode!);
+      }).on("error", reject).end();
+    });
+    expect(local).toBe(200);
     expect((await get(GATEWAY_STAND_IN, "/ready")).status).toBe(200);
     expect((await get(GATEWAY_STAND_IN, "/health")).status).toBe(200);
   });

@@ -144,7 +144,8 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
   it("publishes ports from nginx alone, reserves the GPU and passes the model's flags to vLLM", () => {
     const published = Object.entries(compose.services).filter(([, s]) => (s as { ports?: unknown[] }).ports?.length);
     expect(published.map(([name]) => name)).toEqual(["nginx"]);
-    expect(compose.services.nginx.ports).toEqual(c.tls.mode === "off" ? ["80:8080"] : ["80:8080", "443:8443"]);
+    // And the port of the host's own requests, on its loopback alone.
+    expect(compose.services.nginx.ports).toEqual(c.tls.mode === "off" ? ["80:8080", "127.0.0.1:8081:8081"] : ["80:8080", "443:8443", "127.0.0.1:8081:8081"]);
     expect(compose.services.vllm.deploy.resources.reservations.devices).toEqual([{ driver: "nvidia", count: "all", capabilities: ["gpu"] }]);
     expect(compose.services.vllm.ipc).toBe("host");
     expect(compose.services.vllm.command).toEqual([

@@ -3,7 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { fakeBundle } from "../support/host-scripts.ts";
 
-const READY_URL = "https://127.0.0.1/ready";
+const READY_URL = "http://127.0.0.1:8081/ready";
 
 /** deploy.sh as `pulumi up` runs it (nothing new in .incoming), with `docker` as given. */
 function deploy(docker: string, stubs: Record<string, string> = {}) {

@@ -393,9 +393,9 @@ describe("the serving stack under the mock runtime", () => {
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/^gpu-sandbox: no bundle in .*nothing-here \(the copy did not happen\); run pulumi up again\n$/);
     // With Let's Encrypt, deploy.sh gets the host's address, for the certificate check's A-record hint.
-    expect(String(deploy.inputs.create).endsWith(`exec bash "$s" "$d" 1800 https://127.0.0.1/ready ${MOCK_IP}`)).toBe(true);
+    expect(String(deploy.inputs.create).endsWith(`exec bash "$s" "$d" 1800 http://127.0.0.1:8081/ready ${MOCK_IP}`)).toBe(true);
     const selfSigned = (await run("example", configFor("example", { tls: { mode: "self-signed" } }))).resources.find((r) => r.name === "example-deploy")!;
-    expect(String(selfSigned.inputs.create).endsWith(`exec bash "$s" "$d" 1800 https://127.0.0.1/ready`)).toBe(true);
+    expect(String(selfSigned.inputs.create).endsWith(`exec bash "$s" "$d" 1800 http://127.0.0.1:8081/ready`)).toBe(true);
     const stop = resources.find((r) => r.name === "example-stop-on-destroy")!;
     expect(stop.type).toBe("command:local:Command");
     expect(stop.inputs.create).toBeUndefined();

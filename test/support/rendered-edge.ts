@@ -2,7 +2,7 @@ import * as tls from "node:tls";
 import { parse } from "yaml";
 import { validateConfig } from "../../infra/config.ts";
 import { renderBundle } from "../../infra/render/bundle.ts";
-import { NGINX_HTTP_PORT, NGINX_HTTPS_PORT } from "../../infra/render/compose.ts";
+import { NGINX_HTTP_PORT, NGINX_HTTPS_PORT, NGINX_LOCAL_PORT } from "../../infra/render/compose.ts";
 import { startNginx, type RunningNginx } from "./nginx.ts";
 import { startShim, type Harness } from "./shim-harness.ts";
 
@@ -18,8 +18,11 @@ export interface RenderedEdgeOptions {
   stack: string;
   /** Stack settings over a self-signed stack serving qwen2.5-7b in us-ord. */
   settings: Record<string, unknown>;
-  /** Where nginx listens on loopback: the rendered ports (8080, 8443) unless a test file runs beside another nginx test. */
-  ports?: { http: number; https: number };
+  /**
+   * Where nginx listens on loopback: the rendered ports (8080, 8443, and 8081 for the host's own
+   * requests) unless a test file runs beside another nginx test.
+   */
+  ports?: { http: number; https: number; local: number };
   /** The rendered shim config, changed for the test. */
   shimFile?: (rendered: Record<string, unknown>) => Record<string, unknown>;
   /** The rendered nginx.conf, changed for the test. */
@@ -49,9 +52,9 @@ export async function startRenderedEdge(options: RenderedEdgeOptions): Promise<R
   try {
     const { key } = await shim.createKey({ name: options.stack, credits: 1000, tier: "enterprise" });
     const rendered = bundle.get("nginx/nginx.conf")!;
-    const { http, https } = options.ports ?? { http: NGINX_HTTP_PORT, https: NGINX_HTTPS_PORT };
-    const nginx = await startNginx(options.nginxConf ? options.nginxConf(rendered) : rendered, new URL(shim.url).host, [http, https],
-      { listen: new Map([[NGINX_HTTP_PORT, http], [NGINX_HTTPS_PORT, https]]) });
+    const { http, https, local } = options.ports ?? { http: NGINX_HTTP_PORT, https: NGINX_HTTPS_PORT, local: NGINX_LOCAL_PORT };
+    const nginx = await startNginx(options.nginxConf ? options.nginxConf(rendered) : rendered, new URL(shim.url).host, [http, https, local],
+      { listen: new Map([[NGINX_HTTP_PORT, http], [NGINX_HTTPS_PORT, https], [NGINX_LOCAL_PORT, local]]) });
     tls.setDefaultCACertificates([...tls.getCACertificates("default"), nginx.certificate]);
     return { shim, nginx, key, close: async () => { await nginx.stop(); await shim.close(); } };
   } catch (e) {
