@@ -1,13 +1,14 @@
 import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
+import { Batch, type Hold } from "./sqlite-batch.ts";
 import { startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
-import { prepareStatements, type RequestRow, toKey } from "./sqlite-statements.ts";
+import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
 import { isBusy, retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
-  keyIsLive, StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
+  StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
 
@@ -23,15 +24,6 @@ export interface SqliteStoreOptions {
 }
 
 const CLOSING = new Error("the store is closing");
-/** An open hold of this process: its key and amount (the key row has the sum and the count). */
-interface Hold { keyId: string; amount: number }
-
-/**
- * A key's money as the open batch sees it: the row as the batch found it (read under the write
- * lock, so nobody else can change it until COMMIT) with the batch's changes applied, and those
- * changes, written to the row as one UPDATE at COMMIT.
- */
-interface Account { id: string; balance: number; held: number; dBalance: number; dHeld: number; dHolds: number; revokedAt: number | null; expiresAt: number | null }
 
 /**
  * The embedded store: better-sqlite3 in WAL mode, written by one process (the shim). Schema in
@@ -46,8 +38,8 @@ export class SqliteStore implements Store {
    * long-lived Map with constant additions and deletions to the old generation (inflight.ts).
    */
   private readonly holds = Object.create(null) as Record<string, Hold>;
-  /** The open batch: its accounts by key id and the ledger rows of the requests it settled; null when none is open. */
-  private batch: { accounts: Map<string, Account>; rows: RequestRow[] } | null = null;
+  /** The open batch (sqlite-batch.ts); null when none is open. */
+  private batch: Batch | null = null;
   private readonly commitSoon = () => this.commit();
   private readonly commitAfterNextTurn = () => setImmediate(this.commitSoon);
   private broken: unknown = null;
@@ -81,53 +73,6 @@ export class SqliteStore implements Store {
     this.stmt = prepareStatements(db);
   }
 
-  /** The key's account in the open batch, read from its row at the batch's first use of it. */
-  private account(keyId: string): Account | undefined {
-    const accounts = this.batch!.accounts;
-    let a = accounts.get(keyId);
-    if (a === undefined) {
-      const row = this.stmt.money.get(keyId);
-      if (row === undefined) return undefined;
-      a = { id: keyId, balance: row.balance, held: row.held, dBalance: 0, dHeld: 0, dHolds: 0, revokedAt: row.revokedAt, expiresAt: row.expiresAt };
-      accounts.set(keyId, a);
-    }
-    return a;
-  }
-
-  /** The hold: admitted only if the key is live and balance − held covers it (decided under the batch's write lock). */
-  private reserveOp(input: ReserveInput): ReserveResult {
-    const a = this.account(input.keyId);
-    if (a === undefined || !keyIsLive(a, input.at)) return { ok: false, available: a ? a.balance - a.held : 0, inactive: true };
-    const available = a.balance - a.held;
-    if (available < input.amount) return { ok: false, available };
-    a.held += input.amount;
-    a.dHeld += input.amount;
-    a.dHolds++;
-    this.holds[input.reservationId] = { keyId: input.keyId, amount: input.amount };
-    return { ok: true, available: available - input.amount };
-  }
-
-  /** The settlement: the hold gone, the request's ledger row (−cost and its usage), balance −= cost, held −= hold. */
-  private settleOp(input: SettleInput): { available: number; charged: number } {
-    const hold = this.holds[input.reservationId];
-    if (hold === undefined) {
-      // Already settled (e.g. by a concurrent shutdown path): a hold is never released twice.
-      const a = this.account(input.keyId);
-      return { available: a === undefined ? 0 : a.balance - a.held, charged: 0 };
-    }
-    const a = this.account(hold.keyId)!;
-    delete this.holds[input.reservationId];
-    const u = input.usage;
-    // Inserted at COMMIT, with the batch's other writes: off the response's critical path.
-    this.batch!.rows.push([hold.keyId, u.at, -input.cost, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream ? 1 : 0, u.ms]);
-    a.balance -= input.cost;
-    a.dBalance -= input.cost;
-    a.held -= hold.amount;
-    a.dHeld -= hold.amount;
-    a.dHolds--;
-    return { available: a.balance - a.held, charged: input.cost };
-  }
-
   /** Runs a synchronous database call; every failure becomes StoreUnavailableError (fail closed). */
   private run<T>(fn: () => T): Promise<T> {
     try {
@@ -145,11 +90,9 @@ export class SqliteStore implements Store {
    * immediately. The batch commits in the check phase of the event-loop turn after the one that
    * opened it: after what Node and undici write in this turn's check phase (undici sends a
    * request on an idle keep-alive connection from a setImmediate), so neither the upstream
-   * request nor the response waits for the COMMIT's I/O. At COMMIT the settled requests' ledger
-   * rows are inserted, each touched key gets one UPDATE with the batch's net changes, and one
-   * COMMIT covers them all. Holds and charges are decided in memory against the rows as the
-   * batch read them, which is exact because one process, one connection and one thread do all
-   * of it; the database's CHECK constraints still refuse a negative balance at COMMIT. A crash
+   * request nor the response waits for the COMMIT's I/O. Holds and charges are decided in
+   * memory (sqlite-batch.ts), written at COMMIT; the database's CHECK constraints still refuse
+   * a negative balance there. A crash
    * can lose the last batch whole: holds (released at start anyway) and charges (the client's
    * favour), never an unbalanced ledger. A failed statement or COMMIT rolls the batch back and
    * leaves the store failed closed (503) until the process restarts and releases what it held.
@@ -185,7 +128,7 @@ export class SqliteStore implements Store {
       if (isBusy(e)) return false;
       throw e;
     }
-    this.batch = { accounts: new Map(), rows: [] };
+    this.batch = new Batch(this.stmt, this.holds);
     setImmediate(this.commitAfterNextTurn);
     return true;
   }
@@ -218,10 +161,7 @@ export class SqliteStore implements Store {
     this.batch = null;
     if (!this.db.open) return;
     try {
-      for (const row of batch.rows) this.stmt.requestRow.run(...row);
-      for (const a of batch.accounts.values()) {
-        if (a.dBalance !== 0 || a.dHeld !== 0 || a.dHolds !== 0) this.stmt.applyMoney.run(a.dBalance, a.dHeld, a.dHolds, a.id);
-      }
+      batch.write();
       this.stmt.commit.run();
     } catch (e) {
       this.fail(e);
@@ -246,12 +186,7 @@ export class SqliteStore implements Store {
     return this.run(() => {
       const r = this.stmt.getKey.get(id);
       if (r === undefined) return undefined;
-      // Inside an open batch the row does not have the batch's changes yet: add them.
-      const a = this.batch?.accounts.get(id);
-      if (a !== undefined) {
-        r.balance += a.dBalance;
-        r.held += a.dHeld;
-      }
+      this.batch?.applyTo(r); // inside an open batch the row does not have its changes yet
       return toKey(r);
     });
   }
@@ -326,11 +261,11 @@ export class SqliteStore implements Store {
   }
 
   reserve(input: ReserveInput): Promise<ReserveResult> {
-    return this.batched(() => this.reserveOp(input));
+    return this.batched(() => this.batch!.reserve(input));
   }
 
   settle(input: SettleInput): Promise<{ available: number; charged: number }> {
-    return this.batched(() => this.settleOp(input), true);
+    return this.batched(() => this.batch!.settle(input), true);
   }
 
   releaseStaleReservations(): Promise<number> {

@@ -1,0 +1,93 @@
+import type { KeyRow, prepareStatements, RequestRow } from "./sqlite-statements.ts";
+import { keyIsLive, type ReserveInput, type ReserveResult, type SettleInput } from "./store.ts";
+
+/** An open hold of this process: its key and amount (the key row has the sum and the count). */
+export interface Hold { keyId: string; amount: number }
+
+/**
+ * A key's money as the open batch sees it: the row as the batch found it (read under the write
+ * lock, so nobody else can change it until COMMIT) with the batch's changes applied, and those
+ * changes, written to the row as one UPDATE at COMMIT.
+ */
+interface Account { id: string; balance: number; held: number; dBalance: number; dHeld: number; dHolds: number; revokedAt: number | null; expiresAt: number | null }
+
+/**
+ * The SQLite store's open group-commit batch (sqlite-store.ts opens and commits it): holds and
+ * charges decided in memory against the key rows as the batch read them, which is exact because
+ * one process, one connection and one thread do all of it, and written at COMMIT: the settled
+ * requests' ledger rows, and each touched key's net changes as one UPDATE.
+ */
+export class Batch {
+  private readonly accounts = new Map<string, Account>();
+  private readonly rows: RequestRow[] = [];
+  private readonly stmt: ReturnType<typeof prepareStatements>;
+  /** The process's open holds by reservation id (the store's, kept across batches). */
+  private readonly holds: Record<string, Hold>;
+
+  constructor(stmt: ReturnType<typeof prepareStatements>, holds: Record<string, Hold>) {
+    this.stmt = stmt;
+    this.holds = holds;
+  }
+
+  /** The key's account in the batch, read from its row at the batch's first use of it. */
+  private account(keyId: string): Account | undefined {
+    let a = this.accounts.get(keyId);
+    if (a === undefined) {
+      const row = this.stmt.money.get(keyId);
+      if (row === undefined) return undefined;
+      a = { id: keyId, balance: row.balance, held: row.held, dBalance: 0, dHeld: 0, dHolds: 0, revokedAt: row.revokedAt, expiresAt: row.expiresAt };
+      this.accounts.set(keyId, a);
+    }
+    return a;
+  }
+
+  /** The hold: admitted only if the key is live and balance − held covers it (decided under the batch's write lock). */
+  reserve(input: ReserveInput): ReserveResult {
+    const a = this.account(input.keyId);
+    if (a === undefined || !keyIsLive(a, input.at)) return { ok: false, available: a ? a.balance - a.held : 0, inactive: true };
+    const available = a.balance - a.held;
+    if (available < input.amount) return { ok: false, available };
+    a.held += input.amount;
+    a.dHeld += input.amount;
+    a.dHolds++;
+    this.holds[input.reservationId] = { keyId: input.keyId, amount: input.amount };
+    return { ok: true, available: available - input.amount };
+  }
+
+  /** The settlement: the hold gone, the request's ledger row (−cost and its usage), balance −= cost, held −= hold. */
+  settle(input: SettleInput): { available: number; charged: number } {
+    const hold = this.holds[input.reservationId];
+    if (hold === undefined) {
+      // Already settled (e.g. by a concurrent shutdown path): a hold is never released twice.
+      const a = this.account(input.keyId);
+      return { available: a === undefined ? 0 : a.balance - a.held, charged: 0 };
+    }
+    const a = this.account(hold.keyId)!;
+    delete this.holds[input.reservationId];
+    const u = input.usage;
+    // Inserted at COMMIT, with the batch's other writes: off the response's critical path.
+    this.rows.push([hold.keyId, u.at, -input.cost, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream ? 1 : 0, u.ms]);
+    a.balance -= input.cost;
+    a.dBalance -= input.cost;
+    a.held -= hold.amount;
+    a.dHeld -= hold.amount;
+    a.dHolds--;
+    return { available: a.balance - a.held, charged: input.cost };
+  }
+
+  /** A key row read inside the batch does not have the batch's changes yet: they are added. */
+  applyTo(r: KeyRow): void {
+    const a = this.accounts.get(r.id);
+    if (a === undefined) return;
+    r.balance += a.dBalance;
+    r.held += a.dHeld;
+  }
+
+  /** The batch's writes, before its COMMIT: the settled requests' ledger rows, each touched key's net changes. */
+  write(): void {
+    for (const row of this.rows) this.stmt.requestRow.run(...row);
+    for (const a of this.accounts.values()) {
+      if (a.dBalance !== 0 || a.dHeld !== 0 || a.dHolds !== 0) this.stmt.applyMoney.run(a.dBalance, a.dHeld, a.dHolds, a.id);
+    }
+  }
+}
