@@ -1,13 +1,15 @@
 import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
 import { buildApp, closeApp } from "./app.ts";
 import { systemClock } from "./clock.ts";
 import { ConfigError, parseShimConfig, type ShimConfig } from "./config.ts";
 import { keysOfUnconfiguredTiers } from "./auth.ts";
 import { createLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
-import { redactUrl } from "./store/database-url.ts";
+import { parseDatabaseUrl, redactUrl } from "./store/database-url.ts";
 import { openStore } from "./store/open-store.ts";
 import type { UsageIndexOutcome } from "./store/postgres-usage-index.ts";
+import { failureHint } from "./store/sqlite-failures.ts";
 import { SqliteInUseError } from "./store/sqlite-owner.ts";
 import type { Store } from "./store/store.ts";
 import { createUpstream } from "./upstream.ts";
@@ -31,13 +33,19 @@ async function main(): Promise<void> {
   const logger = createLogger({ level: config.logLevel, pretty: config.logPretty });
   const cause = (e: unknown) => (e instanceof Error ? e.cause ?? e : e);
   const exitNow = (code: number) => logger.flush(() => process.exit(code));
+  // The log line of a store that failed closed says what to check (file modes, a full volume, a
+  // corrupt file), at start and while serving alike: the restart alone does not fix those.
+  const target = parseDatabaseUrl(config.databaseUrl);
+  const sqliteFile = target.kind === "sqlite" && target.path !== ":memory:" ? resolve(target.path) : null;
+  const failedClosed = (e: unknown) =>
+    logger.error({ err: cause(e), hint: sqliteFile === null ? undefined : failureHint(cause(e), sqliteFile) }, "the store failed closed; exiting so the shim is restarted");
   // A store that failed closed answers 503 until the process restarts (its open batch was rolled
   // back; a restart releases the holds and reopens the file). Exiting non-zero is that restart:
   // Docker's restart policy brings the shim back instead of a 503 that lasts until someone logs in.
   // Nothing in flight can be settled any more, so it is cut at once rather than drained.
   let stop: ((reason: string, exitCode: number, drainMs: number) => Promise<void>) | undefined;
   const onFailure = (e: unknown) => {
-    logger.error({ err: cause(e) }, "the store failed closed; exiting so the shim is restarted");
+    failedClosed(e);
     if (stop) void stop("store failure", 1, 0);
     else exitNow(1);
   };
@@ -85,7 +93,7 @@ async function main(): Promise<void> {
       return;
     }
     // E.g. a full volume: the same message as a failure while serving, so one log search finds both.
-    logger.error({ err: cause(e) }, "the store failed closed; exiting so the shim is restarted");
+    failedClosed(e);
     exitNow(1);
     return;
   }

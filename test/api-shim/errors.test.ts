@@ -7,6 +7,7 @@ import Database from "better-sqlite3";
 import OpenAI, { APIError, AuthenticationError, BadRequestError, ConflictError, InternalServerError, NotFoundError, PermissionDeniedError, RateLimitError } from "openai";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
+import { failureHint } from "../../api-shim/src/store/sqlite-failures.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { DEFAULT_FILE, overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
@@ -554,6 +555,82 @@ describe("a broken database fails closed with 503", () => {
       expect((await next.getKey("k"))!).toMatchObject({ balance: 10_000_000, held: 0 });
       await next.close();
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a write lock that fails for any reason but busy (say a shim.db-shm left read-only) fails the store closed, whatever the operation: a restart is asked for and the store stops answering pings", async () => {
+    const failures: unknown[] = [];
+    const dir = mkdtempSync(join(tmpdir(), "shim-lock-"));
+    const store = new SqliteStore(join(dir, "shim.db"), { busyTimeoutMs: 2000, onFailure: (e) => failures.push(e) });
+    const stmt = (store as unknown as { stmt: { begin: { run(): unknown } } }).stmt;
+    const begin = stmt.begin;
+    const readonly = () => { throw Object.assign(new Error("attempt to write a readonly database"), { code: "SQLITE_READONLY" }); };
+    try {
+      await store.createKey({ id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 10_000_000, expiresAt: null, at: 1 });
+      stmt.begin = { run: readonly };
+      for (const id of ["a", "b", "c"]) await expect(store.reserve({ reservationId: id, keyId: "k", amount: 1, at: 2 })).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(failures).toHaveLength(1); // once: the process exits and is restarted
+      expect((failures[0] as { code?: string }).code).toBe("SQLITE_READONLY");
+      await expect(store.ping()).rejects.toBeInstanceOf(StoreUnavailableError); // /ready: store unavailable
+      // Fixed underneath meanwhile: still failed closed until the restart (holds are released there).
+      stmt.begin = begin;
+      await expect(store.reserve({ reservationId: "d", keyId: "k", amount: 1, at: 2 })).rejects.toBeInstanceOf(StoreUnavailableError);
+    } finally {
+      await store.close().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("the exit line's hint for a database the shim cannot write names the three files and the uid the shim runs as", () => {
+    const hint = failureHint(Object.assign(new Error("attempt to write a readonly database"), { code: "SQLITE_READONLY" }), "/app/data/shim.db");
+    expect(hint).toContain("/app/data/shim.db, /app/data/shim.db-wal and /app/data/shim.db-shm");
+    expect(hint).toContain("uid 1000");
+    expect(failureHint(Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" }), "/d/shim.db")).toMatch(/volume .* is full/);
+    expect(failureHint(new Error("disk on fire"), "/d/shim.db")).toBeUndefined(); // nothing to add to the error itself
+  });
+
+  it("the same failure while a reserve waits for another connection's write lock fails the store closed too", async () => {
+    const failures: unknown[] = [];
+    const dir = mkdtempSync(join(tmpdir(), "shim-lock-"));
+    const store = new SqliteStore(join(dir, "shim.db"), { busyTimeoutMs: 5000, onFailure: (e) => failures.push(e) });
+    const other = new Database(join(dir, "shim.db"));
+    try {
+      await store.createKey({ id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 10_000_000, expiresAt: null, at: 1 });
+      other.exec("BEGIN IMMEDIATE");
+      const waiting = store.reserve({ reservationId: "a", keyId: "k", amount: 1, at: 2 });
+      await new Promise((r) => setTimeout(r, 50));
+      (store as unknown as { stmt: { begin: { run(): unknown } } }).stmt.begin = {
+        run: () => { throw Object.assign(new Error("disk I/O error"), { code: "SQLITE_IOERR_SHMOPEN" }); },
+      };
+      await expect(waiting).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(failures).toHaveLength(1);
+    } finally {
+      other.exec("ROLLBACK");
+      other.close();
+      await store.close().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("an admin write the database cannot take (read-only, disk error) fails the store closed; one it refuses as its own mistake (a duplicate key) does not", async () => {
+    const failures: unknown[] = [];
+    const dir = mkdtempSync(join(tmpdir(), "shim-lock-"));
+    const store = new SqliteStore(join(dir, "shim.db"), { onFailure: (e) => failures.push(e) });
+    const key = { id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 10_000_000, expiresAt: null, at: 1 };
+    try {
+      await store.createKey(key);
+      await expect(store.createKey(key)).rejects.toBeInstanceOf(StoreUnavailableError); // SQLITE_CONSTRAINT_PRIMARYKEY
+      expect(failures).toEqual([]);
+      await store.getKey("k"); // still serving
+      (store as unknown as { stmt: { revoke: { run(): unknown } } }).stmt.revoke = {
+        run: () => { throw Object.assign(new Error("attempt to write a readonly database"), { code: "SQLITE_READONLY_DBMOVED" }); },
+      };
+      await expect(store.revokeKey("k", 2)).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(failures).toHaveLength(1);
+      await expect(store.ping()).rejects.toBeInstanceOf(StoreUnavailableError);
+    } finally {
+      await store.close().catch(() => {});
       rmSync(dir, { recursive: true, force: true });
     }
   });

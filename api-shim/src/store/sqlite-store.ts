@@ -6,7 +6,8 @@ import { migrate } from "./sqlite-migrations.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
-import { isBusy, retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
+import { failsTheStore, isBusy } from "./sqlite-failures.ts";
+import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
   StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
@@ -17,7 +18,11 @@ export interface SqliteStoreOptions {
   busyTimeoutMs?: number;
   /** ms between WAL checkpoints run by a worker thread (file databases). Default 1000. */
   checkpointIntervalMs?: number;
-  /** Called once when the store fails closed (a batch or COMMIT failed): it stays failed, so the server exits to be restarted. */
+  /**
+   * Called once when the store fails closed: a batch, its COMMIT or its write lock failed, or any
+   * statement met a database it cannot use (read-only, disk error, full, corrupt:
+   * sqlite-failures.ts). It stays failed, so the server exits to be restarted.
+   */
   onFailure?: (error: unknown) => void;
   /** This process's claim on the file (claimSqliteFile), released by close() once the connection is closed. */
   owner?: { release(): void };
@@ -73,12 +78,16 @@ export class SqliteStore implements Store {
     this.stmt = prepareStatements(db);
   }
 
-  /** Runs a synchronous database call; every failure becomes StoreUnavailableError (fail closed). */
+  /**
+   * Runs a synchronous database call; every failure becomes StoreUnavailableError, and one that
+   * says the database cannot be used (failsTheStore) leaves the store failed closed.
+   */
   private run<T>(fn: () => T): Promise<T> {
     try {
       if (this.broken !== null) throw this.broken;
       return Promise.resolve(fn());
     } catch (e) {
+      if (failsTheStore(e)) this.fail(e);
       return Promise.reject(new StoreUnavailableError(e));
     }
   }
@@ -95,7 +104,9 @@ export class SqliteStore implements Store {
    * a negative balance there. A crash
    * can lose the last batch whole: holds (released at start anyway) and charges (the client's
    * favour), never an unbalanced ledger. A failed statement or COMMIT rolls the batch back and
-   * leaves the store failed closed (503) until the process restarts and releases what it held.
+   * leaves the store failed closed (503) until the process restarts and releases what it held;
+   * so does a write lock that cannot be taken for any reason but another connection holding it
+   * (a read-only file: no batch would ever open, and nothing else would say so).
    */
   private batched<T>(fn: () => T, failsClosed = false): Promise<T> {
     try {
@@ -103,7 +114,7 @@ export class SqliteStore implements Store {
       if (this.batch === null && (this.lockQueue.waiting || !this.begin())) return this.waitForLock(fn, failsClosed);
       return Promise.resolve(this.inBatch(fn));
     } catch (e) {
-      if (failsClosed) this.fail(e);
+      if (e !== CLOSING) this.fail(e);
       return Promise.reject(new StoreUnavailableError(e));
     }
   }
@@ -112,16 +123,19 @@ export class SqliteStore implements Store {
    * `fn` once the write lock is free, or a 503 past busyTimeoutMs. A settlement (`failsClosed`)
    * that cannot be written fails the store closed, as a failed COMMIT does: the process restarts
    * and releases its holds, instead of serving on with that hold taken from the key for good.
+   * A lock that failed for another reason than busy fails it closed whatever the operation.
    */
   private waitForLock<T>(fn: () => T, failsClosed: boolean): Promise<T> {
     return this.lockQueue.wait(() => this.inBatch(fn), Date.now() + this.busyTimeoutMs).catch((e: unknown) => {
-      if (failsClosed && e !== CLOSING) this.fail(e); // closing is no failure: the next start releases it
+      // Closing is no failure: the next start releases what is held.
+      if (e !== CLOSING && (failsClosed || !isBusy(e))) this.fail(e);
       throw new StoreUnavailableError(e);
     });
   }
 
   /** Opens a batch (BEGIN IMMEDIATE: the write lock); false when another connection holds the lock. */
   private begin(): boolean {
+    if (!this.db.open) throw CLOSING;
     try {
       this.stmt.begin.run();
     } catch (e) {
@@ -144,14 +158,15 @@ export class SqliteStore implements Store {
     }
   }
 
+  /** Fails the store closed (once: later failures change nothing). */
   private fail(e: unknown): void {
-    const first = this.broken === null;
+    if (this.broken !== null) return;
     this.broken = e;
     this.batch = null;
     try {
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
     } catch {}
-    if (first) this.options.onFailure?.(e);
+    this.options.onFailure?.(e);
   }
 
   /** Commits the open batch, if any. Admin operations call it first so they commit on their own. */

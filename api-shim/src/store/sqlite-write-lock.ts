@@ -1,8 +1,3 @@
-/** SQLite's answer when another connection holds the lock it needs. */
-export function isBusy(e: unknown): boolean {
-  return typeof e === "object" && e !== null && (e as { code?: unknown }).code === "SQLITE_BUSY";
-}
-
 /** How often a waiting operation tries the write lock again. */
 const RETRY_MS = 10;
 

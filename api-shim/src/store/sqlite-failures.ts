@@ -1,0 +1,67 @@
+/**
+ * What a SQLite error means for the store. better-sqlite3 gives the extended result code as a
+ * string (`SQLITE_IOERR_FSYNC`, `SQLITE_READONLY_DBMOVED`); the primary code is its first part.
+ */
+
+function code(e: unknown): string | undefined {
+  const c = typeof e === "object" && e !== null ? (e as { code?: unknown }).code : undefined;
+  return typeof c === "string" ? c : undefined;
+}
+
+function primary(e: unknown): string | undefined {
+  return code(e)?.match(/^SQLITE_[A-Z]+/)?.[0];
+}
+
+/** SQLite's answer when another connection holds the lock it needs. */
+export function isBusy(e: unknown): boolean {
+  return code(e) === "SQLITE_BUSY";
+}
+
+/** The file is damaged (a page, or not a database at all): only a backup brings the ledger back. */
+export function isCorrupt(e: unknown): boolean {
+  const p = primary(e);
+  return p === "SQLITE_CORRUPT" || p === "SQLITE_NOTADB";
+}
+
+/**
+ * The database cannot be read or written at all, whichever statement met it: a read-only file
+ * (its mode, or its -wal or -shm owned by another user), a disk error, a full volume, a corrupt
+ * file. Unlike a statement's own mistake (a constraint, a busy lock) no retry of the process's
+ * next request will go better, so the store fails closed and the process is restarted.
+ */
+const FATAL = new Set(["SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_PROTOCOL"]);
+
+export function failsTheStore(e: unknown): boolean {
+  const p = primary(e);
+  return p !== undefined && FATAL.has(p);
+}
+
+/** The docs' section an operator restores a backup with. */
+export const RESTORE_DOCS = "docs/operations.md, Backup and restore of the ledger";
+
+/**
+ * What an operator should check when the store failed closed with `e` (for the log line that
+ * says so), or undefined when the error says nothing the log's `err` does not. `file`: the
+ * SQLite database's path as this process sees it.
+ */
+export function failureHint(e: unknown, file: string): string | undefined {
+  const p = primary(e);
+  const files = `${file}, ${file}-wal and ${file}-shm`;
+  switch (p) {
+    case "SQLITE_READONLY":
+    case "SQLITE_PERM":
+    case "SQLITE_CANTOPEN":
+      return `the shim cannot write its database: check the owner and mode of ${files} and of their directory (the shim's image runs as uid 1000, which must be able to read and write all of them)`;
+    case "SQLITE_FULL":
+      return `the volume holding ${file} is full: free space on it (df -h)`;
+    case "SQLITE_IOERR":
+      return `the disk failed a read or write of ${files}: check the volume (dmesg, df -h, its mount)`;
+    case "SQLITE_CORRUPT":
+    case "SQLITE_NOTADB":
+      return `${file} is corrupt: stop the shim and restore the last backup (${RESTORE_DOCS})`;
+    case "SQLITE_BUSY":
+      return `another connection held ${file}'s write lock too long (an operator's sqlite3 shell, a backup by another program?)`;
+    default:
+      return undefined;
+  }
+}
