@@ -11,7 +11,7 @@ import { openStore } from "./store/open-store.ts";
 import type { UsageIndexOutcome } from "./store/postgres-usage-index.ts";
 import { failureHint } from "./store/sqlite-failures.ts";
 import { SqliteInUseError } from "./store/sqlite-owner.ts";
-import type { Store } from "./store/store.ts";
+import { NewerSchemaError, type Store } from "./store/store.ts";
 import { createUpstream } from "./upstream.ts";
 
 /**
@@ -87,7 +87,8 @@ async function main(): Promise<void> {
       logger.warn({ tier, keys, defaultTier: config.defaultTier }, "live keys have a tier the configuration does not define: they are served under defaultTier's limits until it is defined again");
     }
   } catch (e) {
-    if (e instanceof SqliteInUseError) {
+    // Not failures a restart fixes: said as they are, once per start.
+    if (e instanceof SqliteInUseError || e instanceof NewerSchemaError) {
       logger.error(e.message);
       exitNow(1);
       return;

@@ -68,6 +68,12 @@ describe("PostgresStore", () => {
     expect((await (await replica()).getKey("k1"))!).toMatchObject({ balance: 5, held: 0, models: null });
   });
 
+  it("refuses a database a newer shim made (a schema version it does not know), writing nothing", async () => {
+    await sql("UPDATE shim_schema_version SET version = $1", [PG_MIGRATIONS.length + 1]);
+    await expect(replica()).rejects.toThrow(`the database was made by a newer version of the shim (schema ${PG_MIGRATIONS.length + 1}, this one knows ${PG_MIGRATIONS.length}); run the newer image or restore a backup`);
+    expect(await sql("SELECT version FROM shim_schema_version")).toEqual([{ version: PG_MIGRATIONS.length + 1 }]);
+  });
+
   it("one ledger row per request: its charge (−cost, 0 when failed) and its usage record", async () => {
     await store.createKey(newKey("k", 10));
     await store.reserve({ reservationId: "a", keyId: "k", amount: 4, at: 1 });

@@ -1,6 +1,6 @@
 import { once } from "node:events";
 import { createServer } from "node:http";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { type AddressInfo, connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,6 +8,7 @@ import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/keys.ts";
+import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
@@ -278,6 +279,20 @@ describe("the shim process", () => {
     expect(failed.stderr()).toMatch(/^invalid api-shim configuration:\n {2}- SHIM_DATABASE_URL: "postgres:\/\/shim:\*\*\*@db:99999\/shim" is not valid/);
     expect(failed.lines.join("\n")).not.toContain("the store failed closed");
     expect(`${failed.stderr()}${failed.lines.join("\n")}`).not.toContain("hunter2");
+  });
+
+  it("a database a newer shim made (an image rolled back): exit 1 saying so, not a store failure", async () => {
+    mkdirSync(join(dir, "newer"));
+    const file = join(dir, "newer", "shim.db");
+    const db = new Database(file);
+    db.pragma("user_version = 99");
+    db.close();
+    const failed = await spawnShim({ ...env, SHIM_DATABASE_URL: `sqlite:${file}` }).catch((e: unknown) => e);
+    if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
+    output.keep(failed);
+    expect(failed.exit).toEqual({ code: 1, signal: null });
+    const errors = failed.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50).map((l) => l.msg);
+    expect(errors).toEqual([`${file} was made by a newer version of the shim (schema 99, this one knows ${MIGRATIONS.length}); run the newer image or restore a backup`]);
   });
 
   it("a second process on the same SQLite file is refused, and the first one's holds are kept", async () => {

@@ -168,6 +168,23 @@ describe("SqliteStore", () => {
     db.close();
   });
 
+  it("refuses a database a newer shim made (a schema it does not know), and leaves it untouched", async () => {
+    await store.createKey(newKey("k", 5));
+    await store.close();
+    const db = new Database(file);
+    db.pragma(`user_version = ${MIGRATIONS.length + 1}`);
+    db.close();
+    expect(() => new SqliteStore(file)).toThrow(`${file} was made by a newer version of the shim (schema ${MIGRATIONS.length + 1}, this one knows ${MIGRATIONS.length}); run the newer image or restore a backup`);
+    const after = new Database(file, { readonly: true });
+    expect(after.pragma("user_version", { simple: true })).toBe(MIGRATIONS.length + 1);
+    after.close();
+    const readable = new Database(file);
+    readable.pragma(`user_version = ${MIGRATIONS.length}`);
+    readable.close();
+    store = new SqliteStore(file); // for afterEach
+    expect((await store.getKey("k"))!.balance).toBe(5);
+  });
+
   it("group-commits request-path writes in batches: one COMMIT in the event-loop turn after the batch opened, atomically", async () => {
     await store.createKey(newKey("k", 10));
     const reader = new Database(file, { readonly: true });

@@ -1,5 +1,6 @@
 import { randomInt } from "node:crypto";
 import type pg from "pg";
+import { NewerSchemaError } from "./store.ts";
 
 /**
  * The Postgres store's schema: the same ledger as the SQLite store (one row per inference
@@ -39,7 +40,10 @@ export const PG_MIGRATIONS: readonly string[] = [
 /** Advisory-lock class of the shim (int4 "SHIM"): (class, 0) for migrations, (class, owner) per replica. */
 export const LOCK_CLASS = 0x5348494d;
 
-/** Brings the database to the latest schema. Run it inside one transaction (the caller's). */
+/**
+ * Brings the database to the latest schema; refuses one made by a newer shim (NewerSchemaError),
+ * before writing anything. Run it inside one transaction (the caller's).
+ */
 export async function migratePg(client: pg.ClientBase): Promise<void> {
   await client.query("SELECT pg_advisory_xact_lock($1, 0)", [LOCK_CLASS]);
   // Up to date: nothing is created or written, so a role with data rights only (no CREATE on the
@@ -48,6 +52,7 @@ export async function migratePg(client: pg.ClientBase): Promise<void> {
   if (!exists) await client.query("CREATE TABLE shim_schema_version (version integer NOT NULL)");
   const { rows } = await client.query<{ version: number }>("SELECT version FROM shim_schema_version");
   const from = rows[0]?.version ?? 0;
+  if (from > PG_MIGRATIONS.length) throw new NewerSchemaError("the database", from, PG_MIGRATIONS.length);
   if (rows.length === 0) await client.query("INSERT INTO shim_schema_version VALUES (0)");
   for (let version = from; version < PG_MIGRATIONS.length; version++) await client.query(PG_MIGRATIONS[version]!);
   if (from < PG_MIGRATIONS.length) await client.query("UPDATE shim_schema_version SET version = $1", [PG_MIGRATIONS.length]);

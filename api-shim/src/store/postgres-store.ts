@@ -13,7 +13,7 @@ import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
 } from "./store.ts";
-import { ClientLeftError, StoreUnavailableError, topUpRefusal } from "./store.ts";
+import { ClientLeftError, NewerSchemaError, StoreUnavailableError, topUpRefusal } from "./store.ts";
 
 export type { PostgresStoreOptions } from "./postgres-options.ts";
 
@@ -119,7 +119,7 @@ export class PostgresStore implements Store {
     } catch (e) {
       await lock.end().catch(() => {});
       await pool.end().catch(() => {});
-      throw new StoreUnavailableError(e);
+      throw e instanceof NewerSchemaError ? e : new StoreUnavailableError(e);
     }
   }
 

@@ -1,4 +1,5 @@
 import type Database from "better-sqlite3";
+import { NewerSchemaError } from "./store.ts";
 
 /**
  * The embedded store's schema. Each migration runs once, in order, in its own transaction,
@@ -89,9 +90,10 @@ function migrateToOneRowPerRequest(db: Database.Database): void {
   }
 }
 
-/** Brings the database to the latest schema. */
+/** Brings the database to the latest schema; refuses one made by a newer shim (NewerSchemaError). */
 export function migrate(db: Database.Database): void {
   const version = db.pragma("user_version", { simple: true }) as number;
+  if (version > MIGRATIONS.length) throw new NewerSchemaError(db.name, version, MIGRATIONS.length);
   for (let v = version; v < MIGRATIONS.length; v++) {
     const m = MIGRATIONS[v]!;
     db.transaction(() => {

@@ -194,6 +194,18 @@ export class StoreUnavailableError extends Error {
   }
 }
 
+/**
+ * The database was made by a newer shim (a schema version past the last migration this one
+ * knows): it refuses to start rather than serve against tables it does not understand (an
+ * image rolled back after an upgrade). A restart cannot fix it, so it is not a store failure.
+ */
+export class NewerSchemaError extends Error {
+  constructor(database: string, found: number, known: number) {
+    super(`${database} was made by a newer version of the shim (schema ${found}, this one knows ${known}); run the newer image or restore a backup`);
+    this.name = "NewerSchemaError";
+  }
+}
+
 /** The client left before its answer: nothing failed, so nothing is logged as a failure. */
 export class ClientLeftError extends Error {
   constructor() {
