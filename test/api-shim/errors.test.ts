@@ -635,6 +635,39 @@ describe("a broken database fails closed with 503", () => {
     }
   });
 
+  it("the wall clock stepping forward (NTP) while operations wait for another connection's write lock does not end their wait early: no 503, no failure", async () => {
+    const failures: unknown[] = [];
+    const dir = mkdtempSync(join(tmpdir(), "shim-lock-"));
+    const store = new SqliteStore(join(dir, "shim.db"), { busyTimeoutMs: 5000, onFailure: (e) => failures.push(e) });
+    const other = new Database(join(dir, "shim.db"));
+    const wallClock = Date.now.bind(Date);
+    try {
+      await store.createKey({ id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 10_000_000, expiresAt: null, at: 1 });
+      expect((await store.reserve({ reservationId: "r", keyId: "k", amount: 1_000_000, at: 2 })).ok).toBe(true);
+      await store.flush();
+      other.exec("BEGIN IMMEDIATE");
+      const usage = { at: 3, requestId: "q", keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 500_000, stream: false, ms: 1 };
+      const settling = store.settle({ reservationId: "r", keyId: "k", hold: 1_000_000, cost: 500_000, usage });
+      const revoking = store.revokeKey("nobody", 4); // an admin write: tried again while busy
+      const settled = vi.fn();
+      void settling.then(settled, settled);
+      vi.spyOn(Date, "now").mockImplementation(() => wallClock() + 10_000); // a step of 10 s
+      await new Promise((r) => setTimeout(r, 300));
+      expect(failures).toEqual([]);
+      expect(settled).not.toHaveBeenCalled();
+      other.exec("ROLLBACK");
+      expect(await settling).toEqual({ available: 9_500_000, charged: 500_000 });
+      expect(await revoking).toBe(false);
+      expect(failures).toEqual([]);
+    } finally {
+      vi.restoreAllMocks();
+      if (other.inTransaction) other.exec("ROLLBACK");
+      other.close();
+      await store.close().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("closing the store (a shutdown) while a settlement waits for the lock is not a failure: no restart is asked for", async () => {
     const failures: unknown[] = [];
     const dir = mkdtempSync(join(tmpdir(), "shim-lock-"));

@@ -46,7 +46,7 @@ export class PostgresStore implements Store {
   /**
    * Holds whose fate is unknown to this replica: a reserve or settle failed, so it may or may not
    * have committed, and the client got a 503. Each is released (uncharged) once the database
-   * answers again. The value is when the failure happened: a release that finds nothing is tried
+   * answers again. The value is when the failure happened (performance.now(), monotonic): a release that finds nothing is tried
    * again until the failed statement cannot still be running on the server (statement timeout
    * plus a margin), since a reserve cut off from its client may still commit after a first try.
    */
@@ -194,7 +194,7 @@ export class PostgresStore implements Store {
       if (kind === "settle" || !neverSent(e)) {
         // Bounded: the oldest is forgotten (a hold of it that did commit is swept at the next start).
         if (this.doubtful.size >= MAX_DOUBTFUL) this.doubtful.delete(this.doubtful.keys().next().value!);
-        this.doubtful.set(reservationId, Date.now());
+        this.doubtful.set(reservationId, performance.now());
         this.retrier ??= setTimeout(() => void this.releaseDoubtful(), this.retryMs).unref();
       }
       throw new StoreUnavailableError(e);
@@ -209,7 +209,7 @@ export class PostgresStore implements Store {
       const batch = ids.slice(i, i + RELEASE_BATCH);
       try {
         const found = new Set((await this.pool.query<{ id: string }>({ name: "release", text: RELEASE, values: [batch] })).rows.map((r) => r.id));
-        const now = Date.now();
+        const now = performance.now();
         for (const id of batch) if (found.has(id) || now - this.doubtful.get(id)! > this.timeoutMs * 2 + 1000) this.doubtful.delete(id);
       } catch {
         break; // still unreachable: all of them next time
@@ -374,18 +374,18 @@ export class PostgresStore implements Store {
 
   /** Within SHUTDOWN_MS, or the connections are cut: a hung database must not keep the process from exiting. */
   private async shutdown(): Promise<void> {
-    const deadline = Date.now() + SHUTDOWN_MS - CUT_MS;
+    const deadline = performance.now() + SHUTDOWN_MS - CUT_MS;
     clearInterval(this.sweeper);
     this.closing = true; // nothing is rescheduled from here
     clearTimeout(this.relocker);
     clearInterval(this.heartbeat);
     // A last try at the doubtful holds (what is left is swept by others); running reports are
     // cancelled, or pool.end() would wait for their connections for up to a minute.
-    await settlesWithin(Promise.all([this.doubtful.size > 0 && this.releaseDoubtful(), this.reports.cancelAll(), this.usageIndex?.stop(this.pool)]), deadline - Date.now());
+    await settlesWithin(Promise.all([this.doubtful.size > 0 && this.releaseDoubtful(), this.reports.cancelAll(), this.usageIndex?.stop(this.pool)]), deadline - performance.now());
     clearTimeout(this.retrier);
     // The lock goes with its connection: from here other replicas may release what this one held.
     const ended = Promise.allSettled([this.lock?.end(), this.pool.end()]);
-    if (await settlesWithin(ended, deadline - Date.now())) return;
+    if (await settlesWithin(ended, deadline - performance.now())) return;
     this.options.onConnectionsCut?.(this.connections.cut());
     await settlesWithin(ended, CUT_MS);
   }

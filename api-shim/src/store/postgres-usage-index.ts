@@ -130,10 +130,10 @@ export class UsageIndexBuild {
       if (await valid(bounded)) return { kind: "present" }; // built meanwhile by the lock's last holder
       if (this.stopped) return { kind: "stopped" };
       this.building = true;
-      const started = Date.now();
+      const started = performance.now();
       await c.query(`DROP INDEX CONCURRENTLY IF EXISTS ${INDEX}`); // an invalid one, left by a build cut short
       await c.query(`CREATE INDEX CONCURRENTLY ${INDEX} ON ledger(at) WHERE kind = 'usage'`);
-      return { kind: "built", ms: Date.now() - started };
+      return { kind: "built", ms: Math.round(performance.now() - started) };
     } catch (e) {
       failed = true;
       if (this.stopped) return { kind: "stopped" };

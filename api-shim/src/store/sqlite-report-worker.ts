@@ -7,8 +7,8 @@ import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { type ReportQuery, usageReport } from "./sqlite-usage-report.ts";
 
-/** A report to run: it ends early once `stop[0]` is not 0 (set by the store's thread), or past `deadline`. */
-export interface ReportAsk { query: ReportQuery; deadline: number; timeoutMs: number }
+/** A report to run: it ends early once `stop[0]` is not 0 (set by the store's thread), or `timeoutMs` after it came. */
+export interface ReportAsk { query: ReportQuery; timeoutMs: number }
 export type ReportAnswer = { rows: ReturnType<typeof usageReport> } | { error: string };
 
 const { filename, busyTimeoutMs, stop } = workerData as { filename: string; busyTimeoutMs: number; stop: Int32Array };
@@ -16,12 +16,14 @@ const { filename, busyTimeoutMs, stop } = workerData as { filename: string; busy
 const db = new Database(filename, { readonly: true, fileMustExist: true });
 db.pragma(`busy_timeout = ${busyTimeoutMs}`);
 
-parentPort!.on("message", ({ query, deadline, timeoutMs }: ReportAsk) => {
+parentPort!.on("message", ({ query, timeoutMs }: ReportAsk) => {
+  // Monotonic, and this thread's own: the wall clock may be stepped (NTP) while a report runs.
+  const deadline = performance.now() + timeoutMs;
   let answer: ReportAnswer;
   try {
     answer = { rows: usageReport(db, query, () => {
       if (Atomics.load(stop, 0) !== 0) throw new Error("the report was stopped (its asker left, or the store is closing)");
-      if (Date.now() > deadline) throw new Error(`the report ran past ${timeoutMs} ms`);
+      if (performance.now() > deadline) throw new Error(`the report ran past ${timeoutMs} ms`);
     }) };
   } catch (e) {
     answer = { error: e instanceof Error ? `${e.name}: ${e.message}` : String(e) };

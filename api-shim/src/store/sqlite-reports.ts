@@ -114,7 +114,7 @@ export class SqliteReports {
     }, timeoutMs + 1000).unref();
     return new Promise<UsageGroup[]>((resolve, reject) => {
       this.running = { worker, resolve, reject };
-      worker.postMessage({ query, deadline: Date.now() + timeoutMs, timeoutMs } satisfies ReportAsk);
+      worker.postMessage({ query, timeoutMs } satisfies ReportAsk);
     }).finally(() => {
       clearTimeout(overdue);
       signal.removeEventListener("abort", stop);

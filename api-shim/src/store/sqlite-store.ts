@@ -126,7 +126,7 @@ export class SqliteStore implements Store {
    * A lock that failed for another reason than busy fails it closed whatever the operation.
    */
   private waitForLock<T>(fn: () => T, failsClosed: boolean): Promise<T> {
-    return this.lockQueue.wait(() => this.inBatch(fn), Date.now() + this.busyTimeoutMs).catch((e: unknown) => {
+    return this.lockQueue.wait(() => this.inBatch(fn), performance.now() + this.busyTimeoutMs).catch((e: unknown) => {
       // Closing is no failure: the next start releases what is held.
       if (e !== CLOSING && (failsClosed || !isBusy(e))) this.fail(e);
       throw new StoreUnavailableError(e);
@@ -190,7 +190,7 @@ export class SqliteStore implements Store {
       this.commit();
       if (this.broken !== null) throw this.broken;
       return fn();
-    }), (e) => isBusy((e as Error).cause), Date.now() + this.busyTimeoutMs);
+    }), (e) => isBusy((e as Error).cause), performance.now() + this.busyTimeoutMs);
   }
 
   ping(): Promise<void> {

@@ -4,19 +4,22 @@ const RETRY_MS = 10;
 interface LockWaiter {
   run(): void;
   fail(error: unknown): void;
+  /** performance.now() past which it gives up. */
   deadline: number;
 }
 
 /**
  * Runs `attempt` (an operation that takes the lock itself and gives it back on failure), again
- * every RETRY_MS while it fails because the database is busy, until `deadline`.
+ * every RETRY_MS while it fails because the database is busy, until `deadline`. Deadlines here
+ * are performance.now() times (monotonic): a wall clock stepped forward by NTP ended a 5 s wait
+ * within milliseconds, and a settlement's wait that ends fails the store closed.
  */
 export async function retryWhileBusy<T>(attempt: () => Promise<T>, busy: (e: unknown) => boolean, deadline: number): Promise<T> {
   for (;;) {
     try {
       return await attempt();
     } catch (e) {
-      if (!busy(e) || Date.now() >= deadline) throw e;
+      if (!busy(e) || performance.now() >= deadline) throw e;
       await new Promise((r) => setTimeout(r, RETRY_MS));
     }
   }
@@ -81,7 +84,7 @@ export class WriteLockQueue {
       for (const w of this.take()) w.run();
       return;
     }
-    const now = Date.now();
+    const now = performance.now();
     const expired = this.waiters.filter((w) => w.deadline <= now);
     this.waiters = this.waiters.filter((w) => w.deadline > now);
     for (const w of expired) w.fail(Object.assign(new Error("the database is locked by another connection"), { code: "SQLITE_BUSY" }));
