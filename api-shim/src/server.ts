@@ -9,6 +9,7 @@ import { Metrics } from "./metrics.ts";
 import { parseDatabaseUrl, redactUrl } from "./store/database-url.ts";
 import { openStore } from "./store/open-store.ts";
 import type { UsageIndexOutcome } from "./store/postgres-usage-index.ts";
+import type { CheckpointFailure } from "./store/sqlite-checkpointer.ts";
 import { failureHint } from "./store/sqlite-failures.ts";
 import { SqliteInUseError } from "./store/sqlite-owner.ts";
 import { NewerSchemaError, type Store } from "./store/store.ts";
@@ -63,9 +64,18 @@ async function main(): Promise<void> {
     if (o.kind === "not-permitted") logger.warn({ reason: o.reason }, "could not build the usage rows' time index: it needs the role that owns the tables; reports over all keys scan the ledger until a replica running as that role builds it");
     if (o.kind === "retrying") logger.warn({ reason: o.reason, code: o.code, retryMs: o.retryMs }, "building the usage rows' time index failed; it is tried again (reports over all keys scan the ledger meanwhile)");
   };
+  // Each failed WAL checkpoint is counted; the warning comes at most once a minute (one a second
+  // fails while the disk does).
+  let checkpointWarnedAt = -Infinity;
+  const onCheckpointFailure = (f: CheckpointFailure) => {
+    metrics.checkpointFailures.inc();
+    if (performance.now() - checkpointWarnedAt < 60_000) return;
+    checkpointWarnedAt = performance.now();
+    logger.warn({ err: f.error, consecutive: f.consecutive, failingMs: Math.round(f.failingMs) }, "a WAL checkpoint failed: the WAL grows until checkpoints succeed again; the store fails closed if they keep failing for a minute");
+  };
   let store: Store;
   try {
-    store = await openStore(config.databaseUrl, { onFailure, onReleased, onConnectionsCut, onUsageIndex });
+    store = await openStore(config.databaseUrl, { onFailure, onReleased, onConnectionsCut, onUsageIndex, onCheckpointFailure });
     const released = await store.releaseStaleReservations();
     metrics.releasedReservations.inc(released);
     logger.info({ released }, "released reservations left by a previous process (not charged)");

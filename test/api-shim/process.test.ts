@@ -3,7 +3,7 @@ import { createServer } from "node:http";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { type AddressInfo, connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
@@ -11,6 +11,7 @@ import { generateKey } from "../../api-shim/src/keys.ts";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
+import { failingFsyncs } from "../support/fsync-trace.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
 import { openStream as openKeyStream, shimClient, ShimProcesses, ShimStartError, spawnShim, type ShimProcess, writeProcessConfig } from "../support/shim-process.ts";
 
@@ -256,6 +257,30 @@ describe("the shim process", () => {
     const answer = await client(again).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 });
     expect(answer.choices[0]!.message.content).toBe("t1");
     await output.stopCleanly(again);
+  });
+
+  it("WAL checkpoints that fail (the disk refuses their fsync) are logged, at most once a minute, and counted in /metrics, while requests are still served", async () => {
+    const file = join(dir, "checkpoints", "shim.db");
+    mkdirSync(dirname(file));
+    await new SqliteStore(file).close(); // the file exists before its disk starts failing
+    const p = await spawnShim({ ...env, SHIM_DATABASE_URL: `sqlite:${file}` }, failingFsyncs(file));
+    const shim = Number(readFileSync(`/proc/${p.child.pid}/task/${p.child.pid}/children`, "utf8").trim()); // strace's child
+    const warning = "a WAL checkpoint failed: the WAL grows until checkpoints succeed again; the store fails closed if they keep failing for a minute";
+    try {
+      const ask = () => client(p).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 });
+      await ask(); // the request's ledger row is in the WAL: the next checkpoint copies it, and fails
+      const warned = await p.waitForLine((e) => e.msg === warning, 5000);
+      expect(warned).toMatchObject({ level: 40, consecutive: 1, err: { code: "SQLITE_IOERR_FSYNC", message: "disk I/O error" } });
+      await new Promise((r) => setTimeout(r, 2500)); // two checkpoints more, at least
+      const counted = Number(/^shim_sqlite_checkpoint_failures_total (\d+)$/m.exec(await (await fetch(`${p.url}/metrics`)).text())?.[1]);
+      expect(counted).toBeGreaterThanOrEqual(3);
+      expect(p.lines.filter((l) => l.includes(warning))).toHaveLength(1);
+      await ask(); // still serving: the WAL takes the writes meanwhile
+    } finally {
+      process.kill(shim, "SIGTERM");
+      await p.exited;
+      output.keep(p);
+    }
   });
 
   it("a port already in use: exit 1 with one line that names SHIM_PORT, not a stack trace", async () => {

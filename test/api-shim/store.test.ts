@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
+import { failingFsyncs, repoFile, runNodeScript } from "../support/fsync-trace.ts";
 import { newKey, storeContract, usage } from "./store-contract.ts";
 
 describe("SqliteStore", () => {
@@ -61,6 +62,43 @@ describe("SqliteStore", () => {
     // Checkpoints now complete; the next writes reset the WAL, and the limit truncates it.
     await expect.poll(async () => (await settleMany(20), walSize()), { timeout: 10_000, interval: 100 }).toBeLessThanOrEqual(16 * 1024 * 1024);
   }, 60_000);
+
+  it("WAL checkpoints that fail (a disk whose fsync fails) are reported one by one, and fail the store closed, naming the cause, once they have failed for the limit", async () => {
+    await store.createKey(newKey("k", 1e12));
+    await store.close();
+    type Out = { reported: { code: string; consecutive: number }[]; failures: { code: string; message: string }[]; after: string; ms: number };
+    const out = runNodeScript<Out>(failingFsyncs(file), `
+      import { SqliteStore } from ${JSON.stringify(repoFile("api-shim", "src", "store", "sqlite-store.ts"))};
+      const reported = [];
+      const failures = [];
+      const store = new SqliteStore(${JSON.stringify(file)}, {
+        checkpointIntervalMs: 50, checkpointFailureLimitMs: 1000,
+        onCheckpointFailure: (f) => reported.push({ code: f.error.code, consecutive: f.consecutive }),
+        onFailure: (e) => failures.push({ code: e.code, message: e.message }),
+      });
+      const started = performance.now();
+      const usage = (id) => ({ at: 2, requestId: id, keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 1, stream: false, ms: 1 });
+      // Requests keep coming (they write the WAL), until the store fails closed or 10 s pass.
+      for (let n = 0; failures.length === 0 && performance.now() - started < 10000; n++) {
+        await store.reserve({ reservationId: "r" + n, keyId: "k", amount: 1, at: 2 }).catch(() => {});
+        await store.settle({ reservationId: "r" + n, keyId: "k", hold: 1, cost: 1, usage: usage("q" + n) }).catch(() => {});
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const ms = performance.now() - started;
+      const after = await store.reserve({ reservationId: "x", keyId: "k", amount: 1, at: 2 }).then(() => "served", (e) => e.name);
+      await store.close().catch(() => {});
+      console.log(JSON.stringify({ reported, failures, after, ms }));
+    `);
+    expect(out.reported.length).toBeGreaterThanOrEqual(2);
+    expect(out.reported.slice(0, 3)).toEqual([1, 2, 3].slice(0, Math.min(3, out.reported.length)).map((consecutive) => ({ code: "SQLITE_IOERR_FSYNC", consecutive })));
+    expect(out.failures).toHaveLength(1);
+    expect(out.failures[0]!.code).toBe("SQLITE_IOERR_FSYNC");
+    expect(out.failures[0]!.message).toMatch(/^WAL checkpoints have failed for 1 s \(\d+ in a row; last: SQLITE_IOERR_FSYNC disk I\/O error\): the WAL grows until the volume is full/);
+    expect(out.ms).toBeGreaterThanOrEqual(1000);
+    expect(out.after).toBe("StoreUnavailableError");
+    store = new SqliteStore(file); // for afterEach; the ledger is whole
+    expect((await store.audit()).find((r) => r.keyId === "k")).toMatchObject({ held: 0 });
+  }, 40_000);
 
   it("a database file moved away as the store starts is not created anew, empty, by the checkpoint thread", async () => {
     await store.close();

@@ -47,8 +47,10 @@ process.once("exit", () => {
   for (const c of running) c.kill("SIGKILL");
 });
 
-export async function spawnShim(env: Record<string, string>): Promise<ShimProcess> {
-  const child = spawn(process.execPath, [join(ROOT, "api-shim", "src", "server.ts")], {
+/** `prefix`: a command the shim runs under (strace, to make its disk fail); `child` is then that command's process. */
+export async function spawnShim(env: Record<string, string>, prefix: readonly string[] = []): Promise<ShimProcess> {
+  const [cmd, ...args] = [...prefix, process.execPath, join(ROOT, "api-shim", "src", "server.ts")];
+  const child = spawn(cmd!, args, {
     cwd: ROOT,
     env: { PATH: process.env.PATH ?? "", SHIM_HOST: "127.0.0.1", SHIM_PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],

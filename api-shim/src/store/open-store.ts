@@ -7,12 +7,12 @@ import { SqliteStore, type SqliteStoreOptions } from "./sqlite-store.ts";
 import type { Store } from "./store.ts";
 
 /**
- * `onFailure` is the SQLite store's (it fails closed); the Postgres store recovers by itself and
- * never calls it. `onReleased`, `onConnectionsCut` and `onUsageIndex` are the Postgres store's
+ * `onFailure` and `onCheckpointFailure` are the SQLite store's (it fails closed; its WAL
+ * checkpoints); the Postgres store recovers by itself and never calls them. `onReleased`, `onConnectionsCut` and `onUsageIndex` are the Postgres store's
  * (its sweeps while serving, a shutdown the database did not answer, its background index
  * build); the SQLite store has none of them.
  */
-export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure"> & Pick<PostgresStoreOptions, "onReleased" | "onConnectionsCut" | "onUsageIndex">;
+export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpointFailure"> & Pick<PostgresStoreOptions, "onReleased" | "onConnectionsCut" | "onUsageIndex">;
 
 /**
  * Opens the store SHIM_DATABASE_URL names (see parseDatabaseUrl); missing directories of a SQLite
@@ -22,7 +22,7 @@ export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure"> & Pick<Post
 export async function openStore(url: string, options: OpenStoreOptions = {}, cwd: string = process.cwd()): Promise<Store> {
   const target = parseDatabaseUrl(url);
   if (target.kind === "postgres") return PostgresStore.open(target.url, options);
-  const sqliteOptions = { onFailure: options.onFailure };
+  const sqliteOptions = { onFailure: options.onFailure, onCheckpointFailure: options.onCheckpointFailure };
   if (target.path === ":memory:") return new SqliteStore(":memory:", sqliteOptions);
   const file = resolve(cwd, target.path);
   mkdirSync(dirname(file), { recursive: true });

@@ -10,6 +10,10 @@ import type Database from "better-sqlite3";
  * WAL is fully copied the writer starts it over. The worker is plain JavaScript (no type
  * stripping in a second isolate: it would cost ~40 MB of RSS). If it dies, the main connection
  * checkpoints again.
+ *
+ * A checkpoint that fails (an fsync the disk refuses, EIO) is posted to the main thread: the
+ * WAL then grows with every write (23 MB/s under load) until the volume is full, and nothing
+ * else would say so. One that finds another connection checkpointing (busy) is no failure.
  */
 const CHECKPOINT_WORKER = `
 const { parentPort, workerData } = require("node:worker_threads");
@@ -18,7 +22,18 @@ const Database = require(workerData.module);
 // where this connection would copy the real database's WAL into it.
 const db = new Database(workerData.filename, { fileMustExist: true });
 db.pragma("busy_timeout = 1000");
-const checkpoint = () => { try { db.pragma("wal_checkpoint(PASSIVE)"); } catch {} };
+let failing = false;
+const checkpoint = () => {
+  try {
+    db.pragma("wal_checkpoint(PASSIVE)");
+    if (failing) parentPort.postMessage({ checkpoint: "ok" });
+    failing = false;
+  } catch (e) {
+    if (e.code === "SQLITE_BUSY") return;
+    failing = true;
+    parentPort.postMessage({ checkpoint: "failed", code: e.code, message: e.message });
+  }
+};
 const timer = setInterval(checkpoint, workerData.intervalMs);
 parentPort.on("message", (m) => {
   if (m !== "stop") return;
@@ -29,11 +44,33 @@ parentPort.on("message", (m) => {
 });
 `;
 
-export function startCheckpointer(db: Database.Database, filename: string, intervalMs: number): Worker {
+/** A failed checkpoint: its error, how many failed in a row with it, and for how long they have. */
+export interface CheckpointFailure {
+  error: Error & { code?: string };
+  consecutive: number;
+  failingMs: number;
+}
+
+type CheckpointMessage = { checkpoint: "ok" } | { checkpoint: "failed"; code?: string; message: string };
+
+/** Starts the checkpoint thread; `onFailure` hears of each checkpoint that fails, with the run it belongs to. */
+export function startCheckpointer(db: Database.Database, filename: string, intervalMs: number, onFailure: (f: CheckpointFailure) => void): Worker {
   db.pragma("wal_autocheckpoint = 0");
   const module = createRequire(import.meta.url).resolve("better-sqlite3");
   const worker = new Worker(CHECKPOINT_WORKER, { eval: true, workerData: { filename, intervalMs, module } });
   worker.unref();
+  let run: { since: number; consecutive: number } | null = null;
+  worker.on("message", (m: CheckpointMessage | "stopped") => {
+    if (m === "stopped") return;
+    if (m.checkpoint === "ok") {
+      run = null;
+      return;
+    }
+    const now = performance.now();
+    run ??= { since: now, consecutive: 0 };
+    run.consecutive++;
+    onFailure({ error: Object.assign(new Error(m.message), { code: m.code }), consecutive: run.consecutive, failingMs: now - run.since });
+  });
   const fallback = () => {
     if (db.open) db.pragma("wal_autocheckpoint = 1000");
   };
@@ -46,6 +83,7 @@ export function startCheckpointer(db: Database.Database, filename: string, inter
 export async function stopCheckpointer(worker: Worker): Promise<void> {
   if (worker.threadId === -1) return; // it ended already (it could not open the file, or failed): no answer will come
   worker.postMessage("stop");
-  await Promise.race([once(worker, "message"), once(worker, "exit"), new Promise((r) => setTimeout(r, 2000).unref())]).catch(() => {});
+  const stopped = new Promise<void>((resolve) => worker.on("message", (m) => m === "stopped" && resolve()));
+  await Promise.race([stopped, once(worker, "exit"), new Promise((r) => setTimeout(r, 2000).unref())]).catch(() => {});
   await worker.terminate();
 }

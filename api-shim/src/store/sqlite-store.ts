@@ -1,7 +1,7 @@
 import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { Batch, type Hold } from "./sqlite-batch.ts";
-import { startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
+import { type CheckpointFailure, startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
@@ -18,6 +18,10 @@ export interface SqliteStoreOptions {
   busyTimeoutMs?: number;
   /** ms between WAL checkpoints run by a worker thread (file databases). Default 1000. */
   checkpointIntervalMs?: number;
+  /** Called for each WAL checkpoint that fails (the server logs and counts them). */
+  onCheckpointFailure?: (failure: CheckpointFailure) => void;
+  /** How long checkpoints may fail in a row before the store fails closed (default 60000). */
+  checkpointFailureLimitMs?: number;
   /**
    * Called once when the store fails closed: a batch, its COMMIT or its write lock failed, or any
    * statement met a database it cannot use (read-only, disk error, full, corrupt:
@@ -72,7 +76,7 @@ export class SqliteStore implements Store {
     }
     db.pragma("busy_timeout = 0");
     if (filename !== ":memory:") {
-      this.checkpointer = startCheckpointer(db, filename, options.checkpointIntervalMs ?? 1000);
+      this.checkpointer = startCheckpointer(db, filename, options.checkpointIntervalMs ?? 1000, (f) => this.checkpointFailed(f));
       this.reports = new SqliteReports(filename, { busyTimeoutMs: this.busyTimeoutMs });
     }
     this.stmt = prepareStatements(db);
@@ -156,6 +160,20 @@ export class SqliteStore implements Store {
       this.fail(e);
       throw e;
     }
+  }
+
+  /**
+   * A WAL checkpoint failed: reported; and once they have failed for checkpointFailureLimitMs,
+   * the store fails closed with the cause (the WAL would grow until the volume is full). A last
+   * checkpoint at close() is no reason to.
+   */
+  private checkpointFailed(f: CheckpointFailure): void {
+    if (this.checkpointer === undefined) return;
+    this.options.onCheckpointFailure?.(f);
+    if (f.failingMs < (this.options.checkpointFailureLimitMs ?? 60_000)) return;
+    const last = `${f.error.code ?? "error"} ${f.error.message}`;
+    const why = `WAL checkpoints have failed for ${Math.floor(f.failingMs / 1000)} s (${f.consecutive} in a row; last: ${last}): the WAL grows until the volume is full`;
+    this.fail(Object.assign(new Error(why), { code: f.error.code }));
   }
 
   /** Fails the store closed (once: later failures change nothing). */
