@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, renameSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
-import { failingFsyncs, repoFile, runNodeScript } from "../support/fsync-trace.ts";
+import { failingFsyncs, repoFile, runNodeScript, tracingFsyncs } from "../support/fsync-trace.ts";
 import { newKey, storeContract, usage } from "./store-contract.ts";
 
 describe("SqliteStore", () => {
@@ -98,6 +98,42 @@ describe("SqliteStore", () => {
     expect(out.after).toBe("StoreUnavailableError");
     store = new SqliteStore(file); // for afterEach; the ledger is whole
     expect((await store.audit()).find((r) => r.keyId === "k")).toMatchObject({ held: 0 });
+  }, 40_000);
+
+  it("admin writes (keys, top-ups, revocations) are on disk before they are answered (the WAL is synced at their commit); request-path commits are not", async () => {
+    await store.close();
+    const trace = join(dir, "fsyncs.txt");
+    const marker = join(dir, "marker");
+    writeFileSync(marker, "");
+    runNodeScript(tracingFsyncs(trace, [`${file}-wal`, marker]), `
+      import { closeSync, fsyncSync, openSync } from "node:fs";
+      import { SqliteStore } from ${JSON.stringify(repoFile("api-shim", "src", "store", "sqlite-store.ts"))};
+      const marker = openSync(${JSON.stringify(marker)}, "r+");
+      const mark = () => fsyncSync(marker); // a line in the trace between one part and the next
+      const store = new SqliteStore(${JSON.stringify(file)}, { checkpointIntervalMs: 3_600_000 }); // no checkpoint meanwhile
+      mark();
+      await store.createKey({ id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 1000, expiresAt: null, at: 1 });
+      mark();
+      for (let n = 0; n < 20; n++) {
+        await store.reserve({ reservationId: "r" + n, keyId: "k", amount: 1, at: 2 });
+        await store.settle({ reservationId: "r" + n, keyId: "k", hold: 1, cost: 1, usage: { at: 2, requestId: "q" + n, keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 1, stream: false, ms: 1 } });
+        await store.flush();
+      }
+      mark();
+      await store.topUp({ keyId: "k", amount: 5, note: null, at: 3, idempotency: null, respond: (k) => JSON.stringify(k), refuse: () => null });
+      mark();
+      await store.revokeKey("k", 4);
+      mark();
+      closeSync(marker);
+      await store.close();
+      console.log("{}");
+    `);
+    const parts = readFileSync(trace, "utf8").split(/^.*marker>\).*$/m).slice(1, 5);
+    const walSyncs = parts.map((p) => p.split("\n").filter((l) => /^\d+ +f(data)?sync\(\d+<.*shim\.db-wal>\) += 0/.test(l)).length);
+    const [keyCreated, charges, toppedUp, revoked] = walSyncs;
+    expect({ keyCreated: keyCreated! > 0, charges, toppedUp: toppedUp! > 0, revoked: revoked! > 0 }).toEqual({ keyCreated: true, charges: 0, toppedUp: true, revoked: true });
+    store = new SqliteStore(file); // for afterEach
+    expect((await store.getKey("k"))!).toMatchObject({ balance: 985, revokedAt: 4 });
   }, 40_000);
 
   it("a database file moved away as the store starts is not created anew, empty, by the checkpoint thread", async () => {

@@ -20,10 +20,10 @@ export function failingFsyncs(file: string): string[] {
   return ["strace", "-f", "-qq", "-o", "/dev/null", "-P", file, "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:error=EIO"];
 }
 
-/** A command prefix: the program runs under strace, which writes each fsync and fdatasync of `files` to `out`. */
+/** A command prefix: the program runs under strace, which writes each fsync and fdatasync of `files` to `out` (each line names its file). */
 export function tracingFsyncs(out: string, files: readonly string[]): string[] {
   requireStrace();
-  return ["strace", "-f", "-qq", "-o", out, ...files.flatMap((f) => ["-P", f]), "-e", "trace=fsync,fdatasync"];
+  return ["strace", "-f", "-qq", "-y", "-o", out, ...files.flatMap((f) => ["-P", f]), "-e", "trace=fsync,fdatasync"];
 }
 
 /**

@@ -201,7 +201,7 @@ export class SqliteStore implements Store {
     }
   }
 
-  /** For operations that must be durable before they answer (admin routes, start-up). */
+  /** For operations that see every request settled before them (admin routes, start-up): the open batch commits first. */
   private now<T>(fn: () => T): Promise<T> {
     // Another connection has the write lock: tried again without stopping the thread.
     return retryWhileBusy(() => this.run(() => {
@@ -209,6 +209,23 @@ export class SqliteStore implements Store {
       if (this.broken !== null) throw this.broken;
       return fn();
     }), (e) => isBusy((e as Error).cause), performance.now() + this.busyTimeoutMs);
+  }
+
+  /**
+   * An admin write (keys, top-ups, revocations, start-up): on disk before it answers, as the
+   * Postgres store commits them. Its transaction runs with synchronous = FULL, which syncs the WAL
+   * at COMMIT; the request path's batches keep NORMAL (a crash may lose the last of them, whole).
+   * The setting cannot change inside a transaction: the open batch has committed (now()) first.
+   */
+  private durably<T>(fn: () => T): Promise<T> {
+    return this.now(() => {
+      this.db.pragma("synchronous = FULL");
+      try {
+        return fn();
+      } finally {
+        this.db.pragma("synchronous = NORMAL");
+      }
+    });
   }
 
   ping(): Promise<void> {
@@ -229,7 +246,7 @@ export class SqliteStore implements Store {
   }
 
   createKey(key: NewKey): Promise<KeyRecord> {
-    return this.now(
+    return this.durably(
       this.db.transaction(() => {
         this.stmt.insertKey.run({ ...key, models: key.models && JSON.stringify(key.models) });
         this.grant(key.id, key.credits, key.at, "grant", null, null);
@@ -239,7 +256,7 @@ export class SqliteStore implements Store {
   }
 
   ensureBootstrapKey(key: NewKey): Promise<BootstrapResult> {
-    return this.now(
+    return this.durably(
       this.db.transaction(() => {
         const fields = { ...key, models: key.models && JSON.stringify(key.models) };
         const exists = this.stmt.getKey.get(key.id) !== undefined;
@@ -260,7 +277,7 @@ export class SqliteStore implements Store {
   }
 
   revokeRemovedBootstrapKeys(keep: readonly string[], at: number): Promise<string[]> {
-    return this.now(
+    return this.durably(
       this.db.transaction(() => {
         const kept = new Set(keep);
         const removed = this.stmt.liveBootstrapIds.all().map((r) => r.id).filter((id) => !kept.has(id));
@@ -271,11 +288,11 @@ export class SqliteStore implements Store {
   }
 
   revokeKey(id: string, at: number): Promise<boolean> {
-    return this.now(() => this.stmt.revoke.run({ id, at }).changes > 0);
+    return this.durably(() => this.stmt.revoke.run({ id, at }).changes > 0);
   }
 
   topUp(input: TopUpInput): Promise<TopUpResult> {
-    return this.now(
+    return this.durably(
       this.db.transaction((): TopUpResult => {
         const idemKey = input.idempotency && `credits:${input.keyId}:${input.idempotency.key}`;
         if (idemKey) {
@@ -302,7 +319,7 @@ export class SqliteStore implements Store {
   }
 
   releaseStaleReservations(): Promise<number> {
-    return this.now(
+    return this.durably(
       this.db.transaction(() => {
         // What the database holds beyond this process's own holds belongs to a dead process.
         const mine = this.holdsByKey();
