@@ -11,6 +11,7 @@ import { generateKey } from "../../api-shim/src/keys.ts";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
+import { corruptLedger } from "../support/corrupt-ledger.ts";
 import { failingFsyncs } from "../support/fsync-trace.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
 import { openStream as openKeyStream, shimClient, ShimProcesses, ShimStartError, spawnShim, type ShimProcess, writeProcessConfig } from "../support/shim-process.ts";
@@ -281,6 +282,22 @@ describe("the shim process", () => {
       await p.exited;
       output.keep(p);
     }
+  });
+
+  it("a corrupt ledger: the first statement that meets it (a usage report) makes the process exit 1, its line pointing at the backup to restore", async () => {
+    const file = join(dir, "corrupt", "shim.db");
+    mkdirSync(dirname(file));
+    const store = new SqliteStore(file);
+    await store.ensureBootstrapKey({ id: key.id, name: "app", hash: key.hash, tier: "enterprise", models: null, expiresAt: null, credits: 1_000_000 * CREDIT, at: Date.now() });
+    await store.close();
+    corruptLedger(file, key.id);
+    const p = await start({ SHIM_DATABASE_URL: `sqlite:${file}` });
+    const usage = await fetch(`${p.url}/v1/usage`, { headers: { authorization: `Bearer ${key.key}` } });
+    expect(usage.status).toBe(503);
+    expect(await p.exited).toEqual({ code: 1, signal: null });
+    output.keep(p);
+    const failed = p.lines.map((l) => JSON.parse(l)).find((l) => l.msg === "the store failed closed; exiting so the shim is restarted");
+    expect(failed).toMatchObject({ err: { code: "SQLITE_CORRUPT" }, hint: `${file} is corrupt: stop the shim and restore the last backup (docs/operations.md, Backup and restore of the ledger)` });
   });
 
   it("a port already in use: exit 1 with one line that names SHIM_PORT, not a stack trace", async () => {

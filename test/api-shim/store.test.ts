@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
+import { corruptLedger } from "../support/corrupt-ledger.ts";
 import { failingFsyncs, repoFile, runNodeScript, tracingFsyncs } from "../support/fsync-trace.ts";
 import { newKey, storeContract, usage } from "./store-contract.ts";
 
@@ -135,6 +136,31 @@ describe("SqliteStore", () => {
     store = new SqliteStore(file); // for afterEach
     expect((await store.getKey("k"))!).toMatchObject({ balance: 985, revokedAt: 4 });
   }, 40_000);
+
+  it("a corrupt ledger page fails the store closed as soon as a statement meets it, on the report thread as on the main one; a start does not scan for it", async () => {
+    await store.createKey(newKey("k", 1e12));
+    await store.close();
+    corruptLedger(file, "k");
+    const failures: unknown[] = [];
+    store = new SqliteStore(file, { onFailure: (e) => failures.push(e) });
+    // Nothing reads that page at start, nor to hold and charge: served until something does.
+    expect((await store.reserve({ reservationId: "r", keyId: "k", amount: 1, at: Date.now() })).ok).toBe(true);
+    await store.settle({ reservationId: "r", keyId: "k", hold: 1, cost: 1, usage: usage("k", "q", 1, Date.now()) });
+    await store.flush();
+    expect(failures).toEqual([]);
+    // The key's report reads its month of rows on the report thread.
+    await expect(store.usage({ keyId: "k", from: 0, to: Date.now() + 1000, group: "model" })).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(failures).toHaveLength(1);
+    expect((failures[0] as { code?: string }).code).toBe("SQLITE_CORRUPT");
+    await expect(store.ping()).rejects.toBeInstanceOf(StoreUnavailableError);
+    await expect(store.reserve({ reservationId: "r2", keyId: "k", amount: 1, at: Date.now() })).rejects.toBeInstanceOf(StoreUnavailableError);
+    // On the main thread (the audit sums the ledger there): the same.
+    await store.close().catch(() => {});
+    const again: unknown[] = [];
+    store = new SqliteStore(file, { onFailure: (e) => again.push(e) });
+    await expect(store.audit()).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect((again[0] as { code?: string }).code).toBe("SQLITE_CORRUPT");
+  });
 
   it("a database file moved away as the store starts is not created anew, empty, by the checkpoint thread", async () => {
     await store.close();

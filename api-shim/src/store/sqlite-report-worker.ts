@@ -9,7 +9,8 @@ import { type ReportQuery, usageReport } from "./sqlite-usage-report.ts";
 
 /** A report to run: it ends early once `stop[0]` is not 0 (set by the store's thread), or `timeoutMs` after it came. */
 export interface ReportAsk { query: ReportQuery; timeoutMs: number }
-export type ReportAnswer = { rows: ReturnType<typeof usageReport> } | { error: string };
+/** `code`: SQLite's, when the database failed (a corrupt page): the store fails closed on some. */
+export type ReportAnswer = { rows: ReturnType<typeof usageReport> } | { error: string; code?: string };
 
 const { filename, busyTimeoutMs, stop } = workerData as { filename: string; busyTimeoutMs: number; stop: Int32Array };
 // A file that cannot be opened throws here: the worker fails, and so does the report waiting on it.
@@ -26,7 +27,8 @@ parentPort!.on("message", ({ query, timeoutMs }: ReportAsk) => {
       if (performance.now() > deadline) throw new Error(`the report ran past ${timeoutMs} ms`);
     }) };
   } catch (e) {
-    answer = { error: e instanceof Error ? `${e.name}: ${e.message}` : String(e) };
+    const code = (e as { code?: unknown } | null)?.code;
+    answer = { error: e instanceof Error ? `${e.name}: ${e.message}` : String(e), ...(typeof code === "string" ? { code } : {}) };
   }
   parentPort!.postMessage(answer);
 });

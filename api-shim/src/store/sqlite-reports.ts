@@ -1,5 +1,6 @@
 import { Worker } from "node:worker_threads";
 import { rejectOnAbort } from "../promises.ts";
+import { failsTheStore } from "./sqlite-failures.ts";
 import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
 import { ClientLeftError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
@@ -25,6 +26,11 @@ export const REPORT_TIMEOUT_MS = 60_000;
 
 export interface SqliteReportsOptions {
   busyTimeoutMs: number;
+  /**
+   * A report met a database the store cannot use (failsTheStore: a corrupt page, a disk error):
+   * the store fails closed, as when its own thread meets one.
+   */
+  onStoreFailure?: (error: Error) => void;
   idleMs?: number;
   timeoutMs?: number;
   /** The worker's module (tests give one of their own). */
@@ -64,7 +70,7 @@ export class SqliteReports {
    */
   private stop = new Int32Array(new SharedArrayBuffer(4));
   private readonly filename: string;
-  private readonly options: Required<SqliteReportsOptions>;
+  private readonly options: Required<Omit<SqliteReportsOptions, "onStoreFailure">> & Pick<SqliteReportsOptions, "onStoreFailure">;
 
   constructor(filename: string, options: SqliteReportsOptions) {
     this.filename = filename;
@@ -125,7 +131,7 @@ export class SqliteReports {
     this.stop = new Int32Array(new SharedArrayBuffer(4));
     const worker = new Worker(this.options.workerUrl, { workerData: { filename: this.filename, busyTimeoutMs: this.options.busyTimeoutMs, stop: this.stop } });
     worker.unref(); // never what keeps the process alive
-    worker.on("message", (a: ReportAnswer) => this.answer(worker, "rows" in a ? a.rows : undefined, "error" in a ? new Error(a.error) : undefined));
+    worker.on("message", (a: ReportAnswer) => this.answer(worker, "rows" in a ? a.rows : undefined, "error" in a ? Object.assign(new Error(a.error), { code: a.code }) : undefined));
     // An uncaught error (the file could not be opened) ends the worker: 'exit' follows.
     worker.on("error", (e) => this.ended(worker, e));
     worker.on("exit", (code) => this.ended(worker, new Error(`the report worker exited (code ${code})`)));
@@ -138,8 +144,9 @@ export class SqliteReports {
     if (running?.worker !== worker) return;
     this.running = undefined;
     this.idle = setTimeout(() => this.retire(), this.options.idleMs).unref();
-    if (rows) running.resolve(rows);
-    else running.reject(new StoreUnavailableError(error));
+    if (rows) return running.resolve(rows);
+    running.reject(new StoreUnavailableError(error));
+    if (failsTheStore(error)) this.options.onStoreFailure?.(error!);
   }
 
   /** The worker failed or exited: its report (if any) fails, and the next report starts a new one. */

@@ -6,7 +6,7 @@ import { migrate } from "./sqlite-migrations.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
-import { failsTheStore, isBusy } from "./sqlite-failures.ts";
+import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
   StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
@@ -77,7 +77,7 @@ export class SqliteStore implements Store {
     db.pragma("busy_timeout = 0");
     if (filename !== ":memory:") {
       this.checkpointer = startCheckpointer(db, filename, options.checkpointIntervalMs ?? 1000, (f) => this.checkpointFailed(f));
-      this.reports = new SqliteReports(filename, { busyTimeoutMs: this.busyTimeoutMs });
+      this.reports = new SqliteReports(filename, { busyTimeoutMs: this.busyTimeoutMs, onStoreFailure: (e) => this.fail(e) });
     }
     this.stmt = prepareStatements(db);
   }
@@ -164,12 +164,13 @@ export class SqliteStore implements Store {
 
   /**
    * A WAL checkpoint failed: reported; and once they have failed for checkpointFailureLimitMs,
-   * the store fails closed with the cause (the WAL would grow until the volume is full). A last
-   * checkpoint at close() is no reason to.
+   * the store fails closed with the cause (the WAL would grow until the volume is full); at once
+   * when it met a corrupt page. A last checkpoint at close() is no reason to.
    */
   private checkpointFailed(f: CheckpointFailure): void {
     if (this.checkpointer === undefined) return;
     this.options.onCheckpointFailure?.(f);
+    if (isCorrupt(f.error)) return this.fail(f.error);
     if (f.failingMs < (this.options.checkpointFailureLimitMs ?? 60_000)) return;
     const last = `${f.error.code ?? "error"} ${f.error.message}`;
     const why = `WAL checkpoints have failed for ${Math.floor(f.failingMs / 1000)} s (${f.consecutive} in a row; last: ${last}): the WAL grows until the volume is full`;

@@ -1,0 +1,27 @@
+import { closeSync, openSync, writeSync } from "node:fs";
+import Database from "better-sqlite3";
+
+/**
+ * Gives `keyId` `rows` requests in the ledger (this month, up to now), then overwrites one of
+ * the ledger's leaf pages in the middle with garbage, as a bad sector would: the key rows and the
+ * ledger's last page (where new rows go) are untouched, so a start, holds and charges never read
+ * it; a usage report over those rows does. The store must be closed (its WAL checkpointed).
+ */
+export function corruptLedger(file: string, keyId: string, rows = 20_000): void {
+  const db = new Database(file);
+  const insert = db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES (?, ?, -1, 'usage', ?, 'chat', 'm', 200, 1, 1, 0, 1)");
+  const now = Date.now();
+  db.transaction(() => {
+    for (let i = 0; i < rows; i++) insert.run(keyId, now - (rows - i) * 10, `req-${i}`);
+  })();
+  const leaves = db.prepare<[], { pageno: number }>("SELECT pageno FROM dbstat WHERE name = 'ledger' AND pagetype = 'leaf' ORDER BY pageno").all();
+  const pageSize = db.pragma("page_size", { simple: true }) as number;
+  db.close(); // the last connection: the WAL is checkpointed into the file, and removed
+  const page = leaves[Math.floor(leaves.length / 2)]!.pageno;
+  const fd = openSync(file, "r+");
+  try {
+    writeSync(fd, Buffer.alloc(pageSize, 0xa5), 0, pageSize, (page - 1) * pageSize);
+  } finally {
+    closeSync(fd);
+  }
+}
