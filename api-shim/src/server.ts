@@ -71,7 +71,7 @@ async function main(): Promise<void> {
     metrics.checkpointFailures.inc();
     if (performance.now() - checkpointWarnedAt < 60_000) return;
     checkpointWarnedAt = performance.now();
-    logger.warn({ err: f.error, consecutive: f.consecutive, failingMs: Math.round(f.failingMs) }, "a WAL checkpoint failed: the WAL grows until checkpoints succeed again; the store fails closed if they keep failing for a minute");
+    logger.warn({ err: f.error, failures: f.failures, failingMs: Math.round(f.failingMs) }, "a WAL checkpoint failed: the WAL grows until checkpoints succeed again; the store fails closed if they keep failing for a minute");
   };
   let store: Store;
   try {

@@ -271,7 +271,7 @@ describe("the shim process", () => {
       const ask = () => client(p).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 });
       await ask(); // the request's ledger row is in the WAL: the next checkpoint copies it, and fails
       const warned = await p.waitForLine((e) => e.msg === warning, 5000);
-      expect(warned).toMatchObject({ level: 40, consecutive: 1, err: { code: "SQLITE_IOERR_FSYNC", message: "disk I/O error" } });
+      expect(warned).toMatchObject({ level: 40, failures: 1, err: { code: "SQLITE_IOERR_FSYNC", message: "disk I/O error" } });
       await new Promise((r) => setTimeout(r, 2500)); // two checkpoints more, at least
       const counted = Number(/^shim_sqlite_checkpoint_failures_total (\d+)$/m.exec(await (await fetch(`${p.url}/metrics`)).text())?.[1]);
       expect(counted).toBeGreaterThanOrEqual(3);

@@ -12,12 +12,14 @@ function requireStrace(): void {
 
 /**
  * A command prefix: the program runs under strace, and every fsync and fdatasync of `file` (that
- * path only: SQLite's syncs of its -wal go through) fails with EIO, as on a failing disk. A WAL
- * checkpoint syncs the database file after copying pages into it, so it fails; a commit does not.
+ * path only: SQLite's syncs of its -wal go through) fails with EIO, as on a failing disk; or
+ * those strace's `when` picks (`1+8`: the first, then every 8th). A WAL checkpoint syncs the
+ * database file after copying the whole WAL into it, so it fails; a commit does not.
  */
-export function failingFsyncs(file: string): string[] {
+export function failingFsyncs(file: string, when?: string): string[] {
   requireStrace();
-  return ["strace", "-f", "-qq", "-o", "/dev/null", "-P", file, "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:error=EIO"];
+  const inject = `inject=fsync,fdatasync:error=EIO${when === undefined ? "" : `:when=${when}`}`;
+  return ["strace", "-f", "-qq", "-o", "/dev/null", "-P", file, "-e", "trace=fsync,fdatasync", "-e", inject];
 }
 
 /** A command prefix: the program runs under strace, which writes each fsync and fdatasync of `files` to `out` (each line names its file). */

@@ -13,7 +13,10 @@ import type Database from "better-sqlite3";
  *
  * A checkpoint that fails (an fsync the disk refuses, EIO) is posted to the main thread: the
  * WAL then grows with every write (23 MB/s under load) until the volume is full, and nothing
- * else would say so. One that finds another connection checkpointing (busy) is no failure.
+ * else would say so. One that finds another connection checkpointing (busy) is no failure. The
+ * failures count until a checkpoint is known to have copied the whole WAL and synced the file,
+ * not until one merely succeeds: on a failing disk, one that stops short of the WAL's end (the
+ * writer appended meanwhile) syncs nothing, and succeeds between failures.
  */
 const CHECKPOINT_WORKER = `
 const { parentPort, workerData } = require("node:worker_threads");
@@ -22,15 +25,28 @@ const Database = require(workerData.module);
 // where this connection would copy the real database's WAL into it.
 const db = new Database(workerData.filename, { fileMustExist: true });
 db.pragma("busy_timeout = 1000");
+// failing: a checkpoint failed since the WAL was last copied whole. A checkpoint that succeeds
+// proves little on a failing disk: one that stops short of the end of the WAL (the writer
+// appended meanwhile) copies pages without syncing the file. The WAL was copied whole, the file
+// synced, when it has fewer frames than before (the writer started it over, which it does only
+// then), or when two checkpoints in a row find all of its frames copied and none added.
 let failing = false;
+let peak = 0; // the most frames the WAL had at a checkpoint since the first failure
+let previous = -1; // its frames at the last checkpoint, if that one did not fail
 const checkpoint = () => {
   try {
-    db.pragma("wal_checkpoint(PASSIVE)");
-    if (failing) parentPort.postMessage({ checkpoint: "ok" });
-    failing = false;
+    const [r] = db.pragma("wal_checkpoint(PASSIVE)");
+    const whole = r.log < peak || (r.checkpointed === r.log && r.log === previous);
+    if (failing && whole) {
+      failing = false;
+      parentPort.postMessage({ checkpoint: "complete" });
+    }
+    peak = failing ? Math.max(peak, r.log) : r.log;
+    previous = r.log;
   } catch (e) {
     if (e.code === "SQLITE_BUSY") return;
     failing = true;
+    previous = -1;
     parentPort.postMessage({ checkpoint: "failed", code: e.code, message: e.message });
   }
 };
@@ -44,14 +60,14 @@ parentPort.on("message", (m) => {
 });
 `;
 
-/** A failed checkpoint: its error, how many failed in a row with it, and for how long they have. */
+/** A failed checkpoint: its error, how many failed (it included) since one last completed, and for how long since the first of them. */
 export interface CheckpointFailure {
   error: Error & { code?: string };
-  consecutive: number;
+  failures: number;
   failingMs: number;
 }
 
-type CheckpointMessage = { checkpoint: "ok" } | { checkpoint: "failed"; code?: string; message: string };
+type CheckpointMessage = { checkpoint: "complete" } | { checkpoint: "failed"; code?: string; message: string };
 
 /** Starts the checkpoint thread; `onFailure` hears of each checkpoint that fails, with the run it belongs to. */
 export function startCheckpointer(db: Database.Database, filename: string, intervalMs: number, onFailure: (f: CheckpointFailure) => void): Worker {
@@ -59,17 +75,17 @@ export function startCheckpointer(db: Database.Database, filename: string, inter
   const module = createRequire(import.meta.url).resolve("better-sqlite3");
   const worker = new Worker(CHECKPOINT_WORKER, { eval: true, workerData: { filename, intervalMs, module } });
   worker.unref();
-  let run: { since: number; consecutive: number } | null = null;
+  let run: { since: number; failures: number } | null = null;
   worker.on("message", (m: CheckpointMessage | "stopped") => {
     if (m === "stopped") return;
-    if (m.checkpoint === "ok") {
+    if (m.checkpoint === "complete") {
       run = null;
       return;
     }
     const now = performance.now();
-    run ??= { since: now, consecutive: 0 };
-    run.consecutive++;
-    onFailure({ error: Object.assign(new Error(m.message), { code: m.code }), consecutive: run.consecutive, failingMs: now - run.since });
+    run ??= { since: now, failures: 0 };
+    run.failures++;
+    onFailure({ error: Object.assign(new Error(m.message), { code: m.code }), failures: run.failures, failingMs: now - run.since });
   });
   const fallback = () => {
     if (db.open) db.pragma("wal_autocheckpoint = 1000");

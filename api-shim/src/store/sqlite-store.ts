@@ -20,7 +20,7 @@ export interface SqliteStoreOptions {
   checkpointIntervalMs?: number;
   /** Called for each WAL checkpoint that fails (the server logs and counts them). */
   onCheckpointFailure?: (failure: CheckpointFailure) => void;
-  /** How long checkpoints may fail in a row before the store fails closed (default 60000). */
+  /** How long checkpoints may fail, none completing, before the store fails closed (default 60000). */
   checkpointFailureLimitMs?: number;
   /**
    * Called once when the store fails closed: a batch, its COMMIT or its write lock failed, or any
@@ -163,7 +163,8 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * A WAL checkpoint failed: reported; and once they have failed for checkpointFailureLimitMs,
+   * A WAL checkpoint failed: reported; and once they have failed for checkpointFailureLimitMs
+   * with none completing,
    * the store fails closed with the cause (the WAL would grow until the volume is full); at once
    * when it met a corrupt page. A last checkpoint at close() is no reason to.
    */
@@ -173,7 +174,7 @@ export class SqliteStore implements Store {
     if (isCorrupt(f.error)) return this.fail(f.error);
     if (f.failingMs < (this.options.checkpointFailureLimitMs ?? 60_000)) return;
     const last = `${f.error.code ?? "error"} ${f.error.message}`;
-    const why = `WAL checkpoints have failed for ${Math.floor(f.failingMs / 1000)} s (${f.consecutive} in a row; last: ${last}): the WAL grows until the volume is full`;
+    const why = `WAL checkpoints have failed for ${Math.floor(f.failingMs / 1000)} s (${f.failures} failures, none completed since; last: ${last}): the WAL grows until the volume is full`;
     this.fail(Object.assign(new Error(why), { code: f.error.code }));
   }
 
