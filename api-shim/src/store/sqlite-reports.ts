@@ -1,6 +1,6 @@
 import { Worker } from "node:worker_threads";
 import { rejectOnAbort } from "../promises.ts";
-import { failsTheStore } from "./sqlite-failures.ts";
+import { isCorrupt } from "./sqlite-failures.ts";
 import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
 import { ClientLeftError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
@@ -27,8 +27,9 @@ export const REPORT_TIMEOUT_MS = 60_000;
 export interface SqliteReportsOptions {
   busyTimeoutMs: number;
   /**
-   * A report met a database the store cannot use (failsTheStore: a corrupt page, a disk error):
-   * the store fails closed, as when its own thread meets one.
+   * A report met a corrupt database (SQLITE_CORRUPT, SQLITE_NOTADB): the store fails closed, as
+   * when its own thread meets one. Other failures of a report (its worker could not open the
+   * file, a time bound) are that report's 503 alone: the next one gets a new worker.
    */
   onStoreFailure?: (error: Error) => void;
   idleMs?: number;
@@ -146,7 +147,7 @@ export class SqliteReports {
     this.idle = setTimeout(() => this.retire(), this.options.idleMs).unref();
     if (rows) return running.resolve(rows);
     running.reject(new StoreUnavailableError(error));
-    if (failsTheStore(error)) this.options.onStoreFailure?.(error!);
+    if (isCorrupt(error)) this.options.onStoreFailure?.(error!);
   }
 
   /** The worker failed or exited: its report (if any) fails, and the next report starts a new one. */
