@@ -2,11 +2,11 @@ import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { Batch, type Hold } from "./sqlite-batch.ts";
 import { type CheckpointFailure, startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
+import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
-import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
   StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
@@ -105,9 +105,8 @@ export class SqliteStore implements Store {
    * request on an idle keep-alive connection from a setImmediate), so neither the upstream
    * request nor the response waits for the COMMIT's I/O. Holds and charges are decided in
    * memory (sqlite-batch.ts), written at COMMIT; the database's CHECK constraints still refuse
-   * a negative balance there. A crash
-   * can lose the last batch whole: holds (released at start anyway) and charges (the client's
-   * favour), never an unbalanced ledger. A failed statement or COMMIT rolls the batch back and
+   * a negative balance there. A crash can lose the last batch whole: holds (released at start
+   * anyway) and charges (the client's favour), never an unbalanced ledger. A failed statement or COMMIT rolls the batch back and
    * leaves the store failed closed (503) until the process restarts and releases what it held;
    * so does a write lock that cannot be taken for any reason but another connection holding it
    * (a read-only file: no batch would ever open, and nothing else would say so).
@@ -164,9 +163,9 @@ export class SqliteStore implements Store {
 
   /**
    * A WAL checkpoint failed: reported; and once they have failed for checkpointFailureLimitMs
-   * with none completing,
-   * the store fails closed with the cause (the WAL would grow until the volume is full); at once
-   * when it met a corrupt page. A last checkpoint at close() is no reason to.
+   * with none completing, the store fails closed with the cause (the WAL would grow until the
+   * volume is full); at once when it met a corrupt page. A last checkpoint at close() is no
+   * reason to.
    */
   private checkpointFailed(f: CheckpointFailure): void {
     if (this.checkpointer === undefined) return;
