@@ -28,8 +28,9 @@ exporting again. If the export fails (e.g. this machine is not in adminCidrs), t
 kept and the run exits 1; --force destroys it anyway, without its usage. Keys it revoked before
 such a failure stay revoked (the KEPT line says so: clients get 401); <usage-dir>/<tenant>.revoked
 lists them, so the run that saves the usage still marks them. So does the FAILED line of a destroy
-that fails after the export. Just before revoking, it reads the stack's expiresAt again: moved
-since the run began (a \`pulumi up\` raised ttlHours), the stack is kept, nothing revoked. A stack
+that fails after the export. Just before revoking (or destroying a stack whose usage a run saved),
+it reads the stack's expiresAt again: moved since the run began (a \`pulumi up\` raised ttlHours),
+the stack is kept, nothing revoked or destroyed. A stack
 kept because it is no longer expired, whose keys a run revoked for its earlier expiry, gets a line
 on every run saying so and what to do, until its <tenant>.exported or <tenant>.revoked is deleted.
 Exits 1 if a destroy or an export failed, or a stack's outputs could not be read, or the stack file

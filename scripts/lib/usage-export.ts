@@ -170,16 +170,6 @@ export interface ExportOptions extends Omit<RetireOptions, "progress" | "revokin
 
 export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptDeps, "pulumi" | "now">, options: ExportOptions): Promise<UsageExport> {
   const progress = options.progress ?? (() => {});
-  const marker = readRecord<ExportMarker>(markerPath(dir, stack), stack, options.expiresAt);
-  // The marker lets a destroy go ahead without the tenant's usage in hand: only while the files
-  // it names are there, beside it (the directory may have been moved, marker and files together,
-  // and given with --usage-dir; or files cleaned from it).
-  const beside = (f: string) => join(dir, basename(f));
-  const gone = marker ? [marker.usage, marker.keys].map(beside).filter((f) => !existsSync(f)) : [];
-  if (marker && gone.length === 0) {
-    return { kind: "already-saved", marker: { ...marker, usage: beside(marker.usage), keys: beside(marker.keys) }, revokedKeys: revokedIn(beside(marker.keys)), unsureKeys: 0 };
-  }
-  if (marker) progress(`${markerPath(dir, stack)} says its usage was saved, but ${gone.join(" and ")} ${gone.length === 1 ? "is" : "are"} gone: exporting again`);
   // The keys revoked for this expiry by an earlier run are still marked (unreadable: they are not).
   const revoked = new RevokedKeys(dir, stack, options.expiresAt);
   const failed = (message: string): UsageExport => ({ kind: "failed", message, revokedKeys: revoked.confirmed.size, unsureKeys: revoked.unsure });
@@ -190,11 +180,22 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
     return { kind: "none", reason: "no endpoint: the serving stack was never deployed" };
   }
   // Judged expired from outputs read when the run began, maybe minutes ago (other destroys
-  // first): an operator's `pulumi up` may have raised its ttlHours since. Its keys stay.
+  // first): an operator's `pulumi up` may have raised its ttlHours since. Its keys stay, and so
+  // does the stack, whether or not an earlier run saved its usage.
   const { expiresAt } = r.outputs;
   if (typeof expiresAt !== "string" || Date.parse(expiresAt) !== options.expiresAt.getTime()) {
     return { kind: "expiry-moved", expiresAt: typeof expiresAt === "string" ? expiresAt : undefined };
   }
+  const marker = readRecord<ExportMarker>(markerPath(dir, stack), stack, options.expiresAt);
+  // The marker lets a destroy go ahead without the tenant's usage in hand: only while the files
+  // it names are there, beside it (the directory may have been moved, marker and files together,
+  // and given with --usage-dir; or files cleaned from it).
+  const beside = (f: string) => join(dir, basename(f));
+  const gone = marker ? [marker.usage, marker.keys].map(beside).filter((f) => !existsSync(f)) : [];
+  if (marker && gone.length === 0) {
+    return { kind: "already-saved", marker: { ...marker, usage: beside(marker.usage), keys: beside(marker.keys) }, revokedKeys: revokedIn(beside(marker.keys)), unsureKeys: 0 };
+  }
+  if (marker) progress(`${markerPath(dir, stack)} says its usage was saved, but ${gone.join(" and ")} ${gone.length === 1 ? "is" : "are"} gone: exporting again`);
   try {
     const client = adminClient(targetFromOutputs(stack, r.outputs), options.fetchImpl);
     const retired = await retireKeys(client, {

@@ -572,6 +572,22 @@ describe("reap-expired: a destroy that failed after the keys were revoked (the s
     expect(r.out).toContain("[bravo] kept: its expiresAt is 2026-03-02T10:00:00Z now, not 2026-03-01T10:00:00Z as this run read it (a `pulumi up` since?); no key revoked, nothing destroyed: the next run judges it again");
     expect((await chat(customer.key)).status).toBe(200);
   });
+
+  it("a stack whose usage an earlier run saved, and whose expiresAt moved since this run read it, is kept too: the marker is not a licence to destroy", async () => {
+    const { pulumi, run } = await lockedByRaise();
+    expect((await run()).code).toBe(1); // revoked, saved, destroy failed on the lock
+    const bravo = pulumi.stacks.get("bravo")!;
+    const judged = { ...bravo.outputs, expiresAt: "2026-03-01T10:00:00Z" };
+    bravo.outputs = judged; // the next run plans while the operator's `pulumi up` still runs…
+    pulumi.script = (args) => (args.includes("--show-secrets") && pulumi.stackArg(args) === "bravo"
+      ? { stdout: JSON.stringify({ ...judged, expiresAt: RAISED }) } // …which has ended by bravo's turn
+      : undefined);
+    const r = await run();
+    expect(r.code).toBe(0);
+    expect(pulumi.callsOf("destroy").filter((c) => pulumi.stackArg(c.args) === "bravo")).toHaveLength(1); // the first run's, which failed
+    expect(r.out).toContain("[bravo] kept: its expiresAt is 2026-03-02T10:00:00Z now, not 2026-03-01T10:00:00Z as this run read it");
+    expect(r.out).not.toContain("usage already saved");
+  });
 });
 
 describe("reap-expired: what it says of keys it could not revoke", () => {
