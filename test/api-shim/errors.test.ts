@@ -883,6 +883,9 @@ describe("a path nginx reads as another route (an encoded /, . or \\, or a . or 
         ["GET", "/admin/keys/.."],
         ["GET", "/admin/keys/."],
         ["GET", "/health/..?x=1"],
+        // nginx stops the path at a raw `#` (never sent by a client: a fragment stays in it).
+        ["GET", "/metrics/..#"],
+        ["GET", "/admin/keys#x"],
       ];
       for (const [method, path] of paths) {
         for (const token of [undefined, h.adminToken, victim.key]) {

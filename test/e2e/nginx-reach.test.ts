@@ -104,6 +104,9 @@ describe("a path nginx and the shim would read as different routes (an encoded /
       ["127.0.0.2", "GET", "/v1/models/%2e%2e/%2E%2E/v1/models"],
       ["127.0.0.2", "GET", "/v1/./models"],
       ["127.0.0.2", "GET", "/v1%5cmodels"],
+      // nginx ends the path at a raw `#`, the `..` before it resolved: `/` to nginx (location /).
+      ["127.0.0.2", "GET", "/metrics/..#"],
+      ["127.0.0.2", "GET", "/admin/..#x"],
       // The admin locations, from the operator's machine.
       ["127.0.0.3", "GET", "/admin/keys/x%2f..%2fy"],
       ["127.0.0.3", "GET", "/metrics/%2e"],
