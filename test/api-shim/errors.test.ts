@@ -25,6 +25,21 @@ async function failure(fn: () => Promise<unknown>): Promise<APIError> {
   throw new Error("expected the call to fail");
 }
 
+/** A store whose settlement of a 1-credit hold (0.5 charged) waits for the write lock `other` holds. */
+async function settlementWaitingForLock() {
+  const failures: unknown[] = [];
+  const dir = mkdtempSync(join(tmpdir(), "shim-lock-"));
+  const store = new SqliteStore(join(dir, "shim.db"), { busyTimeoutMs: 5000, onFailure: (e) => failures.push(e) });
+  const other = new Database(join(dir, "shim.db"));
+  await store.createKey({ id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 10_000_000, expiresAt: null, at: 1 });
+  expect((await store.reserve({ reservationId: "r", keyId: "k", amount: 1_000_000, at: 2 })).ok).toBe(true);
+  await store.flush();
+  other.exec("BEGIN IMMEDIATE");
+  const usage = { at: 3, requestId: "q", keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 500_000, stream: false, ms: 1 };
+  const settling = store.settle({ reservationId: "r", keyId: "k", hold: 1_000_000, cost: 500_000, usage });
+  return { failures, dir, store, other, settling };
+}
+
 function expectShape(err: APIError, status: number, type: string, code: string) {
   expect(err.status).toBe(status);
   expect(err.error).toMatchObject({ type, code });
@@ -636,18 +651,9 @@ describe("a broken database fails closed with 503", () => {
   });
 
   it("the wall clock stepping forward (NTP) while operations wait for another connection's write lock does not end their wait early: no 503, no failure", async () => {
-    const failures: unknown[] = [];
-    const dir = mkdtempSync(join(tmpdir(), "shim-lock-"));
-    const store = new SqliteStore(join(dir, "shim.db"), { busyTimeoutMs: 5000, onFailure: (e) => failures.push(e) });
-    const other = new Database(join(dir, "shim.db"));
+    const { failures, dir, store, other, settling } = await settlementWaitingForLock();
     const wallClock = Date.now.bind(Date);
     try {
-      await store.createKey({ id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 10_000_000, expiresAt: null, at: 1 });
-      expect((await store.reserve({ reservationId: "r", keyId: "k", amount: 1_000_000, at: 2 })).ok).toBe(true);
-      await store.flush();
-      other.exec("BEGIN IMMEDIATE");
-      const usage = { at: 3, requestId: "q", keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 500_000, stream: false, ms: 1 };
-      const settling = store.settle({ reservationId: "r", keyId: "k", hold: 1_000_000, cost: 500_000, usage });
       const revoking = store.revokeKey("nobody", 4); // an admin write: tried again while busy
       const settled = vi.fn();
       void settling.then(settled, settled);
@@ -669,17 +675,8 @@ describe("a broken database fails closed with 503", () => {
   });
 
   it("closing the store (a shutdown) while a settlement waits for the lock is not a failure: no restart is asked for", async () => {
-    const failures: unknown[] = [];
-    const dir = mkdtempSync(join(tmpdir(), "shim-lock-"));
-    const store = new SqliteStore(join(dir, "shim.db"), { busyTimeoutMs: 5000, onFailure: (e) => failures.push(e) });
-    const other = new Database(join(dir, "shim.db"));
+    const { failures, dir, store, other, settling } = await settlementWaitingForLock();
     try {
-      await store.createKey({ id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 10_000_000, expiresAt: null, at: 1 });
-      expect((await store.reserve({ reservationId: "r", keyId: "k", amount: 1_000_000, at: 2 })).ok).toBe(true);
-      await store.flush();
-      other.exec("BEGIN IMMEDIATE");
-      const usage = { at: 3, requestId: "q", keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 500_000, stream: false, ms: 1 };
-      const settling = store.settle({ reservationId: "r", keyId: "k", hold: 1_000_000, cost: 500_000, usage });
       await new Promise((r) => setTimeout(r, 50));
       await store.close();
       await expect(settling).rejects.toBeInstanceOf(StoreUnavailableError);
