@@ -3,17 +3,19 @@ import { driverUrl } from "./database-url.ts";
 import { settlesWithin } from "../promises.ts";
 import { OpenConnections } from "./postgres-connections.ts";
 import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
-import { MAX_DOUBTFUL, neverSent, NotSentError, RELEASE_BATCH } from "./postgres-failures.ts";
-import { grant, inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
+import { createKeyIn, ensureBootstrapKeyIn, topUpIn } from "./postgres-admin.ts";
+import { DoubtfulHolds } from "./postgres-doubtful.ts";
+import { neverSent, NotSentError } from "./postgres-failures.ts";
+import { inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
 import type { PostgresStoreOptions } from "./postgres-options.ts";
 import { UsageReports } from "./postgres-reports.ts";
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
-import { AUDIT, AVAILABLE, REFUSAL, RELEASE, RELEASE_STALE, RESERVE, SETTLE, SETTLE_UNRESERVED } from "./postgres-sql.ts";
+import { AUDIT, AVAILABLE, REFUSAL, RELEASE_STALE, RESERVE, SETTLE, SETTLE_UNRESERVED } from "./postgres-sql.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
 } from "./store.ts";
-import { ClientLeftError, NewerSchemaError, StoreUnavailableError, topUpRefusal } from "./store.ts";
+import { ClientLeftError, NewerSchemaError, StoreUnavailableError } from "./store.ts";
 
 export type { PostgresStoreOptions } from "./postgres-options.ts";
 
@@ -42,15 +44,7 @@ export class PostgresStore implements Store {
   private closed: Promise<void> | undefined;
   private sweeper: NodeJS.Timeout | undefined;
   private relocker: NodeJS.Timeout | undefined;
-  private retrier: NodeJS.Timeout | undefined;
-  /**
-   * Holds whose fate is unknown to this replica: a reserve or settle failed, so it may or may not
-   * have committed, and the client got a 503. Each is released (uncharged) once the database
-   * answers again. The value is when the failure happened (performance.now(), monotonic): a release that finds nothing is tried
-   * again until the failed statement cannot still be running on the server (statement timeout
-   * plus a margin), since a reserve cut off from its client may still commit after a first try.
-   */
-  private readonly doubtful = new Map<string, number>();
+  private readonly doubtful: DoubtfulHolds;
   /** Holds this replica made and has not settled yet: one whose row is gone at its settlement was swept (settle). */
   private readonly unsettled = new Set<string>();
   private readonly reports: UsageReports;
@@ -80,6 +74,7 @@ export class PostgresStore implements Store {
     this.owner = owner;
     this.retryMs = options.retryMs ?? 1000;
     this.reports = new UsageReports(pool, (fn) => this.tx(fn));
+    this.doubtful = new DoubtfulHolds(pool, this.retryMs, timeoutMs);
   }
 
   static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
@@ -191,31 +186,9 @@ export class PostgresStore implements Store {
     try {
       return await fn();
     } catch (e) {
-      if (kind === "settle" || !neverSent(e)) {
-        // Bounded: the oldest is forgotten (a hold of it that did commit is swept at the next start).
-        if (this.doubtful.size >= MAX_DOUBTFUL) this.doubtful.delete(this.doubtful.keys().next().value!);
-        this.doubtful.set(reservationId, performance.now());
-        this.retrier ??= setTimeout(() => void this.releaseDoubtful(), this.retryMs).unref();
-      }
+      if (kind === "settle" || !neverSent(e)) this.doubtful.add(reservationId);
       throw new StoreUnavailableError(e);
     }
-  }
-
-  /** Releases doubtful holds, a batch per round trip. */
-  private async releaseDoubtful(): Promise<void> {
-    this.retrier = undefined;
-    const ids = [...this.doubtful.keys()];
-    for (let i = 0; i < ids.length; i += RELEASE_BATCH) {
-      const batch = ids.slice(i, i + RELEASE_BATCH);
-      try {
-        const found = new Set((await this.pool.query<{ id: string }>({ name: "release", text: RELEASE, values: [batch] })).rows.map((r) => r.id));
-        const now = performance.now();
-        for (const id of batch) if (found.has(id) || now - this.doubtful.get(id)! > this.timeoutMs * 2 + 1000) this.doubtful.delete(id);
-      } catch {
-        break; // still unreachable: all of them next time
-      }
-    }
-    if (this.doubtful.size > 0 && !this.closing) this.retrier = setTimeout(() => void this.releaseDoubtful(), this.retryMs).unref();
   }
 
   /** One transaction on one pooled connection, committed durably (admin writes and start-up). */
@@ -269,25 +242,11 @@ export class PostgresStore implements Store {
   }
 
   createKey(key: NewKey): Promise<KeyRecord> {
-    return this.tx(async (c) => {
-      await c.query("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        [key.id, key.name, key.hash, key.tier, key.models && JSON.stringify(key.models), key.at, key.expiresAt]);
-      await grant(c, key.id, key.credits, key.at, "grant", null, null);
-      return (await keyById(c, key.id))!;
-    });
+    return this.tx((c) => createKeyIn(c, key));
   }
 
   ensureBootstrapKey(key: NewKey): Promise<BootstrapResult> {
-    // Replicas starting together run this at once: the key's row (ON CONFLICT) and its grant's
-    // idempotency key make the second one a no-op.
-    return this.tx(async (c) => {
-      const models = key.models && JSON.stringify(key.models);
-      const inserted = await c.query("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at, bootstrap) VALUES ($1, $2, $3, $4, $5, $6, $7, true) ON CONFLICT (id) DO NOTHING",
-        [key.id, key.name, key.hash, key.tier, models, key.at, key.expiresAt]);
-      await c.query("UPDATE keys SET name = $2, hash = $3, tier = $4, models = $5, bootstrap = true WHERE id = $1", [key.id, key.name, key.hash, key.tier, models]);
-      const granted = await grant(c, key.id, key.credits, key.at, "bootstrap", null, `bootstrap:${key.id}`);
-      return { created: inserted.rowCount === 1, granted };
-    });
+    return this.tx((c) => ensureBootstrapKeyIn(c, key));
   }
 
   revokeRemovedBootstrapKeys(keep: readonly string[], at: number): Promise<string[]> {
@@ -302,23 +261,7 @@ export class PostgresStore implements Store {
   }
 
   topUp(input: TopUpInput): Promise<TopUpResult> {
-    return this.tx(async (c): Promise<TopUpResult> => {
-      // The key's row lock first: top-ups of one key take turns across replicas, so a retried
-      // request with the same Idempotency-Key sees the first one's stored answer, committed.
-      const found = await c.query("SELECT 1 FROM keys WHERE id = $1 FOR UPDATE", [input.keyId]);
-      if (found.rowCount === 0) return { kind: "not_found" };
-      const idemKey = input.idempotency && `credits:${input.keyId}:${input.idempotency.key}`;
-      if (idemKey) {
-        const prior = (await c.query<{ fingerprint: string; body: string }>("SELECT fingerprint, body FROM idempotency WHERE key = $1", [idemKey])).rows[0];
-        if (prior) return prior.fingerprint === input.idempotency!.fingerprint ? { kind: "replay", body: prior.body } : { kind: "conflict" };
-      }
-      const refused = topUpRefusal(input, await keyById(c, input.keyId));
-      if (refused) return refused;
-      await grant(c, input.keyId, input.amount, input.at, "topup", input.note, idemKey);
-      const body = input.respond((await keyById(c, input.keyId))!);
-      if (idemKey) await c.query("INSERT INTO idempotency (key, fingerprint, body, at) VALUES ($1, $2, $3, $4)", [idemKey, input.idempotency!.fingerprint, body, input.at]);
-      return { kind: "done", body };
-    });
+    return this.tx((c) => topUpIn(c, input));
   }
 
   reserve(input: ReserveInput): Promise<ReserveResult> {
@@ -381,8 +324,7 @@ export class PostgresStore implements Store {
     clearInterval(this.heartbeat);
     // A last try at the doubtful holds (what is left is swept by others); running reports are
     // cancelled, or pool.end() would wait for their connections for up to a minute.
-    await settlesWithin(Promise.all([this.doubtful.size > 0 && this.releaseDoubtful(), this.reports.cancelAll(), this.usageIndex?.stop(this.pool)]), deadline - performance.now());
-    clearTimeout(this.retrier);
+    await settlesWithin(Promise.all([this.doubtful.stop(), this.reports.cancelAll(), this.usageIndex?.stop(this.pool)]), deadline - performance.now());
     // The lock goes with its connection: from here other replicas may release what this one held.
     const ended = Promise.allSettled([this.lock?.end(), this.pool.end()]);
     if (await settlesWithin(ended, deadline - performance.now())) return;

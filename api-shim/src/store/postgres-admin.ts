@@ -1,0 +1,42 @@
+/** The Postgres store's admin writes, each inside the caller's transaction (PostgresStore's tx: committed durably). */
+import type pg from "pg";
+import { grant, keyById } from "./postgres-client.ts";
+import { type BootstrapResult, type KeyRecord, type NewKey, type TopUpInput, type TopUpResult, topUpRefusal } from "./store.ts";
+
+export async function createKeyIn(c: pg.PoolClient, key: NewKey): Promise<KeyRecord> {
+  await c.query("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    [key.id, key.name, key.hash, key.tier, key.models && JSON.stringify(key.models), key.at, key.expiresAt]);
+  await grant(c, key.id, key.credits, key.at, "grant", null, null);
+  return (await keyById(c, key.id))!;
+}
+
+/**
+ * Replicas starting together run this at once: the key's row (ON CONFLICT) and its grant's
+ * idempotency key make the second one a no-op.
+ */
+export async function ensureBootstrapKeyIn(c: pg.PoolClient, key: NewKey): Promise<BootstrapResult> {
+  const models = key.models && JSON.stringify(key.models);
+  const inserted = await c.query("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at, bootstrap) VALUES ($1, $2, $3, $4, $5, $6, $7, true) ON CONFLICT (id) DO NOTHING",
+    [key.id, key.name, key.hash, key.tier, models, key.at, key.expiresAt]);
+  await c.query("UPDATE keys SET name = $2, hash = $3, tier = $4, models = $5, bootstrap = true WHERE id = $1", [key.id, key.name, key.hash, key.tier, models]);
+  const granted = await grant(c, key.id, key.credits, key.at, "bootstrap", null, `bootstrap:${key.id}`);
+  return { created: inserted.rowCount === 1, granted };
+}
+
+export async function topUpIn(c: pg.PoolClient, input: TopUpInput): Promise<TopUpResult> {
+  // The key's row lock first: top-ups of one key take turns across replicas, so a retried
+  // request with the same Idempotency-Key sees the first one's stored answer, committed.
+  const found = await c.query("SELECT 1 FROM keys WHERE id = $1 FOR UPDATE", [input.keyId]);
+  if (found.rowCount === 0) return { kind: "not_found" };
+  const idemKey = input.idempotency && `credits:${input.keyId}:${input.idempotency.key}`;
+  if (idemKey) {
+    const prior = (await c.query<{ fingerprint: string; body: string }>("SELECT fingerprint, body FROM idempotency WHERE key = $1", [idemKey])).rows[0];
+    if (prior) return prior.fingerprint === input.idempotency!.fingerprint ? { kind: "replay", body: prior.body } : { kind: "conflict" };
+  }
+  const refused = topUpRefusal(input, await keyById(c, input.keyId));
+  if (refused) return refused;
+  await grant(c, input.keyId, input.amount, input.at, "topup", input.note, idemKey);
+  const body = input.respond((await keyById(c, input.keyId))!);
+  if (idemKey) await c.query("INSERT INTO idempotency (key, fingerprint, body, at) VALUES ($1, $2, $3, $4)", [idemKey, input.idempotency!.fingerprint, body, input.at]);
+  return { kind: "done", body };
+}
