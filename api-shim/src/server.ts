@@ -51,11 +51,11 @@ async function main(): Promise<void> {
     else exitNow(1);
   };
   const metrics = new Metrics({ defaultMetrics: true });
-  // The Postgres store's sweeps while serving (a replica that died, or this one's own holds
-  // after its liveness session was cut): credits a dead replica held come back to the keys.
+  // The Postgres store's sweeps while serving (a replica without its liveness lock for the grace,
+  // 30 s: one that died, or one cut off that long): credits a dead replica held come back to the keys.
   const onReleased = (released: number) => {
     metrics.releasedReservations.inc(released);
-    if (released > 0) logger.info({ released }, "released credit holds whose replica lost its liveness lock (a replica gone, or this one before a reconnect: its requests still in flight settle without a hold)");
+    if (released > 0) logger.info({ released }, "released credit holds whose replica lost its liveness lock (a replica gone, or one cut off from the database for longer than the grace: its requests still in flight settle without a hold)");
   };
   const onConnectionsCut = (connections: number) =>
     logger.warn({ connections }, "the database did not answer the store's goodbye in time: its connections were cut");

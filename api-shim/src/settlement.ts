@@ -76,7 +76,8 @@ export class Settlement {
     if (charged > 0) ctx.metrics.credits.inc({ model: label }, creditsNumber(charged));
     if (charged !== cost) {
       // Its hold was released before it settled (Postgres: a sweep after this replica's liveness
-      // session was cut): it was charged what the key's balance still covered (store.ts, settle).
+      // session was cut for longer than the grace): it was charged what the key's balance still
+      // covered (store.ts, settle).
       request.log.warn({ reqId: request.id, model: loggedModel(this.model, ctx.hideSecrets), cost: creditsNumber(cost), charged: creditsNumber(charged) }, "hold released before the settlement: charged what the balance covered");
     }
     if (capped) {

@@ -108,25 +108,34 @@ describe("PostgresStore", () => {
     }
   });
 
-  it("releases the holds of a replica that is gone, not charged, and keeps those of live replicas", async () => {
+  it("releases the holds of a replica that is gone once it has been without its lock for the grace, not charged, and keeps those of live replicas", async () => {
     await store.createKey(newKey("k", 10));
+    const released: number[] = [];
+    const sweeper = await replica({ sweepGraceMs: 500, onReleased: (n) => released.push(n) });
     const live = await replica();
     await store.reserve({ reservationId: "mine", keyId: "k", amount: 2, at: 1 });
     await live.reserve({ reservationId: "live", keyId: "k", amount: 1, at: 1 });
     const dead = await replica();
     await dead.reserve({ reservationId: "theirs", keyId: "k", amount: 5, at: 1 });
     await dead.close(); // its liveness lock goes with its connection, as when the process dies
-    expect(await store.releaseStaleReservations()).toBe(1);
+    // Seen without its lock: it may be a replica taking its lock back, so not yet.
+    expect(await sweeper.releaseStaleReservations()).toBe(0);
+    const seen = Date.now();
+    expect((await store.getKey("k"))!.held).toBe(8);
+    // Released by a sweep when its grace ends, not at the next one a minute later; counted once.
+    expect(await pollUntil(async () => (await store.getKey("k"))!.held === 3, 3000)).toBe(true);
+    expect(Date.now() - seen).toBeGreaterThanOrEqual(450);
+    expect(released).toEqual([1]);
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 3, ledgerSum: 10, reservations: 2, reservedSum: 3 }]);
     // A settlement arriving for a released hold charges nothing and changes nothing.
     expect(await live.settle({ reservationId: "theirs", keyId: "k", hold: 5, cost: 5, usage: usage("k", "late", 5) })).toEqual({ available: 7, charged: 0 });
-    expect(await store.releaseStaleReservations()).toBe(0);
+    expect(await sweeper.releaseStaleReservations()).toBe(0);
   });
 
   it("a running replica sweeps the holds of a replica that is gone, without waiting for a restart, and says how many", async () => {
     await store.createKey(newKey("k", 10));
     const released: number[] = [];
-    await replica({ sweepIntervalMs: 50, onReleased: (n) => released.push(n) });
+    await replica({ sweepIntervalMs: 50, sweepGraceMs: 200, onReleased: (n) => released.push(n) });
     const dead = await replica();
     await dead.reserve({ reservationId: "theirs", keyId: "k", amount: 5, at: 1 });
     await dead.close();
@@ -214,15 +223,49 @@ describe("PostgresStore", () => {
     expect(await store.topUp({ keyId: "k", amount: 5, note: null, at: 1, idempotency: null, respond: () => "", refuse: () => null })).toMatchObject({ kind: "done" });
   });
 
-  it("a replica whose liveness session is cut takes a new owner id; its old holds are swept, so none can stay stuck; their requests, served all the same, are recorded and charged what the balance covers", async () => {
-    await store.createKey(newKey("k", 10));
+  /** Ends the session holding `owner`'s liveness lock, as a network blip or a database restart does. */
+  const cutLiveness = (owner: number) => sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = $1::bigint::oid", [owner]);
+
+  it("a replica whose liveness session is cut keeps its holds in flight under its new owner id: credit for one request admits one, and it is charged", async () => {
+    await store.createKey(newKey("k", 1)); // credit for exactly one request
     const cut = await replica({ retryMs: 100 });
+    const other = await replica({ sweepGraceMs: 0 }); // would release any owner's holds the moment it lacks a lock
+    expect((await cut.reserve({ reservationId: "inflight", keyId: "k", amount: 1, at: 1 })).ok).toBe(true);
+    const before = cut.owner;
+    await cutLiveness(before);
+    expect(await pollUntil(() => cut.owner !== before)).toBe(true);
+    // Its relock swept its own hold: the credit was admitted again, and one request was served free.
+    expect(await other.releaseStaleReservations()).toBe(0);
+    expect(await other.reserve({ reservationId: "second", keyId: "k", amount: 1, at: 1 })).toEqual({ ok: false, available: 0 });
+    expect(await cut.settle({ reservationId: "inflight", keyId: "k", hold: 1, cost: 1, usage: usage("k", "q1", 1) })).toEqual({ available: 0, charged: 1 });
+    expect(await store.audit()).toEqual([{ keyId: "k", balance: 0, held: 0, ledgerSum: 0, reservations: 0, reservedSum: 0 }]);
+  });
+
+  it("other replicas' sweeps leave the holds of a replica taking its lock back alone for the grace", async () => {
+    await store.createKey(newKey("k", 10));
+    const released: number[] = [];
+    const slow = await replica({ retryMs: 2000 }); // takes its lock back 2 s after the cut
+    await replica({ sweepIntervalMs: 100, onReleased: (n) => released.push(n) }); // the default grace, 30 s
+    await slow.reserve({ reservationId: "live", keyId: "k", amount: 5, at: 1 });
+    const before = slow.owner;
+    await cutLiveness(before);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect({ owner: slow.owner, held: (await store.getKey("k"))!.held, released: released.reduce((a, n) => a + n, 0) }).toEqual({ owner: before, held: 5, released: 0 });
+    expect(await pollUntil(() => slow.owner !== before, 5000)).toBe(true);
+    expect(await slow.settle({ reservationId: "live", keyId: "k", hold: 5, cost: 5, usage: usage("k", "q", 5) })).toEqual({ available: 5, charged: 5 });
+    expect(released.reduce((a, n) => a + n, 0)).toBe(0);
+  });
+
+  it("a replica without its lock for longer than the grace has its holds swept by others; its requests, served all the same, are recorded and charged what the balance covers", async () => {
+    await store.createKey(newKey("k", 10));
+    const cut = await replica({ retryMs: 1500 });
+    await replica({ sweepIntervalMs: 50, sweepGraceMs: 200 });
     await cut.reserve({ reservationId: "old", keyId: "k", amount: 4, at: 1 });
     await cut.reserve({ reservationId: "old2", keyId: "k", amount: 4, at: 1 });
     const before = cut.owner;
-    await sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = $1::bigint::oid", [before]);
-    await pollUntil(async () => cut.owner !== before && (await store.getKey("k"))!.held === 0);
-    expect(cut.owner).not.toBe(before);
+    await cutLiveness(before);
+    expect(await pollUntil(async () => (await store.getKey("k"))!.held === 0)).toBe(true);
+    expect(await pollUntil(() => cut.owner !== before)).toBe(true);
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
     expect(await cut.reserve({ reservationId: "new", keyId: "k", amount: 4, at: 1 })).toEqual({ ok: true, available: 6 });
     expect(await store.releaseStaleReservations()).toBe(0); // the new owner is alive
@@ -240,22 +283,46 @@ describe("PostgresStore", () => {
     expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 9, completionTokens: 12, cost: 6 }]);
   });
 
-  describe("through the shim: a request whose hold is swept while it is upstream (its replica's liveness session was cut)", () => {
+  it("through the shim: a replica whose liveness session is cut while a request is upstream keeps its hold; credit for one request admits one, charged", async () => {
+    const s = await replica({ retryMs: 100 });
+    const shim = await startShim({ wrapStore: () => s });
+    try {
+      shim.fake.set({ headerDelayMs: 2000 });
+      const key = await shim.createKey({ name: "k", credits: 1 }); // one request's hold
+      const chat = () => shim.post(key.key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
+      const first = chat();
+      expect(await pollUntil(async () => (await s.getKey(key.id))!.held > 0)).toBe(true);
+      const before = s.owner;
+      await cutLiveness(before);
+      expect(await pollUntil(() => s.owner !== before)).toBe(true);
+      const second = await chat();
+      expect(second.status).toBe(402);
+      const answer = await first;
+      expect(answer.status).toBe(200);
+      expect(((await answer.json()) as { credits_charged: number }).credits_charged).toBe(1);
+      expect((await s.audit()).find((r) => r.keyId === key.id)).toMatchObject({ balance: 0, ledgerSum: 0, held: 0 });
+    } finally {
+      await shim.close();
+    }
+  });
+
+  describe("through the shim: a request whose hold is swept while it is upstream (its replica was without its liveness lock for longer than the grace)", () => {
     let s: PostgresStore;
     let shim: Harness;
     beforeEach(async () => {
-      s = await replica({ retryMs: 100 });
+      s = await replica({ retryMs: 1500 });
+      await replica({ sweepIntervalMs: 50, sweepGraceMs: 100 }); // another replica, sweeping
       shim = await startShim({ wrapStore: () => s });
       shim.fake.set({ headerDelayMs: 3000 });
     });
     afterEach(() => shim.close());
     const chat = (key: string) => shim.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
     const held = async (keyId: string) => (await s.getKey(keyId))!.held;
-    /** Cuts the replica's liveness session once `keyId` has a hold; resolves when it relocked and swept that hold. */
+    /** Cuts the replica's liveness session once `keyId` has a hold; resolves when the other replica swept that hold and this one relocked. */
     const sweepMidFlight = async (keyId: string) => {
       expect(await pollUntil(async () => (await held(keyId)) > 0)).toBe(true);
       const before = s.owner;
-      await sql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = $1::bigint::oid", [before]);
+      await cutLiveness(before);
       expect(await pollUntil(async () => s.owner !== before && (await held(keyId)) === 0)).toBe(true);
     };
     const answer = async (res: Promise<Response>) => {

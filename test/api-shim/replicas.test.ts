@@ -98,7 +98,9 @@ describe("shim replicas on one Postgres database", () => {
     await Promise.all([output.stopCleanly(a), output.stopCleanly(b)]);
   });
 
-  it("SIGKILL of one replica during its 25 live streams: its replacement releases exactly those; the other replica's 25 are charged exactly", async () => {
+  // A replica's holds are released once it has been without its liveness lock for the sweeps'
+  // grace (30 s; it may be taking its lock back): the replacement releases them 30 s after its start.
+  it("SIGKILL of one replica during its 25 live streams: its replacement releases exactly those, 30 s after its start; the other replica's 25 are charged exactly", { timeout: 90_000 }, async () => {
     fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
     const [doomed, survivor] = await Promise.all([start(), start()]);
     const before = await audit(key.id);
@@ -111,8 +113,11 @@ describe("shim replicas on one Postgres database", () => {
     output.keep(doomed);
     await Promise.allSettled(doomedStreams.map(async (it) => { for (let r = await it.next(); !r.done; r = await it.next()); }));
     const replacement = await start();
-    const released = await replacement.waitForLine((e) => typeof e.released === "number");
+    const started = Date.now();
+    expect(await replacement.waitForLine((e) => e.msg === "released reservations left by a previous process (not charged)")).toMatchObject({ released: 0 });
+    const released = await replacement.waitForLine((e) => String(e.msg).startsWith("released credit holds whose replica lost its liveness lock"), 45_000);
     expect(released.released).toBe(25); // the dead replica's holds, not the survivor's live ones
+    expect(Date.now() - started).toBeGreaterThan(25_000);
 
     // The survivor's streams run to the end and are charged what they generated: 1 credit + 40 tokens.
     let tokens = 0;
@@ -173,16 +178,17 @@ describe("shim replicas on one Postgres database", () => {
     await output.stopCleanly(p);
   });
 
-  it("holds a running replica's sweep releases (a replica gone for good) are logged and counted in shim_stale_reservations_released_total", async () => {
+  it("holds a running replica's sweep releases (a replica gone for good) are logged and counted in shim_stale_reservations_released_total", { timeout: 90_000 }, async () => {
     const p = await start();
     const dead = await PostgresStore.open(env.SHIM_DATABASE_URL!);
     await dead.reserve({ reservationId: "dead-1", keyId: key.id, amount: CREDIT, at: Date.now() });
     await dead.reserve({ reservationId: "dead-2", keyId: key.id, amount: CREDIT, at: Date.now() });
     await dead.close(); // its liveness lock goes, as when its process dies
     // The next sweep is up to a minute away; cutting p's liveness session makes it take its lock
-    // back and sweep at once (its own holds under the old owner id, and every dead replica's).
+    // back and sweep at once, which sees the dead replica without its lock and releases its holds
+    // when the grace (30 s) is over.
     await pgSql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2");
-    const line = await p.waitForLine((e) => String(e.msg).startsWith("released credit holds whose replica lost its liveness lock"));
+    const line = await p.waitForLine((e) => String(e.msg).startsWith("released credit holds whose replica lost its liveness lock"), 45_000);
     expect(line.released).toBe(2);
     const metrics = await (await fetch(`${p.url}/metrics`)).text();
     expect(metrics).toMatch(/^shim_stale_reservations_released_total 2$/m);

@@ -6,6 +6,12 @@ export interface PostgresStoreOptions {
   timeoutMs?: number;
   /** ms between sweeps that release the holds of replicas that are gone. Default 60000. */
   sweepIntervalMs?: number;
+  /**
+   * How long (ms, by the database's clock) an owner must have been seen without its liveness lock
+   * before a sweep releases its holds: a replica taking its lock back is not a replica gone.
+   * Default 30000 (postgres-sweep.ts).
+   */
+  sweepGraceMs?: number;
   /** ms between tries to release doubtful holds and to re-take a lost liveness lock. Default 1000. */
   retryMs?: number;
   /** Told how many holds of replicas that are gone each sweep released (0 included); the start's release is the caller's own. */

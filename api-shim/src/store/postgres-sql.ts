@@ -35,16 +35,6 @@ export const RELEASE = `WITH r AS (DELETE FROM reservations WHERE id = ANY($1::t
   per AS (SELECT key_id, sum(amount) AS amount FROM r GROUP BY key_id),
   k AS (UPDATE keys SET held = held - per.amount FROM per WHERE keys.id = per.key_id)
   SELECT id FROM r`;
-/**
- * A replica is alive while it holds its advisory lock (class, owner) on its own connection;
- * Postgres drops the lock the moment that connection ends, process crash included. The holds
- * of every owner without a live lock are released (not charged).
- */
-export const RELEASE_STALE = `WITH live AS (SELECT objid::bigint AS owner FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid AND objsubid = 2 AND granted),
-  gone AS (DELETE FROM reservations r WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.owner = r.owner) RETURNING key_id, amount),
-  per AS (SELECT key_id, sum(amount) AS amount, count(*) AS n FROM gone GROUP BY key_id),
-  k AS (UPDATE keys SET held = held - per.amount FROM per WHERE keys.id = per.key_id RETURNING per.n)
-  SELECT coalesce(sum(n), 0)::bigint AS released FROM k`;
 export const AUDIT = `SELECT k.id AS "keyId", k.balance, k.held, coalesce(l.total, 0)::bigint AS "ledgerSum",
     coalesce(r.n, 0)::bigint AS reservations, coalesce(r.total, 0)::bigint AS "reservedSum"
   FROM keys k

@@ -2,15 +2,16 @@ import pg from "pg";
 import { driverUrl } from "./database-url.ts";
 import { settlesWithin } from "../promises.ts";
 import { OpenConnections } from "./postgres-connections.ts";
-import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
+import { migratePg, takeOwnerLock } from "./postgres-migrations.ts";
 import { createKeyIn, ensureBootstrapKeyIn, topUpIn } from "./postgres-admin.ts";
 import { DoubtfulHolds } from "./postgres-doubtful.ts";
 import { neverSent, NotSentError } from "./postgres-failures.ts";
 import { inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
 import type { PostgresStoreOptions } from "./postgres-options.ts";
 import { UsageReports } from "./postgres-reports.ts";
+import { ADOPT_HOLDS, StaleOwners, SWEEP_GRACE_MS } from "./postgres-sweep.ts";
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
-import { AUDIT, AVAILABLE, REFUSAL, RELEASE_STALE, RESERVE, SETTLE, SETTLE_UNRESERVED } from "./postgres-sql.ts";
+import { AUDIT, AVAILABLE, REFUSAL, RESERVE, SETTLE, SETTLE_UNRESERVED } from "./postgres-sql.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
@@ -37,15 +38,22 @@ const CUT_MS = 250;
  * Failure: while the database cannot be reached every call is a StoreUnavailableError (503) and
  * the replica keeps running; it recovers by itself. Unlike the SQLite store it never needs a
  * restart to make its books certain: a hold whose reserve or settle failed is released
- * (uncharged) once the database answers, and the liveness lock is taken back.
+ * (uncharged) once the database answers, and the liveness lock is taken back with the holds
+ * still in flight.
  */
 export class PostgresStore implements Store {
   private closing = false;
   private closed: Promise<void> | undefined;
   private sweeper: NodeJS.Timeout | undefined;
+  /** The sweep when an owner's grace ends (StaleOwners). */
+  private sweepAgain: NodeJS.Timeout | undefined;
   private relocker: NodeJS.Timeout | undefined;
   private readonly doubtful: DoubtfulHolds;
-  /** Holds this replica made and has not settled yet: one whose row is gone at its settlement was swept (settle). */
+  private readonly stale: StaleOwners;
+  /**
+   * Holds this replica made (or is making) and has not settled yet: they move with it to a new
+   * owner id (relock), and one whose row is gone at its settlement was swept (settle).
+   */
   private readonly unsettled = new Set<string>();
   private readonly reports: UsageReports;
   private readonly connections: OpenConnections;
@@ -61,7 +69,7 @@ export class PostgresStore implements Store {
   private readonly retryMs: number;
   /** The connection holding this replica's advisory lock; null while it is being re-taken. */
   private lock: pg.Client | null;
-  /** This replica's id: its reservations carry it. A new one each time the lock is re-taken. */
+  /** This replica's id: its reservations carry it. A new one each time the lock is re-taken (its holds in flight move to it). */
   owner: number;
 
   private constructor(pool: pg.Pool, connection: pg.ClientConfig, lock: pg.Client, owner: number, connections: OpenConnections, options: PostgresStoreOptions, timeoutMs: number) {
@@ -75,6 +83,7 @@ export class PostgresStore implements Store {
     this.retryMs = options.retryMs ?? 1000;
     this.reports = new UsageReports(pool, (fn) => this.tx(fn));
     this.doubtful = new DoubtfulHolds(pool, this.retryMs, timeoutMs);
+    this.stale = new StaleOwners(options.sweepGraceMs ?? SWEEP_GRACE_MS);
   }
 
   static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
@@ -120,8 +129,8 @@ export class PostgresStore implements Store {
 
   /**
    * The liveness connection broke (a database restart, a network cut): until this replica holds
-   * a lock again, other replicas may release its holds (its requests are then not charged), so
-   * it makes no new ones (503) and keeps trying to take one (relock).
+   * a lock again, other replicas see its owner id without a lock (they release its holds only
+   * after the sweeps' grace), so it makes no new holds (503) and keeps trying to take one (relock).
    */
   private watch(lock: pg.Client): void {
     const lost = () => {
@@ -138,10 +147,12 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * Takes the lock back under a new owner id. The old id's holds are then swept like a dead
-   * replica's (at once, and by every sweep): a database crash can lose settlements that had
+   * Takes the lock back under a new owner id, and moves this replica's holds still in flight to it
+   * before any sweep: they are a live replica's. What else the old id still holds is swept like a
+   * dead replica's once its grace is over: a database crash can lose settlements that had
    * returned (asynchronous commit), bringing their reservation rows back, and only a sweep frees
-   * them; and other replicas may have released some meanwhile anyway.
+   * them. (Other replicas may have released some already if this took longer than the grace:
+   * those settle without a hold.)
    */
   private async relock(): Promise<void> {
     if (this.closing) return;
@@ -152,6 +163,7 @@ export class PostgresStore implements Store {
       await c.connect();
       const owner = await takeOwnerLock(c);
       if (this.closing) throw new Error("closing");
+      if (this.unsettled.size > 0) await c.query(ADOPT_HOLDS, [owner, [...this.unsettled]]);
       this.owner = owner;
       this.lock = c;
       this.watch(c);
@@ -267,12 +279,19 @@ export class PostgresStore implements Store {
   reserve(input: ReserveInput): Promise<ReserveResult> {
     return this.write("reserve", input.reservationId, async () => {
       this.requireLock();
-      const { rows } = await this.pool.query<{ available: number }>({
-        name: "reserve", text: RESERVE, values: [input.reservationId, input.keyId, input.amount, this.owner, input.at],
-      });
-      if (rows.length === 1) {
-        this.unsettled.add(input.reservationId);
-        return { ok: true, available: rows[0]!.available };
+      // Counted as this replica's from before it is sent: a relock meanwhile moves it too.
+      this.unsettled.add(input.reservationId);
+      let held = false;
+      try {
+        const { rows } = await this.pool.query<{ available: number }>({
+          name: "reserve", text: RESERVE, values: [input.reservationId, input.keyId, input.amount, this.owner, input.at],
+        });
+        if (rows.length === 1) {
+          held = true;
+          return { ok: true, available: rows[0]!.available };
+        }
+      } finally {
+        if (!held) this.unsettled.delete(input.reservationId);
       }
       const why = (await this.pool.query<{ available: number; inactive: boolean }>({ name: "refusal", text: REFUSAL, values: [input.keyId, input.at] })).rows[0];
       return { ok: false, available: why?.available ?? 0, ...(why === undefined || why.inactive ? { inactive: true } : {}) };
@@ -287,8 +306,8 @@ export class PostgresStore implements Store {
       const { rows } = await this.pool.query<{ available: number }>({ name: "settle", text: SETTLE, values: [input.reservationId, input.cost, ...usage] });
       if (rows.length === 1) return { available: rows[0]!.available, charged: input.cost };
       // No reservation. Settled already, or not made here: nothing changes (a settlement is never
-      // applied twice). Made here and unsettled: a sweep released it (this replica's liveness
-      // session was cut and it took a new owner id, or the database lost the reserve's commit),
+      // applied twice). Made here and unsettled: a sweep released it (this replica was without its
+      // liveness lock for longer than the sweeps' grace, or the database lost the reserve's commit),
       // yet the request was served: it is recorded and charged without a hold (SETTLE_UNRESERVED),
       // so the ledger, /v1/usage and the client's credits_charged agree.
       if (!mine) return { available: await this.available(input.keyId), charged: 0 };
@@ -296,8 +315,19 @@ export class PostgresStore implements Store {
     });
   }
 
+  /**
+   * A sweep: releases the holds of owners without a liveness lock for the grace (postgres-sweep.ts)
+   * and says how many; owners still within it get a sweep of their own when it ends.
+   */
   releaseStaleReservations(): Promise<number> {
-    return this.read(async () => (await this.pool.query<{ released: number }>(RELEASE_STALE, [LOCK_CLASS])).rows[0]!.released);
+    return this.read(async () => {
+      const { released, dueInMs } = await this.stale.pass(this.pool);
+      if (dueInMs !== null && !this.closing) {
+        clearTimeout(this.sweepAgain);
+        this.sweepAgain = setTimeout(() => this.sweep(), dueInMs + 100).unref();
+      }
+      return released;
+    });
   }
 
   /** Reports get a bound of their own (they scan a period's rows) and end when their asker leaves: postgres-reports.ts. */
@@ -320,6 +350,7 @@ export class PostgresStore implements Store {
     const deadline = performance.now() + SHUTDOWN_MS - CUT_MS;
     clearInterval(this.sweeper);
     this.closing = true; // nothing is rescheduled from here
+    clearTimeout(this.sweepAgain);
     clearTimeout(this.relocker);
     clearInterval(this.heartbeat);
     // A last try at the doubtful holds (what is left is swept by others); running reports are

@@ -169,11 +169,15 @@ export interface Store {
    * Settling a reservation that is already settled changes nothing. `charged` is what this call
    * charged: the cost; 0 when it changed nothing. One more case, the Postgres store's only: a
    * hold this store made and did not settle, released meanwhile by a sweep (its liveness
-   * session was cut), still gets its request's record, charged the cost if the key's available
+   * session was cut for longer than the sweeps' grace), still gets its request's record, charged the cost if the key's available
    * balance covers it, else 0 (never eating into other requests' holds).
    */
   settle(input: SettleInput): Promise<{ available: number; charged: number }>;
-  /** Releases every reservation not owned by this process (a dead one's); returns how many. */
+  /**
+   * Releases every reservation not owned by this process (a dead one's); returns how many. The
+   * Postgres store's: those of replicas without their liveness lock for its grace (30 s), so at
+   * start usually none; it releases the rest when their grace ends (its onReleased says how many).
+   */
   releaseStaleReservations(): Promise<number>;
   /**
    * Usage per key and model (or day): the requests that were answered or charged. A request the
