@@ -57,6 +57,12 @@ async function main(): Promise<void> {
     metrics.releasedReservations.inc(released);
     if (released > 0) logger.info({ released }, "released credit holds whose replica lost its liveness lock (a replica gone, or one cut off from the database for longer than the grace: its requests still in flight settle without a hold)");
   };
+  // A Postgres database that takes no writes (a standby, a full disk's read-only default) fails
+  // every request with a 503 and /ready says the store is unavailable: the log says why.
+  const onReadOnly = (readOnly: boolean) => {
+    if (readOnly) logger.error("the database is read-only (a hot standby, or default_transaction_read_only is on): every request gets 503 and /ready says the store is unavailable until it takes writes again; point SHIM_DATABASE_URL at the primary");
+    else logger.info("the database takes writes again");
+  };
   const onConnectionsCut = (connections: number) =>
     logger.warn({ connections }, "the database did not answer the store's goodbye in time: its connections were cut");
   const onUsageIndex = (o: UsageIndexOutcome) => {
@@ -75,7 +81,7 @@ async function main(): Promise<void> {
   };
   let store: Store;
   try {
-    store = await openStore(config.databaseUrl, { onFailure, onReleased, onConnectionsCut, onUsageIndex, onCheckpointFailure });
+    store = await openStore(config.databaseUrl, { onFailure, onReleased, onReadOnly, onConnectionsCut, onUsageIndex, onCheckpointFailure });
     const released = await store.releaseStaleReservations();
     metrics.releasedReservations.inc(released);
     logger.info({ released }, "released reservations left by a previous process (not charged)");

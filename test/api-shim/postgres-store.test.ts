@@ -203,6 +203,61 @@ describe("PostgresStore", () => {
     expect(await busy.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
   });
 
+  /** The whole server read-only by default (a managed server does that when its storage is full), or writable again. */
+  const readOnlyDefault = async (on: boolean) => {
+    const c = new pg.Client({ connectionString: `${url}?options=-c%20default_transaction_read_only%3Doff` });
+    await c.connect();
+    try {
+      await c.query(on ? "ALTER SYSTEM SET default_transaction_read_only = on" : "ALTER SYSTEM RESET default_transaction_read_only");
+      await c.query("SELECT pg_reload_conf()");
+    } finally {
+      await c.end();
+    }
+  };
+
+  it("a database that turns read-only while serving: /ready says the store is unavailable, each request is a 503 that leaves nothing to release; writable again, it serves", async () => {
+    const told: boolean[] = [];
+    const s = await replica({ retryMs: 100, onReadOnly: (readOnly) => told.push(readOnly) });
+    const shim = await startShim({ wrapStore: () => s });
+    const ready = async () => (await fetch(`${shim.url}/ready`)).status;
+    try {
+      const key = await shim.createKey({ name: "k", credits: 100 });
+      const chat = async () => (await shim.post(key.key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 })).status;
+      expect(await chat()).toBe(200);
+      await readOnlyDefault(true);
+      try {
+        // It answered 200 while every request got a 503: the load balancer kept it in.
+        expect(await pollUntil(async () => (await ready()) === 503)).toBe(true);
+        expect(await (await fetch(`${shim.url}/ready`)).json()).toMatchObject({ status: "not_ready", store: "unavailable" });
+        expect(await Promise.all(Array.from({ length: 5 }, chat))).toEqual([503, 503, 503, 503, 503]);
+        // A hold refused as read-only cannot have been made: nothing to release (they piled up, each retried for ever).
+        expect((s as unknown as { doubtful: { size: number } }).doubtful.size).toBe(0);
+        await expect(s.ping()).rejects.toMatchObject({ cause: { message: expect.stringMatching(/^the database is read-only/) } });
+        expect(told).toEqual([true]);
+      } finally {
+        await readOnlyDefault(false);
+      }
+      expect(await pollUntil(async () => (await ready()) === 200)).toBe(true);
+      expect(told).toEqual([true, false]);
+      expect(await chat()).toBe(200);
+      expect((await s.audit()).find((r) => r.keyId === key.id)).toMatchObject({ held: 0, reservations: 0 });
+    } finally {
+      await shim.close();
+    }
+  });
+
+  it("refuses to open a database that takes no writes, saying so: a hot standby, or one read-only by default", { timeout: 60_000 }, async () => {
+    const opened = (u: string) => PostgresStore.open(u, { timeoutMs: 2000 }).then((s) => (open.push(s), "opened"), (e: Error) => e instanceof StoreUnavailableError && (e.cause as Error).message);
+    const standby = await server.startStandby();
+    try {
+      // It opened, and the process failed at its first write (the start's sweep), restarted for ever.
+      expect(await opened(standby.url(new URL(url).pathname.slice(1)))).toMatch(/^the database is read-only \(a hot standby, or default_transaction_read_only is on\).*point SHIM_DATABASE_URL at the primary/);
+    } finally {
+      standby.stop();
+    }
+    expect(await opened(`${url}?options=-c%20default_transaction_read_only%3Don`)).toMatch(/^the database is read-only/);
+  });
+
   it("a connection that breaks in the middle of an admin transaction is a StoreUnavailableError, not a crash", async () => {
     await store.createKey(newKey("k", 0));
     const blocker = new pg.Client({ connectionString: url });

@@ -10,7 +10,7 @@ import { FakeVllm } from "../support/fake-vllm.ts";
 import { frozenProxy } from "../support/frozen-proxy.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
-import { openStream, shimClient, ShimProcesses, writeProcessConfig } from "../support/shim-process.ts";
+import { openStream, shimClient, ShimProcesses, type ShimStartError, writeProcessConfig } from "../support/shim-process.ts";
 import { pollUntil } from "../support/tools.ts";
 
 const CREDIT = 1_000_000;
@@ -40,8 +40,8 @@ describe("shim replicas on one Postgres database", () => {
     }
   };
 
-  const pgSql = async (text: string) => {
-    const c = new pg.Client({ connectionString: env.SHIM_DATABASE_URL });
+  const pgSql = async (text: string, url = env.SHIM_DATABASE_URL) => {
+    const c = new pg.Client({ connectionString: url });
     await c.connect();
     try {
       await c.query(text);
@@ -193,6 +193,32 @@ describe("shim replicas on one Postgres database", () => {
     const metrics = await (await fetch(`${p.url}/metrics`)).text();
     expect(metrics).toMatch(/^shim_stale_reservations_released_total 2$/m);
     expect(await audit(key.id)).toMatchObject({ held: 0, reservations: 0 });
+    await output.stopCleanly(p);
+  });
+
+  it("a database that takes no writes: a replica serving on it says so and is not ready until it takes writes again; one starting on it exits saying so", async () => {
+    const p = await start();
+    const client = shimClient(p, key.key);
+    const chat = () => client.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+    await chat();
+    const writable = `${env.SHIM_DATABASE_URL}?options=-c%20default_transaction_read_only%3Doff`;
+    await pgSql("ALTER SYSTEM SET default_transaction_read_only = on");
+    await pgSql("SELECT pg_reload_conf()");
+    try {
+      expect(await pollUntil(async () => (await fetch(`${p.url}/ready`)).status === 503)).toBe(true);
+      expect(await chat().then(() => null, (e: unknown) => e)).toMatchObject({ status: 503 });
+      expect(await p.waitForLine((e) => String(e.msg).startsWith("the database is read-only"))).toMatchObject({ level: 50 });
+      const refused = await output.start({ ...env, SHIM_DATABASE_URL: `${env.SHIM_DATABASE_URL}?options=-c%20default_transaction_read_only%3Don` }).then(() => null, (e: unknown) => e as ShimStartError);
+      expect(refused!.exit).toEqual({ code: 1, signal: null });
+      expect(refused!.lines.map((l) => JSON.parse(l) as { err?: { message?: string } }).some((e) => /^the database is read-only/.test(e.err?.message ?? ""))).toBe(true);
+      output.keep(refused!);
+    } finally {
+      await pgSql(`ALTER SYSTEM RESET default_transaction_read_only`, writable);
+      await pgSql("SELECT pg_reload_conf()", writable);
+    }
+    expect(await pollUntil(async () => (await fetch(`${p.url}/ready`)).status === 200)).toBe(true);
+    expect(await p.waitForLine((e) => e.msg === "the database takes writes again")).toBeDefined();
+    expect((await chat()).choices[0]!.message.content).toBe("t1 t2");
     await output.stopCleanly(p);
   });
 

@@ -22,6 +22,14 @@ export interface RunningPostgres {
   kill(): void;
   start(): void;
   stop(): Promise<void>;
+  /** A hot standby of this server (streaming replication: it answers reads, takes no writes) on a port of its own. */
+  startStandby(): Promise<Standby>;
+}
+
+export interface Standby {
+  /** postgres://shim@127.0.0.1:<its port>/<database>: `database` (made on the primary) as the standby has it. */
+  url(database: string): string;
+  stop(): void;
 }
 
 const USER = "shim";
@@ -33,16 +41,22 @@ function binDir(): string {
   return join(root, versions.sort((a, b) => Number(b) - Number(a))[0]!, "bin");
 }
 
-export async function startPostgres(): Promise<RunningPostgres> {
-  const bin = binDir();
-  const dir = mkdtempSync(join(tmpdir(), "shim-pg-"));
-  const data = join(dir, "data");
-  const asRoot = process.getuid?.() === 0;
-  if (asRoot) {
+/** A temporary directory the server's user owns (`postgres` when running as root). */
+function serverDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  if (process.getuid?.() === 0) {
     const id = spawnSync("id", ["-u", "postgres"], { encoding: "utf8" });
     const gid = spawnSync("id", ["-g", "postgres"], { encoding: "utf8" });
     chownSync(dir, Number(id.stdout.trim()), Number(gid.stdout.trim()));
   }
+  return dir;
+}
+
+export async function startPostgres(): Promise<RunningPostgres> {
+  const bin = binDir();
+  const dir = serverDir("shim-pg-");
+  const data = join(dir, "data");
+  const asRoot = process.getuid?.() === 0;
   const run = (program: string, args: string[]) => {
     const [cmd, argv] = asRoot ? ["runuser", ["-u", "postgres", "--", join(bin, program), ...args]] : [join(bin, program), args];
     const r = spawnSync(cmd, argv, { encoding: "utf8", timeout: 60_000 });
@@ -53,10 +67,11 @@ export async function startPostgres(): Promise<RunningPostgres> {
   };
   run("initdb", ["-D", data, "-U", USER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
   const port = await freePort();
-  const settings = [
-    `-c listen_addresses=127.0.0.1`, `-c port=${port}`, `-c unix_socket_directories=${dir}`,
+  const settingsAt = (p: number, socketDir: string) => [
+    `-c listen_addresses=127.0.0.1`, `-c port=${p}`, `-c unix_socket_directories=${socketDir}`,
     `-c fsync=off`, `-c full_page_writes=off`, `-c max_connections=300`,
   ].join(" ");
+  const settings = settingsAt(port, dir);
   const start = () => run("pg_ctl", ["-D", data, "-o", settings, "-l", join(dir, "server.log"), "-w", "-t", "60", "start"]);
   start();
   const kill = () => run("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]);
@@ -77,6 +92,24 @@ export async function startPostgres(): Promise<RunningPostgres> {
     },
     kill,
     start,
+    async startStandby() {
+      const standbyDir = serverDir("shim-pg-standby-");
+      const standbyData = join(standbyDir, "data");
+      // A copy of the primary that follows it (-R: its replication settings, standby.signal).
+      run("pg_basebackup", ["-h", "127.0.0.1", "-p", String(port), "-U", USER, "-D", standbyData, "-R", "-X", "stream", "--no-sync", "-c", "fast"]);
+      const standbyPort = await freePort();
+      run("pg_ctl", ["-D", standbyData, "-o", settingsAt(standbyPort, standbyDir), "-l", join(standbyDir, "server.log"), "-w", "-t", "60", "start"]);
+      return {
+        url: (database) => `postgres://${USER}@127.0.0.1:${standbyPort}/${database}`,
+        stop() {
+          try {
+            run("pg_ctl", ["-D", standbyData, "-m", "immediate", "-w", "stop"]);
+          } finally {
+            rmSync(standbyDir, { recursive: true, force: true });
+          }
+        },
+      };
+    },
     async stop() {
       if (stopped) return;
       stopped = true;

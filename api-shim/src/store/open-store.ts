@@ -8,11 +8,12 @@ import type { Store } from "./store.ts";
 
 /**
  * `onFailure` and `onCheckpointFailure` are the SQLite store's (it fails closed; its WAL
- * checkpoints); the Postgres store recovers by itself and never calls them. `onReleased`, `onConnectionsCut` and `onUsageIndex` are the Postgres store's
- * (its sweeps while serving, a shutdown the database did not answer, its background index
- * build); the SQLite store has none of them.
+ * checkpoints); the Postgres store recovers by itself and never calls them. `onReleased`,
+ * `onReadOnly`, `onConnectionsCut` and `onUsageIndex` are the Postgres store's (its sweeps while
+ * serving, a database that takes no writes, a shutdown the database did not answer, its
+ * background index build); the SQLite store has none of them.
  */
-export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpointFailure"> & Pick<PostgresStoreOptions, "onReleased" | "onConnectionsCut" | "onUsageIndex">;
+export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpointFailure"> & Pick<PostgresStoreOptions, "onReleased" | "onReadOnly" | "onConnectionsCut" | "onUsageIndex">;
 
 /**
  * Opens the store SHIM_DATABASE_URL names (see parseDatabaseUrl); missing directories of a SQLite

@@ -8,6 +8,17 @@
 /** Refused by this replica before anything was sent (it has no liveness lock). */
 export class NotSentError extends Error {}
 
+/** The database takes no writes (READ_ONLY): what a ping, and a start, say about it. */
+export class ReadOnlyError extends Error {
+  constructor() {
+    super("the database is read-only (a hot standby, or default_transaction_read_only is on): no credit can be held or charged; point SHIM_DATABASE_URL at the primary, or make it writable");
+    this.name = "ReadOnlyError";
+  }
+}
+
+/** A write the server refused as read-only (read_only_sql_transaction): it wrote nothing. */
+export const READ_ONLY_CODE = "25006";
+
 /** Connection-level failures: the pool could not give the statement a session. */
 const NOT_CONNECTED_CODES = new Set([
   "57P03", // the database system is starting up / shutting down
@@ -23,6 +34,8 @@ export function neverSent(e: unknown): boolean {
   // ECONNREFUSED, EHOSTUNREACH, ENOTFOUND…: the socket never connected.
   if (err.syscall === "connect" || err.syscall === "getaddrinfo") return true;
   if (typeof err.code === "string" && NOT_CONNECTED_CODES.has(err.code)) return true;
+  // A read-only database refused the statement: it cannot have committed.
+  if (err.code === READ_ONLY_CODE) return true;
   // pg-pool's wait for a connection, or pg's connect to an address that never answers
   // (connectionTimeoutMillis), ran out.
   return typeof err.message === "string" &&

@@ -16,6 +16,8 @@ export interface PostgresStoreOptions {
   retryMs?: number;
   /** Told how many holds of replicas that are gone each sweep released (0 included); the start's release is the caller's own. */
   onReleased?: (released: number) => void;
+  /** Told when the database is found read-only (true: every hold fails, /ready says the store is unavailable), and when it takes writes again (false). */
+  onReadOnly?: (readOnly: boolean) => void;
   /** Told how many connections close() had to cut, the database not answering its goodbye in time (SHUTDOWN_MS). */
   onConnectionsCut?: (connections: number) => void;
   /** Told each failed try at the usage rows' time index and what became of it (postgres-usage-index.ts). */

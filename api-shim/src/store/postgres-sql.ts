@@ -41,3 +41,9 @@ export const AUDIT = `SELECT k.id AS "keyId", k.balance, k.held, coalesce(l.tota
   LEFT JOIN (SELECT key_id, sum(amount) AS total FROM ledger GROUP BY key_id) l ON l.key_id = k.id
   LEFT JOIN (SELECT key_id, count(*) AS n, sum(amount) AS total FROM reservations GROUP BY key_id) r ON r.key_id = k.id
   ORDER BY k.id COLLATE "C"`;
+/**
+ * Whether the database takes no writes: a hot standby (a replica, a demoted primary) or a
+ * session read-only by default (default_transaction_read_only, which managed servers set when
+ * their storage is full). Reads and the liveness lock still work there; holds do not.
+ */
+export const READ_ONLY = "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool AS read_only";

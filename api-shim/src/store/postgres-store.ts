@@ -5,13 +5,13 @@ import { OpenConnections } from "./postgres-connections.ts";
 import { migratePg, takeOwnerLock } from "./postgres-migrations.ts";
 import { createKeyIn, ensureBootstrapKeyIn, topUpIn } from "./postgres-admin.ts";
 import { DoubtfulHolds } from "./postgres-doubtful.ts";
-import { neverSent, NotSentError } from "./postgres-failures.ts";
+import { neverSent, NotSentError, READ_ONLY_CODE, ReadOnlyError } from "./postgres-failures.ts";
 import { inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
 import type { PostgresStoreOptions } from "./postgres-options.ts";
 import { UsageReports } from "./postgres-reports.ts";
 import { ADOPT_HOLDS, StaleOwners, SWEEP_GRACE_MS } from "./postgres-sweep.ts";
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
-import { AUDIT, AVAILABLE, REFUSAL, RESERVE, SETTLE, SETTLE_UNRESERVED } from "./postgres-sql.ts";
+import { AUDIT, AVAILABLE, READ_ONLY, REFUSAL, RESERVE, SETTLE, SETTLE_UNRESERVED } from "./postgres-sql.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
@@ -35,8 +35,8 @@ const CUT_MS = 250;
  * `synchronous = NORMAL`), so a hot key's row lock is held for a statement, not a disk flush.
  * Admin writes (keys, top-ups) commit synchronously.
  *
- * Failure: while the database cannot be reached every call is a StoreUnavailableError (503) and
- * the replica keeps running; it recovers by itself. Unlike the SQLite store it never needs a
+ * Failure: while the database cannot be reached (or takes no writes) every call is a
+ * StoreUnavailableError (503) and the replica keeps running; it recovers by itself. Unlike the SQLite store it never needs a
  * restart to make its books certain: a hold whose reserve or settle failed is released
  * (uncharged) once the database answers, and the liveness lock is taken back with the holds
  * still in flight.
@@ -50,6 +50,8 @@ export class PostgresStore implements Store {
   private relocker: NodeJS.Timeout | undefined;
   private readonly doubtful: DoubtfulHolds;
   private readonly stale: StaleOwners;
+  /** Whether the database was last found read-only (told to onReadOnly when that changes). */
+  private readOnly = false;
   /**
    * Holds this replica made (or is making) and has not settled yet: they move with it to a new
    * owner id (relock), and one whose row is gone at its settlement was swept (settle).
@@ -113,6 +115,8 @@ export class PostgresStore implements Store {
     lock.on("error", () => {}); // until watch(): a failed start is reported by the rejection below
     try {
       await lock.connect();
+      // A standby (or a read-only default) answers reads and takes the lock, then fails every hold.
+      if ((await lock.query<{ read_only: boolean }>(READ_ONLY)).rows[0]!.read_only) throw new ReadOnlyError();
       await inTransaction(lock, () => migratePg(lock));
       const owner = await takeOwnerLock(lock);
       const store = new PostgresStore(pool, connection, lock, owner, connections, options, timeoutMs);
@@ -179,6 +183,12 @@ export class PostgresStore implements Store {
     this.releaseStaleReservations().then((n) => this.options.onReleased?.(n), () => {}); // unreachable: the next sweep
   }
 
+  /** The database is read-only or not, as just found: told when that changes. */
+  private foundReadOnly(readOnly: boolean): void {
+    if (readOnly !== this.readOnly) this.options.onReadOnly?.(readOnly);
+    this.readOnly = readOnly;
+  }
+
   /** Reads and admin operations: a failure is a 503 for this call; the next one tries again. */
   private async read<T>(fn: () => Promise<T>): Promise<T> {
     try {
@@ -190,14 +200,16 @@ export class PostgresStore implements Store {
 
   /**
    * A hold or settlement: on failure (503) its hold becomes doubtful and is released later. A
-   * hold whose reserve cannot have reached the server (no liveness lock, no connection) does not
-   * exist, so it is not remembered: during an outage every refused request was, ~550 bytes each,
-   * without bound. A settlement's hold exists whatever happened to the settlement.
+   * hold whose reserve cannot have reached the server (no liveness lock, no connection) or was
+   * refused as read-only does not exist, so it is not remembered: during an outage every refused
+   * request was, ~550 bytes each, without bound (and on a read-only database each was retried for
+   * ever). A settlement's hold exists whatever happened to the settlement.
    */
   private async write<T>(kind: "reserve" | "settle", reservationId: string, fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (e) {
+      if ((e as { code?: unknown } | null)?.code === READ_ONLY_CODE) this.foundReadOnly(true);
       if (kind === "settle" || !neverSent(e)) this.doubtful.add(reservationId);
       throw new StoreUnavailableError(e);
     }
@@ -238,9 +250,12 @@ export class PostgresStore implements Store {
     return rows[0]?.available ?? 0;
   }
 
+  /** Ready: the database answers, takes writes (a standby or a read-only default does not), and this replica holds its lock. */
   ping(): Promise<void> {
     return this.read(async () => {
-      await this.pool.query("SELECT 1");
+      const readOnly = (await this.pool.query<{ read_only: boolean }>(READ_ONLY)).rows[0]!.read_only;
+      this.foundReadOnly(readOnly);
+      if (readOnly) throw new ReadOnlyError();
       this.requireLock();
     });
   }
