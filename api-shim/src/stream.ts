@@ -147,7 +147,9 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     const usageChunk = failure === null && !clientGone ? meter.missingUsageChunk() : null;
     figures = `${usageChunk ? `${spliceJson(usageChunk, credits)}\n\n` : ""}: credits_charged=${credits.credits_charged} credits_remaining=${credits.credits_remaining}\n\n`;
   } catch (e) {
-    // The store failed after the upstream answered: the hold stays until the next start releases it.
+    // The store failed after the upstream answered, and could not tell whether the settlement was
+    // made (the Postgres store looks it up once first): its hold is released, uncharged, when the
+    // store answers again (SQLite: at its restart); one that did commit keeps its charge, once.
     request.log.error({ reqId: request.id, err: e instanceof Error ? e.cause ?? e : e }, "settlement failed");
     failure ??= new ShimError("service_unavailable");
   }

@@ -8,7 +8,7 @@ import { UsageIndexBuild, type UsageIndexOutcome } from "../../api-shim/src/stor
 import { Turns } from "../../api-shim/src/store/turns.ts";
 import { PostgresStore, type PostgresStoreOptions, SHUTDOWN_MS } from "../../api-shim/src/store/postgres-store.ts";
 import { ClientLeftError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
-import { frozenProxy } from "../support/frozen-proxy.ts";
+import { type FrozenProxy, frozenProxy } from "../support/frozen-proxy.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { freePort, pollUntil } from "../support/tools.ts";
@@ -201,6 +201,74 @@ describe("PostgresStore", () => {
     for (const c of taken) c.release();
     await pollUntil(async () => (await busy.getKey("k"))!.held === 0, 10_000, 50);
     expect(await busy.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
+  });
+
+  describe("a write whose connection breaks after it was sent (a proxy loses the server's answer)", () => {
+    let proxy: FrozenProxy;
+    let s: PostgresStore;
+    beforeEach(async () => {
+      proxy = await frozenProxy(url);
+      s = await PostgresStore.open(proxy.url, { retryMs: 100, timeoutMs: 1000 });
+      open.push(s);
+      await s.createKey(newKey("k", 10));
+      await s.reserve({ reservationId: "r1", keyId: "k", amount: 4, at: 1 });
+    });
+    afterEach(() => proxy.close());
+    const settle = () => s.settle({ reservationId: "r1", keyId: "k", hold: 4, cost: 3, usage: usage("k", "LOST", 3) });
+    const settledOnce = async () => {
+      expect((s as unknown as { doubtful: { size: number } }).doubtful.size).toBe(0); // nothing left to release
+      expect(await s.audit()).toEqual([{ keyId: "k", balance: 7, held: 0, ledgerSum: 7, reservations: 0, reservedSum: 0 }]);
+      expect(await sql("SELECT ref, amount FROM ledger WHERE kind = 'usage'")).toEqual([{ ref: "LOST", amount: "-3" }]);
+    };
+
+    it("a settlement that committed is looked up: answered with what it charged, charged once (it was a 503, charged all the same)", async () => {
+      proxy.loseAnswer((p) => p.includes("LOST"));
+      expect(await settle()).toEqual({ available: 7, charged: 3 });
+      await settledOnce();
+    });
+
+    it("a settlement that never reached the server is made by the second try: answered, charged once", async () => {
+      proxy.loseAnswer((p) => p.includes("LOST"), false);
+      expect(await settle()).toEqual({ available: 7, charged: 3 });
+      await settledOnce();
+    });
+
+    it("a reserve that committed is released, uncharged, once the database answers (its client got a 503)", async () => {
+      proxy.loseAnswer((p) => p.includes("RESLOST"));
+      await expect(s.reserve({ reservationId: "RESLOST", keyId: "k", amount: 2, at: 1 })).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(await pollUntil(async () => (await s.audit())[0]!.reservations === 1, 5000)).toBe(true);
+      expect(await s.audit()).toEqual([{ keyId: "k", balance: 10, held: 4, ledgerSum: 10, reservations: 1, reservedSum: 4 }]);
+    });
+  });
+
+  it("through the shim: a settlement whose answer is lost is looked up, not a 503: the client gets its answer and what it was charged, once; a stream too", async () => {
+    const proxy = await frozenProxy(url);
+    const s = await PostgresStore.open(proxy.url, { retryMs: 100, timeoutMs: 1000 });
+    open.push(s);
+    const shim = await startShim({ wrapStore: () => s });
+    try {
+      const key = await shim.createKey({ name: "k", credits: 100 });
+      const chat = (stream: boolean) => shim.post(key.key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4, stream });
+      // The settlement is the first statement that carries the model's name.
+      proxy.loseAnswer((p) => p.includes("qwen2.5-7b"));
+      const res = await chat(false);
+      // It was a 503 without the answer, charged all the same (a retry paid twice).
+      expect(res.status).toBe(200);
+      expect(res.headers.get("x-credits-charged")).toBe("1");
+      expect(((await res.json()) as { credits_charged: number; credits_remaining: number })).toMatchObject({ credits_charged: 1, credits_remaining: 99 });
+      proxy.loseAnswer((p) => p.includes("qwen2.5-7b"));
+      const streamed = await chat(true);
+      expect(streamed.status).toBe(200);
+      const text = await streamed.text();
+      expect(text).toContain(": credits_charged=1 credits_remaining=98\n\ndata: [DONE]\n\n");
+      expect(text).not.toContain("error");
+      const reported = ((await (await fetch(`${shim.url}/v1/usage`, { headers: { authorization: `Bearer ${key.key}` } })).json()) as { usage: { total_requests: number; total_cost: number } }).usage;
+      expect(reported).toMatchObject({ total_requests: 2, total_cost: 2 });
+      expect((await s.audit()).find((r) => r.keyId === key.id)).toMatchObject({ balance: 98_000_000, ledgerSum: 98_000_000, held: 0, reservations: 0 });
+    } finally {
+      await shim.close();
+      await proxy.close();
+    }
   });
 
   /** The whole server read-only by default (a managed server does that when its storage is full), or writable again. */

@@ -10,6 +10,13 @@ export interface FrozenProxy {
   freeze(): void;
   /** Freezes the connections open now (a network cut of those flows); new ones pass, as after a failover. */
   cutOpen(): void;
+  /**
+   * The next packet a client sends that `match`es passes to the server (`delivered`: true; false,
+   * it is dropped), but nothing the server sends on that connection reaches the client any more,
+   * and the connection is cut 300 ms later: a statement that committed with its answer lost, or
+   * one that never arrived. Other connections, and new ones, pass as before.
+   */
+  loseAnswer(match: (packet: Buffer) => boolean, delivered?: boolean): void;
   close(): Promise<void>;
 }
 
@@ -17,6 +24,7 @@ export async function frozenProxy(target: string): Promise<FrozenProxy> {
   const to = new URL(target);
   const pairs: [Socket, Socket][] = [];
   let frozen = false;
+  let losing: { match: (packet: Buffer) => boolean; delivered: boolean } | null = null;
   const server = createServer((client) => {
     client.on("error", () => {});
     if (frozen) {
@@ -28,15 +36,22 @@ export async function frozenProxy(target: string): Promise<FrozenProxy> {
     const upstream = connect(Number(to.port), to.hostname);
     pairs.push([client, upstream]);
     upstream.on("error", () => {});
-    client.pipe(upstream);
-    upstream.pipe(client);
+    let lost = false;
+    client.on("data", (packet: Buffer) => {
+      if (!lost && losing?.match(packet)) {
+        lost = true;
+        if (losing.delivered) upstream.write(packet);
+        losing = null;
+        setTimeout(() => (client.destroy(), upstream.destroy()), 300);
+      }
+      if (!lost) upstream.write(packet);
+    });
+    upstream.on("data", (packet: Buffer) => void (lost || client.write(packet)));
     client.on("close", () => upstream.destroy());
     upstream.on("close", () => client.destroy());
   });
   const stall = () => {
     for (const [a, b] of pairs) {
-      a.unpipe();
-      b.unpipe();
       a.pause();
       b.pause();
     }
@@ -51,6 +66,9 @@ export async function frozenProxy(target: string): Promise<FrozenProxy> {
       stall();
     },
     cutOpen: stall,
+    loseAnswer(match, delivered = true) {
+      losing = { match, delivered };
+    },
     close() {
       for (const [a, b] of pairs) {
         a.destroy();

@@ -309,7 +309,7 @@ async function leftThenRefused(ctx: ShimContext, request: FastifyRequest, reply:
 
 /**
  * The client is gone: nobody to answer. Settled with `usage`, logged as nginx does (499), the
- * line written even if the store fails to settle (then the hold stays until the next start).
+ * line written even if the store fails to settle (then the hold is released as a stream's is, stream.ts).
  */
 async function clientLeft(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, usage: Usage | null): Promise<FastifyReply> {
   request.shimErrorCode = "client_closed_request";

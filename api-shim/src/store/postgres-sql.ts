@@ -26,6 +26,11 @@ export const SETTLE_UNRESERVED = `WITH k AS (UPDATE keys SET balance = balance -
   l AS (INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms)
         VALUES ($1, $3, -coalesce((SELECT $2::bigint FROM k), 0), 'usage', $4, $5, $6, $7, $8, $9, $10, $11))
   SELECT coalesce((SELECT available FROM k), (SELECT balance - held FROM keys WHERE id = $1)) AS available, coalesce((SELECT $2::bigint FROM k), 0) AS charged`;
+/**
+ * A settlement's ledger row, by its key, time and request id (ledger_key_at): whether a settlement
+ * whose answer was lost had committed, and what it charged.
+ */
+export const SETTLED = "SELECT -amount AS charged FROM ledger WHERE key_id = $1 AND at = $2 AND ref = $3 AND kind = 'usage' LIMIT 1";
 export const AVAILABLE = "SELECT balance - held AS available FROM keys WHERE id = $1";
 /** Why a hold was refused: what is available, and whether the key was revoked or expired (at $2). */
 export const REFUSAL = "SELECT balance - held AS available, (revoked_at IS NOT NULL OR coalesce(expires_at <= $2, false)) AS inactive FROM keys WHERE id = $1";

@@ -9,9 +9,10 @@ import { neverSent, NotSentError, READ_ONLY_CODE, ReadOnlyError } from "./postgr
 import { inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
 import type { PostgresStoreOptions } from "./postgres-options.ts";
 import { UsageReports } from "./postgres-reports.ts";
+import { settleOn } from "./postgres-settle.ts";
 import { ADOPT_HOLDS, StaleOwners, SWEEP_GRACE_MS } from "./postgres-sweep.ts";
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
-import { AUDIT, AVAILABLE, READ_ONLY, REFUSAL, RESERVE, SETTLE, SETTLE_UNRESERVED } from "./postgres-sql.ts";
+import { AUDIT, READ_ONLY, REFUSAL, RESERVE } from "./postgres-sql.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
@@ -36,9 +37,10 @@ const CUT_MS = 250;
  * Admin writes (keys, top-ups) commit synchronously.
  *
  * Failure: while the database cannot be reached (or takes no writes) every call is a
- * StoreUnavailableError (503) and the replica keeps running; it recovers by itself. Unlike the SQLite store it never needs a
- * restart to make its books certain: a hold whose reserve or settle failed is released
- * (uncharged) once the database answers, and the liveness lock is taken back with the holds
+ * StoreUnavailableError (503) and the replica keeps running; it recovers by itself. Unlike the
+ * SQLite store it never needs a restart to make its books certain: a hold whose reserve or settle
+ * failed is released (uncharged) once the database answers, a settlement whose answer was lost is
+ * looked up before its client is answered, and the liveness lock is taken back with the holds
  * still in flight.
  */
 export class PostgresStore implements Store {
@@ -66,6 +68,8 @@ export class PostgresStore implements Store {
   usageIndex: UsageIndexBuild | undefined;
 
   private readonly pool: pg.Pool;
+  /** The pool's session settings, for a connection of its own (settleAfresh). */
+  private readonly session: pg.ClientConfig;
   /** The liveness connection's settings, to take the lock again. */
   private readonly connection: pg.ClientConfig;
   private readonly retryMs: number;
@@ -74,11 +78,12 @@ export class PostgresStore implements Store {
   /** This replica's id: its reservations carry it. A new one each time the lock is re-taken (its holds in flight move to it). */
   owner: number;
 
-  private constructor(pool: pg.Pool, connection: pg.ClientConfig, lock: pg.Client, owner: number, connections: OpenConnections, options: PostgresStoreOptions, timeoutMs: number) {
+  private constructor(pool: pg.Pool, session: pg.ClientConfig, connection: pg.ClientConfig, lock: pg.Client, owner: number, connections: OpenConnections, options: PostgresStoreOptions, timeoutMs: number) {
     this.timeoutMs = timeoutMs;
     this.connections = connections;
     this.options = options;
     this.pool = pool;
+    this.session = session;
     this.connection = connection;
     this.lock = lock;
     this.owner = owner;
@@ -102,10 +107,11 @@ export class PostgresStore implements Store {
     // between two statements of a top-up, which holds the key's row) ends after the statement
     // bound: otherwise the row stayed locked for those two hours, and every other replica's
     // request for that key, then for any key as they filled the pool waiting, got a 503.
-    const pool = new pg.Pool({
-      ...common, max: 10,
+    const session = {
+      ...common,
       options: `${urlOptions} -c synchronous_commit=off -c statement_timeout=${timeoutMs} -c idle_in_transaction_session_timeout=${timeoutMs} ${keepalives}`.trim(),
-    });
+    };
+    const pool = new pg.Pool({ ...session, max: 10 });
     pool.on("error", () => {}); // an idle connection that broke is dropped; the next query says what is wrong
     const connections = new OpenConnections();
     pool.on("connect", (c) => connections.add(c));
@@ -119,7 +125,7 @@ export class PostgresStore implements Store {
       if ((await lock.query<{ read_only: boolean }>(READ_ONLY)).rows[0]!.read_only) throw new ReadOnlyError();
       await inTransaction(lock, () => migratePg(lock));
       const owner = await takeOwnerLock(lock);
-      const store = new PostgresStore(pool, connection, lock, owner, connections, options, timeoutMs);
+      const store = new PostgresStore(pool, session, connection, lock, owner, connections, options, timeoutMs);
       store.watch(lock);
       store.sweeper = setInterval(() => store.sweep(), options.sweepIntervalMs ?? 60_000).unref();
       store.usageIndex = new UsageIndexBuild(connection, connections, (o) => options.onUsageIndex?.(o));
@@ -203,15 +209,42 @@ export class PostgresStore implements Store {
    * hold whose reserve cannot have reached the server (no liveness lock, no connection) or was
    * refused as read-only does not exist, so it is not remembered: during an outage every refused
    * request was, ~550 bytes each, without bound (and on a read-only database each was retried for
-   * ever). A settlement's hold exists whatever happened to the settlement.
+   * ever). A settlement's hold exists whatever happened to the settlement. `resolve`, for a
+   * failure that may have reached the server: one more try that settles the doubt
+   * (settleAfresh); only if it fails too is the hold doubtful.
    */
-  private async write<T>(kind: "reserve" | "settle", reservationId: string, fn: () => Promise<T>): Promise<T> {
+  private async write<T>(kind: "reserve" | "settle", reservationId: string, fn: () => Promise<T>, resolve?: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (e) {
       if ((e as { code?: unknown } | null)?.code === READ_ONLY_CODE) this.foundReadOnly(true);
+      if (resolve && !neverSent(e)) {
+        try {
+          return await resolve();
+        } catch {
+          // the database cannot tell now: doubtful, as below
+        }
+      }
       if (kind === "settle" || !neverSent(e)) this.doubtful.add(reservationId);
       throw new StoreUnavailableError(e);
+    }
+  }
+
+  /**
+   * A settlement that failed after it may have reached the server (its connection broke, its
+   * answer was lost), tried again on a connection of its own (the pool's may all be broken
+   * alike): if the first try committed, this finds its ledger row and answers with what it
+   * charged; if not, this makes it. Either way the client gets its answer, charged once (settleOn).
+   */
+  private async settleAfresh(input: SettleInput, mine: boolean): Promise<{ available: number; charged: number }> {
+    const c = new pg.Client(this.session);
+    c.on("error", () => {});
+    this.connections.add(c);
+    try {
+      await c.connect();
+      return await settleOn(c, input, mine, true);
+    } finally {
+      c.end().catch(() => {});
     }
   }
 
@@ -243,11 +276,6 @@ export class PostgresStore implements Store {
   /** No new holds (and not ready) while the liveness lock is being taken back: others could sweep them. */
   private requireLock(): void {
     if (this.lock === null) throw new NotSentError("this replica lost its liveness lock and is taking it back");
-  }
-
-  private async available(keyId: string): Promise<number> {
-    const { rows } = await this.pool.query<{ available: number }>({ name: "available", text: AVAILABLE, values: [keyId] });
-    return rows[0]?.available ?? 0;
   }
 
   /** Ready: the database answers, takes writes (a standby or a read-only default does not), and this replica holds its lock. */
@@ -315,19 +343,7 @@ export class PostgresStore implements Store {
 
   settle(input: SettleInput): Promise<{ available: number; charged: number }> {
     const mine = this.unsettled.delete(input.reservationId);
-    return this.write("settle", input.reservationId, async () => {
-      const u = input.usage;
-      const usage = [u.at, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream, u.ms];
-      const { rows } = await this.pool.query<{ available: number }>({ name: "settle", text: SETTLE, values: [input.reservationId, input.cost, ...usage] });
-      if (rows.length === 1) return { available: rows[0]!.available, charged: input.cost };
-      // No reservation. Settled already, or not made here: nothing changes (a settlement is never
-      // applied twice). Made here and unsettled: a sweep released it (this replica was without its
-      // liveness lock for longer than the sweeps' grace, or the database lost the reserve's commit),
-      // yet the request was served: it is recorded and charged without a hold (SETTLE_UNRESERVED),
-      // so the ledger, /v1/usage and the client's credits_charged agree.
-      if (!mine) return { available: await this.available(input.keyId), charged: 0 };
-      return (await this.pool.query<{ available: number; charged: number }>({ name: "settle-unreserved", text: SETTLE_UNRESERVED, values: [input.keyId, input.cost, ...usage] })).rows[0]!;
-    });
+    return this.write("settle", input.reservationId, () => settleOn(this.pool, input, mine, false), () => this.settleAfresh(input, mine));
   }
 
   /**
