@@ -199,6 +199,44 @@ describe("a postgres:// SHIM_DATABASE_URL the driver cannot read", () => {
   });
 });
 
+describe("a postgres:// SHIM_DATABASE_URL with what the driver does not do as libpq does, or what would replace the store's own bounds", () => {
+  it("is a configuration error naming the parameter and what to do instead, the password hidden", () => {
+    const refused: [string, RegExp][] = [
+      // libpq's failover list: the driver resolved "db1,db2" as one name (ENOTFOUND for ever), or,
+      // with ports, called it an invalid URL and pointed at the port.
+      ["postgres://shim:s3cret@db1,db2/shim", /a list of hosts \(db1,db2\).*one host/],
+      ["postgres://shim:s3cret@db1:5432,db2:5432/shim", /a list of hosts \(db1:5432,db2:5432\).*one host/],
+      ["postgres://shim:s3cret@/shim?host=db1,db2", /a list of hosts \(db1,db2\)/],
+      ["postgres://shim:s3cret@db/shim?port=5432,5433", /a list of ports \(5432,5433\)/],
+      // Ignored by the driver: it connects to the host named, a standby included.
+      ["postgres://shim:s3cret@db/shim?target_session_attrs=read-write", /target_session_attrs is libpq's: the driver ignores it.*primary/],
+      ["postgres://shim:s3cret@db/shim?load_balance_hosts=random", /load_balance_hosts is libpq's: the driver ignores it/],
+      // The driver demands a verified TLS connection for it, where libpq tries without TLS first.
+      ["postgres://shim:s3cret@db/shim?sslmode=allow", /sslmode=allow .*verify-full.*sslmode=disable/],
+      // The driver cannot decrypt a client key with it (bad decrypt at every connection).
+      ["postgres://shim:s3cret@db/shim?sslmode=require&sslcert=/c.pem&sslkey=/k.pem&sslpassword=k3yPass", /sslpassword .*without a passphrase/],
+      ["postgres://shim:s3cret@db/shim?sslmode=verify-full&sslrootcert=system", /sslrootcert=system .*CA bundle's path/],
+      // Sent as session settings after the store's own, which they replaced (0: no bound at all).
+      ["postgres://shim:s3cret@db/shim?statement_timeout=0", /statement_timeout is the store's own/],
+      ["postgres://shim:s3cret@db/shim?idle_in_transaction_session_timeout=0", /idle_in_transaction_session_timeout is the store's own/],
+      ["postgres://shim:s3cret@db/shim?lock_timeout=0", /lock_timeout is the store's own/],
+      ["postgres://shim:s3cret@db/shim?query_timeout=0", /query_timeout is the store's own/],
+      ["postgres://shim:s3cret@db/shim?synchronous_commit=on", /synchronous_commit is the store's own/],
+      ["postgres://shim:s3cret@db/shim?statement%5Ftimeout=0", /statement_timeout is the store's own/],
+    ];
+    for (const [url, why] of refused) {
+      const found = problems({ SHIM_DATABASE_URL: url });
+      expect(found, url).toEqual([expect.stringMatching(/^SHIM_DATABASE_URL: "postgres:\/\/shim:\*\*\*@[^"]*" is not valid: /)]);
+      expect(found[0], url).toMatch(why);
+      expect(found[0]).not.toMatch(/s3cret|k3yPass/);
+    }
+    // What the driver reads as libpq does stays accepted, an `options` setting included (the store's own come after it).
+    for (const url of ["postgres://shim:pw@db:5432/shim?sslmode=disable&application_name=ops&client_encoding=UTF8", "postgres://shim@db/shim?options=-c%20statement_timeout%3D0", "postgres://shim@db/shim?sslnegotiation=postgres"]) {
+      expect(parse({ SHIM_DATABASE_URL: url }).databaseUrl).toBe(url);
+    }
+  });
+});
+
 describe("openStore", () => {
   it("opens sqlite::memory: and rejects unknown schemes with the variable named and no password", async () => {
     const s = await openStore("sqlite::memory:");

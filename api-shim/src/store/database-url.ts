@@ -2,7 +2,8 @@ import { parse as driverParse } from "pg-connection-string";
 
 /**
  * SHIM_DATABASE_URL, read once: `sqlite:<path>` (relative to the working directory),
- * `sqlite::memory:`, or `postgres://…` / `postgresql://…` (a libpq connection URL). Kept apart
+ * `sqlite::memory:`, or `postgres://…` / `postgresql://…` (a libpq connection URL, with what
+ * the driver reads as libpq does: notLikeLibpq). Kept apart
  * from the stores so the configuration can check it with every other setting at start, without
  * loading a database driver (only the driver's URL parser).
  */
@@ -27,9 +28,12 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
  * (a port over 65535, a password with `?` or `/` unencoded, `sslmode=verify-ca` without
  * `sslrootcert`, a TLS file it cannot read: the driver reads those files as it parses) would
  * otherwise fail the store's first connection, which looks like a store failure at start: the
- * process exits for a restart, and is restarted forever, with no word of the setting.
+ * process exits for a restart, and is restarted forever, with no word of the setting. So is
+ * what it reads otherwise than libpq, or not at all (notLikeLibpq).
  */
 function checkDriverReads(url: string): void {
+  const refused = notLikeLibpq(url);
+  if (refused !== null) throw new Error(`SHIM_DATABASE_URL: ${JSON.stringify(redactUrl(url))} is not valid: ${refused}`);
   try {
     driverParse(driverUrl(url).connectionString);
   } catch (e) {
@@ -39,6 +43,46 @@ function checkDriverReads(url: string): void {
       : e instanceof Error ? e.message : String(e);
     throw new Error(`SHIM_DATABASE_URL: ${JSON.stringify(redactUrl(url))} is not valid: ${why}`);
   }
+}
+
+/**
+ * Parameters the store sets itself, which pg would let the URL's replace (it sends them as session
+ * settings after the store's `options`, or, query_timeout, takes them as its own client bound):
+ * `?statement_timeout=0` gave the request sessions no bound at all.
+ */
+const STORE_SETTINGS: Record<string, string> = {
+  statement_timeout: "its bound on each statement (5 s on the request path)",
+  idle_in_transaction_session_timeout: "its bound on a transaction left idle (5 s), which frees a key's row a dead replica held",
+  lock_timeout: "the request path's waits are bounded by its statement bound, and its index build sets none",
+  query_timeout: "its client-side bound on each statement (6 s)",
+  synchronous_commit: "off on the request path, on for admin writes; the driver does not even send it",
+};
+
+/**
+ * Why the driver (pg 8) would not do what libpq does with this URL, or null: what it ignores or
+ * reads otherwise (libpq's host list, target_session_attrs, sslmode=allow, sslpassword,
+ * sslrootcert=system), and what would replace the store's own settings (STORE_SETTINGS). A URL
+ * the WHATWG parser cannot read at all is left to the driver's own check.
+ */
+function notLikeLibpq(url: string): string | null {
+  // The host list, by the text: `h1:5432,h2:5432` is no WHATWG URL. After the user info's last `@`.
+  const authority = url.slice(url.indexOf("://") + 3).split(/[/?#]/)[0]!;
+  const hosts = authority.slice(authority.lastIndexOf("@") + 1);
+  const parsed = parseLikeDriver(url)?.parsed;
+  const params = parsed?.searchParams ?? new URLSearchParams();
+  for (const [list, kind] of [[hosts, "hosts"], [params.get("host") ?? "", "hosts"], [params.get("port") ?? "", "ports"]] as const) {
+    if (list.includes(",")) return `it names a list of ${kind} (${list}), libpq's form for trying one after another, which the driver does not read; name one host: the primary, or a name that follows it (a DNS name a failover moves, or a pooler in session mode)`;
+  }
+  for (const name of ["target_session_attrs", "load_balance_hosts"]) {
+    if (params.has(name)) return `${name} is libpq's: the driver ignores it and connects to the one host named, whatever its role; leave it out and name the primary (a replica refuses to start on a read-only database)`;
+  }
+  if (params.get("sslmode") === "allow") return "sslmode=allow (libpq: without TLS, else with it) is taken by the driver as verify-full (TLS with a verified certificate); use sslmode=disable for a server without TLS, require to encrypt without verifying, or verify-full";
+  if (params.has("sslpassword")) return "sslpassword is libpq's: the driver cannot decrypt an encrypted sslkey with it (every connection fails); give it a key without a passphrase (openssl pkey -in key.pem -out key-plain.pem) and leave sslpassword out";
+  if (params.get("sslrootcert") === "system") return "sslrootcert=system (libpq: the system's CA store) is read by the driver as a file named 'system'; give the CA bundle's path instead (e.g. /etc/ssl/certs/ca-certificates.crt)";
+  for (const [name, why] of Object.entries(STORE_SETTINGS)) {
+    if (params.has(name)) return `${name} is the store's own setting (${why}), which the URL's would replace; leave it out`;
+  }
+  return null;
 }
 
 /**
@@ -101,7 +145,8 @@ const STAND_IN_AUTHORITY = new RegExp(`^(postgres(?:ql)?://[^/?#]*?)${STAND_IN_H
  * SHIM_DATABASE_URL for the driver. `sslmode` is read as libpq reads it (pg on its own takes
  * `require` as `verify-full`, refusing a server `psql` reaches with the same URL), and a libpq
  * `options` parameter is taken out to be joined with the store's own (pg would let the URL's
- * replace them: no statement timeout, synchronous commits).
+ * replace them: no statement timeout, synchronous commits). The settings pg sends apart from
+ * `options` are refused at start instead (notLikeLibpq).
  */
 export function driverUrl(url: string): { connectionString: string; urlOptions: string } {
   // As pg does: libpq's host-less form is parsed with a stand-in host, taken out of the authority after.
