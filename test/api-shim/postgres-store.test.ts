@@ -241,6 +241,27 @@ describe("PostgresStore", () => {
     });
   });
 
+  it("a settlement the server refused (it timed out behind a row lock) did not commit: no second try, a 503 within the bound, its hold released uncharged", async () => {
+    await store.createKey(newKey("k", 10));
+    const s = await replica({ timeoutMs: 1000, retryMs: 100 });
+    await s.reserve({ reservationId: "r1", keyId: "k", amount: 4, at: 1 });
+    const blocker = new pg.Client({ connectionString: url });
+    await blocker.connect();
+    await blocker.query("BEGIN");
+    await blocker.query("SELECT 1 FROM keys WHERE id = 'k' FOR UPDATE");
+    const started = Date.now();
+    try {
+      await expect(s.settle({ reservationId: "r1", keyId: "k", hold: 4, cost: 3, usage: usage("k", "q", 3) })).rejects.toBeInstanceOf(StoreUnavailableError);
+      // One statement bound, not two: only a failure the server did not answer leaves a doubt to settle.
+      expect(Date.now() - started).toBeLessThan(1700);
+    } finally {
+      await blocker.query("ROLLBACK");
+      await blocker.end();
+    }
+    expect(await pollUntil(async () => (await s.getKey("k"))!.held === 0)).toBe(true);
+    expect(await s.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
+  });
+
   it("through the shim: a settlement whose answer is lost is looked up, not a 503: the client gets its answer and what it was charged, once; a stream too", async () => {
     const proxy = await frozenProxy(url);
     const s = await PostgresStore.open(proxy.url, { retryMs: 100, timeoutMs: 1000 });

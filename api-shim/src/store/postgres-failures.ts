@@ -1,3 +1,5 @@
+import pg from "pg";
+
 /**
  * Which failures of a hold leave its fate unknown (see PostgresStore's doubtful holds): only a
  * statement that may have reached the server. One refused before it was sent cannot have held
@@ -40,6 +42,16 @@ export function neverSent(e: unknown): boolean {
   // (connectionTimeoutMillis), ran out.
   return typeof err.message === "string" &&
     (err.message.startsWith("timeout exceeded when trying to connect") || err.message.startsWith("Connection terminated due to connection timeout"));
+}
+
+/**
+ * The server answered the statement with an error (a statement timeout, a deadlock, a constraint):
+ * a statement outside a transaction is all or nothing, so it did not commit, and there is no doubt
+ * to settle. Only a failure without the server's answer (a connection that broke, a client-side
+ * timeout) leaves one.
+ */
+export function refusedByServer(e: unknown): boolean {
+  return e instanceof pg.DatabaseError;
 }
 
 /** Doubtful holds remembered at most (the oldest is forgotten; a start's sweep releases it). */
