@@ -62,7 +62,6 @@ export class PostgresStore implements Store {
   private readonly reports: UsageReports;
   private readonly connections: OpenConnections;
   private readonly options: PostgresStoreOptions;
-  private readonly timeoutMs: number;
   private heartbeat: NodeJS.Timeout | undefined;
   /** This replica's try at the usage rows' time index, in the background (postgres-usage-index.ts). */
   usageIndex: UsageIndexBuild | undefined;
@@ -79,7 +78,6 @@ export class PostgresStore implements Store {
   owner: number;
 
   private constructor(pool: pg.Pool, session: pg.ClientConfig, connection: pg.ClientConfig, lock: pg.Client, owner: number, connections: OpenConnections, options: PostgresStoreOptions, timeoutMs: number) {
-    this.timeoutMs = timeoutMs;
     this.connections = connections;
     this.options = options;
     this.pool = pool;
