@@ -124,7 +124,7 @@ describe("SqliteStore", () => {
     store = new SqliteStore(file); // for afterEach
   }, 40_000);
 
-  it("admin writes (keys, top-ups, revocations) are on disk before they are answered (the WAL is synced at their commit); request-path commits are not", async () => {
+  it("admin writes (keys, top-ups, revocations) are on disk before they are answered (the WAL is synced after their commit); request-path commits are not", async () => {
     await store.close();
     const trace = join(dir, "fsyncs.txt");
     const marker = join(dir, "marker");
@@ -158,6 +158,36 @@ describe("SqliteStore", () => {
     expect({ keyCreated: keyCreated! > 0, charges, toppedUp: toppedUp! > 0, revoked: revoked! > 0 }).toEqual({ keyCreated: true, charges: 0, toppedUp: true, revoked: true });
     store = new SqliteStore(file); // for afterEach
     expect((await store.getKey("k"))!).toMatchObject({ balance: 985, revokedAt: 4 });
+  }, 40_000);
+
+  it("an admin write's sync of the WAL does not stop the event loop: a slow disk (each sync 400 ms) delays the top-up, not other requests", async () => {
+    await store.close();
+    const wal = `${file}-wal`;
+    const slowSyncs = ["strace", "-f", "-qq", "-o", "/dev/null", "-P", wal, "-e", "trace=fsync,fdatasync", "-e", "inject=fsync,fdatasync:delay_exit=400000"];
+    const out = runNodeScript<{ toppedUpMs: number; longestTickGapMs: number; balance: number }>(slowSyncs, `
+      import { SqliteStore } from ${JSON.stringify(repoFile("api-shim", "src", "store", "sqlite-store.ts"))};
+      const store = new SqliteStore(${JSON.stringify(file)}, { checkpointIntervalMs: 3_600_000 }); // no checkpoint meanwhile
+      await store.createKey({ id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 1000, expiresAt: null, at: 1 });
+      let last = performance.now();
+      let longestTickGapMs = 0;
+      const ticks = setInterval(() => {
+        const now = performance.now();
+        longestTickGapMs = Math.max(longestTickGapMs, now - last);
+        last = now;
+      }, 5);
+      await new Promise((r) => setTimeout(r, 50));
+      const started = performance.now();
+      await Promise.all([1, 2, 3].map((n) => store.topUp({ keyId: "k", amount: n, note: null, at: 3, idempotency: null, respond: (k) => JSON.stringify(k), refuse: () => null })));
+      const toppedUpMs = performance.now() - started;
+      await new Promise((r) => setTimeout(r, 50));
+      clearInterval(ticks);
+      const balance = (await store.getKey("k")).balance;
+      await store.close();
+      console.log(JSON.stringify({ toppedUpMs, longestTickGapMs, balance }));
+    `);
+    expect(out.balance).toBe(1006);
+    expect(out.toppedUpMs).toBeGreaterThanOrEqual(400); // the top-ups waited for their sync
+    expect(out.longestTickGapMs).toBeLessThan(200); // while timers (and requests) went on
   }, 40_000);
 
   it("a corrupt ledger page fails the store closed as soon as a statement meets it, on the report thread as on the main one; a start does not scan for it", async () => {

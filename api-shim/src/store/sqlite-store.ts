@@ -7,6 +7,7 @@ import { migrate } from "./sqlite-migrations.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
+import { WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
   StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
@@ -54,6 +55,7 @@ export class SqliteStore implements Store {
   private broken: unknown = null;
   private checkpointer: Worker | undefined;
   private readonly reports: SqliteReports | undefined; // file databases only
+  private readonly walSync: WalSync | undefined; // file databases only
   private readonly stmt: ReturnType<typeof prepareStatements>;
   private readonly options: SqliteStoreOptions;
   private readonly busyTimeoutMs: number;
@@ -78,6 +80,7 @@ export class SqliteStore implements Store {
     if (filename !== ":memory:") {
       this.checkpointer = startCheckpointer(db, filename, options.checkpointIntervalMs ?? 1000, (f) => this.checkpointFailed(f));
       this.reports = new SqliteReports(filename, { busyTimeoutMs: this.busyTimeoutMs, onStoreFailure: (e) => this.fail(e) });
+      this.walSync = new WalSync(filename);
     }
     this.stmt = prepareStatements(db);
   }
@@ -214,19 +217,22 @@ export class SqliteStore implements Store {
 
   /**
    * An admin write (keys, top-ups, revocations, start-up): on disk before it answers, as the
-   * Postgres store commits them. Its transaction runs with synchronous = FULL, which syncs the WAL
-   * at COMMIT; the request path's batches keep NORMAL (a crash may lose the last of them, whole).
-   * The setting cannot change inside a transaction: the open batch has committed (now()) first.
+   * Postgres store commits them. It commits as the request path's batches do (synchronous =
+   * NORMAL, after the open batch: now()), then waits for an fdatasync of the WAL on libuv's
+   * thread pool (sqlite-wal-sync.ts), not on this thread as synchronous = FULL would. A sync the
+   * disk refuses fails the store closed, as a failed COMMIT does.
    */
-  private durably<T>(fn: () => T): Promise<T> {
-    return this.now(() => {
-      this.db.pragma("synchronous = FULL");
-      try {
-        return fn();
-      } finally {
-        this.db.pragma("synchronous = NORMAL");
-      }
-    });
+  private async durably<T>(fn: () => T): Promise<T> {
+    const result = await this.now(fn);
+    if (this.walSync === undefined) return result;
+    try {
+      await this.walSync.sync();
+    } catch (e) {
+      const failure = Object.assign(new Error(`syncing the WAL failed: ${(e as Error).message}`), { code: "SQLITE_IOERR_FSYNC", cause: e });
+      this.fail(failure);
+      throw new StoreUnavailableError(failure);
+    }
+    return result;
   }
 
   ping(): Promise<void> {
@@ -378,6 +384,7 @@ export class SqliteStore implements Store {
     const failedBefore = this.broken !== null;
     if (!failedBefore) this.commit();
     const failure = failedBefore ? null : this.broken;
+    await this.walSync?.close();
     if (this.db.open) this.db.close();
     this.options.owner?.release();
     if (failure !== null) throw new StoreUnavailableError(failure);
