@@ -67,12 +67,17 @@ describe("SqliteStore", () => {
   /**
    * Under `prefix`, with checkpoints every 50 ms and a limit of 1 s: requests keep coming (they
    * write the WAL) until the store fails closed, or `ms` have passed and `reports` checkpoint
-   * failures were reported (20 s at most: a loaded machine checkpoints less often).
+   * failures were reported (20 s at most: a loaded machine checkpoints less often). With
+   * `snapshotMs`, a reader holds a read snapshot (as a usage report or a backup does) for that
+   * long from the first failure on: checkpoints cannot reach the WAL's end meanwhile.
    */
-  const checkpointsUnder = (prefix: string[], ms: number, reports = 0) => runNodeScript<{ reported: { code: string; failures: number }[]; failures: { code: string; message: string }[]; after: string; ms: number }>(prefix, `
+  const checkpointsUnder = (prefix: string[], ms: number, reports = 0, snapshotMs = 0) => runNodeScript<{ reported: { code: string; failures: number }[]; failures: { code: string; message: string }[]; after: string; ms: number }>(prefix, `
+    import { createRequire } from "node:module";
     import { SqliteStore } from ${JSON.stringify(repoFile("api-shim", "src", "store", "sqlite-store.ts"))};
     const reported = [];
     const failures = [];
+    let snapshot = null;
+    const Database = createRequire(${JSON.stringify(repoFile("api-shim", "src", "store", "sqlite-store.ts"))})("better-sqlite3");
     const store = new SqliteStore(${JSON.stringify(file)}, {
       checkpointIntervalMs: 50, checkpointFailureLimitMs: 1000,
       onCheckpointFailure: (f) => reported.push({ code: f.error.code, failures: f.failures }),
@@ -82,6 +87,12 @@ describe("SqliteStore", () => {
     const usage = (id) => ({ at: 2, requestId: id, keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 1, stream: false, ms: 1 });
     const more = () => performance.now() - started < ${ms} || (reported.length < ${reports} && performance.now() - started < 20000);
     for (let n = 0; failures.length === 0 && more(); n++) {
+      if (${snapshotMs} > 0 && reported.length > 0 && snapshot === null) {
+        const reader = new Database(${JSON.stringify(file)}, { readonly: true });
+        const scan = reader.prepare("SELECT * FROM ledger").iterate();
+        scan.next();
+        snapshot = setTimeout(() => (scan.return(), reader.close()), ${snapshotMs});
+      }
       await store.reserve({ reservationId: "r" + n, keyId: "k", amount: 1, at: 2 }).catch(() => {});
       await store.settle({ reservationId: "r" + n, keyId: "k", hold: 1, cost: 1, usage: usage("q" + n) }).catch(() => {});
       await new Promise((r) => setTimeout(r, 20));
@@ -119,6 +130,17 @@ describe("SqliteStore", () => {
     // two failures, which then count as one run: rarely, and never up to the limit here.)
     expect(out.reported.length).toBeGreaterThanOrEqual(4);
     expect(out.reported.filter((r) => r.failures === 1).length).toBeGreaterThanOrEqual(3);
+    expect(out.failures).toEqual([]);
+    expect(out.after).toBe("served");
+    store = new SqliteStore(file); // for afterEach
+  }, 40_000);
+
+  it("a checkpoint failure, a read snapshot held past the limit, and one more failure do not fail the store closed: it takes repeated failures", async () => {
+    await store.createKey(newKey("k", 1e12));
+    await store.close();
+    // The first two syncs of the file fail; a reader holds its snapshot 3 s (the limit is 1 s) from the first on.
+    const out = checkpointsUnder(failingFsyncs(file, "1..2"), 5000, 2, 3000);
+    expect(out.reported).toEqual([{ code: "SQLITE_IOERR_FSYNC", failures: 1 }, { code: "SQLITE_IOERR_FSYNC", failures: 2 }]);
     expect(out.failures).toEqual([]);
     expect(out.after).toBe("served");
     store = new SqliteStore(file); // for afterEach

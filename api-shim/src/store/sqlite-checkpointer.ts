@@ -60,6 +60,13 @@ parentPort.on("message", (m) => {
 });
 `;
 
+/**
+ * Checkpoint failures it takes, over the store's checkpointFailureLimitMs, to fail it closed:
+ * time alone also counts checkpoints that merely could not reach the WAL's end (a report's or a
+ * backup's read snapshot), so two isolated errors around a long snapshot would be enough.
+ */
+export const CHECKPOINT_FAILURES_TO_FAIL = 5;
+
 /** A failed checkpoint: its error, how many failed (it included) since one last completed, and for how long since the first of them. */
 export interface CheckpointFailure {
   error: Error & { code?: string };

@@ -1,7 +1,7 @@
 import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { Batch, type Hold } from "./sqlite-batch.ts";
-import { type CheckpointFailure, startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
+import { CHECKPOINT_FAILURES_TO_FAIL, type CheckpointFailure, startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
 import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
@@ -21,7 +21,10 @@ export interface SqliteStoreOptions {
   checkpointIntervalMs?: number;
   /** Called for each WAL checkpoint that fails (the server logs and counts them). */
   onCheckpointFailure?: (failure: CheckpointFailure) => void;
-  /** How long checkpoints may fail, none completing, before the store fails closed (default 60000). */
+  /**
+   * How long checkpoints may fail, none completing, before the store fails closed (default
+   * 60000); and only once at least CHECKPOINT_FAILURES_TO_FAIL of them failed meanwhile.
+   */
   checkpointFailureLimitMs?: number;
   /**
    * Called once when the store fails closed: a batch, its COMMIT or its write lock failed, or any
@@ -166,7 +169,7 @@ export class SqliteStore implements Store {
 
   /**
    * A WAL checkpoint failed: reported; and once they have failed for checkpointFailureLimitMs
-   * with none completing, the store fails closed with the cause (the WAL would grow until the
+   * with none completing, CHECKPOINT_FAILURES_TO_FAIL times at least, the store fails closed with the cause (the WAL would grow until the
    * volume is full); at once when it met a corrupt page. A last checkpoint at close() is no
    * reason to.
    */
@@ -174,7 +177,7 @@ export class SqliteStore implements Store {
     if (this.checkpointer === undefined) return;
     this.options.onCheckpointFailure?.(f);
     if (isCorrupt(f.error)) return this.fail(f.error);
-    if (f.failingMs < (this.options.checkpointFailureLimitMs ?? 60_000)) return;
+    if (f.failingMs < (this.options.checkpointFailureLimitMs ?? 60_000) || f.failures < CHECKPOINT_FAILURES_TO_FAIL) return;
     const last = `${f.error.code ?? "error"} ${f.error.message}`;
     const why = `WAL checkpoints have failed for ${Math.floor(f.failingMs / 1000)} s (${f.failures} failures, none completed since; last: ${last}): the WAL grows until the volume is full`;
     this.fail(Object.assign(new Error(why), { code: f.error.code }));
