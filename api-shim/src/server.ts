@@ -45,7 +45,12 @@ async function main(): Promise<void> {
   // Docker's restart policy brings the shim back instead of a 503 that lasts until someone logs in.
   // Nothing in flight can be settled any more, so it is cut at once rather than drained.
   let stop: ((reason: string, exitCode: number, drainMs: number) => Promise<void>) | undefined;
+  // While starting, a failure is only noted: the start's own step then fails with it and says
+  // so (one line, not two); one that reaches no step is said once the start is over.
+  let starting = true;
+  let failedWhileStarting: unknown = null;
   const onFailure = (e: unknown) => {
+    if (starting) return void (failedWhileStarting ??= e);
     failedClosed(e);
     if (stop) void stop("store failure", 1, 0);
     else exitNow(1);
@@ -111,6 +116,12 @@ async function main(): Promise<void> {
     }
     // E.g. a full volume: the same message as a failure while serving, so one log search finds both.
     failedClosed(e);
+    exitNow(1);
+    return;
+  }
+  starting = false;
+  if (failedWhileStarting !== null) {
+    failedClosed(failedWhileStarting);
     exitNow(1);
     return;
   }

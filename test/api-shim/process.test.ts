@@ -260,6 +260,19 @@ describe("the shim process", () => {
     await output.stopCleanly(again);
   });
 
+  it("a store that fails closed at start (the disk refuses the sync of its first write) says so in one line, and exits 1", async () => {
+    const file = join(dir, "failing-start", "shim.db");
+    mkdirSync(dirname(file));
+    await new SqliteStore(file).close(); // the file exists before its disk starts failing
+    const failed = await spawnShim({ ...env, SHIM_DATABASE_URL: `sqlite:${file}` }, failingFsyncs(`${file}-wal`)).catch((e: unknown) => e);
+    if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
+    output.keep(failed);
+    expect(failed.exit).toEqual({ code: 1, signal: null });
+    const lines = failed.lines.map((l) => JSON.parse(l)).filter((l) => l.msg === "the store failed closed; exiting so the shim is restarted");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ err: { code: "SQLITE_IOERR_FSYNC" }, hint: expect.stringContaining("the disk failed") });
+  });
+
   it("WAL checkpoints that fail (the disk refuses their fsync) are logged, at most once a minute, and counted in /metrics, while requests are still served", async () => {
     const file = join(dir, "checkpoints", "shim.db");
     mkdirSync(dirname(file));
