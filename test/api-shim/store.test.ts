@@ -387,6 +387,25 @@ describe("SqliteStore", () => {
     other.close();
   });
 
+  it("a lost race for a WAL lock (SQLITE_PROTOCOL, transient) is a 503 for that call only; a disk error fails the store closed", async () => {
+    await store.createKey(newKey("k", 10));
+    const stmt = (store as unknown as { stmt: { getKey: { get: (id: string) => unknown } } }).stmt;
+    const get = stmt.getKey.get.bind(stmt.getKey);
+    const failOnce = (code: string) => {
+      stmt.getKey.get = () => {
+        stmt.getKey.get = get;
+        throw Object.assign(new Error("locking protocol"), { code });
+      };
+    };
+    failOnce("SQLITE_PROTOCOL");
+    await expect(store.getKey("k")).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect((await store.getKey("k"))!.balance).toBe(10);
+    await expect(store.reserve({ reservationId: "r", keyId: "k", amount: 1, at: 1 })).resolves.toMatchObject({ ok: true });
+    failOnce("SQLITE_IOERR_READ");
+    await expect(store.getKey("k")).rejects.toBeInstanceOf(StoreUnavailableError);
+    await expect(store.getKey("k")).rejects.toBeInstanceOf(StoreUnavailableError);
+  });
+
   it("every failure is StoreUnavailableError (fail closed)", async () => {
     await store.close();
     await expect(store.getKey("k")).rejects.toBeInstanceOf(StoreUnavailableError);

@@ -27,9 +27,11 @@ export function isCorrupt(e: unknown): boolean {
  * The database cannot be read or written at all, whichever statement met it: a read-only file
  * (its mode, or its -wal or -shm owned by another user), a disk error, a full volume, a corrupt
  * file. Unlike a statement's own mistake (a constraint, a busy lock) no retry of the process's
- * next request will go better, so the store fails closed and the process is restarted.
+ * next request will go better, so the store fails closed and the process is restarted. Not
+ * SQLITE_PROTOCOL: SQLite documents it as a rare, transient lost race for a WAL lock; that call
+ * gets a 503 and the next one goes through.
  */
-const FATAL = new Set(["SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_PROTOCOL"]);
+const FATAL = new Set(["SQLITE_READONLY", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_CANTOPEN", "SQLITE_PERM"]);
 
 export function failsTheStore(e: unknown): boolean {
   const p = primary(e);
