@@ -209,7 +209,7 @@ describe("SqliteStore", () => {
     `);
     expect(out.balance).toBe(1006);
     expect(out.toppedUpMs).toBeGreaterThanOrEqual(400); // the top-ups waited for their sync
-    expect(out.longestTickGapMs).toBeLessThan(200); // while timers (and requests) went on
+    expect(out.longestTickGapMs).toBeLessThan(350); // while timers (and requests) went on: no 400 ms sync on this thread
   }, 40_000);
 
   it("a corrupt ledger page fails the store closed as soon as a statement meets it, on the report thread as on the main one; a start does not scan for it", async () => {
