@@ -239,6 +239,39 @@ describe("PostgresStore", () => {
       expect(await pollUntil(async () => (await s.audit())[0]!.reservations === 1, 5000)).toBe(true);
       expect(await s.audit()).toEqual([{ keyId: "k", balance: 10, held: 4, ledgerSum: 10, reservations: 1, reservedSum: 4 }]);
     });
+
+    /**
+     * The settlement's first try waits for the key's row (another session holds it: a top-up,
+     * another replica's statement) when its connection breaks; its second try comes while the first
+     * still waits there, and the first commits once the row is free.
+     */
+    const settleBehindRowLock = async (lost: string) => {
+      const blocker = new pg.Client({ connectionString: url });
+      await blocker.connect();
+      try {
+        await blocker.query("BEGIN");
+        await blocker.query("SELECT 1 FROM keys WHERE id = 'k' FOR UPDATE");
+        proxy.loseAnswer((p) => p.includes(lost));
+        const settled = settle().catch((e: unknown) => e);
+        const waiting = async () => (await sql("SELECT 1 FROM pg_stat_activity WHERE application_name = 'api-shim' AND wait_event_type = 'Lock'")).length === 2;
+        expect(await pollUntil(waiting, 2000)).toBe(true); // the first try (its client gone) and the second
+        await blocker.query("COMMIT");
+        return await settled;
+      } finally {
+        await blocker.end();
+      }
+    };
+
+    it("a settlement whose first try waits for the key's row when its connection breaks: the second try waits for it, and charges once", async () => {
+      expect(await settleBehindRowLock("LOST")).toEqual({ available: 7, charged: 3 });
+      await settledOnce();
+    });
+
+    it("so does one whose hold was swept (charged without a hold): the second try finds the first's charge, never charges twice", async () => {
+      await sql("WITH r AS (DELETE FROM reservations WHERE id = 'r1' RETURNING key_id, amount) UPDATE keys SET held = held - r.amount FROM r WHERE keys.id = r.key_id");
+      expect(await settleBehindRowLock("settle-unreserved")).toEqual({ available: 7, charged: 3 });
+      await settledOnce();
+    });
   });
 
   it("a settlement the server refused (it timed out behind a row lock) did not commit: no second try, a 503 within the bound, its hold released uncharged", async () => {

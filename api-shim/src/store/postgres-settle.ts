@@ -1,33 +1,61 @@
 import type pg from "pg";
-import { AVAILABLE, SETTLE, SETTLE_UNRESERVED, SETTLED } from "./postgres-sql.ts";
+import { inTransaction } from "./postgres-client.ts";
+import { AVAILABLE, LOCK_KEY, SETTLE, SETTLE_UNRESERVED, SETTLED } from "./postgres-sql.ts";
 import type { SettleInput } from "./store.ts";
 
 type Queryable = pg.Pool | pg.ClientBase;
+type Settled = { available: number; charged: number };
 
 /**
  * One settlement (PostgresStore.settle) on `q`. SETTLE deletes the hold's row in the same
  * statement that writes the ledger row, so running it again for the same reservation changes
- * nothing: a retry can never charge twice. `mine`: this replica made the hold and had not settled
- * it. `retried`: an earlier try failed after it may have reached the server, so a hold found gone
- * may be that try's doing, committed with its answer lost: the ledger row it wrote (by key, time
- * and request id) says what it charged.
+ * nothing. A settlement without a hold (SETTLE_UNRESERVED) has no row to delete: only its second
+ * try (settleAgainOn) may run it again, and that one first looks for the first try's ledger row,
+ * waiting for the key's row to do so. Either way a retry never charges twice. `mine`: this replica
+ * made the hold and had not settled it.
  */
-export async function settleOn(q: Queryable, input: SettleInput, mine: boolean, retried: boolean): Promise<{ available: number; charged: number }> {
+export async function settleOn(q: Queryable, input: SettleInput, mine: boolean): Promise<Settled> {
+  return (await settleHeld(q, input)) ?? (await settleWithoutHold(q, input, mine));
+}
+
+/**
+ * The second try of a settlement whose first failed after it may have reached the server: a hold
+ * found gone may be that try's doing, committed with its answer lost, and the ledger row it wrote
+ * (by key, time and request id) says what it charged. The first try may also still be running on
+ * the server, waiting for the key's row (its client gone, the server does not know yet): it takes
+ * that row before it looks, in one transaction, so it waits behind the first try and sees its row
+ * once it commits, rather than charging a second time.
+ */
+export async function settleAgainOn(c: pg.ClientBase, input: SettleInput, mine: boolean): Promise<Settled> {
+  const held = await settleHeld(c, input);
+  if (held) return held;
   const u = input.usage;
-  const usage = [u.at, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream, u.ms];
-  const { rows } = await q.query<{ available: number }>({ name: "settle", text: SETTLE, values: [input.reservationId, input.cost, ...usage] });
-  if (rows.length === 1) return { available: rows[0]!.available, charged: input.cost };
-  if (retried) {
-    const prior = (await q.query<{ charged: number }>({ name: "settled", text: SETTLED, values: [input.keyId, u.at, u.requestId] })).rows[0];
-    if (prior) return { available: await available(q, input.keyId), charged: prior.charged };
-  }
-  // No reservation. Settled already, or not made here: nothing changes (a settlement is never
-  // applied twice). Made here and unsettled: a sweep released it (this replica was without its
-  // liveness lock for longer than the sweeps' grace, or the database lost the reserve's commit),
-  // yet the request was served: it is recorded and charged without a hold (SETTLE_UNRESERVED),
-  // so the ledger, /v1/usage and the client's credits_charged agree.
+  return inTransaction(c, async () => {
+    await c.query({ name: "lock-key", text: LOCK_KEY, values: [input.keyId] });
+    const prior = (await c.query<{ charged: number }>({ name: "settled", text: SETTLED, values: [input.keyId, u.at, u.requestId] })).rows[0];
+    if (prior) return { available: await available(c, input.keyId), charged: prior.charged };
+    return settleWithoutHold(c, input, mine);
+  });
+}
+
+const usageValues = (u: SettleInput["usage"]) => [u.at, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream, u.ms];
+
+/** SETTLE: undefined when there is no hold (settled already, swept, or not made here). */
+async function settleHeld(q: Queryable, input: SettleInput): Promise<Settled | undefined> {
+  const { rows } = await q.query<{ available: number }>({ name: "settle", text: SETTLE, values: [input.reservationId, input.cost, ...usageValues(input.usage)] });
+  return rows.length === 1 ? { available: rows[0]!.available, charged: input.cost } : undefined;
+}
+
+/**
+ * No reservation. Settled already, or not made here: nothing changes (a settlement is never
+ * applied twice). Made here and unsettled: a sweep released it (this replica was without its
+ * liveness lock for longer than the sweeps' grace, or the database lost the reserve's commit),
+ * yet the request was served: it is recorded and charged without a hold (SETTLE_UNRESERVED),
+ * so the ledger, /v1/usage and the client's credits_charged agree.
+ */
+async function settleWithoutHold(q: Queryable, input: SettleInput, mine: boolean): Promise<Settled> {
   if (!mine) return { available: await available(q, input.keyId), charged: 0 };
-  return (await q.query<{ available: number; charged: number }>({ name: "settle-unreserved", text: SETTLE_UNRESERVED, values: [input.keyId, input.cost, ...usage] })).rows[0]!;
+  return (await q.query<Settled>({ name: "settle-unreserved", text: SETTLE_UNRESERVED, values: [input.keyId, input.cost, ...usageValues(input.usage)] })).rows[0]!;
 }
 
 export async function available(q: Queryable, keyId: string): Promise<number> {

@@ -32,6 +32,8 @@ export const SETTLE_UNRESERVED = `WITH k AS (UPDATE keys SET balance = balance -
  */
 export const SETTLED = "SELECT -amount AS charged FROM ledger WHERE key_id = $1 AND at = $2 AND ref = $3 AND kind = 'usage' LIMIT 1";
 export const AVAILABLE = "SELECT balance - held AS available FROM keys WHERE id = $1";
+/** Waits for (and takes, to the end of its transaction) the key's row: what a settlement's second try does before it looks (settleAgainOn). */
+export const LOCK_KEY = "SELECT 1 FROM keys WHERE id = $1 FOR UPDATE";
 /** Why a hold was refused: what is available, and whether the key was revoked or expired (at $2). */
 export const REFUSAL = "SELECT balance - held AS available, (revoked_at IS NOT NULL OR coalesce(expires_at <= $2, false)) AS inactive FROM keys WHERE id = $1";
 /** Releases one hold, uncharged (no ledger row): what a failed request's hold becomes. */

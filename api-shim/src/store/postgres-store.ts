@@ -9,7 +9,7 @@ import { neverSent, NotSentError, READ_ONLY_CODE, ReadOnlyError, refusedByServer
 import { inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
 import type { PostgresStoreOptions } from "./postgres-options.ts";
 import { UsageReports } from "./postgres-reports.ts";
-import { settleOn } from "./postgres-settle.ts";
+import { settleAgainOn, settleOn } from "./postgres-settle.ts";
 import { ADOPT_HOLDS, StaleOwners, SWEEP_GRACE_MS } from "./postgres-sweep.ts";
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
 import { AUDIT, READ_ONLY, REFUSAL, RESERVE } from "./postgres-sql.ts";
@@ -232,7 +232,7 @@ export class PostgresStore implements Store {
    * A settlement that failed after it may have reached the server (its connection broke, its
    * answer was lost), tried again on a connection of its own (the pool's may all be broken
    * alike): if the first try committed, this finds its ledger row and answers with what it
-   * charged; if not, this makes it. Either way the client gets its answer, charged once (settleOn).
+   * charged; if not, this makes it. Either way the client gets its answer, charged once (settleAgainOn).
    */
   private async settleAfresh(input: SettleInput, mine: boolean): Promise<{ available: number; charged: number }> {
     const c = new pg.Client(this.session);
@@ -240,7 +240,7 @@ export class PostgresStore implements Store {
     this.connections.add(c);
     try {
       await c.connect();
-      return await settleOn(c, input, mine, true);
+      return await settleAgainOn(c, input, mine);
     } finally {
       c.end().catch(() => {});
     }
@@ -341,7 +341,7 @@ export class PostgresStore implements Store {
 
   settle(input: SettleInput): Promise<{ available: number; charged: number }> {
     const mine = this.unsettled.delete(input.reservationId);
-    return this.write("settle", input.reservationId, () => settleOn(this.pool, input, mine, false), () => this.settleAfresh(input, mine));
+    return this.write("settle", input.reservationId, () => settleOn(this.pool, input, mine), () => this.settleAfresh(input, mine));
   }
 
   /**
