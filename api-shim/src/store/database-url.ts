@@ -61,7 +61,8 @@ const STORE_SETTINGS: Record<string, string> = {
 /**
  * Why the driver (pg 8) would not do what libpq does with this URL, or null: what it ignores or
  * reads otherwise (libpq's host list, target_session_attrs, sslmode=allow, sslpassword,
- * sslrootcert=system), and what would replace the store's own settings (STORE_SETTINGS). A URL
+ * sslrootcert=system), a replication connection (replication), and what would replace the store's
+ * own settings (STORE_SETTINGS). A URL
  * the WHATWG parser cannot read at all is left to the driver's own check.
  */
 function notLikeLibpq(url: string): string | null {
@@ -79,6 +80,7 @@ function notLikeLibpq(url: string): string | null {
   if (params.get("sslmode") === "allow") return "sslmode=allow (libpq: without TLS, else with it) is taken by the driver as verify-full (TLS with a verified certificate); use sslmode=disable for a server without TLS, require to encrypt without verifying, or verify-full";
   if (params.has("sslpassword")) return "sslpassword is libpq's: the driver cannot decrypt an encrypted sslkey with it (every connection fails); give it a key without a passphrase (openssl pkey -in key.pem -out key-plain.pem) and leave sslpassword out";
   if (params.get("sslrootcert") === "system") return "sslrootcert=system (libpq: the system's CA store) is read by the driver as a file named 'system'; give the CA bundle's path instead (e.g. /etc/ssl/certs/ca-certificates.crt)";
+  if (params.has("replication")) return "replication asks for a replication connection (the driver sends it at the start), which takes none of the store's statements: every start failed with \"extended query protocol not supported in a replication connection\"; leave it out";
   for (const [name, why] of Object.entries(STORE_SETTINGS)) {
     if (params.has(name)) return `${name} is the store's own setting (${why}), which the URL's would replace; leave it out`;
   }
