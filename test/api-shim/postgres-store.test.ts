@@ -418,6 +418,88 @@ describe("PostgresStore", () => {
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 0, held: 0, ledgerSum: 0, reservations: 0, reservedSum: 0 }]);
   });
 
+  it("a hold still being made when its replica takes its lock back (it waited for the key's row) moves to the new owner id too: not swept while its request runs", async () => {
+    await store.createKey(newKey("k", 1)); // credit for exactly one request
+    const cut = await replica({ retryMs: 100 });
+    const other = await replica({ sweepGraceMs: 0 });
+    const blocker = new pg.Client({ connectionString: url });
+    await blocker.connect();
+    let reserved: Promise<unknown>;
+    const before = cut.owner;
+    try {
+      await blocker.query("BEGIN");
+      await blocker.query("SELECT 1 FROM keys WHERE id = 'k' FOR UPDATE"); // a top-up, another replica's statement
+      reserved = cut.reserve({ reservationId: "inflight", keyId: "k", amount: 1, at: 1 });
+      await pollUntil(async () => (await sql("SELECT 1 FROM pg_stat_activity WHERE application_name = 'api-shim' AND wait_event_type = 'Lock'")).length === 1, 2000);
+      await cutLiveness(before);
+      expect(await pollUntil(() => cut.owner !== before)).toBe(true); // the relock moved what was there: not this hold yet
+    } finally {
+      await blocker.query("ROLLBACK");
+      await blocker.end();
+    }
+    expect(await reserved).toEqual({ ok: true, available: 0 });
+    // Under the old, lockless owner id it was released: the credit admitted twice, the request charged 0.
+    expect(await sql("SELECT owner FROM reservations WHERE id = 'inflight'")).toEqual([{ owner: cut.owner }]);
+    expect(await other.releaseStaleReservations()).toBe(0);
+    expect(await other.reserve({ reservationId: "second", keyId: "k", amount: 1, at: 1 })).toEqual({ ok: false, available: 0 });
+    expect(await cut.settle({ reservationId: "inflight", keyId: "k", hold: 1, cost: 1, usage: usage("k", "q1", 1) })).toEqual({ available: 0, charged: 1 });
+  });
+
+  it("a replica that takes its lock back while its database's name still points at the old primary, now a standby, takes it on the primary: not ready meanwhile, its holds not swept", { timeout: 60_000 }, async () => {
+    await store.createKey(newKey("k", 1)); // credit for exactly one request
+    const standby = await server.startStandby();
+    const proxy = await frozenProxy(url);
+    try {
+      const released: number[] = [];
+      const s = await PostgresStore.open(proxy.url, { retryMs: 100, sweepGraceMs: 300, onReleased: (n) => released.push(n) });
+      open.push(s);
+      const ready = () => s.ping().then(() => "ready", (e: Error) => (e.cause as Error).message);
+      const before = s.owner;
+      proxy.redirect(standby.url(new URL(url).pathname.slice(1))); // a failover; the name still says the old primary
+      await cutLiveness(before);
+      await new Promise((r) => setTimeout(r, 1000)); // tries on the standby
+      // It took its lock there and was ready, its holds made on the primary under an owner without a lock there: swept.
+      expect({ owner: s.owner, ready: await ready() }).toEqual({ owner: before, ready: expect.not.stringMatching(/^ready$/) });
+      proxy.redirect(url); // the name follows the new primary
+      expect(await pollUntil(() => s.owner !== before)).toBe(true);
+      expect(await pollUntil(async () => (await ready()) === "ready")).toBe(true);
+      expect(await s.reserve({ reservationId: "live", keyId: "k", amount: 1, at: 1 })).toEqual({ ok: true, available: 0 });
+      expect(await sql("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = $1::bigint::oid", [s.owner])).toEqual([{ n: 1 }]);
+      expect(await s.releaseStaleReservations()).toBe(0);
+      await new Promise((r) => setTimeout(r, 600)); // its grace over
+      expect(released.reduce((a, n) => a + n, 0)).toBe(0);
+      expect(await store.reserve({ reservationId: "second", keyId: "k", amount: 1, at: 1 })).toEqual({ ok: false, available: 0 });
+      expect(await s.settle({ reservationId: "live", keyId: "k", hold: 1, cost: 1, usage: usage("k", "q", 1) })).toEqual({ available: 0, charged: 1 });
+    } finally {
+      await proxy.close();
+      standby.stop();
+    }
+  });
+
+  it("a replica whose liveness lock is held on another server than the one its requests reach (a writable old primary) is not ready, and takes it back where they go", { timeout: 60_000 }, async () => {
+    const elsewhere = await startPostgres();
+    const proxy = await frozenProxy(url);
+    try {
+      const other = await elsewhere.newDatabase();
+      await (await PostgresStore.open(other)).close(); // its schema, as the old primary had it
+      const s = await PostgresStore.open(proxy.url, { retryMs: 100 });
+      open.push(s);
+      const ready = () => s.ping().then(() => "ready", (e: Error) => (e.cause as Error).message);
+      expect(await ready()).toBe("ready"); // its pool has a connection to this server
+      const before = s.owner;
+      proxy.redirect(other);
+      await cutLiveness(before);
+      expect(await pollUntil(() => s.owner !== before)).toBe(true); // taken on the other server: it takes writes
+      expect(await ready()).toMatch(/liveness lock is not on the server its requests reach/);
+      proxy.redirect(url);
+      expect(await pollUntil(async () => (await ready()) === "ready")).toBe(true);
+      expect(await sql("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = $1::bigint::oid", [s.owner])).toEqual([{ n: 1 }]);
+    } finally {
+      await proxy.close();
+      await elsewhere.stop();
+    }
+  });
+
   it("other replicas' sweeps leave the holds of a replica taking its lock back alone for the grace", async () => {
     await store.createKey(newKey("k", 10));
     const released: number[] = [];

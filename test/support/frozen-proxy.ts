@@ -17,11 +17,13 @@ export interface FrozenProxy {
    * one that never arrived. Other connections, and new ones, pass as before.
    */
   loseAnswer(match: (packet: Buffer) => boolean, delivered?: boolean): void;
+  /** New connections go to `target` (a postgres:// URL) from now on, as a DNS name a failover moves; open ones stay where they are. */
+  redirect(target: string): void;
   close(): Promise<void>;
 }
 
 export async function frozenProxy(target: string): Promise<FrozenProxy> {
-  const to = new URL(target);
+  let to = new URL(target);
   const pairs: [Socket, Socket][] = [];
   let frozen = false;
   let losing: { match: (packet: Buffer) => boolean; delivered: boolean } | null = null;
@@ -68,6 +70,9 @@ export async function frozenProxy(target: string): Promise<FrozenProxy> {
     cutOpen: stall,
     loseAnswer(match, delivered = true) {
       losing = { match, delivered };
+    },
+    redirect(target) {
+      to = new URL(target);
     },
     close() {
       for (const [a, b] of pairs) {

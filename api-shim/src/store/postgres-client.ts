@@ -39,6 +39,36 @@ export async function inTransaction<T>(c: pg.ClientBase, fn: () => Promise<T>): 
   }
 }
 
+/**
+ * `fn` on one pooled connection, which is not reused after a failure (its state is unknown) or
+ * when `fn` calls `discard` (it reached a server the store cannot use).
+ */
+export async function onPooled<T>(pool: pg.Pool, fn: (c: pg.PoolClient, discard: () => void) => Promise<T>): Promise<T> {
+  const c = await pool.connect();
+  // The pool does not listen for a checked-out connection's errors: a connection that breaks
+  // meanwhile would be an unhandled 'error' event (a crash). The failed query reports it.
+  const ignore = () => {};
+  c.on("error", ignore);
+  let failure: Error | boolean | undefined;
+  try {
+    return await fn(c, () => void (failure = true));
+  } catch (e) {
+    failure = e instanceof Error ? e : true;
+    throw e;
+  } finally {
+    c.off("error", ignore);
+    c.release(failure);
+  }
+}
+
+/** One transaction on one pooled connection, committed durably (admin writes and start-up). */
+export function durableTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+  return onPooled(pool, (c) => inTransaction(c, async () => {
+    await c.query("SET LOCAL synchronous_commit = on");
+    return fn(c);
+  }));
+}
+
 /** A ledger row and the matching balance change; false when the idempotency key was used. */
 export async function grant(c: pg.ClientBase, keyId: string, amount: number, at: number, kind: string, ref: string | null, idem: string | null): Promise<boolean> {
   if (amount <= 0) return false;

@@ -1,4 +1,5 @@
-import type pg from "pg";
+import pg from "pg";
+import type { OpenConnections } from "./postgres-connections.ts";
 import { inTransaction } from "./postgres-client.ts";
 import { AVAILABLE, LOCK_KEY, SETTLE, SETTLE_UNRESERVED, SETTLED } from "./postgres-sql.ts";
 import type { SettleInput } from "./store.ts";
@@ -19,6 +20,25 @@ export async function settleOn(q: Queryable, input: SettleInput, mine: boolean):
 }
 
 /**
+ * A settlement that failed after it may have reached the server (its connection broke, its
+ * answer was lost), tried again on a connection of its own (`session`: the pool's settings; the
+ * pool's connections may all be broken alike): if the first try committed, this finds its ledger
+ * row and answers with what it charged; if not, this makes it. Either way the client gets its
+ * answer, charged once (settleAgainOn).
+ */
+export async function settleAfresh(session: pg.ClientConfig, connections: OpenConnections, input: SettleInput, mine: boolean): Promise<Settled> {
+  const c = new pg.Client(session);
+  c.on("error", () => {});
+  connections.add(c);
+  try {
+    await c.connect();
+    return await settleAgainOn(c, input, mine);
+  } finally {
+    c.end().catch(() => {});
+  }
+}
+
+/**
  * The second try of a settlement whose first failed after it may have reached the server: a hold
  * found gone may be that try's doing, committed with its answer lost, and the ledger row it wrote
  * (by key, time and request id) says what it charged. The first try may also still be running on
@@ -26,7 +46,7 @@ export async function settleOn(q: Queryable, input: SettleInput, mine: boolean):
  * that row before it looks, in one transaction, so it waits behind the first try and sees its row
  * once it commits, rather than charging a second time.
  */
-export async function settleAgainOn(c: pg.ClientBase, input: SettleInput, mine: boolean): Promise<Settled> {
+async function settleAgainOn(c: pg.ClientBase, input: SettleInput, mine: boolean): Promise<Settled> {
   const held = await settleHeld(c, input);
   if (held) return held;
   const u = input.usage;

@@ -53,4 +53,5 @@ export const AUDIT = `SELECT k.id AS "keyId", k.balance, k.held, coalesce(l.tota
  * session read-only by default (default_transaction_read_only, which managed servers set when
  * their storage is full). Reads and the liveness lock still work there; holds do not.
  */
-export const READ_ONLY = "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool AS read_only";
+export const IS_READ_ONLY = "pg_is_in_recovery() OR current_setting('transaction_read_only')::bool";
+export const READ_ONLY = `SELECT ${IS_READ_ONLY} AS read_only`;

@@ -1,16 +1,16 @@
 import pg from "pg";
-import { driverUrl } from "./database-url.ts";
 import { settlesWithin } from "../promises.ts";
 import { OpenConnections } from "./postgres-connections.ts";
-import { migratePg, takeOwnerLock } from "./postgres-migrations.ts";
+import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
 import { createKeyIn, ensureBootstrapKeyIn, topUpIn } from "./postgres-admin.ts";
 import { DoubtfulHolds } from "./postgres-doubtful.ts";
 import { neverSent, NotSentError, READ_ONLY_CODE, ReadOnlyError, refusedByServer } from "./postgres-failures.ts";
-import { inTransaction, KEY_COLUMNS, keyById, type KeyRow, toKey, types } from "./postgres-client.ts";
+import { durableTransaction, inTransaction, KEY_COLUMNS, onPooled, keyById, type KeyRow, toKey } from "./postgres-client.ts";
 import type { PostgresStoreOptions } from "./postgres-options.ts";
 import { UsageReports } from "./postgres-reports.ts";
-import { settleAgainOn, settleOn } from "./postgres-settle.ts";
-import { ADOPT_HOLDS, StaleOwners, SWEEP_GRACE_MS } from "./postgres-sweep.ts";
+import { sessionSettings } from "./postgres-sessions.ts";
+import { settleAfresh, settleOn } from "./postgres-settle.ts";
+import { ADOPT_HOLDS, READY, StaleOwners, SWEEP_GRACE_MS } from "./postgres-sweep.ts";
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
 import { AUDIT, READ_ONLY, REFUSAL, RESERVE } from "./postgres-sql.ts";
 import type {
@@ -76,6 +76,8 @@ export class PostgresStore implements Store {
   private lock: pg.Client | null;
   /** This replica's id: its reservations carry it. A new one each time the lock is re-taken (its holds in flight move to it). */
   owner: number;
+  /** The newest id, taken by a relock still moving the holds in flight to it, or `owner` (adoptIfRelocked). */
+  private newest: number;
 
   private constructor(pool: pg.Pool, session: pg.ClientConfig, connection: pg.ClientConfig, lock: pg.Client, owner: number, connections: OpenConnections, options: PostgresStoreOptions, timeoutMs: number) {
     this.connections = connections;
@@ -84,7 +86,7 @@ export class PostgresStore implements Store {
     this.session = session;
     this.connection = connection;
     this.lock = lock;
-    this.owner = owner;
+    this.owner = this.newest = owner;
     this.retryMs = options.retryMs ?? 1000;
     this.reports = new UsageReports(pool, (fn) => this.tx(fn));
     this.doubtful = new DoubtfulHolds(pool, this.retryMs, timeoutMs);
@@ -93,27 +95,11 @@ export class PostgresStore implements Store {
 
   static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
     const timeoutMs = options.timeoutMs ?? 5000;
-    // keepAlive and a client-side query timeout: a silent network cut must end in a 503 within
-    // the bound, not in a query that waits for TCP to give up.
-    const { connectionString, urlOptions } = driverUrl(url);
-    const common = { connectionString, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs + 1000, keepAlive: true, application_name: "api-shim", types };
-    // The liveness connection is what other replicas judge this one by (its advisory lock). If
-    // this host dies without a word, only the server's TCP keepalive ends the session, after two
-    // hours by Linux's defaults: its holds would stay on its keys that long. ~25 s instead.
-    const keepalives = "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3";
-    // The pool's sessions too, and a transaction left idle (its process died or was cut off
-    // between two statements of a top-up, which holds the key's row) ends after the statement
-    // bound: otherwise the row stayed locked for those two hours, and every other replica's
-    // request for that key, then for any key as they filled the pool waiting, got a 503.
-    const session = {
-      ...common,
-      options: `${urlOptions} -c synchronous_commit=off -c statement_timeout=${timeoutMs} -c idle_in_transaction_session_timeout=${timeoutMs} ${keepalives}`.trim(),
-    };
+    const { session, connection } = sessionSettings(url, timeoutMs);
     const pool = new pg.Pool({ ...session, max: 10 });
     pool.on("error", () => {}); // an idle connection that broke is dropped; the next query says what is wrong
     const connections = new OpenConnections();
     pool.on("connect", (c) => connections.add(c));
-    const connection = { ...common, options: `${urlOptions} ${keepalives}`.trim() };
     const lock = new pg.Client(connection);
     connections.add(lock);
     lock.on("error", () => {}); // until watch(): a failed start is reported by the rejection below
@@ -141,17 +127,22 @@ export class PostgresStore implements Store {
    * after the sweeps' grace), so it makes no new holds (503) and keeps trying to take one (relock).
    */
   private watch(lock: pg.Client): void {
-    const lost = () => {
-      if (this.closing || this.lock !== lock) return;
-      this.lock = null;
-      clearInterval(this.heartbeat);
-      lock.end().catch(() => {});
-      this.relocker = setTimeout(() => void this.relock(), this.retryMs).unref();
-    };
+    const lost = () => this.lose(lock);
     lock.on("error", lost);
     lock.on("end", lost);
     // An idle connection never notices a cut network or a terminated session: ask it regularly.
-    this.heartbeat = setInterval(() => void lock.query("SELECT 1").catch(lost), Math.max(this.retryMs, 1000) * 5).unref();
+    // A lock on a server that takes no writes (it was demoted) is no lock where the holds are.
+    const beat = () => lock.query<{ read_only: boolean }>(READ_ONLY).then((r) => r.rows[0]!.read_only && lost(), lost);
+    this.heartbeat = setInterval(beat, Math.max(this.retryMs, 1000) * 5).unref();
+  }
+
+  /** The liveness lock `lock` holds is lost: its connection is ended, and a new one is taken (relock). */
+  private lose(lock: pg.Client): void {
+    if (this.closing || this.lock !== lock) return;
+    this.lock = null;
+    clearInterval(this.heartbeat);
+    lock.end().catch(() => {});
+    this.relocker = setTimeout(() => void this.relock(), this.retryMs).unref();
   }
 
   /**
@@ -169,8 +160,13 @@ export class PostgresStore implements Store {
     this.connections.add(c);
     try {
       await c.connect();
+      // A DNS name that still points at the old primary, now a standby: not there (as at the start).
+      if ((await c.query<{ read_only: boolean }>(READ_ONLY)).rows[0]!.read_only) throw new ReadOnlyError();
       const owner = await takeOwnerLock(c);
       if (this.closing) throw new Error("closing");
+      // Told first: a reserve answered from here moves its hold itself (adoptIfRelocked), and one
+      // answered before had committed before this statement starts, which moves it.
+      this.newest = owner;
       if (this.unsettled.size > 0) await c.query(ADOPT_HOLDS, [owner, [...this.unsettled]]);
       this.owner = owner;
       this.lock = c;
@@ -228,47 +224,9 @@ export class PostgresStore implements Store {
     }
   }
 
-  /**
-   * A settlement that failed after it may have reached the server (its connection broke, its
-   * answer was lost), tried again on a connection of its own (the pool's may all be broken
-   * alike): if the first try committed, this finds its ledger row and answers with what it
-   * charged; if not, this makes it. Either way the client gets its answer, charged once (settleAgainOn).
-   */
-  private async settleAfresh(input: SettleInput, mine: boolean): Promise<{ available: number; charged: number }> {
-    const c = new pg.Client(this.session);
-    c.on("error", () => {});
-    this.connections.add(c);
-    try {
-      await c.connect();
-      return await settleAgainOn(c, input, mine);
-    } finally {
-      c.end().catch(() => {});
-    }
-  }
-
   /** One transaction on one pooled connection, committed durably (admin writes and start-up). */
   private tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
-    return this.read(async () => {
-      const c = await this.pool.connect();
-      // The pool does not listen for a checked-out connection's errors: a connection that breaks
-      // mid-transaction would be an unhandled 'error' event (a crash). The failed query reports it.
-      const ignore = () => {};
-      c.on("error", ignore);
-      let failure: unknown;
-      try {
-        return await inTransaction(c, async () => {
-          await c.query("SET LOCAL synchronous_commit = on");
-          return fn(c);
-        });
-      } catch (e) {
-        failure = e;
-        throw e;
-      } finally {
-        c.off("error", ignore);
-        // A connection in an unknown state is not reused.
-        c.release(failure === undefined ? undefined : failure instanceof Error ? failure : true);
-      }
-    });
+    return this.read(() => durableTransaction(this.pool, fn));
   }
 
   /** No new holds (and not ready) while the liveness lock is being taken back: others could sweep them. */
@@ -276,13 +234,27 @@ export class PostgresStore implements Store {
     if (this.lock === null) throw new NotSentError("this replica lost its liveness lock and is taking it back");
   }
 
-  /** Ready: the database answers, takes writes (a standby or a read-only default does not), and this replica holds its lock. */
+  /**
+   * Ready: the database answers, takes writes (a standby or a read-only default does not), and this
+   * replica holds its lock there. A lock held on another server (its session reached another than
+   * the pool's, after a failover) is taken again.
+   */
   ping(): Promise<void> {
     return this.read(async () => {
-      const readOnly = (await this.pool.query<{ read_only: boolean }>(READ_ONLY)).rows[0]!.read_only;
+      const lock = this.lock;
+      // A connection to a server that takes no writes is not kept: the next may reach the primary.
+      const { read_only: readOnly, locked } = await onPooled(this.pool, async (c, discard) => {
+        const row = (await c.query<{ read_only: boolean; locked: boolean }>(READY, [LOCK_CLASS, this.owner])).rows[0]!;
+        if (row.read_only) discard();
+        return row;
+      });
       this.foundReadOnly(readOnly);
       if (readOnly) throw new ReadOnlyError();
       this.requireLock();
+      if (!locked && lock !== null && this.lock === lock) {
+        this.lose(lock);
+        throw new NotSentError("this replica's liveness lock is not on the server its requests reach; it is taking it back there");
+      }
     });
   }
 
@@ -320,14 +292,16 @@ export class PostgresStore implements Store {
   reserve(input: ReserveInput): Promise<ReserveResult> {
     return this.write("reserve", input.reservationId, async () => {
       this.requireLock();
-      // Counted as this replica's from before it is sent: a relock meanwhile moves it too.
+      // Counted as this replica's from before it is sent: a relock after it committed moves it too.
       this.unsettled.add(input.reservationId);
       let held = false;
       try {
+        const owner = this.owner;
         const { rows } = await this.pool.query<{ available: number }>({
-          name: "reserve", text: RESERVE, values: [input.reservationId, input.keyId, input.amount, this.owner, input.at],
+          name: "reserve", text: RESERVE, values: [input.reservationId, input.keyId, input.amount, owner, input.at],
         });
         if (rows.length === 1) {
+          await this.adoptIfRelocked(input.reservationId, owner);
           held = true;
           return { ok: true, available: rows[0]!.available };
         }
@@ -339,9 +313,28 @@ export class PostgresStore implements Store {
     });
   }
 
+  /**
+   * A hold made under `owner` while the replica took its lock back (the reserve waited for a
+   * connection or the key's row): the relock moved the holds there before this one's row existed,
+   * so it carries the old, lockless id, which other replicas sweep while its request runs. It is
+   * moved to the current id before the client is answered (again if a relock came meanwhile).
+   * Should that fail, the hold is doubtful (released, uncharged) and its client gets a 503.
+   */
+  private async adoptIfRelocked(reservationId: string, owner: number): Promise<void> {
+    try {
+      for (let moved = owner; moved !== this.newest;) {
+        moved = this.newest;
+        await this.pool.query(ADOPT_HOLDS, [moved, [reservationId]]);
+      }
+    } catch (e) {
+      this.doubtful.add(reservationId);
+      throw e;
+    }
+  }
+
   settle(input: SettleInput): Promise<{ available: number; charged: number }> {
     const mine = this.unsettled.delete(input.reservationId);
-    return this.write("settle", input.reservationId, () => settleOn(this.pool, input, mine), () => this.settleAfresh(input, mine));
+    return this.write("settle", input.reservationId, () => settleOn(this.pool, input, mine), () => settleAfresh(this.session, this.connections, input, mine));
   }
 
   /**

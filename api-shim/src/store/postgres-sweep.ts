@@ -1,8 +1,15 @@
 import type pg from "pg";
 import { LOCK_CLASS } from "./postgres-migrations.ts";
+import { IS_READ_ONLY } from "./postgres-sql.ts";
 
 /** The live owners: those whose advisory lock (LOCK_CLASS, owner) a session holds (see takeOwnerLock). */
 const LIVE = "SELECT objid::bigint AS owner FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid AND objsubid = 2 AND granted";
+/**
+ * Whether the database takes no writes (READ_ONLY), and whether owner $2's liveness lock is held
+ * on it: a replica whose liveness session reached another server than its pool (a failover, a DNS
+ * name that moved) has its holds swept there as a dead replica's.
+ */
+export const READY = `SELECT ${IS_READ_ONLY} AS read_only, EXISTS (${LIVE} AND objid = $2::bigint::oid) AS locked`;
 /** The database's time (ms) and the owners of holds that have no live lock now. */
 const LOCKLESS = `WITH live AS (${LIVE})
   SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now,
