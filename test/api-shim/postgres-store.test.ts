@@ -480,8 +480,16 @@ describe("PostgresStore", () => {
     const elsewhere = await startPostgres();
     const proxy = await frozenProxy(url);
     try {
-      const other = await elsewhere.newDatabase();
-      await (await PostgresStore.open(other)).close(); // its schema, as the old primary had it
+      // The same database name there (the proxy's URL names it), with its schema, as the old primary had them.
+      const there = await elsewhere.newDatabase();
+      const other = there.replace(/\/[^/]*$/, new URL(url).pathname);
+      if (other !== there) {
+        const c = new pg.Client({ connectionString: there });
+        await c.connect();
+        await c.query(`CREATE DATABASE "${new URL(url).pathname.slice(1)}"`);
+        await c.end();
+      }
+      await (await PostgresStore.open(other)).close();
       const s = await PostgresStore.open(proxy.url, { retryMs: 100 });
       open.push(s);
       const ready = () => s.ping().then(() => "ready", (e: Error) => (e.cause as Error).message);
