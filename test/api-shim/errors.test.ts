@@ -37,6 +37,7 @@ async function settlementWaitingForLock() {
   other.exec("BEGIN IMMEDIATE");
   const usage = { at: 3, requestId: "q", keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 500_000, stream: false, ms: 1 };
   const settling = store.settle({ reservationId: "r", keyId: "k", hold: 1_000_000, cost: 500_000, usage });
+  settling.catch(() => {}); // a test may close the store before it awaits the rejection
   return { failures, dir, store, other, settling };
 }
 
