@@ -368,6 +368,24 @@ describe("PostgresStore", () => {
     }
   });
 
+  it("a database read-only by default (a full disk, not a failover) leaves each replica its liveness lock: once writable again, no sweep releases a live replica's hold", { timeout: 60_000 }, async () => {
+    await store.createKey(newKey("k", 1));
+    const a = await replica({ retryMs: 1000 }); // its heartbeat asks every 5 s
+    const other = await replica({ sweepGraceMs: 0 });
+    expect((await a.reserve({ reservationId: "inflight", keyId: "k", amount: 1, at: 1 })).ok).toBe(true);
+    const lockHeld = async () => (await sql<{ n: number }>("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND objid = $1::bigint::oid AND granted", [a.owner]))[0]!.n;
+    await readOnlyDefault(true);
+    try {
+      await new Promise((r) => setTimeout(r, 6500)); // past a heartbeat
+      expect(await lockHeld()).toBe(1);
+    } finally {
+      await readOnlyDefault(false);
+    }
+    await other.releaseStaleReservations().catch(() => 0);
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(await sql("SELECT id FROM reservations WHERE id = 'inflight'")).toHaveLength(1);
+  });
+
   it("refuses to open a database that takes no writes, saying so: a hot standby, or one read-only by default", { timeout: 60_000 }, async () => {
     const opened = (u: string) => PostgresStore.open(u, { timeoutMs: 2000 }).then((s) => (open.push(s), "opened"), (e: Error) => e instanceof StoreUnavailableError && (e.cause as Error).message);
     const standby = await server.startStandby();

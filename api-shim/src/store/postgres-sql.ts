@@ -51,7 +51,15 @@ export const AUDIT = `SELECT k.id AS "keyId", k.balance, k.held, coalesce(l.tota
 /**
  * Whether the database takes no writes: a hot standby (a replica, a demoted primary) or a
  * session read-only by default (default_transaction_read_only, which managed servers set when
- * their storage is full). Reads and the liveness lock still work there; holds do not.
+ * their storage is full). Reads and the liveness lock still work there; holds do not (IN_RECOVERY
+ * is what the liveness lock is judged by).
  */
 export const IS_READ_ONLY = "pg_is_in_recovery() OR current_setting('transaction_read_only')::bool";
 export const READ_ONLY = `SELECT ${IS_READ_ONLY} AS read_only`;
+/**
+ * Whether the server is a standby (a replica, a demoted primary): where the liveness lock must
+ * not be held, since holds are made elsewhere. A primary read-only by default still is the
+ * server the holds are on: the lock stays there, or other replicas would sweep this one's holds
+ * once it takes writes again.
+ */
+export const IN_RECOVERY = "SELECT pg_is_in_recovery() AS read_only";

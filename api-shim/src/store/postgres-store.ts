@@ -12,7 +12,7 @@ import { sessionSettings } from "./postgres-sessions.ts";
 import { settleAfresh, settleOn } from "./postgres-settle.ts";
 import { ADOPT_HOLDS, READY, StaleOwners, SWEEP_GRACE_MS } from "./postgres-sweep.ts";
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
-import { AUDIT, READ_ONLY, REFUSAL, RESERVE } from "./postgres-sql.ts";
+import { AUDIT, IN_RECOVERY, READ_ONLY, REFUSAL, RESERVE } from "./postgres-sql.ts";
 import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
@@ -131,8 +131,8 @@ export class PostgresStore implements Store {
     lock.on("error", lost);
     lock.on("end", lost);
     // An idle connection never notices a cut network or a terminated session: ask it regularly.
-    // A lock on a server that takes no writes (it was demoted) is no lock where the holds are.
-    const beat = () => lock.query<{ read_only: boolean }>(READ_ONLY).then((r) => r.rows[0]!.read_only && lost(), lost);
+    // A lock on a standby (the server was demoted) is no lock where the holds are.
+    const beat = () => lock.query<{ read_only: boolean }>(IN_RECOVERY).then((r) => r.rows[0]!.read_only && lost(), lost);
     this.heartbeat = setInterval(beat, Math.max(this.retryMs, 1000) * 5).unref();
   }
 
@@ -161,7 +161,7 @@ export class PostgresStore implements Store {
     try {
       await c.connect();
       // A DNS name that still points at the old primary, now a standby: not there (as at the start).
-      if ((await c.query<{ read_only: boolean }>(READ_ONLY)).rows[0]!.read_only) throw new ReadOnlyError();
+      if ((await c.query<{ read_only: boolean }>(IN_RECOVERY)).rows[0]!.read_only) throw new ReadOnlyError();
       const owner = await takeOwnerLock(c);
       if (this.closing) throw new Error("closing");
       // Told first: a reserve answered from here moves its hold itself (adoptIfRelocked), and one
