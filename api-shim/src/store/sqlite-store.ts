@@ -7,7 +7,7 @@ import { migrate } from "./sqlite-migrations.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
-import { WalSync } from "./sqlite-wal-sync.ts";
+import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
   StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
@@ -231,6 +231,7 @@ export class SqliteStore implements Store {
     try {
       await this.walSync.sync();
     } catch (e) {
+      if (e instanceof WalClosedError) throw new StoreUnavailableError(CLOSING); // closing makes it durable
       const failure = Object.assign(new Error(`syncing the WAL failed: ${(e as Error).message}`), { code: "SQLITE_IOERR_FSYNC", cause: e });
       this.fail(failure);
       throw new StoreUnavailableError(failure);
