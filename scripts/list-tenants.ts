@@ -8,7 +8,7 @@ import { parseFlags, runScript } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { endpointOf, type StackOutputs } from "./lib/pulumi.ts";
 import { formatTable } from "./lib/table.ts";
-import { expiryOf, FAILED_DEPLOY, readTenants, relative, type Tenant } from "./lib/tenants.ts";
+import { expiryOf, FAILED_DEPLOY, outputsOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
 
 const USAGE = `Usage: npm run list-tenants [-- --json]
 
@@ -42,7 +42,7 @@ export interface TenantRow {
 
 /** A row from what is known about a tenant; `now` decides "expired". */
 export function tenantRow(t: Tenant, now: Date): TenantRow {
-  const outputs = t.outputs !== "no-cli" && t.outputs.kind === "outputs" ? t.outputs.outputs : {};
+  const outputs = outputsOf(t);
   const str = (v: unknown) => (typeof v === "string" && v !== "" ? v : undefined);
   // A stack file that cannot be read says nothing of its plan: "?", not the default's as if known.
   const planId = str(outputs.plan) ?? t.config?.plan.id ?? str(t.raw.plan) ?? (t.unreadableFile ? "?" : DEFAULT_PLAN);

@@ -7,7 +7,7 @@ import { isIsoInstant, isoSeconds } from "../api-shim/src/period.ts";
 import { parseFlags, runScript, UsageError, formatDuration } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
-import { type Expiry, expiryOf, FAILED_DEPLOY, mapLimit, readTenants, relative, type Tenant } from "./lib/tenants.ts";
+import { type Expiry, expiryOf, FAILED_DEPLOY, mapLimit, outputsOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
 import { type EarlierExpiry, earlierExpiry, exportUsage, type RevokedCount } from "./lib/usage-export.ts";
 
 const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>] [--usage-dir <dir>] [--force [<stack>]]
@@ -138,7 +138,7 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   // Kept now, with its keys revoked by a run for an expiry it no longer has: every run says so
   // (the tenant bills on while its clients get 401) until the operator acts and deletes the record.
   for (const t of plan.notExpired) {
-    const createdAt = t.outputs !== "no-cli" && t.outputs.kind === "outputs" ? t.outputs.outputs.createdAt : undefined;
+    const createdAt = outputsOf(t).createdAt;
     const earlier = earlierExpiry(options.usageDir, t.stack, createdAt);
     if (earlier) io.err(earlierExpiryNote(t.stack, earlier));
   }

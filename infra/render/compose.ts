@@ -65,9 +65,7 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
   doc.setIn(["services", "nginx", "image"], images.nginx);
   // The host's own port on its loopback alone: the firewall never sees it, no other machine reaches it.
   const local = `127.0.0.1:${NGINX_LOCAL_PORT}:${NGINX_LOCAL_PORT}`;
-  const ports = config.tls.mode === "off"
-    ? [`80:${NGINX_HTTP_PORT}`, local]
-    : [`80:${NGINX_HTTP_PORT}`, `443:${NGINX_HTTPS_PORT}`, local];
+  const ports = [`80:${NGINX_HTTP_PORT}`, ...(config.tls.mode === "off" ? [] : [`443:${NGINX_HTTPS_PORT}`]), local];
   doc.setIn(["services", "nginx", "ports"], ports);
 
   if (config.tls.mode === "letsencrypt") {

@@ -11,6 +11,9 @@ export interface BootstrapKeyRecord {
   readonly models: readonly string[];
 }
 
+/** What every model reached through LiteLLM is configured with (see the comment at `models`). */
+const VIA_LITELLM = { continuousUsage: false, tokenPrompts: false } as const;
+
 /**
  * The shim's SHIM_CONFIG: prices, tiers, the models it accepts (with the context length that
  * bounds a request's credit hold) and the bootstrap keys' hashes. The shim grants a bootstrap
@@ -31,8 +34,8 @@ export function renderShimConfig(config: TenantConfig, bootstrapKeys: readonly B
     // metered from the final usage chunk; and its text completion takes a prompt only as text (a
     // string or a list of strings): token IDs or `prompt_embeds` would fail there as a 500.
     models: [
-      { name: config.model.servedName, maxModelLen: config.model.maxModelLen, continuousUsage: false, tokenPrompts: false },
-      ...config.providers.map((p) => ({ name: p.name, continuousUsage: false, tokenPrompts: false })),
+      { name: config.model.servedName, maxModelLen: config.model.maxModelLen, ...VIA_LITELLM },
+      ...config.providers.map((p) => ({ name: p.name, ...VIA_LITELLM })),
     ],
     bootstrapKeys: bootstrapKeys.map((k) => ({
       id: k.id, name: k.name, hash: k.hash, credits: k.credits, tier: k.tier, ...(k.models.length ? { models: k.models } : {}),

@@ -6,7 +6,7 @@ import type { TenantConfig } from "../../infra/config/types.ts";
 import { hostExpiry } from "../../infra/host.ts";
 import { listStackNames, readStackConfig, StackFileError } from "../../infra/stack-file.ts";
 import type { ScriptDeps } from "./deps.ts";
-import { type OutputsResult, type StackState, stackOutputsAndState } from "./pulumi.ts";
+import { type OutputsResult, type StackOutputs, type StackState, stackOutputsAndState } from "./pulumi.ts";
 
 export interface Tenant {
   readonly stack: string;
@@ -25,6 +25,11 @@ export interface Tenant {
   readonly outputs: OutputsResult | "no-cli";
   /** For a stack with no outputs: what its state holds (a failed first deploy leaves resources). */
   readonly state?: StackState;
+}
+
+/** A tenant's stack outputs; none when they could not be read (or there is no pulumi CLI). */
+export function outputsOf(t: Tenant): StackOutputs {
+  return t.outputs !== "no-cli" && t.outputs.kind === "outputs" ? t.outputs.outputs : {};
 }
 
 /** Reads every stack file and, with the CLI, each stack's outputs (a few at a time: each call starts Pulumi). */

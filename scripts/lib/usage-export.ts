@@ -81,9 +81,20 @@ function readJson<T>(path: string): T | undefined {
  * there is none, it is unreadable, or it is for another expiry (the stack was deployed again).
  */
 function readRecord<T extends { stack: string; expiresAt: string }>(path: string, stack: string, expiresAt: Date): T | undefined {
-  const record = readJson<T>(path);
-  return record?.stack === stack && record.expiresAt === expiresAt.toISOString() ? record : undefined;
+  return recordWhere<T>(path, stack, (at) => at === expiresAt.toISOString());
 }
+
+/** A stack's record whose expiry `matches`; undefined when there is none or it is unreadable. */
+function recordWhere<T extends { stack?: unknown; expiresAt?: unknown }>(path: string, stack: string, matches: (expiresAt: string) => boolean): (T & { expiresAt: string }) | undefined {
+  const record = readJson<T>(path);
+  return record?.stack === stack && typeof record.expiresAt === "string" && matches(record.expiresAt) ? (record as T & { expiresAt: string }) : undefined;
+}
+
+/** The keys a revoked-keys record shows revoked (a record from before `confirmed`: all it names). */
+const confirmedIn = (record: Partial<RevokedRecord> | undefined) => new Set(record?.confirmed ?? record?.ids ?? []);
+
+/** A file a record names, beside the record (the directory may have been moved, records and files together). */
+const beside = (dir: string, f: string) => join(dir, basename(f));
 
 /** How many keys a saved keys file marks as revoked by reap-expired. */
 function revokedIn(keysPath: string): number {
@@ -130,7 +141,7 @@ class RevokedKeys {
     this.path = revokedPath(dir, stack);
     const record = readRecord<RevokedRecord>(this.path, stack, expiresAt);
     this.ids = new Set(record?.ids ?? []);
-    this.confirmed = new Set(record?.confirmed ?? record?.ids ?? []); // a record from before `confirmed`: all were
+    this.confirmed = confirmedIn(record);
   }
 
   /** Before the revoke is sent (a write-ahead record). */
@@ -190,10 +201,10 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
   // The marker lets a destroy go ahead without the tenant's usage in hand: only while the files
   // it names are there, beside it (the directory may have been moved, marker and files together,
   // and given with --usage-dir; or files cleaned from it).
-  const beside = (f: string) => join(dir, basename(f));
-  const gone = marker ? [marker.usage, marker.keys].map(beside).filter((f) => !existsSync(f)) : [];
+  const gone = marker ? [marker.usage, marker.keys].map((f) => beside(dir, f)).filter((f) => !existsSync(f)) : [];
   if (marker && gone.length === 0) {
-    return { kind: "already-saved", marker: { ...marker, usage: beside(marker.usage), keys: beside(marker.keys) }, revokedKeys: revokedIn(beside(marker.keys)), unsureKeys: 0 };
+    const keys = beside(dir, marker.keys);
+    return { kind: "already-saved", marker: { ...marker, usage: beside(dir, marker.usage), keys }, revokedKeys: revokedIn(keys), unsureKeys: 0 };
   }
   if (marker) progress(`${markerPath(dir, stack)} says its usage was saved, but ${gone.join(" and ")} ${gone.length === 1 ? "is" : "are"} gone: exporting again`);
   try {
@@ -249,20 +260,16 @@ export type EarlierExpiry = {
  */
 export function earlierExpiry(dir: string, stack: string, createdAt: unknown): EarlierExpiry | undefined {
   const created = typeof createdAt === "string" ? Date.parse(createdAt) : NaN;
-  const ofThisDeployment = <T extends { stack?: unknown; expiresAt?: unknown }>(path: string): (T & { expiresAt: string }) | undefined => {
-    const record = readJson<T>(path);
-    const at = typeof record?.expiresAt === "string" ? Date.parse(record.expiresAt) : NaN;
-    return record?.stack === stack && at > created ? (record as T & { expiresAt: string }) : undefined;
-  };
-  const marker = ofThisDeployment<Partial<ExportMarker>>(markerPath(dir, stack));
+  const ofThisDeployment = (at: string) => Date.parse(at) > created;
+  const marker = recordWhere<Partial<ExportMarker>>(markerPath(dir, stack), stack, ofThisDeployment);
   if (marker && typeof marker.keys === "string" && typeof marker.usage === "string") {
-    const revokedKeys = revokedIn(join(dir, basename(marker.keys)));
-    return revokedKeys > 0 ? { expiresAt: marker.expiresAt, record: markerPath(dir, stack), saved: join(dir, basename(marker.usage)), revokedKeys, unsureKeys: 0 } : undefined;
+    const revokedKeys = revokedIn(beside(dir, marker.keys));
+    return revokedKeys > 0 ? { expiresAt: marker.expiresAt, record: markerPath(dir, stack), saved: beside(dir, marker.usage), revokedKeys, unsureKeys: 0 } : undefined;
   }
   const path = revokedPath(dir, stack);
-  const revoked = ofThisDeployment<Partial<RevokedRecord>>(path);
+  const revoked = recordWhere<Partial<RevokedRecord>>(path, stack, ofThisDeployment);
   if (!revoked || !Array.isArray(revoked.ids)) return undefined;
-  const confirmed = new Set(revoked.confirmed ?? revoked.ids);
+  const confirmed = confirmedIn(revoked);
   const unsureKeys = revoked.ids.filter((id) => !confirmed.has(id)).length;
   if (confirmed.size + unsureKeys === 0) return undefined;
   return { expiresAt: revoked.expiresAt, record: path, saved: undefined, revokedKeys: confirmed.size, unsureKeys };

@@ -20,6 +20,20 @@ let key: string;
 let edge: RenderedEdge | undefined;
 const client = (base: string) => new OpenAI({ apiKey: key, baseURL: `${base}/v1`, maxRetries: 0, timeout: 20_000 });
 
+/** Runs `fn` while this address holds two slow streams open through the API's port (its parallel limit). */
+async function whileTwoStreamsAreHeld(fn: (https: OpenAI) => Promise<void>): Promise<void> {
+  shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 300, defaultTokens: 10 };
+  const https = client(`https://localhost:${HTTPS_PORT}`);
+  const streams = [];
+  try {
+    for (let i = 0; i < 2; i++) streams.push(await https.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Count" }], stream: true }));
+    await fn(https);
+  } finally {
+    for (const stream of streams) stream.controller.abort();
+    shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 0 };
+  }
+}
+
 beforeAll(async () => {
   edge = await startRenderedEdge({
     stack: "edge",
@@ -81,11 +95,7 @@ describe("plain http:// on port 80, in front of an HTTPS endpoint", () => {
 
 describe("the host's own requests, on the port compose publishes on the host's loopback alone", () => {
   it("get the deploy's readiness answer, past the per-address rate and parallel limits, while an address sharing theirs (every IPv6 client comes from Docker's gateway too) holds its parallel requests", async () => {
-    shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 300, defaultTokens: 10 };
-    const https = client(`https://localhost:${HTTPS_PORT}`);
-    const streams = [];
-    try {
-      for (let i = 0; i < 2; i++) streams.push(await https.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Count" }], stream: true }));
+    await whileTwoStreamsAreHeld(async () => {
       // The API's port refuses this address anything more; the host's own port does not count it.
       expect((await fetch(`https://localhost:${HTTPS_PORT}/ready`)).status).toBe(429);
       const ready = await fetch(`http://127.0.0.1:${LOCAL_PORT}/ready`);
@@ -93,10 +103,7 @@ describe("the host's own requests, on the port compose publishes on the host's l
       expect(await ready.json()).toMatchObject({ status: "ready" });
       const held = await Promise.all(Array.from({ length: 40 }, () => fetch(`http://127.0.0.1:${LOCAL_PORT}/health`).then((r) => r.status)));
       expect(held.filter((s) => s !== 200)).toEqual([]);
-    } finally {
-      for (const stream of streams) stream.controller.abort();
-      shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 0 };
-    }
+    });
     // The rest of the API's rules hold there too: /admin only from adminCidrs.
     expect((await fetch(`http://127.0.0.1:${LOCAL_PORT}/admin/keys`, { headers: { authorization: `Bearer ${shim.adminToken}` } })).status).toBe(403);
   });
@@ -104,12 +111,8 @@ describe("the host's own requests, on the port compose publishes on the host's l
 
 describe("limits.connections", () => {
   it("refuses a request past the address's parallel ones with a 429 that says so, not that it sent too many requests", async () => {
-    shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 300, defaultTokens: 10 };
-    const https = client(`https://localhost:${HTTPS_PORT}`);
-    const streams = [];
-    try {
+    await whileTwoStreamsAreHeld(async (https) => {
       // Two streams held open (their headers are in: nginx counts them), then a third request.
-      for (let i = 0; i < 2; i++) streams.push(await https.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Count" }], stream: true }));
       const err = await https.models.list().catch((e: unknown) => e);
       expect(err).toBeInstanceOf(OpenAI.RateLimitError);
       const limited = err as InstanceType<typeof OpenAI.RateLimitError>;
@@ -124,9 +127,6 @@ describe("limits.connections", () => {
       const id = limited.headers!.get("x-request-id")!;
       await expect.poll(() => nginx.output().includes(`"request_id":"${id}"`)).toBe(true);
       expect(JSON.parse(nginx.output().split("\n").find((l) => l.includes(`"request_id":"${id}"`))!).status).toBe(429);
-    } finally {
-      for (const stream of streams) stream.controller.abort();
-      shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 0 };
-    }
+    });
   });
 });

@@ -1,6 +1,7 @@
 /** The Postgres store's admin writes, each inside the caller's transaction (PostgresStore's tx: committed durably). */
 import type pg from "pg";
 import { grant, keyById } from "./postgres-client.ts";
+import { LOCK_KEY } from "./postgres-sql.ts";
 import { type BootstrapResult, type KeyRecord, type NewKey, type TopUpInput, type TopUpResult, topUpRefusal } from "./store.ts";
 
 export async function createKeyIn(c: pg.PoolClient, key: NewKey): Promise<KeyRecord> {
@@ -26,7 +27,7 @@ export async function ensureBootstrapKeyIn(c: pg.PoolClient, key: NewKey): Promi
 export async function topUpIn(c: pg.PoolClient, input: TopUpInput): Promise<TopUpResult> {
   // The key's row lock first: top-ups of one key take turns across replicas, so a retried
   // request with the same Idempotency-Key sees the first one's stored answer, committed.
-  const found = await c.query("SELECT 1 FROM keys WHERE id = $1 FOR UPDATE", [input.keyId]);
+  const found = await c.query(LOCK_KEY, [input.keyId]);
   if (found.rowCount === 0) return { kind: "not_found" };
   const idemKey = input.idempotency && `credits:${input.keyId}:${input.idempotency.key}`;
   if (idemKey) {

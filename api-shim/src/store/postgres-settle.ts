@@ -78,7 +78,7 @@ async function settleWithoutHold(q: Queryable, input: SettleInput, mine: boolean
   return (await q.query<Settled>({ name: "settle-unreserved", text: SETTLE_UNRESERVED, values: [input.keyId, input.cost, ...usageValues(input.usage)] })).rows[0]!;
 }
 
-export async function available(q: Queryable, keyId: string): Promise<number> {
+async function available(q: Queryable, keyId: string): Promise<number> {
   const { rows } = await q.query<{ available: number }>({ name: "available", text: AVAILABLE, values: [keyId] });
   return rows[0]?.available ?? 0;
 }

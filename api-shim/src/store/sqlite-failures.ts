@@ -3,7 +3,8 @@
  * string (`SQLITE_IOERR_FSYNC`, `SQLITE_READONLY_DBMOVED`); the primary code is its first part.
  */
 
-function code(e: unknown): string | undefined {
+/** The error's SQLite code, if it has one. */
+export function code(e: unknown): string | undefined {
   const c = typeof e === "object" && e !== null ? (e as { code?: unknown }).code : undefined;
   return typeof c === "string" ? c : undefined;
 }
@@ -39,7 +40,7 @@ export function failsTheStore(e: unknown): boolean {
 }
 
 /** The docs' section an operator restores a backup with. */
-export const RESTORE_DOCS = "docs/operations.md, Backup and restore of the ledger";
+const RESTORE_DOCS = "docs/operations.md, Backup and restore of the ledger";
 
 /**
  * What an operator should check when the store failed closed with `e` (for the log line that

@@ -6,6 +6,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { type ReportQuery, usageReport } from "./sqlite-usage-report.ts";
+import { code } from "./sqlite-failures.ts";
 
 /** A report to run: it ends early once `stop[0]` is not 0 (set by the store's thread), or `timeoutMs` after it came. */
 export interface ReportAsk { query: ReportQuery; timeoutMs: number }
@@ -27,8 +28,8 @@ parentPort!.on("message", ({ query, timeoutMs }: ReportAsk) => {
       if (performance.now() > deadline) throw new Error(`the report ran past ${timeoutMs} ms`);
     }) };
   } catch (e) {
-    const code = (e as { code?: unknown } | null)?.code;
-    answer = { error: e instanceof Error ? `${e.name}: ${e.message}` : String(e), ...(typeof code === "string" ? { code } : {}) };
+    const failure = code(e);
+    answer = { error: e instanceof Error ? `${e.name}: ${e.message}` : String(e), ...(failure !== undefined ? { code: failure } : {}) };
   }
   parentPort!.postMessage(answer);
 });
