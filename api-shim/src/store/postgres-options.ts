@@ -14,6 +14,8 @@ export interface PostgresStoreOptions {
   sweepGraceMs?: number;
   /** ms between tries to release doubtful holds and to re-take a lost liveness lock. Default 1000. */
   retryMs?: number;
+  /** Pooled connections at most. Default 10. */
+  poolSize?: number;
   /** Told how many holds of replicas that are gone each sweep released (0 included); the start's release is the caller's own. */
   onReleased?: (released: number) => void;
   /** Told when the database is found read-only (true: every hold fails, /ready says the store is unavailable), and when it takes writes again (false). */

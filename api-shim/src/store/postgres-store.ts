@@ -96,7 +96,7 @@ export class PostgresStore implements Store {
   static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
     const timeoutMs = options.timeoutMs ?? 5000;
     const { session, connection } = sessionSettings(url, timeoutMs);
-    const pool = new pg.Pool({ ...session, max: 10 });
+    const pool = new pg.Pool({ ...session, max: options.poolSize ?? 10 });
     pool.on("error", () => {}); // an idle connection that broke is dropped; the next query says what is wrong
     const connections = new OpenConnections();
     pool.on("connect", (c) => connections.add(c));
