@@ -88,7 +88,8 @@ export function shuttingDown(): ShimError {
   return new ShimError("service_unavailable", { message: "The server is shutting down; retry shortly." });
 }
 
-export function errorBody(err: ShimError): string {
+/** `credits`: an authenticated answer's charge and the key's credits, top-level as on a success. */
+export function errorBody(err: ShimError, credits?: { credits_charged: number; credits_remaining: number }): string {
   const error: Record<string, unknown> = {
     message: err.message,
     type: ERROR_TABLE[err.code].type,
@@ -96,7 +97,7 @@ export function errorBody(err: ShimError): string {
     code: err.code,
     ...err.extra,
   };
-  return JSON.stringify(err.extra ? { error, ...err.extra } : { error });
+  return JSON.stringify(err.extra || credits ? { error, ...err.extra, ...credits } : { error });
 }
 
 /** Maps Fastify's own errors (body parsing, limits, routing) onto the table. */
@@ -133,7 +134,20 @@ export function sendError(reply: FastifyReply, err: ShimError, headers?: Record<
   if (headers) reply.headers(headers);
   if ("final" in ERROR_TABLE[err.code]) reply.header("x-should-retry", "false");
   if (err.headers) reply.headers(err.headers);
-  return reply.code(err.status).type("application/json").send(errorBody(err));
+  return reply.code(err.status).type("application/json").send(errorBody(err, creditsOf(reply)));
+}
+
+/**
+ * An authenticated error's body says what its headers say (every JSON answer carries its charge):
+ * a client reading the body must not take a charged failure, an answer too large, for a free one.
+ * Read back from the headers so the two cannot differ; amounts are at most a billion credits
+ * with 6 decimals, so the decimal text and the number are the same amount.
+ */
+function creditsOf(reply: FastifyReply): { credits_charged: number; credits_remaining: number } | undefined {
+  const charged = reply.getHeader("x-credits-charged");
+  const remaining = reply.getHeader("x-credits-remaining");
+  if (typeof charged !== "string" || typeof remaining !== "string") return undefined;
+  return { credits_charged: Number(charged), credits_remaining: Number(remaining) };
 }
 
 /**

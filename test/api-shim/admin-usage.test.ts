@@ -182,7 +182,7 @@ describe("admin routes and usage reports", () => {
     const { key, id } = await h.createKey({ credits: 100 });
     const refused = async (res: Response, param: string) => {
       expect(res.status, param).toBe(400);
-      expect(await res.json()).toEqual({ error: { type: "invalid_request_error", code: "invalid_request", param, message: expect.stringContaining(`Unknown query parameter '${param}'; known: `) } });
+      expect(((await res.json()) as { error: unknown }).error).toEqual({ type: "invalid_request_error", code: "invalid_request", param, message: expect.stringContaining(`Unknown query parameter '${param}'; known: `) });
     };
     // The report's own column name: this used to answer every key's usage.
     await refused(await h.admin(`/admin/usage?key_id=${id}`), "key_id");

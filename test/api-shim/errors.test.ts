@@ -235,7 +235,7 @@ describe("client errors map to the SDK's exception classes with the documented b
     expectShape(e, 402, "insufficient_credits", "insufficient_credits");
     expect(e.error).toMatchObject({ message: "Insufficient credits. Required: 1, Available: 0.5", credits_required: 1, credits_available: 0.5 });
     const res = await h.post(poor.key, "/v1/chat/completions", chat);
-    expect(await res.json()).toMatchObject({ credits_required: 1, credits_available: 0.5 });
+    expect(await res.json()).toMatchObject({ credits_required: 1, credits_available: 0.5, credits_charged: 0, credits_remaining: 0.5 });
     expect(h.fake.counters.received).toBe(before);
   });
 
@@ -254,7 +254,14 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(e.error).toMatchObject({ message: "The model 'gpt-9' does not exist or you do not have access to it.", param: "model" });
     const r = await fetch(`${h.url}/v1/nothing-here`, { headers: { authorization: `Bearer ${key}` } });
     expect(r.status).toBe(404);
-    expect(((await r.json()) as { error: { code: string } }).error.code).toBe("not_found");
+    const body = (await r.json()) as { error: { code: string }; credits_charged: number; credits_remaining: number };
+    expect(body.error.code).toBe("not_found");
+    // An authenticated answer's body carries its charge (none) and the key's credits, as its headers do.
+    expect(body.credits_charged).toBe(0);
+    expect(body.credits_remaining).toBe(Number(r.headers.get("x-credits-remaining")));
+    // An unauthenticated one has no key to speak of: neither.
+    const anon = (await (await fetch(`${h.url}/v1/nothing-here`)).json()) as Record<string, unknown>;
+    expect(anon).not.toHaveProperty("credits_remaining");
     const d = await h.admin("/admin/keys/NoSuchKey123", { method: "DELETE" });
     expect(d.status).toBe(404);
   });

@@ -123,7 +123,7 @@ describe("an answer too large to relay, through the shim", () => {
     mode = m;
     const { key, id } = await h.createKey({ credits: 1000 });
     const res = await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 60_000 });
-    const body = (await res.json()) as { error: { code: string } };
+    const body = (await res.json()) as { error: { code: string }; credits_charged?: number; credits_remaining?: number };
     return { res, body, log: await h.waitForRequestLog((l) => l.keyId === id) };
   };
 
@@ -134,6 +134,9 @@ describe("an answer too large to relay, through the shim", () => {
     expect(log).toMatchObject({ status: 502, tokens: 50_005, cost: 51.005 });
     expect(res.headers.get("x-credits-charged")).toBe("51.005");
     expect(res.headers.get("x-should-retry")).toBe("false");
+    // The body says the charge too, as every JSON answer does: a client reading it must not
+    // take a charged failure for a free one.
+    expect(body).toMatchObject({ credits_charged: 51.005, credits_remaining: 948.995 });
   });
 
   it("whose client leaves while the rest is read is charged the same, from the usage that comes after it left, and logged as 499", async () => {
