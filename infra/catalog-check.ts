@@ -1,4 +1,4 @@
-import type { GpuPlan } from "./catalog.ts";
+import { regionsOffering, type GpuPlan } from "./catalog.ts";
 
 /** What the Linode API says about a plan (the fields of `linode.getInstanceType` we compare). */
 export interface ApiInstanceType {
@@ -15,30 +15,50 @@ export interface ApiRegion {
   readonly status: string;
 }
 
+/** What the check found: differences to warn about, and reasons not to create the host at all. */
+export interface CatalogDisagreements {
+  /** The plan's figures (class, vCPU, RAM, price) differ: the host still works, the catalog is stale. */
+  readonly warnings: string[];
+  /** The region cannot run the host (no GPU Linodes, no Metadata for cloud-init, not listed, not ok). */
+  readonly blockers: string[];
+}
+
 /**
- * Compares the catalog with the live Linode API and returns one sentence per disagreement, so
- * `pulumi up` can say clearly what changed rather than fail later in a confusing way. A price
- * of 0 means the API does not publish one for the plan (seen for GPU plans in 2026), so it is
- * not reported as a disagreement.
+ * Compares the catalog with the live Linode API, one sentence per disagreement, so `pulumi up`
+ * can say clearly what changed rather than fail later in a confusing way. A price of 0 means
+ * the API does not publish one for the plan (seen for GPU plans in 2026), so it is not reported.
+ * A region where the host could not boot as a GPU host or run its cloud-init is a blocker: the
+ * instance would bill and host-ready would fail.
  */
-export function catalogDisagreements(plan: GpuPlan, region: string, type: ApiInstanceType, regions: readonly ApiRegion[]): string[] {
-  const out: string[] = [];
+export function catalogDisagreements(plan: GpuPlan, region: string, type: ApiInstanceType, regions: readonly ApiRegion[]): CatalogDisagreements {
+  const warnings: string[] = [];
   const where = `infra/catalog.ts says`;
-  if (type.class !== "gpu") out.push(`Linode reports ${plan.id} as class "${type.class}", not a GPU plan`);
-  if (type.vcpus !== plan.vcpus) out.push(`${where} ${plan.id} has ${plan.vcpus} vCPUs; Linode reports ${type.vcpus}`);
-  if (type.memory !== plan.memoryMb) out.push(`${where} ${plan.id} has ${plan.memoryMb} MB RAM; Linode reports ${type.memory}`);
+  if (type.class !== "gpu") warnings.push(`Linode reports ${plan.id} as class "${type.class}", not a GPU plan`);
+  if (type.vcpus !== plan.vcpus) warnings.push(`${where} ${plan.id} has ${plan.vcpus} vCPUs; Linode reports ${type.vcpus}`);
+  if (type.memory !== plan.memoryMb) warnings.push(`${where} ${plan.id} has ${plan.memoryMb} MB RAM; Linode reports ${type.memory}`);
   const price = type.prices[0];
   if (price && price.hourly > 0 && Math.abs(price.hourly - plan.hourlyUsd) > 0.005) {
-    out.push(`${where} ${plan.id} costs $${plan.hourlyUsd}/hour; Linode reports $${price.hourly}/hour (cost outputs use the catalog)`);
+    warnings.push(`${where} ${plan.id} costs $${plan.hourlyUsd}/hour; Linode reports $${price.hourly}/hour (cost outputs use the catalog)`);
   }
+  return { warnings, blockers: regionBlockers(region, regions) };
+}
+
+function regionBlockers(region: string, regions: readonly ApiRegion[]): string[] {
   const r = regions.find((x) => x.id === region);
-  if (!r) {
-    out.push(`Linode does not list region ${region}`);
-  } else {
-    if (!r.capabilities.includes("GPU Linodes")) out.push(`Linode does not list GPU Linodes in region ${region}`);
-    // User data (cloud-init) only reaches the instance where the Metadata service runs.
-    if (!r.capabilities.includes("Metadata")) out.push(`region ${region} has no Metadata service, so the host's cloud-init would not run`);
-    if (r.status !== "ok") out.push(`Linode reports region ${region} as "${r.status}"`);
-  }
+  if (!r) return [`Linode does not list region ${region}`];
+  const out: string[] = [];
+  if (!r.capabilities.includes("GPU Linodes")) out.push(`Linode does not list GPU Linodes in region ${region}`);
+  // User data (cloud-init) only reaches the instance where the Metadata service runs.
+  if (!r.capabilities.includes("Metadata")) out.push(`region ${region} has no Metadata service, so the host's cloud-init would not run`);
+  if (r.status !== "ok") out.push(`Linode reports region ${region} as "${r.status}" (it may be ready again later)`);
   return out;
+}
+
+/** The error `pulumi up` stops with on blockers: what is wrong, and the regions that would do. */
+export function blockedDeployMessage(plan: GpuPlan, region: string, blockers: readonly string[], regions: readonly ApiRegion[]): string {
+  const ready = regionsOffering(plan).filter((id) => id !== region && regionBlockers(id, regions).length === 0);
+  return `not creating the GPU instance: ${blockers.join("; ")}. ` +
+    `Choose another region with \`pulumi config set gpu-sandbox:region <id>\`` +
+    (ready.length ? ` (${plan.gpu} regions Linode reports ready: ${ready.join(", ")})` : "") +
+    `, or, if Linode changed where it offers ${plan.gpu}, update infra/catalog.ts.`;
 }

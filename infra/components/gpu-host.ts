@@ -3,7 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
 import { costOf, type GpuPlan } from "../catalog.ts";
-import { catalogDisagreements } from "../catalog-check.ts";
+import { blockedDeployMessage, catalogDisagreements } from "../catalog-check.ts";
 import { isIPv6Cidr } from "../config/checks.ts";
 import type { TlsMode } from "../config/types.ts";
 import { isoSeconds } from "../../api-shim/src/period.ts";
@@ -80,7 +80,8 @@ export class GpuHost extends pulumi.ComponentResource {
     const userData = encodeUserData(hostCloudInit(args.tenant));
     this.instance = new linode.Instance(`${name}-instance`, {
       label: names.instance,
-      region: args.region,
+      // The region once the catalog check passed: a region the host cannot run in fails here, unbilled.
+      region: this.checkCatalog(args.plan, args.region),
       type: args.plan.id,
       image: args.image,
       rootPass: rootPassword.result,
@@ -124,8 +125,6 @@ export class GpuHost extends pulumi.ComponentResource {
     this.hourlyCostUsd = cost.hourlyUsd;
     this.monthlyCostUsd = cost.monthlyUsd;
 
-    this.checkCatalog(args.plan, args.region);
-
     this.registerOutputs({
       ip: this.ip, ipv6: this.ipv6, sshCommand: this.sshCommand, sshPrivateKey: this.sshPrivateKey,
       rootPassword: this.rootPassword, hourlyCostUsd: this.hourlyCostUsd, monthlyCostUsd: this.monthlyCostUsd,
@@ -133,13 +132,32 @@ export class GpuHost extends pulumi.ComponentResource {
     });
   }
 
-  /** Warns, on the component, about every place the catalog disagrees with the Linode API. */
-  private checkCatalog(plan: GpuPlan, region: string): void {
-    const type = linode.getInstanceTypeOutput({ id: plan.id }, { parent: this });
-    const regions = linode.getRegionsOutput({}, { parent: this });
-    pulumi.all([type, regions]).apply(([t, r]) => {
-      for (const line of catalogDisagreements(plan, region, t, r.regions ?? [])) pulumi.log.warn(line, this);
-    });
+  /**
+   * Compares the catalog with the Linode API, before the instance exists. Differences in the
+   * plan's figures are warnings, on the component; a region where the host could not run (see
+   * catalogDisagreements) is an error, and the instance's region input fails, so the instance is
+   * never created. Returns the region for the instance, so the instance waits for the check.
+   * When the API cannot be asked, it warns and does not hold the deployment up (creating the
+   * instance then says what is wrong with access).
+   */
+  private checkCatalog(plan: GpuPlan, region: string): pulumi.Output<string> {
+    const asked = Promise.all([linode.getInstanceType({ id: plan.id }, { parent: this }), linode.getRegions({}, { parent: this })]);
+    return pulumi.output(asked.then(([type, r]) => {
+      const regions = r.regions ?? [];
+      const { warnings, blockers } = catalogDisagreements(plan, region, type, regions);
+      for (const line of warnings) pulumi.log.warn(line, this);
+      if (blockers.length > 0) {
+        // Logged here in full: the error thrown for the instance reaches pulumi up prefixed with
+        // every property it passed through ('error serializing property "region": …').
+        pulumi.log.error(blockedDeployMessage(plan, region, blockers, regions), this);
+        throw new pulumi.ResourceError(`not creating the GPU instance in region ${region} (the catalog check's error above says why)`, this, true);
+      }
+      return region;
+    }, (err: unknown) => {
+      const why = err instanceof Error && err.message ? ` (${err.message})` : "";
+      pulumi.log.warn(`could not compare infra/catalog.ts with the Linode API${why}, so plan ${plan.id} and region ${region} were not checked before the instance`, this);
+      return region;
+    }));
   }
 }
 

@@ -3,7 +3,10 @@ import { describe, expect, it, vi } from "vitest";
 import { costOf, findPlan, GPU_FAMILIES, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../../infra/catalog.ts";
 import { catalogDisagreements, type ApiInstanceType, type ApiRegion } from "../../infra/catalog-check.ts";
 import { GpuHost } from "../../infra/components/gpu-host.ts";
-import { installMocks, settle } from "../support/pulumi-mocks.ts";
+import { validateConfig } from "../../infra/config.ts";
+import { deployTenant } from "../../infra/tenant.ts";
+import { installMocks, settle, type RecordedResource } from "../support/pulumi-mocks.ts";
+import { tempDir } from "../support/tools.ts";
 
 const plan = findPlan("g2-gpu-rtx4000a1-s")!;
 const apiType: ApiInstanceType = { class: "gpu", vcpus: 4, memory: 16384, prices: [{ hourly: 0.52, monthly: 350 }] };
@@ -32,28 +35,33 @@ describe("the GPU catalog", () => {
 
 describe("catalog cross-check with the Linode API", () => {
   it("finds nothing to report when they agree", () => {
-    expect(catalogDisagreements(plan, "us-ord", apiType, apiRegions)).toEqual([]);
+    expect(catalogDisagreements(plan, "us-ord", apiType, apiRegions)).toEqual({ warnings: [], blockers: [] });
   });
 
-  it("reports each disagreement in a sentence", () => {
+  it("reports each disagreement in a sentence: figures as warnings, a region the host cannot boot in as blockers", () => {
     const lines = catalogDisagreements(
       plan, "us-ord",
       { class: "dedicated", vcpus: 8, memory: 32768, prices: [{ hourly: 0.6, monthly: 400 }] },
       [{ id: "us-ord", status: "outage", capabilities: ["Linodes"] }],
     );
-    expect(lines).toEqual([
-      'Linode reports g2-gpu-rtx4000a1-s as class "dedicated", not a GPU plan',
-      "infra/catalog.ts says g2-gpu-rtx4000a1-s has 4 vCPUs; Linode reports 8",
-      "infra/catalog.ts says g2-gpu-rtx4000a1-s has 16384 MB RAM; Linode reports 32768",
-      "infra/catalog.ts says g2-gpu-rtx4000a1-s costs $0.52/hour; Linode reports $0.6/hour (cost outputs use the catalog)",
-      "Linode does not list GPU Linodes in region us-ord",
-      "region us-ord has no Metadata service, so the host's cloud-init would not run",
-      'Linode reports region us-ord as "outage"',
-    ]);
+    expect(lines).toEqual({
+      warnings: [
+        'Linode reports g2-gpu-rtx4000a1-s as class "dedicated", not a GPU plan',
+        "infra/catalog.ts says g2-gpu-rtx4000a1-s has 4 vCPUs; Linode reports 8",
+        "infra/catalog.ts says g2-gpu-rtx4000a1-s has 16384 MB RAM; Linode reports 32768",
+        "infra/catalog.ts says g2-gpu-rtx4000a1-s costs $0.52/hour; Linode reports $0.6/hour (cost outputs use the catalog)",
+      ],
+      blockers: [
+        "Linode does not list GPU Linodes in region us-ord",
+        "region us-ord has no Metadata service, so the host's cloud-init would not run",
+        'Linode reports region us-ord as "outage" (it may be ready again later)',
+      ],
+    });
+    expect(catalogDisagreements(plan, "us-mia", apiType, apiRegions).blockers).toEqual(["Linode does not list region us-mia"]);
   });
 
   it("does not treat an unpublished price (0) as a disagreement", () => {
-    expect(catalogDisagreements(plan, "us-ord", { ...apiType, prices: [{ hourly: 0, monthly: 0 }] }, apiRegions)).toEqual([]);
+    expect(catalogDisagreements(plan, "us-ord", { ...apiType, prices: [{ hourly: 0, monthly: 0 }] }, apiRegions)).toEqual({ warnings: [], blockers: [] });
   });
 
   it("warns at deploy time, on the host component, when the API disagrees", async () => {
@@ -68,5 +76,94 @@ describe("catalog cross-check with the Linode API", () => {
     ]));
     expect(warn).toHaveBeenCalledWith("infra/catalog.ts says g2-gpu-rtx4000a1-s has 4 vCPUs; Linode reports 6", host);
     warn.mockRestore();
+  });
+});
+
+describe("pulumi up in a region the host cannot boot in", () => {
+  const validated = validateConfig({ region: "us-east", plan: "g1-gpu-rtx6000-1", adminCidrs: ["81.2.69.7/32"] }, { stack: "acme" });
+  if (!validated.ok) throw new Error(JSON.stringify(validated.problems));
+  const acme = validated.config;
+  const READY = ["Linodes", "GPU Linodes", "Metadata", "Block Storage", "Cloud Firewall"];
+  const apiRegion = (id: string, capabilities: string[], status = "ok") =>
+    ({ id, label: id, country: "us", status, siteType: "core", placementGroupLimits: [], capabilities });
+  /** us-east as given, beside an RTX 6000 region that is ready and one that is not. */
+  const usEast = (capabilities: string[], status = "ok") => ({
+    id: "regions",
+    regions: [apiRegion("us-east", capabilities, status), apiRegion("us-southeast", READY), apiRegion("eu-central", ["Linodes", "GPU Linodes"])],
+  });
+  const rtx6000Type = () => ({ id: "g1-gpu-rtx6000-1", class: "gpu", vcpus: 8, memory: 32768, prices: [{ hourly: 1.5, monthly: 1000 }] });
+
+  /** Runs the whole tenant program; what it registered, what it warned, and the errors pulumi up would print. */
+  async function deploy(calls: Record<string, (inputs: any) => any>) {
+    const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
+    const error = vi.spyOn(pulumi.log, "error").mockImplementation(async () => {});
+    // The program's unhandled rejections are what `pulumi up` reports as errors (and fails on).
+    const failures: unknown[] = [];
+    const onRejection = (e: unknown) => { failures.push(e); };
+    process.on("unhandledRejection", onRejection);
+    try {
+      const { resources } = installMocks("acme", { calls: { "linode:index/getInstanceType:getInstanceType": rtx6000Type, ...calls } });
+      deployTenant(acme, { stagingDir: tempDir() });
+      await settle();
+      await new Promise((r) => setTimeout(r, 50)); // lets the rejections left unhandled be reported
+      const text = (spy: typeof warn) => spy.mock.calls.map(([t]) => String(t));
+      return { resources, warnings: text(warn), errors: text(error), failures };
+    } finally {
+      process.off("unhandledRejection", onRejection);
+      warn.mockRestore();
+      error.mockRestore();
+    }
+  }
+  const names = (resources: readonly RecordedResource[]) => resources.map((r) => r.name);
+  const messages = (failures: readonly unknown[]) => [...new Set(failures.map((e) => (e as Error).message))];
+
+  it.each([
+    ["has no Metadata service", usEast(["Linodes", "GPU Linodes", "Block Storage", "Cloud Firewall"]), /region us-east has no Metadata service/],
+    ["offers no GPU Linodes", usEast(["Linodes", "Metadata", "Block Storage", "Cloud Firewall"]), /Linode does not list GPU Linodes in region us-east/],
+    ["is in an outage", usEast(READY, "outage"), /Linode reports region us-east as "outage"/],
+    ["is not listed", { id: "regions", regions: usEast(READY).regions.slice(1) }, /Linode does not list region us-east/],
+  ])("stops before the instance bills when the region %s, and says what to do", async (_why, regions, reason) => {
+    const { resources, errors, failures } = await deploy({ "linode:index/getRegions:getRegions": () => regions });
+    expect(names(resources)).not.toContain("acme-instance");
+    expect(names(resources)).not.toContain("acme-host-ready");
+    // pulumi up fails (an unhandled ResourceError) …
+    expect(failures.length).toBeGreaterThan(0);
+    expect(failures.every((e) => e instanceof pulumi.ResourceError)).toBe(true);
+    expect(messages(failures)).toEqual([expect.stringMatching(/not creating the GPU instance in region us-east \(the catalog check's error above says why\)$/)]);
+    // … after one error that says what is wrong and what to do.
+    expect(errors).toHaveLength(1);
+    const [message] = errors;
+    expect(message).toMatch(/^not creating the GPU instance: /);
+    expect(message).toMatch(reason);
+    expect(message).toMatch(/Choose another region with `pulumi config set gpu-sandbox:region <id>`/);
+    expect(message).toMatch(/regions Linode reports ready: us-southeast\)/);
+    expect(message).toMatch(/update infra\/catalog\.ts\.$/);
+  });
+
+  it("passes a region that is ready, with no error", async () => {
+    const { resources, errors, failures } = await deploy({ "linode:index/getRegions:getRegions": () => usEast(READY) });
+    expect(failures).toEqual([]);
+    expect(errors).toEqual([]);
+    expect(names(resources)).toEqual(expect.arrayContaining(["acme-instance", "acme-host-ready"]));
+  });
+
+  it("still creates the host when only the plan's figures differ, with a warning", async () => {
+    const { resources, warnings, failures } = await deploy({
+      "linode:index/getRegions:getRegions": () => usEast(READY),
+      "linode:index/getInstanceType:getInstanceType": () => ({ ...rtx6000Type(), vcpus: 12 }),
+    });
+    expect(failures).toEqual([]);
+    expect(names(resources)).toEqual(expect.arrayContaining(["acme-instance", "acme-host-ready"]));
+    expect(resources.find((r) => r.name === "acme-instance")?.inputs.region).toBe("us-east");
+    expect(warnings).toContain("infra/catalog.ts says g1-gpu-rtx6000-1 has 8 vCPUs; Linode reports 12");
+  });
+
+  it("does not block the deploy when the check itself cannot ask Linode, and says so", async () => {
+    const { resources, warnings, failures } = await deploy({
+      "linode:index/getRegions:getRegions": () => { throw new Error("401 Invalid Token"); },
+    });
+    expect(failures).toEqual([]);
+    expect(names(resources)).toEqual(expect.arrayContaining(["acme-instance", "acme-host-ready"]));
+    expect(warnings).toEqual(expect.arrayContaining([expect.stringMatching(/could not compare infra\/catalog\.ts with the Linode API/)]));
   });
 });
