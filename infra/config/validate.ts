@@ -244,7 +244,7 @@ function checkTiers(p: Problems, value: unknown): Record<string, Tier> {
 
 function checkPricing(p: Problems, value: unknown, modelNames: readonly string[]): Pricing {
   const v = p.settingMap("pricing", value, ["request", "batchRequest", "models"]);
-  const models: Record<string, ModelPrice> = {};
+  const models: [string, ModelPrice][] = [];
   for (const [name, price] of Object.entries(p.object("pricing.models", v.models) ?? {})) {
     if (!modelNames.includes(name)) {
       p.add(`pricing.models.${name}`, price, `prices a model that is not served; served models: ${modelNames.join(", ")}`);
@@ -252,15 +252,17 @@ function checkPricing(p: Problems, value: unknown, modelNames: readonly string[]
     }
     const m = p.object(`pricing.models.${name}`, price) ?? {};
     p.unknownKeys(`pricing.models.${name}`, m, ["promptPer1k", "completionPer1k"]);
-    models[name] = {
+    models.push([name, {
       promptPer1k: p.credits(`pricing.models.${name}.promptPer1k`, m.promptPer1k) ?? 0,
       completionPer1k: p.credits(`pricing.models.${name}.completionPer1k`, m.completionPer1k) ?? 0,
-    };
+    }]);
   }
   return {
     request: p.credits("pricing.request", v.request) ?? DEFAULT_PRICING.request,
     batchRequest: p.credits("pricing.batchRequest", v.batchRequest) ?? DEFAULT_PRICING.batchRequest,
-    models,
+    // fromEntries makes every name its own key: `models[name] =` set the prototype for a model
+    // served as "__proto__", and its price was lost (charged per request only).
+    models: Object.fromEntries(models),
   };
 }
 
@@ -284,7 +286,8 @@ function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, T
     if (k.credits === undefined) p.add(`${at}.credits`, k.credits, "is required: the credits the key starts with, e.g. 1000");
     const credits = p.credits(`${at}.credits`, k.credits);
     const tier = p.string(`${at}.tier`, k.tier) ?? "free";
-    if (!(tier in tiers)) p.add(`${at}.tier`, tier, `is not a tier; tiers: ${Object.keys(tiers).join(", ")}`);
+    // Own names only: `in` took constructor, toString, __proto__… (Object.prototype's) for tiers.
+    if (!Object.hasOwn(tiers, tier)) p.add(`${at}.tier`, tier, `is not a tier; tiers: ${Object.keys(tiers).join(", ")}`);
     const models: string[] = [];
     (p.array(`${at}.models`, k.models) ?? []).forEach((m, j) => {
       if (typeof m === "string" && modelNames.includes(m)) models.push(m);

@@ -277,6 +277,17 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
   });
 });
 
+it("charges a model's price whatever its name, one an object has from Object.prototype too", () => {
+  for (const name of ["__proto__", "constructor", "toString"]) {
+    // Parsed, as Pulumi hands the program its config: a literal { __proto__: … } would set the prototype.
+    const raw = JSON.parse(JSON.stringify({ model: { ...base.model, servedName: name }, keys: [], pricing: { models: { [name]: { promptPer1k: 0.5, completionPer1k: 1 } } } }));
+    const c = config(raw);
+    const shimConfig = renderBundle(c, { images: c.images, bootstrapKeys: [] }).get("shim/config.yaml")!;
+    const parsed = parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/app/config.yaml" }, () => shimConfig);
+    expect(parsed.pricing.models.get(name), name).toEqual({ promptPer1k: 500_000, completionPer1k: 1_000_000 });
+  }
+});
+
 describe("writing the bundle to a directory", () => {
   const bundle = render(config());
   const withFile = (path: string, content: string): Bundle => {

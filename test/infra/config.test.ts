@@ -119,6 +119,10 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["too many decimals", { ...base, keys: [{ name: "app", credits: 0.0000001 }] }, ["gpu-sandbox:keys[0].credits = 1e-7: must have at most 6 decimal places"]],
     ["unknown tier", { ...base, keys: [{ name: "app", credits: 1, tier: "gold" }] },
       ['gpu-sandbox:keys[0].tier = "gold": is not a tier; tiers: free, developer, pro, enterprise']],
+    // Names an object has from Object.prototype are not tiers: the shim (a Map) would refuse the rendered config.
+    ...["constructor", "toString", "valueOf", "hasOwnProperty", "__proto__"].map((tier): [string, Record<string, unknown>, string[]] =>
+      [`a tier named ${tier}, as Object.prototype has`, { ...base, keys: [{ name: "app", credits: 1, tier }] },
+        [`gpu-sandbox:keys[0].tier = "${tier}": is not a tier; tiers: free, developer, pro, enterprise`]]),
     ["duplicate key names", { ...base, keys: [{ name: "app", credits: 1 }, { name: "app", credits: 2 }] },
       ['gpu-sandbox:keys[1].name = "app": is used by another key']],
     ["key for an unserved model", { ...base, keys: [{ name: "app", credits: 1, models: ["gpt-4"] }] },
