@@ -4,7 +4,7 @@ import { ShimError, shuttingDown } from "./errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { formatCredits } from "./money.ts";
 import { type IpScope, rateLimitHeaders } from "./rate-limit.ts";
-import { ClientLeftError, type KeyRecord, keyIsLive } from "./store/store.ts";
+import { ClientLeftError, type KeyRecord, keyIsLive, type ReportsBusyError } from "./store/store.ts";
 import { urlPath } from "./text.ts";
 
 /**
@@ -130,6 +130,17 @@ export function tokensSpent(ctx: ShimContext, auth: Auth, retryMs: number): Shim
 export function tooManyInFlight(ctx: ShimContext, auth: Auth, limit: number): ShimError {
   // The wire code is OpenAI's rate_limit_exceeded; the log says which limit.
   return rateLimited(1000, giveBackRequest(ctx, auth), { message: `Too many requests in flight for this key: its tier allows ${limit} at once. Retry when one has finished.`, logCode: "too_many_in_flight" });
+}
+
+/**
+ * Too many usage reports wait already (ReportsBusyError): the askers' own rate, refused before
+ * any work, so a 429 to retry shortly (the SDKs do, after Retry-After), logged as reports_busy.
+ * `keyId`: the report's key (null: over all keys), whose line was full unless the shim's was.
+ */
+export function reportsBusy(ctx: ShimContext, request: FastifyRequest, busy: ReportsBusyError, keyId: string | null): ShimError {
+  const headers = request.auth ? giveBackRequest(ctx, request.auth) : {};
+  const who = busy.scope === "shim" ? "for this server (all keys' together)" : keyId === null ? "over all keys" : "for this key";
+  return rateLimited(1000, headers, { message: `Too many usage reports at once ${who}: wait for the earlier ones, then retry.`, logCode: "reports_busy" });
 }
 
 /**

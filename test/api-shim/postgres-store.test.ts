@@ -932,19 +932,25 @@ describe("PostgresStore", () => {
     // Ten keys fill the shared turns (2 running, 8 waiting): an eleventh key is refused, the
     // operator's report over all keys is not.
     await new Promise((r) => setTimeout(r, 100));
-    await expect(store.usage({ ...period, keyId: "k10" })).rejects.toBeInstanceOf(StoreUnavailableError);
+    // The askers' own rate (a 429), not the store unavailable (a 503 logged as an error).
+    await expect(store.usage({ ...period, keyId: "k10" })).rejects.toMatchObject({ name: "ReportsBusyError", scope: "shim" });
     const all = store.usage({ ...period, keyId: null });
     // A waiting report whose asker left gives up its place at once: the eleventh key now fits.
     left.abort(new ClientLeftError());
     await expect(leaving).rejects.toBeInstanceOf(ClientLeftError);
     const k10 = store.usage({ ...period, keyId: "k10" });
-    await expect(store.usage({ ...period, keyId: "k11" })).rejects.toBeInstanceOf(StoreUnavailableError);
+    await expect(store.usage({ ...period, keyId: "k11" })).rejects.toMatchObject({ name: "ReportsBusyError", scope: "shim" });
+    // A key's own line full (one running, 8 waiting) is that key's: the next is refused, others are not.
+    const moreOfK1 = Array.from({ length: 9 }, () => store.usage({ ...period, keyId: "k1" }).then(() => "ok", (e: unknown) => e));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await moreOfK1[8]).toMatchObject({ name: "ReportsBusyError", scope: "line" });
     await blocker.query("COMMIT");
     await blocker.end();
     expect(await all).toEqual([]);
     expect(await k10).toEqual([]);
     expect(await Promise.all(keyReports)).toEqual(Array(9).fill("ok"));
     expect(await secondOfK0).toBe("ok");
+    expect(await Promise.all(moreOfK1.slice(0, 8))).toEqual(Array(8).fill("ok"));
   });
 
   it("close() ends within a bound when the database stops answering (a hung server, a silent network cut): the connections still open are cut", async () => {

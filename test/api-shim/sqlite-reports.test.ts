@@ -294,6 +294,52 @@ describe("SQLite usage reports waiting for the worker", () => {
   });
 });
 
+describe("usage reports past what may wait", () => {
+  it("are the client's own rate, 429 with Retry-After, for a key (/v1/usage) and the operator (/admin/usage): not a 503 logged as the store unavailable", async () => {
+    const h = await startShim();
+    try {
+      const { key } = await h.createKey();
+      const many = (path: string, authorization: string) =>
+        Promise.all(Array.from({ length: 30 }, () => fetch(h.url + path, { headers: { authorization } })));
+      for (const [path, authorization, who] of [["/v1/usage", `Bearer ${key}`, "for this key"], ["/admin/usage", `Bearer ${h.adminToken}`, "over all keys"]] as const) {
+        const rs = await many(path, authorization);
+        const refused = rs.filter((r) => r.status !== 200);
+        expect(refused.length).toBeGreaterThan(0); // the key's line holds one running and 8 waiting
+        for (const r of refused) {
+          expect(r.status).toBe(429);
+          expect(Number(r.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+          const body = (await r.json()) as { error: { code: string; message: string; retry_after: number } };
+          expect(body.error.code).toBe("rate_limit_exceeded");
+          expect(body.error.retry_after).toBe(Number(r.headers.get("retry-after")));
+          expect(body.error.message).toContain(`Too many usage reports at once ${who}`);
+        }
+        await Promise.all(rs.filter((r) => r.status === 200).map((r) => r.text()));
+      }
+      // Nothing failed on the shim's side: no error line, no "store unavailable", the request lines say why.
+      expect(h.logs.filter((l) => l.includes('"level":50') || l.includes("store unavailable"))).toEqual([]);
+      expect(h.logs.filter((l) => l.includes('"error":"reports_busy"') && l.includes('"status":429')).length).toBeGreaterThan(0);
+      expect(await (await fetch(h.url + "/ready")).json()).toMatchObject({ store: "ok" });
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("are refused by the shim's shared turns too, as its rate (many keys at once): a ReportsBusyError, not a StoreUnavailableError", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "shim-reports-"));
+    const store = new SqliteStore(join(dir, "shim.db"));
+    try {
+      const reports = Array.from({ length: 70 }, (_, i) => store.usage({ keyId: `k${i}`, from: 0, to: 1, group: "model" }).then(() => "ok", (e: unknown) => e));
+      const results = await Promise.all(reports);
+      const refused = results.filter((r) => r !== "ok");
+      expect(refused.length).toBe(70 - 65); // one running, 64 waiting
+      for (const e of refused) expect(e).toMatchObject({ name: "ReportsBusyError", scope: "shim" });
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("the report worker", () => {
   it("ends when idle, and the next report starts another; none starts once closed", async () => {
     const dir = mkdtempSync(join(tmpdir(), "shim-reports-"));

@@ -8,7 +8,7 @@ import { isIsoInstant, parsePeriod, showPeriod } from "../period.ts";
 import { onlyKnown } from "../known-members.ts";
 import { keyIsLive, type KeyRecord } from "../store/store.ts";
 import { isPlainText } from "../text.ts";
-import { untilLeftOrCut } from "./client-left.ts";
+import { usageReport } from "./usage.ts";
 
 /**
  * Admin routes (Bearer SHIM_ADMIN_TOKEN, checked by the auth hook). nginx also limits /admin/*
@@ -98,7 +98,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     // key is still there, and so is its usage.
     if (q.key !== undefined && !(await ctx.store.getKey(q.key))) throw keyNotFound("key");
     const period = parsePeriod(q, ctx.clock.now());
-    const rows = await untilLeftOrCut(request, reply, (signal) => ctx.store.usage({ keyId: (q.key as string | undefined) ?? null, from: period.from, to: period.to, group, signal }));
+    const rows = await usageReport(ctx, request, reply, { keyId: (q.key as string | undefined) ?? null, from: period.from, to: period.to, group });
     if (format === "csv") return sendCsv(reply, group, rows.map((r) => [r.keyId, r.group, r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)]));
     return reply.send({
       object: "usage_report",

@@ -1,10 +1,11 @@
-import type { FastifyInstance } from "fastify";
-import { authHeaders } from "../auth.ts";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { authHeaders, reportsBusy } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { onlyKnown } from "../known-members.ts";
 import { creditsNumber } from "../money.ts";
 import { untilLeftOrCut } from "./client-left.ts";
 import { parsePeriod, showPeriod } from "../period.ts";
+import { ReportsBusyError, type UsageGroup, type UsageQuery } from "../store/store.ts";
 
 /** GET /v1/usage: the calling key's usage in seed 004's shape, plus its remaining credits. */
 export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
@@ -13,7 +14,7 @@ export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
     // Seed 004's report names its period start and end; asked for as `from` and `to`, as on
     // /admin/usage: `?start=` would otherwise answer with the current month.
     const period = parsePeriod(onlyKnown(request.query as object, ["from", "to"], "query parameter"), ctx.clock.now());
-    const groups = await untilLeftOrCut(request, reply, (signal) => ctx.store.usage({ keyId: key.id, from: period.from, to: period.to, group: "model", signal }));
+    const groups = await usageReport(ctx, request, reply, { keyId: key.id, from: period.from, to: period.to, group: "model" });
     // Null prototype: model names come from clients ("__proto__" must stay a plain key).
     const models: Record<string, { requests: number; tokens: number; cost: number }> = Object.create(null);
     let requests = 0;
@@ -34,4 +35,16 @@ export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
       credits_remaining: creditsNumber(key.balance - key.held),
     });
   });
+}
+
+/**
+ * A usage report for an HTTP request (/v1/usage, /admin/usage): given up when its client leaves
+ * or the drain is cut (untilLeftOrCut), and a 429 when too many wait already (reportsBusy).
+ */
+export async function usageReport(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, query: Omit<UsageQuery, "signal">): Promise<UsageGroup[]> {
+  try {
+    return await untilLeftOrCut(request, reply, (signal) => ctx.store.usage({ ...query, signal }));
+  } catch (e) {
+    throw e instanceof ReportsBusyError ? reportsBusy(ctx, request, e, query.keyId) : e;
+  }
 }

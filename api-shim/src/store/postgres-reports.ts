@@ -8,9 +8,9 @@ import { StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store
 const REPORT_TIMEOUT_MS = 60_000;
 /**
  * Reports running at once, so requests keep the rest of the pool of 10; and waiting, beyond
- * which a report is a 503 at once. Each key's reports wait in a line of their own, one at a time
- * taking a shared turn (as the SQLite store's), so a key sending reports in a loop cannot fill
- * the queue, and two widgets of a dashboard asking at once both get their answer; reports over
+ * which a report is refused at once (ReportsBusyError, a 429). Each key's reports wait in a
+ * line of their own, one at a time taking a shared turn (as the SQLite store's), so a key
+ * sending reports in a loop cannot fill the queue, and two widgets of a dashboard asking at once both get their answer; reports over
  * all keys (the operator's, as reap-expired's export) have turns of their own.
  */
 const CONCURRENT_REPORTS = 2;

@@ -17,7 +17,7 @@ import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
 } from "./store.ts";
-import { ClientLeftError, NewerSchemaError, StoreUnavailableError } from "./store.ts";
+import { asStoreError, NewerSchemaError, StoreUnavailableError } from "./store.ts";
 
 export type { PostgresStoreOptions } from "./postgres-options.ts";
 
@@ -189,12 +189,12 @@ export class PostgresStore implements Store {
     this.readOnly = readOnly;
   }
 
-  /** Reads and admin operations: a failure is a 503 for this call; the next one tries again. */
+  /** Reads and admin operations: a failure is a 503 for this call; the next one tries again (asStoreError). */
   private async read<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (e) {
-      throw e instanceof StoreUnavailableError || e instanceof ClientLeftError ? e : new StoreUnavailableError(e);
+      throw asStoreError(e);
     }
   }
 

@@ -3,14 +3,14 @@ import { rejectOnAbort } from "../promises.ts";
 import { isCorrupt } from "./sqlite-failures.ts";
 import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
-import { ClientLeftError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
+import { asStoreError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
 
 /**
  * Each key's reports wait in a line of their own (the reports over all keys, the operator's, in
  * one more), and one report of each line at a time waits for the worker: a key asking in a loop
  * delays another key's report by one of its own, not by all it queued. Beyond these many
- * waiting, a report is a 503 at once.
+ * waiting, a report is refused at once (ReportsBusyError: a 429, the askers' own rate).
  */
 const WAITING_PER_KEY = 8;
 const WAITING_KEYS = 64;
@@ -82,8 +82,8 @@ export class SqliteReports {
    * The report, once its turn comes; `beforeRun` runs then, before the worker is asked (the
    * store commits its open batch, so the report sees every request settled before it; a store
    * that failed rejects it). Rejects with the signal's reason as soon as it aborts (any but a
-   * ClientLeftError as a StoreUnavailableError's cause), and with a StoreUnavailableError when
-   * the report fails or too many wait.
+   * ClientLeftError as a StoreUnavailableError's cause), with a ReportsBusyError when too many
+   * wait, and with a StoreUnavailableError when the report fails.
    */
   run(q: UsageQuery, beforeRun: () => Promise<void>): Promise<UsageGroup[]> {
     const { signal: asker, ...query } = q;
@@ -95,7 +95,7 @@ export class SqliteReports {
       return this.ask(query, signal);
     }, signal), signal);
     return rejectOnAbort(work, signal).catch((e: unknown) => {
-      throw e instanceof StoreUnavailableError || e instanceof ClientLeftError ? e : new StoreUnavailableError(e);
+      throw asStoreError(e);
     });
   }
 

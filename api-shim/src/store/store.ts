@@ -210,10 +210,33 @@ export class NewerSchemaError extends Error {
   }
 }
 
+/**
+ * Too many usage reports wait already (turns.ts): the askers' own rate, not a failure of the
+ * store, so a 429 with Retry-After (routes/usage.ts), never a 503 nor an error line. `scope`:
+ * the full line was the asker's own (a key's reports, or the operator's over all keys) or the
+ * one the whole shim's reports share.
+ */
+export class ReportsBusyError extends Error {
+  readonly scope: "line" | "shim";
+  constructor(scope: "line" | "shim", running: number, waiting: number) {
+    super(`${running} running and ${waiting} waiting already`);
+    this.name = "ReportsBusyError";
+    this.scope = scope;
+  }
+}
+
 /** The client left before its answer: nothing failed, so nothing is logged as a failure. */
 export class ClientLeftError extends Error {
   constructor() {
     super("the client left");
     this.name = "ClientLeftError";
   }
+}
+
+/**
+ * What a store's read or report rejects with: its own errors as they are (the store failed, the
+ * client left, too many reports wait), anything else as the store unavailable (a 503).
+ */
+export function asStoreError(e: unknown): Error {
+  return e instanceof StoreUnavailableError || e instanceof ClientLeftError || e instanceof ReportsBusyError ? e : new StoreUnavailableError(e);
 }

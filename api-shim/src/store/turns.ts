@@ -1,20 +1,26 @@
 /** Turns for work that must not all run at once (usage reports): the stores share them. */
+import { ReportsBusyError } from "./store.ts";
 
-/** At most `limit` tasks at once; up to `maxWaiting` others wait in order, and more are refused. */
+/**
+ * At most `limit` tasks at once; up to `maxWaiting` others wait in order, and more are refused
+ * (a ReportsBusyError of `scope`: a key's own line, or the turns the whole shim shares).
+ */
 export class Turns {
   private running = 0;
   private readonly waiting: (() => void)[] = [];
   private readonly limit: number;
   private readonly maxWaiting: number;
-  constructor(limit: number, maxWaiting: number) {
+  private readonly scope: "line" | "shim";
+  constructor(limit: number, maxWaiting: number, scope: "line" | "shim" = "shim") {
     this.limit = limit;
     this.maxWaiting = maxWaiting;
+    this.scope = scope;
   }
 
   /** Runs `task` in its turn; one still waiting when `signal` aborts (its asker left) gives up its place. */
   async run<T>(task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (this.running >= this.limit) {
-      if (this.waiting.length >= this.maxWaiting) throw new Error(`${this.limit} running and ${this.maxWaiting} waiting already`);
+      if (this.waiting.length >= this.maxWaiting) throw new ReportsBusyError(this.scope, this.limit, this.maxWaiting);
       signal?.throwIfAborted();
       await new Promise<void>((resolve, reject) => {
         const leave = () => {
@@ -55,7 +61,7 @@ export class KeyedTurns<K> {
 
   /** Runs `task` in its key's line; as Turns.run for one waiting whose `signal` aborts. */
   run<T>(key: K, task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    const line = this.lines.get(key) ?? { turns: new Turns(1, this.maxWaiting), tasks: 0 };
+    const line = this.lines.get(key) ?? { turns: new Turns(1, this.maxWaiting, "line"), tasks: 0 };
     this.lines.set(key, line);
     line.tasks++;
     return line.turns.run(task, signal).finally(() => --line.tasks === 0 && this.lines.delete(key));
