@@ -12,7 +12,7 @@ import type { Settlement } from "./settlement.ts";
 import { writeWithBackpressure } from "./response-writer.ts";
 import { sseEvents } from "./sse.ts";
 import { StoreUnavailableError } from "./store/store.ts";
-import { transportCause, upstreamErrorBody, type UpstreamResponse } from "./upstream.ts";
+import { countUpstreamFailure, transportCause, upstreamErrorBody, type UpstreamResponse } from "./upstream.ts";
 
 export interface RelayInput {
   ctx: ShimContext;
@@ -128,7 +128,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       metricReason = failure.code === "upstream_timeout" ? failure.code : "stream_cut";
     }
   }
-  if (metricReason) ctx.metrics.upstreamFailures.inc({ reason: metricReason });
+  if (metricReason) countUpstreamFailure(ctx, request, metricReason);
   res.body.destroy();
 
   let figures = "";

@@ -115,8 +115,20 @@ export function transportCause(err: unknown): string {
 export function unreachable(ctx: ShimContext, request: FastifyRequest, e: unknown, timedOut?: string): ShimError {
   const err = timedOut ? new ShimError("upstream_timeout") : transportError(e);
   request.upstreamCause = timedOut ?? transportCause(e);
-  ctx.metrics.upstreamFailures.inc({ reason: err.code });
+  countUpstreamFailure(ctx, request, err.code);
   return err;
+}
+
+/**
+ * An upstream failure counted under `reason` (shim_upstream_failures_total), the one place that
+ * counts one: its request's line names a cause, so the operator finds the lines behind that
+ * metric by `cause`. A cause already set (a transport's code, such as UND_ERR_SOCKET for a stream
+ * whose connection broke) tells more and stays; else it is the reason (`stream_error`,
+ * `stream_cut`, `no_usage`, `answer_too_large`, `status_<code>`…), never the upstream's message.
+ */
+export function countUpstreamFailure(ctx: ShimContext, request: FastifyRequest, reason: string): void {
+  request.upstreamCause ??= reason;
+  ctx.metrics.upstreamFailures.inc({ reason });
 }
 
 const MAX_UPSTREAM_MESSAGE = 500;

@@ -201,7 +201,7 @@ describe("inference through the shim with the OpenAI SDK", () => {
       });
       const prompt = small.fake.usages.at(-1)!.prompt_tokens;
       const log = await small.waitForRequestLog((l) => l.keyId === id);
-      expect(log).toMatchObject({ status: 502, tokens: prompt, cost: (1000 + prompt) / 1000 });
+      expect(log).toMatchObject({ status: 502, tokens: prompt, cost: (1000 + prompt) / 1000, cause: "answer_too_large" }); // counted, so named on its line
       expect((await small.store.getKey(id))!).toMatchObject({ balance: 100_000_000 - 1_000_000 - prompt * 1000, held: 0 });
       // The headers say what the ledger says.
       expect(apiError.headers!.get("x-credits-charged")).toBe(String((1000 + prompt) / 1000));

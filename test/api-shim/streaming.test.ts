@@ -226,6 +226,33 @@ describe("streaming metering", () => {
     const metrics = await (await fetch(`${h.url}/metrics`)).text();
     expect(metrics).toMatch(/shim_upstream_failures_total\{reason="stream_error"\} [1-9]/);
   });
+
+  it("every stream failure counted in shim_upstream_failures_total has a cause on its request's line (the operator greps '\"cause\"' for the lines behind that alert)", async () => {
+    const failures = async () => {
+      const text = await (await fetch(`${h.url}/metrics`)).text();
+      return [...text.matchAll(/shim_upstream_failures_total\{reason="(\w+)"\} (\d+)/g)].reduce((n, m) => n + Number(m[2]), 0);
+    };
+    const cases = [
+      // An error event before content, after content (vLLM's 500), and vLLM 0.10-0.11's 400 after content: counted as stream_error.
+      [{ stopAfterTokens: 0, stopMode: "error" }, "stream_error"],
+      [{ stopAfterTokens: 2, stopMode: "error" }, "stream_error"],
+      [{ stopAfterTokens: 2, stopMode: "error400" }, "stream_error"],
+      // A connection dropped mid-stream: the transport's code, as for an upstream not reached.
+      [{ stopAfterTokens: 2, stopMode: "cut" }, /^UND_ERR_/],
+      // [DONE] without the usage asked for: charged from an estimate, counted as no_usage.
+      [{ ignoreIncludeUsage: true }, "no_usage"],
+    ] as const;
+    for (const [fake, cause] of cases) {
+      h.fake.set(fake);
+      const before = await failures();
+      const { key, id } = await h.createKey({ credits: 1000 });
+      await (await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 5, stream: true })).text();
+      const line = await h.waitForRequestLog((e) => e.keyId === id);
+      expect(await failures(), JSON.stringify(fake)).toBe(before + 1);
+      expect(line.cause, JSON.stringify(fake)).toMatch(cause);
+      h.fake.reset();
+    }
+  });
 });
 
 /**
@@ -552,6 +579,8 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
         expect(text, `drop ${drop}`).not.toContain("data: [DONE]");
         expect(line, `drop ${drop}`).toMatchObject({ status: 200, error: "upstream_error" });
         expect(cuts, `drop ${drop}`).toBe(1);
+        // Counted, so named on its line: a clean close without [DONE] as what it is counted under.
+        expect(line.cause, `drop ${drop}`).toMatch(drop ? /^UND_ERR_/ : /^stream_cut$/);
       }
     });
   }

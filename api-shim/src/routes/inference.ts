@@ -13,7 +13,7 @@ import { estimatePromptTokens, type HoldInput, type Usage } from "../pricing.ts"
 import { writeWithBackpressure } from "../response-writer.ts";
 import { Settlement } from "../settlement.ts";
 import { relayStream } from "../stream.ts";
-import { isAbort, modelNotFound, readBody, readLimited, unreachable, upstreamErrorBody, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
+import { countUpstreamFailure, isAbort, modelNotFound, readBody, readLimited, unreachable, upstreamErrorBody, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -204,7 +204,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       // logprobs), but the answer is past what the shim relays. It is charged from the usage in
       // the answer (else the estimated prompt), so such requests are not free GPU time, and the
       // client is told how to fit. One that left meanwhile is charged the same.
-      ctx.metrics.upstreamFailures.inc({ reason: "answer_too_large" });
+      countUpstreamFailure(ctx, request, "answer_too_large");
       const usage = scanner.usage() ?? { promptTokens: promptEstimate(), completionTokens: 0 };
       if (left) return await clientLeft(ctx, request, reply, settlement, usage);
       const { cost, available } = await settlement.settle(502, usage);
@@ -286,9 +286,10 @@ async function refused(ctx: ShimContext, request: FastifyRequest, settlement: Se
  * route the upstream lacks) are the upstream's or the operator's to fix.
  */
 function countRefusal(ctx: ShimContext, request: FastifyRequest, err: ShimError, reason: string): void {
-  request.upstreamCause = reason;
-  if (err.status < 500) ctx.metrics.upstreamRefusals.inc({ reason });
-  else ctx.metrics.upstreamFailures.inc({ reason });
+  if (err.status < 500) {
+    request.upstreamCause = reason;
+    ctx.metrics.upstreamRefusals.inc({ reason });
+  } else countUpstreamFailure(ctx, request, reason);
 }
 
 /**

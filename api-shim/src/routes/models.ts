@@ -3,7 +3,7 @@ import { authHeaders } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
 import { creditsNumber } from "../money.ts";
-import { readLimited, unreachable, upstreamStatusError } from "../upstream.ts";
+import { countUpstreamFailure, readLimited, unreachable, upstreamStatusError } from "../upstream.ts";
 
 /** The most of an upstream model list read (its size is the upstream's, not a client's). */
 export const MODEL_LIST_LIMIT = 16 * 1024 * 1024;
@@ -32,8 +32,7 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
     // A GET with nothing in it is never the client's fault: whatever the upstream says, it is the
     // upstream's failure (busy: 503, slow: 504), and none of its message reaches the client.
     if (res.status !== 200) {
-      request.upstreamCause = `status_${res.status}`; // what the upstream said, on the line: the client is told none of it
-      ctx.metrics.upstreamFailures.inc({ reason: request.upstreamCause });
+      countUpstreamFailure(ctx, request, `status_${res.status}`); // what the upstream said, on the line: the client is told none of it
       if ([408, 429, 503, 504].includes(res.status)) throw upstreamStatusError(res.status, "", undefined, res.headers["retry-after"]);
       // A bare 404 keeps the shim's own "misconfigured" message (no word of the upstream's).
       const missing = res.status === 404 ? upstreamStatusError(404, text, undefined, undefined) : null;
@@ -41,8 +40,7 @@ export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
     }
     const list = parseModelList(text);
     if (list === null) {
-      request.upstreamCause = "not_a_model_list";
-      ctx.metrics.upstreamFailures.inc({ reason: request.upstreamCause });
+      countUpstreamFailure(ctx, request, "not_a_model_list");
       throw new ShimError("upstream_error");
     }
     const configured = ctx.config.models;
