@@ -170,7 +170,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   app.setNotFoundHandler((request, reply) => {
     request.shimErrorCode = "not_found";
-    void sendError(reply, new ShimError("not_found", { message: `Unknown route: ${request.method} ${redactedPath(request.url).slice(0, 200)}` }), authHeaders(ctx, request));
+    void sendError(reply, new ShimError("not_found", { message: `Unknown route: ${request.method} ${redactedPath(request.url, ctx.hideSecrets).slice(0, 200)}` }), authHeaders(ctx, request));
   });
 
   healthRoutes(app, ctx);
@@ -228,7 +228,7 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
   ctx.logRequest({
     reqId: request.id,
     method: request.method,
-    path: ctx.hideSecrets(redactedPath(request.url)).slice(0, 200),
+    path: redactedPath(request.url, ctx.hideSecrets).slice(0, 200),
     status,
     ms: Math.round(ms * 100) / 100,
     keyId: request.auth?.key.id ?? null,

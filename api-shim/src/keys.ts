@@ -91,26 +91,44 @@ export function loggedModel(model: string, hideSecrets: (text: string) => string
 /**
  * Redacts the deployment's own secrets (the admin token, the upstream's key) from text a client
  * chose (a path, a model name) before it is logged: unlike API keys they have no prefix to find.
- * Secrets too short to mean anything in a log (none are, as configured) are left alone.
+ * Each is hidden as configured and in each of its decoded forms (percent-encoded ASCII, as
+ * logged paths are decoded: a token may hold any printable ASCII, `%41` included). Secrets too
+ * short to mean anything in a log (none are, as configured) are left alone.
  */
 export function secretRedactor(secrets: readonly (string | null)[]): (text: string) => string {
-  const hidden = secrets.filter((s): s is string => s !== null && s.length >= 8);
+  const forms = new Set(secrets.flatMap((s) => (s === null ? [] : decodings(s))).filter((s) => s.length >= 8));
+  const hidden = [...forms].sort((a, b) => b.length - a.length); // a longer form before one inside it
   if (hidden.length === 0) return (text) => text;
   return (text) => hidden.reduce((t, secret) => (t.includes(secret) ? t.replaceAll(secret, "[redacted]") : t), text);
 }
 
 /**
- * A request path as logs show it: without the query, its percent-encoded ASCII decoded (up to
- * three layers) and keys redacted. A key spelt `%73k-gs-…` or `sk-gs-<id>%5F<secret>` would
- * otherwise pass the pattern whole, or leave its secret beside the redaction. Non-ASCII stays
- * encoded: it is never part of a key.
+ * `text`, then up to three layers of its percent-encoded ASCII decoded, each a form of its own;
+ * `each` is given every layer as it is decoded (and may hide what it shows before the next).
+ * Non-ASCII stays encoded: it is never part of a key or a secret.
  */
-export function redactedPath(url: string): string {
-  let path = urlPath(url);
-  for (let i = 0; i < 3 && path.includes("%"); i++) {
-    const decoded = path.replace(/%([0-7][0-9A-Fa-f])/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
-    if (decoded === path) break;
-    path = decoded;
+function decodings(text: string, each: (layer: string) => string = (layer) => layer): string[] {
+  const forms = [text];
+  for (let i = 0; i < 3 && forms.at(-1)!.includes("%"); i++) {
+    const decoded = forms.at(-1)!.replace(/%([0-7][0-9A-Fa-f])/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+    if (decoded === forms.at(-1)) break;
+    forms.push(each(decoded));
   }
+  return forms;
+}
+
+/**
+ * A request path as logs (and a 404's message) show it: without the query, its percent-encoded
+ * ASCII decoded (up to three layers) and keys redacted. A key spelt `%73k-gs-…` or
+ * `sk-gs-<id>%5F<secret>` would otherwise pass the pattern whole, or leave its secret beside the
+ * redaction. The deployment's secrets (`hideSecrets`, secretRedactor) are looked for in the whole
+ * URL, as sent and in each layer as it is decoded, before the query is cut: one may hold a `%`
+ * or a `?`, and a client may have encoded some of it and left a `?` as it was. Where one
+ * showed, the path is cut from the URL with it hidden (a `%3F` before the query then cuts it
+ * too: the line shows less, never part of a secret).
+ */
+export function redactedPath(url: string, hideSecrets: (text: string) => string): string {
+  const hidden = decodings(hideSecrets(url), hideSecrets).at(-1)!;
+  const path = hidden === decodings(url).at(-1) ? decodings(urlPath(url)).at(-1)! : urlPath(hidden);
   return redactKeys(path);
 }

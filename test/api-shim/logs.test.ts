@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { assertNoSecrets, startShim, type Harness } from "../support/shim-harness.ts";
+import { assertNoSecrets, DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
 
 /**
  * Keys never reach the logs or metrics. Every harness also checks its own log lines when it
@@ -79,6 +79,31 @@ describe("no key or admin token in logs or metrics", () => {
       assertNoSecrets(w.logs, ["upstream-secret"]);
     } finally {
       await w.close();
+    }
+  });
+
+  it("an admin token or upstream key with '%' or '?' (any printable ASCII is allowed) reaches no line, however a client spelt it in a path; nor a 404's message", async () => {
+    for (const [token, upstreamKey] of [["s3cret%41passphrase-2024", "upstr3am%41key-x"], ["s3cretpassphrase?2024xyz", "upstr3am?key-xyz"]] as const) {
+      const w = await startShim({ env: { SHIM_ADMIN_TOKEN: token }, fake: { ...DEFAULT_FAKE, apiKey: upstreamKey } });
+      try {
+        const bodies: string[] = [];
+        for (const secret of [token, upstreamKey]) {
+          for (const p of [secret, encodeURIComponent(secret), encodeURIComponent(encodeURIComponent(secret)), secret.replace("s", "%73")]) {
+            for (const path of [`/admin/keys/${p}`, `/v1/models/${p}`, `/admin/nothing/${p}`, `/nothing/${p}`]) {
+              bodies.push(await (await fetch(w.url + path, { headers: { authorization: `Bearer ${token}` } })).text());
+            }
+          }
+        }
+        await w.waitForRequestLog((l) => l.path.startsWith("/nothing/") && l.status === 401);
+        const leaks = w.logs.filter((l) => l.includes("passphrase") || l.includes("upstr3am"));
+        expect(leaks.map((l) => JSON.parse(l).path ?? l), token).toEqual([]);
+        expect(w.logs.filter((l) => l.includes('"path":"/admin/keys/[redacted]"')).length, token).toBeGreaterThanOrEqual(8);
+        // The 404's message names the path the client sent, with the deployment's secrets hidden too.
+        expect(bodies.filter((b) => b.includes("Unknown route")).length, token).toBeGreaterThan(0);
+        expect(bodies.filter((b) => b.includes("passphrase") || b.includes("upstr3am")), token).toEqual([]);
+      } finally {
+        await w.close();
+      }
     }
   });
 
