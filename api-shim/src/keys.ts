@@ -82,40 +82,62 @@ export function redactKeys(text: string): string {
 /**
  * A client-chosen model name as every log line shows it: keys and the deployment's secrets
  * (`hideSecrets`, secretRedactor) redacted before the cut, so no secret is left half shown, and
- * at most 200 characters. Without a model list, the upstream may accept any name.
+ * at most 200 characters. Without a model list, the upstream may accept any name. As sent,
+ * unless a key or a secret shows in it once decoded (or it is encoded too deeply to tell): then
+ * decoded, with them hidden.
  */
 export function loggedModel(model: string, hideSecrets: (text: string) => string): string {
-  return hideSecrets(redactKeys(model.slice(0, 400))).slice(0, 200);
+  const text = model.slice(0, 400);
+  const hidden = redactKeys(decoded(text, hideSecrets));
+  return (hidden === layers(text).at(-1) ? text : hidden).slice(0, 200);
 }
 
 /**
  * Redacts the deployment's own secrets (the admin token, the upstream's key) from text a client
  * chose (a path, a model name) before it is logged: unlike API keys they have no prefix to find.
- * Each is hidden as configured and in each of its decoded forms (percent-encoded ASCII, as
- * logged paths are decoded: a token may hold any printable ASCII, `%41` included). Secrets too
- * short to mean anything in a log (none are, as configured) are left alone.
+ * Each is hidden as configured and in each of its decoded forms, however short (percent-encoded
+ * ASCII, as logged paths are decoded: a token may hold any printable ASCII, `%41` included).
+ * Secrets too short to mean anything in a log (none are, as configured) are left alone.
  */
 export function secretRedactor(secrets: readonly (string | null)[]): (text: string) => string {
-  const forms = new Set(secrets.flatMap((s) => (s === null ? [] : decodings(s))).filter((s) => s.length >= 8));
+  const forms = new Set(secrets.filter((s): s is string => s !== null && s.length >= 8).flatMap((s) => layers(s)));
   const hidden = [...forms].sort((a, b) => b.length - a.length); // a longer form before one inside it
   if (hidden.length === 0) return (text) => text;
   return (text) => hidden.reduce((t, secret) => (t.includes(secret) ? t.replaceAll(secret, "[redacted]") : t), text);
 }
+
+const ENCODED_ASCII = /%([0-7][0-9A-Fa-f])/g;
+const decodeAscii = (text: string) => text.replace(ENCODED_ASCII, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+const same = (text: string) => text;
 
 /**
  * `text`, then up to three layers of its percent-encoded ASCII decoded, each a form of its own;
  * `each` is given every layer as it is decoded (and may hide what it shows before the next).
  * Non-ASCII stays encoded: it is never part of a key or a secret.
  */
-function decodings(text: string, each: (layer: string) => string = (layer) => layer): string[] {
-  const forms = [text];
+function layers(text: string, each: (layer: string) => string = same): string[] {
+  const forms = [each(text)];
   for (let i = 0; i < 3 && forms.at(-1)!.includes("%"); i++) {
-    const decoded = forms.at(-1)!.replace(/%([0-7][0-9A-Fa-f])/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
-    if (decoded === forms.at(-1)) break;
-    forms.push(each(decoded));
+    const next = decodeAscii(forms.at(-1)!);
+    if (next === forms.at(-1)) break;
+    forms.push(each(next));
   }
   return forms;
 }
+
+/**
+ * The last of `text`'s layers, with `each` given every one. What is still encoded after three
+ * layers (no client encodes deeper, but anyone may) is cut: decoded once more by whoever reads
+ * the log, it could be a key or a secret.
+ */
+function decoded(text: string, each: (layer: string) => string = same): string {
+  const last = layers(text, each).at(-1)!;
+  const deeper = last.search(/%[0-7][0-9A-Fa-f]/);
+  return deeper === -1 ? last : `${last.slice(0, deeper)}[encoded too deeply]`;
+}
+
+/** nginx passes request lines of at most 8 KiB; a longer URL came straight to the shim. */
+const LONGEST_LOGGED_URL = 16_384;
 
 /**
  * A request path as logs (and a 404's message) show it: without the query, its percent-encoded
@@ -125,10 +147,12 @@ function decodings(text: string, each: (layer: string) => string = (layer) => la
  * URL, as sent and in each layer as it is decoded, before the query is cut: one may hold a `%`
  * or a `?`, and a client may have encoded some of it and left a `?` as it was. Where one
  * showed, the path is cut from the URL with it hidden (a `%3F` before the query then cuts it
- * too: the line shows less, never part of a secret).
+ * too: the line shows less, never part of a secret). A URL longer than nginx passes is not
+ * decoded (each layer costs milliseconds at 64 KiB) and only its length is shown.
  */
 export function redactedPath(url: string, hideSecrets: (text: string) => string): string {
-  const hidden = decodings(hideSecrets(url), hideSecrets).at(-1)!;
-  const path = hidden === decodings(url).at(-1) ? decodings(urlPath(url)).at(-1)! : urlPath(hidden);
+  if (url.length > LONGEST_LOGGED_URL) return `[a URL of ${url.length} characters, not logged]`;
+  const hidden = decoded(url, hideSecrets);
+  const path = hidden === decoded(url) ? decoded(urlPath(url)) : urlPath(hidden);
   return redactKeys(path);
 }

@@ -3,7 +3,7 @@ import pino from "pino";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import { Inflight } from "../../api-shim/src/inflight.ts";
 import { createLogger, requestLogger, type RequestLine } from "../../api-shim/src/logger.ts";
-import { generateKey, hashKey, parseKeyId, randomBase62, redactKeys, secretsEqual, verifyKey, bearerToken } from "../../api-shim/src/keys.ts";
+import { generateKey, hashKey, loggedModel, parseKeyId, randomBase62, redactedPath, redactKeys, secretRedactor, secretsEqual, verifyKey, bearerToken } from "../../api-shim/src/keys.ts";
 import { usageOfBody } from "../../api-shim/src/answer-body.ts";
 import { spliceJson, spliceJsonBytes } from "../../api-shim/src/json-splice.ts";
 import { storedUsage, StreamMeter } from "../../api-shim/src/metering.ts";
@@ -231,6 +231,41 @@ describe("keys", () => {
   it("redacts key-shaped text", () => {
     const { key } = generateKey();
     expect(redactKeys(`/v1/${key}/x`)).toBe("/v1/sk-gs-[redacted]/x");
+  });
+  /** `text` with its first character percent-encoded, then the whole encoded `layers - 1` more times. */
+  const encoded = (text: string, layers: number) => {
+    if (layers === 0) return text;
+    let spelt = `%${text.charCodeAt(0).toString(16)}${text.slice(1)}`;
+    for (let i = 1; i < layers; i++) spelt = encodeURIComponent(spelt);
+    return spelt;
+  };
+  it("keeps keys and the deployment's secrets out of logged paths and model names, however deeply encoded", () => {
+    const token = "s3cretpassphrase-2024";
+    const hide = secretRedactor([token, null]);
+    const { key } = generateKey();
+    for (let times = 0; times <= 6; times++) {
+      for (const path of [`/v1/models/${encoded(token, times)}`, `/v1/models/${encoded(key, times)}`]) {
+        const logged = redactedPath(path, hide);
+        expect(logged, path).not.toMatch(/3cretpassphrase|[A-Za-z0-9]{32}/);
+        expect(logged, path).toMatch(/^\/v1\/models\//);
+        const model = loggedModel(path.slice("/v1/models/".length), hide);
+        expect(model, path).not.toMatch(/3cretpassphrase|[A-Za-z0-9]{32}/);
+      }
+    }
+    // Nothing to hide: as before (the path decoded, a model name as sent).
+    expect(redactedPath("/v1/models/qwen%2520coder?x=1", hide)).toBe("/v1/models/qwen coder");
+    expect(loggedModel("qwen2.5-7b", hide)).toBe("qwen2.5-7b");
+  });
+  it("hides a configured secret in every decoded form, however short that form", () => {
+    // A 21-character token (long enough to be one) whose decoded form is 7 characters.
+    const hide = secretRedactor(["%41%42%43%44%45%46%47", null]);
+    expect(redactedPath("/v1/x/ABCDEFG", hide)).not.toContain("ABCDEFG");
+    expect(redactedPath("/v1/x/%41%42%43%44%45%46%47", hide)).not.toContain("ABCDEFG");
+  });
+  it("does not decode a URL far longer than any nginx passes, and says what it was", () => {
+    const hide = secretRedactor(["s3cretpassphrase-2024", null]);
+    const logged = redactedPath(`/v1/models/${"%2541".repeat(20_000)}`, hide);
+    expect(logged).toBe("[a URL of 100011 characters, not logged]");
   });
 });
 
