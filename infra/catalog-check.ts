@@ -19,7 +19,7 @@ export interface ApiRegion {
 export interface CatalogDisagreements {
   /** The plan's figures (class, vCPU, RAM, price) differ: the host still works, the catalog is stale. */
   readonly warnings: string[];
-  /** The region cannot run the host (no GPU Linodes, no Metadata for cloud-init, not listed, not ok). */
+  /** The region cannot run the host (no GPU Linodes, no Metadata for cloud-init, not listed). */
   readonly blockers: string[];
 }
 
@@ -28,7 +28,7 @@ export interface CatalogDisagreements {
  * can say clearly what changed rather than fail later in a confusing way. A price of 0 means
  * the API does not publish one for the plan (seen for GPU plans in 2026), so it is not reported.
  * A region where the host could not boot as a GPU host or run its cloud-init is a blocker: the
- * instance would bill and host-ready would fail.
+ * instance would bill and host-ready would fail. A region's status other than "ok" is a warning.
  */
 export function catalogDisagreements(plan: GpuPlan, region: string, type: ApiInstanceType, regions: readonly ApiRegion[]): CatalogDisagreements {
   const warnings: string[] = [];
@@ -40,6 +40,10 @@ export function catalogDisagreements(plan: GpuPlan, region: string, type: ApiIns
   if (price && price.hourly > 0 && Math.abs(price.hourly - plan.hourlyUsd) > 0.005) {
     warnings.push(`${where} ${plan.id} costs $${plan.hourlyUsd}/hour; Linode reports $${price.hourly}/hour (cost outputs use the catalog)`);
   }
+  // An outage passes: a host that exists must stay updatable through one (a ttlHours raise keeps
+  // reap-expired from destroying it), and a new one is as likely to come up when it ends.
+  const status = regions.find((r) => r.id === region)?.status;
+  if (status !== undefined && status !== "ok") warnings.push(`Linode reports region ${region} as "${status}": the instance may be slow to create or to boot until it is "ok"`);
   return { warnings, blockers: regionBlockers(region, regions) };
 }
 
@@ -50,13 +54,12 @@ function regionBlockers(region: string, regions: readonly ApiRegion[]): string[]
   if (!r.capabilities.includes("GPU Linodes")) out.push(`Linode does not list GPU Linodes in region ${region}`);
   // User data (cloud-init) only reaches the instance where the Metadata service runs.
   if (!r.capabilities.includes("Metadata")) out.push(`region ${region} has no Metadata service, so the host's cloud-init would not run`);
-  if (r.status !== "ok") out.push(`Linode reports region ${region} as "${r.status}" (it may be ready again later)`);
   return out;
 }
 
 /** The error `pulumi up` stops with on blockers: what is wrong, and the regions that would do. */
 export function blockedDeployMessage(plan: GpuPlan, region: string, blockers: readonly string[], regions: readonly ApiRegion[]): string {
-  const ready = regionsOffering(plan).filter((id) => id !== region && regionBlockers(id, regions).length === 0);
+  const ready = regionsOffering(plan).filter((id) => id !== region && regionBlockers(id, regions).length === 0 && regions.find((r) => r.id === id)?.status === "ok");
   return `not creating the GPU instance: ${blockers.join("; ")}. ` +
     `Choose another region with \`pulumi config set gpu-sandbox:region <id>\`` +
     (ready.length ? ` (${plan.gpu} regions Linode reports ready: ${ready.join(", ")})` : "") +

@@ -50,11 +50,11 @@ describe("catalog cross-check with the Linode API", () => {
         "infra/catalog.ts says g2-gpu-rtx4000a1-s has 4 vCPUs; Linode reports 8",
         "infra/catalog.ts says g2-gpu-rtx4000a1-s has 16384 MB RAM; Linode reports 32768",
         "infra/catalog.ts says g2-gpu-rtx4000a1-s costs $0.52/hour; Linode reports $0.6/hour (cost outputs use the catalog)",
+        'Linode reports region us-ord as "outage": the instance may be slow to create or to boot until it is "ok"',
       ],
       blockers: [
         "Linode does not list GPU Linodes in region us-ord",
         "region us-ord has no Metadata service, so the host's cloud-init would not run",
-        'Linode reports region us-ord as "outage" (it may be ready again later)',
       ],
     });
     expect(catalogDisagreements(plan, "us-mia", apiType, apiRegions).blockers).toEqual(["Linode does not list region us-mia"]);
@@ -86,10 +86,10 @@ describe("pulumi up in a region the host cannot boot in", () => {
   const READY = ["Linodes", "GPU Linodes", "Metadata", "Block Storage", "Cloud Firewall"];
   const apiRegion = (id: string, capabilities: string[], status = "ok") =>
     ({ id, label: id, country: "us", status, siteType: "core", placementGroupLimits: [], capabilities });
-  /** us-east as given, beside an RTX 6000 region that is ready and one that is not. */
+  /** us-east as given, beside an RTX 6000 region that is ready, one that is not and one in an outage. */
   const usEast = (capabilities: string[], status = "ok") => ({
     id: "regions",
-    regions: [apiRegion("us-east", capabilities, status), apiRegion("us-southeast", READY), apiRegion("eu-central", ["Linodes", "GPU Linodes"])],
+    regions: [apiRegion("us-east", capabilities, status), apiRegion("us-southeast", READY), apiRegion("eu-central", ["Linodes", "GPU Linodes"]), apiRegion("ap-west", READY, "outage")],
   });
   const rtx6000Type = () => ({ id: "g1-gpu-rtx6000-1", class: "gpu", vcpus: 8, memory: 32768, prices: [{ hourly: 1.5, monthly: 1000 }] });
 
@@ -120,7 +120,6 @@ describe("pulumi up in a region the host cannot boot in", () => {
   it.each([
     ["has no Metadata service", usEast(["Linodes", "GPU Linodes", "Block Storage", "Cloud Firewall"]), /region us-east has no Metadata service/],
     ["offers no GPU Linodes", usEast(["Linodes", "Metadata", "Block Storage", "Cloud Firewall"]), /Linode does not list GPU Linodes in region us-east/],
-    ["is in an outage", usEast(READY, "outage"), /Linode reports region us-east as "outage"/],
     ["is not listed", { id: "regions", regions: usEast(READY).regions.slice(1) }, /Linode does not list region us-east/],
   ])("stops before the instance bills when the region %s, and says what to do", async (_why, regions, reason) => {
     const { resources, errors, failures } = await deploy({ "linode:index/getRegions:getRegions": () => regions });
@@ -156,6 +155,14 @@ describe("pulumi up in a region the host cannot boot in", () => {
     expect(names(resources)).toEqual(expect.arrayContaining(["acme-instance", "acme-host-ready"]));
     expect(resources.find((r) => r.name === "acme-instance")?.inputs.region).toBe("us-east");
     expect(warnings).toContain("infra/catalog.ts says g1-gpu-rtx6000-1 has 8 vCPUs; Linode reports 12");
+  });
+
+  it("goes on through an outage of the region, with a warning: an existing tenant stays updatable (a ttlHours raise)", async () => {
+    const { resources, warnings, errors, failures } = await deploy({ "linode:index/getRegions:getRegions": () => usEast(READY, "outage") });
+    expect(failures).toEqual([]);
+    expect(errors).toEqual([]);
+    expect(names(resources)).toEqual(expect.arrayContaining(["acme-instance", "acme-host-ready"]));
+    expect(warnings).toContain('Linode reports region us-east as "outage": the instance may be slow to create or to boot until it is "ok"');
   });
 
   it("does not block the deploy when the check itself cannot ask Linode, and says so", async () => {
