@@ -1,4 +1,4 @@
-import { eventData } from "./sse.ts";
+import { eventData, replaceEventData } from "./sse.ts";
 import type { Usage } from "./pricing.ts";
 
 /**
@@ -10,7 +10,7 @@ import type { Usage } from "./pricing.ts";
  */
 export type MeteredEvent =
   | { kind: "chunk"; forward: string } // forward = the event text to send
-  | { kind: "usage"; forward: string | null } // the final usage-only chunk (null = hide it)
+  | { kind: "usage"; forward: string | null; data: string } // a usage-only chunk (forward null = hide it), and its data
   | { kind: "error"; data: string } // upstream error inside the stream (its JSON)
   | { kind: "done" };
 
@@ -87,7 +87,7 @@ export class StreamMeter {
     if (usage && choices.length === 0) {
       this.finalUsage = usage;
       this.usageShown ||= this.options.clientWantsUsage;
-      return { kind: "usage", forward: this.options.clientWantsUsage ? event : null };
+      return { kind: "usage", forward: this.options.clientWantsUsage ? event : null, data };
     }
     for (const c of choices) {
       if (hasContent(c)) this.generated++;
@@ -101,7 +101,7 @@ export class StreamMeter {
       // did not ask for usage does not see it.
       this.running.set(indexOf(choices[0]), usage);
       if (this.options.hideContinuous || !this.options.clientWantsUsage) {
-        return { kind: "chunk", forward: `data: ${withoutUsage(data, chunk)}` };
+        return { kind: "chunk", forward: replaceEventData(event, withoutUsage(data, chunk)) };
       }
       this.usageShown = true;
     }

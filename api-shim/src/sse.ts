@@ -78,3 +78,24 @@ export function eventData(event: string): string | null {
   }
   return data;
 }
+
+/**
+ * The event with its data replaced: `data` (its lines, one `data:` line each) where the event's
+ * first data line was, its other lines (`id:`, `event:`, `retry:`, comments) kept as they were.
+ * Writing the new data on one line would break an event whose data spanned several (each line
+ * after the first would lose its `data:` prefix), and writing only the data would drop the rest.
+ */
+export function replaceEventData(event: string, data: string): string {
+  const dataLines = `data: ${data.replaceAll("\n", "\ndata: ")}`;
+  if (!event.includes("\n")) return dataLines; // one data line: vLLM's and LiteLLM's events
+  const lines: string[] = [];
+  let placed = false;
+  for (const line of event.split("\n")) {
+    if (!line.startsWith("data:")) lines.push(line);
+    else if (!placed) {
+      lines.push(dataLines);
+      placed = true;
+    }
+  }
+  return lines.join("\n");
+}

@@ -10,7 +10,7 @@ import { loggedModel } from "./keys.ts";
 import { formatCredits } from "./money.ts";
 import type { Settlement } from "./settlement.ts";
 import { writeWithBackpressure } from "./response-writer.ts";
-import { sseEvents } from "./sse.ts";
+import { replaceEventData, sseEvents } from "./sse.ts";
 import { StoreUnavailableError } from "./store/store.ts";
 import { countUpstreamFailure, transportCause, upstreamErrorBody, type UpstreamResponse } from "./upstream.ts";
 
@@ -93,7 +93,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       }
       if (m.kind === "usage") {
         const { cost, available } = await settlement.settle(200, meter.usage());
-        if (m.forward) await write(`${spliceJson(m.forward, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) })}\n\n`);
+        if (m.forward) await write(`${replaceEventData(m.forward, spliceJson(m.data, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) }))}\n\n`);
         continue;
       }
       await write(`${m.forward}\n\n`);

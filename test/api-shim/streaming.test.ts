@@ -457,14 +457,15 @@ describe("a drain that starts while a request's hold is being made", () => {
 });
 
 /**
- * The upstream's body ends (cleanly, or its connection drops) after the answer and its usage but
- * before `data: [DONE]`: LiteLLM or a worker restarting, a proxy cutting an idle connection. The
- * client has the whole answer and the usage says what it cost: it is a whole stream, not a failure.
+ * A shim in front of a scripted upstream, set up for the describe that calls it: each request is
+ * answered with the events last `play`ed, written one at a time, then the body ends (or, with
+ * `drop`, its connection drops). Model "m" costs 1 credit a request, 0.001 a prompt token and 1
+ * a completion token (`cost`); "cu" is a model whose upstream sends running usage on every chunk
+ * (vLLM's continuous usage stats).
  */
-describe("a stream whose usage arrived but whose [DONE] did not", () => {
+function scriptedUpstream() {
   let upstream: ReturnType<typeof createServer>;
   let h: Harness;
-  /** The events the scripted upstream sends, then whether it drops the connection instead of ending the body. */
   let script: { events: string[]; drop: boolean } = { events: [], drop: false };
   beforeAll(async () => {
     upstream = createServer((req, res) => {
@@ -482,7 +483,6 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
     await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
     h = await startShim({
       file: {
-        // "cu": a model whose upstream sends running usage on every chunk (vLLM's continuous usage stats).
         models: [{ name: "m", maxModelLen: 8192 }, { name: "cu", maxModelLen: 8192, continuousUsage: true }],
         pricing: { request: 1, models: { m: { promptPer1k: 1, completionPer1k: 1000 } } },
       },
@@ -493,23 +493,41 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
     await h.close();
     upstream.close();
   });
-
-  const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", created: 1, model: "m", choices, ...extra })}\n\n`;
-  const choice = (delta: Record<string, unknown>, finish: string | null = null, index = 0) => ({ index, delta, logprobs: null, finish_reason: finish });
-  const usage = (prompt: number, completion: number) => ({ usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion } });
-  const content = [chunk([choice({ role: "assistant", content: "" })]), chunk([choice({ content: "a" })]), chunk([choice({ content: " b" })])];
   const streamCuts = async () => Number(/shim_upstream_failures_total\{reason="stream_cut"\} (\d+)/.exec(await (await fetch(`${h.url}/metrics`)).text())?.[1] ?? 0);
-
-  /** Runs one streamed request against the script: what the client read, the request's log line, what it cost, and the stream_cut count it added. */
-  const run = async (events: string[], drop: boolean, extra: Record<string, unknown> = {}) => {
+  const play = (events: string[], drop = false) => {
     script = { events, drop };
-    const cutsBefore = await streamCuts();
-    const { key, id } = await h.createKey({ credits: 1000 });
-    const res = await h.post(key, "/v1/chat/completions", { model: "m", messages: [{ role: "user", content: "hi" }], max_tokens: 10, stream: true, ...extra });
-    const text = await res.text();
-    const line = await h.waitForRequestLog((e) => e.keyId === id);
-    return { text, line, charged: 1000 * CREDIT - (await h.store.getKey(id))!.balance, cuts: (await streamCuts()) - cutsBefore };
   };
+  return {
+    /** The shim (set once the describe's beforeAll ran). */
+    get h() {
+      return h;
+    },
+    play,
+    /** Runs one streamed request against these events: what the client read, the request's log line, what it cost, and the stream_cut count it added. */
+    async run(events: string[], drop = false, extra: Record<string, unknown> = {}) {
+      play(events, drop);
+      const cutsBefore = await streamCuts();
+      const { key, id } = await h.createKey({ credits: 1000 });
+      const res = await h.post(key, "/v1/chat/completions", { model: "m", messages: [{ role: "user", content: "hi" }], max_tokens: 10, stream: true, ...extra });
+      const text = await res.text();
+      const line = await h.waitForRequestLog((e) => e.keyId === id);
+      return { text, line, charged: 1000 * CREDIT - (await h.store.getKey(id))!.balance, cuts: (await streamCuts()) - cutsBefore };
+    },
+  };
+}
+
+const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", created: 1, model: "m", choices, ...extra })}\n\n`;
+const choice = (delta: Record<string, unknown>, finish: string | null = null, index = 0) => ({ index, delta, logprobs: null, finish_reason: finish });
+const usage = (prompt: number, completion: number) => ({ usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion } });
+
+/**
+ * The upstream's body ends (cleanly, or its connection drops) after the answer and its usage but
+ * before `data: [DONE]`: LiteLLM or a worker restarting, a proxy cutting an idle connection. The
+ * client has the whole answer and the usage says what it cost: it is a whole stream, not a failure.
+ */
+describe("a stream whose usage arrived but whose [DONE] did not", () => {
+  const { run } = scriptedUpstream();
+  const content = [chunk([choice({ role: "assistant", content: "" })]), chunk([choice({ content: "a" })]), chunk([choice({ content: " b" })])];
 
   const shapes = [
     // LiteLLM (some versions): the finish and the whole request's usage on one chunk that keeps its choice.
@@ -584,4 +602,43 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
       }
     });
   }
+});
+
+/**
+ * Events the shim rewrites (usage hidden from a client that did not ask) must stay the events
+ * they were, and usage-only chunks that do not end the answer must not freeze its charge.
+ */
+describe("usage in a stream's events, as the upstream happened to write them", () => {
+  const scripted = scriptedUpstream();
+  const { run } = scripted;
+  const ask = { model: "m", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 10, stream: true as const };
+  const dataEvents = (text: string) => text.split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => JSON.parse(e.slice("data: ".length)));
+  // LiteLLM's finish chunk with the whole request's usage, its data over two lines (valid SSE: sse-starlette splits on newlines).
+  const finish = chunk([choice({}, "stop")], usage(5, 2)).slice("data: ".length, -2);
+  const cut = finish.indexOf('"choices"');
+  const twoLines = `data: ${finish.slice(0, cut)}\ndata: ${finish.slice(cut)}\n\n`;
+
+  it("an event whose data spans several lines, its usage hidden, is still one event each line of which is data (the SDK reads it)", async () => {
+    scripted.play([chunk([choice({ role: "assistant", content: "a" })]), twoLines, "data: [DONE]\n\n"]);
+    const { key } = await scripted.h.createKey({ credits: 1000 });
+    const seen = [];
+    for await (const c of await scripted.h.client(key).chat.completions.create(ask)) seen.push(c);
+    expect(seen.map((c) => c.choices[0]?.finish_reason)).toEqual([null, "stop"]);
+    expect(seen.every((c) => c.usage === undefined)).toBe(true);
+  });
+
+  it("an event whose usage is hidden keeps its id:, event: and retry: lines", async () => {
+    const { text, charged } = await run([chunk([choice({ role: "assistant", content: "a" })]), `id: 2\nevent: message\nretry: 900\ndata: ${finish}\n\n`, "data: [DONE]\n\n"]);
+    expect(text).toContain(`id: 2\nevent: message\nretry: 900\ndata: ${chunk([choice({}, "stop")]).slice("data: ".length, -2)}\n\n`);
+    expect(charged).toBe(cost(5, 2));
+  });
+
+  it("a usage-only chunk written over several lines, with an id: line, carries the credits to a client that asked", async () => {
+    const only = chunk([], usage(5, 2)).slice("data: ".length, -2);
+    const at = only.indexOf('"usage"');
+    const { text } = await run([chunk([choice({ role: "assistant", content: "a b" })]), chunk([choice({}, "stop")]), `id: 3\ndata: ${only.slice(0, at)}\ndata: ${only.slice(at)}\n\n`, "data: [DONE]\n\n"], false, { stream_options: { include_usage: true } });
+    const event = text.split("\n\n").find((e) => e.startsWith("id: 3\n"))!;
+    expect(event.split("\n").slice(1).every((l) => l.startsWith("data: "))).toBe(true);
+    expect(JSON.parse(event.split("\n").slice(1).map((l) => l.slice("data: ".length)).join("\n"))).toMatchObject({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 2 }, credits_charged: cost(5, 2) / CREDIT });
+  });
 });

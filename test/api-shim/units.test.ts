@@ -14,7 +14,7 @@ import { parsePeriod, showPeriod } from "../../api-shim/src/period.ts";
 import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
 import { durationString, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/rate-limit.ts";
 import { rateLimited } from "../../api-shim/src/auth.ts";
-import { eventData, EventTooLargeError, sseEvents } from "../../api-shim/src/sse.ts";
+import { eventData, EventTooLargeError, replaceEventData, sseEvents } from "../../api-shim/src/sse.ts";
 import { upstreamErrorBody } from "../../api-shim/src/upstream.ts";
 
 describe("money", () => {
@@ -382,6 +382,11 @@ describe("SSE splitting and metering", () => {
     expect(eventData("data:x\ndata: y")).toBe("x\ny");
     expect(eventData(": comment")).toBeNull();
   });
+  it("replaces an event's data keeping its other lines, one data: line per line of data", () => {
+    expect(replaceEventData('data: {"a":1}', '{"b":2}')).toBe('data: {"b":2}');
+    expect(replaceEventData('data: {"a":\ndata:1}', '{"b":\n2}')).toBe('data: {"b":\ndata: 2}');
+    expect(replaceEventData('id: 7\nevent: message\ndata: {"a":\ndata: 1}\nretry: 10\n: c', '{"b":2}')).toBe('id: 7\nevent: message\ndata: {"b":2}\nretry: 10\n: c');
+  });
   it("meters usage chunks, hides them when not asked, counts content chunks as a fallback", () => {
     const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: true, outputsPerPrompt: 1, outputs: 1 });
     expect(m.process('data: {"choices":[{"delta":{"role":"assistant","content":""}}],"usage":{"prompt_tokens":3,"completion_tokens":0}}')).toEqual({ kind: "chunk", forward: 'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}' });
@@ -390,7 +395,7 @@ describe("SSE splitting and metering", () => {
     expect(m.generated).toBe(2);
     // The running usage said 1, but two chunks carried content: a running count is never taken below that.
     expect(m.usage()).toEqual({ promptTokens: 3, completionTokens: 2 });
-    expect(m.process('data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}')).toEqual({ kind: "usage", forward: null });
+    expect(m.process('data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}')).toEqual({ kind: "usage", forward: null, data: '{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}' });
     expect(m.usage()).toEqual({ promptTokens: 3, completionTokens: 2 });
     expect(m.process("data: [DONE]")).toEqual({ kind: "done" });
     expect(m.process('data: {"error": {"message": "x"}}').kind).toBe("error");
