@@ -39,9 +39,16 @@ interface ChunkJson {
   error?: unknown;
 }
 
+/** A usage object's counts, each read on its own: null where the upstream's is missing or not a count. */
+export interface Counts {
+  promptTokens: number | null;
+  completionTokens: number | null;
+}
+
 export class StreamMeter {
   private readonly options: MeterOptions;
-  finalUsage: Usage | null = null;
+  /** The usage-only chunk's counts (`choices: []`, sent once the answer is whole). */
+  finalUsage: Counts | null = null;
   /** The latest usage on a chunk with choices, by choice index: vLLM's continuous usage is per output. */
   private readonly running = new Map<number, Usage>();
   /** Choices that carried generated content: each carries at least one token. */
@@ -82,10 +89,12 @@ export class StreamMeter {
     if (chunk === null || typeof chunk !== "object") return { kind: "chunk", forward: event };
     if (chunk.error !== null && typeof chunk.error === "object") return { kind: "error", data };
     this.frame = { id: chunk.id, object: chunk.object, created: chunk.created, model: chunk.model };
-    const usage = toUsage(chunk.usage);
+    // A usage chunk is one by its shape, whether or not its figures can be read: shown only to a
+    // client that asked (a usage-only chunk, `choices: []`, breaks `chunk.choices[0].delta`).
+    const hasUsage = chunk.usage !== null && typeof chunk.usage === "object";
     const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
-    if (usage && choices.length === 0) {
-      this.finalUsage = usage;
+    if (hasUsage && choices.length === 0) {
+      this.finalUsage = readCounts(chunk.usage as UsageJson);
       this.usageShown ||= this.options.clientWantsUsage;
       return { kind: "usage", forward: this.options.clientWantsUsage ? event : null, data };
     }
@@ -93,13 +102,14 @@ export class StreamMeter {
       if (hasContent(c)) this.generated++;
       if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
     }
+    const usage = toUsage(chunk.usage);
     if (usage && this.finished.size >= this.options.outputs) this.usageAfterFinish = true;
-    if (usage) {
+    if (usage) this.running.set(indexOf(choices[0]), usage);
+    if (hasUsage) {
       // Usage on a chunk that also has choices: vLLM's continuous stats (per output), or
       // LiteLLM's final usage chunk (whole-request usage that keeps a choice, unlike OpenAI's).
       // The latest per output is what to charge if no usage-only chunk follows. A client that
       // did not ask for usage does not see it.
-      this.running.set(indexOf(choices[0]), usage);
       if (this.options.hideContinuous || !this.options.clientWantsUsage) {
         return { kind: "chunk", forward: replaceEventData(event, withoutUsage(data, chunk)) };
       }
@@ -122,9 +132,14 @@ export class StreamMeter {
     return `data: ${JSON.stringify({ ...this.frame, choices: [], usage })}`;
   }
 
-  /** Whether the upstream reported any usage (final, or running on a chunk). */
+  /** Whether the upstream reported any usage (a usage-only chunk, or running usage on a chunk). */
   get sawUsage(): boolean {
     return this.finalUsage !== null || this.running.size > 0;
+  }
+
+  /** Whether the upstream reported its prompt's tokens: else `usage()` charges the estimate. */
+  get promptReported(): boolean {
+    return this.finalUsage ? this.finalUsage.promptTokens !== null : this.running.size > 0;
   }
 
   /**
@@ -149,7 +164,9 @@ export class StreamMeter {
   }
 
   /**
-   * What to charge for: the upstream's usage chunk; else (stream cut short) the running usage:
+   * What to charge for: the upstream's usage-only chunk, each count on its own (a prompt it does
+   * not report is estimated as below, a completion count the content chunks seen); else
+   * (stream cut short) the running usage:
    * each output's latest completion tokens summed, each prompt's tokens once (outputs i and j
    * share a prompt when ⌊i/n⌋ = ⌊j/n⌋); else the count of content-bearing chunks as completion
    * tokens (never too many: each carried at least one). A running count is never taken below
@@ -158,7 +175,8 @@ export class StreamMeter {
    * here too), else `promptEstimate()` once content came.
    */
   usage(promptOwed = true, promptEstimate: () => number = () => 0): Usage {
-    if (this.finalUsage) return this.finalUsage;
+    const f = this.finalUsage;
+    if (f) return { promptTokens: f.promptTokens ?? (promptOwed ? promptEstimate() : 0), completionTokens: f.completionTokens ?? this.generated };
     if (this.running.size === 0) return { promptTokens: promptOwed && this.generated > 0 ? promptEstimate() : 0, completionTokens: this.generated };
     const prompts = new Map<number, number>();
     let completion = 0;
@@ -177,6 +195,12 @@ const USAGE_OBJECT = /"usage"\s*:\s*\{/;
 const FINISH = /"finish_reason"\s*:\s*"/;
 const CONTENT = /"(?:content|text|reasoning_content|reasoning)"\s*:\s*"[^"]|"tool_calls"\s*:\s*\[\s*\{/;
 
+/** A stream's usage object's counts, each read on its own. */
+export function readCounts(u: UsageJson): Counts {
+  return { promptTokens: isCount(u.prompt_tokens) ? u.prompt_tokens : null, completionTokens: isCount(u.completion_tokens) ? u.completion_tokens : null };
+}
+
+/** A usage object whose counts can both be read (a missing completion count is 0: embeddings have none), else null. */
 export function toUsage(u: UsageJson | null | undefined): Usage | null {
   if (!u || typeof u !== "object") return null;
   const p = u.prompt_tokens;

@@ -92,7 +92,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
         break;
       }
       if (m.kind === "usage") {
-        const { cost, available } = await settlement.settle(200, meter.usage());
+        const { cost, available } = await settlement.settle(200, meter.usage(true, input.promptEstimate));
         if (m.forward) await write(`${replaceEventData(m.forward, spliceJson(m.data, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) }))}\n\n`);
         continue;
       }
@@ -108,11 +108,12 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       failure = new ShimError("upstream_error");
       metricReason = "stream_cut";
     }
-    if (!failure && sawDone && !meter.sawUsage) {
-      // The shim asked for usage and the upstream ignored it: charged from an estimate below,
-      // and shown to the operator, who can fix the upstream.
+    if (!failure && sawDone && !meter.promptReported) {
+      // The shim asked for usage and the upstream ignored it (or sent no prompt count): charged
+      // from an estimate below, and shown to the operator, who can fix the upstream.
       metricReason = "no_usage";
-      request.log.warn({ reqId: request.id, model: loggedModel(request.shim.model ?? "", ctx.hideSecrets) }, "stream ended without usage: prompt estimated, completion counted in chunks");
+      const message = meter.sawUsage ? "stream usage without prompt_tokens: prompt estimated" : "stream ended without usage: prompt estimated, completion counted in chunks";
+      request.log.warn({ reqId: request.id, model: loggedModel(request.shim.model ?? "", ctx.hideSecrets) }, message);
     }
   } catch (e) {
     if (signal.aborted && signal.reason === "client") clientGone = true;

@@ -633,6 +633,19 @@ describe("usage in a stream's events, as the upstream happened to write them", (
     expect(charged).toBe(cost(5, 2));
   });
 
+  it("a usage-only chunk the shim cannot wholly read is still a usage-only chunk: hidden from a client that did not ask, its completion count charged", async () => {
+    const unread = chunk([], { usage: { prompt_tokens: null, completion_tokens: 2, total_tokens: 2 } });
+    const events = [chunk([choice({ role: "assistant", content: "a b" })]), chunk([choice({}, "stop")]), unread, "data: [DONE]\n\n"];
+    const { text, charged } = await run(events);
+    expect(dataEvents(text).every((c) => c.choices.length > 0)).toBe(true); // `chunk.choices[0].delta` holds for every chunk
+    // The prompt, unreported, is estimated as for a stream without usage: the messages' JSON bytes / 4.
+    const estimate = Math.ceil(Buffer.byteLength(JSON.stringify(ask.messages)) / 4);
+    expect(charged).toBe(cost(estimate, 2));
+    expect(scripted.h.logs.filter((l) => l.includes("stream usage without prompt_tokens: prompt estimated"))).toHaveLength(1); // the operator is told, as for a stream without usage
+    const asked = await run(events, false, { stream_options: { include_usage: true } });
+    expect(dataEvents(asked.text).at(-1)).toMatchObject({ choices: [], usage: { prompt_tokens: null, completion_tokens: 2 }, credits_charged: cost(estimate, 2) / CREDIT });
+  });
+
   it("a usage-only chunk written over several lines, with an id: line, carries the credits to a client that asked", async () => {
     const only = chunk([], usage(5, 2)).slice("data: ".length, -2);
     const at = only.indexOf('"usage"');

@@ -400,6 +400,13 @@ describe("SSE splitting and metering", () => {
     expect(m.process("data: [DONE]")).toEqual({ kind: "done" });
     expect(m.process('data: {"error": {"message": "x"}}').kind).toBe("error");
   });
+  it("hides usage it cannot read as it hides usage it can: by the chunk's shape", () => {
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1 });
+    expect(m.process('data: {"choices":[{"delta":{"content":"a"}}],"usage":{"prompt_tokens":null,"completion_tokens":1}}')).toEqual({ kind: "chunk", forward: 'data: {"choices":[{"delta":{"content":"a"}}]}' });
+    expect(m.process('data: {"choices":[],"usage":{}}')).toMatchObject({ kind: "usage", forward: null });
+    expect(m.promptReported).toBe(false);
+    expect(m.usage(true, () => 7)).toEqual({ promptTokens: 7, completionTokens: 1 });
+  });
   it("splices members into a JSON object's text without reformatting it", () => {
     expect(spliceJson('{"a": 1.0, "b" : [ ]}\n', { c: "2" })).toBe('{"a": 1.0, "b" : [ ],"c":2}\n');
     expect(spliceJson("{}", { c: "2" })).toBe('{"c":2}');
