@@ -10,9 +10,12 @@ import type { Usage } from "./pricing.ts";
  */
 export type MeteredEvent =
   | { kind: "chunk"; forward: string } // forward = the event text to send
-  | { kind: "usage"; forward: string | null; data: string } // a usage-only chunk (forward null = hide it), and its data
+  | UsageEvent
   | { kind: "error"; data: string } // upstream error inside the stream (its JSON)
   | { kind: "done" };
+
+/** A usage-only chunk: the event to send (null = hide it) and its data, for splicing the credits into. */
+export type UsageEvent = { kind: "usage"; forward: string | null; data: string };
 
 export interface MeterOptions {
   /** The client asked for the usage chunk (stream_options present and include_usage not false). */
@@ -47,8 +50,10 @@ export interface Counts {
 
 export class StreamMeter {
   private readonly options: MeterOptions;
-  /** The usage-only chunk's counts (`choices: []`, sent once the answer is whole). */
+  /** The last usage-only chunk's counts (`choices: []`: vLLM sends it once the answer is whole, right before [DONE]). */
   finalUsage: Counts | null = null;
+  /** The last data event was a usage-only chunk: the answer is whole. Content after one means it was not the answer's last word. */
+  private usageLast = false;
   /** The latest usage on a chunk with choices, by choice index: vLLM's continuous usage is per output. */
   private readonly running = new Map<number, Usage>();
   /** Choices that carried generated content: each carries at least one token. */
@@ -70,6 +75,7 @@ export class StreamMeter {
     const data = eventData(event);
     if (data === null) return { kind: "chunk", forward: event }; // comments, retry: lines
     if (data === "[DONE]") return { kind: "done" };
+    this.usageLast = false;
     // Fast path for the common chunk (no usage object, no error member): no JSON.parse, only
     // whether it carried generated content. Inside JSON strings quotes are escaped (\"usage\"),
     // so these tests only match members. They allow whitespace around ':' because upstreams
@@ -94,7 +100,8 @@ export class StreamMeter {
     const hasUsage = chunk.usage !== null && typeof chunk.usage === "object";
     const choices = Array.isArray(chunk.choices) ? chunk.choices : [];
     if (hasUsage && choices.length === 0) {
-      this.finalUsage = readCounts(chunk.usage as UsageJson);
+      this.finalUsage = readCounts(chunk.usage as UsageJson); // the last one wins
+      this.usageLast = true;
       this.usageShown ||= this.options.clientWantsUsage;
       return { kind: "usage", forward: this.options.clientWantsUsage ? event : null, data };
     }
@@ -125,11 +132,12 @@ export class StreamMeter {
    * (`choices: []`, the stream's id, object, created and model) from the upstream's running
    * figures, never from an estimate; null when there is nothing to add.
    */
-  missingUsageChunk(): string | null {
+  missingUsageChunk(): UsageEvent | null {
     if (!this.options.clientWantsUsage || this.usageShown || this.running.size === 0 || !this.complete) return null;
     const u = this.usage();
     const usage = { prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens, total_tokens: u.promptTokens + u.completionTokens };
-    return `data: ${JSON.stringify({ ...this.frame, choices: [], usage })}`;
+    const data = JSON.stringify({ ...this.frame, choices: [], usage });
+    return { kind: "usage", forward: `data: ${data}`, data };
   }
 
   /** Whether the upstream reported any usage (a usage-only chunk, or running usage on a chunk). */
@@ -144,13 +152,13 @@ export class StreamMeter {
 
   /**
    * Whether the answer is whole, though its `data: [DONE]` may not have come (the upstream's body
-   * ended or broke just before it): the usage-only chunk arrived (vLLM), or every output finished
+   * ended or broke just before it): the usage-only chunk arrived with nothing after it (vLLM), or every output finished
    * and usage came with or after the last finish (LiteLLM's usage chunk keeps a choice, with the
    * finish or after it; vLLM's running usage on each output's finish chunk). `usage()` is then
    * what the whole answer cost.
    */
   get complete(): boolean {
-    return this.finalUsage !== null || this.usageAfterFinish;
+    return this.usageLast || this.usageAfterFinish;
   }
 
   /**
@@ -164,11 +172,13 @@ export class StreamMeter {
   }
 
   /**
-   * What to charge for: the upstream's usage-only chunk, each count on its own (a prompt it does
-   * not report is estimated as below, a completion count the content chunks seen); else
-   * (stream cut short) the running usage:
-   * each output's latest completion tokens summed, each prompt's tokens once (outputs i and j
-   * share a prompt when ⌊i/n⌋ = ⌊j/n⌋); else the count of content-bearing chunks as completion
+   * What to charge for: the upstream's last usage-only chunk, each count on its own (a prompt it
+   * does not report is estimated as below, a completion count the content chunks seen). When it
+   * ended the answer its figures are the answer's; when content came after it (it came early),
+   * they are, like running usage, never taken below the content chunks seen, and its prompt is
+   * charged only when `promptOwed`. Else (stream cut short) the running usage: each output's
+   * latest completion tokens summed, each prompt's tokens once (outputs i and j share a prompt
+   * when ⌊i/n⌋ = ⌊j/n⌋); else the count of content-bearing chunks as completion
    * tokens (never too many: each carried at least one). A running count is never taken below
    * the content chunks seen. The prompt is charged only when `promptOwed` (stream.ts decides):
    * from the running usage (LiteLLM's whole-request usage on its last chunk is running usage
@@ -176,7 +186,14 @@ export class StreamMeter {
    */
   usage(promptOwed = true, promptEstimate: () => number = () => 0): Usage {
     const f = this.finalUsage;
-    if (f) return { promptTokens: f.promptTokens ?? (promptOwed ? promptEstimate() : 0), completionTokens: f.completionTokens ?? this.generated };
+    if (f) {
+      // vLLM's usage-only chunk comes once the answer is whole, right before [DONE]: its figures
+      // are what the answer cost. One that content followed was not the answer's last word.
+      const whole = this.usageLast;
+      const prompt = promptOwed || whole ? (f.promptTokens ?? promptEstimate()) : 0;
+      const completion = f.completionTokens === null ? this.generated : whole ? f.completionTokens : Math.max(f.completionTokens, this.generated);
+      return { promptTokens: prompt, completionTokens: completion };
+    }
     if (this.running.size === 0) return { promptTokens: promptOwed && this.generated > 0 ? promptEstimate() : 0, completionTokens: this.generated };
     const prompts = new Map<number, number>();
     let completion = 0;

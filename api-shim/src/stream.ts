@@ -5,13 +5,12 @@ import { authHeaders } from "./auth.ts";
 import type { ShimContext } from "./context.ts";
 import { errorBody, ShimError } from "./errors.ts";
 import { spliceJson } from "./json-splice.ts";
-import { StreamMeter } from "./metering.ts";
+import { StreamMeter, type UsageEvent } from "./metering.ts";
 import { loggedModel } from "./keys.ts";
 import { formatCredits } from "./money.ts";
 import type { Settlement } from "./settlement.ts";
 import { writeWithBackpressure } from "./response-writer.ts";
 import { replaceEventData, sseEvents } from "./sse.ts";
-import { StoreUnavailableError } from "./store/store.ts";
 import { countUpstreamFailure, transportCause, upstreamErrorBody, type UpstreamResponse } from "./upstream.ts";
 
 export interface RelayInput {
@@ -40,8 +39,9 @@ export interface RelayInput {
 }
 
 /**
- * Relays an SSE stream event by event as each arrives. The charge is settled from the upstream's
- * usage chunk (before that chunk is forwarded, so it can carry the final figures), or, when the
+ * Relays an SSE stream event by event as each arrives. The charge is settled when the stream
+ * ends: from the upstream's usage-only chunk, which is held back until the next event (vLLM sends
+ * it right before [DONE]) so that, when it is the last, it carries the final figures; or, when the
  * stream ends early (client gone, upstream cut, idle timeout, drain), from what was delivered.
  * The final figures also go in a comment line `: credits_charged=… credits_remaining=…` just
  * before `data: [DONE]`; SDKs ignore comments.
@@ -73,6 +73,8 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   let failure: ShimError | null = null;
   let metricReason = "";
   let sawDone = false;
+  // The usage-only chunk last received, until the next event shows whether it is the last word.
+  let held: UsageEvent | null = null;
   try {
     // One event is held whole until it ends: at most what one non-streamed answer may be.
     for await (const event of sseEvents(res.body, ctx.config.maxAnswerBytes)) {
@@ -80,6 +82,17 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       if (m.kind === "done") {
         sawDone = true;
         break;
+      }
+      if (held) {
+        // Another event came after it before [DONE] (content, another usage chunk): it goes out
+        // as it came, without figures, and the meter goes on (the last usage chunk wins, never
+        // below the content chunks when content followed it).
+        if (held.forward) await write(`${held.forward}\n\n`);
+        held = null;
+      }
+      if (m.kind === "usage") {
+        held = m;
+        continue;
       }
       if (m.kind === "error") {
         // The upstream failed inside the stream (vLLM sends an error event, then [DONE]). It is
@@ -90,11 +103,6 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
         failure = meter.contentSeen ? new ShimError("upstream_error") : upstreamErrorBody(m.data, request.shim.model ?? undefined);
         metricReason = "stream_error";
         break;
-      }
-      if (m.kind === "usage") {
-        const { cost, available } = await settlement.settle(200, meter.usage(true, input.promptEstimate));
-        if (m.forward) await write(`${replaceEventData(m.forward, spliceJson(m.data, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) }))}\n\n`);
-        continue;
       }
       await write(`${m.forward}\n\n`);
     }
@@ -117,8 +125,8 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     }
   } catch (e) {
     if (signal.aborted && signal.reason === "client") clientGone = true;
-    // A drain, or the store failing to settle on the usage chunk (logged below): not the upstream's fault.
-    else if ((signal.aborted && signal.reason === "drain") || e instanceof StoreUnavailableError) failure = new ShimError("service_unavailable");
+    // A drain: not the upstream's fault.
+    else if (signal.aborted && signal.reason === "drain") failure = new ShimError("service_unavailable");
     // The connection broke with the answer and its usage in, only [DONE] missing: a whole stream
     // (a client told it failed would retry and pay again). The cause stays on the log line.
     else if (meter.complete) request.upstreamCause = transportCause(e);
@@ -144,9 +152,10 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     const owesPrompt = clientGone ? meter.contentSeen : failure === null;
     const { cost, available } = await settlement.settle(clientGone ? 499 : (failure?.status ?? 200), nothing ? null : meter.usage(owesPrompt, input.promptEstimate));
     const credits = { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) };
-    // A whole stream whose usage-only chunk was lost still gives a client that asked for usage its chunk.
-    const usageChunk = failure === null && !clientGone ? meter.missingUsageChunk() : null;
-    figures = `${usageChunk ? `${spliceJson(usageChunk, credits)}\n\n` : ""}: credits_charged=${credits.credits_charged} credits_remaining=${credits.credits_remaining}\n\n`;
+    // The usage-only chunk that ended the stream carries the final figures; a whole stream whose
+    // usage-only chunk was lost still gives a client that asked for usage its chunk.
+    const last = failure === null && !clientGone ? (held ?? meter.missingUsageChunk()) : null;
+    figures = `${last?.forward ? `${replaceEventData(last.forward, spliceJson(last.data, credits))}\n\n` : ""}: credits_charged=${credits.credits_charged} credits_remaining=${credits.credits_remaining}\n\n`;
   } catch (e) {
     // The store failed after the upstream answered, and could not tell whether the settlement was
     // made (the Postgres store looks it up once first): its hold is released, uncharged, when the
@@ -155,7 +164,8 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     failure ??= new ShimError("service_unavailable");
   }
   if (!out.destroyed) {
-    if (failure) await write(`data: ${errorBody(failure)}\n\n`);
+    // A usage-only chunk held when the stream failed after it (a drain, the store) goes out as it came, before the error.
+    if (failure) await write(`${held?.forward ? `${held.forward}\n\n` : ""}data: ${errorBody(failure)}\n\n`);
     await write(figures);
     if (!failure) await write("data: [DONE]\n\n");
     out.end();

@@ -654,4 +654,36 @@ describe("usage in a stream's events, as the upstream happened to write them", (
     expect(event.split("\n").slice(1).every((l) => l.startsWith("data: "))).toBe(true);
     expect(JSON.parse(event.split("\n").slice(1).map((l) => l.slice("data: ".length)).join("\n"))).toMatchObject({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 2 }, credits_charged: cost(5, 2) / CREDIT });
   });
+
+  // vLLM sends its usage-only chunk once every output has finished, right before [DONE]. One that
+  // comes earlier, or twice, is not the answer's last word.
+  const early = [chunk([choice({ role: "assistant", content: "a" })]), chunk([], usage(5, 1)), ...Array.from({ length: 5 }, () => chunk([choice({ content: " b" })])), chunk([choice({}, "stop")])];
+
+  it("content after a usage-only chunk is charged: the charge is settled at the end, not on the first usage chunk", async () => {
+    const { text, charged } = await run([...early, "data: [DONE]\n\n"]);
+    expect(charged).toBe(cost(5, 6)); // the usage's prompt, and at least one token for each chunk that carried content
+    expect(text).toContain(`: credits_charged=${cost(5, 6) / CREDIT} `);
+    // A client that asked for usage is shown that chunk as it came, without figures that were not final.
+    const asked = await run([...early, "data: [DONE]\n\n"], false, { stream_options: { include_usage: true } });
+    expect(asked.charged).toBe(cost(5, 6));
+    const usageChunks = dataEvents(asked.text).filter((c) => c.usage);
+    expect(usageChunks).toEqual([expect.objectContaining({ choices: [], usage: { prompt_tokens: 5, completion_tokens: 1, total_tokens: 6 } })]);
+    expect(usageChunks[0]).not.toHaveProperty("credits_charged");
+  });
+
+  it("content after a usage-only chunk, then the body ends without [DONE]: a cut stream, not a whole one", async () => {
+    const { text, charged, line } = await run(early);
+    expect(text).toContain('"code":"upstream_error"');
+    expect(charged).toBe(cost(0, 6)); // an upstream failure: the content only
+    expect(line).toMatchObject({ status: 200, error: "upstream_error" });
+  });
+
+  it("a usage-only chunk sent twice: the last one is charged, and carries the figures to a client that asked", async () => {
+    const twice = [chunk([choice({ role: "assistant", content: "a b c" })]), chunk([choice({}, "stop")]), chunk([], usage(5, 1)), chunk([], usage(5, 3)), "data: [DONE]\n\n"];
+    expect((await run(twice)).charged).toBe(cost(5, 3));
+    const asked = await run(twice, false, { stream_options: { include_usage: true } });
+    expect(asked.charged).toBe(cost(5, 3));
+    const usageChunks = dataEvents(asked.text).filter((c) => c.usage);
+    expect(usageChunks.map((c) => [c.usage.completion_tokens, c.credits_charged])).toEqual([[1, undefined], [3, cost(5, 3) / CREDIT]]);
+  });
 });

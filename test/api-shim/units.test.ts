@@ -407,6 +407,20 @@ describe("SSE splitting and metering", () => {
     expect(m.promptReported).toBe(false);
     expect(m.usage(true, () => 7)).toEqual({ promptTokens: 7, completionTokens: 1 });
   });
+  it("a usage-only chunk that ends the answer is charged as it says; one content followed is never below the content chunks, its prompt only when owed", () => {
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1 });
+    for (const t of ["a", "b"]) m.process(`data: {"choices":[{"delta":{"content":"${t}"}}]}`);
+    m.process('data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":1}}');
+    m.process(": keep-alive"); // not data: the usage chunk is still the last word
+    expect(m.complete).toBe(true);
+    expect(m.usage(false)).toEqual({ promptTokens: 4, completionTokens: 1 });
+    m.process('data: {"choices":[{"delta":{"content":"c"}}]}');
+    expect(m.complete).toBe(false);
+    expect(m.usage(true)).toEqual({ promptTokens: 4, completionTokens: 3 });
+    expect(m.usage(false)).toEqual({ promptTokens: 0, completionTokens: 3 }); // an upstream failure: the content only
+    m.process('data: {"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":5}}');
+    expect(m.usage(false)).toEqual({ promptTokens: 4, completionTokens: 5 }); // the last usage chunk wins
+  });
   it("splices members into a JSON object's text without reformatting it", () => {
     expect(spliceJson('{"a": 1.0, "b" : [ ]}\n', { c: "2" })).toBe('{"a": 1.0, "b" : [ ],"c":2}\n');
     expect(spliceJson("{}", { c: "2" })).toBe('{"c":2}');
