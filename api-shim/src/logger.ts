@@ -1,3 +1,4 @@
+import { createRequire } from "node:module";
 import pino, { type Logger } from "pino";
 
 /**
@@ -15,7 +16,15 @@ export function createLogger(options: { level: string; pretty: boolean; destinat
   };
   if (options.destination) return pino(base, options.destination);
   if (options.pretty) {
-    return pino({ ...base, transport: { target: "pino-pretty", options: { translateTime: "HH:MM:ss.l", ignore: "pid,hostname,service" } } });
+    // Prettified here and written at once, not by pino-pretty as a transport: a transport's worker
+    // stalls for good once its stdout's reader is gone (`npm run shim | tee`, then Ctrl-C, which
+    // kills tee too), and pino's exit hook then blocks the process's exit waiting for it. A
+    // development dependency, loaded only when asked for (the image does not have it).
+    const { prettyFactory } = createRequire(import.meta.url)("pino-pretty") as typeof import("pino-pretty");
+    const prettify = prettyFactory({ translateTime: "HH:MM:ss.l", ignore: "pid,hostname,service" });
+    // Synchronous: nothing is left to flush at exit. A stdout whose reader is gone (EPIPE) drops the lines.
+    const stdout = pino.destination({ dest: 1, sync: true });
+    return pino(base, { write: (line: string) => void stdout.write(prettify(line)) });
   }
   // Buffered: one write(2) per 4 KiB of lines instead of one per request (the benchmark shows the
   // difference), flushed at least every second and on shutdown; a SIGKILL can lose up to a

@@ -33,7 +33,16 @@ async function main(): Promise<void> {
   }
   const logger = createLogger({ level: config.logLevel, pretty: config.logPretty });
   const cause = (e: unknown) => (e instanceof Error ? e.cause ?? e : e);
-  const exitNow = (code: number) => logger.flush(() => process.exit(code));
+  // The last lines are written before the exit, but not waited for past EXIT_LOG_WAIT_MS: a log
+  // reader that went away (`npm run shim | tee`, then Ctrl-C, which kills tee too) never lets
+  // pino-pretty's worker finish, and its flush would never call back.
+  let exiting = false;
+  const exitNow = (code: number) => {
+    exiting = true;
+    process.exitCode = code;
+    setTimeout(() => process.exit(code), EXIT_LOG_WAIT_MS).unref();
+    logger.flush(() => process.exit(code));
+  };
   // The log line of a store that failed closed says what to check (file modes, a full volume, a
   // corrupt file), at start and while serving alike: the restart alone does not fix those.
   const target = parseDatabaseUrl(config.databaseUrl);
@@ -151,9 +160,22 @@ async function main(): Promise<void> {
     }
   };
   // A second signal (Ctrl-C twice) does not wait for the drain: what is in flight is cut now and
-  // settled for what it delivered.
+  // settled for what it delivered. One that comes once the shim stopped (it only writes its last
+  // log lines), or a third, exits at once.
+  let cutting = false;
   const onSignal = (signal: string) => {
     if (!stopping) return void stop?.(signal, 0, config.drainTimeoutMs);
+    if (exiting || cutting) {
+      const code = exiting ? exitCode : Math.max(exitCode, 1);
+      const why = exiting ? "without waiting for the last log lines" : "before the stop finished: what was still in flight is released unsettled (not charged) at the next start";
+      try {
+        process.stderr.write(`api-shim: ${signal} again: exiting now (exit code ${code}), ${why}\n`);
+      } catch {
+        // stderr gone too: nobody to tell.
+      }
+      process.exit(code);
+    }
+    cutting = true;
     logger.info({ signal, inflight: app.shim.inflight.size }, "second signal: cutting what is in flight");
     app.shim.inflight.abortAll("drain");
   };
@@ -176,6 +198,9 @@ async function main(): Promise<void> {
   logger.flush();
   listeningAt = address;
 }
+
+/** How long an exit waits for its last log lines to be written. */
+const EXIT_LOG_WAIT_MS = 2000;
 
 /** Where the shim listens once it does (null if it never did: a bad configuration, a port taken); for `npm run shim`'s banner. */
 export let listeningAt: string | null = null;

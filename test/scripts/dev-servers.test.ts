@@ -51,6 +51,52 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     }
   });
 
+  /** `npm run shim` (pretty logs) with its stdout and stderr on pipes; resolves once it listens, with its port. */
+  const startDevShim = async () => {
+    const child = spawn(process.execPath, [fileURLToPath(new URL("../../scripts/start-shim.ts", import.meta.url))], {
+      env: { PATH: process.env.PATH, SHIM_PORT: "0", SHIM_DATABASE_URL: "sqlite::memory:", SHIM_UPSTREAM_URL: "http://127.0.0.1:9/v1" }, stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal, at: Date.now() })));
+    let out = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+    await expect.poll(() => out.includes("base_url"), { timeout: 15_000 }).toBe(true);
+    return { child, exited, port: Number(/base_url http:\/\/127\.0\.0\.1:(\d+)\/v1/.exec(out)?.[1]) };
+  };
+
+  it("npm run shim | tee, then Ctrl-C: the reader is gone with the logs' pipe, the shim still exits (0) within seconds", async () => {
+    const { child, exited } = await startDevShim();
+    try {
+      // Ctrl-C reaches tee too: it dies at once, and the shim's last lines have nowhere to go.
+      child.stdout.destroy();
+      child.stderr.destroy();
+      const sent = Date.now();
+      child.kill("SIGINT");
+      const exit = await Promise.race([exited, new Promise((r) => setTimeout(r, 8000, "still running 8 s after Ctrl-C"))]);
+      expect(exit).toMatchObject({ code: 0, signal: null });
+      expect((exit as { at: number }).at - sent).toBeLessThan(5000);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
+  it("npm run shim | tee: a second Ctrl-C once it stopped exits at once, not after the wait for its logs", async () => {
+    const { child, exited, port } = await startDevShim();
+    try {
+      child.stdout.destroy();
+      child.stderr.destroy();
+      child.kill("SIGINT");
+      // Stopped: it no longer listens (and waits only on its logs).
+      await expect.poll(() => fetch(`http://127.0.0.1:${port}/health`).then(() => "listening", () => "stopped"), { timeout: 5000 }).toBe("stopped");
+      const sent = Date.now();
+      child.kill("SIGINT");
+      const exit = await Promise.race([exited, new Promise((r) => setTimeout(r, 8000, "still running 8 s after two Ctrl-Cs"))]);
+      expect(exit).toMatchObject({ code: 0, signal: null });
+      expect((exit as { at: number }).at - sent).toBeLessThan(1000);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
   it("npm run shim on a port already in use says so, without a banner for a server that never listened", async () => {
     const taken = createServer();
     await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
