@@ -1,7 +1,7 @@
 import { execFile, spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
-import { type AddressInfo, createServer } from "node:net";
+import { type AddressInfo, connect, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { main as fakeVllm } from "../../scripts/serve-fake-vllm.ts";
@@ -162,6 +162,34 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     const keywords = banner({ SHIM_HOST: "127.0.0.1", SHIM_PORT: "8080", SHIM_UPSTREAM_URL: "http://127.0.0.1:8000/v1", SHIM_DATABASE_URL: "host=db user=app password=s3cret" }, null);
     expect(keywords).not.toContain("s3cret");
     expect(keywords).toContain("database host=…");
+  });
+
+  it("npm run fake-vllm keeps serving after a client that left mid-body and a /_fake/behaviour body that is not JSON (400)", async () => {
+    // The real script in a child process: an unhandled rejection would end it.
+    const child = spawn(process.execPath, [fileURLToPath(new URL("../../scripts/serve-fake-vllm.ts", import.meta.url))], {
+      env: { PATH: process.env.PATH, FAKE_VLLM_PORT: "0" }, stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    let err = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (err += d));
+    try {
+      await expect.poll(() => out.includes("listening on"), { timeout: 15_000 }).toBe(true);
+      const url = /listening on (http:\/\/\S+)\/v1/.exec(out)![1]!;
+      const s = connect(Number(new URL(url).port), "127.0.0.1");
+      await once(s, "connect");
+      s.write("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":");
+      await new Promise((r) => setTimeout(r, 100));
+      s.destroy();
+      await new Promise((r) => setTimeout(r, 300));
+      const bad = await fetch(`${url}/_fake/behaviour`, { method: "POST", body: "tokenDelayMs=20" }).then((r) => r.status, (e: Error) => `down: ${e.message}`);
+      expect(bad, err).toBe(400);
+      const health = await fetch(`${url}/health`).then((r) => r.status, (e: Error) => `down: ${e.message}`);
+      expect(health, err).toBe(200);
+      expect(child.exitCode).toBeNull();
+    } finally {
+      child.kill("SIGKILL");
+    }
   });
 
   it("fake-vllm on a busy port says which variable moves it", async () => {

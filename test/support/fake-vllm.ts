@@ -107,7 +107,9 @@ export class FakeVllm extends EventEmitter {
   }
 
   async start(port = 0, host = "127.0.0.1"): Promise<this> {
-    this.server = createServer((req, res) => void this.handle(req, res));
+    // A request that fails (a client gone while its body was still arriving) loses its own
+    // connection, not the server: vLLM's uvicorn keeps serving.
+    this.server = createServer((req, res) => void this.handle(req, res).catch(() => res.destroy()));
     // vLLM's uvicorn closes a keep-alive connection after 5 s idle (TIMEOUT_KEEP_ALIVE = 5), as
     // uvicorn does by default (LiteLLM).
     this.server.keepAliveTimeout = 5_000;
@@ -160,7 +162,14 @@ export class FakeVllm extends EventEmitter {
     if (path === "/version") return json(res, 200, { version: "0.10.1.1" });
     // Not vLLM: lets a process that runs this fake elsewhere (the benchmark) switch its behaviour.
     if (path === "/_fake/behaviour" && req.method === "POST") {
-      this.set(JSON.parse(body || "{}") as Partial<Behaviour>);
+      let behaviour: unknown;
+      try {
+        behaviour = JSON.parse(body || "{}");
+      } catch (e) {
+        return json(res, 400, { detail: `the body is not JSON: ${(e as Error).message}` });
+      }
+      if (typeof behaviour !== "object" || behaviour === null || Array.isArray(behaviour)) return json(res, 400, { detail: "the body must be a JSON object of Behaviour fields" });
+      this.set(behaviour as Partial<Behaviour>);
       return json(res, 200, this.behaviour);
     }
     if (this.apiKey !== undefined && path.startsWith("/v1") && req.headers.authorization !== `Bearer ${this.apiKey}`) {
