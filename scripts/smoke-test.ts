@@ -28,7 +28,7 @@ page at a wrong --url) fails its check with its first characters.
   --key <key>            the API key; better: export ${API_KEY_ENV} (keeps it out of shell history)
   --model <name>         the model to use (default: the first one /models lists)
   --ca <pem file>        trust this CA (tls.mode self-signed: \`pulumi stack output caCertificate\`)
-  --timeout-seconds <n>  per request (default 60)
+  --timeout-seconds <n>  per request, a streamed answer to its end (default 60)
 
 Examples:
   export ${API_KEY_ENV}="$(pulumi stack output apiKeys --show-secrets --stack acme | jq -r .app)"
@@ -144,20 +144,29 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
 
   await check("stream", "/chat/completions", async () => {
     const started = performance.now();
-    const stream = await client.chat.completions.create({
-      model: needModel(), messages: [{ role: "user", content: "Count from one to ten in words." }], max_tokens: 64,
-      stream: true, stream_options: { include_usage: true },
-    });
+    // --timeout-seconds bounds the whole streamed answer: the SDK's own timeout ends with the
+    // headers. An aborted stream just ends the SDK's iteration, hence the check after it too.
+    const deadline = AbortSignal.timeout(opts.timeoutMs);
+    const timedOut = () => new CheckFailed(`no answer from ${opts.url} within ${formatDuration(opts.timeoutMs)} (the stream had not ended)`);
     let first: number | undefined;
     let chunks = 0;
     let tokens: number | undefined;
-    for await (const chunk of stream) {
-      if (chunk.choices[0]?.delta?.content) {
-        first ??= performance.now();
-        chunks++;
+    try {
+      const stream = await client.chat.completions.create({
+        model: needModel(), messages: [{ role: "user", content: "Count from one to ten in words." }], max_tokens: 64,
+        stream: true, stream_options: { include_usage: true },
+      }, { signal: deadline });
+      for await (const chunk of stream) {
+        if (chunk.choices[0]?.delta?.content) {
+          first ??= performance.now();
+          chunks++;
+        }
+        if (chunk.usage) tokens = chunk.usage.completion_tokens;
       }
-      if (chunk.usage) tokens = chunk.usage.completion_tokens;
+    } catch (err) {
+      throw deadline.aborted ? timedOut() : err;
     }
+    if (deadline.aborted) throw timedOut();
     const end = performance.now();
     if (first === undefined) throw new CheckFailed("the stream ended without any content");
     const n = tokens ?? chunks;

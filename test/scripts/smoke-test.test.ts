@@ -164,6 +164,21 @@ describe("smoke-test", () => {
     }
   });
 
+  it("--timeout-seconds bounds the whole streamed answer, not only the time to its headers", async () => {
+    const slow = await new FakeVllm({ models: DEFAULT_FAKE.models! }).start();
+    slow.set({ tokenDelayMs: 1500, defaultTokens: 4 });
+    try {
+      const started = Date.now();
+      const r = await smoke(["--url", slow.url, "--model", "qwen2.5-7b", "--timeout-seconds", "1"]);
+      // The stream would take 6 s; given 1 s, it fails at 1 s.
+      expect(r.line("stream")).toMatch(new RegExp(`^FAIL {2}stream +\\d(\\.\\d)? s {2}no answer from ${slow.url.replaceAll(".", "\\.")} within 1\\.0 s \\(the stream had not ended\\)$`));
+      expect(r.code).toBe(1);
+      expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      await slow.close();
+    }
+  });
+
   it.each([
     [["--url", "https://example.com"], '--url "https://example.com" must be an http(s) base URL ending in /v1'],
     [["--url", "not a url"], '--url "not a url" is not a URL'],
