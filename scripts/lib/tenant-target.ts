@@ -1,6 +1,7 @@
 // Which tenant endpoint a script talks to: from a stack's outputs (`--stack`), or from `--url`
 // with the admin token in an environment variable. The admin token is never a flag value: it
 // would land in shell history and in `ps` output.
+import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as tls from "node:tls";
 import type { AdminTarget } from "./admin-client.ts";
@@ -131,7 +132,16 @@ export function readCa(file: string): string {
   } catch (err) {
     throw new UsageError(`--ca ${file}: ${(err as Error).message}`);
   }
-  if (!pem.includes("BEGIN CERTIFICATE")) throw new UsageError(`--ca ${file} is not a PEM certificate`);
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?(-----END CERTIFICATE-----|$)/g) ?? [];
+  if (blocks.length === 0) throw new UsageError(`--ca ${file} is not a PEM certificate`);
+  // Each one parsed here: Node's TLS would refuse a corrupt one with an OpenSSL stack trace.
+  blocks.forEach((block, i) => {
+    try {
+      new X509Certificate(block);
+    } catch (err) {
+      throw new UsageError(`--ca ${file} is not a valid PEM certificate (certificate ${i + 1}): ${(err as Error).message}`);
+    }
+  });
   return pem;
 }
 

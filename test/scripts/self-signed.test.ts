@@ -149,6 +149,33 @@ describe("self-signed endpoints", () => {
     }
   });
 
+  it.each([
+    ["a corrupt certificate", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", /^--ca \S+ca\.pem is not a valid PEM certificate \(certificate 1\): .+$/],
+    ["a valid one followed by a truncated one", "", /^--ca \S+ca\.pem is not a valid PEM certificate \(certificate 2\): .+$/],
+  ])("--ca with %s: smoke-test, manage-keys and report-usage exit 1 with one line naming the file, not a stack trace", async (_, content, said) => {
+    const front = await httpsFront();
+    const file = join(tempDir(), "ca.pem");
+    writeFileSync(file, content || `${front.ca}${front.ca.slice(0, front.ca.length >> 1)}\n-----END CERTIFICATE-----\n`);
+    front.server.close();
+    const runs = [
+      [smokeTest, ["--url", "https://127.0.0.1:9/v1", "--ca", file], { GPU_SANDBOX_API_KEY: "sk-gs-AAAAAAAAAAAA_x" }],
+      [manageKeys, ["list", "--url", "https://127.0.0.1:9", "--ca", file], { GPU_SANDBOX_ADMIN_TOKEN: "adm" }],
+      [reportUsage, ["--url", "https://127.0.0.1:9", "--ca", file], { GPU_SANDBOX_ADMIN_TOKEN: "adm" }],
+    ] as const;
+    for (const [script, argv, env] of runs) {
+      const io = memoryIo();
+      let code: number | unknown;
+      try {
+        code = await script([...argv], { io, env });
+      } catch (err) {
+        code = err;
+      }
+      expect(code, argv.join(" ")).toBe(1);
+      expect(io.stderr).toHaveLength(1);
+      expect(io.stderr[0]).toMatch(said);
+    }
+  });
+
   it("manage-keys --stack trusts the stack's caCertificate output", async () => {
     const front = await httpsFront();
     try {
