@@ -29,7 +29,8 @@ export interface RenderResult {
 }
 
 /** Renders one stack; throws UsageError/StackFileError with a message meant for the user. */
-export function renderStack(root: string, stack: string, outDir = join(root, "out", stack)): RenderResult {
+export function renderStack(root: string, stack: string, out?: string): RenderResult {
+  const outDir = out ?? join(root, "out", stack);
   const raw = readStackConfig(root, stack);
   const result = validateConfig(raw, { stack, fileConfig: raw });
   if (!result.ok) throw new UsageError(describeProblems(result.problems));
@@ -43,6 +44,9 @@ export function renderStack(root: string, stack: string, outDir = join(root, "ou
     writeBundle(outDir, bundle, beside);
   } catch (err) {
     if (err instanceof BundleDirError) throw new UsageError(err.message);
+    // A file, a directory this user may not write, a full or read-only disk: Node's message
+    // names the error and the path.
+    if (typeof (err as NodeJS.ErrnoException).code === "string") throw new UsageError(`cannot write to ${out === undefined ? outDir : `--out ${out}`}: ${(err as Error).message}`);
     throw err;
   }
   return {

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { main } from "../../scripts/render-stack.ts";
@@ -62,6 +62,31 @@ describe("npm run render", () => {
     expect(readdirSync(foreign)).toEqual(["compose.yaml"]);
     expect(main(["--help"], ROOT)).toBe(0);
     expect(io.out()).toContain("touches nothing else there, such as a .env");
+  });
+
+  it("--out naming a file, or a directory under one: exit 1 with one line naming --out, not a stack trace", () => {
+    const file = join(tempDir(), "notes.txt");
+    writeFileSync(file, "mine\n");
+    for (const out of [file, join(file, "bundle")]) {
+      const io = capture();
+      expect(main(["--stack", "example", "--out", out], ROOT)).toBe(1);
+      expect(io.err()).toMatch(new RegExp(`^cannot write to --out ${out}: ENOTDIR: not a directory, \\w+ '${file}[^']*'$`));
+      vi.restoreAllMocks();
+    }
+    expect(readFileSync(file, "utf8")).toBe("mine\n");
+  });
+
+  // root may write anywhere.
+  it.skipIf(process.getuid?.() === 0)("--out a directory it may not write to: exit 1 saying so", () => {
+    const io = capture();
+    const out = tempDir();
+    chmodSync(out, 0o555);
+    try {
+      expect(main(["--stack", "example", "--out", out], ROOT)).toBe(1);
+      expect(io.err()).toMatch(new RegExp(`^cannot write to --out ${out}: EACCES: permission denied, `));
+    } finally {
+      chmodSync(out, 0o755);
+    }
   });
 
   it("exits 1 with the problem, and no stack trace, for a missing stack", () => {
