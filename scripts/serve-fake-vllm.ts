@@ -1,5 +1,5 @@
 import { FakeVllm } from "../test/support/fake-vllm.ts";
-import { exitOnFailure, mainWithUsage, UsageError } from "./lib/cli.ts";
+import { commaList, exitOnFailure, mainWithUsage, UsageError } from "./lib/cli.ts";
 
 const USAGE = `Usage: npm run fake-vllm
 
@@ -26,11 +26,23 @@ Examples:
  * FAKE_VLLM_MODELS (comma-separated served names, default qwen2.5-7b).
  */
 export async function serveFakeVllm(env: NodeJS.ProcessEnv = process.env): Promise<FakeVllm> {
-  const names = (env.FAKE_VLLM_MODELS ?? "qwen2.5-7b").split(",").map((s) => s.trim()).filter(Boolean);
+  const names = commaList(env.FAKE_VLLM_MODELS ?? "qwen2.5-7b")!;
+  if (names.length === 0) throw new UsageError(`FAKE_VLLM_MODELS: ${JSON.stringify(env.FAKE_VLLM_MODELS)} names no model; give comma-separated served names, e.g. qwen2.5-7b`);
+  const tokens = wholeNumber(env, "FAKE_VLLM_TOKENS", 16, "a whole number of tokens (0 or more)");
+  const tokenDelayMs = wholeNumber(env, "FAKE_VLLM_TOKEN_DELAY_MS", 0, "a whole number of milliseconds (0 or more)");
+  const port = wholeNumber(env, "FAKE_VLLM_PORT", 8000, "a port (0 to 65535)", 65535);
   const fake = new FakeVllm({ models: names.map((name) => ({ name, maxModelLen: 8192 })), ...(env.FAKE_VLLM_API_KEY ? { apiKey: env.FAKE_VLLM_API_KEY } : {}) });
-  fake.set({ tokenDelayMs: Number(env.FAKE_VLLM_TOKEN_DELAY_MS ?? 0), defaultTokens: Number(env.FAKE_VLLM_TOKENS ?? 16) });
-  await fake.start(Number(env.FAKE_VLLM_PORT ?? 8000), env.FAKE_VLLM_HOST ?? "127.0.0.1");
+  fake.set({ tokenDelayMs, defaultTokens: tokens });
+  await fake.start(port, env.FAKE_VLLM_HOST ?? "127.0.0.1");
   return fake;
+}
+
+/** A variable holding a whole number from 0 to `max` (`fallback` when unset); else a UsageError saying it is not `what`. */
+function wholeNumber(env: NodeJS.ProcessEnv, name: string, fallback: number, what: string, max = Number.MAX_SAFE_INTEGER): number {
+  const value = env[name];
+  if (value === undefined) return fallback;
+  if (/^\s*\d+\s*$/.test(value) && Number(value) <= max) return Number(value);
+  throw new UsageError(`${name}: ${JSON.stringify(value)} is not ${what}`);
 }
 
 export const main = mainWithUsage(USAGE, async (io) => {

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { type AddressInfo, connect, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { main as fakeVllm } from "../../scripts/serve-fake-vllm.ts";
+import { main as fakeVllm, serveFakeVllm } from "../../scripts/serve-fake-vllm.ts";
 import { banner, devEnvironment, main as shim } from "../../scripts/start-shim.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 
@@ -189,6 +189,40 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
       expect(child.exitCode).toBeNull();
     } finally {
       child.kill("SIGKILL");
+    }
+  });
+
+  it.each([
+    [{ FAKE_VLLM_TOKENS: "ten" }, 'FAKE_VLLM_TOKENS: "ten" is not a whole number of tokens (0 or more)'],
+    [{ FAKE_VLLM_TOKENS: "-1" }, 'FAKE_VLLM_TOKENS: "-1" is not a whole number of tokens (0 or more)'],
+    [{ FAKE_VLLM_TOKEN_DELAY_MS: "20ms" }, 'FAKE_VLLM_TOKEN_DELAY_MS: "20ms" is not a whole number of milliseconds (0 or more)'],
+    [{ FAKE_VLLM_MODELS: " , " }, 'FAKE_VLLM_MODELS: " , " names no model; give comma-separated served names, e.g. qwen2.5-7b'],
+    [{ FAKE_VLLM_PORT: "80a" }, 'FAKE_VLLM_PORT: "80a" is not a port (0 to 65535)'],
+  ])("fake-vllm refuses %j, naming the variable, and serves nothing", async (env, message) => {
+    await expect(serveFakeVllm({ FAKE_VLLM_PORT: "0", ...env })).rejects.toThrow(message);
+    // The script itself: one line, exit 1.
+    const saved = { ...process.env };
+    Object.assign(process.env, env);
+    try {
+      const io = memoryIo();
+      expect(await fakeVllm([], io)).toBe(1);
+      expect(io.stderr).toEqual([`fake-vllm: ${message}`]);
+    } finally {
+      for (const name of Object.keys(env)) {
+        if (saved[name] === undefined) delete process.env[name];
+        else process.env[name] = saved[name];
+      }
+    }
+  });
+
+  it("fake-vllm takes FAKE_VLLM_TOKENS, FAKE_VLLM_TOKEN_DELAY_MS and FAKE_VLLM_MODELS as given", async () => {
+    const fake = await serveFakeVllm({ FAKE_VLLM_PORT: "0", FAKE_VLLM_TOKENS: " 5 ", FAKE_VLLM_TOKEN_DELAY_MS: "0", FAKE_VLLM_MODELS: "a, b" });
+    try {
+      expect(fake.models.map((m) => m.name)).toEqual(["a", "b"]);
+      const res = await fetch(`${fake.url}/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ messages: [{ role: "user", content: "hi" }] }) });
+      expect(((await res.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBe(5);
+    } finally {
+      await fake.close();
     }
   });
 
