@@ -28,7 +28,7 @@ page at a wrong --url) fails its check with its first characters.
   --key <key>            the API key; better: export ${API_KEY_ENV} (keeps it out of shell history)
   --model <name>         the model to use (default: the first one /models lists)
   --ca <pem file>        trust this CA (tls.mode self-signed: \`pulumi stack output caCertificate\`)
-  --timeout-seconds <n>  per request, a streamed answer to its end (default 60)
+  --timeout-seconds <n>  per request, a streamed answer to its end (1 to 3600; default 60)
 
 Examples:
   export ${API_KEY_ENV}="$(pulumi stack output apiKeys --show-secrets --stack acme | jq -r .app)"
@@ -230,7 +230,7 @@ export function smokeOptions(values: { url?: string | undefined; key?: string | 
   const key = values.key ?? env[API_KEY_ENV];
   if (!key) throw new UsageError(`no API key: export ${API_KEY_ENV}=sk-gs-… (or pass --key)`);
   const seconds = values["timeout-seconds"] === undefined ? 60 : Number(values["timeout-seconds"]);
-  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 3600) throw new UsageError(`--timeout-seconds "${values["timeout-seconds"]}" must be a number of seconds from 1 to 3600`);
+  if (!Number.isFinite(seconds) || seconds < 1 || seconds > 3600) throw new UsageError(`--timeout-seconds "${values["timeout-seconds"]}" must be a number of seconds from 1 to 3600`);
   return { url, key, model: values.model, timeoutMs: seconds * 1000 };
 }
 

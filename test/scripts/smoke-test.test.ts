@@ -184,6 +184,8 @@ describe("smoke-test", () => {
     [["--url", "not a url"], '--url "not a url" is not a URL'],
     [[], "--url is required"],
     [["--url", "https://example.com/v1", "--timeout-seconds", "0"], '--timeout-seconds "0" must be a number of seconds'],
+    [["--url", "https://example.com/v1", "--timeout-seconds", "0.001"], '--timeout-seconds "0.001" must be a number of seconds from 1 to 3600'],
+    [["--url", "https://example.com/v1", "--timeout-seconds", "3601"], '--timeout-seconds "3601" must be a number of seconds from 1 to 3600'],
     [["--url", "https://example.com/v1", "--ca", "/nonexistent/ca.pem"], "--ca /nonexistent/ca.pem: ENOENT"],
   ])("%j → exit 1: %s", async (argv, message) => {
     const r = await smoke(argv);
