@@ -33,7 +33,12 @@ describe("fake vLLM speaks vLLM's dialect", () => {
     expect(events.at(-2)).toBe("data: [DONE]");
     expect(events.slice(0, -2).every((e) => e.startsWith("data: {") && !e.includes('"usage"'))).toBe(true);
     expect(JSON.parse(events[0]!.slice(6)).choices[0].delta).toEqual({ role: "assistant", content: "" });
-    expect(JSON.parse(events[2]!.slice(6)).choices[0]).toEqual({ index: 0, delta: { content: " t2" }, logprobs: null, finish_reason: "stop", stop_reason: null });
+    // max_tokens cut it (the fake's answers are 8 tokens): "length", as vLLM says, streamed or not.
+    expect(JSON.parse(events[2]!.slice(6)).choices[0]).toEqual({ index: 0, delta: { content: " t2" }, logprobs: null, finish_reason: "length", stop_reason: null });
+    const whole = (await (await post("/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], stream: true })).text()).split("\n\n");
+    expect(JSON.parse(whole.at(-3)!.slice(6)).choices[0]).toMatchObject({ delta: { content: " t8" }, finish_reason: "stop" });
+    const cutCompletion = (await (await post("/completions", { model: "qwen2.5-7b", prompt: "a", max_tokens: 2, stream: true })).text()).split("\n\n");
+    expect(JSON.parse(cutCompletion.at(-3)!.slice(6)).choices[0]).toMatchObject({ text: " t2", finish_reason: "length" });
 
     const withUsage = (await (await post("/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2, stream: true, stream_options: {} })).text()).split("\n\n");
     expect(JSON.parse(withUsage.at(-3)!.slice(6))).toMatchObject({ choices: [], usage: { prompt_tokens: 5, total_tokens: 7, completion_tokens: 2 } });

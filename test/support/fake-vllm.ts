@@ -224,7 +224,9 @@ export class FakeVllm extends EventEmitter {
     // Continuous usage is per output, as vLLM's: the prompt of the output's own prompt (the whole
     // conversation for chat), the output's own completion tokens so far.
     const promptOf = (index: number) => (route === "chat" ? prompt : promptTokens(prompts[Math.floor(index / n)]));
-    if (request.stream === true) return this.stream(res, route, request, model, prompt, tokens, outputs, promptOf);
+    // "length" when max_tokens cut the answer, streamed or not (as vLLM says).
+    const finish = typeof max === "number" && tokens >= max ? "length" : "stop";
+    if (request.stream === true) return this.stream(res, route, request, model, prompt, tokens, finish, outputs, promptOf);
     for (let i = 0; i < tokens && b.tokenDelayMs > 0; i++) await sleep(b.tokenDelayMs);
     if (res.destroyed) return;
     const usage = this.usage(prompt, tokens * outputs);
@@ -232,7 +234,6 @@ export class FakeVllm extends EventEmitter {
     const text = words(tokens);
     const id = `${route === "chat" ? "chatcmpl" : "cmpl"}-${hex()}`;
     const created = Math.floor(Date.now() / 1000);
-    const finish = typeof max === "number" && tokens >= max ? "length" : "stop";
     const indexes = Array.from({ length: outputs }, (_, i) => i);
     if (route === "chat") {
       json(res, 200, {
@@ -250,7 +251,7 @@ export class FakeVllm extends EventEmitter {
     this.bump("completed");
   }
 
-  private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number, outputs: number, promptOf: (index: number) => number): Promise<void> {
+  private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number, finish: "length" | "stop", outputs: number, promptOf: (index: number) => number): Promise<void> {
     const b = this.behaviour;
     const opts = (request.stream_options ?? null) as { include_usage?: boolean | null; continuous_usage_stats?: boolean } | null;
     // StreamOptions.include_usage: Optional[bool] = True, tested for truth: absent is yes, null is no.
@@ -288,8 +289,8 @@ export class FakeVllm extends EventEmitter {
       const text = `${k === 1 ? "" : " "}t${k}${b.stampTokens ? `@${process.hrtime.bigint()}` : ""}`;
       // Several outputs (n, batched prompts): one chunk per output per step, as vLLM interleaves them.
       for (let index = 0; index < outputs; index++) {
-        if (route === "chat") send(chunk({ index, delta: { content: text }, logprobs: null, finish_reason: last ? "stop" : null, ...(last ? { stop_reason: null } : {}) }, k));
-        else send(chunk({ index, text, logprobs: null, finish_reason: last ? "stop" : null, stop_reason: null }, k));
+        if (route === "chat") send(chunk({ index, delta: { content: text }, logprobs: null, finish_reason: last ? finish : null, ...(last ? { stop_reason: null } : {}) }, k));
+        else send(chunk({ index, text, logprobs: null, finish_reason: last ? finish : null, stop_reason: null }, k));
       }
       this.bump("tokensSent");
     }
