@@ -63,17 +63,22 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     return { child, exited, port: Number(/base_url http:\/\/127\.0\.0\.1:(\d+)\/v1/.exec(out)?.[1]) };
   };
 
+  /** Sends Ctrl-C and expects exit 0 within `withinMs`. */
+  const expectExitAfterCtrlC = async (child: ReturnType<typeof spawn>, exited: Promise<unknown>, withinMs: number) => {
+    const sent = Date.now();
+    child.kill("SIGINT");
+    const exit = await Promise.race([exited, new Promise((r) => setTimeout(r, 8000, "still running 8 s after Ctrl-C"))]);
+    expect(exit).toMatchObject({ code: 0, signal: null });
+    expect((exit as { at: number }).at - sent).toBeLessThan(withinMs);
+  };
+
   it("npm run shim | tee, then Ctrl-C: the reader is gone with the logs' pipe, the shim still exits (0) within seconds", async () => {
     const { child, exited } = await startDevShim();
     try {
       // Ctrl-C reaches tee too: it dies at once, and the shim's last lines have nowhere to go.
       child.stdout.destroy();
       child.stderr.destroy();
-      const sent = Date.now();
-      child.kill("SIGINT");
-      const exit = await Promise.race([exited, new Promise((r) => setTimeout(r, 8000, "still running 8 s after Ctrl-C"))]);
-      expect(exit).toMatchObject({ code: 0, signal: null });
-      expect((exit as { at: number }).at - sent).toBeLessThan(5000);
+      await expectExitAfterCtrlC(child, exited, 5000);
     } finally {
       child.kill("SIGKILL");
     }
@@ -87,11 +92,7 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
       child.kill("SIGINT");
       // Stopped: it no longer listens (and waits only on its logs).
       await expect.poll(() => fetch(`http://127.0.0.1:${port}/health`).then(() => "listening", () => "stopped"), { timeout: 5000 }).toBe("stopped");
-      const sent = Date.now();
-      child.kill("SIGINT");
-      const exit = await Promise.race([exited, new Promise((r) => setTimeout(r, 8000, "still running 8 s after two Ctrl-Cs"))]);
-      expect(exit).toMatchObject({ code: 0, signal: null });
-      expect((exit as { at: number }).at - sent).toBeLessThan(1000);
+      await expectExitAfterCtrlC(child, exited, 1000);
     } finally {
       child.kill("SIGKILL");
     }
