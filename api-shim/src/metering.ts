@@ -10,6 +10,7 @@ import type { Usage } from "./pricing.ts";
  */
 export type MeteredEvent =
   | { kind: "chunk"; forward: string } // forward = the event text to send
+  | { kind: "comment"; forward: string } // an event without data (comments, retry: lines): relayed as it came
   | UsageEvent
   | { kind: "error"; data: string } // upstream error inside the stream (its JSON)
   | { kind: "done" };
@@ -73,7 +74,7 @@ export class StreamMeter {
 
   process(event: string): MeteredEvent {
     const data = eventData(event);
-    if (data === null) return { kind: "chunk", forward: event }; // comments, retry: lines
+    if (data === null) return { kind: "comment", forward: event };
     if (data === "[DONE]") return { kind: "done" };
     this.usageLast = false;
     // Fast path for the common chunk (no usage object, no error member): no JSON.parse, only

@@ -83,8 +83,13 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
         sawDone = true;
         break;
       }
+      if (m.kind === "comment") {
+        // No data (a proxy's keep-alive comment): relayed, and a held usage chunk stays held.
+        await write(`${m.forward}\n\n`);
+        continue;
+      }
       if (held) {
-        // Another event came after it before [DONE] (content, another usage chunk): it goes out
+        // Another data event came after it before [DONE] (content, another usage chunk): it goes out
         // as it came, without figures, and the meter goes on (the last usage chunk wins, never
         // below the content chunks when content followed it).
         if (held.forward) await write(`${held.forward}\n\n`);

@@ -678,6 +678,14 @@ describe("usage in a stream's events, as the upstream happened to write them", (
     expect(line).toMatchObject({ status: 200, error: "upstream_error" });
   });
 
+  it("a comment between the usage-only chunk and [DONE] (a proxy's keep-alive) leaves the figures on the usage chunk", async () => {
+    const events = [chunk([choice({ role: "assistant", content: "a b" })]), chunk([choice({}, "stop")]), chunk([], usage(5, 2)), ": ping\n\n", "data: [DONE]\n\n"];
+    const { text, charged } = await run(events, false, { stream_options: { include_usage: true } });
+    expect(charged).toBe(cost(5, 2));
+    expect(dataEvents(text).filter((c) => c.usage)).toEqual([expect.objectContaining({ usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 }, credits_charged: cost(5, 2) / CREDIT })]);
+    expect(text).toContain(": ping\n\n"); // the comment is relayed all the same
+  });
+
   it("a usage-only chunk sent twice: the last one is charged, and carries the figures to a client that asked", async () => {
     const twice = [chunk([choice({ role: "assistant", content: "a b c" })]), chunk([choice({}, "stop")]), chunk([], usage(5, 1)), chunk([], usage(5, 3)), "data: [DONE]\n\n"];
     expect((await run(twice)).charged).toBe(cost(5, 3));
