@@ -1,5 +1,7 @@
 // The bundle's deploy.sh and wait-ready.sh (templates/bundle/bin/) run with a stub docker and
 // curl (test/support/host-scripts.ts).
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { fakeBundle } from "../support/host-scripts.ts";
 
@@ -93,5 +95,107 @@ describe("deploy.sh on a host whose volume is not mounted", () => {
     const r = deployOnHost(true);
     expect(r.status, r.output).toBe(0);
     expect(r.calls).toContain("docker compose up -d --build --remove-orphans --wait");
+  });
+});
+
+describe("deploy.sh installing a new bundle", () => {
+  /**
+   * A host with bundle A installed by a deploy that succeeded, and docker standing in for the
+   * stack's state: its containers' ids in <root>/containers; `compose up` gives them new ids
+   * (recreates them), or fails when <root>/up-fails exists, recreating them first when
+   * <root>/up-recreates does too; `compose pull` fails when <root>/pull-fails exists.
+   */
+  function hostWithBundleA() {
+    const docker = `r=$(dirname "$0")/..
+    case "$*" in
+      ps\\ *) cat "$r/containers" 2>/dev/null || true;;
+      compose*" pull "*) if [ -f "$r/pull-fails" ]; then echo "toomanyrequests: You have reached your pull rate limit" >&2; exit 1; fi;;
+      "compose up"*)
+        if [ -f "$r/up-fails" ]; then
+          [ ! -f "$r/up-recreates" ] || echo "recreated-$RANDOM" > "$r/containers"
+          echo "Error response from daemon: pull access denied" >&2; exit 1
+        fi
+        echo "up-$RANDOM" > "$r/containers";;
+      "image prune"*) if [ -f "$r/prune-fails" ]; then echo "Error response from daemon: a prune operation is already running" >&2; exit 1; fi; echo "Total reclaimed space: 1.2GB";;
+    esac`;
+    const bundle = fakeBundle({
+      docker, curl: `echo '{"status":"ready"}'`, sleep: "", mountpoint: `[ ! -f "${"$(dirname \"$0\")/.."}/unmounted" ]`,
+    }, "TENANT='acme'\nDATA_DIR='/mnt/gpu-sandbox'\n");
+    writeFileSync(join(bundle.dest, ".env"), "COMPOSE_PROJECT_NAME=gpu-sandbox\nSHIM_ADMIN_TOKEN=secret\n");
+    const files = (v: string) => ({
+      "compose.yaml": `services: {} # ${v}\n`, "shim/config.yaml": `version: ${v}\n`, "nginx/nginx.conf": `# ${v}\n`,
+    });
+    const deploy = (version: string) => {
+      bundle.stage(files(version));
+      const r = bundle.runIncoming([bundle.dest, "1800", READY_URL]);
+      return { ...r, output: r.stdout + r.stderr };
+    };
+    const first = deploy("A");
+    expect(first.status, first.output).toBe(0);
+    const flag = (name: string) => writeFileSync(join(bundle.root, name), "");
+    const installed = () => ({ shim: bundle.read("shim/config.yaml"), nginx: bundle.read("nginx/nginx.conf") });
+    const incoming = () => bundle.read(".incoming/bundle/shim/config.yaml");
+    return { bundle, deploy, flag, installed, incoming };
+  }
+
+  it("installs it, keeps the one before in .previous, leaves .env, and empties .incoming once compose up succeeded", () => {
+    const host = hostWithBundleA();
+    const r = host.deploy("B");
+    expect(r.status, r.output).toBe(0);
+    expect(host.installed()).toEqual({ shim: "version: B\n", nginx: "# B\n" });
+    expect(host.bundle.read(".previous/shim/config.yaml")).toBe("version: A\n");
+    expect(host.bundle.read(".env")).toContain("SHIM_ADMIN_TOKEN=secret");
+    expect(host.incoming()).toBeUndefined();
+  });
+
+  it("leaves the installed bundle as it was when compose up fails before recreating any container, and installs it at the next run", () => {
+    const host = hostWithBundleA();
+    host.flag("up-fails");
+    const r = host.deploy("B");
+    expect(r.status).toBe(1);
+    expect(r.output).toContain("no container was recreated: the bundle installed before is back");
+    expect(host.installed()).toEqual({ shim: "version: A\n", nginx: "# A\n" });
+    expect(host.bundle.read("MANIFEST.sha256")).toContain("shim/config.yaml");
+    expect(host.incoming()).toBe("version: B\n"); // the next pulumi up tries it again
+    // pulumi up runs the deploy again (the copy is done): it installs B this time.
+    rmSync(join(host.bundle.root, "up-fails"));
+    const again = host.bundle.runIncoming([host.bundle.dest, "1800", READY_URL]);
+    expect(again.status, again.stdout + again.stderr).toBe(0);
+    expect(host.installed()).toEqual({ shim: "version: B\n", nginx: "# B\n" });
+    expect(host.bundle.read(".previous/shim/config.yaml")).toBe("version: A\n");
+  });
+
+  it("keeps the new bundle installed when compose up failed after recreating containers (they need its files), and says so", () => {
+    const host = hostWithBundleA();
+    host.flag("up-fails");
+    host.flag("up-recreates");
+    const r = host.deploy("B");
+    expect(r.status).toBe(1);
+    expect(r.output).toContain("containers were recreated from the new bundle, so it stays installed");
+    expect(host.installed()).toEqual({ shim: "version: B\n", nginx: "# B\n" });
+    expect(host.bundle.read(".previous/shim/config.yaml")).toBe("version: A\n");
+    expect(host.incoming()).toBe("version: B\n");
+  });
+
+  it("touches neither the installed bundle nor the stack when an image of the new one cannot be pulled", () => {
+    const host = hostWithBundleA();
+    host.flag("pull-fails");
+    const r = host.deploy("B");
+    expect(r.status).toBe(1);
+    expect(r.output).toContain("pull rate limit");
+    expect(r.output).toContain("the installed bundle and the running stack are unchanged");
+    expect(host.installed()).toEqual({ shim: "version: A\n", nginx: "# A\n" });
+    expect(host.bundle.calls().match(/^docker compose up/gm)).toHaveLength(1); // the first deploy's
+    expect(host.bundle.calls()).toMatch(/^docker compose --env-file \S+\/opt\/\.env -f \S+\/opt\/\.incoming\/bundle\/compose\.yaml pull --ignore-buildable$/m);
+  });
+
+  it("leaves the installed bundle as it was when the volume is not mounted", () => {
+    const host = hostWithBundleA();
+    host.flag("unmounted");
+    const r = host.deploy("B");
+    expect(r.status).toBe(1);
+    expect(r.output).toContain("the volume is not mounted at /mnt/gpu-sandbox");
+    expect(host.installed()).toEqual({ shim: "version: A\n", nginx: "# A\n" });
+    expect(host.incoming()).toBe("version: B\n");
   });
 });

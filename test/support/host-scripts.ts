@@ -1,6 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { sha256 } from "../../infra/render/bundle.ts";
 import { hostScriptNames } from "../../infra/render/cloud-init.ts";
 import { readTemplate } from "../../infra/render/template.ts";
 import { tempDir } from "./tools.ts";
@@ -90,23 +91,39 @@ export function fakeHost(stubs: Record<string, string> = {}) {
 /**
  * The bundle's bin/ scripts (templates/bundle/bin/) installed in <root>/opt, with stubs in
  * <root>/bin recording to <root>/calls, and /etc/gpu-sandbox/host.env moved to <root>/host.env
- * (absent unless `hostEnv` is given).
+ * (absent unless `hostEnv` is given). `stage` copies a new bundle to <root>/opt/.incoming/bundle
+ * as `pulumi up` does (the bin/ scripts, `files`, their manifest); `runIncoming` runs its
+ * deploy.sh as `pulumi up` then does.
  */
 export function fakeBundle(stubs: Record<string, string>, hostEnv?: string) {
   const root = tempDir("bundle-scripts-");
   const dest = join(root, "opt");
   const bin = join(root, "bin");
+  const incoming = join(dest, ".incoming", "bundle");
+  const scripts = Object.fromEntries(["deploy.sh", "wait-ready.sh"].map((name) =>
+    [`bin/${name}`, readTemplate(`bundle/bin/${name}`).replaceAll("/etc/gpu-sandbox/host.env", join(root, "host.env"))]));
   mkdirSync(join(dest, "bin"), { recursive: true });
-  for (const name of ["deploy.sh", "wait-ready.sh"]) {
-    writeFileSync(join(dest, "bin", name), readTemplate(`bundle/bin/${name}`).replaceAll("/etc/gpu-sandbox/host.env", join(root, "host.env")));
-  }
+  for (const [path, text] of Object.entries(scripts)) writeFileSync(join(dest, path), text);
   writeFileSync(join(dest, "MANIFEST.sha256"), "");
   if (hostEnv !== undefined) writeFileSync(join(root, "host.env"), hostEnv);
   writeStubs(bin, join(root, "calls"), stubs);
+  const read = (path: string) => (existsSync(join(dest, path)) ? readFileSync(join(dest, path), "utf8") : undefined);
   return {
     root,
     dest,
     run: (script: string, args: string[]) => runBash(bin, join(dest, "bin", script), args),
+    runIncoming: (args: string[]) => runBash(bin, join(incoming, "bin", "deploy.sh"), args),
+    stage: (files: Record<string, string>) => {
+      const all = { ...scripts, ...files };
+      for (const [path, text] of Object.entries(all)) {
+        mkdirSync(dirname(join(incoming, path)), { recursive: true });
+        writeFileSync(join(incoming, path), text);
+      }
+      writeFileSync(join(incoming, "MANIFEST.sha256"),
+        Object.keys(all).sort().map((path) => `${sha256(all[path]!)}  ${path}\n`).join(""));
+    },
+    /** A file of the installed bundle (under <root>/opt), undefined when there is none. */
+    read,
     calls: () => (existsSync(join(root, "calls")) ? readFileSync(join(root, "calls"), "utf8") : ""),
   };
 }

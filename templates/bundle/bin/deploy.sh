@@ -4,8 +4,17 @@
 # until the endpoint answers; with Let's Encrypt (a public IPv4 address given), then checks that
 # clients get its certificate and not the placeholder (a warning, not a failure).
 # Usage: deploy.sh <install-dir> <ready-timeout-seconds> <ready-url> [<letsencrypt-public-ip>]
-# Everything in <install-dir> but .env (the secrets) and .incoming/ is replaced by the bundle,
-# so a file dropped from the bundle disappears from the host too.
+# Everything in <install-dir> but .env (the secrets), .incoming/ and .previous/ is replaced by
+# the bundle, so a file dropped from the bundle disappears from the host too. What was installed
+# before is kept in .previous/.
+#
+# A new bundle is installed only once its images are pulled and the shim's is built (from the
+# new bundle, under .incoming), and it stays in .incoming until `docker compose up` succeeded, so
+# a failed deploy is tried again by the next `pulumi up`. When `up` fails before any container
+# was recreated (the old stack still runs), the bundle installed before is put back: Docker
+# mounts the installed files again at each container start (a restart, a reboot), and old
+# containers must not start on new files. When it fails after recreating some, the new bundle
+# stays installed (those containers need its files) and the next `pulumi up` finishes the job.
 set -euo pipefail
 
 dest=${1:?usage: deploy.sh <install-dir> <ready-timeout-seconds> <ready-url>}
@@ -19,16 +28,11 @@ log() { echo "gpu-sandbox: $*"; }
 # script there first), or the one installed in <install-dir> when nothing new was copied.
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
+new=""
 if [ "$src" != "$(cd "$dest" && pwd)" ] && [ -f "$src/MANIFEST.sha256" ]; then
   # Every file arrived, intact.
   (cd "$src" && sha256sum --quiet --strict -c MANIFEST.sha256)
-  find "$dest" -mindepth 1 -maxdepth 1 ! -name .env ! -name .incoming -exec rm -rf {} +
-  while read -r _ file; do
-    install -D -m 0644 "$src/$file" "$dest/$file"
-  done <"$src/MANIFEST.sha256"
-  install -m 0644 "$src/MANIFEST.sha256" "$dest/MANIFEST.sha256"
-  find "$dest/.incoming" -mindepth 1 -delete
-  log "bundle $(sha256sum "$dest/MANIFEST.sha256" | cut -c1-12) installed in $dest"
+  new=yes
 elif [ ! -f "$dest/MANIFEST.sha256" ]; then
   log "no bundle in $dest/.incoming and none installed; run pulumi up again" >&2
   exit 1
@@ -54,6 +58,37 @@ if [ -r /etc/gpu-sandbox/host.env ]; then
     resize2fs "$volume" 2>&1 | grep -v '^resize2fs [0-9]' | sed 's/^/gpu-sandbox: volume: /' || true
     log "volume: $(df -h --output=size,avail "$data" | tail -n 1 | awk '{print $1 " (" $2 " free)"}')"
   fi
+fi
+
+# The new bundle's images, fetched and built from .incoming before anything installed changes
+# (a registry refusing a pull, npm down for the shim's build): the project and secrets are the
+# installed ones (.env names the project, COMPOSE_PROJECT_NAME).
+fetch() { docker compose --env-file "$dest/.env" -f "$src/compose.yaml" "$@"; }
+# The stack's containers (ids, whatever the compose file), to tell whether a failed `up`
+# recreated any; fails when that cannot be told.
+containers() {
+  local project
+  project=$(sed -n 's/^COMPOSE_PROJECT_NAME=//p' "$dest/.env" 2>/dev/null | tail -n 1)
+  [ -n "$project" ] && docker ps -a -q --no-trunc --filter "label=com.docker.compose.project=$project" | sort
+}
+# Everything installed but .env, .incoming and .previous.
+installed() { find "$dest" -mindepth 1 -maxdepth 1 ! -name .env ! -name .incoming ! -name .previous "$@"; }
+
+if [ -n "$new" ]; then
+  log "pulling the new bundle's images and building the shim's"
+  if ! fetch pull --ignore-buildable || ! fetch build; then
+    log "could not pull or build the new bundle's images (the error is above); the installed bundle and the running stack are unchanged. Run pulumi up again" >&2
+    exit 1
+  fi
+  before=$(containers) || before="unknown"
+  rm -rf "$dest/.previous"
+  mkdir "$dest/.previous"
+  installed -exec mv -t "$dest/.previous" {} +
+  while read -r _ file; do
+    install -D -m 0644 "$src/$file" "$dest/$file"
+  done <"$src/MANIFEST.sha256"
+  install -m 0644 "$src/MANIFEST.sha256" "$dest/MANIFEST.sha256"
+  log "bundle $(sha256sum "$dest/MANIFEST.sha256" | cut -c1-12) installed in $dest (the one before is in $dest/.previous)"
 fi
 
 cd "$dest"
@@ -82,7 +117,20 @@ if [ "$rc" -ne 0 ]; then
   else
     log "docker compose up failed after ${SECONDS}s (exit $rc); its error is above"
   fi
+  if [ -n "$new" ]; then
+    after=$(containers) || after="unknown"
+    if [ "$before" != "unknown" ] && [ "$after" = "$before" ]; then
+      installed -exec rm -rf {} +
+      find "$dest/.previous" -mindepth 1 -maxdepth 1 -exec mv -t "$dest" {} +
+      log "no container was recreated: the bundle installed before is back in $dest, under the stack that still runs; the new one stays in $dest/.incoming for the next pulumi up" >&2
+    else
+      log "containers were recreated from the new bundle, so it stays installed (the one before is in $dest/.previous); pulumi up again to finish" >&2
+    fi
+  fi
   exec bash "$dest/bin/wait-ready.sh" --diagnose "$ready_url"
+fi
+if [ -n "$new" ]; then
+  find "$dest/.incoming" -mindepth 1 -delete
 fi
 
 # A recreated shim may have a new address; nginx resolves service names when it (re)loads.
