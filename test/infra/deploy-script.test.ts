@@ -198,4 +198,13 @@ describe("deploy.sh installing a new bundle", () => {
     expect(host.installed()).toEqual({ shim: "version: A\n", nginx: "# A\n" });
     expect(host.incoming()).toBe("version: B\n");
   });
+
+  it("prunes dangling images after a successful compose up, and a failed prune does not fail the deploy", () => {
+    const host = hostWithBundleA();
+    expect(host.bundle.calls()).toMatch(/^docker compose up .*\n(.*\n)*docker image prune -f$/m);
+    host.flag("prune-fails");
+    const r = host.deploy("B");
+    expect(r.status, r.output).toBe(0);
+    expect(r.output).toContain("a prune operation is already running");
+  });
 });

@@ -132,6 +132,9 @@ fi
 if [ -n "$new" ]; then
   find "$dest/.incoming" -mindepth 1 -delete
 fi
+# Images no container uses any more and no tag names (a replaced shim build, an image pinned by
+# digest that a new pin replaced) would pile up on the root disk; never a reason to fail.
+log "images: $(docker image prune -f 2>&1 | tail -n 1 || true)"
 
 # A recreated shim may have a new address; nginx resolves service names when it (re)loads.
 docker compose exec -T nginx nginx -s reload >/dev/null
