@@ -13,21 +13,34 @@ else
   account="--register-unsafely-without-email"
 fi
 
+# Copies a new certificate to $out. Both files are staged and checked before either replaces the
+# pair nginx uses: a new key beside the old certificate stops nginx at its next start ("key
+# values mismatch"). Then the key first, and the certificate nginx's watcher compares.
+install_certificate() {
+  if cmp -s "$live/fullchain.pem" "$out/fullchain.pem"; then return 0; fi
+  if cp "$live/privkey.pem" "$out/privkey.pem.new" && cp "$live/fullchain.pem" "$out/fullchain.pem.new" \
+      && cmp -s "$live/privkey.pem" "$out/privkey.pem.new" && cmp -s "$live/fullchain.pem" "$out/fullchain.pem.new" \
+      && mv "$out/privkey.pem.new" "$out/privkey.pem" && mv "$out/fullchain.pem.new" "$out/fullchain.pem"; then
+    echo "certbot: installed the certificate for $TLS_DOMAIN"
+    return 0
+  fi
+  rm -f "$out/privkey.pem.new" "$out/fullchain.pem.new"
+  echo "certbot: could not copy the certificate for $TLS_DOMAIN to $out (the error is above: a full volume?); retrying in 15 minutes" >&2
+  return 1
+}
+
 trap 'exit 0' TERM
 while :; do
   # shellcheck disable=SC2086 # $account holds two words on purpose
-  if certbot certonly --webroot -w /var/www/certbot -d "$TLS_DOMAIN" --non-interactive \
+  if ! certbot certonly --webroot -w /var/www/certbot -d "$TLS_DOMAIN" --non-interactive \
       --agree-tos --keep-until-expiring $account; then
-    if ! cmp -s "$live/fullchain.pem" "$out/fullchain.pem"; then
-      # Key first, then the certificate nginx's watcher compares.
-      cp "$live/privkey.pem" "$out/privkey.pem.new" && mv "$out/privkey.pem.new" "$out/privkey.pem"
-      cp "$live/fullchain.pem" "$out/fullchain.pem.new" && mv "$out/fullchain.pem.new" "$out/fullchain.pem"
-      echo "certbot: installed the certificate for $TLS_DOMAIN"
-    fi
-    sleep 12h & wait $!
-  else
     # Let's Encrypt allows 5 failed validations per hour; retry well inside that.
     echo "certbot: could not obtain a certificate for $TLS_DOMAIN; retrying in 15 minutes" >&2
+    sleep 900 & wait $!
+  elif install_certificate; then
+    sleep 12h & wait $!
+  else
+    # The certificate is issued: the retry copies it without asking Let's Encrypt again.
     sleep 900 & wait $!
   fi
 done
