@@ -177,6 +177,19 @@ describe("deploy.sh installing a new bundle", () => {
     expect(host.incoming()).toBe("version: B\n");
   });
 
+  it("on a new host (nothing installed before), a failed compose up leaves the bundle installed and diagnoses it", () => {
+    const host = hostWithBundleA();
+    // As on a host's first deploy: nothing installed yet, no container.
+    for (const path of ["bin", "MANIFEST.sha256", "compose.yaml", "shim", "nginx", ".previous"]) rmSync(join(host.bundle.dest, path), { recursive: true, force: true });
+    writeFileSync(join(host.bundle.root, "containers"), "");
+    host.flag("up-fails");
+    const r = host.deploy("B");
+    expect(r.status).toBe(1);
+    expect(r.output).not.toContain("No such file");
+    expect(r.output).toContain("the endpoint is not ready. Where to look, on the host:");
+    expect(host.installed()).toEqual({ shim: "version: B\n", nginx: "# B\n" });
+  });
+
   it("touches neither the installed bundle nor the stack when an image of the new one cannot be pulled", () => {
     const host = hostWithBundleA();
     host.flag("pull-fails");

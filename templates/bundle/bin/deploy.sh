@@ -119,7 +119,11 @@ if [ "$rc" -ne 0 ]; then
   fi
   if [ -n "$new" ]; then
     after=$(containers) || after="unknown"
-    if [ "$before" != "unknown" ] && [ "$after" = "$before" ]; then
+    # Nothing was installed before (a new host): no old container to protect, and the new
+    # bundle's wait-ready.sh diagnoses below.
+    if [ ! -f "$dest/.previous/MANIFEST.sha256" ]; then
+      log "the new bundle stays installed (none was before); pulumi up again once the error above is fixed" >&2
+    elif [ "$before" != "unknown" ] && [ "$after" = "$before" ]; then
       installed -exec rm -rf {} +
       find "$dest/.previous" -mindepth 1 -maxdepth 1 -exec mv -t "$dest" {} +
       log "no container was recreated: the bundle installed before is back in $dest, under the stack that still runs; the new one stays in $dest/.incoming for the next pulumi up" >&2
