@@ -17,7 +17,9 @@ fi
 # pair nginx uses: a new key beside the old certificate stops nginx at its next start ("key
 # values mismatch"). Then the key first, and the certificate nginx's watcher compares.
 install_certificate() {
-  if cmp -s "$live/fullchain.pem" "$out/fullchain.pem"; then return 0; fi
+  # Both, not only the certificate: an older copy whose key failed left the new certificate
+  # beside the old key, which only installing both again repairs.
+  if cmp -s "$live/fullchain.pem" "$out/fullchain.pem" && cmp -s "$live/privkey.pem" "$out/privkey.pem"; then return 0; fi
   if cp "$live/privkey.pem" "$out/privkey.pem.new" && cp "$live/fullchain.pem" "$out/fullchain.pem.new" \
       && cmp -s "$live/privkey.pem" "$out/privkey.pem.new" && cmp -s "$live/fullchain.pem" "$out/fullchain.pem.new" \
       && mv "$out/privkey.pem.new" "$out/privkey.pem" && mv "$out/fullchain.pem.new" "$out/fullchain.pem"; then

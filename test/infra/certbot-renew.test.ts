@@ -14,7 +14,7 @@ import { runTool, tempDir } from "../support/tools.ts";
  * copies them to out/ (which holds the previous pair) with `cp` as given, then its first sleep
  * ends the run (TERM to the script, which it exits 0 on).
  */
-function renewOnce(cp: string) {
+function renewOnce(cp: string, installedKey = "old key\n", installedCertificate = "old certificate\n") {
   const root = tempDir("certbot-renew-");
   const live = join(root, "live", "llm.example.com");
   const out = join(root, "out");
@@ -22,8 +22,8 @@ function renewOnce(cp: string) {
   mkdirSync(out);
   writeFileSync(join(live, "privkey.pem"), "new key\n");
   writeFileSync(join(live, "fullchain.pem"), "new certificate\n");
-  writeFileSync(join(out, "privkey.pem"), "old key\n");
-  writeFileSync(join(out, "fullchain.pem"), "old certificate\n");
+  writeFileSync(join(out, "privkey.pem"), installedKey);
+  writeFileSync(join(out, "fullchain.pem"), installedCertificate);
   const script = join(root, "certbot-renew.sh");
   writeFileSync(script, readTemplate("bundle/certbot-renew.sh")
     .replaceAll("/etc/letsencrypt/live/", `${root}/live/`).replaceAll("/gpu-sandbox-tls", out));
@@ -42,6 +42,12 @@ function renewOnce(cp: string) {
 }
 
 describe("certbot-renew.sh installing a renewed certificate", () => {
+  it("repairs a pair whose certificate is current and whose key is not (an older script's key copy failed)", () => {
+    const r = renewOnce(`exec /bin/cp "$@"`, "old key\n", "new certificate\n");
+    expect(r.installed).toEqual({ key: "new key\n", certificate: "new certificate\n" });
+    expect(r.sleeps).toEqual(["sleep 12h"]);
+  });
+
   it("installs the key and the certificate together, then sleeps 12 h", () => {
     const r = renewOnce(`exec /bin/cp "$@"`);
     expect(r.stdout).toContain("certbot: installed the certificate for llm.example.com");

@@ -1,6 +1,6 @@
 // The bundle's deploy.sh and wait-ready.sh (templates/bundle/bin/) run with a stub docker and
 // curl (test/support/host-scripts.ts).
-import { rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { fakeBundle } from "../support/host-scripts.ts";
@@ -105,7 +105,7 @@ describe("deploy.sh installing a new bundle", () => {
    * (recreates them), or fails when <root>/up-fails exists, recreating them first when
    * <root>/up-recreates does too; `compose pull` fails when <root>/pull-fails exists.
    */
-  function hostWithBundleA() {
+  function hostWithBundleA(stubs: Record<string, string> = {}) {
     const docker = `r=$(dirname "$0")/..
     case "$*" in
       ps\\ *) cat "$r/containers" 2>/dev/null || true;;
@@ -119,7 +119,7 @@ describe("deploy.sh installing a new bundle", () => {
       "image prune"*) if [ -f "$r/prune-fails" ]; then echo "Error response from daemon: a prune operation is already running" >&2; exit 1; fi; echo "Total reclaimed space: 1.2GB";;
     esac`;
     const bundle = fakeBundle({
-      docker, curl: `echo '{"status":"ready"}'`, sleep: "", mountpoint: `[ ! -f "${"$(dirname \"$0\")/.."}/unmounted" ]`,
+      docker, curl: `echo '{"status":"ready"}'`, sleep: "", mountpoint: `[ ! -f "${"$(dirname \"$0\")/.."}/unmounted" ]`, ...stubs,
     }, "TENANT='acme'\nDATA_DIR='/mnt/gpu-sandbox'\n");
     writeFileSync(join(bundle.dest, ".env"), "COMPOSE_PROJECT_NAME=gpu-sandbox\nSHIM_ADMIN_TOKEN=secret\n");
     const files = (v: string) => ({
@@ -188,6 +188,38 @@ describe("deploy.sh installing a new bundle", () => {
     expect(r.output).not.toContain("No such file");
     expect(r.output).toContain("the endpoint is not ready. Where to look, on the host:");
     expect(host.installed()).toEqual({ shim: "version: B\n", nginx: "# B\n" });
+  });
+
+  it("leaves the installed bundle whole when installing the new one fails (a full root disk), and a later run still has it to put back", () => {
+    // `install` fails writing nginx.conf while <root>/install-fails exists.
+    const host = hostWithBundleA({ install: `for a in "$@"; do :; done
+      if [ -f "$(dirname "$0")/../install-fails" ] && [ "\${a##*/}" = nginx.conf ]; then echo "install: error writing '$a': No space left on device" >&2; exit 1; fi
+      exec /usr/bin/install "$@"` });
+    host.flag("install-fails");
+    const r = host.deploy("B");
+    expect(r.status, r.output + host.bundle.calls()).toBe(1);
+    expect(r.output).toContain("No space left on device");
+    expect(r.output).toContain("could not install the new bundle");
+    expect(host.installed()).toEqual({ shim: "version: A\n", nginx: "# A\n" });
+    expect(host.bundle.read("MANIFEST.sha256")).toContain("shim/config.yaml");
+    // The disk freed, the next pulumi up's compose up fails before recreating anything: A is put back.
+    rmSync(join(host.bundle.root, "install-fails"));
+    host.flag("up-fails");
+    const again = host.bundle.runIncoming([host.bundle.dest, "1800", READY_URL]);
+    expect(again.status).toBe(1);
+    expect(host.installed()).toEqual({ shim: "version: A\n", nginx: "# A\n" });
+  });
+
+  it("finishes a swap a reboot cut short: the bundle before is put back before anything else", () => {
+    const host = hostWithBundleA();
+    // As a reboot between moving the installed bundle aside and moving the new one in leaves it.
+    rmSync(join(host.bundle.dest, ".previous"), { recursive: true });
+    mkdirSync(join(host.bundle.dest, ".previous"));
+    for (const name of ["bin", "compose.yaml", "shim", "nginx", "MANIFEST.sha256"]) renameSync(join(host.bundle.dest, name), join(host.bundle.dest, ".previous", name));
+    host.flag("up-fails");
+    const r = host.deploy("B");
+    expect(r.status).toBe(1);
+    expect(host.installed()).toEqual({ shim: "version: A\n", nginx: "# A\n" });
   });
 
   it("touches neither the installed bundle nor the stack when an image of the new one cannot be pulled", () => {

@@ -71,8 +71,17 @@ containers() {
   project=$(sed -n 's/^COMPOSE_PROJECT_NAME=//p' "$dest/.env" 2>/dev/null | tail -n 1)
   [ -n "$project" ] && docker ps -a -q --no-trunc --filter "label=com.docker.compose.project=$project" | sort
 }
-# Everything installed but .env, .incoming and .previous.
-installed() { find "$dest" -mindepth 1 -maxdepth 1 ! -name .env ! -name .incoming ! -name .previous "$@"; }
+# Everything installed but .env, .incoming, .previous and .staging.
+installed() { find "$dest" -mindepth 1 -maxdepth 1 ! -name .env ! -name .incoming ! -name .previous ! -name .staging "$@"; }
+
+# A swap cut short (a reboot between moving the installed bundle aside and moving the new one
+# in) leaves no manifest installed and the bundle before in .previous: put it back first, so it
+# is neither deleted below nor mistaken for a new host's nothing.
+if [ ! -f "$dest/MANIFEST.sha256" ] && [ -f "$dest/.previous/MANIFEST.sha256" ]; then
+  installed -exec rm -rf {} +
+  find "$dest/.previous" -mindepth 1 -maxdepth 1 -exec mv -t "$dest" {} +
+  log "put back the bundle installed before a deploy that was cut short"
+fi
 
 if [ -n "$new" ]; then
   log "pulling the new bundle's images and building the shim's"
@@ -81,13 +90,24 @@ if [ -n "$new" ]; then
     exit 1
   fi
   before=$(containers) || before="unknown"
+  # Written beside the installed bundle first (a full root disk fails here, with the installed
+  # one untouched), then swapped in by renames.
+  rm -rf "$dest/.staging"
+  mkdir "$dest/.staging"
+  # (set -e does not apply inside `if !`: each failure exits the subshell itself.)
+  if ! (while read -r _ file; do install -D -m 0644 "$src/$file" "$dest/.staging/$file" || exit 1; done <"$src/MANIFEST.sha256" \
+      && install -m 0644 "$src/MANIFEST.sha256" "$dest/.staging/MANIFEST.sha256"); then
+    rm -rf "$dest/.staging"
+    log "could not install the new bundle (the error is above: a full root disk?); the installed bundle and the running stack are unchanged. Run pulumi up again" >&2
+    exit 1
+  fi
   rm -rf "$dest/.previous"
   mkdir "$dest/.previous"
   installed -exec mv -t "$dest/.previous" {} +
-  while read -r _ file; do
-    install -D -m 0644 "$src/$file" "$dest/$file"
-  done <"$src/MANIFEST.sha256"
-  install -m 0644 "$src/MANIFEST.sha256" "$dest/MANIFEST.sha256"
+  # The manifest last: until it is in, a run cut short here is put back (above) by the next one.
+  find "$dest/.staging" -mindepth 1 -maxdepth 1 ! -name MANIFEST.sha256 -exec mv -t "$dest" {} +
+  mv "$dest/.staging/MANIFEST.sha256" "$dest/MANIFEST.sha256"
+  rmdir "$dest/.staging"
   log "bundle $(sha256sum "$dest/MANIFEST.sha256" | cut -c1-12) installed in $dest (the one before is in $dest/.previous)"
 fi
 
