@@ -6,6 +6,7 @@ import { type Harness, startShim } from "../support/shim-harness.ts";
 
 afterEach(() => vi.restoreAllMocks());
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const bad = (url: string, headers: Record<string, string> = {}) => fetch(`${url}/v1/models`, { headers: { authorization: "Bearer sk-gs-guessguessgu_guessguessguessguessguessguessgu", ...headers } });
 
 describe("rate limits through the shim", () => {
@@ -74,6 +75,32 @@ describe("rate limits through the shim", () => {
       clock.advance(retryAfter * 1000);
       const second = await ask(1).catch((x: unknown) => x);
       expect(second).not.toBeInstanceOf(Error);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("tokens per minute: a request whose max_tokens is over the minute's budget takes all of it at admission, so the key waits for its real debt", async () => {
+    const clock = manualClock(Date.now());
+    const h = await startShim({ clock, file: { tiers: { t: { rpm: 1000, tpm: 100 } }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] } });
+    try {
+      const { key } = await h.createKey({ tier: "t", credits: 1000 });
+      h.fake.set({ defaultTokens: 1000, headerDelayMs: 1500 });
+      const ask = () => h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1000 });
+      const answers = [ask()];
+      await sleep(200);
+      clock.advance(600);
+      answers.push(ask());
+      await sleep(200);
+      clock.advance(60_000);
+      answers.push(ask());
+      const done = await Promise.all(answers);
+      const used = await Promise.all(done.map(async (r) => (r.status === 200 ? ((await r.json()) as { usage: { total_tokens: number } }).usage.total_tokens : 0)));
+      // Over ~61 s of the key's clock: at most two minutes' budget plus one request's overdraft.
+      expect(used.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(2 * 100 + 1000);
+      expect(done.map((r) => r.status)).toEqual([200, 429, 429]);
+      // The refusal says how long the debt (~1,000 tokens at 100/min) takes to pay: ~9 minutes, not a second.
+      expect(Number(done[1]!.headers.get("retry-after"))).toBeGreaterThan(500);
     } finally {
       await h.close();
     }

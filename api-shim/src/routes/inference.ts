@@ -77,13 +77,15 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   // The request's own bounds (InferenceRequest names them as HoldInput does) and what only the route knows.
   const holdInput: HoldInput = { ...req, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw) };
   // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
-  // most the outputs may generate (at most the whole minute's budget), taken when the bucket is
-  // positive and corrected to the real usage at settlement. Counting the prompt alone let ten
-  // requests with a large max_tokens through at once, four times a free key's minute. The auth
-  // hook refused a key whose budget was spent before its body was read; checked again here, as
-  // other requests may have spent it while this one's body arrived.
+  // most the outputs may generate, taken when the bucket is positive and corrected to the real
+  // usage at settlement. Counting the prompt alone let ten requests with a large max_tokens
+  // through at once, four times a free key's minute. Taken whole, even over the minute's budget
+  // (the request still runs; the next waits for that debt): capping it at the budget let a key
+  // start another such request each minute while the earlier ones ran, many times its budget.
+  // The auth hook refused a key whose budget was spent before its body was read; checked again
+  // here, as other requests may have spent it while this one's body arrived.
   const tokens = auth.buckets.tokens;
-  const estimate = tokens ? Math.min(estimatePromptTokens(raw.length) + req.outputs * ctx.pricer.outputBound(holdInput), tokens.capacity) : 0;
+  const estimate = tokens ? estimatePromptTokens(raw.length) + req.outputs * ctx.pricer.outputBound(holdInput) : 0;
   if (tokens) {
     const r = tokens.takeIfPositive(estimate, ctx.clock.monotonic());
     if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
