@@ -17,16 +17,28 @@ export const MAX_TRACKED_ADDRESSES = 10_000;
  * which can only favour the client.
  */
 export class TokenBucket {
-  readonly capacity: number;
+  private cap: number;
   private level: number;
   private at: number;
-  private readonly perMs: number;
+  private perMs: number;
 
   constructor(capacity: number, nowMs: number) {
-    this.capacity = capacity;
+    this.cap = capacity;
     this.level = capacity;
     this.at = nowMs;
     this.perMs = capacity / 60_000;
+  }
+
+  get capacity(): number {
+    return this.cap;
+  }
+
+  /** A new per-minute limit: the level stays (at most the new capacity; a debt is kept). */
+  resize(capacity: number, nowMs: number): void {
+    this.refill(nowMs);
+    this.cap = capacity;
+    this.perMs = capacity / 60_000;
+    this.level = Math.min(capacity, this.level);
   }
 
   private refill(nowMs: number): void {
@@ -105,13 +117,18 @@ export class RateLimiter {
 
   forKey(keyId: string, limits: TierLimits): KeyBuckets {
     const entry = this.keys.get(keyId);
-    // A key whose tier changed (bootstrap re-apply) gets fresh buckets with the new limits.
     if (entry && entry.limits.rpm === limits.rpm && entry.limits.tpm === limits.tpm) return entry.buckets;
+    // A key whose limits changed (its tier, or a bootstrap key re-applied at a replica's start)
+    // keeps its buckets, resized: what it spent stays spent (a downgrade gives no fresh minute)
+    // and its requests in flight settle their estimates into the bucket they were taken from.
     const now = this.clock.monotonic();
-    const buckets = {
-      requests: limits.rpm === null ? null : new TokenBucket(limits.rpm, now),
-      tokens: limits.tpm === null ? null : new TokenBucket(limits.tpm, now),
+    const bucket = (old: TokenBucket | null | undefined, limit: number | null) => {
+      if (limit === null) return null;
+      if (!old) return new TokenBucket(limit, now);
+      old.resize(limit, now);
+      return old;
     };
+    const buckets = { requests: bucket(entry?.buckets.requests, limits.rpm), tokens: bucket(entry?.buckets.tokens, limits.tpm) };
     this.keys.set(keyId, { limits, buckets });
     return buckets;
   }

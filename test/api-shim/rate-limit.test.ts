@@ -106,6 +106,23 @@ describe("rate limits through the shim", () => {
     }
   });
 
+  it("a key whose tier changes keeps what it has spent (clamped to the new budget): a downgrade gives no fresh minute", async () => {
+    const h = await startShim({ file: { tiers: { big: { rpm: 3, tpm: 100000 }, small: { rpm: 2, tpm: 100000 } } } });
+    try {
+      const { id, key } = await h.createKey({ tier: "big", credits: 100 });
+      const models = () => fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+      for (let i = 0; i < 3; i++) expect((await models()).status).toBe(200);
+      expect((await models()).status).toBe(429);
+      // What another replica's start with the new configuration does to the key.
+      await h.store.ensureBootstrapKey({ id, name: "app", hash: hashKey(key), tier: "small", models: null, expiresAt: null, credits: 0, at: Date.now() });
+      const r = await models();
+      expect(r.status).toBe(429);
+      expect(r.headers.get("x-ratelimit-limit-requests")).toBe("2");
+    } finally {
+      await h.close();
+    }
+  });
+
   it("unauthenticated traffic is limited per client IP (key guessing is throttled); probes are exempt", async () => {
     const h = await startShim({ file: { unauthenticatedRpm: 3 } });
     try {

@@ -297,6 +297,24 @@ describe("rate limits", () => {
     expect(limiter.takeIp("1.1.1.1").ok).toBe(true);
     expect(new RateLimiter(clock, null).takeIp("1.1.1.1").ok).toBe(true);
   });
+  it("a key whose limits change keeps its buckets' levels, clamped to the new capacity, debts and in-flight estimates included", () => {
+    const clock = manualClock();
+    const limiter = new RateLimiter(clock, 60);
+    const now = clock.monotonic();
+    const before = limiter.forKey("k", { rpm: 100, tpm: 1000, concurrency: null });
+    before.requests!.take(40, now);
+    before.tokens!.takeIfPositive(1500, now); // an in-flight estimate: 500 in debt
+    const after = limiter.forKey("k", { rpm: 50, tpm: 2000, concurrency: null });
+    expect(after.requests!.capacity).toBe(50);
+    expect(after.requests!.remaining(now)).toBe(50); // 60 left, clamped to the new 50
+    expect(after.tokens!.capacity).toBe(2000);
+    expect(after.tokens!.takeIfPositive(1, now).ok).toBe(false); // still in debt
+    before.tokens!.adjust(-1400, now); // the request settles through the buckets it was admitted with: it used 100
+    expect(after.tokens!.remaining(now)).toBe(900);
+    const unlimited = limiter.forKey("k", { rpm: null, tpm: 1000, concurrency: null });
+    expect(unlimited.requests).toBeNull();
+    expect(unlimited.tokens!.remaining(now)).toBe(900);
+  });
   it("builds both header families; unlimited dimensions are omitted", () => {
     const clock = manualClock();
     const limiter = new RateLimiter(clock, 60);
