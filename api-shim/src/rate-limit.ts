@@ -164,17 +164,16 @@ export class RateLimiter {
     if (this.ipRpm === null) return { ok: true };
     const now = this.clock.monotonic();
     const address = ipBucketKey(ip, scope);
-    let bucket = this.ips.get(address);
-    if (bucket) {
-      this.ips.delete(address); // set again below: the map stays in least-recently-seen order
-    } else {
+    let bucket = this.seen(address);
+    if (!bucket) {
       bucket = new TokenBucket(this.ipRpm, now);
       // Bounded under address spraying, in O(1): the least recently seen address is forgotten.
-      // A client still being limited is seen often, so it stays; pushing it out takes requests
-      // from MAX_TRACKED_ADDRESSES other addresses, which already have that many budgets.
+      // A client still being limited is seen often (by takeIp or ipRefusal), so it stays;
+      // pushing it out takes requests from MAX_TRACKED_ADDRESSES other addresses, which already
+      // have that many budgets.
       if (this.ips.size >= MAX_TRACKED_ADDRESSES) this.ips.delete(this.ips.keys().next().value!);
+      this.ips.set(address, bucket);
     }
-    this.ips.set(address, bucket);
     const r = bucket.take(1, now);
     return r.ok ? r : { ...r, buckets: { requests: bucket, tokens: null } };
   }
@@ -185,10 +184,20 @@ export class RateLimiter {
    */
   ipRefusal(ip: string, scope: IpScope = "any"): { retryMs: number; buckets: KeyBuckets } | null {
     if (this.ipRpm === null) return null;
-    const bucket = this.ips.get(ipBucketKey(ip, scope));
+    const bucket = this.seen(ipBucketKey(ip, scope));
     const now = this.clock.monotonic();
     const retryMs = bucket ? bucket.msUntil(1, now) : 0;
     return bucket && retryMs > 0 ? { retryMs, buckets: { requests: bucket, tokens: null } } : null;
+  }
+
+  /** An address's bucket, if it has one, moved to the map's end: the map stays in least-recently-seen order. */
+  private seen(address: string): TokenBucket | undefined {
+    const bucket = this.ips.get(address);
+    if (bucket) {
+      this.ips.delete(address);
+      this.ips.set(address, bucket);
+    }
+    return bucket;
   }
 
   /** How many client addresses have a bucket (bounded by MAX_TRACKED_ADDRESSES). */

@@ -12,7 +12,7 @@ import { normalizationGrowth, parseInferenceRequest } from "../../api-shim/src/i
 import { normalizationGrowthOf } from "../../api-shim/src/normalization.ts";
 import { parsePeriod, showPeriod } from "../../api-shim/src/period.ts";
 import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
-import { durationString, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/rate-limit.ts";
+import { durationString, MAX_TRACKED_ADDRESSES, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/rate-limit.ts";
 import { rateLimited } from "../../api-shim/src/auth.ts";
 import { eventData, EventTooLargeError, replaceEventData, sseEvents } from "../../api-shim/src/sse.ts";
 import { upstreamErrorBody } from "../../api-shim/src/upstream.ts";
@@ -296,6 +296,17 @@ describe("rate limits", () => {
     clock.advance(30_000);
     expect(limiter.takeIp("1.1.1.1").ok).toBe(true);
     expect(new RateLimiter(clock, null).takeIp("1.1.1.1").ok).toBe(true);
+  });
+  it("an address that spent its failed-admin budget keeps it spent while it keeps asking, however many other addresses come", () => {
+    const limiter = new RateLimiter(manualClock(), 2);
+    limiter.takeIp("198.51.100.1", "admin");
+    limiter.takeIp("198.51.100.1", "admin");
+    let unlocked = -1;
+    for (let i = 0; i < 3 * MAX_TRACKED_ADDRESSES; i++) {
+      limiter.takeIp(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+      if (i % 1000 === 0 && unlocked < 0 && limiter.ipRefusal("198.51.100.1", "admin") === null) unlocked = i;
+    }
+    expect(unlocked).toBe(-1);
   });
   it("a key whose limits change keeps its buckets' levels, clamped to the new capacity, debts and in-flight estimates included", () => {
     const clock = manualClock();
