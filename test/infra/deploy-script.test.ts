@@ -135,14 +135,23 @@ describe("deploy.sh installing a new bundle", () => {
     const flag = (name: string) => writeFileSync(join(bundle.root, name), "");
     const installed = () => ({ shim: bundle.read("shim/config.yaml"), nginx: bundle.read("nginx/nginx.conf") });
     const incoming = () => bundle.read(".incoming/bundle/shim/config.yaml");
-    return { bundle, deploy, flag, installed, incoming };
+    /** Deploys `version`, which fails saying `message`. */
+    const deployFails = (version: string, message: string) => {
+      const r = deploy(version);
+      expect(r.status, r.output).toBe(1);
+      expect(r.output).toContain(message);
+      return r;
+    };
+    return { bundle, deploy, deployFails, flag, installed, incoming };
   }
+  const A = { shim: "version: A\n", nginx: "# A\n" };
+  const B = { shim: "version: B\n", nginx: "# B\n" };
 
   it("installs it, keeps the one before in .previous, leaves .env, and empties .incoming once compose up succeeded", () => {
     const host = hostWithBundleA();
     const r = host.deploy("B");
     expect(r.status, r.output).toBe(0);
-    expect(host.installed()).toEqual({ shim: "version: B\n", nginx: "# B\n" });
+    expect(host.installed()).toEqual(B);
     expect(host.bundle.read(".previous/shim/config.yaml")).toBe("version: A\n");
     expect(host.bundle.read(".env")).toContain("SHIM_ADMIN_TOKEN=secret");
     expect(host.incoming()).toBeUndefined();
@@ -151,17 +160,15 @@ describe("deploy.sh installing a new bundle", () => {
   it("leaves the installed bundle as it was when compose up fails before recreating any container, and installs it at the next run", () => {
     const host = hostWithBundleA();
     host.flag("up-fails");
-    const r = host.deploy("B");
-    expect(r.status).toBe(1);
-    expect(r.output).toContain("no container was recreated: the bundle installed before is back");
-    expect(host.installed()).toEqual({ shim: "version: A\n", nginx: "# A\n" });
+    host.deployFails("B", "no container was recreated: the bundle installed before is back");
+    expect(host.installed()).toEqual(A);
     expect(host.bundle.read("MANIFEST.sha256")).toContain("shim/config.yaml");
     expect(host.incoming()).toBe("version: B\n"); // the next pulumi up tries it again
     // pulumi up runs the deploy again (the copy is done): it installs B this time.
     rmSync(join(host.bundle.root, "up-fails"));
     const again = host.bundle.runIncoming([host.bundle.dest, "1800", READY_URL]);
     expect(again.status, again.stdout + again.stderr).toBe(0);
-    expect(host.installed()).toEqual({ shim: "version: B\n", nginx: "# B\n" });
+    expect(host.installed()).toEqual(B);
     expect(host.bundle.read(".previous/shim/config.yaml")).toBe("version: A\n");
   });
 
@@ -169,10 +176,8 @@ describe("deploy.sh installing a new bundle", () => {
     const host = hostWithBundleA();
     host.flag("up-fails");
     host.flag("up-recreates");
-    const r = host.deploy("B");
-    expect(r.status).toBe(1);
-    expect(r.output).toContain("containers were recreated from the new bundle, so it stays installed");
-    expect(host.installed()).toEqual({ shim: "version: B\n", nginx: "# B\n" });
+    host.deployFails("B", "containers were recreated from the new bundle, so it stays installed");
+    expect(host.installed()).toEqual(B);
     expect(host.bundle.read(".previous/shim/config.yaml")).toBe("version: A\n");
     expect(host.incoming()).toBe("version: B\n");
   });
@@ -187,7 +192,7 @@ describe("deploy.sh installing a new bundle", () => {
     expect(r.status).toBe(1);
     expect(r.output).not.toContain("No such file");
     expect(r.output).toContain("the endpoint is not ready. Where to look, on the host:");
-    expect(host.installed()).toEqual({ shim: "version: B\n", nginx: "# B\n" });
+    expect(host.installed()).toEqual(B);
   });
 
   it("leaves the installed bundle whole when installing the new one fails (a full root disk), and a later run still has it to put back", () => {
@@ -200,14 +205,14 @@ describe("deploy.sh installing a new bundle", () => {
     expect(r.status, r.output + host.bundle.calls()).toBe(1);
     expect(r.output).toContain("No space left on device");
     expect(r.output).toContain("could not install the new bundle");
-    expect(host.installed()).toEqual({ shim: "version: A\n", nginx: "# A\n" });
+    expect(host.installed()).toEqual(A);
     expect(host.bundle.read("MANIFEST.sha256")).toContain("shim/config.yaml");
     // The disk freed, the next pulumi up's compose up fails before recreating anything: A is put back.
     rmSync(join(host.bundle.root, "install-fails"));
     host.flag("up-fails");
     const again = host.bundle.runIncoming([host.bundle.dest, "1800", READY_URL]);
     expect(again.status).toBe(1);
-    expect(host.installed()).toEqual({ shim: "version: A\n", nginx: "# A\n" });
+    expect(host.installed()).toEqual(A);
   });
 
   it("finishes a swap a reboot cut short: the bundle before is put back before anything else", () => {
@@ -219,17 +224,15 @@ describe("deploy.sh installing a new bundle", () => {
     host.flag("up-fails");
     const r = host.deploy("B");
     expect(r.status).toBe(1);
-    expect(host.installed()).toEqual({ shim: "version: A\n", nginx: "# A\n" });
+    expect(host.installed()).toEqual(A);
   });
 
   it("touches neither the installed bundle nor the stack when an image of the new one cannot be pulled", () => {
     const host = hostWithBundleA();
     host.flag("pull-fails");
-    const r = host.deploy("B");
-    expect(r.status).toBe(1);
-    expect(r.output).toContain("pull rate limit");
+    const r = host.deployFails("B", "pull rate limit");
     expect(r.output).toContain("the installed bundle and the running stack are unchanged");
-    expect(host.installed()).toEqual({ shim: "version: A\n", nginx: "# A\n" });
+    expect(host.installed()).toEqual(A);
     expect(host.bundle.calls().match(/^docker compose up/gm)).toHaveLength(1); // the first deploy's
     expect(host.bundle.calls()).toMatch(/^docker compose --env-file \S+\/opt\/\.env -f \S+\/opt\/\.incoming\/bundle\/compose\.yaml pull --ignore-buildable$/m);
   });
@@ -237,10 +240,8 @@ describe("deploy.sh installing a new bundle", () => {
   it("leaves the installed bundle as it was when the volume is not mounted", () => {
     const host = hostWithBundleA();
     host.flag("unmounted");
-    const r = host.deploy("B");
-    expect(r.status).toBe(1);
-    expect(r.output).toContain("the volume is not mounted at /mnt/gpu-sandbox");
-    expect(host.installed()).toEqual({ shim: "version: A\n", nginx: "# A\n" });
+    host.deployFails("B", "the volume is not mounted at /mnt/gpu-sandbox");
+    expect(host.installed()).toEqual(A);
     expect(host.incoming()).toBe("version: B\n");
   });
 
