@@ -227,6 +227,16 @@ describe("deploy.sh installing a new bundle", () => {
     expect(host.installed()).toEqual(A);
   });
 
+  it("finishes a move aside a reboot cut short (the manifest, moved last, still in place): what was moved comes back", () => {
+    const host = hostWithBundleA();
+    rmSync(join(host.bundle.dest, ".previous"), { recursive: true });
+    mkdirSync(join(host.bundle.dest, ".previous"));
+    for (const name of ["shim", "nginx"]) renameSync(join(host.bundle.dest, name), join(host.bundle.dest, ".previous", name));
+    host.flag("up-fails");
+    host.deployFails("B", "no container was recreated: the bundle installed before is back");
+    expect(host.installed()).toEqual(A);
+  });
+
   it("touches neither the installed bundle nor the stack when an image of the new one cannot be pulled", () => {
     const host = hostWithBundleA();
     host.flag("pull-fails");

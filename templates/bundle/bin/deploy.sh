@@ -74,13 +74,23 @@ containers() {
 # Everything installed but .env, .incoming, .previous and .staging.
 installed() { find "$dest" -mindepth 1 -maxdepth 1 ! -name .env ! -name .incoming ! -name .previous ! -name .staging "$@"; }
 
-# A swap cut short (a reboot between moving the installed bundle aside and moving the new one
-# in) leaves no manifest installed and the bundle before in .previous: put it back first, so it
-# is neither deleted below nor mistaken for a new host's nothing.
+# A swap cut short by a reboot. Moving the installed bundle aside moves its manifest last, and
+# so does moving the new one in: the manifests say how far it got. Put back what was moved
+# first, so the bundle before is neither deleted below nor mistaken for a new host's nothing.
 if [ ! -f "$dest/MANIFEST.sha256" ] && [ -f "$dest/.previous/MANIFEST.sha256" ]; then
+  # All of it aside and part of the new one in: that part goes, the one before comes back.
   installed -exec rm -rf {} +
   find "$dest/.previous" -mindepth 1 -maxdepth 1 -exec mv -t "$dest" {} +
   log "put back the bundle installed before a deploy that was cut short"
+elif [ -f "$dest/MANIFEST.sha256" ] && [ -d "$dest/.previous" ] && [ ! -f "$dest/.previous/MANIFEST.sha256" ]; then
+  # Part of it aside, its manifest still in place: the part aside comes back (a .previous with
+  # no manifest is otherwise empty: a new host's first deploy, or a bundle put back).
+  while IFS= read -r -d '' entry; do
+    if [ ! -e "$dest/${entry##*/}" ]; then
+      mv "$entry" "$dest/"
+      log "put back ${entry##*/}, which a deploy cut short had moved aside"
+    fi
+  done < <(find "$dest/.previous" -mindepth 1 -maxdepth 1 -print0)
 fi
 
 if [ -n "$new" ]; then
@@ -103,8 +113,9 @@ if [ -n "$new" ]; then
   fi
   rm -rf "$dest/.previous"
   mkdir "$dest/.previous"
-  installed -exec mv -t "$dest/.previous" {} +
-  # The manifest last: until it is in, a run cut short here is put back (above) by the next one.
+  # Each manifest last: a run cut short here is put back (above) by the next one.
+  installed ! -name MANIFEST.sha256 -exec mv -t "$dest/.previous" {} +
+  if [ -f "$dest/MANIFEST.sha256" ]; then mv "$dest/MANIFEST.sha256" "$dest/.previous/MANIFEST.sha256"; fi
   find "$dest/.staging" -mindepth 1 -maxdepth 1 ! -name MANIFEST.sha256 -exec mv -t "$dest" {} +
   mv "$dest/.staging/MANIFEST.sha256" "$dest/MANIFEST.sha256"
   rmdir "$dest/.staging"
