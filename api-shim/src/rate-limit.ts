@@ -6,6 +6,9 @@ import type { TierLimits } from "./config.ts";
 export type IpScope = "any" | "admin";
 const ipBucketKey = (ip: string, scope: IpScope) => (scope === "admin" ? `admin ${addressBucket(ip)}` : addressBucket(ip));
 
+/** The wait a debt of estimates still running asks for: about when a short request ends. */
+const ESTIMATES_RETRY_MS = 1000;
+
 /** Client addresses with an unauthenticated-traffic bucket at most (~100 bytes each). */
 export const MAX_TRACKED_ADDRESSES = 10_000;
 
@@ -21,6 +24,8 @@ export class TokenBucket {
   private level: number;
   private at: number;
   private perMs: number;
+  /** Admission estimates of requests still running (takeEstimate), most of which come back at settlement. */
+  private pending = 0;
 
   constructor(capacity: number, nowMs: number) {
     this.cap = capacity;
@@ -72,10 +77,29 @@ export class TokenBucket {
     return { ok: false, retryMs };
   }
 
-  /** ms until takeIfPositive admits (0: now). */
+  /** takeIfPositive for a request's admission estimate, given back or corrected by settleEstimate. */
+  takeEstimate(n: number, nowMs: number): { ok: true } | { ok: false; retryMs: number } {
+    const r = this.takeIfPositive(n, nowMs);
+    if (r.ok) this.pending += n;
+    return r;
+  }
+
+  /** A request admitted by takeEstimate has ended: its estimate is replaced by what it `used`. */
+  settleEstimate(estimate: number, used: number, nowMs: number): void {
+    this.pending = Math.max(0, this.pending - estimate);
+    this.adjust(used - estimate, nowMs);
+  }
+
+  /**
+   * ms until takeIfPositive admits (0: now). A debt made only of estimates still running (a
+   * request without max_tokens takes the model's whole context) is mostly given back when they
+   * end: retry then (a second), not after the estimates would have refilled (hours, with `n`).
+   */
   msUntilPositive(nowMs: number): number {
     this.refill(nowMs);
-    return this.level > 0 ? 0 : Math.max(1, Math.ceil((1 - this.level) / this.perMs));
+    if (this.level > 0) return 0;
+    const settled = this.level + this.pending;
+    return settled > 0 ? ESTIMATES_RETRY_MS : Math.max(1, Math.ceil((1 - settled) / this.perMs));
   }
 
   /** Corrects an earlier estimate (positive = take more, negative = give back). */
@@ -104,7 +128,8 @@ export interface KeyBuckets {
 /** Buckets per key id (per tier limits), requests in flight per key, and buckets per client IP (unauthenticated traffic). */
 export class RateLimiter {
   private readonly clock: Clock;
-  private readonly keys = new Map<string, { limits: TierLimits; buckets: KeyBuckets }>();
+  /** `kept`: every bucket the key has had, one whose limit is lifted (unlimited) included. */
+  private readonly keys = new Map<string, { limits: TierLimits; buckets: KeyBuckets; kept: { requests?: TokenBucket; tokens?: TokenBucket } }>();
   private readonly ips = new Map<string, TokenBucket>();
   /** Requests in flight per key id (a tier's concurrency cap counts them). */
   private readonly inFlight = new Map<string, number>();
@@ -120,16 +145,17 @@ export class RateLimiter {
     if (entry && entry.limits.rpm === limits.rpm && entry.limits.tpm === limits.tpm) return entry.buckets;
     // A key whose limits changed (its tier, or a bootstrap key re-applied at a replica's start)
     // keeps its buckets, resized: what it spent stays spent (a downgrade gives no fresh minute)
-    // and its requests in flight settle their estimates into the bucket they were taken from.
+    // and its requests in flight settle their estimates into the bucket they were taken from,
+    // also across a spell without a limit (the bucket is kept while the limit is lifted).
     const now = this.clock.monotonic();
-    const bucket = (old: TokenBucket | null | undefined, limit: number | null) => {
-      if (limit === null) return null;
-      if (!old) return new TokenBucket(limit, now);
-      old.resize(limit, now);
+    const bucket = (old: TokenBucket | undefined, limit: number | null) => {
+      if (!old) return limit === null ? undefined : new TokenBucket(limit, now);
+      if (limit !== null) old.resize(limit, now);
       return old;
     };
-    const buckets = { requests: bucket(entry?.buckets.requests, limits.rpm), tokens: bucket(entry?.buckets.tokens, limits.tpm) };
-    this.keys.set(keyId, { limits, buckets });
+    const kept = { requests: bucket(entry?.kept.requests, limits.rpm), tokens: bucket(entry?.kept.tokens, limits.tpm) };
+    const buckets = { requests: limits.rpm === null ? null : kept.requests!, tokens: limits.tpm === null ? null : kept.tokens! };
+    this.keys.set(keyId, { limits, buckets, kept });
     return buckets;
   }
 

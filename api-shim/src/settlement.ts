@@ -53,7 +53,7 @@ export class Settlement {
     const { cost, capped } = usage === null ? { cost: 0, capped: false } : ctx.pricer.cost(this.model, this.batch, u, this.hold);
     const tokens = u.promptTokens + u.completionTokens;
     // Correct the tokens/min bucket from the admission estimate to what was really used.
-    request.auth!.buckets.tokens?.adjust(tokens - this.estimate, ctx.clock.monotonic());
+    request.auth!.buckets.tokens?.settleEstimate(this.estimate, tokens, ctx.clock.monotonic());
     const { available, charged } = await ctx.store.settle({
       reservationId: this.reservationId,
       keyId,

@@ -99,8 +99,31 @@ describe("rate limits through the shim", () => {
       // Over ~61 s of the key's clock: at most two minutes' budget plus one request's overdraft.
       expect(used.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(2 * 100 + 1000);
       expect(done.map((r) => r.status)).toEqual([200, 429, 429]);
-      // The refusal says how long the debt (~1,000 tokens at 100/min) takes to pay: ~9 minutes, not a second.
-      expect(Number(done[1]!.headers.get("retry-after"))).toBeGreaterThan(500);
+      // While the first runs, its debt is an estimate that mostly comes back when it ends: retry then.
+      expect(done[1]!.headers.get("retry-after")).toBe("1");
+      // Once it has ended, its debt is real (~900 tokens at 100/min): the refusal says ~8 minutes.
+      const after = await ask();
+      expect(after.status).toBe(429);
+      expect(Number(after.headers.get("retry-after"))).toBeGreaterThan(400);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("tokens per minute: a request with no max_tokens and n 16 leaves a debt of estimates; the next one is told to retry in a second, not in hours", async () => {
+    const clock = manualClock(Date.now());
+    const h = await startShim({ clock, file: { tiers: { t: { rpm: 1000, tpm: 10_000 } }, models: [{ name: "qwen2.5-7b", maxModelLen: 131072 }] } });
+    try {
+      const { key } = await h.createKey({ tier: "t", credits: 1000 });
+      h.fake.set({ defaultTokens: 10, headerDelayMs: 1000 });
+      const chat = (extra: Record<string, unknown>) => h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], ...extra });
+      const big = chat({ n: 16 });
+      await sleep(300);
+      const second = await chat({ max_tokens: 5 });
+      expect(second.status).toBe(429);
+      expect(second.headers.get("retry-after")).toBe("1");
+      expect((await big).status).toBe(200);
+      expect((await chat({ max_tokens: 5 })).status).toBe(200); // the estimate came back: no wait at all
     } finally {
       await h.close();
     }

@@ -326,6 +326,28 @@ describe("rate limits", () => {
     expect(unlimited.requests).toBeNull();
     expect(unlimited.tokens!.remaining(now)).toBe(900);
   });
+  it("a limit lifted then set again keeps its bucket: requests in flight settle into it, and what was spent stays spent", () => {
+    const clock = manualClock();
+    const limiter = new RateLimiter(clock, null);
+    const now = clock.monotonic();
+    const first = limiter.forKey("k", { rpm: null, tpm: 100, concurrency: null });
+    first.tokens!.takeEstimate(1000, now); // in flight: 900 in debt
+    expect(limiter.forKey("k", { rpm: null, tpm: null, concurrency: null }).tokens).toBeNull();
+    const again = limiter.forKey("k", { rpm: null, tpm: 100, concurrency: null });
+    expect(again.tokens).toBe(first.tokens);
+    expect(again.tokens!.takeEstimate(1, now).ok).toBe(false);
+  });
+  it("a debt made of estimates still running says to retry in a second, not after it refills; a settled debt, its real wait", () => {
+    const b = new TokenBucket(10_000, 0); // 10,000 a minute
+    expect(b.takeEstimate(16 * 131_072, 0).ok).toBe(true); // no max_tokens, n 16: about 2 M tokens estimated
+    const refused = b.takeEstimate(10, 0);
+    expect(refused).toEqual({ ok: false, retryMs: 1000 });
+    b.settleEstimate(16 * 131_072, 12_000, 1); // it used 12,000: 2,000 in debt, 12 s to pay
+    const later = b.takeEstimate(10, 1);
+    expect(later.ok).toBe(false);
+    expect(later.ok === false && later.retryMs).toBeGreaterThan(11_000);
+    expect(later.ok === false && later.retryMs).toBeLessThan(13_000);
+  });
   it("builds both header families; unlimited dimensions are omitted", () => {
     const clock = manualClock();
     const limiter = new RateLimiter(clock, 60);

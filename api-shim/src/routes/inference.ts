@@ -26,6 +26,8 @@ const ROUTES: readonly [string, InferenceKind, string][] = [
  * non-streamed answer at once, so on loopback this is about a second per GB.
  */
 const ANSWER_DRAIN_MS = 10_000;
+const MAX_TOKENS_ESTIMATE = 2 ** 40;
+
 /** What a request is charged when its usage is not known: the request price and no tokens. */
 const REQUEST_PRICE_ONLY: Usage = { promptTokens: 0, completionTokens: 0 };
 /** Answers below this size are written as one buffer (one syscall with the headers). */
@@ -85,9 +87,11 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   // The auth hook refused a key whose budget was spent before its body was read; checked again
   // here, as other requests may have spent it while this one's body arrived.
   const tokens = auth.buckets.tokens;
-  const estimate = tokens ? estimatePromptTokens(raw.length) + req.outputs * ctx.pricer.outputBound(holdInput) : 0;
+  // At most 2^40 (far above any tier's minute): an unbounded max_tokens × n × prompts past 2^53
+  // would round every other request's correction, and the refill, away while it ran.
+  const estimate = tokens ? Math.min(MAX_TOKENS_ESTIMATE, estimatePromptTokens(raw.length) + req.outputs * ctx.pricer.outputBound(holdInput)) : 0;
   if (tokens) {
-    const r = tokens.takeIfPositive(estimate, ctx.clock.monotonic());
+    const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
     if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
   }
   const hold = ctx.pricer.hold(holdInput);
@@ -108,7 +112,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   } finally {
     // Not admitted (refused or the store failed): the admission estimate goes back to the bucket.
     if (!reserved?.ok) {
-      auth.buckets.tokens?.adjust(-estimate, ctx.clock.monotonic());
+      auth.buckets.tokens?.settleEstimate(estimate, 0, ctx.clock.monotonic());
       done();
     }
   }
