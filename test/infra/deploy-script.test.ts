@@ -237,6 +237,28 @@ describe("deploy.sh installing a new bundle", () => {
     expect(host.installed()).toEqual(A);
   });
 
+  it("finishes putting the bundle before back when a reboot cut that short (the new bundle's manifest still in place)", () => {
+    const host = hostWithBundleA();
+    expect(host.deploy("B").status).toBe(0); // B installed, A in .previous
+    host.bundle.stage({ "compose.yaml": "services: {} # B\n", "shim/config.yaml": "version: B\n", "nginx/nginx.conf": "# B\n" });
+    // A failed up's put-back, cut short: B's manifest deleted first, A's shim back, A's nginx not yet.
+    for (const name of ["MANIFEST.sha256", "shim"]) rmSync(join(host.bundle.dest, name), { recursive: true });
+    renameSync(join(host.bundle.dest, ".previous", "shim"), join(host.bundle.dest, "shim"));
+    host.flag("up-fails");
+    host.deployFails("B", "no container was recreated: the bundle installed before is back");
+    expect(host.installed()).toEqual(A);
+  });
+
+  it("a run after a move aside cut short in any order (all but shim and nginx aside, the manifest among them) keeps every part of the bundle before", () => {
+    const host = hostWithBundleA();
+    rmSync(join(host.bundle.dest, ".previous"), { recursive: true });
+    mkdirSync(join(host.bundle.dest, ".previous"));
+    for (const name of ["MANIFEST.sha256", "bin", "compose.yaml"]) renameSync(join(host.bundle.dest, name), join(host.bundle.dest, ".previous", name));
+    host.flag("up-fails");
+    host.deployFails("B", "no container was recreated: the bundle installed before is back");
+    expect(host.installed()).toEqual(A);
+  });
+
   it("touches neither the installed bundle nor the stack when an image of the new one cannot be pulled", () => {
     const host = hostWithBundleA();
     host.flag("pull-fails");

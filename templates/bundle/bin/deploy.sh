@@ -74,13 +74,26 @@ containers() {
 # Everything installed but .env, .incoming, .previous and .staging.
 installed() { find "$dest" -mindepth 1 -maxdepth 1 ! -name .env ! -name .incoming ! -name .previous ! -name .staging "$@"; }
 
+# The bundle before, back from .previous. Each manifest first out and last in, and only what
+# .previous holds replaced, one entry at a time: a put-back cut short is finished by the next
+# run's (below), never undone. Entries only the failed bundle had stay (the stack before does
+# not use them; the next deploy moves them aside).
+put_back() {
+  local entry
+  rm -f "$dest/MANIFEST.sha256"
+  while IFS= read -r -d '' entry; do
+    rm -rf "${dest:?}/${entry##*/}"
+    mv "$entry" "$dest/"
+  done < <(find "$dest/.previous" -mindepth 1 -maxdepth 1 ! -name MANIFEST.sha256 -print0)
+  if [ -f "$dest/.previous/MANIFEST.sha256" ]; then mv "$dest/.previous/MANIFEST.sha256" "$dest/MANIFEST.sha256"; fi
+}
+
 # A swap cut short by a reboot. Moving the installed bundle aside moves its manifest last, and
 # so does moving the new one in: the manifests say how far it got. Put back what was moved
 # first, so the bundle before is neither deleted below nor mistaken for a new host's nothing.
 if [ ! -f "$dest/MANIFEST.sha256" ] && [ -f "$dest/.previous/MANIFEST.sha256" ]; then
-  # All of it aside and part of the new one in: that part goes, the one before comes back.
-  installed -exec rm -rf {} +
-  find "$dest/.previous" -mindepth 1 -maxdepth 1 -exec mv -t "$dest" {} +
+  # All of it aside and part of the new one in (or a put-back cut short): the one before comes back.
+  put_back
   log "put back the bundle installed before a deploy that was cut short"
 elif [ -f "$dest/MANIFEST.sha256" ] && [ -d "$dest/.previous" ] && [ ! -f "$dest/.previous/MANIFEST.sha256" ]; then
   # Part of it aside, its manifest still in place: the part aside comes back (a .previous with
@@ -155,8 +168,7 @@ if [ "$rc" -ne 0 ]; then
     if [ ! -f "$dest/.previous/MANIFEST.sha256" ]; then
       log "the new bundle stays installed (none was before); pulumi up again once the error above is fixed" >&2
     elif [ "$before" != "unknown" ] && [ "$after" = "$before" ]; then
-      installed -exec rm -rf {} +
-      find "$dest/.previous" -mindepth 1 -maxdepth 1 -exec mv -t "$dest" {} +
+      put_back
       log "no container was recreated: the bundle installed before is back in $dest, under the stack that still runs; the new one stays in $dest/.incoming for the next pulumi up" >&2
     else
       log "containers were recreated from the new bundle, so it stays installed (the one before is in $dest/.previous); pulumi up again to finish" >&2
