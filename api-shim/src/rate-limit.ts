@@ -113,10 +113,14 @@ export class TokenBucket {
     return Math.max(0, Math.floor(this.level));
   }
 
-  /** ms until the bucket is full again. */
+  /**
+   * ms until the bucket is full again, the estimates still running counted as coming back (as
+   * msUntilPositive counts them: the reset header must not say hours where Retry-After says 1).
+   */
   msUntilFull(nowMs: number): number {
     this.refill(nowMs);
-    return Math.ceil((this.capacity - this.level) / this.perMs);
+    const ms = Math.ceil((this.capacity - Math.min(this.capacity, this.level + this.pending)) / this.perMs);
+    return this.level <= 0 ? Math.max(ms, ESTIMATES_RETRY_MS) : ms;
   }
 }
 

@@ -342,6 +342,8 @@ describe("rate limits", () => {
     expect(b.takeEstimate(16 * 131_072, 0).ok).toBe(true); // no max_tokens, n 16: about 2 M tokens estimated
     const refused = b.takeEstimate(10, 0);
     expect(refused).toEqual({ ok: false, retryMs: 1000 });
+    // OpenAI's reset header agrees: the estimates running are counted as coming back.
+    expect(rateLimitHeaders({ requests: null, tokens: b }, 0, 0)["x-ratelimit-reset-tokens"]).toBe("1s");
     b.settleEstimate(16 * 131_072, 12_000, 1); // it used 12,000: 2,000 in debt, 12 s to pay
     const later = b.takeEstimate(10, 1);
     expect(later.ok).toBe(false);
