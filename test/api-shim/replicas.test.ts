@@ -173,6 +173,11 @@ describe("shim replicas on one Postgres database", () => {
     await pollUntil(async () => (await fetch(`${p.url}/ready`)).status === 200, 15_000, 100);
     expect((await chat()).choices[0]!.message.content).toBe("t1 t2");
     expect(p.child.exitCode).toBeNull(); // recovered in place: no restart needed
+    // Holds whose fate the replica could not know while the database was gone are released by its
+    // one-second retries once it answers again: the audit waits up to 5 s for them. (Right after
+    // the chat it once found one 3-credit hold, in a fresh clone's CI; not seen in reruns. A hold
+    // left for good still fails here.)
+    await pollUntil(async () => (await audit(key.id)).held === 0, 5000, 200);
     const after = await audit(key.id);
     expect(after).toMatchObject({ held: 0, reservations: 0, ledgerSum: after.balance });
     await output.stopCleanly(p);
