@@ -114,13 +114,14 @@ export class TokenBucket {
   }
 
   /**
-   * ms until the bucket is full again, the estimates still running counted as coming back (as
-   * msUntilPositive counts them: the reset header must not say hours where Retry-After says 1).
+   * ms until the bucket is full again. While its debt is only estimates still running, the wait
+   * msUntilPositive gives (the reset header must not say hours where Retry-After says 1); else
+   * the time the level takes to refill, as if those running use their estimates.
    */
   msUntilFull(nowMs: number): number {
     this.refill(nowMs);
-    const ms = Math.ceil((this.capacity - Math.min(this.capacity, this.level + this.pending)) / this.perMs);
-    return this.level <= 0 ? Math.max(ms, ESTIMATES_RETRY_MS) : ms;
+    if (this.level <= 0 && this.level + this.pending > 0) return ESTIMATES_RETRY_MS;
+    return Math.ceil((this.capacity - this.level) / this.perMs);
   }
 }
 

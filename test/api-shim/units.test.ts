@@ -350,6 +350,18 @@ describe("rate limits", () => {
     expect(later.ok === false && later.retryMs).toBeGreaterThan(11_000);
     expect(later.ok === false && later.retryMs).toBeLessThan(13_000);
   });
+  it("does not say the tokens budget is full again (0s) while remaining-tokens is below the limit and an estimate runs", () => {
+    const b = new TokenBucket(10_000, 0);
+    expect(b.takeEstimate(4_000, 0).ok).toBe(true); // about what the request will use: full again in 24 s if it does
+    let h = rateLimitHeaders({ requests: null, tokens: b }, 0, 0);
+    expect(h["x-ratelimit-remaining-tokens"]).toBe("6000");
+    expect(h["x-ratelimit-reset-tokens"]).toBe("24s");
+    const c = new TokenBucket(10_000, 0);
+    expect(c.takeEstimate(9_999.5, 0).ok).toBe(true); // remaining floors to 0
+    h = rateLimitHeaders({ requests: null, tokens: c }, 0, 0);
+    expect(h["x-ratelimit-remaining-tokens"]).toBe("0");
+    expect(h["x-ratelimit-reset-tokens"]).not.toBe("0s");
+  });
   it("builds both header families; unlimited dimensions are omitted", () => {
     const clock = manualClock();
     const limiter = new RateLimiter(clock, 60);
