@@ -259,6 +259,25 @@ describe("deploy.sh installing a new bundle", () => {
     expect(host.installed()).toEqual(A);
   });
 
+  it("a reboot while the bundle from two deploys back was being deleted is not taken for a move aside cut short", () => {
+    const host = hostWithBundleA();
+    // A2 has litellm/, which B dropped; once B is deployed, A2 is in .previous.
+    host.bundle.stage({ "compose.yaml": "services: {} # A2\n", "shim/config.yaml": "version: A2\n", "nginx/nginx.conf": "# A2\n", "litellm/config.yaml": "old: A2\n" });
+    expect(host.bundle.runIncoming([host.bundle.dest, "1800", READY_URL]).status).toBe(0);
+    expect(host.deploy("B").status).toBe(0);
+    // The next deploy's deletion of A2 (renamed .previous.old first), cut short: its manifest gone, litellm/ not yet.
+    renameSync(join(host.bundle.dest, ".previous"), join(host.bundle.dest, ".previous.old"));
+    rmSync(join(host.bundle.dest, ".previous.old", "MANIFEST.sha256"));
+    rmSync(join(host.bundle.dest, ".previous.old", "shim"), { recursive: true });
+    // A change of secrets alone (nothing copied): the installed deploy.sh runs.
+    const r = host.bundle.run("deploy.sh", [host.bundle.dest, "1800", READY_URL]);
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout + r.stderr).not.toContain("put back litellm");
+    expect(host.bundle.read("litellm/config.yaml")).toBeUndefined();
+    expect(host.bundle.read(".previous.old/litellm/config.yaml")).toBeUndefined(); // its deletion finished
+    expect(host.installed()).toEqual(B);
+  });
+
   it("touches neither the installed bundle nor the stack when an image of the new one cannot be pulled", () => {
     const host = hostWithBundleA();
     host.flag("pull-fails");

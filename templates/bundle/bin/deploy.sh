@@ -72,7 +72,11 @@ containers() {
   [ -n "$project" ] && docker ps -a -q --no-trunc --filter "label=com.docker.compose.project=$project" | sort
 }
 # Everything installed but .env, .incoming, .previous and .staging.
-installed() { find "$dest" -mindepth 1 -maxdepth 1 ! -name .env ! -name .incoming ! -name .previous ! -name .staging "$@"; }
+installed() { find "$dest" -mindepth 1 -maxdepth 1 ! -name .env ! -name .incoming ! -name .previous ! -name .previous.old ! -name .staging "$@"; }
+
+# The bundle from two deploys back is deleted under another name (below): one a reboot left half
+# deleted is finished here, never taken for a .previous whose move aside was cut short.
+rm -rf "$dest/.previous.old"
 
 # The bundle before, back from .previous. Each manifest first out and last in, and only what
 # .previous holds replaced, one entry at a time: a put-back cut short is finished by the next
@@ -124,7 +128,8 @@ if [ -n "$new" ]; then
     log "could not install the new bundle (the error is above: a full root disk?); the installed bundle and the running stack are unchanged. Run pulumi up again" >&2
     exit 1
   fi
-  rm -rf "$dest/.previous"
+  if [ -d "$dest/.previous" ]; then mv "$dest/.previous" "$dest/.previous.old"; fi
+  rm -rf "$dest/.previous.old"
   mkdir "$dest/.previous"
   # Each manifest last: a run cut short here is put back (above) by the next one.
   installed ! -name MANIFEST.sha256 -exec mv -t "$dest/.previous" {} +
