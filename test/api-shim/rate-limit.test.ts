@@ -7,6 +7,21 @@ import { type Harness, startShim } from "../support/shim-harness.ts";
 afterEach(() => vi.restoreAllMocks());
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A shim with a tier "t" of `limits`, its clock manual, serving qwen2.5-7b with `maxModelLen`,
+ * and a key on that tier with 1,000 credits; closed after `run`.
+ */
+async function onTier(limits: { rpm: number; tpm: number }, maxModelLen: number, run: (s: { h: Harness; key: string; clock: ReturnType<typeof manualClock> }) => Promise<void>): Promise<void> {
+  const clock = manualClock(Date.now());
+  const h = await startShim({ clock, file: { tiers: { t: limits }, models: [{ name: "qwen2.5-7b", maxModelLen }] } });
+  try {
+    const { key } = await h.createKey({ tier: "t", credits: 1000 });
+    await run({ h, key, clock });
+  } finally {
+    await h.close();
+  }
+}
 const bad = (url: string, headers: Record<string, string> = {}) => fetch(`${url}/v1/models`, { headers: { authorization: "Bearer sk-gs-guessguessgu_guessguessguessguessguessguessgu", ...headers } });
 
 describe("rate limits through the shim", () => {
@@ -56,11 +71,7 @@ describe("rate limits through the shim", () => {
     }
   });
 
-  it("a requests/min 429 on an inference route says to wait until the tokens/min budget admits too: a retry after its Retry-After gets in", async () => {
-    const clock = manualClock(Date.now());
-    const h = await startShim({ clock, file: { tiers: { t: { rpm: 60, tpm: 600 } }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] } });
-    try {
-      const { key } = await h.createKey({ tier: "t", credits: 1000 });
+  it("a requests/min 429 on an inference route says to wait until the tokens/min budget admits too: a retry after its Retry-After gets in", () => onTier({ rpm: 60, tpm: 600 }, 8192, async ({ h, key, clock }) => {
       const ask = (max_tokens: number) => h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens }, { maxRetries: 0 });
       // Both budgets spent: the answer's usage overdraws the tokens/min budget (~3 s of refill),
       // and 59 model lists take the rest of the requests/min (1 s until the next).
@@ -75,16 +86,9 @@ describe("rate limits through the shim", () => {
       clock.advance(retryAfter * 1000);
       const second = await ask(1).catch((x: unknown) => x);
       expect(second).not.toBeInstanceOf(Error);
-    } finally {
-      await h.close();
-    }
-  });
+  }));
 
-  it("tokens per minute: a request whose max_tokens is over the minute's budget takes all of it at admission, so the key waits for its real debt", async () => {
-    const clock = manualClock(Date.now());
-    const h = await startShim({ clock, file: { tiers: { t: { rpm: 1000, tpm: 100 } }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] } });
-    try {
-      const { key } = await h.createKey({ tier: "t", credits: 1000 });
+  it("tokens per minute: a request whose max_tokens is over the minute's budget takes all of it at admission, so the key waits for its real debt", () => onTier({ rpm: 1000, tpm: 100 }, 8192, async ({ h, key, clock }) => {
       h.fake.set({ defaultTokens: 1000, headerDelayMs: 1500 });
       const ask = () => h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1000 });
       const answers = [ask()];
@@ -105,16 +109,9 @@ describe("rate limits through the shim", () => {
       const after = await ask();
       expect(after.status).toBe(429);
       expect(Number(after.headers.get("retry-after"))).toBeGreaterThan(400);
-    } finally {
-      await h.close();
-    }
-  });
+  }));
 
-  it("tokens per minute: a request with no max_tokens and n 16 leaves a debt of estimates; the next one is told to retry in a second, not in hours", async () => {
-    const clock = manualClock(Date.now());
-    const h = await startShim({ clock, file: { tiers: { t: { rpm: 1000, tpm: 10_000 } }, models: [{ name: "qwen2.5-7b", maxModelLen: 131072 }] } });
-    try {
-      const { key } = await h.createKey({ tier: "t", credits: 1000 });
+  it("tokens per minute: a request with no max_tokens and n 16 leaves a debt of estimates; the next one is told to retry in a second, not in hours", () => onTier({ rpm: 1000, tpm: 10_000 }, 131072, async ({ h, key }) => {
       h.fake.set({ defaultTokens: 10, headerDelayMs: 1000 });
       const chat = (extra: Record<string, unknown>) => h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], ...extra });
       const big = chat({ n: 16 });
@@ -124,10 +121,7 @@ describe("rate limits through the shim", () => {
       expect(second.headers.get("retry-after")).toBe("1");
       expect((await big).status).toBe(200);
       expect((await chat({ max_tokens: 5 })).status).toBe(200); // the estimate came back: no wait at all
-    } finally {
-      await h.close();
-    }
-  });
+  }));
 
   it("a key whose tier changes keeps what it has spent (clamped to the new budget): a downgrade gives no fresh minute", async () => {
     const h = await startShim({ file: { tiers: { big: { rpm: 3, tpm: 100000 }, small: { rpm: 2, tpm: 100000 } } } });

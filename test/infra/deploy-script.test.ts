@@ -142,7 +142,13 @@ describe("deploy.sh installing a new bundle", () => {
       expect(r.output).toContain(message);
       return r;
     };
-    return { bundle, deploy, deployFails, flag, installed, incoming };
+    /** As a reboot leaves a move aside cut short: .previous holds only `names`, moved from the installed bundle. */
+    const movedAside = (names: string[]) => {
+      rmSync(join(bundle.dest, ".previous"), { recursive: true });
+      mkdirSync(join(bundle.dest, ".previous"));
+      for (const name of names) renameSync(join(bundle.dest, name), join(bundle.dest, ".previous", name));
+    };
+    return { bundle, deploy, deployFails, flag, installed, incoming, movedAside };
   }
   const A = { shim: "version: A\n", nginx: "# A\n" };
   const B = { shim: "version: B\n", nginx: "# B\n" };
@@ -218,9 +224,7 @@ describe("deploy.sh installing a new bundle", () => {
   it("finishes a swap a reboot cut short: the bundle before is put back before anything else", () => {
     const host = hostWithBundleA();
     // As a reboot between moving the installed bundle aside and moving the new one in leaves it.
-    rmSync(join(host.bundle.dest, ".previous"), { recursive: true });
-    mkdirSync(join(host.bundle.dest, ".previous"));
-    for (const name of ["bin", "compose.yaml", "shim", "nginx", "MANIFEST.sha256"]) renameSync(join(host.bundle.dest, name), join(host.bundle.dest, ".previous", name));
+    host.movedAside(["bin", "compose.yaml", "shim", "nginx", "MANIFEST.sha256"]);
     host.flag("up-fails");
     const r = host.deploy("B");
     expect(r.status).toBe(1);
@@ -229,9 +233,7 @@ describe("deploy.sh installing a new bundle", () => {
 
   it("finishes a move aside a reboot cut short (the manifest, moved last, still in place): what was moved comes back", () => {
     const host = hostWithBundleA();
-    rmSync(join(host.bundle.dest, ".previous"), { recursive: true });
-    mkdirSync(join(host.bundle.dest, ".previous"));
-    for (const name of ["shim", "nginx"]) renameSync(join(host.bundle.dest, name), join(host.bundle.dest, ".previous", name));
+    host.movedAside(["shim", "nginx"]);
     host.flag("up-fails");
     host.deployFails("B", "no container was recreated: the bundle installed before is back");
     expect(host.installed()).toEqual(A);
@@ -251,9 +253,7 @@ describe("deploy.sh installing a new bundle", () => {
 
   it("a run after a move aside cut short in any order (all but shim and nginx aside, the manifest among them) keeps every part of the bundle before", () => {
     const host = hostWithBundleA();
-    rmSync(join(host.bundle.dest, ".previous"), { recursive: true });
-    mkdirSync(join(host.bundle.dest, ".previous"));
-    for (const name of ["MANIFEST.sha256", "bin", "compose.yaml"]) renameSync(join(host.bundle.dest, name), join(host.bundle.dest, ".previous", name));
+    host.movedAside(["MANIFEST.sha256", "bin", "compose.yaml"]);
     host.flag("up-fails");
     host.deployFails("B", "no container was recreated: the bundle installed before is back");
     expect(host.installed()).toEqual(A);
