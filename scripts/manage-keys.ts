@@ -217,7 +217,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const stray = Object.keys(values).filter((f) => !COMMON_FLAGS.has(f) && !COMMAND_FLAGS[cmd].includes(f));
     if (stray.length) throw new UsageError(`${stray.map((f) => `--${f}`).join(", ")} ${stray.length === 1 ? "does" : "do"} not go with ${cmd}; ${cmd} takes: ${COMMAND_FLAGS[cmd].map((f) => `--${f}`).join(", ") || "no other flags"}`);
     const target = await resolveAdminTarget(values, deps);
-    return runCommand(cmd, values, adminClient(target), deps.io);
+    return runCommand(cmd, values, adminClient(target, fetch, { progress: (line) => deps.io.err(line) }), deps.io);
   });
 }
 

@@ -170,7 +170,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const given = { from: periodFlag("from", values.from), to: periodFlag("to", values.to) };
     const target = await resolveAdminTarget(values, deps);
     const { from, to } = values.all ? wholeLedger(target.createdAt, deps.now()) : given;
-    const client = adminClient(target);
+    const client = adminClient(target, fetch, { progress: (line) => deps.io.err(line) });
     // Names for the table, and to accept --key by name; the API filters by id.
     const keys = values.key !== undefined || format === "table" ? await client.listKeys() : [];
     const covered = values.key === undefined ? undefined : reportedKeys(keys, values.key);

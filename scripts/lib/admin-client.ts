@@ -1,7 +1,9 @@
 // A small client for the shim's admin API (docs: api-shim routes/admin.ts): keys, top-ups and
 // usage reports. Every failure becomes an AdminApiError whose message has the HTTP status and
 // the API's own message, plus a hint for the usual operator mistakes, and says whether the API
-// may have acted on the request (what a write's caller must tell the operator).
+// may have acted on the request (what a write's caller must tell the operator). A 429 is waited
+// out (its Retry-After) and the request sent again, a few times, before it is such a failure.
+import { setTimeout as sleep } from "node:timers/promises";
 import { failedBeforeSending, networkReason, notTheApi, refusedByFetch, strayCharacter, UsageError } from "./cli.ts";
 import { isRedirect, redirectAdvice } from "./redirect.ts";
 
@@ -90,14 +92,17 @@ export class AdminApiError extends UsageError {
   readonly code: string | undefined;
   /** The API's own message, when it answered with one. */
   readonly apiMessage: string | undefined;
+  /** The answer's Retry-After header, when it had one. */
+  readonly retryAfter: string | null;
 
   /** `cause`: the network failure, when the API did not answer (hostUnreachable tells a host that is down). */
-  constructor(message: string, details: { outcome: RequestOutcome; status?: number; code?: string; apiMessage?: string; cause?: unknown }) {
+  constructor(message: string, details: { outcome: RequestOutcome; status?: number; code?: string; apiMessage?: string; retryAfter?: string | null; cause?: unknown }) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.outcome = details.outcome;
     this.status = details.status;
     this.code = details.code;
     this.apiMessage = details.apiMessage;
+    this.retryAfter = details.retryAfter ?? null;
   }
 }
 
@@ -118,7 +123,29 @@ export interface AdminClient {
  */
 const TOKEN_CHARACTER = /^[\x20-\x7e]$/;
 
-export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch): AdminClient {
+export interface AdminClientOptions {
+  /** Where to say that the client waits out a 429 (a wait of up to 30 s must not look like a hang). */
+  readonly progress?: (line: string) => void;
+  /** How to wait (tests). */
+  readonly sleep?: (ms: number) => Promise<void>;
+}
+
+/** How often a request refused 429 is sent again, and the longest wait before each. */
+const RATE_LIMIT_RETRIES = 5;
+const LONGEST_RATE_LIMIT_WAIT_S = 30;
+
+/**
+ * How long a 429 asks to wait, in ms: its Retry-After (seconds, or an HTTP date) capped at
+ * LONGEST_RATE_LIMIT_WAIT_S; 1 s when it gives none that can be read.
+ */
+function rateLimitWait(retryAfter: string | null, now = Date.now()): number {
+  const value = retryAfter?.trim() ?? "";
+  const seconds = /^\d+$/.test(value) ? Number(value) : Number.isNaN(Date.parse(value)) ? 1 : Math.max(0, Math.ceil((Date.parse(value) - now) / 1000));
+  return Math.min(seconds, LONGEST_RATE_LIMIT_WAIT_S) * 1000;
+}
+
+export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch, options: AdminClientOptions = {}): AdminClient {
+  const { progress = () => {}, sleep: wait = sleep } = options;
   // Whitespace at its ends (a CRLF env file, a line read from a file) is not part of it: fetch
   // strips it from a header anyway, so such tokens always worked.
   const target = { ...given, adminToken: given.adminToken.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "") };
@@ -126,7 +153,29 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch)
   if (stray) {
     throw new UsageError(`the admin token (${target.source}) has ${stray}, which no admin token has (printable ASCII only): was it pasted with a typographic dash or quote? Copy it again, e.g. from \`pulumi stack output adminToken --show-secrets\``);
   }
+  /**
+   * One admin request, sent again after a 429's Retry-After: a 429 (nginx's per-address limit,
+   * which covers /admin, or the shim's) means neither processed it, so this is safe for every
+   * call, and a top-up keeps its Idempotency-Key.
+   */
   async function call(method: string, path: string, init: { body?: unknown; headers?: Record<string, string> } = {}): Promise<Response> {
+    for (let retry = 1; ; retry++) {
+      try {
+        return await callOnce(method, path, init);
+      } catch (err) {
+        if (!(err instanceof AdminApiError && err.status === 429)) throw err;
+        const ms = rateLimitWait(err.retryAfter);
+        const refusal = `${method} ${path.split("?")[0]}: 429 ${err.code ? `${err.code}: ` : ""}${(err.apiMessage ?? "rate limited").replace(/\.$/, "")}`;
+        if (retry > RATE_LIMIT_RETRIES) {
+          err.message += `\nIt was still refused after ${RATE_LIMIT_RETRIES} retries, each after the wait it asked for: run the command again in a minute. nginx limits each address's requests, /admin included, to the stack's limits.requestsPerSecond and limits.burst; the shim, an address's failed admin tokens to unauthenticatedRpm a minute.`;
+          throw err;
+        }
+        progress(`admin API ${refusal}. Waiting ${ms / 1000} s, then sending it again (retry ${retry} of ${RATE_LIMIT_RETRIES})…`);
+        await wait(ms);
+      }
+    }
+  }
+  async function callOnce(method: string, path: string, init: { body?: unknown; headers?: Record<string, string> }): Promise<Response> {
     const url = `${target.baseUrl}${path}`;
     let res: Response;
     try {
@@ -257,7 +306,7 @@ async function apiError(res: Response, method: string, path: string, target: Adm
     "";
   // A 5xx may come after the API acted (a proxy's 502/504 while the shim answered late).
   return new AdminApiError(`admin API ${method} ${path.split("?")[0]} failed: ${res.status} ${code ? `${code}: ` : ""}${message}${hint}`, {
-    outcome: res.status >= 500 ? "unknown" : "refused", status: res.status,
+    outcome: res.status >= 500 ? "unknown" : "refused", status: res.status, retryAfter: res.headers.get("retry-after"),
     ...(code !== undefined ? { code } : {}), ...(apiMessage !== undefined ? { apiMessage } : {}),
   });
 }

@@ -208,7 +208,7 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
   }
   if (marker) progress(`${markerPath(dir, stack)} says its usage was saved, but ${gone.join(" and ")} ${gone.length === 1 ? "is" : "are"} gone: exporting again`);
   try {
-    const client = adminClient(targetFromOutputs(stack, r.outputs), options.fetchImpl);
+    const client = adminClient(targetFromOutputs(stack, r.outputs), options.fetchImpl, { progress });
     const retired = await retireKeys(client, {
       ...options, progress,
       revoking: (key) => revoked.revoking(key.id),

@@ -276,6 +276,22 @@ describe("manage-keys against a real shim", () => {
   });
 });
 
+describe("manage-keys: the tenant's nginx answers 429 (its per-address limit covers /admin)", () => {
+  it("top-up waits its Retry-After, says so on stderr, and sends it again, applied once", async () => {
+    const { id } = await h.createKey({ name: "rate-limited-topup", credits: 10 });
+    let refused = 0;
+    const front = await frontProxy(h.url, (method) => (method === "POST" && refused++ === 0 ? "rate-limited" : "forward"));
+    try {
+      const r = await keys(["top-up", "--url", front.url, "--key", id, "--amount", "250", "--idempotency-key", "inv-429"]);
+      expect(r.code).toBe(0);
+      expect(r.err).toContain(`admin API POST /admin/keys/${id}/credits: 429 rate_limit_exceeded: Too many requests from your address; retry after 1 second. Waiting 1 s, then sending it again (retry 1 of 5)…`);
+      expect((await listed()).find((k) => k.id === id)!.balance).toBe(260);
+    } finally {
+      front.close();
+    }
+  });
+});
+
 describe("manage-keys: a write whose answer is lost after the shim acted", () => {
   /** A front to the test's shim that does `answer` to the shim's answer to every POST matching `path`. */
   const losing = (path: RegExp, answer: FrontAnswer) => frontProxy(h.url, (method, url) => (method === "POST" && path.test(url) ? answer : "forward"));

@@ -222,6 +222,27 @@ describe("reap-expired", () => {
     expect(order).toEqual(["stack output --json --stack bravo --show-secrets", "destroy --yes --non-interactive --stack bravo"]);
   });
 
+  it("waits out the tenant's nginx refusing a revoke 429 (its per-address limit covers /admin), says so, and still saves the usage", async () => {
+    const live = await shim.createKey({ name: "behind-limit", credits: 5 });
+    let refused = 0;
+    const front = await frontProxy(shim.url, (method) => (method === "DELETE" && refused++ === 0 ? "rate-limited" : "forward"));
+    try {
+      const { root, pulumi } = tenants();
+      withoutGolf(pulumi);
+      const bravo = pulumi.stacks.get("bravo")!;
+      bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+      const io = memoryIo();
+      expect(await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
+      const out = io.stdout.join("\n");
+      expect(out).toMatch(/\[bravo\] admin API DELETE \/admin\/keys\/\w+: 429 rate_limit_exceeded: Too many requests from your address; retry after 1 second\. Waiting 1 s, then sending it again \(retry 1 of 5\)…\n/);
+      expect(out).toMatch(/\[bravo\] saved its usage/);
+      expect(pulumi.callsOf("destroy").map((c) => pulumi.stackArg(c.args))).toContain("bravo");
+      expect((await shim.post(live.key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }] })).status).toBe(401);
+    } finally {
+      front.close();
+    }
+  });
+
   it("keeps a tenant whose usage cannot be saved, exits 1, and says how to proceed; --force destroys it anyway", async () => {
     const closed = await freePort(); // nothing listens: the connection is refused, as when the host is down
     const unreachable = (p: ReturnType<typeof fixtureTenants>["pulumi"]) => {

@@ -3,6 +3,7 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/report-usage.ts";
+import { frontProxy } from "../support/front-proxy.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
@@ -281,5 +282,21 @@ describe("report-usage --key <name> after a rotation (the key revoked, a new one
     const r = await run(["--key", "team-a"], new Date("2020-01-15T12:00:00Z"));
     expect(r.code, r.err).toBe(0);
     expect(r.out).toBe(`Usage 2020-01-01T00:00:00Z to 2020-01-31T23:59:59Z of ${covered()}, per key and model: no requests.`);
+  });
+});
+
+describe("report-usage: the tenant's nginx answers 429 (its per-address limit covers /admin)", () => {
+  it("CSV: waits its Retry-After, says so on stderr (stdout stays the CSV), and reports", async () => {
+    let refused = 0;
+    const front = await frontProxy(h.url, (method, url) => (url.startsWith("/admin/usage") && refused++ === 0 ? "rate-limited" : "forward"));
+    try {
+      const io = memoryIo();
+      const code = await main(["--url", front.url, "--format", "csv"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() });
+      expect(code).toBe(0);
+      expect(io.stderr.join("\n")).toContain("admin API GET /admin/usage: 429 rate_limit_exceeded: Too many requests from your address; retry after 1 second. Waiting 1 s, then sending it again (retry 1 of 5)…");
+      expect(io.stdout.join("")).toMatch(/^key_id,model,/);
+    } finally {
+      front.close();
+    }
   });
 });

@@ -10,7 +10,9 @@ export type FrontAnswer =
   /** The shim acted; the client gets a 504, as from nginx whose read timed out. */
   | "gateway-timeout"
   /** The shim never sees the request; the client gets a 502, as from nginx that cannot reach it. */
-  | "bad-gateway";
+  | "bad-gateway"
+  /** The shim never sees the request; the client gets nginx's per-address limit's 429 (error-pages.conf). */
+  | "rate-limited";
 
 export interface FrontProxy {
   /** http://127.0.0.1:<port>, standing in for the tenant's endpoint. */
@@ -19,6 +21,8 @@ export interface FrontProxy {
   /** Stops answering at once, as a host whose serving stack was stopped. */
   close(): void;
 }
+
+const RATE_LIMITED = '{"error":{"message":"Too many requests from your address; retry after 1 second.","type":"rate_limit_exceeded","param":null,"code":"rate_limit_exceeded","retry_after":1}}';
 
 /**
  * An HTTP front to an upstream (the shim), like the tenant's nginx: it forwards every request,
@@ -31,6 +35,11 @@ export async function frontProxy(upstream: string, answer: (method: string, url:
     if (what === "bad-gateway") {
       req.resume();
       res.writeHead(502, { "content-type": "text/html" }).end("<html>502 Bad Gateway</html>");
+      return;
+    }
+    if (what === "rate-limited") {
+      req.resume();
+      res.writeHead(429, { "content-type": "application/json", "retry-after": "1" }).end(RATE_LIMITED);
       return;
     }
     const fwd = httpRequest({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers }, (r) => {

@@ -1,0 +1,74 @@
+import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
+import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
+import { AdminApiError, adminClient } from "../../scripts/lib/admin-client.ts";
+
+/**
+ * A 429 (nginx's per-address limit, or the shim's) means the request was not processed: the
+ * admin client waits the answer's Retry-After (capped) and sends it again, a few times. A small
+ * server on loopback answers 429 a given number of times, then the API's answer.
+ */
+const PORT = 60910;
+let server: Server;
+/** What each 429 says: its Retry-After header (none when undefined). */
+let refusals: (string | undefined)[] = [];
+let seen: IncomingHttpHeaders[] = [];
+let waits: number[] = [];
+let lines: string[] = [];
+
+const GRANT = { object: "credit_grant", key_id: "k1", amount: 5, note: null, balance: 5, credits_remaining: 5 };
+const NGINX_429 = '{"error":{"message":"Too many requests from your address; retry after 1 second.","type":"rate_limit_exceeded","param":null,"code":"rate_limit_exceeded","retry_after":1}}';
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    seen.push(req.headers);
+    req.resume();
+    req.on("end", () => {
+      if (refusals.length > 0) {
+        const after = refusals.shift();
+        res.writeHead(429, { "content-type": "application/json", ...(after === undefined ? {} : { "retry-after": after }) }).end(NGINX_429);
+      } else {
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(GRANT));
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(PORT, "127.0.0.1", resolve));
+});
+
+afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+beforeEach(() => {
+  refusals = []; seen = []; waits = []; lines = [];
+});
+
+const client = () => adminClient({ baseUrl: `http://127.0.0.1:${PORT}`, adminToken: "t0ken", source: "test" }, fetch, {
+  progress: (line) => lines.push(line),
+  sleep: async (ms) => { waits.push(ms); },
+});
+
+it("sends a top-up again after a 429's Retry-After, with the same Idempotency-Key, and says it waits", async () => {
+  refusals = ["2"];
+  const grant = await client().topUp("k1", { amount: "5" }, "idem-123");
+  expect(grant.balance).toBe(5);
+  expect(seen.map((h) => h["idempotency-key"])).toEqual(["idem-123", "idem-123"]);
+  expect(waits).toEqual([2000]);
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toContain("POST /admin/keys/k1/credits: 429 rate_limit_exceeded: Too many requests from your address");
+  expect(lines[0]).toContain("Waiting 2 s, then sending it again (retry 1 of 5)");
+});
+
+it("caps each wait at 30 s, and waits 1 s when the 429 gives no (or no usable) Retry-After", async () => {
+  refusals = ["3600", undefined, "soon", "0"];
+  await client().topUp("k1", { amount: "5" }, "idem-1");
+  expect(waits).toEqual([30_000, 1000, 1000, 0]);
+  expect(seen).toHaveLength(5);
+});
+
+it("gives up after 5 retries with the 429 as the error, saying how long it tried", async () => {
+  refusals = ["1", "1", "1", "1", "1", "1", "1"];
+  const err = await client().revokeKey("k1").catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(AdminApiError);
+  expect(err).toMatchObject({ status: 429, outcome: "refused", code: "rate_limit_exceeded" });
+  expect((err as Error).message).toMatch(/429 rate_limit_exceeded: Too many requests from your address.*\n.*still refused after 5 retries/s);
+  expect(seen).toHaveLength(6);
+  expect(waits).toEqual([1000, 1000, 1000, 1000, 1000]);
+});
