@@ -159,6 +159,11 @@ describe("shim replicas on one Postgres database", () => {
     const client = shimClient(p, key.key);
     const chat = () => client.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
     await chat();
+    // The kill is a crash, and the shim's request writes commit asynchronously: without this the
+    // crash could lose the chat's settlement while its hold survived, and that hold is released
+    // only by the sweep, 30 s later (docs/api-shim.md, Durability). That trade is documented; this
+    // test is about recovery.
+    await pgSql("CHECKPOINT");
     pgServer.kill();
     try {
       const e = await chat().then(() => null, (err: unknown) => err);
@@ -173,11 +178,6 @@ describe("shim replicas on one Postgres database", () => {
     await pollUntil(async () => (await fetch(`${p.url}/ready`)).status === 200, 15_000, 100);
     expect((await chat()).choices[0]!.message.content).toBe("t1 t2");
     expect(p.child.exitCode).toBeNull(); // recovered in place: no restart needed
-    // Holds whose fate the replica could not know while the database was gone are released by its
-    // one-second retries once it answers again: the audit waits up to 5 s for them. (Right after
-    // the chat it once found one 3-credit hold, in a fresh clone's CI; not seen in reruns. A hold
-    // left for good still fails here.)
-    await pollUntil(async () => (await audit(key.id)).held === 0, 5000, 200);
     const after = await audit(key.id);
     expect(after).toMatchObject({ held: 0, reservations: 0, ledgerSum: after.balance });
     await output.stopCleanly(p);
