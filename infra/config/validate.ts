@@ -5,7 +5,7 @@ import { ENV_VALUE_CHARACTERS, fitsEnvFile } from "./env-value.ts";
 import { isIPv6Cidr, normaliseCidr, Problems } from "./checks.ts";
 import { CONFIG_KEYS, isSecretSetting, unknownSettingMessage } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
-import { parallelLayout, reservedVllmFlag } from "./vllm.ts";
+import { flagWithValue, parallelLayout, reservedVllmFlag } from "./vllm.ts";
 import {
   DEFAULT_ALLOWED_CIDRS, DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_IMAGE, DEFAULT_IMAGES, DEFAULT_LIMITS,
   DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL_ID, DEFAULT_PLAN, DEFAULT_PRICING, DEFAULT_READY_TIMEOUT_MINUTES,
@@ -161,9 +161,13 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
       p.add(`model.extraArgs[${i}]`, arg, "must be a non-empty string such as --enable-prefix-caching");
       return;
     }
-    const instead = reservedVllmFlag(arg);
+    const joined = flagWithValue(arg);
+    const instead = reservedVllmFlag(joined?.[0] ?? arg);
     if (instead) p.add(`model.extraArgs[${i}]`, arg, `is set by the kit; use ${instead}`);
-    else extraArgs.push(arg);
+    else if (joined) {
+      const [flag, flagValue] = joined.map((x) => JSON.stringify(x));
+      p.add(`model.extraArgs[${i}]`, arg, `is one argument to vLLM, which does not split a flag from its value at a space and would exit; write [${flag}, ${flagValue}] or ${JSON.stringify(joined.join("="))}`);
+    } else extraArgs.push(arg);
   });
   return { id, servedName, maxModelLen, gpuMemoryUtilization, extraArgs, ...parallelLayout(gpuCount) };
 }

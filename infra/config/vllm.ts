@@ -38,6 +38,18 @@ export function reservedVllmFlag(arg: string): string | undefined {
   return Object.entries(RESERVED_VLLM_FLAGS).find(([reserved]) => reserved.startsWith(flag))?.[1];
 }
 
+/**
+ * A flag and its value written as one `model.extraArgs` item (`--max-num-seqs 64`), split as
+ * meant, or undefined. Each item is one argv element (compose's exec form), and argparse reads an
+ * element that starts with "-" and has whitespace before any "=" as a positional: vLLM exits
+ * ("unrecognized arguments"). A value item (not starting with "-") may hold spaces, and so may a
+ * value after "=" (`--chat-template={{ x }}`).
+ */
+export function flagWithValue(arg: string): [flag: string, value: string] | undefined {
+  const m = /^(-[^=\s]*)\s+(.*)$/s.exec(arg);
+  return m ? [m[1]!, m[2]!.trim()] : undefined;
+}
+
 export interface ParallelLayout {
   /** vLLM `--tensor-parallel-size`. */
   readonly tensorParallelSize: number;

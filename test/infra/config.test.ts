@@ -92,6 +92,11 @@ describe("validateConfig: good configs", () => {
     expect(c.providers[0]).toMatchObject({ name: "llama-70b", provider: "groq" });
   });
 
+  it("takes a vLLM flag's value with spaces, as its own item or after =", () => {
+    const args = ["--chat-template", "{{ messages }}", "--override-generation-config={\"top_k\": 20}"];
+    expect(ok({ ...base, model: { id: "a/b", extraArgs: args } }).model.extraArgs).toEqual(args);
+  });
+
   it("returns a frozen object whose secrets never print", () => {
     const c = ok({ ...base, hfToken: "hf_very_secret" });
     expect(Object.isFrozen(c)).toBe(true);
@@ -143,8 +148,9 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["unknown TLS mode", { ...base, tls: { mode: "acme" } }, ['gpu-sandbox:tls.mode = "acme": must be one of: letsencrypt, self-signed, off']],
     ["an email Let's Encrypt refuses", { ...base, tls: { mode: "letsencrypt", email: "ops@example.com" } },
       ['gpu-sandbox:tls.email = "ops@example.com": is at a reserved domain, which Let\'s Encrypt refuses; use a real address or leave tls.email out']],
-    ["reserved vLLM flag", { ...base, model: { id: "a/b", extraArgs: ["--port=9000", "--api-key"] } },
-      ['gpu-sandbox:model.extraArgs[0] = "--port=9000": is set by the kit', 'gpu-sandbox:model.extraArgs[1] = "--api-key": is set by the kit']],
+    ["reserved vLLM flag", { ...base, model: { id: "a/b", extraArgs: ["--port=9000", "--api-key", "--port 9000"] } },
+      ['gpu-sandbox:model.extraArgs[0] = "--port=9000": is set by the kit', 'gpu-sandbox:model.extraArgs[1] = "--api-key": is set by the kit',
+        'gpu-sandbox:model.extraArgs[2] = "--port 9000": is set by the kit']],
     // As vLLM's parser reads them: underscores for dashes, the short -tp, an abbreviation.
     ["reserved vLLM flag, spelt otherwise", { ...base, model: { id: "a/b", extraArgs: ["--api_key=x", "--served_model_name", "-tp", "--max-model=4096", "--enable_prefix_caching"] } },
       ['gpu-sandbox:model.extraArgs[0] = "--api_key=x": is set by the kit; use nothing: the kit generates', 'gpu-sandbox:model.extraArgs[1] = "--served_model_name": is set by the kit; use model.servedName',
@@ -153,6 +159,11 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["reserved vLLM flag: pipeline parallelism", { ...base, model: { id: "a/b", extraArgs: ["--pipeline-parallel-size=2", "-pp", "--pipeline_parallel_size", "--pipeline-par"] } },
       ['gpu-sandbox:model.extraArgs[0] = "--pipeline-parallel-size=2": is set by the kit; use the plan', 'gpu-sandbox:model.extraArgs[1] = "-pp": is set by the kit; use the plan',
         'gpu-sandbox:model.extraArgs[2] = "--pipeline_parallel_size": is set by the kit; use the plan', 'gpu-sandbox:model.extraArgs[3] = "--pipeline-par": is set by the kit; use the plan']],
+    // One argv element (compose's exec form): argparse reads a token with a space before any "=" as a
+    // positional, and vLLM exits "unrecognized arguments" while pulumi up waits with the GPU billing.
+    ["a vLLM flag and its value in one item", { ...base, model: { id: "a/b", extraArgs: ["--max-num-seqs 64", "--enable-prefix-caching", "-q\tawq"] } },
+      ['gpu-sandbox:model.extraArgs[0] = "--max-num-seqs 64": is one argument to vLLM, which does not split a flag from its value at a space and would exit; write ["--max-num-seqs", "64"] or "--max-num-seqs=64"',
+        'gpu-sandbox:model.extraArgs[2] = "-q\\tawq": is one argument to vLLM, which does not split a flag from its value at a space and would exit; write ["-q", "awq"] or "-q=awq"']],
     ["bad model id", { ...base, model: { id: "not a repo" } }, ['gpu-sandbox:model.id = "not a repo": must be a Hugging Face repository id']],
     ["GPU memory out of range", { ...base, model: { gpuMemoryUtilization: 1.5 } }, ["gpu-sandbox:model.gpuMemoryUtilization = 1.5: must be between 0.1 and 0.99"]],
     ["typo in a key", { ...base, ttlHour: 5 }, ['gpu-sandbox:ttlHour: is not a gpu-sandbox setting; known: region, plan,']],
