@@ -121,11 +121,12 @@ export function shownUrl(v: string): string {
 export const MIN_ADMIN_TOKEN_LENGTH = 16;
 
 /**
- * What SHIM_ADMIN_TOKEN is made of: printable ASCII and spaces (a passphrase worked before, and
- * still does), without angle brackets (a placeholder's). Beyond ASCII a client's bytes would not
- * match: Node reads header bytes as Latin-1, and fetch refuses what is beyond it.
+ * What SHIM_ADMIN_TOKEN and SHIM_UPSTREAM_API_KEY, sent in headers, are made of: printable ASCII
+ * and spaces (an admin passphrase worked before, and still does), without angle brackets (a
+ * placeholder's). Beyond ASCII a client's bytes would not match (Node reads header bytes as
+ * Latin-1), and fetch refuses a control character or one beyond Latin-1 in every request.
  */
-const ADMIN_TOKEN = /^[\t\x20-\x3b=\x3f-\x7e]+$/;
+const HEADER_TOKEN = /^[\t\x20-\x3b=\x3f-\x7e]+$/;
 
 export function parseShimConfig(env: Env, readFile: (path: string) => string): ShimConfig {
   const problems: string[] = [];
@@ -145,6 +146,12 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   const str = (name: string): string | null => {
     const v = env[name];
     return v === undefined || v.trim() === "" ? null : v.trim();
+  };
+  /** False, after reporting, when `value` is set and not HEADER_TOKEN (never shown: a secret). */
+  const headerToken = (name: string, value: string | null, why: string, expected: string): boolean => {
+    if (value === null || HEADER_TOKEN.test(value)) return true;
+    problems.push(`${name}: has a character other than ASCII letters, digits, punctuation and spaces (< or >, as in a placeholder, a control character, or one beyond ASCII, ${why}); expected ${expected}`);
+    return false;
   };
 
   const port = int("SHIM_PORT", 8080, 0, 65535);
@@ -188,12 +195,15 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   // repository: /admin would be guarded by no secret at all.
   if (adminToken !== null && /^<[^>]*>$/.test(adminToken)) {
     problems.push("SHIM_ADMIN_TOKEN: is still a placeholder, as in .env.example (<…>); set a secret of your own (random: openssl rand -hex 32)");
-  } else if (adminToken !== null && !ADMIN_TOKEN.test(adminToken)) {
-    problems.push("SHIM_ADMIN_TOKEN: has a character other than ASCII letters, digits, punctuation and spaces (< or >, as in a placeholder, a control character, or one beyond ASCII, whose bytes a client's would not match); expected ASCII letters, digits, punctuation and spaces (random: openssl rand -hex 32)");
-  } else if (adminToken !== null && adminToken.length < MIN_ADMIN_TOKEN_LENGTH) {
+  } else if (headerToken("SHIM_ADMIN_TOKEN", adminToken, "whose bytes a client's would not match", "ASCII letters, digits, punctuation and spaces (random: openssl rand -hex 32)") &&
+    adminToken !== null && adminToken.length < MIN_ADMIN_TOKEN_LENGTH) {
     // A short admin token could be guessed.
     problems.push(`SHIM_ADMIN_TOKEN: is ${adminToken.length} characters long; expected at least ${MIN_ADMIN_TOKEN_LENGTH} (random: openssl rand -hex 24; the Pulumi program makes 48)`);
   }
+  // Sent as `Authorization: Bearer <key>`: one a header cannot carry failed every request (502) and /ready.
+  const upstreamApiKey = str("SHIM_UPSTREAM_API_KEY");
+  if (upstreamApiKey !== null && /^bearer\s/i.test(upstreamApiKey)) problems.push('SHIM_UPSTREAM_API_KEY: starts with "Bearer ", which the shim adds itself; expected the key alone');
+  else headerToken("SHIM_UPSTREAM_API_KEY", upstreamApiKey, "which a header cannot carry as typed", "the upstream's key as it was issued");
   const configFile = str("SHIM_CONFIG");
   const file = parseFileConfig(configFile, readFile, problems, bad);
   const timeouts = {
@@ -210,7 +220,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     port,
     host: str("SHIM_HOST") ?? "0.0.0.0",
     upstreamUrl: (upstreamUrl ?? "").replace(/\/+$/, ""),
-    upstreamApiKey: str("SHIM_UPSTREAM_API_KEY"),
+    upstreamApiKey,
     configFile,
     readyUrl,
     databaseUrl,

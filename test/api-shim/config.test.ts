@@ -171,6 +171,21 @@ extra: 1
     }
   });
 
+  it("refuses an upstream key that cannot be sent in a header, or with the Bearer the shim adds, without repeating it", () => {
+    // Accepted, it booted, then undici refused every request: 502 upstream_error, and /ready 503 "unreachable".
+    for (const key of ["sk-upstream€key", "upstream\x07key", "<litellm-master-key>"]) {
+      const p = problems({ SHIM_UPSTREAM_API_KEY: key });
+      expect(p, key).toEqual([
+        "SHIM_UPSTREAM_API_KEY: has a character other than ASCII letters, digits, punctuation and spaces (< or >, as in a placeholder, a control character, or one beyond ASCII, which a header cannot carry as typed); expected the upstream's key as it was issued",
+      ]);
+      expect(p.join(""), key).not.toContain(key);
+    }
+    for (const key of ["Bearer sk-1234", "bearer sk-1234"]) {
+      expect(problems({ SHIM_UPSTREAM_API_KEY: key }), key).toEqual(["SHIM_UPSTREAM_API_KEY: starts with \"Bearer \", which the shim adds itself; expected the key alone"]);
+    }
+    for (const key of ["sk-1234", "gsk_AbC.123/+=:~", "BearerToken-1234", "a key with spaces"]) expect(parse({ SHIM_UPSTREAM_API_KEY: key }).upstreamApiKey, key).toBe(key);
+  });
+
   it("requires SHIM_UPSTREAM_URL, a readable SHIM_CONFIG and a path in a sqlite: URL", () => {
     expect(problems({ SHIM_DATABASE_URL: "sqlite:" })).toEqual([expect.stringMatching(/^SHIM_DATABASE_URL: sqlite: needs a path/)]);
     expect(() => parseShimConfig({}, () => "")).toThrow(/SHIM_UPSTREAM_URL: is required/);
