@@ -44,3 +44,44 @@ export function trustedPeers(cidrs: readonly string[]): (peer: string | undefine
   }
   return (peer) => peer !== undefined && list.check(peer.replace(/%.*$/, ""), isIPv6(peer) ? "ipv6" : "ipv4");
 }
+
+/** An IP address, or a CIDR with its prefix in range: a SHIM_TRUST_PROXY entry. */
+export function isCidr(s: string): boolean {
+  const [addr, prefix, ...rest] = s.split("/");
+  const family = isIP(addr ?? "");
+  if (family === 0 || rest.length > 0) return false;
+  if (prefix === undefined) return true;
+  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
+}
+
+const IPV4_MAPPED = 0xffffn << 32n; // ::ffff:0.0.0.0
+const ALL_IPV6 = (1n << 128n) - 1n;
+
+/**
+ * Whether valid `cidrs` (isCidr) cover every IPv4 address or every IPv6 address, as trustedPeers
+ * matches them: BlockList matches an IPv4 peer as its IPv4-mapped IPv6 address, so
+ * `::ffff:0.0.0.0/96` or `::/1` hold every IPv4 client, and so do `0.0.0.0/1,128.0.0.0/1`
+ * together. Each entry is a range of IPv6 addresses (IPv4 ones mapped), and the ranges, in order,
+ * must leave no gap in IPv4's (or IPv6's) whole range.
+ */
+export function coversEveryAddress(cidrs: readonly string[]): boolean {
+  const ranges = cidrs.map((cidr): [bigint, bigint] => {
+    const [address, prefix] = cidr.split("/") as [string, string | undefined];
+    const v4 = isIP(address) === 4;
+    const value = v4 ? IPV4_MAPPED | address.split(".").reduce((n, octet) => (n << 8n) | BigInt(octet), 0n)
+      : expandIPv6(address.replace(/%.*$/, "")).reduce((n, group) => (n << 16n) | BigInt(group), 0n);
+    const hostBits = BigInt(128 - (prefix === undefined ? 128 : Number(prefix) + (v4 ? 96 : 0)));
+    const first = (value >> hostBits) << hostBits;
+    return [first, first + (1n << hostBits) - 1n];
+  }).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  const covers = (first: bigint, last: bigint): boolean => {
+    let next = first; // the first address not yet covered
+    for (const [from, to] of ranges) {
+      if (from > next) break;
+      if (to >= next) next = to + 1n;
+      if (next > last) return true;
+    }
+    return false;
+  };
+  return covers(IPV4_MAPPED, IPV4_MAPPED | 0xffffffffn) || covers(0n, ALL_IPV6);
+}

@@ -1,5 +1,5 @@
-import { isIP } from "node:net";
 import { parse as parseYaml } from "yaml";
+import { coversEveryAddress, isCidr } from "./client-address.ts";
 import { isKeyId } from "./keys.ts";
 import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money.ts";
 import { parseDatabaseUrl } from "./store/database-url.ts";
@@ -175,11 +175,14 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   if (upstreamUrl === null) problems.push("SHIM_UPSTREAM_URL: is required; expected the upstream's base URL including /v1, e.g. http://litellm:4000/v1");
   const readyUrl = httpUrl("SHIM_READY_URL", "http://vllm:8000/health", "the probe sends no credentials, so give a URL that answers without them, such as vLLM's /health");
   const trustProxy = (str("SHIM_TRUST_PROXY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  // Every peer trusted: any client could choose its own address (its rate-limit bucket) and request id.
+  const everyone = "the proxy's own addresses, not every address (a /0, or entries covering every IPv4 or every IPv6 address, would let any client choose the address it is counted by)";
+  const trustProblems = problems.length;
   for (const cidr of trustProxy) {
     if (!isCidr(cidr)) bad("SHIM_TRUST_PROXY", cidr, "comma-separated IP addresses or CIDRs, e.g. 172.16.0.0/12");
-    // Every peer trusted: any client could choose its own address (its rate-limit bucket) and request id.
-    else if (/\/0+$/.test(cidr)) bad("SHIM_TRUST_PROXY", cidr, "the proxy's own addresses, not every address (a /0 would let any client choose the address it is counted by)");
+    else if (coversEveryAddress([cidr])) bad("SHIM_TRUST_PROXY", cidr, everyone);
   }
+  if (problems.length === trustProblems && coversEveryAddress(trustProxy)) bad("SHIM_TRUST_PROXY", trustProxy.join(","), everyone);
   const logLevel = (str("LOG_LEVEL") ?? "info").toLowerCase();
   if (!LOG_LEVELS.includes(logLevel)) bad("LOG_LEVEL", logLevel, LOG_LEVELS.join(" | "));
 
@@ -376,14 +379,6 @@ function obj(v: unknown, where: string, allowed: string[] | null, bad: Bad): Rec
   const child = (k: string) => (where === "SHIM_CONFIG" ? `SHIM_CONFIG ${k}` : `${where}.${k}`);
   if (allowed) for (const k of Object.keys(o)) if (!allowed.includes(k)) bad(child(k), k, `one of the keys ${allowed.join(", ")}`);
   return o;
-}
-
-function isCidr(s: string): boolean {
-  const [addr, prefix, ...rest] = s.split("/");
-  const family = isIP(addr ?? "");
-  if (family === 0 || rest.length > 0) return false;
-  if (prefix === undefined) return true;
-  return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
 }
 
 function deepFreeze<T>(o: T): T {

@@ -2,6 +2,7 @@ import { mkdtempSync, readdirSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { trustedPeers } from "../../api-shim/src/client-address.ts";
 import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
 import { driverUrl, parseDatabaseUrl, redactUrl } from "../../api-shim/src/store/database-url.ts";
 import { openStore } from "../../api-shim/src/store/open-store.ts";
@@ -148,6 +149,20 @@ extra: 1
       const lines = problems({ SHIM_UPSTREAM_URL: url });
       expect(lines, url).toHaveLength(1);
       expect(lines[0], url).not.toMatch(/SECRET|pa\b/);
+    }
+  });
+
+  it("refuses SHIM_TRUST_PROXY entries that trust every IPv4 or every IPv6 client other than as a /0, alone or together", () => {
+    // The trust check matches an IPv4 peer against IPv4-mapped entries: ::ffff:0.0.0.0/96 is every IPv4 client.
+    expect(trustedPeers(["::ffff:0.0.0.0/96"])("198.51.100.9")).toBe(true);
+    for (const list of ["::ffff:0.0.0.0/96", "::/1", "0.0.0.0/1,128.0.0.0/1", "::ffff:0:0/97, 128.0.0.0/1", "::/1,8000::/1", "0.0.0.0/2,64.0.0.0/2,128.0.0.0/1,10.89.0.2"]) {
+      expect(problems({ SHIM_TRUST_PROXY: list }), list).toEqual([
+        expect.stringMatching(/^SHIM_TRUST_PROXY: ".+" is not valid; expected the proxy's own addresses, not every address \(a \/0/),
+      ]);
+    }
+    // Half of IPv4, or all but one /3 of it: not every client (the list a proxy's range takes is far smaller).
+    for (const list of ["0.0.0.0/1", "0.0.0.0/2,96.0.0.0/3,128.0.0.0/1", "10.89.0.2,172.16.0.0/12,fd00::/8", "::ffff:10.0.0.0/104", "fe80::1%eth0"]) {
+      expect(parse({ SHIM_TRUST_PROXY: list }).trustProxy.join(","), list).toBe(list);
     }
   });
 
