@@ -149,8 +149,9 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
     return p.add("model.id", id, "must be a Hugging Face repository id such as Qwen/Qwen2.5-7B-Instruct");
   }
   const servedName = p.string("model.servedName", m.servedName) ?? id;
-  if (!/^[\w./:-]{1,128}$/.test(servedName)) {
-    p.add("model.servedName", servedName, "must be 1-128 characters of letters, digits and . _ - / :");
+  // It follows --served-model-name: vLLM would read one starting with "-" as a flag and exit.
+  if (!/^\w[\w./:-]{0,127}$/.test(servedName)) {
+    p.add("model.servedName", servedName, "must be 1-128 characters of letters, digits and . _ - / :, starting with a letter, digit or _");
   }
   const maxModelLen = p.number("model.maxModelLen", m.maxModelLen, { min: 256, max: 1_048_576, integer: true }) ?? DEFAULT_MAX_MODEL_LEN;
   const gpuMemoryUtilization =
@@ -310,8 +311,8 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
     if (!v) return;
     p.unknownKeys(at, v, ["name", "model", "apiKey"]);
     const model = p.string(`${at}.model`, v.model);
-    const provider = model?.split("/")[0] as ProviderKind | undefined;
-    if (!model || !provider || !PROVIDERS.includes(provider) || model.split("/").length < 2) {
+    const [provider, providerModel] = (model?.split(/\/(.*)/s) ?? []) as [ProviderKind | undefined, string | undefined];
+    if (!model || !provider || !PROVIDERS.includes(provider) || !/^\S+$/.test(providerModel ?? "")) {
       p.add(`${at}.model`, v.model, `must be <provider>/<model> with provider one of ${PROVIDERS.join(", ")}, e.g. groq/llama-3.3-70b-versatile`);
     }
     const name = p.string(`${at}.name`, v.name) ?? model;
