@@ -42,10 +42,14 @@ describe("validateConfig: good configs", () => {
   });
 
   it("takes numbers written as strings, as `pulumi config set` stores them", () => {
-    const c = ok({ ...base, ttlHours: "24", volumeSizeGb: "200", model: { id: "a/b", maxModelLen: "4096" } });
+    const c = ok({ ...base, ttlHours: "24", volumeSizeGb: " 200 ", model: { id: "a/b", maxModelLen: "4096", gpuMemoryUtilization: "0.85" }, keys: [{ name: "app", credits: "12.5" }] });
     expect(c.ttlHours).toBe(24);
     expect(c.volumeSizeGb).toBe(200);
     expect(c.model.maxModelLen).toBe(4096);
+    expect(c.model.gpuMemoryUtilization).toBe(0.85);
+    expect(c.keys[0]!.credits).toBe(12.5);
+    // Real numbers are read as YAML wrote them, exponents included.
+    expect(ok({ ...base, model: { id: "a/b", maxModelLen: 1e4 } }).model.maxModelLen).toBe(10_000);
   });
 
   it("sets tensor and pipeline parallelism from the plan's GPU count, using every GPU", () => {
@@ -136,6 +140,10 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["ttl zero", { ...base, ttlHours: 0 }, ["gpu-sandbox:ttlHours = 0: must be between 1 and 2160"]],
     ["ttl fractional", { ...base, ttlHours: 1.5 }, ["gpu-sandbox:ttlHours = 1.5: must be a whole number"]],
     ["ttl not a number", { ...base, ttlHours: "tomorrow" }, ['gpu-sandbox:ttlHours = "tomorrow": must be a number']],
+    // Number() reads these as 16, 16, 16 and 1000; the shim and the admin API refuse "0x10" credits.
+    ["numbers not in decimal digits", { ...base, keys: [{ name: "app", credits: "0x10" }], volumeSizeGb: "0b10000000", ttlHours: "0o20", model: { maxModelLen: "1e3" } },
+      ['gpu-sandbox:model.maxModelLen = "1e3": must be a number', 'gpu-sandbox:keys[0].credits = "0x10": must be a number',
+        'gpu-sandbox:volumeSizeGb = "0b10000000": must be a number', 'gpu-sandbox:ttlHours = "0o20": must be a number']],
     ["letsencrypt behind an allow-list", { ...base, allowedCidrs: ["198.51.100.0/24"] },
       ['gpu-sandbox:tls.mode = "letsencrypt": needs port 80 open to everyone']],
     ["an image the host scripts do not support", { ...base, image: "linode/debian12" },
