@@ -185,6 +185,9 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   if (problems.length === trustProblems && coversEveryAddress(trustProxy)) bad("SHIM_TRUST_PROXY", trustProxy.join(","), everyone);
   const logLevel = (str("LOG_LEVEL") ?? "info").toLowerCase();
   if (!LOG_LEVELS.includes(logLevel)) bad("LOG_LEVEL", logLevel, LOG_LEVELS.join(" | "));
+  // Only "1" ever took effect: "true" or "yes" was ignored without a word.
+  const logPretty = str("SHIM_LOG_PRETTY") ?? "0";
+  if (logPretty !== "0" && logPretty !== "1") bad("SHIM_LOG_PRETTY", logPretty, "1 to pretty-print, or 0 or unset");
 
   const databaseUrl = str("SHIM_DATABASE_URL") ?? "sqlite:./data/shim.db";
   try {
@@ -231,7 +234,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     trustProxy,
     ...timeouts,
     logLevel,
-    logPretty: env.SHIM_LOG_PRETTY === "1",
+    logPretty: logPretty === "1",
     ...file,
   });
 }
@@ -316,6 +319,7 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
       root.models.forEach((m, i) => {
         const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "continuousUsage", "tokenPrompts"], bad);
         if (typeof mo.name !== "string" || mo.name === "") return bad(at(`models[${i}].name`), mo.name, "a non-empty string");
+        if (models!.has(mo.name)) return bad(at(`models[${i}].name`), mo.name, "a name no other entry of models has");
         const len = mo.maxModelLen === undefined || mo.maxModelLen === null ? null : limit(mo.maxModelLen, at(`models[${i}].maxModelLen`), null);
         for (const flag of ["continuousUsage", "tokenPrompts"]) if (mo[flag] !== undefined && typeof mo[flag] !== "boolean") bad(at(`models[${i}].${flag}`), mo[flag], "true or false");
         models!.set(mo.name, { name: mo.name, maxModelLen: len, continuousUsage: mo.continuousUsage === true, tokenPrompts: mo.tokenPrompts !== false });

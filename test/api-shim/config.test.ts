@@ -201,6 +201,15 @@ extra: 1
     for (const key of ["sk-1234", "gsk_AbC.123/+=:~", "BearerToken-1234", "a key with spaces"]) expect(parse({ SHIM_UPSTREAM_API_KEY: key }).upstreamApiKey, key).toBe(key);
   });
 
+  it("refuses a SHIM_LOG_PRETTY other than 1 or 0, which was ignored, and a model listed twice, whose last entry silently won", () => {
+    for (const v of ["true", "yes", "on"]) expect(problems({ SHIM_LOG_PRETTY: v }), v).toEqual([`SHIM_LOG_PRETTY: "${v}" is not valid; expected 1 to pretty-print, or 0 or unset`]);
+    expect([parse({ SHIM_LOG_PRETTY: "1" }).logPretty, parse({ SHIM_LOG_PRETTY: "0" }).logPretty, parse({ SHIM_LOG_PRETTY: "" }).logPretty, parse({}).logPretty]).toEqual([true, false, false, false]);
+    // The first entry's maxModelLen was dropped without a word.
+    expect(problems({}, "models:\n  - { name: m, maxModelLen: 100000 }\n  - { name: n }\n  - { name: m, maxModelLen: 512 }\n")).toEqual([
+      'SHIM_CONFIG models[2].name: "m" is not valid; expected a name no other entry of models has',
+    ]);
+  });
+
   it("requires SHIM_UPSTREAM_URL, a readable SHIM_CONFIG and a path in a sqlite: URL", () => {
     expect(problems({ SHIM_DATABASE_URL: "sqlite:" })).toEqual([expect.stringMatching(/^SHIM_DATABASE_URL: sqlite: needs a path/)]);
     expect(() => parseShimConfig({}, () => "")).toThrow(/SHIM_UPSTREAM_URL: is required/);
