@@ -3,6 +3,7 @@ import { coversEveryAddress, isCidr } from "./client-address.ts";
 import { isKeyId } from "./keys.ts";
 import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money.ts";
 import { parseDatabaseUrl } from "./store/database-url.ts";
+import { isKeyName, isModelName } from "./text.ts";
 
 /**
  * The one place that reads the environment and SHIM_CONFIG. `parseShimConfig` is pure: it takes
@@ -318,7 +319,7 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
     else
       root.models.forEach((m, i) => {
         const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "continuousUsage", "tokenPrompts"], bad);
-        if (typeof mo.name !== "string" || mo.name === "") return bad(at(`models[${i}].name`), mo.name, "a non-empty string");
+        if (!isModelName(mo.name)) return bad(at(`models[${i}].name`), mo.name, "a model name: 1 to 256 characters, without control characters");
         if (models!.has(mo.name)) return bad(at(`models[${i}].name`), mo.name, "a name no other entry of models has");
         const len = mo.maxModelLen === undefined || mo.maxModelLen === null ? null : limit(mo.maxModelLen, at(`models[${i}].maxModelLen`), null);
         for (const flag of ["continuousUsage", "tokenPrompts"]) if (mo[flag] !== undefined && typeof mo[flag] !== "boolean") bad(at(`models[${i}].${flag}`), mo[flag], "true or false");
@@ -346,15 +347,18 @@ function parseFileConfig(path: string | null, readFile: (p: string) => string, p
     if (!tiers.has(tier)) bad(w("tier"), ko.tier, `one of the tiers: ${tierNames}`);
     let allow: string[] | null = null;
     if (ko.models !== undefined && ko.models !== null) {
-      if (!Array.isArray(ko.models) || !ko.models.every((m) => typeof m === "string" && m !== "")) bad(w("models"), ko.models, "a list of model names");
+      // As POST /admin/keys: an empty list would allow no model at all.
+      if (!Array.isArray(ko.models) || ko.models.length === 0 || !ko.models.every(isModelName)) bad(w("models"), ko.models, "a non-empty list of model names, or leave it out for all models");
       else {
         allow = ko.models as string[];
         for (const m of allow) if (models && !models.has(m)) bad(w("models"), m, configuredModel!);
       }
     }
+    // As POST /admin/keys: a NUL, say, would fail the Postgres store at every start.
+    if (ko.name !== undefined && ko.name !== null && !isKeyName(ko.name)) bad(w("name"), ko.name, "a name of 1 to 200 characters, without control characters (or leave it out for the id)");
     bootstrapKeys.push({
       id,
-      name: typeof ko.name === "string" && ko.name !== "" ? ko.name : id,
+      name: isKeyName(ko.name) ? ko.name : id,
       hash: String(ko.hash),
       credits: balance(ko.credits, w("credits")),
       tier,

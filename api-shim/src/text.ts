@@ -35,3 +35,13 @@ export function isAmbiguousPath(url: string): boolean {
 export function isPlainText(text: string, options: { lineBreaks?: boolean } = {}): boolean {
   return text.isWellFormed() && !hasControlCharacters(text, options);
 }
+
+/** A key's name as the admin API and SHIM_CONFIG's bootstrap keys take it: 1 to 200 characters of plain text, not only spaces. */
+export function isKeyName(name: unknown): name is string {
+  return typeof name === "string" && name.trim() !== "" && name.length <= 200 && isPlainText(name);
+}
+
+/** A model name as an allow-list or SHIM_CONFIG's models take it: 1 to 256 characters of plain text. */
+export function isModelName(name: unknown): name is string {
+  return typeof name === "string" && name !== "" && name.length <= 256 && isPlainText(name);
+}

@@ -129,6 +129,39 @@ extra: 1
     expect(problems({}, key("1000000000.5"))).toEqual(["SHIM_CONFIG bootstrapKeys[0].credits: 1000000000.5 is not valid; expected at most 1000000000 credits"]);
   });
 
+  it("bootstrap key names, allow-lists and model names are held to the admin API's rules: a NUL would fail the Postgres store at every start", () => {
+    // YAML's "\0" is a NUL, "\x01" a control character; a name past 200 characters is the admin API's 400 too.
+    const long = "n".repeat(201);
+    expect(problems({}, `
+models: [{ name: "m\\0x" }, { name: "${"m".repeat(257)}" }, { name: ok }]
+bootstrapKeys:
+  - { id: AbC123xyz789, hash: "${HASH}", name: "team\\0a" }
+  - { id: AbC123xyz780, hash: "${HASH}", name: "${long}" }
+  - { id: AbC123xyz781, hash: "${HASH}", name: "  " }
+  - { id: AbC123xyz782, hash: "${HASH}", name: 7 }
+`)).toEqual([
+      'SHIM_CONFIG models[0].name: "m\\u0000x" is not valid; expected a model name: 1 to 256 characters, without control characters',
+      `SHIM_CONFIG models[1].name: "${"m".repeat(257)}" is not valid; expected a model name: 1 to 256 characters, without control characters`,
+      'SHIM_CONFIG bootstrapKeys[0].name: "team\\u0000a" is not valid; expected a name of 1 to 200 characters, without control characters (or leave it out for the id)',
+      `SHIM_CONFIG bootstrapKeys[1].name: "${long}" is not valid; expected a name of 1 to 200 characters, without control characters (or leave it out for the id)`,
+      'SHIM_CONFIG bootstrapKeys[2].name: "  " is not valid; expected a name of 1 to 200 characters, without control characters (or leave it out for the id)',
+      "SHIM_CONFIG bootstrapKeys[3].name: 7 is not valid; expected a name of 1 to 200 characters, without control characters (or leave it out for the id)",
+    ]);
+    // Without a models list, an allow-list entry is only checked as a name.
+    expect(problems({}, `bootstrapKeys: [{ id: AbC123xyz789, hash: "${HASH}", models: [good, "b\\x01d"] }]`)).toEqual([
+      'SHIM_CONFIG bootstrapKeys[0].models: ["good","b\\u0001d"] is not valid; expected a non-empty list of model names, or leave it out for all models',
+    ]);
+    expect(parse({}, `bootstrapKeys: [{ id: AbC123xyz789, hash: "${HASH}", name: "Team A (é)" }]`).bootstrapKeys[0]!.name).toBe("Team A (é)");
+    expect(parse({}, `bootstrapKeys: [{ id: AbC123xyz789, hash: "${HASH}" }]`).bootstrapKeys[0]!.name).toBe("AbC123xyz789");
+  });
+
+  it("a bootstrap key's empty allow-list is refused, as POST /admin/keys refuses it: it would allow no model at all", () => {
+    expect(problems({}, `bootstrapKeys: [{ id: AbC123xyz789, hash: "${HASH}", models: [] }]`)).toEqual([
+      "SHIM_CONFIG bootstrapKeys[0].models: [] is not valid; expected a non-empty list of model names, or leave it out for all models",
+    ]);
+    expect(parse({}, `bootstrapKeys: [{ id: AbC123xyz789, hash: "${HASH}", models: null }]`).bootstrapKeys[0]!.models).toBeNull();
+  });
+
   it("an upstream URL with credentials or a query is refused without repeating them: they would reach stderr and the logs", () => {
     const p = problems({ SHIM_UPSTREAM_URL: "http://shim:TopSecretPw@litellm:4000/v1", SHIM_READY_URL: "http://vllm:8000/health?api_key=sk-live-123" });
     expect(p).toEqual([

@@ -7,7 +7,7 @@ import { creditsInput, creditsNumber, formatCredits, MAX_BALANCE_MICRO } from ".
 import { isIsoInstant, parsePeriod, showPeriod } from "../period.ts";
 import { onlyKnown } from "../known-members.ts";
 import { keyIsLive, type KeyRecord } from "../store/store.ts";
-import { isPlainText } from "../text.ts";
+import { isKeyName, isModelName, isPlainText } from "../text.ts";
 import { usageReport } from "./usage.ts";
 
 /**
@@ -19,7 +19,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.post("/admin/keys", async (request, reply) => {
     const body = object(request.body, ["name", "credits", "tier", "models", "expires_at", "expiresAt"]);
     const name = body.name;
-    if (typeof name !== "string" || name.trim() === "" || name.length > 200 || !isPlainText(name)) throw invalid("'name' is required: a string of 1 to 200 characters, without control characters.", "name");
+    if (!isKeyName(name)) throw invalid("'name' is required: a string of 1 to 200 characters, without control characters.", "name");
     const given = body.credits === undefined ? { micro: 0 } : creditsInput(body.credits, "non-negative");
     if ("must" in given) throw invalid(`'credits' must be ${given.must}.`, "credits");
     const credits = given.micro;
@@ -135,7 +135,7 @@ function sendCsv(reply: FastifyReply, group: string, rows: (string | number)[][]
 
 function modelList(ctx: ShimContext, v: unknown): string[] | null {
   if (v === undefined || v === null) return null;
-  if (!Array.isArray(v) || v.length === 0 || !v.every((m) => typeof m === "string" && m !== "" && m.length <= 256 && isPlainText(m))) throw invalid("'models' must be a non-empty list of model names.", "models");
+  if (!Array.isArray(v) || v.length === 0 || !v.every(isModelName)) throw invalid("'models' must be a non-empty list of model names.", "models");
   const unknown = ctx.config.models ? v.filter((m) => !ctx.config.models!.has(m as string)) : [];
   if (unknown.length > 0) throw invalid(`'models' names unknown models: ${unknown.join(", ")}.`, "models");
   return [...new Set(v as string[])];
