@@ -6,13 +6,14 @@ import { ConfigError, parseShimConfig, type ShimConfig } from "./config.ts";
 import { keysOfUnconfiguredTiers } from "./auth.ts";
 import { createLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
+import { formatCredits, MAX_BALANCE_MICRO } from "./money.ts";
 import { parseDatabaseUrl, redactUrl } from "./store/database-url.ts";
 import { openStore } from "./store/open-store.ts";
 import type { UsageIndexOutcome } from "./store/postgres-usage-index.ts";
 import type { CheckpointFailure } from "./store/sqlite-checkpointer.ts";
 import { failureHint } from "./store/sqlite-failures.ts";
 import { SqliteInUseError } from "./store/sqlite-owner.ts";
-import { NewerSchemaError, type Store } from "./store/store.ts";
+import { BootstrapIdTakenError, type BootstrapRefusal, NewerSchemaError, type Store } from "./store/store.ts";
 import { createUpstream } from "./upstream.ts";
 
 /**
@@ -101,7 +102,9 @@ async function main(): Promise<void> {
     logger.info({ released }, "released reservations left by a previous process (not charged)");
     for (const k of config.bootstrapKeys) {
       const r = await store.ensureBootstrapKey({ ...k, models: k.models && [...k.models], expiresAt: null, at: Date.now() });
+      if (r.adminKey) throw new BootstrapIdTakenError(k.id);
       logger.info({ keyId: k.id, created: r.created, granted: r.granted }, "bootstrap key");
+      if (r.refused) logger.warn({ keyId: k.id, credits: formatCredits(k.credits) }, NOT_GRANTED[r.refused]);
     }
     // A key deleted from the stack's config must stop working, not live on in the database. A
     // shim started without SHIM_CONFIG has no say about configuration's keys: they are left alone.
@@ -118,7 +121,7 @@ async function main(): Promise<void> {
     }
   } catch (e) {
     // Not failures a restart fixes: said as they are, once per start.
-    if (e instanceof SqliteInUseError || e instanceof NewerSchemaError) {
+    if (e instanceof SqliteInUseError || e instanceof NewerSchemaError || e instanceof BootstrapIdTakenError) {
       logger.error(e.message);
       exitNow(1);
       return;
@@ -201,6 +204,12 @@ async function main(): Promise<void> {
 
 /** How long an exit waits for its last log lines to be written. */
 const EXIT_LOG_WAIT_MS = 2000;
+
+/** Why a bootstrap key's one-time grant was not made (asked again at every start until it is). */
+const NOT_GRANTED: Record<BootstrapRefusal, string> = {
+  balance_too_large: `bootstrap key's credits not granted: they would take its balance past ${formatCredits(MAX_BALANCE_MICRO)} credits, as a top-up would; a later start grants them once they fit`,
+  key_inactive: "bootstrap key's credits not granted: the key is revoked (its credits could not be spent)",
+};
 
 /** Where the shim listens once it does (null if it never did: a bad configuration, a port taken); for `npm run shim`'s banner. */
 export let listeningAt: string | null = null;

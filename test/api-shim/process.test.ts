@@ -8,6 +8,7 @@ import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/keys.ts";
+import { MAX_BALANCE_MICRO } from "../../api-shim/src/money.ts";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
@@ -348,6 +349,42 @@ describe("the shim process", () => {
     expect(failed.exit).toEqual({ code: 1, signal: null });
     const errors = failed.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50).map((l) => l.msg);
     expect(errors).toEqual([`${file} was made by a newer version of the shim (schema 99, this one knows ${MIGRATIONS.length}); run the newer image or restore a backup`]);
+  });
+
+  it("a bootstrap key with the id of a key made with the admin API: exit 1 naming the id, that key left as it was", async () => {
+    mkdirSync(join(dir, "taken"));
+    const file = join(dir, "taken", "shim.db");
+    const theirs = { id: key.id, name: "theirs", hash: generateKey().hash, tier: "pro", models: null, expiresAt: null, credits: 5 * CREDIT, at: Date.now() };
+    let store = new SqliteStore(file);
+    await store.createKey(theirs);
+    await store.close();
+    const failed = await spawnShim({ ...env, SHIM_DATABASE_URL: `sqlite:${file}` }).catch((e: unknown) => e);
+    if (!(failed instanceof ShimStartError)) throw new Error(`expected a refused start, got ${String(failed)}`);
+    output.keep(failed);
+    expect(failed.exit).toEqual({ code: 1, signal: null });
+    const errors = failed.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50).map((l) => l.msg);
+    expect(errors).toEqual([`bootstrap key ${key.id} has the id of a key made with the admin API; give it another id`]);
+    store = new SqliteStore(file);
+    expect(await store.getKey(key.id)).toMatchObject({ name: "theirs", hash: theirs.hash, tier: "pro", balance: 5 * CREDIT, revokedAt: null });
+    await store.close();
+  });
+
+  it("a bootstrap key's grant that would take its balance past a billion credits is not made, and the start says so", async () => {
+    mkdirSync(join(dir, "full"));
+    const file = join(dir, "full", "shim.db");
+    let store = new SqliteStore(file);
+    await store.ensureBootstrapKey({ id: key.id, name: "app", hash: key.hash, tier: "enterprise", models: null, expiresAt: null, credits: 0, at: Date.now() });
+    await store.topUp({ keyId: key.id, amount: MAX_BALANCE_MICRO - CREDIT, note: null, at: Date.now(), idempotency: null, respond: () => "", refuse: () => null });
+    await store.close();
+    const p = await start({ SHIM_DATABASE_URL: `sqlite:${file}` });
+    expect(await p.waitForLine((e) => e.level === 40 && e.keyId === key.id)).toMatchObject({
+      credits: "1000000",
+      msg: "bootstrap key's credits not granted: they would take its balance past 1000000000 credits, as a top-up would; a later start grants them once they fit",
+    });
+    await output.stopCleanly(p);
+    store = new SqliteStore(file);
+    expect(await store.getKey(key.id)).toMatchObject({ balance: MAX_BALANCE_MICRO - CREDIT });
+    await store.close();
   });
 
   it("a second process on the same SQLite file is refused, and the first one's holds are kept", async () => {

@@ -1,4 +1,5 @@
 import { expect, it } from "vitest";
+import { MAX_BALANCE_MICRO } from "../../api-shim/src/money.ts";
 import type { NewKey, Store, UsageRow } from "../../api-shim/src/store/store.ts";
 
 export const newKey = (id: string, credits: number): NewKey => ({ id, name: id, hash: `sha256:${"0".repeat(64)}`, tier: "free", models: null, expiresAt: null, credits, at: 1000 });
@@ -66,6 +67,44 @@ export function storeContract(current: () => Store): void {
     expect(await store.ensureBootstrapKey(newKey("boot", 100))).toEqual({ created: true, granted: true });
     expect(await store.ensureBootstrapKey({ ...newKey("boot", 100), tier: "pro", models: ["m"] })).toEqual({ created: false, granted: false });
     expect(await store.getKey("boot")).toMatchObject({ balance: 100, tier: "pro", models: ["m"] });
+  });
+
+  it("a bootstrap entry with the id of a key made with the admin API changes nothing of it, and says so; removing the entry does not revoke it", async () => {
+    const store = current();
+    await store.createKey({ ...newKey("admin", 10), name: "theirs", tier: "pro", models: ["m"] });
+    const other = `sha256:${"1".repeat(64)}`; // the entry's own key: its holder would have taken the id over
+    expect(await store.ensureBootstrapKey({ ...newKey("admin", 100), name: "boot", hash: other })).toEqual({ created: false, granted: false, adminKey: true });
+    expect(await store.getKey("admin")).toMatchObject({ name: "theirs", tier: "pro", models: ["m"], balance: 10, hash: newKey("admin", 0).hash });
+    expect(await store.revokeRemovedBootstrapKeys([], 50)).toEqual([]);
+    expect(await store.getKey("admin")).toMatchObject({ revokedAt: null });
+    expect((await store.audit()).find((r) => r.keyId === "admin")).toMatchObject({ balance: 10, ledgerSum: 10 });
+  });
+
+  it("an unmarked key with the entry's id and hash is the entry's own (one made with 0 credits before keys were marked): it is taken as configuration's", async () => {
+    const store = current();
+    await store.createKey(newKey("old", 0)); // as such a key is after the migration: no grant row, not marked
+    expect(await store.ensureBootstrapKey({ ...newKey("old", 7), tier: "pro" })).toEqual({ created: false, granted: true });
+    expect(await store.getKey("old")).toMatchObject({ tier: "pro", balance: 7 });
+    expect(await store.revokeRemovedBootstrapKeys([], 50)).toEqual(["old"]);
+  });
+
+  it("a bootstrap grant is not made past the largest balance nor to a revoked key, and says why; one that fits later is made then", async () => {
+    const store = current();
+    await store.ensureBootstrapKey(newKey("full", 0)); // 0 credits: no grant yet
+    const topUp = { keyId: "full", amount: MAX_BALANCE_MICRO - 5, note: null, at: 1, idempotency: null, respond: () => "", refuse: () => null };
+    expect(await store.topUp(topUp)).toMatchObject({ kind: "done" });
+    expect(await store.ensureBootstrapKey(newKey("full", 10))).toEqual({ created: false, granted: false, refused: "balance_too_large" });
+    expect(await store.getKey("full")).toMatchObject({ balance: MAX_BALANCE_MICRO - 5 });
+    await store.reserve({ reservationId: "r", keyId: "full", amount: 5, at: 2 });
+    await store.settle({ reservationId: "r", keyId: "full", hold: 5, cost: 5, usage: usage("full", "q", 5) });
+    expect(await store.ensureBootstrapKey(newKey("full", 10))).toEqual({ created: false, granted: true });
+    expect(await store.getKey("full")).toMatchObject({ balance: MAX_BALANCE_MICRO });
+    // Made once: not refused (nor made) again at later starts.
+    expect(await store.ensureBootstrapKey(newKey("full", 10))).toEqual({ created: false, granted: false });
+    await store.ensureBootstrapKey(newKey("gone", 0));
+    await store.revokeKey("gone", 5);
+    expect(await store.ensureBootstrapKey(newKey("gone", 10))).toEqual({ created: false, granted: false, refused: "key_inactive" });
+    expect((await store.audit()).map((r) => [r.keyId, r.balance, r.ledgerSum])).toEqual([["full", MAX_BALANCE_MICRO, MAX_BALANCE_MICRO], ["gone", 0, 0]]);
   });
 
   it("keys removed from configuration are revoked at start; admin-made keys and the ledger stay", async () => {

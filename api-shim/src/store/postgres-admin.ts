@@ -2,7 +2,7 @@
 import type pg from "pg";
 import { grant, keyById } from "./postgres-client.ts";
 import { LOCK_KEY } from "./postgres-sql.ts";
-import { type BootstrapResult, type KeyRecord, type NewKey, type TopUpInput, type TopUpResult, topUpRefusal } from "./store.ts";
+import { bootstrapGrantRefusal, type BootstrapResult, isAdminApiKey, type KeyRecord, type NewKey, type TopUpInput, type TopUpResult, topUpRefusal } from "./store.ts";
 
 export async function createKeyIn(c: pg.PoolClient, key: NewKey): Promise<KeyRecord> {
   await c.query("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -13,15 +13,22 @@ export async function createKeyIn(c: pg.PoolClient, key: NewKey): Promise<KeyRec
 
 /**
  * Replicas starting together run this at once: the key's row (ON CONFLICT) and its grant's
- * idempotency key make the second one a no-op.
+ * idempotency key make the second one a no-op. The row's lock (FOR UPDATE) is held from the
+ * check that it is configuration's to the grant, as a top-up holds it.
  */
 export async function ensureBootstrapKeyIn(c: pg.PoolClient, key: NewKey): Promise<BootstrapResult> {
   const models = key.models && JSON.stringify(key.models);
   const inserted = await c.query("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at, bootstrap) VALUES ($1, $2, $3, $4, $5, $6, $7, true) ON CONFLICT (id) DO NOTHING",
     [key.id, key.name, key.hash, key.tier, models, key.at, key.expiresAt]);
+  const found = (await c.query<{ bootstrap: boolean; hash: string }>("SELECT bootstrap, hash FROM keys WHERE id = $1 FOR UPDATE", [key.id])).rows[0]!;
+  if (isAdminApiKey(found, key)) return { created: false, granted: false, adminKey: true };
+  const created = inserted.rowCount === 1;
   await c.query("UPDATE keys SET name = $2, hash = $3, tier = $4, models = $5, bootstrap = true WHERE id = $1", [key.id, key.name, key.hash, key.tier, models]);
-  const granted = await grant(c, key.id, key.credits, key.at, "bootstrap", null, `bootstrap:${key.id}`);
-  return { created: inserted.rowCount === 1, granted };
+  const idem = `bootstrap:${key.id}`;
+  if (key.credits <= 0 || (await c.query("SELECT 1 FROM ledger WHERE idem = $1", [idem])).rowCount !== 0) return { created, granted: false };
+  const refused = bootstrapGrantRefusal((await keyById(c, key.id))!, key.credits, key.at);
+  if (refused !== null) return { created, granted: false, refused };
+  return { created, granted: await grant(c, key.id, key.credits, key.at, "bootstrap", null, idem) };
 }
 
 export async function topUpIn(c: pg.PoolClient, input: TopUpInput): Promise<TopUpResult> {

@@ -5,7 +5,7 @@ import type { KeyRecord } from "./store.ts";
 
 export interface KeyRow {
   id: string; name: string; hash: string; tier: string; models: string | null; balance: number;
-  held: number; created_at: number; expires_at: number | null; revoked_at: number | null;
+  held: number; created_at: number; expires_at: number | null; revoked_at: number | null; bootstrap: number;
 }
 export const toKey = (r: KeyRow): KeyRecord => ({
   id: r.id, name: r.name, hash: r.hash, tier: r.tier,
@@ -23,6 +23,7 @@ export function prepareStatements(db: Database.Database) {
     listKeys: db.prepare<[], KeyRow>("SELECT * FROM keys ORDER BY created_at, id"),
     insertKey: db.prepare("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at) VALUES (@id, @name, @hash, @tier, @models, @at, @expiresAt)"),
     updateBootstrap: db.prepare("UPDATE keys SET name = @name, hash = @hash, tier = @tier, models = @models, bootstrap = 1 WHERE id = @id"),
+    bootstrapGranted: db.prepare<[string], { one: number }>("SELECT 1 AS one FROM ledger WHERE idem = 'bootstrap:' || ?"),
     liveBootstrapIds: db.prepare<[], { id: string }>("SELECT id FROM keys WHERE bootstrap = 1 AND revoked_at IS NULL"),
     credit: db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES (@keyId, @at, @amount, @kind, @ref, @idem) ON CONFLICT (idem) WHERE idem IS NOT NULL DO NOTHING"),
     addBalance: db.prepare("UPDATE keys SET balance = balance + @amount WHERE id = @keyId"),

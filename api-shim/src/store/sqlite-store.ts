@@ -10,7 +10,7 @@ import { usageReport } from "./sqlite-usage-report.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
-  StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
+  bootstrapGrantRefusal, isAdminApiKey, StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
 
@@ -268,13 +268,17 @@ export class SqliteStore implements Store {
 
   ensureBootstrapKey(key: NewKey): Promise<BootstrapResult> {
     return this.durably(
-      this.db.transaction(() => {
+      this.db.transaction((): BootstrapResult => {
         const fields = { ...key, models: key.models && JSON.stringify(key.models) };
-        const exists = this.stmt.getKey.get(key.id) !== undefined;
-        if (!exists) this.stmt.insertKey.run(fields);
+        const found = this.stmt.getKey.get(key.id);
+        if (found && isAdminApiKey({ bootstrap: found.bootstrap === 1, hash: found.hash }, key)) return { created: false, granted: false, adminKey: true };
+        const created = found === undefined;
+        if (created) this.stmt.insertKey.run(fields);
         this.stmt.updateBootstrap.run(fields); // and marks it as configuration's
-        const granted = this.grant(key.id, key.credits, key.at, "bootstrap", null, `bootstrap:${key.id}`);
-        return { created: !exists, granted };
+        if (key.credits <= 0 || this.stmt.bootstrapGranted.get(key.id) !== undefined) return { created, granted: false };
+        const refused = bootstrapGrantRefusal(toKey(this.stmt.getKey.get(key.id)!), key.credits, key.at);
+        if (refused !== null) return { created, granted: false, refused };
+        return { created, granted: this.grant(key.id, key.credits, key.at, "bootstrap", null, `bootstrap:${key.id}`) };
       }),
     );
   }

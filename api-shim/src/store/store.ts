@@ -3,6 +3,7 @@
  * replicas) can implement it later without touching them. All amounts are integer µc; all
  * timestamps are milliseconds since the Unix epoch.
  */
+import { MAX_BALANCE_MICRO } from "../money.ts";
 
 export interface KeyRecord {
   id: string;
@@ -139,6 +140,31 @@ export interface AuditRow {
 export interface BootstrapResult {
   created: boolean;
   granted: boolean;
+  /** The id is a key made with the admin API: nothing of it was changed (the start refuses: server.ts). */
+  adminKey?: true;
+  /** Why the grant, due, was not made (asked again at the next start): bootstrapGrantRefusal. */
+  refused?: BootstrapRefusal;
+}
+
+export type BootstrapRefusal = "key_inactive" | "balance_too_large";
+
+/**
+ * Whether the key that has a bootstrap entry's id was made with the admin API: it is not marked
+ * as configuration's, and it is another key (hash). An unmarked one with the entry's hash is the
+ * entry's own, made with 0 credits before keys were marked (no grant row told the migration).
+ */
+export function isAdminApiKey(found: { bootstrap: boolean; hash: string }, entry: NewKey): boolean {
+  return !found.bootstrap && found.hash !== entry.hash;
+}
+
+/**
+ * Why a bootstrap key's one-time grant, not made yet, is not made now: the key is revoked (its
+ * credits could not be spent), or they would take its balance past MAX_BALANCE_MICRO, as a
+ * top-up is refused. Null when it is made.
+ */
+export function bootstrapGrantRefusal(key: KeyRecord, credits: number, at: number): BootstrapRefusal | null {
+  if (!keyIsLive(key, at)) return "key_inactive";
+  return key.balance + credits > MAX_BALANCE_MICRO ? "balance_too_large" : null;
 }
 
 export interface Store {
@@ -149,7 +175,9 @@ export interface Store {
   createKey(key: NewKey): Promise<KeyRecord>;
   /**
    * Creates the key if absent, else updates its name/hash/tier/models from configuration;
-   * grants its credits once (ledger idempotency key `bootstrap:<id>`), never again.
+   * grants its credits once (ledger idempotency key `bootstrap:<id>`), never again, and not
+   * while bootstrapGrantRefusal says no (`refused`). A key with that id made with the admin API
+   * is left as it is (`adminKey`).
    */
   ensureBootstrapKey(key: NewKey): Promise<BootstrapResult>;
   /**
@@ -207,6 +235,18 @@ export class NewerSchemaError extends Error {
   constructor(database: string, found: number, known: number) {
     super(`${database} was made by a newer version of the shim (schema ${found}, this one knows ${known}); run the newer image or restore a backup`);
     this.name = "NewerSchemaError";
+  }
+}
+
+/**
+ * A bootstrap key has the id of a key made with the admin API (store.ensureBootstrapKey's
+ * `adminKey`): that key is left as it is, and the shim refuses to start rather than serve
+ * without the configured one (its holder would get 401s). A restart cannot fix it.
+ */
+export class BootstrapIdTakenError extends Error {
+  constructor(id: string) {
+    super(`bootstrap key ${id} has the id of a key made with the admin API; give it another id`);
+    this.name = "BootstrapIdTakenError";
   }
 }
 
