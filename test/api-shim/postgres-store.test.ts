@@ -558,8 +558,8 @@ describe("PostgresStore", () => {
     expect(await store.releaseStaleReservations()).toBe(0); // the new owner is alive
     // A swept hold's settlement charges its cost while the balance not held by others covers it
     // (6 − 4), else 0 (2 < 4) with its usage recorded; it used to write nothing, while the client
-    // was told it had been charged.
-    expect(await cut.settle({ reservationId: "old", keyId: "k", hold: 4, cost: 4, usage: usage("k", "q-old", 4) })).toEqual({ available: 2, charged: 4 });
+    // was told it had been charged. A cost beyond the hold is charged the hold, as with one.
+    expect(await cut.settle({ reservationId: "old", keyId: "k", hold: 4, cost: 9, usage: usage("k", "q-old", 9) })).toEqual({ available: 2, charged: 4 });
     expect(await cut.settle({ reservationId: "old2", keyId: "k", hold: 4, cost: 4, usage: usage("k", "q-old2", 4) })).toEqual({ available: 2, charged: 0 });
     expect(await cut.settle({ reservationId: "new", keyId: "k", hold: 4, cost: 2, usage: usage("k", "q-new", 2) })).toEqual({ available: 4, charged: 2 });
     expect(await cut.settle({ reservationId: "old", keyId: "k", hold: 4, cost: 4, usage: usage("k", "q-old", 4) })).toEqual({ available: 4, charged: 0 }); // never twice

@@ -62,6 +62,33 @@ export function storeContract(current: () => Store): void {
     expect((await store.audit())[0]).toMatchObject({ balance: 6, ledgerSum: 6, held: 0 });
   });
 
+  it("settle never charges more than the hold, whatever cost it is given: the rest of the key's credit stays its own", async () => {
+    const store = current();
+    await store.createKey(newKey("k", 100));
+    await store.reserve({ reservationId: "r", keyId: "k", amount: 10, at: 1 });
+    expect(await store.settle({ reservationId: "r", keyId: "k", hold: 10, cost: 50, usage: usage("k", "q", 50) })).toEqual({ available: 90, charged: 10 });
+    expect(await store.audit()).toEqual([{ keyId: "k", balance: 90, held: 0, ledgerSum: 90, reservations: 0, reservedSum: 0 }]);
+    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 10 }]);
+  });
+
+  it("a cost beyond the key's whole balance is charged the hold, and the settlements made with it are kept", async () => {
+    const store = current();
+    await store.createKey(newKey("k", 10));
+    await store.createKey(newKey("j", 10));
+    await store.reserve({ reservationId: "a", keyId: "j", amount: 5, at: 1 });
+    await store.reserve({ reservationId: "r", keyId: "k", amount: 10, at: 1 });
+    // Together, as requests finishing at once settle (the SQLite store: in one batch).
+    const [other, over] = await Promise.all([
+      store.settle({ reservationId: "a", keyId: "j", hold: 5, cost: 5, usage: usage("j", "qa", 5) }),
+      store.settle({ reservationId: "r", keyId: "k", hold: 10, cost: 50, usage: usage("k", "q", 50) }),
+    ]);
+    expect({ other, over }).toEqual({ other: { available: 5, charged: 5 }, over: { available: 0, charged: 10 } });
+    expect(await store.audit()).toEqual([
+      { keyId: "j", balance: 5, held: 0, ledgerSum: 5, reservations: 0, reservedSum: 0 },
+      { keyId: "k", balance: 0, held: 0, ledgerSum: 0, reservations: 0, reservedSum: 0 },
+    ]);
+  });
+
   it("bootstrap keys are granted once, updated from config on later starts", async () => {
     const store = current();
     expect(await store.ensureBootstrapKey(newKey("boot", 100))).toEqual({ created: true, granted: true });

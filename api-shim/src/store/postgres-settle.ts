@@ -60,10 +60,10 @@ async function settleAgainOn(c: pg.ClientBase, input: SettleInput, mine: boolean
 
 const usageValues = (u: SettleInput["usage"]) => [u.at, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream, u.ms];
 
-/** SETTLE: undefined when there is no hold (settled already, swept, or not made here). */
+/** SETTLE: what it charged (the cost, at most the hold); undefined when there is no hold (settled already, swept, or not made here). */
 async function settleHeld(q: Queryable, input: SettleInput): Promise<Settled | undefined> {
-  const { rows } = await q.query<{ available: number }>({ name: "settle", text: SETTLE, values: [input.reservationId, input.cost, ...usageValues(input.usage)] });
-  return rows.length === 1 ? { available: rows[0]!.available, charged: input.cost } : undefined;
+  const { rows } = await q.query<Settled>({ name: "settle", text: SETTLE, values: [input.reservationId, input.cost, ...usageValues(input.usage)] });
+  return rows[0];
 }
 
 /**
@@ -75,7 +75,9 @@ async function settleHeld(q: Queryable, input: SettleInput): Promise<Settled | u
  */
 async function settleWithoutHold(q: Queryable, input: SettleInput, mine: boolean): Promise<Settled> {
   if (!mine) return { available: await available(q, input.keyId), charged: 0 };
-  return (await q.query<Settled>({ name: "settle-unreserved", text: SETTLE_UNRESERVED, values: [input.keyId, input.cost, ...usageValues(input.usage)] })).rows[0]!;
+  // At most the hold, as SETTLE charges: the hold it had is the bound the request was admitted with.
+  const cost = Math.min(input.cost, input.hold);
+  return (await q.query<Settled>({ name: "settle-unreserved", text: SETTLE_UNRESERVED, values: [input.keyId, cost, ...usageValues(input.usage)] })).rows[0]!;
 }
 
 async function available(q: Queryable, keyId: string): Promise<number> {

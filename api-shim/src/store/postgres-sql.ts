@@ -10,17 +10,21 @@ export const RESERVE = `WITH k AS (UPDATE keys SET held = held + $3
     WHERE id = $2 AND balance - held >= $3 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $5) RETURNING balance - held AS available),
   r AS (INSERT INTO reservations (id, key_id, amount, owner, at) SELECT $1, $2, $3, $4, $5 FROM k)
   SELECT available FROM k`;
-/** The settlement: the reservation gone, the request's ledger row (−cost and its usage), balance −= cost, held −= hold. */
-export const SETTLE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNING key_id, amount),
+/**
+ * The settlement: the reservation gone, the request's ledger row (−charge and its usage), balance
+ * −= charge, held −= hold; returns the charge: the cost, at most the hold's amount (a cost beyond
+ * it would take credit other holds count on).
+ */
+export const SETTLE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNING key_id, amount, LEAST($2::bigint, amount) AS charge),
   l AS (INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms)
-        SELECT key_id, $3, -($2::bigint), 'usage', $4, $5, $6, $7, $8, $9, $10, $11 FROM r),
-  k AS (UPDATE keys SET balance = balance - $2, held = held - r.amount FROM r WHERE keys.id = r.key_id RETURNING balance - held AS available)
-  SELECT available FROM k`;
+        SELECT key_id, $3, -charge, 'usage', $4, $5, $6, $7, $8, $9, $10, $11 FROM r),
+  k AS (UPDATE keys SET balance = balance - r.charge, held = held - r.amount FROM r WHERE keys.id = r.key_id RETURNING balance - held AS available, r.charge AS charged)
+  SELECT available, charged FROM k`;
 /**
  * The settlement of a request whose hold a sweep released before it settled (see settle): its
- * ledger row all the same, charged the cost when what the key has available (balance − held,
- * re-checked under the row lock) covers it, else 0, so no other request's hold is eaten into.
- * $1 is the key; the rest as in SETTLE.
+ * ledger row all the same, charged $2 (the cost, at most the hold: settleWithoutHold) when what
+ * the key has available (balance − held, re-checked under the row lock) covers it, else 0, so no
+ * other request's hold is eaten into. $1 is the key; the rest as in SETTLE.
  */
 export const SETTLE_UNRESERVED = `WITH k AS (UPDATE keys SET balance = balance - $2 WHERE id = $1 AND balance - held >= $2 RETURNING balance - held AS available),
   l AS (INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms)

@@ -54,7 +54,12 @@ export class Batch {
     return { ok: true, available: available - input.amount };
   }
 
-  /** The settlement: the hold gone, the request's ledger row (−cost and its usage), balance −= cost, held −= hold. */
+  /**
+   * The settlement: the hold gone, the request's ledger row (−cost and its usage), balance −= cost,
+   * held −= hold. The cost charged is at most the hold (the hold's own amount), as in the Postgres
+   * store: a caller's cost beyond it would take credit other holds count on, and fail the batch's
+   * COMMIT (balance − held ≥ 0) with every other settlement in it.
+   */
   settle(input: SettleInput): { available: number; charged: number } {
     const hold = this.holds[input.reservationId];
     if (hold === undefined) {
@@ -65,14 +70,15 @@ export class Batch {
     const a = this.account(hold.keyId)!;
     delete this.holds[input.reservationId];
     const u = input.usage;
+    const charged = Math.min(input.cost, hold.amount);
     // Inserted at COMMIT, with the batch's other writes: off the response's critical path.
-    this.rows.push([hold.keyId, u.at, -input.cost, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream ? 1 : 0, u.ms]);
-    a.balance -= input.cost;
-    a.dBalance -= input.cost;
+    this.rows.push([hold.keyId, u.at, -charged, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream ? 1 : 0, u.ms]);
+    a.balance -= charged;
+    a.dBalance -= charged;
     a.held -= hold.amount;
     a.dHeld -= hold.amount;
     a.dHolds--;
-    return { available: a.balance - a.held, charged: input.cost };
+    return { available: a.balance - a.held, charged };
   }
 
   /** A key row read inside the batch does not have the batch's changes yet: they are added. */

@@ -64,7 +64,7 @@ export interface SettleInput {
   reservationId: string;
   keyId: string;
   hold: number;
-  /** 0 ≤ cost ≤ hold. */
+  /** 0 ≤ cost ≤ hold (Pricer.cost caps it). The stores charge at most the hold all the same. */
   cost: number;
   usage: UsageRow;
 }
@@ -194,8 +194,9 @@ export interface Store {
   /**
    * Atomically: the reservation gone, held −= hold, balance −= cost, and the request's record
    * of usage and charge (every charge has its ledger row; the balance stays the ledger's sum).
-   * Settling a reservation that is already settled changes nothing. `charged` is what this call
-   * charged: the cost; 0 when it changed nothing. One more case, the Postgres store's only: a
+   * A cost beyond the hold is charged the hold: a caller's mistake takes no credit that other
+   * holds count on. Settling a reservation that is already settled changes nothing. `charged` is
+   * what this call charged: the cost; 0 when it changed nothing. One more case, the Postgres store's only: a
    * hold this store made and did not settle, released meanwhile by a sweep (its liveness
    * session was cut for longer than the sweeps' grace), still gets its request's record, charged the cost if the key's available
    * balance covers it, else 0 (never eating into other requests' holds).
