@@ -272,6 +272,30 @@ describe("PostgresStore", () => {
       expect(await settleBehindRowLock("settle-unreserved")).toEqual({ available: 7, charged: 3 });
       await settledOnce();
     });
+
+    it("so does one whose hold was swept and that charges 0 (others took the credit): the second try waits for the first's uncommitted statement, one usage row", async () => {
+      await sql("WITH r AS (DELETE FROM reservations WHERE id = 'r1' RETURNING key_id, amount) UPDATE keys SET held = held - r.amount FROM r WHERE keys.id = r.key_id");
+      expect(await s.reserve({ reservationId: "r2", keyId: "k", amount: 8, at: 1 })).toEqual({ ok: true, available: 2 });
+      // The request's ledger row waits (for a lock the test holds) once the first try's statement
+      // has decided its charge: that statement runs, uncommitted, when the second try looks for its row.
+      await sql("CREATE FUNCTION wait_ledger() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NEW; END $$");
+      await sql("CREATE TRIGGER wait_ledger BEFORE INSERT ON ledger FOR EACH ROW WHEN (NEW.ref = 'LOST') EXECUTE FUNCTION wait_ledger()");
+      const blocker = new pg.Client({ connectionString: url });
+      await blocker.connect();
+      try {
+        await blocker.query("SELECT pg_advisory_lock(4242)");
+        proxy.loseAnswer((p) => p.includes("settle-unreserved"));
+        const settled = settle().catch((e: unknown) => e);
+        const waiting = async () => (await sql("SELECT 1 FROM pg_stat_activity WHERE application_name = 'api-shim' AND wait_event_type = 'Lock'")).length === 2;
+        expect(await pollUntil(waiting, 2000)).toBe(true); // the first try (its client gone) and the second
+        await blocker.query("SELECT pg_advisory_unlock(4242)");
+        expect(await settled).toEqual({ available: 2, charged: 0 });
+      } finally {
+        await blocker.end();
+      }
+      expect(await sql("SELECT ref, amount FROM ledger WHERE kind = 'usage'")).toEqual([{ ref: "LOST", amount: "0" }]);
+      expect(await s.audit()).toEqual([{ keyId: "k", balance: 10, held: 8, ledgerSum: 10, reservations: 1, reservedSum: 8 }]);
+    });
   });
 
   it("a settlement the server refused (it timed out behind a row lock) did not commit: no second try, a 503 within the bound, its hold released uncharged", async () => {

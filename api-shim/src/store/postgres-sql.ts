@@ -23,13 +23,18 @@ export const SETTLE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNI
 /**
  * The settlement of a request whose hold a sweep released before it settled (see settle): its
  * ledger row all the same, charged $2 (the cost, at most the hold: settleWithoutHold) when what
- * the key has available (balance − held, re-checked under the row lock) covers it, else 0, so no
- * other request's hold is eaten into. $1 is the key; the rest as in SETTLE.
+ * the key has available (balance − held) covers it, else 0, so no other request's hold is eaten
+ * into. It locks the key's row first, whatever it charges, and holds it to its commit: a second
+ * try of the same settlement (settleAgainOn, which takes that lock before it looks for this
+ * one's ledger row) then waits for this one rather than write a second row beside it.
+ * $1 is the key; the rest as in SETTLE.
  */
-export const SETTLE_UNRESERVED = `WITH k AS (UPDATE keys SET balance = balance - $2 WHERE id = $1 AND balance - held >= $2 RETURNING balance - held AS available),
+export const SETTLE_UNRESERVED = `WITH k AS (UPDATE keys SET balance = keys.balance - c.charge
+      FROM (SELECT id, CASE WHEN balance - held >= $2 THEN $2::bigint ELSE 0 END AS charge FROM keys WHERE id = $1 FOR UPDATE) c
+      WHERE keys.id = c.id RETURNING keys.balance - keys.held AS available, c.charge AS charged),
   l AS (INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms)
-        VALUES ($1, $3, -coalesce((SELECT $2::bigint FROM k), 0), 'usage', $4, $5, $6, $7, $8, $9, $10, $11))
-  SELECT coalesce((SELECT available FROM k), (SELECT balance - held FROM keys WHERE id = $1)) AS available, coalesce((SELECT $2::bigint FROM k), 0) AS charged`;
+        SELECT $1, $3, -charged, 'usage', $4, $5, $6, $7, $8, $9, $10, $11 FROM k)
+  SELECT available, charged FROM k`;
 /**
  * A settlement's ledger row, by its key, time and request id (ledger_key_at): whether a settlement
  * whose answer was lost had committed, and what it charged.
