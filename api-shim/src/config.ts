@@ -1,9 +1,6 @@
-import { parse as parseYaml } from "yaml";
 import { coversEveryAddress, isCidr } from "./client-address.ts";
-import { isKeyId } from "./keys.ts";
-import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money.ts";
+import { parseFileConfig, show } from "./config-file.ts";
 import { parseDatabaseUrl } from "./store/database-url.ts";
-import { isKeyName, isModelName } from "./text.ts";
 
 /**
  * The one place that reads the environment and SHIM_CONFIG. `parseShimConfig` is pure: it takes
@@ -77,15 +74,7 @@ export interface ShimConfig {
   readonly bootstrapKeys: readonly BootstrapKey[];
 }
 
-/** 1 credit per request, 2 with `?batch=1` (seed 001), in µc. */
-export const DEFAULT_REQUEST_PRICES = { request: 1_000_000, batchRequest: 2_000_000 } as const;
-
-export const DEFAULT_TIERS: ReadonlyMap<string, TierLimits> = new Map([
-  ["free", { rpm: 10, tpm: 10_000, concurrency: null }],
-  ["developer", { rpm: 100, tpm: 100_000, concurrency: null }],
-  ["pro", { rpm: 500, tpm: 500_000, concurrency: null }],
-  ["enterprise", { rpm: null, tpm: null, concurrency: null }],
-]);
+export { DEFAULT_REQUEST_PRICES, DEFAULT_TIERS } from "./config-file.ts";
 
 export class ConfigError extends Error {
   readonly problems: readonly string[];
@@ -98,8 +87,6 @@ export class ConfigError extends Error {
 
 type Env = Readonly<Record<string, string | undefined>>;
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
-const KEY_HASH = /^sha256:[0-9a-f]{64}$/;
-const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
 
 /**
  * An http(s) URL as a log line or a message may show it: never whole, since a password, a token
@@ -238,155 +225,6 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     logPretty: logPretty === "1",
     ...file,
   });
-}
-
-type FileConfig = Pick<ShimConfig, "pricing" | "tiers" | "unauthenticatedRpm" | "defaultTier" | "models" | "bootstrapKeys">;
-type Bad = (where: string, value: unknown, allowed: string) => void;
-
-function parseFileConfig(path: string | null, readFile: (p: string) => string, problems: string[], bad: Bad): FileConfig {
-  let doc: unknown = {};
-  if (path !== null) {
-    try {
-      doc = parseYaml(readFile(path)) ?? {};
-    } catch (e) {
-      problems.push(`SHIM_CONFIG: cannot read or parse ${show(path)}: ${(e as Error).message.split("\n")[0]}`);
-    }
-  }
-  const at = (k: string) => `SHIM_CONFIG ${k}`;
-  const root = obj(doc, "SHIM_CONFIG", ["pricing", "tiers", "unauthenticatedRpm", "defaultTier", "models", "bootstrapKeys"], bad);
-
-  const pricingDoc = obj(root.pricing, at("pricing"), ["request", "batchRequest", "models"], bad);
-  const credits = (v: unknown, where: string, def: number): number => {
-    if (v === undefined) return def;
-    const micro = parseCredits(v);
-    if (micro === undefined || micro < 0) {
-      bad(where, v, "a non-negative number of credits with at most 6 decimals");
-      return def;
-    }
-    return micro;
-  };
-  /** A key's starting credits: as the admin API's, at most MAX_BALANCE_MICRO. */
-  const balance = (v: unknown, where: string): number => {
-    const micro = credits(v, where, 0);
-    if (micro <= MAX_BALANCE_MICRO) return micro;
-    bad(where, v, `at most ${formatCredits(MAX_BALANCE_MICRO)} credits`);
-    return 0;
-  };
-  const prices = new Map<string, ModelPrice>();
-  for (const [name, p] of Object.entries(obj(pricingDoc.models, at("pricing.models"), null, bad))) {
-    const po = obj(p, at(`pricing.models.${name}`), ["promptPer1k", "completionPer1k"], bad);
-    prices.set(name, {
-      promptPer1k: credits(po.promptPer1k, at(`pricing.models.${name}.promptPer1k`), 0),
-      completionPer1k: credits(po.completionPer1k, at(`pricing.models.${name}.completionPer1k`), 0),
-    });
-  }
-  const pricing: Pricing = {
-    request: credits(pricingDoc.request, at("pricing.request"), DEFAULT_REQUEST_PRICES.request),
-    batchRequest: credits(pricingDoc.batchRequest, at("pricing.batchRequest"), DEFAULT_REQUEST_PRICES.batchRequest),
-    models: prices,
-  };
-
-  const limit = (v: unknown, where: string, def: number | null): number | null => {
-    if (v === undefined) return def;
-    if (v === null) return null;
-    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
-      bad(where, v, "a positive integer, or null for unlimited");
-      return def;
-    }
-    return v;
-  };
-  const tiers = new Map(DEFAULT_TIERS);
-  for (const [name, t] of Object.entries(obj(root.tiers, at("tiers"), null, bad))) {
-    const to = obj(t, at(`tiers.${name}`), ["rpm", "tpm", "concurrency"], bad);
-    // A new tier names both limits (null for unlimited), as the Pulumi program requires: one left
-    // out would otherwise be unlimited without anyone having written so.
-    if (!tiers.has(name) && (to.rpm === undefined || to.tpm === undefined)) bad(at(`tiers.${name}`), t, "both rpm and tpm for a new tier (a number, or null for unlimited)");
-    const base = tiers.get(name) ?? { rpm: null, tpm: null, concurrency: null };
-    tiers.set(name, {
-      rpm: limit(to.rpm, at(`tiers.${name}.rpm`), base.rpm),
-      tpm: limit(to.tpm, at(`tiers.${name}.tpm`), base.tpm),
-      concurrency: limit(to.concurrency, at(`tiers.${name}.concurrency`), base.concurrency),
-    });
-  }
-  const tierNames = [...tiers.keys()].join(" | ");
-  const defaultTier = root.defaultTier === undefined ? "free" : String(root.defaultTier);
-  if (!tiers.has(defaultTier)) bad(at("defaultTier"), root.defaultTier, `one of the tiers: ${tierNames}`);
-
-  let models: Map<string, ModelConfig> | null = null;
-  if (root.models !== undefined) {
-    models = new Map();
-    if (!Array.isArray(root.models)) bad(at("models"), root.models, "a list of { name, maxModelLen?, continuousUsage?, tokenPrompts? }");
-    else
-      root.models.forEach((m, i) => {
-        const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "continuousUsage", "tokenPrompts"], bad);
-        if (!isModelName(mo.name)) return bad(at(`models[${i}].name`), mo.name, "a model name: 1 to 256 characters, without control characters");
-        if (models!.has(mo.name)) return bad(at(`models[${i}].name`), mo.name, "a name no other entry of models has");
-        const len = mo.maxModelLen === undefined || mo.maxModelLen === null ? null : limit(mo.maxModelLen, at(`models[${i}].maxModelLen`), null);
-        for (const flag of ["continuousUsage", "tokenPrompts"]) if (mo[flag] !== undefined && typeof mo[flag] !== "boolean") bad(at(`models[${i}].${flag}`), mo[flag], "true or false");
-        models!.set(mo.name, { name: mo.name, maxModelLen: len, continuousUsage: mo.continuousUsage === true, tokenPrompts: mo.tokenPrompts !== false });
-      });
-  }
-
-  // A price for a model that is not served is a typo (`qwen2.5-7B`): the model would be charged
-  // only the request price. (infra/config checks the same for a stack's pricing.)
-  const configuredModel = models && `a configured model: ${[...models.keys()].join(" | ")}`;
-  if (models) for (const name of prices.keys()) if (!models.has(name)) bad(at(`pricing.models.${name}`), name, configuredModel!);
-
-  const bootstrapKeys: BootstrapKey[] = [];
-  if (root.bootstrapKeys !== undefined && !Array.isArray(root.bootstrapKeys)) bad(at("bootstrapKeys"), root.bootstrapKeys, "a list of { id, name, hash, credits, tier, models? }");
-  const seen = new Set<string>();
-  (Array.isArray(root.bootstrapKeys) ? root.bootstrapKeys : []).forEach((k, i) => {
-    const w = (f: string) => at(`bootstrapKeys[${i}].${f}`);
-    const ko = obj(k, at(`bootstrapKeys[${i}]`), ["id", "name", "hash", "credits", "tier", "models"], bad);
-    const id = String(ko.id ?? "");
-    if (!isKeyId(id)) bad(w("id"), ko.id, "12 letters or digits (the id part of sk-gs-<id>_<secret>)");
-    else if (seen.has(id)) bad(w("id"), ko.id, "an id not used by another bootstrap key");
-    seen.add(id);
-    if (typeof ko.hash !== "string" || !KEY_HASH.test(ko.hash)) bad(w("hash"), ko.hash, "sha256:<64 lowercase hex digits> of the full key");
-    const tier = ko.tier === undefined ? defaultTier : String(ko.tier);
-    if (!tiers.has(tier)) bad(w("tier"), ko.tier, `one of the tiers: ${tierNames}`);
-    let allow: string[] | null = null;
-    if (ko.models !== undefined && ko.models !== null) {
-      // As POST /admin/keys: an empty list would allow no model at all.
-      if (!Array.isArray(ko.models) || ko.models.length === 0 || !ko.models.every(isModelName)) bad(w("models"), ko.models, "a non-empty list of model names, or leave it out for all models");
-      else {
-        allow = ko.models as string[];
-        for (const m of allow) if (models && !models.has(m)) bad(w("models"), m, configuredModel!);
-      }
-    }
-    // As POST /admin/keys: a NUL, say, would fail the Postgres store at every start.
-    if (ko.name !== undefined && ko.name !== null && !isKeyName(ko.name)) bad(w("name"), ko.name, "a name of 1 to 200 characters, without control characters (or leave it out for the id)");
-    bootstrapKeys.push({
-      id,
-      name: isKeyName(ko.name) ? ko.name : id,
-      hash: String(ko.hash),
-      credits: balance(ko.credits, w("credits")),
-      tier,
-      models: allow,
-    });
-  });
-
-  return {
-    pricing,
-    tiers,
-    unauthenticatedRpm: limit(root.unauthenticatedRpm, at("unauthenticatedRpm"), 60),
-    defaultTier,
-    models,
-    bootstrapKeys,
-  };
-}
-
-/** Returns the mapping (or {} after reporting), and reports keys outside `allowed`. */
-function obj(v: unknown, where: string, allowed: string[] | null, bad: Bad): Record<string, unknown> {
-  if (v === undefined || v === null) return {};
-  if (typeof v !== "object" || Array.isArray(v)) {
-    bad(where, v, "a mapping");
-    return {};
-  }
-  const o = v as Record<string, unknown>;
-  const child = (k: string) => (where === "SHIM_CONFIG" ? `SHIM_CONFIG ${k}` : `${where}.${k}`);
-  if (allowed) for (const k of Object.keys(o)) if (!allowed.includes(k)) bad(child(k), k, `one of the keys ${allowed.join(", ")}`);
-  return o;
 }
 
 function deepFreeze<T>(o: T): T {
