@@ -48,15 +48,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   const auth = request.auth!;
   request.shim.routeLogs = true; // every way out below writes the request's line, a client that left included
   if (ctx.inflight.draining) throw shuttingDown();
-  const body = request.body as Record<string, unknown>;
-  const req = parseInferenceRequest(kind, body);
-  request.shim.model = req.model;
-  const modelConfig = ctx.config.models?.get(req.model);
-  if (ctx.config.models && !modelConfig) throw modelNotFound(req.model);
-  if (auth.key.models && !auth.key.models.includes(req.model)) {
-    throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
-  }
-  if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
+  const { req, modelConfig } = checked(ctx, kind, request);
   // Requests in flight for this key, under the tier's cap: counted from here until the request
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
   // key re-applied by another replica's start) has its requests already in flight counted. (The
@@ -65,36 +57,19 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   const cap = auth.limits.concurrency;
   if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity)) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
   try {
-    return await admitted(ctx, kind, upstreamPath, request, reply, req, body, modelConfig);
+    return await admitted(ctx, kind, upstreamPath, request, reply, req, modelConfig);
   } finally {
     ctx.limiter.leave(auth.key.id);
   }
 }
 
 /** `handle` from the tokens/min check on, for a request that has its place among its key's requests in flight. */
-async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply, req: InferenceRequest, body: Record<string, unknown>, modelConfig: ModelConfig | undefined) {
+async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply, req: InferenceRequest, modelConfig: ModelConfig | undefined) {
   const auth = request.auth!;
-  const raw = request.rawBody!;
   const batch = (request.query as Record<string, unknown> | undefined)?.batch === "1";
-  // The request's own bounds (InferenceRequest names them as HoldInput does) and what only the route knows.
-  const holdInput: HoldInput = { ...req, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw) };
-  // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
-  // most the outputs may generate, taken when the bucket is positive and corrected to the real
-  // usage at settlement. Counting the prompt alone let ten requests with a large max_tokens
-  // through at once, four times a free key's minute. Taken whole, even over the minute's budget
-  // (the request still runs; the next waits for that debt): capping it at the budget let a key
-  // start another such request each minute while the earlier ones ran, many times its budget.
-  // The auth hook refused a key whose budget was spent before its body was read; checked again
-  // here, as other requests may have spent it while this one's body arrived.
-  const tokens = auth.buckets.tokens;
-  // At most 2^40 (far above any tier's minute): an unbounded max_tokens × n × prompts past 2^53
-  // would round every other request's correction, and the refill, away while it ran.
-  const estimate = tokens ? Math.min(MAX_TOKENS_ESTIMATE, estimatePromptTokens(raw.length) + req.outputs * ctx.pricer.outputBound(holdInput)) : 0;
-  if (tokens) {
-    const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
-    if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
-  }
-  const hold = ctx.pricer.hold(holdInput);
+  const continuous = modelConfig?.continuousUsage === true;
+  const facts = admission(ctx, kind, request, req, batch, continuous);
+  const { estimate, hold } = facts;
   const reservationId = randomUUID();
   // In flight from before the hold: a drain that starts while the hold is being made waits for
   // this request (and aborts it) instead of closing the store under it.
@@ -130,7 +105,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   }
   const settlement = new Settlement({ ctx, request, reservationId, hold, kind, model: req.model, batch, stream: req.stream, estimate });
   /** The prompt's tokens estimated from its fields, for an answer whose usage never came. */
-  const promptEstimate = () => estimatePromptTokens(promptBytes(kind, body));
+  const promptEstimate = () => estimatePromptTokens(facts.promptBytes);
 
   // Once the upstream has a non-streamed request, a client that leaves does not stop it: the
   // answer is waited for (within SHIM_UPSTREAM_TIMEOUT_MS) and charged its usage. The deployed
@@ -161,10 +136,9 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   reply.raw.on("close", onClose);
   if (reply.raw.destroyed) onClose(); // left while the request was being admitted
   try {
-    const continuous = modelConfig?.continuousUsage === true;
     let res: UpstreamResponse;
     try {
-      res = await ctx.upstream.request({ method: "POST", path: upstreamPath, body: upstreamBody(raw, body, req, continuous), signal: ac.signal, requestId: request.id, onSent: () => (sent = true) });
+      res = await ctx.upstream.request({ method: "POST", path: upstreamPath, body: forwarded(facts), signal: ac.signal, requestId: request.id, onSent: () => (sent = true) });
     } catch (e) {
       // An upstream failure after its client left: counted and its cause logged as any upstream
       // failure, nothing charged, and nobody to answer.
@@ -271,6 +245,72 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     if (reply.raw.writableFinished || reply.raw.destroyed) over();
     else reply.raw.once("close", over);
   }
+}
+
+/** The request's checks that need its parsed body: what it asks for, and whether its key and the served models allow it. */
+function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest): { req: InferenceRequest; modelConfig: ModelConfig | undefined } {
+  const auth = request.auth!;
+  const body = request.body as Record<string, unknown>;
+  const req = parseInferenceRequest(kind, body);
+  request.shim.model = req.model;
+  const modelConfig = ctx.config.models?.get(req.model);
+  if (ctx.config.models && !modelConfig) throw modelNotFound(req.model);
+  if (auth.key.models && !auth.key.models.includes(req.model)) {
+    throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
+  }
+  if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
+  return { req, modelConfig };
+}
+
+/** What a request needs of its body once admitted: the rest of its bytes and parsed object are let go. */
+interface Admission {
+  estimate: number;
+  hold: number;
+  /** The prompt fields' size, for an answer whose usage never came. */
+  promptBytes: number;
+  /** The body for the upstream, until it is handed over (forwarded()). */
+  upstreamBody: Buffer | string | null;
+}
+
+/**
+ * The tokens/min check and the credit hold, from the body, and the body the upstream gets. The
+ * request's bytes and parsed object are then dropped: a request waiting on the upstream (up to
+ * SHIM_UPSTREAM_TIMEOUT_MS) held both, about 2.6 times its body, and now holds only what is
+ * forwarded, until it is sent (docs/api-shim.md, "Request bodies in memory").
+ */
+function admission(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest, req: InferenceRequest, batch: boolean, continuous: boolean): Admission {
+  const auth = request.auth!;
+  const raw = request.rawBody!;
+  const body = request.body as Record<string, unknown>;
+  // The request's own bounds (InferenceRequest names them as HoldInput does) and what only the route knows.
+  const holdInput: HoldInput = { ...req, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw) };
+  // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
+  // most the outputs may generate, taken when the bucket is positive and corrected to the real
+  // usage at settlement. Counting the prompt alone let ten requests with a large max_tokens
+  // through at once, four times a free key's minute. Taken whole, even over the minute's budget
+  // (the request still runs; the next waits for that debt): capping it at the budget let a key
+  // start another such request each minute while the earlier ones ran, many times its budget.
+  // The auth hook refused a key whose budget was spent before its body was read; checked again
+  // here, as other requests may have spent it while this one's body arrived.
+  const tokens = auth.buckets.tokens;
+  // At most 2^40 (far above any tier's minute): an unbounded max_tokens × n × prompts past 2^53
+  // would round every other request's correction, and the refill, away while it ran.
+  const estimate = tokens ? Math.min(MAX_TOKENS_ESTIMATE, estimatePromptTokens(raw.length) + req.outputs * ctx.pricer.outputBound(holdInput)) : 0;
+  if (tokens) {
+    const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
+    if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
+  }
+  const admission: Admission = { estimate, hold: ctx.pricer.hold(holdInput), promptBytes: promptBytes(kind, body), upstreamBody: upstreamBody(raw, body, req, continuous) };
+  request.rawBody = undefined;
+  request.body = undefined;
+  return admission;
+}
+
+/** The upstream's body, handed over once: the request keeps no reference to it while it waits. */
+function forwarded(admission: Admission): Buffer | string {
+  const body = admission.upstreamBody!;
+  admission.upstreamBody = null;
+  return body;
 }
 
 /**
