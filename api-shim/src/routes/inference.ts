@@ -1,19 +1,20 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { admission, checked, forwarded } from "../admission.ts";
 import { UsageScanner, usageOfBody } from "../answer-body.ts";
 import { spliceJsonBytes } from "../json-splice.ts";
 import { finishRequest } from "../app.ts";
-import { authHeaders, deadKey, tokensSpent, tooManyInFlight } from "../auth.ts";
+import { authHeaders, deadKey, tooManyInFlight } from "../auth.ts";
 import { INFERENCE_ROUTE, type ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
 import type { ModelConfig } from "../config.ts";
-import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptBytes, refuseNonTextPrompt, upstreamBody } from "../inference-request.ts";
+import type { InferenceKind, InferenceRequest } from "../inference-request.ts";
 import { formatCredits } from "../money.ts";
-import { estimatePromptTokens, type HoldInput, type Usage } from "../pricing.ts";
+import { estimatePromptTokens, type Usage } from "../pricing.ts";
 import { writeWithBackpressure } from "../response-writer.ts";
 import { Settlement } from "../settlement.ts";
 import { relayStream } from "../stream.ts";
-import { countUpstreamFailure, isAbort, modelNotFound, readBody, readLimited, unreachable, upstreamErrorBody, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
+import { countUpstreamFailure, isAbort, readBody, readLimited, unreachable, upstreamErrorBody, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -26,7 +27,6 @@ const ROUTES: readonly [string, InferenceKind, string][] = [
  * non-streamed answer at once, so on loopback this is about a second per GB.
  */
 const ANSWER_DRAIN_MS = 10_000;
-const MAX_TOKENS_ESTIMATE = 2 ** 40;
 
 /** What a request is charged when its usage is not known: the request price and no tokens. */
 const REQUEST_PRICE_ONLY: Usage = { promptTokens: 0, completionTokens: 0 };
@@ -245,72 +245,6 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     if (reply.raw.writableFinished || reply.raw.destroyed) over();
     else reply.raw.once("close", over);
   }
-}
-
-/** The request's checks that need its parsed body: what it asks for, and whether its key and the served models allow it. */
-function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest): { req: InferenceRequest; modelConfig: ModelConfig | undefined } {
-  const auth = request.auth!;
-  const body = request.body as Record<string, unknown>;
-  const req = parseInferenceRequest(kind, body);
-  request.shim.model = req.model;
-  const modelConfig = ctx.config.models?.get(req.model);
-  if (ctx.config.models && !modelConfig) throw modelNotFound(req.model);
-  if (auth.key.models && !auth.key.models.includes(req.model)) {
-    throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
-  }
-  if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
-  return { req, modelConfig };
-}
-
-/** What a request needs of its body once admitted: the rest of its bytes and parsed object are let go. */
-interface Admission {
-  estimate: number;
-  hold: number;
-  /** The prompt fields' size, for an answer whose usage never came. */
-  promptBytes: number;
-  /** The body for the upstream, until it is handed over (forwarded()). */
-  upstreamBody: Buffer | string | null;
-}
-
-/**
- * The tokens/min check and the credit hold, from the body, and the body the upstream gets. The
- * request's bytes and parsed object are then dropped: a request waiting on the upstream (up to
- * SHIM_UPSTREAM_TIMEOUT_MS) held both, about 2.6 times its body, and now holds only what is
- * forwarded, until it is sent (docs/api-shim.md, "Request bodies in memory").
- */
-function admission(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest, req: InferenceRequest, batch: boolean, continuous: boolean): Admission {
-  const auth = request.auth!;
-  const raw = request.rawBody!;
-  const body = request.body as Record<string, unknown>;
-  // The request's own bounds (InferenceRequest names them as HoldInput does) and what only the route knows.
-  const holdInput: HoldInput = { ...req, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw) };
-  // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
-  // most the outputs may generate, taken when the bucket is positive and corrected to the real
-  // usage at settlement. Counting the prompt alone let ten requests with a large max_tokens
-  // through at once, four times a free key's minute. Taken whole, even over the minute's budget
-  // (the request still runs; the next waits for that debt): capping it at the budget let a key
-  // start another such request each minute while the earlier ones ran, many times its budget.
-  // The auth hook refused a key whose budget was spent before its body was read; checked again
-  // here, as other requests may have spent it while this one's body arrived.
-  const tokens = auth.buckets.tokens;
-  // At most 2^40 (far above any tier's minute): an unbounded max_tokens × n × prompts past 2^53
-  // would round every other request's correction, and the refill, away while it ran.
-  const estimate = tokens ? Math.min(MAX_TOKENS_ESTIMATE, estimatePromptTokens(raw.length) + req.outputs * ctx.pricer.outputBound(holdInput)) : 0;
-  if (tokens) {
-    const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
-    if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
-  }
-  const admission: Admission = { estimate, hold: ctx.pricer.hold(holdInput), promptBytes: promptBytes(kind, body), upstreamBody: upstreamBody(raw, body, req, continuous) };
-  request.rawBody = undefined;
-  request.body = undefined;
-  return admission;
-}
-
-/** The upstream's body, handed over once: the request keeps no reference to it while it waits. */
-function forwarded(admission: Admission): Buffer | string {
-  const body = admission.upstreamBody!;
-  admission.upstreamBody = null;
-  return body;
 }
 
 /**

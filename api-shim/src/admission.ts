@@ -1,0 +1,82 @@
+import type { FastifyRequest } from "fastify";
+import { tokensSpent } from "./auth.ts";
+import type { ModelConfig } from "./config.ts";
+import type { ShimContext } from "./context.ts";
+import { ShimError } from "./errors.ts";
+import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptBytes, refuseNonTextPrompt, upstreamBody } from "./inference-request.ts";
+import { estimatePromptTokens, type HoldInput } from "./pricing.ts";
+import { modelNotFound } from "./upstream.ts";
+
+/**
+ * What an inference request needs of its body (routes/inference.ts): its checks, its tokens/min
+ * estimate and credit hold, and the body the upstream gets. Taken once, after which the body's
+ * bytes and parsed object are let go.
+ */
+
+const MAX_TOKENS_ESTIMATE = 2 ** 40;
+
+/** The request's checks that need its parsed body: what it asks for, and whether its key and the served models allow it. */
+export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest): { req: InferenceRequest; modelConfig: ModelConfig | undefined } {
+  const auth = request.auth!;
+  const body = request.body as Record<string, unknown>;
+  const req = parseInferenceRequest(kind, body);
+  request.shim.model = req.model;
+  const modelConfig = ctx.config.models?.get(req.model);
+  if (ctx.config.models && !modelConfig) throw modelNotFound(req.model);
+  if (auth.key.models && !auth.key.models.includes(req.model)) {
+    throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
+  }
+  if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
+  return { req, modelConfig };
+}
+
+/** What a request needs of its body once admitted: the rest of its bytes and parsed object are let go. */
+export interface Admission {
+  estimate: number;
+  hold: number;
+  /** The prompt fields' size, for an answer whose usage never came. */
+  promptBytes: number;
+  /** The body for the upstream, until it is handed over (forwarded()). */
+  upstreamBody: Buffer | string | null;
+}
+
+/**
+ * The tokens/min check and the credit hold, from the body, and the body the upstream gets. The
+ * request's bytes and parsed object are then dropped: a request waiting on the upstream (up to
+ * SHIM_UPSTREAM_TIMEOUT_MS) held both, about 2.6 times its body, and now holds only what is
+ * forwarded, until it is sent (docs/api-shim.md, "Request bodies in memory").
+ */
+export function admission(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest, req: InferenceRequest, batch: boolean, continuous: boolean): Admission {
+  const auth = request.auth!;
+  const raw = request.rawBody!;
+  const body = request.body as Record<string, unknown>;
+  // The request's own bounds (InferenceRequest names them as HoldInput does) and what only the route knows.
+  const holdInput: HoldInput = { ...req, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw) };
+  // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
+  // most the outputs may generate, taken when the bucket is positive and corrected to the real
+  // usage at settlement. Counting the prompt alone let ten requests with a large max_tokens
+  // through at once, four times a free key's minute. Taken whole, even over the minute's budget
+  // (the request still runs; the next waits for that debt): capping it at the budget let a key
+  // start another such request each minute while the earlier ones ran, many times its budget.
+  // The auth hook refused a key whose budget was spent before its body was read; checked again
+  // here, as other requests may have spent it while this one's body arrived.
+  const tokens = auth.buckets.tokens;
+  // At most 2^40 (far above any tier's minute): an unbounded max_tokens × n × prompts past 2^53
+  // would round every other request's correction, and the refill, away while it ran.
+  const estimate = tokens ? Math.min(MAX_TOKENS_ESTIMATE, estimatePromptTokens(raw.length) + req.outputs * ctx.pricer.outputBound(holdInput)) : 0;
+  if (tokens) {
+    const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
+    if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
+  }
+  const admission: Admission = { estimate, hold: ctx.pricer.hold(holdInput), promptBytes: promptBytes(kind, body), upstreamBody: upstreamBody(raw, body, req, continuous) };
+  request.rawBody = undefined;
+  request.body = undefined;
+  return admission;
+}
+
+/** The upstream's body, handed over once: the request keeps no reference to it while it waits. */
+export function forwarded(admission: Admission): Buffer | string {
+  const body = admission.upstreamBody!;
+  admission.upstreamBody = null;
+  return body;
+}
