@@ -3,6 +3,7 @@ import net from "node:net";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { AnswerMemory } from "./answer-memory.ts";
+import { BodyMemory } from "./body-memory.ts";
 import { trustedPeers } from "./client-address.ts";
 import { authHeaders, authHook } from "./auth.ts";
 import type { Clock } from "./clock.ts";
@@ -58,8 +59,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     limiter: new RateLimiter(deps.clock, config.unauthenticatedRpm),
     inflight: new Inflight(),
     answerMemory: new AnswerMemory(config.answerMemoryBytes),
+    bodyMemory: new BodyMemory(config.bodyMemoryBytes),
   };
   metrics.answerMemory = ctx.answerMemory;
+  metrics.bodyMemory = ctx.bodyMemory;
   const fromProxy = trustedPeers(config.trustProxy);
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
@@ -149,6 +152,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     if (isAmbiguousPath(request.url)) return Promise.reject(ambiguousPath());
     return authenticate(request, reply);
   });
+  // After authentication, before the body is read: its bytes count against SHIM_BODY_MEMORY_BYTES
+  // until the response closes, and a request past it is refused unread.
+  app.addHook("preParsing", ctx.bodyMemory.hook(config.maxBodyBytes));
   // Every answer Fastify sends (the hijacked inference answers set it themselves): one that began
   // before a drain may be sent during it.
   app.addHook("onSend", (request, reply, payload, done) => {

@@ -63,6 +63,8 @@ export interface ShimConfig {
   readonly maxAnswerBytes: number;
   /** Bytes that non-streamed answers may hold at once, across requests (answer-memory.ts). */
   readonly answerMemoryBytes: number;
+  /** Bytes that the bodies of requests in flight may hold at once (body-memory.ts). */
+  readonly bodyMemoryBytes: number;
   readonly logLevel: string;
   readonly logPretty: boolean;
   readonly pricing: Pricing;
@@ -207,6 +209,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     maxBodyBytes: int("SHIM_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     maxAnswerBytes: int("SHIM_MAX_ANSWER_BYTES", 256 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     answerMemoryBytes: int("SHIM_ANSWER_MEMORY_BYTES", 512 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),
+    bodyMemoryBytes: int("SHIM_BODY_MEMORY_BYTES", 64 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),
   };
 
   if (problems.length > 0) throw new ConfigError(problems);

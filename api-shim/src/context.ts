@@ -1,4 +1,5 @@
 import type { AnswerMemory } from "./answer-memory.ts";
+import type { BodyHold, BodyMemory } from "./body-memory.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig, TierLimits } from "./config.ts";
 import type { Inflight } from "./inflight.ts";
@@ -24,6 +25,7 @@ export interface ShimContext {
   limiter: RateLimiter;
   inflight: Inflight;
   answerMemory: AnswerMemory;
+  bodyMemory: BodyMemory;
 }
 
 /** Per-request facts for the one log line and the metrics. */
@@ -58,6 +60,8 @@ declare module "fastify" {
     shim: RequestState;
     auth?: { key: KeyRecord; buckets: KeyBuckets; limits: TierLimits };
     rawBody?: Buffer;
+    /** Its body's bytes, counted against SHIM_BODY_MEMORY_BYTES (body-memory.ts); none without a body. */
+    bodyHold?: BodyHold;
     shimErrorCode?: string;
     /**
      * Aborted when a drain ends with this request still unanswered (not on inference routes,

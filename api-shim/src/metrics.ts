@@ -14,6 +14,8 @@ export class Metrics {
   readonly activeStreams: Gauge;
   /** Read at each scrape: the shim's AnswerMemory (answer-memory.ts), kept off the hot path. */
   answerMemory: { readonly inUse: number; readonly waits: number } = { inUse: 0, waits: 0 };
+  /** The request bodies held (body-memory.ts), set by buildApp. */
+  bodyMemory: { readonly inUse: number; readonly refusals: number } = { inUse: 0, refusals: 0 };
   readonly upstreamFailures: Counter<"reason">;
   readonly upstreamRefusals: Counter<"reason">;
   readonly releasedReservations: Counter;
@@ -39,6 +41,9 @@ export class Metrics {
     const answerMemory = () => this.answerMemory;
     new Gauge({ name: "shim_answer_memory_bytes", help: "Bytes of non-streamed answers held (being read or sent), against SHIM_ANSWER_MEMORY_BYTES.", registers, collect() { this.set(answerMemory().inUse); } });
     new Counter({ name: "shim_answer_memory_waits_total", help: "Times an answer's read waited for SHIM_ANSWER_MEMORY_BYTES to have room.", registers, collect() { this.reset(); this.inc(answerMemory().waits); } });
+    const bodyMemory = () => this.bodyMemory;
+    new Gauge({ name: "shim_body_memory_bytes", help: "Bytes of request bodies held by requests in flight, against SHIM_BODY_MEMORY_BYTES.", registers, collect() { this.set(bodyMemory().inUse); } });
+    new Counter({ name: "shim_body_memory_refusals_total", help: "Requests refused (503, before their body was read) because their body would take the bodies held past SHIM_BODY_MEMORY_BYTES.", registers, collect() { this.reset(); this.inc(bodyMemory().refusals); } });
     this.upstreamFailures = new Counter({ name: "shim_upstream_failures_total", help: "Upstream failures (unreachable, timed out, 5xx, refusing the shim's credentials, cut streams), by reason. Not the upstream refusing a client's request: shim_upstream_refusals_total.", labelNames: ["reason"], registers });
     // Apart from the failures, so an alert on their rate is not set off by a client's mistakes.
     this.upstreamRefusals = new Counter({ name: "shim_upstream_refusals_total", help: "Requests the upstream refused as the client's own error (400, 422, a 404 naming the model, 413), relayed to the client as a 4xx, by reason.", labelNames: ["reason"], registers });

@@ -77,10 +77,18 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   // A non-streamed answer's bytes count against the memory all answers may hold until it is sent
   // or dropped. Releasing it also ends a wait for room: a cut request must not wait on others.
   const lease = ctx.answerMemory.lease();
-  const done = ctx.inflight.add((reason) => {
+  const inflightDone = ctx.inflight.add((reason) => {
     ac.abort(reason);
     lease.release();
   });
+  // Its body counts (SHIM_BODY_MEMORY_BYTES) while it is in flight, past its client's leaving:
+  // a request goes on waiting on the upstream then, with its body in the upstream's hands.
+  const bodyHold = request.bodyHold;
+  bodyHold?.keep();
+  const done = () => {
+    inflightDone();
+    bodyHold?.release();
+  };
   let reserved;
   try {
     reserved = await ctx.store.reserve({ reservationId, keyId: auth.key.id, amount: hold, at: ctx.clock.now() });

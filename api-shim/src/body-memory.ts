@@ -1,0 +1,121 @@
+import { Transform } from "node:stream";
+import type { FastifyReply, FastifyRequest, RequestPayload } from "fastify";
+import { ShimError } from "./errors.ts";
+
+/**
+ * The request bodies that admitted requests may hold at once, across requests.
+ *
+ * A request's body is read whole and parsed before the route runs, and the request then waits on
+ * the upstream (up to SHIM_UPSTREAM_TIMEOUT_MS, while vLLM queues it) with what is forwarded.
+ * Each body may be up to SHIM_MAX_BODY_BYTES, and nothing else bounded how many are held at
+ * once: parallel embeddings batches against a busy upstream took the process to the container's
+ * memory limit, an outage for every key. So each request's body bytes are counted here from
+ * before they are read until its answer is finished or its client gone, and a request that would
+ * go past the budget is refused before its body is read: 503 with Retry-After: 1 (OpenAI's
+ * SDKs retry it), nothing charged. Unlike an answer (answer-memory.ts), nothing has been done
+ * for it yet, so refusing costs the client only the retry.
+ *
+ * A body's first FREE_BYTES are always taken: ordinary requests (a chat is a few KiB) are never
+ * refused by this, however many large ones are in flight.
+ */
+export const FREE_BYTES = 64 * 1024;
+
+export class BodyMemory {
+  readonly limit: number;
+  private used = 0;
+  /** Requests refused for want of room, since the start (a budget too small shows here). */
+  refusals = 0;
+
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  /** Bytes held now by the bodies of requests not yet over. */
+  get inUse(): number {
+    return this.used;
+  }
+
+  /** Takes `n` more bytes for a body that holds `held`; false (nothing taken) past the budget. */
+  take(held: number, n: number): boolean {
+    if (held + n > FREE_BYTES && this.used + n > this.limit) return false;
+    this.used += n;
+    return true;
+  }
+
+  give(n: number): void {
+    this.used -= n;
+  }
+
+  /** The refusal of a request that would take the budget past its limit. */
+  full(): ShimError {
+    this.refusals++;
+    return new ShimError("service_unavailable", {
+      message: "The server is busy with other large requests; retry shortly.",
+      headers: { "retry-after": "1" },
+      logCode: "body_memory_full",
+    });
+  }
+
+  /**
+   * Fastify's preParsing hook: takes a body's Content-Length before it is read (one past
+   * `maxBodyBytes` is refused as too large next, unread), or a chunked body's bytes as they arrive.
+   * They are given back when the response closes (finished, or its client gone), on every path,
+   * or, for a route that keeps them (request.bodyHold.keep(): inference), when it is done.
+   */
+  hook(maxBodyBytes: number) {
+    return (request: FastifyRequest, reply: FastifyReply, payload: RequestPayload, done: (err: Error | null, payload?: RequestPayload) => void): void => {
+      const length = request.headers["content-length"];
+      const chunked = length === undefined && request.headers["transfer-encoding"] !== undefined;
+      const n = Number(length);
+      if (!chunked && !(n > 0 && n <= maxBodyBytes)) return done(null, payload); // no body, or refused as too large next
+      const hold = new BodyHold(this);
+      if (!chunked && !hold.take(n)) return done(this.full());
+      request.bodyHold = hold;
+      reply.raw.once("close", () => hold.closed());
+      if (!chunked) return done(null, payload);
+      const counted = new Transform({
+        transform: (chunk: Buffer, _encoding, next) => (hold.take(chunk.length) ? next(null, chunk) : next(this.full())),
+      });
+      payload.on("error", (e) => counted.destroy(e));
+      done(null, payload.pipe(counted));
+    };
+  }
+}
+
+/** One request's body bytes, held from before they are read until the request is over. */
+export class BodyHold {
+  private readonly memory: BodyMemory;
+  private held = 0;
+  private kept = false;
+  private over = false;
+
+  constructor(memory: BodyMemory) {
+    this.memory = memory;
+  }
+
+  /** Takes `n` more bytes; false (nothing taken) past the budget. */
+  take(n: number): boolean {
+    if (this.over) return true; // over: nothing is counted any more
+    if (!this.memory.take(this.held, n)) return false;
+    this.held += n;
+    return true;
+  }
+
+  /** The route holds the body past its response's close (until the upstream is done with it): then its release() gives it back. */
+  keep(): void {
+    this.kept = true;
+  }
+
+  /** The response closed. */
+  closed(): void {
+    if (!this.kept) this.release();
+  }
+
+  /** Gives every byte back. Idempotent. */
+  release(): void {
+    if (this.over) return;
+    this.over = true;
+    this.memory.give(this.held);
+    this.held = 0;
+  }
+}
