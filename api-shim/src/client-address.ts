@@ -55,14 +55,17 @@ export function isCidr(s: string): boolean {
 }
 
 const IPV4_MAPPED = 0xffffn << 32n; // ::ffff:0.0.0.0
-const ALL_IPV6 = (1n << 128n) - 1n;
+const GLOBAL_UNICAST_IPV6 = 0x2000n << 112n; // 2000::/3
 
 /**
- * Whether valid `cidrs` (isCidr) cover every IPv4 address or every IPv6 address, as trustedPeers
- * matches them: BlockList matches an IPv4 peer as its IPv4-mapped IPv6 address, so
- * `::ffff:0.0.0.0/96` or `::/1` hold every IPv4 client, and so do `0.0.0.0/1,128.0.0.0/1`
- * together. Each entry is a range of IPv6 addresses (IPv4 ones mapped), and the ranges, in order,
- * must leave no gap in IPv4's (or IPv6's) whole range.
+ * Whether valid `cidrs` (isCidr) cover every client that can connect over IPv4 or over IPv6, as
+ * trustedPeers matches them. A client's address is unicast: over IPv4 anything but 224.0.0.0/3
+ * (multicast and reserved), over the Internet's IPv6 one in 2000::/3 (global unicast). So
+ * `0.0.0.0/1,128.0.0.0/2,192.0.0.0/3` holds every IPv4 client, and `2000::/3` every public IPv6
+ * one. BlockList matches an IPv4 peer as its IPv4-mapped IPv6 address, so `::ffff:0.0.0.0/96` or
+ * `::/1` hold every IPv4 client too. Each entry is a range of IPv6 addresses (IPv4 ones mapped),
+ * and the ranges, in order, must leave no gap in either family's client range. Private and
+ * loopback ranges (`10.0.0.0/8`, `fc00::/7`, `fe80::/10`, `::1`) never do.
  */
 export function coversEveryAddress(cidrs: readonly string[]): boolean {
   const ranges = cidrs.map((cidr): [bigint, bigint] => {
@@ -83,5 +86,5 @@ export function coversEveryAddress(cidrs: readonly string[]): boolean {
     }
     return false;
   };
-  return covers(IPV4_MAPPED, IPV4_MAPPED | 0xffffffffn) || covers(0n, ALL_IPV6);
+  return covers(IPV4_MAPPED, IPV4_MAPPED | 0xdfffffffn) || covers(GLOBAL_UNICAST_IPV6, GLOBAL_UNICAST_IPV6 + (1n << 125n) - 1n);
 }

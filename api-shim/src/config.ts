@@ -166,7 +166,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   const readyUrl = httpUrl("SHIM_READY_URL", "http://vllm:8000/health", "the probe sends no credentials, so give a URL that answers without them, such as vLLM's /health");
   const trustProxy = (str("SHIM_TRUST_PROXY") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
   // Every peer trusted: any client could choose its own address (its rate-limit bucket) and request id.
-  const everyone = "the proxy's own addresses, not every address (a /0, or entries covering every IPv4 or every IPv6 address, would let any client choose the address it is counted by)";
+  const everyone = "the proxy's own addresses, not every address (a /0, or entries covering every IPv4 or every public IPv6 client address, would let any client choose the address it is counted by)";
   const trustProblems = problems.length;
   for (const cidr of trustProxy) {
     if (!isCidr(cidr)) bad("SHIM_TRUST_PROXY", cidr, "comma-separated IP addresses or CIDRs, e.g. 172.16.0.0/12");

@@ -188,13 +188,17 @@ bootstrapKeys:
   it("refuses SHIM_TRUST_PROXY entries that trust every IPv4 or every IPv6 client other than as a /0, alone or together", () => {
     // The trust check matches an IPv4 peer against IPv4-mapped entries: ::ffff:0.0.0.0/96 is every IPv4 client.
     expect(trustedPeers(["::ffff:0.0.0.0/96"])("198.51.100.9")).toBe(true);
-    for (const list of ["::ffff:0.0.0.0/96", "::/1", "0.0.0.0/1,128.0.0.0/1", "::ffff:0:0/97, 128.0.0.0/1", "::/1,8000::/1", "0.0.0.0/2,64.0.0.0/2,128.0.0.0/1,10.89.0.2"]) {
+    // Every client that can connect is enough: no client has a multicast, reserved (224.0.0.0/3) or
+    // non-global-unicast IPv6 (outside 2000::/3) address, so those need not be covered as well.
+    for (const list of ["::ffff:0.0.0.0/96", "::/1", "0.0.0.0/1,128.0.0.0/1", "::ffff:0:0/97, 128.0.0.0/1", "::/1,8000::/1", "0.0.0.0/2,64.0.0.0/2,128.0.0.0/1,10.89.0.2",
+      "2000::/3", "2000::/4,3000::/4", "0.0.0.0/1,128.0.0.0/2,192.0.0.0/3", "::ffff:0:0/97,::ffff:128.0.0.0/98,192.0.0.0/3"]) {
       expect(problems({ SHIM_TRUST_PROXY: list }), list).toEqual([
         expect.stringMatching(/^SHIM_TRUST_PROXY: ".+" is not valid; expected the proxy's own addresses, not every address \(a \/0/),
       ]);
     }
     // Half of IPv4, or all but one /3 of it: not every client (the list a proxy's range takes is far smaller).
-    for (const list of ["0.0.0.0/1", "0.0.0.0/2,96.0.0.0/3,128.0.0.0/1", "10.89.0.2,172.16.0.0/12,fd00::/8", "::ffff:10.0.0.0/104", "fe80::1%eth0"]) {
+    for (const list of ["0.0.0.0/1", "0.0.0.0/2,96.0.0.0/3,128.0.0.0/1", "0.0.0.0/1,128.0.0.0/2,192.0.0.0/4", "2000::/4", "10.89.0.2,172.16.0.0/12,fd00::/8", "::ffff:10.0.0.0/104", "fe80::1%eth0",
+      "10.0.0.0/8,::1/128", "fc00::/7", "fe80::/10"]) {
       expect(parse({ SHIM_TRUST_PROXY: list }).trustProxy.join(","), list).toBe(list);
     }
   });
