@@ -111,12 +111,13 @@ export function shownUrl(v: string): string {
 export const MIN_ADMIN_TOKEN_LENGTH = 16;
 
 /**
- * What SHIM_ADMIN_TOKEN and SHIM_UPSTREAM_API_KEY, sent in headers, are made of: printable ASCII
- * and spaces (an admin passphrase worked before, and still does), without angle brackets (a
- * placeholder's). Beyond ASCII a client's bytes would not match (Node reads header bytes as
- * Latin-1), and fetch refuses a control character or one beyond Latin-1 in every request.
- */
-const HEADER_TOKEN = /^[\t\x20-\x3b=\x3f-\x7e]+$/;
+ * What SHIM_ADMIN_TOKEN and SHIM_UPSTREAM_API_KEY, sent in headers, are made of: printable ASCII,
+ * spaces and tabs (fetch refuses a control character or one beyond Latin-1 in every request, and
+ * Node reads header bytes as Latin-1). ADMIN_TOKEN also refuses angle brackets (a placeholder's;
+ * an admin passphrase worked before, and still does). PLACEHOLDER: .env.example's, left in place. */
+const HEADER_TOKEN = /^[\t\x20-\x7e]+$/;
+const ADMIN_TOKEN = /^[\t\x20-\x3b=\x3f-\x7e]+$/;
+const PLACEHOLDER = /^(sk-)?<[^<>]*>$/;
 
 export function parseShimConfig(env: Env, readFile: (path: string) => string): ShimConfig {
   const problems: string[] = [];
@@ -137,11 +138,12 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     const v = env[name];
     return v === undefined || v.trim() === "" ? null : v.trim();
   };
-  /** False, after reporting, when `value` is set and not HEADER_TOKEN (never shown: a secret). */
-  const headerToken = (name: string, value: string | null, why: string, expected: string): boolean => {
-    if (value === null || HEADER_TOKEN.test(value)) return true;
-    problems.push(`${name}: has a character other than ASCII letters, digits, punctuation and spaces (< or >, as in a placeholder, a control character, or one beyond ASCII, ${why}); expected ${expected}`);
-    return false;
+  /** False, after reporting, when `value` is set and is a PLACEHOLDER or not `rule` (never shown: a secret). */
+  const headerToken = (name: string, value: string | null, rule: RegExp, refused: string, expected: string, instead: string): boolean => {
+    if (value === null) return true;
+    if (PLACEHOLDER.test(value)) problems.push(`${name}: is still a placeholder, as in .env.example (<…>); ${instead}`);
+    else if (!rule.test(value)) problems.push(`${name}: has a character other than ASCII letters, digits, punctuation and spaces (${refused}); expected ${expected}`);
+    return !PLACEHOLDER.test(value) && rule.test(value);
   };
 
   const port = int("SHIM_PORT", 8080, 0, 65535);
@@ -187,11 +189,9 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   }
   // The messages do not repeat the token (it is a secret).
   const adminToken = str("SHIM_ADMIN_TOKEN");
-  // .env.example's `<shim-admin-token: openssl rand -hex 32>` left in place is published in the
-  // repository: /admin would be guarded by no secret at all.
-  if (adminToken !== null && /^<[^>]*>$/.test(adminToken)) {
-    problems.push("SHIM_ADMIN_TOKEN: is still a placeholder, as in .env.example (<…>); set a secret of your own (random: openssl rand -hex 32)");
-  } else if (headerToken("SHIM_ADMIN_TOKEN", adminToken, "whose bytes a client's would not match", "ASCII letters, digits, punctuation and spaces (random: openssl rand -hex 32)") &&
+  // .env.example's placeholder left in place is published in the repository: /admin would be guarded by no secret.
+  if (headerToken("SHIM_ADMIN_TOKEN", adminToken, ADMIN_TOKEN, "< or >, as in a placeholder, a control character, or one beyond ASCII, whose bytes a client's would not match",
+    "ASCII letters, digits, punctuation and spaces (random: openssl rand -hex 32)", "set a secret of your own (random: openssl rand -hex 32)") &&
     adminToken !== null && adminToken.length < MIN_ADMIN_TOKEN_LENGTH) {
     // A short admin token could be guessed.
     problems.push(`SHIM_ADMIN_TOKEN: is ${adminToken.length} characters long; expected at least ${MIN_ADMIN_TOKEN_LENGTH} (random: openssl rand -hex 24; the Pulumi program makes 48)`);
@@ -199,7 +199,8 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   // Sent as `Authorization: Bearer <key>`: one a header cannot carry failed every request (502) and /ready.
   const upstreamApiKey = str("SHIM_UPSTREAM_API_KEY");
   if (upstreamApiKey !== null && /^bearer\s/i.test(upstreamApiKey)) problems.push('SHIM_UPSTREAM_API_KEY: starts with "Bearer ", which the shim adds itself; expected the key alone');
-  else headerToken("SHIM_UPSTREAM_API_KEY", upstreamApiKey, "which a header cannot carry as typed", "the upstream's key as it was issued");
+  else headerToken("SHIM_UPSTREAM_API_KEY", upstreamApiKey, HEADER_TOKEN, "a control character other than a tab, or one beyond ASCII, which a header cannot carry as typed",
+    "the upstream's key as it was issued", "set the upstream's key (in the Compose bundle: LITELLM_MASTER_KEY in .env)");
   const configFile = str("SHIM_CONFIG");
   const file = parseFileConfig(configFile, readFile, problems, bad);
   const timeouts = {

@@ -225,17 +225,24 @@ bootstrapKeys:
 
   it("refuses an upstream key that cannot be sent in a header, or with the Bearer the shim adds, without repeating it", () => {
     // Accepted, it booted, then undici refused every request: 502 upstream_error, and /ready 503 "unreachable".
-    for (const key of ["sk-upstream€key", "upstream\x07key", "<litellm-master-key>"]) {
+    for (const key of ["sk-upstream€key", "upstream\x07key"]) {
       const p = problems({ SHIM_UPSTREAM_API_KEY: key });
       expect(p, key).toEqual([
-        "SHIM_UPSTREAM_API_KEY: has a character other than ASCII letters, digits, punctuation and spaces (< or >, as in a placeholder, a control character, or one beyond ASCII, which a header cannot carry as typed); expected the upstream's key as it was issued",
+        "SHIM_UPSTREAM_API_KEY: has a character other than ASCII letters, digits, punctuation and spaces (a control character other than a tab, or one beyond ASCII, which a header cannot carry as typed); expected the upstream's key as it was issued",
       ]);
       expect(p.join(""), key).not.toContain(key);
+    }
+    // .env.example's LITELLM_MASTER_KEY line, which compose passes as SHIM_UPSTREAM_API_KEY, left as it was.
+    for (const key of ["sk-<litellm-master-key: openssl rand -hex 32>", "<litellm-master-key>"]) {
+      expect(problems({ SHIM_UPSTREAM_API_KEY: key }), key).toEqual([
+        "SHIM_UPSTREAM_API_KEY: is still a placeholder, as in .env.example (<…>); set the upstream's key (in the Compose bundle: LITELLM_MASTER_KEY in .env)",
+      ]);
     }
     for (const key of ["Bearer sk-1234", "bearer sk-1234"]) {
       expect(problems({ SHIM_UPSTREAM_API_KEY: key }), key).toEqual(["SHIM_UPSTREAM_API_KEY: starts with \"Bearer \", which the shim adds itself; expected the key alone"]);
     }
-    for (const key of ["sk-1234", "gsk_AbC.123/+=:~", "BearerToken-1234", "a key with spaces"]) expect(parse({ SHIM_UPSTREAM_API_KEY: key }).upstreamApiKey, key).toBe(key);
+    // < and > are sent as typed (a generated password with symbols): only the admin token refuses them.
+    for (const key of ["sk-1234", "gsk_AbC.123/+=:~", "BearerToken-1234", "a key with spaces", "p4ss<w0rd>Xy!9", "<abc>def"]) expect(parse({ SHIM_UPSTREAM_API_KEY: key }).upstreamApiKey, key).toBe(key);
   });
 
   it("refuses a SHIM_LOG_PRETTY other than 1 or 0, which was ignored, and a model listed twice, whose last entry silently won", () => {
