@@ -33,13 +33,13 @@ export class Problems {
 
   /**
    * A number within [min, max]. Accepts numeric strings too: `pulumi config set k 24` stores
-   * "24", while a hand-written stack file may say 24. A string only in decimal digits (`-`, digits,
-   * `.` digits): Number() also reads "0x10", "0b11", "0o20" and "1e3", which the shim and the
-   * admin API refuse.
+   * "24", while a hand-written stack file may say 24. A string only in decimal (a sign, digits and
+   * a point: "24", "-1", "+1", ".05", "0."): Number() also reads "0x10", "0b11", "0o20" and "1e3",
+   * which the shim and the admin API refuse.
    */
   number(key: string, value: unknown, range: { min: number; max: number; integer?: boolean }): number | undefined {
     if (value === undefined || value === null) return undefined;
-    const n = typeof value === "string" && /^-?\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : value;
+    const n = typeof value === "string" && /^[+-]?(\d+\.?\d*|\.\d+)$/.test(value.trim()) ? Number(value) : value;
     if (typeof n !== "number" || !Number.isFinite(n)) return this.add(key, value, "must be a number in decimal digits, e.g. 24 or 0.5");
     if (range.integer && !Number.isInteger(n)) return this.add(key, value, "must be a whole number");
     if (n < range.min || n > range.max) {

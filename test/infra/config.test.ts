@@ -48,6 +48,9 @@ describe("validateConfig: good configs", () => {
     expect(c.model.maxModelLen).toBe(4096);
     expect(c.model.gpuMemoryUtilization).toBe(0.85);
     expect(c.keys[0]!.credits).toBe(12.5);
+    // Decimal with a sign or a bare point, as Number() read them before non-decimal forms were refused.
+    const signed = ok({ ...base, model: { id: "a/b", gpuMemoryUtilization: ".85" }, ttlHours: "+24", keys: [{ name: "app", credits: "12." }] });
+    expect([signed.model.gpuMemoryUtilization, signed.ttlHours, signed.keys[0]!.credits]).toEqual([0.85, 24, 12]);
     // Real numbers are read as YAML wrote them, exponents included.
     expect(ok({ ...base, model: { id: "a/b", maxModelLen: 1e4 } }).model.maxModelLen).toBe(10_000);
   });
