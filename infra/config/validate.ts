@@ -157,15 +157,18 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
   const gpuMemoryUtilization =
     p.number("model.gpuMemoryUtilization", m.gpuMemoryUtilization, { min: 0.1, max: 0.99 }) ?? DEFAULT_GPU_MEMORY_UTILIZATION;
   const extraArgs: string[] = [];
-  (p.array("model.extraArgs", m.extraArgs) ?? []).forEach((arg, i) => {
+  (p.array("model.extraArgs", m.extraArgs) ?? []).forEach((arg, i, all) => {
     if (typeof arg !== "string" || arg.length === 0) {
       p.add(`model.extraArgs[${i}]`, arg, "must be a non-empty string such as --enable-prefix-caching");
       return;
     }
-    const joined = flagWithValue(arg);
+    const previous = all[i - 1];
+    const joined = flagWithValue(arg, typeof previous === "string" ? previous : undefined);
     const instead = reservedVllmFlag(joined?.[0] ?? arg);
     if (instead) p.add(`model.extraArgs[${i}]`, arg, `is set by the kit; use ${instead}`);
-    else if (joined) {
+    else if (joined?.[1] === "") {
+      p.add(`model.extraArgs[${i}]`, arg, `is one argument to vLLM, whitespace included, and vLLM would exit; remove the trailing whitespace: ${JSON.stringify(joined[0])}`);
+    } else if (joined) {
       const [flag, flagValue] = joined.map((x) => JSON.stringify(x));
       p.add(`model.extraArgs[${i}]`, arg, `is one argument to vLLM, which does not split a flag from its value at a space and would exit; write [${flag}, ${flagValue}] or ${JSON.stringify(joined.join("="))}`);
     } else extraArgs.push(arg);

@@ -38,16 +38,23 @@ export function reservedVllmFlag(arg: string): string | undefined {
   return Object.entries(RESERVED_VLLM_FLAGS).find(([reserved]) => reserved.startsWith(flag))?.[1];
 }
 
+/** A flag as argparse reads one: `-q`, `--max-num-seqs`, `--compilation-config.level`. */
+const FLAG = /^--?[A-Za-z][\w.-]*$/;
+
 /**
  * A flag and its value written as one `model.extraArgs` item (`--max-num-seqs 64`), split as
- * meant, or undefined. Each item is one argv element (compose's exec form), and argparse reads an
- * element that starts with "-" and has whitespace before any "=" as a positional: vLLM exits
- * ("unrecognized arguments"). A value item (not starting with "-") may hold spaces, and so may a
- * value after "=" (`--chat-template={{ x }}`).
+ * meant (the value "" when only whitespace follows the flag: `--enforce-eager ` from a YAML block
+ * scalar), or undefined. Each item is one argv element (compose's exec form), and argparse reads
+ * an element that starts with "-" and has whitespace before any "=" as a positional: vLLM exits
+ * ("unrecognized arguments"). A value item may hold spaces, and so may a value after "="
+ * (`--chat-template={{ x }}`). So may an item right after a flag without "=" (`previous`), which
+ * may be that flag's value: argparse takes `-{{ messages }} x` there as the value, and which vLLM
+ * flags take one is not known here.
  */
-export function flagWithValue(arg: string): [flag: string, value: string] | undefined {
+export function flagWithValue(arg: string, previous?: string): [flag: string, value: string] | undefined {
   const m = /^(-[^=\s]*)\s+(.*)$/s.exec(arg);
-  return m ? [m[1]!, m[2]!.trim()] : undefined;
+  if (!m || !FLAG.test(m[1]!) || (previous !== undefined && FLAG.test(previous))) return undefined;
+  return [m[1]!, m[2]!.trim()];
 }
 
 export interface ParallelLayout {

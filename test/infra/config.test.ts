@@ -100,7 +100,9 @@ describe("validateConfig: good configs", () => {
   });
 
   it("takes a vLLM flag's value with spaces, as its own item or after =", () => {
-    const args = ["--chat-template", "{{ messages }}", "--override-generation-config={\"top_k\": 20}"];
+    // An item after a flag without "=" may be its value: argparse takes an item starting with "-"
+    // and holding a space as a value, never as a flag.
+    const args = ["--chat-template", "{{ messages }}", "--override-generation-config={\"top_k\": 20}", "--chat-template", "-{{ messages }} x"];
     expect(ok({ ...base, model: { id: "a/b", extraArgs: args } }).model.extraArgs).toEqual(args);
   });
 
@@ -159,9 +161,9 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["unknown TLS mode", { ...base, tls: { mode: "acme" } }, ['gpu-sandbox:tls.mode = "acme": must be one of: letsencrypt, self-signed, off']],
     ["an email Let's Encrypt refuses", { ...base, tls: { mode: "letsencrypt", email: "ops@example.com" } },
       ['gpu-sandbox:tls.email = "ops@example.com": is at a reserved domain, which Let\'s Encrypt refuses; use a real address or leave tls.email out']],
-    ["reserved vLLM flag", { ...base, model: { id: "a/b", extraArgs: ["--port=9000", "--api-key", "--port 9000"] } },
-      ['gpu-sandbox:model.extraArgs[0] = "--port=9000": is set by the kit', 'gpu-sandbox:model.extraArgs[1] = "--api-key": is set by the kit',
-        'gpu-sandbox:model.extraArgs[2] = "--port 9000": is set by the kit']],
+    ["reserved vLLM flag", { ...base, model: { id: "a/b", extraArgs: ["--port=9000", "--port 9000", "--api-key"] } },
+      ['gpu-sandbox:model.extraArgs[0] = "--port=9000": is set by the kit', 'gpu-sandbox:model.extraArgs[2] = "--api-key": is set by the kit',
+        'gpu-sandbox:model.extraArgs[1] = "--port 9000": is set by the kit']],
     // As vLLM's parser reads them: underscores for dashes, the short -tp, an abbreviation.
     ["reserved vLLM flag, spelt otherwise", { ...base, model: { id: "a/b", extraArgs: ["--api_key=x", "--served_model_name", "-tp", "--max-model=4096", "--enable_prefix_caching"] } },
       ['gpu-sandbox:model.extraArgs[0] = "--api_key=x": is set by the kit; use nothing: the kit generates', 'gpu-sandbox:model.extraArgs[1] = "--served_model_name": is set by the kit; use model.servedName',
@@ -172,9 +174,13 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
         'gpu-sandbox:model.extraArgs[2] = "--pipeline_parallel_size": is set by the kit; use the plan', 'gpu-sandbox:model.extraArgs[3] = "--pipeline-par": is set by the kit; use the plan']],
     // One argv element (compose's exec form): argparse reads a token with a space before any "=" as a
     // positional, and vLLM exits "unrecognized arguments" while pulumi up waits with the GPU billing.
-    ["a vLLM flag and its value in one item", { ...base, model: { id: "a/b", extraArgs: ["--max-num-seqs 64", "--enable-prefix-caching", "-q\tawq"] } },
+    ["a vLLM flag and its value in one item", { ...base, model: { id: "a/b", extraArgs: ["--max-num-seqs 64", "-q\tawq", "--enable-prefix-caching"] } },
       ['gpu-sandbox:model.extraArgs[0] = "--max-num-seqs 64": is one argument to vLLM, which does not split a flag from its value at a space and would exit; write ["--max-num-seqs", "64"] or "--max-num-seqs=64"',
-        'gpu-sandbox:model.extraArgs[2] = "-q\\tawq": is one argument to vLLM, which does not split a flag from its value at a space and would exit; write ["-q", "awq"] or "-q=awq"']],
+        'gpu-sandbox:model.extraArgs[1] = "-q\\tawq": is one argument to vLLM, which does not split a flag from its value at a space and would exit; write ["-q", "awq"] or "-q=awq"']],
+    // A YAML block scalar leaves a newline: an empty argument or `--enforce-eager=` would make vLLM exit too.
+    ["a vLLM flag with whitespace after it", { ...base, model: { id: "a/b", extraArgs: ["--enforce-eager ", "--enable-prefix-caching\n"] } },
+      ['gpu-sandbox:model.extraArgs[0] = "--enforce-eager ": is one argument to vLLM, whitespace included, and vLLM would exit; remove the trailing whitespace: "--enforce-eager"',
+        'gpu-sandbox:model.extraArgs[1] = "--enable-prefix-caching\\n": is one argument to vLLM, whitespace included, and vLLM would exit; remove the trailing whitespace: "--enable-prefix-caching"']],
     // vLLM gets `--served-model-name <name>`: argparse reads "-q" or "--help" as a flag and exits.
     ...["--qwen", "-q", ".qwen"].map((servedName): [string, Record<string, unknown>, string[]] => [`served name ${servedName}`, { ...base, model: { id: "a/b", servedName } },
       [`gpu-sandbox:model.servedName = "${servedName}": must be 1-128 characters of letters, digits and . _ - / :, starting with a letter, digit or _`]]),
