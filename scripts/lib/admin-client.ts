@@ -135,13 +135,16 @@ const RATE_LIMIT_RETRIES = 5;
 const LONGEST_RATE_LIMIT_WAIT_S = 30;
 
 /**
- * How long a 429 asks to wait, in ms: its Retry-After (seconds, or an HTTP date) capped at
- * LONGEST_RATE_LIMIT_WAIT_S; 1 s when it gives none that can be read.
+ * How long a 429 asks to wait, in ms: its Retry-After (seconds, a fraction rounded up to the ms,
+ * or an HTTP date) capped at LONGEST_RATE_LIMIT_WAIT_S; 1 s when it gives none that can be read.
+ * Only a value with a letter is read as a date: Date.parse("1.5") is a date in 2001.
  */
 function rateLimitWait(retryAfter: string | null, now = Date.now()): number {
   const value = retryAfter?.trim() ?? "";
-  const seconds = /^\d+$/.test(value) ? Number(value) : Number.isNaN(Date.parse(value)) ? 1 : Math.max(0, Math.ceil((Date.parse(value) - now) / 1000));
-  return Math.min(seconds, LONGEST_RATE_LIMIT_WAIT_S) * 1000;
+  const date = /[a-z]/i.test(value) ? Date.parse(value) : NaN;
+  const ms = /^\d+(\.\d+)?$/.test(value) ? Math.ceil(Number(value) * 1000)
+    : Number.isNaN(date) ? 1000 : Math.max(0, Math.ceil((date - now) / 1000) * 1000);
+  return Math.min(ms, LONGEST_RATE_LIMIT_WAIT_S * 1000);
 }
 
 export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch, options: AdminClientOptions = {}): AdminClient {

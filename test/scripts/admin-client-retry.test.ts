@@ -63,6 +63,17 @@ it("caps each wait at 30 s, and waits 1 s when the 429 gives no (or no usable) R
   expect(seen).toHaveLength(5);
 });
 
+it("waits a fractional Retry-After (rounded up to the ms), and an HTTP date until then, not a number read as a date", async () => {
+  // Date.parse("1.5") is a date in 2001: it was waited as 0 s, five retries back to back.
+  refusals = ["1.5", "0.5", "0.0004", new Date(Date.now() + 10_000).toUTCString(), "1.5.2"];
+  await client().topUp("k1", { amount: "5" }, "idem-1");
+  expect(waits.slice(0, 3)).toEqual([1500, 500, 1]);
+  expect(waits[3]).toBeGreaterThanOrEqual(8000);
+  expect(waits[3]).toBeLessThanOrEqual(11_000);
+  expect(waits[4]).toBe(1000);
+  expect(lines[0]).toContain("Waiting 1.5 s");
+});
+
 it("gives up after 5 retries with the 429 as the error, saying how long it tried", async () => {
   refusals = ["1", "1", "1", "1", "1", "1", "1"];
   const err = await client().revokeKey("k1").catch((e: unknown) => e);
