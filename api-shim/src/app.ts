@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import { AnswerMemory } from "./answer-memory.ts";
 import { BodyMemory } from "./body-memory.ts";
 import { trustedPeers } from "./client-address.ts";
-import { authHeaders, authHook } from "./auth.ts";
+import { authHeaders, authHook, giveBackRequest } from "./auth.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
 import type { RequestState, ShimContext } from "./context.ts";
@@ -154,7 +154,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   // After authentication, before the body is read: its bytes count against SHIM_BODY_MEMORY_BYTES
   // until the response closes, and a request past it is refused unread.
-  app.addHook("preParsing", ctx.bodyMemory.hook(config.maxBodyBytes));
+  // A refusal gives the key's requests/min place back: the server was busy, not the key.
+  app.addHook("preParsing", ctx.bodyMemory.hook(config.maxBodyBytes, (request) => request.auth && giveBackRequest(ctx, request.auth)));
   // Every answer Fastify sends (the hijacked inference answers set it themselves): one that began
   // before a drain may be sent during it.
   app.addHook("onSend", (request, reply, payload, done) => {

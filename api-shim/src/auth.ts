@@ -149,7 +149,7 @@ export function reportsBusy(ctx: ShimContext, request: FastifyRequest, busy: Rep
  * tokens budget) does not use that budget up. Returns the key's rate-limit headers as they then
  * stand, for the refusal.
  */
-function giveBackRequest(ctx: ShimContext, auth: Auth): Record<string, string> {
+export function giveBackRequest(ctx: ShimContext, auth: Auth): Record<string, string> {
   const mono = ctx.clock.monotonic();
   auth.buckets.requests?.adjust(-1, mono);
   return rateLimitHeaders(auth.buckets, mono, ctx.clock.now());

@@ -59,22 +59,31 @@ export class BodyMemory {
   /**
    * Fastify's preParsing hook: takes a body's Content-Length before it is read (one past
    * `maxBodyBytes` is refused as too large next, unread), or a chunked body's bytes as they arrive.
+   * `refused`: what a refusal gives back (the request's requests/min place: the server was busy,
+   * the key did nothing wrong).
    * They are given back when the response closes (finished, or its client gone), on every path,
    * or, for a route that keeps them (request.bodyHold.keep(): inference), when it is done.
    */
-  hook(maxBodyBytes: number) {
+  hook(maxBodyBytes: number, refused: (request: FastifyRequest) => void) {
     return (request: FastifyRequest, reply: FastifyReply, payload: RequestPayload, done: (err: Error | null, payload?: RequestPayload) => void): void => {
       const length = request.headers["content-length"];
       const chunked = length === undefined && request.headers["transfer-encoding"] !== undefined;
       const n = Number(length);
       if (!chunked && !(n > 0 && n <= maxBodyBytes)) return done(null, payload); // no body, or refused as too large next
+      // A client gone while it was authenticated (a key looked up on Postgres): its close has
+      // fired already, and a listener added now would never run, holding the bytes for good.
+      if (request.raw.destroyed) return done(null, payload);
+      const full = () => {
+        refused(request);
+        return this.full();
+      };
       const hold = new BodyHold(this);
-      if (!chunked && !hold.take(n)) return done(this.full());
+      if (!chunked && !hold.take(n)) return done(full());
       request.bodyHold = hold;
       reply.raw.once("close", () => hold.closed());
       if (!chunked) return done(null, payload);
       const counted = new Transform({
-        transform: (chunk: Buffer, _encoding, next) => (hold.take(chunk.length) ? next(null, chunk) : next(this.full())),
+        transform: (chunk: Buffer, _encoding, next) => (hold.take(chunk.length) ? next(null, chunk) : next(full())),
       });
       payload.on("error", (e) => counted.destroy(e));
       done(null, payload.pipe(counted));

@@ -1,8 +1,8 @@
 import { once } from "node:events";
 import { createServer, type Server, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 import { pollUntil } from "../support/tools.ts";
 
 /**
@@ -34,6 +34,8 @@ async function silentUpstream(): Promise<{ server: Server; url: string; received
   };
   return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, received: () => received, answerAll };
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const metric = async (h: Harness, name: string) => {
   const line = (await (await fetch(`${h.url}/metrics`)).text()).split("\n").find((l) => l.startsWith(`${name} `));
@@ -118,5 +120,47 @@ describe("request bodies held by requests in flight", () => {
 
     upstream.answerAll();
     expect(await pollUntil(async () => (await metric(h!, "shim_body_memory_bytes")) === 0, 5_000, 10)).toBe(true);
+  }, 20_000);
+
+  it("a client that leaves while its key is looked up (Postgres latency) holds nothing: the next large request gets in", async () => {
+    let delay = 0;
+    h = await startShim({
+      env: { SHIM_BODY_MEMORY_BYTES: String(1.5 * MiB) },
+      wrapStore: (s) => overrideStore(s, { getKey: async (id: string) => { if (delay) await sleep(delay); return s.getKey(id); } }),
+    });
+    const { key } = await h.createKey({ credits: 100 });
+    delay = 200;
+    const port = Number(new URL(h.url).port);
+    const sock = net.connect(port, "127.0.0.1");
+    await new Promise((r) => sock.once("connect", r));
+    sock.write(`POST /v1/embeddings HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ncontent-length: ${MiB}\r\n\r\n`);
+    await sleep(50);
+    sock.destroy(); // gone before authentication finished
+    await sleep(1000);
+    delay = 0;
+    // Nothing is in flight any more: the gauge must be back at 0.
+    const held = await metric(h, "shim_body_memory_bytes");
+    const r = await h.post(key, "/v1/embeddings", LARGE);
+    expect({ held, status: r.status }).toEqual({ held: 0, status: 200 });
+  }, 20_000);
+
+  it("a refusal for want of room gives the key's requests/min place back: the server was busy, not the key (free tier: 10)", async () => {
+    h = await startShim({ env: { SHIM_BODY_MEMORY_BYTES: String(1 * MiB) } });
+    const { key } = await h.createKey({ credits: 100, tier: "free" });
+    // Hold the budget with a slow upload (headers only, Content-Length 1 MiB).
+    const port = Number(new URL(h.url).port);
+    const sock = net.connect(port, "127.0.0.1");
+    await new Promise((r) => sock.once("connect", r));
+    sock.write(`POST /v1/embeddings HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ncontent-length: ${MiB}\r\n\r\n`);
+    await sleep(200);
+    const statuses: number[] = [];
+    // An SDK retrying on the server's 503 (3 tries each) for 3 requests.
+    for (let i = 0; i < 9; i++) statuses.push((await h.post(key, "/v1/embeddings", LARGE)).status);
+    sock.destroy();
+    await sleep(200);
+    const small = await h.post(key, "/v1/embeddings", { model: "bge-m3", input: "hi" });
+    expect(statuses.every((s) => s === 503)).toBe(true);
+    // The key made 1 real request; the server's own busy-ness should not spend its minute.
+    expect(small.status).toBe(200);
   }, 20_000);
 });
