@@ -1,5 +1,6 @@
 /**
- * The memory that non-streamed answers may hold at once, across requests.
+ * The memory that answers may hold at once, across requests: non-streamed answers, and the large
+ * events of streamed ones.
  *
  * A non-streamed answer is read whole before it is sent, because its headers carry the charge
  * (answer-body.ts). Each may be up to SHIM_MAX_ANSWER_BYTES, and nothing else bounds how many are
@@ -8,13 +9,23 @@
  * given back (the upstream's answer waits in its socket meanwhile: vLLM has already done the
  * work, and nothing is refused or charged differently).
  *
+ * A stream holds one event at a time, whole (sse.ts), until it is sent: usually a few hundred
+ * bytes, but vLLM's first chunk with `echo` and logprobs holds the whole prompt (megabytes), and
+ * many streams stalled mid-event, or whose clients do not take them, would hold many such. Its
+ * event's bytes are counted the same way, from its arrival until it is sent, and its read waits
+ * the same way; but an event that still finds no room after the wait is cut (the stream ends with
+ * an error, as for an event past SHIM_MAX_ANSWER_BYTES) instead of going past the budget.
+ *
  * Nobody waits on others for long, so no client can hold everyone else's answers up:
- * - an answer's first FREE_BYTES never wait: ordinary answers (a chat reply) are never delayed;
+ * - an answer's (an event's) first FREE_BYTES never wait: ordinary answers (a chat reply, a token
+ *   chunk) are never delayed;
  * - one reader at a time may go past the budget (the "overdraft"), so readers that each hold
- *   part of it cannot wait on each other; it is handed on when that answer is read;
+ *   part of it cannot wait on each other; it is handed on when that answer (event) is read, so
+ *   one large event on an otherwise quiet shim goes through whatever its size;
  * - an answer read but not yet sent (a slow client; nginx does not buffer answers) still holds
  *   its bytes, and while such answers hold the whole budget the overdraft is not given;
- * - and no read waits more than MAX_WAIT_MS in all: then it goes on past the budget.
+ * - and no read waits more than MAX_WAIT_MS in all: then a non-streamed answer goes on past the
+ *   budget, and a streamed event is cut.
  * So the budget is what bursts of large answers are smoothed to, and what clients that take
  * their answers slowly can push memory past for a while (each sent answer has an idle timeout).
  */
@@ -66,17 +77,17 @@ export class AnswerMemory {
     });
   }
 
-  /** `lease` read its answer: its `held` bytes now wait to be sent, and the overdraft is free. */
-  readDone(lease: AnswerLease, held: number): void {
-    this.unsent += held;
+  /** `lease` read its answer (or event): `n` more of its bytes now wait to be sent, and the overdraft is free. */
+  readDone(lease: AnswerLease, n: number): void {
+    this.unsent += n;
     if (this.overdraft === lease) this.overdraft = null;
     this.wake();
   }
 
-  /** Gives back `n` bytes of `lease`, read (`wasRead`: waiting to be sent) or not. */
-  give(lease: AnswerLease, n: number, wasRead: boolean): void {
+  /** Gives back `n` bytes of `lease`, `unsent` of them read and waiting to be sent. */
+  give(lease: AnswerLease, n: number, unsent: number): void {
     this.used -= n;
-    if (wasRead) this.unsent -= n;
+    this.unsent -= unsent;
     if (this.overdraft === lease) this.overdraft = null;
     this.wake();
   }
@@ -86,13 +97,17 @@ export class AnswerMemory {
   }
 }
 
-/** One answer's account: what it takes is given back by `release`, once the answer is sent or dropped. */
+/**
+ * One answer's account: what it takes is given back by `release`, once the answer is sent or
+ * dropped. A stream's is used event after event: `sent` gives back each event's bytes.
+ */
 export class AnswerLease {
   private readonly memory: AnswerMemory;
   private held = 0;
-  private read = false;
+  /** Of `held`, the bytes read and waiting to be sent. */
+  private unsent = 0;
   private released = false;
-  /** Set at its first wait: past it, this answer waits no more. */
+  /** Set at its first wait: past it, this answer (event) waits no more. */
   private waitUntil: number | undefined;
 
   constructor(memory: AnswerMemory) {
@@ -111,15 +126,20 @@ export class AnswerLease {
     return true;
   }
 
-  /** Takes `n` more bytes, waiting while there is no room: MAX_WAIT_MS at most over the whole answer. */
-  async take(n: number): Promise<void> {
+  /**
+   * Takes `n` more bytes, waiting while there is no room: MAX_WAIT_MS at most over the whole
+   * answer (a stream's event). Then it takes them past the budget, or with `orGiveUp` takes
+   * nothing and answers false.
+   */
+  async take(n: number, orGiveUp = false): Promise<boolean> {
     if (this.waitUntil === undefined) {
       this.memory.waits++;
       this.waitUntil = performance.now() + MAX_WAIT_MS; // monotonic: a clock stepped back must not stretch it
     }
     for (;;) {
       const left = this.waitUntil - performance.now();
-      if (this.takeNow(n, left <= 0)) return;
+      if (this.takeNow(n, left <= 0 && !orGiveUp)) return true;
+      if (left <= 0) return false;
       await this.memory.changed(left);
     }
   }
@@ -127,24 +147,38 @@ export class AnswerLease {
   /** Gives back bytes dropped while reading (an answer past the largest relayed). */
   drop(n: number): void {
     if (this.released) return; // given back already
-    const given = Math.min(n, this.held);
+    const given = Math.min(n, this.held - this.unsent);
     this.held -= given;
-    this.memory.give(this, given, false);
+    this.memory.give(this, given, 0);
   }
 
-  /** The answer is read (or its read failed): another reader may have the overdraft. */
+  /** The answer (a stream's event) is read, or its read failed: another reader may have the overdraft. */
   readDone(): void {
-    if (this.read || this.released) return;
-    this.read = true;
-    this.memory.readDone(this, this.held);
+    if (this.released || this.held === this.unsent) return; // nothing newly read (a stream's small events)
+    const n = this.held - this.unsent;
+    this.unsent = this.held;
+    this.memory.readDone(this, n);
+  }
+
+  /** A stream's event was sent (or dropped): its bytes are given back, and the next event has its own wait. */
+  sent(): void {
+    this.waitUntil = undefined;
+    if (this.released || this.held === 0) return;
+    this.giveAll();
   }
 
   /** Gives everything back: the answer was sent, or dropped. Idempotent. */
   release(): void {
     if (this.released) return;
     this.released = true;
+    this.giveAll();
+  }
+
+  private giveAll(): void {
     const n = this.held;
+    const unsent = this.unsent;
     this.held = 0;
-    this.memory.give(this, n, this.read);
+    this.unsent = 0;
+    this.memory.give(this, n, unsent);
   }
 }

@@ -39,8 +39,8 @@ export class Metrics {
     this.credits = new Counter({ name: "shim_credits_charged_total", help: "Credits charged, by model.", labelNames: ["model"], registers });
     this.activeStreams = new Gauge({ name: "shim_active_streams", help: "Streams in flight.", registers });
     const answerMemory = () => this.answerMemory;
-    new Gauge({ name: "shim_answer_memory_bytes", help: "Bytes of non-streamed answers held (being read or sent), against SHIM_ANSWER_MEMORY_BYTES.", registers, collect() { this.set(answerMemory().inUse); } });
-    new Counter({ name: "shim_answer_memory_waits_total", help: "Times an answer's read waited for SHIM_ANSWER_MEMORY_BYTES to have room.", registers, collect() { this.reset(); this.inc(answerMemory().waits); } });
+    new Gauge({ name: "shim_answer_memory_bytes", help: "Bytes of answers held (being read or sent) against SHIM_ANSWER_MEMORY_BYTES: non-streamed answers, and streamed events that arrive in more than one piece.", registers, collect() { this.set(answerMemory().inUse); } });
+    new Counter({ name: "shim_answer_memory_waits_total", help: "Times an answer's (a streamed event's) read waited for SHIM_ANSWER_MEMORY_BYTES to have room.", registers, collect() { this.reset(); this.inc(answerMemory().waits); } });
     const bodyMemory = () => this.bodyMemory;
     new Gauge({ name: "shim_body_memory_bytes", help: "Bytes of request bodies held by requests in flight, against SHIM_BODY_MEMORY_BYTES.", registers, collect() { this.set(bodyMemory().inUse); } });
     new Counter({ name: "shim_body_memory_refusals_total", help: "Requests refused (503, before their body was read) because their body would take the bodies held past SHIM_BODY_MEMORY_BYTES.", registers, collect() { this.reset(); this.inc(bodyMemory().refusals); } });

@@ -1,3 +1,5 @@
+import type { AnswerLease } from "./answer-memory.ts";
+
 /**
  * Server-sent events, split as they arrive. `sseEvents` yields each whole event (the text before
  * its blank line) as soon as its last byte is in; it never waits for more than that and never
@@ -9,59 +11,77 @@
  * pieces joined once, when it ends. Searching the whole pending text on every chunk made one
  * large event (vLLM's first chunk with `echo` and `logprobs` holds the whole prompt) quadratic:
  * seconds of blocked event loop for a few MB.
+ *
+ * With a `lease`, a partial event's bytes (characters) are taken from the memory answers may hold
+ * (answer-memory.ts) as they arrive, and given back once the caller asks for the next event (it
+ * has sent this one) or stops; an event that ends within the chunk it began in (a token chunk)
+ * takes nothing. While there is no room the body is not read (its bytes wait in the upstream's
+ * socket); an event that finds none within the wait is cut as one past `maxEventLength` is.
  */
-export async function* sseEvents(body: AsyncIterable<Uint8Array | string>, maxEventLength = Infinity): AsyncGenerator<string> {
+export async function* sseEvents(body: AsyncIterable<Uint8Array | string>, maxEventLength = Infinity, lease?: AnswerLease): AsyncGenerator<string> {
   const decoder = new TextDecoder();
   let pending: string[] = []; // the partial event, in pieces
   let pendingLength = 0;
   let endsInNewline = false; // the partial event's last character is "\n"
   let afterCR = false; // the previous chunk ended in "\r", so a "\n" starting this one is its CRLF
-  for await (const chunk of body) {
-    let text = typeof chunk === "string" ? chunk : decoder.decode(chunk, { stream: true });
-    if (afterCR && text.startsWith("\n")) {
-      text = text.slice(1);
-      afterCR = false;
-    }
-    // Nothing left (the start of a multi-byte character, or only that "\n"): afterCR stands as is.
-    if (text === "") continue;
-    afterCR = text.endsWith("\r");
-    if (text.includes("\r")) text = text.replace(/\r\n?/g, "\n"); // CRLF and CR line endings are valid SSE
-    let start = 0;
-    if (endsInNewline && text.startsWith("\n")) {
-      // The blank line is split between the chunks: the event is what was pending, minus its "\n".
-      const event = pending.join("").slice(0, -1);
-      pending = [];
-      pendingLength = 0;
-      start = 1;
-      if (event !== "") yield event;
-    }
-    let end: number;
-    while ((end = text.indexOf("\n\n", start)) !== -1) {
-      let event = text.slice(start, end);
-      if (pending.length > 0) {
-        pending.push(event);
-        event = pending.join("");
+  try {
+    for await (const chunk of body) {
+      let text = typeof chunk === "string" ? chunk : decoder.decode(chunk, { stream: true });
+      if (afterCR && text.startsWith("\n")) {
+        text = text.slice(1);
+        afterCR = false;
+      }
+      // Nothing left (the start of a multi-byte character, or only that "\n"): afterCR stands as is.
+      if (text === "") continue;
+      afterCR = text.endsWith("\r");
+      if (text.includes("\r")) text = text.replace(/\r\n?/g, "\n"); // CRLF and CR line endings are valid SSE
+      let start = 0;
+      if (endsInNewline && text.startsWith("\n")) {
+        // The blank line is split between the chunks: the event is what was pending, minus its "\n".
+        const event = pending.join("").slice(0, -1);
         pending = [];
         pendingLength = 0;
+        start = 1;
+        lease?.readDone(); // read whole: now only waiting to be sent
+        if (event !== "") yield event;
+        lease?.sent();
       }
-      start = end + 2;
-      if (event !== "") yield event;
+      let end: number;
+      while ((end = text.indexOf("\n\n", start)) !== -1) {
+        let event = text.slice(start, end);
+        if (pending.length > 0) {
+          pending.push(event);
+          event = pending.join("");
+          pending = [];
+          pendingLength = 0;
+        }
+        start = end + 2;
+        lease?.readDone();
+        if (event !== "") yield event;
+        lease?.sent();
+      }
+      if (start < text.length) {
+        const added = text.length - start;
+        pending.push(start === 0 ? text : text.slice(start));
+        pendingLength += added;
+        // An event that never ends (an upstream's bug) must not take the process's memory.
+        if (pendingLength > maxEventLength) throw new EventTooLargeError(maxEventLength);
+        // Nor may many large ones at once (streams stalled mid-event): what they hold is shared.
+        if (lease && !lease.takeNow(added) && !(await lease.take(added, true))) throw new EventTooLargeError(maxEventLength, true);
+        endsInNewline = text.endsWith("\n");
+      } else {
+        endsInNewline = false;
+      }
     }
-    if (start < text.length) {
-      pending.push(start === 0 ? text : text.slice(start));
-      pendingLength += text.length - start;
-      // An event that never ends (an upstream's bug) must not take the process's memory.
-      if (pendingLength > maxEventLength) throw new EventTooLargeError(maxEventLength);
-      endsInNewline = text.endsWith("\n");
-    } else {
-      endsInNewline = false;
-    }
+  } finally {
+    lease?.sent(); // the partial event is dropped (the body ended, broke or was cut), or the caller stopped
   }
 }
 
+/** An upstream event past SHIM_MAX_ANSWER_BYTES, or (`noRoom`) that found no room in SHIM_ANSWER_MEMORY_BYTES within its wait. */
 export class EventTooLargeError extends Error {
-  constructor(limit: number) {
-    super(`an upstream event is longer than ${limit} characters (SHIM_MAX_ANSWER_BYTES)`);
+  constructor(limit: number, noRoom = false) {
+    super(noRoom ? "an upstream event found no room in SHIM_ANSWER_MEMORY_BYTES within its wait" : `an upstream event is longer than ${limit} characters (SHIM_MAX_ANSWER_BYTES)`);
     this.name = "EventTooLargeError";
   }
 }

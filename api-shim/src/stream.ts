@@ -1,4 +1,5 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
+import type { AnswerLease } from "./answer-memory.ts";
 import { errors as undiciErrors } from "undici";
 import { finishRequest } from "./app.ts";
 import { authHeaders } from "./auth.ts";
@@ -36,6 +37,8 @@ export interface RelayInput {
    * cost less than leaving).
    */
   promptEstimate: () => number;
+  /** The request's share of SHIM_ANSWER_MEMORY_BYTES: each large event's bytes, until it is sent (sse.ts). */
+  lease: AnswerLease;
 }
 
 /**
@@ -76,8 +79,9 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   // The usage-only chunk last received, until the next event shows whether it is the last word.
   let held: UsageEvent | null = null;
   try {
-    // One event is held whole until it ends: at most what one non-streamed answer may be.
-    for await (const event of sseEvents(res.body, ctx.config.maxAnswerBytes)) {
+    // One event is held whole until it ends: at most what one non-streamed answer may be, and
+    // counted with them against SHIM_ANSWER_MEMORY_BYTES (one that finds no room is cut the same way).
+    for await (const event of sseEvents(res.body, ctx.config.maxAnswerBytes, input.lease)) {
       const m = meter.process(event);
       if (m.kind === "done") {
         sawDone = true;

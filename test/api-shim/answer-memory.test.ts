@@ -1,6 +1,6 @@
-import { createServer, type IncomingMessage, request } from "node:http";
+import { createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { type AnswerLease, AnswerMemory, FREE_BYTES, MAX_WAIT_MS } from "../../api-shim/src/answer-memory.ts";
 import { UsageScanner } from "../../api-shim/src/answer-body.ts";
 import { readBody } from "../../api-shim/src/upstream.ts";
@@ -246,6 +246,125 @@ describe("the memory answers hold at once, through the shim", () => {
       await h.close().catch(() => {});
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
+    }
+  });
+});
+
+describe("streamed events count against the same budget", () => {
+  const BUDGET = 4 * MiB;
+  const metric = async (h: Harness) => Number(/^shim_answer_memory_bytes (\d+)/m.exec(await (await fetch(`${h.url}/metrics`)).text())?.[1]);
+  const chunk = (content: string) => `data: {"id":"c","object":"chat.completion.chunk","model":"qwen2.5-7b","choices":[{"index":0,"delta":{"content":"${content}"}}]}\n\n`;
+  const stalled: ServerResponse[] = [];
+  /**
+   * An upstream whose answer is a stream of one event of `big:<bytes>` characters (as vLLM's first
+   * chunk with echo and logprobs of a long prompt) that then stalls mid-event (`:stall`) or ends
+   * (`:end`); any other prompt gets an ordinary short stream.
+   */
+  const upstream = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c: Buffer) => (body += c));
+    req.on("end", async () => {
+      const prompt = String((JSON.parse(body) as { messages: { content: string }[] }).messages[0]!.content);
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      const [, size, how] = /^big:(\d+):(\w+)$/.exec(prompt) ?? [];
+      if (size === undefined) {
+        res.end(`${chunk("hello")}${chunk(" world")}data: {"id":"c","object":"chat.completion.chunk","model":"qwen2.5-7b","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\ndata: [DONE]\n\n`);
+        return;
+      }
+      const event = chunk("a".repeat(Number(size)));
+      const cut = event.length - 2; // all but its blank line
+      for (let at = 0; at < cut; at += 256 * 1024) {
+        if (!res.write(event.slice(at, Math.min(at + 256 * 1024, cut)))) await new Promise((r) => res.once("drain", r));
+      }
+      if (how === "stall") return void stalled.push(res);
+      res.end(`\n\ndata: {"id":"c","object":"chat.completion.chunk","model":"qwen2.5-7b","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\ndata: [DONE]\n\n`);
+    });
+  });
+  let h: Harness;
+  beforeAll(async () => {
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    // The upstream's and the client's idle timeouts far past the wait for room: what ends a stream here is the budget.
+    h = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`, SHIM_ANSWER_MEMORY_BYTES: String(BUDGET), SHIM_UPSTREAM_TIMEOUT_MS: "30000", SHIM_STREAM_IDLE_TIMEOUT_MS: "30000" } });
+  });
+  afterAll(async () => {
+    for (const r of stalled) r.destroy();
+    await h.close();
+    upstream.closeAllConnections();
+    await new Promise((r) => upstream.close(r));
+  });
+  const stream = (key: string, prompt: string, signal?: AbortSignal) =>
+    fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: prompt }], max_tokens: 10, stream: true }) });
+
+  it("one large event alone, even past the budget, goes through whole and is charged", async () => {
+    const { key } = await h.createKey({ credits: 100 });
+    for (const size of [3 * MiB, 6 * MiB]) {
+      const text = await (await stream(key, `big:${size}:end`)).text();
+      const first = JSON.parse(text.slice(6, text.indexOf("\n\n"))) as { choices: { delta: { content: string } }[] };
+      expect(first.choices[0]!.delta.content).toHaveLength(size);
+      expect(text).toMatch(/: credits_charged=\S+ credits_remaining=\S+\n\ndata: \[DONE\]\n\n$/);
+    }
+    await expect.poll(() => metric(h)).toBe(0);
+  });
+
+  it("streams whose large events stall past the budget hold it at most briefly: those that find no room end with an error, the rest of the shim goes on, and everything is given back", { timeout: 30_000 }, async () => {
+    const STREAMS = 10;
+    const EVENT = 3 * MiB;
+    const { key, id } = await h.createKey({ credits: 100 });
+    let peak = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        peak = Math.max(peak, await metric(h).catch(() => 0));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    const ac = new AbortController();
+    onTestFinished(() => {
+      sampling = false;
+      ac.abort();
+    });
+    const started = Date.now();
+    const ends = Array.from({ length: STREAMS }, () => stream(key, `big:${EVENT}:stall`, ac.signal).then((r) => r.text()).then((text) => ({ text, at: Date.now() })).catch(() => null));
+    // Those that found no room within the wait (2 s) are cut as an event past SHIM_MAX_ANSWER_BYTES is.
+    const cut = () => h.logs.filter((l) => l.includes(id) && l.includes('"cause":"EventTooLargeError"')).length;
+    await expect.poll(cut, { timeout: MAX_WAIT_MS + 5000 }).toBeGreaterThanOrEqual(STREAMS - 3);
+    expect(Date.now() - started).toBeLessThan(MAX_WAIT_MS + 5000);
+    // Each holds at most its free first MiB, and past it the budget and one event beyond it.
+    expect(peak).toBeGreaterThanOrEqual(EVENT);
+    expect(peak).toBeLessThanOrEqual(STREAMS * FREE_BYTES + BUDGET + EVENT);
+    // An ordinary stream meanwhile is not held up.
+    const t = Date.now();
+    const ordinary = await (await stream(key, "hi")).text();
+    expect(ordinary).toContain('"content":"hello"');
+    expect(ordinary).toMatch(/data: \[DONE\]\n\n$/);
+    expect(Date.now() - t).toBeLessThan(1000);
+    ac.abort();
+    const ended = (await Promise.all(ends)).filter((e) => e !== null);
+    expect(ended.length).toBeGreaterThanOrEqual(STREAMS - 3);
+    for (const e of ended) {
+      expect(e.text).toMatch(/data: \{"error":\{[^\n]*"code":"upstream_error"/);
+      expect(e.text).not.toContain("[DONE]");
+    }
+    await expect.poll(() => metric(h)).toBe(0);
+    sampling = false;
+    await sampler;
+    expect((await h.store.getKey(id))!.held).toBe(0);
+  });
+
+  it("a large event a client does not take holds its bytes until it is sent or the client is cut", { timeout: 30_000 }, async () => {
+    const slow = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`, SHIM_ANSWER_MEMORY_BYTES: String(BUDGET), SHIM_STREAM_IDLE_TIMEOUT_MS: "1500" } });
+    try {
+      const { key } = await slow.createKey({ credits: 100 });
+      const client = request(`${slow.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" } });
+      client.on("error", () => {});
+      client.on("response", (res) => res.pause());
+      client.end(JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: `big:${6 * MiB}:end` }], max_tokens: 10, stream: true }));
+      const held = async () => Number(/^shim_answer_memory_bytes (\d+)/m.exec(await (await fetch(`${slow.url}/metrics`)).text())?.[1]);
+      await expect.poll(held).toBeGreaterThan(4 * MiB);
+      await expect.poll(held, { timeout: 10_000 }).toBe(0);
+      client.destroy();
+    } finally {
+      await slow.close();
     }
   });
 });

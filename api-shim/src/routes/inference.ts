@@ -74,8 +74,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   // In flight from before the hold: a drain that starts while the hold is being made waits for
   // this request (and aborts it) instead of closing the store under it.
   const ac = new AbortController();
-  // A non-streamed answer's bytes count against the memory all answers may hold until it is sent
-  // or dropped. Releasing it also ends a wait for room: a cut request must not wait on others.
+  // A non-streamed answer's bytes (a stream's large events) count against the memory all answers
+  // may hold until sent or dropped. Releasing it also ends a wait for room: a cut request must not wait on others.
   const lease = ctx.answerMemory.lease();
   const inflightDone = ctx.inflight.add((reason) => {
     ac.abort(reason);
@@ -171,7 +171,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return await refused(ctx, request, settlement, err, reason);
     }
     if (req.stream) {
-      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, outputs: req.outputs, promptEstimate });
+      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, outputs: req.outputs, promptEstimate, lease });
     }
     let answerBytes: Buffer | null;
     const scanner = new UsageScanner();
