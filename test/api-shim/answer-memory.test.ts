@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vites
 import { type AnswerLease, AnswerMemory, FREE_BYTES, MAX_WAIT_MS } from "../../api-shim/src/answer-memory.ts";
 import { UsageScanner } from "../../api-shim/src/answer-body.ts";
 import { readBody } from "../../api-shim/src/upstream.ts";
+import { EventTooLargeError, sseEvents } from "../../api-shim/src/sse.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
 /**
@@ -115,6 +116,52 @@ describe("the memory answers hold at once", () => {
     await new Promise((r) => setTimeout(r, 100));
     cut.release();
     expect(await reading).toBeNull();
+    stuck.release();
+    expect(memory.inUse).toBe(0);
+  });
+});
+
+describe("a stream's events and the memory answers hold", () => {
+  async function* pieces(...parts: string[]) {
+    for (const p of parts) {
+      await new Promise((r) => setImmediate(r));
+      yield p;
+    }
+  }
+
+  it("events that end in the chunk they began in (token chunks) take nothing, and never wait even with the budget held", async () => {
+    const memory = new AnswerMemory(2 * MiB);
+    const stuck = await unsentAnswer(memory, 3 * MiB);
+    const lease = memory.lease();
+    const events: string[] = [];
+    const tokens = Array.from({ length: 200 }, (_, i) => `data: {"t":${i}}\n\n`);
+    const started = Date.now();
+    for await (const e of sseEvents(pieces(...tokens), Infinity, lease)) events.push(e);
+    expect(events).toHaveLength(200);
+    expect(Date.now() - started).toBeLessThan(500);
+    expect(memory.waits).toBe(0);
+    stuck.release();
+    expect(memory.inUse).toBe(0);
+  });
+
+  it("a large event holds its bytes until the next is asked for, and one that finds no room within MAX_WAIT_MS is cut", async () => {
+    const memory = new AnswerMemory(2 * MiB);
+    const lease = memory.lease();
+    const big = `data: ${"a".repeat(1.5 * MiB)}`;
+    const events = sseEvents(pieces(big.slice(0, MiB), big.slice(MiB), "\n\ndata: next\n\n"), Infinity, lease);
+    expect((await events.next()).value).toHaveLength(big.length);
+    expect(memory.inUse).toBe(big.length); // being sent
+    expect((await events.next()).value).toBe("data: next");
+    expect(memory.inUse).toBe(0);
+    await events.return(undefined);
+    // The budget held by a slow client's answer: a second large event waits, then is cut.
+    const stuck = await unsentAnswer(memory, 3 * MiB);
+    const started = Date.now();
+    const cut = (async () => {
+      for await (const _ of sseEvents(pieces(big.slice(0, MiB), big.slice(MiB)), Infinity, memory.lease()));
+    })();
+    await expect(cut).rejects.toThrow(EventTooLargeError);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(MAX_WAIT_MS - 50);
     stuck.release();
     expect(memory.inUse).toBe(0);
   });
