@@ -21,7 +21,9 @@
  *   chunk) are never delayed;
  * - one reader at a time may go past the budget (the "overdraft"), so readers that each hold
  *   part of it cannot wait on each other; it is handed on when that answer (event) is read, so
- *   one large event on an otherwise quiet shim goes through whatever its size;
+ *   one large event on an otherwise quiet shim goes through whatever its size, or when its reader
+ *   took nothing for MAX_WAIT_MS (an upstream stalled mid-answer): that reader keeps what it
+ *   holds, but then waits (or is cut) like any other;
  * - an answer read but not yet sent (a slow client; nginx does not buffer answers) still holds
  *   its bytes, and while such answers hold the whole budget the overdraft is not given;
  * - and no read waits more than MAX_WAIT_MS in all: then a non-streamed answer goes on past the
@@ -39,6 +41,8 @@ export class AnswerMemory {
   /** Of those, bytes of answers read and waiting to be sent. */
   private unsent = 0;
   private overdraft: AnswerLease | null = null;
+  /** When the overdraft's holder last took bytes (performance.now()): it loses it MAX_WAIT_MS after. */
+  private overdraftTook = 0;
   private readonly waiting: (() => void)[] = [];
   /** Reads that had to wait for room, since the start (a budget too small shows here). */
   waits = 0;
@@ -58,12 +62,21 @@ export class AnswerMemory {
 
   /** Takes `n` more bytes for `lease`, which holds `held`, if it may now (`force`: it waited long enough); false when it must wait. */
   tryTake(lease: AnswerLease, held: number, n: number, force: boolean): boolean {
-    if (held + n > FREE_BYTES && this.used + n > this.limit && this.overdraft !== lease && !force) {
-      if (this.overdraft !== null || this.unsent > this.limit) return false;
+    if (this.overdraft === lease) this.overdraftTook = performance.now();
+    else if (held + n > FREE_BYTES && this.used + n > this.limit && !force) {
+      if (this.overdraft !== null && this.overdraftFreeIn() > 0) return false;
+      this.overdraft = null; // none, or its holder stalled: it keeps what it holds
+      if (this.unsent > this.limit) return false;
       this.overdraft = lease;
+      this.overdraftTook = performance.now();
     }
     this.used += n;
     return true;
+  }
+
+  /** Milliseconds until the overdraft's holder, if it takes nothing more, loses it (Infinity: it is free). */
+  overdraftFreeIn(): number {
+    return this.overdraft === null ? Infinity : this.overdraftTook + MAX_WAIT_MS - performance.now();
   }
 
   /** Resolves when there may be room, or after `ms`: then try again. */
@@ -79,20 +92,30 @@ export class AnswerMemory {
 
   /** `lease` read its answer (or event): `n` more of its bytes now wait to be sent, and the overdraft is free. */
   readDone(lease: AnswerLease, n: number): void {
-    this.unsent += n;
-    if (this.overdraft === lease) this.overdraft = null;
+    this.unsent += n; // more unsent bytes make no room
+    if (this.overdraft !== lease) return;
+    this.overdraft = null;
     this.wake();
   }
 
-  /** Gives back `n` bytes of `lease`, `unsent` of them read and waiting to be sent. */
+  /**
+   * Gives back `n` bytes of `lease`, `unsent` of them read and waiting to be sent. Readers waiting
+   * are woken only if one may now go on: there is room again, the overdraft is free, or it may be
+   * given again. Bytes given back while answers still hold more than the budget (a token chunk
+   * split across two reads) wake nobody.
+   */
   give(lease: AnswerLease, n: number, unsent: number): void {
+    const unsentWasOver = this.unsent > this.limit;
     this.used -= n;
     this.unsent -= unsent;
-    if (this.overdraft === lease) this.overdraft = null;
-    this.wake();
+    const freed = this.overdraft === lease;
+    if (freed) this.overdraft = null;
+    if (freed || (n > 0 && this.used < this.limit) || (unsentWasOver && this.unsent <= this.limit)) this.wake();
   }
 
-  private wake(): void {
+  /** Wakes every waiting reader to try again. */
+  wake(): void {
+    if (this.waiting.length === 0) return;
     for (const wake of this.waiting.splice(0)) wake();
   }
 }
@@ -109,6 +132,8 @@ export class AnswerLease {
   private released = false;
   /** Set at its first wait: past it, this answer (event) waits no more. */
   private waitUntil: number | undefined;
+  /** In a wait for room now: `release` ends it. */
+  private waiting = false;
 
   constructor(memory: AnswerMemory) {
     this.memory = memory;
@@ -140,7 +165,10 @@ export class AnswerLease {
       const left = this.waitUntil - performance.now();
       if (this.takeNow(n, left <= 0 && !orGiveUp)) return true;
       if (left <= 0) return false;
-      await this.memory.changed(left);
+      // Woken when bytes are given back, or when a stalled holder of the overdraft loses it.
+      this.waiting = true;
+      await this.memory.changed(Math.min(left, Math.max(this.memory.overdraftFreeIn(), 1)));
+      this.waiting = false;
     }
   }
 
@@ -172,6 +200,7 @@ export class AnswerLease {
     if (this.released) return;
     this.released = true;
     this.giveAll();
+    if (this.waiting) this.memory.wake(); // a cut request does not wait on others
   }
 
   private giveAll(): void {

@@ -17,11 +17,15 @@ import type { AnswerLease } from "./answer-memory.ts";
  * has sent this one) or stops; an event that ends within the chunk it began in (a token chunk)
  * takes nothing. While there is no room the body is not read (its bytes wait in the upstream's
  * socket); an event that finds none within the wait is cut as one past `maxEventLength` is.
+ * A token chunk split across two reads is the common partial event under load: it costs no new
+ * array and no more of the lease than taking and giving back its bytes (which wakes no reader
+ * waiting for room, answer-memory.ts).
  */
 export async function* sseEvents(body: AsyncIterable<Uint8Array | string>, maxEventLength = Infinity, lease?: AnswerLease): AsyncGenerator<string> {
   const decoder = new TextDecoder();
-  let pending: string[] = []; // the partial event, in pieces
+  const pending: string[] = []; // the partial event, in pieces (emptied, not replaced)
   let pendingLength = 0;
+  let took = false; // the partial event took bytes from the lease
   let endsInNewline = false; // the partial event's last character is "\n"
   let afterCR = false; // the previous chunk ended in "\r", so a "\n" starting this one is its CRLF
   try {
@@ -39,12 +43,13 @@ export async function* sseEvents(body: AsyncIterable<Uint8Array | string>, maxEv
       if (endsInNewline && text.startsWith("\n")) {
         // The blank line is split between the chunks: the event is what was pending, minus its "\n".
         const event = pending.join("").slice(0, -1);
-        pending = [];
+        pending.length = 0;
         pendingLength = 0;
         start = 1;
-        lease?.readDone(); // read whole: now only waiting to be sent
+        if (took) lease!.readDone(); // read whole: now only waiting to be sent
         if (event !== "") yield event;
-        lease?.sent();
+        if (took) lease!.sent();
+        took = false;
       }
       let end: number;
       while ((end = text.indexOf("\n\n", start)) !== -1) {
@@ -52,13 +57,14 @@ export async function* sseEvents(body: AsyncIterable<Uint8Array | string>, maxEv
         if (pending.length > 0) {
           pending.push(event);
           event = pending.join("");
-          pending = [];
+          pending.length = 0;
           pendingLength = 0;
         }
         start = end + 2;
-        lease?.readDone();
+        if (took) lease!.readDone();
         if (event !== "") yield event;
-        lease?.sent();
+        if (took) lease!.sent();
+        took = false;
       }
       if (start < text.length) {
         const added = text.length - start;
@@ -68,6 +74,7 @@ export async function* sseEvents(body: AsyncIterable<Uint8Array | string>, maxEv
         if (pendingLength > maxEventLength) throw new EventTooLargeError(maxEventLength);
         // Nor may many large ones at once (streams stalled mid-event): what they hold is shared.
         if (lease && !lease.takeNow(added) && !(await lease.take(added, true))) throw new EventTooLargeError(maxEventLength, true);
+        took = lease !== undefined;
         endsInNewline = text.endsWith("\n");
       } else {
         endsInNewline = false;

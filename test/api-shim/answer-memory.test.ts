@@ -165,6 +165,73 @@ describe("a stream's events and the memory answers hold", () => {
     stuck.release();
     expect(memory.inUse).toBe(0);
   });
+
+  /** `text` in pieces of `size`, as an upstream's reads bring it. */
+  const split = (text: string, size = 256 * 1024) => Array.from({ length: Math.ceil(text.length / size) }, (_, i) => text.slice(i * size, (i + 1) * size));
+  /** A body yielding `parts` one per turn, then stalled (an upstream stalled mid-event) until `end()`. */
+  function stalling(...parts: string[]) {
+    let end!: () => void;
+    const ended = new Promise<void>((r) => (end = r));
+    const body = (async function* () {
+      yield* pieces(...parts);
+      await ended;
+    })();
+    return { body, end };
+  }
+
+  it("a stream stalled mid-event past the budget keeps the overdraft only MAX_WAIT_MS: another stream's large event then goes through, and a large answer does not wait", { timeout: 15_000 }, async () => {
+    const memory = new AnswerMemory(4 * MiB);
+    // A 5 MiB event (echo and logprobs of a long prompt) whose upstream stalls before its end.
+    const stalled = stalling(...split(`data: ${"a".repeat(5 * MiB)}`));
+    const first = sseEvents(stalled.body, Infinity, memory.lease()).next();
+    await expect.poll(() => memory.inUse).toBeGreaterThanOrEqual(5 * MiB);
+    // Another stream's whole 3 MiB event, nothing else going on.
+    let started = Date.now();
+    const events: string[] = [];
+    for await (const e of sseEvents(pieces(...split(`data: ${"b".repeat(3 * MiB)}`), "\n\n"), Infinity, memory.lease())) events.push(e);
+    expect(events.map((e) => e.length)).toEqual([3 * MiB + 6]);
+    expect(Date.now() - started).toBeLessThan(MAX_WAIT_MS + 1000);
+    // A large non-streamed answer: the stalled stream no longer holds the overdraft.
+    started = Date.now();
+    const lease = memory.lease();
+    expect(await readAnswer(memory, lease, 2 * MiB)).toHaveLength(2 * MiB);
+    expect(Date.now() - started).toBeLessThan(MAX_WAIT_MS / 2);
+    lease.release();
+    stalled.end();
+    expect((await first).done).toBe(true);
+    expect(memory.inUse).toBe(0);
+  });
+
+  it("token chunks split across two reads wake none of the readers waiting for room", { timeout: 15_000 }, async () => {
+    const memory = new AnswerMemory(2 * MiB);
+    // A slow client's answer holds the whole budget: no overdraft is given, large reads wait.
+    const stuck = await unsentAnswer(memory, 3 * MiB);
+    let waits = 0;
+    const changed = memory.changed.bind(memory);
+    memory.changed = (ms: number) => {
+      waits++;
+      return changed(ms);
+    };
+    const readers = Array.from({ length: 20 }, async () => {
+      const lease = memory.lease();
+      try {
+        return await readAnswer(memory, lease, 2 * MiB);
+      } finally {
+        lease.release();
+      }
+    });
+    await expect.poll(() => waits).toBe(20);
+    // An ordinary stream: 1000 token chunks, each split in two reads (TCP under load).
+    const parts = Array.from({ length: 1000 }, (_, i) => `data: {"choices":[{"delta":{"content":"tok${i}"}}]}\n\n`).flatMap((e) => [e.slice(0, 20), e.slice(20)]);
+    let n = 0;
+    for await (const _ of sseEvents(pieces(...parts), Infinity, memory.lease())) n++;
+    expect(n).toBe(1000);
+    // What the stream gave back could never make room for a reader's 256 KiB: none was woken to wait again.
+    expect(waits).toBeLessThan(40);
+    stuck.release();
+    for (const answer of await Promise.all(readers)) expect(answer).toHaveLength(2 * MiB);
+    expect(memory.inUse).toBe(0);
+  });
 });
 
 describe("the memory answers hold at once, through the shim", () => {
