@@ -465,6 +465,29 @@ describe("streamed events count against the same budget", () => {
     expect((await h.store.getKey(id))!.held).toBe(0);
   });
 
+  it("a stream whose client leaves while its event waits for room gives its bytes back at once", { timeout: 30_000 }, async () => {
+    const { key } = await h.createKey({ credits: 100 });
+    // A stream stalled mid-event past the budget (it holds the overdraft), then another whose large event must wait.
+    const first = new AbortController();
+    const second = new AbortController();
+    onTestFinished(() => {
+      first.abort();
+      second.abort();
+    });
+    void stream(key, `big:${5 * MiB}:stall`, first.signal).then((r) => r.text()).catch(() => {});
+    const heldByFirst = chunk("a".repeat(5 * MiB)).length - 2;
+    await expect.poll(() => metric(h)).toBe(heldByFirst);
+    void stream(key, `big:${3 * MiB}:stall`, second.signal).then((r) => r.text()).catch(() => {});
+    await expect.poll(() => metric(h)).toBeGreaterThan(heldByFirst + FREE_BYTES / 2);
+    await new Promise((r) => setTimeout(r, 100));
+    const left = Date.now();
+    second.abort();
+    await expect.poll(() => metric(h), { timeout: MAX_WAIT_MS + 2000, interval: 20 }).toBe(heldByFirst);
+    expect(Date.now() - left).toBeLessThan(MAX_WAIT_MS / 2);
+    first.abort();
+    await expect.poll(() => metric(h)).toBe(0);
+  });
+
   it("a large event a client does not take holds its bytes until it is sent or the client is cut", { timeout: 30_000 }, async () => {
     const slow = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`, SHIM_ANSWER_MEMORY_BYTES: String(BUDGET), SHIM_STREAM_IDLE_TIMEOUT_MS: "1500" } });
     try {

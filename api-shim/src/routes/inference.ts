@@ -137,7 +137,11 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   };
   const onClose = () => {
     if (reply.raw.writableFinished) return;
-    if (reading === undefined && (req.stream || !sent)) return void ac.abort("client");
+    if (reading === undefined && (req.stream || !sent)) {
+      ac.abort("client");
+      // A stream's event waiting for room does not read the body, so would not see the abort.
+      return void lease.release();
+    }
     left = true;
     if (reading !== undefined) readOnAlone();
   };
