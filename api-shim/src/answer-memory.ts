@@ -23,7 +23,8 @@
  *   part of it cannot wait on each other; it is handed on when that answer (event) is read, so
  *   one large event on an otherwise quiet shim goes through whatever its size, or when its reader
  *   took nothing for MAX_WAIT_MS (an upstream stalled mid-answer): that reader keeps what it
- *   holds, but then waits (or is cut) like any other;
+ *   holds, but then waits (or is cut) like any other; only one such stalled reader at a time, so
+ *   memory stays within the budget plus two large answers however many stall in turn;
  * - an answer read but not yet sent (a slow client; nginx does not buffer answers) still holds
  *   its bytes, and while such answers hold the whole budget the overdraft is not given;
  * - and no read waits more than MAX_WAIT_MS in all: then a non-streamed answer goes on past the
@@ -43,6 +44,12 @@ export class AnswerMemory {
   private overdraft: AnswerLease | null = null;
   /** When the overdraft's holder last took bytes (performance.now()): it loses it MAX_WAIT_MS after. */
   private overdraftTook = 0;
+  /**
+   * A holder that lost the overdraft for stalling, still holding its bytes: while there is one,
+   * the overdraft is not taken from another stalled holder, or streams stalling in turn would
+   * each keep a large event past the budget (memory without bound again).
+   */
+  private demoted: AnswerLease | null = null;
   private readonly waiting: (() => void)[] = [];
   /** Reads that had to wait for room, since the start (a budget too small shows here). */
   waits = 0;
@@ -64,8 +71,11 @@ export class AnswerMemory {
   tryTake(lease: AnswerLease, held: number, n: number, force: boolean): boolean {
     if (this.overdraft === lease) this.overdraftTook = performance.now();
     else if (held + n > FREE_BYTES && this.used + n > this.limit && !force) {
-      if (this.overdraft !== null && this.overdraftFreeIn() > 0) return false;
-      this.overdraft = null; // none, or its holder stalled: it keeps what it holds
+      if (this.overdraft !== null) {
+        if (this.overdraftFreeIn() > 0) return false;
+        this.demoted = this.overdraft; // its holder stalled: it keeps what it holds
+      }
+      this.overdraft = null;
       if (this.unsent > this.limit) return false;
       this.overdraft = lease;
       this.overdraftTook = performance.now();
@@ -76,7 +86,8 @@ export class AnswerMemory {
 
   /** Milliseconds until the overdraft's holder, if it takes nothing more, loses it (Infinity: it is free). */
   overdraftFreeIn(): number {
-    return this.overdraft === null ? Infinity : this.overdraftTook + MAX_WAIT_MS - performance.now();
+    // Infinity too while a demoted holder keeps its bytes: only its give (which wakes) frees it then.
+    return this.overdraft === null || this.demoted !== null ? Infinity : this.overdraftTook + MAX_WAIT_MS - performance.now();
   }
 
   /** Resolves when there may be room, or after `ms`: then try again. */
@@ -108,8 +119,9 @@ export class AnswerMemory {
     const unsentWasOver = this.unsent > this.limit;
     this.used -= n;
     this.unsent -= unsent;
-    const freed = this.overdraft === lease;
-    if (freed) this.overdraft = null;
+    const freed = this.overdraft === lease || this.demoted === lease;
+    if (this.overdraft === lease) this.overdraft = null;
+    if (this.demoted === lease) this.demoted = null;
     if (freed || (n > 0 && this.used < this.limit) || (unsentWasOver && this.unsent <= this.limit)) this.wake();
   }
 

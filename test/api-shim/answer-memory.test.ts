@@ -202,6 +202,23 @@ describe("a stream's events and the memory answers hold", () => {
     expect(memory.inUse).toBe(0);
   });
 
+  it("streams stalling mid-event in turn hold at most the budget and two large events: the overdraft is taken from one stalled holder at a time, later large events are cut", { timeout: 30_000 }, async () => {
+    const memory = new AnswerMemory(4 * MiB);
+    const streams = Array.from({ length: 5 }, () => stalling(...split(`data: ${"a".repeat(6 * MiB)}`)));
+    const outcomes: Promise<unknown>[] = [];
+    for (const s of streams) {
+      outcomes.push(sseEvents(s.body, Infinity, memory.lease()).next().catch((e: unknown) => e));
+      await new Promise((r) => setTimeout(r, MAX_WAIT_MS + 100)); // this one stalls; the next one starts
+    }
+    const held = memory.inUse;
+    for (const s of streams) s.end();
+    const results = await Promise.all(outcomes);
+    // The first two (the overdraft's holder, then the one it was taken for) keep their events.
+    expect(held).toBeLessThanOrEqual(4 * MiB + 2 * (6 * MiB + 16) + FREE_BYTES);
+    expect(results.filter((r) => r instanceof EventTooLargeError)).toHaveLength(3);
+    expect(memory.inUse).toBe(0);
+  });
+
   it("token chunks split across two reads wake none of the readers waiting for room", { timeout: 15_000 }, async () => {
     const memory = new AnswerMemory(2 * MiB);
     // A slow client's answer holds the whole budget: no overdraft is given, large reads wait.
