@@ -23,8 +23,10 @@
  *   part of it cannot wait on each other; it is handed on when that answer (event) is read, so
  *   one large event on an otherwise quiet shim goes through whatever its size, or when its reader
  *   took nothing for MAX_WAIT_MS (an upstream stalled mid-answer): that reader keeps what it
- *   holds, but then waits (or is cut) like any other; only one such stalled reader at a time, so
- *   memory stays within the budget plus two large answers however many stall in turn;
+ *   holds, but then waits (or is cut) like any other; for a stream's event, only one such stalled
+ *   reader at a time keeps its bytes past the budget, so however many streams stall in turn their
+ *   events stay within the budget plus two large events (a non-streamed answer goes on past the
+ *   budget after its wait in any case, so it is not held to this);
  * - an answer read but not yet sent (a slow client; nginx does not buffer answers) still holds
  *   its bytes, and while such answers hold the whole budget the overdraft is not given;
  * - and no read waits more than MAX_WAIT_MS in all: then a non-streamed answer goes on past the
@@ -67,27 +69,39 @@ export class AnswerMemory {
     return new AnswerLease(this);
   }
 
-  /** Takes `n` more bytes for `lease`, which holds `held`, if it may now (`force`: it waited long enough); false when it must wait. */
-  tryTake(lease: AnswerLease, held: number, n: number, force: boolean): boolean {
+  /**
+   * Takes `n` more bytes for `lease`, which holds `held`, if it may now (`force`: it waited long
+   * enough); false when it must wait. `streamed`: a stream's event, which is cut rather than let
+   * past the budget, and so may be bound by the one-demoted-holder rule (non-streamed answers go
+   * past the budget after their wait anyway: holding them up would only add the wait).
+   */
+  tryTake(lease: AnswerLease, held: number, n: number, force: boolean, streamed = false): boolean {
     if (this.overdraft === lease) this.overdraftTook = performance.now();
     else if (held + n > FREE_BYTES && this.used + n > this.limit && !force) {
       if (this.overdraft !== null) {
-        if (this.overdraftFreeIn() > 0) return false;
-        this.demoted = this.overdraft; // its holder stalled: it keeps what it holds
+        if (this.overdraftFreeIn(lease, streamed) > 0) return false;
+        // Its holder stalled: it keeps what it holds, as the demoted one (unless another is).
+        if (this.demoted === null || this.demoted === lease || this.demoted === this.overdraft) this.demoted = this.overdraft;
       }
       this.overdraft = null;
       if (this.unsent > this.limit) return false;
       this.overdraft = lease;
       this.overdraftTook = performance.now();
+      if (this.demoted === lease) this.demoted = null; // reading again, and holding the overdraft
     }
     this.used += n;
     return true;
   }
 
-  /** Milliseconds until the overdraft's holder, if it takes nothing more, loses it (Infinity: it is free). */
-  overdraftFreeIn(): number {
-    // Infinity too while a demoted holder keeps its bytes: only its give (which wakes) frees it then.
-    return this.overdraft === null || this.demoted !== null ? Infinity : this.overdraftTook + MAX_WAIT_MS - performance.now();
+  /**
+   * Milliseconds until the overdraft's holder, if it takes nothing more, loses it to `lease`
+   * (Infinity: it is free, or, for a stream's event, another stalled holder keeps its bytes past
+   * the budget already: only that one's give, which wakes, can free it then).
+   */
+  overdraftFreeIn(lease: AnswerLease, streamed: boolean): number {
+    if (this.overdraft === null) return Infinity;
+    if (streamed && this.demoted !== null && this.demoted !== this.overdraft && this.demoted !== lease) return Infinity;
+    return this.overdraftTook + MAX_WAIT_MS - performance.now();
   }
 
   /** Resolves when there may be room, or after `ms`: then try again. */
@@ -115,13 +129,14 @@ export class AnswerMemory {
    * given again. Bytes given back while answers still hold more than the budget (a token chunk
    * split across two reads) wake nobody.
    */
-  give(lease: AnswerLease, n: number, unsent: number): void {
+  give(lease: AnswerLease, n: number, unsent: number, emptied: boolean): void {
     const unsentWasOver = this.unsent > this.limit;
     this.used -= n;
     this.unsent -= unsent;
-    const freed = this.overdraft === lease || this.demoted === lease;
+    const undemoted = this.demoted === lease && emptied; // a partial give leaves it past the budget
+    const freed = this.overdraft === lease || undemoted;
     if (this.overdraft === lease) this.overdraft = null;
-    if (this.demoted === lease) this.demoted = null;
+    if (undemoted) this.demoted = null;
     if (freed || (n > 0 && this.used < this.limit) || (unsentWasOver && this.unsent <= this.limit)) this.wake();
   }
 
@@ -156,9 +171,9 @@ export class AnswerLease {
   }
 
   /** Takes `n` more bytes if there is room now (the usual case: no wait, no promise). */
-  takeNow(n: number, force = false): boolean {
+  takeNow(n: number, force = false, streamed = false): boolean {
     if (this.released) return true; // dropped: nothing is counted any more
-    if (!this.memory.tryTake(this, this.held, n, force)) return false;
+    if (!this.memory.tryTake(this, this.held, n, force, streamed)) return false;
     this.held += n;
     return true;
   }
@@ -175,11 +190,11 @@ export class AnswerLease {
     }
     for (;;) {
       const left = this.waitUntil - performance.now();
-      if (this.takeNow(n, left <= 0 && !orGiveUp)) return true;
+      if (this.takeNow(n, left <= 0 && !orGiveUp, orGiveUp)) return true;
       if (left <= 0) return false;
       // Woken when bytes are given back, or when a stalled holder of the overdraft loses it.
       this.waiting = true;
-      await this.memory.changed(Math.min(left, Math.max(this.memory.overdraftFreeIn(), 1)));
+      await this.memory.changed(Math.min(left, Math.max(this.memory.overdraftFreeIn(this, orGiveUp), 1)));
       this.waiting = false;
     }
   }
@@ -189,7 +204,7 @@ export class AnswerLease {
     if (this.released) return; // given back already
     const given = Math.min(n, this.held - this.unsent);
     this.held -= given;
-    this.memory.give(this, given, 0);
+    this.memory.give(this, given, 0, this.held === 0);
   }
 
   /** The answer (a stream's event) is read, or its read failed: another reader may have the overdraft. */
@@ -220,6 +235,6 @@ export class AnswerLease {
     const unsent = this.unsent;
     this.held = 0;
     this.unsent = 0;
-    this.memory.give(this, n, unsent);
+    this.memory.give(this, n, unsent, true);
   }
 }

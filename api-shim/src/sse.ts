@@ -73,7 +73,7 @@ export async function* sseEvents(body: AsyncIterable<Uint8Array | string>, maxEv
         // An event that never ends (an upstream's bug) must not take the process's memory.
         if (pendingLength > maxEventLength) throw new EventTooLargeError(maxEventLength);
         // Nor may many large ones at once (streams stalled mid-event): what they hold is shared.
-        if (lease && !lease.takeNow(added) && !(await lease.take(added, true))) throw new EventTooLargeError(maxEventLength, true);
+        if (lease && !lease.takeNow(added, false, true) && !(await lease.take(added, true))) throw new EventTooLargeError(maxEventLength, true);
         took = lease !== undefined;
         endsInNewline = text.endsWith("\n");
       } else {
