@@ -80,8 +80,15 @@ export class AnswerMemory {
     else if (held + n > FREE_BYTES && this.used + n > this.limit && !force) {
       if (this.overdraft !== null) {
         if (this.overdraftFreeIn(lease, streamed) > 0) return false;
-        // Its holder stalled: it keeps what it holds, as the demoted one (unless another is).
-        if (this.demoted === null || this.demoted === lease || this.demoted === this.overdraft) this.demoted = this.overdraft;
+        // Its holder stalled: it keeps what it holds, as the demoted one. If another stalled
+        // holder is that already, a stream's event waits (above); a non-streamed answer, which
+        // goes past the budget after its wait in any case, goes past it now, without taking the
+        // overdraft: a third stalled holder would keep its bytes untracked.
+        if (this.demoted !== null && this.demoted !== lease && this.demoted !== this.overdraft) {
+          this.used += n;
+          return true;
+        }
+        this.demoted = this.overdraft;
       }
       this.overdraft = null;
       if (this.unsent > this.limit) return false;

@@ -101,4 +101,28 @@ describe("the stalled (demoted) holder of the answer memory's overdraft", () => 
     for (const l of [a, b, c]) l.release();
     expect({ ok, heldWithinBound: held <= 4 * MiB + 2 * 6 * MiB + 1 * MiB }).toEqual({ ok: false, heldWithinBound: true });
   });
+
+  it("non-streamed answers taking the overdraft from stalled streams in turn leave the streams within the budget plus two large events", { timeout: 40_000 }, async () => {
+    const memory = new AnswerMemory(4 * MiB);
+    const stalled = [];
+    const a = memory.lease();
+    a.takeNow(1 * MiB, false, true); a.takeNow(5 * MiB, false, true); stalled.push(a);
+    await sleep(MAX_WAIT_MS + 100);
+    let s = memory.lease();
+    s.takeNow(1 * MiB, false, true); expect(s.takeNow(5 * MiB, false, true)).toBe(true); stalled.push(s); // A demoted
+    for (let i = 0; i < 3; i++) {
+      await sleep(MAX_WAIT_MS + 100); // the stream holding the overdraft stalls
+      const n = memory.lease(); // a non-streamed answer: at once, past the budget
+      n.takeNow(1 * MiB); expect(n.takeNow(5 * MiB)).toBe(true);
+      n.readDone(); n.release();
+      s = memory.lease(); // the next stream's large event
+      s.takeNow(1 * MiB, false, true);
+      if (s.takeNow(5 * MiB, false, true)) stalled.push(s);
+      else s.release();
+    }
+    const held = memory.inUse;
+    for (const l of stalled) l.release();
+    expect(held).toBeLessThanOrEqual(4 * MiB + 2 * 6 * MiB);
+    expect(memory.inUse).toBe(0);
+  });
 });
