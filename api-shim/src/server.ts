@@ -13,7 +13,7 @@ import type { UsageIndexOutcome } from "./store/postgres-usage-index.ts";
 import type { CheckpointFailure } from "./store/sqlite-checkpointer.ts";
 import { failureHint } from "./store/sqlite-failures.ts";
 import { SqliteInUseError } from "./store/sqlite-owner.ts";
-import { BootstrapIdTakenError, type BootstrapRefusal, NewerSchemaError, type Store } from "./store/store.ts";
+import { BootstrapIdTakenError, type GrantRefusal, NewerSchemaError, type Store } from "./store/store.ts";
 import { createUpstream } from "./upstream.ts";
 
 /**
@@ -206,7 +206,7 @@ async function main(): Promise<void> {
 const EXIT_LOG_WAIT_MS = 2000;
 
 /** Why a bootstrap key's one-time grant was not made (asked again at every start until it is). */
-const NOT_GRANTED: Record<BootstrapRefusal, string> = {
+const NOT_GRANTED: Record<GrantRefusal, string> = {
   balance_too_large: `bootstrap key's credits not granted: they would take its balance past ${formatCredits(MAX_BALANCE_MICRO)} credits, as a top-up would; a later start grants them once they fit`,
   key_inactive: "bootstrap key's credits not granted: the key is revoked (its credits could not be spent)",
 };

@@ -6,7 +6,7 @@ import { generateKey, isKeyId } from "../keys.ts";
 import { creditsInput, creditsNumber, formatCredits, MAX_BALANCE_MICRO } from "../money.ts";
 import { isIsoInstant, parsePeriod, showPeriod } from "../period.ts";
 import { onlyKnown } from "../known-members.ts";
-import { keyIsLive, type KeyRecord } from "../store/store.ts";
+import { grantRefusal, type KeyRecord } from "../store/store.ts";
 import { isKeyName, isModelName, isPlainText } from "../text.ts";
 import { usageReport } from "./usage.ts";
 
@@ -75,7 +75,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
       // Credits for a key that can no longer spend them; a balance past what a JavaScript number
       // holds exactly (the reply could not be written, and the grant rolled back as a 503). Asked
       // by the store after it looks for a replay: a retry gets its first answer whatever came since.
-      refuse: (key) => (!keyIsLive(key, now) ? "key_inactive" : key.balance + amount > MAX_BALANCE_MICRO ? "balance_too_large" : null),
+      refuse: (key) => grantRefusal(key, amount, now),
       respond: (key) => JSON.stringify({ object: "credit_grant", key_id: key.id, amount: creditsNumber(amount), note: body.note ?? null, balance: creditsNumber(key.balance), credits_remaining: creditsNumber(key.balance - key.held) }),
     });
     if (result.kind === "not_found") throw keyNotFound();

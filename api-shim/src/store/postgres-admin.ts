@@ -2,7 +2,7 @@
 import type pg from "pg";
 import { grant, keyById } from "./postgres-client.ts";
 import { LOCK_KEY } from "./postgres-sql.ts";
-import { bootstrapGrantRefusal, type BootstrapResult, isAdminApiKey, type KeyRecord, type NewKey, type TopUpInput, type TopUpResult, topUpRefusal } from "./store.ts";
+import { grantRefusal, type BootstrapResult, isAdminApiKey, type KeyRecord, type NewKey, type TopUpInput, type TopUpResult, topUpRefusal } from "./store.ts";
 
 export async function createKeyIn(c: pg.PoolClient, key: NewKey): Promise<KeyRecord> {
   await c.query("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -26,7 +26,7 @@ export async function ensureBootstrapKeyIn(c: pg.PoolClient, key: NewKey): Promi
   await c.query("UPDATE keys SET name = $2, hash = $3, tier = $4, models = $5, bootstrap = true WHERE id = $1", [key.id, key.name, key.hash, key.tier, models]);
   const idem = `bootstrap:${key.id}`;
   if (key.credits <= 0 || (await c.query("SELECT 1 FROM ledger WHERE idem = $1", [idem])).rowCount !== 0) return { created, granted: false };
-  const refused = bootstrapGrantRefusal((await keyById(c, key.id))!, key.credits, key.at);
+  const refused = grantRefusal((await keyById(c, key.id))!, key.credits, key.at);
   if (refused !== null) return { created, granted: false, refused };
   return { created, granted: await grant(c, key.id, key.credits, key.at, "bootstrap", null, idem) };
 }

@@ -10,7 +10,7 @@ import { usageReport } from "./sqlite-usage-report.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
-  bootstrapGrantRefusal, isAdminApiKey, StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
+  grantRefusal, isAdminApiKey, StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
 
@@ -276,7 +276,7 @@ export class SqliteStore implements Store {
         if (created) this.stmt.insertKey.run(fields);
         this.stmt.updateBootstrap.run(fields); // and marks it as configuration's
         if (key.credits <= 0 || this.stmt.bootstrapGranted.get(key.id) !== undefined) return { created, granted: false };
-        const refused = bootstrapGrantRefusal(toKey(this.stmt.getKey.get(key.id)!), key.credits, key.at);
+        const refused = grantRefusal(toKey(this.stmt.getKey.get(key.id)!), key.credits, key.at);
         if (refused !== null) return { created, granted: false, refused };
         return { created, granted: this.grant(key.id, key.credits, key.at, "bootstrap", null, `bootstrap:${key.id}`) };
       }),

@@ -142,11 +142,11 @@ export interface BootstrapResult {
   granted: boolean;
   /** The id is a key made with the admin API: nothing of it was changed (the start refuses: server.ts). */
   adminKey?: true;
-  /** Why the grant, due, was not made (asked again at the next start): bootstrapGrantRefusal. */
-  refused?: BootstrapRefusal;
+  /** Why the grant, due, was not made (asked again at the next start): grantRefusal. */
+  refused?: GrantRefusal;
 }
 
-export type BootstrapRefusal = "key_inactive" | "balance_too_large";
+export type GrantRefusal = "key_inactive" | "balance_too_large";
 
 /**
  * Whether the key that has a bootstrap entry's id was made with the admin API: it is not marked
@@ -158,11 +158,12 @@ export function isAdminApiKey(found: { bootstrap: boolean; hash: string }, entry
 }
 
 /**
- * Why a bootstrap key's one-time grant, not made yet, is not made now: the key is revoked (its
- * credits could not be spent), or they would take its balance past MAX_BALANCE_MICRO, as a
- * top-up is refused. Null when it is made.
+ * Why a grant of `credits` to `key` is not made: the key is revoked or expired (its credits could
+ * not be spent), or they would take its balance past MAX_BALANCE_MICRO (past what a JavaScript
+ * number holds exactly as µc). Null when it is made. A top-up's refusal (routes/admin.ts) and a
+ * bootstrap key's one-time grant, not made yet, alike.
  */
-export function bootstrapGrantRefusal(key: KeyRecord, credits: number, at: number): BootstrapRefusal | null {
+export function grantRefusal(key: KeyRecord, credits: number, at: number): GrantRefusal | null {
   if (!keyIsLive(key, at)) return "key_inactive";
   return key.balance + credits > MAX_BALANCE_MICRO ? "balance_too_large" : null;
 }
@@ -176,7 +177,7 @@ export interface Store {
   /**
    * Creates the key if absent, else updates its name/hash/tier/models from configuration;
    * grants its credits once (ledger idempotency key `bootstrap:<id>`), never again, and not
-   * while bootstrapGrantRefusal says no (`refused`). A key with that id made with the admin API
+   * while grantRefusal says no (`refused`). A key with that id made with the admin API
    * is left as it is (`adminKey`).
    */
   ensureBootstrapKey(key: NewKey): Promise<BootstrapResult>;
