@@ -94,15 +94,17 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
   let models: Map<string, ModelConfig> | null = null;
   if (root.models !== undefined) {
     models = new Map();
-    if (!Array.isArray(root.models)) bad(at("models"), root.models, "a list of { name, maxModelLen?, continuousUsage?, tokenPrompts? }");
+    if (!Array.isArray(root.models)) bad(at("models"), root.models, "a list of { name, maxModelLen?, maxOutputTokens?, continuousUsage?, tokenPrompts? }");
     else
       root.models.forEach((m, i) => {
-        const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "continuousUsage", "tokenPrompts"], bad);
+        const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "maxOutputTokens", "continuousUsage", "tokenPrompts"], bad);
         if (!isModelName(mo.name)) return bad(at(`models[${i}].name`), mo.name, "a model name: 1 to 256 characters, without control characters");
         if (models!.has(mo.name)) return bad(at(`models[${i}].name`), mo.name, "a name no other entry of models has");
-        const len = mo.maxModelLen === undefined || mo.maxModelLen === null ? null : limit(mo.maxModelLen, at(`models[${i}].maxModelLen`), null);
+        const bound = (k: string) => (mo[k] === undefined || mo[k] === null ? null : limit(mo[k], at(`models[${i}].${k}`), null));
+        const len = bound("maxModelLen");
+        const out = bound("maxOutputTokens");
         for (const flag of ["continuousUsage", "tokenPrompts"]) if (mo[flag] !== undefined && typeof mo[flag] !== "boolean") bad(at(`models[${i}].${flag}`), mo[flag], "true or false");
-        models!.set(mo.name, { name: mo.name, maxModelLen: len, continuousUsage: mo.continuousUsage === true, tokenPrompts: mo.tokenPrompts !== false });
+        models!.set(mo.name, { name: mo.name, maxModelLen: len, ...(out !== null ? { maxOutputTokens: out } : {}), continuousUsage: mo.continuousUsage === true, tokenPrompts: mo.tokenPrompts !== false });
       });
   }
 

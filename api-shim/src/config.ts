@@ -20,6 +20,11 @@ export interface ModelConfig {
   readonly name: string;
   /** Bounds the completion-token hold when a request has no max_tokens. */
   readonly maxModelLen: number | null;
+  /**
+   * The most tokens one answer of the model may have (a provider's maximum output, where the
+   * context is not known): an output's bound without max_tokens, and a ceiling on a request's own.
+   */
+  readonly maxOutputTokens?: number;
   /** The upstream understands stream_options.continuous_usage_stats (vLLM does; LiteLLM may not). */
   readonly continuousUsage: boolean;
   /** The upstream takes /v1/completions prompts that are not text, token IDs and `prompt_embeds` (vLLM does; LiteLLM does not). */

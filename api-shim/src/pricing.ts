@@ -7,7 +7,7 @@ import { tokenCost } from "./money.ts";
  * can never go below zero even if an upstream reports more tokens than it was allowed.
  */
 
-/** Completion bound (and a prompt's, when its bytes do not bound it) when neither max_tokens nor the model's maxModelLen is known. */
+/** Completion bound (and a prompt's, when its bytes do not bound it) when neither max_tokens nor the model's maxModelLen (nor, for a completion, its maxOutputTokens) is known. */
 export const DEFAULT_MAX_COMPLETION_TOKENS = 32_768;
 
 /**
@@ -86,11 +86,17 @@ export class Pricer {
     return batch ? this.pricing.batchRequest : this.pricing.request;
   }
 
-  /** The most tokens one output may generate: the request's limit, within the model's context. */
+  /**
+   * The most tokens one output may generate: the request's limit, within the model's context and
+   * its maxOutputTokens (a provider's longest answer). Without a limit, the smaller of those two;
+   * when neither is known, DEFAULT_MAX_COMPLETION_TOKENS (an answer past it is charged the hold).
+   */
   outputBound(input: Pick<HoldInput, "model" | "maxTokens" | "defaultMaxTokens">): number {
-    const maxLen = this.models?.get(input.model)?.maxModelLen ?? null;
-    const perOutput = (input.defaultMaxTokens && maxLen === null ? undefined : input.maxTokens) ?? maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS;
-    return maxLen === null ? perOutput : Math.min(perOutput, maxLen);
+    const model = this.models?.get(input.model);
+    const maxLen = model?.maxModelLen ?? null;
+    const ceiling = Math.min(maxLen ?? Infinity, model?.maxOutputTokens ?? Infinity);
+    const asked = input.defaultMaxTokens && maxLen === null ? undefined : input.maxTokens;
+    return Math.min(asked ?? (ceiling === Infinity ? DEFAULT_MAX_COMPLETION_TOKENS : ceiling), ceiling);
   }
 
   hold(input: HoldInput): number {

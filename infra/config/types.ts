@@ -70,6 +70,11 @@ export interface ProviderModel {
   readonly model: string;
   readonly provider: ProviderKind;
   readonly apiKey: Secret;
+  /**
+   * The most tokens the provider's model writes in one answer, which bounds the credit hold (and
+   * so the charge) of a request without max_tokens; unset, the shim's 32,768.
+   */
+  readonly maxOutputTokens?: number;
 }
 
 /** nginx's per-client-IP protection in front of the shim (defaults as the LiteLLM + nginx setup). */

@@ -22,6 +22,8 @@ const RESERVED_EMAIL_DOMAIN = /@(?:[^@]*\.)?(?:example\.(?:com|net|org)|example|
 const TLS_MODES: readonly TlsMode[] = ["letsencrypt", "self-signed", "off"];
 const PROVIDERS: readonly ProviderKind[] = ["groq", "gemini", "deepseek", "openai", "anthropic"];
 const TTL_MAX_HOURS = 24 * 90;
+/** A provider's longest answer, as model.maxModelLen's largest context. */
+const MAX_OUTPUT_TOKENS = 1_048_576;
 
 export interface ValidationContext {
   stack: string;
@@ -312,7 +314,7 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
     const at = `providers[${i}]`;
     const v = p.object(at, item);
     if (!v) return;
-    p.unknownKeys(at, v, ["name", "model", "apiKey"]);
+    p.unknownKeys(at, v, ["name", "model", "apiKey", "maxOutputTokens"]);
     const model = p.string(`${at}.model`, v.model);
     const [provider, providerModel] = (model?.split(/\/(.*)/s) ?? []) as [ProviderKind | undefined, string | undefined];
     if (!model || !provider || !PROVIDERS.includes(provider) || !/^\S+$/.test(providerModel ?? "")) {
@@ -325,7 +327,8 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
     }
     const apiKey = secret(`${at}.apiKey`, v.apiKey);
     if (v.apiKey === undefined || v.apiKey === null || v.apiKey === "") p.add(`${at}.apiKey`, v.apiKey, `is required: pulumi config set --secret --path 'gpu-sandbox:providers[${i}].apiKey' <key>`);
-    if (model && name && apiKey && provider && PROVIDERS.includes(provider)) out.push({ name, model, provider, apiKey });
+    const maxOutputTokens = p.number(`${at}.maxOutputTokens`, v.maxOutputTokens, { min: 1, max: MAX_OUTPUT_TOKENS, integer: true });
+    if (model && name && apiKey && provider && PROVIDERS.includes(provider)) out.push({ name, model, provider, apiKey, ...(maxOutputTokens !== undefined ? { maxOutputTokens } : {}) });
   });
   return out;
 }

@@ -35,7 +35,8 @@ export function renderShimConfig(config: TenantConfig, bootstrapKeys: readonly B
     // string or a list of strings): token IDs or `prompt_embeds` would fail there as a 500.
     models: [
       { name: config.model.servedName, maxModelLen: config.model.maxModelLen, ...VIA_LITELLM },
-      ...config.providers.map((p) => ({ name: p.name, ...VIA_LITELLM })),
+      // A provider's context is not known: its maxOutputTokens, when set, bounds an answer's hold.
+      ...config.providers.map((p) => ({ name: p.name, ...(p.maxOutputTokens !== undefined ? { maxOutputTokens: p.maxOutputTokens } : {}), ...VIA_LITELLM })),
     ],
     bootstrapKeys: bootstrapKeys.map((k) => ({
       id: k.id, name: k.name, hash: k.hash, credits: k.credits, tier: k.tier, ...(k.models.length ? { models: k.models } : {}),

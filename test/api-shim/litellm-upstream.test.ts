@@ -1,7 +1,11 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { parse } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import { validateConfig } from "../../infra/config.ts";
+import { renderBundle } from "../../infra/render/bundle.ts";
+import { Secret } from "../../infra/secret.ts";
+import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
 
 /**
  * The shim in front of LiteLLM, the deployed upstream (templates/compose.yaml). The fake below
@@ -157,5 +161,42 @@ describe("prompts that are not text on /v1/completions, for a model whose upstre
       expect(res.status, JSON.stringify(prompt)).toBe(200);
       expect(fake.bodies.at(-1)!.prompt).toEqual(prompt);
     }
+  });
+});
+
+describe("a provider's answer longer than the default bound, with the shim config the stack renders", () => {
+  /** The shim config rendered for a stack with a gemini provider priced 1 credit per 1k completion tokens. */
+  const rendered = (provider: Record<string, unknown>) => {
+    const result = validateConfig({
+      region: "us-ord", model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen2.5-7b" },
+      providers: [{ name: "gemini-pro", model: "gemini/gemini-2.5-pro", apiKey: Secret.of("AIza-test"), ...provider }],
+      pricing: { models: { "gemini-pro": { promptPer1k: 0, completionPer1k: 1 } } },
+    }, { stack: "acme" });
+    if (!result.ok) throw new Error(JSON.stringify(result.problems));
+    return parse(renderBundle(result.config, { images: result.config.images, bootstrapKeys: [] }).get("shim/config.yaml")!) as Record<string, unknown>;
+  };
+  /** What a chat without max_tokens is charged when the provider writes 40,000 tokens. */
+  const charged = async (provider: Record<string, unknown>) => {
+    const h = await startShim({ file: rendered(provider), fake: { ...DEFAULT_FAKE, models: [...DEFAULT_FAKE.models!, { name: "gemini-pro" }] } });
+    try {
+      h.fake.set({ defaultTokens: 40_000 });
+      const { key } = await h.createKey({ credits: 1000 });
+      const res = await h.post(key, "/v1/chat/completions", { model: "gemini-pro", messages: [{ role: "user", content: "write at length" }] });
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { usage: { completion_tokens: number } };
+      expect(body.usage.completion_tokens).toBe(40_000);
+      const metrics = await (await fetch(`${h.url}/metrics`)).text();
+      return { credits: Number(res.headers.get("x-credits-charged")), capped: /^shim_charges_capped_total\{model="gemini-pro"\} 1$/m.test(metrics) };
+    } finally {
+      await h.close();
+    }
+  };
+
+  it("is charged in full when the provider's maxOutputTokens is set", async () => {
+    expect(await charged({ maxOutputTokens: 65_536 })).toEqual({ credits: 1 + 40, capped: false });
+  });
+
+  it("is charged at most the hold without it: 32,768 completion tokens, counted as capped (as documented)", async () => {
+    expect(await charged({})).toEqual({ credits: 1 + 32.768, capped: true });
   });
 });

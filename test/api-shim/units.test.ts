@@ -102,6 +102,24 @@ describe("pricing", () => {
     expect(hold("gpt-4o", { max_tokens: 50 })).toBe(50 * 1000);
     expect(hold("gpt-4o", { max_completion_tokens: 40 })).toBe(40 * 1000);
   });
+  it("a provider's maxOutputTokens bounds an output without max_tokens, and caps a request's own; unset, the default bound stays", () => {
+    const withProviders = new Pricer(
+      { request: 0, batchRequest: 0, models: new Map([["gemini-pro", { promptPer1k: 0, completionPer1k: 1_000_000 }], ["gpt-4o", { promptPer1k: 0, completionPer1k: 1_000_000 }]]) },
+      new Map([
+        ["gemini-pro", { name: "gemini-pro", maxModelLen: null, maxOutputTokens: 65_536, continuousUsage: false, tokenPrompts: false }],
+        ["gpt-4o", { name: "gpt-4o", maxModelLen: null, continuousUsage: false, tokenPrompts: false }],
+      ]),
+    );
+    const bound = (model: string, maxTokens: number | undefined, defaultMaxTokens = false) => withProviders.outputBound({ model, maxTokens, defaultMaxTokens });
+    expect(bound("gemini-pro", undefined)).toBe(65_536);
+    expect(bound("gemini-pro", 1000)).toBe(1000);
+    expect(bound("gemini-pro", 100_000)).toBe(65_536); // the provider writes no more than its maximum
+    expect(bound("gemini-pro", 16, true)).toBe(65_536); // vLLM's completions default is not the provider's
+    expect(bound("gpt-4o", undefined)).toBe(DEFAULT_MAX_COMPLETION_TOKENS);
+    expect(bound("gpt-4o", 100_000)).toBe(100_000);
+    const hold = withProviders.hold({ ...text, model: "gemini-pro", batch: false, bodyBytes: 10, maxTokens: undefined, prompts: 1, outputs: 2 });
+    expect(hold).toBe(2 * 65_536 * 1000);
+  });
   it("completions with echo and max_tokens 0 are bounded by one token per output, as vLLM generates one", () => {
     const bound = (extra: Record<string, unknown>) => parseInferenceRequest("completions", { model: "m", prompt: ["a", "b"], n: 3, ...extra }).maxTokens;
     expect(bound({ echo: true, max_tokens: 0 })).toBe(1);

@@ -37,7 +37,7 @@ const modes: [string, TenantConfig][] = [
     tls: { mode: "off" },
     providers: [
       { name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: Secret.of("gsk_test") },
-      { name: "claude", model: "anthropic/claude-sonnet-4-5", apiKey: Secret.of("sk-ant-test") },
+      { name: "claude", model: "anthropic/claude-sonnet-4-5", apiKey: Secret.of("sk-ant-test"), maxOutputTokens: 64_000 },
     ],
   })],
 ];
@@ -267,6 +267,8 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(parsed.tiers.get("developer")).toEqual({ rpm: 100, tpm: 100_000, concurrency: null });
     expect([...parsed.models!.keys()]).toEqual(["qwen2.5-7b", ...c.providers.map((p) => p.name)]);
     expect(parsed.models!.get("qwen2.5-7b")?.maxModelLen).toBe(8192);
+    // A provider's maxOutputTokens bounds its answers' hold; without it, the shim's default does.
+    for (const p of c.providers) expect(parsed.models!.get(p.name)?.maxOutputTokens, p.name).toBe(p.maxOutputTokens);
     // Every model is reached through LiteLLM, whose text completion takes only text prompts.
     for (const m of parsed.models!.values()) expect(m, m.name).toMatchObject({ tokenPrompts: false, continuousUsage: false });
     expect(parsed.bootstrapKeys).toEqual([expect.objectContaining({ id: "AbCdEf123456", hash: keys[0]!.hash, tier: "developer" })]);

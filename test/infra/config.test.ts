@@ -81,7 +81,10 @@ describe("validateConfig: good configs", () => {
       tiers: { team: { rpm: 50, tpm: 50_000, concurrency: 8 }, free: { rpm: 20 } },
       keys: [{ name: "app", credits: 1000, tier: "team", models: ["mistral-7b"] }, { name: "ci", credits: 0.5 }],
       pricing: { request: 0.5, models: { "mistral-7b": { promptPer1k: 0.01, completionPer1k: 0.03 } } },
-      providers: [{ name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: Secret.encrypted() }],
+      providers: [
+        { name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: Secret.encrypted() },
+        { name: "gemini-pro", model: "gemini/gemini-2.5-pro", apiKey: Secret.encrypted(), maxOutputTokens: "65536" },
+      ],
       ttlHours: 8,
       tags: ["workshop"],
     });
@@ -97,6 +100,8 @@ describe("validateConfig: good configs", () => {
     expect(c.pricing.request).toBe(0.5);
     expect(c.pricing.batchRequest).toBe(2);
     expect(c.providers[0]).toMatchObject({ name: "llama-70b", provider: "groq" });
+    expect(c.providers[0]!.maxOutputTokens).toBeUndefined();
+    expect(c.providers[1]).toMatchObject({ name: "gemini-pro", provider: "gemini", maxOutputTokens: 65_536 });
   });
 
   it("takes a vLLM flag's value with spaces, as its own item or after =", () => {
@@ -190,6 +195,8 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["typo in a nested key", { ...base, model: { id: "a/b", maxLen: 4 } }, ["gpu-sandbox:model.maxLen: is not a known setting; known: id, servedName,"]],
     ["provider without key", { ...base, providers: [{ model: "groq/llama" }] }, ["gpu-sandbox:providers[0].apiKey = (not set): is required"]],
     ["unknown provider", { ...base, providers: [{ model: "acme/x", apiKey: "k" }] }, ['gpu-sandbox:providers[0].model = "acme/x": must be <provider>/<model>']],
+    ...[0, 1.5, "many"].map((maxOutputTokens): [string, Record<string, unknown>, string[]] => [`a provider's maxOutputTokens of ${JSON.stringify(maxOutputTokens)}`,
+      { ...base, providers: [{ name: "g", model: "gemini/gemini-2.5-pro", apiKey: Secret.encrypted(), maxOutputTokens }] }, [`gpu-sandbox:providers[0].maxOutputTokens = ${JSON.stringify(maxOutputTokens)}: must be`]]),
     ...["groq/", "groq/ ", "groq/llama 3"].map((model): [string, Record<string, unknown>, string[]] => [`provider model ${JSON.stringify(model)}`,
       { ...base, providers: [{ name: "fast", model, apiKey: Secret.encrypted() }] }, [`gpu-sandbox:providers[0].model = ${JSON.stringify(model)}: must be <provider>/<model>`]]),
     ["price for an unserved model", { ...base, pricing: { models: { "gpt-4": { promptPer1k: 1 } } } },
