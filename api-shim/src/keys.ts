@@ -74,9 +74,32 @@ export function bearerToken(header: string | undefined): string | undefined {
   return token === "" ? undefined : token;
 }
 
-/** Replaces anything shaped like one of our keys, for text that may end up in logs. */
+/** Replaces anything shaped like one of our keys, for text that may end up in logs. Redacting twice changes nothing. */
 export function redactKeys(text: string): string {
-  return text.includes("sk-gs-") ? text.replace(/sk-gs-[A-Za-z0-9_]*/g, "sk-gs-[redacted]") : text;
+  return text.includes("sk-gs-") ? text.replace(/sk-gs-(?!\[redacted\])[A-Za-z0-9_]*/g, "sk-gs-[redacted]") : text;
+}
+
+/** A URL: its scheme and `//`, credentials before an `@`, host and path, and query and fragment. */
+const URL_PARTS = /\b([a-z][a-z0-9+.-]{0,15}:\/\/)(?:[^\s/?#@'"<>`]*@)?([^\s?#'"<>`]*)([?#][^\s'"<>`]*)?/gi;
+/**
+ * Providers' key shapes (their prefix kept, to say whose): OpenAI's, Anthropic's (`sk-ant-`),
+ * DeepSeek's and LiteLLM's master key (`sk-`), Google's (`AIza`), Groq's (`gsk_`), xAI's (`xai-`);
+ * and a bearer token: at least 8 characters after the prefix (real keys have 30 to 160; the
+ * LiteLLM master key the kit makes, 48), so `sk-learn` is left alone, and so are words such as
+ * `risk-free` (no word boundary before their `sk-`).
+ */
+const PROVIDER_KEY = /\b(sk-|AIza|gsk_|xai-)[A-Za-z0-9_-]{8,}|\b(Bearer )[A-Za-z0-9._~+/=-]{8,}/g;
+
+/**
+ * An upstream's message made fit for a client (and a log): every URL without its query and
+ * fragment (`?…` instead; LiteLLM's gemini/ provider sends its key as `?key=…`, and httpx quotes
+ * the URL in its errors, LiteLLM issue #24902) or credentials before an `@`, scheme, host and path
+ * kept; providers' keys and ours redacted wherever they are. The rest is left as it was said.
+ */
+export function redactUpstreamSecrets(text: string): string {
+  // Punctuation ending the query (`?key=…,` in a sentence) is the sentence's.
+  const urls = text.includes("://") ? text.replace(URL_PARTS, (_, scheme: string, path: string, query?: string) => `${scheme}${path}${query ? `?…${/[.,;:!)\]}]*$/.exec(query)![0]}` : ""}`) : text;
+  return redactKeys(urls).replace(PROVIDER_KEY, (_, prefix?: string, bearer?: string) => `${prefix ?? bearer}[redacted]`);
 }
 
 /**

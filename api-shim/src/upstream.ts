@@ -2,6 +2,7 @@ import type { FastifyRequest } from "fastify";
 import { Pool, errors as undiciErrors } from "undici";
 import type { ShimContext } from "./context.ts";
 import { ERROR_TABLE, ShimError } from "./errors.ts";
+import { redactUpstreamSecrets } from "./keys.ts";
 import { dispatch } from "./upstream-body.ts";
 import type { AnswerLease } from "./answer-memory.ts";
 
@@ -207,7 +208,9 @@ function upstreamMessage(text: string): string | undefined {
  * JSON). Its refusal of a parameter the provider does not take names the provider's model behind
  * the client's alias and advises settings (`drop_params`, `allowed_openai_params`) the shim
  * refuses: it is said again with the model the client asked for. Messages that are not LiteLLM's
- * (vLLM's own, when it is the upstream) pass unchanged.
+ * (vLLM's own, when it is the upstream) pass otherwise unchanged. Any message goes without URL
+ * queries and providers' keys (redactUpstreamSecrets): LiteLLM quotes a Gemini call's URL, its
+ * `?key=…` included, when the call fails.
  */
 function clientMessage(message: string, model: string): { message: string; param?: string } {
   const unsupported = /^litellm\.UnsupportedParamsError: .*? does not support parameters: ([[{][\s\S]*?[\]}]), for model=/.exec(message);
@@ -217,12 +220,15 @@ function clientMessage(message: string, model: string): { message: string; param
     return { message: `${list} ${names.length === 1 ? "is" : "are"} not supported by model '${model.slice(0, 200)}'.`, param: names[0]! };
   }
   const prefix = /^(?:litellm\.\w+: )+(?:\w+Error: )?(?:\w+Exception(?: \w+)? - )?/.exec(message)?.[0];
-  if (prefix === undefined) return { message: message.slice(0, MAX_UPSTREAM_MESSAGE) };
+  if (prefix === undefined) return { message: forClient(message) };
   let text = message.slice(prefix.length).replace(/\.? ?Received Model Group=[\s\S]*$/, "");
   const quoted = upstreamMessage(text);
   if (quoted !== undefined) text = quoted;
-  return { message: (text.trim() || ERROR_TABLE.invalid_request.message).slice(0, MAX_UPSTREAM_MESSAGE) };
+  return { message: forClient(text.trim() || ERROR_TABLE.invalid_request.message) };
 }
+
+/** Secrets hidden before the cut, so none is left half shown. */
+const forClient = (message: string) => redactUpstreamSecrets(message).slice(0, MAX_UPSTREAM_MESSAGE);
 
 /**
  * The parameter names in LiteLLM's Python rendering of them: a list (`['logit_bias', 'n']`) or a

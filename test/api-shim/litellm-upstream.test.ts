@@ -106,6 +106,13 @@ describe("LiteLLM's own refusals, as the client sees them", () => {
       expect(res.status).toBe(400);
       expect(JSON.parse(res.text).error.message, message).toBe(shown);
     }
+    // Gemini's key is in the URL LiteLLM quotes (LiteLLM issue #24902): the client gets the URL without its query.
+    const geminiKey = "AIzaSyD-THE-OPERATORS-GEMINI-KEY-0123456";
+    h.secrets.add(geminiKey); // and no log line may hold it (checked at close)
+    const gemini = await refusedWith(400, `litellm.BadRequestError: GeminiException BadRequestError - Client error '400 Bad Request' for url 'https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:generateContent?key=${geminiKey}'${GROUP}`);
+    expect(gemini.status).toBe(400);
+    expect(gemini.text).not.toContain("AIza");
+    expect(JSON.parse(gemini.text).error.message).toBe("Client error '400 Bad Request' for url 'https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:generateContent?…'");
     // A message that is not LiteLLM's (vLLM's, directly) is passed on as it is.
     const plain = "1 validation error for ChatCompletionRequest: Received Model Group is a phrase here";
     expect(JSON.parse((await refusedWith(400, plain)).text).error.message).toBe(plain);

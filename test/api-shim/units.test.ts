@@ -15,7 +15,7 @@ import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../
 import { durationString, MAX_TRACKED_ADDRESSES, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/rate-limit.ts";
 import { rateLimited } from "../../api-shim/src/auth.ts";
 import { eventData, EventTooLargeError, replaceEventData, sseEvents } from "../../api-shim/src/sse.ts";
-import { upstreamErrorBody } from "../../api-shim/src/upstream.ts";
+import { upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream.ts";
 
 describe("money", () => {
   it.each([
@@ -760,5 +760,42 @@ describe("Inflight", () => {
     expect(f.size).toBe(0);
     expect(f.draining).toBe(true);
     expect(await new Inflight().drain(10)).toEqual({ aborted: 0 });
+  });
+});
+
+describe("an upstream's 400 message, as the client gets it", () => {
+  // LiteLLM's gemini/ provider sends its key in the URL's query, and httpx's error quotes the URL (LiteLLM issue #24902).
+  const geminiKey = "AIzaSyD-THE-OPERATORS-GEMINI-KEY-0123456";
+  const gemini = `litellm.BadRequestError: GeminiException BadRequestError - Client error '400 Bad Request' for url 'https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:generateContent?key=${geminiKey}'. Received Model Group=gemini-pro`;
+  const body = (message: string) => JSON.stringify({ error: { message, type: null, param: null, code: "400" } });
+
+  it("keeps a URL's scheme, host and path and drops its query, answered or streamed", () => {
+    const shown = "Client error '400 Bad Request' for url 'https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:generateContent?…'";
+    for (const e of [upstreamStatusError(400, body(gemini), "gemini-pro", undefined), upstreamErrorBody(body(gemini), "gemini-pro")]) {
+      expect({ status: e.status, code: e.code }).toEqual({ status: 400, code: "invalid_request" });
+      expect(e.message).toBe(shown);
+      expect(e.message).not.toContain("AIza");
+    }
+    // A 422, and a message that is not LiteLLM's, alike; credentials in a URL go too.
+    const plain = upstreamStatusError(422, body(`bad request to http://user:pw@api.example.test/v1/x?api_key=${geminiKey}&a=1#frag, retry`), undefined, undefined);
+    expect(plain.message).toBe("bad request to http://api.example.test/v1/x?…, retry");
+  });
+
+  it("hides providers' key shapes outside URLs, and leaves the rest readable", () => {
+    const keys = [
+      ["sk-proj-Abc123_def456-GHI789jkl012MNO345", "sk-[redacted]"], // OpenAI
+      ["sk-ant-api03-AbCdEf0123456789-xyz_ABC", "sk-[redacted]"], // Anthropic
+      ["sk-1234567890abcdef", "sk-[redacted]"], // LiteLLM's master key, DeepSeek
+      [geminiKey, "AIza[redacted]"], // Google
+      ["gsk_AbCdEf0123456789AbCdEf0123456789", "gsk_[redacted]"], // Groq
+      ["xai-AbCdEf0123456789AbCdEf0123456789", "xai-[redacted]"], // xAI
+      ["sk-gs-AbC123xyz789_abcdefghijABCDEFGHIJ0123456789ab", "sk-gs-[redacted]"], // ours
+    ];
+    for (const [key, hidden] of keys) {
+      const e = upstreamStatusError(400, body(`litellm.AuthenticationError: OpenAIException - Incorrect API key provided: ${key}. You can find your API key at https://platform.openai.com/account/api-keys.`), "m", undefined);
+      expect(e.message, key).toBe(`Incorrect API key provided: ${hidden}. You can find your API key at https://platform.openai.com/account/api-keys.`);
+    }
+    const readable = "max_tokens is too large: 100000. This model supports at most 16384 completion tokens, whereas you provided 100000. See the task-sketch, risk-free and sk-learn docs.";
+    expect(upstreamStatusError(400, body(`litellm.BadRequestError: OpenAIException - ${readable}`), "m", undefined).message).toBe(readable);
   });
 });
