@@ -91,7 +91,8 @@ export const CLEARTEXT_WARNING = "tls.mode is off and allowedCidrs has a /0: API
 /**
  * What is legal but rarely meant, for `pulumi up` (as warnings) and the plan `npm run render`
  * prints: an endpoint open to everyone without TLS, SSH open to everyone, tls settings the
- * chosen mode ignores, and a model that looks too large for the plan or the volume.
+ * chosen mode ignores, a model that looks too large for the plan or the volume, and a provider
+ * model without token prices (the provider bills its tokens; the key is charged per request).
  */
 export function configWarnings(config: TenantConfig): string[] {
   const { tls } = config;
@@ -107,7 +108,16 @@ export function configWarnings(config: TenantConfig): string[] {
   const admin = unreachableAdminEntries(config.adminCidrs);
   if (!admin.refused) warnings.push(...admin.entries.map(({ cidr, what }) => unreachableAdminWarning(cidr, what)));
   warnings.push(...modelSizeWarnings(config));
+  warnings.push(...unpricedProviderWarnings(config));
   return warnings;
+}
+
+function unpricedProviderWarnings(config: TenantConfig): string[] {
+  const request = `${config.pricing.request} credit${config.pricing.request === 1 ? "" : "s"}`;
+  return config.providers.flatMap((p, i) => Object.hasOwn(config.pricing.models, p.name) ? [] : [
+    `providers[${i}] ${p.name} (${p.model}) has no pricing.models entry: its requests are charged the request price only (${request}), ` +
+    `whatever tokens the provider bills you; add pricing.models.${p.name} with promptPer1k and completionPer1k (0 for a provider that is free to you)`,
+  ]);
 }
 
 export function formatPlan(plan: Plan): string {

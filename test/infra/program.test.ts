@@ -268,6 +268,29 @@ describe("the plan that `npm run render` prints", () => {
     }
   });
 
+  it("warns when a provider model has no token price (charged the request price only), in the plan and in pulumi up", async () => {
+    const { formatPlan, planFor } = await import("../../infra/plan.ts");
+    const providers = [
+      { name: "gemini-pro", model: "gemini/gemini-2.5-pro", apiKey: "AIza_test_key" },
+      { name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: "gsk_test_key" },
+    ];
+    const priced = { request: 1, models: { "qwen2.5-7b": { promptPer1k: 0.1, completionPer1k: 0.2 }, "llama-70b": { promptPer1k: 0.5, completionPer1k: 1 } } };
+    const config = configFor("example", { providers, pricing: priced });
+    const expected = /^providers\[0\] gemini-pro \(gemini\/gemini-2\.5-pro\) has no pricing\.models entry: its requests are charged the request price only \(1 credit\), whatever tokens the provider bills/;
+    expect(planFor(config).lines.filter(([label]) => label === "Warning").map(([, text]) => text)).toEqual([expect.stringMatching(expected)]);
+    expect(formatPlan(planFor(config))).toMatch(/\n {2}Warning +providers\[0\] gemini-pro/);
+    const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
+    try {
+      await run("example", config);
+      expect(warn.mock.calls.map(([text]) => text)).toEqual([expect.stringMatching(new RegExp(`^gpu-sandbox:${expected.source.slice(1)}`))]);
+    } finally {
+      warn.mockRestore();
+    }
+    // Priced, even at 0 per token (a free provider), it says nothing.
+    const free = configFor("example", { providers, pricing: { ...priced, models: { ...priced.models, "gemini-pro": { promptPer1k: 0, completionPer1k: 0 } } } });
+    expect(formatPlan(planFor(free))).not.toContain("Warning");
+  });
+
   it("shows how vLLM spreads the model over the plan's GPUs", async () => {
     const { formatPlan, planFor } = await import("../../infra/plan.ts");
     const model = (plan: string, region: string) => formatPlan(planFor(configFor("example", { plan, region }))).split("\n").find((l) => l.includes("Model"));
