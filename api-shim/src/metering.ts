@@ -65,6 +65,8 @@ export class StreamMeter {
   private usageAfterFinish = false;
   /** Whether the client was shown a usage object: the usage-only chunk, or running usage left in. */
   private usageShown = false;
+  /** A chunk came: the upstream began its answer (vLLM sends its first once the prompt is processed). */
+  private began = false;
   /** The last parsed chunk's id, object, created and model: a usage chunk made here wears them. */
   private frame: Pick<ChunkJson, "id" | "object" | "created" | "model"> = {};
 
@@ -84,6 +86,7 @@ export class StreamMeter {
     // Chunks with several choices count once here: the fallback count may only err low. A
     // finish (once per output) is parsed, for which output it ends.
     if (!USAGE_OBJECT.test(data) && !data.includes('"error"') && !FINISH.test(data)) {
+      this.began = true;
       if (CONTENT.test(data)) this.generated++;
       return { kind: "chunk", forward: event };
     }
@@ -95,6 +98,7 @@ export class StreamMeter {
     }
     if (chunk === null || typeof chunk !== "object") return { kind: "chunk", forward: event };
     if (chunk.error !== null && typeof chunk.error === "object") return { kind: "error", data };
+    this.began = true;
     this.frame = { id: chunk.id, object: chunk.object, created: chunk.created, model: chunk.model };
     // A usage chunk is one by its shape, whether or not its figures can be read: shown only to a
     // client that asked (a usage-only chunk, `choices: []`, breaks `chunk.choices[0].delta`).
@@ -163,6 +167,16 @@ export class StreamMeter {
   }
 
   /**
+   * Whether the upstream began its answer: a chunk came. vLLM writes its first (the role, no
+   * content) once the prompt is processed and the first token exists, and may then write nothing
+   * for long (reasoning hidden by `include_reasoning: false`, a tool parser holding tokens back):
+   * a client that leaves after it owes its prompt.
+   */
+  get answerBegan(): boolean {
+    return this.began;
+  }
+
+  /**
    * Whether anything was generated. Not whether usage came: with running usage, vLLM's first
    * chunk (the role, no content) already carries the prompt's tokens and 0 completion tokens.
    */
@@ -183,7 +197,7 @@ export class StreamMeter {
    * tokens (never too many: each carried at least one). A running count is never taken below
    * the content chunks seen. The prompt is charged only when `promptOwed` (stream.ts decides):
    * from the running usage (LiteLLM's whole-request usage on its last chunk is running usage
-   * here too), else `promptEstimate()` once content came.
+   * here too), else `promptEstimate()` once the answer began.
    */
   usage(promptOwed = true, promptEstimate: () => number = () => 0): Usage {
     const f = this.finalUsage;
@@ -195,7 +209,7 @@ export class StreamMeter {
       const completion = f.completionTokens === null ? this.generated : whole ? f.completionTokens : Math.max(f.completionTokens, this.generated);
       return { promptTokens: prompt, completionTokens: completion };
     }
-    if (this.running.size === 0) return { promptTokens: promptOwed && this.generated > 0 ? promptEstimate() : 0, completionTokens: this.generated };
+    if (this.running.size === 0) return { promptTokens: promptOwed && this.began ? promptEstimate() : 0, completionTokens: this.generated };
     const prompts = new Map<number, number>();
     let completion = 0;
     for (const [index, u] of this.running) {

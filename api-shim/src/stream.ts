@@ -153,12 +153,12 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   try {
     // An upstream failure before any content is the upstream's fault: nothing is charged.
     // A client that leaves is charged the request and what was generated up to then, with its
-    // prompt (running usage's, else estimated) once content came; an upstream failure after
-    // content, only the content. A whole stream owes its prompt (estimated if it came without
-    // usage and with content), even with no completion tokens (a provider's content filter).
-    // Whether the upstream sends running usage must not change any of this.
+    // prompt (running usage's, else estimated) once the answer began (its first chunk: the prompt
+    // was processed); an upstream failure after content, only the content. A whole stream owes
+    // its prompt (estimated if it came without usage), even with no completion tokens (a
+    // provider's content filter). Whether the upstream sends running usage must not change any of this.
     const nothing = failure !== null && !meter.contentSeen;
-    const owesPrompt = clientGone ? meter.contentSeen : failure === null;
+    const owesPrompt = clientGone ? meter.answerBegan : failure === null;
     const { cost, available } = await settlement.settle(clientGone ? 499 : (failure?.status ?? 200), nothing ? null : meter.usage(owesPrompt, input.promptEstimate));
     const credits = { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) };
     // The usage-only chunk that ended the stream carries the final figures; a whole stream whose

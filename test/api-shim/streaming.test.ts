@@ -290,7 +290,11 @@ describe("a stream's charge does not depend on whether the upstream sends runnin
     expect(text).toContain("EngineCore encountered an issue");
   });
 
-  it.each(runningUsage)("%s: a client that leaves before any content pays the request price only", async (_, body) => {
+  // vLLM sends its role chunk once the prompt is processed and the first token exists (it may then
+  // write nothing for a long time: reasoning hidden by include_reasoning: false, a tool parser
+  // holding tokens back). A client that leaves after it owes its prompt: the reported one with
+  // running usage, the estimate without, as after content.
+  const leaveAfterRoleChunk = async (body: object) => {
     h.fake.set({ tokenDelayMs: 300 });
     const { key, id } = await h.createKey({ credits: 1000 });
     const ac = new AbortController();
@@ -299,7 +303,21 @@ describe("a stream's charge does not depend on whether the upstream sends runnin
     expect(first).toContain('"role":"assistant","content":""');
     ac.abort();
     await h.waitForRequestLog((e) => e.keyId === id);
-    expect(await charged(id)).toBe(CREDIT);
+    h.fake.reset();
+    return charged(id);
+  };
+  it.each(runningUsage)("%s: a client that leaves after the role chunk, before any content, pays the request and the prompt vLLM reported", async (_, body) => {
+    const charge = await leaveAfterRoleChunk(body);
+    const { key } = await h.createKey({ credits: 1000 });
+    await (await h.post(key, "/v1/chat/completions", body)).text(); // the same request read to its end: vLLM's prompt count
+    const prompt = h.fake.usages.at(-1)!.prompt_tokens;
+    expect(prompt).toBeGreaterThan(0);
+    expect(charge).toBe(cost(prompt, 0));
+  });
+  it("without running usage, a client that leaves after the role chunk pays the request and the estimated prompt", async () => {
+    const body = ask("qwen2.5-7b");
+    const charge = await leaveAfterRoleChunk(body);
+    expect(charge).toBe(cost(Math.ceil(Buffer.byteLength(JSON.stringify(body.messages)) / 4), 0));
   });
 
   it.each(runningUsage)("%s: an upstream failure after content charges the content only, as without running usage", async (_, body) => {

@@ -659,10 +659,14 @@ describe("metering through LiteLLM", () => {
     expect(notAsked.usage()).toEqual({ promptTokens: 11, completionTokens: 3 });
   });
 
-  it("counts spaced content chunks for the disconnect fallback, with the prompt estimate once content arrived", () => {
+  it("counts spaced content chunks for the disconnect fallback, with the prompt estimate once the answer began", () => {
     const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1 });
+    expect(m.usage(true, () => 7)).toEqual({ promptTokens: 0, completionTokens: 0 }); // nothing came: no prompt owed
+    expect(m.answerBegan).toBe(false);
     m.process('data: {"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}');
-    expect(m.usage(true, () => 7)).toEqual({ promptTokens: 0, completionTokens: 0 }); // the role chunk: no content, so no prompt owed
+    expect(m.answerBegan).toBe(true);
+    expect(m.contentSeen).toBe(false);
+    expect(m.usage(true, () => 7)).toEqual({ promptTokens: 7, completionTokens: 0 }); // the role chunk: the prompt was processed
     for (const e of spaced.slice(0, 3)) m.process(e);
     expect(m.usage(true, () => 7)).toEqual({ promptTokens: 7, completionTokens: 3 });
   });
