@@ -55,7 +55,10 @@ export class ServingStack extends pulumi.ComponentResource {
   readonly tlsDomain: pulumi.Output<string>;
   /** SHA-256 of the bundle's manifest: changes exactly when something on the host changes. */
   readonly bundleHash: pulumi.Output<string>;
-  /** Whether the stack was deployed on the host at least once (it stays true without adminCidrs). */
+  /**
+   * Whether the stack was deployed on the host at least once (it stays true without adminCidrs).
+   * Resolves only once this update's deploy succeeded, so a failed update writes no outputs.
+   */
   readonly servingDeployed: pulumi.Output<boolean>;
 
   constructor(name: string, args: ServingStackArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -98,9 +101,14 @@ export class ServingStack extends pulumi.ComponentResource {
     // empty: a host deployed before serves (and holds a ledger reap-expired must save), one that
     // never was has nothing behind its endpoint. The keeper follows adminCidrs while they let
     // SSH through and is left as it was (ignoreChanges) while they do not.
+    // Written only after the deploy succeeded (dependsOn): an update whose deploy fails never
+    // registers it, so Pulumi keeps it as it was, and servingDeployed, that the stack outputs
+    // wait for, never resolves. A failed update keeps the stack outputs it had (Pulumi >= 3.112
+    // writes those a failed update registered, pulumi/pulumi#15754): none after a failed first
+    // deploy (the scripts' "failed deploy"), the last successful update's after a later one.
     const marker = new random.RandomString(`${name}-deployed`, {
       length: 8, special: false, keepers: { deployed: deploy ? "yes" : "no" },
-    }, { parent: this, ignoreChanges: deploy ? [] : ["keepers"] });
+    }, { parent: this, ignoreChanges: deploy ? [] : ["keepers"], dependsOn: deploy ? [deploy] : [] });
     this.servingDeployed = marker.keepers.apply((k) => k?.deployed === "yes");
 
     // On destroy: `docker compose down` on the host (the shim drains and settles its streams)

@@ -104,9 +104,10 @@ export type StackState =
   | { readonly kind: "error"; readonly message: string };
 
 /**
- * A stack's outputs and, when it has none, its state: outputs are written only when an update
- * finishes, so a stack without any is either never deployed, destroyed, or a first deploy that
- * failed half way with resources left (stackState tells which).
+ * A stack's outputs and, when it has none, its state: the program's outputs wait for the deploy
+ * to succeed (servingDeployed), so an update that fails writes none and the stack keeps those
+ * of its last successful one. A stack without any is either never deployed, destroyed, or a
+ * first deploy that failed half way with resources left (stackState tells which).
  */
 export async function stackOutputsAndState(cli: PulumiCli, stack: string): Promise<{ outputs: OutputsResult; state?: StackState }> {
   const outputs = await stackOutputs(cli, stack);
@@ -116,9 +117,10 @@ export async function stackOutputsAndState(cli: PulumiCli, stack: string): Promi
 
 /**
  * `pulumi stack export --stack <stack>`: whether a Linode instance is in the state and when the
- * host was first created (the `created-at` RandomString's keeper). Pulumi writes outputs only
- * when an update finishes, so a first `pulumi up` that failed half way leaves a billing instance
- * behind a stack with no outputs; only the state tells.
+ * host was first created (the `created-at` RandomString's keeper). Pulumi >= 3.112 writes the
+ * outputs a failed update registered (pulumi/pulumi#15754), but the program registers its outputs
+ * only once the deploy succeeded (ServingStack's servingDeployed), so a first `pulumi up` that
+ * failed half way leaves a billing instance behind a stack with no outputs; only the state tells.
  */
 export async function stackState(cli: PulumiCli, stack: string): Promise<StackState> {
   const args = ["stack", "export", "--stack", stack];

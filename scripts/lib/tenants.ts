@@ -68,7 +68,10 @@ function firstLine(message: string): string {
 /** How a stack with a billing instance but no outputs (a first `pulumi up` that failed half way) is shown. */
 export const FAILED_DEPLOY = "failed deploy (resources exist)";
 
-/** `failedDeploy`: the stack has resources (a billing instance) but no outputs: its first `pulumi up` failed. */
+/**
+ * `failedDeploy`: the stack has resources (a billing instance) but no outputs: its first `pulumi up`
+ * failed (the outputs wait for the deploy, so a failed one writes none).
+ */
 export type Expiry =
   | { readonly kind: "expired"; readonly at: Date; readonly failedDeploy?: true }
   | { readonly kind: "expires"; readonly at: Date; readonly failedDeploy?: true }

@@ -22,12 +22,18 @@ export const MOCK_IP = "192.0.2.10";
  * Pulumi's mock runtime with plausible Linode, TLS and random outputs, recording every
  * resource and call so tests can assert on exactly what `pulumi up` would create.
  */
-export function installMocks(stack: string, overrides: { calls?: Record<string, (inputs: any) => any> } = {}) {
+export function installMocks(stack: string, overrides: {
+  calls?: Record<string, (inputs: any) => any>;
+  /** Answers a resource's registration instead of the default (e.g. a promise that never settles: a step still running). */
+  resource?: (args: pulumi.runtime.MockResourceArgs) => ReturnType<pulumi.runtime.Mocks["newResource"]> | undefined;
+} = {}) {
   const resources: RecordedResource[] = [];
   const calls: RecordedCall[] = [];
   pulumi.runtime.setMocks({
     newResource(args) {
       resources.push({ type: args.type, name: args.name, inputs: args.inputs });
+      const override = overrides.resource?.(args);
+      if (override !== undefined) return override;
       const state: Record<string, any> = { ...args.inputs };
       switch (args.type) {
         case "linode:index/instance:Instance":
