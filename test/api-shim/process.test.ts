@@ -1,5 +1,5 @@
 import { once } from "node:events";
-import { createServer } from "node:http";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { type AddressInfo, connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -51,6 +51,18 @@ describe("the shim process", () => {
     return store.audit().finally(() => store.close());
   };
   const client = (p: ShimProcess) => shimClient(p, key.key);
+  /** An upstream on loopback whose requests `handle` answers (or not); `close` drops its connections too. */
+  const upstreamThat = async (handle: (req: IncomingMessage, res: ServerResponse) => void) => {
+    const server = createServer(handle);
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
+      close: async () => {
+        server.closeAllConnections();
+        await new Promise((r) => server.close(r));
+      },
+    };
+  };
   const openStream = (p: ShimProcess, maxTokens: number) => openKeyStream(p, key.key, maxTokens);
 
   it("SIGKILL during 50 live streams: after a restart no reservation is left and balances equal the ledger", async () => {
@@ -70,7 +82,8 @@ describe("the shim process", () => {
     expect(released.released).toBe(50);
     const after = (await audit()).find((r) => r.keyId === key.id)!;
     // The dead process charged nothing for its in-flight requests: our failure, not the client's.
-    expect(after).toEqual({ keyId: key.id, balance: 1_000_000 * CREDIT, held: 0, ledgerSum: 1_000_000 * CREDIT, reservations: 0, reservedSum: 0 });
+    // (Not reservedSum: SQLite's is the sum of the auditing process's own holds, 0 for a store just opened here.)
+    expect(after).toMatchObject({ keyId: key.id, balance: 1_000_000 * CREDIT, held: 0, ledgerSum: 1_000_000 * CREDIT, reservations: 0 });
     // The bootstrap grant is not repeated on restart.
     expect(second.lines.some((l) => l.includes('"granted":true'))).toBe(false);
     fake.reset();
@@ -213,10 +226,9 @@ describe("the shim process", () => {
   });
 
   it("SIGTERM while a model list waits on a silent upstream: the process still exits soon after the drain, not at the upstream timeout", async () => {
-    const silent = createServer(() => {}); // accepts, never answers
-    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    const silent = await upstreamThat(() => {}); // accepts, never answers
     try {
-      const p = await start({ SHIM_UPSTREAM_URL: `http://127.0.0.1:${(silent.address() as AddressInfo).port}/v1`, SHIM_DRAIN_TIMEOUT_MS: "500", SHIM_UPSTREAM_TIMEOUT_MS: "60000" });
+      const p = await start({ SHIM_UPSTREAM_URL: silent.url, SHIM_DRAIN_TIMEOUT_MS: "500", SHIM_UPSTREAM_TIMEOUT_MS: "60000" });
       const asked = client(p).models.list().catch((e: unknown) => e);
       await new Promise((r) => setTimeout(r, 300));
       const started = Date.now();
@@ -226,8 +238,71 @@ describe("the shim process", () => {
       output.keep(p);
       await asked;
     } finally {
-      silent.closeAllConnections();
-      await new Promise((r) => silent.close(r));
+      await silent.close();
+    }
+  });
+
+  // The process's own timeouts: server.ts passes SHIM_UPSTREAM_TIMEOUT_MS and
+  // SHIM_STREAM_IDLE_TIMEOUT_MS to the upstream it makes (the in-process harness makes its own).
+  it("SHIM_UPSTREAM_TIMEOUT_MS: a silent upstream → 504 upstream_timeout at the configured time, nothing held", async () => {
+    const silent = await upstreamThat(() => {});
+    try {
+      const p = await start({ SHIM_UPSTREAM_URL: silent.url, SHIM_UPSTREAM_TIMEOUT_MS: "500" });
+      const t0 = performance.now();
+      const res = await fetch(`${p.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key.key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 2 }),
+        signal: AbortSignal.timeout(5000), // the default (120 s) would end the test here
+      });
+      const ms = performance.now() - t0;
+      expect(res.status).toBe(504);
+      expect(await res.json()).toMatchObject({ error: { type: "api_error", code: "upstream_timeout", message: "The model server did not respond in time." } });
+      expect(ms).toBeGreaterThanOrEqual(500);
+      expect(ms).toBeLessThan(1500);
+      expect((await audit()).find((r) => r.keyId === key.id)!).toMatchObject({ held: 0, reservations: 0 });
+      await output.stopCleanly(p);
+    } finally {
+      output.killAll(); // a failure here leaves no process holding the database for the next test
+      await silent.close();
+    }
+  });
+
+  it("SHIM_STREAM_IDLE_TIMEOUT_MS: a stream whose upstream stalls after its first token ends with an upstream_timeout event, and the upstream request is aborted", async () => {
+    let upstreamClosed!: () => void;
+    const closed = new Promise<void>((r) => (upstreamClosed = r));
+    const stalling = await upstreamThat((req, res) => {
+      res.on("close", upstreamClosed);
+      req.resume();
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      const chunk = (delta: object) => `data: ${JSON.stringify({ id: "chatcmpl-1", object: "chat.completion.chunk", created: 1, model: "qwen2.5-7b", choices: [{ index: 0, delta, logprobs: null, finish_reason: null }] })}\n\n`;
+      res.write(chunk({ role: "assistant", content: "" }) + chunk({ content: "t1" })); // then nothing
+    });
+    try {
+      const p = await start({ SHIM_UPSTREAM_URL: stalling.url, SHIM_STREAM_IDLE_TIMEOUT_MS: "300" });
+      const t0 = performance.now();
+      const res = await fetch(`${p.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key.key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 5, stream: true }),
+        signal: AbortSignal.timeout(5000), // the default (60 s) would end the test here
+      });
+      expect(res.status).toBe(200);
+      const text = await res.text();
+      const ms = performance.now() - t0;
+      // The token, then the error event and the credits comment; no [DONE] (docs/api-shim.md, Streaming).
+      const events = text.trim().split("\n\n");
+      expect(JSON.parse(events[1]!.slice(6)).choices[0].delta.content).toBe("t1");
+      expect(JSON.parse(events.at(-2)!.slice(6))).toMatchObject({ error: { type: "api_error", code: "upstream_timeout" } });
+      expect(events.at(-1)).toMatch(/^: credits_charged=/);
+      expect(ms).toBeGreaterThanOrEqual(300);
+      expect(ms).toBeLessThan(2000); // 300 ms configured, on undici's coarse timers (up to a second late)
+      await closed;
+      expect((await audit()).find((r) => r.keyId === key.id)!).toMatchObject({ held: 0, reservations: 0 });
+      await output.stopCleanly(p);
+    } finally {
+      output.killAll();
+      await stalling.close();
     }
   });
 
