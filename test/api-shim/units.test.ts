@@ -1,3 +1,4 @@
+import { timingSafeEqual } from "node:crypto";
 import { describe, expect, it, vi } from "vitest";
 import pino from "pino";
 import { manualClock } from "../../api-shim/src/clock.ts";
@@ -16,6 +17,12 @@ import { durationString, MAX_TRACKED_ADDRESSES, RateLimiter, rateLimitHeaders, T
 import { rateLimited } from "../../api-shim/src/auth.ts";
 import { eventData, EventTooLargeError, replaceEventData, sseEvents } from "../../api-shim/src/sse.ts";
 import { upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream.ts";
+
+// keys.ts's timingSafeEqual, spied on (it still compares): the "keys" tests check that it decides.
+vi.mock("node:crypto", async (importOriginal) => {
+  const crypto = await importOriginal<typeof import("node:crypto")>();
+  return { ...crypto, timingSafeEqual: vi.fn(crypto.timingSafeEqual) };
+});
 
 describe("money", () => {
   it.each([
@@ -241,10 +248,31 @@ describe("keys", () => {
   it("compares secrets of any length in constant time, and parses Bearer headers", () => {
     expect(secretsEqual("a", "a")).toBe(true);
     expect(secretsEqual("a", "ab")).toBe(false);
+    expect(secretsEqual("a", "b")).toBe(false);
     expect(bearerToken("Bearer abc12345")).toBe("abc12345");
     expect(bearerToken("bearer   abc12345 ")).toBe("abc12345");
     expect(bearerToken("Basic abc")).toBeUndefined();
     expect(bearerToken(undefined)).toBeUndefined();
+  });
+  it("crypto's timingSafeEqual decides, for a match and a mismatch, for keys and the admin token (no === on the secrets)", () => {
+    const { key, hash } = generateKey();
+    const other = generateKey().key;
+    const compare = vi.mocked(timingSafeEqual);
+    // Its answer is the answer: turned round, a match fails and a mismatch passes.
+    const cases: [(presented: string, expected: string) => boolean, [string, string], [string, string]][] = [
+      [verifyKey, [key, hash], [other, hash]],
+      [secretsEqual, ["adm-token", "adm-token"], ["adm-token", "adm-tokem"]],
+    ];
+    for (const [equal, same, differ] of cases) {
+      compare.mockClear();
+      expect(equal(...same)).toBe(true);
+      expect(equal(...differ)).toBe(false);
+      expect(compare).toHaveBeenCalledTimes(2);
+      compare.mockReturnValueOnce(false);
+      expect(equal(...same)).toBe(false);
+      compare.mockReturnValueOnce(true);
+      expect(equal(...differ)).toBe(true);
+    }
   });
   it("redacts key-shaped text", () => {
     const { key } = generateKey();
