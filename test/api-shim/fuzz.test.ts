@@ -19,6 +19,18 @@ function prng(seed: number) {
 }
 type R = ReturnType<typeof prng>;
 
+/** The end of a stream that failed: its error event, then the credits comment. */
+const STREAM_FAILED = /(^|\n\n)data: \{"error":\{[^\n]*\}\n\n: credits_charged=[^\n]*\n\n$/;
+/**
+ * Whether an answer is a 200 stream, and what is wrong with its end if anything: a stream ends
+ * with [DONE], or with an error event and the credits comment (docs/api-shim.md, Streaming).
+ */
+function streamEnd(status: number, contentType: string | null | undefined, text: string): { streamed: boolean; wrong?: string } {
+  if (status !== 200 || !(contentType ?? "").startsWith("text/event-stream")) return { streamed: false };
+  if (text.endsWith("\n\ndata: [DONE]\n\n") || STREAM_FAILED.test(text)) return { streamed: true };
+  return { streamed: true, wrong: `a stream that ended ${JSON.stringify(text.slice(-200))}` };
+}
+
 const SEED = Number(process.env.FUZZ_SEED ?? 20261121);
 const CASES = 3000;
 const FIELD_CASES = 1500;
@@ -96,15 +108,23 @@ describe("fuzz: random bodies and headers", () => {
       // Node's client sends DELETE/OPTIONS bodies without framing unless told the length.
       if (body !== undefined) headers["content-length"] = String(Buffer.byteLength(body));
       const path = r.pick(paths);
+      const described = () => `case ${i} (seed ${SEED}): ${method} ${path} ${JSON.stringify(headers).slice(0, 200)} ${String(body).slice(0, 200)}`;
       return new Promise<void>((resolve) => {
         const req = request(h.url + path, { method, headers, agent }, (res) => {
-          res.resume();
+          let text = "";
+          res.setEncoding("utf8").on("data", (d: string) => (text += d));
           res.on("end", () => {
             statuses.set(res.statusCode ?? 0, (statuses.get(res.statusCode ?? 0) ?? 0) + 1);
-            if ((res.statusCode ?? 0) >= 500) failures.push(`case ${i} (seed ${SEED}): ${method} ${path} ${JSON.stringify(headers).slice(0, 200)} ${String(body).slice(0, 200)} → ${res.statusCode}`);
+            if ((res.statusCode ?? 0) >= 500) failures.push(`${described()} → ${res.statusCode}`);
+            const { wrong } = streamEnd(res.statusCode ?? 0, res.headers["content-type"], text);
+            if (wrong) failures.push(`${described()} → ${wrong}`);
             resolve();
           });
-          res.on("error", () => resolve());
+          // A response cut after its head (a reset, a body short of its length or last chunk).
+          res.on("error", (e) => {
+            failures.push(`${described()} → ${res.statusCode}, then cut: ${e.message}`);
+            resolve();
+          });
         });
         req.on("error", (e) => {
           failures.push(`case ${i} (seed ${SEED}): ${method} ${path} ${JSON.stringify(headers).slice(0, 300)} body=${String(body).slice(0, 100)} transport error ${e.message}`);
@@ -157,6 +177,7 @@ describe("fuzz: random bodies and headers", () => {
     const failures: string[] = [];
     const refusedByName = new Map<string, number>();
     const statuses = new Map<number, number>();
+    let streamed = 0;
     const one = async (i: number) => {
       const [path, base, fields] = r.pick(bases);
       const field = r.pick(fields);
@@ -165,9 +186,12 @@ describe("fuzz: random bodies and headers", () => {
       const value = roll < 0.15 ? undefined : field === "stream_options" && roll < 0.6 ? { [r.pick(["include_usage", "continuous_usage_stats"])]: randomValue(r) } : randomValue(r);
       const body = JSON.stringify({ ...base, ...(r.next() < 0.5 ? { stream: true } : {}), [field]: value });
       const res = await h.post(key, path, body);
-      const text = await res.text();
+      const text = await res.text().catch((e: unknown) => `cut: ${String((e as Error).cause ?? e)}`);
       statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
       if (res.status >= 500) failures.push(`case ${i} (seed ${SEED + 1}): ${path} ${body.slice(0, 300)} → ${res.status} ${text.slice(0, 200)}`);
+      const { streamed: isStream, wrong } = streamEnd(res.status, res.headers.get("content-type"), text);
+      if (isStream) streamed++;
+      if (wrong) failures.push(`case ${i} (seed ${SEED + 1}): ${path} ${body.slice(0, 300)} → ${wrong}`);
       if (res.status === 400) {
         const param = (JSON.parse(text) as { error: { param: string | null } }).error.param;
         if (param !== null) refusedByName.set(param, (refusedByName.get(param) ?? 0) + 1);
@@ -183,6 +207,7 @@ describe("fuzz: random bodies and headers", () => {
       expect(refusedByName.get(field) ?? 0, `400 with param '${field}' in ${JSON.stringify([...refusedByName])}`).toBeGreaterThan(0);
     }
     expect(statuses.get(200) ?? 0, JSON.stringify([...statuses])).toBeGreaterThan(50);
+    expect(streamed, "200 streams, each checked to end as documented").toBeGreaterThan(20);
     for (const row of await moneyInvariants(h.store)) expect(row).toMatchObject({ balance: row.ledgerSum, held: 0, reservations: 0 });
   });
 });
