@@ -6,8 +6,6 @@ import { type Harness, startShim } from "../support/shim-harness.ts";
 
 afterEach(() => vi.restoreAllMocks());
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /**
  * A shim with a tier "t" of `limits`, its clock manual, serving qwen2.5-7b with `maxModelLen`,
  * and a key on that tier with 1,000 credits; closed after `run`.
@@ -91,11 +89,11 @@ describe("rate limits through the shim", () => {
   it("tokens per minute: a request whose max_tokens is over the minute's budget takes all of it at admission, so the key waits for its real debt", () => onTier({ rpm: 1000, tpm: 100 }, 8192, async ({ h, key, clock }) => {
       h.fake.set({ defaultTokens: 1000, headerDelayMs: 1500 });
       const ask = () => h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1000 });
-      const answers = [ask()];
-      await sleep(200);
+      const received = h.fake.counters.received;
+      const answers: (Response | Promise<Response>)[] = [ask()];
+      await h.fake.until((c) => c.received > received); // admitted: it took the minute's budget
       clock.advance(600);
-      answers.push(ask());
-      await sleep(200);
+      answers.push(await ask()); // refused at once
       clock.advance(60_000);
       answers.push(ask());
       const done = await Promise.all(answers);
@@ -114,8 +112,9 @@ describe("rate limits through the shim", () => {
   it("tokens per minute: a request with no max_tokens and n 16 leaves a debt of estimates; the next one is told to retry in a second, not in hours", () => onTier({ rpm: 1000, tpm: 10_000 }, 131072, async ({ h, key }) => {
       h.fake.set({ defaultTokens: 10, headerDelayMs: 1000 });
       const chat = (extra: Record<string, unknown>) => h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], ...extra });
+      const received = h.fake.counters.received;
       const big = chat({ n: 16 });
-      await sleep(300);
+      await h.fake.until((c) => c.received > received); // admitted (its estimate spent) and at the upstream
       const second = await chat({ max_tokens: 5 });
       expect(second.status).toBe(429);
       expect(second.headers.get("retry-after")).toBe("1");

@@ -1,6 +1,7 @@
 import { APIError } from "openai";
 import { createServer, request } from "node:http";
-import type { AddressInfo } from "node:net";
+import { once } from "node:events";
+import type { AddressInfo, Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
@@ -429,12 +430,16 @@ describe("a client that leaves while its request is being admitted", () => {
     try {
       const { key, id } = await h.createKey({ credits: 10 });
       const received = h.fake.counters.received;
+      const accepted = once(h.app.server, "connection") as Promise<[Socket]>;
       const req = request(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" } });
       req.on("error", () => {});
       req.end(JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 5, stream: true }));
+      const [shimSide] = await accepted;
       await reserveCalled;
+      // The shim's end of the connection closes: its response's 'close' listeners (added before this one) have run.
+      const closed = once(shimSide, "close");
       req.destroy();
-      await new Promise((r) => setTimeout(r, 100)); // the shim sees the socket close
+      await closed;
       release();
       const line = await h.waitForRequestLog((l) => l.keyId === id);
       expect(line).toMatchObject({ status: 499, error: "client_closed_request" });
