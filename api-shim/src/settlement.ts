@@ -62,7 +62,7 @@ export class Settlement {
       usage: {
         requestId: request.id, keyId, at: ctx.clock.now(), route: this.kind, model: this.model, status,
         promptTokens: u.promptTokens, completionTokens: u.completionTokens, cost, stream: this.stream,
-        ms: Math.round(performance.now() - request.shim.start),
+        ms: Math.round(performance.now() - request.shim.start), served: usage !== null,
       },
     });
     request.shim.tokens = tokens;

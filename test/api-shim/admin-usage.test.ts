@@ -251,3 +251,34 @@ describe("a usage report whose client leaves while it waits for its turn", () =>
     }
   });
 });
+
+describe("usage reports of a free model (no price: every request charged 0)", () => {
+  it("count a request the upstream served though it failed after content (a stream cut: 502), with its tokens", async () => {
+    const h = await startShim({ file: { pricing: { request: 0, batchRequest: 0 }, models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] } });
+    try {
+      const { key, id } = await h.createKey({ credits: 10 });
+      h.fake.set({ stopAfterTokens: 3, stopMode: "cut" });
+      const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 10, stream: true });
+      let text = "";
+      await expect((async () => {
+        for await (const c of stream) text += c.choices[0]?.delta.content ?? "";
+      })()).rejects.toThrow();
+      expect(text).toBe("t1 t2 t3");
+      await h.waitForRequestLog((l) => l.keyId === id);
+      const report = (await (await h.admin(`/admin/usage?key=${id}`)).json()) as { data: unknown[] };
+      expect(report.data).toEqual([expect.objectContaining({ key_id: id, model: "qwen2.5-7b", requests: 1, completion_tokens: 3, cost: 0 })]);
+      const own = (await (await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json()) as { usage: { total_requests: number; total_cost: number } };
+      expect(own.usage).toMatchObject({ total_requests: 1, total_cost: 0 });
+      // One the upstream failed before any content is still not a request of the report.
+      h.fake.set({ stopAfterTokens: 0, stopMode: "cut" });
+      const failed = await (await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 10, stream: true })).text();
+      expect(failed).toContain('"code":"upstream_error"');
+      expect(failed).not.toContain("t1");
+      const chats = () => h.logs.map((l) => JSON.parse(l) as { msg: string; keyId?: string; path?: string }).filter((e) => e.msg === "request" && e.keyId === id && e.path === "/v1/chat/completions");
+      await expect.poll(() => chats().length).toBe(2);
+      expect(((await (await h.admin(`/admin/usage?key=${id}`)).json()) as { data: unknown[] }).data).toEqual(report.data);
+    } finally {
+      await h.close();
+    }
+  });
+});

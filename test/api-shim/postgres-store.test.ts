@@ -4,6 +4,7 @@ import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { OpenConnections } from "../../api-shim/src/store/postgres-connections.ts";
 import { LOCK_CLASS, PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
+import { reportSql } from "../../api-shim/src/store/postgres-reports.ts";
 import { UsageIndexBuild, type UsageIndexOutcome } from "../../api-shim/src/store/postgres-usage-index.ts";
 import { Turns } from "../../api-shim/src/store/turns.ts";
 import { PostgresStore, type PostgresStoreOptions, SHUTDOWN_MS } from "../../api-shim/src/store/postgres-store.ts";
@@ -80,10 +81,72 @@ describe("PostgresStore", () => {
     await store.reserve({ reservationId: "b", keyId: "k", amount: 4, at: 1 });
     await store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 3, usage: usage("k", "qa", 3) });
     await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: failedUsage("k", "qb") });
-    expect(await sql("SELECT amount, kind, ref, status, prompt_tokens AS p, completion_tokens AS c, stream FROM ledger WHERE kind = 'usage' ORDER BY id")).toEqual([
-      { amount: "-3", kind: "usage", ref: "qa", status: 200, p: 3, c: 4, stream: false },
-      { amount: "0", kind: "usage", ref: "qb", status: 502, p: 0, c: 0, stream: true },
+    expect(await sql("SELECT amount, kind, ref, status, prompt_tokens AS p, completion_tokens AS c, stream, served FROM ledger WHERE kind = 'usage' ORDER BY id")).toEqual([
+      { amount: "-3", kind: "usage", ref: "qa", status: 200, p: 3, c: 4, stream: false, served: true },
+      { amount: "0", kind: "usage", ref: "qb", status: 502, p: 0, c: 0, stream: true, served: false },
     ]);
+  });
+
+  /** A new database as the first schema left it (before the served flag), with a grant and three requests: answered free, charged after its client left, a free stream cut after content. */
+  const version1 = async () => {
+    url = await server.newDatabase();
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      await c.query(PG_MIGRATIONS[0]!);
+      await c.query(`CREATE TABLE shim_schema_version (version integer NOT NULL); INSERT INTO shim_schema_version VALUES (1);
+        INSERT INTO keys (id, name, hash, tier, balance, created_at) VALUES ('k', 'k', 'h', 'free', 9, 1);
+        INSERT INTO ledger (key_id, at, amount, kind) VALUES ('k', 1, 10, 'grant');
+        INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES
+          ('k', 5, 0, 'usage', 'answered', 'chat', 'm', 200, 3, 4, false, 9), ('k', 6, -1, 'usage', 'left', 'chat', 'm', 499, 0, 0, false, 9),
+          ('k', 7, 0, 'usage', 'cut', 'chat', 'm', 502, 0, 5, true, 9)`);
+    } finally {
+      await c.end();
+    }
+  };
+
+  it("upgrades a ledger without the served flag in place at start: its rows keep the rule they were reported by, new rows count when served; reports read through the indexes", async () => {
+    await version1();
+    const upgraded = await replica();
+    await upgraded.usageIndex!.outcome;
+    expect(await sql("SELECT version FROM shim_schema_version")).toEqual([{ version: PG_MIGRATIONS.length }]);
+    // As before the upgrade: answered or charged (the free cut stream was not counted then).
+    expect(await upgraded.usage({ keyId: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 1 }]);
+    await upgraded.reserve({ reservationId: "r", keyId: "k", amount: 1, at: 8 });
+    await upgraded.settle({ reservationId: "r", keyId: "k", hold: 1, cost: 0, usage: { ...usage("k", "cut2", 0, 8), status: 502, promptTokens: 0, completionTokens: 5 } });
+    expect(await upgraded.usage({ keyId: null, from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 3, completionTokens: 9, cost: 1 }]);
+    // The report's statements read through the ledger's indexes, not the whole table (which is
+    // too small here for the planner to prefer an index on its own; for one key, either does).
+    const plan = async (keyId: string | null) => {
+      const p = new pg.Client({ connectionString: url });
+      await p.connect();
+      try {
+        await p.query("SET enable_seqscan = off");
+        const { rows } = await p.query<{ "QUERY PLAN": string }>(`EXPLAIN ${reportSql({ keyId, group: "day" })}`, keyId === null ? [0, 100] : [0, 100, keyId]);
+        return rows.map((r) => r["QUERY PLAN"]).join("\n");
+      } finally {
+        await p.end();
+      }
+    };
+    expect(await plan(null)).toMatch(/Index (Only )?Scan using ledger_usage_at /);
+    expect(await plan("k")).toMatch(/Index (Only )?Scan using ledger_(key|usage)_at /);
+  });
+
+  it("an upgrade that would wait for the ledger behind another session (a report under way) gives up within about a second, leaving the schema as it was; the next start makes it", async () => {
+    await version1();
+    const reader = new pg.Client({ connectionString: url });
+    await reader.connect();
+    await reader.query("BEGIN");
+    await reader.query("SELECT count(*) FROM ledger");
+    const started = Date.now();
+    await expect(replica()).rejects.toBeInstanceOf(StoreUnavailableError);
+    // Not the 6 s of the start's statement bound, while every write of the ledger queued behind it.
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(await sql("SELECT version FROM shim_schema_version")).toEqual([{ version: 1 }]);
+    await reader.query("COMMIT");
+    await reader.end();
+    await replica();
+    expect(await sql("SELECT version FROM shim_schema_version")).toEqual([{ version: PG_MIGRATIONS.length }]);
   });
   it("the database itself refuses a negative available balance and edits to the ledger", async () => {
     await store.createKey(newKey("k", 1));

@@ -349,7 +349,7 @@ describe("the report worker", () => {
     try {
       await store.createKey({ id: "k", name: "k", hash: "h", tier: "pro", models: null, expiresAt: null, credits: 1, at: 0 });
       await store.reserve({ reservationId: "a", keyId: "k", amount: 1, at: 5 });
-      await store.settle({ reservationId: "a", keyId: "k", hold: 1, cost: 0, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 0, stream: false, ms: 1 } });
+      await store.settle({ reservationId: "a", keyId: "k", hold: 1, cost: 0, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 0, stream: false, ms: 1, served: true } });
       await store.flush();
       const q = { keyId: "k", from: 0, to: 10, group: "model" as const };
       const expected = [{ keyId: "k", group: "m", requests: 1, promptTokens: 1, completionTokens: 2, cost: 0 }];
@@ -377,7 +377,7 @@ describe("an in-memory SQLite store", () => {
     try {
       await store.createKey({ id: "k", name: "k", hash: "h", tier: "pro", models: null, expiresAt: null, credits: 10, at: 0 });
       await store.reserve({ reservationId: "a", keyId: "k", amount: 2, at: 5 });
-      await store.settle({ reservationId: "a", keyId: "k", hold: 2, cost: 2, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 2, stream: false, ms: 1 } });
+      await store.settle({ reservationId: "a", keyId: "k", hold: 2, cost: 2, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 2, stream: false, ms: 1, served: true } });
       expect(await store.usage({ keyId: null, from: 0, to: 10, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 1, completionTokens: 2, cost: 2 }]);
     } finally {
       await store.close();

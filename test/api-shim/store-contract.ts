@@ -3,9 +3,9 @@ import { MAX_BALANCE_MICRO } from "../../api-shim/src/money.ts";
 import type { NewKey, Store, UsageRow } from "../../api-shim/src/store/store.ts";
 
 export const newKey = (id: string, credits: number): NewKey => ({ id, name: id, hash: `sha256:${"0".repeat(64)}`, tier: "free", models: null, expiresAt: null, credits, at: 1000 });
-export const usage = (keyId: string, requestId: string, cost = 0, at = 2000): UsageRow => ({ requestId, keyId, at, route: "chat", model: "m", status: 200, promptTokens: 3, completionTokens: 4, cost, stream: false, ms: 1 });
+export const usage = (keyId: string, requestId: string, cost = 0, at = 2000): UsageRow => ({ requestId, keyId, at, route: "chat", model: "m", status: 200, promptTokens: 3, completionTokens: 4, cost, stream: false, ms: 1, served: true });
 /** The usage record of a streamed request whose upstream failed (502): nothing generated, charged 0. */
-export const failedUsage = (keyId: string, requestId: string): UsageRow => ({ ...usage(keyId, requestId), status: 502, promptTokens: 0, completionTokens: 0, stream: true });
+export const failedUsage = (keyId: string, requestId: string): UsageRow => ({ ...usage(keyId, requestId), status: 502, promptTokens: 0, completionTokens: 0, stream: true, served: false });
 
 /**
  * What every Store must do, whatever the database: the routes rely on exactly this. Called
@@ -55,11 +55,26 @@ export function storeContract(current: () => Store): void {
     await store.reserve({ reservationId: "c", keyId: "k", amount: 4, at: 1 });
     await store.settle({ reservationId: "c", keyId: "k", hold: 4, cost: 1, usage: { ...usage("k", "qc", 1), status: 499, promptTokens: 0, completionTokens: 0 } });
     await store.reserve({ reservationId: "d", keyId: "k", amount: 4, at: 1 });
-    await store.settle({ reservationId: "d", keyId: "k", hold: 4, cost: 0, usage: { ...usage("k", "qd"), status: 499, promptTokens: 0, completionTokens: 0 } });
+    await store.settle({ reservationId: "d", keyId: "k", hold: 4, cost: 0, usage: { ...usage("k", "qd"), status: 499, promptTokens: 0, completionTokens: 0, served: false } });
     await store.reserve({ reservationId: "e", keyId: "k", amount: 4, at: 1 });
     await store.settle({ reservationId: "e", keyId: "k", hold: 4, cost: 0, usage: { ...failedUsage("k", "qe"), model: "down" } });
     expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 4 }]);
     expect((await store.audit())[0]).toMatchObject({ balance: 6, ledgerSum: 6, held: 0 });
+  });
+
+  it("a request the upstream served counts in reports though charged nothing (a free model): a client that left after content, a stream cut after content", async () => {
+    const store = current();
+    await store.createKey(newKey("k", 10));
+    await store.reserve({ reservationId: "a", keyId: "k", amount: 4, at: 1 });
+    await store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 0, usage: { ...usage("k", "qa"), status: 499, promptTokens: 3, completionTokens: 5 } });
+    await store.reserve({ reservationId: "b", keyId: "k", amount: 4, at: 1 });
+    await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: { ...usage("k", "qb"), status: 502, promptTokens: 0, completionTokens: 5, stream: true } });
+    // Not served (the upstream failed before any content): in the ledger, not in the report.
+    await store.reserve({ reservationId: "c", keyId: "k", amount: 4, at: 1 });
+    await store.settle({ reservationId: "c", keyId: "k", hold: 4, cost: 0, usage: failedUsage("k", "qc") });
+    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 10, cost: 0 }]);
+    expect(await store.usage({ keyId: null, from: 0, to: 10_000, group: "day" })).toEqual([{ keyId: "k", group: "1970-01-01", requests: 2, promptTokens: 3, completionTokens: 10, cost: 0 }]);
+    expect((await store.audit())[0]).toMatchObject({ balance: 10, ledgerSum: 10, held: 0 });
   });
 
   it("settle never charges more than the hold, whatever cost it is given: the rest of the key's credit stays its own", async () => {

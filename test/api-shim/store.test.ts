@@ -5,6 +5,7 @@ import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import { reportSql } from "../../api-shim/src/store/sqlite-usage-report.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { corruptLedger } from "../support/corrupt-ledger.ts";
 import { failingFsyncs, repoFile, runNodeScript, tracingFsyncs } from "../support/fsync-trace.ts";
@@ -84,7 +85,7 @@ describe("SqliteStore", () => {
       onFailure: (e) => failures.push({ code: e.code, message: e.message }),
     });
     const started = performance.now();
-    const usage = (id) => ({ at: 2, requestId: id, keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 1, stream: false, ms: 1 });
+    const usage = (id) => ({ at: 2, requestId: id, keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 1, stream: false, ms: 1, served: true });
     const more = () => performance.now() - started < ${ms} || (reported.length < ${reports} && performance.now() - started < 20000);
     for (let n = 0; failures.length === 0 && more(); n++) {
       if (${snapshotMs} > 0 && reported.length > 0 && snapshot === null) {
@@ -162,7 +163,7 @@ describe("SqliteStore", () => {
       mark();
       for (let n = 0; n < 20; n++) {
         await store.reserve({ reservationId: "r" + n, keyId: "k", amount: 1, at: 2 });
-        await store.settle({ reservationId: "r" + n, keyId: "k", hold: 1, cost: 1, usage: { at: 2, requestId: "q" + n, keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 1, stream: false, ms: 1 } });
+        await store.settle({ reservationId: "r" + n, keyId: "k", hold: 1, cost: 1, usage: { at: 2, requestId: "q" + n, keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 1, stream: false, ms: 1, served: true } });
         await store.flush();
       }
       mark();
@@ -284,7 +285,7 @@ describe("SqliteStore", () => {
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 7, ledgerSum: 10, reservations: 2, reservedSum: 7 }]);
     await store.settle({ reservationId: "a", keyId: "k", hold: 3, cost: 2, usage: usage("k", "qa", 2) });
     await store.settle({ reservationId: "a", keyId: "k", hold: 3, cost: 2, usage: usage("k", "qa", 2) }); // no-op
-    await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: { ...usage("k", "qb"), status: 502, promptTokens: 0, completionTokens: 0 } });
+    await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: { ...usage("k", "qb"), status: 502, promptTokens: 0, completionTokens: 0, served: false } });
     await store.flush();
     expect(row()).toEqual({ balance: 8, held: 0, holds: 0 });
     // One ledger row per request: its charge and its usage record (a failed request: amount 0).
@@ -294,7 +295,7 @@ describe("SqliteStore", () => {
     ]);
     reader.close();
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 8, held: 0, ledgerSum: 8, reservations: 0, reservedSum: 0 }]);
-    // The report counts what was answered or charged: the failed request's row is not a request there.
+    // The report counts what was served or charged: the failed request's row is not a request there.
     expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 2 }]);
   });
 
@@ -331,6 +332,42 @@ describe("SqliteStore", () => {
     expect(db.pragma("user_version", { simple: true })).toBe(MIGRATIONS.length);
     expect(() => db.prepare("SELECT 1 FROM usage").get()).toThrow(/no such table/);
     db.close();
+  });
+
+  it("upgrades a ledger without the served flag in place: its rows keep the rule they were reported by, new rows count when served; reports still read through the indexes", async () => {
+    const old = join(dir, "v4.db");
+    const db = new Database(old);
+    for (const m of MIGRATIONS.slice(0, 4)) typeof m === "string" ? db.exec(m) : m(db);
+    db.pragma("user_version = 4");
+    db.exec(`INSERT INTO keys (id, name, hash, tier, balance, created_at) VALUES ('k', 'k', 'h', 'free', 9, 1);
+      INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES ('k', 1, 10, 'grant', NULL, NULL);
+      INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES
+        ('k', 5, 0, 'usage', 'answered', 'chat', 'm', 200, 3, 4, 0, 9), ('k', 6, -1, 'usage', 'left', 'chat', 'm', 499, 0, 0, 0, 9),
+        ('k', 7, 0, 'usage', 'cut', 'chat', 'm', 502, 0, 5, 1, 9);`);
+    db.close();
+    const upgraded = new SqliteStore(old);
+    try {
+      // As before the upgrade: answered or charged (the free cut stream was not counted then).
+      expect(await upgraded.usage({ keyId: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 1 }]);
+      await upgraded.reserve({ reservationId: "r", keyId: "k", amount: 1, at: 8 });
+      await upgraded.settle({ reservationId: "r", keyId: "k", hold: 1, cost: 0, usage: { ...usage("k", "cut2", 0, 8), status: 502, promptTokens: 0, completionTokens: 5 } });
+      expect(await upgraded.usage({ keyId: null, from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 3, completionTokens: 9, cost: 1 }]);
+    } finally {
+      await upgraded.close();
+    }
+    const after = new Database(old, { readonly: true });
+    try {
+      expect(after.pragma("user_version", { simple: true })).toBe(MIGRATIONS.length);
+      after.function("shim_report_check", () => 1);
+      const plan = (keyId: string | null) => {
+        const sql = reportSql({ keyId, group: "model" });
+        return [sql.sliceEnd, sql.slice].map((text) => after.prepare<Record<string, unknown>, { detail: string }>(`EXPLAIN QUERY PLAN ${text}`).all({ keyId, from: 0, to: 100 }).map((r) => r.detail).join("; "));
+      };
+      for (const p of plan(null)) expect(p).toMatch(/USING (COVERING )?INDEX ledger_usage_at /);
+      for (const p of plan("k")) expect(p).toMatch(/USING (COVERING )?INDEX ledger_key_at /);
+    } finally {
+      after.close();
+    }
   });
 
   it("refuses to migrate a ledger whose usage rows disagree with its charges, and leaves it untouched", () => {

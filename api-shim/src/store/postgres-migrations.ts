@@ -35,6 +35,15 @@ export const PG_MIGRATIONS: readonly string[] = [
    CREATE INDEX reservations_owner ON reservations(owner);
    CREATE TABLE idempotency (
      key text PRIMARY KEY, fingerprint text NOT NULL, body text NOT NULL, at bigint NOT NULL);`,
+  // 2: whether the upstream served the request, apart from its charge, so a report counts a free
+  // model's served requests (store.ts, REPORTED_SQL). A nullable column without a default: no
+  // table rewrite, instant on any ledger; rows written before it (and by replicas of the older
+  // version still serving during a rolling upgrade) have NULL. It takes the ledger's lock for an
+  // instant, but waits for it behind a report under way elsewhere, and every write of the
+  // ledger would queue behind that wait: past 1 s it gives up instead (the start fails, and is
+  // made again at the replica's restart).
+  `SET LOCAL lock_timeout = '1s';
+   ALTER TABLE ledger ADD COLUMN served boolean;`,
 ];
 
 /** Advisory-lock class of the shim (int4 "SHIM"): (class, 0) for migrations, (class, owner) per replica. */

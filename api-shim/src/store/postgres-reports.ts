@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { rejectOnAbort } from "../promises.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
-import { StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
+import { REPORTED_SQL, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 
 /** The bound on a usage report's statement (the request path's is the store's timeoutMs). */
 const REPORT_TIMEOUT_MS = 60_000;
@@ -21,6 +21,19 @@ const WAITING_REPORTS = 8;
  * and another report started on the same backend.
  */
 const reportMark = () => `/* shim usage report ${randomUUID()} */`;
+
+/**
+ * A report's statement: $1 and $2 the period, $3 the key (a report of one key). Through the
+ * ledger's indexes: (key_id, at) for one key, the usage rows' (at) for all keys (once built:
+ * postgres-usage-index.ts).
+ */
+export function reportSql(q: Pick<UsageQuery, "keyId" | "group">): string {
+  const day = q.group === "day";
+  return `SELECT key_id AS "keyId", ${day ? "at / 86400000" : "model"} AS "group", count(*) AS requests,
+      sum(prompt_tokens)::bigint AS "promptTokens", sum(completion_tokens)::bigint AS "completionTokens", (-sum(amount))::bigint AS cost
+    FROM ledger WHERE kind = 'usage' AND ${REPORTED_SQL} AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
+    GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}`;
+}
 
 /**
  * The Postgres store's usage reports: their turns, their statement bound, and their end when the
@@ -54,10 +67,7 @@ export class UsageReports {
   run(q: UsageQuery): Promise<UsageGroup[]> {
     const day = q.group === "day";
     const mark = reportMark();
-    const sql = `${mark} SELECT key_id AS "keyId", ${day ? "at / 86400000" : "model"} AS "group", count(*) AS requests,
-        sum(prompt_tokens)::bigint AS "promptTokens", sum(completion_tokens)::bigint AS "completionTokens", (-sum(amount))::bigint AS cost
-      FROM ledger WHERE kind = 'usage' AND (amount <> 0 OR status < 400) AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
-      GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}`;
+    const sql = `${mark} ${reportSql(q)}`;
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
     const { keyId } = q;
     const signal = q.signal ? AbortSignal.any([q.signal, this.closing.signal]) : this.closing.signal;

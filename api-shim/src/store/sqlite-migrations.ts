@@ -40,6 +40,10 @@ export const MIGRATIONS: readonly (string | ((db: Database.Database) => void))[]
   // whole history (ledger_key_at serves one key's). Partial: grants and top-ups are not reported.
   // On an existing database it is built at the first start after the upgrade (~1 s per 2 million rows).
   "CREATE INDEX ledger_usage_at ON ledger(at) WHERE kind = 'usage';",
+  // Migration 5: whether the upstream served the request (1) or not (0), apart from its charge,
+  // so a report counts a free model's served requests (store.ts, REPORTED_SQL). A new column
+  // only (no table rewrite: instant on any ledger); rows written before it have NULL.
+  "ALTER TABLE ledger ADD COLUMN served INTEGER CHECK (served IN (0, 1));",
 ];
 
 /**

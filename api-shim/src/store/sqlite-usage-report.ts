@@ -1,5 +1,5 @@
 import type Database from "better-sqlite3";
-import type { UsageGroup, UsageQuery } from "./store.ts";
+import { REPORTED_SQL, type UsageGroup, type UsageQuery } from "./store.ts";
 
 /** A usage report's question without its signal: what crosses to the report worker. */
 export type ReportQuery = Omit<UsageQuery, "signal">;
@@ -31,14 +31,9 @@ export function usageReport(db: Database.Database, q: ReportQuery, check: () => 
     check();
     return 1;
   });
-  const dim = q.group === "day" ? "strftime('%Y-%m-%d', at / 1000, 'unixepoch')" : "model";
-  const rows = `at >= @from AND at < @to AND ${q.keyId === null ? "kind = 'usage'" : "key_id = @keyId"} AND (id & 4095 <> 0 OR shim_report_check())`;
-  // From the index alone (key_id, at or the usage rows' at; id is the rowid): a key's top-ups
-  // count towards its slices' size too, which only makes them a little smaller.
-  const sliceEnd = db.prepare<ReportQuery, number>(`SELECT at FROM ledger WHERE ${rows} ORDER BY at LIMIT 1 OFFSET ${SLICE_ROWS}`).pluck();
-  const slice = db.prepare<ReportQuery, UsageGroup>(`SELECT key_id AS keyId, ${dim} AS "group", count(*) AS requests,
-      sum(prompt_tokens) AS promptTokens, sum(completion_tokens) AS completionTokens, -sum(amount) AS cost
-    FROM ledger WHERE ${rows} AND kind = 'usage' AND (amount <> 0 OR status < 400) GROUP BY key_id, "group"`);
+  const sql = reportSql(q);
+  const sliceEnd = db.prepare<ReportQuery, number>(sql.sliceEnd).pluck();
+  const slice = db.prepare<ReportQuery, UsageGroup>(sql.slice);
   const groups = new Map<string, UsageGroup>();
   // One read transaction: every slice reads the ledger as of the same moment, as one statement did.
   db.transaction(() => {
@@ -61,6 +56,23 @@ export function usageReport(db: Database.Database, q: ReportQuery, check: () => 
     }
   })();
   return [...groups.values()].sort((a, b) => byteOrder(a.keyId, b.keyId) || byteOrder(a.group, b.group));
+}
+
+/**
+ * The report's two statements (named parameters: the query's, `from` and `to` a slice's): where
+ * a slice ends, and a slice's groups. They call shim_report_check, which usageReport defines.
+ */
+export function reportSql(q: Pick<ReportQuery, "keyId" | "group">): { sliceEnd: string; slice: string } {
+  const dim = q.group === "day" ? "strftime('%Y-%m-%d', at / 1000, 'unixepoch')" : "model";
+  const rows = `at >= @from AND at < @to AND ${q.keyId === null ? "kind = 'usage'" : "key_id = @keyId"} AND (id & 4095 <> 0 OR shim_report_check())`;
+  return {
+    // From the index alone (key_id, at or the usage rows' at; id is the rowid): a key's top-ups
+    // count towards its slices' size too, which only makes them a little smaller.
+    sliceEnd: `SELECT at FROM ledger WHERE ${rows} ORDER BY at LIMIT 1 OFFSET ${SLICE_ROWS}`,
+    slice: `SELECT key_id AS keyId, ${dim} AS "group", count(*) AS requests,
+        sum(prompt_tokens) AS promptTokens, sum(completion_tokens) AS completionTokens, -sum(amount) AS cost
+      FROM ledger WHERE ${rows} AND kind = 'usage' AND ${REPORTED_SQL} GROUP BY key_id, "group"`,
+  };
 }
 
 /** SQLite's BINARY collation (UTF-8 bytes; NULL first), as ORDER BY key_id, "group" sorted. */

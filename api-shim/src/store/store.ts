@@ -49,6 +49,13 @@ export interface UsageRow {
   cost: number;
   stream: boolean;
   ms: number;
+  /**
+   * The upstream did the work: it answered, or had the request when its client left, or failed
+   * after content (a stream cut, an answer too large to relay). False when nothing was served (the
+   * upstream refused or failed before any content, or the request never reached it): Settlement
+   * is told null usage exactly then. Apart from the cost: a free model's served requests cost 0.
+   */
+  served: boolean;
 }
 
 export interface ReserveInput {
@@ -113,6 +120,14 @@ export interface UsageQuery {
    */
   signal?: AbortSignal;
 }
+/**
+ * Which usage rows a report counts, as SQL on the ledger (both stores'): those the upstream served
+ * (UsageRow.served) or that were charged. Rows written before the stores recorded `served` (NULL:
+ * SQLite's migration 5, Postgres's 2) keep the rule they were reported by: charged, or answered
+ * (a status below 400), so their reports do not change with the upgrade.
+ */
+export const REPORTED_SQL = "(amount <> 0 OR coalesce(served, status < 400))";
+
 export interface UsageGroup {
   keyId: string;
   /** The model name, or the UTC day (YYYY-MM-DD) when grouping by day. */
@@ -210,9 +225,10 @@ export interface Store {
    */
   releaseStaleReservations(): Promise<number>;
   /**
-   * Usage per key and model (or day): the requests that were answered or charged. A request the
-   * upstream failed, charged nothing, is in the ledger (one row per forwarded request) but not in
-   * the report: a client reading "3 requests, cost 1" would think the price was wrong.
+   * Usage per key and model (or day): the requests that were served or charged (REPORTED_SQL). A
+   * request the upstream failed before serving it, charged nothing, is in the ledger (one row per
+   * forwarded request) but not in the report: a client reading "3 requests, cost 1" would think
+   * the price was wrong. A free model's served requests (cost 0) are.
    */
   usage(query: UsageQuery): Promise<UsageGroup[]>;
   /** Per-key balance, ledger sum and open reservations: the money invariants, for checks. */
