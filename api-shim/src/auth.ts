@@ -135,11 +135,12 @@ export function tooManyInFlight(ctx: ShimContext, auth: Auth, limit: number): Sh
 /**
  * Too many usage reports wait already (ReportsBusyError): the askers' own rate, refused before
  * any work, so a 429 to retry shortly (the SDKs do, after Retry-After), logged as reports_busy.
- * `keyId`: the report's key (null: over all keys), whose line was full unless the shim's was.
+ * `asker`: the key that asked (null: the operator, on the admin API), whose line was full unless
+ * the shim's was.
  */
-export function reportsBusy(ctx: ShimContext, request: FastifyRequest, busy: ReportsBusyError, keyId: string | null): ShimError {
+export function reportsBusy(ctx: ShimContext, request: FastifyRequest, busy: ReportsBusyError, asker: string | null): ShimError {
   const headers = request.auth ? giveBackRequest(ctx, request.auth) : {};
-  const who = busy.scope === "shim" ? "for this server (all keys' together)" : keyId === null ? "over all keys" : "for this key";
+  const who = busy.scope === "shim" ? "for this server (all keys' together)" : asker === null ? "from the admin API" : "for this key";
   return rateLimited(1000, headers, { message: `Too many usage reports at once ${who}: wait for the earlier ones, then retry.`, logCode: "reports_busy" });
 }
 

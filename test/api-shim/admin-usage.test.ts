@@ -282,3 +282,19 @@ describe("usage reports of a free model (no price: every request charged 0)", ()
     }
   });
 });
+
+describe("the line a usage report waits in", () => {
+  it("is its asker's: the key's own on /v1/usage, the operator's on /admin/usage whichever key it reports on", async () => {
+    const asked: { keyId: string | null; asker: string | null }[] = [];
+    const h = await startShim({ wrapStore: (s) => overrideStore(s, { usage: (q) => (asked.push({ keyId: q.keyId, asker: q.asker }), Promise.resolve([])) }) });
+    try {
+      const { key, id } = await h.createKey();
+      expect((await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(200);
+      expect((await h.admin(`/admin/usage?key=${id}`)).status).toBe(200);
+      expect((await h.admin("/admin/usage")).status).toBe(200);
+      expect(asked).toEqual([{ keyId: id, asker: id }, { keyId: id, asker: null }, { keyId: null, asker: null }]);
+    } finally {
+      await h.close();
+    }
+  });
+});

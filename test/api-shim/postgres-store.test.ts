@@ -111,10 +111,10 @@ describe("PostgresStore", () => {
     await upgraded.usageIndex!.outcome;
     expect(await sql("SELECT version FROM shim_schema_version")).toEqual([{ version: PG_MIGRATIONS.length }]);
     // As before the upgrade: answered or charged (the free cut stream was not counted then).
-    expect(await upgraded.usage({ keyId: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 1 }]);
+    expect(await upgraded.usage({ keyId: "k", asker: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 1 }]);
     await upgraded.reserve({ reservationId: "r", keyId: "k", amount: 1, at: 8 });
     await upgraded.settle({ reservationId: "r", keyId: "k", hold: 1, cost: 0, usage: { ...usage("k", "cut2", 0, 8), status: 502, promptTokens: 0, completionTokens: 5 } });
-    expect(await upgraded.usage({ keyId: null, from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 3, completionTokens: 9, cost: 1 }]);
+    expect(await upgraded.usage({ keyId: null, asker: null, from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 3, completionTokens: 9, cost: 1 }]);
     // The report's statements read through the ledger's indexes, not the whole table (which is
     // too small here for the planner to prefer an index on its own; for one key, either does).
     const plan = async (keyId: string | null) => {
@@ -654,7 +654,7 @@ describe("PostgresStore", () => {
     expect(await sql("SELECT ref, amount, prompt_tokens AS p, completion_tokens AS c FROM ledger WHERE kind = 'usage' ORDER BY id")).toEqual([
       { ref: "q-old", amount: "-4", p: 3, c: 4 }, { ref: "q-old2", amount: "0", p: 3, c: 4 }, { ref: "q-new", amount: "-2", p: 3, c: 4 },
     ]);
-    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 9, completionTokens: 12, cost: 6 }]);
+    expect(await store.usage({ keyId: "k", asker: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 9, completionTokens: 12, cost: 6 }]);
   });
 
   it("through the shim: a replica whose liveness session is cut while a request is upstream keeps its hold; credit for one request admits one, charged", async () => {
@@ -755,10 +755,10 @@ describe("PostgresStore", () => {
       SELECT 'busy', ${Date.UTC(2027, 0, 1)} + g * 1440, -1, 'usage', 'm' || (g % 3), 200, 10, 5, 'chat', false, 1 FROM generate_series(0, 599999) g`);
     // A replica whose request statements are bounded at 150 ms, less than these scans take.
     const tight = await replica({ timeoutMs: 150 });
-    const days = await tight.usage({ keyId: "busy", from: 0, to: Date.UTC(2028, 0, 1), group: "day" });
+    const days = await tight.usage({ keyId: "busy", asker: "busy", from: 0, to: Date.UTC(2028, 0, 1), group: "day" });
     expect(days.map((d) => d.group)).toEqual(Array.from({ length: 10 }, (_, i) => `2027-01-${String(i + 1).padStart(2, "0")}`));
     expect(days.reduce((n, d) => n + d.requests, 0)).toBe(600_000);
-    const models = await tight.usage({ keyId: null, from: 0, to: Date.UTC(2028, 0, 1), group: "model" });
+    const models = await tight.usage({ keyId: null, asker: null, from: 0, to: Date.UTC(2028, 0, 1), group: "model" });
     expect(models.map((m) => [m.group, m.requests, m.cost])).toEqual([["m0", 200_000, 200_000], ["m1", 200_000, 200_000], ["m2", 200_000, 200_000]]);
   });
 
@@ -797,7 +797,7 @@ describe("PostgresStore", () => {
       const scans = async () => Number((await sql<{ n: string }>("SELECT idx_scan AS n FROM pg_stat_user_indexes WHERE indexrelname = 'ledger_usage_at'"))[0]!.n);
       const before = await scans();
       // The operator's report of a later month, with nothing in it: it reads no row of the history.
-      expect(await store.usage({ keyId: null, from: Date.UTC(2027, 1, 1), to: Date.UTC(2027, 2, 1), group: "model" })).toEqual([]);
+      expect(await store.usage({ keyId: null, asker: null, from: Date.UTC(2027, 1, 1), to: Date.UTC(2027, 2, 1), group: "model" })).toEqual([]);
       // A backend flushes its statistics once idle, up to 10 s later (PostgreSQL 15).
       expect(await pollUntil(async () => (await scans()) > before, 15_000, 200)).toBe(true);
     }, 60_000);
@@ -994,7 +994,7 @@ describe("PostgresStore", () => {
         peak = Math.max(peak, rows[0]!.n);
       }
     })();
-    await Promise.all(Array.from({ length: 5 }, () => store.usage({ keyId: null, from: 0, to: 1e12, group: "day" })));
+    await Promise.all(Array.from({ length: 5 }, () => store.usage({ keyId: null, asker: null, from: 0, to: 1e12, group: "day" })));
     done = true;
     await watching;
     await watcher.end();
@@ -1002,7 +1002,7 @@ describe("PostgresStore", () => {
     expect(peak).toBeLessThanOrEqual(2);
   });
 
-  it("a key's reports run one at a time, the next waiting in the key's line, and reports over all keys have turns of their own", { timeout: 30_000 }, async () => {
+  it("a key's reports run one at a time, the next waiting in the key's line, and the operator's reports have turns of their own", { timeout: 30_000 }, async () => {
     for (let i = 0; i < 12; i++) await store.createKey(newKey(`k${i}`, 5));
     // Reports block while another session holds the ledger, as a very long scan would.
     const blocker = new pg.Client({ connectionString: url });
@@ -1010,25 +1010,25 @@ describe("PostgresStore", () => {
     await blocker.query("BEGIN");
     await blocker.query("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE");
     const period = { from: 0, to: 1e12, group: "model" as const };
-    const keyReports = Array.from({ length: 9 }, (_, i) => store.usage({ ...period, keyId: `k${i}` }).then(() => "ok", (e: unknown) => e));
+    const keyReports = Array.from({ length: 9 }, (_, i) => store.usage({ ...period, keyId: `k${i}`, asker: `k${i}` }).then(() => "ok", (e: unknown) => e));
     const left = new AbortController();
-    const leaving = store.usage({ ...period, keyId: "k9", signal: left.signal });
+    const leaving = store.usage({ ...period, keyId: "k9", asker: "k9", signal: left.signal });
     // A second report of a key with one under way waits in the key's own line (two widgets of a
     // dashboard asking at once both get an answer), without taking a shared place meanwhile.
-    const secondOfK0 = store.usage({ ...period, keyId: "k0" }).then(() => "ok", (e: unknown) => e);
+    const secondOfK0 = store.usage({ ...period, keyId: "k0", asker: "k0" }).then(() => "ok", (e: unknown) => e);
     // Ten keys fill the shared turns (2 running, 8 waiting): an eleventh key is refused, the
     // operator's report over all keys is not.
     await new Promise((r) => setTimeout(r, 100));
     // The askers' own rate (a 429), not the store unavailable (a 503 logged as an error).
-    await expect(store.usage({ ...period, keyId: "k10" })).rejects.toMatchObject({ name: "ReportsBusyError", scope: "shim" });
-    const all = store.usage({ ...period, keyId: null });
+    await expect(store.usage({ ...period, keyId: "k10", asker: "k10" })).rejects.toMatchObject({ name: "ReportsBusyError", scope: "shim" });
+    const all = store.usage({ ...period, keyId: null, asker: null });
     // A waiting report whose asker left gives up its place at once: the eleventh key now fits.
     left.abort(new ClientLeftError());
     await expect(leaving).rejects.toBeInstanceOf(ClientLeftError);
-    const k10 = store.usage({ ...period, keyId: "k10" });
-    await expect(store.usage({ ...period, keyId: "k11" })).rejects.toMatchObject({ name: "ReportsBusyError", scope: "shim" });
+    const k10 = store.usage({ ...period, keyId: "k10", asker: "k10" });
+    await expect(store.usage({ ...period, keyId: "k11", asker: "k11" })).rejects.toMatchObject({ name: "ReportsBusyError", scope: "shim" });
     // A key's own line full (one running, 8 waiting) is that key's: the next is refused, others are not.
-    const moreOfK1 = Array.from({ length: 9 }, () => store.usage({ ...period, keyId: "k1" }).then(() => "ok", (e: unknown) => e));
+    const moreOfK1 = Array.from({ length: 9 }, () => store.usage({ ...period, keyId: "k1", asker: "k1" }).then(() => "ok", (e: unknown) => e));
     await new Promise((r) => setTimeout(r, 50));
     expect(await moreOfK1[8]).toMatchObject({ name: "ReportsBusyError", scope: "line" });
     await blocker.query("COMMIT");
@@ -1038,6 +1038,23 @@ describe("PostgresStore", () => {
     expect(await Promise.all(keyReports)).toEqual(Array(9).fill("ok"));
     expect(await secondOfK0).toBe("ok");
     expect(await Promise.all(moreOfK1.slice(0, 8))).toEqual(Array(8).fill("ok"));
+  });
+
+  it("a key keeping its own line of reports full does not get the operator's report on that key refused: lines are the askers'", { timeout: 30_000 }, async () => {
+    await store.createKey(newKey("k", 5));
+    const blocker = new pg.Client({ connectionString: url });
+    await blocker.connect();
+    await blocker.query("BEGIN");
+    await blocker.query("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE");
+    const q = { keyId: "k", from: 0, to: 1e12, group: "model" as const };
+    const own = Array.from({ length: 9 }, () => store.usage({ ...q, asker: "k" }).then(() => "ok", (e: unknown) => e));
+    await new Promise((r) => setTimeout(r, 100));
+    await expect(store.usage({ ...q, asker: "k" })).rejects.toMatchObject({ name: "ReportsBusyError", scope: "line" });
+    const operator = store.usage({ ...q, asker: null }).then(() => "ok", (e: unknown) => e);
+    await blocker.query("COMMIT");
+    await blocker.end();
+    expect(await operator).toBe("ok");
+    expect(await Promise.all(own)).toEqual(Array(9).fill("ok"));
   });
 
   it("close() ends within a bound when the database stops answering (a hung server, a silent network cut): the connections still open are cut", async () => {
@@ -1065,7 +1082,7 @@ describe("PostgresStore", () => {
 
   describe("a usage report whose statement runs (here: blocked by another session's lock on the ledger)", () => {
     let blocker: pg.Client;
-    const period = { keyId: "k", from: 0, to: 1e12, group: "model" as const };
+    const period = { keyId: "k", asker: "k", from: 0, to: 1e12, group: "model" as const };
     /** Server sessions running a report's statement, this one's or any other's. */
     const runningReports = async () =>
       (await sql<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%FROM ledger WHERE kind%' AND pid <> pg_backend_pid()"))[0]!.n;
@@ -1121,7 +1138,7 @@ describe("PostgresStore", () => {
       const pool = (store as unknown as { pool: pg.Pool }).pool;
       const taken = await Promise.all(Array.from({ length: 9 }, () => pool.connect()));
       try {
-        const reportB = store.usage({ ...period, keyId: "b" }).then((r) => r, (e: unknown) => e);
+        const reportB = store.usage({ ...period, keyId: "b", asker: "b" }).then((r) => r, (e: unknown) => e);
         await new Promise((r) => setTimeout(r, 50));
         left.abort(new ClientLeftError()); // A's cancellation now waits for a connection
         expect(await reportA).toBeInstanceOf(ClientLeftError);

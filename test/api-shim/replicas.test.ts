@@ -143,7 +143,7 @@ describe("shim replicas on one Postgres database", () => {
       expect(after.balance).toBeLessThan(before.balance); // both charged
       const store = await PostgresStore.open(env.SHIM_DATABASE_URL!);
       try {
-        const rows = await store.usage({ keyId: key.id, from: 0, to: Date.now() + 86_400_000, group: "model" });
+        const rows = await store.usage({ keyId: key.id, asker: key.id, from: 0, to: Date.now() + 86_400_000, group: "model" });
         expect(rows.find((r) => r.group === "qwen2.5-7b")!.promptTokens).toBeGreaterThanOrEqual(2 * (2 ** 31 - 1));
       } finally {
         await store.close();

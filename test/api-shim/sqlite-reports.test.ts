@@ -104,7 +104,7 @@ describe("SQLite usage reports over a million rows", () => {
   it("closing the store does not wait for a running report, which fails with StoreUnavailableError (a 503) and stops", async () => {
     expect(heavyReportMs).toBeGreaterThan(0); // the test above measured it
     const store = new SqliteStore(file);
-    const report = store.usage({ keyId: heavy.id, from: 0, to: Date.now() + 86_400_000, group: "model" }).then(() => "answered", (e: unknown) => e);
+    const report = store.usage({ keyId: heavy.id, asker: heavy.id, from: 0, to: Date.now() + 86_400_000, group: "model" }).then(() => "answered", (e: unknown) => e);
     await sleep(heavyReportMs / 4); // its worker has started, and scans
     const worker = (store as unknown as { reports: { worker: Worker } }).reports.worker;
     const exited = once(worker, "exit");
@@ -121,10 +121,10 @@ describe("SQLite usage reports over a million rows", () => {
     expect(heavyReportMs).toBeGreaterThan(0);
     const store = new SqliteStore(file);
     try {
-      const small = { keyId: "nobody000000", from: 0, to: Date.now(), group: "model" as const }; // no rows
+      const small = { keyId: "nobody000000", asker: "nobody000000", from: 0, to: Date.now(), group: "model" as const }; // no rows
       await store.usage(small); // the worker has started
       const left = new AbortController();
-      const report = store.usage({ keyId: heavy.id, from: 0, to: Date.now() + 86_400_000, group: "model", signal: left.signal }).then(() => "answered", (e: unknown) => e);
+      const report = store.usage({ keyId: heavy.id, asker: heavy.id, from: 0, to: Date.now() + 86_400_000, group: "model", signal: left.signal }).then(() => "answered", (e: unknown) => e);
       await sleep(heavyReportMs / 4);
       left.abort(new ClientLeftError());
       expect(await report).toBeInstanceOf(ClientLeftError);
@@ -162,10 +162,10 @@ describe("SQLite usage reports over a million rows", () => {
   it("a report past its time is a StoreUnavailableError (a 503), and the worker is free for the next", async () => {
     const reports = new SqliteReports(file, { busyTimeoutMs: 1000, timeoutMs: 50 });
     try {
-      const failed = await reports.run({ keyId: heavy.id, from: 0, to: Date.now() + 86_400_000, group: "day" }, async () => {}).catch((e: unknown) => e);
+      const failed = await reports.run({ keyId: heavy.id, asker: heavy.id, from: 0, to: Date.now() + 86_400_000, group: "day" }, async () => {}).catch((e: unknown) => e);
       expect(failed).toBeInstanceOf(StoreUnavailableError);
       expect(String((failed as Error).cause)).toMatch(/the report ran past 50 ms/);
-      expect(await reports.run({ keyId: "nobody000000", from: 0, to: Date.now(), group: "model" }, async () => {})).toEqual([]);
+      expect(await reports.run({ keyId: "nobody000000", asker: "nobody000000", from: 0, to: Date.now(), group: "model" }, async () => {})).toEqual([]);
     } finally {
       reports.close();
     }
@@ -225,7 +225,7 @@ describe("a usage report read in slices", () => {
 describe("a report whose worker does not stop when told (a statement no check reaches)", () => {
   // A stand-in worker whose every report takes 3,000 ms whatever the stop flag says.
   const sorting = new URL("../support/sorting-report-worker.ts", import.meta.url);
-  const query = { keyId: null, from: 0, to: 1, group: "model" as const };
+  const query = { keyId: null, asker: null, from: 0, to: 1, group: "model" as const };
 
   it("is answered 503 at its time bound, not when its statement ends, and the next report does not wait for that worker", async () => {
     const reports = new SqliteReports("unused.db", { busyTimeoutMs: 1000, timeoutMs: 200, workerUrl: sorting });
@@ -240,6 +240,27 @@ describe("a report whose worker does not stop when told (a statement no check re
       const t2 = performance.now();
       await reports.run(query, async () => {}).catch(() => {});
       expect(performance.now() - t2).toBeLessThan(2000);
+    } finally {
+      reports.close();
+    }
+  });
+});
+
+describe("a key's own reports and the operator's report on that key", () => {
+  it("wait in lines of their askers: a key keeping its line full (1 running, 8 waiting) does not get the operator's report on it refused", async () => {
+    // A stand-in worker whose every report takes 3,000 ms: the first runs, the next ones wait.
+    const reports = new SqliteReports("unused.db", { busyTimeoutMs: 1000, timeoutMs: 10_000, workerUrl: new URL("../support/sorting-report-worker.ts", import.meta.url) });
+    try {
+      const q = { keyId: "k", from: 0, to: 1, group: "model" as const };
+      const own = Array.from({ length: 9 }, () => reports.run({ ...q, asker: "k" }, async () => {}).catch((e: unknown) => e));
+      await sleep(100);
+      // The key's tenth is its own rate; the operator's (/admin/usage?key=k) waits its turn.
+      await expect(reports.run({ ...q, asker: "k" }, async () => {})).rejects.toMatchObject({ name: "ReportsBusyError", scope: "line" });
+      const operator = reports.run({ ...q, asker: null }, async () => {}).then(() => "answered", (e: unknown) => e);
+      expect(await Promise.race([operator, sleep(300).then(() => "waiting")])).toBe("waiting");
+      reports.close();
+      expect(await operator).toBeInstanceOf(StoreUnavailableError); // closing, not busy
+      for (const e of await Promise.all(own)) expect(e).toBeInstanceOf(StoreUnavailableError);
     } finally {
       reports.close();
     }
@@ -275,14 +296,14 @@ describe("SQLite usage reports waiting for the worker", () => {
     try {
       for (const id of ["busy", "quiet"]) await store.createKey({ id, name: id, hash: "h", tier: "pro", models: null, expiresAt: null, credits: 1, at: 0 });
       const done: string[] = [];
-      const report = (name: string, keyId: string) => store.usage({ keyId, from: 0, to: 1, group: "model" }).then(() => done.push(name));
+      const report = (name: string, keyId: string) => store.usage({ keyId, asker: keyId, from: 0, to: 1, group: "model" }).then(() => done.push(name));
       await Promise.all([report("busy 1", "busy"), report("busy 2", "busy"), report("busy 3", "busy"), report("quiet", "quiet")]);
       expect(done).toEqual(["busy 1", "quiet", "busy 2", "busy 3"]);
 
       // One whose client leaves while it waits gives up its place at once, and is not run.
       const left = new AbortController();
       const first = report("first", "busy");
-      const gone = store.usage({ keyId: "busy", from: 0, to: 1, group: "model", signal: left.signal }).then(() => "answered", (e: unknown) => (done.push("left"), e));
+      const gone = store.usage({ keyId: "busy", asker: "busy", from: 0, to: 1, group: "model", signal: left.signal }).then(() => "answered", (e: unknown) => (done.push("left"), e));
       left.abort(new ClientLeftError());
       expect(await gone).toBeInstanceOf(ClientLeftError);
       await first;
@@ -301,7 +322,7 @@ describe("usage reports past what may wait", () => {
       const { key } = await h.createKey();
       const many = (path: string, authorization: string) =>
         Promise.all(Array.from({ length: 30 }, () => fetch(h.url + path, { headers: { authorization } })));
-      for (const [path, authorization, who] of [["/v1/usage", `Bearer ${key}`, "for this key"], ["/admin/usage", `Bearer ${h.adminToken}`, "over all keys"]] as const) {
+      for (const [path, authorization, who] of [["/v1/usage", `Bearer ${key}`, "for this key"], ["/admin/usage", `Bearer ${h.adminToken}`, "from the admin API"]] as const) {
         const rs = await many(path, authorization);
         const refused = rs.filter((r) => r.status !== 200);
         expect(refused.length).toBeGreaterThan(0); // the key's line holds one running and 8 waiting
@@ -328,7 +349,7 @@ describe("usage reports past what may wait", () => {
     const dir = mkdtempSync(join(tmpdir(), "shim-reports-"));
     const store = new SqliteStore(join(dir, "shim.db"));
     try {
-      const reports = Array.from({ length: 70 }, (_, i) => store.usage({ keyId: `k${i}`, from: 0, to: 1, group: "model" }).then(() => "ok", (e: unknown) => e));
+      const reports = Array.from({ length: 70 }, (_, i) => store.usage({ keyId: `k${i}`, asker: `k${i}`, from: 0, to: 1, group: "model" }).then(() => "ok", (e: unknown) => e));
       const results = await Promise.all(reports);
       const refused = results.filter((r) => r !== "ok");
       expect(refused.length).toBe(70 - 65); // one running, 64 waiting
@@ -351,7 +372,7 @@ describe("the report worker", () => {
       await store.reserve({ reservationId: "a", keyId: "k", amount: 1, at: 5 });
       await store.settle({ reservationId: "a", keyId: "k", hold: 1, cost: 0, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 0, stream: false, ms: 1, served: true } });
       await store.flush();
-      const q = { keyId: "k", from: 0, to: 10, group: "model" as const };
+      const q = { keyId: "k", asker: "k", from: 0, to: 10, group: "model" as const };
       const expected = [{ keyId: "k", group: "m", requests: 1, promptTokens: 1, completionTokens: 2, cost: 0 }];
       expect(await reports.run(q, async () => {})).toEqual(expected);
       // Its thread (an isolate and a connection: ~25 MB) is given back once idle.
@@ -378,7 +399,7 @@ describe("an in-memory SQLite store", () => {
       await store.createKey({ id: "k", name: "k", hash: "h", tier: "pro", models: null, expiresAt: null, credits: 10, at: 0 });
       await store.reserve({ reservationId: "a", keyId: "k", amount: 2, at: 5 });
       await store.settle({ reservationId: "a", keyId: "k", hold: 2, cost: 2, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 2, stream: false, ms: 1, served: true } });
-      expect(await store.usage({ keyId: null, from: 0, to: 10, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 1, completionTokens: 2, cost: 2 }]);
+      expect(await store.usage({ keyId: null, asker: null, from: 0, to: 10, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 1, completionTokens: 2, cost: 2 }]);
     } finally {
       await store.close();
     }

@@ -49,7 +49,7 @@ export function storeContract(current: () => Store): void {
     expect(await store.settle({ reservationId: "b", keyId: "k", hold: 4, cost: 0, usage: failedUsage("k", "qb") })).toEqual({ available: 7, charged: 0 });
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 7, held: 0, ledgerSum: 7, reservations: 0, reservedSum: 0 }]);
     // The failed request is in the ledger (a row with amount 0) but not in the report: it was neither answered nor charged.
-    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 3 }]);
+    expect(await store.usage({ keyId: "k", asker: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 3 }]);
     // A client that left after the upstream had its request (499) was charged: it counts. One
     // dropped before that (499, charged 0) does not; nor does a failed model's group at all.
     await store.reserve({ reservationId: "c", keyId: "k", amount: 4, at: 1 });
@@ -58,7 +58,7 @@ export function storeContract(current: () => Store): void {
     await store.settle({ reservationId: "d", keyId: "k", hold: 4, cost: 0, usage: { ...usage("k", "qd"), status: 499, promptTokens: 0, completionTokens: 0, served: false } });
     await store.reserve({ reservationId: "e", keyId: "k", amount: 4, at: 1 });
     await store.settle({ reservationId: "e", keyId: "k", hold: 4, cost: 0, usage: { ...failedUsage("k", "qe"), model: "down" } });
-    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 4 }]);
+    expect(await store.usage({ keyId: "k", asker: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 4 }]);
     expect((await store.audit())[0]).toMatchObject({ balance: 6, ledgerSum: 6, held: 0 });
   });
 
@@ -72,8 +72,8 @@ export function storeContract(current: () => Store): void {
     // Not served (the upstream failed before any content): in the ledger, not in the report.
     await store.reserve({ reservationId: "c", keyId: "k", amount: 4, at: 1 });
     await store.settle({ reservationId: "c", keyId: "k", hold: 4, cost: 0, usage: failedUsage("k", "qc") });
-    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 10, cost: 0 }]);
-    expect(await store.usage({ keyId: null, from: 0, to: 10_000, group: "day" })).toEqual([{ keyId: "k", group: "1970-01-01", requests: 2, promptTokens: 3, completionTokens: 10, cost: 0 }]);
+    expect(await store.usage({ keyId: "k", asker: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 10, cost: 0 }]);
+    expect(await store.usage({ keyId: null, asker: null, from: 0, to: 10_000, group: "day" })).toEqual([{ keyId: "k", group: "1970-01-01", requests: 2, promptTokens: 3, completionTokens: 10, cost: 0 }]);
     expect((await store.audit())[0]).toMatchObject({ balance: 10, ledgerSum: 10, held: 0 });
   });
 
@@ -83,7 +83,7 @@ export function storeContract(current: () => Store): void {
     await store.reserve({ reservationId: "r", keyId: "k", amount: 10, at: 1 });
     expect(await store.settle({ reservationId: "r", keyId: "k", hold: 10, cost: 50, usage: usage("k", "q", 50) })).toEqual({ available: 90, charged: 10 });
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 90, held: 0, ledgerSum: 90, reservations: 0, reservedSum: 0 }]);
-    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 10 }]);
+    expect(await store.usage({ keyId: "k", asker: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 10 }]);
   });
 
   it("a cost beyond the key's whole balance is charged the hold, and the settlements made with it are kept", async () => {
@@ -210,9 +210,9 @@ export function storeContract(current: () => Store): void {
     await charge("k", "r1", Date.UTC(2026, 0, 2, 1));
     await charge("k", "r2", Date.UTC(2026, 0, 2, 2));
     await charge("j", "r3", Date.UTC(2026, 0, 2, 3));
-    const days = await store.usage({ keyId: null, from: 0, to: Date.UTC(2027, 0, 1), group: "day" });
+    const days = await store.usage({ keyId: null, asker: null, from: 0, to: Date.UTC(2027, 0, 1), group: "day" });
     expect(days.map((d) => [d.keyId, d.group, d.requests, d.cost])).toEqual([["j", "2026-01-02", 1, 1], ["k", "2026-01-01", 1, 1], ["k", "2026-01-02", 2, 2]]);
-    expect(await store.usage({ keyId: "k", from: Date.UTC(2026, 0, 2), to: Date.UTC(2026, 0, 2, 2), group: "model" })).toEqual([
+    expect(await store.usage({ keyId: "k", asker: "k", from: Date.UTC(2026, 0, 2), to: Date.UTC(2026, 0, 2, 2), group: "model" })).toEqual([
       { keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 1 },
     ]);
   });

@@ -225,7 +225,7 @@ describe("SqliteStore", () => {
     await store.flush();
     expect(failures).toEqual([]);
     // The key's report reads its month of rows on the report thread.
-    await expect(store.usage({ keyId: "k", from: 0, to: Date.now() + 1000, group: "model" })).rejects.toBeInstanceOf(StoreUnavailableError);
+    await expect(store.usage({ keyId: "k", asker: "k", from: 0, to: Date.now() + 1000, group: "model" })).rejects.toBeInstanceOf(StoreUnavailableError);
     expect(failures).toHaveLength(1);
     expect((failures[0] as { code?: string }).code).toBe("SQLITE_CORRUPT");
     await expect(store.ping()).rejects.toBeInstanceOf(StoreUnavailableError);
@@ -296,7 +296,7 @@ describe("SqliteStore", () => {
     reader.close();
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 8, held: 0, ledgerSum: 8, reservations: 0, reservedSum: 0 }]);
     // The report counts what was served or charged: the failed request's row is not a request there.
-    expect(await store.usage({ keyId: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 2 }]);
+    expect(await store.usage({ keyId: "k", asker: "k", from: 0, to: 10_000, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 2 }]);
   });
 
   /** A database as the first schema left it: a grant, a charged request, a failed one, one open reservation. */
@@ -318,7 +318,7 @@ describe("SqliteStore", () => {
     const migrated = new SqliteStore(old);
     try {
       expect(await migrated.audit()).toEqual([{ keyId: "k", balance: 7, held: 2, ledgerSum: 7, reservations: 1, reservedSum: 0 }]);
-      expect(await migrated.usage({ keyId: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 3 }]);
+      expect(await migrated.usage({ keyId: "k", asker: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 3 }]);
       expect(await migrated.releaseStaleReservations()).toBe(1);
       expect(await migrated.audit()).toEqual([{ keyId: "k", balance: 7, held: 0, ledgerSum: 7, reservations: 0, reservedSum: 0 }]);
       // Migration 3 knew it for a bootstrap key by its grant: absent from the config, it is revoked.
@@ -348,10 +348,10 @@ describe("SqliteStore", () => {
     const upgraded = new SqliteStore(old);
     try {
       // As before the upgrade: answered or charged (the free cut stream was not counted then).
-      expect(await upgraded.usage({ keyId: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 1 }]);
+      expect(await upgraded.usage({ keyId: "k", asker: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 1 }]);
       await upgraded.reserve({ reservationId: "r", keyId: "k", amount: 1, at: 8 });
       await upgraded.settle({ reservationId: "r", keyId: "k", hold: 1, cost: 0, usage: { ...usage("k", "cut2", 0, 8), status: 502, promptTokens: 0, completionTokens: 5 } });
-      expect(await upgraded.usage({ keyId: null, from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 3, completionTokens: 9, cost: 1 }]);
+      expect(await upgraded.usage({ keyId: null, asker: null, from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 3, completionTokens: 9, cost: 1 }]);
     } finally {
       await upgraded.close();
     }

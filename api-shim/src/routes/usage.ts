@@ -39,12 +39,15 @@ export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
 
 /**
  * A usage report for an HTTP request (/v1/usage, /admin/usage): given up when its client leaves
- * or the drain is cut (untilLeftOrCut), and a 429 when too many wait already (reportsBusy).
+ * or the drain is cut (untilLeftOrCut), and a 429 when too many wait already (reportsBusy). Its
+ * asker, whose line it waits in, is the request's: the key on /v1/usage, the operator (null) on
+ * the admin API, which authenticates no key.
  */
-export async function usageReport(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, query: Omit<UsageQuery, "signal">): Promise<UsageGroup[]> {
+export async function usageReport(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, query: Omit<UsageQuery, "signal" | "asker">): Promise<UsageGroup[]> {
+  const asker = request.auth?.key.id ?? null;
   try {
-    return await untilLeftOrCut(request, reply, (signal) => ctx.store.usage({ ...query, signal }));
+    return await untilLeftOrCut(request, reply, (signal) => ctx.store.usage({ ...query, asker, signal }));
   } catch (e) {
-    throw e instanceof ReportsBusyError ? reportsBusy(ctx, request, e, query.keyId) : e;
+    throw e instanceof ReportsBusyError ? reportsBusy(ctx, request, e, asker) : e;
   }
 }

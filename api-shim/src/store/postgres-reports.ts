@@ -8,10 +8,11 @@ import { REPORTED_SQL, StoreUnavailableError, type UsageGroup, type UsageQuery }
 const REPORT_TIMEOUT_MS = 60_000;
 /**
  * Reports running at once, so requests keep the rest of the pool of 10; and waiting, beyond
- * which a report is refused at once (ReportsBusyError, a 429). Each key's reports wait in a
- * line of their own, one at a time taking a shared turn (as the SQLite store's), so a key
- * sending reports in a loop cannot fill the queue, and two widgets of a dashboard asking at once both get their answer; reports over
- * all keys (the operator's, as reap-expired's export) have turns of their own.
+ * which a report is refused at once (ReportsBusyError, a 429). Each asking key's reports wait in
+ * a line of their own, one at a time taking a shared turn (as the SQLite store's), so a key
+ * sending reports in a loop cannot fill the queue, and two widgets of a dashboard asking at once
+ * both get their answer; the operator's (/admin/usage, of one key or all, as reap-expired's
+ * export) have a line and turns of their own (UsageQuery.asker), so no key's reports hold them up.
  */
 const CONCURRENT_REPORTS = 2;
 const WAITING_REPORTS = 8;
@@ -44,7 +45,7 @@ export function reportSql(q: Pick<UsageQuery, "keyId" | "group">): string {
  */
 export class UsageReports {
   private readonly shared = new Turns(CONCURRENT_REPORTS, WAITING_REPORTS);
-  /** Each key's reports (null: those over all keys) one at a time, the next ones waiting (up to WAITING_REPORTS). */
+  /** Each asker's reports (null: the operator's) one at a time, the next ones waiting (up to WAITING_REPORTS). */
   private readonly lines = new KeyedTurns<string | null>(WAITING_REPORTS);
   /** Aborted by cancelAll (the store is closing). */
   private readonly closing = new AbortController();
@@ -69,7 +70,7 @@ export class UsageReports {
     const mark = reportMark();
     const sql = `${mark} ${reportSql(q)}`;
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
-    const { keyId } = q;
+    const { asker } = q;
     const signal = q.signal ? AbortSignal.any([q.signal, this.closing.signal]) : this.closing.signal;
     // The key's report ends when its statement does (a cancelled one within a round trip).
     const statement = () => this.tx(async (c) => {
@@ -77,8 +78,8 @@ export class UsageReports {
       const rows = await this.cancellable(c, mark, { text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig, signal);
       return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
     });
-    // A key's report, in its line's turn, takes one of the shared turns; those over all keys have their line alone.
-    const work = this.lines.run(keyId, () => (keyId === null ? statement() : this.shared.run(statement, signal)), signal);
+    // A key's own report, in its line's turn, takes one of the shared turns; the operator's have their line alone.
+    const work = this.lines.run(asker, () => (asker === null ? statement() : this.shared.run(statement, signal)), signal);
     return rejectOnAbort(work, signal);
   }
 

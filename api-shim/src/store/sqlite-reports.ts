@@ -7,10 +7,11 @@ import { asStoreError, StoreUnavailableError, type UsageGroup, type UsageQuery }
 import { KeyedTurns, Turns } from "./turns.ts";
 
 /**
- * Each key's reports wait in a line of their own (the reports over all keys, the operator's, in
- * one more), and one report of each line at a time waits for the worker: a key asking in a loop
- * delays another key's report by one of its own, not by all it queued. Beyond these many
- * waiting, a report is refused at once (ReportsBusyError: a 429, the askers' own rate).
+ * Each asking key's reports wait in a line of their own (the operator's, of one key or all, in
+ * one more: UsageQuery.asker), and one report of each line at a time waits for the worker: a key
+ * asking in a loop delays another key's report, or the operator's on it, by one of its own, not by
+ * all it queued. Beyond these many waiting, a report is refused at once (ReportsBusyError: a 429,
+ * the askers' own rate).
  */
 const WAITING_PER_KEY = 8;
 const WAITING_KEYS = 64;
@@ -60,7 +61,7 @@ export class SqliteReports {
   /** The report the worker is running, settled by its answer or by that worker's end. */
   private running: { worker: Worker; resolve: (rows: UsageGroup[]) => void; reject: (e: unknown) => void } | undefined;
   private readonly turns = new Turns(1, WAITING_KEYS);
-  /** The lines of the keys with reports waiting or running (null: all keys). */
+  /** The lines of the askers with reports waiting or running (null: the operator). */
   private readonly lines = new KeyedTurns<string | null>(WAITING_PER_KEY);
   /** Aborted by close(). */
   private readonly closing = new AbortController();
@@ -86,10 +87,10 @@ export class SqliteReports {
    * wait, and with a StoreUnavailableError when the report fails.
    */
   run(q: UsageQuery, beforeRun: () => Promise<void>): Promise<UsageGroup[]> {
-    const { signal: asker, ...query } = q;
+    const { signal: wanted, asker, ...query } = q;
     if (this.closing.signal.aborted) return Promise.reject(this.closing.signal.reason);
-    const signal = asker ? AbortSignal.any([asker, this.closing.signal]) : this.closing.signal;
-    const work = this.lines.run(q.keyId, () => this.turns.run(async () => {
+    const signal = wanted ? AbortSignal.any([wanted, this.closing.signal]) : this.closing.signal;
+    const work = this.lines.run(asker, () => this.turns.run(async () => {
       await beforeRun();
       signal.throwIfAborted(); // its asker left meanwhile: no scan for nobody
       return this.ask(query, signal);

@@ -2,7 +2,7 @@ import type Database from "better-sqlite3";
 import { REPORTED_SQL, type UsageGroup, type UsageQuery } from "./store.ts";
 
 /** A usage report's question without its signal: what crosses to the report worker. */
-export type ReportQuery = Omit<UsageQuery, "signal">;
+export type ReportQuery = Omit<UsageQuery, "signal" | "asker">;
 
 /**
  * Rows aggregated by one statement. SQLite sorts a statement's rows for GROUP BY after reading

@@ -106,7 +106,15 @@ export function topUpRefusal(input: TopUpInput, key: KeyRecord | undefined): Top
 }
 
 export interface UsageQuery {
+  /** The key reported on; null: all keys. */
   keyId: string | null;
+  /**
+   * Who asks: the key asking for its own report (its id: /v1/usage), or null for the operator
+   * (/admin/usage, of one key or all; routes/usage.ts chooses). The stores' reports wait in a line
+   * per asker (turns.ts), not per key reported on, so a key keeping its own line full cannot
+   * keep the operator from pulling its report.
+   */
+  asker: string | null;
   from: number;
   to: number; // exclusive
   group: "model" | "day";
