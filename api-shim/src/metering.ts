@@ -65,7 +65,11 @@ export class StreamMeter {
   private usageAfterFinish = false;
   /** Whether the client was shown a usage object: the usage-only chunk, or running usage left in. */
   private usageShown = false;
-  /** A chunk came: the upstream began its answer (vLLM sends its first once the prompt is processed). */
+  /**
+   * A chunk with a choice came: the upstream began its answer (vLLM sends its first once the prompt
+   * is processed). Not any data: an empty object, or a choiceless chunk such as Azure's prompt
+   * filter results, says nothing of the answer.
+   */
   private began = false;
   /** The last parsed chunk's id, object, created and model: a usage chunk made here wears them. */
   private frame: Pick<ChunkJson, "id" | "object" | "created" | "model"> = {};
@@ -86,7 +90,7 @@ export class StreamMeter {
     // Chunks with several choices count once here: the fallback count may only err low. A
     // finish (once per output) is parsed, for which output it ends.
     if (!USAGE_OBJECT.test(data) && !data.includes('"error"') && !FINISH.test(data)) {
-      this.began = true;
+      if (!this.began) this.began = A_CHOICE.test(data);
       if (CONTENT.test(data)) this.generated++;
       return { kind: "chunk", forward: event };
     }
@@ -98,7 +102,6 @@ export class StreamMeter {
     }
     if (chunk === null || typeof chunk !== "object") return { kind: "chunk", forward: event };
     if (chunk.error !== null && typeof chunk.error === "object") return { kind: "error", data };
-    this.began = true;
     this.frame = { id: chunk.id, object: chunk.object, created: chunk.created, model: chunk.model };
     // A usage chunk is one by its shape, whether or not its figures can be read: shown only to a
     // client that asked (a usage-only chunk, `choices: []`, breaks `chunk.choices[0].delta`).
@@ -110,6 +113,7 @@ export class StreamMeter {
       this.usageShown ||= this.options.clientWantsUsage;
       return { kind: "usage", forward: this.options.clientWantsUsage ? event : null, data };
     }
+    if (choices.length > 0) this.began = true;
     for (const c of choices) {
       if (hasContent(c)) this.generated++;
       if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
@@ -167,7 +171,7 @@ export class StreamMeter {
   }
 
   /**
-   * Whether the upstream began its answer: a chunk came. vLLM writes its first (the role, no
+   * Whether the upstream began its answer: a chunk with a choice came. vLLM writes its first (the role, no
    * content) once the prompt is processed and the first token exists, and may then write nothing
    * for long (reasoning hidden by `include_reasoning: false`, a tool parser holding tokens back):
    * a client that leaves after it owes its prompt.
@@ -225,6 +229,8 @@ export class StreamMeter {
 
 const USAGE_OBJECT = /"usage"\s*:\s*\{/;
 const FINISH = /"finish_reason"\s*:\s*"/;
+/** A member `choices` holding at least one object (checked until the answer began). */
+const A_CHOICE = /"choices"\s*:\s*\[\s*\{/;
 const CONTENT = /"(?:content|text|reasoning_content|reasoning)"\s*:\s*"[^"]|"tool_calls"\s*:\s*\[\s*\{/;
 
 /** A stream's usage object's counts, each read on its own. */

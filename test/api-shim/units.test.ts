@@ -690,7 +690,12 @@ describe("metering through LiteLLM", () => {
   it("counts spaced content chunks for the disconnect fallback, with the prompt estimate once the answer began", () => {
     const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1 });
     expect(m.usage(true, () => 7)).toEqual({ promptTokens: 0, completionTokens: 0 }); // nothing came: no prompt owed
+    // Data without a choice says nothing of the answer: an empty object, Azure's prompt filter results.
+    m.process("data: {}");
+    m.process('data: {"id": "c1", "choices": [], "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}');
+    m.process('data: {"id":"c1","choices":[ ],"prompt_filter_results":[]}');
     expect(m.answerBegan).toBe(false);
+    expect(m.usage(true, () => 7)).toEqual({ promptTokens: 0, completionTokens: 0 });
     m.process('data: {"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}');
     expect(m.answerBegan).toBe(true);
     expect(m.contentSeen).toBe(false);
