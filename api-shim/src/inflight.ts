@@ -18,6 +18,9 @@ export const SETTLE_AFTER_DRAIN_MS = 3_000;
  * closure, and with it the request's whole object graph: tens of MB/s of old-generation
  * garbage under load, which drove the peak RSS (docs/performance.md).
  */
+/** A slot whose request abortAll has aborted and that has not finished yet (it is not aborted twice). */
+const ABORTED = () => {};
+
 export class Inflight {
   private readonly slots: (((reason: string) => void) | undefined)[] = [];
   private readonly free: number[] = [];
@@ -26,6 +29,8 @@ export class Inflight {
   draining = false;
   /** Set by abortAll: a request put in flight after it (a kept-alive connection's) is aborted at once. */
   private cut: string | null = null;
+  /** How many requests abortAll cut (each counted once, however many times it is called). */
+  private abortedCount = 0;
 
   /** Registers an abort function; call the returned function when the request is over. */
   add(abort: (reason: string) => void): () => void {
@@ -34,7 +39,7 @@ export class Inflight {
     this.count++;
     const cut = this.cut;
     // After the caller has its done function and has set up what the abort acts on.
-    if (cut !== null) queueMicrotask(() => this.slots[slot] === abort && abort(cut));
+    if (cut !== null) queueMicrotask(() => this.slots[slot] === abort && this.abortSlot(slot, cut));
     let removed = false;
     return () => {
       if (removed) return;
@@ -77,10 +82,25 @@ export class Inflight {
     if (this.draining) res.setHeader("connection", "close");
   }
 
-  /** Aborts every request in flight (each still settles), and any put in flight from now on. */
+  /**
+   * Aborts every request in flight (each still settles), and any put in flight from now on. Called
+   * again (a second signal, then a store failure), it aborts only what it did not abort before.
+   */
   abortAll(reason: string): void {
     this.cut = reason;
-    for (const abort of this.slots.filter((a) => a !== undefined)) abort(reason);
+    for (const [slot, abort] of this.slots.entries()) if (abort !== undefined && abort !== ABORTED) this.abortSlot(slot, reason);
+  }
+
+  /** How many requests abortAll has cut so far (a drain's count, however it was cut). */
+  get aborted(): number {
+    return this.abortedCount;
+  }
+
+  private abortSlot(slot: number, reason: string): void {
+    const abort = this.slots[slot]!;
+    this.slots[slot] = ABORTED;
+    this.abortedCount++;
+    abort(reason);
   }
 
   /**
@@ -90,11 +110,12 @@ export class Inflight {
    */
   async drain(timeoutMs: number, settleTimeoutMs = SETTLE_AFTER_DRAIN_MS): Promise<{ aborted: number }> {
     this.draining = true;
+    // Ends early when it is emptied by abortAll (a second signal, a store failure): what that cut
+    // is counted in `aborted` as what the timeout cuts is.
     const finished = await this.waitEmpty(timeoutMs);
-    const aborted = finished ? 0 : this.size;
     this.abortAll("drain"); // nothing to abort when it finished: marks the cut
     if (!finished) await this.waitEmpty(settleTimeoutMs);
-    return { aborted };
+    return { aborted: this.aborted };
   }
 
   private async waitEmpty(timeoutMs: number): Promise<boolean> {

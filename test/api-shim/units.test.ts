@@ -798,6 +798,27 @@ describe("Inflight", () => {
     expect(f.draining).toBe(true);
     expect(await new Inflight().drain(10)).toEqual({ aborted: 0 });
   });
+
+  it("a drain emptied early by abortAll (a second signal, a store failure) ends then, counting each request it cut once", async () => {
+    const f = new Inflight();
+    const reasons: string[] = [];
+    const dones: (() => void)[] = [];
+    for (let i = 0; i < 2; i++) {
+      const done = f.add((reason) => {
+        reasons.push(reason);
+        setTimeout(done, 5); // it settles a little later, as a cut stream does
+      });
+      dones.push(done);
+    }
+    const started = performance.now();
+    const drained = f.drain(10_000);
+    f.abortAll("drain");
+    f.abortAll("drain"); // again before they settled: nothing aborted twice
+    expect(await drained).toEqual({ aborted: 2 });
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(reasons).toEqual(["drain", "drain"]);
+    expect(f.size).toBe(0);
+  });
 });
 
 describe("an upstream's 400 message, as the client gets it", () => {
