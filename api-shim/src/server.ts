@@ -143,10 +143,19 @@ async function main(): Promise<void> {
 
 
   let stopping = false;
+  let cutting = false;
   let exitCode = 0;
+  // drainMs 0 cuts what is in flight at once (each settles for what it delivered, if the store
+  // still can), whether or not a drain is already running: a second signal during a drain, or a
+  // store failure during one (nothing can be settled any more, so the drain is not waited out).
   stop = async (reason: string, code: number, drainMs: number) => {
     exitCode = Math.max(exitCode, code); // a store failure during a SIGTERM drain still exits 1
-    if (stopping) return;
+    if (stopping) {
+      if (drainMs > 0 || cutting) return;
+      cutting = true;
+      logger.info({ reason, inflight: app.shim.inflight.size }, "cutting what is in flight");
+      return app.shim.inflight.abortAll("drain");
+    }
     stopping = true;
     logger.info({ reason, inflight: app.shim.inflight.size }, "draining");
     let aborted = 0;
@@ -164,23 +173,12 @@ async function main(): Promise<void> {
   };
   // A second signal (Ctrl-C twice) does not wait for the drain: what is in flight is cut now and
   // settled for what it delivered. One that comes once the shim stopped (it only writes its last
-  // log lines), or a third, exits at once.
-  let cutting = false;
+  // log lines), or once what was in flight was cut, exits at once.
   const onSignal = (signal: string) => {
     if (!stopping) return void stop?.(signal, 0, config.drainTimeoutMs);
-    if (exiting || cutting) {
-      const code = exiting ? exitCode : Math.max(exitCode, 1);
-      const why = exiting ? "without waiting for the last log lines" : "before the stop finished: what was still in flight is released unsettled (not charged) at the next start";
-      try {
-        process.stderr.write(`api-shim: ${signal} again: exiting now (exit code ${code}), ${why}\n`);
-      } catch {
-        // stderr gone too: nobody to tell.
-      }
-      process.exit(code);
-    }
-    cutting = true;
-    logger.info({ signal, inflight: app.shim.inflight.size }, "second signal: cutting what is in flight");
-    app.shim.inflight.abortAll("drain");
+    if (exiting) return exitOnRepeatedSignal(signal, exitCode, "without waiting for the last log lines");
+    if (cutting) return exitOnRepeatedSignal(signal, Math.max(exitCode, 1), "before the stop finished: what was still in flight is released unsettled (not charged) at the next start");
+    void stop?.(signal, 0, 0);
   };
   process.on("SIGTERM", () => onSignal("SIGTERM"));
   process.on("SIGINT", () => onSignal("SIGINT"));
@@ -200,6 +198,16 @@ async function main(): Promise<void> {
   logger.info({ address, upstream: config.upstreamUrl, database: redactUrl(config.databaseUrl) }, "api-shim listening");
   logger.flush();
   listeningAt = address;
+}
+
+/** A signal that comes when the shim is already stopping as fast as it can: exit now, saying so on stderr. */
+function exitOnRepeatedSignal(signal: string, code: number, why: string): never {
+  try {
+    process.stderr.write(`api-shim: ${signal} again: exiting now (exit code ${code}), ${why}\n`);
+  } catch {
+    // stderr gone too: nobody to tell.
+  }
+  process.exit(code);
 }
 
 /** How long an exit waits for its last log lines to be written. */

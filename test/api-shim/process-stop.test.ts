@@ -1,0 +1,116 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateKey } from "../../api-shim/src/keys.ts";
+import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import { FakeVllm } from "../support/fake-vllm.ts";
+import { assertNoSecrets } from "../support/shim-harness.ts";
+import { openStream, ShimProcesses, writeProcessConfig } from "../support/shim-process.ts";
+
+/** How the shim process stops: a store failure during a drain, a signal during start-up, a SIGKILL after a top-up. */
+describe("stopping the shim process", () => {
+  let dir: string;
+  let fake: FakeVllm;
+  const key = generateKey();
+  const adminToken = `adm-${generateKey().key}`;
+  const output = new ShimProcesses();
+  let env: Record<string, string>;
+  const start = (extra: Record<string, string> = {}) => output.start({ ...env, ...extra });
+  const db = () => join(dir, "data", "shim.db");
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "shim-stop-"));
+    fake = await new FakeVllm({ models: [{ name: "qwen2.5-7b" }] }).start();
+    env = {
+      SHIM_UPSTREAM_URL: fake.url,
+      SHIM_DATABASE_URL: `sqlite:${db()}`,
+      SHIM_CONFIG: writeProcessConfig(dir, key, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]),
+      SHIM_ADMIN_TOKEN: adminToken,
+    };
+  });
+  afterAll(async () => {
+    output.killAll();
+    await fake.close();
+    rmSync(dir, { recursive: true, force: true });
+    assertNoSecrets(output.lines, [key.key, adminToken]);
+  });
+
+  const audit = async () => {
+    const store = new SqliteStore(db());
+    const rows = await store.audit().finally(() => store.close());
+    return rows.find((r) => r.keyId === key.id)!;
+  };
+  const messages = (lines: string[]) => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+
+  it("a non-streamed request still waiting at the drain's end: cut, its hold released, exit 0", async () => {
+    fake.set({ tokenDelayMs: 5, defaultTokens: 2000 });
+    const p = await start({ SHIM_DRAIN_TIMEOUT_MS: "800" });
+    const answer = fetch(`${p.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 2000 }),
+    }).then((res) => res.status);
+    await fake.until((c) => c.received > 0);
+    p.child.kill("SIGTERM");
+    expect(await answer).toBe(503);
+    expect(await p.exited).toEqual({ code: 0, signal: null });
+    output.keep(p);
+    expect(messages(p.lines).find((e) => e.msg === "stopped")).toMatchObject({ aborted: 1, exitCode: 0 });
+    const after = await audit();
+    expect(after).toMatchObject({ held: 0, reservations: 0, ledgerSum: after.balance });
+    fake.reset();
+  });
+
+  it("a store that fails closed during a SIGTERM drain cuts what is in flight at once, not at the drain's end; exit 1", async () => {
+    fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
+    const p = await start({ SHIM_DRAIN_TIMEOUT_MS: "8000" });
+    const long = await openStream(p, key.key, 5000);
+    const short = await openStream(p, key.key, 12);
+    // Stands for a disk error at COMMIT, as in process.test.ts: the short stream's settlement fails the store.
+    const other = new Database(db());
+    other.exec("CREATE TRIGGER fail_money BEFORE UPDATE OF held ON keys BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
+    try {
+      p.child.kill("SIGTERM");
+      await p.waitForLine((e) => e.msg === "draining");
+      for (let r = await short.next(); !r.done; r = await short.next());
+      const shortEnded = Date.now();
+      await p.waitForLine((e) => e.msg === "the store failed closed; exiting so the shim is restarted");
+      // The long stream (5000 tokens, 200 s) is cut now; it used to stream, unbilled, until the drain timeout (8 s).
+      await expect((async () => { for (let r = await long.next(); !r.done; r = await long.next()); })()).rejects.toBeDefined();
+      expect(await p.exited).toEqual({ code: 1, signal: null });
+      expect(Date.now() - shortEnded).toBeLessThan(3000);
+      output.keep(p);
+      expect(messages(p.lines).find((e) => e.msg === "stopped")).toMatchObject({ aborted: 1, exitCode: 1 });
+    } finally {
+      other.exec("DROP TRIGGER fail_money");
+      other.close();
+    }
+    // Both holds are released at the next start, uncharged.
+    await output.stopCleanly(await start());
+    expect(await audit()).toMatchObject({ held: 0, reservations: 0 });
+    fake.reset();
+  }, 30_000);
+
+  it("a top-up answered just before a SIGKILL: after a restart, the same Idempotency-Key replays it, nothing granted twice", async () => {
+    const p = await start();
+    const topUp = (url: string) => fetch(`${url}/admin/keys/${key.id}/credits`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json", "idempotency-key": "t-1" },
+      body: JSON.stringify({ amount: 5 }),
+    }).then(async (res) => ({ status: res.status, body: await res.json() }));
+    const first = await topUp(p.url);
+    expect(first.status).toBe(200);
+    p.child.kill("SIGKILL");
+    await p.exited;
+    output.keep(p);
+    const before = await audit();
+    const q = await start();
+    expect(await topUp(q.url)).toEqual(first);
+    await output.stopCleanly(q);
+    const after = await audit();
+    expect(after).toEqual(before);
+    expect(after.balance).toBe(after.ledgerSum);
+  }, 30_000);
+});
