@@ -24,6 +24,18 @@ import { createUpstream } from "./upstream.ts";
  * 1, cutting what is in flight at once.
  */
 async function main(): Promise<void> {
+  // The signal handlers come first: the kernel drops a signal to a PID 1 that has no handler for
+  // it, so with node as PID 1 a `docker stop` during start-up was lost (the shim went on to serve
+  // and was killed 30 s later). The Compose file runs Docker's init as PID 1, which covers the
+  // module loading before this too (~0.4 s). A stop asked for while starting is acted on once the
+  // start is over: the store is closed and the process exits 0 without listening.
+  let stopAsked: string | null = null;
+  let onSignal = (signal: string) => {
+    if (stopAsked === null) return void (stopAsked = signal);
+    exitOnRepeatedSignal(signal, 1, "while starting: nothing was in flight");
+  };
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
+  process.on("SIGINT", () => onSignal("SIGINT"));
   let config: ShimConfig;
   try {
     config = parseShimConfig(process.env, (p) => readFileSync(p, "utf8"));
@@ -137,6 +149,17 @@ async function main(): Promise<void> {
     exitNow(1);
     return;
   }
+  if (stopAsked !== null) {
+    logger.info({ signal: stopAsked }, "asked to stop while starting: stopping before listening");
+    let code = 0;
+    await store.close().catch((e: unknown) => {
+      logger.error({ err: cause(e) }, "closing the store failed; the last batch may not be committed");
+      code = 1;
+    });
+    logger.info({ aborted: 0, exitCode: code }, "stopped");
+    exitNow(code);
+    return;
+  }
   if (config.adminToken === null) logger.warn("SHIM_ADMIN_TOKEN is not set: every /admin request will get 401");
   const upstream = createUpstream({ url: config.upstreamUrl, apiKey: config.upstreamApiKey, headersTimeoutMs: config.upstreamTimeoutMs, idleTimeoutMs: config.streamIdleTimeoutMs });
   const app = buildApp({ config, store, upstream, clock: systemClock, logger, metrics });
@@ -174,14 +197,12 @@ async function main(): Promise<void> {
   // A second signal (Ctrl-C twice) does not wait for the drain: what is in flight is cut now and
   // settled for what it delivered. One that comes once the shim stopped (it only writes its last
   // log lines), or once what was in flight was cut, exits at once.
-  const onSignal = (signal: string) => {
+  onSignal = (signal: string) => {
     if (!stopping) return void stop?.(signal, 0, config.drainTimeoutMs);
     if (exiting) return exitOnRepeatedSignal(signal, exitCode, "without waiting for the last log lines");
     if (cutting) return exitOnRepeatedSignal(signal, Math.max(exitCode, 1), "before the stop finished: what was still in flight is released unsettled (not charged) at the next start");
     void stop?.(signal, 0, 0);
   };
-  process.on("SIGTERM", () => onSignal("SIGTERM"));
-  process.on("SIGINT", () => onSignal("SIGINT"));
 
   let address: string;
   try {

@@ -1,8 +1,9 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/keys.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
@@ -91,6 +92,30 @@ describe("stopping the shim process", () => {
     await output.stopCleanly(await start());
     expect(await audit()).toMatchObject({ held: 0, reservations: 0 });
     fake.reset();
+  }, 30_000);
+
+  it("SIGTERM during start-up (as `docker stop` of a container whose node is PID 1) is acted on once the start is over: exit 0, never listening, the store closed", async () => {
+    // A start made slow by writing many bootstrap keys; the signal comes after the first.
+    const slowDir = mkdtempSync(join(dir, "slow-start-"));
+    const keys = Array.from({ length: 400 }, (_, i) => ({ id: generateKey().id, name: `k${i}`, hash: generateKey().hash, credits: 1, tier: "enterprise" }));
+    writeFileSync(join(slowDir, "shim.yaml"), stringify({ pricing: { models: { "qwen2.5-7b": { promptPer1k: 0, completionPer1k: 1000 } } }, bootstrapKeys: keys }));
+    const file = join(slowDir, "shim.db");
+    const child = await output.start({ ...env, SHIM_DATABASE_URL: `sqlite:${file}`, SHIM_CONFIG: join(slowDir, "shim.yaml") }, (e) => e.msg === "bootstrap key");
+    const signalled = Date.now();
+    child.child.kill("SIGTERM");
+    expect(await child.exited).toEqual({ code: 0, signal: null });
+    expect(Date.now() - signalled).toBeLessThan(10_000);
+    output.keep(child);
+    const said = messages(child.lines).map((e) => e.msg);
+    expect(said).not.toContain("api-shim listening");
+    expect(said.slice(-2)).toEqual(["asked to stop while starting: stopping before listening", "stopped"]);
+    // The start was finished, not cut half way: every bootstrap key is there, and the file is not held.
+    const store = new SqliteStore(file);
+    try {
+      expect((await store.listKeys()).length).toBe(keys.length);
+    } finally {
+      await store.close();
+    }
   }, 30_000);
 
   it("a top-up answered just before a SIGKILL: after a restart, the same Idempotency-Key replays it, nothing granted twice", async () => {

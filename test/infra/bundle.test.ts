@@ -217,6 +217,9 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     // The shim runs as the image's `node` user and writes only its data volume (SQLite's temporary
     // files, if any, in /tmp).
     expect(resolved.services.shim).toMatchObject({ cap_drop: ["ALL"], read_only: true, tmpfs: ["/tmp"] });
+    // Docker's init is PID 1 and passes signals on: node as PID 1 would not get a SIGTERM that
+    // came before its handlers were set (docker stop during start-up was lost).
+    expect(resolved.services.shim.init).toBe(true);
     // Left as they were (decisions.md): vLLM's shared memory, one network for all.
     expect(resolved.services.vllm.ipc).toBe("host");
     expect(Object.keys(compose.networks)).toEqual(["backend"]);

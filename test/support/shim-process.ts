@@ -47,8 +47,12 @@ process.once("exit", () => {
   for (const c of running) c.kill("SIGKILL");
 });
 
-/** `prefix`: a command the shim runs under (strace, to make its disk fail); `child` is then that command's process. */
-export async function spawnShim(env: Record<string, string>, prefix: readonly string[] = []): Promise<ShimProcess> {
+/**
+ * `prefix`: a command the shim runs under (strace, to make its disk fail); `child` is then that
+ * command's process. `ready`: the log line it resolves at (by default the one saying it listens;
+ * an earlier one, to signal it while it starts, leaves `url` empty).
+ */
+export async function spawnShim(env: Record<string, string>, prefix: readonly string[] = [], ready: (entry: Record<string, unknown>) => boolean = (e) => e.msg === "api-shim listening"): Promise<ShimProcess> {
   const [cmd, ...args] = [...prefix, process.execPath, join(ROOT, "api-shim", "src", "server.ts")];
   const child = spawn(cmd!, args, {
     cwd: ROOT,
@@ -106,11 +110,11 @@ export async function spawnShim(env: Record<string, string>, prefix: readonly st
       });
     });
 
-  const listening = await waitForLine((e) => e.msg === "api-shim listening").catch(async (e: unknown) => {
+  const started = await waitForLine(ready).catch(async (e: unknown) => {
     child.kill("SIGKILL");
     throw new ShimStartError((e as Error).message, lines, stderr, await exited);
   });
-  return { child, url: String(listening.address), lines, stderr: () => stderr, waitForLine, exited };
+  return { child, url: started.msg === "api-shim listening" ? String(started.address) : "", lines, stderr: () => stderr, waitForLine, exited };
 }
 
 /**
@@ -121,8 +125,8 @@ export class ShimProcesses {
   readonly lines: string[] = [];
   private readonly spawned: ShimProcess[] = [];
 
-  async start(env: Record<string, string>): Promise<ShimProcess> {
-    const p = await spawnShim(env);
+  async start(env: Record<string, string>, ready?: (entry: Record<string, unknown>) => boolean): Promise<ShimProcess> {
+    const p = await spawnShim(env, [], ready);
     this.spawned.push(p);
     return p;
   }
