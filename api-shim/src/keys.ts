@@ -79,27 +79,98 @@ export function redactKeys(text: string): string {
   return text.includes("sk-gs-") ? text.replace(/sk-gs-(?!\[redacted\])[A-Za-z0-9_]*/g, "sk-gs-[redacted]") : text;
 }
 
-/** A URL: its scheme and `//`, credentials before an `@`, host and path, and query and fragment. */
-const URL_PARTS = /\b([a-z][a-z0-9+.-]{0,15}:\/\/)(?:[^\s/?#@'"<>`]*@)?([^\s?#'"<>`]*)([?#][^\s'"<>`]*)?/gi;
 /**
- * Providers' key shapes (their prefix kept, to say whose): OpenAI's, Anthropic's (`sk-ant-`),
- * DeepSeek's and LiteLLM's master key (`sk-`), Google's (`AIza`), Groq's (`gsk_`), xAI's (`xai-`);
- * and a bearer token: at least 8 characters after the prefix (real keys have 30 to 160; the
- * LiteLLM master key the kit makes, 48), so `sk-learn` is left alone, and so are words such as
- * `risk-free` (no word boundary before their `sk-`).
+ * A URL: its scheme and `//` (also right after a word: `token_https://…`), credentials up to the
+ * last `@` before the host, host and path, and query and fragment. Linear: what the credentials'
+ * part looks at, the path takes.
  */
-const PROVIDER_KEY = /\b(sk-|AIza|gsk_|xai-)[A-Za-z0-9_-]{8,}|\b(Bearer )[A-Za-z0-9._~+/=-]{8,}/g;
+const URL_PARTS = /([a-z][a-z0-9+.-]{0,15}:\/\/)(?:[^\s/?#'"<>`]*@)?([^\s?#'"<>`]*)([?#][^\s'"<>`]*)?/gi;
+/** Not after a letter or digit: `risk-free`, `task-…` and `desk-…` hold no `sk-`. */
+const START = "(?<![A-Za-z0-9])";
+/**
+ * Providers' key shapes, at their real lengths (their prefix kept, to say whose): OpenAI's,
+ * Anthropic's (`sk-ant-`), DeepSeek's and a LiteLLM master key (`sk-`, 20 characters or more
+ * holding a digit or both cases, so `sk-learn-classifier-weights` stays), Google's (`AIza` + 35),
+ * Groq's (`gsk_` + 40 or more; theirs have 52), xAI's (`xai-` + 40 or more letters and digits;
+ * theirs have 80, and a model alias such as `xai-grok-3-mini-fast` stays), Hugging Face's (`hf_`
+ * + 30 or more; theirs have 34) and AWS access key ids (`AKIA`/`ASIA` + 16).
+ */
+const PROVIDER_KEY = new RegExp(`${START}(?:(sk-)([A-Za-z0-9_-]{20,})|(AIza)[A-Za-z0-9_-]{35,}|(gsk_)[A-Za-z0-9]{40,}|(xai-)[A-Za-z0-9]{40,}|(hf_)[A-Za-z0-9]{30,}|(AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9]))`, "g");
+/** An HTTP credential, any case, after a space or a tab: `Bearer <token>`, `Basic <base64>`. */
+const AUTH_SCHEME = new RegExp(`${START}(bearer|basic)([ \t]{1,8})[A-Za-z0-9._~+/=-]{8,}`, "gi");
+/**
+ * A secret given by name, any case: `api_key=…`, `api-key: …` (Azure's), `"api_key": "…"`,
+ * `'password': '…'`, `token=…`, `secret: …`, `client_secret=…`. Its value runs to a space or a
+ * quote (punctuation ending it is the sentence's).
+ */
+const NAMED_SECRET = /(?<![A-Za-z0-9_-])((?:x-)?(?:api[-_]?key|(?:access|auth|refresh|id)[-_]?token|client[-_]?secret|token|secret|password|passwd)["']?[ \t]{0,4}[:=][ \t]{0,4}["']?)([^\s'"<>`]+)/gi;
+/**
+ * How much of an upstream's message is looked at: the client is shown at most 500 characters of
+ * it. Redacting may shorten what comes first (a long query becomes `?…`), so the word the cut
+ * falls in is dropped too: no secret is left half there to be shown.
+ */
+const UPSTREAM_TEXT_WINDOW = 4096;
 
 /**
- * An upstream's message made fit for a client (and a log): every URL without its query and
- * fragment (`?…` instead; LiteLLM's gemini/ provider sends its key as `?key=…`, and httpx quotes
- * the URL in its errors, LiteLLM issue #24902) or credentials before an `@`, scheme, host and path
- * kept; providers' keys and ours redacted wherever they are. The rest is left as it was said.
+ * An upstream's message made fit for a client: every URL without its query and fragment (`?…`
+ * instead; LiteLLM's gemini/ provider sends its key as `?key=…`, and httpx quotes the URL in its
+ * errors, LiteLLM issue #24902) or credentials before an `@`, scheme, host and path kept;
+ * providers' keys, credentials and named secrets (above) and our keys redacted wherever they
+ * are, percent-encoded or not (then shown decoded). `model`, the request's own model name, is
+ * never hidden where it is quoted. Only the first UPSTREAM_TEXT_WINDOW characters are looked at
+ * (and kept), in time linear in them. The rest is left as it was said.
  */
-export function redactUpstreamSecrets(text: string): string {
-  // Punctuation ending the query (`?key=…,` in a sentence) is the sentence's.
-  const urls = text.includes("://") ? text.replace(URL_PARTS, (_, scheme: string, path: string, query?: string) => `${scheme}${path}${query ? `?…${/[.,;:!)\]}]*$/.exec(query)![0]}` : ""}`) : text;
-  return redactKeys(urls).replace(PROVIDER_KEY, (_, prefix?: string, bearer?: string) => `${prefix ?? bearer}[redacted]`);
+export function redactUpstreamSecrets(text: string, model = ""): string {
+  const window = text.length > UPSTREAM_TEXT_WINDOW ? `${wholeWords(text.slice(0, UPSTREAM_TEXT_WINDOW))}…` : text;
+  const hidden = hideSecretShapes(window, model);
+  if (!window.includes("%")) return hidden;
+  // Encoded (a URL quoted in another's query, `Bearer%20…`, `key%3D…`): decoded where that shows one.
+  const decodedHidden = hideSecretShapes(decoded(window), model);
+  return decodedHidden === layers(window).at(-1) ? hidden : decodedHidden;
+}
+
+/** Text up to the last character no secret holds (a space or a quote): what follows may be part of one. */
+function wholeWords(text: string): string {
+  let end = text.length;
+  while (end > 0 && !/[\s'"<>`]/.test(text[end - 1]!)) end--;
+  return text.slice(0, end);
+}
+
+/** The punctuation ending `text`, which is the sentence's (`?key=…,`), found backwards: no regex may scan a run again from each of its characters. */
+function sentenceEnd(text: string): string {
+  let start = text.length;
+  while (start > 0 && ".,;:!)]}".includes(text[start - 1]!)) start--;
+  return text.slice(start);
+}
+
+function hideSecretShapes(text: string, model: string): string {
+  const urls = text.includes("://") ? text.replace(URL_PARTS, (_, scheme: string, path: string, query?: string) => `${scheme}${path}${query ? `?…${sentenceEnd(query)}` : ""}`) : text;
+  const keys = replaceShapes(redactKeys(urls), PROVIDER_KEY, model, (m) => {
+    const [, sk, rest] = m;
+    if (sk !== undefined && !/[0-9]/.test(rest!) && !(/[a-z]/.test(rest!) && /[A-Z]/.test(rest!))) return m[0];
+    return `${m.slice(1).find((g, i) => g !== undefined && i !== 1)}[redacted]`;
+  });
+  // A Basic credential is base64 (`dXNlcjpw…`): `basic configuration` is a sentence.
+  const credentials = replaceShapes(keys, AUTH_SCHEME, model, (m) => (/^basic$/i.test(m[1]!) && /^[a-z]+$/.test(m[0].slice(m[1]!.length + m[2]!.length)) ? m[0] : `${m[1]}${m[2]}[redacted]`));
+  return replaceShapes(credentials, NAMED_SECRET, model, (m) => {
+    const end = sentenceEnd(m[2]!);
+    return end === m[2] ? m[0] : `${m[1]}[redacted]${end}`;
+  });
+}
+
+/** `text` with each match of `pattern` replaced by `hide(match)`, except where it is within the request's model name. */
+function replaceShapes(text: string, pattern: RegExp, model: string, hide: (m: RegExpExecArray) => string): string {
+  const models: number[] = [];
+  if (model !== "" && model.length <= 256) for (let at = text.indexOf(model); at !== -1; at = text.indexOf(model, at + 1)) models.push(at);
+  let out = "";
+  let done = 0;
+  for (const m of text.matchAll(pattern)) {
+    const end = m.index + m[0].length;
+    if (models.some((at) => at <= m.index && end <= at + model.length)) continue;
+    out += text.slice(done, m.index) + hide(m);
+    done = end;
+  }
+  return done === 0 ? text : out + text.slice(done);
 }
 
 /**

@@ -220,15 +220,15 @@ function clientMessage(message: string, model: string): { message: string; param
     return { message: `${list} ${names.length === 1 ? "is" : "are"} not supported by model '${model.slice(0, 200)}'.`, param: names[0]! };
   }
   const prefix = /^(?:litellm\.\w+: )+(?:\w+Error: )?(?:\w+Exception(?: \w+)? - )?/.exec(message)?.[0];
-  if (prefix === undefined) return { message: forClient(message) };
+  if (prefix === undefined) return { message: forClient(message, model) };
   let text = message.slice(prefix.length).replace(/\.? ?Received Model Group=[\s\S]*$/, "");
   const quoted = upstreamMessage(text);
   if (quoted !== undefined) text = quoted;
-  return { message: forClient(text.trim() || ERROR_TABLE.invalid_request.message) };
+  return { message: forClient(text.trim() || ERROR_TABLE.invalid_request.message, model) };
 }
 
-/** Secrets hidden before the cut, so none is left half shown. */
-const forClient = (message: string) => redactUpstreamSecrets(message).slice(0, MAX_UPSTREAM_MESSAGE);
+/** Secrets hidden before the cut, so none is left half shown; the request's own model name is not one. */
+const forClient = (message: string, model: string) => redactUpstreamSecrets(message, model).slice(0, MAX_UPSTREAM_MESSAGE);
 
 /**
  * The parameter names in LiteLLM's Python rendering of them: a list (`['logit_bias', 'n']`) or a

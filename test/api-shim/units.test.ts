@@ -843,10 +843,10 @@ describe("an upstream's 400 message, as the client gets it", () => {
     const keys = [
       ["sk-proj-Abc123_def456-GHI789jkl012MNO345", "sk-[redacted]"], // OpenAI
       ["sk-ant-api03-AbCdEf0123456789-xyz_ABC", "sk-[redacted]"], // Anthropic
-      ["sk-1234567890abcdef", "sk-[redacted]"], // LiteLLM's master key, DeepSeek
+      ["sk-1234567890abcdef1234567890abcdef", "sk-[redacted]"], // DeepSeek, a LiteLLM master key
       [geminiKey, "AIza[redacted]"], // Google
-      ["gsk_AbCdEf0123456789AbCdEf0123456789", "gsk_[redacted]"], // Groq
-      ["xai-AbCdEf0123456789AbCdEf0123456789", "xai-[redacted]"], // xAI
+      [`gsk_${"AbCdEf0123456789".repeat(3)}AbCd`, "gsk_[redacted]"], // Groq: 52 after the prefix
+      [`xai-${"AbCdEf0123456789".repeat(5)}`, "xai-[redacted]"], // xAI: 80
       ["sk-gs-AbC123xyz789_abcdefghijABCDEFGHIJ0123456789ab", "sk-gs-[redacted]"], // ours
     ];
     for (const [key, hidden] of keys) {

@@ -1,0 +1,92 @@
+import { describe, expect, it } from "vitest";
+import { upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream.ts";
+import { redactUpstreamSecrets } from "../../api-shim/src/keys.ts";
+
+// An upstream's 400/422 message reaches the client (at most 500 characters) without secrets in it:
+// the reviewer's cases of shapes that got through, of legitimate text that did not, and of
+// messages that blocked the event loop for seconds.
+const body = (message: string) => JSON.stringify({ error: { message, type: "BadRequestError", code: 400 } });
+const shown = (message: string, model = "m") => upstreamStatusError(400, body(message), model, undefined).message;
+
+describe("secrets in an upstream's message", () => {
+  it("hides a URL-encoded URL's query and a key after an encoded `=` or space", () => {
+    expect(redactUpstreamSecrets("redirect=https%3A%2F%2Fx%2Fv1%3Fkey%3DAIzaSyA1234567890abcdefghijklmnopqrstu")).not.toContain("AIzaSyA123");
+    for (const s of ["Bearer%20sk-proj-Abc123def456GHI789jkl012", "key%3Dsk-proj-Abc123def456GHI789jkl012", "x%253Dsk-proj-Abc123def456GHI789jkl012"])
+      expect(shown(`bad value ${s}, retry`), s).not.toContain("Abc123");
+  });
+
+  it("hides an Azure key, an AWS access key, a name=value secret, a lowercase bearer, a Basic credential and a Hugging Face token", () => {
+    for (const s of ["api-key: 0123456789abcdef0123456789abcdef", "AKIAIOSFODNN7EXAMPLE", "api_key=supersecretvalue123456",
+      "authorization: bearer abcdefghijklmnop", "Authorization: Basic dXNlcjpzdXBlcnNlY3JldA==", "Authorization: Bearer\tabcdefghijklmnop",
+      "token=abcdef123456", "secret: hunter2hunter2", "password=correct-horse", `{"api_key":"supersecretvalue123456"}`, `{'api_key': 'supersecretvalue'}`,
+      "hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567"])
+      expect.soft(redactUpstreamSecrets(s), s).not.toBe(s);
+    expect(shown("Invalid header api-key: 0123456789abcdef0123456789abcdef.")).toBe("Invalid header api-key: [redacted].");
+    expect(shown("credentials AKIAIOSFODNN7EXAMPLE rejected")).toBe("credentials AKIA[redacted] rejected");
+    expect(shown(`bad config {"api_key": "supersecretvalue123456", "n": 1}`)).toBe(`bad config {"api_key": "[redacted]", "n": 1}`);
+  });
+
+  it("hides a URL's credentials up to the last `@` before the host, and the query of a URL glued to a word", () => {
+    expect(redactUpstreamSecrets("https://user:p@ss-w0rd@host/v1")).not.toContain("ss-w0rd");
+    expect(redactUpstreamSecrets("https://user:p@ss-w0rd@host/v1")).toBe("https://host/v1");
+    expect(redactUpstreamSecrets("token_https://h/v1?access_token=abcdefgh12345678")).toBe("token_https://h/v1?…");
+  });
+
+  it("leaves model names, paths and vLLM's messages as they were said", () => {
+    expect(redactUpstreamSecrets("model 'xai-grok-3-mini-fast' does not support tools")).toContain("xai-grok-3-mini-fast");
+    const readable = [
+      "/models/sk-learn-classifier-weights/config.json not found",
+      "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens (1000 in the messages, 4000 in the completion).",
+      "max_tokens must be at least 1, got -1.",
+      "see task-abcdefghijklmnopqrstuvwxyz, desk-ABCDEFGHIJ0123456789xyz and risk-free-ABCDEFGHIJ0123456789xyz",
+      "a basic configuration works; the bearer of bad news",
+    ];
+    for (const text of readable) expect(shown(text), text).toBe(text);
+  });
+
+  it("never hides the model the request named", () => {
+    const model = "sk-ft-MyTeam2024-classifier-v2";
+    expect(redactUpstreamSecrets(`model '${model}' is not a chat model`)).toContain("sk-[redacted]");
+    expect(shown(`model '${model}' is not a chat model`, model)).toBe(`model '${model}' is not a chat model`);
+    // Only where it is the model: a key elsewhere in the same message is still hidden.
+    expect(shown(`model '${model}' with key sk-proj-Abc123def456GHI789jkl012`, model)).toBe(`model '${model}' with key sk-[redacted]`);
+  });
+});
+
+describe("cost of an upstream's message", () => {
+  const took = (message: string) => {
+    const start = performance.now();
+    const answered = upstreamStatusError(400, body(message), "m", undefined).message;
+    upstreamErrorBody(body(message), "m");
+    return { ms: performance.now() - start, answered };
+  };
+
+  it("a message of 64 KiB that quotes a client's text takes milliseconds, not seconds", () => {
+    const shapes = [
+      "Invalid value: 'https://a/?" + ".".repeat(60_000) + "x'.",
+      "a://".repeat(16_000),
+      "a://x" + "@".repeat(60_000),
+      "sk-a ".repeat(13_000),
+      "%3F".repeat(21_000),
+      "%253F".repeat(13_000),
+      "Bearer ".repeat(9_000),
+      "api_key=".repeat(8_000),
+      "AIza".repeat(16_000),
+      "a".repeat(60_000) + "://",
+      "https://a/?" + ")".repeat(60_000),
+    ];
+    took(shapes[0]!); // warm up
+    for (const shape of shapes) expect(took(shape).ms, shape.slice(0, 20)).toBeLessThan(100);
+  });
+
+  it("a secret past the part of the message looked at is not shown half", () => {
+    // Redactions may shorten what comes first, so a secret far into the message could come within the 500 characters shown.
+    const key = "sk-proj-Abc123def456GHI789jkl012mno345PQR678";
+    for (let pad = 3900; pad < 4200; pad += 7) {
+      const message = `${"https://h/?" + "q".repeat(pad)} ${key}`;
+      const answered = shown(message);
+      expect(answered.length).toBeLessThanOrEqual(500);
+      expect(answered, String(pad)).not.toMatch(/sk-proj|Abc1/);
+    }
+  });
+});
