@@ -87,16 +87,19 @@ export class Pricer {
   }
 
   /**
-   * The most tokens one output may generate: the request's limit, within the model's context and
-   * its maxOutputTokens (a provider's longest answer). Without a limit, the smaller of those two;
-   * when neither is known, DEFAULT_MAX_COMPLETION_TOKENS (an answer past it is charged the hold).
+   * The most tokens one output may generate: the request's limit, within the model's context.
+   * Without a limit, the smaller of the context and its maxOutputTokens (a provider's longest
+   * answer); when neither is known, DEFAULT_MAX_COMPLETION_TOKENS (an answer past it is charged
+   * the hold). maxOutputTokens does not lower a request's own limit: the shim does not send it
+   * upstream, so one set below what the provider writes would cap the charge below the usage.
    */
   outputBound(input: Pick<HoldInput, "model" | "maxTokens" | "defaultMaxTokens">): number {
     const model = this.models?.get(input.model);
     const maxLen = model?.maxModelLen ?? null;
-    const ceiling = Math.min(maxLen ?? Infinity, model?.maxOutputTokens ?? Infinity);
     const asked = input.defaultMaxTokens && maxLen === null ? undefined : input.maxTokens;
-    return Math.min(asked ?? (ceiling === Infinity ? DEFAULT_MAX_COMPLETION_TOKENS : ceiling), ceiling);
+    if (asked !== undefined) return Math.min(asked, maxLen ?? Infinity);
+    const ceiling = Math.min(maxLen ?? Infinity, model?.maxOutputTokens ?? Infinity);
+    return ceiling === Infinity ? DEFAULT_MAX_COMPLETION_TOKENS : ceiling;
   }
 
   hold(input: HoldInput): number {

@@ -109,7 +109,7 @@ describe("pricing", () => {
     expect(hold("gpt-4o", { max_tokens: 50 })).toBe(50 * 1000);
     expect(hold("gpt-4o", { max_completion_tokens: 40 })).toBe(40 * 1000);
   });
-  it("a provider's maxOutputTokens bounds an output without max_tokens, and caps a request's own; unset, the default bound stays", () => {
+  it("a provider's maxOutputTokens bounds an output without max_tokens, not a request's own; unset, the default bound stays", () => {
     const withProviders = new Pricer(
       { request: 0, batchRequest: 0, models: new Map([["gemini-pro", { promptPer1k: 0, completionPer1k: 1_000_000 }], ["gpt-4o", { promptPer1k: 0, completionPer1k: 1_000_000 }]]) },
       new Map([
@@ -120,12 +120,23 @@ describe("pricing", () => {
     const bound = (model: string, maxTokens: number | undefined, defaultMaxTokens = false) => withProviders.outputBound({ model, maxTokens, defaultMaxTokens });
     expect(bound("gemini-pro", undefined)).toBe(65_536);
     expect(bound("gemini-pro", 1000)).toBe(1000);
-    expect(bound("gemini-pro", 100_000)).toBe(65_536); // the provider writes no more than its maximum
+    // The shim does not send the limit upstream: set below what the provider writes, it must not
+    // hold (and cap the charge at) less than the client asked for.
+    expect(bound("gemini-pro", 100_000)).toBe(100_000);
     expect(bound("gemini-pro", 16, true)).toBe(65_536); // vLLM's completions default is not the provider's
     expect(bound("gpt-4o", undefined)).toBe(DEFAULT_MAX_COMPLETION_TOKENS);
     expect(bound("gpt-4o", 100_000)).toBe(100_000);
-    const hold = withProviders.hold({ ...text, model: "gemini-pro", batch: false, bodyBytes: 10, maxTokens: undefined, prompts: 1, outputs: 2 });
-    expect(hold).toBe(2 * 65_536 * 1000);
+    const hold = (maxTokens: number | undefined) => withProviders.hold({ ...text, model: "gemini-pro", batch: false, bodyBytes: 10, maxTokens, prompts: 1, outputs: 2 });
+    expect(hold(undefined)).toBe(2 * 65_536 * 1000);
+    expect(hold(100_000)).toBe(2 * 100_000 * 1000);
+    // A known context still bounds a request's own limit.
+    const served = new Pricer(
+      { request: 0, batchRequest: 0, models: new Map() },
+      new Map([["q", { name: "q", maxModelLen: 8192, maxOutputTokens: 1000, continuousUsage: false, tokenPrompts: true }]]),
+    );
+    expect(served.outputBound({ model: "q", maxTokens: 100_000 })).toBe(8192);
+    expect(served.outputBound({ model: "q", maxTokens: 4000 })).toBe(4000);
+    expect(served.outputBound({ model: "q", maxTokens: undefined })).toBe(1000);
   });
   it("completions with echo and max_tokens 0 are bounded by one token per output, as vLLM generates one", () => {
     const bound = (extra: Record<string, unknown>) => parseInferenceRequest("completions", { model: "m", prompt: ["a", "b"], n: 3, ...extra }).maxTokens;
