@@ -82,7 +82,7 @@ describe("upstream seam", () => {
         const ms = performance.now() - t0;
         expect(transportError(err).code).toBe("upstream_timeout");
         expect(ms).toBeGreaterThanOrEqual(1_000);
-        expect(ms).toBeLessThan(1_300); // neither early nor late: undici's own 500 ms-tick timers fire up to ~1 s late
+        expect(ms).toBeLessThan(1_450); // neither early nor late: undici's own 500 ms-tick timers fire up to ~1 s late (1,500 ms and more); the margin is for a loaded machine
       }
     } finally {
       fake.reset();
