@@ -154,7 +154,7 @@ function hideSecretShapes(text: string, model: string): string {
   const credentials = replaceShapes(keys, AUTH_SCHEME, model, (m) => (/^basic$/i.test(m[1]!) && /^[a-z]+$/.test(m[0].slice(m[1]!.length + m[2]!.length)) ? m[0] : `${m[1]}${m[2]}[redacted]`));
   return replaceShapes(credentials, NAMED_SECRET, model, (m) => {
     const end = sentenceEnd(m[2]!);
-    return end === m[2] ? m[0] : `${m[1]}[redacted]${end}`;
+    return end === m[2] || m[2]!.startsWith("[redacted]") ? m[0] : `${m[1]}[redacted]${end}`;
   });
 }
 

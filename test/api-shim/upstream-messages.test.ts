@@ -24,6 +24,10 @@ describe("secrets in an upstream's message", () => {
     expect(shown("Invalid header api-key: 0123456789abcdef0123456789abcdef.")).toBe("Invalid header api-key: [redacted].");
     expect(shown("credentials AKIAIOSFODNN7EXAMPLE rejected")).toBe("credentials AKIA[redacted] rejected");
     expect(shown(`bad config {"api_key": "supersecretvalue123456", "n": 1}`)).toBe(`bad config {"api_key": "[redacted]", "n": 1}`);
+    // Redacting twice changes nothing.
+    const once = redactUpstreamSecrets("key sk-proj-Abc123def456GHI789jkl012 at https://user:pw@h/x?key=1, token=abc.");
+    expect(once).toBe("key sk-[redacted] at https://h/x?…, token=[redacted].");
+    expect(redactUpstreamSecrets(once)).toBe(once);
   });
 
   it("hides a URL's credentials up to the last `@` before the host, and the query of a URL glued to a word", () => {
