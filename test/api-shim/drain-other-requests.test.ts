@@ -1,10 +1,10 @@
 import { once } from "node:events";
-import { createServer, type Server } from "node:http";
-import { type AddressInfo, connect } from "node:net";
+import { connect } from "node:net";
 import { describe, expect, it } from "vitest";
 import { closeApp } from "../../api-shim/src/app.ts";
 import type { UsageGroup } from "../../api-shim/src/store/store.ts";
 import { overrideStore, startShim } from "../support/shim-harness.ts";
+import { loopbackServer } from "../support/shim-process.ts";
 
 /**
  * A shutdown's drain and the requests that are not inference: a model list, usage reports, admin
@@ -27,19 +27,11 @@ async function rawConnection(url: string) {
 const requestLines = (logs: string[], path: string) => logs.map((l) => JSON.parse(l) as { msg: string; path?: string; status: number; error?: string }).filter((l) => l.msg === "request" && l.path === path);
 
 /** An upstream whose model list comes after `delayMs` (never, for Infinity). */
-async function slowModelList(delayMs: number): Promise<{ url: string; close(): Promise<void> }> {
-  const server: Server = createServer((_req, res) => {
+function slowModelList(delayMs: number): Promise<{ url: string; close(): Promise<void> }> {
+  return loopbackServer((_req, res) => {
     if (delayMs === Infinity) return;
     setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ object: "list", data: [{ id: "qwen2.5-7b", object: "model" }] })), delayMs);
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
-    close: async () => {
-      server.closeAllConnections();
-      await new Promise((r) => server.close(r));
-    },
-  };
 }
 
 describe("a request other than inference in flight when a drain begins", () => {

@@ -1,59 +1,27 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/keys.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
-import { FakeVllm } from "../support/fake-vllm.ts";
-import { assertNoSecrets } from "../support/shim-harness.ts";
-import { openStream, ShimProcesses, writeProcessConfig } from "../support/shim-process.ts";
+import { openStream, shimProcessFixture } from "../support/shim-process.ts";
 
 /** How the shim process stops: a store failure during a drain, a signal during start-up, a SIGKILL after a top-up. */
 describe("stopping the shim process", () => {
-  let dir: string;
-  let fake: FakeVllm;
-  const key = generateKey();
-  const adminToken = `adm-${generateKey().key}`;
-  const output = new ShimProcesses();
-  let env: Record<string, string>;
-  const start = (extra: Record<string, string> = {}) => output.start({ ...env, ...extra });
-  const db = () => join(dir, "data", "shim.db");
-
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "shim-stop-"));
-    fake = await new FakeVllm({ models: [{ name: "qwen2.5-7b" }] }).start();
-    env = {
-      SHIM_UPSTREAM_URL: fake.url,
-      SHIM_DATABASE_URL: `sqlite:${db()}`,
-      SHIM_CONFIG: writeProcessConfig(dir, key, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]),
-      SHIM_ADMIN_TOKEN: adminToken,
-    };
-  });
-  afterAll(async () => {
-    output.killAll();
-    await fake.close();
-    rmSync(dir, { recursive: true, force: true });
-    assertNoSecrets(output.lines, [key.key, adminToken]);
-  });
-
-  const audit = async () => {
-    const store = new SqliteStore(db());
-    const rows = await store.audit().finally(() => store.close());
-    return rows.find((r) => r.keyId === key.id)!;
-  };
+  const f = shimProcessFixture("shim-stop-");
+  const { key, adminToken, output, start, db, audit } = f;
   const messages = (lines: string[]) => lines.map((l) => JSON.parse(l) as Record<string, unknown>);
 
   it("a non-streamed request still waiting at the drain's end: cut, its hold released, exit 0", async () => {
-    fake.set({ tokenDelayMs: 5, defaultTokens: 2000 });
+    f.fake.set({ tokenDelayMs: 5, defaultTokens: 2000 });
     const p = await start({ SHIM_DRAIN_TIMEOUT_MS: "800" });
     const answer = fetch(`${p.url}/v1/chat/completions`, {
       method: "POST",
       headers: { authorization: `Bearer ${key.key}`, "content-type": "application/json" },
       body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 2000 }),
     }).then((res) => res.status);
-    await fake.until((c) => c.received > 0);
+    await f.fake.until((c) => c.received > 0);
     p.child.kill("SIGTERM");
     expect(await answer).toBe(503);
     expect(await p.exited).toEqual({ code: 0, signal: null });
@@ -61,11 +29,11 @@ describe("stopping the shim process", () => {
     expect(messages(p.lines).find((e) => e.msg === "stopped")).toMatchObject({ aborted: 1, exitCode: 0 });
     const after = await audit();
     expect(after).toMatchObject({ held: 0, reservations: 0, ledgerSum: after.balance });
-    fake.reset();
+    f.fake.reset();
   });
 
   it("a store that fails closed during a SIGTERM drain cuts what is in flight at once, not at the drain's end; exit 1", async () => {
-    fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
+    f.fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
     const p = await start({ SHIM_DRAIN_TIMEOUT_MS: "8000" });
     const long = await openStream(p, key.key, 5000);
     const short = await openStream(p, key.key, 12);
@@ -91,16 +59,16 @@ describe("stopping the shim process", () => {
     // Both holds are released at the next start, uncharged.
     await output.stopCleanly(await start());
     expect(await audit()).toMatchObject({ held: 0, reservations: 0 });
-    fake.reset();
+    f.fake.reset();
   }, 30_000);
 
   it("SIGTERM during start-up (as `docker stop` of a container whose node is PID 1) is acted on once the start is over: exit 0, never listening, the store closed", async () => {
     // A start made slow by writing many bootstrap keys; the signal comes after the first.
-    const slowDir = mkdtempSync(join(dir, "slow-start-"));
+    const slowDir = mkdtempSync(join(f.dir, "slow-start-"));
     const keys = Array.from({ length: 400 }, (_, i) => ({ id: generateKey().id, name: `k${i}`, hash: generateKey().hash, credits: 1, tier: "enterprise" }));
     writeFileSync(join(slowDir, "shim.yaml"), stringify({ pricing: { models: { "qwen2.5-7b": { promptPer1k: 0, completionPer1k: 1000 } } }, bootstrapKeys: keys }));
     const file = join(slowDir, "shim.db");
-    const child = await output.start({ ...env, SHIM_DATABASE_URL: `sqlite:${file}`, SHIM_CONFIG: join(slowDir, "shim.yaml") }, (e) => e.msg === "bootstrap key");
+    const child = await output.start({ ...f.env, SHIM_DATABASE_URL: `sqlite:${file}`, SHIM_CONFIG: join(slowDir, "shim.yaml") }, (e) => e.msg === "bootstrap key");
     const signalled = Date.now();
     child.child.kill("SIGTERM");
     expect(await child.exited).toEqual({ code: 0, signal: null });

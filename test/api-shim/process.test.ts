@@ -1,72 +1,35 @@
 import { once } from "node:events";
-import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { type AddressInfo, connect, type Socket } from "node:net";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { connect, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/keys.ts";
 import { MAX_BALANCE_MICRO } from "../../api-shim/src/money.ts";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
-import { FakeVllm } from "../support/fake-vllm.ts";
 import { corruptLedger } from "../support/corrupt-ledger.ts";
 import { failingFsyncs } from "../support/fsync-trace.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
-import { openStream as openKeyStream, shimClient, ShimProcesses, ShimStartError, spawnShim, type ShimProcess, writeProcessConfig } from "../support/shim-process.ts";
+import { loopbackServer, openStream as openKeyStream, shimClient, shimProcessFixture, ShimStartError, spawnShim, type ShimProcess } from "../support/shim-process.ts";
 
 const CREDIT = 1_000_000;
 
 /** The shim as a real process: killed with SIGKILL mid-stream, and drained with SIGTERM. */
 describe("the shim process", () => {
-  let dir: string;
-  let fake: FakeVllm;
-  const key = generateKey();
-  const adminToken = `adm-${generateKey().key}`;
-  const output = new ShimProcesses();
-  let env: Record<string, string>;
-  const start = (extra: Record<string, string> = {}) => output.start({ ...env, ...extra });
-
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "shim-proc-"));
-    fake = await new FakeVllm({ models: [{ name: "qwen2.5-7b" }] }).start();
-    env = {
-      SHIM_UPSTREAM_URL: fake.url,
-      SHIM_DATABASE_URL: `sqlite:${join(dir, "data", "shim.db")}`,
-      SHIM_CONFIG: writeProcessConfig(dir, key, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]),
-      SHIM_ADMIN_TOKEN: adminToken,
-    };
-  });
-  afterAll(async () => {
-    output.killAll();
-    await fake.close();
-    rmSync(dir, { recursive: true, force: true });
-    assertNoSecrets(output.lines, [key.key, adminToken]);
-  });
-
+  const f = shimProcessFixture("shim-proc-");
+  const { key, adminToken, output, start } = f;
+  /** The ledger audit of every key, read by a store opened on the file for it. */
   const audit = () => {
-    const store = new SqliteStore(join(dir, "data", "shim.db"));
+    const store = new SqliteStore(f.db());
     return store.audit().finally(() => store.close());
   };
   const client = (p: ShimProcess) => shimClient(p, key.key);
-  /** An upstream on loopback whose requests `handle` answers (or not); `close` drops its connections too. */
-  const upstreamThat = async (handle: (req: IncomingMessage, res: ServerResponse) => void) => {
-    const server = createServer(handle);
-    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    return {
-      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
-      close: async () => {
-        server.closeAllConnections();
-        await new Promise((r) => server.close(r));
-      },
-    };
-  };
   const openStream = (p: ShimProcess, maxTokens: number) => openKeyStream(p, key.key, maxTokens);
 
   it("SIGKILL during 50 live streams: after a restart no reservation is left and balances equal the ledger", async () => {
-    fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
+    f.fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
     const first = await start();
     const streams = await Promise.all(Array.from({ length: 50 }, () => openStream(first, 2000)));
     const during = (await audit()).find((r) => r.keyId === key.id)!;
@@ -86,14 +49,14 @@ describe("the shim process", () => {
     expect(after).toMatchObject({ keyId: key.id, balance: 1_000_000 * CREDIT, held: 0, ledgerSum: 1_000_000 * CREDIT, reservations: 0 });
     // The bootstrap grant is not repeated on restart.
     expect(second.lines.some((l) => l.includes('"granted":true'))).toBe(false);
-    fake.reset();
+    f.fake.reset();
     const ok = await client(second).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
     expect(ok.choices[0]!.message.content).toBe("t1 t2");
     await output.stopCleanly(second);
   });
 
   it("SIGTERM drains: short streams finish, long ones are cut at the drain timeout and settled; exit 0", async () => {
-    fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
+    f.fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
     const p = await start({ SHIM_DRAIN_TIMEOUT_MS: "1500" });
     const before = (await audit()).find((r) => r.keyId === key.id)!.balance;
     const short = await Promise.all(Array.from({ length: 5 }, () => openStream(p, 8)));
@@ -123,11 +86,11 @@ describe("the shim process", () => {
     const charged = (before - after.balance) / CREDIT;
     expect(charged).toBeGreaterThan(5 * 9 + 5 * 2);
     expect(charged).toBeLessThan(5 * 9 + 5 * (1 + 200));
-    fake.reset();
+    f.fake.reset();
   });
 
   it("a request on a kept-alive connection during the drain gets the shim's own 503s, with a request id", async () => {
-    fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
+    f.fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
     const p = await start({ SHIM_DRAIN_TIMEOUT_MS: "2000" });
     const long = await openStream(p, 5000); // keeps the drain going
     // Two connections, each busy with a short stream when SIGTERM comes; each sends one more
@@ -155,7 +118,7 @@ describe("the shim process", () => {
     for (let r = await long.next().catch(() => ({ done: true })); !r.done; r = await long.next().catch(() => ({ done: true })));
     expect(await p.exited).toEqual({ code: 0, signal: null });
     output.keep(p);
-    fake.reset();
+    f.fake.reset();
   });
 
   /** A raw HTTP/1.1 connection that stays open between requests (the SDK's fetch would open new ones). */
@@ -210,7 +173,7 @@ describe("the shim process", () => {
   }
 
   it("a second SIGTERM cuts what is in flight at once instead of waiting for the drain (settled, exit 0)", async () => {
-    fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
+    f.fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
     const p = await start({ SHIM_DRAIN_TIMEOUT_MS: "20000" });
     const long = await openStream(p, 5000);
     const started = Date.now();
@@ -224,11 +187,11 @@ describe("the shim process", () => {
     // The stream the second signal cut is counted as the drain's timeout would count it.
     expect(p.lines.map((l) => JSON.parse(l)).find((e) => e.msg === "stopped")).toMatchObject({ aborted: 1, exitCode: 0 });
     expect((await audit()).find((r) => r.keyId === key.id)!).toMatchObject({ held: 0, reservations: 0 });
-    fake.reset();
+    f.fake.reset();
   });
 
   it("SIGTERM while a model list waits on a silent upstream: the process still exits soon after the drain, not at the upstream timeout", async () => {
-    const silent = await upstreamThat(() => {}); // accepts, never answers
+    const silent = await loopbackServer(() => {}); // accepts, never answers
     try {
       const p = await start({ SHIM_UPSTREAM_URL: silent.url, SHIM_DRAIN_TIMEOUT_MS: "500", SHIM_UPSTREAM_TIMEOUT_MS: "60000" });
       const asked = client(p).models.list().catch((e: unknown) => e);
@@ -247,7 +210,7 @@ describe("the shim process", () => {
   // The process's own timeouts: server.ts passes SHIM_UPSTREAM_TIMEOUT_MS and
   // SHIM_STREAM_IDLE_TIMEOUT_MS to the upstream it makes (the in-process harness makes its own).
   it("SHIM_UPSTREAM_TIMEOUT_MS: a silent upstream → 504 upstream_timeout at the configured time, nothing held", async () => {
-    const silent = await upstreamThat(() => {});
+    const silent = await loopbackServer(() => {});
     try {
       const p = await start({ SHIM_UPSTREAM_URL: silent.url, SHIM_UPSTREAM_TIMEOUT_MS: "500" });
       const t0 = performance.now();
@@ -273,7 +236,7 @@ describe("the shim process", () => {
   it("SHIM_STREAM_IDLE_TIMEOUT_MS: a stream whose upstream stalls after its first token ends with an upstream_timeout event, and the upstream request is aborted", async () => {
     let upstreamClosed!: () => void;
     const closed = new Promise<void>((r) => (upstreamClosed = r));
-    const stalling = await upstreamThat((req, res) => {
+    const stalling = await loopbackServer((req, res) => {
       res.on("close", upstreamClosed);
       req.resume();
       res.writeHead(200, { "content-type": "text/event-stream" });
@@ -312,7 +275,7 @@ describe("the shim process", () => {
     const p = await start();
     const before = (await audit()).find((r) => r.keyId === key.id)!;
     // Stands for a disk error at COMMIT (e.g. a full volume): the batch's UPDATE of the key fails.
-    const other = new Database(join(dir, "data", "shim.db"));
+    const other = new Database(f.db());
     other.exec("CREATE TRIGGER fail_money BEFORE UPDATE OF held ON keys BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
     await client(p).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 }).catch(() => {});
     expect(await p.exited).toEqual({ code: 1, signal: null });
@@ -324,7 +287,7 @@ describe("the shim process", () => {
     // Still failing at the next start (every UPDATE of a key fails, as on a full disk): the same
     // log line, exit 1 again, so the restart policy keeps trying and the log says why.
     other.exec("CREATE TRIGGER fail_keys BEFORE UPDATE ON keys BEGIN SELECT RAISE(ABORT, 'disk still on fire'); END");
-    const failed = await spawnShim({ ...env }).catch((e: unknown) => e);
+    const failed = await spawnShim({ ...f.env }).catch((e: unknown) => e);
     if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
     expect(failed.exit).toEqual({ code: 1, signal: null });
     expect(failed.lines.map((l) => JSON.parse(l).msg)).toContain("the store failed closed; exiting so the shim is restarted");
@@ -339,10 +302,10 @@ describe("the shim process", () => {
   });
 
   it("a store that fails closed at start (the disk refuses the sync of its first write) says so in one line, and exits 1", async () => {
-    const file = join(dir, "failing-start", "shim.db");
+    const file = join(f.dir, "failing-start", "shim.db");
     mkdirSync(dirname(file));
     await new SqliteStore(file).close(); // the file exists before its disk starts failing
-    const failed = await spawnShim({ ...env, SHIM_DATABASE_URL: `sqlite:${file}` }, failingFsyncs(`${file}-wal`)).catch((e: unknown) => e);
+    const failed = await spawnShim({ ...f.env, SHIM_DATABASE_URL: `sqlite:${file}` }, failingFsyncs(`${file}-wal`)).catch((e: unknown) => e);
     if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
     output.keep(failed);
     expect(failed.exit).toEqual({ code: 1, signal: null });
@@ -352,10 +315,10 @@ describe("the shim process", () => {
   });
 
   it("WAL checkpoints that fail (the disk refuses their fsync) are logged, at most once a minute, and counted in /metrics, while requests are still served", async () => {
-    const file = join(dir, "checkpoints", "shim.db");
+    const file = join(f.dir, "checkpoints", "shim.db");
     mkdirSync(dirname(file));
     await new SqliteStore(file).close(); // the file exists before its disk starts failing
-    const p = await spawnShim({ ...env, SHIM_DATABASE_URL: `sqlite:${file}` }, failingFsyncs(file));
+    const p = await spawnShim({ ...f.env, SHIM_DATABASE_URL: `sqlite:${file}` }, failingFsyncs(file));
     const shim = Number(readFileSync(`/proc/${p.child.pid}/task/${p.child.pid}/children`, "utf8").trim()); // strace's child
     const warning = "a WAL checkpoint failed: the WAL grows until checkpoints succeed again; the store fails closed if they keep failing for a minute";
     try {
@@ -376,7 +339,7 @@ describe("the shim process", () => {
   });
 
   it("a corrupt ledger: the first statement that meets it (a usage report) makes the process exit 1, its line pointing at the backup to restore", async () => {
-    const file = join(dir, "corrupt", "shim.db");
+    const file = join(f.dir, "corrupt", "shim.db");
     mkdirSync(dirname(file));
     const store = new SqliteStore(file);
     await store.ensureBootstrapKey({ id: key.id, name: "app", hash: key.hash, tier: "enterprise", models: null, expiresAt: null, credits: 1_000_000 * CREDIT, at: Date.now() });
@@ -394,7 +357,7 @@ describe("the shim process", () => {
   it("a port already in use: exit 1 with one line that names SHIM_PORT, not a stack trace", async () => {
     const first = await start();
     const port = new URL(first.url).port;
-    const failed = await spawnShim({ ...env, SHIM_PORT: port, SHIM_DATABASE_URL: `sqlite:${join(dir, "other", "shim.db")}` }).catch((e: unknown) => e);
+    const failed = await spawnShim({ ...f.env, SHIM_PORT: port, SHIM_DATABASE_URL: `sqlite:${join(f.dir, "other", "shim.db")}` }).catch((e: unknown) => e);
     if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
     expect(failed.exit).toEqual({ code: 1, signal: null });
     const errors = failed.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50);
@@ -405,7 +368,7 @@ describe("the shim process", () => {
   });
 
   it("a SHIM_DATABASE_URL the driver cannot read: exit 1 saying so, not a store failure that a restart would fix", async () => {
-    const failed = await spawnShim({ ...env, SHIM_DATABASE_URL: "postgres://shim:hunter2@db:99999/shim" }).catch((e: unknown) => e);
+    const failed = await spawnShim({ ...f.env, SHIM_DATABASE_URL: "postgres://shim:hunter2@db:99999/shim" }).catch((e: unknown) => e);
     if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
     output.keep(failed);
     expect(failed.exit).toEqual({ code: 1, signal: null });
@@ -415,12 +378,12 @@ describe("the shim process", () => {
   });
 
   it("a database a newer shim made (an image rolled back): exit 1 saying so, not a store failure", async () => {
-    mkdirSync(join(dir, "newer"));
-    const file = join(dir, "newer", "shim.db");
+    mkdirSync(join(f.dir, "newer"));
+    const file = join(f.dir, "newer", "shim.db");
     const db = new Database(file);
     db.pragma("user_version = 99");
     db.close();
-    const failed = await spawnShim({ ...env, SHIM_DATABASE_URL: `sqlite:${file}` }).catch((e: unknown) => e);
+    const failed = await spawnShim({ ...f.env, SHIM_DATABASE_URL: `sqlite:${file}` }).catch((e: unknown) => e);
     if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
     output.keep(failed);
     expect(failed.exit).toEqual({ code: 1, signal: null });
@@ -429,13 +392,13 @@ describe("the shim process", () => {
   });
 
   it("a bootstrap key with the id of a key made with the admin API: exit 1 naming the id, that key left as it was", async () => {
-    mkdirSync(join(dir, "taken"));
-    const file = join(dir, "taken", "shim.db");
+    mkdirSync(join(f.dir, "taken"));
+    const file = join(f.dir, "taken", "shim.db");
     const theirs = { id: key.id, name: "theirs", hash: generateKey().hash, tier: "pro", models: null, expiresAt: null, credits: 5 * CREDIT, at: Date.now() };
     let store = new SqliteStore(file);
     await store.createKey(theirs);
     await store.close();
-    const failed = await spawnShim({ ...env, SHIM_DATABASE_URL: `sqlite:${file}` }).catch((e: unknown) => e);
+    const failed = await spawnShim({ ...f.env, SHIM_DATABASE_URL: `sqlite:${file}` }).catch((e: unknown) => e);
     if (!(failed instanceof ShimStartError)) throw new Error(`expected a refused start, got ${String(failed)}`);
     output.keep(failed);
     expect(failed.exit).toEqual({ code: 1, signal: null });
@@ -447,8 +410,8 @@ describe("the shim process", () => {
   });
 
   it("a bootstrap key's grant that would take its balance past a billion credits is not made, and the start says so", async () => {
-    mkdirSync(join(dir, "full"));
-    const file = join(dir, "full", "shim.db");
+    mkdirSync(join(f.dir, "full"));
+    const file = join(f.dir, "full", "shim.db");
     let store = new SqliteStore(file);
     await store.ensureBootstrapKey({ id: key.id, name: "app", hash: key.hash, tier: "enterprise", models: null, expiresAt: null, credits: 0, at: Date.now() });
     await store.topUp({ keyId: key.id, amount: MAX_BALANCE_MICRO - CREDIT, note: null, at: Date.now(), idempotency: null, respond: () => "", refuse: () => null });
@@ -465,12 +428,12 @@ describe("the shim process", () => {
   });
 
   it("a second process on the same SQLite file is refused, and the first one's holds are kept", async () => {
-    fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
+    f.fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
     const first = await start();
     const streams = await Promise.all(Array.from({ length: 3 }, () => openStream(first, 2000)));
     const held = (await audit()).find((r) => r.keyId === key.id)!.held;
     expect(held).toBeGreaterThan(0);
-    const second = await spawnShim({ ...env }).catch((e: unknown) => e);
+    const second = await spawnShim({ ...f.env }).catch((e: unknown) => e);
     if (!(second instanceof ShimStartError)) throw new Error(`expected a refused start, got ${String(second)}`);
     expect(second.exit).toEqual({ code: 1, signal: null });
     const errors = second.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50).map((l) => l.msg);
@@ -486,8 +449,8 @@ describe("the shim process", () => {
 
   it("a tier taken out of the configuration: its keys are served under defaultTier's limits, and the start says so", async () => {
     // The test's configuration (its bootstrap key kept), with one more tier.
-    const withTier = join(dir, "with-tier.yaml");
-    writeFileSync(withTier, stringify({ ...(parse(readFileSync(env.SHIM_CONFIG!, "utf8")) as object), tiers: { workshop: { rpm: 1000, tpm: 1000000 } } }));
+    const withTier = join(f.dir, "with-tier.yaml");
+    writeFileSync(withTier, stringify({ ...(parse(readFileSync(f.env.SHIM_CONFIG!, "utf8")) as object), tiers: { workshop: { rpm: 1000, tpm: 1000000 } } }));
     const first = await start({ SHIM_CONFIG: withTier });
     const made = await fetch(`${first.url}/admin/keys`, { method: "POST", headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" }, body: JSON.stringify({ name: "w", tier: "workshop", credits: 5 }) });
     expect(made.status).toBe(201);
@@ -513,10 +476,10 @@ describe("the shim process", () => {
 
     const replacement = generateKey();
     writeFileSync(
-      join(dir, "replaced.yaml"),
+      join(f.dir, "replaced.yaml"),
       stringify({ models: [{ name: "qwen2.5-7b", maxModelLen: 4096 }], bootstrapKeys: [{ id: replacement.id, name: "app2", hash: replacement.hash, credits: 5, tier: "free" }] }),
     );
-    const p = await start({ SHIM_CONFIG: join(dir, "replaced.yaml") });
+    const p = await start({ SHIM_CONFIG: join(f.dir, "replaced.yaml") });
     expect(await p.waitForLine((e) => e.msg === "bootstrap key no longer in the configuration: revoked")).toMatchObject({ keyId: key.id });
     const old = await client(p).models.list().then(() => 200, (e: { status?: number }) => e.status);
     expect(old).toBe(401);

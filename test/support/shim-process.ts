@@ -1,11 +1,18 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
-import { writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
-import { expect } from "vitest";
+import { afterAll, beforeAll, expect } from "vitest";
 import { stringify } from "yaml";
+import { generateKey } from "../../api-shim/src/keys.ts";
+import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import { FakeVllm } from "./fake-vllm.ts";
+import { assertNoSecrets } from "./shim-harness.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -173,4 +180,63 @@ export async function openStream(p: ShimProcess, apiKey: string, maxTokens: numb
   const it = stream[Symbol.asyncIterator]();
   for (let r = await it.next(); !r.done && !r.value.choices[0]?.delta.content; r = await it.next());
   return it;
+}
+
+/**
+ * The setup the process tests share (call it inside a describe): a fake vLLM, a temporary
+ * directory with the SQLite file and the config of `writeProcessConfig`, one bootstrap key and an
+ * admin token; `start` runs a shim on them, and at the end every process is killed, the directory
+ * removed and what they wrote scanned for the key and the token. `dir`, `fake` and `env` are set
+ * once the describe's tests run.
+ */
+export function shimProcessFixture(prefix: string) {
+  const key = generateKey();
+  const adminToken = `adm-${generateKey().key}`;
+  const output = new ShimProcesses();
+  const f = {
+    key,
+    adminToken,
+    output,
+    dir: "",
+    fake: undefined as unknown as FakeVllm,
+    env: {} as Record<string, string>,
+    db: () => join(f.dir, "data", "shim.db"),
+    start: (extra: Record<string, string> = {}, ready?: (entry: Record<string, unknown>) => boolean) => output.start({ ...f.env, ...extra }, ready),
+    /** The key's row of the ledger audit, read by a store opened on the file for it. */
+    audit: async () => {
+      const store = new SqliteStore(f.db());
+      const rows = await store.audit().finally(() => store.close());
+      return rows.find((r) => r.keyId === key.id)!;
+    },
+  };
+  beforeAll(async () => {
+    f.dir = mkdtempSync(join(tmpdir(), prefix));
+    f.fake = await new FakeVllm({ models: [{ name: "qwen2.5-7b" }] }).start();
+    f.env = {
+      SHIM_UPSTREAM_URL: f.fake.url,
+      SHIM_DATABASE_URL: `sqlite:${f.db()}`,
+      SHIM_CONFIG: writeProcessConfig(f.dir, key, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]),
+      SHIM_ADMIN_TOKEN: adminToken,
+    };
+  });
+  afterAll(async () => {
+    output.killAll();
+    await f.fake.close();
+    rmSync(f.dir, { recursive: true, force: true });
+    assertNoSecrets(output.lines, [key.key, adminToken]);
+  });
+  return f;
+}
+
+/** An HTTP server on loopback whose requests `handle` answers (or not); `close` drops its connections too. */
+export async function loopbackServer(handle: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; close(): Promise<void> }> {
+  const server = createServer(handle);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
 }
