@@ -9,6 +9,7 @@ import { reportSql } from "../../api-shim/src/store/sqlite-usage-report.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { corruptLedger } from "../support/corrupt-ledger.ts";
 import { failingFsyncs, repoFile, runNodeScript, tracingFsyncs } from "../support/fsync-trace.ts";
+import { previousStores } from "../support/previous-version.ts";
 import { newKey, storeContract, usage } from "./store-contract.ts";
 
 describe("SqliteStore", () => {
@@ -334,11 +335,11 @@ describe("SqliteStore", () => {
     db.close();
   });
 
-  it("upgrades a ledger without the served flag in place: its rows keep the rule they were reported by, new rows count when served; reports still read through the indexes", async () => {
+  it("upgrades a ledger the previous version made (no served flag) in place, keeping its schema version: its rows keep the rule they were reported by, new rows count when served; the previous version opens it again and settles", async () => {
     const old = join(dir, "v4.db");
+    const previous = await previousStores();
+    await new previous.SqliteStore(old).close();
     const db = new Database(old);
-    for (const m of MIGRATIONS.slice(0, 4)) typeof m === "string" ? db.exec(m) : m(db);
-    db.pragma("user_version = 4");
     db.exec(`INSERT INTO keys (id, name, hash, tier, balance, created_at) VALUES ('k', 'k', 'h', 'free', 9, 1);
       INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES ('k', 1, 10, 'grant', NULL, NULL);
       INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES
@@ -355,9 +356,23 @@ describe("SqliteStore", () => {
     } finally {
       await upgraded.close();
     }
+    // A rollback (or an old process restarting): the previous version opens the upgraded file and settles.
+    const back = new previous.SqliteStore(old);
+    try {
+      await back.reserve({ reservationId: "r2", keyId: "k", amount: 1, at: 9 });
+      await back.settle({ reservationId: "r2", keyId: "k", hold: 1, cost: 1, usage: { ...usage("k", "old", 1, 9) } });
+    } finally {
+      await back.close();
+    }
+    const again = new SqliteStore(old);
+    try {
+      expect(await again.usage({ keyId: "k", asker: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 4, promptTokens: 6, completionTokens: 13, cost: 2 }]);
+    } finally {
+      await again.close();
+    }
     const after = new Database(old, { readonly: true });
     try {
-      expect(after.pragma("user_version", { simple: true })).toBe(MIGRATIONS.length);
+      expect(after.pragma("user_version", { simple: true })).toBe(4); // the previous version's
       after.function("shim_report_check", () => 1);
       const plan = (keyId: string | null) => {
         const sql = reportSql({ keyId, group: "model" });

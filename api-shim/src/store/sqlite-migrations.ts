@@ -40,10 +40,6 @@ export const MIGRATIONS: readonly (string | ((db: Database.Database) => void))[]
   // whole history (ledger_key_at serves one key's). Partial: grants and top-ups are not reported.
   // On an existing database it is built at the first start after the upgrade (~1 s per 2 million rows).
   "CREATE INDEX ledger_usage_at ON ledger(at) WHERE kind = 'usage';",
-  // Migration 5: whether the upstream served the request (1) or not (0), apart from its charge,
-  // so a report counts a free model's served requests (store.ts, REPORTED_SQL). A new column
-  // only (no table rewrite: instant on any ledger); rows written before it have NULL.
-  "ALTER TABLE ledger ADD COLUMN served INTEGER CHECK (served IN (0, 1));",
 ];
 
 /**
@@ -106,4 +102,18 @@ export function migrate(db: Database.Database): void {
       db.pragma(`user_version = ${v + 1}`);
     })();
   }
+  ensureServedColumn(db);
+}
+
+/**
+ * Whether the upstream served the request (1) or not (0), apart from its charge, so a report
+ * counts a free model's served requests (store.ts, REPORTED_SQL): added at open when missing,
+ * not a migration, so the schema version stays and the previous version (which names its
+ * columns) still opens the file: a rollback needs no backup. A new nullable column only (no
+ * table rewrite: instant on any ledger); rows written before it, or by the previous version
+ * after it, have NULL.
+ */
+function ensureServedColumn(db: Database.Database): void {
+  const columns = db.prepare<[], { name: string }>("SELECT name FROM pragma_table_info('ledger')").all();
+  if (!columns.some((c) => c.name === "served")) db.exec("ALTER TABLE ledger ADD COLUMN served INTEGER CHECK (served IN (0, 1))");
 }

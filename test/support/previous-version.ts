@@ -1,0 +1,27 @@
+import { execFileSync } from "node:child_process";
+import { realpathSync, symlinkSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type * as PostgresStoreModule from "../../api-shim/src/store/postgres-store.ts";
+import type * as SqliteStoreModule from "../../api-shim/src/store/sqlite-store.ts";
+import { tempDir } from "./tools.ts";
+
+/** The last version before the ledger's `served` column (cf99981): what an old replica, or a rollback, runs. */
+export const PREVIOUS_VERSION = "f5e91fe";
+
+const repo = fileURLToPath(new URL("../..", import.meta.url));
+
+/**
+ * The store classes of PREVIOUS_VERSION, taken from the repository's history into a temporary
+ * directory (with this checkout's dependencies), so an upgrade test makes its database with the
+ * code that really made it, and a rollback test opens the upgraded one with it. Tests only.
+ */
+export async function previousStores(): Promise<{ SqliteStore: typeof SqliteStoreModule.SqliteStore; PostgresStore: typeof PostgresStoreModule.PostgresStore }> {
+  const dir = tempDir("gpu-sandbox-previous-");
+  const archive = execFileSync("git", ["archive", PREVIOUS_VERSION, "api-shim/src"], { cwd: repo, maxBuffer: 64 * 1024 * 1024 });
+  execFileSync("tar", ["-x", "-C", dir], { input: archive });
+  symlinkSync(realpathSync(join(repo, "node_modules")), join(dir, "node_modules"));
+  const sqlite = (await import(join(dir, "api-shim/src/store/sqlite-store.ts"))) as typeof SqliteStoreModule;
+  const postgres = (await import(join(dir, "api-shim/src/store/postgres-store.ts"))) as typeof PostgresStoreModule;
+  return { SqliteStore: sqlite.SqliteStore, PostgresStore: postgres.PostgresStore };
+}
