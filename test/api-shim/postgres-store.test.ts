@@ -8,10 +8,11 @@ import { reportSql } from "../../api-shim/src/store/postgres-reports.ts";
 import { UsageIndexBuild, type UsageIndexOutcome } from "../../api-shim/src/store/postgres-usage-index.ts";
 import { Turns } from "../../api-shim/src/store/turns.ts";
 import { PostgresStore, type PostgresStoreOptions, SHUTDOWN_MS } from "../../api-shim/src/store/postgres-store.ts";
-import { ClientLeftError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
+import { ClientLeftError, SchemaOwnerNeededError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { type FrozenProxy, frozenProxy } from "../support/frozen-proxy.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
+import { previousStores } from "../support/previous-version.ts";
 import { freePort, pollUntil } from "../support/tools.ts";
 import { failedUsage, newKey, storeContract, usage } from "./store-contract.ts";
 
@@ -87,34 +88,41 @@ describe("PostgresStore", () => {
     ]);
   });
 
-  /** A new database as the first schema left it (before the served flag), with a grant and three requests: answered free, charged after its client left, a free stream cut after content. */
+  /** A new database made by the previous version (before the served flag), with a grant and three requests: answered free, charged after its client left, a free stream cut after content. */
   const version1 = async () => {
     url = await server.newDatabase();
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      await c.query(PG_MIGRATIONS[0]!);
-      await c.query(`CREATE TABLE shim_schema_version (version integer NOT NULL); INSERT INTO shim_schema_version VALUES (1);
-        INSERT INTO keys (id, name, hash, tier, balance, created_at) VALUES ('k', 'k', 'h', 'free', 9, 1);
-        INSERT INTO ledger (key_id, at, amount, kind) VALUES ('k', 1, 10, 'grant');
-        INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES
-          ('k', 5, 0, 'usage', 'answered', 'chat', 'm', 200, 3, 4, false, 9), ('k', 6, -1, 'usage', 'left', 'chat', 'm', 499, 0, 0, false, 9),
-          ('k', 7, 0, 'usage', 'cut', 'chat', 'm', 502, 0, 5, true, 9)`);
-    } finally {
-      await c.end();
-    }
+    const made = await (await previousStores()).PostgresStore.open(url);
+    await made.usageIndex!.outcome;
+    await made.close();
+    await sql(`INSERT INTO keys (id, name, hash, tier, balance, created_at) VALUES ('k', 'k', 'h', 'free', 9, 1);
+      INSERT INTO ledger (key_id, at, amount, kind) VALUES ('k', 1, 10, 'grant');
+      INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES
+        ('k', 5, 0, 'usage', 'answered', 'chat', 'm', 200, 3, 4, false, 9), ('k', 6, -1, 'usage', 'left', 'chat', 'm', 499, 0, 0, false, 9),
+        ('k', 7, 0, 'usage', 'cut', 'chat', 'm', 502, 0, 5, true, 9)`);
   };
+  const hasServed = async () => (await sql("SELECT 1 FROM information_schema.columns WHERE table_name = 'ledger' AND column_name = 'served'")).length === 1;
 
-  it("upgrades a ledger without the served flag in place at start: its rows keep the rule they were reported by, new rows count when served; reports read through the indexes", async () => {
+  it("upgrades a ledger the previous version made (no served flag) in place at start, keeping its schema version: its rows keep the rule they were reported by, new rows count when served; reports read through the indexes; the previous version opens it again and settles", async () => {
     await version1();
+    expect(await hasServed()).toBe(false);
     const upgraded = await replica();
     await upgraded.usageIndex!.outcome;
-    expect(await sql("SELECT version FROM shim_schema_version")).toEqual([{ version: PG_MIGRATIONS.length }]);
+    expect(await hasServed()).toBe(true);
+    expect(await sql("SELECT version FROM shim_schema_version")).toEqual([{ version: 1 }]); // the previous version's
     // As before the upgrade: answered or charged (the free cut stream was not counted then).
     expect(await upgraded.usage({ keyId: "k", asker: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 1 }]);
     await upgraded.reserve({ reservationId: "r", keyId: "k", amount: 1, at: 8 });
     await upgraded.settle({ reservationId: "r", keyId: "k", hold: 1, cost: 0, usage: { ...usage("k", "cut2", 0, 8), status: 502, promptTokens: 0, completionTokens: 5 } });
     expect(await upgraded.usage({ keyId: null, asker: null, from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 3, completionTokens: 9, cost: 1 }]);
+    // A replica of the previous version (re)starting during a rolling upgrade, or a rollback: it opens the upgraded database and settles.
+    const old = await (await previousStores()).PostgresStore.open(url);
+    try {
+      await old.reserve({ reservationId: "r2", keyId: "k", amount: 1, at: 9 });
+      await old.settle({ reservationId: "r2", keyId: "k", hold: 1, cost: 1, usage: usage("k", "old", 1, 9) });
+    } finally {
+      await old.close();
+    }
+    expect(await upgraded.usage({ keyId: "k", asker: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 4, promptTokens: 6, completionTokens: 13, cost: 2 }]);
     // The report's statements read through the ledger's indexes, not the whole table (which is
     // too small here for the planner to prefer an index on its own; for one key, either does).
     const plan = async (keyId: string | null) => {
@@ -132,7 +140,7 @@ describe("PostgresStore", () => {
     expect(await plan("k")).toMatch(/Index (Only )?Scan using ledger_(key|usage)_at /);
   });
 
-  it("an upgrade that would wait for the ledger behind another session (a report under way) gives up within about a second, leaving the schema as it was; the next start makes it", async () => {
+  it("an upgrade that would wait for the ledger behind another session (a report under way) gives up within about a second, leaving the ledger as it was; the next start makes it", async () => {
     await version1();
     const reader = new pg.Client({ connectionString: url });
     await reader.connect();
@@ -142,12 +150,32 @@ describe("PostgresStore", () => {
     await expect(replica()).rejects.toBeInstanceOf(StoreUnavailableError);
     // Not the 6 s of the start's statement bound, while every write of the ledger queued behind it.
     expect(Date.now() - started).toBeLessThan(3000);
-    expect(await sql("SELECT version FROM shim_schema_version")).toEqual([{ version: 1 }]);
+    expect(await hasServed()).toBe(false);
     await reader.query("COMMIT");
     await reader.end();
     await replica();
-    expect(await sql("SELECT version FROM shim_schema_version")).toEqual([{ version: PG_MIGRATIONS.length }]);
+    expect(await hasServed()).toBe(true);
   });
+
+  it("a role with data rights only cannot add the served column: its start fails saying what to do; once the owner has started one shim, it starts and serves", async () => {
+    await version1();
+    // A role of its own (roles are the server's): app_dml's test drops that one, which its rights in this database would prevent.
+    if ((await sql("SELECT 1 FROM pg_roles WHERE rolname = 'app_served'")).length === 0) await sql("CREATE ROLE app_served LOGIN");
+    await sql("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_served");
+    await sql("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app_served");
+    const dml = url.replace("://shim@", "://app_served@");
+    const refused = await PostgresStore.open(dml).then((s) => (open.push(s), null), (e: unknown) => e);
+    expect(refused).toBeInstanceOf(SchemaOwnerNeededError);
+    expect((refused as Error).message).toBe("the ledger needs its new column `served`: start one shim once as the tables' owner (or run, as the owner: ALTER TABLE ledger ADD COLUMN served boolean), then restart the replicas");
+    expect(await hasServed()).toBe(false);
+    await replica(); // the owner
+    const s = await PostgresStore.open(dml);
+    open.push(s);
+    expect((await s.reserve({ reservationId: "r", keyId: "k", amount: 1, at: 8 })).ok).toBe(true);
+    await s.settle({ reservationId: "r", keyId: "k", hold: 1, cost: 0, usage: { ...usage("k", "cut2", 0, 8), status: 502, promptTokens: 0, completionTokens: 5 } });
+    expect(await s.usage({ keyId: "k", asker: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 3, completionTokens: 9, cost: 1 }]);
+  });
+
   it("the database itself refuses a negative available balance and edits to the ledger", async () => {
     await store.createKey(newKey("k", 1));
     await expect(sql("UPDATE keys SET held = 2 WHERE id = 'k'")).rejects.toThrow(/check constraint/);

@@ -20,6 +20,8 @@ export class ReadOnlyError extends Error {
 
 /** A write the server refused as read-only (read_only_sql_transaction): it wrote nothing. */
 export const READ_ONLY_CODE = "25006";
+/** SQLSTATE insufficient_privilege: "must be owner of table ledger" (DDL by a role that does not own the tables). */
+export const NOT_PERMITTED_CODE = "42501";
 
 /** Connection-level failures: the pool could not give the statement a session. */
 const NOT_CONNECTED_CODES = new Set([

@@ -1,6 +1,7 @@
 import { randomInt } from "node:crypto";
 import type pg from "pg";
-import { NewerSchemaError } from "./store.ts";
+import { NOT_PERMITTED_CODE } from "./postgres-failures.ts";
+import { NewerSchemaError, SchemaOwnerNeededError } from "./store.ts";
 
 /**
  * The Postgres store's schema: the same ledger as the SQLite store (one row per inference
@@ -35,15 +36,6 @@ export const PG_MIGRATIONS: readonly string[] = [
    CREATE INDEX reservations_owner ON reservations(owner);
    CREATE TABLE idempotency (
      key text PRIMARY KEY, fingerprint text NOT NULL, body text NOT NULL, at bigint NOT NULL);`,
-  // 2: whether the upstream served the request, apart from its charge, so a report counts a free
-  // model's served requests (store.ts, REPORTED_SQL). A nullable column without a default: no
-  // table rewrite, instant on any ledger; rows written before it (and by replicas of the older
-  // version still serving during a rolling upgrade) have NULL. It takes the ledger's lock for an
-  // instant, but waits for it behind a report under way elsewhere, and every write of the
-  // ledger would queue behind that wait: past 1 s it gives up instead (the start fails, and is
-  // made again at the replica's restart).
-  `SET LOCAL lock_timeout = '1s';
-   ALTER TABLE ledger ADD COLUMN served boolean;`,
 ];
 
 /** Advisory-lock class of the shim (int4 "SHIM"): (class, 0) for migrations, (class, owner) per replica. */
@@ -65,6 +57,32 @@ export async function migratePg(client: pg.ClientBase): Promise<void> {
   if (rows.length === 0) await client.query("INSERT INTO shim_schema_version VALUES (0)");
   for (let version = from; version < PG_MIGRATIONS.length; version++) await client.query(PG_MIGRATIONS[version]!);
   if (from < PG_MIGRATIONS.length) await client.query("UPDATE shim_schema_version SET version = $1", [PG_MIGRATIONS.length]);
+  await ensureServedColumn(client);
+}
+
+/**
+ * Whether the upstream served the request, apart from its charge, so a report counts a free
+ * model's served requests (store.ts, REPORTED_SQL): added at start when missing, not a
+ * migration, so the schema version stays and the previous version (which names its columns)
+ * still opens the database: replicas of it restarting during a rolling upgrade, and a rollback,
+ * work. A nullable column without a default: no table rewrite, instant on any ledger; rows
+ * written before it, or by the previous version after it, have NULL. Only when missing (a
+ * replica with data rights only finds it there). The ALTER takes the ledger's lock for an
+ * instant, but waits for it behind a report under way elsewhere (or an old replica's index build),
+ * and every write of the ledger would queue behind that wait: past 1 s it gives up instead (the
+ * start fails, and is made again at the replica's restart). Settling needs the column, so a role
+ * that may not add it fails the start, saying what to do (SchemaOwnerNeededError).
+ */
+async function ensureServedColumn(client: pg.ClientBase): Promise<void> {
+  const { rows } = await client.query("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'ledger' AND column_name = 'served'");
+  if (rows.length > 0) return;
+  await client.query("SET LOCAL lock_timeout = '1s'");
+  try {
+    await client.query("ALTER TABLE ledger ADD COLUMN IF NOT EXISTS served boolean");
+  } catch (e) {
+    if ((e as { code?: unknown }).code === NOT_PERMITTED_CODE) throw new SchemaOwnerNeededError();
+    throw e;
+  }
 }
 
 /** Takes this replica's advisory lock under a fresh random owner id on `c`; returns the id. */

@@ -17,7 +17,7 @@ import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
 } from "./store.ts";
-import { asStoreError, NewerSchemaError, StoreUnavailableError } from "./store.ts";
+import { asStoreError, NewerSchemaError, SchemaOwnerNeededError, StoreUnavailableError } from "./store.ts";
 
 export type { PostgresStoreOptions } from "./postgres-options.ts";
 
@@ -117,7 +117,7 @@ export class PostgresStore implements Store {
     } catch (e) {
       await lock.end().catch(() => {});
       await pool.end().catch(() => {});
-      throw e instanceof NewerSchemaError ? e : new StoreUnavailableError(e);
+      throw e instanceof NewerSchemaError || e instanceof SchemaOwnerNeededError ? e : new StoreUnavailableError(e);
     }
   }
 

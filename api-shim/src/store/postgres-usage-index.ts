@@ -1,5 +1,6 @@
 import pg from "pg";
 import { cutSocket, type OpenConnections } from "./postgres-connections.ts";
+import { NOT_PERMITTED_CODE } from "./postgres-failures.ts";
 import { LOCK_CLASS } from "./postgres-migrations.ts";
 
 /** What became of a replica's try at the usage rows' time index, for the log. */
@@ -33,8 +34,6 @@ const PASSING = /^(08|57P0[123]$|40P01$|40001$|53300$|55P03$)/;
 const NETWORK = new Set(["ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "EHOSTDOWN", "ENETUNREACH", "ENETDOWN", "ENOTFOUND", "EAI_AGAIN"]);
 /** An idle connection's first keepalive probe: a connection cut silently during a build ends in about a minute, not the OS's two hours. */
 const KEEPALIVE_DELAY_MS = 10_000;
-/** SQLSTATE insufficient_privilege: "must be owner of table ledger". */
-const NOT_PERMITTED = "42501";
 
 /**
  * The usage rows' index by time, so a report over all keys (the operator's, reap-expired's
@@ -139,7 +138,7 @@ export class UsageIndexBuild {
       if (this.stopped) return { kind: "stopped" };
       const code = typeof (e as { code?: unknown }).code === "string" ? ((e as { code: string }).code) : undefined;
       const reason = e instanceof Error ? e.message : String(e);
-      if (code === NOT_PERMITTED) return { kind: "not-permitted", reason };
+      if (code === NOT_PERMITTED_CODE) return { kind: "not-permitted", reason };
       return { failure: { reason, code } };
     } finally {
       this.building = false;

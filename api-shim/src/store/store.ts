@@ -265,6 +265,18 @@ export class NewerSchemaError extends Error {
 }
 
 /**
+ * The Postgres store's role may not add the ledger's `served` column (it does not own the tables:
+ * a replica running with data rights only), which settling needs: the start fails saying what to
+ * do, rather than as a database failure a restart would fix.
+ */
+export class SchemaOwnerNeededError extends Error {
+  constructor() {
+    super("the ledger needs its new column `served`: start one shim once as the tables' owner (or run, as the owner: ALTER TABLE ledger ADD COLUMN served boolean), then restart the replicas");
+    this.name = "SchemaOwnerNeededError";
+  }
+}
+
+/**
  * A bootstrap key has the id of a key made with the admin API (store.ensureBootstrapKey's
  * `adminKey`): that key is left as it is, and the shim refuses to start rather than serve
  * without the configured one (its holder would get 401s). A restart cannot fix it.
