@@ -2,6 +2,7 @@ import { spawnSync } from "node:child_process";
 import { chmodSync } from "node:fs";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { generateKey } from "../../api-shim/src/keys.ts";
 import { OpenConnections } from "../../api-shim/src/store/postgres-connections.ts";
 import { LOCK_CLASS, PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
 import { reportSql } from "../../api-shim/src/store/postgres-reports.ts";
@@ -13,7 +14,8 @@ import { type FrozenProxy, frozenProxy } from "../support/frozen-proxy.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { previousStores } from "../support/previous-version.ts";
-import { freePort, pollUntil } from "../support/tools.ts";
+import { ShimStartError, spawnShim, writeProcessConfig } from "../support/shim-process.ts";
+import { freePort, pollUntil, tempDir } from "../support/tools.ts";
 import { failedUsage, newKey, storeContract, usage } from "./store-contract.ts";
 
 /**
@@ -168,6 +170,17 @@ describe("PostgresStore", () => {
     expect(refused).toBeInstanceOf(SchemaOwnerNeededError);
     expect((refused as Error).message).toBe("the ledger needs its new column `served`: start one shim once as the tables' owner (or run, as the owner: ALTER TABLE ledger ADD COLUMN served boolean), then restart the replicas");
     expect(await hasServed()).toBe(false);
+    // The shim process says so in its log, as it is (not the generic "store unavailable"), and exits 1.
+    const dir = tempDir();
+    const failed = await spawnShim({
+      SHIM_UPSTREAM_URL: "http://127.0.0.1:62250/v1",
+      SHIM_DATABASE_URL: dml,
+      SHIM_CONFIG: writeProcessConfig(dir, generateKey(), [{ name: "qwen2.5-7b", maxModelLen: 4096 }]),
+      SHIM_ADMIN_TOKEN: `adm-${generateKey().key}`,
+    }).catch((e: unknown) => e);
+    if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
+    expect(failed.exit).toEqual({ code: 1, signal: null });
+    expect(failed.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50).map((l) => l.msg)).toEqual([(refused as Error).message]);
     await replica(); // the owner
     const s = await PostgresStore.open(dml);
     open.push(s);
