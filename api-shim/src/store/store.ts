@@ -130,9 +130,10 @@ export interface UsageQuery {
 }
 /**
  * Which usage rows a report counts, as SQL on the ledger (both stores'): those the upstream served
- * (UsageRow.served) or that were charged. Rows written before the stores recorded `served` (NULL:
- * SQLite's migration 5, Postgres's 2) keep the rule they were reported by: charged, or answered
- * (a status below 400), so their reports do not change with the upgrade.
+ * (UsageRow.served) or that were charged. Rows written before the stores recorded `served`, or
+ * by the previous version since (NULL: the column is added at open, sqlite-migrations.ts and
+ * postgres-migrations.ts), keep the rule they were reported by: charged, or answered (a status
+ * below 400), so their reports do not change with the upgrade.
  */
 export const REPORTED_SQL = "(amount <> 0 OR coalesce(served, status < 400))";
 
