@@ -18,7 +18,12 @@ const repo = fileURLToPath(new URL("../..", import.meta.url));
  */
 export async function previousStores(): Promise<{ SqliteStore: typeof SqliteStoreModule.SqliteStore; PostgresStore: typeof PostgresStoreModule.PostgresStore }> {
   const dir = tempDir("gpu-sandbox-previous-");
-  const archive = execFileSync("git", ["archive", PREVIOUS_VERSION, "api-shim/src"], { cwd: repo, maxBuffer: 64 * 1024 * 1024 });
+  let archive: Buffer;
+  try {
+    archive = execFileSync("git", ["archive", PREVIOUS_VERSION, "api-shim/src"], { cwd: repo, maxBuffer: 64 * 1024 * 1024, stdio: ["ignore", "pipe", "pipe"] });
+  } catch (e) {
+    throw new Error(`the upgrade tests need commit ${PREVIOUS_VERSION} in this clone's history (a shallow clone lacks it: git fetch --unshallow): ${(e as Error).message}`);
+  }
   execFileSync("tar", ["-x", "-C", dir], { input: archive });
   symlinkSync(realpathSync(join(repo, "node_modules")), join(dir, "node_modules"));
   const sqlite = (await import(join(dir, "api-shim/src/store/sqlite-store.ts"))) as typeof SqliteStoreModule;
