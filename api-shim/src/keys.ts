@@ -98,12 +98,26 @@ const START = "(?<![A-Za-z0-9])";
 const PROVIDER_KEY = new RegExp(`${START}(?:(sk-)([A-Za-z0-9_-]{20,})|(AIza)[A-Za-z0-9_-]{35,}|(gsk_)[A-Za-z0-9]{40,}|(xai-)[A-Za-z0-9]{40,}|(hf_)[A-Za-z0-9]{30,}|(AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9]))`, "g");
 /** An HTTP credential, any case, after a space or a tab: `Bearer <token>`, `Basic <base64>`. */
 const AUTH_SCHEME = new RegExp(`${START}(bearer|basic)([ \t]{1,8})[A-Za-z0-9._~+/=-]{8,}`, "gi");
+/** Between a name and its value: `=`, `: `, `": "`. */
+const NAMED_SEP = String.raw`["']?[ \t]{0,4}[:=][ \t]{0,4}`;
+/** What a named value starts with: `{…}` (a quoted JSON schema), `<|endoftext|>` or `[redacted]` is no secret. */
+const VALUE_START = "[A-Za-z0-9+/_.~-]";
 /**
- * A secret given by name, any case: `api_key=…`, `api-key: …` (Azure's), `"api_key": "…"`,
- * `'password': '…'`, `token=…`, `secret: …`, `client_secret=…`. Its value runs to a space or a
- * quote (punctuation ending it is the sentence's).
+ * A secret given by name, any case, also after a prefix (`AWS_SECRET_ACCESS_KEY=…`,
+ * `OPENAI_API_KEY=…`, `x-api-key: …`): `api_key=…`, `api-key: …` (Azure's), `"api_key": "…"`,
+ * `'password': '…'`, `token=…`, `secret_key: …`, `session_token=…`, `client_secret=…`, and
+ * `Authorization: <any scheme> …`. A quoted value runs to its closing quote (group 2 or 3), any
+ * other to a space or a quote (group 4; punctuation ending it is the sentence's). Only a value
+ * of 8 characters or more that starts with VALUE_START is a secret: `password: must be …`,
+ * `{"secret": "uuid"}` stay. Linear: a name's prefix is looked at from its start only (not
+ * after a letter or a digit), and a quoted value's scan ends at the next such quote, where no
+ * other quoted value starts.
  */
-const NAMED_SECRET = /(?<![A-Za-z0-9_-])((?:x-)?(?:api[-_]?key|(?:access|auth|refresh|id)[-_]?token|client[-_]?secret|token|secret|password|passwd)["']?[ \t]{0,4}[:=][ \t]{0,4}["']?)([^\s'"<>`]+)/gi;
+const NAMED_SECRET = new RegExp(
+  String.raw`(?<![A-Za-z0-9])((?:[A-Za-z0-9]*[_-])?(?:api[-_]?key|(?:access|auth|refresh|id|session)[-_]?token|client[-_]?secret|secret(?:[-_]?(?:access[-_]?)?key)?|token|password|passwd)${NAMED_SEP}|authorization${NAMED_SEP}(?:[A-Za-z]{1,20}[ \t]{1,8})?)` +
+    String.raw`(?:"(${VALUE_START}[^"]{7,})"|'(${VALUE_START}[^']{7,})'|["']?(${VALUE_START}[^\s'"<>\`]{7,}))`,
+  "gi",
+);
 /**
  * How much of an upstream's message is looked at: the client is shown at most 500 characters of
  * it. Redacting may shorten what comes first (a long query becomes `?…`), so the word the cut
@@ -123,10 +137,14 @@ const UPSTREAM_TEXT_WINDOW = 4096;
 export function redactUpstreamSecrets(text: string, model = ""): string {
   const window = text.length > UPSTREAM_TEXT_WINDOW ? `${wholeWords(text.slice(0, UPSTREAM_TEXT_WINDOW))}…` : text;
   const hidden = hideSecretShapes(window, model);
-  if (!window.includes("%")) return hidden;
-  // Encoded (a URL quoted in another's query, `Bearer%20…`, `key%3D…`): decoded where that shows one.
-  const decodedHidden = hideSecretShapes(decoded(window), model);
-  return decodedHidden === layers(window).at(-1) ? hidden : decodedHidden;
+  if (!hidden.includes("%")) return hidden;
+  // Encoded (a URL quoted in another's query, `Bearer%20…`, `key%3D…`): the as-sent form with its
+  // secrets hidden is decoded, and what decoding shows hidden too. Decoding never brings back what
+  // the first pass hid, and the second only hides more: nothing hidden in either form is shown.
+  // (Decoding the message as sent would let `%20` end a value, `password=a%20b` showing ` b`.)
+  const layer = decoded(hidden);
+  const decodedHidden = hideSecretShapes(layer, model);
+  return decodedHidden === layer ? hidden : decodedHidden;
 }
 
 /** Text up to the last character no secret holds (a space or a quote): what follows may be part of one. */
@@ -145,17 +163,21 @@ function sentenceEnd(text: string): string {
 
 function hideSecretShapes(text: string, model: string): string {
   const urls = text.includes("://") ? text.replace(URL_PARTS, (_, scheme: string, path: string, query?: string) => `${scheme}${path}${query ? `?…${sentenceEnd(query)}` : ""}`) : text;
-  const keys = replaceShapes(redactKeys(urls), PROVIDER_KEY, model, (m) => {
+  // Named values first: `api_key=sk-…` is then hidden whole, not as `api_key=sk-[redacted]`.
+  const named = replaceShapes(urls, NAMED_SECRET, model, (m) => {
+    const [, , double, single, bare] = m;
+    const quoted = double ?? single;
+    if (quoted !== undefined) return `${m[0].slice(0, -quoted.length - 1)}[redacted]${m[0].at(-1)}`;
+    const end = sentenceEnd(bare!);
+    return bare!.length - end.length < 8 || bare!.includes("[redacted]") ? m[0] : `${m[0].slice(0, -bare!.length)}[redacted]${end}`;
+  });
+  const keys = replaceShapes(redactKeys(named), PROVIDER_KEY, model, (m) => {
     const [, sk, rest] = m;
     if (sk !== undefined && !/[0-9]/.test(rest!) && !(/[a-z]/.test(rest!) && /[A-Z]/.test(rest!))) return m[0];
     return `${m.slice(1).find((g, i) => g !== undefined && i !== 1)}[redacted]`;
   });
   // A Basic credential is base64 (`dXNlcjpw…`): `basic configuration` is a sentence.
-  const credentials = replaceShapes(keys, AUTH_SCHEME, model, (m) => (/^basic$/i.test(m[1]!) && /^[a-z]+$/.test(m[0].slice(m[1]!.length + m[2]!.length)) ? m[0] : `${m[1]}${m[2]}[redacted]`));
-  return replaceShapes(credentials, NAMED_SECRET, model, (m) => {
-    const end = sentenceEnd(m[2]!);
-    return end === m[2] || m[2]!.startsWith("[redacted]") ? m[0] : `${m[1]}[redacted]${end}`;
-  });
+  return replaceShapes(keys, AUTH_SCHEME, model, (m) => (/^basic$/i.test(m[1]!) && /^[a-z]+$/.test(m[0].slice(m[1]!.length + m[2]!.length)) ? m[0] : `${m[1]}${m[2]}[redacted]`));
 }
 
 /** `text` with each match of `pattern` replaced by `hide(match)`, except where it is within the request's model name. */

@@ -25,7 +25,7 @@ describe("secrets in an upstream's message", () => {
     expect(shown("credentials AKIAIOSFODNN7EXAMPLE rejected")).toBe("credentials AKIA[redacted] rejected");
     expect(shown(`bad config {"api_key": "supersecretvalue123456", "n": 1}`)).toBe(`bad config {"api_key": "[redacted]", "n": 1}`);
     // Redacting twice changes nothing.
-    const once = redactUpstreamSecrets("key sk-proj-Abc123def456GHI789jkl012 at https://user:pw@h/x?key=1, token=abc.");
+    const once = redactUpstreamSecrets("key sk-proj-Abc123def456GHI789jkl012 at https://user:pw@h/x?key=1, token=abcdefgh12.");
     expect(once).toBe("key sk-[redacted] at https://h/x?…, token=[redacted].");
     expect(redactUpstreamSecrets(once)).toBe(once);
   });
@@ -57,6 +57,47 @@ describe("secrets in an upstream's message", () => {
   });
 });
 
+describe("secrets in an upstream's message, review round 3", () => {
+  const K = "sk-proj-Abcdefghij1234567890XYZabc";
+  it("a named value holding a provider key is redacted once, without a doubled bracket", () => {
+    expect(shown(`Invalid api_key=${K}.`)).toBe("Invalid api_key=[redacted].");
+    expect(shown(`Invalid api_key=${K} given`)).toBe("Invalid api_key=[redacted] given");
+    expect(shown(`"api_key": "${K}"`)).toBe(`"api_key": "[redacted]"`);
+  });
+
+  it("hides secrets named in the usual environment/config spellings, and any Authorization scheme's credential", () => {
+    for (const [name, value] of [
+      ["aws_secret_access_key=", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"],
+      ["AWS_SECRET_ACCESS_KEY: ", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"],
+      ["secret_key=", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"],
+      ["aws_session_token=", "FwoGZXIvYXdzEJrEXAMPLETOKENvalue0123456789"],
+      ["AZURE_API_KEY=", "0123456789abcdef0123456789abcdef"],
+      ["OPENAI_API_KEY=", "0123456789abcdef0123456789abcdef"],
+      ["MY_APP_CLIENT_SECRET=", "0123456789abcdef"],
+    ]) expect(shown(`bad credentials: ${name}${value}, check`), name).toBe(`bad credentials: ${name}[redacted], check`);
+    expect(shown("Invalid header Authorization: Token 0123456789abcdef0123456789abcdef")).toBe("Invalid header Authorization: Token [redacted]");
+  });
+
+  it("an AWS key id is not shown because the message also held an encoded URL", () => {
+    expect(shown("AKIAIOSFODNN7EXAMPLE%41 from https%3A%2F%2Fh%2Fp%3Fkey%3Dzz")).toBe("AKIA[redacted]A from https://h/p?…");
+  });
+
+  it("an encoded space or a quoted space does not end a named value and leave the rest of it shown", () => {
+    expect(shown("bad: password=correct%20horse%20battery%20staple end")).toBe("bad: password=[redacted] end");
+    expect(shown("bad: 'password': 'correct horse battery staple'")).toBe("bad: 'password': '[redacted]'");
+    expect(shown(`bad: {"api_key": "abcd efgh ijkl", "n": 1}`)).toBe(`bad: {"api_key": "[redacted]", "n": 1}`);
+  });
+
+  it("leaves ordinary validation prose and a quoted JSON schema readable", () => {
+    for (const text of [
+      "password: must be at least 8 characters.",
+      "Invalid JSON schema: {'type': 'object', 'properties': {'password': {'type': 'string', 'minLength': 8}, 'token': {'type': 'integer'}}}",
+      `{"secret": "uuid"} is not valid`,
+      "pad_token: '<|endoftext|>' is not in the vocabulary",
+    ]) expect(shown(text), text).toBe(text);
+  });
+});
+
 describe("cost of an upstream's message", () => {
   const took = (message: string) => {
     const start = performance.now();
@@ -75,6 +116,9 @@ describe("cost of an upstream's message", () => {
       "%253F".repeat(13_000),
       "Bearer ".repeat(9_000),
       "api_key=".repeat(8_000),
+      "api_key='" + "a".repeat(60_000),
+      "AWS_".repeat(16_000),
+      "a_".repeat(32_000) + "key=",
       "AIza".repeat(16_000),
       "a".repeat(60_000) + "://",
       "https://a/?" + ")".repeat(60_000),
