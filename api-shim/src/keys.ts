@@ -106,7 +106,8 @@ const VALUE_START = "[A-Za-z0-9+/_.~-]";
  * A secret given by name, any case, also after a prefix (`AWS_SECRET_ACCESS_KEY=…`,
  * `OPENAI_API_KEY=…`, `x-api-key: …`): `api_key=…`, `api-key: …` (Azure's), `"api_key": "…"`,
  * `'password': '…'`, `token=…`, `secret_key: …`, `session_token=…`, `client_secret=…`, and
- * `Authorization: <any scheme> …`. A quoted value runs to its closing quote (group 2 or 3), any
+ * `Authorization: <any scheme> …` (not its scheme once its credential is hidden: a second pass
+ * changes nothing). A quoted value runs to its closing quote (group 2 or 3), any
  * other to a space or a quote (group 4; punctuation ending it is the sentence's). Only a value
  * of 8 characters or more that starts with VALUE_START is a secret: `password: must be …`,
  * `{"secret": "uuid"}` stay. Linear: a name's prefix is looked at from its start only (not
@@ -114,7 +115,7 @@ const VALUE_START = "[A-Za-z0-9+/_.~-]";
  * other quoted value starts.
  */
 const NAMED_SECRET = new RegExp(
-  String.raw`(?<![A-Za-z0-9])((?:[A-Za-z0-9]*[_-])?(?:api[-_]?key|(?:access|auth|refresh|id|session)[-_]?token|client[-_]?secret|secret(?:[-_]?(?:access[-_]?)?key)?|token|password|passwd)${NAMED_SEP}|authorization${NAMED_SEP}(?:[A-Za-z]{1,20}[ \t]{1,8})?)` +
+  String.raw`(?<![A-Za-z0-9])((?:[A-Za-z0-9]*[_-])?(?:api[-_]?key|(?:access|auth|refresh|id|session)[-_]?token|client[-_]?secret|secret(?:[-_]?(?:access[-_]?)?key)?|token|password|passwd)${NAMED_SEP}|authorization${NAMED_SEP}(?![A-Za-z]{1,20}[ \t]{1,8}\[redacted\])(?:[A-Za-z]{1,20}[ \t]{1,8})?)` +
     String.raw`(?:"(${VALUE_START}[^"]{7,})"|'(${VALUE_START}[^']{7,})'|["']?(${VALUE_START}[^\s'"<>\`]{7,}))`,
   "gi",
 );

@@ -75,7 +75,11 @@ describe("secrets in an upstream's message, review round 3", () => {
       ["OPENAI_API_KEY=", "0123456789abcdef0123456789abcdef"],
       ["MY_APP_CLIENT_SECRET=", "0123456789abcdef"],
     ]) expect(shown(`bad credentials: ${name}${value}, check`), name).toBe(`bad credentials: ${name}[redacted], check`);
-    expect(shown("Invalid header Authorization: Token 0123456789abcdef0123456789abcdef")).toBe("Invalid header Authorization: Token [redacted]");
+    for (const scheme of ["Token", "Negotiate", "Bearer"]) {
+      const once = shown(`Invalid header Authorization: ${scheme} 0123456789abcdef0123456789abcdef`);
+      expect(once).toBe(`Invalid header Authorization: ${scheme} [redacted]`);
+      expect(redactUpstreamSecrets(once), scheme).toBe(once);
+    }
   });
 
   it("an AWS key id is not shown because the message also held an encoded URL", () => {
