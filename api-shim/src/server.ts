@@ -28,7 +28,8 @@ async function main(): Promise<void> {
   // it, so with node as PID 1 a `docker stop` during start-up was lost (the shim went on to serve
   // and was killed 30 s later). The Compose file runs Docker's init as PID 1, which covers the
   // module loading before this too (~0.4 s). A stop asked for while starting is acted on once the
-  // start is over: the store is closed and the process exits 0 without listening.
+  // start is over: before listening, the store is closed and the process exits 0 without
+  // listening; while `app.listen` is pending, once it listens, with the drain of a stop while serving.
   let stopAsked: string | null = null;
   let onSignal = (signal: string) => {
     if (stopAsked === null) return void (stopAsked = signal);
@@ -143,7 +144,8 @@ async function main(): Promise<void> {
     exitNow(1);
     return;
   }
-  starting = false;
+  // `starting` stays true until the shim listens (below): a failure or a stop that comes meanwhile
+  // is still only noted.
   if (failedWhileStarting !== null) {
     failedClosed(failedWhileStarting);
     exitNow(1);
@@ -197,7 +199,7 @@ async function main(): Promise<void> {
   // A second signal (Ctrl-C twice) does not wait for the drain: what is in flight is cut now and
   // settled for what it delivered. One that comes once the shim stopped (it only writes its last
   // log lines), or once what was in flight was cut, exits at once.
-  onSignal = (signal: string) => {
+  const onSignalWhileServing = (signal: string) => {
     if (!stopping) return void stop?.(signal, 0, config.drainTimeoutMs);
     if (exiting) return exitOnRepeatedSignal(signal, exitCode, "without waiting for the last log lines");
     if (cutting) return exitOnRepeatedSignal(signal, Math.max(exitCode, 1), "before the stop finished: what was still in flight is released unsettled (not charged) at the next start");
@@ -219,6 +221,17 @@ async function main(): Promise<void> {
   logger.info({ address, upstream: config.upstreamUrl, database: redactUrl(config.databaseUrl) }, "api-shim listening");
   logger.flush();
   listeningAt = address;
+  // A stop or a store failure that came while `app.listen` was pending is acted on only now. A
+  // drain started then found no server to close (closeApp did nothing) and node listened after
+  // it began: "api-shim listening" came between "draining" and "stopped", and requests were
+  // accepted by a shim that was stopping. Now it is listening -> draining -> stopped (or, with a
+  // stop asked before listen, never listening: above).
+  starting = false;
+  onSignal = onSignalWhileServing;
+  if (failedWhileStarting !== null) {
+    failedClosed(failedWhileStarting);
+    void stop("store failure", 1, 0);
+  } else if (stopAsked !== null) void stop(stopAsked, 0, config.drainTimeoutMs);
 }
 
 /** A signal that comes when the shim is already stopping as fast as it can: exit now, saying so on stderr. */

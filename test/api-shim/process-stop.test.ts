@@ -86,6 +86,25 @@ describe("stopping the shim process", () => {
     }
   }, 30_000);
 
+  it("SIGTERM while the port is being opened: acted on once the shim listens (listening, draining, stopped), exit 0", async () => {
+    // The shim's first listen sends itself SIGTERM and opens the port 300 ms later.
+    const preload = join(f.dir, "slow-listen.mjs");
+    writeFileSync(preload, `import net from "node:net";
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+  net.Server.prototype.listen = listen;
+  process.kill(process.pid, "SIGTERM");
+  setTimeout(() => listen.apply(this, args), 300);
+  return this;
+};
+`);
+    const child = await start({ NODE_OPTIONS: `--import=${preload}` }, (e) => e.msg === "bootstrap key");
+    expect(await child.exited).toEqual({ code: 0, signal: null });
+    output.keep(child);
+    const said = messages(child.lines).map((e) => e.msg).filter((m) => ["api-shim listening", "draining", "stopped"].includes(m as string));
+    expect(said).toEqual(["api-shim listening", "draining", "stopped"]);
+  }, 30_000);
+
   it("a top-up answered just before a SIGKILL: after a restart, the same Idempotency-Key replays it, nothing granted twice", async () => {
     const p = await start();
     const topUp = (url: string) => fetch(`${url}/admin/keys/${key.id}/credits`, {
