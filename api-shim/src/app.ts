@@ -15,7 +15,7 @@ import { Inflight } from "./inflight.ts";
 import { jsonShapeProblem } from "./json-shape.ts";
 import { requestLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
-import { loggedModel, redactedPath, secretRedactor } from "./keys.ts";
+import { loggedModel, redactedPath, secretRedactor } from "./redaction.ts";
 import { creditsNumber } from "./money.ts";
 import { Pricer } from "./pricing.ts";
 import { isAmbiguousPath } from "./text.ts";

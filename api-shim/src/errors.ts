@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
-import { redactKeys } from "./keys.ts";
+import { redactKeys } from "./redaction.ts";
 import { ClientLeftError, StoreUnavailableError } from "./store/store.ts";
 
 /**

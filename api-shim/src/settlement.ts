@@ -1,7 +1,7 @@
 import type { FastifyRequest } from "fastify";
 import type { ShimContext } from "./context.ts";
 import type { InferenceKind } from "./inference-request.ts";
-import { loggedModel } from "./keys.ts";
+import { loggedModel } from "./redaction.ts";
 import { storedUsage } from "./metering.ts";
 import { creditsNumber } from "./money.ts";
 import type { Usage } from "./pricing.ts";

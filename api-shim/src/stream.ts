@@ -7,7 +7,7 @@ import type { ShimContext } from "./context.ts";
 import { errorBody, ShimError } from "./errors.ts";
 import { spliceJson } from "./json-splice.ts";
 import { StreamMeter, type UsageEvent } from "./metering.ts";
-import { loggedModel } from "./keys.ts";
+import { loggedModel } from "./redaction.ts";
 import { formatCredits } from "./money.ts";
 import type { Settlement } from "./settlement.ts";
 import { writeWithBackpressure } from "./response-writer.ts";

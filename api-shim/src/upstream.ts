@@ -2,7 +2,7 @@ import type { FastifyRequest } from "fastify";
 import { Pool, errors as undiciErrors } from "undici";
 import type { ShimContext } from "./context.ts";
 import { ERROR_TABLE, ShimError } from "./errors.ts";
-import { redactUpstreamSecrets } from "./keys.ts";
+import { redactUpstreamSecrets } from "./redaction.ts";
 import { dispatch } from "./upstream-body.ts";
 import type { AnswerLease } from "./answer-memory.ts";
 

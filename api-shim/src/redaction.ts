@@ -1,0 +1,210 @@
+import { urlPath } from "./text.ts";
+
+/**
+ * What of a text may be shown where it goes: logs (our keys, the deployment's own secrets, in
+ * every decoded form of a client-chosen path or model name) and clients (an upstream's error
+ * message, which may quote a provider's key or a URL's query).
+ */
+
+/** Replaces anything shaped like one of our keys, for text that may end up in logs. Redacting twice changes nothing. */
+export function redactKeys(text: string): string {
+  return text.includes("sk-gs-") ? text.replace(/sk-gs-(?!\[redacted\])[A-Za-z0-9_]*/g, "sk-gs-[redacted]") : text;
+}
+
+/**
+ * A URL: its scheme and `//` (also right after a word: `token_https://…`), credentials up to the
+ * last `@` before the host, host and path, and query and fragment. Linear: what the credentials'
+ * part looks at, the path takes.
+ */
+const URL_PARTS = /([a-z][a-z0-9+.-]{0,15}:\/\/)(?:[^\s/?#'"<>`]*@)?([^\s?#'"<>`]*)([?#][^\s'"<>`]*)?/gi;
+/** Not after a letter or digit: `risk-free`, `task-…` and `desk-…` hold no `sk-`. */
+const START = "(?<![A-Za-z0-9])";
+/**
+ * Providers' key shapes, at their real lengths (their prefix kept, to say whose): OpenAI's,
+ * Anthropic's (`sk-ant-`), DeepSeek's and a LiteLLM master key (`sk-`, 20 characters or more
+ * holding a digit or both cases, so `sk-learn-classifier-weights` stays), Google's (`AIza` + 35),
+ * Groq's (`gsk_` + 40 or more; theirs have 52), xAI's (`xai-` + 40 or more letters and digits;
+ * theirs have 80, and a model alias such as `xai-grok-3-mini-fast` stays), Hugging Face's (`hf_`
+ * + 30 or more; theirs have 34) and AWS access key ids (`AKIA`/`ASIA` + 16).
+ */
+const PROVIDER_KEY = new RegExp(`${START}(?:(sk-)([A-Za-z0-9_-]{20,})|(AIza)[A-Za-z0-9_-]{35,}|(gsk_)[A-Za-z0-9]{40,}|(xai-)[A-Za-z0-9]{40,}|(hf_)[A-Za-z0-9]{30,}|(AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9]))`, "g");
+/** An HTTP credential, any case, after a space or a tab: `Bearer <token>`, `Basic <base64>`. */
+const AUTH_SCHEME = new RegExp(`${START}(bearer|basic)([ \t]{1,8})[A-Za-z0-9._~+/=-]{8,}`, "gi");
+/** Between a name and its value: `=`, `: `, `": "`. */
+const NAMED_SEP = String.raw`["']?[ \t]{0,4}[:=][ \t]{0,4}`;
+/** What a named value starts with: `{…}` (a quoted JSON schema), `<|endoftext|>` or `[redacted]` is no secret. */
+const VALUE_START = "[A-Za-z0-9+/_.~-]";
+/**
+ * A secret given by name, any case, also after a prefix (`AWS_SECRET_ACCESS_KEY=…`,
+ * `OPENAI_API_KEY=…`, `x-api-key: …`): `api_key=…`, `api-key: …` (Azure's), `"api_key": "…"`,
+ * `'password': '…'`, `token=…`, `secret_key: …`, `session_token=…`, `client_secret=…`, and
+ * `Authorization: <any scheme> …` (not its scheme once its credential is hidden: a second pass
+ * changes nothing). A quoted value runs to its closing quote (group 2 or 3), any
+ * other to a space or a quote (group 4; punctuation ending it is the sentence's). Only a value
+ * of 8 characters or more that starts with VALUE_START is a secret: `password: must be …`,
+ * `{"secret": "uuid"}` stay. Linear: a name's prefix is looked at from its start only (not
+ * after a letter or a digit), and a quoted value's scan ends at the next such quote, where no
+ * other quoted value starts.
+ */
+const NAMED_SECRET = new RegExp(
+  String.raw`(?<![A-Za-z0-9])((?:[A-Za-z0-9]*[_-])?(?:api[-_]?key|(?:access|auth|refresh|id|session)[-_]?token|client[-_]?secret|secret(?:[-_]?(?:access[-_]?)?key)?|token|password|passwd)${NAMED_SEP}|authorization${NAMED_SEP}(?![A-Za-z]{1,20}[ \t]{1,8}\[redacted\])(?:[A-Za-z]{1,20}[ \t]{1,8})?)` +
+    String.raw`(?:"(${VALUE_START}[^"]{7,})"|'(${VALUE_START}[^']{7,})'|["']?(${VALUE_START}[^\s'"<>\`]{7,}))`,
+  "gi",
+);
+/**
+ * How much of an upstream's message is looked at: the client is shown at most 500 characters of
+ * it. Redacting may shorten what comes first (a long query becomes `?…`), so the word the cut
+ * falls in is dropped too: no secret is left half there to be shown.
+ */
+const UPSTREAM_TEXT_WINDOW = 4096;
+
+/**
+ * An upstream's message made fit for a client: every URL without its query and fragment (`?…`
+ * instead; LiteLLM's gemini/ provider sends its key as `?key=…`, and httpx quotes the URL in its
+ * errors, LiteLLM issue #24902) or credentials before an `@`, scheme, host and path kept;
+ * providers' keys, credentials and named secrets (above) and our keys redacted wherever they
+ * are, percent-encoded or not (then shown decoded). `model`, the request's own model name, is
+ * never hidden where it is quoted. Only the first UPSTREAM_TEXT_WINDOW characters are looked at
+ * (and kept), in time linear in them. The rest is left as it was said.
+ */
+export function redactUpstreamSecrets(text: string, model = ""): string {
+  const window = text.length > UPSTREAM_TEXT_WINDOW ? `${wholeWords(text.slice(0, UPSTREAM_TEXT_WINDOW))}…` : text;
+  const hidden = hideSecretShapes(window, model);
+  if (!hidden.includes("%")) return hidden;
+  // Encoded (a URL quoted in another's query, `Bearer%20…`, `key%3D…`): the as-sent form with its
+  // secrets hidden is decoded, and what decoding shows hidden too. Decoding never brings back what
+  // the first pass hid, and the second only hides more: nothing hidden in either form is shown.
+  // (Decoding the message as sent would let `%20` end a value, `password=a%20b` showing ` b`.)
+  const layer = decoded(hidden);
+  const decodedHidden = hideSecretShapes(layer, model);
+  return decodedHidden === layer ? hidden : decodedHidden;
+}
+
+/** Text up to the last character no secret holds (a space or a quote): what follows may be part of one. */
+function wholeWords(text: string): string {
+  let end = text.length;
+  while (end > 0 && !/[\s'"<>`]/.test(text[end - 1]!)) end--;
+  return text.slice(0, end);
+}
+
+/** The punctuation ending `text`, which is the sentence's (`?key=…,`), found backwards: no regex may scan a run again from each of its characters. */
+function sentenceEnd(text: string): string {
+  let start = text.length;
+  while (start > 0 && ".,;:!)]}".includes(text[start - 1]!)) start--;
+  return text.slice(start);
+}
+
+function hideSecretShapes(text: string, model: string): string {
+  const urls = text.includes("://") ? text.replace(URL_PARTS, (_, scheme: string, path: string, query?: string) => `${scheme}${path}${query ? `?…${sentenceEnd(query)}` : ""}`) : text;
+  // Named values first: `api_key=sk-…` is then hidden whole, not as `api_key=sk-[redacted]`.
+  const named = replaceShapes(urls, NAMED_SECRET, model, (m) => {
+    const [, , double, single, bare] = m;
+    const quoted = double ?? single;
+    if (quoted !== undefined) return `${m[0].slice(0, -quoted.length - 1)}[redacted]${m[0].at(-1)}`;
+    const end = sentenceEnd(bare!);
+    return bare!.length - end.length < 8 || bare!.includes("[redacted]") ? m[0] : `${m[0].slice(0, -bare!.length)}[redacted]${end}`;
+  });
+  const keys = replaceShapes(redactKeys(named), PROVIDER_KEY, model, (m) => {
+    const [, sk, rest] = m;
+    if (sk !== undefined && !/[0-9]/.test(rest!) && !(/[a-z]/.test(rest!) && /[A-Z]/.test(rest!))) return m[0];
+    return `${m.slice(1).find((g, i) => g !== undefined && i !== 1)}[redacted]`;
+  });
+  // A Basic credential is base64 (`dXNlcjpw…`): `basic configuration` is a sentence.
+  return replaceShapes(keys, AUTH_SCHEME, model, (m) => (/^basic$/i.test(m[1]!) && /^[a-z]+$/.test(m[0].slice(m[1]!.length + m[2]!.length)) ? m[0] : `${m[1]}${m[2]}[redacted]`));
+}
+
+/** `text` with each match of `pattern` replaced by `hide(match)`, except where it is within the request's model name. */
+function replaceShapes(text: string, pattern: RegExp, model: string, hide: (m: RegExpExecArray) => string): string {
+  const models: number[] = [];
+  if (model !== "" && model.length <= 256) for (let at = text.indexOf(model); at !== -1; at = text.indexOf(model, at + 1)) models.push(at);
+  let out = "";
+  let done = 0;
+  for (const m of text.matchAll(pattern)) {
+    const end = m.index + m[0].length;
+    if (models.some((at) => at <= m.index && end <= at + model.length)) continue;
+    out += text.slice(done, m.index) + hide(m);
+    done = end;
+  }
+  return done === 0 ? text : out + text.slice(done);
+}
+
+/**
+ * A client-chosen model name as every log line shows it: keys and the deployment's secrets
+ * (`hideSecrets`, secretRedactor) redacted before the cut, so no secret is left half shown, and
+ * at most 200 characters. Without a model list, the upstream may accept any name. As sent,
+ * unless a key or a secret shows in it once decoded (or it is encoded too deeply to tell): then
+ * decoded, with them hidden.
+ */
+export function loggedModel(model: string, hideSecrets: (text: string) => string): string {
+  const text = model.slice(0, 400);
+  // Nothing encoded (every name a client sends in practice): one pass, the same result.
+  const hidden = redactKeys(text.includes("%") ? decoded(text, hideSecrets) : hideSecrets(text));
+  return (hidden === layers(text).at(-1) ? text : hidden).slice(0, 200);
+}
+
+/**
+ * Redacts the deployment's own secrets (the admin token, the upstream's key) from text a client
+ * chose (a path, a model name) before it is logged: unlike API keys they have no prefix to find.
+ * Each is hidden as configured and in each of its decoded forms, however short (percent-encoded
+ * ASCII, as logged paths are decoded: a token may hold any printable ASCII, `%41` included).
+ * Secrets too short to mean anything in a log (none are, as configured) are left alone.
+ */
+export function secretRedactor(secrets: readonly (string | null)[]): (text: string) => string {
+  const forms = new Set(secrets.filter((s): s is string => s !== null && s.length >= 8).flatMap((s) => layers(s)));
+  const hidden = [...forms].sort((a, b) => b.length - a.length); // a longer form before one inside it
+  if (hidden.length === 0) return (text) => text;
+  return (text) => hidden.reduce((t, secret) => (t.includes(secret) ? t.replaceAll(secret, "[redacted]") : t), text);
+}
+
+const ENCODED_ASCII = /%([0-7][0-9A-Fa-f])/g;
+const decodeAscii = (text: string) => text.replace(ENCODED_ASCII, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+const same = (text: string) => text;
+
+/**
+ * `text`, then up to three layers of its percent-encoded ASCII decoded, each a form of its own;
+ * `each` is given every layer as it is decoded (and may hide what it shows before the next).
+ * Non-ASCII stays encoded: it is never part of a key or a secret.
+ */
+function layers(text: string, each: (layer: string) => string = same): string[] {
+  const forms = [each(text)];
+  for (let i = 0; i < 3 && forms.at(-1)!.includes("%"); i++) {
+    const next = decodeAscii(forms.at(-1)!);
+    if (next === forms.at(-1)) break;
+    forms.push(each(next));
+  }
+  return forms;
+}
+
+/**
+ * The last of `text`'s layers, with `each` given every one. What is still encoded after three
+ * layers (no client encodes deeper, but anyone may) is cut: decoded once more by whoever reads
+ * the log, it could be a key or a secret.
+ */
+function decoded(text: string, each: (layer: string) => string = same): string {
+  const last = layers(text, each).at(-1)!;
+  const deeper = last.search(/%[0-7][0-9A-Fa-f]/);
+  return deeper === -1 ? last : `${last.slice(0, deeper)}[encoded too deeply]`;
+}
+
+/** nginx passes request lines of at most 8 KiB; a longer URL came straight to the shim. */
+const LONGEST_LOGGED_URL = 16_384;
+
+/**
+ * A request path as logs (and a 404's message) show it: without the query, its percent-encoded
+ * ASCII decoded (up to three layers) and keys redacted. A key spelt `%73k-gs-…` or
+ * `sk-gs-<id>%5F<secret>` would otherwise pass the pattern whole, or leave its secret beside the
+ * redaction. The deployment's secrets (`hideSecrets`, secretRedactor) are looked for in the whole
+ * URL, as sent and in each layer as it is decoded, before the query is cut: one may hold a `%`
+ * or a `?`, and a client may have encoded some of it and left a `?` as it was. Where one
+ * showed, the path is cut from the URL with it hidden (a `%3F` before the query then cuts it
+ * too: the line shows less, never part of a secret). A URL longer than nginx passes is not
+ * decoded (each layer costs milliseconds at 64 KiB) and only its length is shown.
+ */
+export function redactedPath(url: string, hideSecrets: (text: string) => string): string {
+  if (url.length > LONGEST_LOGGED_URL) return `[a URL of ${url.length} characters, not logged]`;
+  // Nothing encoded (the request path of nearly every line): one pass, the same result.
+  if (!url.includes("%")) return redactKeys(urlPath(hideSecrets(url)));
+  const hidden = decoded(url, hideSecrets);
+  const path = hidden === decoded(url) ? decoded(urlPath(url)) : urlPath(hidden);
+  return redactKeys(path);
+}
