@@ -5,7 +5,7 @@ import type { Logger } from "pino";
 import { AnswerMemory } from "./answer-memory.ts";
 import { BodyMemory } from "./body-memory.ts";
 import { trustedPeers } from "./client-address.ts";
-import { authHeaders, authHook, giveBackRequest } from "./auth.ts";
+import { authHeaders, authHook, giveBackRequest, isInference } from "./auth.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
 import type { RequestState, ShimContext } from "./context.ts";
@@ -133,7 +133,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     request.shim = newRequestState();
     reply.header("x-request-id", request.id);
     // Inference requests put themselves in flight once admitted, with an abort that settles them.
-    if (!request.routeOptions.config.inference) request.drainCut = ctx.inflight.untilClosed(reply.raw, request.raw);
+    if (!isInference(request)) request.drainCut = ctx.inflight.untilClosed(reply.raw, request.raw);
     // A client that leaves before its answer is whole gets no onResponse hook (it runs on
     // 'finish'): its one line is written here, as nginx logs it (499), or 408 when the shim cut a
     // request that did not arrive in time. An inference route writes its own once it runs.
@@ -155,7 +155,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // After authentication, before the body is read: its bytes count against SHIM_BODY_MEMORY_BYTES
   // until the response closes, and a request past it is refused unread.
   // A refusal gives the key's requests/min place back: the server was busy, not the key.
-  app.addHook("preParsing", ctx.bodyMemory.hook(config.maxBodyBytes, (request) => request.auth && giveBackRequest(ctx, request.auth)));
+  app.addHook("preParsing", ctx.bodyMemory.hook(config.maxBodyBytes, (request) => request.auth && giveBackRequest(ctx, request.auth, isInference(request))));
   // Every answer Fastify sends (the hijacked inference answers set it themselves): one that began
   // before a drain may be sent during it.
   app.addHook("onSend", (request, reply, payload, done) => {

@@ -27,7 +27,7 @@ export function authHook(ctx: ShimContext) {
       // and one address guessing wrong would lock out everyone behind the same NAT.) Failed admin
       // tokens have a budget of their own, so failed API keys do not lock the operator out.
       const spent = ctx.limiter.ipRefusal(request.ip, "admin");
-      if (spent) throw rateLimited(spent.retryMs, rateLimitHeaders(spent.buckets, ctx.clock.monotonic(), ctx.clock.now()));
+      if (spent) throw rateLimited(spent.retryMs, rateLimitHeaders(spent.buckets, ctx.clock.monotonic(), ctx.clock.now(), false));
       const admin = ctx.config.adminToken;
       if (token !== undefined && admin !== null && secretsEqual(token, admin)) {
         return;
@@ -49,22 +49,22 @@ export function authHook(ctx: ShimContext) {
     request.auth = { key, buckets, limits };
     // A drain answers inference 503 (another replica, or this one restarted, will serve it)
     // before any limit is looked at: the key's place in flight may be a request being drained.
-    if (request.routeOptions.config.inference === true && ctx.inflight.draining) throw shuttingDown();
+    if (isInference(request) && ctx.inflight.draining) throw shuttingDown();
     const mono = ctx.clock.monotonic();
     // An inference request is admitted only while the tokens/min budget is positive too: a
     // requests/min refusal says to wait for both, or the SDKs' retry (after exactly Retry-After,
     // up to a minute) is refused again, by the tokens budget.
-    const tokensWait = request.routeOptions.config.inference === true && buckets.tokens ? buckets.tokens.msUntilPositive(mono) : 0;
+    const tokensWait = isInference(request) && buckets.tokens ? buckets.tokens.msUntilPositive(mono) : 0;
     if (buckets.requests) {
       const r = buckets.requests.take(1, mono);
-      if (!r.ok) throw rateLimited(Math.max(r.retryMs, tokensWait), rateLimitHeaders(buckets, mono, now));
+      if (!r.ok) throw rateLimited(Math.max(r.retryMs, tokensWait), rateLimitHeaders(buckets, mono, now, isInference(request)));
     }
     // Refused here, before the body is read and parsed (up to SHIM_MAX_BODY_BYTES of JSON, a
     // tenth of a second or so), not only in the handler: these refusals spend no request, so
     // requests/min would not bound how many bodies a key at its cap or with a spent tokens budget
     // has parsed. Only looked at here (in the handler's order); the handler takes the place and
     // the estimate, checking again (other requests may have taken them while the body arrived).
-    if (request.routeOptions.config.inference !== true) return;
+    if (!isInference(request)) return;
     if (limits.concurrency !== null && ctx.limiter.full(key.id, limits.concurrency)) throw tooManyInFlight(ctx, request.auth, limits.concurrency);
     if (tokensWait > 0) throw tokensSpent(ctx, request.auth, tokensWait);
   };
@@ -92,7 +92,7 @@ function isAdminRequest(request: FastifyRequest): boolean {
 export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged: number | null = 0, available?: number): Record<string, string> {
   const auth = request.auth;
   if (!auth) return {};
-  const h = rateLimitHeaders(auth.buckets, ctx.clock.monotonic(), ctx.clock.now());
+  const h = rateLimitHeaders(auth.buckets, ctx.clock.monotonic(), ctx.clock.now(), isInference(request));
   if (charged !== null) h["x-credits-charged"] = formatCredits(charged); // null: not known yet (streams)
   // After a settlement, its figure (an upstream's refusal may come minutes after the key was
   // read, other requests settled since); before one, the key as read at authentication.
@@ -104,7 +104,7 @@ function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest, scop
   // No address once the socket is gone: the client left while its key was being looked up.
   if (request.ip === undefined) throw new ClientLeftError();
   const r = ctx.limiter.takeIp(request.ip, scope);
-  if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(r.buckets, ctx.clock.monotonic(), ctx.clock.now()));
+  if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(r.buckets, ctx.clock.monotonic(), ctx.clock.now(), false));
 }
 
 /**
@@ -123,13 +123,13 @@ type Auth = NonNullable<FastifyRequest["auth"]>;
 
 /** The key's tokens/min budget admits nothing for `retryMs`: refused before any work. */
 export function tokensSpent(ctx: ShimContext, auth: Auth, retryMs: number): ShimError {
-  return rateLimited(retryMs, giveBackRequest(ctx, auth));
+  return rateLimited(retryMs, giveBackRequest(ctx, auth, true));
 }
 
 /** A key's tier caps its requests in flight, and that many are: retry when one ends. */
 export function tooManyInFlight(ctx: ShimContext, auth: Auth, limit: number): ShimError {
   // The wire code is OpenAI's rate_limit_exceeded; the log says which limit.
-  return rateLimited(1000, giveBackRequest(ctx, auth), { message: `Too many requests in flight for this key: its tier allows ${limit} at once. Retry when one has finished.`, logCode: "too_many_in_flight" });
+  return rateLimited(1000, giveBackRequest(ctx, auth, true), { message: `Too many requests in flight for this key: its tier allows ${limit} at once. Retry when one has finished.`, logCode: "too_many_in_flight" });
 }
 
 /**
@@ -139,7 +139,7 @@ export function tooManyInFlight(ctx: ShimContext, auth: Auth, limit: number): Sh
  * the shim's was.
  */
 export function reportsBusy(ctx: ShimContext, request: FastifyRequest, busy: ReportsBusyError, asker: string | null): ShimError {
-  const headers = request.auth ? giveBackRequest(ctx, request.auth) : {};
+  const headers = request.auth ? giveBackRequest(ctx, request.auth, false) : {};
   const who = busy.scope === "shim" ? "for this server (all keys' together)" : asker === null ? "from the admin API" : "for this key";
   return rateLimited(1000, headers, { message: `Too many usage reports at once ${who}: wait for the earlier ones, then retry.`, logCode: "reports_busy" });
 }
@@ -150,10 +150,15 @@ export function reportsBusy(ctx: ShimContext, request: FastifyRequest, busy: Rep
  * tokens budget) does not use that budget up. Returns the key's rate-limit headers as they then
  * stand, for the refusal.
  */
-export function giveBackRequest(ctx: ShimContext, auth: Auth): Record<string, string> {
+export function giveBackRequest(ctx: ShimContext, auth: Auth, inference: boolean): Record<string, string> {
   const mono = ctx.clock.monotonic();
   auth.buckets.requests?.adjust(-1, mono);
-  return rateLimitHeaders(auth.buckets, mono, ctx.clock.now());
+  return rateLimitHeaders(auth.buckets, mono, ctx.clock.now(), inference);
+}
+
+/** An inference route (its config says so): the tokens/min budget and the drain apply to it. */
+export function isInference(request: FastifyRequest): boolean {
+  return request.routeOptions.config.inference === true;
 }
 
 export function rateLimited(retryMs: number, headers: Record<string, string>, why: { message?: string; logCode?: string } = {}): ShimError {

@@ -251,16 +251,17 @@ export function durationString(ms: number): string {
  * Both header families for a key: `X-RateLimit-*` (requests per minute; Reset = unix seconds
  * when the bucket is full again) and OpenAI's `x-ratelimit-*-{requests,tokens}`. Unlimited
  * dimensions have nothing to report and are omitted. Seed 004's family has no tokens headers, so
- * while the tokens/min budget admits nothing it says 0 remaining and resets no earlier than that
- * budget admits again: a client reading only it would otherwise see requests left on a 429 and
- * retry too early.
+ * on an inference route (`inference`), while the tokens/min budget admits nothing, it says 0
+ * remaining and resets no earlier than that budget admits again: a client reading only it would
+ * otherwise see requests left on a 429 and retry too early. Other routes (models, usage) are not
+ * held back by that budget, and say the requests left.
  */
-export function rateLimitHeaders(b: KeyBuckets, monoNow: number, wallNow: number): Record<string, string> {
+export function rateLimitHeaders(b: KeyBuckets, monoNow: number, wallNow: number, inference: boolean): Record<string, string> {
   const h: Record<string, string> = {};
   if (b.requests) {
     const remaining = String(b.requests.remaining(monoNow));
     const untilFull = b.requests.msUntilFull(monoNow);
-    const tokensWait = b.tokens ? b.tokens.msUntilPositive(monoNow) : 0;
+    const tokensWait = inference && b.tokens ? b.tokens.msUntilPositive(monoNow) : 0;
     h["X-RateLimit-Limit"] = String(b.requests.capacity);
     h["X-RateLimit-Remaining"] = tokensWait > 0 ? "0" : remaining;
     h["X-RateLimit-Reset"] = String(Math.ceil((wallNow + Math.max(untilFull, tokensWait)) / 1000));

@@ -23,6 +23,20 @@ async function onTier(limits: { rpm: number; tpm: number }, maxModelLen: number,
 const bad = (url: string, headers: Record<string, string> = {}) => fetch(`${url}/v1/models`, { headers: { authorization: "Bearer sk-gs-guessguessgu_guessguessguessguessguessguessgu", ...headers } });
 
 describe("rate limits through the shim", () => {
+  it("a spent tokens budget holds inference back, and seed 004's headers say so there only: models and usage say the requests left", async () => {
+    await onTier({ rpm: 100, tpm: 5 }, 8192, async ({ h, key }) => {
+      const chat = await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
+      expect(chat.status).toBe(200);
+      await chat.text();
+      const models = await fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+      expect(models.status).toBe(200);
+      expect(models.headers.get("x-ratelimit-remaining-requests")).toBe("98");
+      expect(models.headers.get("x-ratelimit-remaining")).toBe("98");
+      const again = await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
+      expect(again.status).toBe(429);
+      expect(again.headers.get("x-ratelimit-remaining")).toBe("0");
+    });
+  });
   it("tokens per minute: admitted while positive, corrected to the real usage, then 429", async () => {
     const h = await startShim({ file: { tiers: { small: { rpm: 1000, tpm: 50 } }, models: [{ name: "qwen2.5-7b" }] } });
     try {

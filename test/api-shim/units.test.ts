@@ -401,7 +401,7 @@ describe("rate limits", () => {
     const refused = b.takeEstimate(10, 0);
     expect(refused).toEqual({ ok: false, retryMs: 1000 });
     // OpenAI's reset header agrees: the estimates running are counted as coming back.
-    expect(rateLimitHeaders({ requests: null, tokens: b }, 0, 0)["x-ratelimit-reset-tokens"]).toBe("1s");
+    expect(rateLimitHeaders({ requests: null, tokens: b }, 0, 0, true)["x-ratelimit-reset-tokens"]).toBe("1s");
     b.settleEstimate(16 * 131_072, 12_000, 1); // it used 12,000: 2,000 in debt, 12 s to pay
     const later = b.takeEstimate(10, 1);
     expect(later.ok).toBe(false);
@@ -411,12 +411,12 @@ describe("rate limits", () => {
   it("does not say the tokens budget is full again (0s) while remaining-tokens is below the limit and an estimate runs", () => {
     const b = new TokenBucket(10_000, 0);
     expect(b.takeEstimate(4_000, 0).ok).toBe(true); // about what the request will use: full again in 24 s if it does
-    let h = rateLimitHeaders({ requests: null, tokens: b }, 0, 0);
+    let h = rateLimitHeaders({ requests: null, tokens: b }, 0, 0, true);
     expect(h["x-ratelimit-remaining-tokens"]).toBe("6000");
     expect(h["x-ratelimit-reset-tokens"]).toBe("24s");
     const c = new TokenBucket(10_000, 0);
     expect(c.takeEstimate(9_999.5, 0).ok).toBe(true); // remaining floors to 0
-    h = rateLimitHeaders({ requests: null, tokens: c }, 0, 0);
+    h = rateLimitHeaders({ requests: null, tokens: c }, 0, 0, true);
     expect(h["x-ratelimit-remaining-tokens"]).toBe("0");
     expect(h["x-ratelimit-reset-tokens"]).not.toBe("0s");
   });
@@ -425,11 +425,11 @@ describe("rate limits", () => {
     const limiter = new RateLimiter(clock, 60);
     const b = limiter.forKey("k", { rpm: 100, tpm: null, concurrency: null });
     b.requests!.take(1, clock.monotonic());
-    const h = rateLimitHeaders(b, clock.monotonic(), clock.now());
+    const h = rateLimitHeaders(b, clock.monotonic(), clock.now(), true);
     expect(h).toMatchObject({ "X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "99", "x-ratelimit-limit-requests": "100", "x-ratelimit-reset-requests": "600ms" });
     expect(Number(h["X-RateLimit-Reset"])).toBe(Math.ceil((clock.now() + 600) / 1000));
     expect(h).not.toHaveProperty("x-ratelimit-limit-tokens");
-    expect(rateLimitHeaders(limiter.forKey("e", { rpm: null, tpm: null, concurrency: null }), 0, 0)).toEqual({});
+    expect(rateLimitHeaders(limiter.forKey("e", { rpm: null, tpm: null, concurrency: null }), 0, 0, true)).toEqual({});
   });
   it("seed 004's family says nothing remains, until the tokens budget admits again, while it admits nothing", () => {
     const clock = manualClock();
@@ -437,14 +437,18 @@ describe("rate limits", () => {
     const now = clock.monotonic();
     b.requests!.take(1, now); // the requests budget is nearly full: it alone would reset in 60 ms
     b.tokens!.takeIfPositive(1500, now); // the tokens budget is 500 in debt: 30 s until it admits
-    const h = rateLimitHeaders(b, now, clock.now());
+    const h = rateLimitHeaders(b, now, clock.now(), true);
     expect(h["X-RateLimit-Remaining"]).toBe("0");
     expect(Number(h["X-RateLimit-Reset"])).toBe(Math.ceil((clock.now() + b.tokens!.msUntilPositive(now)) / 1000));
     expect(b.tokens!.msUntilPositive(now)).toBeGreaterThan(30_000);
     expect(h["x-ratelimit-remaining-requests"]).toBe("999"); // OpenAI's family reports each dimension itself
+    // A route the tokens budget does not hold back (models, usage) says the requests left.
+    const other = rateLimitHeaders(b, now, clock.now(), false);
+    expect(other["X-RateLimit-Remaining"]).toBe("999");
+    expect(Number(other["X-RateLimit-Reset"])).toBe(Math.ceil((clock.now() + b.requests!.msUntilFull(now)) / 1000));
     // Once the tokens budget admits again, the seed's family reports requests as before.
     clock.advance(31_000);
-    expect(rateLimitHeaders(b, clock.monotonic(), clock.now())["X-RateLimit-Remaining"]).toBe("1000");
+    expect(rateLimitHeaders(b, clock.monotonic(), clock.now(), true)["X-RateLimit-Remaining"]).toBe("1000");
   });
   it("a 429's message is seed 004's, in seconds, rounded up, grammatical at one", () => {
     expect(rateLimited(300, {}).message).toBe("Rate limit exceeded. Try again in 1 second.");
