@@ -16,8 +16,9 @@ import { modelNotFound } from "./upstream.ts";
 const MAX_TOKENS_ESTIMATE = 2 ** 40;
 
 /** The request's checks that need its parsed body: what it asks for, and whether its key and the served models allow it. */
-export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest): { req: InferenceRequest; modelConfig: ModelConfig | undefined } {
+export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest): { req: InferenceRequest; modelConfig: ModelConfig | undefined; batch: boolean } {
   const auth = request.auth!;
+  const batch = batchAsked(request);
   const body = request.body as Record<string, unknown>;
   const req = parseInferenceRequest(kind, body);
   request.shim.model = req.model;
@@ -27,7 +28,19 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
     throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
   }
   if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
-  return { req, modelConfig };
+  return { req, modelConfig, batch };
+}
+
+/**
+ * `?batch=1` asks for the batch price, `?batch=0` (or none) for the standard one. Anything else
+ * (`true`, `2`, the parameter twice) is refused: a client that believes it asked for the batch
+ * price must not be charged the other in silence.
+ */
+function batchAsked(request: FastifyRequest): boolean {
+  const value = (request.query as Record<string, unknown> | undefined)?.batch;
+  if (value === undefined || value === "0") return false;
+  if (value === "1") return true;
+  throw new ShimError("invalid_request", { param: "batch", message: "Query parameter 'batch' must be 1 (the batch price) or 0, given once." });
 }
 
 /** What a request needs of its body once admitted: the rest of its bytes and parsed object are let go. */

@@ -244,6 +244,22 @@ describe("inference through the shim with the OpenAI SDK", () => {
     expect(await res.json()).toMatchObject({ credits_charged: 2, batch_request: true });
   });
 
+  it("?batch=0 is the standard price; any other batch value is refused 400 naming it, charged nothing", async () => {
+    const standard = await h.post(key, "/v1/embeddings?batch=0", { model: "bge-m3", input: "x" });
+    expect(standard.status).toBe(200);
+    expect(await standard.json()).toMatchObject({ credits_charged: 1, batch_request: false });
+    const { key: other, id } = await h.createKey({ credits: 10 });
+    for (const query of ["batch=true", "batch=2", "batch=", "batch=1&batch=1"]) {
+      const res = await h.post(other, `/v1/embeddings?${query}`, { model: "bge-m3", input: "x" });
+      expect(res.status, query).toBe(400);
+      expect(await res.json(), query).toMatchObject({ error: { type: "invalid_request_error", param: "batch" } });
+    }
+    // The SDK's own query option: its BadRequestError.
+    const err = await h.client(other).embeddings.create({ model: "bge-m3", input: "x" }, { query: { batch: "true" } }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((await h.store.getKey(id))!.balance).toBe(10 * 1_000_000);
+  });
+
   it("models: the upstream list filtered to configured models and the key's allow-list, charged nothing", async () => {
     const all = await h.client(key).models.list();
     expect(all.data.map((m) => m.id).sort()).toEqual(["bge-m3", "qwen2.5-7b"]);

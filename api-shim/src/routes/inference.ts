@@ -48,7 +48,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   const auth = request.auth!;
   request.shim.routeLogs = true; // every way out below writes the request's line, a client that left included
   if (ctx.inflight.draining) throw shuttingDown();
-  const { req, modelConfig } = checked(ctx, kind, request);
+  const { req, modelConfig, batch } = checked(ctx, kind, request);
   // Requests in flight for this key, under the tier's cap: counted from here until the request
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
   // key re-applied by another replica's start) has its requests already in flight counted. (The
@@ -57,16 +57,15 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   const cap = auth.limits.concurrency;
   if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity)) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
   try {
-    return await admitted(ctx, kind, upstreamPath, request, reply, req, modelConfig);
+    return await admitted(ctx, kind, upstreamPath, request, reply, req, modelConfig, batch);
   } finally {
     ctx.limiter.leave(auth.key.id);
   }
 }
 
 /** `handle` from the tokens/min check on, for a request that has its place among its key's requests in flight. */
-async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply, req: InferenceRequest, modelConfig: ModelConfig | undefined) {
+async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply, req: InferenceRequest, modelConfig: ModelConfig | undefined, batch: boolean) {
   const auth = request.auth!;
-  const batch = (request.query as Record<string, unknown> | undefined)?.batch === "1";
   const continuous = modelConfig?.continuousUsage === true;
   const facts = admission(ctx, kind, request, req, batch, continuous);
   const { estimate, hold } = facts;
