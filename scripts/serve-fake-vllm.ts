@@ -33,7 +33,7 @@ export async function serveFakeVllm(env: NodeJS.ProcessEnv = process.env): Promi
   const port = wholeNumber(env, "FAKE_VLLM_PORT", 8000, "a port (0 to 65535)", 65535);
   const fake = new FakeVllm({ models: names.map((name) => ({ name, maxModelLen: 8192 })), ...(env.FAKE_VLLM_API_KEY ? { apiKey: env.FAKE_VLLM_API_KEY } : {}) });
   fake.set({ tokenDelayMs, defaultTokens: tokens });
-  await fake.start(port, env.FAKE_VLLM_HOST ?? "127.0.0.1");
+  await fake.start(port, env.FAKE_VLLM_HOST?.trim() || "127.0.0.1"); // blank: loopback, not every interface
   return fake;
 }
 

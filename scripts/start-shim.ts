@@ -31,10 +31,13 @@ Examples:
  * `npm run shim`: the shim on this machine with readable logs and dev defaults — upstream
  * http://127.0.0.1:8000/v1 (`npm run fake-vllm` serves one without a GPU), database
  * ./data/shim.db, 127.0.0.1:8080, and an admin token generated and printed once when
- * SHIM_ADMIN_TOKEN is not set. Every SHIM_* variable set in the environment wins.
+ * SHIM_ADMIN_TOKEN is not set. Every SHIM_* variable set in the environment wins; one set but
+ * blank (an env file's `SHIM_HOST=`) keeps the dev default, as the shim reads a blank variable as
+ * unset, and its own default host is every interface.
  */
 export function devEnvironment(env: NodeJS.ProcessEnv): { env: NodeJS.ProcessEnv; generatedToken: string | null } {
   const generatedToken = env.SHIM_ADMIN_TOKEN ? null : `dev-admin-${randomBytes(16).toString("hex")}`;
+  const set = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v.trim() !== ""));
   return {
     env: {
       SHIM_UPSTREAM_URL: "http://127.0.0.1:8000/v1",
@@ -42,7 +45,7 @@ export function devEnvironment(env: NodeJS.ProcessEnv): { env: NodeJS.ProcessEnv
       SHIM_HOST: "127.0.0.1",
       SHIM_PORT: "8080",
       SHIM_LOG_PRETTY: "1",
-      ...env,
+      ...set,
       ...(generatedToken ? { SHIM_ADMIN_TOKEN: generatedToken } : {}),
     },
     generatedToken,

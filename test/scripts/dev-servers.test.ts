@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import { main as fakeVllm, serveFakeVllm } from "../../scripts/serve-fake-vllm.ts";
 import { banner, devEnvironment, main as shim } from "../../scripts/start-shim.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
+import { parseShimConfig } from "../../api-shim/src/config.ts";
 
 const scripts = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { scripts: Record<string, string> }).scripts;
 
@@ -128,6 +129,22 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
       expect(r.stdout.split("\n")).toContain(`authorization: Bearer ${env.SHIM_ADMIN_TOKEN}`);
     },
   );
+
+  it("a variable set but empty (an env file's `SHIM_HOST=`) keeps the dev default: loopback, the banner's port, the default upstream", async () => {
+    const { env, generatedToken } = devEnvironment({ SHIM_HOST: "", SHIM_PORT: " ", SHIM_UPSTREAM_URL: "", SHIM_DATABASE_URL: "" });
+    const config = parseShimConfig(env, () => "");
+    expect(config.host).toBe("127.0.0.1");
+    expect(config.port).toBe(8080);
+    expect(config.upstreamUrl).toBe("http://127.0.0.1:8000/v1");
+    expect(banner(env, generatedToken)).toContain("base_url http://127.0.0.1:8080/v1");
+    // The fake vLLM too: FAKE_VLLM_HOST= listens on loopback, not on every interface.
+    const fake = await serveFakeVllm({ FAKE_VLLM_HOST: "", FAKE_VLLM_PORT: "0" });
+    try {
+      expect(new URL(fake.url).hostname).toBe("127.0.0.1");
+    } finally {
+      await fake.close();
+    }
+  });
 
   it("the banner shows the database and upstream URLs without their credentials", () => {
     const text = banner({
