@@ -23,8 +23,8 @@ export function loadConfig(): TenantConfig {
   const stack = pulumi.getStack();
   // Pulumi hands over encrypted and plaintext values alike; only the stack file tells them apart.
   const result = validateConfig(raw, { stack, fileConfig: stackFileConfig(stack) });
-  if (!result.ok) throw new pulumi.RunError(describeProblems(result.problems));
-  if (result.deployProblems.length > 0) throw new pulumi.RunError(describeProblems(result.deployProblems));
+  if (!result.ok) throw new pulumi.RunError(describeProblems(result.problems, stack));
+  if (result.deployProblems.length > 0) throw new pulumi.RunError(describeProblems(result.deployProblems, stack));
   return result.config;
 }
 
@@ -51,10 +51,10 @@ function parseConfigValue(text: string): unknown {
   }
 }
 
-/** The message shown when config is invalid: one line per problem, then where to fix it. */
-export function describeProblems(problems: readonly ConfigProblem[]): string {
+/** The message shown when `stack`'s config is invalid: one line per problem, then where to fix it. */
+export function describeProblems(problems: readonly ConfigProblem[], stack: string): string {
   const lines = problems.map((p) => `  - ${formatProblem(p, CONFIG_NAMESPACE)}`);
   const noun = problems.length === 1 ? "problem" : "problems";
   return `gpu-sandbox: the stack config has ${problems.length} ${noun}:\n${lines.join("\n")}\n` +
-    `Fix them in stacks/Pulumi.<stack>.yaml or with \`pulumi config set\`; the reference is in docs/configuration.md.`;
+    `Fix them in stacks/Pulumi.${stack}.yaml or with \`pulumi config set\`; the reference is in docs/configuration.md.`;
 }

@@ -33,7 +33,7 @@ export function renderStack(root: string, stack: string, out?: string): RenderRe
   const outDir = out ?? join(root, "out", stack);
   const raw = readStackConfig(root, stack);
   const result = validateConfig(raw, { stack, fileConfig: raw });
-  if (!result.ok) throw new UsageError(describeProblems(result.problems));
+  if (!result.ok) throw new UsageError(describeProblems(result.problems, stack));
   const config = result.config;
   // Images as configured (`pulumi up` pins them by digest); no bootstrap keys (`pulumi up`
   // generates them; on another host, create keys with the admin API).

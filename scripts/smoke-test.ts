@@ -170,9 +170,10 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     const end = performance.now();
     if (first === undefined) throw new CheckFailed("the stream ended without any content");
     const n = tokens ?? chunks;
-    // Generation speed after the first token; a one-token answer has no such interval.
-    const seconds = (n > 1 ? end - first : end - started) / 1000;
-    return `first token after ${formatDuration(first - started)}, ${n} tokens in ${formatDuration(end - started)}, ${(n / Math.max(seconds, 1e-3)).toFixed(1)} tokens/s`;
+    // Generation speed after the first token: the n - 1 tokens that came in that interval (n over
+    // it overstated the rate by n / (n - 1)); a one-token answer has no such interval.
+    const rate = n > 1 ? (n - 1) / Math.max((end - first) / 1000, 1e-3) : 1 / Math.max((end - started) / 1000, 1e-3);
+    return `first token after ${formatDuration(first - started)}, ${n} tokens in ${formatDuration(end - started)}, ${rate.toFixed(1)} tokens/s`;
   });
 
   await check("bad-key", "/models", async () => {

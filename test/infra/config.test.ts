@@ -11,7 +11,7 @@ const base = { region: "us-ord", allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["81.2
 
 function ok(raw: Record<string, unknown>, stack = "acme"): TenantConfig {
   const result = validateConfig(raw, { stack });
-  if (!result.ok) throw new Error(`expected valid config, got:\n${describeProblems(result.problems)}`);
+  if (!result.ok) throw new Error(`expected valid config, got:\n${describeProblems(result.problems, "test")}`);
   return result.config;
 }
 
@@ -285,7 +285,7 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
   it("refuses, for deploying, adminCidrs from which nobody can connect, and only when no entry lets anyone in", () => {
     const deployProblems = (adminCidrs: string[]) => {
       const result = validateConfig({ ...base, adminCidrs }, { stack: "acme" });
-      if (!result.ok) throw new Error(describeProblems(result.problems));
+      if (!result.ok) throw new Error(describeProblems(result.problems, "test"));
       return result.deployProblems.map((p) => formatProblem(p, "gpu-sandbox"));
     };
     const got = deployProblems(["203.0.113.7/32", "81.2.69.160/32", "198.51.100.0/24", "192.0.2.1/32", "10.0.0.0/8", "172.16.4.4/32",
@@ -330,7 +330,7 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     // would store providers as a map, refused next as "must be a list".
     const result = validateConfig({ region: "us-ord", adminCidrs: ["8.8.8.8/32"], "providers.apiKey": "sk-provider", "keys.credits": "5", "tags.team": "a" }, { stack: "acme" });
     expect(result.ok).toBe(false);
-    const text = result.ok ? "" : describeProblems(result.problems);
+    const text = result.ok ? "" : describeProblems(result.problems, "test");
     expect(text).toContain("Set providers's part with `pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey' <value>`, then remove this one with `pulumi config rm 'gpu-sandbox:providers.apiKey'`");
     expect(text).toContain("`pulumi config set --path 'gpu-sandbox:keys[0].credits' <value>`");
     expect(text).toContain("`pulumi config set --path 'gpu-sandbox:tags[0]' <value>`");
@@ -388,8 +388,9 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     const result = validateConfig({}, { stack: "acme" });
     expect(result.ok).toBe(false);
     if (!result.ok) {
-      expect(describeProblems(result.problems)).toMatch(/the stack config has 1 problem:\n {2}- gpu-sandbox:region/);
-      expect(describeProblems(result.problems)).toContain("docs/configuration.md");
+      expect(describeProblems(result.problems, "acme")).toMatch(/the stack config has 1 problem:\n {2}- gpu-sandbox:region/);
+      expect(describeProblems(result.problems, "acme")).toContain("docs/configuration.md");
+      expect(describeProblems(result.problems, "acme")).toContain("Fix them in stacks/Pulumi.acme.yaml or with `pulumi config set`");
     }
   });
 });
