@@ -3,7 +3,7 @@ import type { ShimContext } from "./context.ts";
 import { ShimError, shuttingDown } from "./errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { formatCredits } from "./money.ts";
-import { type IpScope, rateLimitHeaders } from "./rate-limit.ts";
+import { type IpScope, rateLimitHeaders, tokensWait } from "./rate-limit.ts";
 import { ClientLeftError, type KeyRecord, keyIsLive, type ReportsBusyError } from "./store/store.ts";
 import { urlPath } from "./text.ts";
 
@@ -54,10 +54,10 @@ export function authHook(ctx: ShimContext) {
     // An inference request is admitted only while the tokens/min budget is positive too: a
     // requests/min refusal says to wait for both, or the SDKs' retry (after exactly Retry-After,
     // up to a minute) is refused again, by the tokens budget.
-    const tokensWait = isInference(request) && buckets.tokens ? buckets.tokens.msUntilPositive(mono) : 0;
+    const wait = tokensWait(buckets, mono, isInference(request));
     if (buckets.requests) {
       const r = buckets.requests.take(1, mono);
-      if (!r.ok) throw rateLimited(Math.max(r.retryMs, tokensWait), rateLimitHeaders(buckets, mono, now, isInference(request)));
+      if (!r.ok) throw rateLimited(Math.max(r.retryMs, wait), rateLimitHeaders(buckets, mono, now, isInference(request)));
     }
     // Refused here, before the body is read and parsed (up to SHIM_MAX_BODY_BYTES of JSON, a
     // tenth of a second or so), not only in the handler: these refusals spend no request, so
@@ -66,7 +66,7 @@ export function authHook(ctx: ShimContext) {
     // the estimate, checking again (other requests may have taken them while the body arrived).
     if (!isInference(request)) return;
     if (limits.concurrency !== null && ctx.limiter.full(key.id, limits.concurrency)) throw tooManyInFlight(ctx, request.auth, limits.concurrency);
-    if (tokensWait > 0) throw tokensSpent(ctx, request.auth, tokensWait);
+    if (wait > 0) throw tokensSpent(ctx, request.auth, wait);
   };
 }
 

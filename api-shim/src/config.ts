@@ -22,7 +22,8 @@ export interface ModelConfig {
   readonly maxModelLen: number | null;
   /**
    * The most tokens one answer of the model may have (a provider's maximum output, where the
-   * context is not known): an output's bound without max_tokens, and a ceiling on a request's own.
+   * context is not known): an output's bound without max_tokens; never a ceiling on a request's own
+   * (the shim does not send it upstream, so a lower one would cap the charge below the usage).
    */
   readonly maxOutputTokens?: number;
   /** The upstream understands stream_options.continuous_usage_stats (vLLM does; LiteLLM may not). */

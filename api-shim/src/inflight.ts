@@ -8,6 +8,9 @@ import { EventEmitter, once } from "node:events";
  */
 export const SETTLE_AFTER_DRAIN_MS = 3_000;
 
+/** A slot whose request abortAll has aborted and that has not finished yet (it is not aborted twice). */
+const ABORTED = () => {};
+
 /**
  * The requests in flight, so a shutdown can wait for them (drain) and then abort the rest. An
  * aborted inference request still settles: it is charged for what was generated.
@@ -18,9 +21,6 @@ export const SETTLE_AFTER_DRAIN_MS = 3_000;
  * closure, and with it the request's whole object graph: tens of MB/s of old-generation
  * garbage under load, which drove the peak RSS (docs/performance.md).
  */
-/** A slot whose request abortAll has aborted and that has not finished yet (it is not aborted twice). */
-const ABORTED = () => {};
-
 export class Inflight {
   private readonly slots: (((reason: string) => void) | undefined)[] = [];
   private readonly free: number[] = [];

@@ -7,7 +7,7 @@ import { tokenCost } from "./money.ts";
  * can never go below zero even if an upstream reports more tokens than it was allowed.
  */
 
-/** Completion bound (and a prompt's, when its bytes do not bound it) when neither max_tokens nor the model's maxModelLen (nor, for a completion, its maxOutputTokens) is known. */
+/** Completion bound (and a prompt's, when its bytes do not bound it) when neither max_tokens, the model's maxModelLen nor its maxOutputTokens is known. */
 export const DEFAULT_MAX_COMPLETION_TOKENS = 32_768;
 
 /**

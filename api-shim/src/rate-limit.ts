@@ -247,6 +247,11 @@ export function durationString(ms: number): string {
   return m < 60 ? `${m}m${s % 60}s` : `${Math.floor(m / 60)}h${m % 60}m${s % 60}s`;
 }
 
+/** How long until a key's tokens/min budget admits again, on an inference route (others are not held back by it). */
+export function tokensWait(b: KeyBuckets, monoNow: number, inference: boolean): number {
+  return inference && b.tokens ? b.tokens.msUntilPositive(monoNow) : 0;
+}
+
 /**
  * Both header families for a key: `X-RateLimit-*` (requests per minute; Reset = unix seconds
  * when the bucket is full again) and OpenAI's `x-ratelimit-*-{requests,tokens}`. Unlimited
@@ -261,10 +266,10 @@ export function rateLimitHeaders(b: KeyBuckets, monoNow: number, wallNow: number
   if (b.requests) {
     const remaining = String(b.requests.remaining(monoNow));
     const untilFull = b.requests.msUntilFull(monoNow);
-    const tokensWait = inference && b.tokens ? b.tokens.msUntilPositive(monoNow) : 0;
+    const wait = tokensWait(b, monoNow, inference);
     h["X-RateLimit-Limit"] = String(b.requests.capacity);
-    h["X-RateLimit-Remaining"] = tokensWait > 0 ? "0" : remaining;
-    h["X-RateLimit-Reset"] = String(Math.ceil((wallNow + Math.max(untilFull, tokensWait)) / 1000));
+    h["X-RateLimit-Remaining"] = wait > 0 ? "0" : remaining;
+    h["X-RateLimit-Reset"] = String(Math.ceil((wallNow + Math.max(untilFull, wait)) / 1000));
     h["x-ratelimit-limit-requests"] = String(b.requests.capacity);
     h["x-ratelimit-remaining-requests"] = remaining;
     h["x-ratelimit-reset-requests"] = durationString(untilFull);
