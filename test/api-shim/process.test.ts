@@ -209,17 +209,18 @@ describe("the shim process", () => {
 
   // The process's own timeouts: server.ts passes SHIM_UPSTREAM_TIMEOUT_MS and
   // SHIM_STREAM_IDLE_TIMEOUT_MS to the upstream it makes (the in-process harness makes its own).
+  const chatWithin5s = (p: ShimProcess, extra: object) => fetch(`${p.url}/v1/chat/completions`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${key.key}`, "content-type": "application/json" },
+    body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], ...extra }),
+    signal: AbortSignal.timeout(5000),
+  });
   it("SHIM_UPSTREAM_TIMEOUT_MS: a silent upstream → 504 upstream_timeout at the configured time, nothing held", async () => {
     const silent = await loopbackServer(() => {});
     try {
       const p = await start({ SHIM_UPSTREAM_URL: silent.url, SHIM_UPSTREAM_TIMEOUT_MS: "500" });
       const t0 = performance.now();
-      const res = await fetch(`${p.url}/v1/chat/completions`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${key.key}`, "content-type": "application/json" },
-        body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 2 }),
-        signal: AbortSignal.timeout(5000), // the default (120 s) would end the test here
-      });
+      const res = await chatWithin5s(p, { max_tokens: 2 }); // the default timeout (120 s) would end the test here
       const ms = performance.now() - t0;
       expect(res.status).toBe(504);
       expect(await res.json()).toMatchObject({ error: { type: "api_error", code: "upstream_timeout", message: "The model server did not respond in time." } });
@@ -246,12 +247,7 @@ describe("the shim process", () => {
     try {
       const p = await start({ SHIM_UPSTREAM_URL: stalling.url, SHIM_STREAM_IDLE_TIMEOUT_MS: "300" });
       const t0 = performance.now();
-      const res = await fetch(`${p.url}/v1/chat/completions`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${key.key}`, "content-type": "application/json" },
-        body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 5, stream: true }),
-        signal: AbortSignal.timeout(5000), // the default (60 s) would end the test here
-      });
+      const res = await chatWithin5s(p, { max_tokens: 5, stream: true }); // the default idle timeout (60 s) would end the test here
       expect(res.status).toBe(200);
       const text = await res.text();
       const ms = performance.now() - t0;
