@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import { creditsInput } from "../api-shim/src/money.ts";
 import { isIsoInstant } from "../api-shim/src/period.ts";
 import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey, keyStatus } from "./lib/admin-client.ts";
-import { commaList, type Io, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
+import { commaList, type Io, npmDashHint, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
@@ -211,7 +211,8 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     }
     const command = positionals[0];
     if (positionals.length !== 1 || !(COMMANDS as readonly string[]).includes(command!)) {
-      throw new UsageError(`${command === undefined ? "a command is required" : `"${positionals.join(" ")}" is not a command`}; use one of: ${COMMANDS.join(", ")}\n\n${USAGE}`);
+      const hint = positionals.length > 1 ? `\n${npmDashHint(USAGE)}` : "";
+      throw new UsageError(`${command === undefined ? "a command is required" : `"${positionals.join(" ")}" is not a command`}; use one of: ${COMMANDS.join(", ")}${hint}\n\n${USAGE}`);
     }
     const cmd = command as Command;
     const stray = Object.keys(values).filter((f) => !COMMON_FLAGS.has(f) && !COMMAND_FLAGS[cmd].includes(f));

@@ -12,7 +12,7 @@ import { CONFIG_NAMESPACE, type ConfigProblem, type TenantConfig } from "../infr
 import { planFor } from "../infra/plan.ts";
 import { Secret } from "../infra/secret.ts";
 import { stackFilePath } from "../infra/stack-file.ts";
-import { commaList, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { commaList, npmDashHint, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { initStack, manualSteps, reportExisting, SECRETS_FROM_ENV } from "./lib/stack-setup.ts";
 
@@ -203,7 +203,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
       deps.io.out(USAGE);
       return 0;
     }
-    if (positionals.length !== 1) throw new UsageError(`give exactly one tenant name${positionals.length ? ` (got: ${positionals.join(" ")})` : ""}\n\n${USAGE}`);
+    if (positionals.length !== 1) throw new UsageError(`give exactly one tenant name${positionals.length ? ` (got: ${positionals.join(" ")})\n${npmDashHint(USAGE)}` : ""}\n\n${USAGE}`);
     const { help: _help, ...flags } = values;
     return newTenant({ name: positionals[0]!, flags }, deps);
   });

@@ -60,7 +60,8 @@ export function parseFlags<O extends Options>(
   try {
     parsed = parseArgs({ args: [...argv], options: all, allowPositionals: config.positionals ?? false, strict: true, tokens: true });
   } catch (err) {
-    throw new UsageError(`${(err as Error).message}\n\n${usage}`);
+    const extra = (err as NodeJS.ErrnoException).code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL" ? `\n${npmDashHint(usage)}` : "";
+    throw new UsageError(`${(err as Error).message}${extra}\n\n${usage}`);
   }
   const { values, positionals, tokens } = parsed;
   const times = new Map<string, number>();
@@ -71,6 +72,16 @@ export function parseFlags<O extends Options>(
     throw new UsageError(`${list}: give ${repeated.length === 1 ? "it" : "each"} once`);
   }
   return { values, positionals };
+}
+
+/**
+ * What to tell a user whose command line has arguments the script does not take: most often
+ * `npm run manage-keys list --url X`, where npm keeps the flags before `--` for itself (and
+ * passes their values on as words). `usage`'s first line is the command as it should be typed.
+ */
+export function npmDashHint(usage: string): string {
+  const synopsis = /npm run .*/.exec(usage.split("\n")[0] ?? "")?.[0] ?? "npm run <script> -- <arguments>";
+  return `npm passes flags to the script only after \`--\`: ${synopsis}`;
 }
 
 /** `value` when it is one of `allowed`, else a UsageError naming the flag and the allowed values. */

@@ -230,6 +230,8 @@ describe("manage-keys against a real shim", () => {
     [["list"], "--stack <name> or --url <base URL> is required"],
     [["list", "--stack", "a", "--url", "URL"], "use either --stack or --url, not both"],
     [["rotate", "--url", "URL"], '"rotate" is not a command; use one of: create, list, revoke, top-up'],
+    // `npm run manage-keys list --url URL`, no `--`: npm keeps --url and passes its value on.
+    [["list", "URL"], "is not a command; use one of: create, list, revoke, top-up\nnpm passes flags to the script only after `--`: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]"],
     [[], "a command is required"],
     [["create", "--url", "URL"], "--name is required: the key's name"],
     [["create", "--url", "URL", "--name", "x", "--credits", "1.1234567"], '--credits "1.1234567" must be a non-negative number of credits with at most 6 decimals'],

@@ -89,6 +89,13 @@ describe("npm run render", () => {
     }
   });
 
+  it("`npm run render --stack example` (no `--`: npm keeps --stack, passes its value) says to put flags after `--`", () => {
+    const io = capture();
+    expect(main(["example"], ROOT)).toBe(1);
+    expect(io.err()).toContain("Unexpected argument 'example'");
+    expect(io.err()).toContain("npm passes flags to the script only after `--`: npm run render -- --stack <name> [--out <dir>]");
+  });
+
   it("exits 1 with the problem, and no stack trace, for a missing stack", () => {
     const io = capture();
     expect(main(["--stack", "nope"], ROOT)).toBe(1);
