@@ -306,6 +306,8 @@ async function apiError(res: Response, method: string, path: string, target: Adm
   const hint =
     res.status === 401 ? `\nCheck the admin token (${target.source}).` :
     res.status === 403 && path.startsWith("/admin") ? "\nIs this machine's address in the stack's gpu-sandbox:adminCidrs? nginx serves /admin only to those." :
+    // The shim answers every 404 with its error object; another service (vLLM, a web server) does not.
+    res.status === 404 && apiMessage === undefined ? `\n${target.baseUrl} is not the shim's admin API (its 404 is not the shim's error): is --url the tenant's endpoint (https://<host>, or https://<host>/v1)?` :
     "";
   // A 5xx may come after the API acted (a proxy's 502/504 while the shim answered late).
   return new AdminApiError(`admin API ${method} ${path.split("?")[0]} failed: ${res.status} ${code ? `${code}: ` : ""}${message}${hint}`, {

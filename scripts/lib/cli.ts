@@ -276,7 +276,8 @@ export function networkReason(err: unknown, untrustedAdvice = URL_UNTRUSTED_ADVI
   while (e instanceof Error) {
     // A string code (ECONNREFUSED); a DOMException's is a legacy number (23 for a timeout) that says nothing.
     const code: unknown = (e as NodeJS.ErrnoException).code;
-    const message = e.message.replace(NODE_SYSTEM_CA_ADVICE, "");
+    // OpenSSL's "…:wrong version number:../deps/openssl/…": an https:// URL at a plain http server.
+    const message = code === "ERR_SSL_WRONG_VERSION_NUMBER" ? "the server speaks plain http, not https: use http:// in the URL" : e.message.replace(NODE_SYSTEM_CA_ADVICE, "");
     if (typeof code === "string" && UNTRUSTED_ISSUER.test(code)) untrusted = true;
     parts.push(typeof code === "string" && code !== "" && !message.includes(code) ? `${message} (${code})` : message);
     e = e.cause;

@@ -524,3 +524,34 @@ describe("manage-keys: an endpoint that redirects (http:// to a TLS endpoint)", 
     }
   });
 });
+
+describe("manage-keys: --url at a server that is not the shim's admin API", () => {
+  it("another service's 404 (the fake vLLM's {\"detail\":\"Not Found\"}) says --url is not the shim's admin API and what it should be", async () => {
+    const vllm = createServer((_req, res) => res.writeHead(404, { "content-type": "application/json" }).end('{"detail":"Not Found"}'));
+    await new Promise<void>((resolve) => vllm.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(vllm.address() as AddressInfo).port}`;
+    try {
+      const r = await keys(["list", "--url", url]);
+      expect(r.code).toBe(1);
+      expect(r.err).toBe(`admin API GET /admin/keys failed: 404 {"detail":"Not Found"}\n` +
+        `${url} is not the shim's admin API (its 404 is not the shim's error): is --url the tenant's endpoint (https://<host>, or https://<host>/v1)?`);
+    } finally {
+      vllm.close();
+    }
+  });
+
+  it("the shim's own 404 (a key id it does not have) is not blamed on --url", async () => {
+    const client = adminClient({ baseUrl: h.url, adminToken: h.adminToken, source: "test" });
+    const err = await client.revokeKey("key_does_not_exist").then(() => new Error("revoked"), (e: unknown) => e as Error);
+    expect(err).toMatchObject({ status: 404 });
+    expect(err.message).toMatch(/^admin API DELETE \/admin\/keys\/key_does_not_exist failed: 404 \w+: /);
+    expect(err.message).not.toContain("is not the shim's admin API");
+  });
+
+  it("https:// at a plain http endpoint says to use http://, not OpenSSL's wrong version number", async () => {
+    const url = h.url.replace(/^http:/, "https:");
+    const r = await keys(["list", "--url", url]);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(`cannot reach the admin API at ${url}/admin/keys: the server speaks plain http, not https: use http:// in the URL (ERR_SSL_WRONG_VERSION_NUMBER)`);
+  });
+});
