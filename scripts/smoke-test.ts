@@ -182,21 +182,25 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
       await bad.models.list();
     } catch (err) {
       if (err instanceof OpenAI.APIError && err.status === 401) return `401 ${err.code ?? ""}`.trim();
-      throw err instanceof OpenAI.APIError && err.status !== undefined ? new CheckFailed(`expected 401, got ${describeError(err, opts, "/models")}`) : err;
+      throw err instanceof OpenAI.APIError && err.status !== undefined ? new CheckFailed(`expected 401, got ${describeError(err, opts, "/models", null)}`) : err;
     }
     throw new CheckFailed("a made-up key was accepted: the endpoint does not check keys");
   });
   return results;
 }
 
-/** What went wrong, in one line: HTTP status and the API's message, or the network cause. `path`: the request's, under --url. */
-export function describeError(err: unknown, opts: SmokeOptions, path: string): string {
+/**
+ * What went wrong, in one line: HTTP status and the API's message, or the network cause. `path`:
+ * the request's, under --url. `credential`: what the request carried, for a redirect's "sent over
+ * plain http" warning; null for the made-up key, which needs no rotating.
+ */
+export function describeError(err: unknown, opts: SmokeOptions, path: string, credential: string | null = "API key"): string {
   if (err instanceof CheckFailed) return err.message;
   if (err instanceof OpenAI.APIError && err.cause instanceof NotTheApi) return err.cause.detail;
   if (err instanceof OpenAI.APIConnectionTimeoutError) return `no answer from ${opts.url} within ${formatDuration(opts.timeoutMs)}`;
   if (err instanceof OpenAI.APIConnectionError) return `cannot connect to ${opts.url}: ${networkReason(err.cause ?? err)}`;
   if (err instanceof OpenAI.APIError && err.status !== undefined && isRedirect(err.status)) {
-    return `HTTP ${err.status}: ${opts.url} ${redirectAdvice({ base: opts.url, url: `${opts.url}${path}` }, err.headers?.get("location") ?? null, "API key")}`;
+    return `HTTP ${err.status}: ${opts.url} ${redirectAdvice({ base: opts.url, url: `${opts.url}${path}` }, err.headers?.get("location") ?? null, credential)}`;
   }
   if (err instanceof OpenAI.APIError && err.status !== undefined) {
     const body = err.error as { message?: unknown } | undefined;

@@ -21,9 +21,10 @@ export interface RedirectedRequest {
  * the request) ends with the path the script added (/models, /admin/keys), the endpoint has moved
  * there, base path and all: the new --url is the Location without that path. Any other redirect (a
  * slash added, a login page) has no --url to offer: the shim answers without redirecting, so the
- * given one may not be its endpoint.
+ * given one may not be its endpoint. `credential`: what the request carried that the operator must
+ * rotate; null for one that needs no rotating (the smoke test's made-up key).
  */
-export function redirectAdvice(request: RedirectedRequest, location: string | null, credential: string): string {
+export function redirectAdvice(request: RedirectedRequest, location: string | null, credential: string | null): string {
   const from = new URL(request.url);
   let to: URL | undefined;
   try {
@@ -31,7 +32,7 @@ export function redirectAdvice(request: RedirectedRequest, location: string | nu
   } catch {
     to = undefined;
   }
-  const cleartext = from.protocol === "http:" ? ` The ${credential} was sent over plain http with this request: consider rotating it.` : "";
+  const cleartext = credential !== null && from.protocol === "http:" ? ` The ${credential} was sent over plain http with this request: consider rotating it.` : "";
   if (!to) return `answers with a redirect that names no Location.${cleartext}`;
   // The path the script added to --url; the query (the usage report's) must come along unchanged.
   const basePath = new URL(request.base).pathname.replace(/\/+$/, "");
