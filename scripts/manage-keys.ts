@@ -93,16 +93,23 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
         throw new UsageError(`--expires-at "${flags["expires-at"]}" must be an ISO timestamp with its zone, e.g. 2026-12-31T23:59:59Z, or a date (00:00 UTC that day)`);
       }
       const models = commaList(flags.models);
+      const body = {
+        name,
+        ...(flags.credits !== undefined ? { credits: creditsFlag("credits", flags.credits, false) } : {}),
+        ...(flags.tier !== undefined ? { tier: flags.tier } : {}),
+        ...(models ? { models } : {}),
+        // `expiresAt`: the spelling every shim version reads (newer ones also take `expires_at`).
+        ...(flags["expires-at"] !== undefined ? { expiresAt: flags["expires-at"] } : {}),
+      };
+      // The shim does not make names unique, but --key <name> means the one key in use with it:
+      // a second one would leave the name naming two keys, and top-up and revoke by name refused.
+      const namesake = (await client.listKeys()).find((k) => k.name === name && keyStatus(k) === "active");
+      if (namesake) {
+        throw new UsageError(`a key named "${name}" is in use (id ${namesake.id}), and --key "${name}" must name one key: choose another --name, or revoke that key first (${manageKeysCommand(flags, "revoke", [["key", namesake.id]])})`);
+      }
       let created: CreatedKey;
       try {
-        created = await client.createKey({
-          name,
-          ...(flags.credits !== undefined ? { credits: creditsFlag("credits", flags.credits, false) } : {}),
-          ...(flags.tier !== undefined ? { tier: flags.tier } : {}),
-          ...(models ? { models } : {}),
-          // `expiresAt`: the spelling every shim version reads (newer ones also take `expires_at`).
-          ...(flags["expires-at"] !== undefined ? { expiresAt: flags["expires-at"] } : {}),
-        });
+        created = await client.createKey(body);
       } catch (err) {
         // The key and its credits may exist, with a secret that was only in the lost answer: a
         // second create would make a second key. Find it and revoke it instead.

@@ -60,6 +60,21 @@ describe("manage-keys against a real shim", () => {
     expect((await chat(key!)).choices).toHaveLength(1);
   });
 
+  it("create with the name of a key in use is refused, saying how to proceed; a revoked key's name can be taken again", async () => {
+    const first = await h.createKey({ name: "same-name", credits: 1 });
+    const r = await keys(["create", "--url", h.url, "--name", "same-name", "--credits", "5"]);
+    expect(r.code).toBe(1);
+    expect(r.out).toBe("");
+    expect(r.err).toBe(`a key named "same-name" is in use (id ${first.id}), and --key "same-name" must name one key: ` +
+      `choose another --name, or revoke that key first (npm run manage-keys -- revoke --url=${h.url} --key=${first.id})`);
+    expect((await listed()).filter((k) => k.name === "same-name")).toHaveLength(1);
+
+    expect((await keys(["revoke", "--url", h.url, "--key", first.id])).code).toBe(0);
+    const again = await keys(["create", "--url", h.url, "--name", "same-name", "--credits", "5", "--json"]);
+    expect(again.code, again.err).toBe(0);
+    h.secrets.add((JSON.parse(again.out) as CreatedKey).key);
+  });
+
   it("create --expires-at: the key expires then; a shim that ignored the expiry is reported, with the key", async () => {
     const r = await keys(["create", "--url", h.url, "--name", "temp", "--expires-at", "2099-01-01T00:00:00Z", "--json"]);
     expect(r.code, r.err).toBe(0);
@@ -70,6 +85,7 @@ describe("manage-keys against a real shim", () => {
     // An older shim that does not read the field: the key exists, so it is printed, and exit 1 says why.
     const old = createServer((req, res) => {
       req.resume();
+      if (req.method === "GET") return void res.writeHead(200, { "content-type": "application/json" }).end('{"object":"list","data":[]}'); // create looks for a namesake first
       res.writeHead(201, { "content-type": "application/json" }).end(JSON.stringify({ ...created, id: "AAAAAAAAAAAA", name: "temp2", expires_at: null }));
     });
     await new Promise<void>((resolve) => old.listen(0, "127.0.0.1", resolve));
@@ -443,7 +459,7 @@ describe("manage-keys: a --url that answers 200 with JSON that is not the API's 
   const notIt = (request: string, expected: string) => `admin API ${request} answered 200 but not with ${expected} ({}); is --url the tenant's endpoint?`;
 
   it("create: no \"Created key undefined\", exit 1, and a key may have been created (the write's outcome is unknown)", async () => {
-    const other = await notTheShim();
+    const other = await notTheShim([]); // the list create checks names against, then a POST answered {}
     try {
       const r = await keys(["create", "--url", other.url, "--name", "team-x", "--credits", "5"]);
       expect(r.code).toBe(1);
