@@ -88,7 +88,8 @@ const mayHaveActed = (err: unknown): err is AdminApiError => err instanceof Admi
 export async function runCommand(command: Command, flags: Flags, client: AdminClient, io: Io): Promise<number> {
   switch (command) {
     case "create": {
-      const name = required("name", flags.name, "the key's name, e.g. team-07");
+      // Trimmed as the shim stores it: "team-07 " is the name "team-07".
+      const name = required("name", flags.name?.trim(), "the key's name, e.g. team-07");
       if (flags["expires-at"] !== undefined && !isIsoInstant(flags["expires-at"])) {
         throw new UsageError(`--expires-at "${flags["expires-at"]}" must be an ISO timestamp with its zone, e.g. 2026-12-31T23:59:59Z, or a date (00:00 UTC that day)`);
       }

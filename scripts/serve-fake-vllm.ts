@@ -25,7 +25,9 @@ Examples:
  * FAKE_VLLM_PORT (8000), FAKE_VLLM_TOKEN_DELAY_MS (0: as fast as possible; 20 looks like a GPU),
  * FAKE_VLLM_MODELS (comma-separated served names, default qwen2.5-7b).
  */
-export async function serveFakeVllm(env: NodeJS.ProcessEnv = process.env): Promise<FakeVllm> {
+export async function serveFakeVllm(given: NodeJS.ProcessEnv = process.env): Promise<FakeVllm> {
+  // A variable set but blank (an env file's `FAKE_VLLM_PORT=`) keeps its default, as `npm run shim` does.
+  const env = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined && v.trim() !== ""));
   const names = commaList(env.FAKE_VLLM_MODELS ?? "qwen2.5-7b")!;
   if (names.length === 0) throw new UsageError(`FAKE_VLLM_MODELS: ${JSON.stringify(env.FAKE_VLLM_MODELS)} names no model; give comma-separated served names, e.g. qwen2.5-7b`);
   const tokens = wholeNumber(env, "FAKE_VLLM_TOKENS", 16, "a whole number of tokens (0 or more)");
@@ -33,7 +35,7 @@ export async function serveFakeVllm(env: NodeJS.ProcessEnv = process.env): Promi
   const port = wholeNumber(env, "FAKE_VLLM_PORT", 8000, "a port (0 to 65535)", 65535);
   const fake = new FakeVllm({ models: names.map((name) => ({ name, maxModelLen: 8192 })), ...(env.FAKE_VLLM_API_KEY ? { apiKey: env.FAKE_VLLM_API_KEY } : {}) });
   fake.set({ tokenDelayMs, defaultTokens: tokens });
-  await fake.start(port, env.FAKE_VLLM_HOST?.trim() || "127.0.0.1"); // blank: loopback, not every interface
+  await fake.start(port, env.FAKE_VLLM_HOST ?? "127.0.0.1");
   return fake;
 }
 

@@ -36,7 +36,7 @@ Examples:
  * unset, and its own default host is every interface.
  */
 export function devEnvironment(env: NodeJS.ProcessEnv): { env: NodeJS.ProcessEnv; generatedToken: string | null } {
-  const generatedToken = env.SHIM_ADMIN_TOKEN ? null : `dev-admin-${randomBytes(16).toString("hex")}`;
+  const generatedToken = env.SHIM_ADMIN_TOKEN?.trim() ? null : `dev-admin-${randomBytes(16).toString("hex")}`;
   const set = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v.trim() !== ""));
   return {
     env: {

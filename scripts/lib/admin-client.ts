@@ -333,7 +333,8 @@ export function keyStatus(k: ApiKey, now = Date.now()): "revoked" | "expired" | 
  * such a key is still billed, reported and the target of a top-up retry (which the shim answers
  * from its first reply). A key rotated by expiry, a new one made with its name, is named by it.
  */
-export function findKey(keys: readonly ApiKey[], ref: string): ApiKey {
+export function findKey(keys: readonly ApiKey[], given: string): ApiKey {
+  const ref = given.trim(); // names are stored trimmed; a pasted " team-07" means team-07
   const byId = keys.find((k) => k.id === ref);
   if (byId) return byId;
   const now = Date.now();

@@ -81,7 +81,8 @@ export function parseFlags<O extends Options>(
  */
 export function npmDashHint(usage: string): string {
   const synopsis = /npm run .*/.exec(usage.split("\n")[0] ?? "")?.[0] ?? "npm run <script> -- <arguments>";
-  return `npm passes flags to the script only after \`--\`: ${synopsis}`;
+  // Worded for both cases: npm took the flags (typed before `--`), or a word is simply extra.
+  return `flags typed before \`--\` are kept by npm, not passed on: ${synopsis}`;
 }
 
 /** `value` when it is one of `allowed`, else a UsageError naming the flag and the allowed values. */

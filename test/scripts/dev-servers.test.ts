@@ -137,10 +137,17 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     expect(config.port).toBe(8080);
     expect(config.upstreamUrl).toBe("http://127.0.0.1:8000/v1");
     expect(banner(env, generatedToken)).toContain("base_url http://127.0.0.1:8080/v1");
-    // The fake vLLM too: FAKE_VLLM_HOST= listens on loopback, not on every interface.
-    const fake = await serveFakeVllm({ FAKE_VLLM_HOST: "", FAKE_VLLM_PORT: "0" });
+    // A blank admin token is no token: one is generated, and the shim gets it.
+    const blankToken = devEnvironment({ SHIM_ADMIN_TOKEN: " " });
+    expect(blankToken.generatedToken).toMatch(/^dev-admin-/);
+    expect(blankToken.env.SHIM_ADMIN_TOKEN).toBe(blankToken.generatedToken);
+    // The fake vLLM too: FAKE_VLLM_HOST= listens on loopback, not on every interface, and a blank
+    // model list is the default one (FAKE_VLLM_PORT 0: any free port, for the test).
+    const fake = await serveFakeVllm({ FAKE_VLLM_HOST: "", FAKE_VLLM_MODELS: " ", FAKE_VLLM_PORT: "0" });
     try {
       expect(new URL(fake.url).hostname).toBe("127.0.0.1");
+      const models = (await (await fetch(`${fake.url}/models`)).json()) as { data: { id: string }[] };
+      expect(models.data.map((m) => m.id)).toEqual(["qwen2.5-7b"]);
     } finally {
       await fake.close();
     }

@@ -68,6 +68,13 @@ describe("manage-keys against a real shim", () => {
     expect(r.err).toBe(`a key named "same-name" is in use (id ${first.id}), and --key "same-name" must name one key: ` +
       `choose another --name, or revoke that key first (npm run manage-keys -- revoke --url=${h.url} --key=${first.id})`);
     expect((await listed()).filter((k) => k.name === "same-name")).toHaveLength(1);
+    // With a space at an end, as pasted: the shim stores names trimmed, so it is the same name.
+    const spaced = await keys(["create", "--url", h.url, "--name", "same-name ", "--credits", "5"]);
+    expect(spaced.code).toBe(1);
+    expect(spaced.err).toContain('a key named "same-name" is in use');
+    expect((await listed()).filter((k) => k.name === "same-name")).toHaveLength(1);
+    // And --key " same-name" names it.
+    expect((await keys(["top-up", "--url", h.url, "--key", " same-name", "--amount", "1"])).code).toBe(0);
 
     expect((await keys(["revoke", "--url", h.url, "--key", first.id])).code).toBe(0);
     const again = await keys(["create", "--url", h.url, "--name", "same-name", "--credits", "5", "--json"]);
@@ -247,7 +254,7 @@ describe("manage-keys against a real shim", () => {
     [["list", "--stack", "a", "--url", "URL"], "use either --stack or --url, not both"],
     [["rotate", "--url", "URL"], '"rotate" is not a command; use one of: create, list, revoke, top-up'],
     // `npm run manage-keys list --url URL`, no `--`: npm keeps --url and passes its value on.
-    [["list", "URL"], "is not a command; use one of: create, list, revoke, top-up\nnpm passes flags to the script only after `--`: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]"],
+    [["list", "URL"], "is not a command; use one of: create, list, revoke, top-up\nflags typed before `--` are kept by npm, not passed on: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]"],
     [[], "a command is required"],
     [["create", "--url", "URL"], "--name is required: the key's name"],
     [["create", "--url", "URL", "--name", "x", "--credits", "1.1234567"], '--credits "1.1234567" must be a non-negative number of credits with at most 6 decimals'],

@@ -105,7 +105,7 @@ describe("new-tenant", () => {
     [["acme", "--region", "us-ord", "--bogus"], "Unknown option '--bogus'"],
     [["--region", "us-ord"], "give exactly one tenant name"],
     // `npm run new-tenant acme --region us-ord`, no `--`: npm keeps --region and passes its value on.
-    [["acme", "us-ord"], "give exactly one tenant name (got: acme us-ord)\nnpm passes flags to the script only after `--`: npm run new-tenant -- <name> --region <id> [options]"],
+    [["acme", "us-ord"], "give exactly one tenant name (got: acme us-ord)\nflags typed before `--` are kept by npm, not passed on: npm run new-tenant -- <name> --region <id> [options]"],
     [["acme", "--region", "us-ord", "--hf-token", "hf_x"], "--hf-token is not accepted: a token on the command line lands in shell history"],
     [["acme", "--region", "us-ord", "--hf-token-from-env"], "HF_TOKEN is not set"],
     // The example's documentation address, copied: `pulumi up` would wait 45 minutes on SSH.

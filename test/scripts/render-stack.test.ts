@@ -93,7 +93,7 @@ describe("npm run render", () => {
     const io = capture();
     expect(main(["example"], ROOT)).toBe(1);
     expect(io.err()).toContain("Unexpected argument 'example'");
-    expect(io.err()).toContain("npm passes flags to the script only after `--`: npm run render -- --stack <name> [--out <dir>]");
+    expect(io.err()).toContain("flags typed before `--` are kept by npm, not passed on: npm run render -- --stack <name> [--out <dir>]");
   });
 
   it("exits 1 with the problem, and no stack trace, for a missing stack", () => {
