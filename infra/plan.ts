@@ -88,6 +88,10 @@ export const ADMIN_OPEN_WARNING = "adminCidrs has a /0: SSH (key only) and /admi
 export const CLEARTEXT_WARNING = "tls.mode is off and allowedCidrs has a /0: API keys, prompts and answers cross the internet in " +
   "cleartext, for anyone on the way to read; use tls.mode letsencrypt or self-signed, or list only the addresses of a network you trust";
 
+export const ADMIN_CLEARTEXT_WARNING = "tls.mode is off and adminCidrs is set: the operator scripts (manage-keys, report-usage, " +
+  "reap-expired's cron) send the admin token to /admin over plain http, and created keys come back so, for anyone on the way to " +
+  "read; use tls.mode letsencrypt or self-signed unless the path from adminCidrs is a network you trust";
+
 /**
  * What is legal but rarely meant, for `pulumi up` (as warnings) and the plan `npm run render`
  * prints: an endpoint open to everyone without TLS, SSH open to everyone, tls settings the
@@ -99,6 +103,7 @@ export function configWarnings(config: TenantConfig): string[] {
   const warnings: string[] = [];
   if (adminOpenToAll(config)) warnings.push(ADMIN_OPEN_WARNING);
   if (tls.mode === "off" && config.allowedCidrs.some((cidr) => cidr.endsWith("/0"))) warnings.push(CLEARTEXT_WARNING);
+  if (tls.mode === "off" && config.adminCidrs.length > 0) warnings.push(ADMIN_CLEARTEXT_WARNING);
   if (tls.email !== undefined && tls.mode !== "letsencrypt") {
     warnings.push(`tls.email is ignored with tls.mode ${tls.mode}: only Let's Encrypt uses it (as its account's contact); remove it or use letsencrypt`);
   }

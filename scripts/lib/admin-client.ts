@@ -178,8 +178,15 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
       }
     }
   }
+  // A tenant with tls.mode off is reached over plain http: said once, as the token then crosses
+  // the network in the clear (and a created key comes back so).
+  let cleartextSaid = !sentInCleartext(target.baseUrl);
   async function callOnce(method: string, path: string, init: { body?: unknown; headers?: Record<string, string> }): Promise<Response> {
     const url = `${target.baseUrl}${path}`;
+    if (!cleartextSaid) {
+      cleartextSaid = true;
+      progress(`warning: ${new URL(target.baseUrl).origin} is plain http: the admin token (and any key created) crosses the network unencrypted; use the tenant's https endpoint (tls.mode letsencrypt or self-signed) unless this network is yours`);
+    }
     let res: Response;
     try {
       res = await fetchImpl(url, {
@@ -350,4 +357,10 @@ export function findKey(keys: readonly ApiKey[], given: string): ApiKey {
   const shown = known.slice(0, LISTED_IN_ERRORS).map((k) => `${k.name} (${k.id})`).join(", ");
   const more = known.length > LISTED_IN_ERRORS ? `, and ${known.length - LISTED_IN_ERRORS} more (npm run manage-keys -- list)` : "";
   throw new UsageError(`--key "${ref}": no key with that id or name; keys in use: ${shown}${more}`);
+}
+
+/** Whether requests to `baseUrl` leave this machine unencrypted: http:// to anything but loopback. */
+function sentInCleartext(baseUrl: string): boolean {
+  const { protocol, hostname } = new URL(baseUrl);
+  return protocol === "http:" && !/^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/i.test(hostname);
 }

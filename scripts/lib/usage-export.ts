@@ -105,7 +105,20 @@ function revokedIn(keysPath: string): number {
 const REVOKED_BY = "reap-expired";
 
 function writeJson(path: string, value: unknown): void {
-  writeFileSync(path, `${JSON.stringify(value, null, 2)}\n`);
+  writePrivate(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/**
+ * A tenant's billing (its usage, its keys' names and balances) is for the operator alone,
+ * whatever the umask (0022 would leave it readable by every user of the machine): the directory
+ * is made 0700, each file 0600.
+ */
+function privateDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+}
+
+function writePrivate(path: string, text: string): void {
+  writeFileSync(path, text, { mode: 0o600 });
 }
 
 /**
@@ -166,7 +179,7 @@ class RevokedKeys {
   }
 
   private write(): void {
-    mkdirSync(this.dir, { recursive: true });
+    privateDir(this.dir);
     const record: RevokedRecord = { stack: this.stack, expiresAt: this.expiresAt.toISOString(), ids: [...this.ids], confirmed: [...this.confirmed] };
     writeJson(this.path, record);
   }
@@ -219,13 +232,13 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
     }
     const now = deps.now();
     const csv = await client.usageCsv({ group: "day", ...wholeLedger(createdAt, now) });
-    mkdirSync(dir, { recursive: true });
+    privateDir(dir);
     const stamp = now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
     const path = join(dir, `${stack}-usage-${stamp}.csv`);
     const keysPath = join(dir, `${stack}-keys-${stamp}.json`);
     const keys = retired.keys.map((k) => (revoked.ids.has(k.id) && k.revoked_at !== null ? { ...k, revoked_by: REVOKED_BY } : k));
     writeJson(keysPath, keys);
-    writeFileSync(path, csv);
+    writePrivate(path, csv);
     const saved: ExportMarker = { stack, expiresAt: options.expiresAt.toISOString(), savedAt: now.toISOString(), usage: path, keys: keysPath };
     writeJson(markerPath(dir, stack), saved);
     revoked.remove(); // in the keys file now

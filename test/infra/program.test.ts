@@ -241,14 +241,16 @@ describe("the plan that `npm run render` prints", () => {
     expect(configWarnings(mixedConfig).filter((w) => w.startsWith("adminCidrs"))).toHaveLength(2);
   });
 
-  it("warns when keys would cross the internet in cleartext, and when a tls setting is ignored by the mode, in the plan and in pulumi up", async () => {
+  it("warns when keys or the admin token would cross the internet in cleartext, and when a tls setting is ignored by the mode, in the plan and in pulumi up", async () => {
     const { formatPlan, planFor } = await import("../../infra/plan.ts");
+    // The example's adminCidrs is set: with tls off, the operator scripts send the admin token over plain http.
+    const adminInClear = /^tls\.mode is off and adminCidrs is set: the operator scripts \(manage-keys, report-usage, reap-expired's cron\) send the admin token to \/admin over plain http/;
     const cases: [Record<string, unknown>, RegExp[]][] = [
-      [{ tls: { mode: "off" } }, [/^tls\.mode is off and allowedCidrs has a \/0: API keys, prompts and answers cross the internet in cleartext/]],
-      [{ tls: { mode: "off" }, allowedCidrs: ["81.2.69.0/24"] }, []],
+      [{ tls: { mode: "off" } }, [/^tls\.mode is off and allowedCidrs has a \/0: API keys, prompts and answers cross the internet in cleartext/, adminInClear]],
+      [{ tls: { mode: "off" }, allowedCidrs: ["81.2.69.0/24"] }, [adminInClear]],
       [{ tls: { mode: "self-signed", email: "ops@gpu-sandbox.dev" } }, [/^tls\.email is ignored with tls\.mode self-signed: only Let's Encrypt uses it/]],
       [{ tls: { mode: "off", domain: "llm.gpu-sandbox.dev", email: "ops@gpu-sandbox.dev" }, allowedCidrs: ["81.2.69.0/24"] },
-        [/^tls\.email is ignored with tls\.mode off/, /^tls\.domain is ignored with tls\.mode off: there is no certificate/]],
+        [adminInClear, /^tls\.email is ignored with tls\.mode off/, /^tls\.domain is ignored with tls\.mode off: there is no certificate/]],
       [{ tls: { mode: "self-signed", domain: "llm.gpu-sandbox.dev" } }, []],
       [{ tls: { mode: "letsencrypt", domain: "llm.gpu-sandbox.dev", email: "ops@gpu-sandbox.dev" } }, []],
     ];

@@ -83,3 +83,17 @@ it("gives up after 5 retries with the 429 as the error, saying how long it tried
   expect(seen).toHaveLength(6);
   expect(waits).toEqual([1000, 1000, 1000, 1000, 1000]);
 });
+
+it("says once that the admin token goes over plain http to a host that is not loopback (tls.mode off), and not for loopback", async () => {
+  // A fetch that answers for any host: the request's URL is what matters here.
+  const answer: typeof fetch = async () => new Response(JSON.stringify(GRANT), { status: 200, headers: { "content-type": "application/json" } });
+  const remote = adminClient({ baseUrl: "http://192.0.2.10", adminToken: "t0ken", source: "test" }, answer, { progress: (line) => lines.push(line) });
+  await remote.topUp("k1", { amount: "5" }, "idem-1");
+  await remote.topUp("k1", { amount: "5" }, "idem-2");
+  expect(lines).toEqual([expect.stringMatching(/^warning: http:\/\/192\.0\.2\.10 is plain http: the admin token \(and any key created\) crosses the network unencrypted/)]);
+  lines = [];
+  for (const baseUrl of ["https://192.0.2.10", "http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"]) {
+    await adminClient({ baseUrl, adminToken: "t0ken", source: "test" }, answer, { progress: (line) => lines.push(line) }).topUp("k1", { amount: "5" }, "idem-3");
+  }
+  expect(lines).toEqual([]);
+});

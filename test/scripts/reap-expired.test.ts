@@ -1,4 +1,4 @@
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey } from "../../scripts/lib/admin-client.ts";
@@ -192,6 +192,9 @@ describe("reap-expired", () => {
     expect(await main(["--yes", "--usage-dir", "billing"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
     const files = readdirSync(join(root, "billing")).sort();
     expect(files).toHaveLength(3);
+    // A tenant's billing is for the operator alone, whatever the umask: the directory 0700, each file 0600.
+    expect(statSync(join(root, "billing")).mode & 0o777).toBe(0o700);
+    for (const f of files) expect(statSync(join(root, "billing", f)).mode & 0o777, f).toBe(0o600);
     expect(files[1]).toMatch(/^bravo-usage-\d{8}T\d{6}Z\.csv$/);
     const csv = readFileSync(join(root, "billing", files[1]!), "utf8").trim().split(/\r?\n/);
     // The CSV names keys by id; the keys file, saved with it, maps them to names and balances.
