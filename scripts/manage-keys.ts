@@ -104,7 +104,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       };
       // The shim does not make names unique, but --key <name> means the one key in use with it:
       // a second one would leave the name naming two keys, and top-up and revoke by name refused.
-      const namesake = (await client.listKeys()).find((k) => k.name === name && keyStatus(k) === "active");
+      const namesake = (await client.listKeys()).find((k) => k.name.trim() === name && keyStatus(k) === "active");
       if (namesake) {
         throw new UsageError(`a key named "${name}" is in use (id ${namesake.id}), and --key "${name}" must name one key: choose another --name, or revoke that key first (${manageKeysCommand(flags, "revoke", [["key", namesake.id]])})`);
       }

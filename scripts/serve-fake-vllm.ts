@@ -27,9 +27,9 @@ Examples:
  */
 export async function serveFakeVllm(given: NodeJS.ProcessEnv = process.env): Promise<FakeVllm> {
   // A variable set but blank (an env file's `FAKE_VLLM_PORT=`) keeps its default, as `npm run shim` does.
-  const env = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined && v.trim() !== ""));
+  const env = Object.fromEntries(Object.entries(given).flatMap(([k, v]) => (v === undefined || v.trim() === "" ? [] : [[k, v.trim()]])));
   const names = commaList(env.FAKE_VLLM_MODELS ?? "qwen2.5-7b")!;
-  if (names.length === 0) throw new UsageError(`FAKE_VLLM_MODELS: ${JSON.stringify(env.FAKE_VLLM_MODELS)} names no model; give comma-separated served names, e.g. qwen2.5-7b`);
+  if (names.length === 0) throw new UsageError(`FAKE_VLLM_MODELS: ${JSON.stringify(given.FAKE_VLLM_MODELS)} names no model; give comma-separated served names, e.g. qwen2.5-7b`);
   const tokens = wholeNumber(env, "FAKE_VLLM_TOKENS", 16, "a whole number of tokens (0 or more)");
   const tokenDelayMs = wholeNumber(env, "FAKE_VLLM_TOKEN_DELAY_MS", 0, "a whole number of milliseconds (0 or more)");
   const port = wholeNumber(env, "FAKE_VLLM_PORT", 8000, "a port (0 to 65535)", 65535);

@@ -341,7 +341,10 @@ export function keyStatus(k: ApiKey, now = Date.now()): "revoked" | "expired" | 
  * from its first reply). A key rotated by expiry, a new one made with its name, is named by it.
  */
 export function findKey(keys: readonly ApiKey[], given: string): ApiKey {
-  const ref = given.trim(); // names are stored trimmed; a pasted " team-07" means team-07
+  // As given first (a SHIM_CONFIG bootstrap key may have a name with spaces at its ends); else
+  // trimmed, as the admin API stores names: a pasted " team-07" means team-07.
+  const exact = keys.some((k) => k.id === given || k.name === given);
+  const ref = exact ? given : given.trim();
   const byId = keys.find((k) => k.id === ref);
   if (byId) return byId;
   const now = Date.now();
@@ -362,5 +365,5 @@ export function findKey(keys: readonly ApiKey[], given: string): ApiKey {
 /** Whether requests to `baseUrl` leave this machine unencrypted: http:// to anything but loopback. */
 function sentInCleartext(baseUrl: string): boolean {
   const { protocol, hostname } = new URL(baseUrl);
-  return protocol === "http:" && !/^(127\.\d+\.\d+\.\d+|\[::1\]|localhost)$/i.test(hostname);
+  return protocol === "http:" && !/^(127\.\d+\.\d+\.\d+|0\.0\.0\.0|\[::1\]|(.+\.)?localhost\.?)$/i.test(hostname);
 }

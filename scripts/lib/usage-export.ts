@@ -4,7 +4,7 @@
 // and the keys (names, tiers, balances, revocations) as JSON: the CSV names keys by id only, and
 // the volume holds the only map from ids to the names operators bill by. The keys are revoked
 // first (retire-keys.ts), so the saved ledger is the whole of it.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { isIsoInstant } from "../../api-shim/src/period.ts";
 import { AdminApiError, adminClient } from "./admin-client.ts";
@@ -110,8 +110,9 @@ function writeJson(path: string, value: unknown): void {
 
 /**
  * A tenant's billing (its usage, its keys' names and balances) is for the operator alone,
- * whatever the umask (0022 would leave it readable by every user of the machine): the directory
- * is made 0700, each file 0600.
+ * whatever the umask (0022 would leave it readable by every user of the machine): a directory
+ * made here is 0700 (one that exists keeps its mode: a --usage-dir may be shared on purpose),
+ * each file written 0600, a file written again (a marker) included.
  */
 function privateDir(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -119,6 +120,7 @@ function privateDir(dir: string): void {
 
 function writePrivate(path: string, text: string): void {
   writeFileSync(path, text, { mode: 0o600 });
+  chmodSync(path, 0o600); // the mode above applies only to a file it creates
 }
 
 /**

@@ -97,3 +97,21 @@ it("says once that the admin token goes over plain http to a host that is not lo
   }
   expect(lines).toEqual([]);
 });
+
+it("findKey: a name as given first (a SHIM_CONFIG bootstrap key may keep spaces), else trimmed as the admin API stores it", async () => {
+  const { findKey } = await import("../../scripts/lib/admin-client.ts");
+  const key = (id: string, name: string) => ({ id, name, object: "api_key", tier: "free", models: null, balance: "1", held: "0", credits_remaining: "1", created_at: "2026-01-01T00:00:00Z", revoked_at: null, expires_at: null }) as unknown as Parameters<typeof findKey>[0][number];
+  const both = [key("aaaaaaaaaaaa", "team-07"), key("bbbbbbbbbbbb", " team-07")];
+  expect(findKey(both, " team-07").id).toBe("bbbbbbbbbbbb");
+  expect(findKey(both, "team-07").id).toBe("aaaaaaaaaaaa");
+  expect(findKey([key("aaaaaaaaaaaa", "team-07")], " team-07 ").id).toBe("aaaaaaaaaaaa");
+  expect(findKey([key("bbbbbbbbbbbb", " team-07")], " team-07").id).toBe("bbbbbbbbbbbb");
+});
+
+it("the plain-http warning leaves every name of this machine alone", async () => {
+  const answer: typeof fetch = async () => new Response(JSON.stringify(GRANT), { status: 200, headers: { "content-type": "application/json" } });
+  for (const baseUrl of ["http://localhost.:8080", "http://api.localhost:8080", "http://0.0.0.0:8080", "http://127.1:8080"]) {
+    await adminClient({ baseUrl, adminToken: "t0ken", source: "test" }, answer, { progress: (line) => lines.push(line) }).topUp("k1", { amount: "5" }, "idem-4");
+  }
+  expect(lines).toEqual([]);
+});

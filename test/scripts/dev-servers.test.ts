@@ -144,6 +144,8 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     // The fake vLLM too: FAKE_VLLM_HOST= listens on loopback, not on every interface, and a blank
     // model list is the default one (FAKE_VLLM_PORT 0: any free port, for the test).
     const fake = await serveFakeVllm({ FAKE_VLLM_HOST: "", FAKE_VLLM_MODELS: " ", FAKE_VLLM_PORT: "0" });
+    // A value with spaces at its ends (an env file's `FAKE_VLLM_HOST= 127.0.0.1 `) is the value.
+    await (await serveFakeVllm({ FAKE_VLLM_HOST: " 127.0.0.1 ", FAKE_VLLM_PORT: " 0 " })).close();
     try {
       expect(new URL(fake.url).hostname).toBe("127.0.0.1");
       const models = (await (await fetch(`${fake.url}/models`)).json()) as { data: { id: string }[] };

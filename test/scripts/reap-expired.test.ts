@@ -1,4 +1,4 @@
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey } from "../../scripts/lib/admin-client.ts";
@@ -182,6 +182,19 @@ describe("reap-expired", () => {
       expect(r.io.stderr.join("\n")).toContain(message);
       expect(r.destroyed).toEqual([]);
     }
+  });
+
+  it("a marker written again (a saved usage for another expiry) is made 0600 too, in a directory that exists", async () => {
+    const { root, pulumi } = tenants();
+    withoutGolf(pulumi);
+    const dir = join(root, "billing-kept");
+    mkdirSync(dir, { mode: 0o700 });
+    const marker = join(dir, "bravo.exported");
+    writeFileSync(marker, JSON.stringify({ stack: "bravo", expiresAt: "2026-02-01T10:00:00.000Z", savedAt: NOW.toISOString(), usage: "x", keys: "y" }));
+    chmodSync(marker, 0o644);
+    expect(await main(["--yes", "--usage-dir", "billing-kept"], { root, pulumi, io: memoryIo(), env: {}, now: () => NOW })).toBe(0);
+    expect(JSON.parse(readFileSync(marker, "utf8"))).toMatchObject({ expiresAt: "2026-03-01T10:00:00.000Z" });
+    expect(statSync(marker).mode & 0o777).toBe(0o600);
   });
 
   it("saves each tenant's usage before destroying it, per key and day, in --usage-dir, with its keys revoked", async () => {
