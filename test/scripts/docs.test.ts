@@ -54,6 +54,27 @@ describe("operator scripts: npm scripts, --help and the docs agree", () => {
     }
   });
 
+  it("the README's table of config keys lists the keys of docs/configuration.md's, in order, with the same defaults, and every key the program reads", async () => {
+    const { CONFIG_KEYS } = await import("../../infra/config/settings.ts");
+    /** The rows of the table headed `| Key | Default | What it does |`: each key and its default cell. */
+    const rows = (md: string) => {
+      const lines = md.split("\n");
+      const start = lines.findIndex((l) => l.startsWith("| Key | Default | What it does |"));
+      expect(start).toBeGreaterThanOrEqual(0);
+      const end = lines.findIndex((l, i) => i > start && !l.startsWith("|"));
+      return lines.slice(start + 2, end).map((l) => /^\| `([^`]+)` \| ([^|]+) \|/.exec(l)!).map((m) => ({ key: m[1]!, fallback: m[2]!.trim() }));
+    };
+    const readme = rows(read("README.md"));
+    const reference = rows(read("docs/configuration.md"));
+    expect(readme.map((r) => r.key)).toEqual(reference.map((r) => r.key));
+    for (const r of readme) {
+      const full = reference.find((x) => x.key === r.key)!.fallback;
+      // A default given as one code span is the reference's (a few are said in words: "everyone").
+      if (/^`[^`]*`$/.test(r.fallback)) expect(r.fallback, r.key).toBe(full);
+    }
+    for (const key of CONFIG_KEYS) expect(readme.some((r) => r.key === key || r.key.startsWith(`${key}.`)), key).toBe(true);
+  });
+
   it("the README shows the cron line for reap-expired, with the environment it needs", () => {
     const readme = read("README.md");
     const section = readme.slice(readme.indexOf("## Operate many tenants"), readme.indexOf("## Layout"));
