@@ -187,21 +187,21 @@ export class AnswerLease {
 
   /**
    * Takes `n` more bytes, waiting while there is no room: MAX_WAIT_MS at most over the whole
-   * answer (a stream's event). Then it takes them past the budget, or with `orGiveUp` takes
-   * nothing and answers false.
+   * answer (a stream's event). Then it takes them past the budget, or, for a stream's event
+   * (`streamed`, which is cut rather than let past it), takes nothing and answers false.
    */
-  async take(n: number, orGiveUp = false): Promise<boolean> {
+  async take(n: number, streamed = false): Promise<boolean> {
     if (this.waitUntil === undefined) {
       this.memory.waits++;
       this.waitUntil = performance.now() + MAX_WAIT_MS; // monotonic: a clock stepped back must not stretch it
     }
     for (;;) {
       const left = this.waitUntil - performance.now();
-      if (this.takeNow(n, left <= 0 && !orGiveUp, orGiveUp)) return true;
+      if (this.takeNow(n, left <= 0 && !streamed, streamed)) return true;
       if (left <= 0) return false;
       // Woken when bytes are given back, or when a stalled holder of the overdraft loses it.
       this.waiting = true;
-      await this.memory.changed(Math.min(left, Math.max(this.memory.overdraftFreeIn(this, orGiveUp), 1)));
+      await this.memory.changed(Math.min(left, Math.max(this.memory.overdraftFreeIn(this, streamed), 1)));
       this.waiting = false;
     }
   }

@@ -49,22 +49,23 @@ export function authHook(ctx: ShimContext) {
     request.auth = { key, buckets, limits };
     // A drain answers inference 503 (another replica, or this one restarted, will serve it)
     // before any limit is looked at: the key's place in flight may be a request being drained.
-    if (isInference(request) && ctx.inflight.draining) throw shuttingDown();
+    const inference = isInference(request);
+    if (inference && ctx.inflight.draining) throw shuttingDown();
     const mono = ctx.clock.monotonic();
     // An inference request is admitted only while the tokens/min budget is positive too: a
     // requests/min refusal says to wait for both, or the SDKs' retry (after exactly Retry-After,
     // up to a minute) is refused again, by the tokens budget.
-    const wait = tokensWait(buckets, mono, isInference(request));
+    const wait = tokensWait(buckets, mono, inference);
     if (buckets.requests) {
       const r = buckets.requests.take(1, mono);
-      if (!r.ok) throw rateLimited(Math.max(r.retryMs, wait), rateLimitHeaders(buckets, mono, now, isInference(request)));
+      if (!r.ok) throw rateLimited(Math.max(r.retryMs, wait), rateLimitHeaders(buckets, mono, now, inference));
     }
     // Refused here, before the body is read and parsed (up to SHIM_MAX_BODY_BYTES of JSON, a
     // tenth of a second or so), not only in the handler: these refusals spend no request, so
     // requests/min would not bound how many bodies a key at its cap or with a spent tokens budget
     // has parsed. Only looked at here (in the handler's order); the handler takes the place and
     // the estimate, checking again (other requests may have taken them while the body arrived).
-    if (!isInference(request)) return;
+    if (!inference) return;
     if (limits.concurrency !== null && ctx.limiter.full(key.id, limits.concurrency)) throw tooManyInFlight(ctx, request.auth, limits.concurrency);
     if (wait > 0) throw tokensSpent(ctx, request.auth, wait);
   };

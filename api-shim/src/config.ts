@@ -147,9 +147,15 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   /** False, after reporting, when `value` is set and is a PLACEHOLDER or not `rule` (never shown: a secret). */
   const headerToken = (name: string, value: string | null, rule: RegExp, refused: string, expected: string, instead: string): boolean => {
     if (value === null) return true;
-    if (PLACEHOLDER.test(value)) problems.push(`${name}: is still a placeholder, as in .env.example (<…>); ${instead}`);
-    else if (!rule.test(value)) problems.push(`${name}: has a character other than ASCII letters, digits, punctuation and spaces (${refused}); expected ${expected}`);
-    return !PLACEHOLDER.test(value) && rule.test(value);
+    if (PLACEHOLDER.test(value)) {
+      problems.push(`${name}: is still a placeholder, as in .env.example (<…>); ${instead}`);
+      return false;
+    }
+    if (!rule.test(value)) {
+      problems.push(`${name}: has a character other than ASCII letters, digits, punctuation and spaces (${refused}); expected ${expected}`);
+      return false;
+    }
+    return true;
   };
 
   const port = int("SHIM_PORT", 8080, 0, 65535);

@@ -73,7 +73,7 @@ export async function* sseEvents(body: AsyncIterable<Uint8Array | string>, maxEv
         // An event that never ends (an upstream's bug) must not take the process's memory.
         if (pendingLength > maxEventLength) throw new EventTooLargeError(maxEventLength);
         // Nor may many large ones at once (streams stalled mid-event): what they hold is shared.
-        if (lease && !lease.takeNow(added, false, true) && !(await lease.take(added, true))) throw new EventTooLargeError(maxEventLength, true);
+        if (lease && !lease.takeNow(added, false, true) && !(await lease.take(added, true))) throw new EventTooLargeError(null);
         took = lease !== undefined;
         endsInNewline = text.endsWith("\n");
       } else {
@@ -87,8 +87,9 @@ export async function* sseEvents(body: AsyncIterable<Uint8Array | string>, maxEv
 
 /** An upstream event past SHIM_MAX_ANSWER_BYTES, or (`noRoom`) that found no room in SHIM_ANSWER_MEMORY_BYTES within its wait. */
 export class EventTooLargeError extends Error {
-  constructor(limit: number, noRoom = false) {
-    super(noRoom ? "an upstream event found no room in SHIM_ANSWER_MEMORY_BYTES within its wait" : `an upstream event is longer than ${limit} characters (SHIM_MAX_ANSWER_BYTES)`);
+  /** `limit`: the length the event went past; null: it found no room in the answer memory. */
+  constructor(limit: number | null) {
+    super(limit === null ? "an upstream event found no room in SHIM_ANSWER_MEMORY_BYTES within its wait" : `an upstream event is longer than ${limit} characters (SHIM_MAX_ANSWER_BYTES)`);
     this.name = "EventTooLargeError";
   }
 }
