@@ -161,8 +161,9 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       // The shim scopes an Idempotency-Key to one API key. A retry that names a key which was
       // rotated since (revoked, a new one made with the same name) would reach the new key and
       // credit it a second time: a retry must name the key it first went to, by id.
-      const namesakes = keys.filter((k) => k.name === ref && k.id !== key.id);
-      if (given !== undefined && key.id !== ref && namesakes.length > 0) {
+      // Compared with the key found, not the text given: findKey reads " team-07" as team-07.
+      const namesakes = keys.filter((k) => k.name === key.name && k.id !== key.id);
+      if (given !== undefined && key.id !== ref.trim() && namesakes.length > 0) {
         throw new UsageError(`--key "${ref}" names other keys too (${namesakes.map((k) => k.id).join(", ")}), revoked or not; with --idempotency-key give the id of the key the first attempt went to`);
       }
       // The same request again, by the key's id: printed before the request, so an operator whose

@@ -70,7 +70,7 @@ describe("manage-keys against a real shim", () => {
     expect((await listed()).filter((k) => k.name === "same-name")).toHaveLength(1);
     // With a space at an end, as pasted: the shim stores names trimmed, so it is the same name.
     const spaced = await keys(["create", "--url", h.url, "--name", "same-name ", "--credits", "5"]);
-    expect(spaced.code).toBe(1);
+    expect(spaced.code, spaced.err).toBe(1);
     expect(spaced.err).toContain('a key named "same-name" is in use');
     expect((await listed()).filter((k) => k.name === "same-name")).toHaveLength(1);
     // And --key " same-name" names it.
@@ -164,6 +164,10 @@ describe("manage-keys against a real shim", () => {
     const byName = await keys(["top-up", "--url", h.url, "--key", "rotated", "--amount", "100", "--idempotency-key", "inv-2001"]);
     expect(byName.code).toBe(1);
     expect(byName.err).toContain(`--key "rotated" names other keys too (${old.id}), revoked or not; with --idempotency-key give the id`);
+    // The name with a space at an end, as pasted, is the same name: refused too.
+    const spaced = await keys(["top-up", "--url", h.url, "--key", " rotated", "--amount", "100", "--idempotency-key", "inv-2001"]);
+    expect(spaced.code, spaced.err).toBe(1);
+    expect(spaced.err).toContain(`names other keys too (${old.id}), revoked or not; with --idempotency-key give the id`);
     const byId = await keys(["top-up", "--url", h.url, "--key", old.id, "--amount", "100", "--idempotency-key", "inv-2001"]);
     expect(byId.code, byId.err).toBe(0);
     expect(byId.out).toContain("Already applied with this Idempotency-Key; nothing added.");
