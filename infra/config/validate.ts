@@ -159,13 +159,12 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
   const gpuMemoryUtilization =
     p.number("model.gpuMemoryUtilization", m.gpuMemoryUtilization, { min: 0.1, max: 0.99 }) ?? DEFAULT_GPU_MEMORY_UTILIZATION;
   const extraArgs: string[] = [];
-  (p.array("model.extraArgs", m.extraArgs) ?? []).forEach((arg, i, all) => {
+  (p.array("model.extraArgs", m.extraArgs) ?? []).forEach((arg, i) => {
     if (typeof arg !== "string" || arg.length === 0) {
       p.add(`model.extraArgs[${i}]`, arg, "must be a non-empty string such as --enable-prefix-caching");
       return;
     }
-    const previous = all[i - 1];
-    const joined = flagWithValue(arg, typeof previous === "string" ? previous : undefined);
+    const joined = flagWithValue(arg);
     const instead = reservedVllmFlag(joined?.[0] ?? arg);
     if (instead) p.add(`model.extraArgs[${i}]`, arg, `is set by the kit; use ${instead}`);
     else if (joined?.[1] === "") {

@@ -47,13 +47,12 @@ const FLAG = /^--?[A-Za-z][\w.-]*$/;
  * scalar), or undefined. Each item is one argv element (compose's exec form), and argparse reads
  * an element that starts with "-" and has whitespace before any "=" as a positional: vLLM exits
  * ("unrecognized arguments"). A value item may hold spaces, and so may a value after "="
- * (`--chat-template={{ x }}`). So may an item right after a flag without "=" (`previous`), which
- * may be that flag's value: argparse takes `-{{ messages }} x` there as the value, and which vLLM
- * flags take one is not known here.
+ * (`--chat-template={{ x }}`), and so may a value item that starts with "-" but whose head is no
+ * flag's name (`-{{ messages }} x` after `--chat-template`, which argparse takes as the value).
  */
-export function flagWithValue(arg: string, previous?: string): [flag: string, value: string] | undefined {
+export function flagWithValue(arg: string): [flag: string, value: string] | undefined {
   const m = /^(-[^=\s]*)\s+(.*)$/s.exec(arg);
-  if (!m || !FLAG.test(m[1]!) || (previous !== undefined && FLAG.test(previous))) return undefined;
+  if (!m || !FLAG.test(m[1]!)) return undefined;
   return [m[1]!, m[2]!.trim()];
 }
 

@@ -182,6 +182,9 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["a vLLM flag and its value in one item", { ...base, model: { id: "a/b", extraArgs: ["--max-num-seqs 64", "-q\tawq", "--enable-prefix-caching"] } },
       ['gpu-sandbox:model.extraArgs[0] = "--max-num-seqs 64": is one argument to vLLM, which does not split a flag from its value at a space and would exit; write ["--max-num-seqs", "64"] or "--max-num-seqs=64"',
         'gpu-sandbox:model.extraArgs[1] = "-q\\tawq": is one argument to vLLM, which does not split a flag from its value at a space and would exit; write ["-q", "awq"] or "-q=awq"']],
+    // Right after a flag too: argparse takes an item as a value only when it is none of its flags.
+    ["a vLLM flag and its value in one item, after a flag", { ...base, model: { id: "a/b", extraArgs: ["--enable-prefix-caching", "--max-num-seqs 64"] } },
+      ['gpu-sandbox:model.extraArgs[1] = "--max-num-seqs 64": is one argument to vLLM, which does not split a flag from its value at a space and would exit; write ["--max-num-seqs", "64"] or "--max-num-seqs=64"']],
     // A YAML block scalar leaves a newline: an empty argument or `--enforce-eager=` would make vLLM exit too.
     ["a vLLM flag with whitespace after it", { ...base, model: { id: "a/b", extraArgs: ["--enforce-eager ", "--enable-prefix-caching\n"] } },
       ['gpu-sandbox:model.extraArgs[0] = "--enforce-eager ": is one argument to vLLM, whitespace included, and vLLM would exit; remove the trailing whitespace: "--enforce-eager"',
