@@ -1,5 +1,5 @@
 import { FakeVllm } from "../test/support/fake-vllm.ts";
-import { commaList, exitOnFailure, mainWithUsage, UsageError } from "./lib/cli.ts";
+import { commaList, exitOnFailure, mainWithUsage, setVariables, UsageError } from "./lib/cli.ts";
 
 const USAGE = `Usage: npm run fake-vllm
 
@@ -27,7 +27,7 @@ Examples:
  */
 export async function serveFakeVllm(given: NodeJS.ProcessEnv = process.env): Promise<FakeVllm> {
   // A variable set but blank (an env file's `FAKE_VLLM_PORT=`) keeps its default, as `npm run shim` does.
-  const env = Object.fromEntries(Object.entries(given).flatMap(([k, v]) => (v === undefined || v.trim() === "" ? [] : [[k, v.trim()]])));
+  const env = setVariables(given);
   const names = commaList(env.FAKE_VLLM_MODELS ?? "qwen2.5-7b")!;
   if (names.length === 0) throw new UsageError(`FAKE_VLLM_MODELS: ${JSON.stringify(given.FAKE_VLLM_MODELS)} names no model; give comma-separated served names, e.g. qwen2.5-7b`);
   const tokens = wholeNumber(env, "FAKE_VLLM_TOKENS", 16, "a whole number of tokens (0 or more)");

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { isIPv6 } from "node:net";
 import { shownUrl } from "../api-shim/src/config.ts";
 import { redactUrl } from "../api-shim/src/store/database-url.ts";
-import { exitOnFailure, mainWithUsage } from "./lib/cli.ts";
+import { exitOnFailure, mainWithUsage, setVariables } from "./lib/cli.ts";
 
 const USAGE = `Usage: npm run shim
 
@@ -36,8 +36,8 @@ Examples:
  * unset, and its own default host is every interface.
  */
 export function devEnvironment(env: NodeJS.ProcessEnv): { env: NodeJS.ProcessEnv; generatedToken: string | null } {
-  const generatedToken = env.SHIM_ADMIN_TOKEN?.trim() ? null : `dev-admin-${randomBytes(16).toString("hex")}`;
-  const set = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v.trim() !== ""));
+  const set = setVariables(env);
+  const generatedToken = set.SHIM_ADMIN_TOKEN ? null : `dev-admin-${randomBytes(16).toString("hex")}`;
   return {
     env: {
       SHIM_UPSTREAM_URL: "http://127.0.0.1:8000/v1",

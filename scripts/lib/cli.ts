@@ -287,3 +287,11 @@ export function networkReason(err: unknown, untrustedAdvice = URL_UNTRUSTED_ADVI
   const reason = (useful.length ? useful : parts).join(": ") || String(err);
   return untrusted ? `${reason}; ${untrustedAdvice}` : reason;
 }
+
+/**
+ * The variables of `env` that are set: a blank one (an env file's `NAME=`) is as unset, so it
+ * keeps its default, and a value's spaces at its ends are not part of it.
+ */
+export function setVariables(env: NodeJS.ProcessEnv): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).flatMap(([k, v]) => (v === undefined || v.trim() === "" ? [] : [[k, v.trim()]])));
+}

@@ -16,7 +16,15 @@ const repo = fileURLToPath(new URL("../..", import.meta.url));
  * directory (with this checkout's dependencies), so an upgrade test makes its database with the
  * code that really made it, and a rollback test opens the upgraded one with it. Tests only.
  */
-export async function previousStores(): Promise<{ SqliteStore: typeof SqliteStoreModule.SqliteStore; PostgresStore: typeof PostgresStoreModule.PostgresStore }> {
+export function previousStores(): Promise<PreviousStores> {
+  // Taken once per test file: each call would extract and import the old sources again.
+  return (loaded ??= load());
+}
+
+type PreviousStores = { SqliteStore: typeof SqliteStoreModule.SqliteStore; PostgresStore: typeof PostgresStoreModule.PostgresStore };
+let loaded: Promise<PreviousStores> | undefined;
+
+async function load(): Promise<PreviousStores> {
   const dir = tempDir("gpu-sandbox-previous-");
   let archive: Buffer;
   try {

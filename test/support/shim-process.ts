@@ -1,9 +1,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
@@ -13,6 +12,7 @@ import { generateKey } from "../../api-shim/src/keys.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "./fake-vllm.ts";
 import { assertNoSecrets } from "./shim-harness.ts";
+import { tempDir } from "./tools.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -210,7 +210,7 @@ export function shimProcessFixture(prefix: string) {
     },
   };
   beforeAll(async () => {
-    f.dir = mkdtempSync(join(tmpdir(), prefix));
+    f.dir = tempDir(prefix); // removed after the file's own afterAll (remove-temp-dirs.ts)
     f.fake = await new FakeVllm({ models: [{ name: "qwen2.5-7b" }] }).start();
     f.env = {
       SHIM_UPSTREAM_URL: f.fake.url,
@@ -222,7 +222,6 @@ export function shimProcessFixture(prefix: string) {
   afterAll(async () => {
     output.killAll();
     await f.fake.close();
-    rmSync(f.dir, { recursive: true, force: true });
     assertNoSecrets(output.lines, [key.key, adminToken]);
   });
   return f;
