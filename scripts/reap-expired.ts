@@ -37,7 +37,8 @@ Exits 1 if a destroy or an export failed, or a stack's outputs could not be read
 of a deployed stack could not be read (a stack with nothing deployed is only reported).
 
   --yes               destroy (default: dry run)
-  --usage-dir <dir>   where usage is saved before a destroy (default: usage/)
+  --usage-dir <dir>   where usage is saved before a destroy (default: usage/; relative to the
+                      repository's root, where npm runs the script)
   --force [<stack>]   destroy even when the usage could not be saved: that stack only (repeat
                       for more), or, without a name, every expired stack; a named stack that
                       is not expired is kept, and a line says so

@@ -18,7 +18,8 @@ the plan: resources, open ports, GPU and cost. Exits 1 when the stack is missing
 
 A render replaces the files an earlier render wrote to the directory (those its MANIFEST.sha256
 lists, and cloud-init.yaml) and touches nothing else there, such as a .env; it refuses, changing
-nothing, a directory holding a file it would write over that no earlier render wrote.`;
+nothing, a directory holding a file it would write over that no earlier render wrote. A relative
+--out starts at the repository's root, where npm runs the script.`;
 
 export interface RenderResult {
   readonly outDir: string;

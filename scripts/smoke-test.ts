@@ -27,7 +27,8 @@ page at a wrong --url) fails its check with its first characters.
   --url <url>            the endpoint's base URL, ending in /v1
   --key <key>            the API key; better: export ${API_KEY_ENV} (keeps it out of shell history)
   --model <name>         the model to use (default: the first one /models lists)
-  --ca <pem file>        trust this CA (tls.mode self-signed: \`pulumi stack output caCertificate\`)
+  --ca <pem file>        trust this CA (tls.mode self-signed: \`pulumi stack output caCertificate\`);
+                         a relative path starts at the repository's root, where npm runs the script
   --timeout-seconds <n>  per request, a streamed answer to its end (1 to 3600; default 60)
 
 Examples:

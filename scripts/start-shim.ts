@@ -13,13 +13,14 @@ server. Every SHIM_* variable of docs/api-shim.md applies; these have developmen
                       including /v1. SHIM_UPSTREAM_API_KEY if that server wants a key.
   SHIM_HOST, SHIM_PORT
                       127.0.0.1 and 8080
-  SHIM_DATABASE_URL   sqlite:./data/shim.db, relative to where you run it: keys, credits and
-                      usage are kept between runs (delete the file to start over)
+  SHIM_DATABASE_URL   sqlite:./data/shim.db: keys, credits and usage are kept between runs
+                      (delete the file to start over)
   SHIM_ADMIN_TOKEN    generated and printed once when unset
   SHIM_CONFIG         a YAML file: prices, tiers, models, bootstrap keys (docs/api-shim.md)
 
 Prints where it listens, the upstream and database URLs (a password in them as ***), an admin
-token and the curl that makes a key. Ctrl-C drains and stops.
+token and the curl that makes a key. Ctrl-C drains and stops. npm runs it in the repository's
+root, wherever you type the command: relative paths (the database, SHIM_CONFIG) start there.
 
 Examples:
   npm run fake-vllm &

@@ -213,8 +213,9 @@ function checkTls(p: Problems, value: unknown, allowedCidrs: readonly string[]):
   }
   if (email !== undefined && !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email)) p.add("tls.email", email, "must be an email address");
   // Let's Encrypt refuses reserved domains (RFC 2606) as an account contact, and certbot would
-  // then retry forever while nginx serves its placeholder certificate.
-  else if (email !== undefined && RESERVED_EMAIL_DOMAIN.test(email)) p.add("tls.email", email, "is at a reserved domain, which Let's Encrypt refuses; use a real address or leave tls.email out");
+  // then retry forever while nginx serves its placeholder certificate. The other modes ignore the
+  // address (the plan warns), so it breaks nothing there.
+  else if (email !== undefined && mode === "letsencrypt" && RESERVED_EMAIL_DOMAIN.test(email)) p.add("tls.email", email, "is at a reserved domain, which Let's Encrypt refuses; use a real address or leave tls.email out");
   // Let's Encrypt checks port 80 from addresses it does not publish, so HTTP-01 only works
   // when port 80 is open to the whole internet.
   if (mode === "letsencrypt" && !allowedCidrs.includes("0.0.0.0/0")) {

@@ -3,6 +3,7 @@
 // would land in shell history and in `ps` output.
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { isAbsolute } from "node:path";
 import * as tls from "node:tls";
 import type { AdminTarget } from "./admin-client.ts";
 import { UsageError } from "./cli.ts";
@@ -22,7 +23,8 @@ export const TARGET_USAGE = `Target (one of):
   --stack <name>             the tenant's stack: URL, admin token and CA from \`pulumi stack output --show-secrets\`
   --url <base URL>           the endpoint (https://host or https://host/v1); the admin token is read from
                              $${ADMIN_TOKEN_ENV}, or from the variable named by --admin-token-env <VAR>
-  --ca <pem file>            trust this CA (tls.mode self-signed) with --url`;
+  --ca <pem file>            trust this CA (tls.mode self-signed) with --url; a relative path is
+                             read from the repository's root, where npm runs the script`;
 
 /** Flags that would put the admin token on the command line, refused with the reason. */
 export const REJECTED_TOKEN_FLAGS: Record<string, string> = {
@@ -130,7 +132,9 @@ export function readCa(file: string): string {
   try {
     pem = readFileSync(file, "utf8");
   } catch (err) {
-    throw new UsageError(`--ca ${file}: ${(err as Error).message}`);
+    // npm runs the script in the repository's root, not where the command was typed.
+    const where = isAbsolute(file) ? "" : ` (a relative path starts at ${process.cwd()}, where npm runs the script)`;
+    throw new UsageError(`--ca ${file}: ${(err as Error).message}${where}`);
   }
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?(-----END CERTIFICATE-----|$)/g) ?? [];
   if (blocks.length === 0) throw new UsageError(`--ca ${file} is not a PEM certificate`);

@@ -249,6 +249,8 @@ describe("the plan that `npm run render` prints", () => {
       [{ tls: { mode: "off" } }, [/^tls\.mode is off and allowedCidrs has a \/0: API keys, prompts and answers cross the internet in cleartext/, adminInClear]],
       [{ tls: { mode: "off" }, allowedCidrs: ["81.2.69.0/24"] }, [adminInClear]],
       [{ tls: { mode: "self-signed", email: "ops@gpu-sandbox.dev" } }, [/^tls\.email is ignored with tls\.mode self-signed: only Let's Encrypt uses it/]],
+      // Only Let's Encrypt refuses a reserved domain: a mode that ignores the address only warns.
+      [{ tls: { mode: "self-signed", email: "ops@example.com" } }, [/^tls\.email is ignored with tls\.mode self-signed/]],
       [{ tls: { mode: "off", domain: "llm.gpu-sandbox.dev", email: "ops@gpu-sandbox.dev" }, allowedCidrs: ["81.2.69.0/24"] },
         [adminInClear, /^tls\.email is ignored with tls\.mode off/, /^tls\.domain is ignored with tls\.mode off: there is no certificate/]],
       [{ tls: { mode: "self-signed", domain: "llm.gpu-sandbox.dev" } }, []],

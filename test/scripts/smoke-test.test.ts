@@ -188,6 +188,8 @@ describe("smoke-test", () => {
     [["--url", "https://example.com/v1", "--timeout-seconds", "0.001"], '--timeout-seconds "0.001" must be a number of seconds from 1 to 3600'],
     [["--url", "https://example.com/v1", "--timeout-seconds", "3601"], '--timeout-seconds "3601" must be a number of seconds from 1 to 3600'],
     [["--url", "https://example.com/v1", "--ca", "/nonexistent/ca.pem"], "--ca /nonexistent/ca.pem: ENOENT"],
+    // npm runs scripts in the repository's root, not where the command was typed: the message says where it looked.
+    [["--url", "https://example.com/v1", "--ca", "no-such-ca.pem"], `(a relative path starts at ${process.cwd()}, where npm runs the script)`],
   ])("%j → exit 1: %s", async (argv, message) => {
     const r = await smoke(argv);
     expect(r.code).toBe(1);
