@@ -17,12 +17,21 @@ import { ShimError } from "./errors.ts";
  *
  * A body's first FREE_BYTES are always taken: ordinary requests (a chat is a few KiB) are never
  * refused by this, however many large ones are in flight.
+ *
+ * And, as the answer budget lets one reader past it (answer-memory.ts), one large body (past
+ * FREE_BYTES) may go past the budget when no other large body is held: so a body up to
+ * SHIM_MAX_BODY_BYTES always gets in on a shim that holds no other large one, even with a max body
+ * set above the budget (limits.maxBodyMb above 64 MiB: every such body was refused, on an idle
+ * shim too, and the SDKs sent it three times). The bodies held stay within the larger of the budget
+ * and one body (plus the small ones).
  */
 export const FREE_BYTES = 64 * 1024;
 
 export class BodyMemory {
   readonly limit: number;
   private used = 0;
+  /** How many of the bodies held are past FREE_BYTES. */
+  private large = 0;
   /** Requests refused for want of room, since the start (a budget too small shows here). */
   refusals = 0;
 
@@ -35,15 +44,22 @@ export class BodyMemory {
     return this.used;
   }
 
-  /** Takes `n` more bytes for a body that holds `held`; false (nothing taken) past the budget. */
+  /**
+   * Takes `n` more bytes for a body that holds `held`; false (nothing taken) past the budget,
+   * unless it is the only large body held.
+   */
   take(held: number, n: number): boolean {
-    if (held + n > FREE_BYTES && this.used + n > this.limit) return false;
+    const wasLarge = held > FREE_BYTES;
+    if (held + n > FREE_BYTES && this.used + n > this.limit && this.large > (wasLarge ? 1 : 0)) return false;
     this.used += n;
+    if (!wasLarge && held + n > FREE_BYTES) this.large++;
     return true;
   }
 
-  give(n: number): void {
-    this.used -= n;
+  /** Gives back every byte of a body that held `held`. */
+  give(held: number): void {
+    this.used -= held;
+    if (held > FREE_BYTES) this.large--;
   }
 
   /** The refusal of a request that would take the budget past its limit. */

@@ -88,6 +88,46 @@ describe("request bodies held by requests in flight", () => {
     expect(Number(last.headers.get("x-credits-remaining"))).toBe(95);
   }, 20_000);
 
+  it("a body larger than SHIM_BODY_MEMORY_BYTES, up to SHIM_MAX_BODY_BYTES, is admitted when no other large body is held (sent whole or chunked); while it is held, other large ones are refused", async () => {
+    upstream = await silentUpstream();
+    h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url, SHIM_BODY_MEMORY_BYTES: String(8 * MiB), SHIM_MAX_BODY_BYTES: String(16 * MiB) } });
+    const { key } = await h.createKey({ credits: 1_000_000 });
+    // An embeddings request of about 12 MiB: over the budget, under the largest body.
+    const big = JSON.stringify({ model: "bge-m3", input: Array.from({ length: 12_600 }, (_, i) => `${i} ` + "word ".repeat(200)) });
+    expect(big.length).toBeGreaterThan(12 * MiB);
+    expect(big.length).toBeLessThan(13 * MiB);
+    // A few chats in flight (small bodies) do not keep it out.
+    const chats = [1, 2].map(() => h!.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 }));
+    await pollUntil(() => upstream!.received() === 2, 10_000, 10);
+    const first = h.post(key, "/v1/embeddings", big);
+    const admitted = await pollUntil(() => upstream!.received() === 3, 10_000, 10);
+    const early = await Promise.race([first.then((r) => r.status), sleep(0).then(() => undefined)]);
+    expect({ admitted, early }).toEqual({ admitted: true, early: undefined });
+
+    // It holds more than the budget: another large body waits its turn (503, retried by the SDKs).
+    for (const body of [big, LARGE]) expect((await h.post(key, "/v1/embeddings", body)).status).toBe(503);
+    upstream.answerAll();
+    for (const r of [await first, ...(await Promise.all(chats))]) expect(r.status).toBe(200);
+    await pollUntil(async () => (await metric(h!, "shim_body_memory_bytes")) === 0, 5_000, 10);
+
+    // Chunked, its bytes counted as they arrive: admitted past the budget too.
+    const bytes = Buffer.from(big);
+    const chunked = fetch(`${h.url}/v1/embeddings`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: new ReadableStream({
+        start(c) {
+          for (let i = 0; i < bytes.length; i += 256 * 1024) c.enqueue(bytes.subarray(i, i + 256 * 1024));
+          c.close();
+        },
+      }),
+      duplex: "half",
+    } as RequestInit);
+    await pollUntil(() => upstream!.received() === 4, 10_000, 10);
+    upstream.answerAll();
+    expect((await chunked).status).toBe(200);
+  }, 30_000);
+
   it("a chunked body is counted as it arrives (refused once past the budget), and a request whose client left still counts while it waits on the upstream", async () => {
     upstream = await silentUpstream();
     h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url, SHIM_BODY_MEMORY_BYTES: String(1.5 * MiB) } });
