@@ -181,6 +181,6 @@ function servingResources(config: TenantConfig): PlannedResource[] {
       command("deploy", "docker compose up -d --build --wait, whenever the bundle, the secrets or the volume's size change"),
     ]),
     { type: "random:index/randomString:RandomString", name: `${t}-deployed`, note: "remembers that the stack was deployed once (output servingDeployed)" },
-    { type: "command:local:Command", name: `${t}-stop-on-destroy`, note: "on destroy: `docker compose down` on the host, before the volume goes" },
+    { type: "command:local:Command", name: `${t}-stop-on-destroy`, note: "on destroy: stops the shim (it drains), then `docker compose down` on the host, before the volume goes" },
   ];
 }

@@ -40,7 +40,8 @@ export interface ServingStackArgs {
  * secrets to `.env` (0600) through stdin, installs the TLS certificate, and runs
  * `docker compose up -d --build --wait` whenever the bundle or the secrets change, then waits
  * until the endpoint answers with the model loaded. Changes of model, keys, prices or limits are
- * applied in place: none of them touches the instance. Destroying it runs `docker compose down`.
+ * applied in place: none of them touches the instance. Destroying it stops the shim (it drains
+ * while nginx relays), then runs `docker compose down` (templates/operator/stop-serving-stack.sh).
  */
 export class ServingStack extends pulumi.ComponentResource {
   /** The OpenAI base URL clients use. */
@@ -111,9 +112,10 @@ export class ServingStack extends pulumi.ComponentResource {
     }, { parent: this, ignoreChanges: deploy ? [] : ["keepers"], dependsOn: deploy ? [deploy] : [] });
     this.servingDeployed = marker.keepers.apply((k) => k?.deployed === "yes");
 
-    // On destroy: `docker compose down` on the host (the shim drains and settles its streams)
-    // before the volume with the ledger goes, since this depends on the volume. Local, with a
-    // best-effort SSH, so an unreachable host never makes a destroy fail and leave the GPU billing.
+    // On destroy: the shim stopped first on the host (it drains and settles its streams while
+    // nginx still relays them), then `docker compose down`, before the volume with the ledger
+    // goes, since this depends on the volume. Local, with a best-effort SSH, so an unreachable
+    // host never makes a destroy fail and leave the GPU billing.
     // Kept without adminCidrs too: a host deployed before they were emptied is still stopped
     // when it can be reached, and dropping this resource would run its delete at once.
     new command.local.Command(`${name}-stop-on-destroy`, {

@@ -182,6 +182,9 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     // bounded) end before Docker's SIGKILL.
     expect(Number(shim.environment.SHIM_DRAIN_TIMEOUT_MS) + SETTLE_AFTER_DRAIN_MS + CLOSE_WAIT_MS + SHUTDOWN_MS).toBeLessThan(parseInt(shim.stop_grace_period, 10) * 1000);
     expect(nginx).toMatchObject({ stop_signal: "SIGQUIT", stop_grace_period: "30s" });
+    // A deploy that recreates the shim leaves nginx running (no `restart: true`, with which Compose
+    // stops a service's dependents before recreating it): the old shim drains while nginx relays.
+    expect(nginx.depends_on).toEqual({ shim: { condition: "service_healthy" } });
   });
 
   it("`docker compose down` stops vLLM last, so what is in flight can finish and be settled (Compose stops dependents first)", () => {

@@ -1,6 +1,7 @@
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
 import { readTemplate } from "../../infra/render/template.ts";
 import { expectOperatorScriptClean } from "../support/operator-scripts.ts";
 import { runTool, tempDir } from "../support/tools.ts";
@@ -30,7 +31,7 @@ function fakeSsh(code: number): { dir: string; record: () => { args: string; key
 }
 
 describe("stopping the stack on destroy", () => {
-  it("runs `docker compose down` on the host over SSH, with the key in a file, not on the command line", () => {
+  it("stops the stack on the host over SSH, with the key in a file, not on the command line", () => {
     const ssh = fakeSsh(0);
     const r = runStop([ssh.dir]);
     expect(r.status).toBe(0);
@@ -38,9 +39,35 @@ describe("stopping the stack on destroy", () => {
     const { args, key } = ssh.record();
     expect(args).toContain("root@192.0.2.10");
     expect(args).toMatch(/^-F \/dev\/null -i \S+ -o IdentitiesOnly=yes /); // not the agent's keys: they would use up the server's tries
-    expect(args).toContain("cd /opt/gpu-sandbox && docker compose down --remove-orphans --timeout 30");
+    expect(args).toContain("cd /opt/gpu-sandbox && ");
     expect(args).not.toContain("test-key-body");
     expect(key).toContain("test-key-body");
+  });
+
+  it("stops the shim first, for its whole grace period, while nginx still relays its streams (it drains and ends them with an error event), then the rest", () => {
+    // An ssh that runs the remote command here, against a `docker` that records its calls.
+    const dir = tempDir();
+    mkdirSync(join(dir, "bin"));
+    mkdirSync(join(dir, "bundle"));
+    writeFileSync(join(dir, "bundle", "compose.yaml"), "services: {}\n");
+    const log = join(dir, "docker.log");
+    writeFileSync(join(dir, "bin", "ssh"), `#!/bin/bash\nexec /bin/bash -c "\${@: -1}"\n`);
+    writeFileSync(join(dir, "bin", "docker"), `#!/bin/bash\nprintf '%s\\n' "$*" >> ${log}\n[ "$2" != stop ] || exit "\${STOP_EXIT:-0}"\n`);
+    chmodSync(join(dir, "bin", "ssh"), 0o755);
+    chmodSync(join(dir, "bin", "docker"), 0o755);
+    const shim = (parse(readTemplate("compose.yaml")) as { services: { shim: { stop_grace_period: string } } }).services.shim;
+    const grace = parseInt(shim.stop_grace_period, 10);
+    expect(shim.stop_grace_period).toBe(`${grace}s`);
+
+    const r = runStop([join(dir, "bin")], { GS_DIR: join(dir, "bundle") });
+    expect(r.status).toBe(0);
+    expect(readFileSync(log, "utf8").trim().split("\n")).toEqual([`compose stop --timeout ${grace} shim`, "compose down --remove-orphans --timeout 30"]);
+
+    // A shim that will not stop (already gone, say) does not keep the rest running.
+    writeFileSync(log, "");
+    const failed = runStop([join(dir, "bin")], { GS_DIR: join(dir, "bundle"), STOP_EXIT: "1" });
+    expect(failed.status).toBe(0);
+    expect(readFileSync(log, "utf8")).toContain("compose down --remove-orphans --timeout 30");
   });
 
   it("never fails the destroy: an unreachable host or a missing ssh client only warns", () => {
