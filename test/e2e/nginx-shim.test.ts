@@ -125,6 +125,30 @@ describe("through nginx over HTTPS", () => {
     }
   });
 
+  it("answers a URI too long for its buffers, its internal error pages asked for from outside and a missing ACME token in JSON too (not nginx's HTML 414 and 404)", async () => {
+    const cases: [string, number, string][] = [
+      [`${base}/v1/models?q=${"a".repeat(9000)}`, 414, "uri_too_long"], // a request line over nginx's 8 KiB buffer
+      [`${base}/_gpu_sandbox/errors/400`, 404, "not_found"],
+      [`${base}/_gpu_sandbox/errors/414`, 404, "not_found"],
+      [`http://localhost:${NGINX_HTTP_PORT}/_gpu_sandbox/errors/505`, 404, "not_found"],
+      [`http://localhost:${NGINX_HTTP_PORT}/.well-known/acme-challenge/nope`, 404, "not_found"],
+      [`http://localhost:${NGINX_HTTP_PORT}/.well-known/acme-challenge/`, 404, "not_found"],
+    ];
+    for (const [url, status, code] of cases) {
+      const res = await fetch(url, { redirect: "manual" });
+      const what = url.slice(0, 60);
+      expect(res.status, what).toBe(status);
+      expect(res.headers.get("content-type"), what).toBe("application/json");
+      expect(res.headers.get("x-request-id"), what).toMatch(/^[0-9a-f]{32}$/);
+      if (url.startsWith("https:")) expect(res.headers.get("strict-transport-security"), what).toBe("max-age=63072000");
+      expect(((await res.json()) as { error: unknown }).error, what).toMatchObject({ type: "invalid_request_error", param: null, code });
+    }
+    // The same over a raw connection, as an HTTP/1.1 client sends it.
+    const answer = await rawHttps(`GET /v1/models?q=${"a".repeat(9000)} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
+    expect(answer.split("\r\n")[0]).toMatch(/^HTTP\/1\.1 414 /);
+    expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)).error.code).toBe("uri_too_long");
+  });
+
   it("writes only valid JSON lines to its access log, a request it never answered (status 000) included", async () => {
     // An HTTP/2 client whose headers exceed nginx's buffers: nginx ends the session (ENHANCE_YOUR_CALM)
     // and logs the request with $status 000.
