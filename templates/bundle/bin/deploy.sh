@@ -141,6 +141,12 @@ if [ -n "$new" ]; then
 fi
 
 cd "$dest"
+# Compose recreates each service whose definition (or mounted bundle files' label) changed, in
+# dependency order, and leaves the others running: a recreated shim drains (up to 23 s) while
+# nginx still relays; a recreated nginx (its configuration changed) gives its requests in flight
+# 30 s, and a stream still running then is cut (docs/serving.md). nginx is recreated, not
+# reloaded: its nginx.conf is a file mounted from the bundle installed before, which the swap
+# above replaced by a new file the running container does not see.
 log "docker compose up -d --build --wait (the first start downloads the model and can take many minutes)"
 SECONDS=0
 docker compose up -d --build --remove-orphans --wait --wait-timeout "$timeout" &
