@@ -249,6 +249,29 @@ describe("PostgresStore", () => {
     expect(await pollUntil(() => released.reduce((a, n) => a + n, 0) === 1)).toBe(true);
   });
 
+  it("a copy of the database on the same server (pg_dump | psql into a staging database) has its copied holds swept: the source's running replicas hold their liveness locks in the source only", async () => {
+    await store.createKey(newKey("k", 10));
+    await store.reserve({ reservationId: "copied", keyId: "k", amount: 4, at: 1 });
+    const copy = await server.newDatabase();
+    // The copy: the key with its hold and the hold's row, owned by `store`, which runs on the source.
+    const staging = await PostgresStore.open(copy, { sweepGraceMs: 0 });
+    open.push(staging);
+    await staging.createKey(newKey("k", 10));
+    await staging.reserve({ reservationId: "copied", keyId: "k", amount: 4, at: 1 });
+    const c = new pg.Client({ connectionString: copy });
+    await c.connect();
+    try {
+      await c.query("UPDATE reservations SET owner = $1", [store.owner]);
+    } finally {
+      await c.end();
+    }
+    expect(await staging.releaseStaleReservations()).toBe(1);
+    expect(await staging.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
+    // The source's hold is its live replica's.
+    expect(await store.releaseStaleReservations()).toBe(0);
+    expect((await store.getKey("k"))!.held).toBe(4);
+  });
+
   it("bootstrap keys are created and granted once when replicas start together", async () => {
     const other = await replica();
     const results = await Promise.all([store.ensureBootstrapKey(newKey("boot", 100)), other.ensureBootstrapKey(newKey("boot", 100))]);

@@ -2,8 +2,13 @@ import type pg from "pg";
 import { LOCK_CLASS } from "./postgres-migrations.ts";
 import { IS_READ_ONLY } from "./postgres-sql.ts";
 
-/** The live owners: those whose advisory lock (LOCK_CLASS, owner) a session holds (see takeOwnerLock). */
-const LIVE = "SELECT objid::bigint AS owner FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid AND objsubid = 2 AND granted";
+/**
+ * The live owners: those whose advisory lock (LOCK_CLASS, owner) a session holds (see
+ * takeOwnerLock) in this database. pg_locks shows the whole server's: a lock held in another
+ * database (the source of a copy made with pg_dump | psql, still running) is no replica of this one.
+ */
+const LIVE = `SELECT objid::bigint AS owner FROM pg_locks WHERE locktype = 'advisory' AND classid = $1::bigint::oid AND objsubid = 2 AND granted
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`;
 /**
  * Whether the database takes no writes (READ_ONLY), and whether owner $2's liveness lock is held
  * on it: a replica whose liveness session reached another server than its pool (a failover, a DNS
