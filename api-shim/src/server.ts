@@ -13,7 +13,7 @@ import type { UsageIndexOutcome } from "./store/postgres-usage-index.ts";
 import type { CheckpointFailure } from "./store/sqlite-checkpointer.ts";
 import { failureHint } from "./store/sqlite-failures.ts";
 import { SqliteInUseError } from "./store/sqlite-owner.ts";
-import { BootstrapIdTakenError, type GrantRefusal, NewerSchemaError, SchemaOwnerNeededError, type Store } from "./store/store.ts";
+import { BootstrapIdTakenError, type GrantRefusal, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, type Store } from "./store/store.ts";
 import { createUpstream } from "./upstream.ts";
 
 /**
@@ -134,7 +134,7 @@ async function main(): Promise<void> {
     }
   } catch (e) {
     // Not failures a restart fixes: said as they are, once per start.
-    if (e instanceof SqliteInUseError || e instanceof NewerSchemaError || e instanceof SchemaOwnerNeededError || e instanceof BootstrapIdTakenError) {
+    if (e instanceof SqliteInUseError || e instanceof NewerSchemaError || e instanceof SchemaOwnerNeededError || e instanceof SessionSettingsError || e instanceof BootstrapIdTakenError) {
       logger.error(e.message);
       exitNow(1);
       return;

@@ -9,9 +9,10 @@ import { reportSql } from "../../api-shim/src/store/postgres-reports.ts";
 import { UsageIndexBuild, type UsageIndexOutcome } from "../../api-shim/src/store/postgres-usage-index.ts";
 import { Turns } from "../../api-shim/src/store/turns.ts";
 import { PostgresStore, type PostgresStoreOptions, SHUTDOWN_MS } from "../../api-shim/src/store/postgres-store.ts";
-import { ClientLeftError, SchemaOwnerNeededError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
+import { ClientLeftError, SchemaOwnerNeededError, SessionSettingsError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { type FrozenProxy, frozenProxy } from "../support/frozen-proxy.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
+import { type RunningPgbouncer, startPgbouncer } from "../support/pgbouncer.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { previousStores } from "../support/previous-version.ts";
 import { ShimStartError, spawnShim, writeProcessConfig } from "../support/shim-process.ts";
@@ -796,20 +797,104 @@ describe("PostgresStore", () => {
     });
   });
 
+  /** A setting as SHOW gives it on `c`'s session. */
+  const show = async (c: pg.Pool | pg.ClientBase, setting: string) => Object.values((await c.query(`SHOW ${setting}`)).rows[0] as object)[0];
+  /** The store's own settings on a replica's request sessions (its pool) and on its liveness session. */
+  const settingsOf = async (s: PostgresStore) => {
+    const { pool, lock } = s as unknown as { pool: pg.Pool; lock: pg.Client };
+    const read = async (c: pg.Pool | pg.Client, names: string[]) => {
+      const values: Record<string, unknown> = {};
+      for (const n of names) values[n] = await show(c, n); // one at a time: `lock` is one connection
+      return values;
+    };
+    const keepalives = ["tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count"];
+    return {
+      pool: await read(pool, ["statement_timeout", "synchronous_commit", "idle_in_transaction_session_timeout", ...keepalives]),
+      lock: await read(lock, keepalives),
+    };
+  };
+  const STORE_SETTINGS = {
+    pool: { statement_timeout: "5s", synchronous_commit: "off", idle_in_transaction_session_timeout: "5s", tcp_keepalives_idle: "10", tcp_keepalives_interval: "5", tcp_keepalives_count: "3" },
+    lock: { tcp_keepalives_idle: "10", tcp_keepalives_interval: "5", tcp_keepalives_count: "3" },
+  };
+
   it("reads SHIM_DATABASE_URL as libpq does: an 'options' parameter keeps the store's own settings; the liveness session has short server keepalives", async () => {
     const s = await PostgresStore.open(`${url}?options=-c%20search_path%3Dpublic`);
     open.push(s);
     const { pool, lock } = s as unknown as { pool: pg.Pool; lock: pg.Client };
-    const show = async (c: pg.Pool | pg.Client, setting: string) => Object.values((await c.query(`SHOW ${setting}`)).rows[0] as object)[0];
     // pg let the URL's options replace the store's: no statement timeout, synchronous commits.
-    expect([await show(pool, "statement_timeout"), await show(pool, "synchronous_commit"), await show(pool, "search_path")]).toEqual(["5s", "off", "public"]);
     // A replica whose host dies silently must lose its lock (and so its holds) in seconds, not
-    // after Linux's two-hour keepalive.
-    expect([await show(lock, "tcp_keepalives_idle"), await show(lock, "tcp_keepalives_interval"), await show(lock, "tcp_keepalives_count")]).toEqual(["10", "5", "3"]);
-    expect(await show(lock, "search_path")).toBe("public");
-    // Nor may a request session that died inside a transaction (a top-up holds the key's row)
-    // keep its locks that long: every replica's requests for that key would wait and fail.
-    expect([await show(pool, "idle_in_transaction_session_timeout"), await show(pool, "tcp_keepalives_idle"), await show(pool, "tcp_keepalives_count")]).toEqual(["5s", "10", "3"]);
+    // after Linux's two-hour keepalive. Nor may a request session that died inside a transaction
+    // (a top-up holds the key's row) keep its locks that long: every replica's requests for that
+    // key would wait and fail.
+    expect(await settingsOf(s)).toEqual(STORE_SETTINGS);
+    expect([await show(pool, "search_path"), await show(lock, "search_path")]).toEqual(["public", "public"]);
+  });
+
+  it("over the server's Unix socket (where TCP keepalives do not apply and read 0) starts, its other settings in effect", async () => {
+    const s = await PostgresStore.open(`postgres://shim@/${new URL(url).pathname.slice(1)}?host=${server.socketDir}&port=${server.port}`);
+    open.push(s);
+    const zero = { tcp_keepalives_idle: "0", tcp_keepalives_interval: "0", tcp_keepalives_count: "0" };
+    expect(await settingsOf(s)).toEqual({ pool: { ...STORE_SETTINGS.pool, ...zero }, lock: zero });
+  });
+
+  describe("through PgBouncer (Debian 12's 1.18)", () => {
+    let bouncers: Record<"session" | "ignoring" | "transaction", RunningPgbouncer>;
+    beforeAll(async () => {
+      bouncers = {
+        session: await startPgbouncer(server, { pool_mode: "session" }),
+        // The usual workaround for drivers that send `options` at connection: it is dropped.
+        ignoring: await startPgbouncer(server, { pool_mode: "session", ignore_startup_parameters: "options" }),
+        transaction: await startPgbouncer(server, { pool_mode: "transaction" }),
+      };
+    }, 30_000);
+    afterAll(() => Promise.all(Object.values(bouncers ?? {}).map((b) => b.stop())));
+    const via = (bouncer: RunningPgbouncer, database = url) => bouncer.url(new URL(database).pathname.slice(1));
+
+    it("in session mode, which refuses the startup parameter 'options', the store starts and serves, its sessions with its settings", async () => {
+      const s = await PostgresStore.open(via(bouncers.session));
+      open.push(s);
+      expect(await settingsOf(s)).toEqual(STORE_SETTINGS);
+      await s.createKey(newKey("k", 2));
+      expect((await s.reserve({ reservationId: "r", keyId: "k", amount: 2, at: 1 })).ok).toBe(true);
+      expect(await s.settle({ reservationId: "r", keyId: "k", hold: 2, cost: 1, usage: usage("k", "q", 1) })).toEqual({ available: 1, charged: 1 });
+    });
+
+    it("in session mode with ignore_startup_parameters = options (what is sent at connection is dropped), its settings are in effect all the same, also on a liveness session taken back after a cut", async () => {
+      const s = await PostgresStore.open(via(bouncers.ignoring), { retryMs: 100 });
+      open.push(s);
+      expect(await settingsOf(s)).toEqual(STORE_SETTINGS);
+      const before = s.owner;
+      await cutLiveness(before);
+      expect(await pollUntil(() => s.owner !== before && (s as unknown as { lock: pg.Client | null }).lock !== null)).toBe(true);
+      expect((await settingsOf(s)).lock).toEqual(STORE_SETTINGS.lock);
+    });
+
+    it("in transaction mode, the store refuses to start, naming the setting its connection did not keep, and writes nothing; the shim says so and exits 1", async () => {
+      const fresh = await server.newDatabase();
+      const refused = await PostgresStore.open(via(bouncers.transaction, fresh)).then((s) => (open.push(s), null), (e: unknown) => e);
+      expect(refused).toBeInstanceOf(SessionSettingsError);
+      const message = (refused as Error).message;
+      expect(message).toMatch(/^the database connections do not keep their server sessions: .*\btcp_keepalives_idle is \d+ on the liveness connection, not 10\b/);
+      expect(message).toMatch(/pool_mode = session/);
+      const tables = new pg.Client({ connectionString: fresh });
+      await tables.connect();
+      try {
+        expect((await tables.query("SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public'")).rows).toEqual([{ n: 0 }]);
+      } finally {
+        await tables.end();
+      }
+      const dir = tempDir();
+      const failed = await spawnShim({
+        SHIM_UPSTREAM_URL: "http://127.0.0.1:62250/v1",
+        SHIM_DATABASE_URL: via(bouncers.transaction, fresh),
+        SHIM_CONFIG: writeProcessConfig(dir, generateKey(), [{ name: "qwen2.5-7b", maxModelLen: 4096 }]),
+        SHIM_ADMIN_TOKEN: `adm-${generateKey().key}`,
+      }).catch((e: unknown) => e);
+      if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
+      expect(failed.exit).toEqual({ code: 1, signal: null });
+      expect(failed.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50).map((l) => l.msg)).toEqual([expect.stringMatching(/^the database connections do not keep their server sessions: .*pool_mode = session/)]);
+    });
   });
 
   it("a usage report over a large ledger is not held to the request path's statement bound", { timeout: 60_000 }, async () => {
@@ -929,7 +1014,7 @@ describe("PostgresStore", () => {
       const proxy = await frozenProxy(url);
       try {
         const told: UsageIndexOutcome[] = [];
-        const build = new UsageIndexBuild({ connectionString: proxy.url, connectionTimeoutMillis: 2000, query_timeout: 1500 }, new OpenConnections(), (o) => told.push(o));
+        const build = new UsageIndexBuild({ config: { connectionString: proxy.url, connectionTimeoutMillis: 2000, query_timeout: 1500 }, settings: {} }, new OpenConnections(), (o) => told.push(o));
         await new Promise((r) => setTimeout(r, 1000)); // it polls for the lock
         proxy.cutOpen(); // its connection is gone without a word; a new one would work
         await admin.query("SELECT pg_advisory_unlock($1, 0)", [LOCK_CLASS + 1]); // the other replica went away
@@ -944,7 +1029,7 @@ describe("PostgresStore", () => {
     it("a refused connection (a database restarting) is a failure that passes: tried again within seconds, not an hour later", async () => {
       const refused = `postgres://shim@127.0.0.1:${await freePort()}/x`; // nothing listens there
       const told: UsageIndexOutcome[] = [];
-      const build = new UsageIndexBuild({ connectionString: refused, connectionTimeoutMillis: 2000 }, new OpenConnections(), (o) => told.push(o));
+      const build = new UsageIndexBuild({ config: { connectionString: refused, connectionTimeoutMillis: 2000 }, settings: {} }, new OpenConnections(), (o) => told.push(o));
       const pool = new pg.Pool({ connectionString: refused });
       try {
         expect(await pollUntil(() => told.length > 0, 5000, 20)).toBe(true);
@@ -973,7 +1058,7 @@ describe("PostgresStore", () => {
           return end();
         };
       };
-      build = new UsageIndexBuild({ connectionString: bare, connectionTimeoutMillis: 2000, query_timeout: 3000 }, connections, (o) => told.push({ kind: o.kind, afterStop: stopping !== undefined }));
+      build = new UsageIndexBuild({ config: { connectionString: bare, connectionTimeoutMillis: 2000, query_timeout: 3000 }, settings: {} }, connections, (o) => told.push({ kind: o.kind, afterStop: stopping !== undefined }));
       try {
         expect(await pollUntil(() => stopping !== undefined, 10_000, 10)).toBe(true);
         await stopping;

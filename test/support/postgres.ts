@@ -16,6 +16,9 @@ import { freePort } from "./tools.ts";
  * it), as the other real programs do.
  */
 export interface RunningPostgres {
+  /** Its TCP port on 127.0.0.1, and the directory of its Unix socket. */
+  port: number;
+  socketDir: string;
   /** postgres://shim@127.0.0.1:<port>/<database> of a new, empty database. */
   newDatabase(): Promise<string>;
   /** Stops the server, as a crash would (`immediate`), keeping its data: `start()` brings it back. */
@@ -32,7 +35,8 @@ export interface Standby {
   stop(): void;
 }
 
-const USER = "shim";
+/** The server's user and database owner (trust authentication). */
+export const USER = "shim";
 
 function binDir(): string {
   const root = "/usr/lib/postgresql";
@@ -42,7 +46,7 @@ function binDir(): string {
 }
 
 /** A temporary directory the server's user owns (`postgres` when running as root). */
-function serverDir(prefix: string): string {
+export function serverDir(prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   if (process.getuid?.() === 0) {
     const id = spawnSync("id", ["-u", "postgres"], { encoding: "utf8" });
@@ -52,19 +56,24 @@ function serverDir(prefix: string): string {
   return dir;
 }
 
+/**
+ * Runs a server program to its end, as the `postgres` user when running as root (PostgreSQL and
+ * PgBouncer refuse root); throws with its output and the end of `log` when it fails.
+ */
+export function runAsServer(program: string, args: string[], log: string): void {
+  const [cmd, argv] = process.getuid?.() === 0 ? ["runuser", ["-u", "postgres", "--", program, ...args]] : [program, args];
+  const r = spawnSync(cmd, argv, { encoding: "utf8", timeout: 60_000 });
+  if (r.status !== 0) {
+    const tail = existsSync(log) ? readFileSync(log, "utf8").slice(-2000) : "";
+    throw new Error(`${program} failed (${r.status}): ${r.stderr || r.stdout}${tail ? `\nlog:\n${tail}` : ""}`);
+  }
+}
+
 export async function startPostgres(): Promise<RunningPostgres> {
   const bin = binDir();
   const dir = serverDir("shim-pg-");
   const data = join(dir, "data");
-  const asRoot = process.getuid?.() === 0;
-  const run = (program: string, args: string[]) => {
-    const [cmd, argv] = asRoot ? ["runuser", ["-u", "postgres", "--", join(bin, program), ...args]] : [join(bin, program), args];
-    const r = spawnSync(cmd, argv, { encoding: "utf8", timeout: 60_000 });
-    if (r.status !== 0) {
-      const log = existsSync(join(dir, "server.log")) ? readFileSync(join(dir, "server.log"), "utf8").slice(-2000) : "";
-      throw new Error(`${program} failed (${r.status}): ${r.stderr || r.stdout}${log ? `\nserver log:\n${log}` : ""}`);
-    }
-  };
+  const run = (program: string, args: string[]) => runAsServer(join(bin, program), args, join(dir, "server.log"));
   run("initdb", ["-D", data, "-U", USER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
   const port = await freePort();
   const settingsAt = (p: number, socketDir: string) => [
@@ -79,6 +88,8 @@ export async function startPostgres(): Promise<RunningPostgres> {
   let n = 0;
   const base = `postgres://${USER}@127.0.0.1:${port}`;
   return {
+    port,
+    socketDir: dir,
     async newDatabase() {
       const name = `t${process.pid}_${++n}`;
       const admin = new pg.Client({ connectionString: `${base}/postgres` });

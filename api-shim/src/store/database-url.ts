@@ -46,9 +46,10 @@ function checkDriverReads(url: string): void {
 }
 
 /**
- * Parameters the store sets itself, which pg would let the URL's replace (it sends them as session
- * settings after the store's `options`, or, query_timeout, takes them as its own client bound):
- * `?statement_timeout=0` gave the request sessions no bound at all.
+ * Parameters the store sets itself, which the URL's would contradict: pg sends them at connection,
+ * where the store's SETs replace them (postgres-sessions.ts; before those, `?statement_timeout=0`
+ * gave the request sessions no bound at all), or, query_timeout, takes it as its own client bound.
+ * Refused rather than ignored in silence.
  */
 const STORE_SETTINGS: Record<string, string> = {
   statement_timeout: "its bound on each statement (5 s on the request path)",
@@ -146,9 +147,9 @@ const STAND_IN_AUTHORITY = new RegExp(`^(postgres(?:ql)?://[^/?#]*?)${STAND_IN_H
 /**
  * SHIM_DATABASE_URL for the driver. `sslmode` is read as libpq reads it (pg on its own takes
  * `require` as `verify-full`, refusing a server `psql` reaches with the same URL), and a libpq
- * `options` parameter is taken out to be joined with the store's own (pg would let the URL's
- * replace them: no statement timeout, synchronous commits). The settings pg sends apart from
- * `options` are refused at start instead (notLikeLibpq).
+ * `options` parameter is taken out, for the store to send at connection (postgres-sessions.ts; its
+ * own settings are SET after it, so they win). The settings pg sends apart from `options` are
+ * refused at start instead (notLikeLibpq).
  */
 export function driverUrl(url: string): { connectionString: string; urlOptions: string } {
   // As pg does: libpq's host-less form is parsed with a stand-in host, taken out of the authority after.

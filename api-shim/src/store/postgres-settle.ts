@@ -1,6 +1,7 @@
 import pg from "pg";
 import type { OpenConnections } from "./postgres-connections.ts";
 import { inTransaction } from "./postgres-client.ts";
+import { connectSession, type StoreSession } from "./postgres-sessions.ts";
 import { AVAILABLE, LOCK_KEY, SETTLE, SETTLE_UNRESERVED, SETTLED } from "./postgres-sql.ts";
 import type { SettleInput } from "./store.ts";
 
@@ -26,12 +27,12 @@ export async function settleOn(q: Queryable, input: SettleInput, mine: boolean):
  * row and answers with what it charged; if not, this makes it. Either way the client gets its
  * answer, charged once (settleAgainOn).
  */
-export async function settleAfresh(session: pg.ClientConfig, connections: OpenConnections, input: SettleInput, mine: boolean): Promise<Settled> {
-  const c = new pg.Client(session);
+export async function settleAfresh(session: StoreSession, connections: OpenConnections, input: SettleInput, mine: boolean): Promise<Settled> {
+  const c = new pg.Client(session.config);
   c.on("error", () => {});
   connections.add(c);
   try {
-    await c.connect();
+    await connectSession(c, session.settings);
     return await settleAgainOn(c, input, mine);
   } finally {
     c.end().catch(() => {});

@@ -8,7 +8,7 @@ import { neverSent, NotSentError, READ_ONLY_CODE, ReadOnlyError, refusedByServer
 import { durableTransaction, inTransaction, KEY_COLUMNS, onPooled, keyById, type KeyRow, toKey } from "./postgres-client.ts";
 import type { PostgresStoreOptions } from "./postgres-options.ts";
 import { UsageReports } from "./postgres-reports.ts";
-import { sessionSettings } from "./postgres-sessions.ts";
+import { applySettings, checkSessions, connectSession, sessionSettings, type StoreSession } from "./postgres-sessions.ts";
 import { settleAfresh, settleOn } from "./postgres-settle.ts";
 import { ADOPT_HOLDS, READY, StaleOwners, SWEEP_GRACE_MS } from "./postgres-sweep.ts";
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
@@ -17,7 +17,7 @@ import type {
   AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
 } from "./store.ts";
-import { asStoreError, NewerSchemaError, SchemaOwnerNeededError, StoreUnavailableError } from "./store.ts";
+import { asStoreError, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, StoreUnavailableError } from "./store.ts";
 
 export type { PostgresStoreOptions } from "./postgres-options.ts";
 
@@ -68,9 +68,9 @@ export class PostgresStore implements Store {
 
   private readonly pool: pg.Pool;
   /** The pool's session settings, for a connection of its own (settleAfresh). */
-  private readonly session: pg.ClientConfig;
+  private readonly session: StoreSession;
   /** The liveness connection's settings, to take the lock again. */
-  private readonly connection: pg.ClientConfig;
+  private readonly connection: StoreSession;
   private readonly retryMs: number;
   /** The connection holding this replica's advisory lock; null while it is being re-taken. */
   private lock: pg.Client | null;
@@ -79,7 +79,7 @@ export class PostgresStore implements Store {
   /** The newest id, taken by a relock still moving the holds in flight to it, or `owner` (adoptIfRelocked). */
   private newest: number;
 
-  private constructor(pool: pg.Pool, session: pg.ClientConfig, connection: pg.ClientConfig, lock: pg.Client, owner: number, connections: OpenConnections, options: PostgresStoreOptions, timeoutMs: number) {
+  private constructor(pool: pg.Pool, session: StoreSession, connection: StoreSession, lock: pg.Client, owner: number, connections: OpenConnections, options: PostgresStoreOptions, timeoutMs: number) {
     this.connections = connections;
     this.options = options;
     this.pool = pool;
@@ -96,17 +96,19 @@ export class PostgresStore implements Store {
   static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
     const timeoutMs = options.timeoutMs ?? 5000;
     const { session, connection } = sessionSettings(url, timeoutMs);
-    const pool = new pg.Pool({ ...session, max: options.poolSize ?? 10 });
-    pool.on("error", () => {}); // an idle connection that broke is dropped; the next query says what is wrong
     const connections = new OpenConnections();
-    pool.on("connect", (c) => connections.add(c));
-    const lock = new pg.Client(connection);
+    // Each new connection's settings before its first query (a failure is that query's).
+    const onConnect = (c: pg.ClientBase) => (connections.add(c as pg.Client), applySettings(c, session.settings));
+    const pool = new pg.Pool({ ...session.config, max: options.poolSize ?? 10, onConnect });
+    pool.on("error", () => {}); // an idle connection that broke is dropped; the next query says what is wrong
+    const lock = new pg.Client(connection.config);
     connections.add(lock);
     lock.on("error", () => {}); // until watch(): a failed start is reported by the rejection below
     try {
-      await lock.connect();
+      await connectSession(lock, connection.settings);
       // A standby (or a read-only default) answers reads and takes the lock, then fails every hold.
       if ((await lock.query<{ read_only: boolean }>(READ_ONLY)).rows[0]!.read_only) throw new ReadOnlyError();
+      await checkSessions(pool, session.settings, lock, connection.settings);
       await inTransaction(lock, () => migratePg(lock));
       const owner = await takeOwnerLock(lock);
       const store = new PostgresStore(pool, session, connection, lock, owner, connections, options, timeoutMs);
@@ -117,7 +119,7 @@ export class PostgresStore implements Store {
     } catch (e) {
       await lock.end().catch(() => {});
       await pool.end().catch(() => {});
-      throw e instanceof NewerSchemaError || e instanceof SchemaOwnerNeededError ? e : new StoreUnavailableError(e);
+      throw e instanceof NewerSchemaError || e instanceof SchemaOwnerNeededError || e instanceof SessionSettingsError ? e : new StoreUnavailableError(e);
     }
   }
 
@@ -155,11 +157,11 @@ export class PostgresStore implements Store {
    */
   private async relock(): Promise<void> {
     if (this.closing) return;
-    const c = new pg.Client(this.connection);
+    const c = new pg.Client(this.connection.config);
     c.on("error", () => {});
     this.connections.add(c);
     try {
-      await c.connect();
+      await connectSession(c, this.connection.settings);
       // A DNS name that still points at the old primary, now a standby: not there (as at the start).
       if ((await c.query<{ read_only: boolean }>(IN_RECOVERY)).rows[0]!.read_only) throw new ReadOnlyError();
       const owner = await takeOwnerLock(c);

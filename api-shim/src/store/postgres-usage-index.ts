@@ -2,6 +2,7 @@ import pg from "pg";
 import { cutSocket, type OpenConnections } from "./postgres-connections.ts";
 import { NOT_PERMITTED_CODE } from "./postgres-failures.ts";
 import { LOCK_CLASS } from "./postgres-migrations.ts";
+import { connectSession, type StoreSession } from "./postgres-sessions.ts";
 
 /** What became of a replica's try at the usage rows' time index, for the log. */
 export type UsageIndexOutcome =
@@ -67,14 +68,14 @@ export class UsageIndexBuild {
   private pid: number | undefined;
   /** Ends the current wait between tries. */
   private wake: () => void = () => {};
-  private readonly connection: pg.ClientConfig;
+  private readonly connection: StoreSession;
   private readonly connections: OpenConnections;
 
   /**
    * `connection`: the liveness connection's settings (no statement bound on the server);
    * `connections`: the store's, so a shutdown the database does not answer cuts this one too.
    */
-  constructor(connection: pg.ClientConfig, connections: OpenConnections, listener: UsageIndexListener = () => {}) {
+  constructor(connection: StoreSession, connections: OpenConnections, listener: UsageIndexListener = () => {}) {
     this.connection = connection;
     this.connections = connections;
     this.outcome = this.tries(listener);
@@ -101,15 +102,16 @@ export class UsageIndexBuild {
     // No client-side bound on the build (it takes as long as the ledger needs): the short
     // statements below carry the store's own (`bounded`), and keepalives end a connection cut
     // silently during the build.
-    const c = new pg.Client({ ...this.connection, query_timeout: undefined, keepAlive: true, keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS });
+    const { config, settings } = this.connection;
+    const c = new pg.Client({ ...config, query_timeout: undefined, keepAlive: true, keepAliveInitialDelayMillis: KEEPALIVE_DELAY_MS });
     const bounded = <R extends pg.QueryResultRow>(text: string, values: unknown[] = []) =>
-      c.query<R>({ text, values, query_timeout: this.connection.query_timeout } as pg.QueryConfig);
+      c.query<R>({ text, values, query_timeout: config.query_timeout } as pg.QueryConfig);
     this.client = c;
     this.connections.add(c);
     c.on("error", () => {}); // the query that was running says what went wrong
     let failed = false;
     try {
-      this.connecting = c.connect();
+      this.connecting = connectSession(c, settings, config.query_timeout);
       await this.connecting;
       // The server's own id of the session, to cancel its build (behind a pooler, the driver's
       // processID is the pooler's).

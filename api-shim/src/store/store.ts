@@ -278,6 +278,19 @@ export class SchemaOwnerNeededError extends Error {
 }
 
 /**
+ * The Postgres store's connections do not keep their server sessions (the settings it SETs on
+ * them, its liveness lock): a pooler in transaction mode between the shim and PostgreSQL
+ * (postgres-sessions.ts's checkSessions). The start fails naming what was not kept; a restart
+ * cannot fix it.
+ */
+export class SessionSettingsError extends Error {
+  constructor(faults: readonly string[]) {
+    super(`the database connections do not keep their server sessions: ${faults.join("; ")}. The store needs its settings (statement bound, asynchronous commit, keepalives) and its liveness lock to stay with each connection: connect to PostgreSQL itself or through a pooler in session mode (PgBouncer: pool_mode = session), not transaction mode`);
+    this.name = "SessionSettingsError";
+  }
+}
+
+/**
  * A bootstrap key has the id of a key made with the admin API (store.ensureBootstrapKey's
  * `adminKey`): that key is left as it is, and the shim refuses to start rather than serve
  * without the configured one (its holder would get 401s). A restart cannot fix it.
