@@ -30,11 +30,11 @@ export interface InferenceRequest {
   /** The prompt is `messages` rendered by the model's chat template (chat, and vLLM's chat-style embeddings). */
   templated: boolean;
   /**
-   * The prompt's tokens are not bounded by the body's bytes: messages carry non-text parts
-   * (images, audio, video), or the request brings its own chat template, which can expand a few
-   * bytes into any number of tokens.
+   * The parts of the prompt whose tokens the body's bytes do not bound: each non-text content part
+   * of each message (an image, audio, video), and one for a chat template the request brings,
+   * which can expand a few bytes into any number of tokens. 0: the bytes bound the prompt.
    */
-  unboundedPrompt: boolean;
+  unboundedParts: number;
   /**
    * Bytes of JSON the chat template prints again, less compactly (tools, documents, earlier tool
    * calls' arguments): each may become up to RENDERED_JSON_TOKENS_PER_BYTE tokens. 0 when none.
@@ -134,7 +134,7 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     n,
     outputs: kind === "embeddings" ? 0 : prompts * n,
     templated,
-    unboundedPrompt: templated && (hasMediaParts(b.messages) || bringsChatTemplate(b)),
+    unboundedParts: templated ? mediaParts(b.messages) + (bringsChatTemplate(b) ? 1 : 0) : 0,
     renderedJsonBytes: templated ? renderedJsonBytes(b) : 0,
     promptMayExceedContext: kind === "embeddings",
     clientWantsUsage: wantsUsage,
@@ -161,15 +161,18 @@ export function refuseNonTextPrompt(body: Record<string, unknown>, model: string
 }
 
 /**
- * Whether any message's content is a list with a part that is not text. Unknown part types count
- * as media: a hold too large is only a hold, one too small undercharges (the cost is capped by it).
+ * The parts that are not text in the messages' contents (those that are lists). Unknown part types
+ * count as media: a hold too large is only a hold, one too small undercharges (the cost is capped by it).
  */
-function hasMediaParts(messages: unknown): boolean {
-  if (!Array.isArray(messages)) return false;
-  return messages.some((m) => {
+function mediaParts(messages: unknown): number {
+  if (!Array.isArray(messages)) return 0;
+  let count = 0;
+  for (const m of messages) {
     const content = m !== null && typeof m === "object" ? (m as { content?: unknown }).content : undefined;
-    return Array.isArray(content) && content.some((part) => part === null || typeof part !== "object" || (part as { type?: unknown }).type !== "text");
-  });
+    if (!Array.isArray(content)) continue;
+    for (const part of content) if (part === null || typeof part !== "object" || (part as { type?: unknown }).type !== "text") count++;
+  }
+  return count;
 }
 
 /**

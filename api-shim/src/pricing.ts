@@ -54,11 +54,15 @@ export interface HoldInput {
   normalizationGrowth?: () => number;
   /** The prompt goes through a chat template: CHAT_TEMPLATE_TOKENS more. */
   templated: boolean;
-  /** Non-text parts (images, audio) or a request's own chat template: no bound but the model's context. */
-  unboundedPrompt: boolean;
+  /**
+   * Parts of the prompt its bytes do not bound (each non-text part, and a request's own chat
+   * template): each holds a context's worth on top of the text, unless the model's context bounds
+   * the prompt, which is then held whole. 0: the bytes bound the prompt.
+   */
+  unboundedParts: number;
   /** Bytes of the body that the chat template prints again as JSON: RENDERED_JSON_TOKENS_PER_BYTE tokens each. */
   renderedJsonBytes?: number;
-  /** The model's context does not bound a prompt (embeddings, which vLLM may embed in pieces): its bytes do, plus a context's worth for media. */
+  /** The model's context does not bound a prompt (embeddings, which vLLM may embed in pieces): its bytes do, plus a context's worth per unbounded part. */
   promptMayExceedContext?: boolean;
   /** max_completion_tokens / max_tokens from the request, when given: the bound of each output. */
   maxTokens: number | undefined;
@@ -111,18 +115,19 @@ export class Pricer {
     // maxModelLen tokens each, and every one of the `outputs` sequences may reach maxTokens.
     const completion = input.outputs * this.outputBound(input);
     // A known maxModelLen is a true ceiling per prompt (not for embeddings, which vLLM may embed
-    // in pieces); without one, an unbounded prompt (media, a request's own template) adds a
+    // in pieces); without one, each unbounded part (an image, a request's own template) adds a
     // context's worth on top of the text (an image in a long prompt must not lower the hold below
     // the text's): the model's when known, else DEFAULT_MAX_COMPLETION_TOKENS.
     const context = maxLen === null || input.promptMayExceedContext ? Infinity : maxLen * input.prompts;
+    const unbounded = input.unboundedParts > 0;
     // JSON printed again counts RENDERED_JSON_TOKENS_PER_BYTE per byte; normalization's growth
     // once (a grown byte is in a string, which templates print as is: one token at most).
     const rendered = (input.renderedJsonBytes ?? 0) * (RENDERED_JSON_TOKENS_PER_BYTE - 1);
     let textBound = input.bodyBytes + rendered + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
-    if (input.normalizationGrowth && (maxLen === null || (!input.unboundedPrompt && textBound < context))) textBound += input.normalizationGrowth();
+    if (input.normalizationGrowth && (maxLen === null || (!unbounded && textBound < context))) textBound += input.normalizationGrowth();
     const prompt = context !== Infinity
-      ? (input.unboundedPrompt ? context : Math.min(textBound, context))
-      : textBound + (input.unboundedPrompt ? (maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS) * input.prompts : 0);
+      ? (unbounded ? context : Math.min(textBound, context))
+      : textBound + input.unboundedParts * (maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS);
     // Bounded so that it stays an exact integer; a hold this large is refused (402) anyway.
     return Math.min(base + tokenCost(prompt, price.promptPer1k) + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);
   }

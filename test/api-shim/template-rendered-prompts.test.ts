@@ -111,10 +111,10 @@ describe("prompts the template or the embedder makes longer than the body", () =
   it("which requests hold more than their bytes for the JSON the template prints again, and which the model's whole context", () => {
     const chat = (extra: Record<string, unknown>) => parseInferenceRequest("chat", { model: "m", messages: [{ role: "user", content: "hi" }], ...extra });
     const tool = { type: "function", function: { name: "f" } };
-    expect(chat({})).toMatchObject({ renderedJsonBytes: 0, unboundedPrompt: false });
+    expect(chat({})).toMatchObject({ renderedJsonBytes: 0, unboundedParts: 0 });
     expect(chat({ tools: [] }).renderedJsonBytes).toBe(0); // no tool: nothing printed
     expect(chat({ tools: [tool] }).renderedJsonBytes).toBe(JSON.stringify([tool]).length);
-    expect(chat({ tools: [tool] }).unboundedPrompt).toBe(false);
+    expect(chat({ tools: [tool] }).unboundedParts).toBe(0);
     expect(chat({ functions: [{ name: "f" }] }).renderedJsonBytes).toBeGreaterThan(0);
     expect(chat({ documents: [{ title: "t", text: "x" }] }).renderedJsonBytes).toBeGreaterThan(0);
     // vLLM merges chat_template_kwargs over the request's own tools and documents.

@@ -60,7 +60,7 @@ describe("pricing", () => {
     new Map([["m", { name: "m", maxModelLen: 1000, continuousUsage: false, tokenPrompts: true }]]),
   );
   /** A prompt of plain text, with no chat template (a completions request). */
-  const text = { templated: false, unboundedPrompt: false };
+  const text = { templated: false, unboundedParts: 0 };
   it("the hold bounds the prompt by body bytes and the completion by max_tokens or maxModelLen", () => {
     expect(pricer.hold({ ...text, model: "m", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 1 })).toBe(1_000_000 + 10_000 + 2_000);
     expect(pricer.hold({ ...text, model: "m", batch: false, bodyBytes: 100, maxTokens: undefined, prompts: 1, outputs: 1 })).toBe(1_000_000 + 10_000 + 200_000);
@@ -76,24 +76,15 @@ describe("pricing", () => {
   });
   it("a chat template's tokens are held on top of the bytes; media parts hold the model's whole context", () => {
     const chat = { model: "m", batch: false, bodyBytes: 100, maxTokens: 10, prompts: 1, outputs: 1 };
-    expect(pricer.hold({ ...chat, templated: true, unboundedPrompt: false })).toBe(1_000_000 + (100 + CHAT_TEMPLATE_TOKENS) * 100 + 2_000);
+    expect(pricer.hold({ ...chat, templated: true, unboundedParts: 0 })).toBe(1_000_000 + (100 + CHAT_TEMPLATE_TOKENS) * 100 + 2_000);
     // A 30-byte image URL can be 1,000+ tokens: the bound is maxModelLen (1000 here), per prompt.
-    expect(pricer.hold({ ...chat, templated: true, unboundedPrompt: true })).toBe(1_000_000 + 1000 * 100 + 2_000);
+    expect(pricer.hold({ ...chat, templated: true, unboundedParts: 1 })).toBe(1_000_000 + 1000 * 100 + 2_000);
     // Without a known context length, the default bound.
     const unknownModel = new Pricer({ request: 0, batchRequest: 0, models: new Map([["x", { promptPer1k: 1_000_000, completionPer1k: 0 }]]) }, null);
-    expect(unknownModel.hold({ ...chat, model: "x", templated: true, unboundedPrompt: true })).toBe((100 + CHAT_TEMPLATE_TOKENS + DEFAULT_MAX_COMPLETION_TOKENS) * 1000);
+    expect(unknownModel.hold({ ...chat, model: "x", templated: true, unboundedParts: 1 })).toBe((100 + CHAT_TEMPLATE_TOKENS + DEFAULT_MAX_COMPLETION_TOKENS) * 1000);
     // An image never lowers the hold below the text's: a long prompt keeps its bytes' bound.
     const long = { ...chat, model: "x", bodyBytes: 400_000, templated: true };
-    expect(unknownModel.hold({ ...long, unboundedPrompt: true })).toBeGreaterThan(unknownModel.hold({ ...long, unboundedPrompt: false }));
-  });
-  it("a prompt's bytes do not bound it with media parts or a chat template of the request's own", () => {
-    const chat = (extra: Record<string, unknown>, content: unknown = "hi") => parseInferenceRequest("chat", { model: "m", messages: [{ role: "user", content }], ...extra }).unboundedPrompt;
-    expect(chat({})).toBe(false);
-    expect(chat({ chat_template_kwargs: { enable_thinking: false } })).toBe(false); // the server's template, with a switch
-    expect(chat({}, [{ type: "text", text: "what is this" }, { type: "image_url", image_url: { url: "https://x.test/a.png" } }])).toBe(true);
-    // vLLM (with --trust-request-chat-template) renders these: a few bytes of Jinja can loop into any number of tokens.
-    expect(chat({ chat_template: "{% for i in range(99999) %}x{% endfor %}" })).toBe(true);
-    expect(chat({ chat_template_kwargs: { chat_template: "{{ messages }}" } })).toBe(true);
+    expect(unknownModel.hold({ ...long, unboundedParts: 1 })).toBeGreaterThan(unknownModel.hold({ ...long, unboundedParts: 0 }));
   });
   it("vLLM's completions default of 16 tokens bounds the model vLLM serves, not a provider behind LiteLLM", () => {
     const withProvider = new Pricer(
@@ -222,11 +213,11 @@ describe("pricing", () => {
     const growth = () => (calls++, 500);
     const chat = { model: "m", batch: false, templated: true, maxTokens: 10, prompts: 1, outputs: 1, normalizationGrowth: growth };
     // 100 bytes + 256 + 500 under maxModelLen 1000: counted.
-    expect(pricer.hold({ ...chat, bodyBytes: 100, unboundedPrompt: false })).toBe(1_000_000 + 856 * 100 + 2_000);
+    expect(pricer.hold({ ...chat, bodyBytes: 100, unboundedParts: 0 })).toBe(1_000_000 + 856 * 100 + 2_000);
     expect(calls).toBe(1);
     // Bytes already past the context, or media (the context is the bound): not worked out.
-    expect(pricer.hold({ ...chat, bodyBytes: 5000, unboundedPrompt: false })).toBe(1_000_000 + 1000 * 100 + 2_000);
-    expect(pricer.hold({ ...chat, bodyBytes: 100, unboundedPrompt: true })).toBe(1_000_000 + 1000 * 100 + 2_000);
+    expect(pricer.hold({ ...chat, bodyBytes: 5000, unboundedParts: 0 })).toBe(1_000_000 + 1000 * 100 + 2_000);
+    expect(pricer.hold({ ...chat, bodyBytes: 100, unboundedParts: 1 })).toBe(1_000_000 + 1000 * 100 + 2_000);
     expect(calls).toBe(1);
   });
   it("the cost never exceeds the hold, and says when the hold capped it", () => {

@@ -1,0 +1,32 @@
+import { describe, expect, it } from "vitest";
+import { parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
+
+describe("the parts of a prompt its bytes do not bound", () => {
+  const image = { type: "image_url", image_url: { url: "https://x.test/a.png" } };
+  const text = { type: "text", text: "what is this" };
+  const parts = (kind: "chat" | "embeddings", messages: unknown[], extra: Record<string, unknown> = {}) =>
+    parseInferenceRequest(kind, { model: "m", messages, ...extra }).unboundedParts;
+
+  it("counts every non-text part of every message: each may be a context's worth of tokens", () => {
+    expect(parts("chat", [{ role: "user", content: "hi" }])).toBe(0);
+    expect(parts("chat", [{ role: "user", content: [text] }])).toBe(0);
+    expect(parts("chat", [{ role: "user", content: [text, image] }])).toBe(1);
+    expect(parts("chat", [{ role: "system", content: [image, image] }, { role: "user", content: [text, image, { type: "input_audio", input_audio: { data: "AAAA", format: "wav" } }] }])).toBe(4);
+    expect(parts("chat", [{ role: "user", content: Array(3000).fill(image) }])).toBe(3000);
+    // Unknown types and malformed parts count: a hold too large is only a hold.
+    expect(parts("chat", [{ role: "user", content: [{ type: "video_url" }, null, "x", { text: "no type" }] }])).toBe(4);
+    // vLLM's chat embeddings too.
+    expect(parts("embeddings", [{ role: "user", content: [image, text, image] }])).toBe(2);
+  });
+
+  it("counts a chat template of the request's own as one more", () => {
+    expect(parts("chat", [{ role: "user", content: "hi" }], { chat_template: "{% for i in range(99999) %}x{% endfor %}" })).toBe(1);
+    expect(parts("chat", [{ role: "user", content: [image] }], { chat_template_kwargs: { chat_template: "{{ messages }}" } })).toBe(2);
+    expect(parts("chat", [{ role: "user", content: "hi" }], { chat_template_kwargs: { enable_thinking: false } })).toBe(0);
+  });
+
+  it("counts none for a prompt of text (completions, embeddings of input)", () => {
+    expect(parseInferenceRequest("completions", { model: "m", prompt: ["a", "b"] }).unboundedParts).toBe(0);
+    expect(parseInferenceRequest("embeddings", { model: "m", input: ["a", "b"] }).unboundedParts).toBe(0);
+  });
+});

@@ -1,0 +1,71 @@
+import { parse } from "yaml";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { validateConfig } from "../../infra/config.ts";
+import { renderBundle } from "../../infra/render/bundle.ts";
+import { Secret } from "../../infra/secret.ts";
+import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
+import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
+import { IMAGE_TOKENS } from "../support/fake-vllm.ts";
+
+/** The shim config a stack renders with a gemini provider priced 1 credit per 1k tokens (prompt and completion), `provider` its extra settings. */
+function rendered(provider: Record<string, unknown> = {}): Record<string, unknown> {
+  const result = validateConfig({
+    region: "us-ord", model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen2.5-7b" },
+    providers: [{ name: "gemini-pro", model: "gemini/gemini-2.5-pro", apiKey: Secret.of("AIza-test"), ...provider }],
+    pricing: { models: { "gemini-pro": { promptPer1k: 1, completionPer1k: 1 }, "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 1 } } },
+  }, { stack: "acme" });
+  if (!result.ok) throw new Error(JSON.stringify(result.problems));
+  return parse(renderBundle(result.config, { images: result.config.images, bootstrapKeys: [] }).get("shim/config.yaml")!) as Record<string, unknown>;
+}
+
+describe("the hold of a prompt its bytes do not bound (media parts, a request's own chat template)", () => {
+  const price = { promptPer1k: 1_000_000, completionPer1k: 0 }; // 1,000 µc a prompt token
+  const pricer = new Pricer(
+    { request: 0, batchRequest: 0, models: new Map([["provider", price], ["served", price]]) },
+    new Map([
+      ["provider", { name: "provider", maxModelLen: null, continuousUsage: false, tokenPrompts: false }],
+      ["served", { name: "served", maxModelLen: 100_000, continuousUsage: false, tokenPrompts: true }],
+    ]),
+  );
+  const chat = { batch: false, bodyBytes: 1000, templated: true, maxTokens: 1, prompts: 1, outputs: 1 };
+
+  it("holds a context's worth per part when the context is not known: three images, three allowances", () => {
+    expect(pricer.hold({ ...chat, model: "provider", unboundedParts: 0 })).toBe((1000 + CHAT_TEMPLATE_TOKENS) * 1000);
+    expect(pricer.hold({ ...chat, model: "provider", unboundedParts: 1 })).toBe((1000 + CHAT_TEMPLATE_TOKENS + DEFAULT_MAX_COMPLETION_TOKENS) * 1000);
+    expect(pricer.hold({ ...chat, model: "provider", unboundedParts: 3 })).toBe((1000 + CHAT_TEMPLATE_TOKENS + 3 * DEFAULT_MAX_COMPLETION_TOKENS) * 1000);
+  });
+
+  it("holds the whole context, once, when the context is known", () => {
+    expect(pricer.hold({ ...chat, model: "served", unboundedParts: 1 })).toBe(100_000 * 1000);
+    expect(pricer.hold({ ...chat, model: "served", unboundedParts: 3000 })).toBe(100_000 * 1000);
+  });
+
+  it("holds the model's context per part for embeddings, whose context does not bound a prompt", () => {
+    const embeddings = { ...chat, outputs: 0, maxTokens: undefined, promptMayExceedContext: true };
+    expect(pricer.hold({ ...embeddings, model: "served", unboundedParts: 3 })).toBe((1000 + CHAT_TEMPLATE_TOKENS + 3 * 100_000) * 1000);
+    expect(pricer.hold({ ...embeddings, model: "provider", unboundedParts: 2 })).toBe((1000 + CHAT_TEMPLATE_TOKENS + 2 * DEFAULT_MAX_COMPLETION_TOKENS) * 1000);
+  });
+});
+
+const fake = { ...DEFAULT_FAKE, models: [...DEFAULT_FAKE.models!, { name: "gemini-pro" }] };
+const images = (n: number) => Array.from({ length: n }, (_, i) => ({ type: "image_url", image_url: { url: `https://x.test/${i}.png` } }));
+/** A chat of `n` image parts to gemini-pro, max_tokens 1: its status, body, and the price of the usage it reports. */
+async function askImages(h: Harness, key: string, n: number) {
+  const res = await h.post(key, "/v1/chat/completions", { model: "gemini-pro", messages: [{ role: "user", content: images(n) }], max_tokens: 1 });
+  const body = (await res.json()) as { usage: { prompt_tokens: number; completion_tokens: number }; credits_charged: number; error?: { message: string } };
+  return { status: res.status, body, price: res.ok ? 1 + (body.usage.prompt_tokens + body.usage.completion_tokens) / 1000 : NaN };
+}
+
+describe("a provider's media prompt, its context not known (as the stack renders a provider without maxModelLen)", () => {
+  let h: Harness;
+  beforeAll(async () => (h = await startShim({ file: rendered(), fake })));
+  afterAll(() => h.close());
+
+  it("is charged its usage: 40 images (48,000 tokens) hold 32,768 tokens each, not one allowance for all", async () => {
+    const { key } = await h.createKey({ credits: 2000, tier: "developer" });
+    const { status, body, price } = await askImages(h, key, 40);
+    expect(status).toBe(200);
+    expect(body.usage.prompt_tokens).toBeGreaterThanOrEqual(40 * IMAGE_TOKENS);
+    expect(body.credits_charged).toBe(price);
+  });
+});
