@@ -94,17 +94,17 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
   let models: Map<string, ModelConfig> | null = null;
   if (root.models !== undefined) {
     models = new Map();
-    if (!Array.isArray(root.models)) bad(at("models"), root.models, "a list of { name, maxModelLen?, maxOutputTokens?, continuousUsage?, tokenPrompts? }");
+    if (!Array.isArray(root.models)) bad(at("models"), root.models, "a list of { name, maxModelLen?, maxOutputTokens?, provider?, continuousUsage?, tokenPrompts? }");
     else
       root.models.forEach((m, i) => {
-        const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "maxOutputTokens", "continuousUsage", "tokenPrompts"], bad);
+        const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "maxOutputTokens", "provider", "continuousUsage", "tokenPrompts"], bad);
         if (!isModelName(mo.name)) return bad(at(`models[${i}].name`), mo.name, "a model name: 1 to 256 characters, without control characters");
         if (models!.has(mo.name)) return bad(at(`models[${i}].name`), mo.name, "a name no other entry of models has");
         const bound = (k: string) => (mo[k] === undefined || mo[k] === null ? null : limit(mo[k], at(`models[${i}].${k}`), null));
         const len = bound("maxModelLen");
         const out = bound("maxOutputTokens");
-        for (const flag of ["continuousUsage", "tokenPrompts"]) if (mo[flag] !== undefined && typeof mo[flag] !== "boolean") bad(at(`models[${i}].${flag}`), mo[flag], "true or false");
-        models!.set(mo.name, { name: mo.name, maxModelLen: len, ...(out !== null ? { maxOutputTokens: out } : {}), continuousUsage: mo.continuousUsage === true, tokenPrompts: mo.tokenPrompts !== false });
+        for (const flag of ["provider", "continuousUsage", "tokenPrompts"]) if (mo[flag] !== undefined && typeof mo[flag] !== "boolean") bad(at(`models[${i}].${flag}`), mo[flag], "true or false");
+        models!.set(mo.name, { name: mo.name, maxModelLen: len, ...(out !== null ? { maxOutputTokens: out } : {}), ...(mo.provider === true ? { provider: true } : {}), continuousUsage: mo.continuousUsage === true, tokenPrompts: mo.tokenPrompts !== false });
       });
   }
 

@@ -26,6 +26,12 @@ export interface ModelConfig {
    * (the shim does not send it upstream, so a lower one would cap the charge below the usage).
    */
   readonly maxOutputTokens?: number;
+  /**
+   * A provider's model behind LiteLLM, not one vLLM serves: vLLM's /v1/completions default of 16
+   * tokens does not bound its answers (LiteLLM makes a text completion a chat call), whether or
+   * not its maxModelLen is known. A model without maxModelLen is taken as one anyway.
+   */
+  readonly provider?: boolean;
   /** The upstream understands stream_options.continuous_usage_stats (vLLM does; LiteLLM may not). */
   readonly continuousUsage: boolean;
   /** The upstream takes /v1/completions prompts that are not text, token IDs and `prompt_embeds` (vLLM does; LiteLLM does not). */

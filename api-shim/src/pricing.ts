@@ -67,8 +67,9 @@ export interface HoldInput {
   /** max_completion_tokens / max_tokens from the request, when given: the bound of each output. */
   maxTokens: number | undefined;
   /**
-   * maxTokens is vLLM's completions default, not the client's. It bounds only a model whose
-   * context is known (the one vLLM serves); another (a provider behind LiteLLM) gets the default bound.
+   * maxTokens is vLLM's completions default, not the client's. It bounds only a model vLLM serves
+   * (its context known, not marked `provider`); a provider's behind LiteLLM gets the bound of a
+   * request without max_tokens (LiteLLM makes its text completion a chat call, without that default).
    */
   defaultMaxTokens?: boolean;
   /** Independent prompts (a batched `prompt`/`input`): each may be as long as the model allows. */
@@ -100,7 +101,7 @@ export class Pricer {
   outputBound(input: Pick<HoldInput, "model" | "maxTokens" | "defaultMaxTokens">): number {
     const model = this.models?.get(input.model);
     const maxLen = model?.maxModelLen ?? null;
-    const asked = input.defaultMaxTokens && maxLen === null ? undefined : input.maxTokens;
+    const asked = input.defaultMaxTokens && (maxLen === null || model?.provider === true) ? undefined : input.maxTokens;
     if (asked !== undefined) return Math.min(asked, maxLen ?? Infinity);
     const ceiling = Math.min(maxLen ?? Infinity, model?.maxOutputTokens ?? Infinity);
     return ceiling === Infinity ? DEFAULT_MAX_COMPLETION_TOKENS : ceiling;

@@ -75,6 +75,11 @@ export interface ProviderModel {
    * so the charge) of a request without max_tokens; unset, the shim's 32,768.
    */
   readonly maxOutputTokens?: number;
+  /**
+   * The provider's model's context window in tokens, which bounds a prompt's hold: a prompt with
+   * media then holds the whole context (as the model vLLM serves does); unset, 32,768 per media part.
+   */
+  readonly maxModelLen?: number;
 }
 
 /** nginx's per-client-IP protection in front of the shim (defaults as the LiteLLM + nginx setup). */

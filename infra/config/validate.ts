@@ -22,8 +22,10 @@ const RESERVED_EMAIL_DOMAIN = /@(?:[^@]*\.)?(?:example\.(?:com|net|org)|example|
 const TLS_MODES: readonly TlsMode[] = ["letsencrypt", "self-signed", "off"];
 const PROVIDERS: readonly ProviderKind[] = ["groq", "gemini", "deepseek", "openai", "anthropic"];
 const TTL_MAX_HOURS = 24 * 90;
-/** The largest model.maxModelLen, and a provider's longest answer (providers[].maxOutputTokens). */
+/** The largest model.maxModelLen (and a provider's, providers[].maxModelLen), and a provider's longest answer (providers[].maxOutputTokens). */
 const MAX_CONTEXT_TOKENS = 1_048_576;
+/** The smallest model.maxModelLen (and providers[].maxModelLen). */
+const MIN_CONTEXT_TOKENS = 256;
 
 export interface ValidationContext {
   stack: string;
@@ -155,7 +157,7 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
   if (!/^\w[\w./:-]{0,127}$/.test(servedName)) {
     p.add("model.servedName", servedName, "must be 1-128 characters of letters, digits and . _ - / :, starting with a letter, digit or _");
   }
-  const maxModelLen = p.number("model.maxModelLen", m.maxModelLen, { min: 256, max: MAX_CONTEXT_TOKENS, integer: true }) ?? DEFAULT_MAX_MODEL_LEN;
+  const maxModelLen = p.number("model.maxModelLen", m.maxModelLen, { min: MIN_CONTEXT_TOKENS, max: MAX_CONTEXT_TOKENS, integer: true }) ?? DEFAULT_MAX_MODEL_LEN;
   const gpuMemoryUtilization =
     p.number("model.gpuMemoryUtilization", m.gpuMemoryUtilization, { min: 0.1, max: 0.99 }) ?? DEFAULT_GPU_MEMORY_UTILIZATION;
   const extraArgs: string[] = [];
@@ -314,7 +316,7 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
     const at = `providers[${i}]`;
     const v = p.object(at, item);
     if (!v) return;
-    p.unknownKeys(at, v, ["name", "model", "apiKey", "maxOutputTokens"]);
+    p.unknownKeys(at, v, ["name", "model", "apiKey", "maxOutputTokens", "maxModelLen"]);
     const model = p.string(`${at}.model`, v.model);
     const [provider, providerModel] = (model?.split(/\/(.*)/s) ?? []) as [ProviderKind | undefined, string | undefined];
     if (!model || !provider || !PROVIDERS.includes(provider) || !/^\S+$/.test(providerModel ?? "")) {
@@ -328,7 +330,10 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
     const apiKey = secret(`${at}.apiKey`, v.apiKey);
     if (v.apiKey === undefined || v.apiKey === null || v.apiKey === "") p.add(`${at}.apiKey`, v.apiKey, `is required: pulumi config set --secret --path 'gpu-sandbox:providers[${i}].apiKey' <key>`);
     const maxOutputTokens = p.number(`${at}.maxOutputTokens`, v.maxOutputTokens, { min: 1, max: MAX_CONTEXT_TOKENS, integer: true });
-    if (model && name && apiKey && provider && PROVIDERS.includes(provider)) out.push({ name, model, provider, apiKey, ...(maxOutputTokens !== undefined ? { maxOutputTokens } : {}) });
+    const maxModelLen = p.number(`${at}.maxModelLen`, v.maxModelLen, { min: MIN_CONTEXT_TOKENS, max: MAX_CONTEXT_TOKENS, integer: true });
+    if (model && name && apiKey && provider && PROVIDERS.includes(provider)) {
+      out.push({ name, model, provider, apiKey, ...(maxOutputTokens !== undefined ? { maxOutputTokens } : {}), ...(maxModelLen !== undefined ? { maxModelLen } : {}) });
+    }
   });
   return out;
 }

@@ -14,6 +14,20 @@ export interface BootstrapKeyRecord {
 /** What every model reached through LiteLLM is configured with (see the comment at `models`). */
 const VIA_LITELLM = { continuousUsage: false, tokenPrompts: false } as const;
 
+/** A provider's model as the shim's config takes it: its context and longest answer where set. */
+function providerModel(p: TenantConfig["providers"][number]): Record<string, unknown> {
+  return {
+    name: p.name,
+    // Its context, when set, bounds a prompt's hold (media: the whole context, else 32,768 a part);
+    // its maxOutputTokens an answer's without max_tokens. `provider`: vLLM's completions default
+    // of 16 tokens is not its own, context known or not.
+    ...(p.maxModelLen !== undefined ? { maxModelLen: p.maxModelLen } : {}),
+    ...(p.maxOutputTokens !== undefined ? { maxOutputTokens: p.maxOutputTokens } : {}),
+    provider: true,
+    ...VIA_LITELLM,
+  };
+}
+
 /**
  * The shim's SHIM_CONFIG: prices, tiers, the models it accepts (with the context length that
  * bounds a request's credit hold) and the bootstrap keys' hashes. The shim grants a bootstrap
@@ -35,8 +49,7 @@ export function renderShimConfig(config: TenantConfig, bootstrapKeys: readonly B
     // string or a list of strings): token IDs or `prompt_embeds` would fail there as a 500.
     models: [
       { name: config.model.servedName, maxModelLen: config.model.maxModelLen, ...VIA_LITELLM },
-      // A provider's context is not known: its maxOutputTokens, when set, bounds an answer's hold.
-      ...config.providers.map((p) => ({ name: p.name, ...(p.maxOutputTokens !== undefined ? { maxOutputTokens: p.maxOutputTokens } : {}), ...VIA_LITELLM })),
+      ...config.providers.map(providerModel),
     ],
     bootstrapKeys: bootstrapKeys.map((k) => ({
       id: k.id, name: k.name, hash: k.hash, credits: k.credits, tier: k.tier, ...(k.models.length ? { models: k.models } : {}),

@@ -63,6 +63,8 @@ models:
   - name: bge-m3
   - name: gemini-pro
     maxOutputTokens: 65536
+    maxModelLen: 1048576
+    provider: true
 bootstrapKeys:
   - id: AbC123xyz789
     name: app
@@ -79,7 +81,8 @@ bootstrapKeys:
     // What plain vLLM does, when not said otherwise: token-ID prompts, no running usage asked for.
     expect(c.models!.get("bge-m3")).toEqual({ name: "bge-m3", maxModelLen: null, continuousUsage: false, tokenPrompts: true });
     // A provider's longest answer, which bounds the hold of a request without max_tokens (pricing.ts).
-    expect(c.models!.get("gemini-pro")).toMatchObject({ maxModelLen: null, maxOutputTokens: 65_536 });
+    // Its context, and that it is a provider's (vLLM's completions default does not bound it).
+    expect(c.models!.get("gemini-pro")).toMatchObject({ maxModelLen: 1_048_576, maxOutputTokens: 65_536, provider: true });
     expect(c.bootstrapKeys).toEqual([{ id: "AbC123xyz789", name: "app", hash: HASH, credits: 1000_000_000, tier: "developer", models: ["qwen2.5-7b"] }]);
   });
 
@@ -90,7 +93,7 @@ bootstrapKeys:
 pricing: { request: -1, models: { m: { promptPer1k: "abc" }, M: { promptPer1k: 1 } } }
 tiers: { free: { rpm: 0 }, pro: { concurrency: 0 }, workshop: { rpm: 30 } }
 defaultTier: gold
-models: [{ name: m, maxModelLen: 1.5, maxOutputTokens: 0, tokenPrompts: "no" }]
+models: [{ name: m, maxModelLen: 1.5, maxOutputTokens: 0, provider: 1, tokenPrompts: "no" }]
 bootstrapKeys:
   - { id: short, hash: "md5:x", tier: platinum, models: [other], credits: 0.0000001 }
 extra: 1
@@ -115,6 +118,7 @@ extra: 1
       /^SHIM_CONFIG defaultTier: "gold" is not valid; expected one of the tiers: free \| developer \| pro \| enterprise \| workshop/,
       /^SHIM_CONFIG models\[0\].maxModelLen: 1.5/,
       /^SHIM_CONFIG models\[0\].maxOutputTokens: 0 is not valid; expected a positive integer/,
+      /^SHIM_CONFIG models\[0\].provider: 1 is not valid; expected true or false$/,
       /^SHIM_CONFIG models\[0\].tokenPrompts: "no" is not valid; expected true or false$/,
       /^SHIM_CONFIG bootstrapKeys\[0\].id: "short"/,
       /^SHIM_CONFIG bootstrapKeys\[0\].hash: "md5:x"/,

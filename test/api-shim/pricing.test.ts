@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { validateConfig } from "../../infra/config.ts";
 import { renderBundle } from "../../infra/render/bundle.ts";
 import { Secret } from "../../infra/secret.ts";
+import { parseShimConfig } from "../../api-shim/src/config.ts";
 import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
 import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
 import { IMAGE_TOKENS } from "../support/fake-vllm.ts";
@@ -16,6 +17,12 @@ function rendered(provider: Record<string, unknown> = {}): Record<string, unknow
   }, { stack: "acme" });
   if (!result.ok) throw new Error(JSON.stringify(result.problems));
   return parse(renderBundle(result.config, { images: result.config.images, bootstrapKeys: [] }).get("shim/config.yaml")!) as Record<string, unknown>;
+}
+
+/** The shim's Pricer for a rendered config, as app.ts builds it. */
+function pricerOf(file: Record<string, unknown>): Pricer {
+  const config = parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/app/config.yaml" }, () => JSON.stringify(file));
+  return new Pricer(config.pricing, config.models);
 }
 
 describe("the hold of a prompt its bytes do not bound (media parts, a request's own chat template)", () => {
@@ -47,6 +54,23 @@ describe("the hold of a prompt its bytes do not bound (media parts, a request's 
   });
 });
 
+describe("a provider's context (providers[].maxModelLen), as the stack renders it", () => {
+  it("bounds a completion without max_tokens by the smaller of the context and maxOutputTokens, on /v1/completions too (vLLM's default of 16 is not a provider's)", () => {
+    const bound = (file: Record<string, unknown>, model: string, route: "chat" | "completions") =>
+      pricerOf(file).outputBound(route === "chat" ? { model, maxTokens: undefined } : { model, maxTokens: 16, defaultMaxTokens: true });
+    const withContext = rendered({ maxModelLen: 1_048_576 });
+    const withBoth = rendered({ maxModelLen: 1_048_576, maxOutputTokens: 65_536 });
+    expect(bound(withContext, "gemini-pro", "chat")).toBe(1_048_576);
+    expect(bound(withContext, "gemini-pro", "completions")).toBe(1_048_576);
+    expect(bound(withBoth, "gemini-pro", "chat")).toBe(65_536);
+    expect(bound(withBoth, "gemini-pro", "completions")).toBe(65_536);
+    // Without a context: as before.
+    expect(bound(rendered(), "gemini-pro", "completions")).toBe(DEFAULT_MAX_COMPLETION_TOKENS);
+    // The model vLLM serves keeps vLLM's default.
+    expect(bound(withBoth, "qwen2.5-7b", "completions")).toBe(16);
+  });
+});
+
 const fake = { ...DEFAULT_FAKE, models: [...DEFAULT_FAKE.models!, { name: "gemini-pro" }] };
 const images = (n: number) => Array.from({ length: n }, (_, i) => ({ type: "image_url", image_url: { url: `https://x.test/${i}.png` } }));
 /** A chat of `n` image parts to gemini-pro, max_tokens 1: its status, body, and the price of the usage it reports. */
@@ -66,6 +90,24 @@ describe("a provider's media prompt, its context not known (as the stack renders
     const { status, body, price } = await askImages(h, key, 40);
     expect(status).toBe(200);
     expect(body.usage.prompt_tokens).toBeGreaterThanOrEqual(40 * IMAGE_TOKENS);
+    expect(body.credits_charged).toBe(price);
+  });
+});
+
+describe("a provider's media prompt with providers[].maxModelLen", () => {
+  let h: Harness;
+  beforeAll(async () => (h = await startShim({ file: rendered({ maxModelLen: 1_048_576 }), fake })));
+  afterAll(() => h.close());
+
+  it("holds the whole context, as the model vLLM serves does, and is charged its usage", async () => {
+    const poor = await h.createKey({ credits: 1000, tier: "developer" });
+    const refused = await askImages(h, poor.key, 40);
+    expect(refused.status).toBe(402);
+    // The request price, 1,048,576 prompt tokens and 1 completion token at 1 credit per 1k.
+    expect(refused.body.error!.message).toBe("Insufficient credits. Required: 1049.577, Available: 1000");
+    const { key } = await h.createKey({ credits: 2000, tier: "developer" });
+    const { status, body, price } = await askImages(h, key, 40);
+    expect(status).toBe(200);
     expect(body.credits_charged).toBe(price);
   });
 });

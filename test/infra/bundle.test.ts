@@ -37,7 +37,7 @@ const modes: [string, TenantConfig][] = [
     tls: { mode: "off" },
     providers: [
       { name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: Secret.of("gsk_test") },
-      { name: "claude", model: "anthropic/claude-sonnet-4-5", apiKey: Secret.of("sk-ant-test"), maxOutputTokens: 64_000 },
+      { name: "claude", model: "anthropic/claude-sonnet-4-5", apiKey: Secret.of("sk-ant-test"), maxOutputTokens: 64_000, maxModelLen: 200_000 },
     ],
   })],
 ];
@@ -275,6 +275,10 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(parsed.models!.get("qwen2.5-7b")?.maxModelLen).toBe(8192);
     // A provider's maxOutputTokens bounds its answers' hold; without it, the shim's default does.
     for (const p of c.providers) expect(parsed.models!.get(p.name)?.maxOutputTokens, p.name).toBe(p.maxOutputTokens);
+    // A provider's context, when set, bounds its prompts' hold (media: the whole context); unset, its media hold 32,768 each.
+    // Its models are marked as a provider's: vLLM's completions default of 16 is not theirs, context known or not.
+    for (const p of c.providers) expect(parsed.models!.get(p.name), p.name).toMatchObject({ maxModelLen: p.maxModelLen ?? null, provider: true });
+    expect(parsed.models!.get("qwen2.5-7b")?.provider).toBeUndefined();
     // Every model is reached through LiteLLM, whose text completion takes only text prompts.
     for (const m of parsed.models!.values()) expect(m, m.name).toMatchObject({ tokenPrompts: false, continuousUsage: false });
     expect(parsed.bootstrapKeys).toEqual([expect.objectContaining({ id: "AbCdEf123456", hash: keys[0]!.hash, tier: "developer" })]);

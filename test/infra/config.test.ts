@@ -83,7 +83,7 @@ describe("validateConfig: good configs", () => {
       pricing: { request: 0.5, models: { "mistral-7b": { promptPer1k: 0.01, completionPer1k: 0.03 } } },
       providers: [
         { name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: Secret.encrypted() },
-        { name: "gemini-pro", model: "gemini/gemini-2.5-pro", apiKey: Secret.encrypted(), maxOutputTokens: "65536" },
+        { name: "gemini-pro", model: "gemini/gemini-2.5-pro", apiKey: Secret.encrypted(), maxOutputTokens: "65536", maxModelLen: "1048576" },
       ],
       ttlHours: 8,
       tags: ["workshop"],
@@ -101,7 +101,8 @@ describe("validateConfig: good configs", () => {
     expect(c.pricing.batchRequest).toBe(2);
     expect(c.providers[0]).toMatchObject({ name: "llama-70b", provider: "groq" });
     expect(c.providers[0]!.maxOutputTokens).toBeUndefined();
-    expect(c.providers[1]).toMatchObject({ name: "gemini-pro", provider: "gemini", maxOutputTokens: 65_536 });
+    expect(c.providers[0]!.maxModelLen).toBeUndefined();
+    expect(c.providers[1]).toMatchObject({ name: "gemini-pro", provider: "gemini", maxOutputTokens: 65_536, maxModelLen: 1_048_576 });
   });
 
   it("takes a vLLM flag's value with spaces, as its own item or after =", () => {
@@ -200,6 +201,9 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["unknown provider", { ...base, providers: [{ model: "acme/x", apiKey: "k" }] }, ['gpu-sandbox:providers[0].model = "acme/x": must be <provider>/<model>']],
     ...[0, 1.5, "many"].map((maxOutputTokens): [string, Record<string, unknown>, string[]] => [`a provider's maxOutputTokens of ${JSON.stringify(maxOutputTokens)}`,
       { ...base, providers: [{ name: "g", model: "gemini/gemini-2.5-pro", apiKey: Secret.encrypted(), maxOutputTokens }] }, [`gpu-sandbox:providers[0].maxOutputTokens = ${JSON.stringify(maxOutputTokens)}: must be`]]),
+    // A provider's context is bounded as model.maxModelLen is (256 to 1,048,576 tokens), and shown: it is no secret.
+    ...[0, 255, 1_048_577, 1.5, "long"].map((maxModelLen): [string, Record<string, unknown>, string[]] => [`a provider's maxModelLen of ${JSON.stringify(maxModelLen)}`,
+      { ...base, providers: [{ name: "g", model: "gemini/gemini-2.5-pro", apiKey: Secret.encrypted(), maxModelLen }] }, [`gpu-sandbox:providers[0].maxModelLen = ${JSON.stringify(maxModelLen)}: must be`]]),
     ...["groq/", "groq/ ", "groq/llama 3"].map((model): [string, Record<string, unknown>, string[]] => [`provider model ${JSON.stringify(model)}`,
       { ...base, providers: [{ name: "fast", model, apiKey: Secret.encrypted() }] }, [`gpu-sandbox:providers[0].model = ${JSON.stringify(model)}: must be <provider>/<model>`]]),
     ["price for an unserved model", { ...base, pricing: { models: { "gpt-4": { promptPer1k: 1 } } } },
