@@ -3,7 +3,7 @@ import { tokensSpent } from "./auth.ts";
 import type { ModelConfig } from "./config.ts";
 import type { ShimContext } from "./context.ts";
 import { ShimError } from "./errors.ts";
-import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptBytes, refuseNonTextPrompt, upstreamBody } from "./inference-request.ts";
+import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptTokens, refuseNonTextPrompt, upstreamBody } from "./inference-request.ts";
 import { estimatePromptTokens, type HoldInput } from "./pricing.ts";
 import { modelNotFound } from "./upstream.ts";
 
@@ -47,8 +47,8 @@ function batchAsked(request: FastifyRequest): boolean {
 export interface Admission {
   estimate: number;
   hold: number;
-  /** The prompt fields' size, for an answer whose usage never came. */
-  promptBytes: number;
+  /** The prompt's estimated tokens (promptTokens), for an answer whose usage never came. */
+  promptTokens: number;
   /** The body for the upstream, until it is handed over (forwarded()). */
   upstreamBody: Buffer | string | null;
 }
@@ -81,7 +81,7 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
     const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
     if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
   }
-  const admission: Admission = { estimate, hold: ctx.pricer.hold(holdInput), promptBytes: promptBytes(kind, body), upstreamBody: upstreamBody(raw, body, req, continuous) };
+  const admission: Admission = { estimate, hold: ctx.pricer.hold(holdInput), promptTokens: promptTokens(kind, body), upstreamBody: upstreamBody(raw, body, req, continuous) };
   request.rawBody = undefined;
   request.body = undefined;
   return admission;

@@ -1,6 +1,7 @@
 import { isAscii } from "node:buffer";
 import { ShimError } from "./errors.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
+import { TokenEstimate } from "./pricing.ts";
 import { hasControlCharacters } from "./text.ts";
 import { refuseUpstreamControls } from "./upstream-controls.ts";
 
@@ -227,14 +228,15 @@ function embedsCount(v: unknown): number {
 }
 
 /**
- * The size of the fields that carry the prompt (chat: `messages` and `tools`; completions:
- * `prompt`; embeddings: `input`) as JSON: what an estimate of the prompt's tokens should count,
- * rather than the whole body (a large `logit_bias` or JSON schema is not prompt).
+ * The prompt's tokens estimated from the JSON of the fields that carry it (chat: `messages` and
+ * `tools`; completions: `prompt`; embeddings: `input`), rather than the whole body (a large
+ * `logit_bias` or JSON schema is not prompt): charged when the upstream's count never comes.
+ * Made at admission, as the body is let go then.
  */
-export function promptBytes(kind: InferenceKind, body: Record<string, unknown>): number {
-  let bytes = 0;
-  for (const part of promptFields(kind, body)) if (part !== undefined) bytes += Buffer.byteLength(JSON.stringify(part));
-  return bytes;
+export function promptTokens(kind: InferenceKind, body: Record<string, unknown>): number {
+  const estimate = new TokenEstimate();
+  for (const part of promptFields(kind, body)) if (part !== undefined) estimate.add(JSON.stringify(part));
+  return estimate.tokens;
 }
 
 /** The fields that carry the prompt: chat `messages` and `tools`, completions `prompt`, embeddings `input` (or `messages`). */

@@ -29,12 +29,83 @@ export const CHAT_TEMPLATE_TOKENS = 256;
 export const RENDERED_JSON_TOKENS_PER_BYTE = 10;
 
 /**
- * Prompt tokens guessed from the request body's size, where the upstream's count is not known
- * (yet): about four bytes per token for English text and JSON. Used for the tokens/min bucket at
- * admission (corrected at settlement) and for a stream cut short before any usage arrived.
+ * Prompt tokens guessed from the request body's size, for the tokens/min bucket at admission
+ * (corrected at settlement): about four bytes per token for English text and JSON. What is
+ * charged when the upstream's count never comes is a TokenEstimate instead, made from the prompt
+ * fields only (inference-request.ts, promptTokens).
  */
 export function estimatePromptTokens(bodyBytes: number): number {
   return Math.ceil(bodyBytes / 4);
+}
+
+/**
+ * Tokens guessed from JSON text, where the upstream's count never came: a prompt (its fields'
+ * JSON) or the text a stream generated (its string values, as they pass). An ASCII digit and a
+ * non-ASCII code point are a token each (Qwen's tokenizer splits digits one by one; a CJK
+ * character is about one), the other bytes four to a token (English text and JSON). A JSON
+ * escape counts as the character it stands for (LiteLLM may write every non-ASCII character as
+ * `\uXXXX`). One pass over the text's UTF-16 code units, no allocation.
+ */
+export class TokenEstimate {
+  /** Digits and non-ASCII code points seen. */
+  private ones = 0;
+  /** Other (ASCII) bytes seen. */
+  private bytes = 0;
+
+  get tokens(): number {
+    return this.ones + Math.ceil(this.bytes / 4);
+  }
+
+  /** Counts `json` whole. */
+  add(json: string): void {
+    this.scan(json, 0, false);
+  }
+
+  /**
+   * Counts the JSON string value whose text starts at `from` (just past its opening quote) up to
+   * its closing, unescaped quote; returns the index past that quote (the text's length when it has none).
+   */
+  addString(json: string, from: number): number {
+    return this.scan(json, from, true);
+  }
+
+  private scan(json: string, from: number, toQuote: boolean): number {
+    let ones = 0;
+    let bytes = 0;
+    let i = from;
+    for (; i < json.length; i++) {
+      let c = json.charCodeAt(i);
+      if (c === 0x22 && toQuote) break;
+      if (c === 0x5c) {
+        // \uXXXX stands for one UTF-16 unit; any other escape for one ASCII character.
+        if (json.charCodeAt(i + 1) === 0x75) {
+          c = hex4(json, i + 2);
+          i += 5;
+        } else {
+          c = 0x20;
+          i += 1;
+        }
+      }
+      if (c >= 0x30 && c <= 0x39) ones++;
+      else if (c < 0x80) bytes++;
+      else if (c < 0xdc00 || c > 0xdfff) ones++; // a low surrogate ends a code point already counted
+    }
+    this.ones += ones;
+    this.bytes += bytes;
+    return toQuote && i < json.length ? i + 1 : i;
+  }
+}
+
+/** The value of the four hex digits at `at` (0 when they are not). */
+function hex4(text: string, at: number): number {
+  let v = 0;
+  for (let k = at; k < at + 4; k++) {
+    const c = text.charCodeAt(k) | 0x20; // lower case
+    const d = c >= 0x30 && c <= 0x39 ? c - 0x30 : c >= 0x61 && c <= 0x66 ? c - 0x57 : -1;
+    if (d < 0) return 0;
+    v = v * 16 + d;
+  }
+  return v;
 }
 
 export interface Usage {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
+import { parseInferenceRequest, promptTokens } from "../../api-shim/src/inference-request.ts";
 
 describe("the parts of a prompt its bytes do not bound", () => {
   const image = { type: "image_url", image_url: { url: "https://x.test/a.png" } };
@@ -28,5 +28,18 @@ describe("the parts of a prompt its bytes do not bound", () => {
   it("counts none for a prompt of text (completions, embeddings of input)", () => {
     expect(parseInferenceRequest("completions", { model: "m", prompt: ["a", "b"] }).unboundedParts).toBe(0);
     expect(parseInferenceRequest("embeddings", { model: "m", input: ["a", "b"] }).unboundedParts).toBe(0);
+  });
+});
+
+describe("the prompt's token estimate, for an answer whose usage never came", () => {
+  it("counts the prompt fields' JSON (chat messages and tools, completions prompt, embeddings input) with the token estimate", () => {
+    const messages = [{ role: "user", content: "Call 555 0100 ×2" }];
+    const tools = [{ type: "function", function: { name: "dial" } }];
+    const chat = promptTokens("chat", { model: "m", messages, tools, logit_bias: { "1234": 100 } });
+    const json = JSON.stringify(messages) + JSON.stringify(tools);
+    // 8 digits and "×" one token each; the rest of the bytes four to a token. logit_bias is not prompt.
+    expect(chat).toBe(8 + 1 + Math.ceil((json.length - 9) / 4));
+    expect(promptTokens("completions", { model: "m", prompt: ["12", "34"] })).toBe(4 + Math.ceil('["",""]'.length / 4));
+    expect(promptTokens("embeddings", { model: "m", input: "abcd" })).toBe(Math.ceil('"abcd"'.length / 4));
   });
 });

@@ -4,7 +4,7 @@ import { validateConfig } from "../../infra/config.ts";
 import { renderBundle } from "../../infra/render/bundle.ts";
 import { Secret } from "../../infra/secret.ts";
 import { parseShimConfig } from "../../api-shim/src/config.ts";
-import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
+import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer, TokenEstimate } from "../../api-shim/src/pricing.ts";
 import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
 import { IMAGE_TOKENS } from "../support/fake-vllm.ts";
 
@@ -109,5 +109,70 @@ describe("a provider's media prompt with providers[].maxModelLen", () => {
     const { status, body, price } = await askImages(h, key, 40);
     expect(status).toBe(200);
     expect(body.credits_charged).toBe(price);
+  });
+});
+
+describe("the token estimate of a prompt or of generated text (JSON text)", () => {
+  const estimate = (json: string) => {
+    const e = new TokenEstimate();
+    e.add(json);
+    return e.tokens;
+  };
+  it("counts each ASCII digit and each non-ASCII code point as a token, the other bytes four to a token", () => {
+    expect(estimate("")).toBe(0);
+    expect(estimate("abcd")).toBe(1);
+    expect(estimate("abcde")).toBe(2);
+    // Qwen's tokenizer splits digits one by one: "1 1 1 1" is at least four tokens, not two.
+    expect(estimate("1 1 1 1")).toBe(4 + 1);
+    expect(estimate("0123456789")).toBe(10);
+    expect(estimate("你好世界")).toBe(4);
+    expect(estimate("😀😀")).toBe(2); // a code point, not its two UTF-16 units or four bytes
+    expect(estimate("é!")).toBe(1 + 1);
+  });
+  it("reads JSON escapes as the characters they stand for", () => {
+    expect(estimate(JSON.stringify("a\"b\\c\nd"))).toBe(Math.ceil(('"' + 'a"b\\c\nd' + '"').length / 4));
+    // LiteLLM writes JSON with Python's ensure_ascii: each non-ASCII character as \uXXXX (a pair for 😀).
+    expect(estimate('"\\u4f60\\u597d"')).toBe(2 + 1);
+    expect(estimate('"\\ud83d\\ude00"')).toBe(1 + 1);
+    expect(estimate('"\\u0041\\u0001"')).toBe(1);
+  });
+  it("counts a JSON string from after its opening quote to its closing unescaped quote, across calls", () => {
+    const e = new TokenEstimate();
+    const data = '{"content":"12 \\"ab\\" 你","x":"99"}';
+    const from = data.indexOf('"12') + 1;
+    const end = e.addString(data, from);
+    expect(data.slice(end)).toBe(',"x":"99"}');
+    expect(e.tokens).toBe(2 + 1 + Math.ceil(6 / 4)); // "12", "你"; ` "ab" ` is 6 bytes with the escapes read
+    e.addString('"1"', 1);
+    expect(e.tokens).toBe(3 + 1 + 2);
+    expect(e.addString('"open', 1)).toBe(5); // no closing quote: to the end
+  });
+});
+
+describe("a streamed answer without usage whose client leaves is charged its prompt's estimate", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim({
+      // Prompt tokens only (1 credit per 1k): the charge tells the prompt tokens charged.
+      file: { pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 0 } } }, models: [{ name: "qwen2.5-7b", maxModelLen: 32768, continuousUsage: false, tokenPrompts: false }] },
+    });
+  });
+  afterAll(() => h.close());
+
+  it("a prompt of digits: one token each (Qwen's tokenizer splits them), not a quarter of their bytes", async () => {
+    h.fake.set({ tokenDelayMs: 100, defaultTokens: 3 });
+    const { id, key } = await h.createKey({ credits: 100, tier: "developer" });
+    const messages = [{ role: "user", content: "1 ".repeat(20_000) }];
+    const ac = new AbortController();
+    const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", stream: true, max_tokens: 3, messages }) });
+    const reader = res.body!.getReader();
+    let text = "";
+    while (!text.includes("t2")) text += new TextDecoder().decode((await reader.read()).value);
+    ac.abort(); // t3 and the usage chunk come 100 ms later
+    const line = await h.waitForRequestLog((l) => l.keyId === id);
+    expect(line.status).toBe(499);
+    // 20,000 digits, and the rest of the messages' JSON (the spaces, the roles) at 4 bytes a token.
+    const json = JSON.stringify(messages).length;
+    expect(line.cost).toBe(1 + (20_000 + Math.ceil((json - 20_000) / 4)) / 1000);
   });
 });

@@ -10,7 +10,7 @@ import { ShimError, shuttingDown } from "../errors.ts";
 import type { ModelConfig } from "../config.ts";
 import type { InferenceKind, InferenceRequest } from "../inference-request.ts";
 import { formatCredits } from "../money.ts";
-import { estimatePromptTokens, type Usage } from "../pricing.ts";
+import type { Usage } from "../pricing.ts";
 import { writeWithBackpressure } from "../response-writer.ts";
 import { Settlement } from "../settlement.ts";
 import { relayStream } from "../stream.ts";
@@ -112,7 +112,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   }
   const settlement = new Settlement({ ctx, request, reservationId, hold, kind, model: req.model, batch, stream: req.stream, estimate });
   /** The prompt's tokens estimated from its fields, for an answer whose usage never came. */
-  const promptEstimate = () => estimatePromptTokens(facts.promptBytes);
+  const promptEstimate = () => facts.promptTokens;
 
   // Once the upstream has a non-streamed request, a client that leaves does not stop it: the
   // answer is waited for (within SHIM_UPSTREAM_TIMEOUT_MS) and charged its usage. The deployed
