@@ -49,6 +49,8 @@ export interface Admission {
   hold: number;
   /** The prompt's estimated tokens (promptTokens), for an answer whose usage never came. */
   promptTokens: number;
+  /** The most completion tokens the outputs may generate (outputs × the hold's bound): an estimate of them is never charged more. */
+  completionBound: number;
   /** The body for the upstream, until it is handed over (forwarded()). */
   upstreamBody: Buffer | string | null;
 }
@@ -74,14 +76,15 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
   // The auth hook refused a key whose budget was spent before its body was read; checked again
   // here, as other requests may have spent it while this one's body arrived.
   const tokens = auth.buckets.tokens;
+  const completionBound = req.outputs * ctx.pricer.outputBound(holdInput);
   // At most 2^40 (far above any tier's minute): an unbounded max_tokens × n × prompts past 2^53
   // would round every other request's correction, and the refill, away while it ran.
-  const estimate = tokens ? Math.min(MAX_TOKENS_ESTIMATE, estimatePromptTokens(raw.length) + req.outputs * ctx.pricer.outputBound(holdInput)) : 0;
+  const estimate = tokens ? Math.min(MAX_TOKENS_ESTIMATE, estimatePromptTokens(raw.length) + completionBound) : 0;
   if (tokens) {
     const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
     if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
   }
-  const admission: Admission = { estimate, hold: ctx.pricer.hold(holdInput), promptTokens: promptTokens(kind, body), upstreamBody: upstreamBody(raw, body, req, continuous) };
+  const admission: Admission = { estimate, hold: ctx.pricer.hold(holdInput), promptTokens: promptTokens(kind, body), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous) };
   request.rawBody = undefined;
   request.body = undefined;
   return admission;

@@ -47,6 +47,8 @@ export interface InferenceRequest {
    * `model.extraArgs`) embeds in pieces when longer than the context, counting every piece's tokens.
    */
   promptMayExceedContext: boolean;
+  /** `echo`, read as vLLM's pydantic reads a bool: the answer starts with the prompt (completions) or the last message (chat). */
+  echo: boolean;
   /** The client asked for the usage chunk (vLLM semantics: stream_options present, include_usage absent or true). */
   clientWantsUsage: boolean;
   clientWantsContinuous: boolean;
@@ -138,6 +140,7 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     unboundedParts: templated ? mediaParts(b.messages) + (bringsChatTemplate(b) ? 1 : 0) : 0,
     renderedJsonBytes: templated ? renderedJsonBytes(b) : 0,
     promptMayExceedContext: kind === "embeddings",
+    echo: b.echo === true || b.echo === 1 || (typeof b.echo === "string" && /^(?:1|on|t|true|y|yes)$/i.test(b.echo)),
     clientWantsUsage: wantsUsage,
     clientWantsContinuous: wantsUsage && opts.continuous_usage_stats === true,
   };

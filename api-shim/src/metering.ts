@@ -1,10 +1,10 @@
 import { eventData, replaceEventData } from "./sse.ts";
-import type { Usage } from "./pricing.ts";
+import { TokenEstimate, type Usage } from "./pricing.ts";
 
 /**
  * Reads a streamed completion as it passes through: the upstream's usage (final usage chunk,
- * else the last continuous usage seen), the number of chunks that carried generated content,
- * and which events the client gets to see. The shim asks the upstream for usage whatever the
+ * else the last continuous usage seen), the number of chunks that carried generated content and
+ * an estimate of the text they carried, and which events the client gets to see. The shim asks the upstream for usage whatever the
  * client asked; the extra usage chunk (and continuous usage fields the shim added) are hidden
  * from a client that did not ask for them.
  */
@@ -27,6 +27,10 @@ export interface MeterOptions {
   outputsPerPrompt: number;
   /** Outputs in all (prompts × `n`): the answer is whole once each has finished. */
   outputs: number;
+  /** The request asked for `echo` (default no): its first chunk carries the prompt back, so its text is not counted as generated. */
+  echo?: boolean;
+  /** The most completion tokens the outputs may generate (the hold's bound; default none): the text's estimate is never taken above it. */
+  maxCompletion?: number;
 }
 
 export interface UsageJson {
@@ -59,6 +63,8 @@ export class StreamMeter {
   private readonly running = new Map<number, Usage>();
   /** Choices that carried generated content: each carries at least one token. */
   generated = 0;
+  /** The tokens of the generated text seen (its string values), estimated: one chunk may carry many tokens. */
+  private readonly text = new TokenEstimate();
   /** Outputs whose finish_reason came: each generates nothing more. */
   private readonly finished = new Set<number>();
   /** Usage came with or after the last output's finish: it is the whole answer's. */
@@ -87,11 +93,11 @@ export class StreamMeter {
     // whether it carried generated content. Inside JSON strings quotes are escaped (\"usage\"),
     // so these tests only match members. They allow whitespace around ':' because upstreams
     // differ: vLLM writes compact JSON, Python's json.dumps (some LiteLLM versions) does not.
-    // Chunks with several choices count once here: the fallback count may only err low. A
+    // Chunks with several choices count once here (the text estimate counts each one's). A
     // finish (once per output) is parsed, for which output it ends.
     if (!USAGE_OBJECT.test(data) && !data.includes('"error"') && !FINISH.test(data)) {
       if (!this.began) this.began = A_CHOICE.test(data);
-      if (CONTENT.test(data)) this.generated++;
+      if (this.readGenerated(data)) this.generated++;
       return { kind: "chunk", forward: event };
     }
     let chunk: ChunkJson;
@@ -114,6 +120,7 @@ export class StreamMeter {
       return { kind: "usage", forward: this.options.clientWantsUsage ? event : null, data };
     }
     if (choices.length > 0) this.began = true;
+    this.readGenerated(data);
     for (const c of choices) {
       if (hasContent(c)) this.generated++;
       if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
@@ -132,6 +139,37 @@ export class StreamMeter {
       this.usageShown = true;
     }
     return { kind: "chunk", forward: event };
+  }
+
+  /**
+   * Whether `data` carries generated content (a member of generated text that is not empty, a
+   * tool or function call, audio), and adds its generated text to the estimate: each string value
+   * found is read to its closing quote without parsing the event. Inside JSON strings quotes are
+   * escaped, so GENERATED matches members only.
+   */
+  private readGenerated(data: string): boolean {
+    let content = false;
+    GENERATED.lastIndex = 0;
+    while (GENERATED.test(data)) {
+      const at = GENERATED.lastIndex;
+      if (data.charCodeAt(at - 1) !== 0x22) content = true; // a call's or audio's object
+      else {
+        if (data.charCodeAt(at) !== 0x22) content = true; // a string, not empty
+        GENERATED.lastIndex = this.text.addString(data, at);
+      }
+    }
+    return content;
+  }
+
+  /**
+   * Completion tokens where the upstream reported none: the chunks that carried content (each at
+   * least one token), or the estimate of their text when more (vLLM merges a lagging consumer's
+   * tokens into one chunk), within the most the outputs may generate (the estimate may be more
+   * than the tokens). Not with `echo`, whose first chunk is the prompt.
+   */
+  private get counted(): number {
+    if (this.options.echo === true) return this.generated;
+    return Math.max(this.generated, Math.min(this.text.tokens, this.options.maxCompletion ?? Infinity));
   }
 
   /**
@@ -197,8 +235,8 @@ export class StreamMeter {
    * they are, like running usage, never taken below the content chunks seen, and its prompt is
    * charged only when `promptOwed`. Else (stream cut short) the running usage: each output's
    * latest completion tokens summed, each prompt's tokens once (outputs i and j share a prompt
-   * when ⌊i/n⌋ = ⌊j/n⌋); else the count of content-bearing chunks as completion
-   * tokens (never too many: each carried at least one). A running count is never taken below
+   * when ⌊i/n⌋ = ⌊j/n⌋); else `counted`, the content-bearing chunks or the estimate of their
+   * text, whichever is more, as completion tokens. A running count is never taken below
    * the content chunks seen. The prompt is charged only when `promptOwed` (stream.ts decides):
    * from the running usage (LiteLLM's whole-request usage on its last chunk is running usage
    * here too), else `promptEstimate()` once the answer began.
@@ -210,10 +248,10 @@ export class StreamMeter {
       // are what the answer cost. One that content followed was not the answer's last word.
       const whole = this.usageLast;
       const prompt = promptOwed || whole ? (f.promptTokens ?? promptEstimate()) : 0;
-      const completion = f.completionTokens === null ? this.generated : whole ? f.completionTokens : Math.max(f.completionTokens, this.generated);
+      const completion = f.completionTokens === null ? this.counted : whole ? f.completionTokens : Math.max(f.completionTokens, this.generated);
       return { promptTokens: prompt, completionTokens: completion };
     }
-    if (this.running.size === 0) return { promptTokens: promptOwed && this.began ? promptEstimate() : 0, completionTokens: this.generated };
+    if (this.running.size === 0) return { promptTokens: promptOwed && this.began ? promptEstimate() : 0, completionTokens: this.counted };
     const prompts = new Map<number, number>();
     let completion = 0;
     for (const [index, u] of this.running) {
@@ -231,7 +269,11 @@ const USAGE_OBJECT = /"usage"\s*:\s*\{/;
 const FINISH = /"finish_reason"\s*:\s*"/;
 /** A member `choices` holding at least one object (checked until the answer began). */
 const A_CHOICE = /"choices"\s*:\s*\[\s*\{/;
-const CONTENT = /"(?:content|text|reasoning_content|reasoning)"\s*:\s*"[^"]|"tool_calls"\s*:\s*\[\s*\{/;
+/**
+ * A member that carries generated text (a string, up to its opening quote: read on to its closing
+ * one for the estimate), or a generated structure (a tool or function call, audio: content by itself).
+ */
+const GENERATED = /"(?:content|text|reasoning_content|reasoning|refusal|arguments|transcript)"\s*:\s*"|"(?:tool_calls"\s*:\s*\[\s*\{|(?:function_call|audio)"\s*:\s*\{)/g;
 
 /** A stream's usage object's counts, each read on its own. */
 export function readCounts(u: UsageJson): Counts {
@@ -261,6 +303,8 @@ export function storedUsage(u: Usage): Usage {
 
 const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
 
+const isObject = (v: unknown): boolean => v !== null && typeof v === "object";
+
 const indexOf = (choice: { index?: unknown } | undefined): number => (typeof choice?.index === "number" ? choice.index : 0);
 
 function hasContent(choice: { delta?: Record<string, unknown>; text?: unknown } | null): boolean {
@@ -272,7 +316,10 @@ function hasContent(choice: { delta?: Record<string, unknown>; text?: unknown } 
     (typeof d.content === "string" && d.content !== "") ||
     (typeof d.reasoning_content === "string" && d.reasoning_content !== "") ||
     (typeof d.reasoning === "string" && d.reasoning !== "") ||
-    (Array.isArray(d.tool_calls) && d.tool_calls.length > 0)
+    (typeof d.refusal === "string" && d.refusal !== "") ||
+    (Array.isArray(d.tool_calls) && d.tool_calls.length > 0) ||
+    isObject(d.function_call) ||
+    isObject(d.audio)
   );
 }
 

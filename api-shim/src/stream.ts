@@ -29,6 +29,10 @@ export interface RelayInput {
   outputsPerPrompt: number;
   /** Outputs in all (prompts × `n`), for telling a whole answer from a cut one. */
   outputs: number;
+  /** The request asked for `echo`: its first chunk is the prompt, not generated text. */
+  echo: boolean;
+  /** The most completion tokens the outputs may generate: an estimate of them is never charged more. */
+  maxCompletion: number;
   /**
    * Prompt tokens charged when content arrived but no usage did, to a client that left (the
    * prompt was processed, and without this a client behind an upstream that sends no running
@@ -70,7 +74,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   // upstream: it is charged for what was generated), and a drain that cuts now: response-writer.ts.
   const write = (text: string) => writeWithBackpressure(out, text, ctx.config.streamIdleTimeoutMs, signal);
 
-  const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, outputsPerPrompt: input.outputsPerPrompt, outputs: input.outputs });
+  const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, outputsPerPrompt: input.outputsPerPrompt, outputs: input.outputs, echo: input.echo, maxCompletion: input.maxCompletion });
   // What ended the stream early, if anything: the client leaving, or a failure told to it.
   let clientGone = false;
   let failure: ShimError | null = null;

@@ -43,3 +43,11 @@ describe("the prompt's token estimate, for an answer whose usage never came", ()
     expect(promptTokens("embeddings", { model: "m", input: "abcd" })).toBe(Math.ceil('"abcd"'.length / 4));
   });
 });
+
+describe("echo", () => {
+  it("is read as vLLM's pydantic reads a bool: the answer then starts with the prompt, which a stream's text estimate must not count", () => {
+    const echo = (v: unknown) => parseInferenceRequest("completions", { model: "m", prompt: "x", echo: v }).echo;
+    for (const v of [true, 1, "true", "True", "1", "yes", "on", "t", "y"]) expect(echo(v), JSON.stringify(v)).toBe(true);
+    for (const v of [false, 0, "false", "0", "no", undefined, null]) expect(echo(v), JSON.stringify(v)).toBe(false);
+  });
+});

@@ -15,16 +15,20 @@ const CREDIT = 1_000_000;
 const shimWithIdleTimeout = (ms: number) =>
   startShim({
     env: { SHIM_STREAM_IDLE_TIMEOUT_MS: String(ms) },
-    file: { models: [{ name: "qwen2.5-7b", maxModelLen: 200_000 }], pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 0, completionPer1k: 1 } } } },
-    fake: { models: [{ name: "qwen2.5-7b", maxModelLen: 200_000 }] },
+    file: { models: [{ name: "qwen2.5-7b", maxModelLen: 2_000_000 }], pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 0, completionPer1k: 1 } } } },
+    fake: { models: [{ name: "qwen2.5-7b", maxModelLen: 2_000_000 }] },
   });
 
-/** Opens a stream of 100,000 tokens and never reads a byte of its body; resolves with the request id. */
+/**
+ * Opens a stream of 100,000 tokens and never reads a byte of its body; resolves with the request
+ * id. Held for 1,000,000 completion tokens (1,001 credits): the fallback charges the estimate of
+ * the text received, and the fake's " t12345" is six tokens of it.
+ */
 function openUnreadStream(h: Harness, key: string) {
   // ~250 bytes per token event: 100,000 tokens are far more than the socket buffers between
   // the shim and a client that reads nothing.
   h.fake.set({ defaultTokens: 100_000 });
-  const body = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "everything" }], max_tokens: 100_000, stream: true });
+  const body = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "everything" }], max_tokens: 1_000_000, stream: true });
   const client = request(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" } });
   const reqId = new Promise<string>((resolve) => client.on("response", (res) => {
     res.pause();
@@ -43,7 +47,7 @@ describe("a streaming client that stops reading", () => {
   afterAll(() => h.close());
 
   it("is cut after the idle timeout: the upstream request is aborted, the hold settled for what was generated", async () => {
-    const { key, id } = await h.createKey({ credits: 1000 });
+    const { key, id } = await h.createKey({ credits: 2000 });
     const aborted = h.fake.counters.aborted;
     const started = Date.now();
     const { client, reqId: response } = openUnreadStream(h, key);
@@ -55,10 +59,10 @@ describe("a streaming client that stops reading", () => {
     expect(Date.now() - started).toBeLessThan(10_000);
     const k = (await h.store.getKey(id))!;
     expect(k.held).toBe(0);
-    // Charged the request and the tokens generated up to the cut, nothing like the 100,000 held.
-    const charged = 1000 * CREDIT - k.balance;
+    // Charged the request and the tokens generated up to the cut, nothing like the 1,000,000 held.
+    const charged = 2000 * CREDIT - k.balance;
     expect(charged).toBeGreaterThan(CREDIT);
-    expect(charged).toBeLessThan(CREDIT + 100 * CREDIT);
+    expect(charged).toBeLessThan(CREDIT + 1000 * CREDIT);
     client.destroy();
   });
 });
@@ -69,7 +73,7 @@ describe("a drain (SIGTERM) while a stream waits on a client that stops reading"
     // grace period would kill the process with the stream's hold unsettled.
     const h = await shimWithIdleTimeout(60_000);
     try {
-      const { key, id } = await h.createKey({ credits: 1000 });
+      const { key, id } = await h.createKey({ credits: 2000 });
       const { client, reqId } = openUnreadStream(h, key);
       await reqId;
       await new Promise((r) => setTimeout(r, 1000)); // the shim's writes back up
@@ -82,7 +86,7 @@ describe("a drain (SIGTERM) while a stream waits on a client that stops reading"
       expect(h.app.shim.inflight.size).toBe(0);
       const k = (await h.store.getKey(id))!;
       expect(k.held).toBe(0);
-      expect(1000 * CREDIT - k.balance).toBeGreaterThan(CREDIT); // the content it was sent is charged
+      expect(2000 * CREDIT - k.balance).toBeGreaterThan(CREDIT); // the content it was sent is charged
       client.destroy();
     } finally {
       await h.close();

@@ -3,6 +3,7 @@ import { createServer, request } from "node:http";
 import { once } from "node:events";
 import type { AddressInfo, Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { TokenEstimate } from "../../api-shim/src/pricing.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 const CREDIT = 1_000_000;
@@ -23,8 +24,18 @@ describe("streaming metering", () => {
   afterAll(() => h.close());
 
   const balance = async (id: string) => (await h.store.getKey(id))!.balance;
-  /** The prompt tokens a client that left before any usage is charged: its messages' JSON bytes / 4. */
+  /** The prompt tokens a client that left before any usage is charged: its messages' JSON bytes / 4 (no digits, ASCII). */
   const promptEstimate = () => Math.ceil(Buffer.byteLength(JSON.stringify((JSON.parse(h.fake.requests.at(-1)!.body) as { messages: unknown }).messages)) / 4);
+  /**
+   * The completion tokens a stream without usage is charged for the fake's first k tokens: the
+   * estimate of their text "t1 t2 … tk" (a digit a token, other bytes four to a token), which is
+   * more than the k chunks (Qwen's tokenizer makes " t12" three tokens).
+   */
+  const generatedEstimate = (k: number) => {
+    const e = new TokenEstimate();
+    e.add(Array.from({ length: k }, (_, i) => `t${i + 1}`).join(" "));
+    return e.tokens;
+  };
 
   it("charges a complete stream exactly from the upstream's usage chunk, which the client never sees", async () => {
     const { key, id } = await h.createKey({ credits: 1000 });
@@ -80,12 +91,13 @@ describe("streaming metering", () => {
     const sent = h.fake.counters.tokensSent - sentBefore;
     expect(sent).toBeLessThan(400);
     const charged = 1000 * CREDIT - (await balance(id));
-    // Fallback: content chunks as completion tokens, and the prompt estimated from the messages' bytes.
+    // Fallback: the estimate of the text received as completion tokens (up to what was sent, at
+    // least what the client saw), and the prompt estimated from the messages' bytes.
     const prompt = promptEstimate();
     const generated = (charged - CREDIT - prompt * 1000) / CREDIT;
     expect(Number.isInteger(generated)).toBe(true);
-    expect(generated).toBeGreaterThanOrEqual(seen);
-    expect(generated).toBeLessThanOrEqual(sent);
+    expect(generated).toBeGreaterThanOrEqual(generatedEstimate(seen));
+    expect(generated).toBeLessThanOrEqual(generatedEstimate(sent));
     expect(log.tokens).toBe(prompt + generated);
     expect((await h.store.getKey(id))!.held).toBe(0);
   });
@@ -100,6 +112,8 @@ describe("streaming metering", () => {
     const prompt = promptEstimate();
     expect(prompt).toBeGreaterThan(900);
     await h.waitForRequestLog((e) => e.keyId === whole.id);
+    // The estimate of "t1 … t20" (41) is more than max_tokens: the 20 the outputs may generate.
+    expect(generatedEstimate(20)).toBe(41);
     expect(1000 * CREDIT - (await balance(whole.id))).toBe(cost(prompt, 20));
 
     // Leaving after five chunks never costs more than reading to the end.
@@ -108,7 +122,7 @@ describe("streaming metering", () => {
     for await (const c of await h.client(left.key).chat.completions.create(ask)) if (c.choices[0]?.delta.content && ++seen === 5) break;
     await h.waitForRequestLog((e) => e.keyId === left.id);
     const leftCost = 1000 * CREDIT - (await balance(left.id));
-    expect(leftCost).toBeGreaterThanOrEqual(cost(prompt, 5));
+    expect(leftCost).toBeGreaterThanOrEqual(cost(prompt, generatedEstimate(5)));
     expect(leftCost).toBeLessThanOrEqual(cost(prompt, 20));
     expect(await (await fetch(`${h.url}/metrics`)).text()).toMatch(/shim_upstream_failures_total\{reason="no_usage"\} 1\n/);
     expect(h.logs.filter((l) => l.includes("stream ended without usage: prompt estimated, completion counted in chunks"))).toHaveLength(1);
@@ -166,7 +180,7 @@ describe("streaming metering", () => {
     expect(err).toBeInstanceOf(APIError);
     expect((err as APIError).error).toMatchObject({ code: "upstream_error", type: "api_error" });
     expect(text).toBe("t1 t2 t3");
-    expect(await balance(id)).toBe(1000 * CREDIT - cost(0, 3)); // the upstream failed: only what was delivered
+    expect(await balance(id)).toBe(1000 * CREDIT - cost(0, generatedEstimate(3))); // the upstream failed: only what was delivered
     // Counted as what it was, for the operator's alerts: a stream cut mid-way.
     expect(await (await fetch(`${h.url}/metrics`)).text()).toMatch(/shim_upstream_failures_total\{reason="stream_cut"\} [1-9]/);
   });
@@ -192,7 +206,7 @@ describe("streaming metering", () => {
     expect((err as APIError).error).toMatchObject({ code: "upstream_error", type: "api_error" });
     expect((err as APIError).message).not.toMatch(/Engine loop/);
     expect(text).toBe("t1 t2");
-    expect(await balance(id)).toBe(1000 * CREDIT - cost(0, 2));
+    expect(await balance(id)).toBe(1000 * CREDIT - cost(0, generatedEstimate(2)));
     const log = await h.waitForRequestLog((e) => e.reqId === response.headers.get("x-request-id"));
     // The HTTP status sent was 200 (headers go before the failure); the error says what happened.
     expect(log).toMatchObject({ status: 200, error: "upstream_error" });
@@ -215,7 +229,7 @@ describe("streaming metering", () => {
     expect(err.error).toMatchObject({ code: "upstream_error", type: "api_error" });
     expect(err.message).not.toMatch(/EngineCore/);
     expect(log).toMatchObject({ status: 200, error: "upstream_error" });
-    expect(1000 * CREDIT - (await balance(id))).toBe(CREDIT + 2 * CREDIT); // the request and the two tokens delivered
+    expect(1000 * CREDIT - (await balance(id))).toBe(CREDIT + generatedEstimate(2) * CREDIT); // the request and the two tokens delivered
   });
 
   it("an in-stream error before any content charges nothing, like a failed upstream", async () => {

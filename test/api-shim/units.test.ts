@@ -613,9 +613,10 @@ describe("metering fast path", () => {
     ];
     for (const e of events) expect(m.process(e)).toEqual({ kind: "chunk", forward: e });
     expect(m.generated).toBe(3);
-    expect(m.usage()).toEqual({ promptTokens: 0, completionTokens: 3 });
-    expect(m.usage(true, () => 7)).toEqual({ promptTokens: 7, completionTokens: 3 }); // a client that left owes its prompt
-    expect(m.usage(false, () => 7)).toEqual({ promptTokens: 0, completionTokens: 3 }); // an upstream failure: the content only
+    // The text's estimate (`a "usage":{ "error"`, `b`, `{`: 21 bytes, 6 tokens) is more than the 3 chunks.
+    expect(m.usage()).toEqual({ promptTokens: 0, completionTokens: 6 });
+    expect(m.usage(true, () => 7)).toEqual({ promptTokens: 7, completionTokens: 6 }); // a client that left owes its prompt
+    expect(m.usage(false, () => 7)).toEqual({ promptTokens: 0, completionTokens: 6 }); // an upstream failure: the content only
   });
 });
 

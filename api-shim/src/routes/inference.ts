@@ -174,7 +174,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return await refused(ctx, request, settlement, err, reason);
     }
     if (req.stream) {
-      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, outputs: req.outputs, promptEstimate, lease });
+      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, outputs: req.outputs, echo: req.echo, maxCompletion: facts.completionBound, promptEstimate, lease });
     }
     let answerBytes: Buffer | null;
     const scanner = new UsageScanner();

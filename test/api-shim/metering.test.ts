@@ -1,0 +1,168 @@
+import { createServer, type Server } from "node:http";
+import { once } from "node:events";
+import type { AddressInfo } from "node:net";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { StreamMeter } from "../../api-shim/src/metering.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+
+const meter = (echo = false) => new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1, echo });
+const delta = (d: unknown, extra: Record<string, unknown> = {}) => `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", choices: [{ index: 0, delta: d, finish_reason: null, ...extra }] })}`;
+
+describe("the completion count of a stream without usage", () => {
+  it("counts deltas of function_call, refusal and audio as generated content, as content and tool_calls are", () => {
+    for (const d of [{ function_call: { arguments: "{" } }, { function_call: { name: "f" } }, { refusal: "no" }, { audio: { id: "a", data: "AAAA" } }, { tool_calls: [{ index: 0 }] }, { content: "a" }]) {
+      const m = meter();
+      m.process(delta({ role: "assistant", content: null }));
+      expect(m.contentSeen, JSON.stringify(d)).toBe(false);
+      m.process(delta(d));
+      expect(m.contentSeen, JSON.stringify(d)).toBe(true);
+      expect(m.usage(false).completionTokens, JSON.stringify(d)).toBe(1);
+      // The same in a chunk the meter parses (it carries a finish), and written with spaces (LiteLLM).
+      const parsed = meter();
+      parsed.process(delta(d, { finish_reason: "stop" }).replaceAll(":", ": ").replaceAll(",", ", "));
+      expect(parsed.usage(false).completionTokens, JSON.stringify(d)).toBe(1);
+    }
+    // Empty or null ones are not content.
+    const m = meter();
+    for (const d of [{ refusal: "" }, { refusal: null }, { function_call: null }, { audio: null }, { content: "" }]) m.process(delta(d));
+    expect(m.contentSeen).toBe(false);
+  });
+
+  it("is the generated text's estimate when one chunk carries many tokens (vLLM merges outputs when its consumer lags)", () => {
+    const m = meter();
+    // 5,000 digits in one chunk: 5,000 tokens at least for Qwen's tokenizer, one chunk.
+    m.process(delta({ content: "7".repeat(5000) }));
+    expect(m.usage(false).completionTokens).toBe(5000);
+    // Each kind of generated text counts, escapes read as characters: `say "hi"` is 8 bytes.
+    const kinds = meter();
+    kinds.process(delta({ content: "abcd" }));
+    kinds.process(delta({ reasoning_content: "abcd" }));
+    kinds.process(delta({ tool_calls: [{ index: 0, function: { name: "f", arguments: "{\"q\":\"12\"}" } }] }));
+    kinds.process(delta({ function_call: { arguments: "say \"hi\"" } }));
+    kinds.process(delta({ refusal: "你好" }));
+    kinds.process(delta({ audio: { id: "a", data: "AAAA", transcript: "abcd" } }));
+    // Digits and non-ASCII characters: 1 2 你 好 (4); other bytes: 4 + 4 + 8 (`{"q":""}`) + 8 + 4 = 28 → 7.
+    expect(kinds.usage(false).completionTokens).toBe(4 + 7);
+    // Never below the chunks: six chunks of one letter each.
+    const short = meter();
+    for (let i = 0; i < 6; i++) short.process(delta({ content: "a" }));
+    expect(short.usage(false).completionTokens).toBe(6);
+  });
+
+  it("counts the text of every choice of a chunk, in chunks the meter parses too, and LiteLLM's escapes of non-ASCII text", () => {
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 2, outputs: 2, echo: false });
+    m.process(`data: {"choices":[{"index":0,"delta":{"content":"${"1".repeat(300)}"}},{"index":1,"delta":{"content":"${"2".repeat(300)}"}}]}`);
+    m.process(`data: {"choices": [{"index": 0, "delta": {"content": "\\u4f60\\u597d"}, "finish_reason": "stop"}]}`);
+    expect(m.usage(false).completionTokens).toBe(600 + 2);
+  });
+
+  it("never takes the text's estimate above the most the outputs may generate (the hold's bound), nor the count below the chunks", () => {
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1, maxCompletion: 100 });
+    m.process(delta({ content: "7".repeat(5000) }));
+    expect(m.usage(false).completionTokens).toBe(100);
+    const chunks = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1, maxCompletion: 2 });
+    for (let i = 0; i < 3; i++) chunks.process(delta({ content: "a" }));
+    expect(chunks.usage(false).completionTokens).toBe(3);
+  });
+
+  it("is not raised above the upstream's own count, and not made from an echoed prompt", () => {
+    const m = meter();
+    m.process(delta({ content: "9".repeat(500) }));
+    m.process('data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":100}}');
+    expect(m.usage(false)).toEqual({ promptTokens: 3, completionTokens: 100 });
+    // `echo`: the first chunk carries the prompt back; the chunks are counted, not its text.
+    const echoed = meter(true);
+    echoed.process(`data: {"choices":[{"index":0,"text":"${"9".repeat(500)} and","finish_reason":null}]}`);
+    echoed.process('data: {"choices":[{"index":0,"text":" more","finish_reason":null}]}');
+    expect(echoed.usage(false).completionTokens).toBe(2);
+  });
+});
+
+/** An upstream (as LiteLLM streams a provider's answer: no running usage) writing 50 deltas of one shape, then stalling or breaking. */
+let shape: "content" | "function_call" | "refusal" | "audio" | "coalesced" = "content";
+let breakAfter = false;
+let upstream: Server;
+async function startUpstream(): Promise<string> {
+  upstream = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      const send = (d: unknown) => res.write(`${delta(d)}\n\n`);
+      send({ role: "assistant", content: shape === "content" ? "" : null });
+      for (let i = 0; i < 50; i++) {
+        if (shape === "content") send({ content: ` word${i}` });
+        else if (shape === "coalesced") send({ content: Array.from({ length: 100 }, (_, j) => ` word${i}_${j}`).join("") });
+        else if (shape === "function_call") send({ function_call: { arguments: ` "word${i}",` } });
+        else if (shape === "refusal") send({ refusal: ` word${i}` });
+        else send({ audio: { id: "a", data: "AAAA".repeat(100), transcript: ` word${i}` } });
+      }
+      if (breakAfter) setTimeout(() => res.destroy(), 50);
+    });
+  });
+  upstream.listen(0, "127.0.0.1");
+  await once(upstream, "listening");
+  return `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`;
+}
+
+/**
+ * Completion tokens of the 50 deltas of each shape, as the estimate counts them: the numbers
+ * 0-49 are 90 digits; ` word` is 5 bytes (250 in all: 63 tokens), ` "word",` 8 (400: 100).
+ * Coalesced, 100 pieces ` word<i>_<j>` a chunk: 100 × 90 + 50 × 190 digits, 6 bytes each (30,000: 7,500).
+ */
+const COMPLETION = { content: 90 + 63, refusal: 90 + 63, audio: 90 + 63, function_call: 90 + 100, coalesced: 18_500 + 7_500 };
+/** The prompt's estimate: `[{"role":"user","content":"hi"}]`, 32 bytes. */
+const PROMPT = 8;
+
+describe("a streamed answer whose usage never comes, as the shim charges it", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    const url = await startUpstream();
+    h = await startShim({
+      // 1 credit a request, 1 per 1k prompt tokens, 10 per 1k completion tokens.
+      file: { pricing: { request: 1, models: { "gpt-4o": { promptPer1k: 1, completionPer1k: 10 } } }, models: [{ name: "gpt-4o", continuousUsage: false, tokenPrompts: false }] },
+      env: { SHIM_UPSTREAM_URL: url },
+    });
+  });
+  afterAll(async () => {
+    await h.close();
+    upstream.closeAllConnections();
+    upstream.close();
+  });
+
+  for (const s of ["content", "function_call", "refusal", "audio", "coalesced"] as const) {
+    it(`${s}: the client leaves after 50 chunks: charged the request, its prompt's estimate and the generated text's`, async () => {
+      shape = s;
+      const { id, key } = await h.createKey({ credits: 2000, tier: "developer" });
+      const ac = new AbortController();
+      const res = await fetch(`${h.url}/v1/chat/completions`, {
+        method: "POST", signal: ac.signal,
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "gpt-4o", stream: true, max_tokens: 100_000, messages: [{ role: "user", content: "hi" }] }),
+      });
+      const reader = res.body!.getReader();
+      let text = "";
+      while ((text.match(/word/g) ?? []).length < (s === "coalesced" ? 5000 : 50)) text += new TextDecoder().decode((await reader.read()).value);
+      ac.abort();
+      const line = await h.waitForRequestLog((l) => l.keyId === id);
+      expect(line.status).toBe(499);
+      expect(line.tokens).toBe(PROMPT + COMPLETION[s]);
+      expect(line.cost).toBe((1_000_000 + PROMPT * 1000 + COMPLETION[s] * 10_000) / 1e6); // in µc, then credits
+    });
+  }
+
+  it("function_call: the upstream breaks after 50 chunks: charged the content delivered, as for content", async () => {
+    shape = "function_call";
+    breakAfter = true;
+    try {
+      const { id, key } = await h.createKey({ credits: 1000, tier: "developer" });
+      const res = await h.post(key, "/v1/chat/completions", { model: "gpt-4o", stream: true, max_tokens: 1000, messages: [{ role: "user", content: "hi" }] });
+      const text = await res.text();
+      expect(text).toContain('"code":"upstream_error"');
+      const line = await h.waitForRequestLog((l) => l.keyId === id);
+      expect(line.tokens).toBe(COMPLETION.function_call);
+      expect(line.cost).toBe((1_000_000 + COMPLETION.function_call * 10_000) / 1e6);
+    } finally {
+      breakAfter = false;
+    }
+  });
+});
