@@ -10,9 +10,10 @@ import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.t
  * that stops leaves an expired tenant's keys live). Debian's nginx with the rendered nginx.conf,
  * the real shim. Ports of their own, so this file runs beside the other nginx tests.
  */
-const HTTP_PORT = 60900;
-const HTTPS_PORT = 60901;
-const LOCAL_PORT = 60902;
+/** Above Linux's ephemeral range (32768-60999), where no outgoing connection can hold them. */
+const HTTP_PORT = 61900;
+const HTTPS_PORT = 61901;
+const LOCAL_PORT = 61902;
 
 let edge: RenderedEdge | undefined;
 

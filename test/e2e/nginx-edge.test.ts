@@ -10,9 +10,10 @@ import type { Harness } from "../support/shim-harness.ts";
  * three streams reach it), the real shim and the fake vLLM. Ports of their own, so this file
  * runs beside the other nginx tests.
  */
-const HTTP_PORT = 57700;
-const HTTPS_PORT = 57701;
-const LOCAL_PORT = 57702;
+/** Above Linux's ephemeral range (32768-60999), where no outgoing connection can hold them. */
+const HTTP_PORT = 61700;
+const HTTPS_PORT = 61701;
+const LOCAL_PORT = 61702;
 
 let shim: Harness;
 let nginx: RunningNginx;

@@ -13,9 +13,10 @@ import type { Harness } from "../support/shim-harness.ts";
  * through to 443 for /admin), 127.0.0.4 stands for Docker's gateway (the host's own requests),
  * 127.0.0.5 is in neither list. Ports of their own, so this file runs beside nginx-shim.test.ts.
  */
-const HTTP_PORT = 57510;
-const HTTPS_PORT = 57511;
-const LOCAL_PORT = 57512;
+/** Above Linux's ephemeral range (32768-60999), where no outgoing connection can hold them. */
+const HTTP_PORT = 61510;
+const HTTPS_PORT = 61511;
+const LOCAL_PORT = 61512;
 const DOCKER_GATEWAY = "10.89.0.1";
 const GATEWAY_STAND_IN = "127.0.0.4";
 

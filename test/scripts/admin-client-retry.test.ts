@@ -7,7 +7,8 @@ import { AdminApiError, adminClient } from "../../scripts/lib/admin-client.ts";
  * admin client waits the answer's Retry-After (capped) and sends it again, a few times. A small
  * server on loopback answers 429 a given number of times, then the API's answer.
  */
-const PORT = 60910;
+/** The OS picks the port: a fixed one inside Linux's ephemeral range (32768-60999) can be taken by any outgoing connection. */
+let port = 0;
 let server: Server;
 /** What each 429 says: its Retry-After header (none when undefined). */
 let refusals: (string | undefined)[] = [];
@@ -31,7 +32,8 @@ beforeAll(async () => {
       }
     });
   });
-  await new Promise<void>((resolve) => server.listen(PORT, "127.0.0.1", resolve));
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  port = (server.address() as { port: number }).port;
 });
 
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
@@ -40,7 +42,7 @@ beforeEach(() => {
   refusals = []; seen = []; waits = []; lines = [];
 });
 
-const client = () => adminClient({ baseUrl: `http://127.0.0.1:${PORT}`, adminToken: "t0ken", source: "test" }, fetch, {
+const client = () => adminClient({ baseUrl: `http://127.0.0.1:${port}`, adminToken: "t0ken", source: "test" }, fetch, {
   progress: (line) => lines.push(line),
   sleep: async (ms) => { waits.push(ms); },
 });
