@@ -178,30 +178,38 @@ export class Pricer {
     return ceiling === Infinity ? DEFAULT_MAX_COMPLETION_TOKENS : ceiling;
   }
 
-  hold(input: HoldInput): number {
-    const base = this.requestPrice(input.batch);
-    const price = this.pricing.models.get(input.model);
-    if (!price) return base;
+  /**
+   * The most prompt tokens a request can be charged: the whole context per prompt where the
+   * model's maxModelLen bounds it, else the text's bound plus a context's worth per unbounded
+   * part. The hold reserves it; a prompt estimate (a client gone before any usage) is capped at
+   * it, so a data URL's base64 is never charged as more prompt than vLLM accepts.
+   */
+  promptBound(input: HoldInput): number {
     const maxLen = this.models?.get(input.model)?.maxModelLen ?? null;
-    // A request is bounded per sequence, not as a whole: a batch of prompts may hold
-    // maxModelLen tokens each, and every one of the `outputs` sequences may reach maxTokens.
-    const completion = input.outputs * this.outputBound(input);
     // A known maxModelLen is a true ceiling per prompt (not for embeddings, which vLLM may embed
     // in pieces); without one, each unbounded part (an image, a request's own template) adds a
     // context's worth on top of the text (an image in a long prompt must not lower the hold below
     // the text's): the model's when known, else DEFAULT_MAX_COMPLETION_TOKENS.
     const context = maxLen === null || input.promptMayExceedContext ? Infinity : maxLen * input.prompts;
     const unbounded = input.unboundedParts > 0;
+    if (context !== Infinity && unbounded) return context;
     // JSON printed again counts RENDERED_JSON_TOKENS_PER_BYTE per byte; normalization's growth
     // once (a grown byte is in a string, which templates print as is: one token at most).
     const rendered = (input.renderedJsonBytes ?? 0) * (RENDERED_JSON_TOKENS_PER_BYTE - 1);
     let textBound = input.bodyBytes + rendered + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
-    if (input.normalizationGrowth && (maxLen === null || (!unbounded && textBound < context))) textBound += input.normalizationGrowth();
-    const prompt = context !== Infinity
-      ? (unbounded ? context : Math.min(textBound, context))
-      : textBound + input.unboundedParts * (maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS);
+    if (input.normalizationGrowth && (maxLen === null || textBound < context)) textBound += input.normalizationGrowth();
+    return context !== Infinity ? Math.min(textBound, context) : textBound + input.unboundedParts * (maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS);
+  }
+
+  hold(input: HoldInput): number {
+    const base = this.requestPrice(input.batch);
+    const price = this.pricing.models.get(input.model);
+    if (!price) return base;
+    // A request is bounded per sequence, not as a whole: a batch of prompts may hold
+    // maxModelLen tokens each, and every one of the `outputs` sequences may reach maxTokens.
+    const completion = input.outputs * this.outputBound(input);
     // Bounded so that it stays an exact integer; a hold this large is refused (402) anyway.
-    return Math.min(base + tokenCost(prompt, price.promptPer1k) + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);
+    return Math.min(base + tokenCost(this.promptBound(input), price.promptPer1k) + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);
   }
 
   /** The charge for `usage`, capped at the hold; `capped` when the usage was worth more than the hold. */

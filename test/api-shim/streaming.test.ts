@@ -732,3 +732,33 @@ describe("usage in a stream's events, as the upstream happened to write them", (
     expect(usageChunks.map((c) => [c.usage.completion_tokens, c.credits_charged])).toEqual([[1, undefined], [3, cost(5, 3) / CREDIT]]);
   });
 });
+
+describe("a client that leaves a streamed image request early (a data URL, no running usage)", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim({ file: FILE, fake: FAKE });
+  });
+  afterAll(() => h.close());
+
+  it("is never charged for more prompt tokens than the model's context (8192) can hold", async () => {
+    h.fake.set({ tokenDelayMs: 300 });
+    const { key, id } = await h.createKey({ credits: 1000 });
+    // A ~200 KB image as a data URL (as the OpenAI SDKs send local images), base64 with its digits.
+    const b64 = Buffer.from(Array.from({ length: 150_000 }, (_, i) => (i * 7919) % 256)).toString("base64");
+    const body = {
+      model: "qwen2.5-7b", stream: true, max_tokens: 100,
+      messages: [{ role: "user", content: [{ type: "text", text: "What is in this image?" }, { type: "image_url", image_url: { url: `data:image/png;base64,${b64}` } }] }],
+    };
+    const ac = new AbortController();
+    const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    expect(res.status).toBe(200);
+    await res.body!.getReader().read(); // the role chunk: the answer began
+    ac.abort();
+    await h.waitForRequestLog((e) => e.keyId === id);
+    h.fake.reset();
+    const charged = 1000 * CREDIT - (await h.store.getKey(id))!.balance;
+    // The most this request can cost with the answer begun and no content: the request and a
+    // whole context of prompt tokens (vLLM refuses a longer prompt): 1 + 8.192 credits.
+    expect(charged).toBeLessThanOrEqual(CREDIT + 8192 * 1000);
+  });
+});
