@@ -100,7 +100,7 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
   if (kind === "completions" && (b.prompt === undefined || b.prompt === null) && embeds === 0) throw invalid("'prompt' is required.", "prompt");
   // vLLM's embeddings take `input`, or `messages` rendered by the chat template (its chat
   // embeddings, for multimodal embedding models).
-  const chatEmbeddings = kind === "embeddings" && b.input === undefined && b.messages !== undefined;
+  const chatEmbeddings = kind === "embeddings" && rendersMessages(kind, b);
   if (kind === "embeddings" && b.input === undefined && b.messages === undefined) throw invalid("'input' (or 'messages') is required.", "input");
   if (kind === "embeddings" && b.input !== undefined && b.messages !== undefined) throw invalid("Send either 'input' or 'messages', not both.", "messages");
   if (chatEmbeddings && (!Array.isArray(b.messages) || b.messages.length === 0)) throw invalid("'messages' must be a non-empty array.", "messages");
@@ -174,9 +174,14 @@ function mediaParts(messages: unknown): number {
   for (const m of messages) {
     const content = m !== null && typeof m === "object" ? (m as { content?: unknown }).content : undefined;
     if (!Array.isArray(content)) continue;
-    for (const part of content) if (part === null || typeof part !== "object" || (part as { type?: unknown }).type !== "text") count++;
+    for (const part of content) if (!isTextPart(part)) count++;
   }
   return count;
+}
+
+/** A content part of text; any other (an image, audio, video, an unknown type, a malformed part) is media to the hold and the estimate. */
+function isTextPart(part: unknown): boolean {
+  return part !== null && typeof part === "object" && (part as { type?: unknown }).type === "text";
 }
 
 /**
@@ -190,10 +195,7 @@ function mediaParts(messages: unknown): number {
  * charged 24 % below its price.
  */
 function renderedJsonBytes(b: Record<string, unknown>): number {
-  const kwargs = b.chat_template_kwargs !== null && typeof b.chat_template_kwargs === "object" ? (b.chat_template_kwargs as Record<string, unknown>) : {};
-  // Every object or list among the template's variables: vLLM hands the template any it names
-  // (Llama 3.1's takes `custom_tools` in place of `tools`, and prints them with indent=4).
-  const parts = [b.tools, b.functions, b.documents, ...Object.values(kwargs).filter((v) => v !== null && typeof v === "object")];
+  const parts = templateJson(b);
   if (Array.isArray(b.messages)) for (const m of b.messages) if (m !== null && typeof m === "object") parts.push((m as { tool_calls?: unknown }).tool_calls);
   let bytes = 0;
   for (const part of parts) {
@@ -201,6 +203,22 @@ function renderedJsonBytes(b: Record<string, unknown>): number {
     bytes += Buffer.byteLength(JSON.stringify(part));
   }
   return bytes;
+}
+
+/**
+ * What a chat template prints as JSON besides the messages: tools, the legacy `functions`,
+ * documents, and every object or list among the template's variables (vLLM hands the template any
+ * it names: Llama 3.1's takes `custom_tools` in place of `tools`, and prints them with indent=4).
+ * Prompt to the hold (renderedJsonBytes), the estimate and normalization's growth (promptFields) alike.
+ */
+function templateJson(b: Record<string, unknown>): unknown[] {
+  const kwargs = b.chat_template_kwargs !== null && typeof b.chat_template_kwargs === "object" ? (b.chat_template_kwargs as Record<string, unknown>) : {};
+  return [b.tools, b.functions, b.documents, ...Object.values(kwargs).filter((v) => v !== null && typeof v === "object")];
+}
+
+/** The prompt is `messages` rendered by the chat template: chat, and vLLM's chat-style embeddings (`messages` without `input`). */
+function rendersMessages(kind: InferenceKind, b: Record<string, unknown>): boolean {
+  return kind === "chat" || (kind === "embeddings" && b.input === undefined && b.messages !== undefined);
 }
 
 /**
@@ -231,21 +249,60 @@ function embedsCount(v: unknown): number {
 }
 
 /**
- * The prompt's tokens estimated from the JSON of the fields that carry it (chat: `messages` and
- * `tools`; completions: `prompt`; embeddings: `input`), rather than the whole body (a large
- * `logit_bias` or JSON schema is not prompt): charged when the upstream's count never comes.
- * Made at admission, as the body is let go then.
+ * The prompt's tokens estimated from the fields that carry it (promptFields), rather than the
+ * whole body (a large `logit_bias` or JSON schema is not prompt): charged when the upstream's
+ * count never comes. Made at admission, as the body is let go then, from the parsed body without
+ * writing it out again. Text by TokenEstimate's rule, counted as its JSON; token IDs (a list of
+ * numbers, or a batch of such lists) one token each; a message's non-text part (an image's data
+ * URL, audio, video) four characters to a token, never more than before the digit rule.
  */
 export function promptTokens(kind: InferenceKind, body: Record<string, unknown>): number {
   const estimate = new TokenEstimate();
-  for (const part of promptFields(kind, body)) if (part !== undefined) estimate.add(JSON.stringify(part));
+  const [first, ...rest] = promptFields(kind, body);
+  if (rendersMessages(kind, body)) addMessages(estimate, first);
+  else addPrompt(estimate, first);
+  for (const part of rest) estimate.addValue(part);
   return estimate.tokens;
 }
 
-/** The fields that carry the prompt: chat `messages` and `tools`, completions `prompt`, embeddings `input` (or `messages`). */
+/** A completions `prompt` or an embeddings `input`: text, or token IDs as vLLM takes them (one list, or a batch of lists). */
+function addPrompt(estimate: TokenEstimate, prompt: unknown): void {
+  if (isTokenIds(prompt)) estimate.addTokens(prompt.length);
+  else if (Array.isArray(prompt) && prompt.length > 0 && prompt.every(isTokenIds)) for (const ids of prompt) estimate.addTokens(ids.length);
+  else estimate.addValue(prompt);
+}
+
+const isTokenIds = (v: unknown): v is unknown[] => Array.isArray(v) && v.every((x) => typeof x === "number");
+
+/** Messages as their JSON, except a list content's non-text parts: payloads (TokenEstimate.addPayload). */
+function addMessages(estimate: TokenEstimate, messages: unknown): void {
+  if (!Array.isArray(messages)) return estimate.addValue(messages);
+  estimate.addBytes(1 + Math.max(messages.length, 1)); // brackets and commas
+  for (const m of messages) {
+    const content = m !== null && typeof m === "object" ? (m as { content?: unknown }).content : undefined;
+    if (!Array.isArray(content)) {
+      estimate.addValue(m);
+      continue;
+    }
+    const { content: _, ...others } = m as Record<string, unknown>;
+    estimate.addValue(others);
+    // `"content":[`, `]`, the parts' commas, and one before "content" when other members are there.
+    estimate.addBytes(11 + Math.max(content.length, 1) + (Object.keys(others).length > 0 ? 1 : 0));
+    for (const part of content) {
+      if (isTextPart(part)) estimate.addValue(part);
+      else estimate.addPayload(part);
+    }
+  }
+}
+
+/**
+ * The fields that carry the prompt: `messages` (chat, vLLM's chat-style embeddings) and what the
+ * template prints beside them (templateJson), completions `prompt`, embeddings `input`. The first
+ * is the messages or the prompt.
+ */
 function promptFields(kind: InferenceKind, body: Record<string, unknown>): unknown[] {
-  if (kind === "chat") return [body.messages, body.tools];
-  return [kind === "completions" ? body.prompt : body.input ?? body.messages];
+  if (rendersMessages(kind, body)) return [body.messages, ...templateJson(body)];
+  return [kind === "completions" ? body.prompt : body.input];
 }
 
 /**

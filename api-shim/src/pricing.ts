@@ -44,7 +44,8 @@ export function estimatePromptTokens(bodyBytes: number): number {
  * non-ASCII code point are a token each (Qwen's tokenizer splits digits one by one; a CJK
  * character is about one), the other bytes four to a token (English text and JSON). A JSON
  * escape counts as the character it stands for (LiteLLM may write every non-ASCII character as
- * `\uXXXX`). One pass over the text's UTF-16 code units, no allocation.
+ * `\uXXXX`). One pass over the text's UTF-16 code units, no allocation; a parsed value (a
+ * prompt) is counted as its JSON text without that text being written (addValue).
  */
 export class TokenEstimate {
   /** Digits and non-ASCII code points seen. */
@@ -62,11 +63,88 @@ export class TokenEstimate {
   }
 
   /**
+   * Counts a parsed JSON value as `add(JSON.stringify(value))` would, without writing that text:
+   * each string is read once, where it is (the body nests at most 128 levels, json-shape.ts).
+   */
+  addValue(value: unknown): void {
+    this.value(value, false);
+  }
+
+  /**
+   * Counts a parsed JSON value that is not text (an image's or a video's data URL, audio's base64)
+   * four characters of its JSON to a token, digits and non-ASCII included: the rule the whole
+   * prompt had before digits counted one each, as a base64 digit is no token of the model's.
+   * Strings are measured, not read.
+   */
+  addPayload(value: unknown): void {
+    this.value(value, true);
+  }
+
+  /** Counts ASCII bytes of JSON that are neither digits nor text (a list's brackets and commas), four to a token. */
+  addBytes(count: number): void {
+    this.bytes += count;
+  }
+
+  /** Counts tokens known as such (a prompt's token IDs). */
+  addTokens(count: number): void {
+    this.ones += count;
+  }
+
+  /**
    * Counts the JSON string value whose text starts at `from` (just past its opening quote) up to
    * its closing, unescaped quote; returns the index past that quote (the text's length when it has none).
    */
   addString(json: string, from: number): number {
     return this.scan(json, from, true);
+  }
+
+  /**
+   * The walk behind addValue and addPayload, as JSON.stringify writes a parsed value: `undefined`
+   * is left out of an object and written `null` in a list.
+   */
+  private value(v: unknown, payload: boolean): void {
+    if (typeof v === "string") {
+      this.bytes += 2;
+      if (payload) this.bytes += v.length;
+      else this.text(v);
+    } else if (typeof v === "number") {
+      const s = Number.isFinite(v) ? String(v) : "null";
+      if (payload) this.bytes += s.length;
+      else this.text(s);
+    } else if (typeof v === "boolean") {
+      this.bytes += v ? 4 : 5;
+    } else if (Array.isArray(v)) {
+      this.bytes += 1 + Math.max(v.length, 1); // brackets and commas
+      for (const item of v) this.value(item ?? null, payload);
+    } else if (v !== null && typeof v === "object") {
+      let members = 0;
+      for (const key in v) {
+        const item = (v as Record<string, unknown>)[key];
+        if (item === undefined) continue;
+        members++;
+        this.bytes += 3; // quotes and colon
+        if (payload) this.bytes += key.length;
+        else this.text(key);
+        this.value(item, payload);
+      }
+      this.bytes += 1 + Math.max(members, 1); // braces and commas
+    } else if (v === null) {
+      this.bytes += 4;
+    }
+  }
+
+  /** Counts `s`'s characters as scan counts them once JSON escapes are read: the text of a parsed string. */
+  private text(s: string): void {
+    let ones = 0;
+    let bytes = 0;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x30 && c <= 0x39) ones++;
+      else if (c < 0x80) bytes++;
+      else if (c < 0xdc00 || c > 0xdfff) ones++;
+    }
+    this.ones += ones;
+    this.bytes += bytes;
   }
 
   private scan(json: string, from: number, toQuote: boolean): number {

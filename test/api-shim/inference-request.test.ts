@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { parseInferenceRequest, promptTokens } from "../../api-shim/src/inference-request.ts";
+import { normalizationGrowth, parseInferenceRequest, promptTokens } from "../../api-shim/src/inference-request.ts";
+import { TokenEstimate } from "../../api-shim/src/pricing.ts";
 
 describe("the parts of a prompt its bytes do not bound", () => {
   const image = { type: "image_url", image_url: { url: "https://x.test/a.png" } };
@@ -41,6 +42,62 @@ describe("the prompt's token estimate, for an answer whose usage never came", ()
     expect(chat).toBe(8 + 1 + Math.ceil((json.length - 9) / 4));
     expect(promptTokens("completions", { model: "m", prompt: ["12", "34"] })).toBe(4 + Math.ceil('["",""]'.length / 4));
     expect(promptTokens("embeddings", { model: "m", input: "abcd" })).toBe(Math.ceil('"abcd"'.length / 4));
+  });
+
+  // Found by review: token IDs went through the text estimate as JSON, a token per digit.
+  it("counts a prompt of token IDs as one token per ID, a batch of them as the sum of their lengths", () => {
+    const ids = Array.from({ length: 1000 }, (_, i) => 10_000 + i * 97); // five-digit IDs: 5,323 tokens as text
+    expect(promptTokens("completions", { model: "m", prompt: ids })).toBe(1000);
+    expect(promptTokens("completions", { model: "m", prompt: [ids, ids.slice(0, 10), []] })).toBe(1010);
+    expect(promptTokens("embeddings", { model: "m", input: ids })).toBe(1000);
+    expect(promptTokens("embeddings", { model: "m", input: [ids.slice(0, 7), ids.slice(0, 3)] })).toBe(10);
+    // Text is still text: a batch of strings of digits is a token per digit.
+    expect(promptTokens("completions", { model: "m", prompt: ["12345"] })).toBe(5 + Math.ceil('[""]'.length / 4));
+  });
+
+  const estimate = (...values: unknown[]) => {
+    const e = new TokenEstimate();
+    for (const v of values) e.add(JSON.stringify(v));
+    return e.tokens;
+  };
+  const messages = [{ role: "user", content: "hi" }];
+
+  // Found by review: the hold (renderedJsonBytes) counted these as prompt, the estimate did not.
+  it("counts what the chat template prints besides the messages, as the hold does: tools, legacy functions, documents, object template kwargs", () => {
+    const functions = [{ name: "lookup", description: "d".repeat(4000), parameters: { type: "object", properties: {} } }];
+    const documents = [{ title: "a", text: "b".repeat(400) }];
+    const kwargs = { custom_tools: functions, enable_thinking: false };
+    expect(promptTokens("chat", { model: "m", messages, functions })).toBe(estimate(messages, functions));
+    expect(promptTokens("chat", { model: "m", messages, documents })).toBe(estimate(messages, documents));
+    // A scalar kwarg is not printed as JSON (and not counted by the hold either).
+    expect(promptTokens("chat", { model: "m", messages, chat_template_kwargs: kwargs })).toBe(estimate(messages, functions));
+    // vLLM's chat-style embeddings render `messages` (and tools) by the template too.
+    expect(promptTokens("embeddings", { model: "m", messages, tools: functions })).toBe(estimate(messages, functions));
+    // Normalization's growth reads the same parts: a non-ASCII character in a legacy function's description.
+    const body = { model: "m", messages, functions: [{ name: "f", description: "\uFDFA" }] };
+    expect(normalizationGrowth("chat", body, Buffer.from(JSON.stringify(body)))).toBe(30);
+  });
+
+  // Found by review: the digit rule made a data URL's base64 a token per digit (a 100 KB JPEG 49,057 tokens, 33,368 at bytes / 4).
+  it("counts a non-text part (an image, audio, video) at most four bytes to a token; text parts beside it by the text rule", () => {
+    const base64 = Buffer.from(Array.from({ length: 75_000 }, (_, i) => (i * 7919) % 256)).toString("base64"); // 100 KB, digits included
+    const media = [
+      { type: "image_url", image_url: { url: `data:image/jpeg;base64,${base64}` } },
+      { type: "input_audio", input_audio: { data: base64, format: "wav" } },
+      { type: "video_url", video_url: { url: `data:video/mp4;base64,${base64}` } },
+    ];
+    const text = { type: "text", text: "1 ".repeat(1000) };
+    for (const part of media) {
+      const alone = promptTokens("chat", { model: "m", messages: [{ role: "user", content: [part] }] });
+      expect(alone, part.type).toBeLessThanOrEqual(Math.ceil(Buffer.byteLength(JSON.stringify([{ role: "user", content: [part] }])) / 4));
+      expect(alone, part.type).toBeGreaterThanOrEqual(Math.ceil(Buffer.byteLength(JSON.stringify(part)) / 4));
+      const withText = promptTokens("chat", { model: "m", messages: [{ role: "user", content: [text, part] }] });
+      expect(withText - alone, part.type).toBeGreaterThanOrEqual(1000); // the text's digits, a token each
+      expect(promptTokens("embeddings", { model: "m", messages: [{ role: "user", content: [part] }] }), part.type).toBe(alone);
+    }
+    // Content lists of text only are counted as their JSON, as string contents are.
+    const texts = [{ role: "user", content: [{ type: "text", text: "a 12" }, text] }, { content: [] }, { role: "assistant", content: "ok", tool_calls: [{ id: "1" }] }];
+    expect(promptTokens("chat", { model: "m", messages: texts })).toBe(estimate(texts));
   });
 });
 

@@ -147,6 +147,25 @@ describe("the token estimate of a prompt or of generated text (JSON text)", () =
     expect(e.tokens).toBe(3 + 1 + 2);
     expect(e.addString('"open', 1)).toBe(5); // no closing quote: to the end
   });
+  it("counts a parsed JSON value as its JSON text, without writing that text", () => {
+    const values: unknown[] = [
+      null, true, false, 0, -12.5e-7, 1e21, "", "a\"b\\c\n\u0001d", "你好😀 12", "\ud800 lone", "\udc00",
+      [], {}, [1, "x", null, [[]], { a: [true] }], { "k 1": "v", "你": { n: 123, s: ["é", 4] }, e: [] },
+      [{ role: "user", content: [{ type: "text", text: "Call 555 0100" }, { type: "image_url", image_url: { url: "https://x.test/1.png" } }] }],
+    ];
+    for (const v of values) {
+      const e = new TokenEstimate();
+      e.addValue(v);
+      expect(e.tokens, JSON.stringify(v)).toBe(estimate(JSON.stringify(v)));
+    }
+  });
+  it("counts a payload that is not text (media) four characters of its JSON to a token, digits and non-ASCII included", () => {
+    const e = new TokenEstimate();
+    e.addPayload({ url: "data:image/png;base64,0123456789" });
+    expect(e.tokens).toBe(Math.ceil('{"url":"data:image/png;base64,0123456789"}'.length / 4));
+    e.addTokens(7);
+    expect(e.tokens).toBe(7 + Math.ceil('{"url":"data:image/png;base64,0123456789"}'.length / 4));
+  });
 });
 
 describe("a streamed answer without usage whose client leaves is charged its prompt's estimate", () => {
@@ -154,10 +173,54 @@ describe("a streamed answer without usage whose client leaves is charged its pro
   beforeAll(async () => {
     h = await startShim({
       // Prompt tokens only (1 credit per 1k): the charge tells the prompt tokens charged.
-      file: { pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 0 } } }, models: [{ name: "qwen2.5-7b", maxModelLen: 32768, continuousUsage: false, tokenPrompts: false }] },
+      // qwen-ids takes token-ID prompts (tokenPrompts, the default).
+      file: {
+        pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 0 }, "qwen-ids": { promptPer1k: 1, completionPer1k: 0 } } },
+        models: [{ name: "qwen2.5-7b", maxModelLen: 32768, continuousUsage: false, tokenPrompts: false }, { name: "qwen-ids", maxModelLen: 32768 }],
+      },
+      fake: { ...DEFAULT_FAKE, models: [...DEFAULT_FAKE.models!, { name: "qwen-ids", root: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 32768 }] },
     });
   });
   afterAll(() => h.close());
+
+  /** The prompt tokens charged to a client that leaves once the second token came (the usage chunk comes 100 ms after the third). */
+  async function promptCharged(path: string, body: Record<string, unknown>): Promise<number> {
+    h.fake.set({ tokenDelayMs: 100, defaultTokens: 3 });
+    const { id, key } = await h.createKey({ credits: 100, tier: "developer" });
+    const ac = new AbortController();
+    const res = await fetch(`${h.url}${path}`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ stream: true, max_tokens: 3, ...body }) });
+    const reader = res.body!.getReader();
+    let text = "";
+    while (!text.includes("t2")) text += new TextDecoder().decode((await reader.read()).value);
+    ac.abort();
+    const line = await h.waitForRequestLog((l) => l.keyId === id);
+    expect(line.status).toBe(499);
+    return Math.round(((line.cost as number) - 1) * 1000);
+  }
+
+  // Found by review: 1,000 five-digit IDs were charged 5,323 prompt tokens, a token per digit of their JSON.
+  it("a prompt of token IDs: one token per ID", async () => {
+    const ids = Array.from({ length: 1000 }, (_, i) => 10_000 + i * 97);
+    expect(await promptCharged("/v1/completions", { model: "qwen-ids", prompt: ids })).toBe(1000);
+    expect(await promptCharged("/v1/completions", { model: "qwen-ids", prompt: [ids, ids.slice(0, 500)] })).toBe(1500);
+  });
+
+  // Found by review: a 4,000-character function description was charged nothing.
+  it("a chat's legacy functions: counted as the hold counts them", async () => {
+    const messages = [{ role: "user", content: "hi" }];
+    const functions = [{ name: "lookup", description: "d".repeat(4000), parameters: { type: "object", properties: {} } }];
+    const e = new TokenEstimate();
+    e.add(JSON.stringify(messages));
+    e.add(JSON.stringify(functions));
+    expect(await promptCharged("/v1/chat/completions", { model: "qwen2.5-7b", messages, functions })).toBe(e.tokens);
+  });
+
+  // Found by review: a 100 KB JPEG as a data URL was charged 49,057 tokens, 33,368 at bytes / 4.
+  it("an image's data URL: at most four bytes to a token", async () => {
+    const base64 = Buffer.from(Array.from({ length: 75_000 }, (_, i) => (i * 7919) % 256)).toString("base64");
+    const messages = [{ role: "user", content: [{ type: "image_url", image_url: { url: `data:image/jpeg;base64,${base64}` } }] }];
+    expect(await promptCharged("/v1/chat/completions", { model: "qwen2.5-7b", messages })).toBeLessThanOrEqual(Math.ceil(Buffer.byteLength(JSON.stringify(messages)) / 4));
+  });
 
   it("a prompt of digits: one token each (Qwen's tokenizer splits them), not a quarter of their bytes", async () => {
     h.fake.set({ tokenDelayMs: 100, defaultTokens: 3 });
