@@ -270,10 +270,23 @@ const FINISH = /"finish_reason"\s*:\s*"/;
 /** A member `choices` holding at least one object (checked until the answer began). */
 const A_CHOICE = /"choices"\s*:\s*\[\s*\{/;
 /**
- * A member that carries generated text (a string, up to its opening quote: read on to its closing
- * one for the estimate), or a generated structure (a tool or function call, audio: content by itself).
+ * Members whose string is generated text: a delta's content, reasoning and refusal, a completion
+ * choice's `text`, a call's `arguments`, audio's `transcript`. With GENERATED_STRUCTURES the one
+ * list of what is generated, for GENERATED (events read unparsed) and hasContent (parsed ones).
  */
-const GENERATED = /"(?:content|text|reasoning_content|reasoning|refusal|arguments|transcript)"\s*:\s*"|"(?:tool_calls"\s*:\s*\[\s*\{|(?:function_call|audio)"\s*:\s*\{)/g;
+const GENERATED_TEXT = ["content", "text", "reasoning_content", "reasoning", "refusal", "arguments", "transcript"];
+/** Delta members whose value is generated content by itself (a call, audio): an array of objects, or an object. */
+const GENERATED_STRUCTURES: Record<string, "array" | "object"> = { tool_calls: "array", function_call: "object", audio: "object" };
+/**
+ * A member of GENERATED_TEXT up to its string's opening quote (read on to its closing
+ * one for the estimate), or of GENERATED_STRUCTURES up to its first object's opening brace.
+ */
+const GENERATED = new RegExp(
+  `"(?:(?:${GENERATED_TEXT.join("|")})"\\s*:\\s*"|(?:${Object.entries(GENERATED_STRUCTURES)
+    .map(([member, kind]) => `${member}"\\s*:\\s*${kind === "array" ? "\\[\\s*\\{" : "\\{"}`)
+    .join("|")}))`,
+  "g",
+);
 
 /** A stream's usage object's counts, each read on its own. */
 export function readCounts(u: UsageJson): Counts {
@@ -307,20 +320,17 @@ const isObject = (v: unknown): boolean => v !== null && typeof v === "object";
 
 const indexOf = (choice: { index?: unknown } | undefined): number => (typeof choice?.index === "number" ? choice.index : 0);
 
+/** Whether a parsed choice carries generated content, as GENERATED finds it in the text: a member of GENERATED_TEXT not empty, or of GENERATED_STRUCTURES. */
 function hasContent(choice: { delta?: Record<string, unknown>; text?: unknown } | null): boolean {
   if (!choice || typeof choice !== "object") return false;
-  if (typeof choice.text === "string") return choice.text !== "";
-  const d = choice.delta;
-  if (!d) return false;
-  return (
-    (typeof d.content === "string" && d.content !== "") ||
-    (typeof d.reasoning_content === "string" && d.reasoning_content !== "") ||
-    (typeof d.reasoning === "string" && d.reasoning !== "") ||
-    (typeof d.refusal === "string" && d.refusal !== "") ||
-    (Array.isArray(d.tool_calls) && d.tool_calls.length > 0) ||
-    isObject(d.function_call) ||
-    isObject(d.audio)
-  );
+  const c = choice as Record<string, unknown>;
+  const d = isObject(choice.delta) ? choice.delta! : {};
+  for (const m of GENERATED_TEXT) if ((typeof c[m] === "string" && c[m] !== "") || (typeof d[m] === "string" && d[m] !== "")) return true;
+  for (const m in GENERATED_STRUCTURES) {
+    const v = d[m];
+    if (GENERATED_STRUCTURES[m] === "array" ? Array.isArray(v) && isObject(v[0]) && !Array.isArray(v[0]) : isObject(v) && !Array.isArray(v)) return true;
+  }
+  return false;
 }
 
 /** Removes the `usage` member we asked for, without reformatting the rest when it is last. */
