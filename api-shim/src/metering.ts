@@ -65,6 +65,9 @@ export class StreamMeter {
   generated = 0;
   /** The tokens of the generated text seen (its string values), estimated: one chunk may carry many tokens. */
   private readonly text = new TokenEstimate();
+  /** An event's `reasoning` and `reasoning_content`, apart: some vLLM releases write the same text in both, which counts once. */
+  private readonly reasoning = new TokenEstimate();
+  private readonly reasoningContent = new TokenEstimate();
   /** Outputs whose finish_reason came: each generates nothing more. */
   private readonly finished = new Set<number>();
   /** Usage came with or after the last output's finish: it is the whole answer's. */
@@ -145,19 +148,32 @@ export class StreamMeter {
    * Whether `data` carries generated content (a member of generated text that is not empty, a
    * tool or function call, audio), and adds its generated text to the estimate: each string value
    * found is read to its closing quote without parsing the event. Inside JSON strings quotes are
-   * escaped, so GENERATED matches members only.
+   * escaped, so GENERATED matches members only. `reasoning` and `reasoning_content` are counted
+   * apart and the larger added: vLLM from PR #27752 until #33402 writes every reasoning delta in
+   * both. Per event, not per stream: in one event they are the same text, in two they are not.
    */
   private readGenerated(data: string): boolean {
     let content = false;
+    let reasoning = false;
     GENERATED.lastIndex = 0;
     while (GENERATED.test(data)) {
       const at = GENERATED.lastIndex;
-      if (data.charCodeAt(at - 1) !== 0x22) content = true; // a call's or audio's object
-      else {
-        if (data.charCodeAt(at) !== 0x22) content = true; // a string, not empty
-        GENERATED.lastIndex = this.text.addString(data, at);
+      if (data.charCodeAt(at - 1) !== 0x22) {
+        content = true; // a call's or audio's object
+        continue;
       }
+      if (data.charCodeAt(at) !== 0x22) content = true; // a string, not empty
+      // The member's name ends at the quote before its value's (only ':' and spaces between).
+      // Read back from there rather than captured: exec's match array cost more per event.
+      let q = at - 2;
+      while (data.charCodeAt(q) !== 0x22) q--;
+      let into = this.text;
+      if (data.startsWith('"reasoning"', q - 10)) into = this.reasoning;
+      else if (data.startsWith('"reasoning_content"', q - 18)) into = this.reasoningContent;
+      if (into !== this.text) reasoning = true;
+      GENERATED.lastIndex = into.addString(data, at);
     }
+    if (reasoning) this.text.addLarger(this.reasoning, this.reasoningContent);
     return content;
   }
 

@@ -147,6 +147,17 @@ export class TokenEstimate {
     this.bytes += bytes;
   }
 
+  /**
+   * Adds the larger of `a` and `b` (unrounded: four bytes to a token) and empties both: two
+   * estimates of what may be the same text written twice, which counts once.
+   */
+  addLarger(a: TokenEstimate, b: TokenEstimate): void {
+    const larger = a.ones * 4 + a.bytes >= b.ones * 4 + b.bytes ? a : b;
+    this.ones += larger.ones;
+    this.bytes += larger.bytes;
+    a.ones = a.bytes = b.ones = b.bytes = 0;
+  }
+
   private scan(json: string, from: number, toQuote: boolean): number {
     let ones = 0;
     let bytes = 0;

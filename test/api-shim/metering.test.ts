@@ -76,10 +76,28 @@ describe("the completion count of a stream without usage", () => {
     echoed.process('data: {"choices":[{"index":0,"text":" more","finish_reason":null}]}');
     expect(echoed.usage(false).completionTokens).toBe(2);
   });
+
+  it("counts reasoning once when a delta carries it as both `reasoning` and `reasoning_content` (vLLM from PR #27752 until #33402)", () => {
+    const text = "Let me think about this step by step. ".repeat(100); // 3,800 ASCII bytes: 950 tokens
+    for (const parsed of [false, true]) {
+      const extra = parsed ? { finish_reason: "stop" } : {}; // a finish: the meter parses the chunk
+      const both = meter();
+      both.process(delta({ reasoning: text, reasoning_content: text }, extra));
+      expect(both.usage(false).completionTokens, `parsed ${parsed}`).toBe(950);
+      // The larger of the two when they differ, and the content beside them still counts.
+      const uneven = meter();
+      uneven.process(delta({ reasoning_content: "abcd", reasoning: "abcdefgh", content: "abcd" }, extra));
+      expect(uneven.usage(false).completionTokens, `parsed ${parsed}`).toBe(3);
+    }
+    // Per event, not per stream: events carrying one member each are different text, all counted.
+    const alternating = meter();
+    for (let i = 0; i < 10; i++) alternating.process(delta(i % 2 ? { reasoning: "abcdefgh" } : { reasoning_content: "abcdefgh" }));
+    expect(alternating.usage(false).completionTokens).toBe(20);
+  });
 });
 
 /** An upstream (as LiteLLM streams a provider's answer: no running usage) writing 50 deltas of one shape, then stalling or breaking. */
-let shape: "content" | "function_call" | "refusal" | "audio" | "coalesced" = "content";
+let shape: "content" | "function_call" | "refusal" | "audio" | "coalesced" | "reasoning" = "content";
 let breakAfter = false;
 let upstream: Server;
 async function startUpstream(): Promise<string> {
@@ -94,6 +112,8 @@ async function startUpstream(): Promise<string> {
         else if (shape === "coalesced") send({ content: Array.from({ length: 100 }, (_, j) => ` word${i}_${j}`).join("") });
         else if (shape === "function_call") send({ function_call: { arguments: ` "word${i}",` } });
         else if (shape === "refusal") send({ refusal: ` word${i}` });
+        // vLLM from PR #27752 until #33402 writes every reasoning delta in both members.
+        else if (shape === "reasoning") send({ reasoning: ` word${i}`, reasoning_content: ` word${i}` });
         else send({ audio: { id: "a", data: "AAAA".repeat(100), transcript: ` word${i}` } });
       }
       if (breakAfter) setTimeout(() => res.destroy(), 50);
@@ -109,7 +129,7 @@ async function startUpstream(): Promise<string> {
  * 0-49 are 90 digits; ` word` is 5 bytes (250 in all: 63 tokens), ` "word",` 8 (400: 100).
  * Coalesced, 100 pieces ` word<i>_<j>` a chunk: 100 × 90 + 50 × 190 digits, 6 bytes each (30,000: 7,500).
  */
-const COMPLETION = { content: 90 + 63, refusal: 90 + 63, audio: 90 + 63, function_call: 90 + 100, coalesced: 18_500 + 7_500 };
+const COMPLETION = { content: 90 + 63, refusal: 90 + 63, audio: 90 + 63, reasoning: 90 + 63, function_call: 90 + 100, coalesced: 18_500 + 7_500 };
 /** The prompt's estimate: `[{"role":"user","content":"hi"}]`, 32 bytes. */
 const PROMPT = 8;
 
@@ -129,7 +149,7 @@ describe("a streamed answer whose usage never comes, as the shim charges it", ()
     upstream.close();
   });
 
-  for (const s of ["content", "function_call", "refusal", "audio", "coalesced"] as const) {
+  for (const s of ["content", "function_call", "refusal", "audio", "coalesced", "reasoning"] as const) {
     it(`${s}: the client leaves after 50 chunks: charged the request, its prompt's estimate and the generated text's`, async () => {
       shape = s;
       const { id, key } = await h.createKey({ credits: 2000, tier: "developer" });
@@ -141,7 +161,7 @@ describe("a streamed answer whose usage never comes, as the shim charges it", ()
       });
       const reader = res.body!.getReader();
       let text = "";
-      while ((text.match(/word/g) ?? []).length < (s === "coalesced" ? 5000 : 50)) text += new TextDecoder().decode((await reader.read()).value);
+      while ((text.match(/word/g) ?? []).length < ({ coalesced: 5000, reasoning: 100 }[s as string] ?? 50)) text += new TextDecoder().decode((await reader.read()).value);
       ac.abort();
       const line = await h.waitForRequestLog((l) => l.keyId === id);
       expect(line.status).toBe(499);
