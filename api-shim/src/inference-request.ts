@@ -47,7 +47,11 @@ export interface InferenceRequest {
    * `model.extraArgs`) embeds in pieces when longer than the context, counting every piece's tokens.
    */
   promptMayExceedContext: boolean;
-  /** `echo`, read as vLLM's pydantic reads a bool: the answer starts with the prompt (completions) or the last message (chat). */
+  /**
+   * The answer starts with text the client sent (`echo`, read as vLLM's pydantic reads a bool):
+   * the prompt (completions), or in chat the last message, which vLLM echoes only when it has
+   * content and the answer's role (see `echoesLastMessage`).
+   */
   echo: boolean;
   /** The client asked for the usage chunk (vLLM semantics: stream_options present, include_usage absent or true). */
   clientWantsUsage: boolean;
@@ -140,10 +144,31 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     unboundedParts: templated ? mediaParts(b.messages) + (bringsChatTemplate(b) ? 1 : 0) : 0,
     renderedJsonBytes: templated ? renderedJsonBytes(b) : 0,
     promptMayExceedContext: kind === "embeddings",
-    echo: b.echo === true || b.echo === 1 || (typeof b.echo === "string" && /^(?:1|on|t|true|y|yes)$/i.test(b.echo)),
+    echo: pydanticBool(b.echo) === true && (kind !== "chat" || echoesLastMessage(b)),
     clientWantsUsage: wantsUsage,
     clientWantsContinuous: wantsUsage && opts.continuous_usage_stats === true,
   };
+}
+
+/** A bool as vLLM's pydantic reads one (lax mode: 1, "yes", "off", …); undefined when it is none. */
+function pydanticBool(v: unknown): boolean | undefined {
+  if (v === true || v === 1 || (typeof v === "string" && /^(?:1|on|t|true|y|yes)$/i.test(v))) return true;
+  if (v === false || v === 0 || (typeof v === "string" && /^(?:0|off|f|false|n|no)$/i.test(v))) return false;
+  return undefined;
+}
+
+/**
+ * Whether vLLM's chat stream echoes the last message: only one with content whose role is the
+ * answer's (the assistant's, or with `add_generation_prompt: false` the last message's own),
+ * sent after the role's chunk. Otherwise the first text is generated, and must count.
+ */
+function echoesLastMessage(b: Record<string, unknown>): boolean {
+  const last = Array.isArray(b.messages) ? (b.messages[b.messages.length - 1] as Record<string, unknown> | null) : null;
+  if (last === null || typeof last !== "object") return false;
+  if (pydanticBool(b.add_generation_prompt) !== false && last.role !== "assistant") return false;
+  const c = last.content;
+  if (typeof c === "string") return c !== "";
+  return Array.isArray(c) && c.some((p) => typeof p?.text === "string" && p.text !== "");
 }
 
 /**

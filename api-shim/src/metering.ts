@@ -27,7 +27,11 @@ export interface MeterOptions {
   outputsPerPrompt: number;
   /** Outputs in all (prompts × `n`): the answer is whole once each has finished. */
   outputs: number;
-  /** The request asked for `echo` (default no): its first chunk carries the prompt back, so its text is not counted as generated. */
+  /**
+   * The answer starts with text the client sent (`echo`; default no): each output's first chunk
+   * with content carries it back (vLLM's completions: the prompt and the first token), so that
+   * chunk's text is not counted as generated.
+   */
   echo?: boolean;
   /** The most completion tokens the outputs may generate (the hold's bound; default none): the text's estimate is never taken above it. */
   maxCompletion?: number;
@@ -68,6 +72,10 @@ export class StreamMeter {
   /** An event's `reasoning` and `reasoning_content`, apart: some vLLM releases write the same text in both, which counts once. */
   private readonly reasoning = new TokenEstimate();
   private readonly reasoningContent = new TokenEstimate();
+  /** With `echo`, outputs whose first chunk with content (the text echoed) came: it is left out of the text's estimate. */
+  private readonly echoed = new Set<number>();
+  /** Outputs may still echo: chunks are parsed, to tell whose first chunk each is (only the first few of a stream). */
+  private echoing: boolean;
   /** Outputs whose finish_reason came: each generates nothing more. */
   private readonly finished = new Set<number>();
   /** Usage came with or after the last output's finish: it is the whole answer's. */
@@ -85,6 +93,7 @@ export class StreamMeter {
 
   constructor(options: MeterOptions) {
     this.options = options;
+    this.echoing = options.echo === true && options.outputs > 0;
   }
 
   process(event: string): MeteredEvent {
@@ -97,8 +106,9 @@ export class StreamMeter {
     // so these tests only match members. They allow whitespace around ':' because upstreams
     // differ: vLLM writes compact JSON, Python's json.dumps (some LiteLLM versions) does not.
     // Chunks with several choices count once here (the text estimate counts each one's). A
-    // finish (once per output) is parsed, for which output it ends.
-    if (!USAGE_OBJECT.test(data) && !data.includes('"error"') && !FINISH.test(data)) {
+    // finish (once per output) is parsed, for which output it ends, and with `echo` each chunk
+    // until every output's echo came, for whose it is.
+    if (!this.echoing && !USAGE_OBJECT.test(data) && !data.includes('"error"') && !FINISH.test(data)) {
       if (!this.began) this.began = A_CHOICE.test(data);
       if (this.readGenerated(data)) this.generated++;
       return { kind: "chunk", forward: event };
@@ -123,7 +133,8 @@ export class StreamMeter {
       return { kind: "usage", forward: this.options.clientWantsUsage ? event : null, data };
     }
     if (choices.length > 0) this.began = true;
-    this.readGenerated(data);
+    if (this.echoing) this.readEchoed(choices);
+    else this.readGenerated(data);
     for (const c of choices) {
       if (hasContent(c)) this.generated++;
       if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
@@ -178,14 +189,29 @@ export class StreamMeter {
   }
 
   /**
+   * With `echo`, a parsed chunk's choices: an output's first with content is the text echoed
+   * (with, in vLLM's completions, the first token: `counted` adds one for it), left out of the
+   * estimate; the others' text is counted as `readGenerated` counts it.
+   */
+  private readEchoed(choices: NonNullable<ChunkJson["choices"]>): void {
+    for (const c of choices) {
+      const index = indexOf(c);
+      if (!this.echoed.has(index) && hasContent(c)) this.echoed.add(index);
+      else this.readGenerated(JSON.stringify(c));
+    }
+    if (this.echoed.size >= this.options.outputs) this.echoing = false;
+  }
+
+  /**
    * Completion tokens where the upstream reported none: the chunks that carried content (each at
    * least one token), or the estimate of their text when more (vLLM merges a lagging consumer's
    * tokens into one chunk), within the most the outputs may generate (the estimate may be more
-   * than the tokens). Not with `echo`, whose first chunk is the prompt.
+   * than the tokens). With `echo`, each output's echoed chunk counts one token (vLLM's first
+   * token rides with the prompt), not its text.
    */
   private get counted(): number {
-    if (this.options.echo === true) return this.generated;
-    return Math.max(this.generated, Math.min(this.text.tokens, this.options.maxCompletion ?? Infinity));
+    const estimate = this.text.tokens + this.echoed.size;
+    return Math.max(this.generated, Math.min(estimate, this.options.maxCompletion ?? Infinity));
   }
 
   /**

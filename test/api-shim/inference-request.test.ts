@@ -107,4 +107,18 @@ describe("echo", () => {
     for (const v of [true, 1, "true", "True", "1", "yes", "on", "t", "y"]) expect(echo(v), JSON.stringify(v)).toBe(true);
     for (const v of [false, 0, "false", "0", "no", undefined, null]) expect(echo(v), JSON.stringify(v)).toBe(false);
   });
+
+  it("in chat, holds only when vLLM echoes the last message: its content is not empty and its role is the answer's", () => {
+    const echo = (last: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+      parseInferenceRequest("chat", { model: "m", messages: [{ role: "user", content: "q" }, last], echo: true, ...extra }).echo;
+    // The answer's role is the assistant's, or with add_generation_prompt false the last message's own.
+    expect(echo({ role: "assistant", content: "The answer is" })).toBe(true);
+    expect(echo({ role: "assistant", content: [{ type: "text", text: "The answer is" }] })).toBe(true);
+    expect(echo({ role: "user", content: "go on" }, { add_generation_prompt: false })).toBe(true);
+    // Nothing echoed: the first text is generated, and counts.
+    expect(echo({ role: "user", content: "go on" })).toBe(false);
+    expect(echo({ role: "assistant", content: "" })).toBe(false);
+    expect(echo({ role: "assistant", content: null, tool_calls: [] })).toBe(false);
+    expect(echo({ role: "assistant", content: [{ type: "image_url", image_url: { url: "x" } }] })).toBe(false);
+  });
 });

@@ -65,16 +65,11 @@ describe("the completion count of a stream without usage", () => {
     expect(chunks.usage(false).completionTokens).toBe(3);
   });
 
-  it("is not raised above the upstream's own count, and not made from an echoed prompt", () => {
+  it("is not raised above the upstream's own count", () => {
     const m = meter();
     m.process(delta({ content: "9".repeat(500) }));
     m.process('data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":100}}');
     expect(m.usage(false)).toEqual({ promptTokens: 3, completionTokens: 100 });
-    // `echo`: the first chunk carries the prompt back; the chunks are counted, not its text.
-    const echoed = meter(true);
-    echoed.process(`data: {"choices":[{"index":0,"text":"${"9".repeat(500)} and","finish_reason":null}]}`);
-    echoed.process('data: {"choices":[{"index":0,"text":" more","finish_reason":null}]}');
-    expect(echoed.usage(false).completionTokens).toBe(2);
   });
 
   it("counts reasoning once when a delta carries it as both `reasoning` and `reasoning_content` (vLLM from PR #27752 until #33402)", () => {
@@ -93,6 +88,43 @@ describe("the completion count of a stream without usage", () => {
     const alternating = meter();
     for (let i = 0; i < 10; i++) alternating.process(delta(i % 2 ? { reasoning: "abcdefgh" } : { reasoning_content: "abcdefgh" }));
     expect(alternating.usage(false).completionTokens).toBe(20);
+  });
+});
+
+describe("the completion count of a stream without usage, with `echo`", () => {
+  const echoMeter = (outputs = 1, maxCompletion?: number) => new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: outputs, outputs, echo: true, maxCompletion });
+  const text = (index: number, t: string, finish: string | null = null) => `data: ${JSON.stringify({ id: "cmpl-1", object: "text_completion", choices: [{ index, text: t, logprobs: null, finish_reason: finish }] })}`;
+
+  it("leaves out each output's first text (vLLM's prompt and first token: the token counts one) and counts the text after it", () => {
+    const m = echoMeter();
+    m.process(text(0, `${"9".repeat(500)} and`)); // the prompt echoed, then the first token
+    expect(m.usage(false).completionTokens).toBe(1);
+    // A lagging consumer's 1,000 tokens merged into one chunk (" word" × 1,000: 5,000 bytes, 1,250 tokens).
+    m.process(text(0, " word".repeat(1000)));
+    expect(m.usage(false).completionTokens).toBe(1 + 1250);
+    // Within the most the outputs may generate.
+    const capped = echoMeter(1, 100);
+    capped.process(text(0, "Hi"));
+    capped.process(text(0, " word".repeat(1000)));
+    expect(capped.usage(false).completionTokens).toBe(100);
+  });
+
+  it("leaves out the first text of every output, each in its own chunk or parsed with a finish, and nothing after", () => {
+    const m = echoMeter(2);
+    m.process(text(0, "9".repeat(400)));
+    m.process(text(0, " more")); // output 0's own text: 2
+    m.process(text(1, "9".repeat(400), "length")); // output 1's prompt, in a chunk the meter parses
+    m.process(text(1, "9".repeat(8))); // 8
+    m.process(text(0, "9".repeat(400))); // output 0 already echoed: generated text
+    expect(m.usage(false).completionTokens).toBe(2 + 2 + 8 + 400);
+  });
+
+  it("in chat, leaves out the echoed last message, which comes after the role's chunk (its content is empty)", () => {
+    const m = echoMeter();
+    m.process(delta({ role: "assistant", content: "" }));
+    m.process(delta({ content: "9".repeat(400) })); // the last message, echoed
+    m.process(delta({ content: " word".repeat(100) })); // 500 bytes: 125
+    expect(m.usage(false).completionTokens).toBe(1 + 125);
   });
 });
 
