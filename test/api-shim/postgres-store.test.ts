@@ -3,7 +3,8 @@ import { chmodSync } from "node:fs";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/keys.ts";
-import { OpenConnections } from "../../api-shim/src/store/postgres-connections.ts";
+import { cutSocket, OpenConnections } from "../../api-shim/src/store/postgres-connections.ts";
+import { probeSessions, sessionSettings } from "../../api-shim/src/store/postgres-sessions.ts";
 import { LOCK_CLASS, PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
 import { reportSql } from "../../api-shim/src/store/postgres-reports.ts";
 import { UsageIndexBuild, type UsageIndexOutcome } from "../../api-shim/src/store/postgres-usage-index.ts";
@@ -870,12 +871,12 @@ describe("PostgresStore", () => {
       expect((await settingsOf(s)).lock).toEqual(STORE_SETTINGS.lock);
     });
 
-    it("in transaction mode, the store refuses to start, naming the setting its connection did not keep, and writes nothing; the shim says so and exits 1", async () => {
+    it("in transaction mode, the store refuses to start, saying its connections ran in server sessions not their own, and writes nothing; the shim says so and exits 1", async () => {
       const fresh = await server.newDatabase();
       const refused = await PostgresStore.open(via(bouncers.transaction, fresh)).then((s) => (open.push(s), null), (e: unknown) => e);
       expect(refused).toBeInstanceOf(SessionSettingsError);
       const message = (refused as Error).message;
-      expect(message).toMatch(/^the database connections do not keep their server sessions: .*\btcp_keepalives_idle is \d+ on the liveness connection, not 10\b/);
+      expect(message).toMatch(/^the database connections do not keep their server sessions: (two connections ran in one server session|the liveness connection's statements ran in two server sessions)\b/);
       expect(message).toMatch(/pool_mode = session/);
       const tables = new pg.Client({ connectionString: fresh });
       await tables.connect();
@@ -895,6 +896,113 @@ describe("PostgresStore", () => {
       expect(failed.exit).toEqual({ code: 1, signal: null });
       expect(failed.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50).map((l) => l.msg)).toEqual([expect.stringMatching(/^the database connections do not keep their server sessions: .*pool_mode = session/)]);
     });
+
+    it("in transaction mode, the refused start leaves none of the store's settings on the pooler's server sessions (PgBouncer does not reset them in that mode): another application on the pooler keeps PostgreSQL's defaults", async () => {
+      const fresh = await server.newDatabase();
+      const refused = await PostgresStore.open(via(bouncers.transaction, fresh)).then((s) => (open.push(s), null), (e: unknown) => e);
+      expect(refused).toBeInstanceOf(SessionSettingsError);
+      // Another application on the same pooler and database, which never SETs anything, on
+      // each of the server sessions the pooler holds (several clients at once reach them all).
+      const others = await Promise.all(Array.from({ length: 4 }, async () => {
+        const c = new pg.Client({ connectionString: via(bouncers.transaction, fresh) });
+        await c.connect();
+        return c;
+      }));
+      try {
+        const seen = await Promise.all(others.map(async (c) => {
+          await c.query("BEGIN");
+          const r = (await c.query("SELECT current_setting('statement_timeout') AS st, current_setting('synchronous_commit') AS sc, current_setting('idle_in_transaction_session_timeout') AS iit, pg_sleep(0.2)::text AS slept")).rows[0];
+          await c.query("COMMIT");
+          return r;
+        }));
+        expect(new Set(seen.map((r) => JSON.stringify({ ...r, slept: undefined })))).toEqual(new Set([JSON.stringify({ st: "0", sc: "on", iit: "0" })]));
+      } finally {
+        await Promise.all(others.map((c) => c.end()));
+      }
+    });
+
+    // Poolers that hand out no server session of a client's own, found out as such (the pooler
+    // advice, exit 1), not as an outage ("the store failed closed", restarted for ever).
+    const refusing: [string, Record<string, string>][] = [
+      // The check's liveness statement waits for the only server session, which the check's own
+      // transaction holds.
+      ["transaction mode with one server session per pool (default_pool_size = 1)", { pool_mode: "transaction", default_pool_size: "1" }],
+      // BEGIN refused: "transaction blocks not allowed in statement pooling mode".
+      ["statement mode", { pool_mode: "statement" }],
+    ];
+    describe("the check before anything is SET (probeSessions)", () => {
+      const liveness = async (target: string, afterFirst: () => Promise<void>) => {
+        const c = new pg.Client(sessionSettings(target, 500).connection.config);
+        await c.connect();
+        // Something happens between the check's first statement and the next (a test's hook).
+        const query = c.query.bind(c) as (q: pg.QueryConfig) => Promise<pg.QueryResult>;
+        let n = 0;
+        (c as unknown as { query: typeof query }).query = async (q) => {
+          const r = await query(q);
+          if (++n === 1) await afterFirst();
+          return r;
+        };
+        return c;
+      };
+
+      it("a liveness statement that waits for the server session another connection's transaction holds is refused, once that transaction has ended", async () => {
+        const b = await startPgbouncer(server, { pool_mode: "transaction", default_pool_size: "2" });
+        const target = via(b, await server.newDatabase());
+        // Another application takes the server session the liveness statement ran in, and holds it.
+        const app = new pg.Client({ connectionString: target });
+        await app.connect();
+        const lock = await liveness(target, async () => void await app.query("BEGIN; SELECT 1"));
+        try {
+          const t0 = Date.now();
+          const refused = await probeSessions(lock, sessionSettings(target, 500).connection.config, 500).then(() => null, (e: unknown) => e);
+          expect(refused).toBeInstanceOf(SessionSettingsError);
+          expect((refused as Error).message).toMatch(/the liveness connection's statement ran only once another connection's transaction had ended/);
+          expect(Date.now() - t0).toBeLessThan(3000);
+        } finally {
+          await lock.end();
+          await app.end();
+          await b.stop();
+        }
+      });
+
+      it("direct, a liveness connection cut (no answer, while the server answers another) is an outage, not a pooler", async () => {
+        const proxy = await frozenProxy(url);
+        const lock = await liveness(proxy.url, async () => proxy.cutOpen());
+        lock.on("error", () => {});
+        try {
+          const failed = await probeSessions(lock, sessionSettings(url, 500).connection.config, 500).then(() => null, (e: unknown) => e);
+          expect(failed).toBeInstanceOf(Error);
+          expect(failed).not.toBeInstanceOf(SessionSettingsError);
+          expect((failed as Error).message).toBe("Query read timeout");
+        } finally {
+          cutSocket(lock);
+          await proxy.close();
+        }
+      });
+    });
+
+    for (const [name, settings] of refusing) {
+      it(`in ${name}, the store refuses to start with the pooler advice, within its bound, and writes nothing`, async () => {
+        const b = await startPgbouncer(server, settings);
+        try {
+          const fresh = await server.newDatabase();
+          const t0 = Date.now();
+          const refused = await PostgresStore.open(via(b, fresh), { timeoutMs: 2000 }).then((s) => (open.push(s), null), (e: unknown) => e);
+          expect(refused).toBeInstanceOf(SessionSettingsError);
+          expect((refused as Error).message).toMatch(/pool_mode = session/);
+          expect(Date.now() - t0).toBeLessThan(8000);
+          const tables = new pg.Client({ connectionString: fresh });
+          await tables.connect();
+          try {
+            expect((await tables.query("SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public'")).rows).toEqual([{ n: 0 }]);
+          } finally {
+            await tables.end();
+          }
+        } finally {
+          await b.stop();
+        }
+      }, 30_000);
+    }
   });
 
   it("a usage report over a large ledger is not held to the request path's statement bound", { timeout: 60_000 }, async () => {

@@ -1,4 +1,5 @@
-import type pg from "pg";
+import pg from "pg";
+import { within } from "../promises.ts";
 import { driverUrl } from "./database-url.ts";
 import { inTransaction, onPooled, types } from "./postgres-client.ts";
 import { SessionSettingsError } from "./store.ts";
@@ -57,6 +58,64 @@ export async function applySettings(c: pg.ClientBase, settings: Settings, queryT
 export async function connectSession(c: pg.Client, settings: Settings, queryTimeout?: number): Promise<void> {
   await c.connect();
   await applySettings(c, settings, queryTimeout);
+}
+
+/**
+ * Refuses (SessionSettingsError) a pooler that gives the store's connections no server session of
+ * their own, before the store SETs anything: a pooler in transaction mode does not reset a server
+ * session between clients, so settings SET through it would stay with the server sessions it
+ * hands to other applications afterwards (a 5 s statement bound, asynchronous commits), the
+ * refused shim having changed what it does not own. `lock`: the liveness connection, connected
+ * with nothing SET on it; `config`: a connection's, for a second one held in a transaction;
+ * `waitMs`: how long the liveness connection's statement may take before it is suspected of
+ * waiting for a server session (the store's statement bound: a direct server answers a
+ * pg_backend_pid() well within it).
+ *
+ * While the second connection holds a server session in a transaction, the liveness connection's
+ * next statement must run in the server session its first ran in. Through a pooler in transaction
+ * mode it runs in another (or the held one was the liveness connection's: PgBouncer hands out the
+ * session used last), or waits for the held one when the pool has no other; in statement mode the
+ * pooler refuses the transaction. Nothing is left behind: no SET, and the held transaction only
+ * read.
+ */
+export async function probeSessions(lock: pg.Client, config: pg.ClientConfig, waitMs: number): Promise<void> {
+  const first = await backendPid(lock);
+  const other = new pg.Client(config);
+  other.on("error", () => {}); // a pooler that refuses the transaction closes the connection: BEGIN's rejection says so
+  try {
+    await other.connect();
+    await other.query("BEGIN").catch((e: unknown) => {
+      // PgBouncer's words in statement mode ("transaction blocks not allowed in statement pooling mode").
+      if (e instanceof Error && /transaction blocks not allowed/i.test(e.message)) throw new SessionSettingsError([`the pooler refused a transaction ("${e.message}"): it hands out a server session per statement`]);
+      throw e;
+    });
+    const held = await backendPid(other);
+    if (held === first) throw new SessionSettingsError([`two connections ran in one server session (process ${first}), the liveness connection's first statement and another connection's transaction`]);
+    const pending = backendPid(lock);
+    pending.catch(() => {}); // awaited below, or the rejection of `within`
+    let again = await within(pending, waitMs, null);
+    if (again === null) {
+      // Still no answer while the server answers the other connection: the liveness statement
+      // waits for a server session. It is the pooler's only one, held by the other connection's
+      // transaction, when the statement runs once that transaction ends. A server or network that
+      // is slow or cut (the other not answering, the statement failing) is an outage
+      // (StoreUnavailableError), not a pooler.
+      await backendPid(other, waitMs);
+      await other.end();
+      again = await pending;
+      throw new SessionSettingsError([`the liveness connection's statement ran only once another connection's transaction had ended (it waited ${waitMs} ms for a server session, process ${again} when it ran)`]);
+    }
+    if (again !== first) throw new SessionSettingsError([`the liveness connection's statements ran in two server sessions (process ${first}, then ${again}) while another connection held one in a transaction`]);
+  } finally {
+    // Ends its transaction, which only read: through a pooler, its server session is then free.
+    await other.end().catch(() => {});
+  }
+}
+
+/** `c`'s server process, within `queryTimeout` (ms; by default the client's own bound). */
+async function backendPid(c: pg.ClientBase, queryTimeout?: number): Promise<number> {
+  const query = { text: "SELECT pg_backend_pid() AS pid", ...(queryTimeout === undefined ? {} : { query_timeout: queryTimeout }) } as pg.QueryConfig;
+  return (await c.query<{ pid: number }>(query)).rows[0]!.pid;
 }
 
 /**

@@ -8,7 +8,7 @@ import { neverSent, NotSentError, READ_ONLY_CODE, ReadOnlyError, refusedByServer
 import { durableTransaction, inTransaction, KEY_COLUMNS, onPooled, keyById, type KeyRow, toKey } from "./postgres-client.ts";
 import type { PostgresStoreOptions } from "./postgres-options.ts";
 import { UsageReports } from "./postgres-reports.ts";
-import { applySettings, checkSessions, connectSession, sessionSettings, type StoreSession } from "./postgres-sessions.ts";
+import { applySettings, checkSessions, connectSession, probeSessions, sessionSettings, type StoreSession } from "./postgres-sessions.ts";
 import { settleAfresh, settleOn } from "./postgres-settle.ts";
 import { ADOPT_HOLDS, READY, StaleOwners, SWEEP_GRACE_MS } from "./postgres-sweep.ts";
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
@@ -105,7 +105,10 @@ export class PostgresStore implements Store {
     connections.add(lock);
     lock.on("error", () => {}); // until watch(): a failed start is reported by the rejection below
     try {
-      await connectSession(lock, connection.settings);
+      // The pooler check before any SET: a SET that a pooler hands to other clients is not undone by the refusal.
+      await lock.connect();
+      await probeSessions(lock, connection.config, timeoutMs);
+      await applySettings(lock, connection.settings);
       // A standby (or a read-only default) answers reads and takes the lock, then fails every hold.
       if ((await lock.query<{ read_only: boolean }>(READ_ONLY)).rows[0]!.read_only) throw new ReadOnlyError();
       await checkSessions(pool, session.settings, lock, connection.settings);

@@ -279,13 +279,13 @@ export class SchemaOwnerNeededError extends Error {
 
 /**
  * The Postgres store's connections do not keep their server sessions (the settings it SETs on
- * them, its liveness lock): a pooler in transaction mode between the shim and PostgreSQL
- * (postgres-sessions.ts's checkSessions). The start fails naming what was not kept; a restart
+ * them, its liveness lock): a pooler in transaction or statement mode between the shim and
+ * PostgreSQL (postgres-sessions.ts's probeSessions, before anything is SET, and checkSessions). The start fails naming what was not kept; a restart
  * cannot fix it.
  */
 export class SessionSettingsError extends Error {
   constructor(faults: readonly string[]) {
-    super(`the database connections do not keep their server sessions: ${faults.join("; ")}. The store needs its settings (statement bound, asynchronous commit, keepalives) and its liveness lock to stay with each connection: connect to PostgreSQL itself or through a pooler in session mode (PgBouncer: pool_mode = session), not transaction mode`);
+    super(`the database connections do not keep their server sessions: ${faults.join("; ")}. The store needs its settings (statement bound, asynchronous commit, keepalives) and its liveness lock to stay with each connection: connect to PostgreSQL itself or through a pooler in session mode (PgBouncer: pool_mode = session), not transaction or statement mode`);
     this.name = "SessionSettingsError";
   }
 }
