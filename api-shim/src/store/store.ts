@@ -280,8 +280,8 @@ export class SchemaOwnerNeededError extends Error {
 /**
  * The Postgres store's connections do not keep their server sessions (the settings it SETs on
  * them, its liveness lock): a pooler in transaction or statement mode between the shim and
- * PostgreSQL (postgres-sessions.ts's probeSessions, before anything is SET, and checkSessions). The start fails naming what was not kept; a restart
- * cannot fix it.
+ * PostgreSQL (postgres-sessions.ts's probeSessions, before anything is SET, and checkSessions).
+ * The start fails naming what was not kept; a restart cannot fix it.
  */
 export class SessionSettingsError extends Error {
   constructor(faults: readonly string[]) {
