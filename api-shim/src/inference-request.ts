@@ -1,4 +1,5 @@
 import { isAscii } from "node:buffer";
+import { isTextPart, mediaParts, partText } from "./content-parts.ts";
 import { ShimError } from "./errors.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { TokenEstimate } from "./pricing.ts";
@@ -168,7 +169,9 @@ function echoesLastMessage(b: Record<string, unknown>): boolean {
   if (pydanticBool(b.add_generation_prompt) !== false && last.role !== "assistant") return false;
   const c = last.content;
   if (typeof c === "string") return c !== "";
-  return Array.isArray(c) && c.some((p) => typeof p?.text === "string" && p.text !== "");
+  // vLLM joins the parts' texts with "\n" (two empty ones still echo) and skips the others.
+  const texts = Array.isArray(c) ? c.map(partText).filter((t) => t !== undefined) : [];
+  return texts.join("\n") !== "";
 }
 
 /**
@@ -187,26 +190,6 @@ export function refuseNonTextPrompt(body: Record<string, unknown>, model: string
   const p = body.prompt;
   if (typeof p === "string" || (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === "string"))) return;
   throw invalid(`Token-ID prompts are not supported by this endpoint for model '${name}': ${text}`, "prompt");
-}
-
-/**
- * The parts that are not text in the messages' contents (those that are lists). Unknown part types
- * count as media: a hold too large is only a hold, one too small undercharges (the cost is capped by it).
- */
-function mediaParts(messages: unknown): number {
-  if (!Array.isArray(messages)) return 0;
-  let count = 0;
-  for (const m of messages) {
-    const content = m !== null && typeof m === "object" ? (m as { content?: unknown }).content : undefined;
-    if (!Array.isArray(content)) continue;
-    for (const part of content) if (!isTextPart(part)) count++;
-  }
-  return count;
-}
-
-/** A content part of text; any other (an image, audio, video, an unknown type, a malformed part) is media to the hold and the estimate. */
-function isTextPart(part: unknown): boolean {
-  return part !== null && typeof part === "object" && (part as { type?: unknown }).type === "text";
 }
 
 /**
@@ -299,7 +282,7 @@ function addPrompt(estimate: TokenEstimate, prompt: unknown): void {
 
 const isTokenIds = (v: unknown): v is unknown[] => Array.isArray(v) && v.every((x) => typeof x === "number");
 
-/** Messages as their JSON, except a list content's non-text parts: payloads (TokenEstimate.addPayload). */
+/** Messages as their JSON, except a list content's non-text parts (content-parts.ts): payloads (TokenEstimate.addPayload). */
 function addMessages(estimate: TokenEstimate, messages: unknown): void {
   if (!Array.isArray(messages)) return estimate.addValue(messages);
   estimate.addBytes(1 + Math.max(messages.length, 1)); // brackets and commas

@@ -15,9 +15,16 @@ describe("the parts of a prompt its bytes do not bound", () => {
     expect(parts("chat", [{ role: "system", content: [image, image] }, { role: "user", content: [text, image, { type: "input_audio", input_audio: { data: "AAAA", format: "wav" } }] }])).toBe(4);
     expect(parts("chat", [{ role: "user", content: Array(3000).fill(image) }])).toBe(3000);
     // Unknown types and malformed parts count: a hold too large is only a hold.
-    expect(parts("chat", [{ role: "user", content: [{ type: "video_url" }, null, "x", { text: "no type" }] }])).toBe(4);
+    expect(parts("chat", [{ role: "user", content: [{ type: "video_url" }, null, { text: "no type" }] }])).toBe(3);
     // vLLM's chat embeddings too.
     expect(parts("embeddings", [{ role: "user", content: [image, text, image] }])).toBe(2);
+  });
+
+  // Found by review: only type "text" was text, the others vLLM reads as text counted as media.
+  it("counts none for the parts vLLM reads as text: a plain string, input_text, output_text, refusal, thinking", () => {
+    const texts = ["x", { type: "input_text", text: "a" }, { type: "output_text", text: "b" }, { type: "refusal", refusal: "no" }, { type: "thinking", thinking: "hm" }];
+    expect(parts("chat", [{ role: "user", content: texts }])).toBe(0);
+    expect(parts("chat", [{ role: "user", content: [...texts, image] }])).toBe(1);
   });
 
   it("counts a chat template of the request's own as one more", () => {
@@ -99,6 +106,16 @@ describe("the prompt's token estimate, for an answer whose usage never came", ()
     const texts = [{ role: "user", content: [{ type: "text", text: "a 12" }, text] }, { content: [] }, { role: "assistant", content: "ok", tool_calls: [{ id: "1" }] }];
     expect(promptTokens("chat", { model: "m", messages: texts })).toBe(estimate(texts));
   });
+
+  // Found by review: these were estimated as payload, four characters to a token (4,000 CJK characters 1,016 tokens, not ~4,000).
+  it("counts the parts vLLM reads as text by the text rule, as a text part", () => {
+    const text = "中".repeat(4000);
+    const tokens = (part: unknown) => promptTokens("chat", { model: "m", messages: [{ role: "user", content: [part] }] });
+    const want = tokens({ type: "text", text });
+    for (const part of [text, { type: "input_text", text }, { type: "output_text", text }, { type: "refusal", refusal: text }, { type: "thinking", thinking: text }]) {
+      expect(tokens(part), JSON.stringify(part).slice(0, 30)).toBeGreaterThanOrEqual(want - 10);
+    }
+  });
 });
 
 describe("echo", () => {
@@ -120,5 +137,20 @@ describe("echo", () => {
     expect(echo({ role: "assistant", content: "" })).toBe(false);
     expect(echo({ role: "assistant", content: null, tool_calls: [] })).toBe(false);
     expect(echo({ role: "assistant", content: [{ type: "image_url", image_url: { url: "x" } }] })).toBe(false);
+    expect(echo({ role: "assistant", content: [{ type: "text", text: "" }] })).toBe(false);
+  });
+
+  // Found by review: only a part's `text` was read, so these echoes were charged as generated (2,002 tokens for 2).
+  it("in chat, reads the last message as vLLM does: plain string, input_text, output_text, refusal and thinking parts, joined by a line break", () => {
+    const echo = (content: unknown[]) => parseInferenceRequest("chat", { model: "m", messages: [{ role: "user", content: "q" }, { role: "assistant", content }], echo: true }).echo;
+    expect(echo(["The answer is"])).toBe(true);
+    expect(echo([{ type: "input_text", text: "a" }])).toBe(true);
+    expect(echo([{ type: "output_text", text: "a" }])).toBe(true);
+    expect(echo([{ type: "refusal", refusal: "I can't" }])).toBe(true);
+    expect(echo([{ type: "thinking", thinking: "hm" }])).toBe(true);
+    // Two empty texts join to "\n", which vLLM echoes; a part without its text is skipped.
+    expect(echo([{ type: "text", text: "" }, ""])).toBe(true);
+    expect(echo([{ type: "text", text: "" }, { type: "text", text: null }])).toBe(false);
+    expect(echo([{ type: "refusal", text: "wrong member" }])).toBe(false);
   });
 });

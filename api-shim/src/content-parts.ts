@@ -1,0 +1,43 @@
+/**
+ * A chat message's content parts as vLLM reads them (chat_utils._parse_chat_message_content_part):
+ * a plain string is text, and so are the parts below, each with its text in its own member; any
+ * other part (an image, audio, video, an unknown type, a malformed part) is media.
+ */
+const TEXT_MEMBER = new Map<unknown, string>([
+  ["text", "text"],
+  ["input_text", "text"],
+  ["output_text", "text"],
+  ["refusal", "refusal"],
+  ["thinking", "thinking"],
+]);
+
+/** Whether vLLM reads the part as text (whatever its text member holds): the hold and the estimate count it as text, bounded by its bytes. */
+export function isTextPart(part: unknown): boolean {
+  return typeof part === "string" || textMember(part) !== undefined;
+}
+
+/** The text vLLM reads from a part; undefined for media, and for a text part without its text (vLLM skips it). */
+export function partText(part: unknown): string | undefined {
+  if (typeof part === "string") return part;
+  const member = textMember(part);
+  const text = member === undefined ? undefined : (part as Record<string, unknown>)[member];
+  return typeof text === "string" ? text : undefined;
+}
+
+const textMember = (part: unknown): string | undefined =>
+  part !== null && typeof part === "object" ? TEXT_MEMBER.get((part as { type?: unknown }).type) : undefined;
+
+/**
+ * The parts that are not text in the messages' contents (those that are lists). Unknown part types
+ * count as media: a hold too large is only a hold, one too small undercharges (the cost is capped by it).
+ */
+export function mediaParts(messages: unknown): number {
+  if (!Array.isArray(messages)) return 0;
+  let count = 0;
+  for (const m of messages) {
+    const content = m !== null && typeof m === "object" ? (m as { content?: unknown }).content : undefined;
+    if (!Array.isArray(content)) continue;
+    for (const part of content) if (!isTextPart(part)) count++;
+  }
+  return count;
+}
