@@ -283,10 +283,11 @@ export class Pricer {
     const unbounded = input.unboundedParts > 0;
     if (context !== Infinity && unbounded) return context;
     // JSON printed again counts RENDERED_JSON_TOKENS_PER_BYTE per byte; normalization's growth
-    // once (a grown byte is in a string, which templates print as is: one token at most).
+    // once (a grown byte is in a string, which templates print as is: one token at most); not for
+    // embeddings with media on a model whose maxModelLen is known, each part holding a context.
     const rendered = (input.renderedJsonBytes ?? 0) * (RENDERED_JSON_TOKENS_PER_BYTE - 1);
     let textBound = input.bodyBytes + rendered + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
-    if (input.normalizationGrowth && (maxLen === null || textBound < context)) textBound += input.normalizationGrowth();
+    if (input.normalizationGrowth && (maxLen === null || (!unbounded && textBound < context))) textBound += input.normalizationGrowth();
     return context !== Infinity ? Math.min(textBound, context) : textBound + input.unboundedParts * (maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS);
   }
 

@@ -52,6 +52,14 @@ describe("the hold of a prompt its bytes do not bound (media parts, a request's 
     expect(pricer.hold({ ...embeddings, model: "served", unboundedParts: 3 })).toBe((1000 + CHAT_TEMPLATE_TOKENS + 3 * 100_000) * 1000);
     expect(pricer.hold({ ...embeddings, model: "provider", unboundedParts: 2 })).toBe((1000 + CHAT_TEMPLATE_TOKENS + 2 * DEFAULT_MAX_COMPLETION_TOKENS) * 1000);
   });
+
+  // Found by review: Pricer.promptBound (2cc3ea8) added normalization's growth here, which the hold before it did not.
+  it("adds no normalization growth for embeddings with a part held at the model's context, as before promptBound", () => {
+    const embeddings = { ...chat, outputs: 0, maxTokens: undefined, promptMayExceedContext: true, normalizationGrowth: () => 30_000 };
+    expect(pricer.hold({ ...embeddings, model: "served", unboundedParts: 1 })).toBe((1000 + CHAT_TEMPLATE_TOKENS + 100_000) * 1000);
+    expect(pricer.hold({ ...embeddings, model: "served", unboundedParts: 0 })).toBe((1000 + CHAT_TEMPLATE_TOKENS + 30_000) * 1000);
+    expect(pricer.hold({ ...embeddings, model: "provider", unboundedParts: 1 })).toBe((1000 + CHAT_TEMPLATE_TOKENS + 30_000 + DEFAULT_MAX_COMPLETION_TOKENS) * 1000);
+  });
 });
 
 describe("a provider's context (providers[].maxModelLen), as the stack renders it", () => {
