@@ -74,6 +74,8 @@ export class StreamMeter {
   private readonly reasoningContent = new TokenEstimate();
   /** With `echo`, outputs whose first chunk with content (the text echoed) came: it is left out of the text's estimate. */
   private readonly echoed = new Set<number>();
+  /** Tokens the echoed chunks carried: one each in vLLM's completions (the first token rides with the prompt), none in chat. */
+  private echoTokens = 0;
   /** Outputs may still echo: chunks are parsed, to tell whose first chunk each is (only the first few of a stream). */
   private echoing: boolean;
   /** Outputs whose finish_reason came: each generates nothing more. */
@@ -133,10 +135,9 @@ export class StreamMeter {
       return { kind: "usage", forward: this.options.clientWantsUsage ? event : null, data };
     }
     if (choices.length > 0) this.began = true;
-    if (this.echoing) this.readEchoed(choices);
-    else this.readGenerated(data);
+    const tokenless = this.echoing ? this.readEchoed(choices) : (this.readGenerated(data), []);
     for (const c of choices) {
-      if (hasContent(c)) this.generated++;
+      if (hasContent(c) && !tokenless.includes(c)) this.generated++;
       if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
     }
     const usage = toUsage(chunk.usage);
@@ -190,27 +191,35 @@ export class StreamMeter {
 
   /**
    * With `echo`, a parsed chunk's choices: an output's first with content is the text echoed
-   * (with, in vLLM's completions, the first token: `counted` adds one for it), left out of the
-   * estimate; the others' text is counted as `readGenerated` counts it.
+   * (with, in vLLM's completions, the first token: `counted` adds one for it; a chat delta is the
+   * last message alone), left out of the estimate; the others' text is counted as `readGenerated`
+   * counts it. Returns the echoed choices that carried no token (chat's).
    */
-  private readEchoed(choices: NonNullable<ChunkJson["choices"]>): void {
+  private readEchoed(choices: NonNullable<ChunkJson["choices"]>): unknown[] {
+    const tokenless: unknown[] = [];
     for (const c of choices) {
       const index = indexOf(c);
-      if (!this.echoed.has(index) && hasContent(c)) this.echoed.add(index);
-      else this.readGenerated(JSON.stringify(c));
+      if (this.echoed.has(index) || !hasContent(c)) {
+        this.readGenerated(JSON.stringify(c));
+        continue;
+      }
+      this.echoed.add(index);
+      if (isObject(c.delta)) tokenless.push(c);
+      else this.echoTokens++;
     }
     if (this.echoed.size >= this.options.outputs) this.echoing = false;
+    return tokenless;
   }
 
   /**
    * Completion tokens where the upstream reported none: the chunks that carried content (each at
    * least one token), or the estimate of their text when more (vLLM merges a lagging consumer's
    * tokens into one chunk), within the most the outputs may generate (the estimate may be more
-   * than the tokens). With `echo`, each output's echoed chunk counts one token (vLLM's first
-   * token rides with the prompt), not its text.
+   * than the tokens). With `echo`, each output's echoed chunk counts the token it carried (one in
+   * completions, where vLLM's first token rides with the prompt; none in chat), not its text.
    */
   private get counted(): number {
-    const estimate = this.text.tokens + this.echoed.size;
+    const estimate = this.text.tokens + this.echoTokens;
     return Math.max(this.generated, Math.min(estimate, this.options.maxCompletion ?? Infinity));
   }
 

@@ -2,6 +2,7 @@ import { createServer, type Server } from "node:http";
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
 import { StreamMeter } from "../../api-shim/src/metering.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
@@ -124,7 +125,29 @@ describe("the completion count of a stream without usage, with `echo`", () => {
     m.process(delta({ role: "assistant", content: "" }));
     m.process(delta({ content: "9".repeat(400) })); // the last message, echoed
     m.process(delta({ content: " word".repeat(100) })); // 500 bytes: 125
-    expect(m.usage(false).completionTokens).toBe(1 + 125);
+    // The echo carries no token (vLLM's chat sends the last message alone): only the text after it counts.
+    expect(m.usage(false).completionTokens).toBe(125);
+  });
+
+  // Found by review: the echo chunk counted as a token, so a stream cut with running usage only was charged one more per output.
+  it("in chat, charges running usage as reported: the echo chunk is no generated token", () => {
+    const m = echoMeter();
+    const usage = (c: number) => ({ usage: { prompt_tokens: 10, completion_tokens: c, total_tokens: 10 + c } });
+    const chunk = (d: unknown, c: number) => `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", choices: [{ index: 0, delta: d, finish_reason: null }], ...usage(c) })}`;
+    m.process(chunk({ role: "assistant", content: "" }, 0));
+    m.process(chunk({ content: "echoed last message" }, 0));
+    for (let k = 1; k <= 5; k++) m.process(chunk({ content: "w" }, k));
+    expect(m.usage(true)).toEqual({ promptTokens: 10, completionTokens: 5 });
+  });
+
+  // Found by review: a last message of a plain string part was not known as echoed (inference-request's echo), and its text charged as generated.
+  it("in chat, leaves out a last message vLLM reads as text from a string part, as the request's echo reads it", () => {
+    const req = parseInferenceRequest("chat", { model: "m", messages: [{ role: "user", content: "q" }, { role: "assistant", content: ["9".repeat(2000)] }], echo: true, stream: true, max_tokens: 4096 });
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1, echo: req.echo, maxCompletion: 4096 });
+    m.process(delta({ role: "assistant", content: "" }));
+    m.process(delta({ content: "9".repeat(2000) })); // the echo
+    m.process(delta({ content: " Once" })); // one generated token
+    expect(m.usage(true, () => 10).completionTokens).toBe(2); // " Once": 5 bytes, 2 tokens by the estimate
   });
 });
 
