@@ -924,14 +924,14 @@ describe("PostgresStore", () => {
     // Poolers that hand out no server session of a client's own, found out as such (the pooler
     // advice, exit 1), not as an outage ("the store failed closed", restarted for ever).
     const refusing: [string, Record<string, string>][] = [
-      // The check's liveness statement waits for the only server session, which the check's own
-      // transaction holds.
+      // PgBouncer hands the check's other connection the server session the liveness statement
+      // has just left: two connections in one session.
       ["transaction mode with one server session per pool (default_pool_size = 1)", { pool_mode: "transaction", default_pool_size: "1" }],
       // BEGIN refused: "transaction blocks not allowed in statement pooling mode".
       ["statement mode", { pool_mode: "statement" }],
     ];
     describe("the check before anything is SET (probeSessions)", () => {
-      const liveness = async (target: string, afterFirst: () => Promise<void>) => {
+      const liveness = async (target: string, afterFirst: (pid: number) => Promise<void> | void) => {
         const c = new pg.Client(sessionSettings(target, 500).connection.config);
         await c.connect();
         // Something happens between the check's first statement and the next (a test's hook).
@@ -939,7 +939,7 @@ describe("PostgresStore", () => {
         let n = 0;
         (c as unknown as { query: typeof query }).query = async (q) => {
           const r = await query(q);
-          if (++n === 1) await afterFirst();
+          if (++n === 1) await afterFirst((r.rows[0] as { pid: number }).pid);
           return r;
         };
         return c;
@@ -962,6 +962,24 @@ describe("PostgresStore", () => {
           await lock.end();
           await app.end();
           await b.stop();
+        }
+      });
+
+      it("direct, a liveness connection whose server process stalls past the bound, then answers in its own session, is an outage, not a pooler (exit 1 for good)", async () => {
+        const target = await server.newDatabase();
+        // The liveness connection's server process stops for 800 ms (a VM pause, CPU starvation):
+        // longer than the check's 500 ms bound, shorter than the client's own (bound + 1 s).
+        const lock = await liveness(target, (pid) => {
+          process.kill(pid, "SIGSTOP");
+          setTimeout(() => process.kill(pid, "SIGCONT"), 800);
+        });
+        try {
+          const failed = await probeSessions(lock, sessionSettings(target, 500).connection.config, 500).then(() => null, (e: unknown) => e);
+          expect(failed).toBeInstanceOf(Error);
+          expect(failed).not.toBeInstanceOf(SessionSettingsError);
+          expect((failed as Error).message).toMatch(/answered after 500 ms, in its own server session/);
+        } finally {
+          await lock.end();
         }
       });
 

@@ -97,12 +97,14 @@ export async function probeSessions(lock: pg.Client, config: pg.ClientConfig, wa
     if (again === null) {
       // Still no answer while the server answers the other connection: the liveness statement
       // waits for a server session. It is the pooler's only one, held by the other connection's
-      // transaction, when the statement runs once that transaction ends. A server or network that
-      // is slow or cut (the other not answering, the statement failing) is an outage
-      // (StoreUnavailableError), not a pooler.
+      // transaction, when the statement runs once that transaction ends, in another session than
+      // its first. A server or network that is slow or cut (the other not answering, the statement
+      // failing, or answering late in its own session: a direct server that stalled) is an outage
+      // (StoreUnavailableError, retried), not a pooler, which would end the shim for good.
       await backendPid(other, waitMs);
       await other.end();
       again = await pending;
+      if (again === first) throw new Error(`the liveness connection answered after ${waitMs} ms, in its own server session (process ${first}): the server is slow`);
       throw new SessionSettingsError([`the liveness connection's statement ran only once another connection's transaction had ended (it waited ${waitMs} ms for a server session, process ${again} when it ran)`]);
     }
     if (again !== first) throw new SessionSettingsError([`the liveness connection's statements ran in two server sessions (process ${first}, then ${again}) while another connection held one in a transaction`]);
