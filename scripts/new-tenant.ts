@@ -9,7 +9,7 @@ import { isoSeconds } from "../api-shim/src/period.ts";
 import { validateConfig } from "../infra/config.ts";
 import { formatProblem } from "../infra/config/checks.ts";
 import { CONFIG_NAMESPACE, type ConfigProblem, type TenantConfig } from "../infra/config/types.ts";
-import { planFor } from "../infra/plan.ts";
+import { configWarnings, planFor } from "../infra/plan.ts";
 import { Secret } from "../infra/secret.ts";
 import { stackFilePath } from "../infra/stack-file.ts";
 import { commaList, npmDashHint, parseFlags, runScript, UsageError } from "./lib/cli.ts";
@@ -184,6 +184,9 @@ export async function newTenant(req: NewTenantRequest, deps: ScriptDeps): Promis
   if (result.config.adminCidrs.length === 0) {
     io.out("Warning: no --admin-cidrs, so SSH stays closed and `pulumi up` will create the host but cannot deploy the endpoint.");
   }
+  // The plan's and `pulumi up`'s warnings, now: the README goes from here to `pulumi up`, and a
+  // model too large for the GPU shows only once the host bills.
+  for (const warning of configWarnings(result.config)) io.out(`Warning: ${warning}`);
 
   if (!(await deps.pulumi.available())) {
     io.out(`The pulumi CLI is not on PATH.\n${manualSteps(req.name, secrets)}`);

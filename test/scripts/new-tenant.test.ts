@@ -72,6 +72,16 @@ describe("new-tenant", () => {
     expect(pulumi.calls).toEqual([]);
   });
 
+  it("prints the warnings `npm run render` and `pulumi up` give for the file it wrote, before anything bills", async () => {
+    root = tempDir();
+    const { code, io } = await run(["jcme", "--region", "us-ord", "--admin-cidrs", "81.2.69.160/32,0.0.0.0/0", "--tls", "off", "--model", "meta-llama/Llama-3.1-70B-Instruct"]);
+    expect(code, io.text()).toBe(0);
+    const warnings = io.text().split("\n").filter((l) => l.startsWith("Warning: "));
+    expect(warnings.some((l) => l.includes("/admin"))).toBe(true);
+    expect(warnings.some((l) => /cleartext/i.test(l))).toBe(true);
+    expect(warnings.some((l) => /GPU memory|does not fit|too large/i.test(l))).toBe(true);
+  });
+
   it("refuses to overwrite an existing stack file", async () => {
     root = tempDir();
     mkdirSync(join(root, "stacks"));
