@@ -107,7 +107,13 @@ function configMap(text: string, source: string): Record<string, unknown> {
 }
 
 function configOf(doc: unknown, source: string): Record<string, unknown> {
-  const config = (doc as { config?: unknown } | null)?.config ?? {};
+  if (doc === null || doc === undefined) return {}; // an empty file: every setting missing, each said by the validator
+  if (typeof doc !== "object" || Array.isArray(doc)) throw new StackFileError(`${source}: a stack file must be a map with a config: key holding the settings`);
+  // A setting written at the top level (a first edit's likely slip) would otherwise read as
+  // missing, and the validator would say "region is required" about a file that sets it.
+  const misplaced = Object.keys(doc).find((key) => key.includes(":"));
+  if (misplaced !== undefined) throw new StackFileError(`${source}: settings must be under "config:" (found ${misplaced} at the top level)`);
+  const config = (doc as { config?: unknown }).config ?? {};
   if (typeof config !== "object" || config === null || Array.isArray(config)) {
     throw new StackFileError(`${source}: "config" must be a map of keys to values`);
   }

@@ -121,6 +121,15 @@ describe("npm run render", () => {
     expect(io.err()).toContain("is not valid YAML");
   });
 
+  it("says so when the settings are not under config: (not that region is missing)", () => {
+    const io = capture();
+    expect(main(["--stack", "acme"], rootWithStack("acme", "gpu-sandbox:region: us-ord\ngpu-sandbox:adminCidrs: [81.2.69.160/32]\n"))).toBe(1);
+    expect(io.err()).toContain('settings must be under "config:" (found gpu-sandbox:region at the top level)');
+    expect(io.err()).not.toContain("is required");
+    expect(main(["--stack", "acme"], rootWithStack("acme", "- a\n- b\n"))).toBe(1);
+    expect(io.err()).toContain("must be a map with a config: key");
+  });
+
   it("accepts encrypted secrets without being able to read them", () => {
     const root = rootWithStack("acme", "config:\n  gpu-sandbox:region: us-ord\n  gpu-sandbox:hfToken:\n    secure: v1:abc\n");
     capture();
