@@ -39,7 +39,7 @@ what the backend holds and which steps are left.
   --admin-cidrs <a,b>        who may reach SSH and /admin; \`pulumi up\` deploys over SSH, so
                              put your own public address here: "$(curl -4s https://ifconfig.me)/32"
   --ttl-hours <n>            destroy by \`npm run reap-expired\` n hours after the first \`pulumi up\`
-  --key <name:credits:tier>  a bootstrap API key (repeatable), e.g. app:1000:developer
+  --key <name:credits[:tier]>  a bootstrap API key (repeatable), e.g. app:1000:developer; tier free when left out
   --tls <mode>               letsencrypt (default), self-signed or off
   --email <address>          Let's Encrypt account email
   --hf-token-from-env        store $HF_TOKEN as gpu-sandbox:hfToken (gated models)
@@ -106,7 +106,7 @@ export function configFromFlags(flags: NewTenantFlags): Record<string, unknown> 
 export function parseKeyFlag(text: string): Record<string, unknown> {
   const parts = text.split(":");
   if (parts.length < 2 || parts.length > 3 || parts.some((p) => p.trim() === "")) {
-    throw new UsageError(`--key "${text}" must be name:credits:tier, e.g. app:1000:developer (tiers: free, developer, pro, enterprise or your own)`);
+    throw new UsageError(`--key "${text}" must be name:credits[:tier], e.g. app:1000:developer (tiers: free, the default, developer, pro, enterprise; a tier of your own goes in the stack file's tiers, then in a key's tier there)`);
   }
   const [name, credits, tier] = parts as [string, string, string | undefined];
   return { name, credits: numeric(credits), ...(tier !== undefined ? { tier } : {}) };

@@ -111,7 +111,7 @@ describe("new-tenant", () => {
   });
 
   it.each([
-    [["acme", "--key", "app"], '--key "app" must be name:credits:tier'],
+    [["acme", "--key", "app"], '--key "app" must be name:credits[:tier]'],
     [["acme", "--region", "us-ord", "--bogus"], "Unknown option '--bogus'"],
     [["--region", "us-ord"], "give exactly one tenant name"],
     // `npm run new-tenant acme --region us-ord`, no `--`: npm keeps --region and passes its value on.
