@@ -58,7 +58,7 @@ export function parseFlags<O extends Options>(
   const all = { ...options, help: { type: "boolean", short: "h" } } as const;
   let parsed;
   try {
-    parsed = parseArgs({ args: [...argv], options: all, allowPositionals: config.positionals ?? false, strict: true, tokens: true });
+    parsed = parseArgs({ args: dashValuesJoined(argv, all), options: all, allowPositionals: config.positionals ?? false, strict: true, tokens: true });
   } catch (err) {
     const extra = (err as NodeJS.ErrnoException).code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL" ? `\n${npmDashHint(usage)}` : "";
     throw new UsageError(`${(err as Error).message}${extra}\n\n${usage}`);
@@ -72,6 +72,32 @@ export function parseFlags<O extends Options>(
     throw new UsageError(`${list}: give ${repeated.length === 1 ? "it" : "each"} once`);
   }
   return { values, positionals };
+}
+
+/**
+ * `--credits -5` as `--credits=-5`: parseArgs refuses a separate value starting with "-" as
+ * ambiguous and the user got its advice and the whole usage, not the flag's own check (the range
+ * of credits). Joined only after a flag that takes a value, and when the next word is no flag the
+ * script knows (`--note --amount 5` still says --note has no value).
+ */
+function dashValuesJoined(argv: readonly string[], options: Options): string[] {
+  const known = (word: string): boolean => word === "--" || (word.startsWith("--")
+    ? Object.hasOwn(options, word.slice(2).split("=")[0]!)
+    : Object.values(options).some((o) => o.short !== undefined && word.startsWith(`-${o.short}`)));
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === "--") return [...out, ...argv.slice(i)];
+    const next = argv[i + 1];
+    const takesValue = word.startsWith("--") && !word.includes("=") && options[word.slice(2)]?.type === "string";
+    if (takesValue && next !== undefined && next.startsWith("-") && !known(next)) {
+      out.push(`${word}=${next}`);
+      i++;
+    } else {
+      out.push(word);
+    }
+  }
+  return out;
 }
 
 /**
