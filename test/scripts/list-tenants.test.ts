@@ -132,6 +132,20 @@ describe("list-tenants", () => {
     expect(lines.find((l) => l.startsWith("kilo"))).toMatch(/not deployed; \S+Pulumi\.kilo\.yaml is not valid YAML: Missing closing "quote at line 3, column 1$/);
   });
 
+  it.each([
+    // A first edit's slips: the settings without `config:` above them, or a file that is no map.
+    ["gpu-sandbox:region: us-ord\ngpu-sandbox:adminCidrs: [81.2.69.160/32]\n", 'settings must be under "config:" (found gpu-sandbox:region at the top level)'],
+    ["- a\n- b\n", "a stack file must be a map with a config: key holding the settings"],
+  ])("a stack file %j is shown as such on its row, not as a missing region", async (text, message) => {
+    const { root, pulumi } = fixtureTenants();
+    writeFileSync(join(root, "stacks", "Pulumi.kilo.yaml"), text);
+    const io = memoryIo();
+    await main([], { root, pulumi, io, env: {}, now: () => NOW });
+    const row = io.stdout.join("\n").split("\n").find((l) => l.startsWith("kilo"));
+    expect(row).toMatch(/not deployed; \S+Pulumi\.kilo\.yaml: /);
+    expect(row?.endsWith(message), row).toBe(true);
+  });
+
   it("says how to start when there are no stacks, and rejects unknown flags", async () => {
     const io = memoryIo();
     expect(await main([], { root: tempDir(), io, pulumi: new FakePulumi(), env: {}, now: () => NOW })).toBe(0);

@@ -33,7 +33,7 @@ async function run(argv: string[], options: { pulumi?: FakePulumi; env?: NodeJS.
 describe("new-tenant", () => {
   it("writes a stack file that round-trips through the validator and renderStack", async () => {
     root = tempDir();
-    const { code, io } = await run([...ISSUE_EXAMPLE, "--key", "ci:5.5:free", "--served-name", "mistral-7b", "--tls", "self-signed", "--email", "ops@gpu-sandbox.dev"]);
+    const { code, io } = await run([...ISSUE_EXAMPLE, "--key", "ci:5.5:free", "--key", "ops:2", "--served-name", "mistral-7b", "--tls", "self-signed", "--email", "ops@gpu-sandbox.dev"]);
     expect(code, io.text()).toBe(0);
     const path = join(root, "stacks", "Pulumi.acme.yaml");
     const text = readFileSync(path, "utf8");
@@ -45,13 +45,16 @@ describe("new-tenant", () => {
     expect(parseStackConfig(text)).toEqual({
       region: "us-ord", plan: "g2-gpu-rtx4000a1-s", model: { id: "mistralai/Mistral-7B-Instruct-v0.3", servedName: "mistral-7b" },
       allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["81.2.69.160/32"], tls: { mode: "self-signed", email: "ops@gpu-sandbox.dev" },
-      keys: [{ name: "app", credits: 1000, tier: "developer" }, { name: "ci", credits: 5.5, tier: "free" }], ttlHours: 24,
+      keys: [{ name: "app", credits: 1000, tier: "developer" }, { name: "ci", credits: 5.5, tier: "free" }, { name: "ops", credits: 2 }], ttlHours: 24,
     });
     const validated = validateConfig(readStackConfig(root, "acme"), { stack: "acme" });
     expect(validated.ok).toBe(true);
     if (!validated.ok) return;
     expect(validated.config.ttlHours).toBe(24);
-    expect(validated.config.keys.map((k) => k.name)).toEqual(["app", "ci"]);
+    // name:credits with no tier is a free key, as --key's help says.
+    expect(validated.config.keys.map((k) => [k.name, k.tier])).toEqual([["app", "developer"], ["ci", "free"], ["ops", "free"]]);
+    // What `npm run render` and `pulumi up` warn about for this file, new-tenant says too.
+    expect(io.text()).toContain("Warning: tls.email is ignored with tls.mode self-signed");
 
     const out = tempDir();
     const rendered = renderStack(root, "acme", out);
@@ -80,6 +83,9 @@ describe("new-tenant", () => {
     expect(warnings.some((l) => l.includes("/admin"))).toBe(true);
     expect(warnings.some((l) => /cleartext/i.test(l))).toBe(true);
     expect(warnings.some((l) => /GPU memory|does not fit|too large/i.test(l))).toBe(true);
+    // The same list render prints in its plan, not a second one.
+    const planWarnings = renderStack(root, "jcme", tempDir()).plan.split("\n").filter((l) => l.trim().startsWith("Warning "));
+    expect(warnings.map((l) => l.slice("Warning: ".length))).toEqual(planWarnings.map((l) => l.trim().slice("Warning".length).trim()));
   });
 
   it("refuses to overwrite an existing stack file", async () => {
@@ -111,7 +117,8 @@ describe("new-tenant", () => {
   });
 
   it.each([
-    [["acme", "--key", "app"], '--key "app" must be name:credits[:tier]'],
+    // new-tenant cannot define a tier: the message must not offer "your own" as a --key tier.
+    [["acme", "--key", "app"], '--key "app" must be name:credits[:tier], e.g. app:1000:developer (tiers: free, the default, developer, pro, enterprise; a tier of your own'],
     [["acme", "--region", "us-ord", "--bogus"], "Unknown option '--bogus'"],
     [["--region", "us-ord"], "give exactly one tenant name"],
     // `npm run new-tenant acme --region us-ord`, no `--`: npm keeps --region and passes its value on.
