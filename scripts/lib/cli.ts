@@ -56,9 +56,10 @@ export function parseFlags<O extends Options>(
     if (reason) throw new UsageError(`--${name} is not accepted: ${reason}`);
   }
   const all = { ...options, help: { type: "boolean", short: "h" } } as const;
+  const args = dashValuesJoined(argv, all); // its own one-line UsageError, not wrapped in the usage
   let parsed;
   try {
-    parsed = parseArgs({ args: dashValuesJoined(argv, all), options: all, allowPositionals: config.positionals ?? false, strict: true, tokens: true });
+    parsed = parseArgs({ args, options: all, allowPositionals: config.positionals ?? false, strict: true, tokens: true });
   } catch (err) {
     const extra = (err as NodeJS.ErrnoException).code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL" ? `\n${npmDashHint(usage)}` : "";
     throw new UsageError(`${(err as Error).message}${extra}\n\n${usage}`);
@@ -77,24 +78,27 @@ export function parseFlags<O extends Options>(
 /**
  * `--credits -5` as `--credits=-5`: parseArgs refuses a separate value starting with "-" as
  * ambiguous and the user got its advice and the whole usage, not the flag's own check (the range
- * of credits). Joined only after a flag that takes a value, and when the next word is no flag the
- * script knows (`--note --amount 5` still says --note has no value).
+ * of credits). Joined only after a flag that takes a value, and only a word with one dash that is
+ * no short flag the script knows: a word starting with "--" (or `-h`) after such a flag is most
+ * likely a forgotten value before a flag, known or mistyped (`--note --amout 5` would make the
+ * note "--amout"), and is refused in one line that names both and the form for such a value.
  */
 function dashValuesJoined(argv: readonly string[], options: Options): string[] {
-  const known = (word: string): boolean => word === "--" || (word.startsWith("--")
-    ? Object.hasOwn(options, word.slice(2).split("=")[0]!)
-    : Object.values(options).some((o) => o.short !== undefined && word.startsWith(`-${o.short}`)));
+  const shortFlag = (word: string): boolean => Object.values(options).some((o) => o.short !== undefined && word.startsWith(`-${o.short}`));
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i]!;
     if (word === "--") return [...out, ...argv.slice(i)];
     const next = argv[i + 1];
     const takesValue = word.startsWith("--") && !word.includes("=") && options[word.slice(2)]?.type === "string";
-    if (takesValue && next !== undefined && next.startsWith("-") && !known(next)) {
+    // "-" alone is a value parseArgs takes as it is.
+    if (!takesValue || next === undefined || !next.startsWith("-") || next === "-") {
+      out.push(word);
+    } else if (next.startsWith("--") || shortFlag(next)) {
+      throw new UsageError(`${word} is followed by "${next}", not a value; for a value starting with "-", write ${word}=${next}`);
+    } else {
       out.push(`${word}=${next}`);
       i++;
-    } else {
-      out.push(word);
     }
   }
   return out;

@@ -264,6 +264,10 @@ describe("manage-keys against a real shim", () => {
     [["create", "--url", "URL", "--name", "x", "--credits", "1.1234567"], '--credits "1.1234567" must be a non-negative number of credits with at most 6 decimals'],
     [["top-up", "--url", "URL", "--key", "x", "--amount=-5"], '--amount "-5" must be a positive number of credits'],
     [["top-up", "--url", "URL", "--key", "x", "--amount", "0"], '--amount "0" must be a positive number of credits'],
+    // A value starting with "-" after a space is the flag's value, checked as with "=" (parseArgs
+    // called it ambiguous and printed the whole usage).
+    [["create", "--url", "URL", "--name", "x", "--credits", "-5"], '--credits "-5" must be a non-negative number of credits'],
+    [["top-up", "--url", "URL", "--key", "x", "--amount", "-5"], '--amount "-5" must be a positive number of credits'],
     [["top-up", "--url", "URL", "--key", "x", "--amount", "10000000000"], '--amount "10000000000" must be at most 1000000000 credits, e.g. 250'],
     [["top-up", "--url", "URL", "--key", "x"], "--amount is required"],
     [["list", "--url", "URL", "--amount", "5"], "--amount does not go with list"],
@@ -276,6 +280,18 @@ describe("manage-keys against a real shim", () => {
     expect(r.code).toBe(1);
     expect(r.err).toContain(message);
     expect(r.err).not.toMatch(/\n\s+at /);
+  });
+
+  it.each([
+    // A forgotten value before a flag, known or mistyped: not taken as the value (the note
+    // "--amout" and a stray "5"), and said in one line, not parseArgs' advice and the usage.
+    [["top-up", "--url", "URL", "--key", "x", "--note", "--amout", "5"], '--note is followed by "--amout", not a value; for a value starting with "-", write --note=--amout'],
+    [["top-up", "--url", "URL", "--key", "x", "--note", "--amount", "5"], '--note is followed by "--amount", not a value; for a value starting with "-", write --note=--amount'],
+    [["list", "--url", "-h"], '--url is followed by "-h", not a value; for a value starting with "-", write --url=-h'],
+  ])("%j → exit 1 in one line: %s", async (argv, message) => {
+    const r = await keys(argv.map((a) => (a === "URL" ? h.url : a)));
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(message);
   });
 
   it("the admin token must be in the environment", async () => {

@@ -125,9 +125,11 @@ describe("new-tenant", () => {
     [["acme", "us-ord"], "give exactly one tenant name (got: acme us-ord)\nflags typed before `--` are kept by npm, not passed on: npm run new-tenant -- <name> --region <id> [options]"],
     [["acme", "--region", "us-ord", "--hf-token", "hf_x"], "--hf-token is not accepted: a token on the command line lands in shell history"],
     [["acme", "--region", "us-ord", "--hf-token-from-env"], "HF_TOKEN is not set"],
-    // The example's documentation address, copied: `pulumi up` would wait 45 minutes on SSH.
     // A value starting with "-" after a space is the flag's value (parseArgs called it ambiguous and printed the usage).
     [["acme", "--region", "us-ord", "--ttl-hours", "-3"], "--ttl-hours: gpu-sandbox:ttlHours = -3: must be between 1 and 2160"],
+    // ... but a word starting with "--" is not: a forgotten value before a mistyped flag.
+    [["acme", "--region", "us-ord", "--served-name", "--plann", "g1"], '--served-name is followed by "--plann", not a value'],
+    // The example's documentation address, copied: `pulumi up` would wait 45 minutes on SSH.
     [["acme", "--region", "us-ord", "--admin-cidrs", "203.0.113.7/32"],
       '--admin-cidrs: gpu-sandbox:adminCidrs[0] = "203.0.113.7/32": is a documentation address (RFC 5737 TEST-NET-3)'],
   ])("rejects %j", async (argv, message) => {
