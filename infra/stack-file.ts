@@ -58,8 +58,11 @@ function readText(path: string): string {
 export function parseStackConfig(text: string, source = "stack file"): Record<string, unknown> {
   const raw: Record<string, unknown> = {};
   const prefix = `${CONFIG_NAMESPACE}:`;
-  for (const [key, value] of Object.entries(configMap(text, source))) {
+  const config = configMap(text, source);
+  for (const [key, value] of Object.entries(config)) {
     if (key.startsWith(prefix)) raw[key.slice(prefix.length)] = decodeSecure(value);
+    // Pulumi reads a key without a namespace as the project's (`region:` is gpu-sandbox:region).
+    else if (!key.includes(":") && !Object.hasOwn(config, `${prefix}${key}`)) raw[key] = decodeSecure(value);
   }
   return raw;
 }
@@ -87,6 +90,20 @@ export function stackFileHoldsSecrets(root: string, stack: string): boolean {
   return Object.values(configOf(doc, path)).some(holdsSecure);
 }
 
+/**
+ * What to say of a setting written at the top level of a stack file, not under `config:` (a
+ * first edit's likely slip), or undefined. Pulumi ignores such a key, so every reader still reads
+ * `config:` alone (`pulumi up`, reap-expired and new-tenant agree with Pulumi); render and
+ * list-tenants say this where the validator would say "region is required" of a file setting it.
+ */
+export function misplacedSetting(root: string, stack: string): string | undefined {
+  const file = readStackDoc(root, stack);
+  const doc = file?.doc;
+  if (doc === null || typeof doc !== "object" || Array.isArray(doc)) return undefined;
+  const key = Object.keys(doc).find((k) => k.includes(":"));
+  return key === undefined ? undefined : `${file!.path}: settings must be under "config:" (found ${key} at the top level)`;
+}
+
 /** A stack file parsed, with its path; undefined when it is not there. */
 function readStackDoc(root: string, stack: string): { doc: unknown; path: string } | undefined {
   const path = stackFilePath(root, stack);
@@ -109,10 +126,6 @@ function configMap(text: string, source: string): Record<string, unknown> {
 function configOf(doc: unknown, source: string): Record<string, unknown> {
   if (doc === null || doc === undefined) return {}; // an empty file: every setting missing, each said by the validator
   if (typeof doc !== "object" || Array.isArray(doc)) throw new StackFileError(`${source}: a stack file must be a map with a config: key holding the settings`);
-  // A setting written at the top level (a first edit's likely slip) would otherwise read as
-  // missing, and the validator would say "region is required" about a file that sets it.
-  const misplaced = Object.keys(doc).find((key) => key.includes(":"));
-  if (misplaced !== undefined) throw new StackFileError(`${source}: settings must be under "config:" (found ${misplaced} at the top level)`);
   const config = (doc as { config?: unknown }).config ?? {};
   if (typeof config !== "object" || config === null || Array.isArray(config)) {
     throw new StackFileError(`${source}: "config" must be a map of keys to values`);

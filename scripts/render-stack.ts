@@ -8,7 +8,7 @@ import { CONFIG_NAMESPACE } from "../infra/config/types.ts";
 import { formatPlan, planFor } from "../infra/plan.ts";
 import { BundleDirError, renderBundle, writeBundle } from "../infra/render/bundle.ts";
 import { hostCloudInit } from "../infra/render/cloud-init.ts";
-import { listStackNames, readStackConfig, StackFileError } from "../infra/stack-file.ts";
+import { listStackNames, misplacedSetting, readStackConfig, StackFileError } from "../infra/stack-file.ts";
 import { parseFlags, UsageError } from "./lib/cli.ts";
 
 const USAGE = `Usage: npm run render -- --stack <name> [--out <dir>]
@@ -34,7 +34,11 @@ export function renderStack(root: string, stack: string, out?: string): RenderRe
   const outDir = out ?? join(root, "out", stack);
   const raw = readStackConfig(root, stack);
   const result = validateConfig(raw, { stack, fileConfig: raw });
-  if (!result.ok) throw new UsageError(describeProblems(result.problems, stack));
+  if (!result.ok) {
+    const misplaced = misplacedSetting(root, stack);
+    // The problems then follow from the slip (every setting reads as missing): say only the slip.
+    throw new UsageError(misplaced ?? describeProblems(result.problems, stack));
+  }
   const config = result.config;
   // Images as configured (`pulumi up` pins them by digest); no bootstrap keys (`pulumi up`
   // generates them; on another host, create keys with the admin API).

@@ -84,7 +84,9 @@ export function parseFlags<O extends Options>(
  * note "--amout"), and is refused in one line that names both and the form for such a value.
  */
 function dashValuesJoined(argv: readonly string[], options: Options): string[] {
-  const shortFlag = (word: string): boolean => Object.values(options).some((o) => o.short !== undefined && word.startsWith(`-${o.short}`));
+  // `-h`, or a group of known short letters (`-hv`): `-hold-for-refund` is a value.
+  const shorts = new Set(Object.values(options).flatMap((o) => (o.short === undefined ? [] : [o.short])));
+  const shortFlag = (word: string): boolean => /^-[A-Za-z]+$/.test(word) && [...word.slice(1)].every((c) => shorts.has(c));
   const out: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i]!;

@@ -4,7 +4,7 @@
 import { validateConfig } from "../../infra/config.ts";
 import type { TenantConfig } from "../../infra/config/types.ts";
 import { hostExpiry } from "../../infra/host.ts";
-import { listStackNames, readStackConfig, StackFileError } from "../../infra/stack-file.ts";
+import { listStackNames, misplacedSetting, readStackConfig, StackFileError } from "../../infra/stack-file.ts";
 import type { ScriptDeps } from "./deps.ts";
 import { type OutputsResult, type StackOutputs, type StackState, stackOutputsAndState } from "./pulumi.ts";
 
@@ -45,7 +45,7 @@ export async function readTenants(deps: ScriptDeps, options: { concurrency?: num
       raw = readStackConfig(deps.root, stack);
       const r = validateConfig(raw, { stack, fileConfig: raw });
       if (r.ok) config = r.config;
-      else configProblem = `${r.problems.length} config problem${r.problems.length === 1 ? "" : "s"} (npm run render -- --stack ${stack})`;
+      else configProblem = misplacedSetting(deps.root, stack) ?? `${r.problems.length} config problem${r.problems.length === 1 ? "" : "s"} (npm run render -- --stack ${stack})`;
     } catch (err) {
       // One file that cannot be read (EISDIR, EACCES, not YAML) is that tenant's problem: the others are still listed and reaped.
       if (!(err instanceof StackFileError)) throw err;
