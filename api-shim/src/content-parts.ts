@@ -24,8 +24,11 @@ export function partText(part: unknown): string | undefined {
   return typeof text === "string" ? text : undefined;
 }
 
+// vLLM reads a part by its type only without a `uuid`; with one, by the media member it carries
+// (`_parse_chat_message_content_mm_part`): such a part counts as media here (at worst over-held).
 const textMember = (part: unknown): string | undefined =>
-  part !== null && typeof part === "object" ? TEXT_MEMBER.get((part as { type?: unknown }).type) : undefined;
+  part !== null && typeof part === "object" && ((part as { uuid?: unknown }).uuid ?? null) === null
+    ? TEXT_MEMBER.get((part as { type?: unknown }).type) : undefined;
 
 /**
  * The parts that are not text in the messages' contents (those that are lists). Unknown part types

@@ -169,8 +169,9 @@ function echoesLastMessage(b: Record<string, unknown>): boolean {
   if (pydanticBool(b.add_generation_prompt) !== false && last.role !== "assistant") return false;
   const c = last.content;
   if (typeof c === "string") return c !== "";
-  // vLLM joins the parts' texts with "\n" (two empty ones still echo) and skips the others.
-  const texts = Array.isArray(c) ? c.map(partText).filter((t) => t !== undefined) : [];
+  // vLLM keeps a part's text only when not empty (`if parse_res:`), joins them with "\n" and
+  // skips the others: a message of empty text parts is not echoed.
+  const texts = Array.isArray(c) ? c.map(partText).filter((t) => t !== undefined && t !== "") : [];
   return texts.join("\n") !== "";
 }
 

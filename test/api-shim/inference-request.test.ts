@@ -148,8 +148,10 @@ describe("echo", () => {
     expect(echo([{ type: "output_text", text: "a" }])).toBe(true);
     expect(echo([{ type: "refusal", refusal: "I can't" }])).toBe(true);
     expect(echo([{ type: "thinking", thinking: "hm" }])).toBe(true);
-    // Two empty texts join to "\n", which vLLM echoes; a part without its text is skipped.
-    expect(echo([{ type: "text", text: "" }, ""])).toBe(true);
+    // vLLM drops empty texts before joining (`if parse_res:`): nothing is echoed; a part without its text is skipped.
+    expect(echo([{ type: "text", text: "" }, ""])).toBe(false);
+    // With a uuid, vLLM reads a part by its media member, not its type: no text, and media for the hold.
+    expect(echo([{ type: "text", text: "a", uuid: "u1", image_url: { url: "https://x.test/a.png" } }])).toBe(false);
     expect(echo([{ type: "text", text: "" }, { type: "text", text: null }])).toBe(false);
     expect(echo([{ type: "refusal", text: "wrong member" }])).toBe(false);
   });

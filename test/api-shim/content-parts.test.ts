@@ -1,0 +1,58 @@
+import { describe, expect, it } from "vitest";
+import { parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
+import { StreamMeter } from "../../api-shim/src/metering.ts";
+import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
+
+const delta = (d: unknown) => `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", choices: [{ index: 0, delta: d, finish_reason: null }] })}`;
+
+// vLLM chat_utils._parse_chat_message_content_parts keeps a part's result only `if parse_res:`,
+// so "" parts are dropped before the "\n".join: two empty text parts make content "" and
+// serving_chat's `if last_msg_content:` sends no echo chunk.
+describe("chat echo of a last message of empty text parts", () => {
+  const body = { model: "m", messages: [{ role: "user", content: "q" }, { role: "assistant", content: [{ type: "text", text: "" }, ""] }], echo: true, stream: true, max_tokens: 4096 };
+
+  it("is not an echo (vLLM drops empty parts before joining them)", () => {
+    expect(parseInferenceRequest("chat", body).echo).toBe(false);
+  });
+
+  it("charges the first generated chunk of a cut stream", () => {
+    const req = parseInferenceRequest("chat", body);
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1, echo: req.echo, maxCompletion: 4096 });
+    m.process(delta({ role: "assistant", content: "" }));
+    // vLLM sends no echo: this is generated text (a lagging consumer's merged tokens), then the client leaves.
+    m.process(delta({ content: " word".repeat(400) }));
+    expect(m.usage(true, () => 10).completionTokens).toBeGreaterThanOrEqual(400);
+  });
+
+  it("counts the first generated chunk as content: an upstream failure after it is not free (stream.ts: nothing = !contentSeen)", () => {
+    const req = parseInferenceRequest("chat", body);
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1, echo: req.echo, maxCompletion: 4096 });
+    m.process(delta({ role: "assistant", content: "" }));
+    m.process(delta({ content: " word".repeat(400) }));
+    expect(m.contentSeen).toBe(true);
+  });
+});
+
+// vLLM _parse_chat_message_content_mm_part: a part with a `uuid` skips MM_PARSER_MAP (the `type`
+// is not read) and is taken by its media member: {type:"text", uuid, image_url} is an IMAGE.
+// OpenAIBaseModel's extra="allow" propagates to the TypedDict parts, so uuid and image_url survive validation.
+describe("a text-typed part with a uuid and a media member", () => {
+  const part = { type: "text", text: "x", uuid: "u1", image_url: { url: "https://x.test/a.png" } };
+  const req = parseInferenceRequest("chat", { model: "served", messages: [{ role: "user", content: [part] }], max_tokens: 1 });
+
+  it("counts as media for the hold (vLLM reads an image)", () => {
+    expect(req.unboundedParts).toBe(1);
+  });
+
+  it("holds the model's context, not the body's bytes", () => {
+    const price = { promptPer1k: 1_000_000, completionPer1k: 0 };
+    const pricer = new Pricer(
+      { request: 0, batchRequest: 0, models: new Map([["served", price]]) },
+      new Map([["served", { name: "served", maxModelLen: 100_000, continuousUsage: false, tokenPrompts: true }]]),
+    );
+    const bodyBytes = Buffer.byteLength(JSON.stringify({ model: "served", messages: [{ role: "user", content: [part] }], max_tokens: 1 }));
+    const hold = pricer.hold({ model: "served", batch: false, bodyBytes, templated: true, maxTokens: 1, prompts: 1, outputs: 1, unboundedParts: req.unboundedParts, renderedJsonBytes: req.renderedJsonBytes, promptMayExceedContext: false });
+    // An image is commonly 1,000+ tokens (the fake vLLM's IMAGE_TOKENS is 1,200); the hold caps the charge.
+    expect(hold).toBeGreaterThan((bodyBytes + CHAT_TEMPLATE_TOKENS) * 1000 + 1000 * 1000);
+  });
+});
