@@ -66,9 +66,7 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
   const raw = request.rawBody!;
   const body = request.body as Record<string, unknown>;
   // The request's own bounds (InferenceRequest names them as HoldInput does) and what only the route knows.
-  // Normalization's growth is read at most once (it walks the body), by the hold or the estimate's cap.
-  let growth: number | undefined;
-  const holdInput: HoldInput = { ...req, batch, bodyBytes: raw.length, normalizationGrowth: () => (growth ??= normalizationGrowth(kind, body, raw)) };
+  const holdInput: HoldInput = { ...req, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw) };
   // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
   // most the outputs may generate, taken when the bucket is positive and corrected to the real
   // usage at settlement. Counting the prompt alone let ten requests with a large max_tokens
@@ -86,7 +84,9 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
     const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
     if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
   }
-  const admission: Admission = { estimate, hold: ctx.pricer.hold(holdInput), promptTokens: Math.min(promptTokens(kind, body), ctx.pricer.promptBound(holdInput)), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous) };
+  // The prompt's bound once (it may walk the body for normalization's growth): the hold's prompt, and the estimate's cap.
+  const promptBound = ctx.pricer.promptBound(holdInput);
+  const admission: Admission = { estimate, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body), promptBound), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous) };
   request.rawBody = undefined;
   request.body = undefined;
   return admission;

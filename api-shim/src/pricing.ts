@@ -291,7 +291,8 @@ export class Pricer {
     return context !== Infinity ? Math.min(textBound, context) : textBound + input.unboundedParts * (maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS);
   }
 
-  hold(input: HoldInput): number {
+  /** `promptBound`: this.promptBound(input), when the caller has it already. */
+  hold(input: HoldInput, promptBound = this.promptBound(input)): number {
     const base = this.requestPrice(input.batch);
     const price = this.pricing.models.get(input.model);
     if (!price) return base;
@@ -299,7 +300,7 @@ export class Pricer {
     // maxModelLen tokens each, and every one of the `outputs` sequences may reach maxTokens.
     const completion = input.outputs * this.outputBound(input);
     // Bounded so that it stays an exact integer; a hold this large is refused (402) anyway.
-    return Math.min(base + tokenCost(this.promptBound(input), price.promptPer1k) + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);
+    return Math.min(base + tokenCost(promptBound, price.promptPer1k) + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);
   }
 
   /** The charge for `usage`, capped at the hold; `capped` when the usage was worth more than the hold. */
