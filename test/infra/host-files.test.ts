@@ -5,11 +5,13 @@ import { join } from "node:path";
 import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
 import { HOST_PATHS, NVIDIA_DRIVER_BRANCH, volumeDevicePath } from "../../infra/host.ts";
-import { hostScriptNames, renderCloudInit } from "../../infra/render/cloud-init.ts";
+import { encodeUserData, hostCloudInit, hostFiles, hostScriptNames, renderCloudInit, USER_DATA_LIMIT_BYTES } from "../../infra/render/cloud-init.ts";
 import { TEMPLATES_DIR } from "../../infra/render/template.ts";
+import { unpackHostFiles } from "../support/host-files.ts";
 import { runTool, writeTemp } from "../support/tools.ts";
 
-const cloudInit = renderCloudInit({ tenant: "acme", volumeDevice: volumeDevicePath("gs-acme-data") });
+const input = { tenant: "acme", volumeDevice: volumeDevicePath("gs-acme-data") };
+const cloudInit = renderCloudInit(input);
 
 describe("cloud-init user data", () => {
   it("passes `cloud-init schema`", () => {
@@ -25,11 +27,34 @@ describe("cloud-init user data", () => {
     expect(result.output).toContain("ssh_pwauth");
   });
 
+  it("is plain text within Linode's limit, even for the longest tenant name", () => {
+    // cloud-init's Akamai datasource reads user data as UTF-8 text (b64decode(...).decode()):
+    // gzipped user data left the host with none, so no setup ran at all.
+    for (const tenant of ["acme", "abcdefghijklmnopqrstuvwx"]) {
+      const decoded = Buffer.from(encodeUserData(hostCloudInit(tenant)), "base64");
+      const text = new TextDecoder("utf-8", { fatal: true }).decode(decoded);
+      expect(text.startsWith("#cloud-config\n")).toBe(true);
+      expect(decoded.length, tenant).toBeLessThanOrEqual(USER_DATA_LIMIT_BYTES);
+    }
+  });
+
+  it("refuses, with its size, user data Linode would refuse", () => {
+    expect(() => encodeUserData(`#cloud-config\n#${"x".repeat(USER_DATA_LIMIT_BYTES)}\n`))
+      .toThrow(/cloud-init user data is 16400 bytes; Linode takes at most 16384/);
+  });
+
   const doc = parse(cloudInit);
+  const files = unpackHostFiles(cloudInit);
+
+  it("unpacks the host's files, as tar gives them back, before anything uses them", () => {
+    expect(doc.runcmd[0][0]).toBe("tar");
+    expect(new Map(hostFiles(input).map((f) => [f.path, { content: f.content, mode: f.mode }]))).toEqual(files);
+    expect(files.get(`${HOST_PATHS.libDir}/bootstrap.sh`)!.content).toBe(readFileSync(new URL("host/bootstrap.sh", TEMPLATES_DIR), "utf8"));
+  });
 
   it("turns off SSH passwords and installs security updates unattended, without reboots", () => {
     expect(doc.ssh_pwauth).toBe(false);
-    const file = (path: string) => doc.write_files.find((f: { path: string }) => f.path === path)?.content as string;
+    const file = (path: string) => files.get(path)?.content as string;
     expect(file("/etc/ssh/sshd_config.d/60-gpu-sandbox.conf")).toMatch(/^PasswordAuthentication no$/m);
     expect(file("/etc/ssh/sshd_config.d/60-gpu-sandbox.conf")).toMatch(/^PermitRootLogin prohibit-password$/m);
     const upgrades = file("/etc/apt/apt.conf.d/52gpu-sandbox-unattended-upgrades");
@@ -39,7 +64,7 @@ describe("cloud-init user data", () => {
   });
 
   it("keeps the NVIDIA driver's packages from unattended upgrades, and only those (not the container toolkit's)", () => {
-    const upgrades = doc.write_files.find((f: { path: string }) => f.path === "/etc/apt/apt.conf.d/52gpu-sandbox-unattended-upgrades").content as string;
+    const upgrades = files.get("/etc/apt/apt.conf.d/52gpu-sandbox-unattended-upgrades")!.content;
     const blacklist = [.../Package-Blacklist \{([^}]*)\}/.exec(upgrades)![1]!.matchAll(/^\s*"([^"]+)";/gm)].map((m) => m[1]!);
     const script = (name: string) => readFileSync(new URL(`host/${name}`, TEMPLATES_DIR), "utf8");
     // The packages install-nvidia.sh names, and what they pull in (Ubuntu's driver packaging).
@@ -68,9 +93,9 @@ describe("cloud-init user data", () => {
   });
 
   it("ships every host script, executable, and the settings they read", () => {
-    const paths = doc.write_files.filter((f: { permissions: string }) => f.permissions === "0755").map((f: { path: string }) => f.path);
+    const paths = [...files].filter(([, f]) => f.mode === 0o755).map(([path]) => path);
     expect(paths.sort()).toEqual(hostScriptNames().map((n) => `${HOST_PATHS.libDir}/${n}`).sort());
-    const env = doc.write_files.find((f: { path: string }) => f.path === HOST_PATHS.envFile).content;
+    const env = files.get(HOST_PATHS.envFile)!.content;
     expect(env).toBe(
       "TENANT='acme'\nSTATE_DIR='/var/lib/gpu-sandbox'\nDATA_DIR='/mnt/gpu-sandbox'\n" +
       "VOLUME_DEVICE='/dev/disk/by-id/scsi-0Linode_Volume_gs-acme-data'\nNVIDIA_DRIVER_BRANCH='580'\n",

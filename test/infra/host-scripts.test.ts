@@ -4,8 +4,8 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { parse } from "yaml";
 import { renderCloudInit } from "../../infra/render/cloud-init.ts";
+import { unpackHostFiles } from "../support/host-files.ts";
 import { fakeHost } from "../support/host-scripts.ts";
 import { runTool, tempDir } from "../support/tools.ts";
 
@@ -131,8 +131,7 @@ describe("finish.sh: a failed check says which one failed and what to do", () =>
   });
 
   it("runs after the reboot with its output appended to the bootstrap log", () => {
-    const unit = parse(renderCloudInit({ tenant: "acme", volumeDevice: "/dev/sdc" })).write_files
-      .find((f: { path: string }) => f.path === "/etc/systemd/system/gpu-sandbox-finish.service").content as string;
+    const unit = unpackHostFiles(renderCloudInit({ tenant: "acme", volumeDevice: "/dev/sdc" })).get("/etc/systemd/system/gpu-sandbox-finish.service")!.content;
     expect(unit).toMatch(/^StandardOutput=append:\/var\/log\/gpu-sandbox-bootstrap\.log$/m);
     expect(unit).toMatch(/^StandardError=inherit$/m);
   });

@@ -13,15 +13,19 @@ import { listStackNames, readStackConfig } from "../../infra/stack-file.ts";
 import { deployTenant, type TenantOutputs } from "../../infra/tenant.ts";
 import { installMocks, isSecretInput, MOCK_IP, plain, settle, valueOf, type RecordedResource } from "../support/pulumi-mocks.ts";
 import { tempDir } from "../support/tools.ts";
-import { encodeUserData } from "../../infra/render/cloud-init.ts";
+import { encodeHostFiles } from "../../infra/render/cloud-init.ts";
+import { unpackHostFiles } from "../support/host-files.ts";
 import { renderNginxConf } from "../../infra/render/nginx.ts";
 
 /**
- * SHA-256 of encodeUserData(SAMPLE_CLOUD_CONFIG) as fflate 0.8.3 writes it (Node's zlib gives
- * other bytes for this text, as for a real cloud-config).
+ * SHA-256 of encodeHostFiles(SAMPLE_HOST_FILES) as fflate 0.8.3 writes it (Node's zlib gives
+ * other bytes for this text, as for the real host files).
  */
-const GOLDEN_USER_DATA_SHA256 = "79b7fc997f5561913ecf44c62bd4351d932e32acb81364c05ee01e799a18c80c";
-const SAMPLE_CLOUD_CONFIG = `#cloud-config\n${Array.from({ length: 600 }, (_, i) => `# ${i}: ${"gpu sandbox ".repeat(i % 13)}${(i * 7919) % 1000}`).join("\n")}\n`;
+const GOLDEN_HOST_FILES_SHA256 = "325f2b0369e5944b241f825d1baebde20ea02a08ece57f29cbb990114f0169c9";
+const SAMPLE_HOST_FILES = [
+  { path: "/usr/local/lib/sample/a.sh", mode: 0o755, content: Array.from({ length: 600 }, (_, i) => `# ${i}: ${"gpu sandbox ".repeat(i % 13)}${(i * 7919) % 1000}`).join("\n") },
+  { path: "/etc/sample.conf", mode: 0o644, content: "key = value\n" },
+];
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -109,25 +113,25 @@ describe.each(stacks)("stack %s under the mock runtime", (stack) => {
   it("gives the instance decodable cloud-init user data with no secret in it", () => {
     const instance = one(resources, "linode:index/instance:Instance");
     const encoded: string = instance.inputs.metadatas[0].userData;
-    const text = gunzipSync(Buffer.from(encoded, "base64")).toString("utf8");
+    const text = Buffer.from(encoded, "base64").toString("utf8");
     expect(text.startsWith("#cloud-config\n")).toBe(true);
-    const doc = parse(text);
-    expect(doc.ssh_pwauth).toBe(false);
-    expect(doc.write_files.map((f: { path: string }) => f.path)).toContain("/usr/local/lib/gpu-sandbox/bootstrap.sh");
-    const envFile = doc.write_files.find((f: { path: string }) => f.path === "/etc/gpu-sandbox/host.env").content;
-    expect(envFile).toContain(`VOLUME_DEVICE='/dev/disk/by-id/scsi-0Linode_Volume_gs-${stack}-data'`);
-    for (const secret of ["test-secret", "mock-", "mock-private-key", "hf_"]) expect(text).not.toContain(secret);
+    expect(parse(text).ssh_pwauth).toBe(false);
+    const files = unpackHostFiles(text);
+    expect([...files.keys()]).toContain("/usr/local/lib/gpu-sandbox/bootstrap.sh");
+    expect(files.get("/etc/gpu-sandbox/host.env")!.content).toContain(`VOLUME_DEVICE='/dev/disk/by-id/scsi-0Linode_Volume_gs-${stack}-data'`);
+    const everything = [text, ...[...files.values()].map((f) => f.content)].join("\n");
+    for (const secret of ["test-secret", "mock-", "mock-private-key", "hf_"]) expect(everything).not.toContain(secret);
   });
 
-  it("encodes user data to the same bytes on every machine, so a pulumi up from another OS or CPU does not rebuild the host", () => {
-    const encoded = encodeUserData(SAMPLE_CLOUD_CONFIG);
+  it("encodes the host's files to the same bytes on every machine, so a pulumi up from another OS or CPU does not rebuild the host", () => {
+    const encoded = encodeHostFiles(SAMPLE_HOST_FILES);
     const gz = Buffer.from(encoded, "base64");
-    expect(gunzipSync(gz).toString("utf8")).toBe(SAMPLE_CLOUD_CONFIG);
+    expect(gunzipSync(gz).toString("utf8")).toContain(SAMPLE_HOST_FILES[0]!.content);
     expect(gz.readUInt32LE(4)).toBe(0); // no timestamp
     expect(gz[9]).toBe(3); // a fixed OS byte, not the build's (Node's zlib writes 19 on macOS)
     // The exact bytes, pinned: a change here (another compressor, another fflate version) changes
     // every tenant's user data, and user data forces a new instance on the next pulumi up.
-    expect(createHash("sha256").update(encoded).digest("hex")).toBe(GOLDEN_USER_DATA_SHA256);
+    expect(createHash("sha256").update(encoded).digest("hex")).toBe(GOLDEN_HOST_FILES_SHA256);
   });
 
   it("logs in by the generated key only, with a random root password", () => {
