@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { isMap, isSeq, type Document } from "yaml";
 import type { Images, TenantConfig } from "../config.ts";
+import { isIPv6Cidr } from "../config/checks.ts";
 import { MAX_READY_TIMEOUT_MINUTES } from "../config/defaults.ts";
 import { providerKeyVar } from "./env-file.ts";
 import { readYamlDocument } from "./template.ts";
@@ -65,7 +66,14 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
   doc.setIn(["services", "nginx", "image"], images.nginx);
   // The host's own port on its loopback alone: the firewall never sees it, no other machine reaches it.
   const local = `127.0.0.1:${NGINX_LOCAL_PORT}:${NGINX_LOCAL_PORT}`;
-  const ports = [`80:${NGINX_HTTP_PORT}`, ...(config.tls.mode === "off" ? [] : [`443:${NGINX_HTTPS_PORT}`]), local];
+  // IPv6 clients reach nginx through Docker's proxy, from the gateway, which nginx serves the API
+  // to. On Linode the firewall has held them to allowedCidrs first; on a host of your own nothing
+  // has, so with no IPv6 entry in allowedCidrs the API's port is published on IPv4 alone. Port 80
+  // beside HTTPS only redirects and answers ACME (Let's Encrypt may validate over IPv6).
+  const api = config.allowedCidrs.some(isIPv6Cidr) ? "" : "0.0.0.0:";
+  const ports = config.tls.mode === "off"
+    ? [`${api}80:${NGINX_HTTP_PORT}`, local]
+    : [`80:${NGINX_HTTP_PORT}`, `${api}443:${NGINX_HTTPS_PORT}`, local];
   doc.setIn(["services", "nginx", "ports"], ports);
 
   if (config.tls.mode === "letsencrypt") {

@@ -75,6 +75,17 @@ function expectNginxAccepts(conf: string): void {
   expect(result.output).not.toMatch(/\[warn\]/);
 }
 
+it("publishes the API's port on IPv4 alone when allowedCidrs has no IPv6 entry, so IPv6 clients cannot pass as Docker's gateway", () => {
+  // nginx serves the API to Docker's gateway, the address every IPv6 client has behind Docker's
+  // proxy. On Linode the firewall has already held them to allowedCidrs; on a host of your own
+  // nothing has, so an IPv4-only list left the API open to every IPv6 address.
+  const ports = (overrides: Record<string, unknown>) => parse(render(config(overrides)).get("compose.yaml")!).services.nginx.ports;
+  const ipv4Only = { allowedCidrs: ["81.2.69.0/24"], tls: { mode: "self-signed" } };
+  expect(ports(ipv4Only)).toEqual(["80:8080", "0.0.0.0:443:8443", "127.0.0.1:8081:8081"]);
+  expect(ports({ ...ipv4Only, tls: { mode: "off" } })).toEqual(["0.0.0.0:80:8080", "127.0.0.1:8081:8081"]);
+  expect(ports({ ...ipv4Only, allowedCidrs: ["81.2.69.0/24", "2001:db8::/32"] })).toEqual(["80:8080", "443:8443", "127.0.0.1:8081:8081"]);
+});
+
 it("turns HTTP/2 on with the `http2` directive, as nginx 1.25.1 and later (the image's 1.28) want it without a warning", () => {
   const conf = render(config()).get("nginx/nginx.conf")!;
   expect(conf).toMatch(/^\s+listen 8443 ssl;$/m);
@@ -145,7 +156,9 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     const published = Object.entries(compose.services).filter(([, s]) => (s as { ports?: unknown[] }).ports?.length);
     expect(published.map(([name]) => name)).toEqual(["nginx"]);
     // And the port of the host's own requests, on its loopback alone.
-    expect(compose.services.nginx.ports).toEqual(c.tls.mode === "off" ? ["80:8080", "127.0.0.1:8081:8081"] : ["80:8080", "443:8443", "127.0.0.1:8081:8081"]);
+    // (The API's port on IPv4 alone when allowedCidrs lists no IPv6 network, as self-signed's here.)
+    const api = c.allowedCidrs.some((cidr) => cidr.includes(":")) ? "" : "0.0.0.0:";
+    expect(compose.services.nginx.ports).toEqual(c.tls.mode === "off" ? [`${api}80:8080`, "127.0.0.1:8081:8081"] : ["80:8080", `${api}443:8443`, "127.0.0.1:8081:8081"]);
     expect(compose.services.vllm.deploy.resources.reservations.devices).toEqual([{ driver: "nvidia", count: "all", capabilities: ["gpu"] }]);
     expect(compose.services.vllm.ipc).toBe("host");
     expect(compose.services.vllm.command).toEqual([
