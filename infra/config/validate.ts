@@ -235,6 +235,11 @@ function checkTiers(p: Problems, value: unknown): Record<string, Tier> {
       p.add(`tiers.${name}`, v, "tier names are 1-32 lowercase letters, digits, _ and -");
       continue;
     }
+    // `free: null` reads as "unlimited" to whoever writes it, but it would change nothing.
+    if (v === null) {
+      p.add(`tiers.${name}`, v, "must be a map of rpm, tpm and concurrency; for no limit, set each to null");
+      continue;
+    }
     const tier = p.object(`tiers.${name}`, v);
     if (!tier) continue;
     p.unknownKeys(`tiers.${name}`, tier, ["rpm", "tpm", "concurrency"]);

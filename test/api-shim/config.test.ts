@@ -91,7 +91,7 @@ bootstrapKeys:
       { SHIM_UPSTREAM_URL: "litellm:4000", SHIM_READY_URL: "vllm/health", SHIM_PORT: "80a", SHIM_TRUST_PROXY: "10.0.0.0/33", LOG_LEVEL: "loud", SHIM_DRAIN_TIMEOUT_MS: "-1", SHIM_DATABASE_URL: "mysql://u:hunter2@x/db", SHIM_ADMIN_TOKEN: "letmein" },
       `
 pricing: { request: -1, models: { m: { promptPer1k: "abc" }, M: { promptPer1k: 1 } } }
-tiers: { free: { rpm: 0 }, pro: { concurrency: 0 }, workshop: { rpm: 30 } }
+tiers: { free: { rpm: 0 }, pro: { concurrency: 0 }, workshop: { rpm: 30 }, developer: null }
 defaultTier: gold
 models: [{ name: m, maxModelLen: 1.5, maxOutputTokens: 0, provider: 1, tokenPrompts: "no" }]
 bootstrapKeys:
@@ -115,6 +115,8 @@ extra: 1
       /^SHIM_CONFIG tiers.pro.concurrency: 0 is not valid; expected a positive integer, or null for unlimited/,
       // A new tier without tpm would have had unlimited tokens/min, which nobody wrote.
       /^SHIM_CONFIG tiers.workshop: \{"rpm":30\} is not valid; expected both rpm and tpm for a new tier \(a number, or null for unlimited\)/,
+      // Read as "unlimited" by whoever wrote it; it changed nothing.
+      /^SHIM_CONFIG tiers.developer: null is not valid; expected a mapping of rpm, tpm and concurrency; for no limit, set each to null/,
       /^SHIM_CONFIG defaultTier: "gold" is not valid; expected one of the tiers: free \| developer \| pro \| enterprise \| workshop/,
       /^SHIM_CONFIG models\[0\].maxModelLen: 1.5/,
       /^SHIM_CONFIG models\[0\].maxOutputTokens: 0 is not valid; expected a positive integer/,
