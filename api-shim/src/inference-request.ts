@@ -1,5 +1,5 @@
 import { isAscii } from "node:buffer";
-import { isTextPart, mediaParts, partText } from "./content-parts.ts";
+import { isTextPart, MEDIA_PART_TOKENS, mediaParts, partText } from "./content-parts.ts";
 import { ShimError } from "./errors.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { TokenEstimate } from "./pricing.ts";
@@ -263,7 +263,8 @@ function embedsCount(v: unknown): number {
  * count never comes. Made at admission, as the body is let go then, from the parsed body without
  * writing it out again. Text by TokenEstimate's rule, counted as its JSON; token IDs (a list of
  * numbers, or a batch of such lists) one token each; a message's non-text part (an image's data
- * URL, audio, video) four characters to a token, never more than before the digit rule.
+ * URL, audio, video) four characters to a token, never more than before the digit rule, and never
+ * fewer than MEDIA_PART_TOKENS (an image by URL is a few bytes of JSON and hundreds of tokens).
  */
 export function promptTokens(kind: InferenceKind, body: Record<string, unknown>): number {
   const estimate = new TokenEstimate();
@@ -283,7 +284,7 @@ function addPrompt(estimate: TokenEstimate, prompt: unknown): void {
 
 const isTokenIds = (v: unknown): v is unknown[] => Array.isArray(v) && v.every((x) => typeof x === "number");
 
-/** Messages as their JSON, except a list content's non-text parts (content-parts.ts): payloads (TokenEstimate.addPayload). */
+/** Messages as their JSON, except a list content's non-text parts (content-parts.ts): payloads (TokenEstimate.addPayload), each at least MEDIA_PART_TOKENS. */
 function addMessages(estimate: TokenEstimate, messages: unknown): void {
   if (!Array.isArray(messages)) return estimate.addValue(messages);
   estimate.addBytes(1 + Math.max(messages.length, 1)); // brackets and commas
@@ -299,7 +300,7 @@ function addMessages(estimate: TokenEstimate, messages: unknown): void {
     estimate.addBytes(11 + Math.max(content.length, 1) + (Object.keys(others).length > 0 ? 1 : 0));
     for (const part of content) {
       if (isTextPart(part)) estimate.addValue(part);
-      else estimate.addPayload(part);
+      else estimate.addPayload(part, MEDIA_PART_TOKENS);
     }
   }
 }

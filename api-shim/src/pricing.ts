@@ -74,10 +74,13 @@ export class TokenEstimate {
    * Counts a parsed JSON value that is not text (an image's or a video's data URL, audio's base64)
    * four characters of its JSON to a token, digits and non-ASCII included: the rule the whole
    * prompt had before digits counted one each, as a base64 digit is no token of the model's.
-   * Strings are measured, not read.
+   * Strings are measured, not read. `atLeast`: the fewest tokens it counts (a media part's floor).
    */
-  addPayload(value: unknown): void {
+  addPayload(value: unknown, atLeast = 0): void {
+    // A payload adds only `bytes` (four to a token), so the floor is that many bytes.
+    const before = this.bytes;
     this.value(value, true);
+    this.bytes = Math.max(this.bytes, before + atLeast * 4);
   }
 
   /** Counts ASCII bytes of JSON that are neither digits nor text (a list's brackets and commas), four to a token. */

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { MEDIA_PART_TOKENS } from "../../api-shim/src/content-parts.ts";
 import { normalizationGrowth, parseInferenceRequest, promptTokens } from "../../api-shim/src/inference-request.ts";
 import { TokenEstimate } from "../../api-shim/src/pricing.ts";
 
@@ -115,6 +116,55 @@ describe("the prompt's token estimate, for an answer whose usage never came", ()
     for (const part of [text, { type: "input_text", text }, { type: "output_text", text }, { type: "refusal", refusal: text }, { type: "thinking", thinking: text }]) {
       expect(tokens(part), JSON.stringify(part).slice(0, 30)).toBeGreaterThanOrEqual(want - 10);
     }
+  });
+});
+
+// Found by review: an image by URL was ~10 tokens (its JSON at four characters a token) where
+// vLLM counts hundreds to thousands, so a client that left a streamed vision request after the
+// role chunk paid 156 prompt tokens for 8 images (~9,600 in vLLM's count).
+describe("the prompt estimate of a media part", () => {
+  const alone = (part: unknown, kind: "chat" | "embeddings" = "chat") => promptTokens(kind, { model: "m", messages: [{ role: "user", content: [part] }] });
+  const textOnly = promptTokens("chat", { model: "m", messages: [{ role: "user", content: [] }] });
+
+  it("is at least MEDIA_PART_TOKENS for every part vLLM reads as media (by URL, a small payload, other types, a text type with a uuid)", () => {
+    expect(MEDIA_PART_TOKENS).toBe(256);
+    const media = [
+      { type: "image_url", image_url: { url: "https://img.example/0.png" } },
+      { type: "image_url", image_url: { url: "data:image/png;base64,iVBORw0KGgo=" } },
+      { type: "input_audio", input_audio: { data: "UklGRg==", format: "wav" } },
+      { type: "audio_url", audio_url: { url: "https://x.test/a.wav" } },
+      { type: "video_url", video_url: { url: "https://x.test/v.mp4" } },
+      { type: "image_embeds", image_embeds: "AAAA" },
+      { type: "image_pil", image_pil: null },
+      { type: "text", text: "x", uuid: "u1", image_url: { url: "https://x.test/a.png" } },
+    ];
+    for (const part of media) {
+      expect(alone(part) - textOnly, JSON.stringify(part)).toBeGreaterThanOrEqual(MEDIA_PART_TOKENS);
+      // Not far above it: the floor replaces the small payload's estimate, it is not added to it.
+      expect(alone(part) - textOnly, JSON.stringify(part)).toBeLessThanOrEqual(MEDIA_PART_TOKENS + 1);
+    }
+    expect(alone(media[0], "embeddings")).toBe(alone(media[0]));
+  });
+
+  it("counts each part: 8 images by URL and a question are at least 8 × MEDIA_PART_TOKENS", () => {
+    const images = Array.from({ length: 8 }, (_, i) => ({ type: "image_url", image_url: { url: `https://img.example/${i}.png` } }));
+    const tokens = promptTokens("chat", { model: "m", messages: [{ role: "user", content: [{ type: "text", text: "Compare these." }, ...images] }] });
+    expect(tokens).toBeGreaterThanOrEqual(8 * MEDIA_PART_TOKENS);
+    expect(tokens).toBeLessThan(8 * MEDIA_PART_TOKENS + 40); // the text and the JSON around the parts
+  });
+
+  it("is the payload's estimate when that is larger (a data URL's bytes / 4)", () => {
+    const base64 = Buffer.alloc(30_000, 1).toString("base64"); // 40,000 characters: ~10,000 tokens
+    const part = { type: "image_url", image_url: { url: `data:image/png;base64,${base64}` } };
+    expect(alone(part) - textOnly).toBeGreaterThanOrEqual(10_000);
+    expect(alone(part) - textOnly).toBeLessThanOrEqual(Math.ceil(Buffer.byteLength(JSON.stringify(part)) / 4) + 1);
+  });
+
+  it("adds no floor for a chat template of the request's own (it is one more unbounded part of the hold, not media)", () => {
+    const messages = [{ role: "user", content: "hi" }];
+    const plain = promptTokens("chat", { model: "m", messages });
+    expect(promptTokens("chat", { model: "m", messages, chat_template: "{{ messages }}" })).toBe(plain);
+    expect(promptTokens("chat", { model: "m", messages, chat_template_kwargs: { chat_template: "{{ messages }}" } })).toBe(plain);
   });
 });
 

@@ -3,7 +3,10 @@ import { createServer, request } from "node:http";
 import { once } from "node:events";
 import type { AddressInfo, Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { MEDIA_PART_TOKENS } from "../../api-shim/src/content-parts.ts";
+import { promptTokens } from "../../api-shim/src/inference-request.ts";
 import { TokenEstimate } from "../../api-shim/src/pricing.ts";
+import { IMAGE_TOKENS } from "../support/fake-vllm.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 const CREDIT = 1_000_000;
@@ -760,5 +763,31 @@ describe("a client that leaves a streamed image request early (a data URL, no ru
     // The most this request can cost with the answer begun and no content: the request and a
     // whole context of prompt tokens (vLLM refuses a longer prompt): 1 + 8.192 credits.
     expect(charged).toBeLessThanOrEqual(CREDIT + 8192 * 1000);
+  });
+
+  // Found by review: an image by URL was estimated as its JSON (~10 tokens), so 8 images cost 156
+  // prompt tokens where vLLM counted ~9,600. Each media part now counts at least MEDIA_PART_TOKENS,
+  // a lower bound (the fake counts IMAGE_TOKENS = 1,200 an image, as a larger model would).
+  it("by URL, having left after the role chunk, pays at least MEDIA_PART_TOKENS an image, not the characters of their URLs", async () => {
+    const images = Array.from({ length: 8 }, (_, i) => ({ type: "image_url", image_url: { url: `https://img.example/${i}.png` } }));
+    const body = { model: "qwen2.5-7b", stream: true, max_tokens: 5, messages: [{ role: "user", content: [{ type: "text", text: "Compare these." }, ...images] }] };
+    // Read to the end: charged vLLM's prompt (8 images × IMAGE_TOKENS and the text).
+    const whole = await h.createKey({ credits: 1000 });
+    await (await h.post(whole.key, "/v1/chat/completions", body)).text();
+    const prompt = h.fake.usages.at(-1)!.prompt_tokens;
+    expect(prompt).toBeGreaterThan(8 * IMAGE_TOKENS);
+
+    h.fake.set({ tokenDelayMs: 300 });
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const ac = new AbortController();
+    const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify(body) });
+    await res.body!.getReader().read(); // the role chunk: the prompt, images included, was processed
+    ac.abort();
+    await h.waitForRequestLog((e) => e.keyId === id);
+    h.fake.reset();
+    const promptCharged = (1000 * CREDIT - (await h.store.getKey(id))!.balance - CREDIT) / 1000; // 1000 µc a prompt token
+    expect(promptCharged).toBe(promptTokens("chat", body));
+    expect(promptCharged).toBeGreaterThanOrEqual(8 * MEDIA_PART_TOKENS);
+    expect(promptCharged).toBeLessThanOrEqual(prompt); // a lower bound: small images are not overcharged
   });
 });
