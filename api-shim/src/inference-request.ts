@@ -101,7 +101,7 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
   }
   // vLLM (with --enable-prompt-embeds) takes `prompt_embeds` beside or instead of `prompt`: each
   // entry is one more prompt, generating its own `n` outputs, so each is counted in the hold.
-  const embeds = kind === "completions" ? embedsCount(b.prompt_embeds) : 0;
+  const embeds = kind === "completions" ? embedsOf(b.prompt_embeds).length : 0;
   if (kind === "completions" && (b.prompt === undefined || b.prompt === null) && embeds === 0) throw invalid("'prompt' is required.", "prompt");
   // vLLM's embeddings take `input`, or `messages` rendered by the chat template (its chat
   // embeddings, for multimodal embedding models).
@@ -251,18 +251,16 @@ function batchSize(v: unknown): number {
   return v.length;
 }
 
-/** How many prompts a completions request's `prompt_embeds` holds: one tensor, or a list of them. */
-function embedsCount(v: unknown): number {
-  if (v === undefined || v === null) return 0;
-  return Array.isArray(v) ? v.length : 1;
-}
+/** A completions request's `prompt_embeds` as a list of prompts: one tensor, or a list of them. */
+const embedsOf = (v: unknown): unknown[] => (v === undefined || v === null ? [] : Array.isArray(v) ? v : [v]);
 
 /**
  * The prompt's tokens estimated from the fields that carry it (promptFields), rather than the
  * whole body (a large `logit_bias` or JSON schema is not prompt): charged when the upstream's
  * count never comes. Made at admission, as the body is let go then, from the parsed body without
  * writing it out again. Text by TokenEstimate's rule, counted as its JSON; token IDs (a list of
- * numbers, or a batch of such lists) one token each; a message's non-text part (an image's data
+ * numbers, or a batch of such lists) one token each; `prompt_embeds` by its size (embedsTokens);
+ * a message's non-text part (an image's data
  * URL, audio, video) four characters to a token, never more than before the digit rule, and never
  * fewer than MEDIA_PART_TOKENS (an image by URL is a few bytes of JSON and hundreds of tokens).
  */
@@ -272,8 +270,27 @@ export function promptTokens(kind: InferenceKind, body: Record<string, unknown>)
   if (rendersMessages(kind, body)) addMessages(estimate, first);
   else addPrompt(estimate, first);
   for (const part of rest) estimate.addValue(part);
+  if (kind === "completions") estimate.addTokens(embedsTokens(body.prompt_embeds));
   return estimate.tokens;
 }
+
+/**
+ * A lower bound of the tokens in vLLM's `prompt_embeds` (a base64 torch.save'd seq_len × hidden
+ * tensor, or a list of them), which the estimate otherwise counted as none: each entry
+ * ceil(decoded bytes / EMBED_BYTES_PER_TOKEN), at least one. The tensor's header and a narrower
+ * model's rows make the true count only larger. The dtype is not read: a float32 tensor of a model
+ * wider than 4,096 (or bf16 of one wider than 8,192, Llama 3.1 405B) may count up to twice its rows,
+ * still capped by the prompt's bound like the rest of the estimate.
+ */
+function embedsTokens(v: unknown): number {
+  let tokens = 0;
+  // Buffer.byteLength gives the decoded size from the text's length and padding, without decoding it.
+  for (const e of embedsOf(v)) tokens += Math.max(1, Math.ceil((typeof e === "string" ? Buffer.byteLength(e, "base64") : 0) / EMBED_BYTES_PER_TOKEN));
+  return tokens;
+}
+
+/** One token's row of an 8,192-wide hidden state in bf16 (Llama 3 70B, Qwen2.5 72B: the widest common models). */
+const EMBED_BYTES_PER_TOKEN = 8192 * 2;
 
 /** A completions `prompt` or an embeddings `input`: text, or token IDs as vLLM takes them (one list, or a batch of lists). */
 function addPrompt(estimate: TokenEstimate, prompt: unknown): void {

@@ -168,6 +168,30 @@ describe("the prompt estimate of a media part", () => {
   });
 });
 
+// Found by review: promptFields read only `prompt`, so a prompt of embeddings was estimated at 0 tokens.
+describe("the prompt estimate of a completions request with prompt_embeds (vLLM --enable-prompt-embeds)", () => {
+  it("is not zero for a prompt given as embeddings", () => {
+    // A torch.save'd (seq_len × hidden) tensor, base64: ~100 KB here, hundreds of tokens in vLLM's count.
+    const embeds = Buffer.alloc(75_000, 7).toString("base64");
+    expect(promptTokens("completions", { model: "m", prompt_embeds: embeds, stream: true })).toBeGreaterThan(0);
+    expect(promptTokens("completions", { model: "m", prompt: "hi", prompt_embeds: [embeds, embeds] })).toBeGreaterThan(promptTokens("completions", { model: "m", prompt: "hi" }));
+  });
+
+  it("counts each entry ceil(decoded bytes / 16,384) tokens, at least one: a lower bound (an 8,192-wide bf16 hidden state per token)", () => {
+    const of = (bytes: number) => Buffer.alloc(bytes, 7).toString("base64");
+    const tokens = (prompt_embeds: unknown) => promptTokens("completions", { model: "m", prompt_embeds });
+    expect(tokens(of(75_000))).toBe(5);
+    expect(tokens(of(16_384))).toBe(1);
+    expect(tokens(of(16_385))).toBe(2);
+    expect(tokens(of(10))).toBe(1);
+    expect(tokens("")).toBe(1);
+    expect(tokens([of(75_000), of(10), of(32_768)])).toBe(5 + 1 + 2);
+    expect(promptTokens("completions", { model: "m", prompt: "hi", prompt_embeds: [of(75_000)] })).toBe(promptTokens("completions", { model: "m", prompt: "hi" }) + 5);
+    // Ignored where vLLM reads no prompt_embeds.
+    expect(promptTokens("chat", { model: "m", messages: [{ role: "user", content: "hi" }], prompt_embeds: of(75_000) })).toBe(promptTokens("chat", { model: "m", messages: [{ role: "user", content: "hi" }] }));
+  });
+});
+
 describe("echo", () => {
   it("is read as vLLM's pydantic reads a bool: the answer then starts with the prompt, which a stream's text estimate must not count", () => {
     const echo = (v: unknown) => parseInferenceRequest("completions", { model: "m", prompt: "x", echo: v }).echo;
