@@ -218,11 +218,14 @@ function renderedJsonBytes(b: Record<string, unknown>): number {
  * What a chat template prints as JSON besides the messages: tools, the legacy `functions`,
  * documents, and every object or list among the template's variables (vLLM hands the template any
  * it names: Llama 3.1's takes `custom_tools` in place of `tools`, and prints them with indent=4).
- * Prompt to the hold (renderedJsonBytes), the estimate and normalization's growth (promptFields) alike.
+ * vLLM applies chat_template_kwargs over {tools, documents}, so a kwarg of either name replaces the
+ * request's own: `merged` (the estimate and normalization's growth, promptFields) counts the one
+ * list the template gets; the hold (renderedJsonBytes) counts both, as holding more is harmless.
  */
-function templateJson(b: Record<string, unknown>): unknown[] {
+function templateJson(b: Record<string, unknown>, merged = false): unknown[] {
   const kwargs = b.chat_template_kwargs !== null && typeof b.chat_template_kwargs === "object" ? (b.chat_template_kwargs as Record<string, unknown>) : {};
-  return [b.tools, b.functions, b.documents, ...Object.values(kwargs).filter((v) => v !== null && typeof v === "object")];
+  const own = (name: "tools" | "documents") => (merged && Object.hasOwn(kwargs, name) ? undefined : b[name]);
+  return [own("tools"), b.functions, own("documents"), ...Object.values(kwargs).filter((v) => v !== null && typeof v === "object")];
 }
 
 /** The prompt is `messages` rendered by the chat template: chat, and vLLM's chat-style embeddings (`messages` without `input`). */
@@ -328,7 +331,7 @@ function addMessages(estimate: TokenEstimate, messages: unknown): void {
  * is the messages or the prompt.
  */
 function promptFields(kind: InferenceKind, body: Record<string, unknown>): unknown[] {
-  if (rendersMessages(kind, body)) return [body.messages, ...templateJson(body)];
+  if (rendersMessages(kind, body)) return [body.messages, ...templateJson(body, true)];
   return [kind === "completions" ? body.prompt : body.input];
 }
 

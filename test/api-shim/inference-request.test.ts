@@ -192,6 +192,32 @@ describe("the prompt estimate of a completions request with prompt_embeds (vLLM 
   });
 });
 
+// vLLM builds the template's variables as {tools, documents, …} and then applies
+// chat_template_kwargs over them (`_chat_template_kwargs.update(chat_template_kwargs)`): a member of
+// the same name replaces the request's own, and the template receives one list.
+describe("tools and documents given both at the top level and in chat_template_kwargs", () => {
+  const tools = [{ type: "function", function: { name: "lookup", description: "Looks a thing up. ".repeat(200), parameters: { type: "object", properties: { q: { type: "string" } } } } }];
+  const documents = [{ title: "a", text: "b".repeat(2000) }];
+  const messages = [{ role: "user", content: "hi" }];
+
+  it("are estimated once (found by review: they were counted twice)", () => {
+    const once = promptTokens("chat", { model: "m", messages, tools });
+    expect(promptTokens("chat", { model: "m", messages, tools, chat_template_kwargs: { tools } })).toBe(once);
+    expect(promptTokens("chat", { model: "m", messages, documents, chat_template_kwargs: { documents } })).toBe(promptTokens("chat", { model: "m", messages, documents }));
+    // The kwargs' list is the one counted; null there leaves the template none.
+    expect(promptTokens("chat", { model: "m", messages, tools: [], chat_template_kwargs: { tools } })).toBe(once);
+    expect(promptTokens("chat", { model: "m", messages, tools, chat_template_kwargs: { tools: null } })).toBe(promptTokens("chat", { model: "m", messages }));
+  });
+
+  it("grow the prompt by normalization once; the hold still counts both as printed JSON (holding more is harmless)", () => {
+    const nfkc = [{ type: "function", function: { name: "f", description: "\uFDFA" } }];
+    const body = { model: "m", messages, tools: nfkc, chat_template_kwargs: { tools: nfkc } };
+    expect(normalizationGrowth("chat", body, Buffer.from(JSON.stringify(body)))).toBe(30);
+    const bytes = Buffer.byteLength(JSON.stringify(tools));
+    expect(parseInferenceRequest("chat", { model: "m", messages, tools, chat_template_kwargs: { tools } }).renderedJsonBytes).toBe(2 * bytes);
+  });
+});
+
 describe("echo", () => {
   it("is read as vLLM's pydantic reads a bool: the answer then starts with the prompt, which a stream's text estimate must not count", () => {
     const echo = (v: unknown) => parseInferenceRequest("completions", { model: "m", prompt: "x", echo: v }).echo;
