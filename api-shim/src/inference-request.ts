@@ -263,9 +263,9 @@ const embedsOf = (v: unknown): unknown[] => (v === undefined || v === null ? [] 
  * count never comes. Made at admission, as the body is let go then, from the parsed body without
  * writing it out again. Text by TokenEstimate's rule, counted as its JSON; token IDs (a list of
  * numbers, or a batch of such lists) one token each; `prompt_embeds` by its size (embedsTokens);
- * a message's non-text part (an image's data
- * URL, audio, video) four characters to a token, never more than before the digit rule, and never
- * fewer than MEDIA_PART_TOKENS (an image by URL is a few bytes of JSON and hundreds of tokens).
+ * a message's non-text part (an image's data URL, audio, video) four characters to a token, never
+ * more than before the digit rule, and never fewer than MEDIA_PART_TOKENS (an image by URL is a
+ * few bytes of JSON and hundreds of tokens).
  */
 export function promptTokens(kind: InferenceKind, body: Record<string, unknown>): number {
   const estimate = new TokenEstimate();
