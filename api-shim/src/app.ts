@@ -112,6 +112,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   app.decorate("shim", ctx);
 
+  // Only JSON is read. Fastify's text/plain parser handed the routes a string, refused as "not a
+  // JSON object" though it was one (fetch sends a string body as text/plain): without it, such a
+  // body gets the message every other content type gets, naming Content-Type: application/json.
+  app.removeContentTypeParser("text/plain");
   // Keep the raw bytes: non-streamed bodies are forwarded exactly as the client sent them.
   app.removeContentTypeParser("application/json");
   app.addContentTypeParser("application/json", { parseAs: "buffer" }, (request, body, done) => {

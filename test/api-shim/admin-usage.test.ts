@@ -50,6 +50,15 @@ describe("admin routes and usage reports", () => {
     expect(((await res.json()) as { error: { param: string } }).error.param).toBe(param);
   });
 
+  it("a JSON object sent without Content-Type: application/json is told to send that header, as text/plain too (fetch's default for a string body)", async () => {
+    const body = JSON.stringify({ name: "team-a" });
+    for (const type of [undefined, "text/plain", "application/x-www-form-urlencoded"]) {
+      const res = await fetch(`${h.url}/admin/keys`, { method: "POST", headers: { authorization: `Bearer ${h.adminToken}`, ...(type ? { "content-type": type } : {}) }, body });
+      expect(res.status, type).toBe(400);
+      expect(((await res.json()) as { error: { message: string } }).error.message, type).toBe("Request body must be JSON (Content-Type: application/json).");
+    }
+  });
+
   it("key ids that cannot exist are not looked up; notes may have line breaks but no other control characters", async () => {
     for (const path of ["/admin/keys/abc%00def", "/admin/keys/short"]) {
       expect((await h.admin(path, { method: "DELETE" })).status, path).toBe(404);
