@@ -36,9 +36,21 @@ export function isPlainText(text: string, options: { lineBreaks?: boolean } = {}
   return text.isWellFormed() && !hasControlCharacters(text, options);
 }
 
+/**
+ * Whether `text` has at most `max` characters: code points, as a person counts them (and as
+ * Postgres's length() does), not the UTF-16 units of `.length`, which count an emoji twice.
+ * Stops counting past `max`, without making an array of a long string's characters.
+ */
+export function isWithin(text: string, max: number): boolean {
+  if (text.length <= max) return true; // never more code points than units
+  let count = 0;
+  for (const _ of text) if (++count > max) return false;
+  return true;
+}
+
 /** A key's name as the admin API and SHIM_CONFIG's bootstrap keys take it: 1 to 200 characters of plain text, not only spaces. */
 export function isKeyName(name: unknown): name is string {
-  return typeof name === "string" && name.trim() !== "" && name.length <= 200 && isPlainText(name);
+  return typeof name === "string" && name.trim() !== "" && isWithin(name, 200) && isPlainText(name);
 }
 
 /** A model name as an allow-list or SHIM_CONFIG's models take it: 1 to 256 characters of plain text. */

@@ -59,6 +59,23 @@ describe("admin routes and usage reports", () => {
     }
   });
 
+  it("a name's 200 characters and a note's 500 are characters (code points), not UTF-16 units: 200 emoji are a name", async () => {
+    const create = (name: string) => h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ name }) });
+    const res = await create("🙂".repeat(200));
+    expect(res.status).toBe(201);
+    const created = (await res.json()) as { id: string; key: string; name: string };
+    h.secrets.add(created.key);
+    expect(created.name).toBe("🙂".repeat(200));
+    const longer = await create("🙂".repeat(201));
+    expect(longer.status).toBe(400);
+    expect(((await longer.json()) as { error: { param: string } }).error.param).toBe("name");
+    const topUp = (note: string) => h.admin(`/admin/keys/${created.id}/credits`, { method: "POST", body: JSON.stringify({ amount: 1, note }) });
+    expect((await topUp("🙂".repeat(500))).status).toBe(200);
+    const long = await topUp("🙂".repeat(501));
+    expect(long.status).toBe(400);
+    expect(((await long.json()) as { error: { param: string } }).error.param).toBe("note");
+  });
+
   it("key ids that cannot exist are not looked up; notes may have line breaks but no other control characters", async () => {
     for (const path of ["/admin/keys/abc%00def", "/admin/keys/short"]) {
       expect((await h.admin(path, { method: "DELETE" })).status, path).toBe(404);

@@ -7,7 +7,7 @@ import { creditsInput, creditsNumber, formatCredits, MAX_BALANCE_MICRO } from ".
 import { isIsoInstant, parsePeriod, showPeriod } from "../period.ts";
 import { onlyKnown } from "../known-members.ts";
 import { grantRefusal, type KeyRecord } from "../store/store.ts";
-import { isKeyName, isModelName, isPlainText } from "../text.ts";
+import { isKeyName, isModelName, isPlainText, isWithin } from "../text.ts";
 import { usageReport } from "./usage.ts";
 
 /**
@@ -60,7 +60,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const given = creditsInput(body.amount, "positive");
     if ("must" in given) throw invalid(`'amount' must be ${given.must}.`, "amount");
     const amount = given.micro;
-    if (body.note !== undefined && (typeof body.note !== "string" || body.note.length > 500 || !isPlainText(body.note, { lineBreaks: true }))) throw invalid("'note' must be a string of at most 500 characters, without control characters other than tabs and line breaks.", "note");
+    if (body.note !== undefined && (typeof body.note !== "string" || !isWithin(body.note, 500) || !isPlainText(body.note, { lineBreaks: true }))) throw invalid("'note' must be a string of at most 500 characters, without control characters other than tabs and line breaks.", "note");
     const idem = request.headers["idempotency-key"];
     if (idem !== undefined && (typeof idem !== "string" || idem === "" || idem.length > 200)) throw invalid("Idempotency-Key must be 1 to 200 characters.", "Idempotency-Key");
     // The fingerprint is the request as understood (amount in µc, note), so 1 and "1.0" are the same request.
