@@ -16,7 +16,7 @@ Commands:
   create   --name <name> [--credits <n>] [--tier <tier>] [--models <a,b>] [--expires-at <time>]
            makes a key and prints it once (store it then: only its hash is kept);
            --expires-at takes 2027-01-31T23:59:59Z (a zone is required) or 2027-01-31 (00:00 UTC)
-  list     every key: balance, held, remaining, tier, status
+  list     every key: balance, held, requests in flight, remaining, tier, status
   revoke   --key <id|name>             the key stops working at once (401)
   top-up   --key <id|name> --amount <n> [--note <text>] [--idempotency-key <k>]
            adds credits; the Idempotency-Key (generated unless given; printable ASCII, no
@@ -202,6 +202,8 @@ export function formatKeys(keys: readonly ApiKey[]): string {
     { header: "TIER", value: (k) => k.tier },
     { header: "BALANCE", value: (k) => k.balance },
     { header: "HELD", value: (k) => k.held },
+    // "-": a shim older than the count does not say.
+    { header: "IN-FLIGHT", value: (k) => k.requests_in_flight ?? "-" },
     { header: "REMAINING", value: (k) => k.credits_remaining },
     { header: "MODELS", value: (k) => (k.models ? k.models.join(",") : "all") },
     { header: "CREATED", value: (k) => k.created_at.replace(/\.\d+Z$/, "Z") },

@@ -28,6 +28,8 @@ export interface ApiKey {
   readonly balance: number;
   readonly held: number;
   readonly credits_remaining: number;
+  /** Requests of the key not settled yet, whose usage is not in the ledger; a shim older than it does not say. */
+  readonly requests_in_flight?: number;
   readonly created_at: string;
   readonly expires_at: string | null;
   readonly revoked_at: string | null;

@@ -1,6 +1,6 @@
 // Before a tenant's usage is saved for good, nothing may add to it: every key still live is
 // revoked (new requests get 401), and the export waits for the requests already in flight to
-// settle (their credits are held until then, and their usage is written when they settle).
+// settle (their usage is written when they settle).
 // Otherwise what was served between the export and the destroy's stop step would be on the
 // volume the destroy deletes, and in no saved file.
 import { setTimeout as sleep } from "node:timers/promises";
@@ -9,7 +9,7 @@ import type { AdminClient, ApiKey } from "./admin-client.ts";
 export interface RetiredKeys {
   /** Every key after the wait: balances as they will stay. */
   readonly keys: readonly ApiKey[];
-  /** Keys that still held credits when the wait gave up: requests whose usage the export may miss. */
+  /** Keys that still had requests in flight when the wait gave up: requests whose usage the export may miss. */
   readonly stillHolding: readonly ApiKey[];
 }
 
@@ -38,7 +38,7 @@ export async function retireKeys(client: AdminClient, options: RetireOptions): P
   let keys = await client.listKeys();
   let announced = false;
   while (holding(keys).length > 0 && Date.now() < deadline) {
-    if (!announced) progress(`waiting up to ${Math.round(settleTimeoutMs / 1000)} s for the requests in flight to settle (${holding(keys).length} key(s) hold credits for them)…`);
+    if (!announced) progress(`waiting up to ${Math.round(settleTimeoutMs / 1000)} s for the requests in flight of ${holding(keys).length} key(s) to settle…`);
     announced = true;
     await sleep(pollMs);
     keys = await client.listKeys();
@@ -46,5 +46,9 @@ export async function retireKeys(client: AdminClient, options: RetireOptions): P
   return { keys, stillHolding: holding(keys) };
 }
 
-/** Keys with requests in flight: their credits are held until each request settles. */
-const holding = (keys: readonly ApiKey[]) => keys.filter((k) => k.held > 0);
+/**
+ * Keys with requests in flight, counted by the shim (`requests_in_flight`): credits held do not
+ * tell them all, since a request priced 0 (a free tenant's) holds 0. `held > 0` still counts, for
+ * a shim older than the count.
+ */
+const holding = (keys: readonly ApiKey[]) => keys.filter((k) => (k.requests_in_flight ?? 0) > 0 || k.held > 0);

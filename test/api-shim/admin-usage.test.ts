@@ -15,7 +15,7 @@ describe("admin routes and usage reports", () => {
     expect(res.status).toBe(201);
     const created = (await res.json()) as Record<string, unknown>;
     h.secrets.add(created.key as string);
-    expect(created).toMatchObject({ object: "api_key", name: "team-a", tier: "pro", models: ["qwen2.5-7b"], balance: 12.5, held: 0, credits_remaining: 12.5, expires_at: "2099-01-01T00:00:00.000Z", revoked_at: null });
+    expect(created).toMatchObject({ object: "api_key", name: "team-a", tier: "pro", models: ["qwen2.5-7b"], balance: 12.5, held: 0, credits_remaining: 12.5, requests_in_flight: 0, expires_at: "2099-01-01T00:00:00.000Z", revoked_at: null });
     expect(created.key).toMatch(new RegExp(`^sk-gs-${created.id}_[0-9A-Za-z]{32}$`));
     const stored = (await h.store.getKey(created.id as string))!;
     expect(stored.hash).toBe(hashKey(created.key as string));
@@ -27,7 +27,7 @@ describe("admin routes and usage reports", () => {
     expect(list).not.toMatch(/"key"|"hash"/);
 
     const del = await h.admin(`/admin/keys/${created.id}`, { method: "DELETE" });
-    expect(await del.json()).toMatchObject({ id: created.id, deleted: true, revoked_at: expect.any(String) });
+    expect(await del.json()).toMatchObject({ id: created.id, deleted: true, requests_in_flight: 0, revoked_at: expect.any(String) });
   });
 
   it.each([
@@ -304,6 +304,26 @@ describe("usage reports of a free model (no price: every request charged 0)", ()
       const chats = () => h.logs.map((l) => JSON.parse(l) as { msg: string; keyId?: string; path?: string }).filter((e) => e.msg === "request" && e.keyId === id && e.path === "/v1/chat/completions");
       await expect.poll(() => chats().length).toBe(2);
       expect(((await (await h.admin(`/admin/usage?key=${id}`)).json()) as { data: unknown[] }).data).toEqual(report.data);
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+describe("keys of a free tenant (pricing.request: 0: a request holds no credit)", () => {
+  it("GET /admin/keys counts a key's requests in flight (requests_in_flight), though it holds nothing", async () => {
+    const h = await startShim({ file: { pricing: { request: 0 }, models: [{ name: "qwen2.5-7b" }] } });
+    try {
+      const { key, id } = await h.createKey({ credits: 0 });
+      h.fake.set({ headerDelayMs: 1000 });
+      const running = h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
+      const shown = async () => ((await (await h.admin("/admin/keys")).json()) as { data: { id: string; held: number; requests_in_flight: number }[] }).data.find((k) => k.id === id)!;
+      await expect.poll(async () => (await shown()).requests_in_flight).toBe(1);
+      expect((await shown()).held).toBe(0);
+      const revoked = (await (await h.admin(`/admin/keys/${id}`, { method: "DELETE" })).json()) as { requests_in_flight: number };
+      expect(revoked.requests_in_flight).toBe(1);
+      expect((await running).status).toBe(200);
+      await expect.poll(async () => (await shown()).requests_in_flight).toBe(0);
     } finally {
       await h.close();
     }

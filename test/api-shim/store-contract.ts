@@ -25,6 +25,25 @@ export function storeContract(current: () => Store): void {
     expect(await store.getKey("k")).toMatchObject({ balance: 3, held: 3 });
   });
 
+  it("listKeys and getKeyDetails count each key's open holds, those of 0 credits too (a free request): its requests in flight", async () => {
+    const store = current();
+    await store.createKey(newKey("k", 10));
+    await store.createKey(newKey("idle", 10));
+    expect(await store.reserve({ reservationId: "free", keyId: "k", amount: 0, at: 1 })).toEqual({ ok: true, available: 10 });
+    await store.reserve({ reservationId: "paid", keyId: "k", amount: 2, at: 1 });
+    const shown = async () => (await store.listKeys()).map((k) => [k.id, k.held, k.holds]);
+    expect(await shown()).toEqual([["idle", 0, 0], ["k", 2, 2]]);
+    expect(await store.getKeyDetails("k")).toMatchObject({ id: "k", held: 2, holds: 2 });
+    await store.settle({ reservationId: "paid", keyId: "k", hold: 2, cost: 1, usage: usage("k", "qp", 1) });
+    // Holding no credit, still in flight: its usage is not written yet.
+    expect(await shown()).toEqual([["idle", 0, 0], ["k", 0, 1]]);
+    expect(await store.getKeyDetails("k")).toMatchObject({ held: 0, holds: 1 });
+    await store.settle({ reservationId: "free", keyId: "k", hold: 0, cost: 0, usage: usage("k", "qf") });
+    expect(await shown()).toEqual([["idle", 0, 0], ["k", 0, 0]]);
+    expect(await store.getKeyDetails("idle")).toMatchObject({ holds: 0 });
+    expect(await store.getKeyDetails("nope")).toBeUndefined();
+  });
+
   it("reserve refuses a key revoked or expired since it authenticated, whatever its balance", async () => {
     const store = current();
     await store.createKey(newKey("gone", 10));

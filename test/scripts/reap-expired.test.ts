@@ -1,9 +1,10 @@
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { ApiKey } from "../../scripts/lib/admin-client.ts";
+import { adminClient, type ApiKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { withDefaults } from "../../scripts/lib/deps.ts";
+import { retireKeys } from "../../scripts/lib/retire-keys.ts";
 import type { PulumiResult, RunOptions } from "../../scripts/lib/pulumi.ts";
 import { main, reapExpired } from "../../scripts/reap-expired.ts";
 import { frontProxy } from "../support/front-proxy.ts";
@@ -352,7 +353,7 @@ describe("reap-expired: the saved usage is the whole ledger", () => {
     expect(await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
     expect((await running).status).toBe(200);
     expect(during).toEqual([401]);
-    expect(io.stdout).toContain("[bravo] waiting up to 60 s for the requests in flight to settle (1 key(s) hold credits for them)…");
+    expect(io.stdout).toContain("[bravo] waiting up to 60 s for the requests in flight of 1 key(s) to settle…");
     expect(await ledgerRequests(id)).toBe(2);
     expect(savedRequests(join(root, "usage"), id)).toBe(2);
   });
@@ -369,6 +370,32 @@ describe("reap-expired: the saved usage is the whole ledger", () => {
     expect(await reapExpired({ yes: true, now: NOW, concurrency: 2, usageDir: join(root, "usage"), force: new Set(), settleTimeoutMs: 200 }, deps)).toBe(0);
     expect(io.stdout).toContain(`[bravo] requests of 1 key(s) were still in flight when the wait ended (${id}): their usage may be missing from what is saved`);
     await running;
+  });
+});
+
+describe("reap-expired: a tenant whose requests cost nothing (pricing.request: 0)", () => {
+  // Such a request holds 0 credits: the wait must go by the requests in flight, not by `held`.
+  let free: Harness;
+  beforeAll(async () => { free = await startShim({ file: { pricing: { request: 0 }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] } }); });
+  afterAll(async () => free?.close());
+
+  it("waits for a stream still running, though it holds nothing, before the usage is final", async () => {
+    const { id, key } = await free.createKey({ credits: 0 });
+    free.fake.set({ tokenDelayMs: 100, defaultTokens: 20 });
+    const res = await free.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", stream: true, max_tokens: 20, messages: [{ role: "user", content: "hi" }] });
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    await reader.read(); // the stream is running
+    const client = adminClient({ baseUrl: free.url, adminToken: free.adminToken, source: "test" });
+    const lines: string[] = [];
+    const retired = await retireKeys(client, { settleTimeoutMs: 10_000, pollMs: 100, progress: (l) => lines.push(l) });
+    expect(lines).toContain("waiting up to 10 s for the requests in flight of 1 key(s) to settle…");
+    const exported = await client.usage({ key: id, from: "2000-01-01" }); // what reap-expired saves now
+    while (!(await reader.read()).done);
+    await free.store.flush();
+    expect(retired.stillHolding).toEqual([]);
+    expect(exported.data).toEqual([expect.objectContaining({ key_id: id, requests: 1, completion_tokens: 20 })]);
+    expect((await client.usage({ key: id, from: "2000-01-01" })).data).toEqual(exported.data);
   });
 });
 

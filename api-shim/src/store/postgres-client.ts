@@ -1,6 +1,6 @@
 /** The Postgres store's helpers over pg: how rows become the store's records, one transaction, a grant. */
 import pg from "pg";
-import type { KeyRecord } from "./store.ts";
+import type { KeyDetails, KeyRecord } from "./store.ts";
 
 export interface KeyRow {
   id: string; name: string; hash: string; tier: string; models: string[] | null; balance: number;
@@ -15,6 +15,21 @@ export const KEY_COLUMNS = "id, name, hash, tier, models, balance, held, created
 export async function keyById(q: pg.Pool | pg.PoolClient, id: string): Promise<KeyRecord | undefined> {
   const { rows } = await q.query<KeyRow>({ name: "get-key", text: `SELECT ${KEY_COLUMNS} FROM keys WHERE id = $1`, values: [id] });
   return rows[0] && toKey(rows[0]);
+}
+
+/**
+ * Keys with their open holds counted (KeyDetails): every key, or the one `id`. Counted in
+ * `reservations`, which has no index by key (each hold would pay for one): for the admin API,
+ * not a request's path.
+ */
+export async function keysWithHolds(pool: pg.Pool, id?: string): Promise<KeyDetails[]> {
+  const { rows } = await pool.query<KeyRow & { holds: number }>(
+    `SELECT ${KEY_COLUMNS}, coalesce(r.n, 0)::bigint AS holds FROM keys
+       LEFT JOIN (SELECT key_id, count(*) AS n FROM reservations GROUP BY key_id) r ON r.key_id = keys.id
+     ${id === undefined ? "" : "WHERE keys.id = $1"} ORDER BY created_at, id COLLATE "C"`,
+    id === undefined ? [] : [id],
+  );
+  return rows.map((r) => ({ ...toKey(r), holds: r.holds }));
 }
 
 /**

@@ -5,7 +5,7 @@ import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
 import { createKeyIn, ensureBootstrapKeyIn, topUpIn } from "./postgres-admin.ts";
 import { DoubtfulHolds } from "./postgres-doubtful.ts";
 import { neverSent, NotSentError, READ_ONLY_CODE, ReadOnlyError, refusedByServer } from "./postgres-failures.ts";
-import { durableTransaction, inTransaction, KEY_COLUMNS, onPooled, keyById, type KeyRow, toKey } from "./postgres-client.ts";
+import { durableTransaction, inTransaction, keysWithHolds, onPooled, keyById } from "./postgres-client.ts";
 import type { PostgresStoreOptions } from "./postgres-options.ts";
 import { UsageReports } from "./postgres-reports.ts";
 import { applySettings, checkSessions, connectSession, probeSessions, sessionSettings, type StoreSession } from "./postgres-sessions.ts";
@@ -14,7 +14,7 @@ import { ADOPT_HOLDS, READY, StaleOwners, SWEEP_GRACE_MS } from "./postgres-swee
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
 import { AUDIT, IN_RECOVERY, READ_ONLY, REFUSAL, RESERVE } from "./postgres-sql.ts";
 import type {
-  AuditRow, BootstrapResult, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
+  AuditRow, BootstrapResult, KeyDetails, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
 } from "./store.ts";
 import { asStoreError, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, StoreUnavailableError } from "./store.ts";
@@ -267,8 +267,12 @@ export class PostgresStore implements Store {
     return this.read(() => keyById(this.pool, id));
   }
 
-  listKeys(): Promise<KeyRecord[]> {
-    return this.read(async () => (await this.pool.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM keys ORDER BY created_at, id COLLATE "C"`)).rows.map(toKey));
+  getKeyDetails(id: string): Promise<KeyDetails | undefined> {
+    return this.read(async () => (await keysWithHolds(this.pool, id))[0]);
+  }
+
+  listKeys(): Promise<KeyDetails[]> {
+    return this.read(() => keysWithHolds(this.pool));
   }
 
   createKey(key: NewKey): Promise<KeyRecord> {

@@ -4,6 +4,18 @@ import { keyIsLive, type ReserveInput, type ReserveResult, type SettleInput } fr
 /** An open hold of this process: its key and amount (the key row has the sum and the count). */
 export interface Hold { keyId: string; amount: number }
 
+/** This process's open holds per key: how many and their sum. */
+export function holdsByKey(holds: Record<string, Hold>): Map<string, { count: number; sum: number }> {
+  const mine = new Map<string, { count: number; sum: number }>();
+  for (const h of Object.values(holds)) {
+    const m = mine.get(h.keyId) ?? { count: 0, sum: 0 };
+    m.count++;
+    m.sum += h.amount;
+    mine.set(h.keyId, m);
+  }
+  return mine;
+}
+
 /**
  * A key's money as the open batch sees it: the row as the batch found it (read under the write
  * lock, so nobody else can change it until COMMIT) with the batch's changes applied, and those
@@ -87,6 +99,7 @@ export class Batch {
     if (a === undefined) return;
     r.balance += a.dBalance;
     r.held += a.dHeld;
+    r.holds += a.dHolds;
   }
 
   /** The batch's writes, before its COMMIT: the settled requests' ledger rows, each touched key's net changes. */

@@ -1,16 +1,17 @@
 import type Database from "better-sqlite3";
-import type { KeyRecord } from "./store.ts";
+import type { KeyDetails } from "./store.ts";
 
 /** The SQLite store's SQL: every statement prepared once, when the store opens. */
 
 export interface KeyRow {
   id: string; name: string; hash: string; tier: string; models: string | null; balance: number;
-  held: number; created_at: number; expires_at: number | null; revoked_at: number | null; bootstrap: number;
+  held: number; holds: number; created_at: number; expires_at: number | null; revoked_at: number | null; bootstrap: number;
 }
-export const toKey = (r: KeyRow): KeyRecord => ({
+/** The row's `holds` column counts its open holds: the details come at no cost. */
+export const toKey = (r: KeyRow): KeyDetails => ({
   id: r.id, name: r.name, hash: r.hash, tier: r.tier,
   models: r.models === null ? null : (JSON.parse(r.models) as string[]),
-  balance: r.balance, held: r.held, createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at,
+  balance: r.balance, held: r.held, holds: r.holds, createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at,
 });
 
 /** A request's ledger row, in the order of `requestRow`'s parameters. */

@@ -1,6 +1,6 @@
 import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
-import { Batch, type Hold } from "./sqlite-batch.ts";
+import { Batch, type Hold, holdsByKey } from "./sqlite-batch.ts";
 import { CHECKPOINT_FAILURES_TO_FAIL, type CheckpointFailure, startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
 import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
@@ -10,7 +10,7 @@ import { usageReport } from "./sqlite-usage-report.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
-  grantRefusal, isAdminApiKey, StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyRecord, type NewKey, type ReserveInput,
+  grantRefusal, isAdminApiKey, StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyDetails, type KeyRecord, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
 
@@ -243,7 +243,7 @@ export class SqliteStore implements Store {
     return this.run(() => void this.stmt.ping.get());
   }
 
-  getKey(id: string): Promise<KeyRecord | undefined> {
+  getKey(id: string): Promise<KeyDetails | undefined> {
     return this.run(() => {
       const r = this.stmt.getKey.get(id);
       if (r === undefined) return undefined;
@@ -252,7 +252,12 @@ export class SqliteStore implements Store {
     });
   }
 
-  listKeys(): Promise<KeyRecord[]> {
+  /** The key's row counts its open holds (`holds`): getKey has them already. */
+  getKeyDetails(id: string): Promise<KeyDetails | undefined> {
+    return this.getKey(id);
+  }
+
+  listKeys(): Promise<KeyDetails[]> {
     return this.now(() => this.stmt.listKeys.all().map(toKey));
   }
 
@@ -337,7 +342,7 @@ export class SqliteStore implements Store {
     return this.durably(
       this.db.transaction(() => {
         // What the database holds beyond this process's own holds belongs to a dead process.
-        const mine = this.holdsByKey();
+        const mine = holdsByKey(this.holds);
         let released = 0;
         for (const k of this.stmt.openHolds.all()) {
           const m = mine.get(k.id) ?? { count: 0, sum: 0 };
@@ -359,21 +364,9 @@ export class SqliteStore implements Store {
   /** `reservations` is the database's count of open holds; `reservedSum` the sum of this process's own. */
   audit(): Promise<AuditRow[]> {
     return this.now(() => {
-      const mine = this.holdsByKey();
+      const mine = holdsByKey(this.holds);
       return this.stmt.audit.all().map((r) => ({ keyId: r.keyId, balance: r.balance, held: r.held, ledgerSum: r.ledgerSum, reservations: r.holds, reservedSum: mine.get(r.keyId)?.sum ?? 0 }));
     });
-  }
-
-  /** This process's open holds per key: how many and their sum. */
-  private holdsByKey(): Map<string, { count: number; sum: number }> {
-    const mine = new Map<string, { count: number; sum: number }>();
-    for (const h of Object.values(this.holds)) {
-      const m = mine.get(h.keyId) ?? { count: 0, sum: 0 };
-      m.count++;
-      m.sum += h.amount;
-      mine.set(h.keyId, m);
-    }
-    return mine;
   }
 
   /** Commits the open batch now (tests, and anything about to hand the file to another process). */

@@ -20,6 +20,18 @@ export interface KeyRecord {
   revokedAt: number | null;
 }
 
+/**
+ * A key as the admin API shows it: with its open holds counted. Not part of KeyRecord, which
+ * every request reads (auth.ts): the Postgres store counts them in its reservations table.
+ */
+export interface KeyDetails extends KeyRecord {
+  /**
+   * How many open reservations (holds) the key has: its requests in flight, whose usage is not
+   * in the ledger yet. `held > 0` does not tell them: a request priced 0 holds 0 credits.
+   */
+  holds: number;
+}
+
 /** Whether a key may be used at `now`: not revoked, not expired. (The stores' holds check the same.) */
 export function keyIsLive(key: Pick<KeyRecord, "revokedAt" | "expiresAt">, now: number): boolean {
   return key.revokedAt === null && (key.expiresAt === null || key.expiresAt > now);
@@ -196,7 +208,9 @@ export interface Store {
   /** Throws when the store cannot serve requests. */
   ping(): Promise<void>;
   getKey(id: string): Promise<KeyRecord | undefined>;
-  listKeys(): Promise<KeyRecord[]>;
+  /** The key with its open holds counted (the admin API's; getKey, on every request, goes without). */
+  getKeyDetails(id: string): Promise<KeyDetails | undefined>;
+  listKeys(): Promise<KeyDetails[]>;
   createKey(key: NewKey): Promise<KeyRecord>;
   /**
    * Creates the key if absent, else updates its name/hash/tier/models from configuration;
