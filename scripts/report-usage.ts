@@ -3,7 +3,7 @@
 // A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money.ts";
 import { isIsoInstant, parsePeriod } from "../api-shim/src/period.ts";
-import { type AdminClient, adminClient, type ApiKey, findKey, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
+import { type AdminClient, adminClient, type ApiKey, findKey, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
 import { oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
@@ -106,10 +106,14 @@ export function formatUsage(report: UsageReport, keys: readonly ApiKey[], covere
  * its name: a bill for the name must include what the old key spent earlier in the period
  * (findKey, which picks the one key a top-up goes to, would leave it out).
  */
-function reportedKeys(keys: readonly ApiKey[], ref: string): ApiKey[] {
+function reportedKeys(keys: readonly ApiKey[], given: string): ApiKey[] {
+  const ref = keyReference(keys, given);
   const byId = keys.find((k) => k.id === ref);
   const named = byId ? [byId] : keys.filter((k) => k.name === ref);
-  if (named.length === 0) findKey(keys, ref); // throws: no such key, listing the keys in use
+  if (named.length === 0) {
+    findKey(keys, ref); // throws: no such key, listing the keys in use
+    throw new Error(`--key "${ref}" matched no key, yet findKey found one`); // never an empty report
+  }
   return named.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
 

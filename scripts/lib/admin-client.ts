@@ -342,11 +342,16 @@ export function keyStatus(k: ApiKey, now = Date.now()): "revoked" | "expired" | 
  * such a key is still billed, reported and the target of a top-up retry (which the shim answers
  * from its first reply). A key rotated by expiry, a new one made with its name, is named by it.
  */
+/**
+ * What `--key` refers to: as given first (a SHIM_CONFIG bootstrap key may have a name with spaces
+ * at its ends); else trimmed, as the admin API stores names: a pasted " team-07" means team-07.
+ */
+export function keyReference(keys: readonly ApiKey[], given: string): string {
+  return keys.some((k) => k.id === given || k.name === given) ? given : given.trim();
+}
+
 export function findKey(keys: readonly ApiKey[], given: string): ApiKey {
-  // As given first (a SHIM_CONFIG bootstrap key may have a name with spaces at its ends); else
-  // trimmed, as the admin API stores names: a pasted " team-07" means team-07.
-  const exact = keys.some((k) => k.id === given || k.name === given);
-  const ref = exact ? given : given.trim();
+  const ref = keyReference(keys, given);
   const byId = keys.find((k) => k.id === ref);
   if (byId) return byId;
   const now = Date.now();

@@ -160,6 +160,21 @@ describe("report-usage against a real shim", () => {
     expect(r.err).toContain(message);
   });
 
+  it("--key with a space at either end means the trimmed name, as manage-keys reads it, in every format", async () => {
+    const e = expected.get(a.id)!;
+    for (const ref of ["team-a ", " team-a", ` ${a.id} `]) {
+      const json = await report(["--key", ref, "--format", "json"]);
+      expect(json.code, json.err).toBe(0);
+      expect(JSON.parse(json.out).totals.requests).toBe(e.requests); // was an empty bill, exit 0
+      const table = await report(["--key", ref]);
+      expect(table.code, table.err).toBe(0); // was a TypeError
+      expect(table.out).toContain("team-a");
+      const csv = await report(["--key", ref, "--format", "csv"]);
+      expect(csv.code, csv.err).toBe(0);
+      expect(csv.out.trim().split("\n")).toHaveLength(1 + 1); // header + one model's row (was "undefined")
+    }
+  });
+
   it("a wrong admin token: a clear error and exit 1", async () => {
     const r = await report(["--format", "csv"], { GPU_SANDBOX_ADMIN_TOKEN: "wrong" });
     expect(r.code).toBe(1);
