@@ -76,8 +76,12 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
   };
   const tiers = new Map(DEFAULT_TIERS);
   for (const [name, t] of Object.entries(obj(root.tiers, at("tiers"), null, bad))) {
-    // `free: null` reads as "unlimited" to whoever writes it, but it would change nothing.
-    if (t === null) bad(at(`tiers.${name}`), t, "a mapping of rpm, tpm and concurrency; for no limit, set each to null");
+    // `free: null` reads as "unlimited" to whoever writes it, but it would change nothing. One
+    // problem: a new tier's missing rpm and tpm would only say the same again.
+    if (t === null) {
+      bad(at(`tiers.${name}`), t, "a mapping of rpm, tpm and concurrency; for no limit, set each to null");
+      continue;
+    }
     const to = obj(t, at(`tiers.${name}`), ["rpm", "tpm", "concurrency"], bad);
     // A new tier names both limits (null for unlimited), as the Pulumi program requires: one left
     // out would otherwise be unlimited without anyone having written so.

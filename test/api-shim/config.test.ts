@@ -134,6 +134,13 @@ extra: 1
     expect(p.join("\n")).not.toContain("letmein"); // the token is a secret, even a bad one
   });
 
+  // Found by review: a new tier set to null was told so, and then that it lacked rpm and tpm.
+  it("a new tier set to null is one problem: the mapping it should be", () => {
+    expect(problems({}, "tiers: { gold: null }")).toEqual([
+      "SHIM_CONFIG tiers.gold: null is not valid; expected a mapping of rpm, tpm and concurrency; for no limit, set each to null",
+    ]);
+  });
+
   it("a bootstrap key's credits are bounded as the admin API's: at most a billion", () => {
     const key = (credits: string) => `bootstrapKeys: [{ id: AbC123xyz789, hash: "${HASH}", credits: ${credits} }]`;
     expect(parse({}, key("1000000000")).bootstrapKeys[0]!.credits).toBe(1e15);

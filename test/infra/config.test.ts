@@ -211,6 +211,7 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["tier without limits", { ...base, tiers: { team: { rpm: 5 } } }, ['gpu-sandbox:tiers.team = {"rpm":5}: a new tier needs both rpm and tpm']],
     // Read as "unlimited" by whoever wrote it; it changed nothing (free stayed at 10 rpm).
     ["tier set to null", { ...base, tiers: { free: null } }, ["gpu-sandbox:tiers.free = null: must be a map of rpm, tpm and concurrency; for no limit, set each to null"]],
+    ["a new tier set to null", { ...base, tiers: { gold: null } }, ["gpu-sandbox:tiers.gold = null: must be a map of rpm, tpm and concurrency; for no limit, set each to null"]],
     ["a tier's concurrency below 1", { ...base, tiers: { free: { concurrency: 0 } } }, ["gpu-sandbox:tiers.free.concurrency = 0: must be"]],
     ["volume too small", { ...base, volumeSizeGb: 5 }, ["gpu-sandbox:volumeSizeGb = 5: must be between 10 and 10240"]],
     ["short tag", { ...base, tags: ["x"] }, ['gpu-sandbox:tags[0] = "x": Linode tags are 3-50 characters']],
