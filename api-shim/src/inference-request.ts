@@ -280,10 +280,10 @@ export function promptTokens(kind: InferenceKind, body: Record<string, unknown>)
 /**
  * A lower bound of the tokens in vLLM's `prompt_embeds` (a base64 torch.save'd seq_len × hidden
  * tensor, or a list of them), which the estimate otherwise counted as none: each entry
- * ceil(decoded bytes / EMBED_BYTES_PER_TOKEN), at least one. The tensor's header and a narrower
- * model's rows make the true count only larger. The dtype is not read: a float32 tensor of a model
- * wider than 4,096 (or bf16 of one wider than 8,192, Llama 3.1 405B) may count up to twice its rows,
- * still capped by the prompt's bound like the rest of the estimate.
+ * ceil(decoded bytes / EMBED_BYTES_PER_TOKEN), at least one. The dtype is not read, so a row is
+ * taken at its largest: float32 (vLLM takes float32, bf16 and fp16, and its own client example
+ * sends float32) of the widest common model. The tensor's header, a narrower model's rows or a
+ * 2-byte dtype make the true count only larger (bf16 at 8,192 wide: twice this), never smaller.
  */
 function embedsTokens(v: unknown): number {
   let tokens = 0;
@@ -292,8 +292,8 @@ function embedsTokens(v: unknown): number {
   return tokens;
 }
 
-/** One token's row of an 8,192-wide hidden state in bf16 (Llama 3 70B, Qwen2.5 72B: the widest common models). */
-const EMBED_BYTES_PER_TOKEN = 8192 * 2;
+/** One token's row of a 16,384-wide hidden state in float32 (Llama 3.1 405B: the widest common model; Llama 3 70B and Qwen2.5 72B are 8,192). */
+const EMBED_BYTES_PER_TOKEN = 16_384 * 4;
 
 /** A completions `prompt` or an embeddings `input`: text, or token IDs as vLLM takes them (one list, or a batch of lists). */
 function addPrompt(estimate: TokenEstimate, prompt: unknown): void {

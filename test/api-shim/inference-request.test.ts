@@ -177,18 +177,30 @@ describe("the prompt estimate of a completions request with prompt_embeds (vLLM 
     expect(promptTokens("completions", { model: "m", prompt: "hi", prompt_embeds: [embeds, embeds] })).toBeGreaterThan(promptTokens("completions", { model: "m", prompt: "hi" }));
   });
 
-  it("counts each entry ceil(decoded bytes / 16,384) tokens, at least one: a lower bound (an 8,192-wide bf16 hidden state per token)", () => {
+  it("counts each entry ceil(decoded bytes / 65,536) tokens, at least one: a lower bound (a 16,384-wide float32 hidden state per token)", () => {
     const of = (bytes: number) => Buffer.alloc(bytes, 7).toString("base64");
     const tokens = (prompt_embeds: unknown) => promptTokens("completions", { model: "m", prompt_embeds });
-    expect(tokens(of(75_000))).toBe(5);
-    expect(tokens(of(16_384))).toBe(1);
-    expect(tokens(of(16_385))).toBe(2);
+    expect(tokens(of(300_000))).toBe(5);
+    expect(tokens(of(65_536))).toBe(1);
+    expect(tokens(of(65_537))).toBe(2);
     expect(tokens(of(10))).toBe(1);
     expect(tokens("")).toBe(1);
-    expect(tokens([of(75_000), of(10), of(32_768)])).toBe(5 + 1 + 2);
-    expect(promptTokens("completions", { model: "m", prompt: "hi", prompt_embeds: [of(75_000)] })).toBe(promptTokens("completions", { model: "m", prompt: "hi" }) + 5);
+    expect(tokens([of(300_000), of(10), of(131_072)])).toBe(5 + 1 + 2);
+    expect(promptTokens("completions", { model: "m", prompt: "hi", prompt_embeds: [of(300_000)] })).toBe(promptTokens("completions", { model: "m", prompt: "hi" }) + 5);
     // Ignored where vLLM reads no prompt_embeds.
     expect(promptTokens("chat", { model: "m", messages: [{ role: "user", content: "hi" }], prompt_embeds: of(75_000) })).toBe(promptTokens("chat", { model: "m", messages: [{ role: "user", content: "hi" }] }));
+  });
+
+  // Found by review: at 16,384 bytes a token (bf16 at 8,192 wide), a float32 tensor, which vLLM's
+  // own client example sends (transformers' default dtype), counted two to four times its rows.
+  it("is no more than the rows of a float32 tensor, up to 16,384 wide (Llama 3.1 405B); narrower or bf16 ones count fewer", () => {
+    const rows = 100;
+    const tensor = (width: number, bytesPerValue: number) => Buffer.alloc(rows * width * bytesPerValue).toString("base64");
+    for (const width of [4096, 8192, 16_384]) {
+      expect(promptTokens("completions", { model: "m", prompt_embeds: tensor(width, 4) }), `float32 × ${width}`).toBeLessThanOrEqual(rows);
+      expect(promptTokens("completions", { model: "m", prompt_embeds: tensor(width, 2) }), `bf16 × ${width}`).toBeLessThanOrEqual(rows);
+    }
+    expect(promptTokens("completions", { model: "m", prompt_embeds: tensor(16_384, 4) })).toBe(rows);
   });
 });
 
