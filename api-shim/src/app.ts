@@ -10,7 +10,7 @@ import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
 import type { RequestState, ShimContext } from "./context.ts";
 import { clientErrorHandler, markIfAnsweredEarly, refusalOf, requestArrived } from "./client-errors.ts";
-import { errorHandler, sendError, ShimError, toShimError } from "./errors.ts";
+import { errorHandler, notJson, sendError, ShimError, toShimError } from "./errors.ts";
 import { Inflight } from "./inflight.ts";
 import { jsonShapeProblem } from "./json-shape.ts";
 import { requestLogger } from "./logger.ts";
@@ -113,9 +113,15 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.decorate("shim", ctx);
 
   // Only JSON is read. Fastify's text/plain parser handed the routes a string, refused as "not a
-  // JSON object" though it was one (fetch sends a string body as text/plain): without it, such a
-  // body gets the message every other content type gets, naming Content-Type: application/json.
+  // JSON object" though it was one (fetch sends a string body as text/plain): any other type's
+  // body is refused naming Content-Type: application/json. An empty one is no body, as an empty
+  // JSON body is: fetch's DELETE with `body: ""` names text/plain, curl's `-X DELETE -d ''` a form.
+  // (An unknown path is left to its 404.)
   app.removeContentTypeParser("text/plain");
+  app.addContentTypeParser(["text/plain", "*"], { parseAs: "buffer" }, (request, body, done) => {
+    if ((body as Buffer).length === 0 || request.is404) return done(null, undefined);
+    done(notJson(), undefined);
+  });
   // Keep the raw bytes: non-streamed bodies are forwarded exactly as the client sent them.
   app.removeContentTypeParser("application/json");
   app.addContentTypeParser("application/json", { parseAs: "buffer" }, (request, body, done) => {

@@ -100,6 +100,9 @@ export function errorBody(err: ShimError, credits?: { credits_charged: number; c
   return JSON.stringify(err.extra || credits ? { error, ...err.extra, ...credits } : { error });
 }
 
+/** A body of another type than JSON (app.ts's parsers, and Fastify's for a malformed Content-Type). */
+export const notJson = (): ShimError => new ShimError("invalid_request", { message: "Request body must be JSON (Content-Type: application/json)." });
+
 /** Maps Fastify's own errors (body parsing, limits, routing) onto the table. */
 export function toShimError(err: unknown): ShimError {
   if (err instanceof ShimError) return err;
@@ -109,7 +112,7 @@ export function toShimError(err: unknown): ShimError {
     case "FST_ERR_CTP_BODY_TOO_LARGE":
       return new ShimError("request_too_large");
     case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
-      return new ShimError("invalid_request", { message: "Request body must be JSON (Content-Type: application/json)." });
+      return notJson();
     case "FST_ERR_CTP_EMPTY_JSON_BODY":
       return new ShimError("invalid_request", { message: "Request body is empty; send a JSON object." });
     case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":

@@ -59,6 +59,40 @@ describe("admin routes and usage reports", () => {
     }
   });
 
+  // Found by review: with no text/plain parser, fetch(url, { method: "DELETE", body: "" }) (sent as
+  // text/plain;charset=UTF-8 with Content-Length: 0) was a 400 where it had revoked the key. An
+  // empty body is no body, whatever type it names (curl -X DELETE -d '' names a form).
+  it("an empty body is no body, whatever its Content-Type: DELETE /admin/keys/:id revokes", async () => {
+    const types = [undefined, "text/plain;charset=UTF-8", "text/plain", "application/json", "application/x-www-form-urlencoded", "application/octet-stream", "multipart/form-data; boundary=x"];
+    for (const type of types) {
+      const { id } = await h.createKey({ credits: 1 });
+      const res = await fetch(`${h.url}/admin/keys/${id}`, { method: "DELETE", headers: { authorization: `Bearer ${h.adminToken}`, ...(type ? { "content-type": type } : {}) }, body: "" });
+      expect(res.status, type).toBe(200);
+      expect(await res.json(), type).toMatchObject({ id, deleted: true });
+    }
+    // fetch's own default for a string body, as the review found it.
+    const { id } = await h.createKey({ credits: 1 });
+    const res = await fetch(`${h.url}/admin/keys/${id}`, { method: "DELETE", headers: { authorization: `Bearer ${h.adminToken}` }, body: "" });
+    expect(res.status).toBe(200);
+  });
+
+  it("a body that is not JSON and not empty is refused naming Content-Type: application/json, on DELETE too", async () => {
+    for (const type of ["text/plain", "application/x-www-form-urlencoded", "application/octet-stream"]) {
+      const { id } = await h.createKey({ credits: 1 });
+      const res = await fetch(`${h.url}/admin/keys/${id}`, { method: "DELETE", headers: { authorization: `Bearer ${h.adminToken}`, "content-type": type }, body: "x" });
+      expect(res.status, type).toBe(400);
+      expect(((await res.json()) as { error: { message: string } }).error.message, type).toBe("Request body must be JSON (Content-Type: application/json).");
+      expect((await h.store.getKey(id))!.revokedAt, type).toBeNull();
+    }
+  });
+
+  it("an unknown admin path is a 404 whatever body and type it carries", async () => {
+    for (const type of ["text/plain", "application/x-www-form-urlencoded"]) {
+      const res = await fetch(`${h.url}/admin/nothing`, { method: "POST", headers: { authorization: `Bearer ${h.adminToken}`, "content-type": type }, body: "x" });
+      expect(res.status, type).toBe(404);
+    }
+  });
+
   it("a name's 200 characters and a note's 500 are characters (code points), not UTF-16 units: 200 emoji are a name", async () => {
     const create = (name: string) => h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ name }) });
     const res = await create("🙂".repeat(200));

@@ -151,7 +151,7 @@ describe("client errors map to the SDK's exception classes with the documented b
   it("400 for malformed JSON, an empty body, a non-object body and a non-JSON content type", async () => {
     const post = (body: string, type = "application/json") =>
       fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": type }, body });
-    for (const [body, type] of [['{"model":', "application/json"], ["", "application/json"], ["[1,2]", "application/json"], ["null", "application/json"], ["model=x", "application/x-www-form-urlencoded"], ["hi", "text/plain"]] as const) {
+    for (const [body, type] of [['{"model":', "application/json"], ["", "application/json"], ["[1,2]", "application/json"], ["null", "application/json"], ["model=x", "application/x-www-form-urlencoded"], ["hi", "text/plain"], ["", "text/plain"], ["", "application/x-www-form-urlencoded"]] as const) {
       const res = await post(body, type);
       expect(res.status, `${type} ${body}`).toBe(400);
       const json = (await res.json()) as { error: { type: string; code: string; message: string } };
