@@ -61,7 +61,7 @@ export interface Admission {
  * SHIM_UPSTREAM_TIMEOUT_MS) held both, about 2.6 times its body, and now holds only what is
  * forwarded, until it is sent (docs/api-shim.md, "Request bodies in memory").
  */
-export function admission(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest, req: InferenceRequest, batch: boolean, continuous: boolean): Admission {
+export function admission(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest, req: InferenceRequest, batch: boolean, continuous: boolean, mediaPartTokens: number): Admission {
   const auth = request.auth!;
   const raw = request.rawBody!;
   const body = request.body as Record<string, unknown>;
@@ -84,9 +84,10 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
     const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
     if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
   }
-  // The prompt's bound once (it may walk the body for normalization's growth): the hold's prompt, and the estimate's cap.
+  // The prompt's bound once (it may walk the body for normalization's growth): the hold's prompt, and
+  // the estimate's cap (a media part's floor, the model's mediaPartTokens, included).
   const promptBound = ctx.pricer.promptBound(holdInput);
-  const admission: Admission = { estimate, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body), promptBound), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous) };
+  const admission: Admission = { estimate, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, mediaPartTokens), promptBound), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous) };
   request.rawBody = undefined;
   request.body = undefined;
   return admission;

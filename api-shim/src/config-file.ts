@@ -17,6 +17,8 @@ export const DEFAULT_TIERS: ReadonlyMap<string, TierLimits> = new Map([
 ]);
 
 const KEY_HASH = /^sha256:[0-9a-f]{64}$/;
+/** A model's largest mediaPartTokens: a context's worth (as the Pulumi program bounds maxModelLen), far below 2^53 × the parts. */
+const MAX_MEDIA_PART_TOKENS = 1_048_576;
 export const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
 
 type FileConfig = Pick<ShimConfig, "pricing" | "tiers" | "unauthenticatedRpm" | "defaultTier" | "models" | "bootstrapKeys">;
@@ -74,6 +76,13 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
     }
     return v;
   };
+  /** A model's floor for a media part's estimate (ModelConfig.mediaPartTokens): 0, none, when absent. */
+  const mediaPartTokens = (v: unknown, where: string): number => {
+    if (v === undefined || v === null) return 0;
+    if (typeof v === "number" && Number.isSafeInteger(v) && v >= 0 && v <= MAX_MEDIA_PART_TOKENS) return v;
+    bad(where, v, `a non-negative integer up to ${MAX_MEDIA_PART_TOKENS} (the fewest prompt tokens a media part is estimated at; 0: no floor)`);
+    return 0;
+  };
   const tiers = new Map(DEFAULT_TIERS);
   for (const [name, t] of Object.entries(obj(root.tiers, at("tiers"), null, bad))) {
     // `free: null` reads as "unlimited" to whoever writes it, but it would change nothing. One
@@ -100,17 +109,18 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
   let models: Map<string, ModelConfig> | null = null;
   if (root.models !== undefined) {
     models = new Map();
-    if (!Array.isArray(root.models)) bad(at("models"), root.models, "a list of { name, maxModelLen?, maxOutputTokens?, provider?, continuousUsage?, tokenPrompts? }");
+    if (!Array.isArray(root.models)) bad(at("models"), root.models, "a list of { name, maxModelLen?, maxOutputTokens?, mediaPartTokens?, provider?, continuousUsage?, tokenPrompts? }");
     else
       root.models.forEach((m, i) => {
-        const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "maxOutputTokens", "provider", "continuousUsage", "tokenPrompts"], bad);
+        const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "maxOutputTokens", "mediaPartTokens", "provider", "continuousUsage", "tokenPrompts"], bad);
         if (!isModelName(mo.name)) return bad(at(`models[${i}].name`), mo.name, "a model name: 1 to 256 characters, without control characters");
         if (models!.has(mo.name)) return bad(at(`models[${i}].name`), mo.name, "a name no other entry of models has");
         const bound = (k: string) => (mo[k] === undefined || mo[k] === null ? null : limit(mo[k], at(`models[${i}].${k}`), null));
         const len = bound("maxModelLen");
         const out = bound("maxOutputTokens");
+        const media = mediaPartTokens(mo.mediaPartTokens, at(`models[${i}].mediaPartTokens`));
         for (const flag of ["provider", "continuousUsage", "tokenPrompts"]) if (mo[flag] !== undefined && typeof mo[flag] !== "boolean") bad(at(`models[${i}].${flag}`), mo[flag], "true or false");
-        models!.set(mo.name, { name: mo.name, maxModelLen: len, ...(out !== null ? { maxOutputTokens: out } : {}), ...(mo.provider === true ? { provider: true } : {}), continuousUsage: mo.continuousUsage === true, tokenPrompts: mo.tokenPrompts !== false });
+        models!.set(mo.name, { name: mo.name, maxModelLen: len, ...(out !== null ? { maxOutputTokens: out } : {}), ...(media > 0 ? { mediaPartTokens: media } : {}), ...(mo.provider === true ? { provider: true } : {}), continuousUsage: mo.continuousUsage === true, tokenPrompts: mo.tokenPrompts !== false });
       });
   }
 

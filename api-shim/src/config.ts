@@ -32,6 +32,15 @@ export interface ModelConfig {
    * not its maxModelLen is known. A model without maxModelLen is taken as one anyway.
    */
   readonly provider?: boolean;
+  /**
+   * The fewest prompt tokens each media part (an image, audio, video: content-parts.ts) of a request
+   * is estimated at, when the upstream's count never comes (inference-request.ts, promptTokens):
+   * the model's count per image (Gemma 3's 256, LLaVA-1.5's 576). Absent (0): no floor, the part's
+   * payload alone, a few tokens for a part by URL. Per model, as no fixed count is a lower bound:
+   * Qwen2-VL counts 16 for a small image, audio 6 to 25 a second, and an upstream that streams no
+   * usage has every stream charged the estimate.
+   */
+  readonly mediaPartTokens?: number;
   /** The upstream understands stream_options.continuous_usage_stats (vLLM does; LiteLLM may not). */
   readonly continuousUsage: boolean;
   /** The upstream takes /v1/completions prompts that are not text, token IDs and `prompt_embeds` (vLLM does; LiteLLM does not). */

@@ -31,17 +31,6 @@ const textMember = (part: unknown): string | undefined =>
     ? TEXT_MEMBER.get((part as { type?: unknown }).type) : undefined;
 
 /**
- * The fewest prompt tokens a media part (any part that is not text, as mediaParts counts them) is
- * estimated at when the upstream's count never comes (inference-request.ts, promptTokens): an
- * image by URL is ~10 tokens of JSON where vLLM counts hundreds to thousands, so a client that
- * left a vision stream after the role chunk paid almost nothing for its images. 256 is Gemma 3's
- * fixed count per image; LLaVA-1.5 counts 576, Qwen2-VL ~1,300 for a 1-megapixel image. A lower
- * bound, so that a cut stream with small images is not charged more than vLLM counted; a larger
- * payload (a data URL's bytes / 4) still counts whole, and the prompt's bound caps it.
- */
-export const MEDIA_PART_TOKENS = 256;
-
-/**
  * The parts that are not text in the messages' contents (those that are lists). Unknown part types
  * count as media: a hold too large is only a hold, one too small undercharges (the cost is capped by it).
  */

@@ -1,5 +1,5 @@
 import { isAscii } from "node:buffer";
-import { isTextPart, MEDIA_PART_TOKENS, mediaParts, partText } from "./content-parts.ts";
+import { isTextPart, mediaParts, partText } from "./content-parts.ts";
 import { ShimError } from "./errors.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { TokenEstimate } from "./pricing.ts";
@@ -264,13 +264,14 @@ const embedsOf = (v: unknown): unknown[] => (v === undefined || v === null ? [] 
  * writing it out again. Text by TokenEstimate's rule, counted as its JSON; token IDs (a list of
  * numbers, or a batch of such lists) one token each; `prompt_embeds` by its size (embedsTokens);
  * a message's non-text part (an image's data URL, audio, video) four characters to a token, never
- * more than before the digit rule, and never fewer than MEDIA_PART_TOKENS (an image by URL is a
- * few bytes of JSON and hundreds of tokens).
+ * more than before the digit rule, and never fewer than `mediaPartTokens`, the model's own count
+ * per part where configured (ModelConfig.mediaPartTokens: an image by URL is a few bytes of JSON
+ * and hundreds of tokens to some models, 16 to others, so no one count is a lower bound).
  */
-export function promptTokens(kind: InferenceKind, body: Record<string, unknown>): number {
+export function promptTokens(kind: InferenceKind, body: Record<string, unknown>, mediaPartTokens = 0): number {
   const estimate = new TokenEstimate();
   const [first, ...rest] = promptFields(kind, body);
-  if (rendersMessages(kind, body)) addMessages(estimate, first);
+  if (rendersMessages(kind, body)) addMessages(estimate, first, mediaPartTokens);
   else addPrompt(estimate, first);
   for (const part of rest) estimate.addValue(part);
   if (kind === "completions") estimate.addTokens(embedsTokens(body.prompt_embeds));
@@ -304,8 +305,8 @@ function addPrompt(estimate: TokenEstimate, prompt: unknown): void {
 
 const isTokenIds = (v: unknown): v is unknown[] => Array.isArray(v) && v.every((x) => typeof x === "number");
 
-/** Messages as their JSON, except a list content's non-text parts (content-parts.ts): payloads (TokenEstimate.addPayload), each at least MEDIA_PART_TOKENS. */
-function addMessages(estimate: TokenEstimate, messages: unknown): void {
+/** Messages as their JSON, except a list content's non-text parts (content-parts.ts): payloads (TokenEstimate.addPayload), each at least `mediaPartTokens`. */
+function addMessages(estimate: TokenEstimate, messages: unknown, mediaPartTokens: number): void {
   if (!Array.isArray(messages)) return estimate.addValue(messages);
   estimate.addBytes(1 + Math.max(messages.length, 1)); // brackets and commas
   for (const m of messages) {
@@ -320,7 +321,7 @@ function addMessages(estimate: TokenEstimate, messages: unknown): void {
     estimate.addBytes(11 + Math.max(content.length, 1) + (Object.keys(others).length > 0 ? 1 : 0));
     for (const part of content) {
       if (isTextPart(part)) estimate.addValue(part);
-      else estimate.addPayload(part, MEDIA_PART_TOKENS);
+      else estimate.addPayload(part, mediaPartTokens);
     }
   }
 }

@@ -61,6 +61,8 @@ models:
     continuousUsage: true
     tokenPrompts: false
   - name: bge-m3
+  - name: gemma-3
+    mediaPartTokens: 256
   - name: gemini-pro
     maxOutputTokens: 65536
     maxModelLen: 1048576
@@ -80,6 +82,8 @@ bootstrapKeys:
     expect(c.models!.get("qwen2.5-7b")).toEqual({ name: "qwen2.5-7b", maxModelLen: 8192, continuousUsage: true, tokenPrompts: false });
     // What plain vLLM does, when not said otherwise: token-ID prompts, no running usage asked for.
     expect(c.models!.get("bge-m3")).toEqual({ name: "bge-m3", maxModelLen: null, continuousUsage: false, tokenPrompts: true });
+    // The fewest prompt tokens a media part is estimated at (inference-request.ts promptTokens): none unless set.
+    expect(c.models!.get("gemma-3")).toEqual({ name: "gemma-3", maxModelLen: null, mediaPartTokens: 256, continuousUsage: false, tokenPrompts: true });
     // A provider's longest answer, which bounds the hold of a request without max_tokens (pricing.ts).
     // Its context, and that it is a provider's (vLLM's completions default does not bound it).
     expect(c.models!.get("gemini-pro")).toMatchObject({ maxModelLen: 1_048_576, maxOutputTokens: 65_536, provider: true });
@@ -132,6 +136,19 @@ extra: 1
     for (const re of expected) expect(p.some((line) => re.test(line)), `${re} in\n${p.join("\n")}`).toBe(true);
     expect(p).toHaveLength(expected.length);
     expect(p.join("\n")).not.toContain("letmein"); // the token is a secret, even a bad one
+  });
+
+  it("a model's mediaPartTokens is a non-negative integer up to 1,048,576; 0 (the default) is no floor", () => {
+    const models = (v: string) => `models: [{ name: m, mediaPartTokens: ${v} }]`;
+    expect(parse({}, models("0")).models!.get("m")!.mediaPartTokens ?? 0).toBe(0);
+    expect(parse({}, models("576")).models!.get("m")!.mediaPartTokens).toBe(576);
+    expect(parse({}, models("1048576")).models!.get("m")!.mediaPartTokens).toBe(1_048_576);
+    expect(parse({}, models("null")).models!.get("m")!.mediaPartTokens ?? 0).toBe(0);
+    for (const bad of ["-1", "1.5", '"256"', "1048577", "true"]) { // YAML scalars that are their own JSON
+      expect(problems({}, models(bad)), bad).toEqual([
+        `SHIM_CONFIG models[0].mediaPartTokens: ${bad} is not valid; expected a non-negative integer up to 1048576 (the fewest prompt tokens a media part is estimated at; 0: no floor)`,
+      ]);
+    }
   });
 
   // Found by review: a new tier set to null was told so, and then that it lacked rpm and tpm.

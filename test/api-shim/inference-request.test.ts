@@ -1,5 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { MEDIA_PART_TOKENS } from "../../api-shim/src/content-parts.ts";
 import { normalizationGrowth, parseInferenceRequest, promptTokens } from "../../api-shim/src/inference-request.ts";
 import { TokenEstimate } from "../../api-shim/src/pricing.ts";
 
@@ -121,50 +120,66 @@ describe("the prompt's token estimate, for an answer whose usage never came", ()
 
 // Found by review: an image by URL was ~10 tokens (its JSON at four characters a token) where
 // vLLM counts hundreds to thousands, so a client that left a streamed vision request after the
-// role chunk paid 156 prompt tokens for 8 images (~9,600 in vLLM's count).
+// role chunk paid 156 prompt tokens for 8 images (~9,600 in vLLM's count). A fixed floor of 256
+// a part was then found to be no lower bound (Qwen2-VL counts 16 for a 112×112 image, audio 6 to
+// 25 a second): the floor is the model's own setting (SHIM_CONFIG models[].mediaPartTokens).
 describe("the prompt estimate of a media part", () => {
-  const alone = (part: unknown, kind: "chat" | "embeddings" = "chat") => promptTokens(kind, { model: "m", messages: [{ role: "user", content: [part] }] });
+  const FLOOR = 256; // Gemma 3's count an image, as an operator would configure it
+  const alone = (part: unknown, kind: "chat" | "embeddings" = "chat", floor?: number) => promptTokens(kind, { model: "m", messages: [{ role: "user", content: [part] }] }, floor);
   const textOnly = promptTokens("chat", { model: "m", messages: [{ role: "user", content: [] }] });
+  const media = [
+    { type: "image_url", image_url: { url: "https://img.example/0.png" } },
+    { type: "image_url", image_url: { url: "data:image/png;base64,iVBORw0KGgo=" } },
+    { type: "input_audio", input_audio: { data: "UklGRg==", format: "wav" } },
+    { type: "audio_url", audio_url: { url: "https://x.test/a.wav" } },
+    { type: "video_url", video_url: { url: "https://x.test/v.mp4" } },
+    { type: "image_embeds", image_embeds: "AAAA" },
+    { type: "image_pil", image_pil: null },
+    { type: "text", text: "x", uuid: "u1", image_url: { url: "https://x.test/a.png" } },
+  ];
 
-  it("is at least MEDIA_PART_TOKENS for every part vLLM reads as media (by URL, a small payload, other types, a text type with a uuid)", () => {
-    expect(MEDIA_PART_TOKENS).toBe(256);
-    const media = [
-      { type: "image_url", image_url: { url: "https://img.example/0.png" } },
-      { type: "image_url", image_url: { url: "data:image/png;base64,iVBORw0KGgo=" } },
-      { type: "input_audio", input_audio: { data: "UklGRg==", format: "wav" } },
-      { type: "audio_url", audio_url: { url: "https://x.test/a.wav" } },
-      { type: "video_url", video_url: { url: "https://x.test/v.mp4" } },
-      { type: "image_embeds", image_embeds: "AAAA" },
-      { type: "image_pil", image_pil: null },
-      { type: "text", text: "x", uuid: "u1", image_url: { url: "https://x.test/a.png" } },
-    ];
+  it("without the model's floor, is the part's payload estimate alone: a few tokens for a part by URL", () => {
     for (const part of media) {
-      expect(alone(part) - textOnly, JSON.stringify(part)).toBeGreaterThanOrEqual(MEDIA_PART_TOKENS);
-      // Not far above it: the floor replaces the small payload's estimate, it is not added to it.
-      expect(alone(part) - textOnly, JSON.stringify(part)).toBeLessThanOrEqual(MEDIA_PART_TOKENS + 1);
+      const payload = Math.ceil(Buffer.byteLength(JSON.stringify(part)) / 4);
+      expect(alone(part) - textOnly, JSON.stringify(part)).toBeLessThanOrEqual(payload + 1);
+      expect(alone(part, "chat", 0), JSON.stringify(part)).toBe(alone(part));
     }
-    expect(alone(media[0], "embeddings")).toBe(alone(media[0]));
+    expect(alone(media[0]) - textOnly).toBeLessThan(20);
   });
 
-  it("counts each part: 8 images by URL and a question are at least 8 × MEDIA_PART_TOKENS", () => {
+  it("with the model's floor, is at least that for every part vLLM reads as media (by URL, a small payload, other types, a text type with a uuid)", () => {
+    for (const part of media) {
+      expect(alone(part, "chat", FLOOR) - textOnly, JSON.stringify(part)).toBeGreaterThanOrEqual(FLOOR);
+      // Not far above it: the floor replaces the small payload's estimate, it is not added to it.
+      expect(alone(part, "chat", FLOOR) - textOnly, JSON.stringify(part)).toBeLessThanOrEqual(FLOOR + 1);
+    }
+    expect(alone(media[0], "embeddings", FLOOR)).toBe(alone(media[0], "chat", FLOOR));
+    // A text part gets none.
+    expect(alone({ type: "text", text: "hi" }, "chat", FLOOR)).toBe(alone({ type: "text", text: "hi" }));
+  });
+
+  it("counts each part: 8 images by URL and a question are at least 8 × the floor", () => {
     const images = Array.from({ length: 8 }, (_, i) => ({ type: "image_url", image_url: { url: `https://img.example/${i}.png` } }));
-    const tokens = promptTokens("chat", { model: "m", messages: [{ role: "user", content: [{ type: "text", text: "Compare these." }, ...images] }] });
-    expect(tokens).toBeGreaterThanOrEqual(8 * MEDIA_PART_TOKENS);
-    expect(tokens).toBeLessThan(8 * MEDIA_PART_TOKENS + 40); // the text and the JSON around the parts
+    const body = { model: "m", messages: [{ role: "user", content: [{ type: "text", text: "Compare these." }, ...images] }] };
+    expect(promptTokens("chat", body, FLOOR)).toBeGreaterThanOrEqual(8 * FLOOR);
+    expect(promptTokens("chat", body, FLOOR)).toBeLessThan(8 * FLOOR + 40); // the text and the JSON around the parts
+    expect(promptTokens("chat", body)).toBeLessThan(8 * 20);
   });
 
   it("is the payload's estimate when that is larger (a data URL's bytes / 4)", () => {
     const base64 = Buffer.alloc(30_000, 1).toString("base64"); // 40,000 characters: ~10,000 tokens
     const part = { type: "image_url", image_url: { url: `data:image/png;base64,${base64}` } };
-    expect(alone(part) - textOnly).toBeGreaterThanOrEqual(10_000);
-    expect(alone(part) - textOnly).toBeLessThanOrEqual(Math.ceil(Buffer.byteLength(JSON.stringify(part)) / 4) + 1);
+    for (const floor of [0, FLOOR]) {
+      expect(alone(part, "chat", floor) - textOnly).toBeGreaterThanOrEqual(10_000);
+      expect(alone(part, "chat", floor) - textOnly).toBeLessThanOrEqual(Math.ceil(Buffer.byteLength(JSON.stringify(part)) / 4) + 1);
+    }
   });
 
   it("adds no floor for a chat template of the request's own (it is one more unbounded part of the hold, not media)", () => {
     const messages = [{ role: "user", content: "hi" }];
-    const plain = promptTokens("chat", { model: "m", messages });
-    expect(promptTokens("chat", { model: "m", messages, chat_template: "{{ messages }}" })).toBe(plain);
-    expect(promptTokens("chat", { model: "m", messages, chat_template_kwargs: { chat_template: "{{ messages }}" } })).toBe(plain);
+    const plain = promptTokens("chat", { model: "m", messages }, FLOOR);
+    expect(promptTokens("chat", { model: "m", messages, chat_template: "{{ messages }}" }, FLOOR)).toBe(plain);
+    expect(promptTokens("chat", { model: "m", messages, chat_template_kwargs: { chat_template: "{{ messages }}" } }, FLOOR)).toBe(plain);
   });
 });
 

@@ -3,7 +3,6 @@ import { createServer, request } from "node:http";
 import { once } from "node:events";
 import type { AddressInfo, Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { MEDIA_PART_TOKENS } from "../../api-shim/src/content-parts.ts";
 import { promptTokens } from "../../api-shim/src/inference-request.ts";
 import { TokenEstimate } from "../../api-shim/src/pricing.ts";
 import { IMAGE_TOKENS } from "../support/fake-vllm.ts";
@@ -738,8 +737,13 @@ describe("usage in a stream's events, as the upstream happened to write them", (
 
 describe("a client that leaves a streamed image request early (a data URL, no running usage)", () => {
   let h: Harness;
+  // A model configured with its count per image (Gemma 3's 256): every media part is estimated at least that.
+  const MEDIA_PART_TOKENS = 256;
   beforeAll(async () => {
-    h = await startShim({ file: FILE, fake: FAKE });
+    h = await startShim({
+      file: { pricing: { ...FILE.pricing, models: { ...FILE.pricing.models, "gemma-3": { promptPer1k: 1, completionPer1k: 1000 } } }, models: [...FILE.models, { name: "gemma-3", maxModelLen: 8192, mediaPartTokens: MEDIA_PART_TOKENS }] },
+      fake: { models: [...FAKE.models, { name: "gemma-3" }] },
+    });
   });
   afterAll(() => h.close());
 
@@ -766,11 +770,11 @@ describe("a client that leaves a streamed image request early (a data URL, no ru
   });
 
   // Found by review: an image by URL was estimated as its JSON (~10 tokens), so 8 images cost 156
-  // prompt tokens where vLLM counted ~9,600. Each media part now counts at least MEDIA_PART_TOKENS,
-  // a lower bound (the fake counts IMAGE_TOKENS = 1,200 an image, as a larger model would).
-  it("by URL, having left after the role chunk, pays at least MEDIA_PART_TOKENS an image, not the characters of their URLs", async () => {
+  // prompt tokens where vLLM counted ~9,600. Each media part of a model configured with
+  // mediaPartTokens now counts at least that (the fake counts IMAGE_TOKENS = 1,200 an image).
+  it("by URL, having left after the role chunk, pays at least the model's mediaPartTokens an image, not the characters of their URLs", async () => {
     const images = Array.from({ length: 8 }, (_, i) => ({ type: "image_url", image_url: { url: `https://img.example/${i}.png` } }));
-    const body = { model: "qwen2.5-7b", stream: true, max_tokens: 5, messages: [{ role: "user", content: [{ type: "text", text: "Compare these." }, ...images] }] };
+    const body = { model: "gemma-3", stream: true, max_tokens: 5, messages: [{ role: "user", content: [{ type: "text", text: "Compare these." }, ...images] }] };
     // Read to the end: charged vLLM's prompt (8 images × IMAGE_TOKENS and the text).
     const whole = await h.createKey({ credits: 1000 });
     await (await h.post(whole.key, "/v1/chat/completions", body)).text();
@@ -786,8 +790,53 @@ describe("a client that leaves a streamed image request early (a data URL, no ru
     await h.waitForRequestLog((e) => e.keyId === id);
     h.fake.reset();
     const promptCharged = (1000 * CREDIT - (await h.store.getKey(id))!.balance - CREDIT) / 1000; // 1000 µc a prompt token
-    expect(promptCharged).toBe(promptTokens("chat", body));
+    expect(promptCharged).toBe(promptTokens("chat", body, MEDIA_PART_TOKENS));
     expect(promptCharged).toBeGreaterThanOrEqual(8 * MEDIA_PART_TOKENS);
-    expect(promptCharged).toBeLessThanOrEqual(prompt); // a lower bound: small images are not overcharged
+    expect(promptCharged).toBeLessThanOrEqual(prompt); // below vLLM's count here: the fake's images are larger than the floor
+  });
+
+  // Found by review: a fixed floor of 256 a part was no lower bound. The fake counts an audio part by
+  // its words (a few tokens), as vLLM counts a short clip few (Qwen2-Audio ~25 a second, Ultravox
+  // and Gemma 3n ~6); images of Qwen2-VL (16 for 112×112), MiniCPM-V and SmolVLM (64) are below it
+  // too. A model without mediaPartTokens has no floor: the estimate is the parts' payload, their
+  // JSON at four bytes a token. (That estimate counts the message's JSON, so it is above the fake's
+  // count of words, 2 a clip; what is bounded is what the media add: less than four 1-second clips'
+  // ~25 tokens each, where the floor of 256 a part charged 1,042.)
+  const clips = Array.from({ length: 4 }, (_, i) => ({ type: "audio_url", audio_url: { url: `https://a.example/${i}.wav` } }));
+  const audio = { model: "qwen2.5-7b", stream: true, max_tokens: 5, messages: [{ role: "user", content: [{ type: "text", text: "Transcribe." }, ...clips] }] };
+
+  it("four short audio clips by URL, left after the role chunk, on a model without mediaPartTokens: charged their payload, not 256 a clip", async () => {
+    const whole = await h.createKey({ credits: 1000 });
+    await (await h.post(whole.key, "/v1/chat/completions", audio)).text();
+    const vllmPrompt = h.fake.usages.at(-1)!.prompt_tokens;
+
+    h.fake.set({ tokenDelayMs: 300 });
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const ac = new AbortController();
+    const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify(audio) });
+    await res.body!.getReader().read(); // the role chunk
+    ac.abort();
+    await h.waitForRequestLog((e) => e.keyId === id);
+    h.fake.reset();
+    const promptCharged = (1000 * CREDIT - (await h.store.getKey(id))!.balance - CREDIT) / 1000;
+    expect(vllmPrompt).toBeLessThan(4 * 25);
+    expect(promptCharged).toBe(promptTokens("chat", audio));
+    expect(promptCharged).toBeLessThan(4 * 25);
+  });
+
+  // An upstream that streams no usage (a provider behind LiteLLM; the fake's ignoreIncludeUsage):
+  // every stream is charged the estimate, read to its end or not (4 clips counted 14 were charged 1,042).
+  it("a stream read to its end from an upstream that sends no usage, on a model without mediaPartTokens: charged the clips' payload, not 256 a clip", async () => {
+    h.fake.set({ ignoreIncludeUsage: true });
+    const { key, id } = await h.createKey({ credits: 1000 });
+    await (await h.post(key, "/v1/chat/completions", audio)).text();
+    await h.waitForRequestLog((e) => e.keyId === id);
+    const counted = h.fake.usages.at(-1)!.prompt_tokens;
+    h.fake.reset();
+    const charged = 1000 * CREDIT - (await h.store.getKey(id))!.balance;
+    const promptCharged = (charged - CREDIT - 5 * CREDIT) / 1000; // max_tokens: 5, each generated token a credit
+    expect(counted).toBeLessThan(4 * 25);
+    expect(promptCharged).toBe(promptTokens("chat", audio));
+    expect(promptCharged).toBeLessThan(4 * 25);
   });
 });

@@ -67,7 +67,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
 async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply, req: InferenceRequest, modelConfig: ModelConfig | undefined, batch: boolean) {
   const auth = request.auth!;
   const continuous = modelConfig?.continuousUsage === true;
-  const facts = admission(ctx, kind, request, req, batch, continuous);
+  const facts = admission(ctx, kind, request, req, batch, continuous, modelConfig?.mediaPartTokens ?? 0);
   const { estimate, hold } = facts;
   const reservationId = randomUUID();
   // In flight from before the hold: a drain that starts while the hold is being made waits for
