@@ -12,6 +12,8 @@ export interface ModelConfig {
   /** The name clients send as `model`. Defaults to `id`. */
   readonly servedName: string;
   readonly maxModelLen: number;
+  /** The fewest prompt tokens the shim estimates a media part at (SHIM_CONFIG models[].mediaPartTokens); unset, none. */
+  readonly mediaPartTokens?: number;
   readonly gpuMemoryUtilization: number;
   /** vLLM flags passed through as they are, after the ones the kit sets. */
   readonly extraArgs: readonly string[];
@@ -80,6 +82,8 @@ export interface ProviderModel {
    * media then holds the whole context (as the model vLLM serves does); unset, 32,768 per media part.
    */
   readonly maxModelLen?: number;
+  /** As ModelConfig.mediaPartTokens: the provider's count per image, e.g. Gemini's 258. */
+  readonly mediaPartTokens?: number;
 }
 
 /** nginx's per-client-IP protection in front of the shim (defaults as the LiteLLM + nginx setup). */

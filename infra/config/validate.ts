@@ -27,6 +27,9 @@ const MAX_CONTEXT_TOKENS = 1_048_576;
 /** The smallest model.maxModelLen (and providers[].maxModelLen). */
 const MIN_CONTEXT_TOKENS = 256;
 
+/** model.mediaPartTokens (and a provider's): the shim's fewest tokens a media part's estimate; 0 or unset, none (no one count suits every model). */
+const MEDIA_PART_TOKENS = { min: 0, max: MAX_CONTEXT_TOKENS, integer: true } as const;
+
 export interface ValidationContext {
   stack: string;
   /**
@@ -147,7 +150,7 @@ function checkRegion(p: Problems, value: unknown): string | undefined {
 }
 
 function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig | undefined {
-  const m = p.settingMap("model", value, ["id", "servedName", "maxModelLen", "gpuMemoryUtilization", "extraArgs"], "id");
+  const m = p.settingMap("model", value, ["id", "servedName", "maxModelLen", "mediaPartTokens", "gpuMemoryUtilization", "extraArgs"], "id");
   const id = p.string("model.id", m.id) ?? DEFAULT_MODEL_ID;
   if (!/^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(id)) {
     return p.add("model.id", id, "must be a Hugging Face repository id such as Qwen/Qwen2.5-7B-Instruct");
@@ -158,6 +161,7 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
     p.add("model.servedName", servedName, "must be 1-128 characters of letters, digits and . _ - / :, starting with a letter, digit or _");
   }
   const maxModelLen = p.number("model.maxModelLen", m.maxModelLen, { min: MIN_CONTEXT_TOKENS, max: MAX_CONTEXT_TOKENS, integer: true }) ?? DEFAULT_MAX_MODEL_LEN;
+  const mediaPartTokens = p.number("model.mediaPartTokens", m.mediaPartTokens, MEDIA_PART_TOKENS);
   const gpuMemoryUtilization =
     p.number("model.gpuMemoryUtilization", m.gpuMemoryUtilization, { min: 0.1, max: 0.99 }) ?? DEFAULT_GPU_MEMORY_UTILIZATION;
   const extraArgs: string[] = [];
@@ -176,7 +180,7 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
       p.add(`model.extraArgs[${i}]`, arg, `is one argument to vLLM, which does not split a flag from its value at a space and would exit; write [${flag}, ${flagValue}] or ${JSON.stringify(joined.join("="))}`);
     } else extraArgs.push(arg);
   });
-  return { id, servedName, maxModelLen, gpuMemoryUtilization, extraArgs, ...parallelLayout(gpuCount) };
+  return { id, servedName, maxModelLen, ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}), gpuMemoryUtilization, extraArgs, ...parallelLayout(gpuCount) };
 }
 
 /** A secret setting; refused when the stack file holds it in plaintext (see ValidationContext). */
@@ -321,7 +325,7 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
     const at = `providers[${i}]`;
     const v = p.object(at, item);
     if (!v) return;
-    p.unknownKeys(at, v, ["name", "model", "apiKey", "maxOutputTokens", "maxModelLen"]);
+    p.unknownKeys(at, v, ["name", "model", "apiKey", "maxOutputTokens", "maxModelLen", "mediaPartTokens"]);
     const model = p.string(`${at}.model`, v.model);
     const [provider, providerModel] = (model?.split(/\/(.*)/s) ?? []) as [ProviderKind | undefined, string | undefined];
     if (!model || !provider || !PROVIDERS.includes(provider) || !/^\S+$/.test(providerModel ?? "")) {
@@ -336,8 +340,9 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
     if (v.apiKey === undefined || v.apiKey === null || v.apiKey === "") p.add(`${at}.apiKey`, v.apiKey, `is required: pulumi config set --secret --path 'gpu-sandbox:providers[${i}].apiKey' <key>`);
     const maxOutputTokens = p.number(`${at}.maxOutputTokens`, v.maxOutputTokens, { min: 1, max: MAX_CONTEXT_TOKENS, integer: true });
     const maxModelLen = p.number(`${at}.maxModelLen`, v.maxModelLen, { min: MIN_CONTEXT_TOKENS, max: MAX_CONTEXT_TOKENS, integer: true });
+    const mediaPartTokens = p.number(`${at}.mediaPartTokens`, v.mediaPartTokens, MEDIA_PART_TOKENS);
     if (model && name && apiKey && provider && PROVIDERS.includes(provider)) {
-      out.push({ name, model, provider, apiKey, ...(maxOutputTokens !== undefined ? { maxOutputTokens } : {}), ...(maxModelLen !== undefined ? { maxModelLen } : {}) });
+      out.push({ name, model, provider, apiKey, ...(maxOutputTokens !== undefined ? { maxOutputTokens } : {}), ...(maxModelLen !== undefined ? { maxModelLen } : {}), ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}) });
     }
   });
   return out;

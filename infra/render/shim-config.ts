@@ -23,10 +23,15 @@ function providerModel(p: TenantConfig["providers"][number]): Record<string, unk
     // of 16 tokens is not its own, context known or not.
     ...(p.maxModelLen !== undefined ? { maxModelLen: p.maxModelLen } : {}),
     ...(p.maxOutputTokens !== undefined ? { maxOutputTokens: p.maxOutputTokens } : {}),
+    ...mediaPartTokens(p),
     provider: true,
     ...VIA_LITELLM,
   };
 }
+
+/** The fewest prompt tokens a media part is estimated at, where the stack sets it (unset: no floor). */
+const mediaPartTokens = (m: { mediaPartTokens?: number }): Record<string, number> =>
+  m.mediaPartTokens !== undefined ? { mediaPartTokens: m.mediaPartTokens } : {};
 
 /**
  * The shim's SHIM_CONFIG: prices, tiers, the models it accepts (with the context length that
@@ -48,7 +53,7 @@ export function renderShimConfig(config: TenantConfig, bootstrapKeys: readonly B
     // metered from the final usage chunk; and its text completion takes a prompt only as text (a
     // string or a list of strings): token IDs or `prompt_embeds` would fail there as a 500.
     models: [
-      { name: config.model.servedName, maxModelLen: config.model.maxModelLen, ...VIA_LITELLM },
+      { name: config.model.servedName, maxModelLen: config.model.maxModelLen, ...mediaPartTokens(config.model), ...VIA_LITELLM },
       ...config.providers.map(providerModel),
     ],
     bootstrapKeys: bootstrapKeys.map((k) => ({

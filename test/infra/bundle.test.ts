@@ -300,6 +300,24 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     const capped = renderBundle(config({ tiers: { developer: { concurrency: 3 } } }), { images: c.images, bootstrapKeys: keys }).get("shim/config.yaml")!;
     expect(parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/app/config.yaml" }, () => capped).tiers.get("developer")).toEqual({ rpm: 100, tpm: 100_000, concurrency: 3 });
   });
+
+  it("renders a model's mediaPartTokens (the served model's and a provider's) where the stack sets it, and none otherwise", () => {
+    const parsedOf = (overrides: Record<string, unknown>) => {
+      const shimConfig = renderBundle(config(overrides), { images: c.images, bootstrapKeys: keys }).get("shim/config.yaml")!;
+      return parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/app/config.yaml" }, () => shimConfig).models!;
+    };
+    const providers = [
+      { name: "gemini-pro", model: "gemini/gemini-2.5-pro", apiKey: Secret.of("AIzaTest"), mediaPartTokens: 258 },
+      { name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: Secret.of("gsk_test") },
+    ];
+    const set = parsedOf({ model: { ...base.model, mediaPartTokens: 256 }, providers });
+    expect(set.get("qwen2.5-7b")?.mediaPartTokens).toBe(256);
+    expect(set.get("gemini-pro")?.mediaPartTokens).toBe(258);
+    expect(set.get("llama-70b")?.mediaPartTokens).toBeUndefined();
+    const unset = parsedOf({});
+    expect(unset.get("qwen2.5-7b")?.mediaPartTokens).toBeUndefined(); // no floor: the part's payload alone
+    expect(bundle.get("shim/config.yaml")).not.toContain("mediaPartTokens");
+  });
 });
 
 it("charges a model's price whatever its name, one an object has from Object.prototype too", () => {

@@ -48,6 +48,8 @@ describe("validateConfig: good configs", () => {
     expect(c.model.maxModelLen).toBe(4096);
     expect(c.model.gpuMemoryUtilization).toBe(0.85);
     expect(c.keys[0]!.credits).toBe(12.5);
+    expect(ok({ ...base, model: { id: "a/b", mediaPartTokens: "576" } }).model.mediaPartTokens).toBe(576);
+    expect(ok({ ...base, model: { id: "a/b", mediaPartTokens: 0 } }).model.mediaPartTokens).toBe(0);
     // Decimal with a sign or a bare point, as Number() read them before non-decimal forms were refused.
     const signed = ok({ ...base, model: { id: "a/b", gpuMemoryUtilization: ".85" }, ttlHours: "+24", keys: [{ name: "app", credits: "12." }] });
     expect([signed.model.gpuMemoryUtilization, signed.ttlHours, signed.keys[0]!.credits]).toEqual([0.85, 24, 12]);
@@ -83,7 +85,7 @@ describe("validateConfig: good configs", () => {
       pricing: { request: 0.5, models: { "mistral-7b": { promptPer1k: 0.01, completionPer1k: 0.03 } } },
       providers: [
         { name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: Secret.encrypted() },
-        { name: "gemini-pro", model: "gemini/gemini-2.5-pro", apiKey: Secret.encrypted(), maxOutputTokens: "65536", maxModelLen: "1048576" },
+        { name: "gemini-pro", model: "gemini/gemini-2.5-pro", apiKey: Secret.encrypted(), maxOutputTokens: "65536", maxModelLen: "1048576", mediaPartTokens: "258" },
       ],
       ttlHours: 8,
       tags: ["workshop"],
@@ -102,7 +104,9 @@ describe("validateConfig: good configs", () => {
     expect(c.providers[0]).toMatchObject({ name: "llama-70b", provider: "groq" });
     expect(c.providers[0]!.maxOutputTokens).toBeUndefined();
     expect(c.providers[0]!.maxModelLen).toBeUndefined();
-    expect(c.providers[1]).toMatchObject({ name: "gemini-pro", provider: "gemini", maxOutputTokens: 65_536, maxModelLen: 1_048_576 });
+    expect(c.providers[1]).toMatchObject({ name: "gemini-pro", provider: "gemini", maxOutputTokens: 65_536, maxModelLen: 1_048_576, mediaPartTokens: 258 });
+    expect(c.providers[0]!.mediaPartTokens).toBeUndefined();
+    expect(c.model.mediaPartTokens).toBeUndefined();
   });
 
   it("takes a vLLM flag's value with spaces, as its own item or after =", () => {
@@ -211,6 +215,11 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["tier without limits", { ...base, tiers: { team: { rpm: 5 } } }, ['gpu-sandbox:tiers.team = {"rpm":5}: a new tier needs both rpm and tpm']],
     // Read as "unlimited" by whoever wrote it; it changed nothing (free stayed at 10 rpm).
     ["tier set to null", { ...base, tiers: { free: null } }, ["gpu-sandbox:tiers.free = null: must be a map of rpm, tpm and concurrency; for no limit, set each to null"]],
+    // The fewest prompt tokens a media part is estimated at: 0 (no floor) up to a context's worth, shown (no secret).
+    ...[-1, 1.5, 1_048_577, "many"].map((mediaPartTokens): [string, Record<string, unknown>, string[]] => [`a model's mediaPartTokens of ${JSON.stringify(mediaPartTokens)}`,
+      { ...base, model: { id: "a/b", mediaPartTokens } }, [`gpu-sandbox:model.mediaPartTokens = ${JSON.stringify(mediaPartTokens)}: must be`]]),
+    ...[-1, 1.5, 1_048_577, "many"].map((mediaPartTokens): [string, Record<string, unknown>, string[]] => [`a provider's mediaPartTokens of ${JSON.stringify(mediaPartTokens)}`,
+      { ...base, providers: [{ name: "g", model: "gemini/gemini-2.5-pro", apiKey: Secret.encrypted(), mediaPartTokens }] }, [`gpu-sandbox:providers[0].mediaPartTokens = ${JSON.stringify(mediaPartTokens)}: must be`]]),
     ["a new tier set to null", { ...base, tiers: { gold: null } }, ["gpu-sandbox:tiers.gold = null: must be a map of rpm, tpm and concurrency; for no limit, set each to null"]],
     ["a tier's concurrency below 1", { ...base, tiers: { free: { concurrency: 0 } } }, ["gpu-sandbox:tiers.free.concurrency = 0: must be"]],
     ["volume too small", { ...base, volumeSizeGb: 5 }, ["gpu-sandbox:volumeSizeGb = 5: must be between 10 and 10240"]],
