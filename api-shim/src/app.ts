@@ -116,12 +116,8 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // JSON object" though it was one (fetch sends a string body as text/plain): any other type's
   // body is refused naming Content-Type: application/json. An empty one is no body, as an empty
   // JSON body is: fetch's DELETE with `body: ""` names text/plain, curl's `-X DELETE -d ''` a form.
-  // (An unknown path is left to its 404.)
   app.removeContentTypeParser("text/plain");
-  app.addContentTypeParser(["text/plain", "*"], { parseAs: "buffer" }, (request, body, done) => {
-    if ((body as Buffer).length === 0 || request.is404) return done(null, undefined);
-    done(notJson(), undefined);
-  });
+  app.addContentTypeParser(["text/plain", "*"], refuseNonJsonBody);
   // Keep the raw bytes: non-streamed bodies are forwarded exactly as the client sent them.
   app.removeContentTypeParser("application/json");
   app.addContentTypeParser("application/json", { parseAs: "buffer" }, (request, body, done) => {
@@ -255,4 +251,26 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
     ...(request.shimErrorCode ? { error: request.shimErrorCode } : {}),
     ...(request.upstreamCause ? { cause: request.upstreamCause } : {}),
   });
+}
+
+/**
+ * The parser of every body that is not JSON. It never buffers one: the first byte is enough to
+ * refuse it, and an unknown path leaves it unread for its 404 (an SDK file upload to an endpoint
+ * the shim does not serve, read first, was cut as too large and retried by the SDK).
+ */
+function refuseNonJsonBody(request: FastifyRequest, payload: NodeJS.ReadableStream, done: (err: Error | null, body?: unknown) => void): void {
+  if (request.is404) return done(null, undefined);
+  let settled = false;
+  const finish = (err: Error | null) => {
+    if (settled) return;
+    settled = true;
+    payload.removeListener("data", onData);
+    done(err, undefined);
+  };
+  const onData = (chunk: Buffer) => {
+    if (chunk.length > 0) finish(notJson());
+  };
+  payload.on("data", onData);
+  payload.once("end", () => finish(null));
+  payload.on("error", finish); // kept: a stream may fail again after the refusal
 }

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import OpenAI, { APIError, AuthenticationError, BadRequestError, ConflictError, InternalServerError, NotFoundError, PermissionDeniedError, RateLimitError } from "openai";
+import OpenAI, { toFile, APIError, AuthenticationError, BadRequestError, ConflictError, InternalServerError, NotFoundError, PermissionDeniedError, RateLimitError } from "openai";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import { failureHint } from "../../api-shim/src/store/sqlite-failures.ts";
@@ -926,5 +926,34 @@ describe("a path nginx reads as another route (an encoded /, . or \\, or a . or 
     } finally {
       await h.close();
     }
+  });
+});
+
+describe("a body the shim does not read", () => {
+  let h: Harness;
+  let key: string;
+  beforeAll(async () => {
+    h = await startShim({ env: { SHIM_MAX_BODY_BYTES: String(1024 * 1024) } });
+    key = (await h.createKey({ credits: 100 })).key;
+  });
+  afterAll(() => h.close());
+
+  it("an upload to an endpoint the shim does not serve is a 404 (NotFoundError) whatever its size, not read first", async () => {
+    // The SDK sends files as multipart/form-data. Read in full before the 404, a file over the
+    // body limit was cut as too large, and the SDK retried the upload twice.
+    const c = h.client(key);
+    const big = 2 * 1024 * 1024; // above SHIM_MAX_BODY_BYTES
+    const audio = await failure(async () => c.audio.transcriptions.create({ model: "whisper-1", file: await toFile(Buffer.alloc(big), "a.wav") }));
+    expect(audio).toBeInstanceOf(NotFoundError);
+    const file = await failure(async () => c.files.create({ purpose: "batch", file: await toFile(Buffer.alloc(big), "a.jsonl") }));
+    expect(file).toBeInstanceOf(NotFoundError);
+  });
+
+  it("a large body of another type than JSON on a route that takes JSON is the 400 naming JSON, not a 413", async () => {
+    const res = await fetch(`${h.url}/v1/chat/completions`, {
+      method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "multipart/form-data; boundary=x" }, body: Buffer.alloc(2 * 1024 * 1024, 120),
+    });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { error: { message: string } }).error.message).toBe("Request body must be JSON (Content-Type: application/json).");
   });
 });
