@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, isAbsolute, join, normalize } from "node:path";
 import type { Images, TenantConfig } from "../config.ts";
 import { renderCompose } from "./compose.ts";
@@ -71,7 +71,7 @@ export class BundleDirError extends Error {
 }
 
 /**
- * Writes the bundle into `dir` (scripts executable), with `beside`: files written next to it but
+ * Writes the bundle into `dir` (files 0644, scripts 0755, the directories it makes 0755, whatever the umask), with `beside`: files written next to it but
  * not part of it (render's cloud-init.yaml, which is not copied to the host). An earlier bundle
  * there is replaced whole: the files its manifest lists, and `beside`, are removed first, so
  * none the new bundle dropped lingers. Nothing else in `dir` is touched (an operator's .env or
@@ -94,9 +94,22 @@ export function writeBundle(dir: string, bundle: Bundle, beside: ReadonlyMap<str
   const ordered = [...files].sort(([a], [b]) => Number(b === MANIFEST) - Number(a === MANIFEST));
   for (const [path, content] of ordered) {
     const target = join(dir, path);
-    mkdirSync(dirname(target), { recursive: true });
-    writeFileSync(target, content, { mode: path.endsWith(".sh") ? 0o755 : 0o644 });
+    makeDirs(dirname(target));
+    const mode = path.endsWith(".sh") ? 0o755 : 0o644;
+    writeFileSync(target, content, { mode });
+    // Set outright: the umask (027, 077 on hardened hosts) would take the others' read, and the
+    // host's non-root readers (the shim, uid 1000, of its source and config; LiteLLM of its
+    // config) are others to the files rsync -a and Dockerfile COPY keep the modes of.
+    chmodSync(target, mode);
   }
+}
+
+/** mkdir -p, with each directory it makes 0755 whatever the umask (see writeBundle). Nothing in the bundle is secret. */
+function makeDirs(path: string): void {
+  if (existsSync(path)) return;
+  makeDirs(dirname(path));
+  mkdirSync(path);
+  chmodSync(path, 0o755);
 }
 
 /** The files an earlier bundle's manifest in `dir` lists, the manifest included; none without one. */

@@ -1,5 +1,5 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
 import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
 import { parseShimConfig } from "../../api-shim/src/config.ts";
@@ -363,6 +363,22 @@ describe("writing the bundle to a directory", () => {
     expect(() => writeBundle(dir, bundle)).toThrow(/holds files no earlier render wrote that this one would replace \(compose\.yaml\)/);
     expect(readdirSync(dir).sort()).toEqual([".env", "compose.yaml"]);
     expect(readFileSync(join(dir, "compose.yaml"), "utf8")).toBe("services: {} # hand-written\n");
+  });
+
+  // The host (rsync -a, Dockerfile COPY keep modes) has non-root readers: the shim (uid 1000) of
+  // its source and bind-mounted config, LiteLLM of its config. The operator's umask must not decide.
+  it("writes files and the directories it makes readable by all, whatever the umask", () => {
+    const dir = join(tempDir(), "bundle");
+    const old = process.umask(0o077);
+    try {
+      writeBundle(dir, bundle, new Map([["cloud-init.yaml", "#cloud-config\n"]]));
+    } finally {
+      process.umask(old);
+    }
+    const walk = (d: string): string[] => readdirSync(d, { withFileTypes: true }).flatMap((e) => e.isDirectory() ? [join(d, e.name), ...walk(join(d, e.name))] : [join(d, e.name)]);
+    const modes = [dir, ...walk(dir)].map((p) => [relative(dir, p) || ".", (statSync(p).mode & 0o777).toString(8)]);
+    const expected = (p: string) => statSync(join(dir, p)).isDirectory() || p.endsWith(".sh") ? "755" : "644";
+    expect(modes).toEqual(modes.map(([p]) => [p, expected(p!)]));
   });
 
   it("does not follow a manifest's path out of the directory", () => {

@@ -1,5 +1,5 @@
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { main } from "../../scripts/render-stack.ts";
 import { runTool, tempDir } from "../support/tools.ts";
@@ -74,6 +74,26 @@ describe("npm run render", () => {
       vi.restoreAllMocks();
     }
     expect(readFileSync(file, "utf8")).toBe("mine\n");
+  });
+
+  // docs/serving.md's own-host route: rsync -a and Dockerfile COPY keep the modes, and the shim
+  // (uid 1000), reading its source and bind-mounted shim/config.yaml, and LiteLLM's non-root user
+  // are "other" to those root-owned files.
+  it("writes a bundle the containers' non-root users can read whatever the operator's umask", () => {
+    capture();
+    const out = tempDir();
+    const old = process.umask(0o027); // a common hardened default (CIS)
+    try {
+      expect(main(["--stack", "example", "--out", out], ROOT)).toBe(0);
+    } finally {
+      process.umask(old);
+    }
+    const walk = (dir: string): string[] => readdirSync(dir, { withFileTypes: true }).flatMap((e) => e.isDirectory() ? [join(dir, e.name), ...walk(join(dir, e.name))] : [join(dir, e.name)]);
+    const unreadable = walk(out)
+      .filter((p) => /^(api-shim|shim|litellm)(\/|$)/.test(relative(out, p)))
+      .filter((p) => { const s = statSync(p); return s.isDirectory() ? (s.mode & 0o005) !== 0o005 : (s.mode & 0o004) === 0; })
+      .map((p) => `${relative(out, p)} ${(statSync(p).mode & 0o777).toString(8)}`);
+    expect(unreadable).toEqual([]);
   });
 
   // root may write anywhere.
