@@ -74,3 +74,22 @@ describe("/ready answers within the 5 s its callers wait", () => {
     }
   });
 });
+
+// Every line written while serving a request carries its request id (logger.ts); the operator's
+// hint /ready logs is one of them.
+describe("/ready's hint in the log", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim({ env: { SHIM_READY_URL: "http://127.0.0.1:1/health" } });
+  });
+  afterAll(() => h.close());
+
+  it("names the request it came from", async () => {
+    const res = await fetch(`${h.url}/ready`);
+    expect(res.status).toBe(503);
+    const reqId = res.headers.get("x-request-id");
+    await expect.poll(() => h.logs.some((l) => l.includes("SHIM_READY_URL unreachable"))).toBe(true);
+    const hint = h.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => String(e.msg).includes("SHIM_READY_URL unreachable"));
+    expect(hint).toHaveProperty("reqId", reqId);
+  });
+});

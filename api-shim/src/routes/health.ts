@@ -28,8 +28,9 @@ export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const now = ctx.clock.monotonic();
     if (!probe || now - probe.at > PROBE_CACHE_MS) {
       probe = { at: now, result: probeUpstream(ctx) };
-      // The operator's hint goes to the log: /ready is public, and says only what failed.
-      void probe.result.then((r) => r.hint && request.log.warn(r.hint));
+      // The operator's hint goes to the log: /ready is public, and says only what failed. With
+      // the request's id, as every line written while serving a request (request.log has none).
+      void probe.result.then((r) => r.hint && request.log.warn({ reqId: request.id }, r.hint));
     }
     const [store, upstream] = await Promise.all([pinged, probe.result]);
     const ready = store === "ok" && upstream.ok && !ctx.inflight.draining;
