@@ -19,8 +19,9 @@ server. Every SHIM_* variable of docs/api-shim.md applies; these have developmen
   SHIM_CONFIG         a YAML file: prices, tiers, models, bootstrap keys (docs/api-shim.md)
 
 Prints where it listens, the upstream and database URLs (a password in them as ***), an admin
-token and the curl that makes a key. Ctrl-C drains and stops. npm runs it in the repository's
-root, wherever you type the command: relative paths (the database, SHIM_CONFIG) start there.
+token and the curl that makes a key. Ctrl-C drains and stops. Type it anywhere in the repository
+outside api-shim/ (there npm finds the shim's own package.json, which has no "shim" script); npm
+runs it in the repository's root: relative paths (the database, SHIM_CONFIG) start there.
 
 Examples:
   npm run fake-vllm &

@@ -24,6 +24,16 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     expect(bad.stderr.join("\n")).toMatch(/Unknown option '--port'[\s\S]*Usage: npm run/);
   });
 
+  it("npm run shim's usage says where the command works: not inside api-shim/, whose own package.json has no shim script", async () => {
+    const apiShimScripts = (JSON.parse(readFileSync(new URL("../../api-shim/package.json", import.meta.url), "utf8")) as { scripts: Record<string, string> }).scripts;
+    expect(apiShimScripts).not.toHaveProperty("shim");
+    const io = memoryIo();
+    expect(await shim(["--help"], io)).toBe(0);
+    const usage = io.stdout.join("\n").replace(/\s+/g, " ");
+    expect(usage).not.toContain("wherever you type the command");
+    expect(usage).toContain("outside api-shim/");
+  });
+
   it("npm run shim with a bad setting lists it and exits 1", () => {
     const r = spawnSync(process.execPath, [fileURLToPath(new URL("../../scripts/start-shim.ts", import.meta.url))], {
       env: { PATH: process.env.PATH, SHIM_PORT: "80a", SHIM_DATABASE_URL: "mysql://x/db" }, encoding: "utf8", timeout: 20_000,
