@@ -1,6 +1,6 @@
 import { costOf, VOLUME_USD_PER_GB_MONTH } from "./catalog.ts";
 import type { TenantConfig } from "./config.ts";
-import { OWN_ADDRESS_HINT, unreachableAdminEntries, unreachableAdminWarning } from "./config/addresses.ts";
+import { narrowIpv6AllowedWarning, OWN_ADDRESS_HINT, unreachableAdminEntries, unreachableAdminWarning } from "./config/addresses.ts";
 import { modelSizeWarnings } from "./config/model-size.ts";
 import { resourceNames, webPortSources } from "./host.ts";
 
@@ -94,9 +94,10 @@ export const ADMIN_CLEARTEXT_WARNING = "tls.mode is off and adminCidrs is set: t
 
 /**
  * What is legal but rarely meant, for `pulumi up` (as warnings) and the plan `npm run render`
- * prints: an endpoint open to everyone without TLS, SSH open to everyone, tls settings the
- * chosen mode ignores, a model that looks too large for the plan or the volume, and a provider
- * model without token prices (the provider bills its tokens; the key is charged per request).
+ * prints: an endpoint open to everyone without TLS, SSH open to everyone, IPv6 allowedCidrs
+ * entries only Linode's firewall enforces, tls settings the chosen mode ignores, a model that
+ * looks too large for the plan or the volume, and a provider model without token prices (the
+ * provider bills its tokens; the key is charged per request).
  */
 export function configWarnings(config: TenantConfig): string[] {
   const { tls } = config;
@@ -110,6 +111,8 @@ export function configWarnings(config: TenantConfig): string[] {
   if (tls.domain !== undefined && tls.mode === "off") {
     warnings.push("tls.domain is ignored with tls.mode off: there is no certificate, and the endpoint is http://<ip>/v1; remove it or choose a TLS mode");
   }
+  const ipv6 = narrowIpv6AllowedWarning(config.allowedCidrs);
+  if (ipv6 !== undefined) warnings.push(ipv6);
   const admin = unreachableAdminEntries(config.adminCidrs);
   if (!admin.refused) warnings.push(...admin.entries.map(({ cidr, what }) => unreachableAdminWarning(cidr, what)));
   warnings.push(...modelSizeWarnings(config));

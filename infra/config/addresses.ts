@@ -45,6 +45,19 @@ export function unreachableSource(cidr: string): string | undefined {
 /** Docker's gateway on the Compose network: nginx sees IPv6 clients and the host's own requests as it. */
 export const DOCKER_GATEWAY = "10.89.0.1";
 
+/**
+ * The warning for allowedCidrs' IPv6 entries narrower than ::/0 (normalised `address/prefix`),
+ * or undefined when there are none. Docker's proxy hands nginx every IPv6 client as the gateway,
+ * which nginx serves the API to (the host's own requests come from it too), so only Linode's
+ * firewall holds IPv6 clients to such an entry; on a host of your own, with the API's port
+ * published on every address, they all reach it.
+ */
+export function narrowIpv6AllowedWarning(allowedCidrs: readonly string[]): string | undefined {
+  const narrow = allowedCidrs.filter((cidr) => cidr.includes(":") && !cidr.endsWith("/0"));
+  return narrow.length === 0 ? undefined : `allowedCidrs ${narrow.join(", ")}: IPv6 entries narrower than ::/0 are enforced by Linode's firewall only: ` +
+    "nginx sees every IPv6 client as Docker's gateway, so on a host of your own (npm run render) every IPv6 address reaches the API (a key is still needed)";
+}
+
 /** Whether `cidr` lies wholly inside one of `cidrs` (all normalised `address/prefix`). */
 export function coveredBy(cidr: string, cidrs: readonly string[]): boolean {
   const [address, bits] = cidr.split("/") as [string, string];

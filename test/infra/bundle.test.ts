@@ -7,6 +7,7 @@ import { SETTLE_AFTER_DRAIN_MS } from "../../api-shim/src/inflight.ts";
 import { SHUTDOWN_MS } from "../../api-shim/src/store/postgres-store.ts";
 import { CLOSE_WAIT_MS } from "../../api-shim/src/upstream.ts";
 import { validateConfig, type TenantConfig } from "../../infra/config.ts";
+import { configWarnings } from "../../infra/plan.ts";
 import { Secret } from "../../infra/secret.ts";
 import { BundleDirError, bundleHash, MANIFEST, renderBundle, sha256, writeBundle, type Bundle } from "../../infra/render/bundle.ts";
 import { envEntries, renderEnvFile } from "../../infra/render/env-file.ts";
@@ -84,6 +85,19 @@ it("publishes the API's port on IPv4 alone when allowedCidrs has no IPv6 entry, 
   expect(ports(ipv4Only)).toEqual(["80:8080", "0.0.0.0:443:8443", "127.0.0.1:8081:8081"]);
   expect(ports({ ...ipv4Only, tls: { mode: "off" } })).toEqual(["0.0.0.0:80:8080", "127.0.0.1:8081:8081"]);
   expect(ports({ ...ipv4Only, allowedCidrs: ["81.2.69.0/24", "2001:db8::/32"] })).toEqual(["80:8080", "443:8443", "127.0.0.1:8081:8081"]);
+});
+
+// On a host of your own (no Linode firewall) a narrow IPv6 entry publishes 443 on every address,
+// and nginx serves the API to Docker's gateway, the address every IPv6 client arrives as: the
+// bundle cannot hold IPv6 clients to the entry, so the plan, pulumi up and new-tenant say so.
+it("a narrow IPv6 allowedCidrs entry opens the API to every IPv6 address off Linode, and is warned about", () => {
+  const c = config({ allowedCidrs: ["81.2.69.0/24", "2001:db8:1::/48"], tls: { mode: "self-signed" } });
+  const bundle = render(c);
+  const ports = (parse(bundle.get("compose.yaml")!) as { services: { nginx: { ports: string[] } } }).services.nginx.ports;
+  const apiGeo = /geo \$api_client \{([\s\S]*?)\}/.exec(bundle.get("nginx/nginx.conf")!)![1]!;
+  expect(ports).toContain("443:8443");
+  expect(apiGeo).toMatch(/10\.89\.0\.1\/32\s+1;/);
+  expect(configWarnings(c)).toContainEqual(expect.stringMatching(/^allowedCidrs 2001:db8:1::\/48: IPv6 entries narrower than ::\/0 are enforced by Linode's firewall only/));
 });
 
 it("turns HTTP/2 on with the `http2` directive, as nginx 1.25.1 and later (the image's 1.28) want it without a warning", () => {

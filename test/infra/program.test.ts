@@ -276,6 +276,28 @@ describe("the plan that `npm run render` prints", () => {
     }
   });
 
+  // nginx serves the API to Docker's gateway, which every IPv6 client arrives as: only Linode's
+  // firewall holds IPv6 clients to allowedCidrs, and a host of your own (npm run render) has none.
+  it("warns that an IPv6 allowedCidrs entry narrower than ::/0 holds on Linode only, in the plan and in pulumi up", async () => {
+    const { formatPlan, planFor } = await import("../../infra/plan.ts");
+    const expected = "allowedCidrs 2001:db8:1::/48, 2a02:8010::/32: IPv6 entries narrower than ::/0 are enforced by Linode's firewall only: " +
+      "nginx sees every IPv6 client as Docker's gateway, so on a host of your own (npm run render) every IPv6 address reaches the API (a key is still needed)";
+    const config = configFor("example", { allowedCidrs: ["81.2.69.0/24", "2001:db8:1::/48", "2a02:8010::/32"], tls: { mode: "self-signed" } });
+    expect(planFor(config).lines.filter(([label]) => label === "Warning").map(([, text]) => text)).toEqual([expected]);
+    expect(formatPlan(planFor(config))).toMatch(/\n {2}Warning +allowedCidrs 2001:db8:1::\/48/);
+    const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
+    try {
+      await run("example", config);
+      expect(warn.mock.calls.map(([text]) => text)).toEqual([`gpu-sandbox:${expected}.`]);
+    } finally {
+      warn.mockRestore();
+    }
+    // ::/0 (every IPv6 address, on Linode too) or no IPv6 entry (443 published on IPv4 alone): nothing to say.
+    for (const allowedCidrs of [["81.2.69.0/24", "::/0"], ["81.2.69.0/24"], ["0.0.0.0/0", "0::0/0"]]) {
+      expect(formatPlan(planFor(configFor("example", { allowedCidrs, tls: { mode: "self-signed" } }))), allowedCidrs.join()).not.toContain("Warning");
+    }
+  });
+
   it("warns when a provider model has no token price (charged the request price only), in the plan and in pulumi up", async () => {
     const { formatPlan, planFor } = await import("../../infra/plan.ts");
     const providers = [
