@@ -6,9 +6,17 @@ import { urlPath } from "./text.ts";
  * message, which may quote a provider's key or a URL's query).
  */
 
+/**
+ * A key without its prefix (`<id>_<secret>`), or its secret alone: the prefix is public and the
+ * id is listed, so either is as good as the key.
+ */
+const BARE_KEY = /(?<![A-Za-z0-9])(?:[0-9A-Za-z]{12}_)?[0-9A-Za-z]{32}(?![A-Za-z0-9])/g;
+
 /** Replaces anything shaped like one of our keys, for text that may end up in logs. Redacting twice changes nothing. */
 export function redactKeys(text: string): string {
-  return text.includes("sk-gs-") ? text.replace(/sk-gs-(?!\[redacted\])[A-Za-z0-9_]*/g, "sk-gs-[redacted]") : text;
+  const prefixed = text.includes("sk-gs-") ? text.replace(/sk-gs-(?!\[redacted\])[A-Za-z0-9_]*/g, "sk-gs-[redacted]") : text;
+  // A secret is 32 characters: most paths and model names are shorter, and need no scan.
+  return prefixed.length < 32 ? prefixed : prefixed.replace(BARE_KEY, "[redacted]");
 }
 
 /**

@@ -27,6 +27,9 @@ describe("no key or admin token in logs or metrics", () => {
     await send(`/v1/models/%73k-gs-${key.slice("sk-gs-".length)}`);
     await send(`/v1/${key.replace("_", "%5F")}`);
     await send(`/v1/${key.replace("_", "%255F")}`);
+    // Without its prefix, which is public: the rest is the whole key.
+    await send(`/${key.slice("sk-gs-".length)}/v1/models`);
+    await send("/v1/chat/completions", { method: "POST", body: JSON.stringify({ model: key.slice("sk-gs-".length), messages: [{ role: "user", content: "x" }] }) });
     await send("/v1/chat/completions", { method: "POST", body: JSON.stringify({ model: key, messages: [{ role: "user", content: key }] }) });
     await send("/v1/chat/completions", { method: "POST", body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: key }], max_tokens: 1 }) });
     await send("/v1/models", { auth: nearMiss });

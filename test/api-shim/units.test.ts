@@ -281,6 +281,18 @@ describe("keys", () => {
     const { key } = generateKey();
     expect(redactKeys(`/v1/${key}/x`)).toBe("/v1/sk-gs-[redacted]/x");
   });
+  it("redacts a key without its prefix, and its secret alone: the prefix is public, the rest is the key", () => {
+    const { id, key } = generateKey();
+    const bare = key.slice("sk-gs-".length);
+    const secret = bare.slice(id.length + 1);
+    expect(redactKeys(`/${bare}/v1/models`)).toBe("/[redacted]/v1/models");
+    expect(redactKeys(`x-${secret}.y`)).toBe("x-[redacted].y");
+    expect(redactKeys(redactKeys(`/${bare}/${key}`))).toBe("/[redacted]/sk-gs-[redacted]");
+    // What is not a key stays: model names, a key id alone, 40-hex commit hashes, shorter runs.
+    for (const text of ["meta-llama/Llama-3.1-8B-Instruct", `keys/${id}`, "a".repeat(40), `Qwen2.5-VL-72B-Instruct-AWQ_${"b".repeat(31)}`]) {
+      expect(redactKeys(text)).toBe(text);
+    }
+  });
   /** `text` with its first character percent-encoded, then the whole encoded `layers - 1` more times. */
   const encoded = (text: string, layers: number) => {
     if (layers === 0) return text;
