@@ -165,6 +165,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // Every answer Fastify sends (the hijacked inference answers set it themselves): one that began
   // before a drain may be sent during it.
   app.addHook("onSend", (request, reply, payload, done) => {
+    // Fastify closes the connection after a parser's error. For a body refused at its first byte,
+    // Node reads and drops the rest, as after the auth hook's 401: closing with the body still
+    // arriving made nginx's write fail, a 502 for the client instead of the 400.
+    if (request.shim.bodyRefused) reply.removeHeader("connection");
     ctx.inflight.closeIfDraining(reply.raw);
     markIfAnsweredEarly(request.raw);
     done(null, payload);
@@ -219,7 +223,7 @@ const ambiguousPath = () => new ShimError("invalid_request", {
 });
 
 function newRequestState(): RequestState {
-  return { start: performance.now(), model: null, tokens: null, cost: null, available: null, logged: false, routeLogs: false };
+  return { start: performance.now(), model: null, tokens: null, cost: null, available: null, logged: false, routeLogs: false, bodyRefused: false };
 }
 
 /** The line and count of a connection the HTTP server refused before Fastify had a request on it. */
@@ -268,7 +272,9 @@ function refuseNonJsonBody(request: FastifyRequest, payload: NodeJS.ReadableStre
     done(err, undefined);
   };
   const onData = (chunk: Buffer) => {
-    if (chunk.length > 0) finish(notJson());
+    if (chunk.length === 0) return;
+    request.shim.bodyRefused = true;
+    finish(notJson());
   };
   payload.on("data", onData);
   payload.once("end", () => finish(null));

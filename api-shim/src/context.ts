@@ -39,6 +39,8 @@ export interface RequestState {
   logged: boolean;
   /** An inference route has taken the request: it writes the line, a client that left included. */
   routeLogs: boolean;
+  /** Its body was refused at the first byte (not JSON): the answer keeps the connection (app.ts). */
+  bodyRefused: boolean;
 }
 
 /** Route config: `{ config: PUBLIC_ROUTE }` marks a route that needs no key (probes, scrapes). */

@@ -192,4 +192,23 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     s.destroy();
     expect(got.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 401", "HTTP/1.1 200"]);
   });
+
+  it("a body that is not JSON, refused at its first byte, keeps the connection too: nginx, still sending it, got a broken pipe (502)", async () => {
+    const u = new URL(h.url);
+    const s = net.connect(Number(u.port), u.hostname);
+    await once(s, "connect");
+    let got = "";
+    s.on("data", (d) => (got += String(d)));
+    s.on("error", () => {});
+    const body = Buffer.alloc(1024 * 1024, 120);
+    s.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\n\r\n`);
+    s.write(body.subarray(0, 1024));
+    await pollUntil(async () => got.includes("HTTP/1.1 400"), 3000, 20);
+    expect(got).not.toMatch(/connection: close/i);
+    s.write(body.subarray(1024));
+    s.write(`GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\n\r\n`);
+    await pollUntil(async () => (got.match(/HTTP\/1\.1 \d{3}/g) ?? []).length === 2, 3000, 20);
+    s.destroy();
+    expect(got.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 400", "HTTP/1.1 200"]);
+  });
 });
