@@ -53,7 +53,9 @@ export const DOCKER_GATEWAY = "10.89.0.1";
  * published on every address, they all reach it.
  */
 export function narrowIpv6AllowedWarning(allowedCidrs: readonly string[]): string | undefined {
-  const narrow = allowedCidrs.filter((cidr) => cidr.includes(":") && !cidr.endsWith("/0"));
+  const ipv6 = allowedCidrs.filter((cidr) => cidr.includes(":"));
+  // Beside ::/0, a narrower entry restricts nothing, on Linode or off it.
+  const narrow = ipv6.some((cidr) => cidr.endsWith("/0")) ? [] : ipv6;
   return narrow.length === 0 ? undefined : `allowedCidrs ${narrow.join(", ")}: IPv6 entries narrower than ::/0 are enforced by Linode's firewall only: ` +
     "nginx sees every IPv6 client as Docker's gateway, so on a host of your own (npm run render) every IPv6 address reaches the API (a key is still needed)";
 }
