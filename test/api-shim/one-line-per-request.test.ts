@@ -179,36 +179,38 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     expect(lines("early-then-bad").map((l) => l.status)).toEqual([401]);
   });
 
-  it("an answer sent before the body was read (the auth hook's 401) keeps the connection: nginx reuses it", async () => {
-    const u = new URL(h.url);
-    const s = net.connect(Number(u.port), u.hostname);
-    await once(s, "connect");
-    let got = "";
-    s.on("data", (d) => (got += String(d)));
-    const body = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 });
-    const post = (auth: string) => `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${auth}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
-    s.write(post("sk-gs-wrong") + post(key));
-    await pollUntil(async () => (got.match(/HTTP\/1\.1 \d{3}/g) ?? []).length === 2, 3000, 20);
-    s.destroy();
-    expect(got.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 401", "HTTP/1.1 200"]);
-  });
-
-  it("a body that is not JSON, refused at its first byte, keeps the connection too: nginx, still sending it, got a broken pipe (502)", async () => {
+  /** A connection to the shim and what it has answered so far. */
+  async function keptConnection(): Promise<{ s: net.Socket; got: () => string; statuses: () => string[] }> {
     const u = new URL(h.url);
     const s = net.connect(Number(u.port), u.hostname);
     await once(s, "connect");
     let got = "";
     s.on("data", (d) => (got += String(d)));
     s.on("error", () => {});
+    return { s, got: () => got, statuses: () => got.match(/HTTP\/1\.1 \d{3}/g) ?? [] };
+  }
+
+  it("an answer sent before the body was read (the auth hook's 401) keeps the connection: nginx reuses it", async () => {
+    const { s, statuses } = await keptConnection();
+    const body = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 });
+    const post = (auth: string) => `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${auth}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+    s.write(post("sk-gs-wrong") + post(key));
+    await pollUntil(async () => statuses().length === 2, 3000, 20);
+    s.destroy();
+    expect(statuses()).toEqual(["HTTP/1.1 401", "HTTP/1.1 200"]);
+  });
+
+  it("a body that is not JSON, refused at its first byte, keeps the connection too: nginx, still sending it, got a broken pipe (502)", async () => {
+    const { s, got, statuses } = await keptConnection();
     const body = Buffer.alloc(1024 * 1024, 120);
     s.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\n\r\n`);
     s.write(body.subarray(0, 1024));
-    await pollUntil(async () => got.includes("HTTP/1.1 400"), 3000, 20);
-    expect(got).not.toMatch(/connection: close/i);
+    await pollUntil(async () => got().includes("HTTP/1.1 400"), 3000, 20);
+    expect(got()).not.toMatch(/connection: close/i);
     s.write(body.subarray(1024));
     s.write(`GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\n\r\n`);
-    await pollUntil(async () => (got.match(/HTTP\/1\.1 \d{3}/g) ?? []).length === 2, 3000, 20);
+    await pollUntil(async () => statuses().length === 2, 3000, 20);
     s.destroy();
-    expect(got.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 400", "HTTP/1.1 200"]);
+    expect(statuses()).toEqual(["HTTP/1.1 400", "HTTP/1.1 200"]);
   });
 });
