@@ -6,15 +6,24 @@ import { urlPath } from "./text.ts";
  * message, which may quote a provider's key or a URL's query).
  */
 
-/**
- * A key without its prefix (`<id>_<secret>`), or its secret alone: the prefix is public and the
- * id is listed, so either is as good as the key.
- */
-const BARE_KEY = /(?<![A-Za-z0-9])(?:[0-9A-Za-z]{12}_)?[0-9A-Za-z]{32}(?![A-Za-z0-9])/g;
-
 /** Replaces anything shaped like one of our keys, for text that may end up in logs. Redacting twice changes nothing. */
 export function redactKeys(text: string): string {
-  const prefixed = text.includes("sk-gs-") ? text.replace(/sk-gs-(?!\[redacted\])[A-Za-z0-9_]*/g, "sk-gs-[redacted]") : text;
+  return text.includes("sk-gs-") ? text.replace(/sk-gs-(?!\[redacted\])[A-Za-z0-9_]*/g, "sk-gs-[redacted]") : text;
+}
+
+/**
+ * A key without its prefix (`<id>_<secret>`), or its secret alone: the prefix is public and the
+ * id is listed, so either is as good as the key. Not 32 lowercase hex digits (an Azure
+ * fine-tune's id, a UUID without hyphens), which a base62 secret is with a chance of about 1e-19.
+ */
+const BARE_KEY = /(?<![A-Za-z0-9])(?:[0-9A-Za-z]{12}_)?(?![0-9a-f]{32}(?![A-Za-z0-9]))[0-9A-Za-z]{32}(?![A-Za-z0-9])/g;
+
+/**
+ * redactKeys, and a key sent without its prefix, for what the shim logs of a client's path or
+ * model name. Only there: the messages a client sees quote its own model as sent.
+ */
+function redactLoggedKeys(text: string): string {
+  const prefixed = redactKeys(text);
   // A secret is 32 characters: most paths and model names are shorter, and need no scan.
   return prefixed.length < 32 ? prefixed : prefixed.replace(BARE_KEY, "[redacted]");
 }
@@ -146,7 +155,7 @@ function replaceShapes(text: string, pattern: RegExp, model: string, hide: (m: R
 export function loggedModel(model: string, hideSecrets: (text: string) => string): string {
   const text = model.slice(0, 400);
   // Nothing encoded (every name a client sends in practice): one pass, the same result.
-  const hidden = redactKeys(text.includes("%") ? decoded(text, hideSecrets) : hideSecrets(text));
+  const hidden = redactLoggedKeys(text.includes("%") ? decoded(text, hideSecrets) : hideSecrets(text));
   return (hidden === layers(text).at(-1) ? text : hidden).slice(0, 200);
 }
 
@@ -211,8 +220,8 @@ const LONGEST_LOGGED_URL = 16_384;
 export function redactedPath(url: string, hideSecrets: (text: string) => string): string {
   if (url.length > LONGEST_LOGGED_URL) return `[a URL of ${url.length} characters, not logged]`;
   // Nothing encoded (the request path of nearly every line): one pass, the same result.
-  if (!url.includes("%")) return redactKeys(urlPath(hideSecrets(url)));
+  if (!url.includes("%")) return redactLoggedKeys(urlPath(hideSecrets(url)));
   const hidden = decoded(url, hideSecrets);
   const path = hidden === decoded(url) ? decoded(urlPath(url)) : urlPath(hidden);
-  return redactKeys(path);
+  return redactLoggedKeys(path);
 }

@@ -17,7 +17,7 @@ import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../
 import { durationString, MAX_TRACKED_ADDRESSES, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/rate-limit.ts";
 import { rateLimited } from "../../api-shim/src/auth.ts";
 import { eventData, EventTooLargeError, replaceEventData, sseEvents } from "../../api-shim/src/sse.ts";
-import { upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream.ts";
+import { modelNotFound, upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream.ts";
 
 // keys.ts's timingSafeEqual, spied on (it still compares): the "keys" tests check that it decides.
 vi.mock("node:crypto", async (importOriginal) => {
@@ -281,16 +281,31 @@ describe("keys", () => {
     const { key } = generateKey();
     expect(redactKeys(`/v1/${key}/x`)).toBe("/v1/sk-gs-[redacted]/x");
   });
-  it("redacts a key without its prefix, and its secret alone: the prefix is public, the rest is the key", () => {
+  it("keeps a key without its prefix, or its secret alone, out of logged paths and model names: the prefix is public, the rest is the key", () => {
     const { id, key } = generateKey();
     const bare = key.slice("sk-gs-".length);
     const secret = bare.slice(id.length + 1);
-    expect(redactKeys(`/${bare}/v1/models`)).toBe("/[redacted]/v1/models");
-    expect(redactKeys(`x-${secret}.y`)).toBe("x-[redacted].y");
-    expect(redactKeys(redactKeys(`/${bare}/${key}`))).toBe("/[redacted]/sk-gs-[redacted]");
-    // What is not a key stays: model names, a key id alone, 40-hex commit hashes, shorter runs.
-    for (const text of ["meta-llama/Llama-3.1-8B-Instruct", `keys/${id}`, "a".repeat(40), `Qwen2.5-VL-72B-Instruct-AWQ_${"b".repeat(31)}`]) {
-      expect(redactKeys(text)).toBe(text);
+    const none = (t: string) => t;
+    expect(redactedPath(`/${bare}/v1/models`, none)).toBe("/[redacted]/v1/models");
+    expect(loggedModel(`x-${secret}.y`, none)).toBe("x-[redacted].y");
+    expect(redactedPath(`/${bare}/${key}`, none)).toBe("/[redacted]/sk-gs-[redacted]");
+    // What is not a key stays: model names, a key id alone, 40-hex commit hashes, shorter runs, and
+    // 32 lowercase hex digits (an Azure fine-tune's id, a UUID without hyphens), which a base62
+    // secret is with a chance of (16/62)^32, about 1e-19.
+    for (const text of ["meta-llama/Llama-3.1-8B-Instruct", `keys/${id}`, "a".repeat(40), `Qwen2.5-VL-72B-Instruct-AWQ_${"b".repeat(31)}`,
+      "gpt-4o-mini-2024-07-18.ft-0ab3f80e4f2242929258fff45b56a9ce", "qwen2.5-7b-lora-3f2a9c1e7b8d4e6fa0c1b2d3e4f5a6b7"]) {
+      expect(loggedModel(text, none)).toBe(text);
+      expect(redactedPath(`/v1/files/${text}`, none)).toBe(`/v1/files/${text}`);
+    }
+  });
+
+  it("leaves a model name alone in the messages a client sees: a bare-key shape is redacted in logs only", () => {
+    const azure = "gpt-4o-mini-2024-07-18.ft-0ab3f80e4f2242929258fff45b56a9ce";
+    const base62 = `org-${"Ab3".repeat(10)}xY`; // 32 letters and digits, not hex
+    for (const model of [azure, base62]) {
+      expect(modelNotFound(model).message).toBe(`The model '${model}' does not exist or you do not have access to it.`);
+      const body = JSON.stringify({ error: { message: `model '${model}' does not support tools`, type: "BadRequestError", code: 400 } });
+      expect(upstreamStatusError(400, body, model, undefined).message).toBe(`model '${model}' does not support tools`);
     }
   });
   /** `text` with its first character percent-encoded, then the whole encoded `layers - 1` more times. */
