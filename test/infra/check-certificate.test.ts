@@ -76,6 +76,17 @@ describe("checking the certificate clients get after a Let's Encrypt deploy", ()
     expect(r.output).toContain("docker compose logs certbot");
   });
 
+  it("names a stray AAAA record, which Let's Encrypt validates over first, when the A record points here", () => {
+    // Let's Encrypt prefers IPv6 and falls back to IPv4 only on a timeout: an AAAA record at a
+    // parking page or an old server fails every validation, however right the A record is.
+    const getent = `case "$1" in ahostsv4) echo '${HOST_IP}   STREAM ${DOMAIN}';; ahostsv6) echo '2001:db8::99   STREAM ${DOMAIN}'; echo '::ffff:${HOST_IP}   STREAM ${DOMAIN}';; *) exit 2;; esac`;
+    const r = check([fakes({ curl: "exit 60", getent })]);
+    expect(r.status).toBe(0);
+    expect(r.output).toContain(`${DOMAIN} also has an AAAA record (2001:db8::99)`);
+    expect(r.output).not.toContain("::ffff:");
+    expect(r.output).not.toContain("rate limits");
+  });
+
   it("does not blame the certificate for other failures", () => {
     const r = check([fakes({ curl: "exit 28" })]);
     expect(r.status).toBe(0);
