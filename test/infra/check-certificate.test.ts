@@ -80,11 +80,18 @@ describe("checking the certificate clients get after a Let's Encrypt deploy", ()
     // Let's Encrypt prefers IPv6 and falls back to IPv4 only on a timeout: an AAAA record at a
     // parking page or an old server fails every validation, however right the A record is.
     const getent = `case "$1" in ahostsv4) echo '${HOST_IP}   STREAM ${DOMAIN}';; ahostsv6) echo '2001:db8::99   STREAM ${DOMAIN}'; echo '::ffff:${HOST_IP}   STREAM ${DOMAIN}';; *) exit 2;; esac`;
-    const r = check([fakes({ curl: "exit 60", getent })]);
+    const ip = `echo '2: eth0    inet6 2600:3c00::f03c:95ff:fe00:10/64 scope global dynamic mngtmpaddr'`;
+    const r = check([fakes({ curl: "exit 60", getent, ip })]);
     expect(r.status).toBe(0);
     expect(r.output).toContain(`${DOMAIN} also has an AAAA record (2001:db8::99)`);
     expect(r.output).not.toContain("::ffff:");
-    expect(r.output).not.toContain("rate limits");
+    // The other causes stay listed: the AAAA record may not be the one at fault.
+    expect(r.output).toContain("rate limits");
+    // An AAAA record at the host's own IPv6 address is right: not named.
+    const own = `case "$1" in ahostsv4) echo '${HOST_IP}   STREAM ${DOMAIN}';; ahostsv6) echo '2600:3c00::f03c:95ff:fe00:10   STREAM ${DOMAIN}';; *) exit 2;; esac`;
+    const right = check([fakes({ curl: "exit 60", getent: own, ip })]);
+    expect(right.output).not.toContain("AAAA");
+    expect(right.output).toContain(`DNS for ${DOMAIN} points here`);
   });
 
   it("does not blame the certificate for other failures", () => {

@@ -41,8 +41,11 @@ if [ "$rc" -ne 60 ] && [ "$rc" -ne 51 ]; then
   exit 0
 fi
 dns=$(getent ahostsv4 "$domain" 2>/dev/null | awk '{print $1}' | sort -u | tr '\n' ' ' | sed 's/ $//')
-# AAAA records alone (ahostsv6 also lists the A records as ::ffff: addresses).
-dns6=$(getent ahostsv6 "$domain" 2>/dev/null | awk '$1 ~ /:/ && $1 !~ /^::ffff:/ {print $1}' | sort -u | tr '\n' ' ' | sed 's/ $//')
+# AAAA records at another address than this host's own (ahostsv6 also lists the A records, as
+# ::ffff: addresses).
+own6=" $(ip -6 -o addr show scope global 2>/dev/null | awk '{sub(/\/.*/, "", $4); print $4}' | tr '\n' ' ') "
+stray6=$(getent ahostsv6 "$domain" 2>/dev/null | awk '$1 ~ /:/ && $1 !~ /^::ffff:/ {print $1}' | sort -u \
+  | while read -r a; do case "$own6" in *" $a "*) ;; *) printf '%s ' "$a" ;; esac; done | sed 's/ $//')
 {
   log "WARNING: clients get a certificate error: nginx still serves the placeholder certificate for $domain,"
   log "  because Let's Encrypt has not issued the real one yet (the endpoint itself is up)."
@@ -53,11 +56,12 @@ dns6=$(getent ahostsv6 "$domain" 2>/dev/null | awk '$1 ~ /:/ && $1 !~ /^::ffff:/
   elif [ "$dns" != "$ip" ]; then
     log "  DNS for $domain points at ${dns:-nothing}, not at this host: create an A record"
     log "  \"$domain. A $ip\" at your DNS provider; Let's Encrypt checks the name over HTTP on port 80."
-  elif [ -n "$dns6" ]; then
-    # Let's Encrypt validates over IPv6 first and falls back to IPv4 only on a timeout.
-    log "  $domain also has an AAAA record ($dns6), which Let's Encrypt checks first: unless it is this"
-    log "  host's IPv6 address (with ::/0 in allowedCidrs), remove it at your DNS provider."
   else
+    if [ -n "$stray6" ]; then
+      # Let's Encrypt validates over IPv6 first, and falls back to IPv4 only on a timeout.
+      log "  $domain also has an AAAA record ($stray6), not this host's: Let's Encrypt checks it first,"
+      log "  and fails if something answers there; remove it at your DNS provider."
+    fi
     log "  DNS for $domain points here, so Let's Encrypt refused or failed the issuance: its rate limits"
     log "  (5 failed validations an hour, 5 certificates for the same name a week), or port 80 not open to"
     log "  everyone (allowedCidrs)."
