@@ -85,7 +85,7 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
     if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
   }
   // The prompt's bound once (it may walk the body for normalization's growth): the hold's prompt, and
-  // the estimate's cap (a media part's floor, the model's mediaPartTokens, included).
+  // the estimate's cap (which also caps a media part's floor, the model's mediaPartTokens).
   const promptBound = ctx.pricer.promptBound(holdInput);
   const admission: Admission = { estimate, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, mediaPartTokens), promptBound), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous) };
   request.rawBody = undefined;

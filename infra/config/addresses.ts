@@ -42,6 +42,11 @@ export function unreachableSource(cidr: string): string | undefined {
   return RANGES.find((r) => r.family === family && prefix >= r.prefix && r.list.check(address, family))?.what;
 }
 
+/** Whether a CIDR (or address) is IPv6: the one test of it, for the firewall, nginx, compose and the warnings. */
+export function isIPv6Cidr(cidr: string): boolean {
+  return cidr.includes(":");
+}
+
 /** Docker's gateway on the Compose network: nginx sees IPv6 clients and the host's own requests as it. */
 export const DOCKER_GATEWAY = "10.89.0.1";
 
@@ -53,7 +58,7 @@ export const DOCKER_GATEWAY = "10.89.0.1";
  * published on every address, they all reach it.
  */
 export function narrowIpv6AllowedWarning(allowedCidrs: readonly string[]): string | undefined {
-  const ipv6 = allowedCidrs.filter((cidr) => cidr.includes(":"));
+  const ipv6 = allowedCidrs.filter(isIPv6Cidr);
   // Beside ::/0, a narrower entry restricts nothing, on Linode or off it.
   const narrow = ipv6.some((cidr) => cidr.endsWith("/0")) ? [] : ipv6;
   return narrow.length === 0 ? undefined : `allowedCidrs ${narrow.join(", ")}: IPv6 entries narrower than ::/0 are enforced by Linode's firewall only: ` +

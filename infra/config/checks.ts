@@ -170,9 +170,7 @@ export function normaliseCidr(text: string): string | undefined {
   return undefined;
 }
 
-export function isIPv6Cidr(cidr: string): boolean {
-  return cidr.includes(":");
-}
+export { isIPv6Cidr } from "./addresses.ts";
 
 /** How a value is shown in a message: strings quoted, objects as compact JSON. */
 export function show(value: unknown): string {

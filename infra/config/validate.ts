@@ -28,7 +28,7 @@ const MAX_CONTEXT_TOKENS = 1_048_576;
 const MIN_CONTEXT_TOKENS = 256;
 
 /** model.mediaPartTokens (and a provider's): the shim's fewest tokens a media part's estimate; 0 or unset, none (no one count suits every model). */
-const MEDIA_PART_TOKENS = { min: 0, max: MAX_CONTEXT_TOKENS, integer: true } as const;
+const MEDIA_PART_TOKENS_RANGE = { min: 0, max: MAX_CONTEXT_TOKENS, integer: true } as const;
 
 export interface ValidationContext {
   stack: string;
@@ -161,7 +161,7 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
     p.add("model.servedName", servedName, "must be 1-128 characters of letters, digits and . _ - / :, starting with a letter, digit or _");
   }
   const maxModelLen = p.number("model.maxModelLen", m.maxModelLen, { min: MIN_CONTEXT_TOKENS, max: MAX_CONTEXT_TOKENS, integer: true }) ?? DEFAULT_MAX_MODEL_LEN;
-  const mediaPartTokens = p.number("model.mediaPartTokens", m.mediaPartTokens, MEDIA_PART_TOKENS);
+  const mediaPartTokens = p.number("model.mediaPartTokens", m.mediaPartTokens, MEDIA_PART_TOKENS_RANGE);
   const gpuMemoryUtilization =
     p.number("model.gpuMemoryUtilization", m.gpuMemoryUtilization, { min: 0.1, max: 0.99 }) ?? DEFAULT_GPU_MEMORY_UTILIZATION;
   const extraArgs: string[] = [];
@@ -340,7 +340,7 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
     if (v.apiKey === undefined || v.apiKey === null || v.apiKey === "") p.add(`${at}.apiKey`, v.apiKey, `is required: pulumi config set --secret --path 'gpu-sandbox:providers[${i}].apiKey' <key>`);
     const maxOutputTokens = p.number(`${at}.maxOutputTokens`, v.maxOutputTokens, { min: 1, max: MAX_CONTEXT_TOKENS, integer: true });
     const maxModelLen = p.number(`${at}.maxModelLen`, v.maxModelLen, { min: MIN_CONTEXT_TOKENS, max: MAX_CONTEXT_TOKENS, integer: true });
-    const mediaPartTokens = p.number(`${at}.mediaPartTokens`, v.mediaPartTokens, MEDIA_PART_TOKENS);
+    const mediaPartTokens = p.number(`${at}.mediaPartTokens`, v.mediaPartTokens, MEDIA_PART_TOKENS_RANGE);
     if (model && name && apiKey && provider && PROVIDERS.includes(provider)) {
       out.push({ name, model, provider, apiKey, ...(maxOutputTokens !== undefined ? { maxOutputTokens } : {}), ...(maxModelLen !== undefined ? { maxModelLen } : {}), ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}) });
     }

@@ -90,7 +90,7 @@ export function hostFiles(input: CloudInitInput): HostFile[] {
  * as UTF-8 text (canonical/cloud-init PR #5751, still open, would let it take gzip), so gzipped
  * user data leaves a Linode host with none at all. Uncompressed, the scripts (kept readable,
  * with comments, for whoever debugs the host) would pass Linode's 16 KB limit; compressed
- * inside, the document is about two thirds of it.
+ * inside, the document is about three quarters of it (12.6 KB: under 4 KB to spare).
  */
 export function renderCloudInit(input: CloudInitInput): string {
   const doc = readYamlTemplate<CloudConfig>("cloud-init.yaml");

@@ -336,13 +336,6 @@ export function keyStatus(k: ApiKey, now = Date.now()): "revoked" | "expired" | 
 }
 
 /**
- * A key by id, or by name (names are what operators remember, but the shim does not make them
- * unique, so an ambiguous name asks for the id). A name means the key in use (active) that has
- * it; only when none does, the one key that had it and is no longer in use (revoked or expired):
- * such a key is still billed, reported and the target of a top-up retry (which the shim answers
- * from its first reply). A key rotated by expiry, a new one made with its name, is named by it.
- */
-/**
  * What `--key` refers to: as given first (a SHIM_CONFIG bootstrap key may have a name with spaces
  * at its ends); else trimmed, as the admin API stores names: a pasted " team-07" means team-07.
  */
@@ -350,6 +343,13 @@ export function keyReference(keys: readonly ApiKey[], given: string): string {
   return keys.some((k) => k.id === given || k.name === given) ? given : given.trim();
 }
 
+/**
+ * A key by id, or by name (names are what operators remember, but the shim does not make them
+ * unique, so an ambiguous name asks for the id). A name means the key in use (active) that has
+ * it; only when none does, the one key that had it and is no longer in use (revoked or expired):
+ * such a key is still billed, reported and the target of a top-up retry (which the shim answers
+ * from its first reply). A key rotated by expiry, a new one made with its name, is named by it.
+ */
 export function findKey(keys: readonly ApiKey[], given: string): ApiKey {
   const ref = keyReference(keys, given);
   const byId = keys.find((k) => k.id === ref);

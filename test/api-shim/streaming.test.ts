@@ -738,10 +738,10 @@ describe("usage in a stream's events, as the upstream happened to write them", (
 describe("a client that leaves a streamed image request early (a data URL, no running usage)", () => {
   let h: Harness;
   // A model configured with its count per image (Gemma 3's 256): every media part is estimated at least that.
-  const MEDIA_PART_TOKENS = 256;
+  const GEMMA_IMAGE_TOKENS = 256;
   beforeAll(async () => {
     h = await startShim({
-      file: { pricing: { ...FILE.pricing, models: { ...FILE.pricing.models, "gemma-3": { promptPer1k: 1, completionPer1k: 1000 } } }, models: [...FILE.models, { name: "gemma-3", maxModelLen: 8192, mediaPartTokens: MEDIA_PART_TOKENS }] },
+      file: { pricing: { ...FILE.pricing, models: { ...FILE.pricing.models, "gemma-3": { promptPer1k: 1, completionPer1k: 1000 } } }, models: [...FILE.models, { name: "gemma-3", maxModelLen: 8192, mediaPartTokens: GEMMA_IMAGE_TOKENS }] },
       fake: { models: [...FAKE.models, { name: "gemma-3" }] },
     });
   });
@@ -790,8 +790,8 @@ describe("a client that leaves a streamed image request early (a data URL, no ru
     await h.waitForRequestLog((e) => e.keyId === id);
     h.fake.reset();
     const promptCharged = (1000 * CREDIT - (await h.store.getKey(id))!.balance - CREDIT) / 1000; // 1000 µc a prompt token
-    expect(promptCharged).toBe(promptTokens("chat", body, MEDIA_PART_TOKENS));
-    expect(promptCharged).toBeGreaterThanOrEqual(8 * MEDIA_PART_TOKENS);
+    expect(promptCharged).toBe(promptTokens("chat", body, GEMMA_IMAGE_TOKENS));
+    expect(promptCharged).toBeGreaterThanOrEqual(8 * GEMMA_IMAGE_TOKENS);
     expect(promptCharged).toBeLessThanOrEqual(prompt); // below vLLM's count here: the fake's images are larger than the floor
   });
 
