@@ -72,9 +72,10 @@ export class BundleDirError extends Error {
 
 /**
  * Writes the bundle into `dir` (files 0644, scripts 0755, the directories it makes 0755, whatever
- * the umask), with `beside`: files written next to it but not part of it (render's cloud-init.yaml, which is not copied to the host). An earlier bundle
- * there is replaced whole: the files its manifest lists, and `beside`, are removed first, so
- * none the new bundle dropped lingers. Nothing else in `dir` is touched (an operator's .env or
+ * the umask), with `beside`: files written next to it but not part of it (render's
+ * cloud-init.yaml, which is not copied to the host). An earlier bundle there is replaced whole:
+ * the files its manifest lists, and `beside`, are removed first, so none the new bundle dropped
+ * lingers. Nothing else in `dir` is touched (an operator's .env or
  * notes, Pulumi's deploy/ staging), and when the bundle would write over a file that no earlier
  * bundle wrote, it throws BundleDirError before changing anything.
  */
