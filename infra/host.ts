@@ -1,6 +1,5 @@
 import { isoSeconds } from "../api-shim/src/period.ts";
-import { coveredBy } from "./config/addresses.ts";
-import { isIPv6Cidr } from "./config/checks.ts";
+import { coveredBy, isIPv6Cidr } from "./config/addresses.ts";
 import type { TlsMode } from "./config/types.ts";
 
 /**

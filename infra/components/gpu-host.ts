@@ -4,7 +4,7 @@ import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
 import { costOf, type GpuPlan } from "../catalog.ts";
 import { blockedDeployMessage, catalogDisagreements } from "../catalog-check.ts";
-import { isIPv6Cidr } from "../config/checks.ts";
+import { isIPv6Cidr } from "../config/addresses.ts";
 import type { TlsMode } from "../config/types.ts";
 import { isoSeconds } from "../../api-shim/src/period.ts";
 import { CREATED_AT_SUFFIX, hostExpiry, resourceNames, SSH_CLOSED, webPortSources } from "../host.ts";

@@ -170,8 +170,6 @@ export function normaliseCidr(text: string): string | undefined {
   return undefined;
 }
 
-export { isIPv6Cidr } from "./addresses.ts";
-
 /** How a value is shown in a message: strings quoted, objects as compact JSON. */
 export function show(value: unknown): string {
   if (value === undefined) return "(not set)";

@@ -1,8 +1,8 @@
 import { findPlan, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../catalog.ts";
 import { Secret } from "../secret.ts";
-import { OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
+import { isIPv6Cidr, OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
 import { ENV_VALUE_CHARACTERS, fitsEnvFile } from "./env-value.ts";
-import { isIPv6Cidr, normaliseCidr, Problems } from "./checks.ts";
+import { normaliseCidr, Problems } from "./checks.ts";
 import { CONFIG_KEYS, isSecretSetting, unknownSettingMessage } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
 import { flagWithValue, parallelLayout, reservedVllmFlag } from "./vllm.ts";

@@ -2,7 +2,7 @@ import { readdirSync } from "node:fs";
 import { gzipSync } from "fflate";
 import { stringify } from "yaml";
 import { HOST_PATHS, NVIDIA_DRIVER_BRANCH, resourceNames, volumeDevicePath } from "../host.ts";
-import { tarArchive } from "./tar.ts";
+import { tarArchive, type TarFile } from "./tar.ts";
 import { fillTemplateFile, readTemplate, readYamlTemplate, TEMPLATES_DIR } from "./template.ts";
 
 export interface CloudInitInput {
@@ -19,11 +19,7 @@ interface WriteFile {
 }
 
 /** A file the host gets from its user data: an absolute path, its text and its mode. */
-export interface HostFile {
-  readonly path: string;
-  readonly content: string;
-  readonly mode: number;
-}
+export type HostFile = TarFile;
 
 /**
  * Where the archive of the host's files is written before `runcmd` unpacks it into `/`. Kept
@@ -130,8 +126,7 @@ function toEnvFile(values: Readonly<Record<string, string>>): string {
  * gives the same bytes, with no timestamp (mtime 0) and a fixed OS byte.
  */
 export function encodeHostFiles(files: readonly HostFile[]): string {
-  const archive = tarArchive(files.map((f) => ({ path: f.path.replace(/^\//, ""), content: f.content, mode: f.mode })));
-  return Buffer.from(gzipSync(archive, { level: 9, mtime: 0 })).toString("base64");
+  return Buffer.from(gzipSync(tarArchive(files), { level: 9, mtime: 0 })).toString("base64");
 }
 
 /** Cloud-config as the Linode Metadata service takes it: base64 of the text, within its limit. */

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { isMap, isSeq, type Document } from "yaml";
 import type { Images, TenantConfig } from "../config.ts";
-import { isIPv6Cidr } from "../config/checks.ts";
+import { isIPv6Cidr } from "../config/addresses.ts";
 import { MAX_READY_TIMEOUT_MINUTES } from "../config/defaults.ts";
 import { providerKeyVar } from "./env-file.ts";
 import { readYamlDocument } from "./template.ts";

@@ -5,7 +5,7 @@
  * encoding of the same files would replace the instance.
  */
 export interface TarFile {
-  /** Relative to the directory it is extracted into (the host's `/`). */
+  /** Absolute: written without its leading "/", as GNU tar writes it, and extracted under `-C /`. */
   readonly path: string;
   readonly content: string;
   readonly mode: number;
@@ -24,9 +24,9 @@ export function tarArchive(files: readonly TarFile[]): Uint8Array {
 }
 
 function header(path: string, mode: number, size: number): Uint8Array {
-  const name = Buffer.from(path, "utf8");
+  const name = Buffer.from(path.replace(/^\/+/, ""), "utf8");
   // ustar's name field holds 100 bytes; the host's paths are far shorter, so no prefix field.
-  if (name.length > 99 || path.startsWith("/")) throw new Error(`tar: "${path}" must be a relative path under 100 bytes`);
+  if (name.length > 99 || !path.startsWith("/")) throw new Error(`tar: "${path}" must be an absolute path under 100 bytes`);
   const h = Buffer.alloc(BLOCK);
   name.copy(h, 0);
   const octal = (value: number, at: number, width: number) => h.write(`${value.toString(8).padStart(width - 1, "0")}\0`, at, "ascii");
