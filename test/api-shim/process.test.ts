@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { parse, stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/keys.ts";
 import { MAX_BALANCE_MICRO } from "../../api-shim/src/money.ts";
@@ -25,6 +25,16 @@ describe("the shim process", () => {
     const store = new SqliteStore(f.db());
     return store.audit().finally(() => store.close());
   };
+  /**
+   * The key's audit once a live process has released its holds. A settlement is written by the
+   * SQLite store's group commit in the event-loop turn after it (sqlite-store.ts, batched), so the
+   * client can have the whole answer a moment before the row says so; a hold never released fails here.
+   */
+  const releasedAudit = () => vi.waitFor(async () => {
+    const row = (await audit()).find((r) => r.keyId === key.id)!;
+    expect(row).toMatchObject({ held: 0, reservations: 0 });
+    return row;
+  }, { timeout: 2000, interval: 25 });
   const client = (p: ShimProcess) => shimClient(p, key.key);
   const openStream = (p: ShimProcess, maxTokens: number) => openKeyStream(p, key.key, maxTokens);
 
@@ -226,7 +236,7 @@ describe("the shim process", () => {
       expect(await res.json()).toMatchObject({ error: { type: "api_error", code: "upstream_timeout", message: "The model server did not respond in time." } });
       expect(ms).toBeGreaterThanOrEqual(500);
       expect(ms).toBeLessThan(1500);
-      expect((await audit()).find((r) => r.keyId === key.id)!).toMatchObject({ held: 0, reservations: 0 });
+      await releasedAudit();
       await output.stopCleanly(p);
     } finally {
       output.killAll(); // a failure here leaves no process holding the database for the next test
@@ -259,7 +269,7 @@ describe("the shim process", () => {
       expect(ms).toBeGreaterThanOrEqual(300);
       expect(ms).toBeLessThan(2000); // 300 ms configured, on undici's coarse timers (up to a second late)
       await closed;
-      expect((await audit()).find((r) => r.keyId === key.id)!).toMatchObject({ held: 0, reservations: 0 });
+      await releasedAudit();
       await output.stopCleanly(p);
     } finally {
       output.killAll();
