@@ -191,12 +191,15 @@ describe("a streamed answer without usage whose client leaves is charged its pro
   });
   afterAll(() => h.close());
 
-  /** The prompt tokens charged to a client that leaves once the second token came (the usage chunk comes 100 ms after the third). */
+  /**
+   * The prompt tokens charged to a client that leaves once the second token came. The answer has
+   * 48 more to go at 100 ms each, so a loaded machine cannot finish it before the client leaves.
+   */
   async function promptCharged(path: string, body: Record<string, unknown>): Promise<number> {
-    h.fake.set({ tokenDelayMs: 100, defaultTokens: 3 });
+    h.fake.set({ tokenDelayMs: 100, defaultTokens: 50 });
     const { id, key } = await h.createKey({ credits: 100, tier: "developer" });
     const ac = new AbortController();
-    const res = await fetch(`${h.url}${path}`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ stream: true, max_tokens: 3, ...body }) });
+    const res = await fetch(`${h.url}${path}`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ stream: true, max_tokens: 50, ...body }) });
     const reader = res.body!.getReader();
     let text = "";
     while (!text.includes("t2")) text += new TextDecoder().decode((await reader.read()).value);
@@ -231,15 +234,15 @@ describe("a streamed answer without usage whose client leaves is charged its pro
   });
 
   it("a prompt of digits: one token each (Qwen's tokenizer splits them), not a quarter of their bytes", async () => {
-    h.fake.set({ tokenDelayMs: 100, defaultTokens: 3 });
+    h.fake.set({ tokenDelayMs: 100, defaultTokens: 50 });
     const { id, key } = await h.createKey({ credits: 100, tier: "developer" });
     const messages = [{ role: "user", content: "1 ".repeat(20_000) }];
     const ac = new AbortController();
-    const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", stream: true, max_tokens: 3, messages }) });
+    const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", stream: true, max_tokens: 50, messages }) });
     const reader = res.body!.getReader();
     let text = "";
     while (!text.includes("t2")) text += new TextDecoder().decode((await reader.read()).value);
-    ac.abort(); // t3 and the usage chunk come 100 ms later
+    ac.abort(); // 48 tokens before the answer ends: it cannot end first, even on a loaded machine
     const line = await h.waitForRequestLog((l) => l.keyId === id);
     expect(line.status).toBe(499);
     // 20,000 digits, and the rest of the messages' JSON (the spaces, the roles) at 4 bytes a token.
