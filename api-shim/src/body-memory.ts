@@ -102,6 +102,16 @@ export class BodyMemory {
         transform: (chunk: Buffer, _encoding, next) => (hold.take(chunk.length) ? next(null, chunk) : next(full())),
       });
       payload.on("error", (e) => counted.destroy(e));
+      // Piped, the request is no longer Node's to drain: a body nobody reads (a route the shim does
+      // not serve, a GET, a refusal mid-body, which unpipes it) stayed in the socket, and the next
+      // request on the connection was never answered (straight to the shim; nginx sends bodies
+      // whole). So once the answer is sent its rest is read and dropped, uncounted, as Node drains
+      // an unread body: no cap (requestTimeout bounds how long), and nothing held.
+      reply.raw.once("finish", () => {
+        if (request.raw.complete) return;
+        payload.unpipe(counted);
+        payload.resume();
+      });
       done(null, payload.pipe(counted));
     };
   }

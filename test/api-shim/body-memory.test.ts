@@ -204,3 +204,108 @@ describe("request bodies held by requests in flight", () => {
     expect(small.status).toBe(200);
   }, 20_000);
 });
+
+/**
+ * A chunked body is piped through the hook's counter, so Node no longer drains it itself when the
+ * answer is sent first: nobody read it, the counter filled, and the next request on the
+ * connection was never answered (the socket closed at keepAliveTimeout). nginx buffers bodies and
+ * sends them whole, so this is a client straight to the shim (`npm run shim`, a sidecar).
+ */
+describe("chunked bodies left unread, straight to the shim: the connection is kept", () => {
+  let h: Harness;
+  let key: string;
+  afterEach(async () => {
+    await h?.close();
+  });
+  const start = async (env: Record<string, string> = {}) => {
+    h = await startShim({ env });
+    ({ key } = await h.createKey({ credits: 100 }));
+  };
+
+  /** Writes `parts` on one connection; resolves with the statuses answered once `want` are (or 4 s passed). */
+  async function exchange(parts: (string | Buffer)[], want: number): Promise<string[]> {
+    const u = new URL(h.url);
+    const s = net.connect(Number(u.port), u.hostname);
+    await once(s, "connect");
+    let got = "";
+    s.on("data", (d) => (got += String(d)));
+    s.on("error", () => {});
+    for (const p of parts) s.write(p);
+    const statuses = () => got.match(/HTTP\/1\.1 \d{3}/g) ?? [];
+    await pollUntil(() => statuses().length >= want, 4000, 20);
+    s.destroy();
+    return statuses();
+  }
+  const models = () => `GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\n\r\n`;
+  const chunked = (method: string, path: string, contentType: string, bytes: number) => {
+    const chunk = `${(16 * 1024).toString(16)}\r\n${"f".repeat(16 * 1024)}\r\n`;
+    return `${method} ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: ${contentType}\r\ntransfer-encoding: chunked\r\n\r\n${chunk.repeat(bytes / (16 * 1024))}0\r\n\r\n`;
+  };
+
+  it("a chunked multipart upload to a route the shim does not serve: 404, then the next request is answered", async () => {
+    await start();
+    expect(await exchange([chunked("POST", "/v1/files", "multipart/form-data; boundary=zz", MiB), models()], 2)).toEqual(["HTTP/1.1 404", "HTTP/1.1 200"]);
+  });
+
+  it("the same upload sent with a Content-Length (Node drains it itself): 404, then the next request", async () => {
+    await start();
+    const head = `POST /v1/files HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: multipart/form-data; boundary=zz\r\ncontent-length: ${MiB}\r\n\r\n`;
+    expect(await exchange([head, Buffer.alloc(MiB, 102), models()], 2)).toEqual(["HTTP/1.1 404", "HTTP/1.1 200"]);
+  });
+
+  it("a chunked text/plain body to a route that reads JSON, refused at its first byte (400): the next request is answered", async () => {
+    await start();
+    expect(await exchange([chunked("POST", "/v1/chat/completions", "text/plain", MiB), models()], 2)).toEqual(["HTTP/1.1 400", "HTTP/1.1 200"]);
+  });
+
+  it("a GET with a chunked body: answered, then the next request", async () => {
+    await start();
+    expect(await exchange([chunked("GET", "/v1/models", "text/plain", MiB), models()], 2)).toEqual(["HTTP/1.1 200", "HTTP/1.1 200"]);
+  });
+
+  it("a chunked body refused for want of room mid-body (503): the connection is closed at once (Fastify's rule after a parser's error), not left hanging, and nothing is held", async () => {
+    await start({ SHIM_BODY_MEMORY_BYTES: String(1 * MiB) });
+    // Held by a slow upload (Content-Length 1 MiB, headers only), so a second large body has no room.
+    const u = new URL(h.url);
+    const holder = net.connect(Number(u.port), u.hostname);
+    await once(holder, "connect");
+    holder.write(`POST /v1/embeddings HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ncontent-length: ${MiB}\r\n\r\n`);
+    await pollUntil(async () => (await metric(h, "shim_body_memory_bytes")) === MiB, 3000, 20);
+    const s = net.connect(Number(u.port), u.hostname);
+    s.on("error", () => {});
+    let got = "";
+    s.on("data", (d) => (got += String(d)));
+    const closed = once(s, "close");
+    s.write(chunked("POST", "/v1/embeddings", "application/json", 2 * MiB));
+    expect(await Promise.race([closed.then(() => "closed"), sleep(3000).then(() => "open")])).toBe("closed");
+    expect(got).toMatch(/^HTTP\/1\.1 503 [^]*connection: close/i);
+    holder.destroy();
+    expect(await pollUntil(async () => (await metric(h, "shim_body_memory_bytes")) === 0, 3000, 20)).toBe(true);
+  });
+
+  it("a large chunked body nobody reads is drained as it comes and not held: the gauge is back at 0, the next request answered", async () => {
+    await start();
+    const u = new URL(h.url);
+    const s = net.connect(Number(u.port), u.hostname);
+    await once(s, "connect");
+    let got = "";
+    s.on("data", (d) => (got += String(d)));
+    s.write(`POST /v1/files HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: multipart/form-data; boundary=zz\r\ntransfer-encoding: chunked\r\n\r\n`);
+    await pollUntil(() => got.includes("HTTP/1.1 404"), 3000, 20);
+    // 64 MiB after the answer, past SHIM_MAX_BODY_BYTES: read and dropped, not kept nor counted.
+    const chunk = Buffer.from(`${(MiB).toString(16)}\r\n${"f".repeat(MiB)}\r\n`);
+    for (let i = 0; i < 64; i++) if (!s.write(chunk)) await once(s, "drain");
+    expect(await metric(h, "shim_body_memory_bytes")).toBe(0);
+    s.write(`0\r\n\r\n${models()}`);
+    await pollUntil(() => (got.match(/HTTP\/1\.1 \d{3}/g) ?? []).length === 2, 3000, 20);
+    s.destroy();
+    expect(got.match(/HTTP\/1\.1 \d{3}/g)).toEqual(["HTTP/1.1 404", "HTTP/1.1 200"]);
+  }, 20_000);
+
+  it("a chunked JSON body that is read (a chat): answered, then the next request", async () => {
+    await start();
+    const b = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 });
+    const chat = `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n${b.length.toString(16)}\r\n${b}\r\n0\r\n\r\n`;
+    expect(await exchange([chat, models()], 2)).toEqual(["HTTP/1.1 200", "HTTP/1.1 200"]);
+  });
+});
