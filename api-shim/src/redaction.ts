@@ -145,15 +145,33 @@ function replaceShapes(text: string, pattern: RegExp, model: string, hide: (m: R
   return done === 0 ? text : out + text.slice(done);
 }
 
+/** Longest model name looked at for the log: redacting and decoding cost grows with it, and 200 characters are shown. */
+const MODEL_LOOKED_AT = 400;
+
+/**
+ * `text` without the run of key characters it ends in (letters, digits, `_`, and `%` for their
+ * percent-encoded forms), for text cut before it is redacted: a key cut short (a bare key's
+ * secret of 31 of its 32 characters, or ending in a `%4` that no longer decodes) matches no key
+ * pattern, and shrinking what precedes it (`sk-gs-…` to `sk-gs-[redacted]`) brought it within
+ * the characters logged. Backwards, as wholeWords: no regex scans a run again from each of its
+ * characters.
+ */
+function withoutKeyTail(text: string): string {
+  let end = text.length;
+  while (end > 0 && /[A-Za-z0-9_%]/.test(text[end - 1]!)) end--;
+  return text.slice(0, end);
+}
+
 /**
  * A client-chosen model name as every log line shows it: keys and the deployment's secrets
- * (`hideSecrets`, secretRedactor) redacted before the cut, so no secret is left half shown, and
- * at most 200 characters. Without a model list, the upstream may accept any name. As sent,
- * unless a key or a secret shows in it once decoded (or it is encoded too deeply to tell): then
- * decoded, with them hidden.
+ * (`hideSecrets`, secretRedactor) redacted before the cut to at most 200 characters, so no
+ * secret is left half shown. Only its first MODEL_LOOKED_AT characters are looked at, less the
+ * key characters the cut falls in (withoutKeyTail). Without a model list, the upstream may accept
+ * any name. As sent, unless a key or a secret shows in it once decoded (or it is encoded too
+ * deeply to tell): then decoded, with them hidden.
  */
 export function loggedModel(model: string, hideSecrets: (text: string) => string): string {
-  const text = model.slice(0, 400);
+  const text = model.length > MODEL_LOOKED_AT ? withoutKeyTail(model.slice(0, MODEL_LOOKED_AT)) : model;
   // Nothing encoded (every name a client sends in practice): one pass, the same result.
   const hidden = redactLoggedKeys(text.includes("%") ? decoded(text, hideSecrets) : hideSecrets(text));
   return (hidden === layers(text).at(-1) ? text : hidden).slice(0, 200);
@@ -194,13 +212,14 @@ function layers(text: string, each: (layer: string) => string = same): string[] 
 
 /**
  * The last of `text`'s layers, with `each` given every one. What is still encoded after three
- * layers (no client encodes deeper, but anyone may) is cut: decoded once more by whoever reads
- * the log, it could be a key or a secret.
+ * layers (no client encodes deeper, but anyone may) is cut, with the key characters before it
+ * (withoutKeyTail): decoded once more by whoever reads the log, it could be a key or a secret.
  */
 function decoded(text: string, each: (layer: string) => string = same): string {
   const last = layers(text, each).at(-1)!;
   const deeper = last.search(/%[0-7][0-9A-Fa-f]/);
-  return deeper === -1 ? last : `${last.slice(0, deeper)}[encoded too deeply]`;
+  // Cut, then redacted: a key whose end is still encoded is dropped whole, not shown but for its end.
+  return deeper === -1 ? last : `${withoutKeyTail(last.slice(0, deeper))}[encoded too deeply]`;
 }
 
 /** nginx passes request lines of at most 8 KiB; a longer URL came straight to the shim. */

@@ -299,6 +299,30 @@ describe("keys", () => {
     }
   });
 
+  it("shows no part of a key cut where a model name or a path is cut before redaction (400 characters, or what is encoded too deeply)", () => {
+    const none = (t: string) => t;
+    const { id, key } = generateKey();
+    const bare = key.slice("sk-gs-".length); // <id>_<secret>
+    const secret = bare.slice(id.length + 1);
+    // Six keys before it shrink to sk-gs-[redacted] once redacted, bringing what stood at 400 within
+    // the 200 logged: a bare key cut to 31 of its 32 secret characters matched no key pattern.
+    const others = Array.from({ length: 6 }, () => generateKey().key).join(" ");
+    const pad = " ".repeat(400 - others.length - (id.length + 1) - 31);
+    const cutInSecret = loggedModel(`${others}${pad}${bare}`, none);
+    expect(cutInSecret).not.toContain(secret.slice(0, 8));
+    expect(cutInSecret.startsWith(Array(6).fill("sk-gs-[redacted]").join(" "))).toBe(true);
+    // Cut inside a percent-encoding that would have ended the secret: `%4` decodes to nothing.
+    const encodedEnd = `${others}${pad.slice(1)}${bare.slice(0, -2)}%${bare.charCodeAt(bare.length - 2).toString(16)}`;
+    expect(encodedEnd.length).toBe(401);
+    expect(loggedModel(encodedEnd, none)).not.toContain(secret.slice(0, 8));
+    // The secret's last character encoded four times: what three layers of decoding leave is cut there.
+    let deep = `%${bare.charCodeAt(bare.length - 1).toString(16)}`;
+    for (let i = 0; i < 3; i++) deep = encodeURIComponent(deep);
+    const spelt = `${bare.slice(0, -1)}${deep}`;
+    expect(redactedPath(`/v1/models/${spelt}`, none)).toBe("/v1/models/[encoded too deeply]");
+    expect(loggedModel(`x-${spelt}`, none)).toBe("x-[encoded too deeply]");
+  });
+
   it("leaves a model name alone in the messages a client sees: a bare-key shape is redacted in logs only", () => {
     const azure = "gpt-4o-mini-2024-07-18.ft-0ab3f80e4f2242929258fff45b56a9ce";
     const base62 = `org-${"Ab3".repeat(10)}xY`; // 32 letters and digits, not hex
