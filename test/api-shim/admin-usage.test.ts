@@ -349,7 +349,7 @@ describe("keys of a free tenant (pricing.request: 0: a request holds no credit)"
     const h = await startShim({ file: { pricing: { request: 0 }, models: [{ name: "qwen2.5-7b" }] } });
     try {
       const { key, id } = await h.createKey({ credits: 0 });
-      h.fake.set({ headerDelayMs: 1000 });
+      h.fake.set({ headerDelayMs: 3500 }); // in flight while the test looks, however loaded the machine (the harness times the upstream out at 5 s)
       const running = h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
       const shown = async () => ((await (await h.admin("/admin/keys")).json()) as { data: { id: string; held: number; requests_in_flight: number }[] }).data.find((k) => k.id === id)!;
       await expect.poll(async () => (await shown()).requests_in_flight).toBe(1);

@@ -28,13 +28,14 @@ describe("the shim process", () => {
   /**
    * The key's audit once a live process has released its holds. A settlement is written by the
    * SQLite store's group commit in the event-loop turn after it (sqlite-store.ts, batched), so the
-   * client can have the whole answer a moment before the row says so; a hold never released fails here.
+   * client can have the whole answer a moment before the row says so; a hold never released fails
+   * here. Each look opens a store (up to a second on a loaded machine), hence the long timeout.
    */
   const releasedAudit = () => vi.waitFor(async () => {
     const row = (await audit()).find((r) => r.keyId === key.id)!;
     expect(row).toMatchObject({ held: 0, reservations: 0 });
     return row;
-  }, { timeout: 2000, interval: 25 });
+  }, { timeout: 10_000, interval: 25 });
   const client = (p: ShimProcess) => shimClient(p, key.key);
   const openStream = (p: ShimProcess, maxTokens: number) => openKeyStream(p, key.key, maxTokens);
 
@@ -42,8 +43,12 @@ describe("the shim process", () => {
     f.fake.set({ tokenDelayMs: 50, defaultTokens: 2000 });
     const first = await start();
     const streams = await Promise.all(Array.from({ length: 50 }, () => openStream(first, 2000)));
-    const during = (await audit()).find((r) => r.keyId === key.id)!;
-    expect(during.reservations).toBe(50); // the kill really lands on 50 open holds
+    // The kill really lands on 50 open holds (each written by the group commit after its request: waited for).
+    const during = await vi.waitFor(async () => {
+      const row = (await audit()).find((r) => r.keyId === key.id)!;
+      expect(row.reservations).toBe(50);
+      return row;
+    }, { timeout: 10_000, interval: 25 });
     expect(during.held).toBe(50 * (1 + 2000) * CREDIT); // each: the request credit + 2,000 completion tokens at 1 credit
     first.child.kill("SIGKILL");
     expect((await first.exited).signal).toBe("SIGKILL");
