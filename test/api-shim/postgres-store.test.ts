@@ -584,7 +584,7 @@ describe("PostgresStore", () => {
     expect(await pollUntil(() => cut.owner !== before)).toBe(true);
     // Its relock swept its own hold: the credit was admitted again, and one request was served free.
     expect(await other.releaseStaleReservations()).toBe(0);
-    expect(await other.reserve({ reservationId: "second", keyId: "k", amount: 1, at: 1 })).toEqual({ ok: false, available: 0 });
+    expect(await other.reserve({ reservationId: "second", keyId: "k", amount: 1, at: 1 })).toEqual({ ok: false, available: 0, balance: 1 });
     expect(await cut.settle({ reservationId: "inflight", keyId: "k", hold: 1, cost: 1, usage: usage("k", "q1", 1) })).toEqual({ available: 0, charged: 1 });
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 0, held: 0, ledgerSum: 0, reservations: 0, reservedSum: 0 }]);
   });
@@ -612,7 +612,7 @@ describe("PostgresStore", () => {
     // Under the old, lockless owner id it was released: the credit admitted twice, the request charged 0.
     expect(await sql("SELECT owner FROM reservations WHERE id = 'inflight'")).toEqual([{ owner: cut.owner }]);
     expect(await other.releaseStaleReservations()).toBe(0);
-    expect(await other.reserve({ reservationId: "second", keyId: "k", amount: 1, at: 1 })).toEqual({ ok: false, available: 0 });
+    expect(await other.reserve({ reservationId: "second", keyId: "k", amount: 1, at: 1 })).toEqual({ ok: false, available: 0, balance: 1 });
     expect(await cut.settle({ reservationId: "inflight", keyId: "k", hold: 1, cost: 1, usage: usage("k", "q1", 1) })).toEqual({ available: 0, charged: 1 });
   });
 
@@ -639,7 +639,7 @@ describe("PostgresStore", () => {
       expect(await s.releaseStaleReservations()).toBe(0);
       await new Promise((r) => setTimeout(r, 600)); // its grace over
       expect(released.reduce((a, n) => a + n, 0)).toBe(0);
-      expect(await store.reserve({ reservationId: "second", keyId: "k", amount: 1, at: 1 })).toEqual({ ok: false, available: 0 });
+      expect(await store.reserve({ reservationId: "second", keyId: "k", amount: 1, at: 1 })).toEqual({ ok: false, available: 0, balance: 1 });
       expect(await s.settle({ reservationId: "live", keyId: "k", hold: 1, cost: 1, usage: usage("k", "q", 1) })).toEqual({ available: 0, charged: 1 });
     } finally {
       await proxy.close();

@@ -43,8 +43,8 @@ export const SETTLED = "SELECT -amount AS charged FROM ledger WHERE key_id = $1 
 export const AVAILABLE = "SELECT balance - held AS available FROM keys WHERE id = $1";
 /** Waits for (and takes, to the end of its transaction) the key's row: what a settlement's second try does before it looks (settleAgainOn). */
 export const LOCK_KEY = "SELECT 1 FROM keys WHERE id = $1 FOR UPDATE";
-/** Why a hold was refused: what is available, and whether the key was revoked or expired (at $2). */
-export const REFUSAL = "SELECT balance - held AS available, (revoked_at IS NOT NULL OR coalesce(expires_at <= $2, false)) AS inactive FROM keys WHERE id = $1";
+/** Why a hold was refused: what is available, the balance, and whether the key was revoked or expired (at $2). */
+export const REFUSAL = "SELECT balance - held AS available, balance, (revoked_at IS NOT NULL OR coalesce(expires_at <= $2, false)) AS inactive FROM keys WHERE id = $1";
 /** Releases one hold, uncharged (no ledger row): what a failed request's hold becomes. */
 /** Releases the holds among ids $1 (a batch), uncharged; returns the ids it found. */
 export const RELEASE = `WITH r AS (DELETE FROM reservations WHERE id = ANY($1::text[]) RETURNING id, key_id, amount),

@@ -317,8 +317,9 @@ export class PostgresStore implements Store {
       } finally {
         if (!held) this.unsettled.delete(input.reservationId);
       }
-      const why = (await this.pool.query<{ available: number; inactive: boolean }>({ name: "refusal", text: REFUSAL, values: [input.keyId, input.at] })).rows[0];
-      return { ok: false, available: why?.available ?? 0, ...(why === undefined || why.inactive ? { inactive: true } : {}) };
+      const why = (await this.pool.query<{ available: number; balance: number; inactive: boolean }>({ name: "refusal", text: REFUSAL, values: [input.keyId, input.at] })).rows[0];
+      if (why === undefined || why.inactive) return { ok: false, available: why?.available ?? 0, inactive: true };
+      return { ok: false, available: why.available, balance: why.balance };
     });
   }
 

@@ -58,7 +58,7 @@ export class Batch {
     const a = this.account(input.keyId);
     if (a === undefined || !keyIsLive(a, input.at)) return { ok: false, available: a ? a.balance - a.held : 0, inactive: true };
     const available = a.balance - a.held;
-    if (available < input.amount) return { ok: false, available };
+    if (available < input.amount) return { ok: false, available, balance: a.balance };
     a.held += input.amount;
     a.dHeld += input.amount;
     a.dHolds++;

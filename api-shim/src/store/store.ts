@@ -76,8 +76,15 @@ export interface ReserveInput {
   amount: number;
   at: number;
 }
-/** Refused: not enough available, or `inactive` (the key was revoked or expired after it authenticated). */
-export type ReserveResult = { ok: true; available: number } | { ok: false; available: number; inactive?: boolean };
+/**
+ * Refused: not enough available, with the key's `balance` (whether it alone covers the hold, so
+ * only other requests' holds stand in the way: inference.ts waits a little for them to settle),
+ * or `inactive` (the key was revoked or expired after it authenticated).
+ */
+export type ReserveResult =
+  | { ok: true; available: number }
+  | { ok: false; available: number; balance: number; inactive?: undefined }
+  | { ok: false; available: number; inactive: true };
 
 export interface SettleInput {
   reservationId: string;
