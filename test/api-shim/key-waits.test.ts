@@ -1,0 +1,50 @@
+import { describe, expect, it } from "vitest";
+import { FINISHING_GRACE_MS, KeyWaiters } from "../../api-shim/src/key-waits.ts";
+
+describe("KeyWaiters: a refused request waiting for its key's other requests to give something back", () => {
+  it("tries again when its key is woken, not before its poll for another key's wake", async () => {
+    const w = new KeyWaiters();
+    let free = false;
+    let tries = 0;
+    const started = performance.now();
+    const got = w.retry("k", 1, new AbortController().signal, () => (++tries, free || undefined));
+    await new Promise((r) => setTimeout(r, 10));
+    w.wake("other", 1);
+    free = true;
+    w.wake("k", 1);
+    expect(await got).toBe(true);
+    expect(performance.now() - started).toBeLessThan(90); // woken, not polled (100 ms)
+    expect(tries).toBe(2);
+  });
+
+  it("a wake tries again only the waiters its room can admit, not every waiter of the key at every settlement", async () => {
+    const w = new KeyWaiters();
+    const tries = { a: 0, b: 0, c: 0 };
+    const waits = (["a", "b", "c"] as const).map((n, i) => w.retry("k", [40, 70, 30][i]!, new AbortController().signal, () => void tries[n]++));
+    await new Promise((r) => setTimeout(r, 10));
+    w.wake("k", 75); // a (40) and c (30) fit together; b (70) does not after a
+    await new Promise((r) => setTimeout(r, 10));
+    expect(tries).toEqual({ a: 2, b: 1, c: 2 });
+    await Promise.all(waits);
+  });
+
+  it("gives up after the grace, trying again on its poll meanwhile (a hold settled by another replica wakes nobody)", async () => {
+    const w = new KeyWaiters();
+    let tries = 0;
+    const started = performance.now();
+    expect(await w.retry("k", 1, new AbortController().signal, () => void tries++)).toBeUndefined();
+    expect(performance.now() - started).toBeGreaterThanOrEqual(FINISHING_GRACE_MS - 20);
+    expect(tries).toBeGreaterThanOrEqual(4);
+  });
+
+  it("stops at once when its signal aborts (the client left), and an attempt's failure is thrown", async () => {
+    const w = new KeyWaiters();
+    const ac = new AbortController();
+    const started = performance.now();
+    const got = w.retry("k", 1, ac.signal, () => undefined);
+    setTimeout(() => ac.abort(), 20);
+    expect(await got).toBeUndefined();
+    expect(performance.now() - started).toBeLessThan(FINISHING_GRACE_MS / 2);
+    await expect(w.retry("k", 1, new AbortController().signal, () => Promise.reject(new Error("store down")))).rejects.toThrow("store down");
+  });
+});
