@@ -12,6 +12,7 @@ import type { RequestState, ShimContext } from "./context.ts";
 import { clientErrorHandler, markIfAnsweredEarly, refusalOf, requestArrived } from "./client-errors.ts";
 import { errorHandler, notJson, sendError, ShimError, toShimError } from "./errors.ts";
 import { Inflight } from "./inflight.ts";
+import { KeyWaiters } from "./key-waits.ts";
 import { jsonShapeProblem } from "./json-shape.ts";
 import { requestLogger } from "./logger.ts";
 import { Metrics } from "./metrics.ts";
@@ -58,6 +59,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     pricer: new Pricer(config.pricing, config.models),
     limiter: new RateLimiter(deps.clock, config.unauthenticatedRpm),
     inflight: new Inflight(),
+    holdsSettled: new KeyWaiters(),
     answerMemory: new AnswerMemory(config.answerMemoryBytes),
     bodyMemory: new BodyMemory(config.bodyMemoryBytes),
   };

@@ -5,6 +5,7 @@ import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { formatCredits } from "./money.ts";
 import { type IpScope, rateLimitHeaders, tokensWait } from "./rate-limit.ts";
 import { ClientLeftError, type KeyRecord, keyIsLive, type ReportsBusyError } from "./store/store.ts";
+import { clientLeftSignal } from "./routes/client-left.ts";
 import { urlPath } from "./text.ts";
 
 /**
@@ -13,7 +14,7 @@ import { urlPath } from "./text.ts";
  * so guessing keys is throttled like any other unauthenticated traffic.
  */
 export function authHook(ctx: ShimContext) {
-  return async function authenticate(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
+  return async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     // Probes and scrapes (routes registered with PUBLIC_ROUTE) answer without authentication and
     // without the per-IP limit. The router has matched the route already, so every spelling of
     // it (`/metrics/`, `/metrics?x`) gets the same rule.
@@ -66,7 +67,9 @@ export function authHook(ctx: ShimContext) {
     // has parsed. Only looked at here (in the handler's order); the handler takes the place and
     // the estimate, checking again (other requests may have taken them while the body arrived).
     if (!inference) return;
-    if (limits.concurrency !== null && ctx.limiter.full(key.id, limits.concurrency)) throw tooManyInFlight(ctx, request.auth, limits.concurrency);
+    if (limits.concurrency !== null && ctx.limiter.full(key.id, limits.concurrency) && !(await placeFreed(ctx, request, reply, limits.concurrency, false))) {
+      throw tooManyInFlight(ctx, request.auth, limits.concurrency);
+    }
     if (wait > 0) throw tokensSpent(ctx, request.auth, wait);
   };
 }
@@ -127,7 +130,19 @@ export function tokensSpent(ctx: ShimContext, auth: Auth, retryMs: number): Shim
   return rateLimited(retryMs, giveBackRequest(ctx, auth, true));
 }
 
-/** A key's tier caps its requests in flight, and that many are: retry when one ends. */
+/**
+ * For a request whose key has `limit` requests in flight already: whether one of them ended within
+ * FINISHING_GRACE_MS (a stream its client has just stopped ends a few ms after the client closed;
+ * key-waits.ts), its place then taken (`take`: the handler) or only seen free (the auth hook,
+ * before the body is read). False when none did, or the client left meanwhile.
+ */
+export async function placeFreed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, limit: number, take: boolean): Promise<boolean> {
+  const keyId = request.auth!.key.id;
+  const free = take ? () => ctx.limiter.enter(keyId, limit) || undefined : () => !ctx.limiter.full(keyId, limit) || undefined;
+  return (await ctx.limiter.placeWaiters.retry(keyId, 1, clientLeftSignal(reply), free)) === true;
+}
+
+/** A key's tier caps its requests in flight, and that many are (past the grace placeFreed waits): retry when one ends. */
 export function tooManyInFlight(ctx: ShimContext, auth: Auth, limit: number): ShimError {
   // The wire code is OpenAI's rate_limit_exceeded; the log says which limit.
   return rateLimited(1000, giveBackRequest(ctx, auth, true), { message: `Too many requests in flight for this key: its tier allows ${limit} at once. Retry when one has finished.`, logCode: "too_many_in_flight" });

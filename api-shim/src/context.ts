@@ -3,6 +3,7 @@ import type { BodyHold, BodyMemory } from "./body-memory.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig, TierLimits } from "./config.ts";
 import type { Inflight } from "./inflight.ts";
+import type { KeyWaiters } from "./key-waits.ts";
 import type { RequestLine } from "./logger.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Pricer } from "./pricing.ts";
@@ -24,6 +25,8 @@ export interface ShimContext {
   pricer: Pricer;
   limiter: RateLimiter;
   inflight: Inflight;
+  /** Requests refused a credit hold, waiting a little for their key's holds to settle (settlement.ts wakes them). */
+  holdsSettled: KeyWaiters;
   answerMemory: AnswerMemory;
   bodyMemory: BodyMemory;
 }

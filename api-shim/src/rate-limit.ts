@@ -1,6 +1,7 @@
 import type { Clock } from "./clock.ts";
 import { addressBucket } from "./client-address.ts";
 import type { TierLimits } from "./config.ts";
+import { KeyWaiters } from "./key-waits.ts";
 
 /** Which unauthenticated budget of an address: failed admin tokens have their own. */
 export type IpScope = "any" | "admin";
@@ -138,6 +139,8 @@ export class RateLimiter {
   private readonly ips = new Map<string, TokenBucket>();
   /** Requests in flight per key id (a tier's concurrency cap counts them). */
   private readonly inFlight = new Map<string, number>();
+  /** Requests refused a place in flight, waiting a little for one of their key's to end (`leave`). */
+  readonly placeWaiters = new KeyWaiters();
   private readonly ipRpm: number | null;
 
   constructor(clock: Clock, unauthenticatedRpm: number | null) {
@@ -183,6 +186,7 @@ export class RateLimiter {
     const n = (this.inFlight.get(keyId) ?? 1) - 1;
     if (n > 0) this.inFlight.set(keyId, n);
     else this.inFlight.delete(keyId);
+    this.placeWaiters.wake(keyId, 1);
   }
 
   /**

@@ -65,6 +65,8 @@ export class Settlement {
         ms: Math.round(performance.now() - request.shim.start), served: usage !== null,
       },
     });
+    // Requests of the key refused while this hold stood may now be covered (inference.ts).
+    ctx.holdsSettled.wake(keyId, available);
     request.shim.tokens = tokens;
     request.shim.cost = charged;
     request.shim.available = available;

@@ -341,7 +341,8 @@ describe("rate limits through the shim", () => {
       const { key } = await h.createKey({ tier: "one", credits: 1000 });
       h.fake.set({ tokenDelayMs: 20, defaultTokens: 1000 });
       const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 1000, stream: true });
-      const { answers, bigParses } = await sendHeavyBodies(h, key, 20);
+      // 12, past the 9 requests/min left: each waits FINISHING_GRACE_MS for a place first (unread).
+      const { answers, bigParses } = await sendHeavyBodies(h, key, 12);
       expect(bigParses).toBe(0);
       for (const a of answers) expect(a).toMatchObject({ status: 429, retryAfter: "1", body: { error: { code: "rate_limit_exceeded", message: expect.stringMatching(/allows 1 at once/) } } });
       // None spent the requests/min budget: the stream took 1 of the 10.

@@ -5,9 +5,10 @@ import { ClientLeftError } from "../store/store.ts";
 
 /**
  * Aborts when the client leaves before its answer is sent, for work that may wait its turn (a
- * usage report on Postgres): a client that gave up, and perhaps retried, should not keep a place.
+ * usage report on Postgres, a request waiting for its key's requests to finish: key-waits.ts): a
+ * client that gave up, and perhaps retried, should not keep a place.
  */
-function clientLeftSignal(reply: FastifyReply): AbortSignal {
+export function clientLeftSignal(reply: FastifyReply): AbortSignal {
   const ac = new AbortController();
   const raw = reply.raw;
   if (raw.destroyed) ac.abort(new ClientLeftError());

@@ -4,15 +4,17 @@ import { admission, checked, forwarded } from "../admission.ts";
 import { UsageScanner, usageOfBody } from "../answer-body.ts";
 import { spliceJsonBytes } from "../json-splice.ts";
 import { finishRequest } from "../app.ts";
-import { authHeaders, deadKey, tooManyInFlight } from "../auth.ts";
+import { authHeaders, deadKey, placeFreed, tooManyInFlight } from "../auth.ts";
 import { INFERENCE_ROUTE, type ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
 import type { ModelConfig } from "../config.ts";
 import type { InferenceKind, InferenceRequest } from "../inference-request.ts";
 import { formatCredits } from "../money.ts";
 import type { Usage } from "../pricing.ts";
+import { clientLeftSignal } from "./client-left.ts";
 import { writeWithBackpressure } from "../response-writer.ts";
 import { Settlement } from "../settlement.ts";
+import type { ReserveInput, ReserveResult } from "../store/store.ts";
 import { relayStream } from "../stream.ts";
 import { countUpstreamFailure, isAbort, readBody, readLimited, unreachable, upstreamErrorBody, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
 
@@ -53,9 +55,9 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
   // key re-applied by another replica's start) has its requests already in flight counted. (The
   // auth hook refused a key at its cap before its body was read; others may have taken the last
-  // place since.)
+  // place since, and one of them may be ending: placeFreed waits a little for it.)
   const cap = auth.limits.concurrency;
-  if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity)) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
+  if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity) && !(await placeFreed(ctx, request, reply, cap!, true))) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
   try {
     return await admitted(ctx, kind, upstreamPath, request, reply, req, modelConfig, batch);
   } finally {
@@ -90,7 +92,10 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   };
   let reserved;
   try {
-    reserved = await ctx.store.reserve({ reservationId, keyId: auth.key.id, amount: hold, at: ctx.clock.now() });
+    const input = { reservationId, keyId: auth.key.id, amount: hold, at: ctx.clock.now() };
+    reserved = await ctx.store.reserve(input);
+    // Refused, though the balance covers it: only the key's other holds are in the way.
+    if (!reserved.ok && !reserved.inactive && reserved.balance >= hold) reserved = await reserveAsHoldsSettle(ctx, reply, input, reserved, ac.signal);
   } finally {
     // Not admitted (refused or the store failed): the admission estimate goes back to the bucket.
     if (!reserved?.ok) {
@@ -102,6 +107,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     // Revoked or expired since it authenticated (while its body was still arriving): refused as
     // any dead key is, before anything is forwarded or charged.
     if (reserved.inactive) throw deadKey(ctx, request);
+    // A drain cut it while it waited for holds to settle: another replica (or this one restarted) may admit it.
+    if (ac.signal.aborted) throw shuttingDown();
     const required = formatCredits(hold);
     const available = formatCredits(reserved.available);
     throw new ShimError("insufficient_credits", {
@@ -256,6 +263,23 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     if (reply.raw.writableFinished || reply.raw.destroyed) over();
     else reply.raw.once("close", over);
   }
+}
+
+/**
+ * A hold refused while the key's balance covers it (`refused`): the key's other requests hold the
+ * rest, and one may be finishing (a stream its client has just stopped settles a few ms after the
+ * client closed). Tried again as the key's holds settle here, for FINISHING_GRACE_MS (key-waits.ts);
+ * the last refusal when they did not make room in time, the balance fell short of it, or the
+ * client left or a drain cut it (`signal`) meanwhile. A store failure is thrown as the first
+ * reserve's would be.
+ */
+async function reserveAsHoldsSettle(ctx: ShimContext, reply: FastifyReply, input: ReserveInput, refused: ReserveResult, signal: AbortSignal): Promise<ReserveResult> {
+  let last = refused;
+  const settled = await ctx.holdsSettled.retry(input.keyId, input.amount, AbortSignal.any([signal, clientLeftSignal(reply)]), async () => {
+    last = await ctx.store.reserve({ ...input, at: ctx.clock.now() });
+    return last.ok || last.inactive || last.balance < input.amount ? last : undefined;
+  });
+  return settled ?? last;
 }
 
 /**
