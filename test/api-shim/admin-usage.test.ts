@@ -1,3 +1,5 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashKey } from "../../api-shim/src/keys.ts";
 import { ClientLeftError } from "../../api-shim/src/store/store.ts";
@@ -28,6 +30,19 @@ describe("admin routes and usage reports", () => {
 
     const del = await h.admin(`/admin/keys/${created.id}`, { method: "DELETE" });
     expect(await del.json()).toMatchObject({ id: created.id, deleted: true, requests_in_flight: 0, revoked_at: expect.any(String) });
+  });
+
+  // DESIGN.md: keys are stored only as hashes. Not the hash column alone: nothing the store writes
+  // (keys, ledger, usage, a top-up's stored answer, the WAL) holds the key or its secret part.
+  it("writes no key, nor its secret part, anywhere in the database's files", async () => {
+    const { key, id } = await h.createKey({ credits: 10 });
+    expect((await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 })).status).toBe(200);
+    expect((await h.admin(`/admin/keys/${id}/credits`, { method: "POST", headers: { "idempotency-key": "hash-only" }, body: JSON.stringify({ amount: 1 }) })).status).toBe(200);
+    await h.store.flush();
+    const secret = key.split("_")[1]!;
+    const files = readdirSync(dirname(h.dbPath)).filter((n) => n.startsWith("shim.db"));
+    expect(files).toContain("shim.db");
+    for (const f of files) expect(readFileSync(join(dirname(h.dbPath), f)).includes(secret), f).toBe(false);
   });
 
   it.each([

@@ -448,6 +448,27 @@ describe("PostgresStore", () => {
     expect(await s.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
   });
 
+  // DESIGN.md: keys are stored only as hashes. Every row of every table, as text, holds neither
+  // the key nor its secret part (keys, ledger, usage, a top-up's stored answer).
+  it("through the shim: no table holds a key or its secret part", async () => {
+    const shim = await startShim({ wrapStore: () => store });
+    try {
+      const { key, id } = await shim.createKey({ name: "k", credits: 10 });
+      expect((await shim.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 })).status).toBe(200);
+      expect((await shim.admin(`/admin/keys/${id}/credits`, { method: "POST", headers: { "idempotency-key": "hash-only" }, body: JSON.stringify({ amount: 1 }) })).status).toBe(200);
+      const tables = await sql<{ name: string }>("SELECT quote_ident(table_name) AS name FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'");
+      expect(tables.map((t) => t.name)).toEqual(expect.arrayContaining(["keys", "ledger"]));
+      const secret = key.split("_")[1]!;
+      for (const { name } of tables) {
+        const rows = await sql<{ row: string }>(`SELECT t::text AS row FROM ${name} t`);
+        expect(rows.filter((r) => r.row.includes(secret)), name).toEqual([]);
+      }
+      expect((await sql<{ n: number }>("SELECT count(*)::int AS n FROM keys WHERE id = $1", [id]))[0]!.n).toBe(1);
+    } finally {
+      await shim.close();
+    }
+  });
+
   it("through the shim: a settlement whose answer is lost is looked up, not a 503: the client gets its answer and what it was charged, once; a stream too", async () => {
     const proxy = await frozenProxy(url);
     const s = await PostgresStore.open(proxy.url, { retryMs: 100, timeoutMs: 1000 });
