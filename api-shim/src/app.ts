@@ -225,7 +225,7 @@ const ambiguousPath = () => new ShimError("invalid_request", {
 });
 
 function newRequestState(): RequestState {
-  return { start: performance.now(), model: null, tokens: null, cost: null, available: null, logged: false, routeLogs: false, bodyRefused: false };
+  return { start: performance.now(), model: null, tokens: null, cost: null, available: null, logged: false, routeLogs: false, bodyRefused: false, graceEnds: null };
 }
 
 /** The line and count of a connection the HTTP server refused before Fastify had a request on it. */

@@ -6,6 +6,7 @@ import { formatCredits } from "./money.ts";
 import { type IpScope, rateLimitHeaders, tokensWait } from "./rate-limit.ts";
 import { ClientLeftError, type KeyRecord, keyIsLive, type ReportsBusyError } from "./store/store.ts";
 import { clientLeftSignal } from "./routes/client-left.ts";
+import { graceEnds } from "./key-waits.ts";
 import { urlPath } from "./text.ts";
 
 /**
@@ -132,14 +133,14 @@ export function tokensSpent(ctx: ShimContext, auth: Auth, retryMs: number): Shim
 
 /**
  * For a request whose key has `limit` requests in flight already: whether one of them ended within
- * FINISHING_GRACE_MS (a stream its client has just stopped ends a few ms after the client closed;
- * key-waits.ts), its place then taken (`take`: the handler) or only seen free (the auth hook,
+ * the request's grace (FINISHING_GRACE_MS for all its waits: a stream its client has just stopped
+ * ends a few ms after the client closed; key-waits.ts), its place then taken (`take`: the handler) or only seen free (the auth hook,
  * before the body is read). False when none did, or the client left meanwhile.
  */
 export async function placeFreed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, limit: number, take: boolean): Promise<boolean> {
   const keyId = request.auth!.key.id;
   const free = take ? () => ctx.limiter.enter(keyId, limit) || undefined : () => !ctx.limiter.full(keyId, limit) || undefined;
-  return (await ctx.limiter.placeWaiters.retry(keyId, 1, clientLeftSignal(reply), free)) === true;
+  return (await ctx.limiter.placeWaiters.retry(keyId, 1, clientLeftSignal(reply), graceEnds(request.shim), free)) === true;
 }
 
 /** A key's tier caps its requests in flight, and that many are (past the grace placeFreed waits): retry when one ends. */

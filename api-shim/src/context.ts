@@ -44,6 +44,8 @@ export interface RequestState {
   routeLogs: boolean;
   /** Its body was refused at the first byte (not JSON): the answer keeps the connection (app.ts). */
   bodyRefused: boolean;
+  /** When its waits for its key's other requests end (key-waits.ts, graceEnds); null before any. */
+  graceEnds: number | null;
 }
 
 /** Route config: `{ config: PUBLIC_ROUTE }` marks a route that needs no key (probes, scrapes). */

@@ -11,6 +11,15 @@
 export const FINISHING_GRACE_MS = 500;
 
 /**
+ * When a request's waits must end: FINISHING_GRACE_MS after its first (`state.graceEnds`, set
+ * then). One grace per request, not per wait: a request may wait for a place in the auth hook,
+ * again in the handler, then for credits, and its 402 would otherwise come three graces late.
+ */
+export function graceEnds(state: { graceEnds: number | null }): number {
+  return (state.graceEnds ??= performance.now() + FINISHING_GRACE_MS);
+}
+
+/**
  * How often a waiter tries again without being woken: a hold settled by another replica (Postgres)
  * or released other than by a settlement here wakes nobody in this process.
  */
@@ -45,11 +54,12 @@ export class KeyWaiters {
 
   /**
    * Calls `attempt` again until it gives a result (not undefined), each time `keyId` is woken with
-   * room for `need` (or POLL_MS passed), for at most FINISHING_GRACE_MS; undefined when the grace
-   * ends or `signal` aborts first (the client left, a drain). An attempt's failure is thrown as it is.
+   * room for `need` (or POLL_MS passed), until `deadline` (performance.now(): graceEnds), at least
+   * once; undefined when the deadline passes or `signal` aborts first (the client left, a drain).
+   * An attempt's failure is thrown as it is.
    */
-  async retry<T>(keyId: string, need: number, signal: AbortSignal, attempt: () => T | undefined | Promise<T | undefined>): Promise<T | undefined> {
-    const until = AbortSignal.any([signal, AbortSignal.timeout(FINISHING_GRACE_MS)]);
+  async retry<T>(keyId: string, need: number, signal: AbortSignal, deadline: number, attempt: () => T | undefined | Promise<T | undefined>): Promise<T | undefined> {
+    const until = AbortSignal.any([signal, AbortSignal.timeout(Math.max(0, Math.ceil(deadline - performance.now())))]);
     while (!until.aborted) {
       // Registered before the attempt: what is given back while it runs wakes this wait.
       const woken = this.next(keyId, need, until);

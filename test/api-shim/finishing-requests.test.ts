@@ -18,7 +18,7 @@ describe("the next request right after the SDK stopped a stream", () => {
       file: {
         // Each chat of max_tokens 60 holds 61 credits (1 + 60 tokens at 1 credit each).
         pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 0, completionPer1k: 1000 } } },
-        tiers: { one: { rpm: 1000, tpm: 10_000_000, concurrency: 1 } },
+        tiers: { one: { rpm: 1000, tpm: 10_000_000, concurrency: 1 }, two: { rpm: 1000, tpm: 10_000_000, concurrency: 2 } },
         models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }],
       },
     });
@@ -138,6 +138,27 @@ describe("the next request right after the SDK stopped a stream", () => {
       expect((await waits).status).toBe(402); // the one that stayed did
     } finally {
       await stop();
+    }
+  });
+
+  // Found by review: each wait had its own grace, so a request that waited for a place and then
+  // for credits got its 402 after about twice the grace (834 ms).
+  it("one grace in all: a request that waits for a place, then for credits, is answered within it", async () => {
+    const { key } = await h.createKey({ credits: 100, tier: "two" });
+    const c = h.client(key);
+    const stopLong = await longStream(c, 60); // holds 61 for 1.8 s
+    const stopShort = await longStream(c, 15); // holds 16: the key is at its cap of 2, with 23 available
+    try {
+      const started = performance.now();
+      const asked = c.chat.completions.create(ask).catch((x: unknown) => x); // needs 61: a place, then credits
+      await new Promise((r) => setTimeout(r, FINISHING_GRACE_MS * 0.6));
+      await stopShort(); // its place comes free well within the grace; its credits are not enough
+      const e = await asked;
+      const waited = performance.now() - started;
+      expect((e as APIError).status).toBe(402);
+      expect(waited).toBeLessThan(FINISHING_GRACE_MS + 250); // twice the grace before
+    } finally {
+      await stopLong();
     }
   });
 

@@ -1,5 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { FINISHING_GRACE_MS, KeyWaiters } from "../../api-shim/src/key-waits.ts";
+import { FINISHING_GRACE_MS, graceEnds, KeyWaiters } from "../../api-shim/src/key-waits.ts";
+
+/** A grace starting now, as a request's first wait starts it. */
+const grace = () => performance.now() + FINISHING_GRACE_MS;
 
 describe("KeyWaiters: a refused request waiting for its key's other requests to give something back", () => {
   it("tries again when its key is woken, not before its poll for another key's wake", async () => {
@@ -7,7 +10,7 @@ describe("KeyWaiters: a refused request waiting for its key's other requests to 
     let free = false;
     let tries = 0;
     const started = performance.now();
-    const got = w.retry("k", 1, new AbortController().signal, () => (++tries, free || undefined));
+    const got = w.retry("k", 1, new AbortController().signal, grace(), () => (++tries, free || undefined));
     await new Promise((r) => setTimeout(r, 10));
     w.wake("other", 1);
     free = true;
@@ -20,7 +23,7 @@ describe("KeyWaiters: a refused request waiting for its key's other requests to 
   it("a wake tries again only the waiters its room can admit, not every waiter of the key at every settlement", async () => {
     const w = new KeyWaiters();
     const tries = { a: 0, b: 0, c: 0 };
-    const waits = (["a", "b", "c"] as const).map((n, i) => w.retry("k", [40, 70, 30][i]!, new AbortController().signal, () => void tries[n]++));
+    const waits = (["a", "b", "c"] as const).map((n, i) => w.retry("k", [40, 70, 30][i]!, new AbortController().signal, grace(), () => void tries[n]++));
     await new Promise((r) => setTimeout(r, 10));
     w.wake("k", 75); // a (40) and c (30) fit together; b (70) does not after a
     await new Promise((r) => setTimeout(r, 10));
@@ -32,7 +35,7 @@ describe("KeyWaiters: a refused request waiting for its key's other requests to 
     const w = new KeyWaiters();
     let tries = 0;
     const started = performance.now();
-    expect(await w.retry("k", 1, new AbortController().signal, () => void tries++)).toBeUndefined();
+    expect(await w.retry("k", 1, new AbortController().signal, grace(), () => void tries++)).toBeUndefined();
     expect(performance.now() - started).toBeGreaterThanOrEqual(FINISHING_GRACE_MS - 20);
     expect(tries).toBeGreaterThanOrEqual(4);
   });
@@ -41,10 +44,24 @@ describe("KeyWaiters: a refused request waiting for its key's other requests to 
     const w = new KeyWaiters();
     const ac = new AbortController();
     const started = performance.now();
-    const got = w.retry("k", 1, ac.signal, () => undefined);
+    const got = w.retry("k", 1, ac.signal, grace(), () => undefined);
     setTimeout(() => ac.abort(), 20);
     expect(await got).toBeUndefined();
     expect(performance.now() - started).toBeLessThan(FINISHING_GRACE_MS / 2);
-    await expect(w.retry("k", 1, new AbortController().signal, () => Promise.reject(new Error("store down")))).rejects.toThrow("store down");
+    await expect(w.retry("k", 1, new AbortController().signal, grace(), () => Promise.reject(new Error("store down")))).rejects.toThrow("store down");
+  });
+
+  it("one grace per request: a second wait gets what the first left, and one past its deadline tries once", async () => {
+    const w = new KeyWaiters();
+    const state = { graceEnds: null as number | null };
+    const first = graceEnds(state);
+    expect(await w.retry("k", 1, new AbortController().signal, first, () => undefined)).toBeUndefined();
+    expect(graceEnds(state)).toBe(first);
+    let tries = 0;
+    const started = performance.now();
+    expect(await w.retry("k", 1, new AbortController().signal, graceEnds(state), () => void tries++)).toBeUndefined();
+    expect(tries).toBe(1);
+    expect(performance.now() - started).toBeLessThan(FINISHING_GRACE_MS / 2);
+    expect(await w.retry("k", 1, new AbortController().signal, graceEnds(state), () => "admitted")).toBe("admitted");
   });
 });

@@ -12,6 +12,7 @@ import type { InferenceKind, InferenceRequest } from "../inference-request.ts";
 import { formatCredits } from "../money.ts";
 import type { Usage } from "../pricing.ts";
 import { clientLeftSignal } from "./client-left.ts";
+import { graceEnds } from "../key-waits.ts";
 import { writeWithBackpressure } from "../response-writer.ts";
 import { Settlement } from "../settlement.ts";
 import type { ReserveInput, ReserveResult } from "../store/store.ts";
@@ -268,14 +269,15 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
 /**
  * A hold refused while the key's balance covers it (`refused`): the key's other requests hold the
  * rest, and one may be finishing (a stream its client has just stopped settles a few ms after the
- * client closed). Tried again as the key's holds settle here, for FINISHING_GRACE_MS (key-waits.ts);
+ * client closed). Tried again as the key's holds settle here, within the request's grace (key-waits.ts: one
+ * FINISHING_GRACE_MS for all its waits, a wait for a place in flight included);
  * the last refusal when they did not make room in time, the balance fell short of it, or the
  * client left or a drain cut it (`signal`) meanwhile. A store failure is thrown as the first
  * reserve's would be.
  */
 async function reserveAsHoldsSettle(ctx: ShimContext, reply: FastifyReply, input: ReserveInput, refused: ReserveResult, signal: AbortSignal): Promise<ReserveResult> {
   let last = refused;
-  const settled = await ctx.holdsSettled.retry(input.keyId, input.amount, AbortSignal.any([signal, clientLeftSignal(reply)]), async () => {
+  const settled = await ctx.holdsSettled.retry(input.keyId, input.amount, AbortSignal.any([signal, clientLeftSignal(reply)]), graceEnds(reply.request.shim), async () => {
     last = await ctx.store.reserve({ ...input, at: ctx.clock.now() });
     return last.ok || last.inactive || last.balance < input.amount ? last : undefined;
   });
