@@ -69,11 +69,13 @@ describe("who reaches what through nginx", () => {
     expect((await get("127.0.0.3", "/admin/keys", shim.adminToken)).status).toBe(200);
     expect((await get("127.0.0.3", "/metrics")).status).toBe(200);
     expect(forbidden(await get("127.0.0.3", "/v1/models", key))).toBe(true);
+    expect(forbidden(await get("127.0.0.3", "/v1/models/qwen2.5-7b", key))).toBe(true);
     expect(forbidden(await get("127.0.0.3", "/v1/usage", key))).toBe(true);
   });
 
   it("serves the API to allowedCidrs, and keeps /admin from it", async () => {
     expect((await get("127.0.0.2", "/v1/models", key)).status).toBe(200);
+    expect((await get("127.0.0.2", "/v1/models/qwen2.5-7b", key)).status).toBe(200);
     expect(forbidden(await get("127.0.0.2", "/admin/keys", shim.adminToken))).toBe(true);
   });
 
@@ -91,6 +93,7 @@ describe("who reaches what through nginx", () => {
 
   it("refuses the API to an address in neither list", async () => {
     expect(forbidden(await get("127.0.0.5", "/v1/models", key))).toBe(true);
+    expect(forbidden(await get("127.0.0.5", "/v1/models/qwen2.5-7b", key))).toBe(true);
   });
 });
 

@@ -68,6 +68,17 @@ describe("through nginx over HTTPS", () => {
     await expect(trusting(readFileSync(join(dir, "cert.pem"), "utf8")).models.list()).rejects.toThrow(APIConnectionError);
   });
 
+  it("retrieves one model as the SDK asks for it; an id with a `/` (sent as %2F) is nginx's 400, never the shim's", async () => {
+    const { data, response } = await client().models.retrieve("qwen2.5-7b").withResponse();
+    expect(data).toMatchObject({ id: "qwen2.5-7b", object: "model", credits_charged: 0 });
+    expect(response.headers.get("x-credits-charged")).toBe("0");
+    const slash = await client().models.retrieve("Qwen/Qwen2.5-7B-Instruct").catch((e: unknown) => e);
+    expect(slash).toBeInstanceOf(OpenAI.BadRequestError);
+    const requestId = (slash as InstanceType<typeof OpenAI.BadRequestError>).headers?.get("x-request-id");
+    expect(requestId).toMatch(/^[0-9a-f]{32}$/);
+    expect(shim.logs.filter((l) => l.includes(requestId!))).toEqual([]);
+  });
+
   it("delivers a stream's first event before the upstream has finished", async () => {
     shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 150, defaultTokens: 8 };
     try {

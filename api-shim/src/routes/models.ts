@@ -1,60 +1,84 @@
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyRequest } from "fastify";
 import { authHeaders } from "../auth.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
 import { creditsNumber } from "../money.ts";
-import { countUpstreamFailure, readLimited, unreachable, upstreamStatusError } from "../upstream.ts";
+import { countUpstreamFailure, modelNotFound, readLimited, unreachable, upstreamStatusError } from "../upstream.ts";
 
 /** The most of an upstream model list read (its size is the upstream's, not a client's). */
 export const MODEL_LIST_LIMIT = 16 * 1024 * 1024;
 
 /**
  * GET /v1/models: the upstream's list, filtered to the configured models and the key's
- * allow-list. Authenticated (it counts against the key's requests/min), charged nothing.
+ * allow-list. GET /v1/models/{id}: one entry of that same list, as the list shows it (OpenAI's,
+ * vLLM's and LiteLLM's `models.retrieve`); any other id is the inference routes' 404
+ * model_not_found, for an unknown model, one not served or one the key may not use alike (the
+ * list does not show it either). Authenticated (each counts against the key's requests/min),
+ * charged nothing. An id holding a `/` never arrives: the SDKs send it as %2F, refused 400 with
+ * every encoded slash (app.ts, nginx).
  */
 export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.get("/v1/models", async (request, reply) => {
-    const allow = request.auth!.key.models;
-    let res;
-    let text: string;
-    // One deadline for the whole list, body included (the headers timeout alone would let a
-    // trickling body run on); running out of it is a timeout (504), like the headers timeout.
-    const deadline = AbortSignal.timeout(ctx.config.upstreamTimeoutMs);
-    // A shutdown's drain that ends before the upstream answers: 503, so the client retries elsewhere.
-    const signal = request.drainCut ? AbortSignal.any([deadline, request.drainCut]) : deadline;
-    try {
-      res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, signal });
-      text = (await readLimited(res.body, MODEL_LIST_LIMIT)).text;
-    } catch (e) {
-      if (request.drainCut?.aborted) throw shuttingDown();
-      throw unreachable(ctx, request, e, deadline.aborted ? (res ? "UND_ERR_BODY_TIMEOUT" : "UND_ERR_HEADERS_TIMEOUT") : undefined);
-    }
-    // A GET with nothing in it is never the client's fault: whatever the upstream says, it is the
-    // upstream's failure (busy: 503, slow: 504), and none of its message reaches the client.
-    if (res.status !== 200) {
-      countUpstreamFailure(ctx, request, `status_${res.status}`); // what the upstream said, on the line: the client is told none of it
-      if ([408, 429, 503, 504].includes(res.status)) throw upstreamStatusError(res.status, "", undefined, res.headers["retry-after"]);
-      // A bare 404 keeps the shim's own "misconfigured" message (no word of the upstream's).
-      const missing = res.status === 404 ? upstreamStatusError(404, text, undefined, undefined) : null;
-      throw missing?.code === "upstream_error" ? missing : new ShimError("upstream_error");
-    }
-    const list = parseModelList(text);
-    if (list === null) {
-      countUpstreamFailure(ctx, request, "not_a_model_list");
-      throw new ShimError("upstream_error");
-    }
-    const configured = ctx.config.models;
-    // An id listed twice (LiteLLM has done so) is shown once.
-    const seen = new Set<string>();
-    const data = list.entries.filter(({ id }) => {
-      if (seen.has(id) || (configured && !configured.has(id)) || (allow && !allow.includes(id))) return false;
-      seen.add(id);
-      return true;
-    }).map(({ entry }) => entry);
-    const key = request.auth!.key;
-    // Free, and says so the way every other answer does (the contract's credit members).
-    return reply.headers(authHeaders(ctx, request)).type("application/json").send({ ...list.body, data, credits_charged: 0, credits_remaining: creditsNumber(key.balance - key.held) });
+    const { body, data } = await keyModels(ctx, request);
+    return reply.headers(authHeaders(ctx, request)).type("application/json").send({ ...body, data: data.map(({ entry }) => entry), ...free(request) });
   });
+  app.get<{ Params: { model: string } }>("/v1/models/:model", async (request, reply) => {
+    const { model } = request.params;
+    const found = (await keyModels(ctx, request)).data.find(({ id }) => id === model);
+    if (!found) throw modelNotFound(model);
+    return reply.headers(authHeaders(ctx, request)).type("application/json").send({ ...found.entry, ...free(request) });
+  });
+}
+
+/** Free, and says so the way every other answer does (the contract's credit members). */
+function free(request: FastifyRequest): { credits_charged: number; credits_remaining: number } {
+  const key = request.auth!.key;
+  return { credits_charged: 0, credits_remaining: creditsNumber(key.balance - key.held) };
+}
+
+/**
+ * The models the request's key is shown: the upstream's list (`body`, its other members kept)
+ * and its entries that are configured and in the key's allow-list, an id listed twice (LiteLLM
+ * has done so) once. Upstream failures are thrown as the model routes answer them.
+ */
+async function keyModels(ctx: ShimContext, request: FastifyRequest): Promise<{ body: Record<string, unknown>; data: { id: string; entry: object }[] }> {
+  const allow = request.auth!.key.models;
+  let res;
+  let text: string;
+  // One deadline for the whole list, body included (the headers timeout alone would let a
+  // trickling body run on); running out of it is a timeout (504), like the headers timeout.
+  const deadline = AbortSignal.timeout(ctx.config.upstreamTimeoutMs);
+  // A shutdown's drain that ends before the upstream answers: 503, so the client retries elsewhere.
+  const signal = request.drainCut ? AbortSignal.any([deadline, request.drainCut]) : deadline;
+  try {
+    res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, signal });
+    text = (await readLimited(res.body, MODEL_LIST_LIMIT)).text;
+  } catch (e) {
+    if (request.drainCut?.aborted) throw shuttingDown();
+    throw unreachable(ctx, request, e, deadline.aborted ? (res ? "UND_ERR_BODY_TIMEOUT" : "UND_ERR_HEADERS_TIMEOUT") : undefined);
+  }
+  // A GET with nothing in it is never the client's fault: whatever the upstream says, it is the
+  // upstream's failure (busy: 503, slow: 504), and none of its message reaches the client.
+  if (res.status !== 200) {
+    countUpstreamFailure(ctx, request, `status_${res.status}`); // what the upstream said, on the line: the client is told none of it
+    if ([408, 429, 503, 504].includes(res.status)) throw upstreamStatusError(res.status, "", undefined, res.headers["retry-after"]);
+    // A bare 404 keeps the shim's own "misconfigured" message (no word of the upstream's).
+    const missing = res.status === 404 ? upstreamStatusError(404, text, undefined, undefined) : null;
+    throw missing?.code === "upstream_error" ? missing : new ShimError("upstream_error");
+  }
+  const list = parseModelList(text);
+  if (list === null) {
+    countUpstreamFailure(ctx, request, "not_a_model_list");
+    throw new ShimError("upstream_error");
+  }
+  const configured = ctx.config.models;
+  const seen = new Set<string>();
+  const data = list.entries.filter(({ id }) => {
+    if (seen.has(id) || (configured && !configured.has(id)) || (allow && !allow.includes(id))) return false;
+    seen.add(id);
+    return true;
+  });
+  return { body: list.body, data };
 }
 
 /**

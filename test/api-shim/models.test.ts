@@ -1,0 +1,117 @@
+import { createServer } from "node:http";
+import OpenAI, { type APIError, AuthenticationError, BadRequestError, NotFoundError } from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
+
+/** Calls `fn`, expects it to throw, and returns the error. */
+async function failure(fn: () => Promise<unknown>): Promise<APIError> {
+  try {
+    await fn();
+  } catch (e) {
+    return e as APIError;
+  }
+  throw new Error("expected the call to fail");
+}
+
+const CONFIGURED = ["qwen2.5-7b", "bge-m3", "llama3:8b", "org/tiny"];
+
+/** GET /v1/models and GET /v1/models/{id} through the official SDK (`models.list`, `models.retrieve`). */
+describe("GET /v1/models/{id}: one model, as the list shows it", () => {
+  let h: Harness;
+
+  beforeAll(async () => {
+    h = await startShim({
+      file: {
+        pricing: { request: 1, batchRequest: 2 },
+        models: CONFIGURED.map((name) => ({ name, maxModelLen: 8192 })),
+      },
+      // The upstream serves one model the configuration does not.
+      fake: { ...DEFAULT_FAKE, models: [...CONFIGURED, "unconfigured"].map((name) => ({ name, maxModelLen: 8192 })) },
+    });
+  });
+  afterAll(() => h.close());
+
+  it("answers the list's entry for the model, plus the credit members, charged 0 and counted against requests/min", async () => {
+    const { key, id } = await h.createKey({ credits: 100, tier: "developer" });
+    const listed = await h.client(key).models.list().withResponse();
+    const entry = listed.data.data.find((m) => m.id === "qwen2.5-7b")!;
+    const { data, response } = await h.client(key).models.retrieve("qwen2.5-7b").withResponse();
+    // The upstream's own members (vLLM's root, max_model_len, permission), not a summary of them;
+    // `created` and the permission's id are the fake's of the moment.
+    expect(data).toEqual({ ...entry, created: expect.any(Number), permission: expect.any(Array), credits_charged: 0, credits_remaining: 100 });
+    expect(data).toMatchObject({ id: "qwen2.5-7b", object: "model", owned_by: "vllm", max_model_len: 8192 });
+    expect(response.headers.get("x-credits-charged")).toBe("0");
+    expect(response.headers.get("x-credits-remaining")).toBe("100");
+    expect(response.headers.get("x-ratelimit-limit-requests")).toBe("100");
+    expect(Number(response.headers.get("x-ratelimit-remaining-requests"))).toBeLessThan(Number(listed.response.headers.get("x-ratelimit-remaining-requests")));
+    expect((await h.store.getKey(id))!.balance).toBe(100 * 1_000_000);
+    const line = await h.waitForRequestLog((l) => l.path === "/v1/models/qwen2.5-7b");
+    expect(line).toMatchObject({ method: "GET", status: 200, keyId: id });
+    expect(await (await fetch(`${h.url}/metrics`)).text()).toMatch(/^shim_requests_total\{route="\/v1\/models\/:model",status="200"\} \d+$/m);
+  });
+
+  it("finds an id the SDK percent-encodes (a `:`)", async () => {
+    const { key } = await h.createKey();
+    expect((await h.client(key).models.retrieve("llama3:8b")).id).toBe("llama3:8b");
+  });
+
+  it("a model not in the key's list (unknown, not configured, or outside its allow-list) is the inference routes' 404 model_not_found, charged 0", async () => {
+    const { key } = await h.createKey({ credits: 5 });
+    const limited = await h.createKey({ credits: 5, models: ["bge-m3"] });
+    for (const [k, model] of [[key, "nope"], [key, "unconfigured"], [limited.key, "qwen2.5-7b"]] as const) {
+      const e = await failure(() => h.client(k).models.retrieve(model));
+      expect(e, model).toBeInstanceOf(NotFoundError);
+      expect(e.error, model).toEqual({
+        type: "invalid_request_error", code: "model_not_found", param: "model",
+        message: `The model '${model}' does not exist or you do not have access to it.`,
+      });
+      expect(e.headers?.get("x-credits-charged"), model).toBe("0");
+    }
+    // The very error an inference request for a model the shim does not serve gets.
+    const inference = await failure(() => h.client(key).chat.completions.create({ model: "unconfigured", messages: [{ role: "user", content: "x" }] }));
+    const retrieve = await failure(() => h.client(key).models.retrieve("unconfigured"));
+    expect(retrieve.error).toEqual(inference.error);
+    const raw = await fetch(`${h.url}/v1/models/nope`, { headers: { authorization: `Bearer ${key}` } });
+    expect(await raw.json()).toMatchObject({ credits_charged: 0, credits_remaining: 5 });
+  });
+
+  it("an id holding a `/` cannot be retrieved: the SDK sends it as %2F, refused 400 as every encoded slash is", async () => {
+    const { key } = await h.createKey();
+    expect((await h.client(key).models.list()).data.map((m) => m.id)).toContain("org/tiny");
+    const e = await failure(() => h.client(key).models.retrieve("org/tiny"));
+    expect(e).toBeInstanceOf(BadRequestError);
+    expect(e.error).toMatchObject({ code: "invalid_request", message: expect.stringContaining("%2F") });
+  });
+
+  it("wants a key, as the list does", async () => {
+    expect(await failure(() => h.client("sk-gs-nope").models.retrieve("qwen2.5-7b"))).toBeInstanceOf(AuthenticationError);
+  });
+});
+
+describe("GET /v1/models/{id} when the upstream fails", () => {
+  it("is answered as the list is", async () => {
+    let answer = { status: 200, body: "" };
+    const upstream = createServer((_req, res) => res.writeHead(answer.status, { "content-type": "application/json" }).end(answer.body));
+    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+    const { port } = upstream.address() as { port: number };
+    const h = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1` } });
+    try {
+      const { key } = await h.createKey();
+      answer = { status: 200, body: JSON.stringify({ object: "list", data: [null, { id: "qwen2.5-7b", owned_by: "x" }, { id: "qwen2.5-7b", owned_by: "y" }] }) };
+      // An id listed twice: the entry the list shows.
+      expect(await h.client(key).models.retrieve("qwen2.5-7b")).toMatchObject({ id: "qwen2.5-7b", owned_by: "x" });
+      for (const a of [{ status: 404, body: '{"detail":"Not Found"}' }, { status: 400, body: '{"error":{"message":"detail at 10.0.0.5"}}' },
+        { status: 500, body: "" }, { status: 503, body: "" }, { status: 504, body: "" }, { status: 200, body: "<html>" }]) {
+        answer = a;
+        const list = await failure(() => h.client(key).models.list());
+        const one = await failure(() => h.client(key).models.retrieve("qwen2.5-7b"));
+        expect([one.status, one.error], JSON.stringify(a)).toEqual([list.status, list.error]);
+        expect(one.status, JSON.stringify(a)).toBeGreaterThanOrEqual(502);
+      }
+      expect(await h.waitForRequestLog((l) => l.path === "/v1/models/qwen2.5-7b" && l.cause === "not_a_model_list")).toMatchObject({ status: 502 });
+    } finally {
+      await h.close();
+      await new Promise((resolve) => upstream.close(resolve));
+    }
+  });
+});
