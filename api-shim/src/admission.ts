@@ -1,5 +1,6 @@
 import type { FastifyRequest } from "fastify";
 import { tokensSpent } from "./auth.ts";
+import { batchAsked } from "./batch-query.ts";
 import type { ModelConfig } from "./config.ts";
 import type { ShimContext } from "./context.ts";
 import { ShimError } from "./errors.ts";
@@ -29,18 +30,6 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   }
   if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
   return { req, modelConfig, batch };
-}
-
-/**
- * `?batch=1` asks for the batch price, `?batch=0` (or none) for the standard one. Anything else
- * (`true`, `2`, the parameter twice) is refused: a client that believes it asked for the batch
- * price must not be charged the other in silence.
- */
-function batchAsked(request: FastifyRequest): boolean {
-  const value = (request.query as Record<string, unknown> | undefined)?.batch;
-  if (value === undefined || value === "0") return false;
-  if (value === "1") return true;
-  throw new ShimError("invalid_request", { param: "batch", message: "Query parameter 'batch' must be 1 (the batch price) or 0, given once." });
 }
 
 /** What a request needs of its body once admitted: the rest of its bytes and parsed object are let go. */

@@ -115,3 +115,45 @@ describe("GET /v1/models/{id} when the upstream fails", () => {
     }
   });
 });
+
+describe("?batch= on the free read routes (a client that sends it with every request)", () => {
+  let h: Harness;
+
+  beforeAll(async () => {
+    h = await startShim({ file: { pricing: { request: 1, batchRequest: 2 }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }, { name: "bge-m3", maxModelLen: 8192 }] } });
+  });
+  afterAll(() => h.close());
+
+  it("the SDK's defaultQuery {batch: '1'}: inference gets the batch price, /v1/models, /v1/models/{id} and /v1/usage answer as without it, charged 0", async () => {
+    const { key } = await h.createKey({ credits: 100 });
+    const batched = new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, maxRetries: 0, defaultQuery: { batch: "1" } });
+    const embedded = await batched.embeddings.create({ model: "bge-m3", input: "x" }).withResponse();
+    expect(embedded.response.headers.get("x-credits-charged")).toBe("2");
+    expect((await batched.models.list()).data.map((m) => m.id).sort()).toEqual(["bge-m3", "qwen2.5-7b"]);
+    const one = await batched.models.retrieve("bge-m3").withResponse();
+    expect(one.data.id).toBe("bge-m3");
+    expect(one.response.headers.get("x-credits-charged")).toBe("0");
+    const usage = await batched.get<{ object: string; usage: { total_requests: number }; credits_charged: number }>("/usage").withResponse();
+    expect(usage.data).toMatchObject({ object: "usage", usage: { total_requests: 1 }, credits_charged: 0, credits_remaining: 98 });
+    expect(usage.response.headers.get("x-credits-charged")).toBe("0");
+  });
+
+  it("is checked as on the inference routes: any other value, or the parameter twice, is the same 400 naming it", async () => {
+    const { key } = await h.createKey({ credits: 100 });
+    const get = (path: string) => fetch(`${h.url}${path}`, { headers: { authorization: `Bearer ${key}` } });
+    for (const query of ["batch=true", "batch=2", "batch=", "batch=1&batch=1"]) {
+      const inference = await h.post(key, `/v1/embeddings?${query}`, { model: "bge-m3", input: "x" });
+      expect(inference.status, query).toBe(400);
+      const expected = ((await inference.json()) as { error: unknown }).error;
+      expect(expected).toMatchObject({ param: "batch" });
+      for (const path of ["/v1/models", "/v1/models/bge-m3", "/v1/usage"]) {
+        const res = await get(`${path}?${query}`);
+        expect(res.status, `${path}?${query}`).toBe(400);
+        expect(((await res.json()) as { error: unknown }).error, `${path}?${query}`).toEqual(expected);
+      }
+    }
+    for (const path of ["/v1/models", "/v1/models/bge-m3", "/v1/usage", "/v1/usage?from=2020-01-01&to=2020-01-31"]) {
+      expect((await get(`${path}${path.includes("?") ? "&" : "?"}batch=0`)).status, path).toBe(200);
+    }
+  });
+});

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { authHeaders } from "../auth.ts";
+import { batchAsked } from "../batch-query.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
 import { creditsNumber } from "../money.ts";
@@ -42,6 +43,7 @@ function free(request: FastifyRequest): { credits_charged: number; credits_remai
  * has done so) once. Upstream failures are thrown as the model routes answer them.
  */
 async function keyModels(ctx: ShimContext, request: FastifyRequest): Promise<{ body: Record<string, unknown>; data: { id: string; entry: object }[] }> {
+  batchAsked(request); // checked as on inference, before any work; free here whatever it says
   const allow = request.auth!.key.models;
   let res;
   let text: string;

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { authHeaders, reportsBusy } from "../auth.ts";
+import { batchAsked } from "../batch-query.ts";
 import type { ShimContext } from "../context.ts";
 import { onlyKnown } from "../known-members.ts";
 import { creditsNumber } from "../money.ts";
@@ -12,8 +13,10 @@ export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.get("/v1/usage", async (request, reply) => {
     const key = request.auth!.key;
     // Seed 004's report names its period start and end; asked for as `from` and `to`, as on
-    // /admin/usage: `?start=` would otherwise answer with the current month.
-    const period = parsePeriod(onlyKnown(request.query as object, ["from", "to"], "query parameter"), ctx.clock.now());
+    // /admin/usage: `?start=` would otherwise answer with the current month. `batch` (sent with
+    // every request by a client after the batch price) is checked as on inference, then ignored.
+    const period = parsePeriod(onlyKnown(request.query as object, ["from", "to", "batch"], "query parameter"), ctx.clock.now());
+    batchAsked(request);
     const groups = await usageReport(ctx, request, reply, { keyId: key.id, from: period.from, to: period.to, group: "model" });
     // Null prototype: model names come from clients ("__proto__" must stay a plain key).
     const models: Record<string, { requests: number; tokens: number; cost: number }> = Object.create(null);
