@@ -5,7 +5,7 @@ import { ENV_VALUE_CHARACTERS, fitsEnvFile } from "./env-value.ts";
 import { normaliseCidr, Problems } from "./checks.ts";
 import { CONFIG_KEYS, isSecretSetting, unknownSettingMessage } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
-import { flagWithValue, parallelLayout, reservedVllmFlag } from "./vllm.ts";
+import { checkedExtraArgs, parallelLayout } from "./vllm.ts";
 import {
   DEFAULT_ALLOWED_CIDRS, DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_IMAGE, DEFAULT_IMAGES, DEFAULT_LIMITS,
   DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL_ID, DEFAULT_PLAN, DEFAULT_PRICING, DEFAULT_READY_TIMEOUT_MINUTES,
@@ -164,22 +164,7 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
   const mediaPartTokens = p.number("model.mediaPartTokens", m.mediaPartTokens, MEDIA_PART_TOKENS_RANGE);
   const gpuMemoryUtilization =
     p.number("model.gpuMemoryUtilization", m.gpuMemoryUtilization, { min: 0.1, max: 0.99 }) ?? DEFAULT_GPU_MEMORY_UTILIZATION;
-  const extraArgs: string[] = [];
-  (p.array("model.extraArgs", m.extraArgs) ?? []).forEach((arg, i) => {
-    if (typeof arg !== "string" || arg.length === 0) {
-      p.add(`model.extraArgs[${i}]`, arg, "must be a non-empty string such as --enable-prefix-caching");
-      return;
-    }
-    const joined = flagWithValue(arg);
-    const instead = reservedVllmFlag(joined?.[0] ?? arg);
-    if (instead) p.add(`model.extraArgs[${i}]`, arg, `is set by the kit; use ${instead}`);
-    else if (joined?.[1] === "") {
-      p.add(`model.extraArgs[${i}]`, arg, `is one argument to vLLM, whitespace included, and vLLM would exit; remove the trailing whitespace: ${JSON.stringify(joined[0])}`);
-    } else if (joined) {
-      const [flag, flagValue] = joined.map((x) => JSON.stringify(x));
-      p.add(`model.extraArgs[${i}]`, arg, `is one argument to vLLM, which does not split a flag from its value at a space and would exit; write [${flag}, ${flagValue}] or ${JSON.stringify(joined.join("="))}`);
-    } else extraArgs.push(arg);
-  });
+  const extraArgs = checkedExtraArgs(p, p.array("model.extraArgs", m.extraArgs) ?? []);
   return { id, servedName, maxModelLen, ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}), gpuMemoryUtilization, extraArgs, ...parallelLayout(gpuCount) };
 }
 

@@ -2,6 +2,7 @@
  * What the kit decides for vLLM itself: the flags it sets from config (and so refuses in
  * `model.extraArgs`), and how the plan's GPUs are split between tensor and pipeline parallelism.
  */
+import type { Problems } from "./checks.ts";
 
 /**
  * Flags the kit sets itself from config; passing them in `model.extraArgs` would contradict the
@@ -17,7 +18,13 @@ const RESERVED_VLLM_FLAGS: Readonly<Record<string, string>> = {
   "--host": "nothing: vLLM listens only on the private Docker network",
   "--port": "nothing: vLLM listens only on the private Docker network",
   "--api-key": "nothing: the kit generates vLLM's key",
+  // A secret: given here it would sit in clear in the stack file, compose.yaml, `docker inspect`
+  // and vLLM's log of its arguments, which the deploy shows on a failure.
+  "--hf-token": "hfToken (pulumi config set --secret gpu-sandbox:hfToken <token>)",
 };
+
+/** Reserved flags whose value is a secret: a problem names the flag, never the value. */
+const SECRET_VLLM_FLAGS: ReadonlySet<string> = new Set(["--hf-token"]);
 
 /** vLLM's short spellings of reserved flags. */
 const VLLM_SHORT_FLAGS: Readonly<Record<string, string>> = { "-tp": "--tensor-parallel-size", "-pp": "--pipeline-parallel-size" };
@@ -28,14 +35,14 @@ const VLLM_SHORT_FLAGS: Readonly<Record<string, string>> = { "-tp": "--tensor-pa
  * first dot into dashes), `-tp` is `--tensor-parallel-size`, and argparse takes any unambiguous
  * prefix (`--served-model`) for the whole flag.
  */
-export function reservedVllmFlag(arg: string): string | undefined {
+function reservedVllmFlag(arg: string): { instead: string; secret: boolean } | undefined {
   const name = arg.split("=")[0]!;
   const flag = name.startsWith("--")
     ? `--${name.slice(2).replace(/^[^.]*/, (head) => head.replaceAll("_", "-"))}`
     : VLLM_SHORT_FLAGS[name] ?? name;
-  if (RESERVED_VLLM_FLAGS[flag]) return RESERVED_VLLM_FLAGS[flag];
-  if (flag.length < 4 || !flag.startsWith("--")) return undefined;
-  return Object.entries(RESERVED_VLLM_FLAGS).find(([reserved]) => reserved.startsWith(flag))?.[1];
+  const reserved = RESERVED_VLLM_FLAGS[flag] !== undefined ? flag
+    : flag.length >= 4 && flag.startsWith("--") ? Object.keys(RESERVED_VLLM_FLAGS).find((r) => r.startsWith(flag)) : undefined;
+  return reserved === undefined ? undefined : { instead: RESERVED_VLLM_FLAGS[reserved]!, secret: SECRET_VLLM_FLAGS.has(reserved) };
 }
 
 /** A flag as argparse reads one: `-q`, `--max-num-seqs`, `--compilation-config.level`. */
@@ -50,10 +57,37 @@ const FLAG = /^--?[A-Za-z][\w.-]*$/;
  * (`--chat-template={{ x }}`), and so may a value item that starts with "-" but whose head is no
  * flag's name (`-{{ messages }} x` after `--chat-template`, which argparse takes as the value).
  */
-export function flagWithValue(arg: string): [flag: string, value: string] | undefined {
+function flagWithValue(arg: string): [flag: string, value: string] | undefined {
   const m = /^(-[^=\s]*)\s+(.*)$/s.exec(arg);
   if (!m || !FLAG.test(m[1]!)) return undefined;
   return [m[1]!, m[2]!.trim()];
+}
+
+/**
+ * `model.extraArgs` as vLLM will get them, each item one argv element; a problem for each item
+ * that is not a non-empty string, sets a flag the kit sets (reservedVllmFlag), or holds a flag
+ * and its value at a space (flagWithValue).
+ */
+export function checkedExtraArgs(p: Problems, args: unknown[]): string[] {
+  const extraArgs: string[] = [];
+  args.forEach((arg, i) => {
+    if (typeof arg !== "string" || arg.length === 0) {
+      p.add(`model.extraArgs[${i}]`, arg, "must be a non-empty string such as --enable-prefix-caching");
+      return;
+    }
+    const joined = flagWithValue(arg);
+    const flagName = joined?.[0] ?? arg.split("=")[0]!;
+    const reserved = reservedVllmFlag(joined?.[0] ?? arg);
+    // A secret's value is not repeated on the terminal (nor in CI logs): the flag alone names the item.
+    if (reserved) p.add(`model.extraArgs[${i}]`, reserved.secret && flagName !== arg ? `${flagName} <value not shown>` : arg, `is set by the kit; use ${reserved.instead}`);
+    else if (joined?.[1] === "") {
+      p.add(`model.extraArgs[${i}]`, arg, `is one argument to vLLM, whitespace included, and vLLM would exit; remove the trailing whitespace: ${JSON.stringify(joined[0])}`);
+    } else if (joined) {
+      const [flag, flagValue] = joined.map((x) => JSON.stringify(x));
+      p.add(`model.extraArgs[${i}]`, arg, `is one argument to vLLM, which does not split a flag from its value at a space and would exit; write [${flag}, ${flagValue}] or ${JSON.stringify(joined.join("="))}`);
+    } else extraArgs.push(arg);
+  });
+  return extraArgs;
 }
 
 export interface ParallelLayout {

@@ -179,6 +179,11 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
       ['gpu-sandbox:model.extraArgs[0] = "--api_key=x": is set by the kit; use nothing: the kit generates', 'gpu-sandbox:model.extraArgs[1] = "--served_model_name": is set by the kit; use model.servedName',
         'gpu-sandbox:model.extraArgs[2] = "-tp": is set by the kit; use the plan', 'gpu-sandbox:model.extraArgs[3] = "--max-model=4096": is set by the kit; use model.maxModelLen']],
     // The pipeline size comes from the plan like the tensor size: together they must use every GPU.
+    // Found by review: the token sat in clear in the stack file, compose.yaml and vLLM's log; the message does not repeat it.
+    ["the Hugging Face token as a vLLM flag", { ...base, model: { id: "a/b", extraArgs: ["--hf-token", "hf_abcdefghijklmnopqrstuvwxyz0123", "--hf_token=hf_abcdefghijklmnopqrstuvwxyz0123", "--hf-tok hf_abcdefghijklmnopqrstuvwxyz0123"] } },
+      ['gpu-sandbox:model.extraArgs[0] = "--hf-token": is set by the kit; use hfToken (pulumi config set --secret gpu-sandbox:hfToken <token>)',
+        'gpu-sandbox:model.extraArgs[2] = "--hf_token <value not shown>": is set by the kit; use hfToken (pulumi config set --secret gpu-sandbox:hfToken <token>)',
+        'gpu-sandbox:model.extraArgs[3] = "--hf-tok <value not shown>": is set by the kit; use hfToken (pulumi config set --secret gpu-sandbox:hfToken <token>)']],
     ["reserved vLLM flag: pipeline parallelism", { ...base, model: { id: "a/b", extraArgs: ["--pipeline-parallel-size=2", "-pp", "--pipeline_parallel_size", "--pipeline-par"] } },
       ['gpu-sandbox:model.extraArgs[0] = "--pipeline-parallel-size=2": is set by the kit; use the plan', 'gpu-sandbox:model.extraArgs[1] = "-pp": is set by the kit; use the plan',
         'gpu-sandbox:model.extraArgs[2] = "--pipeline_parallel_size": is set by the kit; use the plan', 'gpu-sandbox:model.extraArgs[3] = "--pipeline-par": is set by the kit; use the plan']],
