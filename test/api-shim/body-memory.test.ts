@@ -3,6 +3,7 @@ import { createServer, type Server, type ServerResponse } from "node:http";
 import net, { type AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
+import { keptConnection } from "../support/kept-connection.ts";
 import { pollUntil } from "../support/tools.ts";
 
 /**
@@ -224,14 +225,8 @@ describe("chunked bodies left unread, straight to the shim: the connection is ke
 
   /** Writes `parts` on one connection; resolves with the statuses answered once `want` are (or 4 s passed). */
   async function exchange(parts: (string | Buffer)[], want: number): Promise<string[]> {
-    const u = new URL(h.url);
-    const s = net.connect(Number(u.port), u.hostname);
-    await once(s, "connect");
-    let got = "";
-    s.on("data", (d) => (got += String(d)));
-    s.on("error", () => {});
+    const { s, statuses } = await keptConnection(h.url);
     for (const p of parts) s.write(p);
-    const statuses = () => got.match(/HTTP\/1\.1 \d{3}/g) ?? [];
     await pollUntil(() => statuses().length >= want, 4000, 20);
     s.destroy();
     return statuses();

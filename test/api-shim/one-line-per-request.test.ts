@@ -3,6 +3,7 @@ import { createServer, type Server } from "node:http";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import { keptConnection as keptConnectionTo } from "../support/kept-connection.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 import { pollUntil } from "../support/tools.ts";
 
@@ -180,15 +181,7 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
   });
 
   /** A connection to the shim and what it has answered so far. */
-  async function keptConnection(): Promise<{ s: net.Socket; got: () => string; statuses: () => string[] }> {
-    const u = new URL(h.url);
-    const s = net.connect(Number(u.port), u.hostname);
-    await once(s, "connect");
-    let got = "";
-    s.on("data", (d) => (got += String(d)));
-    s.on("error", () => {});
-    return { s, got: () => got, statuses: () => got.match(/HTTP\/1\.1 \d{3}/g) ?? [] };
-  }
+  const keptConnection = () => keptConnectionTo(h.url);
 
   it("an answer sent before the body was read (the auth hook's 401) keeps the connection: nginx reuses it", async () => {
     const { s, statuses } = await keptConnection();
