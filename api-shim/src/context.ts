@@ -8,6 +8,7 @@ import type { RequestLine } from "./logger.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Pricer } from "./pricing.ts";
 import type { KeyBuckets, RateLimiter } from "./rate-limit.ts";
+import type { SecretHider } from "./redaction.ts";
 import type { KeyRecord, Store } from "./store/store.ts";
 import type { Upstream } from "./upstream.ts";
 
@@ -20,7 +21,7 @@ export interface ShimContext {
   /** Writes the one line per request (see logger.ts). */
   logRequest: (line: RequestLine) => void;
   /** Removes the admin token and the upstream's key from client-chosen text bound for a log. */
-  hideSecrets: (text: string) => string;
+  hideSecrets: SecretHider;
   metrics: Metrics;
   pricer: Pricer;
   limiter: RateLimiter;

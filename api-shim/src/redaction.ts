@@ -165,30 +165,62 @@ function withoutKeyTail(text: string): string {
 /**
  * A client-chosen model name as every log line shows it: keys and the deployment's secrets
  * (`hideSecrets`, secretRedactor) redacted before the cut to at most 200 characters, so no
- * secret is left half shown. Only its first MODEL_LOOKED_AT characters are looked at, less the
- * key characters the cut falls in (withoutKeyTail). Without a model list, the upstream may accept
- * any name. As sent, unless a key or a secret shows in it once decoded (or it is encoded too
- * deeply to tell): then decoded, with them hidden.
+ * secret is left half shown. Only its first MODEL_LOOKED_AT characters are looked at. Without a
+ * model list, the upstream may accept any name. As sent, unless a key or a secret shows in it
+ * once decoded (or it is encoded too deeply to tell): then decoded, with them hidden.
  */
-export function loggedModel(model: string, hideSecrets: (text: string) => string): string {
-  const text = model.length > MODEL_LOOKED_AT ? withoutKeyTail(model.slice(0, MODEL_LOOKED_AT)) : model;
-  // Nothing encoded (every name a client sends in practice): one pass, the same result.
-  const hidden = redactLoggedKeys(text.includes("%") ? decoded(text, hideSecrets) : hideSecrets(text));
-  return (hidden === layers(text).at(-1) ? text : hidden).slice(0, 200);
+export function loggedModel(model: string, hideSecrets: SecretHider): string {
+  const cut = model.length > MODEL_LOOKED_AT;
+  const text = cut ? model.slice(0, MODEL_LOOKED_AT) : model;
+  const hidden = hiddenModel(text, hideSecrets, cut);
+  // Nothing hidden: its first 200 characters as sent, each looked at with 200 more after it, more
+  // than a key's length (and a secret the cut falls in is hidden by secretRedactor's own check).
+  if (hidden === layers(text).at(-1)) return model.slice(0, 200);
+  // Something was, and what precedes the cut may have shrunk (`sk-gs-…` to `sk-gs-[redacted]`):
+  // the key characters the cut falls in are dropped first (withoutKeyTail), else a key cut short,
+  // which matches no key pattern, could come within the 200 shown.
+  return (cut ? hiddenModel(withoutKeyTail(text), hideSecrets, cut) : hidden).slice(0, 200);
 }
+
+function hiddenModel(text: string, hideSecrets: SecretHider, cut: boolean): string {
+  // Nothing encoded (every name a client sends in practice): one pass, the same result.
+  return redactLoggedKeys(text.includes("%") ? decoded(text, hideSecrets, cut) : hideSecrets(text, cut));
+}
+
+/**
+ * Hides the deployment's secrets in text bound for a log. `cut`: the text was cut short of what
+ * the client sent, so it may end in the beginning of a secret, which matches no whole form.
+ */
+export type SecretHider = (text: string, cut?: boolean) => string;
 
 /**
  * Redacts the deployment's own secrets (the admin token, the upstream's key) from text a client
  * chose (a path, a model name) before it is logged: unlike API keys they have no prefix to find.
  * Each is hidden as configured and in each of its decoded forms, however short (percent-encoded
  * ASCII, as logged paths are decoded: a token may hold any printable ASCII, `%41` included).
- * Secrets too short to mean anything in a log (none are, as configured) are left alone.
+ * Secrets too short to mean anything in a log (none are, as configured) are left alone. Text
+ * that was cut loses its end too where that end is the beginning of one of them (a form with a
+ * `-` in it outlasts withoutKeyTail: `lm-QQQ…-` of `lm-QQQ…-ZZZ…`).
  */
-export function secretRedactor(secrets: readonly (string | null)[]): (text: string) => string {
+export function secretRedactor(secrets: readonly (string | null)[]): SecretHider {
   const forms = new Set(secrets.filter((s): s is string => s !== null && s.length >= 8).flatMap((s) => layers(s)));
   const hidden = [...forms].sort((a, b) => b.length - a.length); // a longer form before one inside it
   if (hidden.length === 0) return (text) => text;
-  return (text) => hidden.reduce((t, secret) => (t.includes(secret) ? t.replaceAll(secret, "[redacted]") : t), text);
+  return (text, cut = false) => {
+    const whole = hidden.reduce((t, secret) => (t.includes(secret) ? t.replaceAll(secret, "[redacted]") : t), text);
+    if (!cut) return whole;
+    // A cut inside a percent-encoding (`%5`) leaves it undecoded in every layer: looked behind.
+    const before = whole.replace(/%[0-9A-Fa-f]?$/, "");
+    const begun = Math.max(0, ...hidden.map((secret) => beginningAtEnd(before, secret)));
+    return begun === 0 ? whole : `${before.slice(0, -begun)}[redacted]`;
+  };
+}
+
+/** The length of the longest beginning of `secret` (short of all of it) that `text` ends in, or 0. */
+function beginningAtEnd(text: string, secret: string): number {
+  const last = text.at(-1);
+  for (let n = Math.min(secret.length - 1, text.length); n > 0; n--) if (secret[n - 1] === last && text.endsWith(secret.slice(0, n))) return n;
+  return 0;
 }
 
 const ENCODED_ASCII = /%([0-7][0-9A-Fa-f])/g;
@@ -211,15 +243,16 @@ function layers(text: string, each: (layer: string) => string = same): string[] 
 }
 
 /**
- * The last of `text`'s layers, with `each` given every one. What is still encoded after three
- * layers (no client encodes deeper, but anyone may) is cut, with the key characters before it
- * (withoutKeyTail): decoded once more by whoever reads the log, it could be a key or a secret.
+ * The last of `text`'s layers, with `hide` given every one (`cut`: `text` was cut, see
+ * SecretHider). What is still encoded after three layers (no client encodes deeper, but anyone
+ * may) is cut, with the key characters before it (withoutKeyTail) and the beginning of a secret
+ * it ends in: decoded once more by whoever reads the log, it could be a key or a secret.
  */
-function decoded(text: string, each: (layer: string) => string = same): string {
-  const last = layers(text, each).at(-1)!;
+function decoded(text: string, hide: SecretHider = same, cut = false): string {
+  const last = layers(text, (layer) => hide(layer, cut)).at(-1)!;
   const deeper = last.search(/%[0-7][0-9A-Fa-f]/);
   // Cut, then redacted: a key whose end is still encoded is dropped whole, not shown but for its end.
-  return deeper === -1 ? last : `${withoutKeyTail(last.slice(0, deeper))}[encoded too deeply]`;
+  return deeper === -1 ? last : `${hide(withoutKeyTail(last.slice(0, deeper)), true)}[encoded too deeply]`;
 }
 
 /** nginx passes request lines of at most 8 KiB; a longer URL came straight to the shim. */
@@ -236,7 +269,7 @@ const LONGEST_LOGGED_URL = 16_384;
  * too: the line shows less, never part of a secret). A URL longer than nginx passes is not
  * decoded (each layer costs milliseconds at 64 KiB) and only its length is shown.
  */
-export function redactedPath(url: string, hideSecrets: (text: string) => string): string {
+export function redactedPath(url: string, hideSecrets: SecretHider): string {
   if (url.length > LONGEST_LOGGED_URL) return `[a URL of ${url.length} characters, not logged]`;
   // Nothing encoded (the request path of nearly every line): one pass, the same result.
   if (!url.includes("%")) return redactLoggedKeys(urlPath(hideSecrets(url)));

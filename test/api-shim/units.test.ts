@@ -323,6 +323,44 @@ describe("keys", () => {
     expect(loggedModel(`x-${spelt}`, none)).toBe("x-[encoded too deeply]");
   });
 
+  it("logs a long model name with no key in it as its first 200 characters: the key characters a cut falls in are dropped only when redacting changed the text", () => {
+    const none = (t: string) => t;
+    // 401 letters: the whole 400 looked at is one run of key characters, which was dropped ("").
+    const plain = "m".repeat(401);
+    expect(loggedModel(plain, none)).toBe(plain.slice(0, 200));
+    // A separator early: more than its first word ("ft:").
+    const ft = `ft:${"a".repeat(450)}`;
+    expect(loggedModel(ft, none)).toBe(ft.slice(0, 200));
+    // Encoded, but with no key or secret in it: as sent, as a short one is.
+    const encoded = `qwen%20${"b".repeat(420)}`;
+    expect(loggedModel(encoded, none)).toBe(encoded.slice(0, 200));
+  });
+
+  it("shows no part of the deployment's upstream key when the 400-character cut falls in it and keys before it shrink once redacted", () => {
+    // An upstream key with a '-' (an operator's own LiteLLM master key): the run of key characters
+    // the cut falls in ends at the '-', and what is before it matches no secret form.
+    const upstream = `lm-${"Q".repeat(88)}-${"Z".repeat(30)}`;
+    const hide = secretRedactor([null, upstream]);
+    const others = Array.from({ length: 5 }, () => generateKey().key).join(" "); // 259 characters, 84 once redacted
+    const pad = " ".repeat(398 - 91 - others.length);
+    const model = `${others}${pad}${upstream}`;
+    expect(model.indexOf("-Z")).toBe(398);
+    expect(loggedModel(model, hide)).not.toContain("Q".repeat(20));
+    // Alone, with nothing else redacted: the beginning the cut leaves is hidden all the same.
+    const alone = `${"m".repeat(151)} ${upstream.replaceAll("Q", "%51")}`;
+    expect(alone.slice(395, 400)).toBe("%51%5"); // the cut falls in a %51
+    expect(loggedModel(alone, hide)).toBe(`${"m".repeat(151)} [redacted]`);
+    // The end of a path encoded too deeply is cut there: what precedes it is the key's beginning.
+    let deep = "%5A";
+    for (let i = 0; i < 3; i++) deep = encodeURIComponent(deep);
+    expect(redactedPath(`/v1/models/lm-${"Q".repeat(88)}-${deep}`, hide)).toBe("/v1/models/[redacted][encoded too deeply]");
+    // A secret (or its beginning) inside the 400 looked at, before a long run of key characters.
+    const token = "T0k3n".repeat(10);
+    const hideToken = secretRedactor([token, null]);
+    expect(loggedModel(`ft:${token}${"a".repeat(400)}`, hideToken)).not.toContain("T0k3n");
+    expect(loggedModel(`ft:${token.slice(0, 20)}-${"a".repeat(400)}`, hideToken)).toBe(`ft:${token.slice(0, 20)}-${"a".repeat(176)}`);
+  });
+
   it("leaves a model name alone in the messages a client sees: a bare-key shape is redacted in logs only", () => {
     const azure = "gpt-4o-mini-2024-07-18.ft-0ab3f80e4f2242929258fff45b56a9ce";
     const base62 = `org-${"Ab3".repeat(10)}xY`; // 32 letters and digits, not hex
