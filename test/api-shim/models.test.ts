@@ -13,7 +13,12 @@ async function failure(fn: () => Promise<unknown>): Promise<APIError> {
   throw new Error("expected the call to fail");
 }
 
-const CONFIGURED = ["qwen2.5-7b", "bge-m3", "llama3:8b", "org/tiny"];
+// The kit's default served name is the Hugging Face id (servedName ?? id), which holds a `/`;
+// isModelName takes up to 256 characters, and a non-ASCII id is longer once percent-encoded.
+const HF = "Qwen/Qwen2.5-7B-Instruct";
+const LONG = "L".repeat(256);
+const ACCENTED = `${"é".repeat(250)}/tiny`;
+const CONFIGURED = ["qwen2.5-7b", "bge-m3", "llama3:8b", "org/tiny", HF, LONG, ACCENTED];
 
 /** GET /v1/models and GET /v1/models/{id} through the official SDK (`models.list`, `models.retrieve`). */
 describe("GET /v1/models/{id}: one model, as the list shows it", () => {
@@ -47,7 +52,7 @@ describe("GET /v1/models/{id}: one model, as the list shows it", () => {
     expect((await h.store.getKey(id))!.balance).toBe(100 * 1_000_000);
     const line = await h.waitForRequestLog((l) => l.path === "/v1/models/qwen2.5-7b");
     expect(line).toMatchObject({ method: "GET", status: 200, keyId: id });
-    expect(await (await fetch(`${h.url}/metrics`)).text()).toMatch(/^shim_requests_total\{route="\/v1\/models\/:model",status="200"\} \d+$/m);
+    expect(await (await fetch(`${h.url}/metrics`)).text()).toMatch(/^shim_requests_total\{route="\/v1\/models\/\*",status="200"\} \d+$/m);
   });
 
   it("finds an id the SDK percent-encodes (a `:`)", async () => {
@@ -75,12 +80,66 @@ describe("GET /v1/models/{id}: one model, as the list shows it", () => {
     expect(await raw.json()).toMatchObject({ credits_charged: 0, credits_remaining: 5 });
   });
 
-  it("an id holding a `/` cannot be retrieved: the SDK sends it as %2F, refused 400 as every encoded slash is", async () => {
+  it("retrieves an id holding a `/` as curl and OpenAI's Python SDK send it (a raw `/`); the Node SDK's %2F is refused 400, as every encoded slash is", async () => {
     const { key } = await h.createKey();
-    expect((await h.client(key).models.list()).data.map((m) => m.id)).toContain("org/tiny");
-    const e = await failure(() => h.client(key).models.retrieve("org/tiny"));
+    const get = (path: string, init: RequestInit = {}) => fetch(`${h.url}${path}`, { ...init, headers: { authorization: `Bearer ${key}` } });
+    const listed = (await h.client(key).models.list()).data;
+    for (const id of [HF, "org/tiny"]) {
+      expect(listed.map((m) => m.id)).toContain(id);
+      const res = await get(`/v1/models/${id}`);
+      const body = (await res.json()) as { id?: string; error?: unknown };
+      expect([res.status, body.id ?? body.error], id).toEqual([200, id]);
+      expect(body, id).toMatchObject({ object: "model", owned_by: "vllm", max_model_len: 8192, credits_charged: 0 });
+    }
+    // The Node SDK encodes the id's `/` (encodeURIComponent): %2F, which the shim and nginx refuse.
+    const e = await failure(() => h.client(key).models.retrieve(HF));
     expect(e).toBeInstanceOf(BadRequestError);
     expect(e.error).toMatchObject({ code: "invalid_request", message: expect.stringContaining("%2F") });
+    // What the docs tell Node users: the SDK's own get() sends the path as given.
+    expect((await h.client(key).get<{ id: string }>(`/models/${HF}`)).id).toBe(HF);
+    // A trailing slash is ignored, as on every route; `/v1/models/` alone is still the list.
+    expect(((await (await get(`/v1/models/${HF}/`)).json()) as { id: string }).id).toBe(HF);
+    expect(((await (await get("/v1/models/")).json()) as { object: string }).object).toBe("list");
+    // HEAD, as for every GET route: the status and headers, no body.
+    const head = await get(`/v1/models/${HF}`, { method: "HEAD" });
+    expect([head.status, head.headers.get("x-credits-charged"), await head.text()]).toEqual([200, "0", ""]);
+    // An id the list does not show, `/` or not (a part of one, one with more to it): 404 model_not_found, naming it.
+    for (const id of ["org/nope", "Qwen", `${HF}/x`, "org/tiny/config.json"]) {
+      const res = await get(`/v1/models/${id}`);
+      expect([res.status, ((await res.json()) as { error: unknown }).error], id).toEqual([404, expect.objectContaining({ code: "model_not_found", message: `The model '${id}' does not exist or you do not have access to it.` })]);
+    }
+    // Counted under the route as the router declares it: ids make no labels.
+    const metrics = await (await fetch(`${h.url}/metrics`)).text();
+    expect(metrics).toMatch(/^shim_requests_total\{route="\/v1\/models\/\*",status="404"\} \d+$/m);
+    expect(metrics).not.toContain("Qwen");
+  });
+
+  it("retrieves a listed id of up to 256 characters, ASCII or not (longer once encoded), through the SDK and with a raw `/`", async () => {
+    const { key, id } = await h.createKey();
+    expect((await h.client(key).models.list()).data.map((m) => m.id)).toEqual(expect.arrayContaining([LONG, ACCENTED]));
+    expect((await h.client(key).models.retrieve(LONG)).id).toBe(LONG);
+    // fetch percent-encodes the accents (each `é` is %C3%A9), not the `/`.
+    const res = await fetch(`${h.url}/v1/models/${ACCENTED}`, { headers: { authorization: `Bearer ${key}` } });
+    expect([res.status, ((await res.json()) as { id: string }).id]).toEqual([200, ACCENTED]);
+    // One character more is not a model: model_not_found, after authentication, not "Unknown route".
+    const longer = await failure(() => h.client(key).models.retrieve(`${LONG}L`));
+    expect([longer.status, longer.error]).toEqual([404, expect.objectContaining({ code: "model_not_found" })]);
+    expect(await h.waitForRequestLog((l) => l.status === 404 && l.keyId === id)).toMatchObject({ error: "model_not_found" });
+  });
+
+  it("a path longer than any id is still bounded: nginx passes request lines of 8 KiB, the shim's HTTP server takes 64 KiB", async () => {
+    const { key } = await h.createKey();
+    const within = await fetch(`${h.url}/v1/models/${"x/".repeat(4000)}`, { headers: { authorization: `Bearer ${key}` } });
+    const body = (await within.json()) as { error: { code: string; message: string } };
+    expect([within.status, body.error.code]).toEqual([404, "model_not_found"]);
+    expect(body.error.message.length).toBeLessThan(300); // the id is quoted up to 200 characters
+    const beyond = await fetch(`${h.url}/v1/models/${"x".repeat(70_000)}`, { headers: { authorization: `Bearer ${key}` } });
+    expect(beyond.status).toBe(431);
+  });
+
+  it("an id holding a `/` wants a key too: 401 before anything else, not an unknown route", async () => {
+    const res = await fetch(`${h.url}/v1/models/${HF}`);
+    expect([res.status, ((await res.json()) as { error: { code: string } }).error.code]).toEqual([401, "invalid_api_key"]);
   });
 
   it("wants a key, as the list does", async () => {

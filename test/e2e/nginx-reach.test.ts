@@ -79,6 +79,16 @@ describe("who reaches what through nginx", () => {
     expect(forbidden(await get("127.0.0.2", "/admin/keys", shim.adminToken))).toBe(true);
   });
 
+  it("passes a model id holding a raw `/` (OpenAI's Python SDK, curl) to the shim's GET /v1/models/{id}, and refuses its %2F (the Node SDK's) itself", async () => {
+    // Served as qwen2.5-7b here: the Hugging Face id reaches the route and is not in the key's list.
+    const raw = await get("127.0.0.2", "/v1/models/Qwen/Qwen2.5-7B-Instruct", key);
+    expect([raw.status, JSON.parse(raw.body).error.message]).toEqual([404, "The model 'Qwen/Qwen2.5-7B-Instruct' does not exist or you do not have access to it."]);
+    expect(JSON.parse((await get("127.0.0.2", "/v1/models/qwen2.5-7b/", key)).body).id).toBe("qwen2.5-7b");
+    const encoded = await get("127.0.0.2", "/v1/models/Qwen%2FQwen2.5-7B-Instruct", key);
+    expect([encoded.status, JSON.parse(encoded.body).error.code]).toEqual([400, "invalid_request"]);
+    expect(shim.logs.filter((l) => l.includes(encoded.requestId))).toEqual([]); // nginx's answer
+  });
+
   it("answers the host's own requests (from Docker's gateway) on their own port, as the deploy's readiness wait makes them, and IPv6 clients (from the gateway too) on the API's", async () => {
     const local = await new Promise<number>((resolve, reject) => {
       httpRequest({ host: "127.0.0.1", port: LOCAL_PORT, path: "/ready", localAddress: GATEWAY_STAND_IN }, (res) => {

@@ -15,16 +15,22 @@ export const MODEL_LIST_LIMIT = 16 * 1024 * 1024;
  * vLLM's and LiteLLM's `models.retrieve`); any other id is the inference routes' 404
  * model_not_found, for an unknown model, one not served or one the key may not use alike (the
  * list does not show it either). Authenticated (each counts against the key's requests/min),
- * charged nothing. An id holding a `/` never arrives: the SDKs send it as %2F, refused 400 with
- * every encoded slash (app.ts, nginx).
+ * charged nothing.
+ *
+ * A wildcard, not `:model`: the kit serves a model under its Hugging Face id (`Qwen/Qwen2.5-7B-
+ * Instruct`), which OpenAI's Python SDK and curl send with its `/` raw; and a parameter is cut at
+ * the router's maxParamLength (app.ts), shorter than a model name may be (text.ts, once decoded).
+ * The path stays bounded by the request line nginx (8 KiB) and the HTTP server (64 KiB) take. An
+ * encoded `/` (the Node SDK's %2F) never arrives: refused 400 with every one (app.ts, nginx).
  */
 export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.get("/v1/models", async (request, reply) => {
     const { body, data } = await keyModels(ctx, request);
     return reply.headers(authHeaders(ctx, request)).type("application/json").send({ ...body, data: data.map(({ entry }) => entry), ...free(request) });
   });
-  app.get<{ Params: { model: string } }>("/v1/models/:model", async (request, reply) => {
-    const { model } = request.params;
+  // The router drops one trailing `/` first (ignoreTrailingSlash): `/v1/models/` is the list.
+  app.get<{ Params: { "*": string } }>("/v1/models/*", async (request, reply) => {
+    const model = request.params["*"];
     const found = (await keyModels(ctx, request)).data.find(({ id }) => id === model);
     if (!found) throw modelNotFound(model);
     return reply.headers(authHeaders(ctx, request)).type("application/json").send({ ...found.entry, ...free(request) });
