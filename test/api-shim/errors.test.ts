@@ -1,4 +1,4 @@
-import { createServer as createHttpServer, request as httpRequest } from "node:http";
+import { request as httpRequest } from "node:http";
 import { connect, createServer } from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -11,6 +11,7 @@ import { failureHint } from "../../api-shim/src/store/sqlite-failures.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { DEFAULT_FILE, overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
+import { answeringUpstream } from "../support/shim-process.ts";
 import { freePort, pollUntil } from "../support/tools.ts";
 
 const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 2 };
@@ -769,38 +770,35 @@ describe("expiry and an unset admin token", () => {
 
 describe("the model list as an upstream may really send it", () => {
   it("skips entries that are not models, shows an id listed twice once, and maps any refusal to the upstream's failure", async () => {
-    let answer = { status: 200, body: "" };
-    const upstream = createHttpServer((_req, res) => res.writeHead(answer.status, { "content-type": "application/json" }).end(answer.body));
-    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
-    const { port } = upstream.address() as { port: number };
-    const h = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1` } });
+    const upstream = await answeringUpstream();
+    const h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url } });
     try {
       const { key } = await h.createKey();
-      answer = { status: 200, body: JSON.stringify({ object: "list", data: [null, 7, { id: "qwen2.5-7b", owned_by: "x" }, { id: "qwen2.5-7b", owned_by: "y" }, { id: "bge-m3" }] }) };
+      upstream.answer = { status: 200, body: JSON.stringify({ object: "list", data: [null, 7, { id: "qwen2.5-7b", owned_by: "x" }, { id: "qwen2.5-7b", owned_by: "y" }, { id: "bge-m3" }] }) };
       const list = await h.client(key).models.list();
       expect(list.data.map((m) => [m.id, m.owned_by])).toEqual([["qwen2.5-7b", "x"], ["bge-m3", undefined]]);
       // /ready reads the list the same way: every configured model is there, so it is ready.
       expect(await (await fetch(`${h.url}/ready`)).json()).toEqual({ status: "ready", store: "ok", upstream: "ok" });
       // A bare 404 (SHIM_UPSTREAM_URL without /v1) keeps the shim's own "misconfigured" message.
-      answer = { status: 404, body: '{"detail":"Not Found"}' };
+      upstream.answer = { status: 404, body: '{"detail":"Not Found"}' };
       const missing = await failure(() => h.client(key).models.list());
       expectShape(missing, 502, "api_error", "upstream_error");
       expect(missing.message).toMatch(/misconfigured/);
       // A GET with nothing in it is never the client's fault, and the upstream's words stay with it.
-      answer = { status: 400, body: JSON.stringify({ error: { message: "internal detail at 10.0.0.5", type: "BadRequestError", code: 400 } }) };
+      upstream.answer = { status: 400, body: JSON.stringify({ error: { message: "internal detail at 10.0.0.5", type: "BadRequestError", code: 400 } }) };
       const e = await failure(() => h.client(key).models.list());
       expectShape(e, 502, "api_error", "upstream_error");
       expect(JSON.stringify(e.error)).not.toContain("10.0.0.5");
       // The operator's line says what the upstream answered, as for an inference request.
       expect(await h.waitForRequestLog((l) => l.path === "/v1/models" && l.status === 502 && l.cause === "status_400")).toMatchObject({ error: "upstream_error" });
-      answer = { status: 200, body: "<html>" };
+      upstream.answer = { status: 200, body: "<html>" };
       await failure(() => h.client(key).models.list());
       expect(await h.waitForRequestLog((l) => l.path === "/v1/models" && l.cause === "not_a_model_list")).toMatchObject({ status: 502 });
-      answer = { status: 503, body: "" };
+      upstream.answer = { status: 503, body: "" };
       expectShape(await failure(() => h.client(key).models.list()), 503, "api_error", "service_unavailable");
     } finally {
       await h.close();
-      await new Promise((resolve) => upstream.close(resolve));
+      await upstream.close();
     }
   });
 });

@@ -1,7 +1,7 @@
-import { createServer } from "node:http";
 import OpenAI, { type APIError, AuthenticationError, BadRequestError, NotFoundError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
+import { answeringUpstream } from "../support/shim-process.ts";
 
 /** Calls `fn`, expects it to throw, and returns the error. */
 async function failure(fn: () => Promise<unknown>): Promise<APIError> {
@@ -149,19 +149,16 @@ describe("GET /v1/models/{id}: one model, as the list shows it", () => {
 
 describe("GET /v1/models/{id} when the upstream fails", () => {
   it("is answered as the list is", async () => {
-    let answer = { status: 200, body: "" };
-    const upstream = createServer((_req, res) => res.writeHead(answer.status, { "content-type": "application/json" }).end(answer.body));
-    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
-    const { port } = upstream.address() as { port: number };
-    const h = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1` } });
+    const upstream = await answeringUpstream();
+    const h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url } });
     try {
       const { key } = await h.createKey();
-      answer = { status: 200, body: JSON.stringify({ object: "list", data: [null, { id: "qwen2.5-7b", owned_by: "x" }, { id: "qwen2.5-7b", owned_by: "y" }] }) };
+      upstream.answer = { status: 200, body: JSON.stringify({ object: "list", data: [null, { id: "qwen2.5-7b", owned_by: "x" }, { id: "qwen2.5-7b", owned_by: "y" }] }) };
       // An id listed twice: the entry the list shows.
       expect(await h.client(key).models.retrieve("qwen2.5-7b")).toMatchObject({ id: "qwen2.5-7b", owned_by: "x" });
       for (const a of [{ status: 404, body: '{"detail":"Not Found"}' }, { status: 400, body: '{"error":{"message":"detail at 10.0.0.5"}}' },
         { status: 500, body: "" }, { status: 503, body: "" }, { status: 504, body: "" }, { status: 200, body: "<html>" }]) {
-        answer = a;
+        upstream.answer = a;
         const list = await failure(() => h.client(key).models.list());
         const one = await failure(() => h.client(key).models.retrieve("qwen2.5-7b"));
         expect([one.status, one.error], JSON.stringify(a)).toEqual([list.status, list.error]);
@@ -170,7 +167,7 @@ describe("GET /v1/models/{id} when the upstream fails", () => {
       expect(await h.waitForRequestLog((l) => l.path === "/v1/models/qwen2.5-7b" && l.cause === "not_a_model_list")).toMatchObject({ status: 502 });
     } finally {
       await h.close();
-      await new Promise((resolve) => upstream.close(resolve));
+      await upstream.close();
     }
   });
 });

@@ -239,3 +239,10 @@ export async function loopbackServer(handle: (req: IncomingMessage, res: ServerR
     },
   };
 }
+
+/** An upstream that answers every request with `answer` as it stands (JSON), for a test to change between calls. */
+export async function answeringUpstream(): Promise<{ url: string; answer: { status: number; body: string }; close(): Promise<void> }> {
+  const scripted = { answer: { status: 200, body: "" } };
+  const server = await loopbackServer((_req, res) => res.writeHead(scripted.answer.status, { "content-type": "application/json" }).end(scripted.answer.body));
+  return Object.assign(scripted, server);
+}
