@@ -11,20 +11,12 @@ import { failureHint } from "../../api-shim/src/store/sqlite-failures.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { DEFAULT_FILE, overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
+import { failure } from "../support/api-failure.ts";
 import { answeringUpstream } from "../support/shim-process.ts";
 import { freePort, pollUntil } from "../support/tools.ts";
 
 const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 2 };
 
-/** Calls `fn`, expects it to throw, and returns the error. */
-async function failure(fn: () => Promise<unknown>): Promise<APIError> {
-  try {
-    await fn();
-  } catch (e) {
-    return e as APIError;
-  }
-  throw new Error("expected the call to fail");
-}
 
 /** A store whose settlement of a 1-credit hold (0.5 charged) waits for the write lock `other` holds. */
 async function settlementWaitingForLock() {

@@ -1,17 +1,9 @@
 import OpenAI, { type APIError, AuthenticationError, BadRequestError, NotFoundError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
+import { failure } from "../support/api-failure.ts";
 import { answeringUpstream } from "../support/shim-process.ts";
 
-/** Calls `fn`, expects it to throw, and returns the error. */
-async function failure(fn: () => Promise<unknown>): Promise<APIError> {
-  try {
-    await fn();
-  } catch (e) {
-    return e as APIError;
-  }
-  throw new Error("expected the call to fail");
-}
 
 // The kit's default served name is the Hugging Face id (servedName ?? id), which holds a `/`;
 // isModelName takes up to 256 characters, and a non-ASCII id is longer once percent-encoded.
