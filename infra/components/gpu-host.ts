@@ -77,6 +77,14 @@ export class GpuHost extends pulumi.ComponentResource {
       tags,
     }, { parent: this, deleteBeforeReplace: true });
 
+    // A timestamp taken at the first `pulumi up` and kept in state: ignoreChanges keeps the
+    // stored keeper, so later updates do not move the expiry. The instance depends on it (below),
+    // so `pulumi destroy` deletes it only once the instance is gone: a destroy that fails on the
+    // instance leaves the record that reap-expired judges a failed deploy's expiry by.
+    const created = new random.RandomString(`${name}${CREATED_AT_SUFFIX}`, {
+      length: 8, special: false, keepers: { createdAt: isoSeconds(Date.now()) },
+    }, { parent: this, ignoreChanges: ["keepers"] });
+
     const userData = encodeUserData(hostCloudInit(args.tenant));
     this.instance = new linode.Instance(`${name}-instance`, {
       label: names.instance,
@@ -93,7 +101,9 @@ export class GpuHost extends pulumi.ComponentResource {
       // Linode labels are unique, so a replacement must remove the old instance first. A new
       // region rebuilds the host rather than migrating it: the volume cannot move (a new region
       // replaces it), and only a first boot formats and mounts a new one.
-    }, { parent: this, deleteBeforeReplace: true, replaceOnChanges: ["region"] });
+      // dependsOn orders create and delete only; it is no input, so an existing instance is
+      // neither updated nor replaced by it (the state just records the dependency).
+    }, { parent: this, deleteBeforeReplace: true, replaceOnChanges: ["region"], dependsOn: [created] });
 
     this.volume = new linode.Volume(`${name}-volume`, {
       label: names.volume,
@@ -103,11 +113,6 @@ export class GpuHost extends pulumi.ComponentResource {
       tags,
     }, { parent: this, deleteBeforeReplace: true });
 
-    // A timestamp taken at the first `pulumi up` and kept in state: ignoreChanges keeps the
-    // stored keeper, so later updates do not move the expiry.
-    const created = new random.RandomString(`${name}${CREATED_AT_SUFFIX}`, {
-      length: 8, special: false, keepers: { createdAt: isoSeconds(Date.now()) },
-    }, { parent: this, ignoreChanges: ["keepers"] });
     this.createdAt = created.keepers.apply((k) => String(k?.createdAt ?? ""));
     const ttl = args.ttlHours;
     this.expiresAt = this.createdAt.apply((c) =>

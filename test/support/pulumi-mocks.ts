@@ -8,6 +8,11 @@ export interface RecordedResource {
   readonly type: string;
   readonly name: string;
   readonly inputs: Record<string, any>;
+  /**
+   * URNs of the resources it depends on (its `dependsOn` and its inputs' resources): `pulumi
+   * destroy` deletes a resource only after everything that depends on it.
+   */
+  readonly dependencies: readonly string[];
 }
 
 /** A provider function the program called (`linode.getRegions`, …). */
@@ -29,9 +34,11 @@ export function installMocks(stack: string, overrides: {
 } = {}) {
   const resources: RecordedResource[] = [];
   const calls: RecordedCall[] = [];
+  // The mocks' newResource is not told the dependencies: the registration request holds them.
+  const dependencies = new Map<string, string[]>();
   pulumi.runtime.setMocks({
     newResource(args) {
-      resources.push({ type: args.type, name: args.name, inputs: args.inputs });
+      resources.push({ type: args.type, name: args.name, inputs: args.inputs, dependencies: dependencies.get(args.name) ?? [] });
       const override = overrides.resource?.(args);
       if (override !== undefined) return override;
       const state: Record<string, any> = { ...args.inputs };
@@ -88,7 +95,22 @@ export function installMocks(stack: string, overrides: {
       }
     },
   }, "gpu-sandbox", stack, false);
+  const monitor = (settings as unknown as { getMonitor(): { registerResource(req: RegisterRequest, cb: unknown): unknown } }).getMonitor();
+  const register = monitor.registerResource.bind(monitor);
+  monitor.registerResource = (req, cb) => {
+    const urns = new Set(req.getDependenciesList());
+    req.getPropertydependenciesMap().forEach((deps) => deps.getUrnsList().forEach((u) => urns.add(u)));
+    dependencies.set(req.getName(), [...urns]);
+    return register(req, cb);
+  };
   return { resources, calls };
+}
+
+/** The parts of the SDK's (protobuf) registration request read above. */
+interface RegisterRequest {
+  getName(): string;
+  getDependenciesList(): string[];
+  getPropertydependenciesMap(): { forEach(fn: (deps: { getUrnsList(): string[] }) => void): void };
 }
 
 /** The settled value of an output (under mocks every output resolves). */
