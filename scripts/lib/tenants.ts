@@ -6,7 +6,7 @@ import type { TenantConfig } from "../../infra/config/types.ts";
 import { hostExpiry } from "../../infra/host.ts";
 import { listStackNames, misplacedSetting, readStackConfig, StackFileError } from "../../infra/stack-file.ts";
 import type { ScriptDeps } from "./deps.ts";
-import { type OutputsResult, type StackOutputs, type StackState, stackOutputsAndState } from "./pulumi.ts";
+import { commandLine, destroyArgs, type OutputsResult, type StackOutputs, type StackState, stackOutputsAndState } from "./pulumi.ts";
 
 export interface Tenant {
   readonly stack: string;
@@ -107,7 +107,14 @@ function failedDeployExpiry(tenant: Tenant, now: Date): Expiry {
   const ttl = tenant.config?.ttlHours ?? (typeof tenant.raw.ttlHours === "number" ? tenant.raw.ttlHours : undefined);
   if (ttl === undefined) return { kind: "no-ttl", failedDeploy: true };
   if (state.createdAt === undefined || !Number.isFinite(Date.parse(state.createdAt))) {
-    return { kind: "unknown", reason: "a failed deploy left an instance, but its creation time is not in the state" };
+    // Its expiry cannot be judged, so it is not reaped, not even with --force (which destroys an
+    // expired stack without its usage, and never makes one expire). A destroy from before the
+    // instance depended on the record deleted the record first: say how to finish it by hand.
+    return {
+      kind: "unknown",
+      reason: "a failed deploy left an instance, but its creation time is not in the state (an earlier `pulumi destroy` deleted it, then failed on the instance); " +
+        `to destroy the instance, from the repository's root: \`${commandLine(destroyArgs(tenant.stack))}\``,
+    };
   }
   const at = new Date(hostExpiry(state.createdAt, ttl));
   return { kind: at.getTime() <= now.getTime() ? "expired" : "expires", at, failedDeploy: true };

@@ -64,6 +64,23 @@ describe("reap-expired", () => {
     expect(out).toMatch(/hotel +not deployed: nothing to destroy/); // no outputs and nothing in the state
   });
 
+  it("a failed deploy whose earlier destroy deleted its creation time, then failed on the instance, is not reaped (even --force): the line says how to destroy it by hand", async () => {
+    // Before the instance depended on the created-at record, a destroy deleted the record first.
+    const stuck = (p: FakePulumi) => {
+      withoutGolf(p);
+      const left = failedDeployResources("delta", "2026-03-01T10:00:00Z").filter((res) => !res.urn.endsWith("-created-at"));
+      p.stacks.set("delta", { outputs: {}, resources: left });
+    };
+    for (const argv of [["--yes"], ["--yes", "--force"], ["--yes", "--force", "delta"]]) {
+      const { code, io, destroyed } = await reap(argv, stuck);
+      expect(code, argv.join(" ")).toBe(1);
+      expect(destroyed).not.toContain("delta");
+      expect(io.stdout.join("\n")).toContain("delta    cannot tell: a failed deploy left an instance, but its creation time is not in the state " +
+        "(an earlier `pulumi destroy` deleted it, then failed on the instance); " +
+        "to destroy the instance, from the repository's root: `pulumi destroy --yes --non-interactive --stack delta`");
+    }
+  });
+
   it("dry run: lists each stack's fate and destroys nothing", async () => {
     const { code, io, pulumi, destroyed } = await reap([], withoutGolf);
     expect(code).toBe(0);
