@@ -104,7 +104,9 @@ export function standaloneLockfile(rootLock: Lockfile, pkg: PackageJson): Lockfi
     }
   }
 
-  const sorted = Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)));
+  // By code unit, not localeCompare: that follows the operator's LANG (lt_LT puts y before j),
+  // and a lockfile that differs by machine changes bundleHash, so pulumi up would redeploy.
+  const sorted = Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   const rootEntry: LockEntry = { name: pkg.name, version: pkg.version };
   for (const field of ["license", "dependencies", "engines"]) {
     if (pkg[field] !== undefined) rootEntry[field] = pkg[field];

@@ -1,7 +1,8 @@
+import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { parse } from "yaml";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { parseShimConfig } from "../../api-shim/src/config.ts";
 import { SETTLE_AFTER_DRAIN_MS } from "../../api-shim/src/inflight.ts";
 import { SHUTDOWN_MS } from "../../api-shim/src/store/postgres-store.ts";
@@ -11,9 +12,12 @@ import { configWarnings } from "../../infra/plan.ts";
 import { Secret } from "../../infra/secret.ts";
 import { BundleDirError, bundleHash, MANIFEST, renderBundle, sha256, writeBundle, type Bundle } from "../../infra/render/bundle.ts";
 import { envEntries, renderEnvFile } from "../../infra/render/env-file.ts";
+import { standaloneLockfile } from "../../infra/render/shim-source.ts";
 import type { BootstrapKeyRecord } from "../../infra/render/shim-config.ts";
 import { forLocalNginx } from "../support/nginx.ts";
 import { runTool, tempDir } from "../support/tools.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
 
 const base = {
   region: "us-ord", adminCidrs: ["203.0.113.7/32"], model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen2.5-7b" },
@@ -442,6 +446,49 @@ describe("the bundle's files", () => {
     const load = runTool("node", ["-e", "import('fastify').then(() => import('better-sqlite3')).then(() => console.log('loaded'))"], { cwd: join(dir, "api-shim") });
     expect(load.output.trim()).toBe("loaded");
   }, 120_000);
+
+  it("orders the standalone lockfile's packages by code unit, never by the operator's locale", () => {
+    // Lithuanian collation puts y between i and j: a localeCompare sort would follow LANG.
+    const names = ["node_modules/yaml", "node_modules/jose", "node_modules/ipaddr.js"];
+    expect([...names].sort((a, b) => a.localeCompare(b, "lt"))).not.toEqual([...names].sort());
+    const entries = Object.fromEntries(names.map((n) => [n, { version: "1.0.0" }]));
+    // This process as an operator whose LANG is lt_LT would run it.
+    const localeCompare = String.prototype.localeCompare;
+    const lithuanian = vi.spyOn(String.prototype, "localeCompare").mockImplementation(function (this: string, that: string) {
+      return localeCompare.call(this, that, "lt");
+    });
+    try {
+      const lock = standaloneLockfile(
+        { lockfileVersion: 3, packages: { "": { name: "root" }, ...entries } },
+        { name: "shim", version: "1.0.0", dependencies: { yaml: "1", jose: "1", "ipaddr.js": "1" } },
+      );
+      expect(Object.keys(lock.packages)).toEqual(["", "node_modules/ipaddr.js", "node_modules/jose", "node_modules/yaml"]);
+    } finally {
+      lithuanian.mockRestore();
+    }
+    const rendered = Object.keys(JSON.parse(bundle.get("api-shim/package-lock.json")!).packages).slice(1);
+    expect(rendered).toEqual([...rendered].sort());
+  });
+
+  it("renders the same bundle (no redeploy) under any operator locale", () => {
+    // Node's ICU takes its default locale from LANG, with no system locale installed.
+    const script = [
+      `import { bundleHash, renderBundle } from ${JSON.stringify(join(ROOT, "infra/render/bundle.ts"))};`,
+      `import { validateConfig } from ${JSON.stringify(join(ROOT, "infra/config.ts"))};`,
+      `const r = validateConfig(${JSON.stringify(base)}, { stack: "acme" });`,
+      `if (!r.ok) throw new Error(JSON.stringify(r.problems));`,
+      `console.log(Intl.Collator().resolvedOptions().locale, bundleHash(renderBundle(r.config, { images: r.config.images, bootstrapKeys: [] })));`,
+    ].join("\n");
+    const under = (lang: string) => {
+      const run = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", env: { PATH: process.env.PATH, LANG: lang } });
+      expect(run.status, run.stderr).toBe(0);
+      return run.stdout.trim().split(" ");
+    };
+    const [, reference] = under("en_US.UTF-8");
+    const [locale, hash] = under("lt_LT.UTF-8");
+    expect(locale).toBe("lt-LT"); // the child did collate as Lithuanian
+    expect(hash).toBe(reference);
+  });
 
   it("bin/make-self-signed-cert.sh writes nginx's certificate with .env's secrets still placeholders, and says what is missing without .env", () => {
     const dir = written(bundle);
