@@ -1,6 +1,7 @@
-import OpenAI, { APIError } from "openai";
+import OpenAI, { type APIError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FINISHING_GRACE_MS } from "../../api-shim/src/key-waits.ts";
+import { failure } from "../support/api-failure.ts";
 import { moneyInvariants, startShim, type Harness } from "../support/shim-harness.ts";
 
 /**
@@ -76,8 +77,8 @@ describe("the next request right after the SDK stopped a stream", () => {
     try {
       const started = performance.now();
       // 100 credits, a hold of 201: no settlement could make the balance cover it.
-      const e = await c.chat.completions.create({ ...ask, max_tokens: 200 }).catch((x: unknown) => x);
-      expect((e as APIError).status).toBe(402);
+      const e = await failure(() => c.chat.completions.create({ ...ask, max_tokens: 200 }));
+      expect(e.status).toBe(402);
       expect(performance.now() - started).toBeLessThan(FINISHING_GRACE_MS);
     } finally {
       await stop();
@@ -91,10 +92,10 @@ describe("the next request right after the SDK stopped a stream", () => {
     const stop = await longStream(c, 60); // holds 61 for ~1.8 s
     try {
       const started = performance.now();
-      const e = await c.chat.completions.create(ask).catch((x: unknown) => x);
+      const e = await failure(() => c.chat.completions.create(ask));
       const waited = performance.now() - started;
-      expect((e as APIError).status).toBe(402);
-      expect((e as APIError).message).toBe("402 Insufficient credits. Required: 61, Available: 39");
+      expect(e.status).toBe(402);
+      expect(e.message).toBe("402 Insufficient credits. Required: 61, Available: 39");
       expect(waited).toBeGreaterThanOrEqual(FINISHING_GRACE_MS - 20); // timers may fire a ms early
       expect(waited).toBeLessThan(FINISHING_GRACE_MS + 1000);
     } finally {
@@ -108,10 +109,10 @@ describe("the next request right after the SDK stopped a stream", () => {
     const stop = await longStream(c, 60);
     try {
       const started = performance.now();
-      const e = await c.chat.completions.create({ ...ask, max_tokens: 1 }).catch((x: unknown) => x);
+      const e = await failure(() => c.chat.completions.create({ ...ask, max_tokens: 1 }));
       const waited = performance.now() - started;
-      expect((e as APIError).status).toBe(429);
-      expect((e as APIError).message).toMatch(/allows 1 at once/);
+      expect(e.status).toBe(429);
+      expect(e.message).toMatch(/allows 1 at once/);
       expect(waited).toBeGreaterThanOrEqual(FINISHING_GRACE_MS - 20);
       expect(waited).toBeLessThan(FINISHING_GRACE_MS + 1000);
     } finally {
@@ -150,13 +151,13 @@ describe("the next request right after the SDK stopped a stream", () => {
     const stopShort = await longStream(c, 15); // holds 16: the key is at its cap of 2, with 23 available
     try {
       const started = performance.now();
-      const asked = c.chat.completions.create(ask).catch((x: unknown) => x); // needs 61: a place, then credits
-      await new Promise((r) => setTimeout(r, FINISHING_GRACE_MS * 0.6));
-      await stopShort(); // its place comes free well within the grace; its credits are not enough
+      const asked = failure(() => c.chat.completions.create(ask)); // needs 61: a place, then credits
+      await new Promise((r) => setTimeout(r, FINISHING_GRACE_MS * 0.75));
+      await stopShort(); // its place comes free within the grace; its credits are not enough
       const e = await asked;
       const waited = performance.now() - started;
-      expect((e as APIError).status).toBe(402);
-      expect(waited).toBeLessThan(FINISHING_GRACE_MS + 250); // twice the grace before
+      expect(e.status).toBe(402);
+      expect(waited).toBeLessThan(FINISHING_GRACE_MS + 300); // 1.75 graces before (a grace each for the place and the credits)
     } finally {
       await stopLong();
     }

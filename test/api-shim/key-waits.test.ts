@@ -3,20 +3,22 @@ import { FINISHING_GRACE_MS, graceEnds, KeyWaiters } from "../../api-shim/src/ke
 
 /** A grace starting now, as a request's first wait starts it. */
 const grace = () => performance.now() + FINISHING_GRACE_MS;
+/** The next macrotask: a waiter woken synchronously has made its next attempt by then (its poll is 100 ms off). */
+const nextTurn = () => new Promise<"pending">((r) => setImmediate(() => r("pending")));
 
 describe("KeyWaiters: a refused request waiting for its key's other requests to give something back", () => {
   it("tries again when its key is woken, not before its poll for another key's wake", async () => {
     const w = new KeyWaiters();
     let free = false;
     let tries = 0;
-    const started = performance.now();
     const got = w.retry("k", 1, new AbortController().signal, grace(), () => (++tries, free || undefined));
-    await new Promise((r) => setTimeout(r, 10));
+    expect(tries).toBe(1); // the first attempt, at once
     w.wake("other", 1);
+    await Promise.resolve();
+    expect(tries).toBe(1);
     free = true;
     w.wake("k", 1);
-    expect(await got).toBe(true);
-    expect(performance.now() - started).toBeLessThan(90); // woken, not polled (100 ms)
+    expect(await Promise.race([got, nextTurn()])).toBe(true); // woken, not polled (100 ms): no wall clock, so no load can fail it
     expect(tries).toBe(2);
   });
 
@@ -24,9 +26,10 @@ describe("KeyWaiters: a refused request waiting for its key's other requests to 
     const w = new KeyWaiters();
     const tries = { a: 0, b: 0, c: 0 };
     const waits = (["a", "b", "c"] as const).map((n, i) => w.retry("k", [40, 70, 30][i]!, new AbortController().signal, grace(), () => void tries[n]++));
-    await new Promise((r) => setTimeout(r, 10));
+    expect(tries).toEqual({ a: 1, b: 1, c: 1 });
+    await Promise.resolve(); // each attempt answered; each now waits
     w.wake("k", 75); // a (40) and c (30) fit together; b (70) does not after a
-    await new Promise((r) => setTimeout(r, 10));
+    await nextTurn(); // before b's poll (100 ms) could try it again
     expect(tries).toEqual({ a: 2, b: 1, c: 2 });
     await Promise.all(waits);
   });
@@ -37,7 +40,7 @@ describe("KeyWaiters: a refused request waiting for its key's other requests to 
     const started = performance.now();
     expect(await w.retry("k", 1, new AbortController().signal, grace(), () => void tries++)).toBeUndefined();
     expect(performance.now() - started).toBeGreaterThanOrEqual(FINISHING_GRACE_MS - 20);
-    expect(tries).toBeGreaterThanOrEqual(4);
+    expect(tries).toBeGreaterThanOrEqual(2); // its poll tried again (about 5 times, fewer on a loaded machine)
   });
 
   it("stops at once when its signal aborts (the client left), and an attempt's failure is thrown", async () => {

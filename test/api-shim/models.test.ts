@@ -1,4 +1,4 @@
-import OpenAI, { type APIError, AuthenticationError, BadRequestError, NotFoundError } from "openai";
+import OpenAI, { AuthenticationError, BadRequestError, NotFoundError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
 import { failure } from "../support/api-failure.ts";

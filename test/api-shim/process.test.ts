@@ -26,16 +26,18 @@ describe("the shim process", () => {
     return store.audit().finally(() => store.close());
   };
   /**
-   * The key's audit once a live process has released its holds. A settlement is written by the
-   * SQLite store's group commit in the event-loop turn after it (sqlite-store.ts, batched), so the
-   * client can have the whole answer a moment before the row says so; a hold never released fails
-   * here. Each look opens a store (up to a second on a loaded machine), hence the long timeout.
+   * The key's audit once it shows `expected` (releasedAudit: once a live process has released its
+   * holds). Holds and settlements are written by the SQLite store's group commit in the event-loop
+   * turn after them (sqlite-store.ts, batched), so the client can have the whole answer a moment
+   * before the row says so; a hold never released fails here. Each look opens a store (up to a
+   * second on a loaded machine), hence the long timeout.
    */
-  const releasedAudit = () => vi.waitFor(async () => {
+  const auditOnce = (expected: { held?: number; reservations: number }) => vi.waitFor(async () => {
     const row = (await audit()).find((r) => r.keyId === key.id)!;
-    expect(row).toMatchObject({ held: 0, reservations: 0 });
+    expect(row).toMatchObject(expected);
     return row;
   }, { timeout: 10_000, interval: 25 });
+  const releasedAudit = () => auditOnce({ held: 0, reservations: 0 });
   const client = (p: ShimProcess) => shimClient(p, key.key);
   const openStream = (p: ShimProcess, maxTokens: number) => openKeyStream(p, key.key, maxTokens);
 
@@ -44,11 +46,7 @@ describe("the shim process", () => {
     const first = await start();
     const streams = await Promise.all(Array.from({ length: 50 }, () => openStream(first, 2000)));
     // The kill really lands on 50 open holds (each written by the group commit after its request: waited for).
-    const during = await vi.waitFor(async () => {
-      const row = (await audit()).find((r) => r.keyId === key.id)!;
-      expect(row.reservations).toBe(50);
-      return row;
-    }, { timeout: 10_000, interval: 25 });
+    const during = await auditOnce({ reservations: 50 });
     expect(during.held).toBe(50 * (1 + 2000) * CREDIT); // each: the request credit + 2,000 completion tokens at 1 credit
     first.child.kill("SIGKILL");
     expect((await first.exited).signal).toBe("SIGKILL");
