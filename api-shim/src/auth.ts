@@ -5,8 +5,7 @@ import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { formatCredits } from "./money.ts";
 import { type IpScope, rateLimitHeaders, tokensWait } from "./rate-limit.ts";
 import { ClientLeftError, type KeyRecord, keyIsLive, type ReportsBusyError } from "./store/store.ts";
-import { clientLeftSignal } from "./routes/client-left.ts";
-import { graceEnds } from "./key-waits.ts";
+import { placeFreed } from "./key-waits.ts";
 import { urlPath } from "./text.ts";
 
 /**
@@ -68,7 +67,7 @@ export function authHook(ctx: ShimContext) {
     // has parsed. Only looked at here (in the handler's order); the handler takes the place and
     // the estimate, checking again (other requests may have taken them while the body arrived).
     if (!inference) return;
-    if (limits.concurrency !== null && ctx.limiter.full(key.id, limits.concurrency) && !(await placeFreed(ctx, request, reply, limits.concurrency, false))) {
+    if (limits.concurrency !== null && ctx.limiter.full(key.id, limits.concurrency) && !(await placeFreed(ctx, reply, limits.concurrency, false))) {
       throw tooManyInFlight(ctx, request.auth, limits.concurrency);
     }
     if (wait > 0) throw tokensSpent(ctx, request.auth, wait);
@@ -129,18 +128,6 @@ type Auth = NonNullable<FastifyRequest["auth"]>;
 /** The key's tokens/min budget admits nothing for `retryMs`: refused before any work. */
 export function tokensSpent(ctx: ShimContext, auth: Auth, retryMs: number): ShimError {
   return rateLimited(retryMs, giveBackRequest(ctx, auth, true));
-}
-
-/**
- * For a request whose key has `limit` requests in flight already: whether one of them ended within
- * the request's grace (FINISHING_GRACE_MS for all its waits: a stream its client has just stopped
- * ends a few ms after the client closed; key-waits.ts), its place then taken (`take`: the handler) or only seen free (the auth hook,
- * before the body is read). False when none did, or the client left meanwhile.
- */
-export async function placeFreed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, limit: number, take: boolean): Promise<boolean> {
-  const keyId = request.auth!.key.id;
-  const free = take ? () => ctx.limiter.enter(keyId, limit) || undefined : () => !ctx.limiter.full(keyId, limit) || undefined;
-  return (await ctx.limiter.placeWaiters.retry(keyId, 1, clientLeftSignal(reply), graceEnds(request.shim), free)) === true;
 }
 
 /** A key's tier caps its requests in flight, and that many are (past the grace placeFreed waits): retry when one ends. */

@@ -1,3 +1,7 @@
+import type { FastifyReply } from "fastify";
+import { clientLeftSignal } from "./client-left.ts";
+import type { ShimContext } from "./context.ts";
+
 /**
  * How long a request that its key's other requests crowd out (their credit holds, their places
  * in flight) waits for them to finish before its 402 or 429. A client that stops a stream (the
@@ -99,4 +103,25 @@ export class KeyWaiters {
     waiters.add(waiter);
     return { promise, end: waiter.end };
   }
+}
+
+/**
+ * A request's wait for what its key's other requests give back (`waiters`: places in flight or
+ * credit holds): `attempt` retried (KeyWaiters.retry) until the request's grace ends (graceEnds),
+ * given up when its client leaves or `signal` aborts.
+ */
+export function retryInGrace<T>(waiters: KeyWaiters, reply: FastifyReply, keyId: string, need: number, signal: AbortSignal, attempt: () => T | undefined | Promise<T | undefined>): Promise<T | undefined> {
+  return waiters.retry(keyId, need, AbortSignal.any([signal, clientLeftSignal(reply)]), graceEnds(reply.request.shim), attempt);
+}
+
+/**
+ * For a request whose key has `limit` requests in flight already: whether one of them ended within
+ * the request's grace (a stream its client has just stopped ends a few ms after the client
+ * closed), its place then taken (`take`: the handler) or only seen free (the auth hook, before the
+ * body is read). False when none did, or the client left meanwhile.
+ */
+export async function placeFreed(ctx: ShimContext, reply: FastifyReply, limit: number, take: boolean): Promise<boolean> {
+  const keyId = reply.request.auth!.key.id;
+  const free = take ? () => ctx.limiter.enter(keyId, limit) || undefined : () => !ctx.limiter.full(keyId, limit) || undefined;
+  return (await retryInGrace(ctx.limiter.placeWaiters, reply, keyId, 1, AbortSignal.any([]), free)) === true;
 }

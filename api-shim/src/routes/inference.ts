@@ -4,15 +4,14 @@ import { admission, checked, forwarded } from "../admission.ts";
 import { UsageScanner, usageOfBody } from "../answer-body.ts";
 import { spliceJsonBytes } from "../json-splice.ts";
 import { finishRequest } from "../app.ts";
-import { authHeaders, deadKey, placeFreed, tooManyInFlight } from "../auth.ts";
+import { authHeaders, deadKey, tooManyInFlight } from "../auth.ts";
 import { INFERENCE_ROUTE, type ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
 import type { ModelConfig } from "../config.ts";
 import type { InferenceKind, InferenceRequest } from "../inference-request.ts";
 import { formatCredits } from "../money.ts";
 import type { Usage } from "../pricing.ts";
-import { clientLeftSignal } from "./client-left.ts";
-import { graceEnds } from "../key-waits.ts";
+import { placeFreed, retryInGrace } from "../key-waits.ts";
 import { writeWithBackpressure } from "../response-writer.ts";
 import { Settlement } from "../settlement.ts";
 import type { ReserveInput, ReserveResult } from "../store/store.ts";
@@ -58,7 +57,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   // auth hook refused a key at its cap before its body was read; others may have taken the last
   // place since, and one of them may be ending: placeFreed waits a little for it.)
   const cap = auth.limits.concurrency;
-  if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity) && !(await placeFreed(ctx, request, reply, cap!, true))) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
+  if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity) && !(await placeFreed(ctx, reply, cap!, true))) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
   try {
     return await admitted(ctx, kind, upstreamPath, request, reply, req, modelConfig, batch);
   } finally {
@@ -277,7 +276,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
  */
 async function reserveAsHoldsSettle(ctx: ShimContext, reply: FastifyReply, input: ReserveInput, refused: ReserveResult, signal: AbortSignal): Promise<ReserveResult> {
   let last = refused;
-  const settled = await ctx.holdsSettled.retry(input.keyId, input.amount, AbortSignal.any([signal, clientLeftSignal(reply)]), graceEnds(reply.request.shim), async () => {
+  const settled = await retryInGrace(ctx.holdsSettled, reply, input.keyId, input.amount, signal, async () => {
     last = await ctx.store.reserve({ ...input, at: ctx.clock.now() });
     return last.ok || last.inactive || last.balance < input.amount ? last : undefined;
   });

@@ -4,7 +4,7 @@ import { batchAsked } from "../batch-query.ts";
 import type { ShimContext } from "../context.ts";
 import { onlyKnown } from "../known-members.ts";
 import { creditsNumber } from "../money.ts";
-import { untilLeftOrCut } from "./client-left.ts";
+import { untilLeftOrCut } from "../client-left.ts";
 import { parsePeriod, showPeriod } from "../period.ts";
 import { ReportsBusyError, type UsageGroup, type UsageQuery } from "../store/store.ts";
 
