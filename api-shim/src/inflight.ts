@@ -26,7 +26,8 @@ export class Inflight {
   private readonly free: number[] = [];
   private count = 0;
   private readonly events = new EventEmitter();
-  draining = false;
+  /** Aborted as a drain begins: see drainBegan. */
+  private readonly drainStart = new AbortController();
   /** Set by abortAll: a request put in flight after it (a kept-alive connection's) is aborted at once. */
   private cut: string | null = null;
   /** How many requests abortAll cut (each counted once, however many times it is called). */
@@ -61,6 +62,20 @@ export class Inflight {
     const ac = new AbortController();
     res.once("close", this.add((reason) => (res.headersSent || !req.complete ? res.destroy() : ac.abort(reason))));
     return ac.signal;
+  }
+
+  /** Whether a drain has begun: inference is no longer admitted (503). */
+  get draining(): boolean {
+    return this.drainStart.signal.aborted;
+  }
+
+  /**
+   * Aborts as a drain begins, for waits outside what the drain waits for: a request waiting for
+   * a place among its key's requests in flight (key-waits.ts) is not in flight yet, so the drain
+   * would end (and the store be closed) without it.
+   */
+  get drainBegan(): AbortSignal {
+    return this.drainStart.signal;
   }
 
   /** Whether the drain has cut what was in flight: connections closing now are the shim's doing. */
@@ -109,7 +124,7 @@ export class Inflight {
    * that connections closing now (closeApp closes them all) are the shim's doing.
    */
   async drain(timeoutMs: number, settleTimeoutMs = SETTLE_AFTER_DRAIN_MS): Promise<{ aborted: number }> {
-    this.draining = true;
+    this.drainStart.abort();
     // Ends early when it is emptied by abortAll (a second signal, a store failure): what that cut
     // is counted in `aborted` as what the timeout cuts is.
     const finished = await this.waitEmpty(timeoutMs);

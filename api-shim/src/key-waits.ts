@@ -1,6 +1,7 @@
 import type { FastifyReply } from "fastify";
 import { clientLeftSignal } from "./client-left.ts";
 import type { ShimContext } from "./context.ts";
+import { shuttingDown } from "./errors.ts";
 
 /**
  * How long a request that its key's other requests crowd out (their credit holds, their places
@@ -119,9 +120,19 @@ export function retryInGrace<T>(waiters: KeyWaiters, reply: FastifyReply, keyId:
  * the request's grace (a stream its client has just stopped ends a few ms after the client
  * closed), its place then taken (`take`: the handler) or only seen free (the auth hook, before the
  * body is read). False when none did, or the client left meanwhile.
+ *
+ * A drain that begins meanwhile turns the request away (shuttingDown, 503: another replica, or
+ * this one restarted, serves it), at once and with no place kept. It is not in flight while it
+ * waits, so the drain does not wait for it: once the drain had found nothing in flight, server.ts
+ * closed the store while the request, woken by the last one's end, went on to make its hold.
  */
 export async function placeFreed(ctx: ShimContext, reply: FastifyReply, limit: number, take: boolean): Promise<boolean> {
   const keyId = reply.request.auth!.key.id;
   const free = take ? () => ctx.limiter.enter(keyId, limit) || undefined : () => !ctx.limiter.full(keyId, limit) || undefined;
-  return (await retryInGrace(ctx.limiter.placeWaiters, reply, keyId, 1, AbortSignal.any([]), free)) === true;
+  const freed = (await retryInGrace(ctx.limiter.placeWaiters, reply, keyId, 1, ctx.inflight.drainBegan, free)) === true;
+  if (ctx.inflight.draining) {
+    if (freed && take) ctx.limiter.leave(keyId);
+    throw shuttingDown();
+  }
+  return freed;
 }

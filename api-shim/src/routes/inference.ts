@@ -55,7 +55,8 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
   // key re-applied by another replica's start) has its requests already in flight counted. (The
   // auth hook refused a key at its cap before its body was read; others may have taken the last
-  // place since, and one of them may be ending: placeFreed waits a little for it.)
+  // place since, and one of them may be ending: placeFreed waits a little for it, and answers
+  // 503 if a drain begins meanwhile.)
   const cap = auth.limits.concurrency;
   if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity) && !(await placeFreed(ctx, reply, cap!, true))) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
   try {
