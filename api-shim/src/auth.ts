@@ -64,13 +64,15 @@ export function authHook(ctx: ShimContext) {
     // Refused here, before the body is read and parsed (up to SHIM_MAX_BODY_BYTES of JSON, a
     // tenth of a second or so), not only in the handler: these refusals spend no request, so
     // requests/min would not bound how many bodies a key at its cap or with a spent tokens budget
-    // has parsed. Only looked at here (in the handler's order); the handler takes the place and
-    // the estimate, checking again (other requests may have taken them while the body arrived).
+    // has parsed. Only looked at here; the handler takes the place and the estimate, checking
+    // again (other requests may have taken them while the body arrived). The tokens budget
+    // first: a key at its cap waits a little for a place (placeFreed), which is no use to it while
+    // the budget is spent, and whose end would only have made `wait` (the Retry-After) stale.
     if (!inference) return;
+    if (wait > 0) throw tokensSpent(ctx, request.auth, wait);
     if (limits.concurrency !== null && ctx.limiter.full(key.id, limits.concurrency) && !(await placeFreed(ctx, reply, limits.concurrency, false))) {
       throw tooManyInFlight(ctx, request.auth, limits.concurrency);
     }
-    if (wait > 0) throw tokensSpent(ctx, request.auth, wait);
   };
 }
 

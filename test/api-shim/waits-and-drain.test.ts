@@ -10,7 +10,8 @@ import { pollUntil } from "../support/tools.ts";
  * to end, in the auth hook and again in the handler. It is not in flight meanwhile, so a drain
  * does not wait for it: the drain must turn it away (503, retried elsewhere) as it begins, or it
  * went on to make its hold once the drain had said nothing was in flight and the store was
- * being closed (server.ts).
+ * being closed (server.ts). And a key whose tokens/min budget is spent is told so at once, not
+ * after waiting for a place it could not use.
  */
 const model = "qwen2.5-7b";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -97,6 +98,35 @@ describe("a request waiting in the auth hook for a place in flight when a drain 
       expect(performance.now() - started).toBeLessThan(FINISHING_GRACE_MS);
       await reader.cancel();
       await drain;
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+describe("a key at its cap on requests in flight whose tokens/min budget is spent too", () => {
+  it("is refused for its tokens at once, with their Retry-After, without waiting for a place first", async () => {
+    const h = await startShim({ file: { tiers: { small: { rpm: 1000, tpm: 50, concurrency: 1 } }, models: [{ name: model, maxModelLen: 8192 }] } });
+    try {
+      h.fake.set({ tokenDelayMs: 30, defaultTokens: 60 });
+      const { key } = await h.createKey({ credits: 1000, tier: "small" });
+      // B: its estimate (max_tokens 60 and the prompt) overdraws the 50 tokens/min, and it takes the one place.
+      const b = await h.post(key, "/v1/chat/completions", { model, messages: [{ role: "user", content: "x" }], max_tokens: 60, stream: true });
+      const reader = b.body!.getReader();
+      await reader.read();
+      try {
+        const started = performance.now();
+        const res = await h.post(key, "/v1/chat/completions", { model, messages: [{ role: "user", content: "x" }], max_tokens: 1 });
+        const waited = performance.now() - started;
+        expect(res.status).toBe(429);
+        const message = ((await res.json()) as { error: { message: string } }).error.message;
+        expect(message).toMatch(/^Rate limit exceeded/); // the tokens budget's refusal, not "too many in flight"
+        expect(Number(res.headers.get("retry-after"))).toBeGreaterThanOrEqual(1); // B's estimate, mostly given back when it ends
+        expect(res.headers.get("x-ratelimit-remaining-tokens")).toBe("0");
+        expect(waited).toBeLessThan(FINISHING_GRACE_MS / 2);
+      } finally {
+        await reader.cancel();
+      }
     } finally {
       await h.close();
     }
