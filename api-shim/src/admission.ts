@@ -6,6 +6,7 @@ import type { ShimContext } from "./context.ts";
 import { ShimError } from "./errors.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptTokens, refuseNonTextPrompt, upstreamBody } from "./inference-request.ts";
 import { estimatePromptTokens, type HoldInput } from "./pricing.ts";
+import type { KeyRecord } from "./store/store.ts";
 import { modelNotFound } from "./upstream.ts";
 
 /**
@@ -23,13 +24,24 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   const body = request.body as Record<string, unknown>;
   const req = parseInferenceRequest(kind, body);
   request.shim.model = req.model;
+  const refusal = modelRefusal(ctx, auth.key, req.model);
+  if (refusal === "not_served") throw modelNotFound(req.model);
+  if (refusal === "not_allowed") throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
   const modelConfig = ctx.config.models?.get(req.model);
-  if (ctx.config.models && !modelConfig) throw modelNotFound(req.model);
-  if (auth.key.models && !auth.key.models.includes(req.model)) {
-    throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
-  }
   if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
   return { req, modelConfig, batch };
+}
+
+/**
+ * Why `key` may not use `model` here, or null when it may: the model is not among the configured
+ * ones (`not_served`; no list configured: any is), or not in the key's allow-list
+ * (`not_allowed`). The one rule for inference, which answers each its own error, and for the
+ * model routes, which show only the models a key may use (routes/models.ts).
+ */
+export function modelRefusal(ctx: ShimContext, key: KeyRecord, model: string): "not_served" | "not_allowed" | null {
+  if (ctx.config.models && !ctx.config.models.has(model)) return "not_served";
+  if (key.models && !key.models.includes(model)) return "not_allowed";
+  return null;
 }
 
 /** What a request needs of its body once admitted: the rest of its bytes and parsed object are let go. */

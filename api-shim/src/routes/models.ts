@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
+import { modelRefusal } from "../admission.ts";
 import { authHeaders } from "../auth.ts";
 import { batchAsked } from "../batch-query.ts";
 import type { ShimContext } from "../context.ts";
@@ -50,7 +51,6 @@ function free(request: FastifyRequest): { credits_charged: number; credits_remai
  */
 async function keyModels(ctx: ShimContext, request: FastifyRequest): Promise<{ body: Record<string, unknown>; data: { id: string; entry: object }[] }> {
   batchAsked(request); // checked as on inference, before any work; free here whatever it says
-  const allow = request.auth!.key.models;
   let res;
   let text: string;
   // One deadline for the whole list, body included (the headers timeout alone would let a
@@ -79,10 +79,10 @@ async function keyModels(ctx: ShimContext, request: FastifyRequest): Promise<{ b
     countUpstreamFailure(ctx, request, "not_a_model_list");
     throw new ShimError("upstream_error");
   }
-  const configured = ctx.config.models;
+  const key = request.auth!.key;
   const seen = new Set<string>();
   const data = list.entries.filter(({ id }) => {
-    if (seen.has(id) || (configured && !configured.has(id)) || (allow && !allow.includes(id))) return false;
+    if (seen.has(id) || modelRefusal(ctx, key, id) !== null) return false;
     seen.add(id);
     return true;
   });
