@@ -33,16 +33,17 @@ const VLLM_SHORT_FLAGS: Readonly<Record<string, string>> = { "-tp": "--tensor-pa
  * What to use instead when `arg` would set one of RESERVED_VLLM_FLAGS, spelt as vLLM's parser
  * reads it: `--api_key` is `--api-key` (its FlexibleArgumentParser turns underscores before the
  * first dot into dashes), `-tp` is `--tensor-parallel-size`, and argparse takes any unambiguous
- * prefix (`--served-model`) for the whole flag.
+ * prefix (`--served-model`) for the whole flag. `name`: the flag as `arg` spells it (before any
+ * "="), which a problem shows in place of a secret's value.
  */
-function reservedVllmFlag(arg: string): { instead: string; secret: boolean } | undefined {
+function reservedVllmFlag(arg: string): { instead: string; secret: boolean; name: string } | undefined {
   const name = arg.split("=")[0]!;
   const flag = name.startsWith("--")
     ? `--${name.slice(2).replace(/^[^.]*/, (head) => head.replaceAll("_", "-"))}`
     : VLLM_SHORT_FLAGS[name] ?? name;
   const reserved = RESERVED_VLLM_FLAGS[flag] !== undefined ? flag
     : flag.length >= 4 && flag.startsWith("--") ? Object.keys(RESERVED_VLLM_FLAGS).find((r) => r.startsWith(flag)) : undefined;
-  return reserved === undefined ? undefined : { instead: RESERVED_VLLM_FLAGS[reserved]!, secret: SECRET_VLLM_FLAGS.has(reserved) };
+  return reserved === undefined ? undefined : { instead: RESERVED_VLLM_FLAGS[reserved]!, secret: SECRET_VLLM_FLAGS.has(reserved), name };
 }
 
 /** A flag as argparse reads one: `-q`, `--max-num-seqs`, `--compilation-config.level`. */
@@ -76,10 +77,9 @@ export function checkedExtraArgs(p: Problems, args: unknown[]): string[] {
       return;
     }
     const joined = flagWithValue(arg);
-    const flagName = joined?.[0] ?? arg.split("=")[0]!;
     const reserved = reservedVllmFlag(joined?.[0] ?? arg);
     // A secret's value is not repeated on the terminal (nor in CI logs): the flag alone names the item.
-    if (reserved) p.add(`model.extraArgs[${i}]`, reserved.secret && flagName !== arg ? `${flagName} <value not shown>` : arg, `is set by the kit; use ${reserved.instead}`);
+    if (reserved) p.add(`model.extraArgs[${i}]`, reserved.secret && reserved.name !== arg ? `${reserved.name} <value not shown>` : arg, `is set by the kit; use ${reserved.instead}`);
     else if (joined?.[1] === "") {
       p.add(`model.extraArgs[${i}]`, arg, `is one argument to vLLM, whitespace included, and vLLM would exit; remove the trailing whitespace: ${JSON.stringify(joined[0])}`);
     } else if (joined) {
