@@ -328,7 +328,10 @@ describe("the shim process", () => {
     mkdirSync(dirname(file));
     await new SqliteStore(file).close(); // the file exists before its disk starts failing
     const p = await spawnShim({ ...f.env, SHIM_DATABASE_URL: `sqlite:${file}` }, failingFsyncs(file));
-    const shim = Number(readFileSync(`/proc/${p.child.pid}/task/${p.child.pid}/children`, "utf8").trim()); // strace's child
+    const children = readFileSync(`/proc/${p.child.pid}/task/${p.child.pid}/children`, "utf8").trim(); // strace's child
+    // One pid, checked before anything is signalled: Number("") is 0, and process.kill(0) would signal this whole process group.
+    expect(children).toMatch(/^[1-9]\d*$/);
+    const shim = Number(children);
     const warning = "a WAL checkpoint failed: the WAL grows until checkpoints succeed again; the store fails closed if they keep failing for a minute";
     try {
       const ask = () => client(p).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 });

@@ -40,13 +40,20 @@ export async function startPgbouncer(server: RunningPostgres, settings: Record<s
     });
     s.once("error", () => resolve(false));
   });
-  const up = await pollUntil(async () => existsSync(pidFile) && (await listening()), 5000);
-  const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, "utf8").trim()) : undefined;
+  // The pid once pgbouncer has written a whole one: the file exists a moment before, and an empty
+  // one read as Number("") is 0, and process.kill(0) signals this whole process group (vitest and
+  // npm: a loaded CI machine's run ended with SIGTERM that way).
+  const writtenPid = (): number | undefined => {
+    const text = existsSync(pidFile) ? readFileSync(pidFile, "utf8").trim() : "";
+    return /^[1-9]\d*$/.test(text) ? Number(text) : undefined;
+  };
+  const up = await pollUntil(async () => writtenPid() !== undefined && (await listening()), 15_000);
+  const pid = writtenPid();
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
     stopped = true;
-    if (pid !== undefined) {
+    if (pid !== undefined && pid > 1) {
       process.kill(pid, "SIGTERM"); // its immediate shutdown
       await pollUntil(() => !running(pid), 5000);
     }
