@@ -16,6 +16,18 @@ import { pollUntil } from "../support/tools.ts";
 const model = "qwen2.5-7b";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A stream of `key`'s that takes its one place (60 tokens at the fake's pace); stopped by the returned function. */
+async function streamInFlight(h: Harness, key: string): Promise<() => Promise<void>> {
+  const ac = new AbortController();
+  const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model, messages: [{ role: "user", content: "x" }], max_tokens: 60, stream: true }) });
+  const reader = res.body!.getReader();
+  await reader.read(); // admitted: its place is taken
+  return async () => {
+    ac.abort();
+    await reader.read().catch(() => {});
+  };
+}
+
 describe("a request waiting for a place in flight when a drain begins", () => {
   let h: Harness;
   beforeAll(async () => {
@@ -23,18 +35,6 @@ describe("a request waiting for a place in flight when a drain begins", () => {
     h.fake.set({ tokenDelayMs: 30, defaultTokens: 60 }); // a stream not stopped goes on for 1.8 s
   });
   afterAll(() => h.close());
-
-  /** A stream of `key`'s that takes its one place; stopped by the returned function. */
-  async function streamInFlight(key: string): Promise<() => Promise<void>> {
-    const ac = new AbortController();
-    const res = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model, messages: [{ role: "user", content: "x" }], max_tokens: 60, stream: true }) });
-    const reader = res.body!.getReader();
-    await reader.read(); // admitted: its place is taken
-    return async () => {
-      ac.abort();
-      await reader.read().catch(() => {});
-    };
-  }
 
   /** Counts the holds made once `drained()` says the drain has returned (server.ts then closes the store). */
   function reservesAfter(drained: () => boolean): () => number {
@@ -56,7 +56,7 @@ describe("a request waiting for a place in flight when a drain begins", () => {
     c.on("error", () => {});
     c.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body.slice(0, 5)}`);
     await sleep(300); // the auth hook has run
-    const stopB = await streamInFlight(key); // B takes the key's one place
+    const stopB = await streamInFlight(h, key); // B takes the key's one place
     try {
       c.write(body.slice(5)); // C's handler: refused a place, it waits for B
       await sleep(100);
@@ -85,9 +85,7 @@ describe("a request waiting in the auth hook for a place in flight when a drain 
     try {
       h.fake.set({ tokenDelayMs: 30, defaultTokens: 60 });
       const { key } = await h.createKey({ credits: 1000, tier: "one" });
-      const b = await h.post(key, "/v1/chat/completions", { model, messages: [{ role: "user", content: "x" }], max_tokens: 60, stream: true });
-      const reader = b.body!.getReader();
-      await reader.read(); // B has the key's one place
+      const stopB = await streamInFlight(h, key); // B has the key's one place
       const asked = h.post(key, "/v1/chat/completions", { model, messages: [{ role: "user", content: "x" }], max_tokens: 1 });
       await sleep(100); // C waits in the auth hook
       const started = performance.now();
@@ -96,7 +94,7 @@ describe("a request waiting in the auth hook for a place in flight when a drain 
       expect(res.status).toBe(503);
       expect(((await res.json()) as { error: { code: string } }).error.code).toBe("service_unavailable");
       expect(performance.now() - started).toBeLessThan(FINISHING_GRACE_MS);
-      await reader.cancel();
+      await stopB();
       await drain;
     } finally {
       await h.close();
@@ -111,9 +109,7 @@ describe("a key at its cap on requests in flight whose tokens/min budget is spen
       h.fake.set({ tokenDelayMs: 30, defaultTokens: 60 });
       const { key } = await h.createKey({ credits: 1000, tier: "small" });
       // B: its estimate (max_tokens 60 and the prompt) overdraws the 50 tokens/min, and it takes the one place.
-      const b = await h.post(key, "/v1/chat/completions", { model, messages: [{ role: "user", content: "x" }], max_tokens: 60, stream: true });
-      const reader = b.body!.getReader();
-      await reader.read();
+      const stopB = await streamInFlight(h, key);
       try {
         const started = performance.now();
         const res = await h.post(key, "/v1/chat/completions", { model, messages: [{ role: "user", content: "x" }], max_tokens: 1 });
@@ -125,7 +121,7 @@ describe("a key at its cap on requests in flight whose tokens/min budget is spen
         expect(res.headers.get("x-ratelimit-remaining-tokens")).toBe("0");
         expect(waited).toBeLessThan(FINISHING_GRACE_MS / 2);
       } finally {
-        await reader.cancel();
+        await stopB();
       }
     } finally {
       await h.close();
