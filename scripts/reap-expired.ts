@@ -158,6 +158,8 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
 
   let done = 0;
   const failed: string[] = [];
+  // Kept because a `pulumi up` moved its expiresAt during the run: neither destroyed nor failed.
+  const moved: string[] = [];
   await mapLimit(plan.expired, options.concurrency, async ({ tenant, at }) => {
     const stack = tenant.stack;
     const usage = await exportUsage(stack, options.usageDir, deps, {
@@ -169,6 +171,7 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
     else if (usage.kind === "none") io.out(`[${stack}] no usage to save: ${usage.reason}`);
     else if (usage.kind === "expiry-moved") {
       done++;
+      moved.push(stack);
       io.out(`[${stack}] kept: its expiresAt is ${usage.expiresAt ?? "gone (no ttlHours)"} now, not ${iso(at)} as this run read it (a \`pulumi up\` since?); no key revoked, nothing destroyed: the next run judges it again (${done}/${names.length})`);
       return;
     } else if (forced(stack)) io.err(`[${stack}] could not save its usage (${usage.message}); destroying anyway (--force)`);
@@ -198,8 +201,9 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
       io.err(`[${stack}] FAILED: \`${commandLine(destroyArgs(stack))}\` exited ${r.exitCode} (${done}/${names.length}):\n${tail(r)}${saved}${revoked}`);
     }
   });
-  const ok = names.length - failed.length;
-  io.out(`Destroyed ${ok} of ${names.length} expired stack(s).${failed.length ? ` Failed: ${failed.join(", ")}.` : ""}${unreadableNote}`);
+  const ok = names.length - failed.length - moved.length;
+  const movedNote = moved.length ? `; kept ${moved.length} whose expiry moved: ${moved.join(", ")}` : "";
+  io.out(`Destroyed ${ok} of ${names.length} expired stack(s)${movedNote}.${failed.length ? ` Failed: ${failed.join(", ")}.` : ""}${unreadableNote}`);
   return failed.length || plan.unreadable.length ? 1 : 0;
 }
 
