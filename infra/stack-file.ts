@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "yaml";
+import { SHADOWED_SETTINGS } from "./config/settings.ts";
 import { CONFIG_NAMESPACE } from "./config/types.ts";
 import { Secret } from "./secret.ts";
 
@@ -54,16 +55,23 @@ function readText(path: string): string {
   }
 }
 
-/** The pure part of `readStackConfig`: stack-file text → raw config without the namespace. */
+/**
+ * The pure part of `readStackConfig`: stack-file text → raw config without the namespace. A bare
+ * key beside its `gpu-sandbox:` twin is kept apart, under SHADOWED_SETTINGS, for the validator to
+ * refuse (and to check for a plaintext secret): the twin's value is the one read here.
+ */
 export function parseStackConfig(text: string, source = "stack file"): Record<string, unknown> {
   const raw: Record<string, unknown> = {};
+  const shadowed: Record<string, unknown> = {};
   const prefix = `${CONFIG_NAMESPACE}:`;
   const config = configMap(text, source);
   for (const [key, value] of Object.entries(config)) {
     if (key.startsWith(prefix)) raw[key.slice(prefix.length)] = decodeSecure(value);
     // Pulumi reads a key without a namespace as the project's (`region:` is gpu-sandbox:region).
-    else if (!key.includes(":") && !Object.hasOwn(config, `${prefix}${key}`)) raw[key] = decodeSecure(value);
+    else if (!key.includes(":")) (Object.hasOwn(config, `${prefix}${key}`) ? shadowed : raw)[key] = decodeSecure(value);
   }
+  // Only when there is one, so that a file without any reads as plain settings (and compares so).
+  if (Object.keys(shadowed).length > 0) Object.assign(raw, { [SHADOWED_SETTINGS]: shadowed });
   return raw;
 }
 

@@ -15,6 +15,19 @@ const LIST_FIRST_ITEM = {
 } as const satisfies Partial<Record<(typeof CONFIG_KEYS)[number], string>>;
 
 /**
+ * Where a stack file's settings (as `readStackConfig` returns them) keep the bare keys that a
+ * `gpu-sandbox:` twin shadows, as written. Pulumi rewrites a bare key to its namespaced name in a
+ * map that already holds the twin, in Go's random map order, so either value may be the one
+ * deployed: the validator refuses them. A symbol, so that no reader takes it for a setting.
+ */
+export const SHADOWED_SETTINGS: unique symbol = Symbol("bare keys shadowed by their gpu-sandbox: twin");
+
+/** The bare keys a stack file's settings shadow (see SHADOWED_SETTINGS); none for config from elsewhere. */
+export function shadowedSettings(fileConfig: Readonly<Record<string, unknown>>): Readonly<Record<string, unknown>> {
+  return (fileConfig as { [SHADOWED_SETTINGS]?: Record<string, unknown> })[SHADOWED_SETTINGS] ?? {};
+}
+
+/**
  * Settings whose values may be secrets, whatever shape they were given in: `hfToken`, and all of
  * `providers` but each provider's name, model, maxOutputTokens, maxModelLen and mediaPartTokens (`providers.apiKey`, a missing `[0]`, made the
  * list an object holding the key, printed with "must be a list").

@@ -1,8 +1,8 @@
 import { findPlan, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../catalog.ts";
 import { Secret } from "../secret.ts";
 import { isIPv6Cidr, OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
-import { ENV_VALUE_CHARACTERS, fitsEnvFile } from "./env-value.ts";
 import { normaliseCidr, Problems } from "./checks.ts";
+import { checkSecret, checkShadowed, type ValidationContext } from "./secrets.ts";
 import { CONFIG_KEYS, isSecretSetting, unknownSettingMessage } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
 import { checkedExtraArgs, parallelLayout } from "./vllm.ts";
@@ -30,15 +30,7 @@ const MIN_CONTEXT_TOKENS = 256;
 /** model.mediaPartTokens (and a provider's): the shim's fewest tokens a media part's estimate; 0 or unset, none (no one count suits every model). */
 const MEDIA_PART_TOKENS_RANGE = { min: 0, max: MAX_CONTEXT_TOKENS, integer: true } as const;
 
-export interface ValidationContext {
-  stack: string;
-  /**
-   * The stack file's own settings, when there is one. Pulumi hands over encrypted and plaintext
-   * values alike, so only the file can tell that a secret was written in plaintext (and so
-   * committed); each secret setting is checked against it where it is read.
-   */
-  fileConfig?: Readonly<Record<string, unknown>>;
-}
+export type { ValidationContext } from "./secrets.ts";
 
 /**
  * Validates raw stack config (keys without the namespace) for the stack `stack`.
@@ -53,6 +45,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   for (const key of Object.keys(raw)) {
     if (!(CONFIG_KEYS as readonly string[]).includes(key)) p.unknown(key, unknownSettingMessage(key));
   }
+  checkShadowed(p, context);
 
   const tenant = checkTenant(p, context.stack);
   const region = checkRegion(p, raw.region);
@@ -166,32 +159,6 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
     p.number("model.gpuMemoryUtilization", m.gpuMemoryUtilization, { min: 0.1, max: 0.99 }) ?? DEFAULT_GPU_MEMORY_UTILIZATION;
   const extraArgs = checkedExtraArgs(p, p.array("model.extraArgs", m.extraArgs) ?? []);
   return { id, servedName, maxModelLen, ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}), gpuMemoryUtilization, extraArgs, ...parallelLayout(gpuCount) };
-}
-
-/** A secret setting; refused when the stack file holds it in plaintext (see ValidationContext). */
-function checkSecret(p: Problems, key: string, value: unknown, context: ValidationContext): Secret | undefined {
-  const inFile = context.fileConfig ? settingAt(context.fileConfig, key) : undefined;
-  if (typeof inFile === "string" && inFile !== "") {
-    const fix = `pulumi config set --secret --path 'gpu-sandbox:${key}' <value> --stack ${context.stack}`;
-    p.add(key, "[plaintext]", `is in plaintext in stacks/Pulumi.${context.stack}.yaml, which is committed; store it encrypted: ${fix}`, true);
-  }
-  if (value === undefined || value === null || value === "") return undefined;
-  const secret = value instanceof Secret ? value : typeof value === "string" ? Secret.of(value) : undefined;
-  if (!secret) return p.add(key, "[secret]", `must be a string; set it with \`pulumi config set --secret --path '${CONFIG_NAMESPACE}:${key}' <value>\``, true);
-  // It goes to the host's .env: refused here, naming the setting, not by the render of .env after
-  // the GPU host exists, naming a variable. (An encrypted one is checked when pulumi up reads it.)
-  if (secret.readable && !fitsEnvFile(secret.reveal())) p.add(key, "[secret]", `has characters the host's .env cannot carry (a space, quote, $ or #, a line break…); it may hold only ${ENV_VALUE_CHARACTERS}`, true);
-  return secret;
-}
-
-/** The value at a config path such as `providers[0].apiKey`, as `pulumi config --path` names it. */
-function settingAt(config: Readonly<Record<string, unknown>>, path: string): unknown {
-  let at: unknown = config;
-  for (const part of path.split(/\.|\[(\d+)\]/).filter((x) => x !== undefined && x !== "")) {
-    if (at === null || typeof at !== "object") return undefined;
-    at = (at as Record<string, unknown>)[part];
-  }
-  return at;
 }
 
 function checkTls(p: Problems, value: unknown, allowedCidrs: readonly string[]): TlsConfig | undefined {
