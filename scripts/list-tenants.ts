@@ -21,7 +21,11 @@ whose state could not be read are counted apart, as unknown, and their cost is n
 Exits 1 when any stack is unknown (its state could not be read, or there is no pulumi CLI),
 after printing every row.
 
-  --json    print the rows as a JSON array
+  --json    print the rows as a JSON array: stack, region, plan, gpu, hourlyUsd (null when not
+            known), expires, endpoint, and status, one of the words above ("unknown" without
+            its why); beside it failedDeploy (true for a stack whose first \`pulumi up\` failed,
+            "expired" ones too), reason (why the status is unknown, else null) and problem
+            (what is wrong with its stack file, else null)
 
 Examples:
   npm run list-tenants
@@ -37,7 +41,17 @@ export interface TenantRow {
   /** ISO time, or a sentence when there is none. */
   readonly expires: string;
   readonly endpoint: string;
+  /**
+   * One of a few fixed words, so that a script can compare it (`select(.status == "expired")`):
+   * what is known is in the fields below, which the table shows beside it.
+   */
   readonly status: string;
+  /** Its first `pulumi up` failed, leaving a billing instance (status "failed deploy …", or "expired"). */
+  readonly failedDeploy: boolean;
+  /** Why the status is "unknown" (its state could not be read); null otherwise. */
+  readonly reason: string | null;
+  /** What is wrong with its stack file (problems the validator found, or why it cannot be read); null when nothing. */
+  readonly problem: string | null;
 }
 
 /** A row from what is known about a tenant; `now` decides "expired". */
@@ -54,12 +68,12 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
   const expiry = expiryOf(t, now);
   let status: string;
   let expires: string;
+  let reason: string | null = null;
   switch (expiry.kind) {
     case "expired":
     case "expires":
       expires = `${expiry.at.toISOString().replace(/:\d\d\.\d+Z$/, "Z")} (${relative(expiry.at, now)})`;
       status = expiry.kind === "expired" ? "expired" : expiry.failedDeploy ? FAILED_DEPLOY : deployedStatus(outputs);
-      if (expiry.kind === "expired" && expiry.failedDeploy) status += ` (${FAILED_DEPLOY})`;
       break;
     case "no-ttl":
       expires = "never";
@@ -71,10 +85,10 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
       break;
     case "unknown":
       expires = ttlText(t);
-      status = `unknown (${expiry.reason})`;
+      status = "unknown";
+      reason = expiry.reason;
       break;
   }
-  if (t.configProblem) status += `; ${t.configProblem}`;
   return {
     stack: t.stack,
     region: str(outputs.region) ?? t.config?.region ?? (str(t.raw.region) ?? "?"),
@@ -84,6 +98,9 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
     expires,
     endpoint: endpointOf(outputs) ?? "-",
     status,
+    failedDeploy: "failedDeploy" in expiry && expiry.failedDeploy === true,
+    reason,
+    problem: t.configProblem ?? null,
   };
 }
 
@@ -103,7 +120,13 @@ function ttlText(t: Tenant): string {
 }
 
 /** A row whose stack's state could not be read: it may be billing. */
-const isUnknown = (r: TenantRow) => r.status.startsWith("unknown");
+const isUnknown = (r: TenantRow) => r.status === "unknown";
+
+/** The table's STATUS: the status with what the JSON gives fields of their own, as a sentence. */
+function statusText(r: TenantRow): string {
+  const marker = r.failedDeploy && r.status !== FAILED_DEPLOY ? ` (${FAILED_DEPLOY})` : "";
+  return `${r.status}${marker}${r.reason !== null ? ` (${r.reason})` : ""}${r.problem !== null ? `; ${r.problem}` : ""}`;
+}
 
 export function formatTenants(rows: readonly TenantRow[]): string {
   if (rows.length === 0) return "No tenants: stacks/ has no Pulumi.<tenant>.yaml. Create one with `npm run new-tenant`.";
@@ -115,7 +138,7 @@ export function formatTenants(rows: readonly TenantRow[]): string {
     { header: "$/HOUR", value: (r) => (r.hourlyUsd === null ? "?" : r.hourlyUsd.toFixed(2)), align: "right" },
     { header: "EXPIRES", value: (r) => r.expires },
     { header: "ENDPOINT", value: (r) => r.endpoint },
-    { header: "STATUS", value: (r) => r.status },
+    { header: "STATUS", value: statusText },
   ], rows);
   const running = rows.filter((r) => ["deployed", "SSH closed", "host only", "expired", FAILED_DEPLOY].some((s) => r.status.startsWith(s)));
   const perHour = running.reduce((sum, r) => sum + Math.round((r.hourlyUsd ?? 0) * 100), 0) / 100;

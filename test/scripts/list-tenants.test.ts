@@ -26,6 +26,7 @@ describe("list-tenants", () => {
     expect(byStack.alpha).toEqual({
       stack: "alpha", region: "us-ord", plan: "g2-gpu-rtx4000a1-s", gpu: "1 x RTX 4000 Ada 20 GB", hourlyUsd: 0.53,
       expires: "2026-03-02T10:00Z (in 22h 0m)", endpoint: "https://alpha.example.test/v1", status: "deployed",
+      failedDeploy: false, reason: null, problem: null,
     });
     expect(byStack.bravo).toMatchObject({ gpu: "2 x RTX 4000 Ada 20 GB", hourlyUsd: 1.06, expires: "2026-03-01T10:00Z (2h 0m ago)", status: "expired" });
     expect(byStack.charlie).toMatchObject({ gpu: "1 x Quadro RTX 6000 24 GB", expires: "never", endpoint: "https://charlie.example.test/v1", status: "SSH closed (no adminCidrs): not updated" });
@@ -33,8 +34,8 @@ describe("list-tenants", () => {
     expect(byStack.delta).toMatchObject({ plan: "g2-gpu-rtx4000a1-m", hourlyUsd: 0.68, expires: "1h after deploy", endpoint: "-", status: "not deployed" });
     expect(byStack.echo).toMatchObject({ region: "fr-par", status: "not deployed" });
     expect(byStack.foxtrot).toMatchObject({ endpoint: "-", status: "expired" });
-    expect(byStack.golf).toMatchObject({ status: "unknown (error: failed to load checkpoint: permission denied)" });
-    expect(byStack.hotel).toMatchObject({ region: "mars-1", status: "not deployed; 1 config problem (npm run render -- --stack hotel)" });
+    expect(byStack.golf).toMatchObject({ status: "unknown", reason: "error: failed to load checkpoint: permission denied" });
+    expect(byStack.hotel).toMatchObject({ region: "mars-1", status: "not deployed", problem: "1 config problem (npm run render -- --stack hotel)" });
     expect(byStack.india).toMatchObject({ status: "deployed", expires: "2026-03-01T12:00Z (in 0m)" });
     // Read-only: nothing but `stack output` (and `stack export` for stacks without outputs), never secrets.
     expect(pulumi.calls.every((c) => ["stack output --json", "stack export --stack"].includes(c.args.slice(0, 3).join(" ")) && !c.args.includes("--show-secrets"))).toBe(true);
@@ -50,6 +51,31 @@ describe("list-tenants", () => {
     const lines = io.stdout.join("\n").split("\n");
     expect(lines.find((l) => l.startsWith("delta"))).toMatch(/ 0\.68 +2026-03-01T11:00Z \(1h 0m ago\) +- +expired \(failed deploy \(resources exist\)\)$/);
     expect(lines.at(-1)).toBe("9 tenants, 6 running ($5.28/hour together), 1 unknown: their cost is not included.");
+  });
+
+  it("--json: status is the bare word (the --help's jq filter finds every expired stack); a config problem and a failed deploy are fields of their own", async () => {
+    const { root, pulumi } = fixtureTenants();
+    pulumi.stacks.set("golf", { outputs: {} });
+    // delta (ttlHours 1): a first `pulumi up` failed at 10:00, after the host was made.
+    pulumi.stacks.set("delta", { outputs: {}, resources: failedDeployResources("delta", "2026-03-01T10:00:00Z") });
+    // hotel (region mars-1: a config problem) was deployed before the file was broken, and has expired.
+    pulumi.stacks.set("hotel", { outputs: { endpoint: "https://hotel.example.test/v1", expiresAt: "2026-03-01T11:00:00Z", servingDeployed: true } });
+    const io = memoryIo();
+    expect(await main(["--json"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
+    const rows = JSON.parse(io.stdout.join("\n")) as TenantRow[];
+    // `jq -r '.[] | select(.status == "expired") | .stack'`
+    expect(rows.filter((r) => r.status === "expired").map((r) => r.stack)).toEqual(["bravo", "delta", "foxtrot", "hotel"]);
+    const byStack = Object.fromEntries(rows.map((r) => [r.stack, r]));
+    expect(byStack.delta).toMatchObject({ status: "expired", failedDeploy: true, problem: null });
+    expect(byStack.hotel).toMatchObject({ status: "expired", failedDeploy: false, problem: "1 config problem (npm run render -- --stack hotel)" });
+    expect(byStack.bravo).toMatchObject({ status: "expired", failedDeploy: false, problem: null });
+
+    // The table reads as before: the marker and the problem beside the status.
+    const table = memoryIo();
+    await main([], { root, pulumi, io: table, env: {}, now: () => NOW });
+    const lines = table.stdout.join("\n").split("\n");
+    expect(lines.find((l) => l.startsWith("delta"))).toMatch(/ expired \(failed deploy \(resources exist\)\)$/);
+    expect(lines.find((l) => l.startsWith("hotel"))).toMatch(/ expired; 1 config problem \(npm run render -- --stack hotel\)$/);
   });
 
   it("prints a table with a header, one line per tenant and the running cost", async () => {
@@ -75,7 +101,7 @@ describe("list-tenants", () => {
     const { code, io, pulumi } = await list(["--json"], false);
     expect(code).toBe(1);
     const rows = JSON.parse(io.stdout.join("\n")) as TenantRow[];
-    expect(new Set(rows.filter((r) => r.stack !== "hotel").map((r) => r.status))).toEqual(new Set(["unknown (no pulumi CLI)"]));
+    expect(new Set(rows.map((r) => `${r.status} (${r.reason})`))).toEqual(new Set(["unknown (no pulumi CLI)"]));
     expect(rows.find((r) => r.stack === "alpha")).toMatchObject({ hourlyUsd: 0.53, expires: "48h after deploy", endpoint: "-" });
     expect(rows.find((r) => r.stack === "charlie")).toMatchObject({ expires: "never" });
     expect(pulumi.calls).toEqual([]);
@@ -108,7 +134,8 @@ describe("list-tenants", () => {
     const rows = JSON.parse(io.stdout.join("\n")) as TenantRow[];
     expect(rows).toHaveLength(10);
     expect(rows.find((r) => r.stack === "alpha")).toMatchObject({ status: "deployed" });
-    expect(rows.find((r) => r.stack === "kilo")?.status).toMatch(/^not deployed; cannot read \S+Pulumi\.kilo\.yaml: EISDIR: illegal operation on a directory/);
+    expect(rows.find((r) => r.stack === "kilo")?.status).toBe("not deployed");
+    expect(rows.find((r) => r.stack === "kilo")?.problem).toMatch(/^cannot read \S+Pulumi\.kilo\.yaml: EISDIR: illegal operation on a directory/);
     // Nothing is known of its plan: not the default plan's GPU and price as if they were.
     expect(rows.find((r) => r.stack === "kilo")).toMatchObject({ plan: "?", gpu: "?", hourlyUsd: null });
   });
