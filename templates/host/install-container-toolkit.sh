@@ -4,14 +4,11 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 if ! command -v nvidia-ctk >/dev/null; then
-  # Downloaded whole (fetch_to) before gpg and sed see them: never a partial key or list.
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
-  fetch_to https://nvidia.github.io/libnvidia-container/gpgkey "$tmp/gpgkey"
-  gpg --batch --yes --dearmor -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg "$tmp/gpgkey"
-  fetch_to https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list "$tmp/list"
-  sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g' \
-    "$tmp/list" >/etc/apt/sources.list.d/nvidia-container-toolkit.list
+  curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey \
+    | gpg --batch --yes --dearmor -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
+  curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list \
+    | sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g' \
+    >/etc/apt/sources.list.d/nvidia-container-toolkit.list
   apt_get update
   apt_get install nvidia-container-toolkit
 fi

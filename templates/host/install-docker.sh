@@ -6,7 +6,8 @@
 if docker compose version >/dev/null 2>&1; then exit 0; fi
 
 install -m 0755 -d /etc/apt/keyrings
-fetch_to https://download.docker.com/linux/ubuntu/gpg /etc/apt/keyrings/docker.asc
+curl -fsSL https://download.docker.com/linux/ubuntu/gpg -o /etc/apt/keyrings/docker.asc
+chmod a+r /etc/apt/keyrings/docker.asc
 # shellcheck source=/dev/null
 codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
 echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/ubuntu $codename stable" \

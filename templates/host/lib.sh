@@ -52,24 +52,6 @@ apt_get() {
   return 1
 }
 
-# fetch_to URL FILE: curl with apt_get's retries, since right after boot DNS or TLS can fail
-# once. Via a temporary file beside FILE, so a partial download is never left at FILE.
-fetch_to() {
-  local url=$1 file=$2 tmp attempt
-  tmp=$(mktemp "$file.XXXXXX")
-  for attempt in 1 2 3 4 5; do
-    if curl -fsSL --connect-timeout 20 --max-time 120 -o "$tmp" "$url"; then
-      chmod 0644 "$tmp" # mktemp's 0600; keys and lists are world-readable
-      mv -f "$tmp" "$file"
-      return 0
-    fi
-    log "download of $url failed (attempt $attempt of 5); retrying"
-    sleep $((attempt * 10))
-  done
-  rm -f "$tmp"
-  return 1
-}
-
 # Any failed step leaves a marker naming it, logs where to look and opens SSH for debugging.
 on_failure() {
   local step=$1

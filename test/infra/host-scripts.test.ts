@@ -1,7 +1,7 @@
 // The host scripts (templates/host/) run on a fake host: stubs for the programs they call,
 // their absolute paths moved into a temp directory (test/support/host-scripts.ts).
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { renderCloudInit } from "../../infra/render/cloud-init.ts";
@@ -94,70 +94,6 @@ describe("bootstrap.sh run by hand, as host.md and wait-host-ready.sh tell the o
     const log = host.read("bootstrap.log");
     expect(log.match(/step install-nvidia: started/g)).toHaveLength(1);
     expect(log.match(/host ready: 1 GPU\(s\), NVIDIA driver 580\.95\.05/g)).toHaveLength(1);
-  });
-});
-
-describe("first boot: the repository keys and lists Docker's and NVIDIA's steps download", () => {
-  /**
-   * curl that writes "deb <url>" (to -o's file, else to stdout) once `fails` calls have failed;
-   * a failed call is a DNS hiccup right after boot, after writing half a file when `partial`.
-   */
-  const flakyCurl = (fails: number, partial = false) => `
-    out=; url=; while [ $# -gt 0 ]; do case "$1" in -o) out=$2; shift;; https://*) url=$1;; esac; shift; done
-    n=$(cat "$(dirname "$0")/../curl-n" 2>/dev/null || echo 0); echo $((n + 1)) > "$(dirname "$0")/../curl-n"
-    if [ "$n" -lt ${fails} ]; then
-      ${partial ? `[ -z "$out" ] || echo "-----BEGIN PGP" > "$out"` : ":"}
-      echo "curl: (6) Could not resolve host" >&2; exit 6
-    fi
-    if [ -n "$out" ]; then echo "deb $url" > "$out"; else echo "deb $url"; fi`;
-  // Docker not installed yet: install-docker.sh has to fetch its key.
-  const dockerMissing = {
-    docker: `case "$*" in "compose version") [ -f "$(dirname "$0")/../docker-installed" ] || exit 1; echo v2;; info*) echo '{"nvidia":{}}';; esac`,
-    "apt-get": `case "$*" in *docker-ce*) touch "$(dirname "$0")/../docker-installed";; esac`,
-  };
-
-  it("retries a failed download of Docker's key, as apt-get's failures are, instead of failing the whole bootstrap", () => {
-    const host = fakeHost({ ...dockerMissing, curl: flakyCurl(1) });
-    const r = host.run("bootstrap.sh");
-    const log = host.read("bootstrap.log");
-    expect(log, log).not.toContain("FAILED at step 'install-docker'");
-    expect(log).toContain("https://download.docker.com/linux/ubuntu/gpg failed (attempt 1 of 5); retrying");
-    expect(r.status, log).toBe(0);
-    expect(existsSync(join(host.state, "ready"))).toBe(true);
-    expect(host.read("etc/apt/keyrings/docker.asc")).toBe("deb https://download.docker.com/linux/ubuntu/gpg\n");
-    expect(host.read("etc/apt/sources.list.d/docker.list")).toContain(`signed-by=${host.root}/etc/apt/keyrings/docker.asc`);
-  });
-
-  it("retries in install-container-toolkit.sh too, dearmoring the key only once it is whole", () => {
-    const host = fakeHost({
-      // The toolkit not installed yet: no nvidia-ctk until apt-get installs it.
-      "apt-get": `case "$*" in *nvidia-container-toolkit*) cp "$(dirname "$0")/true" "$(dirname "$0")/nvidia-ctk";; esac`,
-      true: "",
-      curl: flakyCurl(1, true),
-      // gpg --dearmor -o FILE KEY: keep what it was given to dearmor.
-      gpg: `cp "\${@: -1}" "$(dirname "$0")/../dearmored-key"`,
-    });
-    rmSync(join(host.root, "bin", "nvidia-ctk"));
-    const r = host.run("bootstrap.sh");
-    const log = host.read("bootstrap.log");
-    expect(log, log).not.toContain("FAILED at step 'install-container-toolkit'");
-    expect(r.status, log).toBe(0);
-    expect(log).toContain("libnvidia-container/gpgkey failed (attempt 1 of 5); retrying");
-    expect(host.read("calls")).toContain("apt-get -o DPkg::Lock::Timeout=300 -y -q install nvidia-container-toolkit");
-    expect(host.read("dearmored-key")).toBe("deb https://nvidia.github.io/libnvidia-container/gpgkey\n");
-    expect(host.read("etc/apt/sources.list.d/nvidia-container-toolkit.list")).toBe(
-      `deb [signed-by=${host.root}/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list\n`);
-  });
-
-  it("fails the step after five attempts, leaving no partial key where apt would use it", () => {
-    const host = fakeHost({ ...dockerMissing, curl: flakyCurl(99, true) });
-    const r = host.run("bootstrap.sh");
-    const log = host.read("bootstrap.log");
-    expect(r.status).not.toBe(0);
-    expect(log).toContain("(attempt 5 of 5)");
-    expect(log).toContain("FAILED at step 'install-docker'");
-    expect(host.read("curl-n")).toBe("5\n");
-    expect(readdirSync(join(host.root, "etc/apt/keyrings"))).toEqual([]);
   });
 });
 

@@ -40,7 +40,7 @@ function runBash(bin: string, script: string, args: readonly string[], options: 
 function healthyHostStubs(root: string): Record<string, string> {
   return {
     sleep: "", udevadm: "", logger: "", systemctl: "", "apt-get": "", curl: "", gpg: "", modprobe: "",
-    lsmod: "", iptables: "exit 1", ip6tables: "exit 1", chown: "", dpkg: "echo amd64",
+    lsmod: "", iptables: "exit 1", ip6tables: "exit 1", chown: "",
     mountpoint: `[ -f "${root}/mounted" ]`, mount: `touch "${root}/mounted"`,
     "mkfs.ext4": "", blkid: "exit 0",
     "nvidia-smi": `case "$*" in *driver_version*) echo 580.95.05;; *) echo "NVIDIA RTX 4000 Ada Generation";; esac`,
@@ -51,8 +51,7 @@ function healthyHostStubs(root: string): Record<string, string> {
 
 /**
  * A fake GPU host: the host scripts (templates/host/) in <root>/lib with their absolute paths
- * (host.env, the bootstrap log, fstab, the console, /proc/modules, apt's keyrings and sources)
- * moved into <root>, so a test never writes the machine's own apt configuration, and stubs
+ * (host.env, the bootstrap log, fstab, the console, /proc/modules) moved into <root>, and stubs
  * for the programs they run in <root>/bin (`stubs` replaces the healthy defaults by name),
  * recording to <root>/calls. The volume's device is <root>/volume, a 2 MiB blank file.
  */
@@ -67,13 +66,9 @@ export function fakeHost(stubs: Record<string, string> = {}) {
       .replaceAll("/var/log/gpu-sandbox-bootstrap.log", join(root, "bootstrap.log"))
       .replaceAll("/etc/fstab", join(root, "fstab"))
       .replaceAll("/dev/console", join(root, "console"))
-      .replaceAll("/proc/modules", join(root, "modules"))
-      .replaceAll("/etc/apt/", join(root, "etc/apt/"))
-      .replaceAll("/usr/share/keyrings/", join(root, "usr/share/keyrings/"));
+      .replaceAll("/proc/modules", join(root, "modules"));
     writeFileSync(join(lib, name), text, { mode: 0o755 });
   }
-  mkdirSync(join(root, "etc/apt/sources.list.d"), { recursive: true }); // as on Ubuntu
-  mkdirSync(join(root, "usr/share/keyrings"), { recursive: true });
   const setVolume = (device: string) =>
     writeFileSync(join(root, "host.env"),
       `TENANT='acme'\nSTATE_DIR='${root}/state'\nDATA_DIR='${root}/data'\nVOLUME_DEVICE='${device}'\nNVIDIA_DRIVER_BRANCH='580'\n`);
