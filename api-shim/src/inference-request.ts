@@ -1,5 +1,6 @@
 import { isAscii } from "node:buffer";
 import { isTextPart, mediaParts, partText } from "./content-parts.ts";
+import { checkEmbeddingsRequest } from "./embeddings-request.ts";
 import { ShimError } from "./errors.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { TokenEstimate } from "./pricing.ts";
@@ -104,11 +105,9 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
   const embeds = kind === "completions" ? embedsOf(b.prompt_embeds).length : 0;
   if (kind === "completions" && (b.prompt === undefined || b.prompt === null) && embeds === 0) throw invalid("'prompt' is required.", "prompt");
   // vLLM's embeddings take `input`, or `messages` rendered by the chat template (its chat
-  // embeddings, for multimodal embedding models).
+  // embeddings, for multimodal embedding models), answered in a format the shim can meter.
   const chatEmbeddings = kind === "embeddings" && rendersMessages(kind, b);
-  if (kind === "embeddings" && b.input === undefined && b.messages === undefined) throw invalid("'input' (or 'messages') is required.", "input");
-  if (kind === "embeddings" && b.input !== undefined && b.messages !== undefined) throw invalid("Send either 'input' or 'messages', not both.", "messages");
-  if (chatEmbeddings && (!Array.isArray(b.messages) || b.messages.length === 0)) throw invalid("'messages' must be a non-empty array.", "messages");
+  if (kind === "embeddings") checkEmbeddingsRequest(b, chatEmbeddings);
   for (const param of ["max_completion_tokens", "max_tokens"] as const) {
     const v = b[param];
     if (v === undefined || v === null) continue;

@@ -1,6 +1,10 @@
+import { BadRequestError } from "openai";
 import { describe, expect, it } from "vitest";
+import { ShimError } from "../../api-shim/src/errors.ts";
 import { normalizationGrowth, parseInferenceRequest, promptTokens } from "../../api-shim/src/inference-request.ts";
 import { TokenEstimate } from "../../api-shim/src/pricing.ts";
+import { failure } from "../support/api-failure.ts";
+import { startShim } from "../support/shim-harness.ts";
 
 describe("the parts of a prompt its bytes do not bound", () => {
   const image = { type: "image_url", image_url: { url: "https://x.test/a.png" } };
@@ -281,5 +285,59 @@ describe("echo", () => {
     expect(echo([{ type: "text", text: "a", uuid: "u1", image_url: { url: "https://x.test/a.png" } }])).toBe(false);
     expect(echo([{ type: "text", text: "" }, { type: "text", text: null }])).toBe(false);
     expect(echo([{ type: "refusal", text: "wrong member" }])).toBe(false);
+  });
+});
+
+// Found by review: vLLM >= 0.11.1 (its PR #30249) answers `encoding_format` "bytes" and
+// "bytes_only" with raw vectors (application/octet-stream) and the usage only in a `metadata`
+// header, or nowhere: the shim found no usage, charged the request price alone, and relayed the
+// binary body labelled application/json without the header the client decodes it with.
+describe("embeddings encoding_format", () => {
+  const parse = (encoding_format: unknown) => parseInferenceRequest("embeddings", { model: "m", input: "x", encoding_format });
+  const refusal = (encoding_format: unknown): unknown => {
+    try {
+      parse(encoding_format);
+    } catch (e) {
+      return e;
+    }
+    return undefined;
+  };
+
+  it("takes OpenAI's two, float and base64, or none", () => {
+    expect(parseInferenceRequest("embeddings", { model: "m", input: "x" }).model).toBe("m");
+    for (const v of ["float", "base64"]) expect(parse(v).model).toBe("m");
+    // Not an embeddings parameter elsewhere: passed through as any unknown member.
+    expect(parseInferenceRequest("chat", { model: "m", messages: [{ role: "user", content: "x" }], encoding_format: "bytes" }).model).toBe("m");
+  });
+
+  it("refuses any other value, whatever its type, naming the two it takes", () => {
+    for (const v of ["bytes", "bytes_only", "FLOAT", "", 5, null, true, ["float"], { v: "float" }]) {
+      const e = refusal(v);
+      expect(e, JSON.stringify(v)).toBeInstanceOf(ShimError);
+      expect(e).toMatchObject({ status: 400, code: "invalid_request", param: "encoding_format" });
+      expect((e as ShimError).message).toMatch(/'float'.*'base64'/);
+    }
+  });
+
+  it("is a BadRequestError for the SDK, before anything is held or forwarded; the SDK's own default (base64) and float pass", async () => {
+    const h = await startShim();
+    try {
+      const { key, id } = await h.createKey({ credits: 10 });
+      const c = h.client(key);
+      const received = h.fake.counters.received;
+      for (const encoding_format of ["bytes", "bytes_only", 5]) {
+        const e = await failure(() => c.embeddings.create({ model: "bge-m3", input: "hello", encoding_format } as never));
+        expect(e, JSON.stringify(encoding_format)).toBeInstanceOf(BadRequestError);
+        expect(e.status).toBe(400);
+        expect(e.error).toMatchObject({ type: "invalid_request_error", code: "invalid_request", param: "encoding_format" });
+        expect(e.message).toMatch(/'float'.*'base64'/);
+      }
+      expect(h.fake.counters.received).toBe(received);
+      expect(await h.store.getKey(id)).toMatchObject({ balance: 10_000_000, held: 0 });
+      expect((await c.embeddings.create({ model: "bge-m3", input: "hello" })).data).toHaveLength(1);
+      expect((await c.embeddings.create({ model: "bge-m3", input: "hello", encoding_format: "float" })).data[0]!.embedding.length).toBeGreaterThan(0);
+    } finally {
+      await h.close();
+    }
   });
 });
