@@ -12,7 +12,7 @@ import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { DEFAULT_FILE, overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 import { failure } from "../support/api-failure.ts";
-import { answeringUpstream } from "../support/shim-process.ts";
+import { answeringUpstream, loopbackServer } from "../support/shim-process.ts";
 import { freePort, pollUntil } from "../support/tools.ts";
 
 const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 2 };
@@ -411,6 +411,46 @@ describe("upstream failures", () => {
       }
       expect(await h.waitForRequestLog((l) => l.keyId === k.id)).toMatchObject({ status: 502, error: "upstream_error", cause: `status_${status}` });
       expect(await metric(`shim_upstream_failures_total{reason="status_${status}"}`)).toBe(failures + 1);
+    }
+  });
+
+  // Found by review: vLLM's binary embeddings (encoding_format "bytes") were relayed labelled
+  // application/json and charged the request price alone. The shim now refuses those formats
+  // (400), and any other 2xx it can neither meter nor relay as JSON is the upstream's failure.
+  it("a non-streamed 2xx whose body is not a JSON object is a 502 (not_json), charged nothing and not relayed", async () => {
+    const binary = Buffer.from(new Float32Array([0.1, 0.2, 0.3, 0.4]).buffer);
+    const answers: { type: string; body: Buffer }[] = [
+      { type: "application/octet-stream", body: binary },
+      { type: "text/html", body: Buffer.from("<html>ok</html>") },
+      { type: "application/json", body: Buffer.from("[1,2]") },
+    ];
+    let next = answers[0]!;
+    const upstream = await loopbackServer((req, res) => {
+      req.resume();
+      req.on("end", () => res.writeHead(200, { "content-type": next.type }).end(next.body));
+    });
+    const w = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url } });
+    try {
+      const k = await w.createKey({ credits: 10 });
+      for (const answer of answers) {
+        next = answer;
+        for (const [path, body] of [["/v1/embeddings", { model: "bge-m3", input: "x" }], ["/v1/chat/completions", chat]] as const) {
+          const res = await w.post(k.key, path, body);
+          expect(res.status, `${answer.type} ${path}`).toBe(502);
+          expect(res.headers.get("content-type")).toMatch(/^application\/json/);
+          expect(((await res.json()) as { error: unknown }).error).toMatchObject({ type: "api_error", code: "upstream_error" });
+          expect(res.headers.get("x-credits-charged")).toBe("0");
+          expect(await w.waitForRequestLog((l) => l.reqId === res.headers.get("x-request-id"))).toMatchObject({ status: 502, error: "upstream_error", cause: "not_json" });
+        }
+      }
+      expect(await w.store.getKey(k.id)).toMatchObject({ balance: 10_000_000, held: 0 });
+      const failures = (await (await fetch(`${w.url}/metrics`)).text()).split("\n").find((l) => l.startsWith('shim_upstream_failures_total{reason="not_json"} '));
+      expect(failures).toBe('shim_upstream_failures_total{reason="not_json"} 6');
+      // The SDK sees the upstream's failure.
+      expect(await failure(() => w.client(k.key).chat.completions.create(chat))).toBeInstanceOf(InternalServerError);
+    } finally {
+      await w.close();
+      await upstream.close();
     }
   });
 

@@ -215,16 +215,22 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       });
     }
     const answer = usageOfBody(answerBytes);
-    if (left) {
-      // Read whole after its client left: charged as if delivered; an error body, nothing.
-      if (answer.isError) return await leftThenRefused(ctx, request, reply, settlement, upstreamErrorBody(answerBytes.toString("utf8"), req.model), "error_body");
-      return await clientLeft(ctx, request, reply, settlement, answer.usage ?? REQUEST_PRICE_ONLY);
+    // An error body, or a 2xx that is not a JSON object (binary vectors, a proxy's HTML page):
+    // nothing the shim can meter or relay as the JSON answer asked for, so the upstream's
+    // failure, charged nothing and not relayed (relayed, it went out labelled application/json
+    // and charged the request price alone: vLLM's "bytes" embeddings, embeddings-request.ts).
+    if (answer.isError || !answer.isObject) {
+      const err = answer.isError ? upstreamErrorBody(answerBytes.toString("utf8"), req.model) : new ShimError("upstream_error", { message: "The model server's answer was not JSON." });
+      const reason = answer.isError ? "error_body" : "not_json";
+      if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason);
+      return await refused(ctx, request, settlement, err, reason);
     }
-    if (answer.isError) return await refused(ctx, request, settlement, upstreamErrorBody(answerBytes.toString("utf8"), req.model), "error_body");
+    // Read whole after its client left: charged as if delivered.
+    if (left) return await clientLeft(ctx, request, reply, settlement, answer.usage ?? REQUEST_PRICE_ONLY);
     // No usage from the upstream: charge the request price and no tokens rather than guess.
     const { cost, available } = await settlement.settle(res.status, answer.usage ?? REQUEST_PRICE_ONLY);
     // Seed 001's success body: the charge, what is left, and whether the batch price applied.
-    const pieces = answer.isObject ? spliceJsonBytes(answerBytes, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available), batch_request: String(batch) }) : [answerBytes];
+    const pieces = spliceJsonBytes(answerBytes, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available), batch_request: String(batch) });
     // The hot path writes the response itself: Fastify's send pipeline (onSend hooks, header
     // bookkeeping) measurably costs per request here, and there is nothing for it to do.
     reply.hijack();
