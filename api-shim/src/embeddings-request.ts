@@ -26,7 +26,9 @@ export function checkEmbeddingsRequest(b: Record<string, unknown>, chatEmbedding
   if (b.input === undefined && b.messages === undefined) throw invalid("'input' (or 'messages') is required.", "input");
   if (b.input !== undefined && b.messages !== undefined) throw invalid("Send either 'input' or 'messages', not both.", "messages");
   if (chatEmbeddings && (!Array.isArray(b.messages) || b.messages.length === 0)) throw invalid("'messages' must be a non-empty array.", "messages");
-  if (b.encoding_format !== undefined && !ENCODING_FORMATS.includes(b.encoding_format)) {
+  // null is how some clients send a parameter they leave unset: the upstream decides (LiteLLM
+  // drops it; vLLM refuses it, which costs nothing).
+  if (b.encoding_format !== undefined && b.encoding_format !== null && !ENCODING_FORMATS.includes(b.encoding_format)) {
     throw invalid("'encoding_format' must be 'float' or 'base64' (or left out, for 'float').", "encoding_format");
   }
 }

@@ -303,15 +303,16 @@ describe("embeddings encoding_format", () => {
     return undefined;
   };
 
-  it("takes OpenAI's two, float and base64, or none", () => {
+  it("takes OpenAI's two, float and base64, or none (null too: left to the upstream, as an unset parameter sent as null)", () => {
     expect(parseInferenceRequest("embeddings", { model: "m", input: "x" }).model).toBe("m");
+    expect(parse(null).model).toBe("m");
     for (const v of ["float", "base64"]) expect(parse(v).model).toBe("m");
     // Not an embeddings parameter elsewhere: passed through as any unknown member.
     expect(parseInferenceRequest("chat", { model: "m", messages: [{ role: "user", content: "x" }], encoding_format: "bytes" }).model).toBe("m");
   });
 
   it("refuses any other value, whatever its type, naming the two it takes", () => {
-    for (const v of ["bytes", "bytes_only", "FLOAT", "", 5, null, true, ["float"], { v: "float" }]) {
+    for (const v of ["bytes", "bytes_only", "FLOAT", "", 5, true, ["float"], { v: "float" }]) {
       const e = refusal(v);
       expect(e, JSON.stringify(v)).toBeInstanceOf(ShimError);
       expect(e).toMatchObject({ status: 400, code: "invalid_request", param: "encoding_format" });
