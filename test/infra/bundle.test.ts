@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { parse } from "yaml";
@@ -46,6 +46,47 @@ const modes: [string, TenantConfig][] = [
     ],
   })],
 ];
+
+/**
+ * The shim started as its image starts it (`node src/server.ts` in the bundle's api-shim/, with
+ * only its production dependencies installed and NODE_ENV=production) on the bundle's own
+ * config: it listens, opens its SQLite ledger (better-sqlite3's native binary, which a bare
+ * import does not load), answers a request and drains on SIGTERM to exit 0. A runtime import of
+ * a dev dependency, or of a file outside api-shim/, would fail here rather than on the host.
+ */
+async function servesFromProductionInstall(dir: string): Promise<void> {
+  const data = tempDir();
+  const child = spawn(process.execPath, ["src/server.ts"], {
+    cwd: join(dir, "api-shim"),
+    env: {
+      PATH: process.env.PATH ?? "", NODE_ENV: "production", SHIM_HOST: "127.0.0.1", SHIM_PORT: "0",
+      SHIM_CONFIG: join(dir, "shim", "config.yaml"), SHIM_DATABASE_URL: `sqlite:${join(data, "shim.db")}`,
+      SHIM_UPSTREAM_URL: "http://127.0.0.1:9/v1", SHIM_ADMIN_TOKEN: "adm-production-install-test",
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stderr!.setEncoding("utf8").on("data", (c: string) => { err += c; });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  try {
+    const address = await new Promise<string>((resolve, reject) => {
+      child.stdout!.setEncoding("utf8").on("data", (c: string) => {
+        out += c;
+        const m = /"msg":"api-shim listening".*?"address":"([^"]+)"|"address":"([^"]+)".*?"msg":"api-shim listening"/.exec(out);
+        if (m) resolve((m[1] ?? m[2])!);
+      });
+      void exited.then((code) => reject(new Error(`the shim exited (${code}) before listening: ${err}${out}`)));
+    });
+    const res = await fetch(`${address}/v1/models`);
+    expect(res.status).toBe(401);
+    expect((await res.json() as { error: { type: string } }).error.type).toBe("authentication_error");
+    child.kill("SIGTERM");
+    expect(await exited, err).toBe(0);
+  } finally {
+    child.kill("SIGKILL");
+  }
+}
 
 function written(bundle: Bundle): string {
   const dir = tempDir();
@@ -435,7 +476,7 @@ describe("the bundle's files", () => {
     expect(bundle.get("api-shim/.dockerignore")).not.toMatch(/^(src|package(-lock)?\.json)$/m);
   });
 
-  it("has a standalone lockfile that `npm ci --omit=dev` installs, with the shim's dependencies", () => {
+  it("has a standalone lockfile that `npm ci --omit=dev` installs, with the shim's dependencies, from which the shim serves", async () => {
     const dir = written(bundle);
     const pkg = JSON.parse(bundle.get("api-shim/package.json")!);
     expect(pkg.devDependencies).toBeUndefined();
@@ -445,6 +486,7 @@ describe("the bundle's files", () => {
     expect(result.status, result.output).toBe(0);
     const load = runTool("node", ["-e", "import('fastify').then(() => import('better-sqlite3')).then(() => console.log('loaded'))"], { cwd: join(dir, "api-shim") });
     expect(load.output.trim()).toBe("loaded");
+    await servesFromProductionInstall(dir);
   }, 120_000);
 
   it("orders the standalone lockfile's packages by code unit, never by the operator's locale", () => {
