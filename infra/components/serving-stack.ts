@@ -171,23 +171,32 @@ export class ServingStack extends pulumi.ComponentResource {
       create: `bash ${HOST_PATHS.libDir}/wait-host-ready.sh ${waitSeconds} && mkdir -p ${dir}/.incoming`,
     }, { parent: this, dependsOn: [sshWait] });
 
+    // New secrets replace this step (their hash, never the secrets, in the triggers) rather than
+    // update it, so each write of .env gets a new id, that the deploy's triggers hold (below).
     const env = new command.remote.Command(`${name}-env`, {
       connection: connection(4),
       create: `umask 077 && cat > ${dir}/.env.new && mv -f ${dir}/.env.new ${dir}/.env && echo "wrote ${dir}/.env"`,
-      update: `umask 077 && cat > ${dir}/.env.new && mv -f ${dir}/.env.new ${dir}/.env && echo "wrote ${dir}/.env"`,
       stdin: envFile,
+      triggers: [pulumi.secret(envFile.apply(sha256))],
       logging: "stdoutAndStderr",
     }, { parent: this, dependsOn: [hostReady] });
 
+    // Pulumi's own certificate (self-signed mode) is replaced as the secrets are. Let's Encrypt's
+    // placeholder is updated in place (install-certificate.sh never writes it over an issued
+    // certificate): the tls provider renews it every 30 days, which must not deploy again.
+    const replacesCertificate = certificate?.mode === "replace";
     const certificateInstall = certificate && new command.remote.Command(`${name}-certificate`, {
       connection: connection(4),
       create: `bash ${HOST_PATHS.libDir}/install-certificate.sh ${certificate.mode}`,
       update: `bash ${HOST_PATHS.libDir}/install-certificate.sh ${certificate.mode}`,
       stdin: certificate.pem,
+      ...(replacesCertificate ? { triggers: [pulumi.secret(certificate.pem.apply(sha256))] } : {}),
     }, { parent: this, dependsOn: [hostReady] });
 
     // CopyToRemote copies again only when its source or path changes, not when the host does;
-    // the instance id in the triggers makes a replacement host get the bundle too.
+    // the instance id in the triggers makes a replacement host get the bundle too. The bundle's
+    // hash there makes every new bundle a replacement, with a new id, rather than an update in
+    // place, which would keep the id the deploy's triggers hold.
     const copy = new command.remote.CopyToRemote(`${name}-bundle`, {
       connection: connection(4),
       source: staged,
@@ -216,13 +225,16 @@ export class ServingStack extends pulumi.ComponentResource {
       connection: connection(4),
       create: deployScript,
       update: deployScript,
-      // A hash of the secrets (never the secrets) makes a changed key recreate the containers;
-      // the volume's size, that a larger volume gets its filesystem grown (deploy.sh), after the
-      // resize (dependsOn).
-      // Let's Encrypt's placeholder is left out: it never replaces an issued certificate, and the
-      // tls provider renews it every 30 days, which would deploy again for nothing.
-      triggers: [this.bundleHash, args.instanceId, pulumi.secret(envFile.apply(sha256)),
-        certificate?.mode === "replace" ? pulumi.secret(certificate.pem.apply(sha256)) : "no-pulumi-certificate", `volume ${config.volumeSizeGb} GB`],
+      // The ids of the copy, of .env's write and of the certificate's install: each is new
+      // whenever that step ran (a create), so the deploy runs after any step before it that ran
+      // since its last success. Inputs alone would not do: a failed deploy is not recorded, and
+      // a setting reverted after it would give the inputs of the last success again, so
+      // `pulumi up` would run nothing and leave the host on the failed bundle or secrets.
+      // A changed secret thus recreates the containers that use it; the volume's size makes a
+      // larger volume get its filesystem grown (deploy.sh), after the resize (dependsOn).
+      // Let's Encrypt's placeholder is left out: it never replaces an issued certificate.
+      triggers: [this.bundleHash, args.instanceId, copy.id, env.id,
+        replacesCertificate && certificateInstall ? certificateInstall.id : "no-pulumi-certificate", `volume ${config.volumeSizeGb} GB`],
     }, { parent: this, dependsOn: [copy, env, args.volume, ...(certificateInstall ? [certificateInstall] : [])] });
     return deploy;
   }

@@ -3,6 +3,7 @@ import { BlockList } from "node:net";
 import { createHash } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { isDeepStrictEqual } from "node:util";
 import { gunzipSync } from "node:zlib";
 import { parse } from "yaml";
 import * as pulumi from "@pulumi/pulumi";
@@ -378,6 +379,10 @@ describe("the serving stack under the mock runtime", () => {
     const envStdin = plain(commands.find((c) => c.name === "example-env")!.inputs.stdin) as string;
     expect(envStdin).toContain("HF_TOKEN=hf_test_token_value\n");
     expect(envStdin).toContain("GROQ_API_KEY_0=gsk_test_provider_key\n");
+    // Its hash replaces the step when they change, and is hidden too (a hash of a short secret can be guessed).
+    const envTriggers = commands.find((c) => c.name === "example-env")!.inputs.triggers;
+    expect(isSecretInput(envTriggers) || isSecretInput(envTriggers[0]), "env triggers are secret").toBe(true);
+    expect(plain(envTriggers)).toEqual([createHash("sha256").update(envStdin).digest("hex")]);
     const staged = join(stagingDir, "bundle");
     for (const file of listFiles(staged)) {
       const text = readFileSync(file, "utf8");
@@ -426,12 +431,17 @@ describe("the serving stack under the mock runtime", () => {
   });
 
   it("does not deploy again when the tls provider renews Let's Encrypt's placeholder (every 30 days), but does for a self-signed certificate", async () => {
-    const certificateTrigger = async (mode: string) => {
+    const triggers = async (mode: string) => {
       const { resources } = await run("example", configFor("example", { tls: { mode, email: "ops@gpu-sandbox.dev" } }));
-      return plain(resources.find((x) => x.name === "example-deploy")!.inputs.triggers)[3];
+      const of = (name: string) => plain(resources.find((x) => x.name === name)!.inputs.triggers);
+      return { deploy: of("example-deploy")[4], install: of("example-certificate") };
     };
-    expect(await certificateTrigger("letsencrypt")).toBe("no-pulumi-certificate");
-    expect(await certificateTrigger("self-signed")).toMatch(/^[0-9a-f]{64}$/);
+    // The placeholder is updated in place (its id stays), and the deploy's triggers leave it out.
+    expect(await triggers("letsencrypt")).toEqual({ deploy: "no-pulumi-certificate", install: undefined });
+    // A new self-signed certificate replaces its install (by its hash), whose new id deploys again.
+    const selfSigned = await triggers("self-signed");
+    expect(selfSigned.deploy).toBe("example-certificate-id");
+    expect(selfSigned.install).toEqual([expect.stringMatching(/^[0-9a-f]{64}$/)]);
   });
 
   it("grows the volume in place and deploys again, so its filesystem is grown to the new size", async () => {
@@ -575,6 +585,74 @@ describe("the serving stack under the mock runtime", () => {
     expect(Object.keys(await valueOf(closed.outputs.apiKeys))).toEqual(Object.keys(await valueOf(deployed.outputs.apiKeys)));
     expect(await valueOf(closed.outputs.adminToken)).toBeTruthy();
     expect(await valueOf(closed.outputs.caCertificate)).toContain("BEGIN CERTIFICATE");
+  });
+});
+
+describe("pulumi up after a deploy that failed", () => {
+  /**
+   * `pulumi up`s of the example stack against one Pulumi state of the steps over SSH, modelled on
+   * @pulumi/command 1.2.1: a step whose inputs equal its state runs nothing; one whose `triggers`
+   * or `connection` changed (replaceOnChanges) is replaced, and its create gets a new random id
+   * (resource.NewUniqueHex); any other change updates it in place, keeping its id; and a step
+   * whose command fails is not recorded, so the state keeps its last successful inputs.
+   * Each call returns the steps that ran.
+   */
+  function stackState() {
+    const saved = new Map<string, { inputs: Record<string, unknown>; id: string }>();
+    const stagingDir = tempDir();
+    let created = 0;
+    return async (config: TenantConfig, failing: string[] = []): Promise<string[]> => {
+      const ran: string[] = [];
+      installMocks("example", {
+        resource: (args) => {
+          if (!args.type.startsWith("command:remote:")) return undefined;
+          const inputs = plain(args.inputs) as Record<string, unknown>;
+          const before = saved.get(args.name);
+          const replaced = !before || !isDeepStrictEqual([inputs.triggers, inputs.connection], [before.inputs.triggers, before.inputs.connection]);
+          if (!before || !isDeepStrictEqual(inputs, before.inputs)) ran.push(args.name);
+          const id = replaced ? `${args.name}-${++created}` : before.id;
+          if (!failing.includes(args.name)) saved.set(args.name, { inputs, id });
+          return { id, state: { ...args.inputs } };
+        },
+      });
+      deployTenant(config, { stagingDir });
+      await settle();
+      return ran;
+    };
+  }
+  const good = () => configFor("example");
+  // vLLM reserves KV cache for 32k tokens, which does not fit the 20 GB card: vLLM never gets
+  // healthy, and deploy.sh fails after recreating vllm and the shim (the bundle stays installed).
+  const tooLong = () => configFor("example", { model: { ...(readStackConfig(ROOT, "example") as { model: object }).model, maxModelLen: 32768 } });
+
+  it("runs nothing at all when nothing changed", async () => {
+    const up = stackState();
+    expect(await up(good())).toContain("example-deploy");
+    expect(await up(good())).toEqual([]);
+  });
+
+  it("deploys again when the setting is reverted, so the host leaves the failed bundle", async () => {
+    const up = stackState();
+    await up(good());
+    expect(await up(tooLong(), ["example-deploy"])).toEqual(expect.arrayContaining(["example-bundle", "example-deploy"]));
+    // The copy puts the good bundle in .incoming; the deploy's inputs are those of its last
+    // success, but it must run: the host still runs the failed bundle.
+    expect(await up(good())).toEqual(expect.arrayContaining(["example-bundle", "example-deploy"]));
+    expect(await up(good())).toEqual([]);
+  });
+
+  it("deploys again when a secret is reverted, so the containers leave the failed one", async () => {
+    const up = stackState();
+    await up(configFor("example", { hfToken: "hf_good_token_value" }));
+    expect(await up(configFor("example", { hfToken: "hf_revoked_token_value" }), ["example-deploy"])).toContain("example-env");
+    expect(await up(configFor("example", { hfToken: "hf_good_token_value" }))).toEqual(expect.arrayContaining(["example-env", "example-deploy"]));
+  });
+
+  it("deploys again after the failure itself when nothing changed, to finish installing the bundle", async () => {
+    const up = stackState();
+    await up(good());
+    await up(tooLong(), ["example-deploy"]);
+    expect(await up(tooLong())).toEqual(["example-deploy"]);
   });
 });
 
