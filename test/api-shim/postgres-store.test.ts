@@ -7,6 +7,7 @@ import { cutSocket, OpenConnections } from "../../api-shim/src/store/postgres-co
 import { probeSessions, sessionSettings } from "../../api-shim/src/store/postgres-sessions.ts";
 import { LOCK_CLASS, PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
 import { reportSql } from "../../api-shim/src/store/postgres-reports.ts";
+import { LOCK_KEY, SETTLE, SETTLE_UNRESERVED } from "../../api-shim/src/store/postgres-sql.ts";
 import { UsageIndexBuild, type UsageIndexOutcome } from "../../api-shim/src/store/postgres-usage-index.ts";
 import { Turns } from "../../api-shim/src/store/turns.ts";
 import { PostgresStore, type PostgresStoreOptions, SHUTDOWN_MS } from "../../api-shim/src/store/postgres-store.ts";
@@ -446,6 +447,65 @@ describe("PostgresStore", () => {
     }
     expect(await pollUntil(async () => (await s.getKey("k"))!.held === 0)).toBe(true);
     expect(await s.audit()).toEqual([{ keyId: "k", balance: 10, held: 0, ledgerSum: 10, reservations: 0, reservedSum: 0 }]);
+  });
+
+  describe("a settlement whose statement the server ends from outside while it waits for the key's row: tried again on a connection of its own, charged once", () => {
+    /**
+     * Another session holds the key's row (a top-up, another replica's statement); the settlement
+     * waits for it when its server session is terminated (pg_terminate_backend: an operator, a
+     * pooler's or an HA agent's cleanup; SQLSTATE 57P01, FATAL) or its statement cancelled
+     * (pg_cancel_backend: 57014). Nothing committed and the database is up: before, that was taken
+     * as a refusal, so a served request was released uncharged (a stream got a 503 error event
+     * after its content, and /v1/usage never showed it).
+     */
+    const endWaitingSettlement = async (s: PostgresStore, end: "pg_terminate_backend" | "pg_cancel_backend") => {
+      const blocker = new pg.Client({ connectionString: url });
+      await blocker.connect();
+      try {
+        await blocker.query("BEGIN");
+        await blocker.query("SELECT 1 FROM keys WHERE id = 'k' FOR UPDATE");
+        const settled = s.settle({ reservationId: "r1", keyId: "k", hold: 4, cost: 3, usage: usage("k", "ENDED", 3) }).catch((e: unknown) => e);
+        // The settlement's statements: not a release of its hold (were it doubtful), nor an index build, waiting alike.
+        const waiting = () => sql<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'api-shim' AND wait_event_type = 'Lock' AND query = ANY($1)", [[SETTLE, SETTLE_UNRESERVED, LOCK_KEY]]);
+        let first: { pid: number }[] = [];
+        expect(await pollUntil(async () => (first = await waiting()).length === 1, 5000)).toBe(true);
+        expect(await sql(`SELECT ${end}($1) AS done`, [first[0]!.pid])).toEqual([{ done: true }]);
+        // The second try, on a connection of its own, waits for the key's row in turn.
+        const again = async () => { const w = await waiting(); return w.length === 1 && w[0]!.pid !== first[0]!.pid; };
+        expect(await pollUntil(again, 5000)).toBe(true);
+        await blocker.query("ROLLBACK");
+        return await settled;
+      } finally {
+        await blocker.end();
+      }
+    };
+    const chargedOnce = async (s: PostgresStore) => {
+      expect((s as unknown as { doubtful: { size: number } }).doubtful.size).toBe(0); // nothing left to release
+      expect(await s.audit()).toEqual([{ keyId: "k", balance: 7, held: 0, ledgerSum: 7, reservations: 0, reservedSum: 0 }]);
+      expect(await sql("SELECT ref, amount FROM ledger WHERE kind = 'usage'")).toEqual([{ ref: "ENDED", amount: "-3" }]);
+    };
+    let s: PostgresStore;
+    beforeEach(async () => {
+      await store.createKey(newKey("k", 10));
+      s = await replica({ retryMs: 100 });
+      await s.reserve({ reservationId: "r1", keyId: "k", amount: 4, at: 1 });
+    });
+
+    it("its session terminated (pg_terminate_backend)", async () => {
+      expect(await endWaitingSettlement(s, "pg_terminate_backend")).toEqual({ available: 7, charged: 3 });
+      await chargedOnce(s);
+    });
+
+    it("its session terminated while it charges a hold that was swept (no hold: the second try looks for the first's row under the key's lock)", async () => {
+      await sql("WITH r AS (DELETE FROM reservations WHERE id = 'r1' RETURNING key_id, amount) UPDATE keys SET held = held - r.amount FROM r WHERE keys.id = r.key_id");
+      expect(await endWaitingSettlement(s, "pg_terminate_backend")).toEqual({ available: 7, charged: 3 });
+      await chargedOnce(s);
+    });
+
+    it("its statement cancelled by another session (pg_cancel_backend), which is not its own statement timeout", async () => {
+      expect(await endWaitingSettlement(s, "pg_cancel_backend")).toEqual({ available: 7, charged: 3 });
+      await chargedOnce(s);
+    });
   });
 
   // DESIGN.md: keys are stored only as hashes. Every row of every table, as text, holds neither

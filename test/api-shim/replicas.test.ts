@@ -5,6 +5,7 @@ import { APIError } from "openai";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/keys.ts";
+import { SETTLE } from "../../api-shim/src/store/postgres-sql.ts";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { frozenProxy } from "../support/frozen-proxy.ts";
@@ -150,6 +151,47 @@ describe("shim replicas on one Postgres database", () => {
       }
     } finally {
       fake.reset();
+    }
+    await output.stopCleanly(p);
+  });
+
+  it("a stream whose settlement's server session is terminated (pg_terminate_backend) while it waits for the key's row is charged and recorded all the same: no error event after its content", async () => {
+    const p = await start();
+    fake.set({ tokenDelayMs: 50, defaultTokens: 40 });
+    const blocker = new pg.Client({ connectionString: env.SHIM_DATABASE_URL });
+    // Its own session: pg_stat_activity is read once per transaction, and the blocker's stays open.
+    const watcher = new pg.Client({ connectionString: env.SHIM_DATABASE_URL });
+    await Promise.all([blocker.connect(), watcher.connect()]);
+    try {
+      const before = await audit(key.id);
+      const res = await fetch(`${p.url}/v1/chat/completions`, {
+        method: "POST", headers: { authorization: `Bearer ${key.key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 40, stream: true }),
+      });
+      expect(res.status).toBe(200);
+      const text = res.text();
+      // Its hold made, the key's row is taken (about 2 s before the stream ends): the
+      // settlement at its end waits for it, and its session is terminated there.
+      expect(await pollUntil(async () => (await watcher.query("SELECT 1 FROM reservations WHERE key_id = $1", [key.id])).rowCount === 1, 5000)).toBe(true);
+      await blocker.query("BEGIN");
+      await blocker.query("SELECT 1 FROM keys WHERE id = $1 FOR UPDATE", [key.id]);
+      // The settlement's statement (the replica's background index build waits for the blocker's transaction too).
+      const waiting = async () => (await watcher.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'api-shim' AND wait_event_type = 'Lock' AND query = $1", [SETTLE])).rows;
+      let first: { pid: number }[] = [];
+      expect(await pollUntil(async () => (first = await waiting()).length === 1, 10_000)).toBe(true);
+      await watcher.query("SELECT pg_terminate_backend($1)", [first[0]!.pid]);
+      expect(await pollUntil(async () => { const w = await waiting(); return w.length === 1 && w[0]!.pid !== first[0]!.pid; }, 5000)).toBe(true);
+      await blocker.query("ROLLBACK");
+      const body = await text;
+      const charged = /^: credits_charged=(\d+) credits_remaining=\d+\n\ndata: \[DONE\]\n\n$/m.exec(body);
+      expect(charged).not.toBeNull();
+      expect(body).not.toContain("service_unavailable");
+      const after = await audit(key.id);
+      expect(after).toEqual({ keyId: key.id, balance: before.balance - Number(charged![1]) * CREDIT, held: 0, ledgerSum: after.balance, reservations: 0, reservedSum: 0 });
+      expect(Number(charged![1])).toBeGreaterThan(0);
+    } finally {
+      fake.reset();
+      await Promise.all([blocker.end(), watcher.end()]);
     }
     await output.stopCleanly(p);
   });
