@@ -6,6 +6,7 @@ import { generateKey } from "../../api-shim/src/keys.ts";
 import { cutSocket, OpenConnections } from "../../api-shim/src/store/postgres-connections.ts";
 import { probeSessions, sessionSettings } from "../../api-shim/src/store/postgres-sessions.ts";
 import { LOCK_CLASS, PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
+import { worthAnotherTry } from "../../api-shim/src/store/postgres-failures.ts";
 import { reportSql } from "../../api-shim/src/store/postgres-reports.ts";
 import { LOCK_KEY, SETTLE, SETTLE_UNRESERVED } from "../../api-shim/src/store/postgres-sql.ts";
 import { UsageIndexBuild, type UsageIndexOutcome } from "../../api-shim/src/store/postgres-usage-index.ts";
@@ -20,6 +21,43 @@ import { previousStores } from "../support/previous-version.ts";
 import { ShimStartError, spawnShim, writeProcessConfig } from "../support/shim-process.ts";
 import { freePort, pollUntil, tempDir } from "../support/tools.ts";
 import { failedUsage, newKey, storeContract, usage } from "./store-contract.ts";
+
+/** A server's error as pg gives it (severity and SQLSTATE as the server sent them). */
+const serverError = (severity: string, code: string, message = "an error") => Object.assign(new pg.DatabaseError(message, 0, "error"), { severity, code });
+
+describe("which failed settlements get one more try on a connection of their own (worthAnotherTry)", () => {
+  it("those that may have committed (no answer from the server), and those the server ended from outside or asks to be tried again", () => {
+    const tried = [
+      Object.assign(new Error("Connection terminated unexpectedly"), {}), // the answer lost
+      Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET", syscall: "read" }),
+      new Error("Query read timeout"), // the client's own bound
+      serverError("FATAL", "57P01", "terminating connection due to administrator command"), // pg_terminate_backend, a fast shutdown
+      serverError("FATAL", "57P02"), // crash of another server process
+      serverError("FATAL", "08P01"), // class 08: connection exception
+      serverError("ERROR", "08006"),
+      serverError("FATAL", "XX000"), // any FATAL ends the session
+      serverError("ERROR", "40P01", "deadlock detected"),
+      serverError("ERROR", "40001", "could not serialize access due to concurrent update"),
+      serverError("ERROR", "57014", "canceling statement due to user request"), // pg_cancel_backend
+    ];
+    for (const e of tried) expect(worthAnotherTry(e), String(e)).toBe(true);
+  });
+
+  it("not those that fail the same way again, nor those never sent", () => {
+    const notTried = [
+      serverError("ERROR", "57014", "canceling statement due to statement timeout"), // the store's own bound: a second would double the wait
+      serverError("ERROR", "57014", "Anweisung wegen Zeitüberschreitung abgebrochen"), // words not understood: taken as a timeout
+      serverError("ERROR", "23505", "duplicate key value violates unique constraint"),
+      serverError("ERROR", "25006", "cannot execute UPDATE in a read-only transaction"),
+      serverError("ERROR", "42501", "permission denied for table ledger"),
+      serverError("FATAL", "57P03", "the database system is shutting down"), // at connection: never sent
+      serverError("FATAL", "28P01", "password authentication failed"),
+      Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED", syscall: "connect" }),
+      new Error("timeout exceeded when trying to connect"),
+    ];
+    for (const e of notTried) expect(worthAnotherTry(e), String(e)).toBe(false);
+  });
+});
 
 /**
  * The store for several replicas, against a real PostgreSQL server. "Replicas" here are several
@@ -428,7 +466,7 @@ describe("PostgresStore", () => {
     });
   });
 
-  it("a settlement the server refused (it timed out behind a row lock) did not commit: no second try, a 503 within the bound, its hold released uncharged", async () => {
+  it("a settlement that ran out of its own statement bound (behind a row lock) did not commit: no second try, a 503 within the bound, its hold released uncharged", async () => {
     await store.createKey(newKey("k", 10));
     const s = await replica({ timeoutMs: 1000, retryMs: 100 });
     await s.reserve({ reservationId: "r1", keyId: "k", amount: 4, at: 1 });
@@ -439,7 +477,7 @@ describe("PostgresStore", () => {
     const started = Date.now();
     try {
       await expect(s.settle({ reservationId: "r1", keyId: "k", hold: 4, cost: 3, usage: usage("k", "q", 3) })).rejects.toBeInstanceOf(StoreUnavailableError);
-      // One statement bound, not two: only a failure the server did not answer leaves a doubt to settle.
+      // One statement bound, not two: a second try would wait behind the same lock for as long.
       expect(Date.now() - started).toBeLessThan(1700);
     } finally {
       await blocker.query("ROLLBACK");

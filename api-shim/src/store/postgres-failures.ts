@@ -47,13 +47,58 @@ export function neverSent(e: unknown): boolean {
 }
 
 /**
- * The server answered the statement with an error (a statement timeout, a deadlock, a constraint):
- * a statement outside a transaction is all or nothing, so it did not commit, and there is no doubt
- * to settle. Only a failure without the server's answer (a connection that broke, a client-side
- * timeout) leaves one.
+ * Whether a settlement that failed is worth its one more try on a connection of its own
+ * (settleAfresh, which settles the doubt: it finds the first try's ledger row under the key's row
+ * lock if that try committed, so it never charges twice). Not when nothing was sent (neverSent:
+ * the database is not taking connections; the hold is released later). Yes when the server did
+ * not answer (a connection that broke, a client-side timeout): it may have committed. When it
+ * answered with an error, the statement, all or nothing outside a transaction, did not commit
+ * (one whose session ended may have, just before the end: settleAfresh tells); a second try is
+ * made only where another session may well succeed:
+ * - the server ended the session (endedSession): an operator's or an HA agent's
+ *   pg_terminate_backend, a fast shutdown, a crash of another server process. The database may
+ *   still be up (or a failover's new primary reachable), and a served request was otherwise
+ *   released uncharged: never charged, missing from /v1/usage.
+ * - a deadlock or a serialization failure (RETRY_ONCE): the server's own word for "try again".
+ * - a statement cancelled by another session (pg_cancel_backend): cancelledByAnother.
+ * Not a constraint, a permission, a read-only database, nor the store's own statement timeout:
+ * those fail the same way again (a second statement bound would double the client's wait).
  */
-export function refusedByServer(e: unknown): boolean {
-  return e instanceof pg.DatabaseError;
+export function worthAnotherTry(e: unknown): boolean {
+  if (neverSent(e)) return false;
+  if (!(e instanceof pg.DatabaseError)) return true;
+  return endedSession(e) || RETRY_ONCE.has(e.code ?? "") || cancelledByAnother(e);
+}
+
+/**
+ * SQLSTATEs that end the session: admin_shutdown (pg_terminate_backend, a fast shutdown),
+ * crash_shutdown, cannot_connect_now (sent only at connection, so neverSent has taken it first).
+ * And class 08, connection exceptions.
+ */
+const SESSION_ENDED_CODES = new Set(["57P01", "57P02", "57P03"]);
+
+function endedSession(e: pg.DatabaseError): boolean {
+  // FATAL and PANIC end the session whatever the code (severity is in the server's language:
+  // the codes are what count on a server that does not speak English).
+  return e.severity === "FATAL" || e.severity === "PANIC" || SESSION_ENDED_CODES.has(e.code ?? "") || (e.code ?? "").startsWith("08");
+}
+
+/** deadlock_detected, serialization_failure: the transaction was chosen to roll back; it may succeed alone. */
+const RETRY_ONCE = new Set(["40P01", "40001"]);
+
+/** SQLSTATE query_canceled: by the store's own statement_timeout, or by a cancel request. */
+const QUERY_CANCELED = "57014";
+
+/**
+ * A statement cancelled by another session's pg_cancel_backend, not by the store's own
+ * statement_timeout: both are query_canceled, told apart only by the message ("canceling
+ * statement due to user request" against "… due to statement timeout"). The store sends no
+ * cancel requests of its own for a settlement. On a server whose messages are in another
+ * language the words do not match: no second try, as for a statement timeout (the statement did
+ * not commit; its hold is released, uncharged).
+ */
+function cancelledByAnother(e: pg.DatabaseError): boolean {
+  return e.code === QUERY_CANCELED && e.message === "canceling statement due to user request";
 }
 
 /** Doubtful holds remembered at most (the oldest is forgotten; a start's sweep releases it). */

@@ -4,7 +4,7 @@ import { OpenConnections } from "./postgres-connections.ts";
 import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
 import { createKeyIn, ensureBootstrapKeyIn, topUpIn } from "./postgres-admin.ts";
 import { DoubtfulHolds } from "./postgres-doubtful.ts";
-import { neverSent, NotSentError, READ_ONLY_CODE, ReadOnlyError, refusedByServer } from "./postgres-failures.ts";
+import { neverSent, NotSentError, READ_ONLY_CODE, ReadOnlyError, worthAnotherTry } from "./postgres-failures.ts";
 import { durableTransaction, inTransaction, keysWithHolds, onPooled, keyById } from "./postgres-client.ts";
 import type { PostgresStoreOptions } from "./postgres-options.ts";
 import { UsageReports } from "./postgres-reports.ts";
@@ -209,15 +209,16 @@ export class PostgresStore implements Store {
    * refused as read-only does not exist, so it is not remembered: during an outage every refused
    * request was, ~550 bytes each, without bound (and on a read-only database each was retried for
    * ever). A settlement's hold exists whatever happened to the settlement. `resolve`, for a
-   * failure that may have committed (sent, and not answered by the server): one more try that
-   * settles the doubt (settleAfresh); only if it fails too is the hold doubtful.
+   * failure worth it (worthAnotherTry: sent and not answered, so it may have committed, or ended by
+   * the server from outside, its session terminated, say): one more try that settles the doubt
+   * (settleAfresh); only if it fails too is the hold doubtful.
    */
   private async write<T>(kind: "reserve" | "settle", reservationId: string, fn: () => Promise<T>, resolve?: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (e) {
       if ((e as { code?: unknown } | null)?.code === READ_ONLY_CODE) this.foundReadOnly(true);
-      if (resolve && !neverSent(e) && !refusedByServer(e)) {
+      if (resolve && worthAnotherTry(e)) {
         try {
           return await resolve();
         } catch {
