@@ -1,7 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import pg from "pg";
 import { freePort } from "./tools.ts";
@@ -70,41 +69,13 @@ export function runAsServer(program: string, args: string[], log: string): void 
   }
 }
 
-/** Whether nothing listens on 127.0.0.1:`port` now. */
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.once("error", () => resolve(false));
-    s.listen(port, "127.0.0.1", () => s.close(() => resolve(true)));
-  });
-}
-
-/**
- * A port for a server, free now. SHIM_TEST_PG_PORTS=<first>-<last> keeps the servers in that
- * range (test runs sharing a host, each given a range of its own: a port from the kernel's free
- * ones can be taken by another run between freePort and the server's start); unset, any free port.
- */
-async function serverPort(): Promise<number> {
-  const range = /^(\d+)-(\d+)$/.exec(process.env.SHIM_TEST_PG_PORTS ?? "");
-  if (range === null) return freePort();
-  const [first, last] = [Number(range[1]), Number(range[2])];
-  const size = last - first + 1;
-  // From a random place in the range: files running at once rarely pick the same port.
-  const from = Math.floor(Math.random() * size);
-  for (let i = 0; i < size; i++) {
-    const port = first + ((from + i) % size);
-    if (await portFree(port)) return port;
-  }
-  throw new Error(`no free port in SHIM_TEST_PG_PORTS=${process.env.SHIM_TEST_PG_PORTS}`);
-}
-
 export async function startPostgres(): Promise<RunningPostgres> {
   const bin = binDir();
   const dir = serverDir("shim-pg-");
   const data = join(dir, "data");
   const run = (program: string, args: string[]) => runAsServer(join(bin, program), args, join(dir, "server.log"));
   run("initdb", ["-D", data, "-U", USER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
-  const port = await serverPort();
+  const port = await freePort();
   const settingsAt = (p: number, socketDir: string) => [
     `-c listen_addresses=127.0.0.1`, `-c port=${p}`, `-c unix_socket_directories=${socketDir}`,
     `-c fsync=off`, `-c full_page_writes=off`, `-c max_connections=300`,
@@ -137,7 +108,7 @@ export async function startPostgres(): Promise<RunningPostgres> {
       const standbyData = join(standbyDir, "data");
       // A copy of the primary that follows it (-R: its replication settings, standby.signal).
       run("pg_basebackup", ["-h", "127.0.0.1", "-p", String(port), "-U", USER, "-D", standbyData, "-R", "-X", "stream", "--no-sync", "-c", "fast"]);
-      const standbyPort = await serverPort();
+      const standbyPort = await freePort();
       run("pg_ctl", ["-D", standbyData, "-o", settingsAt(standbyPort, standbyDir), "-l", join(standbyDir, "server.log"), "-w", "-t", "60", "start"]);
       return {
         url: (database) => `postgres://${USER}@127.0.0.1:${standbyPort}/${database}`,
