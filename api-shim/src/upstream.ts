@@ -137,6 +137,21 @@ const MAX_UPSTREAM_MESSAGE = 500;
 // the operator which setting (the /ready probe, routes/health.ts).
 const UPSTREAM_ROUTE_MISSING = "The model server has no such route (404): this endpoint is misconfigured.";
 
+/** The longest wait relayed from an upstream's Retry-After, in seconds. */
+const MAX_RELAYED_RETRY_AFTER_S = 86_400;
+
+/**
+ * An upstream's Retry-After (seconds, possibly fractional, or an HTTP-date) as whole seconds of
+ * at least 1, as the shim's own 429s say: "0" made OpenAI's SDKs retry twice at once into the
+ * same refusal, and a wait rounded down (or an unread date taken as 1 s) retried too early.
+ */
+function relayedRetryAfter(value: string | string[] | undefined): number {
+  if (typeof value !== "string") return 1;
+  const trimmed = value.trim();
+  const seconds = /^\d+(\.\d+)?$/.test(trimmed) ? Number(trimmed) : (Date.parse(trimmed) - Date.now()) / 1000;
+  return Number.isFinite(seconds) ? Math.min(MAX_RELAYED_RETRY_AFTER_S, Math.max(1, Math.ceil(seconds))) : 1;
+}
+
 /** An upstream error status and body, as one of our errors. Never leaks 5xx bodies or auth failures. */
 export function upstreamStatusError(status: number, bodyText: string, model: string | undefined, retryAfter: string | string[] | undefined): ShimError {
   if (status === 400 || status === 422) {
@@ -154,8 +169,7 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
   }
   if (status === 413) return new ShimError("request_too_large");
   if (status === 429 || status === 503) {
-    const seconds = typeof retryAfter === "string" && /^\d{1,5}$/.test(retryAfter) ? retryAfter : "1";
-    return new ShimError("service_unavailable", { headers: { "retry-after": seconds } });
+    return new ShimError("service_unavailable", { headers: { "retry-after": String(relayedRetryAfter(retryAfter)) } });
   }
   if (status === 408 || status === 504) return new ShimError("upstream_timeout");
   if (status >= 400 && status < 500 && status !== 401 && status !== 403) return new ShimError("invalid_request");

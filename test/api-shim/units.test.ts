@@ -954,3 +954,29 @@ describe("an upstream's 400 message, as the client gets it", () => {
     expect(upstreamStatusError(400, body(`litellm.BadRequestError: OpenAIException - ${readable}`), "m", undefined).message).toBe(readable);
   });
 });
+
+// Found by review: an upstream 429/503's Retry-After was relayed as given when it was whole
+// seconds ("0" too: OpenAI's SDK then retries twice at once into the same refusal) and as 1 s
+// otherwise (a fractional "2.5", or an HTTP-date, made the SDK retry too early).
+describe("an upstream's Retry-After, as the client gets it", () => {
+  const relayed = (value: string | undefined, status = 429) => upstreamStatusError(status, "", "m", value).headers!["retry-after"];
+
+  it("never says less than 1 s, and rounds fractional seconds up", () => {
+    expect(relayed("0")).toBe("1");
+    expect(relayed("2.5")).toBe("3");
+    expect(relayed("7", 503)).toBe("7");
+    expect(relayed(undefined)).toBe("1");
+    expect(relayed("soon")).toBe("1");
+  });
+
+  it("turns an HTTP-date into the seconds until then", () => {
+    const inTenSeconds = new Date(Date.now() + 10_000).toUTCString();
+    expect(Number(relayed(inTenSeconds))).toBeGreaterThanOrEqual(9);
+    expect(Number(relayed(inTenSeconds))).toBeLessThanOrEqual(11);
+    expect(relayed(new Date(Date.now() - 60_000).toUTCString())).toBe("1");
+  });
+
+  it("caps a wait longer than a day", () => {
+    expect(relayed("99999999")).toBe("86400");
+  });
+});
