@@ -32,7 +32,7 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
  * what it reads otherwise than libpq, or not at all (notLikeLibpq).
  */
 function checkDriverReads(url: string): void {
-  const refused = notLikeLibpq(url);
+  const refused = userInfoCutShort(url) ?? notLikeLibpq(url);
   if (refused !== null) throw new Error(`SHIM_DATABASE_URL: ${JSON.stringify(redactUrl(url))} is not valid: ${refused}`);
   try {
     driverParse(driverUrl(url).connectionString);
@@ -43,6 +43,20 @@ function checkDriverReads(url: string): void {
       : e instanceof Error ? e.message : String(e);
     throw new Error(`SHIM_DATABASE_URL: ${JSON.stringify(redactUrl(url))} is not valid: ${why}`);
   }
+}
+
+/**
+ * A `?`, `/` or `#` unencoded at the start of the password (`shim:/s3cret@db`; a base64 password
+ * starts with `/` one time in 64) ends the authority before the user info's `@`: the driver then
+ * parses it, but takes the user name for the host, and the first connection fails as the store
+ * would (getaddrinfo ENOTFOUND shim). One in the middle (`pa?ss`) the driver refuses itself.
+ */
+function userInfoCutShort(url: string): string | null {
+  const rest = url.slice(url.indexOf("://") + 3);
+  const end = rest.search(/[/?#]/);
+  // "shim:" then the cut, and an `@` after it (not a user in the query: `db/x?user=me@corp`).
+  if (end === -1 || !/^[^@]*:$/.test(rest.slice(0, end)) || !rest.slice(end).includes("@")) return null;
+  return "the user info ends early; percent-encode any ?, /, #, @ or : in the user name or password";
 }
 
 /**
