@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
 import { redactKeys } from "./redaction.ts";
-import { ClientLeftError, StoreUnavailableError } from "./store/store.ts";
+import { ClientLeftError, StoreUnavailableError, UnconfirmedWriteError } from "./store/store.ts";
 
 /**
  * The one error table. Every error response is OpenAI-shaped,
@@ -46,6 +46,15 @@ export const ERROR_TABLE = {
   internal_error: { status: 500, type: "api_error", message: "Internal error." },
   upstream_error: { status: 502, type: "api_error", message: "The model server returned an error." },
   service_unavailable: { status: 503, type: "api_error", message: "Service temporarily unavailable. Retry later." },
+  // An admin write committed whose sync to disk failed (UnconfirmedWriteError): sent again as
+  // it is, a top-up would be granted twice, a key made twice. So final, and the message says how
+  // to check: a top-up's retry with its Idempotency-Key replays instead of granting again.
+  change_not_confirmed: {
+    status: 503,
+    type: "api_error",
+    message: "The change was probably made, but the server could not confirm it is saved to disk, and is restarting. Check before retrying: GET /admin/keys shows keys and balances; a top-up sent again with the same Idempotency-Key is applied at most once.",
+    final: true,
+  },
   upstream_timeout: { status: 504, type: "api_error", message: "The model server did not respond in time." },
 } as const satisfies Record<string, { status: number; type: string; message: string; final?: true }>;
 
@@ -106,6 +115,7 @@ export const notJson = (): ShimError => new ShimError("invalid_request", { messa
 /** Maps Fastify's own errors (body parsing, limits, routing) onto the table. */
 export function toShimError(err: unknown): ShimError {
   if (err instanceof ShimError) return err;
+  if (err instanceof UnconfirmedWriteError) return new ShimError("change_not_confirmed");
   if (err instanceof StoreUnavailableError) return new ShimError("service_unavailable");
   const fe = err as Partial<FastifyError> | undefined;
   switch (fe?.code) {

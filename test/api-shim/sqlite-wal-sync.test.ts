@@ -1,8 +1,12 @@
 import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createHash } from "node:crypto";
+import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { WalClosedError, WalSync } from "../../api-shim/src/store/sqlite-wal-sync.ts";
+import { startShim } from "../support/shim-harness.ts";
 
 /** This process's open descriptors of `path`. */
 const openOn = (path: string) => readdirSync("/proc/self/fd").filter((fd) => {
@@ -48,5 +52,73 @@ describe("WalSync (an admin write's fdatasync of the WAL)", () => {
     expect(await w.sync().then(() => "ok", () => "failed")).toBe("failed");
     expect(datasync).toHaveBeenCalledTimes(1);
     await w.close();
+  });
+});
+
+/**
+ * An admin write whose WAL sync the disk refuses was committed before the sync, and a failed sync
+ * undoes nothing: the next process reads it. A generic "retry later" 503 would have the client
+ * grant the credits (or make the key) twice; the answer says the change was probably made.
+ */
+describe("an admin write whose WAL sync the disk refuses", () => {
+  const failSyncs = (store: SqliteStore) => {
+    vi.spyOn((store as unknown as { walSync: WalSync }).walSync, "sync").mockRejectedValue(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+  };
+  /** What another connection (the next process) reads from the file. */
+  const read = <T>(dbPath: string, sql: string, ...args: unknown[]): T[] => {
+    const db = new Database(dbPath, { readonly: true });
+    try {
+      return db.prepare(sql).all(...args) as T[];
+    } finally {
+      db.close();
+    }
+  };
+  const expectNotConfirmed = async (res: Response) => {
+    expect(res.status).toBe(503);
+    // OpenAI's SDKs (and manage-keys: a 5xx is "may have acted") do not send it again by themselves.
+    expect(res.headers.get("x-should-retry")).toBe("false");
+    const { error } = (await res.json()) as { error: { code: string; type: string; message: string } };
+    expect(error).toMatchObject({ code: "change_not_confirmed", type: "api_error" });
+    expect(error.message).toMatch(/probably made/);
+    expect(error.message).toContain("GET /admin/keys");
+    expect(error.message).toContain("same Idempotency-Key");
+  };
+  afterEach(() => vi.restoreAllMocks());
+
+  it("a top-up: 503 change_not_confirmed, not 'retry later'; it stands, and its retry with the same Idempotency-Key replays it", async () => {
+    const h = await startShim();
+    try {
+      const { id } = await h.createKey({ credits: 100 });
+      failSyncs(h.store);
+      const res = await h.admin(`/admin/keys/${id}/credits`, { method: "POST", headers: { "idempotency-key": "invoice-7" }, body: JSON.stringify({ amount: 50 }) });
+      await expectNotConfirmed(res);
+      expect(read<{ balance: number }>(h.dbPath, "SELECT balance FROM keys WHERE id = ?", id)).toEqual([{ balance: 150_000_000 }]);
+      // The store still fails closed (the process exits, to be restarted).
+      expect((await h.admin("/admin/keys")).status).toBe(503);
+      // The next process: the retry the message asks for is answered from the first attempt.
+      const next = new SqliteStore(h.dbPath);
+      try {
+        const fingerprint = createHash("sha256").update(JSON.stringify([50_000_000, null])).digest("hex");
+        const retried = await next.topUp({ keyId: id, amount: 50_000_000, note: null, at: Date.now(), idempotency: { key: "invoice-7", fingerprint }, respond: () => "again", refuse: () => null });
+        expect(retried.kind).toBe("replay");
+        expect((await next.getKey(id))!.balance).toBe(150_000_000);
+      } finally {
+        await next.close();
+      }
+    } finally {
+      await h.close().catch(() => {});
+    }
+  });
+
+  it("a key creation: 503 change_not_confirmed; the key exists (its secret never shown), for the operator to find and revoke", async () => {
+    const h = await startShim();
+    try {
+      failSyncs(h.store);
+      const res = await h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ name: "lost", credits: 100, tier: "enterprise" }) });
+      await expectNotConfirmed(res);
+      expect(read(h.dbPath, "SELECT name, balance FROM keys WHERE name = 'lost'")).toEqual([{ name: "lost", balance: 100_000_000 }]);
+    } finally {
+      await h.close().catch(() => {});
+    }
   });
 });

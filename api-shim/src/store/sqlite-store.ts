@@ -10,7 +10,7 @@ import { usageReport } from "./sqlite-usage-report.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
-  grantRefusal, isAdminApiKey, StoreUnavailableError, topUpRefusal, type AuditRow, type BootstrapResult, type KeyDetails, type KeyRecord, type NewKey, type ReserveInput,
+  grantRefusal, isAdminApiKey, StoreUnavailableError, topUpRefusal, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type KeyDetails, type KeyRecord, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
 
@@ -223,7 +223,9 @@ export class SqliteStore implements Store {
    * Postgres store commits them. It commits as the request path's batches do (synchronous =
    * NORMAL, after the open batch: now()), then waits for an fdatasync of the WAL on libuv's
    * thread pool (sqlite-wal-sync.ts), not on this thread as synchronous = FULL would. A sync the
-   * disk refuses fails the store closed, as a failed COMMIT does.
+   * disk refuses fails the store closed, but unlike a failed COMMIT it rolls nothing back: the
+   * write stands, so it is answered as UnconfirmedWriteError (check before retrying), not as
+   * "retry later".
    */
   private async durably<T>(fn: () => T): Promise<T> {
     const result = await this.now(fn);
@@ -234,7 +236,7 @@ export class SqliteStore implements Store {
       if (e instanceof WalClosedError) throw new StoreUnavailableError(CLOSING); // closing makes it durable
       const failure = Object.assign(new Error(`syncing the WAL failed: ${(e as Error).message}`), { code: "SQLITE_IOERR_FSYNC", cause: e });
       this.fail(failure);
-      throw new StoreUnavailableError(failure);
+      throw new UnconfirmedWriteError(failure);
     }
     return result;
   }

@@ -275,6 +275,20 @@ export class StoreUnavailableError extends Error {
 }
 
 /**
+ * An admin write committed, but the disk refused the sync that would have made it durable: a
+ * failed sync rolls nothing back, so the change stands (the next process reads it) unless the
+ * host loses the page cache. Not "retry later" (a retry would grant a top-up's credits, or make a
+ * key, a second time): the client is told to check first (errors.ts, change_not_confirmed). The
+ * store still fails closed, as for any StoreUnavailableError.
+ */
+export class UnconfirmedWriteError extends StoreUnavailableError {
+  constructor(cause: unknown) {
+    super(cause);
+    this.name = "UnconfirmedWriteError";
+  }
+}
+
+/**
  * The database was made by a newer shim (a schema version past the last migration this one
  * knows): it refuses to start rather than serve against tables it does not understand (an
  * image rolled back after an upgrade). A restart cannot fix it, so it is not a store failure.
