@@ -13,6 +13,7 @@ import type { UsageIndexOutcome } from "./store/postgres-usage-index.ts";
 import type { CheckpointFailure } from "./store/sqlite-checkpointer.ts";
 import { failureHint } from "./store/sqlite-failures.ts";
 import { SqliteInUseError } from "./store/sqlite-owner.ts";
+import { VolumeFullError } from "./store/sqlite-space.ts";
 import { BootstrapIdTakenError, type GrantRefusal, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, type Store } from "./store/store.ts";
 import { createUpstream } from "./upstream.ts";
 
@@ -133,8 +134,8 @@ async function main(): Promise<void> {
       logger.warn({ tier, keys, defaultTier: config.defaultTier }, "live keys have a tier the configuration does not define: they are served under defaultTier's limits until it is defined again");
     }
   } catch (e) {
-    // Not failures a restart fixes: said as they are, once per start.
-    if (e instanceof SqliteInUseError || e instanceof NewerSchemaError || e instanceof SchemaOwnerNeededError || e instanceof SessionSettingsError || e instanceof BootstrapIdTakenError) {
+    // Not failures a restart fixes (a full volume: until space is freed): said as they are, once per start.
+    if (e instanceof SqliteInUseError || e instanceof VolumeFullError || e instanceof NewerSchemaError || e instanceof SchemaOwnerNeededError || e instanceof SessionSettingsError || e instanceof BootstrapIdTakenError) {
       logger.error(e.message);
       exitNow(1);
       return;

@@ -7,6 +7,7 @@ import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
 import { driverUrl, parseDatabaseUrl, redactUrl } from "../../api-shim/src/store/database-url.ts";
 import { openStore } from "../../api-shim/src/store/open-store.ts";
 import { SqliteInUseError } from "../../api-shim/src/store/sqlite-owner.ts";
+import { checkRoomToStart, MIN_FREE_BYTES, VolumeFullError } from "../../api-shim/src/store/sqlite-space.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 
 const HASH = `sha256:${"a".repeat(64)}`;
@@ -365,6 +366,21 @@ describe("a postgres:// SHIM_DATABASE_URL with what the driver does not do as li
     for (const url of ["postgres://shim:pw@db:5432/shim?sslmode=disable&application_name=ops&client_encoding=UTF8", "postgres://shim@db/shim?options=-c%20statement_timeout%3D0", "postgres://shim@db/shim?sslnegotiation=postgres"]) {
       expect(parse({ SHIM_DATABASE_URL: url }).databaseUrl).toBe(url);
     }
+  });
+});
+
+describe("checkRoomToStart (a SQLite store's volume, before the shim listens)", () => {
+  const statfs = (bavail: number, bsize = 4096) => (dir: string) => (dir === "/data" ? { bavail, bsize } : (() => { throw new Error(`statfs of ${dir}`); })());
+  it("refuses a volume with less than MIN_FREE_BYTES free, naming the file and the free bytes", () => {
+    const err = (() => { try { checkRoomToStart("/data/shim.db", statfs(12)); } catch (e) { return e; } })();
+    expect(err).toBeInstanceOf(VolumeFullError);
+    expect((err as Error).message).toBe(`the volume holding /data/shim.db has 49152 bytes free, less than the ${MIN_FREE_BYTES} (16 MiB) the shim needs to start: free space on it (df -h); until then the shim would take requests it cannot record`);
+    expect((err as Error).message).not.toContain("\n");
+  });
+  it("lets a start with enough room (bavail counts: the blocks an unprivileged user, uid 1000 in the image, may take) go on", () => {
+    expect(() => checkRoomToStart("/data/shim.db", statfs(MIN_FREE_BYTES / 4096))).not.toThrow();
+    expect(() => checkRoomToStart("/data/shim.db", statfs(MIN_FREE_BYTES / 512, 512))).not.toThrow();
+    expect(() => checkRoomToStart("/data/shim.db", statfs(MIN_FREE_BYTES / 4096 - 1))).toThrow(VolumeFullError);
   });
 });
 

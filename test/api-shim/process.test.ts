@@ -1,5 +1,6 @@
+import { execFileSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
@@ -322,6 +323,75 @@ describe("the shim process", () => {
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ err: { code: "SQLITE_IOERR_FSYNC" }, hint: expect.stringContaining("the disk failed") });
   });
+
+  it("a restart on a volume that is still full refuses to start (exit 1, one line naming the file and its free bytes) rather than listen, take traffic and forward it to the model", async (ctx) => {
+    const mnt = mkdtempSync(join(f.dir, "full-volume-"));
+    try {
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt], { stdio: "pipe" });
+    } catch (e) {
+      rmSync(mnt, { recursive: true, force: true });
+      return ctx.skip(`cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): ${String((e as { stderr?: unknown }).stderr ?? e).trim()}`);
+    }
+    const mine: ShimProcess[] = [];
+    try {
+      const file = join(mnt, "shim.db");
+      const env = { ...f.env, SHIM_DATABASE_URL: `sqlite:${file}` };
+      const ask = (p: ShimProcess) => fetch(`${p.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key.key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x".repeat(2000) }], max_tokens: 3 }),
+      }).then((r) => r.status, () => -1);
+      const p = await start(env);
+      mine.push(p);
+      expect(await ask(p)).toBe(200);
+      // The volume fills up (model weights accumulate there): the shim fails closed and exits 1.
+      const filler = join(mnt, "filler");
+      const fd = openSync(filler, "w");
+      try {
+        for (const size of [1 << 20, 4096, 1]) {
+          try {
+            for (;;) writeSync(fd, Buffer.alloc(size, 1));
+          } catch (e) {
+            if ((e as NodeJS.ErrnoException).code !== "ENOSPC") throw e;
+          }
+        }
+      } finally {
+        closeSync(fd);
+      }
+      while (p.child.exitCode === null) await Promise.all(Array.from({ length: 20 }, () => ask(p)));
+      expect(await p.exited).toEqual({ code: 1, signal: null });
+      output.keep(p);
+
+      // Still full: the restart fails at start, before listening (its few start-up writes would fit
+      // in the WAL its predecessor grew, and /ready would say 200).
+      const received = f.fake.counters.received;
+      const restarted = await spawnShim(env).catch((e: unknown) => e);
+      if (!(restarted instanceof ShimStartError)) {
+        mine.push(restarted as ShimProcess);
+        throw new Error("the restart on a full volume listened");
+      }
+      output.keep(restarted);
+      expect(restarted.exit).toEqual({ code: 1, signal: null });
+      expect(f.fake.counters.received).toBe(received);
+      const errors = restarted.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50);
+      expect(errors).toHaveLength(1);
+      expect(errors[0].msg).toMatch(new RegExp(`^the volume holding ${file.replace(/[.]/g, "\\.")} has \\d+ bytes free, less than the 16777216 \\(16 MiB\\) the shim needs to start`));
+
+      // Space is back: it serves, and the ledger balances.
+      rmSync(filler);
+      const q = await start(env);
+      mine.push(q);
+      expect(await ask(q)).toBe(200);
+      await output.stopCleanly(q);
+      const store = new SqliteStore(file);
+      const rows = await store.audit().finally(() => store.close());
+      for (const row of rows) expect(row).toMatchObject({ held: 0, reservations: 0, ledgerSum: row.balance });
+    } finally {
+      for (const x of mine) if (x.child.exitCode === null && x.child.signalCode === null) x.child.kill("SIGKILL");
+      execFileSync("umount", ["-l", mnt]);
+      rmSync(mnt, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   it("WAL checkpoints that fail (the disk refuses their fsync) are logged, at most once a minute, and counted in /metrics, while requests are still served", async () => {
     const file = join(f.dir, "checkpoints", "shim.db");

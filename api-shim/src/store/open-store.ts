@@ -3,6 +3,7 @@ import { dirname, resolve } from "node:path";
 import { parseDatabaseUrl } from "./database-url.ts";
 import { PostgresStore, type PostgresStoreOptions } from "./postgres-store.ts";
 import { claimSqliteFile } from "./sqlite-owner.ts";
+import { checkRoomToStart } from "./sqlite-space.ts";
 import { SqliteStore, type SqliteStoreOptions } from "./sqlite-store.ts";
 import type { Store } from "./store.ts";
 
@@ -17,8 +18,9 @@ export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpo
 
 /**
  * Opens the store SHIM_DATABASE_URL names (see parseDatabaseUrl); missing directories of a SQLite
- * file are created, and the file is claimed for this process until the store closes
- * (claimSqliteFile: a second process would release this one's holds).
+ * file are created, the file's volume must have room (checkRoomToStart: VolumeFullError), and
+ * the file is claimed for this process until the store closes (claimSqliteFile: a second process
+ * would release this one's holds).
  */
 export async function openStore(url: string, options: OpenStoreOptions = {}, cwd: string = process.cwd()): Promise<Store> {
   const target = parseDatabaseUrl(url);
@@ -27,6 +29,7 @@ export async function openStore(url: string, options: OpenStoreOptions = {}, cwd
   if (target.path === ":memory:") return new SqliteStore(":memory:", sqliteOptions);
   const file = resolve(cwd, target.path);
   mkdirSync(dirname(file), { recursive: true });
+  checkRoomToStart(file);
   const owner = claimSqliteFile(file);
   try {
     return new SqliteStore(file, { ...sqliteOptions, owner });
