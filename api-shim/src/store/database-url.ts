@@ -46,16 +46,20 @@ function checkDriverReads(url: string): void {
 }
 
 /**
- * A `?`, `/` or `#` unencoded at the start of the password (`shim:/s3cret@db`; a base64 password
- * starts with `/` one time in 64) ends the authority before the user info's `@`: the driver then
- * parses it, but takes the user name for the host, and the first connection fails as the store
- * would (getaddrinfo ENOTFOUND shim). One in the middle (`pa?ss`) the driver refuses itself.
+ * A `?`, `/` or `#` unencoded in the password, where the driver does not refuse the URL itself:
+ * at its start (`shim:/s3cret@db`; a base64 password starts with `/` one time in 64) or after
+ * digits (`shim:2024#Winter@db`), the authority ends before the user info's `@`, and the driver
+ * takes the user name for the host and the digits for its port: the first connection then
+ * fails as the store would (getaddrinfo ENOTFOUND shim). Told by an `@` after the cut that no
+ * query parameter holds: in the path (before any `?`), or right after the cut's first name
+ * (base64's `=` padding may come before it), not in a value (`db/x?user=me@corp`).
  */
 function userInfoCutShort(url: string): string | null {
   const rest = url.slice(url.indexOf("://") + 3);
   const end = rest.search(/[/?#]/);
-  // "shim:" then the cut, and an `@` after it (not a user in the query: `db/x?user=me@corp`).
-  if (end === -1 || !/^[^@]*:$/.test(rest.slice(0, end)) || !rest.slice(end).includes("@")) return null;
+  if (end === -1 || !/^[^@]*:\d{0,5}$/.test(rest.slice(0, end))) return null;
+  const after = rest.slice(end);
+  if (!/^\/[^?#]*@/.test(after) && !/^[?#][^=&]*=*@/.test(after)) return null;
   return "the user info ends early; percent-encode any ?, /, #, @ or : in the user name or password";
 }
 
