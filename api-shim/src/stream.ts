@@ -71,7 +71,9 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   ctx.metrics.activeStreams.inc();
 
   // Backpressure, an idle timeout for a client that stops reading ('close' then aborts the
-  // upstream: it is charged for what was read of it; what vLLM generated meanwhile, unread, is not: docs/api-shim.md, SHIM_STREAM_IDLE_TIMEOUT_MS), and a drain that cuts now: response-writer.ts.
+  // upstream: it is charged for what was read of it; what vLLM generated meanwhile, unread, is
+  // not: docs/api-shim.md, SHIM_STREAM_IDLE_TIMEOUT_MS), and a drain that cuts now:
+  // response-writer.ts.
   const write = (text: string) => writeWithBackpressure(out, text, ctx.config.streamIdleTimeoutMs, signal);
 
   const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, outputsPerPrompt: input.outputsPerPrompt, outputs: input.outputs, echo: input.echo, maxCompletion: input.maxCompletion });
