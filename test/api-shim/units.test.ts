@@ -639,6 +639,11 @@ describe("usage periods", () => {
   it("defaults to the current UTC month, shown as seed 004 shows it", () => {
     expect(showPeriod(parsePeriod({}, now))).toEqual({ start: "2024-12-01T00:00:00Z", end: "2024-12-31T23:59:59Z" });
   });
+  it("takes years 0000-0099 as written (Date.UTC reads 0-99 as 1900-1999)", () => {
+    expect(() => parsePeriod({ from: "0050-01-01", to: "2024-12-02" }, now)).not.toThrow();
+    expect(parsePeriod({ from: "0001-01-01T00:00:00Z", to: "2024-12-02" }, now).from).toBe(Date.parse("0001-01-01T00:00:00Z"));
+    expect(() => parsePeriod({ from: "0050-02-30", to: "2024-12-02" }, now)).toThrow(/ISO date/);
+  });
   it("accepts dates (to includes that day) and timestamps", () => {
     expect(parsePeriod({ from: "2024-12-02", to: "2024-12-02" }, now)).toEqual({ from: Date.UTC(2024, 11, 2), to: Date.UTC(2024, 11, 3) });
     expect(parsePeriod({ from: "2024-12-02T10:00:00Z", to: "2024-12-02T11:00:00Z" }, now).to).toBe(Date.UTC(2024, 11, 2, 11));
