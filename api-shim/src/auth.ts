@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { ShimContext } from "./context.ts";
-import { ShimError, shuttingDown } from "./errors.ts";
+import { retryAfterSeconds, ShimError, shuttingDown } from "./errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { formatCredits } from "./money.ts";
 import { type IpScope, rateLimitHeaders, tokensWait } from "./rate-limit.ts";
@@ -168,7 +168,7 @@ export function isInference(request: FastifyRequest): boolean {
 }
 
 export function rateLimited(retryMs: number, headers: Record<string, string>, why: { message?: string; logCode?: string } = {}): ShimError {
-  const seconds = Math.max(1, Math.ceil(retryMs / 1000));
+  const seconds = retryAfterSeconds(retryMs);
   return new ShimError("rate_limit_exceeded", {
     message: why.message ?? `Rate limit exceeded. Try again in ${seconds} ${seconds === 1 ? "second" : "seconds"}.`,
     extra: { retry_after: seconds },

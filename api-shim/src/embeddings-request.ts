@@ -1,4 +1,4 @@
-import { ShimError } from "./errors.ts";
+import { invalidParam } from "./errors.ts";
 
 /**
  * The checks an embeddings request gets beside the ones every inference request gets
@@ -23,14 +23,12 @@ const ENCODING_FORMATS: readonly unknown[] = ["float", "base64"];
  * (`chatEmbeddings`: the prompt is the messages), or an `encoding_format` it cannot meter.
  */
 export function checkEmbeddingsRequest(b: Record<string, unknown>, chatEmbeddings: boolean): void {
-  if (b.input === undefined && b.messages === undefined) throw invalid("'input' (or 'messages') is required.", "input");
-  if (b.input !== undefined && b.messages !== undefined) throw invalid("Send either 'input' or 'messages', not both.", "messages");
-  if (chatEmbeddings && (!Array.isArray(b.messages) || b.messages.length === 0)) throw invalid("'messages' must be a non-empty array.", "messages");
+  if (b.input === undefined && b.messages === undefined) throw invalidParam("'input' (or 'messages') is required.", "input");
+  if (b.input !== undefined && b.messages !== undefined) throw invalidParam("Send either 'input' or 'messages', not both.", "messages");
+  if (chatEmbeddings && (!Array.isArray(b.messages) || b.messages.length === 0)) throw invalidParam("'messages' must be a non-empty array.", "messages");
   // null is how some clients send a parameter they leave unset: the upstream decides (LiteLLM
   // drops it; vLLM refuses it, which costs nothing).
   if (b.encoding_format !== undefined && b.encoding_format !== null && !ENCODING_FORMATS.includes(b.encoding_format)) {
-    throw invalid("'encoding_format' must be 'float' or 'base64' (or left out, for 'float').", "encoding_format");
+    throw invalidParam("'encoding_format' must be 'float' or 'base64' (or left out, for 'float').", "encoding_format");
   }
 }
-
-const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });

@@ -109,6 +109,15 @@ export function errorBody(err: ShimError, credits?: { credits_charged: number; c
   return JSON.stringify(err.extra || credits ? { error, ...err.extra, ...credits } : { error });
 }
 
+/**
+ * A wait as the Retry-After every answer of ours gives: whole seconds, rounded up, at least 1
+ * (a 0 makes OpenAI's SDKs retry at once, into the same refusal).
+ */
+export const retryAfterSeconds = (ms: number): number => Math.max(1, Math.ceil(ms / 1000));
+
+/** A 400 naming the request member at fault (`param`), as OpenAI's SDKs show it. */
+export const invalidParam = (message: string, param: string): ShimError => new ShimError("invalid_request", { message, param });
+
 /** A body of another type than JSON (app.ts's parsers, and Fastify's for a malformed Content-Type). */
 export const notJson = (): ShimError => new ShimError("invalid_request", { message: "Request body must be JSON (Content-Type: application/json)." });
 

@@ -1,7 +1,7 @@
 import { isAscii } from "node:buffer";
 import { isTextPart, mediaParts, partText } from "./content-parts.ts";
 import { checkEmbeddingsRequest } from "./embeddings-request.ts";
-import { ShimError } from "./errors.ts";
+import { invalidParam, ShimError } from "./errors.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { TokenEstimate } from "./pricing.ts";
 import { hasControlCharacters } from "./text.ts";
@@ -60,8 +60,6 @@ export interface InferenceRequest {
   clientWantsContinuous: boolean;
 }
 
-const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });
-
 /** OpenAI's own limit on `n`; it also keeps a hold's arithmetic far from 2^53. */
 export const MAX_N = 128;
 
@@ -94,16 +92,16 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
   }
   const b = body as Record<string, unknown>;
   refuseUpstreamControls(b);
-  if (typeof b.model !== "string" || b.model.trim() === "") throw invalid("'model' is required and must be a non-empty string.", "model");
-  if (b.model.length > 256) throw invalid("'model' is too long.", "model");
-  if (hasControlCharacters(b.model)) throw invalid("'model' must not contain control characters.", "model");
+  if (typeof b.model !== "string" || b.model.trim() === "") throw invalidParam("'model' is required and must be a non-empty string.", "model");
+  if (b.model.length > 256) throw invalidParam("'model' is too long.", "model");
+  if (hasControlCharacters(b.model)) throw invalidParam("'model' must not contain control characters.", "model");
   if (kind === "chat" && (!Array.isArray(b.messages) || b.messages.length === 0)) {
-    throw invalid("'messages' is required and must be a non-empty array.", "messages");
+    throw invalidParam("'messages' is required and must be a non-empty array.", "messages");
   }
   // vLLM (with --enable-prompt-embeds) takes `prompt_embeds` beside or instead of `prompt`: each
   // entry is one more prompt, generating its own `n` outputs, so each is counted in the hold.
   const embeds = kind === "completions" ? embedsOf(b.prompt_embeds).length : 0;
-  if (kind === "completions" && (b.prompt === undefined || b.prompt === null) && embeds === 0) throw invalid("'prompt' is required.", "prompt");
+  if (kind === "completions" && (b.prompt === undefined || b.prompt === null) && embeds === 0) throw invalidParam("'prompt' is required.", "prompt");
   // vLLM's embeddings take `input`, or `messages` rendered by the chat template (its chat
   // embeddings, for multimodal embedding models), answered in a format the shim can meter.
   const chatEmbeddings = kind === "embeddings" && rendersMessages(kind, b);
@@ -111,24 +109,24 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
   for (const param of ["max_completion_tokens", "max_tokens"] as const) {
     const v = b[param];
     if (v === undefined || v === null) continue;
-    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw invalid(`'${param}' must be a non-negative integer.`, param);
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw invalidParam(`'${param}' must be a non-negative integer.`, param);
   }
   let n = 1;
   if (kind !== "embeddings" && b.n !== undefined && b.n !== null) {
-    if (typeof b.n !== "number" || !Number.isSafeInteger(b.n) || b.n < 1 || b.n > MAX_N) throw invalid(`'n' must be an integer from 1 to ${MAX_N}.`, "n");
+    if (typeof b.n !== "number" || !Number.isSafeInteger(b.n) || b.n < 1 || b.n > MAX_N) throw invalidParam(`'n' must be an integer from 1 to ${MAX_N}.`, "n");
     n = b.n;
   }
   const templated = kind === "chat" || chatEmbeddings;
   const prompts = templated ? 1 : kind === "embeddings" ? batchSize(b.input) : (b.prompt == null ? 0 : batchSize(b.prompt)) + embeds;
   let stream = false;
   if (kind !== "embeddings" && b.stream !== undefined && b.stream !== null) {
-    if (typeof b.stream !== "boolean") throw invalid("'stream' must be a boolean.", "stream");
+    if (typeof b.stream !== "boolean") throw invalidParam("'stream' must be a boolean.", "stream");
     stream = b.stream;
   }
   const so = b.stream_options;
-  if (so !== undefined && so !== null && (typeof so !== "object" || Array.isArray(so))) throw invalid("'stream_options' must be an object.", "stream_options");
+  if (so !== undefined && so !== null && (typeof so !== "object" || Array.isArray(so))) throw invalidParam("'stream_options' must be an object.", "stream_options");
   const opts = (so ?? null) as Record<string, unknown> | null;
-  if (opts && opts.include_usage !== undefined && opts.include_usage !== null && typeof opts.include_usage !== "boolean") throw invalid("'stream_options.include_usage' must be a boolean.", "stream_options");
+  if (opts && opts.include_usage !== undefined && opts.include_usage !== null && typeof opts.include_usage !== "boolean") throw invalidParam("'stream_options.include_usage' must be a boolean.", "stream_options");
   // vLLM's StreamOptions.include_usage is Optional[bool] = True, read as `if include_usage:`:
   // absent means yes, and an explicit null means no, like false.
   const wantsUsage = opts !== null && (opts.include_usage === undefined || opts.include_usage === true);
@@ -185,11 +183,11 @@ export function refuseNonTextPrompt(body: Record<string, unknown>, model: string
   const text = "send 'prompt' as text (a string or a list of strings).";
   const name = model.slice(0, 200);
   if (body.prompt_embeds !== undefined && body.prompt_embeds !== null) {
-    throw invalid(`'prompt_embeds' is not supported by this endpoint for model '${name}': ${text}`, "prompt_embeds");
+    throw invalidParam(`'prompt_embeds' is not supported by this endpoint for model '${name}': ${text}`, "prompt_embeds");
   }
   const p = body.prompt;
   if (typeof p === "string" || (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === "string"))) return;
-  throw invalid(`Token-ID prompts are not supported by this endpoint for model '${name}': ${text}`, "prompt");
+  throw invalidParam(`Token-ID prompts are not supported by this endpoint for model '${name}': ${text}`, "prompt");
 }
 
 /**

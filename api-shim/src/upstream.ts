@@ -1,7 +1,7 @@
 import type { FastifyRequest } from "fastify";
 import { Pool, errors as undiciErrors } from "undici";
 import type { ShimContext } from "./context.ts";
-import { ERROR_TABLE, ShimError } from "./errors.ts";
+import { ERROR_TABLE, retryAfterSeconds, ShimError } from "./errors.ts";
 import { redactUpstreamSecrets } from "./redaction.ts";
 import { dispatch } from "./upstream-body.ts";
 import type { AnswerLease } from "./answer-memory.ts";
@@ -141,15 +141,15 @@ const UPSTREAM_ROUTE_MISSING = "The model server has no such route (404): this e
 const MAX_RELAYED_RETRY_AFTER_S = 86_400;
 
 /**
- * An upstream's Retry-After (seconds, possibly fractional, or an HTTP-date) as whole seconds of
- * at least 1, as the shim's own 429s say: "0" made OpenAI's SDKs retry twice at once into the
- * same refusal, and a wait rounded down (or an unread date taken as 1 s) retried too early.
+ * An upstream's Retry-After (seconds, possibly fractional, or an HTTP-date) as the shim's own
+ * answers give one (retryAfterSeconds): "0" made OpenAI's SDKs retry twice at once into the same
+ * refusal, and a wait rounded down (or an unread date taken as 1 s) retried too early.
  */
 function relayedRetryAfter(value: string | string[] | undefined): number {
   if (typeof value !== "string") return 1;
   const trimmed = value.trim();
-  const seconds = /^\d+(\.\d+)?$/.test(trimmed) ? Number(trimmed) : (Date.parse(trimmed) - Date.now()) / 1000;
-  return Number.isFinite(seconds) ? Math.min(MAX_RELAYED_RETRY_AFTER_S, Math.max(1, Math.ceil(seconds))) : 1;
+  const ms = /^\d+(\.\d+)?$/.test(trimmed) ? Number(trimmed) * 1000 : Date.parse(trimmed) - Date.now();
+  return Number.isFinite(ms) ? Math.min(MAX_RELAYED_RETRY_AFTER_S, retryAfterSeconds(ms)) : 1;
 }
 
 /** An upstream error status and body, as one of our errors. Never leaks 5xx bodies or auth failures. */

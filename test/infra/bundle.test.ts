@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { parse } from "yaml";
@@ -15,6 +15,7 @@ import { envEntries, renderEnvFile } from "../../infra/render/env-file.ts";
 import { standaloneLockfile } from "../../infra/render/shim-source.ts";
 import type { BootstrapKeyRecord } from "../../infra/render/shim-config.ts";
 import { forLocalNginx } from "../support/nginx.ts";
+import { spawnShim } from "../support/shim-process.ts";
 import { runTool, tempDir } from "../support/tools.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
@@ -55,36 +56,18 @@ const modes: [string, TenantConfig][] = [
  * a dev dependency, or of a file outside api-shim/, would fail here rather than on the host.
  */
 async function servesFromProductionInstall(dir: string): Promise<void> {
-  const data = tempDir();
-  const child = spawn(process.execPath, ["src/server.ts"], {
-    cwd: join(dir, "api-shim"),
-    env: {
-      PATH: process.env.PATH ?? "", NODE_ENV: "production", SHIM_HOST: "127.0.0.1", SHIM_PORT: "0",
-      SHIM_CONFIG: join(dir, "shim", "config.yaml"), SHIM_DATABASE_URL: `sqlite:${join(data, "shim.db")}`,
-      SHIM_UPSTREAM_URL: "http://127.0.0.1:9/v1", SHIM_ADMIN_TOKEN: "adm-production-install-test",
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  let err = "";
-  child.stderr!.setEncoding("utf8").on("data", (c: string) => { err += c; });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const p = await spawnShim({
+    NODE_ENV: "production", SHIM_CONFIG: join(dir, "shim", "config.yaml"), SHIM_DATABASE_URL: `sqlite:${join(tempDir(), "shim.db")}`,
+    SHIM_UPSTREAM_URL: "http://127.0.0.1:9/v1", SHIM_ADMIN_TOKEN: "adm-production-install-test",
+  }, [], undefined, join(dir, "api-shim"));
   try {
-    const address = await new Promise<string>((resolve, reject) => {
-      child.stdout!.setEncoding("utf8").on("data", (c: string) => {
-        out += c;
-        const m = /"msg":"api-shim listening".*?"address":"([^"]+)"|"address":"([^"]+)".*?"msg":"api-shim listening"/.exec(out);
-        if (m) resolve((m[1] ?? m[2])!);
-      });
-      void exited.then((code) => reject(new Error(`the shim exited (${code}) before listening: ${err}${out}`)));
-    });
-    const res = await fetch(`${address}/v1/models`);
+    const res = await fetch(`${p.url}/v1/models`);
     expect(res.status).toBe(401);
     expect((await res.json() as { error: { type: string } }).error.type).toBe("authentication_error");
-    child.kill("SIGTERM");
-    expect(await exited, err).toBe(0);
+    p.child.kill("SIGTERM");
+    expect((await p.exited).code, p.stderr()).toBe(0);
   } finally {
-    child.kill("SIGKILL");
+    p.child.kill("SIGKILL");
   }
 }
 

@@ -57,12 +57,13 @@ process.once("exit", () => {
 /**
  * `prefix`: a command the shim runs under (strace, to make its disk fail); `child` is then that
  * command's process. `ready`: the log line it resolves at (by default the one saying it listens;
- * an earlier one, to signal it while it starts, leaves `url` empty).
+ * an earlier one, to signal it while it starts, leaves `url` empty). `appDir`: another copy of
+ * api-shim/ to run `src/server.ts` from, in that directory (a bundle's, installed as its image is).
  */
-export async function spawnShim(env: Record<string, string>, prefix: readonly string[] = [], ready: (entry: Record<string, unknown>) => boolean = (e) => e.msg === "api-shim listening"): Promise<ShimProcess> {
-  const [cmd, ...args] = [...prefix, process.execPath, join(ROOT, "api-shim", "src", "server.ts")];
+export async function spawnShim(env: Record<string, string>, prefix: readonly string[] = [], ready: (entry: Record<string, unknown>) => boolean = (e) => e.msg === "api-shim listening", appDir?: string): Promise<ShimProcess> {
+  const [cmd, ...args] = [...prefix, process.execPath, join(appDir ?? join(ROOT, "api-shim"), "src", "server.ts")];
   const child = spawn(cmd!, args, {
-    cwd: ROOT,
+    cwd: appDir ?? ROOT,
     env: { PATH: process.env.PATH ?? "", SHIM_HOST: "127.0.0.1", SHIM_PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

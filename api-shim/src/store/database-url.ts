@@ -55,12 +55,17 @@ function checkDriverReads(url: string): void {
  * (base64's `=` padding may come before it), not in a value (`db/x?user=me@corp`).
  */
 function userInfoCutShort(url: string): string | null {
-  const rest = url.slice(url.indexOf("://") + 3);
-  const end = rest.search(/[/?#]/);
-  if (end === -1 || !/^[^@]*:\d{0,5}$/.test(rest.slice(0, end))) return null;
-  const after = rest.slice(end);
+  const { authority, after } = splitAuthority(url);
+  if (!/^[^@]*:\d{0,5}$/.test(authority)) return null;
   if (!/^\/[^?#]*@/.test(after) && !/^[?#][^=&]*=*@/.test(after)) return null;
   return "the user info ends early; percent-encode any ?, /, #, @ or : in the user name or password";
+}
+
+/** A URL's authority, by the text (up to the first `/`, `?` or `#` after `://`), and what follows it. */
+function splitAuthority(url: string): { authority: string; after: string } {
+  const rest = url.slice(url.indexOf("://") + 3);
+  const end = rest.search(/[/?#]/);
+  return end === -1 ? { authority: rest, after: "" } : { authority: rest.slice(0, end), after: rest.slice(end) };
 }
 
 /**
@@ -86,7 +91,7 @@ const STORE_SETTINGS: Record<string, string> = {
  */
 function notLikeLibpq(url: string): string | null {
   // The host list, by the text: `h1:5432,h2:5432` is no WHATWG URL. After the user info's last `@`.
-  const authority = url.slice(url.indexOf("://") + 3).split(/[/?#]/)[0]!;
+  const { authority } = splitAuthority(url);
   const hosts = authority.slice(authority.lastIndexOf("@") + 1);
   const parsed = parseLikeDriver(url)?.parsed;
   const params = parsed?.searchParams ?? new URLSearchParams();

@@ -16,7 +16,7 @@ export const MIN_FREE_BYTES = 16 * 1024 * 1024;
 /** The volume holding the SQLite file has less than MIN_FREE_BYTES free: the shim does not start. */
 export class VolumeFullError extends Error {
   constructor(file: string, free: number) {
-    super(`the volume holding ${file} has ${free} bytes free, less than the ${MIN_FREE_BYTES} (16 MiB) the shim needs to start: free space on it (df -h); until then the shim would take requests it cannot record`);
+    super(`the volume holding ${file} has ${free} bytes free, less than the ${MIN_FREE_BYTES} (${MIN_FREE_BYTES / 2 ** 20} MiB) the shim needs to start: free space on it (df -h); until then the shim would take requests it cannot record`);
     this.name = "VolumeFullError";
   }
 }
