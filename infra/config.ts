@@ -6,7 +6,7 @@ import { validateConfig } from "./config/validate.ts";
 import { REPO_ROOT } from "./repo-root.ts";
 import { readStackConfig, StackFileError } from "./stack-file.ts";
 
-export { validateConfig } from "./config/validate.ts";
+export { checkTtlHours, validateConfig } from "./config/validate.ts";
 export type * from "./config/types.ts";
 
 /**

@@ -81,7 +81,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   const pricing = checkPricing(p, raw.pricing, modelNames);
   const keys = checkKeys(p, raw.keys, tiers, modelNames);
   const volumeSizeGb = p.number("volumeSizeGb", raw.volumeSizeGb, { min: 10, max: 10_240, integer: true }) ?? DEFAULT_VOLUME_SIZE_GB;
-  const ttlHours = p.number("ttlHours", raw.ttlHours, { min: 1, max: TTL_MAX_HOURS, integer: true });
+  const ttlHours = checkTtlHours(p, raw.ttlHours);
   const tags = checkTags(p, raw.tags);
   const limits = checkLimits(p, raw.limits);
   const images = checkImages(p, raw.images);
@@ -98,6 +98,15 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
     ...(ttlHours !== undefined ? { ttlHours } : {}),
   };
   return { ok: true, config: deepFreeze(config), deployProblems: deploy.list };
+}
+
+/**
+ * ttlHours: whole hours, 1 to 90 days; "24" (what `pulumi config set` stores) as 24. Exported
+ * for the scripts, which read a failed deploy's ttlHours from a stack file that no longer
+ * validates as a whole, and must read it by this same rule.
+ */
+export function checkTtlHours(p: Problems, value: unknown): number | undefined {
+  return p.number("ttlHours", value, { min: 1, max: TTL_MAX_HOURS, integer: true });
 }
 
 /**

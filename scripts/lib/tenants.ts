@@ -1,8 +1,9 @@
 // Every tenant the repository knows (one stack file each in stacks/), with its validated config
 // and, when the Pulumi CLI is there, its stack outputs. Shared by list-tenants and reap-expired,
 // so both agree on what "deployed" and "expired" mean.
-import { validateConfig } from "../../infra/config.ts";
-import type { TenantConfig } from "../../infra/config/types.ts";
+import { checkTtlHours, validateConfig } from "../../infra/config.ts";
+import { formatProblem, Problems } from "../../infra/config/checks.ts";
+import { CONFIG_NAMESPACE, type TenantConfig } from "../../infra/config/types.ts";
 import { hostExpiry } from "../../infra/host.ts";
 import { listStackNames, misplacedSetting, readStackConfig, StackFileError } from "../../infra/stack-file.ts";
 import type { ScriptDeps } from "./deps.ts";
@@ -104,8 +105,11 @@ function failedDeployExpiry(tenant: Tenant, now: Date): Expiry {
   const state = tenant.state;
   if (state === undefined || (state.kind === "state" && !state.hasInstance)) return { kind: "not-deployed" };
   if (state.kind === "error") return { kind: "unknown", reason: `no outputs, and the state could not be read: ${state.message}` };
-  const ttl = tenant.config?.ttlHours ?? (typeof tenant.raw.ttlHours === "number" ? tenant.raw.ttlHours : undefined);
-  if (ttl === undefined) return { kind: "no-ttl", failedDeploy: true };
+  const ttl = tenant.config ? { hours: tenant.config.ttlHours } : fileTtlHours(tenant.raw);
+  if ("problem" in ttl) {
+    return { kind: "unknown", reason: `a failed deploy left an instance, and its stack file's ttlHours cannot be read (${ttl.problem}); fix it (npm run render -- --stack ${tenant.stack})` };
+  }
+  if (ttl.hours === undefined) return { kind: "no-ttl", failedDeploy: true };
   if (state.createdAt === undefined || !Number.isFinite(Date.parse(state.createdAt))) {
     // Its expiry cannot be judged, so it is not reaped, not even with --force (which destroys an
     // expired stack without its usage, and never makes one expire). A destroy from before the
@@ -116,8 +120,20 @@ function failedDeployExpiry(tenant: Tenant, now: Date): Expiry {
         `to destroy the instance, from the repository's root: \`${commandLine(destroyArgs(tenant.stack))}\``,
     };
   }
-  const at = new Date(hostExpiry(state.createdAt, ttl));
+  const at = new Date(hostExpiry(state.createdAt, ttl.hours));
   return { kind: at.getTime() <= now.getTime() ? "expired" : "expires", at, failedDeploy: true };
+}
+
+/**
+ * The ttlHours of a stack file that does not validate as a whole (its other settings' problems
+ * do not make a failed deploy's TTL go away), read by the validator's own rule: "24", which
+ * `pulumi config set` stores, is 24. A value that rule refuses is a problem, not "no ttlHours":
+ * read as none, the host would be kept, billing, forever.
+ */
+function fileTtlHours(raw: Readonly<Record<string, unknown>>): { hours: number | undefined } | { problem: string } {
+  const p = new Problems();
+  const hours = checkTtlHours(p, raw.ttlHours);
+  return p.list[0] ? { problem: formatProblem(p.list[0], CONFIG_NAMESPACE) } : { hours };
 }
 
 /** "in 3h 5m" / "2h 10m ago", to the minute. */

@@ -53,6 +53,19 @@ describe("list-tenants", () => {
     expect(lines.at(-1)).toBe("9 tenants, 6 running ($5.28/hour together), 1 unknown: their cost is not included.");
   });
 
+  it("a failed deploy whose stack file no longer validates expires by the file's ttlHours, a number or the string `pulumi config set` writes", async () => {
+    for (const ttl of [1, "1"]) {
+      const { root, pulumi } = fixtureTenants();
+      // hotel (region mars-1: a config problem): its first `pulumi up` failed at 10:00, after the host was made.
+      writeFileSync(join(root, "stacks", "Pulumi.hotel.yaml"), stringify({ config: { "gpu-sandbox:region": "mars-1", "gpu-sandbox:adminCidrs": ["81.2.69.160/32"], "gpu-sandbox:ttlHours": ttl } }));
+      pulumi.stacks.set("hotel", { outputs: {}, resources: failedDeployResources("hotel", "2026-03-01T10:00:00Z") });
+      const io = memoryIo();
+      await main(["--json"], { root, pulumi, io, env: {}, now: () => NOW });
+      const hotel = (JSON.parse(io.stdout.join("\n")) as TenantRow[]).find((r) => r.stack === "hotel");
+      expect(hotel, JSON.stringify(ttl)).toMatchObject({ expires: "2026-03-01T11:00Z (1h 0m ago)", status: "expired", failedDeploy: true, problem: "1 config problem (npm run render -- --stack hotel)" });
+    }
+  });
+
   it("--json: status is the bare word (the --help's jq filter finds every expired stack); a config problem and a failed deploy are fields of their own", async () => {
     const { root, pulumi } = fixtureTenants();
     pulumi.stacks.set("golf", { outputs: {} });

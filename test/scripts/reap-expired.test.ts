@@ -1,6 +1,7 @@
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { stringify } from "yaml";
 import { adminClient, type ApiKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { withDefaults } from "../../scripts/lib/deps.ts";
@@ -78,6 +79,34 @@ describe("reap-expired", () => {
       expect(io.stdout.join("\n")).toContain("delta    cannot tell: a failed deploy left an instance, but its creation time is not in the state " +
         "(an earlier `pulumi destroy` deleted it, then failed on the instance); " +
         "to destroy the instance, from the repository's root: `pulumi destroy --yes --non-interactive --stack delta`");
+    }
+  });
+
+  it("a failed deploy whose stack file no longer validates is reaped by the file's ttlHours, written as `pulumi config set` writes it (\"1\", a string)", async () => {
+    // hotel (region mars-1: a config problem): its first `pulumi up` failed at 10:00, after the host was made.
+    const { code, io, destroyed } = await reap(["--yes"], (p, root) => {
+      withoutGolf(p);
+      writeFileSync(join(root, "stacks", "Pulumi.hotel.yaml"), stringify({ config: { "gpu-sandbox:region": "mars-1", "gpu-sandbox:adminCidrs": ["81.2.69.160/32"], "gpu-sandbox:ttlHours": "1" } }));
+      p.stacks.set("hotel", { outputs: {}, resources: failedDeployResources("hotel", "2026-03-01T10:00:00Z") });
+    });
+    const out = io.stdout.join("\n");
+    expect(out).toMatch(/hotel +expired 1h 0m ago \(2026-03-01T11:00:00Z\), failed deploy \(resources exist\): destroy/);
+    expect(destroyed).toEqual(["bravo", "foxtrot", "hotel"]);
+    expect(code).toBe(0);
+  });
+
+  it("a failed deploy whose stack file's ttlHours cannot be read is \"cannot tell\" (exit 1, not destroyed), not \"no ttlHours\"", async () => {
+    for (const ttl of ["1h", "0x10", true]) {
+      const { code, io, destroyed } = await reap(["--yes"], (p, root) => {
+        withoutGolf(p);
+        writeFileSync(join(root, "stacks", "Pulumi.hotel.yaml"), stringify({ config: { "gpu-sandbox:region": "us-ord", "gpu-sandbox:adminCidrs": ["81.2.69.160/32"], "gpu-sandbox:ttlHours": ttl } }));
+        p.stacks.set("hotel", { outputs: {}, resources: failedDeployResources("hotel", "2026-03-01T10:00:00Z") });
+      });
+      const out = io.stdout.join("\n");
+      expect(out, String(ttl)).not.toMatch(/hotel +no ttlHours/);
+      expect(out).toContain(`hotel    cannot tell: a failed deploy left an instance, and its stack file's ttlHours cannot be read (gpu-sandbox:ttlHours = ${JSON.stringify(ttl)}: must be a number in decimal digits, e.g. 24 or 0.5); fix it (npm run render -- --stack hotel)`);
+      expect(destroyed).not.toContain("hotel");
+      expect(code).toBe(1);
     }
   });
 
