@@ -17,8 +17,8 @@ export const MAX_JSON_MEMBERS = 100_000;
  */
 export const MAX_JSON_VALUES = 1_000_000;
 
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
+export const QUOTE = 0x22;
+export const BACKSLASH = 0x5c;
 
 /** Why the body's structure is refused, or null. Linear in the bytes; invalid JSON is left to JSON.parse. */
 export function jsonShapeProblem(raw: Uint8Array): string | null {
@@ -45,8 +45,8 @@ export function jsonShapeProblem(raw: Uint8Array): string | null {
   return null;
 }
 
-/** The index of the quote that closes the string opened at `open`, or -1. */
-function stringEnd(raw: Uint8Array, open: number): number {
+/** The index of the quote that closes the string opened at `open`, or -1. (json-splice.ts walks members with it too.) */
+export function stringEnd(raw: Uint8Array, open: number): number {
   // Short strings (most of them) are walked byte by byte; past 32 bytes, the next quote is
   // found by a native search (fast over long text) unless a backslash is right before it, in
   // which case the walk goes on, honouring escapes. Every byte is looked at about once.

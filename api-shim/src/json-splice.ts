@@ -1,7 +1,11 @@
+import { BACKSLASH, QUOTE, stringEnd } from "./json-shape.ts";
+
 /**
- * Adding the credit members (`credits_charged`, …) at the end of a JSON object the upstream sent,
- * leaving its text as it was. One implementation, on bytes: a non-streamed answer is kept as the
- * upstream's bytes (answer-body.ts), a stream's usage event is a string.
+ * Changing a JSON object's members while leaving the rest of its text as it was: the credit
+ * members (`credits_charged`, …) added at the end of an object the upstream sent, and a request's
+ * `stream_options` replaced (inference-request.ts, upstreamBody). One implementation, on bytes: a
+ * non-streamed answer is kept as the upstream's bytes (answer-body.ts), a request is forwarded as
+ * the client's, a stream's usage event is a string.
  */
 
 export const OPEN_BRACE = 0x7b;
@@ -30,4 +34,65 @@ export function spliceJson(text: string, members: Record<string, string>): strin
 /** `"name":value,…`: the values are JSON texts already. */
 function jsonMembers(members: Record<string, string>): string {
   return Object.entries(members).map(([k, v]) => `${JSON.stringify(k)}:${v}`).join(",");
+}
+
+/**
+ * The body with the value of its own member `name` replaced by `value` (a JSON text), as pieces
+ * like spliceJsonBytes's; null when it has none. `raw` must be a JSON object (one JSON.parse
+ * read), and the member replaced is the one JSON.parse read: its key compared as decoded
+ * (`"stream\u005foptions"` is `stream_options`), and of two the last. One walk over the members,
+ * strings skipped by a native search (json-shape.ts's stringEnd), instead of a second parse.
+ */
+export function spliceMemberValue(raw: Buffer, name: string, value: string): Buffer[] | null {
+  const key = Buffer.from(JSON.stringify(name));
+  let found: [number, number] | null = null;
+  let i = skipSpace(raw, raw.indexOf(OPEN_BRACE) + 1);
+  while (raw[i] === QUOTE) {
+    const keyEnd = stringEnd(raw, i);
+    if (keyEnd < 0) return null;
+    const named = isKey(raw.subarray(i, keyEnd + 1), key, name);
+    const start = skipSpace(raw, skipSpace(raw, keyEnd + 1) + 1); // past the colon
+    const end = valueEnd(raw, start);
+    if (named) found = [start, end];
+    i = skipSpace(raw, end);
+    if (raw[i] !== COMMA) break;
+    i = skipSpace(raw, i + 1);
+  }
+  return found && [raw.subarray(0, found[0]), Buffer.from(value), raw.subarray(found[1])];
+}
+
+const COMMA = 0x2c;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+
+function skipSpace(raw: Buffer, i: number): number {
+  while (i < raw.length && isJsonSpace(raw[i]!)) i++;
+  return i;
+}
+
+/** Whether a key's JSON text (quotes included) names `name`: as written, or decoded when it has escapes. */
+function isKey(text: Buffer, key: Buffer, name: string): boolean {
+  if (text.equals(key)) return true;
+  return text.includes(BACKSLASH) && JSON.parse(text.toString("utf8")) === name;
+}
+
+/** The index just past the value that starts at `start`. */
+function valueEnd(raw: Buffer, start: number): number {
+  let depth = 0;
+  for (let i = start; i < raw.length; i++) {
+    const c = raw[i]!;
+    if (c === QUOTE) {
+      i = stringEnd(raw, i);
+      if (i < 0) return raw.length;
+      if (depth === 0) return i + 1;
+    } else if (c === OPEN_BRACE || c === OPEN_BRACKET) {
+      depth++;
+    } else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) {
+      if (depth === 0) return i; // the object's own end, after a number or literal
+      if (--depth === 0) return i + 1;
+    } else if (depth === 0 && (c === COMMA || isJsonSpace(c))) {
+      return i;
+    }
+  }
+  return raw.length;
 }

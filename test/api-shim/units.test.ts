@@ -7,7 +7,7 @@ import { createLogger, requestLogger, type RequestLine } from "../../api-shim/sr
 import { generateKey, hashKey, parseKeyId, randomBase62, secretsEqual, verifyKey, bearerToken } from "../../api-shim/src/keys.ts";
 import { loggedModel, redactedPath, redactKeys, secretRedactor } from "../../api-shim/src/redaction.ts";
 import { usageOfBody } from "../../api-shim/src/answer-body.ts";
-import { spliceJson, spliceJsonBytes } from "../../api-shim/src/json-splice.ts";
+import { spliceJson, spliceJsonBytes, spliceMemberValue } from "../../api-shim/src/json-splice.ts";
 import { storedUsage, StreamMeter } from "../../api-shim/src/metering.ts";
 import { ceilDiv, creditsNumber, formatCredits, parseCredits, tokenCost } from "../../api-shim/src/money.ts";
 import { normalizationGrowth, parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
@@ -692,6 +692,23 @@ describe("usage of a non-streamed body", () => {
     expect(join(pieces)).toBe('{"é":"ü","c":2}');
     raw[1] = 0x20; // the pieces are views of the body's own memory, not a copy
     expect(join(pieces)).toBe('{ é":"ü","c":2}');
+  });
+  it("replaces the value of an object's own member, the last of that name, leaving every other byte", () => {
+    const replaced = (text: string) => {
+      const pieces = spliceMemberValue(bytes(text), "so", "{}");
+      return pieces && Buffer.concat(pieces).toString();
+    };
+    expect(replaced('{"a":1.0,"so":null,"b":[1,{"so":2}]}')).toBe('{"a":1.0,"so":{},"b":[1,{"so":2}]}');
+    expect(replaced(' {\n "so" :\t[ "]", {"x":"}\\\\"} ] }\n')).toBe(' {\n "so" :\t{} }\n');
+    // Written with escapes, it is the same name (JSON.parse's reading); of two, the last is the one read.
+    expect(replaced('{"s\\u006f":1,"s\\\\o":2,"x":"\\"so\\":3","so":true}')).toBe('{"s\\u006f":1,"s\\\\o":2,"x":"\\"so\\":3","so":{}}');
+    expect(replaced('{"so":"a very long string, past the 32 bytes walked one by one: \\" \\\\","so" : -1e5}')).toBe('{"so":"a very long string, past the 32 bytes walked one by one: \\" \\\\","so" : {}}');
+    // Nested or inside text only: not the object's own member.
+    expect(replaced('{"a":{"so":1},"b":"\\"so\\":1"}')).toBeNull();
+    const raw = bytes('{"é":"ü","so":0}');
+    const pieces = spliceMemberValue(raw, "so", "1")!;
+    raw[1] = 0x20; // views of the body's own memory, as spliceJsonBytes's
+    expect(Buffer.concat(pieces).toString()).toBe('{ é":"ü","so":1}');
   });
 });
 
