@@ -2,6 +2,7 @@ import { isAscii } from "node:buffer";
 import { isTextPart, mediaParts, partText } from "./content-parts.ts";
 import { checkEmbeddingsRequest } from "./embeddings-request.ts";
 import { invalidParam, ShimError } from "./errors.ts";
+import { spliceMemberValue } from "./json-splice.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { TokenEstimate } from "./pricing.ts";
 import { hasControlCharacters } from "./text.ts";
@@ -374,11 +375,11 @@ const ASK_USAGE = Buffer.from('"stream_options":{"include_usage":true},');
 const ASK_USAGE_CONTINUOUS = Buffer.from('"stream_options":{"include_usage":true,"continuous_usage_stats":true},');
 
 /**
- * The body to forward: the client's bytes, with usage requested for streams. The usual stream
- * (no `stream_options`, or one that already asks for what metering needs) keeps the client's
- * bytes too, with `stream_options` spliced in first: re-serializing would round integers above
- * 2^53 (a `seed`) and reorder or drop duplicate members. Only a `stream_options` that must
- * change is rebuilt from the parsed body.
+ * The body to forward: the client's bytes, with usage requested for streams. A stream without
+ * `stream_options` gets ours spliced in first; one whose `stream_options` already asks for what
+ * metering needs goes as sent; any other has only that member's value replaced (json-splice.ts).
+ * Re-serializing the body instead would round integers above 2^53 (a `seed`), turn `1.0` into
+ * `1` and reorder or drop duplicate members.
  */
 export function upstreamBody(raw: Buffer, body: Record<string, unknown>, req: InferenceRequest, continuous: boolean): Buffer | string {
   if (!req.stream) return raw;
@@ -387,7 +388,9 @@ export function upstreamBody(raw: Buffer, body: Record<string, unknown>, req: In
   if (given !== undefined) {
     const options: Record<string, unknown> = { ...given, include_usage: true };
     if (continuous) options.continuous_usage_stats = true;
-    return JSON.stringify({ ...body, stream_options: options });
+    const pieces = spliceMemberValue(raw, "stream_options", JSON.stringify(options));
+    // Null only were the walk to miss a member JSON.parse read: the request then goes re-serialized, not failed.
+    return pieces ? Buffer.concat(pieces) : JSON.stringify({ ...body, stream_options: options });
   }
   // The body parsed as an object with a `model`: its first non-space byte is `{` and a member
   // follows. Bytes, not a decoded string, so that nothing of the client's is re-encoded.

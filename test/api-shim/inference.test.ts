@@ -96,8 +96,23 @@ describe("inference through the shim with the OpenAI SDK", () => {
     // Already asking for usage: forwarded as sent.
     const asking = `{${rest},"stream_options":{"include_usage":true}}`;
     expect(await send(asking)).toBe(asking);
-    // Asking not to get usage: rebuilt (the client will not see the usage chunk; metering needs it).
-    expect(JSON.parse(await send(`{${rest},"stream_options":{"include_usage":false}}`)).stream_options).toEqual({ include_usage: true });
+    // Any other stream_options (not asking for usage, null, or only include_obfuscation, which the
+    // OpenAI SDKs send): only its value is replaced; the client's other bytes go as they were (the
+    // client will not see the usage chunk; metering needs it).
+    for (const [given, ours] of [
+      ['{"include_usage":false}', '{"include_usage":true}'],
+      ["null", '{"include_usage":true}'],
+      ['{"include_obfuscation":false}', '{"include_obfuscation":false,"include_usage":true}'],
+      ['{"include_usage":null,"x":1.0}', '{"include_usage":true,"x":1}'],
+    ]) {
+      expect(await send(`{${rest},"stream_options":${given},"vllm_xargs":{"w":1.0}}`)).toBe(`{${rest},"stream_options":${ours},"vllm_xargs":{"w":1.0}}`);
+    }
+    // Spacing kept, and a key written with an escape is the same member (as JSON.parse reads it).
+    expect(await send(`{ "stream\\u005foptions" : {"include_usage":false} ,${rest}}`)).toBe(`{ "stream\\u005foptions" : {"include_usage":true} ,${rest}}`);
+    // Members of that name elsewhere (nested, or text) are not it; of two, the last counts (as
+    // JSON.parse and Python's json read them), so that one is replaced.
+    const nested = `"metadata":{"stream_options":{"include_usage":false}},"user":"\\"stream_options\\":null"`;
+    expect(await send(`{${nested},"stream_options":{"include_usage":true},${rest},"stream_options":null}`)).toBe(`{${nested},"stream_options":{"include_usage":true},${rest},"stream_options":{"include_usage":true}}`);
   });
 
   it("streams chat chunk by chunk; the extra usage chunk is hidden from a client that did not ask", async () => {
