@@ -42,6 +42,7 @@ export function renderNginxConf(config: TenantConfig): string {
   // nginx's own errors as JSON, on every server: port 80's redirect server meets them too.
   const errorPages = fill("error-pages.conf", { connections: limits.connections, maxBodyMb: limits.maxBodyMb }).trimEnd();
   const refuseAmbiguousPath = readTemplate("nginx/refuse-ambiguous-path.conf").trimEnd();
+  const refuseKeyInUrl = readTemplate("nginx/refuse-key-in-url.conf").trimEnd();
   // The API's locations, with the per-address limits, or (for the host's own port) without them.
   const locations = (perAddress: boolean) => {
     const none = "# No per-address limit on this port: the host's own requests (server-host.conf).";
@@ -50,6 +51,7 @@ export function renderNginxConf(config: TenantConfig): string {
       connectionLimit: perAddress ? `limit_conn per_ip_conn ${limits.connections};` : none,
       errorPages,
       refuseAmbiguousPath,
+      refuseKeyInUrl,
     }).trimEnd();
   };
   const apiLocations = locations(true);

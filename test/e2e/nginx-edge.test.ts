@@ -5,8 +5,8 @@ import type { RunningNginx } from "../support/nginx.ts";
 import type { Harness } from "../support/shim-harness.ts";
 
 /**
- * What a client meets at the edge before the shim: plain http:// on port 80 and the per-address
- * cap on parallel requests. Debian's nginx with the rendered nginx.conf (limits.connections 2, so
+ * What a client meets at the edge before the shim: plain http:// on port 80, the per-address
+ * cap on parallel requests and a key put in the URL. Debian's nginx with the rendered nginx.conf (limits.connections 2, so
  * three streams reach it), the real shim and the fake vLLM. Ports of their own, so this file
  * runs beside the other nginx tests.
  */
@@ -44,7 +44,9 @@ beforeAll(async () => {
   ({ shim, nginx, key } = edge);
 });
 
-afterAll(() => edge?.close());
+// The last test stops the shim (a restart, a deploy): nginx alone is left to stop then.
+let shimStopped = false;
+afterAll(() => (shimStopped ? edge?.nginx.stop() : edge?.close()));
 
 describe("plain http:// on port 80, in front of an HTTPS endpoint", () => {
   const http = `http://localhost:${HTTP_PORT}`;
@@ -129,5 +131,75 @@ describe("limits.connections", () => {
       await expect.poll(() => nginx.output().includes(`"request_id":"${id}"`)).toBe(true);
       expect(JSON.parse(nginx.output().split("\n").find((l) => l.includes(`"request_id":"${id}"`))!).status).toBe(429);
     });
+  });
+});
+
+describe("a key in the URL", () => {
+  const https = `https://localhost:${HTTPS_PORT}`;
+  const secret = () => key.slice(key.lastIndexOf("_") + 1);
+  /** A key where clients put one: a query parameter (Azure's api-key, Gemini's key), a base URL's path; sent as is and percent-encoded. */
+  const spellings = () => [
+    `/v1/models?api-key=${key}`, `/v1/chat/completions?key=${key}`, `/${key}/v1/models`,
+    `/v1/models?api-key=%73k-gs-${key.slice(6)}`, `/v1/models?key=sk%2Dgs%2D${key.slice(6)}`, `/%2573k-gs-${key.slice(6)}/v1/models`,
+    `/admin/keys?token=${key}`, `/metrics?key=${key}`,
+  ];
+  const send = (path: string) => fetch(`${https}${path}`, { method: path.includes("chat") ? "POST" : "GET" });
+
+  it("is refused before the shim, in OpenAI's shape, telling the client to send it in the Authorization header", async () => {
+    const received = shim.fake.counters.received;
+    for (const path of spellings()) {
+      const res = await send(path);
+      const id = res.headers.get("x-request-id")!;
+      const body = await res.text();
+      // /admin and /metrics: this address is not in adminCidrs, refused first for that.
+      if (/^\/(admin|metrics)/.test(path)) {
+        expect(res.status, path).toBe(403);
+      } else {
+        expect(res.status, path).toBe(400);
+        expect(JSON.parse(body), path).toEqual({ error: {
+          message: "An API key was found in the URL: send it in the Authorization header (Bearer), never in the URL, where proxies and logs keep it.",
+          type: "invalid_request_error", param: null, code: "api_key_in_url",
+        } });
+      }
+      expect(res.headers.get("content-type"), path).toBe("application/json");
+      expect(res.headers.get("strict-transport-security"), path).toBe("max-age=63072000");
+      expect(id, path).toMatch(/^[0-9a-f]{32}$/);
+      expect(shim.logs.filter((l) => l.includes(id)), path).toEqual([]);
+      await expect.poll(() => nginx.output().includes(`"request_id":"${id}"`)).toBe(true);
+      expect(JSON.parse(nginx.output().split("\n").find((l) => l.includes(`"request_id":"${id}"`))!).uri, path).toBe("/[path redacted: it may hold a key]");
+    }
+    expect(shim.fake.counters.received).toBe(received);
+    expect(nginx.output()).not.toContain(secret());
+  });
+
+  it("still passes the API's requests on, a query string and a key id in the path included", async () => {
+    const models = await fetch(`${https}/v1/models?limit=2`, { headers: { authorization: `Bearer ${key}` } });
+    expect(models.status).toBe(200);
+    await models.body?.cancel();
+    const model = await fetch(`${https}/v1/models/qwen2.5-7b`, { headers: { authorization: `Bearer ${key}` } });
+    expect(model.status).toBe(200);
+    await model.body?.cancel();
+    // A key's id (12 characters: not a key) in the path: the shim's own 404.
+    const id = await fetch(`${https}/v1/models/${key.slice(6, 18)}`, { headers: { authorization: `Bearer ${key}` } });
+    expect(id.status).toBe(404);
+    expect(shim.logs.some((l) => l.includes(id.headers.get("x-request-id")!))).toBe(true);
+    await id.body?.cancel();
+  });
+
+  // Last: it stops the shim.
+  it("stays out of nginx's error log while the shim is down (a restart, a deploy), where a request it passes on is quoted", async () => {
+    shimStopped = true;
+    await shim.close();
+    const control = await fetch(`${https}/v1/models?case=shim-down`);
+    expect(control.status).toBe(502);
+    await control.body?.cancel();
+    for (const path of spellings()) {
+      const res = await send(path);
+      expect(res.status, path).toBeLessThan(500);
+      await res.body?.cancel();
+    }
+    // The control request's line shows the error log is read here, and quotes query strings.
+    await expect.poll(() => nginx.output()).toMatch(/\[error\].*connect\(\) failed.*GET \/v1\/models\?case=shim-down HTTP/);
+    expect(nginx.output()).not.toContain(secret());
   });
 });

@@ -107,6 +107,18 @@ describe("who reaches what through nginx", () => {
   });
 });
 
+describe("a key in the URL", () => {
+  it("is refused 400 by nginx in /admin and /metrics too, from adminCidrs, before it reaches the shim", async () => {
+    for (const path of [`/admin/keys?token=${key}`, `/admin/${key}`, `/metrics?key=${key}`]) {
+      const res = await get("127.0.0.3", path, shim.adminToken);
+      expect([res.status, JSON.parse(res.body).error.code], path).toEqual([400, "api_key_in_url"]);
+      expect(shim.logs.filter((l) => l.includes(res.requestId)), path).toEqual([]);
+    }
+    // The admin API's own paths and queries still reach the shim from there.
+    expect((await get("127.0.0.3", "/admin/usage?from=2025-01-01", shim.adminToken)).status).toBe(200);
+  });
+});
+
 describe("a path nginx and the shim would read as different routes (an encoded /, . or \\, or a . or .. segment)", () => {
   it("is refused 400 by nginx in the API's JSON shape, in every location, before it reaches the shim", async () => {
     const victim = await shim.createKey({ name: "victim", credits: 1 });
