@@ -68,11 +68,16 @@ export class UpstreamBody implements AsyncIterable<Uint8Array> {
     return Buffer.concat(parts).toString("utf8");
   }
 
-  /** Stops reading: aborts the upstream request if it is still going. */
+  /**
+   * Stops reading: aborts the upstream request if it is still going. With `error` (a deadline),
+   * the reader's next step throws it even if the body had all arrived: what it read is not the
+   * whole answer.
+   */
   destroy(error?: Error): void {
     if (!this.ended && !this.failure && this.controller && !this.controller.aborted) {
       this.controller.abort(error ?? new undiciErrors.RequestAbortedError());
     }
+    if (error) this.failure ??= error;
     this.ended = true;
     this.chunks.length = 0;
     this.head = 0;

@@ -287,18 +287,18 @@ export async function readLimited(body: Body, limit: number): Promise<{ text: st
 /**
  * A whole response body as one Buffer, or null past `limit` bytes. Past it, every byte (those
  * read so far, then the rest) goes to `past` instead of being kept, until the body ends, breaks,
- * stalls (its idle timeout) or `drainMs` have gone by: the upstream did the work either way, and
- * what it says about it (its usage) comes at the end.
+ * stalls (its idle timeout) or the caller's deadline destroys it (the whole read's, from the
+ * headers: routes/inference.ts): the upstream did the work either way, and what it says about it
+ * (its usage) comes at the end.
  *
  * The bytes kept are taken from `lease` (answer-memory.ts) as they come, waiting while the
  * answers in flight hold the whole budget; those dropped are given back. The caller releases the
  * lease once the answer is sent or dropped.
  */
-export async function readBody(body: Body, limit: number, past: { push(chunk: Uint8Array): void }, drainMs: number, lease: AnswerLease): Promise<Buffer | null> {
+export async function readBody(body: Body, limit: number, past: { push(chunk: Uint8Array): void }, lease: AnswerLease): Promise<Buffer | null> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   let over = false;
-  let deadline: NodeJS.Timeout | undefined;
   try {
     for await (const c of body) {
       if (over) {
@@ -313,13 +313,11 @@ export async function readBody(body: Body, limit: number, past: { push(chunk: Ui
         for (const k of chunks) past.push(k);
         chunks.length = 0;
         lease.drop(size);
-        deadline = setTimeout(() => body.destroy(), drainMs);
       }
     }
   } catch (e) {
     if (!over) throw e;
   } finally {
-    clearTimeout(deadline);
     lease.readDone();
   }
   if (over) return null;

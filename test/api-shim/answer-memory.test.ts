@@ -33,7 +33,7 @@ const MiB = 1024 * 1024;
 
 /** Reads an answer of `bytes` for `lease`, in pieces of `piece`, relaying at most `limit`. */
 const readAnswer = (memory: AnswerMemory, lease: AnswerLease, bytes: number, piece = 256 * 1024, limit = 8 * MiB) =>
-  readBody(slowBody(Buffer.alloc(bytes, 3), piece, memory, []), limit, new UsageScanner(), 1000, lease);
+  readBody(slowBody(Buffer.alloc(bytes, 3), piece, memory, []), limit, new UsageScanner(), lease);
 
 /** A slow client's answer of `bytes`, read and not yet sent (its lease not released). */
 async function unsentAnswer(memory: AnswerMemory, bytes: number) {
@@ -51,7 +51,7 @@ describe("the memory answers hold at once", () => {
     // Past their free first MiB each reader holds part of the budget when it runs out: without a
     // reader allowed past it, they would wait on each other. Each is sent (released) once read.
     const read = await Promise.all(answers.map(async (a, i) => {
-      const answer = await readBody(slowBody(a, 64 * 1024, memory, peaks), 8 * MiB, new UsageScanner(), 1000, leases[i]!);
+      const answer = await readBody(slowBody(a, 64 * 1024, memory, peaks), 8 * MiB, new UsageScanner(), leases[i]!);
       leases[i]!.release();
       return answer;
     }));
@@ -102,7 +102,7 @@ describe("the memory answers hold at once", () => {
   it("an answer past the largest relayed gives its bytes back as soon as it is dropped", async () => {
     const memory = new AnswerMemory(10_000);
     const lease = memory.lease();
-    expect(await readBody(slowBody(Buffer.alloc(3000, 7), 100, memory, []), 1000, new UsageScanner(), 1000, lease)).toBeNull();
+    expect(await readBody(slowBody(Buffer.alloc(3000, 7), 100, memory, []), 1000, new UsageScanner(), lease)).toBeNull();
     expect(memory.inUse).toBe(0);
     lease.release();
     expect(memory.inUse).toBe(0);

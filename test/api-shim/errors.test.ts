@@ -550,6 +550,44 @@ describe("upstream failures", () => {
       silent.close();
     }
   });
+
+  // DESIGN.md: a slow upstream gets its 5xx within a bounded time. Headers, then a body a byte at
+  // a time, each well inside the idle timeout (which every byte resets): the whole read after the
+  // headers has 10 s, for a client that waits as for one that left. An answer (200) and a
+  // refusal's message (500, a stream request's too) alike: 504, nothing charged, nothing held.
+  it("an answer or an error body trickled byte by byte → 504 once it has not ended 10 s after its headers, nothing charged", { timeout: 30_000 }, async () => {
+    const ANSWER = JSON.stringify({ id: "c1", object: "chat.completion", created: 1, model: "qwen2.5-7b", choices: [{ index: 0, message: { role: "assistant", content: "hi" }, finish_reason: "stop" }], usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 } });
+    const trickle = await loopbackServer(async (req, res) => {
+      let body = "";
+      for await (const c of req) body += String(c);
+      const status = (JSON.parse(body) as { max_tokens: number }).max_tokens === 500 ? 500 : 200; // the status asked for, as max_tokens
+      res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(ANSWER) });
+      let i = 0;
+      const t = setInterval(() => (i < ANSWER.length ? res.write(ANSWER[i++]!) : clearInterval(t)), 250); // a minute in all
+      res.on("close", () => clearInterval(t));
+    });
+    const shim = await startShim({ env: { SHIM_UPSTREAM_URL: trickle.url, SHIM_UPSTREAM_TIMEOUT_MS: "2000", SHIM_STREAM_IDLE_TIMEOUT_MS: "2000" } });
+    try {
+      const cases = [{ status: 500, stream: false }, { status: 200, stream: false }, { status: 500, stream: true }];
+      await Promise.all(cases.map(async ({ status, stream }) => {
+        const k = await shim.createKey({ credits: 3 });
+        const t0 = performance.now();
+        const e = await failure(() => shim.client(k.key).chat.completions.create({ ...chat, max_tokens: status, stream: stream as false }, { maxRetries: 0, timeout: 20_000 }));
+        const ms = performance.now() - t0;
+        expectShape(e, 504, "api_error", "upstream_timeout");
+        expect(ms).toBeGreaterThanOrEqual(10_000);
+        expect(ms).toBeLessThan(12_500);
+        expect((await shim.store.getKey(k.id))!).toMatchObject({ balance: 3_000_000, held: 0 });
+        const line = await shim.waitForRequestLog((l) => l.keyId === k.id);
+        expect(line).toMatchObject({ status: 504, error: "upstream_timeout", cost: 0 });
+        expect(String((line as { cause?: unknown }).cause)).toContain("did not end within 10000 ms");
+      }));
+      expect(await (await fetch(`${shim.url}/metrics`)).text()).toContain(`shim_upstream_failures_total{reason="upstream_timeout"} 3\n`);
+    } finally {
+      await shim.close();
+      await trickle.close();
+    }
+  });
 });
 
 describe("a broken database fails closed with 503", () => {

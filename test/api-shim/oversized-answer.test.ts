@@ -42,7 +42,7 @@ describe("the usage of an answer too large to keep", () => {
   ])("is found %s", async (_, answer, sizes) => {
     for (const size of sizes) {
       const scanner = new UsageScanner();
-      expect(await readBody(bodyOf(pieces(answer, size)), LIMIT, scanner, 1000, new AnswerMemory(Infinity).lease()), `pieces of ${size}`).toBeNull();
+      expect(await readBody(bodyOf(pieces(answer, size)), LIMIT, scanner, new AnswerMemory(Infinity).lease()), `pieces of ${size}`).toBeNull();
       expect(scanner.usage(), `pieces of ${size}`).toEqual({ promptTokens: 5, completionTokens: 50_000 });
     }
   });
@@ -50,7 +50,7 @@ describe("the usage of an answer too large to keep", () => {
     const answer = answerOf(LIMIT - 159);
     for (let cut = answer.length - 80; cut < answer.length; cut += 7) {
       const scanner = new UsageScanner();
-      expect(await readBody(bodyOf([answer.subarray(0, cut), answer.subarray(cut)]), LIMIT, scanner, 1000, new AnswerMemory(Infinity).lease())).toBeNull();
+      expect(await readBody(bodyOf([answer.subarray(0, cut), answer.subarray(cut)]), LIMIT, scanner, new AnswerMemory(Infinity).lease())).toBeNull();
       expect(scanner.usage(), `cut at ${cut}`).toEqual({ promptTokens: 5, completionTokens: 50_000 });
     }
   });
@@ -59,7 +59,7 @@ describe("the usage of an answer too large to keep", () => {
       const answer = answerOf(LIMIT, `,"prompt_logprobs":null,"kv_transfer_params":{"usage":${nested}}`);
       for (const size of [65_536, 1000, 13]) {
         const scanner = new UsageScanner();
-        expect(await readBody(bodyOf(pieces(answer, size)), LIMIT, scanner, 1000, new AnswerMemory(Infinity).lease())).toBeNull();
+        expect(await readBody(bodyOf(pieces(answer, size)), LIMIT, scanner, new AnswerMemory(Infinity).lease())).toBeNull();
         expect(scanner.usage(), `pieces of ${size}`).toEqual({ promptTokens: 5, completionTokens: 50_000 });
       }
     });
@@ -68,14 +68,14 @@ describe("the usage of an answer too large to keep", () => {
     const answer = Buffer.from(`{"choices":[{"text":"${"a".repeat(LIMIT)}"}],"usage": {"prompt_tokens":5,"completion_tokens":50000,${details}}}`);
     for (const size of [65_536, 4096, 777]) {
       const scanner = new UsageScanner();
-      expect(await readBody(bodyOf(pieces(answer, size)), LIMIT, scanner, 1000, new AnswerMemory(Infinity).lease())).toBeNull();
+      expect(await readBody(bodyOf(pieces(answer, size)), LIMIT, scanner, new AnswerMemory(Infinity).lease())).toBeNull();
       expect(scanner.usage(), `pieces of ${size}`).toEqual({ promptTokens: 5, completionTokens: 50_000 });
     }
   });
   it("an answer within the limit is returned whole, and nothing is scanned", async () => {
     const answer = answerOf(1000);
     const scanner = new UsageScanner();
-    expect(await readBody(bodyOf(pieces(answer, 100)), LIMIT, scanner, 1000, new AnswerMemory(Infinity).lease())).toEqual(answer);
+    expect(await readBody(bodyOf(pieces(answer, 100)), LIMIT, scanner, new AnswerMemory(Infinity).lease())).toEqual(answer);
     expect(scanner.usage()).toBeNull();
   });
 });

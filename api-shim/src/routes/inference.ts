@@ -25,10 +25,18 @@ const ROUTES: readonly [string, InferenceKind, string][] = [
 ];
 
 /**
- * How long the rest of an answer too large to relay is read, for its usage: vLLM sends a
- * non-streamed answer at once, so on loopback this is about a second per GB.
+ * How long a non-streamed answer (or an upstream refusal's message) may take to read once its
+ * headers have come, for every client, the rest of an answer too large to relay (read for its
+ * usage) included. vLLM and LiteLLM send a non-streamed answer in one go once it is generated
+ * (the generation itself is bounded by SHIM_UPSTREAM_TIMEOUT_MS, before the headers), so this
+ * is only the transfer: SHIM_MAX_ANSWER_BYTES' default, 256 MiB, read over loopback in 2-4 s on
+ * a loaded 2-core machine, and a wait for answer memory adds 2 s at most (answer-memory.ts).
+ * Without it, an upstream sending a byte now and then, each inside SHIM_STREAM_IDLE_TIMEOUT_MS,
+ * would keep a client that waits (and its hold and place) for ever.
  */
-const ANSWER_DRAIN_MS = 10_000;
+const ANSWER_READ_MS = 10_000;
+/** The cause on the line of a read ANSWER_READ_MS cut (its error would only say "aborted"). */
+const LATE = `the answer did not end within ${ANSWER_READ_MS} ms of its headers`;
 
 /** What a request is charged when its usage is not known: the request price and no tokens. */
 const REQUEST_PRICE_ONLY: Usage = { promptTokens: 0, completionTokens: 0 };
@@ -127,30 +135,33 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   // upstream, LiteLLM, does not cancel a non-streamed call when its client goes away (litellm
   // #37140), so vLLM generates the whole answer anyway: aborting only made that GPU time cost
   // the request price. Once the answer is coming (vLLM sends it when the generation is done),
-  // its read has ANSWER_DRAIN_MS to end (`cut` if it did not: an upstream timeout, nothing
-  // charged, as for a client that stayed through the stall). A stream is aborted: LiteLLM
+  // its read has ANSWER_READ_MS to end, as for a client that stays (`cut` if it did not: an
+  // upstream timeout, nothing charged). A stream is aborted: LiteLLM
   // stops a stream whose client left, and it is charged for what was generated.
   let sent = false;
-  let reading: UpstreamResponse | undefined;
   let left = false;
   let cut = false;
-  let leftDeadline: NodeJS.Timeout | undefined;
-  const readOnAlone = () => {
-    leftDeadline ??= setTimeout(() => {
+  /**
+   * The one deadline of a body read whole (readWithin), armed at its headers and cleared once it
+   * is read: one timer a request. (dispatch's headers timer ends at the headers, and a stream
+   * must not have this bound.)
+   */
+  let readDeadline: NodeJS.Timeout | undefined;
+  const readWithin = (res: UpstreamResponse) => {
+    readDeadline = setTimeout(() => {
       cut = true;
-      reading!.body.destroy();
-      lease.release();
-    }, ANSWER_DRAIN_MS);
+      res.body.destroy(new Error(LATE));
+      lease.release(); // a read waiting for answer memory ends too
+    }, ANSWER_READ_MS);
   };
   const onClose = () => {
     if (reply.raw.writableFinished) return;
-    if (reading === undefined && (req.stream || !sent)) {
+    if (req.stream || !sent) {
       ac.abort("client");
       // A stream's event waiting for room does not read the body, so would not see the abort.
       return void lease.release();
     }
     left = true;
-    if (reading !== undefined) readOnAlone();
   };
   reply.raw.on("close", onClose);
   if (reply.raw.destroyed) onClose(); // left while the request was being admitted
@@ -167,36 +178,38 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     const ok = res.status >= 200 && res.status < 300;
     // A 2xx that is not the answer asked for is a refusal too: a stream request answered with
     // plain JSON, which vLLM 0.15.1 and 0.16.0 did for errors (with status 200).
-    if (!ok || (req.stream && !String(res.headers["content-type"] ?? "").startsWith("text/event-stream"))) {
+    const refusal = !ok || (req.stream && !String(res.headers["content-type"] ?? "").startsWith("text/event-stream"));
+    if (req.stream && !refusal) {
+      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, outputs: req.outputs, echo: req.echo, maxCompletion: facts.completionBound, promptEstimate, lease });
+    }
+    readWithin(res);
+    if (refusal) {
       let text = "";
       try {
         text = (await readLimited(res.body, 64 * 1024)).text;
       } catch (e) {
         // The upstream refused it: a client leaving meanwhile pays nothing (`sent`: false).
-        if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal);
-        return await failed(ctx, request, reply, settlement, ac.signal, e, false);
+        if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? LATE : undefined);
+        return await failed(ctx, request, reply, settlement, ac.signal, e, false, cut ? LATE : undefined);
+      } finally {
+        clearTimeout(readDeadline);
       }
       const reason = ok ? "not_a_stream" : `status_${res.status}`;
       const err = ok ? upstreamErrorBody(text, req.model) : upstreamStatusError(res.status, text, req.model, res.headers["retry-after"]);
       if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason);
       return await refused(ctx, request, settlement, err, reason);
     }
-    if (req.stream) {
-      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, outputsPerPrompt: req.n, outputs: req.outputs, echo: req.echo, maxCompletion: facts.completionBound, promptEstimate, lease });
-    }
     let answerBytes: Buffer | null;
     const scanner = new UsageScanner();
-    reading = res;
-    if (left) readOnAlone();
     try {
-      answerBytes = await readBody(res.body, ctx.config.maxAnswerBytes, scanner, ANSWER_DRAIN_MS, lease);
+      answerBytes = await readBody(res.body, ctx.config.maxAnswerBytes, scanner, lease);
     } catch (e) {
-      // The body broke (or a drain cut it) after its client had left: nothing charged, as an
-      // upstream failure or a drain costs a client that stays.
-      if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? `the answer did not end within ${ANSWER_DRAIN_MS} ms of its start` : undefined);
-      return await failed(ctx, request, reply, settlement, ac.signal, e, true);
+      // The body broke, ran out of time or a drain cut it: nothing charged, for a client that
+      // stays as for one that left. (Too large, the read ends instead: answerBytes is null.)
+      if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? LATE : undefined);
+      return await failed(ctx, request, reply, settlement, ac.signal, e, true, cut ? LATE : undefined);
     } finally {
-      clearTimeout(leftDeadline);
+      clearTimeout(readDeadline);
     }
     if (answerBytes === null) {
       // The upstream did the work (embeddings of a large batch; many long outputs with
@@ -236,7 +249,6 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     reply.hijack();
     // From here the answer is the client's: its leaving no longer changes the charge.
     reply.raw.off("close", onClose);
-    clearTimeout(leftDeadline);
     ctx.inflight.closeIfDraining(reply.raw);
     reply.raw.writeHead(res.status, {
       "x-request-id": request.id,
@@ -351,14 +363,14 @@ async function clientLeft(ctx: ShimContext, request: FastifyRequest, reply: Fast
 /**
  * The upstream failed (or the client left) before a response: release the hold, answer if anyone
  * listens. `sent`: the upstream had the request (and did not refuse it): a client that leaves is
- * then charged the request price.
+ * then charged the request price. `timedOut`: the read's own deadline cut it (an upstream timeout).
  */
-async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, signal: AbortSignal, e: unknown, sent: boolean): Promise<FastifyReply> {
-  if (e instanceof ShimError) {
+async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, signal: AbortSignal, e: unknown, sent: boolean, timedOut?: string): Promise<FastifyReply> {
+  if (timedOut === undefined && e instanceof ShimError) {
     await settlement.settle(e.status, null);
     throw e;
   }
-  if (isAbort(e, signal)) {
+  if (timedOut === undefined && isAbort(e, signal)) {
     if (signal.reason === "drain") {
       await settlement.settle(503, null);
       throw shuttingDown();
@@ -370,7 +382,7 @@ async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyR
     // it was sent, it costs nothing.)
     return await clientLeft(ctx, request, reply, settlement, sent ? REQUEST_PRICE_ONLY : null);
   }
-  const err = unreachable(ctx, request, e);
+  const err = unreachable(ctx, request, e, timedOut);
   await settlement.settle(err.status, null);
   throw err;
 }
