@@ -20,7 +20,7 @@ export interface ShimContext {
   clock: Clock;
   /** Writes the one line per request (see logger.ts). */
   logRequest: (line: RequestLine) => void;
-  /** Removes the admin token and the upstream's key from client-chosen text bound for a log. */
+  /** Removes the admin token and the upstream's key from client-chosen text bound for a log, and from an upstream's message bound for a client. */
   hideSecrets: SecretHider;
   metrics: Metrics;
   pricer: Pricer;

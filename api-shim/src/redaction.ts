@@ -76,25 +76,37 @@ const NAMED_SECRET = new RegExp(
 const UPSTREAM_TEXT_WINDOW = 4096;
 
 /**
- * An upstream's message made fit for a client: every URL without its query and fragment (`?…`
- * instead; LiteLLM's gemini/ provider sends its key as `?key=…`, and httpx quotes the URL in its
- * errors, LiteLLM issue #24902) or credentials before an `@`, scheme, host and path kept;
+ * An upstream's message made fit for a client: the deployment's own secrets (`hideSecrets`,
+ * secretRedactor: the upstream's key the shim sent it, which an upstream may quote when it
+ * refuses it, and the admin token) hidden first, wherever they are, the request's model name
+ * included: they have no shape to be found by. Then every URL without its query and fragment
+ * (`?…` instead; LiteLLM's gemini/ provider sends its key as `?key=…`, and httpx quotes the URL
+ * in its errors, LiteLLM issue #24902) or credentials before an `@`, scheme, host and path kept;
  * providers' keys, credentials and named secrets (above) and our keys redacted wherever they
  * are, percent-encoded or not (then shown decoded). `model`, the request's own model name, is
- * never hidden where it is quoted. Only the first UPSTREAM_TEXT_WINDOW characters are looked at
- * (and kept), in time linear in them. The rest is left as it was said.
+ * never hidden for its shape where it is quoted. Only the first UPSTREAM_TEXT_WINDOW characters
+ * are looked at (and kept), in time linear in them; a secret that window ends in is hidden too.
+ * The rest is left as it was said.
  */
-export function redactUpstreamSecrets(text: string, model = ""): string {
-  const window = text.length > UPSTREAM_TEXT_WINDOW ? `${wholeWords(text.slice(0, UPSTREAM_TEXT_WINDOW))}…` : text;
+export function redactUpstreamSecrets(text: string, model = "", hideSecrets: SecretHider = same): string {
+  const cut = text.length > UPSTREAM_TEXT_WINDOW;
+  const window = cut ? `${hideSecrets(wholeWords(text.slice(0, UPSTREAM_TEXT_WINDOW)), true)}…` : hideSecrets(text);
   const hidden = hideSecretShapes(window, model);
   if (!hidden.includes("%")) return hidden;
   // Encoded (a URL quoted in another's query, `Bearer%20…`, `key%3D…`): the as-sent form with its
   // secrets hidden is decoded, and what decoding shows hidden too. Decoding never brings back what
   // the first pass hid, and the second only hides more: nothing hidden in either form is shown.
   // (Decoding the message as sent would let `%20` end a value, `password=a%20b` showing ` b`.)
-  const layer = decoded(hidden);
+  // The deployment's secrets are looked for in every layer as it is decoded (and in what a layer
+  // encoded too deeply is cut to): one found there means the decoded form is shown.
+  let secretFound = false;
+  const layer = decoded(hidden, (t, c) => {
+    const h = hideSecrets(t, c);
+    secretFound ||= h !== t;
+    return h;
+  });
   const decodedHidden = hideSecretShapes(layer, model);
-  return decodedHidden === layer ? hidden : decodedHidden;
+  return decodedHidden === layer && !secretFound ? hidden : decodedHidden;
 }
 
 /** Text up to the last character no secret holds (a space or a quote): what follows may be part of one. */

@@ -115,7 +115,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
         // message is the upstream's internals), and charged as an upstream failure below. After
         // content it is the upstream's failure whatever its code says: vLLM 0.10-0.11 label
         // every in-stream exception 400, a dead engine included, with the engine's message.
-        failure = meter.contentSeen ? new ShimError("upstream_error") : upstreamErrorBody(m.data, request.shim.model ?? undefined);
+        failure = meter.contentSeen ? new ShimError("upstream_error") : upstreamErrorBody(m.data, request.shim.model ?? undefined, ctx.hideSecrets);
         metricReason = "stream_error";
         break;
       }

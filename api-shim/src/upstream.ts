@@ -2,7 +2,7 @@ import type { FastifyRequest } from "fastify";
 import { Pool, errors as undiciErrors } from "undici";
 import type { ShimContext } from "./context.ts";
 import { ERROR_TABLE, retryAfterSeconds, ShimError } from "./errors.ts";
-import { redactUpstreamSecrets } from "./redaction.ts";
+import { redactUpstreamSecrets, type SecretHider } from "./redaction.ts";
 import { dispatch } from "./upstream-body.ts";
 import type { AnswerLease } from "./answer-memory.ts";
 
@@ -152,11 +152,15 @@ function relayedRetryAfter(value: string | string[] | undefined): number {
   return Number.isFinite(ms) ? Math.min(MAX_RELAYED_RETRY_AFTER_S, retryAfterSeconds(ms)) : 1;
 }
 
-/** An upstream error status and body, as one of our errors. Never leaks 5xx bodies or auth failures. */
-export function upstreamStatusError(status: number, bodyText: string, model: string | undefined, retryAfter: string | string[] | undefined): ShimError {
+/**
+ * An upstream error status and body, as one of our errors. Never leaks 5xx bodies or auth
+ * failures. `hideSecrets` (ctx.hideSecrets) hides the deployment's own secrets in a message
+ * relayed: an upstream refusing the key the shim sent may quote it.
+ */
+export function upstreamStatusError(status: number, bodyText: string, model: string | undefined, retryAfter: string | string[] | undefined, hideSecrets: SecretHider): ShimError {
   if (status === 400 || status === 422) {
     const message = upstreamMessage(bodyText);
-    return new ShimError("invalid_request", message ? clientMessage(message, model ?? "") : {});
+    return new ShimError("invalid_request", message ? clientMessage(message, model ?? "", hideSecrets) : {});
   }
   if (status === 404) {
     // vLLM and LiteLLM name the model in an OpenAI-shaped error body. A bare 404 (FastAPI's
@@ -183,7 +187,7 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
  * "code": 500}}` (then `[DONE]` in a stream); LiteLLM (the deployed upstream) sends the status as
  * a string, `"code": "400"`.
  */
-export function upstreamErrorBody(data: string, model: string | undefined): ShimError {
+export function upstreamErrorBody(data: string, model: string | undefined, hideSecrets: SecretHider): ShimError {
   let code: unknown;
   try {
     const body = JSON.parse(data) as { error?: { code?: unknown } };
@@ -191,7 +195,7 @@ export function upstreamErrorBody(data: string, model: string | undefined): Shim
   } catch {}
   const n = typeof code === "string" && /^\d{3}$/.test(code) ? Number(code) : code;
   const status = typeof n === "number" && Number.isInteger(n) && n >= 400 && n <= 599 ? n : 500;
-  return upstreamStatusError(status, data, model, undefined);
+  return upstreamStatusError(status, data, model, undefined, hideSecrets);
 }
 
 export function modelNotFound(model: string): ShimError {
@@ -224,9 +228,9 @@ function upstreamMessage(text: string): string | undefined {
  * refuses: it is said again with the model the client asked for. Messages that are not LiteLLM's
  * (vLLM's own, when it is the upstream) pass otherwise unchanged. Any message goes without URL
  * queries and providers' keys (redactUpstreamSecrets): LiteLLM quotes a Gemini call's URL, its
- * `?key=…` included, when the call fails.
+ * `?key=…` included, when the call fails, and the deployment's own secrets (`hideSecrets`).
  */
-function clientMessage(message: string, model: string): { message: string; param?: string } {
+function clientMessage(message: string, model: string, hideSecrets: SecretHider): { message: string; param?: string } {
   const unsupported = /^litellm\.UnsupportedParamsError: .*? does not support parameters: ([[{][\s\S]*?[\]}]), for model=/.exec(message);
   const names = unsupported ? parameterNames(unsupported[1]!) : [];
   if (names.length > 0) {
@@ -234,15 +238,18 @@ function clientMessage(message: string, model: string): { message: string; param
     return { message: `${list} ${names.length === 1 ? "is" : "are"} not supported by model '${model.slice(0, 200)}'.`, param: names[0]! };
   }
   const prefix = /^(?:litellm\.\w+: )+(?:\w+Error: )?(?:\w+Exception(?: \w+)? - )?/.exec(message)?.[0];
-  if (prefix === undefined) return { message: forClient(message, model) };
+  if (prefix === undefined) return { message: forClient(message, model, hideSecrets) };
   let text = message.slice(prefix.length).replace(/\.? ?Received Model Group=[\s\S]*$/, "");
   const quoted = upstreamMessage(text);
   if (quoted !== undefined) text = quoted;
-  return { message: forClient(text.trim() || ERROR_TABLE.invalid_request.message, model) };
+  return { message: forClient(text.trim() || ERROR_TABLE.invalid_request.message, model, hideSecrets) };
 }
 
-/** Secrets hidden before the cut, so none is left half shown; the request's own model name is not one. */
-const forClient = (message: string, model: string) => redactUpstreamSecrets(message, model).slice(0, MAX_UPSTREAM_MESSAGE);
+/**
+ * Secrets hidden before the cut, so none is left half shown: the deployment's own wherever they
+ * are, the others by shape except within the request's own model name.
+ */
+const forClient = (message: string, model: string, hideSecrets: SecretHider) => redactUpstreamSecrets(message, model, hideSecrets).slice(0, MAX_UPSTREAM_MESSAGE);
 
 /**
  * The parameter names in LiteLLM's Python rendering of them: a list (`['logit_bias', 'n']`) or a

@@ -61,6 +61,8 @@ describe("LiteLLM's own refusals, as the client sees them", () => {
   let fake: FakeLiteLLM;
   let key: string;
   const chat = { model: "smart", messages: [{ role: "user", content: "hi" }], max_tokens: 2 };
+  /** SHIM_UPSTREAM_API_KEY: an operator's own LiteLLM master key, its punctuation no key shape takes. */
+  const masterKey = "lm-master-2024!Winter!Prod!Key";
   /** The shim's answer to `body` when LiteLLM refuses it with `status` and `message`. */
   const refusedWith = async (status: number, message: string, body: object = chat, path = "/v1/chat/completions") => {
     fake.refuse = { status, message };
@@ -70,12 +72,24 @@ describe("LiteLLM's own refusals, as the client sees them", () => {
 
   beforeAll(async () => {
     fake = await fakeLiteLLM();
-    h = await startShim({ file: { models: [{ name: "smart" }] }, env: { SHIM_UPSTREAM_URL: fake.url } });
+    h = await startShim({ file: { models: [{ name: "smart" }] }, env: { SHIM_UPSTREAM_URL: fake.url, SHIM_UPSTREAM_API_KEY: masterKey } });
+    h.secrets.add(masterKey); // and no log line may hold it (checked at close)
     ({ key } = await h.createKey({ credits: 1000 }));
   });
   afterAll(async () => {
     await h.close();
     fake.server.close();
+  });
+
+  // Found by review: a refusal quoting the credential the shim sent reached the client, as only
+  // the shapes of keys were hidden from it.
+  it("a refusal that quotes the key the shim sent the upstream is relayed without it", async () => {
+    for (const message of [`Invalid API key: ${masterKey}`, `litellm.BadRequestError: Authorization header 'Bearer ${masterKey}' rejected${GROUP}`]) {
+      const res = await refusedWith(400, message);
+      expect(res.status).toBe(400);
+      expect(res.text, message).toContain("[redacted]");
+      expect(res.text, message).not.toContain("Prod!Key");
+    }
   });
 
   it("an unsupported parameter is named with the model the client asked for, not the provider's model behind it, and without advice the shim refuses", async () => {

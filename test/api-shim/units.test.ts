@@ -5,7 +5,7 @@ import { manualClock } from "../../api-shim/src/clock.ts";
 import { Inflight } from "../../api-shim/src/inflight.ts";
 import { createLogger, requestLogger, type RequestLine } from "../../api-shim/src/logger.ts";
 import { generateKey, hashKey, parseKeyId, randomBase62, secretsEqual, verifyKey, bearerToken } from "../../api-shim/src/keys.ts";
-import { loggedModel, redactedPath, redactKeys, secretRedactor } from "../../api-shim/src/redaction.ts";
+import { loggedModel, redactedPath, redactKeys, secretRedactor, type SecretHider } from "../../api-shim/src/redaction.ts";
 import { usageOfBody } from "../../api-shim/src/answer-body.ts";
 import { spliceJson, spliceJsonBytes, spliceMemberValue } from "../../api-shim/src/json-splice.ts";
 import { storedUsage, StreamMeter } from "../../api-shim/src/metering.ts";
@@ -18,6 +18,9 @@ import { durationString, MAX_TRACKED_ADDRESSES, RateLimiter, rateLimitHeaders, T
 import { rateLimited } from "../../api-shim/src/auth.ts";
 import { eventData, EventTooLargeError, replaceEventData, sseEvents } from "../../api-shim/src/sse.ts";
 import { modelNotFound, upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream.ts";
+
+/** No deployment secrets to hide in an upstream's message (the shim without SHIM_ADMIN_TOKEN or SHIM_UPSTREAM_API_KEY). */
+const noSecrets: SecretHider = (text) => text;
 
 // keys.ts's timingSafeEqual, spied on (it still compares): the "keys" tests check that it decides.
 vi.mock("node:crypto", async (importOriginal) => {
@@ -367,7 +370,7 @@ describe("keys", () => {
     for (const model of [azure, base62]) {
       expect(modelNotFound(model).message).toBe(`The model '${model}' does not exist or you do not have access to it.`);
       const body = JSON.stringify({ error: { message: `model '${model}' does not support tools`, type: "BadRequestError", code: 400 } });
-      expect(upstreamStatusError(400, body, model, undefined).message).toBe(`model '${model}' does not support tools`);
+      expect(upstreamStatusError(400, body, model, undefined, noSecrets).message).toBe(`model '${model}' does not support tools`);
     }
   });
   /** `text` with its first character percent-encoded, then the whole encoded `layers - 1` more times. */
@@ -840,7 +843,7 @@ describe("in-stream error events", () => {
     ['{"error": {"message": "slow down", "type": "rate_limit_error", "code": "429"}}', 503, "service_unavailable", undefined],
     ['{"error": {"message": "what", "code": "abc"}}', 502, "upstream_error", undefined],
   ] as const)("%s → %i %s", (data, status, code, message) => {
-    const e = upstreamErrorBody(data, "m");
+    const e = upstreamErrorBody(data, "m", noSecrets);
     expect({ status: e.status, code: e.code }).toEqual({ status, code });
     if (message) expect(e.message).toBe(message);
     else expect(e.message).not.toMatch(/Engine|slow down|what/);
@@ -948,13 +951,13 @@ describe("an upstream's 400 message, as the client gets it", () => {
 
   it("keeps a URL's scheme, host and path and drops its query, answered or streamed", () => {
     const shown = "Client error '400 Bad Request' for url 'https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:generateContent?…'";
-    for (const e of [upstreamStatusError(400, body(gemini), "gemini-pro", undefined), upstreamErrorBody(body(gemini), "gemini-pro")]) {
+    for (const e of [upstreamStatusError(400, body(gemini), "gemini-pro", undefined, noSecrets), upstreamErrorBody(body(gemini), "gemini-pro", noSecrets)]) {
       expect({ status: e.status, code: e.code }).toEqual({ status: 400, code: "invalid_request" });
       expect(e.message).toBe(shown);
       expect(e.message).not.toContain("AIza");
     }
     // A 422, and a message that is not LiteLLM's, alike; credentials in a URL go too.
-    const plain = upstreamStatusError(422, body(`bad request to http://user:pw@api.example.test/v1/x?api_key=${geminiKey}&a=1#frag, retry`), undefined, undefined);
+    const plain = upstreamStatusError(422, body(`bad request to http://user:pw@api.example.test/v1/x?api_key=${geminiKey}&a=1#frag, retry`), undefined, undefined, noSecrets);
     expect(plain.message).toBe("bad request to http://api.example.test/v1/x?…, retry");
   });
 
@@ -969,11 +972,11 @@ describe("an upstream's 400 message, as the client gets it", () => {
       ["sk-gs-AbC123xyz789_abcdefghijABCDEFGHIJ0123456789ab", "sk-gs-[redacted]"], // ours
     ];
     for (const [key, hidden] of keys) {
-      const e = upstreamStatusError(400, body(`litellm.AuthenticationError: OpenAIException - Incorrect API key provided: ${key}. You can find your API key at https://platform.openai.com/account/api-keys.`), "m", undefined);
+      const e = upstreamStatusError(400, body(`litellm.AuthenticationError: OpenAIException - Incorrect API key provided: ${key}. You can find your API key at https://platform.openai.com/account/api-keys.`), "m", undefined, noSecrets);
       expect(e.message, key).toBe(`Incorrect API key provided: ${hidden}. You can find your API key at https://platform.openai.com/account/api-keys.`);
     }
     const readable = "max_tokens is too large: 100000. This model supports at most 16384 completion tokens, whereas you provided 100000. See the task-sketch, risk-free and sk-learn docs.";
-    expect(upstreamStatusError(400, body(`litellm.BadRequestError: OpenAIException - ${readable}`), "m", undefined).message).toBe(readable);
+    expect(upstreamStatusError(400, body(`litellm.BadRequestError: OpenAIException - ${readable}`), "m", undefined, noSecrets).message).toBe(readable);
   });
 });
 
@@ -981,7 +984,7 @@ describe("an upstream's 400 message, as the client gets it", () => {
 // seconds ("0" too: OpenAI's SDK then retries twice at once into the same refusal) and as 1 s
 // otherwise (a fractional "2.5", or an HTTP-date, made the SDK retry too early).
 describe("an upstream's Retry-After, as the client gets it", () => {
-  const relayed = (value: string | undefined, status = 429) => upstreamStatusError(status, "", "m", value).headers!["retry-after"];
+  const relayed = (value: string | undefined, status = 429) => upstreamStatusError(status, "", "m", value, noSecrets).headers!["retry-after"];
 
   it("never says less than 1 s, and rounds fractional seconds up", () => {
     expect(relayed("0")).toBe("1");

@@ -1,12 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream.ts";
-import { redactUpstreamSecrets } from "../../api-shim/src/redaction.ts";
+import { redactUpstreamSecrets, secretRedactor, type SecretHider } from "../../api-shim/src/redaction.ts";
 
 // An upstream's 400/422 message reaches the client (at most 500 characters) without secrets in it:
 // the reviewer's cases of shapes that got through, of legitimate text that did not, and of
 // messages that blocked the event loop for seconds.
 const body = (message: string) => JSON.stringify({ error: { message, type: "BadRequestError", code: 400 } });
-const shown = (message: string, model = "m") => upstreamStatusError(400, body(message), model, undefined).message;
+const noSecrets: SecretHider = (text) => text;
+const shown = (message: string, model = "m", hideSecrets = noSecrets) => upstreamStatusError(400, body(message), model, undefined, hideSecrets).message;
 
 describe("secrets in an upstream's message", () => {
   it("hides a URL-encoded URL's query and a key after an encoded `=` or space", () => {
@@ -102,13 +103,52 @@ describe("secrets in an upstream's message, review round 3", () => {
   });
 });
 
+// Found by review: an upstream's refusal may quote the credential the shim sent it
+// (SHIM_UPSTREAM_API_KEY), which no shape gives away: a bare 48-character key, or a LiteLLM master
+// key with punctuation that ends a `Bearer` credential's shape early.
+describe("the deployment's own secrets in an upstream's message", () => {
+  const keys = ["Q7mX2pL9vR4tY8wK3nB6cF1hJ5dS0aZeUoIiPqWx4Rt9Yu3Io7", "lm-master-2024!Winter!Prod!Key"];
+  const token = "admin-T0ken!with:punctuation";
+
+  it("are hidden wherever they are quoted, answered or streamed, as sent or percent-encoded", () => {
+    for (const key of keys) {
+      const hide = secretRedactor([token, key]);
+      for (const message of [`Invalid API key: ${key}`, `Authorization header 'Bearer ${key}' rejected`, `litellm.AuthenticationError: OpenAIException - bad key %${key.charCodeAt(0).toString(16)}${key.slice(1)}%20given`, `token ${token} is not ours`]) {
+        const streamed = upstreamErrorBody(body(message), "m", hide).message;
+        for (const said of [shown(message, "m", hide), streamed]) {
+          expect(said, message).toContain("[redacted]");
+          for (const secret of [key, token]) expect(said, message).not.toContain(secret.slice(-8));
+        }
+      }
+    }
+    expect(shown(`Invalid API key: ${keys[0]}.`, "m", secretRedactor([null, keys[0]!]))).toBe("Invalid API key: [redacted].");
+  });
+
+  it("are hidden before the message is cut, so none is left half shown", () => {
+    // An admin token may be a passphrase: the part of the message looked at may end within it, after a space.
+    const passphrase = "correct horse battery staple 42";
+    const hide = secretRedactor([passphrase, keys[1]!]);
+    // Redacting the query before them shrinks the message: they come within the 500 characters shown.
+    for (let pad = 4020; pad < 4100; pad += 3) {
+      const said = shown(`${"https://h/?" + "q".repeat(pad)} ${keys[1]} ${passphrase} rejected`, "m", hide);
+      expect(said.length).toBeLessThanOrEqual(500);
+      expect(said, String(pad)).not.toMatch(/lm-master|Winter|correct|horse/);
+    }
+  });
+
+  it("are hidden even when the request's model names them", () => {
+    const key = keys[0]!;
+    expect(shown(`model '${key}' does not exist`, key, secretRedactor([null, key]))).toBe("model '[redacted]' does not exist");
+  });
+});
+
 describe("cost of an upstream's message", () => {
   // This thread's CPU time, not the wall clock: on a loaded machine the thread is descheduled for
   // tens of milliseconds at a time, which is no cost of the code (a super-linear regex costs seconds of CPU).
   const took = (message: string) => {
     const start = process.threadCpuUsage();
-    const answered = upstreamStatusError(400, body(message), "m", undefined).message;
-    upstreamErrorBody(body(message), "m");
+    const answered = upstreamStatusError(400, body(message), "m", undefined, noSecrets).message;
+    upstreamErrorBody(body(message), "m", noSecrets);
     const used = process.threadCpuUsage(start);
     return { ms: (used.user + used.system) / 1000, answered };
   };

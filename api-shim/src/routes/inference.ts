@@ -195,7 +195,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
         clearTimeout(readDeadline);
       }
       const reason = ok ? "not_a_stream" : `status_${res.status}`;
-      const err = ok ? upstreamErrorBody(text, req.model) : upstreamStatusError(res.status, text, req.model, res.headers["retry-after"]);
+      const err = ok ? upstreamErrorBody(text, req.model, ctx.hideSecrets) : upstreamStatusError(res.status, text, req.model, res.headers["retry-after"], ctx.hideSecrets);
       if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason);
       return await refused(ctx, request, settlement, err, reason);
     }
@@ -233,7 +233,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     // failure, charged nothing and not relayed (relayed, it went out labelled application/json
     // and charged the request price alone: vLLM's "bytes" embeddings, embeddings-request.ts).
     if (answer.isError || !answer.isObject) {
-      const err = answer.isError ? upstreamErrorBody(answerBytes.toString("utf8"), req.model) : new ShimError("upstream_error", { message: "The model server's answer was not JSON." });
+      const err = answer.isError ? upstreamErrorBody(answerBytes.toString("utf8"), req.model, ctx.hideSecrets) : new ShimError("upstream_error", { message: "The model server's answer was not JSON." });
       const reason = answer.isError ? "error_body" : "not_json";
       if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason);
       return await refused(ctx, request, settlement, err, reason);

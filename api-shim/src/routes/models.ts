@@ -69,9 +69,9 @@ async function keyModels(ctx: ShimContext, request: FastifyRequest): Promise<{ b
   // upstream's failure (busy: 503, slow: 504), and none of its message reaches the client.
   if (res.status !== 200) {
     countUpstreamFailure(ctx, request, `status_${res.status}`); // what the upstream said, on the line: the client is told none of it
-    if ([408, 429, 503, 504].includes(res.status)) throw upstreamStatusError(res.status, "", undefined, res.headers["retry-after"]);
+    if ([408, 429, 503, 504].includes(res.status)) throw upstreamStatusError(res.status, "", undefined, res.headers["retry-after"], ctx.hideSecrets);
     // A bare 404 keeps the shim's own "misconfigured" message (no word of the upstream's).
-    const missing = res.status === 404 ? upstreamStatusError(404, text, undefined, undefined) : null;
+    const missing = res.status === 404 ? upstreamStatusError(404, text, undefined, undefined, ctx.hideSecrets) : null;
     throw missing?.code === "upstream_error" ? missing : new ShimError("upstream_error");
   }
   const list = parseModelList(text);
