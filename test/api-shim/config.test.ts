@@ -315,6 +315,14 @@ describe("a postgres:// SHIM_DATABASE_URL the driver cannot read", () => {
       expect(found, password).toEqual([expect.stringMatching(/^SHIM_DATABASE_URL: .* is not valid: .*percent-encode/)]);
       expect(found[0], password).not.toMatch(/s3cret|Winter/);
     }
+    // Found by review: an `@` and a `/` unencoded in the password (`K9x@Lmq7Zr2/Wt5`) passed, and
+    // the driver connected to host `Lmq7Zr2` (ENOTFOUND Lmq7Zr2 in the log: a part of the
+    // password). An `@` in the path, after the authority, is refused whatever comes before it.
+    for (const url of ["postgres://shim:K9x@Lmq7Zr2/Wt5@db.internal:5432/shim", "postgres://shim:K9x@Lmq7Zr2/Wt5@db.internal/shim?sslmode=require", "postgres://db.internal/shim@x"]) {
+      const found = problems({ SHIM_DATABASE_URL: url });
+      expect(found, url).toEqual([expect.stringMatching(/^SHIM_DATABASE_URL: .* is not valid: .*percent-encode/)]);
+      expect(found[0], url).not.toMatch(/K9x|Lmq7Zr2|Wt5/);
+    }
     // A user name in the query may hold an `@`: no user info was cut there.
     for (const url of ["postgres://db.internal:5432/ledger?user=me@corp", "postgres://db.internal:/ledger?user=me@corp", "postgres://db.internal:5432/ledger?application_name=a&user=me@corp"]) {
       expect(parse({ SHIM_DATABASE_URL: url }).databaseUrl).toBe(url);
@@ -359,6 +367,14 @@ describe("a postgres:// SHIM_DATABASE_URL with what the driver does not do as li
       ["postgres://shim:s3cret@db/shim?replication=database", /replication asks for a replication connection.*leave it out/],
       ["postgres://shim:s3cret@db/shim?replication=true", /replication asks for a replication connection/],
     ];
+    // Found by review: a comma and a `?` unencoded in the password (`Tr0ub4dor,3?x`) end the
+    // authority before the user info's `@`: what is read as a list of hosts may be the user info,
+    // and is not quoted (it was: "a list of hosts (shim:Tr0ub4dor,3)").
+    for (const url of ["postgres://shim:Tr0ub4dor,3?x@db.internal:5432/shim", "postgres://shim:Tr0ub4dor,3#x@db.internal/shim", "postgres://shim:Tr0ub4dor?host=a,b@db/shim"]) {
+      const found = problems({ SHIM_DATABASE_URL: url });
+      expect(found, url).toEqual([expect.stringMatching(/^SHIM_DATABASE_URL: .* is not valid: .*percent-encode any \?, \/, #, @ or : in the user name or password/)]);
+      expect(found[0], url).not.toMatch(/Tr0ub4dor/);
+    }
     for (const [url, why] of refused) {
       const found = problems({ SHIM_DATABASE_URL: url });
       expect(found, url).toEqual([expect.stringMatching(/^SHIM_DATABASE_URL: "postgres:\/\/shim:\*\*\*@[^"]*" is not valid: /)]);

@@ -457,6 +457,14 @@ describe("the shim process", () => {
     expect(failed.stderr()).toMatch(/^invalid api-shim configuration:\n {2}- SHIM_DATABASE_URL: "postgres:\/\/shim:\*\*\*@db:99999\/shim" is not valid/);
     expect(failed.lines.join("\n")).not.toContain("the store failed closed");
     expect(`${failed.stderr()}${failed.lines.join("\n")}`).not.toContain("hunter2");
+    // Found by review: a password's `@` and `/` unencoded passed, and the driver logged ENOTFOUND
+    // for the part of the password it took for the host.
+    const atInPassword = await spawnShim({ ...f.env, SHIM_DATABASE_URL: "postgres://shim:K9x@Lmq7Zr2/Wt5@db.internal:5432/shim" }).catch((e: unknown) => e);
+    if (!(atInPassword instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(atInPassword)}`);
+    output.keep(atInPassword);
+    expect(atInPassword.exit).toEqual({ code: 1, signal: null });
+    expect(atInPassword.stderr()).toMatch(/^invalid api-shim configuration:\n {2}- SHIM_DATABASE_URL: "postgres:\/\/shim:\*\*\*@db.internal:5432\/shim" is not valid: .*percent-encode/);
+    expect(`${atInPassword.stderr()}${atInPassword.lines.join("\n")}`).not.toMatch(/K9x|Lmq7Zr2|Wt5/);
   });
 
   it("a database a newer shim made (an image rolled back): exit 1 saying so, not a store failure", async () => {

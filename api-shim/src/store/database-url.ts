@@ -46,19 +46,23 @@ function checkDriverReads(url: string): void {
 }
 
 /**
- * A `?`, `/` or `#` unencoded in the password, where the driver does not refuse the URL itself:
- * at its start (`shim:/s3cret@db`; a base64 password starts with `/` one time in 64) or after
- * digits (`shim:2024#Winter@db`), the authority ends before the user info's `@`, and the driver
- * takes the user name for the host and the digits for its port: the first connection then
- * fails as the store would (getaddrinfo ENOTFOUND shim). Told by an `@` after the cut that no
- * query parameter holds: in the path (before any `?`), or right after the cut's first name
- * (base64's `=` padding may come before it), not in a value (`db/x?user=me@corp`).
+ * A `?`, `/`, `#` or `@` unencoded in the password, where the driver does not refuse the URL
+ * itself. At the password's start (`shim:/s3cret@db`; a base64 password starts with `/` one time
+ * in 64) or after digits (`shim:2024#Winter@db`), the authority ends before the user info's `@`,
+ * and the driver takes the user name for the host and the digits for its port; after an `@` in it
+ * (`shim:K9x@Lmq7Zr2/Wt5@db`), it takes what follows that `@` for the host. The first connection
+ * then fails as the store would, naming that host in the log (getaddrinfo ENOTFOUND Lmq7Zr2: a
+ * part of the password). Told by an `@` after the authority that no query parameter holds: any in
+ * the path (before any `?` or `#`: a database name holding one is written `%40` too), or, after a
+ * cut at digits, right after the query's first name (base64's `=` padding may come before it),
+ * not in a value (`db/x?user=me@corp`).
  */
 function userInfoCutShort(url: string): string | null {
   const { authority, after } = splitAuthority(url);
-  if (!/^[^@]*:\d{0,5}$/.test(authority)) return null;
-  if (!/^\/[^?#]*@/.test(after) && !/^[?#][^=&]*=*@/.test(after)) return null;
-  return "the user info ends early; percent-encode any ?, /, #, @ or : in the user name or password";
+  const inPath = /^\/[^?#]*@/.test(after);
+  const afterPort = /^[^@]*:\d{0,5}$/.test(authority) && /^[?#][^=&]*=*@/.test(after);
+  if (!inPath && !afterPort) return null;
+  return "an @ comes after the host (the user info ends early, or the database name holds it); percent-encode any ?, /, #, @ or : in the user name or password, and an @ in the database name as %40";
 }
 
 /** A URL's authority, by the text (up to the first `/`, `?` or `#` after `://`), and what follows it. */
@@ -91,12 +95,18 @@ const STORE_SETTINGS: Record<string, string> = {
  */
 function notLikeLibpq(url: string): string | null {
   // The host list, by the text: `h1:5432,h2:5432` is no WHATWG URL. After the user info's last `@`.
-  const { authority } = splitAuthority(url);
+  const { authority, after } = splitAuthority(url);
   const hosts = authority.slice(authority.lastIndexOf("@") + 1);
+  // An `@` after an authority without one: the authority (and the query) may be the user info,
+  // cut short by a `?` or `#` in the password (`shim:Tr0ub4dor,3?x@db`), so neither is quoted.
+  const mayBeUserInfo = !authority.includes("@") && after.includes("@");
   const parsed = parseLikeDriver(url)?.parsed;
   const params = parsed?.searchParams ?? new URLSearchParams();
   for (const [list, kind] of [[hosts, "hosts"], [params.get("host") ?? "", "hosts"], [params.get("port") ?? "", "ports"]] as const) {
-    if (list.includes(",")) return `it names a list of ${kind} (${list}), libpq's form for trying one after another, which the driver does not read; name one host: the primary, or a name that follows it (a DNS name a failover moves, or a pooler in session mode)`;
+    if (!list.includes(",")) continue;
+    const why = "libpq's form for trying one after another, which the driver does not read; name one host: the primary, or a name that follows it (a DNS name a failover moves, or a pooler in session mode)";
+    if (!mayBeUserInfo) return `it names a list of ${kind} (${list}), ${why}`;
+    return `it names a list of ${kind} (not repeated: with the @ after it, it may be a password cut short), ${why}; or, if the @ after it ends the user info, percent-encode any ?, /, #, @ or : in the user name or password`;
   }
   for (const name of ["target_session_attrs", "load_balance_hosts"]) {
     if (params.has(name)) return `${name} is libpq's: the driver ignores it and connects to the one host named, whatever its role; leave it out and name the primary (a replica refuses to start on a read-only database)`;
