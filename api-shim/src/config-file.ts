@@ -139,7 +139,7 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
     if (!isKeyId(id)) bad(w("id"), ko.id, "12 letters or digits (the id part of sk-gs-<id>_<secret>)");
     else if (seen.has(id)) bad(w("id"), ko.id, "an id not used by another bootstrap key");
     seen.add(id);
-    if (typeof ko.hash !== "string" || !KEY_HASH.test(ko.hash)) bad(w("hash"), ko.hash, "sha256:<64 lowercase hex digits> of the full key");
+    if (typeof ko.hash !== "string" || !KEY_HASH.test(ko.hash)) problems.push(notAHash(w("hash"), ko.hash));
     const tier = ko.tier === undefined ? defaultTier : String(ko.tier);
     if (!tiers.has(tier)) bad(w("tier"), ko.tier, `one of the tiers: ${tierNames}`);
     let allow: string[] | null = null;
@@ -171,6 +171,19 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
     models,
     bootstrapKeys,
   };
+}
+
+/**
+ * A bootstrap key's hash that is not one, as a problem that never repeats it: the problems go to
+ * stderr (docker compose logs), and what was written may be the key itself, alone or after
+ * `sha256:`, which is then said.
+ */
+function notAHash(where: string, value: unknown): string {
+  if (typeof value === "string" && value.includes("sk-gs-")) {
+    return `${where}: is the key itself (not repeated); expected sha256: and the 64 lowercase hex digits of the key's SHA-256 (printf %s "$KEY" | sha256sum), not the key`;
+  }
+  const what = value === undefined || value === null ? "missing" : typeof value === "string" ? `a string of ${value.length} characters` : `a ${Array.isArray(value) ? "list" : typeof value === "object" ? "mapping" : typeof value}`;
+  return `${where}: is not valid (${what}, not repeated); expected sha256:<64 lowercase hex digits> of the full key`;
 }
 
 /** Returns the mapping (or {} after reporting), and reports keys outside `allowed`. */

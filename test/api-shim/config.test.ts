@@ -128,7 +128,7 @@ extra: 1
       /^SHIM_CONFIG models\[0\].provider: 1 is not valid; expected true or false$/,
       /^SHIM_CONFIG models\[0\].tokenPrompts: "no" is not valid; expected true or false$/,
       /^SHIM_CONFIG bootstrapKeys\[0\].id: "short"/,
-      /^SHIM_CONFIG bootstrapKeys\[0\].hash: "md5:x"/,
+      /^SHIM_CONFIG bootstrapKeys\[0\].hash: is not valid \(a string of 5 characters, not repeated\); expected sha256:/,
       /^SHIM_CONFIG bootstrapKeys\[0\].tier: "platinum"/,
       /^SHIM_CONFIG bootstrapKeys\[0\].models: "other" is not valid; expected a configured model: m/,
       /^SHIM_CONFIG bootstrapKeys\[0\].credits: 1e-7/,
@@ -163,6 +163,23 @@ extra: 1
     const key = (credits: string) => `bootstrapKeys: [{ id: AbC123xyz789, hash: "${HASH}", credits: ${credits} }]`;
     expect(parse({}, key("1000000000")).bootstrapKeys[0]!.credits).toBe(1e15);
     expect(problems({}, key("1000000000.5"))).toEqual(["SHIM_CONFIG bootstrapKeys[0].credits: 1000000000.5 is not valid; expected at most 1000000000 credits"]);
+  });
+
+  // Found by review: a key written where its hash goes was repeated on stderr (docker compose logs).
+  it("a bootstrap key's hash that is not one is never repeated, and a key put there is called the key", () => {
+    const key = "sk-gs-Q1bQtLn2OM1o_h2qlwFR5YnMf3dlH8FQpTH2ptAoL1ShV";
+    const withHash = (hash: string) => `bootstrapKeys:\n  - id: Q1bQtLn2OM1o\n    hash: "${hash}"\n    credits: 10\n`;
+    for (const hash of [key, `sha256:${key}`, ` ${key}`]) {
+      expect(problems({}, withHash(hash)), hash).toEqual([
+        "SHIM_CONFIG bootstrapKeys[0].hash: is the key itself (not repeated); expected sha256: and the 64 lowercase hex digits of the key's SHA-256 (printf %s \"$KEY\" | sha256sum), not the key",
+      ]);
+    }
+    for (const hash of ["sha256:not-hex-h2qlwFR5YnMf3dlH8FQpTH2ptAoL1ShV", HASH.toUpperCase()]) {
+      const found = problems({}, withHash(hash));
+      expect(found, hash).toEqual([expect.stringMatching(/^SHIM_CONFIG bootstrapKeys\[0\]\.hash: is not valid \(a string of \d+ characters, not repeated\); expected sha256:<64 lowercase hex digits>/)]);
+      expect(found[0]).not.toContain(hash.slice(10));
+    }
+    expect(problems({}, "bootstrapKeys:\n  - { id: Q1bQtLn2OM1o, hash: 12 }\n")).toEqual([expect.stringMatching(/^SHIM_CONFIG bootstrapKeys\[0\]\.hash: is not valid \(a number, not repeated\)/)]);
   });
 
   it("bootstrap key names, allow-lists and model names are held to the admin API's rules: a NUL would fail the Postgres store at every start", () => {
