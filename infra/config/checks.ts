@@ -1,7 +1,7 @@
 import { isIPv4, isIPv6 } from "node:net";
 import { parseCredits } from "../../api-shim/src/money.ts";
 import { networkAddress } from "./addresses.ts";
-import { firstItemPath } from "./settings.ts";
+import { firstItemPath, setSecretCommand } from "./settings.ts";
 import { CONFIG_NAMESPACE, type ConfigProblem } from "./types.ts";
 
 /**
@@ -85,13 +85,13 @@ export class Problems {
     const map = typeof value === "object" ? Object.keys(value) : [];
     if (typeof value !== "string" && map.length === 0) return this.add(key, value, "must be a list");
     const first = firstItemPath(key, map[0]);
-    const secret = this.secret(`${key}${first}`) ? "--secret " : "";
+    const path = `${key}${first}`;
+    const set = this.secret(path) ? setSecretCommand(path) : `pulumi config set --path '${CONFIG_NAMESPACE}:${path}' <value>`;
     // Pulumi writes an item over a string, but refuses to index a map: that one goes first.
     const how = map.length > 0
       ? `--path without [0] stores a map. Remove it with \`pulumi config rm ${CONFIG_NAMESPACE}:${key}\`, then set`
       : "`pulumi config set` without --path stores one string. Set";
-    return this.add(key, value, `must be a list; ${how} the first item with ` +
-      `\`pulumi config set ${secret}--path '${CONFIG_NAMESPACE}:${key}${first}' <value>\` (then [1], [2], …)`);
+    return this.add(key, value, `must be a list; ${how} the first item with \`${set}\` (then [1], [2], …)`);
   }
 
   object(key: string, value: unknown): Record<string, unknown> | undefined {

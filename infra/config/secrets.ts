@@ -2,7 +2,7 @@
 import { Secret } from "../secret.ts";
 import type { Problems } from "./checks.ts";
 import { ENV_VALUE_CHARACTERS, fitsEnvFile } from "./env-value.ts";
-import { isSecretSetting, shadowedSettings } from "./settings.ts";
+import { isSecretSetting, setSecretCommand, shadowedSettings } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
 
 export interface ValidationContext {
@@ -20,7 +20,7 @@ export function checkSecret(p: Problems, key: string, value: unknown, context: V
   if (context.fileConfig) refusePlaintext(p, key, settingAt(context.fileConfig, key), context);
   if (value === undefined || value === null || value === "") return undefined;
   const secret = value instanceof Secret ? value : typeof value === "string" ? Secret.of(value) : undefined;
-  if (!secret) return p.add(key, "[secret]", `must be a string; set it with \`pulumi config set --secret --path '${CONFIG_NAMESPACE}:${key}' <value>\``, true);
+  if (!secret) return p.add(key, "[secret]", `must be a string; set it with \`${setSecretCommand(key)}\``, true);
   // It goes to the host's .env: refused here, naming the setting, not by the render of .env after
   // the GPU host exists, naming a variable. (An encrypted one is checked when pulumi up reads it.)
   if (secret.readable && !fitsEnvFile(secret.reveal())) p.add(key, "[secret]", `has characters the host's .env cannot carry (a space, quote, $ or #, a line break…); it may hold only ${ENV_VALUE_CHARACTERS}`, true);
@@ -35,7 +35,7 @@ export function checkSecret(p: Problems, key: string, value: unknown, context: V
 function refusePlaintext(p: Problems, path: string, inFile: unknown, context: ValidationContext, bareKey?: string): void {
   if (typeof inFile !== "string" || inFile === "") return;
   const file = `stacks/Pulumi.${context.stack}.yaml`;
-  const fix = `pulumi config set --secret --path '${CONFIG_NAMESPACE}:${path}' <value> --stack ${context.stack}`;
+  const fix = setSecretCommand(path, context.stack);
   p.add(path, "[plaintext]", bareKey === undefined
     ? `is in plaintext in ${file}, which is committed; store it encrypted: ${fix}`
     : `is in plaintext in ${file}, as \`${bareKey}\`, which is committed; remove \`${bareKey}\``, true);

@@ -37,6 +37,18 @@ export function isSecretSetting(key: string): boolean {
 }
 
 /**
+ * The command that stores secret setting `path` (`hfToken`, `providers[0].apiKey`) for `stack`:
+ * the value on stdin, from an environment variable (HF_TOKEN for `hfToken`, as `new-tenant`
+ * reads it; PROVIDER_API_KEY, a name to set first, for a provider's key), never as an argument,
+ * which shell history and `ps` keep. `pulumi config set` reads stdin when the value is left out
+ * and stdin is not a terminal (at a terminal it prompts).
+ */
+export function setSecretCommand(path: string, stack?: string): string {
+  const env = path === "hfToken" ? "HF_TOKEN" : "PROVIDER_API_KEY";
+  return `printenv ${env} | pulumi config set --secret --path '${CONFIG_NAMESPACE}:${path}'${stack === undefined ? "" : ` --stack ${stack}`}`;
+}
+
+/**
  * Why a top-level key is not a setting. `pulumi config set gpu-sandbox:tls.mode x` without `--path`
  * makes a setting named "tls.mode" (and `adminCidrs[0]` one named so), so a name whose part before
  * the first `.` or `[` is a setting gets the command that sets it, and the one that removes the
@@ -48,9 +60,9 @@ export function unknownSettingMessage(key: string): string {
     return `is not a gpu-sandbox setting; known: ${CONFIG_KEYS.join(", ")}`;
   }
   const path = listItemPath(head, key.slice(head.length));
-  const secret = isSecretSetting(path) ? "--secret " : "";
+  const set = isSecretSetting(path) ? setSecretCommand(path) : `pulumi config set --path '${CONFIG_NAMESPACE}:${path}' <value>`;
   return `is not a gpu-sandbox setting: \`pulumi config set\` without --path took "${key}" for one name. ` +
-    `Set ${head}'s part with \`pulumi config set ${secret}--path '${CONFIG_NAMESPACE}:${path}' <value>\`, ` +
+    `Set ${head}'s part with \`${set}\`, ` +
     `then remove this one with \`pulumi config rm '${CONFIG_NAMESPACE}:${key}'\``;
 }
 

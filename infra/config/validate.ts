@@ -3,7 +3,7 @@ import { Secret } from "../secret.ts";
 import { isIPv6Cidr, OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
 import { normaliseCidr, Problems } from "./checks.ts";
 import { checkSecret, checkShadowed, type ValidationContext } from "./secrets.ts";
-import { CONFIG_KEYS, isSecretSetting, unknownSettingMessage } from "./settings.ts";
+import { CONFIG_KEYS, isSecretSetting, setSecretCommand, unknownSettingMessage } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
 import { checkedExtraArgs, parallelLayout } from "./vllm.ts";
 import {
@@ -298,7 +298,7 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
       p.add(`${at}.name`, name, "is already the name of another model; names must be unique");
     }
     const apiKey = secret(`${at}.apiKey`, v.apiKey);
-    if (v.apiKey === undefined || v.apiKey === null || v.apiKey === "") p.add(`${at}.apiKey`, v.apiKey, `is required: pulumi config set --secret --path 'gpu-sandbox:providers[${i}].apiKey' <key>`);
+    if (v.apiKey === undefined || v.apiKey === null || v.apiKey === "") p.add(`${at}.apiKey`, v.apiKey, `is required: ${setSecretCommand(`${at}.apiKey`)}`);
     const maxOutputTokens = p.number(`${at}.maxOutputTokens`, v.maxOutputTokens, { min: 1, max: MAX_CONTEXT_TOKENS, integer: true });
     const maxModelLen = p.number(`${at}.maxModelLen`, v.maxModelLen, { min: MIN_CONTEXT_TOKENS, max: MAX_CONTEXT_TOKENS, integer: true });
     const mediaPartTokens = p.number(`${at}.mediaPartTokens`, v.mediaPartTokens, MEDIA_PART_TOKENS_RANGE);

@@ -3,6 +3,7 @@
  * `model.extraArgs`), and how the plan's GPUs are split between tensor and pipeline parallelism.
  */
 import type { Problems } from "./checks.ts";
+import { setSecretCommand } from "./settings.ts";
 
 /**
  * Flags the kit sets itself from config; passing them in `model.extraArgs` would contradict the
@@ -20,7 +21,7 @@ const RESERVED_VLLM_FLAGS: Readonly<Record<string, string>> = {
   "--api-key": "nothing: the kit generates vLLM's key",
   // A secret: given here it would sit in clear in the stack file, compose.yaml, `docker inspect`
   // and vLLM's log of its arguments, which the deploy shows on a failure.
-  "--hf-token": "hfToken (pulumi config set --secret gpu-sandbox:hfToken <token>)",
+  "--hf-token": `hfToken (${setSecretCommand("hfToken")})`,
 };
 
 /** Reserved flags whose value is a secret: a problem names the flag, never the value. */

@@ -181,9 +181,9 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     // The pipeline size comes from the plan like the tensor size: together they must use every GPU.
     // Found by review: the token sat in clear in the stack file, compose.yaml and vLLM's log; the message does not repeat it.
     ["the Hugging Face token as a vLLM flag", { ...base, model: { id: "a/b", extraArgs: ["--hf-token", "hf_abcdefghijklmnopqrstuvwxyz0123", "--hf_token=hf_abcdefghijklmnopqrstuvwxyz0123", "--hf-tok hf_abcdefghijklmnopqrstuvwxyz0123"] } },
-      ['gpu-sandbox:model.extraArgs[0] = "--hf-token": is set by the kit; use hfToken (pulumi config set --secret gpu-sandbox:hfToken <token>)',
-        'gpu-sandbox:model.extraArgs[2] = "--hf_token <value not shown>": is set by the kit; use hfToken (pulumi config set --secret gpu-sandbox:hfToken <token>)',
-        'gpu-sandbox:model.extraArgs[3] = "--hf-tok <value not shown>": is set by the kit; use hfToken (pulumi config set --secret gpu-sandbox:hfToken <token>)']],
+      ['gpu-sandbox:model.extraArgs[0] = "--hf-token": is set by the kit; use hfToken (printenv HF_TOKEN | pulumi config set --secret --path \'gpu-sandbox:hfToken\')',
+        'gpu-sandbox:model.extraArgs[2] = "--hf_token <value not shown>": is set by the kit; use hfToken (printenv HF_TOKEN | pulumi config set --secret --path \'gpu-sandbox:hfToken\')',
+        'gpu-sandbox:model.extraArgs[3] = "--hf-tok <value not shown>": is set by the kit; use hfToken (printenv HF_TOKEN | pulumi config set --secret --path \'gpu-sandbox:hfToken\')']],
     ["reserved vLLM flag: pipeline parallelism", { ...base, model: { id: "a/b", extraArgs: ["--pipeline-parallel-size=2", "-pp", "--pipeline_parallel_size", "--pipeline-par"] } },
       ['gpu-sandbox:model.extraArgs[0] = "--pipeline-parallel-size=2": is set by the kit; use the plan', 'gpu-sandbox:model.extraArgs[1] = "-pp": is set by the kit; use the plan',
         'gpu-sandbox:model.extraArgs[2] = "--pipeline_parallel_size": is set by the kit; use the plan', 'gpu-sandbox:model.extraArgs[3] = "--pipeline-par": is set by the kit; use the plan']],
@@ -206,7 +206,7 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["GPU memory out of range", { ...base, model: { gpuMemoryUtilization: 1.5 } }, ["gpu-sandbox:model.gpuMemoryUtilization = 1.5: must be between 0.1 and 0.99"]],
     ["typo in a key", { ...base, ttlHour: 5 }, ['gpu-sandbox:ttlHour: is not a gpu-sandbox setting; known: region, plan,']],
     ["typo in a nested key", { ...base, model: { id: "a/b", maxLen: 4 } }, ["gpu-sandbox:model.maxLen: is not a known setting; known: id, servedName,"]],
-    ["provider without key", { ...base, providers: [{ model: "groq/llama" }] }, ["gpu-sandbox:providers[0].apiKey = (not set): is required"]],
+    ["provider without key", { ...base, providers: [{ model: "groq/llama" }] }, ["gpu-sandbox:providers[0].apiKey = (not set): is required: printenv PROVIDER_API_KEY | pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey'"]],
     ["unknown provider", { ...base, providers: [{ model: "acme/x", apiKey: "k" }] }, ['gpu-sandbox:providers[0].model = "acme/x": must be <provider>/<model>']],
     ...[0, 1.5, "many"].map((maxOutputTokens): [string, Record<string, unknown>, string[]] => [`a provider's maxOutputTokens of ${JSON.stringify(maxOutputTokens)}`,
       { ...base, providers: [{ name: "g", model: "gemini/gemini-2.5-pro", apiKey: Secret.encrypted(), maxOutputTokens }] }, [`gpu-sandbox:providers[0].maxOutputTokens = ${JSON.stringify(maxOutputTokens)}: must be`]]),
@@ -278,8 +278,8 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
   it("gives a secret that is not a string the --path command that sets it (without --path, pulumi makes a setting named 'providers[0].apiKey')", () => {
     const got = problems({ ...base, hfToken: ["hf_x"], providers: [{ name: "g", model: "groq/x", apiKey: { nested: "gsk_x" } }] });
     expect(got).toEqual([
-      "gpu-sandbox:hfToken = \"[secret]\": must be a string; set it with `pulumi config set --secret --path 'gpu-sandbox:hfToken' <value>`",
-      "gpu-sandbox:providers[0].apiKey = \"[secret]\": must be a string; set it with `pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey' <value>`",
+      "gpu-sandbox:hfToken = \"[secret]\": must be a string; set it with `printenv HF_TOKEN | pulumi config set --secret --path 'gpu-sandbox:hfToken'`",
+      "gpu-sandbox:providers[0].apiKey = \"[secret]\": must be a string; set it with `printenv PROVIDER_API_KEY | pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey'`",
     ]);
   });
 
@@ -298,8 +298,8 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     expect(plain.ok).toBe(false);
     const got = plain.ok ? [] : plain.problems.map((p) => formatProblem(p, "gpu-sandbox"));
     expect(got).toEqual([
-      "gpu-sandbox:hfToken = \"[plaintext]\": is in plaintext in stacks/Pulumi.acme.yaml, which is committed; store it encrypted: pulumi config set --secret --path 'gpu-sandbox:hfToken' <value> --stack acme",
-      "gpu-sandbox:providers[0].apiKey = \"[plaintext]\": is in plaintext in stacks/Pulumi.acme.yaml, which is committed; store it encrypted: pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey' <value> --stack acme",
+      "gpu-sandbox:hfToken = \"[plaintext]\": is in plaintext in stacks/Pulumi.acme.yaml, which is committed; store it encrypted: printenv HF_TOKEN | pulumi config set --secret --path 'gpu-sandbox:hfToken' --stack acme",
+      "gpu-sandbox:providers[0].apiKey = \"[plaintext]\": is in plaintext in stacks/Pulumi.acme.yaml, which is committed; store it encrypted: printenv PROVIDER_API_KEY | pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey' --stack acme",
     ]);
     const encrypted = { secure: "v1:AAAA" };
     const fileConfig = { ...base, hfToken: encrypted, providers: [{ ...providers[0], apiKey: encrypted }] };
@@ -343,7 +343,7 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
         "Set tls's part with `pulumi config set --path 'gpu-sandbox:tls.mode' <value>`, then remove this one with " +
         "`pulumi config rm 'gpu-sandbox:tls.mode'` (its value is not shown: it may be a secret)",
       expect.stringContaining("`pulumi config set --path 'gpu-sandbox:adminCidrs[0]' <value>`"),
-      expect.stringContaining("`pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey' <value>`"),
+      expect.stringContaining("`printenv PROVIDER_API_KEY | pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey'`"),
       expect.stringMatching(/^gpu-sandbox:tsl\.mode: is not a gpu-sandbox setting; known: region, plan/),
     ]);
     expect(got.join("\n")).not.toMatch(/self-signed|81\.2\.69|SECRET/);
@@ -355,7 +355,7 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     const result = validateConfig({ region: "us-ord", adminCidrs: ["8.8.8.8/32"], "providers.apiKey": "sk-provider", "keys.credits": "5", "tags.team": "a" }, { stack: "acme" });
     expect(result.ok).toBe(false);
     const text = result.ok ? "" : describeProblems(result.problems, "test");
-    expect(text).toContain("Set providers's part with `pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey' <value>`, then remove this one with `pulumi config rm 'gpu-sandbox:providers.apiKey'`");
+    expect(text).toContain("Set providers's part with `printenv PROVIDER_API_KEY | pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey'`, then remove this one with `pulumi config rm 'gpu-sandbox:providers.apiKey'`");
     expect(text).toContain("`pulumi config set --path 'gpu-sandbox:keys[0].credits' <value>`");
     expect(text).toContain("`pulumi config set --path 'gpu-sandbox:tags[0]' <value>`");
     expect(text).not.toContain("sk-provider");
@@ -366,7 +366,7 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     expect(got).toEqual([
       "gpu-sandbox:adminCidrs = {\"home\":\"81.2.69.160/32\"}: must be a list; --path without [0] stores a map. Remove it with " +
         "`pulumi config rm gpu-sandbox:adminCidrs`, then set the first item with `pulumi config set --path 'gpu-sandbox:adminCidrs[0]' <value>` (then [1], [2], …)",
-      expect.stringContaining("Remove it with `pulumi config rm gpu-sandbox:providers`, then set the first item with `pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey' <value>`"),
+      expect.stringContaining("Remove it with `pulumi config rm gpu-sandbox:providers`, then set the first item with `printenv PROVIDER_API_KEY | pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey'`"),
       expect.stringContaining("then set the first item with `pulumi config set --path 'gpu-sandbox:keys[0].name' <value>`"),
     ]);
     expect(got.join("\n")).not.toContain("SECRET");

@@ -164,7 +164,7 @@ describe("npm run render", () => {
     ].join("\n"));
     const io = capture();
     expect(main(["--stack", "acme"], root)).toBe(1);
-    expect(io.err()).toContain("gpu-sandbox:hfToken = \"[plaintext]\": is in plaintext in stacks/Pulumi.acme.yaml, which is committed; store it encrypted: pulumi config set --secret --path 'gpu-sandbox:hfToken' <value> --stack acme");
+    expect(io.err()).toContain("gpu-sandbox:hfToken = \"[plaintext]\": is in plaintext in stacks/Pulumi.acme.yaml, which is committed; store it encrypted: printenv HF_TOKEN | pulumi config set --secret --path 'gpu-sandbox:hfToken' --stack acme");
     expect(io.err()).toContain("gpu-sandbox:providers[0].apiKey = \"[plaintext]\": is in plaintext");
     expect(io.err()).not.toContain("plaintextsecret");
     expect(existsSync(join(root, "out"))).toBe(false);
