@@ -5,6 +5,7 @@ import { normaliseCidr, Problems } from "./checks.ts";
 import { checkSecret, checkShadowed, type ValidationContext } from "./secrets.ts";
 import { CONFIG_KEYS, isSecretSetting, setSecretCommand, unknownSettingMessage } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
+import { checkTls } from "./tls.ts";
 import { checkedExtraArgs, parallelLayout } from "./vllm.ts";
 import {
   DEFAULT_ALLOWED_CIDRS, DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_IMAGE, DEFAULT_IMAGES, DEFAULT_LIMITS,
@@ -13,13 +14,9 @@ import {
 } from "./defaults.ts";
 import type {
   BootstrapKey, EdgeLimits, Images, ModelConfig, ModelPrice, Pricing, ProviderKind, ProviderModel,
-  TenantConfig, Tier, TlsConfig, TlsMode, ValidationResult,
+  TenantConfig, Tier, ValidationResult,
 } from "./types.ts";
 
-/** Example and test domains (RFC 2606, RFC 6761) that no real mailbox lives at. */
-const RESERVED_EMAIL_DOMAIN = /@(?:[^@]*\.)?(?:example\.(?:com|net|org)|example|test|invalid|localhost)$/i;
-
-const TLS_MODES: readonly TlsMode[] = ["letsencrypt", "self-signed", "off"];
 const PROVIDERS: readonly ProviderKind[] = ["groq", "gemini", "deepseek", "openai", "anthropic"];
 const TTL_MAX_HOURS = 24 * 90;
 /** The largest model.maxModelLen (and a provider's, providers[].maxModelLen), and a provider's longest answer (providers[].maxOutputTokens). */
@@ -168,28 +165,6 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
     p.number("model.gpuMemoryUtilization", m.gpuMemoryUtilization, { min: 0.1, max: 0.99 }) ?? DEFAULT_GPU_MEMORY_UTILIZATION;
   const extraArgs = checkedExtraArgs(p, p.array("model.extraArgs", m.extraArgs) ?? []);
   return { id, servedName, maxModelLen, ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}), gpuMemoryUtilization, extraArgs, ...parallelLayout(gpuCount) };
-}
-
-function checkTls(p: Problems, value: unknown, allowedCidrs: readonly string[]): TlsConfig | undefined {
-  const t = p.settingMap("tls", value, ["mode", "domain", "email"], "mode");
-  const mode = p.oneOf("tls.mode", t.mode, TLS_MODES) ?? "letsencrypt";
-  const domain = p.string("tls.domain", t.domain);
-  const email = p.string("tls.email", t.email);
-  if (domain !== undefined && !/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/i.test(domain)) {
-    p.add("tls.domain", domain, "must be a DNS name such as llm.example.com");
-  }
-  if (email !== undefined && !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email)) p.add("tls.email", email, "must be an email address");
-  // Let's Encrypt refuses reserved domains (RFC 2606) as an account contact, and certbot would
-  // then retry forever while nginx serves its placeholder certificate. The other modes ignore the
-  // address (the plan warns), so it breaks nothing there.
-  else if (email !== undefined && mode === "letsencrypt" && RESERVED_EMAIL_DOMAIN.test(email)) p.add("tls.email", email, "is at a reserved domain, which Let's Encrypt refuses; use a real address or leave tls.email out");
-  // Let's Encrypt checks port 80 from addresses it does not publish, so HTTP-01 only works
-  // when port 80 is open to the whole internet.
-  if (mode === "letsencrypt" && !allowedCidrs.includes("0.0.0.0/0")) {
-    p.add("tls.mode", mode,
-      "needs port 80 open to everyone (allowedCidrs must include 0.0.0.0/0) for Let's Encrypt's HTTP-01 check; use self-signed for a restricted endpoint");
-  }
-  return { mode, ...(domain ? { domain: domain.toLowerCase() } : {}), ...(email ? { email } : {}) };
 }
 
 function checkTiers(p: Problems, value: unknown): Record<string, Tier> {

@@ -109,6 +109,16 @@ describe("validateConfig: good configs", () => {
     expect(c.model.mediaPartTokens).toBeUndefined();
   });
 
+  it("takes an internal name for a self-signed certificate, and any address a mode without Let's Encrypt ignores", () => {
+    // Only Let's Encrypt needs a public name: a self-signed certificate names the host as clients know it.
+    expect(ok({ ...base, tls: { mode: "self-signed", domain: "GPU.corp.local" } }).tls).toEqual({ mode: "self-signed", domain: "gpu.corp.local" });
+    expect(ok({ ...base, tls: { mode: "self-signed", domain: "llm.acme.internal", email: "josé@acme.internal" } }).tls.email).toBe("josé@acme.internal");
+    expect(ok({ ...base, tls: { mode: "off", domain: "llm.home.arpa", email: "ops@acme.lan" } }).tls.domain).toBe("llm.home.arpa");
+    // Public names are taken, whatever a label holds (only the last ones are reserved).
+    const c = ok({ ...base, tls: { domain: "local.internal-tools.acme.io", email: "first.last+llm@mail.xn--bcher-kva.de" } });
+    expect(c.tls).toEqual({ mode: "letsencrypt", domain: "local.internal-tools.acme.io", email: "first.last+llm@mail.xn--bcher-kva.de" });
+  });
+
   it("takes a vLLM flag's value with spaces, as its own item or after =", () => {
     // An item after a flag without "=" may be its value: argparse takes an item starting with "-"
     // and holding a space as a value, never as a flag.
@@ -170,7 +180,22 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
       ['gpu-sandbox:adminCidrs = "2a01:4f8::/48": needs an IPv4 address: pulumi up deploys over SSH to the host\'s IPv4 address, and /admin is reached over IPv4 only']],
     ["unknown TLS mode", { ...base, tls: { mode: "acme" } }, ['gpu-sandbox:tls.mode = "acme": must be one of: letsencrypt, self-signed, off']],
     ["an email Let's Encrypt refuses", { ...base, tls: { mode: "letsencrypt", email: "ops@example.com" } },
-      ['gpu-sandbox:tls.email = "ops@example.com": is at a reserved domain, which Let\'s Encrypt refuses; use a real address or leave tls.email out']],
+      ['gpu-sandbox:tls.email = "ops@example.com": is at a reserved or private domain (example.com), which Let\'s Encrypt refuses: it takes only an address at a public domain; use a real address or leave tls.email out']],
+    // Let's Encrypt (Boulder) refuses a contact not under a public suffix, a non-ASCII one, and one
+    // net/mail cannot parse (certbot sends "mailto:" + the value): certbot-renew.sh then failed
+    // every 15 minutes forever, and every client got a certificate error.
+    ...["ops@acme.internal", "admin@corp.local", "ops@acme.lan", "ops@x.home.arpa"].map((email): [string, Record<string, unknown>, string[]] =>
+      [`tls.email ${email}, at a private domain`, { ...base, tls: { email } },
+        [`gpu-sandbox:tls.email = "${email}": is at a reserved or private domain (.${email.split(".").slice(-1)[0]}), which Let's Encrypt refuses: it takes only an address at a public domain`]]),
+    ...["josé@acme.io", "ops@bücher.de", "mailto:ops@acme.io", "\"ops\"@acme.io", "ops(x)@acme.io", "ops@[81.2.69.160]"].map((email): [string, Record<string, unknown>, string[]] =>
+      [`tls.email ${email}, which Let's Encrypt cannot parse`, { ...base, tls: { mode: "letsencrypt", email } },
+        [`gpu-sandbox:tls.email = ${JSON.stringify(email)}: is not an address Let's Encrypt accepts: it must be plain ASCII (an international domain in its xn-- form), at a DNS name, ` +
+          'with none of : < > ( ) , ; " [ ] \\ before the @ (no "mailto:"), e.g. ops@your-company.com; or leave tls.email out']]),
+    // "Cannot issue for …: Domain name does not end with a valid public suffix (TLD)".
+    ...["llm.acme.internal", "gpu.corp.local", "llm.home.arpa", "llm.example.com"].map((domain): [string, Record<string, unknown>, string[]] =>
+      [`tls.domain ${domain} with letsencrypt`, { ...base, tls: { domain } },
+        [`gpu-sandbox:tls.domain = "${domain}": is under a reserved or private domain (${domain.endsWith("example.com") ? "example.com" : `.${domain.split(".").slice(-1)[0]}`}), ` +
+          "for which Let's Encrypt does not issue certificates; use a public DNS name, or tls.mode self-signed for an internal one"]]),
     ["reserved vLLM flag", { ...base, model: { id: "a/b", extraArgs: ["--port=9000", "--port 9000", "--api-key"] } },
       ['gpu-sandbox:model.extraArgs[0] = "--port=9000": is set by the kit', 'gpu-sandbox:model.extraArgs[2] = "--api-key": is set by the kit',
         'gpu-sandbox:model.extraArgs[1] = "--port 9000": is set by the kit']],
