@@ -174,6 +174,8 @@ export function normaliseCidr(text: string): string | undefined {
 export function show(value: unknown): string {
   if (value === undefined) return "(not set)";
   if (typeof value === "string") return JSON.stringify(value);
+  // JSON shows Infinity and NaN (YAML's .inf, .nan) as null, which the value was not.
+  if (typeof value === "number") return String(value);
   try {
     return JSON.stringify(value) ?? String(value);
   } catch {

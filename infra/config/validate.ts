@@ -176,21 +176,25 @@ function checkTiers(p: Problems, value: unknown): Record<string, Tier> {
       continue;
     }
     // `free: null` reads as "unlimited" to whoever writes it, but it would change nothing.
-    if (v === null) {
+    // "null": what `pulumi config set --path 'gpu-sandbox:tiers.free' null` stores.
+    if (v === null || v === "null") {
       p.add(`tiers.${name}`, v, "must be a map of rpm, tpm and concurrency; for no limit, set each to null");
       continue;
     }
     const tier = p.object(`tiers.${name}`, v);
     if (!tier) continue;
     p.unknownKeys(`tiers.${name}`, tier, ["rpm", "tpm", "concurrency"]);
+    // No limit: null, "unlimited", or "null", which is what `pulumi config set --path
+    // 'gpu-sandbox:tiers.team.rpm' null` stores (the CLI types only true, false and integers).
     const limit = (k: "rpm" | "tpm" | "concurrency"): number | null | undefined =>
-      tier[k] === null || tier[k] === "unlimited"
+      tier[k] === null || tier[k] === "unlimited" || tier[k] === "null"
         ? null
         : p.number(`tiers.${name}.${k}`, tier[k], { min: 1, max: 1e9, integer: true }) ?? DEFAULT_TIERS[name]?.[k];
     const rpm = limit("rpm");
     const tpm = limit("tpm");
     if (rpm === undefined || tpm === undefined) {
-      p.add(`tiers.${name}`, v, "a new tier needs both rpm and tpm (a number, or null for unlimited)");
+      // A limit set but refused has its own problem already; this one is for a limit not set.
+      if (tier.rpm === undefined || tier.tpm === undefined) p.add(`tiers.${name}`, v, "a new tier needs both rpm and tpm (a number, or null for unlimited)");
       continue;
     }
     // Optional: no cap on a key's requests in flight unless one is set.
@@ -284,10 +288,16 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
   return out;
 }
 
+/**
+ * Linode tags. A number is taken as its digits: `tags: [2025]` in YAML, or
+ * `pulumi config set --path 'gpu-sandbox:tags[0]' 2025` (which stores integers as numbers).
+ */
 function checkTags(p: Problems, value: unknown): string[] {
   const tags: string[] = [];
-  (p.array("tags", value) ?? []).forEach((t, i) => {
-    if (typeof t !== "string" || t.length < 3 || t.length > 50) p.add(`tags[${i}]`, t, "Linode tags are 3-50 characters");
+  (p.array("tags", value) ?? []).forEach((item, i) => {
+    const t = typeof item === "number" && Number.isFinite(item) ? String(item) : item;
+    if (typeof t !== "string") p.add(`tags[${i}]`, item, "must be a string (a tag such as team-a)");
+    else if (t.length < 3 || t.length > 50) p.add(`tags[${i}]`, item, "Linode tags are 3-50 characters");
     else tags.push(t);
   });
   return tags;

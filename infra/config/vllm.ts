@@ -68,11 +68,14 @@ function flagWithValue(arg: string): [flag: string, value: string] | undefined {
 /**
  * `model.extraArgs` as vLLM will get them, each item one argv element; a problem for each item
  * that is not a non-empty string, sets a flag the kit sets (reservedVllmFlag), or holds a flag
- * and its value at a space (flagWithValue).
+ * and its value at a space (flagWithValue). A number is taken as its digits: a flag's value
+ * written unquoted (`- 64` in YAML, `pulumi config set --path 'gpu-sandbox:model.extraArgs[1]' 64`)
+ * is the number 64, and meant as the argument "64".
  */
 export function checkedExtraArgs(p: Problems, args: unknown[]): string[] {
   const extraArgs: string[] = [];
-  args.forEach((arg, i) => {
+  args.forEach((item, i) => {
+    const arg = typeof item === "number" && Number.isFinite(item) ? String(item) : item;
     if (typeof arg !== "string" || arg.length === 0) {
       p.add(`model.extraArgs[${i}]`, arg, "must be a non-empty string such as --enable-prefix-caching");
       return;

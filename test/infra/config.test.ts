@@ -57,6 +57,19 @@ describe("validateConfig: good configs", () => {
     expect(ok({ ...base, model: { id: "a/b", maxModelLen: 1e4 } }).model.maxModelLen).toBe(10_000);
   });
 
+  it("takes numbers in string lists, as YAML (`- 64`) and `pulumi config set --path … 64` store them", () => {
+    // docs: a flag and its value go in two items, ["--max-num-seqs", "64"]; unquoted, the value is the number 64.
+    const c = ok({ ...base, model: { id: "a/b", extraArgs: ["--max-num-seqs", 64, "--max-num-batched-tokens", 8192, "--rope-scaling-factor", 0.5] }, tags: [2025, "team-a"] });
+    expect(c.model.extraArgs).toEqual(["--max-num-seqs", "64", "--max-num-batched-tokens", "8192", "--rope-scaling-factor", "0.5"]);
+    expect(c.tags).toEqual(["2025", "team-a"]);
+  });
+
+  it("takes a tier limit of \"null\", which `pulumi config set --path 'gpu-sandbox:tiers.team.rpm' null` stores, as unlimited", () => {
+    const c = ok({ ...base, tiers: { team: { rpm: "null", tpm: 1000, concurrency: "null" }, free: { tpm: "null" } } });
+    expect(c.tiers.team).toEqual({ rpm: null, tpm: 1000, concurrency: null });
+    expect(c.tiers.free).toEqual({ rpm: 10, tpm: null, concurrency: null });
+  });
+
   it("sets tensor and pipeline parallelism from the plan's GPU count, using every GPU", () => {
     const layout = (plan: string, region = "us-east") => {
       const { tensorParallelSize, pipelineParallelSize } = ok({ ...base, region, plan }).model;
@@ -251,9 +264,22 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ...[-1, 1.5, 1_048_577, "many"].map((mediaPartTokens): [string, Record<string, unknown>, string[]] => [`a provider's mediaPartTokens of ${JSON.stringify(mediaPartTokens)}`,
       { ...base, providers: [{ name: "g", model: "gemini/gemini-2.5-pro", apiKey: Secret.encrypted(), mediaPartTokens }] }, [`gpu-sandbox:providers[0].mediaPartTokens = ${JSON.stringify(mediaPartTokens)}: must be`]]),
     ["a new tier set to null", { ...base, tiers: { gold: null } }, ["gpu-sandbox:tiers.gold = null: must be a map of rpm, tpm and concurrency; for no limit, set each to null"]],
+    // What `pulumi config set --path 'gpu-sandbox:tiers.free' null` stores.
+    ["a tier set to \"null\"", { ...base, tiers: { free: "null" } }, ['gpu-sandbox:tiers.free = "null": must be a map of rpm, tpm and concurrency; for no limit, set each to null']],
     ["a tier's concurrency below 1", { ...base, tiers: { free: { concurrency: 0 } } }, ["gpu-sandbox:tiers.free.concurrency = 0: must be"]],
     ["volume too small", { ...base, volumeSizeGb: 5 }, ["gpu-sandbox:volumeSizeGb = 5: must be between 10 and 10240"]],
     ["short tag", { ...base, tags: ["x"] }, ['gpu-sandbox:tags[0] = "x": Linode tags are 3-50 characters']],
+    // Not "3-50 characters", which true and a map are not refused for.
+    ["tags that are not strings", { ...base, tags: [true, { team: "a" }, 12] },
+      ["gpu-sandbox:tags[0] = true: must be a string (a tag such as team-a)", 'gpu-sandbox:tags[1] = {"team":"a"}: must be a string (a tag such as team-a)',
+        'gpu-sandbox:tags[2] = 12: Linode tags are 3-50 characters']],
+    ["vLLM arguments that are neither strings nor numbers", { ...base, model: { id: "a/b", extraArgs: ["--max-num-seqs", Infinity, true, ""] } },
+      ["gpu-sandbox:model.extraArgs[1] = Infinity: must be a non-empty string such as --enable-prefix-caching", "gpu-sandbox:model.extraArgs[2] = true: must be",
+        'gpu-sandbox:model.extraArgs[3] = "": must be']],
+    // The limit's own problem says it all: not also "needs both rpm and tpm", which it has.
+    ["a new tier's limit that is not a number", { ...base, tiers: { team: { rpm: "lots", tpm: 1000 } } }, ['gpu-sandbox:tiers.team.rpm = "lots": must be a number in decimal digits']],
+    ["a new tier's limit that is not a number, the other unset", { ...base, tiers: { team: { rpm: "lots" } } },
+      ['gpu-sandbox:tiers.team.rpm = "lots": must be a number in decimal digits', 'gpu-sandbox:tiers.team = {"rpm":"lots"}: a new tier needs both rpm and tpm']],
     ["image without tag or digest", { ...base, images: { vllm: "vllm/vllm-openai" } }, ['gpu-sandbox:images.vllm = "vllm/vllm-openai": must be an image reference']],
   ];
 
