@@ -4,7 +4,7 @@ import type { Images, TenantConfig } from "../config.ts";
 import { isIPv6Cidr } from "../config/addresses.ts";
 import { MAX_READY_TIMEOUT_MINUTES } from "../config/defaults.ts";
 import { providerKeyVar } from "./env-file.ts";
-import { readYamlDocument } from "./template.ts";
+import { readYamlDocument, yamlText } from "./template.ts";
 
 /** nginx's ports inside its container (see templates/nginx/nginx.conf). */
 export const NGINX_HTTP_PORT = 8080;
@@ -84,7 +84,7 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
     doc.deleteIn(["services", "certbot"]);
   }
   labelMountedFiles(doc, bundleFiles);
-  return doc.toString({ lineWidth: 0 });
+  return yamlText(doc);
 }
 
 /**

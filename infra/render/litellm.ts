@@ -1,6 +1,6 @@
 import type { TenantConfig } from "../config.ts";
 import { providerKeyVar } from "./env-file.ts";
-import { readYamlDocument } from "./template.ts";
+import { readYamlDocument, yamlText } from "./template.ts";
 
 /** LiteLLM's address for the local vLLM: the compose service, OpenAI path included. */
 export const VLLM_API_BASE = "http://vllm:8000/v1";
@@ -22,5 +22,5 @@ export function renderLitellmConfig(config: TenantConfig): string {
       litellm_params: { model: p.model, api_key: `os.environ/${providerKeyVar(p, i)}` },
     })),
   ]);
-  return doc.toString({ lineWidth: 0 });
+  return yamlText(doc);
 }

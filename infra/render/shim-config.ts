@@ -60,5 +60,7 @@ export function renderShimConfig(config: TenantConfig, bootstrapKeys: readonly B
       id: k.id, name: k.name, hash: k.hash, credits: k.credits, tier: k.tier, ...(k.models.length ? { models: k.models } : {}),
     })),
   };
+  // Read by the shim with this same `yaml` package (YAML 1.2), so its quoting suffices; the files
+  // YAML 1.1 readers load (LiteLLM's, compose.yaml) go through yamlText.
   return `# api-shim config (SHIM_CONFIG), rendered by infra/render/shim-config.ts. No secrets: keys are hashes.\n${stringify(doc, { lineWidth: 0 })}`;
 }

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { parse, parseDocument, type Document } from "yaml";
+import { isNode, parse, parseDocument, Scalar, visit, type Document } from "yaml";
 import { REPO_ROOT } from "../repo-root.ts";
 
 /** The repository's templates/ directory (files that end up on the host). */
@@ -21,6 +21,48 @@ export function readYamlDocument(relativePath: string): Document {
   const doc = parseDocument(readTemplate(relativePath));
   if (doc.errors.length > 0) throw new Error(`templates/${relativePath}: ${doc.errors[0]?.message}`);
   return doc;
+}
+
+/** What `text`, written as a plain scalar, reads back as in this YAML version, or an error. */
+function readPlain(text: string, version: "1.1" | "1.2"): unknown {
+  try {
+    return parse(text, { version });
+  } catch (error) {
+    return error;
+  }
+}
+
+/**
+ * Whether `text` is plain in YAML 1.2 (the `yaml` package writes it unquoted) but something else
+ * in YAML 1.1, where `yes`, `on`, `Off`, `1_000`, `1:30`, `0b101` and `2025-01-01` are booleans,
+ * numbers and dates.
+ */
+function onlyYaml12String(text: string): boolean {
+  return readPlain(text, "1.2") === text && readPlain(text, "1.1") !== text;
+}
+
+/**
+ * A document as YAML text that YAML 1.1 readers read as written: a string that YAML 1.1 would
+ * read as anything else is double-quoted (onlyYaml12String). The `yaml` package quotes only for
+ * its own YAML 1.2, but LiteLLM loads its config with PyYAML (YAML 1.1: a model named "yes" was
+ * True there), and Compose's parsers read compose.yaml with YAML 1.1 types too (docker-compose 1.x
+ * with PyYAML; Compose v2's Go yaml.v3 takes `1_000` and `0b101` for numbers and `2025-01-01` for
+ * a date, beside YAML 1.2's own). Every other string is written as before, so a file of ordinary
+ * names renders byte for byte as it did (a changed file restarts its service).
+ */
+export function yamlText(doc: Document): string {
+  visit(doc, {
+    // `setIn` stores plain values as given; as nodes, their strings are visited too.
+    Pair(_key, pair) {
+      if (pair.key !== null && pair.key !== undefined && !isNode(pair.key)) pair.key = doc.createNode(pair.key);
+      if (pair.value !== null && pair.value !== undefined && !isNode(pair.value)) pair.value = doc.createNode(pair.value);
+    },
+    Scalar(_key, node) {
+      // Only a scalar left to the writer's choice (a template's quotes stay as written).
+      if ((node.type === undefined || node.type === Scalar.PLAIN) && typeof node.value === "string" && onlyYaml12String(node.value)) node.type = Scalar.QUOTE_DOUBLE;
+    },
+  });
+  return doc.toString({ lineWidth: 0 });
 }
 
 /**

@@ -89,6 +89,31 @@ it("keeps a $ in vLLM flags and the Let's Encrypt email as typed, through docker
   expect(resolved.services.certbot.environment.TLS_EMAIL).toBe("ops$team@acme.io");
 });
 
+// The `yaml` package writes YAML 1.2, which leaves `yes`, `on`, `Off`, `1_000`, `1:30`, `0b101` and
+// `2025-01-01` plain; YAML 1.1 readers take them for booleans, numbers and dates: LiteLLM loads its
+// config with PyYAML (proxy_server.py, yaml.safe_load), and Compose's parsers (docker-compose 1.x:
+// PyYAML; Go's yaml.v3 in Compose v2: underscored and 0b numbers, dates) read compose.yaml. A model
+// served as "yes" reached LiteLLM as True, and every request for it failed ("Invalid model name").
+it("writes model names and vLLM arguments that YAML 1.1 reads as other types so that LiteLLM and docker-compose read the same strings", () => {
+  const names = ["on", "Off", "No", "1_000", "1:30", "0b101", "2025-01-01", "y"];
+  const args = ["--x", "on", "--y", "1_000", "--z", "1:30", "--d", "2025-01-01", "--b", "0b101", "--n", "NO"];
+  const c = config({
+    model: { ...base.model, servedName: "yes", extraArgs: args }, keys: [], pricing: { models: { yes: { promptPer1k: 1 }, on: { promptPer1k: 2 } } },
+    providers: names.map((name, i) => ({ name, model: `groq/m${i}`, apiKey: Secret.of("gsk_x") })),
+  });
+  const dir = written(render(c));
+  const read = runTool("python3", ["-c", "import json, sys, yaml; print(json.dumps([m['model_name'] for m in yaml.safe_load(sys.stdin)['model_list']]))"],
+    { input: readFileSync(join(dir, "litellm/config.yaml"), "utf8") });
+  expect(read.status, read.output).toBe(0);
+  expect(JSON.parse(read.output)).toEqual(["yes", ...names]);
+  copyFileSync(join(dir, ".env.example"), join(dir, ".env"));
+  const result = runTool("docker-compose", ["-f", "compose.yaml", "config"], { cwd: dir });
+  expect(result.status, result.output).toBe(0);
+  const command: string[] = parse(result.output.slice(result.output.indexOf("services:"))).services.vllm.command;
+  expect(command.slice(command.indexOf("--served-model-name"), command.indexOf("--served-model-name") + 2)).toEqual(["--served-model-name", "yes"]);
+  expect(command.slice(-args.length)).toEqual(args);
+});
+
 /** `nginx -t` on a rendered nginx.conf, with the shim's address one nginx can resolve and a certificate. */
 function expectNginxAccepts(conf: string): void {
   const dir = tempDir();
