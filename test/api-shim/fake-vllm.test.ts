@@ -78,6 +78,78 @@ describe("fake vLLM speaks vLLM's dialect", () => {
     await expect(c.chat.completions.create({ model: "nope", messages: [{ role: "user", content: "x" }] })).rejects.toBeInstanceOf(NotFoundError);
   });
 
+  // vLLM's serving_completion.py: the prompt text comes first (prompt_text + output.text), in
+  // each output's first streamed chunk; the tokens counted are the generated ones only.
+  it("echoes the completions prompt before the generated text, streamed (each output's first chunk) or not", async () => {
+    const whole = (await (await post("/completions", { model: "qwen2.5-7b", prompt: "a b", echo: true, max_tokens: 2 })).json()) as { choices: { text: string }[]; usage: Record<string, number> };
+    expect(whole.choices[0]!.text).toBe("a bt1 t2");
+    expect(whole.usage).toMatchObject({ prompt_tokens: 2, completion_tokens: 2 });
+    // A prompt of token IDs comes back detokenized: the fake's token n reads "n".
+    const ids = (await (await post("/completions", { model: "qwen2.5-7b", prompt: [5, 7], echo: true, max_tokens: 1 })).json()) as { choices: { text: string }[] };
+    expect(ids.choices[0]!.text).toBe("5 7t1");
+    const events = (await (await post("/completions", { model: "qwen2.5-7b", prompt: ["a b", "c"], n: 2, echo: true, max_tokens: 2, stream: true })).text()).split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => JSON.parse(e.slice(6)) as { choices: { index: number; text: string }[] });
+    const texts = events.map((e) => [e.choices[0]!.index, e.choices[0]!.text]);
+    expect(texts).toEqual([[0, "a bt1"], [1, "a bt1"], [2, "ct1"], [3, "ct1"], [0, " t2"], [1, " t2"], [2, " t2"], [3, " t2"]]);
+  });
+
+  // protocol.py: echo_without_generation (echo and max_tokens == 0) sets max_tokens to 1; the
+  // answer's text is the prompt alone, and the token generated is counted, one per output.
+  it("answers echo with max_tokens 0 with the prompt alone and one counted token per output", async () => {
+    const whole = (await (await post("/completions", { model: "qwen2.5-7b", prompt: ["a b", "c"], n: 2, echo: true, max_tokens: 0 })).json()) as { choices: { text: string; finish_reason: string }[]; usage: Record<string, number> };
+    expect(whole.choices.map((c) => [c.text, c.finish_reason])).toEqual([["a b", "length"], ["a b", "length"], ["c", "length"], ["c", "length"]]);
+    expect(whole.usage).toMatchObject({ prompt_tokens: 3, total_tokens: 7, completion_tokens: 4 });
+    const events = (await (await post("/completions", { model: "qwen2.5-7b", prompt: "a b", n: 2, echo: true, max_tokens: 0, stream: true, stream_options: { include_usage: true } })).text()).split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => JSON.parse(e.slice(6)) as { choices: Record<string, unknown>[]; usage: unknown });
+    expect(events.map((e) => e.choices[0] && [e.choices[0].index, e.choices[0].text, e.choices[0].finish_reason])).toEqual([[0, "a b", "length"], [1, "a b", "length"], undefined]);
+    expect(events.at(-1)!.usage).toEqual({ prompt_tokens: 2, total_tokens: 4, completion_tokens: 2 });
+  });
+
+  // vLLM 0.11: suffix is refused (serving_completion.py), max_tokens below 1 and best_of below n
+  // by SamplingParams, best_of above 1 by the V1 engine's processor; all 400 BadRequestError.
+  it("refuses on /v1/completions what vLLM 0.11 refuses, with its messages", async () => {
+    const refusal = async (body: Record<string, unknown>) => {
+      const res = await post("/completions", { model: "qwen2.5-7b", prompt: "x", ...body });
+      return [res.status, await res.json()];
+    };
+    const bad = (message: string) => [400, { error: { message, type: "BadRequestError", param: null, code: 400 } }];
+    expect(await refusal({ suffix: "y" })).toEqual(bad("suffix is not currently supported"));
+    expect(await refusal({ suffix: "y", stream: true })).toEqual(bad("suffix is not currently supported"));
+    expect(await refusal({ max_tokens: 0 })).toEqual(bad("max_tokens must be at least 1, got 0."));
+    expect(await refusal({ max_tokens: 0, echo: false, stream: true })).toEqual(bad("max_tokens must be at least 1, got 0."));
+    expect(await refusal({ n: 1, best_of: 3 })).toEqual(bad("vLLM V1 does not yet support best_of."));
+    expect(await refusal({ n: 2, best_of: 1 })).toEqual(bad("best_of must be greater than or equal to n, got n=2 and best_of=1."));
+    // What vLLM takes: a null suffix, best_of 1 with n 1.
+    expect((await post("/completions", { model: "qwen2.5-7b", prompt: "x", suffix: null, best_of: 1, max_tokens: 1 })).status).toBe(200);
+  });
+
+  // serving_completion.py: with use_beam_search it does not stream; a streamed request gets
+  // fake_stream_generator's one event (the whole CompletionResponse, usage included whatever
+  // stream_options says), then [DONE].
+  it("answers a streamed use_beam_search request with one event holding the whole response, then [DONE]", async () => {
+    for (const so of [{}, { stream_options: { include_usage: false } }, { stream_options: { include_usage: true } }]) {
+      const res = await post("/completions", { model: "qwen2.5-7b", prompt: "a b", n: 2, max_tokens: 3, stream: true, use_beam_search: true, ...so });
+      expect(res.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
+      const events = (await res.text()).split("\n\n");
+      expect(events.slice(1)).toEqual(["data: [DONE]", ""]);
+      expect(events[0]).toMatch(/^data: \{"id":"cmpl-[0-9a-f]{32}","object":"text_completion","created":\d+,"model":"qwen2\.5-7b","choices":\[\{"index":0,"text":"t1 t2 t3","logprobs":null,"finish_reason":"length","stop_reason":null,"prompt_logprobs":null\},\{"index":1,.*\],"service_tier":null,"system_fingerprint":null,"usage":\{"prompt_tokens":2,"total_tokens":8,"completion_tokens":6,"prompt_tokens_details":null\},"kv_transfer_params":null\}$/);
+    }
+  });
+
+  // serving_embedding.py: base64 is the float32 vector's bytes (little-endian on vLLM's hosts).
+  it("answers embeddings with encoding_format base64 as base64 of little-endian float32", async () => {
+    type Answer = { data: { embedding: number[] | string }[] };
+    const floats = (await (await post("/embeddings", { model: "qwen2.5-7b", input: ["a", "b"] })).json()) as Answer;
+    const packed = (await (await post("/embeddings", { model: "qwen2.5-7b", input: ["a", "b"], encoding_format: "base64" })).json()) as Answer;
+    expect(packed.data).toHaveLength(2);
+    for (const [i, item] of packed.data.entries()) {
+      expect(typeof item.embedding).toBe("string");
+      const bytes = Buffer.from(item.embedding as string, "base64");
+      const values = Array.from({ length: bytes.length / 4 }, (_, d) => bytes.readFloatLE(d * 4));
+      expect(values).toEqual((floats.data[i]!.embedding as number[]).map(Math.fround));
+    }
+    const explicit = (await (await post("/embeddings", { model: "qwen2.5-7b", input: "a", encoding_format: "float" })).json()) as Answer;
+    expect(Array.isArray(explicit.data[0]!.embedding)).toBe(true);
+  });
+
   it("controls: failure status, hang with the abort counted, per-token delay", async () => {
     fake.set({ failStatus: 500 });
     const r500 = await post("/chat/completions", { model: "qwen2.5-7b", messages: [] });

@@ -7,7 +7,9 @@ import type { AddressInfo } from "node:net";
  * A test upstream that speaks vLLM's OpenAI dialect (v0.10.1, nested errors) byte for byte where
  * it matters to clients and to metering: compact JSON in pydantic field order, SSE events
  * `data: <json>\n\n` ending with `data: [DONE]`, a usage chunk only when `stream_options` asks
- * for it, continuous usage on request, vLLM's error bodies and its in-stream error event.
+ * for it, continuous usage on request, vLLM's error bodies and its in-stream error event,
+ * completions' echo, the completions parameters vLLM 0.11 refuses, beam search's one-event
+ * "stream", and base64 embeddings.
  * Behaviour is switchable at run time (delay, per-token delay, failure, mid-stream stop, hang),
  * and it counts requests received, completed and aborted by the client.
  */
@@ -211,6 +213,8 @@ export class FakeVllm extends EventEmitter {
     if (route === "embeddings") return this.embeddings(res, request, model);
     if (route === "chat" && !Array.isArray(request.messages)) return vllmError(res, 400, "1 validation error: messages Field required");
     if (route === "completions" && request.prompt === undefined) return vllmError(res, 400, "1 validation error: prompt Field required");
+    const refused = route === "completions" ? completionsRefusal(request) : undefined;
+    if (refused !== undefined) return vllmError(res, 400, refused);
     // As vLLM counts them: a batched prompt (list of strings or of token lists) is one prompt
     // each, prompt tokens summed; every prompt gets `n` outputs, completion tokens summed.
     const prompts: unknown[] = route === "completions" && Array.isArray(request.prompt) && request.prompt.length > 0 && typeof request.prompt[0] !== "number" ? request.prompt : [route === "chat" ? request.messages : request.prompt];
@@ -220,13 +224,23 @@ export class FakeVllm extends EventEmitter {
     // vLLM's reading: chat takes `max_completion_tokens or max_tokens` (Python's `or`: 0 falls
     // through); completions reads only `max_tokens`, 16 when absent.
     const max = (route === "chat" ? request.max_completion_tokens || request.max_tokens : request.max_tokens === undefined ? 16 : request.max_tokens) as number | null | undefined;
-    const tokens = Math.max(0, Math.min(typeof max === "number" ? max : b.defaultTokens, b.defaultTokens));
+    // Completions' `echo` puts each output's prompt text before its generated text. With
+    // max_tokens 0 (echo_without_generation) vLLM generates one token anyway (max_tokens = 1),
+    // answers the prompt alone, and counts that token.
+    const echo = route === "completions" && pydanticBool(request.echo);
+    const echoOnly = echo && request.max_tokens === 0;
+    const echoed = (index: number) => (echo ? promptText(prompts[Math.floor(index / n)]) : "");
+    const sampled = echoOnly ? 1 : max;
+    const tokens = Math.max(0, Math.min(typeof sampled === "number" ? sampled : b.defaultTokens, b.defaultTokens));
     // Continuous usage is per output, as vLLM's: the prompt of the output's own prompt (the whole
     // conversation for chat), the output's own completion tokens so far.
     const promptOf = (index: number) => (route === "chat" ? prompt : promptTokens(prompts[Math.floor(index / n)]));
     // "length" when max_tokens cut the answer, streamed or not (as vLLM says).
-    const finish = typeof max === "number" && tokens >= max ? "length" : "stop";
-    if (request.stream === true) return this.stream(res, route, request, model, prompt, tokens, finish, outputs, promptOf);
+    const finish = typeof sampled === "number" && tokens >= sampled ? "length" : "stop";
+    // vLLM does not stream beam search (nor best_of != n, which its V1 engine refuses anyway): a
+    // streamed request gets the whole response as one event, usage included, then [DONE].
+    const oneEvent = request.stream === true && route === "completions" && pydanticBool(request.use_beam_search);
+    if (request.stream === true && !oneEvent) return this.stream(res, route, request, model, prompt, tokens, finish, outputs, promptOf, echoed, echoOnly);
     for (let i = 0; i < tokens && b.tokenDelayMs > 0; i++) await sleep(b.tokenDelayMs);
     if (res.destroyed) return;
     const usage = this.usage(prompt, tokens * outputs);
@@ -242,16 +256,18 @@ export class FakeVllm extends EventEmitter {
         service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: null }, prompt_logprobs: null, kv_transfer_params: null,
       });
     } else {
-      json(res, 200, {
+      const answer = {
         id, object: "text_completion", created, model,
-        choices: indexes.map((index) => ({ index, text, logprobs: null, finish_reason: finish, stop_reason: null, prompt_logprobs: null })),
+        choices: indexes.map((index) => ({ index, text: echoed(index) + (echoOnly ? "" : text), logprobs: null, finish_reason: finish, stop_reason: null, prompt_logprobs: null })),
         service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: null }, kv_transfer_params: null,
-      });
+      };
+      if (oneEvent) res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "transfer-encoding": "chunked" }).end(`data: ${JSON.stringify(answer)}\n\ndata: [DONE]\n\n`);
+      else json(res, 200, answer);
     }
     this.bump("completed");
   }
 
-  private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number, finish: "length" | "stop", outputs: number, promptOf: (index: number) => number): Promise<void> {
+  private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number, finish: "length" | "stop", outputs: number, promptOf: (index: number) => number, echoed: (index: number) => string, echoOnly: boolean): Promise<void> {
     const b = this.behaviour;
     const opts = (request.stream_options ?? null) as { include_usage?: boolean | null; continuous_usage_stats?: boolean } | null;
     // StreamOptions.include_usage: Optional[bool] = True, tested for truth: absent is yes, null is no.
@@ -290,7 +306,7 @@ export class FakeVllm extends EventEmitter {
       // Several outputs (n, batched prompts): one chunk per output per step, as vLLM interleaves them.
       for (let index = 0; index < outputs; index++) {
         if (route === "chat") send(chunk({ index, delta: { content: text }, logprobs: null, finish_reason: last ? finish : null, ...(last ? { stop_reason: null } : {}) }, k));
-        else send(chunk({ index, text, logprobs: null, finish_reason: last ? finish : null, stop_reason: null }, k));
+        else send(chunk({ index, text: k === 1 ? echoed(index) + (echoOnly ? "" : text) : text, logprobs: null, finish_reason: last ? finish : null, stop_reason: null }, k));
       }
       this.bump("tokensSent");
     }
@@ -303,8 +319,10 @@ export class FakeVllm extends EventEmitter {
   }
 
   private embeddings(res: ServerResponse, request: Record<string, unknown>, model: string): void {
+    const format = request.encoding_format === undefined ? "float" : request.encoding_format;
+    if (format !== "float" && format !== "base64") return vllmError(res, 400, "1 validation error: encoding_format Input should be 'float' or 'base64'");
     // vLLM's chat embeddings: `messages` through the chat template, one embedding.
-    if (request.input === undefined && Array.isArray(request.messages)) return this.embedded(res, model, 1, chatPromptTokens(request, this.behaviour.templateTokens));
+    if (request.input === undefined && Array.isArray(request.messages)) return this.embedded(res, model, 1, chatPromptTokens(request, this.behaviour.templateTokens), format);
     const input = request.input;
     const items: unknown[] = Array.isArray(input) && input.length > 0 && typeof input[0] !== "number" ? input : [input];
     if (input === undefined || !items.every((i) => typeof i === "string" || (Array.isArray(i) && i.every((n) => typeof n === "number")) || typeof i === "number")) {
@@ -312,14 +330,15 @@ export class FakeVllm extends EventEmitter {
     }
     // Each input counted whole, however long: as vLLM with chunked processing counts an input
     // longer than its context (embedded in pieces, every piece's tokens counted).
-    this.embedded(res, model, items.length, items.reduce<number>((s, i) => s + promptTokens(i), 0));
+    this.embedded(res, model, items.length, items.reduce<number>((s, i) => s + promptTokens(i), 0), format);
   }
 
-  private embedded(res: ServerResponse, model: string, count: number, prompt: number): void {
+  private embedded(res: ServerResponse, model: string, count: number, prompt: number, format: "float" | "base64"): void {
     const usage = { prompt_tokens: prompt, total_tokens: prompt, completion_tokens: 0, prompt_tokens_details: null };
+    const vector = (index: number) => Array.from({ length: this.behaviour.embeddingDims }, (_, d) => [0.0123, -0.0456, 0.0789, index / 10][d % 4]! + Math.floor(d / 4) / 1e6);
     json(res, 200, {
       id: `embd-${hex()}`, object: "list", created: Math.floor(Date.now() / 1000), model,
-      data: Array.from({ length: count }, (_, index) => ({ index, object: "embedding", embedding: Array.from({ length: this.behaviour.embeddingDims }, (_, d) => [0.0123, -0.0456, 0.0789, index / 10][d % 4]! + Math.floor(d / 4) / 1e6) })),
+      data: Array.from({ length: count }, (_, index) => ({ index, object: "embedding", embedding: format === "base64" ? float32Base64(vector(index)) : vector(index) })),
       usage,
     });
     this.usages.push({ prompt_tokens: prompt, completion_tokens: 0, total_tokens: prompt });
@@ -411,6 +430,41 @@ const QWEN2_PRETOKENIZE = /(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[
 /** The tokens of `v` printed by a template's `tojson`, at least. */
 export function renderedJsonTokens(v: unknown): number {
   return pythonJson(v).match(QWEN2_PRETOKENIZE)?.length ?? 0;
+}
+
+/**
+ * What vLLM 0.11 refuses on /v1/completions before generating, as 400 BadRequestError, in its
+ * order: `suffix` (serving_completion.py), then SamplingParams' checks (best_of below n,
+ * max_tokens below 1 unless echo_without_generation made it 1), then the V1 engine's processor
+ * (best_of above 1). Beam search builds no SamplingParams.
+ */
+function completionsRefusal(request: Record<string, unknown>): string | undefined {
+  if (request.suffix !== undefined && request.suffix !== null) return "suffix is not currently supported";
+  if (pydanticBool(request.use_beam_search)) return undefined;
+  const n = typeof request.n === "number" ? request.n : 1;
+  const bestOf = request.best_of;
+  if (typeof bestOf === "number" && bestOf !== 0 && bestOf < n) return `best_of must be greater than or equal to n, got n=${n} and best_of=${bestOf}.`;
+  const max = request.max_tokens;
+  if (typeof max === "number" && max < 1 && !(pydanticBool(request.echo) && max === 0)) return `max_tokens must be at least 1, got ${max}.`;
+  if (typeof bestOf === "number" && bestOf > 1) return "vLLM V1 does not yet support best_of.";
+  return undefined;
+}
+
+/** A bool as pydantic's lax mode reads one (true, 1, "true", "yes", "on", …). */
+function pydanticBool(v: unknown): boolean {
+  return v === true || v === 1 || (typeof v === "string" && ["1", "true", "t", "yes", "y", "on"].includes(v.toLowerCase()));
+}
+
+/** A prompt's text as vLLM echoes it, detokenized: the fake's token n reads "n". */
+function promptText(p: unknown): string {
+  return typeof p === "string" ? p : Array.isArray(p) ? p.join(" ") : "";
+}
+
+/** vLLM's base64 embedding: the float32 vector's bytes, little-endian (as on its x86 and ARM hosts). */
+function float32Base64(values: number[]): string {
+  const bytes = Buffer.alloc(values.length * 4);
+  values.forEach((v, i) => bytes.writeFloatLE(v, i * 4));
+  return bytes.toString("base64");
 }
 
 const words = (n: number) => Array.from({ length: n }, (_, i) => `t${i + 1}`).join(" ");
