@@ -136,6 +136,22 @@ describe("multi-output and batched requests are charged their full usage", () =>
     }
   });
 
+  // vLLM does not stream beam search: a streamed request gets one event, the whole response with
+  // its usage (whatever stream_options says), then [DONE]. The charge is that usage's, exactly.
+  it("a streamed use_beam_search completion, answered in one event, is charged that event's usage", async () => {
+    for (const so of [{}, { stream_options: { include_usage: true } }, { stream_options: { include_usage: false } }]) {
+      const { key: k, id } = await h.createKey({ credits: 1000 });
+      const res = await post(k, "/v1/completions", { model: "qwen2.5-7b", prompt: "a b c", max_tokens: 3, n: 2, stream: true, use_beam_search: true, ...so });
+      expect(res.status).toBe(200);
+      const text = await res.text();
+      expect(text, JSON.stringify(so)).toContain('"text":"t1 t2 t3"');
+      expect(text.endsWith("data: [DONE]\n\n")).toBe(true);
+      await h.waitForRequestLog((e) => e.keyId === id);
+      const charged = (1000 * 1_000_000 - (await h.store.getKey(id))!.balance) / 1_000_000;
+      expect(charged, JSON.stringify(so)).toBeCloseTo(price(3, 2 * 3), 6);
+    }
+  });
+
   it("n must be an integer from 1 to 128", async () => {
     for (const n of [0, 129, 1e12, 2.5]) {
       const res = await post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], n });
