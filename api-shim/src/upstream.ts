@@ -7,7 +7,7 @@ import { dispatch } from "./upstream-body.ts";
 import type { AnswerLease } from "./answer-memory.ts";
 
 /**
- * The seam to the OpenAI-compatible upstream (LiteLLM or vLLM). It owns the connection pool,
+ * The seam to the OpenAI-compatible upstream (LiteLLM or vLLM). It owns the connection pools,
  * the upstream's credentials (never the client's key), the timeouts, and the mapping of
  * transport failures and upstream statuses onto our error table.
  */
@@ -26,6 +26,11 @@ export interface UpstreamRequest {
   requestId?: string;
   /** Called when the request is handed to a connection (not if it is dropped before). */
   onSent?: () => void;
+  /**
+   * A short request the shim makes for itself or answers at once (the model list, /ready's
+   * probe): sent on a few connections of its own, so it never waits behind generations.
+   */
+  control?: boolean;
 }
 
 export interface Upstream {
@@ -40,14 +45,22 @@ export interface UpstreamOptions {
   headersTimeoutMs: number;
   /** Longest gap allowed between body chunks (between SSE events when streaming). */
   idleTimeoutMs: number;
+  /** Connections for inference (default 256). */
   connections?: number;
 }
+
+/**
+ * Connections for control requests (UpstreamRequest.control). They once shared the inference
+ * pool: with 256 generations in flight, /ready's probe queued behind them until its 4 s ran out
+ * and reported the upstream unreachable, and GET /v1/models waited for a generation to end.
+ * A model list takes milliseconds, so a few connections serve them all.
+ */
+export const CONTROL_CONNECTIONS = 4;
 
 export function createUpstream(options: UpstreamOptions): Upstream {
   const base = new URL(options.url);
   const prefix = base.pathname.replace(/\/+$/, "");
-  const pool = new Pool(base.origin, {
-    connections: options.connections ?? 256,
+  const poolOptions: Pool.Options = {
     pipelining: 1,
     // Below the upstream's own idle limit (vLLM's and LiteLLM's uvicorn: 5 s), so the shim closes
     // an idle connection first: otherwise a request can go out on a connection the upstream is
@@ -56,7 +69,10 @@ export function createUpstream(options: UpstreamOptions): Upstream {
     headersTimeout: 0, // kept by dispatch() instead, on time (upstream-body.ts)
     bodyTimeout: options.idleTimeoutMs,
     connect: { timeout: Math.min(options.headersTimeoutMs, 10_000) },
-  });
+  };
+  const pool = new Pool(base.origin, { ...poolOptions, connections: options.connections ?? 256 });
+  const control = new Pool(base.origin, { ...poolOptions, connections: CONTROL_CONNECTIONS });
+  const pools = [pool, control];
   const auth = options.apiKey ? `Bearer ${options.apiKey}` : undefined;
 
   return {
@@ -65,16 +81,16 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       if (auth) headers.authorization = auth;
       if (req.body !== undefined) headers["content-type"] = "application/json";
       if (req.requestId) headers["x-request-id"] = req.requestId;
-      return dispatch(pool, { method: req.method, path: prefix + req.path, headers, body: req.body ?? null }, req.signal, options.headersTimeoutMs, req.onSent);
+      return dispatch(req.control ? control : pool, { method: req.method, path: prefix + req.path, headers, body: req.body ?? null }, req.signal, options.headersTimeoutMs, req.onSent);
     },
     // Requests the drain does not own (the model list, /ready's probe) may wait on a silent
     // upstream for its whole timeout (605 s in the Compose file), far past the stop grace
     // period: they get a second, then are cut.
     close: async () => {
       let timer: NodeJS.Timeout | undefined;
-      const closed = await Promise.race([pool.close().then(() => true), new Promise<false>((r) => (timer = setTimeout(r, CLOSE_WAIT_MS, false)))]);
+      const closed = await Promise.race([Promise.all(pools.map((p) => p.close())).then(() => true), new Promise<false>((r) => (timer = setTimeout(r, CLOSE_WAIT_MS, false)))]);
       clearTimeout(timer);
-      if (!closed) await pool.destroy();
+      if (!closed) await Promise.all(pools.map((p) => p.destroy()));
     },
   };
 }

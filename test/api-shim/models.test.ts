@@ -205,3 +205,34 @@ describe("?batch= on the free read routes (a client that sends it with every req
     }
   });
 });
+
+/**
+ * The model list is a short request: it must not queue behind the generations that fill the
+ * upstream pool (256 connections), else a client listing models at peak load waits for a
+ * generation to end (or for the upstream timeout) before its answer.
+ */
+describe("GET /v1/models while the upstream pool is busy with long generations", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim({ env: { SHIM_UPSTREAM_TIMEOUT_MS: "60000" } });
+  });
+  afterAll(() => h.close(), 60_000);
+
+  it("answers at once", async () => {
+    const { key } = await h.createKey({ credits: 100000 });
+    h.fake.set({ hang: true });
+    const ac = new AbortController();
+    const pending = Array.from({ length: 260 }, () =>
+      fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 4 }) }).catch(() => undefined));
+    try {
+      await h.fake.until((c) => c.received >= 256, 20_000);
+      const res = await fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` }, signal: AbortSignal.timeout(5_000) });
+      expect(res.status).toBe(200);
+      expect(((await res.json()) as { data: { id: string }[] }).data.map((m) => m.id)).toContain("qwen2.5-7b");
+    } finally {
+      ac.abort();
+      await Promise.all(pending);
+      h.fake.reset();
+    }
+  }, 60_000);
+});

@@ -93,3 +93,39 @@ describe("/ready's hint in the log", () => {
     expect(hint).toHaveProperty("reqId", reqId);
   });
 });
+
+/**
+ * /ready's probe of the upstream's model list once went through the 256-connection pool the
+ * inference requests use. With 256 generations in flight (long streams, or non-streamed answers
+ * vLLM has not finished) it queued behind them until its 4 s ran out, and /ready answered 503
+ * `upstream: "unreachable"` (logging UND_ERR_ABORTED) while the upstream answered /models at once.
+ * It has its own few connections now (upstream.ts, CONTROL_CONNECTIONS).
+ */
+describe("/ready while the upstream pool is busy with long generations", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim({ env: { SHIM_UPSTREAM_TIMEOUT_MS: "60000" } });
+  });
+  afterAll(() => h.close(), 60_000);
+
+  it("stays ready: the upstream itself answers /models at once", async () => {
+    const { key } = await h.createKey({ credits: 100000 });
+    h.fake.set({ hang: true }); // generations still running: vLLM sends a non-streamed answer's headers at its end
+    const ac = new AbortController();
+    const pending = Array.from({ length: 260 }, () =>
+      fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 4 }) }).catch(() => undefined));
+    try {
+      await h.fake.until((c) => c.received >= 256, 20_000);
+      // The upstream answers its model list directly, at once:
+      const direct = await fetch(`${h.fake.url}/models`, { headers: { authorization: "Bearer upstream-secret" } });
+      expect(direct.status).toBe(200);
+      const res = await fetch(`${h.url}/ready`);
+      const body = await res.json();
+      expect({ status: res.status, body }).toEqual({ status: 200, body: { status: "ready", store: "ok", upstream: "ok" } });
+    } finally {
+      ac.abort();
+      await Promise.all(pending);
+      h.fake.reset();
+    }
+  }, 60_000);
+});

@@ -42,6 +42,33 @@ describe("upstream seam", () => {
     fake.reset();
   });
 
+  it("a control request (the model list, /ready's probe) does not wait behind inference holding every connection", async () => {
+    fake.set({ hang: true });
+    const received = fake.counters.received;
+    const ac = new AbortController();
+    const first = upstream.request({ method: "POST", path: "/chat/completions", body: CHAT, signal: ac.signal });
+    await fake.until((c) => c.received === received + 1); // the only inference connection is busy now
+    try {
+      const res = await upstream.request({ method: "GET", path: "/models", control: true, signal: AbortSignal.timeout(2_000) });
+      expect(res.status).toBe(200);
+      expect(await res.body.text()).toContain("qwen2.5-7b");
+    } finally {
+      ac.abort("done");
+      await first.catch(() => undefined);
+      fake.reset();
+    }
+  });
+
+  it("close() closes the control connections too", async () => {
+    const own = createUpstream({ url: fake.url, apiKey: null, headersTimeoutMs: 5_000, idleTimeoutMs: 5_000 });
+    const res = await own.request({ method: "GET", path: "/models", control: true });
+    await res.body.text();
+    const closed = fake.counters.closedByClient;
+    await own.close();
+    await fake.until((c) => c.closedByClient > closed, 1_000);
+    await expect(own.request({ method: "GET", path: "/models", control: true })).rejects.toThrow();
+  });
+
   it("an idle connection is closed by the shim before the upstream's 5 s keep-alive runs out", async () => {
     // Were it the other way round, a request sent on a connection the upstream is closing at that
     // moment fails (undici retries no POST): a 502 now and then after a quiet spell.

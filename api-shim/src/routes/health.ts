@@ -68,7 +68,7 @@ async function probeReadyUrl(url: string, timeoutMs: number): Promise<Probe> {
 
 async function probeModels(ctx: ShimContext, timeoutMs: number): Promise<Probe> {
   try {
-    const res = await ctx.upstream.request({ method: "GET", path: "/models", signal: AbortSignal.timeout(timeoutMs) });
+    const res = await ctx.upstream.request({ method: "GET", path: "/models", control: true, signal: AbortSignal.timeout(timeoutMs) });
     const { text } = await readLimited(res.body, MODEL_LIST_LIMIT);
     // A 404 for the model list: the upstream URL most likely lacks its /v1.
     if (res.status === 404) return { ok: false, detail: "status 404", hint: "the upstream answered 404 for <SHIM_UPSTREAM_URL>/models: SHIM_UPSTREAM_URL should be its base URL including /v1" };

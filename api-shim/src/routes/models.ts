@@ -59,7 +59,7 @@ async function keyModels(ctx: ShimContext, request: FastifyRequest): Promise<{ b
   // A shutdown's drain that ends before the upstream answers: 503, so the client retries elsewhere.
   const signal = request.drainCut ? AbortSignal.any([deadline, request.drainCut]) : deadline;
   try {
-    res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, signal });
+    res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, control: true, signal });
     text = (await readLimited(res.body, MODEL_LIST_LIMIT)).text;
   } catch (e) {
     if (request.drainCut?.aborted) throw shuttingDown();
