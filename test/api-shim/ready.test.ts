@@ -61,6 +61,10 @@ describe("/ready answers within the 5 s its callers wait", () => {
       const res = await fetch(`${h.url}/ready`);
       expect(res.status).toBe(503);
       expect(performance.now() - started).toBeLessThan(5000);
+      // Our own deadline ran out: said as such, not as a model server that cannot be reached.
+      expect(await res.json()).toEqual({ status: "not_ready", store: "ok", upstream: "model server: timed out" });
+      await expect.poll(() => h.logs.some((l) => l.includes("readiness probe: SHIM_READY_URL timed out after 4000 ms"))).toBe(true);
+      expect(h.logs.some((l) => l.includes("unreachable"))).toBe(false);
       // Shutting down: said at once, without waiting on the upstream.
       await h.app.shim.inflight.drain(0);
       const draining = await fetch(`${h.url}/ready`, { signal: AbortSignal.timeout(1000) });
@@ -68,6 +72,25 @@ describe("/ready answers within the 5 s its callers wait", () => {
       expect(await draining.json()).toEqual({ status: "not_ready", draining: true });
     } finally {
       h.fake.reset();
+      hung.closeAllConnections();
+      await new Promise((resolve) => hung.close(resolve));
+      await h.close();
+    }
+  });
+});
+
+describe("/ready when the upstream's model list does not answer within 4 s", () => {
+  it("says it timed out, not that the upstream is unreachable", async () => {
+    const hung = createServer(() => {}); // accepts, never answers
+    await new Promise<void>((resolve) => hung.listen(0, "127.0.0.1", resolve));
+    const { port } = hung.address() as AddressInfo;
+    const h = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1`, SHIM_UPSTREAM_TIMEOUT_MS: "60000" } });
+    try {
+      const res = await fetch(`${h.url}/ready`);
+      expect({ status: res.status, body: await res.json() }).toEqual({ status: 503, body: { status: "not_ready", store: "ok", upstream: "timed out" } });
+      await expect.poll(() => h.logs.some((l) => l.includes("readiness probe: <SHIM_UPSTREAM_URL>/models timed out after 4000 ms"))).toBe(true);
+      expect(h.logs.some((l) => l.includes("unreachable"))).toBe(false);
+    } finally {
       hung.closeAllConnections();
       await new Promise((resolve) => hung.close(resolve));
       await h.close();

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { PUBLIC_ROUTE, type ShimContext } from "../context.ts";
 import { within } from "../promises.ts";
-import { readLimited, transportCause } from "../upstream.ts";
+import { readLimited, transportCause, transportError } from "../upstream.ts";
 import { MODEL_LIST_LIMIT, parseModelList } from "./models.ts";
 
 /** How long an upstream readiness probe result is reused: /ready may be polled often. */
@@ -57,18 +57,21 @@ async function probeUpstream(ctx: ShimContext): Promise<Probe> {
 }
 
 async function probeReadyUrl(url: string, timeoutMs: number): Promise<Probe> {
+  const signal = AbortSignal.timeout(timeoutMs);
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    const res = await fetch(url, { signal });
     await res.body?.cancel();
     return res.ok ? { ok: true, detail: "ok" } : { ok: false, detail: `model server: status ${res.status}` };
   } catch (e) {
+    if (signal.aborted) return { ok: false, detail: "model server: timed out", hint: `readiness probe: SHIM_READY_URL timed out after ${timeoutMs} ms` };
     return { ok: false, detail: "model server: unreachable", hint: `readiness probe: SHIM_READY_URL unreachable (${transportCause(e)})` };
   }
 }
 
 async function probeModels(ctx: ShimContext, timeoutMs: number): Promise<Probe> {
+  const signal = AbortSignal.timeout(timeoutMs);
   try {
-    const res = await ctx.upstream.request({ method: "GET", path: "/models", control: true, signal: AbortSignal.timeout(timeoutMs) });
+    const res = await ctx.upstream.request({ method: "GET", path: "/models", control: true, signal });
     const { text } = await readLimited(res.body, MODEL_LIST_LIMIT);
     // A 404 for the model list: the upstream URL most likely lacks its /v1.
     if (res.status === 404) return { ok: false, detail: "status 404", hint: "the upstream answered 404 for <SHIM_UPSTREAM_URL>/models: SHIM_UPSTREAM_URL should be its base URL including /v1" };
@@ -79,6 +82,11 @@ async function probeModels(ctx: ShimContext, timeoutMs: number): Promise<Probe> 
     const missing = ctx.config.models ? [...ctx.config.models.keys()].filter((m) => !ids.has(m)) : [];
     return missing.length === 0 ? { ok: true, detail: "ok" } : { ok: false, detail: `models not served yet: ${missing.join(", ")}` };
   } catch (e) {
+    // A deadline that ran out (the probe's own, or the upstream's timeouts) is no sign that the
+    // upstream cannot be reached: "unreachable (UND_ERR_ABORTED)" sent operators looking at a
+    // LiteLLM that was up, only slow or busy.
+    if (signal.aborted) return { ok: false, detail: "timed out", hint: `readiness probe: <SHIM_UPSTREAM_URL>/models timed out after ${timeoutMs} ms` };
+    if (transportError(e).code === "upstream_timeout") return { ok: false, detail: "timed out", hint: `readiness probe: <SHIM_UPSTREAM_URL>/models timed out (${transportCause(e)})` };
     return { ok: false, detail: "unreachable", hint: `readiness probe: <SHIM_UPSTREAM_URL>/models unreachable (${transportCause(e)})` };
   }
 }
