@@ -1,7 +1,8 @@
 import { parse as parseYaml } from "yaml";
 import type { BootstrapKey, ModelConfig, ModelPrice, Pricing, ShimConfig, TierLimits } from "./config.ts";
-import { isKeyId } from "./keys.ts";
+import { isKeyId, KEY_PREFIX } from "./keys.ts";
 import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money.ts";
+import { redactKeys } from "./redaction.ts";
 import { isKeyName, isModelName } from "./text.ts";
 
 /** SHIM_CONFIG's file (pricing, tiers, models, bootstrap keys), read for parseShimConfig (config.ts), with the defaults it starts from. */
@@ -21,6 +22,23 @@ const KEY_HASH = /^sha256:[0-9a-f]{64}$/;
 const MAX_MEDIA_PART_TOKENS = 1_048_576;
 export const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
 
+/** How SHIM_CONFIG takes a bootstrap key: as its hash, never itself. */
+const AS_HASH = `sha256: and the 64 lowercase hex digits of the key's SHA-256 (printf %s "$KEY" | sha256sum)`;
+
+/**
+ * A setting's problem, as parseShimConfig reports every one: `<where>: <value> is not valid;
+ * expected <allowed>`. The problems go to stderr (docker compose logs), and a bootstrap key pasted
+ * into the wrong field (an id, a list item, bootstrapKeys itself, a mapping key) would be repeated
+ * there: a value holding `sk-gs-` anywhere is called a key and never shown, and one in the path
+ * (a mapping key) is hidden. This is the one place that guards SHIM_CONFIG's messages for it.
+ */
+export function problem(where: string, value: unknown, allowed: string): string {
+  const at = redactKeys(where);
+  if (!show(value).includes(KEY_PREFIX)) return `${at}: ${show(value)} is not valid; expected ${allowed}`;
+  // The hash field's own expectation is already the hint.
+  return `${at}: is a key (not repeated); expected ${allowed}, not a key${allowed === AS_HASH ? "" : `; SHIM_CONFIG takes a bootstrap key only as its hash, in bootstrapKeys[].hash: ${AS_HASH}`}`;
+}
+
 type FileConfig = Pick<ShimConfig, "pricing" | "tiers" | "unauthenticatedRpm" | "defaultTier" | "models" | "bootstrapKeys">;
 type Bad = (where: string, value: unknown, allowed: string) => void;
 
@@ -30,7 +48,8 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
     try {
       doc = parseYaml(readFile(path)) ?? {};
     } catch (e) {
-      problems.push(`SHIM_CONFIG: cannot read or parse ${show(path)}: ${(e as Error).message.split("\n")[0]}`);
+      // The parser's first line may quote an alias or a tag: a key pasted as one is hidden.
+      problems.push(`SHIM_CONFIG: cannot read or parse ${show(path)}: ${redactKeys((e as Error).message.split("\n")[0]!)}`);
     }
   }
   const at = (k: string) => `SHIM_CONFIG ${k}`;
@@ -174,14 +193,12 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
 }
 
 /**
- * A bootstrap key's hash that is not one, as a problem that never repeats it: the problems go to
- * stderr (docker compose logs), and what was written may be the key itself, alone or after
- * `sha256:`, which is then said.
+ * A bootstrap key's hash that is not one, as a problem that never repeats it: what was written may
+ * be the key's secret without its prefix, or a hash mistyped. One holding `sk-gs-` (alone or after
+ * `sha256:`) is called a key, as problem() calls one anywhere.
  */
 function notAHash(where: string, value: unknown): string {
-  if (typeof value === "string" && value.includes("sk-gs-")) {
-    return `${where}: is the key itself (not repeated); expected sha256: and the 64 lowercase hex digits of the key's SHA-256 (printf %s "$KEY" | sha256sum), not the key`;
-  }
+  if (show(value).includes(KEY_PREFIX)) return problem(where, value, AS_HASH);
   const what = value === undefined || value === null ? "missing" : typeof value === "string" ? `a string of ${value.length} characters` : `a ${Array.isArray(value) ? "list" : typeof value === "object" ? "mapping" : typeof value}`;
   return `${where}: is not valid (${what}, not repeated); expected sha256:<64 lowercase hex digits> of the full key`;
 }

@@ -1,5 +1,5 @@
 import { coversEveryAddress, isCidr } from "./client-address.ts";
-import { parseFileConfig, show } from "./config-file.ts";
+import { parseFileConfig, problem, show } from "./config-file.ts";
 import { parseDatabaseUrl } from "./store/database-url.ts";
 
 /**
@@ -142,8 +142,7 @@ const PLACEHOLDER = /^(sk-)?<[^<>]*>$/;
 
 export function parseShimConfig(env: Env, readFile: (path: string) => string): ShimConfig {
   const problems: string[] = [];
-  const bad = (where: string, value: unknown, allowed: string) =>
-    problems.push(`${where}: ${show(value)} is not valid; expected ${allowed}`);
+  const bad = (where: string, value: unknown, allowed: string) => problems.push(problem(where, value, allowed));
 
   const int = (name: string, def: number, min: number, max: number): number => {
     const raw = env[name];

@@ -171,7 +171,7 @@ extra: 1
     const withHash = (hash: string) => `bootstrapKeys:\n  - id: Q1bQtLn2OM1o\n    hash: "${hash}"\n    credits: 10\n`;
     for (const hash of [key, `sha256:${key}`, ` ${key}`]) {
       expect(problems({}, withHash(hash)), hash).toEqual([
-        "SHIM_CONFIG bootstrapKeys[0].hash: is the key itself (not repeated); expected sha256: and the 64 lowercase hex digits of the key's SHA-256 (printf %s \"$KEY\" | sha256sum), not the key",
+        "SHIM_CONFIG bootstrapKeys[0].hash: is a key (not repeated); expected sha256: and the 64 lowercase hex digits of the key's SHA-256 (printf %s \"$KEY\" | sha256sum), not a key",
       ]);
     }
     for (const hash of ["sha256:not-hex-h2qlwFR5YnMf3dlH8FQpTH2ptAoL1ShV", HASH.toUpperCase()]) {
@@ -180,6 +180,32 @@ extra: 1
       expect(found[0]).not.toContain(hash.slice(10));
     }
     expect(problems({}, "bootstrapKeys:\n  - { id: Q1bQtLn2OM1o, hash: 12 }\n")).toEqual([expect.stringMatching(/^SHIM_CONFIG bootstrapKeys\[0\]\.hash: is not valid \(a number, not repeated\)/)]);
+  });
+
+  // Found by review: only the hash field was covered; a key in any other field, or as a list item,
+  // was repeated whole by the common "<value> is not valid" message.
+  it("a bootstrap key written anywhere else in SHIM_CONFIG is never repeated, and is called a key", () => {
+    const key = "sk-gs-Q1bQtLn2OM1o_h2qlwFR5YnMf3dlH8FQpTH2ptAoL1ShV";
+    const hint = `SHIM_CONFIG takes a bootstrap key only as its hash, in bootstrapKeys[].hash: sha256: and the 64 lowercase hex digits of the key's SHA-256 (printf %s "$KEY" | sha256sum)`;
+    const cases: [string, string, string][] = [
+      [`bootstrapKeys:\n  - id: ${key}\n    hash: "${HASH}"\n    credits: 10\n`, "SHIM_CONFIG bootstrapKeys[0].id", "12 letters or digits (the id part of sk-gs-<id>_<secret>)"],
+      [`bootstrapKeys:\n  - ${key}\n`, "SHIM_CONFIG bootstrapKeys[0]", "a mapping"],
+      [`bootstrapKeys: ${key}\n`, "SHIM_CONFIG bootstrapKeys", "a list of { id, name, hash, credits, tier, models? }"],
+      [`bootstrapKeys: { key: ${key} }\n`, "SHIM_CONFIG bootstrapKeys", "a list of { id, name, hash, credits, tier, models? }"],
+      [`defaultTier: ${key}\n`, "SHIM_CONFIG defaultTier", "one of the tiers: free | developer | pro | enterprise"],
+    ];
+    for (const [yaml, where, allowed] of cases) {
+      const found = problems({}, yaml);
+      expect(found, yaml).toContain(`${where}: is a key (not repeated); expected ${allowed}, not a key; ${hint}`);
+      expect(found.join("\n"), yaml).not.toContain(key.slice(6));
+    }
+    // A key as a mapping key is in the path the problem names: that part is hidden.
+    for (const yaml of [`${key}: 1\n`, `bootstrapKeys:\n  - { ${key}: 1 }\n`, `models: [{ name: m }]\npricing: { models: { ${key}: { promptPer1k: 1 } } }\n`, `x: *${key}\n`]) {
+      const found = problems({}, yaml);
+      expect(found.length, yaml).toBeGreaterThan(0);
+      expect(found.join("\n"), yaml).not.toContain(key.slice(6));
+    }
+    expect(problems({}, `${key}: 1\n`)).toEqual([expect.stringMatching(/^SHIM_CONFIG sk-gs-\[redacted\]: is a key \(not repeated\); expected one of the keys pricing, /)]);
   });
 
   it("bootstrap key names, allow-lists and model names are held to the admin API's rules: a NUL would fail the Postgres store at every start", () => {
