@@ -2,7 +2,7 @@
 import { Secret } from "../secret.ts";
 import type { Problems } from "./checks.ts";
 import { ENV_VALUE_CHARACTERS, fitsEnvFile } from "./env-value.ts";
-import { isSecretSetting, setSecretCommand, shadowedSettings } from "./settings.ts";
+import { isSecretSetting, secretVariable, setSecretCommand, shadowedSettings } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
 
 export interface ValidationContext {
@@ -18,13 +18,28 @@ export interface ValidationContext {
 /** A secret setting; refused when the stack file holds it in plaintext (see ValidationContext). */
 export function checkSecret(p: Problems, key: string, value: unknown, context: ValidationContext): Secret | undefined {
   if (context.fileConfig) refusePlaintext(p, key, settingAt(context.fileConfig, key), context);
-  if (value === undefined || value === null || value === "") return undefined;
+  if (value === undefined || value === null) return undefined;
   const secret = value instanceof Secret ? value : typeof value === "string" ? Secret.of(value) : undefined;
   if (!secret) return p.add(key, "[secret]", `must be a string; set it with \`${setSecretCommand(key)}\``, true);
+  // Not "no secret": it is what the stdin hint stores when the variable was set without export,
+  // and an hfToken taken as none fails a gated model's download on a host that already bills.
+  if (secret.readable && secret.reveal() === "") return p.add(key, "", emptySecretMessage(key), true);
   // It goes to the host's .env: refused here, naming the setting, not by the render of .env after
   // the GPU host exists, naming a variable. (An encrypted one is checked when pulumi up reads it.)
   if (secret.readable && !fitsEnvFile(secret.reveal())) p.add(key, "[secret]", `has characters the host's .env cannot carry (a space, quote, $ or #, a line break…); it may hold only ${ENV_VALUE_CHARACTERS}`, true);
   return secret;
+}
+
+/** Why secret setting `key` is empty, and what to do: export its variable and set it again, or remove it. */
+function emptySecretMessage(key: string): string {
+  const env = secretVariable(key);
+  // A provider's key is required: what can go is the provider (`providers[0]`).
+  const item = /^providers\[\d+\]/.exec(key)?.[0];
+  const remove = item === undefined
+    ? `if no token is wanted, remove it: \`pulumi config rm '${CONFIG_NAMESPACE}:${key}'\``
+    : `if the provider is not wanted, remove it: \`pulumi config rm --path '${CONFIG_NAMESPACE}:${item}'\``;
+  return `is set but empty, which is what \`${setSecretCommand(key)}\` stores when ${env} was set without \`export\` (printenv sees only exported variables): ` +
+    `was it exported? \`export ${env}=…\`, then set it again; ${remove}`;
 }
 
 /**

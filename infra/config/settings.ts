@@ -44,8 +44,12 @@ export function isSecretSetting(key: string): boolean {
  * and stdin is not a terminal (at a terminal it prompts).
  */
 export function setSecretCommand(path: string, stack?: string): string {
-  const env = path === "hfToken" ? "HF_TOKEN" : "PROVIDER_API_KEY";
-  return `printenv ${env} | pulumi config set --secret --path '${CONFIG_NAMESPACE}:${path}'${stack === undefined ? "" : ` --stack ${stack}`}`;
+  return `printenv ${secretVariable(path)} | pulumi config set --secret --path '${CONFIG_NAMESPACE}:${path}'${stack === undefined ? "" : ` --stack ${stack}`}`;
+}
+
+/** The environment variable setSecretCommand pipes secret setting `path` from. */
+export function secretVariable(path: string): string {
+  return path === "hfToken" ? "HF_TOKEN" : "PROVIDER_API_KEY";
 }
 
 /**

@@ -277,7 +277,8 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
       p.add(`${at}.name`, name, "is already the name of another model; names must be unique");
     }
     const apiKey = secret(`${at}.apiKey`, v.apiKey);
-    if (v.apiKey === undefined || v.apiKey === null || v.apiKey === "") p.add(`${at}.apiKey`, v.apiKey, `is required: ${setSecretCommand(`${at}.apiKey`)}`);
+    // "" is not missing: checkSecret refused it as empty.
+    if (v.apiKey === undefined || v.apiKey === null) p.add(`${at}.apiKey`, v.apiKey, `is required: ${setSecretCommand(`${at}.apiKey`)}`);
     const maxOutputTokens = p.number(`${at}.maxOutputTokens`, v.maxOutputTokens, { min: 1, max: MAX_CONTEXT_TOKENS, integer: true });
     const maxModelLen = p.number(`${at}.maxModelLen`, v.maxModelLen, { min: MIN_CONTEXT_TOKENS, max: MAX_CONTEXT_TOKENS, integer: true });
     const mediaPartTokens = p.number(`${at}.mediaPartTokens`, v.mediaPartTokens, MEDIA_PART_TOKENS_RANGE);

@@ -326,6 +326,27 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     expect(ok({ ...base, hfToken: Secret.encrypted() }).hfToken?.readable).toBe(false);
   });
 
+  // Found by review: `HF_TOKEN=hf_…` typed without export leaves printenv nothing to pipe, pulumi
+  // stores "" (and exits 0), and the empty token was taken as none: a gated model then failed on
+  // a GPU host that bills.
+  it("refuses a secret set but empty, asking whether its variable was exported, and how to remove it", () => {
+    const hf = "gpu-sandbox:hfToken = \"\": is set but empty, which is what `printenv HF_TOKEN | pulumi config set --secret --path 'gpu-sandbox:hfToken'` stores when HF_TOKEN was set without `export` " +
+      "(printenv sees only exported variables): was it exported? `export HF_TOKEN=…`, then set it again; if no token is wanted, remove it: `pulumi config rm 'gpu-sandbox:hfToken'`";
+    const provider = "gpu-sandbox:providers[0].apiKey = \"\": is set but empty, which is what `printenv PROVIDER_API_KEY | pulumi config set --secret --path 'gpu-sandbox:providers[0].apiKey'` stores when PROVIDER_API_KEY was set without `export` " +
+      "(printenv sees only exported variables): was it exported? `export PROVIDER_API_KEY=…`, then set it again; if the provider is not wanted, remove it: `pulumi config rm --path 'gpu-sandbox:providers[0]'`";
+    expect(problems({ ...base, model: { id: "meta-llama/Llama-3.1-8B-Instruct" }, hfToken: "" })).toEqual([hf]);
+    expect(problems({ ...base, hfToken: Secret.of("") })).toEqual([hf]);
+    // One problem for the provider: not also "is required".
+    expect(problems({ ...base, providers: [{ name: "g", model: "groq/x", apiKey: "" }] })).toEqual([provider]);
+    expect(problems({ ...base, providers: [{ name: "g", model: "groq/x", apiKey: Secret.of("") }] })).toEqual([provider]);
+    // Written so in the stack file (plaintext, but empty): the same problem, not also "in plaintext".
+    const inFile = validateConfig({ ...base, hfToken: "" }, { stack: "acme", fileConfig: { ...base, hfToken: "" } });
+    expect(inFile.ok ? [] : inFile.problems.map((p) => formatProblem(p, "gpu-sandbox"))).toEqual([hf]);
+    // Left out or null, it is no token, as before.
+    expect(ok({ ...base, hfToken: null }).hfToken).toBeUndefined();
+    expect(ok({ ...base }).hfToken).toBeUndefined();
+  });
+
   it("gives a secret that is not a string the --path command that sets it (without --path, pulumi makes a setting named 'providers[0].apiKey')", () => {
     const got = problems({ ...base, hfToken: ["hf_x"], providers: [{ name: "g", model: "groq/x", apiKey: { nested: "gsk_x" } }] });
     expect(got).toEqual([
