@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parse } from "yaml";
-import { SHADOWED_SETTINGS } from "./config/settings.ts";
+import { isMap, isScalar, isSeq, parse, parseDocument } from "yaml";
+import { NUMBERS_AS_WRITTEN, SHADOWED_SETTINGS } from "./config/settings.ts";
 import { CONFIG_NAMESPACE } from "./config/types.ts";
 import { Secret } from "./secret.ts";
 
@@ -72,7 +72,34 @@ export function parseStackConfig(text: string, source = "stack file"): Record<st
   }
   // Only when there is one, so that a file without any reads as plain settings (and compares so).
   if (Object.keys(shadowed).length > 0) Object.assign(raw, { [SHADOWED_SETTINGS]: shadowed });
+  const written = numbersAsWritten(text);
+  if (written.size > 0) Object.assign(raw, { [NUMBERS_AS_WRITTEN]: written });
   return raw;
+}
+
+/**
+ * The text of each number under `config:` that is not written as its own digits (see
+ * NUMBERS_AS_WRITTEN), by config path without the namespace; a bare key's under its name, unless
+ * its `gpu-sandbox:` twin (the one read) is there. `text` has parsed already.
+ */
+function numbersAsWritten(text: string): Map<string, string> {
+  const found = new Map<string, string>();
+  const walk = (node: unknown, path: string): void => {
+    if (isScalar(node)) {
+      if (typeof node.value === "number" && node.source !== undefined && node.source !== String(node.value)) found.set(path, node.source);
+    } else if (isSeq(node)) node.items.forEach((item, i) => walk(item, `${path}[${i}]`));
+    else if (isMap(node)) for (const pair of node.items) walk(pair.value, `${path}.${String(isScalar(pair.key) ? pair.key.value : pair.key)}`);
+  };
+  const config = parseDocument(text).get("config", true);
+  if (!isMap(config)) return found;
+  const prefix = `${CONFIG_NAMESPACE}:`;
+  const keys = new Set(config.items.map((pair) => String(isScalar(pair.key) ? pair.key.value : pair.key)));
+  for (const pair of config.items) {
+    const key = String(isScalar(pair.key) ? pair.key.value : pair.key);
+    if (key.startsWith(prefix)) walk(pair.value, key.slice(prefix.length));
+    else if (!key.includes(":") && !keys.has(`${prefix}${key}`)) walk(pair.value, key);
+  }
+  return found;
 }
 
 /**

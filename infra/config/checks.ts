@@ -48,6 +48,25 @@ export class Problems {
     return n;
   }
 
+  /**
+   * A number where a string goes (a vLLM argument, a tag), as its digits: what `- 64` unquoted, or
+   * `pulumi config set --path … 64`, stores. Only a safe integer written as its own digits: a YAML
+   * reader turns 1.10 into 1.1, 1e3 into 1000, 0x1F into 31 and digits past 2^53 into others, and
+   * a leading 0 is octal to Pulumi's (Go yaml.v2: 0123456 is 42798) but not to the yaml package's,
+   * so String(n) would pass on something else. `written`: the stack file's text for it, when known
+   * (numberAsWritten); it is the only way to see a leading 0, since the number no longer shows it.
+   * Undefined, after recording a problem, when the value must be quoted instead.
+   */
+  digits(key: string, n: number, written: string | undefined): string | undefined {
+    if (written !== undefined && written !== String(n)) {
+      return this.add(key, n, `was written ${written}, which YAML reads as a number, not as those characters (a leading 0 is octal to Pulumi: 0123456 is 42798); quote it: "${written}"`);
+    }
+    if (!Number.isSafeInteger(n)) {
+      return this.add(key, n, `is a number, which is not kept as written (1.10 is read as 1.1, 1e3 as 1000, digits past 2^53 change); quote it: "${String(n)}"`);
+    }
+    return String(n);
+  }
+
   /** An amount of credits: ≥ 0, at most 6 decimals (the shim counts micro-credits). */
   credits(key: string, value: unknown): number | undefined {
     if (typeof value === "number" && value < 0) return this.add(key, value, "must not be negative");

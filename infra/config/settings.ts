@@ -28,6 +28,19 @@ export function shadowedSettings(fileConfig: Readonly<Record<string, unknown>>):
 }
 
 /**
+ * Where a stack file's settings (as `readStackConfig` returns them) keep the text of each number
+ * not written as its own digits (`0123456`, `1.10`, `1e3`, `0x1F`), by config path
+ * (`model.extraArgs[1]`): the number read no longer shows it, and Pulumi's reader and the yaml
+ * package's disagree on some (a leading 0 is octal to Pulumi's). A symbol, as SHADOWED_SETTINGS.
+ */
+export const NUMBERS_AS_WRITTEN: unique symbol = Symbol("numbers' text in the stack file, by config path");
+
+/** The stack file's text for the number at config path `path` (see NUMBERS_AS_WRITTEN), when it is not its digits. */
+export function numberAsWritten(fileConfig: Readonly<Record<string, unknown>>, path: string): string | undefined {
+  return (fileConfig as { [NUMBERS_AS_WRITTEN]?: ReadonlyMap<string, string> })[NUMBERS_AS_WRITTEN]?.get(path);
+}
+
+/**
  * Settings whose values may be secrets, whatever shape they were given in: `hfToken`, and all of
  * `providers` but each provider's name, model, maxOutputTokens, maxModelLen and mediaPartTokens (`providers.apiKey`, a missing `[0]`, made the
  * list an object holding the key, printed with "must be a list").

@@ -3,7 +3,7 @@ import { Secret } from "../secret.ts";
 import { isIPv6Cidr, OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
 import { normaliseCidr, Problems } from "./checks.ts";
 import { checkSecret, checkShadowed, type ValidationContext } from "./secrets.ts";
-import { CONFIG_KEYS, isSecretSetting, setSecretCommand, unknownSettingMessage } from "./settings.ts";
+import { CONFIG_KEYS, isSecretSetting, numberAsWritten, setSecretCommand, unknownSettingMessage } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
 import { checkTls } from "./tls.ts";
 import { checkedExtraArgs, parallelLayout } from "./vllm.ts";
@@ -39,6 +39,7 @@ export type { ValidationContext } from "./secrets.ts";
 export function validateConfig(raw: Readonly<Record<string, unknown>>, context: ValidationContext): ValidationResult {
   const p = new Problems(isSecretSetting);
   const secret = (key: string, value: unknown) => checkSecret(p, key, value, context);
+  const written = (path: string) => (context.fileConfig ? numberAsWritten(context.fileConfig, path) : undefined);
   for (const key of Object.keys(raw)) {
     if (!(CONFIG_KEYS as readonly string[]).includes(key)) p.unknown(key, unknownSettingMessage(key));
   }
@@ -59,7 +60,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   // LTS releases are the even years' April ones: 22.04, 24.04, 26.04, 28.04.
   if (!/^linode\/ubuntu2[2468]\.04$/.test(image)) p.add("image", image, "must be an Ubuntu LTS Linode image (linode/ubuntu22.04, linode/ubuntu24.04 or a later LTS), which the host scripts are written for");
 
-  const model = checkModel(p, raw.model, plan?.gpuCount ?? 1);
+  const model = checkModel(p, raw.model, plan?.gpuCount ?? 1, written);
   const hfToken = secret("hfToken", raw.hfToken);
   const allowedCidrs = p.cidrs("allowedCidrs", raw.allowedCidrs) ?? [...DEFAULT_ALLOWED_CIDRS];
   if (allowedCidrs.length === 0) p.add("allowedCidrs", "[]", "is empty, so nothing could reach the endpoint; list the client addresses, or 0.0.0.0/0 and ::/0 for everyone");
@@ -79,7 +80,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   const keys = checkKeys(p, raw.keys, tiers, modelNames);
   const volumeSizeGb = p.number("volumeSizeGb", raw.volumeSizeGb, { min: 10, max: 10_240, integer: true }) ?? DEFAULT_VOLUME_SIZE_GB;
   const ttlHours = checkTtlHours(p, raw.ttlHours);
-  const tags = checkTags(p, raw.tags);
+  const tags = checkTags(p, raw.tags, written);
   const limits = checkLimits(p, raw.limits);
   const images = checkImages(p, raw.images);
   const readyTimeoutMinutes =
@@ -148,7 +149,7 @@ function checkRegion(p: Problems, value: unknown): string | undefined {
   return region;
 }
 
-function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig | undefined {
+function checkModel(p: Problems, value: unknown, gpuCount: number, written: (path: string) => string | undefined): ModelConfig | undefined {
   const m = p.settingMap("model", value, ["id", "servedName", "maxModelLen", "mediaPartTokens", "gpuMemoryUtilization", "extraArgs"], "id");
   const id = p.string("model.id", m.id) ?? DEFAULT_MODEL_ID;
   if (!/^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(id)) {
@@ -163,7 +164,7 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
   const mediaPartTokens = p.number("model.mediaPartTokens", m.mediaPartTokens, MEDIA_PART_TOKENS_RANGE);
   const gpuMemoryUtilization =
     p.number("model.gpuMemoryUtilization", m.gpuMemoryUtilization, { min: 0.1, max: 0.99 }) ?? DEFAULT_GPU_MEMORY_UTILIZATION;
-  const extraArgs = checkedExtraArgs(p, p.array("model.extraArgs", m.extraArgs) ?? []);
+  const extraArgs = checkedExtraArgs(p, p.array("model.extraArgs", m.extraArgs) ?? [], written);
   return { id, servedName, maxModelLen, ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}), gpuMemoryUtilization, extraArgs, ...parallelLayout(gpuCount) };
 }
 
@@ -290,13 +291,15 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
 }
 
 /**
- * Linode tags. A number is taken as its digits: `tags: [2025]` in YAML, or
+ * Linode tags. A number is taken as its digits (Problems.digits): `tags: [2025]` in YAML, or
  * `pulumi config set --path 'gpu-sandbox:tags[0]' 2025` (which stores integers as numbers).
  */
-function checkTags(p: Problems, value: unknown): string[] {
+function checkTags(p: Problems, value: unknown, written: (path: string) => string | undefined): string[] {
   const tags: string[] = [];
   (p.array("tags", value) ?? []).forEach((item, i) => {
-    const t = typeof item === "number" && Number.isFinite(item) ? String(item) : item;
+    const number = typeof item === "number" && Number.isFinite(item);
+    const t = number ? p.digits(`tags[${i}]`, item, written(`tags[${i}]`)) : item;
+    if (number && t === undefined) return;
     if (typeof t !== "string") p.add(`tags[${i}]`, item, "must be a string (a tag such as team-a)");
     else if (t.length < 3 || t.length > 50) p.add(`tags[${i}]`, item, "Linode tags are 3-50 characters");
     else tags.push(t);

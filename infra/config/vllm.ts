@@ -68,14 +68,20 @@ function flagWithValue(arg: string): [flag: string, value: string] | undefined {
 /**
  * `model.extraArgs` as vLLM will get them, each item one argv element; a problem for each item
  * that is not a non-empty string, sets a flag the kit sets (reservedVllmFlag), or holds a flag
- * and its value at a space (flagWithValue). A number is taken as its digits: a flag's value
- * written unquoted (`- 64` in YAML, `pulumi config set --path 'gpu-sandbox:model.extraArgs[1]' 64`)
- * is the number 64, and meant as the argument "64".
+ * and its value at a space (flagWithValue). A number is taken as its digits (Problems.digits): a
+ * flag's value written unquoted (`- 64` in YAML, `pulumi config set --path
+ * 'gpu-sandbox:model.extraArgs[1]' 64`) is the number 64, and meant as the argument "64". A number
+ * is never a flag, nor a reserved one's value alone, so it needs no other check.
  */
-export function checkedExtraArgs(p: Problems, args: unknown[]): string[] {
+export function checkedExtraArgs(p: Problems, args: unknown[], written: (path: string) => string | undefined): string[] {
   const extraArgs: string[] = [];
   args.forEach((item, i) => {
-    const arg = typeof item === "number" && Number.isFinite(item) ? String(item) : item;
+    if (typeof item === "number" && Number.isFinite(item)) {
+      const digits = p.digits(`model.extraArgs[${i}]`, item, written(`model.extraArgs[${i}]`));
+      if (digits !== undefined) extraArgs.push(digits);
+      return;
+    }
+    const arg = item;
     if (typeof arg !== "string" || arg.length === 0) {
       p.add(`model.extraArgs[${i}]`, arg, "must be a non-empty string such as --enable-prefix-caching");
       return;

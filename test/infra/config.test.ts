@@ -6,6 +6,7 @@ import type { ConfigProblem, TenantConfig } from "../../infra/config.ts";
 import { GPU_PLANS, regionsOffering } from "../../infra/catalog.ts";
 import { Secret } from "../../infra/secret.ts";
 import { renderEnvFile } from "../../infra/render/env-file.ts";
+import { parseStackConfig } from "../../infra/stack-file.ts";
 
 const base = { region: "us-ord", allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["81.2.69.160/32"] };
 
@@ -59,9 +60,42 @@ describe("validateConfig: good configs", () => {
 
   it("takes numbers in string lists, as YAML (`- 64`) and `pulumi config set --path … 64` store them", () => {
     // docs: a flag and its value go in two items, ["--max-num-seqs", "64"]; unquoted, the value is the number 64.
-    const c = ok({ ...base, model: { id: "a/b", extraArgs: ["--max-num-seqs", 64, "--max-num-batched-tokens", 8192, "--rope-scaling-factor", 0.5] }, tags: [2025, "team-a"] });
-    expect(c.model.extraArgs).toEqual(["--max-num-seqs", "64", "--max-num-batched-tokens", "8192", "--rope-scaling-factor", "0.5"]);
+    const c = ok({ ...base, model: { id: "a/b", extraArgs: ["--max-num-seqs", 64, "--max-num-batched-tokens", 8192, "--seed", -1] }, tags: [2025, "team-a"] });
+    expect(c.model.extraArgs).toEqual(["--max-num-seqs", "64", "--max-num-batched-tokens", "8192", "--seed", "-1"]);
     expect(c.tags).toEqual(["2025", "team-a"]);
+  });
+
+  // Found by review: any finite number was taken as String(n), which is not what was written.
+  it("refuses, with the quoted form, a number in a string list that is not kept as written: a fraction, an exponent, past 2^53, a leading 0", () => {
+    const quote = (key: string, value: string, text: string) =>
+      `gpu-sandbox:${key} = ${value}: is a number, which is not kept as written (1.10 is read as 1.1, 1e3 as 1000, digits past 2^53 change); quote it: "${text}"`;
+    expect(problems({ ...base, model: { id: "a/b", extraArgs: ["--rope-scaling-factor", 0.5, "--x", 1e21, "--y", 2 ** 53] }, tags: [20.25] })).toEqual([
+      quote("model.extraArgs[1]", "0.5", "0.5"), quote("model.extraArgs[3]", "1e+21", "1e+21"), quote("model.extraArgs[5]", "9007199254740992", "9007199254740992"), quote("tags[0]", "20.25", "20.25"),
+    ]);
+    // From the stack file, what was written is known: a leading 0 (octal to Pulumi's reader:
+    // 0123456 is 42798 at pulumi up, 123456 to the yaml package), 1.10, 1e3, 0x1F, +12.
+    const text = "config:\n  gpu-sandbox:region: us-ord\n  gpu-sandbox:adminCidrs: [81.2.69.160/32]\n" +
+      "  gpu-sandbox:model:\n    id: Qwen/Qwen2.5-7B-Instruct\n    extraArgs: [--tokenizer-revision, 0123456, --code-revision, 1.10, --max-num-seqs, 64, --x, 1e3]\n" +
+      "  gpu-sandbox:tags:\n    - 0x1F\n    - +12\n    - 2025\n";
+    const fileConfig = parseStackConfig(text);
+    const written = (raw: Record<string, unknown>) => {
+      const r = validateConfig(raw, { stack: "acme", fileConfig });
+      return r.ok ? [] : r.problems.map((p) => formatProblem(p, "gpu-sandbox"));
+    };
+    const asWritten = (key: string, value: string, text: string) =>
+      `gpu-sandbox:${key} = ${value}: was written ${text}, which YAML reads as a number, not as those characters (a leading 0 is octal to Pulumi: 0123456 is 42798); quote it: "${text}"`;
+    const expected = [
+      asWritten("model.extraArgs[1]", "123456", "0123456"), asWritten("model.extraArgs[3]", "1.1", "1.10"), asWritten("model.extraArgs[7]", "1000", "1e3"),
+      asWritten("tags[0]", "31", "0x1F"), asWritten("tags[1]", "12", "+12"),
+    ];
+    expect(written(fileConfig)).toEqual(expected);
+    // pulumi up: Pulumi's own reading of the same file (Go yaml.v2: 0123456 is octal).
+    const fromPulumi = { ...fileConfig, model: { id: "Qwen/Qwen2.5-7B-Instruct", extraArgs: ["--tokenizer-revision", 42798, "--code-revision", 1.1, "--max-num-seqs", 64, "--x", 1000] }, tags: [31, 12, 2025] };
+    expect(written(fromPulumi)).toEqual(expected.map((line) => line.replace("= 123456:", "= 42798:")));
+    // Quoted, they are strings, taken as written.
+    const quoted = parseStackConfig(text.replace("0123456", '"0123456"').replace("1.10", '"1.10"').replace("1e3", '"1e3"').replace("0x1F", '"0x1F"').replace("+12", '"+12"'));
+    const c = validateConfig(quoted, { stack: "acme", fileConfig: quoted });
+    expect(c.ok && [c.config.model.extraArgs, c.config.tags]).toEqual([["--tokenizer-revision", "0123456", "--code-revision", "1.10", "--max-num-seqs", "64", "--x", "1e3"], ["0x1F", "+12", "2025"]]);
   });
 
   it("takes a tier limit of \"null\", which `pulumi config set --path 'gpu-sandbox:tiers.team.rpm' null` stores, as unlimited", () => {
