@@ -9,8 +9,13 @@ import type { TlsConfig, TlsMode } from "./types.ts";
 
 const TLS_MODES: readonly TlsMode[] = ["letsencrypt", "self-signed", "off"];
 
-/** A DNS name of ASCII labels, its last one letters (no IP address). */
-const DNS_NAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/i;
+/**
+ * A DNS name of ASCII labels, its last one (the TLD) letters, so never an IP address, or an
+ * international TLD in its xn-- form (.рф is xn--p1ai, .中国 xn--fiqs8s), as the messages ask
+ * names to be written and for which Let's Encrypt issues. The one rule for tls.domain and the
+ * domain of tls.email.
+ */
+const DNS_NAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63}|xn--[a-z0-9-]{0,58}[a-z0-9])$/i;
 
 /**
  * Domains no public DNS name or mailbox is under, by the name's end: example and test names

@@ -164,6 +164,11 @@ describe("validateConfig: good configs", () => {
     // Public names are taken, whatever a label holds (only the last ones are reserved).
     const c = ok({ ...base, tls: { domain: "local.internal-tools.acme.io", email: "first.last+llm@mail.xn--bcher-kva.de" } });
     expect(c.tls).toEqual({ mode: "letsencrypt", domain: "local.internal-tools.acme.io", email: "first.last+llm@mail.xn--bcher-kva.de" });
+    // An international TLD in its xn-- form, as the message asks for it (.рф, .онлайн, .中国):
+    // delegated TLDs, for which Let's Encrypt issues. Found by review: the last label had to be letters.
+    for (const [domain, email] of [["llm.xn--80aswg.xn--p1ai", "ops@xn--80aswg.xn--p1ai"], ["xn--fiqs8s-test.xn--fiqs8s", "ops@shop.xn--80asehdb"]]) {
+      expect(ok({ ...base, tls: { mode: "letsencrypt", domain, email } }).tls).toEqual({ mode: "letsencrypt", domain, email });
+    }
   });
 
   it("takes a vLLM flag's value with spaces, as its own item or after =", () => {
@@ -238,6 +243,10 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
       [`tls.email ${email}, which Let's Encrypt cannot parse`, { ...base, tls: { mode: "letsencrypt", email } },
         [`gpu-sandbox:tls.email = ${JSON.stringify(email)}: is not an address Let's Encrypt accepts: it must be plain ASCII (an international domain in its xn-- form), at a DNS name, ` +
           'with none of : < > ( ) , ; " [ ] \\ before the @ (no "mailto:"), e.g. ops@your-company.com; or leave tls.email out']]),
+    // The last label is letters, or an international one in its xn-- form: never digits (an IP address) nor a bare "xn--".
+    ...["81.2.69.160", "llm.acme.123", "llm.acme.xn--", "llm.xn--p1ai."].map((domain): [string, Record<string, unknown>, string[]] =>
+      [`tls.domain ${domain}, not a DNS name`, { ...base, tls: { mode: "self-signed", domain } },
+        [`gpu-sandbox:tls.domain = "${domain}": must be a DNS name such as llm.example.com`]]),
     // "Cannot issue for …: Domain name does not end with a valid public suffix (TLD)".
     ...["llm.acme.internal", "gpu.corp.local", "llm.home.arpa", "llm.example.com"].map((domain): [string, Record<string, unknown>, string[]] =>
       [`tls.domain ${domain} with letsencrypt`, { ...base, tls: { domain } },
