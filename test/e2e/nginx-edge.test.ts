@@ -44,6 +44,14 @@ beforeAll(async () => {
   ({ shim, nginx, key } = edge);
 });
 
+const secret = () => key.slice(key.lastIndexOf("_") + 1);
+/** A key where clients put one: a query parameter (Azure's api-key, Gemini's key), a base URL's path; sent as is and percent-encoded. */
+const spellings = () => [
+  `/v1/models?api-key=${key}`, `/v1/chat/completions?key=${key}`, `/${key}/v1/models`,
+  `/v1/models?api-key=%73k-gs-${key.slice(6)}`, `/v1/models?key=sk%2Dgs%2D${key.slice(6)}`, `/%2573k-gs-${key.slice(6)}/v1/models`,
+  `/admin/keys?token=${key}`, `/metrics?key=${key}`,
+];
+
 // The last test stops the shim (a restart, a deploy): nginx alone is left to stop then.
 let shimStopped = false;
 afterAll(() => (shimStopped ? edge?.nginx.stop() : edge?.close()));
@@ -63,6 +71,27 @@ describe("plain http:// on port 80, in front of an HTTPS endpoint", () => {
     expect(apiError.headers?.get("x-request-id")).toMatch(/^[0-9a-f]{32}$/);
     expect(apiError.headers?.get("location")).toBeNull();
     expect(shim.fake.counters.received).toBe(received);
+  });
+
+  it("tells a request with a key in its URL that the key went unencrypted, as for the header, rather than redirecting it with the key", async () => {
+    // Found by review: the 308 took the key to https://, which an SDK follows, and the client
+    // heard only api_key_in_url there, never that the key had crossed the network in clear.
+    const received = shim.fake.counters.received;
+    for (const path of spellings()) {
+      const res = await fetch(`${http}${path}`, { method: path.includes("chat") ? "POST" : "GET", redirect: "manual" });
+      const id = res.headers.get("x-request-id")!;
+      expect([res.status, res.headers.get("location")], path).toEqual([400, null]);
+      expect(res.headers.get("content-type"), path).toBe("application/json");
+      expect(await res.json(), path).toEqual({ error: {
+        message: "This endpoint is served over https:// only: use https:// in the base URL. The key in this request was sent unencrypted: have it revoked and a new one issued.",
+        type: "invalid_request_error", param: null, code: "https_required",
+      } });
+      expect(id, path).toMatch(/^[0-9a-f]{32}$/);
+      await expect.poll(() => nginx.output().includes(`"request_id":"${id}"`)).toBe(true);
+      expect(JSON.parse(nginx.output().split("\n").find((l) => l.includes(`"request_id":"${id}"`))!).uri, path).toBe("/[path redacted: it may hold a key]");
+    }
+    expect(shim.fake.counters.received).toBe(received);
+    expect(nginx.output()).not.toContain(secret());
   });
 
   it("still redirects a request without credentials (a browser, a health probe) to https:// with 308", async () => {
@@ -136,13 +165,6 @@ describe("limits.connections", () => {
 
 describe("a key in the URL", () => {
   const https = `https://localhost:${HTTPS_PORT}`;
-  const secret = () => key.slice(key.lastIndexOf("_") + 1);
-  /** A key where clients put one: a query parameter (Azure's api-key, Gemini's key), a base URL's path; sent as is and percent-encoded. */
-  const spellings = () => [
-    `/v1/models?api-key=${key}`, `/v1/chat/completions?key=${key}`, `/${key}/v1/models`,
-    `/v1/models?api-key=%73k-gs-${key.slice(6)}`, `/v1/models?key=sk%2Dgs%2D${key.slice(6)}`, `/%2573k-gs-${key.slice(6)}/v1/models`,
-    `/admin/keys?token=${key}`, `/metrics?key=${key}`,
-  ];
   const send = (path: string) => fetch(`${https}${path}`, { method: path.includes("chat") ? "POST" : "GET" });
 
   it("is refused before the shim, in OpenAI's shape, telling the client to send it in the Authorization header", async () => {
