@@ -94,6 +94,26 @@ describe("plain http:// on port 80, in front of an HTTPS endpoint", () => {
     expect(nginx.output()).not.toContain(secret());
   });
 
+  it("counts a key in Azure's `api-key` or Anthropic's `x-api-key` header as sent unencrypted too, rather than redirecting it", async () => {
+    // Found by review: only Authorization counted, so these got the 308 and the client never heard its key went in clear.
+    const received = shim.fake.counters.received;
+    for (const header of ["authorization", "api-key", "x-api-key"]) {
+      const res = await fetch(`${http}/v1/chat/completions`, { method: "POST", redirect: "manual", headers: { [header]: header === "authorization" ? `Bearer ${key}` : key } });
+      expect([res.status, res.headers.get("location")], header).toEqual([400, null]);
+      expect(((await res.json()) as { error: { code: string } }).error.code, header).toBe("https_required");
+    }
+    expect(shim.fake.counters.received).toBe(received);
+  });
+
+  it("does not answer a browser's preflight on plain http: the browser then never sends the key in clear", async () => {
+    const res = await fetch(`${http}/v1/chat/completions`, {
+      method: "OPTIONS", redirect: "manual", headers: { origin: "http://localhost:3000", "access-control-request-method": "POST", "access-control-request-headers": "authorization" },
+    });
+    // A preflight answered with a redirect fails in the browser, before the request with the key.
+    expect(res.status).toBe(308);
+    await res.body?.cancel();
+  });
+
   it("still redirects a request without credentials (a browser, a health probe) to https:// with 308", async () => {
     const res = await fetch(`${http}/v1/models`, { redirect: "manual" });
     expect(res.status).toBe(308);
