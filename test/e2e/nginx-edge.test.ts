@@ -183,6 +183,45 @@ describe("limits.connections", () => {
   });
 });
 
+describe("a browser app (CORS: any origin, docs/decisions.md)", () => {
+  const https = `https://localhost:${HTTPS_PORT}`;
+  const origin = "https://chat.example.com";
+  /** The CORS headers of an answer: a browser shows the app nothing of it without the first. */
+  const cors = (res: Response) => ({ origin: res.headers.get("access-control-allow-origin"), exposed: res.headers.get("access-control-expose-headers") });
+
+  it("can read nginx's own errors (413, 429, 400 api_key_in_url, 400 for an ambiguous path): what went wrong, not 'Failed to fetch'", async () => {
+    const received = shim.fake.counters.received;
+    const answers: [string, Response][] = [
+      ["413", await fetch(`${https}/v1/chat/completions`, { method: "POST", headers: { origin, authorization: `Bearer ${key}`, "content-type": "application/json" }, body: "x".repeat(1_200_000) })],
+      ["api_key_in_url", await fetch(`${https}/v1/models?api-key=${key}`, { headers: { origin } })],
+      ["ambiguous path", await fetch(`${https}/v1/models/Qwen%2FQwen2.5-7B-Instruct`, { headers: { origin, authorization: `Bearer ${key}` } })],
+    ];
+    expect(shim.fake.counters.received).toBe(received); // the held streams below do reach it
+    await whileTwoStreamsAreHeld(async () => {
+      answers.push(["429", await fetch(`${https}/v1/models`, { headers: { origin, authorization: `Bearer ${key}` } })]);
+    });
+    for (const [what, res] of answers) {
+      expect(res.status, what).toBeGreaterThanOrEqual(400);
+      expect(cors(res).origin, what).toBe("*");
+      expect(cors(res).exposed, what).toMatch(/(^|, )x-request-id(,|$)/);
+      expect(cors(res).exposed, what).toMatch(/(^|, )retry-after(,|$)/);
+      // The headers nginx added before stay.
+      expect(res.headers.get("strict-transport-security"), what).toBe("max-age=63072000");
+      expect(res.headers.get("x-request-id"), what).toMatch(/^[0-9a-f]{32}$/);
+      expect(((await res.json()) as { error: { code: string } }).error.code, what).toMatch(/^(request_too_large|api_key_in_url|invalid_request|rate_limit_exceeded)$/);
+    }
+    expect(answers.map(([, r]) => r.status)).toEqual([413, 400, 400, 429]);
+  });
+
+  it("gets no CORS headers from /admin or /metrics, which stay the operator's (a 403 from here)", async () => {
+    for (const path of ["/admin/keys", "/metrics", `/admin/keys?token=${key}`]) {
+      const res = await fetch(`${https}${path}`, { headers: { origin } });
+      expect([res.status, cors(res)], path).toEqual([403, { origin: null, exposed: null }]);
+      await res.body?.cancel();
+    }
+  });
+});
+
 describe("a key in the URL", () => {
   const https = `https://localhost:${HTTPS_PORT}`;
   const send = (path: string) => fetch(`${https}${path}`, { method: path.includes("chat") ? "POST" : "GET" });

@@ -45,12 +45,12 @@ interface Answer { status: number; body: string; requestId: string; headers: Inc
 /** GET `path` over HTTPS from the loopback address `from`. */
 const get = (from: string, path: string, token?: string): Promise<Answer> => send(from, "GET", path, token);
 
-/** `method` `path` (sent as written) over HTTPS from the loopback address `from`. */
-function send(from: string, method: string, path: string, token?: string): Promise<Answer> {
+/** `method` `path` (sent as written) over HTTPS from the loopback address `from`, with `headers` besides the token. */
+function send(from: string, method: string, path: string, token?: string, headers: Record<string, string> = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = request({
       host: "127.0.0.1", port: HTTPS_PORT, method, path, localAddress: from, servername: "localhost", ca: nginx.certificate,
-      headers: token ? { authorization: `Bearer ${token}` } : {},
+      headers: token ? { ...headers, authorization: `Bearer ${token}` } : headers,
     }, (res) => {
       let body = "";
       res.setEncoding("utf8");
@@ -104,6 +104,26 @@ describe("who reaches what through nginx", () => {
   it("refuses the API to an address in neither list", async () => {
     expect(forbidden(await get("127.0.0.5", "/v1/models", key))).toBe(true);
     expect(forbidden(await get("127.0.0.5", "/v1/models/qwen2.5-7b", key))).toBe(true);
+  });
+});
+
+describe("a browser app (CORS, docs/decisions.md)", () => {
+  const origin = { origin: "https://chat.example.com" };
+  const preflight = { ...origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type" };
+
+  it("gets no CORS from /admin or /metrics, even from the operator's address: a page the operator opens cannot use the admin token", async () => {
+    for (const path of ["/admin/keys", "/metrics"]) {
+      const asked = await send("127.0.0.3", "OPTIONS", path, undefined, preflight);
+      expect(asked.status, path).not.toBe(204);
+      expect(asked.headers["access-control-allow-origin"], path).toBeUndefined();
+      const answered = await send("127.0.0.3", "GET", path, shim.adminToken, origin);
+      expect([answered.status, answered.headers["access-control-allow-origin"], answered.headers["access-control-expose-headers"]], path).toEqual([200, undefined, undefined]);
+    }
+    // The API does answer the tenant's client.
+    const api = await send("127.0.0.2", "OPTIONS", "/v1/chat/completions", undefined, preflight);
+    expect([api.status, api.headers["access-control-allow-origin"]]).toEqual([204, "*"]);
+    // An address outside allowedCidrs is refused first, as for any other request.
+    expect(forbidden(await send("127.0.0.5", "OPTIONS", "/v1/chat/completions", undefined, preflight))).toBe(true);
   });
 });
 

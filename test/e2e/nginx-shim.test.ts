@@ -40,6 +40,14 @@ beforeAll(async () => {
 
 afterAll(() => edge?.close());
 
+/** A browser app's page, and the headers the OpenAI SDK (dangerouslyAllowBrowser) asks to send. */
+const ORIGIN = "https://chat.example.com";
+const SDK_HEADERS = "authorization,content-type,x-stainless-arch,x-stainless-lang,x-stainless-os,x-stainless-package-version,x-stainless-retry-count,x-stainless-runtime,x-stainless-runtime-version,x-stainless-timeout";
+/** A browser's CORS preflight for a POST from ORIGIN with the SDK's headers. */
+const preflight = (url: string) => fetch(url, {
+  method: "OPTIONS", headers: { origin: ORIGIN, "access-control-request-method": "POST", "access-control-request-headers": SDK_HEADERS },
+});
+
 describe("through nginx over HTTPS", () => {
   it("answers a chat completion, with the shim's credit headers", async () => {
     const { data, response } = await client().chat.completions.create({
@@ -94,6 +102,67 @@ describe("through nginx over HTTPS", () => {
       expect(first).toBeDefined();
       expect(first!.completed).toBe(0);
       expect(text.length).toBeGreaterThan(0);
+      expect(shim.fake.counters.completed - completedBefore).toBe(1);
+    } finally {
+      shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 0 };
+    }
+  });
+
+  it("answers a browser's preflight itself (204, any origin, the headers it asks for), before the shim and the per-address limits", async () => {
+    // Before: the preflight (no Authorization: browsers never send it there) reached the shim's
+    // key check, a 401 without CORS headers ("Failed to fetch" in the app, "invalid key" in
+    // devtools), each one spending the address's failed-key budget (5 here) and nginx's rate.
+    const results = await Promise.all(Array.from({ length: 30 }, () => preflight(`${base}/v1/chat/completions`)));
+    for (const res of results) {
+      expect(res.status).toBe(204);
+      expect(res.headers.get("access-control-allow-origin")).toBe("*");
+      expect(res.headers.get("access-control-allow-methods")).toBe("GET, POST, OPTIONS");
+      expect(res.headers.get("access-control-allow-headers")).toBe(SDK_HEADERS);
+      expect(res.headers.get("access-control-max-age")).toBe("86400");
+      expect(res.headers.get("strict-transport-security")).toBe("max-age=63072000");
+      expect(res.headers.get("x-request-id")).toMatch(/^[0-9a-f]{32}$/);
+      expect(await res.text()).toBe("");
+    }
+    const ids = results.map((r) => r.headers.get("x-request-id")!);
+    expect(shim.logs.filter((l) => ids.some((id) => l.includes(id)))).toEqual([]);
+    // The other API paths too (a GET's preflight: /v1/models with an Authorization header).
+    for (const path of ["/v1/models", "/v1/embeddings", "/v1/usage"]) expect((await preflight(`${base}${path}`)).status, path).toBe(204);
+    // An OPTIONS that is no preflight (no Access-Control-Request-Method) is the shim's, as before.
+    const plain = await fetch(`${base}/v1/models`, { method: "OPTIONS", headers: { origin: ORIGIN, authorization: `Bearer ${key}` } });
+    expect(plain.status).not.toBe(204);
+    await plain.body?.cancel();
+    // /admin and /metrics stay operator-only: no CORS there (from this address, refused first).
+    for (const path of ["/admin/keys", "/metrics"]) {
+      const res = await preflight(`${base}${path}`);
+      expect([res.status, res.headers.get("access-control-allow-origin")], path).toEqual([403, null]);
+      await res.body?.cancel();
+    }
+  });
+
+  it("lets a browser app read the answer and the shim's headers, a stream's events as they come included", async () => {
+    const browser = new OpenAI({ apiKey: key, baseURL: `${base}/v1`, maxRetries: 0, timeout: 20_000, defaultHeaders: { origin: ORIGIN } });
+    const { response } = await browser.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Hi" }], max_tokens: 2 }).withResponse();
+    expect(response.headers.get("access-control-allow-origin")).toBe("*");
+    const exposed = response.headers.get("access-control-expose-headers")!.split(/,\s*/).map((h) => h.toLowerCase());
+    for (const name of ["x-request-id", "x-credits-charged", "x-credits-remaining", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset",
+      "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "retry-after"]) {
+      expect(exposed, name).toContain(name);
+    }
+    // Every header nginx added before stays: HSTS, and the shim's own.
+    expect(response.headers.get("strict-transport-security")).toBe("max-age=63072000");
+    expect(response.headers.get("x-credits-charged")).toMatch(/^\d+(\.\d+)?$/);
+    // The shim's errors too, so the app can say why (a wrong key would spend this address's budget, which a later test counts).
+    const missing = await fetch(`${base}/v1/models/nope`, { headers: { origin: ORIGIN, authorization: `Bearer ${key}` } });
+    expect([missing.status, missing.headers.get("access-control-allow-origin")]).toEqual([404, "*"]);
+    await missing.body?.cancel();
+    shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 150, defaultTokens: 8 };
+    try {
+      const completedBefore = shim.fake.counters.completed;
+      const { data: stream, response: streamed } = await browser.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Count" }], stream: true }).withResponse();
+      expect(streamed.headers.get("access-control-allow-origin")).toBe("*");
+      let completedAtFirst: number | undefined;
+      for await (const _chunk of stream) completedAtFirst ??= shim.fake.counters.completed - completedBefore;
+      expect(completedAtFirst).toBe(0);
       expect(shim.fake.counters.completed - completedBefore).toBe(1);
     } finally {
       shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 0 };

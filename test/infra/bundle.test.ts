@@ -190,6 +190,43 @@ it("starts nginx at the largest value the validator accepts for every limits.* k
   }
 });
 
+/** Each `location` and `if` block of an nginx.conf: its first line, and its own directives (nested blocks left out). */
+function nginxBlocks(conf: string): { head: string; own: string[] }[] {
+  const blocks: { head: string; own: string[] }[] = [];
+  const open: { head: string; own: string[] }[] = [];
+  for (const raw of conf.split("\n")) {
+    const line = raw.trim();
+    if (line.startsWith("#") || line === "") continue;
+    if (line.endsWith("{")) {
+      open.push({ head: line, own: [] });
+      continue;
+    }
+    // A one-line block (`if (...) { return 403; }`) has no add_header of its own.
+    if (line === "}") {
+      const done = open.pop()!;
+      if (/^(location|if)\b/.test(done.head)) blocks.push(done);
+      continue;
+    }
+    open.at(-1)?.own.push(line);
+  }
+  return blocks;
+}
+
+it("repeats HSTS and CORS in every block of the API's servers that adds headers of its own, which drops those of the blocks around it", () => {
+  // nginx's rule: a location (or `if`) with any add_header inherits none from its server or location.
+  const conf = render(config({ tls: { mode: "self-signed" } })).get("nginx/nginx.conf")!;
+  const https = conf.slice(conf.indexOf("listen 8443 ssl;"), conf.indexOf("listen 8081"));
+  const adding = nginxBlocks(`server {\n${https}`).filter((b) => b.own.some((d) => d.startsWith("add_header ")));
+  expect(adding.length).toBeGreaterThan(15);
+  for (const { head, own } of adding) {
+    if (head !== "location @plain_http {") expect(own, head).toContain("add_header Strict-Transport-Security $hsts always;");
+    expect(own, head).toContain("add_header Access-Control-Allow-Origin $cors_origin always;");
+    expect(own.some((d) => d.startsWith("add_header Access-Control-Expose-Headers ")) || own.includes("return 204;"), head).toBe(true);
+  }
+  // /admin and /metrics add none, keeping the server's HSTS and getting no CORS.
+  expect(nginxBlocks(`server {\n${https}`).filter((b) => /^location \^~ \/(admin|metrics) /.test(b.head)).map((b) => b.own.filter((d) => d.startsWith("add_header")))).toEqual([[], []]);
+});
+
 describe("vLLM's parallel layout", () => {
   const layout = (plan: string, region: string) => {
     const command: string[] = parse(render(config({ plan, region })).get("compose.yaml")!).services.vllm.command;
