@@ -160,6 +160,9 @@ describe("through nginx over HTTPS", () => {
       const completedBefore = shim.fake.counters.completed;
       const { data: stream, response: streamed } = await browser.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Count" }], stream: true }).withResponse();
       expect(streamed.headers.get("access-control-allow-origin")).toBe("*");
+      // A stream says what it holds in x-credits-reserved, which the page may read too.
+      expect(streamed.headers.get("x-credits-reserved")).toMatch(/^\d+(\.\d+)?$/);
+      expect(streamed.headers.get("access-control-expose-headers")).toMatch(/(^|, )x-credits-reserved(,|$)/);
       let completedAtFirst: number | undefined;
       for await (const _chunk of stream) completedAtFirst ??= shim.fake.counters.completed - completedBefore;
       expect(completedAtFirst).toBe(0);
