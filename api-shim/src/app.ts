@@ -1,11 +1,12 @@
 import { randomUUID } from "node:crypto";
+import { METHODS } from "node:http";
 import net from "node:net";
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, type HTTPMethods } from "fastify";
 import type { Logger } from "pino";
 import { AnswerMemory } from "./answer-memory.ts";
 import { BodyMemory } from "./body-memory.ts";
 import { trustedPeers } from "./client-address.ts";
-import { authHeaders, authHook, giveBackRequest, isInference } from "./auth.ts";
+import { authHeaders, authHook, giveBackRequest, isAdminPath, isInference } from "./auth.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
 import type { RequestState, ShimContext } from "./context.ts";
@@ -19,7 +20,7 @@ import { Metrics } from "./metrics.ts";
 import { loggedModel, redactedPath, secretRedactor } from "./redaction.ts";
 import { creditsNumber } from "./money.ts";
 import { Pricer } from "./pricing.ts";
-import { isAmbiguousPath } from "./text.ts";
+import { isAmbiguousPath, urlPath } from "./text.ts";
 import { RateLimiter } from "./rate-limit.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { healthRoutes } from "./routes/health.ts";
@@ -123,6 +124,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // Keep the raw bytes: non-streamed bodies are forwarded exactly as the client sent them.
   app.removeContentTypeParser("application/json");
   app.addContentTypeParser("application/json", { parseAs: "buffer" }, (request, body, done) => {
+    // No route here (a 404 or 405): the path and method decide the answer, not the body, which
+    // no handler reads, so it is not parsed (as refuseNonJsonBody leaves another type's unread).
+    if (request.is404) return done(null, undefined);
     const raw = body as Buffer;
     request.rawBody = raw;
     if (raw.length === 0) return done(null, undefined); // routes that need a body say so (400)
@@ -188,6 +192,13 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     }
   });
   app.setNotFoundHandler((request, reply) => {
+    const allowed = allowedMethods(app, request);
+    if (allowed.length > 0) {
+      request.shimErrorCode = "method_not_allowed";
+      const allow = allowed.join(", ");
+      void sendError(reply, new ShimError("method_not_allowed", { message: `This method is not allowed on this path. Allowed: ${allow}.`, headers: { allow } }), authHeaders(ctx, request));
+      return;
+    }
     request.shimErrorCode = "not_found";
     void sendError(reply, new ShimError("not_found", { message: `Unknown route: ${request.method} ${redactedPath(request.url, ctx.hideSecrets).slice(0, 200)}` }), authHeaders(ctx, request));
   });
@@ -257,6 +268,24 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
     ...(request.shimErrorCode ? { error: request.shimErrorCode } : {}),
     ...(request.upstreamCause ? { cause: request.upstreamCause } : {}),
   });
+}
+
+/**
+ * The methods the router has a route for at this request's path, matched as it matched the
+ * request (decoding, trailing slash, parameters): Fastify's own routes, not a second list. None
+ * means a 404. Only reached past authentication (the onRequest hook runs for unmatched requests
+ * too), so a caller without the path's credential gets the 401 it got before. An API key on an
+ * admin path spelled with an encoded letter (`/%61dmin/keys`: the raw path decides a request no
+ * route matched, isAdminRequest) is answered the 404 it was: it learns nothing of the admin routes.
+ */
+function allowedMethods(app: FastifyInstance, request: FastifyRequest): string[] {
+  const allowed = METHODS.filter((method) => app.findRoute({ method: method as HTTPMethods, url: request.url }) !== null);
+  if (allowed.length === 0 || request.auth === undefined) return allowed;
+  try {
+    return isAdminPath(decodeURIComponent(urlPath(request.url))) ? [] : allowed;
+  } catch {
+    return [];
+  }
 }
 
 /**

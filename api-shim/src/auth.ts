@@ -85,10 +85,12 @@ export function authHook(ctx: ShimContext) {
  */
 function isAdminRequest(request: FastifyRequest): boolean {
   const route = request.routeOptions.url;
-  if (route !== undefined) return route === "/admin" || route.startsWith("/admin/");
-  const path = urlPath(request.url);
-  return path === "/admin" || path.startsWith("/admin/");
+  if (route !== undefined) return isAdminPath(route);
+  return isAdminPath(urlPath(request.url));
 }
+
+/** A path the admin token, not an API key, is asked for (as the router reads it, or raw for a request no route matched). */
+export const isAdminPath = (path: string): boolean => path === "/admin" || path.startsWith("/admin/");
 
 /**
  * The headers of an authenticated response: both rate-limit families (as they stand when the

@@ -27,6 +27,9 @@ export const ERROR_TABLE = {
     message: "The model does not exist or you do not have access to it.",
   },
   not_found: { status: 404, type: "invalid_request_error", message: "Not found." },
+  // A path the router has routes for, asked with another method; sent with an `Allow` header.
+  // Code and type as nginx's own 405 (templates/nginx/error-pages.conf).
+  method_not_allowed: { status: 405, type: "invalid_request_error", message: "This method is not allowed." },
   // OpenAI's SDKs retry every 409 (twice by default) unless told it is final: these are.
   idempotency_key_reused: {
     status: 409,

@@ -259,6 +259,58 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(d.status).toBe(404);
   });
 
+  it("405 method_not_allowed with Allow for a route called with another method, read from the router; a path no route has stays a 404", async () => {
+    const c = (await h.createKey({ credits: 10 })).key;
+    const send = (method: string, path: string, auth: string, body?: string) =>
+      fetch(h.url + path, { method, headers: { authorization: `Bearer ${auth}`, ...(body === undefined ? {} : { "content-type": "application/json" }) }, body });
+    for (const [method, path, auth, allow, body] of [
+      ["GET", "/v1/chat/completions", c, "POST"],
+      ["HEAD", "/v1/chat/completions", c, "POST"],
+      ["PUT", "/v1/chat/completions", c, "POST", JSON.stringify(chat)],
+      ["PUT", "/v1/chat/completions", c, "POST", '{"model":'], // the method decides before the body is read as JSON
+      ["GET", "/v1/embeddings/?x=1", c, "POST"],
+      ["DELETE", "/v1/models", c, "GET, HEAD"],
+      ["POST", "/v1/models/Qwen/Qwen2.5-7B-Instruct", c, "GET, HEAD", "{}"],
+      ["PUT", "/admin/keys", h.adminToken, "GET, HEAD, POST", "{}"],
+      ["GET", "/admin/keys/NoSuchKey123", h.adminToken, "DELETE"],
+      ["GET", "/admin/keys/NoSuchKey123/credits", h.adminToken, "POST"],
+    ] as const) {
+      const res = await send(method, path, auth, body);
+      const what = `${method} ${path} ${body ?? ""}`;
+      expect(res.status, what).toBe(405);
+      expect(res.headers.get("allow"), what).toBe(allow);
+      expect(res.headers.get("x-request-id"), what).toMatch(/^[0-9a-f-]{36}$/);
+      const line = await h.waitForRequestLog((l) => l.reqId === res.headers.get("x-request-id"));
+      expect(line, what).toMatchObject({ status: 405, error: "method_not_allowed" });
+      if (method === "HEAD") continue;
+      const json = (await res.json()) as { error: Record<string, unknown>; credits_charged?: number };
+      expect(json.error, what).toEqual({ message: `This method is not allowed on this path. Allowed: ${allow}.`, type: "invalid_request_error", param: null, code: "method_not_allowed" });
+      if (auth === c) expect(json.credits_charged, what).toBe(0);
+    }
+    // The OpenAI SDK raises its generic APIError for it, and does not retry it.
+    const e = await failure(() => h.client(c).get("/chat/completions"));
+    expectShape(e, 405, "invalid_request_error", "method_not_allowed");
+    // A path no route has, whatever the method and the body, is still the 404.
+    for (const [method, body] of [["GET", undefined], ["POST", '{"model":'], ["PUT", "{}"]] as const) {
+      const res = await send(method, "/v1/chat/completion", c, body);
+      expect(res.status, method).toBe(404);
+      expect(res.headers.get("allow"), method).toBeNull();
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("not_found");
+    }
+    // Authentication comes first, as for a 404: without the route's credential, the 401 says nothing of it.
+    for (const [method, path, auth] of [["PUT", "/admin/keys", c], ["PUT", "/admin/keys", "wrong"], ["GET", "/v1/chat/completions", "wrong"]] as const) {
+      const res = await send(method, path, auth);
+      expect(res.status, `${method} ${path}`).toBe(401);
+      expect(res.headers.get("allow")).toBeNull();
+    }
+    // An admin path spelled so that an API key is asked for (a percent-encoded letter) answers as
+    // before, 404: an API key learns nothing of the admin routes' methods.
+    const encoded = await send("PUT", "/%61dmin/keys", c, "{}");
+    expect(encoded.status).toBe(404);
+    expect(encoded.headers.get("allow")).toBeNull();
+    expect(await encoded.text()).not.toContain("POST");
+  });
+
   it("409 when an Idempotency-Key is reused with a different body, or the key is revoked; final, so the SDK does not send it again", async () => {
     const { id } = await h.createKey();
     const topUp = (amount: number) => h.admin(`/admin/keys/${id}/credits`, { method: "POST", headers: { "idempotency-key": "once" }, body: JSON.stringify({ amount }) });
