@@ -127,7 +127,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // No route here (a 404 or 405): the path and method decide the answer, not the body, which
     // no handler reads, so it is not parsed (as refuseNonJsonBody leaves another type's unread).
     if (request.is404) return done(null, undefined);
-    const raw = body as Buffer;
+    // A UTF-8 byte order mark first (PowerShell 5's and Notepad's files, sent with curl
+    // --data-binary) is not JSON, but vLLM (json.loads on the bytes) takes it: dropped here, so
+    // what is parsed, measured and forwarded (upstreamBody splices after the first `{`) is the rest.
+    const raw = hasBom(body as Buffer) ? (body as Buffer).subarray(3) : (body as Buffer);
     request.rawBody = raw;
     if (raw.length === 0) return done(null, undefined); // routes that need a body say so (400)
     const shape = jsonShapeProblem(raw);
@@ -229,6 +232,8 @@ export async function closeApp(app: FastifyInstance, drainMs: number): Promise<{
   await closed;
   return result;
 }
+
+const hasBom = (raw: Buffer): boolean => raw[0] === 0xef && raw[1] === 0xbb && raw[2] === 0xbf;
 
 const ambiguousPath = () => new ShimError("invalid_request", {
   message: "The path holds an encoded slash, dot or backslash (%2F, %2E, %5C) or a dot segment (/./, /../): send it as the API documents it.",

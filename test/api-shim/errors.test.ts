@@ -152,6 +152,36 @@ describe("client errors map to the SDK's exception classes with the documented b
     }
   });
 
+  it("a JSON body that starts with a UTF-8 byte order mark (PowerShell 5, Notepad) is read, and forwarded, without it", async () => {
+    const bom = Buffer.from([0xef, 0xbb, 0xbf]);
+    const post = (path: string, text: string, auth = key) =>
+      fetch(h.url + path, { method: "POST", headers: { authorization: `Bearer ${auth}`, "content-type": "application/json" }, body: Buffer.concat([bom, Buffer.from(text)]) });
+    const forwarded = () => h.fake.requests.at(-1)!.body;
+    // Non-streamed: the client's bytes after the mark, exactly.
+    const plain = `\n  ${JSON.stringify(chat)}`;
+    const res = await post("/v1/chat/completions", plain);
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { credits_charged: number }).credits_charged).toBeGreaterThan(0);
+    expect(forwarded()).toBe(plain);
+    // Streamed: usage asked for (spliced after the first `{`, or stream_options' value replaced).
+    for (const body of [{ ...chat, stream: true }, { ...chat, stream: true, stream_options: { include_usage: false } }]) {
+      const s = await post("/v1/chat/completions", JSON.stringify(body));
+      expect(s.status).toBe(200);
+      expect(await s.text()).toContain("[DONE]");
+      expect(forwarded().charCodeAt(0)).toBe(0x7b);
+      expect(JSON.parse(forwarded())).toMatchObject({ ...body, stream_options: { include_usage: true } });
+    }
+    // The admin API takes it too; a mark alone is no body, as an empty one is.
+    expect((await post("/admin/keys", '{"name":"bom"}', h.adminToken)).status).toBe(201);
+    const empty = await post("/v1/chat/completions", "");
+    expect(empty.status).toBe(400);
+    expect(((await empty.json()) as { error: { message: string } }).error.message).not.toContain("not valid JSON");
+    // Only at the start: a mark anywhere else is not JSON.
+    const inside = await fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: Buffer.concat([Buffer.from(" "), bom, Buffer.from(JSON.stringify(chat))]) });
+    expect(inside.status).toBe(400);
+    expect(((await inside.json()) as { error: { message: string } }).error.message).toBe("Request body is not valid JSON.");
+  });
+
   it("401 for a missing, malformed, unknown, revoked key; the message never echoes the key", async () => {
     const unknown = `sk-gs-AAAAAAAAAAAA_${"b".repeat(32)}`;
     for (const k of ["not-a-key", unknown, `${key}x`]) {
