@@ -127,6 +127,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // No route here (a 404 or 405): the path and method decide the answer, not the body, which
     // no handler reads, so it is not parsed (as refuseNonJsonBody leaves another type's unread).
     if (request.is404) return done(null, undefined);
+    // Bodies are read as sent (no decompression: a gzip bomb would bypass SHIM_MAX_BODY_BYTES and
+    // the body memory): a compressed one was refused as "not valid JSON", which misled, and a
+    // plain one labelled gzip was served. Absent is the common case: one header lookup.
+    const encoding = request.headers["content-encoding"];
+    if (encoding !== undefined && !isIdentity(encoding)) return done(new ShimError("unsupported_content_encoding"), undefined);
     // A UTF-8 byte order mark first (PowerShell 5's and Notepad's files, sent with curl
     // --data-binary) is not JSON, but vLLM (json.loads on the bytes) takes it: dropped here, so
     // what is parsed, measured and forwarded (upstreamBody splices after the first `{`) is the rest.
@@ -232,6 +237,12 @@ export async function closeApp(app: FastifyInstance, drainMs: number): Promise<{
   await closed;
   return result;
 }
+
+/** `identity` (any case) or an empty value: no content coding. */
+const isIdentity = (encoding: string): boolean => {
+  const e = encoding.trim();
+  return e === "" || e.toLowerCase() === "identity";
+};
 
 const hasBom = (raw: Buffer): boolean => raw[0] === 0xef && raw[1] === 0xbb && raw[2] === 0xbf;
 

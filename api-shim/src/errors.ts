@@ -45,6 +45,11 @@ export const ERROR_TABLE = {
   },
   request_timeout: { status: 408, type: "invalid_request_error", message: "The request did not arrive in time; send it again." },
   request_too_large: { status: 413, type: "invalid_request_error", message: "Request body is too large." },
+  unsupported_content_encoding: {
+    status: 415,
+    type: "invalid_request_error",
+    message: "Request bodies with a Content-Encoding are not accepted: send the body uncompressed, without Content-Encoding (or with identity).",
+  },
   rate_limit_exceeded: { status: 429, type: "rate_limit_exceeded", message: "Rate limit exceeded." },
   internal_error: { status: 500, type: "api_error", message: "Internal error." },
   upstream_error: { status: 502, type: "api_error", message: "The model server returned an error." },

@@ -2,6 +2,7 @@ import { request as httpRequest } from "node:http";
 import { connect, createServer } from "node:net";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { brotliCompressSync, deflateSync, gzipSync } from "node:zlib";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import OpenAI, { toFile, APIError, AuthenticationError, BadRequestError, ConflictError, InternalServerError, NotFoundError, PermissionDeniedError, RateLimitError } from "openai";
@@ -359,6 +360,34 @@ describe("client errors map to the SDK's exception classes with the documented b
     const inactive = await failure(() => sdkStyle.post(`/admin/keys/${id}/credits`, { body: { amount: 7 } }));
     expectShape(inactive, 409, "invalid_request_error", "key_inactive");
     expect(sent() - before).toBe(2);
+  });
+
+  it("415 unsupported_content_encoding for a compressed body (any Content-Encoding but identity), before it is parsed; charged nothing", async () => {
+    const { id, key: k } = await h.createKey({ credits: 10 });
+    const text = JSON.stringify(chat);
+    const send = (encoding: string | undefined, body: Buffer | string, path = "/v1/chat/completions", auth = k) =>
+      fetch(h.url + path, { method: "POST", headers: { authorization: `Bearer ${auth}`, "content-type": "application/json", ...(encoding === undefined ? {} : { "content-encoding": encoding }) }, body });
+    const received = h.fake.counters.received;
+    for (const [encoding, body] of [["gzip", gzipSync(text)], ["br", brotliCompressSync(text)], ["deflate", deflateSync(text)], ["GZip", gzipSync(text)], ["gzip", text], ["x-gzip", text], ["identity, gzip", text], ["gzip", ""]] as const) {
+      const res = await send(encoding, body);
+      expect(res.status, encoding).toBe(415);
+      const json = (await res.json()) as { error: Record<string, unknown>; credits_charged: number };
+      expect(json.error, encoding).toEqual({ message: "Request bodies with a Content-Encoding are not accepted: send the body uncompressed, without Content-Encoding (or with identity).", type: "invalid_request_error", param: null, code: "unsupported_content_encoding" });
+      expect(json.credits_charged).toBe(0);
+      expect(res.headers.get("x-credits-charged")).toBe("0");
+      const line = await h.waitForRequestLog((l) => l.reqId === res.headers.get("x-request-id"));
+      expect(line).toMatchObject({ status: 415, error: "unsupported_content_encoding", cost: null });
+    }
+    expect(h.fake.counters.received).toBe(received);
+    // The admin API too.
+    expect((await send("gzip", gzipSync('{"name":"z"}'), "/admin/keys", h.adminToken)).status).toBe(415);
+    // The SDK raises its generic APIError, and does not retry it.
+    const sdk = await failure(() => h.client(k).post("/chat/completions", { body: chat, headers: { "Content-Encoding": "gzip" } }));
+    expectShape(sdk, 415, "invalid_request_error", "unsupported_content_encoding");
+    const list = (await (await h.admin("/admin/keys")).json()) as { data: { id: string; balance: number }[] };
+    expect(list.data.find((x) => x.id === id)?.balance).toBe(10);
+    // identity (any case) and an empty value are no coding: served.
+    for (const encoding of ["identity", "Identity", " IDENTITY ", ""]) expect((await send(encoding, text)).status, `"${encoding}"`).toBe(200);
   });
 
   it("413 for a body over SHIM_MAX_BODY_BYTES", async () => {
