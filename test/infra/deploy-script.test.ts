@@ -305,3 +305,144 @@ describe("deploy.sh installing a new bundle", () => {
     expect(r.output).toContain("a prune operation is already running");
   });
 });
+
+/** vLLM 0.11's log when the engine core fails to start with `error` (a V1 ValueError): the engine
+ * core's traceback, then the API server's (about 40 lines) ending in "See root cause above". */
+function vllmEngineFailure(error: string): string {
+  const core = "(EngineCore_DP0 pid=270) ERROR 12-04 21:01:10 [core.py:708]";
+  const api = "(APIServer pid=1)";
+  const frames = (prefix: string, list: string[]) => list.flatMap((f) => [`${prefix}   File "${f.split("|")[0]}", line 1, in ${f.split("|")[1]}`, `${prefix}     ${f.split("|")[2]}`]);
+  const vllm = "/usr/local/lib/python3.12/dist-packages/vllm";
+  return [
+    `${api} INFO 12-04 21:00:01 [api_server.py:1839] vLLM API server version 0.11.0`,
+    `${api} INFO 12-04 21:00:09 [model.py:547] Resolved architecture: Qwen2ForCausalLM`,
+    "(EngineCore_DP0 pid=270) INFO 12-04 21:00:58 [gpu_model_runner.py:2653] Model loading took 14.25 GiB and 41.2 seconds",
+    "(EngineCore_DP0 pid=270) INFO 12-04 21:01:09 [gpu_worker.py:298] Available KV cache memory: 1.19 GiB",
+    `${core} EngineCore failed to start.`,
+    `${core} Traceback (most recent call last):`,
+    ...frames(core, [`${vllm}/v1/engine/core.py|run_engine_core|engine_core = EngineCoreProc(*args, **kwargs)`,
+      `${vllm}/v1/engine/core.py|__init__|super().__init__(vllm_config, executor_class, log_stats,`,
+      `${vllm}/v1/engine/core.py|__init__|self._initialize_kv_caches(vllm_config)`,
+      `${vllm}/v1/engine/core.py|_initialize_kv_caches|kv_cache_configs = get_kv_cache_configs(vllm_config, kv_cache_specs,`,
+      `${vllm}/v1/core/kv_cache_utils.py|get_kv_cache_configs|check_enough_kv_cache_memory(vllm_config, kv_cache_spec_one_worker,`,
+      `${vllm}/v1/core/kv_cache_utils.py|check_enough_kv_cache_memory|raise ValueError(`]),
+    `${core} ${error}`,
+    "(EngineCore_DP0 pid=270) Process EngineCore_DP0:",
+    "(EngineCore_DP0 pid=270) Traceback (most recent call last):",
+    ...frames("(EngineCore_DP0 pid=270)", ["/usr/lib/python3.12/multiprocessing/process.py|_bootstrap|self.run()",
+      "/usr/lib/python3.12/multiprocessing/process.py|run|self._target(*self._args, **self._kwargs)",
+      `${vllm}/v1/engine/core.py|run_engine_core|raise e`,
+      `${vllm}/v1/core/kv_cache_utils.py|check_enough_kv_cache_memory|raise ValueError(`]),
+    `(EngineCore_DP0 pid=270) ${error}`,
+    "[rank0]:[W1204 21:01:11.437120815 ProcessGroupNCCL.cpp:1538] Warning: WARNING: destroy_process_group() was not called before program exit, which can leak resources.",
+    `${api} Traceback (most recent call last):`,
+    ...frames(api, ["/usr/local/bin/vllm|<module>|sys.exit(main())",
+      `${vllm}/entrypoints/cli/main.py|main|args.dispatch_function(args)`,
+      `${vllm}/entrypoints/cli/serve.py|cmd|uvloop.run(run_server(args))`,
+      "/usr/local/lib/python3.12/dist-packages/uvloop/__init__.py|run|return __asyncio.run(",
+      "/usr/lib/python3.12/asyncio/runners.py|run|return runner.run(main)",
+      "/usr/lib/python3.12/asyncio/runners.py|run|return self._loop.run_until_complete(task)",
+      "/usr/local/lib/python3.12/dist-packages/uvloop/__init__.py|wrapper|return await main",
+      `${vllm}/entrypoints/openai/api_server.py|run_server|await run_server_worker(listen_address, sock, args, **uvicorn_kwargs)`,
+      `${vllm}/entrypoints/openai/api_server.py|run_server_worker|async with build_async_engine_client(`,
+      `${vllm}/entrypoints/openai/api_server.py|build_async_engine_client|async with build_async_engine_client_from_engine_args(`,
+      `${vllm}/entrypoints/openai/api_server.py|build_async_engine_client_from_engine_args|async_llm = AsyncLLM.from_vllm_config(`,
+      `${vllm}/v1/engine/async_llm.py|from_vllm_config|return cls(`,
+      `${vllm}/v1/engine/async_llm.py|__init__|self.engine_core = EngineCoreClient.make_async_mp_client(`,
+      `${vllm}/v1/engine/core_client.py|make_async_mp_client|return AsyncMPClient(*client_args)`,
+      `${vllm}/v1/engine/core_client.py|__init__|super().__init__(`,
+      `${vllm}/v1/engine/core_client.py|__init__|with launch_core_engines(vllm_config, executor_class,`,
+      "/usr/lib/python3.12/contextlib.py|__exit__|next(self.gen)",
+      `${vllm}/v1/engine/utils.py|launch_core_engines|wait_for_engine_startup(`,
+      `${vllm}/v1/engine/utils.py|wait_for_engine_startup|raise RuntimeError(`]),
+    `${api} RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}`,
+  ].join("\n") + "\n";
+}
+
+// vLLM 0.11's own words (vllm/v1/core/kv_cache_utils.py, vllm/v1/worker/utils.py).
+const KV_TOO_SMALL = "ValueError: To serve at least one request with the models's max seq len (32768), (1.75 GiB KV cache is needed, which is larger than the available KV cache memory (1.19 GiB). Based on the available memory, the estimated maximum model length is 22240. Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.";
+const NO_KV_MEMORY = "ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.";
+const FREE_MEMORY = "ValueError: Free memory on device (18.2/19.7 GiB) on startup is less than desired GPU memory utilization (0.95, 18.7 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.";
+
+/** A bundle whose stub docker prints <root>/<service>.log for `compose logs … <service>`, then runs `docker`. */
+function stack(logs: Record<string, string>, docker = "", stubs: Record<string, string> = {}) {
+  const bundle = fakeBundle({
+    docker: `r=$(dirname "$0")/..
+      case "$*" in
+        "compose logs"*) for s; do :; done; cat "$r/$s.log" 2>/dev/null || true; exit 0;;
+      esac
+      ${docker}`,
+    curl: "exit 7", sleep: "/bin/sleep 0.05", ...stubs,
+  });
+  for (const [service, text] of Object.entries(logs)) writeFileSync(join(bundle.root, `${service}.log`), text);
+  return bundle;
+}
+
+function diagnose(logs: Record<string, string>, docker = "") {
+  const r = stack(logs, docker).run("wait-ready.sh", ["--diagnose", READY_URL]);
+  return { ...r, output: r.stdout + r.stderr };
+}
+
+describe("wait-ready.sh --diagnose with vLLM 0.11's real failures", () => {
+  it.each([["max_model_len larger than the KV cache", KV_TOO_SMALL], ["no memory left for the KV cache", NO_KV_MEMORY],
+    ["less free GPU memory than gpuMemoryUtilization asks", FREE_MEMORY]])("says the model does not fit when vLLM says %s", (_, error) => {
+    const r = diagnose({ vllm: vllmEngineFailure(error) });
+    expect(r.status).toBe(1);
+    expect(r.output).toContain("The model does not fit in GPU memory");
+  });
+
+  it("shows vLLM's actual error, not only the API server's 'See root cause above' traceback", () => {
+    const r = diagnose({ vllm: vllmEngineFailure(KV_TOO_SMALL) });
+    expect(r.output).toContain("RuntimeError: Engine core initialization failed. See root cause above.");
+    expect(r.output).toContain("Root cause: ValueError: To serve at least one request with the models's max seq len (32768), (1.75 GiB KV cache is needed, which is larger than the available KV cache memory");
+  });
+
+  it("does not tell the operator to set hfToken when the model id does not exist (HF answers 401 Repository Not Found)", () => {
+    // vLLM 0.11 logs the Hub's error while listing the repository's files, then refuses the
+    // model id; anonymous requests for a missing repository get 401, as gated ones do.
+    const log = [
+      "(APIServer pid=1) ERROR 12-04 21:00:03 [config.py:139] Error retrieving file list: 401 Client Error. (Request ID: Root=1-6750c8a3-1b2c)",
+      "",
+      "Repository Not Found for url: https://huggingface.co/api/models/Qwen/Qwen2.5-7B-Instrcut/tree/main?recursive=True&expand=False.",
+      "Please make sure you specified the correct `repo_id` and `repo_type`.",
+      "If you are trying to access a private or gated repo, make sure you are authenticated. For more details, see https://huggingface.co/docs/huggingface_hub/authentication",
+      "Invalid username or password., retrying 1 of 2",
+      "(APIServer pid=1) pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig",
+      "(APIServer pid=1)   Value error, Invalid repository ID or local directory specified: 'Qwen/Qwen2.5-7B-Instrcut'.",
+      "(APIServer pid=1) Please verify the following requirements:",
+      "(APIServer pid=1) 1. Provide a valid Hugging Face repository ID.",
+    ].join("\n") + "\n";
+    const r = diagnose({ vllm: log });
+    expect(r.output).not.toContain("hfToken and accept the model's licence");
+    expect(r.output).toContain("check model.id");
+  });
+
+  it("still says to set hfToken for a gated model (GatedRepoError, 401 as well)", () => {
+    const log = [
+      "(APIServer pid=1) huggingface_hub.errors.GatedRepoError: 401 Client Error. (Request ID: Root=1-6750c8a3-1b2d)",
+      "",
+      "Cannot access gated repo for url https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct/resolve/main/config.json.",
+      "Access to model meta-llama/Llama-3.1-8B-Instruct is restricted. You must have access to it and be authenticated to access it. Please log in.",
+    ].join("\n") + "\n";
+    const r = diagnose({ vllm: log });
+    expect(r.output).toContain("set gpu-sandbox:hfToken and accept the model's licence");
+    expect(r.output).not.toContain("check model.id");
+  });
+
+  it("shows the logs of the service that failed (the shim refusing to start), not only vLLM's", () => {
+    const shim = `{"level":50,"time":1733346071000,"msg":"the volume holding /app/data has 1048576 bytes free, less than the 16777216 (16 MiB) the shim needs to start"}\n`;
+    const r = diagnose({ vllm: "(APIServer pid=1) INFO 12-04 21:05:00 [launcher.py:44] Route: /health, Methods: GET\nINFO:     Application startup complete.\n", shim },
+      `case "$*" in "compose ps"*) printf '  vllm: Up 6 minutes (healthy)\\n  litellm: Up 6 minutes (healthy)\\n  shim: Restarting (1) 4 seconds ago\\n  nginx: Created\\n';; esac`);
+    expect(r.output).toContain("shim: Restarting");
+    expect(r.output).toContain("less than the 16777216 (16 MiB) the shim needs to start");
+    expect(r.output).toContain("docker compose logs --tail 100 shim");
+    expect(r.output).not.toContain("Last lines from vllm"); // healthy
+    expect(r.output).not.toContain("Last lines from nginx"); // never started: no log to show
+  });
+
+  it("shows vLLM's logs when no service looks failed (or compose ps says nothing)", () => {
+    const r = diagnose({ vllm: vllmEngineFailure(NO_KV_MEMORY) });
+    expect(r.output).toContain("Last lines from vllm");
+    expect(r.output).toContain("Root cause: ValueError: No available memory for the cache blocks.");
+  });
+});
