@@ -103,14 +103,18 @@ describe("deploy.sh installing a new bundle", () => {
    * A host with bundle A installed by a deploy that succeeded, and docker standing in for the
    * stack's state: its containers' ids in <root>/containers; `compose up` gives them new ids
    * (recreates them), or fails when <root>/up-fails exists, recreating them first when
-   * <root>/up-recreates does too; `compose pull` fails when <root>/pull-fails exists.
+   * <root>/up-recreates does too, or, when <root>/up-loops exists, recreates them and waits
+   * while each is restarted again and again (RestartCount 3); `compose pull` fails when
+   * <root>/pull-fails exists.
    */
   function hostWithBundleA(stubs: Record<string, string> = {}) {
     const docker = `r=$(dirname "$0")/..
     case "$*" in
-      ps\\ *) cat "$r/containers" 2>/dev/null || true;;
+      ps\\ *|"compose ps -a -q") cat "$r/containers" 2>/dev/null || true;;
+      inspect*) if [ -f "$r/up-loops" ]; then shift 2; for id; do echo "$id 3 vllm"; done; fi;;
       compose*" pull "*) if [ -f "$r/pull-fails" ]; then echo "toomanyrequests: You have reached your pull rate limit" >&2; exit 1; fi;;
       "compose up"*)
+        if [ -f "$r/up-loops" ]; then echo "looping-$RANDOM" > "$r/containers"; exec /bin/sleep 20; fi
         if [ -f "$r/up-fails" ]; then
           [ ! -f "$r/up-recreates" ] || echo "recreated-$RANDOM" > "$r/containers"
           echo "Error response from daemon: pull access denied" >&2; exit 1
@@ -185,6 +189,16 @@ describe("deploy.sh installing a new bundle", () => {
     host.deployFails("B", "containers were recreated from the new bundle, so it stays installed");
     expect(host.installed()).toEqual(B);
     expect(host.bundle.read(".previous/shim/config.yaml")).toBe("version: A\n");
+    expect(host.incoming()).toBe("version: B\n");
+  });
+
+  it("keeps the new bundle installed when the containers compose up recreated crash-loop, and fails without waiting out compose up", () => {
+    const host = hostWithBundleA();
+    host.flag("up-loops");
+    const r = host.deployFails("B", "vllm keeps crashing (restarted 3 times since this docker compose up began)");
+    expect(r.output).toContain("containers were recreated from the new bundle, so it stays installed");
+    expect(r.seconds).toBeLessThan(15);
+    expect(host.installed()).toEqual(B);
     expect(host.incoming()).toBe("version: B\n");
   });
 
@@ -444,5 +458,41 @@ describe("wait-ready.sh --diagnose with vLLM 0.11's real failures", () => {
     const r = diagnose({ vllm: vllmEngineFailure(NO_KV_MEMORY) });
     expect(r.output).toContain("Last lines from vllm");
     expect(r.output).toContain("Root cause: ValueError: No available memory for the cache blocks.");
+  });
+});
+
+describe("deploy.sh when a service crash-loops (restart: unless-stopped)", () => {
+  it("fails soon, naming vLLM and its error, instead of waiting out readyTimeoutMinutes while it restarts", { timeout: 40_000 }, () => {
+    // compose up --wait does not fail on a container that restarts (its state is `restarting`,
+    // its health `starting` for the 4 h start_period): it waits out --wait-timeout, 30 minutes by
+    // default. Here it waits 20 s, standing for those 30 minutes, while vLLM keeps failing: the
+    // container it created (c0ffee, absent before) has been restarted 6 times.
+    const bundle = stack({ vllm: vllmEngineFailure(KV_TOO_SMALL) }, `case "$*" in
+      "compose up"*) touch "$r/up"; exec /bin/sleep 20;;
+      "compose ps -a -q") if [ -f "$r/up" ]; then echo c0ffee; fi;;
+      "compose ps"*) echo "vllm: Restarting (1) 3 seconds ago";;
+      inspect*) echo "c0ffee 6 vllm";;
+    esac`);
+    const r = bundle.run("deploy.sh", [bundle.dest, "1800", READY_URL]);
+    const output = r.stdout + r.stderr;
+    expect(r.status).toBe(1);
+    expect(output).toContain("gpu-sandbox: vllm keeps crashing (restarted 6 times since this docker compose up began)");
+    expect(output).toContain("Root cause: ValueError: To serve at least one request");
+    expect(output).not.toContain("docker compose up failed after");
+    expect(r.seconds).toBeLessThan(15); // not after compose up's own wait (here 20 s, on a host 30 min)
+  });
+
+  it("keeps waiting on a slow start, a container restarted before this up, and one restarted once", () => {
+    // vllm's container was there before (restarted 5 times in its life, none during this up); the
+    // shim's, created by this up, restarted once. compose up succeeds once the check ran 3 times.
+    const r = deploy(`r=$(dirname "$0")/..
+      case "$*" in
+      "compose up"*) touch "$r/up"; for i in $(seq 400); do [ "$(grep -c "^docker inspect" "$r/calls")" -ge 4 ] && break; /bin/sleep 0.05; done;;
+      "compose ps -a -q") echo old; if [ -f "$r/up" ]; then echo new; fi;;
+      inspect*) echo "old 5 vllm"; if [ -f "$r/up" ]; then echo "new 1 shim"; fi;;
+    esac`);
+    expect(r.calls.match(/^docker inspect/gm)?.length).toBeGreaterThanOrEqual(4);
+    expect(r.output).not.toContain("keeps crashing");
+    expect({ status: r.status, ready: r.output.includes("gpu-sandbox: ready: ") }).toEqual({ status: 0, ready: true });
   });
 });

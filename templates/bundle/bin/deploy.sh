@@ -71,6 +71,26 @@ containers() {
   project=$(sed -n 's/^COMPOSE_PROJECT_NAME=//p' "$dest/.env" 2>/dev/null | tail -n 1)
   [ -n "$project" ] && docker ps -a -q --no-trunc --filter "label=com.docker.compose.project=$project" | sort
 }
+# Each of the stack's containers as "<id> <restarts> <service>": how often Docker restarted it
+# (restart: unless-stopped, each time its process exited; not `docker restart`).
+restart_counts() {
+  local ids
+  ids=$(docker compose ps -a -q 2>/dev/null) || return 0
+  if [ -n "$ids" ]; then
+    # shellcheck disable=SC2086 # one id per word
+    docker inspect --format '{{.Id}} {{.RestartCount}} {{index .Config.Labels "com.docker.compose.service"}}' $ids 2>/dev/null || true
+  fi
+}
+# "<service> <restarts>" for the first container restarted CRASH_LOOP_RESTARTS times since
+# restart_counts gave `restarts_before` (a container created since counts from 0), if any.
+# `compose up --wait` never gives up on such a container (its state is `restarting` between
+# runs, its health `starting` for vLLM's 4 h start_period) until --wait-timeout. A slow start
+# never restarts: vLLM downloading or loading a model for an hour is one run.
+CRASH_LOOP_RESTARTS=2
+crash_looping() {
+  restart_counts | awk -v limit="$CRASH_LOOP_RESTARTS" 'NR == FNR { was[$1] = $2; next }
+    $2 - was[$1] >= limit { print $3 " " $2 - was[$1]; exit }' <(printf '%s\n' "$restarts_before") - || true
+}
 # Everything installed but .env, .incoming, .previous and .staging.
 installed() { find "$dest" -mindepth 1 -maxdepth 1 ! -name .env ! -name .incoming ! -name .previous ! -name .previous.old ! -name .staging "$@"; }
 
@@ -148,17 +168,30 @@ cd "$dest"
 # reloaded: its nginx.conf is a file mounted from the bundle installed before, which the swap
 # above replaced by a new file the running container does not see.
 log "docker compose up -d --build --wait (the first start downloads the model and can take many minutes)"
+restarts_before=$(restart_counts)
 SECONDS=0
 docker compose up -d --build --remove-orphans --wait --wait-timeout "$timeout" &
 up=$!
 # Polled every second, so a compose up that fails at once (a port taken, a build or pull error)
-# is reported at once; progress every 30 s. The progress report never fails the deploy: a
-# container being recreated makes `docker compose logs` fail while compose up runs on.
+# is reported at once; a service crash-looping is looked for every 10 s, progress every 30 s.
+# Neither fails the deploy by failing itself: a container being recreated makes `docker compose
+# logs` fail while compose up runs on.
 polls=0
+looping=""
+restarts=0
 while kill -0 "$up" 2>/dev/null; do
   sleep 1
   polls=$((polls + 1))
-  if [ $((polls % 30)) -eq 0 ] && kill -0 "$up" 2>/dev/null; then
+  kill -0 "$up" 2>/dev/null || break
+  if [ $((polls % 10)) -eq 0 ]; then
+    read -r looping restarts < <(crash_looping) || true
+    if [ -n "$looping" ]; then
+      # Stops waiting only: the containers stay as compose up left them.
+      kill "$up" 2>/dev/null || true
+      break
+    fi
+  fi
+  if [ $((polls % 30)) -eq 0 ]; then
     log "waiting: $(docker compose ps --format '{{.Service}} {{.Status}}' 2>/dev/null | tr '\n' ';' | sed 's/;$//' || true)"
     last=$(docker compose logs --no-log-prefix --tail 1 vllm 2>/dev/null | tail -n 1 | cut -c1-160 || true)
     if [ -n "$last" ]; then log "vllm: $last"; fi
@@ -166,8 +199,11 @@ while kill -0 "$up" 2>/dev/null; do
 done
 rc=0
 wait "$up" || rc=$?
-if [ "$rc" -ne 0 ]; then
-  if [ "$SECONDS" -ge "$timeout" ]; then
+# A crash loop is a failed compose up: the same put-back below, then the service's logs.
+if [ -n "$looping" ] || [ "$rc" -ne 0 ]; then
+  if [ -n "$looping" ]; then
+    log "$looping keeps crashing (restarted $restarts times since this docker compose up began): not waiting for it any longer; its error is below"
+  elif [ "$SECONDS" -ge "$timeout" ]; then
     log "docker compose did not bring every service up within ${timeout}s"
   else
     log "docker compose up failed after ${SECONDS}s (exit $rc); its error is above"
@@ -185,7 +221,7 @@ if [ "$rc" -ne 0 ]; then
       log "containers were recreated from the new bundle, so it stays installed (the one before is in $dest/.previous); pulumi up again to finish" >&2
     fi
   fi
-  exec bash "$dest/bin/wait-ready.sh" --diagnose "$ready_url"
+  exec bash "$dest/bin/wait-ready.sh" --diagnose "$ready_url" ${looping:+"$looping"}
 fi
 if [ -n "$new" ]; then
   find "$dest/.incoming" -mindepth 1 -delete
