@@ -1,6 +1,6 @@
 // The bundle's deploy.sh and wait-ready.sh (templates/bundle/bin/) run with a stub docker and
 // curl (test/support/host-scripts.ts).
-import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { fakeBundle } from "../support/host-scripts.ts";
@@ -494,5 +494,16 @@ describe("deploy.sh when a service crash-loops (restart: unless-stopped)", () =>
     expect(r.calls.match(/^docker inspect/gm)?.length).toBeGreaterThanOrEqual(4);
     expect(r.output).not.toContain("keeps crashing");
     expect({ status: r.status, ready: r.output.includes("gpu-sandbox: ready: ") }).toEqual({ status: 0, ready: true });
+  });
+});
+
+describe("docs/operations.md Troubleshooting", () => {
+  it("has rows matching what vLLM 0.11 prints for a model that does not fit, a model id it cannot find, and a crash-looping service", () => {
+    const docs = readFileSync(join(import.meta.dirname, "../../docs/operations.md"), "utf8");
+    const table = docs.slice(docs.indexOf("## Troubleshooting"), docs.indexOf("## Design notes"));
+    expect(table).toContain("KV cache is needed, which is larger than the available KV cache memory");
+    expect(table).toContain("Invalid repository ID or local directory specified");
+    expect(table).toContain("keeps crashing (restarted");
+    expect(table).toContain("No space left on device");
   });
 });
