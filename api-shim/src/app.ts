@@ -91,7 +91,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     return503OnClosing: false,
     // Unparseable HTTP, headers too large, a request that did not arrive in time.
     clientErrorHandler: clientErrorHandler((reqId, status, error) => logUnparsed(ctx, reqId, status, error)),
-    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 200 },
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: MAX_PARAM_LENGTH },
     // The HTTP server's limits, set here so tests run with production's. Idle keep-alive above
     // nginx's upstream keepalive (60 s): nginx, not the shim, closes idle connections (else a
     // request can go out on one the shim is closing, a 502). Headers up to 64 KiB, above what
@@ -244,6 +244,9 @@ const isIdentity = (encoding: string): boolean => {
   return e === "" || e.toLowerCase() === "identity";
 };
 
+/** The router's longest path parameter (model ids use a wildcard instead: routes/models.ts). */
+const MAX_PARAM_LENGTH = 200;
+
 const hasBom = (raw: Buffer): boolean => raw[0] === 0xef && raw[1] === 0xbb && raw[2] === 0xbf;
 
 const ambiguousPath = () => new ShimError("invalid_request", {
@@ -295,6 +298,10 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
  * route matched, isAdminRequest) is answered the 404 it was: it learns nothing of the admin routes.
  */
 function allowedMethods(app: FastifyInstance, request: FastifyRequest): string[] {
+  // A segment past maxParamLength: the router answers every method's parameter route with its
+  // own 404 handler, which findRoute reports as a route (`Allow: DELETE, POST` on
+  // /admin/keys/<250 characters>, where both are 404s). No route takes such a segment.
+  if (urlPath(request.url).split("/").some((segment) => segment.length > MAX_PARAM_LENGTH)) return [];
   const allowed = METHODS.filter((method) => app.findRoute({ method: method as HTTPMethods, url: request.url }) !== null);
   if (allowed.length === 0 || request.auth === undefined) return allowed;
   try {

@@ -1,8 +1,8 @@
 import { parse as parseYaml } from "yaml";
 import type { BootstrapKey, ModelConfig, ModelPrice, Pricing, ShimConfig, TierLimits } from "./config.ts";
-import { isKeyId, KEY_PREFIX } from "./keys.ts";
+import { isKeyId } from "./keys.ts";
 import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money.ts";
-import { redactKeys } from "./redaction.ts";
+import { holdsKey, redactLoggedKeys } from "./redaction.ts";
 import { isKeyName, isModelName } from "./text.ts";
 
 /** SHIM_CONFIG's file (pricing, tiers, models, bootstrap keys), read for parseShimConfig (config.ts), with the defaults it starts from. */
@@ -28,15 +28,18 @@ const AS_HASH = `sha256: and the 64 lowercase hex digits of the key's SHA-256 (p
 /**
  * A setting's problem, as parseShimConfig reports every one: `<where>: <value> is not valid;
  * expected <allowed>`. The problems go to stderr (docker compose logs), and a bootstrap key pasted
- * into the wrong field (an id, a list item, bootstrapKeys itself, a mapping key) would be repeated
- * there: a value holding `sk-gs-` anywhere is called a key and never shown, and one in the path
- * (a mapping key) is hidden. This is the one place that guards SHIM_CONFIG's messages for it.
+ * into the wrong field (an id, a list item, bootstrapKeys itself, a mapping key, a tier's name)
+ * would be repeated there: a value holding a key anywhere, with its `sk-gs-` or without (`<id>_
+ * <secret>`, which the id field's hint may lead to), is called a key and never shown, and one in
+ * the path (a mapping key) or in what is expected (the configured tiers' names) is hidden. This is
+ * the one place that guards SHIM_CONFIG's messages for it.
  */
 export function problem(where: string, value: unknown, allowed: string): string {
-  const at = redactKeys(where);
-  if (!show(value).includes(KEY_PREFIX)) return `${at}: ${show(value)} is not valid; expected ${allowed}`;
+  const at = redactLoggedKeys(where);
+  const expected = redactLoggedKeys(allowed);
+  if (!holdsKey(show(value))) return `${at}: ${show(value)} is not valid; expected ${expected}`;
   // The hash field's own expectation is already the hint.
-  return `${at}: is a key (not repeated); expected ${allowed}, not a key${allowed === AS_HASH ? "" : `; SHIM_CONFIG takes a bootstrap key only as its hash, in bootstrapKeys[].hash: ${AS_HASH}`}`;
+  return `${at}: is a key (not repeated); expected ${expected}, not a key${allowed === AS_HASH ? "" : `; SHIM_CONFIG takes a bootstrap key only as its hash, in bootstrapKeys[].hash: ${AS_HASH}`}`;
 }
 
 type FileConfig = Pick<ShimConfig, "pricing" | "tiers" | "unauthenticatedRpm" | "defaultTier" | "models" | "bootstrapKeys">;
@@ -49,7 +52,7 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
       doc = parseYaml(readFile(path)) ?? {};
     } catch (e) {
       // The parser's first line may quote an alias or a tag: a key pasted as one is hidden.
-      problems.push(`SHIM_CONFIG: cannot read or parse ${show(path)}: ${redactKeys((e as Error).message.split("\n")[0]!)}`);
+      problems.push(`SHIM_CONFIG: cannot read or parse ${show(path)}: ${redactLoggedKeys((e as Error).message.split("\n")[0]!)}`);
     }
   }
   const at = (k: string) => `SHIM_CONFIG ${k}`;
@@ -198,7 +201,7 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
  * `sha256:`) is called a key, as problem() calls one anywhere.
  */
 function notAHash(where: string, value: unknown): string {
-  if (show(value).includes(KEY_PREFIX)) return problem(where, value, AS_HASH);
+  if (holdsKey(show(value))) return problem(where, value, AS_HASH);
   const what = value === undefined || value === null ? "missing" : typeof value === "string" ? `a string of ${value.length} characters` : `a ${Array.isArray(value) ? "list" : typeof value === "object" ? "mapping" : typeof value}`;
   return `${where}: is not valid (${what}, not repeated); expected sha256:<64 lowercase hex digits> of the full key`;
 }

@@ -8,7 +8,8 @@ import { urlPath } from "./text.ts";
 
 /** Replaces anything shaped like one of our keys, for text that may end up in logs. Redacting twice changes nothing. */
 export function redactKeys(text: string): string {
-  return text.includes("sk-gs-") ? text.replace(/sk-gs-(?!\[redacted\])[A-Za-z0-9_]*/g, "sk-gs-[redacted]") : text;
+  // `+`: the prefix alone (`sk-gs-<id>_<secret>` in a hint) holds nothing secret.
+  return text.includes("sk-gs-") ? text.replace(/sk-gs-(?!\[redacted\])[A-Za-z0-9_]+/g, "sk-gs-[redacted]") : text;
 }
 
 /**
@@ -18,11 +19,17 @@ export function redactKeys(text: string): string {
  */
 const BARE_KEY = /(?<![A-Za-z0-9])(?:[0-9A-Za-z]{12}_)?(?![0-9a-f]{32}(?![A-Za-z0-9]))[0-9A-Za-z]{32}(?![A-Za-z0-9])/g;
 
+/** Whether a text holds one of our keys, with its prefix or without (BARE_KEY). */
+export function holdsKey(text: string): boolean {
+  return text.includes("sk-gs-") || (text.length >= 32 && redactLoggedKeys(text) !== text);
+}
+
 /**
  * redactKeys, and a key sent without its prefix, for what the shim logs of a client's path or
- * model name. Only there: the messages a client sees quote its own model as sent.
+ * model name, and for SHIM_CONFIG's messages. Not in the messages a client sees, which quote its
+ * own model as sent.
  */
-function redactLoggedKeys(text: string): string {
+export function redactLoggedKeys(text: string): string {
   const prefixed = redactKeys(text);
   // A secret is 32 characters: most paths and model names are shorter, and need no scan.
   return prefixed.length < 32 ? prefixed : prefixed.replace(BARE_KEY, "[redacted]");

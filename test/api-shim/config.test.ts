@@ -169,12 +169,13 @@ extra: 1
   it("a bootstrap key's hash that is not one is never repeated, and a key put there is called the key", () => {
     const key = "sk-gs-Q1bQtLn2OM1o_h2qlwFR5YnMf3dlH8FQpTH2ptAoL1ShV";
     const withHash = (hash: string) => `bootstrapKeys:\n  - id: Q1bQtLn2OM1o\n    hash: "${hash}"\n    credits: 10\n`;
-    for (const hash of [key, `sha256:${key}`, ` ${key}`]) {
+    // The last: a secret (32 letters and digits) behind another prefix is a key too.
+    for (const hash of [key, `sha256:${key}`, ` ${key}`, "sha256:not-hex-h2qlwFR5YnMf3dlH8FQpTH2ptAoL1ShV"]) {
       expect(problems({}, withHash(hash)), hash).toEqual([
         "SHIM_CONFIG bootstrapKeys[0].hash: is a key (not repeated); expected sha256: and the 64 lowercase hex digits of the key's SHA-256 (printf %s \"$KEY\" | sha256sum), not a key",
       ]);
     }
-    for (const hash of ["sha256:not-hex-h2qlwFR5YnMf3dlH8FQpTH2ptAoL1ShV", HASH.toUpperCase()]) {
+    for (const hash of ["sha256:not-hex-h2qlwFR5YnMf3dlH8", HASH.toUpperCase()]) {
       const found = problems({}, withHash(hash));
       expect(found, hash).toEqual([expect.stringMatching(/^SHIM_CONFIG bootstrapKeys\[0\]\.hash: is not valid \(a string of \d+ characters, not repeated\); expected sha256:<64 lowercase hex digits>/)]);
       expect(found[0]).not.toContain(hash.slice(10));
@@ -206,6 +207,21 @@ extra: 1
       expect(found.join("\n"), yaml).not.toContain(key.slice(6));
     }
     expect(problems({}, `${key}: 1\n`)).toEqual([expect.stringMatching(/^SHIM_CONFIG sk-gs-\[redacted\]: is a key \(not repeated\); expected one of the keys pricing, /)]);
+  });
+
+  // Found by review: a key without its prefix (`<id>_<secret>`, what the id field's hint may lead
+  // to pasting) was repeated, and so was a key used as a tier's name, in another setting's list
+  // of the tiers it may name.
+  it("a bootstrap key without its sk-gs- prefix, or in a list a message offers, is never repeated either", () => {
+    const key = "sk-gs-Q1bQtLn2OM1o_h2qlwFR5YnMf3dlH8FQpTH2ptAoL1ShV";
+    const secret = key.slice(-32);
+    const bare = problems({}, `bootstrapKeys:\n  - id: ${key.slice(6)}\n    hash: "${HASH}"\n    credits: 10\n`);
+    expect(bare).toContain(`SHIM_CONFIG bootstrapKeys[0].id: is a key (not repeated); expected 12 letters or digits (the id part of sk-gs-<id>_<secret>), not a key; SHIM_CONFIG takes a bootstrap key only as its hash, in bootstrapKeys[].hash: sha256: and the 64 lowercase hex digits of the key's SHA-256 (printf %s "$KEY" | sha256sum)`);
+    expect(bare.join("\n")).not.toContain(secret);
+    expect(problems({}, `bootstrapKeys:\n  - { id: Q1bQtLn2OM1o, hash: ${secret} }\n`)).toEqual([expect.stringMatching(/^SHIM_CONFIG bootstrapKeys\[0\]\.hash: is a key \(not repeated\)/)]);
+    const offered = problems({}, `tiers: { ${key}: { rpm: 1, tpm: 1 } }\ndefaultTier: nope\n`);
+    expect(offered).toContain(`SHIM_CONFIG defaultTier: "nope" is not valid; expected one of the tiers: free | developer | pro | enterprise | sk-gs-[redacted]`);
+    expect(offered.join("\n")).not.toContain(secret);
   });
 
   it("bootstrap key names, allow-lists and model names are held to the admin API's rules: a NUL would fail the Postgres store at every start", () => {

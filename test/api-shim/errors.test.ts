@@ -340,6 +340,13 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(encoded.status).toBe(404);
     expect(encoded.headers.get("allow")).toBeNull();
     expect(await encoded.text()).not.toContain("POST");
+    // A segment longer than the router takes (found by review): every method there is a 404, so
+    // no 405 names DELETE or POST as allowed (the router's own 404 handler looked like a route).
+    const long = `/admin/keys/${"a".repeat(250)}`;
+    for (const method of ["GET", "DELETE", "POST"]) {
+      const res = await send(method, long, h.adminToken, method === "POST" ? "{}" : undefined);
+      expect({ method, status: res.status, allow: res.headers.get("allow") }).toEqual({ method, status: 404, allow: null });
+    }
   });
 
   it("409 when an Idempotency-Key is reused with a different body, or the key is revoked; final, so the SDK does not send it again", async () => {
