@@ -1,6 +1,6 @@
 import OpenAI, { AuthenticationError, BadRequestError, NotFoundError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
+import { DEFAULT_FAKE, fillUpstreamPool, startShim, type Harness } from "../support/shim-harness.ts";
 import { failure } from "../support/api-failure.ts";
 import { answeringUpstream } from "../support/shim-process.ts";
 
@@ -220,19 +220,13 @@ describe("GET /v1/models while the upstream pool is busy with long generations",
 
   it("answers at once", async () => {
     const { key } = await h.createKey({ credits: 100000 });
-    h.fake.set({ hang: true });
-    const ac = new AbortController();
-    const pending = Array.from({ length: 260 }, () =>
-      fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 4 }) }).catch(() => undefined));
+    const release = await fillUpstreamPool(h, key);
     try {
-      await h.fake.until((c) => c.received >= 256, 20_000);
       const res = await fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` }, signal: AbortSignal.timeout(5_000) });
       expect(res.status).toBe(200);
       expect(((await res.json()) as { data: { id: string }[] }).data.map((m) => m.id)).toContain("qwen2.5-7b");
     } finally {
-      ac.abort();
-      await Promise.all(pending);
-      h.fake.reset();
+      await release();
     }
   }, 60_000);
 });

@@ -2,7 +2,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
-import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
+import { fillUpstreamPool, overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 /**
  * /ready behind a proxy upstream: LiteLLM lists its configured models whether or not vLLM is up,
@@ -133,12 +133,8 @@ describe("/ready while the upstream pool is busy with long generations", () => {
 
   it("stays ready: the upstream itself answers /models at once", async () => {
     const { key } = await h.createKey({ credits: 100000 });
-    h.fake.set({ hang: true }); // generations still running: vLLM sends a non-streamed answer's headers at its end
-    const ac = new AbortController();
-    const pending = Array.from({ length: 260 }, () =>
-      fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 4 }) }).catch(() => undefined));
+    const release = await fillUpstreamPool(h, key);
     try {
-      await h.fake.until((c) => c.received >= 256, 20_000);
       // The upstream answers its model list directly, at once:
       const direct = await fetch(`${h.fake.url}/models`, { headers: { authorization: "Bearer upstream-secret" } });
       expect(direct.status).toBe(200);
@@ -146,9 +142,7 @@ describe("/ready while the upstream pool is busy with long generations", () => {
       const body = await res.json();
       expect({ status: res.status, body }).toEqual({ status: 200, body: { status: "ready", store: "ok", upstream: "ok" } });
     } finally {
-      ac.abort();
-      await Promise.all(pending);
-      h.fake.reset();
+      await release();
     }
   }, 60_000);
 });

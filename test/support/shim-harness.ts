@@ -196,3 +196,21 @@ export function overrideStore<S extends object>(store: S, overrides: { [K in key
 export async function moneyInvariants(store: Store): Promise<{ keyId: string; balance: number; ledgerSum: number; held: number; reservations: number }[]> {
   return (await store.audit()).map((r) => ({ keyId: r.keyId, balance: r.balance, ledgerSum: r.ledgerSum, held: r.held, reservations: r.reservations }));
 }
+
+/**
+ * Fills the shim's upstream pool (256 connections) with generations the fake holds open (a
+ * non-streamed answer's headers come at its end), for a test of what must not queue behind them.
+ * Returns how to let them go.
+ */
+export async function fillUpstreamPool(h: Harness, key: string): Promise<() => Promise<void>> {
+  h.fake.set({ hang: true });
+  const ac = new AbortController();
+  const pending = Array.from({ length: 260 }, () =>
+    fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 4 }) }).catch(() => undefined));
+  await h.fake.until((c) => c.received >= 256, 20_000);
+  return async () => {
+    ac.abort();
+    await Promise.all(pending);
+    h.fake.reset();
+  };
+}
