@@ -621,6 +621,15 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
     expect(text).not.toContain('"usage"');
   });
 
+  it("LiteLLM's usage on its finish chunk, shown to a client that asked for usage: no second, made-up usage chunk", async () => {
+    const litellm = [...content, chunk([choice({}, "stop")], usage(500, 2))];
+    for (const drop of [false, true]) {
+      const { text } = await run([...litellm], drop, { stream_options: { include_usage: true } });
+      const usageChunks = text.split("\n\n").filter((e) => e.includes('"usage":{'));
+      expect(usageChunks, `drop ${drop}`).toHaveLength(1);
+    }
+  });
+
   // Still cut short, so still failures charged the content only, as before.
   const cutShort = [
     ["LiteLLM, cut after its finish chunk, before its usage", [...content, chunk([choice({}, "stop")])], {}],

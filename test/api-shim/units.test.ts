@@ -9,7 +9,7 @@ import { loggedModel, redactedPath, redactKeys, secretRedactor, type SecretHider
 import { usageOfBody } from "../../api-shim/src/answer-body.ts";
 import { spliceJson, spliceJsonBytes, spliceMemberValue } from "../../api-shim/src/json-splice.ts";
 import { storedUsage, StreamMeter } from "../../api-shim/src/metering.ts";
-import { ceilDiv, creditsNumber, formatCredits, parseCredits, tokenCost } from "../../api-shim/src/money.ts";
+import { ceilDiv, creditsInput, creditsNumber, formatCredits, parseCredits, tokenCost } from "../../api-shim/src/money.ts";
 import { normalizationGrowth, parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
 import { normalizationGrowthOf } from "../../api-shim/src/normalization.ts";
 import { parsePeriod, showPeriod } from "../../api-shim/src/period.ts";
@@ -39,6 +39,9 @@ describe("money", () => {
   it("0.1 + 0.2 credits is exactly 0.3 (no floating point)", () => {
     expect(formatCredits(parseCredits(0.1)! + parseCredits(0.2)!)).toBe("0.3");
     expect(creditsNumber(parseCredits("0.1")! * 3)).toBe(0.3);
+    // The largest grant or top-up is a billion credits, that one included (found by hand mutation).
+    expect(creditsInput("1000000000", "positive")).toEqual({ micro: 1e15 });
+    expect(creditsInput("1000000000.000001", "positive")).toEqual({ must: "at most 1000000000 credits" });
   });
 
   it.each([[1_500_000, "1.5"], [1, "0.000001"], [-1_000_001, "-1.000001"], [0, "0"], [123_456_789_000_000, "123456789"]])("formatCredits(%j) = %j", (micro, text) => {

@@ -142,6 +142,20 @@ describe("the deployment's own secrets in an upstream's message", () => {
   });
 });
 
+// Found by hand mutation: each of these could be undone with every test still passing.
+describe("secrets in an upstream's message: the edges", () => {
+  it("a configured secret quoted twice is hidden both times, and one of exactly 8 characters too", () => {
+    const hide = secretRedactor(["upstream-master-key-123"]);
+    expect(redactUpstreamSecrets("key upstream-master-key-123 rejected (upstream-master-key-123)", "", hide)).not.toContain("upstream-master-key-123");
+    expect(secretRedactor(["Zq8#pL2!"])("token was Zq8#pL2! here")).not.toContain("Zq8#pL2!");
+  });
+
+  it("HTTP Basic credentials without an Authorization label, and an AWS temporary key id (ASIA…), are hidden", () => {
+    expect(redactUpstreamSecrets("proxy said: Basic dXNlcjpwYXNzd29yZDEyMw== was refused")).not.toContain("dXNlcjpwYXNzd29yZDEyMw");
+    expect(redactUpstreamSecrets("bedrock: invalid ASIAQWERTYUIOPASDFGH for role")).not.toContain("ASIAQWERTYUIOPASDFGH");
+  });
+});
+
 describe("cost of an upstream's message", () => {
   // This thread's CPU time, not the wall clock: on a loaded machine the thread is descheduled for
   // tens of milliseconds at a time, which is no cost of the code (a super-linear regex costs seconds of CPU).
