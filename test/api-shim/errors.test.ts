@@ -911,6 +911,26 @@ describe("a broken database fails closed with 503", () => {
     }
   });
 
+  // Found by mutation testing: dropping the held usage-only chunk from the failure's write left every test passing.
+  it("a stream whose settlement fails still gives a client that asked for usage its usage-only chunk, before the error", async () => {
+    const h = await startShim({
+      wrapStore: (s) => overrideStore(s, { settle: async () => { throw new StoreUnavailableError(new Error("disk on fire")); } }),
+    });
+    try {
+      const { key } = await h.createKey({ credits: 5 });
+      const res = await h.post(key, "/v1/chat/completions", { ...chat, stream: true, stream_options: { include_usage: true } });
+      const events = (await res.text()).split("\n\n").filter((e) => e.startsWith("data: "));
+      const usageAt = events.findIndex((e) => /"choices":\[\]/.test(e) && /"usage":\{/.test(e));
+      const errorAt = events.findIndex((e) => e.includes('"service_unavailable"'));
+      expect(usageAt).toBeGreaterThanOrEqual(0); // the usage chunk the upstream sent, held back until [DONE]
+      expect(errorAt).toBe(events.length - 1); // the error is the last word, no [DONE]
+      expect(usageAt).toBeLessThan(errorAt);
+      expect(JSON.parse(events[usageAt]!.slice("data: ".length)).usage).toMatchObject({ prompt_tokens: expect.any(Number), completion_tokens: 2 });
+    } finally {
+      await h.close();
+    }
+  });
+
   it("503 on every authenticated route when the database is gone", async () => {
     const clock = manualClock();
     const h = await startShim({ clock });
