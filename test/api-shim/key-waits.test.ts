@@ -1,5 +1,8 @@
-import { describe, expect, it } from "vitest";
+import type { FastifyRequest } from "fastify";
+import { describe, expect, it, vi } from "vitest";
+import type { ShimContext } from "../../api-shim/src/context.ts";
 import { FINISHING_GRACE_MS, graceEnds, KeyWaiters } from "../../api-shim/src/key-waits.ts";
+import { Settlement } from "../../api-shim/src/settlement.ts";
 
 /** A grace starting now, as a request's first wait starts it. */
 const grace = () => performance.now() + FINISHING_GRACE_MS;
@@ -32,6 +35,37 @@ describe("KeyWaiters: a refused request waiting for its key's other requests to 
     await nextTurn(); // before b's poll (100 ms) could try it again
     expect(tries).toEqual({ a: 2, b: 1, c: 2 });
     await Promise.all(waits);
+  });
+
+  // Found by mutation testing: removing settlement.ts's wake left every test passing (the poll admitted the waiter 100 ms later).
+  it("a settlement here wakes the key's request waiting for credits: it is admitted on the settlement, not at its poll", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] }); // the poll (100 ms) never fires: only a wake can try again
+    const ac = new AbortController();
+    try {
+      const holdsSettled = new KeyWaiters();
+      let available = 39_000_000;
+      const ctx = {
+        holdsSettled,
+        clock: { now: () => 1, monotonic: () => 1 },
+        config: { models: null },
+        // The hold of 61 credits given back uncharged (nothing generated): 100 available.
+        store: { settle: async () => ((available = 100_000_000), { available, charged: 0 }) },
+      } as unknown as ShimContext;
+      const request = { id: "q", auth: { key: { id: "k" }, buckets: {} }, shim: { start: performance.now() }, log: { warn: () => {} } } as unknown as FastifyRequest;
+      const settlement = new Settlement({ ctx, request, reservationId: "r", hold: 61_000_000, kind: "chat", model: "m", batch: false, stream: true, estimate: 0 });
+      let tries = 0;
+      const need = 61_000_000;
+      const got = holdsSettled.retry("k", need, ac.signal, performance.now() + 60_000, () => (++tries, available >= need || undefined));
+      expect(tries).toBe(1);
+      await nextTurn(); // refused: it waits
+      expect(tries).toBe(1);
+      await settlement.settle(499, null);
+      expect(await Promise.race([got, nextTurn()])).toBe(true);
+      expect(tries).toBe(2);
+    } finally {
+      ac.abort(); // a waiter never woken does not outlive the test
+      vi.useRealTimers();
+    }
   });
 
   it("gives up after the grace, trying again on its poll meanwhile (a hold settled by another replica wakes nobody)", async () => {
