@@ -63,12 +63,10 @@ function readText(path: string): string {
 export function parseStackConfig(text: string, source = "stack file"): Record<string, unknown> {
   const raw: Record<string, unknown> = {};
   const shadowed: Record<string, unknown> = {};
-  const prefix = `${CONFIG_NAMESPACE}:`;
   const config = configMap(text, source);
   for (const [key, value] of Object.entries(config)) {
-    if (key.startsWith(prefix)) raw[key.slice(prefix.length)] = decodeSecure(value);
-    // Pulumi reads a key without a namespace as the project's (`region:` is gpu-sandbox:region).
-    else if (!key.includes(":")) (Object.hasOwn(config, `${prefix}${key}`) ? shadowed : raw)[key] = decodeSecure(value);
+    const setting = settingOf(key, (k) => Object.hasOwn(config, k));
+    if (setting) (setting.shadowed ? shadowed : raw)[setting.name] = decodeSecure(value);
   }
   // Only when there is one, so that a file without any reads as plain settings (and compares so).
   if (Object.keys(shadowed).length > 0) Object.assign(raw, { [SHADOWED_SETTINGS]: shadowed });
@@ -78,26 +76,36 @@ export function parseStackConfig(text: string, source = "stack file"): Record<st
 }
 
 /**
+ * The setting a stack file's config key sets, if any: `gpu-sandbox:region`, or a bare `region`,
+ * which Pulumi reads as the project's; a bare one beside its `gpu-sandbox:` twin is `shadowed`
+ * (the twin's value is the one read). `has`: whether the file's config has a key.
+ */
+function settingOf(key: string, has: (key: string) => boolean): { name: string; shadowed: boolean } | undefined {
+  const prefix = `${CONFIG_NAMESPACE}:`;
+  if (key.startsWith(prefix)) return { name: key.slice(prefix.length), shadowed: false };
+  return key.includes(":") ? undefined : { name: key, shadowed: has(`${prefix}${key}`) };
+}
+
+/**
  * The text of each number under `config:` that is not written as its own digits (see
- * NUMBERS_AS_WRITTEN), by config path without the namespace; a bare key's under its name, unless
- * its `gpu-sandbox:` twin (the one read) is there. `text` has parsed already.
+ * NUMBERS_AS_WRITTEN), by config path without the namespace, for the settings read (settingOf).
+ * `text` has parsed already.
  */
 function numbersAsWritten(text: string): Map<string, string> {
   const found = new Map<string, string>();
+  const keyOf = (pair: { key: unknown }) => String(isScalar(pair.key) ? pair.key.value : pair.key);
   const walk = (node: unknown, path: string): void => {
     if (isScalar(node)) {
       if (typeof node.value === "number" && node.source !== undefined && node.source !== String(node.value)) found.set(path, node.source);
     } else if (isSeq(node)) node.items.forEach((item, i) => walk(item, `${path}[${i}]`));
-    else if (isMap(node)) for (const pair of node.items) walk(pair.value, `${path}.${String(isScalar(pair.key) ? pair.key.value : pair.key)}`);
+    else if (isMap(node)) for (const pair of node.items) walk(pair.value, `${path}.${keyOf(pair)}`);
   };
   const config = parseDocument(text).get("config", true);
   if (!isMap(config)) return found;
-  const prefix = `${CONFIG_NAMESPACE}:`;
-  const keys = new Set(config.items.map((pair) => String(isScalar(pair.key) ? pair.key.value : pair.key)));
+  const keys = new Set(config.items.map(keyOf));
   for (const pair of config.items) {
-    const key = String(isScalar(pair.key) ? pair.key.value : pair.key);
-    if (key.startsWith(prefix)) walk(pair.value, key.slice(prefix.length));
-    else if (!key.includes(":") && !keys.has(`${prefix}${key}`)) walk(pair.value, key);
+    const setting = settingOf(keyOf(pair), (k) => keys.has(k));
+    if (setting && !setting.shadowed) walk(pair.value, setting.name);
   }
   return found;
 }
