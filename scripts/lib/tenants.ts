@@ -105,6 +105,11 @@ function failedDeployExpiry(tenant: Tenant, now: Date): Expiry {
   const state = tenant.state;
   if (state === undefined || (state.kind === "state" && !state.hasInstance)) return { kind: "not-deployed" };
   if (state.kind === "error") return { kind: "unknown", reason: `no outputs, and the state could not be read: ${state.message}` };
+  // Its ttlHours is in the stack file alone: one that cannot be read at all says nothing of it,
+  // and "no ttlHours" (`never`) would show a billing host as kept on purpose.
+  if (tenant.unreadableFile) {
+    return { kind: "unknown", reason: `a failed deploy left an instance, and its stack file cannot be read: ${tenant.configProblem}` };
+  }
   const ttl = tenant.config ? { hours: tenant.config.ttlHours } : fileTtlHours(tenant.raw);
   if ("problem" in ttl) {
     return { kind: "unknown", reason: `a failed deploy left an instance, and its stack file's ttlHours cannot be read (${ttl.problem}); fix it (npm run render -- --stack ${tenant.stack})` };

@@ -153,6 +153,18 @@ describe("list-tenants", () => {
     expect(rows.find((r) => r.stack === "kilo")).toMatchObject({ plan: "?", gpu: "?", hourlyUsd: null });
   });
 
+  it("a failed deploy whose stack file cannot be read at all is `unknown`, not `never`: its ttlHours is in that file", async () => {
+    const { root, pulumi } = fixtureTenants();
+    // kilo's first `pulumi up` failed after the host was made; then its file became a directory.
+    mkdirSync(join(root, "stacks", "Pulumi.kilo.yaml"));
+    pulumi.stacks.set("kilo", { outputs: {}, resources: failedDeployResources("kilo", "2026-03-01T10:00:00Z") });
+    const io = memoryIo();
+    expect(await main(["--json"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(1);
+    const kilo = (JSON.parse(io.stdout.join("\n")) as TenantRow[]).find((r) => r.stack === "kilo");
+    expect(kilo).toMatchObject({ status: "unknown", expires: "?", failedDeploy: false });
+    expect(kilo?.reason).toMatch(/^a failed deploy left an instance, and its stack file cannot be read: cannot read \S+Pulumi\.kilo\.yaml: EISDIR/);
+  });
+
   it("only stacks/Pulumi.<name>.yaml files are tenants: a .yml (which Pulumi never reads beside Pulumi.yaml) is not", async () => {
     const { root, pulumi } = fixtureTenants();
     writeFileSync(join(root, "stacks", "Pulumi.kilo.yml"), stringify({ config: { "gpu-sandbox:region": "us-ord" } }));
