@@ -2,7 +2,7 @@
 // Writes stacks/Pulumi.<name>.yaml from flags, checked by the same validator as `pulumi up`
 // (nothing is written when it finds a problem), then initialises the Pulumi stack and stores
 // the Linode and Hugging Face tokens as secrets, read from the environment and passed on stdin.
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, relative } from "node:path";
 import { Document, isMap, isScalar, type Pair } from "yaml";
 import { isoSeconds } from "../api-shim/src/period.ts";
@@ -154,6 +154,45 @@ export interface NewTenantRequest {
   readonly flags: NewTenantFlags;
 }
 
+/**
+ * Creates the stack file with `text`; false when it is there already ("wx": also when another run
+ * creates it at the same moment). When a write fails after the create (a full disk, a quota, an
+ * I/O error), the file this run created is removed: left empty, list-tenants would list it and the
+ * next run would take it for an earlier run's and say to go on with it. The file comes before
+ * anything in Pulumi, so a failure here has changed nothing there.
+ */
+function createStackFile(path: string, shownFile: string, text: string): boolean {
+  const cannot = (err: unknown, left = "nothing was written") => new UsageError(`new-tenant: cannot write ${shownFile}: ${(err as Error).message}; ${left}. ` +
+    "No Pulumi stack was created or changed (new-tenant writes the file first). Fix the cause (disk space, a quota, permissions) and run again.");
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+  } catch (err) {
+    throw cannot(err);
+  }
+  let fd: number;
+  try {
+    fd = openSync(path, "wx");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw cannot(err); // not created: nothing to remove
+  }
+  try {
+    try {
+      writeFileSync(fd, text);
+    } finally {
+      closeSync(fd); // a quota on a network file system may fail only here
+    }
+  } catch (err) {
+    try {
+      rmSync(path);
+    } catch (rmErr) {
+      throw cannot(err, `the partly written file could not be removed (${(rmErr as Error).message}): remove it before running again`);
+    }
+    throw cannot(err);
+  }
+  return true;
+}
+
 /** Validates, writes the stack file, then sets the stack up in Pulumi (or says how). */
 export async function newTenant(req: NewTenantRequest, deps: ScriptDeps): Promise<number> {
   const { io, env } = deps;
@@ -171,15 +210,8 @@ export async function newTenant(req: NewTenantRequest, deps: ScriptDeps): Promis
   const path = stackFilePath(deps.root, req.name);
   const secrets = SECRETS_FROM_ENV.filter((s) => s.always || hfToken !== undefined);
   const ctx = { pulumi: deps.pulumi, io, env, root: deps.root, stack: req.name, secrets, shownFile: relative(deps.root, path), discardFile: () => rmSync(path) };
-  mkdirSync(dirname(path), { recursive: true });
-  try {
-    // "wx": fails if the file exists, also when another run creates it at the same moment.
-    writeFileSync(path, stackFileText(raw, result.config, deps.now()), { flag: "wx" });
-  } catch (err) {
-    // Perhaps an earlier run that stopped half way: say what is left to do.
-    if ((err as NodeJS.ErrnoException).code === "EEXIST") return reportExisting(ctx);
-    throw err;
-  }
+  // Perhaps an earlier run that stopped half way: say what is left to do.
+  if (!createStackFile(path, ctx.shownFile, stackFileText(raw, result.config, deps.now()))) return reportExisting(ctx);
   io.out(`Wrote ${ctx.shownFile} (${planFor(result.config).lines.find(([l]) => l === "Cost")?.[1].split(" (")[0]}).`);
   if (result.config.adminCidrs.length === 0) {
     io.out("Warning: no --admin-cidrs, so SSH stays closed and `pulumi up` will create the host but cannot deploy the endpoint.");

@@ -1,6 +1,7 @@
+import type * as fs from "node:fs";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { validateConfig } from "../../infra/config.ts";
 import { parseStackConfig, readStackConfig } from "../../infra/stack-file.ts";
 import { renderStack } from "../../scripts/render-stack.ts";
@@ -14,6 +15,26 @@ const ISSUE_EXAMPLE = [
   "--allowed-cidrs", "0.0.0.0/0", "--admin-cidrs", "81.2.69.160/32", "--ttl-hours", "24", "--key", "app:1000:developer",
 ];
 const NOW = () => new Date("2026-03-01T12:00:00Z");
+
+// A disk that fills up (or a quota, or an I/O error) while the stack file is written: the file is
+// created, part of it written, then the write fails, as on a real full disk; whether the stack file
+// is written by its path or through a descriptor opened first. Off unless a test sets it.
+const disk = vi.hoisted(() => ({ failWith: undefined as string | undefined, rmFails: false }));
+vi.mock("node:fs", async (original) => {
+  const real = await original<typeof fs>();
+  return {
+    ...real,
+    writeFileSync: (file: fs.PathOrFileDescriptor, data: string, options?: fs.WriteFileOptions) => {
+      if (disk.failWith === undefined || !(typeof file === "number" || String(file).endsWith("Pulumi.acme.yaml"))) return real.writeFileSync(file, data, options);
+      real.writeFileSync(file, data.slice(0, 16), options);
+      throw Object.assign(new Error(`${disk.failWith}: disk trouble, write`), { code: disk.failWith, syscall: "write" });
+    },
+    rmSync: (path: fs.PathLike, options?: fs.RmOptions) => {
+      if (disk.rmFails) throw Object.assign(new Error("EIO: i/o error, unlink"), { code: "EIO", syscall: "unlink" });
+      return real.rmSync(path, options);
+    },
+  };
+});
 
 /** A project root holding nothing: new-tenant creates stacks/ itself; render reads templates from the repo. */
 let root: string;
@@ -73,6 +94,52 @@ describe("new-tenant", () => {
     expect(io.text()).toContain("printenv HF_TOKEN | pulumi config set --secret --stack acme gpu-sandbox:hfToken");
     expect(io.text()).not.toContain("hf_secret123");
     expect(pulumi.calls).toEqual([]);
+  });
+
+  describe("a stack file that cannot be written", () => {
+    afterEach(() => {
+      disk.failWith = undefined;
+      disk.rmFails = false;
+    });
+
+    it.each(["ENOSPC", "EDQUOT", "EIO"])("%s while writing: exit 1 with the reason, the file it created removed, no stack made; a rerun works", async (code) => {
+      root = tempDir();
+      const pulumi = new FakePulumi();
+      disk.failWith = code;
+      const failed = await run(ISSUE_EXAMPLE, { pulumi, env: { LINODE_TOKEN: "linode-secret" } });
+      expect(failed.code).toBe(1);
+      expect(failed.io.stderr.join("\n")).toBe(`new-tenant: cannot write stacks/Pulumi.acme.yaml: ${code}: disk trouble, write; nothing was written. ` +
+        "No Pulumi stack was created or changed (new-tenant writes the file first). Fix the cause (disk space, a quota, permissions) and run again.");
+      expect(failed.io.stdout).toEqual([]);
+      expect(pulumi.calls).toEqual([]);
+      expect(existsSync(join(root, "stacks", "Pulumi.acme.yaml"))).toBe(false);
+
+      disk.failWith = undefined; // space is back
+      const again = await run(ISSUE_EXAMPLE, { pulumi, env: { LINODE_TOKEN: "linode-secret" } });
+      expect(again.code, again.io.text()).toBe(0);
+      expect(readFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "utf8")).toContain("gpu-sandbox:ttlHours: 24");
+    });
+
+    it("when the file it created cannot be removed either, says so: the next run would find it", async () => {
+      root = tempDir();
+      disk.failWith = "EIO";
+      disk.rmFails = true;
+      const { code, io } = await run(ISSUE_EXAMPLE);
+      expect(code).toBe(1);
+      expect(io.stderr.join("\n")).toContain("new-tenant: cannot write stacks/Pulumi.acme.yaml: EIO: disk trouble, write; " +
+        "the partly written file could not be removed (EIO: i/o error, unlink): remove it before running again. No Pulumi stack was created or changed");
+    });
+
+    it("when stacks/ cannot be made (a file in its place): exit 1 with the reason, nothing changed", async () => {
+      root = tempDir();
+      writeFileSync(join(root, "stacks"), "not a directory\n");
+      const pulumi = new FakePulumi();
+      const { code, io } = await run(ISSUE_EXAMPLE, { pulumi });
+      expect(code).toBe(1);
+      expect(io.stderr.join("\n")).toMatch(/^new-tenant: cannot write stacks\/Pulumi\.acme\.yaml: E\w+: .*; nothing was written\. No Pulumi stack was created or changed/);
+      expect(readFileSync(join(root, "stacks"), "utf8")).toBe("not a directory\n");
+      expect(pulumi.calls).toEqual([]);
+    });
   });
 
   it("prints the warnings `npm run render` and `pulumi up` give for the file it wrote, before anything bills", async () => {
