@@ -221,7 +221,7 @@ export async function newTenant(req: NewTenantRequest, deps: ScriptDeps): Promis
   for (const warning of configWarnings(result.config)) io.out(`Warning: ${warning}`);
 
   if (!(await deps.pulumi.available())) {
-    io.out(`The pulumi CLI is not on PATH.\n${manualSteps(req.name, secrets)}`);
+    io.out(`The pulumi CLI is not on PATH.\n${manualSteps(req.name, secrets, env)}`);
     return 0;
   }
   return (await initStack(ctx)) ? 0 : 1;

@@ -26,13 +26,24 @@ export interface SetupProgress {
 
 const nothingDone = (): SetupProgress => ({ loggedIn: false, stackCreated: false, stored: new Set() });
 
-/** The commands that finish the set-up by hand, leaving out those done; secrets are piped from the environment. */
-export function manualSteps(stack: string, secrets: readonly SecretFromEnv[], done: SetupProgress = nothingDone()): string {
+/**
+ * The commands that finish the set-up by hand, leaving out those done; secrets are piped from the
+ * environment. A variable not set in `env` gets its pipe commented out, after a line saying to
+ * export it first, as initStack says it is not set: `printenv X | pulumi config set --secret`
+ * with X unset stores an empty secret and exits 0 (pulumi reads stdin without checking it), so
+ * the step must not run as pasted.
+ */
+export function manualSteps(stack: string, secrets: readonly SecretFromEnv[], env: NodeJS.ProcessEnv, done: SetupProgress = nothingDone()): string {
+  const setSecret = (s: SecretFromEnv): string[] => {
+    const pipe = `printenv ${s.env} | ${commandLine(setSecretArgs(stack, s.key))}`;
+    if (env[s.env]) return [`  ${pipe}`];
+    return [`  # ${s.env} is not set: export it, then run the line below; or skip it, and \`pulumi up\` needs ${s.env} in its environment`, `  # ${pipe}`];
+  };
   return [
     done.loggedIn ? "To finish:" : "To finish (the pulumi CLI is needed: https://www.pulumi.com/docs/iac/download-install/):",
     ...(done.loggedIn ? [] : ["  pulumi login --local        # only if you use no backend yet"]),
     ...(done.stackCreated ? [] : [`  ${commandLine(["stack", "init", stack])}`]),
-    ...secrets.filter((s) => !done.stored.has(s.key)).map((s) => `  printenv ${s.env} | ${commandLine(setSecretArgs(stack, s.key))}`),
+    ...secrets.filter((s) => !done.stored.has(s.key)).flatMap(setSecret),
     `  pulumi up --stack ${stack}`,
   ].join("\n");
 }
@@ -76,7 +87,7 @@ export async function initStack(ctx: SetupContext): Promise<boolean> {
   const { pulumi, io, env, stack } = ctx;
   const done = nothingDone();
   const fail = (args: readonly string[], r: PulumiResult): false => {
-    io.err(`\`${commandLine(args)}\` failed (exit ${r.exitCode}):\n${tail(r)}\nThe stack file is written; fix the cause and finish by hand:\n${manualSteps(stack, ctx.secrets, done)}`);
+    io.err(`\`${commandLine(args)}\` failed (exit ${r.exitCode}):\n${tail(r)}\nThe stack file is written; fix the cause and finish by hand:\n${manualSteps(stack, ctx.secrets, ctx.env, done)}`);
     return false;
   };
   // Use whatever backend the operator is logged in to; with none, the local one (~/.pulumi).
@@ -141,11 +152,11 @@ async function adoptExisting(ctx: SetupContext): Promise<boolean> {
  * under the name and, when an earlier run stopped half way, the steps it did not get to.
  * Always 1: this run changed nothing.
  */
-export async function reportExisting(ctx: Omit<SetupContext, "discardFile" | "env">): Promise<number> {
+export async function reportExisting(ctx: Omit<SetupContext, "discardFile">): Promise<number> {
   const { stack, io, shownFile } = ctx;
   const exists = `${shownFile} already exists; new-tenant never overwrites a stack file.`;
   if (!(await ctx.pulumi.available())) {
-    io.err(`${exists} Edit it, or pick another name. If an earlier run stopped half way:\n${manualSteps(stack, ctx.secrets)}`);
+    io.err(`${exists} Edit it, or pick another name. If an earlier run stopped half way:\n${manualSteps(stack, ctx.secrets, ctx.env)}`);
     return 1;
   }
   const found = await backendStack(ctx.pulumi, stack);
@@ -154,7 +165,7 @@ export async function reportExisting(ctx: Omit<SetupContext, "discardFile" | "en
     return 1;
   }
   if (found.kind === "unknown") {
-    io.err(`${exists} Whether stack ${stack} is in the backend could not be read (${found.message}). Edit the file, or pick another name. If an earlier run stopped half way:\n${manualSteps(stack, ctx.secrets)}`);
+    io.err(`${exists} Whether stack ${stack} is in the backend could not be read (${found.message}). Edit the file, or pick another name. If an earlier run stopped half way:\n${manualSteps(stack, ctx.secrets, ctx.env)}`);
     return 1;
   }
   if (found.kind === "none") {
@@ -175,7 +186,7 @@ export async function reportExisting(ctx: Omit<SetupContext, "discardFile" | "en
       return 1;
     }
     // Nothing stored in a stack that does not exist, whatever keys the file sets.
-    io.err(`${exists} Stack ${stack} is not in the backend: an earlier run stopped before creating it. If the file is the tenant you want:\n${manualSteps(stack, ctx.secrets, { ...nothingDone(), loggedIn: true })}\nOtherwise edit it, or pick another name.`);
+    io.err(`${exists} Stack ${stack} is not in the backend: an earlier run stopped before creating it. If the file is the tenant you want:\n${manualSteps(stack, ctx.secrets, ctx.env, { ...nothingDone(), loggedIn: true })}\nOtherwise edit it, or pick another name.`);
     return 1;
   }
   let stored: string[] = [];
@@ -185,6 +196,6 @@ export async function reportExisting(ctx: Omit<SetupContext, "discardFile" | "en
     // Not readable as YAML: no secret is known to be stored, so every step is listed.
   }
   const done: SetupProgress = { loggedIn: true, stackCreated: true, stored: new Set(stored) };
-  io.err(`${exists} Stack ${stack} exists with nothing deployed. If the file is the tenant you want:\n${manualSteps(stack, ctx.secrets, done)}\nOtherwise edit it, or pick another name.`);
+  io.err(`${exists} Stack ${stack} exists with nothing deployed. If the file is the tenant you want:\n${manualSteps(stack, ctx.secrets, ctx.env, done)}\nOtherwise edit it, or pick another name.`);
   return 1;
 }

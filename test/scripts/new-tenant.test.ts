@@ -86,14 +86,53 @@ describe("new-tenant", () => {
 
   it("without the pulumi CLI, says exactly what to run (secrets piped from the environment)", async () => {
     root = tempDir();
-    const { code, io, pulumi } = await run([...ISSUE_EXAMPLE, "--hf-token-from-env"], { env: { HF_TOKEN: "hf_secret123" } });
+    const { code, io, pulumi } = await run([...ISSUE_EXAMPLE, "--hf-token-from-env"], { env: { HF_TOKEN: "hf_secret123", LINODE_TOKEN: "linode-secret" } });
     expect(code).toBe(0);
     expect(io.text()).toContain("The pulumi CLI is not on PATH.");
     expect(io.text()).toContain("pulumi stack init acme");
-    expect(io.text()).toContain("printenv LINODE_TOKEN | pulumi config set --secret --stack acme linode:token");
-    expect(io.text()).toContain("printenv HF_TOKEN | pulumi config set --secret --stack acme gpu-sandbox:hfToken");
+    expect(io.text()).toContain("\n  printenv LINODE_TOKEN | pulumi config set --secret --stack acme linode:token\n");
+    expect(io.text()).toContain("\n  printenv HF_TOKEN | pulumi config set --secret --stack acme gpu-sandbox:hfToken\n");
     expect(io.text()).not.toContain("hf_secret123");
+    expect(io.text()).not.toContain("linode-secret");
     expect(pulumi.calls).toEqual([]);
+  });
+
+  // `printenv X | pulumi config set --secret …` with X unset stores an empty secret and exits 0
+  // (pulumi reads stdin without checking it is empty): a step to run by hand for a variable not
+  // set says to export it first, as the CLI path says it is not set, and cannot be pasted as is.
+  describe("LINODE_TOKEN not set: the steps to run by hand say to export it first, with no runnable pipe", () => {
+    const NOT_SET = "  # LINODE_TOKEN is not set: export it, then run the line below; or skip it, and `pulumi up` needs LINODE_TOKEN in its environment\n" +
+      "  # printenv LINODE_TOKEN | pulumi config set --secret --stack acme linode:token\n";
+    const noPipe = (text: string) => expect(text).not.toMatch(/^\s*printenv LINODE_TOKEN \|/m);
+
+    it("without the pulumi CLI", async () => {
+      root = tempDir();
+      const { code, io } = await run(ISSUE_EXAMPLE, { env: {} });
+      expect(code).toBe(0);
+      expect(io.text()).toContain(`\n  pulumi stack init acme\n${NOT_SET}  pulumi up --stack acme`);
+      noPipe(io.text());
+    });
+
+    it("when a pulumi step fails", async () => {
+      root = tempDir();
+      const pulumi = new FakePulumi();
+      pulumi.script = (args) => (args[1] === "init" ? { exitCode: 255, stderr: "error: passphrase must be set with PULUMI_CONFIG_PASSPHRASE" } : undefined);
+      const { code, io } = await run(ISSUE_EXAMPLE, { pulumi, env: {} });
+      expect(code).toBe(1);
+      expect(io.stderr.join("\n")).toContain(NOT_SET);
+      noPipe(io.text());
+    });
+
+    it("on a second run, with or without the CLI", async () => {
+      root = tempDir();
+      expect((await run(ISSUE_EXAMPLE, { env: {} })).code).toBe(0);
+      for (const pulumi of [Object.assign(new FakePulumi(), { installed: false }), new FakePulumi()]) {
+        const { code, io } = await run(ISSUE_EXAMPLE, { pulumi, env: {} });
+        expect(code).toBe(1);
+        expect(io.stderr.join("\n")).toContain(NOT_SET);
+        noPipe(io.text());
+      }
+    });
   });
 
   describe("a stack file that cannot be written", () => {
