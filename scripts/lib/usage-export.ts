@@ -57,15 +57,20 @@ export const markerPath = (dir: string, stack: string) => join(dir, `${stack}.ex
 /**
  * The period of a tenant's whole ledger, as the API takes it: from the stack's creation (its
  * createdAt output, fixed at the first `pulumi up`, before the volume the ledger is on was made;
- * when not known, 2000-01-01, before any ledger) to today, a whole UTC day. What reap-expired
- * saves, and `report-usage --all` reports.
+ * when not known, 2000-01-01, before any ledger) to the end of tomorrow (UTC), by this machine's
+ * clock: the host stamps its rows by its own, and one a little ahead has begun the next day when
+ * this one has not (a row it stamped at 00:00:01 would be missing from the only copy of the ledger
+ * that outlives `pulumi destroy`). Nothing can be stamped later than now. What reap-expired saves,
+ * and `report-usage --all` reports.
  */
 export function wholeLedger(createdAt: unknown, now: Date): { from: string; to: string } {
   return {
     from: typeof createdAt === "string" && isIsoInstant(createdAt) ? createdAt : "2000-01-01",
-    to: now.toISOString().slice(0, 10),
+    to: new Date(now.getTime() + DAY_MS).toISOString().slice(0, 10),
   };
 }
+
+const DAY_MS = 86_400_000;
 
 /** A JSON file, or undefined when there is none or it cannot be read: treated as none. */
 function readJson<T>(path: string): T | undefined {

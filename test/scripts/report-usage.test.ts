@@ -3,6 +3,8 @@ import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/report-usage.ts";
+import { wholeLedger } from "../../scripts/lib/usage-export.ts";
+import { parsePeriod } from "../../api-shim/src/period.ts";
 import { frontProxy } from "../support/front-proxy.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { tempDir } from "../support/tools.ts";
@@ -120,7 +122,7 @@ describe("report-usage against a real shim", () => {
     const all = await report(["--all", "--group", "day", "--format", "json"], undefined, later);
     expect(all.code, all.err).toBe(0);
     const json = JSON.parse(all.out) as { period: { start: string; end: string }; totals: { requests: number; cost: number } };
-    expect(json.period).toEqual({ start: "2000-01-01T00:00:00Z", end: `${later.toISOString().slice(0, 10)}T23:59:59Z` }); // --url: no creation time known
+    expect(json.period).toEqual({ start: "2000-01-01T00:00:00Z", end: `${new Date(later.getTime() + 86_400_000).toISOString().slice(0, 10)}T23:59:59Z` }); // --url: no creation time known; to tomorrow
     expect(json.totals).toMatchObject({ requests: 4, cost: total().micro / 1e6 });
 
     // --stack: from its createdAt output, as reap-expired saves it; the CSV the docs save before a destroy.
@@ -136,6 +138,15 @@ describe("report-usage against a real shim", () => {
     const [header, ...rows] = (await run(["--group", "day", "--format", "csv"])).replace(/\r\n$/, "").split("\r\n");
     expect(header).toBe("key_id,day,requests,prompt_tokens,completion_tokens,total_tokens,cost");
     expect(rows.reduce((sum, row) => sum + Number(row.split(",")[2]), 0)).toBe(4);
+  });
+
+  it("--all's period covers what a host whose clock is ahead of this machine's stamped in its next UTC day", () => {
+    // The operator's machine at 23:59:59; the host, 3 s ahead, has stamped rows at 00:00:01 of the
+    // next day. The saved export is the ledger's only copy once `pulumi destroy` deletes the volume.
+    const { from, to } = wholeLedger("2026-03-01T08:00:00Z", new Date("2026-03-01T23:59:59Z"));
+    const period = parsePeriod({ from, to }, Date.parse("2026-03-02T00:00:01Z"));
+    expect(period.from).toBe(Date.parse("2026-03-01T08:00:00Z"));
+    expect(period.to).toBeGreaterThan(Date.parse("2026-03-02T00:00:01Z"));
   });
 
   it("--stack reads the endpoint and token from the stack's outputs", async () => {
