@@ -482,14 +482,33 @@ describe("deploy.sh when a service crash-loops (restart: unless-stopped)", () =>
     expect(r.seconds).toBeLessThan(15); // not after compose up's own wait (here 20 s, on a host 30 min)
   });
 
+  it("fails soon when a stopped container that compose up starts again crash-loops (docker start resets its RestartCount)", { timeout: 40_000 }, () => {
+    // The shim crash-looped (400 restarts over a weekend) until the operator stopped it; compose
+    // up starts the same container (its definition unchanged), Docker resets its RestartCount to
+    // 0, and it fails again: 1, 2, 3, … restarts, one more at each inspect.
+    const bundle = stack({ shim: "the volume holding /app/data has 1048576 bytes free\n" }, `case "$*" in
+      "compose up"*) touch "$r/up"; exec /bin/sleep 20;;
+      "compose ps -a -q") echo c0ffee;;
+      "compose ps"*) echo "  shim: Restarting (1) 2 seconds ago";;
+      inspect*) if [ -f "$r/up" ]; then n=$(( $(cat "$r/n" 2>/dev/null || echo 0) + 1 )); echo "$n" > "$r/n"; echo "c0ffee $n shim restarting"; else echo "c0ffee 400 shim exited"; fi;;
+    esac`);
+    const r = bundle.run("deploy.sh", [bundle.dest, "1800", READY_URL]);
+    const output = r.stdout + r.stderr;
+    expect(r.status).toBe(1);
+    expect(output).toContain("gpu-sandbox: shim keeps crashing (restarted 2 times since this docker compose up began)");
+    expect(r.seconds).toBeLessThan(15); // not after compose up's own wait (here 20 s, on a host 30 min)
+  });
+
   it("keeps waiting on a slow start, a container restarted before this up, and one restarted once", () => {
-    // vllm's container was there before (restarted 5 times in its life, none during this up); the
-    // shim's, created by this up, restarted once. compose up succeeds once the check ran 3 times.
+    // vllm's container was there, running, before (restarted 5 times in its life, none during this
+    // up); litellm's was restarting (3 times, once more during this up: Docker does not reset a
+    // restarting container's count); the shim's, created by this up, restarted once. compose up
+    // succeeds once the check ran 3 times.
     const r = deploy(`r=$(dirname "$0")/..
       case "$*" in
       "compose up"*) touch "$r/up"; for i in $(seq 400); do [ "$(grep -c "^docker inspect" "$r/calls")" -ge 4 ] && break; /bin/sleep 0.05; done;;
-      "compose ps -a -q") echo old; if [ -f "$r/up" ]; then echo new; fi;;
-      inspect*) echo "old 5 vllm"; if [ -f "$r/up" ]; then echo "new 1 shim"; fi;;
+      "compose ps -a -q") echo old; echo mid; if [ -f "$r/up" ]; then echo new; fi;;
+      inspect*) echo "old 5 vllm running"; if [ -f "$r/up" ]; then echo "mid 4 litellm restarting"; echo "new 1 shim running"; else echo "mid 3 litellm restarting"; fi;;
     esac`);
     expect(r.calls.match(/^docker inspect/gm)?.length).toBeGreaterThanOrEqual(4);
     expect(r.output).not.toContain("keeps crashing");

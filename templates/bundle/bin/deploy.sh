@@ -71,24 +71,29 @@ containers() {
   project=$(sed -n 's/^COMPOSE_PROJECT_NAME=//p' "$dest/.env" 2>/dev/null | tail -n 1)
   [ -n "$project" ] && docker ps -a -q --no-trunc --filter "label=com.docker.compose.project=$project" | sort
 }
-# Each of the stack's containers as "<id> <restarts> <service>": how often Docker restarted it
-# (restart: unless-stopped, each time its process exited; not `docker restart`).
+# Each of the stack's containers as "<id> <restarts> <service> <state>": how often Docker
+# restarted it (restart: unless-stopped, each time its process exited; not `docker restart`).
 restart_counts() {
   local ids
   ids=$(docker compose ps -a -q 2>/dev/null) || return 0
   if [ -n "$ids" ]; then
     # shellcheck disable=SC2086 # one id per word
-    docker inspect --format '{{.Id}} {{.RestartCount}} {{index .Config.Labels "com.docker.compose.service"}}' $ids 2>/dev/null || true
+    docker inspect --format '{{.Id}} {{.RestartCount}} {{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}}' $ids 2>/dev/null || true
   fi
 }
 # "<service> <restarts>" for the first container restarted CRASH_LOOP_RESTARTS times since
-# restart_counts gave `restarts_before` (a container created since counts from 0), if any.
-# `compose up --wait` never gives up on such a container (its state is `restarting` between
-# runs, its health `starting` for vLLM's 4 h start_period) until --wait-timeout. A slow start
-# never restarts: vLLM downloading or loading a model for an hour is one run.
+# restart_counts gave `restarts_before`, if any. `compose up --wait` never gives up on such a
+# container (its state is `restarting` between runs, its health `starting` for vLLM's 4 h
+# start_period) until --wait-timeout. A slow start never restarts: vLLM downloading or loading a
+# model for an hour is one run.
+# A container created since counts from 0, and so does one that was stopped then (exited,
+# created, dead) and that compose up starts again, kept as it was: Docker resets RestartCount
+# when it starts a container, so counting from the old count would miss a container stopped
+# after N restarts until it restarted N+2 times more. A running, restarting or paused one is not
+# started, and keeps its count.
 CRASH_LOOP_RESTARTS=2
 crash_looping() {
-  restart_counts | awk -v limit="$CRASH_LOOP_RESTARTS" 'NR == FNR { was[$1] = $2; next }
+  restart_counts | awk -v limit="$CRASH_LOOP_RESTARTS" 'NR == FNR { was[$1] = ($4 ~ /^(running|restarting|paused)$/) ? $2 : 0; next }
     $2 - was[$1] >= limit { print $3 " " $2 - was[$1]; exit }' <(printf '%s\n' "$restarts_before") - || true
 }
 # Everything installed but .env, .incoming, .previous and .staging.
