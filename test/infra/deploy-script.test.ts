@@ -454,6 +454,16 @@ describe("wait-ready.sh --diagnose with vLLM 0.11's real failures", () => {
     expect(r.output).not.toContain("Last lines from nginx"); // never started: no log to show
   });
 
+  it("shows the logs of a service still starting (health: starting) beside another that failed", () => {
+    // readyTimeoutMinutes ran out while vLLM was still downloading the model (the reason); the
+    // shim had just restarted once. The colon inside "(health: starting)" is part of the status.
+    const r = diagnose({ vllm: "Downloading model weights\n", shim: "shim exited\n" },
+      `case "$*" in "compose ps"*) printf '  vllm: Up 30 minutes (health: starting)\\n  litellm: Up 30 minutes (healthy)\\n  shim: Restarting (1) 3 seconds ago\\n  nginx: Created\\n';; esac`);
+    expect(r.output).toContain("Last lines from shim");
+    expect(r.output).toContain("Last lines from vllm");
+    expect(r.output).not.toContain("Last lines from litellm");
+  });
+
   it("shows vLLM's logs when no service looks failed (or compose ps says nothing)", () => {
     const r = diagnose({ vllm: vllmEngineFailure(NO_KV_MEMORY) });
     expect(r.output).toContain("Last lines from vllm");

@@ -46,14 +46,15 @@ root_cause() {
 
 # The services to show: those named, then each whose status is neither up nor healthy (never
 # started, "Created", has no log to show), else vLLM. `status` is `docker compose ps` as
-# "  <service>: <status>" lines.
+# "  <service>: <status>" lines, split at the first ": " only: a status has its own
+# ("Up 30 minutes (health: starting)").
 failed_services() {
   local status=$1
   shift
   {
     if [ "$#" -gt 0 ]; then printf '%s\n' "$@"; fi
-    awk -F': ' '{ sub(/^ +/, "", $1) }
-      $1 != "" && $2 !~ /^Created/ && ($2 !~ /^Up/ || $2 ~ /\((unhealthy|health: starting)\)/) { print $1 }' <<<"$status"
+    awk '{ sub(/^ +/, ""); i = index($0, ": "); svc = substr($0, 1, i - 1); st = substr($0, i + 2) }
+      i > 1 && st !~ /^Created/ && (st !~ /^Up/ || st ~ /\((unhealthy|health: starting)\)/) { print svc }' <<<"$status"
   } | awk '!seen[$0]++' | grep . || echo vllm
 }
 
