@@ -20,12 +20,15 @@ function burstOption(burst: number): string {
  * nginx's `default` is 0.0.0.0/0 and ::/0 themselves, so a list holding either makes the default
  * 1 instead of listing it (nginx warns of a "duplicate network" at every start and reload). nginx
  * sees only IPv4 peers (IPv6 clients arrive from Docker's gateway), so the IPv4 one decides.
+ * `say`: a comment for a reader of nginx.conf when the block is its `default` line alone, which
+ * it is both for an empty list (nobody) and for one holding 0.0.0.0/0 (everyone).
  */
-function geoEntries(cidrs: readonly string[], whenEmpty?: string): string {
+function geoEntries(cidrs: readonly string[], say?: { empty: string; everyone: string }): string {
   const everyone = cidrs.includes("0.0.0.0/0");
   const listed = [...new Set(cidrs)].filter((c) => c !== "::/0"); // once each: nginx warns of a duplicate network
   const lines = everyone ? ["default 1;"] : ["default 0;", ...listed.map((c) => `${c} 1;`)];
-  if (lines.length === 1 && whenEmpty) lines.push(`# ${whenEmpty}`);
+  const note = say && (cidrs.length === 0 ? say.empty : everyone ? say.everyone : undefined);
+  if (note) lines.push(`# ${note}`);
   return lines.map((l) => `        ${l}`).join("\n");
 }
 
@@ -37,7 +40,7 @@ function geoEntries(cidrs: readonly string[], whenEmpty?: string): string {
  */
 export function renderNginxConf(config: TenantConfig): string {
   const { limits } = config;
-  const adminGeo = geoEntries(config.adminCidrs, "adminCidrs is empty: nobody.");
+  const adminGeo = geoEntries(config.adminCidrs, { empty: "adminCidrs is empty: nobody.", everyone: "adminCidrs holds 0.0.0.0/0: everyone." });
   const apiGeo = geoEntries([DOCKER_GATEWAY_CIDR, ...config.allowedCidrs]);
   // nginx's own errors as JSON, on every server: port 80's redirect server meets them too.
   const errorPages = fill("error-pages.conf", { connections: limits.connections, maxBodyMb: limits.maxBodyMb }).trimEnd();

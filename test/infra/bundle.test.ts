@@ -153,6 +153,14 @@ it("a narrow IPv6 allowedCidrs entry opens the API to every IPv6 address off Lin
   expect(configWarnings(c)).toContainEqual(expect.stringMatching(/^allowedCidrs 2001:db8:1::\/48: IPv6 entries narrower than ::\/0 are enforced by Linode's firewall only/));
 });
 
+// Found by review: the /0 list also has one geo line (`default 1;`), and was labelled "nobody".
+it("labels the /admin geo 'nobody' only when adminCidrs is empty, and 'everyone' when it admits every address", () => {
+  const adminGeo = (adminCidrs: string[]) => /geo \$admin_client \{\n([\s\S]*?)\n\s*\}/.exec(render(config({ adminCidrs })).get("nginx/nginx.conf")!)![1]!.split("\n").map((l) => l.trim());
+  expect(adminGeo([])).toEqual(["default 0;", "# adminCidrs is empty: nobody."]);
+  expect(adminGeo(["81.2.69.161/32", "0.0.0.0/0"])).toEqual(["default 1;", "# adminCidrs holds 0.0.0.0/0: everyone."]);
+  expect(adminGeo(["81.2.69.161/32"])).toEqual(["default 0;", "81.2.69.161/32 1;"]);
+});
+
 it("turns HTTP/2 on with the `http2` directive, as nginx 1.25.1 and later (the image's 1.28) want it without a warning", () => {
   const conf = render(config()).get("nginx/nginx.conf")!;
   expect(conf).toMatch(/^\s+listen 8443 ssl;$/m);
