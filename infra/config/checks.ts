@@ -11,10 +11,16 @@ import { CONFIG_NAMESPACE, type ConfigProblem } from "./types.ts";
 export class Problems {
   readonly list: ConfigProblem[] = [];
   private readonly secret: (key: string) => boolean;
+  private readonly written: (key: string) => string | undefined;
 
-  /** `secret`: the settings whose values are never shown (Pulumi hands them over decrypted). */
-  constructor(secret: (key: string) => boolean = () => false) {
+  /**
+   * `secret`: the settings whose values are never shown (Pulumi hands them over decrypted).
+   * `written`: the stack file's text for the number at a config path, when it is not its digits
+   * (numberAsWritten); the only way to see a leading 0, since the number no longer shows it.
+   */
+  constructor(secret: (key: string) => boolean = () => false, written: (key: string) => string | undefined = () => undefined) {
     this.secret = secret;
+    this.written = written;
   }
 
   /** `shown`: the value is already a stand-in (such as "[plaintext]"), safe to print under any key. */
@@ -35,10 +41,13 @@ export class Problems {
    * A number within [min, max]. Accepts numeric strings too: `pulumi config set k 24` stores
    * "24", while a hand-written stack file may say 24. A string only in decimal (a sign, digits and
    * a point: "24", "-1", "+1", ".05", "0."): Number() also reads "0x10", "0b11", "0o20" and "1e3",
-   * which the shim and the admin API refuse.
+   * which the shim and the admin API refuse. A number the stack file wrote in another form is
+   * refused alike, whoever read it (see notPlainDecimal).
    */
   number(key: string, value: unknown, range: { min: number; max: number; integer?: boolean }): number | undefined {
     if (value === undefined || value === null) return undefined;
+    const form = this.written(key);
+    if (form !== undefined && !PLAIN_DECIMAL.test(form)) return this.notPlainDecimal(key, value, form);
     const n = typeof value === "string" && /^[+-]?(\d+\.?\d*|\.\d+)$/.test(value.trim()) ? Number(value) : value;
     if (typeof n !== "number" || !Number.isFinite(n)) return this.add(key, value, "must be a number in decimal digits, e.g. 24 or 0.5");
     if (range.integer && !Number.isInteger(n)) return this.add(key, value, "must be a whole number");
@@ -49,15 +58,27 @@ export class Problems {
   }
 
   /**
+   * A number the stack file wrote as `form`, not in plain decimal. The readers disagree on a
+   * leading 0: Pulumi's (Go yaml.v2, strconv.ParseInt base 0) reads 0100 in a map as octal 64, the
+   * yaml package 100, so render and `pulumi up` would use different values without a word. The
+   * form is judged, not the value, so both refuse it however the value reached them. 0x, 0o, 0b and
+   * exponents are refused as they are in a string, so a form is taken or refused alike either way.
+   */
+  private notPlainDecimal(key: string, value: unknown, form: string): undefined {
+    return this.add(key, value, `was written ${form}, which is not plain decimal (a leading 0 is octal to Pulumi's reader: 0100 is 64 at \`pulumi up\`, ` +
+      "100 at `npm run render`; 0x, 0o, 0b and exponents are refused as they are in quotes); write it in plain decimal digits, e.g. 100 or 0.5");
+  }
+
+  /**
    * A number where a string goes (a vLLM argument, a tag), as its digits: what `- 64` unquoted, or
    * `pulumi config set --path … 64`, stores. Only a safe integer written as its own digits: a YAML
    * reader turns 1.10 into 1.1, 1e3 into 1000, 0x1F into 31 and digits past 2^53 into others, and
    * a leading 0 is octal to Pulumi's (Go yaml.v2: 0123456 is 42798) but not to the yaml package's,
-   * so String(n) would pass on something else. `written`: the stack file's text for it, when known
-   * (numberAsWritten); it is the only way to see a leading 0, since the number no longer shows it.
-   * Undefined, after recording a problem, when the value must be quoted instead.
+   * so String(n) would pass on something else; the stack file's text for it (`written`) shows what
+   * was meant. Undefined, after recording a problem, when the value must be quoted instead.
    */
-  digits(key: string, n: number, written: string | undefined): string | undefined {
+  digits(key: string, n: number): string | undefined {
+    const written = this.written(key);
     if (written !== undefined && written !== String(n)) {
       return this.add(key, n, `was written ${written}, which YAML reads as a number, not as those characters (a leading 0 is octal to Pulumi: 0123456 is 42798); quote it: "${written}"`);
     }
@@ -171,6 +192,12 @@ export class Problems {
     return out;
   }
 }
+
+/**
+ * A number as its plain decimal digits (100, 0, -1, +4, 0.90, 1., .5), which every YAML reader
+ * reads alike: no leading 0 before the point, no 0x/0o/0b, no exponent.
+ */
+const PLAIN_DECIMAL = /^[+-]?((0|[1-9]\d*)(\.\d*)?|\.\d+)$/;
 
 /**
  * `a.b.c.d/n` or `v6::/n`, with the prefix in range; returns it as its network (host bits

@@ -37,9 +37,9 @@ export type { ValidationContext } from "./secrets.ts";
  * Every problem is reported, not just the first.
  */
 export function validateConfig(raw: Readonly<Record<string, unknown>>, context: ValidationContext): ValidationResult {
-  const p = new Problems(isSecretSetting);
+  // The stack file's text of its numbers: the forms Pulumi's reader and the yaml package disagree on.
+  const p = new Problems(isSecretSetting, (path) => (context.fileConfig ? numberAsWritten(context.fileConfig, path) : undefined));
   const secret = (key: string, value: unknown) => checkSecret(p, key, value, context);
-  const written = (path: string) => (context.fileConfig ? numberAsWritten(context.fileConfig, path) : undefined);
   for (const key of Object.keys(raw)) {
     if (!(CONFIG_KEYS as readonly string[]).includes(key)) p.unknown(key, unknownSettingMessage(key));
   }
@@ -60,7 +60,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   // LTS releases are the even years' April ones: 22.04, 24.04, 26.04, 28.04.
   if (!/^linode\/ubuntu2[2468]\.04$/.test(image)) p.add("image", image, "must be an Ubuntu LTS Linode image (linode/ubuntu22.04, linode/ubuntu24.04 or a later LTS), which the host scripts are written for");
 
-  const model = checkModel(p, raw.model, plan?.gpuCount ?? 1, written);
+  const model = checkModel(p, raw.model, plan?.gpuCount ?? 1);
   const hfToken = secret("hfToken", raw.hfToken);
   const allowedCidrs = p.cidrs("allowedCidrs", raw.allowedCidrs) ?? [...DEFAULT_ALLOWED_CIDRS];
   if (allowedCidrs.length === 0) p.add("allowedCidrs", "[]", "is empty, so nothing could reach the endpoint; list the client addresses, or 0.0.0.0/0 and ::/0 for everyone");
@@ -80,7 +80,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   const keys = checkKeys(p, raw.keys, tiers, modelNames);
   const volumeSizeGb = p.number("volumeSizeGb", raw.volumeSizeGb, { min: 10, max: 10_240, integer: true }) ?? DEFAULT_VOLUME_SIZE_GB;
   const ttlHours = checkTtlHours(p, raw.ttlHours);
-  const tags = checkTags(p, raw.tags, written);
+  const tags = checkTags(p, raw.tags);
   const limits = checkLimits(p, raw.limits);
   const images = checkImages(p, raw.images);
   const readyTimeoutMinutes =
@@ -149,7 +149,7 @@ function checkRegion(p: Problems, value: unknown): string | undefined {
   return region;
 }
 
-function checkModel(p: Problems, value: unknown, gpuCount: number, written: (path: string) => string | undefined): ModelConfig | undefined {
+function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig | undefined {
   const m = p.settingMap("model", value, ["id", "servedName", "maxModelLen", "mediaPartTokens", "gpuMemoryUtilization", "extraArgs"], "id");
   const id = p.string("model.id", m.id) ?? DEFAULT_MODEL_ID;
   if (!/^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(id)) {
@@ -164,7 +164,7 @@ function checkModel(p: Problems, value: unknown, gpuCount: number, written: (pat
   const mediaPartTokens = p.number("model.mediaPartTokens", m.mediaPartTokens, MEDIA_PART_TOKENS_RANGE);
   const gpuMemoryUtilization =
     p.number("model.gpuMemoryUtilization", m.gpuMemoryUtilization, { min: 0.1, max: 0.99 }) ?? DEFAULT_GPU_MEMORY_UTILIZATION;
-  const extraArgs = checkedExtraArgs(p, p.array("model.extraArgs", m.extraArgs) ?? [], written);
+  const extraArgs = checkedExtraArgs(p, p.array("model.extraArgs", m.extraArgs) ?? []);
   return { id, servedName, maxModelLen, ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}), gpuMemoryUtilization, extraArgs, ...parallelLayout(gpuCount) };
 }
 
@@ -294,11 +294,11 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
  * Linode tags. A number is taken as its digits (Problems.digits): `tags: [2025]` in YAML, or
  * `pulumi config set --path 'gpu-sandbox:tags[0]' 2025` (which stores integers as numbers).
  */
-function checkTags(p: Problems, value: unknown, written: (path: string) => string | undefined): string[] {
+function checkTags(p: Problems, value: unknown): string[] {
   const tags: string[] = [];
   (p.array("tags", value) ?? []).forEach((item, i) => {
     const number = typeof item === "number" && Number.isFinite(item);
-    const t = number ? p.digits(`tags[${i}]`, item, written(`tags[${i}]`)) : item;
+    const t = number ? p.digits(`tags[${i}]`, item) : item;
     if (number && t === undefined) return;
     if (typeof t !== "string") p.add(`tags[${i}]`, item, "must be a string (a tag such as team-a)");
     else if (t.length < 3 || t.length > 50) p.add(`tags[${i}]`, item, "Linode tags are 3-50 characters");

@@ -73,11 +73,11 @@ function flagWithValue(arg: string): [flag: string, value: string] | undefined {
  * 'gpu-sandbox:model.extraArgs[1]' 64`) is the number 64, and meant as the argument "64". A number
  * is never a flag, nor a reserved one's value alone, so it needs no other check.
  */
-export function checkedExtraArgs(p: Problems, args: unknown[], written: (path: string) => string | undefined): string[] {
+export function checkedExtraArgs(p: Problems, args: unknown[]): string[] {
   const extraArgs: string[] = [];
   args.forEach((item, i) => {
     if (typeof item === "number" && Number.isFinite(item)) {
-      const digits = p.digits(`model.extraArgs[${i}]`, item, written(`model.extraArgs[${i}]`));
+      const digits = p.digits(`model.extraArgs[${i}]`, item);
       if (digits !== undefined) extraArgs.push(digits);
       return;
     }

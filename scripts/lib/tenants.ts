@@ -3,6 +3,7 @@
 // so both agree on what "deployed" and "expired" mean.
 import { checkTtlHours, validateConfig } from "../../infra/config.ts";
 import { formatProblem, Problems } from "../../infra/config/checks.ts";
+import { numberAsWritten } from "../../infra/config/settings.ts";
 import { CONFIG_NAMESPACE, type TenantConfig } from "../../infra/config/types.ts";
 import { hostExpiry } from "../../infra/host.ts";
 import { listStackNames, misplacedSetting, readStackConfig, StackFileError } from "../../infra/stack-file.ts";
@@ -136,7 +137,8 @@ function failedDeployExpiry(tenant: Tenant, now: Date): Expiry {
  * read as none, the host would be kept, billing, forever.
  */
 function fileTtlHours(raw: Readonly<Record<string, unknown>>): { hours: number | undefined } | { problem: string } {
-  const p = new Problems();
+  // The file's text of it too, as the validator reads it: 010 there is 8 to `pulumi up` (octal).
+  const p = new Problems(undefined, (path) => numberAsWritten(raw, path));
   const hours = checkTtlHours(p, raw.ttlHours);
   return p.list[0] ? { problem: formatProblem(p.list[0], CONFIG_NAMESPACE) } : { hours };
 }

@@ -98,6 +98,38 @@ describe("validateConfig: good configs", () => {
     expect(c.ok && [c.config.model.extraArgs, c.config.tags]).toEqual([["--tokenizer-revision", "0123456", "--code-revision", "1.10", "--max-num-seqs", "64", "--x", "1e3"], ["0x1F", "+12", "2025"]]);
   });
 
+  // Found by review: a number setting read only as its value. Pulumi's reader (Go yaml.v2,
+  // strconv.ParseInt base 0) takes 0100 inside a map as octal 64, the yaml package as 100.
+  it("refuses a number setting written in the stack file with a leading 0, 0x/0o/0b or an exponent, whichever reader read it", () => {
+    const text = "config:\n  gpu-sandbox:region: us-ord\n  gpu-sandbox:adminCidrs: [81.2.69.160/32]\n  gpu-sandbox:volumeSizeGb: 0100\n" +
+      "  gpu-sandbox:model:\n    id: a/b\n    maxModelLen: 4e3\n    gpuMemoryUtilization: 0.90\n" +
+      "  gpu-sandbox:keys:\n    - {name: app, credits: 0100}\n    - {name: b, credits: 0.5}\n" +
+      "  gpu-sandbox:tiers:\n    team: {rpm: 0x10, tpm: 0o20, concurrency: +4}\n  gpu-sandbox:limits:\n    connections: 0100\n    burst: 0\n" +
+      "  gpu-sandbox:pricing:\n    request: 00\n";
+    const fileConfig = parseStackConfig(text);
+    const got = (raw: Record<string, unknown>) => {
+      const r = validateConfig(raw, { stack: "acme", fileConfig });
+      return r.ok ? [] : r.problems.map((p) => formatProblem(p, "gpu-sandbox"));
+    };
+    const form = (key: string, value: string, written: string) =>
+      `gpu-sandbox:${key} = ${value}: was written ${written}, which is not plain decimal (a leading 0 is octal to Pulumi's reader: 0100 is 64 at \`pulumi up\`, 100 at \`npm run render\`; ` +
+      "0x, 0o, 0b and exponents are refused as they are in quotes); write it in plain decimal digits, e.g. 100 or 0.5";
+    const expected = [
+      form("model.maxModelLen", "4000", "4e3"), form("tiers.team.rpm", "16", "0x10"), form("tiers.team.tpm", "16", "0o20"),
+      form("pricing.request", "0", "00"), form("keys[0].credits", "100", "0100"), form("volumeSizeGb", "100", "0100"), form("limits.connections", "100", "0100"),
+    ];
+    expect(got(fileConfig)).toEqual(expected);
+    // pulumi up: Pulumi's reading of the same file (octal inside a map; a top-level scalar as its text).
+    const fromPulumi = { ...fileConfig, volumeSizeGb: "0100", keys: [{ name: "app", credits: 64 }, { name: "b", credits: 0.5 }], limits: { connections: 64, burst: 0 } };
+    expect(got(fromPulumi)).toEqual(expected.map((line) => line.replace(/(credits|connections) = 100:/, "$1 = 64:").replace("volumeSizeGb = 100:", 'volumeSizeGb = "0100":')));
+    // Plain decimal is taken as it always was: 100, 0, 0.9 (0.90, +4 and 1. read the same in every reader).
+    const plain = parseStackConfig(text.replaceAll("0100", "100").replace("4e3", "4000").replace("0x10", "16").replace("0o20", "1.").replace("request: 00", "request: 0"));
+    const c = validateConfig(plain, { stack: "acme", fileConfig: plain });
+    if (!c.ok) throw new Error(describeProblems(c.problems, "test"));
+    expect([c.config.keys[0]!.credits, c.config.limits.connections, c.config.model.gpuMemoryUtilization, c.config.tiers.team, c.config.pricing.request])
+      .toEqual([100, 100, 0.9, { rpm: 16, tpm: 1, concurrency: 4 }, 0]);
+  });
+
   it("takes a tier limit of \"null\", which `pulumi config set --path 'gpu-sandbox:tiers.team.rpm' null` stores, as unlimited", () => {
     const c = ok({ ...base, tiers: { team: { rpm: "null", tpm: 1000, concurrency: "null" }, free: { tpm: "null" } } });
     expect(c.tiers.team).toEqual({ rpm: null, tpm: 1000, concurrency: null });
