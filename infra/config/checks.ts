@@ -1,5 +1,6 @@
 import { isIPv4, isIPv6 } from "node:net";
 import { parseCredits } from "../../api-shim/src/money.ts";
+import { Secret } from "../secret.ts";
 import { networkAddress } from "./addresses.ts";
 import { firstItemPath, setSecretCommand } from "./settings.ts";
 import { CONFIG_NAMESPACE, type ConfigProblem } from "./types.ts";
@@ -30,9 +31,26 @@ export class Problems {
     return undefined;
   }
 
+  /**
+   * Whether `value` is a setting encrypted in the stack file (`secure: v1:…`, which readStackConfig
+   * reads as an unreadable Secret), after recording why it cannot be checked: the one problem for
+   * it wherever a plain value belongs, rather than "must be a string" or "is not a CIDR", which
+   * would call a good value the wrong kind. `npm run render` needs it to write the bundle, so it
+   * stays a problem; `pulumi up` gets it decrypted and never meets this.
+   */
+  encrypted(key: string, value: unknown): boolean {
+    if (!(value instanceof Secret) || value.readable) return false;
+    const fix = this.secret(key)
+      ? "To render the stack, keep only the secret itself encrypted (a provider's apiKey: `--secret --path 'gpu-sandbox:providers[0].apiKey'`) and the rest in clear"
+      : `To render the stack, store it in clear: \`pulumi config set --path '${CONFIG_NAMESPACE}:${key}' <value>\``;
+    this.add(key, "[encrypted]", "is encrypted in the stack file (`secure:`), which `npm run render` and the operator scripts read without Pulumi " +
+      `(no Pulumi CLI, no passphrase), so they can neither decrypt nor check it; \`pulumi up\` decrypts and checks it. ${fix}`, true);
+    return true;
+  }
+
   /** A string; `undefined` stays `undefined` (the caller applies the default). */
   string(key: string, value: unknown): string | undefined {
-    if (value === undefined || value === null) return undefined;
+    if (value === undefined || value === null || this.encrypted(key, value)) return undefined;
     if (typeof value !== "string") return this.add(key, value, "must be a string");
     return value;
   }
@@ -45,7 +63,7 @@ export class Problems {
    * refused alike, whoever read it (see notPlainDecimal).
    */
   number(key: string, value: unknown, range: { min: number; max: number; integer?: boolean }): number | undefined {
-    if (value === undefined || value === null) return undefined;
+    if (value === undefined || value === null || this.encrypted(key, value)) return undefined;
     const form = this.written(key);
     if (form !== undefined && !PLAIN_DECIMAL.test(form)) return this.notPlainDecimal(key, value, form);
     const n = typeof value === "string" && /^[+-]?(\d+\.?\d*|\.\d+)$/.test(value.trim()) ? Number(value) : value;
@@ -100,14 +118,14 @@ export class Problems {
   }
 
   boolean(key: string, value: unknown): boolean | undefined {
-    if (value === undefined || value === null) return undefined;
+    if (value === undefined || value === null || this.encrypted(key, value)) return undefined;
     if (value === true || value === "true") return true;
     if (value === false || value === "false") return false;
     return this.add(key, value, "must be true or false");
   }
 
   oneOf<T extends string>(key: string, value: unknown, allowed: readonly T[]): T | undefined {
-    if (value === undefined || value === null) return undefined;
+    if (value === undefined || value === null || this.encrypted(key, value)) return undefined;
     if (typeof value === "string" && (allowed as readonly string[]).includes(value)) return value as T;
     return this.add(key, value, `must be one of: ${allowed.join(", ")}`);
   }
@@ -120,7 +138,7 @@ export class Problems {
    * list of maps, where a map given names the field it meant).
    */
   array(key: string, value: unknown): unknown[] | undefined {
-    if (value === undefined || value === null) return undefined;
+    if (value === undefined || value === null || this.encrypted(key, value)) return undefined;
     if (Array.isArray(value)) return value;
     const map = typeof value === "object" ? Object.keys(value) : [];
     if (typeof value !== "string" && map.length === 0) return this.add(key, value, "must be a list");
@@ -135,7 +153,7 @@ export class Problems {
   }
 
   object(key: string, value: unknown): Record<string, unknown> | undefined {
-    if (value === undefined || value === null) return undefined;
+    if (value === undefined || value === null || this.encrypted(key, value)) return undefined;
     if (typeof value !== "object" || Array.isArray(value)) return this.add(key, value, "must be a map of keys to values");
     return value as Record<string, unknown>;
   }
@@ -147,7 +165,7 @@ export class Problems {
    * writes a member over a string, so nothing needs removing first.
    */
   settingMap(key: string, value: unknown, members: readonly string[], main?: string): Record<string, unknown> {
-    if (value === undefined || value === null) return {};
+    if (value === undefined || value === null || this.encrypted(key, value)) return {};
     if (typeof value === "object" && !Array.isArray(value)) {
       const map = value as Record<string, unknown>;
       this.unknownKeys(key, map, members);
@@ -182,6 +200,7 @@ export class Problems {
     if (list === undefined) return undefined;
     const out: string[] = [];
     list.forEach((item, i) => {
+      if (this.encrypted(`${key}[${i}]`, item)) return;
       const cidr = typeof item === "string" ? normaliseCidr(item) : undefined;
       if (cidr === undefined) {
         this.add(`${key}[${i}]`, item, "is not a CIDR; write an address with its prefix length, e.g. 203.0.113.7/32 or 2001:db8::/48");

@@ -252,6 +252,7 @@ function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, T
     if (!Object.hasOwn(tiers, tier)) p.add(`${at}.tier`, tier, `is not a tier; tiers: ${Object.keys(tiers).join(", ")}`);
     const models: string[] = [];
     (p.array(`${at}.models`, k.models) ?? []).forEach((m, j) => {
+      if (p.encrypted(`${at}.models[${j}]`, m)) return;
       if (typeof m === "string" && modelNames.includes(m)) models.push(m);
       else p.add(`${at}.models[${j}]`, m, `is not a served model; served models: ${modelNames.join(", ")}`);
     });
@@ -297,6 +298,7 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
 function checkTags(p: Problems, value: unknown): string[] {
   const tags: string[] = [];
   (p.array("tags", value) ?? []).forEach((item, i) => {
+    if (p.encrypted(`tags[${i}]`, item)) return;
     const number = typeof item === "number" && Number.isFinite(item);
     const t = number ? p.digits(`tags[${i}]`, item) : item;
     if (number && t === undefined) return;

@@ -76,6 +76,7 @@ function flagWithValue(arg: string): [flag: string, value: string] | undefined {
 export function checkedExtraArgs(p: Problems, args: unknown[]): string[] {
   const extraArgs: string[] = [];
   args.forEach((item, i) => {
+    if (p.encrypted(`model.extraArgs[${i}]`, item)) return;
     if (typeof item === "number" && Number.isFinite(item)) {
       const digits = p.digits(`model.extraArgs[${i}]`, item);
       if (digits !== undefined) extraArgs.push(digits);

@@ -453,6 +453,28 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     expect(validateConfig(values, { stack: "acme", fileConfig }).ok).toBe(true);
   });
 
+  // Found by review: a setting that is not secret, stored with `pulumi config set --secret` (an
+  // admin's home address, a contact email), was refused by render as a value of the wrong kind.
+  it("says of a non-secret setting encrypted in the stack file that render cannot decrypt it, once, naming the key (not that it is of the wrong kind)", () => {
+    const secure = "{secure: v1:AAAA}";
+    const text = `config:\n  gpu-sandbox:region: ${secure}\n  gpu-sandbox:adminCidrs: [${secure}]\n  gpu-sandbox:tls: {mode: self-signed, email: ${secure}}\n` +
+      `  gpu-sandbox:ttlHours: ${secure}\n  gpu-sandbox:tags: [${secure}]\n  gpu-sandbox:model: {id: a/b, extraArgs: [${secure}]}\n` +
+      `  gpu-sandbox:keys: [{name: app, credits: ${secure}, models: [${secure}]}]\n  gpu-sandbox:hfToken: ${secure}\n` +
+      `  gpu-sandbox:providers: [{model: groq/llama-3.1-8b-instant, apiKey: ${secure}}]\n`;
+    const fileConfig = parseStackConfig(text);
+    const r = validateConfig(fileConfig, { stack: "acme", fileConfig });
+    const got = r.ok ? [] : r.problems.map((p) => formatProblem(p, "gpu-sandbox"));
+    const encrypted = (key: string) =>
+      `gpu-sandbox:${key} = "[encrypted]": is encrypted in the stack file (\`secure:\`), which \`npm run render\` and the operator scripts read without Pulumi ` +
+      "(no Pulumi CLI, no passphrase), so they can neither decrypt nor check it; `pulumi up` decrypts and checks it. " +
+      `To render the stack, store it in clear: \`pulumi config set --path 'gpu-sandbox:${key}' <value>\``;
+    expect(got).toEqual(["region", "model.extraArgs[0]", "adminCidrs[0]", "tls.email", "keys[0].credits", "keys[0].models[0]", "ttlHours", "tags[0]"].map(encrypted));
+    // The same settings as pulumi up hands them over, decrypted, are good; and the secrets that are secret stay accepted encrypted.
+    const decrypted = { ...fileConfig, region: "us-ord", adminCidrs: ["81.2.69.161/32"], tls: { mode: "self-signed", email: "ops@my-company.io" }, ttlHours: "24",
+      tags: ["team-a"], model: { id: "a/b", extraArgs: ["--enforce-eager"] }, keys: [{ name: "app", credits: 100, models: ["a/b"] }], hfToken: "hf_x", providers: [{ model: "groq/llama-3.1-8b-instant", apiKey: "gsk_x" }] };
+    expect(validateConfig(decrypted, { stack: "acme", fileConfig }).ok).toBe(true);
+  });
+
   it("refuses, for deploying, adminCidrs from which nobody can connect, and only when no entry lets anyone in", () => {
     const deployProblems = (adminCidrs: string[]) => {
       const result = validateConfig({ ...base, adminCidrs }, { stack: "acme" });

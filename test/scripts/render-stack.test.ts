@@ -157,6 +157,15 @@ describe("npm run render", () => {
     expect(readFileSync(join(root, "out", "acme", "cloud-init.yaml"), "utf8")).not.toContain("v1:abc");
   });
 
+  it("exits 1 for a non-secret setting stored encrypted, saying it cannot decrypt it (not that it is of the wrong kind)", () => {
+    const root = rootWithStack("acme", "config:\n  gpu-sandbox:region: us-ord\n  gpu-sandbox:adminCidrs:\n    - secure: v1:AAAAbase64ciphertext\n");
+    const io = capture();
+    expect(main(["--stack", "acme"], root)).toBe(1);
+    expect(io.err()).toContain("gpu-sandbox:adminCidrs[0] = \"[encrypted]\": is encrypted in the stack file (`secure:`)");
+    expect(io.err()).toContain("`pulumi up` decrypts and checks it. To render the stack, store it in clear: `pulumi config set --path 'gpu-sandbox:adminCidrs[0]' <value>`");
+    expect(io.err()).not.toMatch(/is not a CIDR|must be a string/);
+  });
+
   it("refuses secrets written in plaintext in the (committed) stack file, without printing them", () => {
     const root = rootWithStack("acme", [
       "config:", "  gpu-sandbox:region: us-ord", "  gpu-sandbox:adminCidrs: [203.0.113.7/32]", "  gpu-sandbox:hfToken: hf_plaintextsecret",
