@@ -251,7 +251,11 @@ function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, T
     // Own names only: `in` took constructor, toString, __proto__… (Object.prototype's) for tiers.
     if (!Object.hasOwn(tiers, tier)) p.add(`${at}.tier`, tier, `is not a tier; tiers: ${Object.keys(tiers).join(", ")}`);
     const models: string[] = [];
-    (p.array(`${at}.models`, k.models) ?? []).forEach((m, j) => {
+    const listed = p.array(`${at}.models`, k.models);
+    // Rendered as no list, an empty one would allow every model (the shim's "all"), paid
+    // providers included; the admin API and SHIM_CONFIG refuse it too.
+    if (listed?.length === 0) p.add(`${at}.models`, listed, `must list at least one served model (served models: ${modelNames.join(", ")}); leave it out for every model`);
+    (listed ?? []).forEach((m, j) => {
       if (p.encrypted(`${at}.models[${j}]`, m)) return;
       if (typeof m === "string" && modelNames.includes(m)) models.push(m);
       else p.add(`${at}.models[${j}]`, m, `is not a served model; served models: ${modelNames.join(", ")}`);

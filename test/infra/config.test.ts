@@ -245,6 +245,10 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
       ['gpu-sandbox:keys[1].name = "app": is used by another key']],
     ["key for an unserved model", { ...base, keys: [{ name: "app", credits: 1, models: ["gpt-4"] }] },
       ['gpu-sandbox:keys[0].models[0] = "gpt-4": is not a served model; served models: Qwen/Qwen2.5-7B-Instruct']],
+    // An empty allow-list is refused, as the admin API and SHIM_CONFIG refuse it: rendered as no
+    // list, it would let the key use every model, paid providers included.
+    ["key with an empty models list", { ...base, keys: [{ name: "app", credits: 1, models: [] }] },
+      ["gpu-sandbox:keys[0].models = []: must list at least one served model (served models: Qwen/Qwen2.5-7B-Instruct); leave it out for every model"]],
     ["ttl too long", { ...base, ttlHours: 10_000 }, ["gpu-sandbox:ttlHours = 10000: must be between 1 and 2160"]],
     ["ttl zero", { ...base, ttlHours: 0 }, ["gpu-sandbox:ttlHours = 0: must be between 1 and 2160"]],
     ["ttl fractional", { ...base, ttlHours: 1.5 }, ["gpu-sandbox:ttlHours = 1.5: must be a whole number"]],
