@@ -50,6 +50,10 @@ const spellings = () => [
   `/v1/models?api-key=${key}`, `/v1/chat/completions?key=${key}`, `/${key}/v1/models`,
   `/v1/models?api-key=%73k-gs-${key.slice(6)}`, `/v1/models?key=sk%2Dgs%2D${key.slice(6)}`, `/%2573k-gs-${key.slice(6)}/v1/models`,
   `/admin/keys?token=${key}`, `/metrics?key=${key}`,
+  // Each hex digit of an encoded character encoded in turn (%25%37%33 -> %73 -> s), mixed with other spellings.
+  `/v1/models?api-key=%25%37%33${key.slice(1)}`, `/v1/models?key=s%25%36%42%2D%25%36%37s%25%32%44${key.slice(6)}`, `/v1/models?key=%53K%2dGS-${key.slice(6)}`,
+  // The key without its prefix (<id>_<secret>), its `_` as is or encoded.
+  `/v1/models?key=${key.slice(6)}`, `/${key.slice(6, 18)}%5F${key.slice(19)}/v1/models`, `/v1/models?key=${key.slice(6, 18)}%25%35%46${key.slice(19)}`,
 ];
 
 // The last test stops the shim (a restart, a deploy): nginx alone is left to stop then.
@@ -260,6 +264,13 @@ describe("a key in the URL", () => {
     const model = await fetch(`${https}/v1/models/qwen2.5-7b`, { headers: { authorization: `Bearer ${key}` } });
     expect(model.status).toBe(200);
     await model.body?.cancel();
+    // Queries and names the API and its clients use: none looks like a key.
+    for (const path of ["/v1/models?batch=1", "/v1/models/Qwen/Qwen2.5-7B-Instruct", "/v1/models/my_org_model_v2-GGUF_Q4_K_M",
+      "/v1/usage?from=2025-01-01T00%3A00%3A00%2B00%3A00&to=2025-02-01T00%3A00%3A00Z", `/v1/usage?key=${key.slice(6, 18)}`]) {
+      const res = await fetch(`${https}${path}`, { headers: { authorization: `Bearer ${key}` } });
+      expect(shim.logs.some((l) => l.includes(res.headers.get("x-request-id")!)), path).toBe(true);
+      await res.body?.cancel();
+    }
     // A key's id (12 characters: not a key) in the path: the shim's own 404.
     const id = await fetch(`${https}/v1/models/${key.slice(6, 18)}`, { headers: { authorization: `Bearer ${key}` } });
     expect(id.status).toBe(404);

@@ -129,13 +129,21 @@ describe("a browser app (CORS, docs/decisions.md)", () => {
 
 describe("a key in the URL", () => {
   it("is refused 400 by nginx in /admin and /metrics too, from adminCidrs, before it reaches the shim", async () => {
-    for (const path of [`/admin/keys?token=${key}`, `/admin/${key}`, `/metrics?key=${key}`]) {
+    for (const path of [`/admin/keys?token=${key}`, `/admin/${key}`, `/metrics?key=${key}`, `/admin/keys?token=%25%37%33${key.slice(1)}`,
+      `/admin/keys?token=${key.slice(6)}`, `/admin/keys?token=${key.slice(6, 18)}%5f${key.slice(19)}`]) {
       const res = await get("127.0.0.3", path, shim.adminToken);
       expect([res.status, JSON.parse(res.body).error.code], path).toEqual([400, "api_key_in_url"]);
       expect(shim.logs.filter((l) => l.includes(res.requestId)), path).toEqual([]);
     }
     // The admin API's own paths and queries still reach the shim from there.
     expect((await get("127.0.0.3", "/admin/usage?from=2025-01-01", shim.adminToken)).status).toBe(200);
+    // A key's id, and timestamps with an encoded offset; a key's name (which the shim refuses there, itself).
+    const period = "from=2025-01-01T00%3A00%3A00%2B02%3A00&to=2025-02-01T00%3A00%3A00%2B02%3A00";
+    expect((await get("127.0.0.3", `/admin/usage?key=${key.slice(6, 18)}&${period}`, shim.adminToken)).status).toBe(200);
+    for (const path of [`/admin/usage?key=reach&${period}`, `/admin/usage?key=team_ml-research_2025&${period}`]) {
+      const res = await get("127.0.0.3", path, shim.adminToken);
+      expect(shim.logs.some((l) => l.includes(res.requestId)), path).toBe(true);
+    }
   });
 });
 
