@@ -1,3 +1,5 @@
+import type { IncomingHttpHeaders } from "node:http";
+import { request } from "node:https";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
@@ -55,6 +57,20 @@ const spellings = () => [
   // The key without its prefix (<id>_<secret>), its `_` as is or encoded.
   `/v1/models?key=${key.slice(6)}`, `/${key.slice(6, 18)}%5F${key.slice(19)}/v1/models`, `/v1/models?key=${key.slice(6, 18)}%25%35%46${key.slice(19)}`,
 ];
+
+/** `method` `path` (sent as written, any method) over HTTPS, with `headers`. */
+function send(method: string, path: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: IncomingHttpHeaders; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: "127.0.0.1", port: HTTPS_PORT, method, path, servername: "localhost", headers, ca: nginx.certificate }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => (body += d));
+      res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, body }));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
 
 // The last test stops the shim (a restart, a deploy): nginx alone is left to stop then.
 let shimStopped = false;
@@ -215,6 +231,26 @@ describe("a browser app (CORS: any origin, docs/decisions.md)", () => {
       expect(((await res.json()) as { error: { code: string } }).error.code, what).toMatch(/^(request_too_large|api_key_in_url|invalid_request|rate_limit_exceeded)$/);
     }
     expect(answers.map(([, r]) => r.status)).toEqual([413, 400, 400, 429]);
+  });
+
+  it("gets none on nginx's own errors raised before a location is chosen (414, 400, 405) for /admin and /metrics, spelt any way nginx reads as them; the API's keep theirs", async () => {
+    // Found by review: $cors_origin read $uri, by then the internal error page's.
+    const long = `?${"a".repeat(9000)}`;
+    const big = { "x-big": "a".repeat(20_000) };
+    const cases: [string, string, Record<string, string>, number, string | null][] = [
+      ["GET", `/admin/keys${long}`, {}, 414, null], ["GET", "/metrics", big, 400, null], ["TRACE", "/admin/keys", {}, 405, null],
+      ["TRACE", "/%61dmin/keys", {}, 405, null], ["TRACE", "//metrics", {}, 405, null], ["TRACE", "/%6Detrics", {}, 405, null],
+      ["GET", `/v1/%2e%2e/admin${long}`, {}, 414, null], ["TRACE", "/v1/../metrics", {}, 405, null], ["GET", "/ADMIN/keys", big, 400, null],
+      ["GET", `/v1/models${long}`, {}, 414, "*"], ["GET", "/v1/models", big, 400, "*"], ["TRACE", "/v1/models", {}, 405, "*"],
+      ["TRACE", "/v1/models/admin", {}, 405, "*"], ["GET", `/v1/metrics${long}`, {}, 414, "*"],
+    ];
+    for (const [method, path, headers, status, allowed] of cases) {
+      const res = await send(method, path, { origin, ...headers });
+      const what = `${method} ${path.slice(0, 40)}`;
+      expect([res.status, res.headers["access-control-allow-origin"] ?? null], what).toEqual([status, allowed]);
+      expect(res.headers["access-control-expose-headers"] === undefined, what).toBe(allowed === null);
+      expect(res.headers["x-request-id"], what).toMatch(/^[0-9a-f]{32}$/);
+    }
   });
 
   it("gets no CORS headers from /admin or /metrics, which stay the operator's (a 403 from here)", async () => {
