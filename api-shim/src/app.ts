@@ -90,7 +90,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // inference, /ready 503 with draining: true), not with Fastify's own 503 body.
     return503OnClosing: false,
     // Unparseable HTTP, headers too large, a request that did not arrive in time.
-    clientErrorHandler: clientErrorHandler((reqId, status, error) => logUnparsed(ctx, reqId, status, error)),
+    clientErrorHandler: clientErrorHandler((reqId, status, error) => logUnparsed(ctx, reqId, status, error), fromProxy),
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: MAX_PARAM_LENGTH },
     // The HTTP server's limits, set here so tests run with production's. Idle keep-alive above
     // nginx's upstream keepalive (60 s): nginx, not the shim, closes idle connections (else a

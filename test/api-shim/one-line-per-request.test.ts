@@ -2,6 +2,7 @@ import { once } from "node:events";
 import { createServer, type Server } from "node:http";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { clientErrorHandler } from "../../api-shim/src/client-errors.ts";
 import type { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { keptConnection as keptConnectionTo } from "../support/kept-connection.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
@@ -154,6 +155,42 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     const answer = await rawExchange(["HELLO THERE\r\n\r\n"]);
     expect(answer).toMatch(/^HTTP\/1\.1 400 /);
     expect(lines(idOf(answer)).map((l) => [l.status, l.error])).toEqual([[400, "invalid_request"]]);
+  });
+
+  it("a request its parser refuses, from the trusted proxy: answered and logged under the proxy's id (nginx's, in its access log), saying what is wrong", async () => {
+    const nginxId = "0123456789abcdef0123456789abcdef";
+    for (const [raw, message] of [
+      [`GET /v1/models?x=café HTTP/1.1\r\nhost: x\r\nx-request-id: ${nginxId}\r\n\r\n`,
+        "The URL holds a character HTTP does not allow there (a raw non-ASCII byte, a space or a control character): percent-encode it (é as %C3%A9)."],
+      [`GET /v1/models HTTP/1.1\r\nhost: x\r\nx-note: a\x01b\r\nX-Request-Id: ${nginxId}\r\n\r\n`,
+        "A header holds a character HTTP does not allow (a control character in its value, or a space or separator in its name): send header names and values of printable ASCII."],
+    ] as const) {
+      const before = lines(nginxId).length;
+      const answer = await rawExchange([raw]);
+      expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+      expect(idOf(answer)).toBe(nginxId);
+      expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)).error.message).toBe(message);
+      expect(lines(nginxId).length).toBe(before + 1);
+    }
+  });
+
+  it("a refused request's x-request-id from a peer not trusted (SHIM_TRUST_PROXY) is not taken: a client cannot pass for another request in the log", () => {
+    let written = "";
+    const socket = { writable: true, remoteAddress: "192.0.2.9", end: (text: string) => void (written = text) } as unknown as net.Socket;
+    const logged: string[] = [];
+    const err = Object.assign(new Error("Parse Error: Invalid char in url query"), {
+      code: "HPE_INVALID_URL", bytesParsed: 20, rawPacket: Buffer.from("GET /v1/models?x=caf\xc3\xa9 HTTP/1.1\r\nx-request-id: 0123456789abcdef0123456789abcdef\r\n\r\n", "latin1"),
+    });
+    clientErrorHandler((id) => logged.push(id), (address) => address === "127.0.0.1")(err, socket);
+    expect(idOf(written)).not.toBe("0123456789abcdef0123456789abcdef");
+    expect(logged).toEqual([idOf(written)]);
+    // Nor, from the proxy, the id of a whole request before the refused one in the same packet.
+    const whole = "GET /health HTTP/1.1\r\nx-request-id: 0123456789abcdef0123456789abcdef\r\n\r\n";
+    const pipelined = Object.assign(new Error("Parse Error: Invalid char in url query"), {
+      code: "HPE_INVALID_URL", bytesParsed: whole.length + 20, rawPacket: Buffer.from(`${whole}GET /v1/models?x=caf\xc3\xa9 HTTP/1.1\r\nhost: x\r\n\r\n`, "latin1"),
+    });
+    clientErrorHandler((id) => logged.push(id), () => true)(pipelined, socket);
+    expect(idOf(written)).not.toBe("0123456789abcdef0123456789abcdef");
   });
 
   it("a body that turns out malformed: the request's own line and answer say 400 invalid_request, not a client that left", async () => {

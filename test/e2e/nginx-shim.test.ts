@@ -209,6 +209,20 @@ describe("through nginx over HTTPS", () => {
     }
   });
 
+  it("passes a header value with a control character on: the shim's 400 says what is wrong, under nginx's request id", async () => {
+    const answer = await rawHttps(`GET /v1/models HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${key}\r\nX-Note: a\x01b\r\nConnection: close\r\n\r\n`, true);
+    const id = /\r\nx-request-id: (\S+)\r\n/i.exec(answer)?.[1];
+    expect(answer.split("\r\n")[0]).toBe("HTTP/1.1 400 Bad Request");
+    // The id nginx logged the request under, not one of the shim's own.
+    expect(id).toMatch(/^[0-9a-f]{32}$/);
+    await expect.poll(() => nginx.output().includes(`"request_id":"${id}"`)).toBe(true);
+    expect(shim.logs.filter((l) => l.includes(`"reqId":"${id}"`)).map((l) => JSON.parse(l).status)).toEqual([400]);
+    expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)).error).toEqual({
+      message: "A header holds a character HTTP does not allow (a control character in its value, or a space or separator in its name): send header names and values of printable ASCII.",
+      type: "invalid_request_error", param: null, code: "invalid_request",
+    });
+  });
+
   it("answers a URI too long for its buffers, its internal error pages asked for from outside and a missing ACME token in JSON too (not nginx's HTML 414 and 404)", async () => {
     const cases: [string, number, string][] = [
       [`${base}/v1/models?q=${"a".repeat(9000)}`, 414, "uri_too_long"], // a request line over nginx's 8 KiB buffer
@@ -369,10 +383,14 @@ describe("through nginx over HTTPS", () => {
   });
 });
 
-/** One raw request over TLS to nginx (what fetch would refuse to send), and the whole answer. */
-function rawHttps(request: string): Promise<string> {
+/**
+ * One raw request over TLS to nginx (what fetch would refuse to send), and the whole answer.
+ * `passedOn`: the write side is left open (the request ends `Connection: close`), for a request
+ * nginx passes on to the shim: nginx counts a half-close as the client leaving.
+ */
+function rawHttps(request: string, passedOn = false): Promise<string> {
   return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host: "127.0.0.1", port: NGINX_HTTPS_PORT, servername: "localhost" }, () => socket.end(request));
+    const socket = tls.connect({ host: "127.0.0.1", port: NGINX_HTTPS_PORT, servername: "localhost" }, () => (passedOn ? socket.write(request) : socket.end(request)));
     let answer = "";
     socket.setEncoding("utf8");
     socket.on("data", (d: string) => (answer += d));
