@@ -40,8 +40,9 @@ export type UnparsedLine = (reqId: string, status: number, error: ShimError) => 
 
 /**
  * What the parser's refusal says to the client, by its code, where the code tells what is wrong:
- * a character HTTP does not allow in the URL or a header, which nginx may pass on (a control
- * character in a header value: nginx allows it).
+ * a character HTTP does not allow in the URL or a header. nginx passes a header value with a
+ * control character on; it refuses such a URL itself, in the same words
+ * (templates/nginx/refuse-raw-bytes-in-url.conf), but the shim may be reached without it.
  */
 const PARSER_MESSAGES: Readonly<Record<string, string>> = {
   HPE_INVALID_URL: "The URL holds a character HTTP does not allow there (a raw non-ASCII byte, a space or a control character): percent-encode it (é as %C3%A9).",

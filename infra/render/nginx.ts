@@ -46,6 +46,7 @@ export function renderNginxConf(config: TenantConfig): string {
   const errorPages = fill("error-pages.conf", { connections: limits.connections, maxBodyMb: limits.maxBodyMb }).trimEnd();
   const refuseAmbiguousPath = readTemplate("nginx/refuse-ambiguous-path.conf").trimEnd();
   const refuseKeyInUrl = readTemplate("nginx/refuse-key-in-url.conf").trimEnd();
+  const refuseRawBytesInUrl = readTemplate("nginx/refuse-raw-bytes-in-url.conf").trimEnd();
   // The API's locations, with the per-address limits, or (for the host's own port) without them.
   const locations = (perAddress: boolean) => {
     const none = "# No per-address limit on this port: the host's own requests (server-host.conf).";
@@ -55,6 +56,7 @@ export function renderNginxConf(config: TenantConfig): string {
       errorPages,
       refuseAmbiguousPath,
       refuseKeyInUrl,
+      refuseRawBytesInUrl,
     }).trimEnd();
   };
   const apiLocations = locations(true);
