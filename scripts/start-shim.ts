@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
-import { isIPv6 } from "node:net";
 import { shownUrl } from "../api-shim/src/config.ts";
 import { redactUrl } from "../api-shim/src/store/database-url.ts";
 import { exitOnFailure, mainWithUsage, setVariables } from "./lib/cli.ts";
+import { urlHost } from "./lib/url-host.ts";
 
 const USAGE = `Usage: npm run shim
 
@@ -54,16 +54,7 @@ export function devEnvironment(env: NodeJS.ProcessEnv): { env: NodeJS.ProcessEnv
   };
 }
 
-/**
- * SHIM_HOST as a URL's host that curl can use: an address that listens on every interface is
- * reached on loopback (0.0.0.0 → 127.0.0.1, :: → [::1]), and an IPv6 address is bracketed.
- */
-function urlHost(host: string): string {
-  if (host === "0.0.0.0") return "127.0.0.1";
-  if (isIPv6(host)) return /^[0:]+$/.test(host) ? "[::1]" : `[${host}]`;
-  return host;
-}
-
+/** The banner, with SHIM_HOST as a host curl can dial (urlHost). */
 export function banner(env: NodeJS.ProcessEnv, generatedToken: string | null): string {
   const base = `http://${urlHost(env.SHIM_HOST ?? "")}:${env.SHIM_PORT}`;
   const token = generatedToken ?? "$SHIM_ADMIN_TOKEN";

@@ -154,6 +154,17 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     // The fake vLLM too: FAKE_VLLM_HOST= listens on loopback, not on every interface, and a blank
     // model list is the default one (FAKE_VLLM_PORT 0: any free port, for the test).
     const fake = await serveFakeVllm({ FAKE_VLLM_HOST: "", FAKE_VLLM_MODELS: " ", FAKE_VLLM_PORT: "0" });
+    // An IPv6 host prints a base URL that parses (bracketed; `::`, every interface, as loopback):
+    // it is what SHIM_UPSTREAM_URL is set to.
+    for (const [host, printed] of [["::1", "http://[::1]:"], ["::", "http://[::1]:"]] as const) {
+      const v6 = await serveFakeVllm({ FAKE_VLLM_HOST: host, FAKE_VLLM_PORT: "0" });
+      try {
+        expect(v6.url.startsWith(printed), v6.url).toBe(true);
+        expect((await fetch(`${v6.url}/models`)).status).toBe(200);
+      } finally {
+        await v6.close();
+      }
+    }
     // A value with spaces at its ends (an env file's `FAKE_VLLM_HOST= 127.0.0.1 `) is the value.
     await (await serveFakeVllm({ FAKE_VLLM_HOST: " 127.0.0.1 ", FAKE_VLLM_PORT: " 0 " })).close();
     try {

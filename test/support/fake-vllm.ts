@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { EventEmitter, once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { urlHost } from "../../scripts/lib/url-host.ts";
 
 /**
  * A test upstream that speaks vLLM's OpenAI dialect (v0.10.1, nested errors) byte for byte where
@@ -119,7 +120,7 @@ export class FakeVllm extends EventEmitter {
     this.server.listen(port, host);
     await once(this.server, "listening");
     const addr = this.server.address() as AddressInfo;
-    this.url = `http://${host}:${addr.port}/v1`;
+    this.url = `http://${urlHost(host)}:${addr.port}/v1`;
     return this;
   }
 
