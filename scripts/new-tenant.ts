@@ -209,7 +209,8 @@ export async function newTenant(req: NewTenantRequest, deps: ScriptDeps): Promis
 
   const path = stackFilePath(deps.root, req.name);
   const secrets = SECRETS_FROM_ENV.filter((s) => s.always || hfToken !== undefined);
-  const ctx = { pulumi: deps.pulumi, io, env, root: deps.root, stack: req.name, secrets, shownFile: relative(deps.root, path), discardFile: () => rmSync(path) };
+  const ctx = { pulumi: deps.pulumi, io, env, root: deps.root, stack: req.name, secrets, shownFile: relative(deps.root, path), discardFile: () => rmSync(path),
+    smokeTest: { selfSigned: result.config.tls.mode === "self-signed", keyName: result.config.keys[0]?.name } };
   // Perhaps an earlier run that stopped half way: say what is left to do.
   if (!createStackFile(path, ctx.shownFile, stackFileText(raw, result.config, deps.now()))) return reportExisting(ctx);
   io.out(`Wrote ${ctx.shownFile} (${planFor(result.config).lines.find(([l]) => l === "Cost")?.[1].split(" (")[0]}).`);

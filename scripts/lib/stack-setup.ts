@@ -80,6 +80,23 @@ export interface SetupContext {
   readonly shownFile: string;
   /** Removes the stack file this run wrote. */
   readonly discardFile: () => void;
+  /** What the smoke test after `pulumi up` needs: the CA of a self-signed endpoint, a key's name. */
+  readonly smokeTest: { readonly selfSigned: boolean; readonly keyName: string | undefined };
+}
+
+/**
+ * The smoke test to run after `pulumi up`, as lines to paste: the key exported (smoke-test reads
+ * GPU_SANDBOX_API_KEY), and for a self-signed endpoint its CA, without which every check fails.
+ */
+function smokeTestSteps(stack: string, { selfSigned, keyName }: SetupContext["smokeTest"]): string[] {
+  const key = keyName !== undefined
+    ? `  export GPU_SANDBOX_API_KEY="$(pulumi stack output apiKeys --show-secrets --stack ${stack} | jq -r .${keyName})"`
+    : `  # no --key: make one (npm run manage-keys -- create --stack ${stack} --name smoke --credits 10) and export it as GPU_SANDBOX_API_KEY`;
+  return [
+    key,
+    ...(selfSigned ? [`  pulumi stack output caCertificate --stack ${stack} > ca.pem`] : []),
+    `  npm run smoke-test -- --url "$(pulumi stack output endpoint --stack ${stack})"${selfSigned ? " --ca ca.pem" : ""}`,
+  ];
 }
 
 /** After the stack file is written: login if need be, `stack init`, secrets. False when a step failed (said on stderr). */
@@ -121,7 +138,7 @@ export async function initStack(ctx: SetupContext): Promise<boolean> {
     done.stored.add(s.key);
     io.out(`Stored ${s.key} from $${s.env} (encrypted in the stack).`);
   }
-  io.out(`\nNext: pulumi up --stack ${stack}\nThen: npm run smoke-test -- --url "$(pulumi stack output endpoint --stack ${stack})" (key from \`pulumi stack output apiKeys --show-secrets --stack ${stack}\`)`);
+  io.out(`\nNext: pulumi up --stack ${stack}\nThen:\n${smokeTestSteps(stack, ctx.smokeTest).join("\n")}`);
   return true;
 }
 
