@@ -25,7 +25,8 @@ is not followed: the check fails with where it points. An answer that is not the
 page at a wrong --url) fails its check with its first characters.
 
   --url <url>            the endpoint's base URL, ending in /v1
-  --key <key>            the API key; better: export ${API_KEY_ENV} (keeps it out of shell history)
+  --key <key>            the API key; better: export ${API_KEY_ENV} (npm prints the command line,
+                         --key included, and shell history keeps it)
   --model <name>         the model to use (default: the first one /models lists)
   --ca <pem file>        trust this CA (tls.mode self-signed: \`pulumi stack output caCertificate\`);
                          a relative path starts at the repository's root, where npm runs the script
