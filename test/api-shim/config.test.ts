@@ -7,7 +7,7 @@ import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
 import { driverUrl, parseDatabaseUrl, redactUrl } from "../../api-shim/src/store/database-url.ts";
 import { openStore } from "../../api-shim/src/store/open-store.ts";
 import { SqliteInUseError } from "../../api-shim/src/store/sqlite-owner.ts";
-import { checkRoomToStart, MIN_FREE_BYTES, VolumeFullError } from "../../api-shim/src/store/sqlite-space.ts";
+import { checkRoomToStart, MIN_FREE_BYTES, VolumeFullError, watchRoom } from "../../api-shim/src/store/sqlite-space.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 
 const HASH = `sha256:${"a".repeat(64)}`;
@@ -459,6 +459,50 @@ describe("checkRoomToStart (a SQLite store's volume, before the shim listens)", 
     expect(() => checkRoomToStart("/data/shim.db", statfs(MIN_FREE_BYTES / 4096))).not.toThrow();
     expect(() => checkRoomToStart("/data/shim.db", statfs(MIN_FREE_BYTES / 512, 512))).not.toThrow();
     expect(() => checkRoomToStart("/data/shim.db", statfs(MIN_FREE_BYTES / 4096 - 1))).toThrow(VolumeFullError);
+  });
+});
+
+describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
+  it("checks the volume at each tick, off the request path, and says once, in the start check's words, when it has filled up", async () => {
+    let bavail = MIN_FREE_BYTES / 4096;
+    const asked: string[] = [];
+    const stat = (dir: string, cb: (err: Error | null, stats: { bavail: number; bsize: number }) => void) => {
+      asked.push(dir);
+      setImmediate(() => cb(null, { bavail, bsize: 4096 }));
+    };
+    const full: VolumeFullError[] = [];
+    const stop = watchRoom("/data/shim.db", 10, (e) => full.push(e), stat);
+    try {
+      await new Promise((r) => setTimeout(r, 60));
+      expect(asked.length).toBeGreaterThanOrEqual(2);
+      expect(new Set(asked)).toEqual(new Set(["/data"]));
+      expect(full).toEqual([]); // exactly 16 MiB is enough, as at start
+      bavail = 3;
+      await expect.poll(() => full.length, { timeout: 2000, interval: 10 }).toBe(1);
+      expect(full[0]).toBeInstanceOf(VolumeFullError);
+      expect(full[0]!.message).toBe(`the volume holding /data/shim.db has 12288 bytes free, less than the ${MIN_FREE_BYTES} (16 MiB) the shim needs to start: free space on it (df -h); until then the shim would take requests it cannot record`);
+      const after = asked.length;
+      await new Promise((r) => setTimeout(r, 60));
+      expect(asked.length).toBe(after); // once: the store has failed closed, the process restarts
+      expect(full).toHaveLength(1);
+    } finally {
+      stop();
+    }
+  });
+
+  it("a statfs that fails says nothing about room, and one that has not answered is not asked again meanwhile", async () => {
+    let calls = 0;
+    const full: unknown[] = [];
+    const failing = watchRoom("/data/shim.db", 5, (e) => full.push(e), (_dir, cb) => (calls++, setImmediate(() => cb(new Error("ENOENT"), { bavail: 0, bsize: 4096 }))));
+    await new Promise((r) => setTimeout(r, 50));
+    failing();
+    expect(calls).toBeGreaterThanOrEqual(2);
+    expect(full).toEqual([]);
+    let hanging = 0;
+    const stalled = watchRoom("/data/shim.db", 5, (e) => full.push(e), () => void hanging++); // never answers
+    await new Promise((r) => setTimeout(r, 50));
+    stalled();
+    expect(hanging).toBe(1);
   });
 });
 

@@ -39,6 +39,12 @@ describe("the shim process", () => {
     return row;
   }, { timeout: 10_000, interval: 25 });
   const releasedAudit = () => auditOnce({ held: 0, reservations: 0 });
+  /** The key's audit row in the SQLite file `file`. */
+  const audit2 = async (file: string) => {
+    const store = new SqliteStore(file);
+    const rows = await store.audit().finally(() => store.close());
+    return rows.find((r) => r.keyId === key.id)!;
+  };
   const client = (p: ShimProcess) => shimClient(p, key.key);
   const openStream = (p: ShimProcess, maxTokens: number) => openKeyStream(p, key.key, maxTokens);
 
@@ -388,6 +394,84 @@ describe("the shim process", () => {
       for (const row of rows) expect(row).toMatchObject({ held: 0, reservations: 0, ledgerSum: row.balance });
     } finally {
       for (const x of mine) if (x.child.exitCode === null && x.child.signalCode === null) x.child.kill("SIGKILL");
+      execFileSync("umount", ["-l", mnt]);
+      rmSync(mnt, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  /** A tmpfs of 24 MiB under the fixture's directory, or null (the test skips) without root. */
+  const smallVolume = (prefix: string): string | null => {
+    const mnt = mkdtempSync(join(f.dir, prefix));
+    try {
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt], { stdio: "pipe" });
+      return mnt;
+    } catch {
+      rmSync(mnt, { recursive: true, force: true });
+      return null;
+    }
+  };
+  /** Writes `dir/filler` until the volume has not a byte left. */
+  const fillUp = (dir: string) => {
+    const fd = openSync(join(dir, "filler"), "w");
+    try {
+      for (const size of [1 << 20, 4096, 1]) {
+        try {
+          for (;;) writeSync(fd, Buffer.alloc(size, 1));
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "ENOSPC") throw e;
+        }
+      }
+    } finally {
+      closeSync(fd);
+    }
+  };
+
+  it("a volume that fills up while the shim serves: the next check of its free space (every second), or a checkpoint that finds no room, fails the store closed and it exits 1, the ledger whole, though no request has met the full disk yet", async (ctx) => {
+    const mnt = smallVolume("filling-volume-");
+    if (mnt === null) return ctx.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN)");
+    let p: ShimProcess | undefined;
+    const file = join(mnt, "shim.db");
+    try {
+      p = await start({ SHIM_DATABASE_URL: `sqlite:${file}` });
+      let charged200 = 0; // micro-credits the shim told clients it charged, on 200 answers
+      const ask = (url: string) => fetch(`${url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key.key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 3 }),
+      }).then(async (r) => {
+        await r.text();
+        if (r.status === 200) charged200 += Math.round(Number(r.headers.get("x-credits-charged")) * CREDIT);
+      });
+      const before = (await audit2(file)).balance;
+      for (let i = 0; i < 5; i++) await Promise.all(Array.from({ length: 20 }, () => ask(p!.url)));
+      expect(charged200).toBeGreaterThan(0);
+      // The volume fills up (model weights accumulate on it) between two requests. Before, a shim
+      // that wrote nothing went on answering /ready 200 (its probe only reads) and forwarded the
+      // next requests to the model, until a COMMIT failed with their answered charges in it.
+      fillUp(mnt);
+      const filled = performance.now();
+      while (p.child.exitCode === null && await fetch(`${p.url}/ready`).then((r) => r.status, () => -1) === 200) {
+        if (performance.now() - filled > 5000) throw new Error("/ready said 200 for 5 s on a full volume");
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(await p.exited).toEqual({ code: 1, signal: null });
+      expect(performance.now() - filled).toBeLessThan(3000); // a tick is a second (a loaded machine's timers run late)
+      output.keep(p);
+      const errors = p.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50);
+      expect(errors).toHaveLength(1);
+      expect(errors[0].msg).toBe("the store failed closed; exiting so the shim is restarted");
+      // Whichever comes first: the check of the volume, or a checkpoint that finds no room to copy
+      // the last requests' pages into the database (at once, not after a minute as a failing disk).
+      const checkpoint = p.lines.map((l) => JSON.parse(l)).find((l) => l.msg?.startsWith("a WAL checkpoint failed"));
+      if (checkpoint === undefined) expect(errors[0].err.message).toMatch(new RegExp(`^the volume holding ${file.replace(/[.]/g, "\\.")} has \\d+ bytes free, less than the 16777216 \\(16 MiB\\) the shim needs to start`));
+      else expect([checkpoint.err.code, errors[0].err.code, errors[0].hint]).toEqual(["SQLITE_FULL", "SQLITE_FULL", `the volume holding ${file} is full: free space on it (df -h)`]);
+      // Space comes back: every charge answered 200 is in the ledger, nothing is left held.
+      rmSync(join(mnt, "filler"));
+      const row = await audit2(file);
+      expect(before - row.ledgerSum).toBe(charged200);
+      expect(row).toMatchObject({ balance: row.ledgerSum, held: 0, reservations: 0 });
+    } finally {
+      if (p && p.child.exitCode === null) p.child.kill("SIGKILL");
       execFileSync("umount", ["-l", mnt]);
       rmSync(mnt, { recursive: true, force: true });
     }

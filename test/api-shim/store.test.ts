@@ -8,7 +8,7 @@ import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { reportSql } from "../../api-shim/src/store/sqlite-usage-report.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { corruptLedger } from "../support/corrupt-ledger.ts";
-import { failingFsyncs, repoFile, runNodeScript, tracingFsyncs } from "../support/fsync-trace.ts";
+import { failingFsyncs, fullVolumeWrites, repoFile, runNodeScript, tracingFsyncs } from "../support/fsync-trace.ts";
 import { previousStores } from "../support/previous-version.ts";
 import { newKey, storeContract, usage } from "./store-contract.ts";
 
@@ -122,6 +122,56 @@ describe("SqliteStore", () => {
     store = new SqliteStore(file); // for afterEach; the ledger is whole
     expect((await store.audit()).find((r) => r.keyId === "k")).toMatchObject({ held: 0 });
   }, 40_000);
+
+  it("a WAL checkpoint that fails with SQLITE_FULL (the volume filled up) fails the store closed at once, not after the limit meant for a failing disk", async () => {
+    await store.createKey(newKey("k", 1e12));
+    await store.close();
+    const out = checkpointsUnder(fullVolumeWrites(file), 10_000);
+    expect(out.reported).toEqual([{ code: "SQLITE_FULL", failures: 1 }]);
+    expect(out.failures).toEqual([{ code: "SQLITE_FULL", message: "database or disk is full" }]);
+    expect(out.ms).toBeLessThan(1000); // the limit is 1 s
+    expect(out.after).toBe("StoreUnavailableError");
+    store = new SqliteStore(file); // for afterEach; the ledger is whole
+    const row = (await store.audit()).find((r) => r.keyId === "k")!;
+    expect(row).toMatchObject({ held: 0, ledgerSum: row.balance });
+  }, 40_000);
+
+  /** A store with key `id` of 10 credits, one hold of 1 committed, and its settlement (0.25 charged) in the open batch, answered but not committed yet. */
+  const settledInOpenBatch = async (id: string, onFailure: (e: unknown) => void) => {
+    await store.close();
+    store = new SqliteStore(file, { onFailure });
+    await store.createKey(newKey(id, 10_000_000));
+    expect((await store.reserve({ reservationId: `r-${id}`, keyId: id, amount: 1_000_000, at: 2 })).ok).toBe(true);
+    await store.flush();
+    expect(await store.settle({ reservationId: `r-${id}`, keyId: id, hold: 1_000_000, cost: 250_000, usage: usage(id, `q-${id}`, 250_000) })).toEqual({ available: 9_750_000, charged: 250_000 });
+    return store as unknown as { checkpointFailed(f: { error: Error; failures: number; failingMs: number }): void };
+  };
+  const reopenedRow = async (id: string) => {
+    await store.close().catch(() => {});
+    store = new SqliteStore(file);
+    return (await store.audit()).find((r) => r.keyId === id)!;
+  };
+
+  it("a store failing closed for a cause outside the open batch (a checkpoint, the volume check) commits that batch first: settlements already answered stay charged", async () => {
+    const failures: unknown[] = [];
+    const s = await settledInOpenBatch("k", (e) => failures.push(e));
+    s.checkpointFailed({ error: Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" }), failures: 1, failingMs: 0 });
+    expect(failures).toHaveLength(1); // at once: a full volume is no failing disk that may recover
+    await expect(store.reserve({ reservationId: "x", keyId: "k", amount: 1, at: 3 })).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(await reopenedRow("k")).toEqual({ keyId: "k", balance: 9_750_000, held: 0, ledgerSum: 9_750_000, reservations: 0, reservedSum: 0 });
+  });
+
+  it("a corrupt page met outside the open batch rolls the batch back (nothing more is written to a corrupt file); so does the batch's own failed statement", async () => {
+    const s = await settledInOpenBatch("c", () => {});
+    s.checkpointFailed({ error: Object.assign(new Error("database disk image is malformed"), { code: "SQLITE_CORRUPT" }), failures: 1, failingMs: 0 });
+    // Not charged: the hold is left for the next start to release, as after a crash.
+    expect(await reopenedRow("c")).toMatchObject({ balance: 10_000_000, held: 1_000_000, reservations: 1 });
+    await store.releaseStaleReservations();
+    const t = await settledInOpenBatch("b", () => {});
+    (t as unknown as { stmt: { applyMoney: { run(): unknown } } }).stmt.applyMoney = { run: () => { throw Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" }); } };
+    await store.flush(); // the batch's own write fails: it is rolled back whole
+    expect(await reopenedRow("b")).toMatchObject({ balance: 10_000_000, held: 1_000_000, reservations: 1 });
+  });
 
   it("a disk that fails a checkpoint now and then does not fail the store closed: each failure is over once a checkpoint copies the WAL whole", async () => {
     await store.createKey(newKey("k", 1e12));

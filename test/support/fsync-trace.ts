@@ -22,6 +22,17 @@ export function failingFsyncs(file: string, when?: string): string[] {
   return ["strace", "-f", "-qq", "-o", "/dev/null", "-P", file, "-e", "trace=fsync,fdatasync", "-e", inject];
 }
 
+/**
+ * A command prefix: the program runs under strace, and every write of `file` (that path only:
+ * SQLite's commits to its -wal go through) fails with ENOSPC, as on a volume that has filled up
+ * while the WAL still has room: a WAL checkpoint, which copies pages into the database file,
+ * fails with SQLITE_FULL.
+ */
+export function fullVolumeWrites(file: string): string[] {
+  requireStrace();
+  return ["strace", "-f", "-qq", "-o", "/dev/null", "-P", file, "-e", "trace=pwrite64,write", "-e", "inject=pwrite64,write:error=ENOSPC"];
+}
+
 /** A command prefix: the program runs under strace, which writes each fsync and fdatasync of `files` to `out` (each line names its file). */
 export function tracingFsyncs(out: string, files: readonly string[]): string[] {
   requireStrace();

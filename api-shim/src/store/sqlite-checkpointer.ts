@@ -2,6 +2,7 @@ import { once } from "node:events";
 import { createRequire } from "node:module";
 import { Worker } from "node:worker_threads";
 import type Database from "better-sqlite3";
+import { isCorrupt, isFull } from "./sqlite-failures.ts";
 
 /**
  * WAL checkpoints run on a worker thread with its own connection, so their fsyncs never stall
@@ -72,6 +73,21 @@ export interface CheckpointFailure {
   error: Error & { code?: string };
   failures: number;
   failingMs: number;
+}
+
+/**
+ * The error a failed checkpoint fails the store closed with, or null while the disk may still
+ * recover. At once for a corrupt page, and for a full volume (SQLITE_FULL: it does not recover by
+ * itself, and the next COMMIT that must grow the WAL fails with answered requests in its batch);
+ * otherwise once checkpoints have failed for `limitMs` with none completing, and at least
+ * CHECKPOINT_FAILURES_TO_FAIL times: the WAL would grow until the volume is full.
+ */
+export function failureToFailWith(f: CheckpointFailure, limitMs: number): Error | null {
+  if (isCorrupt(f.error) || isFull(f.error)) return f.error;
+  if (f.failingMs < limitMs || f.failures < CHECKPOINT_FAILURES_TO_FAIL) return null;
+  const last = `${f.error.code ?? "error"} ${f.error.message}`;
+  const why = `WAL checkpoints have failed for ${Math.floor(f.failingMs / 1000)} s (${f.failures} failures, none completed since; last: ${last}): the WAL grows until the volume is full`;
+  return Object.assign(new Error(why), { code: f.error.code });
 }
 
 type CheckpointMessage = { checkpoint: "complete" } | { checkpoint: "failed"; code?: string; message: string };

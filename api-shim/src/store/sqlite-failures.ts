@@ -24,6 +24,11 @@ export function isCorrupt(e: unknown): boolean {
   return p === "SQLITE_CORRUPT" || p === "SQLITE_NOTADB";
 }
 
+/** The volume is full (SQLITE_FULL): a write, or a checkpoint copying the WAL into the database, found no room. */
+export function isFull(e: unknown): boolean {
+  return primary(e) === "SQLITE_FULL";
+}
+
 /**
  * The database cannot be read or written at all, whichever statement met it: a read-only file
  * (its mode, or its -wal or -shm owned by another user), a disk error, a full volume, a corrupt

@@ -1,10 +1,11 @@
 import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { Batch, type Hold, holdsByKey } from "./sqlite-batch.ts";
-import { CHECKPOINT_FAILURES_TO_FAIL, type CheckpointFailure, startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
+import { type CheckpointFailure, failureToFailWith, startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
 import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
+import { watchRoom } from "./sqlite-space.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
@@ -17,7 +18,7 @@ import {
 export interface SqliteStoreOptions {
   /** How long an operation waits for the write lock another connection holds (default 5000). */
   busyTimeoutMs?: number;
-  /** ms between WAL checkpoints run by a worker thread (file databases). Default 1000. */
+  /** ms between WAL checkpoints run by a worker thread, and between checks of the volume's free space (file databases). Default 1000. */
   checkpointIntervalMs?: number;
   /** Called for each WAL checkpoint that fails (the server logs and counts them). */
   onCheckpointFailure?: (failure: CheckpointFailure) => void;
@@ -27,9 +28,10 @@ export interface SqliteStoreOptions {
    */
   checkpointFailureLimitMs?: number;
   /**
-   * Called once when the store fails closed: a batch, its COMMIT or its write lock failed, or any
+   * Called once when the store fails closed: a batch, its COMMIT or its write lock failed, any
    * statement met a database it cannot use (read-only, disk error, full, corrupt:
-   * sqlite-failures.ts). It stays failed, so the server exits to be restarted.
+   * sqlite-failures.ts), or the volume has filled up (VolumeFullError). It stays failed, so the
+   * server exits to be restarted.
    */
   onFailure?: (error: unknown) => void;
   /** This process's claim on the file (claimSqliteFile), released by close() once the connection is closed. */
@@ -57,6 +59,7 @@ export class SqliteStore implements Store {
   private readonly commitAfterNextTurn = () => setImmediate(this.commitSoon);
   private broken: unknown = null;
   private checkpointer: Worker | undefined;
+  private stopWatchingRoom: (() => void) | undefined; // file databases only
   private readonly reports: SqliteReports | undefined; // file databases only
   private readonly walSync: WalSync | undefined; // file databases only
   private readonly stmt: ReturnType<typeof prepareStatements>;
@@ -81,8 +84,10 @@ export class SqliteStore implements Store {
     }
     db.pragma("busy_timeout = 0");
     if (filename !== ":memory:") {
-      this.checkpointer = startCheckpointer(db, filename, options.checkpointIntervalMs ?? 1000, (f) => this.checkpointFailed(f));
-      this.reports = new SqliteReports(filename, { busyTimeoutMs: this.busyTimeoutMs, onStoreFailure: (e) => this.fail(e) });
+      const intervalMs = options.checkpointIntervalMs ?? 1000;
+      this.checkpointer = startCheckpointer(db, filename, intervalMs, (f) => this.checkpointFailed(f));
+      this.stopWatchingRoom = watchRoom(filename, intervalMs, (e) => this.fail(e, "elsewhere"));
+      this.reports = new SqliteReports(filename, { busyTimeoutMs: this.busyTimeoutMs, onStoreFailure: (e) => this.fail(e, "elsewhere") });
       this.walSync = new WalSync(filename);
     }
     this.stmt = prepareStatements(db);
@@ -97,7 +102,7 @@ export class SqliteStore implements Store {
       if (this.broken !== null) throw this.broken;
       return Promise.resolve(fn());
     } catch (e) {
-      if (failsTheStore(e)) this.fail(e);
+      if (failsTheStore(e)) this.fail(e, "elsewhere");
       return Promise.reject(new StoreUnavailableError(e));
     }
   }
@@ -123,7 +128,7 @@ export class SqliteStore implements Store {
       if (this.batch === null && (this.lockQueue.waiting || !this.begin())) return this.waitForLock(fn, failsClosed);
       return Promise.resolve(this.inBatch(fn));
     } catch (e) {
-      if (e !== CLOSING) this.fail(e);
+      if (e !== CLOSING) this.fail(e, "batch");
       return Promise.reject(new StoreUnavailableError(e));
     }
   }
@@ -137,7 +142,7 @@ export class SqliteStore implements Store {
   private waitForLock<T>(fn: () => T, failsClosed: boolean): Promise<T> {
     return this.lockQueue.wait(() => this.inBatch(fn), performance.now() + this.busyTimeoutMs).catch((e: unknown) => {
       // Closing is no failure: the next start releases what is held.
-      if (e !== CLOSING && (failsClosed || !isBusy(e))) this.fail(e);
+      if (e !== CLOSING && (failsClosed || !isBusy(e))) this.fail(e, "batch");
       throw new StoreUnavailableError(e);
     });
   }
@@ -162,31 +167,30 @@ export class SqliteStore implements Store {
       if (this.broken !== null) throw this.broken; // it failed while this waited for the lock
       return fn();
     } catch (e) {
-      this.fail(e);
+      this.fail(e, "batch");
       throw e;
     }
   }
 
-  /**
-   * A WAL checkpoint failed: reported; and once they have failed for checkpointFailureLimitMs
-   * with none completing, CHECKPOINT_FAILURES_TO_FAIL times at least, the store fails closed with the cause (the WAL would grow until the
-   * volume is full); at once when it met a corrupt page. A last checkpoint at close() is no
-   * reason to.
-   */
+  /** A WAL checkpoint failed: reported, and the store fails closed if it is one that must (failureToFailWith). A last checkpoint at close() is no reason to. */
   private checkpointFailed(f: CheckpointFailure): void {
     if (this.checkpointer === undefined) return;
     this.options.onCheckpointFailure?.(f);
-    if (isCorrupt(f.error)) return this.fail(f.error);
-    if (f.failingMs < (this.options.checkpointFailureLimitMs ?? 60_000) || f.failures < CHECKPOINT_FAILURES_TO_FAIL) return;
-    const last = `${f.error.code ?? "error"} ${f.error.message}`;
-    const why = `WAL checkpoints have failed for ${Math.floor(f.failingMs / 1000)} s (${f.failures} failures, none completed since; last: ${last}): the WAL grows until the volume is full`;
-    this.fail(Object.assign(new Error(why), { code: f.error.code }));
+    const failure = failureToFailWith(f, this.options.checkpointFailureLimitMs ?? 60_000);
+    if (failure !== null) this.fail(failure, "elsewhere");
   }
 
-  /** Fails the store closed (once: later failures change nothing). */
-  private fail(e: unknown): void {
+  /**
+   * Fails the store closed (once: later failures change nothing). The open batch holds the
+   * settlements of requests already answered with their charge: a failure of its own statement
+   * or COMMIT ("batch") rolls it back whole, but one from elsewhere (a checkpoint, the volume
+   * check, a report, an admin statement, a WAL sync) commits it first (the WAL usually has the
+   * room), rolled back only if that fails; not onto a corrupt file, where nothing more is written.
+   */
+  private fail(e: unknown, cause: "batch" | "elsewhere"): void {
     if (this.broken !== null) return;
     this.broken = e;
+    if (cause === "elsewhere" && !isCorrupt(e)) this.commit(); // one that fails leaves the batch to the ROLLBACK below
     this.batch = null;
     try {
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
@@ -204,7 +208,7 @@ export class SqliteStore implements Store {
       batch.write();
       this.stmt.commit.run();
     } catch (e) {
-      this.fail(e);
+      this.fail(e, "batch");
     }
   }
 
@@ -235,7 +239,7 @@ export class SqliteStore implements Store {
     } catch (e) {
       if (e instanceof WalClosedError) throw new StoreUnavailableError(CLOSING); // closing makes it durable
       const failure = Object.assign(new Error(`syncing the WAL failed: ${(e as Error).message}`), { code: "SQLITE_IOERR_FSYNC", cause: e });
-      this.fail(failure);
+      this.fail(failure, "elsewhere");
       throw new UnconfirmedWriteError(failure);
     }
     return result;
@@ -378,6 +382,7 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     this.reports?.close();
+    this.stopWatchingRoom?.();
     const checkpointer = this.checkpointer;
     this.checkpointer = undefined;
     if (checkpointer) await stopCheckpointer(checkpointer);
