@@ -810,6 +810,25 @@ describe("a broken database fails closed with 503", () => {
     expect(failureHint(new Error("disk on fire"), "/d/shim.db")).toBeUndefined(); // nothing to add to the error itself
   });
 
+  it("the hint for a database the shim cannot open or write on a file system mounted read-only says so (dmesg, fsck, remount), not to chown or chmod the files", () => {
+    const readOnly = (dir: string) => dir === "/mnt/gpu-sandbox/shim";
+    for (const code of ["SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_IOERR_WRITE"]) {
+      const hint = failureHint(Object.assign(new Error("unable to open database file"), { code }), "/mnt/gpu-sandbox/shim/shim.db", readOnly);
+      expect(hint).toMatch(/^the file system holding \/mnt\/gpu-sandbox\/shim\/shim\.db is mounted read-only/);
+      expect(hint).toMatch(/dmesg.*fsck.*remount/);
+      expect(hint).not.toMatch(/owner|uid 1000/);
+    }
+    // A writable file system: the files' owner and mode, as before.
+    expect(failureHint(Object.assign(new Error("unable to open database file"), { code: "SQLITE_CANTOPEN" }), "/data/shim.db", readOnly)).toMatch(/check the owner and mode/);
+    // The real check: a writable directory is no read-only file system.
+    const dir = mkdtempSync(join(tmpdir(), "shim-hint-"));
+    try {
+      expect(failureHint(Object.assign(new Error("unable to open database file"), { code: "SQLITE_CANTOPEN" }), join(dir, "shim.db"))).toMatch(/check the owner and mode/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("the same failure while a reserve waits for another connection's write lock fails the store closed too", async () => {
     const failures: unknown[] = [];
     const dir = mkdtempSync(join(tmpdir(), "shim-lock-"));

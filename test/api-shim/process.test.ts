@@ -477,6 +477,28 @@ describe("the shim process", () => {
     }
   }, 60_000);
 
+  it("a volume mounted read-only: the failed start's hint says the file system is read-only (dmesg, fsck, remount), not to chown or chmod the files", async (ctx) => {
+    const mnt = smallVolume("ro-volume-");
+    if (mnt === null) return ctx.skip("cannot mount a tmpfs to remount read-only (needs root or CAP_SYS_ADMIN)");
+    const file = join(mnt, "shim.db");
+    try {
+      const p = await start({ SHIM_DATABASE_URL: `sqlite:${file}` });
+      await output.stopCleanly(p); // shim.db and shim.db-lock are left, no -wal or -shm
+      execFileSync("mount", ["-o", "remount,ro", mnt]);
+      const failed = await spawnShim({ ...f.env, SHIM_DATABASE_URL: `sqlite:${file}` }).catch((e: unknown) => e);
+      if (!(failed instanceof ShimStartError)) throw new Error("started on a read-only volume");
+      output.keep(failed);
+      expect(failed.exit).toEqual({ code: 1, signal: null });
+      const errors = failed.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50);
+      expect(errors).toHaveLength(1);
+      expect(errors[0].hint).toMatch(new RegExp(`^the file system holding ${file.replace(/[.]/g, "\\.")} is mounted read-only`));
+      expect(errors[0].hint).not.toMatch(/owner|uid 1000/);
+    } finally {
+      execFileSync("umount", ["-l", mnt]);
+      rmSync(mnt, { recursive: true, force: true });
+    }
+  }, 30_000);
+
   it("WAL checkpoints that fail (the disk refuses their fsync) are logged, at most once a minute, and counted in /metrics, while requests are still served", async () => {
     const file = join(f.dir, "checkpoints", "shim.db");
     mkdirSync(dirname(file));

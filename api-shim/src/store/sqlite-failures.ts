@@ -1,3 +1,6 @@
+import { accessSync, constants } from "node:fs";
+import { dirname } from "node:path";
+
 /**
  * What a SQLite error means for the store. better-sqlite3 gives the extended result code as a
  * string (`SQLITE_IOERR_FSYNC`, `SQLITE_READONLY_DBMOVED`); the primary code is its first part.
@@ -48,13 +51,31 @@ export function failsTheStore(e: unknown): boolean {
 const RESTORE_DOCS = "docs/operations.md, Backup and restore of the ledger";
 
 /**
+ * Whether `dir` is on a file system mounted read-only (EROFS; Node's statfs has no mount flags).
+ * The kernel remounts one read-only after disk errors (ext4's errors=remount-ro): SQLite then
+ * says only SQLITE_CANTOPEN or SQLITE_READONLY, as for a file of another owner.
+ */
+export function onReadOnlyFileSystem(dir: string): boolean {
+  try {
+    accessSync(dir, constants.W_OK);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EROFS";
+  }
+}
+
+/**
  * What an operator should check when the store failed closed with `e` (for the log line that
  * says so), or undefined when the error says nothing the log's `err` does not. `file`: the
  * SQLite database's path as this process sees it.
  */
-export function failureHint(e: unknown, file: string): string | undefined {
+export function failureHint(e: unknown, file: string, readOnly: (dir: string) => boolean = onReadOnlyFileSystem): string | undefined {
   const p = primary(e);
   const files = `${file}, ${file}-wal and ${file}-shm`;
+  // Checked only once it failed so: an owner or a mode would be the wrong thing to change.
+  if ((p === "SQLITE_READONLY" || p === "SQLITE_PERM" || p === "SQLITE_CANTOPEN" || p === "SQLITE_IOERR") && readOnly(dirname(file))) {
+    return `the file system holding ${file} is mounted read-only (the kernel does that after disk errors): check the disk (dmesg), fsck the volume, then remount it read-write (mount -o remount,rw); chown and chmod cannot help`;
+  }
   switch (p) {
     case "SQLITE_READONLY":
     case "SQLITE_PERM":
