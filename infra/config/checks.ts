@@ -79,12 +79,13 @@ export class Problems {
    * A number the stack file wrote as `form`, not in plain decimal. The readers disagree on a
    * leading 0: Pulumi's (Go yaml.v2, strconv.ParseInt base 0) reads 0100 in a map as octal 64, the
    * yaml package 100, so render and `pulumi up` would use different values without a word. The
-   * form is judged, not the value, so both refuse it however the value reached them. 0x, 0o, 0b and
-   * exponents are refused as they are in a string, so a form is taken or refused alike either way.
+   * form is judged, not the value, so both refuse it however the value reached them. 0x, 0o and 0b
+   * are refused as they are in a string. An exponent is taken unquoted (Pulumi writes some floats
+   * so), though not in a string, which the shim and the admin API read in decimal only.
    */
   private notPlainDecimal(key: string, value: unknown, form: string): undefined {
     return this.add(key, value, `was written ${form}, which is not plain decimal (a leading 0 is octal to Pulumi's reader: 0100 is 64 at \`pulumi up\`, ` +
-      "100 at `npm run render`; 0x, 0o, 0b and exponents are refused as they are in quotes); write it in plain decimal digits, e.g. 100 or 0.5");
+      "100 at `npm run render`; 0x, 0o and 0b are refused as they are in quotes); write it in plain decimal digits, e.g. 100 or 0.5");
   }
 
   /**
@@ -199,8 +200,12 @@ export class Problems {
     const list = this.array(key, value);
     if (list === undefined) return undefined;
     const out: string[] = [];
+    let encrypted = false;
     list.forEach((item, i) => {
-      if (this.encrypted(`${key}[${i}]`, item)) return;
+      if (this.encrypted(`${key}[${i}]`, item)) {
+        encrypted = true;
+        return;
+      }
       const cidr = typeof item === "string" ? normaliseCidr(item) : undefined;
       if (cidr === undefined) {
         this.add(`${key}[${i}]`, item, "is not a CIDR; write an address with its prefix length, e.g. 203.0.113.7/32 or 2001:db8::/48");
@@ -208,15 +213,19 @@ export class Problems {
         out.push(cidr);
       }
     });
-    return out;
+    // Not known whole: undefined (the default), so no check of the list as a whole (empty? holds
+    // 0.0.0.0/0?) adds a false problem beside the encrypted entry's own.
+    return encrypted ? undefined : out;
   }
 }
 
 /**
- * A number as its plain decimal digits (100, 0, -1, +4, 0.90, 1., .5), which every YAML reader
- * reads alike: no leading 0 before the point, no 0x/0o/0b, no exponent.
+ * A number as its plain decimal digits (100, 0, -1, +4, 0.90, 1., .5), with an exponent or not
+ * (5e-05, 1.0000005e+06: Pulumi itself writes a map's floats that way when it rewrites the stack
+ * file at any `pulumi config set`, Go's FormatFloat 'g'), which every YAML reader reads alike: no
+ * leading 0 before the point, no 0x/0o/0b.
  */
-const PLAIN_DECIMAL = /^[+-]?((0|[1-9]\d*)(\.\d*)?|\.\d+)$/;
+const PLAIN_DECIMAL = /^[+-]?((0|[1-9]\d*)(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
 
 /**
  * `a.b.c.d/n` or `v6::/n`, with the prefix in range; returns it as its network (host bits

@@ -100,7 +100,7 @@ describe("validateConfig: good configs", () => {
 
   // Found by review: a number setting read only as its value. Pulumi's reader (Go yaml.v2,
   // strconv.ParseInt base 0) takes 0100 inside a map as octal 64, the yaml package as 100.
-  it("refuses a number setting written in the stack file with a leading 0, 0x/0o/0b or an exponent, whichever reader read it", () => {
+  it("refuses a number setting written in the stack file with a leading 0 or 0x/0o/0b, whichever reader read it", () => {
     const text = "config:\n  gpu-sandbox:region: us-ord\n  gpu-sandbox:adminCidrs: [81.2.69.160/32]\n  gpu-sandbox:volumeSizeGb: 0100\n" +
       "  gpu-sandbox:model:\n    id: a/b\n    maxModelLen: 4e3\n    gpuMemoryUtilization: 0.90\n" +
       "  gpu-sandbox:keys:\n    - {name: app, credits: 0100}\n    - {name: b, credits: 0.5}\n" +
@@ -113,9 +113,9 @@ describe("validateConfig: good configs", () => {
     };
     const form = (key: string, value: string, written: string) =>
       `gpu-sandbox:${key} = ${value}: was written ${written}, which is not plain decimal (a leading 0 is octal to Pulumi's reader: 0100 is 64 at \`pulumi up\`, 100 at \`npm run render\`; ` +
-      "0x, 0o, 0b and exponents are refused as they are in quotes); write it in plain decimal digits, e.g. 100 or 0.5";
+      "0x, 0o and 0b are refused as they are in quotes); write it in plain decimal digits, e.g. 100 or 0.5";
     const expected = [
-      form("model.maxModelLen", "4000", "4e3"), form("tiers.team.rpm", "16", "0x10"), form("tiers.team.tpm", "16", "0o20"),
+      form("tiers.team.rpm", "16", "0x10"), form("tiers.team.tpm", "16", "0o20"),
       form("pricing.request", "0", "00"), form("keys[0].credits", "100", "0100"), form("volumeSizeGb", "100", "0100"), form("limits.connections", "100", "0100"),
     ];
     expect(got(fileConfig)).toEqual(expected);
@@ -128,6 +128,17 @@ describe("validateConfig: good configs", () => {
     if (!c.ok) throw new Error(describeProblems(c.problems, "test"));
     expect([c.config.keys[0]!.credits, c.config.limits.connections, c.config.model.gpuMemoryUtilization, c.config.tiers.team, c.config.pricing.request])
       .toEqual([100, 100, 0.9, { rpm: 16, tpm: 1, concurrency: 4 }, 0]);
+  });
+
+  // Found by review: Pulumi rewrites the whole stack file at any `pulumi config set`, and writes a
+  // map's floats with Go's FormatFloat(f, 'g', -1, 64): an exponent below 1e-4 and from 1e6 up.
+  it("takes the numbers Pulumi itself writes with an exponent (5e-05, 1.0000005e+06), which every reader reads alike", () => {
+    const text = "config:\n  gpu-sandbox:region: us-ord\n  gpu-sandbox:adminCidrs: [81.2.69.160/32]\n  gpu-sandbox:model:\n    id: Qwen/Qwen2.5-7B-Instruct\n    servedName: qwen\n    maxModelLen: 4e3\n" +
+      "  gpu-sandbox:pricing:\n    models:\n      qwen:\n        promptPer1k: 5e-05\n        completionPer1k: 0.0001\n  gpu-sandbox:keys:\n    - name: big\n      credits: 1.0000005e+06\n";
+    const fileConfig = parseStackConfig(text);
+    const r = validateConfig(fileConfig, { stack: "acme", fileConfig });
+    if (!r.ok) throw new Error(describeProblems(r.problems, "test"));
+    expect([r.config.pricing.models.qwen?.promptPer1k, r.config.keys[0]!.credits, r.config.model.maxModelLen]).toEqual([0.00005, 1_000_000.5, 4000]);
   });
 
   it("takes a tier limit of \"null\", which `pulumi config set --path 'gpu-sandbox:tiers.team.rpm' null` stores, as unlimited", () => {
@@ -477,6 +488,11 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     const decrypted = { ...fileConfig, region: "us-ord", adminCidrs: ["81.2.69.161/32"], tls: { mode: "self-signed", email: "ops@my-company.io" }, ttlHours: "24",
       tags: ["team-a"], model: { id: "a/b", extraArgs: ["--enforce-eager"] }, keys: [{ name: "app", credits: 100, models: ["a/b"] }], hfToken: "hf_x", providers: [{ model: "groq/llama-3.1-8b-instant", apiKey: "gsk_x" }] };
     expect(validateConfig(decrypted, { stack: "acme", fileConfig }).ok).toBe(true);
+    // A list with an encrypted entry cannot be judged whole: no false "is empty" or "letsencrypt
+    // needs 0.0.0.0/0" beside the one problem that is true.
+    const list = parseStackConfig(`config:\n  gpu-sandbox:region: us-ord\n  gpu-sandbox:adminCidrs: [81.2.69.160/32]\n  gpu-sandbox:allowedCidrs: [${secure}]\n`);
+    const listed = validateConfig(list, { stack: "acme", fileConfig: list });
+    expect(listed.ok ? [] : listed.problems.map((p) => formatProblem(p, "gpu-sandbox"))).toEqual([encrypted("allowedCidrs[0]")]);
   });
 
   it("refuses, for deploying, adminCidrs from which nobody can connect, and only when no entry lets anyone in", () => {
