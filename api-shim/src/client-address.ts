@@ -31,18 +31,33 @@ function expandIPv6(address: string): number[] {
 
 /**
  * Whether a peer is one of SHIM_TRUST_PROXY's addresses or CIDRs (validated by config.ts). An
- * IPv4-mapped IPv6 peer (a dual-stack socket's view) matches its IPv4 entry.
+ * IPv4-mapped IPv6 peer (a dual-stack socket's view) matches its IPv4 entry. An address with a
+ * zone id (fe80::1%eth0) matches on that interface alone: the same link-local address on another
+ * link is another machine, and BlockList ignores zones.
  */
 export function trustedPeers(cidrs: readonly string[]): (peer: string | undefined) => boolean {
   if (cidrs.length === 0) return () => false;
   const list = new BlockList();
+  const zoned = new Set<string>();
   for (const cidr of cidrs) {
     const [address, prefix] = cidr.split("/") as [string, string | undefined];
     const family = isIP(address) === 6 ? "ipv6" : "ipv4";
-    if (prefix === undefined) list.addAddress(address, family);
+    if (address.includes("%")) zoned.add(zonedAddress(address));
+    else if (prefix === undefined) list.addAddress(address, family);
     else list.addSubnet(address, Number(prefix), family);
   }
-  return (peer) => peer !== undefined && list.check(peer.replace(/%.*$/, ""), isIPv6(peer) ? "ipv6" : "ipv4");
+  return (peer) => {
+    if (peer === undefined) return false;
+    // An entry without a zone (fe80::/10) is any link's, as written.
+    if (peer.includes("%") && zoned.has(zonedAddress(peer))) return true;
+    return list.check(peer.replace(/%.*$/, ""), isIPv6(peer) ? "ipv6" : "ipv4");
+  };
+}
+
+/** `fe80::1%eth0` in one spelling: the address canonical, the zone as written. */
+function zonedAddress(text: string): string {
+  const at = text.indexOf("%");
+  return `${new URL(`http://[${text.slice(0, at)}]/`).hostname}%${text.slice(at + 1)}`;
 }
 
 /** An IP address, or a CIDR with its prefix in range: a SHIM_TRUST_PROXY entry. */

@@ -54,4 +54,14 @@ describe("trustedPeers (SHIM_TRUST_PROXY, for the request id nginx sends)", () =
     expect(["10.89.0.3", "::ffff:10.89.0.3", "193.168.0.1", "fe80::1", "127.0.0.2", undefined].some((p) => trusted(p))).toBe(false);
     expect(trustedPeers([])("127.0.0.1")).toBe(false);
   });
+
+  // Found by review: the zone was dropped from the entry and the peer, so fe80::1 on any link was trusted.
+  it("trusts an entry with a zone id (fe80::1%eth0) on that interface alone", () => {
+    const trusted = trustedPeers(["fe80::1%eth0", "10.89.0.2"]);
+    expect(trusted("fe80::1%eth0")).toBe(true);
+    expect(["fe80::1%wlan0", "fe80::1", "fe80::2%eth0"].some((p) => trusted(p))).toBe(false);
+    expect(trusted("10.89.0.2")).toBe(true);
+    // Without a zone, an entry is any link's, as written.
+    expect(trustedPeers(["fe80::/10"])("fe80::1%wlan0")).toBe(true);
+  });
 });
