@@ -240,8 +240,22 @@ export function normaliseCidr(text: string): string | undefined {
   const [, address, bits] = m as unknown as [string, string, string];
   const prefix = Number(bits);
   if (isIPv4(address)) return prefix <= 32 ? `${networkAddress(address, prefix, "ipv4")}/${prefix}` : undefined;
-  if (isIPv6(address)) return prefix <= 128 ? `${networkAddress(address, prefix, "ipv6")}/${prefix}` : undefined;
-  return undefined;
+  if (!isIPv6(address) || prefix > 128) return undefined;
+  const mapped = prefix >= 96 ? ipv4Mapped(address) : undefined;
+  // An IPv4-mapped CIDR (a dual-stack socket's view of IPv4 clients, as logs and `ss` show it) is
+  // the IPv4 CIDR it means: nginx's geo and the firewall match IPv4 clients against IPv4 entries
+  // only, and as an IPv6 entry it would open the API to IPv6.
+  if (mapped !== undefined) return normaliseCidr(`${mapped}/${prefix - 96}`);
+  return `${networkAddress(address, prefix, "ipv6")}/${prefix}`;
+}
+
+/** The IPv4 address of an IPv4-mapped IPv6 address (::ffff:a.b.c.d), or undefined. */
+function ipv4Mapped(address: string): string | undefined {
+  // The WHATWG URL parser canonicalizes IPv6 (lower case, `::ffff:5102:45a0` for both spellings).
+  const m = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(new URL(`http://[${address}]/`).hostname.slice(1, -1));
+  if (!m) return undefined;
+  const [high, low] = [parseInt(m[1]!, 16), parseInt(m[2]!, 16)];
+  return [high >> 8, high & 255, low >> 8, low & 255].join(".");
 }
 
 /** How a value is shown in a message: strings quoted, objects as compact JSON. */

@@ -58,6 +58,17 @@ describe("validateConfig: good configs", () => {
     expect(ok({ ...base, model: { id: "a/b", maxModelLen: 1e4 } }).model.maxModelLen).toBe(10_000);
   });
 
+  // Found by review: `::ffff:81.2.69.1/128` (a dual-stack socket's view of an IPv4 client, as logs
+  // and `ss` show it) was kept as IPv6: nginx's geo matched no IPv4 client with it (403), and as an
+  // IPv6 entry it published 443 to every IPv6 address.
+  it("reads an IPv4-mapped IPv6 CIDR as the IPv4 CIDR it means", () => {
+    const c = ok({ ...base, allowedCidrs: ["::ffff:81.2.69.1/128", "::FFFF:198.51.100.0/120", "::ffff:0:0/96"], adminCidrs: ["::ffff:5102:45a0/128"] });
+    expect(c.allowedCidrs).toEqual(["81.2.69.1/32", "198.51.100.0/24", "0.0.0.0/0"]);
+    expect(c.adminCidrs).toEqual(["81.2.69.160/32"]);
+    // A prefix shorter than 96 spans more than IPv4-mapped space: an IPv6 network, as written.
+    expect(ok({ ...base, allowedCidrs: ["::ffff:0:0/95"], tls: { mode: "self-signed" } }).allowedCidrs).toEqual(["::fffe:0:0/95"]);
+  });
+
   it("takes numbers in string lists, as YAML (`- 64`) and `pulumi config set --path … 64` store them", () => {
     // docs: a flag and its value go in two items, ["--max-num-seqs", "64"]; unquoted, the value is the number 64.
     const c = ok({ ...base, model: { id: "a/b", extraArgs: ["--max-num-seqs", 64, "--max-num-batched-tokens", 8192, "--seed", -1] }, tags: [2025, "team-a"] });
