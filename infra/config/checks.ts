@@ -65,8 +65,8 @@ export class Problems {
   number(key: string, value: unknown, range: { min: number; max: number; integer?: boolean }): number | undefined {
     if (value === undefined || value === null || this.encrypted(key, value)) return undefined;
     const form = this.written(key);
-    if (form !== undefined && !PLAIN_DECIMAL.test(form)) return this.notPlainDecimal(key, value, form);
-    const n = typeof value === "string" && /^[+-]?(\d+\.?\d*|\.\d+)$/.test(value.trim()) ? Number(value) : value;
+    if (form !== undefined && !(isTopLevel(key) ? DECIMAL_TEXT : PLAIN_DECIMAL).test(form)) return this.notPlainDecimal(key, value, form);
+    const n = typeof value === "string" && DECIMAL_TEXT.test(value.trim()) ? Number(value) : value;
     if (typeof n !== "number" || !Number.isFinite(n)) return this.add(key, value, "must be a number in decimal digits, e.g. 24 or 0.5");
     if (range.integer && !Number.isInteger(n)) return this.add(key, value, "must be a whole number");
     if (n < range.min || n > range.max) {
@@ -76,16 +76,19 @@ export class Problems {
   }
 
   /**
-   * A number the stack file wrote as `form`, not in plain decimal. The readers disagree on a
-   * leading 0: Pulumi's (Go yaml.v2, strconv.ParseInt base 0) reads 0100 in a map as octal 64, the
-   * yaml package 100, so render and `pulumi up` would use different values without a word. The
-   * form is judged, not the value, so both refuse it however the value reached them. 0x, 0o and 0b
-   * are refused as they are in a string. An exponent is taken unquoted (Pulumi writes some floats
-   * so), though not in a string, which the shim and the admin API read in decimal only.
+   * A number the stack file wrote as `form`, in a form Pulumi's reader and the yaml package read
+   * differently, so render and `pulumi up` would use different values without a word. Inside a map
+   * or list Pulumi's reader (Go yaml.v2, strconv.ParseInt base 0) reads 0100 as octal 64, the yaml
+   * package 100; 0x, 0o and 0b are refused as they are in a string (an exponent reads alike, and
+   * Pulumi writes some floats so). A top-level setting reaches `pulumi up` as its text, read as a
+   * string is (decimal only: 0100 is 100 there, 0x10 and 1e3 are refused), while the yaml package
+   * reads 0x10 and 1e3 as numbers. The form is judged, not the value, so both refuse it alike.
    */
   private notPlainDecimal(key: string, value: unknown, form: string): undefined {
-    return this.add(key, value, `was written ${form}, which is not plain decimal (a leading 0 is octal to Pulumi's reader: 0100 is 64 at \`pulumi up\`, ` +
-      "100 at `npm run render`; 0x, 0o and 0b are refused as they are in quotes); write it in plain decimal digits, e.g. 100 or 0.5");
+    const why = isTopLevel(key)
+      ? "a top-level setting reaches `pulumi up` as its text, which is read in decimal digits only (0x, 0o, 0b and exponents are refused, as in quotes)"
+      : "inside a map a leading 0 is octal to Pulumi's reader: 0100 is 64 at `pulumi up`, 100 at `npm run render`; 0x, 0o and 0b are refused as they are in quotes";
+    return this.add(key, value, `was written ${form}, which is not plain decimal (${why}); write it in plain decimal digits, e.g. 100 or 0.5`);
   }
 
   /**
@@ -226,6 +229,12 @@ export class Problems {
  * leading 0 before the point, no 0x/0o/0b.
  */
 const PLAIN_DECIMAL = /^[+-]?((0|[1-9]\d*)(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+
+/** Decimal text as the shim, the admin API and a top-level setting's text are read: a sign, digits, a point ("24", "-1", ".05", "0."). */
+const DECIMAL_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)$/;
+
+/** A setting at the top level of the namespace (`ttlHours`), not inside a map or list (`keys[0].credits`). */
+const isTopLevel = (key: string) => !/[.[]/.test(key);
 
 /**
  * `a.b.c.d/n` or `v6::/n`, with the prefix in range; returns it as its network (host bits

@@ -137,7 +137,8 @@ function failedDeployExpiry(tenant: Tenant, now: Date): Expiry {
  * read as none, the host would be kept, billing, forever.
  */
 function fileTtlHours(raw: Readonly<Record<string, unknown>>): { hours: number | undefined } | { problem: string } {
-  // The file's text of it too, as the validator reads it: 010 there is 8 to `pulumi up` (octal).
+  // The file's text of it too, as the validator reads it: a top-level setting reaches `pulumi up`
+  // as that text (1e1 is refused there, 010 is 10).
   const p = new Problems(undefined, (path) => numberAsWritten(raw, path));
   const hours = checkTtlHours(p, raw.ttlHours);
   return p.list[0] ? { problem: formatProblem(p.list[0], CONFIG_NAMESPACE) } : { hours };

@@ -123,16 +123,25 @@ describe("validateConfig: good configs", () => {
       return r.ok ? [] : r.problems.map((p) => formatProblem(p, "gpu-sandbox"));
     };
     const form = (key: string, value: string, written: string) =>
-      `gpu-sandbox:${key} = ${value}: was written ${written}, which is not plain decimal (a leading 0 is octal to Pulumi's reader: 0100 is 64 at \`pulumi up\`, 100 at \`npm run render\`; ` +
+      `gpu-sandbox:${key} = ${value}: was written ${written}, which is not plain decimal (inside a map a leading 0 is octal to Pulumi's reader: 0100 is 64 at \`pulumi up\`, 100 at \`npm run render\`; ` +
       "0x, 0o and 0b are refused as they are in quotes); write it in plain decimal digits, e.g. 100 or 0.5";
     const expected = [
       form("tiers.team.rpm", "16", "0x10"), form("tiers.team.tpm", "16", "0o20"),
-      form("pricing.request", "0", "00"), form("keys[0].credits", "100", "0100"), form("volumeSizeGb", "100", "0100"), form("limits.connections", "100", "0100"),
+      form("pricing.request", "0", "00"), form("keys[0].credits", "100", "0100"), form("limits.connections", "100", "0100"),
     ];
     expect(got(fileConfig)).toEqual(expected);
-    // pulumi up: Pulumi's reading of the same file (octal inside a map; a top-level scalar as its text).
+    // pulumi up: Pulumi's reading of the same file (octal inside a map; a top-level scalar as its
+    // text, "0100", read as 100 like the yaml package: taken by both).
     const fromPulumi = { ...fileConfig, volumeSizeGb: "0100", keys: [{ name: "app", credits: 64 }, { name: "b", credits: 0.5 }], limits: { connections: 64, burst: 0 } };
-    expect(got(fromPulumi)).toEqual(expected.map((line) => line.replace(/(credits|connections) = 100:/, "$1 = 64:").replace("volumeSizeGb = 100:", 'volumeSizeGb = "0100":')));
+    expect(got(fromPulumi)).toEqual(expected.map((line) => line.replace(/(credits|connections) = 100:/, "$1 = 64:")));
+    // At the top level the text is what counts: 0x10 and 1e3 (numbers to the yaml package, refused
+    // as text by `pulumi up`) are refused by both, with why.
+    const top = parseStackConfig("config:\n  gpu-sandbox:region: us-ord\n  gpu-sandbox:adminCidrs: [81.2.69.160/32]\n  gpu-sandbox:ttlHours: 1e1\n  gpu-sandbox:volumeSizeGb: 0x64\n");
+    const topGot = validateConfig(top, { stack: "acme", fileConfig: top });
+    const topForm = (key: string, value: string, written: string) =>
+      `gpu-sandbox:${key} = ${value}: was written ${written}, which is not plain decimal (a top-level setting reaches \`pulumi up\` as its text, which is read in decimal digits only ` +
+      "(0x, 0o, 0b and exponents are refused, as in quotes)); write it in plain decimal digits, e.g. 100 or 0.5";
+    expect(topGot.ok ? [] : topGot.problems.map((p) => formatProblem(p, "gpu-sandbox"))).toEqual([topForm("volumeSizeGb", "100", "0x64"), topForm("ttlHours", "10", "1e1")]);
     // Plain decimal is taken as it always was: 100, 0, 0.9 (0.90, +4 and 1. read the same in every reader).
     const plain = parseStackConfig(text.replaceAll("0100", "100").replace("4e3", "4000").replace("0x10", "16").replace("0o20", "1.").replace("request: 00", "request: 0"));
     const c = validateConfig(plain, { stack: "acme", fileConfig: plain });

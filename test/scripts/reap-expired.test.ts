@@ -110,6 +110,20 @@ describe("reap-expired", () => {
     }
   });
 
+  // Found by review: a top-level number reaches `pulumi up` as its text ("01" is 1), so a leading 0
+  // there is no octal trap; refusing it made a failed deploy "cannot tell", kept billing.
+  it("a failed deploy whose top-level ttlHours is written 01 (1 to Pulumi, which reads it as the text \"01\") is reaped", async () => {
+    const { code, io, destroyed } = await reap(["--yes"], (p, root) => {
+      withoutGolf(p);
+      writeFileSync(join(root, "stacks", "Pulumi.hotel.yaml"), "config:\n  gpu-sandbox:region: mars-1\n  gpu-sandbox:adminCidrs: [81.2.69.160/32]\n  gpu-sandbox:ttlHours: 01\n");
+      p.stacks.set("hotel", { outputs: {}, resources: failedDeployResources("hotel", "2026-03-01T10:00:00Z") });
+    });
+    const out = io.stdout.join("\n");
+    expect(out).toMatch(/hotel +expired 1h 0m ago/);
+    expect(destroyed).toContain("hotel");
+    expect(code).toBe(0);
+  });
+
   it("dry run: lists each stack's fate and destroys nothing", async () => {
     const { code, io, pulumi, destroyed } = await reap([], withoutGolf);
     expect(code).toBe(0);
