@@ -490,6 +490,35 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
     }
   });
 
+  it("counts the store's own WAL as room (the next start finds it free once close() removed it), asked for off the request path after the statfs; no WAL counts nothing", async () => {
+    const free = MIN_FREE_BYTES - 1024 * 1024; // the WAL has grown into the space over 16 MiB
+    let wal: number | null = 1024 * 1024;
+    const asked: string[] = [];
+    const statWal = (path: string, cb: (err: Error | null, stats: { size: number }) => void) => {
+      asked.push(path);
+      setImmediate(() => (wal === null ? cb(Object.assign(new Error("ENOENT"), { code: "ENOENT" }), { size: 0 }) : cb(null, { size: wal })));
+    };
+    const full: VolumeFullError[] = [];
+    const stop = watchRoom("/data/shim.db", 10, (e) => full.push(e), (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), statWal);
+    try {
+      await new Promise((r) => setTimeout(r, 60));
+      expect(asked.length).toBeGreaterThanOrEqual(2);
+      expect(new Set(asked)).toEqual(new Set(["/data/shim.db-wal"]));
+      expect(full).toEqual([]); // free + WAL = 16 MiB
+      wal = 1024 * 1024 - 1;
+      await expect.poll(() => full.length, { timeout: 2000, interval: 10 }).toBe(1);
+      expect(full[0]!.message).toBe(`the volume holding /data/shim.db has ${free} bytes free (and ${1024 * 1024 - 1} in the store's own WAL, which it reuses), less than the ${MIN_FREE_BYTES} (16 MiB) the shim needs to start: free space on it (df -h); until then the shim would take requests it cannot record`);
+    } finally {
+      stop();
+    }
+    wal = null;
+    const none: VolumeFullError[] = [];
+    const stop2 = watchRoom("/data/shim.db", 10, (e) => none.push(e), (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), statWal);
+    await expect.poll(() => none.length, { timeout: 2000, interval: 10 }).toBe(1);
+    stop2();
+    expect(none[0]!.message).toMatch(new RegExp(`has ${free} bytes free, less than`));
+  });
+
   it("a statfs that fails says nothing about room, and one that has not answered is not asked again meanwhile", async () => {
     let calls = 0;
     const full: unknown[] = [];

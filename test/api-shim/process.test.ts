@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { once } from "node:events";
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
@@ -9,6 +9,7 @@ import { parse, stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/keys.ts";
 import { MAX_BALANCE_MICRO } from "../../api-shim/src/money.ts";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
+import { MIN_FREE_BYTES } from "../../api-shim/src/store/sqlite-space.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { corruptLedger } from "../support/corrupt-ledger.ts";
 import { failingFsyncs } from "../support/fsync-trace.ts";
@@ -399,11 +400,11 @@ describe("the shim process", () => {
     }
   }, 60_000);
 
-  /** A tmpfs of 24 MiB under the fixture's directory, or null (the test skips) without root. */
-  const smallVolume = (prefix: string): string | null => {
+  /** A tmpfs of `size` (24 MiB) under the fixture's directory, or null (the test skips) without root. */
+  const smallVolume = (prefix: string, size = "24m"): string | null => {
     const mnt = mkdtempSync(join(f.dir, prefix));
     try {
-      execFileSync("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt], { stdio: "pipe" });
+      execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mnt], { stdio: "pipe" });
       return mnt;
     } catch {
       rmSync(mnt, { recursive: true, force: true });
@@ -463,7 +464,7 @@ describe("the shim process", () => {
       // Whichever comes first: the check of the volume, or a checkpoint that finds no room to copy
       // the last requests' pages into the database (at once, not after a minute as a failing disk).
       const checkpoint = p.lines.map((l) => JSON.parse(l)).find((l) => l.msg?.startsWith("a WAL checkpoint failed"));
-      if (checkpoint === undefined) expect(errors[0].err.message).toMatch(new RegExp(`^the volume holding ${file.replace(/[.]/g, "\\.")} has \\d+ bytes free, less than the 16777216 \\(16 MiB\\) the shim needs to start`));
+      if (checkpoint === undefined) expect(errors[0].err.message).toMatch(new RegExp(`^the volume holding ${file.replace(/[.]/g, "\\.")} has \\d+ bytes free( \\(and \\d+ in the store's own WAL, which it reuses\\))?, less than the 16777216 \\(16 MiB\\) the shim needs to start`));
       else expect([checkpoint.err.code, errors[0].err.code, errors[0].hint]).toEqual(["SQLITE_FULL", "SQLITE_FULL", `the volume holding ${file} is full: free space on it (df -h)`]);
       // Space comes back: every charge answered 200 is in the ledger, nothing is left held.
       rmSync(join(mnt, "filler"));
@@ -476,6 +477,46 @@ describe("the shim process", () => {
       rmSync(mnt, { recursive: true, force: true });
     }
   }, 60_000);
+
+  it("a volume left with a little more than 16 MiB free and nothing else writing to it: the shim serves on, start after start, though its own WAL grows into that space (the WAL counts as room while it serves)", async (ctx) => {
+    const mnt = smallVolume("stable-volume-", "40m");
+    if (mnt === null) return ctx.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN)");
+    const file = join(mnt, "shim.db");
+    const free = () => { const s = statfsSync(mnt); return s.bavail * s.bsize; };
+    const ask = (url: string) => fetch(`${url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 3 }),
+    }).then(async (r) => (await r.text(), r.status), () => -1);
+    let p: ShimProcess | undefined;
+    try {
+      // A first run makes the ledger; then the volume is filled to 16 MiB + 512 KiB free (weights).
+      await output.stopCleanly(await start({ SHIM_DATABASE_URL: `sqlite:${file}` }));
+      writeFileSync(join(mnt, "weights"), Buffer.alloc(free() - MIN_FREE_BYTES - 512 * 1024, 1));
+      const runs: { served: number; exit: string }[] = [];
+      for (let run = 0; run < 3; run++) {
+        p = await start({ SHIM_DATABASE_URL: `sqlite:${file}` });
+        // Each request writes a ledger row: ~800 of them grow the WAL past the 512 KiB left over
+        // 16 MiB. Before, the volume check failed the store closed there (exit 1), close() removed
+        // the WAL, and the next start was let through again: a restart every few hundred requests.
+        let served = 0;
+        const t0 = performance.now();
+        while (p.child.exitCode === null && served < 1000 && performance.now() - t0 < 8000) {
+          served += (await Promise.all(Array.from({ length: 10 }, () => ask(p!.url)))).filter((s) => s === 200).length;
+        }
+        await new Promise((r) => setTimeout(r, 1500)); // a volume check or two after the WAL's growth
+        runs.push({ served, exit: p.child.exitCode === null ? "serving" : `exited ${p.child.exitCode}` });
+        if (p.child.exitCode === null) await output.stopCleanly(p);
+      }
+      expect(runs).toEqual(Array.from({ length: 3 }, () => ({ served: 1000, exit: "serving" })));
+      const row = await audit2(file);
+      expect(row).toMatchObject({ balance: row.ledgerSum, held: 0, reservations: 0 });
+    } finally {
+      if (p && p.child.exitCode === null) p.child.kill("SIGKILL");
+      execFileSync("umount", ["-l", mnt]);
+      rmSync(mnt, { recursive: true, force: true });
+    }
+  }, 90_000);
 
   it("a volume mounted read-only: the failed start's hint says the file system is read-only (dmesg, fsck, remount), not to chown or chmod the files", async (ctx) => {
     const mnt = smallVolume("ro-volume-");
