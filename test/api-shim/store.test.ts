@@ -8,6 +8,7 @@ import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { reportSql } from "../../api-shim/src/store/sqlite-usage-report.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { corruptLedger } from "../support/corrupt-ledger.ts";
+import { failingIo } from "../support/failing-io.ts";
 import { failingFsyncs, fullVolumeWrites, repoFile, runNodeScript, tracingFsyncs } from "../support/fsync-trace.ts";
 import { previousStores } from "../support/previous-version.ts";
 import { newKey, storeContract, usage } from "./store-contract.ts";
@@ -171,6 +172,57 @@ describe("SqliteStore", () => {
     (t as unknown as { stmt: { applyMoney: { run(): unknown } } }).stmt.applyMoney = { run: () => { throw Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" }); } };
     await store.flush(); // the batch's own write fails: it is rolled back whole
     expect(await reopenedRow("b")).toMatchObject({ balance: 10_000_000, held: 1_000_000, reservations: 1 });
+  });
+
+  it("a read in the open batch's transaction that fails with an I/O error (getKey: SQLite rolls the transaction back itself) fails the store closed without writing the batch outside a transaction: the ledger stays balanced", async () => {
+    await store.close();
+    const flag = join(dir, "disk-failing");
+    // Keys with long names over many pages, so that getKey("k299") reads a page of shim.db no
+    // statement before it read; the store's last close copied them all out of the WAL.
+    const setUp = new SqliteStore(file, { checkpointIntervalMs: 1e9 });
+    const padded = (id: string, credits: number) => ({ ...newKey(id, credits), name: id.padEnd(200, "n") });
+    await setUp.createKey(padded("x", 10_000_000));
+    for (let i = 0; i < 150; i++) await setUp.createKey(padded(`j${i}`, 1));
+    await setUp.createKey(padded("y", 10_000_000));
+    for (let i = 0; i < 300; i++) await setUp.createKey(padded(`k${i}`, 1));
+    await setUp.close();
+    // The read fails with ESTALE (an NFS volume; SQLITE_IOERR_READ); then the WAL takes 8 writes
+    // and no more (ENOSPC). Before, fail() committed the batch all the same: its writes ran in
+    // autocommit mode one by one, x's ledger row committed, its balance change not.
+    const prefix = failingIo({ flag, readSuffix: "/shim.db", failReads: 1, errno: 116, writeSuffix: "-wal", writesPass: 8 });
+    const out = runNodeScript<{ wrote: boolean[]; got: string; failures: string[]; after: string }>(prefix, `
+      import { rmSync, writeFileSync } from "node:fs";
+      import { SqliteStore } from ${JSON.stringify(repoFile("api-shim", "src", "store", "sqlite-store.ts"))};
+      const failures = [];
+      const s = new SqliteStore(${JSON.stringify(file)}, { checkpointIntervalMs: 1e9, onFailure: (e) => failures.push(e.code ?? e.message) });
+      const usage = (keyId, requestId) => ({ requestId, keyId, at: 2000, route: "chat", model: "m", status: 200, promptTokens: 3, completionTokens: 4, cost: 250000, stream: false, ms: 1, served: true });
+      for (const k of ["x", "y"]) await s.reserve({ reservationId: "r" + k, keyId: k, amount: 1000000, at: 2 });
+      await s.flush();
+      for (const k of ["x", "y"]) await s.settle({ reservationId: "r" + k, keyId: k, hold: 1000000, cost: 250000, usage: usage(k, "q" + k) });
+      const wrote = [], write = s.batch.write.bind(s.batch);
+      s.batch.write = () => (wrote.push(s.db.inTransaction), write());
+      writeFileSync(${JSON.stringify(flag)}, "");
+      const got = await s.getKey("k299").then(() => "answered", (e) => e.cause?.code ?? String(e));
+      rmSync(${JSON.stringify(flag)});
+      const after = await s.reserve({ reservationId: "z", keyId: "x", amount: 1, at: 3 }).then(() => "served", (e) => e.name);
+      await s.close().catch(() => {});
+      console.log(JSON.stringify({ wrote, got, failures, after }));
+    `);
+    expect(out).toEqual({ wrote: [], got: "SQLITE_IOERR_READ", failures: ["SQLITE_IOERR_READ"], after: "StoreUnavailableError" });
+    store = new SqliteStore(file);
+    // The open batch is lost whole, as after a crash: its settlements uncharged, its holds for the next start to release.
+    for (const id of ["x", "y"]) expect((await store.audit()).find((r) => r.keyId === id)).toMatchObject({ balance: 10_000_000, ledgerSum: 10_000_000, held: 1_000_000, reservations: 1 });
+  }, 60_000);
+
+  it("a batch whose transaction is gone when it commits is dropped, not written statement by statement, and the store fails closed", async () => {
+    const failures: unknown[] = [];
+    await settledInOpenBatch("g", (e) => failures.push(e));
+    const db = (store as unknown as { db: Database.Database }).db;
+    db.exec("ROLLBACK"); // as SQLite does itself on an I/O error, a full disk or no memory in one of its statements
+    await store.flush();
+    expect(failures).toEqual([expect.objectContaining({ message: expect.stringMatching(/^SQLite rolled back the open batch's transaction itself/) })]);
+    await expect(store.reserve({ reservationId: "x", keyId: "g", amount: 1, at: 3 })).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(await reopenedRow("g")).toMatchObject({ balance: 10_000_000, ledgerSum: 10_000_000, held: 1_000_000, reservations: 1 });
   });
 
   it("a disk that fails a checkpoint now and then does not fail the store closed: each failure is over once a checkpoint copies the WAL whole", async () => {

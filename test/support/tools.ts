@@ -13,6 +13,7 @@ const PACKAGES: Record<string, string> = {
   openssl: "openssl",
   strace: "strace",
   "mkfs.ext4": "e2fsprogs",
+  gcc: "gcc",
   python3: "python3",
 };
 

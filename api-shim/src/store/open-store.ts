@@ -2,9 +2,10 @@ import { mkdirSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { parseDatabaseUrl } from "./database-url.ts";
 import { PostgresStore, type PostgresStoreOptions } from "./postgres-store.ts";
+import type { SqliteStoreOptions } from "./sqlite-options.ts";
 import { claimSqliteFile } from "./sqlite-owner.ts";
 import { checkRoomToStart } from "./sqlite-space.ts";
-import { SqliteStore, type SqliteStoreOptions } from "./sqlite-store.ts";
+import { SqliteStore } from "./sqlite-store.ts";
 import type { Store } from "./store.ts";
 
 /**

@@ -4,6 +4,7 @@ import { Batch, type Hold, holdsByKey } from "./sqlite-batch.ts";
 import { type CheckpointFailure, failureToFailWith, startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
 import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
+import type { SqliteStoreOptions } from "./sqlite-options.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
 import { watchRoom } from "./sqlite-space.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
@@ -14,29 +15,6 @@ import {
   grantRefusal, isAdminApiKey, StoreUnavailableError, topUpRefusal, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type KeyDetails, type KeyRecord, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
-
-export interface SqliteStoreOptions {
-  /** How long an operation waits for the write lock another connection holds (default 5000). */
-  busyTimeoutMs?: number;
-  /** ms between WAL checkpoints run by a worker thread, and between checks of the volume's free space (file databases). Default 1000. */
-  checkpointIntervalMs?: number;
-  /** Called for each WAL checkpoint that fails (the server logs and counts them). */
-  onCheckpointFailure?: (failure: CheckpointFailure) => void;
-  /**
-   * How long checkpoints may fail, none completing, before the store fails closed (default
-   * 60000); and only once at least CHECKPOINT_FAILURES_TO_FAIL of them failed meanwhile.
-   */
-  checkpointFailureLimitMs?: number;
-  /**
-   * Called once when the store fails closed: a batch, its COMMIT or its write lock failed, any
-   * statement met a database it cannot use (read-only, disk error, full, corrupt:
-   * sqlite-failures.ts), or the volume has filled up (VolumeFullError). It stays failed, so the
-   * server exits to be restarted.
-   */
-  onFailure?: (error: unknown) => void;
-  /** This process's claim on the file (claimSqliteFile), released by close() once the connection is closed. */
-  owner?: { release(): void };
-}
 
 const CLOSING = new Error("the store is closing");
 
@@ -185,12 +163,14 @@ export class SqliteStore implements Store {
    * settlements of requests already answered with their charge: a failure of its own statement
    * or COMMIT ("batch") rolls it back whole, but one from elsewhere (a checkpoint, the volume
    * check, a report, an admin statement, a WAL sync) commits it first (the WAL usually has the
-   * room), rolled back only if that fails; not onto a corrupt file, where nothing more is written.
+   * room), rolled back only if that fails; not onto a corrupt file, where nothing more is written,
+   * nor once its transaction is gone: a read in it (getKey, ping) that failed with an I/O error, a
+   * full disk or no memory has had SQLite roll it back already (commit() says why not to write).
    */
   private fail(e: unknown, cause: "batch" | "elsewhere"): void {
     if (this.broken !== null) return;
     this.broken = e;
-    if (cause === "elsewhere" && !isCorrupt(e)) this.commit(); // one that fails leaves the batch to the ROLLBACK below
+    if (cause === "elsewhere" && !isCorrupt(e) && this.db.open && this.db.inTransaction) this.commit(); // one that fails leaves the batch to the ROLLBACK below
     this.batch = null;
     try {
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
@@ -198,12 +178,19 @@ export class SqliteStore implements Store {
     this.options.onFailure?.(e);
   }
 
-  /** Commits the open batch, if any. Admin operations call it first so they commit on their own. */
+  /**
+   * Commits the open batch, if any. Admin operations call it first so they commit on their own.
+   * A batch whose transaction SQLite rolled back itself (fail() says when) is dropped, as a
+   * ROLLBACK would, and the store fails closed: its writes outside a transaction would commit
+   * one statement at a time, and one failing half way (the disk still failing) would leave
+   * ledger rows without their balance change for good.
+   */
   private commit(): void {
     const batch = this.batch;
     if (batch === null) return;
     this.batch = null;
     if (!this.db.open) return;
+    if (!this.db.inTransaction) return this.fail(new Error("SQLite rolled back the open batch's transaction itself (a statement in it failed: an I/O error, a full disk, no memory)"), "batch");
     try {
       batch.write();
       this.stmt.commit.run();

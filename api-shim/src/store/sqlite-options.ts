@@ -1,0 +1,25 @@
+import type { CheckpointFailure } from "./sqlite-checkpointer.ts";
+
+/** The SQLite store's options (sqlite-store.ts). */
+export interface SqliteStoreOptions {
+  /** How long an operation waits for the write lock another connection holds (default 5000). */
+  busyTimeoutMs?: number;
+  /** ms between WAL checkpoints run by a worker thread, and between checks of the volume's free space (file databases). Default 1000. */
+  checkpointIntervalMs?: number;
+  /** Called for each WAL checkpoint that fails (the server logs and counts them). */
+  onCheckpointFailure?: (failure: CheckpointFailure) => void;
+  /**
+   * How long checkpoints may fail, none completing, before the store fails closed (default
+   * 60000); and only once at least CHECKPOINT_FAILURES_TO_FAIL of them failed meanwhile.
+   */
+  checkpointFailureLimitMs?: number;
+  /**
+   * Called once when the store fails closed: a batch, its COMMIT or its write lock failed, any
+   * statement met a database it cannot use (read-only, disk error, full, corrupt:
+   * sqlite-failures.ts), or the volume has filled up (VolumeFullError). It stays failed, so the
+   * server exits to be restarted.
+   */
+  onFailure?: (error: unknown) => void;
+  /** This process's claim on the file (claimSqliteFile), released by close() once the connection is closed. */
+  owner?: { release(): void };
+}
