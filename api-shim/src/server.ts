@@ -10,7 +10,7 @@ import { formatCredits, MAX_BALANCE_MICRO } from "./money.ts";
 import { parseDatabaseUrl, redactUrl } from "./store/database-url.ts";
 import { openStore } from "./store/open-store.ts";
 import type { UsageIndexOutcome } from "./store/postgres-usage-index.ts";
-import type { CheckpointFailure } from "./store/sqlite-checkpointer.ts";
+import { type CheckpointFailure, checkpointFailureWarning } from "./store/sqlite-checkpointer.ts";
 import { failureHint } from "./store/sqlite-failures.ts";
 import { SqliteInUseError } from "./store/sqlite-owner.ts";
 import { VolumeFullError } from "./store/sqlite-space.ts";
@@ -106,7 +106,7 @@ async function main(): Promise<void> {
     metrics.checkpointFailures.inc();
     if (performance.now() - checkpointWarnedAt < 60_000) return;
     checkpointWarnedAt = performance.now();
-    logger.warn({ err: f.error, failures: f.failures, failingMs: Math.round(f.failingMs) }, "a WAL checkpoint failed: the WAL grows until checkpoints succeed again; the store fails closed if they keep failing for a minute");
+    logger.warn({ err: f.error, failures: f.failures, failingMs: Math.round(f.failingMs) }, checkpointFailureWarning(f.error));
   };
   let store: Store;
   try {

@@ -12,7 +12,7 @@ import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { MIN_FREE_BYTES } from "../../api-shim/src/store/sqlite-space.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { corruptLedger } from "../support/corrupt-ledger.ts";
-import { failingFsyncs } from "../support/fsync-trace.ts";
+import { failingFsyncs, fullVolumeWrites } from "../support/fsync-trace.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
 import { loopbackServer, openStream as openKeyStream, shimClient, shimProcessFixture, ShimStartError, spawnShim, type ShimProcess } from "../support/shim-process.ts";
 
@@ -549,7 +549,7 @@ describe("the shim process", () => {
     // One pid, checked before anything is signalled: Number("") is 0, and process.kill(0) would signal this whole process group.
     expect(children).toMatch(/^[1-9]\d*$/);
     const shim = Number(children);
-    const warning = "a WAL checkpoint failed: the WAL grows until checkpoints succeed again; the store fails closed if they keep failing for a minute";
+    const warning = "a WAL checkpoint failed: the WAL grows until checkpoints succeed again; the store fails closed if they keep failing for 60 s (5 failures or more, none completing)";
     try {
       const ask = () => client(p).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 });
       await ask(); // the request's ledger row is in the WAL: the next checkpoint copies it, and fails
@@ -566,6 +566,30 @@ describe("the shim process", () => {
       output.keep(p);
     }
   });
+
+  it("a WAL checkpoint that finds the volume full (SQLITE_FULL): its warning says the store fails closed at once, not after a minute as for a failing disk, and the process exits 1", async () => {
+    const file = join(f.dir, "full-checkpoints", "shim.db");
+    mkdirSync(dirname(file));
+    await new SqliteStore(file).close(); // the file exists before its volume fills up
+    // Every write of shim.db fails with ENOSPC, its WAL's go through: the first checkpoint fails,
+    // at start (the bootstrap key's writes) or after the request.
+    const started = await spawnShim({ ...f.env, SHIM_DATABASE_URL: `sqlite:${file}` }, fullVolumeWrites(file)).catch((e: unknown) => {
+      if (e instanceof ShimStartError) return e;
+      throw e;
+    });
+    if (started instanceof ShimStartError) {
+      expect(started.exit).toEqual({ code: 1, signal: null });
+      output.keep(started);
+    } else {
+      await client(started).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1 }).catch(() => {});
+      expect(await started.exited).toEqual({ code: 1, signal: null });
+      output.keep(started);
+    }
+    const lines = started.lines.map((l) => JSON.parse(l));
+    const warned = lines.filter((l) => l.msg?.startsWith("a WAL checkpoint failed"));
+    expect(warned).toEqual([expect.objectContaining({ level: 40, msg: "a WAL checkpoint failed: the volume is full; the store fails closed at once", err: expect.objectContaining({ code: "SQLITE_FULL" }) })]);
+    expect(lines.filter((l) => l.level >= 50)).toEqual([expect.objectContaining({ hint: `the volume holding ${file} is full: free space on it (df -h)` })]);
+  }, 30_000);
 
   it("a corrupt ledger: the first statement that meets it (a usage report) makes the process exit 1, its line pointing at the backup to restore", async () => {
     const file = join(f.dir, "corrupt", "shim.db");

@@ -61,6 +61,9 @@ parentPort.on("message", (m) => {
 });
 `;
 
+/** How long checkpoints may fail, none completing, before the store fails closed (its checkpointFailureLimitMs by default). */
+export const CHECKPOINT_FAILURE_LIMIT_MS = 60_000;
+
 /**
  * Checkpoint failures it takes, over the store's checkpointFailureLimitMs, to fail it closed:
  * time alone also counts checkpoints that merely could not reach the WAL's end (a report's or a
@@ -83,11 +86,26 @@ export interface CheckpointFailure {
  * CHECKPOINT_FAILURES_TO_FAIL times: the WAL would grow until the volume is full.
  */
 export function failureToFailWith(f: CheckpointFailure, limitMs: number): Error | null {
-  if (isCorrupt(f.error) || isFull(f.error)) return f.error;
+  if (failsAtOnce(f.error)) return f.error;
   if (f.failingMs < limitMs || f.failures < CHECKPOINT_FAILURES_TO_FAIL) return null;
   const last = `${f.error.code ?? "error"} ${f.error.message}`;
   const why = `WAL checkpoints have failed for ${Math.floor(f.failingMs / 1000)} s (${f.failures} failures, none completed since; last: ${last}): the WAL grows until the volume is full`;
   return Object.assign(new Error(why), { code: f.error.code });
+}
+
+function failsAtOnce(error: Error): boolean {
+  return isCorrupt(error) || isFull(error);
+}
+
+/**
+ * The warning logged with a failed checkpoint: what follows, by its cause (failureToFailWith's
+ * rule). A full volume or a corrupt file fail the store closed at once, in the same turn; a
+ * failing disk's fsyncs only once they have failed for `limitMs` and CHECKPOINT_FAILURES_TO_FAIL
+ * times, while the WAL grows.
+ */
+export function checkpointFailureWarning(error: Error, limitMs = CHECKPOINT_FAILURE_LIMIT_MS): string {
+  if (!failsAtOnce(error)) return `a WAL checkpoint failed: the WAL grows until checkpoints succeed again; the store fails closed if they keep failing for ${Math.round(limitMs / 1000)} s (${CHECKPOINT_FAILURES_TO_FAIL} failures or more, none completing)`;
+  return `a WAL checkpoint failed: ${isFull(error) ? "the volume is full" : "the database file is corrupt"}; the store fails closed at once`;
 }
 
 type CheckpointMessage = { checkpoint: "complete" } | { checkpoint: "failed"; code?: string; message: string };

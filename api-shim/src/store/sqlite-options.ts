@@ -10,7 +10,8 @@ export interface SqliteStoreOptions {
   onCheckpointFailure?: (failure: CheckpointFailure) => void;
   /**
    * How long checkpoints may fail, none completing, before the store fails closed (default
-   * 60000); and only once at least CHECKPOINT_FAILURES_TO_FAIL of them failed meanwhile.
+   * CHECKPOINT_FAILURE_LIMIT_MS, 60000); and only once at least CHECKPOINT_FAILURES_TO_FAIL of
+   * them failed meanwhile. Not for a full volume or a corrupt file: at once (failureToFailWith).
    */
   checkpointFailureLimitMs?: number;
   /**

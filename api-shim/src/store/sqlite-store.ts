@@ -1,7 +1,7 @@
 import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { Batch, type Hold, holdsByKey } from "./sqlite-batch.ts";
-import { type CheckpointFailure, failureToFailWith, startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
+import { CHECKPOINT_FAILURE_LIMIT_MS, type CheckpointFailure, failureToFailWith, startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
 import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import type { SqliteStoreOptions } from "./sqlite-options.ts";
@@ -154,7 +154,7 @@ export class SqliteStore implements Store {
   private checkpointFailed(f: CheckpointFailure): void {
     if (this.checkpointer === undefined) return;
     this.options.onCheckpointFailure?.(f);
-    const failure = failureToFailWith(f, this.options.checkpointFailureLimitMs ?? 60_000);
+    const failure = failureToFailWith(f, this.options.checkpointFailureLimitMs ?? CHECKPOINT_FAILURE_LIMIT_MS);
     if (failure !== null) this.fail(failure, "elsewhere");
   }
 
