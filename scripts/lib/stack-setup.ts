@@ -90,7 +90,8 @@ export interface SetupContext {
  */
 function smokeTestSteps(stack: string, { selfSigned, keyName }: SetupContext["smokeTest"]): string[] {
   const key = keyName !== undefined
-    ? `  export GPU_SANDBOX_API_KEY="$(pulumi stack output apiKeys --show-secrets --stack ${stack} | jq -r .${keyName})"`
+    // Quoted as a jq key: a name may hold `-` or start with a digit (`.team-07` is a subtraction).
+    ? `  export GPU_SANDBOX_API_KEY="$(pulumi stack output apiKeys --show-secrets --stack ${stack} | jq -r '.["${keyName}"]')"`
     : `  # no --key: make one (npm run manage-keys -- create --stack ${stack} --name smoke --credits 10) and export it as GPU_SANDBOX_API_KEY`;
   return [
     key,

@@ -273,13 +273,14 @@ describe("new-tenant", () => {
   });
 
   it("the smoke test it says to run next works as printed: the key exported, and with self-signed TLS the stack's CA passed", async () => {
-    for (const [tls, key, ca] of [["self-signed", "app:100", true], ["letsencrypt", "ci:5", false]] as const) {
+    // A key name may hold `-` or start with a digit (team-07, 2nd): jq reads `.team-07` as a subtraction.
+    for (const [tls, key, ca] of [["self-signed", "app:100", true], ["letsencrypt", "team-07:5", false]] as const) {
       root = tempDir();
       const pulumi = new FakePulumi();
       const { code, io } = await run(["acme", "--region", "us-ord", "--admin-cidrs", "81.2.69.160/32", "--tls", tls, "--key", key], { pulumi, env: { LINODE_TOKEN: "tok" } });
       expect(code, io.text()).toBe(0);
       const then = io.stdout.join("\n").split("Then:")[1] ?? "";
-      expect(then, tls).toContain(`export GPU_SANDBOX_API_KEY="$(pulumi stack output apiKeys --show-secrets --stack acme | jq -r .${key.split(":")[0]})"`);
+      expect(then, tls).toContain(`export GPU_SANDBOX_API_KEY="$(pulumi stack output apiKeys --show-secrets --stack acme | jq -r '.["${key.split(":")[0]}"]')"`);
       expect(then.includes("pulumi stack output caCertificate --stack acme > ca.pem"), tls).toBe(ca);
       expect(then, tls).toContain(`npm run smoke-test -- --url "$(pulumi stack output endpoint --stack acme)"${ca ? " --ca ca.pem" : ""}`);
     }
