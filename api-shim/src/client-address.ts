@@ -37,34 +37,32 @@ function expandIPv6(address: string): number[] {
  */
 export function trustedPeers(cidrs: readonly string[]): (peer: string | undefined) => boolean {
   if (cidrs.length === 0) return () => false;
-  const list = new BlockList();
-  const zoned = new Set<string>();
+  // One list for entries without a zone (any link's), one per zone for the others.
+  const lists = new Map<string, BlockList>();
+  const listOf = (zone: string) => lists.get(zone) ?? lists.set(zone, new BlockList()).get(zone)!;
   for (const cidr of cidrs) {
-    const [address, prefix] = cidr.split("/") as [string, string | undefined];
+    const [zoned, prefix] = cidr.split("/") as [string, string | undefined];
+    const [address, zone = ""] = zoned.split("%") as [string, string | undefined];
     const family = isIP(address) === 6 ? "ipv6" : "ipv4";
-    if (address.includes("%")) zoned.add(zonedAddress(address));
-    else if (prefix === undefined) list.addAddress(address, family);
-    else list.addSubnet(address, Number(prefix), family);
+    if (prefix === undefined) listOf(zone).addAddress(address, family);
+    else listOf(zone).addSubnet(address, Number(prefix), family);
   }
   return (peer) => {
     if (peer === undefined) return false;
-    // An entry without a zone (fe80::/10) is any link's, as written.
-    if (peer.includes("%") && zoned.has(zonedAddress(peer))) return true;
-    return list.check(peer.replace(/%.*$/, ""), isIPv6(peer) ? "ipv6" : "ipv4");
+    const [address, zone] = peer.split("%") as [string, string | undefined];
+    const family = isIPv6(address) ? "ipv6" : "ipv4";
+    return (lists.get("")?.check(address, family) ?? false) || (zone !== undefined && (lists.get(zone)?.check(address, family) ?? false));
   };
 }
 
-/** `fe80::1%eth0` in one spelling: the address canonical, the zone as written. */
-function zonedAddress(text: string): string {
-  const at = text.indexOf("%");
-  return `${new URL(`http://[${text.slice(0, at)}]/`).hostname}%${text.slice(at + 1)}`;
-}
-
-/** An IP address, or a CIDR with its prefix in range: a SHIM_TRUST_PROXY entry. */
+/**
+ * An IP address, or a CIDR with its prefix in range: a SHIM_TRUST_PROXY entry. A zone id is an
+ * interface's name (fe80::1%eth0), as a peer's address carries it; a number (%2) never matches one.
+ */
 export function isCidr(s: string): boolean {
   const [addr, prefix, ...rest] = s.split("/");
   const family = isIP(addr ?? "");
-  if (family === 0 || rest.length > 0) return false;
+  if (family === 0 || rest.length > 0 || /%\d+$/.test(addr ?? "")) return false;
   if (prefix === undefined) return true;
   return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 4 ? 32 : 128);
 }

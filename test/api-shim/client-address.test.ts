@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { addressBucket, trustedPeers } from "../../api-shim/src/client-address.ts";
+import { addressBucket, isCidr, trustedPeers } from "../../api-shim/src/client-address.ts";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import { MAX_TRACKED_ADDRESSES, RateLimiter } from "../../api-shim/src/rate-limit.ts";
 
@@ -63,5 +63,11 @@ describe("trustedPeers (SHIM_TRUST_PROXY, for the request id nginx sends)", () =
     expect(trusted("10.89.0.2")).toBe(true);
     // Without a zone, an entry is any link's, as written.
     expect(trustedPeers(["fe80::/10"])("fe80::1%wlan0")).toBe(true);
+    // A zoned network (accepted by SHIM_TRUST_PROXY) is that network on that link.
+    const subnet = trustedPeers(["fe80::%eth0/64"]);
+    expect(subnet("fe80::1%eth0")).toBe(true);
+    expect(["fe80::1%wlan0", "fe80:0:0:1::1%eth0", "fe80::1"].some((p) => subnet(p))).toBe(false);
+    // A numeric zone never matches a peer (Node names the interface): refused as an entry.
+    expect([isCidr("fe80::1%eth0"), isCidr("fe80::%eth0/64"), isCidr("fe80::1%2")]).toEqual([true, true, false]);
   });
 });
