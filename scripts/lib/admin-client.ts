@@ -130,7 +130,20 @@ export interface AdminClientOptions {
   readonly progress?: (line: string) => void;
   /** How to wait (tests). */
   readonly sleep?: (ms: number) => Promise<void>;
+  /** How long a call may take, answer included (tests scale them down). */
+  readonly timeouts?: { readonly requestMs: number; readonly reportMs: number };
 }
+
+/**
+ * How long a call may take, its whole answer included: 30 s, and for a usage report 180 s. The
+ * shim gives a report 60 s (REPORT_TIMEOUT_MS), after a wait in the admin API's line of reports,
+ * and a whole ledger's CSV (reap-expired's export) is tens of MB to send: cut at 30 s, a large
+ * tenant's export failed at every run, and the tenant could only be destroyed without its usage.
+ */
+const TIMEOUTS = { requestMs: 30_000, reportMs: 180_000 };
+
+/** AbortSignal.timeout's abort: the call's time ran out (not the network). */
+const timedOut = (err: unknown) => err instanceof Error && err.name === "TimeoutError";
 
 /** How often a request refused 429 is sent again, and the longest wait before each. */
 const RATE_LIMIT_RETRIES = 5;
@@ -150,7 +163,7 @@ function rateLimitWait(retryAfter: string | null, now = Date.now()): number {
 }
 
 export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch, options: AdminClientOptions = {}): AdminClient {
-  const { progress = () => {}, sleep: wait = sleep } = options;
+  const { progress = () => {}, sleep: wait = sleep, timeouts = TIMEOUTS } = options;
   // Whitespace at its ends (a CRLF env file, a line read from a file) is not part of it: fetch
   // strips it from a header anyway, so such tokens always worked.
   const target = { ...given, adminToken: given.adminToken.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "") };
@@ -164,9 +177,10 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
    * call, and a top-up keeps its Idempotency-Key.
    */
   async function call(method: string, path: string, init: { body?: unknown; headers?: Record<string, string> } = {}): Promise<Response> {
+    const timeoutMs = path.startsWith("/admin/usage") ? timeouts.reportMs : timeouts.requestMs;
     for (let retry = 1; ; retry++) {
       try {
-        return await callOnce(method, path, init);
+        return await callOnce(method, path, init, timeoutMs);
       } catch (err) {
         if (!(err instanceof AdminApiError && err.status === 429)) throw err;
         const ms = rateLimitWait(err.retryAfter);
@@ -183,7 +197,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
   // A tenant with tls.mode off is reached over plain http: said once, as the token then crosses
   // the network in the clear (and a created key comes back so).
   let cleartextSaid = !sentInCleartext(target.baseUrl);
-  async function callOnce(method: string, path: string, init: { body?: unknown; headers?: Record<string, string> }): Promise<Response> {
+  async function callOnce(method: string, path: string, init: { body?: unknown; headers?: Record<string, string> }, timeoutMs: number): Promise<Response> {
     const url = `${target.baseUrl}${path}`;
     if (!cleartextSaid) {
       cleartextSaid = true;
@@ -200,12 +214,13 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
         },
         ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}),
         redirect: "manual",
-        signal: AbortSignal.timeout(30_000),
+        signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
       if (refusedByFetch(err)) throw new AdminApiError(`${method} ${url} was not sent: fetch refused it: ${err.message}`, { outcome: "not-sent" });
       const reason = networkReason(err, target.untrustedAdvice);
       if (failedBeforeSending(err)) throw new AdminApiError(`cannot reach the admin API at ${url}: ${reason}`, { outcome: "not-sent", cause: err });
+      if (timedOut(err)) throw new AdminApiError(`no answer from the admin API to ${method} ${url} within ${timeoutMs / 1000} s, after the request was sent`, { outcome: "unknown", cause: err });
       throw new AdminApiError(`no answer from the admin API to ${method} ${url}, after the request was sent: ${reason}`, { outcome: "unknown", cause: err });
     }
     if (isRedirect(res.status)) {
@@ -221,7 +236,8 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
     try {
       return await res.text();
     } catch (err) {
-      throw new AdminApiError(`the admin API's answer to ${method} ${path} was cut off: ${networkReason(err, target.untrustedAdvice)}`, { outcome: "unknown", status: res.status, cause: err });
+      const why = timedOut(err) ? "it had not all arrived when the call's time ran out" : networkReason(err, target.untrustedAdvice);
+      throw new AdminApiError(`the admin API's answer to ${method} ${path} was cut off: ${why}`, { outcome: "unknown", status: res.status, cause: err });
     }
   };
   /**
