@@ -73,11 +73,18 @@ export class UsageReports {
     const { asker } = q;
     const signal = q.signal ? AbortSignal.any([q.signal, this.closing.signal]) : this.closing.signal;
     // The key's report ends when its statement does (a cancelled one within a round trip).
-    const statement = () => this.tx(async (c) => {
-      await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}`);
-      const rows = await this.cancellable(c, mark, { text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig, signal);
+    // The days are labelled after COMMIT, not inside the transaction: for a year of thousands of
+    // keys that is seconds of work, and the session idle in its transaction meanwhile met the
+    // store's idle_in_transaction_session_timeout (5 s), failing the report 503 (seen once,
+    // under load). The report's own bound covers the rest of its transaction too.
+    const statement = async () => {
+      const rows = await this.tx(async (c) => {
+        await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}`);
+        await c.query(`SET LOCAL idle_in_transaction_session_timeout = ${REPORT_TIMEOUT_MS}`);
+        return this.cancellable(c, mark, { text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig, signal);
+      });
       return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
-    });
+    };
     // A key's own report, in its line's turn, takes one of the shared turns; the operator's have their line alone.
     const work = this.lines.run(asker, () => (asker === null ? statement() : this.shared.run(statement, signal)), signal);
     return rejectOnAbort(work, signal);
