@@ -7,7 +7,7 @@ import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
 import { driverUrl, parseDatabaseUrl, redactUrl } from "../../api-shim/src/store/database-url.ts";
 import { openStore } from "../../api-shim/src/store/open-store.ts";
 import { SqliteInUseError } from "../../api-shim/src/store/sqlite-owner.ts";
-import { checkRoomToStart, MIN_FREE_BYTES, VolumeFullError, watchRoom } from "../../api-shim/src/store/sqlite-space.ts";
+import { checkRoomToStart, MIN_FREE_BYTES, reusableWal, VolumeFullError, watchRoom } from "../../api-shim/src/store/sqlite-space.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 
 const HASH = `sha256:${"a".repeat(64)}`;
@@ -471,7 +471,7 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
       setImmediate(() => cb(null, { bavail, bsize: 4096 }));
     };
     const full: VolumeFullError[] = [];
-    const stop = watchRoom("/data/shim.db", 10, (e) => full.push(e), stat);
+    const stop = watchRoom("/data/shim.db", 10, () => ({ walBytes: 0, at: 0 }), (e) => full.push(e), stat);
     try {
       await new Promise((r) => setTimeout(r, 60));
       expect(asked.length).toBeGreaterThanOrEqual(2);
@@ -490,7 +490,7 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
     }
   });
 
-  it("counts the store's own WAL as room (the next start finds it free once close() removed it), asked for off the request path after the statfs; no WAL counts nothing", async () => {
+  it("counts the store's own WAL as room as far as it is reused (the next start finds it free once close() removed it), asked for off the request path after the statfs; no WAL counts nothing", async () => {
     const free = MIN_FREE_BYTES - 1024 * 1024; // the WAL has grown into the space over 16 MiB
     let wal: number | null = 1024 * 1024;
     const asked: string[] = [];
@@ -499,7 +499,7 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
       setImmediate(() => (wal === null ? cb(Object.assign(new Error("ENOENT"), { code: "ENOENT" }), { size: 0 }) : cb(null, { size: wal })));
     };
     const full: VolumeFullError[] = [];
-    const stop = watchRoom("/data/shim.db", 10, (e) => full.push(e), (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), statWal);
+    const stop = watchRoom("/data/shim.db", 10, () => ({ walBytes: 0, at: performance.now() }), (e) => full.push(e), (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), statWal);
     try {
       await new Promise((r) => setTimeout(r, 60));
       expect(asked.length).toBeGreaterThanOrEqual(2);
@@ -513,22 +513,51 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
     }
     wal = null;
     const none: VolumeFullError[] = [];
-    const stop2 = watchRoom("/data/shim.db", 10, (e) => none.push(e), (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), statWal);
+    const stop2 = watchRoom("/data/shim.db", 10, () => ({ walBytes: 0, at: performance.now() }), (e) => none.push(e), (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), statWal);
     await expect.poll(() => none.length, { timeout: 2000, interval: 10 }).toBe(1);
     stop2();
     expect(none[0]!.message).toMatch(new RegExp(`has ${free} bytes free, less than`));
   });
 
+  it("counts all of the WAL while checkpoints copy it whole, and once they stop, only what it had at the last that did (at most 16 MiB): what it grew past that (a read snapshot held, or failing checkpoints) is taken from the volume", async () => {
+    const at = (walBytes: number, ago: number) => ({ walBytes, at: 1000 - ago });
+    expect(reusableWal(3 << 20, at(1 << 20, 10), 1000, 10)).toBe(3 << 20); // one completed an interval ago: the next resets it
+    expect(reusableWal(3 << 20, at(1 << 20, 20), 1000, 10)).toBe(3 << 20);
+    expect(reusableWal(3 << 20, at(1 << 20, 21), 1000, 10)).toBe(1 << 20); // none for over two intervals: grown past it
+    expect(reusableWal(1 << 20, at(3 << 20, 50), 1000, 10)).toBe(1 << 20); // cut back since
+    expect(reusableWal(20 << 20, at(20 << 20, 0), 1000, 10)).toBe(MIN_FREE_BYTES); // cut back to journal_size_limit when started over
+    // Checkpoints stop copying the WAL whole; it grows by 2 MiB past its size at the last that did,
+    // the free space shrinks by as much: free + WAL stays the same, yet the volume fills.
+    let free = MIN_FREE_BYTES - (1 << 20);
+    let wal = 1 << 20;
+    let last = { walBytes: 1 << 20, at: performance.now() };
+    const full: VolumeFullError[] = [];
+    const refresh = setInterval(() => (last = { walBytes: wal, at: performance.now() }), 5);
+    const stop = watchRoom("/data/shim.db", 5, () => last, (e) => full.push(e), (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), (_p, cb) => setImmediate(() => cb(null, { size: wal })));
+    try {
+      await new Promise((r) => setTimeout(r, 40));
+      expect(full).toEqual([]); // free + WAL = 16 MiB
+      clearInterval(refresh);
+      free -= 2 << 20;
+      wal += 2 << 20;
+      await expect.poll(() => full.length, { timeout: 2000, interval: 5 }).toBe(1);
+      expect(full[0]!.message).toMatch(new RegExp(`has ${free} bytes free \\(and ${1 << 20} in the store's own WAL, which it reuses\\), less than`));
+    } finally {
+      clearInterval(refresh);
+      stop();
+    }
+  });
+
   it("a statfs that fails says nothing about room, and one that has not answered is not asked again meanwhile", async () => {
     let calls = 0;
     const full: unknown[] = [];
-    const failing = watchRoom("/data/shim.db", 5, (e) => full.push(e), (_dir, cb) => (calls++, setImmediate(() => cb(new Error("ENOENT"), { bavail: 0, bsize: 4096 }))));
+    const failing = watchRoom("/data/shim.db", 5, () => ({ walBytes: 0, at: 0 }), (e) => full.push(e), (_dir, cb) => (calls++, setImmediate(() => cb(new Error("ENOENT"), { bavail: 0, bsize: 4096 }))));
     await new Promise((r) => setTimeout(r, 50));
     failing();
     expect(calls).toBeGreaterThanOrEqual(2);
     expect(full).toEqual([]);
     let hanging = 0;
-    const stalled = watchRoom("/data/shim.db", 5, (e) => full.push(e), () => void hanging++); // never answers
+    const stalled = watchRoom("/data/shim.db", 5, () => ({ walBytes: 0, at: 0 }), (e) => full.push(e), () => void hanging++); // never answers
     await new Promise((r) => setTimeout(r, 50));
     stalled();
     expect(hanging).toBe(1);

@@ -1,9 +1,11 @@
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
+import { VolumeFullError } from "../../api-shim/src/store/sqlite-space.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { reportSql } from "../../api-shim/src/store/sqlite-usage-report.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
@@ -565,4 +567,63 @@ describe("SqliteStore", () => {
     await expect(store.getKey("k")).rejects.toBeInstanceOf(StoreUnavailableError);
     await expect(store.reserve({ reservationId: "r", keyId: "k", amount: 1, at: 1 })).rejects.toBeInstanceOf(StoreUnavailableError);
   });
+});
+
+describe("SqliteStore on a small volume (root: a tmpfs)", () => {
+  // The volume check counts only the WAL's reusable part as room: the size it had at the last
+  // checkpoint that copied it whole. A WAL that grows because checkpoints cannot reset it (a read
+  // snapshot: a usage report, VACUUM INTO; or failing checkpoints) takes free space the check must
+  // see; counted whole, free + WAL never changed and a COMMIT met the full disk (review self6:
+  // answered 74400, charged 74200).
+  it("a WAL that grows while a reader holds a snapshot: the volume check fails the store closed before a COMMIT meets the full disk, and no answered charge is lost", async (ctx) => {
+    const mnt = mkdtempSync(join(tmpdir(), "shim-wal-room-"));
+    try {
+      execFileSync("mount", ["-t", "tmpfs", "-o", "size=40m", "tmpfs", mnt], { stdio: "pipe" });
+    } catch {
+      rmSync(mnt, { recursive: true, force: true });
+      return ctx.skip("needs root to mount a tmpfs");
+    }
+    const file = join(mnt, "shim.db");
+    const failures: unknown[] = [];
+    let store: SqliteStore | undefined;
+    let reader: Database.Database | undefined;
+    try {
+      store = new SqliteStore(file, { checkpointIntervalMs: 20, onFailure: (e) => failures.push(e) });
+      await store.createKey(newKey("k", 1_000_000_000_000));
+      // A read snapshot (a 60 s usage report, the documented VACUUM INTO backup): checkpoints
+      // cannot copy past it, so the WAL cannot be started over and grows with every batch.
+      reader = new Database(file, { readonly: true });
+      reader.exec("BEGIN");
+      reader.prepare("SELECT count(*) FROM keys").get();
+      let answered = 0; // micro-credits settle() said it charged
+      const big = "m".repeat(3000); // a long model name: about a page of WAL per settlement
+      const t0 = performance.now();
+      for (let n = 0; failures.length === 0 && performance.now() - t0 < 30_000; n++) {
+        for (let i = 0; i < 20; i++) {
+          const id = `r${n}-${i}`;
+          void store.reserve({ reservationId: id, keyId: "k", amount: 10, at: 2000 }).catch(() => {});
+          void store.settle({ reservationId: id, keyId: "k", hold: 10, cost: 10, usage: { ...usage("k", id, 10), model: big } })
+            .then((r) => (answered += r.charged), () => {});
+        }
+        await new Promise((r) => setTimeout(r, 5)); // the batch commits; a volume check may run
+      }
+      reader.exec("COMMIT");
+      reader.close();
+      reader = undefined;
+      await store.close().catch(() => {});
+      store = undefined;
+      expect(failures).toHaveLength(1);
+      expect(failures[0]).toBeInstanceOf(VolumeFullError); // caught by the check, not by a failed COMMIT
+      expect(String(failures[0])).toMatch(/has \d+ bytes free( \(and \d+ in the store's own WAL, which it reuses\))?, less than/);
+      const db = new Database(file);
+      const { ledger } = db.prepare("SELECT sum(amount) AS ledger FROM ledger WHERE key_id = 'k'").get() as { ledger: number };
+      db.close();
+      expect(1_000_000_000_000 - ledger).toBe(answered);
+    } finally {
+      reader?.close();
+      await store?.close().catch(() => {});
+      execFileSync("umount", ["-l", mnt]);
+      rmSync(mnt, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

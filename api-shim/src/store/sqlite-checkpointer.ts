@@ -18,6 +18,11 @@ import { isCorrupt, isFull } from "./sqlite-failures.ts";
  * failures count until a checkpoint is known to have copied the whole WAL and synced the file,
  * not until one merely succeeds: on a failing disk, one that stops short of the WAL's end (the
  * writer appended meanwhile) syncs nothing, and succeeds between failures.
+ *
+ * Each checkpoint that finds the whole WAL copied (checkpointed = log: the writer starts it over
+ * from its beginning, cut back to journal_size_limit) posts the WAL file's size: that much of the
+ * file is reused, not grown, and the volume check counts it as room (sqlite-space.ts). Stat'ed
+ * here, right after the checkpoint, off the main thread.
  */
 const CHECKPOINT_WORKER = `
 const { parentPort, workerData } = require("node:worker_threads");
@@ -26,6 +31,14 @@ const Database = require(workerData.module);
 // where this connection would copy the real database's WAL into it.
 const db = new Database(workerData.filename, { fileMustExist: true });
 db.pragma("busy_timeout = 1000");
+const { statSync } = require("node:fs");
+const postReusable = () => {
+  try {
+    parentPort.postMessage({ reusableWal: statSync(workerData.filename + "-wal", { throwIfNoEntry: false })?.size ?? 0 });
+  } catch {
+    // a WAL that cannot be looked at: the last size posted stands, and ages
+  }
+};
 // failing: a checkpoint failed since the WAL was last copied whole. A checkpoint that succeeds
 // proves little on a failing disk: one that stops short of the end of the WAL (the writer
 // appended meanwhile) copies pages without syncing the file. The WAL was copied whole, the file
@@ -37,6 +50,7 @@ let previous = -1; // its frames at the last checkpoint, if that one did not fai
 const checkpoint = () => {
   try {
     const [r] = db.pragma("wal_checkpoint(PASSIVE)");
+    if (r.checkpointed === r.log) postReusable();
     const whole = r.log < peak || (r.checkpointed === r.log && r.log === previous);
     if (failing && whole) {
       failing = false;
@@ -108,10 +122,13 @@ export function checkpointFailureWarning(error: Error, limitMs = CHECKPOINT_FAIL
   return `a WAL checkpoint failed: ${isFull(error) ? "the volume is full" : "the database file is corrupt"}; the store fails closed at once`;
 }
 
-type CheckpointMessage = { checkpoint: "complete" } | { checkpoint: "failed"; code?: string; message: string };
+type CheckpointMessage = { checkpoint: "complete" } | { checkpoint: "failed"; code?: string; message: string } | { reusableWal: number };
 
-/** Starts the checkpoint thread; `onFailure` hears of each checkpoint that fails, with the run it belongs to. */
-export function startCheckpointer(db: Database.Database, filename: string, intervalMs: number, onFailure: (f: CheckpointFailure) => void): Worker {
+/**
+ * Starts the checkpoint thread; `onFailure` hears of each checkpoint that fails, with the run it
+ * belongs to, and `onReusableWal` of the WAL file's size at each checkpoint that copied it whole.
+ */
+export function startCheckpointer(db: Database.Database, filename: string, intervalMs: number, onFailure: (f: CheckpointFailure) => void, onReusableWal: (bytes: number) => void = () => {}): Worker {
   db.pragma("wal_autocheckpoint = 0");
   const module = createRequire(import.meta.url).resolve("better-sqlite3");
   const worker = new Worker(CHECKPOINT_WORKER, { eval: true, workerData: { filename, intervalMs, module } });
@@ -119,6 +136,7 @@ export function startCheckpointer(db: Database.Database, filename: string, inter
   let run: { since: number; failures: number } | null = null;
   worker.on("message", (m: CheckpointMessage | "stopped") => {
     if (m === "stopped") return;
+    if ("reusableWal" in m) return onReusableWal(m.reusableWal);
     if (m.checkpoint === "complete") {
       run = null;
       return;

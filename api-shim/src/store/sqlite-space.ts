@@ -9,10 +9,13 @@ import { dirname } from "node:path";
  * settlement meets the full disk, answered 503 and the process exits 1, at every restart. 16 MiB
  * is the size the store lets its WAL keep (journal_size_limit, sqlite-store.ts): room for it to
  * grow back and for checkpoints to copy it into the database. Less than that on a volume holding
- * GBs of weights is a full volume in practice. While the store serves, its own WAL counts as room
- * (lackOfRoom).
+ * GBs of weights is a full volume in practice. While the store serves, the part of its own WAL it
+ * reuses counts as room (lackOfRoom).
  */
 export const MIN_FREE_BYTES = 16 * 1024 * 1024;
+
+/** The size the SQLite store lets its WAL keep when it starts it over (journal_size_limit). */
+export const WAL_SIZE_LIMIT = MIN_FREE_BYTES;
 
 /** The volume holding the SQLite file has less than MIN_FREE_BYTES free: the shim does not start, or stops. */
 export class VolumeFullError extends Error {
@@ -29,13 +32,14 @@ type VolumeStats = { bavail: number; bsize: number };
 /**
  * The VolumeFullError of `file` when its volume has too little room, else null. `bavail`, not
  * `bfree`: the blocks an unprivileged user may take (the image runs as uid 1000; ext4 keeps 5 %
- * for root). While the store serves, its own WAL (`walBytes`) counts as room: the store reuses
- * it from its start after each checkpoint, grown up to journal_size_limit (16 MiB) and kept, and
- * a close() that checkpoints it whole removes it, so the next start finds that space free. Were
- * it not counted, a shim on a volume with a little more than 16 MiB free and nothing else
- * writing to it would fail closed each time its WAL had grown, start again, and so on every few
- * hundred requests. Not at start: a WAL a crash left holds pages still to be copied into the
- * database, which must grow for them first.
+ * for root). While the store serves, the part of its own WAL it reuses (`walBytes`, see
+ * reusableWal) counts as room: the store starts the WAL over after each checkpoint that copies
+ * it whole, the file kept at up to journal_size_limit (16 MiB), and a close() that checkpoints
+ * it whole removes it, so the next start finds that space free. Were it not counted, a shim on a
+ * volume with a little more than 16 MiB free and nothing else writing to it would fail closed
+ * each time its WAL had grown, start again, and so on every few hundred requests. Not at start: a
+ * WAL a crash left holds pages still to be copied into the database, which must grow for them
+ * first.
  */
 function lackOfRoom(file: string, { bavail, bsize }: VolumeStats, walBytes = 0): VolumeFullError | null {
   const free = bavail * bsize;
@@ -46,6 +50,29 @@ function lackOfRoom(file: string, { bavail, bsize }: VolumeStats, walBytes = 0):
 export function checkRoomToStart(file: string, stat: (dir: string) => VolumeStats = statfsSync): void {
   const full = lackOfRoom(file, stat(dirname(file)));
   if (full !== null) throw full;
+}
+
+/** The last checkpoint that copied the whole WAL: the WAL file's size then, and when (performance.now(); the store's start before one has). */
+export interface CompleteCheckpoint {
+  walBytes: number;
+  at: number;
+}
+
+/**
+ * The bytes of a WAL of `size` that count as room, never more than journal_size_limit (to which
+ * the file is cut back when started over). While checkpoints copy it whole (the last within two
+ * intervals), all of it: each such checkpoint lets the writer start the file over, so it grows by
+ * at most an interval's writes past what it reuses (counting that against the free space would
+ * fail a shim on a volume with a little more than 16 MiB free as soon as its load rises). Once
+ * they stop doing so, only its size at the last one: what it has grown past that is growth no
+ * checkpoint resets (a read snapshot held: a usage report, a VACUUM INTO backup; or failing
+ * checkpoints). It takes the volume's space like any other file; counted as room, free + WAL
+ * stayed the same while the volume filled, until a COMMIT met the full disk and lost its batch's
+ * answered charges.
+ */
+export function reusableWal(size: number, last: CompleteCheckpoint, now: number, intervalMs: number): number {
+  const resetting = now - last.at <= 2 * intervalMs;
+  return Math.min(size, resetting ? size : last.walBytes, WAL_SIZE_LIMIT);
 }
 
 /** What fs.stat says of the WAL that counts here. */
@@ -61,10 +88,12 @@ type WalStatCallback = (path: string, callback: (err: Error | null, stats: WalSt
  * restart meets checkRoomToStart's refusal instead. The statfs runs on libuv's thread pool (a
  * stalled mount does not stop the event loop; one in flight is not stacked), never on the
  * request path; so does the stat of the store's WAL after it (none, or one that cannot be looked
- * at, counts 0 bytes). A statfs that fails (the directory removed) says nothing about room: the
- * database's own errors say the rest. Returns the function that stops it.
+ * at, counts 0 bytes), of which the part reused counts as room (reusableWal; `lastComplete()`
+ * says when the last checkpoint copied it whole). A statfs that fails (the directory removed)
+ * says nothing about room: the database's own errors say the rest. Returns the function that
+ * stops it.
  */
-export function watchRoom(file: string, intervalMs: number, onFull: (e: VolumeFullError) => void, statVolume: StatfsCallback = statfs, statWal: WalStatCallback = stat): () => void {
+export function watchRoom(file: string, intervalMs: number, lastComplete: () => CompleteCheckpoint, onFull: (e: VolumeFullError) => void, statVolume: StatfsCallback = statfs, statWal: WalStatCallback = stat): () => void {
   const dir = dirname(file);
   let stopped = false;
   let pending = false;
@@ -82,7 +111,7 @@ export function watchRoom(file: string, intervalMs: number, onFull: (e: VolumeFu
       }
       statWal(`${file}-wal`, (walErr, wal) => {
         pending = false;
-        const full = stopped ? null : lackOfRoom(file, stats, walErr === null ? wal.size : 0);
+        const full = stopped ? null : lackOfRoom(file, stats, walErr === null ? reusableWal(wal.size, lastComplete(), performance.now(), intervalMs) : 0);
         if (full === null) return;
         stop();
         onFull(full);

@@ -6,7 +6,7 @@ import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import type { SqliteStoreOptions } from "./sqlite-options.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
-import { watchRoom } from "./sqlite-space.ts";
+import { type CompleteCheckpoint, WAL_SIZE_LIMIT, watchRoom } from "./sqlite-space.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
@@ -49,7 +49,7 @@ export class SqliteStore implements Store {
     this.db = new Database(filename);
     const db = this.db;
     // WAL, cut back to 16 MB when next reset once a long report's read snapshot has let it grow.
-    for (const p of ["journal_mode = WAL", "synchronous = NORMAL", "journal_size_limit = 16777216"]) db.pragma(p);
+    for (const p of ["journal_mode = WAL", "synchronous = NORMAL", `journal_size_limit = ${WAL_SIZE_LIMIT}`]) db.pragma(p);
     this.busyTimeoutMs = options.busyTimeoutMs ?? 5000;
     db.pragma(`busy_timeout = ${this.busyTimeoutMs}`); // migrations only: then 0 (WriteLockQueue)
     this.options = options;
@@ -63,8 +63,9 @@ export class SqliteStore implements Store {
     db.pragma("busy_timeout = 0");
     if (filename !== ":memory:") {
       const intervalMs = options.checkpointIntervalMs ?? 1000;
-      this.checkpointer = startCheckpointer(db, filename, intervalMs, (f) => this.checkpointFailed(f));
-      this.stopWatchingRoom = watchRoom(filename, intervalMs, (e) => this.fail(e, "elsewhere"));
+      let lastComplete: CompleteCheckpoint = { walBytes: 0, at: performance.now() }; // what of the WAL is room (sqlite-space.ts)
+      this.checkpointer = startCheckpointer(db, filename, intervalMs, (f) => this.checkpointFailed(f), (walBytes) => (lastComplete = { walBytes, at: performance.now() }));
+      this.stopWatchingRoom = watchRoom(filename, intervalMs, () => lastComplete, (e) => this.fail(e, "elsewhere"));
       this.reports = new SqliteReports(filename, { busyTimeoutMs: this.busyTimeoutMs, onStoreFailure: (e) => this.fail(e, "elsewhere") });
       this.walSync = new WalSync(filename);
     }
