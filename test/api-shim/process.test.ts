@@ -331,14 +331,36 @@ describe("the shim process", () => {
     expect(lines[0]).toMatchObject({ err: { code: "SQLITE_IOERR_FSYNC" }, hint: expect.stringContaining("the disk failed") });
   });
 
-  it("a restart on a volume that is still full refuses to start (exit 1, one line naming the file and its free bytes) rather than listen, take traffic and forward it to the model", async (ctx) => {
-    const mnt = mkdtempSync(join(f.dir, "full-volume-"));
+  /** A tmpfs of `size` (24 MiB) under the fixture's directory, or null (the test skips) without root. */
+  const smallVolume = (prefix: string, size = "24m"): string | null => {
+    const mnt = mkdtempSync(join(f.dir, prefix));
     try {
-      execFileSync("mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt], { stdio: "pipe" });
-    } catch (e) {
+      execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mnt], { stdio: "pipe" });
+      return mnt;
+    } catch {
       rmSync(mnt, { recursive: true, force: true });
-      return ctx.skip(`cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): ${String((e as { stderr?: unknown }).stderr ?? e).trim()}`);
+      return null;
     }
+  };
+  /** Writes `dir/filler` until the volume has not a byte left. */
+  const fillUp = (dir: string) => {
+    const fd = openSync(join(dir, "filler"), "w");
+    try {
+      for (const size of [1 << 20, 4096, 1]) {
+        try {
+          for (;;) writeSync(fd, Buffer.alloc(size, 1));
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "ENOSPC") throw e;
+        }
+      }
+    } finally {
+      closeSync(fd);
+    }
+  };
+
+  it("a restart on a volume that is still full refuses to start (exit 1, one line naming the file and its free bytes) rather than listen, take traffic and forward it to the model", async (ctx) => {
+    const mnt = smallVolume("full-volume-");
+    if (mnt === null) return ctx.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN)");
     const mine: ShimProcess[] = [];
     try {
       const file = join(mnt, "shim.db");
@@ -353,18 +375,7 @@ describe("the shim process", () => {
       expect(await ask(p)).toBe(200);
       // The volume fills up (model weights accumulate there): the shim fails closed and exits 1.
       const filler = join(mnt, "filler");
-      const fd = openSync(filler, "w");
-      try {
-        for (const size of [1 << 20, 4096, 1]) {
-          try {
-            for (;;) writeSync(fd, Buffer.alloc(size, 1));
-          } catch (e) {
-            if ((e as NodeJS.ErrnoException).code !== "ENOSPC") throw e;
-          }
-        }
-      } finally {
-        closeSync(fd);
-      }
+      fillUp(mnt);
       while (p.child.exitCode === null) await Promise.all(Array.from({ length: 20 }, () => ask(p)));
       expect(await p.exited).toEqual({ code: 1, signal: null });
       output.keep(p);
@@ -399,33 +410,6 @@ describe("the shim process", () => {
       rmSync(mnt, { recursive: true, force: true });
     }
   }, 60_000);
-
-  /** A tmpfs of `size` (24 MiB) under the fixture's directory, or null (the test skips) without root. */
-  const smallVolume = (prefix: string, size = "24m"): string | null => {
-    const mnt = mkdtempSync(join(f.dir, prefix));
-    try {
-      execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mnt], { stdio: "pipe" });
-      return mnt;
-    } catch {
-      rmSync(mnt, { recursive: true, force: true });
-      return null;
-    }
-  };
-  /** Writes `dir/filler` until the volume has not a byte left. */
-  const fillUp = (dir: string) => {
-    const fd = openSync(join(dir, "filler"), "w");
-    try {
-      for (const size of [1 << 20, 4096, 1]) {
-        try {
-          for (;;) writeSync(fd, Buffer.alloc(size, 1));
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== "ENOSPC") throw e;
-        }
-      }
-    } finally {
-      closeSync(fd);
-    }
-  };
 
   it("a volume that fills up while the shim serves: the next check of its free space (every second), or a checkpoint that finds no room, fails the store closed and it exits 1, the ledger whole, though no request has met the full disk yet", async (ctx) => {
     const mnt = smallVolume("filling-volume-");
