@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { FastifyInstance, FastifyReply } from "fastify";
+import type { FastifyInstance } from "fastify";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { generateKey, isKeyId } from "../keys.ts";
@@ -8,7 +8,8 @@ import { isIsoInstant, parsePeriod, showPeriod } from "../period.ts";
 import { onlyKnown } from "../known-members.ts";
 import { grantRefusal, type KeyDetails } from "../store/store.ts";
 import { isKeyName, isModelName, isPlainText, isWithin } from "../text.ts";
-import { usageReport } from "./usage.ts";
+import { usageReportBatches } from "./usage.ts";
+import { sendUsageBody } from "./usage-body.ts";
 
 /**
  * Admin routes (Bearer SHIM_ADMIN_TOKEN, checked by the auth hook). nginx also limits /admin/*
@@ -98,17 +99,8 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     // key is still there, and so is its usage.
     if (q.key !== undefined && !(await ctx.store.getKey(q.key))) throw keyNotFound("key");
     const period = parsePeriod(q, ctx.clock.now());
-    const rows = await usageReport(ctx, request, reply, { keyId: (q.key as string | undefined) ?? null, from: period.from, to: period.to, group });
-    if (format === "csv") return sendCsv(reply, group, rows.map((r) => [r.keyId, r.group, r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)]));
-    return reply.send({
-      object: "usage_report",
-      period: showPeriod(period),
-      group,
-      data: rows.map((r) => ({
-        key_id: r.keyId, [group]: r.group, requests: r.requests, prompt_tokens: r.promptTokens,
-        completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens, cost: creditsNumber(r.cost),
-      })),
-    });
+    const batches = await usageReportBatches(ctx, request, reply, { keyId: (q.key as string | undefined) ?? null, from: period.from, to: period.to, group });
+    return sendUsageBody(ctx, request, reply, batches, format, group, { object: "usage_report", period: showPeriod(period), group });
   });
 }
 
@@ -125,17 +117,6 @@ function showKey(k: KeyDetails) {
     expires_at: k.expiresAt === null ? null : new Date(k.expiresAt).toISOString(),
     revoked_at: k.revokedAt === null ? null : new Date(k.revokedAt).toISOString(),
   };
-}
-
-function sendCsv(reply: FastifyReply, group: string, rows: (string | number)[][]): FastifyReply {
-  const cell = (v: string | number) => {
-    const s = String(v);
-    // Quote when needed; a leading =,+,-,@ is prefixed so spreadsheets do not run it as a formula.
-    const safe = /^[=+\-@\t\r]/.test(s) && typeof v === "string" ? `'${s}` : s;
-    return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
-  };
-  const lines = [["key_id", group, "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"], ...rows].map((r) => r.map(cell).join(","));
-  return reply.type("text/csv; charset=utf-8").header("content-disposition", 'attachment; filename="usage.csv"').send(`${lines.join("\r\n")}\r\n`);
 }
 
 function modelList(ctx: ShimContext, v: unknown): string[] | null {

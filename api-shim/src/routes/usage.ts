@@ -6,7 +6,7 @@ import { onlyKnown } from "../known-members.ts";
 import { creditsNumber } from "../money.ts";
 import { untilLeftOrCut } from "../client-left.ts";
 import { parsePeriod, showPeriod } from "../period.ts";
-import { ReportsBusyError, type UsageGroup, type UsageQuery } from "../store/store.ts";
+import { ReportsBusyError, type UsageBatches, type UsageGroup, type UsageQuery, usageBatches } from "../store/store.ts";
 
 /** GET /v1/usage: the calling key's usage in seed 004's shape, plus its remaining credits. */
 export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
@@ -46,10 +46,22 @@ export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
  * asker, whose line it waits in, is the request's: the key on /v1/usage, the operator (null) on
  * the admin API, which authenticates no key.
  */
-export async function usageReport(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, query: Omit<UsageQuery, "signal" | "asker">): Promise<UsageGroup[]> {
+export function usageReport(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, query: Omit<UsageQuery, "signal" | "asker">): Promise<UsageGroup[]> {
+  return report(ctx, request, reply, query, (q) => ctx.store.usage(q));
+}
+
+/**
+ * usageReport in batches (UsageQuery.batched), for a report too large to hold and format at once
+ * (/admin/usage); a store without batches answers with its rows as one.
+ */
+export function usageReportBatches(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, query: Omit<UsageQuery, "signal" | "asker">): Promise<UsageBatches> {
+  return report(ctx, request, reply, query, (q) => ctx.store.usage({ ...q, batched: true }).then(usageBatches));
+}
+
+async function report<T>(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, query: Omit<UsageQuery, "signal" | "asker">, ask: (q: UsageQuery) => Promise<T>): Promise<T> {
   const asker = request.auth?.key.id ?? null;
   try {
-    return await untilLeftOrCut(request, reply, (signal) => ctx.store.usage({ ...query, asker, signal }));
+    return await untilLeftOrCut(request, reply, (signal) => ask({ ...query, asker, signal }));
   } catch (e) {
     throw e instanceof ReportsBusyError ? reportsBusy(ctx, request, e, asker) : e;
   }

@@ -7,29 +7,64 @@ import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { type ReportQuery, usageReport } from "./sqlite-usage-report.ts";
 import { code } from "./sqlite-failures.ts";
+import type { UsageGroup } from "./store.ts";
 
-/** A report to run: it ends early once `stop[0]` is not 0 (set by the store's thread), or `timeoutMs` after it came. */
-export interface ReportAsk { query: ReportQuery; timeoutMs: number }
-/** `code`: SQLite's, when the database failed (a corrupt page): the store fails closed on some. */
-export type ReportAnswer = { rows: ReturnType<typeof usageReport> } | { error: string; code?: string };
+/**
+ * Rows per message. One message of a report's every row (1.8 M groups for a year by day of
+ * thousands of keys) took the store's thread 10 s to receive (a structured clone is one task):
+ * in batches, each is a few ms of that thread's time, and it asks for the next (`more`) once it
+ * wrote the last, so rows wait here, not in its memory, while a client reads slowly.
+ */
+export const REPORT_BATCH_ROWS = 10_000;
+
+/**
+ * A report to run: it ends early once `stop[0]` is not 0 (set by the store's thread), or
+ * `timeoutMs` after it came. `more`: the running report's next batch; `drop`: its asker gave up
+ * the rest (no answer).
+ */
+export type ReportAsk = { query: ReportQuery; timeoutMs: number } | { more: true } | { drop: true };
+/**
+ * `more`: further batches follow, each once asked for (absent: this is the last). `code`:
+ * SQLite's, when the database failed (a corrupt page): the store fails closed on some.
+ */
+export type ReportAnswer = { rows: UsageGroup[]; more?: boolean } | { error: string; code?: string };
 
 const { filename, busyTimeoutMs, stop } = workerData as { filename: string; busyTimeoutMs: number; stop: Int32Array };
 // A file that cannot be opened throws here: the worker fails, and so does the report waiting on it.
 const db = new Database(filename, { readonly: true, fileMustExist: true });
 db.pragma(`busy_timeout = ${busyTimeoutMs}`);
 
-parentPort!.on("message", ({ query, timeoutMs }: ReportAsk) => {
+/** The finished report's rows not yet sent, and where the next batch starts. */
+let held: { rows: UsageGroup[]; next: number } | undefined;
+
+parentPort!.on("message", (ask: ReportAsk) => {
+  if ("drop" in ask) return void (held = undefined);
+  if ("more" in ask) return parentPort!.postMessage(nextBatch());
+  held = undefined;
   // Monotonic, and this thread's own: the wall clock may be stepped (NTP) while a report runs.
-  const deadline = performance.now() + timeoutMs;
+  const deadline = performance.now() + ask.timeoutMs;
   let answer: ReportAnswer;
   try {
-    answer = { rows: usageReport(db, query, () => {
+    held = { rows: usageReport(db, ask.query, () => {
       if (Atomics.load(stop, 0) !== 0) throw new Error("the report was stopped (its asker left, or the store is closing)");
-      if (performance.now() > deadline) throw new Error(`the report ran past ${timeoutMs} ms`);
-    }) };
+      if (performance.now() > deadline) throw new Error(`the report ran past ${ask.timeoutMs} ms`);
+    }), next: 0 };
+    answer = nextBatch();
   } catch (e) {
     const failure = code(e);
     answer = { error: e instanceof Error ? `${e.name}: ${e.message}` : String(e), ...(failure !== undefined ? { code: failure } : {}) };
   }
   parentPort!.postMessage(answer);
 });
+
+function nextBatch(): ReportAnswer {
+  if (held === undefined) return { error: "no report to continue" };
+  const { rows, next } = held;
+  const end = next + REPORT_BATCH_ROWS;
+  if (end >= rows.length) {
+    held = undefined;
+    return { rows: next === 0 ? rows : rows.slice(next) };
+  }
+  held.next = end;
+  return { rows: rows.slice(next, end), more: true };
+}

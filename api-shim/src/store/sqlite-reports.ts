@@ -3,7 +3,7 @@ import { rejectOnAbort } from "../promises.ts";
 import { isCorrupt } from "./sqlite-failures.ts";
 import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
-import { asStoreError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
+import { asStoreError, StoreUnavailableError, type UsageGroup, type UsageQuery, type UsageRows } from "./store.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
 
 /**
@@ -24,6 +24,9 @@ const WORKER = new URL("./sqlite-report-worker.ts", import.meta.url);
 export const REPORT_WORKER_IDLE_MS = 60_000;
 /** The bound on a report's statement, as the Postgres store's (postgres-reports.ts): past it, a 503. */
 export const REPORT_TIMEOUT_MS = 60_000;
+
+/** A batch of a report's rows, and whether more follow (asked for one at a time: sqlite-report-worker.ts). */
+interface Batch { rows: UsageGroup[]; more: boolean }
 
 export interface SqliteReportsOptions {
   busyTimeoutMs: number;
@@ -59,7 +62,7 @@ export interface SqliteReportsOptions {
 export class SqliteReports {
   private worker: Worker | undefined;
   /** The report the worker is running, settled by its answer or by that worker's end. */
-  private running: { worker: Worker; resolve: (rows: UsageGroup[]) => void; reject: (e: unknown) => void } | undefined;
+  private running: { worker: Worker; resolve: (batch: Batch) => void; reject: (e: unknown) => void } | undefined;
   private readonly turns = new Turns(1, WAITING_KEYS);
   /** The lines of the askers with reports waiting or running (null: the operator). */
   private readonly lines = new KeyedTurns<string | null>(WAITING_PER_KEY);
@@ -79,29 +82,100 @@ export class SqliteReports {
     this.options = { idleMs: REPORT_WORKER_IDLE_MS, timeoutMs: REPORT_TIMEOUT_MS, workerUrl: WORKER, ...options };
   }
 
+  /** The report's rows, all at once (run() of batches(), for small reports: /v1/usage, the tests). */
+  async run(q: UsageQuery, beforeRun: () => Promise<void>): Promise<UsageGroup[]> {
+    const rows: UsageGroup[] = [];
+    for await (const batch of await this.batches(q, beforeRun)) for (const row of batch) rows.push(row);
+    return rows;
+  }
+
   /**
-   * The report, once its turn comes; `beforeRun` runs then, before the worker is asked (the
-   * store commits its open batch, so the report sees every request settled before it; a store
-   * that failed rejects it). Rejects with the signal's reason as soon as it aborts (any but a
-   * ClientLeftError as a StoreUnavailableError's cause), with a ReportsBusyError when too many
-   * wait, and with a StoreUnavailableError when the report fails.
+   * The report, once its turn comes, as batches of rows (REPORT_BATCH_ROWS): resolves with its
+   * first batch in hand, so a failure is still a status of its own; each further batch is asked
+   * of the worker as the caller iterates (a slow reader keeps rows in the worker, not here). The
+   * turn is held until the caller has read the last batch or given up (return(), as `for await`
+   * does on a break or a throw): a caller must do one of these. A failure of a further batch (the
+   * worker ended, the store closing, the signal aborting) throws from the iteration.
+   *
+   * `beforeRun` runs once the turn comes, before the worker is asked (the store commits its open
+   * batch, so the report sees every request settled before it; a store that failed rejects it).
+   * Rejects with the signal's reason as soon as it aborts (any but a ClientLeftError as a
+   * StoreUnavailableError's cause), with a ReportsBusyError when too many wait, and with a
+   * StoreUnavailableError when the report fails.
    */
-  run(q: UsageQuery, beforeRun: () => Promise<void>): Promise<UsageGroup[]> {
-    const { signal: wanted, asker, ...query } = q;
+  batches(q: UsageQuery, beforeRun: () => Promise<void>): Promise<AsyncIterable<UsageGroup[]>> {
+    const { signal: wanted, asker, batched: _, ...query } = q;
     if (this.closing.signal.aborted) return Promise.reject(this.closing.signal.reason);
     const signal = wanted ? AbortSignal.any([wanted, this.closing.signal]) : this.closing.signal;
+    let opened!: (batches: AsyncIterable<UsageGroup[]>) => void;
+    const ready = new Promise<AsyncIterable<UsageGroup[]>>((resolve) => (opened = resolve));
     const work = this.lines.run(asker, () => this.turns.run(async () => {
-      await beforeRun();
-      signal.throwIfAborted(); // its asker left meanwhile: no scan for nobody
-      return this.ask(query, signal);
+      try {
+        await beforeRun();
+        signal.throwIfAborted(); // its asker left meanwhile: no scan for nobody
+        const { worker, first } = await this.ask(query, signal);
+        await new Promise<void>((finished) => opened(this.rest(worker, first, signal, finished)));
+      } finally {
+        clearTimeout(this.idle);
+        this.idle = setTimeout(() => this.retire(), this.options.idleMs).unref();
+      }
     }, signal), signal);
-    return rejectOnAbort(work, signal).catch((e: unknown) => {
+    // `work` settles once the batches are read: `ready` wins the race as soon as the first is here.
+    return Promise.race([ready, rejectOnAbort(work, signal).then(() => ready)]).catch((e: unknown) => {
       throw asStoreError(e);
     });
   }
 
-  /** The worker's answer; `signal` aborting stops the statement, and the answer (an error) follows within a few thousand rows of its scan. */
-  private ask(query: ReportQuery, signal: AbortSignal): Promise<UsageGroup[]> {
+  /** The report's batches from `first` on; `finished` (the turn passes on) once read or given up. */
+  private rest(worker: Worker, first: Batch, signal: AbortSignal, finished: () => void): AsyncIterable<UsageGroup[]> {
+    let next: UsageGroup[] | undefined = first.rows;
+    let more = first.more;
+    let ended = false;
+    /** The batch asked for and not answered yet: the turn passes on only after it, else its answer would be taken for the next report's. */
+    let asked: Promise<unknown> | undefined;
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      void (asked ?? Promise.resolve()).catch(() => {}).then(() => {
+        if (more && this.worker === worker) worker.postMessage({ drop: true } satisfies ReportAsk); // the rows nobody reads
+        finished();
+      });
+    };
+    const iterator: AsyncIterator<UsageGroup[]> = {
+      next: async () => {
+        if (next !== undefined) {
+          const value = next;
+          next = undefined;
+          return { done: false, value };
+        }
+        if (!more || ended) {
+          end();
+          return { done: true, value: undefined };
+        }
+        try {
+          signal.throwIfAborted(); // the client left, the drain was cut, the store is closing
+          asked = this.request(worker, { more: true });
+          const batch = (await asked) as Batch;
+          asked = undefined;
+          more = batch.more;
+          return { done: false, value: batch.rows };
+        } catch (e) {
+          asked = undefined;
+          more = false;
+          end();
+          throw asStoreError(e);
+        }
+      },
+      return: async () => {
+        end();
+        return { done: true, value: undefined };
+      },
+    };
+    return { [Symbol.asyncIterator]: () => iterator };
+  }
+
+  /** The report's first batch; `signal` aborting stops the statement, and the answer (an error) follows within a few thousand rows of its scan. */
+  private async ask(query: ReportQuery, signal: AbortSignal): Promise<{ worker: Worker; first: Batch }> {
     clearTimeout(this.idle);
     const worker = this.worker ?? this.start();
     const flag = this.stop;
@@ -113,19 +187,28 @@ export class SqliteReports {
     // statement still run on (a disk that stalls, a sort nothing interrupts), the bound is kept
     // here too, a second later (the worker's own check answers first, and a new worker's start
     // is not counted against a small report): the report is answered (503), and the worker,
-    // busy until its statement ends, is given up (the next report starts another).
+    // busy until its statement ends, is given up (the next report starts another). The bound is
+    // the statement's: reading the batches that follow is bounded by the asker's connection.
     const overdue = setTimeout(() => {
       if (this.running?.worker !== worker) return;
       stop();
       this.retire(); // it ends once its statement has
-      this.answer(worker, undefined, new Error(`the report ran past ${timeoutMs} ms`));
+      this.answer(worker, new Error(`the report ran past ${timeoutMs} ms`));
     }, timeoutMs + 1000).unref();
-    return new Promise<UsageGroup[]>((resolve, reject) => {
-      this.running = { worker, resolve, reject };
-      worker.postMessage({ query, timeoutMs } satisfies ReportAsk);
-    }).finally(() => {
+    try {
+      return { worker, first: await this.request(worker, { query, timeoutMs }) };
+    } finally {
       clearTimeout(overdue);
       signal.removeEventListener("abort", stop);
+    }
+  }
+
+  /** One answer of `worker`; a worker already given up (retired, ended) fails it at once. */
+  private request(worker: Worker, ask: ReportAsk): Promise<Batch> {
+    if (this.worker !== worker) return Promise.reject(new StoreUnavailableError(new Error("the report worker ended")));
+    return new Promise<Batch>((resolve, reject) => {
+      this.running = { worker, resolve, reject };
+      worker.postMessage(ask);
     });
   }
 
@@ -133,7 +216,7 @@ export class SqliteReports {
     this.stop = new Int32Array(new SharedArrayBuffer(4));
     const worker = new Worker(this.options.workerUrl, { workerData: { filename: this.filename, busyTimeoutMs: this.options.busyTimeoutMs, stop: this.stop } });
     worker.unref(); // never what keeps the process alive
-    worker.on("message", (a: ReportAnswer) => this.answer(worker, "rows" in a ? a.rows : undefined, "error" in a ? Object.assign(new Error(a.error), { code: a.code }) : undefined));
+    worker.on("message", (a: ReportAnswer) => this.answer(worker, "rows" in a ? { rows: a.rows, more: a.more === true } : Object.assign(new Error(a.error), { code: a.code })));
     // An uncaught error (the file could not be opened) ends the worker: 'exit' follows.
     worker.on("error", (e) => this.ended(worker, e));
     worker.on("exit", (code) => this.ended(worker, new Error(`the report worker exited (code ${code})`)));
@@ -141,20 +224,19 @@ export class SqliteReports {
     return worker;
   }
 
-  private answer(worker: Worker, rows: UsageGroup[] | undefined, error: Error | undefined): void {
+  private answer(worker: Worker, result: Batch | Error): void {
     const running = this.running;
     if (running?.worker !== worker) return;
     this.running = undefined;
-    this.idle = setTimeout(() => this.retire(), this.options.idleMs).unref();
-    if (rows) return running.resolve(rows);
-    running.reject(new StoreUnavailableError(error));
-    if (isCorrupt(error)) this.options.onStoreFailure?.(error!);
+    if (!(result instanceof Error)) return running.resolve(result);
+    running.reject(new StoreUnavailableError(result));
+    if (isCorrupt(result)) this.options.onStoreFailure?.(result);
   }
 
   /** The worker failed or exited: its report (if any) fails, and the next report starts a new one. */
   private ended(worker: Worker, error: Error): void {
     if (this.worker === worker) this.worker = undefined;
-    this.answer(worker, undefined, error);
+    this.answer(worker, error);
   }
 
   /** Waiting reports give up, and a running one is answered 503 at once and stopped; the worker ends, not waited for. */
@@ -176,4 +258,12 @@ export class SqliteReports {
     if (this.running?.worker === worker) worker.once("message", () => void worker.terminate());
     else void worker.terminate();
   }
+}
+
+/** Batches as usage() answers them (UsageRows): the first, and the rest to read. */
+export async function firstAndRest(batches: AsyncIterable<UsageGroup[]>): Promise<UsageRows> {
+  const iterator = batches[Symbol.asyncIterator]();
+  const first = await iterator.next();
+  if (first.done) return [];
+  return Object.assign(first.value, { rest: { [Symbol.asyncIterator]: () => iterator } });
 }

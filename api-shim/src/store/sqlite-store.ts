@@ -5,7 +5,7 @@ import { CHECKPOINT_FAILURE_LIMIT_MS, type CheckpointFailure, failureToFailWith,
 import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import type { SqliteStoreOptions } from "./sqlite-options.ts";
-import { SqliteReports } from "./sqlite-reports.ts";
+import { firstAndRest, SqliteReports } from "./sqlite-reports.ts";
 import { type CompleteCheckpoint, WAL_SIZE_LIMIT, watchRoom } from "./sqlite-space.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
@@ -352,7 +352,8 @@ export class SqliteStore implements Store {
   /** After the open batch commits: off this thread for a file, in it for `:memory:` (sqlite-reports.ts says why). */
   usage(q: UsageQuery): Promise<UsageGroup[]> {
     if (this.reports === undefined) return this.now(() => usageReport(this.db, q));
-    return this.reports.run(q, () => this.now(() => {}));
+    if (!q.batched) return this.reports.run(q, () => this.now(() => {}));
+    return this.reports.batches(q, () => this.now(() => {})).then(firstAndRest);
   }
 
   /** `reservations` is the database's count of open holds; `reservedSum` the sum of this process's own. */

@@ -125,6 +125,8 @@ export function topUpRefusal(input: TopUpInput, key: KeyRecord | undefined): Top
 }
 
 export interface UsageQuery {
+  /** The caller takes the rows in batches (UsageRows): a large report's (/admin/usage streams its body). */
+  batched?: boolean;
   /** The key reported on; null: all keys. */
   keyId: string | null;
   /**
@@ -155,6 +157,22 @@ export interface UsageQuery {
  * below 400), so their reports do not change with the upgrade.
  */
 export const REPORTED_SQL = "(amount <> 0 OR coalesce(served, status < 400))";
+
+/** A report's rows in batches, in order. */
+export type UsageBatches = AsyncIterable<UsageGroup[]> | Iterable<UsageGroup[]>;
+
+/**
+ * The rows of usage() asked for with UsageQuery.batched: the first batch, and `rest` when more
+ * follow (the caller reads it to the end, or gives up with return() as `for await` does: that
+ * ends the report's turn). A store may answer with every row at once (Postgres).
+ */
+export type UsageRows = UsageGroup[] & { rest?: AsyncIterable<UsageGroup[]> };
+
+/** Every batch of usage()'s answer, in order. */
+export async function* usageBatches(rows: UsageRows): AsyncGenerator<UsageGroup[]> {
+  yield rows;
+  if (rows.rest) yield* rows.rest;
+}
 
 export interface UsageGroup {
   keyId: string;

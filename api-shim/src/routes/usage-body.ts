@@ -1,0 +1,81 @@
+import { Readable } from "node:stream";
+import { setImmediate as nextTurn } from "node:timers/promises";
+import type { FastifyReply, FastifyRequest } from "fastify";
+import { finishRequest } from "../app.ts";
+import type { ShimContext } from "../context.ts";
+import { toShimError } from "../errors.ts";
+import { creditsNumber, formatCredits } from "../money.ts";
+import type { UsageBatches, UsageGroup } from "../store/store.ts";
+
+/**
+ * Rows formatted per turn of the event loop. A report over all keys by day can have millions of
+ * rows: built as one body (mapped, then JSON.stringify or joined), it stopped every other request
+ * of the process for seconds and held gigabytes. Written in pieces of this many rows, each a few
+ * ms, other requests are served between them, and Node's pipe waits for the connection to drain
+ * before asking for more (a slow reader holds the report's rows in the store, not here).
+ */
+const FORMAT_ROWS = 5000;
+
+/**
+ * /admin/usage's body, written as the store's batches arrive: the same bytes as the body built at
+ * once (`head` is the JSON answer's members before `data`). Headers go with the first piece, so
+ * a failure after it cannot be a status: it is logged (as the error handler logs it, and the
+ * request line as 503 with its code) and the connection is closed mid-body, which the client
+ * sees as a truncated answer (no final CRLF row or closing `]}`), never as a complete one.
+ */
+export function sendUsageBody(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, batches: UsageBatches, format: "json" | "csv", group: string, head: object): FastifyReply {
+  const body = format === "csv" ? csvPieces(batches, group) : jsonPieces(batches, group, head);
+  const failing = async function* () {
+    try {
+      yield* body;
+    } catch (e) {
+      const err = toShimError(e);
+      request.log.error({ reqId: request.id, err: (e as { cause?: unknown }).cause ?? e }, "usage report failed after its first byte");
+      request.shimErrorCode = err.logCode;
+      finishRequest(ctx, request, err.status);
+      throw e; // Fastify destroys the connection (its headers were sent)
+    }
+  };
+  if (format === "csv") reply.type("text/csv; charset=utf-8").header("content-disposition", 'attachment; filename="usage.csv"');
+  else reply.type("application/json; charset=utf-8");
+  return reply.send(Readable.from(failing(), { objectMode: false }));
+}
+
+async function* csvPieces(batches: UsageBatches, group: string): AsyncGenerator<string> {
+  yield `${["key_id", group, "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"].map(cell).join(",")}\r\n`;
+  for await (const rows of pieces(batches)) {
+    yield rows.map((r) => `${[r.keyId, r.group, r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)].map(cell).join(",")}\r\n`).join("");
+  }
+}
+
+async function* jsonPieces(batches: UsageBatches, group: string, head: object): AsyncGenerator<string> {
+  // The answer as JSON.stringify writes it, `data` last: its opening, the rows, its close.
+  yield JSON.stringify({ ...head, data: [] }).slice(0, -2);
+  let first = true;
+  for await (const rows of pieces(batches)) {
+    const json = rows.map((r) => JSON.stringify({
+      key_id: r.keyId, [group]: r.group, requests: r.requests, prompt_tokens: r.promptTokens,
+      completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens, cost: creditsNumber(r.cost),
+    })).join(",");
+    yield first ? json : `,${json}`;
+    first = false;
+  }
+  yield "]}";
+}
+
+/** The batches in pieces of at most FORMAT_ROWS rows, a turn of the event loop before each (the Postgres store's rows come as one batch). */
+async function* pieces(batches: UsageBatches): AsyncGenerator<UsageGroup[]> {
+  for await (const batch of batches) {
+    for (let i = 0; i < batch.length; i += FORMAT_ROWS) {
+      await nextTurn();
+      yield batch.length <= FORMAT_ROWS ? batch : batch.slice(i, i + FORMAT_ROWS);
+    }
+  }
+}
+
+/** A CSV cell: quoted when needed; a leading =,+,-,@ is prefixed so spreadsheets do not run it as a formula. */
+function cell(v: string | number): string {
+  const s = String(v);
+  const safe = /^[=+\-@\t\r]/.test(s) && typeof v === "string" ? `'${s}` : s;
+  return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
+}

@@ -1,0 +1,79 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import Database from "better-sqlite3";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateKey } from "../../api-shim/src/keys.ts";
+import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import { FakeVllm } from "../support/fake-vllm.ts";
+import { ShimProcesses, writeProcessConfig } from "../support/shim-process.ts";
+
+const KEYS = 2000;
+const DAYS = 250; // one request per key and day: 500,000 rows, 500,000 (key, day) groups
+
+/**
+ * docs/api-shim.md: with the SQLite store on a file, every other request is served as usual while
+ * a report runs. The worker's rows used to come as one message, cloned, mapped and serialized
+ * (JSON or CSV) on the main thread as one body: seconds of every request stopped once a report
+ * had many groups (a year of group=day for thousands of keys: what reap-expired and
+ * report-usage --all ask for). They come in batches now, and the body is written piece by piece.
+ */
+describe("an /admin/usage group=day report with many (key, day) groups", () => {
+  let dir: string;
+  let file: string;
+  let fake: FakeVllm;
+  const other = generateKey();
+  const adminToken = `adm-${generateKey().key}`;
+  const output = new ShimProcesses();
+  const now = Date.now();
+  const from = new Date(now - DAYS * 86_400_000).toISOString().slice(0, 10);
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "scale5-"));
+    file = join(dir, "shim.db");
+    fake = await new FakeVllm({ models: [{ name: "qwen2.5-7b" }] }).start();
+    await new SqliteStore(file).close(); // the schema
+    const db = new Database(file);
+    const key = db.prepare("INSERT INTO keys (id, name, hash, tier, models, balance, created_at) VALUES (?, ?, ?, 'developer', NULL, 0, ?)");
+    const row = db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served) VALUES (?, ?, 0, 'usage', ?, 'chat', 'qwen2.5-7b', 200, 7, 3, 0, 10, 1)");
+    db.transaction(() => {
+      const ids = Array.from({ length: KEYS }, (_, k) => `k${String(k).padStart(11, "0")}`);
+      for (const id of ids) key.run(id, id, `sha256:${"0".repeat(64)}`, now - DAYS * 86_400_000);
+      for (let d = 0; d < DAYS; d++) for (const id of ids) row.run(id, now - (DAYS - d - 0.5) * 86_400_000, `r-${d}-${id}`);
+    })();
+    db.close();
+  }, 120_000);
+  afterAll(async () => {
+    output.killAll();
+    await fake.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("keeps answering /health while the report is built and sent", async () => {
+    const p = await output.start({
+      SHIM_UPSTREAM_URL: fake.url,
+      SHIM_DATABASE_URL: `sqlite:${file}`,
+      SHIM_CONFIG: writeProcessConfig(dir, other, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]),
+      SHIM_ADMIN_TOKEN: adminToken,
+    });
+    const start = performance.now();
+    const report = fetch(`${p.url}/admin/usage?group=day&format=csv&from=${from}`, { headers: { authorization: `Bearer ${adminToken}` } }).then((r) => r.text());
+    let done = false;
+    void report.finally(() => (done = true));
+    const probes: number[] = [];
+    while (!done) {
+      const t = performance.now();
+      expect((await fetch(`${p.url}/health`)).status).toBe(200);
+      probes.push(performance.now() - t);
+      await sleep(50);
+    }
+    const csv = await report;
+    const reportMs = performance.now() - start;
+    expect(csv.trimEnd().split("\r\n").length).toBe(1 + KEYS * DAYS); // complete
+    console.log(`report ${Math.round(reportMs)} ms, ${probes.length} probes, slowest /health ${Math.round(Math.max(...probes))} ms`);
+    // "served as usual": a /health probe should not wait a second behind a report.
+    expect(Math.max(...probes)).toBeLessThan(1000);
+    await output.stopCleanly(p);
+  }, 120_000);
+});
