@@ -414,3 +414,35 @@ describe("an in-memory SQLite store", () => {
     }
   });
 });
+
+describe("a report whose reader stops reading", () => {
+  it("gives its rows up once its time has passed again, so the reports behind it are not held by it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "shim-stalled-report-"));
+    const file = join(dir, "shim.db");
+    await new SqliteStore(file).close();
+    // More groups than one batch holds: one request each of 12,000 keys (their key rows left out).
+    const db = new Database(file);
+    db.pragma("foreign_keys = OFF");
+    const insert = db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES (?, ?, -1300, 'usage', ?, 'chat', 'qwen2.5-7b', 200, 7, 3, 0, 10)");
+    db.transaction(() => {
+      for (let i = 0; i < 12_000; i++) insert.run(`k${String(i).padStart(11, "0")}`, Date.now() - 1000, `req-${i}`);
+    })();
+    db.close();
+    const reports = new SqliteReports(file, { busyTimeoutMs: 1000, timeoutMs: 300 });
+    try {
+      const stalled = (await reports.batches({ keyId: null, asker: null, from: 0, to: Date.now() + 86_400_000, group: "model" }, async () => {}))[Symbol.asyncIterator]();
+      expect(((await stalled.next()).value as unknown[]).length).toBe(10_000);
+      // Its reader takes no more (a client that keeps its connection open and reads nothing): the
+      // next report runs once the stalled one's time has passed, not when its reader leaves.
+      const started = performance.now();
+      expect(await reports.run({ keyId: "nobody000000", asker: "nobody000000", from: 0, to: Date.now(), group: "model" }, async () => {})).toEqual([]);
+      expect(performance.now() - started).toBeLessThan(5000);
+      const late = await stalled.next().catch((e: unknown) => e);
+      expect(late).toBeInstanceOf(StoreUnavailableError);
+      expect(String((late as Error).cause)).toMatch(/the report's rows were not read within 300 ms of its answer/);
+    } finally {
+      reports.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});

@@ -133,9 +133,18 @@ export class SqliteReports {
     let ended = false;
     /** The batch asked for and not answered yet: the turn passes on only after it, else its answer would be taken for the next report's. */
     let asked: Promise<unknown> | undefined;
+    // A reader that stops reading (a client that keeps its connection open and takes nothing)
+    // would hold the one worker, and every report behind it, for as long as it stays: its rows
+    // are given up once the report's time has passed again, the turn passed on.
+    let expired = false;
+    const deadline = setTimeout(() => {
+      expired = true;
+      end();
+    }, this.options.timeoutMs).unref();
     const end = () => {
       if (ended) return;
       ended = true;
+      clearTimeout(deadline);
       void (asked ?? Promise.resolve()).catch(() => {}).then(() => {
         if (more && this.worker === worker) worker.postMessage({ drop: true } satisfies ReportAsk); // the rows nobody reads
         finished();
@@ -148,6 +157,7 @@ export class SqliteReports {
           next = undefined;
           return { done: false, value };
         }
+        if (expired) throw asStoreError(new Error(`the report's rows were not read within ${this.options.timeoutMs} ms of its answer`));
         if (!more || ended) {
           end();
           return { done: true, value: undefined };
