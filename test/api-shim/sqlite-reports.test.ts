@@ -10,7 +10,7 @@ import { generateKey } from "../../api-shim/src/keys.ts";
 import { SqliteReports } from "../../api-shim/src/store/sqlite-reports.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { SLICE_ROWS, usageReport } from "../../api-shim/src/store/sqlite-usage-report.ts";
-import { ClientLeftError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
+import { ClientLeftError, StoreUnavailableError, type UsageRows, usageBatches } from "../../api-shim/src/store/store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { assertNoSecrets, startShim } from "../support/shim-harness.ts";
 import { shimClient, ShimProcesses, writeProcessConfig } from "../support/shim-process.ts";
@@ -415,27 +415,71 @@ describe("an in-memory SQLite store", () => {
   });
 });
 
-describe("a report whose reader stops reading", () => {
-  it("gives its rows up once its time has passed again, so the reports behind it are not held by it", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "shim-stalled-report-"));
+describe("a report read in batches (/admin/usage streams its body)", () => {
+  /** A database whose report by model has `groups` rows: one request each of that many keys (their key rows left out). */
+  const manyGroups = async (groups: number) => {
+    const dir = mkdtempSync(join(tmpdir(), "shim-batched-report-"));
     const file = join(dir, "shim.db");
     await new SqliteStore(file).close();
-    // More groups than one batch holds: one request each of 12,000 keys (their key rows left out).
     const db = new Database(file);
     db.pragma("foreign_keys = OFF");
     const insert = db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES (?, ?, -1300, 'usage', ?, 'chat', 'qwen2.5-7b', 200, 7, 3, 0, 10)");
     db.transaction(() => {
-      for (let i = 0; i < 12_000; i++) insert.run(`k${String(i).padStart(11, "0")}`, Date.now() - 1000, `req-${i}`);
+      for (let i = 0; i < groups; i++) insert.run(`k${String(i).padStart(11, "0")}`, Date.now() - 1000, `req-${i}`);
     })();
     db.close();
+    return { dir, file };
+  };
+  const all = { keyId: null, asker: null, from: 0, to: Date.now() + 86_400_000, group: "model" } as const;
+  const nobody = () => ({ keyId: "nobody000000", asker: "nobody000000", from: 0, to: Date.now(), group: "model" }) as const;
+
+  // Found by review: the bound counted from the first batch, so a body that took longer than it
+  // to send (100 MB of CSV on a slow link) was cut while its client read steadily.
+  it("is not cut while its reader keeps reading, however long the whole takes", async () => {
+    const { dir, file } = await manyGroups(40_000);
     const reports = new SqliteReports(file, { busyTimeoutMs: 1000, timeoutMs: 300 });
     try {
-      const stalled = (await reports.batches({ keyId: null, asker: null, from: 0, to: Date.now() + 86_400_000, group: "model" }, async () => {}))[Symbol.asyncIterator]();
+      let rows = 0;
+      for await (const batch of await reports.batches(all, async () => {})) {
+        rows += batch.length;
+        await sleep(200); // each batch within the bound, the whole well past it
+      }
+      expect(rows).toBe(40_000);
+    } finally {
+      reports.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  // Found by review: usageBatches given up at its first batch never gave up the rest, which held
+  // the one report worker (and every /v1/usage behind it) until the bound.
+  it("given up at its first batch (a client leaving, for await's break) passes its turn on at once", async () => {
+    const { dir, file } = await manyGroups(12_000);
+    const store = new SqliteStore(file);
+    try {
+      const rows = (await store.usage({ ...all, batched: true })) as UsageRows;
+      const batches = usageBatches(rows)[Symbol.asyncIterator]();
+      expect(((await batches.next()).value as unknown[]).length).toBe(10_000);
+      await batches.return!(undefined);
+      const started = performance.now();
+      await store.usage(nobody());
+      expect(performance.now() - started).toBeLessThan(3000); // the bound is 60 s
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  it("whose reader stops reading gives its rows up once its time has passed again, so the reports behind it are not held by it", async () => {
+    const { dir, file } = await manyGroups(12_000);
+    const reports = new SqliteReports(file, { busyTimeoutMs: 1000, timeoutMs: 300 });
+    try {
+      const stalled = (await reports.batches(all, async () => {}))[Symbol.asyncIterator]();
       expect(((await stalled.next()).value as unknown[]).length).toBe(10_000);
       // Its reader takes no more (a client that keeps its connection open and reads nothing): the
       // next report runs once the stalled one's time has passed, not when its reader leaves.
       const started = performance.now();
-      expect(await reports.run({ keyId: "nobody000000", asker: "nobody000000", from: 0, to: Date.now(), group: "model" }, async () => {})).toEqual([]);
+      expect(await reports.run(nobody(), async () => {})).toEqual([]);
       expect(performance.now() - started).toBeLessThan(5000);
       const late = await stalled.next().catch((e: unknown) => e);
       expect(late).toBeInstanceOf(StoreUnavailableError);

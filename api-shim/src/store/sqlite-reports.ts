@@ -135,7 +135,8 @@ export class SqliteReports {
     let asked: Promise<unknown> | undefined;
     // A reader that stops reading (a client that keeps its connection open and takes nothing)
     // would hold the one worker, and every report behind it, for as long as it stays: its rows
-    // are given up once the report's time has passed again, the turn passed on.
+    // are given up once it has asked for nothing for the report's time, the turn passed on. Each
+    // batch asked for starts that time again: a long body read steadily is not cut.
     let expired = false;
     const deadline = setTimeout(() => {
       expired = true;
@@ -152,6 +153,7 @@ export class SqliteReports {
     };
     const iterator: AsyncIterator<UsageGroup[]> = {
       next: async () => {
+        if (!ended) deadline.refresh();
         if (next !== undefined) {
           const value = next;
           next = undefined;

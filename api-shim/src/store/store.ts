@@ -168,10 +168,29 @@ export type UsageBatches = AsyncIterable<UsageGroup[]> | Iterable<UsageGroup[]>;
  */
 export type UsageRows = UsageGroup[] & { rest?: AsyncIterable<UsageGroup[]> };
 
-/** Every batch of usage()'s answer, in order. */
-export async function* usageBatches(rows: UsageRows): AsyncGenerator<UsageGroup[]> {
-  yield rows;
-  if (rows.rest) yield* rows.rest;
+/**
+ * Every batch of usage()'s answer, in order. Given up (return(): a client gone, a `for await`
+ * left early) at any point, the rest is given up too, also before the first batch was taken (a
+ * generator's `finally` would not run then): the rest holds the report's turn, which every other
+ * report waits for.
+ */
+export function usageBatches(rows: UsageRows): AsyncIterableIterator<UsageGroup[]> {
+  const rest = rows.rest?.[Symbol.asyncIterator]();
+  let first = true;
+  const batches: AsyncIterableIterator<UsageGroup[]> = {
+    next: async () => {
+      if (!first) return rest ? rest.next() : { done: true, value: undefined };
+      first = false;
+      return { done: false, value: rows };
+    },
+    return: async () => {
+      first = false;
+      await rest?.return?.();
+      return { done: true, value: undefined };
+    },
+    [Symbol.asyncIterator]: () => batches,
+  };
+  return batches;
 }
 
 export interface UsageGroup {
