@@ -5,7 +5,8 @@ import { finishRequest } from "../app.ts";
 import type { ShimContext } from "../context.ts";
 import { toShimError } from "../errors.ts";
 import { creditsNumber, formatCredits } from "../money.ts";
-import type { UsageBatches, UsageGroup } from "../store/store.ts";
+import type { UsageGroup } from "../store/store.ts";
+import type { UsageBatches } from "../store/usage-batches.ts";
 
 /**
  * Rows formatted per turn of the event loop. A report over all keys by day can have millions of

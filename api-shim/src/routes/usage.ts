@@ -6,7 +6,8 @@ import { onlyKnown } from "../known-members.ts";
 import { creditsNumber } from "../money.ts";
 import { untilLeftOrCut } from "../client-left.ts";
 import { parsePeriod, showPeriod } from "../period.ts";
-import { ReportsBusyError, type UsageBatches, type UsageGroup, type UsageQuery, usageBatches } from "../store/store.ts";
+import { ReportsBusyError, type UsageGroup, type UsageQuery } from "../store/store.ts";
+import { type UsageBatches, usageBatches } from "../store/usage-batches.ts";
 
 /** GET /v1/usage: the calling key's usage in seed 004's shape, plus its remaining credits. */
 export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {

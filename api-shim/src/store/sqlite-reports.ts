@@ -3,7 +3,7 @@ import { rejectOnAbort } from "../promises.ts";
 import { isCorrupt } from "./sqlite-failures.ts";
 import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
-import { asStoreError, StoreUnavailableError, type UsageGroup, type UsageQuery, type UsageRows } from "./store.ts";
+import { asStoreError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
 
 /**
@@ -270,12 +270,4 @@ export class SqliteReports {
     if (this.running?.worker === worker) worker.once("message", () => void worker.terminate());
     else void worker.terminate();
   }
-}
-
-/** Batches as usage() answers them (UsageRows): the first, and the rest to read. */
-export async function firstAndRest(batches: AsyncIterable<UsageGroup[]>): Promise<UsageRows> {
-  const iterator = batches[Symbol.asyncIterator]();
-  const first = await iterator.next();
-  if (first.done) return [];
-  return Object.assign(first.value, { rest: { [Symbol.asyncIterator]: () => iterator } });
 }

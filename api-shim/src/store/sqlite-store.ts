@@ -5,12 +5,13 @@ import { CHECKPOINT_FAILURE_LIMIT_MS, type CheckpointFailure, failureToFailWith,
 import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import type { SqliteStoreOptions } from "./sqlite-options.ts";
-import { firstAndRest, SqliteReports } from "./sqlite-reports.ts";
+import { SqliteReports } from "./sqlite-reports.ts";
 import { type CompleteCheckpoint, WAL_SIZE_LIMIT, watchRoom } from "./sqlite-space.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
+import { firstAndRest } from "./usage-batches.ts";
 import {
   grantRefusal, isAdminApiKey, StoreUnavailableError, topUpRefusal, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type KeyDetails, type KeyRecord, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
