@@ -48,9 +48,17 @@ export class Problems {
     return true;
   }
 
+  /**
+   * Whether `value` gives nothing to check: not set (the caller applies the default), or
+   * encrypted in the stack file, which has been said (encrypted()).
+   */
+  private unset(key: string, value: unknown): value is undefined | null | Secret {
+    return value === undefined || value === null || this.encrypted(key, value);
+  }
+
   /** A string; `undefined` stays `undefined` (the caller applies the default). */
   string(key: string, value: unknown): string | undefined {
-    if (value === undefined || value === null || this.encrypted(key, value)) return undefined;
+    if (this.unset(key, value)) return undefined;
     if (typeof value !== "string") return this.add(key, value, "must be a string");
     return value;
   }
@@ -63,7 +71,7 @@ export class Problems {
    * refused alike, whoever read it (see notPlainDecimal).
    */
   number(key: string, value: unknown, range: { min: number; max: number; integer?: boolean }): number | undefined {
-    if (value === undefined || value === null || this.encrypted(key, value)) return undefined;
+    if (this.unset(key, value)) return undefined;
     const form = this.written(key);
     if (form !== undefined && !(isTopLevel(key) ? DECIMAL_TEXT : PLAIN_DECIMAL).test(form)) return this.notPlainDecimal(key, value, form);
     const n = typeof value === "string" && DECIMAL_TEXT.test(value.trim()) ? Number(value) : value;
@@ -122,14 +130,14 @@ export class Problems {
   }
 
   boolean(key: string, value: unknown): boolean | undefined {
-    if (value === undefined || value === null || this.encrypted(key, value)) return undefined;
+    if (this.unset(key, value)) return undefined;
     if (value === true || value === "true") return true;
     if (value === false || value === "false") return false;
     return this.add(key, value, "must be true or false");
   }
 
   oneOf<T extends string>(key: string, value: unknown, allowed: readonly T[]): T | undefined {
-    if (value === undefined || value === null || this.encrypted(key, value)) return undefined;
+    if (this.unset(key, value)) return undefined;
     if (typeof value === "string" && (allowed as readonly string[]).includes(value)) return value as T;
     return this.add(key, value, `must be one of: ${allowed.join(", ")}`);
   }
@@ -142,7 +150,7 @@ export class Problems {
    * list of maps, where a map given names the field it meant).
    */
   array(key: string, value: unknown): unknown[] | undefined {
-    if (value === undefined || value === null || this.encrypted(key, value)) return undefined;
+    if (this.unset(key, value)) return undefined;
     if (Array.isArray(value)) return value;
     const map = typeof value === "object" ? Object.keys(value) : [];
     if (typeof value !== "string" && map.length === 0) return this.add(key, value, "must be a list");
@@ -157,7 +165,7 @@ export class Problems {
   }
 
   object(key: string, value: unknown): Record<string, unknown> | undefined {
-    if (value === undefined || value === null || this.encrypted(key, value)) return undefined;
+    if (this.unset(key, value)) return undefined;
     if (typeof value !== "object" || Array.isArray(value)) return this.add(key, value, "must be a map of keys to values");
     return value as Record<string, unknown>;
   }
@@ -169,7 +177,7 @@ export class Problems {
    * writes a member over a string, so nothing needs removing first.
    */
   settingMap(key: string, value: unknown, members: readonly string[], main?: string): Record<string, unknown> {
-    if (value === undefined || value === null || this.encrypted(key, value)) return {};
+    if (this.unset(key, value)) return {};
     if (typeof value === "object" && !Array.isArray(value)) {
       const map = value as Record<string, unknown>;
       this.unknownKeys(key, map, members);
