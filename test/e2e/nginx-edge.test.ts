@@ -314,6 +314,31 @@ describe("a key in the URL", () => {
     await id.body?.cancel();
   });
 
+  it("stays out of nginx's error log with a body over client_max_body_size, on either port (its 413 line quoted the request line)", async () => {
+    // nginx compares Content-Length with the limit as it chooses a location, before any rule in
+    // one, and its 413 wrote "client intended to send too large body … request: \"POST …?api-key=sk-gs-…\"".
+    const big = "x".repeat(1_200_000);
+    const control = await fetch(`${https}/v1/chat/completions?case=too-large`, { method: "POST", body: big });
+    expect(control.status).toBe(413);
+    await control.body?.cancel();
+    await expect.poll(() => nginx.output()).toMatch(/\[error\].*too large body.*POST \/v1\/chat\/completions\?case=too-large HTTP/);
+    const origin = "https://chat.example.com";
+    for (const path of [`/v1/chat/completions?api-key=${key}`, `/${key}/v1/chat/completions`, `/v1/chat/completions?key=%25%37%33${key.slice(1)}`]) {
+      const res = await fetch(`${https}${path}`, { method: "POST", body: big, headers: { origin } });
+      expect([res.status, res.headers.get("access-control-allow-origin")], path).toEqual([400, "*"]);
+      expect(res.headers.get("strict-transport-security"), path).toBe("max-age=63072000");
+      expect(res.headers.get("x-request-id"), path).toMatch(/^[0-9a-f]{32}$/);
+      expect(((await res.json()) as { error: { code: string } }).error.code, path).toBe("api_key_in_url");
+      const plain = await fetch(`http://localhost:${HTTP_PORT}${path}`, { method: "POST", body: big, redirect: "manual" });
+      expect([plain.status, ((await plain.json()) as { error: { code: string } }).error.code], path).toEqual([400, "https_required"]);
+    }
+    // From an address outside adminCidrs, /admin with a key in its URL is still refused for the address first.
+    const admin = await fetch(`${https}/admin/keys?token=${key}`, { method: "POST", body: big });
+    expect(admin.status).toBe(403);
+    await admin.body?.cancel();
+    expect(nginx.output()).not.toContain(secret());
+  });
+
   // Last: it stops the shim.
   it("stays out of nginx's error log while the shim is down (a restart, a deploy), where a request it passes on is quoted", async () => {
     shimStopped = true;

@@ -331,11 +331,16 @@ describe("through nginx over HTTPS", () => {
       await res.body?.cancel();
       ids.push(res.headers.get("x-request-id")!);
     }
-    // Port 80's ACME path (open to everyone for Let's Encrypt): a missing token is a 404.
-    const acme = await fetch(`http://localhost:${NGINX_HTTP_PORT}/.well-known/acme-challenge/nope?key=${key}`, { redirect: "manual" });
+    // Port 80's ACME path (open to everyone for Let's Encrypt): a missing token is a 404, without
+    // a line in the error log; with a key in the URL, port 80 refuses it before any location
+    // (https_required: the key went in clear), as it does on every path.
+    const acme = await fetch(`http://localhost:${NGINX_HTTP_PORT}/.well-known/acme-challenge/nope?x=1`, { redirect: "manual" });
     expect(acme.status).toBe(404);
     await acme.body?.cancel();
     ids.push(acme.headers.get("x-request-id")!);
+    const keyed = await fetch(`http://localhost:${NGINX_HTTP_PORT}/.well-known/acme-challenge/nope?key=${key}`, { redirect: "manual" });
+    expect([keyed.status, ((await keyed.json()) as { error: { code: string } }).error.code]).toEqual([400, "https_required"]);
+    ids.push(keyed.headers.get("x-request-id")!);
 
     for (const id of ids) await expect.poll(() => nginx.output().includes(`"request_id":"${id}"`)).toBe(true);
     expect(nginx.output()).not.toContain(secret);
