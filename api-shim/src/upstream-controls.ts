@@ -12,7 +12,7 @@ import { ShimError } from "./errors.ts";
  * drop_params…). None of them reaches the model, so a client loses nothing by the refusal, and
  * vLLM ignores them all, so no client of a plain vLLM loses anything either. With them a client
  * could have its request answered by another model than the one the shim authorised and priced
- * (`fallbacks`, `model_list`, `fastest_response`: a key limited to the local model reaching a paid
+ * (`fallbacks`, `router_settings_override`, `model_list`, `fastest_response`: a key limited to the local model reaching a paid
  * provider), sent elsewhere or with other credentials (`api_base`, `aws_*`, `organization`), with
  * HTTP headers of its choosing at the provider (`headers`, `provider_specific_header`: another
  * provider key, an anthropic-beta flag billed at a higher rate), retried (`num_retries`), cut off
@@ -31,6 +31,10 @@ const LITELLM_CONTROLS = new Set([
   "model_list", "routing_strategy", "specific_deployment", "order", "fastest_response", "deployment_id", "azure", "use_litellm_proxy",
   "use_chat_completions_api", "custom_llm_provider", "model_info", "base_model", "hf_model_name", "model_config", "region_name",
   "allowed_model_region", "enable_tag_filtering", "weight",
+  // The proxy's per-request router settings (route_llm_request.py copies their fallbacks, retries,
+  // timeout and routing into the call; it checks fallbacks against a LiteLLM key's models, and the
+  // shim calls with the master key, which may call every model).
+  "router_settings_override", "model_group_retry_policy", "disable_fallbacks",
   // Where it goes and as whom: endpoints, credentials, HTTP headers, TLS.
   "api_key", "api_base", "base_url", "api_version", "organization", "user_config", "headers", "provider_specific_header",
   "azure_ad_token", "azure_ad_token_provider", "tenant_id", "client_id", "client_secret", "azure_username", "azure_password", "azure_scope",

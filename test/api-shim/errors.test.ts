@@ -83,7 +83,11 @@ describe("client errors map to the SDK's exception classes with the documented b
     // client-side fallbacks, nor have its request retried or cut short upstream at will.
     const c = h.client(key);
     const received = h.fake.counters.received;
-    for (const extra of [{ fallbacks: ["gpt-4o"] }, { context_window_fallbacks: [{ "qwen2.5-7b": ["gpt-4o"] }] }, { num_retries: 5 }, { timeout: 0.01 }, { mock_response: "hi" }, { api_base: "http://evil.test" }, { litellm_call_id: "x" }, { additional_drop_params: ["stream_options"] }]) {
+    for (const extra of [{ fallbacks: ["gpt-4o"] }, { context_window_fallbacks: [{ "qwen2.5-7b": ["gpt-4o"] }] }, { num_retries: 5 }, { timeout: 0.01 }, { mock_response: "hi" }, { api_base: "http://evil.test" }, { litellm_call_id: "x" }, { additional_drop_params: ["stream_options"] },
+      // LiteLLM's proxy copies these router settings into the call (route_llm_request.py): a
+      // context-window fallback to a paid provider, priced as the local model; retries; a timeout.
+      { router_settings_override: { context_window_fallbacks: [{ "qwen2.5-7b": ["gpt-4o"] }] } }, { router_settings_override: { num_retries: 5 } },
+      { model_group_retry_policy: { TimeoutErrorRetries: 3 } }, { disable_fallbacks: false }]) {
       const e = await failure(() => c.chat.completions.create({ ...chat, ...extra } as never));
       expect(e).toBeInstanceOf(BadRequestError);
       expect(e.param).toBe(Object.keys(extra)[0]);
