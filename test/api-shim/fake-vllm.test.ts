@@ -121,6 +121,23 @@ describe("fake vLLM speaks vLLM's dialect", () => {
     expect((await post("/completions", { model: "qwen2.5-7b", prompt: "x", suffix: null, best_of: 1, max_tokens: 1 })).status).toBe(200);
   });
 
+  // serving_chat.py takes `max_completion_tokens or max_tokens`; SamplingParams refuses 0 (found by
+  // review: the fake answered 200 with no tokens, which no vLLM sends).
+  it("refuses a chat whose max_completion_tokens or max_tokens is 0, streamed or not, as vLLM 0.11 does", async () => {
+    for (const limits of [{ max_tokens: 0 }, { max_completion_tokens: 0, max_tokens: 0 }]) {
+      for (const stream of [false, true]) {
+        const res = await post("/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], stream, ...limits });
+        expect([res.status, await res.json()], JSON.stringify({ ...limits, stream })).toEqual([400, { error: { message: "max_tokens must be at least 1, got 0.", type: "BadRequestError", param: null, code: 400 } }]);
+      }
+    }
+    // 0 falls through Python's `or` to the other one (none: the model's length).
+    for (const limits of [{ max_completion_tokens: 0, max_tokens: 2 }, { max_completion_tokens: 0 }]) {
+      const res = await post("/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], ...limits });
+      expect(res.status, JSON.stringify(limits)).toBe(200);
+      await res.body?.cancel();
+    }
+  });
+
   // serving_completion.py: with use_beam_search it does not stream; a streamed request gets
   // fake_stream_generator's one event (the whole CompletionResponse, usage included whatever
   // stream_options says), then [DONE].

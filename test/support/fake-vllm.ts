@@ -225,6 +225,8 @@ export class FakeVllm extends EventEmitter {
     // vLLM's reading: chat takes `max_completion_tokens or max_tokens` (Python's `or`: 0 falls
     // through); completions reads only `max_tokens`, 16 when absent.
     const max = (route === "chat" ? request.max_completion_tokens || request.max_tokens : request.max_tokens === undefined ? 16 : request.max_tokens) as number | null | undefined;
+    // Chat's sampling parameters refuse what that reading leaves below 1 (completions' are above).
+    if (route === "chat" && typeof max === "number" && max < 1) return vllmError(res, 400, `max_tokens must be at least 1, got ${max}.`);
     // Completions' `echo` puts each output's prompt text before its generated text. With
     // max_tokens 0 (echo_without_generation) vLLM generates one token anyway (max_tokens = 1),
     // answers the prompt alone, and counts that token.
