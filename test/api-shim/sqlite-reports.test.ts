@@ -254,6 +254,26 @@ describe("a report whose worker does not stop when told (a statement no check re
       reports.close();
     }
   });
+
+  it("given up while its worker is in such a step passes its turn on once the worker answers, not at the rows' time bound", async () => {
+    // Found by review: the worker still answered with rows after batches() had rejected (the
+    // final sort of a report has no stop check), and the rest opened for nobody held the one
+    // turn until its time bound (60 s in production): every other report waited that long.
+    const reports = new SqliteReports("unused.db", { busyTimeoutMs: 1000, timeoutMs: 20_000, workerUrl: sorting });
+    try {
+      const left = new AbortController();
+      const gone = reports.batches({ ...query, asker: "a", signal: left.signal }, async () => {}).then(() => "answered", (e: unknown) => e);
+      await sleep(300);
+      left.abort(new ClientLeftError());
+      expect(await gone).toBeInstanceOf(ClientLeftError);
+      const t = performance.now();
+      await reports.run({ ...query, asker: "b" }, async () => {});
+      // The first's sort ends ~2.7 s from here, then this one's 3 s: about 6 s (held, ~23 s).
+      expect(performance.now() - t).toBeLessThan(10_000);
+    } finally {
+      reports.close();
+    }
+  }, 40_000);
 });
 
 describe("a key's own reports and the operator's report on that key", () => {

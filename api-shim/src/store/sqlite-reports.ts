@@ -146,11 +146,16 @@ export class SqliteReports {
       if (ended) return;
       ended = true;
       clearTimeout(deadline);
+      signal.removeEventListener("abort", end);
       void (asked ?? Promise.resolve()).catch(() => {}).then(() => {
         if (more && this.worker === worker) worker.postMessage({ drop: true } satisfies ReportAsk); // the rows nobody reads
         finished();
       });
     };
+    // Its asker gone (client left, drain cut, store closing), also before anyone took these
+    // batches (batches() has rejected already): the turn passes on now, not at the deadline.
+    if (signal.aborted) end();
+    else signal.addEventListener("abort", end, { once: true });
     const iterator: AsyncIterator<UsageGroup[]> = {
       next: async () => {
         if (!ended) deadline.refresh();
@@ -160,6 +165,11 @@ export class SqliteReports {
           return { done: false, value };
         }
         if (expired) throw asStoreError(new Error(`the report's rows were not read within ${this.options.timeoutMs} ms of its answer`));
+        // Given up by its asker (the signal) with rows still to come: a failure, never a short complete body.
+        if (more && signal.aborted) {
+          end();
+          throw asStoreError(signal.reason);
+        }
         if (!more || ended) {
           end();
           return { done: true, value: undefined };
