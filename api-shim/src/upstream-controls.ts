@@ -23,7 +23,8 @@ import { ShimError } from "./errors.ts";
  * `no-log`, `tags`, `input_cost_per_token`).
  *
  * Kept: OpenAI's own parameters, even those LiteLLM also reads (`metadata`, `user`, `store`,
- * `service_tier`): they are the client's, and a client of the OpenAI API sends them.
+ * `service_tier`): they are the client's, and a client of the OpenAI API sends them (but not a
+ * tier or a cache lifetime billed beyond the model's price: below).
  */
 const LITELLM_CONTROLS = new Set([
   // Which model answers: fallbacks, routing, provider selection.
@@ -47,6 +48,9 @@ const LITELLM_CONTROLS = new Set([
   "eos_token", "user_continue_message", "assistant_continue_message", "ensure_alternating_roles", "supports_system_message",
   "merge_reasoning_content_in_choices", "model_file_id_mapping", "disable_add_transform_inline_image_block", "guardrails",
   "search_tool_name", "enable_json_schema_validation", "max_agentic_loops",
+  // What LiteLLM adds to the prompt or calls on the way: cache_control it writes into the messages
+  // (a cache lifetime included, below), vector stores and knowledge bases (paid calls of their own).
+  "cache_control_injection_points", "vector_store_ids", "knowledge_bases",
   // Which parameters reach the model.
   "drop_params", "additional_drop_params", "allowed_openai_params",
   // LiteLLM's caching, logging, budgets and limits (the shim does limits and accounting).
@@ -74,8 +78,47 @@ const LITELLM_CONTROL_PATTERN =
  */
 const SDK_OPTIONS = ["extra_body", "extra_headers", "extra_query"];
 
-/** A 400 naming the first member of `body` that is an SDK option or one of LiteLLM's controls, if any. */
+/**
+ * Cache lifetimes as Anthropic takes them (`cache_control.ttl`; none is 5 minutes). LiteLLM's
+ * Gemini path reads the first lifetime of the messages, `"31536000s"` or any other, as that of a
+ * context cache it creates for the prompt, which Google bills per token-hour for all of it and no
+ * usage shows; vLLM ignores `cache_control`.
+ */
+const CACHE_LIFETIMES = ["5m", "1h"];
+/**
+ * OpenAI's processing tiers billed above the standard price the operator prices a model by
+ * (`priority`; `scale` is a contract's). vLLM ignores the member.
+ */
+const DEARER_TIERS = ["priority", "scale"];
+
+/** A 400 naming `messages` if one of them, or one of its content parts, asks for another cache lifetime than Anthropic's. */
+function refuseCacheLifetimes(messages: unknown): void {
+  if (!Array.isArray(messages)) return;
+  const refuse = (holder: unknown) => {
+    const control = (holder as { cache_control?: unknown } | null)?.cache_control;
+    const ttl = (control as { ttl?: unknown } | null | undefined)?.ttl;
+    if (ttl !== undefined && ttl !== null && !CACHE_LIFETIMES.includes(ttl as string)) {
+      throw new ShimError("invalid_request", { param: "messages", message: "A cache_control 'ttl' must be '5m' or '1h' (or left out): longer cache lifetimes are billed to this endpoint's operator, not by the tokens you are charged for." });
+    }
+  };
+  for (const m of messages) {
+    if (typeof m !== "object" || m === null) continue;
+    refuse(m);
+    const content = (m as { content?: unknown }).content;
+    if (Array.isArray(content)) for (const part of content) if (typeof part === "object") refuse(part);
+  }
+}
+
+/**
+ * A 400 naming the first member of `body` that is an SDK option or one of LiteLLM's controls, or
+ * that would have the operator billed beyond the model's price (a cache lifetime, a dearer tier),
+ * if any.
+ */
 export function refuseUpstreamControls(body: Record<string, unknown>): void {
+  if (DEARER_TIERS.includes(body.service_tier as string)) {
+    throw new ShimError("invalid_request", { param: "service_tier", message: `service_tier '${String(body.service_tier)}' is not offered: this endpoint's prices are for the standard tier ('auto', 'default' or 'flex').` });
+  }
+  refuseCacheLifetimes(body.messages);
   for (const k in body) {
     if (SDK_OPTIONS.includes(k)) {
       throw new ShimError("invalid_request", { param: k, message: `'${k}' is an option of the OpenAI SDKs, which merge it into the request; send its members as the request's own.` });

@@ -118,6 +118,12 @@ describe("client errors map to the SDK's exception classes with the documented b
       { prompt_id: "p" }, { initial_prompt_value: "x" }, { user_continue_message: { role: "user", content: "x" } }, { guardrails: [] },
       { tags: ["a"] }, { cache: { "no-cache": true } }, { "no-log": true }, { langfuse_host: "http://evil.test" },
       { input_cost_per_token: 0 }, { rpm: 1 }, { max_budget: 1 }, { _agentic_loop_depth: 9 },
+      // LiteLLM's AnthropicCacheControlHook writes these into the messages, a cache lifetime included;
+      // its vector stores and knowledge bases call paid APIs of their own.
+      { cache_control_injection_points: [{ location: "message", role: "system", control: { type: "ephemeral", ttl: "31536000s" } }] },
+      { vector_store_ids: ["vs_1"] }, { knowledge_bases: ["kb"] },
+      // A tier billed above the model's price (OpenAI's priority processing).
+      { service_tier: "priority" },
     ];
     const c = h.client(key);
     const received = h.fake.counters.received;
@@ -132,6 +138,34 @@ describe("client errors map to the SDK's exception classes with the documented b
     const openai = { metadata: { team: "a" }, user: "u1", store: false, service_tier: "auto", seed: 7, reasoning_effort: "low", parallel_tool_calls: false };
     await c.chat.completions.create({ ...chat, ...openai } as never);
     expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject(openai);
+  });
+
+  it("400 for a cache lifetime other than Anthropic's two: LiteLLM makes a Gemini context cache that lives that long, billed per token-hour", async () => {
+    // Found by review: LiteLLM's Gemini path (vertex_ai/context_caching) takes the first
+    // cache_control.ttl of the messages ("<n>s", no upper bound) for a cachedContents resource it
+    // creates per prompt; Google bills its storage for the whole lifetime, which no usage shows.
+    const c = h.client(key);
+    const received = h.fake.counters.received;
+    const part = (ttl: unknown) => ({ type: "text", text: "a long system prompt", cache_control: { type: "ephemeral", ttl } });
+    for (const messages of [
+      [{ role: "system", content: [part("31536000s")] }, { role: "user", content: "hi" }],
+      [{ role: "user", content: [{ type: "text", text: "hi" }, part("2h")] }],
+      [{ role: "system", content: "a long system prompt", cache_control: { type: "ephemeral", ttl: "86400s" } }, { role: "user", content: "hi" }],
+      [{ role: "user", content: [part(3600)] }],
+    ]) {
+      const e = await failure(() => c.chat.completions.create({ ...chat, messages } as never));
+      expect(e, JSON.stringify(messages)).toBeInstanceOf(BadRequestError);
+      expectShape(e, 400, "invalid_request_error", "invalid_request");
+      expect(e.param).toBe("messages");
+      expect(e.message).toContain("'5m' or '1h'");
+    }
+    expect(h.fake.counters.received).toBe(received);
+    // Anthropic's own (no lifetime: 5 minutes; "5m"; "1h") pass, as written.
+    for (const cache_control of [{ type: "ephemeral" }, { type: "ephemeral", ttl: "5m" }, { type: "ephemeral", ttl: "1h" }]) {
+      const messages = [{ role: "user", content: [{ type: "text", text: "hi", cache_control }] }];
+      await c.chat.completions.create({ ...chat, messages } as never);
+      expect(JSON.parse(h.fake.requests.at(-1)!.body).messages).toEqual(messages);
+    }
   });
 
   it("400 for a stream_options that is not an object, or an include_usage that is not a boolean", async () => {
