@@ -1372,7 +1372,7 @@ describe("PostgresStore", () => {
     let done = false;
     const watching = (async () => {
       while (!done) {
-        const { rows } = await watcher.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND state = 'active' AND query LIKE '%FROM ledger WHERE kind%' AND pid <> pg_backend_pid()");
+        const { rows } = await watcher.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'client backend' AND state = 'active' AND query LIKE '/* shim usage report%' AND pid <> pg_backend_pid()");
         peak = Math.max(peak, rows[0]!.n);
       }
     })();

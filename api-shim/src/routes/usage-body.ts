@@ -68,7 +68,7 @@ async function* jsonPieces(batches: UsageBatches, group: string, head: object): 
   yield "]}";
 }
 
-/** The batches in pieces of at most FORMAT_ROWS rows, a turn of the event loop before each (the Postgres store's rows come as one batch). */
+/** The batches in pieces of at most FORMAT_ROWS rows, a turn of the event loop before each (an in-memory SQLite store's rows come as one batch). */
 async function* pieces(batches: UsageBatches): AsyncGenerator<UsageGroup[]> {
   for await (const batch of batches) {
     for (let i = 0; i < batch.length; i += FORMAT_ROWS) {

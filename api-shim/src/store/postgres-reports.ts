@@ -1,11 +1,33 @@
 import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { rejectOnAbort } from "../promises.ts";
+import { ReportCursor } from "./postgres-report-cursor.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
 import { REPORTED_SQL, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
+import { firstAndRest } from "./usage-batches.ts";
 
 /** The bound on a usage report's statement (the request path's is the store's timeoutMs). */
 const REPORT_TIMEOUT_MS = 60_000;
+/**
+ * Rows per FETCH of a report's cursor, as the SQLite worker's batches (REPORT_BATCH_ROWS): each
+ * parsed and labelled in a few ms of the shim's thread. A report read as one result (a year of
+ * 5,000 keys by day: 1.8 M rows) stopped every other request of the process for seconds.
+ */
+export const FETCH_ROWS = 10_000;
+/**
+ * How long a report's reader may take nothing (since its last batch) before the report is given
+ * up: the SQLite store's bound (sqlite-reports.ts), so a client that keeps its connection open
+ * and reads nothing holds neither a connection nor a turn for longer than a long report would.
+ */
+const IDLE_MS = REPORT_TIMEOUT_MS;
+/**
+ * The server's bound on the report's transaction left idle (idle_in_transaction_session_timeout)
+ * is the reader's bound and this much more: the shim gives an idle report up first (and its
+ * connection back, whole); the server's ends a session the shim has lost track of (a process
+ * stopped in a debugger, a network cut), since the store's own 5 s would cut any report whose
+ * reader takes a few seconds over a batch (a slow link).
+ */
+const SERVER_IDLE_MARGIN_MS = 10_000;
 /**
  * Reports running at once, so requests keep the rest of the pool of 10; and waiting, beyond
  * which a report is refused at once (ReportsBusyError, a 429). Each asking key's reports wait in
@@ -36,12 +58,26 @@ export function reportSql(q: Pick<UsageQuery, "keyId" | "group">): string {
     GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}`;
 }
 
+/** Tests' bounds (the store's are the defaults). */
+export interface UsageReportsOptions {
+  /** The reader's bound: IDLE_MS. */
+  idleMs?: number;
+  /** Rows per FETCH: FETCH_ROWS. */
+  fetchRows?: number;
+}
+
 /**
- * The Postgres store's usage reports: their turns, their statement bound, and their end when the
- * asker no longer wants them (it left, the drain was cut) or the store closes. A report's
- * statement may run for up to a minute: left running, it kept its pooled connection, and a
- * shutdown's pool.end() waited for it past Compose's 30 s grace. It is cancelled on the server
- * instead (pg_cancel_backend), so the connection comes back to the pool at once.
+ * The Postgres store's usage reports: their turns, their statement bound, their reading in
+ * batches, and their end when the asker no longer wants them (it left, the drain was cut) or the
+ * store closes. A report's statement may run for up to a minute: left running, it kept its pooled
+ * connection, and a shutdown's pool.end() waited for it past Compose's 30 s grace. It is cancelled
+ * on the server instead (pg_cancel_backend), so the connection comes back to the pool at once.
+ *
+ * A report is a cursor (DECLARE … WITHOUT HOLD) in a transaction of its own, read FETCH_ROWS rows
+ * at a time as its reader asks for them (postgres-report-cursor.ts): its connection and its turn
+ * are held until its last batch is read, or its reader gives up (return(), its asker gone, its
+ * idle bound passed), or the store closes; the transaction then commits (or rolls back after a
+ * failed statement), giving the connection back to the pool.
  */
 export class UsageReports {
   private readonly shared = new Turns(CONCURRENT_REPORTS, WAITING_REPORTS);
@@ -51,55 +87,84 @@ export class UsageReports {
   private readonly closing = new AbortController();
   /** Cancellations sent and not yet answered. */
   private readonly cancelling = new Set<Promise<unknown>>();
+  /** Reports waiting or under way, settled once their connection is back in the pool (or given up). */
+  private readonly running = new Set<Promise<unknown>>();
   private readonly pool: pg.Pool;
   private readonly tx: <T>(fn: (c: pg.PoolClient) => Promise<T>) => Promise<T>;
+  private readonly idleMs: number;
+  private readonly fetchRows: number;
 
   /** `tx` runs one transaction on a pooled connection (the store's). */
-  constructor(pool: pg.Pool, tx: <T>(fn: (c: pg.PoolClient) => Promise<T>) => Promise<T>) {
+  constructor(pool: pg.Pool, tx: <T>(fn: (c: pg.PoolClient) => Promise<T>) => Promise<T>, options: UsageReportsOptions = {}) {
     this.pool = pool;
     this.tx = tx;
+    this.idleMs = options.idleMs ?? IDLE_MS;
+    this.fetchRows = options.fetchRows ?? FETCH_ROWS;
   }
 
   /**
-   * Days are grouped as integers (UTC day numbers, formatted here) rather than by formatting a
-   * timestamp per row: a month of one busy key is tens of millions of rows. Rejects with the
-   * signal's reason as soon as it aborts, whether the report waits for its turn or runs.
+   * The report's rows: every row (read batch by batch, then answered whole: /v1/usage's small
+   * reports, the tests), or, asked with `batched`, as UsageRows (its first batch and the rest).
+   * Rejects with the signal's reason as soon as it aborts, whether the report waits for its turn
+   * or runs.
    */
-  run(q: UsageQuery): Promise<UsageGroup[]> {
-    const day = q.group === "day";
-    const mark = reportMark();
-    const sql = `${mark} ${reportSql(q)}`;
-    const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
-    const { asker } = q;
+  async run(q: UsageQuery): Promise<UsageGroup[]> {
     const signal = q.signal ? AbortSignal.any([q.signal, this.closing.signal]) : this.closing.signal;
-    // The key's report ends when its statement does (a cancelled one within a round trip).
-    // The days are labelled after COMMIT, not inside the transaction: for a year of thousands of
-    // keys that is seconds of work, and the session idle in its transaction meanwhile met the
-    // store's idle_in_transaction_session_timeout (5 s), failing the report 503 (seen once,
-    // under load). The report's own bound covers the rest of its transaction too.
-    const statement = async () => {
-      const rows = await this.tx(async (c) => {
-        await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}`);
-        await c.query(`SET LOCAL idle_in_transaction_session_timeout = ${REPORT_TIMEOUT_MS}`);
-        return this.cancellable(c, mark, { text: sql, values, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig, signal);
-      });
-      return day ? rows.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : rows;
+    if (q.batched) return firstAndRest(await this.batches(q, signal));
+    const whole = async () => {
+      const rows: UsageGroup[] = [];
+      for await (const batch of await this.batches(q, signal)) for (const row of batch) rows.push(row);
+      return rows;
     };
-    // A key's own report, in its line's turn, takes one of the shared turns; the operator's have their line alone.
-    const work = this.lines.run(asker, () => (asker === null ? statement() : this.shared.run(statement, signal)), signal);
-    return rejectOnAbort(work, signal);
+    return rejectOnAbort(whole(), signal);
   }
 
-  /** Runs the report's statement on `c`; cancels it on the server if `signal` aborts meanwhile. */
+  /**
+   * The report, once its turn comes, as batches: resolves with its first batch in hand (so a
+   * failure of its statement is still a status of its own), `signal` (the asker's and the
+   * store's closing) ending it. Days are grouped as integers (UTC
+   * day numbers, labelled per batch by the cursor's reader) rather than by formatting a timestamp
+   * per row: a month of one busy key is tens of millions of rows.
+   */
+  private batches(q: UsageQuery, signal: AbortSignal): Promise<AsyncIterable<UsageGroup[]>> {
+    const mark = reportMark();
+    const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
+    const { asker } = q;
+    let opened!: (batches: AsyncIterable<UsageGroup[]>) => void;
+    const ready = new Promise<AsyncIterable<UsageGroup[]>>((resolve) => (opened = resolve));
+    const report = () => this.tx(async (c) => {
+      // Bounds for this transaction alone: each statement (the first FETCH runs the grouping and
+      // sort) has the report's bound; idle between FETCHes, the reader's (the cursor's) and a
+      // margin. The planner plans for every row (a cursor's default is for the first tenth),
+      // as for the single statement a report was.
+      await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}; SET LOCAL idle_in_transaction_session_timeout = ${this.idleMs + SERVER_IDLE_MARGIN_MS}; SET LOCAL cursor_tuple_fraction = 1`);
+      await this.cancellable(c, mark, { text: `${mark} DECLARE report NO SCROLL CURSOR WITHOUT HOLD FOR ${reportSql(q)}`, values }, signal);
+      const cursor = new ReportCursor({
+        fetch: () => this.cancellable(c, mark, { text: `${mark} FETCH ${this.fetchRows} FROM report` }, signal),
+        rows: this.fetchRows, day: q.group === "day", idleMs: this.idleMs, signal,
+      });
+      opened(cursor.batches(await cursor.first()));
+      await cursor.done; // the transaction ends (COMMIT, or ROLLBACK when a FETCH failed), and the turn passes on
+    });
+    // A key's own report, in its line's turn, takes one of the shared turns; the operator's have their line alone.
+    const work = this.lines.run(asker, () => (asker === null ? report() : this.shared.run(report, signal)), signal);
+    this.running.add(work);
+    void work.catch(() => {}).finally(() => this.running.delete(work));
+    // `work` settles once the batches are read: `ready` wins the race as soon as the first is here.
+    return Promise.race([ready, rejectOnAbort(work, signal).then(() => ready)]);
+  }
+
+  /** Runs one statement of the report on `c`; cancels it on the server if `signal` aborts meanwhile. */
   private async cancellable(c: pg.PoolClient, mark: string, query: pg.QueryConfig, signal: AbortSignal): Promise<UsageGroup[]> {
     signal.throwIfAborted();
     let running = true;
     const cancel = () => {
       if (!running) return;
-      // The session is found by the report's mark alone, while it still runs this report: the
-      // connection may be a request's, or another report's, by the time the cancellation has a
-      // connection of its own. Not by the driver's processID: behind a pooler (PgBouncer) that is
-      // the pooler's, and asking the server for its own (pg_backend_pid) costs each report a round trip.
+      // The session is found by the report's mark alone, while it still runs this report's
+      // statement (each of them, FETCH too, leads with it): the connection may be a request's, or
+      // another report's, by the time the cancellation has a connection of its own. Not by the
+      // driver's processID: behind a pooler (PgBouncer) that is the pooler's, and asking the
+      // server for its own (pg_backend_pid) costs each report a round trip.
       const sent = this.pool.query(`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1`, [`${mark}%`])
         .catch(() => {}) // unreachable: the statement's own bound ends it
         .finally(() => this.cancelling.delete(sent));
@@ -107,16 +172,19 @@ export class UsageReports {
     };
     signal.addEventListener("abort", cancel, { once: true });
     try {
-      return (await c.query<UsageGroup>(query)).rows;
+      return (await c.query<UsageGroup>({ ...query, query_timeout: REPORT_TIMEOUT_MS + 1000 } as pg.QueryConfig)).rows;
     } finally {
       running = false;
       signal.removeEventListener("abort", cancel);
     }
   }
 
-  /** The store is closing: running reports are cancelled, waiting ones give up; resolves once the cancellations were answered. */
+  /**
+   * The store is closing: running reports are cancelled, waiting ones give up, and those between
+   * batches are given up; resolves once the cancellations were answered and the reports' connections are back.
+   */
   async cancelAll(): Promise<void> {
     this.closing.abort(new StoreUnavailableError(new Error("the store is closing")));
-    await Promise.allSettled([...this.cancelling]);
+    await Promise.allSettled([...this.cancelling, ...this.running]);
   }
 }

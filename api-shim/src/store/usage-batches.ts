@@ -8,7 +8,7 @@ export type UsageBatches = AsyncIterable<UsageGroup[]> | Iterable<UsageGroup[]>;
 /**
  * The rows of usage() asked for with UsageQuery.batched: the first batch, and `rest` when more
  * follow (the caller reads it to the end, or gives up with return() as `for await` does: that
- * ends the report's turn). A store may answer with every row at once (Postgres).
+ * ends the report's turn). A store may answer with every row at once (SQLite in memory).
  */
 export type UsageRows = UsageGroup[] & { rest?: AsyncIterable<UsageGroup[]> };
 
