@@ -1,4 +1,5 @@
 import { ShimError } from "./errors.ts";
+import { refuseProviderSurcharges } from "./provider-surcharges.ts";
 
 /**
  * Request members that LiteLLM (the deployed upstream) reads as its own controls, not as model
@@ -23,8 +24,8 @@ import { ShimError } from "./errors.ts";
  * `no-log`, `tags`, `input_cost_per_token`).
  *
  * Kept: OpenAI's own parameters, even those LiteLLM also reads (`metadata`, `user`, `store`,
- * `service_tier`): they are the client's, and a client of the OpenAI API sends them (but not a
- * tier or a cache lifetime billed beyond the model's price: below).
+ * `service_tier`): they are the client's, and a client of the OpenAI API sends them (but not
+ * what a provider bills beyond the model's price: provider-surcharges.ts).
  */
 const LITELLM_CONTROLS = new Set([
   // Which model answers: fallbacks, routing, provider selection.
@@ -79,46 +80,11 @@ const LITELLM_CONTROL_PATTERN =
 const SDK_OPTIONS = ["extra_body", "extra_headers", "extra_query"];
 
 /**
- * Cache lifetimes as Anthropic takes them (`cache_control.ttl`; none is 5 minutes). LiteLLM's
- * Gemini path reads the first lifetime of the messages, `"31536000s"` or any other, as that of a
- * context cache it creates for the prompt, which Google bills per token-hour for all of it and no
- * usage shows; vLLM ignores `cache_control`.
- */
-const CACHE_LIFETIMES = ["5m", "1h"];
-/**
- * OpenAI's processing tiers billed above the standard price the operator prices a model by
- * (`priority`; `scale` is a contract's). vLLM ignores the member.
- */
-const DEARER_TIERS = ["priority", "scale"];
-
-/** A 400 naming `messages` if one of them, or one of its content parts, asks for another cache lifetime than Anthropic's. */
-function refuseCacheLifetimes(messages: unknown): void {
-  if (!Array.isArray(messages)) return;
-  const refuse = (holder: unknown) => {
-    const control = (holder as { cache_control?: unknown } | null)?.cache_control;
-    const ttl = (control as { ttl?: unknown } | null | undefined)?.ttl;
-    if (ttl !== undefined && ttl !== null && !CACHE_LIFETIMES.includes(ttl as string)) {
-      throw new ShimError("invalid_request", { param: "messages", message: "A cache_control 'ttl' must be '5m' or '1h' (or left out): longer cache lifetimes are billed to this endpoint's operator, not by the tokens you are charged for." });
-    }
-  };
-  for (const m of messages) {
-    if (typeof m !== "object" || m === null) continue;
-    refuse(m);
-    const content = (m as { content?: unknown }).content;
-    if (Array.isArray(content)) for (const part of content) if (typeof part === "object") refuse(part);
-  }
-}
-
-/**
  * A 400 naming the first member of `body` that is an SDK option or one of LiteLLM's controls, or
- * that would have the operator billed beyond the model's price (a cache lifetime, a dearer tier),
- * if any.
+ * that a provider bills beyond the model's price (provider-surcharges.ts), if any.
  */
 export function refuseUpstreamControls(body: Record<string, unknown>): void {
-  if (DEARER_TIERS.includes(body.service_tier as string)) {
-    throw new ShimError("invalid_request", { param: "service_tier", message: `service_tier '${String(body.service_tier)}' is not offered: this endpoint's prices are for the standard tier ('auto', 'default' or 'flex').` });
-  }
-  refuseCacheLifetimes(body.messages);
+  refuseProviderSurcharges(body);
   for (const k in body) {
     if (SDK_OPTIONS.includes(k)) {
       throw new ShimError("invalid_request", { param: k, message: `'${k}' is an option of the OpenAI SDKs, which merge it into the request; send its members as the request's own.` });

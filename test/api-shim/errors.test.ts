@@ -122,8 +122,12 @@ describe("client errors map to the SDK's exception classes with the documented b
       // its vector stores and knowledge bases call paid APIs of their own.
       { cache_control_injection_points: [{ location: "message", role: "system", control: { type: "ephemeral", ttl: "31536000s" } }] },
       { vector_store_ids: ["vs_1"] }, { knowledge_bases: ["kb"] },
-      // A tier billed above the model's price (OpenAI's priority processing).
-      { service_tier: "priority" },
+      // Tiers billed above the model's price: OpenAI's priority processing; `auto`, which LiteLLM
+      // sends Gemini as its priority tier. Anthropic's fast mode (speed "fast", six times the price).
+      { service_tier: "priority" }, { service_tier: "auto" }, { service_tier: "scale" }, { speed: "fast" },
+      // Search the provider runs and bills per call, outside the tokens (LiteLLM: Gemini's
+      // googleSearch, Anthropic's web_search tool).
+      { web_search_options: {} },
     ];
     const c = h.client(key);
     const received = h.fake.counters.received;
@@ -135,7 +139,7 @@ describe("client errors map to the SDK's exception classes with the documented b
     }
     expect(h.fake.counters.received).toBe(received);
     // OpenAI's own parameters are the client's, whatever LiteLLM also reads from them.
-    const openai = { metadata: { team: "a" }, user: "u1", store: false, service_tier: "auto", seed: 7, reasoning_effort: "low", parallel_tool_calls: false };
+    const openai = { metadata: { team: "a" }, user: "u1", store: false, service_tier: "default", seed: 7, reasoning_effort: "low", parallel_tool_calls: false, speed: "standard" };
     await c.chat.completions.create({ ...chat, ...openai } as never);
     expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject(openai);
   });
@@ -166,6 +170,35 @@ describe("client errors map to the SDK's exception classes with the documented b
       await c.chat.completions.create({ ...chat, messages } as never);
       expect(JSON.parse(h.fake.requests.at(-1)!.body).messages).toEqual(messages);
     }
+  });
+
+  it("400 for a tool the provider runs itself (search, fetch, code execution, MCP), billed per call outside the tokens; the client's own functions pass", async () => {
+    // Found by review: LiteLLM passes Anthropic's hosted tool types (web_search_*, code_execution_*,
+    // bash_*, text_editor_*, computer_*; mcp and url become MCP servers) on as such, and its Gemini
+    // mapping reads googleSearch, urlContext, codeExecution… from a tool's keys whatever its type.
+    // Their calls are billed per call or as tokens in no usage LiteLLM reports.
+    const c = h.client(key);
+    const received = h.fake.counters.received;
+    const fn = { type: "function", function: { name: "f", parameters: { type: "object", properties: {} } } };
+    for (const tools of [
+      [{ type: "web_search_preview" }], [{ type: "web_search_20250305", name: "web_search" }], [{ type: "code_execution_20250522", name: "code_execution" }],
+      [{ type: "url_context", url_context: {} }], [{ type: "mcp", server_url: "https://mcp.example.com" }], [fn, { googleSearch: {} }],
+      [{ ...fn, googleSearch: {} }], [{ ...fn, url_context: {} }], ["web_search"], [{ type: "computer_20250124", name: "computer" }],
+    ]) {
+      const e = await failure(() => c.chat.completions.create({ ...chat, tools } as never));
+      expect(e, JSON.stringify(tools)).toBeInstanceOf(BadRequestError);
+      expectShape(e, 400, "invalid_request_error", "invalid_request");
+      expect(e.param, JSON.stringify(tools)).toBe("tools");
+    }
+    // The legacy `functions` list: the same keys.
+    const legacy = await failure(() => c.chat.completions.create({ ...chat, functions: [{ name: "f", parameters: {}, googleSearch: {} }] } as never));
+    expect(legacy.param).toBe("functions");
+    expect(h.fake.counters.received).toBe(received);
+    // A client's own functions (and OpenAI's custom tools), with Anthropic's cache_control on one: as sent.
+    const own = [fn, { type: "custom", custom: { name: "grammar" } }, { ...fn, function: { ...fn.function, name: "g", strict: true }, cache_control: { type: "ephemeral" } }];
+    await c.chat.completions.create({ ...chat, tools: own } as never);
+    expect(JSON.parse(h.fake.requests.at(-1)!.body).tools).toEqual(own);
+    await c.chat.completions.create({ ...chat, functions: [{ name: "f", description: "d", parameters: {} }] } as never);
   });
 
   it("400 for a stream_options that is not an object, or an include_usage that is not a boolean", async () => {

@@ -386,6 +386,9 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
       model_name: p.name, litellm_params: { model: p.model, api_key: `os.environ/${p.provider.toUpperCase()}_API_KEY_${i}` },
     })));
     expect(litellm.general_settings.master_key).toBe("os.environ/LITELLM_MASTER_KEY");
+    // LiteLLM's Gemini context caching off (found by review): a message marked cache_control made
+    // it store the prompt at Google for an hour or more, billed per token-hour and in no usage.
+    expect(litellm.litellm_settings.disable_anthropic_gemini_context_caching_transform).toBe(true);
     for (const p of c.providers.map((x, i) => `${x.provider.toUpperCase()}_API_KEY_${i}`)) {
       expect(compose.services.litellm.environment[p]).toBe(`\${${p}:?set ${p} in .env}`);
     }

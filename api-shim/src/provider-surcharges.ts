@@ -1,0 +1,89 @@
+import { ShimError } from "./errors.ts";
+
+/**
+ * What a request may ask of a paid provider that the provider bills beyond the tokens in its
+ * usage, or above the price the operator set for the model: the shim charges the key by usage
+ * tokens at that price, so the rest would be the operator's to pay. Each is refused (400 naming
+ * the member) before anything is held or forwarded. vLLM ignores or refuses every one of them
+ * itself, so no client of the local model loses anything. (Found by review, in LiteLLM's source.)
+ */
+
+/**
+ * OpenAI's `service_tier` values billed at the standard price. `priority` (and `scale`, a
+ * contract's) cost more at OpenAI; `auto` is what LiteLLM sends Gemini as its priority tier.
+ */
+const STANDARD_TIERS = ["default", "flex"];
+
+/**
+ * Cache lifetimes as Anthropic takes them (`cache_control.ttl`; none is 5 minutes). LiteLLM's
+ * Gemini path made a context cache of a prompt's marked messages, living as long as a
+ * `"<seconds>s"` lifetime said, billed by Google per token-hour and in no usage; the rendered
+ * LiteLLM config turns that path off (templates/litellm.yaml), and Anthropic takes no other.
+ */
+const CACHE_LIFETIMES = ["5m", "1h"];
+
+/**
+ * The tools a client runs itself: OpenAI's `function` and `custom` (vLLM takes `function`). Any
+ * other type is one the provider runs and bills per call (LiteLLM passes Anthropic's
+ * `web_search_*`, `code_execution_*`, `bash_*`, `text_editor_*`, `computer_*` on as such, and makes
+ * `mcp` and `url` MCP servers).
+ */
+const CLIENT_TOOL_TYPES = ["function", "custom"];
+/**
+ * The members of a tool (and of a legacy `functions` entry) that describe a client's function.
+ * LiteLLM's Gemini mapping turns a tool's other keys (`googleSearch`, `urlContext`,
+ * `code_execution`, `enterpriseWebSearch`, in either case) into Google's tools, whatever its type.
+ */
+const TOOL_MEMBERS = ["type", "function", "custom", "cache_control"];
+const FUNCTION_MEMBERS = ["name", "description", "parameters", "strict"];
+
+const refuse = (param: string, message: string): never => {
+  throw new ShimError("invalid_request", { param, message });
+};
+
+/** A 400 for the first member of `body` a provider would bill beyond the model's price. */
+export function refuseProviderSurcharges(body: Record<string, unknown>): void {
+  const { service_tier: tier, speed } = body;
+  if (tier !== undefined && tier !== null && !STANDARD_TIERS.includes(tier as string)) {
+    refuse("service_tier", `service_tier '${String(tier).slice(0, 32)}' is not offered: this endpoint's prices are for the standard tier. Send 'default' or 'flex', or leave it out.`);
+  }
+  // Anthropic's fast mode (LiteLLM passes `speed` on, with its beta header): six times the price.
+  if (speed !== undefined && speed !== null && speed !== "standard") {
+    refuse("speed", `speed '${String(speed).slice(0, 32)}' is not offered: this endpoint's prices are for the standard speed.`);
+  }
+  if (body.web_search_options !== undefined) {
+    refuse("web_search_options", "'web_search_options' is not offered: a provider's web search is billed per search, outside the tokens this endpoint charges for.");
+  }
+  refuseHostedTools(body.tools, "tools", TOOL_MEMBERS, (t) => t.type === undefined || CLIENT_TOOL_TYPES.includes(t.type as string));
+  refuseHostedTools(body.functions, "functions", FUNCTION_MEMBERS, () => true);
+  refuseCacheLifetimes(body.messages);
+}
+
+/** A 400 naming `param` if one of `list`'s entries is not a client's own function, as `members` and `clientType` describe one. */
+function refuseHostedTools(list: unknown, param: string, members: string[], clientType: (tool: Record<string, unknown>) => boolean): void {
+  if (!Array.isArray(list)) return;
+  for (const tool of list) {
+    const own = typeof tool === "object" && tool !== null && clientType(tool as Record<string, unknown>) && Object.keys(tool).every((k) => members.includes(k));
+    if (!own) {
+      refuse(param, `Only your own functions are accepted in '${param}' (type 'function' or 'custom', with ${members.map((m) => `'${m}'`).join(", ")}): a tool the provider runs itself (web search, URL fetch, code execution, MCP) is billed per call, outside the tokens this endpoint charges for.`);
+    }
+  }
+}
+
+/** A 400 naming `messages` if one of them, or one of its content parts, asks for another cache lifetime than Anthropic's. */
+function refuseCacheLifetimes(messages: unknown): void {
+  if (!Array.isArray(messages)) return;
+  const check = (holder: unknown) => {
+    const control = (holder as { cache_control?: unknown } | null)?.cache_control;
+    const ttl = (control as { ttl?: unknown } | null | undefined)?.ttl;
+    if (ttl !== undefined && ttl !== null && !CACHE_LIFETIMES.includes(ttl as string)) {
+      refuse("messages", "A cache_control 'ttl' must be '5m' or '1h' (or left out): longer cache lifetimes are billed to this endpoint's operator, not by the tokens you are charged for.");
+    }
+  };
+  for (const m of messages) {
+    if (typeof m !== "object" || m === null) continue;
+    check(m);
+    const content = (m as { content?: unknown }).content;
+    if (Array.isArray(content)) for (const part of content) if (typeof part === "object") check(part);
+  }
+}
