@@ -48,6 +48,8 @@ describe("admin routes and usage reports", () => {
   it.each([
     [{}, "name"], [{ name: "" }, "name"], [{ name: "x", credits: -1 }, "credits"], [{ name: "x", credits: "1.0000001" }, "credits"],
     [{ name: "x", tier: "gold" }, "tier"], [{ name: "x", models: ["nope"] }, "models"], [{ name: "x", models: "qwen2.5-7b" }, "models"],
+    // A key that may use no model (every request 403): leave `models` out for all of them.
+    [{ name: "x", models: [] }, "models"],
     [{ name: "x", expires_at: "2000-01-01T00:00:00Z" }, "expires_at"], [{ name: "x", expiresAt: "soon" }, "expires_at"],
     [{ name: "x", expires_at: "2099-01-01T00:00:00Z", expiresAt: "2099-01-01T00:00:00Z" }, "expires_at"],
     // Not whatever Date.parse reads: without a zone it is the server's local time; not ISO at all.

@@ -365,3 +365,63 @@ describe("rate limits through the shim", () => {
     }
   });
 });
+
+/** Pinned by a mutation review: each test fails if the arithmetic it names is dropped. */
+describe("a tier's limits, as their refill and estimates keep them", () => {
+  it("a key whose tier changes refills at the new tier's rate: an upgrade from 1 to 60 requests/min is one second from the next request, not a minute", async () => {
+    const clock = manualClock(Date.now());
+    const h = await startShim({ clock, file: { tiers: { small: { rpm: 1, tpm: null }, big: { rpm: 60, tpm: null } } } });
+    try {
+      const { id, key } = await h.createKey({ tier: "small", credits: 100 });
+      const models = () => fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+      expect((await models()).status).toBe(200);
+      expect((await models()).status).toBe(429);
+      // A replica starting with the new config (a bootstrap key's tier changed).
+      await h.store.ensureBootstrapKey({ id, name: "app", hash: hashKey(key), tier: "big", models: null, expiresAt: null, credits: 0, at: clock.now() });
+      const refused = await models();
+      expect([refused.status, refused.headers.get("x-ratelimit-limit-requests"), refused.headers.get("retry-after")]).toEqual([429, "60", "1"]);
+      clock.advance(1000);
+      expect((await models()).status).toBe(200);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("a long request's unused tokens, given back at settlement, never take the budget past the tier's minute", async () => {
+    const clock = manualClock(Date.now());
+    const h = await startShim({ clock, file: { tiers: { t: { rpm: 1000, tpm: 1000 } }, models: [{ name: "qwen2.5-7b", maxModelLen: 4096 }] } });
+    try {
+      const { key } = await h.createKey({ tier: "t", credits: 1000 });
+      h.fake.set({ headerDelayMs: 300 });
+      const received = h.fake.counters.received;
+      const pending = fetch(`${h.url}/v1/chat/completions`, {
+        method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Hi" }], max_tokens: 900 }),
+      });
+      await h.fake.until((c) => c.received > received); // admitted: ~910 of the 1,000 taken
+      clock.advance(60_000); // the bucket refills to its 1,000 while the request runs
+      const res = await pending;
+      expect(res.status).toBe(200);
+      expect(res.headers.get("x-ratelimit-limit-tokens")).toBe("1000");
+      expect(Number(res.headers.get("x-ratelimit-remaining-tokens"))).toBeLessThanOrEqual(1000);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("tokens per minute count the prompt at admission: a burst of long prompts with a small max_tokens stops near the minute's budget", async () => {
+    const h = await startShim({ file: { tiers: { tiny: { rpm: 100, tpm: 1000 } }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] } });
+    try {
+      const { key } = await h.createKey({ tier: "tiny", credits: 100 });
+      h.fake.set({ defaultTokens: 1, headerDelayMs: 300 });
+      const prompt = "word ".repeat(400); // ~2,000 bytes: ~500 tokens estimated from the body
+      const ask = () => h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: prompt }], max_tokens: 1 }, { maxRetries: 0 });
+      const results = await Promise.allSettled(Array.from({ length: 10 }, ask));
+      // Each takes ~500 of the 1,000 tokens: two or three are admitted, not all ten.
+      expect(results.filter((r) => r.status === "fulfilled").length).toBeLessThanOrEqual(3);
+      expect(h.fake.counters.received).toBeLessThanOrEqual(3);
+    } finally {
+      await h.close();
+    }
+  });
+});
