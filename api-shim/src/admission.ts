@@ -1,6 +1,7 @@
 import type { FastifyRequest } from "fastify";
 import { tokensSpent } from "./auth.ts";
 import { batchAsked } from "./batch-query.ts";
+import { type CacheLifetime, cacheLifetimeAsked } from "./cache-writes.ts";
 import type { ModelConfig } from "./config.ts";
 import type { ShimContext } from "./context.ts";
 import { ShimError } from "./errors.ts";
@@ -48,6 +49,8 @@ export function modelRefusal(ctx: ShimContext, key: KeyRecord, model: string): "
 export interface Admission {
   estimate: number;
   hold: number;
+  /** The prompt-cache lifetime the request asked for (cache-writes.ts): held for, and the rate of writes reported unsplit. */
+  cacheLifetime: CacheLifetime;
   /** The prompt's estimated tokens (promptTokens), for an answer whose usage never came. */
   promptTokens: number;
   /** The most completion tokens the outputs may generate (outputs × the hold's bound): an estimate of them is never charged more. */
@@ -67,7 +70,8 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
   const raw = request.rawBody!;
   const body = request.body as Record<string, unknown>;
   // The request's own bounds (InferenceRequest names them as HoldInput does) and what only the route knows.
-  const holdInput: HoldInput = { ...req, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw) };
+  const cacheLifetime = cacheLifetimeAsked(body, ctx.config.models?.get(req.model));
+  const holdInput: HoldInput = { ...req, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw), cacheLifetime };
   // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
   // most the outputs may generate, taken when the bucket is positive and corrected to the real
   // usage at settlement. Counting the prompt alone let ten requests with a large max_tokens
@@ -88,7 +92,7 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
   // The prompt's bound once (it may walk the body for normalization's growth): the hold's prompt, and
   // the estimate's cap (which also caps a media part's floor, the model's mediaPartTokens).
   const promptBound = ctx.pricer.promptBound(holdInput);
-  const admission: Admission = { estimate, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, mediaPartTokens), promptBound), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous) };
+  const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, mediaPartTokens), promptBound), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous) };
   request.rawBody = undefined;
   request.body = undefined;
   return admission;

@@ -1,5 +1,5 @@
 import { CLOSE_BRACE, isJsonSpace, OPEN_BRACE } from "./json-splice.ts";
-import { toUsage, type UsageJson } from "./metering.ts";
+import { toUsage, type UsageJson } from "./usage-json.ts";
 import type { Usage } from "./pricing.ts";
 
 /**

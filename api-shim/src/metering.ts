@@ -1,5 +1,6 @@
 import { eventData, replaceEventData } from "./sse.ts";
 import { TokenEstimate, type Usage } from "./pricing.ts";
+import { type Counts, readCounts, toUsage, type UsageJson } from "./usage-json.ts";
 
 /**
  * Reads a streamed completion as it passes through: the upstream's usage (final usage chunk,
@@ -37,10 +38,6 @@ export interface MeterOptions {
   maxCompletion?: number;
 }
 
-export interface UsageJson {
-  prompt_tokens?: unknown;
-  completion_tokens?: unknown;
-}
 interface ChunkJson {
   id?: unknown;
   object?: unknown;
@@ -49,12 +46,6 @@ interface ChunkJson {
   choices?: { index?: unknown; delta?: Record<string, unknown>; text?: unknown; finish_reason?: unknown }[];
   usage?: UsageJson | null;
   error?: unknown;
-}
-
-/** A usage object's counts, each read on its own: null where the upstream's is missing or not a count. */
-export interface Counts {
-  promptTokens: number | null;
-  completionTokens: number | null;
 }
 
 export class StreamMeter {
@@ -300,19 +291,22 @@ export class StreamMeter {
       const whole = this.usageLast;
       const prompt = promptOwed || whole ? (f.promptTokens ?? promptEstimate()) : 0;
       const completion = f.completionTokens === null ? this.counted : whole ? f.completionTokens : Math.max(f.completionTokens, this.generated);
-      return { promptTokens: prompt, completionTokens: completion };
+      return withCacheWrites({ promptTokens: prompt, completionTokens: completion }, f.cacheWrites);
     }
     if (this.running.size === 0) return { promptTokens: promptOwed && this.began ? promptEstimate() : 0, completionTokens: this.counted };
     const prompts = new Map<number, number>();
     let completion = 0;
+    let cacheWrites: Usage["cacheWrites"];
     for (const [index, u] of this.running) {
       completion += u.completionTokens;
       const group = Math.floor(index / this.options.outputsPerPrompt);
       prompts.set(group, Math.max(prompts.get(group) ?? 0, u.promptTokens));
+      // Only a provider's (LiteLLM's whole-request usage, one output) reports them.
+      cacheWrites ??= u.cacheWrites;
     }
     let prompt = 0;
     if (promptOwed) for (const p of prompts.values()) prompt += p;
-    return { promptTokens: prompt, completionTokens: Math.max(completion, this.generated) };
+    return withCacheWrites({ promptTokens: prompt, completionTokens: Math.max(completion, this.generated) }, cacheWrites);
   }
 }
 
@@ -339,33 +333,11 @@ const GENERATED = new RegExp(
   "g",
 );
 
-/** A stream's usage object's counts, each read on its own. */
-export function readCounts(u: UsageJson): Counts {
-  return { promptTokens: isCount(u.prompt_tokens) ? u.prompt_tokens : null, completionTokens: isCount(u.completion_tokens) ? u.completion_tokens : null };
+/** `usage` with the cache writes reported, when its prompt is charged (Pricer.cost counts no more of them than its prompt tokens). */
+function withCacheWrites(usage: Usage, cacheWrites: Usage["cacheWrites"]): Usage {
+  if (cacheWrites && usage.promptTokens > 0) usage.cacheWrites = cacheWrites;
+  return usage;
 }
-
-/** A usage object whose counts can both be read (a missing completion count is 0: embeddings have none), else null. */
-export function toUsage(u: UsageJson | null | undefined): Usage | null {
-  if (!u || typeof u !== "object") return null;
-  const p = u.prompt_tokens;
-  const c = u.completion_tokens ?? 0;
-  if (!isCount(p) || !isCount(c)) return null;
-  return { promptTokens: p, completionTokens: c };
-}
-
-/** The largest token count a usage row holds (Postgres's integer columns). */
-export const MAX_TOKEN_COUNT = 2 ** 31 - 1;
-
-/**
- * Usage as the stores keep it: a count past 2^31 (one reported, or a sum over a request's
- * outputs) is an upstream's nonsense, and failing the settlement on it left the request
- * uncharged (Postgres refused the row).
- */
-export function storedUsage(u: Usage): Usage {
-  return { promptTokens: Math.min(u.promptTokens, MAX_TOKEN_COUNT), completionTokens: Math.min(u.completionTokens, MAX_TOKEN_COUNT) };
-}
-
-const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
 
 const isObject = (v: unknown): boolean => v !== null && typeof v === "object";
 

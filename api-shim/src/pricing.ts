@@ -1,4 +1,5 @@
 import type { ModelConfig, Pricing } from "./config.ts";
+import { type CacheLifetime, type CacheWrites, cacheWriteHold, cacheWriteSurcharge } from "./cache-writes.ts";
 import { tokenCost } from "./money.ts";
 
 /**
@@ -207,6 +208,8 @@ function hex4(text: string, at: number): number {
 export interface Usage {
   promptTokens: number;
   completionTokens: number;
+  /** Prompt-cache writes a provider reported (through LiteLLM), counted in promptTokens too: charged a surcharge on top. */
+  cacheWrites?: CacheWrites;
 }
 
 export interface HoldInput {
@@ -243,6 +246,8 @@ export interface HoldInput {
   prompts: number;
   /** Sequences generated (prompts × `n`; 0 for embeddings). */
   outputs: number;
+  /** The prompt-cache lifetime the request asked for (cache-writes.ts): the hold's prompt part covers writing all of it. */
+  cacheLifetime?: CacheLifetime;
 }
 
 export class Pricer {
@@ -306,15 +311,23 @@ export class Pricer {
     // A request is bounded per sequence, not as a whole: a batch of prompts may hold
     // maxModelLen tokens each, and every one of the `outputs` sequences may reach maxTokens.
     const completion = input.outputs * this.outputBound(input);
+    // A prompt with cache_control may be written to a provider's cache whole, at up to twice its price.
+    const prompt = tokenCost(promptBound, price.promptPer1k) + cacheWriteHold(promptBound, price.promptPer1k, input.cacheLifetime ?? null);
     // Bounded so that it stays an exact integer; a hold this large is refused (402) anyway.
-    return Math.min(base + tokenCost(promptBound, price.promptPer1k) + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);
+    return Math.min(base + prompt + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);
   }
 
-  /** The charge for `usage`, capped at the hold; `capped` when the usage was worth more than the hold. */
-  cost(model: string, batch: boolean, usage: Usage, hold: number): { cost: number; capped: boolean } {
+  /**
+   * The charge for `usage`, capped at the hold; `capped` when the usage was worth more than the
+   * hold. `cacheLifetime`: the one the request asked for, the rate of writes reported unsplit.
+   */
+  cost(model: string, batch: boolean, usage: Usage, hold: number, cacheLifetime: CacheLifetime = null): { cost: number; capped: boolean } {
     const price = this.pricing.models.get(model);
     let total = this.requestPrice(batch);
-    if (price) total += tokenCost(usage.promptTokens, price.promptPer1k) + tokenCost(usage.completionTokens, price.completionPer1k);
+    if (price) {
+      total += tokenCost(usage.promptTokens, price.promptPer1k) + tokenCost(usage.completionTokens, price.completionPer1k);
+      total += cacheWriteSurcharge(usage.cacheWrites, usage.promptTokens, price.promptPer1k, cacheLifetime);
+    }
     return total > hold ? { cost: hold, capped: true } : { cost: total, capped: false };
   }
 }

@@ -2,9 +2,10 @@ import type { FastifyRequest } from "fastify";
 import type { ShimContext } from "./context.ts";
 import type { InferenceKind } from "./inference-request.ts";
 import { loggedModel } from "./redaction.ts";
-import { storedUsage } from "./metering.ts";
+import { storedUsage } from "./usage-json.ts";
 import { creditsNumber } from "./money.ts";
 import type { Usage } from "./pricing.ts";
+import type { CacheLifetime } from "./cache-writes.ts";
 
 /**
  * The end of a request's money: turns its hold into a charge exactly once. Called with the
@@ -22,9 +23,11 @@ export class Settlement {
   private readonly stream: boolean;
   /** Tokens taken from the key's tokens/min bucket at admission (the prompt estimate). */
   private readonly estimate: number;
+  /** The prompt-cache lifetime the request asked for: the rate of cache writes reported without their lifetime. */
+  private readonly cacheLifetime: CacheLifetime;
   private result: Promise<{ cost: number; available: number }> | undefined;
 
-  constructor(init: { ctx: ShimContext; request: FastifyRequest; reservationId: string; hold: number; kind: InferenceKind; model: string; batch: boolean; stream: boolean; estimate: number }) {
+  constructor(init: { ctx: ShimContext; request: FastifyRequest; reservationId: string; hold: number; kind: InferenceKind; model: string; batch: boolean; stream: boolean; estimate: number; cacheLifetime?: CacheLifetime }) {
     this.ctx = init.ctx;
     this.request = init.request;
     this.reservationId = init.reservationId;
@@ -34,6 +37,7 @@ export class Settlement {
     this.batch = init.batch;
     this.stream = init.stream;
     this.estimate = init.estimate;
+    this.cacheLifetime = init.cacheLifetime ?? null;
   }
 
   get settled(): boolean {
@@ -50,7 +54,7 @@ export class Settlement {
     const { ctx, request } = this;
     const keyId = request.auth!.key.id;
     const u = storedUsage(usage ?? { promptTokens: 0, completionTokens: 0 });
-    const { cost, capped } = usage === null ? { cost: 0, capped: false } : ctx.pricer.cost(this.model, this.batch, u, this.hold);
+    const { cost, capped } = usage === null ? { cost: 0, capped: false } : ctx.pricer.cost(this.model, this.batch, { ...u, cacheWrites: usage.cacheWrites }, this.hold, this.cacheLifetime);
     const tokens = u.promptTokens + u.completionTokens;
     // Correct the tokens/min bucket from the admission estimate to what was really used.
     request.auth!.buckets.tokens?.settleEstimate(this.estimate, tokens, ctx.clock.monotonic());

@@ -8,7 +8,8 @@ import { generateKey, hashKey, parseKeyId, randomBase62, secretsEqual, verifyKey
 import { loggedModel, redactedPath, redactKeys, secretRedactor, type SecretHider } from "../../api-shim/src/redaction.ts";
 import { usageOfBody } from "../../api-shim/src/answer-body.ts";
 import { spliceJson, spliceJsonBytes, spliceMemberValue } from "../../api-shim/src/json-splice.ts";
-import { storedUsage, StreamMeter } from "../../api-shim/src/metering.ts";
+import { StreamMeter } from "../../api-shim/src/metering.ts";
+import { storedUsage } from "../../api-shim/src/usage-json.ts";
 import { ceilDiv, creditsInput, creditsNumber, formatCredits, parseCredits, tokenCost } from "../../api-shim/src/money.ts";
 import { normalizationGrowth, parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
 import { normalizationGrowthOf } from "../../api-shim/src/normalization.ts";

@@ -126,7 +126,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       headers: { "x-credits-remaining": available },
     });
   }
-  const settlement = new Settlement({ ctx, request, reservationId, hold, kind, model: req.model, batch, stream: req.stream, estimate });
+  const settlement = new Settlement({ ctx, request, reservationId, hold, kind, model: req.model, batch, stream: req.stream, estimate, cacheLifetime: facts.cacheLifetime });
   /** The prompt's tokens estimated from its fields, for an answer whose usage never came. */
   const promptEstimate = () => facts.promptTokens;
 

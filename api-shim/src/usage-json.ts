@@ -1,0 +1,54 @@
+import { type CacheWrites, readCacheWrites } from "./cache-writes.ts";
+import type { Usage } from "./pricing.ts";
+
+/**
+ * An upstream's `usage` object, read into what is charged: a non-streamed answer's (answer-body.ts)
+ * and a stream's usage chunks (metering.ts) alike, so both are charged the same for the same figures.
+ */
+
+export interface UsageJson {
+  prompt_tokens?: unknown;
+  completion_tokens?: unknown;
+}
+
+/** A usage object's counts, each read on its own: null where the upstream's is missing or not a count. */
+export interface Counts {
+  promptTokens: number | null;
+  completionTokens: number | null;
+  /** Prompt-cache writes reported (a provider's, through LiteLLM), in promptTokens too. */
+  cacheWrites?: CacheWrites;
+}
+
+/** A stream's usage object's counts, each read on its own. */
+export function readCounts(u: UsageJson): Counts {
+  const counts: Counts = { promptTokens: isCount(u.prompt_tokens) ? u.prompt_tokens : null, completionTokens: isCount(u.completion_tokens) ? u.completion_tokens : null };
+  const cacheWrites = readCacheWrites(u);
+  if (cacheWrites) counts.cacheWrites = cacheWrites;
+  return counts;
+}
+
+/** A usage object whose counts can both be read (a missing completion count is 0: embeddings have none), else null. */
+export function toUsage(u: UsageJson | null | undefined): Usage | null {
+  if (!u || typeof u !== "object") return null;
+  const p = u.prompt_tokens;
+  const c = u.completion_tokens ?? 0;
+  if (!isCount(p) || !isCount(c)) return null;
+  const usage: Usage = { promptTokens: p, completionTokens: c };
+  const cacheWrites = readCacheWrites(u);
+  if (cacheWrites) usage.cacheWrites = cacheWrites;
+  return usage;
+}
+
+/** The largest token count a usage row holds (Postgres's integer columns). */
+export const MAX_TOKEN_COUNT = 2 ** 31 - 1;
+
+/**
+ * Usage as the stores keep it: a count past 2^31 (one reported, or a sum over a request's
+ * outputs) is an upstream's nonsense, and failing the settlement on it left the request
+ * uncharged (Postgres refused the row). Cache writes are not stored (the rows keep the counts).
+ */
+export function storedUsage(u: Usage): Usage {
+  return { promptTokens: Math.min(u.promptTokens, MAX_TOKEN_COUNT), completionTokens: Math.min(u.completionTokens, MAX_TOKEN_COUNT) };
+}
+
+const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;

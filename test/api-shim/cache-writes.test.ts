@@ -1,0 +1,207 @@
+// Prompt-cache writes (Anthropic's, through LiteLLM): counted in prompt_tokens, billed by the
+// provider at 1.25x (5 minutes) or 2x (1 hour) the input price. The shim charges the surcharge
+// from the usage's split, for streamed and non-streamed answers, and holds for it.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { cacheLifetimeAsked, cacheWriteSurcharge, readCacheWrites } from "../../api-shim/src/cache-writes.ts";
+import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+import { loopbackServer } from "../support/shim-process.ts";
+
+const CREDIT = 1_000_000;
+/** 1 credit per 1k tokens either way (1,000 µc a token), no request price: a charge reads as tokens. */
+const FILE = {
+  models: [{ name: "claude", provider: true, maxModelLen: 200_000, maxOutputTokens: 1000 }, { name: "qwen2.5-7b", maxModelLen: 8192 }],
+  pricing: { request: 0, models: { claude: { promptPer1k: 1, completionPer1k: 1 }, "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 1 } } },
+};
+
+/** LiteLLM's usage of an Anthropic answer (AnthropicConfig.calculate_usage): prompt_tokens = input + writes + reads. */
+function litellmUsage(input: number, w5: number, w1: number, read = 0, completion = 5, split = true): Record<string, unknown> {
+  const writes = w5 + w1;
+  const prompt = input + writes + read;
+  const details: Record<string, unknown> = { cached_tokens: read, text_tokens: input };
+  if (split) Object.assign(details, { cache_creation_tokens: writes, cache_creation_token_details: { ephemeral_5m_input_tokens: w5, ephemeral_1h_input_tokens: w1 } });
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: details, cache_creation_input_tokens: writes, cache_read_input_tokens: read };
+}
+
+type Shape = "json" | "usage-only" | "litellm";
+
+describe("cache writes through LiteLLM", () => {
+  let h: Harness;
+  let upstream: Awaited<ReturnType<typeof loopbackServer>>;
+  /** The usage the upstream reports next, in whichever shape the request asks for. */
+  let usage: Record<string, unknown> = {};
+  let received = 0;
+  beforeAll(async () => {
+    upstream = await loopbackServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => (body += c.toString()));
+      req.on("end", () => {
+        received++;
+        const b = JSON.parse(body) as { model: string; stream?: boolean; litellm?: boolean };
+        const frame = { id: "c1", created: 1, model: b.model };
+        if (!b.stream) {
+          const message = { role: "assistant", content: "ok" };
+          res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ ...frame, object: "chat.completion", choices: [{ index: 0, message, finish_reason: "stop" }], usage }));
+          return;
+        }
+        const chunk = (rest: object) => `data: ${JSON.stringify({ ...frame, object: "chat.completion.chunk", ...rest })}\n\n`;
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        res.write(chunk({ choices: [{ index: 0, delta: { role: "assistant", content: "ok" }, finish_reason: null }] }));
+        // LiteLLM's last chunk keeps a choice and carries the whole request's usage; OpenAI's and vLLM's is usage-only.
+        const stop = { index: 0, delta: {}, finish_reason: "stop" };
+        const shape = (b as { metadata?: { shape?: Shape } }).metadata?.shape;
+        if (shape === "litellm") res.write(chunk({ choices: [stop], usage }));
+        else res.write(chunk({ choices: [stop] }) + chunk({ choices: [], usage }));
+        res.end("data: [DONE]\n\n");
+      });
+    });
+    h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url }, file: FILE });
+  });
+  afterAll(async () => {
+    await h.close();
+    await upstream.close();
+  });
+
+  // Long enough that the prompt's bound (its bytes) covers the 1,010 prompt tokens reported.
+  const prefix = "long prefix ".repeat(200);
+  const ttl1h = [{ role: "user", content: [{ type: "text", text: prefix, cache_control: { type: "ephemeral", ttl: "1h" } }] }];
+  const ttl5m = [{ role: "user", content: [{ type: "text", text: prefix, cache_control: { type: "ephemeral" } }] }];
+  const plain = [{ role: "user", content: prefix }];
+
+  /** Sends a request; the charge its answer shows (header or SSE comment, and the body's member), its usage's prompt_tokens, and the key's ledger and /v1/usage. */
+  async function charged(shape: Shape, messages: unknown[], model = "claude"): Promise<{ credits: number; promptTokens: number }> {
+    const { id, key } = await h.createKey({ credits: 1000 });
+    const stream = shape !== "json";
+    const res = await h.post(key, "/v1/chat/completions", { model, messages, max_tokens: 5, ...(stream ? { stream, stream_options: { include_usage: true }, metadata: { shape } } : {}) });
+    expect(res.status).toBe(200);
+    let credits: number;
+    let promptTokens: number;
+    if (stream) {
+      const text = await res.text();
+      credits = Number(/^: credits_charged=(\S+) /m.exec(text)![1]);
+      const last = text.split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => JSON.parse(e.slice(6)) as { usage?: { prompt_tokens: number }; credits_charged?: number }).find((c) => c.usage)!;
+      // The usage-only chunk carries the figures too (LiteLLM's, with a choice, does not).
+      if (shape === "usage-only") expect(last.credits_charged).toBe(credits);
+      promptTokens = last.usage!.prompt_tokens;
+    } else {
+      credits = Number(res.headers.get("x-credits-charged"));
+      const body = (await res.json()) as { credits_charged: number; usage: { prompt_tokens: number } };
+      expect(body.credits_charged).toBe(credits);
+      promptTokens = body.usage.prompt_tokens;
+    }
+    // The ledger and the key's report agree with what the answer said; the report's tokens are the usage's.
+    expect((await h.store.getKey(id))!.balance).toBe(1000 * CREDIT - Math.round(credits * CREDIT));
+    const report = (await (await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json()) as { usage: { total_cost: number; total_tokens: number } };
+    expect(report.usage).toMatchObject({ total_cost: credits, total_tokens: promptTokens + 5 });
+    return { credits, promptTokens };
+  }
+
+  // The review's case (provider-billing.test.ts): 100,000 tokens written for an hour, 10 not.
+  it("charges a 1-hour cache write at least what Anthropic bills for it (2x the input price)", async () => {
+    usage = litellmUsage(10, 0, 100_000, 0, 1);
+    const { key } = await h.createKey({ credits: 1000 });
+    const messages = [{ role: "user", content: [{ type: "text", text: "word ".repeat(100_000), cache_control: { type: "ephemeral", ttl: "1h" } }] }];
+    const res = await h.post(key, "/v1/chat/completions", { model: "claude", messages, max_tokens: 1 });
+    expect(res.status).toBe(200);
+    expect(Number(res.headers.get("x-credits-charged"))).toBe(200.011);
+  });
+
+  // 1,010 prompt tokens (10 plain), 5 completion tokens: 1.015 credits without a surcharge.
+  const cases: { name: string; usage: () => Record<string, unknown>; messages: unknown[]; credits: number }[] = [
+    { name: "1-hour writes (+1x each)", usage: () => litellmUsage(10, 0, 1000), messages: ttl1h, credits: 2.015 },
+    { name: "5-minute writes (+0.25x each)", usage: () => litellmUsage(10, 1000, 0), messages: ttl5m, credits: 1.265 },
+    { name: "mixed writes", usage: () => litellmUsage(10, 400, 600), messages: ttl1h, credits: 1.715 },
+    { name: "no writes, reads only (charged at the prompt price)", usage: () => litellmUsage(10, 0, 0, 1000), messages: ttl1h, credits: 1.015 },
+    { name: "a total without the split, a request asking for 1h (the 1h rate)", usage: () => litellmUsage(10, 0, 1000, 0, 5, false), messages: ttl1h, credits: 2.015 },
+    { name: "a total without the split, a request asking for 5m only (the 5m rate)", usage: () => litellmUsage(10, 1000, 0, 0, 5, false), messages: ttl5m, credits: 1.265 },
+  ];
+  for (const shape of ["json", "usage-only", "litellm"] as const) {
+    for (const c of cases) {
+      it(`${shape}: ${c.name}`, async () => {
+        usage = c.usage();
+        // prompt_tokens is reported as the upstream gave it; only the cost carries the surcharge.
+        expect(await charged(shape, c.messages)).toEqual({ credits: c.credits, promptTokens: 1010 });
+      });
+    }
+    it(`${shape}: a vLLM answer (no cache members) is charged as before`, async () => {
+      usage = { prompt_tokens: 1010, completion_tokens: 5, total_tokens: 1015, prompt_tokens_details: null };
+      expect(await charged(shape, plain, "qwen2.5-7b")).toEqual({ credits: 1.015, promptTokens: 1010 });
+      expect(await charged(shape, ttl1h, "qwen2.5-7b")).toEqual({ credits: 1.015, promptTokens: 1010 });
+    });
+  }
+
+  describe("the hold covers writing the whole prompt", () => {
+    const body = (messages: unknown[]) => ({ model: "claude", messages, max_tokens: 5 });
+    /** The prompt's bound for this body: its bytes and the chat template's tokens (ASCII: no normalization growth). */
+    const bound = (messages: unknown[]) => Buffer.byteLength(JSON.stringify(body(messages))) + CHAT_TEMPLATE_TOKENS;
+    const required = async (messages: unknown[]) => {
+      const { key } = await h.createKey({ credits: 0.000001 });
+      const res = await h.post(key, "/v1/chat/completions", body(messages));
+      expect(res.status).toBe(402);
+      return Math.round(((await res.json()) as { credits_required: number }).credits_required * CREDIT);
+    };
+
+    it("2x the prompt's bound with a 1-hour cache_control, 1.25x with a 5-minute one, 1x without", async () => {
+      expect(await required(ttl1h)).toBe(bound(ttl1h) * 2000 + 5000);
+      expect(await required(ttl5m)).toBe(bound(ttl5m) * 1250 + 5000);
+      expect(await required(plain)).toBe(bound(plain) * 1000 + 5000);
+      // On a tool, and on a tool's function (where LiteLLM reads it too).
+      const tool = { type: "function", function: { name: "f", parameters: {} }, cache_control: { type: "ephemeral", ttl: "1h" } };
+      expect(cacheLifetimeAsked({ messages: plain, tools: [tool] }, undefined)).toBe("1h");
+      expect(cacheLifetimeAsked({ messages: plain, tools: [{ type: "function", function: { name: "f", cache_control: { type: "ephemeral" } } }] }, undefined)).toBe("5m");
+      expect(cacheLifetimeAsked({ messages: [{ role: "system", content: "s", cache_control: { type: "ephemeral" } }, ...ttl1h] }, undefined)).toBe("1h");
+      expect(cacheLifetimeAsked({ messages: plain }, undefined)).toBe(null);
+      // A model vLLM serves ignores cache_control: nothing more is held.
+      expect(cacheLifetimeAsked({ messages: ttl1h }, { name: "q", maxModelLen: 8192, continuousUsage: false, tokenPrompts: true })).toBe(null);
+    });
+
+    it("a key with exactly the hold is admitted and charged a whole prompt written for an hour; one with 1 µc less is refused up front", async () => {
+      const hold = await required(ttl1h);
+      const pb = bound(ttl1h);
+      usage = litellmUsage(0, 0, pb);
+      const before = received;
+      const poor = await h.createKey({ credits: (hold - 1) / CREDIT });
+      const refused = await h.post(poor.key, "/v1/chat/completions", body(ttl1h));
+      expect(refused.status).toBe(402);
+      expect(received).toBe(before);
+      const exact = await h.createKey({ credits: hold / CREDIT });
+      const res = await h.post(exact.key, "/v1/chat/completions", body(ttl1h));
+      expect(res.status).toBe(200);
+      expect(Math.round(Number(res.headers.get("x-credits-charged")) * CREDIT)).toBe(hold);
+      expect(await h.store.getKey(exact.id)).toMatchObject({ balance: 0, held: 0 });
+      const metrics = await (await fetch(`${h.url}/metrics`)).text();
+      expect(metrics).not.toMatch(/^shim_charges_capped_total\{model="claude"\} [1-9]/m);
+    });
+  });
+});
+
+describe("cache-write arithmetic", () => {
+  it("reads the split, the total, and nothing from a vLLM usage", () => {
+    expect(readCacheWrites({ prompt_tokens: 5, completion_tokens: 1 })).toBeUndefined();
+    expect(readCacheWrites({ prompt_tokens: 5, prompt_tokens_details: null })).toBeUndefined();
+    expect(readCacheWrites({ prompt_tokens: 5, prompt_tokens_details: { cached_tokens: 3 } })).toBeUndefined();
+    expect(readCacheWrites(litellmUsage(1, 2, 3))).toEqual({ fiveMinute: 2, oneHour: 3, unsplit: 0 });
+    expect(readCacheWrites(litellmUsage(1, 2, 3, 0, 5, false))).toEqual({ fiveMinute: 0, oneHour: 0, unsplit: 5 });
+    expect(readCacheWrites({ prompt_tokens_details: { cache_creation_tokens: 7 } })).toEqual({ fiveMinute: 0, oneHour: 0, unsplit: 7 });
+    expect(readCacheWrites({ cache_creation_input_tokens: 0, prompt_tokens_details: { cache_creation_token_details: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 0 } } })).toBeUndefined();
+  });
+
+  it("charges exact µc, rounded up, never for more writes than prompt tokens", () => {
+    // 1 µc per 1k tokens: 4,000 5-minute writes are 1 µc, one more is 2.
+    expect(cacheWriteSurcharge({ fiveMinute: 4000, oneHour: 0, unsplit: 0 }, 10_000, 1, null)).toBe(1);
+    expect(cacheWriteSurcharge({ fiveMinute: 4001, oneHour: 0, unsplit: 0 }, 10_000, 1, null)).toBe(2);
+    expect(cacheWriteSurcharge({ fiveMinute: 0, oneHour: 3000, unsplit: 0 }, 10_000, 1, null)).toBe(3);
+    expect(cacheWriteSurcharge({ fiveMinute: 0, oneHour: 0, unsplit: 1000 }, 10_000, 1000, "1h")).toBe(1000);
+    expect(cacheWriteSurcharge({ fiveMinute: 0, oneHour: 0, unsplit: 1000 }, 10_000, 1000, "5m")).toBe(250);
+    expect(cacheWriteSurcharge({ fiveMinute: 0, oneHour: 5000, unsplit: 0 }, 1000, 1000, "1h")).toBe(1000);
+    expect(cacheWriteSurcharge({ fiveMinute: 0, oneHour: 5000, unsplit: 0 }, 0, 1000, "1h")).toBe(0);
+  });
+
+  it("a charge for writes the request did not ask for is capped at its hold", () => {
+    const pricing = { request: 0, batchRequest: 0, models: new Map([["m", { promptPer1k: 1000, completionPer1k: 1000 }]]) };
+    const pricer = new Pricer(pricing, null);
+    const usage = { promptTokens: 100, completionTokens: 0, cacheWrites: { fiveMinute: 0, oneHour: 100, unsplit: 0 } };
+    expect(pricer.cost("m", false, usage, 1_000_000)).toEqual({ cost: 200, capped: false });
+    expect(pricer.cost("m", false, usage, 150)).toEqual({ cost: 150, capped: true });
+  });
+});
