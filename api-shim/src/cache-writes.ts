@@ -70,37 +70,42 @@ function quarterCost(quarters: bigint, microPer1k: number): number {
 }
 
 /**
- * The cache lifetime `body` asks for: a `cache_control` on the body, a message, a message's
- * content part, a tool or a tool's function (where LiteLLM reads one for Anthropic). A model vLLM
- * serves (configured, not a provider's) ignores `cache_control` and reports no writes: null.
+ * Calls `visit` with every `cache_control` object of `body`, and the member it is under: on the
+ * body itself (null), a message or a message's content part ("messages"), a tool or a tool's
+ * function ("tools"), where LiteLLM reads one for Anthropic.
  */
-export function cacheLifetimeAsked(body: Record<string, unknown>, model: ModelConfig | undefined): CacheLifetime {
-  if (model && model.provider !== true && model.maxModelLen !== null) return null;
-  let asked: CacheLifetime = lifetimeOf(body);
-  const note = (holder: unknown): void => {
-    if (asked === "1h" || holder === null || typeof holder !== "object") return;
-    asked = lifetimeOf(holder) ?? asked;
+export function eachCacheControl(body: Record<string, unknown>, visit: (control: { ttl?: unknown }, member: "messages" | "tools" | null) => void): void {
+  const note = (holder: unknown, member: "messages" | "tools" | null): void => {
+    const control = (holder as { cache_control?: unknown } | null | undefined)?.cache_control;
+    if (control !== null && typeof control === "object") visit(control, member);
   };
+  note(body, null);
   if (Array.isArray(body.messages)) {
     for (const m of body.messages) {
-      note(m);
+      note(m, "messages");
       const content = (m as { content?: unknown } | null)?.content;
-      if (Array.isArray(content)) for (const part of content) note(part);
+      if (Array.isArray(content)) for (const part of content) note(part, "messages");
     }
   }
   if (Array.isArray(body.tools)) {
     for (const t of body.tools) {
-      note(t);
-      note((t as { function?: unknown } | null)?.function);
+      note(t, "tools");
+      note((t as { function?: unknown } | null)?.function, "tools");
     }
   }
-  return asked;
 }
 
-function lifetimeOf(holder: object): CacheLifetime {
-  const control = (holder as { cache_control?: unknown }).cache_control;
-  if (control === null || typeof control !== "object") return null;
-  return (control as { ttl?: unknown }).ttl === "1h" ? "1h" : "5m";
+/**
+ * The cache lifetime `body` asks for (eachCacheControl's). A model vLLM serves (configured, not a
+ * provider's) ignores `cache_control` and reports no writes: null.
+ */
+export function cacheLifetimeAsked(body: Record<string, unknown>, model: ModelConfig | undefined): CacheLifetime {
+  if (model && model.provider !== true && model.maxModelLen !== null) return null;
+  let asked: CacheLifetime = null;
+  eachCacheControl(body, (control) => {
+    if (asked !== "1h") asked = control.ttl === "1h" ? "1h" : "5m";
+  });
+  return asked;
 }
 
 const count = (n: unknown): number => (typeof n === "number" && Number.isSafeInteger(n) && n > 0 ? n : 0);

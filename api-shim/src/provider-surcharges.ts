@@ -1,3 +1,4 @@
+import { eachCacheControl } from "./cache-writes.ts";
 import { ShimError } from "./errors.ts";
 
 /**
@@ -56,7 +57,11 @@ export function refuseProviderSurcharges(body: Record<string, unknown>): void {
   }
   refuseHostedTools(body.tools, "tools", TOOL_MEMBERS, (t) => t.type === undefined || CLIENT_TOOL_TYPES.includes(t.type as string));
   refuseHostedTools(body.functions, "functions", FUNCTION_MEMBERS, () => true);
-  refuseCacheLifetimes(body.messages);
+  eachCacheControl(body, (control, member) => {
+    if (control.ttl !== undefined && control.ttl !== null && !CACHE_LIFETIMES.includes(control.ttl as string)) {
+      refuse(member ?? "cache_control", "A cache_control 'ttl' must be '5m' or '1h' (or left out): longer cache lifetimes are billed to this endpoint's operator, not by the tokens you are charged for.");
+    }
+  });
 }
 
 /** A 400 naming `param` if one of `list`'s entries is not a client's own function, as `members` and `clientType` describe one. */
@@ -67,23 +72,5 @@ function refuseHostedTools(list: unknown, param: string, members: string[], clie
     if (!own) {
       refuse(param, `Only your own functions are accepted in '${param}' (type 'function' or 'custom', with ${members.map((m) => `'${m}'`).join(", ")}): a tool the provider runs itself (web search, URL fetch, code execution, MCP) is billed per call, outside the tokens this endpoint charges for.`);
     }
-  }
-}
-
-/** A 400 naming `messages` if one of them, or one of its content parts, asks for another cache lifetime than Anthropic's. */
-function refuseCacheLifetimes(messages: unknown): void {
-  if (!Array.isArray(messages)) return;
-  const check = (holder: unknown) => {
-    const control = (holder as { cache_control?: unknown } | null)?.cache_control;
-    const ttl = (control as { ttl?: unknown } | null | undefined)?.ttl;
-    if (ttl !== undefined && ttl !== null && !CACHE_LIFETIMES.includes(ttl as string)) {
-      refuse("messages", "A cache_control 'ttl' must be '5m' or '1h' (or left out): longer cache lifetimes are billed to this endpoint's operator, not by the tokens you are charged for.");
-    }
-  };
-  for (const m of messages) {
-    if (typeof m !== "object" || m === null) continue;
-    check(m);
-    const content = (m as { content?: unknown }).content;
-    if (Array.isArray(content)) for (const part of content) if (typeof part === "object") check(part);
   }
 }

@@ -163,6 +163,16 @@ describe("client errors map to the SDK's exception classes with the documented b
       expect(e.param).toBe("messages");
       expect(e.message).toContain("'5m' or '1h'");
     }
+    // On a tool, its function or the body: wherever LiteLLM reads one for Anthropic.
+    const fn = { name: "f", parameters: { type: "object", properties: {} } };
+    for (const [extra, param] of [
+      [{ tools: [{ type: "function", function: fn, cache_control: { type: "ephemeral", ttl: "86400s" } }] }, "tools"],
+      [{ tools: [{ type: "function", function: { ...fn, cache_control: { type: "ephemeral", ttl: "2h" } } }] }, "tools"],
+      [{ cache_control: { type: "ephemeral", ttl: "86400s" } }, "cache_control"],
+    ] as const) {
+      const e = await failure(() => c.chat.completions.create({ ...chat, ...extra } as never));
+      expect([e.status, e.param], JSON.stringify(extra)).toEqual([400, param]);
+    }
     expect(h.fake.counters.received).toBe(received);
     // Anthropic's own (no lifetime: 5 minutes; "5m"; "1h") pass, as written.
     for (const cache_control of [{ type: "ephemeral" }, { type: "ephemeral", ttl: "5m" }, { type: "ephemeral", ttl: "1h" }]) {
