@@ -12,7 +12,7 @@ import { formatCredits } from "./money.ts";
 import type { Settlement } from "./settlement.ts";
 import { writeWithBackpressure } from "./response-writer.ts";
 import { replaceEventData, sseEvents } from "./sse.ts";
-import { countUpstreamFailure, transportCause, upstreamErrorBody, type UpstreamResponse } from "./upstream.ts";
+import { countUpstreamFailure, transportCause, upstreamErrorBody, type UpstreamFailureReason, type UpstreamResponse } from "./upstream.ts";
 
 export interface RelayInput {
   ctx: ShimContext;
@@ -80,7 +80,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   // What ended the stream early, if anything: the client leaving, or a failure told to it.
   let clientGone = false;
   let failure: ShimError | null = null;
-  let metricReason = "";
+  let metricReason: UpstreamFailureReason | null = null;
   let sawDone = false;
   // The usage-only chunk last received, until the next event shows whether it is the last word.
   let held: UsageEvent | null = null;
@@ -149,7 +149,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       failure = new ShimError(e instanceof undiciErrors.BodyTimeoutError ? "upstream_timeout" : "upstream_error");
       request.upstreamCause = transportCause(e);
       // The connection broke mid-stream (the model server died or was cut off): a cut stream.
-      metricReason = failure.code === "upstream_timeout" ? failure.code : "stream_cut";
+      metricReason = failure.code === "upstream_timeout" ? "upstream_timeout" : "stream_cut";
     }
   }
   if (metricReason) countUpstreamFailure(ctx, request, metricReason);

@@ -103,12 +103,15 @@ export function isAbort(err: unknown, signal: AbortSignal | undefined): boolean 
   return signal?.aborted === true && (err instanceof undiciErrors.RequestAbortedError || (err as Error)?.name === "AbortError" || err === signal.reason);
 }
 
+/** A transport failure before or during the response: a timeout, or any other. */
+function transportFailure(err: unknown): "upstream_timeout" | "upstream_error" {
+  const timedOut = err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError || err instanceof undiciErrors.ConnectTimeoutError;
+  return timedOut ? "upstream_timeout" : "upstream_error";
+}
+
 /** A transport failure before or during the response, as one of our errors. */
 export function transportError(err: unknown): ShimError {
-  if (err instanceof undiciErrors.HeadersTimeoutError) return new ShimError("upstream_timeout");
-  if (err instanceof undiciErrors.BodyTimeoutError) return new ShimError("upstream_timeout");
-  if (err instanceof undiciErrors.ConnectTimeoutError) return new ShimError("upstream_timeout");
-  return new ShimError("upstream_error");
+  return new ShimError(transportFailure(err));
 }
 
 /**
@@ -130,11 +133,22 @@ export function transportCause(err: unknown): string {
  * what it was waiting for (its abort error would say only "aborted").
  */
 export function unreachable(ctx: ShimContext, request: FastifyRequest, e: unknown, timedOut?: string): ShimError {
-  const err = timedOut ? new ShimError("upstream_timeout") : transportError(e);
+  const reason = timedOut ? "upstream_timeout" : transportFailure(e);
   request.upstreamCause = timedOut ?? transportCause(e);
-  countUpstreamFailure(ctx, request, err.code);
-  return err;
+  countUpstreamFailure(ctx, request, reason);
+  return new ShimError(reason);
 }
+
+/**
+ * Every reason shim_upstream_failures_total (and, for what the client is told is its own error,
+ * shim_upstream_refusals_total) is counted under, besides `status_<code>`, the upstream's error
+ * status: the one list, which the type below holds every caller to and docs/operations.md's
+ * runbook row is checked against (test/api-shim/upstream-failure-reasons.test.ts).
+ */
+export const UPSTREAM_FAILURE_REASONS = [
+  "upstream_error", "upstream_timeout", "stream_error", "stream_cut", "no_usage", "answer_too_large", "error_body", "not_a_stream", "not_json", "not_a_model_list",
+] as const;
+export type UpstreamFailureReason = (typeof UPSTREAM_FAILURE_REASONS)[number] | `status_${number}`;
 
 /**
  * An upstream failure counted under `reason` (shim_upstream_failures_total), the one place that
@@ -143,7 +157,7 @@ export function unreachable(ctx: ShimContext, request: FastifyRequest, e: unknow
  * whose connection broke) tells more and stays; else it is the reason (`stream_error`,
  * `stream_cut`, `no_usage`, `answer_too_large`, `status_<code>`…), never the upstream's message.
  */
-export function countUpstreamFailure(ctx: ShimContext, request: FastifyRequest, reason: string): void {
+export function countUpstreamFailure(ctx: ShimContext, request: FastifyRequest, reason: UpstreamFailureReason): void {
   request.upstreamCause ??= reason;
   ctx.metrics.upstreamFailures.inc({ reason });
 }

@@ -16,7 +16,7 @@ import { writeWithBackpressure } from "../response-writer.ts";
 import { Settlement } from "../settlement.ts";
 import type { ReserveInput, ReserveResult } from "../store/store.ts";
 import { relayStream } from "../stream.ts";
-import { countUpstreamFailure, isAbort, readBody, readLimited, unreachable, upstreamErrorBody, upstreamStatusError, type UpstreamResponse } from "../upstream.ts";
+import { countUpstreamFailure, isAbort, readBody, readLimited, unreachable, upstreamErrorBody, upstreamStatusError, type UpstreamFailureReason, type UpstreamResponse } from "../upstream.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -194,7 +194,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       } finally {
         clearTimeout(readDeadline);
       }
-      const reason = ok ? "not_a_stream" : `status_${res.status}`;
+      const reason: UpstreamFailureReason = ok ? "not_a_stream" : `status_${res.status}`;
       const err = ok ? upstreamErrorBody(text, req.model, ctx.hideSecrets) : upstreamStatusError(res.status, text, req.model, res.headers["retry-after"], ctx.hideSecrets);
       if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason);
       return await refused(ctx, request, settlement, err, reason);
@@ -234,7 +234,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     // and charged the request price alone: vLLM's "bytes" embeddings, embeddings-request.ts).
     if (answer.isError || !answer.isObject) {
       const err = answer.isError ? upstreamErrorBody(answerBytes.toString("utf8"), req.model, ctx.hideSecrets) : new ShimError("upstream_error", { message: "The model server's answer was not JSON." });
-      const reason = answer.isError ? "error_body" : "not_json";
+      const reason: UpstreamFailureReason = answer.isError ? "error_body" : "not_json";
       if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason);
       return await refused(ctx, request, settlement, err, reason);
     }
@@ -307,7 +307,7 @@ async function reserveAsHoldsSettle(ctx: ShimContext, reply: FastifyReply, input
  * asked for): counted under `reason`, which goes on the request's line, charged nothing, told to
  * the client as `err`.
  */
-async function refused(ctx: ShimContext, request: FastifyRequest, settlement: Settlement, err: ShimError, reason: string): Promise<never> {
+async function refused(ctx: ShimContext, request: FastifyRequest, settlement: Settlement, err: ShimError, reason: UpstreamFailureReason): Promise<never> {
   countRefusal(ctx, request, err, reason);
   await settlement.settle(err.status, null);
   throw err;
@@ -320,7 +320,7 @@ async function refused(ctx: ShimContext, request: FastifyRequest, settlement: Se
  * set off by clients' mistakes. The rest (5xx, 401/403 to the shim's credentials, 429/503, a
  * route the upstream lacks) are the upstream's or the operator's to fix.
  */
-function countRefusal(ctx: ShimContext, request: FastifyRequest, err: ShimError, reason: string): void {
+function countRefusal(ctx: ShimContext, request: FastifyRequest, err: ShimError, reason: UpstreamFailureReason): void {
   if (err.status < 500) {
     request.upstreamCause = reason;
     ctx.metrics.upstreamRefusals.inc({ reason });
@@ -338,7 +338,7 @@ async function leftThenFailed(ctx: ShimContext, request: FastifyRequest, reply: 
 }
 
 /** The upstream refused the request (`err`, `reason`, counted as refused() counts them) after its client had left: nothing charged, the reason on the 499 line. */
-async function leftThenRefused(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, err: ShimError, reason: string): Promise<FastifyReply> {
+async function leftThenRefused(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, err: ShimError, reason: UpstreamFailureReason): Promise<FastifyReply> {
   countRefusal(ctx, request, err, reason);
   return await clientLeft(ctx, request, reply, settlement, null);
 }

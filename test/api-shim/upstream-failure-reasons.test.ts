@@ -1,0 +1,70 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { UPSTREAM_FAILURE_REASONS } from "../../api-shim/src/upstream.ts";
+import { answeringUpstream, shimClient, shimProcessFixture } from "../support/shim-process.ts";
+
+const ROOT = join(import.meta.dirname, "..", "..");
+const f = shimProcessFixture("upstream-failure-reasons-");
+
+/** The Troubleshooting row an operator opens when `rate(shim_upstream_failures_total[5m])` fires. */
+function runbookRow(): string {
+  const ops = readFileSync(join(ROOT, "docs", "operations.md"), "utf8");
+  const row = ops.split("\n").find((l) => l.startsWith("| An alert on `rate(shim_upstream_failures_total[5m])`"));
+  if (!row) throw new Error("no runbook row");
+  return row;
+}
+
+/** docs/api-shim.md's list of the counter's reasons (its Metrics paragraph). */
+function apiShimList(): string {
+  const doc = readFileSync(join(ROOT, "docs", "api-shim.md"), "utf8");
+  const start = doc.indexOf("`shim_upstream_failures_total{reason}`");
+  return doc.slice(start, doc.indexOf("`shim_upstream_refusals_total{reason}`", start));
+}
+
+describe("every reason shim_upstream_failures_total can carry is explained where its alert sends the operator", () => {
+  it("the runbook row and docs/api-shim.md name every reason the code counts under (UPSTREAM_FAILURE_REASONS, the type countUpstreamFailure takes), and `status_<code>` for the rest", () => {
+    for (const text of [runbookRow(), apiShimList()]) {
+      expect(UPSTREAM_FAILURE_REASONS.filter((r) => !text.includes(`\`${r}\``))).toEqual([]);
+      expect(text).toContain("`status_<code>`");
+      expect(text).not.toContain("status_5xx"); // no such label: `status_500`, `status_502`…
+    }
+  });
+
+  it("the row says a request too slow for the deployed stack is `status_408`, LiteLLM's own 600 s request_timeout, which fires before the shim's", () => {
+    const row = runbookRow();
+    expect(row).toMatch(/`status_408`[^|]*LiteLLM[^|]*`request_timeout`[^|]*600 s/);
+    const litellm = readFileSync(join(ROOT, "templates", "litellm.yaml"), "utf8");
+    const compose = readFileSync(join(ROOT, "templates", "compose.yaml"), "utf8");
+    expect(litellm).toMatch(/request_timeout: 600\b/);
+    expect(compose).toMatch(/SHIM_UPSTREAM_TIMEOUT_MS: "605000"/);
+  });
+
+  it("through the real shim: the reasons a real upstream produces (LiteLLM's 408 on its own timeout, a gateway's 504, an error body with 200, a JSON answer to a stream request, a model list that is not one) are each named by the row", async () => {
+    const up = await answeringUpstream();
+    const p = await f.start({ SHIM_UPSTREAM_URL: up.url });
+    const c = shimClient(p, f.key.key);
+    const chat = (stream: boolean) => c.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream } as never).then(async (r: unknown) => {
+      if (stream) for await (const _ of r as AsyncIterable<unknown>);
+    }, () => {});
+    for (const status of [408, 504]) {
+      up.answer = { status, body: JSON.stringify({ error: { message: "Request timed out", type: "timeout", code: String(status) } }) };
+      await chat(false);
+    }
+    // An error body with status 200 (vLLM 0.15.1/0.16.0), code 500.
+    up.answer = { status: 200, body: JSON.stringify({ error: { message: "engine dead", type: "InternalServerError", code: 500 } }) };
+    await chat(false);
+    // A JSON answer where a stream was asked for.
+    up.answer = { status: 200, body: JSON.stringify({ id: "x", object: "chat.completion", choices: [], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }) };
+    await chat(true);
+    up.answer = { status: 200, body: "{}" };
+    await c.models.list().catch(() => {});
+    const text = await (await fetch(`${p.url}/metrics`)).text();
+    const reasons = [...text.matchAll(/^shim_upstream_failures_total\{reason="([^"]+)"\}/gm)].map((m) => m[1]!);
+    await f.output.stopCleanly(p);
+    await up.close();
+    expect(reasons.sort()).toEqual(["error_body", "not_a_model_list", "not_a_stream", "status_408", "status_504"]);
+    const row = runbookRow();
+    expect(reasons.filter((r) => !row.includes(`\`${r}\``))).toEqual([]);
+  }, 30_000);
+});
