@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { once } from "node:events";
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, statfsSync, writeFileSync, writeSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
@@ -13,6 +13,7 @@ import { MIN_FREE_BYTES } from "../../api-shim/src/store/sqlite-space.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { corruptLedger } from "../support/corrupt-ledger.ts";
 import { failingFsyncs, fullVolumeWrites } from "../support/fsync-trace.ts";
+import { fillUp, smallVolume, unmountVolume } from "../support/small-volume.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
 import { loopbackServer, openStream as openKeyStream, shimClient, shimProcessFixture, ShimStartError, spawnShim, type ShimProcess } from "../support/shim-process.ts";
 
@@ -331,35 +332,8 @@ describe("the shim process", () => {
     expect(lines[0]).toMatchObject({ err: { code: "SQLITE_IOERR_FSYNC" }, hint: expect.stringContaining("the disk failed") });
   });
 
-  /** A tmpfs of `size` (24 MiB) under the fixture's directory, or null (the test skips) without root. */
-  const smallVolume = (prefix: string, size = "24m"): string | null => {
-    const mnt = mkdtempSync(join(f.dir, prefix));
-    try {
-      execFileSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", mnt], { stdio: "pipe" });
-      return mnt;
-    } catch {
-      rmSync(mnt, { recursive: true, force: true });
-      return null;
-    }
-  };
-  /** Writes `dir/filler` until the volume has not a byte left. */
-  const fillUp = (dir: string) => {
-    const fd = openSync(join(dir, "filler"), "w");
-    try {
-      for (const size of [1 << 20, 4096, 1]) {
-        try {
-          for (;;) writeSync(fd, Buffer.alloc(size, 1));
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== "ENOSPC") throw e;
-        }
-      }
-    } finally {
-      closeSync(fd);
-    }
-  };
-
   it("a restart on a volume that is still full refuses to start (exit 1, one line naming the file and its free bytes) rather than listen, take traffic and forward it to the model", async (ctx) => {
-    const mnt = smallVolume("full-volume-");
+    const mnt = smallVolume(f.dir, "full-volume-");
     if (mnt === null) return ctx.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN)");
     const mine: ShimProcess[] = [];
     try {
@@ -406,13 +380,12 @@ describe("the shim process", () => {
       for (const row of rows) expect(row).toMatchObject({ held: 0, reservations: 0, ledgerSum: row.balance });
     } finally {
       for (const x of mine) if (x.child.exitCode === null && x.child.signalCode === null) x.child.kill("SIGKILL");
-      execFileSync("umount", ["-l", mnt]);
-      rmSync(mnt, { recursive: true, force: true });
+      unmountVolume(mnt);
     }
   }, 60_000);
 
   it("a volume that fills up while the shim serves: the next check of its free space (every second), or a checkpoint that finds no room, fails the store closed and it exits 1, the ledger whole, though no request has met the full disk yet", async (ctx) => {
-    const mnt = smallVolume("filling-volume-");
+    const mnt = smallVolume(f.dir, "filling-volume-");
     if (mnt === null) return ctx.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN)");
     let p: ShimProcess | undefined;
     const file = join(mnt, "shim.db");
@@ -457,13 +430,12 @@ describe("the shim process", () => {
       expect(row).toMatchObject({ balance: row.ledgerSum, held: 0, reservations: 0 });
     } finally {
       if (p && p.child.exitCode === null) p.child.kill("SIGKILL");
-      execFileSync("umount", ["-l", mnt]);
-      rmSync(mnt, { recursive: true, force: true });
+      unmountVolume(mnt);
     }
   }, 60_000);
 
   it("a volume left with a little more than 16 MiB free and nothing else writing to it: the shim serves on, start after start, though its own WAL grows into that space (the WAL counts as room while it serves)", async (ctx) => {
-    const mnt = smallVolume("stable-volume-", "40m");
+    const mnt = smallVolume(f.dir, "stable-volume-", "40m");
     if (mnt === null) return ctx.skip("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN)");
     const file = join(mnt, "shim.db");
     const free = () => { const s = statfsSync(mnt); return s.bavail * s.bsize; };
@@ -497,13 +469,12 @@ describe("the shim process", () => {
       expect(row).toMatchObject({ balance: row.ledgerSum, held: 0, reservations: 0 });
     } finally {
       if (p && p.child.exitCode === null) p.child.kill("SIGKILL");
-      execFileSync("umount", ["-l", mnt]);
-      rmSync(mnt, { recursive: true, force: true });
+      unmountVolume(mnt);
     }
   }, 90_000);
 
   it("a volume mounted read-only: the failed start's hint says the file system is read-only (dmesg, fsck, remount), not to chown or chmod the files", async (ctx) => {
-    const mnt = smallVolume("ro-volume-");
+    const mnt = smallVolume(f.dir, "ro-volume-");
     if (mnt === null) return ctx.skip("cannot mount a tmpfs to remount read-only (needs root or CAP_SYS_ADMIN)");
     const file = join(mnt, "shim.db");
     try {
@@ -519,8 +490,7 @@ describe("the shim process", () => {
       expect(errors[0].hint).toMatch(new RegExp(`^the file system holding ${file.replace(/[.]/g, "\\.")} is mounted read-only`));
       expect(errors[0].hint).not.toMatch(/owner|uid 1000/);
     } finally {
-      execFileSync("umount", ["-l", mnt]);
-      rmSync(mnt, { recursive: true, force: true });
+      unmountVolume(mnt);
     }
   }, 30_000);
 

@@ -1,4 +1,3 @@
-import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +12,7 @@ import { corruptLedger } from "../support/corrupt-ledger.ts";
 import { failingIo } from "../support/failing-io.ts";
 import { failingFsyncs, fullVolumeWrites, repoFile, runNodeScript, tracingFsyncs } from "../support/fsync-trace.ts";
 import { previousStores } from "../support/previous-version.ts";
+import { smallVolume, unmountVolume } from "../support/small-volume.ts";
 import { newKey, storeContract, usage } from "./store-contract.ts";
 
 describe("SqliteStore", () => {
@@ -576,13 +576,8 @@ describe("SqliteStore on a small volume (root: a tmpfs)", () => {
   // see; counted whole, free + WAL never changed and a COMMIT met the full disk (review self6:
   // answered 74400, charged 74200).
   it("a WAL that grows while a reader holds a snapshot: the volume check fails the store closed before a COMMIT meets the full disk, and no answered charge is lost", async (ctx) => {
-    const mnt = mkdtempSync(join(tmpdir(), "shim-wal-room-"));
-    try {
-      execFileSync("mount", ["-t", "tmpfs", "-o", "size=40m", "tmpfs", mnt], { stdio: "pipe" });
-    } catch {
-      rmSync(mnt, { recursive: true, force: true });
-      return ctx.skip("needs root to mount a tmpfs");
-    }
+    const mnt = smallVolume(tmpdir(), "shim-wal-room-", "40m");
+    if (mnt === null) return ctx.skip("needs root to mount a tmpfs");
     const file = join(mnt, "shim.db");
     const failures: unknown[] = [];
     let store: SqliteStore | undefined;
@@ -622,8 +617,7 @@ describe("SqliteStore on a small volume (root: a tmpfs)", () => {
     } finally {
       reader?.close();
       await store?.close().catch(() => {});
-      execFileSync("umount", ["-l", mnt]);
-      rmSync(mnt, { recursive: true, force: true });
+      unmountVolume(mnt);
     }
   }, 60_000);
 });
