@@ -21,6 +21,7 @@ export class Metrics {
   readonly releasedReservations: Counter;
   readonly cappedCharges: Counter<"model">;
   readonly checkpointFailures: Counter;
+  private volumeFree: Gauge | undefined;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -51,5 +52,20 @@ export class Metrics {
     this.cappedCharges = new Counter({ name: "shim_charges_capped_total", help: "Charges capped at their hold: usage worth more than the most the request was allowed to cost.", labelNames: ["model"], registers });
     this.checkpointFailures = new Counter({ name: "shim_sqlite_checkpoint_failures_total", help: "WAL checkpoints of the SQLite store that failed (a disk error): the WAL grows meanwhile; after a minute of failures with none completing the store fails closed.", registers });
     if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /**
+   * The SQLite store's volume's free bytes, from the statfs its room check already makes every
+   * second (sqlite-space.ts watchRoom; nothing on the request path). The gauge appears with the
+   * first value: a shim on Postgres (or before its first check) has none, rather than a 0 that
+   * an alert on low free space would fire on.
+   */
+  sqliteVolumeFree(bytes: number): void {
+    this.volumeFree ??= new Gauge({
+      name: "shim_sqlite_volume_free_bytes",
+      help: "Bytes free (to the shim's user) on the SQLite store's volume, checked every second. The shim fails closed and exits when this and the reusable part of its own WAL fall under 16 MiB: alert well before.",
+      registers: [this.registry],
+    });
+    this.volumeFree.set(bytes);
   }
 }

@@ -110,7 +110,8 @@ async function main(): Promise<void> {
   };
   let store: Store;
   try {
-    store = await openStore(config.databaseUrl, { onFailure, onReleased, onReadOnly, onConnectionsCut, onUsageIndex, onCheckpointFailure });
+    const onVolumeFree = (bytes: number) => metrics.sqliteVolumeFree(bytes);
+    store = await openStore(config.databaseUrl, { onFailure, onReleased, onReadOnly, onConnectionsCut, onUsageIndex, onCheckpointFailure, onVolumeFree });
     const released = await store.releaseStaleReservations();
     metrics.releasedReservations.inc(released);
     logger.info({ released }, "released reservations left by a previous process (not charged)");

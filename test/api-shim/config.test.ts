@@ -471,7 +471,7 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
       setImmediate(() => cb(null, { bavail, bsize: 4096 }));
     };
     const full: VolumeFullError[] = [];
-    const stop = watchRoom("/data/shim.db", 10, () => ({ walBytes: 0, at: 0 }), (e) => full.push(e), stat);
+    const stop = watchRoom("/data/shim.db", 10, () => ({ walBytes: 0, at: 0 }), { full: (e) => full.push(e) }, stat);
     try {
       await new Promise((r) => setTimeout(r, 60));
       expect(asked.length).toBeGreaterThanOrEqual(2);
@@ -499,7 +499,7 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
       setImmediate(() => (wal === null ? cb(Object.assign(new Error("ENOENT"), { code: "ENOENT" }), { size: 0 }) : cb(null, { size: wal })));
     };
     const full: VolumeFullError[] = [];
-    const stop = watchRoom("/data/shim.db", 10, () => ({ walBytes: 0, at: performance.now() }), (e) => full.push(e), (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), statWal);
+    const stop = watchRoom("/data/shim.db", 10, () => ({ walBytes: 0, at: performance.now() }), { full: (e) => full.push(e) }, (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), statWal);
     try {
       await new Promise((r) => setTimeout(r, 60));
       expect(asked.length).toBeGreaterThanOrEqual(2);
@@ -513,7 +513,7 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
     }
     wal = null;
     const none: VolumeFullError[] = [];
-    const stop2 = watchRoom("/data/shim.db", 10, () => ({ walBytes: 0, at: performance.now() }), (e) => none.push(e), (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), statWal);
+    const stop2 = watchRoom("/data/shim.db", 10, () => ({ walBytes: 0, at: performance.now() }), { full: (e) => none.push(e) }, (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), statWal);
     await expect.poll(() => none.length, { timeout: 2000, interval: 10 }).toBe(1);
     stop2();
     expect(none[0]!.message).toMatch(new RegExp(`has ${free} bytes free, less than`));
@@ -533,7 +533,7 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
     let last = { walBytes: 1 << 20, at: performance.now() };
     const full: VolumeFullError[] = [];
     const refresh = setInterval(() => (last = { walBytes: wal, at: performance.now() }), 5);
-    const stop = watchRoom("/data/shim.db", 5, () => last, (e) => full.push(e), (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), (_p, cb) => setImmediate(() => cb(null, { size: wal })));
+    const stop = watchRoom("/data/shim.db", 5, () => last, { full: (e) => full.push(e) }, (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), (_p, cb) => setImmediate(() => cb(null, { size: wal })));
     try {
       await new Promise((r) => setTimeout(r, 40));
       expect(full).toEqual([]); // free + WAL = 16 MiB
@@ -551,13 +551,13 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
   it("a statfs that fails says nothing about room, and one that has not answered is not asked again meanwhile", async () => {
     let calls = 0;
     const full: unknown[] = [];
-    const failing = watchRoom("/data/shim.db", 5, () => ({ walBytes: 0, at: 0 }), (e) => full.push(e), (_dir, cb) => (calls++, setImmediate(() => cb(new Error("ENOENT"), { bavail: 0, bsize: 4096 }))));
+    const failing = watchRoom("/data/shim.db", 5, () => ({ walBytes: 0, at: 0 }), { full: (e) => full.push(e) }, (_dir, cb) => (calls++, setImmediate(() => cb(new Error("ENOENT"), { bavail: 0, bsize: 4096 }))));
     await new Promise((r) => setTimeout(r, 50));
     failing();
     expect(calls).toBeGreaterThanOrEqual(2);
     expect(full).toEqual([]);
     let hanging = 0;
-    const stalled = watchRoom("/data/shim.db", 5, () => ({ walBytes: 0, at: 0 }), (e) => full.push(e), () => void hanging++); // never answers
+    const stalled = watchRoom("/data/shim.db", 5, () => ({ walBytes: 0, at: 0 }), { full: (e) => full.push(e) }, () => void hanging++); // never answers
     await new Promise((r) => setTimeout(r, 50));
     stalled();
     expect(hanging).toBe(1);

@@ -9,13 +9,13 @@ import { SqliteStore } from "./sqlite-store.ts";
 import type { Store } from "./store.ts";
 
 /**
- * `onFailure` and `onCheckpointFailure` are the SQLite store's (it fails closed; its WAL
- * checkpoints); the Postgres store recovers by itself and never calls them. `onReleased`,
+ * `onFailure`, `onCheckpointFailure` and `onVolumeFree` are the SQLite store's (it fails closed;
+ * its WAL checkpoints; its volume's free space); the Postgres store recovers by itself and never calls them. `onReleased`,
  * `onReadOnly`, `onConnectionsCut` and `onUsageIndex` are the Postgres store's (its sweeps while
  * serving, a database that takes no writes, a shutdown the database did not answer, its
  * background index build); the SQLite store has none of them.
  */
-export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpointFailure"> & Pick<PostgresStoreOptions, "onReleased" | "onReadOnly" | "onConnectionsCut" | "onUsageIndex">;
+export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpointFailure" | "onVolumeFree"> & Pick<PostgresStoreOptions, "onReleased" | "onReadOnly" | "onConnectionsCut" | "onUsageIndex">;
 
 /**
  * Opens the store SHIM_DATABASE_URL names (see parseDatabaseUrl); missing directories of a SQLite
@@ -26,7 +26,7 @@ export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpo
 export async function openStore(url: string, options: OpenStoreOptions = {}, cwd: string = process.cwd()): Promise<Store> {
   const target = parseDatabaseUrl(url);
   if (target.kind === "postgres") return PostgresStore.open(target.url, options);
-  const sqliteOptions = { onFailure: options.onFailure, onCheckpointFailure: options.onCheckpointFailure };
+  const sqliteOptions = { onFailure: options.onFailure, onCheckpointFailure: options.onCheckpointFailure, onVolumeFree: options.onVolumeFree };
   if (target.path === ":memory:") return new SqliteStore(":memory:", sqliteOptions);
   const file = resolve(cwd, target.path);
   mkdirSync(dirname(file), { recursive: true });

@@ -80,6 +80,12 @@ type WalStats = { size: number };
 type StatfsCallback = (dir: string, callback: (err: Error | null, stats: VolumeStats) => void) => void;
 type WalStatCallback = (path: string, callback: (err: Error | null, stats: WalStats) => void) => void;
 
+/** What watchRoom tells: the volume filled up (once), and the free bytes each check found. */
+export interface RoomEvents {
+  full(e: VolumeFullError): void;
+  free?(bytes: number): void;
+}
+
 /**
  * The start's check again every `intervalMs` while the store runs (on the checkpoint thread's
  * beat): `onFull` is called once, with the same VolumeFullError, when the volume has filled up
@@ -90,10 +96,13 @@ type WalStatCallback = (path: string, callback: (err: Error | null, stats: WalSt
  * request path; so does the stat of the store's WAL after it (none, or one that cannot be looked
  * at, counts 0 bytes), of which the part reused counts as room (reusableWal; `lastComplete()`
  * says when the last checkpoint copied it whole). A statfs that fails (the directory removed)
- * says nothing about room: the database's own errors say the rest. Returns the function that
- * stops it.
+ * says nothing about room: the database's own errors say the rest. `on.free` is told each
+ * statfs's free bytes (the shim's shim_sqlite_volume_free_bytes, metrics.ts): the fail-closed
+ * exit comes in the same tick as the statfs that finds the volume full, so no scrape sees a
+ * counter for it; the free space seen falling, one scrape after another, is what an alert can
+ * fire on first. Returns the function that stops it.
  */
-export function watchRoom(file: string, intervalMs: number, lastComplete: () => CompleteCheckpoint, onFull: (e: VolumeFullError) => void, statVolume: StatfsCallback = statfs, statWal: WalStatCallback = stat): () => void {
+export function watchRoom(file: string, intervalMs: number, lastComplete: () => CompleteCheckpoint, on: RoomEvents, statVolume: StatfsCallback = statfs, statWal: WalStatCallback = stat): () => void {
   const dir = dirname(file);
   let stopped = false;
   let pending = false;
@@ -109,12 +118,13 @@ export function watchRoom(file: string, intervalMs: number, lastComplete: () => 
         pending = false;
         return;
       }
+      if (!stopped) on.free?.(stats.bavail * stats.bsize);
       statWal(`${file}-wal`, (walErr, wal) => {
         pending = false;
         const full = stopped ? null : lackOfRoom(file, stats, walErr === null ? reusableWal(wal.size, lastComplete(), performance.now(), intervalMs) : 0);
         if (full === null) return;
         stop();
-        onFull(full);
+        on.full(full);
       });
     });
   }, intervalMs);

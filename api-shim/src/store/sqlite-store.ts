@@ -66,7 +66,7 @@ export class SqliteStore implements Store {
       const intervalMs = options.checkpointIntervalMs ?? 1000;
       let lastComplete: CompleteCheckpoint = { walBytes: 0, at: performance.now() }; // what of the WAL is room (sqlite-space.ts)
       this.checkpointer = startCheckpointer(db, filename, intervalMs, (f) => this.checkpointFailed(f), (walBytes) => (lastComplete = { walBytes, at: performance.now() }));
-      this.stopWatchingRoom = watchRoom(filename, intervalMs, () => lastComplete, (e) => this.fail(e, "elsewhere"));
+      this.stopWatchingRoom = watchRoom(filename, intervalMs, () => lastComplete, { full: (e) => this.fail(e, "elsewhere"), free: options.onVolumeFree });
       this.reports = new SqliteReports(filename, { busyTimeoutMs: this.busyTimeoutMs, onStoreFailure: (e) => this.fail(e, "elsewhere") });
       this.walSync = new WalSync(filename);
     }
