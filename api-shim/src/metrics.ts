@@ -55,10 +55,10 @@ export class Metrics {
   }
 
   /**
-   * The SQLite store's volume's free bytes, from the statfs its room check already makes every
-   * second (sqlite-space.ts watchRoom; nothing on the request path). The gauge appears with the
-   * first value: a shim on Postgres (or before its first check) has none, rather than a 0 that
-   * an alert on low free space would fire on.
+   * The SQLite store's volume's free bytes, from the statfs its room checks already make: at
+   * start, then every second (sqlite-space.ts; nothing on the request path). The gauge appears
+   * with the first value: a shim on Postgres has none, rather than a 0 that an alert on low free
+   * space would fire on.
    */
   sqliteVolumeFree(bytes: number): void {
     this.volumeFree ??= new Gauge({

@@ -30,7 +30,7 @@ export async function openStore(url: string, options: OpenStoreOptions = {}, cwd
   if (target.path === ":memory:") return new SqliteStore(":memory:", sqliteOptions);
   const file = resolve(cwd, target.path);
   mkdirSync(dirname(file), { recursive: true });
-  checkRoomToStart(file);
+  options.onVolumeFree?.(checkRoomToStart(file));
   const owner = claimSqliteFile(file);
   try {
     return new SqliteStore(file, { ...sqliteOptions, owner });

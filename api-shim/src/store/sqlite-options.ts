@@ -21,7 +21,7 @@ export interface SqliteStoreOptions {
    * server exits to be restarted.
    */
   onFailure?: (error: unknown) => void;
-  /** Called with the free bytes of the file's volume, at each check of its room (every checkpointIntervalMs; file databases). */
+  /** Called with the free bytes of the file's volume at each check of its room, every checkpointIntervalMs (file databases; openStore also calls it with its check before the store opens). */
   onVolumeFree?: (bytes: number) => void;
   /** This process's claim on the file (claimSqliteFile), released by close() once the connection is closed. */
   owner?: { release(): void };

@@ -46,10 +46,16 @@ function lackOfRoom(file: string, { bavail, bsize }: VolumeStats, walBytes = 0):
   return free + walBytes < MIN_FREE_BYTES ? new VolumeFullError(file, free, walBytes) : null;
 }
 
-/** Throws VolumeFullError when the volume of `file` (its directory, which exists) has too little room. */
-export function checkRoomToStart(file: string, stat: (dir: string) => VolumeStats = statfsSync): void {
-  const full = lackOfRoom(file, stat(dirname(file)));
+/**
+ * Throws VolumeFullError when the volume of `file` (its directory, which exists) has too little
+ * room; else returns its free bytes (the first value of shim_sqlite_volume_free_bytes, there from
+ * the first scrape rather than after watchRoom's first check a second later).
+ */
+export function checkRoomToStart(file: string, stat: (dir: string) => VolumeStats = statfsSync): number {
+  const stats = stat(dirname(file));
+  const full = lackOfRoom(file, stats);
   if (full !== null) throw full;
+  return stats.bavail * stats.bsize;
 }
 
 /** The last checkpoint that copied the whole WAL: the WAL file's size then, and when (performance.now(); the store's start before one has). */
