@@ -11,9 +11,10 @@ import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.t
  * `upstream_time` is nginx answering itself: checked here on Debian's nginx with the rendered
  * nginx.conf and the real shim. Ports of their own, so this file runs beside the other nginx tests.
  */
-const HTTP_PORT = 50700;
-const HTTPS_PORT = 50701;
-const LOCAL_PORT = 50702;
+/** Above Linux's ephemeral range (32768-60999), where no outgoing connection can hold them. */
+const HTTP_PORT = 61800;
+const HTTPS_PORT = 61801;
+const LOCAL_PORT = 61802;
 const ROOT = join(import.meta.dirname, "..", "..");
 
 let edge: RenderedEdge | undefined;
