@@ -52,7 +52,7 @@ export function refuseProviderSurcharges(body: Record<string, unknown>): void {
   if (speed !== undefined && speed !== null && speed !== "standard") {
     refuse("speed", `speed '${String(speed).slice(0, 32)}' is not offered: this endpoint's prices are for the standard speed.`);
   }
-  if (body.web_search_options !== undefined) {
+  if (body.web_search_options !== undefined && body.web_search_options !== null) {
     refuse("web_search_options", "'web_search_options' is not offered: a provider's web search is billed per search, outside the tokens this endpoint charges for.");
   }
   refuseHostedTools(body.tools, "tools", TOOL_MEMBERS, (t) => t.type === undefined || CLIENT_TOOL_TYPES.includes(t.type as string));

@@ -209,6 +209,8 @@ describe("client errors map to the SDK's exception classes with the documented b
     await c.chat.completions.create({ ...chat, tools: own } as never);
     expect(JSON.parse(h.fake.requests.at(-1)!.body).tools).toEqual(own);
     await c.chat.completions.create({ ...chat, functions: [{ name: "f", description: "d", parameters: {} }] } as never);
+    // null is no value, as for service_tier and speed.
+    await c.chat.completions.create({ ...chat, web_search_options: null, service_tier: null, speed: null } as never);
   });
 
   it("400 for a stream_options that is not an object, or an include_usage that is not a boolean", async () => {
