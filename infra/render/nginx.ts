@@ -45,7 +45,9 @@ export function renderNginxConf(config: TenantConfig): string {
   // nginx's own errors as JSON, on every server: port 80's redirect server meets them too.
   const errorPages = fill("error-pages.conf", { connections: limits.connections, maxBodyMb: limits.maxBodyMb }).trimEnd();
   const refuseAmbiguousPath = readTemplate("nginx/refuse-ambiguous-path.conf").trimEnd();
-  const refuseKeyInUrl = readTemplate("nginx/refuse-key-in-url.conf").trimEnd();
+  // A browser's preflight for the API, answered by nginx: in location /, and before a location is chosen for one with a key in its URL.
+  const preflightAnswer = readTemplate("nginx/preflight-answer.conf").trimEnd();
+  const refuseKeyInUrl = fill("refuse-key-in-url.conf", { preflightAnswer }).trimEnd();
   const refuseRawBytesInUrl = readTemplate("nginx/refuse-raw-bytes-in-url.conf").trimEnd();
   // The API's locations, with the per-address limits, or (for the host's own port) without them.
   const locations = (perAddress: boolean) => {
@@ -57,6 +59,7 @@ export function renderNginxConf(config: TenantConfig): string {
       refuseAmbiguousPath,
       refuseKeyInUrl,
       refuseRawBytesInUrl,
+      preflightAnswer,
     }).trimEnd();
   };
   const apiLocations = locations(true);

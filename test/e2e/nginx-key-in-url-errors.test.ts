@@ -1,0 +1,100 @@
+import * as net from "node:net";
+import * as tls from "node:tls";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
+
+/**
+ * A key in the URL, refused before nginx chooses a location: what that refusal must leave as it
+ * was (found by review of that change). 127.0.0.2 is the tenant's client (allowedCidrs),
+ * 127.0.0.3 the operator's (adminCidrs only), 127.0.0.5 a stranger.
+ */
+/** Above Linux's ephemeral range (32768-60999), where no outgoing connection can hold them. */
+const HTTP_PORT = 61600, HTTPS_PORT = 61601, LOCAL_PORT = 61602;
+let edge: RenderedEdge;
+let key: string;
+
+beforeAll(async () => {
+  edge = await startRenderedEdge({
+    stack: "keyurl",
+    settings: { allowedCidrs: ["127.0.0.2/32"], adminCidrs: ["127.0.0.3/32"], limits: { maxBodyMb: 1 } },
+    ports: { http: HTTP_PORT, https: HTTPS_PORT, local: LOCAL_PORT },
+  });
+  key = edge.key;
+});
+afterAll(() => edge?.close());
+
+interface Raw { status: number; headers: Record<string, string>; body: string }
+/** `request` sent byte for byte over TLS from the loopback address `from`. */
+function raw(from: string, request: string): Promise<Raw> {
+  return new Promise((resolve, reject) => {
+    let out = "";
+    const socket = net.connect({ host: "127.0.0.1", port: HTTPS_PORT, localAddress: from });
+    const s = tls.connect({ socket, servername: "localhost", ca: edge.nginx.certificate }, () => s.write(request));
+    s.setEncoding("latin1");
+    s.on("data", (d: string) => (out += d));
+    s.on("error", reject);
+    s.on("close", () => {
+      const [head = "", ...rest] = out.split("\r\n\r\n");
+      const [statusLine = "", ...lines] = head.split("\r\n");
+      const headers = Object.fromEntries(lines.map((l) => [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()]));
+      resolve({ status: Number(statusLine.split(" ")[1]), headers, body: rest.join("\r\n\r\n") });
+    });
+  });
+}
+const code = (r: Raw) => { try { return (JSON.parse(r.body) as { error: { code: string } }).error.code; } catch { return `not JSON: ${r.body.slice(0, 40)}`; } };
+
+describe("a key in the URL, refused before nginx chooses a location", () => {
+  it("stays out of the error log on a preflight with a Content-Length over client_max_body_size (nginx's 413 quotes the request line)", async () => {
+    const res = await raw("127.0.0.2", `OPTIONS /v1/chat/completions?key=${key} HTTP/1.1\r\nHost: localhost\r\nOrigin: https://app.example\r\n` +
+      "Access-Control-Request-Method: POST\r\nContent-Length: 5000000\r\nConnection: close\r\n\r\n");
+    // Answered as any preflight (the request itself then gets the 400 the app can read); it was a
+    // 413 whose "[error] … client intended to send too large body" line quoted the request line.
+    expect([res.status, res.headers["access-control-allow-origin"], res.headers["access-control-max-age"]]).toEqual([204, "*", "86400"]);
+    expect(res.headers["x-request-id"]).toMatch(/^[0-9a-f]{32}$/);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(edge.nginx.output()).not.toContain(key.slice(19));
+  });
+
+  it("leaves an error nginx raised before choosing a location a status and body that agree (the error page's internal redirect re-ran the server's rewrite)", async () => {
+    const cases: [string, string][] = [
+      ["127.0.0.2", `TRACE /v1/models?key=${key} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`],
+      ["127.0.0.2", `POST /v1/chat/completions?key=${key} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n`],
+    ];
+    for (const [from, request] of cases) {
+      const res = await raw(from, request);
+      const what = request.split(" ")[0]!;
+      // The error's own answer, not a 405 or 501 saying api_key_in_url (the error page's internal
+      // redirect ran the server's rewrite again).
+      expect([[405, "method_not_allowed"], [501, "not_implemented"], [501, "invalid_request"]], what).toContainEqual([res.status, code(res)]);
+    }
+    // Port 80 the same: not a 405 saying https_required.
+    const plain = await new Promise<string>((resolve, reject) => {
+      let out = "";
+      const s = net.connect({ host: "127.0.0.1", port: HTTP_PORT, localAddress: "127.0.0.2" }, () => s.write(`TRACE /v1/models?key=${key} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`));
+      s.setEncoding("latin1");
+      s.on("data", (d: string) => (out += d));
+      s.on("error", reject);
+      s.on("close", () => resolve(out));
+    });
+    expect(plain).toMatch(/^HTTP\/1\.1 405 /);
+    expect(plain).toContain('"code":"method_not_allowed"');
+  });
+
+  it("answers those errors in JSON with a request id, not nginx's HTML 403, from an address the path's location does not serve (the operator's /admin included)", async () => {
+    const big = `X-Big: ${"a".repeat(20_000)}\r\n`;
+    const cases: [string, string][] = [
+      ["127.0.0.5", `TRACE /v1/models?key=${key} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`],
+      ["127.0.0.5", `GET /v1/models?key=${key} HTTP/1.1\r\nHost: localhost\r\n${big}Connection: close\r\n\r\n`],
+      // The operator's own address, on the admin API it is allowed: $location_client read the error page's $uri.
+      ["127.0.0.3", `TRACE /admin/keys?token=${key} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`],
+      ["127.0.0.3", `GET /admin/keys?token=${key} HTTP/1.1\r\nHost: localhost\r\n${big}Connection: close\r\n\r\n`],
+    ];
+    for (const [from, request] of cases) {
+      const res = await raw(from, request);
+      const what = `${from} ${request.split(" ")[0]} ${request.includes("X-Big") ? "big headers" : ""}`;
+      expect(res.headers["content-type"], what).toBe("application/json");
+      expect(res.headers["x-request-id"], what).toMatch(/^[0-9a-f]{32}$/);
+      expect(code(res), what).toMatch(/^(method_not_allowed|invalid_request|api_key_in_url|forbidden)$/);
+    }
+  });
+});
