@@ -7,6 +7,7 @@ import type { ShimContext } from "./context.ts";
 import { ShimError } from "./errors.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptTokens, refuseNonTextPrompt, upstreamBody } from "./inference-request.ts";
 import { estimatePromptTokens, type HoldInput } from "./pricing.ts";
+import { refuseUnlistedProviderParams } from "./provider-params.ts";
 import type { KeyRecord } from "./store/store.ts";
 import { modelNotFound } from "./upstream.ts";
 
@@ -30,6 +31,8 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   if (refusal === "not_allowed") throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
   const modelConfig = ctx.config.models?.get(req.model);
   if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
+  // A paid provider's model takes an allow-list of members; the model vLLM serves, its own extras too.
+  if (modelConfig?.provider === true) refuseUnlistedProviderParams(kind, body, req.model);
   return { req, modelConfig, batch };
 }
 

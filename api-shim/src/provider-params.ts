@@ -1,0 +1,107 @@
+import { invalidParam } from "./errors.ts";
+import type { InferenceKind } from "./inference-request.ts";
+
+/**
+ * The request members a paid provider's model (configured under `providers`: `provider: true`)
+ * takes: an allow-list, where the model vLLM serves takes anything (its extra sampling and
+ * structured-output parameters). Found by review: LiteLLM puts every member that is not an OpenAI
+ * parameter into a non-OpenAI provider's request as it came (utils.py,
+ * add_provider_specific_params_to_optional_params; AnthropicConfig.transform_request spreads
+ * them into the body and adds the beta headers they need), and sends an OpenAI-compatible
+ * provider's in `extra_body`. So `mcp_servers` reached Anthropic's MCP connector (refused as a
+ * tool by provider-surcharges.ts), `inference_geo: "us"` its 1.1x-priced US inference, and
+ * `container`, `context_management` or whatever a provider adds next would too: block-lists
+ * (upstream-controls.ts, provider-surcharges.ts) cannot keep up with the providers, an
+ * allow-list can. Those two still run first, for every model, and name their own reasons.
+ */
+
+/**
+ * OpenAI's chat completions parameters (the openai SDK's ChatCompletionCreateParamsBase), less
+ * those whose cost the shim cannot bound or price:
+ * - `audio`, and `modalities` other than text (checked below): audio or image output, which
+ *   LiteLLM asks Gemini for (responseModalities, speechConfig) and counts in completion_tokens
+ *   (candidatesTokenCount), but which providers bill at several times the text rate the model is
+ *   priced at (OpenAI's audio models likewise).
+ * - `prediction`: OpenAI bills the prediction's rejected tokens as completion tokens, and nothing
+ *   says `max_completion_tokens` bounds them: the hold, sized by it, is no bound of the charge.
+ * - `prompt_cache_retention`, `prompt_cache_options`: cache lifetimes the shim does not price
+ *   (cache-writes.ts prices Anthropic's two).
+ * - `moderation`: a provider's moderation run on the request, outside the model's tokens.
+ * - `web_search_options`: refused for every model (provider-surcharges.ts).
+ */
+const CHAT = [
+  "model", "messages", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs", "max_completion_tokens", "max_tokens",
+  "metadata", "modalities", "n", "parallel_tool_calls", "presence_penalty", "prompt_cache_key", "reasoning_effort", "response_format",
+  "safety_identifier", "seed", "service_tier", "stop", "store", "stream", "stream_options", "temperature", "tool_choice", "tools",
+  "top_logprobs", "top_p", "user", "verbosity",
+];
+const CHAT_UNBOUNDED = ["audio", "prediction", "prompt_cache_retention", "prompt_cache_options", "moderation"];
+/**
+ * OpenAI's /v1/completions parameters (CompletionCreateParamsBase), less `best_of`: that many
+ * outputs generated per prompt and billed, where the hold counts `n`.
+ */
+const COMPLETIONS = ["model", "prompt", "echo", "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n", "presence_penalty", "seed", "stop", "stream", "stream_options", "suffix", "temperature", "top_p", "user"];
+const COMPLETIONS_UNBOUNDED = ["best_of"];
+/** OpenAI's /v1/embeddings parameters (EmbeddingCreateParams). */
+const EMBEDDINGS = ["model", "input", "dimensions", "encoding_format", "user"];
+
+/**
+ * LiteLLM's documented cross-provider extras, vetted as billed in the tokens the shim charges:
+ * - `top_k`: a sampling parameter (Anthropic's, Gemini's topK).
+ * - `thinking`: Anthropic's extended thinking (Gemini's thinkingConfig through LiteLLM). Thinking
+ *   is output: Anthropic's `output_tokens` counts it, which LiteLLM makes `completion_tokens`
+ *   (AnthropicConfig.calculate_usage), and Gemini's thoughtsTokenCount is added to them
+ *   (VertexGeminiConfig._calculate_usage); Anthropic's `max_tokens` bounds thinking and answer together.
+ * - `cache_control` (on the body): Anthropic's prompt caching, whose writes the shim holds and
+ *   charges (cache-writes.ts), with the lifetimes provider-surcharges.ts allows.
+ */
+const CHAT_EXTRAS = ["top_k", "thinking", "cache_control"];
+
+const ALLOWED: Record<InferenceKind, ReadonlySet<string>> = {
+  chat: new Set([...CHAT, ...CHAT_EXTRAS]),
+  completions: new Set([...COMPLETIONS, "top_k"]),
+  embeddings: new Set(EMBEDDINGS),
+};
+/**
+ * OpenAI's own parameters left out above, which pass when null: the SDKs type them nullable, and
+ * null is how a client sends one it leaves unset. LiteLLM drops an OpenAI parameter it knows
+ * when None (utils.py, _get_non_default_params); one it does not know reaches the provider as
+ * null, unset there too.
+ */
+const UNSET_WHEN_NULL: Record<InferenceKind, readonly string[]> = { chat: CHAT_UNBOUNDED, completions: COMPLETIONS_UNBOUNDED, embeddings: [] };
+
+/**
+ * OpenAI's content part types (ChatCompletionContentPart, and the assistant's refusal). Any
+ * other reaches the provider as its own: LiteLLM passes Anthropic's (a `container_upload` part
+ * makes it add the code execution tool, billed per hour; `document`, `search_result`…).
+ */
+const PART_TYPES: readonly unknown[] = ["text", "image_url", "input_audio", "file", "refusal"];
+
+/**
+ * A 400 naming the first member of `body` (an inference request for `model`, a provider's) that
+ * is not in the route's allow-list, a `modalities` asking for more than text, or a message's
+ * content part of a type OpenAI does not have.
+ */
+export function refuseUnlistedProviderParams(kind: InferenceKind, body: Record<string, unknown>, model: string): void {
+  const allowed = ALLOWED[kind];
+  const name = model.slice(0, 200);
+  for (const k in body) {
+    if (allowed.has(k) || (body[k] === null && UNSET_WHEN_NULL[kind].includes(k))) continue;
+    const member = k.slice(0, 64);
+    throw invalidParam(`'${member}' is not accepted for model '${name}', a provider's model: it takes ${[...allowed].join(", ")}.`, member);
+  }
+  const modalities = body.modalities;
+  if (modalities !== undefined && modalities !== null && !(Array.isArray(modalities) && modalities.every((m) => m === "text"))) {
+    throw invalidParam(`'modalities' may only be ["text"] for model '${name}': audio and image output are billed at other rates than the text this endpoint charges for.`, "modalities");
+  }
+  if (kind === "chat" && Array.isArray(body.messages)) {
+    for (const m of body.messages) {
+      const content = m !== null && typeof m === "object" ? (m as { content?: unknown }).content : undefined;
+      if (!Array.isArray(content)) continue;
+      for (const part of content) {
+        if (part !== null && typeof part === "object" && PART_TYPES.includes((part as { type?: unknown }).type)) continue;
+        throw invalidParam(`A message's content parts for model '${name}' must be objects of type ${PART_TYPES.map((t) => `'${t}'`).join(", ")}.`, "messages");
+      }
+    }
+  }
+}
