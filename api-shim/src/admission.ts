@@ -73,7 +73,8 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
   const raw = request.rawBody!;
   const body = request.body as Record<string, unknown>;
   // The request's own bounds (InferenceRequest names them as HoldInput does) and what only the route knows.
-  const cacheLifetime = cacheLifetimeAsked(body, ctx.config.models?.get(req.model));
+  // Embeddings cache nothing: a cache_control there widens no hold.
+  const cacheLifetime = kind === "embeddings" ? null : cacheLifetimeAsked(body, ctx.config.models?.get(req.model));
   const holdInput: HoldInput = { ...req, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw), cacheLifetime };
   // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
   // most the outputs may generate, taken when the bucket is positive and corrected to the real

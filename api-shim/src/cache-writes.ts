@@ -71,7 +71,7 @@ function quarterCost(quarters: bigint, microPer1k: number): number {
 
 /**
  * Calls `visit` with every `cache_control` object of `body`, and the member it is under: on the
- * body itself (null), a message or a message's content part ("messages"), a tool or a tool's
+ * body itself (null), a message, a message's content part or tool call ("messages"), a tool or a tool's
  * function ("tools"), where LiteLLM reads one for Anthropic.
  */
 export function eachCacheControl(body: Record<string, unknown>, visit: (control: { ttl?: unknown }, member: "messages" | "tools" | null) => void): void {
@@ -83,8 +83,10 @@ export function eachCacheControl(body: Record<string, unknown>, visit: (control:
   if (Array.isArray(body.messages)) {
     for (const m of body.messages) {
       note(m, "messages");
-      const content = (m as { content?: unknown } | null)?.content;
+      const { content, tool_calls: calls } = (m ?? {}) as { content?: unknown; tool_calls?: unknown };
       if (Array.isArray(content)) for (const part of content) note(part, "messages");
+      // An assistant turn's tool call: LiteLLM copies its cache_control onto Anthropic's tool_use block.
+      if (Array.isArray(calls)) for (const call of calls) note(call, "messages");
     }
   }
   if (Array.isArray(body.tools)) {

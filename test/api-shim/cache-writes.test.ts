@@ -173,6 +173,65 @@ describe("cache writes through LiteLLM", () => {
       expect(metrics).not.toMatch(/^shim_charges_capped_total\{model="claude"\} [1-9]/m);
     });
   });
+
+  // Found by review: LiteLLM copies a tool call's cache_control onto Anthropic's tool_use block
+  // (convert_to_anthropic_tool_invoke), which the shim did not look at.
+  describe("a cache_control on an assistant turn's tool call", () => {
+    const toolCall = (ttl: string) => [
+      { role: "user", content: prefix },
+      { role: "assistant", content: null, tool_calls: [{ id: "t1", type: "function", function: { name: "f", arguments: "{}" }, cache_control: { type: "ephemeral", ttl } }] },
+      { role: "tool", tool_call_id: "t1", content: "result" },
+    ];
+    const tools = [{ type: "function", function: { name: "f", parameters: { type: "object" } } }];
+
+    it("asks for its lifetime: writes reported as a total are charged the hour's rate, and held for", async () => {
+      expect(cacheLifetimeAsked({ messages: toolCall("1h") }, undefined)).toBe("1h");
+      usage = litellmUsage(10, 0, 1000, 0, 5, false);
+      const { id, key } = await h.createKey({ credits: 1000 });
+      const res = await h.post(key, "/v1/chat/completions", { model: "claude", messages: toolCall("1h"), tools, max_tokens: 5 });
+      expect(res.status).toBe(200);
+      // 1,010 prompt + 5 completion + 1,000 one-hour writes at +1x.
+      expect(Number(res.headers.get("x-credits-charged"))).toBe(2.015);
+      expect((await h.store.getKey(id))!.balance).toBe(1000 * CREDIT - 2_015_000);
+      // The hold has the hour's room, as for the same lifetime on a message (a little more: the
+      // chat template prints a tool call's JSON again, its cache_control too).
+      const onMessage = toolCall("1h") as Record<string, unknown>[];
+      delete (onMessage[1]!.tool_calls as Record<string, unknown>[])[0]!.cache_control;
+      onMessage[0]!.cache_control = { type: "ephemeral", ttl: "1h" };
+      const needs = async (messages: unknown[]) => {
+        const poor = await h.createKey({ credits: 0.000001 });
+        const r = await h.post(poor.key, "/v1/chat/completions", { model: "claude", messages, tools, max_tokens: 5 });
+        expect(r.status).toBe(402);
+        return ((await r.json()) as { credits_required: number }).credits_required;
+      };
+      expect(await needs(toolCall("1h"))).toBeGreaterThanOrEqual(await needs(onMessage));
+    });
+
+    it("with a lifetime other than Anthropic's two is refused, as on a message", async () => {
+      const { key } = await h.createKey({ credits: 1000 });
+      const before = received;
+      const res = await h.post(key, "/v1/chat/completions", { model: "claude", messages: toolCall("24h"), tools, max_tokens: 5 });
+      expect([res.status, ((await res.json()) as { error: { param: string } }).error.param]).toEqual([400, "messages"]);
+      expect(received).toBe(before);
+    });
+  });
+});
+
+describe("an embeddings request's cache_control, with no model list (a shim in front of any OpenAI-compatible server)", () => {
+  it("widens no hold: embeddings cache nothing", async () => {
+    const h = await startShim({ file: { pricing: { request: 0, models: { "bge-m3": { promptPer1k: 1, completionPer1k: 0 } } } } });
+    try {
+      const { key } = await h.createKey({ credits: 0.000001 });
+      const plainBody = { model: "bge-m3", input: "hello world" };
+      const marked = { ...plainBody, cache_control: { type: "ephemeral", ttl: "1h" } };
+      const required = async (b: object) => ((await (await h.post(key, "/v1/embeddings", b)).json()) as { credits_required: number }).credits_required;
+      // A token per byte of body at most: the marked body's bytes, not twice them.
+      expect(await required(marked)).toBe(Buffer.byteLength(JSON.stringify(marked)) / 1000);
+      expect(await required(marked)).toBeGreaterThan(await required(plainBody));
+    } finally {
+      await h.close();
+    }
+  });
 });
 
 describe("cache-write arithmetic", () => {
