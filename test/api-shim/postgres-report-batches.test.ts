@@ -6,7 +6,7 @@ import { UsageReports } from "../../api-shim/src/store/postgres-reports.ts";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import { ClientLeftError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "../../api-shim/src/store/store.ts";
 import { usageBatches, type UsageRows } from "../../api-shim/src/store/usage-batches.ts";
-import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
+import { type RunningPostgres, sqlOn, startPostgres } from "../support/postgres.ts";
 import { pollUntil } from "../support/tools.ts";
 
 /**
@@ -19,15 +19,7 @@ describe("a Postgres usage report read in batches", () => {
   let server: RunningPostgres;
   let url: string;
   let store: PostgresStore;
-  const sql = async (text: string): Promise<void> => {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      await c.query(text);
-    } finally {
-      await c.end();
-    }
-  };
+  const sql = async (text: string): Promise<void> => void (await sqlOn(url, text));
   /** `keys` keys with one served request on each of `days` days (keys × days groups by day). */
   const ledger = async (keys: number, days: number) => {
     await sql(`INSERT INTO keys (id, name, hash, tier, created_at) SELECT 'k' || lpad(g::text, 11, '0'), 'n', 'h', 'free', 0 FROM generate_series(0, ${keys - 1}) g`);

@@ -16,7 +16,7 @@ import { ClientLeftError, SchemaOwnerNeededError, SessionSettingsError, StoreUna
 import { type FrozenProxy, frozenProxy } from "../support/frozen-proxy.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
 import { type RunningPgbouncer, startPgbouncer } from "../support/pgbouncer.ts";
-import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
+import { type RunningPostgres, sqlOn, startPostgres } from "../support/postgres.ts";
 import { previousStores } from "../support/previous-version.ts";
 import { ShimStartError, spawnShim, writeProcessConfig } from "../support/shim-process.ts";
 import { freePort, pollUntil, tempDir } from "../support/tools.ts";
@@ -74,15 +74,7 @@ describe("PostgresStore", () => {
     return s;
   };
   let store: PostgresStore;
-  const sql = async <T extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<T[]> => {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      return (await c.query<T>(text, values)).rows;
-    } finally {
-      await c.end();
-    }
-  };
+  const sql = <T extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<T[]> => sqlOn<T>(url, text, values);
 
   beforeAll(async () => {
     server = await startPostgres();

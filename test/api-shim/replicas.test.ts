@@ -9,7 +9,7 @@ import { SETTLE } from "../../api-shim/src/store/postgres-sql.ts";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { frozenProxy } from "../support/frozen-proxy.ts";
-import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
+import { type RunningPostgres, sqlOn, startPostgres } from "../support/postgres.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
 import { openStream, shimClient, ShimProcesses, type ShimStartError, writeProcessConfig } from "../support/shim-process.ts";
 import { pollUntil } from "../support/tools.ts";
@@ -41,15 +41,7 @@ describe("shim replicas on one Postgres database", () => {
     }
   };
 
-  const pgSql = async (text: string, url = env.SHIM_DATABASE_URL) => {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      await c.query(text);
-    } finally {
-      await c.end();
-    }
-  };
+  const pgSql = async (text: string, url = env.SHIM_DATABASE_URL!) => void (await sqlOn(url, text));
 
   beforeAll(async () => {
     pgServer = await startPostgres();

@@ -15,6 +15,17 @@ import { freePort } from "./tools.ts";
  * package creates. A missing server fails the test with the install command (.ci/run installs
  * it), as the other real programs do.
  */
+/** Runs `text` (with `values`) on a connection of its own to `url`, and closes it: the rows. */
+export async function sqlOn<T extends pg.QueryResultRow = pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query<T>(text, values)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
 export interface RunningPostgres {
   /** Its TCP port on 127.0.0.1, and the directory of its Unix socket. */
   port: number;
