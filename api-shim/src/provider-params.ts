@@ -54,8 +54,9 @@ const EMBEDDINGS = ["model", "input", "dimensions", "encoding_format", "user"];
  *   (VertexGeminiConfig._calculate_usage); Anthropic's `max_tokens` bounds thinking and answer together.
  * - `cache_control` (on the body): Anthropic's prompt caching, whose writes the shim holds and
  *   charges (cache-writes.ts), with the lifetimes provider-surcharges.ts allows.
+ * - `speed`: Anthropic's, `standard` alone (provider-surcharges.ts refuses its fast mode).
  */
-const CHAT_EXTRAS = ["top_k", "thinking", "cache_control"];
+const CHAT_EXTRAS = ["top_k", "thinking", "cache_control", "speed"];
 
 const ALLOWED: Record<InferenceKind, ReadonlySet<string>> = {
   chat: new Set([...CHAT, ...CHAT_EXTRAS]),
@@ -68,7 +69,7 @@ const ALLOWED: Record<InferenceKind, ReadonlySet<string>> = {
  * when None (utils.py, _get_non_default_params); one it does not know reaches the provider as
  * null, unset there too.
  */
-const UNSET_WHEN_NULL: Record<InferenceKind, readonly string[]> = { chat: CHAT_UNBOUNDED, completions: COMPLETIONS_UNBOUNDED, embeddings: [] };
+const UNSET_WHEN_NULL: Record<InferenceKind, readonly string[]> = { chat: [...CHAT_UNBOUNDED, "web_search_options"], completions: COMPLETIONS_UNBOUNDED, embeddings: [] };
 
 /**
  * OpenAI's content part types (ChatCompletionContentPart, and the assistant's refusal). Any

@@ -89,6 +89,8 @@ describe("members of a request for a provider's model", () => {
         stream_options: null, modalities: ["text"],
       },
       { functions: [{ name: "f", parameters: {} }], function_call: "auto", modalities: null, audio: null, prediction: null },
+      // What provider-surcharges.ts lets through of these, a provider's model takes too (found by review).
+      { speed: "standard", web_search_options: null },
       { top_k: 5, thinking: { type: "enabled", budget_tokens: 1024 }, cache_control: { type: "ephemeral" } },
       { messages: [{ role: "user", content: [{ type: "text", text: "hi" }, { type: "image_url", image_url: { url: "https://example.com/a.png" } }, { type: "input_audio", input_audio: { data: "AAAA", format: "wav" } }, { type: "file", file: { file_id: "f" } }] }, { role: "assistant", content: [{ type: "refusal", refusal: "no" }] }, { role: "user", content: "go on" }] },
     ];
