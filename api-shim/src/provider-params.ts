@@ -81,7 +81,7 @@ const PART_TYPES: readonly unknown[] = ["text", "image_url", "input_audio", "fil
 /**
  * A 400 naming the first member of `body` (an inference request for `model`, a provider's) that
  * is not in the route's allow-list, a `modalities` asking for more than text, or a message's
- * content part of a type OpenAI does not have.
+ * member, content part or thinking block not in theirs.
  */
 export function refuseUnlistedProviderParams(kind: InferenceKind, body: Record<string, unknown>, model: string): void {
   const allowed = ALLOWED[kind];
@@ -95,14 +95,37 @@ export function refuseUnlistedProviderParams(kind: InferenceKind, body: Record<s
   if (modalities !== undefined && modalities !== null && !(Array.isArray(modalities) && modalities.every((m) => m === "text"))) {
     throw invalidParam(`'modalities' may only be ["text"] for model '${name}': audio and image output are billed at other rates than the text this endpoint charges for.`, "modalities");
   }
-  if (kind === "chat" && Array.isArray(body.messages)) {
-    for (const m of body.messages) {
-      const content = m !== null && typeof m === "object" ? (m as { content?: unknown }).content : undefined;
-      if (!Array.isArray(content)) continue;
-      for (const part of content) {
-        if (part !== null && typeof part === "object" && PART_TYPES.includes((part as { type?: unknown }).type)) continue;
-        throw invalidParam(`A message's content parts for model '${name}' must be objects of type ${PART_TYPES.map((t) => `'${t}'`).join(", ")}.`, "messages");
-      }
+  if (kind === "chat" && Array.isArray(body.messages)) for (const m of body.messages) refuseUnlistedMessageMembers(m, name);
+}
+
+/**
+ * A message's members: OpenAI's (ChatCompletionMessageParam's, every role's), and what LiteLLM
+ * reads for Anthropic and the shim meters (`cache_control`, cache-writes.ts) or checks below
+ * (`thinking_blocks`, the signed thinking a client hands back; `reasoning_content`, text). Found
+ * by review: LiteLLM puts a message's `thinking_blocks` (and `provider_specific_fields`'
+ * compaction blocks) into Anthropic's content as they come, so any block type the content-part
+ * check refuses (`container_upload`, a `document` Anthropic fetches from a URL) went past it.
+ */
+const MESSAGE_MEMBERS = ["role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio", "cache_control", "thinking_blocks", "reasoning_content"];
+/** A thinking block as Anthropic signs it and a client hands it back: nothing to fetch, run or cache. */
+const THINKING_TYPES: readonly unknown[] = ["thinking", "redacted_thinking"];
+const THINKING_MEMBERS = ["type", "thinking", "signature", "data"];
+
+function refuseUnlistedMessageMembers(m: unknown, name: string): void {
+  if (m === null || typeof m !== "object") return;
+  for (const k in m) {
+    if (!MESSAGE_MEMBERS.includes(k)) throw invalidParam(`A message's member '${k.slice(0, 64)}' is not accepted for model '${name}', a provider's model: a message takes ${MESSAGE_MEMBERS.join(", ")}.`, "messages");
+  }
+  const { content, thinking_blocks: blocks } = m as { content?: unknown; thinking_blocks?: unknown };
+  if (Array.isArray(content)) {
+    for (const part of content) {
+      if (part !== null && typeof part === "object" && PART_TYPES.includes((part as { type?: unknown }).type)) continue;
+      throw invalidParam(`A message's content parts for model '${name}' must be objects of type ${PART_TYPES.map((t) => `'${t}'`).join(", ")}.`, "messages");
     }
+  }
+  if (blocks === undefined || blocks === null) return;
+  const thinking = (b: unknown) => b !== null && typeof b === "object" && THINKING_TYPES.includes((b as { type?: unknown }).type) && Object.keys(b).every((k) => THINKING_MEMBERS.includes(k));
+  if (!Array.isArray(blocks) || !blocks.every(thinking)) {
+    throw invalidParam(`A message's thinking_blocks for model '${name}' must be the thinking blocks the model answered with: type 'thinking' or 'redacted_thinking', with only ${THINKING_MEMBERS.join(", ")}.`, "messages");
   }
 }

@@ -78,6 +78,28 @@ describe("members of a request for a provider's model", () => {
     }
   });
 
+  it("a message's members are OpenAI's and what LiteLLM reads for Anthropic; its thinking_blocks only thinking (found by review: LiteLLM put them into Anthropic's content as they came)", async () => {
+    const withAssistant = (extra: Record<string, unknown>) => ({ ...claude, messages: [{ role: "user", content: "hi" }, { role: "assistant", content: "ok", ...extra }, { role: "user", content: "go on" }] });
+    for (const extra of [
+      { thinking_blocks: [{ type: "container_upload", file_id: "file_1" }] },
+      { thinking_blocks: [{ type: "document", source: { type: "url", url: "https://example.com/300-pages.pdf" } }] },
+      // A cache_control there would be seen by neither the ttl check nor the hold.
+      { thinking_blocks: [{ type: "thinking", thinking: "t", signature: "s", cache_control: { type: "ephemeral", ttl: "1h" } }] },
+      { thinking_blocks: "not a list" },
+      { provider_specific_fields: { compaction_blocks: [{ type: "container_upload", file_id: "file_1" }] } },
+      { prefix: true },
+    ]) {
+      const e = await refused("chat", withAssistant(extra));
+      expect(e.param, JSON.stringify(extra)).toBe("messages");
+    }
+    // The thinking an answer carried, handed back as the SDKs and LiteLLM's clients do; a message's own members.
+    const back = withAssistant({ thinking_blocks: [{ type: "thinking", thinking: "t", signature: "s" }, { type: "redacted_thinking", data: "d" }], reasoning_content: "t", cache_control: { type: "ephemeral" }, name: "a" });
+    await h.client(key).chat.completions.create(back as never);
+    expect(JSON.parse(h.fake.requests.at(-1)!.body).messages).toEqual(back.messages);
+    const tools = { messages: [{ role: "user", content: "hi" }, { role: "assistant", content: null, tool_calls: [{ id: "t1", type: "function", function: { name: "f", arguments: "{}" } }] }, { role: "tool", tool_call_id: "t1", content: "r" }] };
+    await h.client(key).chat.completions.create({ ...claude, ...tools } as never);
+  });
+
   it("OpenAI's parameters and the vetted extras (top_k, thinking, cache_control) pass as sent", async () => {
     const c = h.client(key);
     const fn = { type: "function", function: { name: "f", parameters: { type: "object", properties: {} } } };
