@@ -31,7 +31,9 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   if (refusal === "not_allowed") throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
   const modelConfig = ctx.config.models?.get(req.model);
   if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
-  // A paid provider's model takes an allow-list of members; the model vLLM serves, its own extras too.
+  // A paid provider's model takes an allow-list of members; any other model takes vLLM's extras
+  // too. Only a model configured `provider: true`, narrower than mayBeProviders: an unconfigured
+  // model, or one without maxModelLen, may be vLLM's, whose clients send its own parameters.
   if (modelConfig?.provider === true) refuseUnlistedProviderParams(kind, body, req.model);
   return { req, modelConfig, batch };
 }

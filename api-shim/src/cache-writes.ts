@@ -1,4 +1,4 @@
-import type { ModelConfig } from "./config.ts";
+import { type ModelConfig, mayBeProviders } from "./config.ts";
 
 /**
  * Prompt-cache writes, which a provider bills above its input price and LiteLLM counts in
@@ -98,11 +98,11 @@ export function eachCacheControl(body: Record<string, unknown>, visit: (control:
 }
 
 /**
- * The cache lifetime `body` asks for (eachCacheControl's). A model vLLM serves (configured, not a
- * provider's) ignores `cache_control` and reports no writes: null.
+ * The cache lifetime `body` asks for (eachCacheControl's). A model vLLM serves (not mayBeProviders)
+ * ignores `cache_control` and reports no writes: null.
  */
 export function cacheLifetimeAsked(body: Record<string, unknown>, model: ModelConfig | undefined): CacheLifetime {
-  if (model && model.provider !== true && model.maxModelLen !== null) return null;
+  if (!mayBeProviders(model)) return null;
   let asked: CacheLifetime = null;
   eachCacheControl(body, (control) => {
     if (asked !== "1h") asked = control.ttl === "1h" ? "1h" : "5m";

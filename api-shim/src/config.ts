@@ -46,6 +46,14 @@ export interface ModelConfig {
   /** The upstream takes /v1/completions prompts that are not text, token IDs and `prompt_embeds` (vLLM does; LiteLLM does not). */
   readonly tokenPrompts: boolean;
 }
+/**
+ * Whether `model` may be a paid provider's (behind LiteLLM) rather than one vLLM serves: not
+ * configured (no model list: a shim in front of any OpenAI-compatible server), `provider: true`,
+ * or without a maxModelLen (every model vLLM serves has its context known). Such a model's
+ * completions are not bounded by vLLM's default of 16 tokens (pricing.ts), and what a provider
+ * bills beyond its tokens (cache writes, surcharges) is held for or refused (admission.ts).
+ */
+export const mayBeProviders = (model: ModelConfig | undefined): boolean => model === undefined || model.provider === true || model.maxModelLen === null;
 /** Token prices in µc per 1,000 tokens. */
 export interface ModelPrice {
   readonly promptPer1k: number;

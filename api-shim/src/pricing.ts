@@ -1,4 +1,4 @@
-import type { ModelConfig, Pricing } from "./config.ts";
+import { type ModelConfig, mayBeProviders, type Pricing } from "./config.ts";
 import { type CacheLifetime, type CacheWrites, cacheWriteHold, cacheWriteSurcharge } from "./cache-writes.ts";
 import { tokenCost } from "./money.ts";
 
@@ -273,7 +273,7 @@ export class Pricer {
   outputBound(input: Pick<HoldInput, "model" | "maxTokens" | "defaultMaxTokens">): number {
     const model = this.models?.get(input.model);
     const maxLen = model?.maxModelLen ?? null;
-    const asked = input.defaultMaxTokens && (maxLen === null || model?.provider === true) ? undefined : input.maxTokens;
+    const asked = input.defaultMaxTokens && mayBeProviders(model) ? undefined : input.maxTokens;
     if (asked !== undefined) return Math.min(asked, maxLen ?? Infinity);
     const ceiling = Math.min(maxLen ?? Infinity, model?.maxOutputTokens ?? Infinity);
     return ceiling === Infinity ? DEFAULT_MAX_COMPLETION_TOKENS : ceiling;
