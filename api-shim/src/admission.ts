@@ -1,13 +1,14 @@
 import type { FastifyRequest } from "fastify";
 import { tokensSpent } from "./auth.ts";
 import { batchAsked } from "./batch-query.ts";
-import { type CacheLifetime, cacheLifetimeAsked } from "./cache-writes.ts";
-import type { ModelConfig } from "./config.ts";
+import type { CacheLifetime } from "./cache-writes.ts";
+import { type ModelConfig, mayBeProviders } from "./config.ts";
 import type { ShimContext } from "./context.ts";
 import { ShimError } from "./errors.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptTokens, refuseNonTextPrompt, upstreamBody } from "./inference-request.ts";
 import { estimatePromptTokens, type HoldInput } from "./pricing.ts";
 import { refuseUnlistedProviderParams } from "./provider-params.ts";
+import { refuseProviderSurcharges } from "./provider-surcharges.ts";
 import type { KeyRecord } from "./store/store.ts";
 import { modelNotFound } from "./upstream.ts";
 
@@ -19,8 +20,17 @@ import { modelNotFound } from "./upstream.ts";
 
 const MAX_TOKENS_ESTIMATE = 2 ** 40;
 
+/** What checked() found: the request, its model's configuration, and what admission() needs of them. */
+export interface Checked {
+  req: InferenceRequest;
+  modelConfig: ModelConfig | undefined;
+  batch: boolean;
+  /** The prompt-cache lifetime the request asked for (cache-writes.ts): held for, and the rate of writes reported unsplit. */
+  cacheLifetime: CacheLifetime;
+}
+
 /** The request's checks that need its parsed body: what it asks for, and whether its key and the served models allow it. */
-export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest): { req: InferenceRequest; modelConfig: ModelConfig | undefined; batch: boolean } {
+export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest): Checked {
   const auth = request.auth!;
   const batch = batchAsked(request);
   const body = request.body as Record<string, unknown>;
@@ -31,11 +41,15 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   if (refusal === "not_allowed") throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
   const modelConfig = ctx.config.models?.get(req.model);
   if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
+  // What a provider bills beyond the model's price, for a model that may be a provider's; the same
+  // walk reads the cache lifetime asked. vLLM's model gets them (it ignores them) and no walk.
+  // Embeddings cache nothing: a cache_control there widens no hold.
+  const lifetime = mayBeProviders(modelConfig) ? refuseProviderSurcharges(body) : null;
   // A paid provider's model takes an allow-list of members; any other model takes vLLM's extras
   // too. Only a model configured `provider: true`, narrower than mayBeProviders: an unconfigured
   // model, or one without maxModelLen, may be vLLM's, whose clients send its own parameters.
   if (modelConfig?.provider === true) refuseUnlistedProviderParams(kind, body, req.model);
-  return { req, modelConfig, batch };
+  return { req, modelConfig, batch, cacheLifetime: kind === "embeddings" ? null : lifetime };
 }
 
 /**
@@ -70,13 +84,12 @@ export interface Admission {
  * SHIM_UPSTREAM_TIMEOUT_MS) held both, about 2.6 times its body, and now holds only what is
  * forwarded, until it is sent (docs/api-shim.md, "Request bodies in memory").
  */
-export function admission(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest, req: InferenceRequest, batch: boolean, continuous: boolean, mediaPartTokens: number): Admission {
+export function admission(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest, { req, modelConfig, batch, cacheLifetime }: Checked): Admission {
   const auth = request.auth!;
   const raw = request.rawBody!;
   const body = request.body as Record<string, unknown>;
+  const continuous = modelConfig?.continuousUsage === true;
   // The request's own bounds (InferenceRequest names them as HoldInput does) and what only the route knows.
-  // Embeddings cache nothing: a cache_control there widens no hold.
-  const cacheLifetime = kind === "embeddings" ? null : cacheLifetimeAsked(body, ctx.config.models?.get(req.model));
   const holdInput: HoldInput = { ...req, batch, bodyBytes: raw.length, normalizationGrowth: () => normalizationGrowth(kind, body, raw), cacheLifetime };
   // Tokens per minute, counted as OpenAI counts them at admission: the prompt estimate plus the
   // most the outputs may generate, taken when the bucket is positive and corrected to the real
@@ -98,7 +111,7 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
   // The prompt's bound once (it may walk the body for normalization's growth): the hold's prompt, and
   // the estimate's cap (which also caps a media part's floor, the model's mediaPartTokens).
   const promptBound = ctx.pricer.promptBound(holdInput);
-  const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, mediaPartTokens), promptBound), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous) };
+  const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous) };
   request.rawBody = undefined;
   request.body = undefined;
   return admission;

@@ -1,5 +1,3 @@
-import { type ModelConfig, mayBeProviders } from "./config.ts";
-
 /**
  * Prompt-cache writes, which a provider bills above its input price and LiteLLM counts in
  * `prompt_tokens` like any other prompt token (AnthropicConfig.calculate_usage: prompt_tokens =
@@ -19,7 +17,12 @@ export interface CacheWrites {
   unsplit: number;
 }
 
-/** The longest cache lifetime a request asked for: "1h" if any asked for an hour, "5m" for any other `cache_control` (Anthropic's default), null for none. */
+/**
+ * The longest cache lifetime a request asked for: "1h" if any asked for an hour, "5m" for any other
+ * `cache_control` (Anthropic's default), null for none; read with the lifetimes' check
+ * (provider-surcharges.ts). Null for a model vLLM serves, which ignores `cache_control` and reports
+ * no writes, and for embeddings, which cache nothing (admission.ts).
+ */
 export type CacheLifetime = "5m" | "1h" | null;
 
 /** Surcharge per written token, in quarters of the prompt price. */
@@ -95,19 +98,6 @@ export function eachCacheControl(body: Record<string, unknown>, visit: (control:
       note((t as { function?: unknown } | null)?.function, "tools");
     }
   }
-}
-
-/**
- * The cache lifetime `body` asks for (eachCacheControl's). A model vLLM serves (not mayBeProviders)
- * ignores `cache_control` and reports no writes: null.
- */
-export function cacheLifetimeAsked(body: Record<string, unknown>, model: ModelConfig | undefined): CacheLifetime {
-  if (!mayBeProviders(model)) return null;
-  let asked: CacheLifetime = null;
-  eachCacheControl(body, (control) => {
-    if (asked !== "1h") asked = control.ttl === "1h" ? "1h" : "5m";
-  });
-  return asked;
 }
 
 const count = (n: unknown): number => (typeof n === "number" && Number.isSafeInteger(n) && n > 0 ? n : 0);

@@ -12,7 +12,8 @@ import type { InferenceKind } from "./inference-request.ts";
  * tool by provider-surcharges.ts), `inference_geo: "us"` its 1.1x-priced US inference, and
  * `container`, `context_management` or whatever a provider adds next would too: block-lists
  * (upstream-controls.ts, provider-surcharges.ts) cannot keep up with the providers, an
- * allow-list can. Those two still run first, for every model, and name their own reasons.
+ * allow-list can. Those two still run first (LiteLLM's controls for every model, the surcharges
+ * for any that may be a provider's, this one included) and name their own reasons.
  */
 
 /**
@@ -27,7 +28,7 @@ import type { InferenceKind } from "./inference-request.ts";
  * - `prompt_cache_retention`, `prompt_cache_options`: cache lifetimes the shim does not price
  *   (cache-writes.ts prices Anthropic's two).
  * - `moderation`: a provider's moderation run on the request, outside the model's tokens.
- * - `web_search_options`: refused for every model (provider-surcharges.ts).
+ * - `web_search_options`: refused by provider-surcharges.ts, with its reason.
  */
 const CHAT = [
   "model", "messages", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs", "max_completion_tokens", "max_tokens",

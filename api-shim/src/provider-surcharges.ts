@@ -1,12 +1,14 @@
-import { eachCacheControl } from "./cache-writes.ts";
+import { type CacheLifetime, eachCacheControl } from "./cache-writes.ts";
 import { ShimError } from "./errors.ts";
 
 /**
  * What a request may ask of a paid provider that the provider bills beyond the tokens in its
  * usage, or above the price the operator set for the model: the shim charges the key by usage
  * tokens at that price, so the rest would be the operator's to pay. Each is refused (400 naming
- * the member) before anything is held or forwarded. vLLM ignores or refuses every one of them
- * itself, so no client of the local model loses anything. (Found by review, in LiteLLM's source.)
+ * the member) before anything is held or forwarded, for a model that may be a provider's
+ * (config.ts mayBeProviders; admission.ts). The model vLLM serves gets them as sent: vLLM ignores
+ * or refuses every one of them itself, and walking every message, part and tool for them cost
+ * its requests a quarter more parse time for nothing. (Found by review, in LiteLLM's source.)
  */
 
 /**
@@ -42,8 +44,12 @@ const refuse = (param: string, message: string): never => {
   throw new ShimError("invalid_request", { param, message });
 };
 
-/** A 400 for the first member of `body` a provider would bill beyond the model's price. */
-export function refuseProviderSurcharges(body: Record<string, unknown>): void {
+/**
+ * A 400 for the first member of `body` a provider would bill beyond the model's price; else the
+ * cache lifetime `body` asks for (cache-writes.ts), read in the same walk of its `cache_control`s:
+ * "1h" if any asks for an hour, "5m" for any other (Anthropic's default), null for none.
+ */
+export function refuseProviderSurcharges(body: Record<string, unknown>): CacheLifetime {
   const { service_tier: tier, speed } = body;
   if (tier !== undefined && tier !== null && !STANDARD_TIERS.includes(tier as string)) {
     refuse("service_tier", `service_tier '${String(tier).slice(0, 32)}' is not offered: this endpoint's prices are for the standard tier. Send 'default' or 'flex', or leave it out.`);
@@ -57,11 +63,14 @@ export function refuseProviderSurcharges(body: Record<string, unknown>): void {
   }
   refuseHostedTools(body.tools, "tools", TOOL_MEMBERS, (t) => t.type === undefined || CLIENT_TOOL_TYPES.includes(t.type as string));
   refuseHostedTools(body.functions, "functions", FUNCTION_MEMBERS, () => true);
+  let asked: CacheLifetime = null;
   eachCacheControl(body, (control, member) => {
     if (control.ttl !== undefined && control.ttl !== null && !CACHE_LIFETIMES.includes(control.ttl as string)) {
       refuse(member ?? "cache_control", "A cache_control 'ttl' must be '5m' or '1h' (or left out): longer cache lifetimes are billed to this endpoint's operator, not by the tokens you are charged for.");
     }
+    if (asked !== "1h") asked = control.ttl === "1h" ? "1h" : "5m";
   });
+  return asked;
 }
 
 /** A 400 naming `param` if one of `list`'s entries is not a client's own function, as `members` and `clientType` describe one. */

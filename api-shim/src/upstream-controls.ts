@@ -1,5 +1,4 @@
 import { ShimError } from "./errors.ts";
-import { refuseProviderSurcharges } from "./provider-surcharges.ts";
 
 /**
  * Request members that LiteLLM (the deployed upstream) reads as its own controls, not as model
@@ -25,7 +24,8 @@ import { refuseProviderSurcharges } from "./provider-surcharges.ts";
  *
  * Kept: OpenAI's own parameters, even those LiteLLM also reads (`metadata`, `user`, `store`,
  * `service_tier`): they are the client's, and a client of the OpenAI API sends them (but not
- * what a provider bills beyond the model's price: provider-surcharges.ts).
+ * what a provider bills beyond the model's price, refused for a provider's model once the model
+ * is known: provider-surcharges.ts, from admission.ts).
  */
 const LITELLM_CONTROLS = new Set([
   // Which model answers: fallbacks, routing, provider selection.
@@ -79,12 +79,8 @@ const LITELLM_CONTROL_PATTERN =
  */
 const SDK_OPTIONS = ["extra_body", "extra_headers", "extra_query"];
 
-/**
- * A 400 naming the first member of `body` that is an SDK option or one of LiteLLM's controls, or
- * that a provider bills beyond the model's price (provider-surcharges.ts), if any.
- */
+/** A 400 naming the first member of `body` that is an SDK option or one of LiteLLM's controls, if any: for every model. */
 export function refuseUpstreamControls(body: Record<string, unknown>): void {
-  refuseProviderSurcharges(body);
   for (const k in body) {
     if (SDK_OPTIONS.includes(k)) {
       throw new ShimError("invalid_request", { param: k, message: `'${k}' is an option of the OpenAI SDKs, which merge it into the request; send its members as the request's own.` });

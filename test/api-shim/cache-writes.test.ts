@@ -2,8 +2,9 @@
 // provider at 1.25x (5 minutes) or 2x (1 hour) the input price. The shim charges the surcharge
 // from the usage's split, for streamed and non-streamed answers, and holds for it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cacheLifetimeAsked, cacheWriteSurcharge, readCacheWrites } from "../../api-shim/src/cache-writes.ts";
+import { cacheWriteSurcharge, readCacheWrites } from "../../api-shim/src/cache-writes.ts";
 import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
+import { refuseProviderSurcharges } from "../../api-shim/src/provider-surcharges.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { loopbackServer } from "../support/shim-process.ts";
 
@@ -131,12 +132,12 @@ describe("cache writes through LiteLLM", () => {
   }
 
   describe("the hold covers writing the whole prompt", () => {
-    const body = (messages: unknown[]) => ({ model: "claude", messages, max_tokens: 5 });
+    const body = (messages: unknown[], model = "claude") => ({ model, messages, max_tokens: 5 });
     /** The prompt's bound for this body: its bytes and the chat template's tokens (ASCII: no normalization growth). */
-    const bound = (messages: unknown[]) => Buffer.byteLength(JSON.stringify(body(messages))) + CHAT_TEMPLATE_TOKENS;
-    const required = async (messages: unknown[]) => {
+    const bound = (messages: unknown[], model = "claude") => Buffer.byteLength(JSON.stringify(body(messages, model))) + CHAT_TEMPLATE_TOKENS;
+    const required = async (messages: unknown[], model = "claude") => {
       const { key } = await h.createKey({ credits: 0.000001 });
-      const res = await h.post(key, "/v1/chat/completions", body(messages));
+      const res = await h.post(key, "/v1/chat/completions", body(messages, model));
       expect(res.status).toBe(402);
       return Math.round(((await res.json()) as { credits_required: number }).credits_required * CREDIT);
     };
@@ -147,12 +148,12 @@ describe("cache writes through LiteLLM", () => {
       expect(await required(plain)).toBe(bound(plain) * 1000 + 5000);
       // On a tool, and on a tool's function (where LiteLLM reads it too).
       const tool = { type: "function", function: { name: "f", parameters: {} }, cache_control: { type: "ephemeral", ttl: "1h" } };
-      expect(cacheLifetimeAsked({ messages: plain, tools: [tool] }, undefined)).toBe("1h");
-      expect(cacheLifetimeAsked({ messages: plain, tools: [{ type: "function", function: { name: "f", cache_control: { type: "ephemeral" } } }] }, undefined)).toBe("5m");
-      expect(cacheLifetimeAsked({ messages: [{ role: "system", content: "s", cache_control: { type: "ephemeral" } }, ...ttl1h] }, undefined)).toBe("1h");
-      expect(cacheLifetimeAsked({ messages: plain }, undefined)).toBe(null);
+      expect(refuseProviderSurcharges({ messages: plain, tools: [tool] })).toBe("1h");
+      expect(refuseProviderSurcharges({ messages: plain, tools: [{ type: "function", function: { name: "f", cache_control: { type: "ephemeral" } } }] })).toBe("5m");
+      expect(refuseProviderSurcharges({ messages: [{ role: "system", content: "s", cache_control: { type: "ephemeral" } }, ...ttl1h] })).toBe("1h");
+      expect(refuseProviderSurcharges({ messages: plain })).toBe(null);
       // A model vLLM serves ignores cache_control: nothing more is held.
-      expect(cacheLifetimeAsked({ messages: ttl1h }, { name: "q", maxModelLen: 8192, continuousUsage: false, tokenPrompts: true })).toBe(null);
+      expect(await required(ttl1h, "qwen2.5-7b")).toBe(bound(ttl1h, "qwen2.5-7b") * 1000 + 5000);
     });
 
     it("a key with exactly the hold is admitted and charged a whole prompt written for an hour; one with 1 µc less is refused up front", async () => {
@@ -185,7 +186,7 @@ describe("cache writes through LiteLLM", () => {
     const tools = [{ type: "function", function: { name: "f", parameters: { type: "object" } } }];
 
     it("asks for its lifetime: writes reported as a total are charged the hour's rate, and held for", async () => {
-      expect(cacheLifetimeAsked({ messages: toolCall("1h") }, undefined)).toBe("1h");
+      expect(refuseProviderSurcharges({ messages: toolCall("1h") })).toBe("1h");
       usage = litellmUsage(10, 0, 1000, 0, 5, false);
       const { id, key } = await h.createKey({ credits: 1000 });
       const res = await h.post(key, "/v1/chat/completions", { model: "claude", messages: toolCall("1h"), tools, max_tokens: 5 });

@@ -11,12 +11,14 @@ import { manualClock } from "../../api-shim/src/clock.ts";
 import { failureHint } from "../../api-shim/src/store/sqlite-failures.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
-import { DEFAULT_FILE, overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
+import { DEFAULT_FAKE, DEFAULT_FILE, overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 import { failure } from "../support/api-failure.ts";
 import { answeringUpstream, loopbackServer } from "../support/shim-process.ts";
 import { freePort, pollUntil } from "../support/tools.ts";
 
 const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 2 };
+/** The same request for a paid provider's model (`provider: true`), behind LiteLLM. */
+const claude = { ...chat, model: "claude" };
 
 
 /** A store whose settlement of a 1-credit hold (0.5 charged) waits for the write lock `other` holds. */
@@ -50,9 +52,10 @@ describe("client errors map to the SDK's exception classes with the documented b
     h = await startShim({
       env: { SHIM_MAX_BODY_BYTES: "4096" },
       file: {
-        models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }, { name: "bge-m3" }],
+        models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }, { name: "bge-m3" }, { name: "claude", provider: true, maxModelLen: 200_000 }],
         tiers: { tiny: { rpm: 3, tpm: 100000 } },
       },
+      fake: { ...DEFAULT_FAKE, models: [...DEFAULT_FAKE.models!, { name: "claude" }] },
     });
     ({ key } = await h.createKey({ credits: 100 }));
   });
@@ -122,12 +125,6 @@ describe("client errors map to the SDK's exception classes with the documented b
       // its vector stores and knowledge bases call paid APIs of their own.
       { cache_control_injection_points: [{ location: "message", role: "system", control: { type: "ephemeral", ttl: "31536000s" } }] },
       { vector_store_ids: ["vs_1"] }, { knowledge_bases: ["kb"] },
-      // Tiers billed above the model's price: OpenAI's priority processing; `auto`, which LiteLLM
-      // sends Gemini as its priority tier. Anthropic's fast mode (speed "fast", six times the price).
-      { service_tier: "priority" }, { service_tier: "auto" }, { service_tier: "scale" }, { speed: "fast" },
-      // Search the provider runs and bills per call, outside the tokens (LiteLLM: Gemini's
-      // googleSearch, Anthropic's web_search tool).
-      { web_search_options: {} },
     ];
     const c = h.client(key);
     const received = h.fake.counters.received;
@@ -144,6 +141,41 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject(openai);
   });
 
+  it("400 for a tier or search a provider bills above the model's price, for a provider's model or one that may be (no maxModelLen)", async () => {
+    const refused: Record<string, unknown>[] = [
+      // Tiers billed above the model's price: OpenAI's priority processing; `auto`, which LiteLLM
+      // sends Gemini as its priority tier. Anthropic's fast mode (speed "fast", six times the price).
+      { service_tier: "priority" }, { service_tier: "auto" }, { service_tier: "scale" }, { speed: "fast" },
+      // Search the provider runs and bills per call, outside the tokens (LiteLLM: Gemini's
+      // googleSearch, Anthropic's web_search tool).
+      { web_search_options: {} },
+    ];
+    const c = h.client(key);
+    const received = h.fake.counters.received;
+    for (const model of ["claude", "bge-m3"]) {
+      for (const extra of refused) {
+        const e = await failure(() => c.chat.completions.create({ ...chat, model, ...extra } as never));
+        expect(e, JSON.stringify(extra)).toBeInstanceOf(BadRequestError);
+        expectShape(e, 400, "invalid_request_error", "invalid_request");
+        expect(e.param).toBe(Object.keys(extra)[0]);
+      }
+    }
+    expect(h.fake.counters.received).toBe(received);
+    const standard = { service_tier: "default", speed: "standard" };
+    await c.chat.completions.create({ ...claude, ...standard } as never);
+    expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject(standard);
+  });
+
+  it("the model vLLM serves gets a provider's tiers, search, hosted tools and cache lifetimes as sent: vLLM ignores or refuses them itself", async () => {
+    const c = h.client(key);
+    const extra = {
+      service_tier: "priority", speed: "fast", web_search_options: {}, tools: [{ type: "web_search_preview" }], functions: [{ name: "f", parameters: {}, googleSearch: {} }],
+      messages: [{ role: "user", content: [{ type: "text", text: "hi", cache_control: { type: "ephemeral", ttl: "86400s" } }] }],
+    };
+    await c.chat.completions.create({ ...chat, ...extra } as never);
+    expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject(extra);
+  });
+
   it("400 for a cache lifetime other than Anthropic's two: LiteLLM makes a Gemini context cache that lives that long, billed per token-hour", async () => {
     // Found by review: LiteLLM's Gemini path (vertex_ai/context_caching) takes the first
     // cache_control.ttl of the messages ("<n>s", no upper bound) for a cachedContents resource it
@@ -157,7 +189,7 @@ describe("client errors map to the SDK's exception classes with the documented b
       [{ role: "system", content: "a long system prompt", cache_control: { type: "ephemeral", ttl: "86400s" } }, { role: "user", content: "hi" }],
       [{ role: "user", content: [part(3600)] }],
     ]) {
-      const e = await failure(() => c.chat.completions.create({ ...chat, messages } as never));
+      const e = await failure(() => c.chat.completions.create({ ...claude, messages } as never));
       expect(e, JSON.stringify(messages)).toBeInstanceOf(BadRequestError);
       expectShape(e, 400, "invalid_request_error", "invalid_request");
       expect(e.param).toBe("messages");
@@ -170,14 +202,14 @@ describe("client errors map to the SDK's exception classes with the documented b
       [{ tools: [{ type: "function", function: { ...fn, cache_control: { type: "ephemeral", ttl: "2h" } } }] }, "tools"],
       [{ cache_control: { type: "ephemeral", ttl: "86400s" } }, "cache_control"],
     ] as const) {
-      const e = await failure(() => c.chat.completions.create({ ...chat, ...extra } as never));
+      const e = await failure(() => c.chat.completions.create({ ...claude, ...extra } as never));
       expect([e.status, e.param], JSON.stringify(extra)).toEqual([400, param]);
     }
     expect(h.fake.counters.received).toBe(received);
     // Anthropic's own (no lifetime: 5 minutes; "5m"; "1h") pass, as written.
     for (const cache_control of [{ type: "ephemeral" }, { type: "ephemeral", ttl: "5m" }, { type: "ephemeral", ttl: "1h" }]) {
       const messages = [{ role: "user", content: [{ type: "text", text: "hi", cache_control }] }];
-      await c.chat.completions.create({ ...chat, messages } as never);
+      await c.chat.completions.create({ ...claude, messages } as never);
       expect(JSON.parse(h.fake.requests.at(-1)!.body).messages).toEqual(messages);
     }
   });
@@ -195,22 +227,22 @@ describe("client errors map to the SDK's exception classes with the documented b
       [{ type: "url_context", url_context: {} }], [{ type: "mcp", server_url: "https://mcp.example.com" }], [fn, { googleSearch: {} }],
       [{ ...fn, googleSearch: {} }], [{ ...fn, url_context: {} }], ["web_search"], [{ type: "computer_20250124", name: "computer" }],
     ]) {
-      const e = await failure(() => c.chat.completions.create({ ...chat, tools } as never));
+      const e = await failure(() => c.chat.completions.create({ ...claude, tools } as never));
       expect(e, JSON.stringify(tools)).toBeInstanceOf(BadRequestError);
       expectShape(e, 400, "invalid_request_error", "invalid_request");
       expect(e.param, JSON.stringify(tools)).toBe("tools");
     }
     // The legacy `functions` list: the same keys.
-    const legacy = await failure(() => c.chat.completions.create({ ...chat, functions: [{ name: "f", parameters: {}, googleSearch: {} }] } as never));
+    const legacy = await failure(() => c.chat.completions.create({ ...claude, functions: [{ name: "f", parameters: {}, googleSearch: {} }] } as never));
     expect(legacy.param).toBe("functions");
     expect(h.fake.counters.received).toBe(received);
     // A client's own functions (and OpenAI's custom tools), with Anthropic's cache_control on one: as sent.
     const own = [fn, { type: "custom", custom: { name: "grammar" } }, { ...fn, function: { ...fn.function, name: "g", strict: true }, cache_control: { type: "ephemeral" } }];
-    await c.chat.completions.create({ ...chat, tools: own } as never);
+    await c.chat.completions.create({ ...claude, tools: own } as never);
     expect(JSON.parse(h.fake.requests.at(-1)!.body).tools).toEqual(own);
-    await c.chat.completions.create({ ...chat, functions: [{ name: "f", description: "d", parameters: {} }] } as never);
+    await c.chat.completions.create({ ...claude, functions: [{ name: "f", description: "d", parameters: {} }] } as never);
     // null is no value, as for service_tier and speed.
-    await c.chat.completions.create({ ...chat, web_search_options: null, service_tier: null, speed: null } as never);
+    await c.chat.completions.create({ ...claude, web_search_options: null, service_tier: null, speed: null } as never);
   });
 
   it("400 for a stream_options that is not an object, or an include_usage that is not a boolean", async () => {

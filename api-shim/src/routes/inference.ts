@@ -1,14 +1,13 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { admission, checked, forwarded } from "../admission.ts";
+import { admission, type Checked, checked, forwarded } from "../admission.ts";
 import { UsageScanner, usageOfBody } from "../answer-body.ts";
 import { spliceJsonBytes } from "../json-splice.ts";
 import { finishRequest } from "../app.ts";
 import { authHeaders, deadKey, tooManyInFlight } from "../auth.ts";
 import { INFERENCE_ROUTE, type ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
-import type { ModelConfig } from "../config.ts";
-import type { InferenceKind, InferenceRequest } from "../inference-request.ts";
+import type { InferenceKind } from "../inference-request.ts";
 import { formatCredits } from "../money.ts";
 import type { Usage } from "../pricing.ts";
 import { placeFreed, retryInGrace } from "../key-waits.ts";
@@ -58,7 +57,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   const auth = request.auth!;
   request.shim.routeLogs = true; // every way out below writes the request's line, a client that left included
   if (ctx.inflight.draining) throw shuttingDown();
-  const { req, modelConfig, batch } = checked(ctx, kind, request);
+  const checks = checked(ctx, kind, request);
   // Requests in flight for this key, under the tier's cap: counted from here until the request
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
   // key re-applied by another replica's start) has its requests already in flight counted. (The
@@ -68,17 +67,18 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   const cap = auth.limits.concurrency;
   if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity) && !(await placeFreed(ctx, reply, cap!, true))) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
   try {
-    return await admitted(ctx, kind, upstreamPath, request, reply, req, modelConfig, batch);
+    return await admitted(ctx, kind, upstreamPath, request, reply, checks);
   } finally {
     ctx.limiter.leave(auth.key.id);
   }
 }
 
 /** `handle` from the tokens/min check on, for a request that has its place among its key's requests in flight. */
-async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply, req: InferenceRequest, modelConfig: ModelConfig | undefined, batch: boolean) {
+async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply, checks: Checked) {
   const auth = request.auth!;
+  const { req, modelConfig, batch } = checks;
   const continuous = modelConfig?.continuousUsage === true;
-  const facts = admission(ctx, kind, request, req, batch, continuous, modelConfig?.mediaPartTokens ?? 0);
+  const facts = admission(ctx, kind, request, checks);
   const { estimate, hold } = facts;
   const reservationId = randomUUID();
   // In flight from before the hold: a drain that starts while the hold is being made waits for
