@@ -1,5 +1,5 @@
 import { type CacheLifetime, eachCacheControl } from "./cache-writes.ts";
-import { ShimError } from "./errors.ts";
+import { invalidParam } from "./errors.ts";
 
 /**
  * What a request may ask of a paid provider that the provider bills beyond the tokens in its
@@ -40,10 +40,6 @@ const CLIENT_TOOL_TYPES = ["function", "custom"];
 const TOOL_MEMBERS = ["type", "function", "custom", "cache_control"];
 const FUNCTION_MEMBERS = ["name", "description", "parameters", "strict"];
 
-const refuse = (param: string, message: string): never => {
-  throw new ShimError("invalid_request", { param, message });
-};
-
 /**
  * A 400 for the first member of `body` a provider would bill beyond the model's price; else the
  * cache lifetime `body` asks for (cache-writes.ts), read in the same walk of its `cache_control`s:
@@ -52,34 +48,46 @@ const refuse = (param: string, message: string): never => {
 export function refuseProviderSurcharges(body: Record<string, unknown>): CacheLifetime {
   const { service_tier: tier, speed } = body;
   if (tier !== undefined && tier !== null && !STANDARD_TIERS.includes(tier as string)) {
-    refuse("service_tier", `service_tier '${String(tier).slice(0, 32)}' is not offered: this endpoint's prices are for the standard tier. Send 'default' or 'flex', or leave it out.`);
+    throw invalidParam(`'service_tier' '${String(tier).slice(0, 32)}' is not offered: this endpoint's prices are for the standard tier. Send 'default' or 'flex', or leave it out.`, "service_tier");
   }
   // Anthropic's fast mode (LiteLLM passes `speed` on, with its beta header): six times the price.
   if (speed !== undefined && speed !== null && speed !== "standard") {
-    refuse("speed", `speed '${String(speed).slice(0, 32)}' is not offered: this endpoint's prices are for the standard speed.`);
+    throw invalidParam(`'speed' '${String(speed).slice(0, 32)}' is not offered: this endpoint's prices are for the standard speed. Send 'standard', or leave it out.`, "speed");
   }
   if (body.web_search_options !== undefined && body.web_search_options !== null) {
-    refuse("web_search_options", "'web_search_options' is not offered: a provider's web search is billed per search, outside the tokens this endpoint charges for.");
+    throw invalidParam("'web_search_options' is not offered: a provider's web search is billed per search, outside the tokens this endpoint charges for.", "web_search_options");
   }
-  refuseHostedTools(body.tools, "tools", TOOL_MEMBERS, (t) => t.type === undefined || CLIENT_TOOL_TYPES.includes(t.type as string));
-  refuseHostedTools(body.functions, "functions", FUNCTION_MEMBERS, () => true);
+  refuseHostedTools(body.tools, "tools", TOOL_MEMBERS);
+  refuseHostedTools(body.functions, "functions", FUNCTION_MEMBERS);
   let asked: CacheLifetime = null;
   eachCacheControl(body, (control, member) => {
     if (control.ttl !== undefined && control.ttl !== null && !CACHE_LIFETIMES.includes(control.ttl as string)) {
-      refuse(member ?? "cache_control", "A cache_control 'ttl' must be '5m' or '1h' (or left out): longer cache lifetimes are billed to this endpoint's operator, not by the tokens you are charged for.");
+      throw invalidParam("A cache_control 'ttl' must be '5m' or '1h' (or left out): longer cache lifetimes are billed to this endpoint's operator, not by the tokens you are charged for.", member ?? "cache_control");
     }
     if (asked !== "1h") asked = control.ttl === "1h" ? "1h" : "5m";
   });
   return asked;
 }
 
-/** A 400 naming `param` if one of `list`'s entries is not a client's own function, as `members` and `clientType` describe one. */
-function refuseHostedTools(list: unknown, param: string, members: string[], clientType: (tool: Record<string, unknown>) => boolean): void {
+/**
+ * A 400 naming `param` if one of `list`'s entries is not a client's own function: not an object,
+ * a tool of a type the provider runs (`tools` only: a legacy `functions` entry has no type), or
+ * with a member other than `members`. The message names the entry and what is wrong with it.
+ */
+function refuseHostedTools(list: unknown, param: "tools" | "functions", members: readonly string[]): void {
   if (!Array.isArray(list)) return;
-  for (const tool of list) {
-    const own = typeof tool === "object" && tool !== null && clientType(tool as Record<string, unknown>) && Object.keys(tool).every((k) => members.includes(k));
-    if (!own) {
-      refuse(param, `Only your own functions are accepted in '${param}' (type 'function' or 'custom', with ${members.map((m) => `'${m}'`).join(", ")}): a tool the provider runs itself (web search, URL fetch, code execution, MCP) is billed per call, outside the tokens this endpoint charges for.`);
+  const billed = "billed per call, outside the tokens this endpoint charges for";
+  const takes = members.map((m) => `'${m}'`).join(", ");
+  list.forEach((tool: unknown, i) => {
+    const at = `'${param}[${i}]'`;
+    if (tool === null || typeof tool !== "object" || Array.isArray(tool)) throw invalidParam(`${at} is not a function of your own: an object with ${takes}.`, param);
+    const type = (tool as { type?: unknown }).type;
+    if (param === "tools" && type !== undefined && !CLIENT_TOOL_TYPES.includes(type as string)) {
+      const shown = typeof type === "string" ? type.slice(0, 64) : JSON.stringify(type).slice(0, 64);
+      throw invalidParam(`${at} is a tool the provider runs itself (${shown}): a provider's web search, URL fetch, code execution or MCP server is ${billed}. Send your own functions (type 'function' or 'custom').`, param);
     }
-  }
+    for (const k in tool) {
+      if (!members.includes(k)) throw invalidParam(`${at} has '${k.slice(0, 64)}', which a function of your own does not take (${takes}): a provider reads it as a tool it runs itself (web search, URL fetch, code execution), ${billed}.`, param);
+    }
+  });
 }

@@ -160,6 +160,11 @@ describe("client errors map to the SDK's exception classes with the documented b
         expect(e.param).toBe(Object.keys(extra)[0]);
       }
     }
+    // Each names the member, quoted, and the value.
+    const tier = await failure(() => c.chat.completions.create({ ...claude, service_tier: "priority" } as never));
+    expect(tier.message).toMatch(/'service_tier' 'priority' is not offered: /);
+    const speed = await failure(() => c.chat.completions.create({ ...claude, speed: "fast" } as never));
+    expect(speed.message).toMatch(/'speed' 'fast' is not offered: /);
     expect(h.fake.counters.received).toBe(received);
     const standard = { service_tier: "default", speed: "standard" };
     await c.chat.completions.create({ ...claude, ...standard } as never);
@@ -232,9 +237,15 @@ describe("client errors map to the SDK's exception classes with the documented b
       expectShape(e, 400, "invalid_request_error", "invalid_request");
       expect(e.param, JSON.stringify(tools)).toBe("tools");
     }
-    // The legacy `functions` list: the same keys.
+    // The message names the entry and what makes it the provider's: its type, or the member a function does not take.
+    const message = async (tools: unknown[]) => (await failure(() => c.chat.completions.create({ ...claude, tools } as never))).message;
+    expect(await message([fn, { type: "web_search_preview" }])).toMatch(/'tools\[1\]' is a tool the provider runs itself \(web_search_preview\): /);
+    expect(await message([fn, fn, { ...fn, googleSearch: {} }])).toMatch(/'tools\[2\]' has 'googleSearch', which a function of your own does not take \(/);
+    // The legacy `functions` list: the same keys; an entry there has no type, and is told of none.
     const legacy = await failure(() => c.chat.completions.create({ ...claude, functions: [{ name: "f", parameters: {}, googleSearch: {} }] } as never));
     expect(legacy.param).toBe("functions");
+    expect(legacy.message).toMatch(/'functions\[0\]' has 'googleSearch', which a function of your own does not take \(/);
+    expect(legacy.message).not.toContain("type");
     expect(h.fake.counters.received).toBe(received);
     // A client's own functions (and OpenAI's custom tools), with Anthropic's cache_control on one: as sent.
     const own = [fn, { type: "custom", custom: { name: "grammar" } }, { ...fn, function: { ...fn.function, name: "g", strict: true }, cache_control: { type: "ephemeral" } }];
