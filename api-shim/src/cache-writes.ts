@@ -1,3 +1,5 @@
+import { eachMessagePart } from "./content-parts.ts";
+
 /**
  * Prompt-cache writes, which a provider bills above its input price and LiteLLM counts in
  * `prompt_tokens` like any other prompt token (AnthropicConfig.calculate_usage: prompt_tokens =
@@ -83,15 +85,9 @@ export function eachCacheControl(body: Record<string, unknown>, visit: (control:
     if (control !== null && typeof control === "object") visit(control, member);
   };
   note(body, null);
-  if (Array.isArray(body.messages)) {
-    for (const m of body.messages) {
-      note(m, "messages");
-      const { content, tool_calls: calls } = (m ?? {}) as { content?: unknown; tool_calls?: unknown };
-      if (Array.isArray(content)) for (const part of content) note(part, "messages");
-      // An assistant turn's tool call: LiteLLM copies its cache_control onto Anthropic's tool_use block.
-      if (Array.isArray(calls)) for (const call of calls) note(call, "messages");
-    }
-  }
+  // A message, its content parts and an assistant turn's tool calls (LiteLLM copies a tool call's
+  // cache_control onto Anthropic's tool_use block).
+  eachMessagePart(body.messages, (item) => note(item, "messages"));
   if (Array.isArray(body.tools)) {
     for (const t of body.tools) {
       note(t, "tools");

@@ -35,12 +35,25 @@ const textMember = (part: unknown): string | undefined =>
  * count as media: a hold too large is only a hold, one too small undercharges (the cost is capped by it).
  */
 export function mediaParts(messages: unknown): number {
-  if (!Array.isArray(messages)) return 0;
   let count = 0;
-  for (const m of messages) {
-    const content = m !== null && typeof m === "object" ? (m as { content?: unknown }).content : undefined;
-    if (!Array.isArray(content)) continue;
-    for (const part of content) if (!isTextPart(part)) count++;
-  }
+  eachMessagePart(messages, (item, from) => {
+    if (from === "content" && !isTextPart(item)) count++;
+  });
   return count;
+}
+
+/**
+ * The one walk of chat messages: calls `visit` with each message of `messages` that is an object
+ * (`from` null), then with each of its parts, named by the list they are in: its content's parts
+ * (a content that is a list) and its tool calls (an assistant turn's `tool_calls`).
+ */
+export function eachMessagePart(messages: unknown, visit: (item: unknown, from: "content" | "tool_calls" | null) => void): void {
+  if (!Array.isArray(messages)) return;
+  for (const m of messages) {
+    if (m === null || typeof m !== "object") continue;
+    visit(m, null);
+    const { content, tool_calls: calls } = m as { content?: unknown; tool_calls?: unknown };
+    if (Array.isArray(content)) for (const part of content) visit(part, "content");
+    if (Array.isArray(calls)) for (const call of calls) visit(call, "tool_calls");
+  }
 }

@@ -1,3 +1,4 @@
+import { eachMessagePart } from "./content-parts.ts";
 import { invalidParam } from "./errors.ts";
 import type { InferenceKind } from "./inference-request.ts";
 
@@ -96,7 +97,13 @@ export function refuseUnlistedProviderParams(kind: InferenceKind, body: Record<s
   if (modalities !== undefined && modalities !== null && !(Array.isArray(modalities) && modalities.every((m) => m === "text"))) {
     throw invalidParam(`'modalities' may only be ["text"] for model '${name}': audio and image output are billed at other rates than the text this endpoint charges for.`, "modalities");
   }
-  if (kind === "chat" && Array.isArray(body.messages)) for (const m of body.messages) refuseUnlistedMessageMembers(m, name);
+  if (kind !== "chat") return;
+  eachMessagePart(body.messages, (item, from) => {
+    if (from === null) refuseUnlistedMessageMembers(item as object, name);
+    else if (from === "content" && !(item !== null && typeof item === "object" && PART_TYPES.includes((item as { type?: unknown }).type))) {
+      throw invalidParam(`A message's content parts for model '${name}' must be objects of type ${PART_TYPES.map((t) => `'${t}'`).join(", ")}.`, "messages");
+    }
+  });
 }
 
 /**
@@ -112,18 +119,12 @@ const MESSAGE_MEMBERS = ["role", "content", "name", "tool_calls", "tool_call_id"
 const THINKING_TYPES: readonly unknown[] = ["thinking", "redacted_thinking"];
 const THINKING_MEMBERS = ["type", "thinking", "signature", "data"];
 
-function refuseUnlistedMessageMembers(m: unknown, name: string): void {
-  if (m === null || typeof m !== "object") return;
+/** A 400 for a message's member not in MESSAGE_MEMBERS, or thinking blocks that are not the model's (its content parts: refuseUnlistedProviderParams). */
+function refuseUnlistedMessageMembers(m: object, name: string): void {
   for (const k in m) {
     if (!MESSAGE_MEMBERS.includes(k)) throw invalidParam(`A message's member '${k.slice(0, 64)}' is not accepted for model '${name}', a provider's model: a message takes ${MESSAGE_MEMBERS.join(", ")}.`, "messages");
   }
-  const { content, thinking_blocks: blocks } = m as { content?: unknown; thinking_blocks?: unknown };
-  if (Array.isArray(content)) {
-    for (const part of content) {
-      if (part !== null && typeof part === "object" && PART_TYPES.includes((part as { type?: unknown }).type)) continue;
-      throw invalidParam(`A message's content parts for model '${name}' must be objects of type ${PART_TYPES.map((t) => `'${t}'`).join(", ")}.`, "messages");
-    }
-  }
+  const blocks = (m as { thinking_blocks?: unknown }).thinking_blocks;
   if (blocks === undefined || blocks === null) return;
   const thinking = (b: unknown) => b !== null && typeof b === "object" && THINKING_TYPES.includes((b as { type?: unknown }).type) && Object.keys(b).every((k) => THINKING_MEMBERS.includes(k));
   if (!Array.isArray(blocks) || !blocks.every(thinking)) {

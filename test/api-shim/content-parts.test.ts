@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { eachMessagePart, mediaParts } from "../../api-shim/src/content-parts.ts";
 import { parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
 import { StreamMeter } from "../../api-shim/src/metering.ts";
 import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
@@ -54,5 +55,18 @@ describe("a text-typed part with a uuid and a media member", () => {
     const hold = pricer.hold({ model: "served", batch: false, bodyBytes, templated: true, maxTokens: 1, prompts: 1, outputs: 1, unboundedParts: req.unboundedParts, renderedJsonBytes: req.renderedJsonBytes, promptMayExceedContext: false });
     // An image is commonly 1,000+ tokens (the fake vLLM's IMAGE_TOKENS is 1,200); the hold caps the charge.
     expect(hold).toBeGreaterThan((bodyBytes + CHAT_TEMPLATE_TOKENS) * 1000 + 1000 * 1000);
+  });
+});
+
+describe("eachMessagePart, the one walk of chat messages", () => {
+  it("visits each message, then its content parts and tool calls; skips what is not a message or a list", () => {
+    const image = { type: "image_url", image_url: { url: "u" } };
+    const call = { id: "t", type: "function", function: { name: "f", arguments: "{}" } };
+    const messages = [null, "x", { role: "user", content: ["a", image] }, { role: "assistant", content: "s", tool_calls: [call] }, { role: "user", content: { type: "text" } }];
+    const seen: [unknown, string | null][] = [];
+    eachMessagePart(messages, (item, from) => seen.push([item, from]));
+    expect(seen).toEqual([[messages[2], null], ["a", "content"], [image, "content"], [messages[3], null], [call, "tool_calls"], [messages[4], null]]);
+    eachMessagePart("not a list", () => expect.unreachable());
+    expect(mediaParts(messages)).toBe(1);
   });
 });
