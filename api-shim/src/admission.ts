@@ -43,12 +43,12 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
   // What a provider bills beyond the model's price, for a model that may be a provider's; the same
   // walk reads the cache lifetime asked. vLLM's model gets them (it ignores them) and no walk.
-  // Embeddings cache nothing: a cache_control there widens no hold.
   const lifetime = mayBeProviders(modelConfig) ? refuseProviderSurcharges(body) : null;
-  // A paid provider's model takes an allow-list of members; any other model takes vLLM's extras
-  // too. Only a model configured `provider: true`, narrower than mayBeProviders: an unconfigured
-  // model, or one without maxModelLen, may be vLLM's, whose clients send its own parameters.
+  // Only a model configured `provider: true` has its members allow-listed (provider-params.ts):
+  // narrower than mayBeProviders, as an unconfigured model, or one without maxModelLen, may be
+  // vLLM's, whose clients send its extra parameters (top_k, guided_json…), which it takes.
   if (modelConfig?.provider === true) refuseUnlistedProviderParams(kind, body, req.model);
+  // Embeddings cache nothing: a cache_control there widens no hold.
   return { req, modelConfig, batch, cacheLifetime: kind === "embeddings" ? null : lifetime };
 }
 

@@ -34,7 +34,7 @@ const SURCHARGE_QUARTERS = { "5m": 1n, "1h": 4n } as const;
  * The cache writes of a usage object (LiteLLM's: `prompt_tokens_details.cache_creation_token_details.
  * {ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}`, the total in `cache_creation_input_tokens`
  * or `prompt_tokens_details.cache_creation_tokens`), or undefined for none. A vLLM answer has none
- * of these members: two property reads.
+ * of these members: four property reads at most (two when its prompt_tokens_details is null).
  */
 export function readCacheWrites(u: object): CacheWrites | undefined {
   const usage = u as { cache_creation_input_tokens?: unknown; prompt_tokens_details?: unknown };

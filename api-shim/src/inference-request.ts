@@ -10,9 +10,9 @@ import { refuseUpstreamControls } from "./upstream-controls.ts";
 
 /**
  * Checks the few fields metering depends on and builds the body sent upstream. Everything else
- * (a provider's model: what provider-params.ts allows) passes through: a non-streamed body is forwarded byte for
- * byte; a streamed one gains `stream_options.include_usage` (and `continuous_usage_stats` when
- * the model's upstream supports it).
+ * passes through (a provider's model takes only what provider-params.ts allows): a non-streamed
+ * body is forwarded byte for byte; a streamed one gains `stream_options.include_usage` (and
+ * `continuous_usage_stats` when the model's upstream supports it).
  */
 export type InferenceKind = "chat" | "completions" | "embeddings";
 

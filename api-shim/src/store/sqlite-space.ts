@@ -94,7 +94,7 @@ export interface RoomEvents {
 
 /**
  * The start's check again every `intervalMs` while the store runs (on the checkpoint thread's
- * beat): `onFull` is called once, with the same VolumeFullError, when the volume has filled up
+ * beat): `on.full` is called once, with the same VolumeFullError, when the volume has filled up
  * since. A volume that fills while the shim serves is otherwise found by a batch's COMMIT that
  * cannot grow the WAL, after requests were answered 200 with charges that batch then loses; a
  * restart meets checkRoomToStart's refusal instead. The statfs runs on libuv's thread pool (a
