@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { MIN_FREE_BYTES } from "./store/sqlite-space.ts";
 
 /**
  * Prometheus metrics with low-cardinality labels only: route pattern, status, configured model
@@ -63,7 +64,7 @@ export class Metrics {
   sqliteVolumeFree(bytes: number): void {
     this.volumeFree ??= new Gauge({
       name: "shim_sqlite_volume_free_bytes",
-      help: "Bytes free (to the shim's user) on the SQLite store's volume, checked every second. The shim fails closed and exits when this and the reusable part of its own WAL fall under 16 MiB: alert well before.",
+      help: `Bytes free (to the shim's user) on the SQLite store's volume, checked every second. The shim fails closed and exits when this and the reusable part of its own WAL fall under ${MIN_FREE_BYTES / 2 ** 20} MiB (${MIN_FREE_BYTES} bytes): alert well before.`,
       registers: [this.registry],
     });
     this.volumeFree.set(bytes);

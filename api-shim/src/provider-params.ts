@@ -93,11 +93,12 @@ export function refuseUnlistedProviderParams(kind: InferenceKind, body: Record<s
     const member = k.slice(0, 64);
     throw invalidParam(`'${member}' is not accepted for model '${name}', a provider's model: it takes ${[...allowed].join(", ")}.`, member);
   }
+  if (kind !== "chat") return;
+  // `modalities` is chat's alone: the allow-list above refused it on the other routes.
   const modalities = body.modalities;
   if (modalities !== undefined && modalities !== null && !(Array.isArray(modalities) && modalities.every((m) => m === "text"))) {
     throw invalidParam(`'modalities' may only be ["text"] for model '${name}': audio and image output are billed at other rates than the text this endpoint charges for.`, "modalities");
   }
-  if (kind !== "chat") return;
   eachMessagePart(body.messages, (item, from) => {
     if (from === null) refuseUnlistedMessageMembers(item as object, name);
     else if (from === "content" && !(item !== null && typeof item === "object" && PART_TYPES.includes((item as { type?: unknown }).type))) {

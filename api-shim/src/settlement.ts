@@ -54,7 +54,7 @@ export class Settlement {
     const { ctx, request } = this;
     const keyId = request.auth!.key.id;
     const u = storedUsage(usage ?? { promptTokens: 0, completionTokens: 0 });
-    const { cost, capped } = usage === null ? { cost: 0, capped: false } : ctx.pricer.cost(this.model, this.batch, { ...u, cacheWrites: usage.cacheWrites }, this.hold, this.cacheLifetime);
+    const { cost, capped } = usage === null ? { cost: 0, capped: false } : ctx.pricer.cost(this.model, this.batch, u, this.hold, this.cacheLifetime);
     const tokens = u.promptTokens + u.completionTokens;
     // Correct the tokens/min bucket from the admission estimate to what was really used.
     request.auth!.buckets.tokens?.settleEstimate(this.estimate, tokens, ctx.clock.monotonic());

@@ -45,10 +45,13 @@ export const MAX_TOKEN_COUNT = 2 ** 31 - 1;
 /**
  * Usage as the stores keep it: a count past 2^31 (one reported, or a sum over a request's
  * outputs) is an upstream's nonsense, and failing the settlement on it left the request
- * uncharged (Postgres refused the row). Cache writes are not stored (the rows keep the counts).
+ * uncharged (Postgres refused the row). Cache writes are kept for the charge (settlement.ts), not
+ * stored: a row keeps the counts.
  */
 export function storedUsage(u: Usage): Usage {
-  return { promptTokens: Math.min(u.promptTokens, MAX_TOKEN_COUNT), completionTokens: Math.min(u.completionTokens, MAX_TOKEN_COUNT) };
+  const stored: Usage = { promptTokens: Math.min(u.promptTokens, MAX_TOKEN_COUNT), completionTokens: Math.min(u.completionTokens, MAX_TOKEN_COUNT) };
+  if (u.cacheWrites) stored.cacheWrites = u.cacheWrites;
+  return stored;
 }
 
 const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { Metrics } from "../../api-shim/src/metrics.ts";
+import { MIN_FREE_BYTES } from "../../api-shim/src/store/sqlite-space.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 
@@ -27,5 +28,15 @@ describe("shim_request_duration_seconds", () => {
     expect(await bucketOf(longest)).toBeLessThan(Infinity);
     // A 3-minute request and a 10-minute one are told apart (histogram_quantile interpolates within a bucket).
     expect(await bucketOf(180)).toBeLessThan(await bucketOf(longest));
+  });
+});
+
+describe("shim_sqlite_volume_free_bytes", () => {
+  it("says in its help the free space under which the shim fails closed, from the constant it uses", async () => {
+    const metrics = new Metrics();
+    metrics.sqliteVolumeFree(1);
+    const text = await metrics.registry.metrics();
+    expect(text).toContain(`# HELP shim_sqlite_volume_free_bytes`);
+    expect(text).toMatch(new RegExp(`fall under ${MIN_FREE_BYTES / 2 ** 20} MiB \\(${MIN_FREE_BYTES} bytes\\)`));
   });
 });

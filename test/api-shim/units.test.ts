@@ -674,6 +674,9 @@ describe("usage of a non-streamed body", () => {
   it("is stored with each count clamped to what a usage row holds, sums over outputs included", () => {
     expect(storedUsage({ promptTokens: 4_000_000_000, completionTokens: 2 * 2_000_000_000 })).toEqual({ promptTokens: 2 ** 31 - 1, completionTokens: 2 ** 31 - 1 });
     expect(storedUsage({ promptTokens: 5, completionTokens: 7 })).toEqual({ promptTokens: 5, completionTokens: 7 });
+    // Cache writes are charged from it (settlement.ts): kept, though no store row holds them.
+    const cacheWrites = { fiveMinute: 1, oneHour: 2, unsplit: 0 };
+    expect(storedUsage({ promptTokens: 5, completionTokens: 7, cacheWrites })).toEqual({ promptTokens: 5, completionTokens: 7, cacheWrites });
   });
   const bytes = (text: string) => Buffer.from(text);
   it("reads usage from small and large bodies, and says whether members can be spliced in", () => {
