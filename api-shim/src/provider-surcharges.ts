@@ -48,11 +48,11 @@ const FUNCTION_MEMBERS = ["name", "description", "parameters", "strict"];
 export function refuseProviderSurcharges(body: Record<string, unknown>): CacheLifetime {
   const { service_tier: tier, speed } = body;
   if (tier !== undefined && tier !== null && !STANDARD_TIERS.includes(tier as string)) {
-    throw invalidParam(`'service_tier' '${String(tier).slice(0, 32)}' is not offered: this endpoint's prices are for the standard tier. Send 'default' or 'flex', or leave it out.`, "service_tier");
+    throw invalidParam(`'service_tier' '${shown(tier, 32)}' is not offered: this endpoint's prices are for the standard tier. Send 'default' or 'flex', or leave it out.`, "service_tier");
   }
   // Anthropic's fast mode (LiteLLM passes `speed` on, with its beta header): six times the price.
   if (speed !== undefined && speed !== null && speed !== "standard") {
-    throw invalidParam(`'speed' '${String(speed).slice(0, 32)}' is not offered: this endpoint's prices are for the standard speed. Send 'standard', or leave it out.`, "speed");
+    throw invalidParam(`'speed' '${shown(speed, 32)}' is not offered: this endpoint's prices are for the standard speed. Send 'standard', or leave it out.`, "speed");
   }
   if (body.web_search_options !== undefined && body.web_search_options !== null) {
     throw invalidParam("'web_search_options' is not offered: a provider's web search is billed per search, outside the tokens this endpoint charges for.", "web_search_options");
@@ -83,11 +83,18 @@ function refuseHostedTools(list: unknown, param: "tools" | "functions", members:
     if (tool === null || typeof tool !== "object" || Array.isArray(tool)) throw invalidParam(`${at} is not a function of your own: an object with ${takes}.`, param);
     const type = (tool as { type?: unknown }).type;
     if (param === "tools" && type !== undefined && !CLIENT_TOOL_TYPES.includes(type as string)) {
-      const shown = typeof type === "string" ? type.slice(0, 64) : JSON.stringify(type).slice(0, 64);
-      throw invalidParam(`${at} is a tool the provider runs itself (${shown}): a provider's web search, URL fetch, code execution or MCP server is ${billed}. Send your own functions (type 'function' or 'custom').`, param);
+      throw invalidParam(`${at} is a tool the provider runs itself (${shown(type, 64)}): a provider's web search, URL fetch, code execution or MCP server is ${billed}. Send your own functions (type 'function' or 'custom').`, param);
     }
     for (const k in tool) {
       if (!members.includes(k)) throw invalidParam(`${at} has '${k.slice(0, 64)}', which a function of your own does not take (${takes}): a provider reads it as a tool it runs itself (web search, URL fetch, code execution), ${billed}.`, param);
     }
   });
+}
+
+/**
+ * A client's value as a message may quote it, at most `max` characters: a string as it is, anything
+ * else as JSON (String() throws for an object whose toString is not callable: a 500, not the 400).
+ */
+function shown(v: unknown, max: number): string {
+  return (typeof v === "string" ? v : JSON.stringify(v)).slice(0, max);
 }

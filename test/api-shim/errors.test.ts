@@ -149,6 +149,9 @@ describe("client errors map to the SDK's exception classes with the documented b
       // Search the provider runs and bills per call, outside the tokens (LiteLLM: Gemini's
       // googleSearch, Anthropic's web_search tool).
       { web_search_options: {} },
+      // Not strings: quoted as JSON in the refusal (String() of an object whose toString is not
+      // callable threw: a 500, found by review).
+      { service_tier: { toString: 0 } }, { speed: { toString: null } }, { service_tier: [{ toString: 1 }] },
     ];
     const c = h.client(key);
     const received = h.fake.counters.received;
