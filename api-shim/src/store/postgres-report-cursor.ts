@@ -1,4 +1,5 @@
 import { asStoreError, StoreUnavailableError, type UsageGroup } from "./store.ts";
+import type { UsageRest } from "./usage-batches.ts";
 
 /** A report's cursor as postgres-reports.ts reads it. */
 export interface CursorReading {
@@ -8,8 +9,15 @@ export interface CursorReading {
   rows: number;
   /** Days come as UTC day numbers, labelled here. */
   day: boolean;
-  /** Its reader has taken nothing for this long since its last batch: the report is given up. */
+  /** Its reader has taken nothing for this long (since its last batch or touch()): the report is given up. */
   idleMs: number;
+  /**
+   * Runs a statement that reads nothing, in the report's transaction: the server's bound on a
+   * transaction left idle counts from its last statement, not from the reader's progress.
+   */
+  keepAlive: () => Promise<unknown>;
+  /** Run keepAlive at a touch() once this long has passed since the last statement (postgres-reports.ts says why). */
+  keepAliveMs: number;
   /** The asker left, the drain was cut, the store is closing: the report is given up. */
   signal: AbortSignal;
 }
@@ -30,9 +38,11 @@ export class ReportCursor {
   private fetching: Promise<unknown> | undefined;
   private more = true;
   private ended = false;
-  /** Why the reader gets no more rows: its bound passed, or a FETCH failed. */
+  /** Why the reader gets no more rows: its bound passed, or a FETCH (or a keepAlive) failed. */
   private failure: unknown;
   private idle: NodeJS.Timeout | undefined;
+  /** When the last statement ended (performance.now()): the server's idle time counts from it. */
+  private lastStatement = performance.now();
   private readonly abort = () => this.end();
 
   constructor(reading: CursorReading) {
@@ -55,7 +65,7 @@ export class ReportCursor {
   }
 
   /** The batches from `first` on, for the reader: read to the end, or given up with return(). */
-  batches(first: UsageGroup[]): AsyncIterable<UsageGroup[]> {
+  batches(first: UsageGroup[]): UsageRest {
     let pending: UsageGroup[] | undefined = first;
     const iterator: AsyncIterator<UsageGroup[]> = {
       next: async () => {
@@ -89,7 +99,32 @@ export class ReportCursor {
         return { done: true, value: undefined };
       },
     };
-    return { [Symbol.asyncIterator]: () => iterator };
+    return { [Symbol.asyncIterator]: () => iterator, idleMs: this.reading.idleMs, touch: () => this.touch() };
+  }
+
+  /**
+   * Its reader took some of the answer: the idle time starts again, unless a statement is under
+   * way (a FETCH has the statement's bound, and the idle time starts once it has answered). A
+   * slow reader asks for its next batch minutes after the last FETCH: the transaction is kept
+   * from the server's idle bound by a statement that reads nothing, once keepAliveMs have passed.
+   */
+  private touch(): void {
+    if (this.ended || !this.more || this.fetching !== undefined) return;
+    this.armIdle();
+    if (performance.now() - this.lastStatement < this.reading.keepAliveMs) return;
+    const running = this.reading.keepAlive();
+    this.fetching = running;
+    running.then(
+      () => (this.lastStatement = performance.now()),
+      (e: unknown) => {
+        // The session is gone or its transaction failed: the next FETCH would fail too.
+        this.more = false;
+        this.failure ??= e;
+        this.end(e);
+      },
+    ).finally(() => {
+      if (this.fetching === running) this.fetching = undefined;
+    });
   }
 
   /** One FETCH, its days labelled (here, between FETCHes: a report of millions of rows is labelled batch by batch). */
@@ -99,6 +134,7 @@ export class ReportCursor {
     this.fetching = fetching;
     try {
       const batch = await fetching;
+      this.lastStatement = performance.now();
       this.more = batch.length === rows;
       return day ? batch.map((r) => ({ ...r, group: new Date(Number(r.group) * 86_400_000).toISOString().slice(0, 10) })) : batch;
     } catch (e) {
@@ -114,14 +150,15 @@ export class ReportCursor {
   /**
    * A reader that stops reading (a client that keeps its connection open and takes nothing) would
    * hold the report's connection, its transaction and its turn, and every report behind it, for as
-   * long as it stays: its rows are given up once it has taken nothing for idleMs since its last
-   * batch. Each batch starts that time again: a long body read steadily is not cut.
+   * long as it stays: its rows are given up once it has taken nothing for idleMs. Each batch, and
+   * each sign of its client taking bytes (touch()), starts that time again: a long body read
+   * steadily is not cut.
    */
   private armIdle(): void {
     if (this.ended) return;
     clearTimeout(this.idle);
     this.idle = setTimeout(() => {
-      this.failure ??= new StoreUnavailableError(new Error(`the report's rows were not read within ${this.reading.idleMs} ms of its last batch`));
+      this.failure ??= new StoreUnavailableError(new Error(`the report's reader took nothing for ${this.reading.idleMs} ms`));
       this.end();
     }, this.reading.idleMs).unref();
   }

@@ -4,7 +4,7 @@ import { rejectOnAbort } from "../promises.ts";
 import { ReportCursor } from "./postgres-report-cursor.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
 import { REPORTED_SQL, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
-import { firstAndRest } from "./usage-batches.ts";
+import { firstAndRest, type UsageRest } from "./usage-batches.ts";
 
 /** The bound on a usage report's statement (the request path's is the store's timeoutMs). */
 const REPORT_TIMEOUT_MS = 60_000;
@@ -15,9 +15,10 @@ const REPORT_TIMEOUT_MS = 60_000;
  */
 export const FETCH_ROWS = 10_000;
 /**
- * How long a report's reader may take nothing (since its last batch) before the report is given
- * up: the SQLite store's bound (sqlite-reports.ts), so a client that keeps its connection open
- * and reads nothing holds neither a connection nor a turn for longer than a long report would.
+ * How long a report's reader may take nothing (no batch asked for, no byte taken by its client's
+ * socket: usage-body.ts) before the report is given up: the SQLite store's bound
+ * (sqlite-reports.ts), so a client that keeps its connection open and reads nothing holds neither
+ * a connection nor a turn for longer than a long report would.
  */
 const IDLE_MS = REPORT_TIMEOUT_MS;
 /**
@@ -25,7 +26,12 @@ const IDLE_MS = REPORT_TIMEOUT_MS;
  * is the reader's bound and this much more: the shim gives an idle report up first (and its
  * connection back, whole); the server's ends a session the shim has lost track of (a process
  * stopped in a debugger, a network cut), since the store's own 5 s would cut any report whose
- * reader takes a few seconds over a batch (a slow link).
+ * reader takes a few seconds over a batch (a slow link). The server counts from the report's last
+ * statement, the shim from its reader's last progress: a reader taking a batch slowly but steadily
+ * asks for the next one minutes after the last FETCH. So while its reader makes progress, the
+ * cursor runs a statement that reads nothing (`SELECT 1`) once half this margin has passed since
+ * the last one (ReportCursor.touch): the server's bound then always ends more than half the margin
+ * after the shim's, which alone decides when a live shim's report is given up.
  */
 const SERVER_IDLE_MARGIN_MS = 10_000;
 /**
@@ -62,6 +68,8 @@ export function reportSql(q: Pick<UsageQuery, "keyId" | "group">): string {
 export interface UsageReportsOptions {
   /** The reader's bound: IDLE_MS. */
   idleMs?: number;
+  /** The server's idle bound past the reader's: SERVER_IDLE_MARGIN_MS. */
+  serverIdleMarginMs?: number;
   /** Rows per FETCH: FETCH_ROWS. */
   fetchRows?: number;
 }
@@ -92,6 +100,7 @@ export class UsageReports {
   private readonly pool: pg.Pool;
   private readonly tx: <T>(fn: (c: pg.PoolClient) => Promise<T>) => Promise<T>;
   private readonly idleMs: number;
+  private readonly serverIdleMarginMs: number;
   private readonly fetchRows: number;
 
   /** `tx` runs one transaction on a pooled connection (the store's). */
@@ -99,6 +108,7 @@ export class UsageReports {
     this.pool = pool;
     this.tx = tx;
     this.idleMs = options.idleMs ?? IDLE_MS;
+    this.serverIdleMarginMs = options.serverIdleMarginMs ?? SERVER_IDLE_MARGIN_MS;
     this.fetchRows = options.fetchRows ?? FETCH_ROWS;
   }
 
@@ -126,21 +136,23 @@ export class UsageReports {
    * day numbers, labelled per batch by the cursor's reader) rather than by formatting a timestamp
    * per row: a month of one busy key is tens of millions of rows.
    */
-  private batches(q: UsageQuery, signal: AbortSignal): Promise<AsyncIterable<UsageGroup[]>> {
+  private batches(q: UsageQuery, signal: AbortSignal): Promise<UsageRest> {
     const mark = reportMark();
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
     const { asker } = q;
-    let opened!: (batches: AsyncIterable<UsageGroup[]>) => void;
-    const ready = new Promise<AsyncIterable<UsageGroup[]>>((resolve) => (opened = resolve));
+    let opened!: (batches: UsageRest) => void;
+    const ready = new Promise<UsageRest>((resolve) => (opened = resolve));
     const report = () => this.tx(async (c) => {
       // Bounds for this transaction alone: each statement (the first FETCH runs the grouping and
-      // sort) has the report's bound; idle between FETCHes, the reader's (the cursor's) and a
-      // margin. The planner plans for every row (a cursor's default is for the first tenth),
-      // as for the single statement a report was.
-      await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}; SET LOCAL idle_in_transaction_session_timeout = ${this.idleMs + SERVER_IDLE_MARGIN_MS}; SET LOCAL cursor_tuple_fraction = 1`);
+      // sort) has the report's bound; idle between statements, the reader's (the cursor's) and a
+      // margin (SERVER_IDLE_MARGIN_MS). The planner plans for every row (a cursor's default is
+      // for the first tenth), as for the single statement a report was.
+      await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}; SET LOCAL idle_in_transaction_session_timeout = ${this.idleMs + this.serverIdleMarginMs}; SET LOCAL cursor_tuple_fraction = 1`);
       await this.cancellable(c, mark, { text: `${mark} DECLARE report NO SCROLL CURSOR WITHOUT HOLD FOR ${reportSql(q)}`, values }, signal);
       const cursor = new ReportCursor({
         fetch: () => this.cancellable(c, mark, { text: `${mark} FETCH ${this.fetchRows} FROM report` }, signal),
+        keepAlive: () => this.cancellable(c, mark, { text: `${mark} SELECT 1` }, signal),
+        keepAliveMs: this.serverIdleMarginMs / 2,
         rows: this.fetchRows, day: q.group === "day", idleMs: this.idleMs, signal,
       });
       opened(cursor.batches(await cursor.first()));

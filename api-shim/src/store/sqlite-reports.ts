@@ -5,6 +5,7 @@ import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
 import { asStoreError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
+import type { UsageRest } from "./usage-batches.ts";
 
 /**
  * Each asking key's reports wait in a line of their own (the operator's, of one key or all, in
@@ -103,12 +104,12 @@ export class SqliteReports {
    * StoreUnavailableError's cause), with a ReportsBusyError when too many wait, and with a
    * StoreUnavailableError when the report fails.
    */
-  batches(q: UsageQuery, beforeRun: () => Promise<void>): Promise<AsyncIterable<UsageGroup[]>> {
+  batches(q: UsageQuery, beforeRun: () => Promise<void>): Promise<UsageRest> {
     const { signal: wanted, asker, batched: _, ...query } = q;
     if (this.closing.signal.aborted) return Promise.reject(this.closing.signal.reason);
     const signal = wanted ? AbortSignal.any([wanted, this.closing.signal]) : this.closing.signal;
-    let opened!: (batches: AsyncIterable<UsageGroup[]>) => void;
-    const ready = new Promise<AsyncIterable<UsageGroup[]>>((resolve) => (opened = resolve));
+    let opened!: (batches: UsageRest) => void;
+    const ready = new Promise<UsageRest>((resolve) => (opened = resolve));
     const work = this.lines.run(asker, () => this.turns.run(async () => {
       try {
         await beforeRun();
@@ -127,7 +128,7 @@ export class SqliteReports {
   }
 
   /** The report's batches from `first` on; `finished` (the turn passes on) once read or given up. */
-  private rest(worker: Worker, first: Batch, signal: AbortSignal, finished: () => void): AsyncIterable<UsageGroup[]> {
+  private rest(worker: Worker, first: Batch, signal: AbortSignal, finished: () => void): UsageRest {
     let next: UsageGroup[] | undefined = first.rows;
     let more = first.more;
     let ended = false;
@@ -135,8 +136,9 @@ export class SqliteReports {
     let asked: Promise<unknown> | undefined;
     // A reader that stops reading (a client that keeps its connection open and takes nothing)
     // would hold the one worker, and every report behind it, for as long as it stays: its rows
-    // are given up once it has asked for nothing for the report's time, the turn passed on. Each
-    // batch asked for starts that time again: a long body read steadily is not cut.
+    // are given up once it has taken nothing for the report's time, the turn passed on. Each
+    // batch asked for, and each sign of its client taking bytes (touch()), starts that time
+    // again: a long body read steadily is not cut.
     let expired = false;
     const deadline = setTimeout(() => {
       expired = true;
@@ -164,7 +166,7 @@ export class SqliteReports {
           next = undefined;
           return { done: false, value };
         }
-        if (expired) throw asStoreError(new Error(`the report's rows were not read within ${this.options.timeoutMs} ms of its answer`));
+        if (expired) throw asStoreError(new Error(`the report's reader took nothing for ${this.options.timeoutMs} ms`));
         // Given up by its asker (the signal) with rows still to come: a failure, never a short complete body.
         if (more && signal.aborted) {
           end();
@@ -193,7 +195,14 @@ export class SqliteReports {
         return { done: true, value: undefined };
       },
     };
-    return { [Symbol.asyncIterator]: () => iterator };
+    return {
+      [Symbol.asyncIterator]: () => iterator,
+      idleMs: this.options.timeoutMs,
+      // Also while the worker is asked for a batch (ms away): the time counts on meanwhile.
+      touch: () => {
+        if (!ended) deadline.refresh();
+      },
+    };
   }
 
   /** The report's first batch; `signal` aborting stops the statement, and the answer (an error) follows within a few thousand rows of its scan. */

@@ -2,15 +2,40 @@
 // asked with UsageQuery.batched, and the one way to read it to the end or give it up.
 import type { UsageGroup } from "./store.ts";
 
-/** A report's rows in batches, in order. */
-export type UsageBatches = AsyncIterable<UsageGroup[]> | Iterable<UsageGroup[]>;
+/**
+ * A report's batches after its first, as both stores answer them: read to the end, or given up
+ * with return() as `for await` does (that ends the report's turn). The store holds the report's
+ * rows (a worker's statement, a cursor's transaction) for its reader, and gives them up once the
+ * reader has taken nothing for `idleMs`: a client that keeps its connection open and reads
+ * nothing must not hold the report's turn, and every report behind it, for as long as it stays.
+ */
+export interface UsageRest extends AsyncIterable<UsageGroup[]> {
+  /** How long its reader may take nothing before the report is given up. */
+  readonly idleMs: number;
+  /**
+   * Its reader took some of the answer (its client's socket took bytes): the idle time starts
+   * again. Asking for the next batch does too; but the body asks for it only once the socket has
+   * taken the previous one, a MB or so, which a slow client reading steadily takes minutes over.
+   * A batch being fetched meanwhile has the store's own bound on it instead.
+   */
+  touch(): void;
+}
 
 /**
  * The rows of usage() asked for with UsageQuery.batched: the first batch, and `rest` when more
  * follow (the caller reads it to the end, or gives up with return() as `for await` does: that
  * ends the report's turn). A store may answer with every row at once (SQLite in memory).
  */
-export type UsageRows = UsageGroup[] & { rest?: AsyncIterable<UsageGroup[]> };
+export type UsageRows = UsageGroup[] & { rest?: UsageRest };
+
+/** Every batch of a report (usageBatches), for its body. */
+export interface UsageBatches extends AsyncIterableIterator<UsageGroup[]> {
+  /** The rest's bound (UsageRest.idleMs); none when every row came at once, nothing held for the reader. */
+  readonly idleMs?: number;
+  /** Passed on to the rest (UsageRest.touch). */
+  touch(): void;
+  return(): Promise<IteratorResult<UsageGroup[]>>;
+}
 
 /**
  * Every batch of usage()'s answer, in order. Given up (return(): a client gone, a `for await`
@@ -18,10 +43,12 @@ export type UsageRows = UsageGroup[] & { rest?: AsyncIterable<UsageGroup[]> };
  * generator's `finally` would not run then): the rest holds the report's turn, which every other
  * report waits for.
  */
-export function usageBatches(rows: UsageRows): AsyncIterableIterator<UsageGroup[]> {
+export function usageBatches(rows: UsageRows): UsageBatches {
   const rest = rows.rest?.[Symbol.asyncIterator]();
   let first = true;
-  const batches: AsyncIterableIterator<UsageGroup[]> = {
+  const batches: UsageBatches = {
+    idleMs: rows.rest?.idleMs,
+    touch: () => rows.rest?.touch(),
     next: async () => {
       if (!first) return rest ? rest.next() : { done: true, value: undefined };
       first = false;
@@ -37,10 +64,11 @@ export function usageBatches(rows: UsageRows): AsyncIterableIterator<UsageGroup[
   return batches;
 }
 
-/** Batches as usage() answers them (UsageRows): the first, and the rest to read. */
-export async function firstAndRest(batches: AsyncIterable<UsageGroup[]>): Promise<UsageRows> {
+/** A store's batches as usage() answers them (UsageRows): the first, and the rest to read. */
+export async function firstAndRest(batches: UsageRest): Promise<UsageRows> {
   const iterator = batches[Symbol.asyncIterator]();
   const first = await iterator.next();
   if (first.done) return [];
-  return Object.assign(first.value, { rest: { [Symbol.asyncIterator]: () => iterator } });
+  const rest: UsageRest = { [Symbol.asyncIterator]: () => iterator, idleMs: batches.idleMs, touch: () => batches.touch() };
+  return Object.assign(first.value, { rest });
 }
