@@ -76,8 +76,9 @@ export class ReportCursor {
           return { done: false, value };
         }
         if (this.failure !== undefined) throw asStoreError(this.failure);
-        // Given up for its asker (the client left, the store is closing): a cut answer, never a short complete one.
-        if (this.reading.signal.aborted) throw asStoreError(this.reading.signal.reason);
+        // Given up for its asker (the client left, the store is closing) with rows still to come:
+        // a cut answer, never a short complete one. After the last batch, the report is whole.
+        if (this.more && this.reading.signal.aborted) throw asStoreError(this.reading.signal.reason);
         if (!this.more || this.ended) {
           this.end();
           return { done: true, value: undefined };

@@ -177,7 +177,6 @@ export class SqliteReports {
           return { done: true, value: undefined };
         }
         try {
-          signal.throwIfAborted(); // the client left, the drain was cut, the store is closing
           asked = this.request(worker, { more: true });
           const batch = (await asked) as Batch;
           asked = undefined;
