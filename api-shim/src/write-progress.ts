@@ -4,7 +4,8 @@ import type { Socket } from "node:net";
 /**
  * Calls `progress` after each `everyMs` in which the client of `socket` took some of what was
  * written to it, until the returned function is called: for a bound on a client that takes
- * nothing (usage-body.ts), which must not cut one that reads slowly but steadily.
+ * nothing (usage-body.ts), which must not cut one that reads slowly but steadily. With `stalled`,
+ * calls its `then` once (and stops) when the client has taken nothing for its `afterMs`.
  *
  * What this process sees of a client's reading comes in steps: the kernel takes more from it only
  * once about a third of its send buffer has gone, and on loopback (MSS 64 K) that buffer grows to
@@ -15,10 +16,15 @@ import type { Socket } from "node:net";
  * this process saw no progress of its own. Elsewhere (no /proc), or when the socket cannot be told
  * apart from another in that table, the process's steps alone count.
  */
-export function watchWriteProgress(socket: Socket, everyMs: number, progress: () => void): () => void {
+export function watchWriteProgress(socket: Socket, everyMs: number, progress: () => void, stalled?: { afterMs: number; then: () => void }): () => void {
   let handed = handedToKernel(socket);
   let queued: number | undefined;
   let checking = false;
+  let last = performance.now();
+  const moved = () => {
+    last = performance.now();
+    progress();
+  };
   const check = async () => {
     if (checking || socket.destroyed) return;
     checking = true;
@@ -27,12 +33,17 @@ export function watchWriteProgress(socket: Socket, everyMs: number, progress: ()
       if (now !== handed) {
         handed = now;
         queued = undefined; // changed with it: read afresh the next time nothing else moves
-        return progress();
+        return moved();
       }
       const inKernel = await kernelSendQueue(socket);
-      const moved = queued !== undefined && inKernel !== undefined && inKernel !== queued;
+      const changed = queued !== undefined && inKernel !== undefined && inKernel !== queued;
       queued = inKernel;
-      if (moved && !socket.destroyed) progress();
+      if (socket.destroyed) return;
+      if (changed) moved();
+      else if (stalled && performance.now() - last > stalled.afterMs) {
+        clearInterval(timer);
+        stalled.then();
+      }
     } finally {
       checking = false;
     }
@@ -60,8 +71,10 @@ async function kernelSendQueue(socket: Socket): Promise<number | undefined> {
   let table: string;
   try {
     table = await readFile(file, "latin1");
-  } catch {
-    noProcTable = true;
+  } catch (e) {
+    // Only a table that is not there is never looked for again: a passing failure (EMFILE under
+    // load, ENOMEM) turned this off for the process's life, and slow readers were cut again.
+    if ((e as { code?: unknown }).code === "ENOENT") noProcTable = true;
     return undefined;
   }
   // A line: "sl local_address rem_address st tx_queue:rx_queue …", addresses as HEXIP:HEXPORT, st 01 established.

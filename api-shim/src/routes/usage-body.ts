@@ -6,7 +6,7 @@ import { finishRequest } from "../app.ts";
 import type { ShimContext } from "../context.ts";
 import { toShimError } from "../errors.ts";
 import { creditsNumber, formatCredits } from "../money.ts";
-import type { UsageGroup } from "../store/store.ts";
+import { StoreUnavailableError, type UsageGroup } from "../store/store.ts";
 import type { UsageBatches } from "../store/usage-batches.ts";
 import { watchWriteProgress } from "../write-progress.ts";
 
@@ -34,14 +34,18 @@ const PROGRESS_CHECK_MS = 5000;
  */
 export function sendUsageBody(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, batches: UsageBatches, format: "json" | "csv", group: string, head: object): FastifyReply {
   const body = format === "csv" ? csvPieces(batches, group) : jsonPieces(batches, group, head);
+  /** Logs a failure after the first byte (as the error handler logs one, and the request line as 503 with its code). */
+  const failed = (e: unknown) => {
+    const err = toShimError(e);
+    request.log.error({ reqId: request.id, err: (e as { cause?: unknown }).cause ?? e }, "usage report failed after its first byte");
+    request.shimErrorCode = err.logCode;
+    finishRequest(ctx, request, err.status);
+  };
   const failing = async function* () {
     try {
       yield* body;
     } catch (e) {
-      const err = toShimError(e);
-      request.log.error({ reqId: request.id, err: (e as { cause?: unknown }).cause ?? e }, "usage report failed after its first byte");
-      request.shimErrorCode = err.logCode;
-      finishRequest(ctx, request, err.status);
+      failed(e);
       throw e; // Fastify destroys the connection (its headers were sent)
     }
   };
@@ -54,7 +58,20 @@ export function sendUsageBody(ctx: ShimContext, request: FastifyRequest, reply: 
   // only once the socket has taken the previous one, ~1.2 MB of JSON, ~450 KB of CSV. The
   // socket taking bytes starts that time again too, for both stores.
   const socket = request.raw.socket as Socket | null;
-  const unwatch = batches.idleMs === undefined || !socket ? undefined : watchWriteProgress(socket, Math.min(PROGRESS_CHECK_MS, batches.idleMs / 4), () => batches.touch());
+  // A client that takes nothing has its rows given up by the store at its bound; the body, paused
+  // at a write the connection does not take, would never ask the store again to learn it. So a
+  // check past that bound cuts the connection itself (found by review: it stayed open, its request
+  // in flight and its watcher reading /proc, until nginx's send_timeout).
+  const every = batches.idleMs === undefined ? 0 : Math.min(PROGRESS_CHECK_MS, batches.idleMs / 4);
+  const stalled = batches.idleMs === undefined ? undefined : {
+    afterMs: batches.idleMs + every,
+    then: () => {
+      const e = new StoreUnavailableError(new Error(`the report's reader took nothing for ${batches.idleMs} ms`));
+      failed(e);
+      stream.destroy(e);
+    },
+  };
+  const unwatch = !stalled || !socket ? undefined : watchWriteProgress(socket, every, () => batches.touch(), stalled);
   // A stream destroyed before it was read (a client gone at once) never runs the generators
   // whose end gives the report's rest up: given up here too (twice is harmless).
   stream.once("close", () => {
