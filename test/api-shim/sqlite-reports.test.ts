@@ -13,6 +13,7 @@ import { SLICE_ROWS, usageReport } from "../../api-shim/src/store/sqlite-usage-r
 import { ClientLeftError, StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { type UsageRows, usageBatches } from "../../api-shim/src/store/usage-batches.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
+import { sqliteLedgerOfGroups } from "../support/usage-ledger.ts";
 import { assertNoSecrets, startShim } from "../support/shim-harness.ts";
 import { shimClient, ShimProcesses, writeProcessConfig } from "../support/shim-process.ts";
 
@@ -437,20 +438,8 @@ describe("an in-memory SQLite store", () => {
 });
 
 describe("a report read in batches (/admin/usage streams its body)", () => {
-  /** A database whose report by model has `groups` rows: one request each of that many keys (their key rows left out). */
-  const manyGroups = async (groups: number) => {
-    const dir = mkdtempSync(join(tmpdir(), "shim-batched-report-"));
-    const file = join(dir, "shim.db");
-    await new SqliteStore(file).close();
-    const db = new Database(file);
-    db.pragma("foreign_keys = OFF");
-    const insert = db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES (?, ?, -1300, 'usage', ?, 'chat', 'qwen2.5-7b', 200, 7, 3, 0, 10)");
-    db.transaction(() => {
-      for (let i = 0; i < groups; i++) insert.run(`k${String(i).padStart(11, "0")}`, Date.now() - 1000, `req-${i}`);
-    })();
-    db.close();
-    return { dir, file };
-  };
+  /** A database whose report by model has `groups` rows. */
+  const manyGroups = (groups: number) => sqliteLedgerOfGroups(groups, "shim-batched-report-");
   const all = { keyId: null, asker: null, from: 0, to: Date.now() + 86_400_000, group: "model" } as const;
   const nobody = () => ({ keyId: "nobody000000", asker: "nobody000000", from: 0, to: Date.now(), group: "model" }) as const;
 

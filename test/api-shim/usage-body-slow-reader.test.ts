@@ -2,7 +2,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import Database from "better-sqlite3";
 import Fastify, { type FastifyInstance } from "fastify";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -12,11 +11,11 @@ import { durableTransaction, types } from "../../api-shim/src/store/postgres-cli
 import { UsageReports } from "../../api-shim/src/store/postgres-reports.ts";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import { SqliteReports } from "../../api-shim/src/store/sqlite-reports.ts";
-import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import type { UsageQuery } from "../../api-shim/src/store/store.ts";
 import { firstAndRest, usageBatches, type UsageRows } from "../../api-shim/src/store/usage-batches.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { pollUntil } from "../support/tools.ts";
+import { sqliteLedgerOfGroups } from "../support/usage-ledger.ts";
 
 /**
  * Found by review: /admin/usage's reader bound ("its client has taken nothing for 60 s") was
@@ -90,16 +89,7 @@ describe("an /admin/usage body read slowly but steadily, on SQLite (a reader bou
   const nobody = { ...all, keyId: "nobody000000", asker: "nobody000000" } as const satisfies UsageQuery;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "slow-reader-sqlite-"));
-    file = join(dir, "shim.db");
-    await new SqliteStore(file).close();
-    const db = new Database(file);
-    db.pragma("foreign_keys = OFF");
-    const insert = db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES (?, ?, -1300, 'usage', ?, 'chat', 'qwen2.5-7b', 200, 7, 3, 0, 10)");
-    db.transaction(() => {
-      for (let i = 0; i < ROWS; i++) insert.run(`k${String(i).padStart(11, "0")}`, Date.now() - 1000, `req-${i}`);
-    })();
-    db.close();
+    ({ dir, file } = await sqliteLedgerOfGroups(ROWS, "slow-reader-sqlite-"));
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   beforeEach(() => {

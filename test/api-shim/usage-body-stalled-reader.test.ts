@@ -1,9 +1,6 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { type AddressInfo, connect, type Socket } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import Database from "better-sqlite3";
 import Fastify, { type FastifyInstance } from "fastify";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 
@@ -19,9 +16,9 @@ vi.mock("node:fs/promises", async (importOriginal) => {
 import type { ShimContext } from "../../api-shim/src/context.ts";
 import { sendUsageBody } from "../../api-shim/src/routes/usage-body.ts";
 import { SqliteReports } from "../../api-shim/src/store/sqlite-reports.ts";
-import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import type { UsageQuery } from "../../api-shim/src/store/store.ts";
 import { firstAndRest, usageBatches } from "../../api-shim/src/store/usage-batches.ts";
+import { sqliteLedgerOfGroups } from "../support/usage-ledger.ts";
 
 const IDLE_MS = 1000;
 const ROWS = 60_000;
@@ -43,16 +40,7 @@ describe("a stalled /admin/usage client on loopback TCP (SQLite, bound 1 s)", ()
   const nobody = { ...all, keyId: "nobody000000", asker: "nobody000000" } as const satisfies UsageQuery;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "stalled-reader-"));
-    file = join(dir, "shim.db");
-    await new SqliteStore(file).close();
-    const db = new Database(file);
-    db.pragma("foreign_keys = OFF");
-    const insert = db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES (?, ?, -1300, 'usage', ?, 'chat', 'qwen2.5-7b', 200, 7, 3, 0, 10)");
-    db.transaction(() => {
-      for (let i = 0; i < ROWS; i++) insert.run(`k${String(i).padStart(11, "0")}`, Date.now() - 1000, `req-${i}`);
-    })();
-    db.close();
+    ({ dir, file } = await sqliteLedgerOfGroups(ROWS, "stalled-reader-"));
     reports = new SqliteReports(file, { busyTimeoutMs: 1000, timeoutMs: IDLE_MS });
     app = Fastify();
     app.get("/report", async (request, reply) => {

@@ -1,9 +1,7 @@
 import { existsSync } from "node:fs";
-import { once } from "node:events";
-import { type AddressInfo, connect, createServer, type Server, type Socket } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterEach, describe, expect, it, vi } from "vitest";
-import { watchWriteProgress } from "../../api-shim/src/write-progress.ts";
+import { describe, expect, it, vi } from "vitest";
+import { watchedClient } from "../support/watched-client.ts";
 
 /** The first /proc/net/tcp read fails as under a moment of file-descriptor exhaustion (EMFILE). */
 const failNext = vi.hoisted(() => ({ n: 1 }));
@@ -18,35 +16,18 @@ vi.mock("node:fs/promises", async (importOriginal) => {
   }) as typeof real.readFile };
 });
 
+/** Progress seen while a paused client, once the kernel's buffers are full, reads ~200 KB/s for 3 s. */
 async function slowReaderProgress(): Promise<number> {
-  let server: Server | undefined;
-  const sockets: Socket[] = [];
+  const { client, progress, close } = await watchedClient();
   try {
-    let progress = 0;
-    let unwatch = () => {};
-    server = createServer((s) => {
-      sockets.push(s);
-      const piece = Buffer.alloc(256 * 1024, 97);
-      const fill = () => { while (s.write(piece)); };
-      s.on("drain", fill);
-      fill();
-      unwatch = watchWriteProgress(s, 100, () => progress++);
-    });
-    server.listen(0, "127.0.0.1");
-    await once(server, "listening");
-    const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
-    sockets.push(client);
-    client.pause();
     await sleep(1500);
-    const filled = progress;
+    const filled = progress();
     const reading = setInterval(() => client.read(20 * 1024), 100);
     await sleep(3000);
     clearInterval(reading);
-    unwatch();
-    return progress - filled;
+    return progress() - filled;
   } finally {
-    for (const s of sockets) s.destroy();
-    server?.close();
+    close();
   }
 }
 

@@ -1,0 +1,43 @@
+import { once } from "node:events";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
+import { watchWriteProgress } from "../../api-shim/src/write-progress.ts";
+
+/** A client of a loopback server that writes to it as fast as the connection takes, whose progress (write-progress.ts) the server watches every 100 ms. */
+export interface WatchedClient {
+  /** The client's socket, paused: it takes nothing until read. */
+  client: Socket;
+  /** Progress seen so far. */
+  progress(): number;
+  /** Stops watching, closes both ends and the server. */
+  close(): void;
+}
+
+export async function watchedClient(): Promise<WatchedClient> {
+  let seen = 0;
+  let unwatch = () => {};
+  const sockets: Socket[] = [];
+  const server = createServer((s) => {
+    sockets.push(s);
+    const piece = Buffer.alloc(256 * 1024, 97);
+    const fill = () => {
+      while (s.write(piece));
+    };
+    s.on("drain", fill);
+    fill();
+    unwatch = watchWriteProgress(s, 100, () => seen++);
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+  sockets.push(client);
+  client.pause();
+  return {
+    client,
+    progress: () => seen,
+    close: () => {
+      unwatch();
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
