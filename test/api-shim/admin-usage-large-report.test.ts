@@ -3,13 +3,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/keys.ts";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
-import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
+import { type RunningPostgres, sqlOn, startPostgres } from "../support/postgres.ts";
 import { type ShimProcess, ShimProcesses, writeProcessConfig } from "../support/shim-process.ts";
 
 const KEYS = 2000;
@@ -54,14 +53,7 @@ describe("an /admin/usage group=day report with many (key, day) groups", () => {
   });
 
   it("keeps answering /health while the report is built and sent", async () => {
-    const p = await output.start({
-      SHIM_UPSTREAM_URL: fake.url,
-      SHIM_DATABASE_URL: `sqlite:${file}`,
-      SHIM_CONFIG: writeProcessConfig(dir, other, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]),
-      SHIM_ADMIN_TOKEN: adminToken,
-    });
-    await reportWhileProbing(p, adminToken, from);
-    await output.stopCleanly(p);
+    await shimReportsWhileProbing(output, { fake, dir, other, adminToken }, `sqlite:${file}`, from);
   }, 120_000);
 });
 
@@ -87,17 +79,11 @@ describe("an /admin/usage group=day report with many (key, day) groups, on Postg
     url = await server.newDatabase();
     fake = await new FakeVllm({ models: [{ name: "qwen2.5-7b" }] }).start();
     await (await PostgresStore.open(url)).close(); // the schema
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      await c.query(`INSERT INTO keys (id, name, hash, tier, created_at) SELECT 'k' || lpad(k::text, 11, '0'), 'k', 'sha256:${"0".repeat(64)}', 'developer', ${now - DAYS * 86_400_000} FROM generate_series(0, ${KEYS - 1}) k`);
-      await c.query(`INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served)
-        SELECT 'k' || lpad(k::text, 11, '0'), ${now} - (${DAYS} - d - 0.5) * 86400000, 0, 'usage', 'r-' || d || '-' || k, 'chat', 'qwen2.5-7b', 200, 7, 3, false, 10, true
-        FROM generate_series(0, ${DAYS - 1}) d, generate_series(0, ${KEYS - 1}) k`);
-      await c.query("VACUUM ANALYZE ledger");
-    } finally {
-      await c.end();
-    }
+    await sqlOn(url, `INSERT INTO keys (id, name, hash, tier, created_at) SELECT 'k' || lpad(k::text, 11, '0'), 'k', 'sha256:${"0".repeat(64)}', 'developer', ${now - DAYS * 86_400_000} FROM generate_series(0, ${KEYS - 1}) k`);
+    await sqlOn(url, `INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served)
+      SELECT 'k' || lpad(k::text, 11, '0'), ${now} - (${DAYS} - d - 0.5) * 86400000, 0, 'usage', 'r-' || d || '-' || k, 'chat', 'qwen2.5-7b', 200, 7, 3, false, 10, true
+      FROM generate_series(0, ${DAYS - 1}) d, generate_series(0, ${KEYS - 1}) k`);
+    await sqlOn(url, "VACUUM ANALYZE ledger");
   }, 120_000);
   afterAll(async () => {
     output.killAll();
@@ -107,16 +93,21 @@ describe("an /admin/usage group=day report with many (key, day) groups, on Postg
   });
 
   it("keeps answering /health while the report is read and sent", async () => {
-    const p = await output.start({
-      SHIM_UPSTREAM_URL: fake.url,
-      SHIM_DATABASE_URL: url,
-      SHIM_CONFIG: writeProcessConfig(dir, other, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]),
-      SHIM_ADMIN_TOKEN: adminToken,
-    });
-    await reportWhileProbing(p, adminToken, from);
-    await output.stopCleanly(p);
+    await shimReportsWhileProbing(output, { fake, dir, other, adminToken }, url, from);
   }, 120_000);
 });
+
+/** A shim process on `databaseUrl` (the describe's fixture) asked for the report while probed (reportWhileProbing), then stopped. */
+async function shimReportsWhileProbing(output: ShimProcesses, f: { fake: FakeVllm; dir: string; other: ReturnType<typeof generateKey>; adminToken: string }, databaseUrl: string, from: string): Promise<void> {
+  const p = await output.start({
+    SHIM_UPSTREAM_URL: f.fake.url,
+    SHIM_DATABASE_URL: databaseUrl,
+    SHIM_CONFIG: writeProcessConfig(f.dir, f.other, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]),
+    SHIM_ADMIN_TOKEN: f.adminToken,
+  });
+  await reportWhileProbing(p, f.adminToken, from);
+  await output.stopCleanly(p);
+}
 
 /** Asks for the whole report as CSV, probing /health every 50 ms until it has come: each probe answers within a second, and the report is complete. */
 async function reportWhileProbing(p: ShimProcess, adminToken: string, from: string): Promise<void> {
