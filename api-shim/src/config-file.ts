@@ -77,11 +77,20 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
   };
   const prices = new Map<string, ModelPrice>();
   for (const [name, p] of Object.entries(obj(pricingDoc.models, at("pricing.models"), null, bad))) {
-    const po = obj(p, at(`pricing.models.${name}`), ["promptPer1k", "completionPer1k"], bad);
-    prices.set(name, {
-      promptPer1k: credits(po.promptPer1k, at(`pricing.models.${name}.promptPer1k`), 0),
-      completionPer1k: credits(po.completionPer1k, at(`pricing.models.${name}.completionPer1k`), 0),
-    });
+    const po = obj(p, at(`pricing.models.${name}`), ["promptPer1k", "completionPer1k", "cachedPromptPer1k"], bad);
+    const before = problems.length;
+    const price: { promptPer1k: number; completionPer1k: number; cachedPromptPer1k?: number } = { promptPer1k: credits(po.promptPer1k, at(`pricing.models.${name}.promptPer1k`), 0), completionPer1k: 0 };
+    const promptRefused = problems.length > before; // its own problem says so; no second one below
+    price.completionPer1k = credits(po.completionPer1k, at(`pricing.models.${name}.completionPer1k`), 0);
+    // Set only where written: absent, a cached prompt token is a prompt token (pricing.ts). Never
+    // above the prompt price, which the hold reserves for every prompt token, cached or not.
+    if (po.cachedPromptPer1k !== undefined) {
+      const where = at(`pricing.models.${name}.cachedPromptPer1k`);
+      const cached = credits(po.cachedPromptPer1k, where, -1); // -1: refused
+      if (cached > price.promptPer1k && !promptRefused) bad(where, po.cachedPromptPer1k, `at most promptPer1k (${formatCredits(price.promptPer1k)}): a cached prompt token is charged no more than a prompt token, which the hold reserves`);
+      else if (cached >= 0) price.cachedPromptPer1k = cached;
+    }
+    prices.set(name, price);
   }
   const pricing: Pricing = {
     request: credits(pricingDoc.request, at("pricing.request"), DEFAULT_REQUEST_PRICES.request),

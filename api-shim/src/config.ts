@@ -58,6 +58,8 @@ export const mayBeProviders = (model: ModelConfig | undefined): boolean => model
 export interface ModelPrice {
   readonly promptPer1k: number;
   readonly completionPer1k: number;
+  /** Prompt tokens read from a prompt cache (cache-reads.ts), at most promptPer1k; absent: promptPer1k. */
+  readonly cachedPromptPer1k?: number;
 }
 export interface BootstrapKey {
   readonly id: string;

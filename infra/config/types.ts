@@ -52,6 +52,8 @@ export interface Tier {
 export interface ModelPrice {
   readonly promptPer1k: number;
   readonly completionPer1k: number;
+  /** Credits per 1k prompt tokens read from a prompt cache, at most promptPer1k; unset: promptPer1k. */
+  readonly cachedPromptPer1k?: number;
 }
 
 export interface Pricing {

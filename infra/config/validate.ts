@@ -213,10 +213,22 @@ function checkPricing(p: Problems, value: unknown, modelNames: readonly string[]
       continue;
     }
     const m = p.object(`pricing.models.${name}`, price) ?? {};
-    p.unknownKeys(`pricing.models.${name}`, m, ["promptPer1k", "completionPer1k"]);
+    p.unknownKeys(`pricing.models.${name}`, m, ["promptPer1k", "completionPer1k", "cachedPromptPer1k"]);
+    const before = p.list.length;
+    const promptPer1k = p.credits(`pricing.models.${name}.promptPer1k`, m.promptPer1k) ?? 0;
+    const promptRefused = p.list.length > before; // its own problem says so; no second one here
+    const cachedKey = `pricing.models.${name}.cachedPromptPer1k`;
+    let cachedPromptPer1k = p.credits(cachedKey, m.cachedPromptPer1k);
+    // The hold reserves the prompt price for every prompt token, cached or not: a cached token
+    // priced above it could be charged more than was held (the shim refuses it too, config-file.ts).
+    if (cachedPromptPer1k !== undefined && cachedPromptPer1k > promptPer1k && !promptRefused) {
+      cachedPromptPer1k = p.add(cachedKey, m.cachedPromptPer1k, `must not be more than promptPer1k (${promptPer1k}): a cached prompt token is charged at most the prompt price, which the shim holds for every prompt token`);
+    }
     models.push([name, {
-      promptPer1k: p.credits(`pricing.models.${name}.promptPer1k`, m.promptPer1k) ?? 0,
+      promptPer1k,
       completionPer1k: p.credits(`pricing.models.${name}.completionPer1k`, m.completionPer1k) ?? 0,
+      // Only where set: the rendered SHIM_CONFIG then carries it, and a model without it is charged as before.
+      ...(cachedPromptPer1k !== undefined ? { cachedPromptPer1k } : {}),
     }]);
   }
   return {

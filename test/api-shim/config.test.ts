@@ -153,6 +153,20 @@ extra: 1
   });
 
   // Found by review: a new tier set to null was told so, and then that it lacked rpm and tpm.
+  it("a model's cachedPromptPer1k is credits as promptPer1k is, at most promptPer1k; absent, none is set (the prompt price applies)", () => {
+    const c = parse({}, "models: [{ name: m }, { name: n }]\npricing: { models: { m: { promptPer1k: 1, cachedPromptPer1k: 0.1 }, n: { promptPer1k: 1 } } }\n");
+    expect(c.pricing.models.get("m")).toEqual({ promptPer1k: 1_000_000, completionPer1k: 0, cachedPromptPer1k: 100_000 });
+    expect(c.pricing.models.get("n")).toEqual({ promptPer1k: 1_000_000, completionPer1k: 0 });
+    const p = problems({}, "models: [{ name: a }, { name: b }, { name: c }, { name: d }]\npricing: { models: { a: { promptPer1k: 1, cachedPromptPer1k: -1 }, b: { promptPer1k: 1, cachedPromptPer1k: abc }, " +
+      "c: { promptPer1k: 1, cachedPromptPer1k: 0.0000001 }, d: { promptPer1k: 0.1, cachedPromptPer1k: 0.2 } } }\n");
+    expect(p).toEqual([
+      "SHIM_CONFIG pricing.models.a.cachedPromptPer1k: -1 is not valid; expected a non-negative number of credits with at most 6 decimals",
+      'SHIM_CONFIG pricing.models.b.cachedPromptPer1k: "abc" is not valid; expected a non-negative number of credits with at most 6 decimals',
+      "SHIM_CONFIG pricing.models.c.cachedPromptPer1k: 1e-7 is not valid; expected a non-negative number of credits with at most 6 decimals",
+      "SHIM_CONFIG pricing.models.d.cachedPromptPer1k: 0.2 is not valid; expected at most promptPer1k (0.1): a cached prompt token is charged no more than a prompt token, which the hold reserves",
+    ]);
+  });
+
   it("a new tier set to null is one problem: the mapping it should be", () => {
     expect(problems({}, "tiers: { gold: null }")).toEqual([
       "SHIM_CONFIG tiers.gold: null is not valid; expected a mapping of rpm, tpm and concurrency; for no limit, set each to null",

@@ -446,6 +446,15 @@ it("charges a model's price whatever its name, one an object has from Object.pro
   }
 });
 
+it("passes a model's cachedPromptPer1k through to the shim's prices, and writes none for a model without one", () => {
+  const c = config({ pricing: { models: { "qwen2.5-7b": { promptPer1k: 0.5, completionPer1k: 1, cachedPromptPer1k: 0.05 } } } });
+  const shimConfig = render(c).get("shim/config.yaml")!;
+  const parsed = parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/app/config.yaml" }, () => shimConfig);
+  expect(parsed.pricing.models.get("qwen2.5-7b")).toEqual({ promptPer1k: 500_000, completionPer1k: 1_000_000, cachedPromptPer1k: 50_000 });
+  const without = render(config({ pricing: { models: { "qwen2.5-7b": { promptPer1k: 0.5, completionPer1k: 1 } } } })).get("shim/config.yaml")!;
+  expect(without).not.toContain("cachedPromptPer1k");
+});
+
 describe("writing the bundle to a directory", () => {
   const bundle = render(config());
   const withFile = (path: string, content: string): Bundle => {

@@ -161,6 +161,14 @@ describe("validateConfig: good configs", () => {
     expect([r.config.pricing.models.qwen?.promptPer1k, r.config.keys[0]!.credits, r.config.model.maxModelLen]).toEqual([0.00005, 1_000_000.5, 4000]);
   });
 
+  it("takes a model's cachedPromptPer1k, from 0 up to its promptPer1k, and leaves it out where it is not set", () => {
+    const c = ok({ ...base, model: { id: "a/b", servedName: "m" }, pricing: { models: { m: { promptPer1k: 1, completionPer1k: 2, cachedPromptPer1k: 0.1 } } } });
+    expect(c.pricing.models.m).toEqual({ promptPer1k: 1, completionPer1k: 2, cachedPromptPer1k: 0.1 });
+    expect(ok({ ...base, model: { id: "a/b", servedName: "m" }, pricing: { models: { m: { promptPer1k: 1, cachedPromptPer1k: 0 } } } }).pricing.models.m?.cachedPromptPer1k).toBe(0);
+    expect(ok({ ...base, model: { id: "a/b", servedName: "m" }, pricing: { models: { m: { promptPer1k: 1, cachedPromptPer1k: "1" } } } }).pricing.models.m?.cachedPromptPer1k).toBe(1);
+    expect(ok({ ...base, model: { id: "a/b", servedName: "m" }, pricing: { models: { m: { promptPer1k: 1 } } } }).pricing.models.m).toEqual({ promptPer1k: 1, completionPer1k: 0 });
+  });
+
   it("takes a tier limit of \"null\", which `pulumi config set --path 'gpu-sandbox:tiers.team.rpm' null` stores, as unlimited", () => {
     const c = ok({ ...base, tiers: { team: { rpm: "null", tpm: 1000, concurrency: "null" }, free: { tpm: "null" } } });
     expect(c.tiers.team).toEqual({ rpm: null, tpm: 1000, concurrency: null });
@@ -365,6 +373,13 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
       { ...base, providers: [{ name: "fast", model, apiKey: Secret.encrypted() }] }, [`gpu-sandbox:providers[0].model = ${JSON.stringify(model)}: must be <provider>/<model>`]]),
     ["price for an unserved model", { ...base, pricing: { models: { "gpt-4": { promptPer1k: 1 } } } },
       ['gpu-sandbox:pricing.models.gpt-4 = {"promptPer1k":1}: prices a model that is not served']],
+    // A cached prompt token is priced as a prompt token is, and never above it: the hold reserves the prompt price.
+    ...[-1, "cheap", 0.0000001].map((cachedPromptPer1k): [string, Record<string, unknown>, string[]] => [`a cachedPromptPer1k of ${JSON.stringify(cachedPromptPer1k)}`,
+      { ...base, model: { id: "a/b", servedName: "m" }, pricing: { models: { m: { promptPer1k: 1, cachedPromptPer1k } } } }, [`gpu-sandbox:pricing.models.m.cachedPromptPer1k = ${JSON.stringify(cachedPromptPer1k)}: must`]]),
+    ["a cachedPromptPer1k above promptPer1k", { ...base, model: { id: "a/b", servedName: "m" }, pricing: { models: { m: { promptPer1k: 0.1, cachedPromptPer1k: 0.2 } } } },
+      ["gpu-sandbox:pricing.models.m.cachedPromptPer1k = 0.2: must not be more than promptPer1k (0.1)"]],
+    ["a cachedPromptPer1k without promptPer1k (0)", { ...base, model: { id: "a/b", servedName: "m" }, pricing: { models: { m: { cachedPromptPer1k: 0.2 } } } },
+      ["gpu-sandbox:pricing.models.m.cachedPromptPer1k = 0.2: must not be more than promptPer1k (0)"]],
     ["tier without limits", { ...base, tiers: { team: { rpm: 5 } } }, ['gpu-sandbox:tiers.team = {"rpm":5}: a new tier needs both rpm and tpm']],
     // Read as "unlimited" by whoever wrote it; it changed nothing (free stayed at 10 rpm).
     ["tier set to null", { ...base, tiers: { free: null } }, ["gpu-sandbox:tiers.free = null: must be a map of rpm, tpm and concurrency; for no limit, set each to null"]],
