@@ -291,22 +291,31 @@ export class StreamMeter {
       const whole = this.usageLast;
       const prompt = promptOwed || whole ? (f.promptTokens ?? promptEstimate()) : 0;
       const completion = f.completionTokens === null ? this.counted : whole ? f.completionTokens : Math.max(f.completionTokens, this.generated);
-      return withCacheWrites({ promptTokens: prompt, completionTokens: completion }, f.cacheWrites);
+      // Cached tokens count where the upstream's prompt count is charged, not an estimate of it.
+      return withCache({ promptTokens: prompt, completionTokens: completion }, f.cacheWrites, f.promptTokens === null ? 0 : f.cachedTokens);
     }
     if (this.running.size === 0) return { promptTokens: promptOwed && this.began ? promptEstimate() : 0, completionTokens: this.counted };
-    const prompts = new Map<number, number>();
+    const prompts = new Map<number, Usage>();
     let completion = 0;
     let cacheWrites: Usage["cacheWrites"];
     for (const [index, u] of this.running) {
       completion += u.completionTokens;
       const group = Math.floor(index / this.options.outputsPerPrompt);
-      prompts.set(group, Math.max(prompts.get(group) ?? 0, u.promptTokens));
+      // A prompt's largest count, and the cached tokens reported with it.
+      const seen = prompts.get(group);
+      if (!seen || u.promptTokens > seen.promptTokens) prompts.set(group, u);
       // Only a provider's (LiteLLM's whole-request usage, one output) reports them.
       cacheWrites ??= u.cacheWrites;
     }
     let prompt = 0;
-    if (promptOwed) for (const p of prompts.values()) prompt += p;
-    return withCacheWrites({ promptTokens: prompt, completionTokens: Math.max(completion, this.generated) }, cacheWrites);
+    let cached = 0;
+    if (promptOwed) {
+      for (const p of prompts.values()) {
+        prompt += p.promptTokens;
+        cached += Math.min(p.cachedTokens ?? 0, p.promptTokens);
+      }
+    }
+    return withCache({ promptTokens: prompt, completionTokens: Math.max(completion, this.generated) }, cacheWrites, cached);
   }
 }
 
@@ -333,9 +342,10 @@ const GENERATED = new RegExp(
   "g",
 );
 
-/** `usage` with the cache writes reported, when its prompt is charged (Pricer.cost counts no more of them than its prompt tokens). */
-function withCacheWrites(usage: Usage, cacheWrites: Usage["cacheWrites"]): Usage {
+/** `usage` with the cache writes and reads reported, when its prompt is charged (Pricer.cost counts no more of either than its prompt tokens). */
+function withCache(usage: Usage, cacheWrites: Usage["cacheWrites"], cachedTokens = 0): Usage {
   if (cacheWrites && usage.promptTokens > 0) usage.cacheWrites = cacheWrites;
+  if (cachedTokens > 0 && usage.promptTokens > 0) usage.cachedTokens = cachedTokens;
   return usage;
 }
 

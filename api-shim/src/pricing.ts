@@ -1,4 +1,5 @@
 import { type ModelConfig, mayBeProviders, type Pricing } from "./config.ts";
+import { promptCost } from "./cache-reads.ts";
 import { type CacheLifetime, type CacheWrites, cacheWriteHold, cacheWriteSurcharge } from "./cache-writes.ts";
 import { tokenCost } from "./money.ts";
 
@@ -210,6 +211,8 @@ export interface Usage {
   completionTokens: number;
   /** Prompt-cache writes a provider reported (through LiteLLM), counted in promptTokens too: charged a surcharge on top. */
   cacheWrites?: CacheWrites;
+  /** Prompt tokens read from a prompt cache (cache-reads.ts), counted in promptTokens too: charged the model's cachedPromptPer1k. */
+  cachedTokens?: number;
 }
 
 export interface HoldInput {
@@ -311,7 +314,9 @@ export class Pricer {
     // A request is bounded per sequence, not as a whole: a batch of prompts may hold
     // maxModelLen tokens each, and every one of the `outputs` sequences may reach maxTokens.
     const completion = input.outputs * this.outputBound(input);
-    // A prompt with cache_control may be written to a provider's cache whole, at up to twice its price.
+    // A prompt with cache_control may be written to a provider's cache whole, at up to twice its
+    // price. Every prompt token is held at promptPer1k, a cached one too: which are read from a
+    // cache is known only from the usage, and cachedPromptPer1k is never above it (config-file.ts).
     const prompt = tokenCost(promptBound, price.promptPer1k) + cacheWriteHold(promptBound, price.promptPer1k, input.cacheLifetime ?? null);
     // Bounded so that it stays an exact integer; a hold this large is refused (402) anyway.
     return Math.min(base + prompt + tokenCost(completion, price.completionPer1k), Number.MAX_SAFE_INTEGER);
@@ -320,12 +325,13 @@ export class Pricer {
   /**
    * The charge for `usage`, capped at the hold; `capped` when the usage was worth more than the
    * hold. `cacheLifetime`: the one the request asked for, the rate of writes reported unsplit.
+   * Cached prompt tokens are charged cachedPromptPer1k (at most promptPer1k, which the hold used).
    */
   cost(model: string, batch: boolean, usage: Usage, hold: number, cacheLifetime: CacheLifetime = null): { cost: number; capped: boolean } {
     const price = this.pricing.models.get(model);
     let total = this.requestPrice(batch);
     if (price) {
-      total += tokenCost(usage.promptTokens, price.promptPer1k) + tokenCost(usage.completionTokens, price.completionPer1k);
+      total += promptCost(usage.promptTokens, usage.cachedTokens ?? 0, price) + tokenCost(usage.completionTokens, price.completionPer1k);
       total += cacheWriteSurcharge(usage.cacheWrites, usage.promptTokens, price.promptPer1k, cacheLifetime);
     }
     return total > hold ? { cost: hold, capped: true } : { cost: total, capped: false };

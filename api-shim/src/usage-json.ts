@@ -1,3 +1,4 @@
+import { readCachedTokens } from "./cache-reads.ts";
 import { type CacheWrites, readCacheWrites } from "./cache-writes.ts";
 import type { Usage } from "./pricing.ts";
 
@@ -17,6 +18,8 @@ export interface Counts {
   completionTokens: number | null;
   /** Prompt-cache writes reported (a provider's, through LiteLLM), in promptTokens too. */
   cacheWrites?: CacheWrites;
+  /** Prompt tokens read from a prompt cache (cache-reads.ts), in promptTokens too; absent for none. */
+  cachedTokens?: number;
 }
 
 /** A stream's usage object's counts, each read on its own. */
@@ -24,6 +27,8 @@ export function readCounts(u: UsageJson): Counts {
   const counts: Counts = { promptTokens: isCount(u.prompt_tokens) ? u.prompt_tokens : null, completionTokens: isCount(u.completion_tokens) ? u.completion_tokens : null };
   const cacheWrites = readCacheWrites(u);
   if (cacheWrites) counts.cacheWrites = cacheWrites;
+  const cachedTokens = readCachedTokens(u);
+  if (cachedTokens > 0) counts.cachedTokens = cachedTokens;
   return counts;
 }
 
@@ -36,6 +41,8 @@ export function toUsage(u: UsageJson | null | undefined): Usage | null {
   const usage: Usage = { promptTokens: p, completionTokens: c };
   const cacheWrites = readCacheWrites(u);
   if (cacheWrites) usage.cacheWrites = cacheWrites;
+  const cachedTokens = readCachedTokens(u);
+  if (cachedTokens > 0) usage.cachedTokens = cachedTokens;
   return usage;
 }
 
@@ -45,12 +52,13 @@ export const MAX_TOKEN_COUNT = 2 ** 31 - 1;
 /**
  * Usage as the stores keep it: a count past 2^31 (one reported, or a sum over a request's
  * outputs) is an upstream's nonsense, and failing the settlement on it left the request
- * uncharged (Postgres refused the row). Cache writes are kept for the charge (settlement.ts), not
- * stored: a row keeps the counts.
+ * uncharged (Postgres refused the row). Cache writes and reads are kept for the charge
+ * (settlement.ts), not stored: a row keeps the counts, prompt_tokens as the upstream reported it.
  */
 export function storedUsage(u: Usage): Usage {
   const stored: Usage = { promptTokens: Math.min(u.promptTokens, MAX_TOKEN_COUNT), completionTokens: Math.min(u.completionTokens, MAX_TOKEN_COUNT) };
   if (u.cacheWrites) stored.cacheWrites = u.cacheWrites;
+  if (u.cachedTokens !== undefined) stored.cachedTokens = u.cachedTokens;
   return stored;
 }
 

@@ -43,10 +43,16 @@ export interface Behaviour {
   embeddingDims: number;
   /** Stream no usage whatever `stream_options` asks (a provider behind LiteLLM that sends none). */
   ignoreIncludeUsage: boolean;
+  /**
+   * Prompt tokens served from the prefix cache, reported in `prompt_tokens_details.cached_tokens`
+   * of chat's and completions' final usage (vLLM started with --enable-prompt-tokens-details);
+   * null: `prompt_tokens_details` null or absent, as vLLM without that flag.
+   */
+  cachedTokens: number | null;
 }
 
 const DEFAULTS: Behaviour = {
-  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", failWith200: false, hang: false, stampTokens: false, templateTokens: 3, embeddingDims: 4, ignoreIncludeUsage: false,
+  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", failWith200: false, hang: false, stampTokens: false, templateTokens: 3, embeddingDims: 4, ignoreIncludeUsage: false, cachedTokens: null,
 };
 
 export interface FakeModel {
@@ -256,13 +262,13 @@ export class FakeVllm extends EventEmitter {
       json(res, 200, {
         id, object: "chat.completion", created, model,
         choices: indexes.map((index) => ({ index, message: { role: "assistant", content: text, refusal: null, annotations: null, audio: null, function_call: null, tool_calls: [], reasoning_content: null }, logprobs: null, finish_reason: finish, stop_reason: null })),
-        service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: null }, prompt_logprobs: null, kv_transfer_params: null,
+        service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: this.promptDetails(prompt) }, prompt_logprobs: null, kv_transfer_params: null,
       });
     } else {
       const answer = {
         id, object: "text_completion", created, model,
         choices: indexes.map((index) => ({ index, text: echoed(index) + (echoOnly ? "" : text), logprobs: null, finish_reason: finish, stop_reason: null, prompt_logprobs: null })),
-        service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: null }, kv_transfer_params: null,
+        service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: this.promptDetails(prompt) }, kv_transfer_params: null,
       };
       if (oneEvent) res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "transfer-encoding": "chunked" }).end(`data: ${JSON.stringify(answer)}\n\ndata: [DONE]\n\n`);
       else json(res, 200, answer);
@@ -315,7 +321,8 @@ export class FakeVllm extends EventEmitter {
     }
     if (tokens === 0 && route === "chat") for (let index = 0; index < outputs; index++) send(chunk({ index, delta: { content: "" }, logprobs: null, finish_reason: "length", stop_reason: null }, 0));
     const usage = this.usage(prompt, tokens * outputs);
-    if (includeUsage) send(route === "chat" ? { id, object: "chat.completion.chunk", created, model, choices: [], usage } : { id, object: "text_completion", created, model, choices: [], usage });
+    const final = this.behaviour.cachedTokens === null ? usage : { ...usage, prompt_tokens_details: this.promptDetails(prompt) };
+    if (includeUsage) send(route === "chat" ? { id, object: "chat.completion.chunk", created, model, choices: [], usage: final } : { id, object: "text_completion", created, model, choices: [], usage: final });
     res.end("data: [DONE]\n\n");
     this.usages.push(usage);
     this.bump("completed");
@@ -346,6 +353,12 @@ export class FakeVllm extends EventEmitter {
     });
     this.usages.push({ prompt_tokens: prompt, completion_tokens: 0, total_tokens: prompt });
     this.bump("completed");
+  }
+
+  /** vLLM's prompt_tokens_details: the cached tokens (never more than the prompt's) when reported, else null. */
+  private promptDetails(prompt: number): { cached_tokens: number } | null {
+    const cached = this.behaviour.cachedTokens;
+    return cached === null ? null : { cached_tokens: Math.min(cached, prompt) };
   }
 
   private usage(prompt: number, completion: number) {
