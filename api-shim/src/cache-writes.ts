@@ -7,8 +7,8 @@ import { eachMessagePart } from "./content-parts.ts";
  * lives 5 minutes (`cache_control: {type: "ephemeral"}`, or `ttl: "5m"`) at 1.25 times the input
  * price and one that lives an hour (`ttl: "1h"`) at 2 times, so the shim charges each written
  * token its prompt price (in `prompt_tokens`) plus a surcharge of 0.25 or 1 times it. Cache reads,
- * which Anthropic bills at 0.1 times, stay charged the full prompt price: the operator's pricing
- * choice (docs/api-shim.md, "Prompt caching"). vLLM reports neither.
+ * which Anthropic bills at 0.1 times, are cache-reads.ts's (the model's cachedPromptPer1k, else the
+ * prompt price). vLLM reports no writes.
  */
 
 /** The cache writes a usage object reports, in tokens; each is also counted in its prompt_tokens. */
