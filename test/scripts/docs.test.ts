@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
+import { parseShimConfig } from "../../api-shim/src/config.ts";
 
 const read = (path: string) => readFileSync(new URL(`../../${path}`, import.meta.url), "utf8");
 const pkg = JSON.parse(read("package.json")) as { scripts: Record<string, string> };
@@ -225,5 +226,17 @@ describe("examples that pipe or redirect `npm run` use --silent (npm's banner wo
     for (const name of Object.values(pkg.scripts).map((s) => /^node scripts\/(.+\.ts)$/.exec(s)?.[1]).filter((s) => s !== undefined)) {
       expect(usageOf(read(`scripts/${name}`)), name).toContain("Usage: npm run");
     }
+  });
+});
+
+describe("docs/api-shim.md's SHIM_CONFIG example", () => {
+  it("is a configuration the shim starts with (its bootstrap key's placeholder hash filled in)", () => {
+    const doc = read("docs/api-shim.md");
+    const block = /```yaml\n([\s\S]*?)```/.exec(doc.slice(doc.indexOf("## SHIM_CONFIG")))![1]!;
+    const yaml = block.replace('"sha256:<hex of the full key>"', `"sha256:${"a".repeat(64)}"`);
+    expect(yaml).not.toBe(block);
+    const config = parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/etc/shim.yaml" }, () => yaml);
+    // Every kind of price the example shows is read, the cached prompt's included.
+    expect([...config.pricing.models.values()].some((p) => p.cachedPromptPer1k !== undefined)).toBe(true);
   });
 });
