@@ -166,7 +166,9 @@ export class SqliteReports {
           next = undefined;
           return { done: false, value };
         }
-        if (expired) throw asStoreError(new Error(`the report's reader took nothing for ${this.options.timeoutMs} ms`));
+        // Past its bound with rows still to come: those were given up. With none left (every row
+        // taken, the end asked for late) the report is whole.
+        if (expired && more) throw asStoreError(new Error(`the report's reader took nothing for ${this.options.timeoutMs} ms`));
         // Given up by its asker (the signal) with rows still to come: a failure, never a short complete body.
         if (more && signal.aborted) {
           end();
