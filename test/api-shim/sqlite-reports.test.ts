@@ -526,6 +526,25 @@ describe("a report read in batches (/admin/usage streams its body)", () => {
     }
   }, 30_000);
 
+  // Found while sharing the reading with Postgres' (report-reader.ts): after a batch failed, a
+  // reader asking again was told the report had ended (done), a short complete answer; Postgres'
+  // fails it again. /admin/usage's body stops at the first failure, a direct reader need not.
+  it("whose batch failed fails again when asked again, never a short complete answer", async () => {
+    const { dir, file } = await manyGroups(30_000);
+    const reports = new SqliteReports(file, { busyTimeoutMs: 1000 });
+    try {
+      const rest = (await reports.batches(all, async () => {}))[Symbol.asyncIterator]();
+      await rest.next();
+      const worker = (reports as unknown as { worker: Worker }).worker;
+      await Promise.all([once(worker, "exit"), worker.terminate()]); // the worker gone between batches
+      await expect(rest.next()).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(rest.next()).rejects.toBeInstanceOf(StoreUnavailableError);
+    } finally {
+      reports.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
   it("whose reader stops reading gives its rows up once its time has passed again, so the reports behind it are not held by it", async () => {
     const { dir, file } = await manyGroups(12_000);
     const reports = new SqliteReports(file, { busyTimeoutMs: 1000, timeoutMs: 300 });

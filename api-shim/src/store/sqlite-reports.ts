@@ -140,6 +140,8 @@ export class SqliteReports {
     // batch asked for, and each sign of its client taking bytes (touch()), starts that time
     // again: a long body read steadily is not cut.
     let expired = false;
+    /** Why a batch failed: asked again, the reader is told again (never a short complete answer). */
+    let failure: unknown;
     const deadline = setTimeout(() => {
       expired = true;
       end();
@@ -168,6 +170,7 @@ export class SqliteReports {
         }
         // Past its bound with rows still to come: those were given up. With none left (every row
         // taken, the end asked for late) the report is whole.
+        if (failure !== undefined) throw asStoreError(failure);
         if (expired && more) throw asStoreError(new Error(`the report's reader took nothing for ${this.options.timeoutMs} ms`));
         // Given up by its asker (the signal) with rows still to come: a failure, never a short complete body.
         if (more && signal.aborted) {
@@ -187,6 +190,7 @@ export class SqliteReports {
         } catch (e) {
           asked = undefined;
           more = false;
+          failure = e;
           end();
           throw asStoreError(e);
         }
