@@ -30,8 +30,9 @@ const IDLE_MS = REPORT_TIMEOUT_MS;
  * statement, the shim from its reader's last progress: a reader taking a batch slowly but steadily
  * asks for the next one minutes after the last FETCH. So while its reader makes progress, the
  * cursor runs a statement that reads nothing (`SELECT 1`) once half this margin has passed since
- * the last one (ReportCursor.touch): the server's bound then always ends more than half the margin
- * after the shim's, which alone decides when a live shim's report is given up.
+ * the last one (at its reader's touch(): postgres-report-cursor.ts): the server's bound then
+ * always ends more than half the margin after the shim's, which alone decides when a live shim's
+ * report is given up.
  */
 const SERVER_IDLE_MARGIN_MS = 10_000;
 /**

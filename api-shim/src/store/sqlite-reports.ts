@@ -1,5 +1,6 @@
 import { Worker } from "node:worker_threads";
 import { rejectOnAbort } from "../promises.ts";
+import { type Batch, ReportReader } from "./report-reader.ts";
 import { isCorrupt } from "./sqlite-failures.ts";
 import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
@@ -25,9 +26,6 @@ const WORKER = new URL("./sqlite-report-worker.ts", import.meta.url);
 export const REPORT_WORKER_IDLE_MS = 60_000;
 /** The bound on a report's statement, as the Postgres store's (postgres-reports.ts): past it, a 503. */
 export const REPORT_TIMEOUT_MS = 60_000;
-
-/** A batch of a report's rows, and whether more follow (asked for one at a time: sqlite-report-worker.ts). */
-interface Batch { rows: UsageGroup[]; more: boolean }
 
 export interface SqliteReportsOptions {
   busyTimeoutMs: number;
@@ -114,8 +112,20 @@ export class SqliteReports {
       try {
         await beforeRun();
         signal.throwIfAborted(); // its asker left meanwhile: no scan for nobody
-        const { worker, first } = await this.ask(query, signal);
-        await new Promise<void>((finished) => opened(this.rest(worker, first, signal, finished)));
+        clearTimeout(this.idle);
+        const worker = this.worker ?? this.start();
+        let asked = false;
+        // Its reader's bound counts on while the worker is asked for a batch (ms away); a one-batch
+        // report holds its turn until its reader asks past it (or its bound passes).
+        const reader = new ReportReader({
+          next: () => (asked ? this.request(worker, { more: true }) : ((asked = true), this.ask(worker, query, signal))),
+          // The rows nobody will read: the worker holds them until told.
+          close: (unread) => {
+            if (unread && this.worker === worker) worker.postMessage({ drop: true } satisfies ReportAsk);
+          },
+        }, { idleMs: this.options.timeoutMs, signal, endsAtLastBatch: false, boundWaitsForBatch: false });
+        opened(reader.batches(await reader.first()));
+        await reader.done.catch(() => {}); // a failed batch was thrown to its reader
       } finally {
         clearTimeout(this.idle);
         this.idle = setTimeout(() => this.retire(), this.options.idleMs).unref();
@@ -127,93 +137,8 @@ export class SqliteReports {
     });
   }
 
-  /** The report's batches from `first` on; `finished` (the turn passes on) once read or given up. */
-  private rest(worker: Worker, first: Batch, signal: AbortSignal, finished: () => void): UsageRest {
-    let next: UsageGroup[] | undefined = first.rows;
-    let more = first.more;
-    let ended = false;
-    /** The batch asked for and not answered yet: the turn passes on only after it, else its answer would be taken for the next report's. */
-    let asked: Promise<unknown> | undefined;
-    // A reader that stops reading (a client that keeps its connection open and takes nothing)
-    // would hold the one worker, and every report behind it, for as long as it stays: its rows
-    // are given up once it has taken nothing for the report's time, the turn passed on. Each
-    // batch asked for, and each sign of its client taking bytes (touch()), starts that time
-    // again: a long body read steadily is not cut.
-    let expired = false;
-    /** Why a batch failed: asked again, the reader is told again (never a short complete answer). */
-    let failure: unknown;
-    const deadline = setTimeout(() => {
-      expired = true;
-      end();
-    }, this.options.timeoutMs).unref();
-    const end = () => {
-      if (ended) return;
-      ended = true;
-      clearTimeout(deadline);
-      signal.removeEventListener("abort", end);
-      void (asked ?? Promise.resolve()).catch(() => {}).then(() => {
-        if (more && this.worker === worker) worker.postMessage({ drop: true } satisfies ReportAsk); // the rows nobody reads
-        finished();
-      });
-    };
-    // Its asker gone (client left, drain cut, store closing), also before anyone took these
-    // batches (batches() has rejected already): the turn passes on now, not at the deadline.
-    if (signal.aborted) end();
-    else signal.addEventListener("abort", end, { once: true });
-    const iterator: AsyncIterator<UsageGroup[]> = {
-      next: async () => {
-        if (!ended) deadline.refresh();
-        if (next !== undefined) {
-          const value = next;
-          next = undefined;
-          return { done: false, value };
-        }
-        // Past its bound with rows still to come: those were given up. With none left (every row
-        // taken, the end asked for late) the report is whole.
-        if (failure !== undefined) throw asStoreError(failure);
-        if (expired && more) throw asStoreError(new Error(`the report's reader took nothing for ${this.options.timeoutMs} ms`));
-        // Given up by its asker (the signal) with rows still to come: a failure, never a short complete body.
-        if (more && signal.aborted) {
-          end();
-          throw asStoreError(signal.reason);
-        }
-        if (!more || ended) {
-          end();
-          return { done: true, value: undefined };
-        }
-        try {
-          asked = this.request(worker, { more: true });
-          const batch = (await asked) as Batch;
-          asked = undefined;
-          more = batch.more;
-          return { done: false, value: batch.rows };
-        } catch (e) {
-          asked = undefined;
-          more = false;
-          failure = e;
-          end();
-          throw asStoreError(e);
-        }
-      },
-      return: async () => {
-        end();
-        return { done: true, value: undefined };
-      },
-    };
-    return {
-      [Symbol.asyncIterator]: () => iterator,
-      idleMs: this.options.timeoutMs,
-      // Also while the worker is asked for a batch (ms away): the time counts on meanwhile.
-      touch: () => {
-        if (!ended) deadline.refresh();
-      },
-    };
-  }
-
   /** The report's first batch; `signal` aborting stops the statement, and the answer (an error) follows within a few thousand rows of its scan. */
-  private async ask(query: ReportQuery, signal: AbortSignal): Promise<{ worker: Worker; first: Batch }> {
-    clearTimeout(this.idle);
-    const worker = this.worker ?? this.start();
+  private async ask(worker: Worker, query: ReportQuery, signal: AbortSignal): Promise<Batch> {
     const flag = this.stop;
     Atomics.store(flag, 0, 0);
     const stop = () => Atomics.store(flag, 0, 1);
@@ -232,7 +157,7 @@ export class SqliteReports {
       this.answer(worker, new Error(`the report ran past ${timeoutMs} ms`));
     }, timeoutMs + 1000).unref();
     try {
-      return { worker, first: await this.request(worker, { query, timeoutMs }) };
+      return await this.request(worker, { query, timeoutMs });
     } finally {
       clearTimeout(overdue);
       signal.removeEventListener("abort", stop);
