@@ -1,4 +1,4 @@
-import { isoSeconds } from "../api-shim/src/period.ts";
+import { isoSeconds } from "../api-shim/src/requests/period.ts";
 import { coveredBy, isIPv6Cidr } from "./config/addresses.ts";
 import type { TlsMode } from "./config/types.ts";
 

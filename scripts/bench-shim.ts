@@ -5,7 +5,7 @@ import { cpus, totalmem, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
-import { generateKey } from "../api-shim/src/keys.ts";
+import { generateKey } from "../api-shim/src/auth/keys.ts";
 import { freePort } from "../test/support/tools.ts";
 import { benchMain } from "./lib/bench-main.ts";
 import { exitOnFailure } from "./lib/cli.ts";

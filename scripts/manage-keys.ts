@@ -2,8 +2,8 @@
 // API keys of one tenant, through its admin API (/admin/keys). The admin token comes from the
 // stack's outputs or from an environment variable, never from a flag.
 import { randomUUID } from "node:crypto";
-import { creditsInput } from "../api-shim/src/money.ts";
-import { isIsoInstant } from "../api-shim/src/period.ts";
+import { creditsInput } from "../api-shim/src/money/money.ts";
+import { isIsoInstant } from "../api-shim/src/requests/period.ts";
 import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey, keyStatus } from "./lib/admin-client.ts";
 import { commaList, type Io, npmDashHint, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";

@@ -5,7 +5,7 @@
 import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, relative } from "node:path";
 import { Document, isMap, isScalar, type Pair } from "yaml";
-import { isoSeconds } from "../api-shim/src/period.ts";
+import { isoSeconds } from "../api-shim/src/requests/period.ts";
 import { validateConfig } from "../infra/config.ts";
 import { formatProblem } from "../infra/config/checks.ts";
 import { CONFIG_NAMESPACE, type ConfigProblem, type TenantConfig } from "../infra/config/types.ts";

@@ -3,7 +3,7 @@
 // `pulumi destroy`. A dry run unless --yes. Meant for cron: plain output, one prefix per stack,
 // exit 1 when a destroy failed or a stack's state could not be read.
 import { resolve } from "node:path";
-import { isIsoInstant, isoSeconds } from "../api-shim/src/period.ts";
+import { isIsoInstant, isoSeconds } from "../api-shim/src/requests/period.ts";
 import { parseFlags, runScript, UsageError, formatDuration } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";

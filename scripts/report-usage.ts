@@ -1,8 +1,8 @@
 // npm run report-usage -- (--stack <name> | --url <base>) [--key <id|name>] [--from] [--to | --all]
 //   [--group model|day] [--format table|json|csv]
 // A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
-import { creditsNumber, parseCredits } from "../api-shim/src/money.ts";
-import { isIsoInstant, parsePeriod } from "../api-shim/src/period.ts";
+import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
+import { isIsoInstant, parsePeriod } from "../api-shim/src/requests/period.ts";
 import { type AdminClient, adminClient, type ApiKey, findKey, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
 import { oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";

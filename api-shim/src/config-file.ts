@@ -1,9 +1,9 @@
 import { parse as parseYaml } from "yaml";
 import type { BootstrapKey, ModelConfig, ModelPrice, Pricing, ShimConfig, TierLimits } from "./config.ts";
-import { isKeyId } from "./keys.ts";
-import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money.ts";
-import { holdsKey, redactLoggedKeys } from "./redaction.ts";
-import { isKeyName, isModelName } from "./text.ts";
+import { isKeyId } from "./auth/keys.ts";
+import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money/money.ts";
+import { holdsKey, redactLoggedKeys } from "./observability/redaction.ts";
+import { isKeyName, isModelName } from "./requests/text.ts";
 
 /** SHIM_CONFIG's file (pricing, tiers, models, bootstrap keys), read for parseShimConfig (config.ts), with the defaults it starts from. */
 

@@ -1,4 +1,4 @@
-import { coversEveryAddress, isCidr } from "./client-address.ts";
+import { coversEveryAddress, isCidr } from "./auth/client-address.ts";
 import { parseFileConfig, problem, show } from "./config-file.ts";
 import { parseDatabaseUrl } from "./store/database-url.ts";
 

@@ -1,16 +1,16 @@
-import type { AnswerMemory } from "./answer-memory.ts";
-import type { BodyHold, BodyMemory } from "./body-memory.ts";
+import type { AnswerMemory } from "./limits/answer-memory.ts";
+import type { BodyHold, BodyMemory } from "./limits/body-memory.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig, TierLimits } from "./config.ts";
 import type { Inflight } from "./inflight.ts";
-import type { KeyWaiters } from "./key-waits.ts";
-import type { RequestLine } from "./logger.ts";
-import type { Metrics } from "./metrics.ts";
-import type { Pricer } from "./pricing.ts";
-import type { KeyBuckets, RateLimiter } from "./rate-limit.ts";
-import type { SecretHider } from "./redaction.ts";
+import type { KeyWaiters } from "./limits/key-waits.ts";
+import type { RequestLine } from "./observability/logger.ts";
+import type { Metrics } from "./observability/metrics.ts";
+import type { Pricer } from "./money/pricing.ts";
+import type { KeyBuckets, RateLimiter } from "./limits/rate-limit.ts";
+import type { SecretHider } from "./observability/redaction.ts";
 import type { KeyRecord, Store } from "./store/store.ts";
-import type { Upstream } from "./upstream.ts";
+import type { Upstream } from "./upstream/upstream.ts";
 
 /** Everything a route needs, built once per app by buildApp. */
 export interface ShimContext {

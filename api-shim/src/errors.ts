@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
-import { redactKeys } from "./redaction.ts";
+import { redactKeys } from "./observability/redaction.ts";
 import { ClientLeftError, StoreUnavailableError, UnconfirmedWriteError } from "./store/store.ts";
 
 /**

@@ -3,10 +3,10 @@ import { resolve } from "node:path";
 import { buildApp, closeApp } from "./app.ts";
 import { systemClock } from "./clock.ts";
 import { ConfigError, parseShimConfig, type ShimConfig } from "./config.ts";
-import { keysOfUnconfiguredTiers } from "./auth.ts";
-import { createLogger } from "./logger.ts";
-import { Metrics } from "./metrics.ts";
-import { formatCredits, MAX_BALANCE_MICRO } from "./money.ts";
+import { keysOfUnconfiguredTiers } from "./auth/auth.ts";
+import { createLogger } from "./observability/logger.ts";
+import { Metrics } from "./observability/metrics.ts";
+import { formatCredits, MAX_BALANCE_MICRO } from "./money/money.ts";
 import { parseDatabaseUrl, redactUrl } from "./store/database-url.ts";
 import { openStore } from "./store/open-store.ts";
 import type { UsageIndexOutcome } from "./store/postgres-usage-index.ts";
@@ -15,7 +15,7 @@ import { failureHint } from "./store/sqlite-failures.ts";
 import { SqliteInUseError } from "./store/sqlite-owner.ts";
 import { VolumeFullError } from "./store/sqlite-space.ts";
 import { BootstrapIdTakenError, type GrantRefusal, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, type Store } from "./store/store.ts";
-import { createUpstream } from "./upstream.ts";
+import { createUpstream } from "./upstream/upstream.ts";
 
 /**
  * The only file that listens. Start: config, store, release the reservations of a dead process,

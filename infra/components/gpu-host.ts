@@ -6,7 +6,7 @@ import { costOf, type GpuPlan } from "../catalog.ts";
 import { blockedDeployMessage, catalogDisagreements } from "../catalog-check.ts";
 import { isIPv6Cidr } from "../config/addresses.ts";
 import type { TlsMode } from "../config/types.ts";
-import { isoSeconds } from "../../api-shim/src/period.ts";
+import { isoSeconds } from "../../api-shim/src/requests/period.ts";
 import { CREATED_AT_SUFFIX, hostExpiry, resourceNames, SSH_CLOSED, webPortSources } from "../host.ts";
 import { encodeUserData, hostCloudInit } from "../render/cloud-init.ts";
 

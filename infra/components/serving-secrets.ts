@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
-import { hashKey, KEY_ID_LENGTH, KEY_PREFIX, KEY_SECRET_LENGTH } from "../../api-shim/src/keys.ts";
+import { hashKey, KEY_ID_LENGTH, KEY_PREFIX, KEY_SECRET_LENGTH } from "../../api-shim/src/auth/keys.ts";
 import type { BootstrapKey, TlsConfig } from "../config.ts";
 import type { BootstrapKeyRecord } from "../render/shim-config.ts";
 
@@ -20,7 +20,7 @@ export interface GeneratedKey {
 }
 
 /**
- * A bootstrap API key in the shim's format (api-shim/src/keys.ts): a public 12-character id and
+ * A bootstrap API key in the shim's format (api-shim/src/auth/keys.ts): a public 12-character id and
  * a 32-character secret, both random and kept in state, so re-applying never makes a new key.
  */
 export function bootstrapKey(prefix: string, spec: BootstrapKey, parent: pulumi.Resource): GeneratedKey {

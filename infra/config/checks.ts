@@ -1,5 +1,5 @@
 import { isIPv4, isIPv6 } from "node:net";
-import { parseCredits } from "../../api-shim/src/money.ts";
+import { parseCredits } from "../../api-shim/src/money/money.ts";
 import { Secret } from "../secret.ts";
 import { networkAddress } from "./addresses.ts";
 import { firstItemPath, setSecretCommand } from "./settings.ts";

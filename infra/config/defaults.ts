@@ -1,5 +1,5 @@
 import { DEFAULT_REQUEST_PRICES, DEFAULT_TIERS as SHIM_DEFAULT_TIERS } from "../../api-shim/src/config.ts";
-import { creditsNumber } from "../../api-shim/src/money.ts";
+import { creditsNumber } from "../../api-shim/src/money/money.ts";
 import type { EdgeLimits, Images, Pricing, Tier } from "./types.ts";
 
 export const DEFAULT_PLAN = "g2-gpu-rtx4000a1-s";

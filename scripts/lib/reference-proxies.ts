@@ -2,7 +2,7 @@ import { type ChildProcess, spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createUpstream } from "../../api-shim/src/upstream.ts";
+import { createUpstream } from "../../api-shim/src/upstream/upstream.ts";
 import { spawnLogged, started } from "./processes.ts";
 
 /**

@@ -6,7 +6,7 @@
 // first (retire-keys.ts), so the saved ledger is the whole of it.
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
-import { isIsoInstant } from "../../api-shim/src/period.ts";
+import { isIsoInstant } from "../../api-shim/src/requests/period.ts";
 import { AdminApiError, adminClient } from "./admin-client.ts";
 import { hostUnreachable } from "./cli.ts";
 import type { ScriptDeps } from "./deps.ts";

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generateKey } from "../../api-shim/src/keys.ts";
+import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type AnswerLease, AnswerMemory, MAX_WAIT_MS } from "../../api-shim/src/answer-memory.ts";
+import { type AnswerLease, AnswerMemory, MAX_WAIT_MS } from "../../api-shim/src/limits/answer-memory.ts";
 
 const MiB = 1024 * 1024;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,10 +1,10 @@
 import { createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
-import { type AnswerLease, AnswerMemory, FREE_BYTES, MAX_WAIT_MS } from "../../api-shim/src/answer-memory.ts";
-import { UsageScanner } from "../../api-shim/src/answer-body.ts";
-import { readBody } from "../../api-shim/src/upstream.ts";
-import { EventTooLargeError, sseEvents } from "../../api-shim/src/sse.ts";
+import { type AnswerLease, AnswerMemory, FREE_BYTES, MAX_WAIT_MS } from "../../api-shim/src/limits/answer-memory.ts";
+import { UsageScanner } from "../../api-shim/src/metering/answer-body.ts";
+import { readBody } from "../../api-shim/src/upstream/upstream.ts";
+import { EventTooLargeError, sseEvents } from "../../api-shim/src/metering/sse.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
 /**

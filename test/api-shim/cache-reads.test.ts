@@ -3,8 +3,8 @@
 // the same tokens). A model's optional cachedPromptPer1k prices them; without it they are charged
 // the prompt price, as before. The hold stays at the prompt price; the usage rows keep prompt_tokens.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { readCachedTokens } from "../../api-shim/src/cache-reads.ts";
-import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
+import { readCachedTokens } from "../../api-shim/src/money/cache-reads.ts";
+import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/money/pricing.ts";
 import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
 import { loopbackServer } from "../support/shim-process.ts";
 

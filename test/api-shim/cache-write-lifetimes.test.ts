@@ -3,9 +3,9 @@
 // 1-hour prefix and then a 5-minute turn (the order Anthropic requires: longer lifetimes first),
 // and the cap of the surcharge at the prompt tokens for usages reporting more writes than that.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cacheWriteSurcharge } from "../../api-shim/src/cache-writes.ts";
-import { CHAT_TEMPLATE_TOKENS } from "../../api-shim/src/pricing.ts";
-import { refuseProviderSurcharges } from "../../api-shim/src/provider-surcharges.ts";
+import { cacheWriteSurcharge } from "../../api-shim/src/money/cache-writes.ts";
+import { CHAT_TEMPLATE_TOKENS } from "../../api-shim/src/money/pricing.ts";
+import { refuseProviderSurcharges } from "../../api-shim/src/providers/provider-surcharges.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { loopbackServer } from "../support/shim-process.ts";
 

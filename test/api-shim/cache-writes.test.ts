@@ -2,9 +2,9 @@
 // provider at 1.25x (5 minutes) or 2x (1 hour) the input price. The shim charges the surcharge
 // from the usage's split, for streamed and non-streamed answers, and holds for it.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { cacheWriteSurcharge, readCacheWrites } from "../../api-shim/src/cache-writes.ts";
-import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
-import { refuseProviderSurcharges } from "../../api-shim/src/provider-surcharges.ts";
+import { cacheWriteSurcharge, readCacheWrites } from "../../api-shim/src/money/cache-writes.ts";
+import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/money/pricing.ts";
+import { refuseProviderSurcharges } from "../../api-shim/src/providers/provider-surcharges.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { loopbackServer } from "../support/shim-process.ts";
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { addressBucket, isCidr, trustedPeers } from "../../api-shim/src/client-address.ts";
+import { addressBucket, isCidr, trustedPeers } from "../../api-shim/src/auth/client-address.ts";
 import { manualClock } from "../../api-shim/src/clock.ts";
-import { MAX_TRACKED_ADDRESSES, RateLimiter } from "../../api-shim/src/rate-limit.ts";
+import { MAX_TRACKED_ADDRESSES, RateLimiter } from "../../api-shim/src/limits/rate-limit.ts";
 
 describe("unauthenticated limits per client address", () => {
   it.each([

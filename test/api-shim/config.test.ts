@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { trustedPeers } from "../../api-shim/src/client-address.ts";
+import { trustedPeers } from "../../api-shim/src/auth/client-address.ts";
 import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
 import { driverUrl, parseDatabaseUrl, redactUrl } from "../../api-shim/src/store/database-url.ts";
 import { openStore } from "../../api-shim/src/store/open-store.ts";

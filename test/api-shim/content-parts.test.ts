@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { eachMessagePart, mediaParts } from "../../api-shim/src/content-parts.ts";
-import { parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
-import { StreamMeter } from "../../api-shim/src/metering.ts";
-import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/pricing.ts";
+import { eachMessagePart, mediaParts } from "../../api-shim/src/requests/content-parts.ts";
+import { parseInferenceRequest } from "../../api-shim/src/requests/inference-request.ts";
+import { StreamMeter } from "../../api-shim/src/metering/metering.ts";
+import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/money/pricing.ts";
 
 const delta = (d: unknown) => `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", choices: [{ index: 0, delta: d, finish_reason: null }] })}`;
 

@@ -1,6 +1,6 @@
 import OpenAI, { type APIError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FINISHING_GRACE_MS } from "../../api-shim/src/key-waits.ts";
+import { FINISHING_GRACE_MS } from "../../api-shim/src/limits/key-waits.ts";
 import { failure } from "../support/api-failure.ts";
 import { moneyInvariants, startShim, type Harness } from "../support/shim-harness.ts";
 

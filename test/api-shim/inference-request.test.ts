@@ -1,8 +1,8 @@
 import { BadRequestError } from "openai";
 import { describe, expect, it } from "vitest";
 import { ShimError } from "../../api-shim/src/errors.ts";
-import { normalizationGrowth, parseInferenceRequest, promptTokens } from "../../api-shim/src/inference-request.ts";
-import { TokenEstimate } from "../../api-shim/src/pricing.ts";
+import { normalizationGrowth, parseInferenceRequest, promptTokens } from "../../api-shim/src/requests/inference-request.ts";
+import { TokenEstimate } from "../../api-shim/src/money/pricing.ts";
 import { failure } from "../support/api-failure.ts";
 import { startShim } from "../support/shim-harness.ts";
 

@@ -1,6 +1,6 @@
 import { BadRequestError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { jsonShapeProblem, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, MAX_JSON_MEMBERS, MAX_JSON_VALUES } from "../../api-shim/src/json-shape.ts";
+import { jsonShapeProblem, MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, MAX_JSON_MEMBERS, MAX_JSON_VALUES } from "../../api-shim/src/requests/json-shape.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
 const shape = (text: string) => jsonShapeProblem(Buffer.from(text));

@@ -1,8 +1,8 @@
 import type { FastifyRequest } from "fastify";
 import { describe, expect, it, vi } from "vitest";
 import type { ShimContext } from "../../api-shim/src/context.ts";
-import { FINISHING_GRACE_MS, graceEnds, KeyWaiters } from "../../api-shim/src/key-waits.ts";
-import { Settlement } from "../../api-shim/src/settlement.ts";
+import { FINISHING_GRACE_MS, graceEnds, KeyWaiters } from "../../api-shim/src/limits/key-waits.ts";
+import { Settlement } from "../../api-shim/src/money/settlement.ts";
 
 /** A grace starting now, as a request's first wait starts it. */
 const grace = () => performance.now() + FINISHING_GRACE_MS;

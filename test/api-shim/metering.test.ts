@@ -2,8 +2,8 @@ import { createServer, type Server } from "node:http";
 import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
-import { StreamMeter } from "../../api-shim/src/metering.ts";
+import { parseInferenceRequest } from "../../api-shim/src/requests/inference-request.ts";
+import { StreamMeter } from "../../api-shim/src/metering/metering.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
 const meter = (echo = false) => new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1, echo });

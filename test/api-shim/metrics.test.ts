@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { Metrics } from "../../api-shim/src/metrics.ts";
+import { Metrics } from "../../api-shim/src/observability/metrics.ts";
 import { MIN_FREE_BYTES } from "../../api-shim/src/store/sqlite-space.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");

@@ -2,7 +2,7 @@ import { once } from "node:events";
 import { createServer, type Server } from "node:http";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { clientErrorHandler } from "../../api-shim/src/client-errors.ts";
+import { clientErrorHandler } from "../../api-shim/src/client/client-errors.ts";
 import type { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { keptConnection as keptConnectionTo } from "../support/kept-connection.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";

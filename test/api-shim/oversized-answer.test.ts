@@ -1,10 +1,10 @@
 import { createServer, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { UsageScanner } from "../../api-shim/src/answer-body.ts";
+import { UsageScanner } from "../../api-shim/src/metering/answer-body.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
-import { readBody } from "../../api-shim/src/upstream.ts";
-import { AnswerMemory } from "../../api-shim/src/answer-memory.ts";
+import { readBody } from "../../api-shim/src/upstream/upstream.ts";
+import { AnswerMemory } from "../../api-shim/src/limits/answer-memory.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 /**

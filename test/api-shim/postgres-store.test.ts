@@ -2,7 +2,7 @@ import { spawnSync } from "node:child_process";
 import { chmodSync } from "node:fs";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { generateKey } from "../../api-shim/src/keys.ts";
+import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { cutSocket, OpenConnections } from "../../api-shim/src/store/postgres-connections.ts";
 import { probeSessions, sessionSettings } from "../../api-shim/src/store/postgres-sessions.ts";
 import { LOCK_CLASS, PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";

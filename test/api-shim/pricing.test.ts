@@ -4,7 +4,7 @@ import { validateConfig } from "../../infra/config.ts";
 import { renderBundle } from "../../infra/render/bundle.ts";
 import { Secret } from "../../infra/secret.ts";
 import { parseShimConfig } from "../../api-shim/src/config.ts";
-import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer, TokenEstimate } from "../../api-shim/src/pricing.ts";
+import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer, TokenEstimate } from "../../api-shim/src/money/pricing.ts";
 import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
 import { IMAGE_TOKENS } from "../support/fake-vllm.ts";
 

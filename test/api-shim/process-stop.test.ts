@@ -3,7 +3,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { stringify } from "yaml";
-import { generateKey } from "../../api-shim/src/keys.ts";
+import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { openStream, shimProcessFixture } from "../support/shim-process.ts";
 

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { APIError } from "openai";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generateKey } from "../../api-shim/src/keys.ts";
+import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { SETTLE } from "../../api-shim/src/store/postgres-sql.ts";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";

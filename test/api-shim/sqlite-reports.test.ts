@@ -6,7 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generateKey } from "../../api-shim/src/keys.ts";
+import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { SqliteReports } from "../../api-shim/src/store/sqlite-reports.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { SLICE_ROWS, usageReport } from "../../api-shim/src/store/sqlite-usage-report.ts";

@@ -1,5 +1,5 @@
 import { expect, it } from "vitest";
-import { MAX_BALANCE_MICRO } from "../../api-shim/src/money.ts";
+import { MAX_BALANCE_MICRO } from "../../api-shim/src/money/money.ts";
 import type { NewKey, Store, UsageRow } from "../../api-shim/src/store/store.ts";
 
 export const newKey = (id: string, credits: number): NewKey => ({ id, name: id, hash: `sha256:${"0".repeat(64)}`, tier: "free", models: null, expiresAt: null, credits, at: 1000 });

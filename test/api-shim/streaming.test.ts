@@ -3,8 +3,8 @@ import { createServer, request } from "node:http";
 import { once } from "node:events";
 import type { AddressInfo, Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { promptTokens } from "../../api-shim/src/inference-request.ts";
-import { TokenEstimate } from "../../api-shim/src/pricing.ts";
+import { promptTokens } from "../../api-shim/src/requests/inference-request.ts";
+import { TokenEstimate } from "../../api-shim/src/money/pricing.ts";
 import { IMAGE_TOKENS } from "../support/fake-vllm.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parseInferenceRequest } from "../../api-shim/src/inference-request.ts";
+import { parseInferenceRequest } from "../../api-shim/src/requests/inference-request.ts";
 import { pythonJson, renderedJsonTokens } from "../support/fake-vllm.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 

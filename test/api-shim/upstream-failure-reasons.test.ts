@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { UPSTREAM_FAILURE_REASONS } from "../../api-shim/src/upstream.ts";
+import { UPSTREAM_FAILURE_REASONS } from "../../api-shim/src/upstream/upstream.ts";
 import { answeringUpstream, shimClient, shimProcessFixture } from "../support/shim-process.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream.ts";
-import { redactUpstreamSecrets, secretRedactor, type SecretHider } from "../../api-shim/src/redaction.ts";
+import { upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream/upstream.ts";
+import { redactUpstreamSecrets, secretRedactor, type SecretHider } from "../../api-shim/src/observability/redaction.ts";
 
 // An upstream's 400/422 message reaches the client (at most 500 characters) without secrets in it:
 // the reviewer's cases of shapes that got through, of legitimate text that did not, and of

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createUpstream, isAbort, transportError, type Upstream } from "../../api-shim/src/upstream.ts";
+import { createUpstream, isAbort, transportError, type Upstream } from "../../api-shim/src/upstream/upstream.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 
 /**

@@ -1,7 +1,7 @@
 import { once } from "node:events";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FINISHING_GRACE_MS } from "../../api-shim/src/key-waits.ts";
+import { FINISHING_GRACE_MS } from "../../api-shim/src/limits/key-waits.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
 import { pollUntil } from "../support/tools.ts";
 

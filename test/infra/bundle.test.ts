@@ -6,7 +6,7 @@ import { describe, expect, it, vi } from "vitest";
 import { parseShimConfig } from "../../api-shim/src/config.ts";
 import { SETTLE_AFTER_DRAIN_MS } from "../../api-shim/src/inflight.ts";
 import { SHUTDOWN_MS } from "../../api-shim/src/store/postgres-store.ts";
-import { CLOSE_WAIT_MS } from "../../api-shim/src/upstream.ts";
+import { CLOSE_WAIT_MS } from "../../api-shim/src/upstream/upstream.ts";
 import { validateConfig, type TenantConfig } from "../../infra/config.ts";
 import { configWarnings } from "../../infra/plan.ts";
 import { Secret } from "../../infra/secret.ts";

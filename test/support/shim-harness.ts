@@ -8,10 +8,10 @@ import { stringify } from "yaml";
 import { buildApp, closeApp } from "../../api-shim/src/app.ts";
 import { type Clock, systemClock } from "../../api-shim/src/clock.ts";
 import { parseShimConfig, type ShimConfig } from "../../api-shim/src/config.ts";
-import { createLogger } from "../../api-shim/src/logger.ts";
+import { createLogger } from "../../api-shim/src/observability/logger.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import type { Store } from "../../api-shim/src/store/store.ts";
-import { createUpstream, type Upstream } from "../../api-shim/src/upstream.ts";
+import { createUpstream, type Upstream } from "../../api-shim/src/upstream/upstream.ts";
 import { FakeVllm, type FakeVllmOptions } from "./fake-vllm.ts";
 
 /**

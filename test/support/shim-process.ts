@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 import { afterAll, beforeAll, expect } from "vitest";
 import { stringify } from "yaml";
-import { generateKey } from "../../api-shim/src/keys.ts";
+import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "./fake-vllm.ts";
 import { assertNoSecrets } from "./shim-harness.ts";

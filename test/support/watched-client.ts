@@ -1,6 +1,6 @@
 import { once } from "node:events";
 import { type AddressInfo, connect, createServer, type Socket } from "node:net";
-import { watchWriteProgress } from "../../api-shim/src/write-progress.ts";
+import { watchWriteProgress } from "../../api-shim/src/client/write-progress.ts";
 
 /** A client of a loopback server that writes to it as fast as the connection takes, whose progress (write-progress.ts) the server watches every 100 ms. */
 export interface WatchedClient {

@@ -2,12 +2,12 @@ import { createHash } from "node:crypto";
 import type { FastifyInstance } from "fastify";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
-import { generateKey, isKeyId } from "../keys.ts";
-import { creditsInput, creditsNumber, formatCredits, MAX_BALANCE_MICRO } from "../money.ts";
-import { isIsoInstant, parsePeriod, showPeriod } from "../period.ts";
-import { onlyKnown } from "../known-members.ts";
+import { generateKey, isKeyId } from "../auth/keys.ts";
+import { creditsInput, creditsNumber, formatCredits, MAX_BALANCE_MICRO } from "../money/money.ts";
+import { isIsoInstant, parsePeriod, showPeriod } from "../requests/period.ts";
+import { onlyKnown } from "../requests/known-members.ts";
 import { grantRefusal, type KeyDetails } from "../store/store.ts";
-import { isKeyName, isModelName, isPlainText, isWithin } from "../text.ts";
+import { isKeyName, isModelName, isPlainText, isWithin } from "../requests/text.ts";
 import { usageReportBatches } from "./usage.ts";
 import { sendUsageBody } from "./usage-body.ts";
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { PUBLIC_ROUTE, type ShimContext } from "../context.ts";
 import { within } from "../promises.ts";
-import { readLimited, transportCause, transportError } from "../upstream.ts";
+import { readLimited, transportCause, transportError } from "../upstream/upstream.ts";
 import { MODEL_LIST_LIMIT, parseModelList } from "./models.ts";
 
 /** How long an upstream readiness probe result is reused: /ready may be polled often. */

@@ -1,21 +1,21 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { admission, type Checked, checked, forwarded } from "../admission.ts";
-import { UsageScanner, usageOfBody } from "../answer-body.ts";
-import { spliceJsonBytes } from "../json-splice.ts";
+import { admission, type Checked, checked, forwarded } from "../requests/admission.ts";
+import { UsageScanner, usageOfBody } from "../metering/answer-body.ts";
+import { spliceJsonBytes } from "../requests/json-splice.ts";
 import { finishRequest } from "../app.ts";
-import { authHeaders, deadKey, tooManyInFlight } from "../auth.ts";
+import { authHeaders, deadKey, tooManyInFlight } from "../auth/auth.ts";
 import { INFERENCE_ROUTE, type ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
-import type { InferenceKind } from "../inference-request.ts";
-import { formatCredits } from "../money.ts";
-import type { Usage } from "../pricing.ts";
-import { placeFreed, retryInGrace } from "../key-waits.ts";
-import { writeWithBackpressure } from "../response-writer.ts";
-import { Settlement } from "../settlement.ts";
+import type { InferenceKind } from "../requests/inference-request.ts";
+import { formatCredits } from "../money/money.ts";
+import type { Usage } from "../money/pricing.ts";
+import { placeFreed, retryInGrace } from "../limits/key-waits.ts";
+import { writeWithBackpressure } from "../client/response-writer.ts";
+import { Settlement } from "../money/settlement.ts";
 import type { ReserveInput, ReserveResult } from "../store/store.ts";
-import { relayStream } from "../stream.ts";
-import { countUpstreamFailure, isAbort, readBody, readLimited, unreachable, upstreamErrorBody, upstreamStatusError, type UpstreamFailureReason, type UpstreamResponse } from "../upstream.ts";
+import { relayStream } from "../metering/stream.ts";
+import { countUpstreamFailure, isAbort, readBody, readLimited, unreachable, upstreamErrorBody, upstreamStatusError, type UpstreamFailureReason, type UpstreamResponse } from "../upstream/upstream.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],

@@ -1,11 +1,11 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
-import { modelRefusal } from "../admission.ts";
-import { authHeaders } from "../auth.ts";
-import { batchAsked } from "../batch-query.ts";
+import { modelRefusal } from "../requests/admission.ts";
+import { authHeaders } from "../auth/auth.ts";
+import { batchAsked } from "../requests/batch-query.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
-import { creditsNumber } from "../money.ts";
-import { countUpstreamFailure, modelNotFound, readLimited, unreachable, upstreamStatusError } from "../upstream.ts";
+import { creditsNumber } from "../money/money.ts";
+import { countUpstreamFailure, modelNotFound, readLimited, unreachable, upstreamStatusError } from "../upstream/upstream.ts";
 
 /** The most of an upstream model list read (its size is the upstream's, not a client's). */
 export const MODEL_LIST_LIMIT = 16 * 1024 * 1024;

@@ -5,10 +5,10 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import { finishRequest } from "../app.ts";
 import type { ShimContext } from "../context.ts";
 import { toShimError } from "../errors.ts";
-import { creditsNumber, formatCredits } from "../money.ts";
+import { creditsNumber, formatCredits } from "../money/money.ts";
 import { StoreUnavailableError, type UsageGroup } from "../store/store.ts";
 import type { UsageBatches } from "../store/usage-batches.ts";
-import { watchWriteProgress } from "../write-progress.ts";
+import { watchWriteProgress } from "../client/write-progress.ts";
 
 /**
  * Rows formatted per turn of the event loop. A report over all keys by day can have millions of

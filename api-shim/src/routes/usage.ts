@@ -1,11 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { authHeaders, reportsBusy } from "../auth.ts";
-import { batchAsked } from "../batch-query.ts";
+import { authHeaders, reportsBusy } from "../auth/auth.ts";
+import { batchAsked } from "../requests/batch-query.ts";
 import type { ShimContext } from "../context.ts";
-import { onlyKnown } from "../known-members.ts";
-import { creditsNumber } from "../money.ts";
-import { untilLeftOrCut } from "../client-left.ts";
-import { parsePeriod, showPeriod } from "../period.ts";
+import { onlyKnown } from "../requests/known-members.ts";
+import { creditsNumber } from "../money/money.ts";
+import { untilLeftOrCut } from "../client/client-left.ts";
+import { parsePeriod, showPeriod } from "../requests/period.ts";
 import { ReportsBusyError, type UsageGroup, type UsageQuery } from "../store/store.ts";
 import { type UsageBatches, usageBatches } from "../store/usage-batches.ts";
 

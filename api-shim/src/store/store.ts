@@ -3,7 +3,7 @@
  * replicas) can implement it later without touching them. All amounts are integer µc; all
  * timestamps are milliseconds since the Unix epoch.
  */
-import { MAX_BALANCE_MICRO } from "../money.ts";
+import { MAX_BALANCE_MICRO } from "../money/money.ts";
 
 export interface KeyRecord {
   id: string;

@@ -1,16 +1,16 @@
 import type { FastifyRequest } from "fastify";
-import { tokensSpent } from "./auth.ts";
+import { tokensSpent } from "../auth/auth.ts";
 import { batchAsked } from "./batch-query.ts";
-import type { CacheLifetime } from "./cache-writes.ts";
-import { type ModelConfig, mayBeProviders } from "./config.ts";
-import type { ShimContext } from "./context.ts";
-import { ShimError } from "./errors.ts";
+import type { CacheLifetime } from "../money/cache-writes.ts";
+import { type ModelConfig, mayBeProviders } from "../config.ts";
+import type { ShimContext } from "../context.ts";
+import { ShimError } from "../errors.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptTokens, refuseNonTextPrompt, upstreamBody } from "./inference-request.ts";
-import { estimatePromptTokens, type HoldInput } from "./pricing.ts";
-import { refuseUnlistedProviderParams } from "./provider-params.ts";
-import { refuseProviderSurcharges } from "./provider-surcharges.ts";
-import type { KeyRecord } from "./store/store.ts";
-import { modelNotFound } from "./upstream.ts";
+import { estimatePromptTokens, type HoldInput } from "../money/pricing.ts";
+import { refuseUnlistedProviderParams } from "../providers/provider-params.ts";
+import { refuseProviderSurcharges } from "../providers/provider-surcharges.ts";
+import type { KeyRecord } from "../store/store.ts";
+import { modelNotFound } from "../upstream/upstream.ts";
 
 /**
  * What an inference request needs of its body (routes/inference.ts): its checks, its tokens/min

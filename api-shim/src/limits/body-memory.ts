@@ -1,6 +1,6 @@
 import { Transform } from "node:stream";
 import type { FastifyReply, FastifyRequest, RequestPayload } from "fastify";
-import { ShimError } from "./errors.ts";
+import { ShimError } from "../errors.ts";
 
 /**
  * The request bodies that admitted requests may hold at once, across requests.

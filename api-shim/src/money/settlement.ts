@@ -1,8 +1,8 @@
 import type { FastifyRequest } from "fastify";
-import type { ShimContext } from "./context.ts";
-import type { InferenceKind } from "./inference-request.ts";
-import { loggedModel } from "./redaction.ts";
-import { storedUsage } from "./usage-json.ts";
+import type { ShimContext } from "../context.ts";
+import type { InferenceKind } from "../requests/inference-request.ts";
+import { loggedModel } from "../observability/redaction.ts";
+import { storedUsage } from "../metering/usage-json.ts";
 import { creditsNumber } from "./money.ts";
 import type { Usage } from "./pricing.ts";
 import type { CacheLifetime } from "./cache-writes.ts";

@@ -1,4 +1,4 @@
-import { ShimError } from "./errors.ts";
+import { ShimError } from "../errors.ts";
 
 /**
  * Request members that LiteLLM (the deployed upstream) reads as its own controls, not as model

@@ -1,4 +1,4 @@
-import { type ModelConfig, mayBeProviders, type Pricing } from "./config.ts";
+import { type ModelConfig, mayBeProviders, type Pricing } from "../config.ts";
 import { promptCost } from "./cache-reads.ts";
 import { type CacheLifetime, type CacheWrites, cacheWriteHold, cacheWriteSurcharge } from "./cache-writes.ts";
 import { tokenCost } from "./money.ts";

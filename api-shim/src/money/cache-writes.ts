@@ -1,4 +1,4 @@
-import { eachMessagePart } from "./content-parts.ts";
+import { eachMessagePart } from "../requests/content-parts.ts";
 
 /**
  * Prompt-cache writes, which a provider bills above its input price and LiteLLM counts in

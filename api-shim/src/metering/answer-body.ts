@@ -1,6 +1,6 @@
-import { CLOSE_BRACE, isJsonSpace, OPEN_BRACE } from "./json-splice.ts";
+import { CLOSE_BRACE, isJsonSpace, OPEN_BRACE } from "../requests/json-splice.ts";
 import { toUsage, type UsageJson } from "./usage-json.ts";
-import type { Usage } from "./pricing.ts";
+import type { Usage } from "../money/pricing.ts";
 
 /**
  * A non-streamed answer's body, kept as the bytes the upstream sent: its usage is read from them

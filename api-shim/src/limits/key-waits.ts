@@ -1,7 +1,7 @@
 import type { FastifyReply } from "fastify";
-import { clientLeftSignal } from "./client-left.ts";
-import type { ShimContext } from "./context.ts";
-import { shuttingDown } from "./errors.ts";
+import { clientLeftSignal } from "../client/client-left.ts";
+import type { ShimContext } from "../context.ts";
+import { shuttingDown } from "../errors.ts";
 
 /**
  * How long a request that its key's other requests crowd out (their credit holds, their places

@@ -1,12 +1,12 @@
 import { isAscii } from "node:buffer";
 import { isTextPart, mediaParts, partText } from "./content-parts.ts";
 import { checkEmbeddingsRequest } from "./embeddings-request.ts";
-import { invalidParam, ShimError } from "./errors.ts";
+import { invalidParam, ShimError } from "../errors.ts";
 import { spliceMemberValue } from "./json-splice.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
-import { TokenEstimate } from "./pricing.ts";
+import { TokenEstimate } from "../money/pricing.ts";
 import { hasControlCharacters } from "./text.ts";
-import { refuseUpstreamControls } from "./upstream-controls.ts";
+import { refuseUpstreamControls } from "../providers/upstream-controls.ts";
 
 /**
  * Checks the few fields metering depends on and builds the body sent upstream. Everything else

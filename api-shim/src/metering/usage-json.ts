@@ -1,6 +1,6 @@
-import { readCachedTokens } from "./cache-reads.ts";
-import { type CacheWrites, readCacheWrites } from "./cache-writes.ts";
-import type { Usage } from "./pricing.ts";
+import { readCachedTokens } from "../money/cache-reads.ts";
+import { type CacheWrites, readCacheWrites } from "../money/cache-writes.ts";
+import type { Usage } from "../money/pricing.ts";
 
 /**
  * An upstream's `usage` object, read into what is charged: a non-streamed answer's (answer-body.ts)

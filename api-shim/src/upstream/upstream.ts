@@ -1,10 +1,10 @@
 import type { FastifyRequest } from "fastify";
 import { Pool, errors as undiciErrors } from "undici";
-import type { ShimContext } from "./context.ts";
-import { ERROR_TABLE, retryAfterSeconds, ShimError } from "./errors.ts";
-import { redactUpstreamSecrets, type SecretHider } from "./redaction.ts";
+import type { ShimContext } from "../context.ts";
+import { ERROR_TABLE, retryAfterSeconds, ShimError } from "../errors.ts";
+import { redactUpstreamSecrets, type SecretHider } from "../observability/redaction.ts";
 import { dispatch } from "./upstream-body.ts";
-import type { AnswerLease } from "./answer-memory.ts";
+import type { AnswerLease } from "../limits/answer-memory.ts";
 
 /**
  * The seam to the OpenAI-compatible upstream (LiteLLM or vLLM). It owns the connection pools,

@@ -1,5 +1,5 @@
 import { eventData, replaceEventData } from "./sse.ts";
-import { TokenEstimate, type Usage } from "./pricing.ts";
+import { TokenEstimate, type Usage } from "../money/pricing.ts";
 import { type Counts, readCounts, toUsage, type UsageJson } from "./usage-json.ts";
 
 /**

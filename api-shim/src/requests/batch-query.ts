@@ -1,5 +1,5 @@
 import type { FastifyRequest } from "fastify";
-import { ShimError } from "./errors.ts";
+import { ShimError } from "../errors.ts";
 
 /**
  * `?batch=1` asks for the batch price, `?batch=0` (or none) for the standard one. Anything else

@@ -1,5 +1,5 @@
-import { type CacheLifetime, eachCacheControl } from "./cache-writes.ts";
-import { invalidParam } from "./errors.ts";
+import { type CacheLifetime, eachCacheControl } from "../money/cache-writes.ts";
+import { invalidParam } from "../errors.ts";
 
 /**
  * What a request may ask of a paid provider that the provider bills beyond the tokens in its

@@ -1,4 +1,4 @@
-import { ShimError } from "./errors.ts";
+import { ShimError } from "../errors.ts";
 
 /**
  * Usage periods. Default: the current UTC month. `from` and `to` accept an ISO date

@@ -1,6 +1,6 @@
-import type { Clock } from "./clock.ts";
-import { addressBucket } from "./client-address.ts";
-import type { TierLimits } from "./config.ts";
+import type { Clock } from "../clock.ts";
+import { addressBucket } from "../auth/client-address.ts";
+import type { TierLimits } from "../config.ts";
 import { KeyWaiters } from "./key-waits.ts";
 
 /** Which unauthenticated budget of an address: failed admin tokens have their own. */

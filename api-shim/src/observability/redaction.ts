@@ -1,4 +1,4 @@
-import { urlPath } from "./text.ts";
+import { urlPath } from "../requests/text.ts";
 
 /**
  * What of a text may be shown where it goes: logs (our keys, the deployment's own secrets, in

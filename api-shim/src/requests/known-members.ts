@@ -1,4 +1,4 @@
-import { ShimError } from "./errors.ts";
+import { ShimError } from "../errors.ts";
 
 /**
  * A request body's fields or a URL's query parameters, when every one is among `known`; else a

@@ -1,18 +1,18 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { AnswerLease } from "./answer-memory.ts";
+import type { AnswerLease } from "../limits/answer-memory.ts";
 import { errors as undiciErrors } from "undici";
-import { finishRequest } from "./app.ts";
-import { authHeaders } from "./auth.ts";
-import type { ShimContext } from "./context.ts";
-import { errorBody, ShimError } from "./errors.ts";
-import { spliceJson } from "./json-splice.ts";
+import { finishRequest } from "../app.ts";
+import { authHeaders } from "../auth/auth.ts";
+import type { ShimContext } from "../context.ts";
+import { errorBody, ShimError } from "../errors.ts";
+import { spliceJson } from "../requests/json-splice.ts";
 import { StreamMeter, type UsageEvent } from "./metering.ts";
-import { loggedModel } from "./redaction.ts";
-import { formatCredits } from "./money.ts";
-import type { Settlement } from "./settlement.ts";
-import { writeWithBackpressure } from "./response-writer.ts";
+import { loggedModel } from "../observability/redaction.ts";
+import { formatCredits } from "../money/money.ts";
+import type { Settlement } from "../money/settlement.ts";
+import { writeWithBackpressure } from "../client/response-writer.ts";
 import { replaceEventData, sseEvents } from "./sse.ts";
-import { countUpstreamFailure, transportCause, upstreamErrorBody, type UpstreamFailureReason, type UpstreamResponse } from "./upstream.ts";
+import { countUpstreamFailure, transportCause, upstreamErrorBody, type UpstreamFailureReason, type UpstreamResponse } from "../upstream/upstream.ts";
 
 export interface RelayInput {
   ctx: ShimContext;

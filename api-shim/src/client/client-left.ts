@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { shuttingDown } from "./errors.ts";
-import { rejectOnAbort } from "./promises.ts";
-import { ClientLeftError } from "./store/store.ts";
+import { shuttingDown } from "../errors.ts";
+import { rejectOnAbort } from "../promises.ts";
+import { ClientLeftError } from "../store/store.ts";
 
 /**
  * Aborts when the client leaves before its answer is sent, for work that may wait its turn (a

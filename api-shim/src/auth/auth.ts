@@ -1,12 +1,12 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { ShimContext } from "./context.ts";
-import { retryAfterSeconds, ShimError, shuttingDown } from "./errors.ts";
+import type { ShimContext } from "../context.ts";
+import { retryAfterSeconds, ShimError, shuttingDown } from "../errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
-import { formatCredits } from "./money.ts";
-import { type IpScope, rateLimitHeaders, tokensWait } from "./rate-limit.ts";
-import { ClientLeftError, type KeyRecord, keyIsLive, type ReportsBusyError } from "./store/store.ts";
-import { placeFreed } from "./key-waits.ts";
-import { urlPath } from "./text.ts";
+import { formatCredits } from "../money/money.ts";
+import { type IpScope, rateLimitHeaders, tokensWait } from "../limits/rate-limit.ts";
+import { ClientLeftError, type KeyRecord, keyIsLive, type ReportsBusyError } from "../store/store.ts";
+import { placeFreed } from "../limits/key-waits.ts";
+import { urlPath } from "../requests/text.ts";
 
 /**
  * The onRequest hook: admin token for /admin/*, an API key for everything else. A request that

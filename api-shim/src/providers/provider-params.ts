@@ -1,6 +1,6 @@
-import { eachMessagePart } from "./content-parts.ts";
-import { invalidParam } from "./errors.ts";
-import type { InferenceKind } from "./inference-request.ts";
+import { eachMessagePart } from "../requests/content-parts.ts";
+import { invalidParam } from "../errors.ts";
+import type { InferenceKind } from "../requests/inference-request.ts";
 
 /**
  * The request members a paid provider's model (configured under `providers`: `provider: true`)

@@ -1,4 +1,4 @@
-import { invalidParam } from "./errors.ts";
+import { invalidParam } from "../errors.ts";
 
 /**
  * The checks an embeddings request gets beside the ones every inference request gets

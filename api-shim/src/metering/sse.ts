@@ -1,4 +1,4 @@
-import type { AnswerLease } from "./answer-memory.ts";
+import type { AnswerLease } from "../limits/answer-memory.ts";
 
 /**
  * Server-sent events, split as they arrive. `sseEvents` yields each whole event (the text before

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { MIN_FREE_BYTES } from "./store/sqlite-space.ts";
+import { MIN_FREE_BYTES } from "../store/sqlite-space.ts";
 
 /**
  * Prometheus metrics with low-cardinality labels only: route pattern, status, configured model

@@ -5,7 +5,7 @@
 import { randomUUID } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { Socket } from "node:net";
-import { errorBody, ShimError } from "./errors.ts";
+import { errorBody, ShimError } from "../errors.ts";
 
 /** Connections the HTTP server refused or gave up on: their request is logged with this, not as a client that left. */
 const refused = new WeakMap<object, { status: number; error: ShimError }>();

@@ -1,4 +1,4 @@
-import type { ModelPrice } from "./config.ts";
+import type { ModelPrice } from "../config.ts";
 
 /**
  * Prompt-cache reads: prompt tokens a provider (or vLLM's prefix cache) served from its cache,
