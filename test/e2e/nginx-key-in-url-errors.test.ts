@@ -97,4 +97,21 @@ describe("a key in the URL, refused before nginx chooses a location", () => {
       expect(code(res), what).toMatch(/^(method_not_allowed|invalid_request|api_key_in_url|forbidden)$/);
     }
   });
+
+  it("stays out of the error log with a malformed chunked body, which nginx reads and discards after refusing (its line quoted the request line)", async () => {
+    const body = "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nnot a chunk\r\n0\r\n\r\n";
+    const refused = await raw("127.0.0.2", `POST /v1/chat/completions?key=${key} HTTP/1.1\r\nHost: localhost\r\n${body}`);
+    expect([refused.status, code(refused)]).toEqual([400, "api_key_in_url"]);
+    const clear = await new Promise<string>((resolve, reject) => {
+      let out = "";
+      const s = net.connect({ host: "127.0.0.1", port: HTTP_PORT, localAddress: "127.0.0.2" }, () => s.write(`POST /v1/chat/completions?key=${key} HTTP/1.1\r\nHost: localhost\r\n${body}`));
+      s.setEncoding("latin1");
+      s.on("data", (d: string) => (out += d));
+      s.on("error", reject);
+      s.on("close", () => resolve(out));
+    });
+    expect(clear).toMatch(/^HTTP\/1\.1 400 [\s\S]*"code":"https_required"/);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(edge.nginx.output()).not.toContain(key.slice(19));
+  });
 });
