@@ -21,10 +21,13 @@ afterAll(() => edge?.close());
 /** Every character of `s` as %XX, the hex digits upper or lower case. */
 const encodeAll = (s: string, lower = false) => [...Buffer.from(s)].map((b) => `%${b.toString(16).padStart(2, "0")[lower ? "toLowerCase" : "toUpperCase"]()}`).join("");
 
-describe("a key in the URL with every character percent-encoded", () => {
+describe("a key in the URL with its characters percent-encoded, its prefix left out or not", () => {
   it("is refused before the shim on https (api_key_in_url) and on port 80 (https_required), and its path is not logged", async () => {
     const received = edge.shim.fake.counters.received;
-    for (const path of [`/v1/models?api-key=${encodeAll(key)}`, `/v1/models?key=${encodeAll(key, true)}`, `/${encodeAll(key)}/v1/models`]) {
+    const bare = key.slice("sk-gs-".length); // the prefix is public: a client may leave it out
+    const someEncoded = [...bare].map((c, i) => (i % 3 === 0 ? encodeAll(c) : c)).join("");
+    for (const path of [`/v1/models?api-key=${encodeAll(key)}`, `/v1/models?key=${encodeAll(key, true)}`, `/${encodeAll(key)}/v1/models`,
+      `/v1/models?key=${encodeAll(bare)}`, `/v1/models?key=${someEncoded}`, `/v1/models?key=${encodeAll(bare).replaceAll("%", "%25")}`]) {
       const res = await fetch(`https://localhost:${HTTPS_PORT}${path}`);
       expect([res.status, ((await res.json()) as { error: { code: string } }).error.code], path).toEqual([400, "api_key_in_url"]);
       const plain = await fetch(`http://localhost:${HTTP_PORT}${path}`, { redirect: "manual" });
