@@ -32,7 +32,7 @@ export interface CursorReading {
  */
 export class ReportCursor extends ReportReader {
   constructor(reading: CursorReading) {
-    super(cursorBatches(reading), { idleMs: reading.idleMs, signal: reading.signal, endsAtLastBatch: true, boundWaitsForBatch: true });
+    super(cursorBatches(reading), { idleMs: reading.idleMs, signal: reading.signal, boundWaitsForBatch: true });
   }
 }
 

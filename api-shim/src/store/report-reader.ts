@@ -21,17 +21,12 @@ export interface BatchSource {
   touched?(): Promise<unknown> | undefined;
 }
 
-/** How a store's report is read: its reader's bound, its asker's signal, and the two ways the stores differ. */
+/** How a store's report is read: its reader's bound, its asker's signal, and the way the stores differ. */
 export interface ReaderRules {
   /** Its reader has taken nothing for this long (since its last batch or touch()): rows still to come are given up. */
   idleMs: number;
   /** The asker left, the drain was cut, the store is closing: the report is given up. */
   signal: AbortSignal;
-  /**
-   * The report ends (its turn, and Postgres' connection, given up) once its last batch is in hand,
-   * before it is read (Postgres); else at the reader's next ask, or its bound (SQLite).
-   */
-  endsAtLastBatch: boolean;
   /**
    * The reader's bound waits while a batch is fetched, which has a bound of its own (Postgres' FETCH:
    * the statement's); else it counts on (SQLite's worker answers in ms).
@@ -77,14 +72,16 @@ export class ReportReader {
   /** The first batch (the one that runs the report). Throws when it fails (`done` rejects too). */
   async first(): Promise<UsageGroup[]> {
     const rows = await this.fetch();
-    if (!this.more && this.rules.endsAtLastBatch) this.end();
+    // The last batch in hand: the store holds nothing more for it, so its turn (and Postgres'
+    // connection) goes to the next report now, not once this one's client has read it.
+    if (!this.more) this.end();
     else this.armIdle();
     return rows;
   }
 
   /** The batches from `first` on, for the reader: read to the end, or given up with return(). */
   batches(first: UsageGroup[]): UsageRest {
-    const { signal, boundWaitsForBatch, endsAtLastBatch, idleMs } = this.rules;
+    const { signal, boundWaitsForBatch, idleMs } = this.rules;
     let pending: UsageGroup[] | undefined = first;
     const iterator: AsyncIterator<UsageGroup[]> = {
       next: async () => {
@@ -113,7 +110,7 @@ export class ReportReader {
           this.end();
           return { done: true, value: undefined };
         }
-        if (!this.more && endsAtLastBatch) this.end();
+        if (!this.more) this.end();
         else if (boundWaitsForBatch) this.armIdle();
         return { done: false, value };
       },

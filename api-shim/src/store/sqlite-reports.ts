@@ -115,15 +115,14 @@ export class SqliteReports {
         clearTimeout(this.idle);
         const worker = this.worker ?? this.start();
         let asked = false;
-        // Its reader's bound counts on while the worker is asked for a batch (ms away); a one-batch
-        // report holds its turn until its reader asks past it (or its bound passes).
+        // Its reader's bound counts on while the worker is asked for a batch (ms away).
         const reader = new ReportReader({
           next: () => (asked ? this.request(worker, { more: true }) : ((asked = true), this.ask(worker, query, signal))),
           // The rows nobody will read: the worker holds them until told.
           close: (unread) => {
             if (unread && this.worker === worker) worker.postMessage({ drop: true } satisfies ReportAsk);
           },
-        }, { idleMs: this.options.timeoutMs, signal, endsAtLastBatch: false, boundWaitsForBatch: false });
+        }, { idleMs: this.options.timeoutMs, signal, boundWaitsForBatch: false });
         opened(reader.batches(await reader.first()));
         await reader.done.catch(() => {}); // a failed batch was thrown to its reader
       } finally {
