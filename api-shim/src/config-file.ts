@@ -1,6 +1,7 @@
 import { parse as parseYaml } from "yaml";
 import type { BootstrapKey, ModelConfig, ModelPrice, Pricing, ShimConfig, TierLimits } from "./config.ts";
 import { isKeyId } from "./auth/keys.ts";
+import { CACHED_PRICE_WHY, cachedPriceFits } from "./money/cache-reads.ts";
 import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money/money.ts";
 import { holdsKey, redactLoggedKeys } from "./observability/redaction.ts";
 import { isKeyName, isModelName } from "./requests/text.ts";
@@ -78,16 +79,15 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
   const prices = new Map<string, ModelPrice>();
   for (const [name, p] of Object.entries(obj(pricingDoc.models, at("pricing.models"), null, bad))) {
     const po = obj(p, at(`pricing.models.${name}`), ["promptPer1k", "completionPer1k", "cachedPromptPer1k"], bad);
+    const where = (member: string) => at(`pricing.models.${name}.${member}`);
     const before = problems.length;
-    const price: { promptPer1k: number; completionPer1k: number; cachedPromptPer1k?: number } = { promptPer1k: credits(po.promptPer1k, at(`pricing.models.${name}.promptPer1k`), 0), completionPer1k: 0 };
+    const promptPer1k = credits(po.promptPer1k, where("promptPer1k"), 0);
     const promptRefused = problems.length > before; // its own problem says so; no second one below
-    price.completionPer1k = credits(po.completionPer1k, at(`pricing.models.${name}.completionPer1k`), 0);
-    // Set only where written: absent, a cached prompt token is a prompt token (pricing.ts). Never
-    // above the prompt price, which the hold reserves for every prompt token, cached or not.
+    const price: { -readonly [K in keyof ModelPrice]: ModelPrice[K] } = { promptPer1k, completionPer1k: credits(po.completionPer1k, where("completionPer1k"), 0) };
+    // Set only where written: absent, a cached prompt token is a prompt token (pricing.ts).
     if (po.cachedPromptPer1k !== undefined) {
-      const where = at(`pricing.models.${name}.cachedPromptPer1k`);
-      const cached = credits(po.cachedPromptPer1k, where, -1); // -1: refused
-      if (cached > price.promptPer1k && !promptRefused) bad(where, po.cachedPromptPer1k, `at most promptPer1k (${formatCredits(price.promptPer1k)}): a cached prompt token is charged no more than a prompt token, which the hold reserves`);
+      const cached = credits(po.cachedPromptPer1k, where("cachedPromptPer1k"), -1); // -1: refused
+      if (!cachedPriceFits(cached, promptPer1k) && !promptRefused) bad(where("cachedPromptPer1k"), po.cachedPromptPer1k, `at most promptPer1k (${formatCredits(promptPer1k)}): ${CACHED_PRICE_WHY}`);
       else if (cached >= 0) price.cachedPromptPer1k = cached;
     }
     prices.set(name, price);

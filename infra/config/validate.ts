@@ -1,3 +1,4 @@
+import { CACHED_PRICE_WHY, cachedPriceFits } from "../../api-shim/src/money/cache-reads.ts";
 import { findPlan, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../catalog.ts";
 import { Secret } from "../secret.ts";
 import { isIPv6Cidr, OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
@@ -219,10 +220,9 @@ function checkPricing(p: Problems, value: unknown, modelNames: readonly string[]
     const promptRefused = p.list.length > before; // its own problem says so; no second one here
     const cachedKey = `pricing.models.${name}.cachedPromptPer1k`;
     let cachedPromptPer1k = p.credits(cachedKey, m.cachedPromptPer1k);
-    // The hold reserves the prompt price for every prompt token, cached or not: a cached token
-    // priced above it could be charged more than was held (the shim refuses it too, config-file.ts).
-    if (cachedPromptPer1k !== undefined && cachedPromptPer1k > promptPer1k && !promptRefused) {
-      cachedPromptPer1k = p.add(cachedKey, m.cachedPromptPer1k, `must not be more than promptPer1k (${promptPer1k}): a cached prompt token is charged at most the prompt price, which the shim holds for every prompt token`);
+    // The shim's rule (a start refused on the host otherwise), with its reason.
+    if (cachedPromptPer1k !== undefined && !cachedPriceFits(cachedPromptPer1k, promptPer1k) && !promptRefused) {
+      cachedPromptPer1k = p.add(cachedKey, m.cachedPromptPer1k, `must not be more than promptPer1k (${promptPer1k}): ${CACHED_PRICE_WHY}`);
     }
     models.push([name, {
       promptPer1k,

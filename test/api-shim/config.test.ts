@@ -152,7 +152,6 @@ extra: 1
     }
   });
 
-  // Found by review: a new tier set to null was told so, and then that it lacked rpm and tpm.
   it("a model's cachedPromptPer1k is credits as promptPer1k is, at most promptPer1k; absent, none is set (the prompt price applies)", () => {
     const c = parse({}, "models: [{ name: m }, { name: n }]\npricing: { models: { m: { promptPer1k: 1, cachedPromptPer1k: 0.1 }, n: { promptPer1k: 1 } } }\n");
     expect(c.pricing.models.get("m")).toEqual({ promptPer1k: 1_000_000, completionPer1k: 0, cachedPromptPer1k: 100_000 });
@@ -163,10 +162,11 @@ extra: 1
       "SHIM_CONFIG pricing.models.a.cachedPromptPer1k: -1 is not valid; expected a non-negative number of credits with at most 6 decimals",
       'SHIM_CONFIG pricing.models.b.cachedPromptPer1k: "abc" is not valid; expected a non-negative number of credits with at most 6 decimals',
       "SHIM_CONFIG pricing.models.c.cachedPromptPer1k: 1e-7 is not valid; expected a non-negative number of credits with at most 6 decimals",
-      "SHIM_CONFIG pricing.models.d.cachedPromptPer1k: 0.2 is not valid; expected at most promptPer1k (0.1): a cached prompt token is charged no more than a prompt token, which the hold reserves",
+      "SHIM_CONFIG pricing.models.d.cachedPromptPer1k: 0.2 is not valid; expected at most promptPer1k (0.1): a cached prompt token is charged no more than a prompt token, which the hold reserves for every prompt token",
     ]);
   });
 
+  // Found by review: a new tier set to null was told so, and then that it lacked rpm and tpm.
   it("a new tier set to null is one problem: the mapping it should be", () => {
     expect(problems({}, "tiers: { gold: null }")).toEqual([
       "SHIM_CONFIG tiers.gold: null is not valid; expected a mapping of rpm, tpm and concurrency; for no limit, set each to null",

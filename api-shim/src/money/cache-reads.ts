@@ -40,4 +40,14 @@ export function promptCost(promptTokens: number, cachedTokens: number, price: Mo
   return micro1k <= 0n ? 0 : Number((micro1k + 999n) / 1000n);
 }
 
+/**
+ * The one rule on a model's cachedPromptPer1k, for both readers of prices (SHIM_CONFIG's,
+ * config-file.ts; the stack config's, infra/config/validate.ts): at most its promptPer1k, since
+ * the hold reserves promptPer1k for every prompt token, cached or not (Pricer.hold). Either unit
+ * (credits or µc), as long as both prices are in the same one.
+ */
+export const cachedPriceFits = (cachedPer1k: number, promptPer1k: number): boolean => cachedPer1k <= promptPer1k;
+/** Why: the end of either reader's message for a cachedPromptPer1k that does not fit. */
+export const CACHED_PRICE_WHY = "a cached prompt token is charged no more than a prompt token, which the hold reserves for every prompt token";
+
 const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
