@@ -1,6 +1,7 @@
 import { readCachedTokens } from "../money/cache-reads.ts";
 import { type CacheWrites, readCacheWrites } from "../money/cache-writes.ts";
 import type { Usage } from "../money/pricing.ts";
+import { isCount } from "./token-count.ts";
 
 /**
  * An upstream's `usage` object, read into what is charged: a non-streamed answer's (answer-body.ts)
@@ -24,12 +25,7 @@ export interface Counts {
 
 /** A stream's usage object's counts, each read on its own. */
 export function readCounts(u: UsageJson): Counts {
-  const counts: Counts = { promptTokens: isCount(u.prompt_tokens) ? u.prompt_tokens : null, completionTokens: isCount(u.completion_tokens) ? u.completion_tokens : null };
-  const cacheWrites = readCacheWrites(u);
-  if (cacheWrites) counts.cacheWrites = cacheWrites;
-  const cachedTokens = readCachedTokens(u);
-  if (cachedTokens > 0) counts.cachedTokens = cachedTokens;
-  return counts;
+  return withCacheCounts<Counts>({ promptTokens: isCount(u.prompt_tokens) ? u.prompt_tokens : null, completionTokens: isCount(u.completion_tokens) ? u.completion_tokens : null }, u);
 }
 
 /** A usage object whose counts can both be read (a missing completion count is 0: embeddings have none), else null. */
@@ -38,12 +34,16 @@ export function toUsage(u: UsageJson | null | undefined): Usage | null {
   const p = u.prompt_tokens;
   const c = u.completion_tokens ?? 0;
   if (!isCount(p) || !isCount(c)) return null;
-  const usage: Usage = { promptTokens: p, completionTokens: c };
+  return withCacheCounts<Usage>({ promptTokens: p, completionTokens: c }, u);
+}
+
+/** `into` with the prompt-cache writes and reads `u` reports, where it reports any (a vLLM answer: none). */
+function withCacheCounts<T extends { cacheWrites?: CacheWrites; cachedTokens?: number }>(into: T, u: object): T {
   const cacheWrites = readCacheWrites(u);
-  if (cacheWrites) usage.cacheWrites = cacheWrites;
+  if (cacheWrites) into.cacheWrites = cacheWrites;
   const cachedTokens = readCachedTokens(u);
-  if (cachedTokens > 0) usage.cachedTokens = cachedTokens;
-  return usage;
+  if (cachedTokens > 0) into.cachedTokens = cachedTokens;
+  return into;
 }
 
 /** The largest token count a usage row holds (Postgres's integer columns). */
@@ -56,10 +56,5 @@ export const MAX_TOKEN_COUNT = 2 ** 31 - 1;
  * (settlement.ts), not stored: a row keeps the counts, prompt_tokens as the upstream reported it.
  */
 export function storedUsage(u: Usage): Usage {
-  const stored: Usage = { promptTokens: Math.min(u.promptTokens, MAX_TOKEN_COUNT), completionTokens: Math.min(u.completionTokens, MAX_TOKEN_COUNT) };
-  if (u.cacheWrites) stored.cacheWrites = u.cacheWrites;
-  if (u.cachedTokens !== undefined) stored.cachedTokens = u.cachedTokens;
-  return stored;
+  return { ...u, promptTokens: Math.min(u.promptTokens, MAX_TOKEN_COUNT), completionTokens: Math.min(u.completionTokens, MAX_TOKEN_COUNT) };
 }
-
-const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;

@@ -1,3 +1,4 @@
+import { isCount } from "../metering/token-count.ts";
 import type { ModelPrice } from "../config.ts";
 
 /**
@@ -49,5 +50,3 @@ export function promptCost(promptTokens: number, cachedTokens: number, price: Mo
 export const cachedPriceFits = (cachedPer1k: number, promptPer1k: number): boolean => cachedPer1k <= promptPer1k;
 /** Why: the end of either reader's message for a cachedPromptPer1k that does not fit. */
 export const CACHED_PRICE_WHY = "a cached prompt token is charged no more than a prompt token, which the hold reserves for every prompt token";
-
-const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;

@@ -1,3 +1,4 @@
+import { countOrZero } from "../metering/token-count.ts";
 import { eachMessagePart } from "../requests/content-parts.ts";
 
 /**
@@ -41,9 +42,9 @@ export function readCacheWrites(u: object): CacheWrites | undefined {
   const details = usage.prompt_tokens_details as { cache_creation_tokens?: unknown; cache_creation_token_details?: unknown } | null | undefined;
   if (usage.cache_creation_input_tokens === undefined && (details === null || typeof details !== "object" || (details.cache_creation_tokens === undefined && details.cache_creation_token_details === undefined))) return undefined;
   const split = details?.cache_creation_token_details as { ephemeral_5m_input_tokens?: unknown; ephemeral_1h_input_tokens?: unknown } | null | undefined;
-  const fiveMinute = count(split?.ephemeral_5m_input_tokens);
-  const oneHour = count(split?.ephemeral_1h_input_tokens);
-  const total = Math.max(count(usage.cache_creation_input_tokens), count(details?.cache_creation_tokens));
+  const fiveMinute = countOrZero(split?.ephemeral_5m_input_tokens);
+  const oneHour = countOrZero(split?.ephemeral_1h_input_tokens);
+  const total = Math.max(countOrZero(usage.cache_creation_input_tokens), countOrZero(details?.cache_creation_tokens));
   const unsplit = Math.max(0, total - fiveMinute - oneHour);
   return fiveMinute + oneHour + unsplit > 0 ? { fiveMinute, oneHour, unsplit } : undefined;
 }
@@ -95,5 +96,3 @@ export function eachCacheControl(body: Record<string, unknown>, visit: (control:
     }
   }
 }
-
-const count = (n: unknown): number => (typeof n === "number" && Number.isSafeInteger(n) && n > 0 ? n : 0);

@@ -1,0 +1,9 @@
+/**
+ * A token count as an upstream's usage reports it: a non-negative safe integer. Anything else
+ * (absent, null, a fraction, a string, a negative) is not one, and the readers of usage
+ * (usage-json.ts, money/cache-reads.ts, money/cache-writes.ts) treat it as missing.
+ */
+export const isCount = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
+
+/** `n` when it is a count, else 0. */
+export const countOrZero = (n: unknown): number => (isCount(n) ? n : 0);
