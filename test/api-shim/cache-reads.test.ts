@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readCachedTokens } from "../../api-shim/src/money/cache-reads.ts";
 import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/money/pricing.ts";
 import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
-import { loopbackServer } from "../support/shim-process.ts";
+import { chargedFor, type FakeLitellm, startFakeLitellm, type UsageShape } from "../support/fake-litellm.ts";
 
 const CREDIT = 1_000_000;
 /**
@@ -42,34 +42,11 @@ function openaiUsage(prompt: number, cached: unknown, completion = 5): Record<st
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached, audio_tokens: 0 } };
 }
 
-type Shape = "json" | "usage-only" | "litellm";
-
 describe("cache reads through LiteLLM", () => {
   let h: Harness;
-  let upstream: Awaited<ReturnType<typeof loopbackServer>>;
-  let usage: Record<string, unknown> = {};
+  let upstream: FakeLitellm;
   beforeAll(async () => {
-    upstream = await loopbackServer((req, res) => {
-      let body = "";
-      req.on("data", (c: Buffer) => (body += c.toString()));
-      req.on("end", () => {
-        const b = JSON.parse(body) as { model: string; stream?: boolean; metadata?: { shape?: Shape } };
-        const frame = { id: "c1", created: 1, model: b.model };
-        if (!b.stream) {
-          const message = { role: "assistant", content: "ok" };
-          res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ ...frame, object: "chat.completion", choices: [{ index: 0, message, finish_reason: "stop" }], usage }));
-          return;
-        }
-        const chunk = (rest: object) => `data: ${JSON.stringify({ ...frame, object: "chat.completion.chunk", ...rest })}\n\n`;
-        res.writeHead(200, { "content-type": "text/event-stream" });
-        res.write(chunk({ choices: [{ index: 0, delta: { role: "assistant", content: "ok" }, finish_reason: null }] }));
-        // LiteLLM's last chunk keeps a choice and carries the whole request's usage; OpenAI's is usage-only.
-        const stop = { index: 0, delta: {}, finish_reason: "stop" };
-        if (b.metadata?.shape === "litellm") res.write(chunk({ choices: [stop], usage }));
-        else res.write(chunk({ choices: [stop] }) + chunk({ choices: [], usage }));
-        res.end("data: [DONE]\n\n");
-      });
-    });
+    upstream = await startFakeLitellm();
     h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url }, file: FILE });
   });
   afterAll(async () => {
@@ -80,31 +57,7 @@ describe("cache reads through LiteLLM", () => {
   // Long enough that the prompt's bound (its bytes) covers the 2,010 prompt tokens reported.
   const messages = [{ role: "user", content: [{ type: "text", text: "long prefix ".repeat(400), cache_control: { type: "ephemeral" } }] }];
 
-  /** Sends a request; the charge its answer shows, its usage's prompt_tokens, checked against the key's ledger and /v1/usage. */
-  async function charged(shape: Shape, model: string): Promise<{ credits: number; promptTokens: number }> {
-    const { id, key } = await h.createKey({ credits: 1000 });
-    const stream = shape !== "json";
-    const res = await h.post(key, "/v1/chat/completions", { model, messages, max_tokens: 5, ...(stream ? { stream, stream_options: { include_usage: true }, metadata: { shape } } : {}) });
-    expect(res.status).toBe(200);
-    let credits: number;
-    let promptTokens: number;
-    if (stream) {
-      const text = await res.text();
-      credits = Number(/^: credits_charged=(\S+) /m.exec(text)![1]);
-      const last = text.split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => JSON.parse(e.slice(6)) as { usage?: { prompt_tokens: number } }).find((c) => c.usage)!;
-      promptTokens = last.usage!.prompt_tokens;
-    } else {
-      credits = Number(res.headers.get("x-credits-charged"));
-      const body = (await res.json()) as { credits_charged: number; usage: { prompt_tokens: number } };
-      expect(body.credits_charged).toBe(credits);
-      promptTokens = body.usage.prompt_tokens;
-    }
-    // The ledger and the key's report agree with the answer; the report's tokens are the upstream's.
-    expect((await h.store.getKey(id))!.balance).toBe(1000 * CREDIT - Math.round(credits * CREDIT));
-    const report = (await (await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json()) as { usage: { total_cost: number; total_tokens: number } };
-    expect(report.usage).toMatchObject({ total_cost: credits, total_tokens: promptTokens + 5 });
-    return { credits, promptTokens };
-  }
+  const charged = (shape: UsageShape, model: string) => chargedFor(h, shape, model, messages);
 
   // 1,010 prompt tokens (1,000 of them read from the cache), 5 completion tokens.
   const cases: { name: string; model: string; usage: () => Record<string, unknown>; credits: number; promptTokens?: number }[] = [
@@ -123,7 +76,7 @@ describe("cache reads through LiteLLM", () => {
   for (const shape of ["json", "usage-only", "litellm"] as const) {
     for (const c of cases) {
       it(`${shape}: ${c.name}`, async () => {
-        usage = c.usage();
+        upstream.usage = c.usage();
         // prompt_tokens is kept as the upstream reported it; only the cost is lower.
         expect(await charged(shape, c.model)).toEqual({ credits: c.credits, promptTokens: c.promptTokens ?? 1010 });
       });

@@ -7,7 +7,7 @@ import { cacheWriteSurcharge } from "../../api-shim/src/money/cache-writes.ts";
 import { CHAT_TEMPLATE_TOKENS } from "../../api-shim/src/money/pricing.ts";
 import { refuseProviderSurcharges } from "../../api-shim/src/providers/provider-surcharges.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
-import { loopbackServer } from "../support/shim-process.ts";
+import { type FakeLitellm, startFakeLitellm } from "../support/fake-litellm.ts";
 
 const CREDIT = 1_000_000;
 const FILE = {
@@ -17,18 +17,12 @@ const FILE = {
 
 describe("a 1-hour cache_control followed by a 5-minute one (Anthropic's required order)", () => {
   let h: Harness;
-  let upstream: Awaited<ReturnType<typeof loopbackServer>>;
+  let upstream: FakeLitellm;
   /** 10 plain prompt tokens and 1,000 written, reported as a total without the split by lifetime; 5 completion tokens. */
   const usage = { prompt_tokens: 1010, completion_tokens: 5, total_tokens: 1015, cache_creation_input_tokens: 1000, prompt_tokens_details: { cached_tokens: 0, cache_creation_tokens: 1000 } };
   beforeAll(async () => {
-    upstream = await loopbackServer((req, res) => {
-      req.resume();
-      req.on("end", () => {
-        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({
-          id: "c1", created: 1, model: "claude", object: "chat.completion", choices: [{ index: 0, message: { role: "assistant", content: "ok" }, finish_reason: "stop" }], usage,
-        }));
-      });
-    });
+    upstream = await startFakeLitellm();
+    upstream.usage = usage;
     h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url }, file: FILE });
   });
   afterAll(async () => {

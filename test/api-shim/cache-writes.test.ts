@@ -6,7 +6,7 @@ import { cacheWriteSurcharge, readCacheWrites } from "../../api-shim/src/money/c
 import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/money/pricing.ts";
 import { refuseProviderSurcharges } from "../../api-shim/src/providers/provider-surcharges.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
-import { loopbackServer } from "../support/shim-process.ts";
+import { chargedFor, type FakeLitellm, startFakeLitellm, type UsageShape } from "../support/fake-litellm.ts";
 
 const CREDIT = 1_000_000;
 /** 1 credit per 1k tokens either way (1,000 µc a token), no request price: a charge reads as tokens. */
@@ -24,38 +24,11 @@ function litellmUsage(input: number, w5: number, w1: number, read = 0, completio
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: details, cache_creation_input_tokens: writes, cache_read_input_tokens: read };
 }
 
-type Shape = "json" | "usage-only" | "litellm";
-
 describe("cache writes through LiteLLM", () => {
   let h: Harness;
-  let upstream: Awaited<ReturnType<typeof loopbackServer>>;
-  /** The usage the upstream reports next, in whichever shape the request asks for. */
-  let usage: Record<string, unknown> = {};
-  let received = 0;
+  let upstream: FakeLitellm;
   beforeAll(async () => {
-    upstream = await loopbackServer((req, res) => {
-      let body = "";
-      req.on("data", (c: Buffer) => (body += c.toString()));
-      req.on("end", () => {
-        received++;
-        const b = JSON.parse(body) as { model: string; stream?: boolean; litellm?: boolean };
-        const frame = { id: "c1", created: 1, model: b.model };
-        if (!b.stream) {
-          const message = { role: "assistant", content: "ok" };
-          res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ ...frame, object: "chat.completion", choices: [{ index: 0, message, finish_reason: "stop" }], usage }));
-          return;
-        }
-        const chunk = (rest: object) => `data: ${JSON.stringify({ ...frame, object: "chat.completion.chunk", ...rest })}\n\n`;
-        res.writeHead(200, { "content-type": "text/event-stream" });
-        res.write(chunk({ choices: [{ index: 0, delta: { role: "assistant", content: "ok" }, finish_reason: null }] }));
-        // LiteLLM's last chunk keeps a choice and carries the whole request's usage; OpenAI's and vLLM's is usage-only.
-        const stop = { index: 0, delta: {}, finish_reason: "stop" };
-        const shape = (b as { metadata?: { shape?: Shape } }).metadata?.shape;
-        if (shape === "litellm") res.write(chunk({ choices: [stop], usage }));
-        else res.write(chunk({ choices: [stop] }) + chunk({ choices: [], usage }));
-        res.end("data: [DONE]\n\n");
-      });
-    });
+    upstream = await startFakeLitellm();
     h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url }, file: FILE });
   });
   afterAll(async () => {
@@ -69,37 +42,11 @@ describe("cache writes through LiteLLM", () => {
   const ttl5m = [{ role: "user", content: [{ type: "text", text: prefix, cache_control: { type: "ephemeral" } }] }];
   const plain = [{ role: "user", content: prefix }];
 
-  /** Sends a request; the charge its answer shows (header or SSE comment, and the body's member), its usage's prompt_tokens, and the key's ledger and /v1/usage. */
-  async function charged(shape: Shape, messages: unknown[], model = "claude"): Promise<{ credits: number; promptTokens: number }> {
-    const { id, key } = await h.createKey({ credits: 1000 });
-    const stream = shape !== "json";
-    const res = await h.post(key, "/v1/chat/completions", { model, messages, max_tokens: 5, ...(stream ? { stream, stream_options: { include_usage: true }, metadata: { shape } } : {}) });
-    expect(res.status).toBe(200);
-    let credits: number;
-    let promptTokens: number;
-    if (stream) {
-      const text = await res.text();
-      credits = Number(/^: credits_charged=(\S+) /m.exec(text)![1]);
-      const last = text.split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => JSON.parse(e.slice(6)) as { usage?: { prompt_tokens: number }; credits_charged?: number }).find((c) => c.usage)!;
-      // The usage-only chunk carries the figures too (LiteLLM's, with a choice, does not).
-      if (shape === "usage-only") expect(last.credits_charged).toBe(credits);
-      promptTokens = last.usage!.prompt_tokens;
-    } else {
-      credits = Number(res.headers.get("x-credits-charged"));
-      const body = (await res.json()) as { credits_charged: number; usage: { prompt_tokens: number } };
-      expect(body.credits_charged).toBe(credits);
-      promptTokens = body.usage.prompt_tokens;
-    }
-    // The ledger and the key's report agree with what the answer said; the report's tokens are the usage's.
-    expect((await h.store.getKey(id))!.balance).toBe(1000 * CREDIT - Math.round(credits * CREDIT));
-    const report = (await (await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json()) as { usage: { total_cost: number; total_tokens: number } };
-    expect(report.usage).toMatchObject({ total_cost: credits, total_tokens: promptTokens + 5 });
-    return { credits, promptTokens };
-  }
+  const charged = (shape: UsageShape, messages: unknown[], model = "claude") => chargedFor(h, shape, model, messages);
 
   // The review's case (provider-billing.test.ts): 100,000 tokens written for an hour, 10 not.
   it("charges a 1-hour cache write at least what Anthropic bills for it (2x the input price)", async () => {
-    usage = litellmUsage(10, 0, 100_000, 0, 1);
+    upstream.usage = litellmUsage(10, 0, 100_000, 0, 1);
     const { key } = await h.createKey({ credits: 1000 });
     const messages = [{ role: "user", content: [{ type: "text", text: "word ".repeat(100_000), cache_control: { type: "ephemeral", ttl: "1h" } }] }];
     const res = await h.post(key, "/v1/chat/completions", { model: "claude", messages, max_tokens: 1 });
@@ -119,13 +66,13 @@ describe("cache writes through LiteLLM", () => {
   for (const shape of ["json", "usage-only", "litellm"] as const) {
     for (const c of cases) {
       it(`${shape}: ${c.name}`, async () => {
-        usage = c.usage();
+        upstream.usage = c.usage();
         // prompt_tokens is reported as the upstream gave it; only the cost carries the surcharge.
         expect(await charged(shape, c.messages)).toEqual({ credits: c.credits, promptTokens: 1010 });
       });
     }
     it(`${shape}: a vLLM answer (no cache members) is charged as before`, async () => {
-      usage = { prompt_tokens: 1010, completion_tokens: 5, total_tokens: 1015, prompt_tokens_details: null };
+      upstream.usage = { prompt_tokens: 1010, completion_tokens: 5, total_tokens: 1015, prompt_tokens_details: null };
       expect(await charged(shape, plain, "qwen2.5-7b")).toEqual({ credits: 1.015, promptTokens: 1010 });
       expect(await charged(shape, ttl1h, "qwen2.5-7b")).toEqual({ credits: 1.015, promptTokens: 1010 });
     });
@@ -159,12 +106,12 @@ describe("cache writes through LiteLLM", () => {
     it("a key with exactly the hold is admitted and charged a whole prompt written for an hour; one with 1 µc less is refused up front", async () => {
       const hold = await required(ttl1h);
       const pb = bound(ttl1h);
-      usage = litellmUsage(0, 0, pb);
-      const before = received;
+      upstream.usage = litellmUsage(0, 0, pb);
+      const before = upstream.received;
       const poor = await h.createKey({ credits: (hold - 1) / CREDIT });
       const refused = await h.post(poor.key, "/v1/chat/completions", body(ttl1h));
       expect(refused.status).toBe(402);
-      expect(received).toBe(before);
+      expect(upstream.received).toBe(before);
       const exact = await h.createKey({ credits: hold / CREDIT });
       const res = await h.post(exact.key, "/v1/chat/completions", body(ttl1h));
       expect(res.status).toBe(200);
@@ -187,7 +134,7 @@ describe("cache writes through LiteLLM", () => {
 
     it("asks for its lifetime: writes reported as a total are charged the hour's rate, and held for", async () => {
       expect(refuseProviderSurcharges({ messages: toolCall("1h") })).toBe("1h");
-      usage = litellmUsage(10, 0, 1000, 0, 5, false);
+      upstream.usage = litellmUsage(10, 0, 1000, 0, 5, false);
       const { id, key } = await h.createKey({ credits: 1000 });
       const res = await h.post(key, "/v1/chat/completions", { model: "claude", messages: toolCall("1h"), tools, max_tokens: 5 });
       expect(res.status).toBe(200);
@@ -210,10 +157,10 @@ describe("cache writes through LiteLLM", () => {
 
     it("with a lifetime other than Anthropic's two is refused, as on a message", async () => {
       const { key } = await h.createKey({ credits: 1000 });
-      const before = received;
+      const before = upstream.received;
       const res = await h.post(key, "/v1/chat/completions", { model: "claude", messages: toolCall("24h"), tools, max_tokens: 5 });
       expect([res.status, ((await res.json()) as { error: { param: string } }).error.param]).toEqual([400, "messages"]);
-      expect(received).toBe(before);
+      expect(upstream.received).toBe(before);
     });
   });
 });
