@@ -114,4 +114,38 @@ describe("a key in the URL, refused before nginx chooses a location", () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(edge.nginx.output()).not.toContain(key.slice(19));
   });
+
+  it("stays out of the error log with a malformed chunked body when the answer is the 403 (the path's location does not serve the address), and answers in JSON", async () => {
+    const malformed = "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nnot a chunk\r\n0\r\n\r\n";
+    for (const [from, line] of [
+      ["127.0.0.2", `POST /admin/keys?key=${key} HTTP/1.1`], // the tenant's client on an admin path
+      ["127.0.0.2", `GET /metrics?key=${key} HTTP/1.1`],
+      ["127.0.0.3", `POST /v1/chat/completions?key=${key} HTTP/1.1`], // the operator's machine on the API
+    ]) {
+      // It went on to error_page's @forbidden, whose log is the server's: nginx discarded the body
+      // there and quoted the request line (and the client got nginx's HTML 400).
+      // (nginx makes the answer's status 400 as it finds the body malformed; the body stays the
+      // refusal's.)
+      const res = await raw(from!, `${line}\r\nHost: localhost\r\n${malformed}`);
+      expect([res.status, code(res)], line).toEqual([400, "forbidden"]);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(edge.nginx.output()).not.toContain(key.slice(19));
+  });
+
+  it("stays out of the error log with a malformed chunked body on a method nginx refuses before choosing a location (TRACE: 405), on 443 and port 80", async () => {
+    const request = `TRACE /v1/models?key=${key} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nnot a chunk\r\n0\r\n\r\n`;
+    expect((await raw("127.0.0.2", request)).status).toBe(400); // nginx's, for the malformed body
+    const clear = await new Promise<string>((resolve, reject) => {
+      let out = "";
+      const s = net.connect({ host: "127.0.0.1", port: HTTP_PORT, localAddress: "127.0.0.2" }, () => s.write(request));
+      s.setEncoding("latin1");
+      s.on("data", (d: string) => (out += d));
+      s.on("error", reject);
+      s.on("close", () => resolve(out));
+    });
+    expect(clear).toMatch(/^HTTP\/1\.1 4\d\d /);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(edge.nginx.output()).not.toContain(key.slice(19));
+  });
 });
