@@ -17,8 +17,8 @@ import { KeyWaiters } from "./limits/key-waits.ts";
 import { jsonShapeProblem } from "./requests/json-shape.ts";
 import { requestLogger } from "./observability/logger.ts";
 import { Metrics } from "./observability/metrics.ts";
-import { loggedModel, redactedPath, secretRedactor } from "./observability/redaction.ts";
-import { creditsNumber } from "./money/money.ts";
+import { redactedPath, secretRedactor } from "./observability/redaction.ts";
+import { finishRequest, logUnparsed } from "./observability/request-line.ts";
 import { Pricer } from "./money/pricing.ts";
 import { isAmbiguousPath, urlPath } from "./requests/text.ts";
 import { RateLimiter } from "./limits/rate-limit.ts";
@@ -69,7 +69,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   const fromProxy = trustedPeers(config.trustProxy);
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
-    // One line per request, written below (finishRequest), without headers or bodies.
+    // One line per request, written by the hooks below (finishRequest), without headers or bodies.
     logController: new LogController({ disableRequestLogging: true }),
     // No per-request child logger: lines that need the request id carry it themselves.
     childLoggerFactory: (logger) => logger,
@@ -256,37 +256,6 @@ const ambiguousPath = () => new ShimError("invalid_request", {
 
 function newRequestState(): RequestState {
   return { start: performance.now(), model: null, tokens: null, cost: null, available: null, logged: false, routeLogs: false, bodyRefused: false, graceEnds: null };
-}
-
-/** The line and count of a connection the HTTP server refused before Fastify had a request on it. */
-function logUnparsed(ctx: ShimContext, reqId: string, status: number, error: ShimError): void {
-  const route = "unparsed";
-  ctx.metrics.requests.inc({ route, status });
-  ctx.logRequest({ reqId, method: "-", path: "-", status, ms: null, keyId: null, model: null, tokens: null, cost: null, error: error.logCode });
-}
-
-/** The one log line and the metrics of a request; streams call it when their last event is out. */
-export function finishRequest(ctx: ShimContext, request: FastifyRequest, status: number): void {
-  const s = request.shim;
-  if (!s || s.logged) return;
-  s.logged = true;
-  const ms = performance.now() - s.start;
-  const route = request.routeOptions.url ?? "unmatched";
-  ctx.metrics.requests.inc({ route, status });
-  ctx.metrics.duration.observe({ route }, ms / 1000);
-  ctx.logRequest({
-    reqId: request.id,
-    method: request.method,
-    path: redactedPath(request.url, ctx.hideSecrets).slice(0, 200),
-    status,
-    ms: Math.round(ms * 100) / 100,
-    keyId: request.auth?.key.id ?? null,
-    model: s.model === null ? null : loggedModel(s.model, ctx.hideSecrets),
-    tokens: s.tokens,
-    cost: s.cost === null ? null : creditsNumber(s.cost),
-    ...(request.shimErrorCode ? { error: request.shimErrorCode } : {}),
-    ...(request.upstreamCause ? { cause: request.upstreamCause } : {}),
-  });
 }
 
 /**

@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { AnswerLease } from "../limits/answer-memory.ts";
 import { errors as undiciErrors } from "undici";
-import { finishRequest } from "../app.ts";
+import { finishRequest } from "../observability/request-line.ts";
 import { authHeaders } from "../auth/auth.ts";
 import type { ShimContext } from "../context.ts";
 import { errorBody, ShimError } from "../errors.ts";

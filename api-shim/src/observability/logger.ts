@@ -2,7 +2,7 @@ import { createRequire } from "node:module";
 import pino, { type Logger } from "pino";
 
 /**
- * JSON logs on stdout (one line per request, written by app.ts), pretty when SHIM_LOG_PRETTY=1.
+ * JSON logs on stdout (one line per request, written by request-line.ts), pretty when SHIM_LOG_PRETTY=1.
  * Authorization headers are redacted should anything ever log a request's headers; the
  * request log itself carries no headers, bodies, keys or tokens.
  */
@@ -34,7 +34,7 @@ export function createLogger(options: { level: string; pretty: boolean; destinat
   return pino(base, destination);
 }
 
-/** The fields of the one line per request (app.ts finishRequest). */
+/** The fields of the one line per request (request-line.ts, finishRequest). */
 export interface RequestLine {
   reqId: string;
   method: string;

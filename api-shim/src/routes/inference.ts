@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { admission, type Checked, checked, forwarded } from "../requests/admission.ts";
 import { UsageScanner, usageOfBody } from "../metering/answer-body.ts";
 import { spliceJsonBytes } from "../requests/json-splice.ts";
-import { finishRequest } from "../app.ts";
+import { finishRequest } from "../observability/request-line.ts";
 import { authHeaders, deadKey, tooManyInFlight } from "../auth/auth.ts";
 import { INFERENCE_ROUTE, type ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";

@@ -2,7 +2,7 @@ import type { Socket } from "node:net";
 import { Readable } from "node:stream";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { finishRequest } from "../app.ts";
+import { finishRequest } from "../observability/request-line.ts";
 import type { ShimContext } from "../context.ts";
 import { toShimError } from "../errors.ts";
 import { creditsNumber, formatCredits } from "../money/money.ts";
