@@ -1,3 +1,4 @@
+import type { FastifyRequest } from "fastify";
 import type { AnswerMemory } from "./limits/answer-memory.ts";
 import type { BodyHold, BodyMemory } from "./limits/body-memory.ts";
 import type { Clock } from "./clock.ts";
@@ -58,6 +59,11 @@ export const PUBLIC_ROUTE = { public: true } as const;
  * hook looks at too (before the body is read).
  */
 export const INFERENCE_ROUTE = { inference: true } as const;
+
+/** An inference route (its config says so): the tokens/min budget and the drain apply to it. */
+export function isInference(request: FastifyRequest): boolean {
+  return request.routeOptions.config.inference === true;
+}
 
 declare module "fastify" {
   interface FastifyContextConfig {

@@ -16,7 +16,7 @@ import { normalizationGrowthOf } from "../../api-shim/src/requests/normalization
 import { parsePeriod, showPeriod } from "../../api-shim/src/requests/period.ts";
 import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/money/pricing.ts";
 import { durationString, MAX_TRACKED_ADDRESSES, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/limits/rate-limit.ts";
-import { rateLimited } from "../../api-shim/src/auth/auth.ts";
+import { rateLimited } from "../../api-shim/src/limits/refusals.ts";
 import { eventData, EventTooLargeError, replaceEventData, sseEvents } from "../../api-shim/src/metering/sse.ts";
 import { modelNotFound, upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream/upstream.ts";
 

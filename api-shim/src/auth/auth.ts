@@ -1,10 +1,10 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
-import type { ShimContext } from "../context.ts";
-import { retryAfterSeconds, ShimError, shuttingDown } from "../errors.ts";
+import { isInference, type ShimContext } from "../context.ts";
+import { ShimError, shuttingDown } from "../errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
-import { formatCredits } from "../money/money.ts";
 import { type IpScope, rateLimitHeaders, tokensWait } from "../limits/rate-limit.ts";
-import { ClientLeftError, type KeyRecord, keyIsLive, type ReportsBusyError } from "../store/store.ts";
+import { rateLimited, tokensSpent, tooManyInFlight } from "../limits/refusals.ts";
+import { ClientLeftError, type KeyRecord, keyIsLive } from "../store/store.ts";
 import { placeFreed } from "../limits/key-waits.ts";
 import { urlPath } from "../requests/text.ts";
 
@@ -92,22 +92,6 @@ function isAdminRequest(request: FastifyRequest): boolean {
 /** A path the admin token, not an API key, is asked for (as the router reads it, or raw for a request no route matched). */
 export const isAdminPath = (path: string): boolean => path === "/admin" || path.startsWith("/admin/");
 
-/**
- * The headers of an authenticated response: both rate-limit families (as they stand when the
- * response is written, so the tokens figures include this request's correction) and the credit
- * figures. Computed once per response rather than set one by one along the way.
- */
-export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged: number | null = 0, available?: number): Record<string, string> {
-  const auth = request.auth;
-  if (!auth) return {};
-  const h = rateLimitHeaders(auth.buckets, ctx.clock.monotonic(), ctx.clock.now(), isInference(request));
-  if (charged !== null) h["x-credits-charged"] = formatCredits(charged); // null: not known yet (streams)
-  // After a settlement, its figure (an upstream's refusal may come minutes after the key was
-  // read, other requests settled since); before one, the key as read at authentication.
-  h["x-credits-remaining"] = formatCredits(available ?? request.shim.available ?? auth.key.balance - auth.key.held);
-  return h;
-}
-
 function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest, scope: IpScope = "any"): void {
   // No address once the socket is gone: the client left while its key was being looked up.
   if (request.ip === undefined) throw new ClientLeftError();
@@ -125,58 +109,6 @@ export function deadKey(ctx: ShimContext, request: FastifyRequest): ShimError {
   request.auth = undefined;
   throttleUnauthenticated(ctx, request);
   return new ShimError("invalid_api_key");
-}
-
-type Auth = NonNullable<FastifyRequest["auth"]>;
-
-/** The key's tokens/min budget admits nothing for `retryMs`: refused before any work. */
-export function tokensSpent(ctx: ShimContext, auth: Auth, retryMs: number): ShimError {
-  return rateLimited(retryMs, giveBackRequest(ctx, auth, true));
-}
-
-/** A key's tier caps its requests in flight, and that many are (past the grace placeFreed waits): retry when one ends. */
-export function tooManyInFlight(ctx: ShimContext, auth: Auth, limit: number): ShimError {
-  // The wire code is OpenAI's rate_limit_exceeded; the log says which limit.
-  return rateLimited(1000, giveBackRequest(ctx, auth, true), { message: `Too many requests in flight for this key: its tier allows ${limit} at once. Retry when one has finished.`, logCode: "too_many_in_flight" });
-}
-
-/**
- * Too many usage reports wait already (ReportsBusyError): the askers' own rate, refused before
- * any work, so a 429 to retry shortly (the SDKs do, after Retry-After), logged as reports_busy.
- * `asker`: the key that asked (null: the operator, on the admin API), whose line was full unless
- * the shim's was.
- */
-export function reportsBusy(ctx: ShimContext, request: FastifyRequest, busy: ReportsBusyError, asker: string | null): ShimError {
-  const headers = request.auth ? giveBackRequest(ctx, request.auth, false) : {};
-  const who = busy.scope === "shim" ? "for this server (all keys' together)" : asker === null ? "from the admin API" : "for this key";
-  return rateLimited(1000, headers, { message: `Too many usage reports at once ${who}: wait for the earlier ones, then retry.`, logCode: "reports_busy" });
-}
-
-/**
- * A request refused before any work gives back the request the auth hook took from the
- * requests/min budget, so a client retrying while it waits (for a place in flight, for the
- * tokens budget) does not use that budget up. Returns the key's rate-limit headers as they then
- * stand, for the refusal.
- */
-export function giveBackRequest(ctx: ShimContext, auth: Auth, inference: boolean): Record<string, string> {
-  const mono = ctx.clock.monotonic();
-  auth.buckets.requests?.adjust(-1, mono);
-  return rateLimitHeaders(auth.buckets, mono, ctx.clock.now(), inference);
-}
-
-/** An inference route (its config says so): the tokens/min budget and the drain apply to it. */
-export function isInference(request: FastifyRequest): boolean {
-  return request.routeOptions.config.inference === true;
-}
-
-export function rateLimited(retryMs: number, headers: Record<string, string>, why: { message?: string; logCode?: string } = {}): ShimError {
-  const seconds = retryAfterSeconds(retryMs);
-  return new ShimError("rate_limit_exceeded", {
-    message: why.message ?? `Rate limit exceeded. Try again in ${seconds} ${seconds === 1 ? "second" : "seconds"}.`,
-    extra: { retry_after: seconds },
-    headers: { ...headers, "retry-after": String(seconds) },
-    logCode: why.logCode,
-  });
 }
 
 /** Live keys per tier that the configuration no longer defines (they get defaultTier's limits). */

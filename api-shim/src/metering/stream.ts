@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from "fastify";
 import type { AnswerLease } from "../limits/answer-memory.ts";
 import { errors as undiciErrors } from "undici";
 import { finishRequest } from "../observability/request-line.ts";
-import { authHeaders } from "../auth/auth.ts";
+import { authHeaders } from "../limits/response-headers.ts";
 import type { ShimContext } from "../context.ts";
 import { errorBody, ShimError } from "../errors.ts";
 import { spliceJson } from "../requests/json-splice.ts";

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from "fastify";
-import { tokensSpent } from "../auth/auth.ts";
+import { tokensSpent } from "../limits/refusals.ts";
 import { batchAsked } from "./batch-query.ts";
 import type { CacheLifetime } from "../money/cache-writes.ts";
 import { type ModelConfig, mayBeProviders } from "../config.ts";

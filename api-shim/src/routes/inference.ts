@@ -4,7 +4,9 @@ import { admission, type Checked, checked, forwarded } from "../requests/admissi
 import { UsageScanner, usageOfBody } from "../metering/answer-body.ts";
 import { spliceJsonBytes } from "../requests/json-splice.ts";
 import { finishRequest } from "../observability/request-line.ts";
-import { authHeaders, deadKey, tooManyInFlight } from "../auth/auth.ts";
+import { deadKey } from "../auth/auth.ts";
+import { tooManyInFlight } from "../limits/refusals.ts";
+import { authHeaders } from "../limits/response-headers.ts";
 import { INFERENCE_ROUTE, type ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
 import type { InferenceKind } from "../requests/inference-request.ts";

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { modelRefusal } from "../requests/admission.ts";
-import { authHeaders } from "../auth/auth.ts";
+import { authHeaders } from "../limits/response-headers.ts";
 import { batchAsked } from "../requests/batch-query.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";

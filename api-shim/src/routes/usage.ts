@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { authHeaders, reportsBusy } from "../auth/auth.ts";
+import { reportsBusy } from "../limits/refusals.ts";
+import { authHeaders } from "../limits/response-headers.ts";
 import { batchAsked } from "../requests/batch-query.ts";
 import type { ShimContext } from "../context.ts";
 import { onlyKnown } from "../requests/known-members.ts";

@@ -1,0 +1,20 @@
+import type { FastifyRequest } from "fastify";
+import { isInference, type ShimContext } from "../context.ts";
+import { formatCredits } from "../money/money.ts";
+import { rateLimitHeaders } from "./rate-limit.ts";
+
+/**
+ * The headers of an authenticated response: both rate-limit families (as they stand when the
+ * response is written, so the tokens figures include this request's correction) and the credit
+ * figures. Computed once per response rather than set one by one along the way.
+ */
+export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged: number | null = 0, available?: number): Record<string, string> {
+  const auth = request.auth;
+  if (!auth) return {};
+  const h = rateLimitHeaders(auth.buckets, ctx.clock.monotonic(), ctx.clock.now(), isInference(request));
+  if (charged !== null) h["x-credits-charged"] = formatCredits(charged); // null: not known yet (streams)
+  // After a settlement, its figure (an upstream's refusal may come minutes after the key was
+  // read, other requests settled since); before one, the key as read at authentication.
+  h["x-credits-remaining"] = formatCredits(available ?? request.shim.available ?? auth.key.balance - auth.key.held);
+  return h;
+}
