@@ -22,7 +22,7 @@ import { Metrics } from "./observability/metrics.ts";
 import { redactedPath, secretRedactor } from "./observability/redaction.ts";
 import { finishRequest, logUnparsed } from "./observability/request-line.ts";
 import { Pricer } from "./money/pricing.ts";
-import { isAmbiguousPath, urlPath } from "./requests/text.ts";
+import { isAmbiguousPath, urlPath } from "./auth/url-path.ts";
 import { RateLimiter } from "./limits/rate-limit.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { healthRoutes } from "./routes/health.ts";
@@ -170,7 +170,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       finishRequest(ctx, request, refusal ? refusal.status : 499);
     });
     // Before the route's credential is asked for: nginx may have let the request through to
-    // another route than the one matched here (text.ts).
+    // another route than the one matched here (url-path.ts).
     if (isAmbiguousPath(request.url)) return Promise.reject(ambiguousPath());
     return authenticate(request, reply);
   });

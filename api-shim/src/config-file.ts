@@ -4,7 +4,7 @@ import { isKeyId } from "./auth/keys.ts";
 import { CACHED_PRICE_WHY, cachedPriceFits } from "./money/cache-reads.ts";
 import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money/money.ts";
 import { holdsKey, redactLoggedKeys } from "./observability/redaction.ts";
-import { isKeyName, isModelName } from "./requests/text.ts";
+import { isKeyName, isModelName } from "./names.ts";
 
 /** SHIM_CONFIG's file (pricing, tiers, models, bootstrap keys), read for parseShimConfig (config.ts), with the defaults it starts from. */
 

@@ -6,7 +6,7 @@ import { type IpScope, rateLimitHeaders, tokensWait } from "../limits/rate-limit
 import { rateLimited, tokensSpent, tooManyInFlight } from "../limits/refusals.ts";
 import { ClientLeftError, type KeyRecord, keyIsLive } from "../store/store.ts";
 import { placeFreed } from "../limits/key-waits.ts";
-import { urlPath } from "../requests/text.ts";
+import { urlPath } from "./url-path.ts";
 
 /**
  * The onRequest hook: admin token for /admin/*, an API key for everything else. A request that

@@ -1,4 +1,4 @@
-import { urlPath } from "../requests/text.ts";
+import { urlPath } from "../auth/url-path.ts";
 
 /**
  * What of a text may be shown where it goes: logs (our keys, the deployment's own secrets, in

@@ -5,7 +5,7 @@ import { invalidParam, ShimError } from "../errors.ts";
 import { spliceMemberValue } from "./json-splice.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { TokenEstimate } from "../money/pricing.ts";
-import { hasControlCharacters } from "./text.ts";
+import { hasControlCharacters } from "../names.ts";
 import { refuseUpstreamControls } from "../providers/upstream-controls.ts";
 
 /**

@@ -7,7 +7,7 @@ import { creditsInput, creditsNumber, formatCredits, MAX_BALANCE_MICRO } from ".
 import { isIsoInstant, parsePeriod, showPeriod } from "../requests/period.ts";
 import { onlyKnown } from "../requests/known-members.ts";
 import { grantRefusal, type KeyDetails } from "../store/store.ts";
-import { isKeyName, isModelName, isPlainText, isWithin } from "../requests/text.ts";
+import { isKeyName, isModelName, isPlainText, isWithin } from "../names.ts";
 import { usageReportBatches } from "./usage.ts";
 import { sendUsageBody } from "./usage-body.ts";
 

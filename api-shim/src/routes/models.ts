@@ -20,7 +20,7 @@ export const MODEL_LIST_LIMIT = 16 * 1024 * 1024;
  *
  * A wildcard, not `:model`: the kit serves a model under its Hugging Face id (`Qwen/Qwen2.5-7B-
  * Instruct`), which OpenAI's Python SDK and curl send with its `/` raw; and a parameter is cut at
- * the router's maxParamLength (app.ts), shorter than a model name may be (text.ts, once decoded).
+ * the router's maxParamLength (app.ts), shorter than a model name may be (names.ts, once decoded).
  * The path stays bounded by the request line nginx (8 KiB) and the HTTP server (64 KiB) take. An
  * encoded `/` (the Node SDK's %2F) never arrives: refused 400 with every one (app.ts, nginx).
  */

@@ -1,30 +1,15 @@
 /**
+ * Text that names or describes things (key names, model names, notes), checked alike wherever it
+ * is typed: the admin API's and the inference routes' bodies and SHIM_CONFIG's file.
+ */
+
+/**
  * Control characters (C0 and DEL) in text that names things (key names, model names): none has
  * a use there, and a NUL cannot be stored in a Postgres text column, so it would fail a write
  * deep in the store instead of being a 400. Notes may hold tabs and line breaks.
  */
 export function hasControlCharacters(text: string, options: { lineBreaks?: boolean } = {}): boolean {
   return (options.lineBreaks ? /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/ : /[\u0000-\u001f\u007f]/).test(text);
-}
-
-/** A request URL's path, without its query string. */
-export function urlPath(url: string): string {
-  const q = url.indexOf("?");
-  return q === -1 ? url : url.slice(0, q);
-}
-
-/**
- * An encoded `/`, `.` or `\` (any case), a `.` or `..` segment, or a raw `#`, in a request URL's
- * path. nginx decodes the first, resolves the second and ends the path at the third before it
- * chooses a location, and forwards the path as sent, which the router reads otherwise:
- * `/admin/keys/x%2f..%2f..%2f..%2fv1` was `/v1` to nginx (open to allowedCidrs) and
- * `/admin/keys/:id` to the router; `/metrics/..#` was `/`. No route of the API has such a path,
- * and no client sends a `#` (a fragment stays in the client).
- */
-const AMBIGUOUS_PATH = /%(?:2f|2e|5c)|#|\/\.\.?(?:\/|$)/i;
-
-export function isAmbiguousPath(url: string): boolean {
-  return AMBIGUOUS_PATH.test(urlPath(url));
 }
 
 /**
