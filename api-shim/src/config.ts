@@ -3,7 +3,8 @@ import { parseFileConfig, problem, show } from "./config-file.ts";
 import { parseDatabaseUrl } from "./store/database-url.ts";
 
 /**
- * The one place that reads the environment and SHIM_CONFIG. `parseShimConfig` is pure: it takes
+ * The one entry of the configuration: the environment, and SHIM_CONFIG's file through
+ * config-file.ts, which only this module calls. `parseShimConfig` is pure: it takes
  * the environment and a file reader, and returns a frozen, typed object or throws one
  * ConfigError listing every problem, each naming the variable or key, the bad value and what is
  * allowed. (One exception: the TLS files a postgres:// SHIM_DATABASE_URL names are read by the
