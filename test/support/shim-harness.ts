@@ -61,7 +61,7 @@ export interface RequestLog {
   tokens: number | null;
   cost: number | null;
   error?: string;
-  /** What the upstream answered or what broke on the way to it (app.ts, finishRequest). */
+  /** What the upstream answered or what broke on the way to it (observability/request-line.ts, finishRequest). */
   cause?: string;
 }
 
