@@ -2,18 +2,11 @@ import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { rejectOnAbort } from "../promises.ts";
 import { ReportCursor } from "./postgres-report-cursor.ts";
+import { REPORT_TIMEOUT_MS } from "./report-reader.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
 import { REPORTED_SQL, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
-import { firstAndRest, type UsageRest } from "./usage-batches.ts";
+import { firstAndRest, REPORT_BATCH_ROWS, type UsageRest } from "./usage-batches.ts";
 
-/** The bound on a usage report's statement (the request path's is the store's timeoutMs). */
-const REPORT_TIMEOUT_MS = 60_000;
-/**
- * Rows per FETCH of a report's cursor, as the SQLite worker's batches (REPORT_BATCH_ROWS): each
- * parsed and labelled in a few ms of the shim's thread. A report read as one result (a year of
- * 5,000 keys by day: 1.8 M rows) stopped every other request of the process for seconds.
- */
-export const FETCH_ROWS = 10_000;
 /**
  * How long a report's reader may take nothing (no batch asked for, no byte taken by its client's
  * socket: usage-body.ts) before the report is given up: the SQLite store's bound
@@ -71,8 +64,6 @@ export interface UsageReportsOptions {
   idleMs?: number;
   /** The server's idle bound past the reader's: SERVER_IDLE_MARGIN_MS. */
   serverIdleMarginMs?: number;
-  /** Rows per FETCH: FETCH_ROWS. */
-  fetchRows?: number;
 }
 
 /**
@@ -82,9 +73,9 @@ export interface UsageReportsOptions {
  * connection, and a shutdown's pool.end() waited for it past Compose's 30 s grace. It is cancelled
  * on the server instead (pg_cancel_backend), so the connection comes back to the pool at once.
  *
- * A report is a cursor (DECLARE … WITHOUT HOLD) in a transaction of its own, read FETCH_ROWS rows
- * at a time as its reader asks for them (postgres-report-cursor.ts): its connection and its turn
- * are held until its last batch is read, or its reader gives up (return(), its asker gone, its
+ * A report is a cursor (DECLARE … WITHOUT HOLD) in a transaction of its own, read
+ * REPORT_BATCH_ROWS rows at a time as its reader asks for them (postgres-report-cursor.ts): its
+ * connection and its turn are held until its last batch is read, or its reader gives up (return(), its asker gone, its
  * idle bound passed), or the store closes; the transaction then commits (or rolls back after a
  * failed statement), giving the connection back to the pool.
  */
@@ -102,7 +93,6 @@ export class UsageReports {
   private readonly tx: <T>(fn: (c: pg.PoolClient) => Promise<T>) => Promise<T>;
   private readonly idleMs: number;
   private readonly serverIdleMarginMs: number;
-  private readonly fetchRows: number;
 
   /** `tx` runs one transaction on a pooled connection (the store's). */
   constructor(pool: pg.Pool, tx: <T>(fn: (c: pg.PoolClient) => Promise<T>) => Promise<T>, options: UsageReportsOptions = {}) {
@@ -110,7 +100,6 @@ export class UsageReports {
     this.tx = tx;
     this.idleMs = options.idleMs ?? IDLE_MS;
     this.serverIdleMarginMs = options.serverIdleMarginMs ?? SERVER_IDLE_MARGIN_MS;
-    this.fetchRows = options.fetchRows ?? FETCH_ROWS;
   }
 
   /**
@@ -151,10 +140,10 @@ export class UsageReports {
       await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}; SET LOCAL idle_in_transaction_session_timeout = ${this.idleMs + this.serverIdleMarginMs}; SET LOCAL cursor_tuple_fraction = 1`);
       await this.cancellable(c, mark, { text: `${mark} DECLARE report NO SCROLL CURSOR WITHOUT HOLD FOR ${reportSql(q)}`, values }, signal);
       const cursor = new ReportCursor({
-        fetch: () => this.cancellable(c, mark, { text: `${mark} FETCH ${this.fetchRows} FROM report` }, signal),
+        fetch: () => this.cancellable(c, mark, { text: `${mark} FETCH ${REPORT_BATCH_ROWS} FROM report` }, signal),
         keepAlive: () => this.cancellable(c, mark, { text: `${mark} SELECT 1` }, signal),
         keepAliveMs: this.serverIdleMarginMs / 2,
-        rows: this.fetchRows, day: q.group === "day", idleMs: this.idleMs, signal,
+        rows: REPORT_BATCH_ROWS, day: q.group === "day", idleMs: this.idleMs, signal,
       });
       opened(cursor.batches(await cursor.first()));
       await cursor.done; // the transaction ends (COMMIT, or ROLLBACK when a FETCH failed), and the turn passes on

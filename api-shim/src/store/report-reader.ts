@@ -4,6 +4,9 @@
 import { asStoreError, type UsageGroup } from "./store.ts";
 import type { UsageRest } from "./usage-batches.ts";
 
+/** The bound on a usage report's statement, both stores' (the request path's is the store's timeoutMs): past it, a 503. */
+export const REPORT_TIMEOUT_MS = 60_000;
+
 /** A batch of a report's rows, and whether more follow. */
 export interface Batch { rows: UsageGroup[]; more: boolean }
 

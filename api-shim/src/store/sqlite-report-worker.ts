@@ -8,14 +8,11 @@ import Database from "better-sqlite3";
 import { type ReportQuery, usageReport } from "./sqlite-usage-report.ts";
 import { code } from "./sqlite-failures.ts";
 import type { UsageGroup } from "./store.ts";
+import { REPORT_BATCH_ROWS } from "./usage-batches.ts";
 
-/**
- * Rows per message. One message of a report's every row (1.8 M groups for a year by day of
- * thousands of keys) took the store's thread 10 s to receive (a structured clone is one task):
- * in batches, each is a few ms of that thread's time, and it asks for the next (`more`) once it
- * wrote the last, so rows wait here, not in its memory, while a client reads slowly.
- */
-export const REPORT_BATCH_ROWS = 10_000;
+// Rows go REPORT_BATCH_ROWS per message: one message of a report's every row took the store's
+// thread 10 s to receive (a structured clone is one task). The store's thread asks for the next
+// (`more`) once it wrote the last, so rows wait here, not in its memory, while a client reads slowly.
 
 /**
  * A report to run: it ends early once `stop[0]` is not 0 (set by the store's thread), or

@@ -1,6 +1,6 @@
 import { Worker } from "node:worker_threads";
 import { rejectOnAbort } from "../promises.ts";
-import { type Batch, ReportReader } from "./report-reader.ts";
+import { type Batch, REPORT_TIMEOUT_MS, ReportReader } from "./report-reader.ts";
 import { isCorrupt } from "./sqlite-failures.ts";
 import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
@@ -23,9 +23,7 @@ const WORKER = new URL("./sqlite-report-worker.ts", import.meta.url);
  * reports come now and then, and a worker adds ~25 MB of RSS (its isolate, type stripping, page
  * cache). Its end gives back its isolate's heap (~10 MB); the rest stays with malloc, for reuse.
  */
-export const REPORT_WORKER_IDLE_MS = 60_000;
-/** The bound on a report's statement, as the Postgres store's (postgres-reports.ts): past it, a 503. */
-export const REPORT_TIMEOUT_MS = 60_000;
+const REPORT_WORKER_IDLE_MS = 60_000;
 
 export interface SqliteReportsOptions {
   busyTimeoutMs: number;

@@ -3,6 +3,14 @@
 import type { UsageGroup } from "./store.ts";
 
 /**
+ * Rows per batch of a report, both stores' (a SQLite worker's message, a Postgres cursor's FETCH):
+ * each is a few ms of the shim's thread to receive (a structured clone, a parse) and label. A
+ * report as one result (1.8 M groups for a year by day of thousands of keys) stopped every other
+ * request of the process for seconds. Here, with no value imports: the SQLite worker imports it.
+ */
+export const REPORT_BATCH_ROWS = 10_000;
+
+/**
  * A report's batches after its first, as both stores answer them: read to the end, or given up
  * with return() as `for await` does (that ends the report's turn). The store holds the report's
  * rows (a worker's statement, a cursor's transaction) for its reader, and gives them up once the
