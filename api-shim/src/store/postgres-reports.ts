@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { rejectOnAbort } from "../promises.ts";
 import { ReportCursor } from "./postgres-report-cursor.ts";
-import { REPORT_TIMEOUT_MS } from "./report-reader.ts";
+import { allRows, openReport, REPORT_TIMEOUT_MS, type ReportOpening } from "./report-reader.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
 import { REPORTED_SQL, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 import { firstAndRest, REPORT_BATCH_ROWS, type UsageRest } from "./usage-batches.ts";
@@ -108,30 +108,24 @@ export class UsageReports {
    * Rejects with the signal's reason as soon as it aborts, whether the report waits for its turn
    * or runs.
    */
-  async run(q: UsageQuery): Promise<UsageGroup[]> {
-    const signal = q.signal ? AbortSignal.any([q.signal, this.closing.signal]) : this.closing.signal;
-    if (q.batched) return firstAndRest(await this.batches(q, signal));
-    const whole = async () => {
-      const rows: UsageGroup[] = [];
-      for await (const batch of await this.batches(q, signal)) for (const row of batch) rows.push(row);
-      return rows;
-    };
-    return rejectOnAbort(whole(), signal);
+  run(q: UsageQuery): Promise<UsageGroup[]> {
+    const opening = openReport(q.signal, this.closing.signal);
+    const batches = this.batches(q, opening);
+    return q.batched ? batches.then(firstAndRest) : rejectOnAbort(batches.then(allRows), opening.signal);
   }
 
   /**
    * The report, once its turn comes, as batches: resolves with its first batch in hand (so a
-   * failure of its statement is still a status of its own), `signal` (the asker's and the
-   * store's closing) ending it. Days are grouped as integers (UTC
+   * failure of its statement is still a status of its own), the opening's signal (the asker's and
+   * the store's closing) ending it. Days are grouped as integers (UTC
    * day numbers, labelled per batch by the cursor's reader) rather than by formatting a timestamp
    * per row: a month of one busy key is tens of millions of rows.
    */
-  private batches(q: UsageQuery, signal: AbortSignal): Promise<UsageRest> {
+  private batches(q: UsageQuery, opening: ReportOpening): Promise<UsageRest> {
     const mark = reportMark();
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
     const { asker } = q;
-    let opened!: (batches: UsageRest) => void;
-    const ready = new Promise<UsageRest>((resolve) => (opened = resolve));
+    const { signal } = opening;
     const report = () => this.tx(async (c) => {
       // Bounds for this transaction alone: each statement (the first FETCH runs the grouping and
       // sort) has the report's bound; idle between statements, the reader's (the cursor's) and a
@@ -145,15 +139,14 @@ export class UsageReports {
         keepAliveMs: this.serverIdleMarginMs / 2,
         rows: REPORT_BATCH_ROWS, day: q.group === "day", idleMs: this.idleMs, signal,
       });
-      opened(cursor.batches(await cursor.first()));
+      await opening.read(cursor);
       await cursor.done; // the transaction ends (COMMIT, or ROLLBACK when a FETCH failed), and the turn passes on
     });
     // A key's own report, in its line's turn, takes one of the shared turns; the operator's have their line alone.
     const work = this.lines.run(asker, () => (asker === null ? report() : this.shared.run(report, signal)), signal);
     this.running.add(work);
     void work.catch(() => {}).finally(() => this.running.delete(work));
-    // `work` settles once the batches are read: `ready` wins the race as soon as the first is here.
-    return Promise.race([ready, rejectOnAbort(work, signal).then(() => ready)]);
+    return opening.batches(work);
   }
 
   /** Runs one statement of the report on `c`; cancels it on the server if `signal` aborts meanwhile. */

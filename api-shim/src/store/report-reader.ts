@@ -1,6 +1,7 @@
 // A usage report's batches read from its store, the rules both stores share in one place: the
 // store's part is a BatchSource (a SQLite worker's batches: sqlite-reports.ts; a Postgres cursor's
 // FETCHes: postgres-report-cursor.ts).
+import { rejectOnAbort } from "../promises.ts";
 import { asStoreError, type UsageGroup } from "./store.ts";
 import type { UsageRest } from "./usage-batches.ts";
 
@@ -186,4 +187,38 @@ export class ReportReader {
       this.settle(failure);
     });
   }
+}
+
+/** How a store answers a report (openReport): with its batches once the first is in hand. */
+export interface ReportOpening {
+  /** The report's signal: its asker's (it left, the drain was cut) and the store's closing, either ending it. */
+  readonly signal: AbortSignal;
+  /** Once the report runs, in its turn: reads `reader`'s first batch (throws when it fails) and hands the batches to batches()' caller. */
+  read(reader: ReportReader): Promise<void>;
+  /**
+   * The report's batches, once `work` (the report waiting for and holding its turn, calling read(),
+   * then waiting for its reader's `done`) has the first in hand. Rejects with the signal's reason as
+   * soon as it aborts, or with `work`'s failure (the first batch's, one of waiting for the turn).
+   */
+  batches(work: Promise<unknown>): Promise<UsageRest>;
+}
+
+/** A report's opening, for its asker's `wanted` signal (if any) and the store's `closing`. */
+export function openReport(wanted: AbortSignal | undefined, closing: AbortSignal): ReportOpening {
+  const signal = wanted ? AbortSignal.any([wanted, closing]) : closing;
+  let opened!: (batches: UsageRest) => void;
+  const ready = new Promise<UsageRest>((resolve) => (opened = resolve));
+  return {
+    signal,
+    read: async (reader) => opened(reader.batches(await reader.first())),
+    // `work` settles once the batches are read: `ready` wins the race as soon as the first is here.
+    batches: (work) => Promise.race([ready, rejectOnAbort(work, signal).then(() => ready)]),
+  };
+}
+
+/** Every row of a report, read to its end (a report asked for without UsageQuery.batched). */
+export async function allRows(rest: UsageRest): Promise<UsageGroup[]> {
+  const rows: UsageGroup[] = [];
+  for await (const batch of rest) for (const row of batch) rows.push(row);
+  return rows;
 }

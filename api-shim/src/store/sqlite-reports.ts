@@ -1,12 +1,11 @@
 import { Worker } from "node:worker_threads";
-import { rejectOnAbort } from "../promises.ts";
-import { type Batch, REPORT_TIMEOUT_MS, ReportReader } from "./report-reader.ts";
+import { allRows, type Batch, openReport, REPORT_TIMEOUT_MS, ReportReader } from "./report-reader.ts";
 import { isCorrupt } from "./sqlite-failures.ts";
 import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
 import { asStoreError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
-import type { UsageRest } from "./usage-batches.ts";
+import { firstAndRest, type UsageRest } from "./usage-batches.ts";
 
 /**
  * Each asking key's reports wait in a line of their own (the operator's, of one key or all, in
@@ -79,11 +78,14 @@ export class SqliteReports {
     this.options = { idleMs: REPORT_WORKER_IDLE_MS, timeoutMs: REPORT_TIMEOUT_MS, workerUrl: WORKER, ...options };
   }
 
-  /** The report's rows, all at once (run() of batches(), for small reports: /v1/usage, the tests). */
-  async run(q: UsageQuery, beforeRun: () => Promise<void>): Promise<UsageGroup[]> {
-    const rows: UsageGroup[] = [];
-    for await (const batch of await this.batches(q, beforeRun)) for (const row of batch) rows.push(row);
-    return rows;
+  /**
+   * The report's rows (batches() says when it rejects): every row (read batch by batch, then
+   * answered whole: /v1/usage's small reports, the tests), or, asked with `batched`, as UsageRows
+   * (its first batch and the rest).
+   */
+  run(q: UsageQuery, beforeRun: () => Promise<void>): Promise<UsageGroup[]> {
+    const batches = this.batches(q, beforeRun);
+    return q.batched ? batches.then(firstAndRest) : batches.then(allRows);
   }
 
   /**
@@ -103,9 +105,8 @@ export class SqliteReports {
   batches(q: UsageQuery, beforeRun: () => Promise<void>): Promise<UsageRest> {
     const { signal: wanted, asker, batched: _, ...query } = q;
     if (this.closing.signal.aborted) return Promise.reject(this.closing.signal.reason);
-    const signal = wanted ? AbortSignal.any([wanted, this.closing.signal]) : this.closing.signal;
-    let opened!: (batches: UsageRest) => void;
-    const ready = new Promise<UsageRest>((resolve) => (opened = resolve));
+    const opening = openReport(wanted, this.closing.signal);
+    const { signal } = opening;
     const work = this.lines.run(asker, () => this.turns.run(async () => {
       try {
         await beforeRun();
@@ -121,15 +122,14 @@ export class SqliteReports {
             if (unread && this.worker === worker) worker.postMessage({ drop: true } satisfies ReportAsk);
           },
         }, { idleMs: this.options.timeoutMs, signal, boundWaitsForBatch: false });
-        opened(reader.batches(await reader.first()));
+        await opening.read(reader);
         await reader.done.catch(() => {}); // a failed batch was thrown to its reader
       } finally {
         clearTimeout(this.idle);
         this.idle = setTimeout(() => this.retire(), this.options.idleMs).unref();
       }
     }, signal), signal);
-    // `work` settles once the batches are read: `ready` wins the race as soon as the first is here.
-    return Promise.race([ready, rejectOnAbort(work, signal).then(() => ready)]).catch((e: unknown) => {
+    return opening.batches(work).catch((e: unknown) => {
       throw asStoreError(e);
     });
   }

@@ -11,7 +11,6 @@ import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
-import { firstAndRest } from "./usage-batches.ts";
 import {
   grantRefusal, isAdminApiKey, StoreUnavailableError, topUpRefusal, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type KeyDetails, type KeyRecord, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
@@ -353,8 +352,7 @@ export class SqliteStore implements Store {
   /** After the open batch commits: off this thread for a file, in it for `:memory:` (sqlite-reports.ts says why). */
   usage(q: UsageQuery): Promise<UsageGroup[]> {
     if (this.reports === undefined) return this.now(() => usageReport(this.db, q));
-    if (!q.batched) return this.reports.run(q, () => this.now(() => {}));
-    return this.reports.batches(q, () => this.now(() => {})).then(firstAndRest);
+    return this.reports.run(q, () => this.now(() => {}));
   }
 
   /** `reservations` is the database's count of open holds; `reservedSum` the sum of this process's own. */
