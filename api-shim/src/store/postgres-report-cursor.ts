@@ -30,10 +30,8 @@ export interface CursorReading {
  * resolves once the report is done with, so the transaction commits; it rejects when a FETCH (or
  * a keepAlive) failed, so it rolls back.
  */
-export class ReportCursor extends ReportReader {
-  constructor(reading: CursorReading) {
-    super(cursorBatches(reading), { idleMs: reading.idleMs, signal: reading.signal, boundWaitsForBatch: true });
-  }
+export function reportCursor(reading: CursorReading): ReportReader {
+  return new ReportReader(cursorBatches(reading), { idleMs: reading.idleMs, signal: reading.signal, boundWaitsForBatch: true });
 }
 
 /**

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { rejectOnAbort } from "../promises.ts";
-import { ReportCursor } from "./postgres-report-cursor.ts";
+import { reportCursor } from "./postgres-report-cursor.ts";
 import { allRows, openReport, REPORT_TIMEOUT_MS, type ReportOpening } from "./report-reader.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
 import { REPORTED_SQL, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
@@ -133,7 +133,7 @@ export class UsageReports {
       // for the first tenth), as for the single statement a report was.
       await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}; SET LOCAL idle_in_transaction_session_timeout = ${this.idleMs + this.serverIdleMarginMs}; SET LOCAL cursor_tuple_fraction = 1`);
       await this.cancellable(c, mark, { text: `${mark} DECLARE report NO SCROLL CURSOR WITHOUT HOLD FOR ${reportSql(q)}`, values }, signal);
-      const cursor = new ReportCursor({
+      const cursor = reportCursor({
         fetch: () => this.cancellable(c, mark, { text: `${mark} FETCH ${REPORT_BATCH_ROWS} FROM report` }, signal),
         keepAlive: () => this.cancellable(c, mark, { text: `${mark} SELECT 1` }, signal),
         keepAliveMs: this.serverIdleMarginMs / 2,
