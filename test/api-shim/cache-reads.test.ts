@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readCachedTokens } from "../../api-shim/src/money/cache-reads.ts";
 import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/money/pricing.ts";
 import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
-import { chargedFor, type FakeLitellm, startFakeLitellm, type UsageShape } from "../support/fake-litellm.ts";
+import { chargedFor, type FakeLitellm, shimOnFakeLitellm, type UsageShape } from "../support/fake-litellm.ts";
 
 const CREDIT = 1_000_000;
 /**
@@ -45,14 +45,11 @@ function openaiUsage(prompt: number, cached: unknown, completion = 5): Record<st
 describe("cache reads through LiteLLM", () => {
   let h: Harness;
   let upstream: FakeLitellm;
+  let close: () => Promise<void>;
   beforeAll(async () => {
-    upstream = await startFakeLitellm();
-    h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url }, file: FILE });
+    ({ h, upstream, close } = await shimOnFakeLitellm(FILE));
   });
-  afterAll(async () => {
-    await h.close();
-    await upstream.close();
-  });
+  afterAll(() => close());
 
   // Long enough that the prompt's bound (its bytes) covers the 2,010 prompt tokens reported.
   const messages = [{ role: "user", content: [{ type: "text", text: "long prefix ".repeat(400), cache_control: { type: "ephemeral" } }] }];

@@ -6,8 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { cacheWriteSurcharge } from "../../api-shim/src/money/cache-writes.ts";
 import { CHAT_TEMPLATE_TOKENS } from "../../api-shim/src/money/pricing.ts";
 import { refuseProviderSurcharges } from "../../api-shim/src/providers/provider-surcharges.ts";
-import { startShim, type Harness } from "../support/shim-harness.ts";
-import { type FakeLitellm, startFakeLitellm } from "../support/fake-litellm.ts";
+import type { Harness } from "../support/shim-harness.ts";
+import { type FakeLitellm, shimOnFakeLitellm } from "../support/fake-litellm.ts";
 
 const CREDIT = 1_000_000;
 const FILE = {
@@ -20,15 +20,12 @@ describe("a 1-hour cache_control followed by a 5-minute one (Anthropic's require
   let upstream: FakeLitellm;
   /** 10 plain prompt tokens and 1,000 written, reported as a total without the split by lifetime; 5 completion tokens. */
   const usage = { prompt_tokens: 1010, completion_tokens: 5, total_tokens: 1015, cache_creation_input_tokens: 1000, prompt_tokens_details: { cached_tokens: 0, cache_creation_tokens: 1000 } };
+  let close: () => Promise<void>;
   beforeAll(async () => {
-    upstream = await startFakeLitellm();
+    ({ h, upstream, close } = await shimOnFakeLitellm(FILE));
     upstream.usage = usage;
-    h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url }, file: FILE });
   });
-  afterAll(async () => {
-    await h.close();
-    await upstream.close();
-  });
+  afterAll(() => close());
 
   const prefix = "long prefix ".repeat(200);
   const messages = [

@@ -6,7 +6,7 @@ import { cacheWriteSurcharge, readCacheWrites } from "../../api-shim/src/money/c
 import { CHAT_TEMPLATE_TOKENS, Pricer } from "../../api-shim/src/money/pricing.ts";
 import { refuseProviderSurcharges } from "../../api-shim/src/providers/provider-surcharges.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
-import { chargedFor, type FakeLitellm, startFakeLitellm, type UsageShape } from "../support/fake-litellm.ts";
+import { chargedFor, type FakeLitellm, shimOnFakeLitellm, type UsageShape } from "../support/fake-litellm.ts";
 
 const CREDIT = 1_000_000;
 /** 1 credit per 1k tokens either way (1,000 µc a token), no request price: a charge reads as tokens. */
@@ -27,14 +27,11 @@ function litellmUsage(input: number, w5: number, w1: number, read = 0, completio
 describe("cache writes through LiteLLM", () => {
   let h: Harness;
   let upstream: FakeLitellm;
+  let close: () => Promise<void>;
   beforeAll(async () => {
-    upstream = await startFakeLitellm();
-    h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url }, file: FILE });
+    ({ h, upstream, close } = await shimOnFakeLitellm(FILE));
   });
-  afterAll(async () => {
-    await h.close();
-    await upstream.close();
-  });
+  afterAll(() => close());
 
   // Long enough that the prompt's bound (its bytes) covers the 1,010 prompt tokens reported.
   const prefix = "long prefix ".repeat(200);

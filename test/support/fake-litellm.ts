@@ -1,5 +1,5 @@
 import { expect } from "vitest";
-import type { Harness } from "./shim-harness.ts";
+import { type Harness, startShim } from "./shim-harness.ts";
 import { loopbackServer } from "./shim-process.ts";
 
 /**
@@ -51,6 +51,16 @@ export async function startFakeLitellm(): Promise<FakeLitellm> {
     close: () => server.close(),
   };
   return fake;
+}
+
+/** A shim started with SHIM_CONFIG's `file` in front of a fake LiteLLM; `close` stops both. */
+export async function shimOnFakeLitellm(file: Record<string, unknown>): Promise<{ h: Harness; upstream: FakeLitellm; close: () => Promise<void> }> {
+  const upstream = await startFakeLitellm();
+  const h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url }, file });
+  return { h, upstream, close: async () => {
+    await h.close();
+    await upstream.close();
+  } };
 }
 
 const CREDIT = 1_000_000;

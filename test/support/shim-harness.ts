@@ -8,7 +8,7 @@ import { stringify } from "yaml";
 import { buildApp, closeApp } from "../../api-shim/src/app.ts";
 import { type Clock, systemClock } from "../../api-shim/src/clock.ts";
 import { parseShimConfig, type ShimConfig } from "../../api-shim/src/config.ts";
-import { createLogger } from "../../api-shim/src/observability/logger.ts";
+import { createLogger, type RequestLine } from "../../api-shim/src/observability/logger.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import type { Store } from "../../api-shim/src/store/store.ts";
 import { createUpstream, type Upstream } from "../../api-shim/src/upstream/upstream.ts";
@@ -51,19 +51,8 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export interface RequestLog {
-  reqId: string;
-  method: string;
-  path: string;
-  status: number;
-  keyId: string | null;
-  model: string | null;
-  tokens: number | null;
-  cost: number | null;
-  error?: string;
-  /** What the upstream answered or what broke on the way to it (observability/request-line.ts, finishRequest). */
-  cause?: string;
-}
+/** A line the shim logged for a request (its one line per request, as logged). */
+export type RequestLog = RequestLine;
 
 export const DEFAULT_FILE = {
   models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }, { name: "bge-m3", maxModelLen: 8192 }],
