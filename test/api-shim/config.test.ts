@@ -166,6 +166,13 @@ extra: 1
     ]);
   });
 
+  // Found by mutation review: taking the price only when above 0 passed every test, and a model
+  // whose cache reads are free (the stack's validate.ts takes 0) was charged them at promptPer1k.
+  it("a model's cachedPromptPer1k of 0 is set: cached prompt tokens are free, not charged the prompt price", () => {
+    const c = parse({}, "models: [{ name: m }]\npricing: { models: { m: { promptPer1k: 1, cachedPromptPer1k: 0 } } }\n");
+    expect(c.pricing.models.get("m")).toEqual({ promptPer1k: 1_000_000, completionPer1k: 0, cachedPromptPer1k: 0 });
+  });
+
   // Found by review: a new tier set to null was told so, and then that it lacked rpm and tpm.
   it("a new tier set to null is one problem: the mapping it should be", () => {
     expect(problems({}, "tiers: { gold: null }")).toEqual([

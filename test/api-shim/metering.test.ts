@@ -241,3 +241,39 @@ describe("a streamed answer whose usage never comes, as the shim charges it", ()
     }
   });
 });
+
+/**
+ * Found by mutation review: the prompt-cache reads of a stream charged from its running usage
+ * (cut short, no usage-only chunk) or from a usage-only chunk whose prompt count is missing.
+ * Summing the groups' cached tokens as their largest alone, adding them per output rather than
+ * per prompt, or letting one group's nonsense count (more cached than its prompt) discount
+ * another group's tokens, all passed every other test; so did discounting a prompt estimate.
+ */
+describe("the cached prompt tokens a stream is charged for", () => {
+  /** A chunk of output `index` with running usage: its prompt's tokens, `cached` of them read from a cache. */
+  const running = (index: number, prompt: number, cached: number, completion: number) =>
+    `data: ${JSON.stringify({ id: "c1", object: "text_completion", choices: [{ index, text: "w", finish_reason: null }], usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached } } })}`;
+
+  it("from running usage: each prompt's cached tokens once, summed over the prompts (2 prompts × n = 2)", () => {
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 2, outputs: 4 });
+    // Prompt 0 (outputs 0, 1): 1,000 tokens, 800 cached; prompt 1 (outputs 2, 3): 500 tokens, 300 cached.
+    for (let k = 1; k <= 3; k++) for (const [index, prompt, cached] of [[0, 1000, 800], [1, 1000, 800], [2, 500, 300], [3, 500, 300]]) m.process(running(index!, prompt!, cached!, k));
+    expect(m.usage(true)).toEqual({ promptTokens: 1500, completionTokens: 12, cachedTokens: 1100 });
+    // The prompt not owed: no prompt, so no cached tokens either.
+    expect(m.usage(false)).toEqual({ promptTokens: 0, completionTokens: 12 });
+  });
+
+  it("from running usage: a prompt's cached tokens beyond its own prompt's count discount no other prompt's", () => {
+    const m = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 2 });
+    m.process(running(0, 100, 5000, 1)); // upstream nonsense: more cached than the prompt
+    m.process(running(1, 100, 0, 1));
+    expect(m.usage(true)).toEqual({ promptTokens: 200, completionTokens: 2, cachedTokens: 100 });
+  });
+
+  it("from a usage-only chunk without a prompt count: the prompt's estimate is charged in full, its cached tokens not applied to it", () => {
+    const m = meter();
+    m.process(delta({ content: "a" }));
+    m.process('data: {"choices":[],"usage":{"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":40}}}');
+    expect(m.usage(true, () => 50)).toEqual({ promptTokens: 50, completionTokens: 1 });
+  });
+});

@@ -565,3 +565,46 @@ describe("a report read in batches (/admin/usage streams its body)", () => {
     }
   }, 30_000);
 });
+
+/**
+ * Found by mutation review (report-reader.ts): ending the report when a further batch brings the
+ * last rows, and waiting for a batch under way before its turn passes on, were pinned by no test.
+ */
+describe("a report's turn, between batches", () => {
+  it("passes on once a report's last batch (not its first) is in the reader's hands, before its reader asks for the end", async () => {
+    const { dir, file } = await sqliteLedgerOfGroups(12_000, "shim-batched-report-");
+    const reports = new SqliteReports(file, { busyTimeoutMs: 1000 }); // the reader's bound: 60 s
+    const all = { keyId: null, asker: null, from: 0, to: Date.now() + 86_400_000, group: "model" } as const;
+    try {
+      const rest = (await reports.batches(all, async () => {}))[Symbol.asyncIterator]();
+      expect(((await rest.next()).value as unknown[]).length).toBe(10_000);
+      expect(((await rest.next()).value as unknown[]).length).toBe(2_000);
+      // Its client is still taking the last batch (the body asks for the end once written):
+      // the next report runs now, not once it asks, nor at the bound.
+      const next = reports.run({ keyId: "nobody000000", asker: "nobody000000", from: 0, to: Date.now(), group: "model" }, async () => {});
+      expect(await Promise.race([next.then(() => "ran"), sleep(3000).then(() => "held")])).toBe("ran");
+      expect(await rest.next()).toEqual({ done: true, value: undefined });
+    } finally {
+      reports.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  it("of a report given up while its worker reads a further batch passes on once that batch has answered: the next report never gets rows read for another", async () => {
+    // The worker answers a further batch after 500 ms; its rows name the key they were read for.
+    const reports = new SqliteReports("unused.db", { busyTimeoutMs: 1000, workerUrl: new URL("../support/batched-report-worker.ts", import.meta.url) });
+    const ask = (keyId: string) => ({ keyId, asker: keyId, from: 0, to: 1, group: "model" as const });
+    try {
+      const left = new AbortController();
+      const rest = (await reports.batches({ ...ask("keyaaaaaaaaa"), signal: left.signal }, async () => {}))[Symbol.asyncIterator]();
+      expect((await rest.next()).value).toEqual([expect.objectContaining({ keyId: "keyaaaaaaaaa", group: "first" })]);
+      void rest.next().catch(() => {}); // the worker reads the further batch
+      await sleep(100);
+      left.abort(new ClientLeftError()); // its client leaves meanwhile
+      const rows = await reports.run(ask("keybbbbbbbbb"), async () => {});
+      expect(rows.map((r) => [r.keyId, r.group])).toEqual([["keybbbbbbbbb", "first"], ["keybbbbbbbbb", "last"]]);
+    } finally {
+      reports.close();
+    }
+  }, 30_000);
+});

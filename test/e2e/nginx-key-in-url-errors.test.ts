@@ -98,6 +98,25 @@ describe("a key in the URL, refused before nginx chooses a location", () => {
     }
   });
 
+  // Found by mutation review: the forbidden location's own answer (no error before it) was pinned
+  // by no test: without its default_type, x-request-id or 403 every test passed, and without its
+  // client_max_body_size 0 a Content-Length over the limit became nginx's 413, whose error-log
+  // line quoted the request line, key and all.
+  it("answers a key in the URL from an address the path's location does not serve with its JSON 403 and a request id, whatever the Content-Length, and logs no key", async () => {
+    const cases: [string, string][] = [["127.0.0.5", `GET /v1/models?key=${key} HTTP/1.1`], ["127.0.0.3", `POST /v1/chat/completions?key=${key} HTTP/1.1`], ["127.0.0.2", `GET /metrics?key=${key} HTTP/1.1`]];
+    for (const [from, line] of cases) {
+      // A Content-Length over client_max_body_size (1 MB here) from one address: nginx waits out its body (~5 s).
+      for (const length of from === "127.0.0.5" ? ["", "Content-Length: 5000000\r\n"] : [""]) {
+        const res = await raw(from, `${line}\r\nHost: localhost\r\n${length}Connection: close\r\n\r\n`);
+        const what = `${from} ${line.split("?")[0]} ${length.trim()}`;
+        expect([res.status, code(res), res.headers["content-type"]], what).toEqual([403, "forbidden", "application/json"]);
+        expect(res.headers["x-request-id"], what).toMatch(/^[0-9a-f]{32}$/);
+      }
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    expect(edge.nginx.output()).not.toContain(key.slice(19));
+  });
+
   it("stays out of the error log with a malformed chunked body, which nginx reads and discards after refusing (its line quoted the request line)", async () => {
     const body = "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nnot a chunk\r\n0\r\n\r\n";
     const refused = await raw("127.0.0.2", `POST /v1/chat/completions?key=${key} HTTP/1.1\r\nHost: localhost\r\n${body}`);
