@@ -75,7 +75,7 @@ export interface UsageReportsOptions {
  *
  * A report is a cursor (DECLARE … WITHOUT HOLD) in a transaction of its own, read
  * REPORT_BATCH_ROWS rows at a time as its reader asks for them (postgres-report-cursor.ts): its
- * connection and its turn are held until its last batch is read, or its reader gives up (return(), its asker gone, its
+ * connection and its turn are held until its last batch is fetched, or its reader gives up (return(), its asker gone, its
  * idle bound passed), or the store closes; the transaction then commits (or rolls back after a
  * failed statement), giving the connection back to the pool.
  */

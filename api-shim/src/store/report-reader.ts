@@ -43,7 +43,7 @@ export interface ReaderRules {
  * never one result handled on the shim's thread, nor held whole in its memory: a slow reader keeps
  * its rows in the store. `done` settles once the report is done with, and only after a batch under
  * way has answered (the store's connection or worker is not free before): it resolves when the last
- * batch was read or the reader gave up (return(), its asker gone, its bound passed), and rejects
+ * batch is in hand (the store holds nothing more for it) or the reader gave up (return(), its asker gone, its bound passed), and rejects
  * when a batch failed (Postgres then rolls back). The store holds the report's turn until then.
  */
 export class ReportReader {

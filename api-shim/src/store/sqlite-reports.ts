@@ -92,8 +92,8 @@ export class SqliteReports {
    * The report, once its turn comes, as batches of rows (REPORT_BATCH_ROWS): resolves with its
    * first batch in hand, so a failure is still a status of its own; each further batch is asked
    * of the worker as the caller iterates (a slow reader keeps rows in the worker, not here). The
-   * turn is held until the caller has read the last batch or given up (return(), as `for await`
-   * does on a break or a throw): a caller must do one of these. A failure of a further batch (the
+   * turn is held until the last batch is in hand or the caller gives up (return(), as `for await`
+   * does on a break or a throw): a caller that stops early must do the latter. A failure of a further batch (the
    * worker ended, the store closing, the signal aborting) throws from the iteration.
    *
    * `beforeRun` runs once the turn comes, before the worker is asked (the store commits its open
