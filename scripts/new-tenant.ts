@@ -7,7 +7,7 @@ import { dirname, relative } from "node:path";
 import { Document, isMap, isScalar, type Pair } from "yaml";
 import { isoSeconds } from "../api-shim/src/requests/period.ts";
 import { validateConfig } from "../infra/config.ts";
-import { formatProblem } from "../infra/config/checks.ts";
+import { decimalNumber, formatProblem } from "../infra/config/checks.ts";
 import { CONFIG_NAMESPACE, type ConfigProblem, type TenantConfig } from "../infra/config/types.ts";
 import { configWarnings, planFor } from "../infra/plan.ts";
 import { Secret } from "../infra/secret.ts";
@@ -77,7 +77,7 @@ const FLAG_OF: readonly [configKey: string, flag: string][] = [
 ];
 
 /** A number when the text is one ("24" → 24), else the text, so the validator names the bad value. */
-const numeric = (s: string): number | string => (/^-?\d+(\.\d+)?$/.test(s.trim()) ? Number(s) : s);
+const numeric = (s: string): number | string => decimalNumber(s) ?? s;
 
 /**
  * Flags → raw stack config (keys without the namespace), in the order the file shows them.

@@ -4,7 +4,7 @@
 // exit 1 when a destroy failed or a stack's state could not be read.
 import { resolve } from "node:path";
 import { isIsoInstant, isoSeconds } from "../api-shim/src/requests/period.ts";
-import { parseFlags, runScript, UsageError, formatDuration } from "./lib/cli.ts";
+import { formatDuration, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
 import { type Expiry, expiryOf, FAILED_DEPLOY, mapLimit, outputsOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
@@ -296,8 +296,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
       }
       now = new Date(Date.parse(values.now));
     }
-    const concurrency = values.concurrency === undefined ? 2 : Number(values.concurrency);
-    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 16) throw new UsageError(`--concurrency "${values.concurrency}" must be a whole number from 1 to 16`);
+    const concurrency = numberFlag("concurrency", values.concurrency, 2, { min: 1, max: 16, integer: true }, "a whole number");
     const usageDir = resolve(deps.root, values["usage-dir"] ?? "usage");
     return reapExpired({ yes: values.yes ?? false, now, concurrency, usageDir, force }, deps);
   });

@@ -3,7 +3,7 @@
 // credit headers, a streamed chat (time to first token, tokens/s), and that a made-up key gets
 // 401. Prints one PASS/FAIL line per check with its timing; exit 0 only if every check passed.
 import OpenAI from "openai";
-import { formatDuration, type Io, networkReason, notTheApi, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { formatDuration, type Io, networkReason, notTheApi, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { isRedirect, redirectAdvice } from "./lib/redirect.ts";
 import { readCa, trustCa } from "./lib/tenant-target.ts";
@@ -236,8 +236,7 @@ export function smokeOptions(values: { url?: string | undefined; key?: string | 
   }
   const key = values.key ?? env[API_KEY_ENV];
   if (!key) throw new UsageError(`no API key: export ${API_KEY_ENV}=sk-gs-… (or pass --key)`);
-  const seconds = values["timeout-seconds"] === undefined ? 60 : Number(values["timeout-seconds"]);
-  if (!Number.isFinite(seconds) || seconds < 1 || seconds > 3600) throw new UsageError(`--timeout-seconds "${values["timeout-seconds"]}" must be a number of seconds from 1 to 3600`);
+  const seconds = numberFlag("timeout-seconds", values["timeout-seconds"], 60, { min: 1, max: 3600 }, "a number of seconds");
   return { url, key, model: values.model, timeoutMs: seconds * 1000 };
 }
 

@@ -74,8 +74,8 @@ export class Problems {
     if (this.unset(key, value)) return undefined;
     const form = this.written(key);
     if (form !== undefined && !(isTopLevel(key) ? DECIMAL_TEXT : PLAIN_DECIMAL).test(form)) return this.notPlainDecimal(key, value, form);
-    const n = typeof value === "string" && DECIMAL_TEXT.test(value.trim()) ? Number(value) : value;
-    if (typeof n !== "number" || !Number.isFinite(n)) return this.add(key, value, "must be a number in decimal digits, e.g. 24 or 0.5");
+    const n = typeof value === "string" ? (decimalNumber(value) ?? value) : value;
+    if (typeof n !== "number" || !Number.isFinite(n)) return this.add(key, value, `must be a number in decimal digits, e.g. ${range.integer ? "24" : "24 or 0.5"}`);
     if (range.integer && !Number.isInteger(n)) return this.add(key, value, "must be a whole number");
     if (n < range.min || n > range.max) {
       return this.add(key, value, `must be between ${range.min} and ${range.max}`);
@@ -240,6 +240,15 @@ const PLAIN_DECIMAL = /^[+-]?((0|[1-9]\d*)(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
 
 /** Decimal text as the shim, the admin API and a top-level setting's text are read: a sign, digits, a point ("24", "-1", ".05", "0."). */
 const DECIMAL_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)$/;
+
+/**
+ * Text in decimal digits as a number ("24", " -1", ".05"), else undefined: Number() also reads
+ * "0x10", "1e3" and "" (as 0). The one reading of a number typed as text, in the stack config and
+ * in the scripts' number flags alike.
+ */
+export function decimalNumber(text: string): number | undefined {
+  return DECIMAL_TEXT.test(text.trim()) ? Number(text) : undefined;
+}
 
 /** A setting at the top level of the namespace (`ttlHours`), not inside a map or list (`keys[0].credits`). */
 const isTopLevel = (key: string) => !/[.[]/.test(key);

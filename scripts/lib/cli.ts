@@ -1,6 +1,7 @@
 // Argument parsing, output and error handling shared by the operator scripts, so every script
 // reports a bad flag, prints --help and exits the same way.
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import { decimalNumber } from "../../infra/config/checks.ts";
 
 /** A mistake the user can fix (a bad flag, a missing variable, an API refusal): shown without a stack trace. */
 export class UsageError extends Error {
@@ -128,6 +129,18 @@ export function oneOf<T extends string>(flag: string, value: string | undefined,
 export function required(flag: string, value: string | undefined, what: string): string {
   if (value === undefined || value === "") throw new UsageError(`--${flag} is required: ${what}`);
   return value;
+}
+
+/**
+ * A number flag's value within [min, max] (`fallback` when not given), read as the stack config
+ * and the credits flags read numbers: decimal digits only, so `1e1` and `0x10`, which Number()
+ * reads, are refused alike everywhere. `what`: "a whole number", "a number of seconds".
+ */
+export function numberFlag(flag: string, value: string | undefined, fallback: number, range: { min: number; max: number; integer?: boolean }, what: string): number {
+  if (value === undefined) return fallback;
+  const n = decimalNumber(value);
+  if (n !== undefined && n >= range.min && n <= range.max && (!range.integer || Number.isInteger(n))) return n;
+  throw new UsageError(`--${flag} "${value}" must be ${what} from ${range.min} to ${range.max}${n === undefined ? ", in decimal digits" : ""}`);
 }
 
 /** "a, b ,c" → ["a", "b", "c"]; empty items dropped. */

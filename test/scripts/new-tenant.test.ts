@@ -233,6 +233,9 @@ describe("new-tenant", () => {
     [["acme", "--region", "us-ord", "--hf-token-from-env"], "HF_TOKEN is not set"],
     // A value starting with "-" after a space is the flag's value (parseArgs called it ambiguous and printed the usage).
     [["acme", "--region", "us-ord", "--ttl-hours", "-3"], "--ttl-hours: gpu-sandbox:ttlHours = -3: must be between 1 and 2160"],
+    // Whole hours: the example given for a number not in decimal digits is one (1.5 is refused as not whole).
+    [["acme", "--region", "us-ord", "--ttl-hours", "1e3"], '--ttl-hours: gpu-sandbox:ttlHours = "1e3": must be a number in decimal digits, e.g. 24\n'],
+    [["acme", "--region", "us-ord", "--ttl-hours", "1.5"], "--ttl-hours: gpu-sandbox:ttlHours = 1.5: must be a whole number"],
     // ... but a word starting with "--" is not: a forgotten value before a mistyped flag.
     [["acme", "--region", "us-ord", "--served-name", "--plann", "g1"], '--served-name is followed by "--plann", not a value'],
     // The example's documentation address, copied: `pulumi up` would wait 45 minutes on SSH.

@@ -104,7 +104,7 @@ describe("reap-expired", () => {
       });
       const out = io.stdout.join("\n");
       expect(out, String(ttl)).not.toMatch(/hotel +no ttlHours/);
-      expect(out).toContain(`hotel    cannot tell: a failed deploy left an instance, and its stack file's ttlHours cannot be read (gpu-sandbox:ttlHours = ${JSON.stringify(ttl)}: must be a number in decimal digits, e.g. 24 or 0.5); fix it (npm run render -- --stack hotel)`);
+      expect(out).toContain(`hotel    cannot tell: a failed deploy left an instance, and its stack file's ttlHours cannot be read (gpu-sandbox:ttlHours = ${JSON.stringify(ttl)}: must be a number in decimal digits, e.g. 24); fix it (npm run render -- --stack hotel)`);
       expect(destroyed).not.toContain("hotel");
       expect(code).toBe(1);
     }
@@ -236,6 +236,9 @@ describe("reap-expired", () => {
       [["--now", "2026-02-30T00:00:00Z"], '--now "2026-02-30T00:00:00Z" must be an ISO timestamp with its zone'],
       [["--now", "2026-03-01"], '--now "2026-03-01" must be an ISO timestamp with its zone'],
       [["--concurrency", "0"], '--concurrency "0" must be a whole number from 1 to 16'],
+      // Decimal digits only, as --credits, --amount and --ttl-hours take numbers: Number() reads these too.
+      [["--concurrency", "1e1"], '--concurrency "1e1" must be a whole number from 1 to 16, in decimal digits'],
+      [["--concurrency", "0x10"], '--concurrency "0x10" must be a whole number from 1 to 16, in decimal digits'],
       [["--destroy"], "Unknown option '--destroy'"],
     ] as const) {
       const r = await reap([...argv]);

@@ -187,6 +187,9 @@ describe("smoke-test", () => {
     [["--url", "https://example.com/v1", "--timeout-seconds", "0"], '--timeout-seconds "0" must be a number of seconds'],
     [["--url", "https://example.com/v1", "--timeout-seconds", "0.001"], '--timeout-seconds "0.001" must be a number of seconds from 1 to 3600'],
     [["--url", "https://example.com/v1", "--timeout-seconds", "3601"], '--timeout-seconds "3601" must be a number of seconds from 1 to 3600'],
+    // Decimal digits only, as --credits, --amount and --ttl-hours take numbers: Number() reads these too.
+    [["--url", "https://example.com/v1", "--timeout-seconds", "1e1"], '--timeout-seconds "1e1" must be a number of seconds from 1 to 3600, in decimal digits'],
+    [["--url", "https://example.com/v1", "--timeout-seconds", "0x10"], '--timeout-seconds "0x10" must be a number of seconds from 1 to 3600, in decimal digits'],
     [["--url", "https://example.com/v1", "--ca", "/nonexistent/ca.pem"], "--ca /nonexistent/ca.pem: ENOENT"],
     // npm runs scripts in the repository's root, not where the command was typed: the message says where it looked.
     [["--url", "https://example.com/v1", "--ca", "no-such-ca.pem"], `(a relative path starts at ${process.cwd()}, where npm runs the script)`],
