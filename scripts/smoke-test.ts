@@ -6,7 +6,7 @@ import OpenAI from "openai";
 import { formatDuration, type Io, networkReason, notTheApi, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { isRedirect, redirectAdvice } from "./lib/redirect.ts";
-import { readCa, trustCa } from "./lib/tenant-target.ts";
+import { endpointUrl, readCa, trustCa } from "./lib/tenant-target.ts";
 
 export const API_KEY_ENV = "GPU_SANDBOX_API_KEY";
 
@@ -224,14 +224,9 @@ export function formatResult(r: CheckResult): string {
 /** Validates flags into options; the key from --key or the environment. */
 export function smokeOptions(values: { url?: string | undefined; key?: string | undefined; model?: string | undefined; "timeout-seconds"?: string | undefined }, env: NodeJS.ProcessEnv): SmokeOptions {
   if (values.url === undefined) throw new UsageError(`--url is required: the endpoint's base URL ending in /v1, e.g. "$(pulumi stack output endpoint)"\n\n${USAGE}`);
-  let u: URL;
-  try {
-    u = new URL(values.url);
-  } catch {
-    throw new UsageError(`--url "${values.url}" is not a URL; expected e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
-  }
+  endpointUrl(values.url, "--url", "the API key");
   const url = values.url.replace(/\/+$/, "");
-  if ((u.protocol !== "https:" && u.protocol !== "http:") || !url.endsWith("/v1")) {
+  if (!url.endsWith("/v1")) {
     throw new UsageError(`--url "${values.url}" must be an http(s) base URL ending in /v1, e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
   }
   const key = values.key ?? env[API_KEY_ENV];

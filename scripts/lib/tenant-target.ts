@@ -54,17 +54,36 @@ export async function resolveAdminTarget(flags: TargetFlags, deps: TargetDeps): 
     if (flags["admin-token-env"] !== undefined) throw new UsageError("--admin-token-env goes with --url; with --stack the token comes from the stack's outputs");
     return fromStack(flags.stack, deps.pulumi, flags.ca);
   }
-  const varName = flags["admin-token-env"] ?? ADMIN_TOKEN_ENV;
-  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(varName)) throw new UsageError(`--admin-token-env "${varName}" must be the name of an environment variable, e.g. ${ADMIN_TOKEN_ENV}`);
+  const baseUrl = originOf(flags.url!, "--url");
+  const varName = adminTokenVariable(flags["admin-token-env"], deps.env);
   const token = deps.env[varName];
   if (!token) {
-    throw new UsageError(`${varName} is not set: export the tenant's admin token in it (\`pulumi stack output adminToken --show-secrets\`); it is read from the environment only, never from a flag`);
+    // The default's name is ours to print; a name given may be the token itself (see adminTokenVariable).
+    const which = flags["admin-token-env"] === undefined ? varName : "the variable --admin-token-env names";
+    throw new UsageError(`${which} is not set: export the tenant's admin token in it (\`pulumi stack output adminToken --show-secrets\`); it is read from the environment only, never from a flag${flags["admin-token-env"] === undefined ? "" : `, and --admin-token-env takes ${NAME_NOT_TOKEN}`}`);
   }
   if (flags.ca !== undefined) trustCa(readCa(flags.ca));
   return {
-    baseUrl: originOf(flags.url!, "--url"), adminToken: token, source: `$${varName}`,
+    baseUrl, adminToken: token, source: `$${varName}`,
     ...(flags.ca !== undefined ? { untrustedAdvice: NOT_SIGNED_BY_CA_FLAG } : {}),
   };
+}
+
+const NAME_NOT_TOKEN = `the name of the environment variable that holds the token, e.g. --admin-token-env ACME_ADMIN_TOKEN after \`export ACME_ADMIN_TOKEN=…\`; the value given is not shown here, in case it is the token`;
+
+/**
+ * The variable --admin-token-env names (by default ADMIN_TOKEN_ENV). Its value is never put in a
+ * message: `--admin-token-env "$(pulumi stack output adminToken --show-secrets)"` gives the token
+ * itself, whose 48 letters and digits also make a valid variable name, and stderr ends up in cron
+ * and CI logs. A value longer than any name one types (and not a variable that is set), or equal
+ * to the token in ADMIN_TOKEN_ENV, is called a token.
+ */
+function adminTokenVariable(given: string | undefined, env: NodeJS.ProcessEnv): string {
+  if (given === undefined) return ADMIN_TOKEN_ENV;
+  const token = (given.length > 32 && env[given] === undefined) || (env[ADMIN_TOKEN_ENV] !== undefined && given === env[ADMIN_TOKEN_ENV]);
+  if (token) throw new UsageError(`--admin-token-env was given something that looks like a token, not a variable name: it takes ${NAME_NOT_TOKEN}`);
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(given)) throw new UsageError(`--admin-token-env must be a variable name (letters, digits and _, not starting with a digit): it takes ${NAME_NOT_TOKEN}`);
+  return given;
 }
 
 async function fromStack(stack: string, pulumi: PulumiCli, caFile: string | undefined): Promise<AdminTarget> {
@@ -113,17 +132,39 @@ function untrustedAdviceFor(stack: string, trusted: "--ca" | "output" | "none"):
   return `${UNTRUSTED}: stack ${stack} has no caCertificate output (tls.mode letsencrypt), so Let's Encrypt has probably not issued its certificate yet, and nginx serves a self-signed placeholder until it does (docs/operations.md, "Troubleshooting": DNS, port 80, \`docker compose logs certbot\`)`;
 }
 
-/** `https://host/v1/` → `https://host`: the admin API is at the origin's /admin. */
+/**
+ * `https://host/v1/` → `https://host`: the admin API is at the origin's /admin, and nginx serves
+ * nothing else there, so any other path (`…/v1/models`, pasted from a client's request) would
+ * only make every request a 404 or a 401 blamed on the admin token.
+ */
 export function originOf(url: string, what: string): string {
+  const u = endpointUrl(url, what, "the admin token");
+  if (!/^(\/(v1\/?)?)?$/.test(u.pathname)) {
+    throw new UsageError(`${what} "${url}" must be the tenant's endpoint, https://<host> or https://<host>/v1, with no other path`);
+  }
+  return u.origin;
+}
+
+/**
+ * A URL an operator gave for an endpoint (a --url, a stack's endpoint output), checked alike by
+ * every script: a URL, http(s), and without a user name or password. fetch refuses those (the SDK
+ * reported a "connection" failure) or drops them, and an echo of the URL would put the password
+ * in the terminal and logs, so it is refused without showing it. `credential`: what the scripts
+ * send instead.
+ */
+export function endpointUrl(url: string, what: string, credential: string): URL {
   let u: URL;
   try {
     u = new URL(url);
   } catch {
-    throw new UsageError(`${what} "${url}" is not a URL; expected e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
+    // Not parsed, so shown with anything between "//" and an "@" left out.
+    throw new UsageError(`${what} "${url.replace(/\/\/[^/]*@/, "//…@")}" is not a URL; expected e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
+  }
+  if (u.username !== "" || u.password !== "") {
+    throw new UsageError(`${what} has a user name or password in it (user:password@host), which the scripts do not send (${credential} is the credential): give the URL without it`);
   }
   if (u.protocol !== "http:" && u.protocol !== "https:") throw new UsageError(`${what} "${url}" must start with https:// or http://`);
-  const path = u.pathname.replace(/\/+$/, "").replace(/\/v1$/, "");
-  return `${u.origin}${path}`;
+  return u;
 }
 
 /** Reads a PEM CA file given to a --ca flag. */

@@ -321,6 +321,49 @@ describe("manage-keys against a real shim", () => {
   });
 });
 
+describe("manage-keys: mistakes refused before anything is sent, and a secret given by mistake never printed", () => {
+  // A Pulumi-made admin token is 48 letters and digits: most are also valid variable names.
+  const TOKEN = "Xk3v9QzT7mPw2LrB8nYc4HdFXk3v9QzT7mPw2LrB8nYc4HdF";
+
+  it("an admin token given as --admin-token-env's value (the variable's name belongs there) is not printed, and the message says so", async () => {
+    for (const [given, env] of [
+      [TOKEN, {}], // `--admin-token-env "$(pulumi stack output adminToken --show-secrets)"`
+      [`7${TOKEN.slice(1)}`, {}], // starts with a digit: not a variable name either
+      ["Zq8XkP3vN7mW2tR5yB4c", {}], // a short one: a variable name by its form, and not set
+      [h.adminToken, { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }], // the token itself, set where it belongs
+    ] as const) {
+      const r = await keys(["list", "--url", h.url, "--admin-token-env", given], { env });
+      expect(r.code).toBe(1);
+      expect(r.err).not.toContain(given);
+      expect(r.err).toContain("--admin-token-env");
+      expect(r.err).toMatch(/the name of (the|an) environment variable/);
+    }
+    const long = await keys(["list", "--url", h.url, "--admin-token-env", TOKEN], { env: {} });
+    expect(long.err).toContain("looks like a token, not a variable name");
+    // A variable's name that is set still works, however long.
+    const name = "GPU_SANDBOX_ADMIN_TOKEN_OF_TENANT_ACME_PRODUCTION";
+    const named = await keys(["list", "--url", h.url, "--admin-token-env", name], { env: { [name]: h.adminToken } });
+    expect(named.code, named.err).toBe(0);
+  });
+
+  it.each([
+    ["/v1/models", "a full API path"], ["/v1/chat/completions/", "another"], ["/api/v1", "a base path"], ["/admin", "the admin API's own path"],
+  ])("a --url ending in %s (%s) is refused, saying what it should be, not blamed on the admin token", async (path) => {
+    const r = await keys(["list", "--url", `${h.url}${path}`]);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(`--url "${h.url}${path}" must be the tenant's endpoint, https://<host> or https://<host>/v1, with no other path`);
+  });
+
+  it("a --url with a user name and password is refused without printing them; as the endpoint or with /v1/ it works", async () => {
+    const withCredentials = h.url.replace("://", "://admin:s3cret@");
+    const r = await keys(["list", "--url", `${withCredentials}/v1`]);
+    expect(r.code).toBe(1);
+    expect(r.err).not.toContain("s3cret");
+    expect(r.err).toBe("--url has a user name or password in it (user:password@host), which the scripts do not send (the admin token is the credential): give the URL without it");
+    for (const url of [h.url, `${h.url}/`, `${h.url}/v1/`]) expect((await keys(["list", "--url", url])).code).toBe(0);
+  });
+});
+
 describe("manage-keys: the tenant's nginx answers 429 (its per-address limit covers /admin)", () => {
   it("top-up waits its Retry-After, says so on stderr, and sends it again, applied once", async () => {
     const { id } = await h.createKey({ name: "rate-limited-topup", credits: 10 });

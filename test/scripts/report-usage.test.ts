@@ -171,6 +171,20 @@ describe("report-usage against a real shim", () => {
     expect(r.err).toContain(message);
   });
 
+  it("neither an admin token given as --admin-token-env's value nor a --url's password is printed; a --url with an API path is refused", async () => {
+    const token = "Xk3v9QzT7mPw2LrB8nYc4HdFXk3v9QzT7mPw2LrB8nYc4HdF"; // as Pulumi makes them: 48 letters and digits
+    const r = await report(["--admin-token-env", token], {});
+    expect(r.code).toBe(1);
+    expect(r.err).not.toContain(token);
+    expect(r.err).toContain("looks like a token, not a variable name");
+    for (const url of [h.url.replace("://", "://admin:s3cret@"), `${h.url}/v1/usage`]) {
+      const io = memoryIo();
+      expect(await main(["--url", url], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() })).toBe(1);
+      expect(io.stderr.join("\n")).not.toContain("s3cret");
+      expect(io.stderr.join("\n")).toMatch(/^--url (has a user name or password|".*" must be the tenant's endpoint)/);
+    }
+  });
+
   it("--key with a space at either end means the trimmed name, as manage-keys reads it, in every format", async () => {
     const e = expected.get(a.id)!;
     for (const ref of ["team-a ", " team-a", ` ${a.id} `]) {

@@ -199,6 +199,13 @@ describe("smoke-test", () => {
     expect(r.err).toContain(message);
   });
 
+  it("refuses a --url with a user name and password without printing them (it is no connection failure)", async () => {
+    const r = await smoke(["--url", "http://u:s3cret@127.0.0.1:9/v1", "--timeout-seconds", "2"]);
+    expect(r.code).toBe(1);
+    expect(r.lines).toEqual([]);
+    expect(r.err).toBe("--url has a user name or password in it (user:password@host), which the scripts do not send (the API key is the credential): give the URL without it");
+  });
+
   it("needs a key", async () => {
     const r = await smoke(["--url", `${h.url}/v1`], {});
     expect(r.code).toBe(1);
