@@ -3,6 +3,7 @@
 // stack's outputs or from an environment variable, never from a flag.
 import { randomUUID } from "node:crypto";
 import { creditsInput } from "../api-shim/src/money/money.ts";
+import { isNote, isPlainText, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_NOTE_CHARACTERS } from "../api-shim/src/names.ts";
 import { isIsoInstant } from "../api-shim/src/requests/period.ts";
 import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey, keyStatus } from "./lib/admin-client.ts";
 import { commaList, type Io, npmDashHint, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
@@ -72,6 +73,14 @@ function creditsFlag(flag: string, value: string, positive: boolean): string {
   return v;
 }
 
+/** A --note the admin API takes (names.ts: its own check), else why not. */
+function noteFlag(note: string): void {
+  if (isNote(note)) return;
+  if (!isWithin(note, MAX_NOTE_CHARACTERS)) throw new UsageError(`--note has ${[...note].length} characters: the admin API takes at most ${MAX_NOTE_CHARACTERS}`);
+  const stray = strayCharacter(note, { test: (c) => isPlainText(c, { lineBreaks: true }) });
+  throw new UsageError(`--note has ${stray}: the admin API takes a note of plain text, without control characters other than tabs and line breaks`);
+}
+
 /**
  * A manage-keys command line to paste, with the target flags as given (the same tenant, token and
  * CA). Each flag is one word, `--note='-10% promo'`, so a value that starts with "-" parses back.
@@ -102,9 +111,13 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
         // `expiresAt`: the spelling every shim version reads (newer ones also take `expires_at`).
         ...(flags["expires-at"] !== undefined ? { expiresAt: flags["expires-at"] } : {}),
       };
+      const existing = await client.listKeys();
+      // --key matches ids before names, so a key named as another's id could never be named.
+      const idHolder = existing.find((k) => k.id === name);
+      if (idHolder) throw new UsageError(`--name "${name}" is the id of another key (${idHolder.name}), and --key "${name}" would always mean that key: choose another --name`);
       // The shim does not make names unique, but --key <name> means the one key in use with it:
       // a second one would leave the name naming two keys, and top-up and revoke by name refused.
-      const namesake = (await client.listKeys()).find((k) => k.name.trim() === name && keyStatus(k) === "active");
+      const namesake = existing.find((k) => k.name.trim() === name && keyStatus(k) === "active");
       if (namesake) {
         throw new UsageError(`a key named "${name}" is in use (id ${namesake.id}), and --key "${name}" must name one key: choose another --name, or revoke that key first (${manageKeysCommand(flags, "revoke", [["key", namesake.id]])})`);
       }
@@ -149,13 +162,16 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       const amount = creditsFlag("amount", required("amount", flags.amount, "the credits to add, e.g. 250"), true);
       const given = flags["idempotency-key"];
       const idem = given ?? `topup-${randomUUID()}`;
-      if (idem.length > 200) throw new UsageError("--idempotency-key must be at most 200 characters");
+      // The admin API's own limits, checked here: the retry command printed below could never succeed.
+      if (idem === "") throw new UsageError("--idempotency-key is empty: give a key, e.g. invoice-1042, or leave the flag out to have one generated");
+      if (idem.length > MAX_IDEMPOTENCY_KEY_LENGTH) throw new UsageError(`--idempotency-key must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
       // Printable ASCII: it goes in a header (fetch cannot send "—" at all). Spaces inside are
       // fine (the shim takes any key, and the retry of a top-up made with "invoice 1042" must be
       // that same key), but not at its ends, which fetch would strip from the header.
       if (idem.trim() !== idem) throw new UsageError("--idempotency-key starts or ends with a space: give it without, e.g. invoice-1042");
       const stray = strayCharacter(idem, /^[\x20-\x7e]$/);
       if (stray) throw new UsageError(`--idempotency-key has ${stray}: use printable ASCII, e.g. invoice-1042`);
+      if (flags.note !== undefined) noteFlag(flags.note);
       const keys = await client.listKeys();
       const key = findKey(keys, ref);
       // The shim scopes an Idempotency-Key to one API key. A retry that names a key which was

@@ -33,6 +33,17 @@ export function isWithin(text: string, max: number): boolean {
   return true;
 }
 
+/** The most characters (code points, see isWithin) a top-up's note may have. */
+export const MAX_NOTE_CHARACTERS = 500;
+
+/** The longest Idempotency-Key a top-up takes (a header: its characters are ASCII). */
+export const MAX_IDEMPOTENCY_KEY_LENGTH = 200;
+
+/** A top-up's note: plain text, tabs and line breaks allowed, at most MAX_NOTE_CHARACTERS. */
+export function isNote(note: string): boolean {
+  return isWithin(note, MAX_NOTE_CHARACTERS) && isPlainText(note, { lineBreaks: true });
+}
+
 /** A key's name as the admin API and SHIM_CONFIG's bootstrap keys take it: 1 to 200 characters of plain text, not only spaces. */
 export function isKeyName(name: unknown): name is string {
   return typeof name === "string" && name.trim() !== "" && isWithin(name, 200) && isPlainText(name);

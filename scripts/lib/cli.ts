@@ -268,10 +268,11 @@ export function failedBeforeSending(err: unknown): boolean {
 }
 
 /**
- * The first character of `value` that `allowed` (a one-character class) does not match, as an
- * error message names it: `"—" (U+2014) at character 4`. Undefined when there is none.
+ * The first character of `value` that `allowed` (a one-character class, or a test of one
+ * character) does not match, as an error message names it: `"—" (U+2014) at character 4`.
+ * Undefined when there is none.
  */
-export function strayCharacter(value: string, allowed: RegExp): string | undefined {
+export function strayCharacter(value: string, allowed: { test(c: string): boolean }): string | undefined {
   let position = 0;
   for (const c of value) {
     position++;

@@ -346,6 +346,31 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
     expect(named.code, named.err).toBe(0);
   });
 
+  it("create refuses a --name that is another key's id: --key <that name> would act on the other key", async () => {
+    const other = await h.createKey({ name: "id-holder", credits: 1 });
+    const r = await keys(["create", "--url", h.url, "--name", other.id, "--credits", "1"]);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(`--name "${other.id}" is the id of another key (id-holder), and --key "${other.id}" would always mean that key: choose another --name`);
+    expect((await listed()).filter((k) => k.name === other.id)).toEqual([]);
+  });
+
+  it("top-up refuses an empty --idempotency-key and a --note the shim would refuse, before printing a retry command that could never succeed", async () => {
+    const { id } = await h.createKey({ name: "checked-first", credits: 1 });
+    const empty = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1", "--idempotency-key="]);
+    expect(empty.code).toBe(1);
+    expect(empty.err).toBe("--idempotency-key is empty: give a key, e.g. invoice-1042, or leave the flag out to have one generated");
+    const long = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1", "--note", "x".repeat(501)]);
+    expect(long.code).toBe(1);
+    expect(long.err).toBe("--note has 501 characters: the admin API takes at most 500");
+    const bell = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1", "--note", "invoice\u0007 1042"]);
+    expect(bell.code).toBe(1);
+    expect(bell.err).toBe('--note has "\\u0007" (U+0007) at character 8: the admin API takes a note of plain text, without control characters other than tabs and line breaks');
+    expect((await listed()).find((k) => k.id === id)?.balance).toBe(1);
+    // 500 characters, as a person counts them (an emoji is one), are taken.
+    const most = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1", "--note", "\u{1F4B6}".repeat(500)]);
+    expect(most.code, most.err).toBe(0);
+  });
+
   it.each([
     ["/v1/models", "a full API path"], ["/v1/chat/completions/", "another"], ["/api/v1", "a base path"], ["/admin", "the admin API's own path"],
   ])("a --url ending in %s (%s) is refused, saying what it should be, not blamed on the admin token", async (path) => {

@@ -7,7 +7,7 @@ import { creditsInput, creditsNumber, formatCredits, MAX_BALANCE_MICRO } from ".
 import { isIsoInstant, parsePeriod, showPeriod } from "../requests/period.ts";
 import { onlyKnown } from "../requests/known-members.ts";
 import { grantRefusal, type KeyDetails } from "../store/store.ts";
-import { isKeyName, isModelName, isPlainText, isWithin } from "../names.ts";
+import { isKeyName, isModelName, isNote, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_NOTE_CHARACTERS } from "../names.ts";
 import { usageReportBatches } from "./usage.ts";
 import { sendUsageBody } from "./usage-body.ts";
 
@@ -61,9 +61,9 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const given = creditsInput(body.amount, "positive");
     if ("must" in given) throw invalid(`'amount' must be ${given.must}.`, "amount");
     const amount = given.micro;
-    if (body.note !== undefined && (typeof body.note !== "string" || !isWithin(body.note, 500) || !isPlainText(body.note, { lineBreaks: true }))) throw invalid("'note' must be a string of at most 500 characters, without control characters other than tabs and line breaks.", "note");
+    if (body.note !== undefined && (typeof body.note !== "string" || !isNote(body.note))) throw invalid(`'note' must be a string of at most ${MAX_NOTE_CHARACTERS} characters, without control characters other than tabs and line breaks.`, "note");
     const idem = request.headers["idempotency-key"];
-    if (idem !== undefined && (typeof idem !== "string" || idem === "" || idem.length > 200)) throw invalid("Idempotency-Key must be 1 to 200 characters.", "Idempotency-Key");
+    if (idem !== undefined && (typeof idem !== "string" || idem === "" || idem.length > MAX_IDEMPOTENCY_KEY_LENGTH)) throw invalid(`Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters.`, "Idempotency-Key");
     // The fingerprint is the request as understood (amount in µc, note), so 1 and "1.0" are the same request.
     const fingerprint = createHash("sha256").update(JSON.stringify([amount, body.note ?? null])).digest("hex");
     const now = ctx.clock.now();
