@@ -19,9 +19,11 @@ totals.
   --key <id|name>            one key by its id; a name covers every key that has had it (the
                              old key of a rotation too, revoked), and the output names the keys
                              covered (CSV: on stderr)
-  --from <date|timestamp>    start, e.g. 2026-03-01 or 2026-03-01T09:00:00Z (UTC)
+  --from <date|timestamp>    start, e.g. 2026-03-01 or 2026-03-01T09:00:00Z (UTC); without --to,
+                             the period runs to the end of the current UTC month (at least a day)
   --to <date|timestamp>      end; a date includes that whole day, a timestamp is where it stops
-                             (not included: 2026-04-01T00:00:00Z ends with March)
+                             (not included: 2026-04-01T00:00:00Z ends with March); without
+                             --from, the period starts on the first day of that UTC month
   --all                      the whole ledger: from the stack's creation (its createdAt output;
                              with --url, from 2000-01-01) to today; not with --from or --to. Save
                              it (--group day --format csv) before a tenant is destroyed or

@@ -21,8 +21,9 @@ export const TARGET_OPTIONS = {
 
 export const TARGET_USAGE = `Target (one of):
   --stack <name>             the tenant's stack: URL, admin token and CA from \`pulumi stack output --show-secrets\`
-  --url <base URL>           the endpoint (https://host or https://host/v1); the admin token is read from
-                             $${ADMIN_TOKEN_ENV}, or from the variable named by --admin-token-env <VAR>
+  --url <base URL>           the endpoint (https://host or https://host/v1: no other path, no
+                             user:password@); the admin token is read from $${ADMIN_TOKEN_ENV}, or
+                             from the variable named by --admin-token-env <VAR> (its name, not the token)
   --ca <pem file>            trust this CA (tls.mode self-signed) with --url; a relative path is
                              read from the repository's root, where npm runs the script`;
 
