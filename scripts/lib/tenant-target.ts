@@ -21,7 +21,7 @@ export const TARGET_OPTIONS = {
 
 export const TARGET_USAGE = `Target (one of):
   --stack <name>             the tenant's stack: URL, admin token and CA from \`pulumi stack output --show-secrets\`
-  --url <base URL>           the endpoint (https://host or https://host/v1: no other path, no
+  --url <base URL>           the endpoint (https://host or https://host/v1, not a route under it; no
                              user:password@); the admin token is read from $${ADMIN_TOKEN_ENV}, or
                              from the variable named by --admin-token-env <VAR> (its name, not the token)
   --ca <pem file>            trust this CA (tls.mode self-signed) with --url; a relative path is
@@ -134,16 +134,18 @@ function untrustedAdviceFor(stack: string, trusted: "--ca" | "output" | "none"):
 }
 
 /**
- * `https://host/v1/` → `https://host`: the admin API is at the origin's /admin, and nginx serves
- * nothing else there, so any other path (`…/v1/models`, pasted from a client's request) would
- * only make every request a 404 or a 401 blamed on the admin token.
+ * `https://host/v1/` → `https://host`: the admin API is at the endpoint's /admin (a base path of
+ * a proxy of one's own, `https://host/api/v1`, kept: `https://host/api`). A route under the
+ * endpoint (`…/v1/models`, pasted from a client's request) or the admin API's own path is refused:
+ * every request would be a 404, or a 401 blamed on the admin token.
  */
 export function originOf(url: string, what: string): string {
   const u = endpointUrl(url, what, "the admin token");
-  if (!/^(\/(v1\/?)?)?$/.test(u.pathname)) {
-    throw new UsageError(`${what} "${url}" must be the tenant's endpoint, https://<host> or https://<host>/v1, with no other path`);
+  const path = u.pathname.replace(/\/+$/, "");
+  if (/\/v1\/|\/admin(\/|$)/.test(path)) {
+    throw new UsageError(`${what} "${url}" must be the tenant's endpoint, https://<host> or https://<host>/v1, not a route under it`);
   }
-  return u.origin;
+  return `${u.origin}${path.replace(/\/v1$/, "")}`;
 }
 
 /**

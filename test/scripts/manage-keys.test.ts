@@ -7,6 +7,7 @@ import type { ApiKey, CreatedKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { adminClient, keyStatus } from "../../scripts/lib/admin-client.ts";
 import { main, runCommand } from "../../scripts/manage-keys.ts";
+import { originOf } from "../../scripts/lib/tenant-target.ts";
 import { type FrontAnswer, frontProxy } from "../support/front-proxy.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { freePort, tempDir } from "../support/tools.ts";
@@ -372,11 +373,16 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
   });
 
   it.each([
-    ["/v1/models", "a full API path"], ["/v1/chat/completions/", "another"], ["/api/v1", "a base path"], ["/admin", "the admin API's own path"],
+    ["/v1/models", "a full API path"], ["/v1/chat/completions/", "another"], ["/api/v1/models", "one under a base path"], ["/admin", "the admin API's own path"], ["/admin/keys", "an admin route"],
   ])("a --url ending in %s (%s) is refused, saying what it should be, not blamed on the admin token", async (path) => {
     const r = await keys(["list", "--url", `${h.url}${path}`]);
     expect(r.code).toBe(1);
-    expect(r.err).toBe(`--url "${h.url}${path}" must be the tenant's endpoint, https://<host> or https://<host>/v1, with no other path`);
+    expect(r.err).toBe(`--url "${h.url}${path}" must be the tenant's endpoint, https://<host> or https://<host>/v1, not a route under it`);
+  });
+
+  it("a --url with a base path of a proxy of one's own (…/api/v1) is kept: the admin API is asked under it", () => {
+    for (const url of ["https://gw.example/api/v1", "https://gw.example/api/v1/", "https://gw.example/api"]) expect(originOf(url, "--url")).toBe("https://gw.example/api");
+    for (const url of ["https://h.example", "https://h.example/", "https://h.example/v1", "https://h.example/v1/"]) expect(originOf(url, "--url")).toBe("https://h.example");
   });
 
   it("a --url with a user name and password is refused without printing them; as the endpoint or with /v1/ it works", async () => {
