@@ -74,7 +74,7 @@ describe("PostgresStore", () => {
     return s;
   };
   let store: PostgresStore;
-  /** `fn`, tried again (up to 10 times in all) while it fails. */
+  /** `fn`, tried again (up to 10 times in all) while it fails: for a store's start or a connection under a bound of a few hundred ms, which CI's load can exceed (not what those tests pin). */
   const withTries = async <T,>(fn: () => Promise<T>): Promise<T> => {
     for (let tries = 1; ; tries++) {
       try {
@@ -334,7 +334,7 @@ describe("PostgresStore", () => {
   });
   it("a database outage: every call is StoreUnavailableError meanwhile; then the replica recovers by itself, failed holds released uncharged", async () => {
     await store.createKey(newKey("k", 10));
-    const replicaA = await replica({ retryMs: 100, timeoutMs: 1000 });
+    const replicaA = await withTries(() => replica({ retryMs: 100, timeoutMs: 1000 }));
     await replicaA.reserve({ reservationId: "a", keyId: "k", amount: 2, at: 1 });
     server.kill();
     try {
@@ -362,11 +362,18 @@ describe("PostgresStore", () => {
   });
   it("a settlement that could not even get a connection still has its hold released, uncharged", async () => {
     await store.createKey(newKey("k", 10));
-    const busy = await replica({ timeoutMs: 300, retryMs: 100 });
+    // Connecting is bounded by the same 300 ms, which a new backend can take under load: the
+    // replica is opened, and its pool's connections made one by one, with a few tries.
+    const busy = await withTries(async () => {
+      const s = await replica({ timeoutMs: 300, retryMs: 100 });
+      await s.getKey("k");
+      return s;
+    });
     expect(await busy.reserve({ reservationId: "r1", keyId: "k", amount: 5, at: 1 })).toMatchObject({ ok: true });
     // Every pooled connection taken: the settlement's wait for one times out before anything is sent.
     const { pool } = busy as unknown as { pool: pg.Pool };
-    const taken = await Promise.all(Array.from({ length: 10 }, () => pool.connect()));
+    const taken: pg.PoolClient[] = [];
+    for (let i = 0; i < 10; i++) taken.push(await withTries(() => pool.connect()));
     await expect(busy.settle({ reservationId: "r1", keyId: "k", hold: 5, cost: 5, usage: usage("k", "r1", 5) })).rejects.toBeInstanceOf(StoreUnavailableError);
     for (const c of taken) c.release();
     await pollUntil(async () => (await busy.getKey("k"))!.held === 0, 10_000, 50);
@@ -378,7 +385,7 @@ describe("PostgresStore", () => {
     let s: PostgresStore;
     beforeEach(async () => {
       proxy = await frozenProxy(url);
-      s = await PostgresStore.open(proxy.url, { retryMs: 100, timeoutMs: 1000 });
+      s = await withTries(() => PostgresStore.open(proxy.url, { retryMs: 100, timeoutMs: 1000 }));
       open.push(s);
       await s.createKey(newKey("k", 10));
       await s.reserve({ reservationId: "r1", keyId: "k", amount: 4, at: 1 });
@@ -470,7 +477,7 @@ describe("PostgresStore", () => {
 
   it("a settlement that ran out of its own statement bound (behind a row lock) did not commit: no second try, a 503 within the bound, its hold released uncharged", async () => {
     await store.createKey(newKey("k", 10));
-    const s = await replica({ timeoutMs: 1000, retryMs: 100 });
+    const s = await withTries(() => replica({ timeoutMs: 1000, retryMs: 100 }));
     await s.reserve({ reservationId: "r1", keyId: "k", amount: 4, at: 1 });
     const blocker = new pg.Client({ connectionString: url });
     await blocker.connect();
@@ -571,7 +578,7 @@ describe("PostgresStore", () => {
 
   it("through the shim: a settlement whose answer is lost is looked up, not a 503: the client gets its answer and what it was charged, once; a stream too", async () => {
     const proxy = await frozenProxy(url);
-    const s = await PostgresStore.open(proxy.url, { retryMs: 100, timeoutMs: 1000 });
+    const s = await withTries(() => PostgresStore.open(proxy.url, { retryMs: 100, timeoutMs: 1000 }));
     open.push(s);
     const shim = await startShim({ wrapStore: () => s });
     try {

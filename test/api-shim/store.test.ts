@@ -76,16 +76,17 @@ describe("SqliteStore", () => {
    * `snapshotMs`, a reader holds a read snapshot (as a usage report or a backup does) for that
    * long from the first failure on: checkpoints cannot reach the WAL's end meanwhile.
    */
-  const checkpointsUnder = (prefix: string[], ms: number, reports = 0, snapshotMs = 0) => runNodeScript<{ reported: { code: string; failures: number }[]; failures: { code: string; message: string }[]; after: string; ms: number }>(prefix, `
+  const checkpointsUnder = (prefix: string[], ms: number, reports = 0, snapshotMs = 0) => runNodeScript<{ reported: { code: string; failures: number }[]; failures: { code: string; message: string }[]; after: string; ms: number; firstReportedMs: number | null }>(prefix, `
     import { createRequire } from "node:module";
     import { SqliteStore } from ${JSON.stringify(repoFile("api-shim", "src", "store", "sqlite-store.ts"))};
     const reported = [];
     const failures = [];
     let snapshot = null;
+    let firstReportedMs = null;
     const Database = createRequire(${JSON.stringify(repoFile("api-shim", "src", "store", "sqlite-store.ts"))})("better-sqlite3");
     const store = new SqliteStore(${JSON.stringify(file)}, {
       checkpointIntervalMs: 50, checkpointFailureLimitMs: 1000,
-      onCheckpointFailure: (f) => reported.push({ code: f.error.code, failures: f.failures }),
+      onCheckpointFailure: (f) => (firstReportedMs ??= performance.now() - started, reported.push({ code: f.error.code, failures: f.failures })),
       onFailure: (e) => failures.push({ code: e.code, message: e.message }),
     });
     const started = performance.now();
@@ -105,7 +106,7 @@ describe("SqliteStore", () => {
     const ms = performance.now() - started;
     const after = await store.reserve({ reservationId: "x", keyId: "k", amount: 1, at: 2 }).then(() => "served", (e) => e.name);
     await store.close().catch(() => {});
-    console.log(JSON.stringify({ reported, failures, after, ms }));
+    console.log(JSON.stringify({ reported, failures, after, ms, firstReportedMs }));
   `);
 
   it("WAL checkpoints that fail (a disk whose fsync fails) are reported one by one, and fail the store closed, naming the cause, once they have failed for the limit", async () => {
@@ -132,7 +133,9 @@ describe("SqliteStore", () => {
     const out = checkpointsUnder(fullVolumeWrites(file), 10_000);
     expect(out.reported).toEqual([{ code: "SQLITE_FULL", failures: 1 }]);
     expect(out.failures).toEqual([{ code: "SQLITE_FULL", message: "database or disk is full" }]);
-    expect(out.ms).toBeLessThan(1000); // the limit is 1 s
+    // The limit is 1 s, counted from the first failure: the checkpointer's worker start before it
+    // is not (it took over a second under CI's load).
+    expect(out.ms - out.firstReportedMs!).toBeLessThan(1000);
     expect(out.after).toBe("StoreUnavailableError");
     store = new SqliteStore(file); // for afterEach; the ledger is whole
     const row = (await store.audit()).find((r) => r.keyId === "k")!;
