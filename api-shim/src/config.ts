@@ -1,6 +1,7 @@
 import { coversEveryAddress, isCidr } from "./auth/client-address.ts";
 import { parseFileConfig, problem, show } from "./config-file.ts";
-import { parseDatabaseUrl } from "./store/database-url.ts";
+import { namesPostgres, parseDatabaseUrl } from "./store/database-url.ts";
+import { driverEnvironmentProblems } from "./store/postgres-environment.ts";
 
 /**
  * The one entry of the configuration: the environment, and SHIM_CONFIG's file through
@@ -224,6 +225,8 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   } catch (e) {
     problems.push((e as Error).message);
   }
+  // The driver would take what the URL leaves out from these, past the URL's checks. Irrelevant to SQLite.
+  if (namesPostgres(databaseUrl)) problems.push(...driverEnvironmentProblems(env));
   // The messages do not repeat the token (it is a secret).
   const adminToken = str("SHIM_ADMIN_TOKEN");
   // .env.example's placeholder left in place is published in the repository: /admin would be guarded by no secret.

@@ -468,6 +468,35 @@ describe("a postgres:// SHIM_DATABASE_URL with what the driver does not do as li
   });
 });
 
+describe("PG* variables in the environment with a postgres:// SHIM_DATABASE_URL", () => {
+  // Found by review: the driver (pg) takes what the URL leaves out from PGOPTIONS, PGSSLMODE,
+  // PGPASSWORD…, past the checks made on the URL: PGOPTIONS="-c statement_timeout=0" undid the
+  // store's bound, PGSSLMODE=no-verify turned certificate checks off without a word.
+  const set = { PGOPTIONS: "-c statement_timeout=0", PGSSLMODE: "no-verify", PGPASSWORD: "hunter2-pg", PGREPLICATION: "database" };
+
+  it("are refused at start, one line each, naming the variable (never its value) and saying to put it in the URL or unset it", () => {
+    const found = problems({ SHIM_DATABASE_URL: "postgres://shim@db.internal:5432/shim", ...set });
+    expect(found).toEqual([
+      expect.stringMatching(/^PGOPTIONS: is set, .*SHIM_DATABASE_URL, which alone configures the store.*\?options=.*or unset PGOPTIONS/),
+      expect.stringMatching(/^PGPASSWORD: is set, .*user:password@.*or unset PGPASSWORD/),
+      expect.stringMatching(/^PGREPLICATION: is set, .*unset PGREPLICATION/),
+      expect.stringMatching(/^PGSSLMODE: is set, .*\?sslmode=.*or unset PGSSLMODE/),
+    ]);
+    expect(found.join("\n")).not.toMatch(/hunter2|statement_timeout=0|no-verify/);
+    // Every variable pg reads, whatever else is wrong: all problems at once.
+    const all = problems({ SHIM_DATABASE_URL: "postgres://shim:pw@db:99999/shim", PGHOST: "h", PGPORT: "1", PGUSER: "u", PGDATABASE: "d", PGBINARY: "true",
+      PGCLIENT_ENCODING: "LATIN1", PGSSLNEGOTIATION: "direct", PGAPPNAME: "a", PGCONNECT_TIMEOUT: "1", PGPASSFILE: "/p", PGPASS_NO_DEESCAPE: "1" });
+    expect(all.map((p) => p.slice(0, p.indexOf(":")))).toEqual(["SHIM_DATABASE_URL", "PGAPPNAME", "PGBINARY", "PGCLIENT_ENCODING", "PGCONNECT_TIMEOUT", "PGDATABASE",
+      "PGHOST", "PGPASSFILE", "PGPASS_NO_DEESCAPE", "PGPORT", "PGSSLNEGOTIATION", "PGUSER"]);
+  });
+
+  it("set but empty are not read by the driver and pass; so do PG* variables it never reads, and all of them with a SQLite database", () => {
+    expect(parse({ SHIM_DATABASE_URL: "postgres://shim@db/shim", PGPASSWORD: "", PGSSLMODE: "", PGDATA: "/var/lib/postgresql", PGTZ: "UTC" }).databaseUrl).toBe("postgres://shim@db/shim");
+    expect(parse({ SHIM_DATABASE_URL: "sqlite:./data/shim.db", ...set }).databaseUrl).toBe("sqlite:./data/shim.db");
+    expect(parse(set).databaseUrl).toBe("sqlite:./data/shim.db");
+  });
+});
+
 describe("checkRoomToStart (a SQLite store's volume, before the shim listens)", () => {
   const statfs = (bavail: number, bsize = 4096) => (dir: string) => (dir === "/data" ? { bavail, bsize } : (() => { throw new Error(`statfs of ${dir}`); })());
   it("refuses a volume with less than MIN_FREE_BYTES free, naming the file and the free bytes", () => {

@@ -592,6 +592,18 @@ describe("the shim process", () => {
     expect(`${atInPassword.stderr()}${atInPassword.lines.join("\n")}`).not.toMatch(/K9x|Lmq7Zr2|Wt5/);
   });
 
+  it("PG* variables the Postgres driver would read, with a postgres:// SHIM_DATABASE_URL: exit 1 naming them, no value shown; with SQLite they are ignored", async () => {
+    const pgEnv = { PGPASSWORD: "hunter2-pg", PGSSLMODE: "no-verify", PGOPTIONS: "-c statement_timeout=0" };
+    const failed = await spawnShim({ ...f.env, SHIM_DATABASE_URL: "postgres://shim@127.0.0.1:1/shim", ...pgEnv }).catch((e: unknown) => e);
+    if (!(failed instanceof ShimStartError)) throw new Error(`expected a failed start, got ${String(failed)}`);
+    output.keep(failed);
+    expect(failed.exit).toEqual({ code: 1, signal: null });
+    expect(failed.stderr()).toMatch(/^invalid api-shim configuration:\n {2}- PGOPTIONS: is set, .*\n {2}- PGPASSWORD: is set, .*\n {2}- PGSSLMODE: is set, /);
+    expect(`${failed.stderr()}${failed.lines.join("\n")}`).not.toMatch(/hunter2|no-verify|statement_timeout=0/);
+    const p = await start(pgEnv);
+    await output.stopCleanly(p);
+  });
+
   it("a database a newer shim made (an image rolled back): exit 1 saying so, not a store failure", async () => {
     mkdirSync(join(f.dir, "newer"));
     const file = join(f.dir, "newer", "shim.db");

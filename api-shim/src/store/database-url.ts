@@ -11,7 +11,7 @@ export type DatabaseTarget = { kind: "postgres"; url: string } | { kind: "sqlite
 
 /** The store a URL names; throws an Error whose message names SHIM_DATABASE_URL and what is allowed. */
 export function parseDatabaseUrl(url: string): DatabaseTarget {
-  if (url.startsWith("postgres://") || url.startsWith("postgresql://")) {
+  if (namesPostgres(url)) {
     checkDriverReads(url);
     return { kind: "postgres", url };
   }
@@ -22,6 +22,9 @@ export function parseDatabaseUrl(url: string): DatabaseTarget {
   if (path === "") throw new Error("SHIM_DATABASE_URL: sqlite: needs a path, e.g. sqlite:./data/shim.db");
   return { kind: "sqlite", path };
 }
+
+/** Whether SHIM_DATABASE_URL names the Postgres store (valid or not). */
+export const namesPostgres = (url: string): boolean => url.startsWith("postgres://") || url.startsWith("postgresql://");
 
 /**
  * Throws unless the driver reads the URL as the store hands it over (driverUrl). What it refuses
