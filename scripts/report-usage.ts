@@ -25,9 +25,10 @@ totals.
                              (not included: 2026-04-01T00:00:00Z ends with March); without
                              --from, the period starts on the first day of that UTC month
   --all                      the whole ledger: from the stack's creation (its createdAt output;
-                             with --url, from 2000-01-01) to today; not with --from or --to. Save
-                             it (--group day --format csv) before a tenant is destroyed or
-                             rebuilt: the ledger is on its volume
+                             with --url, from 2000-01-01) to the end of tomorrow, UTC (a host
+                             whose clock is ahead may have begun the next day); not with --from
+                             or --to. Save it (--group day --format csv) before a tenant is
+                             destroyed or rebuilt: the ledger is on its volume
   --group <model|day>        rows per key and model (default) or per key and UTC day
   --format <table|json|csv>  table (default); json (the API's report plus totals, and with --key
                              the keys covered); csv (the API's CSV, spreadsheet-safe, one row per

@@ -1,9 +1,10 @@
 // Saves a tenant's whole usage ledger before its stack is destroyed: the ledger lives on the
 // tenant's Block Storage Volume, which `pulumi destroy` deletes, so afterwards nobody could bill
-// from it. One CSV per key and day, from the stack's creation to today, as the shim writes it,
-// and the keys (names, tiers, balances, revocations) as JSON: the CSV names keys by id only, and
-// the volume holds the only map from ids to the names operators bill by. The keys are revoked
-// first (retire-keys.ts), so the saved ledger is the whole of it.
+// from it. One CSV per key and day, from the stack's creation to the end of tomorrow, UTC
+// (wholeLedger), as the shim writes it, and the keys (names, tiers, balances, revocations) as
+// JSON: the CSV names keys by id only, and the volume holds the only map from ids to the names
+// operators bill by. The keys are revoked first (retire-keys.ts), so the saved ledger is the
+// whole of it.
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { isIsoInstant } from "../../api-shim/src/requests/period.ts";
