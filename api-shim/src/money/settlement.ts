@@ -89,7 +89,7 @@ export class Settlement {
     if (capped) {
       // The usage was worth more than the hold, the most the request was allowed to cost: the
       // key is charged the hold (its balance must not go below zero), and the operator should
-      // know that a hold bound did not hold (docs/api-shim.md, "Credits").
+      // know that a hold bound did not hold (docs/api-shim.md, "Money": Settle).
       ctx.metrics.cappedCharges.inc({ model: label });
       request.log.warn({ reqId: request.id, model: loggedModel(this.model, ctx.hideSecrets), promptTokens: u.promptTokens, completionTokens: u.completionTokens, hold: creditsNumber(this.hold) }, "charge capped at the hold");
     }
