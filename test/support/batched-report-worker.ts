@@ -7,6 +7,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 
 const { moreMs } = workerData as { moreMs?: number };
+parentPort!.postMessage({ ready: true }); // as the real worker does once its database is open
 const row = (keyId: string, group: string) => ({ keyId, group, requests: 1, promptTokens: 1, completionTokens: 1, cost: 1 });
 let keyId = "";
 parentPort!.on("message", (ask: { query?: { keyId: string | null }; more?: true; drop?: true }) => {

@@ -6,6 +6,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 
 const { sortMs } = workerData as { sortMs?: number };
+parentPort!.postMessage({ ready: true }); // as the real worker does once its database is open
 parentPort!.on("message", () => {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, sortMs ?? 3000);
   parentPort!.postMessage({ rows: [] });

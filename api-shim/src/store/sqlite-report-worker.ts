@@ -22,14 +22,17 @@ import { REPORT_BATCH_ROWS } from "./usage-batches.ts";
 export type ReportAsk = { query: ReportQuery; timeoutMs: number } | { more: true } | { drop: true };
 /**
  * `more`: further batches follow, each once asked for (absent: this is the last). `code`:
- * SQLite's, when the database failed (a corrupt page): the store fails closed on some.
+ * SQLite's, when the database failed (a corrupt page): the store fails closed on some. `ready`:
+ * sent once, first, when the database is open (a report's bound counts from then on, not from
+ * this thread's start).
  */
-export type ReportAnswer = { rows: UsageGroup[]; more?: boolean } | { error: string; code?: string };
+export type ReportAnswer = { rows: UsageGroup[]; more?: boolean } | { error: string; code?: string } | { ready: true };
 
 const { filename, busyTimeoutMs, stop } = workerData as { filename: string; busyTimeoutMs: number; stop: Int32Array };
 // A file that cannot be opened throws here: the worker fails, and so does the report waiting on it.
 const db = new Database(filename, { readonly: true, fileMustExist: true });
 db.pragma(`busy_timeout = ${busyTimeoutMs}`);
+parentPort!.postMessage({ ready: true } satisfies ReportAnswer);
 
 /** The finished report's rows not yet sent, and where the next batch starts. */
 let held: { rows: UsageGroup[]; next: number } | undefined;

@@ -1,4 +1,5 @@
 import { Worker } from "node:worker_threads";
+import { rejectOnAbort } from "../promises.ts";
 import { allRows, type Batch, openReport, REPORT_TIMEOUT_MS, ReportReader } from "./report-reader.ts";
 import { isCorrupt } from "./sqlite-failures.ts";
 import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
@@ -23,6 +24,14 @@ const WORKER = new URL("./sqlite-report-worker.ts", import.meta.url);
  * cache). Its end gives back its isolate's heap (~10 MB); the rest stays with malloc, for reuse.
  */
 const REPORT_WORKER_IDLE_MS = 60_000;
+/**
+ * A new worker's start (its modules, better-sqlite3, opening the database: ~100 ms, seconds on a
+ * loaded host) is not counted against a report's bound, which counts from its ready message: a
+ * report with a short bound failed when it was the first on a new worker. The start has a bound
+ * of its own: a worker not ready by then (a disk that stalls at the open) fails the reports
+ * waiting for it (503) and is given up; the next report starts another.
+ */
+const REPORT_WORKER_START_MS = 30_000;
 
 export interface SqliteReportsOptions {
   busyTimeoutMs: number;
@@ -34,6 +43,8 @@ export interface SqliteReportsOptions {
   onStoreFailure?: (error: Error) => void;
   idleMs?: number;
   timeoutMs?: number;
+  /** How long a new worker may take to get ready (REPORT_WORKER_START_MS). */
+  startMs?: number;
   /** The worker's module (tests give one of their own). */
   workerUrl?: URL;
 }
@@ -57,6 +68,8 @@ export interface SqliteReportsOptions {
  */
 export class SqliteReports {
   private worker: Worker | undefined;
+  /** `worker`'s start (starting() says how it settles). */
+  private started: Promise<void> = Promise.resolve();
   /** The report the worker is running, settled by its answer or by that worker's end. */
   private running: { worker: Worker; resolve: (batch: Batch) => void; reject: (e: unknown) => void } | undefined;
   private readonly turns = new Turns(1, WAITING_KEYS);
@@ -75,7 +88,7 @@ export class SqliteReports {
 
   constructor(filename: string, options: SqliteReportsOptions) {
     this.filename = filename;
-    this.options = { idleMs: REPORT_WORKER_IDLE_MS, timeoutMs: REPORT_TIMEOUT_MS, workerUrl: WORKER, ...options };
+    this.options = { idleMs: REPORT_WORKER_IDLE_MS, timeoutMs: REPORT_TIMEOUT_MS, startMs: REPORT_WORKER_START_MS, workerUrl: WORKER, ...options };
   }
 
   /**
@@ -113,10 +126,11 @@ export class SqliteReports {
         signal.throwIfAborted(); // its asker left meanwhile: no scan for nobody
         clearTimeout(this.idle);
         const worker = this.worker ?? this.start();
+        const started = this.started;
         let asked = false;
         // Its reader's bound counts on while the worker is asked for a batch (ms away).
         const reader = new ReportReader({
-          next: () => (asked ? this.request(worker, { more: true }) : ((asked = true), this.ask(worker, query, signal))),
+          next: () => (asked ? this.request(worker, { more: true }) : ((asked = true), this.ask(worker, started, query, signal))),
           // The rows nobody will read: the worker holds them until told.
           close: (unread) => {
             if (unread && this.worker === worker) worker.postMessage({ drop: true } satisfies ReportAsk);
@@ -134,8 +148,14 @@ export class SqliteReports {
     });
   }
 
-  /** The report's first batch; `signal` aborting stops the statement, and the answer (an error) follows within a few thousand rows of its scan. */
-  private async ask(worker: Worker, query: ReportQuery, signal: AbortSignal): Promise<Batch> {
+  /**
+   * The report's first batch, asked once `worker` has `started`; `signal` aborting stops the
+   * statement, and the answer (an error) follows within a few thousand rows of its scan. An asker
+   * leaving while the worker starts is answered at once (the worker, once ready, serves the next).
+   */
+  private async ask(worker: Worker, started: Promise<void>, query: ReportQuery, signal: AbortSignal): Promise<Batch> {
+    await rejectOnAbort(started, signal);
+    signal.throwIfAborted();
     const flag = this.stop;
     Atomics.store(flag, 0, 0);
     const stop = () => Atomics.store(flag, 0, 1);
@@ -143,8 +163,8 @@ export class SqliteReports {
     const { timeoutMs } = this.options;
     // The worker's check ends a report past its time, within one slice's sort; should a
     // statement still run on (a disk that stalls, a sort nothing interrupts), the bound is kept
-    // here too, a second later (the worker's own check answers first, and a new worker's start
-    // is not counted against a small report): the report is answered (503), and the worker,
+    // here too, a second later (the worker's own check answers first; like it, this counts from
+    // the worker's ready, not its start): the report is answered (503), and the worker,
     // busy until its statement ends, is given up (the next report starts another). The bound is
     // the statement's: reading the batches that follow is bounded by the asker's connection.
     const overdue = setTimeout(() => {
@@ -174,12 +194,42 @@ export class SqliteReports {
     this.stop = new Int32Array(new SharedArrayBuffer(4));
     const worker = new Worker(this.options.workerUrl, { workerData: { filename: this.filename, busyTimeoutMs: this.options.busyTimeoutMs, stop: this.stop } });
     worker.unref(); // never what keeps the process alive
-    worker.on("message", (a: ReportAnswer) => this.answer(worker, "rows" in a ? { rows: a.rows, more: a.more === true } : Object.assign(new Error(a.error), { code: a.code })));
+    worker.on("message", (a: ReportAnswer) => {
+      if ("ready" in a) return; // starting() takes it
+      this.answer(worker, "rows" in a ? { rows: a.rows, more: a.more === true } : Object.assign(new Error(a.error), { code: a.code }));
+    });
     // An uncaught error (the file could not be opened) ends the worker: 'exit' follows.
     worker.on("error", (e) => this.ended(worker, e));
     worker.on("exit", (code) => this.ended(worker, new Error(`the report worker exited (code ${code})`)));
     this.worker = worker;
+    this.started = this.starting(worker);
     return worker;
+  }
+
+  /**
+   * `worker`'s start: resolves with its ready message (its database open); rejects, as a report's
+   * failure, when it ends first (the file could not be opened) or is not ready within startMs (it
+   * is given up then). Its listeners and its bound go once it settles.
+   */
+  private starting(worker: Worker): Promise<void> {
+    const { startMs } = this.options;
+    const started = new Promise<void>((resolve, reject) => {
+      const settle = (failure?: Error) => {
+        clearTimeout(bound);
+        worker.off("message", ready).off("error", settle).off("exit", exited);
+        if (failure === undefined) resolve();
+        else reject(this.failed(failure));
+      };
+      const ready = (a: ReportAnswer) => void ("ready" in a && settle());
+      const exited = (code: number) => settle(new Error(`the report worker exited (code ${code}) before it was ready`));
+      const bound = setTimeout(() => {
+        settle(new Error(`the report worker did not start within ${startMs} ms`));
+        if (this.worker === worker) this.retire();
+      }, startMs).unref();
+      worker.on("message", ready).on("error", settle).on("exit", exited);
+    });
+    started.catch(() => {}); // its asker may have left: a report waiting for it is told by ask()
+    return started;
   }
 
   private answer(worker: Worker, result: Batch | Error): void {
@@ -187,8 +237,13 @@ export class SqliteReports {
     if (running?.worker !== worker) return;
     this.running = undefined;
     if (!(result instanceof Error)) return running.resolve(result);
-    running.reject(new StoreUnavailableError(result));
-    if (isCorrupt(result)) this.options.onStoreFailure?.(result);
+    running.reject(this.failed(result));
+  }
+
+  /** A report's failure: a 503, and a corrupt database fails the store closed too. */
+  private failed(e: Error): StoreUnavailableError {
+    if (isCorrupt(e)) this.options.onStoreFailure?.(e);
+    return new StoreUnavailableError(e);
   }
 
   /** The worker failed or exited: its report (if any) fails, and the next report starts a new one. */
