@@ -6,6 +6,8 @@ import { costOf, type GpuPlan } from "../catalog.ts";
 import { blockedDeployMessage, catalogDisagreements } from "../catalog-check.ts";
 import { isIPv6Cidr } from "../config/addresses.ts";
 import type { TlsMode } from "../config/types.ts";
+import { askHub, type CheckedModel, hubDisagreements } from "../hub-check.ts";
+import type { Secret } from "../secret.ts";
 import { isoSeconds } from "../../api-shim/src/requests/period.ts";
 import { CREATED_AT_SUFFIX, hostExpiry, resourceNames, SSH_CLOSED, webPortSources } from "../host.ts";
 import { encodeUserData, hostCloudInit } from "../render/cloud-init.ts";
@@ -32,6 +34,10 @@ export interface GpuHostArgs {
   ttlHours?: number;
   /** Extra Linode tags. The kit always adds `gpu-sandbox` and `tenant:<tenant>`. */
   tags: readonly string[];
+  /** The model vLLM will download on the host: checked on Hugging Face before the instance exists. */
+  model: CheckedModel;
+  /** The stack's Hugging Face token, which vLLM downloads with. */
+  hfToken?: Secret;
 }
 
 /**
@@ -94,7 +100,8 @@ export class GpuHost extends pulumi.ComponentResource {
       image: args.image,
       rootPass: rootPassword.result,
       authorizedKeys: [sshKey.publicKeyOpenssh.apply((k) => k.trim())],
-      metadatas: [{ userData }],
+      // The user data once the model check passed: a model vLLM could not download fails here, unbilled.
+      metadatas: [{ userData: this.checkModel(args.model, args.hfToken).then(() => userData) }],
       // Attached at creation, so the instance is never reachable without its firewall.
       firewallId: this.firewall.id.apply(Number),
       tags,
@@ -163,6 +170,23 @@ export class GpuHost extends pulumi.ComponentResource {
       pulumi.log.warn(`could not compare infra/catalog.ts with the Linode API${why}, so plan ${plan.id} and region ${region} were not checked before the instance`, this);
       return region;
     }));
+  }
+
+  /**
+   * Asks Hugging Face about the model as vLLM will on the host (askHub, with the stack's token),
+   * before the instance exists, as checkCatalog asks Linode: a download that would fail for certain
+   * (hubDisagreements' blockers) is an error, and the instance's user data fails, so it is never
+   * created; the rest are warnings. A Hub that cannot be asked is a warning, and holds nothing up.
+   */
+  private async checkModel(model: CheckedModel, hfToken: Secret | undefined): Promise<void> {
+    const token = hfToken?.readable ? hfToken.reveal() : undefined;
+    const { warnings, blockers } = hubDisagreements(model, token !== undefined, await askHub(model.id, token));
+    for (const line of warnings) pulumi.log.warn(line, this);
+    if (blockers.length > 0) {
+      // Logged in full, as the catalog check's: the thrown error reaches pulumi up behind the property names it passed through.
+      pulumi.log.error(`not creating the GPU instance: ${blockers.join("; ")}.`, this);
+      throw new pulumi.ResourceError(`not creating the GPU instance for model ${model.id} (the Hugging Face check's error above says why)`, this, true);
+    }
   }
 }
 

@@ -2,6 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 // Internal to the SDK (exported from its JS, not its types): resolves once every pending
 // registration and call has reached the (mock) monitor — what `pulumi up` waits for too.
 import * as settings from "@pulumi/pulumi/runtime/settings.js";
+import { vi } from "vitest";
 
 /** A resource the program registered under the mock runtime, with the inputs it was given. */
 export interface RecordedResource {
@@ -23,6 +24,20 @@ export interface RecordedCall {
 
 export const MOCK_IP = "192.0.2.10";
 
+/** Answers the program's requests to Hugging Face (`pulumi up` checks model.id there). */
+export type FakeHub = (url: URL) => Response | Promise<Response>;
+
+/** A request the program made to Hugging Face, and the token it sent ("Bearer …"), if any. */
+export interface HubRequest {
+  readonly url: string;
+  readonly authorization: string | null;
+}
+
+/** Hugging Face as the default mocks answer: every model exists, is not gated, and has a long context. */
+export const OPEN_MODEL: FakeHub = (url) => url.pathname.startsWith("/api/models/")
+  ? Response.json({ id: url.pathname.slice("/api/models/".length), gated: false })
+  : Response.json({ max_position_embeddings: 131072 });
+
 /**
  * Pulumi's mock runtime with plausible Linode, TLS and random outputs, recording every
  * resource and call so tests can assert on exactly what `pulumi up` would create.
@@ -31,9 +46,20 @@ export function installMocks(stack: string, overrides: {
   calls?: Record<string, (inputs: any) => any>;
   /** Answers a resource's registration instead of the default (e.g. a promise that never settles: a step still running). */
   resource?: (args: pulumi.runtime.MockResourceArgs) => ReturnType<pulumi.runtime.Mocks["newResource"]> | undefined;
+  /** Answers requests to Hugging Face instead of OPEN_MODEL. */
+  hub?: FakeHub;
 } = {}) {
   const resources: RecordedResource[] = [];
   const calls: RecordedCall[] = [];
+  const hubRequests: HubRequest[] = [];
+  // The tests run without internet: the program's fetch reaches a fake Hugging Face, and
+  // nothing else (a request elsewhere fails as an unreachable host does).
+  vi.stubGlobal("fetch", async (input: string | URL, init?: RequestInit) => {
+    const url = new URL(String(input));
+    if (url.hostname !== "huggingface.co") throw new TypeError(`fetch failed (no network under the mock runtime: ${url.host})`);
+    hubRequests.push({ url: url.href, authorization: new Headers(init?.headers).get("authorization") });
+    return (overrides.hub ?? OPEN_MODEL)(url);
+  });
   // The mocks' newResource is not told the dependencies: the registration request holds them.
   const dependencies = new Map<string, string[]>();
   pulumi.runtime.setMocks({
@@ -103,7 +129,7 @@ export function installMocks(stack: string, overrides: {
     dependencies.set(req.getName(), [...urns]);
     return register(req, cb);
   };
-  return { resources, calls };
+  return { resources, calls, hubRequests };
 }
 
 /** The parts of the SDK's (protobuf) registration request read above. */

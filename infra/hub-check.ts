@@ -1,0 +1,128 @@
+// What `pulumi up` asks Hugging Face about model.id before the GPU instance exists (GpuHost's
+// checkModel): a download vLLM could not make would otherwise be found on the host, after it
+// bills for minutes (deploy.sh sees vLLM crash-loop, or waits readyTimeoutMinutes).
+import { setSecretCommand } from "./config/settings.ts";
+
+const HUB = "https://huggingface.co";
+/** How long each question may take: an unreachable Hub costs `pulumi up` this much, once. */
+export const HUB_TIMEOUT_MS = 10_000;
+
+/** One answer of the Hub: its status and JSON body (undefined when not JSON), or why there was none. */
+export type HubAnswer = { readonly status: number; readonly body?: unknown } | { readonly failed: string };
+
+export interface HubAnswers {
+  /** `GET /api/models/<id>`: whether the repository exists for this caller, and its `gated`. */
+  readonly info: HubAnswer;
+  /** `GET /<id>/resolve/main/config.json`: what vLLM downloads first, and reads the context length from. */
+  readonly config: HubAnswer;
+}
+
+/** As catalogDisagreements: what to warn about, and reasons not to create the instance at all. */
+export interface HubFindings {
+  readonly warnings: string[];
+  readonly blockers: string[];
+}
+
+/** The model as the check sees it (from ModelConfig). */
+export interface CheckedModel {
+  readonly id: string;
+  readonly maxModelLen: number;
+}
+
+/**
+ * Asks the Hub both questions at once, as vLLM will on the host: with the stack's hfToken as a
+ * Bearer token when there is one. Never rejects: a network failure or timeout is an answer
+ * (`failed`), which hubDisagreements turns into a warning. The token goes in the header only;
+ * nothing here logs or returns it.
+ */
+export async function askHub(id: string, token: string | undefined, fetchImpl: typeof fetch = globalThis.fetch, timeoutMs = HUB_TIMEOUT_MS): Promise<HubAnswers> {
+  const ask = async (url: string): Promise<HubAnswer> => {
+    try {
+      const res = await fetchImpl(url, { ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}), signal: AbortSignal.timeout(timeoutMs) });
+      const text = await res.text();
+      return { status: res.status, body: parseJson(text) };
+    } catch (err) {
+      return { failed: failure(err, timeoutMs) };
+    }
+  };
+  const [info, config] = await Promise.all([ask(`${HUB}/api/models/${id}`), ask(`${HUB}/${id}/resolve/main/config.json`)]);
+  return { info, config };
+}
+
+/**
+ * Judges the Hub's answers. Blockers are what makes vLLM's download fail for certain: no such
+ * repository (404; a private one answers an anonymous caller 401 or 404), a gated model without
+ * a token, a token the Hub refuses. Anything else the Hub says (429, 5xx, no answer) leaves the
+ * model unchecked, with a warning: the deploy goes on, as it did before the check.
+ */
+export function hubDisagreements(model: CheckedModel, hasToken: boolean, answers: HubAnswers): HubFindings {
+  const { info, config } = answers;
+  const page = `${HUB}/${model.id}`;
+  const none: HubFindings = { warnings: [], blockers: [] };
+  // 403 without a token is not one of the Hub's answers for a missing or gated repository.
+  const judged = "status" in info && [200, 401, 404, ...(hasToken ? [403] : [])].includes(info.status);
+  if (!judged) {
+    const why = "failed" in info ? info.failed : `HTTP ${info.status}`;
+    return { ...none, warnings: [`could not check model.id ${model.id} on Hugging Face (${why}), so it was not checked before the instance`] };
+  }
+  if (info.status === 404 || (info.status === 401 && !hasToken)) {
+    return { ...none, blockers: [`model.id ${model.id}: no such repository on Hugging Face (check the spelling; a private one needs hfToken)`] };
+  }
+  const refused = (status: number) => `hfToken was refused for model.id ${model.id} (HTTP ${status}): the token is invalid or expired, ` +
+    `or its account has not accepted the model's terms at ${page}; fix that, then set the token again: \`${setSecretCommand("hfToken")}\``;
+  if (info.status !== 200) return { ...none, blockers: [refused(info.status)] };
+  const gated = (info.body as { gated?: unknown } | undefined)?.gated;
+  if (gated !== undefined && gated !== null && gated !== false) {
+    if (!hasToken) {
+      return { ...none, blockers: [`model.id ${model.id} is gated: accept its terms at ${page} while logged in to Hugging Face, ` +
+        `then give the stack a token of that account: \`${setSecretCommand("hfToken")}\``] };
+    }
+    // Its files answer a token whose account has not accepted the terms with 403 (the info does not tell).
+    if ("status" in config && (config.status === 401 || config.status === 403)) return { ...none, blockers: [refused(config.status)] };
+  }
+  return { ...none, warnings: contextWarnings(model, config) };
+}
+
+/**
+ * A maxModelLen above what the model's config.json allows, as a warning only: vLLM derives its
+ * limit from several keys, rope_scaling types and environment overrides, so the bound here is the
+ * generous one (max_position_embeddings times any rope_scaling factor). No config.json (a GGUF
+ * repository), or one without the key, is no finding.
+ */
+function contextWarnings(model: CheckedModel, config: HubAnswer): string[] {
+  if (!("status" in config) || config.status !== 200) return [];
+  const root = record(config.body);
+  // Multimodal models (LLaVA, Gemma 3, Mistral 3…) keep the language model's settings under text_config.
+  for (const c of [root, record(root?.text_config)]) {
+    const positions = c?.max_position_embeddings;
+    if (typeof positions !== "number" || !(positions > 0)) continue;
+    const factor = record(c!.rope_scaling)?.factor;
+    const scaled = typeof factor === "number" && factor > 1;
+    const limit = Math.floor(scaled ? positions * factor : positions);
+    if (model.maxModelLen <= limit) return [];
+    const how = scaled ? `max_position_embeddings ${positions} × rope_scaling.factor ${factor} = ${limit}` : `max_position_embeddings ${positions}`;
+    return [`model.maxModelLen ${model.maxModelLen} is more than model ${model.id}'s config.json allows (${how}): ` +
+      `vLLM will likely refuse to start; lower model.maxModelLen to ${limit} or less`];
+  }
+  return [];
+}
+
+function record(value: unknown): Record<string, unknown> | undefined {
+  return value !== null && typeof value === "object" && !Array.isArray(value) ? value as Record<string, unknown> : undefined;
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Why a request got no answer, for the warning: a timeout, or the network's reason (DNS, refused…). */
+function failure(err: unknown, timeoutMs: number): string {
+  if (err instanceof Error && err.name === "TimeoutError") return `no answer within ${timeoutMs / 1000} s`;
+  if (!(err instanceof Error)) return String(err);
+  const cause = err.cause instanceof Error && err.cause.message ? `: ${err.cause.message}` : "";
+  return `${err.message}${cause}`;
+}

@@ -1,0 +1,191 @@
+// `pulumi up` asks Hugging Face about model.id before the GPU instance exists: a repository vLLM
+// could not download (a misspelt id, a gated one without hfToken) stops the deployment unbilled,
+// a maxModelLen above the model's context is a warning, and an unreachable Hub only a warning.
+import * as pulumi from "@pulumi/pulumi";
+import { describe, expect, it, vi } from "vitest";
+import { validateConfig } from "../../infra/config.ts";
+import { askHub, hubDisagreements, type HubAnswers } from "../../infra/hub-check.ts";
+import { deployTenant } from "../../infra/tenant.ts";
+import { type FakeHub, installMocks, OPEN_MODEL, settle } from "../support/pulumi-mocks.ts";
+import { tempDir } from "../support/tools.ts";
+
+const QWEN = { id: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192 };
+const LLAMA = { id: "meta-llama/Llama-3.1-8B-Instruct", maxModelLen: 8192 };
+const NO_SUCH_REPO = "model.id Qwen/Qwen2.5-7B-Instruc: no such repository on Hugging Face (check the spelling; a private one needs hfToken)";
+
+/** Answers with a model info (`gated`) and a config.json. */
+const answers = (gated: unknown, config: Record<string, unknown> | number = { max_position_embeddings: 32768 }): HubAnswers => ({
+  info: { status: 200, body: { id: "x", gated } },
+  config: typeof config === "number" ? { status: config } : { status: 200, body: config },
+});
+
+describe("hubDisagreements (the Hub's answers, judged)", () => {
+  it("finds nothing wrong with an ungated model whose context holds maxModelLen", () => {
+    expect(hubDisagreements(QWEN, false, answers(false))).toEqual({ warnings: [], blockers: [] });
+  });
+
+  it("refuses a repository the Hub does not know (404), or hides from an anonymous caller (401)", () => {
+    const misspelt = { ...QWEN, id: "Qwen/Qwen2.5-7B-Instruc" };
+    for (const status of [404, 401]) {
+      expect(hubDisagreements(misspelt, false, { info: { status }, config: { status } })).toEqual({ warnings: [], blockers: [NO_SUCH_REPO] });
+    }
+    expect(hubDisagreements(misspelt, true, { info: { status: 404 }, config: { status: 404 } }).blockers).toEqual([NO_SUCH_REPO]);
+  });
+
+  it("refuses a gated model without hfToken, saying how to set one after accepting its terms", () => {
+    for (const gated of ["auto", "manual", true]) {
+      const { warnings, blockers } = hubDisagreements(LLAMA, false, answers(gated, 401));
+      expect(warnings).toEqual([]);
+      expect(blockers).toHaveLength(1);
+      expect(blockers[0]).toMatch(/^model\.id meta-llama\/Llama-3\.1-8B-Instruct is gated: /);
+      expect(blockers[0]).toContain("https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct");
+      expect(blockers[0]).toContain("printenv HF_TOKEN | pulumi config set --secret");
+      expect(blockers[0]).toContain("gpu-sandbox:hfToken");
+    }
+  });
+
+  it("passes a gated model with a token that can read it", () => {
+    expect(hubDisagreements(LLAMA, true, answers("manual"))).toEqual({ warnings: [], blockers: [] });
+  });
+
+  it("refuses a token the Hub turns away (invalid, or the model's terms not accepted)", () => {
+    const refused = [
+      hubDisagreements(LLAMA, true, { info: { status: 401 }, config: { status: 401 } }),
+      hubDisagreements(LLAMA, true, answers("manual", 403)),
+    ];
+    for (const { blockers } of refused) {
+      expect(blockers).toHaveLength(1);
+      expect(blockers[0]).toMatch(/^hfToken was refused for model\.id meta-llama\/Llama-3\.1-8B-Instruct \(HTTP 40[13]\)/);
+      expect(blockers[0]).toMatch(/not accepted the model's terms/);
+    }
+  });
+
+  it("only warns when the Hub cannot be asked or fails, and does not judge the model", () => {
+    for (const info of [{ failed: "no answer within 10 s" }, { status: 503 }, { status: 429 }]) {
+      const { warnings, blockers } = hubDisagreements(QWEN, false, { info, config: { failed: "x" } });
+      expect(blockers).toEqual([]);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/^could not check model\.id Qwen\/Qwen2\.5-7B-Instruct on Hugging Face \(.+\), so it was not checked before the instance/);
+    }
+  });
+
+  it("warns, naming both numbers, when maxModelLen is above the model's context", () => {
+    expect(hubDisagreements({ ...QWEN, maxModelLen: 65536 }, false, answers(false)).warnings).toEqual([
+      "model.maxModelLen 65536 is more than model Qwen/Qwen2.5-7B-Instruct's config.json allows (max_position_embeddings 32768): " +
+      "vLLM will likely refuse to start; lower model.maxModelLen to 32768 or less",
+    ]);
+    // A multimodal model keeps its language model's length under text_config.
+    expect(hubDisagreements({ ...QWEN, maxModelLen: 65536 }, false, answers(false, { text_config: { max_position_embeddings: 8192 } })).warnings)
+      .toEqual([expect.stringMatching(/^model\.maxModelLen 65536 is more than .*\(max_position_embeddings 8192\)/)]);
+  });
+
+  it("counts a rope_scaling factor in, and stays silent without a readable config.json", () => {
+    const yarn = { max_position_embeddings: 32768, rope_scaling: { type: "yarn", factor: 4 } };
+    expect(hubDisagreements({ ...QWEN, maxModelLen: 131072 }, false, answers(false, yarn))).toEqual({ warnings: [], blockers: [] });
+    expect(hubDisagreements({ ...QWEN, maxModelLen: 262144 }, false, answers(false, yarn)).warnings)
+      .toEqual([expect.stringContaining("(max_position_embeddings 32768 × rope_scaling.factor 4 = 131072)")]);
+    expect(hubDisagreements({ ...QWEN, maxModelLen: 1048576 }, false, answers(false, 404))).toEqual({ warnings: [], blockers: [] });
+    expect(hubDisagreements({ ...QWEN, maxModelLen: 1048576 }, false, { ...answers(false), config: { failed: "x" } })).toEqual({ warnings: [], blockers: [] });
+  });
+});
+
+describe("askHub", () => {
+  it("asks for the model info and config.json, with the token as a Bearer header when there is one", async () => {
+    const seen: [string, string | null][] = [];
+    const fake = async (url: string | URL | Request, init?: RequestInit) => {
+      seen.push([String(url), new Headers(init?.headers).get("authorization")]);
+      return String(url).endsWith("config.json") ? Response.json({ max_position_embeddings: 4096 }) : Response.json({ gated: "auto" });
+    };
+    expect(await askHub(LLAMA.id, "hf_secret", fake)).toEqual({
+      info: { status: 200, body: { gated: "auto" } }, config: { status: 200, body: { max_position_embeddings: 4096 } },
+    });
+    expect(seen.sort()).toEqual([
+      ["https://huggingface.co/api/models/meta-llama/Llama-3.1-8B-Instruct", "Bearer hf_secret"],
+      ["https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct/resolve/main/config.json", "Bearer hf_secret"],
+    ]);
+    seen.length = 0;
+    await askHub(LLAMA.id, undefined, fake);
+    expect(seen.map(([, auth]) => auth)).toEqual([null, null]);
+  });
+
+  it("gives up after its timeout, and says so", async () => {
+    const silent = (_url: string | URL | Request, init?: RequestInit) => new Promise<Response>((_, reject) => {
+      init?.signal?.addEventListener("abort", () => reject(init.signal!.reason));
+    });
+    const started = Date.now();
+    const asked = await askHub(QWEN.id, undefined, silent, 100);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(asked.info).toEqual({ failed: "no answer within 0.1 s" });
+  });
+});
+
+describe("pulumi up with the model checked on Hugging Face", () => {
+  /** Runs the whole tenant program against `hub`; what it registered, warned, and failed with. */
+  async function deploy(hub: FakeHub, settings: Record<string, unknown> = {}) {
+    const validated = validateConfig({ region: "us-ord", adminCidrs: ["81.2.69.7/32"], ...settings }, { stack: "acme" });
+    if (!validated.ok) throw new Error(JSON.stringify(validated.problems));
+    const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
+    const error = vi.spyOn(pulumi.log, "error").mockImplementation(async () => {});
+    // The program's unhandled rejections are what `pulumi up` reports as errors (and fails on).
+    const failures: unknown[] = [];
+    const onRejection = (e: unknown) => { failures.push(e); };
+    process.on("unhandledRejection", onRejection);
+    try {
+      const { resources, hubRequests } = installMocks("acme", { hub });
+      deployTenant(validated.config, { stagingDir: tempDir() });
+      await settle();
+      await new Promise((r) => setTimeout(r, 50)); // lets the rejections left unhandled be reported
+      const text = (spy: typeof warn) => spy.mock.calls.map(([t]) => String(t));
+      return { names: resources.map((r) => r.name), hubRequests, warnings: text(warn), errors: text(error), failures };
+    } finally {
+      process.off("unhandledRejection", onRejection);
+      warn.mockRestore();
+      error.mockRestore();
+    }
+  }
+  const notFound: FakeHub = () => new Response("Repository not found", { status: 404 });
+  /** A gated model: its info is public; its files need a token (any token, here). */
+  const gated: FakeHub = (url) => url.pathname.startsWith("/api/models/") ? Response.json({ gated: "manual" }) : OPEN_MODEL(url);
+
+  it("does not create the instance for a repository Hugging Face does not know", async () => {
+    const { names, errors, failures } = await deploy(notFound, { model: { id: "Qwen/Qwen2.5-7B-Instruc" } });
+    expect(names).not.toContain("acme-instance");
+    expect(names).not.toContain("acme-host-ready");
+    expect(failures.length).toBeGreaterThan(0);
+    expect(failures.every((e) => e instanceof pulumi.ResourceError)).toBe(true);
+    expect(errors).toEqual([`not creating the GPU instance: ${NO_SUCH_REPO}.`]);
+  });
+
+  it("does not create the instance for a gated model without hfToken", async () => {
+    const { names, errors, failures } = await deploy(gated, { model: { id: LLAMA.id } });
+    expect(names).not.toContain("acme-instance");
+    expect(failures.length).toBeGreaterThan(0);
+    expect(errors).toEqual([expect.stringMatching(/^not creating the GPU instance: model\.id meta-llama\/Llama-3\.1-8B-Instruct is gated: .*printenv HF_TOKEN/)]);
+  });
+
+  it("creates it for a gated model with hfToken, sending the token to the Hub and logging it nowhere", async () => {
+    const { names, errors, failures, warnings, hubRequests } = await deploy(gated, { model: { id: LLAMA.id }, hfToken: "hf_tenant_token" });
+    expect(failures).toEqual([]);
+    expect(errors).toEqual([]);
+    expect(names).toEqual(expect.arrayContaining(["acme-instance", "acme-host-ready"]));
+    expect(hubRequests.map((r) => r.authorization)).toEqual(["Bearer hf_tenant_token", "Bearer hf_tenant_token"]);
+    expect(warnings.join("\n")).not.toContain("hf_tenant_token");
+  });
+
+  it("creates it, with a warning, when maxModelLen is above the model's context", async () => {
+    const short: FakeHub = (url) => url.pathname.endsWith("/config.json") ? Response.json({ max_position_embeddings: 4096 }) : OPEN_MODEL(url);
+    const { names, warnings, failures } = await deploy(short, { model: { maxModelLen: 8192 } });
+    expect(failures).toEqual([]);
+    expect(names).toContain("acme-instance");
+    expect(warnings).toContain("model.maxModelLen 8192 is more than model Qwen/Qwen2.5-7B-Instruct's config.json allows (max_position_embeddings 4096): " +
+      "vLLM will likely refuse to start; lower model.maxModelLen to 4096 or less");
+  });
+
+  it("creates it, with a warning, when Hugging Face cannot be reached", async () => {
+    const { names, warnings, errors, failures } = await deploy(() => { throw new TypeError("fetch failed"); });
+    expect(failures).toEqual([]);
+    expect(errors).toEqual([]);
+    expect(names).toEqual(expect.arrayContaining(["acme-instance", "acme-host-ready"]));
+    expect(warnings).toContain("could not check model.id Qwen/Qwen2.5-7B-Instruct on Hugging Face (fetch failed), so it was not checked before the instance");
+  });
+});
