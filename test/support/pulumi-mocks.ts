@@ -14,6 +14,18 @@ export interface RecordedResource {
    * destroy` deletes a resource only after everything that depends on it.
    */
   readonly dependencies: readonly string[];
+  /** Its URN, as the (mock) engine named it: `pulumi up` replaces a resource whose URN changed (no alias). */
+  readonly urn: string;
+  /** Its parent's URN ("" at the top). */
+  readonly parent: string;
+  /** Per input property, the URNs of the resources its value came from. */
+  readonly propertyDependencies: Readonly<Record<string, readonly string[]>>;
+  /** What the mock answered: its id and output properties. */
+  readonly outputs: Readonly<Record<string, any>>;
+  /** Its `replaceOnChanges` option: properties whose change replaces it. */
+  readonly replaceOnChanges: readonly string[];
+  /** The provider plugin version it was registered with ("" for a component). */
+  readonly providerVersion: string;
 }
 
 /** A provider function the program called (`linode.getRegions`, …). */
@@ -60,43 +72,21 @@ export function installMocks(stack: string, overrides: {
     hubRequests.push({ url: url.href, authorization: new Headers(init?.headers).get("authorization") });
     return (overrides.hub ?? OPEN_MODEL)(url);
   });
-  // The mocks' newResource is not told the dependencies: the registration request holds them.
-  const dependencies = new Map<string, string[]>();
+  // The mocks' newResource is not told the dependencies, parent or options: the registration
+  // request holds them, and its answer the URN.
+  const registrations = new Map<string, Pick<RecordedResource, "dependencies" | "parent" | "propertyDependencies" | "replaceOnChanges" | "providerVersion">>();
+  const recorded = new Map<string, { -readonly [K in keyof RecordedResource]: RecordedResource[K] }>();
+  const key = (type: string, name: string) => `${type}::${name}`;
   pulumi.runtime.setMocks({
     newResource(args) {
-      resources.push({ type: args.type, name: args.name, inputs: args.inputs, dependencies: dependencies.get(args.name) ?? [] });
-      const override = overrides.resource?.(args);
-      if (override !== undefined) return override;
-      const state: Record<string, any> = { ...args.inputs };
-      switch (args.type) {
-        case "linode:index/instance:Instance":
-          Object.assign(state, { ipAddress: MOCK_IP, ipv4s: [MOCK_IP], ipv6: "2600:3c00::f03c:91ff:fe00:1/128", status: "running" });
-          break;
-        case "linode:index/firewall:Firewall":
-          return { id: "4242", state };
-        case "linode:index/volume:Volume":
-          state.filesystemPath = `/dev/disk/by-id/scsi-0Linode_Volume_${args.inputs.label}`;
-          break;
-        case "tls:index/selfSignedCert:SelfSignedCert":
-        case "tls:index/locallySignedCert:LocallySignedCert":
-          state.certPem = `-----BEGIN CERTIFICATE-----\nmock-cert-${args.name}\n-----END CERTIFICATE-----\n`;
-          break;
-        case "tls:index/certRequest:CertRequest":
-          state.certRequestPem = `-----BEGIN CERTIFICATE REQUEST-----\nmock-csr\n-----END CERTIFICATE REQUEST-----\n`;
-          break;
-        case "tls:index/privateKey:PrivateKey":
-          Object.assign(state, {
-            publicKeyOpenssh: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockKey test\n",
-            privateKeyOpenssh: "-----BEGIN OPENSSH PRIVATE KEY-----\nmock-private-key\n-----END OPENSSH PRIVATE KEY-----\n",
-            privateKeyPem: "-----BEGIN PRIVATE KEY-----\nmock-private-pem\n-----END PRIVATE KEY-----\n",
-          });
-          break;
-        case "random:index/randomPassword:RandomPassword":
-        case "random:index/randomString:RandomString":
-          state.result = `mock-${args.name}-${"x".repeat(Math.max(0, (args.inputs.length ?? 16) - args.name.length - 5))}`.slice(0, args.inputs.length ?? 16);
-          break;
-      }
-      return { id: args.type === "linode:index/instance:Instance" ? "12345" : `${args.name}-id`, state };
+      const registration = registrations.get(key(args.type, args.name)) ?? { dependencies: [], parent: "", propertyDependencies: {}, replaceOnChanges: [], providerVersion: "" };
+      const record = { type: args.type, name: args.name, inputs: args.inputs, urn: "", outputs: {}, ...registration };
+      resources.push(record);
+      recorded.set(key(args.type, args.name), record);
+      const answer = respond(args);
+      // An override's promise (a step still running) has no outputs to record.
+      if (!(answer instanceof Promise)) record.outputs = { id: answer.id, ...answer.state };
+      return answer;
     },
     call(args) {
       calls.push({ token: args.token, inputs: args.inputs });
@@ -121,23 +111,74 @@ export function installMocks(stack: string, overrides: {
       }
     },
   }, "gpu-sandbox", stack, false);
-  const monitor = (settings as unknown as { getMonitor(): { registerResource(req: RegisterRequest, cb: unknown): unknown } }).getMonitor();
+  /** The default answer to a registration (or the test's override). */
+  function respond(args: pulumi.runtime.MockResourceArgs): ReturnType<pulumi.runtime.Mocks["newResource"]> {
+    const override = overrides.resource?.(args);
+    if (override !== undefined) return override;
+    const state: Record<string, any> = { ...args.inputs };
+    switch (args.type) {
+      case "linode:index/instance:Instance":
+        Object.assign(state, { ipAddress: MOCK_IP, ipv4s: [MOCK_IP], ipv6: "2600:3c00::f03c:91ff:fe00:1/128", status: "running" });
+        break;
+      case "linode:index/firewall:Firewall":
+        return { id: "4242", state };
+      case "linode:index/volume:Volume":
+        state.filesystemPath = `/dev/disk/by-id/scsi-0Linode_Volume_${args.inputs.label}`;
+        break;
+      case "tls:index/selfSignedCert:SelfSignedCert":
+      case "tls:index/locallySignedCert:LocallySignedCert":
+        state.certPem = `-----BEGIN CERTIFICATE-----\nmock-cert-${args.name}\n-----END CERTIFICATE-----\n`;
+        break;
+      case "tls:index/certRequest:CertRequest":
+        state.certRequestPem = `-----BEGIN CERTIFICATE REQUEST-----\nmock-csr\n-----END CERTIFICATE REQUEST-----\n`;
+        break;
+      case "tls:index/privateKey:PrivateKey":
+        Object.assign(state, {
+          publicKeyOpenssh: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMockKey test\n",
+          privateKeyOpenssh: "-----BEGIN OPENSSH PRIVATE KEY-----\nmock-private-key\n-----END OPENSSH PRIVATE KEY-----\n",
+          privateKeyPem: "-----BEGIN PRIVATE KEY-----\nmock-private-pem\n-----END PRIVATE KEY-----\n",
+        });
+        break;
+      case "random:index/randomPassword:RandomPassword":
+      case "random:index/randomString:RandomString":
+        state.result = `mock-${args.name}-${"x".repeat(Math.max(0, (args.inputs.length ?? 16) - args.name.length - 5))}`.slice(0, args.inputs.length ?? 16);
+        break;
+    }
+    return { id: args.type === "linode:index/instance:Instance" ? "12345" : `${args.name}-id`, state };
+  }
+  const monitor = (settings as unknown as { getMonitor(): { registerResource(req: RegisterRequest, cb: RegisterCallback): unknown } }).getMonitor();
   const register = monitor.registerResource.bind(monitor);
   monitor.registerResource = (req, cb) => {
     const urns = new Set(req.getDependenciesList());
-    req.getPropertydependenciesMap().forEach((deps) => deps.getUrnsList().forEach((u) => urns.add(u)));
-    dependencies.set(req.getName(), [...urns]);
-    return register(req, cb);
+    const propertyDependencies: Record<string, string[]> = {};
+    req.getPropertydependenciesMap().forEach((deps, property) => {
+      propertyDependencies[property] = deps.getUrnsList();
+      deps.getUrnsList().forEach((u) => urns.add(u));
+    });
+    registrations.set(key(req.getType(), req.getName()), {
+      dependencies: [...urns], parent: req.getParent(), propertyDependencies,
+      replaceOnChanges: req.getReplaceonchangesList(), providerVersion: req.getVersion(),
+    });
+    return register(req, (err, resp) => {
+      const record = recorded.get(key(req.getType(), req.getName()));
+      if (record && resp) record.urn = resp.getUrn();
+      cb(err, resp);
+    });
   };
   return { resources, calls, hubRequests };
 }
 
 /** The parts of the SDK's (protobuf) registration request read above. */
 interface RegisterRequest {
+  getType(): string;
   getName(): string;
+  getParent(): string;
+  getVersion(): string;
+  getReplaceonchangesList(): string[];
   getDependenciesList(): string[];
-  getPropertydependenciesMap(): { forEach(fn: (deps: { getUrnsList(): string[] }) => void): void };
+  getPropertydependenciesMap(): { forEach(fn: (deps: { getUrnsList(): string[] }, property: string) => void): void };
 }
+type RegisterCallback = (err: unknown, resp?: { getUrn(): string }) => void;
 
 /** The settled value of an output (under mocks every output resolves). */
 export function valueOf<T>(output: pulumi.Output<T> | T): Promise<T> {
