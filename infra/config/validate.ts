@@ -153,7 +153,7 @@ function checkRegion(p: Problems, value: unknown): string | undefined {
 function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig | undefined {
   const m = p.settingMap("model", value, ["id", "servedName", "maxModelLen", "mediaPartTokens", "gpuMemoryUtilization", "extraArgs"], "id");
   const id = p.string("model.id", m.id) ?? DEFAULT_MODEL_ID;
-  if (!/^[A-Za-z0-9][\w.-]*\/[\w.-]+$/.test(id)) {
+  if (!isHubRepoId(id)) {
     return p.add("model.id", id, "must be a Hugging Face repository id such as Qwen/Qwen2.5-7B-Instruct");
   }
   const servedName = p.string("model.servedName", m.servedName) ?? id;
@@ -365,4 +365,17 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
+}
+
+/**
+ * A Hugging Face repository id as the Hub takes it (huggingface_hub's validate_repo_id): owner and
+ * name of letters, digits, _ . -, each starting and ending with a letter, digit or _, no `--` or
+ * `..`, a name of at most 96 characters, not ending in .git. vLLM's download of any other fails on
+ * the host, after it bills ("org/.." even reached the Hub's check, hub-check.ts, as another URL).
+ */
+function isHubRepoId(id: string): boolean {
+  const part = /^\w(?:[\w.-]*\w)?$/;
+  const [owner, name, ...rest] = id.split("/");
+  return rest.length === 0 && owner !== undefined && name !== undefined && part.test(owner) && part.test(name) &&
+    name.length <= 96 && !/--|\.\./.test(id) && !name.endsWith(".git");
 }
