@@ -76,12 +76,13 @@ const NAME_NOT_TOKEN = `the name of the environment variable that holds the toke
  * The variable --admin-token-env names (by default ADMIN_TOKEN_ENV). Its value is never put in a
  * message: `--admin-token-env "$(pulumi stack output adminToken --show-secrets)"` gives the token
  * itself, whose 48 letters and digits also make a valid variable name, and stderr ends up in cron
- * and CI logs. A value longer than any name one types (and not a variable that is set), or equal
- * to the token in ADMIN_TOKEN_ENV, is called a token.
+ * and CI logs. A value of letters and digits alone (a Pulumi-made token; a long name has a _)
+ * longer than any name one types, and not a variable that is set, or equal to the token in
+ * ADMIN_TOKEN_ENV, is called a token.
  */
 function adminTokenVariable(given: string | undefined, env: NodeJS.ProcessEnv): string {
   if (given === undefined) return ADMIN_TOKEN_ENV;
-  const token = (given.length > 32 && env[given] === undefined) || (env[ADMIN_TOKEN_ENV] !== undefined && given === env[ADMIN_TOKEN_ENV]);
+  const token = (given.length > 32 && /^[A-Za-z0-9]+$/.test(given) && env[given] === undefined) || (env[ADMIN_TOKEN_ENV] !== undefined && given === env[ADMIN_TOKEN_ENV]);
   if (token) throw new UsageError(`--admin-token-env was given something that looks like a token, not a variable name: it takes ${NAME_NOT_TOKEN}`);
   if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(given)) throw new UsageError(`--admin-token-env must be a variable name (letters, digits and _, not starting with a digit): it takes ${NAME_NOT_TOKEN}`);
   return given;
@@ -160,8 +161,9 @@ export function endpointUrl(url: string, what: string, credential: string): URL 
   try {
     u = new URL(url);
   } catch {
-    // Not parsed, so shown with anything between "//" and an "@" left out.
-    throw new UsageError(`${what} "${url.replace(/\/\/[^/]*@/, "//…@")}" is not a URL; expected e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
+    // Not parsed, so shown with everything from "//" to its last "@" left out: a password with a
+    // "/" (base64) or an "@" in it is what made it no URL.
+    throw new UsageError(`${what} "${url.replace(/\/\/.*@/, "//…@")}" is not a URL; expected e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
   }
   if (u.username !== "" || u.password !== "") {
     throw new UsageError(`${what} has a user name or password in it (user:password@host), which the scripts do not send (${credential} is the credential): give the URL without it`);

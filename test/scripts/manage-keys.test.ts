@@ -345,6 +345,9 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
     const name = "GPU_SANDBOX_ADMIN_TOKEN_OF_TENANT_ACME_PRODUCTION";
     const named = await keys(["list", "--url", h.url, "--admin-token-env", name], { env: { [name]: h.adminToken } });
     expect(named.code, named.err).toBe(0);
+    // And one that is not set is called what it is (a name, with _), not a token.
+    const unset = await keys(["list", "--url", h.url, "--admin-token-env", name], { env: {} });
+    expect(unset.err).toMatch(/^the variable --admin-token-env names is not set: export the tenant's admin token in it/);
   });
 
   it("create refuses a --name that is another key's id: --key <that name> would act on the other key", async () => {
@@ -379,6 +382,19 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
     expect(r.code).toBe(1);
     expect(r.err).toBe(`--url "${h.url}${path}" must be the tenant's endpoint, https://<host> or https://<host>/v1, not a route under it`);
   });
+
+  it.each(["https://admin:s3cr/et@host.example/v1", "https://admin:abc/def+ghi=@host.example/v1", "https://admin:p@ss/w:rd@host.example/v1"])(
+    "a --url whose password has a / (base64), so that it is no URL, is refused without showing the password (%#)", (url) => {
+      const refusal = (() => {
+        try {
+          originOf(url, "--url");
+        } catch (e) {
+          return (e as Error).message;
+        }
+      })();
+      expect(refusal).toMatch(/^--url /);
+      for (const secret of ["s3cr", "def+ghi", "ss/w"]) expect(refusal).not.toContain(secret);
+    });
 
   it("a --url with a base path of a proxy of one's own (…/api/v1) is kept: the admin API is asked under it", () => {
     for (const url of ["https://gw.example/api/v1", "https://gw.example/api/v1/", "https://gw.example/api"]) expect(originOf(url, "--url")).toBe("https://gw.example/api");
