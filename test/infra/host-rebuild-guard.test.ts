@@ -87,6 +87,12 @@ const PINNED = {
     value: ["region"],
     why: "the instance's replaceOnChanges option changed; a listed property replaces the instance whenever it changes",
   },
+  // The inputs the program sets at all. One added (authorizedUsers, diskEncryption, swapSize…) may
+  // force a new instance too: the rows above pin only the inputs set today.
+  inputNames: {
+    value: ["authorizedKeys", "firewallId", "image", "label", "metadatas", "region", "rootPass", "tags", "type"],
+    why: "the instance has an input it did not have (or lost one); read @pulumi/linode's instance.d.ts and terraform-provider-linode's schema for whether it forces a new instance, and pin it above if so",
+  },
   // The provider decides which inputs force a new instance (root_pass was ForceNew, then was not).
   linodeProvider: {
     value: "5.1.1",
@@ -134,6 +140,7 @@ async function observe(): Promise<Observed> {
   return {
     metadatas: (inputs.metadatas as { userData: string }[]).map((m) => ({ ...m, userData: sha256(m.userData) })),
     image: inputs.image,
+    inputNames: Object.keys(inputs).sort(),
     urnChain,
     rootPass: sourceOf(resources, deps.rootPass ?? [], inputs.rootPass, true)[0],
     authorizedKeys: (inputs.authorizedKeys as string[]).flatMap((key) => sourceOf(resources, deps.authorizedKeys ?? [], key, true)),
