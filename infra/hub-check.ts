@@ -39,8 +39,12 @@ export async function askHub(id: string, token: string | undefined, fetchImpl: t
   const ask = async (url: string): Promise<HubAnswer> => {
     try {
       const res = await fetchImpl(url, { ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}), signal: AbortSignal.timeout(timeoutMs) });
-      const text = await res.text();
-      return { status: res.status, body: parseJson(text) };
+      const body = parseJson(await res.text());
+      // The Hub answers JSON, or names its error in X-Error-Code (a gated file's refusal is text).
+      // Anything else is a page of something in between (a proxy's block or login page), which
+      // says nothing about the model: judged as one, it stopped a deploy for a token that was fine.
+      if (body === undefined && !res.headers.has("x-error-code")) return { failed: `HTTP ${res.status} with an answer that is not Hugging Face's (a proxy in between?)` };
+      return { status: res.status, body };
     } catch (err) {
       return { failed: failure(err, timeoutMs) };
     }

@@ -108,6 +108,20 @@ describe("askHub", () => {
     expect(seen.map(([, auth]) => auth)).toEqual([null, null]);
   });
 
+  it("takes an answer for the Hub's only when it is JSON or carries the Hub's X-Error-Code: a proxy's page in between (a 200 login page, a 403 block page) leaves the model unchecked", async () => {
+    const page = (status: number) => async () => new Response("<html>Access denied by policy</html>", { status, headers: { "content-type": "text/html" } });
+    for (const status of [200, 403, 404]) {
+      const asked = await askHub(LLAMA.id, "hf_secret", page(status));
+      expect(asked.info).toEqual({ failed: `HTTP ${status} with an answer that is not Hugging Face's (a proxy in between?)` });
+      const { warnings, blockers } = hubDisagreements(LLAMA, true, asked);
+      expect(blockers).toEqual([]);
+      expect(warnings).toEqual([`could not check model.id ${LLAMA.id} on Hugging Face (HTTP ${status} with an answer that is not Hugging Face's (a proxy in between?)), so it was not checked before the instance`]);
+    }
+    // The Hub's own refusal of a gated file is text, with its error code in a header: still the Hub's.
+    const gatedFile = async () => new Response("Access to model meta-llama/Llama-3.1-8B-Instruct is restricted.", { status: 403, headers: { "x-error-code": "GatedRepo" } });
+    expect((await askHub(LLAMA.id, "hf_secret", gatedFile)).config).toEqual({ status: 403, body: undefined });
+  });
+
   it("gives up after its timeout, and says so", async () => {
     const silent = (_url: string | URL | Request, init?: RequestInit) => new Promise<Response>((_, reject) => {
       init?.signal?.addEventListener("abort", () => reject(init.signal!.reason));
@@ -143,7 +157,7 @@ describe("pulumi up with the model checked on Hugging Face", () => {
       error.mockRestore();
     }
   }
-  const notFound: FakeHub = () => new Response("Repository not found", { status: 404 });
+  const notFound: FakeHub = () => Response.json({ error: "Repository not found" }, { status: 404, headers: { "x-error-code": "RepoNotFound" } });
   /** A gated model: its info is public; its files need a token (any token, here). */
   const gated: FakeHub = (url) => url.pathname.startsWith("/api/models/") ? Response.json({ gated: "manual" }) : OPEN_MODEL(url);
 
