@@ -4,9 +4,8 @@ import { costOf, findPlan, GPU_FAMILIES, GPU_PLANS, LINODE_REGIONS, regionsOffer
 import { catalogDisagreements, type ApiInstanceType, type ApiRegion } from "../../infra/catalog-check.ts";
 import { GpuHost } from "../../infra/components/gpu-host.ts";
 import { validateConfig } from "../../infra/config.ts";
-import { deployTenant } from "../../infra/tenant.ts";
+import { loggedDeploy } from "../support/logged-deploy.ts";
 import { installMocks, settle, type RecordedResource } from "../support/pulumi-mocks.ts";
-import { tempDir } from "../support/tools.ts";
 
 const plan = findPlan("g2-gpu-rtx4000a1-s")!;
 const apiType: ApiInstanceType = { class: "gpu", vcpus: 4, memory: 16384, prices: [{ hourly: 0.52, monthly: 350 }] };
@@ -94,26 +93,8 @@ describe("pulumi up in a region the host cannot boot in", () => {
   const rtx6000Type = () => ({ id: "g1-gpu-rtx6000-1", class: "gpu", vcpus: 8, memory: 32768, prices: [{ hourly: 1.5, monthly: 1000 }] });
 
   /** Runs the whole tenant program; what it registered, what it warned, and the errors pulumi up would print. */
-  async function deploy(calls: Record<string, (inputs: any) => any>) {
-    const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
-    const error = vi.spyOn(pulumi.log, "error").mockImplementation(async () => {});
-    // The program's unhandled rejections are what `pulumi up` reports as errors (and fails on).
-    const failures: unknown[] = [];
-    const onRejection = (e: unknown) => { failures.push(e); };
-    process.on("unhandledRejection", onRejection);
-    try {
-      const { resources } = installMocks("acme", { calls: { "linode:index/getInstanceType:getInstanceType": rtx6000Type, ...calls } });
-      deployTenant(acme, { stagingDir: tempDir() });
-      await settle();
-      await new Promise((r) => setTimeout(r, 50)); // lets the rejections left unhandled be reported
-      const text = (spy: typeof warn) => spy.mock.calls.map(([t]) => String(t));
-      return { resources, warnings: text(warn), errors: text(error), failures };
-    } finally {
-      process.off("unhandledRejection", onRejection);
-      warn.mockRestore();
-      error.mockRestore();
-    }
-  }
+  const deploy = (calls: Record<string, (inputs: any) => any>) =>
+    loggedDeploy(acme, { calls: { "linode:index/getInstanceType:getInstanceType": rtx6000Type, ...calls } });
   const names = (resources: readonly RecordedResource[]) => resources.map((r) => r.name);
   const messages = (failures: readonly unknown[]) => [...new Set(failures.map((e) => (e as Error).message))];
 

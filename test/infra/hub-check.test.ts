@@ -2,12 +2,11 @@
 // could not download (a misspelt id, a gated one without hfToken) stops the deployment unbilled,
 // a maxModelLen above the model's context is a warning, and an unreachable Hub only a warning.
 import * as pulumi from "@pulumi/pulumi";
-import { describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import { validateConfig } from "../../infra/config.ts";
 import { askHub, hubDisagreements, type HubAnswers } from "../../infra/hub-check.ts";
-import { deployTenant } from "../../infra/tenant.ts";
-import { type FakeHub, installMocks, OPEN_MODEL, settle } from "../support/pulumi-mocks.ts";
-import { tempDir } from "../support/tools.ts";
+import { loggedDeploy } from "../support/logged-deploy.ts";
+import { type FakeHub, OPEN_MODEL } from "../support/pulumi-mocks.ts";
 
 const QWEN = { id: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192 };
 const LLAMA = { id: "meta-llama/Llama-3.1-8B-Instruct", maxModelLen: 8192 };
@@ -138,24 +137,8 @@ describe("pulumi up with the model checked on Hugging Face", () => {
   async function deploy(hub: FakeHub, settings: Record<string, unknown> = {}) {
     const validated = validateConfig({ region: "us-ord", adminCidrs: ["81.2.69.7/32"], ...settings }, { stack: "acme" });
     if (!validated.ok) throw new Error(JSON.stringify(validated.problems));
-    const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
-    const error = vi.spyOn(pulumi.log, "error").mockImplementation(async () => {});
-    // The program's unhandled rejections are what `pulumi up` reports as errors (and fails on).
-    const failures: unknown[] = [];
-    const onRejection = (e: unknown) => { failures.push(e); };
-    process.on("unhandledRejection", onRejection);
-    try {
-      const { resources, hubRequests } = installMocks("acme", { hub });
-      deployTenant(validated.config, { stagingDir: tempDir() });
-      await settle();
-      await new Promise((r) => setTimeout(r, 50)); // lets the rejections left unhandled be reported
-      const text = (spy: typeof warn) => spy.mock.calls.map(([t]) => String(t));
-      return { names: resources.map((r) => r.name), hubRequests, warnings: text(warn), errors: text(error), failures };
-    } finally {
-      process.off("unhandledRejection", onRejection);
-      warn.mockRestore();
-      error.mockRestore();
-    }
+    const { resources, ...logged } = await loggedDeploy(validated.config, { hub });
+    return { names: resources.map((r) => r.name), ...logged };
   }
   const notFound: FakeHub = () => Response.json({ error: "Repository not found" }, { status: 404, headers: { "x-error-code": "RepoNotFound" } });
   /** A gated model: its info is public; its files need a token (any token, here). */
