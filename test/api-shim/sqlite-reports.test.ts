@@ -3,7 +3,7 @@ import { mkdtempSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Worker } from "node:worker_threads";
+import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
@@ -677,4 +677,52 @@ describe("a report's turn, between batches", () => {
       reports.close();
     }
   }, 30_000);
+});
+
+describe("a report worker's start", () => {
+  const q = { keyId: "k", asker: "k", from: 0, to: 10, group: "model" as const };
+  let dir: string;
+  let file: string;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "shim-worker-start-"));
+    file = join(dir, "shim.db");
+    const store = new SqliteStore(file);
+    await store.createKey({ id: "k", name: "k", hash: "h", tier: "pro", models: null, expiresAt: null, credits: 1, at: 0 });
+    await store.close();
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("once ready, is kept past its start's bound (a worker retired then cut a long report's next batch)", async () => {
+    const reports = new SqliteReports(file, { busyTimeoutMs: 1000, startMs: 3000 });
+    try {
+      await reports.run(q, async () => {});
+      const worker = (reports as unknown as { worker: Worker }).worker;
+      const exited = once(worker, "exit").then(() => "exited", () => "exited");
+      expect(await Promise.race([exited, sleep(4000).then(() => "kept")])).toBe("kept");
+      expect((reports as unknown as { worker: Worker }).worker).toBe(worker);
+    } finally {
+      reports.close();
+    }
+  }, 15_000);
+
+  it("is ready only once its database is open: a file it cannot open gets no ready message", async () => {
+    const w = new Worker(new URL("../../api-shim/src/store/sqlite-report-worker.ts", import.meta.url),
+      { workerData: { filename: join(dir, "missing", "shim.db"), busyTimeoutMs: 1, stop: new Int32Array(new SharedArrayBuffer(4)) } });
+    const messages: unknown[] = [];
+    w.on("message", (m) => messages.push(m));
+    w.on("error", () => {}); // the open's failure, which ends it
+    await new Promise((r) => w.on("exit", r));
+    expect(messages).toEqual([]);
+  });
+
+  it("that fails (a file it cannot open) fails the report with the driver's reason", async () => {
+    const reports = new SqliteReports(join(dir, "missing", "shim.db"), { busyTimeoutMs: 1000 });
+    try {
+      const e = await reports.run(q, async () => {}).catch((err: unknown) => err);
+      expect(e).toBeInstanceOf(StoreUnavailableError);
+      expect(String((e as Error).cause)).toMatch(/unable to open database file|directory does not exist/);
+    } finally {
+      reports.close();
+    }
+  });
 });

@@ -359,6 +359,7 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ...["--qwen", "-q", ".qwen"].map((servedName): [string, Record<string, unknown>, string[]] => [`served name ${servedName}`, { ...base, model: { id: "a/b", servedName } },
       [`gpu-sandbox:model.servedName = "${servedName}": must be 1-128 characters of letters, digits and . _ - / :, starting with a letter, digit or _`]]),
     ["bad model id", { ...base, model: { id: "not a repo" } }, ['gpu-sandbox:model.id = "not a repo": must be a Hugging Face repository id']],
+    ["model id of three parts", { ...base, model: { id: "org/name/extra" } }, ['gpu-sandbox:model.id = "org/name/extra": must be a Hugging Face repository id']],
     // The Hub's own rule (huggingface_hub's validate_repo_id): what it refuses, vLLM's download
     // would too, on the host; "org/.." even reached the Hub's check as another URL (/api/models/).
     ...["org/..", "org/.", "org/-name", "org/name-", "org/na..me", "org/na--me", "-org/name", "org/name.git", `org/${"n".repeat(97)}`].map((id): [string, Record<string, unknown>, string[]] =>

@@ -59,6 +59,14 @@ describe("hubDisagreements (the Hub's answers, judged)", () => {
     }
   });
 
+  it("a 403 on the model info is the token refused with hfToken set, and with none (no token to blame) only a warning", () => {
+    expect(hubDisagreements(LLAMA, true, { info: { status: 403 }, config: { status: 403 } }).blockers)
+      .toEqual([expect.stringMatching(/^hfToken was refused for model\.id meta-llama\/Llama-3\.1-8B-Instruct \(HTTP 403\)/)]);
+    const anonymous = hubDisagreements(QWEN, false, { info: { status: 403 }, config: { status: 403 } });
+    expect(anonymous.blockers).toEqual([]);
+    expect(anonymous.warnings).toEqual([expect.stringMatching(/^could not check model\.id Qwen\/Qwen2\.5-7B-Instruct on Hugging Face \(HTTP 403\)/)]);
+  });
+
   it("only warns when the Hub cannot be asked or fails, and does not judge the model", () => {
     for (const info of [{ failed: "no answer within 10 s" }, { status: 503 }, { status: 429 }]) {
       const { warnings, blockers } = hubDisagreements(QWEN, false, { info, config: { failed: "x" } });
@@ -119,6 +127,11 @@ describe("askHub", () => {
     // The Hub's own refusal of a gated file is text, with its error code in a header: still the Hub's.
     const gatedFile = async () => new Response("Access to model meta-llama/Llama-3.1-8B-Instruct is restricted.", { status: 403, headers: { "x-error-code": "GatedRepo" } });
     expect((await askHub(LLAMA.id, "hf_secret", gatedFile)).config).toEqual({ status: 403, body: undefined });
+  });
+
+  it("names the network's reason when it cannot ask (fetch's cause: DNS, a refused connection)", async () => {
+    const asked = await askHub("a/b", undefined, async () => { throw new TypeError("fetch failed", { cause: new Error("getaddrinfo ENOTFOUND huggingface.co") }); });
+    expect(asked.info).toEqual({ failed: "fetch failed: getaddrinfo ENOTFOUND huggingface.co" });
   });
 
   it("gives up after its timeout, and says so", async () => {

@@ -356,6 +356,20 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
     expect(r.code).toBe(1);
     expect(r.err).toBe(`--name "${other.id}" is the id of another key (id-holder), and --key "${other.id}" would always mean that key: choose another --name`);
     expect((await listed()).filter((k) => k.name === other.id)).toEqual([]);
+    // A revoked key's id too: --key matches ids first, revoked or not.
+    const revoked = await h.createKey({ name: "revoked-id-holder", credits: 1 });
+    expect((await keys(["revoke", "--url", h.url, "--key", revoked.id])).code).toBe(0);
+    const again = await keys(["create", "--url", h.url, "--name", revoked.id, "--credits", "1"]);
+    expect(again.code).toBe(1);
+    expect(again.err).toContain(`--name "${revoked.id}" is the id of another key (revoked-id-holder)`);
+  });
+
+  it("an --idempotency-key of 201 characters is refused before anything is sent; 200 are taken", async () => {
+    const { id } = await h.createKey({ name: "idem-bound", credits: 1 });
+    const long = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1", "--idempotency-key", "k".repeat(201)]);
+    expect(long.code).toBe(1);
+    expect(long.err).toBe("--idempotency-key must be at most 200 characters");
+    expect((await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1", "--idempotency-key", "k".repeat(200)])).code).toBe(0);
   });
 
   it("top-up refuses an empty --idempotency-key and a --note the shim would refuse, before printing a retry command that could never succeed", async () => {
@@ -395,6 +409,20 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
       expect(refusal).toMatch(/^--url /);
       for (const secret of ["s3cr", "def+ghi", "ss/w"]) expect(refusal).not.toContain(secret);
     });
+
+  it("a --url with a user name alone (a token put there) is refused without showing it; one that is no URL past an @ in its password shows none of it", () => {
+    const refusal = (url: string) => {
+      try {
+        originOf(url, "--url");
+      } catch (e) {
+        return (e as Error).message;
+      }
+    };
+    expect(refusal("https://sk-gs-secret@host.example/v1")).toBe("--url has a user name or password in it (user:password@host), which the scripts do not send (the admin token is the credential): give the URL without it");
+    const cut = refusal("https://admin:p@ss:w/rd@host.example/v1"); // port "w": no URL
+    expect(cut).toMatch(/is not a URL/);
+    expect(cut).not.toContain("ss:w");
+  });
 
   it("a --url with a base path of a proxy of one's own (…/api/v1) is kept: the admin API is asked under it", () => {
     for (const url of ["https://gw.example/api/v1", "https://gw.example/api/v1/", "https://gw.example/api"]) expect(originOf(url, "--url")).toBe("https://gw.example/api");

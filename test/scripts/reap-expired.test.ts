@@ -236,6 +236,8 @@ describe("reap-expired", () => {
       [["--now", "2026-02-30T00:00:00Z"], '--now "2026-02-30T00:00:00Z" must be an ISO timestamp with its zone'],
       [["--now", "2026-03-01"], '--now "2026-03-01" must be an ISO timestamp with its zone'],
       [["--concurrency", "0"], '--concurrency "0" must be a whole number from 1 to 16'],
+      [["--concurrency", "17"], '--concurrency "17" must be a whole number from 1 to 16'],
+      [["--concurrency", "1.5"], '--concurrency "1.5" must be a whole number from 1 to 16'],
       // Decimal digits only, as --credits, --amount and --ttl-hours take numbers: Number() reads these too.
       [["--concurrency", "1e1"], '--concurrency "1e1" must be a whole number from 1 to 16, in decimal digits'],
       [["--concurrency", "0x10"], '--concurrency "0x10" must be a whole number from 1 to 16, in decimal digits'],
