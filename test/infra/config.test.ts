@@ -421,6 +421,12 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     expect(got).toHaveLength(expected.length);
   });
 
+  it("takes real Hugging Face ids, a 96-character name included (the Hub's most)", () => {
+    for (const id of ["Qwen/Qwen2.5-7B-Instruct", "meta-llama/Llama-3.1-8B-Instruct", "01-ai/Yi-1.5-9B-Chat", "TheBloke/Mistral-7B-Instruct-v0.2-AWQ", "_x/y_", `org/${"n".repeat(96)}`]) {
+      expect(problems({ ...base, model: { id } }), id).toEqual([]);
+    }
+  });
+
   it("reports every problem at once, not one per run", () => {
     const got = problems({ region: "mars-1", ttlHours: -1, keys: [{ name: "app", credits: -1, tier: "gold" }], adminCidrs: ["nope"] });
     expect(got).toHaveLength(5);
