@@ -2,6 +2,7 @@
 // checkModel): a download vLLM could not make would otherwise be found on the host, after it
 // bills for minutes (deploy.sh sees vLLM crash-loop, or waits readyTimeoutMinutes).
 import { setSecretCommand } from "./config/settings.ts";
+import type { ModelConfig } from "./config/types.ts";
 
 const HUB = "https://huggingface.co";
 /** How long each question may take: an unreachable Hub costs `pulumi up` this much, once. */
@@ -23,11 +24,8 @@ export interface HubFindings {
   readonly blockers: string[];
 }
 
-/** The model as the check sees it (from ModelConfig). */
-export interface CheckedModel {
-  readonly id: string;
-  readonly maxModelLen: number;
-}
+/** The model as the check sees it. */
+export type CheckedModel = Pick<ModelConfig, "id" | "maxModelLen">;
 
 /**
  * Asks the Hub both questions at once, as vLLM will on the host: with the stack's hfToken as a

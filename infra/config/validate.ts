@@ -3,6 +3,7 @@ import { findPlan, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../catalog
 import { Secret } from "../secret.ts";
 import { isIPv6Cidr, OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
 import { normaliseCidr, Problems } from "./checks.ts";
+import { isHubRepoId } from "./model-id.ts";
 import { checkSecret, checkShadowed, type ValidationContext } from "./secrets.ts";
 import { CONFIG_KEYS, isSecretSetting, numberAsWritten, setSecretCommand, unknownSettingMessage } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
@@ -365,17 +366,4 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
-}
-
-/**
- * A Hugging Face repository id as the Hub takes it (huggingface_hub's validate_repo_id): owner and
- * name of letters, digits, _ . -, each starting and ending with a letter, digit or _, no `--` or
- * `..`, a name of at most 96 characters, not ending in .git. vLLM's download of any other fails on
- * the host, after it bills ("org/.." even reached the Hub's check, hub-check.ts, as another URL).
- */
-function isHubRepoId(id: string): boolean {
-  const part = /^\w(?:[\w.-]*\w)?$/;
-  const [owner, name, ...rest] = id.split("/");
-  return rest.length === 0 && owner !== undefined && name !== undefined && part.test(owner) && part.test(name) &&
-    name.length <= 96 && !/--|\.\./.test(id) && !name.endsWith(".git");
 }
