@@ -22,22 +22,28 @@
  * `binary` from its config alone); they are refused all the same, so that the list follows what
  * the driver reads, not which settings each of the store's connections happens to pass.
  */
-export const PG_DRIVER_ENVIRONMENT: Readonly<Record<string, string>> = {
-  PGAPPNAME: "put it in the URL (?application_name=…)",
-  PGBINARY: "the store reads every value as text",
-  PGCLIENT_ENCODING: "the driver would decode the server's text with it instead of UTF-8",
-  PGCONNECT_TIMEOUT: "the store bounds its connecting itself (5 s)",
-  PGDATABASE: "put it in the URL (postgres://user:password@host:port/database)",
-  PGHOST: "put it in the URL (postgres://user:password@host:port/database, or ?host=/run/postgresql for a socket)",
-  PGOPTIONS: "put it in the URL (?options=…, percent-encoded; the store's own settings still win)",
-  PGPASSFILE: "put the password in the URL (postgres://user:password@host:port/database, percent-encoded)",
-  PGPASS_NO_DEESCAPE: "put the password in the URL (postgres://user:password@host:port/database, percent-encoded)",
-  PGPASSWORD: "put it in the URL (postgres://user:password@host:port/database, percent-encoded)",
-  PGPORT: "put it in the URL (postgres://user:password@host:port/database)",
-  PGREPLICATION: "a replication connection runs none of the store's statements",
-  PGSSLMODE: "put it in the URL (?sslmode=…, read as libpq reads it, which PGSSLMODE is not)",
-  PGSSLNEGOTIATION: "put it in the URL (?sslnegotiation=…)",
-  PGUSER: "put it in the URL (postgres://user:password@host:port/database)",
+/**
+ * Where a variable's setting belongs instead: in the URL (`url`, the form; `what`, what goes there
+ * when not the variable's own value), or nowhere, and why (`why`).
+ */
+type Instead = { readonly url: string; readonly what?: string } | { readonly why: string };
+
+export const PG_DRIVER_ENVIRONMENT: Readonly<Record<string, Instead>> = {
+  PGAPPNAME: { url: "?application_name=…" },
+  PGBINARY: { why: "the store reads every value as text" },
+  PGCLIENT_ENCODING: { why: "the driver would decode the server's text with it instead of UTF-8" },
+  PGCONNECT_TIMEOUT: { why: "the store bounds its connecting itself (5 s)" },
+  PGDATABASE: { url: "postgres://user:password@host:port/database" },
+  PGHOST: { url: "postgres://user:password@host:port/database, or ?host=/run/postgresql for a socket" },
+  PGOPTIONS: { url: "?options=…, percent-encoded; the store's own settings still win" },
+  PGPASSFILE: { url: "postgres://user:password@host:port/database, percent-encoded", what: "the password" },
+  PGPASS_NO_DEESCAPE: { url: "postgres://user:password@host:port/database, percent-encoded", what: "the password" },
+  PGPASSWORD: { url: "postgres://user:password@host:port/database, percent-encoded" },
+  PGPORT: { url: "postgres://user:password@host:port/database" },
+  PGREPLICATION: { why: "a replication connection runs none of the store's statements" },
+  PGSSLMODE: { url: "?sslmode=…, read as libpq reads it, which PGSSLMODE is not" },
+  PGSSLNEGOTIATION: { url: "?sslnegotiation=…" },
+  PGUSER: { url: "postgres://user:password@host:port/database" },
 };
 
 /**
@@ -48,5 +54,5 @@ export function driverEnvironmentProblems(env: Readonly<Record<string, string | 
   return Object.entries(PG_DRIVER_ENVIRONMENT)
     .filter(([name]) => (env[name] ?? "") !== "")
     .map(([name, instead]) => `${name}: is set, and the Postgres driver would read it past the checks made on SHIM_DATABASE_URL, which alone configures the store: ${
-      instead.startsWith("put ") ? `${instead}, or unset ${name}` : `unset ${name} (${instead})`}`);
+      "url" in instead ? `put ${instead.what ?? "it"} in the URL (${instead.url}), or unset ${name}` : `unset ${name} (${instead.why})`}`);
 }
