@@ -224,11 +224,12 @@ export function formatResult(r: CheckResult): string {
 /** Validates flags into options; the key from --key or the environment. */
 export function smokeOptions(values: { url?: string | undefined; key?: string | undefined; model?: string | undefined; "timeout-seconds"?: string | undefined }, env: NodeJS.ProcessEnv): SmokeOptions {
   if (values.url === undefined) throw new UsageError(`--url is required: the endpoint's base URL ending in /v1, e.g. "$(pulumi stack output endpoint)"\n\n${USAGE}`);
-  endpointUrl(values.url, "--url", "the API key");
-  const url = values.url.replace(/\/+$/, "");
-  if (!url.endsWith("/v1")) {
-    throw new UsageError(`--url "${values.url}" must be an http(s) base URL ending in /v1, e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
+  // A URL, http(s), without credentials (endpointUrl); the endpoint itself, where the API's routes start.
+  const { pathname, search, hash } = endpointUrl(values.url, "--url", "the API key");
+  if (!/\/v1\/*$/.test(pathname) || search !== "" || hash !== "") {
+    throw new UsageError(`--url "${values.url}" must be the base URL ending in /v1, e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
   }
+  const url = values.url.replace(/\/+$/, "");
   const key = values.key ?? env[API_KEY_ENV];
   if (!key) throw new UsageError(`no API key: export ${API_KEY_ENV}=sk-gs-… (or pass --key)`);
   const seconds = numberFlag("timeout-seconds", values["timeout-seconds"], 60, { min: 1, max: 3600 }, "a number of seconds");

@@ -60,8 +60,8 @@ export async function resolveAdminTarget(flags: TargetFlags, deps: TargetDeps): 
   const token = deps.env[varName];
   if (!token) {
     // The default's name is ours to print; a name given may be the token itself (see adminTokenVariable).
-    const which = flags["admin-token-env"] === undefined ? varName : "the variable --admin-token-env names";
-    throw new UsageError(`${which} is not set: export the tenant's admin token in it (\`pulumi stack output adminToken --show-secrets\`); it is read from the environment only, never from a flag${flags["admin-token-env"] === undefined ? "" : `, and --admin-token-env takes ${NAME_NOT_TOKEN}`}`);
+    const [which, more] = flags["admin-token-env"] === undefined ? [varName, ""] : ["the variable --admin-token-env names", `, and --admin-token-env takes ${NAME_NOT_TOKEN}`];
+    throw new UsageError(`${which} is not set: export the tenant's admin token in it (\`pulumi stack output adminToken --show-secrets\`); it is read from the environment only, never from a flag${more}`);
   }
   if (flags.ca !== undefined) trustCa(readCa(flags.ca));
   return {

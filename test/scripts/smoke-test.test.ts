@@ -181,7 +181,8 @@ describe("smoke-test", () => {
   });
 
   it.each([
-    [["--url", "https://example.com"], '--url "https://example.com" must be an http(s) base URL ending in /v1'],
+    [["--url", "https://example.com"], '--url "https://example.com" must be the base URL ending in /v1'],
+    [["--url", "https://example.com/v1?x=1"], '--url "https://example.com/v1?x=1" must be the base URL ending in /v1'],
     [["--url", "not a url"], '--url "not a url" is not a URL'],
     [[], "--url is required"],
     [["--url", "https://example.com/v1", "--timeout-seconds", "0"], '--timeout-seconds "0" must be a number of seconds'],

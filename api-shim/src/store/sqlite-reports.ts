@@ -26,8 +26,8 @@ const WORKER = new URL("./sqlite-report-worker.ts", import.meta.url);
 const REPORT_WORKER_IDLE_MS = 60_000;
 /**
  * A new worker's start (its modules, better-sqlite3, opening the database: ~100 ms, seconds on a
- * loaded host) is not counted against a report's bound, which counts from its ready message: a
- * report with a short bound failed when it was the first on a new worker. The start has a bound
+ * loaded host) is not counted against a report's bound, which counts from its ready message: the
+ * first report on a new worker would otherwise have less time than the next. The start has a bound
  * of its own: a worker not ready by then (a disk that stalls at the open) fails the reports
  * waiting for it (503) and is given up; the next report starts another.
  */
