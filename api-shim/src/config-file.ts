@@ -4,7 +4,7 @@ import { isKeyId } from "./auth/keys.ts";
 import { CACHED_PRICE_WHY, cachedPriceFits } from "./money/cache-reads.ts";
 import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money/money.ts";
 import { holdsKey, redactLoggedKeys } from "./observability/redaction.ts";
-import { isKeyName, isModelName } from "./names.ts";
+import { isKeyName, isModelName, MAX_KEY_NAME_CHARACTERS } from "./names.ts";
 
 /** SHIM_CONFIG's file (pricing, tiers, models, bootstrap keys), read for parseShimConfig (config.ts), with the defaults it starts from. */
 
@@ -183,7 +183,7 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
       }
     }
     // As POST /admin/keys: a NUL, say, would fail the Postgres store at every start.
-    if (ko.name !== undefined && ko.name !== null && !isKeyName(ko.name)) bad(w("name"), ko.name, "a name of 1 to 200 characters, without control characters (or leave it out for the id)");
+    if (ko.name !== undefined && ko.name !== null && !isKeyName(ko.name)) bad(w("name"), ko.name, `a name of 1 to ${MAX_KEY_NAME_CHARACTERS} characters, without control characters (or leave it out for the id)`);
     bootstrapKeys.push({
       id,
       name: isKeyName(ko.name) ? ko.name : id,

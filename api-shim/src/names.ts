@@ -1,6 +1,8 @@
 /**
- * Text that names or describes things (key names, model names, notes), checked alike wherever it
- * is typed: the admin API's and the inference routes' bodies and SHIM_CONFIG's file.
+ * Text that names or describes things (key names, model names, notes), and the other limits the
+ * admin API puts on text (an Idempotency-Key), checked alike wherever it is typed: the admin
+ * API's and the inference routes' bodies, SHIM_CONFIG's file, and the operator scripts before
+ * they send it.
  */
 
 /**
@@ -44,9 +46,12 @@ export function isNote(note: string): boolean {
   return isWithin(note, MAX_NOTE_CHARACTERS) && isPlainText(note, { lineBreaks: true });
 }
 
-/** A key's name as the admin API and SHIM_CONFIG's bootstrap keys take it: 1 to 200 characters of plain text, not only spaces. */
+/** The most characters (code points) a key's name may have. */
+export const MAX_KEY_NAME_CHARACTERS = 200;
+
+/** A key's name as the admin API and SHIM_CONFIG's bootstrap keys take it: 1 to MAX_KEY_NAME_CHARACTERS of plain text, not only spaces. */
 export function isKeyName(name: unknown): name is string {
-  return typeof name === "string" && name.trim() !== "" && isWithin(name, 200) && isPlainText(name);
+  return typeof name === "string" && name.trim() !== "" && isWithin(name, MAX_KEY_NAME_CHARACTERS) && isPlainText(name);
 }
 
 /** A model name as an allow-list or SHIM_CONFIG's models take it: 1 to 256 characters of plain text. */

@@ -7,7 +7,7 @@ import { creditsInput, creditsNumber, formatCredits, MAX_BALANCE_MICRO } from ".
 import { isIsoInstant, parsePeriod, showPeriod } from "../requests/period.ts";
 import { onlyKnown } from "../requests/known-members.ts";
 import { grantRefusal, type KeyDetails } from "../store/store.ts";
-import { isKeyName, isModelName, isNote, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_NOTE_CHARACTERS } from "../names.ts";
+import { isKeyName, isModelName, isNote, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_KEY_NAME_CHARACTERS, MAX_NOTE_CHARACTERS } from "../names.ts";
 import { usageReportBatches } from "./usage.ts";
 import { sendUsageBody } from "./usage-body.ts";
 
@@ -20,7 +20,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.post("/admin/keys", async (request, reply) => {
     const body = object(request.body, ["name", "credits", "tier", "models", "expires_at", "expiresAt"]);
     const name = body.name;
-    if (!isKeyName(name)) throw invalid("'name' is required: a string of 1 to 200 characters, without control characters.", "name");
+    if (!isKeyName(name)) throw invalid(`'name' is required: a string of 1 to ${MAX_KEY_NAME_CHARACTERS} characters, without control characters.`, "name");
     const given = body.credits === undefined ? { micro: 0 } : creditsInput(body.credits, "non-negative");
     if ("must" in given) throw invalid(`'credits' must be ${given.must}.`, "credits");
     const credits = given.micro;
