@@ -296,7 +296,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
       }
       now = new Date(Date.parse(values.now));
     }
-    const concurrency = numberFlag("concurrency", values.concurrency, 2, { min: 1, max: 16, integer: true }, "a whole number");
+    const concurrency = numberFlag("concurrency", values.concurrency, { min: 1, max: 16, integer: true, what: "a whole number", fallback: 2 });
     const usageDir = resolve(deps.root, values["usage-dir"] ?? "usage");
     return reapExpired({ yes: values.yes ?? false, now, concurrency, usageDir, force }, deps);
   });

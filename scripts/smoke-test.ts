@@ -232,7 +232,7 @@ export function smokeOptions(values: { url?: string | undefined; key?: string | 
   const url = values.url.replace(/\/+$/, "");
   const key = values.key ?? env[API_KEY_ENV];
   if (!key) throw new UsageError(`no API key: export ${API_KEY_ENV}=sk-gs-… (or pass --key)`);
-  const seconds = numberFlag("timeout-seconds", values["timeout-seconds"], 60, { min: 1, max: 3600 }, "a number of seconds");
+  const seconds = numberFlag("timeout-seconds", values["timeout-seconds"], { min: 1, max: 3600, what: "a number of seconds", fallback: 60 });
   return { url, key, model: values.model, timeoutMs: seconds * 1000 };
 }
 

@@ -131,16 +131,24 @@ export function required(flag: string, value: string | undefined, what: string):
   return value;
 }
 
+/** What a number flag takes: a range (both ends included), whole or not, what it is called in a refusal ("a whole number"), and its value when not given. */
+export interface NumberFlagSpec {
+  readonly min: number;
+  readonly max: number;
+  readonly integer?: boolean;
+  readonly what: string;
+  readonly fallback: number;
+}
+
 /**
- * A number flag's value within [min, max] (`fallback` when not given), read as the stack config
- * and the credits flags read numbers: decimal digits only, so `1e1` and `0x10`, which Number()
- * reads, are refused alike everywhere. `what`: "a whole number", "a number of seconds".
+ * A number flag's value, read as the stack config and the credits flags read numbers: decimal
+ * digits only, so `1e1` and `0x10`, which Number() reads, are refused alike everywhere.
  */
-export function numberFlag(flag: string, value: string | undefined, fallback: number, range: { min: number; max: number; integer?: boolean }, what: string): number {
-  if (value === undefined) return fallback;
+export function numberFlag(flag: string, value: string | undefined, spec: NumberFlagSpec): number {
+  if (value === undefined) return spec.fallback;
   const n = decimalNumber(value);
-  if (n !== undefined && n >= range.min && n <= range.max && (!range.integer || Number.isInteger(n))) return n;
-  throw new UsageError(`--${flag} "${value}" must be ${what} from ${range.min} to ${range.max}${n === undefined ? ", in decimal digits" : ""}`);
+  if (n !== undefined && n >= spec.min && n <= spec.max && (!spec.integer || Number.isInteger(n))) return n;
+  throw new UsageError(`--${flag} "${value}" must be ${spec.what} from ${spec.min} to ${spec.max}${n === undefined ? ", in decimal digits" : ""}`);
 }
 
 /** "a, b ,c" → ["a", "b", "c"]; empty items dropped. */
