@@ -65,7 +65,9 @@ export function installMocks(stack: string, overrides: {
   const calls: RecordedCall[] = [];
   const hubRequests: HubRequest[] = [];
   // The tests run without internet: the program's fetch reaches a fake Hugging Face, and
-  // nothing else (a request elsewhere fails as an unreachable host does).
+  // nothing else (a request elsewhere fails as an unreachable host does). For the rest of the
+  // test file, as the mocks are: a test that fetches from a server of its own after this calls
+  // vi.unstubAllGlobals() first.
   vi.stubGlobal("fetch", async (input: string | URL, init?: RequestInit) => {
     const url = new URL(String(input));
     if (url.hostname !== "huggingface.co") throw new TypeError(`fetch failed (no network under the mock runtime: ${url.host})`);
