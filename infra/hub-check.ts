@@ -8,8 +8,11 @@ const HUB = "https://huggingface.co";
 /** How long each question may take: an unreachable Hub costs `pulumi up` this much, once. */
 export const HUB_TIMEOUT_MS = 10_000;
 
-/** One answer of the Hub: its status and JSON body (undefined when not JSON), or why there was none. */
-export type HubAnswer = { readonly status: number; readonly body?: unknown } | { readonly failed: string };
+/**
+ * One answer of the Hub: its status, JSON body (undefined when not JSON) and the error it names in
+ * X-Error-Code (`GatedRepo`, `RepoNotFound`…, as huggingface_hub reads it), or why there was none.
+ */
+export type HubAnswer = { readonly status: number; readonly body?: unknown; readonly errorCode?: string } | { readonly failed: string };
 
 export interface HubAnswers {
   /** `GET /api/models/<id>`: whether the repository exists for this caller, and its `gated`. */
@@ -42,7 +45,8 @@ export async function askHub(id: string, token: string | undefined, fetchImpl: t
       // Anything else is a page of something in between (a proxy's block or login page), which
       // says nothing about the model: judged as one, it stopped a deploy for a token that was fine.
       if (body === undefined && !res.headers.has("x-error-code")) return { failed: `HTTP ${res.status} with an answer that is not Hugging Face's (a proxy in between?)` };
-      return { status: res.status, body };
+      const errorCode = res.headers.get("x-error-code");
+      return { status: res.status, body, ...(errorCode === null ? {} : { errorCode }) };
     } catch (err) {
       return { failed: failure(err, timeoutMs) };
     }
@@ -67,6 +71,10 @@ export function hubDisagreements(model: CheckedModel, hasToken: boolean, answers
     const why = "failed" in info ? info.failed : `HTTP ${info.status}`;
     return { ...none, warnings: [`could not check model.id ${model.id} on Hugging Face (${why}), so it was not checked before the instance`] };
   }
+  const gatedMessage = `model.id ${model.id} is gated: accept its terms at ${page} while logged in to Hugging Face, ` +
+    `then give the stack a token of that account: \`${setSecretCommand("hfToken")}\``;
+  // The Hub may refuse a gated model's info to an anonymous caller, saying why.
+  if (info.errorCode === "GatedRepo" && !hasToken) return { ...none, blockers: [gatedMessage] };
   if (info.status === 404 || (info.status === 401 && !hasToken)) {
     return { ...none, blockers: [`model.id ${model.id}: no such repository on Hugging Face (check the spelling; a private one needs hfToken)`] };
   }
@@ -76,8 +84,7 @@ export function hubDisagreements(model: CheckedModel, hasToken: boolean, answers
   const gated = (info.body as { gated?: unknown } | undefined)?.gated;
   if (gated !== undefined && gated !== null && gated !== false) {
     if (!hasToken) {
-      return { ...none, blockers: [`model.id ${model.id} is gated: accept its terms at ${page} while logged in to Hugging Face, ` +
-        `then give the stack a token of that account: \`${setSecretCommand("hfToken")}\``] };
+      return { ...none, blockers: [gatedMessage] };
     }
     // Its files answer a token whose account has not accepted the terms with 403 (the info does not tell).
     if ("status" in config && (config.status === 401 || config.status === 403)) return { ...none, blockers: [refused(config.status)] };

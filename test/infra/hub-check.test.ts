@@ -43,6 +43,13 @@ describe("hubDisagreements (the Hub's answers, judged)", () => {
     }
   });
 
+  it("takes the Hub's own word for a gated model refused to an anonymous caller (401, X-Error-Code GatedRepo): gated, not 'no such repository'", async () => {
+    const gatedRefusal = async () => new Response(JSON.stringify({ error: "Access to model meta-llama/Llama-3.1-8B-Instruct is restricted." }), { status: 401, headers: { "x-error-code": "GatedRepo" } });
+    const { warnings, blockers } = hubDisagreements(LLAMA, false, await askHub(LLAMA.id, undefined, gatedRefusal));
+    expect(warnings).toEqual([]);
+    expect(blockers).toEqual([expect.stringMatching(/^model\.id meta-llama\/Llama-3\.1-8B-Instruct is gated: /)]);
+  });
+
   it("passes a gated model with a token that can read it", () => {
     expect(hubDisagreements(LLAMA, true, answers("manual"))).toEqual({ warnings: [], blockers: [] });
   });
@@ -126,7 +133,7 @@ describe("askHub", () => {
     }
     // The Hub's own refusal of a gated file is text, with its error code in a header: still the Hub's.
     const gatedFile = async () => new Response("Access to model meta-llama/Llama-3.1-8B-Instruct is restricted.", { status: 403, headers: { "x-error-code": "GatedRepo" } });
-    expect((await askHub(LLAMA.id, "hf_secret", gatedFile)).config).toEqual({ status: 403, body: undefined });
+    expect((await askHub(LLAMA.id, "hf_secret", gatedFile)).config).toEqual({ status: 403, body: undefined, errorCode: "GatedRepo" });
   });
 
   it("names the network's reason when it cannot ask (fetch's cause: DNS, a refused connection)", async () => {
