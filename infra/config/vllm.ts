@@ -39,12 +39,39 @@ const VLLM_SHORT_FLAGS: Readonly<Record<string, string>> = { "-tp": "--tensor-pa
  */
 function reservedVllmFlag(arg: string): { instead: string; secret: boolean; name: string } | undefined {
   const name = arg.split("=")[0]!;
-  const flag = name.startsWith("--")
-    ? `--${name.slice(2).replace(/^[^.]*/, (head) => head.replaceAll("_", "-"))}`
-    : VLLM_SHORT_FLAGS[name] ?? name;
+  const flag = vllmFlag(name);
   const reserved = RESERVED_VLLM_FLAGS[flag] !== undefined ? flag
     : flag.length >= 4 && flag.startsWith("--") ? Object.keys(RESERVED_VLLM_FLAGS).find((r) => r.startsWith(flag)) : undefined;
   return reserved === undefined ? undefined : { instead: RESERVED_VLLM_FLAGS[reserved]!, secret: SECRET_VLLM_FLAGS.has(reserved), name };
+}
+
+/** A flag's name as vLLM's parser reads it: `--api_key` is `--api-key`, `-tp` is `--tensor-parallel-size`. */
+function vllmFlag(name: string): string {
+  return name.startsWith("--")
+    ? `--${name.slice(2).replace(/^[^.]*/, (head) => head.replaceAll("_", "-"))}`
+    : VLLM_SHORT_FLAGS[name] ?? name;
+}
+
+/**
+ * The revision of model.id that vLLM downloads, which `pulumi up` checks on Hugging Face: the value
+ * of the last `--revision` in validated `model.extraArgs` (`["--revision", "v1.0"]` or
+ * `"--revision=v1.0"`; argparse keeps the last one, and takes a prefix such as `--rev` for the
+ * whole flag: `--re` and shorter are ambiguous among vLLM's flags, `--reasoning-parser`…), or
+ * `main`, huggingface_hub's default. A `--revision` without a value is `main` too: vLLM exits on
+ * it, and the check has nothing better to ask about.
+ */
+export function vllmRevision(extraArgs: readonly string[]): string {
+  let revision = "main";
+  for (let i = 0; i < extraArgs.length; i++) {
+    const arg = extraArgs[i]!;
+    const eq = arg.indexOf("=");
+    const flag = vllmFlag(eq < 0 ? arg : arg.slice(0, eq));
+    if (flag.length < "--rev".length || !"--revision".startsWith(flag)) continue;
+    // The next item is the flag's value (and so not read as a flag itself).
+    const value = eq < 0 ? extraArgs[++i] : arg.slice(eq + 1);
+    revision = value || "main";
+  }
+  return revision;
 }
 
 /** A flag as argparse reads one: `-q`, `--max-num-seqs`, `--compilation-config.level`. */
