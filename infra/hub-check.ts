@@ -15,9 +15,12 @@ export const HUB_TIMEOUT_MS = 10_000;
 export type HubAnswer = { readonly status: number; readonly body?: unknown; readonly errorCode?: string } | { readonly failed: string };
 
 export interface HubAnswers {
-  /** `GET /api/models/<id>`: whether the repository exists for this caller, and its `gated`. */
+  /**
+   * `GET /api/models/<id>` (`/api/models/<id>/revision/<revision>` for a revision other than main):
+   * whether the repository, and that revision of it, exist for this caller, and its `gated`.
+   */
   readonly info: HubAnswer;
-  /** `GET /<id>/resolve/main/config.json`: what vLLM downloads first, and reads the context length from. */
+  /** `GET /<id>/resolve/<revision>/config.json`: what vLLM downloads first, and reads the context length from. */
   readonly config: HubAnswer;
 }
 
@@ -27,8 +30,20 @@ export interface HubFindings {
   readonly blockers: string[];
 }
 
-/** The model as the check sees it. */
-export type CheckedModel = Pick<ModelConfig, "id" | "maxModelLen">;
+/**
+ * The model as the check sees it. `revision`: the one vLLM downloads, from `--revision` in
+ * model.extraArgs (vllmRevision); `main` when unset.
+ */
+export type CheckedModel = Pick<ModelConfig, "id" | "maxModelLen"> & { readonly revision?: string };
+
+/**
+ * A revision in a URL path as huggingface_hub puts it there (`quote(revision, safe="")`): `/` too
+ * is escaped (`refs/pr/1` is `refs%2Fpr%2F1`), and so are the `! ' ( ) *` that
+ * encodeURIComponent leaves alone.
+ */
+function quoteRevision(revision: string): string {
+  return encodeURIComponent(revision).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+}
 
 /**
  * Asks the Hub both questions at once, as vLLM will on the host: with the stack's hfToken as a
@@ -36,7 +51,7 @@ export type CheckedModel = Pick<ModelConfig, "id" | "maxModelLen">;
  * (`failed`), which hubDisagreements turns into a warning. The token goes in the header only;
  * nothing here logs or returns it.
  */
-export async function askHub(id: string, token: string | undefined, fetchImpl: typeof fetch = globalThis.fetch, timeoutMs = HUB_TIMEOUT_MS): Promise<HubAnswers> {
+export async function askHub(model: Pick<CheckedModel, "id" | "revision">, token: string | undefined, fetchImpl: typeof fetch = globalThis.fetch, timeoutMs = HUB_TIMEOUT_MS): Promise<HubAnswers> {
   const ask = async (url: string): Promise<HubAnswer> => {
     try {
       const res = await fetchImpl(url, { ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}), signal: AbortSignal.timeout(timeoutMs) });
@@ -51,15 +66,20 @@ export async function askHub(id: string, token: string | undefined, fetchImpl: t
       return { failed: failure(err, timeoutMs) };
     }
   };
-  const [info, config] = await Promise.all([ask(`${HUB}/api/models/${id}`), ask(`${HUB}/${id}/resolve/main/config.json`)]);
+  const { id, revision = "main" } = model;
+  const rev = quoteRevision(revision);
+  // main keeps the plain info URL the check has always asked (the same answer, for the default branch).
+  const infoUrl = revision === "main" ? `${HUB}/api/models/${id}` : `${HUB}/api/models/${id}/revision/${rev}`;
+  const [info, config] = await Promise.all([ask(infoUrl), ask(`${HUB}/${id}/resolve/${rev}/config.json`)]);
   return { info, config };
 }
 
 /**
  * Judges the Hub's answers. Blockers are what makes vLLM's download fail for certain: no such
- * repository (404; a private one answers an anonymous caller 401 or 404), a gated model without
- * a token, a token the Hub refuses. Anything else the Hub says (429, 5xx, no answer) leaves the
- * model unchecked, with a warning: the deploy goes on, as it did before the check.
+ * repository (404; a private one answers an anonymous caller 401 or 404), no such revision of it
+ * (404 naming RevisionNotFound), a gated model without a token, a token the Hub refuses. Anything
+ * else the Hub says (429, 5xx, no answer) leaves the model unchecked, with a warning: the deploy
+ * goes on, as it did before the check.
  */
 export function hubDisagreements(model: CheckedModel, hasToken: boolean, answers: HubAnswers): HubFindings {
   const { info, config } = answers;
@@ -75,6 +95,15 @@ export function hubDisagreements(model: CheckedModel, hasToken: boolean, answers
     `then give the stack a token of that account: \`${setSecretCommand("hfToken")}\``;
   // The Hub may refuse a gated model's info to an anonymous caller, saying why.
   if (info.errorCode === "GatedRepo" && !hasToken) return { ...none, blockers: [gatedMessage] };
+  // The Hub names a missing revision (X-Error-Code RevisionNotFound, which huggingface_hub raises
+  // RevisionNotFoundError on; main is asked without one, so it is a --revision's). Any other 404
+  // is the repository missing, as it is for main: RepoNotFound says so, and a 404 naming neither
+  // is still a download vLLM cannot make (huggingface_hub raises on every 404), so it blocks as it
+  // always has, rather than warn and let the host bill to find out.
+  const revision = model.revision ?? "main";
+  if (info.status === 404 && info.errorCode === "RevisionNotFound" && revision !== "main") {
+    return { ...none, blockers: [`model.extraArgs --revision ${revision}: no such revision of model.id ${model.id} on Hugging Face (a branch, tag or commit of ${page})`] };
+  }
   if (info.status === 404 || (info.status === 401 && !hasToken)) {
     return { ...none, blockers: [`model.id ${model.id}: no such repository on Hugging Face (check the spelling; a private one needs hfToken)`] };
   }

@@ -5,7 +5,8 @@ import * as tls from "@pulumi/tls";
 import { costOf, type GpuPlan } from "../catalog.ts";
 import { blockedDeployMessage, catalogDisagreements } from "../catalog-check.ts";
 import { isIPv6Cidr } from "../config/addresses.ts";
-import type { TlsMode } from "../config/types.ts";
+import type { ModelConfig, TlsMode } from "../config/types.ts";
+import { vllmRevision } from "../config/vllm.ts";
 import { askHub, type CheckedModel, hubDisagreements } from "../hub-check.ts";
 import type { Secret } from "../secret.ts";
 import { isoSeconds } from "../../api-shim/src/requests/period.ts";
@@ -34,8 +35,8 @@ export interface GpuHostArgs {
   ttlHours?: number;
   /** Extra Linode tags. The kit always adds `gpu-sandbox` and `tenant:<tenant>`. */
   tags: readonly string[];
-  /** The model vLLM will download on the host: checked on Hugging Face before the instance exists. */
-  model: CheckedModel;
+  /** The model vLLM will download on the host (the revision its extraArgs give): checked on Hugging Face before the instance exists. */
+  model: Pick<ModelConfig, "id" | "maxModelLen" | "extraArgs">;
   /** The stack's Hugging Face token, which vLLM downloads with. */
   hfToken?: Secret;
 }
@@ -173,14 +174,16 @@ export class GpuHost extends pulumi.ComponentResource {
   }
 
   /**
-   * Asks Hugging Face about the model as vLLM will on the host (askHub, with the stack's token),
-   * before the instance exists, as checkCatalog asks Linode: a download that would fail for certain
+   * Asks Hugging Face about the model as vLLM will on the host (askHub, with the stack's token, about
+   * the revision model.extraArgs give vLLM), before the instance exists, as checkCatalog asks
+   * Linode: a download that would fail for certain
    * (hubDisagreements' blockers) is an error, and the instance's user data fails, so it is never
    * created; the rest are warnings. A Hub that cannot be asked is a warning, and holds nothing up.
    */
-  private async checkModel(model: CheckedModel, hfToken: Secret | undefined): Promise<void> {
+  private async checkModel({ id, maxModelLen, extraArgs }: GpuHostArgs["model"], hfToken: Secret | undefined): Promise<void> {
     const token = hfToken?.readable ? hfToken.reveal() : undefined;
-    const { warnings, blockers } = hubDisagreements(model, token !== undefined, await askHub(model.id, token));
+    const model: CheckedModel = { id, maxModelLen, revision: vllmRevision(extraArgs) };
+    const { warnings, blockers } = hubDisagreements(model, token !== undefined, await askHub(model, token));
     for (const line of warnings) pulumi.log.warn(line, this);
     if (blockers.length > 0) {
       // Logged in full, as the catalog check's: the thrown error reaches pulumi up behind the property names it passed through.

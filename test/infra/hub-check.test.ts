@@ -11,6 +11,8 @@ import { type FakeHub, OPEN_MODEL } from "../support/pulumi-mocks.ts";
 const QWEN = { id: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192 };
 const LLAMA = { id: "meta-llama/Llama-3.1-8B-Instruct", maxModelLen: 8192 };
 const NO_SUCH_REPO = "model.id Qwen/Qwen2.5-7B-Instruc: no such repository on Hugging Face (check the spelling; a private one needs hfToken)";
+const NO_SUCH_REVISION = "model.extraArgs --revision v9: no such revision of model.id Qwen/Qwen2.5-7B-Instruct on Hugging Face " +
+  "(a branch, tag or commit of https://huggingface.co/Qwen/Qwen2.5-7B-Instruct)";
 
 /** Answers with a model info (`gated`) and a config.json. */
 const answers = (gated: unknown, config: Record<string, unknown> | number = { max_position_embeddings: 32768 }): HubAnswers => ({
@@ -45,9 +47,24 @@ describe("hubDisagreements (the Hub's answers, judged)", () => {
 
   it("takes the Hub's own word for a gated model refused to an anonymous caller (401, X-Error-Code GatedRepo): gated, not 'no such repository'", async () => {
     const gatedRefusal = async () => new Response(JSON.stringify({ error: "Access to model meta-llama/Llama-3.1-8B-Instruct is restricted." }), { status: 401, headers: { "x-error-code": "GatedRepo" } });
-    const { warnings, blockers } = hubDisagreements(LLAMA, false, await askHub(LLAMA.id, undefined, gatedRefusal));
+    const { warnings, blockers } = hubDisagreements(LLAMA, false, await askHub(LLAMA, undefined, gatedRefusal));
     expect(warnings).toEqual([]);
     expect(blockers).toEqual([expect.stringMatching(/^model\.id meta-llama\/Llama-3\.1-8B-Instruct is gated: /)]);
+  });
+
+  it("refuses a revision the Hub says the repository does not have (404, X-Error-Code RevisionNotFound), naming it and model.extraArgs", () => {
+    const missing = { status: 404, body: { error: "Invalid rev id: v9" }, errorCode: "RevisionNotFound" };
+    for (const hasToken of [false, true]) {
+      expect(hubDisagreements({ ...QWEN, revision: "v9" }, hasToken, { info: missing, config: missing })).toEqual({ warnings: [], blockers: [NO_SUCH_REVISION] });
+    }
+  });
+
+  it("with a revision, a 404 that does not name the revision (RepoNotFound, another code, none) is the repository missing, as it is for main", () => {
+    const misspelt = { id: "Qwen/Qwen2.5-7B-Instruc", maxModelLen: 8192, revision: "v9" };
+    for (const errorCode of ["RepoNotFound", "EntryNotFound", undefined]) {
+      const info = { status: 404, ...(errorCode ? { errorCode } : {}) };
+      expect(hubDisagreements(misspelt, false, { info, config: info })).toEqual({ warnings: [], blockers: [NO_SUCH_REPO] });
+    }
   });
 
   it("passes a gated model with a token that can read it", () => {
@@ -110,7 +127,7 @@ describe("askHub", () => {
       seen.push([String(url), new Headers(init?.headers).get("authorization")]);
       return String(url).endsWith("config.json") ? Response.json({ max_position_embeddings: 4096 }) : Response.json({ gated: "auto" });
     };
-    expect(await askHub(LLAMA.id, "hf_secret", fake)).toEqual({
+    expect(await askHub(LLAMA, "hf_secret", fake)).toEqual({
       info: { status: 200, body: { gated: "auto" } }, config: { status: 200, body: { max_position_embeddings: 4096 } },
     });
     expect(seen.sort()).toEqual([
@@ -118,14 +135,37 @@ describe("askHub", () => {
       ["https://huggingface.co/meta-llama/Llama-3.1-8B-Instruct/resolve/main/config.json", "Bearer hf_secret"],
     ]);
     seen.length = 0;
-    await askHub(LLAMA.id, undefined, fake);
+    await askHub(LLAMA, undefined, fake);
     expect(seen.map(([, auth]) => auth)).toEqual([null, null]);
+  });
+
+  it("asks about the revision vLLM downloads, URL-encoded as huggingface_hub does (quote(revision, safe=\"\")), and about main as before", async () => {
+    const seen: string[] = [];
+    const fake = async (url: string | URL | Request) => { seen.push(String(url)); return Response.json({}); };
+    await askHub({ id: QWEN.id, revision: "refs/pr/1" }, undefined, fake);
+    expect(seen.sort()).toEqual([
+      "https://huggingface.co/Qwen/Qwen2.5-7B-Instruct/resolve/refs%2Fpr%2F1/config.json",
+      "https://huggingface.co/api/models/Qwen/Qwen2.5-7B-Instruct/revision/refs%2Fpr%2F1",
+    ]);
+    seen.length = 0;
+    // Python's quote escapes what encodeURIComponent leaves alone: ! ' ( ) *.
+    await askHub({ id: QWEN.id, revision: "v1.0(beta)!*'~" }, undefined, fake);
+    expect(seen.sort()).toEqual([
+      "https://huggingface.co/Qwen/Qwen2.5-7B-Instruct/resolve/v1.0%28beta%29%21%2A%27~/config.json",
+      "https://huggingface.co/api/models/Qwen/Qwen2.5-7B-Instruct/revision/v1.0%28beta%29%21%2A%27~",
+    ]);
+    seen.length = 0;
+    await askHub({ id: QWEN.id, revision: "main" }, undefined, fake);
+    expect(seen.sort()).toEqual([
+      "https://huggingface.co/Qwen/Qwen2.5-7B-Instruct/resolve/main/config.json",
+      "https://huggingface.co/api/models/Qwen/Qwen2.5-7B-Instruct",
+    ]);
   });
 
   it("takes an answer for the Hub's only when it is JSON or carries the Hub's X-Error-Code: a proxy's page in between (a 200 login page, a 403 block page) leaves the model unchecked", async () => {
     const page = (status: number) => async () => new Response("<html>Access denied by policy</html>", { status, headers: { "content-type": "text/html" } });
     for (const status of [200, 403, 404]) {
-      const asked = await askHub(LLAMA.id, "hf_secret", page(status));
+      const asked = await askHub(LLAMA, "hf_secret", page(status));
       expect(asked.info).toEqual({ failed: `HTTP ${status} with an answer that is not Hugging Face's (a proxy in between?)` });
       const { warnings, blockers } = hubDisagreements(LLAMA, true, asked);
       expect(blockers).toEqual([]);
@@ -133,11 +173,11 @@ describe("askHub", () => {
     }
     // The Hub's own refusal of a gated file is text, with its error code in a header: still the Hub's.
     const gatedFile = async () => new Response("Access to model meta-llama/Llama-3.1-8B-Instruct is restricted.", { status: 403, headers: { "x-error-code": "GatedRepo" } });
-    expect((await askHub(LLAMA.id, "hf_secret", gatedFile)).config).toEqual({ status: 403, body: undefined, errorCode: "GatedRepo" });
+    expect((await askHub(LLAMA, "hf_secret", gatedFile)).config).toEqual({ status: 403, body: undefined, errorCode: "GatedRepo" });
   });
 
   it("names the network's reason when it cannot ask (fetch's cause: DNS, a refused connection)", async () => {
-    const asked = await askHub("a/b", undefined, async () => { throw new TypeError("fetch failed", { cause: new Error("getaddrinfo ENOTFOUND huggingface.co") }); });
+    const asked = await askHub({ id: "a/b" }, undefined, async () => { throw new TypeError("fetch failed", { cause: new Error("getaddrinfo ENOTFOUND huggingface.co") }); });
     expect(asked.info).toEqual({ failed: "fetch failed: getaddrinfo ENOTFOUND huggingface.co" });
   });
 
@@ -146,7 +186,7 @@ describe("askHub", () => {
       init?.signal?.addEventListener("abort", () => reject(init.signal!.reason));
     });
     const started = Date.now();
-    const asked = await askHub(QWEN.id, undefined, silent, 100);
+    const asked = await askHub(QWEN, undefined, silent, 100);
     expect(Date.now() - started).toBeLessThan(5000);
     expect(asked.info).toEqual({ failed: "no answer within 0.1 s" });
   });
@@ -187,6 +227,30 @@ describe("pulumi up with the model checked on Hugging Face", () => {
     expect(names).toEqual(expect.arrayContaining(["acme-instance", "acme-host-ready"]));
     expect(hubRequests.map((r) => r.authorization)).toEqual(["Bearer hf_tenant_token", "Bearer hf_tenant_token"]);
     expect(warnings.join("\n")).not.toContain("hf_tenant_token");
+  });
+
+  it("does not create the instance for a --revision the repository does not have, and creates it for one it has", async () => {
+    /** A repository with a tag v1.0 besides main; any other revision is the Hub's RevisionNotFound. */
+    const tagged: FakeHub = (url) => {
+      const rev = /^\/api\/models\/[^/]+\/[^/]+\/revision\/([^/]+)$/.exec(url.pathname)?.[1] ?? /^\/[^/]+\/[^/]+\/resolve\/([^/]+)\//.exec(url.pathname)?.[1];
+      if (rev === undefined || rev === "main" || rev === "v1.0") return OPEN_MODEL(url);
+      return Response.json({ error: `Invalid rev id: ${rev}` }, { status: 404, headers: { "x-error-code": "RevisionNotFound" } });
+    };
+    const bad = await deploy(tagged, { model: { extraArgs: ["--revision", "nosuch"] } });
+    expect(bad.names).not.toContain("acme-instance");
+    expect(bad.names).not.toContain("acme-host-ready");
+    expect(bad.failures.length).toBeGreaterThan(0);
+    expect(bad.errors).toEqual(["not creating the GPU instance: model.extraArgs --revision nosuch: no such revision of model.id Qwen/Qwen2.5-7B-Instruct " +
+      "on Hugging Face (a branch, tag or commit of https://huggingface.co/Qwen/Qwen2.5-7B-Instruct)."]);
+
+    const good = await deploy(tagged, { model: { extraArgs: ["--revision=v1.0"] } });
+    expect(good.failures).toEqual([]);
+    expect(good.errors).toEqual([]);
+    expect(good.names).toEqual(expect.arrayContaining(["acme-instance", "acme-host-ready"]));
+    expect(good.hubRequests.map((r) => r.url).sort()).toEqual([
+      "https://huggingface.co/Qwen/Qwen2.5-7B-Instruct/resolve/v1.0/config.json",
+      "https://huggingface.co/api/models/Qwen/Qwen2.5-7B-Instruct/revision/v1.0",
+    ]);
   });
 
   it("creates it, with a warning, when maxModelLen is above the model's context", async () => {
