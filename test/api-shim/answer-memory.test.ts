@@ -121,6 +121,47 @@ describe("the memory answers hold at once", () => {
   });
 });
 
+// Pinned by a mutation review: each wait has its own deadline, and a request that is cut stops
+// waiting at once (a drain is not held up by it).
+describe("waits for room in the answer memory", () => {
+  /** A non-streamed answer read whole and not yet sent: it holds `n` unsent bytes. */
+  function slowClientHolds(m: AnswerMemory, n: number): AnswerLease {
+    const x = m.lease();
+    expect(x.takeNow(n)).toBe(true);
+    x.readDone();
+    return x;
+  }
+
+  it("each event of a stream has its own MAX_WAIT_MS: a later large event still waits for room, not cut at once", { timeout: 10_000 }, async () => {
+    const m = new AnswerMemory(2 * MiB);
+    const s = m.lease();
+    const x1 = slowClientHolds(m, 3 * MiB);
+    setTimeout(() => x1.release(), 100);
+    expect(await s.take(2 * MiB, true)).toBe(true);
+    s.readDone();
+    s.sent();
+    await new Promise((r) => setTimeout(r, MAX_WAIT_MS + 200)); // the first event's deadline has passed
+    const x2 = slowClientHolds(m, 3 * MiB);
+    setTimeout(() => x2.release(), 100);
+    expect(await s.take(2 * MiB, true)).toBe(true);
+    s.release();
+    expect(m.inUse).toBe(0);
+  });
+
+  it("a read released while it waits for room (its request cut) ends its wait at once", async () => {
+    const m = new AnswerMemory(2 * MiB);
+    const x = slowClientHolds(m, 3 * MiB);
+    const s = m.lease();
+    const t0 = performance.now();
+    const waited = s.take(2 * MiB);
+    setTimeout(() => s.release(), 50);
+    await waited;
+    expect(performance.now() - t0).toBeLessThan(MAX_WAIT_MS / 2);
+    x.release();
+    expect(m.inUse).toBe(0);
+  });
+});
+
 describe("a stream's events and the memory answers hold", () => {
   async function* pieces(...parts: string[]) {
     for (const p of parts) {

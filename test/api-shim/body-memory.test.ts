@@ -2,6 +2,7 @@ import { once } from "node:events";
 import { createServer, type Server, type ServerResponse } from "node:http";
 import net, { type AddressInfo } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
+import { BodyMemory, FREE_BYTES } from "../../api-shim/src/limits/body-memory.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 import { keptConnection } from "../support/kept-connection.ts";
 import { pollUntil } from "../support/tools.ts";
@@ -212,6 +213,26 @@ describe("request bodies held by requests in flight", () => {
  * connection was never answered (the socket closed at keepAliveTimeout). nginx buffers bodies and
  * sends them whole, so this is a client straight to the shim (`npm run shim`, a sidecar).
  */
+// Pinned by a mutation review: a body of exactly FREE_BYTES is a small one both when taken and
+// when given back. Counted as large on its way out only, each such request wore the count of
+// large bodies down, and after N of them N + 1 large bodies sat past the budget at once.
+describe("a body of exactly FREE_BYTES (the first bytes always taken) is a small one", () => {
+  it("giving one back does not let a second large body past the budget", () => {
+    const m = new BodyMemory(MiB);
+    expect(m.take(0, FREE_BYTES)).toBe(true);
+    m.give(FREE_BYTES);
+    expect(m.take(0, 2 * MiB)).toBe(true); // the one large body allowed past the budget
+    expect(m.take(0, 2 * MiB)).toBe(false); // a second is refused
+    expect(m.inUse).toBe(2 * MiB);
+  });
+
+  it("is taken even while a large body holds the whole budget, as the docs promise", () => {
+    const m = new BodyMemory(MiB);
+    expect(m.take(0, 2 * MiB)).toBe(true);
+    expect(m.take(0, FREE_BYTES)).toBe(true);
+  });
+});
+
 describe("chunked bodies left unread, straight to the shim: the connection is kept", () => {
   let h: Harness;
   let key: string;

@@ -376,6 +376,25 @@ describe("usage reports past what may wait", () => {
     }
   });
 
+  it("give back the key's requests/min place they took, and show the key's rate-limit headers (a dashboard polling in parallel keeps its budget for inference)", async () => {
+    const h = await startShim();
+    try {
+      const { key } = await h.createKey({ tier: "developer" });
+      const rs = await Promise.all(Array.from({ length: 30 }, () => fetch(h.url + "/v1/usage", { headers: { authorization: `Bearer ${key}` } })));
+      const refused = rs.filter((r) => r.status === 429);
+      const answered = rs.length - refused.length;
+      expect(refused.length).toBeGreaterThan(0);
+      for (const r of refused) expect(r.headers.get("x-ratelimit-remaining-requests")).not.toBeNull();
+      await Promise.all(rs.map((r) => r.text()));
+      const after = await fetch(h.url + "/v1/models", { headers: { authorization: `Bearer ${key}` } });
+      const limit = Number(after.headers.get("x-ratelimit-limit-requests"));
+      // Only the answered reports and this request spent the budget (a refill only adds).
+      expect(Number(after.headers.get("x-ratelimit-remaining-requests"))).toBeGreaterThanOrEqual(limit - answered - 1);
+    } finally {
+      await h.close();
+    }
+  });
+
   it("are refused by the shim's shared turns too, as its rate (many keys at once): a ReportsBusyError, not a StoreUnavailableError", async () => {
     const dir = mkdtempSync(join(tmpdir(), "shim-reports-"));
     const store = new SqliteStore(join(dir, "shim.db"));
