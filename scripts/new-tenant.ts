@@ -1,4 +1,4 @@
-// npm run new-tenant -- <name> --region <id> [...]
+// npm run new-tenant -- <name> --region <id> --admin-cidrs <a,b> [...]
 // Writes stacks/Pulumi.<name>.yaml from flags, checked by the same validator as `pulumi up`
 // (nothing is written when it finds a problem), then initialises the Pulumi stack and stores
 // the Linode and Hugging Face tokens as secrets, read from the environment and passed on stdin.
@@ -16,7 +16,7 @@ import { commaList, npmDashHint, parseFlags, runScript, UsageError } from "./lib
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { initStack, manualSteps, reportExisting, SECRETS_FROM_ENV } from "./lib/stack-setup.ts";
 
-const USAGE = `Usage: npm run new-tenant -- <name> --region <id> [options]
+const USAGE = `Usage: npm run new-tenant -- <name> --region <id> --admin-cidrs <a,b> [options]
 
 Writes stacks/Pulumi.<name>.yaml, validated like \`pulumi up\` (nothing is written if a flag is
 wrong; an existing file is never overwritten). With the pulumi CLI on PATH it then runs
@@ -36,8 +36,8 @@ what the backend holds and which steps are left.
   --model <hf id>            Hugging Face model, e.g. Qwen/Qwen2.5-7B-Instruct (a gated one needs --hf-token-from-env)
   --served-name <name>       the name clients send as "model" (default: the model id)
   --allowed-cidrs <a,b>      who may reach 80/443 (default 0.0.0.0/0,::/0)
-  --admin-cidrs <a,b>        who may reach SSH and /admin; \`pulumi up\` deploys over SSH, so
-                             put your own public address here: "$(curl -4s https://ifconfig.me)/32"
+  --admin-cidrs <a,b>        who may reach SSH and /admin (required): \`pulumi up\` deploys over
+                             SSH, so put your own public address here: "$(curl -4s https://ifconfig.me)/32"
   --ttl-hours <n>            destroy by \`npm run reap-expired\` n hours after the first \`pulumi up\`
   --key <name:credits[:tier]>  a bootstrap API key (repeatable), e.g. app:1000:developer; tier free when left out
   --tls <mode>               letsencrypt (default), self-signed or off
@@ -110,6 +110,19 @@ export function parseKeyFlag(text: string): Record<string, unknown> {
   }
   const [name, credits, tier] = parts as [string, string, string | undefined];
   return { name, credits: numeric(credits), ...(tier !== undefined ? { tier } : {}) };
+}
+
+/**
+ * What new-tenant refuses beyond the validator: no adminCidrs. The validator allows an empty list
+ * for an existing stack (emptied after a deploy, it closes SSH while the host keeps serving), but
+ * a new tenant's first `pulumi up` deploys over SSH: without it, it would create the GPU host,
+ * which bills, and never deploy the endpoint.
+ */
+export function newTenantProblems(raw: Record<string, unknown>): ConfigProblem[] {
+  // `--admin-cidrs ","` gives an empty list, which is none too.
+  if (Array.isArray(raw.adminCidrs) && raw.adminCidrs.length > 0) return [];
+  return [{ key: "adminCidrs", value: raw.adminCidrs, message: "is required for a new tenant: `pulumi up` deploys the endpoint over SSH, which only these addresses reach, " +
+    'and without one would create the GPU host (which bills) and serve nothing; put your own public address: --admin-cidrs "$(curl -4s https://ifconfig.me)/32"' }];
 }
 
 /** Each validator problem, prefixed with the flag to change. */
@@ -203,9 +216,10 @@ export async function newTenant(req: NewTenantRequest, deps: ScriptDeps): Promis
   }
   // The token is not written to the file, but the validator is told it is set (as `pulumi up` will be).
   const result = validateConfig(hfToken ? { ...raw, hfToken: Secret.of(hfToken) } : raw, { stack: req.name });
-  if (!result.ok) throw new UsageError(describeFlagProblems(result.problems));
-  // The file is for `pulumi up`, which refuses an adminCidrs nobody can connect from.
-  if (result.deployProblems.length > 0) throw new UsageError(describeFlagProblems(result.deployProblems));
+  // The file is for `pulumi up`, which refuses an adminCidrs nobody can connect from; new-tenant
+  // also refuses none at all (newTenantProblems). Every problem is reported at once.
+  const problems = [...(result.ok ? result.deployProblems : result.problems), ...newTenantProblems(raw)];
+  if (!result.ok || problems.length > 0) throw new UsageError(describeFlagProblems(problems));
 
   const path = stackFilePath(deps.root, req.name);
   const secrets = SECRETS_FROM_ENV.filter((s) => s.always || hfToken !== undefined);
@@ -214,9 +228,6 @@ export async function newTenant(req: NewTenantRequest, deps: ScriptDeps): Promis
   // Perhaps an earlier run that stopped half way: say what is left to do.
   if (!createStackFile(path, ctx.shownFile, stackFileText(raw, result.config, deps.now()))) return reportExisting(ctx);
   io.out(`Wrote ${ctx.shownFile} (${planFor(result.config).lines.find(([l]) => l === "Cost")?.[1].split(" (")[0]}).`);
-  if (result.config.adminCidrs.length === 0) {
-    io.out("Warning: no --admin-cidrs, so SSH stays closed and `pulumi up` will create the host but cannot deploy the endpoint.");
-  }
   // The plan's and `pulumi up`'s warnings, now: the README goes from here to `pulumi up`, and a
   // model too large for the GPU shows only once the host bills.
   for (const warning of configWarnings(result.config)) io.out(`Warning: ${warning}`);

@@ -194,6 +194,23 @@ describe("new-tenant", () => {
     expect(warnings.map((l) => l.slice("Warning: ".length))).toEqual(planWarnings.map((l) => l.trim().slice("Warning".length).trim()));
   });
 
+  // A new tenant without --admin-cidrs: `pulumi up` would create the GPU host, which bills, and
+  // never deploy the endpoint (SSH closed). Refused like the other flag problems, with all of them.
+  it("refuses a new tenant without --admin-cidrs, saying what to pass, and writes nothing", async () => {
+    for (const argv of [["acme4", "--region", "us-ord"], ["acme4", "--region", "us-ord", "--admin-cidrs", " , "], ["acme4", "--region", "mars-1"]]) {
+      root = tempDir();
+      const { code, io } = await run(argv, { pulumi: new FakePulumi() });
+      expect(code, argv.join(" ")).toBe(1);
+      const err = io.stderr.join("\n");
+      expect(err).toMatch(/nothing was written:\n(.*\n)*  - --admin-cidrs: gpu-sandbox:adminCidrs = (\(not set\)|\[\]): is required for a new tenant/);
+      expect(err).toContain('--admin-cidrs "$(curl -4s https://ifconfig.me)/32"');
+      if (argv.includes("mars-1")) expect(err).toContain("new-tenant: 2 problems; nothing was written:");
+      expect(io.stdout).toEqual([]);
+      expect(io.text()).not.toContain("pulumi up --stack");
+      expect(existsSync(join(root, "stacks"))).toBe(false);
+    }
+  });
+
   it("refuses to overwrite an existing stack file", async () => {
     root = tempDir();
     mkdirSync(join(root, "stacks"));
@@ -228,7 +245,7 @@ describe("new-tenant", () => {
     [["acme", "--region", "us-ord", "--bogus"], "Unknown option '--bogus'"],
     [["--region", "us-ord"], "give exactly one tenant name"],
     // `npm run new-tenant acme --region us-ord`, no `--`: npm keeps --region and passes its value on.
-    [["acme", "us-ord"], "give exactly one tenant name (got: acme us-ord)\nflags typed before `--` are kept by npm, not passed on: npm run new-tenant -- <name> --region <id> [options]"],
+    [["acme", "us-ord"], "give exactly one tenant name (got: acme us-ord)\nflags typed before `--` are kept by npm, not passed on: npm run new-tenant -- <name> --region <id> --admin-cidrs <a,b> [options]"],
     [["acme", "--region", "us-ord", "--hf-token", "hf_x"], "--hf-token is not accepted: a token on the command line lands in shell history"],
     [["acme", "--region", "us-ord", "--hf-token-from-env"], "HF_TOKEN is not set"],
     // A value starting with "-" after a space is the flag's value (parseArgs called it ambiguous and printed the usage).
@@ -417,7 +434,7 @@ describe("new-tenant", () => {
       expect(err).toContain("`pulumi stack ls`");
       // encryptionsalt (or secretsprovider) alone says the same: `stack init` wrote it.
       writeFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "encryptionsalt: v1:abc:def\nconfig:\n  gpu-sandbox:region: us-ord\n");
-      const salted = await run(["acme", "--region", "us-ord"], { pulumi, env: { LINODE_TOKEN: "x" } });
+      const salted = await run(["acme", "--region", "us-ord", "--admin-cidrs", "81.2.69.160/32"], { pulumi, env: { LINODE_TOKEN: "x" } });
       expect(salted.io.stderr.join("\n")).toContain("probably created in another backend");
       expect(pulumi.callsOf("stack", "init")).toEqual([]);
     });
@@ -426,7 +443,7 @@ describe("new-tenant", () => {
       root = tempDir();
       mkdirSync(join(root, "stacks"));
       writeFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "config:\n  gpu-sandbox:region: us-ord\n  linode:token: typed-by-hand\n");
-      const { code, io } = await run(["acme", "--region", "us-ord"], { pulumi: new FakePulumi(), env: { LINODE_TOKEN: "x" } });
+      const { code, io } = await run(["acme", "--region", "us-ord", "--admin-cidrs", "81.2.69.160/32"], { pulumi: new FakePulumi(), env: { LINODE_TOKEN: "x" } });
       expect(code).toBe(1);
       expect(io.stderr.join("\n")).toContain("To finish:\n  pulumi stack init acme\n  printenv LINODE_TOKEN | pulumi config set --secret --stack acme linode:token\n");
     });
@@ -460,7 +477,8 @@ describe("new-tenant", () => {
   it("--help prints usage with the issue's example", async () => {
     const { code, io } = await run(["--help"]);
     expect(code).toBe(0);
-    expect(io.text()).toContain("Usage: npm run new-tenant -- <name> --region <id>");
+    expect(io.text()).toContain("Usage: npm run new-tenant -- <name> --region <id> --admin-cidrs <a,b>");
+    expect(io.text()).toMatch(/--admin-cidrs <a,b> +who may reach SSH and \/admin \(required\)/);
     expect(io.text()).toContain("--key app:1000:developer");
   });
 });
