@@ -2,6 +2,7 @@
 // reports a bad flag, prints --help and exits the same way.
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { decimalNumber } from "../../infra/config/checks.ts";
+import { closestName } from "./closest-name.ts";
 
 /** A mistake the user can fix (a bad flag, a missing variable, an API refusal): shown without a stack trace. */
 export class UsageError extends Error {
@@ -40,7 +41,8 @@ type Options = NonNullable<ParseArgsConfig["options"]>;
 
 /**
  * node:util parseArgs with `--help` added and its errors turned into UsageErrors that end with
- * the usage text. `rejected` maps flags that must never be accepted to the reason (e.g. an
+ * the usage text, except an unknown flag: one line with the flag it is close to and a pointer to
+ * --help (unknownOption). `rejected` maps flags that must never be accepted to the reason (e.g. an
  * admin token given on the command line would land in shell history). A flag that is not
  * `multiple` given twice is refused: parseArgs keeps the last one, so `top-up --key A --amount 5
  * --key B --amount 50` would credit B 50 and say nothing of A.
@@ -62,7 +64,10 @@ export function parseFlags<O extends Options>(
   try {
     parsed = parseArgs({ args, options: all, allowPositionals: config.positionals ?? false, strict: true, tokens: true });
   } catch (err) {
-    const extra = (err as NodeJS.ErrnoException).code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL" ? `\n${npmDashHint(usage)}` : "";
+    const code = (err as NodeJS.ErrnoException).code;
+    const unknown = code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? /^Unknown option '([^']+)'/.exec((err as Error).message)?.[1] : undefined;
+    if (unknown !== undefined) throw new UsageError(unknownOption(unknown, Object.keys(all), usage));
+    const extra = code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL" ? `\n${npmDashHint(usage)}` : "";
     throw new UsageError(`${(err as Error).message}${extra}\n\n${usage}`);
   }
   const { values, positionals, tokens } = parsed;
@@ -74,6 +79,18 @@ export function parseFlags<O extends Options>(
     throw new UsageError(`${list}: give ${repeated.length === 1 ? "it" : "each"} once`);
   }
   return { values, positionals };
+}
+
+/**
+ * A flag the script does not take, in one line: the known flag it is close to (a typo), and
+ * where the options are listed. Not parseArgs' own message, whose advice to write a positional
+ * after `--` misleads an npm user, nor the whole usage, in which the typo is lost.
+ */
+function unknownOption(flag: string, known: readonly string[], usage: string): string {
+  const meant = flag.startsWith("--") ? closestName(flag.slice(2), known) : undefined;
+  const script = /npm run (\S+)/.exec(usage.split("\n")[0] ?? "")?.[1];
+  const help = script === undefined ? "--help lists the options" : `npm run ${script} -- --help lists the options`;
+  return `Unknown option '${flag}'.${meant === undefined ? "" : ` Did you mean --${meant}?`} (${help})`;
 }
 
 /**
