@@ -570,6 +570,8 @@ describe("upstream failures", () => {
     h.fake.reset();
     expect(e).toBeInstanceOf(InternalServerError);
     expectShape(e, 502, "api_error", "upstream_error");
+    // It answered: "returned an error" is what happened (unlike an upstream that never answered).
+    expect((e.error as { message: string }).message).toBe("The model server returned an error.");
     expect(await balance(k.id)).toBe(10_000_000);
   });
 
@@ -756,9 +758,10 @@ describe("upstream failures", () => {
 
   /**
    * A shim whose upstream is at `port` with the HEADERS_TIMEOUT_MS timeout: chat and the model
-   * list each fail with `status`/`code` after `[fromMs, toMs)`, and nothing is charged or left held.
+   * list each fail with `status`/`code` and `message` after `[fromMs, toMs)`, and nothing is
+   * charged or left held.
    */
-  async function unreachable(port: number, status: number, code: string, [fromMs, toMs]: [number, number], cause: string): Promise<void> {
+  async function unreachable(port: number, status: number, code: string, message: string, [fromMs, toMs]: [number, number], cause: string): Promise<void> {
     const shim = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1`, SHIM_UPSTREAM_TIMEOUT_MS: String(HEADERS_TIMEOUT_MS) } });
     try {
       const k = await shim.createKey({ credits: 3 });
@@ -767,6 +770,7 @@ describe("upstream failures", () => {
         const e = await failure(call);
         expect(e).toBeInstanceOf(InternalServerError);
         expectShape(e, status, "api_error", code);
+        expect((e.error as { message: string }).message).toBe(message);
         const ms = performance.now() - t0;
         expect(ms).toBeGreaterThanOrEqual(fromMs);
         expect(ms).toBeLessThan(toMs);
@@ -786,15 +790,46 @@ describe("upstream failures", () => {
     }
   }
 
-  it("a dead upstream (nothing listening) → 502 quickly", async () => {
-    await unreachable(await freePort(), 502, "upstream_error", [0, HEADERS_TIMEOUT_MS], "ECONNREFUSED");
+  // Nothing answered, so the client is not told the model server "returned an error" (an
+  // operator who forgot `npm run fake-vllm` looked for an error in a server that was not running).
+  it("a dead upstream (nothing listening) → 502 quickly, saying the model server could not be reached", async () => {
+    await unreachable(await freePort(), 502, "upstream_error", "The model server could not be reached.", [0, HEADERS_TIMEOUT_MS], "ECONNREFUSED");
+  });
+
+  it("an upstream that closes the connection before answering → 502 'could not be reached'; one that breaks off its answer → 'returned an error'", async () => {
+    const ANSWER = JSON.stringify({ id: "c1", object: "chat.completion", created: 1, model: "qwen2.5-7b", choices: [], usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 } });
+    const closing = await loopbackServer(async (req, res) => {
+      let body = "";
+      for await (const c of req) body += String(c);
+      // Closed before any answer: the model list, and a chat asking for one token.
+      if (req.url!.endsWith("/models") || (JSON.parse(body) as { max_tokens: number }).max_tokens === 1) return void req.socket.destroy();
+      // The answer's headers, part of its body, then the connection closed.
+      res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(ANSWER) });
+      res.write(ANSWER.slice(0, 10), () => req.socket.destroy());
+    });
+    const shim = await startShim({ env: { SHIM_UPSTREAM_URL: closing.url } });
+    try {
+      const k = await shim.createKey({ credits: 3 });
+      const closed = await failure(() => shim.client(k.key).models.list());
+      expectShape(closed, 502, "api_error", "upstream_error");
+      expect((closed.error as { message: string }).message).toBe("The model server could not be reached.");
+      const closedChat = await failure(() => shim.client(k.key).chat.completions.create({ ...chat, max_tokens: 1 }));
+      expectShape(closedChat, 502, "api_error", "upstream_error");
+      expect((closedChat.error as { message: string }).message).toBe("The model server could not be reached.");
+      const broken = await failure(() => shim.client(k.key).chat.completions.create(chat));
+      expectShape(broken, 502, "api_error", "upstream_error");
+      expect((broken.error as { message: string }).message).toBe("The model server returned an error.");
+    } finally {
+      await shim.close();
+      await closing.close();
+    }
   });
 
   it("an upstream that accepts connections and never answers → 504 on time, for the model list too", async () => {
     const silent = createServer(() => {}).listen(0, "127.0.0.1");
     await new Promise((r) => silent.once("listening", r));
     try {
-      await unreachable((silent.address() as { port: number }).port, 504, "upstream_timeout", [HEADERS_TIMEOUT_MS, HEADERS_TIMEOUT_MS * 1.45], "UND_ERR_HEADERS_TIMEOUT");
+      await unreachable((silent.address() as { port: number }).port, 504, "upstream_timeout", "The model server did not respond in time.", [HEADERS_TIMEOUT_MS, HEADERS_TIMEOUT_MS * 1.45], "UND_ERR_HEADERS_TIMEOUT");
     } finally {
       silent.close();
     }

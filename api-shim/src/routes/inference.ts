@@ -175,7 +175,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       // An upstream failure after its client left: counted and its cause logged as any upstream
       // failure, nothing charged, and nobody to answer.
       if (left && !isAbort(e, ac.signal)) return await leftThenFailed(ctx, request, reply, settlement, e);
-      return await failed(ctx, request, reply, settlement, ac.signal, e, sent);
+      return await failed(ctx, request, reply, settlement, ac.signal, e, sent, false);
     }
     const ok = res.status >= 200 && res.status < 300;
     // A 2xx that is not the answer asked for is a refusal too: a stream request answered with
@@ -192,7 +192,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       } catch (e) {
         // The upstream refused it: a client leaving meanwhile pays nothing (`sent`: false).
         if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? LATE : undefined);
-        return await failed(ctx, request, reply, settlement, ac.signal, e, false, cut ? LATE : undefined);
+        return await failed(ctx, request, reply, settlement, ac.signal, e, false, true, cut ? LATE : undefined);
       } finally {
         clearTimeout(readDeadline);
       }
@@ -209,7 +209,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       // The body broke, ran out of time or a drain cut it: nothing charged, for a client that
       // stays as for one that left. (Too large, the read ends instead: answerBytes is null.)
       if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? LATE : undefined);
-      return await failed(ctx, request, reply, settlement, ac.signal, e, true, cut ? LATE : undefined);
+      return await failed(ctx, request, reply, settlement, ac.signal, e, true, true, cut ? LATE : undefined);
     } finally {
       clearTimeout(readDeadline);
     }
@@ -365,9 +365,10 @@ async function clientLeft(ctx: ShimContext, request: FastifyRequest, reply: Fast
 /**
  * The upstream failed (or the client left) before a response: release the hold, answer if anyone
  * listens. `sent`: the upstream had the request (and did not refuse it): a client that leaves is
- * then charged the request price. `timedOut`: the read's own deadline cut it (an upstream timeout).
+ * then charged the request price. `answered`: its headers had come (the client is not told the
+ * upstream could not be reached). `timedOut`: the read's own deadline cut it (an upstream timeout).
  */
-async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, signal: AbortSignal, e: unknown, sent: boolean, timedOut?: string): Promise<FastifyReply> {
+async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, signal: AbortSignal, e: unknown, sent: boolean, answered: boolean, timedOut?: string): Promise<FastifyReply> {
   if (timedOut === undefined && e instanceof ShimError) {
     await settlement.settle(e.status, null);
     throw e;
@@ -384,7 +385,7 @@ async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyR
     // it was sent, it costs nothing.)
     return await clientLeft(ctx, request, reply, settlement, sent ? REQUEST_PRICE_ONLY : null);
   }
-  const err = unreachable(ctx, request, e, timedOut);
+  const err = unreachable(ctx, request, e, timedOut, answered);
   await settlement.settle(err.status, null);
   throw err;
 }

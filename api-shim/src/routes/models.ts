@@ -63,7 +63,7 @@ async function keyModels(ctx: ShimContext, request: FastifyRequest): Promise<{ b
     text = (await readLimited(res.body, MODEL_LIST_LIMIT)).text;
   } catch (e) {
     if (request.drainCut?.aborted) throw shuttingDown();
-    throw unreachable(ctx, request, e, deadline.aborted ? (res ? "UND_ERR_BODY_TIMEOUT" : "UND_ERR_HEADERS_TIMEOUT") : undefined);
+    throw unreachable(ctx, request, e, deadline.aborted ? (res ? "UND_ERR_BODY_TIMEOUT" : "UND_ERR_HEADERS_TIMEOUT") : undefined, res !== undefined);
   }
   // A GET with nothing in it is never the client's fault: whatever the upstream says, it is the
   // upstream's failure (busy: 503, slow: 504), and none of its message reaches the client.
