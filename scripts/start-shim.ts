@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { shownUrl } from "../api-shim/src/config.ts";
+import type { Probe } from "../api-shim/src/routes/health.ts";
 import { redactUrl } from "../api-shim/src/store/database-url.ts";
 import { exitOnFailure, mainWithUsage, setVariables } from "./lib/cli.ts";
 import { urlHost } from "./lib/url-host.ts";
@@ -15,11 +16,14 @@ server. Every SHIM_* variable of docs/api-shim.md applies; these have developmen
                       127.0.0.1 and 8080
   SHIM_DATABASE_URL   sqlite:./data/shim.db: keys, credits and usage are kept between runs
                       (delete the file to start over)
-  SHIM_ADMIN_TOKEN    generated and printed once when unset
+  SHIM_ADMIN_TOKEN    when unset, a new one is generated and printed at each start (one
+                      exported from an earlier run then gets 401): set it to keep one
   SHIM_CONFIG         a YAML file: prices, tiers, models, bootstrap keys (docs/api-shim.md)
 
 Prints where it listens, the upstream and database URLs (a password in them as ***), an admin
-token and the curl that makes a key. Ctrl-C drains and stops. Type it anywhere in the repository
+token and the curl that makes a key, then a warning if the upstream is not ready (not running,
+or SHIM_UPSTREAM_URL without its /v1): the shim serves all the same. Ctrl-C drains and stops;
+a second Ctrl-C cuts what is still in flight. Type it anywhere in the repository
 outside api-shim/ (there npm finds the shim's own package.json, which has no "shim" script); npm
 runs it in the repository's root: relative paths (the database, SHIM_CONFIG) start there.
 
@@ -61,12 +65,27 @@ export function banner(env: NodeJS.ProcessEnv, generatedToken: string | null): s
   // Neither URL is shown with its credentials (a terminal's scrollback is no place for them).
   return [
     `api-shim (dev) on ${base}  upstream ${shownUrl(env.SHIM_UPSTREAM_URL ?? "")}  database ${redactUrl(env.SHIM_DATABASE_URL ?? "")}`,
-    generatedToken ? `admin token (generated for this run, shown once): ${generatedToken}` : "admin token: from SHIM_ADMIN_TOKEN",
+    // A token exported from an earlier run gets 401 after a restart: say so where the token is.
+    generatedToken ? `admin token (generated for this run, shown once; set SHIM_ADMIN_TOKEN to keep it across restarts): ${generatedToken}` : "admin token: from SHIM_ADMIN_TOKEN",
     "create a key:",
     `  curl -s -X POST ${base}/admin/keys -H "authorization: Bearer ${token}" -H 'content-type: application/json' -d '{"name":"me","credits":100,"tier":"developer"}'`,
     "then use it with any OpenAI SDK: base_url " + `${base}/v1`,
     "",
   ].join("\n");
+}
+
+/**
+ * The line `npm run shim` prints when the upstream is not ready at start, with the probe's hint
+ * (it otherwise reached the log only when something asked /ready), or null when it is.
+ */
+export function upstreamWarning(upstreamUrl: string, probe: Probe): string | null {
+  if (probe.ok) return null;
+  const url = shownUrl(upstreamUrl);
+  if (probe.detail === "unreachable") {
+    return `Warning: the upstream at ${url} is not answering (unreachable${probe.cause ? `: ${probe.cause}` : ""}): is \`npm run fake-vllm\` running, and does SHIM_UPSTREAM_URL end in /v1?`;
+  }
+  const hint = probe.hint?.replace(/^readiness probe: /, "").replaceAll("<SHIM_UPSTREAM_URL>", url.replace(/\/$/, ""));
+  return `Warning: the upstream at ${url} is not ready (${probe.detail})${hint ? `: ${hint}` : ""}`;
 }
 
 export const main = mainWithUsage(USAGE, async (io) => {
@@ -77,7 +96,12 @@ export const main = mainWithUsage(USAGE, async (io) => {
   // only for a server that listens, not a token and a curl for one that never did.
   const server = await import("../api-shim/src/server.ts");
   // With the port it got (SHIM_PORT=0 asks for any free one).
-  if (server.listeningAt !== null) io.out(banner({ ...env, SHIM_PORT: new URL(server.listeningAt).port }, generatedToken).trimEnd());
+  if (server.listeningAt === null) return;
+  io.out(banner({ ...env, SHIM_PORT: new URL(server.listeningAt).port }, generatedToken).trimEnd());
+  // Once, after the banner; the shim serves meanwhile and whatever it finds (it may come up later).
+  const probe = await server.probeReadiness?.().catch(() => null);
+  const warning = probe ? upstreamWarning(env.SHIM_UPSTREAM_URL ?? "", probe) : null;
+  if (warning !== null) io.err(warning);
 });
 
 if (import.meta.main) exitOnFailure(await main(process.argv.slice(2)));

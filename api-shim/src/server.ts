@@ -16,6 +16,7 @@ import { SqliteInUseError } from "./store/sqlite-owner.ts";
 import { VolumeFullError } from "./store/sqlite-space.ts";
 import { BootstrapIdTakenError, type GrantRefusal, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, type Store } from "./store/store.ts";
 import { createUpstream } from "./upstream/upstream.ts";
+import { type Probe, probeUpstream } from "./routes/health.ts";
 
 /**
  * The only file that listens. Start: config, store, release the reservations of a dead process,
@@ -223,6 +224,10 @@ async function main(): Promise<void> {
   logger.info({ address, upstream: config.upstreamUrl, database: redactUrl(config.databaseUrl) }, "api-shim listening");
   logger.flush();
   listeningAt = address;
+  probeReadiness = async () => {
+    const probe = await probeUpstream(app.shim);
+    return stopping ? null : probe; // a stop meanwhile cut the probe: no warning for that
+  };
   // A stop or a store failure that came while `app.listen` was pending is acted on only now. A
   // drain started then found no server to close (closeApp did nothing) and node listened after
   // it began: "api-shim listening" came between "draining" and "stopped", and requests were
@@ -257,5 +262,8 @@ const NOT_GRANTED: Record<GrantRefusal, string> = {
 
 /** Where the shim listens once it does (null if it never did: a bad configuration, a port taken); for `npm run shim`'s banner. */
 export let listeningAt: string | null = null;
+
+/** Once listening: the upstream probed as /ready probes it (null if a stop began meanwhile); for `npm run shim`'s warning at start. */
+export let probeReadiness: (() => Promise<Probe | null>) | null = null;
 
 await main();

@@ -8,6 +8,7 @@ import { main as fakeVllm, serveFakeVllm } from "../../scripts/serve-fake-vllm.t
 import { banner, devEnvironment, main as shim } from "../../scripts/start-shim.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { parseShimConfig } from "../../api-shim/src/config.ts";
+import { freePort } from "../support/tools.ts";
 
 const scripts = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { scripts: Record<string, string> }).scripts;
 
@@ -62,17 +63,64 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     }
   });
 
-  /** `npm run shim` (pretty logs) with its stdout and stderr on pipes; resolves once it listens, with its port. */
-  const startDevShim = async () => {
+  /**
+   * `npm run shim` (pretty logs) with its stdout and stderr on pipes; resolves once it listens,
+   * with its port and what it has printed so far (`output()`, both streams).
+   */
+  const startDevShim = async (env: NodeJS.ProcessEnv = {}) => {
     const child = spawn(process.execPath, [fileURLToPath(new URL("../../scripts/start-shim.ts", import.meta.url))], {
-      env: { PATH: process.env.PATH, SHIM_PORT: "0", SHIM_DATABASE_URL: "sqlite::memory:", SHIM_UPSTREAM_URL: "http://127.0.0.1:9/v1" }, stdio: ["ignore", "pipe", "pipe"],
+      env: { PATH: process.env.PATH, SHIM_PORT: "0", SHIM_DATABASE_URL: "sqlite::memory:", SHIM_UPSTREAM_URL: "http://127.0.0.1:9/v1", ...env }, stdio: ["ignore", "pipe", "pipe"],
     });
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal, at: Date.now() })));
     let out = "";
     child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => (out += d));
     await expect.poll(() => out.includes("base_url"), { timeout: 15_000 }).toBe(true);
-    return { child, exited, port: Number(/base_url http:\/\/127\.0\.0\.1:(\d+)\/v1/.exec(out)?.[1]) };
+    return { child, exited, port: Number(/base_url http:\/\/127\.0\.0\.1:(\d+)\/v1/.exec(out)?.[1]), output: () => out };
   };
+
+  // The readiness probe's hint used to reach the log only when someone asked /ready: a shim
+  // started without `npm run fake-vllm`, or with SHIM_UPSTREAM_URL missing /v1, started silently.
+  it("npm run shim whose upstream is down warns once at start, and keeps serving", async () => {
+    const port = await freePort();
+    const { child, exited, output } = await startDevShim({ SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1` });
+    try {
+      await expect.poll(() => output(), { timeout: 10_000 }).toContain(
+        `Warning: the upstream at http://127.0.0.1:${port}/v1 is not answering (unreachable: ECONNREFUSED): is \`npm run fake-vllm\` running, and does SHIM_UPSTREAM_URL end in /v1?`,
+      );
+      expect(output().match(/Warning: the upstream/g)).toHaveLength(1);
+      const base = /base_url (http:\/\/\S+)\/v1/.exec(output())![1]!;
+      expect((await fetch(`${base}/health`)).status).toBe(200);
+      await expectExitAfterCtrlC(child, exited, 5000);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
+  it("npm run shim warns at start of an upstream URL without /v1, and not of one that is ready", async () => {
+    const fake = await serveFakeVllm({ FAKE_VLLM_PORT: "0" });
+    try {
+      const root = fake.url.replace(/\/v1$/, "");
+      const wrong = await startDevShim({ SHIM_UPSTREAM_URL: root });
+      try {
+        await expect.poll(() => wrong.output(), { timeout: 10_000 }).toContain(`Warning: the upstream at ${root}/ is not ready (status 404): the upstream answered 404 for`);
+        expect(wrong.output()).toContain("SHIM_UPSTREAM_URL should be its base URL including /v1");
+      } finally {
+        wrong.child.kill("SIGKILL");
+      }
+      const right = await startDevShim({ SHIM_UPSTREAM_URL: fake.url });
+      try {
+        const base = /base_url (http:\/\/\S+)\/v1/.exec(right.output())![1]!;
+        await expect.poll(async () => (await fetch(`${base}/ready`)).status, { timeout: 10_000 }).toBe(200);
+        await new Promise((r) => setTimeout(r, 500)); // the start's own probe is as quick as /ready's
+        expect(right.output()).not.toContain("Warning:");
+      } finally {
+        right.child.kill("SIGKILL");
+      }
+    } finally {
+      await fake.close();
+    }
+  });
 
   /** Sends Ctrl-C and expects exit 0 within `withinMs`. */
   const expectExitAfterCtrlC = async (child: ReturnType<typeof spawn>, exited: Promise<unknown>, withinMs: number) => {
@@ -125,6 +173,14 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     } finally {
       taken.close();
     }
+  });
+
+  // A token exported from one run got 401 after a restart: the banner says how to keep it.
+  it("the banner says a generated admin token is new at each start, and how to keep one across restarts", () => {
+    const generated = devEnvironment({});
+    expect(banner(generated.env, generated.generatedToken)).toContain("set SHIM_ADMIN_TOKEN to keep it across restarts");
+    const exported = devEnvironment({ SHIM_ADMIN_TOKEN: "operator-chosen-token-123" });
+    expect(banner(exported.env, exported.generatedToken)).not.toContain("generated");
   });
 
   it.each<[string, NodeJS.ProcessEnv]>([["an exported SHIM_ADMIN_TOKEN", { SHIM_ADMIN_TOKEN: "operator-chosen-token-123" }], ["a generated token", {}]])(

@@ -43,14 +43,17 @@ export function healthRoutes(app: FastifyInstance, ctx: ShimContext): void {
   });
 }
 
-/** What /ready reports of the upstream, and for the log a hint at the likely cause. */
-interface Probe { ok: boolean; detail: string; hint?: string }
+/**
+ * What /ready reports of the upstream, and for the log a hint at the likely cause; `cause`: for
+ * an upstream that could not be reached, the transport's code (ECONNREFUSED…).
+ */
+export interface Probe { ok: boolean; detail: string; hint?: string; cause?: string }
 
 /**
  * Both probes at once, each within PROBE_TIMEOUT_MS: /ready answers within that (its callers wait
- * 5 s), not after the two one after the other.
+ * 5 s), not after the two one after the other. Also `npm run shim`'s check at start.
  */
-async function probeUpstream(ctx: ShimContext): Promise<Probe> {
+export async function probeUpstream(ctx: ShimContext): Promise<Probe> {
   const timeoutMs = Math.min(ctx.config.upstreamTimeoutMs, PROBE_TIMEOUT_MS);
   const [models, server] = await Promise.all([probeModels(ctx, timeoutMs), ctx.config.readyUrl === null ? null : probeReadyUrl(ctx.config.readyUrl, timeoutMs)]);
   return !models.ok || server === null ? models : server;
@@ -87,6 +90,7 @@ async function probeModels(ctx: ShimContext, timeoutMs: number): Promise<Probe> 
     // LiteLLM that was up, only slow or busy.
     if (signal.aborted) return { ok: false, detail: "timed out", hint: `readiness probe: <SHIM_UPSTREAM_URL>/models timed out after ${timeoutMs} ms` };
     if (transportError(e).code === "upstream_timeout") return { ok: false, detail: "timed out", hint: `readiness probe: <SHIM_UPSTREAM_URL>/models timed out (${transportCause(e)})` };
-    return { ok: false, detail: "unreachable", hint: `readiness probe: <SHIM_UPSTREAM_URL>/models unreachable (${transportCause(e)})` };
+    const cause = transportCause(e);
+    return { ok: false, detail: "unreachable", hint: `readiness probe: <SHIM_UPSTREAM_URL>/models unreachable (${cause})`, cause };
   }
 }
