@@ -185,7 +185,7 @@ async function main(): Promise<void> {
       return app.shim.inflight.abortAll("drain");
     }
     stopping = true;
-    logger.info({ reason, inflight: app.shim.inflight.size }, "draining");
+    logger.info({ reason, inflight: app.shim.inflight.size }, drainingMessage(app.shim.inflight.size, drainMs));
     let aborted = 0;
     try {
       ({ aborted } = await closeApp(app, drainMs));
@@ -249,6 +249,19 @@ function exitOnRepeatedSignal(signal: string, code: number, why: string): never 
     // stderr gone too: nobody to tell.
   }
   process.exit(code);
+}
+
+/**
+ * The drain's first line: how long the stop may wait, and how not to (a second signal, which was
+ * said only in a comment: Ctrl-C during a stream was followed by up to SHIM_DRAIN_TIMEOUT_MS of
+ * silence). It starts with "draining", as it always was, for whoever searches the logs for it.
+ */
+function drainingMessage(inflight: number, drainMs: number): string {
+  if (inflight === 0) return "draining: nothing in flight";
+  const requests = inflight === 1 ? "1 request" : `${inflight} requests`;
+  if (drainMs === 0) return `draining: cutting ${requests} in flight now`;
+  const wait = drainMs < 1000 ? `${drainMs} ms` : `${Math.round(drainMs / 100) / 10} s`;
+  return `draining: waiting up to ${wait} for ${requests} in flight; send the signal again (Ctrl-C) to cut ${inflight === 1 ? "it" : "them"} now`;
 }
 
 /** How long an exit waits for its last log lines to be written. */

@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
-import { openStream, shimProcessFixture } from "../support/shim-process.ts";
+import { isDraining, openStream, shimProcessFixture } from "../support/shim-process.ts";
 
 /** How the shim process stops: a store failure during a drain, a signal during start-up, a SIGKILL after a top-up. */
 describe("stopping the shim process", () => {
@@ -42,7 +42,7 @@ describe("stopping the shim process", () => {
     other.exec("CREATE TRIGGER fail_money BEFORE UPDATE OF held ON keys BEGIN SELECT RAISE(ABORT, 'disk on fire'); END");
     try {
       p.child.kill("SIGTERM");
-      await p.waitForLine((e) => e.msg === "draining");
+      await p.waitForLine(isDraining);
       for (let r = await short.next(); !r.done; r = await short.next());
       const shortEnded = Date.now();
       await p.waitForLine((e) => e.msg === "the store failed closed; exiting so the shim is restarted");
@@ -101,7 +101,7 @@ net.Server.prototype.listen = function (...args) {
     const child = await start({ NODE_OPTIONS: `--import=${preload}` }, (e) => e.msg === "bootstrap key");
     expect(await child.exited).toEqual({ code: 0, signal: null });
     output.keep(child);
-    const said = messages(child.lines).map((e) => e.msg).filter((m) => ["api-shim listening", "draining", "stopped"].includes(m as string));
+    const said = messages(child.lines).map((e) => (isDraining(e) ? "draining" : e.msg)).filter((m) => ["api-shim listening", "draining", "stopped"].includes(m as string));
     expect(said).toEqual(["api-shim listening", "draining", "stopped"]);
   }, 30_000);
 

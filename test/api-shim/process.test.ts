@@ -15,7 +15,7 @@ import { corruptLedger } from "../support/corrupt-ledger.ts";
 import { failingFsyncs, fullVolumeWrites } from "../support/fsync-trace.ts";
 import { fillUp, smallVolume, unmountVolume } from "../support/small-volume.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
-import { loopbackServer, openStream as openKeyStream, shimClient, shimProcessFixture, ShimStartError, spawnShim, type ShimProcess } from "../support/shim-process.ts";
+import { isDraining, loopbackServer, openStream as openKeyStream, shimClient, shimProcessFixture, ShimStartError, spawnShim, type ShimProcess } from "../support/shim-process.ts";
 
 const CREDIT = 1_000_000;
 
@@ -84,7 +84,7 @@ describe("the shim process", () => {
     const short = await Promise.all(Array.from({ length: 5 }, () => openStream(p, 8)));
     const long = await Promise.all(Array.from({ length: 5 }, () => openStream(p, 5000)));
     p.child.kill("SIGTERM");
-    await p.waitForLine((e) => e.msg === "draining");
+    await p.waitForLine(isDraining);
     const drain = async (s: AsyncIterator<unknown>) => {
       let n = 1;
       try {
@@ -122,7 +122,7 @@ describe("the shim process", () => {
     for (const c of conns) c.send("POST", "/v1/chat/completions", chat(true));
     for (const c of conns) await c.started(); // admitted before the drain begins
     p.child.kill("SIGTERM");
-    await p.waitForLine((e) => e.msg === "draining");
+    await p.waitForLine(isDraining);
     for (const c of conns) expect((await c.response()).head).toMatch(/^HTTP\/1\.1 200/);
 
     conns[0]!.send("POST", "/v1/chat/completions", chat(false));
@@ -200,7 +200,10 @@ describe("the shim process", () => {
     const long = await openStream(p, 5000);
     const started = Date.now();
     p.child.kill("SIGTERM");
-    await p.waitForLine((e) => e.msg === "draining");
+    // It says how long it may wait and how not to: the wait used to be silent (23 s by default).
+    expect(await p.waitForLine(isDraining)).toMatchObject({
+      reason: "SIGTERM", inflight: 1, msg: "draining: waiting up to 20 s for 1 request in flight; send the signal again (Ctrl-C) to cut it now",
+    });
     p.child.kill("SIGTERM");
     await expect(long.next().then(async () => { for (let r = await long.next(); !r.done; r = await long.next()); })).rejects.toMatchObject({ error: { code: "service_unavailable" } });
     expect(await p.exited).toEqual({ code: 0, signal: null });

@@ -30,6 +30,9 @@ export interface ShimProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** The log line a stop's drain begins with ("draining: waiting up to …", its fields `reason` and `inflight`). */
+export const isDraining = (entry: Record<string, unknown>): boolean => typeof entry.msg === "string" && /^draining\b/.test(entry.msg);
+
 /** A shim process that never listened: what it said and how it ended, for tests of failed starts. */
 export class ShimStartError extends Error {
   readonly lines: string[];
