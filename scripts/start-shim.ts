@@ -82,7 +82,9 @@ export function upstreamWarning(upstreamUrl: string, probe: Probe): string | nul
   if (probe.ok) return null;
   const url = shownUrl(upstreamUrl);
   if (probe.detail === "unreachable") {
-    return `Warning: the upstream at ${url} is not answering (unreachable${probe.cause ? `: ${probe.cause}` : ""}): is \`npm run fake-vllm\` running, and does SHIM_UPSTREAM_URL end in /v1?`;
+    // A missing /v1 is a 404 (below), never this: the host or the port is wrong, or nothing runs there.
+    const what = probe.cause === "ENOTFOUND" || probe.cause === "EAI_AGAIN" ? `no such host: check the host name in SHIM_UPSTREAM_URL` : "is `npm run fake-vllm` (or your server) running, on the port SHIM_UPSTREAM_URL names?";
+    return `Warning: the upstream at ${url} is not answering (unreachable${probe.cause ? `: ${probe.cause}` : ""}): ${what}`;
   }
   const hint = probe.hint?.replace(/^readiness probe: /, "").replaceAll("<SHIM_UPSTREAM_URL>", url.replace(/\/$/, ""));
   return `Warning: the upstream at ${url} is not ready (${probe.detail})${hint ? `: ${hint}` : ""}`;

@@ -125,6 +125,10 @@ export function checkedExtraArgs(p: Problems, args: unknown[]): string[] {
       p.add(`model.extraArgs[${i}]`, arg, `is one argument to vLLM, which does not split a flag from its value at a space and would exit; write [${flag}, ${flagValue}] or ${JSON.stringify(joined.join("="))}`);
     } else extraArgs.push(arg);
   });
+  // No branch, tag or commit is named `.` or `..` (git refuses both), and in the Hugging Face
+  // check's URL they are path segments that fall away: `pulumi up` would check main, and pass.
+  const revision = vllmRevision(extraArgs);
+  if (revision === "." || revision === "..") p.add("model.extraArgs", revision, "is no revision of a Hugging Face repository (`--revision` takes a branch, tag or commit, e.g. main)");
   return extraArgs;
 }
 

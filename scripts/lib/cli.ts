@@ -65,7 +65,7 @@ export function parseFlags<O extends Options>(
     parsed = parseArgs({ args, options: all, allowPositionals: config.positionals ?? false, strict: true, tokens: true });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    const unknown = code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? /^Unknown option '([^']+)'/.exec((err as Error).message)?.[1] : undefined;
+    const unknown = code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? /^Unknown option '(.*?)'(?:\. |$)/.exec((err as Error).message)?.[1] : undefined;
     if (unknown !== undefined) throw new UsageError(unknownOption(unknown, Object.keys(all), usage));
     const extra = code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL" ? `\n${npmDashHint(usage)}` : "";
     throw new UsageError(`${(err as Error).message}${extra}\n\n${usage}`);

@@ -796,13 +796,21 @@ describe("upstream failures", () => {
     await unreachable(await freePort(), 502, "upstream_error", "The model server could not be reached.", [0, HEADERS_TIMEOUT_MS], "ECONNREFUSED");
   });
 
-  it("an upstream that closes the connection before answering → 502 'could not be reached'; one that breaks off its answer → 'returned an error'", async () => {
+  // Found by review: an upstream that took the request and then closed (vLLM killed mid-generation)
+  // was "could not be reached", sending operators to the network instead of the model server.
+  it("an upstream that takes the request and closes the connection without answering, or breaks off its answer → 502 'returned an error': it was reached", async () => {
     const ANSWER = JSON.stringify({ id: "c1", object: "chat.completion", created: 1, model: "qwen2.5-7b", choices: [], usage: { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 } });
     const closing = await loopbackServer(async (req, res) => {
       let body = "";
       for await (const c of req) body += String(c);
-      // Closed before any answer: the model list, and a chat asking for one token.
-      if (req.url!.endsWith("/models") || (JSON.parse(body) as { max_tokens: number }).max_tokens === 1) return void req.socket.destroy();
+      // Closed after reading the request, before any answer: the model list, and a chat asking for one token.
+      const maxTokens = req.url!.endsWith("/models") ? 1 : (JSON.parse(body) as { max_tokens: number }).max_tokens;
+      if (maxTokens === 1) return void req.socket.destroy();
+      // A refusal (500) whose error body breaks off.
+      if (maxTokens === 3) {
+        res.writeHead(500, { "content-type": "application/json", "content-length": 1000 });
+        return void res.write('{"error":', () => req.socket.destroy());
+      }
       // The answer's headers, part of its body, then the connection closed.
       res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(ANSWER) });
       res.write(ANSWER.slice(0, 10), () => req.socket.destroy());
@@ -812,10 +820,13 @@ describe("upstream failures", () => {
       const k = await shim.createKey({ credits: 3 });
       const closed = await failure(() => shim.client(k.key).models.list());
       expectShape(closed, 502, "api_error", "upstream_error");
-      expect((closed.error as { message: string }).message).toBe("The model server could not be reached.");
+      expect((closed.error as { message: string }).message).toBe("The model server returned an error.");
       const closedChat = await failure(() => shim.client(k.key).chat.completions.create({ ...chat, max_tokens: 1 }));
       expectShape(closedChat, 502, "api_error", "upstream_error");
-      expect((closedChat.error as { message: string }).message).toBe("The model server could not be reached.");
+      expect((closedChat.error as { message: string }).message).toBe("The model server returned an error.");
+      const brokenRefusal = await failure(() => shim.client(k.key).chat.completions.create({ ...chat, max_tokens: 3 }));
+      expectShape(brokenRefusal, 502, "api_error", "upstream_error");
+      expect((brokenRefusal.error as { message: string }).message).toBe("The model server returned an error.");
       const broken = await failure(() => shim.client(k.key).chat.completions.create(chat));
       expectShape(broken, 502, "api_error", "upstream_error");
       expect((broken.error as { message: string }).message).toBe("The model server returned an error.");

@@ -76,6 +76,17 @@ describe("validateConfig: good configs", () => {
     expect(c.tags).toEqual(["2025", "team-a"]);
   });
 
+  // Found by review: `.` and `..` fell out of the Hugging Face check's URLs as path segments, so
+  // `pulumi up` checked main and passed a revision vLLM cannot download.
+  it("refuses --revision . and .. in model.extraArgs (no such revision exists; the Hub check would have checked main)", () => {
+    for (const extraArgs of [["--revision", ".."], ["--revision=."], ["--rev", ".."]]) {
+      expect(problems({ ...base, model: { id: "a/b", extraArgs } })).toEqual([
+        `gpu-sandbox:model.extraArgs = ${JSON.stringify(extraArgs.at(-1)!.replace(/^--revision=/, ""))}: is no revision of a Hugging Face repository (\`--revision\` takes a branch, tag or commit, e.g. main)`,
+      ]);
+    }
+    expect(ok({ ...base, model: { id: "a/b", extraArgs: ["--revision", "..", "--revision", "v1.0"] } }).model.extraArgs).toEqual(["--revision", "..", "--revision", "v1.0"]); // the last one counts
+  });
+
   // Found by review: any finite number was taken as String(n), which is not what was written.
   it("refuses, with the quoted form, a number in a string list that is not kept as written: a fraction, an exponent, past 2^53, a leading 0", () => {
     const quote = (key: string, value: string, text: string) =>

@@ -41,6 +41,11 @@ describe("an unknown option", () => {
     expect(message).toBe(`Unknown option '${flag}'. (npm run manage-keys -- --help lists the options)`);
   });
 
+  it("a flag with a quote in it is named whole (parseArgs' message quotes it with the same character)", () => {
+    expect(refusal(["--it's"])).toBe("Unknown option '--it's'. (npm run manage-keys -- --help lists the options)");
+    expect(refusal(["--it's"], KEYS, false)).toBe("Unknown option '--it's'. (npm run manage-keys -- --help lists the options)");
+  });
+
   it("without positionals too, and for a short flag; -h still works", () => {
     expect(refusal(["--stak", "acme"], KEYS, false)).toBe("Unknown option '--stak'. Did you mean --stack? (npm run manage-keys -- --help lists the options)");
     expect(refusal(["-x"], KEYS, false)).toBe("Unknown option '-x'. (npm run manage-keys -- --help lists the options)");

@@ -5,7 +5,7 @@ import { type AddressInfo, connect, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { main as fakeVllm, serveFakeVllm } from "../../scripts/serve-fake-vllm.ts";
-import { banner, devEnvironment, main as shim } from "../../scripts/start-shim.ts";
+import { banner, devEnvironment, main as shim, upstreamWarning } from "../../scripts/start-shim.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { parseShimConfig } from "../../api-shim/src/config.ts";
 import { freePort } from "../support/tools.ts";
@@ -86,7 +86,7 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     const { child, exited, output } = await startDevShim({ SHIM_UPSTREAM_URL: `http://127.0.0.1:${port}/v1` });
     try {
       await expect.poll(() => output(), { timeout: 10_000 }).toContain(
-        `Warning: the upstream at http://127.0.0.1:${port}/v1 is not answering (unreachable: ECONNREFUSED): is \`npm run fake-vllm\` running, and does SHIM_UPSTREAM_URL end in /v1?`,
+        `Warning: the upstream at http://127.0.0.1:${port}/v1 is not answering (unreachable: ECONNREFUSED): is \`npm run fake-vllm\` (or your server) running, on the port SHIM_UPSTREAM_URL names?`,
       );
       expect(output().match(/Warning: the upstream/g)).toHaveLength(1);
       const base = /base_url (http:\/\/\S+)\/v1/.exec(output())![1]!;
@@ -95,6 +95,16 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     } finally {
       child.kill("SIGKILL");
     }
+  });
+
+  // Found by review: an unreachable upstream was also asked about /v1, which only ever gives a
+  // 404 (the next test), and a mistyped host was told to start the fake.
+  it("the warning for an unreachable upstream names what is wrong: the host name, or nothing on the port", () => {
+    const probe = (cause: string) => ({ ok: false, detail: "unreachable", cause });
+    expect(upstreamWarning("http://vlm:8000/v1", probe("ENOTFOUND"))).toBe(
+      "Warning: the upstream at http://vlm:8000/v1 is not answering (unreachable: ENOTFOUND): no such host: check the host name in SHIM_UPSTREAM_URL",
+    );
+    expect(upstreamWarning("http://127.0.0.1:8001/v1", probe("ECONNREFUSED"))).not.toContain("/v1?");
   });
 
   it("npm run shim warns at start of an upstream URL without /v1, and not of one that is ready", async () => {

@@ -175,7 +175,9 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       // An upstream failure after its client left: counted and its cause logged as any upstream
       // failure, nothing charged, and nobody to answer.
       if (left && !isAbort(e, ac.signal)) return await leftThenFailed(ctx, request, reply, settlement, e);
-      return await failed(ctx, request, reply, settlement, ac.signal, e, sent, false);
+      // Once the request was sent the upstream was reached: a connection it then closes without
+      // answering (vLLM killed mid-generation) is its error, not a network's.
+      return await failed(ctx, request, reply, settlement, ac.signal, e, sent, sent);
     }
     const ok = res.status >= 200 && res.status < 300;
     // A 2xx that is not the answer asked for is a refusal too: a stream request answered with

@@ -53,17 +53,18 @@ async function keyModels(ctx: ShimContext, request: FastifyRequest): Promise<{ b
   batchAsked(request); // checked as on inference, before any work; free here whatever it says
   let res;
   let text: string;
+  let sent = false; // the upstream had the request: reached, whatever broke after
   // One deadline for the whole list, body included (the headers timeout alone would let a
   // trickling body run on); running out of it is a timeout (504), like the headers timeout.
   const deadline = AbortSignal.timeout(ctx.config.upstreamTimeoutMs);
   // A shutdown's drain that ends before the upstream answers: 503, so the client retries elsewhere.
   const signal = request.drainCut ? AbortSignal.any([deadline, request.drainCut]) : deadline;
   try {
-    res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, control: true, signal });
+    res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, control: true, signal, onSent: () => (sent = true) });
     text = (await readLimited(res.body, MODEL_LIST_LIMIT)).text;
   } catch (e) {
     if (request.drainCut?.aborted) throw shuttingDown();
-    throw unreachable(ctx, request, e, deadline.aborted ? (res ? "UND_ERR_BODY_TIMEOUT" : "UND_ERR_HEADERS_TIMEOUT") : undefined, res !== undefined);
+    throw unreachable(ctx, request, e, deadline.aborted ? (res ? "UND_ERR_BODY_TIMEOUT" : "UND_ERR_HEADERS_TIMEOUT") : undefined, sent);
   }
   // A GET with nothing in it is never the client's fault: whatever the upstream says, it is the
   // upstream's failure (busy: 503, slow: 504), and none of its message reaches the client.
