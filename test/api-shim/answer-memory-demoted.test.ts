@@ -116,3 +116,61 @@ describe("the stalled (demoted) holder of the answer memory's overdraft", () => 
     expect(memory.inUse).toBe(0);
   });
 });
+
+// Pinned by a mutation review (each fails under its mutant): who holds the overdraft, and when it is handed on.
+describe("the overdraft's holder, at its edges", () => {
+  // AM1 (answer-memory.ts:79): the overdraft's holder that keeps taking is not "stalled".
+  it("keeps the overdraft with a holder still taking bytes past MAX_WAIT_MS", { timeout: 10_000 }, async () => {
+    const memory = new AnswerMemory(4 * MiB);
+    const a = memory.lease();
+    expect(a.takeNow(1 * MiB, false, true)).toBe(true);
+    expect(a.takeNow(4 * MiB, false, true)).toBe(true); // past the budget: the overdraft
+    // 2.5 s in all, past MAX_WAIT_MS, each take well within it (a loaded machine's late timer too).
+    for (let i = 0; i < 10; i++) {
+      await sleep(250);
+      expect(a.takeNow(64 * 1024, false, true)).toBe(true); // still reading its event
+    }
+    const b = memory.lease();
+    expect(b.takeNow(1 * MiB, false, true)).toBe(true);
+    const took = b.takeNow(1 * MiB, false, true); // A took 250 ms ago: B must wait
+    a.release(); b.release();
+    expect(took).toBe(false);
+  });
+
+  // AM11 (answer-memory.ts:128-130): the overdraft is handed on when its holder's event is read, not when it is sent.
+  it("hands the overdraft on once its holder's event is read, though not yet sent", () => {
+    const memory = new AnswerMemory(4 * MiB);
+    const c = memory.lease();
+    expect(c.takeNow(1 * MiB, false, true)).toBe(true);
+    const a = memory.lease();
+    expect(a.takeNow(1 * MiB, false, true)).toBe(true);
+    expect(a.takeNow(3 * MiB, false, true)).toBe(true); // past the budget: A holds the overdraft
+    a.readDone(); // read whole, waiting for a slow client (4 MiB unsent: not over the budget)
+    const b = memory.lease();
+    expect(b.takeNow(1 * MiB, false, true)).toBe(true);
+    const took = b.takeNow(1 * MiB, false, true);
+    a.release(); b.release(); c.release();
+    expect(took).toBe(true);
+  });
+
+  // AM13 (answer-memory.ts:144): the demoted holder giving all back wakes a stream's event that waits on it.
+  it("wakes a stream's event waiting on a demoted holder when that holder gives its bytes back", { timeout: 15_000 }, async () => {
+    const memory = new AnswerMemory(4 * MiB);
+    const big = () => { const l = memory.lease(); expect(l.takeNow(1 * MiB, false, true)).toBe(true); expect(l.takeNow(4 * MiB, false, true)).toBe(true); return l; };
+    const a = big();
+    await sleep(2100); // A stalls
+    const b = big(); // B takes the overdraft, A is demoted
+    await sleep(2100); // B stalls too
+    const c = memory.lease();
+    expect(c.takeNow(1 * MiB, false, true)).toBe(true);
+    const started = performance.now();
+    const taking = c.take(4 * MiB, true); // waits: A is demoted
+    await sleep(200);
+    a.release(); // A gone: C may now take the overdraft from stalled B
+    const ok = await taking;
+    const waited = performance.now() - started;
+    b.release(); c.release();
+    expect(ok).toBe(true);
+    expect(waited).toBeLessThan(1000);
+  });
+});

@@ -3,6 +3,7 @@ import { once } from "node:events";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseInferenceRequest } from "../../api-shim/src/requests/inference-request.ts";
+import { usageOfBody } from "../../api-shim/src/metering/answer-body.ts";
 import { StreamMeter } from "../../api-shim/src/metering/metering.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
@@ -275,5 +276,38 @@ describe("the cached prompt tokens a stream is charged for", () => {
     m.process(delta({ content: "a" }));
     m.process('data: {"choices":[],"usage":{"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":40}}}');
     expect(m.usage(true, () => 50)).toEqual({ promptTokens: 50, completionTokens: 1 });
+  });
+});
+
+// Pinned by a mutation review of the metering (each fails under its mutant).
+describe("usage read at its edges", () => {
+  const asked = () => new StreamMeter({ clientWantsUsage: true, hideContinuous: true, outputsPerPrompt: 1, outputs: 1 });
+
+  // U1 (usage-json.ts:35): an answer whose usage has no completion_tokens (OpenAI-shaped embeddings) is still charged its prompt.
+  it("reads usage without completion_tokens as 0 completion tokens", () => {
+    const body = Buffer.from('{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],"usage":{"prompt_tokens":7,"total_tokens":7}}');
+    expect(usageOfBody(body).usage).toEqual({ promptTokens: 7, completionTokens: 0 });
+  });
+
+  // U4 (token-count.ts:6): a negative count is no count (else the cost goes negative: credits given).
+  it("refuses negative token counts", () => {
+    expect(usageOfBody(Buffer.from('{"choices":[],"usage":{"prompt_tokens":-1000000,"completion_tokens":5}}')).usage).toBeNull();
+  });
+
+  // M24 (metering.ts:268): a usage-only chunk (an empty answer's: content filter) is something to charge.
+  it("counts a usage-only chunk as content seen, though no chunk carried text", () => {
+    const m = asked();
+    m.process('data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}');
+    m.process('data: {"id":"c","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":0}}');
+    expect(m.contentSeen).toBe(true);
+  });
+
+  // M7 (metering.ts:125): a client shown the usage-only chunk gets no second, made-up one.
+  it("makes no usage chunk for a client already shown the upstream's", () => {
+    const m = asked();
+    m.process('data: {"id":"c","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":1}}');
+    m.process('data: {"id":"c","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":2}}');
+    expect(m.complete).toBe(true);
+    expect(m.missingUsageChunk()).toBeNull();
   });
 });

@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { promptTokens } from "../../api-shim/src/requests/inference-request.ts";
 import { TokenEstimate } from "../../api-shim/src/money/pricing.ts";
 import { IMAGE_TOKENS } from "../support/fake-vllm.ts";
+import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 const CREDIT = 1_000_000;
@@ -847,5 +848,23 @@ describe("a client that leaves a streamed image request early (a data URL, no ru
     expect(counted).toBeLessThan(4 * 25);
     expect(promptCharged).toBe(promptTokens("chat", audio));
     expect(promptCharged).toBeLessThan(4 * 25);
+  });
+});
+
+// Pinned by a mutation review: when settling fails after the usage-only chunk, a client that
+// asked for usage still gets it, before the error.
+describe("a stream whose settlement fails after its usage-only chunk", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim({ wrapStore: (s) => overrideStore(s, { settle: async () => { throw new StoreUnavailableError(new Error("disk on fire")); } }) });
+  });
+  afterAll(() => h.close());
+
+  it("still sends the usage-only chunk the client asked for, then the error", async () => {
+    const { key } = await h.createKey({ credits: 1000 });
+    const res = await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true, stream_options: { include_usage: true } });
+    const events = (await res.text()).split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => JSON.parse(e.slice(6)));
+    expect(events.at(-1)).toHaveProperty("error");
+    expect(events.at(-2)).toMatchObject({ choices: [], usage: { completion_tokens: 3 } });
   });
 });
