@@ -523,8 +523,8 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
     const full: VolumeFullError[] = [];
     const stop = watchRoom("/data/shim.db", 10, () => ({ walBytes: 0, at: 0 }), { full: (e) => full.push(e) }, stat);
     try {
-      await new Promise((r) => setTimeout(r, 60));
-      expect(asked.length).toBeGreaterThanOrEqual(2);
+      // Two ticks at least (polled: a loaded machine runs 10 ms timers late, and a fixed 60 ms wait saw one).
+      await expect.poll(() => asked.length, { timeout: 5000, interval: 10 }).toBeGreaterThanOrEqual(2);
       expect(new Set(asked)).toEqual(new Set(["/data"]));
       expect(full).toEqual([]); // exactly 16 MiB is enough, as at start
       bavail = 3;
@@ -551,8 +551,8 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
     const full: VolumeFullError[] = [];
     const stop = watchRoom("/data/shim.db", 10, () => ({ walBytes: 0, at: performance.now() }), { full: (e) => full.push(e) }, (_dir, cb) => setImmediate(() => cb(null, { bavail: free / 4096, bsize: 4096 })), statWal);
     try {
-      await new Promise((r) => setTimeout(r, 60));
-      expect(asked.length).toBeGreaterThanOrEqual(2);
+      // Two ticks at least (polled: a loaded machine runs 10 ms timers late, and a fixed 60 ms wait saw one).
+      await expect.poll(() => asked.length, { timeout: 5000, interval: 10 }).toBeGreaterThanOrEqual(2);
       expect(new Set(asked)).toEqual(new Set(["/data/shim.db-wal"]));
       expect(full).toEqual([]); // free + WAL = 16 MiB
       wal = 1024 * 1024 - 1;
