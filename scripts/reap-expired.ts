@@ -282,7 +282,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const { rest, force } = takeForce(argv);
     const { values } = parseFlags(rest, {
       yes: { type: "boolean" }, now: { type: "string" }, concurrency: { type: "string" }, "usage-dir": { type: "string" },
-    }, USAGE);
+    }, USAGE, { known: ["force"] });
     if (values.help) {
       deps.io.out(USAGE);
       return 0;

@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import { memoryIo, parseFlags } from "../../scripts/lib/cli.ts";
 import { main as listTenants } from "../../scripts/list-tenants.ts";
 import { main as manageKeys } from "../../scripts/manage-keys.ts";
+import { main as reapExpired } from "../../scripts/reap-expired.ts";
 import { tempDir } from "../support/tools.ts";
 
 const KEYS = { name: { type: "string" }, credits: { type: "string" }, stack: { type: "string" }, url: { type: "string" } } as const;
@@ -59,6 +60,12 @@ describe("through a script's main", () => {
     expect(await manageKeys(["create", "--url", "http://x", "--name", "x", "--credit", "5"], { io, env: {} })).toBe(1);
     expect(io.stdout).toEqual([]);
     expect(io.stderr).toEqual(["Unknown option '--credit'. Did you mean --credits? (npm run manage-keys -- --help lists the options)"]);
+  });
+
+  it("npm run reap-expired -- --forse: suggests --force, which the script reads before the shared parser", async () => {
+    const io = memoryIo();
+    expect(await reapExpired(["--yes", "--forse"], { root: tempDir(), io, env: {} })).toBe(1);
+    expect(io.stderr).toEqual(["Unknown option '--forse'. Did you mean --force? (npm run reap-expired -- --help lists the options)"]);
   });
 
   it("npm run list-tenants -- --jsn: suggests --json", async () => {
