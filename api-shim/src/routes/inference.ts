@@ -367,10 +367,10 @@ async function clientLeft(ctx: ShimContext, request: FastifyRequest, reply: Fast
 /**
  * The upstream failed (or the client left) before a response: release the hold, answer if anyone
  * listens. `sent`: the upstream had the request (and did not refuse it): a client that leaves is
- * then charged the request price. `answered`: its headers had come (the client is not told the
- * upstream could not be reached). `timedOut`: the read's own deadline cut it (an upstream timeout).
+ * then charged the request price. `reached`: the upstream had the request, refused or not (the
+ * client is not told it could not be reached). `timedOut`: the read's own deadline cut it (an upstream timeout).
  */
-async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, signal: AbortSignal, e: unknown, sent: boolean, answered: boolean, timedOut?: string): Promise<FastifyReply> {
+async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, signal: AbortSignal, e: unknown, sent: boolean, reached: boolean, timedOut?: string): Promise<FastifyReply> {
   if (timedOut === undefined && e instanceof ShimError) {
     await settlement.settle(e.status, null);
     throw e;
@@ -387,7 +387,7 @@ async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyR
     // it was sent, it costs nothing.)
     return await clientLeft(ctx, request, reply, settlement, sent ? REQUEST_PRICE_ONLY : null);
   }
-  const err = unreachable(ctx, request, e, timedOut, answered);
+  const err = unreachable(ctx, request, e, timedOut, reached);
   await settlement.settle(err.status, null);
   throw err;
 }

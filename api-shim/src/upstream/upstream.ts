@@ -110,20 +110,22 @@ function transportFailure(err: unknown): "upstream_timeout" | "upstream_error" {
 }
 
 /**
- * What the client is told of a transport failure where nothing answered: refused, reset, a name
- * that does not resolve, a connection closed before the response. "The model server returned an
- * error" sent operators who had not started it looking for an error in its logs. The code stays
- * upstream_error (clients and SDKs key on it); a failure once the answer had begun keeps it all.
+ * What the client is told of a transport failure before the upstream had the request: refused,
+ * reset, a name that does not resolve, a connection closed before the request went out. "The
+ * model server returned an error" sent operators who had not started it looking for an error in
+ * its logs. The code stays upstream_error (clients and SDKs key on it); once the upstream had the
+ * request (it took it and closed, or its answer broke off) the message stays "returned an error".
  */
 export const UPSTREAM_NOT_REACHED = "The model server could not be reached.";
 
-/** A transport failure before or during the response (`answered`: its headers had come), as one of our errors. */
-export function transportError(err: unknown, answered = false): ShimError {
-  return failureError(transportFailure(err), answered);
+/** A transport failure before or during the response, as one of our errors (its code is what callers read). */
+export function transportError(err: unknown): ShimError {
+  return failureError(transportFailure(err), false);
 }
 
-function failureError(reason: "upstream_timeout" | "upstream_error", answered: boolean): ShimError {
-  return new ShimError(reason, reason === "upstream_error" && !answered ? { message: UPSTREAM_NOT_REACHED } : {});
+/** `reached`: the upstream had the request (it was sent), so it was not a network that failed. */
+function failureError(reason: "upstream_timeout" | "upstream_error", reached: boolean): ShimError {
+  return new ShimError(reason, reason === "upstream_error" && !reached ? { message: UPSTREAM_NOT_REACHED } : {});
 }
 
 /**
@@ -142,14 +144,15 @@ export function transportCause(err: unknown): string {
 /**
  * An upstream that could not be reached or read, as the client's error: its cause goes on the
  * request's log line, and it is counted. `timedOut`: the caller's own deadline ran out, and names
- * what it was waiting for (its abort error would say only "aborted"). `answered`: the response's
- * headers had come (its body then broke), so the upstream was reached.
+ * what it was waiting for (its abort error would say only "aborted"). `reached`: the upstream had
+ * the request (it took it and closed, or its answer broke off), so the client is not told it
+ * could not be reached.
  */
-export function unreachable(ctx: ShimContext, request: FastifyRequest, e: unknown, timedOut?: string, answered = false): ShimError {
+export function unreachable(ctx: ShimContext, request: FastifyRequest, e: unknown, timedOut?: string, reached = false): ShimError {
   const reason = timedOut ? "upstream_timeout" : transportFailure(e);
   request.upstreamCause = timedOut ?? transportCause(e);
   countUpstreamFailure(ctx, request, reason);
-  return failureError(reason, answered);
+  return failureError(reason, reached);
 }
 
 /**
