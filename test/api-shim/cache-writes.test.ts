@@ -209,3 +209,24 @@ describe("cache-write arithmetic", () => {
     expect(pricer.cost("m", false, usage, 150)).toEqual({ cost: 150, capped: true });
   });
 });
+
+// Pinned by a mutation review of the cache prices (each fails under its mutant; the code was right).
+const splitPricer = new Pricer({ request: 0, batchRequest: 0, models: new Map([["m", { promptPer1k: 1_000_000, completionPer1k: 0 }]]) }, null);
+
+describe("cache writes: a usage with only the split (no cache_creation total)", () => {
+  const usage = { prompt_tokens: 1010, completion_tokens: 0, prompt_tokens_details: { cache_creation_token_details: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 1000 } } };
+  it("reads no unsplit writes and charges the hour's surcharge once (2x for 1,000 tokens)", () => {
+    expect(readCacheWrites(usage)).toEqual({ fiveMinute: 0, oneHour: 1000, unsplit: 0 });
+    const u = { promptTokens: 1010, completionTokens: 0, cacheWrites: readCacheWrites(usage) };
+    // 1,010 × 1,000 µc + 1,000 × 1,000 µc surcharge.
+    expect(splitPricer.cost("m", false, u, 10 ** 12, "1h")).toEqual({ cost: 2_010_000, capped: false });
+  });
+});
+
+describe("cache writes reported as a total for a request without cache_control", () => {
+  it("are charged the 5-minute rate (+0.25x), not the hour's", () => {
+    expect(cacheWriteSurcharge({ fiveMinute: 0, oneHour: 0, unsplit: 1000 }, 10_000, 1000, null)).toBe(250);
+    const u = { promptTokens: 1010, completionTokens: 0, cacheWrites: { fiveMinute: 0, oneHour: 0, unsplit: 1000 } };
+    expect(splitPricer.cost("m", false, u, 10 ** 12, null)).toEqual({ cost: 1_260_000, capped: false });
+  });
+});
