@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createUpstream, isAbort, transportError, type Upstream } from "../../api-shim/src/upstream/upstream.ts";
+import { createUpstream, isAbort, transportFailure, type Upstream } from "../../api-shim/src/upstream/upstream.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 
 /**
@@ -107,7 +107,7 @@ describe("upstream seam", () => {
         const t0 = performance.now();
         const err = await tight.request({ method: "POST", path: "/chat/completions", body: CHAT }).then(() => null, (e: unknown) => e);
         const ms = performance.now() - t0;
-        expect(transportError(err).code).toBe("upstream_timeout");
+        expect(transportFailure(err)).toBe("upstream_timeout");
         expect(ms).toBeGreaterThanOrEqual(1_000);
         expect(ms).toBeLessThan(1_450); // neither early nor late: undici's own 500 ms-tick timers fire up to ~1 s late (1,500 ms and more); the margin is for a loaded machine
       }

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { PUBLIC_ROUTE, type ShimContext } from "../context.ts";
 import { within } from "../promises.ts";
-import { readLimited, transportCause, transportError } from "../upstream/upstream.ts";
+import { readLimited, transportCause, transportFailure } from "../upstream/upstream.ts";
 import { MODEL_LIST_LIMIT, parseModelList } from "./models.ts";
 
 /** How long an upstream readiness probe result is reused: /ready may be polled often. */
@@ -89,7 +89,7 @@ async function probeModels(ctx: ShimContext, timeoutMs: number): Promise<Probe> 
     // upstream cannot be reached: "unreachable (UND_ERR_ABORTED)" sent operators looking at a
     // LiteLLM that was up, only slow or busy.
     if (signal.aborted) return { ok: false, detail: "timed out", hint: `readiness probe: <SHIM_UPSTREAM_URL>/models timed out after ${timeoutMs} ms` };
-    if (transportError(e).code === "upstream_timeout") return { ok: false, detail: "timed out", hint: `readiness probe: <SHIM_UPSTREAM_URL>/models timed out (${transportCause(e)})` };
+    if (transportFailure(e) === "upstream_timeout") return { ok: false, detail: "timed out", hint: `readiness probe: <SHIM_UPSTREAM_URL>/models timed out (${transportCause(e)})` };
     const cause = transportCause(e);
     return { ok: false, detail: "unreachable", hint: `readiness probe: <SHIM_UPSTREAM_URL>/models unreachable (${cause})`, cause };
   }

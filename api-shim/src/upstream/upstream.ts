@@ -103,8 +103,8 @@ export function isAbort(err: unknown, signal: AbortSignal | undefined): boolean 
   return signal?.aborted === true && (err instanceof undiciErrors.RequestAbortedError || (err as Error)?.name === "AbortError" || err === signal.reason);
 }
 
-/** A transport failure before or during the response: a timeout, or any other. */
-function transportFailure(err: unknown): "upstream_timeout" | "upstream_error" {
+/** A transport failure before or during the response: a timeout, or any other (the readiness probe tells them apart too). */
+export function transportFailure(err: unknown): "upstream_timeout" | "upstream_error" {
   const timedOut = err instanceof undiciErrors.HeadersTimeoutError || err instanceof undiciErrors.BodyTimeoutError || err instanceof undiciErrors.ConnectTimeoutError;
   return timedOut ? "upstream_timeout" : "upstream_error";
 }
@@ -117,11 +117,6 @@ function transportFailure(err: unknown): "upstream_timeout" | "upstream_error" {
  * request (it took it and closed, or its answer broke off) the message stays "returned an error".
  */
 export const UPSTREAM_NOT_REACHED = "The model server could not be reached.";
-
-/** A transport failure before or during the response, as one of our errors (its code is what callers read). */
-export function transportError(err: unknown): ShimError {
-  return failureError(transportFailure(err), false);
-}
 
 /** `reached`: the upstream had the request (it was sent), so it was not a network that failed. */
 function failureError(reason: "upstream_timeout" | "upstream_error", reached: boolean): ShimError {
