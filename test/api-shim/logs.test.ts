@@ -110,6 +110,28 @@ describe("no key or admin token in logs or metrics", () => {
     }
   });
 
+  it("a model name that is a key's secret alone (32 characters, the shortest a scan looks at) is redacted", async () => {
+    const secret = key.slice(key.lastIndexOf("_") + 1);
+    await h.post(key, "/v1/chat/completions", { model: secret, messages: [{ role: "user", content: "x" }] });
+    const line = await h.waitForRequestLog((l) => l.model === "[redacted]");
+    expect(line.status).toBe(404);
+    assertNoSecrets(h.logs, [secret]);
+  });
+
+  it("a long path is logged cut to 200 characters", async () => {
+    await fetch(`${h.url}/v1/${"p".repeat(300)}`, { headers: { authorization: `Bearer ${key}` } });
+    const line = await h.waitForRequestLog((l) => l.path.startsWith("/v1/ppp"));
+    expect(line.path).toBe(`/v1/${"p".repeat(196)}`);
+  });
+
+  it("the duration histogram is in seconds, as its name says: one request's sum is its line's ms / 1000", async () => {
+    await fetch(`${h.url}/health`);
+    const line = await h.waitForRequestLog((l) => l.path === "/health");
+    const metrics = await (await fetch(`${h.url}/metrics`)).text();
+    const sum = Number(/^shim_request_duration_seconds_sum\{route="\/health"\} (\S+)$/m.exec(metrics)?.[1]);
+    expect(Math.abs(sum * 1000 - line.ms!)).toBeLessThan(0.01);
+  });
+
   it("the check itself fails when a secret is present", () => {
     expect(() => assertNoSecrets([`{"msg":"oops ${key}"}`], [key])).toThrow(/a secret appeared/);
   });

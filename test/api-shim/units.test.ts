@@ -407,6 +407,16 @@ describe("keys", () => {
     expect(redactedPath("/v1/x/ABCDEFG", hide)).not.toContain("ABCDEFG");
     expect(redactedPath("/v1/x/%41%42%43%44%45%46%47", hide)).not.toContain("ABCDEFG");
   });
+  it("hides a secret that holds the other (an upstream key that starts with the admin token) whole, not leaving its tail", () => {
+    const token = "s3cretpassphrase-2024";
+    const hide = secretRedactor([token, `${token}-upstream-tail`]);
+    expect(redactedPath(`/v1/models/${token}-upstream-tail`, hide)).toBe("/v1/models/[redacted]");
+    expect(loggedModel(`${token}-upstream-tail`, hide)).toBe("[redacted]");
+  });
+  it("hides an admin token holding a tab (allowed) that a client spelt %09 in a path", () => {
+    const hide = secretRedactor(["s3cret\tpassphrase-2024", null]);
+    expect(redactedPath("/v1/models/s3cret%09passphrase-2024", hide)).toBe("/v1/models/[redacted]");
+  });
   it("does not decode a URL far longer than any nginx passes, and says what it was", () => {
     const hide = secretRedactor(["s3cretpassphrase-2024", null]);
     const logged = redactedPath(`/v1/models/${"%2541".repeat(20_000)}`, hide);
@@ -883,6 +893,13 @@ describe("request log line", () => {
     expect(JSON.parse(fast.lines[0]!)).toEqual(JSON.parse(slow.lines[0]!));
     expect(Object.keys(JSON.parse(fast.lines[0]!))).toEqual(Object.keys(JSON.parse(slow.lines[0]!)));
     expect(fast.lines[0]!.endsWith("}\n")).toBe(true);
+  });
+  it("hides an Authorization header should a line ever carry a request's headers, with or without the request", () => {
+    const { lines, logger } = capture();
+    logger.warn({ headers: { authorization: "Bearer sk-gs-AbC123xyz789_secret" } }, "h");
+    logger.warn({ req: { headers: { authorization: "Bearer sk-gs-AbC123xyz789_secret" } } }, "r");
+    expect(lines).toHaveLength(2);
+    for (const line of lines) expect(line).toContain('"authorization":"[redacted]"');
   });
   it("writes nothing below the logger's level, and falls back to pino when the logger is not plain", () => {
     const quiet = { lines: [] as string[] };

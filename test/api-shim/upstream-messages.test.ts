@@ -31,6 +31,18 @@ describe("secrets in an upstream's message", () => {
     expect(redactUpstreamSecrets(once)).toBe(once);
   });
 
+  it("hides a credential after a lone scheme and a tab, one of 8 characters, a Hugging Face token of 30 and a passwd", () => {
+    expect(redactUpstreamSecrets("upstream got Bearer\tabcdefghijklmnop")).toBe("upstream got Bearer\t[redacted]");
+    expect(redactUpstreamSecrets("upstream got Bearer abcd1234")).toBe("upstream got Bearer [redacted]");
+    expect(redactUpstreamSecrets(`token hf_${"a1".repeat(15)} refused`)).toBe("token hf_[redacted] refused");
+    expect(redactUpstreamSecrets("connect failed: passwd=hunter2hunter2")).toBe("connect failed: passwd=[redacted]");
+    // A named value of 8 characters is the shortest hidden, quoted or not, with the sentence's punctuation after it or not.
+    expect(redactUpstreamSecrets("token=abcd1234 refused")).toBe("token=[redacted] refused");
+    expect(redactUpstreamSecrets("token=abcd1234, refused")).toBe("token=[redacted], refused");
+    expect(redactUpstreamSecrets(`{"password": "abcd 123"}`)).toBe(`{"password": "[redacted]"}`);
+    expect(redactUpstreamSecrets("token=abcd123 is short")).toBe("token=abcd123 is short");
+  });
+
   it("hides a URL's credentials up to the last `@` before the host, and the query of a URL glued to a word", () => {
     expect(redactUpstreamSecrets("https://user:p@ss-w0rd@host/v1")).not.toContain("ss-w0rd");
     expect(redactUpstreamSecrets("https://user:p@ss-w0rd@host/v1")).toBe("https://host/v1");
