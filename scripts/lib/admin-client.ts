@@ -4,7 +4,8 @@
 // may have acted on the request (what a write's caller must tell the operator). A 429 is waited
 // out (its Retry-After) and the request sent again, a few times, before it is such a failure.
 import { setTimeout as sleep } from "node:timers/promises";
-import { failedBeforeSending, networkReason, notTheApi, refusedByFetch, strayCharacter, UsageError } from "./cli.ts";
+import { failedBeforeSending, networkReason, notTheApi, refusedByFetch, UsageError } from "./cli.ts";
+import { credentialStray, trimCredential } from "./credential.ts";
 import { isRedirect, redirectAdvice } from "./redirect.ts";
 
 /** Where a tenant's admin API is and how to authenticate. */
@@ -118,13 +119,6 @@ export interface AdminClient {
   usageCsv(query: UsageQuery): Promise<string>;
 }
 
-/**
- * What an admin token is made of (the Pulumi program makes letters and digits; SHIM_ADMIN_TOKEN is
- * set by hand on an own host): printable ASCII. A typographic dash or quote pasted into it could
- * not even be put in a header; fetch would refuse it with a TypeError about ByteStrings.
- */
-const TOKEN_CHARACTER = /^[\x20-\x7e]$/;
-
 export interface AdminClientOptions {
   /** Where to say that the client waits out a 429 (a wait of up to 30 s must not look like a hang). */
   readonly progress?: (line: string) => void;
@@ -164,10 +158,9 @@ function rateLimitWait(retryAfter: string | null, now = Date.now()): number {
 
 export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch, options: AdminClientOptions = {}): AdminClient {
   const { progress = () => {}, sleep: wait = sleep, timeouts = TIMEOUTS } = options;
-  // Whitespace at its ends (a CRLF env file, a line read from a file) is not part of it: fetch
-  // strips it from a header anyway, so such tokens always worked.
-  const target = { ...given, adminToken: given.adminToken.replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "") };
-  const stray = strayCharacter(target.adminToken, TOKEN_CHARACTER);
+  // Checked before any request (scripts/lib/credential.ts): fetch's refusal would repeat the token.
+  const target = { ...given, adminToken: trimCredential(given.adminToken) };
+  const stray = credentialStray(target.adminToken);
   if (stray) {
     throw new UsageError(`the admin token (${target.source}) has ${stray}, which no admin token has (printable ASCII only): was it pasted with a typographic dash or quote? Copy it again, e.g. from \`pulumi stack output adminToken --show-secrets\``);
   }
