@@ -4,6 +4,7 @@
 // 401. Prints one PASS/FAIL line per check with its timing; exit 0 only if every check passed.
 import OpenAI from "openai";
 import { formatDuration, type Io, networkReason, notTheApi, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { credentialStray, trimCredential } from "./lib/credential.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { isRedirect, redirectAdvice } from "./lib/redirect.ts";
 import { endpointUrl, readCa, trustCa } from "./lib/tenant-target.ts";
@@ -230,10 +231,26 @@ export function smokeOptions(values: { url?: string | undefined; key?: string | 
     throw new UsageError(`--url "${values.url}" must be the base URL ending in /v1, e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
   }
   const url = values.url.replace(/\/+$/, "");
-  const key = values.key ?? env[API_KEY_ENV];
+  const key = trimCredential(values.key ?? env[API_KEY_ENV] ?? "");
   if (!key) throw new UsageError(`no API key: export ${API_KEY_ENV}=sk-gs-… (or pass --key)`);
+  keyCharacters(key, values.key !== undefined ? "--key" : API_KEY_ENV);
   const seconds = numberFlag("timeout-seconds", values["timeout-seconds"], { min: 1, max: 3600, what: "a number of seconds", fallback: 60 });
   return { url, key, model: values.model, timeoutMs: seconds * 1000 };
+}
+
+/**
+ * Refuses a key holding a character no key has, before any request: fetch's refusal of the header
+ * repeats it ("Bearer sk-gs-…" is an invalid header value), and a check would print that. The
+ * message names where the key came from and the character, never the key.
+ */
+function keyCharacters(key: string, source: string): void {
+  const stray = credentialStray(key);
+  if (!stray) return;
+  // A line break inside: two keys, e.g. `jq -r '.[]'` on apiKeys, which prints one a line.
+  const why = /^"\\[nr]"/.test(stray)
+    ? `two keys, one a line (\`jq -r\` on more than one)? Give one, e.g. \`pulumi stack output apiKeys --show-secrets | jq -r .<name>\``
+    : "pasted with a typographic dash or quote, or with a stray control character? Copy it again, e.g. from `pulumi stack output apiKeys --show-secrets`";
+  throw new UsageError(`${source} holds ${stray}, which no API key has (printable ASCII only): ${why}`);
 }
 
 export async function runSmokeTest(opts: SmokeOptions, io: Io): Promise<number> {

@@ -212,4 +212,30 @@ describe("smoke-test", () => {
     expect(r.code).toBe(1);
     expect(r.err).toContain("no API key: export GPU_SANDBOX_API_KEY=sk-gs-… (or pass --key)");
   });
+
+  it("never prints the API key: one holding a control character (two keys from `jq -r`, joined by a newline) is refused without repeating it", async () => {
+    const second = await h.createKey({ name: "second", credits: 5 });
+    for (const [bad, problem] of [
+      [`${key}\n${second.key}`, `GPU_SANDBOX_API_KEY holds "\\n" (U+000A) at character ${key.length + 1}, which no API key has (printable ASCII only): two keys, one a line (\`jq -r\` on more than one)?`],
+      [`${key}\u0000`, `GPU_SANDBOX_API_KEY holds "\\u0000" (U+0000) at character ${key.length + 1}, which no API key has (printable ASCII only): pasted with`],
+    ] as const) {
+      const r = await smoke(["--url", `${h.url}/v1`], { GPU_SANDBOX_API_KEY: bad });
+      expect(r.code).not.toBe(0);
+      const printed = [...r.lines, r.err].join("\n");
+      expect(printed).not.toContain(key.slice(-32));
+      expect(printed).not.toContain(second.key.slice(-32));
+      expect(r.lines).toEqual([]); // refused before any check: no request sent with it
+      expect(r.err).toContain(problem);
+    }
+    // --key is named as the source, and a typographic dash (fetch: "Cannot convert argument to a ByteString") is refused too.
+    const dash = await smoke(["--url", `${h.url}/v1`, "--key", key.replace("sk-gs-", "sk\u2014gs-")], {});
+    expect(dash.code).toBe(1);
+    expect(dash.err).toContain('--key holds "—" (U+2014) at character 3');
+    expect(dash.err).not.toContain(key.slice(-32));
+  });
+
+  it("a key with a line break only at its end (a line read from a file) still works, as fetch strips it", async () => {
+    const r = await smoke(["--url", `${h.url}/v1`], { GPU_SANDBOX_API_KEY: `${key}\r\n` });
+    expect(r.code, r.lines.join("\n") + r.err).toBe(0);
+  });
 });
