@@ -50,4 +50,15 @@ describe("no key reaches a log line, however a client sends it", () => {
     const hits = h.logs.filter((l) => l.includes(secret));
     expect(hits).toEqual([]);
   });
+
+  it("a key's bare form glued to a letter or digit in a path or model name", async () => {
+    const before = h.logs.length;
+    await fetch(`${h.url}/v1/models/${bare}x`, { headers: { authorization: `Bearer ${key}` } });
+    await fetch(`${h.url}/v1/models/x${secret}`, { headers: { authorization: `Bearer ${key}` } });
+    await h.post(key, "/v1/chat/completions", { model: `${bare}0`, messages: [{ role: "user", content: "x" }] });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(h.logs.length - before).toBeGreaterThanOrEqual(3);
+    const hits = h.logs.filter((l) => l.includes(secret));
+    expect(hits).toEqual([]);
+  });
 });

@@ -306,6 +306,30 @@ describe("keys", () => {
     }
   });
 
+  it("keeps a key's bare form glued to letters or digits out of logs, and leaves hashes, one-case words and mixed-case names with separators", () => {
+    const { id, key } = generateKey();
+    const bare = key.slice("sk-gs-".length);
+    const secret = bare.slice(id.length + 1);
+    const none = (t: string) => t;
+    // Glued on either side: the whole run of letters and digits is hidden, what is glued with it.
+    expect(redactedPath(`/v1/models/${bare}x`, none)).toBe("/v1/models/[redacted]");
+    expect(redactedPath(`/v1/models/abc${bare}/x`, none)).toBe("/v1/models/[redacted]/x");
+    expect(loggedModel(`org.${bare}0`, none)).toBe("org.[redacted]");
+    // Two keys glued: neither shows.
+    expect(redactedPath(`/v1/${bare}${secret}`, none)).toBe("/v1/[redacted]");
+    // The secret alone glued: the whole run too, as which 32 are the secret cannot be told.
+    expect(redactedPath(`/v1/models/x${secret}`, none)).toBe("/v1/models/[redacted]");
+    expect(loggedModel(`ft:${secret}v2`, none)).toBe("ft:[redacted]");
+    // Not keys: hashes (any case, after a word and a `_` too), long one-case words, digits, and
+    // names whose mixed-case runs are short.
+    const sha1 = "3f2a9c1e7b8d4e6fa0c1b2d3e4f5a6b7c8d9e0f1";
+    for (const text of [`mycheckpoint_${sha1}`, `model-${sha1.toUpperCase()}`, `v${sha1}`, "m".repeat(40), "LLAMA".repeat(8), "7".repeat(40),
+      `sha256:${sha1}${sha1.slice(0, 24)}`, "TheBloke/Mistral-7B-Instruct-v0.2-GGUF", "Meta-Llama-3.1-405B-Instruct-Turbo_FP8QuantizedWeights"]) {
+      expect(loggedModel(text, none)).toBe(text);
+      expect(redactedPath(`/v1/models/${text}`, none)).toBe(`/v1/models/${text}`);
+    }
+  });
+
   it("shows no part of a key cut where a model name or a path is cut before redaction (400 characters, or what is encoded too deeply)", () => {
     const none = (t: string) => t;
     const { id, key } = generateKey();

@@ -14,10 +14,27 @@ export function redactKeys(text: string): string {
 
 /**
  * A key without its prefix (`<id>_<secret>`), or its secret alone: the prefix is public and the
- * id is listed, so either is as good as the key. Not 32 lowercase hex digits (an Azure
- * fine-tune's id, a UUID without hyphens), which a base62 secret is with a chance of about 1e-19.
+ * id is listed, so either is as good as the key. Each shape is a run of letters and digits (what
+ * is glued to a key is hidden with it), in one pass over the text:
+ * - A run holding `<id>_<secret>`, glued to letters or digits on either side too
+ *   (`/v1/models/<id>_<secret>x`, a model `<id>_<secret>0`): 12 or more letters or digits, a `_`
+ *   and 32 or more are distinctive enough. Not where the 32 after the `_` are lowercase hex
+ *   (`mycheckpoint_<sha-1>`).
+ * - A run of exactly 32, the secret alone: not 32 lowercase hex digits (an Azure fine-tune's id, a
+ *   UUID without hyphens), which a base62 secret is with a chance of about 1e-19.
+ * - A longer run, the secret glued to letters or digits (`/v1/models/x<secret>`; which 32 of it
+ *   are the secret cannot be told): only when it holds both an uppercase and a lowercase letter,
+ *   as a base62 secret does but with a chance of about 6e-8. Hashes (40 or 64 hex digits, in
+ *   either case), a long word in one case and digits stay; model names have a `-`, `.`, `_`, `:`
+ *   or `/` well within 33 characters, so a run this long in both cases is some token.
+ * Linear and cheap on every logged line: each shape starts only where a run does (the lookbehind,
+ * checked first), a run shorter than 12 is passed over at once, and each looks at its run alone.
  */
-const BARE_KEY = /(?<![A-Za-z0-9])(?:[0-9A-Za-z]{12}_)?(?![0-9a-f]{32}(?![A-Za-z0-9]))[0-9A-Za-z]{32}(?![A-Za-z0-9])/g;
+const BARE_KEY = new RegExp(
+  "(?<![A-Za-z0-9])(?=[0-9A-Za-z]{12})(?:[0-9A-Za-z]{12,}_(?![0-9a-f]{32})[0-9A-Za-z]{32,}" +
+    "|(?![0-9a-f]{32}(?![A-Za-z0-9]))[0-9A-Za-z]{32}(?![A-Za-z0-9])|(?=[0-9a-z]*[A-Z])(?=[0-9A-Z]*[a-z])[0-9A-Za-z]{33,})",
+  "g",
+);
 
 /** Whether a text holds one of our keys, with its prefix or without (BARE_KEY). */
 export function holdsKey(text: string): boolean {
