@@ -3,8 +3,9 @@ import type { BootstrapKey, ModelConfig, ModelPrice, Pricing, ShimConfig, TierLi
 import { isKeyId } from "./auth/keys.ts";
 import { CACHED_PRICE_WHY, cachedPriceFits } from "./money/cache-reads.ts";
 import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money/money.ts";
-import { holdsKey, redactLoggedKeys } from "./observability/redaction.ts";
+import { holdsKey, redactLoggedKeys, redactUpstreamSecrets, secretRedactor } from "./observability/redaction.ts";
 import { isKeyName, isModelName, MAX_KEY_NAME_CHARACTERS } from "./names.ts";
+import { type NamedSecrets, secretIn } from "./shown-value.ts";
 
 /** SHIM_CONFIG's file (pricing, tiers, models, bootstrap keys), read for parseShimConfig (config.ts), with the defaults it starts from. */
 
@@ -33,12 +34,19 @@ const AS_HASH = `sha256: and the 64 lowercase hex digits of the key's SHA-256 (p
  * would be repeated there: a value holding a key anywhere, with its `sk-gs-` or without (`<id>_
  * <secret>`, which the id field's hint may lead to), is called a key and never shown, and one in
  * the path (a mapping key) or in what is expected (the configured tiers' names) is hidden. This is
- * the one place that guards SHIM_CONFIG's messages for it.
+ * the one place that guards SHIM_CONFIG's messages for it. Any other secret (a provider's key, the
+ * deployment's own `secrets`: secretIn, shown-value.ts) is not repeated either; other values are
+ * shown whole, as the file has them (prices, names: what the operator looks for).
  */
-export function problem(where: string, value: unknown, allowed: string): string {
-  const at = redactLoggedKeys(where);
-  const expected = redactLoggedKeys(allowed);
-  if (!holdsKey(show(value))) return `${at}: ${show(value)} is not valid; expected ${expected}`;
+export function problem(where: string, value: unknown, allowed: string, secrets: NamedSecrets = {}): string {
+  // The path and what is expected are shown with any secret in them hidden, as a log line would hide it.
+  const hide = (text: string) => redactUpstreamSecrets(redactLoggedKeys(text), "", secretRedactor(Object.values(secrets)));
+  const at = hide(where);
+  const expected = hide(allowed);
+  if (!holdsKey(show(value))) {
+    const secret = secretIn(typeof value === "string" ? value : show(value), secrets);
+    return `${at}: ${secret === null ? show(value) : `${secret} (not repeated)`} is not valid; expected ${expected}`;
+  }
   // The hash field's own expectation is already the hint.
   return `${at}: is a key (not repeated); expected ${expected}, not a key${allowed === AS_HASH ? "" : `; SHIM_CONFIG takes a bootstrap key only as its hash, in bootstrapKeys[].hash: ${AS_HASH}`}`;
 }

@@ -1,5 +1,6 @@
 import { coversEveryAddress, isCidr } from "./auth/client-address.ts";
-import { parseFileConfig, problem, show } from "./config-file.ts";
+import { parseFileConfig, problem } from "./config-file.ts";
+import { shownValue, URL_SCHEME } from "./shown-value.ts";
 import { namesPostgres, parseDatabaseUrl } from "./store/database-url.ts";
 import { driverEnvironmentProblems } from "./store/postgres-environment.ts";
 
@@ -7,9 +8,10 @@ import { driverEnvironmentProblems } from "./store/postgres-environment.ts";
  * The one entry of the configuration: the environment, and SHIM_CONFIG's file through
  * config-file.ts, which only this module calls. `parseShimConfig` is pure: it takes
  * the environment and a file reader, and returns a frozen, typed object or throws one
- * ConfigError listing every problem, each naming the variable or key, the bad value and what is
- * allowed. (One exception: the TLS files a postgres:// SHIM_DATABASE_URL names are read by the
- * driver's own parser, which checks the URL as the store will use it: database-url.ts.)
+ * ConfigError listing every problem, each naming the variable or key, the bad value (as
+ * shown-value.ts shows it: never a secret set in the wrong variable) and what is allowed. (One
+ * exception: the TLS files a postgres:// SHIM_DATABASE_URL names are read by the driver's own
+ * parser, which checks the URL as the store will use it: database-url.ts.)
  */
 
 export interface TierLimits {
@@ -125,9 +127,9 @@ const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"
 
 /**
  * An http(s) URL as a log line or a message may show it: never whole, since a password, a token
- * or a key in it would reach the logs. User info becomes `***@`, a query or fragment `?…`;
- * unparseable (or not http), it is shown only up to where user info, a query or a fragment could
- * start.
+ * or a key in it would reach the logs. User info becomes `***@`, a query or fragment `?…`; with
+ * another scheme, or unparseable, its scheme alone (`ftp://…`); no URL at all (a key set in the
+ * wrong variable), as shownValue shows a value that is not valid.
  */
 export function shownUrl(v: string): string {
   try {
@@ -137,7 +139,8 @@ export function shownUrl(v: string): string {
       return `${u.protocol}//${credentials ? "***@" : ""}${u.host}${u.pathname}${u.search || u.hash ? "?…" : ""}`;
     }
   } catch {}
-  return v.includes("://") ? `${v.slice(0, v.indexOf("://") + 3)}…` : v.includes("@") ? "…" : v.replace(/[?#].*$/, "…");
+  const scheme = URL_SCHEME.exec(v);
+  return scheme ? `${scheme[0]}…` : shownValue(v);
 }
 
 /** The shortest SHIM_ADMIN_TOKEN accepted: 16 characters, ~95 bits even from hex digits. */
@@ -154,21 +157,27 @@ const PLACEHOLDER = /^(sk-)?<[^<>]*>$/;
 
 export function parseShimConfig(env: Env, readFile: (path: string) => string): ShimConfig {
   const problems: string[] = [];
-  const bad = (where: string, value: unknown, allowed: string) => problems.push(problem(where, value, allowed));
+  const str = (name: string): string | null => {
+    const v = env[name];
+    return v === undefined || v.trim() === "" ? null : v.trim();
+  };
+  // Never repeated in a problem, wherever they were put (shown-value.ts).
+  const secrets = { SHIM_ADMIN_TOKEN: str("SHIM_ADMIN_TOKEN"), SHIM_UPSTREAM_API_KEY: str("SHIM_UPSTREAM_API_KEY") };
+  const bad = (where: string, value: unknown, allowed: string) => problems.push(problem(where, value, allowed, secrets));
+  /** A variable's value that is not valid; `parsed`: its form to show when it parsed as what the variable wants (shownValue). */
+  const badValue = (name: string, value: string, allowed: string, parsed?: string) =>
+    problems.push(`${name}: ${shownValue(value, secrets, parsed)} is not valid; expected ${allowed}`);
 
   const int = (name: string, def: number, min: number, max: number): number => {
     const raw = env[name];
     if (raw === undefined || raw === "") return def;
     const n = Number(raw);
     if (!/^\d+$/.test(raw.trim()) || n < min || n > max) {
-      bad(name, raw, `an integer from ${min} to ${max}`);
+      // An integer out of range is shown whole, up to 12 digits (more than any bound here has).
+      badValue(name, raw, `an integer from ${min} to ${max}`, /^\d{1,12}$/.test(raw.trim()) ? raw.trim() : undefined);
       return def;
     }
     return n;
-  };
-  const str = (name: string): string | null => {
-    const v = env[name];
-    return v === undefined || v.trim() === "" ? null : v.trim();
   };
   /** False, after reporting, when `value` is set and is a PLACEHOLDER or not `rule` (never shown: a secret). */
   const headerToken = (name: string, value: string | null, rule: RegExp, refused: string, expected: string, instead: string): boolean => {
@@ -191,14 +200,15 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     if (v === null) return null;
     let ok = false;
     let credentials = false;
-    const shown = shownUrl(v);
+    // A URL (a scheme and `//`) as shownUrl shows it; anything else, by its first characters.
+    const shown = shownValue(v, secrets, URL_SCHEME.test(v) ? shownUrl(v) : undefined);
     try {
       const u = new URL(v);
       credentials = u.username !== "" || u.password !== "";
       ok = (u.protocol === "http:" || u.protocol === "https:") && !u.search && !u.hash && !credentials;
     } catch {}
-    if (credentials) problems.push(`${name}: ${show(shown)} has credentials in it, which would not be sent (only the origin is used); ${withoutCredentials}`);
-    else if (!ok) bad(name, shown, `an http(s) URL without query, e.g. ${example}`);
+    if (credentials) problems.push(`${name}: ${shown} has credentials in it, which would not be sent (only the origin is used); ${withoutCredentials}`);
+    else if (!ok) problems.push(`${name}: ${shown} is not valid; expected an http(s) URL without query, e.g. ${example}`);
     return v;
   };
   const upstreamUrl = httpUrl("SHIM_UPSTREAM_URL", "http://litellm:4000/v1", "give the upstream's key in SHIM_UPSTREAM_API_KEY");
@@ -209,26 +219,26 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   const everyone = "the proxy's own addresses, not every address (a /0, or entries covering every IPv4 or every public IPv6 client address, would let any client choose the address it is counted by)";
   const trustProblems = problems.length;
   for (const cidr of trustProxy) {
-    if (!isCidr(cidr)) bad("SHIM_TRUST_PROXY", cidr, "comma-separated IP addresses or CIDRs, e.g. 172.16.0.0/12");
-    else if (coversEveryAddress([cidr])) bad("SHIM_TRUST_PROXY", cidr, everyone);
+    if (!isCidr(cidr)) badValue("SHIM_TRUST_PROXY", cidr, "comma-separated IP addresses or CIDRs, e.g. 172.16.0.0/12");
+    else if (coversEveryAddress([cidr])) badValue("SHIM_TRUST_PROXY", cidr, everyone, cidr);
   }
-  if (problems.length === trustProblems && coversEveryAddress(trustProxy)) bad("SHIM_TRUST_PROXY", trustProxy.join(","), everyone);
+  if (problems.length === trustProblems && coversEveryAddress(trustProxy)) badValue("SHIM_TRUST_PROXY", trustProxy.join(","), everyone, trustProxy.join(","));
   const logLevel = (str("LOG_LEVEL") ?? "info").toLowerCase();
-  if (!LOG_LEVELS.includes(logLevel)) bad("LOG_LEVEL", logLevel, LOG_LEVELS.join(" | "));
+  if (!LOG_LEVELS.includes(logLevel)) badValue("LOG_LEVEL", logLevel, LOG_LEVELS.join(" | "));
   // Only "1" ever took effect: "true" or "yes" was ignored without a word.
   const logPretty = str("SHIM_LOG_PRETTY") ?? "0";
-  if (logPretty !== "0" && logPretty !== "1") bad("SHIM_LOG_PRETTY", logPretty, "1 to pretty-print, or 0 or unset");
+  if (logPretty !== "0" && logPretty !== "1") badValue("SHIM_LOG_PRETTY", logPretty, "1 to pretty-print, or 0 or unset");
 
   const databaseUrl = str("SHIM_DATABASE_URL") ?? "sqlite:./data/shim.db";
   try {
-    parseDatabaseUrl(databaseUrl);
+    parseDatabaseUrl(databaseUrl, secrets);
   } catch (e) {
     problems.push((e as Error).message);
   }
   // The driver would take what the URL leaves out from these, past the URL's checks. Irrelevant to SQLite.
   if (namesPostgres(databaseUrl)) problems.push(...driverEnvironmentProblems(env));
   // The messages do not repeat the token (it is a secret).
-  const adminToken = str("SHIM_ADMIN_TOKEN");
+  const adminToken = secrets.SHIM_ADMIN_TOKEN;
   // .env.example's placeholder left in place is published in the repository: /admin would be guarded by no secret.
   if (headerToken("SHIM_ADMIN_TOKEN", adminToken, ADMIN_TOKEN, "< or >, as in a placeholder, a control character, or one beyond ASCII, whose bytes a client's would not match",
     "ASCII letters, digits, punctuation and spaces (random: openssl rand -hex 32)", "set a secret of your own (random: openssl rand -hex 32)") &&
@@ -237,7 +247,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     problems.push(`SHIM_ADMIN_TOKEN: is ${adminToken.length} characters long; expected at least ${MIN_ADMIN_TOKEN_LENGTH} (random: openssl rand -hex 24; the Pulumi program makes 48)`);
   }
   // Sent as `Authorization: Bearer <key>`: one a header cannot carry failed every request (502) and /ready.
-  const upstreamApiKey = str("SHIM_UPSTREAM_API_KEY");
+  const upstreamApiKey = secrets.SHIM_UPSTREAM_API_KEY;
   if (upstreamApiKey !== null && /^bearer\s/i.test(upstreamApiKey)) problems.push('SHIM_UPSTREAM_API_KEY: starts with "Bearer ", which the shim adds itself; expected the key alone');
   else headerToken("SHIM_UPSTREAM_API_KEY", upstreamApiKey, HEADER_TOKEN, "a control character other than a tab, or one beyond ASCII, which a header cannot carry as typed",
     "the upstream's key as it was issued", "set the upstream's key (in the Compose bundle: LITELLM_MASTER_KEY in .env)");

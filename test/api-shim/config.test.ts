@@ -105,10 +105,11 @@ extra: 1
 `,
     );
     const expected = [
-      /^SHIM_UPSTREAM_URL: "litellm:4000" is not valid; expected an http\(s\) URL/,
-      /^SHIM_READY_URL: "vllm\/health" is not valid; expected an http\(s\) URL without query, e.g. http:\/\/vllm:8000\/health/,
+      // A value that is no URL, nor what else a variable wants, is shown by its first characters: it may be a secret set in the wrong variable.
+      /^SHIM_UPSTREAM_URL: "lit…" \(12 characters\) is not valid; expected an http\(s\) URL/,
+      /^SHIM_READY_URL: "vl…" \(11 characters\) is not valid; expected an http\(s\) URL without query, e.g. http:\/\/vllm:8000\/health/,
       /^SHIM_PORT: "80a" is not valid; expected an integer from 0 to 65535/,
-      /^SHIM_TRUST_PROXY: "10.0.0.0\/33"/,
+      /^SHIM_TRUST_PROXY: "10…" \(11 characters\) is not valid/,
       /^LOG_LEVEL: "loud"/,
       /^SHIM_DRAIN_TIMEOUT_MS: "-1"/,
       /^SHIM_DATABASE_URL: "mysql:\/\/u:\*\*\*@x\/db" is not valid; expected sqlite:<path>, sqlite::memory: or postgres:\/\/…$/,
@@ -299,6 +300,40 @@ bootstrapKeys:
       expect(lines, url).toHaveLength(1);
       expect(lines[0], url).not.toMatch(/SECRET|pa\b/);
     }
+  });
+
+  it("a secret set in the wrong variable is not repeated: the upstream's key and URL swapped, a password alone as SHIM_DATABASE_URL", () => {
+    const upstreamKey = "sk-proj-Ab3dEf9hIjKlMn0pQrStUvWx";
+    const swapped = problems({ SHIM_UPSTREAM_URL: upstreamKey, SHIM_UPSTREAM_API_KEY: "http://litellm:4000/v1" });
+    expect(swapped.some((l) => l.startsWith("SHIM_UPSTREAM_URL:")), swapped.join("\n")).toBe(true);
+    expect(swapped.join("\n")).not.toContain("Ab3dEf9h");
+    for (const name of ["SHIM_READY_URL", "SHIM_TRUST_PROXY", "SHIM_PORT"]) expect(problems({ [name]: upstreamKey }).join("\n"), name).not.toContain("Ab3dEf9h");
+    expect(problems({ SHIM_DATABASE_URL: "Zq9Xw7VtPassw0rd" }).join("\n")).not.toContain("Zq9Xw7Vt");
+  });
+
+  it("a value that is not valid is shown by its first characters and its length, a short one whole, a secret's never: the operator can tell which value it is", () => {
+    const adminToken = "3f9a0c1b2d4e5f60718293a4b5c6d7e8";
+    const p = problems({ SHIM_ADMIN_TOKEN: adminToken, SHIM_UPSTREAM_API_KEY: "lm-Upstr3amKeyValue", SHIM_PORT: adminToken, SHIM_READY_URL: "lm-Upstr3amKeyValue",
+      SHIM_TRUST_PROXY: "Zq9Xw7VtPassw0rd", SHIM_LOG_PRETTY: "true", SHIM_DATABASE_URL: `x${adminToken}`, SHIM_MAX_BODY_BYTES: "2147483648", LOG_LEVEL: "Authorization: Bearer abcdefgh12345678" });
+    expect(p).toEqual([
+      "SHIM_PORT: SHIM_ADMIN_TOKEN's value (not repeated) is not valid; expected an integer from 0 to 65535",
+      "SHIM_READY_URL: SHIM_UPSTREAM_API_KEY's value (not repeated) is not valid; expected an http(s) URL without query, e.g. http://vllm:8000/health",
+      'SHIM_TRUST_PROXY: "Zq9X…" (16 characters) is not valid; expected comma-separated IP addresses or CIDRs, e.g. 172.16.0.0/12',
+      "LOG_LEVEL: a value shaped like an API key, a token or a password (not repeated) is not valid; expected fatal | error | warn | info | debug | trace | silent",
+      'SHIM_LOG_PRETTY: "true" is not valid; expected 1 to pretty-print, or 0 or unset',
+      "SHIM_DATABASE_URL: a value holding SHIM_ADMIN_TOKEN's (not repeated) is not valid; expected sqlite:<path>, sqlite::memory: or postgres://…",
+      // An integer out of range parsed as one: shown whole.
+      'SHIM_MAX_BODY_BYTES: "2147483648" is not valid; expected an integer from 1024 to 1073741824',
+    ]);
+    // SHIM_CONFIG's values are shown as written, but not a secret's: a provider's key, the deployment's own, in a value or a mapping key.
+    const upstreamKey = "sk-proj-Ab3dEf9hIjKlMn0pQrStUvWx";
+    const file = problems({ SHIM_ADMIN_TOKEN: adminToken }, `defaultTier: ${upstreamKey}\nunauthenticatedRpm: "${adminToken}"\n${upstreamKey}: 1\n`);
+    expect(file.join("\n")).not.toMatch(/Ab3dEf9h|3f9a0c1b/);
+    expect(file).toEqual([
+      expect.stringMatching(/^SHIM_CONFIG sk-\[redacted\]: a value shaped like an API key, a token or a password \(not repeated\) is not valid; expected one of the keys pricing, /),
+      expect.stringMatching(/^SHIM_CONFIG defaultTier: a value shaped like an API key, a token or a password \(not repeated\) is not valid; expected /),
+      expect.stringMatching(/^SHIM_CONFIG unauthenticatedRpm: SHIM_ADMIN_TOKEN's value \(not repeated\) is not valid; expected /),
+    ]);
   });
 
   it("refuses SHIM_TRUST_PROXY entries that trust every IPv4 or every IPv6 client other than as a /0, alone or together", () => {
@@ -656,9 +691,9 @@ describe("openStore", () => {
 
   it("a SHIM_DATABASE_URL that is no URL is refused without its password", () => {
     for (const [url, shown] of [
-      ["host=db user=app password=s3cret dbname=shim", '"host=…"'],
-      ["postgres:/app:s3cret@db/shim", '"postgres:…"'],
-      ["app:s3cret@db", '"app:…"'],
+      ["host=db user=app password=s3cret dbname=shim", '"host…" (44 characters)'],
+      ["postgres:/app:s3cret@db/shim", '"post…" (28 characters)'],
+      ["app:s3cret@db", '"app…" (13 characters)'],
     ] as const) {
       let message = "";
       try {

@@ -275,7 +275,19 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     // A libpq key=value string is no URL: cut before where a password could be.
     const keywords = banner({ SHIM_HOST: "127.0.0.1", SHIM_PORT: "8080", SHIM_UPSTREAM_URL: "http://127.0.0.1:8000/v1", SHIM_DATABASE_URL: "host=db user=app password=s3cret" }, null);
     expect(keywords).not.toContain("s3cret");
-    expect(keywords).toContain("database host=…");
+    expect(keywords).toContain('database "host…" (32 characters)');
+  });
+
+  it("the banner and the start warning never repeat a secret put in SHIM_UPSTREAM_URL or SHIM_DATABASE_URL: the upstream's key, a password alone", () => {
+    const upstreamKey = "sk-proj-Ab3dEf9hIjKlMn0pQrStUvWx";
+    const text = banner({ SHIM_HOST: "127.0.0.1", SHIM_PORT: "8080", SHIM_UPSTREAM_URL: upstreamKey, SHIM_DATABASE_URL: "Zq9Xw7VtPassw0rd" }, null);
+    expect(text).not.toMatch(/Ab3dEf9h|Zq9Xw7Vt/);
+    expect(text).toContain("upstream a value shaped like an API key, a token or a password (not repeated)");
+    expect(text).toContain('database "Zq9X…" (16 characters)');
+    for (const detail of ["unreachable", "HTTP 401"]) {
+      expect(upstreamWarning(upstreamKey, { ok: false, detail, cause: "ENOTFOUND" }), detail).not.toContain("Ab3dEf9h");
+    }
+    expect(upstreamWarning("Zq9Xw7VtPassw0rd", { ok: false, detail: "unreachable" })).not.toContain("Zq9Xw7Vt");
   });
 
   it("npm run fake-vllm keeps serving after a client that left mid-body and a /_fake/behaviour body that is not JSON (400)", async () => {

@@ -149,6 +149,17 @@ function sentenceEnd(text: string): string {
 
 function hideSecretShapes(text: string, model: string): string {
   const urls = text.includes("://") ? text.replace(URL_PARTS, (_, scheme: string, path: string, query?: string) => `${scheme}${path}${query ? `?…${sentenceEnd(query)}` : ""}`) : text;
+  return hideKeyShapes(urls, model);
+}
+
+/**
+ * Whether a text holds a secret's shape other than a URL's parts: a provider's key, a credential or
+ * a named secret (above), or one of our keys. For a value that a start-up problem would otherwise
+ * show (shown-value.ts); a URL there is shown without its credentials and query already.
+ */
+export const holdsSecretShape = (text: string): boolean => holdsKey(text) || hideKeyShapes(text, "") !== text;
+
+function hideKeyShapes(urls: string, model: string): string {
   // Named values first: `api_key=sk-…` is then hidden whole, not as `api_key=sk-[redacted]`.
   const named = replaceShapes(urls, NAMED_SECRET, model, (m) => {
     const [, , double, single, bare] = m;

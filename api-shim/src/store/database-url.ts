@@ -1,4 +1,5 @@
 import { parse as driverParse } from "pg-connection-string";
+import { type NamedSecrets, shownValue, URL_SCHEME } from "../shown-value.ts";
 
 /**
  * SHIM_DATABASE_URL, read once: `sqlite:<path>` (relative to the working directory),
@@ -9,14 +10,17 @@ import { parse as driverParse } from "pg-connection-string";
  */
 export type DatabaseTarget = { kind: "postgres"; url: string } | { kind: "sqlite"; path: string };
 
-/** The store a URL names; throws an Error whose message names SHIM_DATABASE_URL and what is allowed. */
-export function parseDatabaseUrl(url: string): DatabaseTarget {
+/**
+ * The store a URL names; throws an Error whose message names SHIM_DATABASE_URL and what is allowed,
+ * and shows the URL as `shown` does (`secrets`: the deployment's, never shown wherever they are).
+ */
+export function parseDatabaseUrl(url: string, secrets: NamedSecrets = {}): DatabaseTarget {
   if (namesPostgres(url)) {
-    checkDriverReads(url);
+    checkDriverReads(url, secrets);
     return { kind: "postgres", url };
   }
   if (!url.startsWith("sqlite:")) {
-    throw new Error(`SHIM_DATABASE_URL: ${JSON.stringify(redactUrl(url))} is not valid; expected sqlite:<path>, sqlite::memory: or postgres://…`);
+    throw new Error(`SHIM_DATABASE_URL: ${shown(url, secrets)} is not valid; expected sqlite:<path>, sqlite::memory: or postgres://…`);
   }
   const path = url.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "");
   if (path === "") throw new Error("SHIM_DATABASE_URL: sqlite: needs a path, e.g. sqlite:./data/shim.db");
@@ -34,9 +38,9 @@ export const namesPostgres = (url: string): boolean => url.startsWith("postgres:
  * process exits for a restart, and is restarted forever, with no word of the setting. So is
  * what it reads otherwise than libpq, or not at all (notLikeLibpq).
  */
-function checkDriverReads(url: string): void {
+function checkDriverReads(url: string, secrets: NamedSecrets): void {
   const refused = userInfoCutShort(url) ?? notLikeLibpq(url);
-  if (refused !== null) throw new Error(`SHIM_DATABASE_URL: ${JSON.stringify(redactUrl(url))} is not valid: ${refused}`);
+  if (refused !== null) throw new Error(`SHIM_DATABASE_URL: ${shown(url, secrets)} is not valid: ${refused}`);
   try {
     driverParse(driverUrl(url).connectionString);
   } catch (e) {
@@ -44,9 +48,12 @@ function checkDriverReads(url: string): void {
     const why = e instanceof TypeError && /invalid url/i.test(e.message)
       ? "the driver cannot parse it as a URL; check the port (at most 65535) and percent-encode any ?, /, #, @ or : in the user name or password"
       : e instanceof Error ? e.message : String(e);
-    throw new Error(`SHIM_DATABASE_URL: ${JSON.stringify(redactUrl(url))} is not valid: ${why}`);
+    throw new Error(`SHIM_DATABASE_URL: ${shown(url, secrets)} is not valid: ${why}`);
   }
 }
+
+/** A SHIM_DATABASE_URL that is not valid, in its problem: a URL as redactUrl shows it, anything else as shownValue does. */
+const shown = (url: string, secrets: NamedSecrets): string => shownValue(url, secrets, URL_SCHEME.test(url) ? redactUrl(url) : undefined);
 
 /**
  * A `?`, `/`, `#` or `@` unencoded in the password, where the driver does not refuse the URL
@@ -127,16 +134,13 @@ function notLikeLibpq(url: string): string | null {
 /**
  * SHIM_DATABASE_URL as it may be shown in logs and error messages: a URL with its password
  * replaced by `***`, a `sqlite:` path as it is, and anything else (a libpq `key=value` string, a
- * scheme with one slash) cut after its first `:`, `=`, `@` or space, since where a password
- * starts in it cannot be told.
+ * scheme with one slash, a password alone) as shownValue shows a value that is not valid: by its
+ * first few characters and its length, since where a password starts in it cannot be told.
  */
 export function redactUrl(url: string): string {
   if (url.startsWith("sqlite:")) return url;
-  const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url);
-  if (!scheme) {
-    const cut = url.search(/[:=@\s]/);
-    return cut === -1 ? url : `${url.slice(0, cut + 1)}…`;
-  }
+  const scheme = URL_SCHEME.exec(url);
+  if (!scheme) return shownValue(url);
   let out = url;
   const start = scheme[0].length;
   // The later of two readings of the user info's end: the driver's, and libpq's (psql's), which
