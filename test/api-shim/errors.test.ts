@@ -141,6 +141,28 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject(openai);
   });
 
+  it("400 for LiteLLM's controls that pick another model, credentials, retries or pricing (found by mutation review: no test sent them)", async () => {
+    // completion() answers a body's `model_list` with the deployments it names, under the operator's
+    // provider credentials; the proxy builds a Router of its own from `user_config`. `api_key`/`base_url`
+    // pick the call's credentials and endpoint; `max_retries`, `request_timeout`, `stream_timeout` retry or cut
+    // off; `allowed_openai_params` sends what LiteLLM would drop; `cache_key` reads another request's answer;
+    // the router and pricing families route or reprice the call.
+    const c = h.client(key);
+    const received = h.fake.counters.received;
+    for (const extra of [
+      { model_list: [{ model_name: "qwen2.5-7b", litellm_params: { model: "anthropic/claude-opus-4-1" } }] },
+      { user_config: { model_list: [{ model_name: "qwen2.5-7b", litellm_params: { model: "anthropic/claude-opus-4-1" } }] } },
+      { api_key: "sk-other" }, { base_url: "http://evil.test" }, { max_retries: 5 }, { request_timeout: 0.01 }, { stream_timeout: 0.01 },
+      { allowed_openai_params: ["web_search_options"] }, { cache_key: "someone-else" },
+      { auto_router_config: {} }, { cache_read_input_token_cost: 0 }, { output_cost_per_reasoning_token: 0 }, { _response_headers: {} },
+    ]) {
+      const e = await failure(() => c.chat.completions.create({ ...chat, ...extra } as never));
+      expect(e, JSON.stringify(extra)).toBeInstanceOf(BadRequestError);
+      expect(e.param).toBe(Object.keys(extra)[0]);
+    }
+    expect(h.fake.counters.received).toBe(received);
+  });
+
   it("400 for a tier or search a provider bills above the model's price, for a provider's model or one that may be (no maxModelLen)", async () => {
     const refused: Record<string, unknown>[] = [
       // Tiers billed above the model's price: OpenAI's priority processing; `auto`, which LiteLLM

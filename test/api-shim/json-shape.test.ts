@@ -47,6 +47,21 @@ describe("request bodies built to be slow to parse", () => {
     expect(shape(`{"a":"x\\\\","b":${"[".repeat(MAX_JSON_DEPTH)}${"]".repeat(MAX_JSON_DEPTH)}}`)).toMatch(/deeper than/);
   });
 
+  it("accepts what real clients send, whatever the limits are set to (found by mutation review: the tests above read the constants, so lowering one passed)", () => {
+    // A structured-output or tool schema a few dozen levels deep.
+    expect(shape(nested(64))).toBeNull();
+    // OpenAI's embeddings cap: 300,000 token ids in one request, with its other members.
+    expect(shape(JSON.stringify({ model: "m", input: Array.from({ length: 300_000 }, (_, i) => i % 1000), dimensions: 1024, encoding_format: "float", user: "u" }))).toBeNull();
+    // A long conversation: 30,000 messages, 60,000 members.
+    expect(shape(JSON.stringify({ model: "m", messages: Array.from({ length: 30_000 }, () => ({ role: "user", content: "x" })) }))).toBeNull();
+  });
+
+  it("an escaped quote straddling the end of the byte-by-byte walk does not end the string (found by mutation review)", () => {
+    for (let pad = 24; pad < 40; pad++) {
+      expect(shape(`{"a":"${"x".repeat(pad)}\\"${"[".repeat(200)}"}`), String(pad)).toBeNull();
+    }
+  });
+
   describe("through the shim", () => {
     let h: Harness;
     beforeAll(async () => {

@@ -40,6 +40,17 @@ describe("no false refusal of OpenAI's own members for a provider's model", () =
     }
   });
 
+  it("/v1/completions passes OpenAI's sampling parameters and streams (stream, stream_options) for a provider's model", async () => {
+    const c = h.client(key);
+    const sampling = { temperature: 0.5, top_p: 1, n: 1, frequency_penalty: 0, presence_penalty: 0, logit_bias: { "1": 1 } };
+    await c.completions.create({ model: "claude", prompt: "hi", max_tokens: 2, ...sampling });
+    expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject(sampling);
+    // The openai SDK's streamed completion, as a client writes it.
+    const stream = await c.completions.create({ model: "claude", prompt: "hi", max_tokens: 2, stream: true, stream_options: { include_usage: true } });
+    for await (const _ of stream);
+    expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject({ stream: true, stream_options: { include_usage: true } });
+  });
+
   it("/v1/completions passes `suffix`, and `best_of` as null (unset), on to the provider", async () => {
     for (const extra of [{ suffix: "end" }, { best_of: null }]) {
       const received = h.fake.counters.received;

@@ -85,6 +85,8 @@ describe("members of a request for a provider's model", () => {
       { thinking_blocks: [{ type: "document", source: { type: "url", url: "https://example.com/300-pages.pdf" } }] },
       // A cache_control there would be seen by neither the ttl check nor the hold.
       { thinking_blocks: [{ type: "thinking", thinking: "t", signature: "s", cache_control: { type: "ephemeral", ttl: "1h" } }] },
+      // One block not the model's among its own: each block is checked, not any one (found by mutation review).
+      { thinking_blocks: [{ type: "thinking", thinking: "t", signature: "s" }, { type: "container_upload", file_id: "file_1" }] },
       { thinking_blocks: "not a list" },
       { provider_specific_fields: { compaction_blocks: [{ type: "container_upload", file_id: "file_1" }] } },
       { prefix: true },

@@ -203,6 +203,8 @@ describe("pricing", () => {
     expect(normalizationGrowthOf("Ça va, l'été ?")).toBe(3);
     expect(normalizationGrowthOf("\u{1D160}x\uFDFA")).toBe(8 + 30);
     expect(normalizationGrowthOf("\udc00\ud800")).toBe(0);
+    // Two low surrogates are no pair (each is sent as U+FFFD): a number, not NaN (found by mutation review).
+    expect(normalizationGrowthOf("\udc00\udc00\uFDFA")).toBe(30);
   });
   it("normalization growth never normalizes a whole text: canonical reordering of a long run of combining marks is quadratic", () => {
     // 80,000 marks took ~1.3 s per form as one string (a body of them froze the shim for minutes).
@@ -747,6 +749,8 @@ describe("usage of a non-streamed body", () => {
     // Written with escapes, it is the same name (JSON.parse's reading); of two, the last is the one read.
     expect(replaced('{"s\\u006f":1,"s\\\\o":2,"x":"\\"so\\":3","so":true}')).toBe('{"s\\u006f":1,"s\\\\o":2,"x":"\\"so\\":3","so":{}}');
     expect(replaced('{"so":"a very long string, past the 32 bytes walked one by one: \\" \\\\","so" : -1e5}')).toBe('{"so":"a very long string, past the 32 bytes walked one by one: \\" \\\\","so" : {}}');
+    // The last, escaped, is the one JSON.parse (and the upstream) reads: it is replaced, not the plain one before it (found by mutation review).
+    expect(replaced('{"so":{"a":1},"s\\u006f":null}')).toBe('{"so":{"a":1},"s\\u006f":{}}');
     // Nested or inside text only: not the object's own member.
     expect(replaced('{"a":{"so":1},"b":"\\"so\\":1"}')).toBeNull();
     const raw = bytes('{"é":"ü","so":0}');
