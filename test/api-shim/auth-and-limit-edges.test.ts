@@ -21,6 +21,38 @@ describe("keys and rate-limit figures at their edges", () => {
     }
   });
 
+  it("a refusal before any key is known carries no credit figures: a 401 says nothing of a balance", async () => {
+    const h = await startShim();
+    try {
+      for (const res of [await fetch(`${h.url}/v1/models`), await fetch(`${h.url}/v1/models`, { headers: { authorization: "Bearer sk-gs-guessguessgu_guessguessguessguessguessguessgu" } })]) {
+        expect(res.status).toBe(401);
+        expect(res.headers.get("x-credits-remaining")).toBeNull();
+        expect(res.headers.get("x-credits-charged")).toBeNull();
+      }
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("x-credits-remaining leaves out what the key's requests in flight hold", async () => {
+    const h = await startShim();
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      h.fake.set({ hang: true });
+      const ac = new AbortController();
+      const running = fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }], max_tokens: 1000 }) }).catch(() => undefined);
+      await h.fake.until((c) => c.received >= 1, 10_000);
+      const res = await fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+      expect(res.status).toBe(200);
+      expect(Number(res.headers.get("x-credits-remaining"))).toBeLessThan(100);
+      ac.abort();
+      await running;
+    } finally {
+      h.fake.reset();
+      await h.close();
+    }
+  });
+
   it("a key is refused from the instant it expires", async () => {
     const clock = manualClock(Date.UTC(2026, 0, 15, 12, 0, 0));
     const h = await startShim({ clock });

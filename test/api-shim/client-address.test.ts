@@ -14,6 +14,8 @@ describe("unauthenticated limits per client address", () => {
     ["::ffff:203.0.113.7", "203.0.113.7"],
     ["::ffff:cb00:7107", "203.0.113.7"],
     ["64:ff9b::203.0.113.7", "64:ff9b:0:0::/64"],
+    // Only ::ffff:0:0/96 is an IPv4 client: an address that merely has ffff in its sixth group is IPv6.
+    ["::1:ffff:cb00:7107", "0:0:0:0::/64"],
   ])("%s counts as %s", (ip, bucket) => {
     expect(addressBucket(ip)).toBe(bucket);
   });
@@ -69,5 +71,7 @@ describe("trustedPeers (SHIM_TRUST_PROXY, for the request id nginx sends)", () =
     expect(["fe80::1%wlan0", "fe80:0:0:1::1%eth0", "fe80::1"].some((p) => subnet(p))).toBe(false);
     // A numeric zone never matches a peer (Node names the interface): refused as an entry.
     expect([isCidr("fe80::1%eth0"), isCidr("fe80::%eth0/64"), isCidr("fe80::1%2")]).toEqual([true, true, false]);
+    // A second prefix is a typo, not a CIDR.
+    expect([isCidr("10.0.0.0/8/16"), isCidr("fd00::/8/"), isCidr("10.89.0.2/")]).toEqual([false, false, false]);
   });
 });

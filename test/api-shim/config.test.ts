@@ -347,6 +347,12 @@ bootstrapKeys:
         expect.stringMatching(/^SHIM_TRUST_PROXY: ".+" is not valid; expected the proxy's own addresses, not every address \(a \/0/),
       ]);
     }
+    // Every IPv4 client, its last addresses named one by one (192.0.0.0/4, 208.0.0.0/5, … 223.255.255.254/32, 223.255.255.255).
+    const tail: string[] = [];
+    for (let prefix = 4, start = 0xc0000000; prefix <= 32; start += 2 ** (32 - prefix), prefix++) tail.push(`${[24, 16, 8, 0].map((s) => Math.floor(start / 2 ** s) % 256).join(".")}/${prefix}`);
+    const oneByOne = ["0.0.0.0/1", "128.0.0.0/2", ...tail, "223.255.255.255"].join(",");
+    expect(problems({ SHIM_TRUST_PROXY: oneByOne })).toEqual([expect.stringMatching(/^SHIM_TRUST_PROXY: ".+" is not valid; expected the proxy's own addresses, not every address/)]);
+    expect(parse({ SHIM_TRUST_PROXY: oneByOne.replace(/,223\.255\.255\.255$/, "") }).trustProxy).toHaveLength(31);
     // Half of IPv4, or all but one /3 of it: not every client (the list a proxy's range takes is far smaller).
     for (const list of ["0.0.0.0/1", "0.0.0.0/2,96.0.0.0/3,128.0.0.0/1", "0.0.0.0/1,128.0.0.0/2,192.0.0.0/4", "2000::/4", "10.89.0.2,172.16.0.0/12,fd00::/8", "::ffff:10.0.0.0/104", "fe80::1%eth0",
       "10.0.0.0/8,::1/128", "fc00::/7", "fe80::/10"]) {

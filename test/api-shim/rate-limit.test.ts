@@ -136,6 +136,17 @@ describe("rate limits through the shim", () => {
       expect((await chat({ max_tokens: 5 })).status).toBe(200); // the estimate came back: no wait at all
   }));
 
+  it("tokens per minute count every choice a request asks for: n 4 × max_tokens 300 spends 1,200 of a 1,000 budget, so the next request waits", () => onTier({ rpm: 1000, tpm: 1000 }, 8192, async ({ h, key }) => {
+      h.fake.set({ headerDelayMs: 1000 });
+      const chat = (extra: Record<string, unknown>) => h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], ...extra });
+      const received = h.fake.counters.received;
+      const four = chat({ n: 4, max_tokens: 300 });
+      await h.fake.until((c) => c.received > received); // admitted (its estimate spent) and at the upstream
+      // Counted as one choice (300), the budget would still hold 700 and this would run.
+      expect((await chat({ max_tokens: 5 })).status).toBe(429);
+      expect((await four).status).toBe(200);
+  }));
+
   it("a key whose tier changes keeps what it has spent (clamped to the new budget): a downgrade gives no fresh minute", async () => {
     const h = await startShim({ file: { tiers: { big: { rpm: 3, tpm: 100000 }, small: { rpm: 2, tpm: 100000 } } } });
     try {
@@ -349,6 +360,37 @@ describe("rate limits through the shim", () => {
       expect((await h.client(key).models.list().withResponse()).response.headers.get("x-ratelimit-remaining-requests")).toBe("8");
       stream.controller.abort();
     } finally {
+      await h.close();
+    }
+  });
+
+  it("tokens per minute are checked again once the body is read: requests that all passed the auth hook at once do not all run", async () => {
+    const h = await startShim({ file: { tiers: { tiny: { rpm: 1000, tpm: 1000 } }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] } });
+    try {
+      const { key } = await h.createKey({ tier: "tiny", credits: 1000 });
+      // Answers held back until all six are admitted or refused: a settled answer (21 tokens, not
+      // the 900 held) would give the budget back and let a later body in on a slow machine.
+      h.fake.set({ headerDelayMs: 1500 });
+      const { request } = await import("node:http");
+      const body = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 900 });
+      const sends: (() => void)[] = [];
+      // Headers first (each passes the auth hook while the budget is whole), bodies once all are in.
+      const statuses = Array.from({ length: 6 }, () => new Promise<number>((resolve, reject) => {
+        const req = request(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode!));
+        });
+        req.on("error", reject);
+        req.flushHeaders();
+        sends.push(() => req.end(body));
+      }));
+      await new Promise((r) => setTimeout(r, 500));
+      for (const send of sends) send();
+      const got = await Promise.all(statuses);
+      expect(got.filter((s) => s === 200)).toHaveLength(2);
+      expect(got.filter((s) => s === 429)).toHaveLength(4);
+    } finally {
+      h.fake.reset();
       await h.close();
     }
   });
