@@ -250,6 +250,9 @@ describe("admin routes and usage reports", () => {
     const csv = await h.admin(`/admin/usage?key=${id}&format=csv`);
     expect(csv.headers.get("content-type")).toBe("text/csv; charset=utf-8");
     expect((await csv.text()).split("\r\n")).toEqual(["key_id,model,requests,prompt_tokens,completion_tokens,total_tokens,cost", `${id},bge-m3,2,2,0,2,2`, ""]);
+    // By day, the CSV's second column is the day, and its header says so (found by mutation review).
+    const dayCsv = (await (await h.admin(`/admin/usage?key=${id}&format=csv&group=day`)).text()).split("\r\n");
+    expect(dayCsv).toEqual(["key_id,day,requests,prompt_tokens,completion_tokens,total_tokens,cost", `${id},${new Date().toISOString().slice(0, 10)},2,2,0,2,2`, ""]);
     const all = (await (await h.admin("/admin/usage")).json()) as Record<string, any>;
     expect(all.data.length).toBeGreaterThan(1);
     for (const bad of ["group=week", "format=xml", "from=x"]) expect((await h.admin(`/admin/usage?${bad}`)).status).toBe(400);

@@ -34,7 +34,7 @@ describe("keys and rate-limit figures at their edges", () => {
     }
   });
 
-  it("x-credits-remaining leaves out what the key's requests in flight hold", async () => {
+  it("x-credits-remaining and /v1/usage's credits_remaining leave out what the key's requests in flight hold", async () => {
     const h = await startShim();
     try {
       const { key } = await h.createKey({ credits: 100 });
@@ -44,7 +44,11 @@ describe("keys and rate-limit figures at their edges", () => {
       await h.fake.until((c) => c.received >= 1, 10_000);
       const res = await fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
       expect(res.status).toBe(200);
-      expect(Number(res.headers.get("x-credits-remaining"))).toBeLessThan(100);
+      const remaining = Number(res.headers.get("x-credits-remaining"));
+      expect(remaining).toBeLessThan(100);
+      // /v1/usage says the same (found by mutation review: it could show the balance alone).
+      const usage = (await (await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json()) as { credits_remaining: number };
+      expect(usage.credits_remaining).toBe(remaining);
       ac.abort();
       await running;
     } finally {

@@ -697,6 +697,17 @@ describe("usage periods", () => {
     expect(showPeriod(parsePeriod({ from: "2024-12-02T12:00:00Z", to: "2024-12-02T12:00:00.500Z" }, now))).toEqual({ start: "2024-12-02T12:00:00Z", end: "2024-12-02T12:00:00Z" });
     expect(parsePeriod({ from: "2024-02-29" }, now).from).toBe(Date.UTC(2024, 1, 29)); // a leap day exists
   });
+  it("a 'from' alone runs at least one day past it, even at or after the month's end (found by mutation review)", () => {
+    expect(parsePeriod({ from: "2024-12-31T12:00:00Z" }, now)).toEqual({ from: Date.UTC(2024, 11, 31, 12), to: Date.UTC(2025, 0, 1, 12) });
+    expect(parsePeriod({ from: "2025-01-05" }, now)).toEqual({ from: Date.UTC(2025, 0, 5), to: Date.UTC(2025, 0, 6) });
+  });
+  it("takes negative offsets and Python's isoformat() with microseconds (found by mutation review)", () => {
+    expect(parsePeriod({ from: "2024-12-01T00:00:00-05:00", to: "2024-12-02T00:00:00-0500" }, now)).toEqual({ from: Date.UTC(2024, 11, 1, 5), to: Date.UTC(2024, 11, 2, 5) });
+    expect(parsePeriod({ from: "2024-12-01T00:00:00.123456+00:00", to: "2024-12-02T00:00:00.000000+00:00" }, now).from).toBe(Date.UTC(2024, 11, 1, 0, 0, 0, 123));
+  });
+  it("refuses an empty period: 'to' equal to 'from' (found by mutation review)", () => {
+    expect(() => parsePeriod({ from: "2024-12-02T10:00:00Z", to: "2024-12-02T10:00:00Z" }, now)).toThrow(/after 'from'/);
+  });
   it.each([
     [{ from: "yesterday" }], [{ to: "2024-13-45" }], [{ from: "2024-12-05", to: "2024-12-01" }], [{ from: ["x"] }],
     // Dates that do not exist, which Date.parse would roll over into the next month.

@@ -68,5 +68,7 @@ describe("an /admin/usage body of several pieces (SQLite)", () => {
     expect(cells.sort()).toEqual(["'+1+1", "'-1+1", "'=1+1", `"'@SUM(1`].sort());
     // The quoted cell (its comma) whole: "'@SUM(1,1)".
     expect(lines.some((l) => l.startsWith(`kformula0000,"'@SUM(1,1)",`))).toBe(true);
+    // Each row's counts: 7 prompt and 3 completion tokens are 10 in all (found by mutation review).
+    expect(lines.find((l) => l.startsWith("kformula0000,'=1+1,"))).toBe("kformula0000,'=1+1,1,7,3,10,0.0013");
   });
 });
