@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import { buildApp, closeApp } from "./app.ts";
 import { systemClock } from "./clock.ts";
 import { ConfigError, parseShimConfig, type ShimConfig } from "./config.ts";
-import { keysOfUnconfiguredTiers } from "./auth/auth.ts";
+import { keysOfUnconfiguredTiers, keysWithoutServedModels } from "./auth/auth.ts";
 import { createLogger } from "./observability/logger.ts";
 import { Metrics } from "./observability/metrics.ts";
 import { formatCredits, MAX_BALANCE_MICRO } from "./money/money.ts";
@@ -132,8 +132,17 @@ async function main(): Promise<void> {
     }
     // A tier taken out of the configuration leaves its keys running under the default tier's
     // limits (auth.ts): said once at start, so an operator does not find out from customers.
-    for (const [tier, keys] of keysOfUnconfiguredTiers(await store.listKeys(), config.tiers, Date.now())) {
-      logger.warn({ tier, keys, defaultTier: config.defaultTier }, "live keys have a tier the configuration does not define: they are served under defaultTier's limits until it is defined again");
+    const keys = await store.listKeys();
+    for (const [tier, count] of keysOfUnconfiguredTiers(keys, config.tiers, Date.now())) {
+      logger.warn({ tier, keys: count, defaultTier: config.defaultTier }, "live keys have a tier the configuration does not define: they are served under defaultTier's limits until it is defined again");
+    }
+    // A model renamed (model.servedName) or taken out leaves the keys whose allow-list named it
+    // refused everything, silently: said once at start, by id and name (never the secret). The
+    // first 50 are named, so a workshop's hundreds of keys do not make one huge line.
+    const stranded = keysWithoutServedModels(keys, config.models, Date.now());
+    if (stranded.length > 0) {
+      const named = stranded.slice(0, 50).map((k) => ({ id: k.id, name: k.name, models: k.models }));
+      logger.warn({ count: stranded.length, keys: named, served: [...config.models!.keys()] }, STRANDED_KEYS);
     }
   } catch (e) {
     // Not failures a restart fixes (a full volume: until space is freed): said as they are, once per start.
@@ -263,6 +272,9 @@ function drainingMessage(inflight: number, drainMs: number): string {
   const wait = drainMs < 1000 ? `${drainMs} ms` : `${Math.round(drainMs / 100) / 10} s`;
   return `draining: waiting up to ${wait} for ${requests} in flight; send the signal again (Ctrl-C) to cut ${inflight === 1 ? "it" : "them"} now`;
 }
+
+/** The start's warning for keys whose allow-list names no model served (docs/configuration.md, model.servedName). */
+const STRANDED_KEYS = "live keys may use no model the configuration serves (their allow-list names none): every request they make is refused until it names one; re-issue them with a served model's name (docs/configuration.md, model.servedName)";
 
 /** How long an exit waits for its last log lines to be written. */
 const EXIT_LOG_WAIT_MS = 2000;

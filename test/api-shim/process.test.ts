@@ -698,6 +698,51 @@ describe("the shim process", () => {
     assertNoSecrets([...first.lines, ...p.lines], [workshopKey]);
   });
 
+  it("a served model renamed: live keys whose allow-list names none of the configuration's models are named at start (never their secrets)", async () => {
+    // The test's configuration with the model about to be renamed served beside it.
+    const withOld = join(f.dir, "with-old-name.yaml");
+    const config = parse(readFileSync(f.env.SHIM_CONFIG!, "utf8")) as { models: object[] };
+    writeFileSync(withOld, stringify({ ...config, models: [...config.models, { name: "old-name", maxModelLen: 4096 }] }));
+    const first = await start({ SHIM_CONFIG: withOld });
+    const make = async (body: object) => {
+      const made = await fetch(`${first.url}/admin/keys`, { method: "POST", headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" }, body: JSON.stringify({ tier: "free", credits: 5, ...body }) });
+      expect(made.status).toBe(201);
+      return (await made.json()) as { id: string; key: string };
+    };
+    const stranded = await make({ name: "stranded", models: ["old-name"] });
+    const both = await make({ name: "both", models: ["old-name", "qwen2.5-7b"] });
+    const revoked = await make({ name: "revoked", models: ["old-name"] });
+    expect((await fetch(`${first.url}/admin/keys/${revoked.id}`, { method: "DELETE", headers: { authorization: `Bearer ${adminToken}` } })).status).toBe(200);
+    await output.stopCleanly(first);
+
+    const p = await start(); // the test's configuration: "old-name" is served no more
+    const line = await p.waitForLine((e) => Array.isArray(e.keys) && e.level === 40);
+    expect(line).toMatchObject({
+      count: 1,
+      keys: [{ id: stranded.id, name: "stranded", models: ["old-name"] }],
+      served: ["qwen2.5-7b"],
+      msg: "live keys may use no model the configuration serves (their allow-list names none): every request they make is refused until it names one; re-issue them with a served model's name (docs/configuration.md, model.servedName)",
+    });
+    // What the line says: the stranded key sees no model; the one that also names the served model is not named.
+    const seen = await fetch(`${p.url}/v1/models`, { headers: { authorization: `Bearer ${stranded.key}` } });
+    expect(((await seen.json()) as { data: unknown[] }).data).toEqual([]);
+    await output.stopCleanly(p);
+    assertNoSecrets([...first.lines, ...p.lines], [stranded.key, both.key, revoked.key]);
+  });
+
+  it("without a model list (pass-through) no key is said to use no served model", async () => {
+    const passThrough = join(f.dir, "pass-through.yaml");
+    const { models: _, ...config } = parse(readFileSync(f.env.SHIM_CONFIG!, "utf8")) as { models: object[] };
+    writeFileSync(passThrough, stringify(config));
+    const first = await start({ SHIM_CONFIG: passThrough });
+    const made = await fetch(`${first.url}/admin/keys`, { method: "POST", headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" }, body: JSON.stringify({ name: "any", tier: "free", credits: 5, models: ["some-model"] }) });
+    expect(made.status).toBe(201);
+    await output.stopCleanly(first);
+    const p = await start({ SHIM_CONFIG: passThrough });
+    await output.stopCleanly(p);
+    expect(p.lines.filter((l) => l.includes("no model the configuration serves"))).toEqual([]);
+  });
+
   it("a bootstrap key removed from the configuration stops working at the next start", async () => {
     // Without SHIM_CONFIG (say, a manual run against the same database) nothing is revoked.
     const bare = await start({ SHIM_CONFIG: "" });

@@ -117,3 +117,14 @@ export function keysOfUnconfiguredTiers(keys: readonly KeyRecord[], tiers: Reado
   for (const k of keys) if (!tiers.has(k.tier) && keyIsLive(k, now)) found.set(k.tier, (found.get(k.tier) ?? 0) + 1);
   return found;
 }
+
+/**
+ * Live keys whose allow-list names none of the models the configuration serves (`served`: the
+ * served model and the providers' names, config.models; null, a pass-through shim with no list:
+ * none is found). Such a key is refused every request and /v1/models shows it nothing, with no
+ * error that says why: what renaming the served model does to keys made with its old name.
+ */
+export function keysWithoutServedModels(keys: readonly KeyRecord[], served: ReadonlyMap<string, unknown> | null, now: number): KeyRecord[] {
+  if (served === null) return [];
+  return keys.filter((k) => k.models !== null && keyIsLive(k, now) && !k.models.some((m) => served.has(m)));
+}
