@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { creditsInput } from "../api-shim/src/money/money.ts";
 import { isNote, isPlainText, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_NOTE_CHARACTERS } from "../api-shim/src/names.ts";
-import { isIsoInstant } from "../api-shim/src/requests/period.ts";
+import { isIsoInstant, notADay } from "../api-shim/src/requests/period.ts";
 import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey, keyStatus } from "./lib/admin-client.ts";
 import { commaList, type Io, npmDashHint, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
@@ -100,6 +100,8 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       // Trimmed as the shim stores it: "team-07 " is the name "team-07".
       const name = required("name", flags.name?.trim(), "the key's name, e.g. team-07");
       if (flags["expires-at"] !== undefined && !isIsoInstant(flags["expires-at"])) {
+        const why = notADay(flags["expires-at"]);
+        if (why !== null) throw new UsageError(`--expires-at: ${why}`);
         throw new UsageError(`--expires-at "${flags["expires-at"]}" must be an ISO timestamp with its zone, e.g. 2026-12-31T23:59:59Z, or a date (00:00 UTC that day)`);
       }
       const models = commaList(flags.models);

@@ -2,7 +2,7 @@
 //   [--group model|day] [--format table|json|csv]
 // A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
-import { isIsoInstant, parsePeriod } from "../api-shim/src/requests/period.ts";
+import { isIsoInstant, notADay, parsePeriod } from "../api-shim/src/requests/period.ts";
 import { type AdminClient, adminClient, type ApiKey, findKey, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
 import { oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
@@ -158,6 +158,8 @@ async function mergedCsv(client: AdminClient, queries: readonly UsageQuery[]): P
 function periodFlag(flag: string, value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
   if (!isIsoInstant(value)) {
+    const why = notADay(value);
+    if (why !== null) throw new UsageError(`--${flag}: ${why}`);
     throw new UsageError(`--${flag} "${value}" must be a date (2026-03-01) or a timestamp with a zone (2026-03-01T09:00:00Z)`);
   }
   return value;

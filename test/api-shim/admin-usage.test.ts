@@ -237,6 +237,9 @@ describe("admin routes and usage reports", () => {
     const empty = (await (await fetch(`${h.url}/v1/usage?from=2020-01-01&to=2020-01-31`, { headers: { authorization: `Bearer ${key}` } })).json()) as Record<string, any>;
     expect(empty).toMatchObject({ period: { start: "2020-01-01T00:00:00Z", end: "2020-01-31T23:59:59Z" }, usage: { total_requests: 0, total_tokens: 0, total_cost: 0, models: {} } });
     expect((await fetch(`${h.url}/v1/usage?from=nonsense`, { headers: { authorization: `Bearer ${key}` } })).status).toBe(400);
+    const noDay = await fetch(`${h.url}/v1/usage?to=2026-11-31`, { headers: { authorization: `Bearer ${key}` } });
+    expect(noDay.status).toBe(400);
+    expect(((await noDay.json()) as { error: { message: string; param: string } }).error).toMatchObject({ param: "to", message: "'to': 2026-11-31 is not a day: November 2026 has 30 days." });
   });
 
   it("GET /admin/usage groups by model or day, as JSON or CSV, filtered by key", async () => {

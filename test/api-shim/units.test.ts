@@ -685,7 +685,7 @@ describe("usage periods", () => {
   it("takes years 0000-0099 as written (Date.UTC reads 0-99 as 1900-1999)", () => {
     expect(() => parsePeriod({ from: "0050-01-01", to: "2024-12-02" }, now)).not.toThrow();
     expect(parsePeriod({ from: "0001-01-01T00:00:00Z", to: "2024-12-02" }, now).from).toBe(Date.parse("0001-01-01T00:00:00Z"));
-    expect(() => parsePeriod({ from: "0050-02-30", to: "2024-12-02" }, now)).toThrow(/ISO date/);
+    expect(() => parsePeriod({ from: "0050-02-30", to: "2024-12-02" }, now)).toThrow("0050-02-30 is not a day: February 0050 has 28 days");
   });
   it("accepts dates (to includes that day) and timestamps", () => {
     expect(parsePeriod({ from: "2024-12-02", to: "2024-12-02" }, now)).toEqual({ from: Date.UTC(2024, 11, 2), to: Date.UTC(2024, 11, 3) });
@@ -707,6 +707,13 @@ describe("usage periods", () => {
   });
   it("refuses an empty period: 'to' equal to 'from' (found by mutation review)", () => {
     expect(() => parsePeriod({ from: "2024-12-02T10:00:00Z", to: "2024-12-02T10:00:00Z" }, now)).toThrow(/after 'from'/);
+  });
+  it("a date-shaped value whose day does not exist is refused saying so, not as a value of the wrong shape", () => {
+    expect(() => parsePeriod({ to: "2026-11-31" }, now)).toThrow("'to': 2026-11-31 is not a day: November 2026 has 30 days.");
+    expect(() => parsePeriod({ from: "2025-02-29T10:00:00Z" }, now)).toThrow("'from': 2025-02-29 is not a day: February 2025 has 28 days.");
+    expect(() => parsePeriod({ from: "2024-13-01" }, now)).toThrow("'from': 2024-13-01 is not a day: the month is 01 to 12.");
+    expect(() => parsePeriod({ from: "2024-12-00" }, now)).toThrow("'from': 2024-12-00 is not a day: December 2024 has 31 days.");
+    expect(() => parsePeriod({ from: "yesterday" }, now)).toThrow("'from' must be an ISO date (2026-01-31) or timestamp (2026-01-31T12:00:00Z).");
   });
   it.each([
     [{ from: "yesterday" }], [{ to: "2024-13-45" }], [{ from: "2024-12-05", to: "2024-12-01" }], [{ from: ["x"] }],

@@ -275,6 +275,7 @@ describe("manage-keys against a real shim", () => {
     [["revoke", "--url", "URL", "--key", "no-such-key"], '--key "no-such-key": no key with that id or name; keys in use:'],
     [["create", "--url", "URL", "--name", "x", "--tier", "gold"], "400 invalid_request: 'tier' must be one of:"],
     [["create", "--url", "URL", "--name", "x", "--expires-at", "2099-01-15T10:00:00"], '--expires-at "2099-01-15T10:00:00" must be an ISO timestamp with its zone'],
+    [["create", "--url", "URL", "--name", "x", "--expires-at", "2099-04-31"], "--expires-at: 2099-04-31 is not a day: April 2099 has 30 days"],
     [["list", "--url", "ftp://example.com"], '--url "ftp://example.com" must start with https:// or http://'],
   ])("%j → exit 1: %s", async (argv, message) => {
     const r = await keys(argv.map((a) => (a === "URL" ? h.url : a)));

@@ -160,6 +160,7 @@ describe("report-usage against a real shim", () => {
     [["--group", "week"], '--group "week" is not allowed; use one of: model, day'],
     [["--format", "xml"], '--format "xml" is not allowed; use one of: table, json, csv'],
     [["--from", "yesterday"], '--from "yesterday" must be a date (2026-03-01) or a timestamp with a zone'],
+    [["--to", "2026-11-31"], "--to: 2026-11-31 is not a day: November 2026 has 30 days"],
     [["--key", "nobody"], '--key "nobody": no key with that id or name; keys in use:'],
     [["--to", "2020-01-01", "--from", "2020-02-01"], "400 invalid_request: 'to' must be after 'from'."],
     [["--admin-token", "x"], "--admin-token is not accepted"],

@@ -41,7 +41,7 @@ const OFFSET_AS_SPACE = /(T[\d:.]+) (\d{2}:?\d{2})$/;
 
 function instant(given: unknown, param: string, end: boolean): number {
   const v = typeof given === "string" ? given.replace(OFFSET_AS_SPACE, "$1+$2") : given;
-  if (typeof v !== "string" || v.length > 40 || !isIsoInstant(v)) throw bad(param);
+  if (typeof v !== "string" || v.length > 40 || !isIsoInstant(v)) throw bad(param, v);
   const ms = Date.parse(DATE.test(v) ? `${v}T00:00:00Z` : v);
   return DATE.test(v) && end ? ms + DAY_MS : ms;
 }
@@ -61,8 +61,30 @@ export function isIsoInstant(v: string): boolean {
   return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
 }
 
-const bad = (param: string) =>
-  new ShimError("invalid_request", { param, message: `'${param}' must be an ISO date (2026-01-31) or timestamp (2026-01-31T12:00:00Z).` });
+function bad(param: string, v: unknown): ShimError {
+  const why = typeof v === "string" ? notADay(v) : null;
+  if (why !== null) return new ShimError("invalid_request", { param, message: `'${param}': ${why}.` });
+  return new ShimError("invalid_request", { param, message: `'${param}' must be an ISO date (2026-01-31) or timestamp (2026-01-31T12:00:00Z).` });
+}
+
+const MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+
+/**
+ * Why a value shaped as a date (or a timestamp's date) names no day, or null when it does or is
+ * not so shaped: `2026-11-31 is not a day: November 2026 has 30 days`. A date's shape with a day
+ * that does not exist was refused as a value of the wrong shape, which sent the reader looking
+ * for a typo in the format (for the shim's periods and the scripts' date flags alike).
+ */
+export function notADay(v: string): string | null {
+  const m = /^(\d{4})-(\d{2})-(\d{2})(?:$|T)/.exec(v);
+  if (!m) return null;
+  const [date, year, month, day] = [`${m[1]}-${m[2]}-${m[3]}`, Number(m[1]), Number(m[2]), Number(m[3])];
+  if (month < 1 || month > 12) return `${date} is not a day: the month is 01 to 12`;
+  const last = new Date(0);
+  last.setUTCFullYear(year, month, 0); // day 0 of the next month: the month's last day
+  const days = last.getUTCDate();
+  return day >= 1 && day <= days ? null : `${date} is not a day: ${MONTHS[month - 1]} ${m[1]} has ${days} days`;
+}
 
 /** An ISO timestamp without milliseconds: 2026-01-31T23:59:59Z. */
 export function isoSeconds(ms: number): string {
