@@ -43,6 +43,14 @@ export const ERROR_TABLE = {
     message: "This key is revoked or expired: credits granted to it could never be spent.",
     final: true,
   },
+  // PATCH /admin/keys/{id} of a key from the stack's configuration (a bootstrap key): the next
+  // start would put its tier and models back, so the change is refused rather than lost silently.
+  key_from_configuration: {
+    status: 409,
+    type: "invalid_request_error",
+    message: "This key is defined in the stack's configuration (gpu-sandbox:keys): every start of the shim sets its tier and models from there again, so a change here would be undone. Change its entry in the stack's gpu-sandbox:keys and run `pulumi up`.",
+    final: true,
+  },
   request_timeout: { status: 408, type: "invalid_request_error", message: "The request did not arrive in time; send it again." },
   request_too_large: { status: 413, type: "invalid_request_error", message: "Request body is too large." },
   unsupported_content_encoding: {

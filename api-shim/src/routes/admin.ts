@@ -6,7 +6,7 @@ import { generateKey, isKeyId } from "../auth/keys.ts";
 import { creditsInput, creditsNumber, formatCredits, MAX_BALANCE_MICRO } from "../money/money.ts";
 import { isIsoInstant, parsePeriod, showPeriod } from "../requests/period.ts";
 import { onlyKnown } from "../requests/known-members.ts";
-import { grantRefusal, type KeyDetails } from "../store/store.ts";
+import { grantRefusal, type KeyChanges, type KeyDetails } from "../store/store.ts";
 import { isKeyName, isModelName, isNote, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_KEY_NAME_CHARACTERS, MAX_NOTE_CHARACTERS } from "../names.ts";
 import { usageReportBatches } from "./usage.ts";
 import { sendUsageBody } from "./usage-body.ts";
@@ -24,19 +24,9 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const given = body.credits === undefined ? { micro: 0 } : creditsInput(body.credits, "non-negative");
     if ("must" in given) throw invalid(`'credits' must be ${given.must}.`, "credits");
     const credits = given.micro;
-    const tier = body.tier === undefined ? ctx.config.defaultTier : body.tier;
-    if (typeof tier !== "string" || !ctx.config.tiers.has(tier)) throw invalid(`'tier' must be one of: ${[...ctx.config.tiers.keys()].join(", ")}.`, "tier");
+    const tier = tierField(ctx, body.tier === undefined ? ctx.config.defaultTier : body.tier);
     const models = modelList(ctx, body.models);
-    // `expires_at`, as keys are shown; `expiresAt` too (the name first documented).
-    if (body.expires_at !== undefined && body.expiresAt !== undefined) throw invalid("Give 'expires_at' or 'expiresAt', not both.", "expires_at");
-    const expiry = body.expires_at ?? body.expiresAt;
-    let expiresAt: number | null = null;
-    if (expiry !== undefined && expiry !== null) {
-      expiresAt = typeof expiry === "string" && expiry.length <= 40 && isIsoInstant(expiry) ? Date.parse(expiry) : NaN;
-      if (!Number.isFinite(expiresAt) || expiresAt <= ctx.clock.now()) {
-        throw invalid("'expires_at' must be a future ISO timestamp with its zone (2027-01-31T23:59:59Z) or date (00:00 UTC that day).", "expires_at");
-      }
-    }
+    const expiresAt = expiryField(ctx, body) ?? null;
     const { id, key, hash } = generateKey();
     const record = await ctx.store.createKey({ id, name: name.trim(), hash, tier, models, expiresAt, credits, at: ctx.clock.now() });
     return reply.code(201).send({ ...showKey({ ...record, holds: 0 }), key }); // new: nothing in flight
@@ -53,6 +43,25 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     if (!ok) throw keyNotFound();
     const key = await ctx.store.getKeyDetails(request.params.id);
     return reply.send({ ...showKey(key!), deleted: true });
+  });
+
+  // Beyond DESIGN.md's routes (docs/decisions.md): without it a key could move to another tier,
+  // allow-list or expiry only by revoke + create, which took its client down and stranded its balance.
+  app.patch<{ Params: { id: string } }>("/admin/keys/:id", async (request, reply) => {
+    if (!isKeyId(request.params.id)) throw keyNotFound();
+    const body = object(request.body, ["tier", "models", "expires_at", "expiresAt"]);
+    const changes: KeyChanges = {};
+    if (body.tier !== undefined) changes.tier = tierField(ctx, body.tier);
+    // `null` is a change here (every model again, no expiry); a field left out is none.
+    if (body.models !== undefined) changes.models = modelList(ctx, body.models);
+    const expiresAt = expiryField(ctx, body);
+    if (expiresAt !== undefined) changes.expiresAt = expiresAt;
+    if (Object.keys(changes).length === 0) throw new ShimError("invalid_request", { message: "Give at least one of tier, models or expires_at to change." });
+    const result = await ctx.store.updateKey(request.params.id, changes);
+    if (result.kind === "not_found") throw keyNotFound();
+    if (result.kind === "revoked") throw new ShimError("key_inactive", { param: "id", message: "This key is revoked: it cannot be changed. Create a new key instead." });
+    if (result.kind === "configured") throw new ShimError("key_from_configuration", { param: "id" });
+    return reply.send(showKey(result.key));
   });
 
   app.post<{ Params: { id: string } }>("/admin/keys/:id/credits", async (request, reply) => {
@@ -117,6 +126,27 @@ function showKey(k: KeyDetails) {
     expires_at: k.expiresAt === null ? null : new Date(k.expiresAt).toISOString(),
     revoked_at: k.revokedAt === null ? null : new Date(k.revokedAt).toISOString(),
   };
+}
+
+/** A tier the configuration defines (POST and PATCH /admin/keys). */
+function tierField(ctx: ShimContext, v: unknown): string {
+  if (typeof v !== "string" || !ctx.config.tiers.has(v)) throw invalid(`'tier' must be one of: ${[...ctx.config.tiers.keys()].join(", ")}.`, "tier");
+  return v;
+}
+
+/**
+ * The body's `expires_at` (as keys are shown) or `expiresAt` (the name first documented): a future
+ * instant in ms, null (never expires), or undefined when neither is given.
+ */
+function expiryField(ctx: ShimContext, body: Record<string, unknown>): number | null | undefined {
+  if (body.expires_at !== undefined && body.expiresAt !== undefined) throw invalid("Give 'expires_at' or 'expiresAt', not both.", "expires_at");
+  const expiry = body.expires_at !== undefined ? body.expires_at : body.expiresAt; // not ??: a null is given
+  if (expiry === undefined || expiry === null) return expiry as null | undefined;
+  const at = typeof expiry === "string" && expiry.length <= 40 && isIsoInstant(expiry) ? Date.parse(expiry) : NaN;
+  if (!Number.isFinite(at) || at <= ctx.clock.now()) {
+    throw invalid("'expires_at' must be a future ISO timestamp with its zone (2027-01-31T23:59:59Z) or date (00:00 UTC that day).", "expires_at");
+  }
+  return at;
 }
 
 function modelList(ctx: ShimContext, v: unknown): string[] | null {

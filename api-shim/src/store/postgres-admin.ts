@@ -1,8 +1,11 @@
 /** The Postgres store's admin writes, each inside the caller's transaction (PostgresStore's tx: committed durably). */
 import type pg from "pg";
-import { grant, keyById } from "./postgres-client.ts";
+import { keyUpdateRefusal, keyUpdateSql, keyUpdateValues } from "./key-updates.ts";
+import { grant, keyById, keysWithHolds } from "./postgres-client.ts";
 import { LOCK_KEY } from "./postgres-sql.ts";
-import { grantRefusal, type BootstrapResult, isAdminApiKey, type KeyRecord, type NewKey, type TopUpInput, type TopUpResult, topUpRefusal } from "./store.ts";
+import {
+  grantRefusal, type BootstrapResult, isAdminApiKey, type KeyChanges, type KeyRecord, type KeyUpdateResult, type NewKey, type TopUpInput, type TopUpResult, topUpRefusal,
+} from "./store.ts";
 
 export async function createKeyIn(c: pg.PoolClient, key: NewKey): Promise<KeyRecord> {
   await c.query("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -47,4 +50,25 @@ export async function topUpIn(c: pg.PoolClient, input: TopUpInput): Promise<TopU
   const body = input.respond((await keyById(c, input.keyId))!);
   if (idemKey) await c.query("INSERT INTO idempotency (key, fingerprint, body, at) VALUES ($1, $2, $3, $4)", [idemKey, input.idempotency!.fingerprint, body, input.at]);
   return { kind: "done", body };
+}
+
+/** The configuration's keys that are no longer in it (`keep`) revoked; their ids. */
+export async function revokeRemovedIn(c: pg.PoolClient, keep: readonly string[], at: number): Promise<string[]> {
+  const { rows } = await c.query<{ id: string }>("UPDATE keys SET revoked_at = $2 WHERE bootstrap AND revoked_at IS NULL AND NOT (id = ANY($1::text[])) RETURNING id", [[...keep], at]);
+  return rows.map((r) => r.id).sort();
+}
+
+const UPDATE_KEY = keyUpdateSql("numbered");
+
+/**
+ * A key's tier, models or expiry changed (key-updates.ts). The key row's lock (FOR UPDATE) from
+ * the check to the change, as a top-up holds it: a revocation on another replica waits for it,
+ * and a hold (RESERVE, an UPDATE of the row) made after it sees the new row.
+ */
+export async function updateKeyIn(c: pg.PoolClient, id: string, changes: KeyChanges): Promise<KeyUpdateResult> {
+  const found = (await c.query<{ revoked_at: number | null; bootstrap: boolean }>("SELECT revoked_at, bootstrap FROM keys WHERE id = $1 FOR UPDATE", [id])).rows[0];
+  const refused = keyUpdateRefusal(found && { revokedAt: found.revoked_at, bootstrap: found.bootstrap });
+  if (refused) return refused;
+  await c.query(UPDATE_KEY, keyUpdateValues(id, changes));
+  return { kind: "done", key: (await keysWithHolds(c, id))[0]! };
 }

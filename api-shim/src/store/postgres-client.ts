@@ -22,8 +22,8 @@ export async function keyById(q: pg.Pool | pg.PoolClient, id: string): Promise<K
  * `reservations`, which has no index by key (each hold would pay for one): for the admin API,
  * not a request's path.
  */
-export async function keysWithHolds(pool: pg.Pool, id?: string): Promise<KeyDetails[]> {
-  const { rows } = await pool.query<KeyRow & { holds: number }>(
+export async function keysWithHolds(q: pg.Pool | pg.PoolClient, id?: string): Promise<KeyDetails[]> {
+  const { rows } = await q.query<KeyRow & { holds: number }>(
     `SELECT ${KEY_COLUMNS}, coalesce(r.n, 0)::bigint AS holds FROM keys
        LEFT JOIN (SELECT key_id, count(*) AS n FROM reservations GROUP BY key_id) r ON r.key_id = keys.id
      ${id === undefined ? "" : "WHERE keys.id = $1"} ORDER BY created_at, id COLLATE "C"`,

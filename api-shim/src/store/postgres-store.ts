@@ -2,7 +2,7 @@ import pg from "pg";
 import { settlesWithin } from "../promises.ts";
 import { OpenConnections } from "./postgres-connections.ts";
 import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
-import { createKeyIn, ensureBootstrapKeyIn, topUpIn } from "./postgres-admin.ts";
+import { createKeyIn, ensureBootstrapKeyIn, revokeRemovedIn, topUpIn, updateKeyIn } from "./postgres-admin.ts";
 import { DoubtfulHolds } from "./postgres-doubtful.ts";
 import { neverSent, NotSentError, READ_ONLY_CODE, ReadOnlyError, worthAnotherTry } from "./postgres-failures.ts";
 import { durableTransaction, inTransaction, keysWithHolds, onPooled, keyById } from "./postgres-client.ts";
@@ -14,7 +14,7 @@ import { ADOPT_HOLDS, READY, StaleOwners, SWEEP_GRACE_MS } from "./postgres-swee
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
 import { AUDIT, IN_RECOVERY, READ_ONLY, REFUSAL, RESERVE } from "./postgres-sql.ts";
 import type {
-  AuditRow, BootstrapResult, KeyDetails, KeyRecord, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
+  AuditRow, BootstrapResult, KeyChanges, KeyDetails, KeyRecord, KeyUpdateResult, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
 } from "./store.ts";
 import { asStoreError, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, StoreUnavailableError } from "./store.ts";
@@ -285,10 +285,7 @@ export class PostgresStore implements Store {
   }
 
   revokeRemovedBootstrapKeys(keep: readonly string[], at: number): Promise<string[]> {
-    return this.tx(async (c) => {
-      const { rows } = await c.query<{ id: string }>("UPDATE keys SET revoked_at = $2 WHERE bootstrap AND revoked_at IS NULL AND NOT (id = ANY($1::text[])) RETURNING id", [[...keep], at]);
-      return rows.map((r) => r.id).sort();
-    });
+    return this.tx((c) => revokeRemovedIn(c, keep, at));
   }
 
   revokeKey(id: string, at: number): Promise<boolean> {
@@ -297,6 +294,10 @@ export class PostgresStore implements Store {
 
   topUp(input: TopUpInput): Promise<TopUpResult> {
     return this.tx((c) => topUpIn(c, input));
+  }
+
+  updateKey(id: string, changes: KeyChanges): Promise<KeyUpdateResult> {
+    return this.tx((c) => updateKeyIn(c, id, changes));
   }
 
   reserve(input: ReserveInput): Promise<ReserveResult> {

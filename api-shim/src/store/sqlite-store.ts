@@ -5,6 +5,7 @@ import { CHECKPOINT_FAILURE_LIMIT_MS, type CheckpointFailure, failureToFailWith,
 import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import type { SqliteStoreOptions } from "./sqlite-options.ts";
+import { updateKeyIn } from "./sqlite-key-updates.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
 import { type CompleteCheckpoint, WAL_SIZE_LIMIT, watchRoom } from "./sqlite-space.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
@@ -12,7 +13,7 @@ import { usageReport } from "./sqlite-usage-report.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
-  grantRefusal, isAdminApiKey, StoreUnavailableError, topUpRefusal, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type KeyDetails, type KeyRecord, type NewKey, type ReserveInput,
+  grantRefusal, isAdminApiKey, StoreUnavailableError, topUpRefusal, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type KeyChanges, type KeyDetails, type KeyRecord, type KeyUpdateResult, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
 
@@ -303,6 +304,10 @@ export class SqliteStore implements Store {
 
   revokeKey(id: string, at: number): Promise<boolean> {
     return this.durably(() => this.stmt.revoke.run({ id, at }).changes > 0);
+  }
+
+  updateKey(id: string, changes: KeyChanges): Promise<KeyUpdateResult> {
+    return this.durably(this.db.transaction(() => updateKeyIn(this.stmt, id, changes)));
   }
 
   topUp(input: TopUpInput): Promise<TopUpResult> {

@@ -4,6 +4,9 @@
  * timestamps are milliseconds since the Unix epoch.
  */
 import { MAX_BALANCE_MICRO } from "../money/money.ts";
+import type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
+
+export type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
 
 export interface KeyRecord {
   id: string;
@@ -236,6 +239,11 @@ export interface Store {
   revokeRemovedBootstrapKeys(keep: readonly string[], at: number): Promise<string[]>;
   /** Marks the key revoked; false when there is no such key. */
   revokeKey(id: string, at: number): Promise<boolean>;
+  /**
+   * Changes a key's tier, models or expiry (key-updates.ts), atomically, its money untouched;
+   * refused for a key revoked or from configuration (a start would undo it).
+   */
+  updateKey(id: string, changes: KeyChanges): Promise<KeyUpdateResult>;
   topUp(input: TopUpInput): Promise<TopUpResult>;
   /** One atomic conditional hold: succeeds only if balance − held ≥ amount. */
   reserve(input: ReserveInput): Promise<ReserveResult>;

@@ -1,0 +1,56 @@
+/**
+ * Changing a key made with the admin API (PATCH /admin/keys/{id}): its tier, model allow-list or
+ * expiry, in one transaction under the key row's lock, its balance, holds and ledger untouched.
+ * Both stores (sqlite-key-updates.ts, postgres-admin.ts) decide with keyUpdateRefusal and
+ * write with keyUpdateSql, so they refuse and change exactly the same.
+ *
+ * Nothing caches a key between requests: every request reads its key row (auth.ts) and the
+ * rate limiter resizes a key's buckets when its tier's limits differ (RateLimiter.forKey: what
+ * was spent stays spent, clamped, as for a stack key whose tier changes at a start), so a change
+ * holds from the key's next request, as a revocation does.
+ */
+import type { KeyDetails } from "./store.ts";
+
+/** What to change; a field left out stays as it is. `models: null`: every model; `expiresAt: null`: never. */
+export interface KeyChanges {
+  tier?: string;
+  models?: string[] | null;
+  expiresAt?: number | null;
+}
+
+export type KeyUpdateResult =
+  | { kind: "done"; key: KeyDetails }
+  | { kind: "not_found" }
+  | { kind: "revoked" }
+  /** The key comes from configuration (bootstrap): the next start would put its tier and models back. */
+  | { kind: "configured" };
+
+/** Why the key found (its row's revocation and bootstrap mark) may not be changed, or null. */
+export function keyUpdateRefusal(found: { revokedAt: number | null; bootstrap: boolean } | undefined): KeyUpdateResult | null {
+  if (found === undefined) return { kind: "not_found" };
+  if (found.revokedAt !== null) return { kind: "revoked" };
+  return found.bootstrap ? { kind: "configured" } : null;
+}
+
+/**
+ * One statement for any set of changes: each column is set only when its flag is, so a field left
+ * out keeps its value (and `null`, given, is written). Its parameters (keyUpdateValues) in the
+ * order they appear: flag and value for tier, models (JSON text) and expires_at, then the id;
+ * numbered as Postgres takes them (`$1`…) or anonymous (`?`) as better-sqlite3 does.
+ */
+export function keyUpdateSql(placeholders: "numbered" | "anonymous"): string {
+  let n = 0;
+  const p = () => (placeholders === "numbered" ? `$${++n}` : "?");
+  return `UPDATE keys SET tier = CASE WHEN ${p()} THEN ${p()} ELSE tier END, models = CASE WHEN ${p()} THEN ${p()} ELSE models END, expires_at = CASE WHEN ${p()} THEN ${p()} ELSE expires_at END WHERE id = ${p()}`;
+}
+
+/** keyUpdateSql's parameters for `changes` (flags as 0 and 1: SQLite has no booleans, and Postgres reads them as such). */
+export function keyUpdateValues(id: string, changes: KeyChanges): (string | number | null)[] {
+  const given = (v: unknown) => (v === undefined ? 0 : 1);
+  return [
+    given(changes.tier), changes.tier ?? null,
+    given(changes.models), changes.models ? JSON.stringify(changes.models) : null,
+    given(changes.expiresAt), changes.expiresAt ?? null,
+    id,
+  ];
+}

@@ -1,0 +1,163 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateKey } from "../../api-shim/src/auth/keys.ts";
+import { manualClock } from "../../api-shim/src/clock.ts";
+import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
+import type { Store } from "../../api-shim/src/store/store.ts";
+import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
+import { type Harness, moneyInvariants, startShim } from "../support/shim-harness.ts";
+
+/**
+ * PATCH /admin/keys/{id}: a key made with the admin API moves to another tier, gets another model
+ * allow-list or expiry, effective for its next request, its balance and usage untouched; before,
+ * the only way was revoke + create (the client down, the old key's balance stranded). The same
+ * scenario on both stores, through HTTP.
+ */
+const configured = generateKey();
+const FILE = {
+  tiers: { big: { rpm: 3, tpm: 100000 }, small: { rpm: 2, tpm: 100000 } },
+  models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }, { name: "bge-m3", maxModelLen: 8192 }],
+  bootstrapKeys: [{ id: configured.id, name: "from-stack", hash: configured.hash, credits: 5, tier: "small" }],
+};
+
+interface ShownKey { id: string; object: string; tier: string; models: string[] | null; balance: number; held: number; expires_at: string | null; revoked_at: string | null }
+
+async function scenario(wrapStore?: () => Store): Promise<void> {
+  const clock = manualClock(Date.now());
+  const h = await startShim({ clock, file: FILE, ...(wrapStore ? { wrapStore } : {}) });
+  try {
+    await changesApplyToTheNextRequest(h);
+    await expiryChanges(h, clock);
+    await refusals(h);
+    // Nothing of the money moved: every balance is still its ledger's sum, nothing held.
+    for (const r of await moneyInvariants(wrapStore ? wrapStore() : h.store)) expect(r).toMatchObject({ balance: r.ledgerSum, held: 0, reservations: 0 });
+  } finally {
+    await h.close();
+  }
+}
+
+const patch = (h: Harness, id: string, body: unknown, headers: Record<string, string> = {}) =>
+  h.admin(`/admin/keys/${id}`, { method: "PATCH", body: JSON.stringify(body), headers });
+
+async function listedKey(h: Harness, id: string): Promise<ShownKey> {
+  const list = (await (await h.admin("/admin/keys")).json()) as { data: ShownKey[] };
+  return list.data.find((k) => k.id === id)!;
+}
+
+async function changesApplyToTheNextRequest(h: Harness): Promise<void> {
+  const { id, key } = await h.createKey({ tier: "big", credits: 10, models: ["bge-m3"] });
+  const chat = () => h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+  expect((await chat()).status).toBe(403); // request 1 of big's 3 a minute
+
+  const before = await listedKey(h, id);
+  const res = await patch(h, id, { models: ["qwen2.5-7b"] });
+  expect(res.status).toBe(200);
+  expect(res.headers.get("x-request-id")).toBeTruthy();
+  const shown = (await res.json()) as ShownKey & Record<string, unknown>;
+  // The key as GET /admin/keys lists it: never its secret or hash.
+  expect(shown).toEqual({ ...before, models: ["qwen2.5-7b"] });
+  expect(JSON.stringify(shown)).not.toContain(key.split("_")[1]!);
+  expect(shown).not.toHaveProperty("key");
+  expect(shown).not.toHaveProperty("hash");
+  expect(await listedKey(h, id)).toEqual(shown);
+
+  const served = await chat(); // request 2: the new allow-list, at once
+  expect(served.status).toBe(200);
+  const balance = Number(served.headers.get("x-credits-remaining"));
+  expect(balance).toBeLessThan(10);
+  expect((await h.admin(`/admin/usage?key=${id}`).then((r) => r.json()) as { data: unknown[] }).data).toHaveLength(1);
+
+  expect((await h.post(key, "/v1/embeddings", { model: "bge-m3", input: "x" })).status).toBe(403); // request 3: bge-m3 no longer allowed
+  expect((await chat()).status).toBe(429);
+  // A downgrade keeps what the key spent this minute (as a stack key's tier change does): no fresh minute.
+  const down = (await (await patch(h, id, { tier: "small" })).json()) as ShownKey;
+  expect(down).toMatchObject({ tier: "small", models: ["qwen2.5-7b"], balance, held: 0 });
+  const limited = await chat();
+  expect(limited.status).toBe(429);
+  expect(limited.headers.get("x-ratelimit-limit-requests")).toBe("2");
+
+  // `null`: every model again; the usage stays the key's.
+  expect(((await (await patch(h, id, { models: null })).json()) as ShownKey).models).toBeNull();
+  expect((await h.admin(`/admin/usage?key=${id}`).then((r) => r.json()) as { data: unknown[] }).data).toHaveLength(1);
+  expect((await listedKey(h, id)).balance).toBe(balance);
+}
+
+async function expiryChanges(h: Harness, clock: ReturnType<typeof manualClock>): Promise<void> {
+  clock.advance(60_000); // the buckets above refilled
+  const { id, key } = await h.createKey({ tier: "big", credits: 10 });
+  const models = () => fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+  const soon = new Date(clock.now() + 10_000).toISOString();
+  expect(((await (await patch(h, id, { expires_at: soon })).json()) as ShownKey).expires_at).toBe(soon);
+  expect((await models()).status).toBe(200);
+  clock.advance(10_000);
+  expect((await models()).status).toBe(401); // expired, as set
+  // An expired key's expiry can be moved on (`expiresAt` as create takes it too): it works again.
+  const later = new Date(clock.now() + 86_400_000).toISOString();
+  expect(((await (await patch(h, id, { expiresAt: later })).json()) as ShownKey).expires_at).toBe(later);
+  expect((await models()).status).toBe(200);
+  expect(((await (await patch(h, id, { expires_at: null })).json()) as ShownKey).expires_at).toBeNull();
+  clock.advance(2 * 86_400_000);
+  expect((await models()).status).toBe(200);
+}
+
+async function refusals(h: Harness): Promise<void> {
+  const { id } = await h.createKey({ tier: "big", credits: 10 });
+  const before = await listedKey(h, id);
+  const refused = async (body: unknown, status: number, param: string | null, message?: RegExp) => {
+    const res = await patch(h, id, body);
+    const error = ((await res.json()) as { error: { param: string | null; message: string; code: string } }).error;
+    expect([res.status, error.param], JSON.stringify(body)).toEqual([status, param]);
+    if (message) expect(error.message).toMatch(message);
+    return error;
+  };
+  await refused({}, 400, null, /tier, models or expires_at/);
+  await refused({ tier: "gold" }, 400, "tier", /big, small/);
+  await refused({ tier: null }, 400, "tier");
+  await refused({ models: ["nope"] }, 400, "models", /unknown models: nope/);
+  await refused({ models: [] }, 400, "models");
+  await refused({ name: "x" }, 400, "name");
+  await refused({ credits: 5 }, 400, "credits");
+  await refused({ expires_at: "2020-01-01T00:00:00Z" }, 400, "expires_at");
+  await refused({ expires_at: "tomorrow" }, 400, "expires_at");
+  await refused({ expires_at: "2030-01-01T00:00:00Z", expiresAt: "2030-01-01T00:00:00Z" }, 400, "expires_at");
+  expect((await h.admin(`/admin/keys/${id}`, { method: "PATCH", body: "[1]" })).status).toBe(400);
+  expect(await listedKey(h, id)).toEqual(before); // nothing of a refused change was made
+
+  // An unknown id, or one that is no id at all: 404, as the other key routes.
+  expect((await patch(h, "AAAAAAAAAAAA", { tier: "small" })).status).toBe(404);
+  expect((await patch(h, "not-an-id", { tier: "small" })).status).toBe(404);
+  // Without the admin token: 401 (an API key is no admin token).
+  expect((await fetch(`${h.url}/admin/keys/${id}`, { method: "PATCH", headers: { "content-type": "application/json" }, body: '{"tier":"small"}' })).status).toBe(401);
+
+  // A stack-defined key: the next start would put its tier and models back, so it is refused, saying so.
+  const stack = await patch(h, configured.id, { tier: "big" });
+  expect(stack.status).toBe(409);
+  expect(((await stack.json()) as { error: { message: string } }).error.message).toMatch(/gpu-sandbox:keys.*pulumi up/);
+  expect((await listedKey(h, configured.id)).tier).toBe("small");
+
+  // A revoked key: 409, as a top-up of it is.
+  expect((await h.admin(`/admin/keys/${id}`, { method: "DELETE" })).status).toBe(200);
+  const revoked = await refused({ tier: "small" }, 409, "id", /revoked/);
+  expect(revoked.code).toBe("key_inactive");
+  expect((await listedKey(h, id)).tier).toBe("big");
+}
+
+describe("PATCH /admin/keys/{id}", () => {
+  it("SQLite store: tier, models and expiry change for the key's next request; balance and usage stay; refusals", async () => {
+    await scenario();
+  });
+
+  describe("Postgres store", () => {
+    let server: RunningPostgres;
+    const open: PostgresStore[] = [];
+    beforeAll(async () => { server = await startPostgres(); }, 60_000);
+    afterAll(async () => {
+      for (const s of open) await s.close();
+      await server?.stop();
+    });
+    it("the same", async () => {
+      const store = await PostgresStore.open(await server.newDatabase());
+      open.push(store);
+      await scenario(() => store);
+    }, 60_000);
+  });
+});
