@@ -1,4 +1,4 @@
-// npm run manage-keys -- <create|list|revoke|top-up> (--stack <name> | --url <base>) [...]
+// npm run manage-keys -- <create|list|revoke|top-up|update> (--stack <name> | --url <base>) [...]
 // API keys of one tenant, through its admin API (/admin/keys). The admin token comes from the
 // stack's outputs or from an environment variable, never from a flag.
 import { randomUUID } from "node:crypto";
@@ -19,6 +19,10 @@ Commands:
            --expires-at takes 2027-01-31T23:59:59Z (a zone is required) or 2027-01-31 (00:00 UTC)
   list     every key: balance, held, requests in flight, remaining, tier, status
   revoke   --key <id|name>             the key stops working at once (401)
+  update   --key <id|name> [--tier <tier>] [--models <a,b> | --all-models]
+           [--expires-at <time> | --no-expiry]
+           changes a key in use from its next request on: the same secret, balance and usage
+           (a key from the stack's gpu-sandbox:keys is changed there, with pulumi up)
   top-up   --key <id|name> --amount <n> [--note <text>] [--idempotency-key <k>]
            adds credits; the Idempotency-Key (generated unless given; printable ASCII, no
            space at its ends) is printed first, in the whole command that retries this top-up safely (it
@@ -34,6 +38,7 @@ Examples:
   npm run manage-keys -- create --stack acme --name team-07 --credits 500 --tier developer
   npm run manage-keys -- list --stack acme
   npm run manage-keys -- top-up --stack acme --key team-07 --amount 250 --note "invoice 1042"
+  npm run manage-keys -- update --stack acme --key team-07 --tier pro --all-models
   GPU_SANDBOX_ADMIN_TOKEN=… npm run manage-keys -- revoke --url https://203-0-113-9.ip.linodeusercontent.com --key team-07`;
 
 const OPTIONS = {
@@ -44,13 +49,15 @@ const OPTIONS = {
   tier: { type: "string" },
   models: { type: "string" },
   "expires-at": { type: "string" },
+  "all-models": { type: "boolean" },
+  "no-expiry": { type: "boolean" },
   key: { type: "string" },
   amount: { type: "string" },
   note: { type: "string" },
   "idempotency-key": { type: "string" },
 } as const;
 
-const COMMANDS = ["create", "list", "revoke", "top-up"] as const;
+const COMMANDS = ["create", "list", "revoke", "top-up", "update"] as const;
 /** Flags every command takes: the target's, --json and --help. */
 const COMMON_FLAGS = new Set(["help", "json", ...Object.keys(TARGET_OPTIONS)]);
 type Command = (typeof COMMANDS)[number];
@@ -61,6 +68,7 @@ const COMMAND_FLAGS: Record<Command, readonly string[]> = {
   list: [],
   revoke: ["key"],
   "top-up": ["key", "amount", "note", "idempotency-key"],
+  update: ["key", "tier", "models", "all-models", "expires-at", "no-expiry"],
 };
 
 type Flags = { -readonly [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
@@ -81,6 +89,20 @@ function noteFlag(note: string): void {
   throw new UsageError(`--note has ${stray}: the admin API takes a note of plain text, without control characters other than tabs and line breaks`);
 }
 
+/** An --expires-at the admin API reads (the shim's own check), else why not. */
+function expiresAtFlag(value: string | undefined): void {
+  if (value !== undefined && !isIsoInstant(value)) {
+    const why = notADay(value);
+    if (why !== null) throw new UsageError(`--expires-at: ${why}`);
+    throw new UsageError(`--expires-at "${value}" must be an ISO timestamp with its zone, e.g. 2026-12-31T23:59:59Z, or a date (00:00 UTC that day)`);
+  }
+}
+
+/** Only one of two flags that say opposite things (--models and --all-models). */
+function oneOf(flags: Flags, a: keyof Flags, b: keyof Flags): void {
+  if (flags[a] !== undefined && flags[b] !== undefined) throw new UsageError(`--${a} and --${b} contradict each other: give one`);
+}
+
 /**
  * A manage-keys command line to paste, with the target flags as given (the same tenant, token and
  * CA). Each flag is one word, `--note='-10% promo'`, so a value that starts with "-" parses back.
@@ -99,11 +121,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
     case "create": {
       // Trimmed as the shim stores it: "team-07 " is the name "team-07".
       const name = required("name", flags.name?.trim(), "the key's name, e.g. team-07");
-      if (flags["expires-at"] !== undefined && !isIsoInstant(flags["expires-at"])) {
-        const why = notADay(flags["expires-at"]);
-        if (why !== null) throw new UsageError(`--expires-at: ${why}`);
-        throw new UsageError(`--expires-at "${flags["expires-at"]}" must be an ISO timestamp with its zone, e.g. 2026-12-31T23:59:59Z, or a date (00:00 UTC that day)`);
-      }
+      expiresAtFlag(flags["expires-at"]);
       const models = commaList(flags.models);
       const body = {
         name,
@@ -209,7 +227,44 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
         : `Added ${grant.amount} credits to ${key.name} (${key.id}): balance ${grant.balance}, remaining ${grant.credits_remaining}.`);
       return 0;
     }
+    case "update":
+      return updateKey(flags, client, io);
   }
+}
+
+/**
+ * `update`: PATCH /admin/keys/{id} with the fields given (the API takes any of them). An answer
+ * lost is told as create's and top-up's are, but running it again is safe: it sets the same values.
+ */
+async function updateKey(flags: Flags, client: AdminClient, io: Io): Promise<number> {
+  const ref = required("key", flags.key, "the id or name of the key to change");
+  oneOf(flags, "models", "all-models");
+  oneOf(flags, "expires-at", "no-expiry");
+  expiresAtFlag(flags["expires-at"]);
+  const models = flags["all-models"] ? null : commaList(flags.models);
+  if (models?.length === 0) throw new UsageError("--models has no model names: give them comma-separated (e.g. qwen2.5-7b,bge-m3), or --all-models");
+  const expiry = flags["no-expiry"] ? null : flags["expires-at"];
+  const body = {
+    ...(flags.tier !== undefined ? { tier: flags.tier } : {}),
+    ...(models !== undefined ? { models } : {}),
+    ...(expiry !== undefined ? { expires_at: expiry } : {}),
+  };
+  if (Object.keys(body).length === 0) throw new UsageError("nothing to change: give at least one of --tier, --models, --all-models, --expires-at, --no-expiry");
+  const key = findKey(await client.listKeys(), ref);
+  let updated: ApiKey;
+  try {
+    updated = await client.updateKey(key.id, body);
+  } catch (err) {
+    if (mayHaveActed(err)) throw new UsageError(`${err.message}\nThe change may have been made. Running this update again is safe: it sets the same values (${manageKeysCommand(flags, "list")} shows them).`);
+    throw err;
+  }
+  if (flags.json) io.out(JSON.stringify(updated, null, 2));
+  else {
+    const models = updated.models ? `models ${updated.models.join(", ")}` : "every model";
+    const expiry = updated.expires_at ? `expires ${updated.expires_at}` : "no expiry";
+    io.out(`Updated key ${updated.name} (${updated.id}): tier ${updated.tier}, ${models}, ${expiry}. Its next request has them; its balance (${updated.balance}) and usage are unchanged.`);
+  }
+  return 0;
 }
 
 export function formatKeys(keys: readonly ApiKey[]): string {

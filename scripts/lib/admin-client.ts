@@ -113,6 +113,8 @@ export interface AdminClient {
   createKey(body: { name: string; credits?: string; tier?: string; models?: string[]; expiresAt?: string }): Promise<CreatedKey>;
   listKeys(): Promise<ApiKey[]>;
   revokeKey(id: string): Promise<ApiKey>;
+  /** PATCH /admin/keys/{id}: a field left out is not changed; null: every model, or no expiry. */
+  updateKey(id: string, body: { tier?: string; models?: string[] | null; expires_at?: string | null }): Promise<ApiKey>;
   topUp(id: string, body: { amount: string; note?: string }, idempotencyKey: string): Promise<CreditGrant>;
   usage(query: UsageQuery): Promise<UsageReport>;
   /** The API's own CSV (spreadsheet-safe quoting done by the shim). */
@@ -262,6 +264,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
     createKey: async (body) => (await json("POST", "/admin/keys", CREATED_KEY, { body })).body,
     listKeys: async () => (await json("GET", "/admin/keys", KEY_LIST)).body.data,
     revokeKey: async (id) => (await json("DELETE", `/admin/keys/${encodeURIComponent(id)}`, KEY)).body,
+    updateKey: async (id, body) => (await json("PATCH", `/admin/keys/${encodeURIComponent(id)}`, KEY, { body })).body,
     topUp: async (id, body, idempotencyKey) => {
       const { body: grant, res } = await json("POST", `/admin/keys/${encodeURIComponent(id)}/credits`, CREDIT_GRANT, { body, headers: { "idempotency-key": idempotencyKey } });
       return { ...grant, replayed: res.headers.get("idempotent-replayed") === "true" };

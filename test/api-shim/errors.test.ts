@@ -454,7 +454,7 @@ describe("client errors map to the SDK's exception classes with the documented b
       ["DELETE", "/v1/models", c, "GET, HEAD"],
       ["POST", "/v1/models/Qwen/Qwen2.5-7B-Instruct", c, "GET, HEAD", "{}"],
       ["PUT", "/admin/keys", h.adminToken, "GET, HEAD, POST", "{}"],
-      ["GET", "/admin/keys/NoSuchKey123", h.adminToken, "DELETE"],
+      ["GET", "/admin/keys/NoSuchKey123", h.adminToken, "DELETE, PATCH"],
       ["GET", "/admin/keys/NoSuchKey123/credits", h.adminToken, "POST"],
     ] as const) {
       const res = await send(method, path, auth, body);

@@ -217,6 +217,42 @@ describe("manage-keys against a real shim", () => {
     expect(again.err).toContain(`key to-revoke (${id}) was already revoked`);
   });
 
+  it("update: another tier, allow-list and expiry for a key in use, by name; its balance and secret stay, and the next request has them", async () => {
+    const { id, key } = await h.createKey({ name: "to-update", credits: 5, tier: "developer", models: ["bge-m3"] });
+    await expect(chat(key)).rejects.toBeInstanceOf(OpenAI.PermissionDeniedError);
+    const r = await keys(["update", "--url", h.url, "--key", "to-update", "--tier", "pro", "--models", "qwen2.5-7b", "--expires-at", "2099-01-01"]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toBe(`Updated key to-update (${id}): tier pro, models qwen2.5-7b, expires 2099-01-01T00:00:00.000Z. Its next request has them; its balance (5) and usage are unchanged.`);
+    expect((await chat(key)).choices[0]?.message.content).toBeTruthy(); // the same secret, the new allow-list
+    expect((await listed()).find((k) => k.id === id)).toMatchObject({ tier: "pro", models: ["qwen2.5-7b"], expires_at: "2099-01-01T00:00:00.000Z" });
+
+    const json = await keys(["update", "--url", h.url, "--key", id, "--all-models", "--no-expiry", "--json"]);
+    expect(json.code, json.err).toBe(0);
+    expect(JSON.parse(json.out)).toMatchObject({ id, tier: "pro", models: null, expires_at: null });
+    const text = await keys(["update", "--url", h.url, "--key", id, "--tier", "free"]);
+    expect(text.out).toMatch(/^Updated key to-update \(\w+\): tier free, every model, no expiry\./);
+  });
+
+  it("update: nothing to change, or two flags that contradict each other, is refused before anything is sent; the API's refusals are told as they are", async () => {
+    const { id } = await h.createKey({ name: "update-refused", credits: 1, tier: "developer" });
+    const refused = async (argv: string[], message: string | RegExp) => {
+      const r = await keys(["update", "--url", h.url, ...argv]);
+      expect(r.code, argv.join(" ")).toBe(1);
+      expect(r.err).toMatch(message);
+    };
+    await refused(["--key", id], /give at least one of --tier, --models, --all-models, --expires-at, --no-expiry/);
+    await refused(["--tier", "pro"], /--key is required/);
+    await refused(["--key", id, "--models", "qwen2.5-7b", "--all-models"], "--models and --all-models contradict each other: give one");
+    await refused(["--key", id, "--expires-at", "2099-01-01", "--no-expiry"], "--expires-at and --no-expiry contradict each other: give one");
+    await refused(["--key", id, "--models", " , "], /--models has no model names/);
+    await refused(["--key", id, "--expires-at", "next week"], /--expires-at "next week" must be an ISO timestamp/);
+    await refused(["--key", id, "--name", "x"], /--name does not go with update; update takes: --key, --tier, --models, --all-models, --expires-at, --no-expiry/);
+    await refused(["--key", id, "--tier", "gold"], /admin API PATCH \/admin\/keys\/\w+ failed: 400 invalid_request: 'tier' must be one of: free, developer, pro, enterprise\./);
+    expect((await listed()).find((k) => k.id === id)).toMatchObject({ tier: "developer", models: null, expires_at: null });
+    await keys(["revoke", "--url", h.url, "--key", id]);
+    await refused(["--key", id, "--tier", "pro"], /409 key_inactive: This key is revoked: it cannot be changed/);
+  });
+
   it("a wrong admin token: a clear error and exit 1", async () => {
     const r = await keys(["list", "--url", h.url], { env: { GPU_SANDBOX_ADMIN_TOKEN: "not-the-token" } });
     expect(r.code).toBe(1);
@@ -257,9 +293,9 @@ describe("manage-keys against a real shim", () => {
     [["list", "--url", "URL", "--admin-token", "x"], "--admin-token is not accepted: the admin token would be kept in shell history"],
     [["list"], "--stack <name> or --url <base URL> is required"],
     [["list", "--stack", "a", "--url", "URL"], "use either --stack or --url, not both"],
-    [["rotate", "--url", "URL"], '"rotate" is not a command; use one of: create, list, revoke, top-up'],
+    [["rotate", "--url", "URL"], '"rotate" is not a command; use one of: create, list, revoke, top-up, update'],
     // `npm run manage-keys list --url URL`, no `--`: npm keeps --url and passes its value on.
-    [["list", "URL"], "is not a command; use one of: create, list, revoke, top-up\nflags typed before `--` are kept by npm, not passed on: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]"],
+    [["list", "URL"], "is not a command; use one of: create, list, revoke, top-up, update\nflags typed before `--` are kept by npm, not passed on: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]"],
     [[], "a command is required"],
     [["create", "--url", "URL"], "--name is required: the key's name"],
     [["create", "--url", "URL", "--name", "x", "--credits", "1.1234567"], '--credits "1.1234567" must be a non-negative number of credits with at most 6 decimals'],
