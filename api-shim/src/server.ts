@@ -274,7 +274,7 @@ function drainingMessage(inflight: number, drainMs: number): string {
 }
 
 /** The start's warning for keys whose allow-list names no model served (docs/configuration.md, model.servedName). */
-const STRANDED_KEYS = "live keys may use no model the configuration serves (their allow-list names none): every request they make is refused until it names one; re-issue them with a served model's name (docs/configuration.md, model.servedName)";
+const STRANDED_KEYS = "live keys may use no model the configuration serves (their allow-list names none): every request they make is refused until it names one; change their allow-list (manage-keys update --key <name> --models <served>) (docs/configuration.md, model.servedName)";
 
 /** How long an exit waits for its last log lines to be written. */
 const EXIT_LOG_WAIT_MS = 2000;

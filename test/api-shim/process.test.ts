@@ -721,7 +721,7 @@ describe("the shim process", () => {
       count: 1,
       keys: [{ id: stranded.id, name: "stranded", models: ["old-name"] }],
       served: ["qwen2.5-7b"],
-      msg: "live keys may use no model the configuration serves (their allow-list names none): every request they make is refused until it names one; re-issue them with a served model's name (docs/configuration.md, model.servedName)",
+      msg: "live keys may use no model the configuration serves (their allow-list names none): every request they make is refused until it names one; change their allow-list (manage-keys update --key <name> --models <served>) (docs/configuration.md, model.servedName)",
     });
     // What the line says: the stranded key sees no model; the one that also names the served model is not named.
     const seen = await fetch(`${p.url}/v1/models`, { headers: { authorization: `Bearer ${stranded.key}` } });
