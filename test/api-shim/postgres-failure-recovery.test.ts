@@ -5,6 +5,7 @@ import { PostgresStore, type PostgresStoreOptions } from "../../api-shim/src/sto
 import { type RunningPostgres, sqlOn, startPostgres } from "../support/postgres.ts";
 import { pollUntil } from "../support/tools.ts";
 import { frozenProxy } from "../support/frozen-proxy.ts";
+import { durableTransaction } from "../../api-shim/src/store/postgres-client.ts";
 import { LOCK_KEY, SETTLE, SETTLE_UNRESERVED } from "../../api-shim/src/store/postgres-sql.ts";
 import { newKey, usage } from "./store-contract.ts";
 
@@ -54,6 +55,17 @@ describe("PostgresStore recovering from failures", () => {
     await Promise.all(open.splice(0).map((s) => s.close()));
   });
 
+  it("an admin write commits durably on the request path's sessions (synchronous_commit off there): an acknowledged top-up survives a Postgres crash", async () => {
+    const pool = new pg.Pool({ connectionString: url, options: "-c synchronous_commit=off", max: 1 });
+    try {
+      const inside = await durableTransaction(pool, async (c) => (await c.query<{ synchronous_commit: string }>("SHOW synchronous_commit")).rows[0]!.synchronous_commit);
+      expect(inside).toBe("on");
+      // Only that transaction: the session keeps the request path's setting.
+      expect((await pool.query<{ synchronous_commit: string }>("SHOW synchronous_commit")).rows[0]!.synchronous_commit).toBe("off");
+    } finally {
+      await pool.end();
+    }
+  });
   it("a sweep that saw a replica without its lock forgets it once that replica has taken its lock back (its holds adopted): no sweep after sweep against the database", async () => {
     await store.createKey(newKey("k", 10));
     const sweeps: number[] = [];
