@@ -210,7 +210,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       return;
     }
     request.shimErrorCode = "not_found";
-    void sendError(reply, new ShimError("not_found", { message: `Unknown route: ${request.method} ${redactedPath(request.url, ctx.hideSecrets).slice(0, 200)}` }), authHeaders(ctx, request));
+    void sendError(reply, new ShimError("not_found", { message: `Unknown route: ${request.method} ${redactedPath(request.url, ctx.hideSecrets, config.models).slice(0, 200)}` }), authHeaders(ctx, request));
   });
 
   healthRoutes(app, ctx);

@@ -3,9 +3,9 @@ import type { BootstrapKey, ModelConfig, ModelPrice, Pricing, ShimConfig, TierLi
 import { isKeyId } from "./auth/keys.ts";
 import { CACHED_PRICE_WHY, cachedPriceFits } from "./money/cache-reads.ts";
 import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money/money.ts";
-import { holdsKey, redactLoggedKeys, redactUpstreamSecrets, secretRedactor } from "./observability/redaction.ts";
+import { holdsKey, redactKeysAsMade, redactLoggedKeys, redactUpstreamSecrets, secretRedactor } from "./observability/redaction.ts";
 import { isKeyName, isModelName, MAX_KEY_NAME_CHARACTERS } from "./names.ts";
-import { type NamedSecrets, secretIn } from "./shown-value.ts";
+import { type NamedSecrets, secretIn, shownValue } from "./shown-value.ts";
 
 /** SHIM_CONFIG's file (pricing, tiers, models, bootstrap keys), read for parseShimConfig (config.ts), with the defaults it starts from. */
 
@@ -31,21 +31,28 @@ const AS_HASH = `sha256: and the 64 lowercase hex digits of the key's SHA-256 (p
  * A setting's problem, as parseShimConfig reports every one: `<where>: <value> is not valid;
  * expected <allowed>`. The problems go to stderr (docker compose logs), and a bootstrap key pasted
  * into the wrong field (an id, a list item, bootstrapKeys itself, a mapping key, a tier's name)
- * would be repeated there: a value holding a key anywhere, with its `sk-gs-` or without (`<id>_
- * <secret>`, which the id field's hint may lead to), is called a key and never shown, and one in
- * the path (a mapping key) or in what is expected (the configured tiers' names) is hidden. This is
- * the one place that guards SHIM_CONFIG's messages for it. Any other secret (a provider's key, the
- * deployment's own `secrets`: secretIn, shown-value.ts) is not repeated either; other values are
- * shown whole, as the file has them (prices, names: what the operator looks for).
+ * would be repeated there: a value holding a key anywhere as keys are made, with its `sk-gs-` or
+ * without (`<id>_<secret>`, which the id field's hint may lead to; holdsKey), is called a key and
+ * never shown, and one in the path (a mapping key) or in what is expected (the configured tiers'
+ * names) is hidden. This is the one place that guards SHIM_CONFIG's messages for it. Any other
+ * secret (a provider's key, the deployment's own `secrets`: secretIn, shown-value.ts) is not
+ * repeated either. A value the log would take for a key (a secret alone, or glued to letters:
+ * redactLoggedKeys) is more often a name here (a served LoRA's `AcmeCustomerSupportAdapterV2Final`):
+ * it is shown as a variable's bad value is, by its first characters and its length (shownValue),
+ * and in the path or what is expected (names the operator wrote, to be told apart) whole. Other
+ * values are shown whole, as the file has them (prices, names: what the operator looks for).
  */
 export function problem(where: string, value: unknown, allowed: string, secrets: NamedSecrets = {}): string {
-  // The path and what is expected are shown with any secret in them hidden, as a log line would hide it.
-  const hide = (text: string) => redactUpstreamSecrets(redactLoggedKeys(text), "", secretRedactor(Object.values(secrets)));
+  // The path and what is expected are shown with any secret in them hidden.
+  const hide = (text: string) => redactUpstreamSecrets(redactKeysAsMade(text), "", secretRedactor(Object.values(secrets)));
   const at = hide(where);
   const expected = hide(allowed);
-  if (!holdsKey(show(value))) {
-    const secret = secretIn(typeof value === "string" ? value : show(value), secrets);
-    return `${at}: ${secret === null ? show(value) : `${secret} (not repeated)`} is not valid; expected ${expected}`;
+  const text = show(value);
+  if (!holdsKey(text)) {
+    const asText = typeof value === "string" ? value : text;
+    const secret = secretIn(asText, secrets);
+    const shown = secret !== null ? `${secret} (not repeated)` : redactLoggedKeys(text) !== text ? shownValue(asText, secrets) : text;
+    return `${at}: ${shown} is not valid; expected ${expected}`;
   }
   // The hash field's own expectation is already the hint.
   return `${at}: is a key (not repeated); expected ${expected}, not a key${allowed === AS_HASH ? "" : `; SHIM_CONFIG takes a bootstrap key only as its hash, in bootstrapKeys[].hash: ${AS_HASH}`}`;
@@ -214,8 +221,8 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
 
 /**
  * A bootstrap key's hash that is not one, as a problem that never repeats it: what was written may
- * be the key's secret without its prefix, or a hash mistyped. One holding `sk-gs-` (alone or after
- * `sha256:`) is called a key, as problem() calls one anywhere.
+ * be the key's secret without its prefix, or a hash mistyped. One holding a key (`sk-gs-…` or
+ * `<id>_<secret>`, alone or after `sha256:`) is called a key, as problem() calls one anywhere.
  */
 function notAHash(where: string, value: unknown): string {
   if (holdsKey(show(value))) return problem(where, value, AS_HASH);

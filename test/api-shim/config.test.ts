@@ -191,13 +191,14 @@ extra: 1
   it("a bootstrap key's hash that is not one is never repeated, and a key put there is called the key", () => {
     const key = "sk-gs-Q1bQtLn2OM1o_h2qlwFR5YnMf3dlH8FQpTH2ptAoL1ShV";
     const withHash = (hash: string) => `bootstrapKeys:\n  - id: Q1bQtLn2OM1o\n    hash: "${hash}"\n    credits: 10\n`;
-    // The last: a secret (32 letters and digits) behind another prefix is a key too.
-    for (const hash of [key, `sha256:${key}`, ` ${key}`, "sha256:not-hex-h2qlwFR5YnMf3dlH8FQpTH2ptAoL1ShV"]) {
+    for (const hash of [key, `sha256:${key}`, ` ${key}`, `sha256:${key.slice(6)}`]) {
       expect(problems({}, withHash(hash)), hash).toEqual([
         "SHIM_CONFIG bootstrapKeys[0].hash: is a key (not repeated); expected sha256: and the 64 lowercase hex digits of the key's SHA-256 (printf %s \"$KEY\" | sha256sum), not a key",
       ]);
     }
-    for (const hash of ["sha256:not-hex-h2qlwFR5YnMf3dlH8", HASH.toUpperCase()]) {
+    // A secret (32 letters and digits) alone or behind another prefix is not called a key (a
+    // model name may be shaped so), but is not repeated either.
+    for (const hash of ["sha256:not-hex-h2qlwFR5YnMf3dlH8", HASH.toUpperCase(), "sha256:not-hex-h2qlwFR5YnMf3dlH8FQpTH2ptAoL1ShV", key.slice(-32)]) {
       const found = problems({}, withHash(hash));
       expect(found, hash).toEqual([expect.stringMatching(/^SHIM_CONFIG bootstrapKeys\[0\]\.hash: is not valid \(a string of \d+ characters, not repeated\); expected sha256:<64 lowercase hex digits>/)]);
       expect(found[0]).not.toContain(hash.slice(10));
@@ -240,10 +241,25 @@ extra: 1
     const bare = problems({}, `bootstrapKeys:\n  - id: ${key.slice(6)}\n    hash: "${HASH}"\n    credits: 10\n`);
     expect(bare).toContain(`SHIM_CONFIG bootstrapKeys[0].id: is a key (not repeated); expected 12 letters or digits (the id part of sk-gs-<id>_<secret>), not a key; SHIM_CONFIG takes a bootstrap key only as its hash, in bootstrapKeys[].hash: sha256: and the 64 lowercase hex digits of the key's SHA-256 (printf %s "$KEY" | sha256sum)`);
     expect(bare.join("\n")).not.toContain(secret);
-    expect(problems({}, `bootstrapKeys:\n  - { id: Q1bQtLn2OM1o, hash: ${secret} }\n`)).toEqual([expect.stringMatching(/^SHIM_CONFIG bootstrapKeys\[0\]\.hash: is a key \(not repeated\)/)]);
+    expect(problems({}, `bootstrapKeys:\n  - { id: Q1bQtLn2OM1o, hash: ${secret} }\n`)).toEqual([expect.stringMatching(/^SHIM_CONFIG bootstrapKeys\[0\]\.hash: is not valid \(a string of 32 characters, not repeated\)/)]);
     const offered = problems({}, `tiers: { ${key}: { rpm: 1, tpm: 1 } }\ndefaultTier: nope\n`);
     expect(offered).toContain(`SHIM_CONFIG defaultTier: "nope" is not valid; expected one of the tiers: free | developer | pro | enterprise | sk-gs-[redacted]`);
     expect(offered.join("\n")).not.toContain(secret);
+  });
+
+  // Found by review: the log's heuristic for a key's secret glued to letters (33 or more letters
+  // and digits in both cases) called a served model's name a key and hid it, typo and all.
+  it("only a key's real shapes are called a key: a name that merely looks like a secret is shown as a bad value is", () => {
+    const lora = "AcmeCustomerSupportAdapterV2Final";
+    expect(problems({}, `models: [{ name: ${lora} }]\npricing: { models: { ${lora}X: { promptPer1k: 1 } } }\n`)).toEqual([
+      `SHIM_CONFIG pricing.models.${lora}X: "Acme…" (34 characters) is not valid; expected a configured model: ${lora}`,
+    ]);
+    expect(problems({}, `tiers: { ${lora}: { rpm: 1, tpm: 1 } }\ndefaultTier: ${lora}X\n`)).toEqual([
+      `SHIM_CONFIG defaultTier: "Acme…" (34 characters) is not valid; expected one of the tiers: free | developer | pro | enterprise | ${lora}`,
+    ]);
+    // A key's secret alone: its first characters and its length, never the rest.
+    const secret = "h2qlwFR5YnMf3dlH8FQpTH2ptAoL1ShV";
+    expect(problems({}, `defaultTier: ${secret}\n`)).toEqual([`SHIM_CONFIG defaultTier: "h2ql…" (32 characters) is not valid; expected one of the tiers: free | developer | pro | enterprise`]);
   });
 
   it("bootstrap key names, allow-lists and model names are held to the admin API's rules: a NUL would fail the Postgres store at every start", () => {

@@ -85,6 +85,31 @@ describe("no key or admin token in logs or metrics", () => {
     }
   });
 
+  // Found by review: a served name of 33 or more letters and digits in both cases (a LoRA's,
+  // model.servedName) looked like a key's secret glued to letters, and every line hid it.
+  it("a model the configuration serves is shown by its name on the request line and the warnings, however it looks", async () => {
+    const model = "AcmeCustomerSupportAdapterV2Final";
+    const w = await startShim({ file: { models: [{ name: model }] }, fake: { models: [{ name: model }] } });
+    try {
+      const { key: k } = await w.createKey({ credits: 10 });
+      w.fake.set({ ignoreIncludeUsage: true });
+      for await (const _ of await w.client(k).chat.completions.create({ model, messages: [{ role: "user", content: "hi" }], max_tokens: 2, stream: true }));
+      await fetch(`${w.url}/v1/models/${model}`, { headers: { authorization: `Bearer ${k}` } });
+      const line = await w.waitForRequestLog((l) => l.model === model);
+      expect(line.status).toBe(200);
+      await w.waitForRequestLog((l) => l.path === `/v1/models/${model}`);
+      const warning = w.logs.map((l) => JSON.parse(l) as Record<string, unknown>).find((e) => e.msg === "stream ended without usage: prompt estimated, completion counted in chunks");
+      expect(warning).toMatchObject({ model });
+      // A name that is not served is still looked at: a client's key sent as one never shows.
+      const secret = k.slice(k.lastIndexOf("_") + 1);
+      await w.post(k, "/v1/chat/completions", { model: `${model}${secret}`, messages: [{ role: "user", content: "x" }] });
+      await w.waitForRequestLog((l) => l.model === "[redacted]");
+      assertNoSecrets(w.logs, [secret]);
+    } finally {
+      await w.close();
+    }
+  });
+
   it("an admin token or upstream key with '%' or '?' (any printable ASCII is allowed) reaches no line, however a client spelt it in a path; nor a 404's message", async () => {
     for (const [token, upstreamKey] of [["s3cret%41passphrase-2024", "upstr3am%41key-x"], ["s3cretpassphrase?2024xyz", "upstr3am?key-xyz"]] as const) {
       const w = await startShim({ env: { SHIM_ADMIN_TOKEN: token }, fake: { ...DEFAULT_FAKE, apiKey: upstreamKey } });

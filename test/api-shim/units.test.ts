@@ -332,6 +332,34 @@ describe("keys", () => {
     }
   });
 
+  // Found by review: `<12+>_<32+>` hid one-case snake_case names, and a served name in both
+  // cases without separators (a LoRA's, model.servedName) was `[redacted]` on every line.
+  it("leaves one-case names with long `_`-joined runs, and the names the configuration serves, as they are; a key with or glued to a served name is still hidden", () => {
+    const none = (t: string) => t;
+    const { id, key } = generateKey();
+    const bare = key.slice("sk-gs-".length);
+    const secret = bare.slice(id.length + 1);
+    for (const text of ["llama31instruct_customersupportfinetunemerged0102", "MISTRAL7BINSTRUCT_CUSTOMERSUPPORTFINETUNEMERGED0102", `qwen25coder7b_${"q".repeat(40)}`, `org/${"m".repeat(12)}_${"x".repeat(32)}v2`]) {
+      expect(loggedModel(text, none)).toBe(text);
+      expect(redactedPath(`/v1/models/${text}`, none)).toBe(`/v1/models/${text}`);
+    }
+    const lora = "AcmeCustomerSupportAdapterV2Final";
+    const served = new Map([[lora, {}], [`org/${lora}-v2`, {}]]);
+    // Not served (or no model list): a run this long in both cases is some token, as before.
+    expect(loggedModel(lora, none)).toBe("[redacted]");
+    expect(loggedModel(`${lora}x`, none, served)).toBe("[redacted]");
+    for (const name of served.keys()) {
+      expect(loggedModel(name, none, served)).toBe(name);
+      expect(redactedPath(`/v1/models/${name}`, none, served)).toBe(`/v1/models/${name}`);
+    }
+    // A client's key next to a served name, glued to one, or in place of one, never shows.
+    for (const text of [`${lora}${secret}`, `${lora}_${bare}`, `org/${bare}-v2`, `${lora}/${bare}`, bare, secret]) {
+      expect(loggedModel(text, none, served), text).not.toContain(secret);
+      expect(redactedPath(`/v1/models/${text}`, none, served), text).not.toContain(secret);
+    }
+    expect(redactedPath(`/v1/models/${lora}/${bare}`, none, served)).toBe(`/v1/models/${lora}/[redacted]`);
+  });
+
   it("shows no part of a key cut where a model name or a path is cut before redaction (400 characters, or what is encoded too deeply)", () => {
     const none = (t: string) => t;
     const { id, key } = generateKey();

@@ -136,7 +136,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       // from an estimate below, and shown to the operator, who can fix the upstream.
       metricReason = "no_usage";
       const message = meter.sawUsage ? "stream usage without prompt_tokens: prompt estimated" : "stream ended without usage: prompt estimated, completion counted in chunks";
-      request.log.warn({ reqId: request.id, model: loggedModel(request.shim.model ?? "", ctx.hideSecrets) }, message);
+      request.log.warn({ reqId: request.id, model: loggedModel(request.shim.model ?? "", ctx.hideSecrets, ctx.config.models) }, message);
     }
   } catch (e) {
     if (signal.aborted && signal.reason === "client") clientGone = true;

@@ -84,14 +84,14 @@ export class Settlement {
       // Its hold was released before it settled (Postgres: a sweep after this replica's liveness
       // session was cut for longer than the grace): it was charged what the key's balance still
       // covered (store.ts, settle).
-      request.log.warn({ reqId: request.id, model: loggedModel(this.model, ctx.hideSecrets), cost: creditsNumber(cost), charged: creditsNumber(charged) }, "hold released before the settlement: charged what the balance covered");
+      request.log.warn({ reqId: request.id, model: loggedModel(this.model, ctx.hideSecrets, ctx.config.models), cost: creditsNumber(cost), charged: creditsNumber(charged) }, "hold released before the settlement: charged what the balance covered");
     }
     if (capped) {
       // The usage was worth more than the hold, the most the request was allowed to cost: the
       // key is charged the hold (its balance must not go below zero), and the operator should
       // know that a hold bound did not hold (docs/api-shim.md, "Money": Settle).
       ctx.metrics.cappedCharges.inc({ model: label });
-      request.log.warn({ reqId: request.id, model: loggedModel(this.model, ctx.hideSecrets), promptTokens: u.promptTokens, completionTokens: u.completionTokens, hold: creditsNumber(this.hold) }, "charge capped at the hold");
+      request.log.warn({ reqId: request.id, model: loggedModel(this.model, ctx.hideSecrets, ctx.config.models), promptTokens: u.promptTokens, completionTokens: u.completionTokens, hold: creditsNumber(this.hold) }, "charge capped at the hold");
     }
     return { cost: charged, available };
   }

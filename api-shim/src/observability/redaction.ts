@@ -1,3 +1,4 @@
+import { KEY_ID_LENGTH, KEY_SECRET_LENGTH } from "../auth/keys.ts";
 import { urlPath } from "../auth/url-path.ts";
 
 /**
@@ -12,44 +13,80 @@ export function redactKeys(text: string): string {
   return text.includes("sk-gs-") ? text.replace(/sk-gs-(?!\[redacted\])[A-Za-z0-9_]+/g, "sk-gs-[redacted]") : text;
 }
 
+/** A key without its prefix exactly as keys.ts makes it, `<id>_<secret>`, a run of its own: not where the secret is 32 lowercase hex (a base62 one is, with a chance of about 1e-19). */
+const EXACT_BARE_KEY = `[0-9A-Za-z]{${KEY_ID_LENGTH}}_(?![0-9a-f]{${KEY_SECRET_LENGTH}})[0-9A-Za-z]{${KEY_SECRET_LENGTH}}(?![A-Za-z0-9])`;
+const BARE_KEY_AS_MADE = new RegExp(`(?<![A-Za-z0-9])${EXACT_BARE_KEY}`, "g");
+const HOLDS_BARE_KEY_AS_MADE = new RegExp(BARE_KEY_AS_MADE.source);
+
 /**
  * A key without its prefix (`<id>_<secret>`), or its secret alone: the prefix is public and the
  * id is listed, so either is as good as the key. Each shape is a run of letters and digits (what
  * is glued to a key is hidden with it), in one pass over the text:
- * - A run holding `<id>_<secret>`, glued to letters or digits on either side too
+ * - `<id>_<secret>` as keys are made (EXACT_BARE_KEY).
+ * - A run holding `<id>_<secret>` glued to letters or digits on either side
  *   (`/v1/models/<id>_<secret>x`, a model `<id>_<secret>0`): 12 or more letters or digits, a `_`
- *   and 32 or more are distinctive enough. Not where the 32 after the `_` are lowercase hex
- *   (`mycheckpoint_<sha-1>`).
+ *   and 32 or more, whose first 32 (the secret) hold both an uppercase and a lowercase letter, as
+ *   a base62 secret does but with a chance of about 6e-8 (2 × (36/62)^32). One-case names joined
+ *   by a `_` (`llama31instruct_customersupportfinetunemerged0102`) and hashes stay.
  * - A run of exactly 32, the secret alone: not 32 lowercase hex digits (an Azure fine-tune's id, a
  *   UUID without hyphens), which a base62 secret is with a chance of about 1e-19.
  * - A longer run, the secret glued to letters or digits (`/v1/models/x<secret>`; which 32 of it
  *   are the secret cannot be told): only when it holds both an uppercase and a lowercase letter,
  *   as a base62 secret does but with a chance of about 6e-8. Hashes (40 or 64 hex digits, in
- *   either case), a long word in one case and digits stay; model names have a `-`, `.`, `_`, `:`
- *   or `/` well within 33 characters, so a run this long in both cases is some token.
+ *   either case), a long word in one case and digits stay. A name the configuration serves may be
+ *   such a run (a LoRA's `AcmeCustomerSupportAdapterV2Final`): it is shown (redactLoggedKeys'
+ *   `served`), a client's name that is not served is some token.
  * Linear and cheap on every logged line: each shape starts only where a run does (the lookbehind,
  * checked first), a run shorter than 12 is passed over at once, and each looks at its run alone.
  */
 const BARE_KEY = new RegExp(
-  "(?<![A-Za-z0-9])(?=[0-9A-Za-z]{12})(?:[0-9A-Za-z]{12,}_(?![0-9a-f]{32})[0-9A-Za-z]{32,}" +
+  `(?<![A-Za-z0-9])(?=[0-9A-Za-z]{12})(?:${EXACT_BARE_KEY}|[0-9A-Za-z]{12,}_(?=[0-9a-z]{0,31}[A-Z])(?=[0-9A-Z]{0,31}[a-z])[0-9A-Za-z]{32,}` +
     "|(?![0-9a-f]{32}(?![A-Za-z0-9]))[0-9A-Za-z]{32}(?![A-Za-z0-9])|(?=[0-9a-z]*[A-Z])(?=[0-9A-Z]*[a-z])[0-9A-Za-z]{33,})",
   "g",
 );
 
-/** Whether a text holds one of our keys, with its prefix or without (BARE_KEY). */
+/**
+ * Whether a text holds one of our keys as keys.ts makes them: with its prefix, or without it
+ * (`<id>_<secret>`, a run of its own). Not the log's guesses at a key glued to other letters or
+ * a secret alone (BARE_KEY), which a model's or a tier's name may look like: what SHIM_CONFIG's
+ * problems call a key (config-file.ts), and shown-value.ts never shows.
+ */
 export function holdsKey(text: string): boolean {
-  return text.includes("sk-gs-") || (text.length >= 32 && redactLoggedKeys(text) !== text);
+  return text.includes("sk-gs-") || (text.length > KEY_ID_LENGTH + KEY_SECRET_LENGTH && HOLDS_BARE_KEY_AS_MADE.test(text));
 }
+
+/** redactKeys, and holdsKey's `<id>_<secret>`: our keys as made, hidden; the log's guesses (BARE_KEY) left. */
+export function redactKeysAsMade(text: string): string {
+  const prefixed = redactKeys(text);
+  return prefixed.length <= KEY_ID_LENGTH + KEY_SECRET_LENGTH ? prefixed : prefixed.replace(BARE_KEY_AS_MADE, "[redacted]");
+}
+
+/** The names the configuration serves (config.models: the served model and providers), or null without a model list. */
+export type ServedModels = ReadonlyMap<string, unknown> | null;
 
 /**
  * redactKeys, and a key sent without its prefix, for what the shim logs of a client's path or
  * model name, and for SHIM_CONFIG's messages. Not in the messages a client sees, which quote its
- * own model as sent.
+ * own model as sent. A run that lies within a name the configuration serves (`served`) is that
+ * name's, public in /v1/models: shown. It is looked for only where a run matched (rarely), so
+ * every other line costs nothing more.
  */
-export function redactLoggedKeys(text: string): string {
+export function redactLoggedKeys(text: string, served: ServedModels = null): string {
   const prefixed = redactKeys(text);
   // A secret is 32 characters: most paths and model names are shorter, and need no scan.
-  return prefixed.length < 32 ? prefixed : prefixed.replace(BARE_KEY, "[redacted]");
+  if (prefixed.length < 32) return prefixed;
+  return prefixed.replace(BARE_KEY, (run: string, at: number) => (served !== null && withinServed(prefixed, at, run.length, served) ? run : "[redacted]"));
+}
+
+/** Whether `text`'s characters from `at` (`length` of them) lie within one of the served names where it has one. */
+function withinServed(text: string, at: number, length: number, served: NonNullable<ServedModels>): boolean {
+  for (const name of served.keys()) {
+    if (name.length < length) continue;
+    // The first occurrence that could cover them: it does if it starts by `at`.
+    const start = text.indexOf(name, Math.max(0, at + length - name.length));
+    if (start !== -1 && start <= at) return true;
+  }
+  return false;
 }
 
 /**
@@ -214,24 +251,29 @@ function withoutKeyTail(text: string): string {
  * (`hideSecrets`, secretRedactor) redacted before the cut to at most 200 characters, so no
  * secret is left half shown. Only its first MODEL_LOOKED_AT characters are looked at. Without a
  * model list, the upstream may accept any name. As sent, unless a key or a secret shows in it
- * once decoded (or it is encoded too deeply to tell): then decoded, with them hidden.
+ * once decoded (or it is encoded too deeply to tell): then decoded, with them hidden. A name the
+ * configuration serves (`served`, ctx.config.models) is never taken for a key, nor what of a
+ * client's name lies within one.
  */
-export function loggedModel(model: string, hideSecrets: SecretHider): string {
+export function loggedModel(model: string, hideSecrets: SecretHider, served: ServedModels = null): string {
+  // A name the configuration serves is the operator's (listed by /v1/models), however it looks:
+  // one lookup, no scan for keys (at most 256 characters: nothing is cut before hideSecrets).
+  if (served?.has(model)) return hideSecrets(model).slice(0, 200);
   const cut = model.length > MODEL_LOOKED_AT;
   const text = cut ? model.slice(0, MODEL_LOOKED_AT) : model;
-  const hidden = hiddenModel(text, hideSecrets, cut);
+  const hidden = hiddenModel(text, hideSecrets, cut, served);
   // Nothing hidden: its first 200 characters as sent, each looked at with 200 more after it, more
   // than a key's length (and a secret the cut falls in is hidden by secretRedactor's own check).
   if (hidden === layers(text).at(-1)) return model.slice(0, 200);
   // Something was, and what precedes the cut may have shrunk (`sk-gs-…` to `sk-gs-[redacted]`):
   // the key characters the cut falls in are dropped first (withoutKeyTail), else a key cut short,
   // which matches no key pattern, could come within the 200 shown.
-  return (cut ? hiddenModel(withoutKeyTail(text), hideSecrets, cut) : hidden).slice(0, 200);
+  return (cut ? hiddenModel(withoutKeyTail(text), hideSecrets, cut, served) : hidden).slice(0, 200);
 }
 
-function hiddenModel(text: string, hideSecrets: SecretHider, cut: boolean): string {
+function hiddenModel(text: string, hideSecrets: SecretHider, cut: boolean, served: ServedModels): string {
   // Nothing encoded (every name a client sends in practice): one pass, the same result.
-  return redactLoggedKeys(text.includes("%") ? decoded(text, hideSecrets, cut) : hideSecrets(text, cut));
+  return redactLoggedKeys(text.includes("%") ? decoded(text, hideSecrets, cut) : hideSecrets(text, cut), served);
 }
 
 /**
@@ -314,13 +356,14 @@ const LONGEST_LOGGED_URL = 16_384;
  * or a `?`, and a client may have encoded some of it and left a `?` as it was. Where one
  * showed, the path is cut from the URL with it hidden (a `%3F` before the query then cuts it
  * too: the line shows less, never part of a secret). A URL longer than nginx passes is not
- * decoded (each layer costs milliseconds at 64 KiB) and only its length is shown.
+ * decoded (each layer costs milliseconds at 64 KiB) and only its length is shown. What lies
+ * within a name the configuration serves (`served`: `/v1/models/<name>`) is not taken for a key.
  */
-export function redactedPath(url: string, hideSecrets: SecretHider): string {
+export function redactedPath(url: string, hideSecrets: SecretHider, served: ServedModels = null): string {
   if (url.length > LONGEST_LOGGED_URL) return `[a URL of ${url.length} characters, not logged]`;
   // Nothing encoded (the request path of nearly every line): one pass, the same result.
-  if (!url.includes("%")) return redactLoggedKeys(urlPath(hideSecrets(url)));
+  if (!url.includes("%")) return redactLoggedKeys(urlPath(hideSecrets(url)), served);
   const hidden = decoded(url, hideSecrets);
   const path = hidden === decoded(url) ? decoded(urlPath(url)) : urlPath(hidden);
-  return redactLoggedKeys(path);
+  return redactLoggedKeys(path, served);
 }

@@ -29,11 +29,11 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
   ctx.logRequest({
     reqId: request.id,
     method: request.method,
-    path: redactedPath(request.url, ctx.hideSecrets).slice(0, 200),
+    path: redactedPath(request.url, ctx.hideSecrets, ctx.config.models).slice(0, 200),
     status,
     ms: Math.round(ms * 100) / 100,
     keyId: request.auth?.key.id ?? null,
-    model: s.model === null ? null : loggedModel(s.model, ctx.hideSecrets),
+    model: s.model === null ? null : loggedModel(s.model, ctx.hideSecrets, ctx.config.models),
     tokens: s.tokens,
     cost: s.cost === null ? null : creditsNumber(s.cost),
     ...(request.shimErrorCode ? { error: request.shimErrorCode } : {}),
