@@ -160,3 +160,21 @@ describe("a non-streamed request whose client left, then whose upstream failed",
     expect(await failures(h, "error_body")).toBe(before + 1);
   });
 });
+
+describe("a non-streamed answer that stalls after its start, its client still there", () => {
+  it("is a 504 upstream_timeout once SHIM_STREAM_IDLE_TIMEOUT_MS passes without a byte, not a 502, nothing charged", async () => {
+    const u = await halfAnswer("hang");
+    const h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_URL: u.url, SHIM_STREAM_IDLE_TIMEOUT_MS: "300" } });
+    try {
+      const { key, id } = await h.createKey({ credits: 1000 });
+      const res = await h.post(key, "/v1/chat/completions", BODY);
+      expect(res.status).toBe(504);
+      expect((await res.json()) as unknown).toMatchObject({ error: { type: "api_error", code: "upstream_timeout" } });
+      expect((await h.store.getKey(id))!).toMatchObject({ balance: 1000 * CREDIT, held: 0 });
+    } finally {
+      await h.close();
+      u.server.closeAllConnections();
+      u.server.close();
+    }
+  });
+});

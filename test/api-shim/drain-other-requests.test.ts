@@ -96,6 +96,24 @@ describe("a usage report still waiting on the store when the drain ends", () => 
   });
 });
 
+describe("a usage report still running in the store when the drain ends", () => {
+  it("is told to stop (its signal aborts), so it does not hold a store connection or a report turn past the drain", async () => {
+    let seen: AbortSignal | undefined;
+    const h = await startShim({ wrapStore: (s) => overrideStore(s, { usage: (q) => ((seen = q.signal), sleep(6000).then(() => s.usage(q))) }) });
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const asked = fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } });
+      await sleep(200);
+      expect(seen?.aborted).toBe(false);
+      await closeApp(h.app, 500);
+      expect((await asked).status).toBe(503);
+      expect(seen!.aborted).toBe(true);
+    } finally {
+      await h.close().catch(() => {});
+    }
+  });
+});
+
 describe("a request that arrives on a kept-alive connection after the drain has cut what was in flight", () => {
   it("is cut too: a model list waiting on a silent upstream gets 503, not a connection closed without an answer", { timeout: 20_000 }, async () => {
     const upstream = await slowModelList(Infinity);

@@ -3,6 +3,10 @@ import { describe, expect, it, vi } from "vitest";
 import type { ShimContext } from "../../api-shim/src/context.ts";
 import { FINISHING_GRACE_MS, graceEnds, KeyWaiters } from "../../api-shim/src/limits/key-waits.ts";
 import { Settlement } from "../../api-shim/src/money/settlement.ts";
+import { EventEmitter } from "node:events";
+import type { FastifyReply } from "fastify";
+import { clientLeftSignal } from "../../api-shim/src/client/client-left.ts";
+import { ClientLeftError } from "../../api-shim/src/store/store.ts";
 
 /** A grace starting now, as a request's first wait starts it. */
 const grace = () => performance.now() + FINISHING_GRACE_MS;
@@ -100,5 +104,23 @@ describe("KeyWaiters: a refused request waiting for its key's other requests to 
     expect(tries).toBe(1);
     expect(performance.now() - started).toBeLessThan(FINISHING_GRACE_MS / 2);
     expect(await w.retry("k", 1, new AbortController().signal, graceEnds(state), () => "admitted")).toBe("admitted");
+  });
+});
+
+describe("clientLeftSignal: what stops a wait when its client leaves", () => {
+  const replyOf = (raw: EventEmitter & { destroyed: boolean; writableFinished: boolean }) => ({ raw }) as unknown as FastifyReply;
+  it("is aborted at once for a client already gone, when the connection closes before the answer, and not after a whole answer", () => {
+    const gone = clientLeftSignal(replyOf(Object.assign(new EventEmitter(), { destroyed: true, writableFinished: false })));
+    expect(gone.aborted).toBe(true);
+    expect(gone.reason).toBeInstanceOf(ClientLeftError);
+    const leaving = Object.assign(new EventEmitter(), { destroyed: false, writableFinished: false });
+    const left = clientLeftSignal(replyOf(leaving));
+    expect(left.aborted).toBe(false);
+    leaving.emit("close");
+    expect(left.aborted).toBe(true);
+    const answered = Object.assign(new EventEmitter(), { destroyed: false, writableFinished: true });
+    const whole = clientLeftSignal(replyOf(answered));
+    answered.emit("close");
+    expect(whole.aborted).toBe(false);
   });
 });

@@ -157,6 +157,17 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     expect(lines(idOf(answer)).map((l) => [l.status, l.error])).toEqual([[400, "invalid_request"]]);
   });
 
+  it("a refusal by the parser says Connection: close: a proxy must not send its next request on that connection", async () => {
+    const answer = await rawExchange(["HELLO THERE\r\n\r\n"]);
+    expect(answer.slice(0, answer.indexOf("\r\n\r\n"))).toMatch(/\r\nconnection: close(\r\n|$)/i);
+  });
+
+  it("a refused request's x-request-id from the trusted proxy that is longer than nginx's 32 hex digits is not taken", async () => {
+    const answer = await rawExchange([`GET /v1/models?x=café HTTP/1.1\r\nhost: x\r\nx-request-id: 0123456789abcdef0123456789abcdefEVIL\r\n\r\n`]);
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(idOf(answer)).not.toContain("0123456789abcdef0123456789abcdef");
+  });
+
   it("a request its parser refuses, from the trusted proxy: answered and logged under the proxy's id (nginx's, in its access log), saying what is wrong", async () => {
     const nginxId = "0123456789abcdef0123456789abcdef";
     for (const [raw, message] of [

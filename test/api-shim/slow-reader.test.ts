@@ -3,6 +3,9 @@ import { once } from "node:events";
 import { type AddressInfo, connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { closeApp } from "../../api-shim/src/app.ts";
+import { writeWithBackpressure } from "../../api-shim/src/client/response-writer.ts";
+import type { ServerResponse } from "node:http";
+import { EventEmitter } from "node:events";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 const CREDIT = 1_000_000;
@@ -151,8 +154,8 @@ describe("one large event (vLLM's first with echo and logprobs holds the whole p
     expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 200 });
   });
 
-  it.each(["", "x"])("is written in pieces that never split a character (offset %j)", async (offset) => {
-    content = offset + "😀".repeat(600_000);
+  it.each([["", "😀"], ["x", "😀"], ["", "🐀"], ["x", "🐀"]])("is written in pieces that never split a character (offset %j, %s)", async (offset, emoji) => {
+    content = offset + emoji.repeat(600_000);
     try {
       const { key } = await h.createKey({ credits: 100 });
       const text = await read(key, 0);
@@ -182,6 +185,60 @@ describe("one large event (vLLM's first with echo and logprobs holds the whole p
     await read(key, null);
     expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 499, error: "client_closed_request" });
     expect((await h.store.getKey(id))!.held).toBe(0);
+  });
+});
+
+describe("a stream the shim ends itself (an event past SHIM_MAX_ANSWER_BYTES) while the model is still generating", () => {
+  it("has its upstream request aborted, so the GPU stops: the client's error does not leave the generation running", { timeout: 20_000 }, async () => {
+    let upstreamClosed = 0;
+    let closedAt = 0;
+    const upstream = createServer((req, res) => {
+      req.resume();
+      res.on("close", () => ((upstreamClosed++), (closedAt = performance.now())));
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.write(`data: {"id":"c","object":"text_completion","created":1,"model":"qwen2.5-7b","choices":[{"index":0,"text":"${"a".repeat(2 * 1024 * 1024)}","logprobs":null,"finish_reason":null}],"usage":null}\n\n`);
+      // Then tokens go on coming, as from a model still generating, until the shim hangs up.
+      const more = setInterval(() => res.write('data: {"id":"c","object":"text_completion","created":1,"model":"qwen2.5-7b","choices":[{"index":0,"text":" t","logprobs":null,"finish_reason":null}],"usage":null}\n\n'), 50);
+      res.on("close", () => clearInterval(more));
+    });
+    await new Promise<void>((r) => upstream.listen(0, "127.0.0.1", r));
+    const h = await startShim({ env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/v1`, SHIM_MAX_ANSWER_BYTES: String(1024 * 1024), SHIM_STREAM_IDLE_TIMEOUT_MS: "30000" } });
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const res = await h.post(key, "/v1/completions", { model: "qwen2.5-7b", prompt: "x", max_tokens: 1000, stream: true });
+      expect(await res.text()).toMatch(/data: \{"error":\{[^\n]*"code":"upstream_error"/);
+      const answered = performance.now();
+      const deadline = answered + 2_000;
+      while (upstreamClosed === 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(upstreamClosed).toBe(1);
+      expect(closedAt - answered).toBeLessThan(2_000);
+    } finally {
+      await h.close();
+      upstream.closeAllConnections();
+      await new Promise((r) => upstream.close(r));
+    }
+  });
+});
+
+describe("a write that backs up after the drain has already cut its request", () => {
+  it("cuts the response at once, not after the idle timeout: the process must not outlive its stop grace period", async () => {
+    let destroyed = false;
+    const emitter = new EventEmitter();
+    const out = Object.assign(emitter, {
+      destroyed: false,
+      write: () => false, // the client takes nothing
+      destroy() {
+        destroyed = true;
+        out.destroyed = true;
+        emitter.emit("close");
+      },
+    }) as unknown as ServerResponse;
+    const cut = new AbortController();
+    cut.abort("drain");
+    const t0 = performance.now();
+    await writeWithBackpressure(out, "data: x\n\n", 60_000, cut.signal);
+    expect(destroyed).toBe(true);
+    expect(performance.now() - t0).toBeLessThan(1_000);
   });
 });
 

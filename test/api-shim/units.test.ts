@@ -1019,6 +1019,21 @@ describe("Inflight", () => {
     expect(await new Inflight().drain(10)).toEqual({ aborted: 0 });
   });
 
+  it("after the cut, a request that finishes before its abort's turn comes is not aborted, nor is another put in its slot", async () => {
+    const f = new Inflight();
+    f.abortAll("drain");
+    const reasons: string[] = [];
+    const done = f.add((reason) => reasons.push(`first ${reason}`));
+    done(); // over at once (answered from memory, refused), before the queued abort runs
+    const second = f.add((reason) => reasons.push(`second ${reason}`)); // takes the freed slot
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(reasons).toEqual(["second drain"]);
+    expect(f.aborted).toBe(1);
+    second();
+    expect(f.size).toBe(0);
+  });
+
   it("a drain emptied early by abortAll (a second signal, a store failure) ends then, counting each request it cut once", async () => {
     const f = new Inflight();
     const reasons: string[] = [];
@@ -1075,6 +1090,15 @@ describe("an upstream's 400 message, as the client gets it", () => {
     }
     const readable = "max_tokens is too large: 100000. This model supports at most 16384 completion tokens, whereas you provided 100000. See the task-sketch, risk-free and sk-learn docs.";
     expect(upstreamStatusError(400, body(`litellm.BadRequestError: OpenAIException - ${readable}`), "m", undefined, noSecrets).message).toBe(readable);
+  });
+});
+
+describe("an upstream error body whose message is empty", () => {
+  const empty = JSON.stringify({ error: { message: "", type: "BadRequestError", param: null, code: 400 } });
+  it("gives the client the table's message, not an empty one; as a 404 it is a route the upstream lacks, not the model", () => {
+    expect(upstreamStatusError(400, empty, "m", undefined, noSecrets).message).toBe("Invalid request.");
+    expect(upstreamErrorBody(empty, "m", noSecrets).message).toBe("Invalid request.");
+    expect(upstreamStatusError(404, empty, "m", undefined, noSecrets)).toMatchObject({ status: 502, code: "upstream_error" });
   });
 });
 

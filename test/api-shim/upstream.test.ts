@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createUpstream, isAbort, transportFailure, type Upstream } from "../../api-shim/src/upstream/upstream.ts";
+import { CLOSE_WAIT_MS, createUpstream, isAbort, transportFailure, type Upstream } from "../../api-shim/src/upstream/upstream.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 
 /**
@@ -67,6 +67,24 @@ describe("upstream seam", () => {
     await own.close();
     await fake.until((c) => c.closedByClient > closed, 1_000);
     await expect(own.request({ method: "GET", path: "/models", control: true })).rejects.toThrow();
+  });
+
+  it("close() cuts a request the upstream never answers after CLOSE_WAIT_MS, rather than waiting out its timeout", async () => {
+    const own = createUpstream({ url: fake.url, apiKey: null, headersTimeoutMs: 60_000, idleTimeoutMs: 60_000 });
+    fake.set({ hang: true });
+    try {
+      const received = fake.counters.received;
+      const pending = own.request({ method: "POST", path: "/chat/completions", body: CHAT }).then(() => null, (e: unknown) => e);
+      await fake.until((c) => c.received === received + 1);
+      const t0 = performance.now();
+      await own.close();
+      const ms = performance.now() - t0;
+      expect(ms).toBeGreaterThanOrEqual(CLOSE_WAIT_MS - 50);
+      expect(ms).toBeLessThan(CLOSE_WAIT_MS + 1_000);
+      expect(await pending).toBeInstanceOf(Error);
+    } finally {
+      fake.reset();
+    }
   });
 
   it("an idle connection is closed by the shim before the upstream's 5 s keep-alive runs out", async () => {
