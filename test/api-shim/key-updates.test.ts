@@ -1,3 +1,5 @@
+import { request } from "node:http";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { manualClock } from "../../api-shim/src/clock.ts";
@@ -26,6 +28,7 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
   const h = await startShim({ clock, file: FILE, ...(wrapStore ? { wrapStore } : {}) });
   try {
     await changesApplyToTheNextRequest(h);
+    await changesReachRequestsInFlight(h);
     await expiryChanges(h, clock);
     await refusals(h);
     // Nothing of the money moved: every balance is still its ledger's sum, nothing held.
@@ -79,6 +82,37 @@ async function changesApplyToTheNextRequest(h: Harness): Promise<void> {
   expect(((await (await patch(h, id, { models: null })).json()) as ShownKey).models).toBeNull();
   expect((await h.admin(`/admin/usage?key=${id}`).then((r) => r.json()) as { data: unknown[] }).data).toHaveLength(1);
   expect((await listedKey(h, id)).balance).toBe(balance);
+}
+
+/** A chat request whose headers go now (the auth hook reads the key) and whose body goes once `between` ran: its status. */
+async function slowBody(h: Harness, key: string, between: () => Promise<void>): Promise<number> {
+  const body = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+  const u = new URL(`${h.url}/v1/chat/completions`);
+  const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) } });
+  const status = new Promise<number>((resolve, reject) => {
+    req.on("response", (r) => { r.resume(); resolve(r.statusCode!); });
+    req.on("error", reject);
+  });
+  req.flushHeaders();
+  await sleep(300); // the auth hook has read the key row
+  await between();
+  req.end(body);
+  return status;
+}
+
+/**
+ * A request that authenticated before a PATCH took its model out of the key's allow-list (its
+ * body still arriving) is refused 403 as admission refuses it, as one before a revocation is
+ * refused 401: the hold reads the key's row again.
+ */
+async function changesReachRequestsInFlight(h: Harness): Promise<void> {
+  const { id, key } = await h.createKey({ tier: "big", credits: 10, models: ["qwen2.5-7b", "bge-m3"] });
+  const narrowed = await slowBody(h, key, async () => expect((await patch(h, id, { models: ["bge-m3"] })).status).toBe(200));
+  expect(narrowed).toBe(403);
+  const other = await h.createKey({ tier: "big", credits: 10, models: ["qwen2.5-7b"] });
+  const revoked = await slowBody(h, other.key, async () => expect((await h.admin(`/admin/keys/${other.id}`, { method: "DELETE" })).status).toBe(200));
+  expect(revoked).toBe(401);
+  expect((await listedKey(h, id)).balance).toBe(10); // nothing charged
 }
 
 async function expiryChanges(h: Harness, clock: ReturnType<typeof manualClock>): Promise<void> {

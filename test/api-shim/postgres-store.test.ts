@@ -584,14 +584,15 @@ describe("PostgresStore", () => {
     try {
       const key = await shim.createKey({ name: "k", credits: 100 });
       const chat = (stream: boolean) => shim.post(key.key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4, stream });
-      // The settlement is the first statement that carries the model's name.
-      proxy.loseAnswer((p) => p.includes("qwen2.5-7b"));
+      // The settlement is the first statement that carries the route (the hold carries the model's name too).
+      const settlement = (p: Buffer) => p.includes("qwen2.5-7b") && p.includes("/v1/chat/completions");
+      proxy.loseAnswer(settlement);
       const res = await chat(false);
       // It was a 503 without the answer, charged all the same (a retry paid twice).
       expect(res.status).toBe(200);
       expect(res.headers.get("x-credits-charged")).toBe("1");
       expect(((await res.json()) as { credits_charged: number; credits_remaining: number })).toMatchObject({ credits_charged: 1, credits_remaining: 99 });
-      proxy.loseAnswer((p) => p.includes("qwen2.5-7b"));
+      proxy.loseAnswer(settlement);
       const streamed = await chat(true);
       expect(streamed.status).toBe(200);
       const text = await streamed.text();

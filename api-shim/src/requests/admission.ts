@@ -38,7 +38,7 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   request.shim.model = req.model;
   const refusal = modelRefusal(ctx, auth.key, req.model);
   if (refusal === "not_served") throw modelNotFound(req.model);
-  if (refusal === "not_allowed") throw new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${req.model.slice(0, 200)}'.` });
+  if (refusal === "not_allowed") throw modelNotAllowed(req.model);
   const modelConfig = ctx.config.models?.get(req.model);
   if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
   // What a provider bills beyond the model's price, for a model that may be a provider's; the same
@@ -63,6 +63,10 @@ export function modelRefusal(ctx: ShimContext, key: KeyRecord, model: string): "
   if (key.models && !key.models.includes(model)) return "not_allowed";
   return null;
 }
+
+/** The 403 for a model the key's allow-list does not have: at admission, and at the hold (a PATCH narrowed it meanwhile). */
+export const modelNotAllowed = (model: string): ShimError =>
+  new ShimError("model_not_allowed", { param: "model", message: `This key may not use the model '${model.slice(0, 200)}'.` });
 
 /** What a request needs of its body once admitted: the rest of its bytes and parsed object are let go. */
 export interface Admission {

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { admission, type Checked, checked, forwarded } from "../requests/admission.ts";
+import { admission, type Checked, checked, forwarded, modelNotAllowed } from "../requests/admission.ts";
 import { UsageScanner, usageOfBody } from "../metering/answer-body.ts";
 import { spliceJsonBytes } from "../requests/json-splice.ts";
 import { finishRequest } from "../observability/request-line.ts";
@@ -103,10 +103,10 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   };
   let reserved;
   try {
-    const input = { reservationId, keyId: auth.key.id, amount: hold, at: ctx.clock.now() };
+    const input = { reservationId, keyId: auth.key.id, amount: hold, at: ctx.clock.now(), model: req.model };
     reserved = await ctx.store.reserve(input);
     // Refused, though the balance covers it: only the key's other holds are in the way.
-    if (!reserved.ok && !reserved.inactive && reserved.balance >= hold) reserved = await reserveAsHoldsSettle(ctx, reply, input, reserved, ac.signal);
+    if (!reserved.ok && !reserved.inactive && !reserved.notAllowed && reserved.balance >= hold) reserved = await reserveAsHoldsSettle(ctx, reply, input, reserved, ac.signal);
   } finally {
     // Not admitted (refused or the store failed): the admission estimate goes back to the bucket.
     if (!reserved?.ok) {
@@ -118,6 +118,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     // Revoked or expired since it authenticated (while its body was still arriving): refused as
     // any dead key is, before anything is forwarded or charged.
     if (reserved.inactive) throw deadKey(ctx, request);
+    // Its model taken out of the key's allow-list since (PATCH /admin/keys/{id}): refused as admission (checked) refuses it.
+    if (reserved.notAllowed) throw modelNotAllowed(req.model);
     // A drain cut it while it waited for holds to settle: another replica (or this one restarted) may admit it.
     if (ac.signal.aborted) throw shuttingDown();
     const required = formatCredits(hold);
@@ -301,7 +303,7 @@ async function reserveAsHoldsSettle(ctx: ShimContext, reply: FastifyReply, input
   let last = refused;
   const settled = await retryInGrace(ctx.holdsSettled, reply, input.keyId, input.amount, signal, async () => {
     last = await ctx.store.reserve({ ...input, at: ctx.clock.now() });
-    return last.ok || last.inactive || last.balance < input.amount ? last : undefined;
+    return last.ok || last.inactive || last.notAllowed || last.balance < input.amount ? last : undefined;
   });
   return settled ?? last;
 }

@@ -3,11 +3,13 @@
  * them). Each is one round trip, atomic on its own.
  */
 /**
- * The hold: the key row's conditional UPDATE decides (re-checked under the row lock: live, and
- * balance − held covers it), the reservation row records it.
+ * The hold: the key row's conditional UPDATE decides (re-checked under the row lock: live, its
+ * allow-list has the model $6 (null: not checked), and balance − held covers it), the
+ * reservation row records it.
  */
 export const RESERVE = `WITH k AS (UPDATE keys SET held = held + $3
-    WHERE id = $2 AND balance - held >= $3 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $5) RETURNING balance - held AS available),
+    WHERE id = $2 AND balance - held >= $3 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $5) AND ($6::text IS NULL OR models IS NULL OR models ? $6)
+    RETURNING balance - held AS available),
   r AS (INSERT INTO reservations (id, key_id, amount, owner, at) SELECT $1, $2, $3, $4, $5 FROM k)
   SELECT available FROM k`;
 /**
@@ -43,8 +45,9 @@ export const SETTLED = "SELECT -amount AS charged FROM ledger WHERE key_id = $1 
 export const AVAILABLE = "SELECT balance - held AS available FROM keys WHERE id = $1";
 /** Waits for (and takes, to the end of its transaction) the key's row: what a settlement's second try does before it looks (settleAgainOn). */
 export const LOCK_KEY = "SELECT 1 FROM keys WHERE id = $1 FOR UPDATE";
-/** Why a hold was refused: what is available, the balance, and whether the key was revoked or expired (at $2). */
-export const REFUSAL = "SELECT balance - held AS available, balance, (revoked_at IS NOT NULL OR coalesce(expires_at <= $2, false)) AS inactive FROM keys WHERE id = $1";
+/** Why a hold was refused: what is available, the balance, whether the key was revoked or expired (at $2), and whether its allow-list lacks the model $3. */
+export const REFUSAL = `SELECT balance - held AS available, balance, (revoked_at IS NOT NULL OR coalesce(expires_at <= $2, false)) AS inactive,
+    ($3::text IS NOT NULL AND models IS NOT NULL AND NOT (models ? $3)) AS not_allowed FROM keys WHERE id = $1`;
 /** Releases one hold, uncharged (no ledger row): what a failed request's hold becomes. */
 /** Releases the holds among ids $1 (a batch), uncharged; returns the ids it found. */
 export const RELEASE = `WITH r AS (DELETE FROM reservations WHERE id = ANY($1::text[]) RETURNING id, key_id, amount),

@@ -78,16 +78,23 @@ export interface ReserveInput {
   keyId: string;
   amount: number;
   at: number;
+  /**
+   * The model asked for: checked again against the key's allow-list as the hold reads its row,
+   * so a PATCH that narrowed it after the request authenticated refuses it (left out: not checked).
+   */
+  model?: string;
 }
 /**
  * Refused: not enough available, with the key's `balance` (whether it alone covers the hold, so
  * only other requests' holds stand in the way: inference.ts waits a little for them to settle),
- * or `inactive` (the key was revoked or expired after it authenticated).
+ * `inactive` (the key was revoked or expired after it authenticated), or `notAllowed` (its
+ * allow-list no longer has `model`).
  */
 export type ReserveResult =
   | { ok: true; available: number }
-  | { ok: false; available: number; balance: number; inactive?: undefined }
-  | { ok: false; available: number; inactive: true };
+  | { ok: false; available: number; balance: number; inactive?: undefined; notAllowed?: undefined }
+  | { ok: false; available: number; inactive: true }
+  | { ok: false; available: number; notAllowed: true; inactive?: undefined };
 
 export interface SettleInput {
   reservationId: string;
