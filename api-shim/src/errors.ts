@@ -51,6 +51,8 @@ export const ERROR_TABLE = {
     message: "This key is defined in the stack's configuration (gpu-sandbox:keys): every start of the shim sets its tier and models from there again, so a change here would be undone. Change its entry in the stack's gpu-sandbox:keys and run `pulumi up`.",
     final: true,
   },
+  // PATCH /admin/keys/{id} bringing an expired key back while another key in use has its name.
+  key_name_in_use: { status: 409, type: "invalid_request_error", message: "Another key in use has this key's name.", final: true },
   request_timeout: { status: 408, type: "invalid_request_error", message: "The request did not arrive in time; send it again." },
   request_too_large: { status: 413, type: "invalid_request_error", message: "Request body is too large." },
   unsupported_content_encoding: {

@@ -30,6 +30,7 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     await changesApplyToTheNextRequest(h);
     await changesReachRequestsInFlight(h);
     await expiryChanges(h, clock);
+    await revivalOfANameInUse(h, clock);
     await refusals(h);
     // Nothing of the money moved: every balance is still its ledger's sum, nothing held.
     for (const r of await moneyInvariants(wrapStore ? wrapStore() : h.store)) expect(r).toMatchObject({ balance: r.ledgerSum, held: 0, reservations: 0 });
@@ -117,7 +118,7 @@ async function changesReachRequestsInFlight(h: Harness): Promise<void> {
 
 async function expiryChanges(h: Harness, clock: ReturnType<typeof manualClock>): Promise<void> {
   clock.advance(60_000); // the buckets above refilled
-  const { id, key } = await h.createKey({ tier: "big", credits: 10 });
+  const { id, key } = await h.createKey({ name: "expiring", tier: "big", credits: 10 }); // no other key in use has its name
   const models = () => fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
   const soon = new Date(clock.now() + 10_000).toISOString();
   expect(((await (await patch(h, id, { expires_at: soon })).json()) as ShownKey).expires_at).toBe(soon);
@@ -131,6 +132,29 @@ async function expiryChanges(h: Harness, clock: ReturnType<typeof manualClock>):
   expect(((await (await patch(h, id, { expires_at: null })).json()) as ShownKey).expires_at).toBeNull();
   clock.advance(2 * 86_400_000);
   expect((await models()).status).toBe(200);
+}
+
+/**
+ * An expired key's name may be given to a new key (manage-keys create refuses only a name in use);
+ * bringing the old one back then would leave two keys in use under one name, which `--key <name>`
+ * can no longer tell apart: refused, 409, naming the other key. Once that one is revoked, it may.
+ */
+async function revivalOfANameInUse(h: Harness, clock: ReturnType<typeof manualClock>): Promise<void> {
+  const old = await h.createKey({ name: "team-07", tier: "big", credits: 1 });
+  expect((await patch(h, old.id, { expires_at: new Date(clock.now() + 1000).toISOString() })).status).toBe(200);
+  clock.advance(1000);
+  const fresh = await h.createKey({ name: "team-07", tier: "big", credits: 1 });
+  const later = new Date(clock.now() + 86_400_000).toISOString();
+  const res = await patch(h, old.id, { expires_at: later });
+  const error = ((await res.json()) as { error: { code: string; param: string; message: string } }).error;
+  expect([res.status, error.code, error.param]).toEqual([409, "key_name_in_use", "expires_at"]);
+  expect(error.message).toContain(fresh.id);
+  expect((await patch(h, old.id, { expires_at: null })).status).toBe(409); // no expiry at all: the same
+  expect((await listedKey(h, old.id)).expires_at).not.toBe(later);
+  // Other changes of the expired key leave it expired: allowed.
+  expect((await patch(h, old.id, { tier: "small" })).status).toBe(200);
+  expect((await h.admin(`/admin/keys/${fresh.id}`, { method: "DELETE" })).status).toBe(200);
+  expect(((await (await patch(h, old.id, { expires_at: later })).json()) as ShownKey).expires_at).toBe(later);
 }
 
 async function refusals(h: Harness): Promise<void> {

@@ -57,10 +57,14 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const expiresAt = expiryField(ctx, body);
     if (expiresAt !== undefined) changes.expiresAt = expiresAt;
     if (Object.keys(changes).length === 0) throw new ShimError("invalid_request", { message: "Give at least one of tier, models or expires_at to change." });
-    const result = await ctx.store.updateKey(request.params.id, changes);
+    const result = await ctx.store.updateKey(request.params.id, changes, ctx.clock.now());
     if (result.kind === "not_found") throw keyNotFound();
     if (result.kind === "revoked") throw new ShimError("key_inactive", { param: "id", message: "This key is revoked: it cannot be changed. Create a new key instead." });
     if (result.kind === "configured") throw new ShimError("key_from_configuration", { param: "id" });
+    if (result.kind === "name_in_use") {
+      // As manage-keys create refuses a name in use: --key <name> must name one key in use.
+      throw new ShimError("key_name_in_use", { param: "expires_at", message: `Another key in use is named "${result.name.slice(0, 200)}" (id ${result.namesake}): bringing this expired key back would give two keys in use that name, and a name must name one. Revoke that key first, or create a new key.` });
+    }
     return reply.send(showKey(result.key));
   });
 

@@ -23,13 +23,35 @@ export type KeyUpdateResult =
   | { kind: "not_found" }
   | { kind: "revoked" }
   /** The key comes from configuration (bootstrap): the next start would put its tier and models back. */
-  | { kind: "configured" };
+  | { kind: "configured" }
+  /**
+   * The change would bring the expired key back into use while another key in use (`namesake`,
+   * its id) has its name: `--key <name>` and create's refusal of a name in use count on one key
+   * in use a name.
+   */
+  | { kind: "name_in_use"; name: string; namesake: string };
 
 /** Why the key found (its row's revocation and bootstrap mark) may not be changed, or null. */
 export function keyUpdateRefusal(found: { revokedAt: number | null; bootstrap: boolean } | undefined): KeyUpdateResult | null {
   if (found === undefined) return { kind: "not_found" };
   if (found.revokedAt !== null) return { kind: "revoked" };
   return found.bootstrap ? { kind: "configured" } : null;
+}
+
+/** Whether `changes` bring back into use a key whose expiry (`expiresAt`) has passed at `at`: moved past `at`, or removed. */
+export function revives(expiresAt: number | null, changes: KeyChanges, at: number): boolean {
+  return expiresAt !== null && expiresAt <= at && changes.expiresAt !== undefined && (changes.expiresAt === null || changes.expiresAt > at);
+}
+
+const placeholder = (placeholders: "numbered" | "anonymous") => {
+  let n = 0;
+  return () => (placeholders === "numbered" ? `$${++n}` : "?");
+};
+
+/** Another key in use at a time with a name: its id. Parameters: the name, the key's own id, the time. */
+export function liveNamesakeSql(placeholders: "numbered" | "anonymous"): string {
+  const p = placeholder(placeholders);
+  return `SELECT id FROM keys WHERE name = ${p()} AND id <> ${p()} AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ${p()}) ORDER BY id LIMIT 1`;
 }
 
 /**
@@ -39,8 +61,7 @@ export function keyUpdateRefusal(found: { revokedAt: number | null; bootstrap: b
  * numbered as Postgres takes them (`$1`…) or anonymous (`?`) as better-sqlite3 does.
  */
 export function keyUpdateSql(placeholders: "numbered" | "anonymous"): string {
-  let n = 0;
-  const p = () => (placeholders === "numbered" ? `$${++n}` : "?");
+  const p = placeholder(placeholders);
   return `UPDATE keys SET tier = CASE WHEN ${p()} THEN ${p()} ELSE tier END, models = CASE WHEN ${p()} THEN ${p()} ELSE models END, expires_at = CASE WHEN ${p()} THEN ${p()} ELSE expires_at END WHERE id = ${p()}`;
 }
 

@@ -296,8 +296,8 @@ export class PostgresStore implements Store {
     return this.tx((c) => topUpIn(c, input));
   }
 
-  updateKey(id: string, changes: KeyChanges): Promise<KeyUpdateResult> {
-    return this.tx((c) => updateKeyIn(c, id, changes));
+  updateKey(id: string, changes: KeyChanges, at: number): Promise<KeyUpdateResult> {
+    return this.tx((c) => updateKeyIn(c, id, changes, at));
   }
 
   reserve(input: ReserveInput): Promise<ReserveResult> {

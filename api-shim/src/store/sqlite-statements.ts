@@ -1,5 +1,5 @@
 import type Database from "better-sqlite3";
-import { keyUpdateSql } from "./key-updates.ts";
+import { keyUpdateSql, liveNamesakeSql } from "./key-updates.ts";
 import type { KeyDetails } from "./store.ts";
 
 /** The SQLite store's SQL: every statement prepared once, when the store opens. */
@@ -30,6 +30,7 @@ export function prepareStatements(db: Database.Database) {
     credit: db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES (@keyId, @at, @amount, @kind, @ref, @idem) ON CONFLICT (idem) WHERE idem IS NOT NULL DO NOTHING"),
     addBalance: db.prepare("UPDATE keys SET balance = balance + @amount WHERE id = @keyId"),
     updateKey: db.prepare<(string | number | null)[]>(keyUpdateSql("anonymous")),
+    liveNamesake: db.prepare<[string, string, number], { id: string }>(liveNamesakeSql("anonymous")),
     revoke: db.prepare("UPDATE keys SET revoked_at = coalesce(revoked_at, @at) WHERE id = @id"),
     // The request path: prepared once, positional parameters (binding from objects costs more).
     begin: db.prepare("BEGIN IMMEDIATE"),

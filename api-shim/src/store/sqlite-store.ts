@@ -306,8 +306,8 @@ export class SqliteStore implements Store {
     return this.durably(() => this.stmt.revoke.run({ id, at }).changes > 0);
   }
 
-  updateKey(id: string, changes: KeyChanges): Promise<KeyUpdateResult> {
-    return this.durably(this.db.transaction(() => updateKeyIn(this.stmt, id, changes)));
+  updateKey(id: string, changes: KeyChanges, at: number): Promise<KeyUpdateResult> {
+    return this.durably(this.db.transaction(() => updateKeyIn(this.stmt, id, changes, at)));
   }
 
   topUp(input: TopUpInput): Promise<TopUpResult> {

@@ -248,9 +248,10 @@ export interface Store {
   revokeKey(id: string, at: number): Promise<boolean>;
   /**
    * Changes a key's tier, models or expiry (key-updates.ts), atomically, its money untouched;
-   * refused for a key revoked or from configuration (a start would undo it).
+   * refused for a key revoked or from configuration (a start would undo it), or brought back
+   * into use (expired at `at`) while another key in use has its name.
    */
-  updateKey(id: string, changes: KeyChanges): Promise<KeyUpdateResult>;
+  updateKey(id: string, changes: KeyChanges, at: number): Promise<KeyUpdateResult>;
   topUp(input: TopUpInput): Promise<TopUpResult>;
   /** One atomic conditional hold: succeeds only if balance − held ≥ amount. */
   reserve(input: ReserveInput): Promise<ReserveResult>;
