@@ -40,7 +40,8 @@ export const ERROR_TABLE = {
   key_inactive: {
     status: 409,
     type: "invalid_request_error",
-    message: "This key is revoked or expired: credits granted to it could never be spent.",
+    // An expired key's top-up says to move its expiry on first (routes/admin.ts).
+    message: "This key is revoked: credits granted to it could never be spent.",
     final: true,
   },
   // PATCH /admin/keys/{id} of a key from the stack's configuration (a bootstrap key): the next

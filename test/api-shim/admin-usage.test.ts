@@ -164,7 +164,7 @@ describe("admin routes and usage reports", () => {
 
   it("top-ups refuse a revoked or expired key (409) and a balance past a billion credits (400), granting nothing", async () => {
     const topUp = (keyId: string, amount: number) => h.admin(`/admin/keys/${keyId}/credits`, { method: "POST", body: JSON.stringify({ amount }) });
-    const error = async (res: Response) => ((await res.json()) as { error: { code: string; param: string } }).error;
+    const error = async (res: Response) => ((await res.json()) as { error: { code: string; param: string; message: string } }).error;
     const revoked = await h.createKey({ credits: 1 });
     // A top-up made before the revocation, retried after it: the retry still gets its answer.
     const granted = await h.admin(`/admin/keys/${revoked.id}/credits`, { method: "POST", body: '{"amount":1}', headers: { "idempotency-key": "before" } });
@@ -175,11 +175,17 @@ describe("admin routes and usage reports", () => {
     expect(retry.headers.get("idempotent-replayed")).toBe("true");
     const r = await topUp(revoked.id, 50);
     expect(r.status).toBe(409);
-    expect(await error(r)).toMatchObject({ code: "key_inactive", param: "id" });
+    expect(await error(r)).toMatchObject({ code: "key_inactive", param: "id", message: expect.stringMatching(/revoked: credits granted to it could never be spent/) });
     const expiresAt = Date.now() + 1000; // ahead enough to be in the future when the shim checks it, on a loaded machine too
     const expiring = await h.createKey({ credits: 1, expires_at: new Date(expiresAt).toISOString() });
     await new Promise((done) => setTimeout(done, Math.max(0, expiresAt - Date.now()) + 50));
-    expect((await topUp(expiring.id, 50)).status).toBe(409);
+    // An expired key's credits can be spent once its expiry is moved on: the refusal says so.
+    const late = await topUp(expiring.id, 50);
+    expect(late.status).toBe(409);
+    const lateError = await error(late);
+    expect(lateError).toMatchObject({ code: "key_inactive", param: "id" });
+    expect(lateError.message).toMatch(/expired.*manage-keys update --expires-at/);
+    expect(lateError.message).not.toMatch(/never/);
     // Past 10^15 µc a balance has more than 15 significant digits, which a JSON number (a double
     // once parsed) does not hold exactly: the answers would show it 1 µc off.
     const rich = await h.createKey({ credits: 999_000_000 });

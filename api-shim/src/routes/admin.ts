@@ -80,6 +80,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     // The fingerprint is the request as understood (amount in µc, note), so 1 and "1.0" are the same request.
     const fingerprint = createHash("sha256").update(JSON.stringify([amount, body.note ?? null])).digest("hex");
     const now = ctx.clock.now();
+    let expired = false; // refused as key_inactive, and not revoked: its expiry can be moved on, and its credits spent
     const result = await ctx.store.topUp({
       keyId: request.params.id,
       amount,
@@ -89,12 +90,16 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
       // Credits for a key that can no longer spend them; a balance past what a JavaScript number
       // holds exactly (the reply could not be written, and the grant rolled back as a 503). Asked
       // by the store after it looks for a replay: a retry gets its first answer whatever came since.
-      refuse: (key) => grantRefusal(key, amount, now),
+      refuse: (key) => {
+        expired = key.revokedAt === null;
+        return grantRefusal(key, amount, now);
+      },
       respond: (key) => JSON.stringify({ object: "credit_grant", key_id: key.id, amount: creditsNumber(amount), note: body.note ?? null, balance: creditsNumber(key.balance), credits_remaining: creditsNumber(key.balance - key.held) }),
     });
     if (result.kind === "not_found") throw keyNotFound();
     if (result.kind === "refused") {
-      throw result.reason === "key_inactive" ? new ShimError("key_inactive", { param: "id" }) : invalid(`'amount' would take the balance past ${formatCredits(MAX_BALANCE_MICRO)} credits.`, "amount");
+      if (result.reason === "key_inactive") throw new ShimError("key_inactive", { param: "id", ...(expired ? { message: EXPIRED_TOP_UP } : {}) });
+      throw invalid(`'amount' would take the balance past ${formatCredits(MAX_BALANCE_MICRO)} credits.`, "amount");
     }
     if (result.kind === "conflict") throw new ShimError("idempotency_key_reused", { param: "Idempotency-Key" });
     if (result.kind === "replay") reply.header("idempotent-replayed", "true");
@@ -167,5 +172,6 @@ function object(body: unknown, known: readonly string[]): Record<string, unknown
   return onlyKnown(body, known, "field");
 }
 
+const EXPIRED_TOP_UP = "This key is expired: move its expiry on first (`manage-keys update --expires-at`, or PATCH /admin/keys/{id} with expires_at), then top it up.";
 const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });
 const keyNotFound = (param = "id") => new ShimError("not_found", { param, message: "No such key." });
