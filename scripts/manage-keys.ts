@@ -4,9 +4,8 @@
 import { randomUUID } from "node:crypto";
 import { creditsInput } from "../api-shim/src/money/money.ts";
 import { isNote, isPlainText, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_NOTE_CHARACTERS } from "../api-shim/src/names.ts";
-import { isIsoInstant, notADay } from "../api-shim/src/requests/period.ts";
 import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey, keyStatus } from "./lib/admin-client.ts";
-import { commaList, type Io, npmDashHint, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
+import { commaList, instantFlag, type Io, npmDashHint, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
@@ -91,11 +90,7 @@ function noteFlag(note: string): void {
 
 /** An --expires-at the admin API reads (the shim's own check), else why not. */
 function expiresAtFlag(value: string | undefined): void {
-  if (value !== undefined && !isIsoInstant(value)) {
-    const why = notADay(value);
-    if (why !== null) throw new UsageError(`--expires-at: ${why}`);
-    throw new UsageError(`--expires-at "${value}" must be an ISO timestamp with its zone, e.g. 2026-12-31T23:59:59Z, or a date (00:00 UTC that day)`);
-  }
+  instantFlag("expires-at", value, "an ISO timestamp with its zone, e.g. 2026-12-31T23:59:59Z, or a date (00:00 UTC that day)");
 }
 
 /** Only one of two flags that say opposite things (--models and --all-models). */

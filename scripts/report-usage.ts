@@ -2,9 +2,9 @@
 //   [--group model|day] [--format table|json|csv]
 // A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
-import { isIsoInstant, notADay, parsePeriod } from "../api-shim/src/requests/period.ts";
+import { parsePeriod } from "../api-shim/src/requests/period.ts";
 import { type AdminClient, adminClient, type ApiKey, findKey, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
-import { oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { instantFlag, oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
@@ -154,16 +154,7 @@ async function mergedCsv(client: AdminClient, queries: readonly UsageQuery[]): P
   return csvs[0]! + csvs.slice(1).map(rows).join("");
 }
 
-/** A date or timestamp as the API takes it, checked here so the message names the flag. */
-function periodFlag(flag: string, value: string | undefined): string | undefined {
-  if (value === undefined) return undefined;
-  if (!isIsoInstant(value)) {
-    const why = notADay(value);
-    if (why !== null) throw new UsageError(`--${flag}: ${why}`);
-    throw new UsageError(`--${flag} "${value}" must be a date (2026-03-01) or a timestamp with a zone (2026-03-01T09:00:00Z)`);
-  }
-  return value;
-}
+const periodFlag = (flag: string, value: string | undefined) => instantFlag(flag, value, "a date (2026-03-01) or a timestamp with a zone (2026-03-01T09:00:00Z)");
 
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
   const deps = withDefaults(partial);

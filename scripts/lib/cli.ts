@@ -2,6 +2,7 @@
 // reports a bad flag, prints --help and exits the same way.
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { decimalNumber } from "../../infra/config/checks.ts";
+import { readInstant } from "../../api-shim/src/requests/period.ts";
 import { closestName } from "./closest-name.ts";
 
 /** A mistake the user can fix (a bad flag, a missing variable, an API refusal): shown without a stack trace. */
@@ -170,6 +171,17 @@ export function numberFlag(flag: string, value: string | undefined, spec: Number
 }
 
 /** "a, b ,c" → ["a", "b", "c"]; empty items dropped. */
+/**
+ * A date or timestamp flag as the shim's API takes it (period.ts readInstant), checked here so the
+ * message names the flag: a day that does not exist says so, any other shape says what `shapes` are.
+ */
+export function instantFlag(flag: string, value: string | undefined, shapes: string): string | undefined {
+  if (value === undefined) return undefined;
+  const read = readInstant(value);
+  if ("ms" in read) return value;
+  throw new UsageError(read.why !== null ? `--${flag}: ${read.why}` : `--${flag} "${value}" must be ${shapes}`);
+}
+
 export function commaList(value: string | undefined): string[] | undefined {
   if (value === undefined) return undefined;
   return value.split(",").map((s) => s.trim()).filter((s) => s !== "");

@@ -175,7 +175,12 @@ async function refusals(h: Harness): Promise<void> {
   await refused({ name: "x" }, 400, "name");
   await refused({ credits: 5 }, 400, "credits");
   await refused({ expires_at: "2020-01-01T00:00:00Z" }, 400, "expires_at");
-  await refused({ expires_at: "tomorrow" }, 400, "expires_at");
+  await refused({ expires_at: "tomorrow" }, 400, "expires_at", /must be a future ISO timestamp/);
+  // A day that does not exist is refused saying so, as /admin/usage's from and to are (and create's expiry too).
+  await refused({ expires_at: "2030-02-30" }, 400, "expires_at", /'expires_at': 2030-02-30 is not a day: February 2030 has 28 days/);
+  await refused({ expiresAt: "2030-04-31T12:00:00Z" }, 400, "expires_at", /2030-04-31 is not a day: April 2030 has 30 days/);
+  const create = await h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ name: "x", expires_at: "2030-13-01" }) });
+  expect([create.status, ((await create.json()) as { error: { message: string } }).error.message]).toEqual([400, "'expires_at': 2030-13-01 is not a day: the month is 01 to 12."]);
   await refused({ expires_at: "2030-01-01T00:00:00Z", expiresAt: "2030-01-01T00:00:00Z" }, 400, "expires_at");
   expect((await h.admin(`/admin/keys/${id}`, { method: "PATCH", body: "[1]" })).status).toBe(400);
   expect(await listedKey(h, id)).toEqual(before); // nothing of a refused change was made

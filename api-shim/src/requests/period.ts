@@ -41,31 +41,35 @@ const OFFSET_AS_SPACE = /(T[\d:.]+) (\d{2}:?\d{2})$/;
 
 function instant(given: unknown, param: string, end: boolean): number {
   const v = typeof given === "string" ? given.replace(OFFSET_AS_SPACE, "$1+$2") : given;
-  if (typeof v !== "string" || v.length > 40 || !isIsoInstant(v)) throw bad(param, v);
-  const ms = Date.parse(DATE.test(v) ? `${v}T00:00:00Z` : v);
-  return DATE.test(v) && end ? ms + DAY_MS : ms;
+  const read = readInstant(v, end);
+  if ("ms" in read) return read.ms;
+  if (read.why !== null) throw new ShimError("invalid_request", { param, message: `'${param}': ${read.why}.` });
+  throw new ShimError("invalid_request", { param, message: `'${param}' must be an ISO date (2026-01-31) or timestamp (2026-01-31T12:00:00Z).` });
 }
+
+const INSTANT = /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:?\d{2}))?$/;
 
 /**
- * An instant as the API takes it (period bounds, key expiry): an ISO date (a UTC day), or a
- * timestamp with its zone. Not whatever `Date.parse` reads: a timestamp without a zone would be
- * read in the server's zone, "March 3, 2027" is not ISO, and `2026-02-30` rolls over to March 2.
+ * An instant as the API and the scripts take it (period bounds, key expiry, date flags): an ISO
+ * date (a UTC day: its first instant, or with `end` the next day's), or a timestamp with its zone.
+ * Not whatever `Date.parse` reads: a timestamp without a zone would be read in the server's zone,
+ * "March 3, 2027" is not ISO, and `2026-02-30` rolls over to March 2. Otherwise why not: notADay's
+ * reason for a date's shape naming no day, or null for any other wrong shape (each caller says
+ * which shapes it takes). The one place the shim and the scripts read instants.
  */
-export function isIsoInstant(v: string): boolean {
-  const m = /^(\d{4})-(\d{2})-(\d{2})(T[\d:.]+(Z|[+-]\d{2}:?\d{2}))?$/.exec(v);
-  if (!m || !Number.isFinite(Date.parse(DATE.test(v) ? `${v}T00:00:00Z` : v))) return false;
-  const [year, month, day] = [Number(m[1]), Number(m[2]), Number(m[3])];
-  // setUTCFullYear, not Date.UTC, which reads years 0-99 as 1900-1999.
-  const date = new Date(0);
-  date.setUTCFullYear(year, month - 1, day);
-  return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day;
+export function readInstant(v: unknown, end = false): { ms: number } | { why: string | null } {
+  if (typeof v !== "string") return { why: null };
+  const why = notADay(v);
+  if (why !== null) return { why };
+  if (v.length > 40 || !INSTANT.test(v)) return { why: null };
+  const date = DATE.test(v);
+  const ms = Date.parse(date ? `${v}T00:00:00Z` : v);
+  if (!Number.isFinite(ms)) return { why: null };
+  return { ms: date && end ? ms + DAY_MS : ms };
 }
 
-function bad(param: string, v: unknown): ShimError {
-  const why = typeof v === "string" ? notADay(v) : null;
-  if (why !== null) return new ShimError("invalid_request", { param, message: `'${param}': ${why}.` });
-  return new ShimError("invalid_request", { param, message: `'${param}' must be an ISO date (2026-01-31) or timestamp (2026-01-31T12:00:00Z).` });
-}
+/** Whether `v` is an instant readInstant reads. */
+export const isIsoInstant = (v: string): boolean => "ms" in readInstant(v);
 
 const MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
 

@@ -4,7 +4,7 @@ import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { generateKey, isKeyId } from "../auth/keys.ts";
 import { creditsInput, creditsNumber, formatCredits, MAX_BALANCE_MICRO } from "../money/money.ts";
-import { isIsoInstant, parsePeriod, showPeriod } from "../requests/period.ts";
+import { parsePeriod, readInstant, showPeriod } from "../requests/period.ts";
 import { onlyKnown } from "../requests/known-members.ts";
 import { grantRefusal, type KeyChanges, type KeyDetails } from "../store/store.ts";
 import { isKeyName, isModelName, isNote, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_KEY_NAME_CHARACTERS, MAX_NOTE_CHARACTERS } from "../names.ts";
@@ -151,11 +151,12 @@ function expiryField(ctx: ShimContext, body: Record<string, unknown>): number | 
   if (body.expires_at !== undefined && body.expiresAt !== undefined) throw invalid("Give 'expires_at' or 'expiresAt', not both.", "expires_at");
   const expiry = body.expires_at !== undefined ? body.expires_at : body.expiresAt; // not ??: a null is given
   if (expiry === undefined || expiry === null) return expiry as null | undefined;
-  const at = typeof expiry === "string" && expiry.length <= 40 && isIsoInstant(expiry) ? Date.parse(expiry) : NaN;
-  if (!Number.isFinite(at) || at <= ctx.clock.now()) {
+  const read = readInstant(expiry);
+  if ("why" in read && read.why !== null) throw invalid(`'expires_at': ${read.why}.`, "expires_at");
+  if (!("ms" in read) || read.ms <= ctx.clock.now()) {
     throw invalid("'expires_at' must be a future ISO timestamp with its zone (2027-01-31T23:59:59Z) or date (00:00 UTC that day).", "expires_at");
   }
-  return at;
+  return read.ms;
 }
 
 function modelList(ctx: ShimContext, v: unknown): string[] | null {
