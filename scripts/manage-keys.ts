@@ -250,6 +250,8 @@ async function updateKey(flags: Flags, client: AdminClient, io: Io): Promise<num
   try {
     updated = await client.updateKey(key.id, body);
   } catch (err) {
+    // A shim from before the route: its 405 (nothing changed) says what to do, not how it refused.
+    if (err instanceof AdminApiError && err.status === 405) throw new UsageError("this shim predates `update` (PATCH /admin/keys/{id}): upgrade it (pulumi up)");
     if (mayHaveActed(err)) throw new UsageError(`${err.message}\nThe change may have been made. Running this update again is safe: it sets the same values (${manageKeysCommand(flags, "list")} shows them).`);
     throw err;
   }

@@ -253,6 +253,25 @@ describe("manage-keys against a real shim", () => {
     await refused(["--key", id, "--tier", "pro"], /409 key_inactive: This key is revoked: it cannot be changed/);
   });
 
+  it("update against a shim older than PATCH /admin/keys/{id} (its 405) says to upgrade the shim", async () => {
+    const key = { id: "AAAAAAAAAAAA", object: "api_key", name: "team-07", tier: "free", models: null, balance: 1, held: 0, credits_remaining: 1, requests_in_flight: 0, created_at: "2026-01-01T00:00:00.000Z", expires_at: null, revoked_at: null };
+    // What a shim of before `update` answers: the route has DELETE only (its 405, with Allow).
+    const old = createServer((req, res) => {
+      req.resume();
+      if (req.method === "GET") return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ object: "list", data: [key] }));
+      res.writeHead(405, { "content-type": "application/json", allow: "DELETE" })
+        .end(JSON.stringify({ error: { message: "This method is not allowed on this path. Allowed: DELETE.", type: "invalid_request_error", param: null, code: "method_not_allowed" } }));
+    });
+    await new Promise<void>((resolve) => old.listen(0, "127.0.0.1", resolve));
+    try {
+      const r = await keys(["update", "--url", `http://127.0.0.1:${(old.address() as AddressInfo).port}`, "--key", "team-07", "--tier", "pro"]);
+      expect(r.code).toBe(1);
+      expect(r.lastLine).toBe("this shim predates `update` (PATCH /admin/keys/{id}): upgrade it (pulumi up)");
+    } finally {
+      old.close();
+    }
+  });
+
   it("a wrong admin token: a clear error and exit 1", async () => {
     const r = await keys(["list", "--url", h.url], { env: { GPU_SANDBOX_ADMIN_TOKEN: "not-the-token" } });
     expect(r.code).toBe(1);
