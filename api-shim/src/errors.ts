@@ -44,12 +44,13 @@ export const ERROR_TABLE = {
     message: "This key is revoked: credits granted to it could never be spent.",
     final: true,
   },
-  // PATCH /admin/keys/{id} of a key from the stack's configuration (a bootstrap key): the next
-  // start would put its tier and models back, so the change is refused rather than lost silently.
+  // PATCH /admin/keys/{id} of a key from the configuration (a bootstrap key): the next start would
+  // put its tier and models back, so the change is refused rather than lost silently. Both places
+  // named: a shim run by hand (no stack) takes its keys from SHIM_CONFIG, where `pulumi up` does nothing.
   key_from_configuration: {
     status: 409,
     type: "invalid_request_error",
-    message: "This key is defined in the stack's configuration (gpu-sandbox:keys): every start of the shim sets its tier and models from there again, so a change here would be undone. Change its entry in the stack's gpu-sandbox:keys and run `pulumi up`.",
+    message: "This key is defined in the configuration (the stack's gpu-sandbox:keys, or SHIM_CONFIG's bootstrapKeys for a shim you run yourself): every start of the shim sets its tier and models from there again, so a change here would be undone. Change its entry there, then run `pulumi up` (or restart the shim you run).",
     final: true,
   },
   // PATCH /admin/keys/{id} bringing an expired key back while another key in use has its name.
