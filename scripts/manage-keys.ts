@@ -93,6 +93,9 @@ function expiresAtFlag(value: string | undefined): void {
   instantFlag("expires-at", value, "an ISO timestamp with its zone, e.g. 2026-12-31T23:59:59Z, or a date (00:00 UTC that day)");
 }
 
+/** A time the admin API gives (`2030-01-01T00:00:00.000Z`) as every command shows it, to the second: `2030-01-01T00:00:00Z`. */
+const shownTime = (iso: string): string => iso.replace(/\.\d+Z$/, "Z");
+
 /** Only one of two flags that say opposite things (--models and --all-models). */
 function oneOf(flags: Flags, a: keyof Flags, b: keyof Flags): void {
   if (flags[a] !== undefined && flags[b] !== undefined) throw new UsageError(`--${a} and --${b} contradict each other: give one`);
@@ -151,7 +154,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       const expiryLost = flags["expires-at"] !== undefined && created.expires_at === null;
       if (flags.json) io.out(JSON.stringify(created, null, 2));
       else {
-        io.out(`Created key ${created.name} (id ${created.id}): tier ${created.tier}, ${created.balance} credits${created.models ? `, models ${created.models.join(", ")}` : ""}${created.expires_at ? `, expires ${created.expires_at}` : ""}.`);
+        io.out(`Created key ${created.name} (id ${created.id}): tier ${created.tier}, ${created.balance} credits${created.models ? `, models ${created.models.join(", ")}` : ""}${created.expires_at ? `, expires ${shownTime(created.expires_at)}` : ""}.`);
         io.out(`Key (shown once; only its hash is stored): ${created.key}`);
       }
       if (expiryLost) {
@@ -258,7 +261,7 @@ async function updateKey(flags: Flags, client: AdminClient, io: Io): Promise<num
   if (flags.json) io.out(JSON.stringify(updated, null, 2));
   else {
     const models = updated.models ? `models ${updated.models.join(", ")}` : "every model";
-    const expiry = updated.expires_at ? `expires ${updated.expires_at}` : "no expiry";
+    const expiry = updated.expires_at ? `expires ${shownTime(updated.expires_at)}` : "no expiry";
     io.out(`Updated key ${updated.name} (${updated.id}): tier ${updated.tier}, ${models}, ${expiry}. Its next request has them; its balance (${updated.balance}) and usage are unchanged.`);
   }
   return 0;
@@ -276,8 +279,8 @@ export function formatKeys(keys: readonly ApiKey[]): string {
     { header: "IN-FLIGHT", value: (k) => k.requests_in_flight ?? "-" },
     { header: "REMAINING", value: (k) => k.credits_remaining },
     { header: "MODELS", value: (k) => (k.models ? k.models.join(",") : "all") },
-    { header: "CREATED", value: (k) => k.created_at.replace(/\.\d+Z$/, "Z") },
-    { header: "EXPIRES", value: (k) => (k.expires_at ? k.expires_at.replace(/\.\d+Z$/, "Z") : "-") },
+    { header: "CREATED", value: (k) => shownTime(k.created_at) },
+    { header: "EXPIRES", value: (k) => (k.expires_at ? shownTime(k.expires_at) : "-") },
     { header: "STATUS", value: (k) => keyStatus(k) },
   ], keys);
 }

@@ -222,7 +222,7 @@ describe("manage-keys against a real shim", () => {
     await expect(chat(key)).rejects.toBeInstanceOf(OpenAI.PermissionDeniedError);
     const r = await keys(["update", "--url", h.url, "--key", "to-update", "--tier", "pro", "--models", "qwen2.5-7b", "--expires-at", "2099-01-01"]);
     expect(r.code, r.err).toBe(0);
-    expect(r.out).toBe(`Updated key to-update (${id}): tier pro, models qwen2.5-7b, expires 2099-01-01T00:00:00.000Z. Its next request has them; its balance (5) and usage are unchanged.`);
+    expect(r.out).toBe(`Updated key to-update (${id}): tier pro, models qwen2.5-7b, expires 2099-01-01T00:00:00Z. Its next request has them; its balance (5) and usage are unchanged.`);
     expect((await chat(key)).choices[0]?.message.content).toBeTruthy(); // the same secret, the new allow-list
     expect((await listed()).find((k) => k.id === id)).toMatchObject({ tier: "pro", models: ["qwen2.5-7b"], expires_at: "2099-01-01T00:00:00.000Z" });
 
