@@ -1,6 +1,6 @@
 import { coversEveryAddress, isCidr } from "./auth/client-address.ts";
 import { parseFileConfig, problem } from "./config-file.ts";
-import { shownValue, URL_SCHEME } from "./shown-value.ts";
+import { shownUrlOrValue, shownValue, URL_SCHEME } from "./shown-value.ts";
 import { namesPostgres, parseDatabaseUrl } from "./store/database-url.ts";
 import { driverEnvironmentProblems } from "./store/postgres-environment.ts";
 
@@ -201,7 +201,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     let ok = false;
     let credentials = false;
     // A URL (a scheme and `//`) as shownUrl shows it; anything else, by its first characters.
-    const shown = shownValue(v, secrets, URL_SCHEME.test(v) ? shownUrl(v) : undefined);
+    const shown = shownUrlOrValue(v, secrets, shownUrl);
     try {
       const u = new URL(v);
       credentials = u.username !== "" || u.password !== "";

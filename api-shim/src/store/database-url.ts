@@ -1,5 +1,5 @@
 import { parse as driverParse } from "pg-connection-string";
-import { type NamedSecrets, shownValue, URL_SCHEME } from "../shown-value.ts";
+import { type NamedSecrets, shownUrlOrValue, shownValue, URL_SCHEME } from "../shown-value.ts";
 
 /**
  * SHIM_DATABASE_URL, read once: `sqlite:<path>` (relative to the working directory),
@@ -53,7 +53,7 @@ function checkDriverReads(url: string, secrets: NamedSecrets): void {
 }
 
 /** A SHIM_DATABASE_URL that is not valid, in its problem: a URL as redactUrl shows it, anything else as shownValue does. */
-const shown = (url: string, secrets: NamedSecrets): string => shownValue(url, secrets, URL_SCHEME.test(url) ? redactUrl(url) : undefined);
+const shown = (url: string, secrets: NamedSecrets): string => shownUrlOrValue(url, secrets, redactUrl);
 
 /**
  * A `?`, `/`, `#` or `@` unencoded in the password, where the driver does not refuse the URL
