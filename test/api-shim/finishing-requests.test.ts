@@ -103,6 +103,21 @@ describe("the next request right after the SDK stopped a stream", () => {
     }
   });
 
+  it("a key whose balance exactly equals the hold waits for its request in flight too (it could pay once that one settled)", async () => {
+    const { key } = await h.createKey({ credits: 61 });
+    const c = h.client(key);
+    const stop = await longStream(c, 60); // holds all 61 for ~1.8 s
+    try {
+      const started = performance.now();
+      const e = await failure(() => c.chat.completions.create(ask)); // a hold of 61: the whole balance
+      expect(e.status).toBe(402);
+      expect(e.message).toBe("402 Insufficient credits. Required: 61, Available: 0");
+      expect(performance.now() - started).toBeGreaterThanOrEqual(FINISHING_GRACE_MS - 20);
+    } finally {
+      await stop();
+    }
+  });
+
   it("a key at its concurrency cap with a request genuinely in flight gets its 429 after the grace", async () => {
     const { key } = await h.createKey({ credits: 1000, tier: "one" });
     const c = h.client(key);
