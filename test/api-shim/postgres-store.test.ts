@@ -17,7 +17,7 @@ import { ClientLeftError, SchemaOwnerNeededError, SessionSettingsError, StoreUna
 import { type FrozenProxy, frozenProxy } from "../support/frozen-proxy.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
 import { type RunningPgbouncer, startPgbouncer } from "../support/pgbouncer.ts";
-import { type RunningPostgres, sqlOn, startPostgres } from "../support/postgres.ts";
+import { type RunningPostgres, sqlOn, startPostgres, USER } from "../support/postgres.ts";
 import { previousStores } from "../support/previous-version.ts";
 import { ShimStartError, spawnShim, writeProcessConfig } from "../support/shim-process.ts";
 import { freePort, pollUntil, tempDir } from "../support/tools.ts";
@@ -659,6 +659,25 @@ describe("PostgresStore", () => {
     } finally {
       await shim.close();
     }
+  });
+
+  it("a pooled connection /ready found on a server taking no writes is not reused: once new connections reach a writable one (after a failover), it is ready", async () => {
+    const s = await replica({ poolSize: 1 });
+    const pool = (s as unknown as { pool: pg.Pool }).pool;
+    const roleReadOnly = (on: boolean) => sqlOn(`${url}?options=-c%20default_transaction_read_only%3Doff`, on ? `ALTER ROLE ${USER} SET default_transaction_read_only = on` : `ALTER ROLE ${USER} RESET default_transaction_read_only`);
+    // The pool's one connection is made again while the role's new sessions are read-only: it
+    // stands for a connection that reached the old primary, now a standby, after a failover.
+    await roleReadOnly(true);
+    try {
+      const c = await pool.connect();
+      c.release(true);
+      await expect(s.ping()).rejects.toMatchObject({ cause: { message: expect.stringMatching(/^the database is read-only/) } });
+    } finally {
+      await roleReadOnly(false);
+    }
+    // New sessions take writes again. Kept, the read-only session would answer every probe, and
+    // the load balancer kept the replica out until it restarted.
+    await s.ping();
   });
 
   it("a database read-only by default (a full disk, not a failover) leaves each replica its liveness lock: once writable again, no sweep releases a live replica's hold", { timeout: 60_000 }, async () => {
