@@ -53,6 +53,37 @@ describe("WalSync (an admin write's fdatasync of the WAL)", () => {
     expect(datasync).toHaveBeenCalledTimes(1);
     await w.close();
   });
+
+  it("a sync asked for while one is in flight waits for a datasync that starts after it, not the one already running (that may have started before its commit)", async () => {
+    const w = new WalSync(db);
+    await w.sync(); // the handle is open
+    const handle = await (w as unknown as { handle: Promise<import("node:fs/promises").FileHandle> }).handle;
+    const gates: (() => void)[] = [];
+    const datasync = vi.spyOn(handle, "datasync").mockImplementation(() => new Promise<void>((r) => gates.push(r)));
+    let secondDone = false;
+    const first = w.sync();
+    await expect.poll(() => gates.length).toBe(1);
+    const second = w.sync().then(() => void (secondDone = true)); // committed while the first datasync runs
+    const third = w.sync(); // shares the second's
+    gates[0]!();
+    await first;
+    await expect.poll(() => gates.length).toBe(2); // a datasync of its own
+    expect(secondDone).toBe(false);
+    gates[1]!();
+    await Promise.all([second, third]);
+    expect(datasync).toHaveBeenCalledTimes(2);
+    await w.close();
+  });
+
+  it("a WAL that could not be opened (not there yet) is opened again at the next sync, not refused for good", async () => {
+    rmSync(`${db}-wal`);
+    const w = new WalSync(db);
+    await expect(w.sync()).rejects.toMatchObject({ code: "ENOENT" });
+    writeFileSync(`${db}-wal`, "x"); // the next commit made it
+    await expect(w.sync()).resolves.toBeUndefined();
+    await w.close();
+    expect(openOn(`${db}-wal`)).toBe(0);
+  });
 });
 
 /**

@@ -5,6 +5,7 @@ import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { VolumeFullError } from "../../api-shim/src/store/sqlite-space.ts";
+import { failureToFailWith } from "../../api-shim/src/store/sqlite-checkpointer.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { reportSql } from "../../api-shim/src/store/sqlite-usage-report.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
@@ -346,6 +347,20 @@ describe("SqliteStore", () => {
     expect((again[0] as { code?: string }).code).toBe("SQLITE_CORRUPT");
   });
 
+  it("a checkpoint thread that dies leaves checkpoints to the main connection: the WAL does not grow without bound", async () => {
+    await store.createKey(newKey("w", 1e12));
+    const worker = (store as unknown as { checkpointer: import("node:worker_threads").Worker }).checkpointer;
+    await worker.terminate(); // as if it died
+    const walSize = () => statSync(`${file}-wal`).size;
+    for (let i = 0; i < 3000; i++) {
+      await store.reserve({ reservationId: `d${i}`, keyId: "w", amount: 10, at: Date.now() });
+      await store.settle({ reservationId: `d${i}`, keyId: "w", hold: 10, cost: 5, usage: usage("w", `d${i}`, 5) });
+      await new Promise((r) => setImmediate(r)); // one COMMIT per request
+    }
+    // wal_autocheckpoint = 1000 pages (4 MiB): the WAL is copied and started over past that.
+    expect(walSize()).toBeLessThan(6 * 1024 * 1024);
+  }, 60_000);
+
   it("a database file moved away as the store starts is not created anew, empty, by the checkpoint thread", async () => {
     await store.close();
     store = new SqliteStore(file);
@@ -380,6 +395,25 @@ describe("SqliteStore", () => {
     await dead.close();
     expect(await store.releaseStaleReservations()).toBe(1);
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 2, ledgerSum: 10, reservations: 1, reservedSum: 2 }]);
+  });
+
+  it("releases a dead process's holds and keeps every one of its own, several on one key", async () => {
+    await store.createKey(newKey("k", 10));
+    await store.reserve({ reservationId: "m1", keyId: "k", amount: 2, at: 1 });
+    await store.reserve({ reservationId: "m2", keyId: "k", amount: 3, at: 1 });
+    await store.flush();
+    const dead = new SqliteStore(file);
+    await dead.reserve({ reservationId: "theirs", keyId: "k", amount: 4, at: 1 });
+    await dead.close();
+    expect(await store.releaseStaleReservations()).toBe(1);
+    expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 5, ledgerSum: 10, reservations: 2, reservedSum: 5 }]);
+  });
+
+  it("an admin write the database refuses for its own reason (a duplicate key) is answered at once, not retried as if the lock were busy", async () => {
+    await store.createKey(newKey("dup", 1));
+    const started = performance.now();
+    await expect(store.createKey(newKey("dup", 1))).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(performance.now() - started).toBeLessThan(1000); // busyTimeoutMs is 5 s
   });
 
   it("holds are visible to other connections as the key's held sum and count, and settled exactly once", async () => {
@@ -623,4 +657,18 @@ describe("SqliteStore on a small volume (root: a tmpfs)", () => {
       unmountVolume(mnt);
     }
   }, 60_000);
+});
+
+describe("failureToFailWith (which checkpoint failures fail the store closed)", () => {
+  const err = (code: string) => Object.assign(new Error(`${code} error`), { code });
+  it("a failing disk's: only once they have failed for the limit and at least 5 times; a corrupt or full file's at once", () => {
+    const eio = err("SQLITE_IOERR_FSYNC");
+    expect(failureToFailWith({ error: eio, failures: 4, failingMs: 120_000 }, 60_000)).toBeNull();
+    expect(failureToFailWith({ error: eio, failures: 50, failingMs: 59_999 }, 60_000)).toBeNull();
+    expect(failureToFailWith({ error: eio, failures: 5, failingMs: 60_000 }, 60_000)).toMatchObject({ code: "SQLITE_IOERR_FSYNC", message: expect.stringMatching(/^WAL checkpoints have failed for 60 s \(5 failures/) });
+    for (const code of ["SQLITE_CORRUPT", "SQLITE_CORRUPT_INDEX", "SQLITE_NOTADB", "SQLITE_FULL"]) {
+      const e = err(code);
+      expect(failureToFailWith({ error: e, failures: 1, failingMs: 0 }, 60_000)).toBe(e);
+    }
+  });
 });
