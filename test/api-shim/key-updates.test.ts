@@ -155,6 +155,15 @@ async function revivalOfANameInUse(h: Harness, clock: ReturnType<typeof manualCl
   expect((await patch(h, old.id, { tier: "small" })).status).toBe(200);
   expect((await h.admin(`/admin/keys/${fresh.id}`, { method: "DELETE" })).status).toBe(200);
   expect(((await (await patch(h, old.id, { expires_at: later })).json()) as ShownKey).expires_at).toBe(later);
+  // Namesakes that are all expired leave the name free: the later one's expiry moves on (a store
+  // that looked for a namesake in use at the epoch, not now, refused it 409).
+  const first = await h.createKey({ name: "team-08", expires_at: new Date(clock.now() + 1000).toISOString() });
+  clock.advance(1000);
+  const second = await h.createKey({ name: "team-08", expires_at: new Date(clock.now() + 1000).toISOString() });
+  clock.advance(1000);
+  expect(first.id).not.toBe(second.id);
+  const moved = await patch(h, second.id, { expires_at: new Date(clock.now() + 86_400_000).toISOString() });
+  expect(moved.status, await moved.clone().text()).toBe(200);
 }
 
 async function refusals(h: Harness): Promise<void> {
