@@ -283,6 +283,14 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["CIDR list given as a string", { ...base, adminCidrs: "203.0.113.7/32" }, ['gpu-sandbox:adminCidrs = "203.0.113.7/32": must be a list']],
     ["stack name breaks label rules", { ...base }, ['gpu-sandbox:(stack name) = "Acme_Corp": must be 3-24 characters'], "Acme_Corp"],
     ["stack name too long", { ...base }, ['gpu-sandbox:(stack name) = "a-very-long-tenant-name-indeed": must be 3-24'], "a-very-long-tenant-name-indeed"],
+    // 25 characters: gs-<tenant>-data would be 33, past Linode's 32-character volume label.
+    ["stack name one character too long", { ...base }, ['gpu-sandbox:(stack name) = "abcdefghijklmnopqrstuvwxy": must be 3-24'], "abcdefghijklmnopqrstuvwxy"],
+    // Linode labels refuse consecutive hyphens.
+    ["stack name with a double hyphen", { ...base }, ['gpu-sandbox:(stack name) = "acme--corp": must be 3-24'], "acme--corp"],
+    ["a provider named as the vLLM model", { ...base, model: { id: "a/b", servedName: "qwen" }, providers: [{ name: "qwen", model: "groq/llama-3.3-70b-versatile", apiKey: "gsk_x" }] },
+      ['gpu-sandbox:providers[0].name = "qwen": is already the name of another model']],
+    ["an IPv4 prefix past 32", { ...base, allowedCidrs: ["0.0.0.0/0", "81.2.69.0/33"] }, ['gpu-sandbox:allowedCidrs[1] = "81.2.69.0/33": is not a CIDR']],
+    ["connections past nginx's per-address cap", { ...base, limits: { connections: 4097 } }, ["gpu-sandbox:limits.connections = 4097: must be between 1 and 4096"]],
     ["negative credits", { ...base, keys: [{ name: "app", credits: -5 }] }, ["gpu-sandbox:keys[0].credits = -5: must not be negative"]],
     ["too many decimals", { ...base, keys: [{ name: "app", credits: 0.0000001 }] }, ["gpu-sandbox:keys[0].credits = 1e-7: must have at most 6 decimal places"]],
     ["unknown tier", { ...base, keys: [{ name: "app", credits: 1, tier: "gold" }] },
@@ -573,6 +581,9 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     expect(deployProblems(["81.2.69.160/32", "10.89.0.1/32"])).toEqual([]);
     // pulumi up dials the host's IPv4 address: a public IPv6 entry does not make a private IPv4 one enough.
     expect(deployProblems(["10.0.0.5/32", "2a01:4f8::1/128"])).toEqual([expect.stringMatching(/^gpu-sandbox:adminCidrs\[0\] = "10\.0\.0\.5\/32": is a private address/)]);
+    // 0.0.0.0/0 alone lets everyone in: not the "this network" 0.0.0.0/8, nor any range it holds. Nor is 172.20/16 public.
+    expect(deployProblems(["0.0.0.0/0"])).toEqual([]);
+    expect(deployProblems(["172.20.0.1/32"])).toEqual([expect.stringMatching(/^gpu-sandbox:adminCidrs\[0\] = "172\.20\.0\.1\/32": is a private address/)]);
     // Public addresses, and ranges wider than a private one (a /0 has its own warning), are fine.
     expect(deployProblems(["81.2.69.160/32", "0.0.0.0/0", "::/0", "192.0.0.0/8", "2a01:4f8::/32"])).toEqual([]);
     // With other problems they are listed with them, so one run shows everything to fix.

@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
 import { BlockList } from "node:net";
 import { createHash } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import { gunzipSync } from "node:zlib";
@@ -239,6 +239,14 @@ describe("firewall edge cases", () => {
   });
 });
 
+describe("an adminCidrs network wider than allowedCidrs", () => {
+  it("opens the API's port to all of it, not only the allowedCidrs network it starts in", async () => {
+    const { firewallRules } = await import("../../infra/components/gpu-host.ts");
+    const [, https] = firewallRules(["81.2.68.0/24"], ["81.2.68.0/23"], "self-signed");
+    expect(https!.ipv4s).toEqual(["81.2.68.0/24", "81.2.68.0/23"]);
+  });
+});
+
 describe("the plan that `npm run render` prints", () => {
   it("warns when adminCidrs lets in the whole internet, and only then", async () => {
     const { configWarnings, formatPlan, planFor } = await import("../../infra/plan.ts");
@@ -415,6 +423,15 @@ describe("the serving stack under the mock runtime", () => {
     expect(await valueOf(outputs.endpoint)).toBe("https://192-0-2-10.ip.linodeusercontent.com/v1");
   });
 
+  it("puts each bootstrap key's credits, tier and model list in the bundle: without the list the key could use every model, paid ones included", async () => {
+    const { stagingDir } = await run("example", configFor("example", {
+      providers: [{ name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: "gsk_test_provider_key" }],
+      keys: [{ name: "app", credits: 7, tier: "pro", models: ["qwen2.5-7b"] }],
+    }));
+    const shim = parse(readFileSync(join(stagingDir, "bundle", "shim/config.yaml"), "utf8"));
+    expect(shim.bootstrapKeys).toEqual([expect.objectContaining({ name: "app", credits: 7, tier: "pro", models: ["qwen2.5-7b"] })]);
+  });
+
   it("changes the bundle, and not the instance, when the model, prices or keys change", async () => {
     const first = await run("example", configFor("example"));
     const changed = await run("example", configFor("example", {
@@ -585,6 +602,68 @@ describe("the serving stack under the mock runtime", () => {
     expect(Object.keys(await valueOf(closed.outputs.apiKeys))).toEqual(Object.keys(await valueOf(deployed.outputs.apiKeys)));
     expect(await valueOf(closed.outputs.adminToken)).toBeTruthy();
     expect(await valueOf(closed.outputs.caCertificate)).toContain("BEGIN CERTIFICATE");
+  });
+});
+
+describe("what keeps the tenant's data, dates and secrets across updates", () => {
+  it("deletes a replaced instance, volume or firewall before creating the new one: Linode labels are unique", async () => {
+    const { resources } = await run("example", configFor("example"));
+    for (const type of ["linode:index/instance:Instance", "linode:index/volume:Volume", "linode:index/firewall:Firewall"]) {
+      expect(one(resources, type).deleteBeforeReplace, type).toBe(true);
+    }
+  });
+
+  it("keeps the creation time of the first pulumi up (later ones must not move the expiry), and the deploy marker while SSH is closed", async () => {
+    const open = await run("example", configFor("example"));
+    expect(open.resources.find((r) => r.name === "example-created-at")!.ignoreChanges).toEqual(["keepers"]);
+    expect(open.resources.find((r) => r.name === "example-deployed")!.ignoreChanges).toEqual([]);
+    const closed = await run("example", configFor("example", { adminCidrs: [] }));
+    expect(closed.resources.find((r) => r.name === "example-deployed")!.ignoreChanges).toEqual(["keepers"]);
+  });
+
+  it("deploys, and on destroy stops the stack, with the volume in place: the ledger is settled before the volume goes", async () => {
+    const { resources } = await run("example", configFor("example"));
+    const volume = one(resources, "linode:index/volume:Volume").urn;
+    expect(resources.find((r) => r.name === "example-deploy")!.dependencies).toContain(volume);
+    expect(resources.find((r) => r.name === "example-stop-on-destroy")!.dependencies).toContain(volume);
+  });
+
+  it("writes .env on the host readable by root alone, whatever the login shell's umask", async () => {
+    const { resources } = await run("example", configFor("example"));
+    const create = String(resources.find((r) => r.name === "example-env")!.inputs.create);
+    const dest = tempDir();
+    const ran = spawnSync("bash", ["-c", `umask 022; ${create.replaceAll("/opt/gpu-sandbox", dest)}`], { input: "A=1\n", encoding: "utf8" });
+    expect(ran.status, ran.stderr).toBe(0);
+    expect(readFileSync(join(dest, ".env"), "utf8")).toBe("A=1\n");
+    expect(statSync(join(dest, ".env")).mode & 0o777).toBe(0o600);
+  });
+
+  it("waits for SSH once per host: a later update (a new adminCidrs) runs no wait", async () => {
+    const { resources } = await run("example", configFor("example"));
+    const wait = resources.find((r) => r.name === "example-ssh-wait")!;
+    expect(wait.inputs.update).toBe("true");
+  });
+
+  it("gives host-ready as long as the host's first boot to open SSH", async () => {
+    const { resources } = await run("example", configFor("example"));
+    const { dialErrorLimit, perDialTimeout } = plain(resources.find((r) => r.name === "example-host-ready")!.inputs.connection);
+    expect(dialErrorLimit * perDialTimeout).toBeGreaterThanOrEqual(45 * 60);
+  });
+
+  it("certifies the self-signed server for its name and address, for server auth, signed by a CA", async () => {
+    const { resources } = await run("example", configFor("example", { tls: { mode: "self-signed" } }));
+    const request = one(resources, "tls:index/certRequest:CertRequest");
+    expect(plain(request.inputs.dnsNames)).toEqual(["192-0-2-10.ip.linodeusercontent.com"]);
+    expect(plain(request.inputs.ipAddresses)).toEqual([MOCK_IP]);
+    expect(resources.find((r) => r.name === "example-tls-ca")!.inputs.isCaCertificate).toBe(true);
+    expect(one(resources, "tls:index/locallySignedCert:LocallySignedCert").inputs.allowedUses).toContain("serverAuth");
+  });
+
+  it("installs Let's Encrypt's placeholder with its private key, so nginx starts before certbot's first certificate", async () => {
+    const { resources } = await run("example", configFor("example"));
+    const pem = String(plain(resources.find((r) => r.name === "example-certificate")!.inputs.stdin));
+    expect(pem).toContain("BEGIN CERTIFICATE");
+    expect(pem).toContain("PRIVATE KEY");
   });
 });
 

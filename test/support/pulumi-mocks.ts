@@ -24,6 +24,10 @@ export interface RecordedResource {
   readonly outputs: Readonly<Record<string, any>>;
   /** Its `replaceOnChanges` option: properties whose change replaces it. */
   readonly replaceOnChanges: readonly string[];
+  /** Its `ignoreChanges` option: inputs whose change `pulumi up` ignores, keeping the value in state. */
+  readonly ignoreChanges: readonly string[];
+  /** Its `deleteBeforeReplace` option: a replacement deletes the old one first (Linode labels are unique). */
+  readonly deleteBeforeReplace: boolean;
   /** The provider plugin version it was registered with ("" for a component). */
   readonly providerVersion: string;
 }
@@ -76,12 +80,12 @@ export function installMocks(stack: string, overrides: {
   });
   // The mocks' newResource is not told the dependencies, parent or options: the registration
   // request holds them, and its answer the URN.
-  const registrations = new Map<string, Pick<RecordedResource, "dependencies" | "parent" | "propertyDependencies" | "replaceOnChanges" | "providerVersion">>();
+  const registrations = new Map<string, Pick<RecordedResource, "dependencies" | "parent" | "propertyDependencies" | "replaceOnChanges" | "ignoreChanges" | "deleteBeforeReplace" | "providerVersion">>();
   const recorded = new Map<string, { -readonly [K in keyof RecordedResource]: RecordedResource[K] }>();
   const key = (type: string, name: string) => `${type}::${name}`;
   pulumi.runtime.setMocks({
     newResource(args) {
-      const registration = registrations.get(key(args.type, args.name)) ?? { dependencies: [], parent: "", propertyDependencies: {}, replaceOnChanges: [], providerVersion: "" };
+      const registration = registrations.get(key(args.type, args.name)) ?? { dependencies: [], parent: "", propertyDependencies: {}, replaceOnChanges: [], ignoreChanges: [], deleteBeforeReplace: false, providerVersion: "" };
       const record = { type: args.type, name: args.name, inputs: args.inputs, urn: "", outputs: {}, ...registration };
       resources.push(record);
       recorded.set(key(args.type, args.name), record);
@@ -159,7 +163,8 @@ export function installMocks(stack: string, overrides: {
     });
     registrations.set(key(req.getType(), req.getName()), {
       dependencies: [...urns], parent: req.getParent(), propertyDependencies,
-      replaceOnChanges: req.getReplaceonchangesList(), providerVersion: req.getVersion(),
+      replaceOnChanges: req.getReplaceonchangesList(), ignoreChanges: req.getIgnorechangesList(),
+      deleteBeforeReplace: req.getDeletebeforereplace(), providerVersion: req.getVersion(),
     });
     return register(req, (err, resp) => {
       const record = recorded.get(key(req.getType(), req.getName()));
@@ -177,6 +182,8 @@ interface RegisterRequest {
   getParent(): string;
   getVersion(): string;
   getReplaceonchangesList(): string[];
+  getIgnorechangesList(): string[];
+  getDeletebeforereplace(): boolean;
   getDependenciesList(): string[];
   getPropertydependenciesMap(): { forEach(fn: (deps: { getUrnsList(): string[] }, property: string) => void): void };
 }
