@@ -161,15 +161,20 @@ export function endpointUrl(url: string, what: string, credential: string): URL 
   try {
     u = new URL(url);
   } catch {
-    // Not parsed, so shown with everything from "//" to its last "@" left out: a password with a
-    // "/" (base64) or an "@" in it is what made it no URL.
-    throw new UsageError(`${what} "${url.replace(/\/\/.*@/, "//…@")}" is not a URL; expected e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
+    // A password with a "/" (base64) or an "@" in it is what made it no URL.
+    throw new UsageError(`${what} "${withoutUserInfo(url)}" is not a URL; expected e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
   }
   if (u.username !== "" || u.password !== "") {
     throw new UsageError(`${what} has a user name or password in it (user:password@host), which the scripts do not send (${credential} is the credential): give the URL without it`);
   }
-  if (u.protocol !== "http:" && u.protocol !== "https:") throw new UsageError(`${what} "${url}" must start with https:// or http://`);
+  // Without its scheme, user:password@host parses with "user:" as the scheme and no password.
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw new UsageError(`${what} "${withoutUserInfo(url)}" must start with https:// or http://`);
   return u;
+}
+
+/** `url` as it may be shown: everything after its scheme's "//" (or from its start, without one) to its last "@" left out. */
+function withoutUserInfo(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)?.*@/is, (_, scheme: string | undefined) => `${scheme ?? ""}…@`);
 }
 
 /** Reads a PEM CA file given to a --ca flag. */

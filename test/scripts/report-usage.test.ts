@@ -2,7 +2,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
-import { main } from "../../scripts/report-usage.ts";
+import { main, usageTotals } from "../../scripts/report-usage.ts";
 import { wholeLedger } from "../../scripts/lib/usage-export.ts";
 import { parsePeriod } from "../../api-shim/src/requests/period.ts";
 import { frontProxy } from "../support/front-proxy.ts";
@@ -186,6 +186,47 @@ describe("report-usage against a real shim", () => {
     }
   });
 
+  it("a --url with a password that makes it no URL, or with a password and no user name, is refused without printing the password", async () => {
+    for (const url of [h.url.replace("://", "://admin:s3/cret@"), h.url.replace("://", "://:s3cret@")]) {
+      const io = memoryIo();
+      expect(await main(["--url", url, "--format", "json"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() }), url).toBe(1);
+      expect(io.stdout).toEqual([]);
+      expect(io.stderr.join("\n")).not.toMatch(/s3\/?cret/);
+      expect(io.stderr.join("\n")).toMatch(/^--url (has a user name or password|".*" is not a URL)/);
+    }
+  });
+
+  it("--admin-token-env with --stack is refused, not ignored", async () => {
+    const io = memoryIo();
+    const pulumi = new FakePulumi({ acme: { outputs: { endpoint: `${h.url}/v1`, adminToken: h.adminToken } } });
+    expect(await main(["--stack", "acme", "--admin-token-env", "ACME_TOKEN"], { io, env: { ACME_TOKEN: "other" }, pulumi, root: tempDir() })).toBe(1);
+    expect(io.stderr.join("\n")).toContain("--admin-token-env goes with --url; with --stack the token comes from the stack's outputs");
+  });
+
+  it("--stack of a stack never deployed (SSH closed), or without an admin token, says so", async () => {
+    for (const [outputs, message] of [
+      [{ endpoint: `${h.url}/v1`, adminToken: h.adminToken, servingDeployed: false }, "stack acme was never deployed: gpu-sandbox:adminCidrs is empty, so SSH is closed"],
+      [{ endpoint: `${h.url}/v1`, adminToken: "" }, "stack acme has no adminToken output"],
+    ] as const) {
+      const io = memoryIo();
+      expect(await main(["--stack", "acme"], { io, env: {}, pulumi: new FakePulumi({ acme: { outputs } }), root: tempDir() })).toBe(1);
+      expect(io.stderr.join("\n")).toContain(message);
+    }
+  });
+
+  it("a --url with user:password@ but no scheme is refused without printing the password", async () => {
+    const io = memoryIo();
+    expect(await main(["--url", "admin:s3cret@203-0-113-9.ip.linodeusercontent.com/v1"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() })).toBe(1);
+    expect(io.stderr.join("\n")).not.toContain("s3cret");
+    // "admin:" parsed as the URL's scheme: refused for that, shown without what came before its "@".
+    expect(io.stderr.join("\n")).toContain('--url "…@203-0-113-9.ip.linodeusercontent.com/v1" must start with https:// or http://');
+  });
+
+  it("the totals add costs without floating-point drift", () => {
+    const row = (cost: number) => ({ key_id: "k", model: "m", requests: 1, prompt_tokens: 1, completion_tokens: 1, total_tokens: 2, cost });
+    expect(usageTotals([row(0.1), row(0.2)]).cost).toBe(0.3); // 0.1 + 0.2 is 0.30000000000000004 in floats
+  });
+
   it("--key with a space at either end means the trimmed name, as manage-keys reads it, in every format", async () => {
     const e = expected.get(a.id)!;
     for (const ref of ["team-a ", " team-a", ` ${a.id} `]) {
@@ -316,6 +357,12 @@ describe("report-usage --key <name> after a rotation (the key revoked, a new one
     const json = JSON.parse(one.out) as { keys: { id: string }[]; totals: { requests: number; cost: number } };
     expect(json.totals).toMatchObject({ requests: 3, cost: oldMicro / 1e6 });
     expect(json.keys.map((k) => k.id)).toEqual([old.id]);
+  });
+
+  it("with --from alone, the period's end is pinned for every key covered too", async () => {
+    const r = await run(["--key", "team-a", "--from", "2020-01-01"], new Date("2020-01-15T12:00:00Z"));
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toBe(`Usage 2020-01-01T00:00:00Z to 2020-01-31T23:59:59Z of ${covered()}, per key and model: no requests.`);
   });
 
   it("an open period is the same for every key covered, taken when the report starts", async () => {
