@@ -198,6 +198,62 @@ describe("list-tenants", () => {
     expect(row?.endsWith(message), row).toBe(true);
   });
 
+  it("a deployed stack whose file was edited since (not yet `pulumi up`) shows what is deployed: its outputs' region, plan and price", async () => {
+    const { root, pulumi } = fixtureTenants();
+    writeFileSync(join(root, "stacks", "Pulumi.alpha.yaml"), stringify({ config: { "gpu-sandbox:region": "de-fra-2", "gpu-sandbox:plan": "g2-gpu-rtx4000a2-s", "gpu-sandbox:adminCidrs": ["81.2.69.160/32"], "gpu-sandbox:ttlHours": 48 } }));
+    const alpha = pulumi.stacks.get("alpha")!;
+    alpha.outputs = { ...alpha.outputs, hourlyCostUsd: 0.61 }; // the price it was deployed at (e.g. a larger volume)
+    const io = memoryIo();
+    await main(["--json"], { root, pulumi, io, env: {}, now: () => NOW });
+    const row = (JSON.parse(io.stdout.join("\n")) as TenantRow[]).find((r) => r.stack === "alpha");
+    expect(row).toMatchObject({ region: "us-ord", plan: "g2-gpu-rtx4000a1-s", gpu: "1 x RTX 4000 Ada 20 GB", hourlyUsd: 0.61, status: "deployed" });
+  });
+
+  it("a stack not deployed is priced with its configured volume, not the default one", async () => {
+    const { root, pulumi } = fixtureTenants();
+    writeFileSync(join(root, "stacks", "Pulumi.delta.yaml"), stringify({ config: { "gpu-sandbox:region": "us-sea", "gpu-sandbox:plan": "g2-gpu-rtx4000a1-m", "gpu-sandbox:adminCidrs": ["81.2.69.160/32"], "gpu-sandbox:ttlHours": 1, "gpu-sandbox:volumeSizeGb": 2000 } }));
+    const io = memoryIo();
+    await main(["--json"], { root, pulumi, io, env: {}, now: () => NOW });
+    const delta = (JSON.parse(io.stdout.join("\n")) as TenantRow[]).find((r) => r.stack === "delta")!;
+    expect(delta).toMatchObject({ status: "not deployed", problem: null });
+    expect(delta.hourlyUsd).toBeGreaterThan(0.68); // 0.68 with the default volume (the first test)
+  });
+
+  it("a host-only stack (deployed without an endpoint) counts as running", async () => {
+    const { root, pulumi } = fixtureTenants();
+    pulumi.stacks.set("golf", { outputs: {} });
+    const alpha = pulumi.stacks.get("alpha")!;
+    const { endpoint: _, ...hostOnly } = alpha.outputs!;
+    alpha.outputs = hostOnly;
+    const io = memoryIo();
+    expect(await main([], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
+    const lines = io.stdout.join("\n").split("\n");
+    expect(lines.find((l) => l.startsWith("alpha"))).toMatch(/ host only \(no endpoint\)$/);
+    expect(lines.at(-1)).toBe("9 tenants, 5 running: $4.60/hour together.");
+  });
+
+  it("a failed deploy without ttlHours is kept as `never`; one whose creation time in the state is no time is unknown", async () => {
+    const { root, pulumi } = fixtureTenants();
+    pulumi.stacks.set("golf", { outputs: {} });
+    // charlie has no ttlHours; its first `pulumi up` failed after the host was made.
+    pulumi.stacks.set("charlie", { outputs: {}, resources: failedDeployResources("charlie", "2026-03-01T10:00:00Z") });
+    pulumi.stacks.set("delta", { outputs: {}, resources: failedDeployResources("delta", "not a time") });
+    const io = memoryIo();
+    expect(await main(["--json"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(1); // delta
+    const rows = JSON.parse(io.stdout.join("\n")) as TenantRow[];
+    expect(rows.find((r) => r.stack === "charlie")).toMatchObject({ expires: "never", status: "failed deploy (resources exist)", failedDeploy: true });
+    expect(rows.find((r) => r.stack === "delta")).toMatchObject({ status: "unknown" });
+    expect(rows.find((r) => r.stack === "delta")?.reason).toMatch(/^a failed deploy left an instance, but its creation time is not in the state/);
+  });
+
+  it("the table shows a failed deploy not yet expired once, not its marker beside it again", async () => {
+    const { root, pulumi } = fixtureTenants();
+    pulumi.stacks.set("delta", { outputs: {}, resources: failedDeployResources("delta", "2026-03-01T11:30:00Z") }); // ttlHours 1: expires 12:30
+    const io = memoryIo();
+    await main([], { root, pulumi, io, env: {}, now: () => NOW });
+    expect(io.stdout.join("\n").split("\n").find((l) => l.startsWith("delta"))).toMatch(/ \(in 30m\) +- +failed deploy \(resources exist\)$/);
+  });
+
   it("says how to start when there are no stacks, and rejects unknown flags", async () => {
     const io = memoryIo();
     expect(await main([], { root: tempDir(), io, pulumi: new FakePulumi(), env: {}, now: () => NOW })).toBe(0);

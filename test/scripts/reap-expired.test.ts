@@ -524,6 +524,33 @@ describe("reap-expired: a destroy that failed after its stop step", () => {
     expect(second.stdout.join("\n")).toContain("[bravo] usage already saved at");
   });
 
+  it("a destroy that fails again, its usage saved by an earlier run, says the usage is saved and its keys revoked", async () => {
+    const customer = await shim.createKey({ name: "customer-again", credits: 100 });
+    const { root, pulumi, destroys } = await halfDestroyed();
+    pulumi.script = (args) => (args[0] === "destroy" && pulumi.stackArg(args) === "bravo"
+      ? { exitCode: 255, stderr: "error: the stack is currently locked by 1 lock(s)" }
+      : undefined);
+    const second = memoryIo();
+    expect(await main(["--yes"], { root, pulumi, io: second, env: {}, now: () => NOW })).toBe(1);
+    expect(destroys()).toBe(1); // the first run's; this one's failed in the script above
+    expect(second.stdout.join("\n")).toContain("[bravo] usage already saved at");
+    const err = second.stderr.join("\n");
+    expect(err).toContain("[bravo] FAILED: `pulumi destroy --yes --non-interactive --stack bravo` exited 255");
+    expect(err).toContain("[bravo] its usage is saved: the next run destroys it again without exporting");
+    expect(err).toMatch(/\[bravo\] its \d+ keys? (is|are) revoked \(clients get 401\) while the host bills on/);
+    expect((await chat(customer.key)).status).toBe(401);
+  });
+
+  it("a marker whose saved keys file is gone does not count either", async () => {
+    const { root, pulumi, destroys } = await halfDestroyed();
+    const keys = join(root, "usage", readdirSync(join(root, "usage")).find((f) => f.startsWith("bravo-keys-"))!);
+    rmSync(keys);
+    const second = memoryIo();
+    expect(await main(["--yes"], { root, pulumi, io: second, env: {}, now: () => NOW })).toBe(1);
+    expect(destroys()).toBe(1); // not destroyed without the map from key ids to names
+    expect(second.text()).toContain(`[bravo] ${join(root, "usage", "bravo.exported")} says its usage was saved, but ${keys} is gone: exporting again`);
+  });
+
   it("a marker whose saved files are gone does not count: the export is tried, and a line says why", async () => {
     const { root, pulumi, destroys } = await halfDestroyed();
     const csv = join(root, "usage", readdirSync(join(root, "usage")).find((f) => f.endsWith(".csv"))!);
@@ -677,6 +704,22 @@ describe("reap-expired: a destroy that failed after the keys were revoked (the s
       "(its revoke got no answer or failed: see `npm run manage-keys -- list --stack bravo`) and could not save its usage; its host bills on.");
   });
 
+  it("a stack whose ttlHours was removed since a run revoked its keys (no expiresAt now) still gets the line saying so", async () => {
+    const { live, pulumi, run } = await lockedByRaise();
+    const bravo = pulumi.stacks.get("bravo")!;
+    pulumi.script = (args) => {
+      if (args[0] !== "destroy" || pulumi.stackArg(args) !== "bravo") return undefined;
+      const { expiresAt: _, ...rest } = bravo.outputs!;
+      bravo.outputs = rest; // the operator's `pulumi up` removed ttlHours
+      return { exitCode: 255, stderr: "error: the stack is currently locked by 1 lock(s)" };
+    };
+    expect((await run()).code).toBe(1);
+    const second = await run();
+    expect(second.code).toBe(0);
+    expect(second.out).toMatch(/bravo +no ttlHours: keep/);
+    expect(second.err).toContain(`[bravo] not expired now, but a run for its earlier expiry (2026-03-01T10:00:00Z) revoked its ${live} key${live === 1 ? "" : "s"} (clients get 401) and saved its usage, then its destroy failed; its host bills on.`);
+  });
+
   it("a record of a deployment destroyed since (the stack deployed again, created after it) says nothing", async () => {
     const { root, pulumi, run } = await lockedByRaise();
     expect((await run()).code).toBe(1);
@@ -788,5 +831,80 @@ describe("reap-expired --force [<stack>]", () => {
     expect(r.code).toBe(1);
     expect(r.destroyed).toEqual([]);
     expect(r.io.stderr.join("\n")).toContain("--force brvo: no such stack file in stacks/ (stacks: alpha, bravo, charlie, delta, echo, foxtrot, golf, hotel, india)");
+  });
+});
+
+describe("reap-expired: gaps found by mutation review", () => {
+  it("the line about a kept stack's earlier expiry counts the keys the reaper revoked, and only those", async () => {
+    const earlier = "2026-03-01T09:00:00.000Z"; // alpha (created 2026-02-28T10:00Z) expires 2026-03-02T10:00Z now
+    const withRecords = (files: Record<string, unknown>) => (p: FakePulumi, root: string) => {
+      withoutGolf(p);
+      mkdirSync(join(root, "usage"));
+      for (const [name, value] of Object.entries(files)) writeFileSync(join(root, "usage", name), typeof value === "string" ? value : JSON.stringify(value));
+    };
+    const marker = { stack: "alpha", expiresAt: earlier, savedAt: earlier, usage: "alpha-usage-x.csv", keys: "alpha-keys-x.json" };
+    const byOperator = { id: "k2", name: "old", revoked_at: "2026-02-28T12:00:00Z" };
+    // A revoked-keys record from before `confirmed`: every id it names was confirmed.
+    const legacy = await reap([], withRecords({ "alpha.revoked": { stack: "alpha", expiresAt: earlier, ids: ["k1"] } }));
+    expect(legacy.io.stderr.join("\n")).toContain("[alpha] not expired now, but a run for its earlier expiry (2026-03-01T09:00:00Z) revoked its 1 key (clients get 401) and could not save its usage");
+    // A saved keys file: a key the operator revoked is not counted as the reaper's.
+    const saved = await reap([], withRecords({ "alpha.exported": marker, "alpha-usage-x.csv": "", "alpha-keys-x.json": [{ id: "k1", name: "app", revoked_at: earlier, revoked_by: "reap-expired" }, byOperator] }));
+    expect(saved.io.stderr.join("\n")).toContain("[alpha] not expired now, but a run for its earlier expiry (2026-03-01T09:00:00Z) revoked its 1 key (clients get 401) and saved its usage");
+    // Records of a run that revoked nothing say nothing.
+    const none = await reap([], withRecords({ "alpha.exported": marker, "alpha-usage-x.csv": "", "alpha-keys-x.json": [byOperator] }));
+    expect(none.io.stderr.join("\n")).not.toContain("[alpha]");
+    const empty = await reap([], withRecords({ "alpha.revoked": { stack: "alpha", expiresAt: earlier, ids: [], confirmed: [] } }));
+    expect(empty.io.stderr.join("\n")).not.toContain("[alpha]");
+  });
+
+  it("a revoke whose answer was lost, but which the shim made, is counted as revoked by the next run, which lists it revoked", async () => {
+    const { key } = await shim.createKey({ name: "lost-answer", credits: 100 });
+    const live = (await shimKeys()).filter((k) => k.revoked_at === null).length;
+    // The tenant's front forwards the first revoke, then answers 504 (its answer lost); the usage report 504s too.
+    let deletes = 0;
+    const front = await frontProxy(shim.url, (method, url) => ((method === "DELETE" && deletes++ === 0) || url.startsWith("/admin/usage") ? "gateway-timeout" : "forward"));
+    const { root, pulumi } = tenants();
+    withoutGolf(pulumi);
+    const bravo = pulumi.stacks.get("bravo")!;
+    bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+    try {
+      const first = memoryIo();
+      expect(await main(["--yes"], { root, pulumi, io: first, env: {}, now: () => NOW })).toBe(1);
+      expect(first.stderr.join("\n")).toContain("[bravo] the revoke of 1 key got no answer or failed: it may or may not be revoked");
+      const second = memoryIo();
+      expect(await main(["--yes"], { root, pulumi, io: second, env: {}, now: () => NOW })).toBe(1);
+      const err = second.stderr.join("\n");
+      expect(err).toContain(`[bravo] its ${live} key${live === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on`);
+      expect(err).not.toContain("may or may not be revoked");
+      expect((await chat(key)).status).toBe(401);
+    } finally {
+      front.close();
+    }
+  });
+
+  it("the line that says the usage is saved counts its rows, the CSV's header not among them", async () => {
+    const { root, pulumi } = tenants();
+    withoutGolf(pulumi);
+    const io = memoryIo();
+    expect(await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
+    const file = readdirSync(join(root, "usage")).find((f) => f.endsWith(".csv"))!;
+    const rows = readFileSync(join(root, "usage", file), "utf8").split("\r\n").filter((l) => l !== "").length - 1;
+    expect(rows).toBeGreaterThan(0);
+    expect(io.stdout.join("\n")).toContain(`[bravo] saved its usage (${rows} rows) to `);
+  });
+
+  it("a stack expired days ago says so in days", async () => {
+    const r = await reap(["--now", "2026-03-03T10:00:00Z"], withoutGolf);
+    expect(r.io.stdout.join("\n")).toMatch(/bravo +expired 2d 0h ago \(2026-03-01T10:00:00Z\): destroy/);
+  });
+
+  it("a stack whose outputs cannot be read gives exit 1 in a dry run, and when nothing else expired", async () => {
+    const dry = await reap([]); // golf's state cannot be read
+    expect(dry.code).toBe(1);
+    expect(dry.io.stdout.join("\n")).toContain("Dry run: would destroy 2 stack(s): bravo, foxtrot. Run with --yes to destroy them.\n1 stack(s) could not be checked: golf.");
+    const early = await reap(["--yes", "--now", "2026-02-28T11:00:00Z"]);
+    expect(early.code).toBe(1);
+    expect(early.destroyed).toEqual([]);
+    expect(early.io.stdout.join("\n")).toContain("Nothing expired.\n1 stack(s) could not be checked: golf.");
   });
 });

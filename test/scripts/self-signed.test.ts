@@ -109,6 +109,19 @@ describe("self-signed endpoints", () => {
     },
   );
 
+  it("--stack with --ca trusts the CA given, even when the stack outputs another (stale) caCertificate", async () => {
+    const stale = await httpsFront("leaf and CA");
+    stale.server.close();
+    const front = await httpsFront("leaf and CA");
+    try {
+      const pulumi = new FakePulumi({ acme: { outputs: { endpoint: `${front.url}/v1`, adminToken: h.adminToken, caCertificate: stale.ca } } });
+      const io = memoryIo();
+      expect(await reportUsage(["--stack", "acme", "--ca", front.caFile, "--format", "json"], { io, env: {}, pulumi, root: tempDir() }), io.text()).toBe(0);
+    } finally {
+      front.server.close();
+    }
+  });
+
   it("manage-keys and report-usage --stack, for a letsencrypt stack still serving nginx's placeholder: say so, and point at no caCertificate output", async () => {
     const front = await httpsFront();
     try {
