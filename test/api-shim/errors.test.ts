@@ -1005,6 +1005,8 @@ describe("a broken database fails closed with 503", () => {
     expect(hint).toContain("uid 1000");
     expect(failureHint(Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" }), "/d/shim.db")).toMatch(/volume .* is full/);
     expect(failureHint(new Error("disk on fire"), "/d/shim.db")).toBeUndefined(); // nothing to add to the error itself
+    expect(failureHint(Object.assign(new Error("file is not a database"), { code: "SQLITE_NOTADB" }), "/d/shim.db")).toMatch(/^\/d\/shim\.db is corrupt: .*restore the last backup/);
+    expect(failureHint(Object.assign(new Error("database is locked"), { code: "SQLITE_BUSY" }), "/d/shim.db")).toMatch(/another connection held \/d\/shim\.db's write lock/);
   });
 
   it("the hint for a database the shim cannot open or write on a file system mounted read-only says so (dmesg, fsck, remount), not to chown or chmod the files", () => {
@@ -1021,6 +1023,8 @@ describe("a broken database fails closed with 503", () => {
     const dir = mkdtempSync(join(tmpdir(), "shim-hint-"));
     try {
       expect(failureHint(Object.assign(new Error("unable to open database file"), { code: "SQLITE_CANTOPEN" }), join(dir, "shim.db"))).toMatch(/check the owner and mode/);
+      // Nor is a directory that is not there (ENOENT, not EROFS): a volume not mounted, a wrong path.
+      expect(failureHint(Object.assign(new Error("unable to open database file"), { code: "SQLITE_CANTOPEN" }), join(dir, "missing", "shim.db"))).toMatch(/check the owner and mode/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -1068,6 +1072,24 @@ describe("a broken database fails closed with 503", () => {
     } finally {
       await store.close().catch(() => {});
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("each error that says the database cannot be used (read-only, permission, cannot open, not a database) fails the store closed when an admin write meets it", async () => {
+    for (const code of ["SQLITE_READONLY", "SQLITE_PERM", "SQLITE_CANTOPEN", "SQLITE_NOTADB"]) {
+      const failures: unknown[] = [];
+      const dir = mkdtempSync(join(tmpdir(), "shim-fatal-"));
+      const store = new SqliteStore(join(dir, "shim.db"), { onFailure: (e) => failures.push(e) });
+      try {
+        await store.createKey({ id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 10, expiresAt: null, at: 1 });
+        (store as unknown as { stmt: { revoke: { run(): unknown } } }).stmt.revoke = { run: () => { throw Object.assign(new Error(code), { code }); } };
+        await expect(store.revokeKey("k", 2)).rejects.toBeInstanceOf(StoreUnavailableError);
+        expect(failures.map((e) => (e as { code?: string }).code)).toEqual([code]);
+        await expect(store.ping()).rejects.toBeInstanceOf(StoreUnavailableError);
+      } finally {
+        await store.close().catch(() => {});
+        rmSync(dir, { recursive: true, force: true });
+      }
     }
   });
 

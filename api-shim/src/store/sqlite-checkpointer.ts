@@ -50,6 +50,10 @@ let previous = -1; // its frames at the last checkpoint, if that one did not fai
 const checkpoint = () => {
   try {
     const [r] = db.pragma("wal_checkpoint(PASSIVE)");
+    // Another connection checkpointing (an operator's RESTART waiting on a reader) is not thrown:
+    // SQLite answers busy with log and checkpointed both -1, which read as "all copied" and posted
+    // the whole WAL as reusable room while nothing was copied.
+    if (r.busy) return;
     if (r.checkpointed === r.log) postReusable();
     const whole = r.log < peak || (r.checkpointed === r.log && r.log === previous);
     if (failing && whole) {
