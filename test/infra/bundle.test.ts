@@ -642,6 +642,15 @@ describe(".env", () => {
     for (const n of names) expect(example).toMatch(new RegExp(`^${n}=`, "m"));
   });
 
+  // Found by a mutation review: neither was pinned.
+  it("names the Compose project, so the containers are gpu-sandbox-<service>-1 in any directory, and refuses a provider without its key", () => {
+    expect(entries[0]).toEqual(["COMPOSE_PROJECT_NAME", "gpu-sandbox"]);
+    expect(render(c).get(".env.example")).toMatch(/^COMPOSE_PROJECT_NAME=gpu-sandbox$/m);
+    // Written as "undefined", the provider would answer every request 401.
+    expect(() => envEntries(c, { vllmApiKey: "v", litellmMasterKey: "sk-m", shimAdminToken: "a", providerKeys: ["gsk_1"] }, "llm.example.com"))
+      .toThrow("no API key for provider claude");
+  });
+
   it("refuses values Compose would interpret", () => {
     expect(() => renderEnvFile([["HF_TOKEN", "a b"]])).toThrow(/characters Compose would interpret/);
     expect(() => renderEnvFile([["HF_TOKEN", "x$y"]])).toThrow(/characters Compose would interpret/);
@@ -701,4 +710,99 @@ describe("applying config changes to running containers", () => {
     expect(changed(before, services(config({ model: { id: "Qwen/Qwen2.5-7B-Instruct", servedName: "qwen" }, keys: [], pricing: {} }), [])))
       .toEqual(["litellm", "shim", "vllm"]);
   });
+});
+
+// Found by a mutation review: the bootstrap keys' credits and names, a configured batch price, the
+// unauthenticated rate and the shim's body limit were rendered without a test reading them back.
+describe("the shim's settings as the shim reads them", () => {
+  const shimEnv = { SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/app/config.yaml" };
+  const parsedFor = (c: TenantConfig, k: BootstrapKeyRecord[] = keys) =>
+    parseShimConfig(shimEnv, () => renderBundle(c, { images: c.images, bootstrapKeys: k }).get("shim/config.yaml")!);
+
+  it("grants each bootstrap key its credits under its name, and allows a key without models every model", () => {
+    const all: BootstrapKeyRecord = { id: "ZyXwVu987654", name: "ci", hash: `sha256:${"cd".repeat(32)}`, credits: 5.5, tier: "free", models: [] };
+    const parsed = parsedFor(config(), [...keys, all]);
+    expect(parsed.bootstrapKeys).toEqual([
+      { id: "AbCdEf123456", name: "app", hash: keys[0]!.hash, credits: 1_000_000_000, tier: "developer", models: ["qwen2.5-7b"] },
+      { id: "ZyXwVu987654", name: "ci", hash: all.hash, credits: 5_500_000, tier: "free", models: null },
+    ]);
+  });
+
+  it("charges the stack's batch request price, and throttles requests without a valid key at 60 a minute per address", () => {
+    const parsed = parsedFor(config({ pricing: { ...base.pricing, batchRequest: 3 } }));
+    expect(parsed.pricing.batchRequest).toBe(3_000_000);
+    expect(parsed.unauthenticatedRpm).toBe(60);
+    expect(parsed.defaultTier).toBe("free");
+  });
+
+  it("refuses in the shim exactly the bodies nginx refuses: SHIM_MAX_BODY_BYTES is client_max_body_size", () => {
+    for (const maxBodyMb of [1, 16]) {
+      const bundle = render(config({ limits: { maxBodyMb } }));
+      const nginxMb = Number(/^\s*client_max_body_size (\d+)m;/m.exec(bundle.get("nginx/nginx.conf")!)![1]);
+      expect(nginxMb).toBe(maxBodyMb);
+      // nginx's `m` is 1024 * 1024 bytes.
+      expect(Number(parse(bundle.get("compose.yaml")!).services.shim.environment.SHIM_MAX_BODY_BYTES)).toBe(nginxMb * 1024 * 1024);
+    }
+  });
+});
+
+// Found by a mutation review: unpinned, each could be dropped from templates/ with every test passing.
+describe.each(modes)("what keeps the tls %s stack up and its edge tight", (_mode, c) => {
+  const bundle = render(c);
+
+  it("restarts every container that stops on its own (a crash, an OOM kill, a host reboot)", () => {
+    const services = parse(bundle.get("compose.yaml")!).services as Record<string, { restart?: string }>;
+    for (const [name, service] of Object.entries(services)) expect(service.restart, name).toBe("unless-stopped");
+  });
+
+  it("hides nginx's version, and serves TLS 1.2 and 1.3 only, without session tickets (forward secrecy)", () => {
+    const conf = bundle.get("nginx/nginx.conf")!;
+    expect(conf).toMatch(/^\s*server_tokens off;$/m);
+    if (c.tls.mode === "off") return;
+    expect(conf).toMatch(/^\s*ssl_protocols TLSv1\.2 TLSv1\.3;$/m);
+    expect(conf).toMatch(/^\s*ssl_session_tickets off;$/m);
+  });
+});
+
+// Found by a mutation review: a value whose placeholder left a template (nginx's limit_conn line
+// deleted, say) would render without it and without a word.
+it("refuses to fill a template with a value it has no placeholder for, as with a placeholder it has no value for", async () => {
+  const { fillTemplate } = await import("../../infra/render/template.ts");
+  expect(fillTemplate("limit_conn per_ip_conn {{connections}};", { connections: 100 })).toBe("limit_conn per_ip_conn 100;");
+  expect(() => fillTemplate("limit_req zone=per_ip;", { connections: 100 }, "nginx/api-locations.conf"))
+    .toThrow("nginx/api-locations.conf: values without a placeholder: connections");
+  expect(() => fillTemplate("{{connections}} {{burst}}", { connections: 100 }, "x")).toThrow("x: no value for placeholder {{burst}}");
+});
+
+// Found by a mutation review: LiteLLM's own settings were rendered unread by any test.
+it("has LiteLLM make one upstream call per request, keep prompts out of its logs and never cool a model down", () => {
+  const litellm = parse(render(config()).get("litellm/config.yaml")!);
+  // A retry would be generated, and metered by the upstream, twice; the shim charges once.
+  expect(litellm.litellm_settings.num_retries).toBe(0);
+  expect(litellm.router_settings.num_retries).toBe(0);
+  // With one deployment per model, a cooldown would refuse every request for a while.
+  expect(litellm.router_settings.disable_cooldowns).toBe(true);
+  expect(litellm.litellm_settings.turn_off_message_logging).toBe(true);
+  // Unsupported parameters are the upstream's error to report, not silently dropped.
+  expect(litellm.litellm_settings.drop_params).toBe(false);
+  expect(litellm.general_settings).toMatchObject({ disable_spend_logs: true, health_check_details: false });
+});
+
+// Found by a mutation review: quoting every string reads back the same, so every other test
+// passed, but a host upgraded to it gets a changed compose.yaml and LiteLLM config, and restarts
+// vLLM (minutes of 503s) for nothing. Only strings YAML 1.1 would misread are quoted.
+it("leaves ordinary strings unquoted in the files YAML 1.1 readers load, so an upgrade renders them byte for byte as before", () => {
+  const bundle = render(config());
+  const litellm = bundle.get("litellm/config.yaml")!;
+  expect(litellm).toContain("  - model_name: qwen2.5-7b\n    litellm_params:\n      model: hosted_vllm/qwen2.5-7b\n      api_base: http://vllm:8000/v1\n");
+  const compose = bundle.get("compose.yaml")!;
+  expect(compose).toMatch(/^ {6}- Qwen\/Qwen2\.5-7B-Instruct\n {6}- --served-model-name\n {6}- qwen2\.5-7b\n/m);
+  expect(compose).toMatch(/^ {6}SHIM_TRUST_PROXY: 10\.89\.0\.2\/32$/m);
+  // While a name YAML 1.1 reads as a boolean is quoted.
+  expect(render(config({ model: { ...base.model, servedName: "yes" }, keys: [], pricing: {} })).get("litellm/config.yaml")).toContain('  - model_name: "yes"\n');
+});
+
+// Found by a mutation review: ::/0 listed in the geo beside its default warned at every reload.
+it("starts nginx without warnings for an allowedCidrs of some IPv4 networks and every IPv6 address", () => {
+  expectNginxAccepts(render(config({ tls: { mode: "self-signed" }, allowedCidrs: ["81.2.69.0/24", "::/0"] })).get("nginx/nginx.conf")!);
 });

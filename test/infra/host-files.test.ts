@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
 import { HOST_PATHS, NVIDIA_DRIVER_BRANCH, volumeDevicePath } from "../../infra/host.ts";
-import { encodeUserData, hostCloudInit, hostFiles, hostScriptNames, renderCloudInit, USER_DATA_LIMIT_BYTES } from "../../infra/render/cloud-init.ts";
+import { encodeHostFiles, encodeUserData, hostCloudInit, hostFiles, hostScriptNames, renderCloudInit, USER_DATA_LIMIT_BYTES } from "../../infra/render/cloud-init.ts";
 import { TEMPLATES_DIR } from "../../infra/render/template.ts";
 import { unpackHostFiles } from "../support/host-files.ts";
 import { runTool, writeTemp } from "../support/tools.ts";
@@ -146,5 +146,29 @@ describe("the SSH gate run at every boot", () => {
     expect(boot(["ready"])).toEqual([]);
     // A reboot after a failed setup (by hand, or Linode maintenance) must not lock the operator out.
     expect(boot(["failed"])).toEqual([]);
+  });
+});
+
+// Found by a mutation review: neither was pinned.
+describe("the host files' archive and their first use", () => {
+  it("keeps every file when one fills its last 512-byte block exactly (a zero block there ends the archive for tar)", () => {
+    const files = [
+      { path: "/etc/a/full.conf", mode: 0o644, content: "x".repeat(1024) },
+      { path: "/etc/a/after.sh", mode: 0o755, content: "echo after\n" },
+    ];
+    const archive = join(mkdtempSync(join(tmpdir(), "tar-")), "a.tar.gz");
+    writeFileSync(archive, Buffer.from(encodeHostFiles(files), "base64"));
+    const listed = runTool("tar", ["-tzvf", archive]);
+    expect(listed.status, listed.output).toBe(0);
+    expect(listed.output).not.toMatch(/lone zero block/i);
+    expect(listed.output.trim().split("\n").map((l) => l.split(/\s+/).at(-1))).toEqual(["etc/a/full.conf", "etc/a/after.sh"]);
+  });
+
+  it("reloads sshd after unpacking its hardening and before the bootstrap, so password and root logins are off from the first boot", () => {
+    const doc = parse(renderCloudInit(input));
+    const at = (cmd: string[]) => doc.runcmd.findIndex((c: string[]) => JSON.stringify(c) === JSON.stringify(cmd));
+    const reload = at(["systemctl", "try-reload-or-restart", "ssh"]);
+    expect(reload).toBeGreaterThan(doc.runcmd.findIndex((c: string[]) => c[0] === "tar"));
+    expect(reload).toBeLessThan(at([`${HOST_PATHS.libDir}/bootstrap.sh`]));
   });
 });
