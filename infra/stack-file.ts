@@ -111,12 +111,14 @@ function numbersAsWritten(text: string): Map<string, string> {
 }
 
 /**
- * Every key a stack file sets, with its namespace (`linode:token`, `gpu-sandbox:region`): which
- * secrets `pulumi config set --secret` has stored in it. Empty when the file is not there.
+ * The keys, with their namespace (`linode:token`), whose values a stack file holds encrypted
+ * (`secure:`): the secrets `pulumi config set --secret` has stored in it. A key set in plain text
+ * (`linode:token: typed-by-hand`) is not one: it still has to be stored as a secret. Empty when
+ * the file is not there.
  */
-export function stackConfigKeys(root: string, stack: string): string[] {
+export function storedSecretKeys(root: string, stack: string): string[] {
   const file = readStackDoc(root, stack);
-  return file ? Object.keys(configOf(file.doc, file.path)) : [];
+  return file ? Object.entries(configOf(file.doc, file.path)).filter(([, value]) => holdsSecure(value)).map(([key]) => key) : [];
 }
 
 /**
@@ -128,9 +130,12 @@ export function stackFileHoldsSecrets(root: string, stack: string): boolean {
   if (!file) return false;
   const { doc, path } = file;
   if (doc !== null && typeof doc === "object" && ("encryptionsalt" in doc || "secretsprovider" in doc)) return true;
-  const holdsSecure = (value: unknown): boolean =>
-    isSecure(value) || (value !== null && typeof value === "object" && Object.values(value).some(holdsSecure));
   return Object.values(configOf(doc, path)).some(holdsSecure);
+}
+
+/** Whether a setting's value is, or holds at any depth, a `secure:` value. */
+function holdsSecure(value: unknown): boolean {
+  return isSecure(value) || (value !== null && typeof value === "object" && Object.values(value).some(holdsSecure));
 }
 
 /**

@@ -3,7 +3,7 @@
 // or a Ctrl-C) finds where the first one stopped. A stack that is already deployed under the
 // name is never taken over: on a shared backend it may be another operator's live tenant.
 import { CONFIG_NAMESPACE } from "../../infra/config/types.ts";
-import { stackConfigKeys, stackFileHoldsSecrets } from "../../infra/stack-file.ts";
+import { stackFileHoldsSecrets, storedSecretKeys } from "../../infra/stack-file.ts";
 import type { Io } from "./cli.ts";
 import { commandLine, type PulumiCli, type PulumiResult, setSecretArgs, stackOutputsAndState, tail } from "./pulumi.ts";
 
@@ -209,7 +209,7 @@ export async function reportExisting(ctx: Omit<SetupContext, "discardFile">): Pr
   }
   let stored: string[] = [];
   try {
-    stored = stackConfigKeys(ctx.root, stack);
+    stored = storedSecretKeys(ctx.root, stack);
   } catch {
     // Not readable as YAML: no secret is known to be stored, so every step is listed.
   }

@@ -247,6 +247,7 @@ describe("new-tenant", () => {
     // `npm run new-tenant acme --region us-ord`, no `--`: npm keeps --region and passes its value on.
     [["acme", "us-ord"], "give exactly one tenant name (got: acme us-ord)\nflags typed before `--` are kept by npm, not passed on: npm run new-tenant -- <name> --region <id> --admin-cidrs <a,b> [options]"],
     [["acme", "--region", "us-ord", "--hf-token", "hf_x"], "--hf-token is not accepted: a token on the command line lands in shell history"],
+    [["acme", "--region", "us-ord", "--hf-token=hf_x"], "--hf-token is not accepted: a token on the command line lands in shell history"],
     [["acme", "--region", "us-ord", "--hf-token-from-env"], "HF_TOKEN is not set"],
     // A value starting with "-" after a space is the flag's value (parseArgs called it ambiguous and printed the usage).
     [["acme", "--region", "us-ord", "--ttl-hours", "-3"], "--ttl-hours: gpu-sandbox:ttlHours = -3: must be between 1 and 2160"],
@@ -480,5 +481,120 @@ describe("new-tenant", () => {
     expect(io.text()).toContain("Usage: npm run new-tenant -- <name> --region <id> --admin-cidrs <a,b>");
     expect(io.text()).toMatch(/--admin-cidrs <a,b> +who may reach SSH and \/admin \(required\)/);
     expect(io.text()).toContain("--key app:1000:developer");
+  });
+
+  // Gaps found by mutation review (scripts/new-tenant.ts, scripts/lib/stack-setup.ts).
+  describe("pinned by mutation review", () => {
+    it("refuses a --key with more than three parts, and says 1 problem for one", async () => {
+      root = tempDir();
+      const key = await run(["acme", "--region", "us-ord", "--admin-cidrs", "81.2.69.160/32", "--key", "app:100:developer:extra"]);
+      expect(key.code).toBe(1);
+      expect(key.io.stderr.join("\n")).toContain('--key "app:100:developer:extra" must be name:credits[:tier]');
+      const one = await run(["acme", "--region", "us-ord", "--admin-cidrs", "203.0.113.7/32"]);
+      expect(one.io.stderr.join("\n")).toMatch(/^new-tenant: 1 problem; nothing was written:\n/);
+      expect(existsSync(join(root, "stacks"))).toBe(false);
+    });
+
+    it("the stack file's header says GPU, cost, expiry and how to review and deploy; the keys that matter carry comments", async () => {
+      root = tempDir();
+      const { code } = await run(ISSUE_EXAMPLE);
+      expect(code).toBe(0);
+      const text = readFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "utf8");
+      expect(text).toMatch(/^# GPU: .+$/m);
+      expect(text).toMatch(/^# Expires: .*24 ?h.*$|^# Expires: .+$/m);
+      expect(text).toContain("# Review: npm run render -- --stack acme    Deploy: pulumi up --stack acme");
+      expect(text).toContain("# Who may reach HTTPS (443) and HTTP (80)");
+      expect(text).toContain("# Who may reach SSH (22) and /admin");
+      expect(text).toContain("# Made at deploy time; plaintext only in the secret output apiKeys.");
+    });
+
+    it("an empty HF_TOKEN with --hf-token-from-env is refused as not set, writing nothing", async () => {
+      root = tempDir();
+      const { code, io } = await run([...ISSUE_EXAMPLE, "--hf-token-from-env"], { pulumi: new FakePulumi(), env: { HF_TOKEN: "", LINODE_TOKEN: "tok" } });
+      expect(code).toBe(1);
+      expect(io.stderr.join("\n")).toContain("--hf-token-from-env: HF_TOKEN is not set");
+      expect(existsSync(join(root, "stacks"))).toBe(false);
+    });
+
+    it("an empty LINODE_TOKEN is not stored (an empty secret would shadow the environment's at `pulumi up`)", async () => {
+      root = tempDir();
+      const pulumi = new FakePulumi();
+      const { code, io } = await run(ISSUE_EXAMPLE, { pulumi, env: { LINODE_TOKEN: "" } });
+      expect(code).toBe(0);
+      expect(pulumi.callsOf("config")).toEqual([]);
+      expect(io.text()).toContain("LINODE_TOKEN is not set: linode:token not stored");
+    });
+
+    it("without a login, the steps to run by hand start with `pulumi login --local`", async () => {
+      root = tempDir();
+      const { io } = await run(ISSUE_EXAMPLE, { env: { LINODE_TOKEN: "tok" } });
+      expect(io.text()).toContain("To finish (the pulumi CLI is needed: https://www.pulumi.com/docs/iac/download-install/):\n  pulumi login --local        # only if you use no backend yet\n  pulumi stack init acme\n");
+    });
+
+    it("a failed `pulumi login --local` stops there: exit 1, no stack init", async () => {
+      root = tempDir();
+      const pulumi = new FakePulumi();
+      pulumi.script = (args) => (args[0] === "whoami" ? { exitCode: 255, stderr: "error: PULUMI_ACCESS_TOKEN must be set for login during non-interactive CLI sessions" }
+        : args[0] === "login" ? { exitCode: 255, stderr: "error: could not create ~/.pulumi: permission denied" } : undefined);
+      const { code, io } = await run(ISSUE_EXAMPLE, { pulumi, env: { LINODE_TOKEN: "tok" } });
+      expect(code).toBe(1);
+      expect(io.stderr.join("\n")).toContain("`pulumi login --local` failed (exit 255)");
+      expect(pulumi.calls.map((c) => c.args)).toEqual([["whoami"], ["login", "--local"]]);
+    });
+
+    it("a name taken by a stack whose state cannot be exported is not taken over", async () => {
+      root = tempDir();
+      const pulumi = new FakePulumi({ acme: { outputs: {} } });
+      pulumi.script = (args) => (args[1] === "init" ? { exitCode: 255, stderr: "error: stack 'acme' already exists\n" }
+        : args[1] === "export" ? { exitCode: 255, stderr: "error: could not decrypt the state: passphrase is incorrect\n" } : undefined);
+      const { code, io } = await run(ISSUE_EXAMPLE, { pulumi, env: { LINODE_TOKEN: "tok" } });
+      expect(code).toBe(1);
+      expect(io.stderr.join("\n")).toContain("Stack acme already exists in the backend and could not be read (error: could not decrypt the state");
+      expect(pulumi.callsOf("config")).toEqual([]);
+      expect(existsSync(join(root, "stacks", "Pulumi.acme.yaml"))).toBe(false);
+    });
+
+    it("`stack init` says the name is taken but no stack answers to it: not taken over", async () => {
+      root = tempDir();
+      const pulumi = new FakePulumi(); // no acme
+      pulumi.script = (args) => (args[1] === "init" ? { exitCode: 255, stderr: "error: stack 'acme' already exists\n" } : undefined);
+      const { code, io } = await run(ISSUE_EXAMPLE, { pulumi, env: { LINODE_TOKEN: "tok" } });
+      expect(code).toBe(1);
+      expect(io.stderr.join("\n")).toContain("Stack acme already exists in the backend and could not be read (not found after all)");
+      expect(pulumi.callsOf("config")).toEqual([]);
+    });
+
+    it("a failed step's output is shown from stdout too (where pulumi prints some errors)", async () => {
+      root = tempDir();
+      const pulumi = new FakePulumi();
+      pulumi.script = (args) => (args[1] === "init" ? { exitCode: 255, stdout: "error: stack names may only contain alphanumeric, hyphens, underscores, or periods\n" } : undefined);
+      const { code, io } = await run(ISSUE_EXAMPLE, { pulumi, env: { LINODE_TOKEN: "tok" } });
+      expect(code).toBe(1);
+      expect(io.stderr.join("\n")).toContain("`pulumi stack init acme` failed (exit 255):\n  error: stack names may only contain");
+    });
+
+    it("a second run for a stack whose outputs cannot be read does not say it has nothing deployed", async () => {
+      root = tempDir();
+      mkdirSync(join(root, "stacks"));
+      writeFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "config:\n  gpu-sandbox:region: us-ord\n");
+      const pulumi = new FakePulumi({ acme: { outputError: "passphrase must be set with PULUMI_CONFIG_PASSPHRASE" } });
+      const { code, io } = await run(ISSUE_EXAMPLE, { pulumi, env: { LINODE_TOKEN: "tok" } });
+      expect(code).toBe(1);
+      const err = io.stderr.join("\n");
+      expect(err).toContain("Whether stack acme is in the backend could not be read (error: passphrase must be set");
+      expect(err).not.toContain("nothing deployed");
+    });
+  });
+
+  // Found by a mutation review: every key the file set counted as a secret already stored, so a
+  // token typed in plain text lost its `config set --secret` step and stayed in a committed file.
+  it("a second run for a created stack lists a secret the file holds in plain text, not as stored", async () => {
+    root = tempDir();
+    mkdirSync(join(root, "stacks"));
+    writeFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "config:\n  gpu-sandbox:region: us-ord\n  linode:token: typed-by-hand\n");
+    const pulumi = new FakePulumi({ acme: { outputs: {}, resources: [] } });
+    const { code, io } = await run(["acme", "--region", "us-ord", "--admin-cidrs", "81.2.69.160/32"], { pulumi, env: { LINODE_TOKEN: "x" } });
+    expect(code).toBe(1);
+    expect(io.stderr.join("\n")).toContain("To finish:\n  printenv LINODE_TOKEN | pulumi config set --secret --stack acme linode:token\n  pulumi up --stack acme");
   });
 });
