@@ -105,6 +105,8 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
       "Warning: the upstream at http://vlm:8000/v1 is not answering (unreachable: ENOTFOUND): no such host: check the host name in SHIM_UPSTREAM_URL",
     );
     expect(upstreamWarning("http://127.0.0.1:8001/v1", probe("ECONNREFUSED"))).not.toContain("/v1?");
+    // A name server that does not answer (EAI_AGAIN) is a host-name problem too, not a port.
+    expect(upstreamWarning("http://vlm:8000/v1", probe("EAI_AGAIN"))).toContain("no such host: check the host name in SHIM_UPSTREAM_URL");
   });
 
   it("npm run shim warns at start of an upstream URL without /v1, and not of one that is ready", async () => {

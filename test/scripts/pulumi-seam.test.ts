@@ -62,4 +62,20 @@ describe("the Pulumi CLI seam (zx)", () => {
   it("is not available when pulumi is not on PATH", async () => {
     expect(await realPulumi(tempDir(), { PATH: tempDir() }).available()).toBe(false);
   });
+
+  it("a pulumi killed by a signal (no exit code) is a failure, not exit 0", async () => {
+    const bin = tempDir();
+    writeFileSync(join(bin, "pulumi"), "#!/bin/sh\nkill -KILL $$\n");
+    chmodSync(join(bin, "pulumi"), 0o755);
+    const r = await realPulumi(tempDir(), { ...process.env, PATH: `${bin}:${process.env.PATH}` }).run(["destroy", "--yes", "--stack", "acme"]);
+    expect(r.exitCode).not.toBe(0);
+  });
+
+  it("turns the update check off: its notice would land in parsed output and in cron mail", async () => {
+    const bin = tempDir();
+    writeFileSync(join(bin, "pulumi"), '#!/bin/sh\nprintf %s "$PULUMI_SKIP_UPDATE_CHECK"\n');
+    chmodSync(join(bin, "pulumi"), 0o755);
+    const r = await realPulumi(tempDir(), { ...process.env, PATH: `${bin}:${process.env.PATH}` }).run(["whoami"]);
+    expect(r.stdout).toBe("true");
+  });
 });

@@ -238,4 +238,71 @@ describe("smoke-test", () => {
     const r = await smoke(["--url", `${h.url}/v1`], { GPU_SANDBOX_API_KEY: `${key}\r\n` });
     expect(r.code, r.lines.join("\n") + r.err).toBe(0);
   });
+
+  // Gaps found by mutation review (scripts/smoke-test.ts).
+  it("fails an endpoint that lists no model, or answers and streams no content", async () => {
+    const none = await new FakeVllm({ models: [] }).start();
+    const empty = await new FakeVllm({ models: DEFAULT_FAKE.models! }).start();
+    empty.set({ defaultTokens: 0 });
+    try {
+      const r = await smoke(["--url", none.url]);
+      expect(r.line("models")).toMatch(/^FAIL {2}models +\d+ ms {2}\/models lists no model$/);
+      const e = await smoke(["--url", empty.url, "--model", "qwen2.5-7b"]);
+      expect(e.code).toBe(1);
+      expect(e.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}the answer has no content \(finish_reason stop\)$/);
+      expect(e.line("stream")).toMatch(/^FAIL {2}stream +\d+ ms {2}the stream ended without any content$/);
+    } finally {
+      await none.close();
+      await empty.close();
+    }
+  });
+
+  it("bad-key passes on a 401 only: an endpoint refusing a made-up key with 403 fails the check", async () => {
+    const server = createServer((req, res) => {
+      const ok = req.headers.authorization === `Bearer ${key}`;
+      res.writeHead(ok ? 200 : 403, { "content-type": "application/json" });
+      res.end(JSON.stringify(ok ? { object: "list", data: [{ id: "m", object: "model", created: 0, owned_by: "x" }] } : { error: { message: "forbidden", type: "forbidden", code: "forbidden" } }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const r = await smoke(["--url", `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`]);
+      expect(r.line("bad-key")).toMatch(/^FAIL {2}bad-key +\d+ ms {2}expected 401, got HTTP 403/);
+    } finally {
+      server.close();
+    }
+  });
+
+  it("--key wins over an exported GPU_SANDBOX_API_KEY", async () => {
+    const r = await smoke(["--url", `${h.url}/v1`, "--key", key], { GPU_SANDBOX_API_KEY: "sk-gs-stale0000_notarealkeynotarealkeynotareal" });
+    expect(r.code, r.lines.join("\n")).toBe(0);
+  });
+
+  it("refuses a --url past /v1 (a route, not the base URL)", async () => {
+    const r = await smoke(["--url", "https://example.com/v1/models"]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain('--url "https://example.com/v1/models" must be the base URL ending in /v1');
+  });
+
+  it("one failed check is enough for exit 1: vLLM with its own --api-key passes all but credit-headers", async () => {
+    const keyed = await new FakeVllm({ models: DEFAULT_FAKE.models!, apiKey: key }).start();
+    try {
+      const r = await smoke(["--url", keyed.url]);
+      expect(r.lines.at(-1)).toBe("1 of 5 checks failed: credit-headers.");
+      expect(r.code).toBe(1);
+    } finally {
+      await keyed.close();
+    }
+  });
+
+  it("a key with blanks at either end (a tab, a leading line break) still works; DEL or a tab inside is refused without the key", async () => {
+    const r = await smoke(["--url", `${h.url}/v1`], { GPU_SANDBOX_API_KEY: `\n ${key}\t` });
+    expect(r.code, r.lines.join("\n") + r.err).toBe(0);
+    for (const [bad, shown] of [[`${key}\u007f`, "(U+007F) at character"], [`${key.slice(0, 10)}\t${key.slice(10)}`, '"\\t" (U+0009) at character 11']] as const) {
+      const refused = await smoke(["--url", `${h.url}/v1`], { GPU_SANDBOX_API_KEY: bad });
+      expect(refused.code).toBe(1);
+      expect(refused.lines).toEqual([]);
+      expect(refused.err).toContain(shown);
+      expect(refused.err).not.toContain(key.slice(-32));
+    }
+  });
 });
