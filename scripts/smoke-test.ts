@@ -152,7 +152,6 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     const deadline = AbortSignal.timeout(opts.timeoutMs);
     const timedOut = () => new CheckFailed(`no answer from ${opts.url} within ${formatDuration(opts.timeoutMs)} (the stream had not ended)`);
     let first: number | undefined;
-    let chunks = 0;
     let tokens: number | undefined;
     try {
       const stream = await client.chat.completions.create({
@@ -160,10 +159,7 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
         stream: true, stream_options: { include_usage: true },
       }, { signal: deadline });
       for await (const chunk of stream) {
-        if (chunk.choices[0]?.delta?.content) {
-          first ??= performance.now();
-          chunks++;
-        }
+        if (chunk.choices[0]?.delta?.content) first ??= performance.now();
         if (chunk.usage) tokens = chunk.usage.completion_tokens;
       }
     } catch (err) {
@@ -172,7 +168,9 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     if (deadline.aborted) throw timedOut();
     const end = performance.now();
     if (first === undefined) throw new CheckFailed("the stream ended without any content");
-    const n = tokens ?? chunks;
+    // What a stream is charged comes from this chunk: LiteLLM's proxy and some providers drop it.
+    if (tokens === undefined) throw new CheckFailed("the stream had no usage chunk, though it asked for one (stream_options.include_usage): its tokens cannot be metered");
+    const n = tokens;
     // Generation speed after the first token: the n - 1 tokens that came in that interval (n over
     // it overstated the rate by n / (n - 1)); a one-token answer has no such interval.
     const rate = n > 1 ? (n - 1) / Math.max((end - first) / 1000, 1e-3) : 1 / Math.max((end - started) / 1000, 1e-3);

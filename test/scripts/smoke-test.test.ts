@@ -257,6 +257,18 @@ describe("smoke-test", () => {
     }
   });
 
+  it("fails a stream that has content but no usage chunk, though it asked for one (the tokens a stream is charged)", async () => {
+    const keyed = await new FakeVllm({ models: DEFAULT_FAKE.models!, apiKey: key }).start();
+    keyed.set({ ignoreIncludeUsage: true }); // as a provider behind LiteLLM that sends none
+    try {
+      const r = await smoke(["--url", keyed.url]);
+      expect(r.line("stream")).toMatch(/^FAIL {2}stream +\d+ ms {2}the stream had no usage chunk, though it asked for one \(stream_options\.include_usage\): its tokens cannot be metered$/);
+      expect(r.lines.at(-1)).toBe("2 of 5 checks failed: credit-headers, stream.");
+    } finally {
+      await keyed.close();
+    }
+  });
+
   it("bad-key passes on a 401 only: an endpoint refusing a made-up key with 403 fails the check", async () => {
     const server = createServer((req, res) => {
       const ok = req.headers.authorization === `Bearer ${key}`;
