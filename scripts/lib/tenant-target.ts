@@ -164,11 +164,15 @@ export function endpointUrl(url: string, what: string, credential: string): URL 
     // A password with a "/" (base64) or an "@" in it is what made it no URL.
     throw new UsageError(`${what} "${withoutUserInfo(url)}" is not a URL; expected e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
   }
-  if (u.username !== "" || u.password !== "") {
+  // An "@" anywhere: a password starting with "/" or with digits and "/" parses as a host, an
+  // empty port and a path holding the rest (https://admin:/s3cret@host/v1), with no user info;
+  // a base URL never needs one.
+  if (u.username !== "" || u.password !== "" || url.includes("@")) {
     throw new UsageError(`${what} has a user name or password in it (user:password@host), which the scripts do not send (${credential} is the credential): give the URL without it`);
   }
-  // Without its scheme, user:password@host parses with "user:" as the scheme and no password.
-  if (u.protocol !== "http:" && u.protocol !== "https:") throw new UsageError(`${what} "${withoutUserInfo(url)}" must start with https:// or http://`);
+  // Quoted whole: it has no "@", so no user info (user:password@host without its scheme parses
+  // with "user:" as the scheme and no password).
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw new UsageError(`${what} "${url}" must start with https:// or http://`);
   return u;
 }
 

@@ -218,8 +218,17 @@ describe("report-usage against a real shim", () => {
     const io = memoryIo();
     expect(await main(["--url", "admin:s3cret@203-0-113-9.ip.linodeusercontent.com/v1"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() })).toBe(1);
     expect(io.stderr.join("\n")).not.toContain("s3cret");
-    // "admin:" parsed as the URL's scheme: refused for that, shown without what came before its "@".
-    expect(io.stderr.join("\n")).toContain('--url "…@203-0-113-9.ip.linodeusercontent.com/v1" must start with https:// or http://');
+    // "admin:" parsed as the URL's scheme, with no user info: refused for its "@".
+    expect(io.stderr.join("\n")).toMatch(/^--url has a user name or password in it/);
+  });
+
+  it("a --url whose password parses as a host and path (it starts with / or digits and /) is refused without printing it", async () => {
+    for (const url of ["https://admin:/s3cret@203-0-113-9.ip.linodeusercontent.com/v1", "https://admin:2024/s3cret@203-0-113-9.ip.linodeusercontent.com/v1"]) {
+      const io = memoryIo();
+      expect(await main(["--url", url], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() }), url).toBe(1);
+      expect(io.stderr.join("\n")).not.toContain("s3cret");
+      expect(io.stderr.join("\n")).toMatch(/^--url has a user name or password in it/);
+    }
   });
 
   it("the totals add costs without floating-point drift", () => {
