@@ -168,13 +168,13 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     if (deadline.aborted) throw timedOut();
     const end = performance.now();
     if (first === undefined) throw new CheckFailed("the stream ended without any content");
-    // What a stream is charged comes from this chunk: LiteLLM's proxy and some providers drop it.
-    if (tokens === undefined) throw new CheckFailed("the stream had no usage chunk, though it asked for one (stream_options.include_usage): its tokens cannot be metered");
-    const n = tokens;
-    // Generation speed after the first token: the n - 1 tokens that came in that interval (n over
+    // A stream is charged from this chunk; without it the shim charges an estimate and logs
+    // "stream ended without usage" (an upstream that ignores include_usage).
+    if (tokens === undefined) throw new CheckFailed("the stream had no usage chunk, though it asked for one (stream_options.include_usage): the shim charged it from an estimate (its log says \"stream ended without usage\"); the upstream must send usage");
+    // Generation speed after the first token: the tokens - 1 that came in that interval (n over
     // it overstated the rate by n / (n - 1)); a one-token answer has no such interval.
-    const rate = n > 1 ? (n - 1) / Math.max((end - first) / 1000, 1e-3) : 1 / Math.max((end - started) / 1000, 1e-3);
-    return `first token after ${formatDuration(first - started)}, ${n} tokens in ${formatDuration(end - started)}, ${rate.toFixed(1)} tokens/s`;
+    const rate = tokens > 1 ? (tokens - 1) / Math.max((end - first) / 1000, 1e-3) : 1 / Math.max((end - started) / 1000, 1e-3);
+    return `first token after ${formatDuration(first - started)}, ${tokens} tokens in ${formatDuration(end - started)}, ${rate.toFixed(1)} tokens/s`;
   });
 
   await check("bad-key", "/models", async () => {
