@@ -433,6 +433,52 @@ bootstrapKeys:
     expect(problems({ SHIM_CONFIG: "/missing.yaml" })).toEqual([expect.stringMatching(/^SHIM_CONFIG: cannot read or parse "\/missing.yaml"/)]);
     expect(problems({}, "pricing: [unclosed")).toEqual([expect.stringMatching(/^SHIM_CONFIG: cannot read or parse/)]);
   });
+
+  it("applies api-shim.md's defaults for the memory budgets and the largest answer", () => {
+    expect(parse({})).toMatchObject({ maxAnswerBytes: 268_435_456, answerMemoryBytes: 536_870_912, bodyMemoryBytes: 67_108_864 });
+  });
+
+  it("accepts each integer variable at both ends of its range, and refuses one past them", () => {
+    const low = { SHIM_PORT: "0", SHIM_UPSTREAM_TIMEOUT_MS: "1", SHIM_STREAM_IDLE_TIMEOUT_MS: "1", SHIM_DRAIN_TIMEOUT_MS: "0", SHIM_MAX_BODY_BYTES: "1024", SHIM_MAX_ANSWER_BYTES: "1024", SHIM_ANSWER_MEMORY_BYTES: "1024", SHIM_BODY_MEMORY_BYTES: "1024" };
+    expect(parse(low)).toMatchObject({ port: 0, upstreamTimeoutMs: 1, streamIdleTimeoutMs: 1, drainTimeoutMs: 0, maxBodyBytes: 1024, maxAnswerBytes: 1024, answerMemoryBytes: 1024, bodyMemoryBytes: 1024 });
+    const GiB = 1024 ** 3;
+    const high = { SHIM_PORT: "65535", SHIM_UPSTREAM_TIMEOUT_MS: "3600000", SHIM_STREAM_IDLE_TIMEOUT_MS: "3600000", SHIM_DRAIN_TIMEOUT_MS: "3600000", SHIM_MAX_BODY_BYTES: String(GiB), SHIM_MAX_ANSWER_BYTES: String(GiB), SHIM_ANSWER_MEMORY_BYTES: String(64 * GiB), SHIM_BODY_MEMORY_BYTES: String(64 * GiB) };
+    expect(parse(high)).toMatchObject({ port: 65535, upstreamTimeoutMs: 3_600_000, streamIdleTimeoutMs: 3_600_000, drainTimeoutMs: 3_600_000, maxBodyBytes: GiB, maxAnswerBytes: GiB, answerMemoryBytes: 64 * GiB, bodyMemoryBytes: 64 * GiB });
+    expect(problems({ SHIM_PORT: "65536", SHIM_MAX_BODY_BYTES: "1023" })).toEqual([
+      'SHIM_PORT: "65536" is not valid; expected an integer from 0 to 65535',
+      'SHIM_MAX_BODY_BYTES: "1023" is not valid; expected an integer from 1024 to 1073741824',
+    ]);
+  });
+
+  it("an admin token of exactly 16 characters is accepted, one of 15 refused", () => {
+    expect(parse({ SHIM_ADMIN_TOKEN: "0123456789abcdef" }).adminToken).toBe("0123456789abcdef");
+    expect(problems({ SHIM_ADMIN_TOKEN: "0123456789abcde" })[0]).toMatch(/^SHIM_ADMIN_TOKEN: is 15 characters long; expected at least 16 /);
+  });
+
+  it("LOG_LEVEL is read in any case (LOG_LEVEL=DEBUG is debug)", () => {
+    expect(parse({ LOG_LEVEL: "DEBUG" }).logLevel).toBe("debug");
+  });
+
+  it("a variable of spaces alone is unset: its default, or for SHIM_UPSTREAM_URL, required", () => {
+    expect(parse({ SHIM_HOST: "  ", SHIM_DATABASE_URL: " " })).toMatchObject({ host: "0.0.0.0", databaseUrl: "sqlite:./data/shim.db" });
+    expect(problems({ SHIM_UPSTREAM_URL: "  " })).toEqual([expect.stringMatching(/^SHIM_UPSTREAM_URL: is required;/)]);
+  });
+
+  it("an upstream URL with a fragment is refused, as one with a query (the requests' paths would be lost after the #)", () => {
+    expect(problems({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1#x" })).toEqual([expect.stringMatching(/^SHIM_UPSTREAM_URL: .* is not valid; expected an http\(s\) URL without query/)]);
+  });
+
+  it("every trailing slash of the upstream URL is dropped", () => {
+    expect(parse({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1//" }).upstreamUrl).toBe("http://litellm:4000/v1");
+  });
+
+  it("a bootstrap key without a tier gets defaultTier's; two bootstrap keys with one id are refused", () => {
+    const key = (id: string, tier = "") => `  - { id: ${id}, hash: "${HASH}", credits: 1${tier} }\n`;
+    expect(parse({}, `defaultTier: developer\nbootstrapKeys:\n${key("AbC123xyz789")}`).bootstrapKeys[0]!.tier).toBe("developer");
+    expect(problems({}, `bootstrapKeys:\n${key("AbC123xyz789")}${key("AbC123xyz789", ", tier: pro")}`)).toEqual([
+      'SHIM_CONFIG bootstrapKeys[1].id: "AbC123xyz789" is not valid; expected an id not used by another bootstrap key',
+    ]);
+  });
 });
 
 describe("a postgres:// SHIM_DATABASE_URL the driver cannot read", () => {

@@ -157,6 +157,12 @@ describe("no key or admin token in logs or metrics", () => {
     expect(Math.abs(sum * 1000 - line.ms!)).toBeLessThan(0.01);
   });
 
+  it("/metrics answers in Prometheus' text format, with its content type", async () => {
+    const res = await fetch(`${h.url}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/plain; version=0\.0\.4/);
+  });
+
   it("the check itself fails when a secret is present", () => {
     expect(() => assertNoSecrets([`{"msg":"oops ${key}"}`], [key])).toThrow(/a secret appeared/);
   });

@@ -40,3 +40,18 @@ describe("shim_sqlite_volume_free_bytes", () => {
     expect(text).toMatch(new RegExp(`fall under ${MIN_FREE_BYTES / 2 ** 20} MiB \\(${MIN_FREE_BYTES} bytes\\)`));
   });
 });
+
+describe("the counters read at each scrape", () => {
+  it("shim_answer_memory_waits_total and shim_body_memory_refusals_total say the count so far, however often they are scraped", async () => {
+    const metrics = new Metrics();
+    metrics.answerMemory = { inUse: 0, waits: 3 };
+    metrics.bodyMemory = { inUse: 0, refusals: 2 };
+    for (let scrape = 0; scrape < 3; scrape++) {
+      const text = await metrics.registry.metrics();
+      expect(text).toMatch(/^shim_answer_memory_waits_total 3$/m);
+      expect(text).toMatch(/^shim_body_memory_refusals_total 2$/m);
+    }
+    metrics.answerMemory = { inUse: 0, waits: 4 };
+    expect(await metrics.registry.metrics()).toMatch(/^shim_answer_memory_waits_total 4$/m);
+  });
+});

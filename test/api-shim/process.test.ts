@@ -65,6 +65,8 @@ describe("the shim process", () => {
     const second = await start();
     const released = await second.waitForLine((e) => typeof e.released === "number");
     expect(released.released).toBe(50);
+    // Counted in /metrics too: its help says the holds released at start are.
+    expect(await (await fetch(`${second.url}/metrics`)).text()).toMatch(/^shim_stale_reservations_released_total 50$/m);
     const after = (await audit()).find((r) => r.keyId === key.id)!;
     // The dead process charged nothing for its in-flight requests: our failure, not the client's.
     // (Not reservedSum: SQLite's is the sum of the auditing process's own holds, 0 for a store just opened here.)
