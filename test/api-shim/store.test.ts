@@ -135,7 +135,10 @@ describe("SqliteStore", () => {
     await store.createKey(newKey("k", 1e12));
     await store.close();
     const out = checkpointsUnder(fullVolumeWrites(file), 10_000);
-    expect(out.reported).toEqual([{ code: "SQLITE_FULL", failures: 1 }]);
+    // Its first failure fails it closed. (The thread's next checkpoint may fail too before the
+    // requests' loop sees the store closed, on a loaded machine: reported, harmlessly.)
+    expect(out.reported[0]).toEqual({ code: "SQLITE_FULL", failures: 1 });
+    expect(out.reported.every((r) => r.code === "SQLITE_FULL")).toBe(true);
     expect(out.failures).toEqual([{ code: "SQLITE_FULL", message: "database or disk is full" }]);
     // The limit is 1 s, counted from the first failure: the checkpointer's worker start before it
     // is not (it took over a second under CI's load).
