@@ -999,6 +999,29 @@ describe("a broken database fails closed with 503", () => {
     }
   });
 
+  it("a write lock refused with an extended busy code (SQLITE_BUSY_RECOVERY: another connection recovering the WAL) is waited for like busy, not a failure", async () => {
+    const failures: unknown[] = [];
+    const dir = mkdtempSync(join(tmpdir(), "shim-lock-"));
+    const store = new SqliteStore(join(dir, "shim.db"), { busyTimeoutMs: 2000, onFailure: (e) => failures.push(e) });
+    const stmt = (store as unknown as { stmt: { begin: { run(): unknown } } }).stmt;
+    const begin = stmt.begin;
+    try {
+      await store.createKey({ id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 10_000_000, expiresAt: null, at: 1 });
+      let refusals = 0;
+      // Refused twice (the recovery under way), then taken: SQLite's answer while another
+      // connection runs WAL recovery after a crash, for which waiting is the remedy.
+      stmt.begin = { run: () => (++refusals <= 2 ? (() => { throw Object.assign(new Error("database is locked"), { code: "SQLITE_BUSY_RECOVERY" }); })() : begin.run()) };
+      expect(await store.reserve({ reservationId: "a", keyId: "k", amount: 1, at: 2 })).toMatchObject({ ok: true });
+      expect(refusals).toBeGreaterThan(2);
+      expect(failures).toEqual([]);
+      await store.ping();
+    } finally {
+      stmt.begin = begin;
+      await store.close().catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it("the exit line's hint for a database the shim cannot write names the three files and the uid the shim runs as", () => {
     const hint = failureHint(Object.assign(new Error("attempt to write a readonly database"), { code: "SQLITE_READONLY" }), "/app/data/shim.db");
     expect(hint).toContain("/app/data/shim.db, /app/data/shim.db-wal and /app/data/shim.db-shm");

@@ -16,9 +16,13 @@ function primary(e: unknown): string | undefined {
   return code(e)?.match(/^SQLITE_[A-Z]+/)?.[0];
 }
 
-/** SQLite's answer when another connection holds the lock it needs. */
+/**
+ * SQLite's answer when another connection holds the lock it needs, with any extended code
+ * (SQLITE_BUSY_RECOVERY: another connection is recovering the WAL after a crash; waiting is the
+ * remedy there too, where failing closed asked for a restart).
+ */
 export function isBusy(e: unknown): boolean {
-  return code(e) === "SQLITE_BUSY";
+  return primary(e) === "SQLITE_BUSY";
 }
 
 /** The file is damaged (a page, or not a database at all): only a backup brings the ledger back. */
