@@ -405,20 +405,22 @@ describe("SqliteStore", () => {
       console.log(JSON.stringify(db.pragma("wal_checkpoint(RESTART)")[0]));
       db.close();
     `], { stdio: ["ignore", "pipe", "inherit"] });
+    // Listened for from the start: on a loaded machine it may exit before the waits below end.
+    const exited = once(operator, "exit");
     let printed = "";
     operator.stdout!.on("data", (d: Buffer) => void (printed += d.toString()));
     try {
-      await expect.poll(() => printed).toContain("waiting");
+      await expect.poll(() => printed, { timeout: 10_000 }).toContain("waiting"); // a node start, slow under load
       await new Promise((r) => setTimeout(r, 300)); // the checkpoint lock taken, checkpoints already found busy
       const before = reusable.length;
       await new Promise((r) => setTimeout(r, 1000)); // some 20 busy checkpoints
       expect(reusable.slice(before)).toEqual([]);
       expect(failures).toEqual([]);
-      await once(operator, "exit");
+      await exited;
       // It held the checkpoint lock to its busy timeout, past that second: the case this test is about.
       expect(JSON.parse(printed.trim().split("\n").at(-1)!)).toMatchObject({ busy: 1 });
     } finally {
-      if (operator.exitCode === null) await once(operator, "exit");
+      await exited;
       scan.return?.();
       reader.close();
       await stopCheckpointer(worker);
