@@ -46,15 +46,6 @@ const PREFIX = 4;
  * (a URL with a query, shown without it by shownUrl; a CIDR that covers every address), shown
  * whole unless it holds a secret.
  */
-/**
- * A setting that may be a URL as a problem shows it: one with a scheme as `showUrl` shows it
- * (config.ts shownUrl, database-url.ts redactUrl: credentials and query hidden), anything else as
- * shownValue shows a value that is not valid; a secret in either, not at all.
- */
-export function shownUrlOrValue(value: string, secrets: NamedSecrets, showUrl: (url: string) => string): string {
-  return shownValue(value, secrets, URL_SCHEME.test(value) ? showUrl(value) : undefined);
-}
-
 export function shownValue(value: string, secrets: NamedSecrets = {}, parsed?: string): string {
   const secret = secretIn(parsed ?? value, secrets);
   if (secret !== null) return `${secret} (not repeated)`;
@@ -65,4 +56,13 @@ export function shownValue(value: string, secrets: NamedSecrets = {}, parsed?: s
   const prefix = characters.slice(0, Math.min(PREFIX, Math.floor(characters.length / 4))).join("");
   const cut = prefix.search(/[:=@\s]/);
   return `${JSON.stringify(`${cut === -1 ? prefix : prefix.slice(0, cut + 1)}…`)} (${characters.length} characters)`;
+}
+
+/**
+ * A setting that may be a URL as a problem shows it: one with a scheme as `showUrl` shows it
+ * (config.ts shownUrl, database-url.ts redactUrl: credentials and query hidden), anything else as
+ * shownValue shows a value that is not valid; a secret in either, not at all.
+ */
+export function shownUrlOrValue(value: string, secrets: NamedSecrets, showUrl: (url: string) => string): string {
+  return shownValue(value, secrets, URL_SCHEME.test(value) ? showUrl(value) : undefined);
 }

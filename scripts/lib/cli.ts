@@ -170,7 +170,6 @@ export function numberFlag(flag: string, value: string | undefined, spec: Number
   throw new UsageError(`--${flag} "${value}" must be ${spec.what} from ${spec.min} to ${spec.max}${n === undefined ? ", in decimal digits" : ""}`);
 }
 
-/** "a, b ,c" → ["a", "b", "c"]; empty items dropped. */
 /**
  * A date or timestamp flag as the shim's API takes it (period.ts readInstant), checked here so the
  * message names the flag: a day that does not exist says so, any other shape says what `shapes` are.
@@ -182,6 +181,7 @@ export function instantFlag(flag: string, value: string | undefined, shapes: str
   throw new UsageError(read.why !== null ? `--${flag}: ${read.why}` : `--${flag} "${value}" must be ${shapes}`);
 }
 
+/** "a, b ,c" → ["a", "b", "c"]; empty items dropped. */
 export function commaList(value: string | undefined): string[] | undefined {
   if (value === undefined) return undefined;
   return value.split(",").map((s) => s.trim()).filter((s) => s !== "");

@@ -105,8 +105,9 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   try {
     const input = { reservationId, keyId: auth.key.id, amount: hold, at: ctx.clock.now(), model: req.model };
     reserved = await ctx.store.reserve(input);
-    // Refused, though the balance covers it: only the key's other holds are in the way.
-    if (!reserved.ok && !reserved.inactive && !reserved.notAllowed && reserved.balance >= hold) reserved = await reserveAsHoldsSettle(ctx, reply, input, reserved, ac.signal);
+    // Refused for credits (only that refusal has the balance: not a dead key nor a model taken
+    // out of its allow-list), though the balance covers it: only the key's other holds are in the way.
+    if (!reserved.ok && "balance" in reserved && reserved.balance >= hold) reserved = await reserveAsHoldsSettle(ctx, reply, input, reserved, ac.signal);
   } finally {
     // Not admitted (refused or the store failed): the admission estimate goes back to the bucket.
     if (!reserved?.ok) {
@@ -303,7 +304,7 @@ async function reserveAsHoldsSettle(ctx: ShimContext, reply: FastifyReply, input
   let last = refused;
   const settled = await retryInGrace(ctx.holdsSettled, reply, input.keyId, input.amount, signal, async () => {
     last = await ctx.store.reserve({ ...input, at: ctx.clock.now() });
-    return last.ok || last.inactive || last.notAllowed || last.balance < input.amount ? last : undefined;
+    return !("balance" in last) || last.balance < input.amount ? last : undefined;
   });
   return settled ?? last;
 }
