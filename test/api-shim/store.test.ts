@@ -476,6 +476,62 @@ describe("SqliteStore", () => {
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 10, held: 5, ledgerSum: 10, reservations: 2, reservedSum: 5 }]);
   });
 
+  it("busy checkpoints in the middle of a failing disk's run (an operator's RESTART waiting on a reader) neither end the run nor count in it: its failures go on from where they were, and its time from its first failure", async () => {
+    const ck = join(dir, "ck.db");
+    const made = new Database(ck); // made here: the switch to WAL syncs the file, which fails in the script
+    made.pragma("journal_mode = WAL");
+    made.exec("CREATE TABLE t (x)");
+    made.close();
+    const sqlite = JSON.stringify(createRequire(repoFile("api-shim", "src", "store", "sqlite-store.ts")).resolve("better-sqlite3"));
+    const out = runNodeScript<{ before: number[]; after: { failures: number; failingMs: number }[]; busyMs: number; operator: { busy: number } }>(failingFsyncs(ck), `
+      import { createRequire } from "node:module";
+      import { Worker } from "node:worker_threads";
+      import { startCheckpointer, stopCheckpointer } from ${JSON.stringify(repoFile("api-shim", "src", "store", "sqlite-checkpointer.ts"))};
+      const Database = createRequire(import.meta.url)(${sqlite});
+      const db = new Database(${JSON.stringify(ck)});
+      const insert = db.prepare("INSERT INTO t VALUES (randomblob(1000))");
+      for (let i = 0; i < 100; i++) insert.run();
+      const failures = [];
+      const worker = startCheckpointer(db, ${JSON.stringify(ck)}, 50, (f) => failures.push({ failures: f.failures, failingMs: f.failingMs }));
+      const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+      // A failing disk: each checkpoint copies the whole WAL and fails its fsync of the file.
+      while (failures.length < 2) await wait(20);
+      // A reader's snapshot, frames past it, and an operator's RESTART holding the checkpoint lock
+      // while it waits for the reader (1.5 s): the thread's checkpoints meanwhile are busy.
+      const reader = new Database(${JSON.stringify(ck)}, { readonly: true });
+      const scan = reader.prepare("SELECT * FROM t").iterate();
+      scan.next();
+      for (let i = 0; i < 100; i++) insert.run();
+      const operator = new Worker(\`
+        const { parentPort } = require("node:worker_threads");
+        const db = new (require(${sqlite.replaceAll("\\", "\\\\")}))(${JSON.stringify(ck)});
+        db.pragma("busy_timeout = 1500");
+        parentPort.postMessage("waiting");
+        parentPort.postMessage(db.pragma("wal_checkpoint(RESTART)")[0]);
+        db.close();
+      \`, { eval: true });
+      const answers = [];
+      operator.on("message", (m) => answers.push(m));
+      while (answers.length === 0) await wait(5);
+      const before = failures.map((f) => f.failures);
+      const busyFrom = performance.now();
+      while (answers.length < 2) await wait(20);
+      const busyMs = performance.now() - busyFrom;
+      scan.return();
+      reader.close();
+      // The reader gone, checkpoints copy the whole WAL again, and fail again.
+      while (failures.length < before.length + 2) await wait(20);
+      await stopCheckpointer(worker);
+      db.close();
+      console.log(JSON.stringify({ before, after: failures.slice(before.length), busyMs, operator: answers[1] }));
+    `);
+    expect(out.operator).toMatchObject({ busy: 1 }); // it held the lock to its timeout: the case this test is about
+    expect(out.busyMs).toBeGreaterThan(1000);
+    // One run throughout: the counts go on (a busy answer read as "all copied" started them over at 1).
+    expect([...out.before, ...out.after.map((f) => f.failures)]).toEqual(out.before.concat(out.after.map((_, i) => out.before.length + i + 1)));
+    expect(out.after[0]!.failingMs).toBeGreaterThan(out.busyMs);
+  }, 40_000);
+
   it("an admin write the database refuses for its own reason (a duplicate key) is answered at once, not retried as if the lock were busy", async () => {
     await store.createKey(newKey("dup", 1));
     const started = performance.now();
