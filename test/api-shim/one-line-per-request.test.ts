@@ -157,6 +157,16 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     expect(lines(idOf(answer)).map((l) => [l.status, l.error])).toEqual([[400, "invalid_request"]]);
   });
 
+  it("a path no route has (404) and a method a route does not take (405) are counted under route=\"unmatched\", as the docs name it for an alert on scanners", async () => {
+    const count = async (status: number) => Number((await (await fetch(`${h.url}/metrics`)).text()).match(new RegExp(`^shim_requests_total\\{route="unmatched",status="${status}"\\} (\\d+)$`, "m"))?.[1] ?? 0);
+    const [before404, before405] = [await count(404), await count(405)];
+    // With a key: without one, an unknown path is a 401 (authentication comes first, so nothing is learnt of the routes).
+    const headers = { authorization: `Bearer ${key}` };
+    expect((await fetch(`${h.url}/wp-login.php`, { headers })).status).toBe(404);
+    expect((await fetch(`${h.url}/v1/usage`, { method: "DELETE", headers })).status).toBe(405);
+    expect([await count(404), await count(405)]).toEqual([before404 + 1, before405 + 1]);
+  });
+
   it("a refusal by the parser says Connection: close: a proxy must not send its next request on that connection", async () => {
     const answer = await rawExchange(["HELLO THERE\r\n\r\n"]);
     expect(answer.slice(0, answer.indexOf("\r\n\r\n"))).toMatch(/\r\nconnection: close(\r\n|$)/i);
