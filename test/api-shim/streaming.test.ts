@@ -216,7 +216,7 @@ describe("streaming metering", () => {
   });
 
   /** A chat stream the fake ends with an error event after `tokens` tokens: what the client read, its error, the log line. */
-  const chatStreamToError = async (tokens: number, stopMode: "error" | "error400") => {
+  const chatStreamToError = async (tokens: number, stopMode: "error" | "error400" | "engineDead") => {
     const { key, id } = await h.createKey({ credits: 1000 });
     h.fake.set({ stopAfterTokens: tokens, stopMode });
     const { data: stream, response } = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 10, stream: true }).withResponse();
@@ -226,7 +226,7 @@ describe("streaming metering", () => {
   };
 
   it("an in-stream error after content is the upstream's failure whatever its code says (vLLM 0.10-0.11 send 400 for a dead engine)", async () => {
-    const { id, text, err, log } = await chatStreamToError(2, "error400");
+    const { id, text, err, log } = await chatStreamToError(2, "engineDead");
     expect(text).toBe("t1 t2");
     // Not "invalid_request" with the engine's message: the client's request was fine.
     expect(err.error).toMatchObject({ code: "upstream_error", type: "api_error" });
@@ -292,8 +292,8 @@ describe("a stream's charge does not depend on whether the upstream sends runnin
     ["qwen2.5-7b with a client asking for continuous_usage_stats", ask("qwen2.5-7b", { stream_options: { include_usage: true, continuous_usage_stats: true } })],
   ] as const;
 
-  it.each(runningUsage)("%s: an error event before any content costs nothing, and a 4xx keeps vLLM's message as it does without running usage", async (_, body) => {
-    for (const stopMode of ["error", "cut"] as const) {
+  it.each(runningUsage)("%s: an error event before any content costs nothing, and a 4xx keeps vLLM's message as it does without running usage, but a dead engine's 400 is the upstream's failure", async (_, body) => {
+    for (const stopMode of ["error", "engineDead", "cut"] as const) {
       h.fake.set({ stopAfterTokens: 0, stopMode });
       const { key, id } = await h.createKey({ credits: 1000 });
       const text = await (await h.post(key, "/v1/chat/completions", body)).text();
@@ -305,7 +305,7 @@ describe("a stream's charge does not depend on whether the upstream sends runnin
     const { key } = await h.createKey({ credits: 1000 });
     const text = await (await h.post(key, "/v1/chat/completions", body)).text();
     expect(text).toContain('"type":"invalid_request_error"');
-    expect(text).toContain("EngineCore encountered an issue");
+    expect(text).toContain("The provided JSON schema contains features not supported by xgrammar.");
   });
 
   // vLLM sends its role chunk once the prompt is processed and the first token exists (it may then

@@ -211,3 +211,20 @@ describe("cost of an upstream's message", () => {
     }
   });
 });
+
+describe("a dead engine's 400", () => {
+  const engineDead = "EngineCore encountered an issue. See stack trace (above) for the root cause.";
+  it("is the upstream's failure (502 upstream_error, its message not shown), from vLLM or framed by LiteLLM, with or without vLLM's body quoted: a client told 400 would not retry", () => {
+    for (const message of [engineDead, `litellm.BadRequestError: Hosted_vllmException - ${engineDead}`, `litellm.BadRequestError: Hosted_vllmException - ${body(engineDead)}. Received Model Group=qwen\nAvailable Model Group Fallbacks=None`]) {
+      const e = upstreamStatusError(400, body(message), "m", undefined, noSecrets);
+      expect(e.code, message).toBe("upstream_error");
+      expect(e.message, message).not.toMatch(/EngineCore/);
+    }
+    expect(upstreamErrorBody(`{"error": {"message": "${engineDead}", "type": "BadRequestError", "param": null, "code": 400}}`, "m", noSecrets).code).toBe("upstream_error");
+  });
+
+  it("only when vLLM's message starts so: a request's own 400 that quotes those words is still the client's", () => {
+    const quoting = `1 validation error: max_tokens Input should be a valid integer [input_value='${engineDead}']`;
+    expect(upstreamStatusError(400, body(quoting), "m", undefined, noSecrets)).toMatchObject({ code: "invalid_request", message: quoting });
+  });
+});

@@ -26,11 +26,14 @@ export interface Behaviour {
   failStatus: number | null;
   /**
    * Stop a stream after this many content tokens: "cut" drops the connection, "error" sends
-   * vLLM's error event (code 500), "error400" the one vLLM 0.10-0.11 send for any exception
-   * (a dead engine included: code 400, BadRequestError, the engine's message).
+   * vLLM's error event (code 500); vLLM 0.10-0.11 send code 400 (BadRequestError) for any
+   * exception with its message: "error400" one the request caused (a JSON schema its grammar
+   * backend cannot compile, found as the engine takes the request), "engineDead" a dead engine's
+   * (EngineDeadError). At 0 tokens an error event comes before the role chunk, as vLLM's first
+   * step raises before it sends one; a cut comes after it.
    */
   stopAfterTokens: number | null;
-  stopMode: "cut" | "error" | "error400";
+  stopMode: "cut" | "error" | "error400" | "engineDead";
   /** Send `failStatus`'s error body with HTTP 200, as vLLM 0.15.1 and 0.16.0 did. */
   failWith200: boolean;
   /** Never answer (headers are not sent); the client has to give up. */
@@ -292,7 +295,8 @@ export class FakeVllm extends EventEmitter {
         ? { id, object: "chat.completion.chunk", created, model, choices: [choice], ...live(choice.index as number, k) }
         : { id, object: "text_completion", created, model, choices: [choice], usage: null, ...live(choice.index as number, k) };
     // vLLM's first step sends one role chunk per output (for i in range(num_choices)).
-    if (route === "chat") for (let index = 0; index < outputs; index++) send(chunk({ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }, 0));
+    const failsFirstStep = b.stopAfterTokens === 0 && b.stopMode !== "cut";
+    if (route === "chat" && !failsFirstStep) for (let index = 0; index < outputs; index++) send(chunk({ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }, 0));
     for (let k = 1; k <= tokens; k++) {
       if (b.tokenDelayMs > 0) await sleep(b.tokenDelayMs);
       if (res.destroyed) return;
@@ -304,9 +308,7 @@ export class FakeVllm extends EventEmitter {
           return void res.destroy();
         }
         // vLLM's in-stream error: Python json.dumps with default (spaced) separators, then [DONE].
-        res.write(b.stopMode === "error400"
-          ? `data: {"error": {"message": "EngineCore encountered an issue. See stack trace (above) for the root cause.", "type": "BadRequestError", "param": null, "code": 400}}\n\n`
-          : `data: {"error": {"message": "Engine loop has died", "type": "InternalServerError", "param": null, "code": 500}}\n\n`);
+        res.write(`data: ${IN_STREAM_ERRORS[b.stopMode]}\n\n`);
         res.end("data: [DONE]\n\n");
         return;
       }
@@ -486,6 +488,13 @@ function float32Base64(values: number[]): string {
 const words = (n: number) => Array.from({ length: n }, (_, i) => `t${i + 1}`).join(" ");
 const hex = () => randomUUID().replaceAll("-", "");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** vLLM's in-stream error events, as Python's json.dumps writes them (spaced separators). */
+const IN_STREAM_ERRORS: Record<Exclude<Behaviour["stopMode"], "cut">, string> = {
+  error: `{"error": {"message": "Engine loop has died", "type": "InternalServerError", "param": null, "code": 500}}`,
+  error400: `{"error": {"message": "The provided JSON schema contains features not supported by xgrammar.", "type": "BadRequestError", "param": null, "code": 400}}`,
+  engineDead: `{"error": {"message": "EngineCore encountered an issue. See stack trace (above) for the root cause.", "type": "BadRequestError", "param": null, "code": 400}}`,
+};
 
 function json(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);

@@ -201,6 +201,10 @@ function relayedRetryAfter(value: string | string[] | undefined): number {
 export function upstreamStatusError(status: number, bodyText: string, model: string | undefined, retryAfter: string | string[] | undefined, hideSecrets: SecretHider): ShimError {
   if (status === 400 || status === 422) {
     const message = upstreamMessage(bodyText);
+    // vLLM 0.10-0.11 answer any exception as a 400, a dead engine's too (before a stream's first
+    // chunk, in the stream): the server failed, not the request. Told as a 400, a client would
+    // not retry, and the SDKs' retries would find the engine restarted.
+    if (message !== undefined && withoutLitellmFrame(message).startsWith(ENGINE_DEAD_MESSAGE)) return new ShimError("upstream_error");
     return new ShimError("invalid_request", message ? clientMessage(message, model ?? "", hideSecrets) : {});
   }
   if (status === 404) {
@@ -278,13 +282,23 @@ function clientMessage(message: string, model: string, hideSecrets: SecretHider)
     const list = names.map((n) => `'${n}'`).join(", ");
     return { message: `${list} ${names.length === 1 ? "is" : "are"} not supported by model '${model.slice(0, 200)}'.`, param: names[0]! };
   }
-  const prefix = /^(?:litellm\.\w+: )+(?:\w+Error: )?(?:\w+Exception(?: \w+)? - )?/.exec(message)?.[0];
-  if (prefix === undefined) return { message: forClient(message, model, hideSecrets) };
-  let text = message.slice(prefix.length).replace(/\.? ?Received Model Group=[\s\S]*$/, "");
-  const quoted = upstreamMessage(text);
-  if (quoted !== undefined) text = quoted;
-  return { message: forClient(text.trim() || ERROR_TABLE.invalid_request.message, model, hideSecrets) };
+  if (!LITELLM_PREFIX.test(message)) return { message: forClient(message, model, hideSecrets) };
+  return { message: forClient(withoutLitellmFrame(message).trim() || ERROR_TABLE.invalid_request.message, model, hideSecrets) };
 }
+
+/** LiteLLM's exception class and provider before its message (clientMessage). */
+const LITELLM_PREFIX = /^(?:litellm\.\w+: )+(?:\w+Error: )?(?:\w+Exception(?: \w+)? - )?/;
+
+/** A message without LiteLLM's prefix, its model group suffix and the JSON body it may quote (clientMessage): the provider's own words. Other messages unchanged. */
+function withoutLitellmFrame(message: string): string {
+  const prefix = LITELLM_PREFIX.exec(message)?.[0];
+  if (prefix === undefined) return message;
+  const text = message.slice(prefix.length).replace(/\.? ?Received Model Group=[\s\S]*$/, "");
+  return upstreamMessage(text) ?? text;
+}
+
+/** vLLM's EngineDeadError (vllm/v1/engine/exceptions.py): the engine process died; vLLM exits and is restarted. */
+const ENGINE_DEAD_MESSAGE = "EngineCore encountered an issue.";
 
 /**
  * Secrets hidden before the cut, so none is left half shown: the deployment's own wherever they
