@@ -2,7 +2,7 @@ import OpenAI, { NotFoundError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeVllm } from "../support/fake-vllm.ts";
 
-/** The test upstream itself: vLLM 0.10.1's wire format (see /tmp research notes in docs/api-shim.md). */
+/** The test upstream itself: vLLM 0.11.0's wire format (see /tmp research notes in docs/api-shim.md). */
 describe("fake vLLM speaks vLLM's dialect", () => {
   let fake: FakeVllm;
   const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
@@ -32,9 +32,12 @@ describe("fake vLLM speaks vLLM's dialect", () => {
     expect(events.at(-1)).toBe("");
     expect(events.at(-2)).toBe("data: [DONE]");
     expect(events.slice(0, -2).every((e) => e.startsWith("data: {") && !e.includes('"usage"'))).toBe(true);
-    expect(JSON.parse(events[0]!.slice(6)).choices[0].delta).toEqual({ role: "assistant", content: "" });
+    // vLLM 0.11 writes the members it sets explicitly, null or not (return_token_ids is off).
+    expect(Object.keys(JSON.parse(events[0]!.slice(6)))).toEqual(["id", "object", "created", "model", "choices", "prompt_token_ids"]);
+    expect(JSON.parse(events[0]!.slice(6)).choices[0]).toEqual({ index: 0, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null });
+    expect(JSON.parse(events[1]!.slice(6)).choices[0]).toEqual({ index: 0, delta: { content: "t1" }, logprobs: null, finish_reason: null, token_ids: null });
     // max_tokens cut it (the fake's answers are 8 tokens): "length", as vLLM says, streamed or not.
-    expect(JSON.parse(events[2]!.slice(6)).choices[0]).toEqual({ index: 0, delta: { content: " t2" }, logprobs: null, finish_reason: "length", stop_reason: null });
+    expect(JSON.parse(events[2]!.slice(6)).choices[0]).toEqual({ index: 0, delta: { content: " t2" }, logprobs: null, finish_reason: "length", stop_reason: null, token_ids: null });
     const whole = (await (await post("/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], stream: true })).text()).split("\n\n");
     expect(JSON.parse(whole.at(-3)!.slice(6)).choices[0]).toMatchObject({ delta: { content: " t8" }, finish_reason: "stop" });
     const cutCompletion = (await (await post("/completions", { model: "qwen2.5-7b", prompt: "a", max_tokens: 2, stream: true })).text()).split("\n\n");
@@ -54,6 +57,23 @@ describe("fake vLLM speaks vLLM's dialect", () => {
     const events = (await (await post("/completions", { model: "qwen2.5-7b", prompt: "a", max_tokens: 2, stream: true })).text()).split("\n\n").filter((e) => e.startsWith("data: {"));
     expect(events).toHaveLength(2);
     for (const e of events) expect(JSON.parse(e.slice(6)).usage).toBeNull();
+    // Written with every member (exclude_unset=False): the token ids' members too, null.
+    expect(JSON.parse(events[0]!.slice(6)).choices[0]).toEqual({ index: 0, text: "t1", logprobs: null, finish_reason: null, stop_reason: null, prompt_token_ids: null, token_ids: null });
+  });
+
+  it("reports cached prompt tokens only when there are some (vLLM: `if … and num_cached_tokens:`); none in a stream's usage chunk is no member at all", async () => {
+    const lastUsage = async () => {
+      const events = (await (await post("/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2, stream: true, stream_options: {} })).text()).split("\n\n");
+      return JSON.parse(events.at(-3)!.slice(6)).usage as Record<string, unknown>;
+    };
+    try {
+      fake.set({ cachedTokens: 0 });
+      expect(await lastUsage()).toEqual({ prompt_tokens: 5, total_tokens: 7, completion_tokens: 2 });
+      fake.set({ cachedTokens: 4 });
+      expect(await lastUsage()).toEqual({ prompt_tokens: 5, total_tokens: 7, completion_tokens: 2, prompt_tokens_details: { cached_tokens: 4 } });
+    } finally {
+      fake.set({ cachedTokens: null });
+    }
   });
 
   it("answers errors with vLLM's bodies", async () => {

@@ -5,7 +5,7 @@ import type { AddressInfo } from "node:net";
 import { urlHost } from "../../scripts/lib/url-host.ts";
 
 /**
- * A test upstream that speaks vLLM's OpenAI dialect (v0.10.1, nested errors) byte for byte where
+ * A test upstream that speaks vLLM's OpenAI dialect (v0.11.0, nested errors) byte for byte where
  * it matters to clients and to metering: compact JSON in pydantic field order, SSE events
  * `data: <json>\n\n` ending with `data: [DONE]`, a usage chunk only when `stream_options` asks
  * for it, continuous usage on request, vLLM's error bodies and its in-stream error event,
@@ -171,7 +171,7 @@ export class FakeVllm extends EventEmitter {
     const path = (req.url ?? "/").split("?")[0]!;
 
     if (path === "/health") return void res.writeHead(200, { "content-length": "0" }).end();
-    if (path === "/version") return json(res, 200, { version: "0.10.1.1" });
+    if (path === "/version") return json(res, 200, { version: "0.11.0" });
     // Not vLLM: lets a process that runs this fake elsewhere (the benchmark) switch its behaviour.
     if (path === "/_fake/behaviour" && req.method === "POST") {
       let behaviour: unknown;
@@ -290,13 +290,16 @@ export class FakeVllm extends EventEmitter {
     res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "transfer-encoding": "chunked" });
     const send = (o: unknown) => res.write(`data: ${JSON.stringify(o)}\n\n`);
     const live = (index: number, k: number) => (continuous ? { usage: route === "chat" ? this.usage(promptOf(index), k) : { ...this.usage(promptOf(index), k), prompt_tokens_details: null } } : {});
-    const chunk = (choice: Record<string, unknown>, k: number) =>
+    // Chat chunks are written with exclude_unset: a member vLLM passes explicitly is there, null or
+    // not (token_ids, the role chunk's prompt_token_ids: return_token_ids is off); completions
+    // chunks with every member.
+    const chunk = (choice: Record<string, unknown>, k: number, top: Record<string, unknown> = {}) =>
       route === "chat"
-        ? { id, object: "chat.completion.chunk", created, model, choices: [choice], ...live(choice.index as number, k) }
-        : { id, object: "text_completion", created, model, choices: [choice], usage: null, ...live(choice.index as number, k) };
+        ? { id, object: "chat.completion.chunk", created, model, choices: [choice], ...live(choice.index as number, k), ...top }
+        : { id, object: "text_completion", created, model, choices: [{ ...choice, prompt_token_ids: null, token_ids: null }], usage: null, ...live(choice.index as number, k) };
     // vLLM's first step sends one role chunk per output (for i in range(num_choices)).
     const failsFirstStep = b.stopAfterTokens === 0 && b.stopMode !== "cut";
-    if (route === "chat" && !failsFirstStep) for (let index = 0; index < outputs; index++) send(chunk({ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }, 0));
+    if (route === "chat" && !failsFirstStep) for (let index = 0; index < outputs; index++) send(chunk({ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }, 0, { prompt_token_ids: null }));
     for (let k = 1; k <= tokens; k++) {
       if (b.tokenDelayMs > 0) await sleep(b.tokenDelayMs);
       if (res.destroyed) return;
@@ -316,14 +319,16 @@ export class FakeVllm extends EventEmitter {
       const text = `${k === 1 ? "" : " "}t${k}${b.stampTokens ? `@${process.hrtime.bigint()}` : ""}`;
       // Several outputs (n, batched prompts): one chunk per output per step, as vLLM interleaves them.
       for (let index = 0; index < outputs; index++) {
-        if (route === "chat") send(chunk({ index, delta: { content: text }, logprobs: null, finish_reason: last ? finish : null, ...(last ? { stop_reason: null } : {}) }, k));
+        if (route === "chat") send(chunk({ index, delta: { content: text }, logprobs: null, finish_reason: last ? finish : null, ...(last ? { stop_reason: null } : {}), token_ids: null }, k));
         else send(chunk({ index, text: k === 1 ? echoed(index) + (echoOnly ? "" : text) : text, logprobs: null, finish_reason: last ? finish : null, stop_reason: null }, k));
       }
       this.bump("tokensSent");
     }
-    if (tokens === 0 && route === "chat") for (let index = 0; index < outputs; index++) send(chunk({ index, delta: { content: "" }, logprobs: null, finish_reason: "length", stop_reason: null }, 0));
+    if (tokens === 0 && route === "chat") for (let index = 0; index < outputs; index++) send(chunk({ index, delta: { content: "" }, logprobs: null, finish_reason: "length", stop_reason: null, token_ids: null }, 0));
     const usage = this.usage(prompt, tokens * outputs);
-    const final = this.behaviour.cachedTokens === null ? usage : { ...usage, prompt_tokens_details: this.promptDetails(prompt) };
+    // The usage-only chunk is written with exclude_none: no prompt_tokens_details without cached tokens.
+    const details = this.promptDetails(prompt);
+    const final = details === null ? usage : { ...usage, prompt_tokens_details: details };
     if (includeUsage) send(route === "chat" ? { id, object: "chat.completion.chunk", created, model, choices: [], usage: final } : { id, object: "text_completion", created, model, choices: [], usage: final });
     res.end("data: [DONE]\n\n");
     this.usages.push(usage);
@@ -357,10 +362,10 @@ export class FakeVllm extends EventEmitter {
     this.bump("completed");
   }
 
-  /** vLLM's prompt_tokens_details: the cached tokens (never more than the prompt's) when reported, else null. */
+  /** vLLM's prompt_tokens_details: the cached tokens (never more than the prompt's) when reported and not 0 (`if … and num_cached_tokens:`), else null. */
   private promptDetails(prompt: number): { cached_tokens: number } | null {
-    const cached = this.behaviour.cachedTokens;
-    return cached === null ? null : { cached_tokens: Math.min(cached, prompt) };
+    const cached = Math.min(this.behaviour.cachedTokens ?? 0, prompt);
+    return cached === 0 ? null : { cached_tokens: cached };
   }
 
   private usage(prompt: number, completion: number) {
