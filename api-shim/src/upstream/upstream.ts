@@ -2,6 +2,7 @@ import type { FastifyRequest } from "fastify";
 import { Pool, errors as undiciErrors } from "undici";
 import type { ShimContext } from "../context.ts";
 import { ERROR_TABLE, retryAfterSeconds, ShimError } from "../errors.ts";
+import { eventData } from "../metering/sse.ts";
 import { redactUpstreamSecrets, type SecretHider } from "../observability/redaction.ts";
 import { dispatch } from "./upstream-body.ts";
 import type { AnswerLease } from "../limits/answer-memory.ts";
@@ -253,13 +254,25 @@ export function modelNotFound(model: string): ShimError {
 /** The message of an OpenAI/vLLM error body (nested or flat), if it is a string. */
 function upstreamMessage(text: string): string | undefined {
   try {
-    const body = JSON.parse(text) as { error?: { message?: unknown } | unknown; message?: unknown };
+    const body = JSON.parse(firstEventData(text)) as { error?: { message?: unknown } | unknown; message?: unknown };
     const nested = body.error && typeof body.error === "object" ? (body.error as { message?: unknown }).message : undefined;
     const msg = nested ?? body.message;
     return typeof msg === "string" && msg !== "" ? msg : undefined;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * An error body's JSON. LiteLLM refuses a stream that fails at its first chunk (a provider
+ * called lazily: Anthropic, Gemini; vLLM's error before its first chunk) with the error's status
+ * and its SSE error event as the body (proxy/common_request_processing.py,
+ * create_streaming_response): then its first event's data. Any other body as it is.
+ */
+function firstEventData(text: string): string {
+  if (!text.startsWith("data:")) return text;
+  const end = text.indexOf("\n\n");
+  return eventData(end === -1 ? text : text.slice(0, end)) ?? text;
 }
 
 /**

@@ -1,0 +1,102 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+import { loopbackServer } from "../support/shim-process.ts";
+
+/**
+ * An upstream answering exactly as LiteLLM's proxy does (BerriAI/litellm), scripted per test.
+ * litellm/proxy/common_request_processing.py create_streaming_response(): for a stream it awaits
+ * the generator's first item; when that is an error event (async_data_generator's except branch:
+ * `data: {"error": ProxyException.to_dict()}`, code a string), the response keeps
+ * media_type "text/event-stream" and that SSE body, and only its status is set to the code.
+ * That is the path of every error raised at the first __anext__ (a provider fetched lazily via
+ * make_call: Anthropic, Gemini; vLLM's in-stream error before its first chunk).
+ */
+let script: { status: number; type: string; body: string } = { status: 200, type: "text/event-stream", body: "" };
+
+describe("LiteLLM answering as its proxy does (scripted)", () => {
+  let h: Harness;
+  let upstream: { url: string; close(): Promise<void> };
+  let key: string;
+  beforeAll(async () => {
+    upstream = await loopbackServer((req, res) => {
+      req.resume();
+      req.on("end", () => res.writeHead(script.status, { "content-type": script.type }).end(script.body));
+    });
+    h = await startShim({ file: { models: [{ name: "smart" }] }, env: { SHIM_UPSTREAM_URL: upstream.url } });
+    ({ key } = await h.createKey({ credits: 1000 }));
+  });
+  afterAll(async () => {
+    await h.close();
+    await upstream.close();
+  });
+  const chat = { model: "smart", messages: [{ role: "user", content: "hi" }], max_tokens: 5, stream: true };
+  const sseError = (message: string, code: string) => `data: ${JSON.stringify({ error: { message, type: "None", param: "None", code } })}\n\n`;
+
+  it("a provider's 400 raised at the stream's first chunk keeps its message (as the same refusal in JSON does)", async () => {
+    const message = "litellm.BadRequestError: AnthropicException - prompt is too long: 250000 tokens > 200000 maximum. Received Model Group=smart\nAvailable Model Group Fallbacks=None";
+    script = { status: 400, type: "text/event-stream", body: sseError(message, "400") };
+    const sse = await h.post(key, "/v1/chat/completions", chat);
+    const sseBody = (await sse.json()) as { error: { message: string } };
+    script = { status: 400, type: "application/json", body: JSON.stringify({ error: { message, type: null, param: null, code: "400" } }) };
+    const json = await h.post(key, "/v1/chat/completions", chat);
+    const jsonBody = (await json.json()) as { error: { message: string } };
+    expect(jsonBody.error.message).toBe("prompt is too long: 250000 tokens > 200000 maximum");
+    expect(sse.status).toBe(400);
+    expect(sseBody.error.message).toBe(jsonBody.error.message);
+  });
+
+  it("a dead vLLM engine's 400 at the stream's first chunk, framed by LiteLLM, is upstream_error (502), not the client's 400", async () => {
+    const message = "litellm.BadRequestError: Hosted_vllmException - EngineCore encountered an issue. See stack trace (above) for the root cause.";
+    script = { status: 400, type: "text/event-stream", body: sseError(message, "400") };
+    const res = await h.post(key, "/v1/chat/completions", chat);
+    expect(res.status).toBe(502); // not 400 invalid_request, which SDKs do not retry
+  });
+
+  it("a provider's 404 at the stream's first chunk is not told as the shim's own misconfigured route", async () => {
+    const message = "litellm.NotFoundError: Vertex_ai_betaException - models/gemini-9-pro is not found for API version v1beta. Received Model Group=smart";
+    script = { status: 404, type: "text/event-stream", body: sseError(message, "404") };
+    const res = await h.post(key, "/v1/chat/completions", chat);
+    const body = (await res.json()) as { error: { message: string } };
+    expect(body.error.message).not.toMatch(/no such route/);
+  });
+
+  it("LiteLLM's finish chunk, its stripped usage chunk and its own usage chunk after the finish (choice kept, finish_reason dropped by exclude_none)", async () => {
+    const f = { id: "chatcmpl-1", created: 1, model: "smart", object: "chat.completion.chunk" };
+    const ev = (o: object) => `data: ${JSON.stringify({ ...f, ...o })}\n\n`;
+    script = {
+      status: 200, type: "text/event-stream",
+      body: ev({ choices: [{ index: 0, delta: { content: "ok", role: "assistant" } }] })
+        + ev({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })
+        + ev({ choices: [{ index: 0, delta: {} }] })
+        + ev({ choices: [{ index: 0, delta: {} }], usage: { prompt_tokens: 1000, completion_tokens: 5, total_tokens: 1005, prompt_tokens_details: { cached_tokens: 0 }, completion_tokens_details: { reasoning_tokens: 0 } } })
+        + "data: [DONE]\n\n",
+    };
+    const { id, key: k } = await h.createKey({ credits: 1000 });
+    const res = await h.post(k, "/v1/chat/completions", chat);
+    const text = await res.text();
+    expect(text).not.toContain('"usage"'); // the client did not ask
+    expect(text).toContain("data: [DONE]");
+    const report = (await (await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${k}` } })).json()) as { usage: { total_tokens: number } };
+    expect(report.usage.total_tokens).toBe(1005);
+    expect((await h.store.getKey(id))!.held).toBe(0);
+  });
+
+  it("n=2 through LiteLLM (one finish_reason, index 0, then its usage chunk) is charged the usage", async () => {
+    const f = { id: "chatcmpl-2", created: 1, model: "smart", object: "chat.completion.chunk" };
+    const ev = (o: object) => `data: ${JSON.stringify({ ...f, ...o })}\n\n`;
+    script = {
+      status: 200, type: "text/event-stream",
+      body: ev({ choices: [{ index: 0, delta: { content: "a", role: "assistant" } }] })
+        + ev({ choices: [{ index: 1, delta: { content: "b" } }] })
+        + ev({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })
+        + ev({ choices: [{ index: 0, delta: {} }], usage: { prompt_tokens: 100, completion_tokens: 8, total_tokens: 108 } })
+        + "data: [DONE]\n\n",
+    };
+    const { key: k } = await h.createKey({ credits: 1000 });
+    const res = await h.post(k, "/v1/chat/completions", { ...chat, n: 2, stream_options: { include_usage: true } });
+    const text = await res.text();
+    expect(text).toContain('"prompt_tokens":100');
+    const report = (await (await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${k}` } })).json()) as { usage: { total_tokens: number } };
+    expect(report.usage.total_tokens).toBe(108);
+  });
+});
