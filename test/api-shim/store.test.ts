@@ -149,15 +149,20 @@ describe("SqliteStore", () => {
     expect(row).toMatchObject({ held: 0, ledgerSum: row.balance });
   }, 40_000);
 
-  /** A store with key `id` of 10 credits, one hold of 1 committed, and its settlement (0.25 charged) in the open batch, answered but not committed yet. */
+  /**
+   * A store with key `id` of 10 credits, one hold of 1 committed, and its settlement (0.25
+   * charged) in the open batch, not committed yet: `settled` is its answer, which comes once the
+   * batch is written (the store's `s`, for its internals).
+   */
   const settledInOpenBatch = async (id: string, onFailure: (e: unknown) => void) => {
     await store.close();
     store = new SqliteStore(file, { onFailure });
     await store.createKey(newKey(id, 10_000_000));
     expect((await store.reserve({ reservationId: `r-${id}`, keyId: id, amount: 1_000_000, at: 2 })).ok).toBe(true);
     await store.flush();
-    expect(await store.settle({ reservationId: `r-${id}`, keyId: id, hold: 1_000_000, cost: 250_000, usage: usage(id, `q-${id}`, 250_000) })).toEqual({ available: 9_750_000, charged: 250_000 });
-    return store as unknown as { checkpointFailed(f: { error: Error; failures: number; failingMs: number }): void };
+    const settled = store.settle({ reservationId: `r-${id}`, keyId: id, hold: 1_000_000, cost: 250_000, usage: usage(id, `q-${id}`, 250_000) });
+    settled.catch(() => {}); // awaited by the test, after what it does to the batch
+    return { s: store as unknown as { checkpointFailed(f: { error: Error; failures: number; failingMs: number }): void }, settled };
   };
   const reopenedRow = async (id: string) => {
     await store.close().catch(() => {});
@@ -165,24 +170,27 @@ describe("SqliteStore", () => {
     return (await store.audit()).find((r) => r.keyId === id)!;
   };
 
-  it("a store failing closed for a cause outside the open batch (a checkpoint, the volume check) commits that batch first: settlements already answered stay charged", async () => {
+  it("a store failing closed for a cause outside the open batch (a checkpoint, the volume check) commits that batch first: its settlements are charged, and answered", async () => {
     const failures: unknown[] = [];
-    const s = await settledInOpenBatch("k", (e) => failures.push(e));
+    const { s, settled } = await settledInOpenBatch("k", (e) => failures.push(e));
     s.checkpointFailed({ error: Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" }), failures: 1, failingMs: 0 });
     expect(failures).toHaveLength(1); // at once: a full volume is no failing disk that may recover
+    expect(await settled).toEqual({ available: 9_750_000, charged: 250_000 });
     await expect(store.reserve({ reservationId: "x", keyId: "k", amount: 1, at: 3 })).rejects.toBeInstanceOf(StoreUnavailableError);
     expect(await reopenedRow("k")).toEqual({ keyId: "k", balance: 9_750_000, held: 0, ledgerSum: 9_750_000, reservations: 0, reservedSum: 0 });
   });
 
-  it("a corrupt page met outside the open batch rolls the batch back (nothing more is written to a corrupt file); so does the batch's own failed statement", async () => {
-    const s = await settledInOpenBatch("c", () => {});
+  it("a corrupt page met outside the open batch rolls the batch back (nothing more is written to a corrupt file); so does the batch's own failed statement: their settlements are answered 503, no charge told", async () => {
+    const { s, settled } = await settledInOpenBatch("c", () => {});
     s.checkpointFailed({ error: Object.assign(new Error("database disk image is malformed"), { code: "SQLITE_CORRUPT" }), failures: 1, failingMs: 0 });
+    await expect(settled).rejects.toBeInstanceOf(StoreUnavailableError);
     // Not charged: the hold is left for the next start to release, as after a crash.
     expect(await reopenedRow("c")).toMatchObject({ balance: 10_000_000, held: 1_000_000, reservations: 1 });
     await store.releaseStaleReservations();
     const t = await settledInOpenBatch("b", () => {});
-    (t as unknown as { stmt: { applyMoney: { run(): unknown } } }).stmt.applyMoney = { run: () => { throw Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" }); } };
+    (t.s as unknown as { stmt: { applyMoney: { run(): unknown } } }).stmt.applyMoney = { run: () => { throw Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" }); } };
     await store.flush(); // the batch's own write fails: it is rolled back whole
+    await expect(t.settled).rejects.toBeInstanceOf(StoreUnavailableError);
     expect(await reopenedRow("b")).toMatchObject({ balance: 10_000_000, held: 1_000_000, reservations: 1 });
   });
 
@@ -210,7 +218,7 @@ describe("SqliteStore", () => {
       const usage = (keyId, requestId) => ({ requestId, keyId, at: 2000, route: "chat", model: "m", status: 200, promptTokens: 3, completionTokens: 4, cost: 250000, stream: false, ms: 1, served: true });
       for (const k of ["x", "y"]) await s.reserve({ reservationId: "r" + k, keyId: k, amount: 1000000, at: 2 });
       await s.flush();
-      for (const k of ["x", "y"]) await s.settle({ reservationId: "r" + k, keyId: k, hold: 1000000, cost: 250000, usage: usage(k, "q" + k) });
+      const settled = ["x", "y"].map((k) => s.settle({ reservationId: "r" + k, keyId: k, hold: 1000000, cost: 250000, usage: usage(k, "q" + k) }).then(() => "answered", (e) => e.name));
       const wrote = [], write = s.batch.write.bind(s.batch);
       s.batch.write = () => (wrote.push(s.db.inTransaction), write());
       writeFileSync(${JSON.stringify(flag)}, "");
@@ -218,9 +226,10 @@ describe("SqliteStore", () => {
       rmSync(${JSON.stringify(flag)});
       const after = await s.reserve({ reservationId: "z", keyId: "x", amount: 1, at: 3 }).then(() => "served", (e) => e.name);
       await s.close().catch(() => {});
-      console.log(JSON.stringify({ wrote, got, failures, after }));
+      console.log(JSON.stringify({ wrote, got, failures, after, settled: await Promise.all(settled) }));
     `);
-    expect(out).toEqual({ wrote: [], got: "SQLITE_IOERR_READ", failures: ["SQLITE_IOERR_READ"], after: "StoreUnavailableError" });
+    // The settlements never written are not answered as charged.
+    expect(out).toEqual({ wrote: [], got: "SQLITE_IOERR_READ", failures: ["SQLITE_IOERR_READ"], after: "StoreUnavailableError", settled: ["StoreUnavailableError", "StoreUnavailableError"] });
     store = new SqliteStore(file);
     // The open batch is lost whole, as after a crash: its settlements uncharged, its holds for the next start to release.
     for (const id of ["x", "y"]) expect((await store.audit()).find((r) => r.keyId === id)).toMatchObject({ balance: 10_000_000, ledgerSum: 10_000_000, held: 1_000_000, reservations: 1 });
@@ -228,10 +237,11 @@ describe("SqliteStore", () => {
 
   it("a batch whose transaction is gone when it commits is dropped, not written statement by statement, and the store fails closed", async () => {
     const failures: unknown[] = [];
-    await settledInOpenBatch("g", (e) => failures.push(e));
+    const { settled } = await settledInOpenBatch("g", (e) => failures.push(e));
     const db = (store as unknown as { db: Database.Database }).db;
     db.exec("ROLLBACK"); // as SQLite does itself on an I/O error, a full disk or no memory in one of its statements
     await store.flush();
+    await expect(settled).rejects.toBeInstanceOf(StoreUnavailableError);
     expect(failures).toEqual([expect.objectContaining({ message: expect.stringMatching(/^SQLite rolled back the open batch's transaction itself/) })]);
     await expect(store.reserve({ reservationId: "x", keyId: "g", amount: 1, at: 3 })).rejects.toBeInstanceOf(StoreUnavailableError);
     expect(await reopenedRow("g")).toMatchObject({ balance: 10_000_000, ledgerSum: 10_000_000, held: 1_000_000, reservations: 1 });
@@ -680,7 +690,7 @@ describe("SqliteStore", () => {
     await store.createKey(newKey("k", 10));
     await store.reserve({ reservationId: "a", keyId: "k", amount: 4, at: 1 });
     await store.reserve({ reservationId: "b", keyId: "k", amount: 2, at: 1 });
-    await store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 3, usage: usage("k", "qa", 3) });
+    const settled = store.settle({ reservationId: "a", keyId: "k", hold: 4, cost: 3, usage: usage("k", "qa", 3) }); // answered once committed
     // Not committed yet (another connection still sees the row without them)...
     const other = new Database(file, { readonly: true });
     expect(other.prepare("SELECT balance, held, holds FROM keys WHERE id = 'k'").get()).toEqual({ balance: 10, held: 0, holds: 0 });
@@ -688,6 +698,7 @@ describe("SqliteStore", () => {
     // ...but this process's reads have them.
     expect(await store.getKeyDetails("k")).toMatchObject({ balance: 7, held: 2, holds: 1 });
     await store.flush();
+    expect(await settled).toEqual({ available: 5, charged: 3 });
     expect(await store.getKeyDetails("k")).toMatchObject({ balance: 7, held: 2, holds: 1 });
   });
 

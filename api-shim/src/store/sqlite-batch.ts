@@ -1,5 +1,5 @@
 import type { KeyRow, prepareStatements, RequestRow } from "./sqlite-statements.ts";
-import { keyIsLive, type ReserveInput, type ReserveResult, type SettleInput } from "./store.ts";
+import { keyIsLive, StoreUnavailableError, type ReserveInput, type ReserveResult, type SettleInput } from "./store.ts";
 
 /** An open hold of this process: its key and amount (the key row has the sum and the count). */
 export interface Hold { keyId: string; amount: number }
@@ -36,9 +36,35 @@ export class Batch {
   /** The process's open holds by reservation id (the store's, kept across batches). */
   private readonly holds: Record<string, Hold>;
 
+  /** How the batch ended: committed, or rolled back (or dropped) with why. Undefined while open. */
+  private outcome: { readonly error: unknown } | "committed" | undefined;
+  /** What whenWritten() handed out, made at its first call: a batch of holds alone makes none. */
+  private written: PromiseWithResolvers<void> | undefined;
+
   constructor(stmt: ReturnType<typeof prepareStatements>, holds: Record<string, Hold>) {
     this.stmt = stmt;
     this.holds = holds;
+  }
+
+  /** Resolves once the batch has committed; rejects (StoreUnavailableError) once it is rolled back or dropped. */
+  whenWritten(): Promise<void> {
+    if (this.outcome === "committed") return Promise.resolve();
+    if (this.outcome !== undefined) return Promise.reject(new StoreUnavailableError(this.outcome.error));
+    return (this.written ??= Promise.withResolvers<void>()).promise;
+  }
+
+  /** The store committed it (the first of ended() and committed() is how it ended). */
+  committed(): void {
+    if (this.outcome !== undefined) return;
+    this.outcome = "committed";
+    this.written?.resolve();
+  }
+
+  /** The store rolled it back or dropped it, for `error`. */
+  ended(error: unknown): void {
+    if (this.outcome !== undefined) return;
+    this.outcome = { error };
+    this.written?.reject(new StoreUnavailableError(error));
   }
 
   /** The key's account in the batch, read from its row at the batch's first use of it. */

@@ -74,7 +74,7 @@ export interface CompleteCheckpoint {
  * checkpoint resets (a read snapshot held: a usage report, a VACUUM INTO backup; or failing
  * checkpoints). It takes the volume's space like any other file; counted as room, free + WAL
  * stayed the same while the volume filled, until a COMMIT met the full disk and lost its batch's
- * answered charges.
+ * charges.
  */
 export function reusableWal(size: number, last: CompleteCheckpoint, now: number, intervalMs: number): number {
   const resetting = now - last.at <= 2 * intervalMs;

@@ -5,6 +5,7 @@ import { CHECKPOINT_FAILURE_LIMIT_MS, type CheckpointFailure, failureToFailWith,
 import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import type { SqliteStoreOptions } from "./sqlite-options.ts";
+import { createKeyIn, ensureBootstrapKeyIn, topUpIn } from "./sqlite-admin-writes.ts";
 import { updateKeyIn } from "./sqlite-key-updates.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
 import { type CompleteCheckpoint, WAL_SIZE_LIMIT, watchRoom } from "./sqlite-space.ts";
@@ -13,7 +14,7 @@ import { usageReport } from "./sqlite-usage-report.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
-  grantRefusal, isAdminApiKey, StoreUnavailableError, topUpRefusal, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type KeyChanges, type KeyDetails, type KeyRecord, type KeyUpdateResult, type NewKey, type ReserveInput,
+  StoreUnavailableError, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type KeyChanges, type KeyDetails, type KeyRecord, type KeyUpdateResult, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
 
@@ -93,11 +94,11 @@ export class SqliteStore implements Store {
    * it); every reserve and settle until the batch commits runs in it at once, its result known
    * immediately. The batch commits in the check phase of the event-loop turn after the one that
    * opened it: after what Node and undici write in this turn's check phase (undici sends a
-   * request on an idle keep-alive connection from a setImmediate), so neither the upstream
-   * request nor the response waits for the COMMIT's I/O. Holds and charges are decided in
-   * memory (sqlite-batch.ts), written at COMMIT; the database's CHECK constraints still refuse
-   * a negative balance there. A crash can lose the last batch whole: holds (released at start
-   * anyway) and charges (the client's favour), never an unbalanced ledger. A failed statement or COMMIT rolls the batch back and
+   * request on an idle keep-alive connection from a setImmediate), so the upstream request does
+   * not wait for the COMMIT's I/O; a settlement is answered after it (settle). Holds and charges
+   * are decided in memory (sqlite-batch.ts), written at COMMIT; the database's CHECK constraints
+   * still refuse a negative balance there. A crash can lose the last batch whole: holds
+   * (released at start anyway) and charges no client was told yet, never an unbalanced ledger. A failed statement or COMMIT rolls the batch back and
    * leaves the store failed closed (503) until the process restarts and releases what it held;
    * so does a write lock that cannot be taken for any reason but another connection holding it
    * (a read-only file: no batch would ever open, and nothing else would say so).
@@ -161,8 +162,8 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Fails the store closed (once: later failures change nothing). The open batch holds the
-   * settlements of requests already answered with their charge: a failure of its own statement
+   * Fails the store closed (once: later failures change nothing). The open batch holds
+   * settlements whose answers wait for its COMMIT (settle): a failure of its own statement
    * or COMMIT ("batch") rolls it back whole, but one from elsewhere (a checkpoint, the volume
    * check, a report, an admin statement, a WAL sync) commits it first (the WAL usually has the
    * room), rolled back only if that fails; not onto a corrupt file, where nothing more is written,
@@ -172,11 +173,13 @@ export class SqliteStore implements Store {
   private fail(e: unknown, cause: "batch" | "elsewhere"): void {
     if (this.broken !== null) return;
     this.broken = e;
+    const batch = this.batch;
     if (cause === "elsewhere" && !isCorrupt(e) && this.db.open && this.db.inTransaction) this.commit(); // one that fails leaves the batch to the ROLLBACK below
     this.batch = null;
     try {
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
     } catch {}
+    batch?.ended(e); // unless committed above
     this.options.onFailure?.(e);
   }
 
@@ -191,13 +194,19 @@ export class SqliteStore implements Store {
     const batch = this.batch;
     if (batch === null) return;
     this.batch = null;
-    if (!this.db.open) return;
-    if (!this.db.inTransaction) return this.fail(new Error("SQLite rolled back the open batch's transaction itself (a statement in it failed: an I/O error, a full disk, no memory)"), "batch");
+    if (!this.db.open) return batch.ended(CLOSING);
+    if (!this.db.inTransaction) {
+      const dropped = new Error("SQLite rolled back the open batch's transaction itself (a statement in it failed: an I/O error, a full disk, no memory)");
+      this.fail(dropped, "batch");
+      return batch.ended(dropped);
+    }
     try {
       batch.write();
       this.stmt.commit.run();
+      batch.committed();
     } catch (e) {
       this.fail(e, "batch");
+      batch.ended(e);
     }
   }
 
@@ -257,38 +266,11 @@ export class SqliteStore implements Store {
   }
 
   createKey(key: NewKey): Promise<KeyRecord> {
-    return this.durably(
-      this.db.transaction(() => {
-        this.stmt.insertKey.run({ ...key, models: key.models && JSON.stringify(key.models) });
-        this.grant(key.id, key.credits, key.at, "grant", null, null);
-        return toKey(this.stmt.getKey.get(key.id)!);
-      }),
-    );
+    return this.durably(this.db.transaction(() => createKeyIn(this.stmt, key)));
   }
 
   ensureBootstrapKey(key: NewKey): Promise<BootstrapResult> {
-    return this.durably(
-      this.db.transaction((): BootstrapResult => {
-        const fields = { ...key, models: key.models && JSON.stringify(key.models) };
-        const found = this.stmt.getKey.get(key.id);
-        if (found && isAdminApiKey({ bootstrap: found.bootstrap === 1, hash: found.hash }, key)) return { created: false, granted: false, adminKey: true };
-        const created = found === undefined;
-        if (created) this.stmt.insertKey.run(fields);
-        this.stmt.updateBootstrap.run(fields); // and marks it as configuration's
-        if (key.credits <= 0 || this.stmt.bootstrapGranted.get(key.id) !== undefined) return { created, granted: false };
-        const refused = grantRefusal(toKey(this.stmt.getKey.get(key.id)!), key.credits, key.at);
-        if (refused !== null) return { created, granted: false, refused };
-        return { created, granted: this.grant(key.id, key.credits, key.at, "bootstrap", null, `bootstrap:${key.id}`) };
-      }),
-    );
-  }
-
-  /** A ledger row and the matching balance change; false when the idempotency key was used. */
-  private grant(keyId: string, amount: number, at: number, kind: string, ref: string | null, idem: string | null): boolean {
-    if (amount <= 0) return false;
-    if (this.stmt.credit.run({ keyId, at, amount, kind, ref, idem }).changes === 0) return false;
-    this.stmt.addBalance.run({ keyId, amount });
-    return true;
+    return this.durably(this.db.transaction(() => ensureBootstrapKeyIn(this.stmt, key)));
   }
 
   revokeRemovedBootstrapKeys(keep: readonly string[], at: number): Promise<string[]> {
@@ -311,30 +293,28 @@ export class SqliteStore implements Store {
   }
 
   topUp(input: TopUpInput): Promise<TopUpResult> {
-    return this.durably(
-      this.db.transaction((): TopUpResult => {
-        const idemKey = input.idempotency && `credits:${input.keyId}:${input.idempotency.key}`;
-        if (idemKey) {
-          const prior = this.stmt.getIdem.get(idemKey);
-          if (prior) return prior.fingerprint === input.idempotency!.fingerprint ? { kind: "replay", body: prior.body } : { kind: "conflict" };
-        }
-        const row = this.stmt.getKey.get(input.keyId);
-        const refused = topUpRefusal(input, row && toKey(row));
-        if (refused) return refused;
-        this.grant(input.keyId, input.amount, input.at, "topup", input.note, idemKey);
-        const body = input.respond(toKey(this.stmt.getKey.get(input.keyId)!));
-        if (idemKey) this.stmt.putIdem.run(idemKey, input.idempotency!.fingerprint, body, input.at);
-        return { kind: "done", body };
-      }),
-    );
+    return this.durably(this.db.transaction(() => topUpIn(this.stmt, input)));
   }
 
   reserve(input: ReserveInput): Promise<ReserveResult> {
     return this.batched(() => this.batch!.reserve(input));
   }
 
-  settle(input: SettleInput): Promise<{ available: number; charged: number }> {
-    return this.batched(() => this.batch!.settle(input), true);
+  /**
+   * Answered once the batch holding the settlement has committed (in the event-loop turn after
+   * the one that opened it): its client is told the charge (x-credits-charged, a stream's last
+   * figures) only once its ledger row is written, so a process killed in between cannot lose a
+   * charge its client was told. The COMMIT only writes the WAL (synchronous = NORMAL): a crash of
+   * the host, not of the process, can still lose the last batch (syncs: sqlite-wal-sync.ts).
+   */
+  async settle(input: SettleInput): Promise<{ available: number; charged: number }> {
+    let batch: Batch | undefined;
+    const result = await this.batched(() => {
+      batch = this.batch!;
+      return batch.settle(input);
+    }, true);
+    await batch!.whenWritten();
+    return result;
   }
 
   releaseStaleReservations(): Promise<number> {

@@ -1,0 +1,51 @@
+/**
+ * The SQLite store's admin writes that move money or make keys (key creation, bootstrap keys,
+ * top-ups), run inside its durable admin transaction (sqlite-store.ts's durably): the write lock
+ * is held for the whole of each, after the open batch has committed.
+ */
+import { type prepareStatements, toKey } from "./sqlite-statements.ts";
+import { grantRefusal, isAdminApiKey, topUpRefusal, type BootstrapResult, type KeyRecord, type NewKey, type TopUpInput, type TopUpResult } from "./store.ts";
+
+type Statements = ReturnType<typeof prepareStatements>;
+
+/** A ledger row and the matching balance change; false when the idempotency key was used. */
+function grant(stmt: Statements, keyId: string, amount: number, at: number, kind: string, ref: string | null, idem: string | null): boolean {
+  if (amount <= 0) return false;
+  if (stmt.credit.run({ keyId, at, amount, kind, ref, idem }).changes === 0) return false;
+  stmt.addBalance.run({ keyId, amount });
+  return true;
+}
+
+export function createKeyIn(stmt: Statements, key: NewKey): KeyRecord {
+  stmt.insertKey.run({ ...key, models: key.models && JSON.stringify(key.models) });
+  grant(stmt, key.id, key.credits, key.at, "grant", null, null);
+  return toKey(stmt.getKey.get(key.id)!);
+}
+
+export function ensureBootstrapKeyIn(stmt: Statements, key: NewKey): BootstrapResult {
+  const fields = { ...key, models: key.models && JSON.stringify(key.models) };
+  const found = stmt.getKey.get(key.id);
+  if (found && isAdminApiKey({ bootstrap: found.bootstrap === 1, hash: found.hash }, key)) return { created: false, granted: false, adminKey: true };
+  const created = found === undefined;
+  if (created) stmt.insertKey.run(fields);
+  stmt.updateBootstrap.run(fields); // and marks it as configuration's
+  if (key.credits <= 0 || stmt.bootstrapGranted.get(key.id) !== undefined) return { created, granted: false };
+  const refused = grantRefusal(toKey(stmt.getKey.get(key.id)!), key.credits, key.at);
+  if (refused !== null) return { created, granted: false, refused };
+  return { created, granted: grant(stmt, key.id, key.credits, key.at, "bootstrap", null, `bootstrap:${key.id}`) };
+}
+
+export function topUpIn(stmt: Statements, input: TopUpInput): TopUpResult {
+  const idemKey = input.idempotency && `credits:${input.keyId}:${input.idempotency.key}`;
+  if (idemKey) {
+    const prior = stmt.getIdem.get(idemKey);
+    if (prior) return prior.fingerprint === input.idempotency!.fingerprint ? { kind: "replay", body: prior.body } : { kind: "conflict" };
+  }
+  const row = stmt.getKey.get(input.keyId);
+  const refused = topUpRefusal(input, row && toKey(row));
+  if (refused) return refused;
+  grant(stmt, input.keyId, input.amount, input.at, "topup", input.note, idemKey);
+  const body = input.respond(toKey(stmt.getKey.get(input.keyId)!));
+  if (idemKey) stmt.putIdem.run(idemKey, input.idempotency!.fingerprint, body, input.at);
+  return { kind: "done", body };
+}
