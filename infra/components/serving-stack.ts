@@ -189,6 +189,7 @@ export class ServingStack extends pulumi.ComponentResource {
       connection: connection(4),
       create: `bash ${HOST_PATHS.libDir}/install-certificate.sh ${certificate.mode}`,
       update: `bash ${HOST_PATHS.libDir}/install-certificate.sh ${certificate.mode}`,
+      addPreviousOutputInEnv: false, // see the deploy's
       stdin: certificate.pem,
       ...(replacesCertificate ? { triggers: [pulumi.secret(certificate.pem.apply(sha256))] } : {}),
     }, { parent: this, dependsOn: [hostReady] });
@@ -225,6 +226,9 @@ export class ServingStack extends pulumi.ComponentResource {
       connection: connection(4),
       create: deployScript,
       update: deployScript,
+      // An update would pass the last run's output as PULUMI_COMMAND_STDOUT/STDERR, which the
+      // host's sshd refuses (no AcceptEnv): a warning at every update, for variables no script reads.
+      addPreviousOutputInEnv: false,
       // The ids of the copy, of .env's write and of the certificate's install: each is new
       // whenever that step ran (a create), so the deploy runs after any step before it that ran
       // since its last success. Inputs alone would not do: a failed deploy is not recorded, and

@@ -7,6 +7,7 @@ import { isHubRepoId } from "./model-id.ts";
 import { checkSecret, checkShadowed, type ValidationContext } from "./secrets.ts";
 import { CONFIG_KEYS, isSecretSetting, numberAsWritten, setSecretCommand, unknownSettingMessage } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
+import { webPortSources } from "../host.ts";
 import { checkTls } from "./tls.ts";
 import { checkedExtraArgs, parallelLayout } from "./vllm.ts";
 import {
@@ -16,7 +17,7 @@ import {
 } from "./defaults.ts";
 import type {
   BootstrapKey, EdgeLimits, Images, ModelConfig, ModelPrice, Pricing, ProviderKind, ProviderModel,
-  TenantConfig, Tier, ValidationResult,
+  TenantConfig, Tier, TlsMode, ValidationResult,
 } from "./types.ts";
 
 const PROVIDERS: readonly ProviderKind[] = ["groq", "gemini", "deepseek", "openai", "anthropic"];
@@ -75,6 +76,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   const deploy = new Problems(isSecretSetting);
   checkAdminReachable(deploy, raw.adminCidrs);
   const tls = checkTls(p, raw.tls, allowedCidrs);
+  if (tls) checkFirewallRuleSizes(p, tls.mode, allowedCidrs, adminCidrs);
   const tiers = checkTiers(p, raw.tiers);
   const providers = checkProviders(p, raw.providers, model?.servedName, secret);
   const modelNames = [model?.servedName, ...providers.map((x) => x.name)].filter((x): x is string => !!x);
@@ -107,6 +109,24 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
  */
 export function checkTtlHours(p: Problems, value: unknown): number | undefined {
   return p.number("ttlHours", value, { min: 1, max: TTL_MAX_HOURS, integer: true });
+}
+
+/** The most addresses (IPv4 and IPv6 together) Linode takes in one Cloud Firewall rule. */
+export const FIREWALL_RULE_MAX_ADDRESSES = 255;
+
+/**
+ * Linode refuses a firewall rule of more than 255 addresses, and only at `pulumi up` (the
+ * firewall then keeps its old rules): each rule the host's firewall would get is checked here.
+ * The API's port also takes adminCidrs' entries allowedCidrs does not cover (webPortSources).
+ */
+function checkFirewallRuleSizes(p: Problems, tlsMode: TlsMode, allowedCidrs: readonly string[], adminCidrs: readonly string[]): void {
+  const tooMany = (n: number) => `makes Linode firewall rules of ${n} addresses; a rule takes at most ${FIREWALL_RULE_MAX_ADDRESSES}: list wider ranges`;
+  const largest = Math.max(...webPortSources(tlsMode, allowedCidrs, adminCidrs).map((r) => r.sources.length));
+  if (largest > FIREWALL_RULE_MAX_ADDRESSES) {
+    const why = largest > allowedCidrs.length ? ` (with the adminCidrs entries it does not cover, for /admin)` : "";
+    p.add("allowedCidrs", `${allowedCidrs.length} entries`, tooMany(largest) + why, true);
+  }
+  if (adminCidrs.length > FIREWALL_RULE_MAX_ADDRESSES) p.add("adminCidrs", `${adminCidrs.length} entries`, `${tooMany(adminCidrs.length)} (SSH's)`, true);
 }
 
 /**

@@ -269,6 +269,28 @@ describe("validateConfig: good configs", () => {
   });
 });
 
+describe("validateConfig: firewall rules Linode would refuse", () => {
+  const nets = (n: number, second = 0) => Array.from({ length: n }, (_, i) => `20.${second}.${i}.0/24`);
+  const problems = (raw: Record<string, unknown>) => {
+    const r = validateConfig({ ...base, tls: { mode: "self-signed" }, ...raw }, { stack: "acme" });
+    return r.ok ? [] : r.problems.map((x) => `${x.key} ${JSON.stringify(x.value)}: ${x.message}`);
+  };
+  it("refuses a rule of more than 255 addresses, which Linode refuses only at pulumi up (the firewall keeping its old rules); 255 is taken", () => {
+    expect(problems({ allowedCidrs: nets(255), adminCidrs: ["20.0.7.9/32"] })).toEqual([]); // the admin address within them
+    expect(problems({ allowedCidrs: [...nets(255), "2001:db8::/32"], adminCidrs: ["20.0.7.9/32"] })).toEqual([
+      'allowedCidrs "256 entries": makes Linode firewall rules of 256 addresses; a rule takes at most 255: list wider ranges',
+    ]);
+  });
+  it("counts the adminCidrs entries the API's port takes too, and SSH's rule of adminCidrs alone", () => {
+    expect(problems({ allowedCidrs: nets(250), adminCidrs: nets(6, 1) })).toEqual([
+      'allowedCidrs "250 entries": makes Linode firewall rules of 256 addresses; a rule takes at most 255: list wider ranges (with the adminCidrs entries it does not cover, for /admin)',
+    ]);
+    expect(problems({ allowedCidrs: ["0.0.0.0/0"], adminCidrs: nets(256, 1) })).toEqual([
+      'adminCidrs "256 entries": makes Linode firewall rules of 256 addresses; a rule takes at most 255: list wider ranges (SSH\'s)',
+    ]);
+  });
+});
+
 describe("validateConfig: bad configs name the key, the value and what is allowed", () => {
   const cases: [string, Record<string, unknown>, string[], string?][] = [
     ["missing region", {}, ['gpu-sandbox:region = (not set): is required']],

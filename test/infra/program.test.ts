@@ -378,6 +378,9 @@ describe("the serving stack under the mock runtime", () => {
     const secrets = secretsIn(resources);
     const commands = byType(resources, "command:remote:Command");
     expect(commands.map((c) => c.name).sort()).toEqual(["example-certificate", "example-deploy", "example-env", "example-host-ready"]);
+    // One updated in place does not send its last output as environment variables, which the host's sshd refuses (a warning at every update).
+    for (const c of commands.filter((x) => x.inputs.update !== undefined)) expect(c.inputs.addPreviousOutputInEnv, c.name).toBe(false);
+    expect(commands.filter((x) => x.inputs.update !== undefined).map((c) => c.name).sort()).toEqual(["example-certificate", "example-deploy"]);
     for (const c of commands) {
       const lines = JSON.stringify([c.inputs.create, c.inputs.update, c.inputs.delete, plain(c.inputs.triggers)]);
       for (const s of secrets) expect(lines, `${c.name} command line`).not.toContain(s);
