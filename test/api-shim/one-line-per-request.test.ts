@@ -157,6 +157,17 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     expect(lines(idOf(answer)).map((l) => [l.status, l.error])).toEqual([[400, "invalid_request"]]);
   });
 
+  it("shim_requests_in_flight counts a request waiting on an upstream that does not answer (seen nowhere else on /metrics), not the scrape itself", async () => {
+    const inFlight = async () => Number(/^shim_requests_in_flight (\d+)$/m.exec(await (await fetch(`${h.url}/metrics`)).text())?.[1]);
+    expect(await inFlight()).toBe(0);
+    const ac = new AbortController();
+    const waiting = fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1 }) }).catch(() => undefined);
+    await expect.poll(inFlight).toBe(1);
+    ac.abort();
+    await waiting;
+    await expect.poll(inFlight).toBe(0);
+  });
+
   it("a path no route has (404) and a method a route does not take (405) are counted under route=\"unmatched\", as the docs name it for an alert on scanners", async () => {
     const count = async (status: number) => Number((await (await fetch(`${h.url}/metrics`)).text()).match(new RegExp(`^shim_requests_total\\{route="unmatched",status="${status}"\\} (\\d+)$`, "m"))?.[1] ?? 0);
     const [before404, before405] = [await count(404), await count(405)];

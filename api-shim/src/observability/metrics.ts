@@ -17,6 +17,8 @@ export class Metrics {
   answerMemory: { readonly inUse: number; readonly waits: number } = { inUse: 0, waits: 0 };
   /** The request bodies held (body-memory.ts), set by buildApp. */
   bodyMemory: { readonly inUse: number; readonly refusals: number } = { inUse: 0, refusals: 0 };
+  /** Requests being answered, besides the scrape reading it (buildApp: inflight.ts), read at each scrape. */
+  requestsInFlight: () => number = () => 0;
   readonly upstreamFailures: Counter<"reason">;
   readonly upstreamRefusals: Counter<"reason">;
   readonly releasedReservations: Counter;
@@ -46,6 +48,9 @@ export class Metrics {
     const bodyMemory = () => this.bodyMemory;
     new Gauge({ name: "shim_body_memory_bytes", help: "Bytes of request bodies held by requests in flight, against SHIM_BODY_MEMORY_BYTES.", registers, collect() { this.set(bodyMemory().inUse); } });
     new Counter({ name: "shim_body_memory_refusals_total", help: "Requests refused (503, before their body was read) because their body would take the bodies held past SHIM_BODY_MEMORY_BYTES.", registers, collect() { this.reset(); this.inc(bodyMemory().refusals); } });
+    const inFlight = () => this.requestsInFlight();
+    // Non-streamed requests waiting on the upstream (a hung one for up to SHIM_UPSTREAM_TIMEOUT_MS) show nowhere else.
+    new Gauge({ name: "shim_requests_in_flight", help: "Requests being answered (admitted and not yet finished: inference, streams included, and any other route), besides the scrape itself.", registers, collect() { this.set(inFlight()); } });
     this.upstreamFailures = new Counter({ name: "shim_upstream_failures_total", help: "Upstream failures (unreachable, timed out, 5xx, refusing the shim's credentials, cut streams), by reason. Not the upstream refusing a client's request: shim_upstream_refusals_total.", labelNames: ["reason"], registers });
     // Apart from the failures, so an alert on their rate is not set off by a client's mistakes.
     this.upstreamRefusals = new Counter({ name: "shim_upstream_refusals_total", help: "Requests the upstream refused as the client's own error (400, 422, a 404 naming the model, 413), relayed to the client as a 4xx, by reason.", labelNames: ["reason"], registers });
