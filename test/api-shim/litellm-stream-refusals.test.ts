@@ -48,8 +48,12 @@ describe("LiteLLM answering as its proxy does (scripted)", () => {
   it("a dead vLLM engine's 400 at the stream's first chunk, framed by LiteLLM, is upstream_error (502), not the client's 400", async () => {
     const message = "litellm.BadRequestError: Hosted_vllmException - EngineCore encountered an issue. See stack trace (above) for the root cause.";
     script = { status: 400, type: "text/event-stream", body: sseError(message, "400") };
+    const count = async (metric: string) => Number(new RegExp(`^${metric}\\{reason="status_400"\\} (\\d+)$`, "m").exec(await (await fetch(`${h.url}/metrics`)).text())?.[1] ?? 0);
+    const [failures, refusals] = [await count("shim_upstream_failures_total"), await count("shim_upstream_refusals_total")];
     const res = await h.post(key, "/v1/chat/completions", chat);
     expect(res.status).toBe(502); // not 400 invalid_request, which SDKs do not retry
+    // The operator's to look into (the docs list status_400 as the dead engine), not a client's mistake.
+    expect([await count("shim_upstream_failures_total"), await count("shim_upstream_refusals_total")]).toEqual([failures + 1, refusals]);
   });
 
   it("a provider's 404 at the stream's first chunk is not told as the shim's own misconfigured route", async () => {

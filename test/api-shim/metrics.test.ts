@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { Metrics } from "../../api-shim/src/observability/metrics.ts";
 import { MIN_FREE_BYTES } from "../../api-shim/src/store/sqlite-space.ts";
+import { startShim } from "../support/shim-harness.ts";
 
 const ROOT = join(import.meta.dirname, "..", "..");
 
@@ -53,5 +54,23 @@ describe("the counters read at each scrape", () => {
     }
     metrics.answerMemory = { inUse: 0, waits: 4 };
     expect(await metrics.registry.metrics()).toMatch(/^shim_answer_memory_waits_total 4$/m);
+  });
+});
+
+describe("shim_requests_in_flight", () => {
+  it("counts a request waiting on an upstream that does not answer (seen nowhere else on /metrics) until its timeout answers it, not the scrape itself", async () => {
+    const h = await startShim({ env: { SHIM_UPSTREAM_TIMEOUT_MS: "1500" } });
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const inFlight = async () => Number(/^shim_requests_in_flight (\d+)$/m.exec(await (await fetch(`${h.url}/metrics`)).text())?.[1]);
+      expect(await inFlight()).toBe(0);
+      h.fake.set({ hang: true });
+      const waiting = h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1 });
+      await expect.poll(inFlight).toBe(1);
+      expect((await waiting).status).toBe(504);
+      await expect.poll(inFlight).toBe(0);
+    } finally {
+      await h.close();
+    }
   });
 });

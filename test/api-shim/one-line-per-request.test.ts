@@ -37,7 +37,7 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
   let upstream: Server;
   let lookupMs = 0; // a key lookup's round trip (on Postgres, a network round trip)
   beforeAll(async () => {
-    // A model list that takes 500 ms (a busy server); inference requests are never answered.
+    // Every request answered after 500 ms with a model list (a busy server): an inference request's answer comes late, and is no chat answer.
     upstream = createServer((_req, res) => {
       setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end('{"object":"list","data":[{"id":"qwen2.5-7b","object":"model"}]}'), 500);
     });
@@ -155,17 +155,6 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     const answer = await rawExchange(["HELLO THERE\r\n\r\n"]);
     expect(answer).toMatch(/^HTTP\/1\.1 400 /);
     expect(lines(idOf(answer)).map((l) => [l.status, l.error])).toEqual([[400, "invalid_request"]]);
-  });
-
-  it("shim_requests_in_flight counts a request waiting on an upstream that does not answer (seen nowhere else on /metrics), not the scrape itself", async () => {
-    const inFlight = async () => Number(/^shim_requests_in_flight (\d+)$/m.exec(await (await fetch(`${h.url}/metrics`)).text())?.[1]);
-    expect(await inFlight()).toBe(0);
-    const ac = new AbortController();
-    const waiting = fetch(`${h.url}/v1/chat/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 1 }) }).catch(() => undefined);
-    await expect.poll(inFlight).toBe(1);
-    ac.abort();
-    await waiting;
-    await expect.poll(inFlight).toBe(0);
   });
 
   it("a path no route has (404) and a method a route does not take (405) are counted under route=\"unmatched\", as the docs name it for an alert on scanners", async () => {
