@@ -64,17 +64,19 @@ describe("LiteLLM answering as its proxy does (scripted)", () => {
     expect(body.error.message).not.toMatch(/no such route/);
   });
 
+  /** A 200 stream of LiteLLM's chunks (id, created, model, object as LiteLLM writes them), then [DONE]. */
+  const litellmStream = (...chunks: object[]) => {
+    const frame = { id: "chatcmpl-1", created: 1, model: "smart", object: "chat.completion.chunk" };
+    script = { status: 200, type: "text/event-stream", body: chunks.map((c) => `data: ${JSON.stringify({ ...frame, ...c })}\n\n`).join("") + "data: [DONE]\n\n" };
+  };
+
   it("LiteLLM's finish chunk, its stripped usage chunk and its own usage chunk after the finish (choice kept, finish_reason dropped by exclude_none)", async () => {
-    const f = { id: "chatcmpl-1", created: 1, model: "smart", object: "chat.completion.chunk" };
-    const ev = (o: object) => `data: ${JSON.stringify({ ...f, ...o })}\n\n`;
-    script = {
-      status: 200, type: "text/event-stream",
-      body: ev({ choices: [{ index: 0, delta: { content: "ok", role: "assistant" } }] })
-        + ev({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })
-        + ev({ choices: [{ index: 0, delta: {} }] })
-        + ev({ choices: [{ index: 0, delta: {} }], usage: { prompt_tokens: 1000, completion_tokens: 5, total_tokens: 1005, prompt_tokens_details: { cached_tokens: 0 }, completion_tokens_details: { reasoning_tokens: 0 } } })
-        + "data: [DONE]\n\n",
-    };
+    litellmStream(
+      { choices: [{ index: 0, delta: { content: "ok", role: "assistant" } }] },
+      { choices: [{ index: 0, delta: {}, finish_reason: "stop" }] },
+      { choices: [{ index: 0, delta: {} }] },
+      { choices: [{ index: 0, delta: {} }], usage: { prompt_tokens: 1000, completion_tokens: 5, total_tokens: 1005, prompt_tokens_details: { cached_tokens: 0 }, completion_tokens_details: { reasoning_tokens: 0 } } },
+    );
     const { id, key: k } = await h.createKey({ credits: 1000 });
     const res = await h.post(k, "/v1/chat/completions", chat);
     const text = await res.text();
@@ -86,16 +88,12 @@ describe("LiteLLM answering as its proxy does (scripted)", () => {
   });
 
   it("n=2 through LiteLLM (one finish_reason, index 0, then its usage chunk) is charged the usage", async () => {
-    const f = { id: "chatcmpl-2", created: 1, model: "smart", object: "chat.completion.chunk" };
-    const ev = (o: object) => `data: ${JSON.stringify({ ...f, ...o })}\n\n`;
-    script = {
-      status: 200, type: "text/event-stream",
-      body: ev({ choices: [{ index: 0, delta: { content: "a", role: "assistant" } }] })
-        + ev({ choices: [{ index: 1, delta: { content: "b" } }] })
-        + ev({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })
-        + ev({ choices: [{ index: 0, delta: {} }], usage: { prompt_tokens: 100, completion_tokens: 8, total_tokens: 108 } })
-        + "data: [DONE]\n\n",
-    };
+    litellmStream(
+      { choices: [{ index: 0, delta: { content: "a", role: "assistant" } }] },
+      { choices: [{ index: 1, delta: { content: "b" } }] },
+      { choices: [{ index: 0, delta: {}, finish_reason: "stop" }] },
+      { choices: [{ index: 0, delta: {} }], usage: { prompt_tokens: 100, completion_tokens: 8, total_tokens: 108 } },
+    );
     const { key: k } = await h.createKey({ credits: 1000 });
     const res = await h.post(k, "/v1/chat/completions", { ...chat, n: 2, stream_options: { include_usage: true } });
     const text = await res.text();
