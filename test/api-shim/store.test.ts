@@ -247,6 +247,52 @@ describe("SqliteStore", () => {
     expect(await reopenedRow("g")).toMatchObject({ balance: 10_000_000, ledgerSum: 10_000_000, held: 1_000_000, reservations: 1 });
   });
 
+  it("a batch whose COMMIT itself fails is rolled back: its settlements are answered 503, no charge told", async () => {
+    const { s, settled } = await settledInOpenBatch("f", () => {});
+    (s as unknown as { stmt: { commit: { run(): unknown } } }).stmt.commit = { run: () => { throw Object.assign(new Error("disk I/O error"), { code: "SQLITE_IOERR_WRITE" }); } };
+    await store.flush();
+    await expect(settled).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(await reopenedRow("f")).toMatchObject({ balance: 10_000_000, held: 1_000_000, reservations: 1 });
+  });
+
+  it("a settlement that opens a batch while close() waits for the WAL's last sync is answered 503 once the connection is closed, not left waiting", async () => {
+    await store.createKey(newKey("w", 10_000_000));
+    expect((await store.reserve({ reservationId: "r-w", keyId: "w", amount: 1_000_000, at: 2 })).ok).toBe(true);
+    await store.flush();
+    const walSync = (store as unknown as { walSync: { close(): Promise<void> } }).walSync;
+    const closeSync = walSync.close.bind(walSync);
+    let settled: Promise<unknown> | undefined;
+    walSync.close = () => {
+      // After close()'s own commit: this opens a new batch, on a connection about to close.
+      settled = store.settle({ reservationId: "r-w", keyId: "w", hold: 1_000_000, cost: 250_000, usage: usage("w", "q-w", 250_000) });
+      settled.catch(() => {});
+      return closeSync();
+    };
+    await store.close();
+    const late = new Promise((resolve) => setTimeout(() => resolve("still waiting"), 2_000));
+    await expect(Promise.race([settled, late])).rejects.toBeInstanceOf(StoreUnavailableError);
+  });
+
+  it("a settlement whose batch commits before settle() reads its outcome (the same turn: an admin operation's commit, a failure from elsewhere that commits first) is answered charged, not 503", async () => {
+    const failures: unknown[] = [];
+    await store.close();
+    store = new SqliteStore(file, { onFailure: (e) => failures.push(e) });
+    await store.createKey(newKey("n", 10_000_000));
+    for (const r of ["a", "b"]) expect((await store.reserve({ reservationId: r, keyId: "n", amount: 1_000_000, at: 2 })).ok).toBe(true);
+    await store.flush();
+    const first = store.settle({ reservationId: "a", keyId: "n", hold: 1_000_000, cost: 250_000, usage: usage("n", "qa", 250_000) });
+    const flushed = store.flush(); // commits the batch now, before the settlement asks for its outcome
+    expect(await first).toMatchObject({ charged: 250_000 });
+    await flushed;
+    const second = store.settle({ reservationId: "b", keyId: "n", hold: 1_000_000, cost: 250_000, usage: usage("n", "qb", 250_000) });
+    // A failure from elsewhere commits the open batch first, then fails the store closed.
+    (store as unknown as { checkpointFailed(f: { error: Error; failures: number; failingMs: number }): void })
+      .checkpointFailed({ error: Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" }), failures: 1, failingMs: 0 });
+    expect(await second).toMatchObject({ charged: 250_000 });
+    expect(failures).toHaveLength(1);
+    expect(await reopenedRow("n")).toMatchObject({ balance: 9_500_000, ledgerSum: 9_500_000, held: 0, reservations: 0 });
+  });
+
   it("a disk that fails a checkpoint now and then does not fail the store closed: each failure is over once a checkpoint copies the WAL whole", async () => {
     await store.createKey(newKey("k", 1e12));
     await store.close();

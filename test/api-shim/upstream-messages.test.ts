@@ -228,3 +228,10 @@ describe("a dead engine's 400", () => {
     expect(upstreamStatusError(400, body(quoting), "m", undefined, noSecrets)).toMatchObject({ code: "invalid_request", message: quoting });
   });
 });
+
+describe("LiteLLM's SSE error body (a stream refused at its first chunk)", () => {
+  it("keeps the provider's message whether or not the body ends its event with a blank line", () => {
+    const event = `data: ${JSON.stringify({ error: { message: "litellm.BadRequestError: AnthropicException - prompt is too long", type: "None", param: "None", code: "400" } })}`;
+    for (const text of [`${event}\n\n`, event]) expect(upstreamStatusError(400, text, "m", undefined, noSecrets).message, JSON.stringify(text.slice(-3))).toBe("prompt is too long");
+  });
+});

@@ -288,6 +288,7 @@ describe("validateConfig: firewall rules Linode would refuse", () => {
     expect(problems({ allowedCidrs: ["0.0.0.0/0"], adminCidrs: nets(256, 1) })).toEqual([
       'adminCidrs "256 entries": makes Linode firewall rules of 256 addresses; a rule takes at most 255: list wider ranges (SSH\'s)',
     ]);
+    expect(problems({ allowedCidrs: ["0.0.0.0/0"], adminCidrs: nets(255, 1) })).toEqual([]); // SSH's rule of 255: Linode takes it
   });
 });
 
