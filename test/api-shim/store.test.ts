@@ -255,7 +255,7 @@ describe("SqliteStore", () => {
     expect(await reopenedRow("f")).toMatchObject({ balance: 10_000_000, held: 1_000_000, reservations: 1 });
   });
 
-  it("a settlement that opens a batch while close() waits for the WAL's last sync is answered 503 once the connection is closed, not left waiting", async () => {
+  it("a settlement that opens a batch after close() has committed the last one, its connection closed before that batch's turn, is answered 503, not left waiting", async () => {
     await store.createKey(newKey("w", 10_000_000));
     expect((await store.reserve({ reservationId: "r-w", keyId: "w", amount: 1_000_000, at: 2 })).ok).toBe(true);
     await store.flush();
@@ -263,10 +263,13 @@ describe("SqliteStore", () => {
     const closeSync = walSync.close.bind(walSync);
     let settled: Promise<unknown> | undefined;
     walSync.close = () => {
-      // After close()'s own commit: this opens a new batch, on a connection about to close.
+      // After close()'s own commit: this opens a new batch, on a connection closed at once after
+      // (the last sync not waited for), before the batch's turn to commit comes: a WAL sync that
+      // takes a while would let the batch commit first, and its settlement be answered charged.
       settled = store.settle({ reservationId: "r-w", keyId: "w", hold: 1_000_000, cost: 250_000, usage: usage("w", "q-w", 250_000) });
       settled.catch(() => {});
-      return closeSync();
+      void closeSync();
+      return Promise.resolve();
     };
     await store.close();
     const late = new Promise((resolve) => setTimeout(() => resolve("still waiting"), 2_000));
