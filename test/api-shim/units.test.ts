@@ -18,7 +18,7 @@ import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../
 import { durationString, MAX_TRACKED_ADDRESSES, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/limits/rate-limit.ts";
 import { rateLimited } from "../../api-shim/src/limits/refusals.ts";
 import { eventData, EventTooLargeError, replaceEventData, sseEvents } from "../../api-shim/src/metering/sse.ts";
-import { modelNotFound, upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream/upstream.ts";
+import { modelNotFound, upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream/upstream-errors.ts";
 
 /** No deployment secrets to hide in an upstream's message (the shim without SHIM_ADMIN_TOKEN or SHIM_UPSTREAM_API_KEY). */
 const noSecrets: SecretHider = (text) => text;

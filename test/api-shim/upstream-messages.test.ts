@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream/upstream.ts";
+import { upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream/upstream-errors.ts";
 import { redactUpstreamSecrets, secretRedactor, type SecretHider } from "../../api-shim/src/observability/redaction.ts";
 
 // An upstream's 400/422 message reaches the client (at most 500 characters) without secrets in it:

@@ -10,7 +10,7 @@ import { estimatePromptTokens, type HoldInput } from "../money/pricing.ts";
 import { refuseUnlistedProviderParams } from "../providers/provider-params.ts";
 import { refuseProviderSurcharges } from "../providers/provider-surcharges.ts";
 import type { KeyRecord } from "../store/store.ts";
-import { modelNotFound } from "../upstream/upstream.ts";
+import { modelNotFound } from "../upstream/upstream-errors.ts";
 
 /**
  * What an inference request needs of its body (routes/inference.ts): its checks, its tokens/min

@@ -17,7 +17,8 @@ import { writeWithBackpressure } from "../client/response-writer.ts";
 import { Settlement } from "../money/settlement.ts";
 import type { ReserveInput, ReserveResult } from "../store/store.ts";
 import { relayStream } from "../metering/stream.ts";
-import { countUpstreamFailure, isAbort, readBody, readLimited, unreachable, upstreamErrorBody, upstreamStatusError, type UpstreamFailureReason, type UpstreamResponse } from "../upstream/upstream.ts";
+import { countUpstreamFailure, isAbort, readBody, readLimited, unreachable, type UpstreamFailureReason, type UpstreamResponse } from "../upstream/upstream.ts";
+import { upstreamErrorBody, upstreamStatusError } from "../upstream/upstream-errors.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],

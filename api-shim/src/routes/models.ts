@@ -5,7 +5,8 @@ import { batchAsked } from "../requests/batch-query.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
 import { creditsNumber } from "../money/money.ts";
-import { countUpstreamFailure, modelNotFound, readLimited, unreachable, upstreamStatusError } from "../upstream/upstream.ts";
+import { countUpstreamFailure, readLimited, unreachable } from "../upstream/upstream.ts";
+import { modelNotFound, upstreamStatusError } from "../upstream/upstream-errors.ts";
 
 /** The most of an upstream model list read (its size is the upstream's, not a client's). */
 export const MODEL_LIST_LIMIT = 16 * 1024 * 1024;
