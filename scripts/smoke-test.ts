@@ -171,8 +171,8 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     // A stream is charged from this chunk; without it the shim charges an estimate and logs
     // "stream ended without usage" (an upstream that ignores include_usage).
     if (tokens === undefined) throw new CheckFailed("the stream had no usage chunk, though it asked for one (stream_options.include_usage): the shim charged it from an estimate (its log says \"stream ended without usage\"); the upstream must send usage");
-    // Generation speed after the first token: the tokens - 1 that came in that interval (n over
-    // it overstated the rate by n / (n - 1)); a one-token answer has no such interval.
+    // Generation speed after the first token: the tokens - 1 that came in that interval (all of
+    // them over it overstated the rate by n / (n - 1)); a one-token answer has no such interval.
     const rate = tokens > 1 ? (tokens - 1) / Math.max((end - first) / 1000, 1e-3) : 1 / Math.max((end - started) / 1000, 1e-3);
     return `first token after ${formatDuration(first - started)}, ${tokens} tokens in ${formatDuration(end - started)}, ${rate.toFixed(1)} tokens/s`;
   });

@@ -164,10 +164,10 @@ export function endpointUrl(url: string, what: string, credential: string): URL 
     // A password with a "/" (base64) or an "@" in it is what made it no URL.
     throw new UsageError(`${what} "${withoutUserInfo(url)}" is not a URL; expected e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
   }
-  // An "@" anywhere: a password starting with "/" or with digits and "/" parses as a host, an
-  // empty port and a path holding the rest (https://admin:/s3cret@host/v1), with no user info;
-  // a base URL never needs one.
-  if (u.username !== "" || u.password !== "" || url.includes("@")) {
+  // An "@" anywhere, which any user info has: a password starting with "/" or with digits and
+  // "/" parses as a host, an empty port and a path holding the rest (https://admin:/s3cret@host/v1),
+  // with no user info; a base URL never needs one.
+  if (url.includes("@")) {
     throw new UsageError(`${what} has a user name or password in it (user:password@host), which the scripts do not send (${credential} is the credential): give the URL without it`);
   }
   // Quoted whole: it has no "@", so no user info (user:password@host without its scheme parses
