@@ -152,6 +152,17 @@ describe("members of a request for a provider's model", () => {
     expect((await refused("embeddings", { model: "claude", input: "hi", temperature: 0 })).param).toBe("temperature");
   });
 
+  it("a completions prompt list of several prompts is refused: LiteLLM sends them as one chat, answered once (found by review), held and charged as several", async () => {
+    const c = h.client(key);
+    const e = await refused("completions", { model: "claude", prompt: ["a", "b"], max_tokens: 2 });
+    expect(e.param).toBe("prompt");
+    expect((e.error as { message: string }).message).toMatch(/^A list of several prompts is not supported by this endpoint for model 'claude': its provider answers them as one conversation, with one answer\. Send one prompt per request\.$/);
+    // One prompt, alone or in a list, is one chat and passes; vLLM's model takes a real batch.
+    await c.completions.create({ model: "claude", prompt: ["a"], max_tokens: 2 });
+    const batch = await c.completions.create({ model: "qwen2.5-7b", prompt: ["a", "b"], max_tokens: 2 });
+    expect(batch.choices.map((x) => x.index)).toEqual([0, 1]);
+  });
+
   it("the model vLLM serves is unaffected: its own parameters and any content part pass", async () => {
     const c = h.client(key);
     const extra = { top_k: 5, min_p: 0.1, guided_json: { type: "object" }, repetition_penalty: 1.1, foo: 1, inference_geo: "us" };

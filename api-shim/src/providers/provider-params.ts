@@ -82,8 +82,9 @@ const PART_TYPES: readonly unknown[] = ["text", "image_url", "input_audio", "fil
 
 /**
  * A 400 naming the first member of `body` (an inference request for `model`, a provider's) that
- * is not in the route's allow-list, a `modalities` asking for more than text, or a message's
- * member, content part or thinking block not in theirs.
+ * is not in the route's allow-list, a completions prompt list of more than one prompt, a
+ * `modalities` asking for more than text, or a message's member, content part or thinking block
+ * not in theirs.
  */
 export function refuseUnlistedProviderParams(kind: InferenceKind, body: Record<string, unknown>, model: string): void {
   const allowed = ALLOWED[kind];
@@ -92,6 +93,12 @@ export function refuseUnlistedProviderParams(kind: InferenceKind, body: Record<s
     if (allowed.has(k) || (body[k] === null && UNSET_WHEN_NULL[kind].includes(k))) continue;
     const member = k.slice(0, 64);
     throw invalidParam(`'${member}' is not accepted for model '${name}', a provider's model: it takes ${[...allowed].join(", ")}.`, member);
+  }
+  // LiteLLM's text completion makes a provider's chat of a prompt list, one user message per
+  // prompt (main.py text_completion): one answer where the client asked for one per prompt, and
+  // the shim, as vLLM would answer, held and charged one per prompt. Found by review.
+  if (kind === "completions" && Array.isArray(body.prompt) && body.prompt.length > 1) {
+    throw invalidParam(`A list of several prompts is not supported by this endpoint for model '${name}': its provider answers them as one conversation, with one answer. Send one prompt per request.`, "prompt");
   }
   if (kind !== "chat") return;
   // `modalities` is chat's alone: the allow-list above refused it on the other routes.
