@@ -102,3 +102,51 @@ describe("LiteLLM answering as its proxy does (scripted)", () => {
     expect(report.usage.total_tokens).toBe(108);
   });
 });
+
+/**
+ * LiteLLM's streamed text completion (found by review; litellm_core_utils/streaming_handler.py):
+ * every chunk keeps choice index 0 whatever `n` is, one finish comes for all outputs, then its
+ * usage chunk, which keeps a choice. A stream whose body ends after that usage chunk, its
+ * `data: [DONE]` lost, is whole: the shim asked for no running usage, so that usage can only be
+ * the whole request's. It was whole for n = 1 and not for n = 2 (one finish for two outputs).
+ */
+describe("LiteLLM's streamed text completion, its body ending after the usage chunk", () => {
+  let h: Harness;
+  let upstream: { url: string; close(): Promise<void> };
+  beforeAll(async () => {
+    const frame = { id: "cmpl-1", object: "text_completion", created: 1, model: "qwen2.5-7b" };
+    const data = (o: object) => `data: ${JSON.stringify({ ...frame, ...o })}\n\n`;
+    upstream = await loopbackServer((req, res) => {
+      req.resume();
+      req.on("end", () => {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        const events =
+          data({ choices: [{ text: " a", index: 0 }] }) +
+          data({ choices: [{ text: " b", index: 0 }] }) +
+          data({ choices: [{ index: 0, finish_reason: "length" }] }) +
+          data({ choices: [{ index: 0 }], usage: { prompt_tokens: 10, completion_tokens: 2, total_tokens: 12 } });
+        res.write(events, () => setTimeout(() => res.destroy(), 50));
+      });
+    });
+    h = await startShim({
+      env: { SHIM_UPSTREAM_URL: upstream.url },
+      file: { pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 1000, completionPer1k: 1000 } } }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192, continuousUsage: false, tokenPrompts: false }] },
+    });
+  });
+  afterAll(async () => {
+    await h.close();
+    await upstream.close();
+  });
+
+  for (const n of [1, 2]) {
+    it(`n = ${n}: answered whole, charged its usage (the prompt included), no error event`, async () => {
+      const { id, key } = await h.createKey({ credits: 1000 });
+      const res = await h.post(key, "/v1/completions", { model: "qwen2.5-7b", prompt: "hi", max_tokens: 5, n, stream: true });
+      const text = await res.text();
+      const charged = Number(/^: credits_charged=(\S+) /m.exec(text)?.[1]);
+      const spent = 1000 - (await h.store.getKey(id))!.balance / 1_000_000;
+      // 1 for the request, 10 prompt and 2 completion tokens at 1 credit each.
+      expect({ error: text.includes('"error"'), charged, spent }).toEqual({ error: false, charged: 13, spent: 13 });
+    });
+  }
+});

@@ -117,6 +117,20 @@ describe("multi-output and batched requests are charged their full usage", () =>
     }
   });
 
+  it("a stream cut short whose client asked for running usage it is not shown (include_usage: false) still ends with an error, not as whole", async () => {
+    h.fake.set({ stopAfterTokens: 3, stopMode: "cut" });
+    try {
+      // The model is not configured continuousUsage: the running usage comes because the client's
+      // continuous_usage_stats is forwarded, so a usage on a chunk is not the whole request's.
+      const res = await post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "go on" }], max_tokens: 40, stream: true, stream_options: { include_usage: false, continuous_usage_stats: true } });
+      const text = await res.text();
+      expect(text).toContain('"code":"upstream_error"');
+      expect(text).not.toContain('"usage"');
+    } finally {
+      h.fake.set({ stopAfterTokens: null });
+    }
+  });
+
   it("a multi-output stream its client leaves is charged every output's running usage and the prompt once", async () => {
     h.fake.set({ tokenDelayMs: 150 });
     const { key: k, id } = await h.createKey({ credits: 1000 });

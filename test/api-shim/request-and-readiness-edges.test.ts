@@ -202,6 +202,12 @@ describe("stream_options read as vLLM reads them", () => {
     for (const include_usage of [null, false]) expect(chat({ include_usage })).toMatchObject({ clientWantsUsage: false, clientWantsContinuous: false });
     expect(chat(undefined)).toMatchObject({ clientWantsUsage: false });
   });
+
+  it("a continuous_usage_stats forwarded counts as asked (the upstream may send running usage) even when the client is not shown usage", () => {
+    expect(chat({ include_usage: false, continuous_usage_stats: true })).toMatchObject({ clientWantsContinuous: false, continuousAsked: true });
+    expect(chat({ continuous_usage_stats: "yes" })).toMatchObject({ continuousAsked: true });
+    for (const continuous_usage_stats of [undefined, null, false]) expect(chat({ continuous_usage_stats })).toMatchObject({ continuousAsked: false });
+  });
 });
 
 describe("a request that cannot succeed is refused before it is forwarded", () => {

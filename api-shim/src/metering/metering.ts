@@ -36,6 +36,13 @@ export interface MeterOptions {
   echo?: boolean;
   /** The most completion tokens the outputs may generate (the hold's bound; default none): the text's estimate is never taken above it. */
   maxCompletion?: number;
+  /**
+   * The upstream was asked for usage on every chunk (`continuous_usage_stats`, by the shim or the
+   * client; default true). Without it, usage on a chunk with a choice can only be the whole
+   * request's (LiteLLM's last chunk), however many of the outputs' finishes came: LiteLLM sends
+   * one finish for all of `n`.
+   */
+  runningUsage?: boolean;
 }
 
 interface ChunkJson {
@@ -71,7 +78,7 @@ export class StreamMeter {
   private echoing: boolean;
   /** Outputs whose finish_reason came: each generates nothing more. */
   private readonly finished = new Set<number>();
-  /** Usage came with or after the last output's finish: it is the whole answer's. */
+  /** Usage came with or after the last output's finish, or when no running usage was asked: it is the whole answer's. */
   private usageAfterFinish = false;
   /** Whether the client was shown a usage object: the usage-only chunk, or running usage left in. */
   private usageShown = false;
@@ -132,7 +139,7 @@ export class StreamMeter {
       if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
     }
     const usage = toUsage(chunk.usage);
-    if (usage && this.finished.size >= this.options.outputs) this.usageAfterFinish = true;
+    if (usage && (this.options.runningUsage === false || this.finished.size >= this.options.outputs)) this.usageAfterFinish = true;
     if (usage) this.running.set(indexOf(choices[0]), usage);
     if (hasUsage) {
       // Usage on a chunk that also has choices: vLLM's continuous stats (per output), or

@@ -26,6 +26,8 @@ export interface RelayInput {
   signal: AbortSignal;
   clientWantsUsage: boolean;
   hideContinuous: boolean;
+  /** Usage on every chunk was asked of the upstream (the shim's continuous_usage_stats, or the client's). */
+  runningUsage: boolean;
   /** Outputs per prompt (`n`), for reading per-output running usage. */
   outputsPerPrompt: number;
   /** Outputs in all (prompts × `n`), for telling a whole answer from a cut one. */
@@ -77,7 +79,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   // response-writer.ts.
   const write = (text: string) => writeWithBackpressure(out, text, ctx.config.streamIdleTimeoutMs, signal);
 
-  const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, outputsPerPrompt: input.outputsPerPrompt, outputs: input.outputs, echo: input.echo, maxCompletion: input.maxCompletion });
+  const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, runningUsage: input.runningUsage, outputsPerPrompt: input.outputsPerPrompt, outputs: input.outputs, echo: input.echo, maxCompletion: input.maxCompletion });
   // What ended the stream early, if anything: the client leaving, or a failure told to it.
   let clientGone = false;
   let failure: ShimError | null = null;

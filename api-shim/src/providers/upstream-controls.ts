@@ -1,4 +1,4 @@
-import { ShimError } from "../errors.ts";
+import { invalidParam, ShimError } from "../errors.ts";
 
 /**
  * Request members that LiteLLM (the deployed upstream) reads as its own controls, not as model
@@ -93,4 +93,22 @@ export function refuseUpstreamControls(body: Record<string, unknown>): void {
       });
     }
   }
+}
+
+/**
+ * For a model whose upstream takes a completions prompt only as text (`tokenPrompts: false`):
+ * LiteLLM's text completion maps a string or a list of strings onto messages and raises on
+ * anything else ("Unmapped prompt format"), which reached the client as a retryable 502, or a 503
+ * when the echoed token IDs held a standalone 429, and counted as the upstream's failure. Such a
+ * request could never succeed there, so it is the client's 400 before anything is held.
+ */
+export function refuseNonTextPrompt(body: Record<string, unknown>, model: string): void {
+  const text = "send 'prompt' as text (a string or a list of strings).";
+  const name = model.slice(0, 200);
+  if (body.prompt_embeds !== undefined && body.prompt_embeds !== null) {
+    throw invalidParam(`'prompt_embeds' is not supported by this endpoint for model '${name}': ${text}`, "prompt_embeds");
+  }
+  const p = body.prompt;
+  if (typeof p === "string" || (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === "string"))) return;
+  throw invalidParam(`Token-ID prompts are not supported by this endpoint for model '${name}': ${text}`, "prompt");
 }

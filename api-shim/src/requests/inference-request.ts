@@ -59,6 +59,12 @@ export interface InferenceRequest {
   /** The client asked for the usage chunk (vLLM semantics: stream_options present, include_usage absent or true). */
   clientWantsUsage: boolean;
   clientWantsContinuous: boolean;
+  /**
+   * The client's `stream_options` carry a `continuous_usage_stats` that is not absent, null or
+   * false: forwarded, the upstream may send usage on every chunk, whether or not the client is
+   * shown it (an `include_usage: false` beside it is replaced, the member kept).
+   */
+  continuousAsked: boolean;
 }
 
 /** OpenAI's own limit on `n`; it also keeps a hold's arithmetic far from 2^53. */
@@ -146,6 +152,7 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     echo: pydanticBool(b.echo) === true && (kind !== "chat" || echoesLastMessage(b)),
     clientWantsUsage: wantsUsage,
     clientWantsContinuous: wantsUsage && opts.continuous_usage_stats === true,
+    continuousAsked: opts !== null && opts.continuous_usage_stats !== undefined && opts.continuous_usage_stats !== null && opts.continuous_usage_stats !== false,
   };
 }
 
@@ -171,24 +178,6 @@ function echoesLastMessage(b: Record<string, unknown>): boolean {
   // skips the others: a message of empty text parts is not echoed.
   const texts = Array.isArray(c) ? c.map(partText).filter((t) => t !== undefined && t !== "") : [];
   return texts.join("\n") !== "";
-}
-
-/**
- * For a model whose upstream takes a completions prompt only as text (`tokenPrompts: false`):
- * LiteLLM's text completion maps a string or a list of strings onto messages and raises on
- * anything else ("Unmapped prompt format"), which reached the client as a retryable 502, or a 503
- * when the echoed token IDs held a standalone 429, and counted as the upstream's failure. Such a
- * request could never succeed there, so it is the client's 400 before anything is held.
- */
-export function refuseNonTextPrompt(body: Record<string, unknown>, model: string): void {
-  const text = "send 'prompt' as text (a string or a list of strings).";
-  const name = model.slice(0, 200);
-  if (body.prompt_embeds !== undefined && body.prompt_embeds !== null) {
-    throw invalidParam(`'prompt_embeds' is not supported by this endpoint for model '${name}': ${text}`, "prompt_embeds");
-  }
-  const p = body.prompt;
-  if (typeof p === "string" || (Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === "string"))) return;
-  throw invalidParam(`Token-ID prompts are not supported by this endpoint for model '${name}': ${text}`, "prompt");
 }
 
 /**
