@@ -3,10 +3,15 @@ import { type Harness, startShim } from "./shim-harness.ts";
 import { loopbackServer } from "./shim-process.ts";
 
 /**
- * A stand-in for LiteLLM answering chats with whatever usage a test sets, in the shape the request
+ * A stand-in for LiteLLM answering with whatever usage a test sets. Chats in the shape the request
  * asks for (its `metadata.shape`): a JSON answer, a stream ending with OpenAI's usage-only chunk,
  * or LiteLLM's own last chunk, which keeps a choice and carries the whole request's usage. For the
  * shim's reading of a provider's usage (prompt-cache writes and reads) on every path.
+ * `/v1/completions` and `/v1/embeddings` answer as LiteLLM's proxy does (found by review; BerriAI/
+ * litellm main.py text_completion, streaming_handler.py, types/utils.py): a text completion
+ * stream's chunks all keep choice index 0 whatever `n` is, one finish comes for all outputs, and
+ * its usage chunk keeps a choice without `text` (exclude_none); embeddings' usage has no
+ * completion_tokens member but 0.
  */
 export type UsageShape = "json" | "usage-only" | "litellm";
 
@@ -28,6 +33,22 @@ export async function startFakeLitellm(): Promise<FakeLitellm> {
       received++;
       const b = JSON.parse(body) as { model: string; stream?: boolean; metadata?: { shape?: UsageShape } };
       const frame = { id: "c1", created: 1, model: b.model };
+      if (req.url?.endsWith("/embeddings")) {
+        const data = [{ object: "embedding", index: 0, embedding: [0.1, 0.2] }];
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ model: b.model, data, object: "list", usage: { completion_tokens: 0, ...fake.usage } }));
+        return;
+      }
+      if (req.url?.endsWith("/completions") && !req.url.endsWith("/chat/completions")) {
+        const text = { ...frame, object: "text_completion" };
+        if (!b.stream) {
+          res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ ...text, choices: [{ text: " ok", index: 0, logprobs: null, finish_reason: "stop" }], usage: fake.usage }));
+          return;
+        }
+        const chunk = (rest: object) => `data: ${JSON.stringify({ ...text, ...rest })}\n\n`;
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        res.end(chunk({ choices: [{ text: " o", index: 0 }] }) + chunk({ choices: [{ text: "k", index: 0 }] }) + chunk({ choices: [{ index: 0, finish_reason: "stop" }] }) + chunk({ choices: [{ index: 0 }], usage: fake.usage }) + "data: [DONE]\n\n");
+        return;
+      }
       if (!b.stream) {
         const message = { role: "assistant", content: "ok" };
         res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ ...frame, object: "chat.completion", choices: [{ index: 0, message, finish_reason: "stop" }], usage: fake.usage }));
