@@ -43,10 +43,10 @@ const postReusable = () => {
 // proves little on a failing disk: one that stops short of the end of the WAL (the writer
 // appended meanwhile) copies pages without syncing the file. The WAL was copied whole, the file
 // synced, when it has fewer frames than before (the writer started it over, which it does only
-// then), or when two checkpoints in a row find all of its frames copied and none added.
+// then), or when two checkpoints in a row each find all of its frames copied, none added between.
 let failing = false;
 let peak = 0; // the most frames the WAL had at a checkpoint since the first failure
-let previous = -1; // its frames at the last checkpoint, if that one did not fail
+let previous = -1; // its frames at the last checkpoint, if that one copied them all
 const checkpoint = () => {
   try {
     const [r] = db.pragma("wal_checkpoint(PASSIVE)");
@@ -61,7 +61,10 @@ const checkpoint = () => {
       parentPort.postMessage({ checkpoint: "complete" });
     }
     peak = failing ? Math.max(peak, r.log) : r.log;
-    previous = r.log;
+    // Only a checkpoint that copied every frame starts a pair: one stopped short (a frame the
+    // writer appended meanwhile) synced nothing, and the next, finding the same frames all copied,
+    // read as "two in a row" and ended a failing disk's run (found by a flake under load).
+    previous = r.checkpointed === r.log ? r.log : -1;
   } catch (e) {
     if (e.code === "SQLITE_BUSY") return;
     failing = true;
