@@ -138,15 +138,18 @@ describe("LiteLLM's streamed text completion, its body ending after the usage ch
     await upstream.close();
   });
 
-  for (const n of [1, 2]) {
-    it(`n = ${n}: answered whole, charged its usage (the prompt included), no error event`, async () => {
+  // A client's continuous_usage_stats asks for running usage, which LiteLLM never sends (it strips
+  // usage from every chunk but its last): its usage chunk still comes after the output's finish.
+  for (const [n, streamOptions] of [[1, undefined], [2, undefined], [2, { include_usage: true, continuous_usage_stats: true }]] as const) {
+    it(`n = ${n}${streamOptions ? ", running usage asked by the client" : ""}: answered whole, charged its usage (the prompt included), no error event`, async () => {
       const { id, key } = await h.createKey({ credits: 1000 });
-      const res = await h.post(key, "/v1/completions", { model: "qwen2.5-7b", prompt: "hi", max_tokens: 5, n, stream: true });
+      const res = await h.post(key, "/v1/completions", { model: "qwen2.5-7b", prompt: "hi", max_tokens: 5, n, stream: true, ...(streamOptions ? { stream_options: streamOptions } : {}) });
       const text = await res.text();
       const charged = Number(/^: credits_charged=(\S+) /m.exec(text)?.[1]);
       const spent = 1000 - (await h.store.getKey(id))!.balance / 1_000_000;
       // 1 for the request, 10 prompt and 2 completion tokens at 1 credit each.
       expect({ error: text.includes('"error"'), charged, spent }).toEqual({ error: false, charged: 13, spent: 13 });
+      expect(text.trimEnd().endsWith("data: [DONE]")).toBe(true);
     });
   }
 });

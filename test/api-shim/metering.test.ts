@@ -311,3 +311,31 @@ describe("usage read at its edges", () => {
     expect(m.missingUsageChunk()).toBeNull();
   });
 });
+
+describe("when a stream's usage is the whole answer's (its [DONE] may be lost)", () => {
+  const ev = (o: object) => `data: ${JSON.stringify({ id: "c", object: "chat.completion.chunk", created: 1, model: "m", ...o })}`;
+  const used = (completion: number) => ({ usage: { prompt_tokens: 5, completion_tokens: completion, total_tokens: 5 + completion } });
+  const twoOutputs = (runningUsage?: boolean) => new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 2, outputs: 2, ...(runningUsage === undefined ? {} : { runningUsage }) });
+
+  it("running usage (the default: asked) before every output finished is not: the stream may still be cut", () => {
+    const m = twoOutputs();
+    m.process(ev({ choices: [{ index: 0, delta: { content: "a" }, finish_reason: "stop" }], ...used(1) }));
+    m.process(ev({ choices: [{ index: 1, delta: { content: "b" }, finish_reason: null }], ...used(1) }));
+    expect(m.complete).toBe(false);
+  });
+
+  it("usage on a chunk when no running usage was asked is, whatever finishes came", () => {
+    const m = twoOutputs(false);
+    m.process(ev({ choices: [{ index: 0, delta: { content: "a" }, finish_reason: null }], ...used(4) }));
+    expect(m.complete).toBe(true);
+  });
+
+  it("usage on a chunk after its output's finish is (LiteLLM's last chunk, one finish for all of n), even with running usage asked", () => {
+    const m = twoOutputs(true);
+    m.process(ev({ choices: [{ index: 0, delta: { content: "a" }, finish_reason: null }] }));
+    m.process(ev({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }] }));
+    expect(m.complete).toBe(false);
+    m.process(ev({ choices: [{ index: 0, delta: {} }], ...used(4) }));
+    expect(m.complete).toBe(true);
+  });
+});

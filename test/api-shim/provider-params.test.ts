@@ -159,6 +159,8 @@ describe("members of a request for a provider's model", () => {
     expect((e.error as { message: string }).message).toMatch(/^A list of several prompts is not supported by this endpoint for model 'claude': its provider answers them as one conversation, with one answer\. Send one prompt per request\.$/);
     // One prompt, alone or in a list, is one chat and passes; vLLM's model takes a real batch.
     await c.completions.create({ model: "claude", prompt: ["a"], max_tokens: 2 });
+    await c.completions.create({ model: "claude", prompt: [15339, 1917], max_tokens: 2 }); // token IDs: one prompt (a model left at tokenPrompts' default)
+    expect((await refused("completions", { model: "claude", prompt: [[1, 2], [3]], max_tokens: 2 })).param).toBe("prompt");
     const batch = await c.completions.create({ model: "qwen2.5-7b", prompt: ["a", "b"], max_tokens: 2 });
     expect(batch.choices.map((x) => x.index)).toEqual([0, 1]);
   });

@@ -575,6 +575,10 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
     // LiteLLM (streaming_handler.py): a finish chunk, then its own usage chunk with a placeholder choice (finish_reason null).
     ["LiteLLM, usage on a chunk after its finish", [...content, chunk([choice({}, "stop")]), chunk([choice({})], usage(500, 2))]],
     ["vLLM", [...content, chunk([choice({}, "stop")]), chunk([], usage(500, 2))]],
+    // No running usage asked (neither the model's continuousUsage nor the client's
+    // continuous_usage_stats): usage on a chunk can only be the whole request's (LiteLLM's last,
+    // after its one finish for all of n), whatever finishes came.
+    ["usage on a chunk, no running usage asked", [chunk([choice({ content: "a" })], usage(500, 1)), chunk([choice({ content: " b" })], usage(500, 2))]],
   ] as const;
   for (const [name, events] of shapes) {
     for (const drop of [false, true]) {
@@ -634,8 +638,9 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
   // Still cut short, so still failures charged the content only, as before.
   const cutShort = [
     ["LiteLLM, cut after its finish chunk, before its usage", [...content, chunk([choice({}, "stop")])], {}],
-    ["vLLM with running usage, cut before its finish", [chunk([choice({ content: "a" })], usage(500, 1)), chunk([choice({ content: " b" })], usage(500, 2))], {}],
-    ["n=2 with running usage, one output finished, the other cut", [chunk([choice({ content: "a" }, "stop", 0)], usage(500, 1)), chunk([choice({ content: "b" }, null, 1)], usage(500, 1))], { n: 2 }],
+    // Running usage as vLLM sends it when asked (here by the client: the model is not continuousUsage).
+    ["vLLM with running usage, cut before its finish", [chunk([choice({ content: "a" })], usage(500, 1)), chunk([choice({ content: " b" })], usage(500, 2))], { stream_options: { continuous_usage_stats: true } }],
+    ["n=2 with running usage, one output finished, the other cut", [chunk([choice({ content: "a" }, "stop", 0)], usage(500, 1)), chunk([choice({ content: "b" }, null, 1)], usage(500, 1))], { n: 2, stream_options: { continuous_usage_stats: true } }],
   ] as const;
   for (const [name, events, extra] of cutShort) {
     it(`${name}: an upstream failure, charged the content only`, async () => {

@@ -78,7 +78,7 @@ export class StreamMeter {
   private echoing: boolean;
   /** Outputs whose finish_reason came: each generates nothing more. */
   private readonly finished = new Set<number>();
-  /** Usage came with or after the last output's finish, or when no running usage was asked: it is the whole answer's. */
+  /** Usage came with or after the last output's finish, on a chunk after its own output's finish, or when no running usage was asked: it is the whole answer's. */
   private usageAfterFinish = false;
   /** Whether the client was shown a usage object: the usage-only chunk, or running usage left in. */
   private usageShown = false;
@@ -133,13 +133,17 @@ export class StreamMeter {
       return { kind: "usage", forward: this.options.clientWantsUsage ? event : null, data };
     }
     if (choices.length > 0) this.began = true;
+    // A chunk for an output that already finished: vLLM sends none (its running usage rides on
+    // each output's chunks up to its finish), so usage on it is LiteLLM's last chunk, the whole
+    // request's, though LiteLLM sent one finish for all of `n` and running usage was asked.
+    const afterItsFinish = choices.length > 0 && this.finished.has(indexOf(choices[0]));
     const tokenless = this.echoing ? this.readEchoed(choices) : (this.readGenerated(data), []);
     for (const c of choices) {
       if (hasContent(c) && !tokenless.includes(c)) this.generated++;
       if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
     }
     const usage = toUsage(chunk.usage);
-    if (usage && (this.options.runningUsage === false || this.finished.size >= this.options.outputs)) this.usageAfterFinish = true;
+    if (usage && (this.options.runningUsage === false || afterItsFinish || this.finished.size >= this.options.outputs)) this.usageAfterFinish = true;
     if (usage) this.running.set(indexOf(choices[0]), usage);
     if (hasUsage) {
       // Usage on a chunk that also has choices: vLLM's continuous stats (per output), or

@@ -94,10 +94,11 @@ export function refuseUnlistedProviderParams(kind: InferenceKind, body: Record<s
     const member = k.slice(0, 64);
     throw invalidParam(`'${member}' is not accepted for model '${name}', a provider's model: it takes ${[...allowed].join(", ")}.`, member);
   }
-  // LiteLLM's text completion makes a provider's chat of a prompt list, one user message per
+  // LiteLLM's text completion makes a chat provider's chat of a prompt list, one user message per
   // prompt (main.py text_completion): one answer where the client asked for one per prompt, and
-  // the shim, as vLLM would answer, held and charged one per prompt. Found by review.
-  if (kind === "completions" && Array.isArray(body.prompt) && body.prompt.length > 1) {
+  // the shim, as vLLM would answer, held and charged one per prompt. Found by review. (A list of
+  // token IDs is one prompt; its numbers are not prompts.)
+  if (kind === "completions" && Array.isArray(body.prompt) && body.prompt.length > 1 && typeof body.prompt[0] !== "number") {
     throw invalidParam(`A list of several prompts is not supported by this endpoint for model '${name}': its provider answers them as one conversation, with one answer. Send one prompt per request.`, "prompt");
   }
   if (kind !== "chat") return;
