@@ -324,10 +324,19 @@ describe("when a stream's usage is the whole answer's (its [DONE] may be lost)",
     expect(m.complete).toBe(false);
   });
 
-  it("usage on a chunk when no running usage was asked is, whatever finishes came", () => {
+  it("usage on a chunk when no running usage was asked is, once an output finished, whatever other finishes came; before any finish it is not", () => {
     const m = twoOutputs(false);
     m.process(ev({ choices: [{ index: 0, delta: { content: "a" }, finish_reason: null }], ...used(4) }));
+    expect(m.complete).toBe(false);
+    m.process(ev({ choices: [{ index: 0, delta: { content: "b" }, finish_reason: "stop" }], ...used(4) }));
     expect(m.complete).toBe(true);
+  });
+
+  it("a zeroed usage on a chunk before any finish (Ollama's on every completions chunk) is no figure: the prompt is still not reported", () => {
+    const m = twoOutputs(false);
+    m.process(ev({ choices: [{ index: 0, delta: { content: "a" }, finish_reason: null }], ...used(0), usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } }));
+    expect(m.promptReported).toBe(false);
+    expect(m.complete).toBe(false);
   });
 
   it("usage on a chunk after its output's finish is (LiteLLM's last chunk, one finish for all of n), even with running usage asked", () => {

@@ -161,6 +161,12 @@ describe("members of a request for a provider's model", () => {
     await c.completions.create({ model: "claude", prompt: ["a"], max_tokens: 2 });
     await c.completions.create({ model: "claude", prompt: [15339, 1917], max_tokens: 2 }); // token IDs: one prompt (a model left at tokenPrompts' default)
     expect((await refused("completions", { model: "claude", prompt: [[1, 2], [3]], max_tokens: 2 })).param).toBe("prompt");
+    // Without max_tokens a provider's completion is held as chat (its provider's own default), so
+    // none is added for it; vLLM's model is held at 16 and is sent its 16.
+    await c.completions.create({ model: "claude", prompt: "a" });
+    expect(JSON.parse(h.fake.requests.at(-1)!.body)).not.toHaveProperty("max_tokens");
+    await c.completions.create({ model: "qwen2.5-7b", prompt: "a" });
+    expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject({ max_tokens: 16 });
     const batch = await c.completions.create({ model: "qwen2.5-7b", prompt: ["a", "b"], max_tokens: 2 });
     expect(batch.choices.map((x) => x.index)).toEqual([0, 1]);
   });

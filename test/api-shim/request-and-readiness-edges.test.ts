@@ -226,3 +226,22 @@ describe("the streamed body forwarded to an upstream with continuous usage", () 
     expect(upstreamBody(raw, body, req, false)).toBe(raw);
   });
 });
+
+describe("a completions body without max_tokens, held at the default of 16", () => {
+  const forwarded = (body: Record<string, unknown>, send: boolean, continuous = false) => {
+    const raw = Buffer.from(JSON.stringify(body));
+    return JSON.parse(String(upstreamBody(raw, body, parseInferenceRequest("completions", body), continuous, send))) as Record<string, unknown>;
+  };
+
+  it("is sent max_tokens 16 first, beside the usage asked of a stream, whether the client's stream_options is absent or replaced", () => {
+    expect(forwarded({ model: "m", prompt: "x" }, true)).toEqual({ max_tokens: 16, model: "m", prompt: "x" });
+    expect(forwarded({ model: "m", prompt: "x", stream: true }, true)).toEqual({ max_tokens: 16, stream_options: { include_usage: true }, model: "m", prompt: "x", stream: true });
+    expect(forwarded({ model: "m", prompt: "x", stream: true, stream_options: { include_usage: false } }, true, true)).toEqual({ max_tokens: 16, model: "m", prompt: "x", stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } });
+  });
+
+  it("is sent as it came when the hold was not the default's (a model that may be a provider's: held as chat)", () => {
+    const body = { model: "m", prompt: "x" };
+    const raw = Buffer.from(JSON.stringify(body));
+    expect(upstreamBody(raw, body, parseInferenceRequest("completions", body), false, false)).toBe(raw);
+  });
+});

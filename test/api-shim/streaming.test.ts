@@ -575,10 +575,6 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
     // LiteLLM (streaming_handler.py): a finish chunk, then its own usage chunk with a placeholder choice (finish_reason null).
     ["LiteLLM, usage on a chunk after its finish", [...content, chunk([choice({}, "stop")]), chunk([choice({})], usage(500, 2))]],
     ["vLLM", [...content, chunk([choice({}, "stop")]), chunk([], usage(500, 2))]],
-    // No running usage asked (neither the model's continuousUsage nor the client's
-    // continuous_usage_stats): usage on a chunk can only be the whole request's (LiteLLM's last,
-    // after its one finish for all of n), whatever finishes came.
-    ["usage on a chunk, no running usage asked", [chunk([choice({ content: "a" })], usage(500, 1)), chunk([choice({ content: " b" })], usage(500, 2))]],
   ] as const;
   for (const [name, events] of shapes) {
     for (const drop of [false, true]) {
@@ -635,9 +631,19 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
     }
   });
 
+  it("no running usage asked, n=2: usage on LiteLLM's one finish chunk is the whole request's, though one output's finish came", async () => {
+    const { text, line, charged } = await run([...content, chunk([choice({}, "stop")], usage(500, 2))], true, { n: 2 });
+    expect(charged).toBe(cost(500, 2));
+    expect(text).not.toContain('"error"');
+    expect(text.endsWith("data: [DONE]\n\n")).toBe(true);
+    expect(line.status).toBe(200);
+  });
+
   // Still cut short, so still failures charged the content only, as before.
   const cutShort = [
     ["LiteLLM, cut after its finish chunk, before its usage", [...content, chunk([choice({}, "stop")])], {}],
+    // Usage on a chunk before any finish, none asked: not the whole request's (Ollama zeroes one on every completions chunk).
+    ["usage on chunks before any finish, no running usage asked", [chunk([choice({ content: "a" })], usage(0, 0)), chunk([choice({ content: " b" })], usage(0, 0))], {}],
     // Running usage as vLLM sends it when asked (here by the client: the model is not continuousUsage).
     ["vLLM with running usage, cut before its finish", [chunk([choice({ content: "a" })], usage(500, 1)), chunk([choice({ content: " b" })], usage(500, 2))], { stream_options: { continuous_usage_stats: true } }],
     ["n=2 with running usage, one output finished, the other cut", [chunk([choice({ content: "a" }, "stop", 0)], usage(500, 1)), chunk([choice({ content: "b" }, null, 1)], usage(500, 1))], { n: 2, stream_options: { continuous_usage_stats: true } }],

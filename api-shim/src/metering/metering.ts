@@ -38,9 +38,9 @@ export interface MeterOptions {
   maxCompletion?: number;
   /**
    * The upstream was asked for usage on every chunk (`continuous_usage_stats`, by the shim or the
-   * client; default true). Without it, usage on a chunk with a choice can only be the whole
-   * request's (LiteLLM's last chunk), however many of the outputs' finishes came: LiteLLM sends
-   * one finish for all of `n`.
+   * client; default true). Without it, usage on a chunk with a choice after a finish can only be
+   * the whole request's (LiteLLM's last chunk), however many of the outputs' finishes came:
+   * LiteLLM sends one finish for all of `n`.
    */
   runningUsage?: boolean;
 }
@@ -120,7 +120,8 @@ export class StreamMeter {
       return { kind: "chunk", forward: event };
     }
     if (chunk === null || typeof chunk !== "object") return { kind: "chunk", forward: event };
-    if (chunk.error !== null && typeof chunk.error === "object") return { kind: "error", data };
+    // An error event: OpenAI's and vLLM's error object, or TGI's message string (`error_type` beside it).
+    if (chunk.error !== null && (typeof chunk.error === "object" || typeof chunk.error === "string")) return { kind: "error", data };
     this.frame = { id: chunk.id, object: chunk.object, created: chunk.created, model: chunk.model };
     // A usage chunk is one by its shape, whether or not its figures can be read: shown only to a
     // client that asked (a usage-only chunk, `choices: []`, breaks `chunk.choices[0].delta`).
@@ -142,8 +143,15 @@ export class StreamMeter {
       if (hasContent(c) && !tokenless.includes(c)) this.generated++;
       if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
     }
-    const usage = toUsage(chunk.usage);
-    if (usage && (this.options.runningUsage === false || afterItsFinish || this.finished.size >= this.options.outputs)) this.usageAfterFinish = true;
+    // Ollama, asked for usage, puts a zeroed usage on every /v1/completions chunk: before any
+    // finish such a usage says nothing (vLLM's running usage has the prompt's tokens from the
+    // first chunk on), and taken as figures it made a client that left early pay no prompt.
+    const read = toUsage(chunk.usage);
+    const usage = read && (read.promptTokens > 0 || read.completionTokens > 0 || this.finished.size > 0) ? read : null;
+    // Without running usage asked, usage on a chunk is the whole request's once an output has
+    // finished (LiteLLM's last chunk); before any finish it is not (Ollama's zeroed usage).
+    const whole = afterItsFinish || this.finished.size >= this.options.outputs || (this.options.runningUsage === false && this.finished.size > 0);
+    if (usage && whole) this.usageAfterFinish = true;
     if (usage) this.running.set(indexOf(choices[0]), usage);
     if (hasUsage) {
       // Usage on a chunk that also has choices: vLLM's continuous stats (per output), or

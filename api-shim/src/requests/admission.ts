@@ -116,7 +116,7 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
   // The prompt's bound once (it may walk the body for normalization's growth): the hold's prompt, and
   // the estimate's cap (which also caps a media part's floor, the model's mediaPartTokens).
   const promptBound = ctx.pricer.promptBound(holdInput);
-  const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous) };
+  const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous, req.defaultMaxTokens && !mayBeProviders(modelConfig)) };
   request.rawBody = undefined;
   request.body = undefined;
   return admission;

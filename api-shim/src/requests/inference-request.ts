@@ -363,26 +363,34 @@ const NON_ASCII = /[^\x00-\x7f]/;
 const ASK_USAGE = Buffer.from('"stream_options":{"include_usage":true},');
 const ASK_USAGE_CONTINUOUS = Buffer.from('"stream_options":{"include_usage":true,"continuous_usage_stats":true},');
 
+/** The member spliced first into a completions body without `max_tokens` (upstreamBody). */
+const DEFAULT_MAX_TOKENS = Buffer.from(`"max_tokens":${COMPLETIONS_DEFAULT_MAX_TOKENS},`);
+
 /**
  * The body to forward: the client's bytes, with usage requested for streams. A stream without
  * `stream_options` gets ours spliced in first; one whose `stream_options` already asks for what
  * metering needs goes as sent; any other has only that member's value replaced (json-splice.ts).
  * Re-serializing the body instead would round integers above 2^53 (a `seed`), turn `1.0` into
- * `1` and reorder or drop duplicate members.
+ * `1` and reorder or drop duplicate members. `sendDefaultMaxTokens`: a completions request held
+ * at vLLM's and OpenAI's default of 16 tokens gets `"max_tokens":16` first, so that a server
+ * without that default (Ollama, llama.cpp: to the end of the context) stops where the hold did.
  */
-export function upstreamBody(raw: Buffer, body: Record<string, unknown>, req: InferenceRequest, continuous: boolean): Buffer | string {
-  if (!req.stream) return raw;
+export function upstreamBody(raw: Buffer, body: Record<string, unknown>, req: InferenceRequest, continuous: boolean, sendDefaultMaxTokens = false): Buffer | string {
+  const first: Buffer[] = sendDefaultMaxTokens ? [DEFAULT_MAX_TOKENS] : [];
+  let rest = raw;
   const given = body.stream_options as Record<string, unknown> | null | undefined;
-  if (given !== undefined && given !== null && given.include_usage === true && (!continuous || given.continuous_usage_stats === true)) return raw;
-  if (given !== undefined) {
+  if (req.stream && given === undefined) first.push(continuous ? ASK_USAGE_CONTINUOUS : ASK_USAGE);
+  else if (req.stream && given !== undefined && !(given !== null && given.include_usage === true && (!continuous || given.continuous_usage_stats === true))) {
     const options: Record<string, unknown> = { ...given, include_usage: true };
     if (continuous) options.continuous_usage_stats = true;
     const pieces = spliceMemberValue(raw, "stream_options", JSON.stringify(options));
     // Null only were the walk to miss a member JSON.parse read: the request then goes re-serialized, not failed.
-    return pieces ? Buffer.concat(pieces) : JSON.stringify({ ...body, stream_options: options });
+    if (!pieces) return JSON.stringify({ ...body, stream_options: options, ...(sendDefaultMaxTokens ? { max_tokens: COMPLETIONS_DEFAULT_MAX_TOKENS } : {}) });
+    rest = Buffer.concat(pieces);
   }
+  if (first.length === 0) return rest;
   // The body parsed as an object with a `model`: its first non-space byte is `{` and a member
   // follows. Bytes, not a decoded string, so that nothing of the client's is re-encoded.
-  const open = raw.indexOf(0x7b) + 1;
-  return Buffer.concat([raw.subarray(0, open), continuous ? ASK_USAGE_CONTINUOUS : ASK_USAGE, raw.subarray(open)]);
+  const open = rest.indexOf(0x7b) + 1;
+  return Buffer.concat([rest.subarray(0, open), ...first, rest.subarray(open)]);
 }

@@ -28,7 +28,9 @@ export const MODEL_LIST_LIMIT = 16 * 1024 * 1024;
 export function modelsRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.get("/v1/models", async (request, reply) => {
     const { body, data } = await keyModels(ctx, request);
-    return reply.headers(authHeaders(ctx, request)).type("application/json").send({ ...body, data: data.map(({ entry }) => entry), ...free(request) });
+    // The list's own members only: llama.cpp's answer also lists its models Ollama's way
+    // (`models`, file paths included), which the key's allow-list would not filter.
+    return reply.headers(authHeaders(ctx, request)).type("application/json").send({ object: body.object ?? "list", data: data.map(({ entry }) => entry), ...free(request) });
   });
   // The router drops one trailing `/` first (ignoreTrailingSlash): `/v1/models/` is the list.
   app.get<{ Params: { "*": string } }>("/v1/models/*", async (request, reply) => {
@@ -92,8 +94,9 @@ async function keyModels(ctx: ShimContext, request: FastifyRequest): Promise<{ b
 }
 
 /**
- * An upstream model list (`{"data": [{"id": …}, …]}`), its entries that are models (an object
- * with a string id; a null or a number is skipped), or null when it is not such a list. Read the
+ * An upstream model list (`{"data": [{"id": …}, …]}`, or `"data": null` for none), its entries
+ * that are models (an object with a string id; a null or a number is skipped), or null when it is
+ * not such a list. Read the
  * same way by /v1/models and /ready.
  */
 export function parseModelList(text: string): { body: Record<string, unknown>; entries: { id: string; entry: object }[] } | null {
@@ -103,7 +106,9 @@ export function parseModelList(text: string): { body: Record<string, unknown>; e
   } catch {
     return null;
   }
-  const data = body !== null && typeof body === "object" ? (body as { data?: unknown }).data : undefined;
+  const listed = body !== null && typeof body === "object" ? (body as { data?: unknown }).data : undefined;
+  // Ollama with no model pulled answers `"data": null` (its list is a nil Go slice): no model yet.
+  const data = listed === null ? [] : listed;
   if (!Array.isArray(data)) return null;
   const entries = data.flatMap((entry: unknown) => {
     const id = entry !== null && typeof entry === "object" ? (entry as { id?: unknown }).id : undefined;

@@ -56,7 +56,9 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
     return new ShimError("service_unavailable", { headers: { "retry-after": String(relayedRetryAfter(retryAfter)) } });
   }
   if (status === 408 || status === 504) return new ShimError("upstream_timeout");
-  if (status >= 400 && status < 500 && status !== 401 && status !== 403) return new ShimError("invalid_request");
+  // 424 Failed Dependency is a server's failure, not the request's: TGI's GenerationError (CUDA
+  // out of memory, a failure mid-generation), which SDKs would not retry as a 400.
+  if (status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 424) return new ShimError("invalid_request");
   // 401/403: our upstream credentials are wrong (our misconfiguration, not the client's); 5xx: theirs.
   return new ShimError("upstream_error");
 }
@@ -85,11 +87,11 @@ export function modelNotFound(model: string): ShimError {
   });
 }
 
-/** The message of an OpenAI/vLLM error body (nested or flat), if it is a string. */
+/** The message of an OpenAI/vLLM error body (nested or flat; TGI's `error` is the message itself), if it is a string. */
 function upstreamMessage(text: string): string | undefined {
   try {
     const body = JSON.parse(firstEventData(text)) as { error?: { message?: unknown } | unknown; message?: unknown };
-    const nested = body.error && typeof body.error === "object" ? (body.error as { message?: unknown }).message : undefined;
+    const nested = body.error && typeof body.error === "object" ? (body.error as { message?: unknown }).message : typeof body.error === "string" ? body.error : undefined;
     const msg = nested ?? body.message;
     return typeof msg === "string" && msg !== "" ? msg : undefined;
   } catch {
