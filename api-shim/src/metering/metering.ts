@@ -78,8 +78,8 @@ export class StreamMeter {
   private echoing: boolean;
   /** Outputs whose finish_reason came: each generates nothing more. */
   private readonly finished = new Set<number>();
-  /** Usage came with or after the last output's finish, on a chunk after its own output's finish, or when no running usage was asked: it is the whole answer's. */
-  private usageAfterFinish = false;
+  /** Usage that can only be the whole answer's came: with or after the last output's finish, on a chunk after its own output's finish, or after a finish when no running usage was asked. */
+  private wholeUsage = false;
   /** Whether the client was shown a usage object: the usage-only chunk, or running usage left in. */
   private usageShown = false;
   /**
@@ -151,7 +151,7 @@ export class StreamMeter {
     // Without running usage asked, usage on a chunk is the whole request's once an output has
     // finished (LiteLLM's last chunk); before any finish it is not (Ollama's zeroed usage).
     const whole = afterItsFinish || this.finished.size >= this.options.outputs || (this.options.runningUsage === false && this.finished.size > 0);
-    if (usage && whole) this.usageAfterFinish = true;
+    if (usage && whole) this.wholeUsage = true;
     if (usage) this.running.set(indexOf(choices[0]), usage);
     if (hasUsage) {
       // Usage on a chunk that also has choices: vLLM's continuous stats (per output), or
@@ -260,13 +260,13 @@ export class StreamMeter {
 
   /**
    * Whether the answer is whole, though its `data: [DONE]` may not have come (the upstream's body
-   * ended or broke just before it): the usage-only chunk arrived with nothing after it (vLLM), or every output finished
-   * and usage came with or after the last finish (LiteLLM's usage chunk keeps a choice, with the
-   * finish or after it; vLLM's running usage on each output's finish chunk). `usage()` is then
-   * what the whole answer cost.
+   * ended or broke just before it): the usage-only chunk arrived with nothing after it (vLLM), or
+   * usage that can only be the whole answer's came on a chunk (wholeUsage: LiteLLM's usage chunk
+   * keeps a choice, with its finish or after it; vLLM's running usage on the last output's finish
+   * chunk). `usage()` is then what the whole answer cost.
    */
   get complete(): boolean {
-    return this.usageLast || this.usageAfterFinish;
+    return this.usageLast || this.wholeUsage;
   }
 
   /**
