@@ -332,6 +332,12 @@ describe("when a stream's usage is the whole answer's (its [DONE] may be lost)",
     expect(m.complete).toBe(true);
   });
 
+  it("a running usage with completion tokens and no prompt's before any finish is a figure (only all zeros say nothing)", () => {
+    const m = twoOutputs();
+    m.process(ev({ choices: [{ index: 0, delta: { content: "a" }, finish_reason: null }], usage: { prompt_tokens: 0, completion_tokens: 3, total_tokens: 3 } }));
+    expect(m.promptReported).toBe(true);
+  });
+
   it("a zeroed usage on a chunk before any finish (Ollama's on every completions chunk) is no figure: the prompt is still not reported", () => {
     const m = twoOutputs(false);
     m.process(ev({ choices: [{ index: 0, delta: { content: "a" }, finish_reason: null }], ...used(0), usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } }));

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startShim, type Harness } from "../support/shim-harness.ts";
+import { upstreamStatusError } from "../../api-shim/src/upstream/upstream-errors.ts";
 
 /**
  * The shim in front of servers other than vLLM and LiteLLM (README: "any OpenAI-compatible
@@ -207,9 +208,68 @@ describe("Hugging Face TGI", () => {
     expect(text).not.toContain("CUDA");
   });
 
+  it("a string error is redacted as any message is, and a 404's (a route the server lacks) still says the endpoint is misconfigured", () => {
+    const same = ((t: string) => t) as never;
+    const e = upstreamStatusError(400, JSON.stringify({ error: "bad call https://x.example/v1?key=AIzaSyA1234567890abcdefghijklmnopqrstu sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123", error_type: "validation" }), "m", undefined, same);
+    expect(e.message).toContain("bad call https://x.example/v1?…");
+    expect(e.message).not.toContain("AIzaSy");
+    expect(e.message).not.toContain("sk-ant-api03-abcdef");
+    expect(upstreamStatusError(404, JSON.stringify({ error: "Not Found" }), "m", undefined, same).code).toBe("upstream_error");
+  });
+
   it("422 validation error keeps TGI's message (its `error` is a string)", async () => {
     handler = (_req, _b, res) => json(res, 422, { error: "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 4000 `inputs` tokens and 500 `max_new_tokens`", error_type: "validation" });
     const { key } = await h.createKey({ credits: 100 });
     await expect(h.client(key).chat.completions.create({ model: "llama3.2:latest", messages: [{ role: "user", content: "x" }] })).rejects.toMatchObject({ status: 400, message: expect.stringContaining("max_new_tokens") });
+  });
+});
+
+describe("Ollama's zeroed usage on its finish chunk (its real usage follows in a chunk of its own; found by review)", () => {
+  const chunk = (text: string, finish: string | null, withZeroUsage: boolean) =>
+    `data: ${JSON.stringify({ id: "cmpl-1", object: "text_completion", created: 1, choices: [{ text, index: 0, finish_reason: finish }], model: "llama3.2:latest", system_fingerprint: "fp_ollama", ...(withZeroUsage ? { usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } } : {}) })}\n\n`;
+
+  it("a /v1/completions stream cut after the finish chunk (zero usage on it) and before the usage-only chunk ends and is charged as without the zero usage", async () => {
+    const outcomes: { error: boolean; done: boolean; cost: number; madeUsageChunk: boolean }[] = [];
+    for (const zero of [false, true]) {
+      handler = (_req, _b, res) => {
+        sse(res);
+        res.write(chunk(" one", null, zero));
+        res.write(chunk(" two", "length", zero)); // Ollama's Done chunk: finish_reason, and the zeroed usage
+        setTimeout(() => res.destroy(), 50); // cut before `data: {…"choices":[],"usage":{real}}` and [DONE]
+      };
+      const { id, key } = await h.createKey({ credits: 100 });
+      const res = await h.post(key, "/v1/completions", { model: "llama3.2:latest", prompt: "word ".repeat(2000), max_tokens: 2, stream: true, stream_options: { include_usage: true } });
+      const text = await res.text();
+      outcomes.push({ error: text.includes("upstream_error"), done: text.includes("data: [DONE]"), cost: 100 * CREDIT - (await h.store.getKey(id))!.balance, madeUsageChunk: text.includes('"choices":[],"usage"') });
+    }
+    // Without the zero usage: upstream_error, charged the content. With it: a whole stream, a
+    // usage chunk made up as {"prompt_tokens":0,…} shown to the client, and no prompt charged.
+    expect(outcomes[1]).toEqual(outcomes[0]);
+  });
+});
+
+describe("a client that stops at Ollama's finish chunk", () => {
+  const chunk = (text: string, finish: string | null, withZeroUsage: boolean) =>
+    `data: ${JSON.stringify({ id: "cmpl-1", object: "text_completion", created: 1, choices: [{ text, index: 0, finish_reason: finish }], model: "llama3.2:latest", system_fingerprint: "fp_ollama", ...(withZeroUsage ? { usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } } : {}) })}\n\n`;
+
+  it("pays its prompt's estimate, as without the zero usage on that chunk", async () => {
+    const costs: number[] = [];
+    for (const zero of [false, true]) {
+      handler = (_req, _b, res) => {
+        sse(res);
+        res.write(chunk(" one", "length", zero)); // the Done chunk; its real usage chunk comes later
+        setTimeout(() => { if (!res.destroyed) res.end(`data: ${JSON.stringify({ id: "cmpl-1", object: "text_completion", created: 1, model: "llama3.2:latest", choices: [], usage: { prompt_tokens: 2001, completion_tokens: 1, total_tokens: 2002 } })}\n\ndata: [DONE]\n\n`); }, 1000);
+      };
+      const { id, key } = await h.createKey({ credits: 100 });
+      const ac = new AbortController();
+      const res = await fetch(`${h.url}/v1/completions`, { method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ model: "llama3.2:latest", prompt: "word ".repeat(2000), max_tokens: 1, stream: true }) });
+      const reader = res.body!.getReader();
+      await reader.read(); // the finish chunk: an SDK loop that stops at finish_reason leaves here
+      ac.abort();
+      await h.waitForRequestLog((e) => e.status === 499 && e.keyId === id);
+      costs.push(100 * CREDIT - (await h.store.getKey(id))!.balance);
+    }
+    expect(costs[0]).toBeGreaterThan(1_000_000); // prompt estimate + 1 token
+    expect(costs[1]).toBe(costs[0]);
   });
 });

@@ -239,6 +239,27 @@ describe("a completions body without max_tokens, held at the default of 16", () 
     expect(forwarded({ model: "m", prompt: "x", stream: true, stream_options: { include_usage: false } }, true, true)).toEqual({ max_tokens: 16, model: "m", prompt: "x", stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } });
   });
 
+  it("keeps the client's bytes around it (leading whitespace, a byte order mark) and is sent whatever else the body asks (echo, a batch, n, a null max_completion_tokens), but not beside a limit of the client's", () => {
+    const send = (text: string) => {
+      const raw = Buffer.from(text);
+      const body = JSON.parse(text.replace(/^\uFEFF/, "")) as Record<string, unknown>;
+      const req = parseInferenceRequest("completions", body);
+      return String(upstreamBody(raw, body, req, false, req.defaultMaxTokens));
+    };
+    expect(send(' \n {"model":"m","prompt":"x"}')).toBe(' \n {"max_tokens":16,"model":"m","prompt":"x"}');
+    expect(send('\uFEFF{"model":"m","prompt":"x"}')).toBe('\uFEFF{"max_tokens":16,"model":"m","prompt":"x"}');
+    expect(JSON.parse(send('{"model":"m","prompt":["a","b"],"n":3,"echo":true}'))).toMatchObject({ max_tokens: 16 });
+    expect(JSON.parse(send('{"model":"m","prompt":"x","max_completion_tokens":null}'))).toMatchObject({ max_tokens: 16 });
+    expect(JSON.parse(send('{"model":"m","prompt":"x","max_completion_tokens":5}'))).not.toHaveProperty("max_tokens");
+    expect(send('{"model":"m","prompt":"x","max_tokens":null}')).toBe('{"model":"m","prompt":"x","max_tokens":null}');
+  });
+
+  it("is kept by the re-serialized fallback (a stream_options the splice cannot find)", () => {
+    const body = { model: "m", prompt: "x", stream: true, stream_options: { include_usage: false } };
+    const out = upstreamBody(Buffer.from('{"model":"m","prompt":"x","stream":true}'), body, parseInferenceRequest("completions", body), false, true);
+    expect(JSON.parse(String(out))).toMatchObject({ max_tokens: 16, stream_options: { include_usage: true } });
+  });
+
   it("is sent as it came when the hold was not the default's (a model that may be a provider's: held as chat)", () => {
     const body = { model: "m", prompt: "x" };
     const raw = Buffer.from(JSON.stringify(body));

@@ -143,11 +143,13 @@ export class StreamMeter {
       if (hasContent(c) && !tokenless.includes(c)) this.generated++;
       if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
     }
-    // Ollama, asked for usage, puts a zeroed usage on every /v1/completions chunk: before any
-    // finish such a usage says nothing (vLLM's running usage has the prompt's tokens from the
-    // first chunk on), and taken as figures it made a client that left early pay no prompt.
+    // Ollama, asked for usage, puts a zeroed usage on every /v1/completions chunk, its finish chunk
+    // included (its real usage follows, choiceless): such a usage says nothing (vLLM's running
+    // usage has the prompt's tokens from the first chunk on), and taken as figures it made a
+    // client that left early pay no prompt. Zeros count only after the output's finish, on its
+    // own chunk: LiteLLM's usage chunk for a provider that reported none.
     const read = toUsage(chunk.usage);
-    const usage = read && (read.promptTokens > 0 || read.completionTokens > 0 || this.finished.size > 0) ? read : null;
+    const usage = read && (read.promptTokens > 0 || read.completionTokens > 0 || afterItsFinish) ? read : null;
     // Without running usage asked, usage on a chunk is the whole request's once an output has
     // finished (LiteLLM's last chunk); before any finish it is not (Ollama's zeroed usage).
     const whole = afterItsFinish || this.finished.size >= this.options.outputs || (this.options.runningUsage === false && this.finished.size > 0);

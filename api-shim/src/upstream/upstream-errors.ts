@@ -48,7 +48,7 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
     // SHIM_UPSTREAM_URL is wrong, usually missing its /v1, which is no fault of the client's model.
     // (A server that answered an unknown model with a bare 404 would get a 502 too: neither vLLM
     // nor LiteLLM does.)
-    if (upstreamMessage(bodyText) === undefined) return new ShimError("upstream_error", { message: UPSTREAM_ROUTE_MISSING });
+    if (upstreamMessage(bodyText, false) === undefined) return new ShimError("upstream_error", { message: UPSTREAM_ROUTE_MISSING });
     return modelNotFound(model ?? "");
   }
   if (status === 413) return new ShimError("request_too_large");
@@ -87,11 +87,15 @@ export function modelNotFound(model: string): ShimError {
   });
 }
 
-/** The message of an OpenAI/vLLM error body (nested or flat; TGI's `error` is the message itself), if it is a string. */
-function upstreamMessage(text: string): string | undefined {
+/**
+ * The message of an OpenAI/vLLM error body (nested or flat), if it is a string; with
+ * `stringError`, TGI's too, whose `error` is the message itself (not for a 404: a bare
+ * `{"error":"Not Found"}` is a route's absence, not a model's).
+ */
+function upstreamMessage(text: string, stringError = true): string | undefined {
   try {
     const body = JSON.parse(firstEventData(text)) as { error?: { message?: unknown } | unknown; message?: unknown };
-    const nested = body.error && typeof body.error === "object" ? (body.error as { message?: unknown }).message : typeof body.error === "string" ? body.error : undefined;
+    const nested = body.error && typeof body.error === "object" ? (body.error as { message?: unknown }).message : stringError && typeof body.error === "string" ? body.error : undefined;
     const msg = nested ?? body.message;
     return typeof msg === "string" && msg !== "" ? msg : undefined;
   } catch {
