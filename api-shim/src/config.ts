@@ -58,6 +58,13 @@ export interface ModelConfig {
  * bills beyond its tokens (cache writes, surcharges) is held for or refused (admission.ts).
  */
 export const mayBeProviders = (model: ModelConfig | undefined): boolean => model === undefined || model.provider === true || model.maxModelLen === null;
+/**
+ * Whether a completions request without a limit (`defaultMaxTokens`) is held at the default of
+ * 16 tokens, vLLM's and OpenAI's: for a model vLLM serves. The hold (Pricer.outputBound) and the
+ * body sent (upstreamBody, which then adds `"max_tokens":16` for servers without that default)
+ * follow this one rule; a provider's model is held as chat and sent nothing.
+ */
+export const heldAtDefaultMaxTokens = (defaultMaxTokens: boolean | undefined, model: ModelConfig | undefined): boolean => defaultMaxTokens === true && !mayBeProviders(model);
 /** Token prices in µc per 1,000 tokens. */
 export interface ModelPrice {
   readonly promptPer1k: number;

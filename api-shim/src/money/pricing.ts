@@ -1,4 +1,4 @@
-import { type ModelConfig, mayBeProviders, type Pricing } from "../config.ts";
+import { heldAtDefaultMaxTokens, type ModelConfig, type Pricing } from "../config.ts";
 import { promptCost } from "./cache-reads.ts";
 import { type CacheLifetime, type CacheWrites, cacheWriteHold, cacheWriteSurcharge } from "./cache-writes.ts";
 import { tokenCost } from "./money.ts";
@@ -276,7 +276,8 @@ export class Pricer {
   outputBound(input: Pick<HoldInput, "model" | "maxTokens" | "defaultMaxTokens">): number {
     const model = this.models?.get(input.model);
     const maxLen = model?.maxModelLen ?? null;
-    const asked = input.defaultMaxTokens && mayBeProviders(model) ? undefined : input.maxTokens;
+    // The completions default bounds only where it is held (and sent): elsewhere there is no limit.
+    const asked = input.defaultMaxTokens && !heldAtDefaultMaxTokens(input.defaultMaxTokens, model) ? undefined : input.maxTokens;
     if (asked !== undefined) return Math.min(asked, maxLen ?? Infinity);
     const ceiling = Math.min(maxLen ?? Infinity, model?.maxOutputTokens ?? Infinity);
     return ceiling === Infinity ? DEFAULT_MAX_COMPLETION_TOKENS : ceiling;

@@ -2,7 +2,7 @@ import type { FastifyRequest } from "fastify";
 import { tokensSpent } from "../limits/refusals.ts";
 import { batchAsked } from "./batch-query.ts";
 import type { CacheLifetime } from "../money/cache-writes.ts";
-import { type ModelConfig, mayBeProviders } from "../config.ts";
+import { heldAtDefaultMaxTokens, type ModelConfig, mayBeProviders } from "../config.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptTokens, upstreamBody } from "./inference-request.ts";
@@ -116,7 +116,7 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
   // The prompt's bound once (it may walk the body for normalization's growth): the hold's prompt, and
   // the estimate's cap (which also caps a media part's floor, the model's mediaPartTokens).
   const promptBound = ctx.pricer.promptBound(holdInput);
-  const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous, req.defaultMaxTokens && !mayBeProviders(modelConfig)) };
+  const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous, heldAtDefaultMaxTokens(req.defaultMaxTokens, modelConfig)) };
   request.rawBody = undefined;
   request.body = undefined;
   return admission;
