@@ -22,7 +22,8 @@ export const HOST_PATHS = {
 
 /**
  * The NVIDIA server driver branch: the open kernel module of this branch supports every GPU
- * family in the catalog (Turing, Ada and Blackwell) and CUDA 12.8+ images such as vLLM's.
+ * family in the catalog (Turing, Ada and Blackwell) and CUDA 13.0 images, which vLLM's are from
+ * 0.29 on (the default, 0.31.0, included; 0.30 and later need this branch or a newer one).
  */
 export const NVIDIA_DRIVER_BRANCH = "580";
 

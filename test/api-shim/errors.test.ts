@@ -617,14 +617,34 @@ describe("upstream failures", () => {
     }
   });
 
-  it("upstream 501 and 401/403 (our own misconfiguration) → 502 without leaking the upstream body", async () => {
-    for (const status of [501, 401, 403]) {
+  it("upstream 401/403 (our own misconfiguration) and 500 → 502 without leaking the upstream body", async () => {
+    for (const status of [401, 403, 500]) {
       h.fake.set({ failStatus: status });
       const e = await failure(() => h.client(key).chat.completions.create(chat));
       expect(e.status).toBe(502);
       expect(JSON.stringify(e.error)).not.toMatch(/internal-host|Unauthorized/);
     }
     h.fake.reset();
+  });
+
+  // Found by review: vLLM after 0.11 answers a NotImplementedError (a feature of the request it
+  // does not implement) as 501, and llama.cpp a route it was not started with (embeddings without
+  // --embeddings): SDKs retried the 502 it was into the same refusal, its reason dropped.
+  it("upstream 501 (a feature the server does not implement) → 400 with the upstream's message, not retried, counted as a refusal", async () => {
+    const k = await h.createKey({ credits: 10 });
+    h.fake.set({ failStatus: 501 });
+    const before = h.fake.counters.received;
+    try {
+      const e = await failure(() => h.client(k.key).chat.completions.create(chat));
+      expect(e).toBeInstanceOf(BadRequestError);
+      expectShape(e, 400, "invalid_request_error", "invalid_request");
+      expect((e.error as { message: string }).message).toBe("Beam search is not supported with prompt embeddings.");
+      expect(h.fake.counters.received - before).toBe(1);
+    } finally {
+      h.fake.reset();
+    }
+    expect(await h.waitForRequestLog((l) => l.keyId === k.id)).toMatchObject({ status: 400, cause: "status_501" });
+    expect(await balance(k.id)).toBe(10_000_000);
   });
 
   it("upstream 400 → 400 with the upstream's message; upstream 404 → model_not_found; 413 → 413", async () => {
@@ -645,8 +665,8 @@ describe("upstream failures", () => {
     return line ? Number(line.split(" ").at(-1)) : 0;
   };
 
-  it("the upstream refusing the client's own request (400, 422, 404 naming the model, 413) is a refusal, not an upstream failure an operator is paged for", async () => {
-    for (const [status, answered] of [[400, 400], [422, 400], [404, 404], [413, 413]] as const) {
+  it("the upstream refusing the client's own request (400, 422, 501, 404 naming the model, 413) is a refusal, not an upstream failure an operator is paged for", async () => {
+    for (const [status, answered] of [[400, 400], [422, 400], [501, 400], [404, 404], [413, 413]] as const) {
       const failures = await metric(`shim_upstream_failures_total{reason="status_${status}"}`);
       const refusals = await metric(`shim_upstream_refusals_total{reason="status_${status}"}`);
       h.fake.set({ failStatus: status });
@@ -671,7 +691,7 @@ describe("upstream failures", () => {
   });
 
   it("an upstream refusal that is the shim's own fault (401: a wrong SHIM_UPSTREAM_API_KEY) or the upstream's (5xx) is a failure, its reason on the 502 line", async () => {
-    for (const status of [401, 501]) {
+    for (const status of [401, 500]) {
       const k = await h.createKey({ credits: 10 });
       const failures = await metric(`shim_upstream_failures_total{reason="status_${status}"}`);
       h.fake.set({ failStatus: status });

@@ -2,7 +2,7 @@ import OpenAI, { NotFoundError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeVllm } from "../support/fake-vllm.ts";
 
-/** The test upstream itself: vLLM 0.11.0's wire format (see /tmp research notes in docs/api-shim.md). */
+/** The test upstream itself: vLLM's wire format (0.31.0, the stack's default image) (see /tmp research notes in docs/api-shim.md). */
 describe("fake vLLM speaks vLLM's dialect", () => {
   let fake: FakeVllm;
   const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
@@ -123,9 +123,9 @@ describe("fake vLLM speaks vLLM's dialect", () => {
     expect(events.at(-1)!.usage).toEqual({ prompt_tokens: 2, total_tokens: 4, completion_tokens: 2 });
   });
 
-  // vLLM 0.11: suffix is refused (serving_completion.py), max_tokens below 1 and best_of below n
-  // by SamplingParams, best_of above 1 by the V1 engine's processor; all 400 BadRequestError.
-  it("refuses on /v1/completions what vLLM 0.11 refuses, with its messages", async () => {
+  // vLLM: suffix is refused (its renderer), max_tokens below 1 by SamplingParams, both 400
+  // BadRequestError; best_of is no field of its CompletionRequest after 0.11 (ignored: n outputs).
+  it("refuses on /v1/completions what vLLM refuses, with its messages, and ignores best_of", async () => {
     const refusal = async (body: Record<string, unknown>) => {
       const res = await post("/completions", { model: "qwen2.5-7b", prompt: "x", ...body });
       return [res.status, await res.json()];
@@ -135,10 +135,11 @@ describe("fake vLLM speaks vLLM's dialect", () => {
     expect(await refusal({ suffix: "y", stream: true })).toEqual(bad("suffix is not currently supported"));
     expect(await refusal({ max_tokens: 0 })).toEqual(bad("max_tokens must be at least 1, got 0."));
     expect(await refusal({ max_tokens: 0, echo: false, stream: true })).toEqual(bad("max_tokens must be at least 1, got 0."));
-    expect(await refusal({ n: 1, best_of: 3 })).toEqual(bad("vLLM V1 does not yet support best_of."));
-    expect(await refusal({ n: 2, best_of: 1 })).toEqual(bad("best_of must be greater than or equal to n, got n=2 and best_of=1."));
-    // What vLLM takes: a null suffix, best_of 1 with n 1.
+    // What vLLM takes: a null suffix; best_of of any value, n outputs generated.
     expect((await post("/completions", { model: "qwen2.5-7b", prompt: "x", suffix: null, best_of: 1, max_tokens: 1 })).status).toBe(200);
+    const ignored = (await (await post("/completions", { model: "qwen2.5-7b", prompt: "x", n: 2, best_of: 1, max_tokens: 1 })).json()) as { choices: unknown[] };
+    expect(ignored.choices).toHaveLength(2);
+    expect(await refusal({ n: 1, best_of: 3, max_tokens: 1 })).toEqual([200, expect.objectContaining({ object: "text_completion" })]);
   });
 
   // serving_chat.py takes `max_completion_tokens or max_tokens`; SamplingParams refuses 0 (found by

@@ -216,7 +216,7 @@ describe("streaming metering", () => {
   });
 
   /** A chat stream the fake ends with an error event after `tokens` tokens: what the client read, its error, the log line. */
-  const chatStreamToError = async (tokens: number, stopMode: "error" | "error400" | "engineDead") => {
+  const chatStreamToError = async (tokens: number, stopMode: "error" | "error400" | "engineDead" | "engineDead400") => {
     const { key, id } = await h.createKey({ credits: 1000 });
     h.fake.set({ stopAfterTokens: tokens, stopMode });
     const { data: stream, response } = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 10, stream: true }).withResponse();
@@ -226,7 +226,7 @@ describe("streaming metering", () => {
   };
 
   it("an in-stream error after content is the upstream's failure whatever its code says (vLLM 0.10-0.11 send 400 for a dead engine)", async () => {
-    const { id, text, err, log } = await chatStreamToError(2, "engineDead");
+    const { id, text, err, log } = await chatStreamToError(2, "engineDead400");
     expect(text).toBe("t1 t2");
     // Not "invalid_request" with the engine's message: the client's request was fine.
     expect(err.error).toMatchObject({ code: "upstream_error", type: "api_error" });
@@ -293,7 +293,7 @@ describe("a stream's charge does not depend on whether the upstream sends runnin
   ] as const;
 
   it.each(runningUsage)("%s: an error event before any content costs nothing, and a 4xx keeps vLLM's message as it does without running usage, but a dead engine's 400 is the upstream's failure", async (_, body) => {
-    for (const stopMode of ["error", "engineDead", "cut"] as const) {
+    for (const stopMode of ["error", "engineDead", "engineDead400", "cut"] as const) {
       h.fake.set({ stopAfterTokens: 0, stopMode });
       const { key, id } = await h.createKey({ credits: 1000 });
       const text = await (await h.post(key, "/v1/chat/completions", body)).text();

@@ -321,17 +321,18 @@ describe("deploy.sh installing a new bundle", () => {
 });
 
 /** vLLM 0.11's log when the engine core fails to start with `error` (a V1 ValueError): the engine
- * core's traceback, then the API server's (about 40 lines) ending in "See root cause above". */
-function vllmEngineFailure(error: string): string {
-  const core = "(EngineCore_DP0 pid=270) ERROR 12-04 21:01:10 [core.py:708]";
+ * core's traceback, then the API server's (about 40 lines) ending in "See root cause above".
+ * `vllm` gives another version's, whose engine core names itself `EngineCore` (0.29 and later). */
+function vllmEngineFailure(error: string, { version, engine } = { version: "0.11.0", engine: "EngineCore_DP0" }): string {
+  const core = `(${engine} pid=270) ERROR 12-04 21:01:10 [core.py:708]`;
   const api = "(APIServer pid=1)";
   const frames = (prefix: string, list: string[]) => list.flatMap((f) => [`${prefix}   File "${f.split("|")[0]}", line 1, in ${f.split("|")[1]}`, `${prefix}     ${f.split("|")[2]}`]);
   const vllm = "/usr/local/lib/python3.12/dist-packages/vllm";
   return [
-    `${api} INFO 12-04 21:00:01 [api_server.py:1839] vLLM API server version 0.11.0`,
+    `${api} INFO 12-04 21:00:01 [api_server.py:1839] vLLM API server version ${version}`,
     `${api} INFO 12-04 21:00:09 [model.py:547] Resolved architecture: Qwen2ForCausalLM`,
-    "(EngineCore_DP0 pid=270) INFO 12-04 21:00:58 [gpu_model_runner.py:2653] Model loading took 14.25 GiB and 41.2 seconds",
-    "(EngineCore_DP0 pid=270) INFO 12-04 21:01:09 [gpu_worker.py:298] Available KV cache memory: 1.19 GiB",
+    `(${engine} pid=270) INFO 12-04 21:00:58 [gpu_model_runner.py:2653] Model loading took 14.25 GiB and 41.2 seconds`,
+    `(${engine} pid=270) INFO 12-04 21:01:09 [gpu_worker.py:298] Available KV cache memory: 1.19 GiB`,
     `${core} EngineCore failed to start.`,
     `${core} Traceback (most recent call last):`,
     ...frames(core, [`${vllm}/v1/engine/core.py|run_engine_core|engine_core = EngineCoreProc(*args, **kwargs)`,
@@ -341,13 +342,13 @@ function vllmEngineFailure(error: string): string {
       `${vllm}/v1/core/kv_cache_utils.py|get_kv_cache_configs|check_enough_kv_cache_memory(vllm_config, kv_cache_spec_one_worker,`,
       `${vllm}/v1/core/kv_cache_utils.py|check_enough_kv_cache_memory|raise ValueError(`]),
     `${core} ${error}`,
-    "(EngineCore_DP0 pid=270) Process EngineCore_DP0:",
-    "(EngineCore_DP0 pid=270) Traceback (most recent call last):",
-    ...frames("(EngineCore_DP0 pid=270)", ["/usr/lib/python3.12/multiprocessing/process.py|_bootstrap|self.run()",
+    `(${engine} pid=270) Process ${engine}:`,
+    `(${engine} pid=270) Traceback (most recent call last):`,
+    ...frames(`(${engine} pid=270)`, ["/usr/lib/python3.12/multiprocessing/process.py|_bootstrap|self.run()",
       "/usr/lib/python3.12/multiprocessing/process.py|run|self._target(*self._args, **self._kwargs)",
       `${vllm}/v1/engine/core.py|run_engine_core|raise e`,
       `${vllm}/v1/core/kv_cache_utils.py|check_enough_kv_cache_memory|raise ValueError(`]),
-    `(EngineCore_DP0 pid=270) ${error}`,
+    `(${engine} pid=270) ${error}`,
     "[rank0]:[W1204 21:01:11.437120815 ProcessGroupNCCL.cpp:1538] Warning: WARNING: destroy_process_group() was not called before program exit, which can leak resources.",
     `${api} Traceback (most recent call last):`,
     ...frames(api, ["/usr/local/bin/vllm|<module>|sys.exit(main())",
@@ -403,6 +404,15 @@ describe("wait-ready.sh --diagnose with vLLM 0.11's real failures", () => {
     const r = diagnose({ vllm: vllmEngineFailure(error) });
     expect(r.status).toBe(1);
     expect(r.output).toContain("The model does not fit in GPU memory");
+  });
+
+  it("says so in the words and log prefixes of vLLM 0.29 and later (the default image's: `EngineCore pid=…`, \"model's\")", () => {
+    const v031 = { version: "0.31.0", engine: "EngineCore" };
+    const kv = diagnose({ vllm: vllmEngineFailure(KV_TOO_SMALL.replace("models's", "model's"), v031) });
+    expect(kv.output).toContain("The model does not fit in GPU memory with room for model.maxModelLen tokens");
+    expect(kv.output).toContain("Root cause: ValueError: To serve at least one request with the model's max seq len (32768)");
+    const free = diagnose({ vllm: vllmEngineFailure(FREE_MEMORY.replace("on device (", "on device cuda:0 ("), v031) });
+    expect(free.output).toContain("less of it is free than model.gpuMemoryUtilization asks");
   });
 
   it("shows vLLM's actual error, not only the API server's 'See root cause above' traceback", () => {

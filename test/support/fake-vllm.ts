@@ -5,11 +5,12 @@ import type { AddressInfo } from "node:net";
 import { urlHost } from "../../scripts/lib/url-host.ts";
 
 /**
- * A test upstream that speaks vLLM's OpenAI dialect (v0.11.0, nested errors) byte for byte where
+ * A test upstream that speaks vLLM's OpenAI dialect (v0.31.0, the stack's default image, nested
+ * errors; vLLM 0.10–0.11's dead-engine 400 on request) byte for byte where
  * it matters to clients and to metering: compact JSON in pydantic field order, SSE events
  * `data: <json>\n\n` ending with `data: [DONE]`, a usage chunk only when `stream_options` asks
  * for it, continuous usage on request, vLLM's error bodies and its in-stream error event,
- * completions' echo, the completions parameters vLLM 0.11 refuses, beam search's one-event
+ * completions' echo, the completions parameters vLLM refuses, beam search's one-event
  * "stream", and base64 embeddings.
  * Behaviour is switchable at run time (delay, per-token delay, failure, mid-stream stop, hang),
  * and it counts requests received, completed and aborted by the client.
@@ -26,14 +27,15 @@ export interface Behaviour {
   failStatus: number | null;
   /**
    * Stop a stream after this many content tokens: "cut" drops the connection, "error" sends
-   * vLLM's error event (code 500); vLLM 0.10-0.11 send code 400 (BadRequestError) for any
-   * exception with its message: "error400" one the request caused (a JSON schema its grammar
-   * backend cannot compile, found as the engine takes the request), "engineDead" a dead engine's
-   * (EngineDeadError). At 0 tokens an error event comes before the role chunk, as vLLM's first
-   * step raises before it sends one; a cut comes after it.
+   * vLLM's error event (code 500); "error400" one the request caused (a JSON schema its grammar
+   * backend cannot compile, found as the engine takes the request, code 400); "engineDead" a dead
+   * engine's (EngineDeadError: code 500, InternalServerError); "engineDead400" the same as vLLM
+   * 0.10-0.11 sent it, code 400 (BadRequestError, as they sent any exception). At 0 tokens an
+   * error event comes before the role chunk, as vLLM's first step raises before it sends one; a
+   * cut comes after it.
    */
   stopAfterTokens: number | null;
-  stopMode: "cut" | "error" | "error400" | "engineDead";
+  stopMode: "cut" | "error" | "error400" | "engineDead" | "engineDead400";
   /** Send `failStatus`'s error body with HTTP 200, as vLLM 0.15.1 and 0.16.0 did. */
   failWith200: boolean;
   /** Never answer (headers are not sent); the client has to give up. */
@@ -171,7 +173,7 @@ export class FakeVllm extends EventEmitter {
     const path = (req.url ?? "/").split("?")[0]!;
 
     if (path === "/health") return void res.writeHead(200, { "content-length": "0" }).end();
-    if (path === "/version") return json(res, 200, { version: "0.11.0" });
+    if (path === "/version") return json(res, 200, { version: "0.31.0" });
     // Not vLLM: lets a process that runs this fake elsewhere (the benchmark) switch its behaviour.
     if (path === "/_fake/behaviour" && req.method === "POST") {
       let behaviour: unknown;
@@ -249,8 +251,7 @@ export class FakeVllm extends EventEmitter {
     const promptOf = (index: number) => (route === "chat" ? prompt : promptTokens(prompts[Math.floor(index / n)]));
     // "length" when max_tokens cut the answer, streamed or not (as vLLM says).
     const finish = typeof sampled === "number" && tokens >= sampled ? "length" : "stop";
-    // vLLM does not stream beam search (nor best_of != n, which its V1 engine refuses anyway): a
-    // streamed request gets the whole response as one event, usage included, then [DONE].
+    // vLLM does not stream beam search: a streamed request gets the whole response as one event, usage included, then [DONE].
     const oneEvent = request.stream === true && route === "completions" && pydanticBool(request.use_beam_search);
     if (request.stream === true && !oneEvent) return this.stream(res, route, request, model, prompt, tokens, finish, outputs, promptOf, echoed, echoOnly);
     for (let i = 0; i < tokens && b.tokenDelayMs > 0; i++) await sleep(b.tokenDelayMs);
@@ -456,20 +457,17 @@ export function renderedJsonTokens(v: unknown): number {
 }
 
 /**
- * What vLLM 0.11 refuses on /v1/completions before generating, as 400 BadRequestError, in its
- * order: `suffix` (serving_completion.py), then SamplingParams' checks (best_of below n,
- * max_tokens below 1 unless echo_without_generation made it 1), then the V1 engine's processor
- * (best_of above 1). Beam search builds no SamplingParams.
+ * What vLLM refuses on /v1/completions before generating, as 400 BadRequestError, in its order:
+ * `suffix` (its renderer), then SamplingParams' check of max_tokens below 1 (unless
+ * echo_without_generation made it 1). Beam search builds no SamplingParams. `best_of` is no
+ * field of its CompletionRequest since 0.11 (0.11 refused one above 1), so it is ignored: `n`
+ * outputs are generated.
  */
 function completionsRefusal(request: Record<string, unknown>): string | undefined {
   if (request.suffix !== undefined && request.suffix !== null) return "suffix is not currently supported";
   if (pydanticBool(request.use_beam_search)) return undefined;
-  const n = typeof request.n === "number" ? request.n : 1;
-  const bestOf = request.best_of;
-  if (typeof bestOf === "number" && bestOf !== 0 && bestOf < n) return `best_of must be greater than or equal to n, got n=${n} and best_of=${bestOf}.`;
   const max = request.max_tokens;
   if (typeof max === "number" && max < 1 && !(pydanticBool(request.echo) && max === 0)) return `max_tokens must be at least 1, got ${max}.`;
-  if (typeof bestOf === "number" && bestOf > 1) return "vLLM V1 does not yet support best_of.";
   return undefined;
 }
 
@@ -498,7 +496,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const IN_STREAM_ERRORS: Record<Exclude<Behaviour["stopMode"], "cut">, string> = {
   error: `{"error": {"message": "Engine loop has died", "type": "InternalServerError", "param": null, "code": 500}}`,
   error400: `{"error": {"message": "The provided JSON schema contains features not supported by xgrammar.", "type": "BadRequestError", "param": null, "code": 400}}`,
-  engineDead: `{"error": {"message": "EngineCore encountered an issue. See stack trace (above) for the root cause.", "type": "BadRequestError", "param": null, "code": 400}}`,
+  engineDead: `{"error": {"message": "EngineCore encountered an issue. See stack trace (above) for the root cause.", "type": "InternalServerError", "param": null, "code": 500}}`,
+  engineDead400: `{"error": {"message": "EngineCore encountered an issue. See stack trace (above) for the root cause.", "type": "BadRequestError", "param": null, "code": 400}}`,
 };
 
 function json(res: ServerResponse, status: number, body: unknown): void {
@@ -508,7 +507,10 @@ function json(res: ServerResponse, status: number, body: unknown): void {
 
 const ERROR_TYPES: Record<number, string> = { 400: "BadRequestError", 401: "Unauthorized", 404: "NotFoundError", 413: "Request Entity Too Large", 422: "BadRequestError", 429: "Too Many Requests", 501: "NotImplementedError", 503: "Service Unavailable" };
 function failMessage(status: number): string {
-  return status === 400 ? "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens (1000 in the messages, 8000 in the completion). Please reduce the length of the messages or completion. None" : `upstream failure ${status} at internal-host-10.0.0.7`;
+  if (status === 400) return "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens (1000 in the messages, 8000 in the completion). Please reduce the length of the messages or completion. None";
+  // After 0.11, vLLM answers a NotImplementedError raised for the request as 501 with its words.
+  if (status === 501) return "Beam search is not supported with prompt embeddings.";
+  return `upstream failure ${status} at internal-host-10.0.0.7`;
 }
 
 /**

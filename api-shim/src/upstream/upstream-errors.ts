@@ -34,7 +34,10 @@ function relayedRetryAfter(value: string | string[] | undefined): number {
  * relayed: an upstream refusing the key the shim sent may quote it.
  */
 export function upstreamStatusError(status: number, bodyText: string, model: string | undefined, retryAfter: string | string[] | undefined, hideSecrets: SecretHider): ShimError {
-  if (status === 400 || status === 422) {
+  // 501 too: the request asks for what the server does not implement (vLLM after 0.11 answers
+  // its NotImplementedError so; llama.cpp embeddings it was not started with). A retry, which
+  // SDKs make of a 5xx, meets the same refusal, and its reason is the client's to read.
+  if (status === 400 || status === 422 || status === 501) {
     const message = upstreamMessage(bodyText);
     // vLLM 0.10-0.11 answer any exception as a 400, a dead engine's too (before a stream's first
     // chunk, in the stream): the server failed, not the request. Told as a 400, a client would
