@@ -161,7 +161,7 @@ it("labels the /admin geo 'nobody' only when adminCidrs is empty, and 'everyone'
   expect(adminGeo(["81.2.69.161/32"])).toEqual(["default 0;", "81.2.69.161/32 1;"]);
 });
 
-it("turns HTTP/2 on with the `http2` directive, as nginx 1.25.1 and later (the image's 1.28) want it without a warning", () => {
+it("turns HTTP/2 on with the `http2` directive, as nginx 1.25.1 and later (the image's 1.30) want it without a warning", () => {
   const conf = render(config()).get("nginx/nginx.conf")!;
   expect(conf).toMatch(/^\s+listen 8443 ssl;$/m);
   expect(conf).toMatch(/^\s+http2 on;$/m);

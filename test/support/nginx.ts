@@ -6,7 +6,7 @@ import { runTool, tempDir } from "./tools.ts";
 
 /**
  * A rendered nginx.conf as this machine's nginx reads it. The config is written for the image's
- * nginx (1.28): `http2 on;` came in 1.25.1, so for an older one (Debian 12's 1.22) HTTP/2 moves
+ * nginx (1.30): `http2 on;` came in 1.25.1, so for an older one (Debian 12's 1.22) HTTP/2 moves
  * back to the `listen` line, the one difference between the two versions' reading.
  */
 export function forLocalNginx(conf: string): string {
