@@ -629,9 +629,11 @@ describe("upstream failures", () => {
 
   // Found by review: vLLM after 0.11 answers a NotImplementedError (a feature of the request it
   // does not implement) as 501, and llama.cpp a route it was not started with (embeddings without
-  // --embeddings): SDKs retried the 502 it was into the same refusal, its reason dropped.
-  it("upstream 501 (a feature the server does not implement) → 400 with the upstream's message, not retried, counted as a refusal", async () => {
+  // --embeddings): SDKs retried the 502 it was into the same refusal, its reason dropped. Such a
+  // 501 may be the operator's to fix (llama.cpp's): it still counts as the upstream's failure.
+  it("upstream 501 with an error body (a feature the server does not implement) → 400 with its message, not retried, counted as an upstream failure", async () => {
     const k = await h.createKey({ credits: 10 });
+    const failures = await metric('shim_upstream_failures_total{reason="status_501"}');
     h.fake.set({ failStatus: 501 });
     const before = h.fake.counters.received;
     try {
@@ -644,7 +646,26 @@ describe("upstream failures", () => {
       h.fake.reset();
     }
     expect(await h.waitForRequestLog((l) => l.keyId === k.id)).toMatchObject({ status: 400, cause: "status_501" });
+    expect(await metric('shim_upstream_failures_total{reason="status_501"}')).toBe(failures + 1);
     expect(await balance(k.id)).toBe(10_000_000);
+  });
+
+  it("a bare 501 (a web server's page, no error body) says nothing about the request: 502, counted as a failure", async () => {
+    const upstream = await loopbackServer((req, res) => {
+      req.resume();
+      req.on("end", () => res.writeHead(501, { "content-type": "text/html" }).end("<html><body><h1>501 Not Implemented</h1><hr>nginx</body></html>"));
+    });
+    const w = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url } });
+    try {
+      const k = await w.createKey({ credits: 10 });
+      const e = await failure(() => w.client(k.key).chat.completions.create(chat));
+      expectShape(e, 502, "api_error", "upstream_error");
+      expect(JSON.stringify(e.error)).not.toMatch(/nginx|Not Implemented/);
+      expect(await w.waitForRequestLog((l) => l.keyId === k.id && l.status === 502)).toMatchObject({ cause: "status_501" });
+    } finally {
+      await w.close();
+      await upstream.close();
+    }
   });
 
   it("upstream 400 → 400 with the upstream's message; upstream 404 → model_not_found; 413 → 413", async () => {
@@ -665,8 +686,8 @@ describe("upstream failures", () => {
     return line ? Number(line.split(" ").at(-1)) : 0;
   };
 
-  it("the upstream refusing the client's own request (400, 422, 501, 404 naming the model, 413) is a refusal, not an upstream failure an operator is paged for", async () => {
-    for (const [status, answered] of [[400, 400], [422, 400], [501, 400], [404, 404], [413, 413]] as const) {
+  it("the upstream refusing the client's own request (400, 422, 404 naming the model, 413) is a refusal, not an upstream failure an operator is paged for", async () => {
+    for (const [status, answered] of [[400, 400], [422, 400], [404, 404], [413, 413]] as const) {
       const failures = await metric(`shim_upstream_failures_total{reason="status_${status}"}`);
       const refusals = await metric(`shim_upstream_refusals_total{reason="status_${status}"}`);
       h.fake.set({ failStatus: status });

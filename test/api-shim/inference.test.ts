@@ -192,7 +192,9 @@ describe("inference through the shim with the OpenAI SDK", () => {
     }
   });
 
-  it("an answer past SHIM_MAX_ANSWER_BYTES is a 502 that says how to fit, charged from the usage at its end (the work was done), with the charge in its headers", async () => {
+  // A 413, not a 502 (found by review): it is charged, and clients other than OpenAI's SDKs (the
+  // AI SDK, LangChain) ignore x-should-retry and retry any 5xx, paying for it again each time.
+  it("an answer past SHIM_MAX_ANSWER_BYTES is a 413 no client retries, that says how to fit, charged from the usage at its end (the work was done), with the charge in its headers", async () => {
     const small = await startShim({
       env: { SHIM_MAX_ANSWER_BYTES: "65536" },
       file: {
@@ -208,15 +210,14 @@ describe("inference through the shim with the OpenAI SDK", () => {
       const received = small.fake.counters.received;
       const err = await new OpenAI({ apiKey: k, baseURL: `${small.url}/v1` }).embeddings.create({ model: "bge-m3", input, encoding_format: "float" }).catch((e: unknown) => e);
       expect(small.fake.counters.received - received).toBe(1);
-      expect(err).toBeInstanceOf(OpenAI.InternalServerError);
       const apiError = err as InstanceType<typeof OpenAI.APIError>;
-      expect(apiError.status).toBe(502);
+      expect(apiError.status).toBe(413);
       expect(apiError.error).toMatchObject({
-        code: "upstream_error", message: "The answer was larger than the 65536 bytes this endpoint relays; send fewer inputs per request or ask for encoding_format 'base64'.",
+        type: "invalid_request_error", code: "request_too_large", message: "The answer was larger than the 65536 bytes this endpoint relays; send fewer inputs per request or ask for encoding_format 'base64'.",
       });
       const prompt = small.fake.usages.at(-1)!.prompt_tokens;
       const log = await small.waitForRequestLog((l) => l.keyId === id);
-      expect(log).toMatchObject({ status: 502, tokens: prompt, cost: (1000 + prompt) / 1000, cause: "answer_too_large" }); // counted, so named on its line
+      expect(log).toMatchObject({ status: 413, error: "answer_too_large", tokens: prompt, cost: (1000 + prompt) / 1000, cause: "answer_too_large" }); // counted, so named on its line
       expect((await small.store.getKey(id))!).toMatchObject({ balance: 100_000_000 - 1_000_000 - prompt * 1000, held: 0 });
       // The headers say what the ledger says.
       expect(apiError.headers!.get("x-credits-charged")).toBe(String((1000 + prompt) / 1000));
@@ -227,7 +228,7 @@ describe("inference through the shim with the OpenAI SDK", () => {
       const chatter = await small.createKey({ credits: 100 });
       small.fake.set({ defaultTokens: 300 });
       const chatErr = await small.client(chatter.key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], n: 60, max_tokens: 300 }, { maxRetries: 0 }).catch((e: unknown) => e);
-      expect((chatErr as InstanceType<typeof OpenAI.APIError>).status).toBe(502);
+      expect((chatErr as InstanceType<typeof OpenAI.APIError>).status).toBe(413);
       const used = small.fake.usages.at(-1)!;
       expect(used.completion_tokens).toBe(60 * 300);
       expect((await small.store.getKey(chatter.id))!.balance).toBe(100_000_000 - 1_000_000 - (used.prompt_tokens + used.completion_tokens) * 1000);

@@ -129,9 +129,9 @@ describe("an answer too large to relay, through the shim", () => {
 
   it("is charged from its usage, which vLLM puts before megabytes of prompt_logprobs", async () => {
     const { res, body, log } = await ask("logprobs");
-    expect(res.status).toBe(502);
-    expect(body.error.code).toBe("upstream_error");
-    expect(log).toMatchObject({ status: 502, tokens: 50_005, cost: 51.005 });
+    expect(res.status).toBe(413);
+    expect(body.error.code).toBe("request_too_large");
+    expect(log).toMatchObject({ status: 413, error: "answer_too_large", tokens: 50_005, cost: 51.005 });
     expect(res.headers.get("x-credits-charged")).toBe("51.005");
     expect(res.headers.get("x-should-retry")).toBe("false");
     // The body says the charge too, as every JSON answer does: a client reading it must not
@@ -168,7 +168,7 @@ describe("an answer too large to relay, through the shim", () => {
 
   it.each(["break", "stall"] as const)("whose rest %ss is still charged (the estimated prompt), and not to be retried", async (m) => {
     const { res, log } = await ask(m);
-    expect(res.status).toBe(502);
+    expect(res.status).toBe(413);
     expect(res.headers.get("x-should-retry")).toBe("false");
     expect(log.cost).toBeGreaterThan(1); // the request price and the prompt's estimate
     expect(Number(res.headers.get("x-credits-charged"))).toBe(log.cost);

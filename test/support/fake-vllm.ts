@@ -233,9 +233,10 @@ export class FakeVllm extends EventEmitter {
     const prompt = route === "chat" ? chatPromptTokens(request, this.behaviour.templateTokens) : promptTokens(request.prompt);
     const n = typeof request.n === "number" ? request.n : 1;
     const outputs = prompts.length * n;
-    // vLLM's reading: chat takes `max_completion_tokens or max_tokens` (Python's `or`: 0 falls
-    // through); completions reads only `max_tokens`, 16 when absent.
-    const max = (route === "chat" ? request.max_completion_tokens || request.max_tokens : request.max_tokens === undefined ? 16 : request.max_tokens) as number | null | undefined;
+    // vLLM's reading: chat takes `max_completion_tokens` unless it is None, then `max_tokens`
+    // (0.11 took `max_completion_tokens or max_tokens`: a 0 fell through); completions reads only
+    // `max_tokens`, 16 when absent.
+    const max = (route === "chat" ? request.max_completion_tokens ?? request.max_tokens : request.max_tokens === undefined ? 16 : request.max_tokens) as number | null | undefined;
     // Chat's sampling parameters refuse what that reading leaves below 1 (completions' are above).
     if (route === "chat" && typeof max === "number" && max < 1) return vllmError(res, 400, `max_tokens must be at least 1, got ${max}.`);
     // Completions' `echo` puts each output's prompt text before its generated text. With

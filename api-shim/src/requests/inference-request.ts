@@ -77,8 +77,9 @@ export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
  * The most tokens one output may generate, read the way vLLM reads the request (undefined: up
  * to the model's context). A bound lower than the upstream's would cap the charge below the
  * usage, so where readings differ the larger one wins.
- * - chat: `max_completion_tokens or max_tokens` (Python's `or`: a 0 falls through to the other,
- *   and 0 with nothing else means no limit).
+ * - chat: `max_completion_tokens or max_tokens`, as vLLM 0.11 (Python's `or`: a 0 falls through
+ *   to the other, and 0 with nothing else means no limit). Later vLLM reads `max_tokens` only when
+ *   `max_completion_tokens` is None, and refuses a 0: where they differ this bound is the larger.
  * - completions: vLLM reads only `max_tokens`, 16 when absent, null for no limit; a proxy in front
  *   (LiteLLM) may map `max_completion_tokens` onto it, so that counts too when it is larger.
  */

@@ -18,7 +18,7 @@ import { Settlement } from "../money/settlement.ts";
 import type { ReserveInput, ReserveResult } from "../store/store.ts";
 import { relayStream } from "../metering/stream.ts";
 import { countUpstreamFailure, isAbort, readBody, readLimited, unreachable, type UpstreamFailureReason, type UpstreamResponse } from "../upstream/upstream.ts";
-import { upstreamErrorBody, upstreamStatusError } from "../upstream/upstream-errors.ts";
+import { isUpstreamFault, upstreamErrorBody, upstreamStatusError } from "../upstream/upstream-errors.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -223,15 +223,17 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       // The upstream did the work (embeddings of a large batch; many long outputs with
       // logprobs), but the answer is past what the shim relays. It is charged from the usage in
       // the answer (else the estimated prompt), so such requests are not free GPU time, and the
-      // client is told how to fit. One that left meanwhile is charged the same.
+      // client is told how to fit. One that left meanwhile is charged the same. A 413, which no
+      // client retries: charged, the same request would fail the same way, and clients retry a
+      // 5xx (OpenAI's SDKs twice unless x-should-retry says no; the AI SDK and LangChain whatever
+      // it says), each retry charged again. Still counted as a failure: the limit is the operator's.
       countUpstreamFailure(ctx, request, "answer_too_large");
       const usage = scanner.usage() ?? { promptTokens: promptEstimate(), completionTokens: 0 };
       if (left) return await clientLeft(ctx, request, reply, settlement, usage);
-      const { cost, available } = await settlement.settle(502, usage);
-      throw new ShimError("upstream_error", {
+      const { cost, available } = await settlement.settle(413, usage);
+      throw new ShimError("request_too_large", {
         message: `The answer was larger than the ${ctx.config.maxAnswerBytes} bytes this endpoint relays; send fewer inputs per request${kind === "embeddings" ? " or ask for encoding_format 'base64'" : ""}.`,
-        // Charged, and the same request would fail the same way: OpenAI's SDKs retry a 5xx
-        // (twice by default) unless told not to, which would charge it three times.
+        logCode: "answer_too_large",
         headers: { "x-credits-charged": formatCredits(cost), "x-credits-remaining": formatCredits(available), "x-should-retry": "false" },
       });
     }
@@ -326,10 +328,11 @@ async function refused(ctx: ShimContext, request: FastifyRequest, settlement: Se
  * request's line. One the client is told is its own error (a 4xx: bad parameters, a model the
  * upstream does not have, a body too large) is no upstream failure: an alert on those would be
  * set off by clients' mistakes. The rest (5xx, 401/403 to the shim's credentials, 429/503, a
- * route the upstream lacks) are the upstream's or the operator's to fix.
+ * route the upstream lacks, a 501 for what it does not implement) are the upstream's or the
+ * operator's to fix.
  */
 function countRefusal(ctx: ShimContext, request: FastifyRequest, err: ShimError, reason: UpstreamFailureReason): void {
-  if (err.status < 500) {
+  if (!isUpstreamFault(err)) {
     request.upstreamCause = reason;
     ctx.metrics.upstreamRefusals.inc({ reason });
   } else countUpstreamFailure(ctx, request, reason);

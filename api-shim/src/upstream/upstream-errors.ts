@@ -34,15 +34,21 @@ function relayedRetryAfter(value: string | string[] | undefined): number {
  * relayed: an upstream refusing the key the shim sent may quote it.
  */
 export function upstreamStatusError(status: number, bodyText: string, model: string | undefined, retryAfter: string | string[] | undefined, hideSecrets: SecretHider): ShimError {
-  // 501 too: the request asks for what the server does not implement (vLLM after 0.11 answers
-  // its NotImplementedError so; llama.cpp embeddings it was not started with). A retry, which
-  // SDKs make of a 5xx, meets the same refusal, and its reason is the client's to read.
   if (status === 400 || status === 422 || status === 501) {
     const message = upstreamMessage(bodyText);
     // vLLM 0.10-0.11 answer any exception as a 400, a dead engine's too (before a stream's first
     // chunk, in the stream): the server failed, not the request. Told as a 400, a client would
     // not retry, and the SDKs' retries would find the engine restarted.
     if (message !== undefined && withoutLitellmFrame(message).startsWith(ENGINE_DEAD_MESSAGE)) return new ShimError("upstream_error");
+    if (status === 501) {
+      // What the server does not implement, in its words (vLLM after 0.11 answers a
+      // NotImplementedError so; llama.cpp embeddings it was not started with): a 400, since a
+      // retry, which SDKs make of a 5xx, meets the same refusal. Logged as not_implemented and
+      // counted as the upstream's failure (isUpstreamFault): it may be the operator's to fix. A
+      // bare 501 (a web server's page) says nothing about the request.
+      if (message === undefined) return new ShimError("upstream_error");
+      return new ShimError("invalid_request", { ...clientMessage(message, model ?? "", hideSecrets), logCode: NOT_IMPLEMENTED });
+    }
     return new ShimError("invalid_request", message ? clientMessage(message, model ?? "", hideSecrets) : {});
   }
   if (status === 404) {
@@ -65,6 +71,15 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
   // 401/403: our upstream credentials are wrong (our misconfiguration, not the client's); 5xx: theirs.
   return new ShimError("upstream_error");
 }
+
+/** The log code of an upstream's 501 told to the client as a 400 (upstreamStatusError). */
+const NOT_IMPLEMENTED = "not_implemented";
+
+/**
+ * Whether an upstream refusal told to the client (`err`) is the upstream's or the operator's to
+ * fix, counted as a failure: a 5xx, or a 501 told as a 400 (what the server does not implement).
+ */
+export const isUpstreamFault = (err: ShimError): boolean => err.status >= 500 || err.logCode === NOT_IMPLEMENTED;
 
 /**
  * An error body that came where an answer was expected (an event inside a stream, or a 2xx
