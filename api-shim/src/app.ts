@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { METHODS } from "node:http";
 import net from "node:net";
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, type HTTPMethods } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods } from "fastify";
 import type { Logger } from "pino";
 import { AnswerMemory } from "./limits/answer-memory.ts";
 import { BodyMemory } from "./limits/body-memory.ts";
@@ -184,8 +184,11 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   app.addHook("onSend", (request, reply, payload, done) => {
     // Fastify closes the connection after a parser's error. For a body refused at its first byte,
     // Node reads and drops the rest, as after the auth hook's 401: closing with the body still
-    // arriving made nginx's write fail, a 502 for the client instead of the 400.
-    if (request.shim.bodyRefused) reply.removeHeader("connection");
+    // arriving made nginx's write fail, a 502 for the client instead of the 400. So for a body
+    // refused as too large from its Content-Length, within a bound: the client, still writing it,
+    // got EPIPE and never read its 413 (retried as a connection error). nginx's own limit answers
+    // first in the deployed stack; this is the shim run alone.
+    if (request.shim.bodyRefused || drainsRefusedBody(request, reply)) reply.removeHeader("connection");
     ctx.inflight.closeIfDraining(reply.raw);
     markIfAnsweredEarly(request.raw);
     done(null, payload);
@@ -281,6 +284,16 @@ function allowedMethods(app: FastifyInstance, request: FastifyRequest): string[]
   } catch {
     return [];
   }
+}
+
+/** The largest body refused as too large that is read and dropped for its client to read the 413 (more is cut). */
+const DRAINED_BODY_BYTES = 64 * 1024 * 1024;
+
+/** A 413 for a body Fastify refused unread from its Content-Length, no larger than DRAINED_BODY_BYTES. */
+function drainsRefusedBody(request: FastifyRequest, reply: FastifyReply): boolean {
+  if (reply.statusCode !== 413 || request.body !== undefined) return false;
+  const length = Number(request.headers["content-length"]);
+  return Number.isSafeInteger(length) && length <= DRAINED_BODY_BYTES;
 }
 
 /**
