@@ -40,6 +40,10 @@ export function catalogDisagreements(plan: GpuPlan, region: string, type: ApiIns
   if (price && price.hourly > 0 && Math.abs(price.hourly - plan.hourlyUsd) > 0.005) {
     warnings.push(`${where} ${plan.id} costs $${plan.hourlyUsd}/hour; Linode reports $${price.hourly}/hour (cost outputs use the catalog)`);
   }
+  // Reported in 2026: GPU plans billed by the hour with no monthly cap (730 h at the hourly rate).
+  if (price && price.monthly > 0 && Math.abs(price.monthly - plan.monthlyUsd) > 0.5) {
+    warnings.push(`${where} ${plan.id} costs at most $${plan.monthlyUsd}/month; Linode reports $${price.monthly}/month (cost outputs use the catalog)`);
+  }
   // An outage passes: a host that exists must stay updatable through one (a ttlHours raise keeps
   // reap-expired from destroying it), and a new one is as likely to come up when it ends.
   const status = regions.find((r) => r.id === region)?.status;

@@ -53,7 +53,12 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   const planId = p.string("plan", raw.plan) ?? DEFAULT_PLAN;
   const plan = findPlan(planId);
   if (!plan) {
-    p.add("plan", planId, `is not a Linode GPU plan; GPU plans: ${GPU_PLANS.map((x) => x.id).join(", ")}`);
+    // A GPU plan id Linode may well offer (g3-gpu-rtxpro6000-blackwell-1, access-gated in 2026) is
+    // told so: "not a GPU plan" would be false.
+    const why = /^g\d+-gpu-/.test(planId)
+      ? "is not in the kit's catalog (infra/catalog.ts): Linode may offer it (its Blackwell RTX PRO 6000 plans are access-gated and not listed yet), but the kit deploys only the plans it lists, whose GPUs, prices and regions it checks"
+      : "is not a Linode GPU plan";
+    p.add("plan", planId, `${why}; GPU plans: ${GPU_PLANS.map((x) => x.id).join(", ")}`);
   } else if (region && !regionsOffering(plan).includes(region)) {
     p.add("plan", planId, `is not offered in region ${region}; regions with ${plan.gpu}: ${regionsOffering(plan).join(", ")}`);
   }

@@ -49,6 +49,7 @@ describe("catalog cross-check with the Linode API", () => {
         "infra/catalog.ts says g2-gpu-rtx4000a1-s has 4 vCPUs; Linode reports 8",
         "infra/catalog.ts says g2-gpu-rtx4000a1-s has 16384 MB RAM; Linode reports 32768",
         "infra/catalog.ts says g2-gpu-rtx4000a1-s costs $0.52/hour; Linode reports $0.6/hour (cost outputs use the catalog)",
+        "infra/catalog.ts says g2-gpu-rtx4000a1-s costs at most $350/month; Linode reports $400/month (cost outputs use the catalog)",
         'Linode reports region us-ord as "outage": the instance may be slow to create or to boot until it is "ok"',
       ],
       blockers: [
@@ -57,6 +58,15 @@ describe("catalog cross-check with the Linode API", () => {
       ],
     });
     expect(catalogDisagreements(plan, "us-mia", apiType, apiRegions).blockers).toEqual(["Linode does not list region us-mia"]);
+  });
+
+  // Found by review: the monthly figure was not compared, so a plan Linode bills by the hour
+  // without a cap (reported in 2026) left monthlyCostUsd understated without a word.
+  it("warns when Linode's monthly price differs from the catalog's cap (cost outputs use the cap)", () => {
+    expect(catalogDisagreements(plan, "us-ord", { ...apiType, prices: [{ hourly: 0.52, monthly: 379.6 }] }, apiRegions).warnings).toEqual([
+      "infra/catalog.ts says g2-gpu-rtx4000a1-s costs at most $350/month; Linode reports $379.6/month (cost outputs use the catalog)",
+    ]);
+    expect(catalogDisagreements(plan, "us-ord", { ...apiType, prices: [{ hourly: 0.52, monthly: 350.2 }] }, apiRegions).warnings).toEqual([]);
   });
 
   it("does not treat an unpublished price (0) as a disagreement", () => {

@@ -297,6 +297,9 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
     ["missing region", {}, ['gpu-sandbox:region = (not set): is required']],
     ["unknown region", { region: "mars-1" }, ['gpu-sandbox:region = "mars-1": is not a Linode region; regions with GPU plans: ap-south, ap-west,']],
     ["not a GPU plan", { ...base, plan: "g6-standard-2" }, ['gpu-sandbox:plan = "g6-standard-2": is not a Linode GPU plan; GPU plans: g2-gpu-rtx4000a1-s,']],
+    // Found by review: Linode's access-gated Blackwell plans exist; "not a GPU plan" was false.
+    ["a GPU plan the kit does not list", { ...base, region: "us-sea", plan: "g3-gpu-rtxpro6000-blackwell-1" },
+      ['gpu-sandbox:plan = "g3-gpu-rtxpro6000-blackwell-1": is not in the kit\'s catalog (infra/catalog.ts): Linode may offer it (its Blackwell RTX PRO 6000 plans are access-gated and not listed yet), but the kit deploys only the plans it lists, whose GPUs, prices and regions it checks; GPU plans: g2-gpu-rtx4000a1-s,']],
     ["plan not offered in region", { ...base, region: "us-east" },
       ['gpu-sandbox:plan = "g2-gpu-rtx4000a1-s": is not offered in region us-east; regions with NVIDIA RTX 4000 Ada: us-ord, us-sea,']],
     ["region without GPUs", { ...base, region: "br-gru" }, ['gpu-sandbox:plan = "g2-gpu-rtx4000a1-s": is not offered in region br-gru']],
