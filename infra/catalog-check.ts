@@ -1,4 +1,4 @@
-import { regionsOffering, type GpuPlan } from "./catalog.ts";
+import { HOURS_PER_MONTH, regionsOffering, type GpuPlan } from "./catalog.ts";
 
 /** What the Linode API says about a plan (the fields of `linode.getInstanceType` we compare). */
 export interface ApiInstanceType {
@@ -43,6 +43,9 @@ export function catalogDisagreements(plan: GpuPlan, region: string, type: ApiIns
   // Reported in 2026: GPU plans billed by the hour with no monthly cap (730 h at the hourly rate).
   if (price && price.monthly > 0 && Math.abs(price.monthly - plan.monthlyUsd) > 0.5) {
     warnings.push(`${where} ${plan.id} costs at most $${plan.monthlyUsd}/month; Linode reports $${price.monthly}/month (cost outputs use the catalog)`);
+  } else if (price && price.hourly > 0 && !(price.monthly > 0)) {
+    const month = Math.round(price.hourly * HOURS_PER_MONTH * 100) / 100;
+    warnings.push(`${where} ${plan.id} costs at most $${plan.monthlyUsd}/month; Linode reports $${price.hourly}/hour and no monthly price: billed by the hour without a cap, ${HOURS_PER_MONTH} hours would be $${month} (cost outputs use the catalog)`);
   }
   // An outage passes: a host that exists must stay updatable through one (a ttlHours raise keeps
   // reap-expired from destroying it), and a new one is as likely to come up when it ends.

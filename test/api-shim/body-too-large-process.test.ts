@@ -1,3 +1,4 @@
+import { connect, type Socket } from "node:net";
 import { APIConnectionError, APIError } from "openai";
 import { describe, expect, it } from "vitest";
 import { shimClient, shimProcessFixture } from "../support/shim-process.ts";
@@ -24,5 +25,48 @@ describe("a body over SHIM_MAX_BODY_BYTES sent straight to a shim process", () =
       }
     }
     expect(results).toEqual(["413 request_too_large", "413 request_too_large", "413 request_too_large"]);
+    await f.output.stopCleanly(p);
+  });
+
+  /** Headers declaring `declared` body bytes, then 1 KiB of it: the answer's head, and the socket. */
+  const oversized = (url: string, declared: number) => new Promise<{ head: string; socket: Socket }>((resolve, reject) => {
+    const { port } = new URL(url);
+    const socket = connect(Number(port), "127.0.0.1", () => {
+      socket.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${f.key.key}\r\nContent-Type: application/json\r\nContent-Length: ${declared}\r\n\r\n`);
+      socket.write("x".repeat(1024));
+    });
+    let got = "";
+    socket.on("data", (c: Buffer) => {
+      got += c.toString("latin1");
+      const end = got.indexOf("\r\n\r\n");
+      if (end !== -1) resolve({ head: got.slice(0, end), socket });
+    });
+    socket.on("error", reject);
+  });
+  const closedWithin = (socket: Socket, ms: number) => new Promise<boolean>((r) => {
+    if (socket.destroyed || socket.readableEnded) return r(true);
+    const t = setTimeout(() => r(false), ms);
+    socket.once("close", () => { clearTimeout(t); r(true); });
+  });
+
+  it("drains at most 64 MiB: a body declared larger gets its 413 with Connection: close, and the connection is closed", async () => {
+    const p = await f.start({ SHIM_MAX_BODY_BYTES: "1048576" });
+    const big = await oversized(p.url, 100 * 1024 * 1024);
+    try {
+      expect(big.head).toMatch(/^HTTP\/1\.1 413/);
+      expect(big.head.toLowerCase()).toMatch(/\r\nconnection: close/);
+      expect(await closedWithin(big.socket, 2000)).toBe(true);
+    } finally {
+      big.socket.destroy();
+    }
+    // Within the bound the connection stays for the rest of the body.
+    const small = await oversized(p.url, 32 * 1024 * 1024);
+    try {
+      expect(small.head).toMatch(/^HTTP\/1\.1 413/);
+      expect(small.head.toLowerCase()).not.toMatch(/\r\nconnection: close/);
+    } finally {
+      small.socket.destroy();
+    }
+    await f.output.stopCleanly(p);
   });
 });

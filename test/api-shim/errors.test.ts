@@ -650,6 +650,25 @@ describe("upstream failures", () => {
     expect(await balance(k.id)).toBe(10_000_000);
   });
 
+  it("a 501 error event before a stream's content is told as the status's would be, and logged not_implemented alike", async () => {
+    const event = JSON.stringify({ error: { message: "Beam search is not supported with prompt embeddings.", type: "NotImplementedError", param: null, code: 501 } });
+    const upstream = await loopbackServer((req, res) => {
+      req.resume();
+      req.on("end", () => res.writeHead(200, { "content-type": "text/event-stream" }).end(`data: ${event}\n\ndata: [DONE]\n\n`));
+    });
+    const w = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url } });
+    try {
+      const k = await w.createKey({ credits: 10 });
+      const text = await (await w.post(k.key, "/v1/chat/completions", { ...chat, stream: true })).text();
+      expect(text).toContain('"code":"invalid_request"');
+      expect(text).toContain("Beam search is not supported with prompt embeddings.");
+      expect(await w.waitForRequestLog((l) => l.keyId === k.id)).toMatchObject({ status: 200, error: "not_implemented", cause: "stream_error" });
+    } finally {
+      await w.close();
+      await upstream.close();
+    }
+  });
+
   it("a bare 501 (a web server's page, no error body) says nothing about the request: 502, counted as a failure", async () => {
     const upstream = await loopbackServer((req, res) => {
       req.resume();

@@ -206,7 +206,7 @@ describe("inference through the shim with the OpenAI SDK", () => {
       small.fake.set({ embeddingDims: 4096 });
       const { key: k, id } = await small.createKey({ credits: 100 });
       const input = Array.from({ length: 64 }, (_, i) => `passage ${i}`);
-      // With the SDK's default retries: the charged 502 tells it not to repeat the request.
+      // With the SDK's default retries: the charged 413 (x-should-retry: false too) is not repeated.
       const received = small.fake.counters.received;
       const err = await new OpenAI({ apiKey: k, baseURL: `${small.url}/v1` }).embeddings.create({ model: "bge-m3", input, encoding_format: "float" }).catch((e: unknown) => e);
       expect(small.fake.counters.received - received).toBe(1);

@@ -134,6 +134,14 @@ describe("an answer too large to relay, through the shim", () => {
     expect(log).toMatchObject({ status: 413, error: "answer_too_large", tokens: 50_005, cost: 51.005 });
     expect(res.headers.get("x-credits-charged")).toBe("51.005");
     expect(res.headers.get("x-should-retry")).toBe("false");
+    // The ledger row says what the client got (a review's mutant wrote 502 there unnoticed).
+    const { default: Database } = await import("better-sqlite3");
+    const db = new Database(h.dbPath, { readonly: true });
+    try {
+      expect(db.prepare("SELECT status, served FROM ledger WHERE kind = 'usage' AND ref = ?").get(res.headers.get("x-request-id"))).toEqual({ status: 413, served: 1 });
+    } finally {
+      db.close();
+    }
     // The body says the charge too, as every JSON answer does: a client reading it must not
     // take a charged failure for a free one.
     expect(body).toMatchObject({ credits_charged: 51.005, credits_remaining: 948.995 });

@@ -67,6 +67,10 @@ describe("catalog cross-check with the Linode API", () => {
       "infra/catalog.ts says g2-gpu-rtx4000a1-s costs at most $350/month; Linode reports $379.6/month (cost outputs use the catalog)",
     ]);
     expect(catalogDisagreements(plan, "us-ord", { ...apiType, prices: [{ hourly: 0.52, monthly: 350.2 }] }, apiRegions).warnings).toEqual([]);
+    // An hourly price without a monthly one may be exactly an hourly-only plan.
+    expect(catalogDisagreements(plan, "us-ord", { ...apiType, prices: [{ hourly: 0.52, monthly: 0 }] }, apiRegions).warnings).toEqual([
+      "infra/catalog.ts says g2-gpu-rtx4000a1-s costs at most $350/month; Linode reports $0.52/hour and no monthly price: billed by the hour without a cap, 730 hours would be $379.6 (cost outputs use the catalog)",
+    ]);
   });
 
   it("does not treat an unpublished price (0) as a disagreement", () => {

@@ -190,7 +190,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   }
   ctx.metrics.activeStreams.dec();
   if (clientGone) request.shimErrorCode = "client_closed_request";
-  else if (failure) request.shimErrorCode = failure.code;
+  else if (failure) request.shimErrorCode = failure.logCode;
   finishRequest(ctx, request, clientGone ? 499 : 200);
   return reply;
 }
