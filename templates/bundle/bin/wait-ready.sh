@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 log() { echo "gpu-sandbox: $*"; }
 
-# What the log `logs` says to do, for the failures it can tell (the words of vLLM 0.11, V1, and
+# What the log `logs` says to do, for the failures it can tell (the words of vLLM 0.11 to 0.31, V1, and
 # of the V0 engine before it; of the Hugging Face Hub).
 hints() {
   local logs=$1
