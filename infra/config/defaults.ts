@@ -45,7 +45,8 @@ export const MAX_READY_TIMEOUT_MINUTES = 240;
  */
 export const DEFAULT_IMAGES: Images = {
   vllm: "vllm/vllm-openai:v0.31.0",
-  litellm: "ghcr.io/berriai/litellm-non_root:main-stable",
+  // LiteLLM's rolling pointer to its newest stable release (`main-stable` was deprecated in 2026).
+  litellm: "ghcr.io/berriai/litellm-non_root:latest",
   nginx: "nginx:1.30-alpine",
   certbot: "certbot/certbot:v4.2.0",
   node: "node:24-slim",
