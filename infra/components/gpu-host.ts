@@ -4,6 +4,7 @@ import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
 import { costOf, type GpuPlan } from "../catalog.ts";
 import { blockedDeployMessage, catalogDisagreements } from "../catalog-check.ts";
+import { firewallCovers, uncoveredMessage } from "../firewall-check.ts";
 import { isIPv6Cidr } from "../config/addresses.ts";
 import type { ModelConfig, TlsMode } from "../config/types.ts";
 import { vllmRevision } from "../config/vllm.ts";
@@ -142,6 +143,8 @@ export class GpuHost extends pulumi.ComponentResource {
       ip: this.ip, ipv6: this.ipv6, sshCommand: this.sshCommand, sshPrivateKey: this.sshPrivateKey,
       rootPassword: this.rootPassword, hourlyCostUsd: this.hourlyCostUsd, monthlyCostUsd: this.monthlyCostUsd,
       createdAt: this.createdAt, expiresAt: this.expiresAt,
+      // Registered so that the deployment waits for the check (its warning) before it ends.
+      firewallChecked: this.checkFirewall(names.firewall),
     });
   }
 
@@ -171,6 +174,26 @@ export class GpuHost extends pulumi.ComponentResource {
       pulumi.log.warn(`could not compare infra/catalog.ts with the Linode API${why}, so plan ${plan.id} and region ${region} were not checked before the instance`, this);
       return region;
     }));
+  }
+
+  /**
+   * Once the instance exists, asks Linode whether its firewall covers it (firewallCovers). One
+   * that does not is a warning, never an error: the kit could not try an account whose new
+   * Linodes use Linode Interfaces, and a wrong refusal would stop every deployment. A firewall
+   * that cannot be read is a warning too. Nothing is asked in a preview (no instance yet).
+   */
+  private checkFirewall(label: string): pulumi.Output<boolean | undefined> {
+    return pulumi.all([this.instance.id, this.firewall.id]).apply(async ([instanceId, firewallId]) => {
+      try {
+        const covered = firewallCovers(await linode.getFirewall({ id: Number(firewallId) }, { parent: this }), Number(instanceId));
+        if (!covered) pulumi.log.warn(uncoveredMessage(label, Number(instanceId)), this);
+        return covered;
+      } catch (err) {
+        const why = err instanceof Error && err.message ? ` (${err.message})` : "";
+        pulumi.log.warn(`could not ask Linode whether firewall ${label} covers the instance${why}: check the instance's Firewall tab in Cloud Manager`, this);
+        return undefined;
+      }
+    });
   }
 
   /**

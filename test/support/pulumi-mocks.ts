@@ -109,6 +109,9 @@ export function installMocks(stack: string, overrides: {
           };
         case "docker:index/getRegistryImage:getRegistryImage":
           return { id: args.inputs.name, name: args.inputs.name, sha256Digest: `sha256:${"d".repeat(64)}` };
+        // The firewall covers the mocked instance (id 12345), as on an account with legacy interfaces.
+        case "linode:index/getFirewall:getFirewall":
+          return { id: args.inputs.id, label: "fw", linodes: [12345], devices: [{ id: 1, entityId: 12345, label: "gs-instance", type: "linode", url: "/v4/linode/instances/12345" }] };
         case "linode:index/getInstanceType:getInstanceType":
           return { id: args.inputs.id, label: args.inputs.id, class: "gpu", vcpus: 4, memory: 16384, disk: 512000, transfer: 0,
             networkOut: 16000, acceleratedDevices: 0, prices: [{ hourly: 0.52, monthly: 350 }], regionPrices: [], addons: [] };
