@@ -49,6 +49,9 @@ export interface GpuHostArgs {
  * for the data that must outlive the instance. cloud-init (through the Metadata service)
  * installs the NVIDIA driver, Docker and the container toolkit and mounts the volume.
  */
+/** How long the firewall check waits for Linode's answer: the deployment waits for the check. */
+const FIREWALL_CHECK_MS = 60_000;
+
 export class GpuHost extends pulumi.ComponentResource {
   /** Public IPv4 address. */
   readonly ip: pulumi.Output<string>;
@@ -180,18 +183,24 @@ export class GpuHost extends pulumi.ComponentResource {
    * Once the instance exists, asks Linode whether its firewall covers it (firewallCovers). One
    * that does not is a warning, never an error: the kit could not try an account whose new
    * Linodes use Linode Interfaces, and a wrong refusal would stop every deployment. A firewall
-   * that cannot be read is a warning too. Nothing is asked in a preview (no instance yet).
+   * that cannot be read, or not within FIREWALL_CHECK_MS, is a warning too. Asked once the
+   * instance exists: in a preview too when it existed before, as the catalog check is.
    */
   private checkFirewall(label: string): pulumi.Output<boolean | undefined> {
     return pulumi.all([this.instance.id, this.firewall.id]).apply(async ([instanceId, firewallId]) => {
+      let timer: NodeJS.Timeout | undefined;
       try {
-        const covered = firewallCovers(await linode.getFirewall({ id: Number(firewallId) }, { parent: this }), Number(instanceId));
+        const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${FIREWALL_CHECK_MS / 1000} s`)), FIREWALL_CHECK_MS); });
+        const firewall = await Promise.race([linode.getFirewall({ id: Number(firewallId) }, { parent: this }), late]);
+        const covered = firewallCovers(firewall, Number(instanceId));
         if (!covered) pulumi.log.warn(uncoveredMessage(label, Number(instanceId)), this);
         return covered;
       } catch (err) {
         const why = err instanceof Error && err.message ? ` (${err.message})` : "";
         pulumi.log.warn(`could not ask Linode whether firewall ${label} covers the instance${why}: check the instance's Firewall tab in Cloud Manager`, this);
         return undefined;
+      } finally {
+        clearTimeout(timer);
       }
     });
   }

@@ -21,6 +21,9 @@ describe("whether the firewall covers the instance", () => {
     expect(firewallCovers({ linodes: [123], devices: [{ ...legacy, entityId: 123, url: "/v4/linode/instances/123" }] }, 12345)).toBe(false);
     expect(firewallCovers({ devices: [{ ...iface, url: "/v4/linode/instances/123456/interfaces/77" }] }, 12345)).toBe(false);
     expect(firewallCovers({}, 12345)).toBe(false);
+    // The provider's `linodes` alone, and another entity that has the instance's id.
+    expect(firewallCovers({ linodes: [12345], devices: [] }, 12345)).toBe(true);
+    expect(firewallCovers({ devices: [{ type: "nodebalancer", entityId: 12345, url: "/v4/nodebalancers/12345" }] }, 12345)).toBe(false);
   });
 
   const plan = findPlan("g2-gpu-rtx4000a1-s")!;
@@ -46,6 +49,29 @@ describe("whether the firewall covers the instance", () => {
   it("warns, naming the setting to check, when Linode lists neither the instance nor one of its interfaces", async () => {
     const { said } = await warnings(() => ({ id: 4242, label: "gs-acme-fw", linodes: [], devices: [] }));
     expect(said).toContainEqual(expect.stringMatching(/^Linode lists neither instance 12345 nor one of its interfaces among the devices of firewall gs-acme-fw: .*Linode Interfaces/));
+  });
+
+  it("stops waiting for Linode's answer after 60 s with a warning: the deployment waits for the check", async () => {
+    const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
+    const said = () => warn.mock.calls.map((c) => String(c[0])).filter((w) => w.startsWith("could not ask Linode"));
+    /** Turns of the event loop (setImmediate is not faked) until `done`, at most `turns`. */
+    const until = async (done: () => boolean, turns = 5000) => {
+      for (let i = 0; i < turns && !done(); i++) await new Promise((r) => setImmediate(r));
+    };
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    try {
+      const { calls } = installMocks("acme", { calls: { "linode:index/getFirewall:getFirewall": () => new Promise(() => {}) } });
+      host();
+      await until(() => calls.some((c) => c.token === "linode:index/getFirewall:getFirewall"));
+      await vi.advanceTimersByTimeAsync(59_000);
+      expect(said()).toEqual([]);
+      await vi.advanceTimersByTimeAsync(2_000);
+      await until(() => said().length > 0);
+      expect(said()).toEqual([expect.stringMatching(/^could not ask Linode whether firewall gs-acme-fw covers the instance \(no answer within 60 s\)/)]);
+    } finally {
+      vi.useRealTimers();
+      warn.mockRestore();
+    }
   });
 
   it("warns, and does not fail the deployment, when the firewall cannot be read", async () => {
