@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { METHODS } from "node:http";
 import net from "node:net";
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type HTTPMethods } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, type HTTPMethods } from "fastify";
 import type { Logger } from "pino";
 import { AnswerMemory } from "./limits/answer-memory.ts";
 import { BodyMemory } from "./limits/body-memory.ts";
@@ -182,13 +182,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   // Every answer Fastify sends (the hijacked inference answers set it themselves): one that began
   // before a drain may be sent during it.
   app.addHook("onSend", (request, reply, payload, done) => {
-    // Fastify closes the connection after a parser's error. For a body refused at its first byte,
+    // Fastify closes the connection after a parser's error. For a body refused unread (bodyRefused),
     // Node reads and drops the rest, as after the auth hook's 401: closing with the body still
-    // arriving made nginx's write fail, a 502 for the client instead of the 400. So for a body
-    // refused as too large from its Content-Length, within a bound: the client, still writing it,
-    // got EPIPE and never read its 413 (retried as a connection error). nginx's own limit answers
-    // first in the deployed stack; this is the shim run alone.
-    if (request.shim.bodyRefused || drainsRefusedBody(request, reply)) reply.removeHeader("connection");
+    // arriving made nginx's write fail, a 502 for the client instead of the 400.
+    if (request.shim.bodyRefused) reply.removeHeader("connection");
     ctx.inflight.closeIfDraining(reply.raw);
     markIfAnsweredEarly(request.raw);
     done(null, payload);
@@ -197,6 +194,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   const handleError = errorHandler((request) => authHeaders(ctx, request));
   app.setErrorHandler(function (error, request, reply) {
+    // A body refused as too large from its Content-Length, within a bound, is drained too: the
+    // client, still writing it, got EPIPE and never read its 413 (retried as a connection error).
+    // nginx's own limit answers first in the deployed stack; this is the shim run alone.
+    if ((error as { code?: unknown }).code === "FST_ERR_CTP_BODY_TOO_LARGE") request.shim.bodyRefused = drainable(request);
     handleError.call(this, error, request, reply);
     // A client that left while its error was being worked out gets no onResponse hook: its line
     // is written here, as nginx logs a client that left (499).
@@ -289,9 +290,8 @@ function allowedMethods(app: FastifyInstance, request: FastifyRequest): string[]
 /** The largest body refused as too large that is read and dropped for its client to read the 413 (more is cut). */
 const DRAINED_BODY_BYTES = 64 * 1024 * 1024;
 
-/** A 413 for a body Fastify refused unread from its Content-Length, no larger than DRAINED_BODY_BYTES. */
-function drainsRefusedBody(request: FastifyRequest, reply: FastifyReply): boolean {
-  if (reply.statusCode !== 413 || request.body !== undefined) return false;
+/** A body refused unread whose declared Content-Length is no larger than DRAINED_BODY_BYTES. */
+function drainable(request: FastifyRequest): boolean {
   const length = Number(request.headers["content-length"]);
   return Number.isSafeInteger(length) && length <= DRAINED_BODY_BYTES;
 }

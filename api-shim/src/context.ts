@@ -44,7 +44,7 @@ export interface RequestState {
   logged: boolean;
   /** An inference route has taken the request: it writes the line, a client that left included. */
   routeLogs: boolean;
-  /** Its body was refused at the first byte (not JSON): the answer keeps the connection (app.ts). */
+  /** Its body was refused unread (not JSON, at its first byte; too large, within a bound): the answer keeps the connection for Node to drain it (app.ts). */
   bodyRefused: boolean;
   /** When its waits for its key's other requests end (key-waits.ts, graceEnds); null before any. */
   graceEnds: number | null;

@@ -4,7 +4,8 @@ import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
 import { costOf, type GpuPlan } from "../catalog.ts";
 import { blockedDeployMessage, catalogDisagreements } from "../catalog-check.ts";
-import { firewallCovers, uncoveredMessage } from "../firewall-check.ts";
+import { type ApiFirewall, firewallCovers, uncoveredMessage } from "../firewall-check.ts";
+import { within } from "../../api-shim/src/promises.ts";
 import { isIPv6Cidr } from "../config/addresses.ts";
 import type { ModelConfig, TlsMode } from "../config/types.ts";
 import { vllmRevision } from "../config/vllm.ts";
@@ -188,10 +189,9 @@ export class GpuHost extends pulumi.ComponentResource {
    */
   private checkFirewall(label: string): pulumi.Output<boolean | undefined> {
     return pulumi.all([this.instance.id, this.firewall.id]).apply(async ([instanceId, firewallId]) => {
-      let timer: NodeJS.Timeout | undefined;
       try {
-        const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${FIREWALL_CHECK_MS / 1000} s`)), FIREWALL_CHECK_MS); });
-        const firewall = await Promise.race([linode.getFirewall({ id: Number(firewallId) }, { parent: this }), late]);
+        const firewall = await within<ApiFirewall | null>(linode.getFirewall({ id: Number(firewallId) }, { parent: this }), FIREWALL_CHECK_MS, null);
+        if (firewall === null) throw new Error(`no answer within ${FIREWALL_CHECK_MS / 1000} s`);
         const covered = firewallCovers(firewall, Number(instanceId));
         if (!covered) pulumi.log.warn(uncoveredMessage(label, Number(instanceId)), this);
         return covered;
@@ -199,8 +199,6 @@ export class GpuHost extends pulumi.ComponentResource {
         const why = err instanceof Error && err.message ? ` (${err.message})` : "";
         pulumi.log.warn(`could not ask Linode whether firewall ${label} covers the instance${why}: check the instance's Firewall tab in Cloud Manager`, this);
         return undefined;
-      } finally {
-        clearTimeout(timer);
       }
     });
   }
