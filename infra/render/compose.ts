@@ -64,6 +64,8 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
   doc.setIn(["services", "shim", "environment", "SHIM_MAX_BODY_BYTES"], String(config.limits.maxBodyMb * 1024 * 1024));
 
   doc.setIn(["services", "nginx", "image"], images.nginx);
+  // deploy.sh's `nginx -t` of a new bundle's nginx.conf: the same image as the nginx it will run.
+  doc.setIn(["services", "nginx-check", "image"], images.nginx);
   // The host's own port on its loopback alone: the firewall never sees it, no other machine reaches it.
   const local = `127.0.0.1:${NGINX_LOCAL_PORT}:${NGINX_LOCAL_PORT}`;
   // IPv6 clients reach nginx through Docker's proxy, from the gateway, which nginx serves the API

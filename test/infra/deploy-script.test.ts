@@ -105,7 +105,8 @@ describe("deploy.sh installing a new bundle", () => {
    * (recreates them), or fails when <root>/up-fails exists, recreating them first when
    * <root>/up-recreates does too, or, when <root>/up-loops exists, recreates them and waits
    * while each is restarted again and again (RestartCount 3); `compose pull` fails when
-   * <root>/pull-fails exists.
+   * <root>/pull-fails exists; `compose run … nginx-check` (nginx -t) refuses the configuration
+   * when <root>/nginx-refuses exists, and cannot run when <root>/check-cannot-run does.
    */
   function hostWithBundleA(stubs: Record<string, string> = {}) {
     const docker = `r=$(dirname "$0")/..
@@ -113,6 +114,12 @@ describe("deploy.sh installing a new bundle", () => {
       ps\\ *|"compose ps -a -q") cat "$r/containers" 2>/dev/null || true;;
       inspect*) if [ -f "$r/up-loops" ]; then shift 2; for id; do echo "$id 3 vllm"; done; fi;;
       compose*" pull "*) if [ -f "$r/pull-fails" ]; then echo "toomanyrequests: You have reached your pull rate limit" >&2; exit 1; fi;;
+      compose*" run "*nginx-check)
+        if [ -f "$r/nginx-refuses" ]; then
+          echo 'nginx: [emerg] unknown directive "http2_push_preload" in /etc/nginx/nginx.conf:41' >&2
+          echo "nginx: configuration file /etc/nginx/nginx.conf test failed" >&2; exit 1
+        fi
+        if [ -f "$r/check-cannot-run" ]; then echo "Error response from daemon: failed to set up container networking" >&2; exit 1; fi;;
       "compose up"*)
         if [ -f "$r/up-loops" ]; then echo "looping-$RANDOM" > "$r/containers"; exec /bin/sleep 20; fi
         if [ -f "$r/up-fails" ]; then
@@ -300,6 +307,37 @@ describe("deploy.sh installing a new bundle", () => {
     expect(host.installed()).toEqual(A);
     expect(host.bundle.calls().match(/^docker compose up/gm)).toHaveLength(1); // the first deploy's
     expect(host.bundle.calls()).toMatch(/^docker compose --env-file \S+\/opt\/\.env -f \S+\/opt\/\.incoming\/bundle\/compose\.yaml pull --ignore-buildable$/m);
+  });
+
+  it("tests the new nginx.conf with the new bundle's nginx before installing anything, and says so", () => {
+    const host = hostWithBundleA();
+    const r = host.deploy("B");
+    expect(r.status, r.output).toBe(0);
+    expect(r.output).toContain("nginx -t: the new bundle's nginx accepts its nginx.conf");
+    const calls = host.bundle.calls().split("\n");
+    const check = calls.findIndex((c) => /^docker compose --env-file \S+\/opt\/\.env -f \S+\/opt\/\.incoming\/bundle\/compose\.yaml run --rm -T nginx-check$/.test(c));
+    expect(check).toBeGreaterThan(calls.findIndex((c) => c.includes(" pull --ignore-buildable")));
+    expect(check).toBeLessThan(calls.lastIndexOf(calls.find((c) => c.startsWith("docker compose up"))!));
+  });
+
+  it("leaves the installed bundle and the running stack as they were when the new bundle's nginx refuses its nginx.conf, with nginx's reason", () => {
+    const host = hostWithBundleA();
+    host.flag("nginx-refuses");
+    const r = host.deployFails("B", "the new bundle's nginx refuses its nginx.conf (nginx -t, above); the installed bundle and the running stack are unchanged");
+    expect(r.output).toContain('unknown directive "http2_push_preload" in /etc/nginx/nginx.conf:41');
+    expect(host.installed()).toEqual(A);
+    expect(host.bundle.calls().match(/^docker compose up/gm)).toHaveLength(1); // the first deploy's
+    expect(host.incoming()).toBe("version: B\n"); // kept for the next pulumi up, once fixed
+  });
+
+  it("deploys all the same when nginx -t could not run at all (Docker's error, not nginx's verdict), showing why", () => {
+    const host = hostWithBundleA();
+    host.flag("check-cannot-run");
+    const r = host.deploy("B");
+    expect(r.status, r.output).toBe(0);
+    expect(r.output).toContain("failed to set up container networking");
+    expect(r.output).toContain("could not run nginx -t on the new bundle's nginx.conf (above); deploying it all the same");
+    expect(host.installed()).toEqual(B);
   });
 
   it("leaves the installed bundle as it was when the volume is not mounted", () => {

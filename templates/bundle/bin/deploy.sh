@@ -96,6 +96,24 @@ crash_looping() {
   restart_counts | awk -v limit="$CRASH_LOOP_RESTARTS" 'NR == FNR { was[$1] = ($4 ~ /^(running|restarting|paused)$/) ? $2 : 0; next }
     $2 - was[$1] >= limit { print $3 " " $2 - was[$1]; exit }' <(printf '%s\n' "$restarts_before") - || true
 }
+# The new bundle's nginx.conf tested by the new bundle's nginx (`nginx -t`, the nginx-check
+# service) before anything installed changes: a configuration that nginx refuses (a directive a
+# new nginx image dropped) would otherwise replace the running one and leave nginx restarting,
+# the endpoint down. Only nginx's own verdict stops the deploy; a check that could not run (the
+# error is shown) does not, and the crash-loop watch below would still name nginx.
+check_nginx_config() {
+  local out
+  if out=$(fetch run --rm -T nginx-check 2>&1); then
+    log "nginx -t: the new bundle's nginx accepts its nginx.conf"
+    return 0
+  fi
+  printf '%s\n' "$out" >&2
+  if grep -q "test failed" <<<"$out"; then
+    log "the new bundle's nginx refuses its nginx.conf (nginx -t, above); the installed bundle and the running stack are unchanged" >&2
+    exit 1
+  fi
+  log "could not run nginx -t on the new bundle's nginx.conf (above); deploying it all the same" >&2
+}
 # Everything installed but .env, .incoming, .previous and .staging.
 installed() { find "$dest" -mindepth 1 -maxdepth 1 ! -name .env ! -name .incoming ! -name .previous ! -name .previous.old ! -name .staging "$@"; }
 
@@ -141,6 +159,7 @@ if [ -n "$new" ]; then
     log "could not pull or build the new bundle's images (the error is above); the installed bundle and the running stack are unchanged. Run pulumi up again" >&2
     exit 1
   fi
+  check_nginx_config
   before=$(containers) || before="unknown"
   # Written beside the installed bundle first (a full root disk fails here, with the installed
   # one untouched), then swapped in by renames.
