@@ -51,8 +51,9 @@ describe("secrets in an upstream's message", () => {
 
   it("leaves model names, paths and vLLM's messages as they were said", () => {
     expect(redactUpstreamSecrets("model 'xai-grok-3-mini-fast' does not support tools")).toContain("xai-grok-3-mini-fast");
+    // A file path is no key (the client is not shown it at all: internal-details.ts).
+    expect(redactUpstreamSecrets("/models/sk-learn-classifier-weights/config.json not found")).toBe("/models/sk-learn-classifier-weights/config.json not found");
     const readable = [
-      "/models/sk-learn-classifier-weights/config.json not found",
       "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens (1000 in the messages, 4000 in the completion).",
       "max_tokens must be at least 1, got -1.",
       "see task-abcdefghijklmnopqrstuvwxyz, desk-ABCDEFGHIJ0123456789xyz and risk-free-ABCDEFGHIJ0123456789xyz",
@@ -96,7 +97,7 @@ describe("secrets in an upstream's message, review round 3", () => {
   });
 
   it("an AWS key id is not shown because the message also held an encoded URL", () => {
-    expect(shown("AKIAIOSFODNN7EXAMPLE%41 from https%3A%2F%2Fh%2Fp%3Fkey%3Dzz")).toBe("AKIA[redacted]A from https://h/p?…");
+    expect(shown("AKIAIOSFODNN7EXAMPLE%41 from https%3A%2F%2Fapi.example.com%2Fp%3Fkey%3Dzz")).toBe("AKIA[redacted]A from https://api.example.com/p?…");
   });
 
   it("an encoded space or a quoted space does not end a named value and leave the rest of it shown", () => {

@@ -2,11 +2,13 @@
  * An upstream's refusals as the shim's own errors: an error status and its body (vLLM's,
  * LiteLLM's with its frame, an SSE error event), or an error body where an answer was expected.
  * A client's own mistake keeps the upstream's message, made fit for a client (no secrets, no
- * LiteLLM frame, at most 500 characters); the rest never leak the upstream's internals.
+ * internal addresses or paths, no LiteLLM frame, at most 500 characters); the rest never leak the
+ * upstream's internals.
  */
 import { ERROR_TABLE, retryAfterSeconds, ShimError } from "../errors.ts";
 import { eventData } from "../metering/sse.ts";
 import { redactUpstreamSecrets, type SecretHider } from "../observability/redaction.ts";
+import { hideInternalDetails } from "./internal-details.ts";
 
 const MAX_UPSTREAM_MESSAGE = 500;
 // The client learns that the endpoint is misconfigured, not how it is configured; the log tells
@@ -173,9 +175,12 @@ const ENGINE_DEAD_MESSAGE = "EngineCore encountered an issue.";
 
 /**
  * Secrets hidden before the cut, so none is left half shown: the deployment's own wherever they
- * are, the others by shape except within the request's own model name.
+ * are, the others by shape except within the request's own model name. Then the deployment's
+ * internal addresses, file paths and any traceback (internal-details.ts); a message that was
+ * nothing else is told as the shim's own.
  */
-const forClient = (message: string, model: string, hideSecrets: SecretHider) => redactUpstreamSecrets(message, model, hideSecrets).slice(0, MAX_UPSTREAM_MESSAGE);
+const forClient = (message: string, model: string, hideSecrets: SecretHider) =>
+  (hideInternalDetails(redactUpstreamSecrets(message, model, hideSecrets), model) || ERROR_TABLE.invalid_request.message).slice(0, MAX_UPSTREAM_MESSAGE);
 
 /**
  * The parameter names in LiteLLM's Python rendering of them: a list (`['logit_bias', 'n']`) or a
