@@ -62,6 +62,9 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
 
   doc.setIn(["services", "shim", "build", "args", "NODE_IMAGE"], images.node);
   doc.setIn(["services", "shim", "environment", "SHIM_MAX_BODY_BYTES"], String(config.limits.maxBodyMb * 1024 * 1024));
+  const shimMemory = `${shimMemoryMb(config.limits.maxBodyMb)}m`;
+  doc.setIn(["services", "shim", "mem_limit"], shimMemory);
+  doc.setIn(["services", "shim", "memswap_limit"], shimMemory);
 
   doc.setIn(["services", "nginx", "image"], images.nginx);
   // deploy.sh's `nginx -t` of a new bundle's nginx.conf: the same image as the nginx it will run.
@@ -88,6 +91,18 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
   labelMountedFiles(doc, bundleFiles);
   return yamlText(doc);
 }
+
+/** The shim's own memory beyond its request bodies: idle (~120 MB), answers (SHIM_ANSWER_MEMORY_BYTES, held about twice), a report's worker. */
+const SHIM_BASE_MEMORY_MB = 1536;
+/** The shim's budget for request bodies in memory (SHIM_BODY_MEMORY_BYTES' default), in MiB. */
+const SHIM_BODY_MEMORY_MB = 64;
+
+/**
+ * The shim's container memory cap: a body costs about 3 times its bytes while it is read and
+ * parsed (docs/api-shim.md), and the bodies in memory are bounded by their budget, or by one body
+ * of limits.maxBodyMb when that is larger (one is always admitted).
+ */
+export const shimMemoryMb = (maxBodyMb: number): number => SHIM_BASE_MEMORY_MB + 3 * Math.max(SHIM_BODY_MEMORY_MB, maxBodyMb);
 
 /**
  * Compose recreates a container when its service definition changes, but not when the content

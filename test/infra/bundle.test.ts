@@ -360,6 +360,25 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(Object.keys(compose.networks)).toEqual(["backend"]);
   });
 
+  it("caps every service's memory but vLLM's, swap included, and has the kernel, short of RAM, kill any of them before vLLM, as `docker-compose config` reads the file", () => {
+    const dir = written(bundle);
+    copyFileSync(join(dir, ".env.example"), join(dir, ".env"));
+    const result = runTool("docker-compose", ["-f", "compose.yaml", "config"], { cwd: dir });
+    expect(result.status, result.output).toBe(0);
+    const resolved = stackServices(parse(result.output.slice(result.output.indexOf("services:")))) as Record<string, Record<string, unknown>>;
+    const bytes = (v: unknown) => Number(/^(\d+)([mg])$/.exec(String(v))?.[1]) * (String(v).endsWith("g") ? 1024 : 1) * 2 ** 20;
+    for (const [name, service] of Object.entries(resolved).filter(([n]) => n !== "vllm")) {
+      // A limit without memswap_limit lets a container use as much swap again (Linode's images have a swap disk).
+      expect(bytes(service.mem_limit), name).toBeGreaterThanOrEqual(256 * 2 ** 20);
+      expect(service.memswap_limit, name).toBe(service.mem_limit);
+      expect(Number(service.oom_score_adj), name).toBeGreaterThan(0);
+    }
+    // Nothing on vLLM: a new key in its definition recreates it on every upgraded host (minutes of 503s).
+    expect(Object.keys(resolved.vllm!).filter((k) => /mem|oom/.test(k))).toEqual([]);
+    // The shim's cap holds its body budget's worst case (3 times its bytes) over its 1.5 GiB.
+    expect(bytes(resolved.shim!.mem_limit)).toBe((1536 + 3 * 64) * 2 ** 20);
+  });
+
   it("keeps every secret a ${…} reference to .env", () => {
     const text = bundle.get("compose.yaml")!;
     expect(text).toContain("${VLLM_API_KEY:?set VLLM_API_KEY in .env}");
@@ -702,6 +721,9 @@ describe("applying config changes to running containers", () => {
       expect(changed(before, services(config({ limits }))), JSON.stringify(limits)).toEqual(["nginx"]);
     }
     expect(changed(before, services(config({ limits: { maxBodyMb: 16 } })))).toEqual(["nginx", "shim"]);
+    // A body larger than the shim's body budget (64 MiB) raises its memory cap: one such body is always let in, at 3 times its bytes.
+    const large = services(config({ limits: { maxBodyMb: 256 } })) as Record<string, { mem_limit?: string }>;
+    expect(large.shim!.mem_limit).toBe(`${1536 + 3 * 256}m`);
   });
 
   it("restarts nothing for a new readyTimeoutMinutes, while vLLM's health check still never fails a deploy that waits up to the longest one", () => {
