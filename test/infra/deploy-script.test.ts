@@ -671,12 +671,15 @@ describe("deploy.sh when a service crash-loops (restart: unless-stopped)", () =>
 });
 
 describe("docs/operations.md Troubleshooting", () => {
-  it("has rows matching what vLLM 0.11 prints for a model that does not fit, a model id it cannot find, and a crash-looping service", () => {
+  it("has rows matching what vLLM 0.11 prints for a model that does not fit, a model id it cannot find, a crash-looping service, and memory the host lacks", () => {
     const docs = readFileSync(join(import.meta.dirname, "../../docs/operations.md"), "utf8");
     const table = docs.slice(docs.indexOf("## Troubleshooting"), docs.indexOf("## Design notes"));
     expect(table).toContain("KV cache is needed, which is larger than the available KV cache memory");
     expect(table).toContain("Invalid repository ID or local directory specified");
     expect(table).toContain("keeps crashing (restarted");
     expect(table).toContain("No space left on device");
+    expect(table).toContain("DefaultCPUAllocator: not enough memory");
+    expect(table).toContain("was killed for lack of memory (docker inspect: OOMKilled)");
+    expect(table).toContain("Failed core proc(s): {'EngineCore_DP0': -9}");
   });
 });
