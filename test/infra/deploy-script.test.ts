@@ -360,8 +360,11 @@ describe("deploy.sh installing a new bundle", () => {
 
 /** vLLM 0.11's log when the engine core fails to start with `error` (a V1 ValueError): the engine
  * core's traceback, then the API server's (about 40 lines) ending in "See root cause above".
- * `vllm` gives another version's, whose engine core names itself `EngineCore` (0.29 and later). */
-function vllmEngineFailure(error: string, { version, engine } = { version: "0.11.0", engine: "EngineCore_DP0" }): string {
+ * `version` and `engine` give another version's, whose engine core names itself `EngineCore` (0.29
+ * and later). A null `error` is an engine core killed by signal `signal` (the OOM killer's SIGKILL):
+ * no traceback of its own, and the API server names its exit code, -signal. */
+function vllmEngineFailure(error: string | null,
+  { version = "0.11.0", engine = "EngineCore_DP0", signal = 9 }: { version?: string; engine?: string; signal?: number } = {}): string {
   const core = `(${engine} pid=270) ERROR 12-04 21:01:10 [core.py:708]`;
   const api = "(APIServer pid=1)";
   const frames = (prefix: string, list: string[]) => list.flatMap((f) => [`${prefix}   File "${f.split("|")[0]}", line 1, in ${f.split("|")[1]}`, `${prefix}     ${f.split("|")[2]}`]);
@@ -371,23 +374,25 @@ function vllmEngineFailure(error: string, { version, engine } = { version: "0.11
     `${api} INFO 12-04 21:00:09 [model.py:547] Resolved architecture: Qwen2ForCausalLM`,
     `(${engine} pid=270) INFO 12-04 21:00:58 [gpu_model_runner.py:2653] Model loading took 14.25 GiB and 41.2 seconds`,
     `(${engine} pid=270) INFO 12-04 21:01:09 [gpu_worker.py:298] Available KV cache memory: 1.19 GiB`,
-    `${core} EngineCore failed to start.`,
-    `${core} Traceback (most recent call last):`,
-    ...frames(core, [`${vllm}/v1/engine/core.py|run_engine_core|engine_core = EngineCoreProc(*args, **kwargs)`,
-      `${vllm}/v1/engine/core.py|__init__|super().__init__(vllm_config, executor_class, log_stats,`,
-      `${vllm}/v1/engine/core.py|__init__|self._initialize_kv_caches(vllm_config)`,
-      `${vllm}/v1/engine/core.py|_initialize_kv_caches|kv_cache_configs = get_kv_cache_configs(vllm_config, kv_cache_specs,`,
-      `${vllm}/v1/core/kv_cache_utils.py|get_kv_cache_configs|check_enough_kv_cache_memory(vllm_config, kv_cache_spec_one_worker,`,
-      `${vllm}/v1/core/kv_cache_utils.py|check_enough_kv_cache_memory|raise ValueError(`]),
-    `${core} ${error}`,
-    `(${engine} pid=270) Process ${engine}:`,
-    `(${engine} pid=270) Traceback (most recent call last):`,
-    ...frames(`(${engine} pid=270)`, ["/usr/lib/python3.12/multiprocessing/process.py|_bootstrap|self.run()",
-      "/usr/lib/python3.12/multiprocessing/process.py|run|self._target(*self._args, **self._kwargs)",
-      `${vllm}/v1/engine/core.py|run_engine_core|raise e`,
-      `${vllm}/v1/core/kv_cache_utils.py|check_enough_kv_cache_memory|raise ValueError(`]),
-    `(${engine} pid=270) ${error}`,
-    "[rank0]:[W1204 21:01:11.437120815 ProcessGroupNCCL.cpp:1538] Warning: WARNING: destroy_process_group() was not called before program exit, which can leak resources.",
+    ...(error === null ? [] : [
+      `${core} EngineCore failed to start.`,
+      `${core} Traceback (most recent call last):`,
+      ...frames(core, [`${vllm}/v1/engine/core.py|run_engine_core|engine_core = EngineCoreProc(*args, **kwargs)`,
+        `${vllm}/v1/engine/core.py|__init__|super().__init__(vllm_config, executor_class, log_stats,`,
+        `${vllm}/v1/engine/core.py|__init__|self._initialize_kv_caches(vllm_config)`,
+        `${vllm}/v1/engine/core.py|_initialize_kv_caches|kv_cache_configs = get_kv_cache_configs(vllm_config, kv_cache_specs,`,
+        `${vllm}/v1/core/kv_cache_utils.py|get_kv_cache_configs|check_enough_kv_cache_memory(vllm_config, kv_cache_spec_one_worker,`,
+        `${vllm}/v1/core/kv_cache_utils.py|check_enough_kv_cache_memory|raise ValueError(`]),
+      `${core} ${error}`,
+      `(${engine} pid=270) Process ${engine}:`,
+      `(${engine} pid=270) Traceback (most recent call last):`,
+      ...frames(`(${engine} pid=270)`, ["/usr/lib/python3.12/multiprocessing/process.py|_bootstrap|self.run()",
+        "/usr/lib/python3.12/multiprocessing/process.py|run|self._target(*self._args, **self._kwargs)",
+        `${vllm}/v1/engine/core.py|run_engine_core|raise e`,
+        `${vllm}/v1/core/kv_cache_utils.py|check_enough_kv_cache_memory|raise ValueError(`]),
+      `(${engine} pid=270) ${error}`,
+      "[rank0]:[W1204 21:01:11.437120815 ProcessGroupNCCL.cpp:1538] Warning: WARNING: destroy_process_group() was not called before program exit, which can leak resources.",
+    ]),
     `${api} Traceback (most recent call last):`,
     ...frames(api, ["/usr/local/bin/vllm|<module>|sys.exit(main())",
       `${vllm}/entrypoints/cli/main.py|main|args.dispatch_function(args)`,
@@ -408,7 +413,7 @@ function vllmEngineFailure(error: string, { version, engine } = { version: "0.11
       "/usr/lib/python3.12/contextlib.py|__exit__|next(self.gen)",
       `${vllm}/v1/engine/utils.py|launch_core_engines|wait_for_engine_startup(`,
       `${vllm}/v1/engine/utils.py|wait_for_engine_startup|raise RuntimeError(`]),
-    `${api} RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}`,
+    `${api} RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {${error === null ? `'${engine}': -${signal}` : ""}}`,
   ].join("\n") + "\n";
 }
 
@@ -519,6 +524,80 @@ describe("wait-ready.sh --diagnose with vLLM 0.11's real failures", () => {
   });
 });
 
+// PyTorch's words when the host, not the GPU, has no memory left (c10's alloc_cpu.cpp, two
+// wordings across versions), the kernel's ENOMEM, and CUDA's.
+const CPU_OOM = "RuntimeError: [enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to allocate 3758096384 bytes.";
+const CPU_CANT = "RuntimeError: [enforce fail at alloc_cpu.cpp:118] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate 3758096384 bytes. Error code 12 (Cannot allocate memory)";
+const ENOMEM = "OSError: [Errno 12] Cannot allocate memory";
+const CUDA_OOM = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.02 GiB. GPU 0 has a total capacity of 19.70 GiB of which 512.00 MiB is free.";
+const HOST_RAM_HINT = "The host ran out of RAM (not GPU memory)";
+
+/** `compose ps` for a stack whose litellm restarts, and `docker inspect` answering `state` (its
+ * OOMKilled, ExitCode and memory limit in bytes) about litellm's container, f00d. */
+const litellmInspected = (state: string) => `case "$*" in
+  "compose ps -a -q litellm") echo f00d;;
+  "compose ps"*) printf '  vllm: Up 6 minutes (healthy)\\n  litellm: Restarting (137) 2 seconds ago\\n  shim: Up 6 minutes (healthy)\\n';;
+  inspect*OOMKilled*f00d) echo "${state}";;
+  inspect*OOMKilled*) exit 1;;
+esac`;
+// LiteLLM's ordinary start: what its log holds when the OOM killer ends it (a killed process writes nothing).
+const LITELLM_START = "INFO:     Started server process [1]\nINFO:     Waiting for application startup.\n";
+
+describe("wait-ready.sh --diagnose when memory runs out", () => {
+  it.each([["PyTorch's CPU allocator", CPU_OOM], ["PyTorch's CPU allocator in an OutOfMemoryError", CPU_OOM.replace("RuntimeError", "torch.OutOfMemoryError")],
+    ["PyTorch's CPU allocator's other wording", CPU_CANT],
+    ["the kernel's ENOMEM", ENOMEM]])("says the host's RAM, not the GPU's, is short when vLLM reports %s", (_, error) => {
+    const r = diagnose({ vllm: vllmEngineFailure(error) });
+    expect(r.output).toContain(HOST_RAM_HINT);
+    expect(r.output).toContain("a plan with more RAM");
+    expect(r.output).toContain("--cpu-offload-gb");
+    expect(r.output).not.toContain("does not fit in GPU memory");
+  });
+
+  it("still says the model does not fit in GPU memory for CUDA's out of memory", () => {
+    const r = diagnose({ vllm: vllmEngineFailure(CUDA_OOM) });
+    expect(r.output).toContain("The model does not fit in GPU memory: lower model.maxModelLen");
+    expect(r.output).not.toContain(HOST_RAM_HINT);
+  });
+
+  it("says a service the OOM killer ended (its log shows nothing wrong) was killed for lack of the host's RAM", () => {
+    const r = diagnose({ litellm: LITELLM_START }, litellmInspected("true 137 0"));
+    expect(r.output).toContain("litellm was killed for lack of memory (docker inspect: OOMKilled)");
+    expect(r.output).toContain(HOST_RAM_HINT);
+    expect(r.output).toContain("Last lines from litellm");
+    expect(r.output).toContain("Waiting for application startup.");
+  });
+
+  it("names the container's memory limit when it has one: that limit, not the host, ran out", () => {
+    const r = diagnose({ litellm: LITELLM_START }, litellmInspected("true 137 2147483648"));
+    expect(r.output).toContain("litellm was killed for lack of memory (docker inspect: OOMKilled)");
+    expect(r.output).toContain("its container's memory limit, 2048 MiB");
+    expect(r.output).not.toContain(HOST_RAM_HINT);
+  });
+
+  it("says a service ended by SIGKILL without the OOM flag was killed, and says nothing of memory for an ordinary exit", () => {
+    const killed = diagnose({ litellm: LITELLM_START }, litellmInspected("false 137 0"));
+    expect(killed.output).toContain("litellm was killed (SIGKILL, exit 137)");
+    expect(killed.output).not.toContain("lack of memory");
+    const exited = diagnose({ litellm: "litellm.exceptions.BadRequestError: no such model\n" }, litellmInspected("false 1 0"));
+    expect(exited.output).not.toMatch(/lack of memory|was killed|ran out of RAM/);
+    expect(exited.output).toContain("Root cause: litellm.exceptions.BadRequestError: no such model");
+  });
+
+  it.each([["vLLM 0.11", {}, "EngineCore_DP0"], ["vLLM 0.29 and later", { version: "0.31.0", engine: "EngineCore" }, "EngineCore"]])(
+    "names vLLM's engine core killed by SIGKILL (%s: Failed core proc(s) -9) as the root cause, with the host RAM hint", (_, v, engine) => {
+      const r = diagnose({ vllm: vllmEngineFailure(null, v) });
+      expect(r.output).toContain(`Root cause: vLLM's engine core (${engine}) was killed by SIGKILL (exit code -9), usually the host's OOM killer`);
+      expect(r.output).toContain(HOST_RAM_HINT);
+    });
+
+  it("names another signal that killed the engine core, without blaming memory", () => {
+    const r = diagnose({ vllm: vllmEngineFailure(null, { signal: 4 }) });
+    expect(r.output).toContain("Root cause: vLLM's engine core (EngineCore_DP0) was killed by SIGILL (exit code -4)");
+    expect(r.output).not.toContain(HOST_RAM_HINT);
+  });
+});
+
 describe("deploy.sh when a service crash-loops (restart: unless-stopped)", () => {
   it("fails soon, naming vLLM and its error, instead of waiting out readyTimeoutMinutes while it restarts", { timeout: 40_000 }, () => {
     // compose up --wait does not fail on a container that restarts (its state is `restarting`,
@@ -538,6 +617,23 @@ describe("deploy.sh when a service crash-loops (restart: unless-stopped)", () =>
     expect(output).toContain("Root cause: ValueError: To serve at least one request");
     expect(output).not.toContain("docker compose up failed after");
     expect(r.seconds).toBeLessThan(15); // not after compose up's own wait (here 20 s, on a host 30 min)
+  });
+
+  it("says a crash-looping service was killed for lack of memory when the OOM killer ended it, not only that it keeps crashing", { timeout: 40_000 }, () => {
+    const bundle = stack({ litellm: LITELLM_START }, `case "$*" in
+      "compose up"*) touch "$r/up"; exec /bin/sleep 20;;
+      "compose ps -a -q") if [ -f "$r/up" ]; then echo f00d; fi;;
+      "compose ps -a -q litellm") echo f00d;;
+      "compose ps"*) echo "  litellm: Restarting (137) 3 seconds ago";;
+      inspect*OOMKilled*) echo "true 137 0";;
+      inspect*) echo "f00d 3 litellm restarting";;
+    esac`);
+    const r = bundle.run("deploy.sh", [bundle.dest, "1800", READY_URL]);
+    const output = r.stdout + r.stderr;
+    expect(r.status).toBe(1);
+    expect(output).toContain("gpu-sandbox: litellm keeps crashing (restarted 3 times since this docker compose up began)");
+    expect(output).toContain("litellm was killed for lack of memory (docker inspect: OOMKilled)");
+    expect(output).toContain(HOST_RAM_HINT);
   });
 
   it("fails soon when a stopped container that compose up starts again crash-loops (docker start resets its RestartCount)", { timeout: 40_000 }, () => {
@@ -575,12 +671,15 @@ describe("deploy.sh when a service crash-loops (restart: unless-stopped)", () =>
 });
 
 describe("docs/operations.md Troubleshooting", () => {
-  it("has rows matching what vLLM 0.11 prints for a model that does not fit, a model id it cannot find, and a crash-looping service", () => {
+  it("has rows matching what vLLM 0.11 prints for a model that does not fit, a model id it cannot find, a crash-looping service, and memory the host lacks", () => {
     const docs = readFileSync(join(import.meta.dirname, "../../docs/operations.md"), "utf8");
     const table = docs.slice(docs.indexOf("## Troubleshooting"), docs.indexOf("## Design notes"));
     expect(table).toContain("KV cache is needed, which is larger than the available KV cache memory");
     expect(table).toContain("Invalid repository ID or local directory specified");
     expect(table).toContain("keeps crashing (restarted");
     expect(table).toContain("No space left on device");
+    expect(table).toContain("DefaultCPUAllocator: not enough memory");
+    expect(table).toContain("was killed for lack of memory (docker inspect: OOMKilled)");
+    expect(table).toContain("Failed core proc(s): {'EngineCore_DP0': -9}");
   });
 });
