@@ -183,6 +183,38 @@ describe("certbot-renew.sh finding the certificate certbot wrote", () => {
   });
 });
 
+describe("certbot-renew.sh retrying a failed issuance", () => {
+  // Let's Encrypt pauses a name for an account after 3,600 consecutive failed authorizations
+  // (refilled one a day): 15-minute retries reach it in about 38 days.
+  it("retries every 15 minutes for a day (96 tries), then hourly, and says so", () => {
+    const r = runLoop({ certbot: "exit 1", sleeps: 99 });
+    expect(r.sleeps).toEqual([...Array(96).fill("sleep 900"), ...Array(3).fill("sleep 3600")]);
+    const lines = r.stderr.trimEnd().split("\n");
+    expect(lines[95]).toBe("certbot: could not obtain a certificate for llm.example.com; retrying in 15 minutes");
+    expect(lines[96]).toMatch(/^certbot: could not obtain a certificate for llm\.example\.com \(97 tries in a row, over a day\); retrying hourly from now on/);
+    expect(lines[96]).toContain("Let's Encrypt");
+  });
+
+  it("goes back to 15 minutes after a success", () => {
+    // certbot fails 97 times, succeeds once (a new certificate, installed), then fails again.
+    const r = runLoop({
+      certbot: `[ "$(grep -c '^certbot ' calls)" -eq 98 ] || exit 1`,
+      sleeps: 99,
+    });
+    expect(r.sleeps.slice(95)).toEqual(["sleep 900", "sleep 3600", "sleep 12h", "sleep 900"]);
+  });
+
+  it("retries a failed copy in 15 minutes, whatever certbot's failures before", () => {
+    const r = runLoop({
+      certbot: `[ "$(grep -c '^certbot ' calls)" -gt 100 ] || exit 1`,
+      cp: "exit 1",
+      sleeps: 101,
+    });
+    expect(r.sleeps.slice(99)).toEqual(["sleep 3600", "sleep 900"]);
+    expect(r.stderr.trimEnd().split("\n").at(-1)).toContain("could not copy the certificate for llm.example.com");
+  });
+});
+
 it("certbot-renew.sh passes shellcheck", () => {
   const result = runTool("shellcheck", [join(REPO_ROOT, "templates/bundle/certbot-renew.sh")]);
   expect(result.output).toBe("");
