@@ -48,6 +48,6 @@ export const DEFAULT_IMAGES: Images = {
   // LiteLLM's rolling pointer to its newest stable release (`main-stable` was deprecated in 2026).
   litellm: "ghcr.io/berriai/litellm-non_root:latest",
   nginx: "nginx:1.30-alpine",
-  certbot: "certbot/certbot:v4.2.0",
+  certbot: "certbot/certbot:v5.10.0",
   node: "node:24-slim",
 };

@@ -66,7 +66,7 @@ stray6=$(getent ahostsv6 "$domain" 2>/dev/null | awk '$1 ~ /:/ && $1 !~ /^::ffff
     log "  (5 failed validations an hour, 5 certificates for the same name a week), or port 80 not open to"
     log "  everyone (allowedCidrs)."
   fi
-  log "  certbot retries every 15 minutes, and nginx takes the certificate within a minute of its issuance."
+  log "  certbot retries every 15 minutes (hourly after a day of failures), and nginx takes the certificate within a minute of its issuance."
   log "  Why it failed: cd $(pwd) && docker compose logs certbot"
 } >&2
 exit 0
