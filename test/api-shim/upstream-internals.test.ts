@@ -3,7 +3,8 @@
 // name the compose network's hosts, ports and addresses, a traceback the image's paths.
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { hideInternalDetails, isInternalHost } from "../../api-shim/src/upstream/internal-details.ts";
+import { isInternalHost } from "../../api-shim/src/internal-hosts.ts";
+import { hideInternalDetails } from "../../api-shim/src/upstream/internal-details.ts";
 import { upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream/upstream-errors.ts";
 import { secretRedactor } from "../../api-shim/src/observability/redaction.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
@@ -59,7 +60,7 @@ describe("the deployment's internals in an upstream's 400", () => {
   });
 
   it("tells internal hosts from public ones by shape", () => {
-    for (const host of ["vllm", "localhost", "127.0.0.1", "10.89.0.3", "172.20.1.1", "192.168.1.10", "169.254.169.254", "[::1]", "[fd00::5]", "[fe80::1]", "db.internal", "vllm.default.svc.cluster.local", "nas.local"])
+    for (const host of ["vllm", "localhost", "127.0.0.1", "10.89.0.3", "172.20.1.1", "192.168.1.10", "169.254.169.254", "[::1]", "[fd00::5]", "[fe80::1]", "db.internal", "vllm.default.svc.cluster.local", "nas.local", "localhost.", "0.0.0.0", "[::]", "[::ffff:7f00:1]"])
       expect.soft(isInternalHost(host), host).toBe(true);
     for (const host of ["api.openai.com", "8.8.8.8", "172.32.0.1", "generativelanguage.googleapis.com", "[2001:db8::1]"])
       expect.soft(isInternalHost(host), host).toBe(false);

@@ -1,5 +1,6 @@
 import { isAscii } from "node:buffer";
 import { isTextPart, mediaParts, partText } from "./content-parts.ts";
+import { refuseInternalMediaUrls } from "./media-urls.ts";
 import { checkEmbeddingsRequest } from "./embeddings-request.ts";
 import { invalidParam, ShimError } from "../errors.ts";
 import { spliceMemberValue } from "./json-splice.ts";
@@ -125,6 +126,7 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
     n = b.n;
   }
   const templated = kind === "chat" || chatEmbeddings;
+  if (templated) refuseInternalMediaUrls(b.messages);
   const prompts = templated ? 1 : kind === "embeddings" ? batchSize(b.input) : (b.prompt == null ? 0 : batchSize(b.prompt)) + embeds;
   let stream = false;
   if (kind !== "embeddings" && b.stream !== undefined && b.stream !== null) {

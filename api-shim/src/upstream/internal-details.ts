@@ -7,25 +7,16 @@
  * snapshot behind a model's alias. None of it helps a client fix its request; all of it maps the
  * host for an attacker. The operator finds it in LiteLLM's and vLLM's own logs.
  *
- * By shape, as the secrets are (redaction.ts): an address is internal when its host is one word
- * (a compose service, `localhost`), a loopback, private, link-local or unique-local IP, or a name
- * under a suffix only a private network resolves (`.internal`, `.local`, `.svc`, …). A public
- * host (a provider's API, a documentation link) stays, as does the rest of the message.
+ * By shape, as the secrets are (redaction.ts): an address is hidden when its host is one only
+ * the deployment's network reaches (internal-hosts.ts). A public host (a provider's API, a
+ * documentation link) stays, as does the rest of the message.
  */
+import { isInternalHost, PRIVATE_IPV4 } from "../internal-hosts.ts";
 
 /** Where Python starts a traceback: the message is cut there (the client's part comes before it). */
 const TRACEBACK = "Traceback (most recent call last)";
-export const INTERNAL_ADDRESS = "[internal address]";
+const INTERNAL_ADDRESS = "[internal address]";
 const HIDDEN_PATH = "[path]";
-
-const OCTET = String.raw`(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)`;
-/** 10/8, 127/8, 172.16/12, 192.168/16, 169.254/16 (link-local: a cloud's metadata service). */
-const PRIVATE_IPV4 = String.raw`(?:(?:10|127)(?:\.${OCTET}){3}|172\.(?:1[6-9]|2\d|3[01])(?:\.${OCTET}){2}|(?:192\.168|169\.254)(?:\.${OCTET}){2})`;
-const PRIVATE_IPV4_ONLY = new RegExp(`^${PRIVATE_IPV4}$`);
-/** ::1, fc00::/7 (unique local), fe80::/10 (link-local), and an IPv4-mapped private address. */
-const PRIVATE_IPV6_ONLY = new RegExp(`^(?:::1|f[cd][0-9a-f]{0,2}:[0-9a-f:]*|fe[89ab][0-9a-f]?:[0-9a-f:]*|::ffff:${PRIVATE_IPV4})$`, "i");
-/** Names that resolve only inside a private network (RFC 6762's .local, RFC 8375's home.arpa, Kubernetes' .svc). */
-const PRIVATE_SUFFIX = /\.(?:internal|local|localdomain|lan|intranet|corp|home\.arpa|svc|cluster\.local)$/i;
 
 /** A URL: scheme, credentials, host (a bracketed IPv6 or a name), port, and the rest up to a space or a quote. */
 const URL = /[a-z][a-z0-9+.-]{0,15}:\/\/(?:[^\s/?#'"<>`@]*@)?(\[[0-9a-f:.]+\]|[^\s/?#'"<>`:[\]]+)[^\s'"<>`]*/gi;
@@ -38,13 +29,6 @@ const BARE_PRIVATE_IPV4 = new RegExp(String.raw`(?<![\w.])${PRIVATE_IPV4}(?![\w.
  * site-packages, the Hugging Face cache, a model directory): not an API route such as `/v1/…`.
  */
 const FILE_PATH = /(?<![\w.~/:-])\/(?:root|home|usr|opt|app|tmp|var|srv|mnt|data|models|workspace|etc|proc|run|lib|lib64|snap|nix|private)\/[^\s'"<>`]*/g;
-
-/** Whether a URL's or an address's host is one only the deployment's own network reaches. */
-export function isInternalHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, "");
-  if (!h.includes(".") && !h.includes(":")) return true;
-  return PRIVATE_IPV4_ONLY.test(h) || PRIVATE_IPV6_ONLY.test(h) || PRIVATE_SUFFIX.test(h.replace(/\.$/, ""));
-}
 
 /** The punctuation ending a match, which is the sentence's (`…/completions'.`): kept outside what is hidden. */
 function withSentenceEnd(match: string, replacement: string): string {

@@ -1,0 +1,80 @@
+// A chat that names media by a URL into the deployment's own network is refused before anything
+// is held or forwarded: vLLM (a multimodal model) and LiteLLM (a provider taking media inline)
+// fetch such URLs themselves, from inside the compose network (vLLM issue #57157, CVE-2025-6242).
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ShimError } from "../../api-shim/src/errors.ts";
+import { parseInferenceRequest } from "../../api-shim/src/requests/inference-request.ts";
+import { type Harness, startShim } from "../support/shim-harness.ts";
+
+const chat = (part: unknown) => ({ model: "m", messages: [{ role: "system", content: "be brief" }, { role: "user", content: [{ type: "text", text: "what is this?" }, part] }] });
+const refusal = (body: unknown, kind: "chat" | "embeddings" = "chat") => {
+  try {
+    parseInferenceRequest(kind, body);
+    return undefined;
+  } catch (e) {
+    return e as ShimError;
+  }
+};
+
+describe("media URLs in a chat", () => {
+  it("are refused when they point inside the deployment: its services, private and link-local addresses, however written, and the server's files", () => {
+    const inside = [
+      { type: "image_url", image_url: { url: "http://vllm:8000/metrics" } },
+      { type: "image_url", image_url: { url: "http://169.254.169.254/latest/meta-data/" } },
+      { type: "image_url", image_url: { url: "http://0x7f.1:8081/ready" } }, // 127.0.0.1, as a URL parser reads it
+      { type: "image_url", image_url: { url: "https://[::1]/x.png" } },
+      { type: "image_url", image_url: { url: "http://2130706433/x.png" } },
+      { type: "video_url", video_url: { url: "http://10.89.0.3:8080/admin/keys" } },
+      { type: "audio_url", audio_url: { url: "http://litellm:4000/health" } },
+      { image_url: "http://shim:8080/metrics" }, // vLLM's untyped part: the URL itself
+      { type: "file", file: { file_id: "http://192.168.1.20/report.pdf" } },
+      { type: "image_url", image_url: { url: "file:///etc/passwd" } },
+      { type: "image_url", image_url: { url: "http://db.internal/x.png" } },
+    ];
+    for (const part of inside) {
+      const e = refusal(chat(part));
+      expect.soft(e, JSON.stringify(part)).toBeInstanceOf(ShimError);
+      expect.soft(e && [e.status, e.code, e.param], JSON.stringify(part)).toEqual([400, "invalid_request", "messages"]);
+    }
+    expect(refusal(chat(inside[0]))!.message).toBe("Media URLs must be public: the image_url in messages[1] names 'vllm', which is inside this deployment. Send the media from a public URL or inline (a data: URL).");
+    expect(refusal(chat(inside[9]))!.message).toContain("names a file on the server");
+    // vLLM's chat-style embeddings render messages too, media included.
+    expect(refusal({ model: "m", messages: chat(inside[1]).messages }, "embeddings")).toBeInstanceOf(ShimError);
+  });
+
+  it("pass when public or inline, and a URL in a message's text is no media", () => {
+    const fine = [
+      { type: "image_url", image_url: { url: "https://upload.wikimedia.org/wikipedia/commons/a/a9/Example.jpg" } },
+      { type: "image_url", image_url: { url: "http://8.8.8.8/x.png" } },
+      { type: "image_url", image_url: { url: `data:image/png;base64,${"A".repeat(10_000)}` } },
+      { type: "input_audio", input_audio: { data: "UklGRg==", format: "wav" } },
+      { type: "file", file: { file_id: "file-abc123" } },
+      { type: "image_url", image_url: { url: "not a url" } }, // the server's to refuse
+      { type: "text", text: "fetch http://vllm:8000/metrics for me" },
+    ];
+    for (const part of fine) expect.soft(refusal(chat(part)), JSON.stringify(part)).toBeUndefined();
+  });
+});
+
+describe("through the shim, to the openai SDK", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim();
+  });
+  afterAll(async () => h.close());
+
+  it("a chat naming an internal media URL is a BadRequestError, never forwarded, nothing charged", async () => {
+    const { key } = await h.createKey({ credits: 10 });
+    const before = h.fake.counters.received;
+    const e = await h.client(key).chat.completions.create({
+      model: "qwen2.5-7b",
+      messages: [{ role: "user", content: [{ type: "text", text: "describe" }, { type: "image_url", image_url: { url: "http://169.254.169.254/latest/meta-data/" } }] }],
+    }).catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((e as InstanceType<typeof OpenAI.BadRequestError>).message).toContain("names '169.254.169.254', which is inside this deployment");
+    expect(h.fake.counters.received).toBe(before);
+    const res = await fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+    expect(res.headers.get("x-credits-remaining")).toBe("10");
+  });
+});
