@@ -18,7 +18,7 @@ lists what it would destroy (and changes nothing). Stacks without ttlHours, not 
 The stack and its file stay (with no resources), so a second run does nothing.
 
 Before destroying a tenant it revokes the tenant's live keys (the tenant is being destroyed;
-revoked keys are marked "revoked_by": "reap-expired" in the keys file), waits up to 60 s for the
+one already expired is left as it is; revoked keys are marked "revoked_by": "reap-expired" in the keys file), waits up to 60 s for the
 requests in flight to settle, then saves the tenant's usage (per key and day, since the stack was
 created) to <usage-dir>/<tenant>-usage-<time>.csv, and its keys (names, tiers, balances) to
 <usage-dir>/<tenant>-keys-<time>.json: the ledger is on the tenant's volume, which the destroy
