@@ -6,6 +6,7 @@ import { creditsInput } from "../api-shim/src/money/money.ts";
 import { isNote, isPlainText, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_NOTE_CHARACTERS } from "../api-shim/src/names.ts";
 import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey, keyStatus } from "./lib/admin-client.ts";
 import { commaList, instantFlag, type Io, npmDashHint, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
+import { closestName } from "./lib/closest-name.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
@@ -17,7 +18,7 @@ Commands:
            makes a key and prints it once (store it then: only its hash is kept);
            --expires-at takes 2027-01-31T23:59:59Z (a zone is required) or 2027-01-31 (00:00 UTC)
   list     every key: balance, held, requests in flight, remaining, tier, status
-  revoke   --key <id|name>             the key stops working at once (401)
+  revoke   --key <id|name>             the key stops working at once (401); one already revoked: exit 0, saying when
   update   --key <id|name> [--tier <tier>] [--models <a,b> | --all-models]
            [--expires-at <time> | --no-expiry]
            changes a key in use from its next request on: the same secret, balance and usage
@@ -60,6 +61,18 @@ const COMMANDS = ["create", "list", "revoke", "top-up", "update"] as const;
 /** Flags every command takes: the target's, --json and --help. */
 const COMMON_FLAGS = new Set(["help", "json", ...Object.keys(TARGET_OPTIONS)]);
 type Command = (typeof COMMANDS)[number];
+const isCommand = (word: string | undefined): word is Command => word !== undefined && (COMMANDS as readonly string[]).includes(word);
+
+/** The word a command line gives as its command, before parsing: the first that is no flag nor a flag's value. */
+function commandWord(argv: readonly string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === "--") return argv[i + 1];
+    if (!word.startsWith("-")) return word;
+    if (word.startsWith("--") && !word.includes("=") && OPTIONS[word.slice(2) as keyof typeof OPTIONS]?.type === "string") i++;
+  }
+  return undefined;
+}
 
 /** Flags each command accepts besides the target and --json, so a misplaced flag is an error, not ignored. */
 const COMMAND_FLAGS: Record<Command, readonly string[]> = {
@@ -170,7 +183,11 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
     }
     case "revoke": {
       const key = findKey(await client.listKeys(), required("key", flags.key, "the id or name of the key to revoke"));
-      if (key.revoked_at !== null) throw new UsageError(`key ${key.name} (${key.id}) was already revoked at ${key.revoked_at}`);
+      // Done already: exit 0, so that a rotation script run again (after a failure further on) does not stop here.
+      if (key.revoked_at !== null) {
+        io.out(flags.json ? JSON.stringify(key, null, 2) : `Key ${key.name} (${key.id}) was already revoked, at ${shownTime(key.revoked_at)}; nothing changed.`);
+        return 0;
+      }
       const revoked = await client.revokeKey(key.id);
       io.out(flags.json ? JSON.stringify(revoked, null, 2) : `Revoked key ${revoked.name} (${revoked.id}) at ${revoked.revoked_at}; it now gets 401. Its usage and ledger are kept.`);
       return 0;
@@ -288,17 +305,23 @@ export function formatKeys(keys: readonly ApiKey[]): string {
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
   const deps = withDefaults(partial);
   return runScript(deps.io, async () => {
-    const { values, positionals } = parseFlags(argv, OPTIONS, USAGE, { positionals: true, rejected: REJECTED_TOKEN_FLAGS });
+    // A mistyped flag is suggested among those its command takes: `list --credit` told to use
+    // --credits, which `list` then refused.
+    const guess = commandWord(argv);
+    const suggest = isCommand(guess) ? [...COMMON_FLAGS, ...COMMAND_FLAGS[guess]] : undefined;
+    const { values, positionals } = parseFlags(argv, OPTIONS, USAGE, { positionals: true, rejected: REJECTED_TOKEN_FLAGS, ...(suggest ? { suggest } : {}) });
     if (values.help) {
       deps.io.out(USAGE);
       return 0;
     }
     const command = positionals[0];
-    if (positionals.length !== 1 || !(COMMANDS as readonly string[]).includes(command!)) {
+    if (positionals.length !== 1 || !isCommand(command)) {
       const hint = positionals.length > 1 ? `\n${npmDashHint(USAGE)}` : "";
-      throw new UsageError(`${command === undefined ? "a command is required" : `"${positionals.join(" ")}" is not a command`}; use one of: ${COMMANDS.join(", ")}${hint}\n\n${USAGE}`);
+      const meant = positionals.length === 1 ? closestName(command!, COMMANDS) : undefined;
+      const notOne = command === undefined ? "a command is required; use" : `"${positionals.join(" ")}" is not a command${meant ? `. Did you mean ${meant}? Use` : "; use"}`;
+      throw new UsageError(`${notOne} one of: ${COMMANDS.join(", ")}${hint}\n\n${USAGE}`);
     }
-    const cmd = command as Command;
+    const cmd = command;
     const stray = Object.keys(values).filter((f) => !COMMON_FLAGS.has(f) && !COMMAND_FLAGS[cmd].includes(f));
     if (stray.length) throw new UsageError(`${stray.map((f) => `--${f}`).join(", ")} ${stray.length === 1 ? "does" : "do"} not go with ${cmd}; ${cmd} takes: ${COMMAND_FLAGS[cmd].map((f) => `--${f}`).join(", ") || "no other flags"}`);
     const target = await resolveAdminTarget(values, deps);

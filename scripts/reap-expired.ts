@@ -3,8 +3,8 @@
 // `pulumi destroy`. A dry run unless --yes. Meant for cron: plain output, one prefix per stack,
 // exit 1 when a destroy failed or a stack's state could not be read.
 import { resolve } from "node:path";
-import { isIsoInstant, isoSeconds } from "../api-shim/src/requests/period.ts";
-import { formatDuration, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { isoSeconds } from "../api-shim/src/requests/period.ts";
+import { formatDuration, instantFlag, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
 import { type Expiry, expiryOf, FAILED_DEPLOY, mapLimit, outputsOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
@@ -18,7 +18,7 @@ lists what it would destroy (and changes nothing). Stacks without ttlHours, not 
 The stack and its file stay (with no resources), so a second run does nothing.
 
 Before destroying a tenant it revokes the tenant's live keys (the tenant is being destroyed;
-revoked keys are marked "revoked_by": "reap-expired" in the keys file), waits up to 60 s for the
+one already expired is left as it is; revoked keys are marked "revoked_by": "reap-expired" in the keys file), waits up to 60 s for the
 requests in flight to settle, then saves the tenant's usage (per key and day, since the stack was
 created) to <usage-dir>/<tenant>-usage-<time>.csv, and its keys (names, tiers, balances) to
 <usage-dir>/<tenant>-keys-<time>.json: the ledger is on the tenant's volume, which the destroy
@@ -291,10 +291,11 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     if (values.now !== undefined) {
       // A timestamp with its zone, as the shim's API takes them: without one Date.parse reads
       // the machine's local time (cron's zone decides what is destroyed), and 2026-02-30 rolls over.
-      if (!values.now.includes("T") || !isIsoInstant(values.now)) {
-        throw new UsageError(`--now "${values.now}" must be an ISO timestamp with its zone, e.g. 2026-03-01T18:00:00Z`);
-      }
-      now = new Date(Date.parse(values.now));
+      // A day that does not exist is named as the other scripts' date flags name it (instantFlag).
+      const shape = "an ISO timestamp with its zone, e.g. 2026-03-01T18:00:00Z";
+      const at = instantFlag("now", values.now, shape)!;
+      if (!at.includes("T")) throw new UsageError(`--now "${at}" must be ${shape}`);
+      now = new Date(Date.parse(at));
     }
     const concurrency = numberFlag("concurrency", values.concurrency, { min: 1, max: 16, integer: true, what: "a whole number", fallback: 2 });
     const usageDir = resolve(deps.root, values["usage-dir"] ?? "usage");

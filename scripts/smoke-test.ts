@@ -115,8 +115,14 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
   let model = opts.model;
   await check("models", "/models", async () => {
     const ids = (await client.models.list()).data.map((m) => m.id);
-    if (ids.length === 0) throw new CheckFailed("/models lists no model");
-    if (model !== undefined && !ids.includes(model)) throw new CheckFailed(`model "${model}" is not served; /models lists: ${ids.join(", ")}`);
+    // The shim's /models lists what this key may use, not all that is served: a model missing
+    // from it may be served and left out by the key's allow-list, which is what to check first.
+    const onlyThisKey = "it lists only the models this key may use";
+    const allowList = "`npm run manage-keys -- list`, MODELS column";
+    if (ids.length === 0) throw new CheckFailed(`/models lists no model for this key: ${onlyThisKey}; is any served? If so, the key's allow-list names none of them (e.g. after a model.servedName rename; ${allowList})`);
+    if (model !== undefined && !ids.includes(model)) {
+      throw new CheckFailed(`model "${model}" is not among those /models lists for this key (${ids.join(", ")}): ${onlyThisKey}; either no model of that name is served, or the key's allow-list leaves it out (${allowList})`);
+    }
     model ??= ids[0];
     return `${ids.length} model${ids.length === 1 ? "" : "s"}: ${ids.join(", ")}; using ${model}`;
   });

@@ -47,13 +47,14 @@ type Options = NonNullable<ParseArgsConfig["options"]>;
  * admin token given on the command line would land in shell history). A flag that is not
  * `multiple` given twice is refused: parseArgs keeps the last one, so `top-up --key A --amount 5
  * --key B --amount 50` would credit B 50 and say nothing of A. `known`: flags the script took out
- * of argv itself (reap-expired's `--force`), so a typo of one is still suggested.
+ * of argv itself (reap-expired's `--force`), so a typo of one is still suggested. `suggest`: the
+ * flags a typo may be taken for, when fewer than all do (manage-keys: those its command takes).
  */
 export function parseFlags<O extends Options>(
   argv: readonly string[],
   options: O,
   usage: string,
-  config: { positionals?: boolean; rejected?: Record<string, string>; known?: readonly string[] } = {},
+  config: { positionals?: boolean; rejected?: Record<string, string>; known?: readonly string[]; suggest?: readonly string[] } = {},
 ) {
   for (const arg of argv) {
     const name = arg.startsWith("--") ? arg.slice(2).split("=")[0]! : undefined;
@@ -68,7 +69,7 @@ export function parseFlags<O extends Options>(
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const unknown = code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? /^Unknown option '(.*?)'(?:\. |$)/.exec((err as Error).message)?.[1] : undefined;
-    if (unknown !== undefined) throw new UsageError(unknownOption(unknown, [...Object.keys(all), ...(config.known ?? [])], usage));
+    if (unknown !== undefined) throw new UsageError(unknownOption(unknown, config.suggest ?? [...Object.keys(all), ...(config.known ?? [])], usage));
     const extra = code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL" ? `\n${npmDashHint(usage)}` : "";
     throw new UsageError(`${(err as Error).message}${extra}\n\n${usage}`);
   }

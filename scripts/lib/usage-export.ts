@@ -193,7 +193,7 @@ class RevokedKeys {
   }
 }
 
-export interface ExportOptions extends Omit<RetireOptions, "progress" | "revoking"> {
+export interface ExportOptions extends Omit<RetireOptions, "progress" | "revoking" | "now"> {
   /** When the stack expired: the marker is for this expiry only. */
   readonly expiresAt: Date;
   readonly progress?: (line: string) => void;
@@ -231,7 +231,8 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
   try {
     const client = adminClient(targetFromOutputs(stack, r.outputs), options.fetchImpl, { progress });
     const retired = await retireKeys(client, {
-      ...options, progress,
+      // Whether a key has expired is the host's real time, not the --now that judged the stack.
+      ...options, progress, now: deps.now().getTime(),
       revoking: (key) => revoked.revoking(key.id),
       revoked: (key) => revoked.confirm(key.id),
     });

@@ -62,6 +62,18 @@ describe("through a script's main", () => {
     expect(io.stderr).toEqual(["Unknown option '--credit'. Did you mean --credits? (npm run manage-keys -- --help lists the options)"]);
   });
 
+  // A flag the command does not take is not suggested: `list` would refuse the --credits it was told to use.
+  it.each([
+    [["list", "--url", "http://x", "--credit", "5"], "Unknown option '--credit'. (npm run manage-keys -- --help lists the options)"],
+    [["list", "--url", "http://x", "--jsn"], "Unknown option '--jsn'. Did you mean --json? (npm run manage-keys -- --help lists the options)"],
+    [["revoke", "--url", "http://x", "--ky", "a"], "Unknown option '--ky'. Did you mean --key? (npm run manage-keys -- --help lists the options)"],
+    [["lst", "--url", "http://x", "--credit", "5"], "Unknown option '--credit'. Did you mean --credits? (npm run manage-keys -- --help lists the options)"],
+  ])("npm run manage-keys -- %j: suggests only what the command takes", async (argv, message) => {
+    const io = memoryIo();
+    expect(await manageKeys(argv, { io, env: {} })).toBe(1);
+    expect(io.stderr).toEqual([message]);
+  });
+
   it("npm run reap-expired -- --forse: suggests --force, which the script reads before the shared parser", async () => {
     const io = memoryIo();
     expect(await reapExpired(["--yes", "--forse"], { root: tempDir(), io, env: {} })).toBe(1);

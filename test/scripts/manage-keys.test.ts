@@ -212,9 +212,12 @@ describe("manage-keys against a real shim", () => {
     expect(err).toBeInstanceOf(OpenAI.AuthenticationError);
     expect((err as { status?: number }).status).toBe(401);
     expect((await listed()).find((k) => k.id === id)?.revoked_at).not.toBeNull();
+    // Again: done already, so exit 0 (a rotation script run twice does not fail), saying when.
+    const revokedAt = (await listed()).find((k) => k.id === id)!.revoked_at!;
     const again = await keys(["revoke", "--url", h.url, "--key", id]);
-    expect(again.code).toBe(1);
-    expect(again.err).toContain(`key to-revoke (${id}) was already revoked`);
+    expect(again.code, again.err).toBe(0);
+    expect(again.out).toBe(`Key to-revoke (${id}) was already revoked, at ${revokedAt.replace(/\.\d+Z$/, "Z")}; nothing changed.`);
+    expect((await listed()).find((k) => k.id === id)!.revoked_at).toBe(revokedAt);
   });
 
   it("update: another tier, allow-list and expiry for a key in use, by name; its balance and secret stay, and the next request has them", async () => {
@@ -313,6 +316,8 @@ describe("manage-keys against a real shim", () => {
     [["list"], "--stack <name> or --url <base URL> is required"],
     [["list", "--stack", "a", "--url", "URL"], "use either --stack or --url, not both"],
     [["rotate", "--url", "URL"], '"rotate" is not a command; use one of: create, list, revoke, top-up, update'],
+    [["lst", "--url", "URL"], '"lst" is not a command. Did you mean list? Use one of: create, list, revoke, top-up, update'],
+    [["--url", "URL", "revok", "--key", "x"], '"revok" is not a command. Did you mean revoke? Use one of: create, list, revoke, top-up, update'],
     // `npm run manage-keys list --url URL`, no `--`: npm keeps --url and passes its value on.
     [["list", "URL"], "is not a command; use one of: create, list, revoke, top-up, update\nflags typed before `--` are kept by npm, not passed on: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]"],
     [[], "a command is required"],

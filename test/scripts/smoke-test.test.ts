@@ -148,8 +148,33 @@ describe("smoke-test", () => {
   it("fails against a model that is not served", async () => {
     const r = await smoke(["--url", `${h.url}/v1`, "--model", "llama-9000"]);
     expect(r.code).toBe(1);
-    expect(r.line("models")).toContain('model "llama-9000" is not served; /models lists: qwen2.5-7b, bge-m3');
+    expect(r.line("models")).toContain('model "llama-9000" is not among those /models lists for this key (qwen2.5-7b, bge-m3)');
     expect(r.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}HTTP 404 model_not_found: /);
+  });
+
+  // The shim's /models lists what the key may use: a served model outside its allow-list is missing
+  // from it too, and "not served" sent the operator to the model server, not to the key.
+  it("a served model outside the key's allow-list is not called \"not served\": the line points at the allow-list", async () => {
+    const { key: embedOnly } = await h.createKey({ name: "embed-only", credits: 10, models: ["bge-m3"] });
+    const r = await smoke(["--url", `${h.url}/v1`, "--model", "qwen2.5-7b"], { GPU_SANDBOX_API_KEY: embedOnly });
+    expect(r.code).toBe(1);
+    expect(r.line("models")).not.toContain("is not served");
+    expect(r.line("models")).toContain('model "qwen2.5-7b" is not among those /models lists for this key (bge-m3): it lists only the models this key may use; either no model of that name is served, or the key\'s allow-list leaves it out (`npm run manage-keys -- list`, MODELS column)');
+    expect(r.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}HTTP 403 model_not_allowed: /);
+  });
+
+  it("a key whose allow-list names no served model (a servedName renamed since): /models lists none, and the line says why it may", async () => {
+    // The shim's configuration still names bge-m3 (so the key could be made), its model server no longer serves it.
+    const renamed = await startShim({ fake: { ...DEFAULT_FAKE, models: DEFAULT_FAKE.models!.filter((m) => m.name !== "bge-m3") } });
+    let r;
+    try {
+      const { key: embedOnly } = await renamed.createKey({ name: "embed-only", credits: 10, models: ["bge-m3"] });
+      r = await smoke(["--url", `${renamed.url}/v1`], { GPU_SANDBOX_API_KEY: embedOnly });
+    } finally {
+      await renamed.close();
+    }
+    expect(r.code).toBe(1);
+    expect(r.line("models")).toMatch(/ {2}\/models lists no model for this key: it lists only the models this key may use; is any served\? If so, the key's allow-list names none of them \(e\.g\. after a model\.servedName rename; `npm run manage-keys -- list`, MODELS column\)$/);
   });
 
   it("fails against vLLM without the shim: any key works and there are no credit headers", async () => {
@@ -246,7 +271,7 @@ describe("smoke-test", () => {
     empty.set({ defaultTokens: 0 });
     try {
       const r = await smoke(["--url", none.url]);
-      expect(r.line("models")).toMatch(/^FAIL {2}models +\d+ ms {2}\/models lists no model$/);
+      expect(r.line("models")).toMatch(/^FAIL {2}models +\d+ ms {2}\/models lists no model for this key: /);
       const e = await smoke(["--url", empty.url, "--model", "qwen2.5-7b"]);
       expect(e.code).toBe(1);
       expect(e.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}the answer has no content \(finish_reason stop\)$/);
