@@ -18,9 +18,13 @@ const PRIVATE_IPV6_ONLY = /^(?:::1?|f[cd][0-9a-f]{0,2}:[0-9a-f:.]*|fe[89ab][0-9a
 /** Names that resolve only inside a private network (RFC 6762's .local, RFC 8375's home.arpa, Kubernetes' .svc). */
 const PRIVATE_SUFFIX = /\.(?:internal|local|localdomain|lan|intranet|corp|home\.arpa|svc|cluster\.local)$/i;
 
-/** Whether `host` (a name, an IPv4 address, an IPv6 one with or without brackets) is one only the deployment's own network reaches. */
+/**
+ * Whether `host` (a name, an IPv4 address, an IPv6 one with or without brackets) is one only the
+ * deployment's own network reaches. A name with a `_` is one too: no public host name has one, and
+ * Docker's DNS answers a container by its network's name (`vllm.gpu-sandbox_backend`).
+ */
 export function isInternalHost(host: string): boolean {
   const h = host.replace(/^\[|\]$/g, "").replace(/\.$/, "");
   if (!h.includes(".") && !h.includes(":")) return true;
-  return PRIVATE_IPV4_ONLY.test(h) || PRIVATE_IPV6_ONLY.test(h) || PRIVATE_SUFFIX.test(h);
+  return h.includes("_") || PRIVATE_IPV4_ONLY.test(h) || PRIVATE_IPV6_ONLY.test(h) || PRIVATE_SUFFIX.test(h);
 }

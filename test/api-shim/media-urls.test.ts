@@ -31,6 +31,12 @@ describe("media URLs in a chat", () => {
       { type: "file", file: { file_id: "http://192.168.1.20/report.pdf" } },
       { type: "image_url", image_url: { url: "file:///etc/passwd" } },
       { type: "image_url", image_url: { url: "http://db.internal/x.png" } },
+      // Found by review: what vLLM's urllib3 reads as its own network where a cut or a stricter parser saw none.
+      { type: "image_url", image_url: { url: `http://${"x.".repeat(2100)}x@127.0.0.1:8000/metrics` } }, // the host after a long userinfo
+      { type: "image_url", image_url: { url: "http://[::1%25lo]:8000/metrics" } }, // an IPv6 zone: unreadable here
+      { type: "image_url", image_url: { url: "http://vllm.gpu-sandbox_backend:8000/metrics" } }, // Docker's DNS: <container>.<network>
+      { type: "image_url", image_url: { url: "\u0001http://127.0.0.1/x.png" } }, // leading control characters are skipped by URL parsers
+      { type: "input_image", image_url: "http://10.0.0.9/x.png" }, // the Responses API's part: the URL itself
     ];
     for (const part of inside) {
       const e = refusal(chat(part));
@@ -39,6 +45,7 @@ describe("media URLs in a chat", () => {
     }
     expect(refusal(chat(inside[0]))!.message).toBe("Media URLs must be public: the image_url in messages[1] names 'vllm', which is inside this deployment. Send the media from a public URL or inline (a data: URL).");
     expect(refusal(chat(inside[9]))!.message).toContain("names a file on the server");
+    expect(refusal(chat(inside[12]))!.message).toContain("cannot be read as a URL");
     // vLLM's chat-style embeddings render messages too, media included.
     expect(refusal({ model: "m", messages: chat(inside[1]).messages }, "embeddings")).toBeInstanceOf(ShimError);
   });
@@ -50,6 +57,8 @@ describe("media URLs in a chat", () => {
       { type: "image_url", image_url: { url: `data:image/png;base64,${"A".repeat(10_000)}` } },
       { type: "input_audio", input_audio: { data: "UklGRg==", format: "wav" } },
       { type: "file", file: { file_id: "file-abc123" } },
+      { type: "file", file: { file_id: "gs://my-bucket/report.pdf" } }, // a provider's storage, fetched by the provider
+      { type: "image_url", image_url: { url: `https://cdn.example.com/x.png?sig=${"a".repeat(3000)}` } }, // a signed URL of a few KiB
       { type: "image_url", image_url: { url: "not a url" } }, // the server's to refuse
       { type: "text", text: "fetch http://vllm:8000/metrics for me" },
     ];

@@ -25,7 +25,7 @@ const refusal = (f: () => unknown): unknown => {
 };
 
 describe("embeddings prompt: input or messages", () => {
-  const messages = [{ role: "user", content: [{ type: "image_url", image_url: { url: "https://x/y.png" } }] }];
+  const messages = [{ role: "user", content: [{ type: "image_url", image_url: { url: "https://img.example/y.png" } }] }];
 
   it("refuses both at once, naming messages (vLLM could render the messages, whose images the hold of `input` does not count)", () => {
     const e = refusal(() => parseInferenceRequest("embeddings", { model: "m", input: "x", messages }));

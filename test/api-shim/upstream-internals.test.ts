@@ -76,8 +76,22 @@ describe("the deployment's internals in an upstream's 400", () => {
       "invalid value 'max_tokens': 4096",
     ];
     for (const text of readable) expect.soft(hideInternalDetails(text), text).toBe(text);
-    expect(hideInternalDetails("model 'gpu-box:8000' is not a chat model", "gpu-box:8000")).toBe("model 'gpu-box:8000' is not a chat model");
-    expect(hideInternalDetails("model 'gpu-box:8000' is not a chat model")).toBe("model '[internal address]' is not a chat model");
+    expect(hideInternalDetails("model 'vllm:8000' is not a chat model", "vllm:8000")).toBe("model 'vllm:8000' is not a chat model");
+    expect(hideInternalDetails("model 'vllm:8000' is not a chat model")).toBe("model '[internal address]' is not a chat model");
+  });
+
+  it("hides an address before a sentence's full stop, a file URL, and a service named with its Docker network, keeping the stop (found by review)", () => {
+    expect(hideInternalDetails("Cannot connect to host litellm:4000. Connection refused by 10.89.0.3.")).toBe("Cannot connect to host [internal address]. Connection refused by [internal address].");
+    expect(hideInternalDetails("Cannot load file:///root/.cache/huggingface/x.bin; try again.")).toBe("Cannot load [internal address]; try again.");
+    expect(hideInternalDetails("no answer from vllm.gpu-sandbox_backend:8000 or http://vllm:8000/v1/models.")).toBe("no answer from [internal address] or [internal address].");
+  });
+
+  it("leaves a word and a number that are no host, JSON pointers and a public URL's path alone (found by review)", () => {
+    const readable = [
+      "Invalid stop 'user:1234'", "upstream said error:404", "context:4096 exceeded", "key:10 is not allowed",
+      "/data/items/0 must be a number", "see https://example.com/data/models/x.png and https://example.com/models/y.",
+    ];
+    for (const text of readable) expect.soft(hideInternalDetails(text), text).toBe(text);
   });
 
   it("hides every internal form: IPv6, credentials before the host, a cloud's metadata address, a bare private address with its port", () => {

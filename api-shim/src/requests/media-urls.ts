@@ -16,9 +16,13 @@ import { invalidParam } from "../errors.ts";
 import { isInternalHost } from "../internal-hosts.ts";
 import { eachMessagePart } from "./content-parts.ts";
 
-/** The members of a content part that carry a URL, and in them, the members holding it. */
-const MEDIA_MEMBERS = ["image_url", "audio_url", "video_url", "input_image", "file"] as const;
-const URL_MEMBERS = ["url", "image_url", "file_url", "file_id"] as const;
+/**
+ * The members of a content part that carry a URL (OpenAI's and vLLM's parts, and the Responses
+ * API's `input_image`, whose `image_url` is the URL itself), and in them, the members holding it:
+ * `url`, or a `file` part's `file_id`, which LiteLLM fetches when it is a URL.
+ */
+const MEDIA_MEMBERS = ["image_url", "audio_url", "video_url", "file"] as const;
+const URL_MEMBERS = ["url", "file_id"] as const;
 
 /** Refuses (400, `messages`) a chat whose content names media by a URL into the deployment's network. */
 export function refuseInternalMediaUrls(messages: unknown): void {
@@ -30,9 +34,9 @@ export function refuseInternalMediaUrls(messages: unknown): void {
       const value = (item as Record<string, unknown>)[member];
       if (value === undefined) continue;
       for (const url of urlsIn(value)) {
-        const host = internalTarget(url);
-        if (host !== null) {
-          throw invalidParam(`Media URLs must be public: the ${member} in messages[${index}] names ${host}, which is inside this deployment. Send the media from a public URL or inline (a data: URL).`, "messages");
+        const reason = refusalOf(url);
+        if (reason !== null) {
+          throw invalidParam(`Media URLs must be public: the ${member} in messages[${index}] ${reason}. Send the media from a public URL or inline (a data: URL).`, "messages");
         }
       }
     }
@@ -45,18 +49,27 @@ function urlsIn(value: unknown): string[] {
   return URL_MEMBERS.map((m) => (value as Record<string, unknown>)[m]).filter((v): v is string => typeof v === "string");
 }
 
-/** How the refusal names a URL's target when it is inside the deployment (a host, or a file), else null. */
-function internalTarget(text: string): string | null {
+/** The longest media URL taken (a signed URL is a few KiB): all of one is read, as the server behind reads it. */
+const MAX_MEDIA_URL = 65_536;
+
+/**
+ * Why a media URL is refused: its target is inside the deployment (a host, or a file), or the
+ * check cannot read it as the servers behind would; null when it passes. A URL parser skips
+ * leading spaces and control characters, and so do Python's.
+ */
+function refusalOf(text: string): string | null {
   // Only what could be a URL is parsed: data: URLs (megabytes of base64) and ids are not.
-  const scheme = /^\s*([a-z][a-z0-9+.-]{0,15}):/i.exec(text)?.[1]?.toLowerCase();
+  const scheme = /^[\x00-\x20]*([a-z][a-z0-9+.-]{0,15}):/i.exec(text)?.[1]?.toLowerCase();
   if (scheme === undefined || scheme === "data") return null;
+  if (scheme === "file") return "names a file on the server";
+  if (scheme !== "http" && scheme !== "https") return null; // gs://, s3://: a provider's storage, not fetched from here
+  if (text.length > MAX_MEDIA_URL) return `is longer than ${MAX_MEDIA_URL} characters`;
   let url: URL;
   try {
-    url = new URL(text.slice(0, 4096).trim());
+    url = new URL(text);
   } catch {
-    return null; // the server refuses what it cannot parse
+    // urllib3 (vLLM) reads what WHATWG refuses, such as an IPv6 zone: `http://[::1%25lo]/`.
+    return "cannot be read as a URL";
   }
-  if (url.protocol === "file:") return "a file on the server";
-  if (url.protocol !== "http:" && url.protocol !== "https:") return null;
-  return isInternalHost(url.hostname) ? `'${url.hostname}'` : null;
+  return isInternalHost(url.hostname) ? `names '${url.hostname}', which is inside this deployment` : null;
 }

@@ -18,17 +18,34 @@ const TRACEBACK = "Traceback (most recent call last)";
 const INTERNAL_ADDRESS = "[internal address]";
 const HIDDEN_PATH = "[path]";
 
-/** A URL: scheme, credentials, host (a bracketed IPv6 or a name), port, and the rest up to a space or a quote. */
-const URL = /[a-z][a-z0-9+.-]{0,15}:\/\/(?:[^\s/?#'"<>`@]*@)?(\[[0-9a-f:.]+\]|[^\s/?#'"<>`:[\]]+)[^\s'"<>`]*/gi;
-/** A bare `host:port` (`litellm:4000`, `10.89.0.3:8000`): a one-word lowercase name (hosts have no `_`) or a private IPv4. */
-const HOST_PORT = new RegExp(String.raw`(?<![\w.:/@-])([a-z][a-z0-9-]{0,62}|${PRIVATE_IPV4}):\d{2,5}(?![\w.:])`, "g");
+/**
+ * A URL: scheme, credentials, host (a bracketed IPv6 or a name; none in `file:///…`, a file on the
+ * server), port, and the rest up to a space or a quote.
+ */
+const URL = /[a-z][a-z0-9+.-]{0,15}:\/\/(?:[^\s/?#'"<>`@]*@)?(\[[0-9a-f:.]+\]|[^\s/?#'"<>`:[\]]*)[^\s'"<>`]*/gi;
+/** Not followed by more of a name or a number: a sentence's full stop after it is no part of it. */
+const END = String.raw`(?![\w:]|\.\w)`;
+/**
+ * A bare `host:port` (`litellm:4000`, `10.89.0.3:8000`, `vllm.gpu-sandbox_backend:8000`): a name,
+ * hidden when it is the kit's service or one with a dot or `_` that only the network reaches
+ * (BARE_SERVICES: a word alone is often no host, `stop:10`, `context:4096`), or a private IPv4.
+ */
+const HOST_PORT = new RegExp(String.raw`(?<![\w.:/@-])([a-z][a-z0-9_-]{0,62}(?:\.[a-z0-9_-]{1,63})*|${PRIVATE_IPV4}):\d{2,5}${END}`, "gi");
+/** The kit's compose services, and `localhost`: a bare `name:port` of one of them is the deployment's. */
+const BARE_SERVICES = new Set(["vllm", "litellm", "shim", "nginx", "certbot", "localhost"]);
 /** A private IPv4 address on its own (`('10.89.0.3', 4000)`, aiohttp's connection errors). */
-const BARE_PRIVATE_IPV4 = new RegExp(String.raw`(?<![\w.])${PRIVATE_IPV4}(?![\w.])`, "g");
+const BARE_PRIVATE_IPV4 = new RegExp(String.raw`(?<![\w.])${PRIVATE_IPV4}(?!\w|\.\w)`, "g");
 /**
  * An absolute path under a directory a host or a container image keeps its files in (the image's
  * site-packages, the Hugging Face cache, a model directory): not an API route such as `/v1/…`.
  */
-const FILE_PATH = /(?<![\w.~/:-])\/(?:root|home|usr|opt|app|tmp|var|srv|mnt|data|models|workspace|etc|proc|run|lib|lib64|snap|nix|private)\/[^\s'"<>`]*/g;
+const FILE_PATH = /(?<![\w.~/:-])\/(?:root|home|usr|opt|app|tmp|var|srv|mnt|models|workspace|etc|proc|run|lib|lib64|snap|nix|private)\/[^\s'"<>`]*/g;
+
+/** Whether a bare `host:port`'s host is the deployment's (HOST_PORT). */
+const hiddenBare = (host: string): boolean => {
+  const h = host.toLowerCase();
+  return BARE_SERVICES.has(h) || ((h.includes(".") || h.includes("_")) && isInternalHost(h));
+};
 
 /** The punctuation ending a match, which is the sentence's (`…/completions'.`): kept outside what is hidden. */
 function withSentenceEnd(match: string, replacement: string): string {
@@ -47,7 +64,7 @@ export function hideInternalDetails(message: string, model = ""): string {
   let text = traceback === -1 ? message : message.slice(0, traceback).trimEnd();
   const own = (s: string) => model !== "" && model.includes(s);
   if (text.includes("://")) text = text.replace(URL, (url: string, host: string) => (isInternalHost(host) && !own(url) ? withSentenceEnd(url, INTERNAL_ADDRESS) : url));
-  text = text.replace(HOST_PORT, (address: string, host: string) => (isInternalHost(host) && !own(address) ? INTERNAL_ADDRESS : address));
+  text = text.replace(HOST_PORT, (address: string, host: string) => (hiddenBare(host) && !own(address) ? INTERNAL_ADDRESS : address));
   text = text.replace(BARE_PRIVATE_IPV4, (ip: string) => (own(ip) ? ip : INTERNAL_ADDRESS));
   return text.replace(FILE_PATH, (path: string) => (own(path) ? path : withSentenceEnd(path, HIDDEN_PATH)));
 }
