@@ -568,6 +568,15 @@ describe("wait-ready.sh --diagnose when memory runs out", () => {
     expect(r.output).toContain("Waiting for application startup.");
   });
 
+  it("tells the OOM kill when the service has two containers and the other was not killed (an old one beside a new one)", () => {
+    const r = diagnose({ litellm: LITELLM_START }, `case "$*" in
+  "compose ps -a -q litellm") printf 'f00d\\nbeef\\n';;
+  "compose ps"*) printf '  vllm: Up 6 minutes (healthy)\\n  litellm: Restarting (137) 2 seconds ago\\n';;
+  inspect*OOMKilled*) printf 'false 0 0\\ntrue 137 0\\n';;
+esac`);
+    expect(r.output).toContain("litellm was killed for lack of memory (docker inspect: OOMKilled)");
+  });
+
   it("names the container's memory limit when it has one: that limit, not the host, ran out", () => {
     const r = diagnose({ litellm: LITELLM_START }, litellmInspected("true 137 2147483648"));
     expect(r.output).toContain("litellm was killed for lack of memory (docker inspect: OOMKilled)");
