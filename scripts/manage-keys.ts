@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { creditsInput } from "../api-shim/src/money/money.ts";
 import { isNote, isPlainText, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_NOTE_CHARACTERS } from "../api-shim/src/names.ts";
-import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey, keyStatus } from "./lib/admin-client.ts";
+import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey, keyReference, keyStatus } from "./lib/admin-client.ts";
 import { commaList, instantFlag, type Io, npmDashHint, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
 import { closestName } from "./lib/closest-name.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
@@ -63,15 +63,30 @@ const COMMON_FLAGS = new Set(["help", "json", ...Object.keys(TARGET_OPTIONS)]);
 type Command = (typeof COMMANDS)[number];
 const isCommand = (word: string | undefined): word is Command => word !== undefined && (COMMANDS as readonly string[]).includes(word);
 
-/** The word a command line gives as its command, before parsing: the first that is no flag nor a flag's value. */
+/**
+ * The word a command line gives as its command, before parsing: the first that is no flag nor a
+ * known flag's value and is a command (an unknown flag's value, `--credit 5 list`, is no command).
+ */
 function commandWord(argv: readonly string[]): string | undefined {
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i]!;
     if (word === "--") return argv[i + 1];
-    if (!word.startsWith("-")) return word;
+    if (!word.startsWith("-") && isCommand(word)) return word;
     if (word.startsWith("--") && !word.includes("=") && OPTIONS[word.slice(2) as keyof typeof OPTIONS]?.type === "string") i++;
   }
   return undefined;
+}
+
+/**
+ * For `revoke --key <name>`: when every key the name has named is revoked, the last of them (a
+ * rotation run again, after an earlier one left a revoked namesake). findKey would ask for the id.
+ */
+function lastRevokedByName(keys: readonly ApiKey[], given: string): ApiKey | undefined {
+  const ref = keyReference(keys, given);
+  if (keys.some((k) => k.id === ref)) return undefined;
+  const named = keys.filter((k) => k.name === ref);
+  if (named.length < 2 || named.some((k) => k.revoked_at === null)) return undefined;
+  return named.reduce((a, b) => (Date.parse(b.revoked_at!) > Date.parse(a.revoked_at!) ? b : a));
 }
 
 /** Flags each command accepts besides the target and --json, so a misplaced flag is an error, not ignored. */
@@ -182,10 +197,13 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       return 0;
     }
     case "revoke": {
-      const key = findKey(await client.listKeys(), required("key", flags.key, "the id or name of the key to revoke"));
-      // Done already: exit 0, so that a rotation script run again (after a failure further on) does not stop here.
+      const listed = await client.listKeys();
+      const given = required("key", flags.key, "the id or name of the key to revoke");
+      const key = lastRevokedByName(listed, given) ?? findKey(listed, given);
+      // Done already: exit 0, so that a rotation script run again (after a failure further on) does
+      // not stop here; its JSON as a revoke's (the API's answer to a second revoke has `deleted` too).
       if (key.revoked_at !== null) {
-        io.out(flags.json ? JSON.stringify(key, null, 2) : `Key ${key.name} (${key.id}) was already revoked, at ${shownTime(key.revoked_at)}; nothing changed.`);
+        io.out(flags.json ? JSON.stringify({ ...key, deleted: true }, null, 2) : `Key ${key.name} (${key.id}) was already revoked, at ${shownTime(key.revoked_at)}; nothing changed.`);
         return 0;
       }
       const revoked = await client.revokeKey(key.id);
