@@ -100,7 +100,12 @@ export async function stackOutputs(cli: PulumiCli, stack: string, options: { sho
 /** What a stack's state holds, for a stack without outputs. */
 export type StackState =
   /** `resources`: how many the state holds (none: never deployed, or destroyed). */
-  | { readonly kind: "state"; readonly hasInstance: boolean; readonly createdAt: string | undefined; readonly resources: number }
+  /**
+   * `pendingCreates`: the billable resources ("the instance gs-acme", by their URNs) whose create a
+   * `pulumi up` was interrupted in: Linode may have finished them, but the state does not hold
+   * them, so no destroy deletes them (pulumi/pulumi#4265).
+   */
+  | { readonly kind: "state"; readonly hasInstance: boolean; readonly createdAt: string | undefined; readonly resources: number; readonly pendingCreates: readonly string[] }
   | { readonly kind: "error"; readonly message: string };
 
 /**
@@ -127,18 +132,24 @@ export async function stackState(cli: PulumiCli, stack: string): Promise<StackSt
   const r = await cli.run(args);
   if (r.exitCode !== 0) return { kind: "error", message: firstLine(r) };
   try {
-    const doc = JSON.parse(r.stdout) as { deployment?: { resources?: { type?: string; urn?: string; outputs?: { keepers?: { createdAt?: unknown } } }[] } };
+    const doc = JSON.parse(r.stdout) as { deployment?: { resources?: { type?: string; urn?: string; outputs?: { keepers?: { createdAt?: unknown } } }[]; pending_operations?: { type?: string; resource?: { type?: string; urn?: string } }[] } };
     const resources = doc.deployment?.resources ?? [];
+    const pendingCreates = (doc.deployment?.pending_operations ?? [])
+      .filter((op) => op.type === "creating" && BILLABLE_TYPES.has(op.resource?.type ?? ""))
+      .map((op) => `${BILLABLE_TYPES.get(op.resource!.type!)} ${op.resource?.urn?.split("::").at(-1) ?? "?"}`);
     const created = resources.find((res) => res.type === "random:index/randomString:RandomString" && res.urn?.endsWith(CREATED_AT_SUFFIX));
     const createdAt = created?.outputs?.keepers?.createdAt;
     return {
       kind: "state", hasInstance: resources.some((res) => res.type === "linode:index/instance:Instance"),
-      createdAt: typeof createdAt === "string" ? createdAt : undefined, resources: resources.length,
+      createdAt: typeof createdAt === "string" ? createdAt : undefined, resources: resources.length, pendingCreates,
     };
   } catch {
     return { kind: "error", message: `\`${commandLine(args)}\` did not print a JSON document` };
   }
 }
+
+/** What Linode bills for among the program's resources: the GPU instance and its volume. */
+const BILLABLE_TYPES = new Map([["linode:index/instance:Instance", "the instance"], ["linode:index/volume:Volume", "the volume"]]);
 
 /** Stores a secret in the stack's config; the value goes through stdin, never argv. */
 export function setSecretArgs(stack: string, key: string): string[] {

@@ -104,6 +104,17 @@ export function expiryOf(tenant: Tenant, now: Date): Expiry {
 
 function failedDeployExpiry(tenant: Tenant, now: Date): Expiry {
   const state = tenant.state;
+  if (state?.kind === "state" && state.pendingCreates.length > 0) {
+    // A first `pulumi up` killed while it waited for the boot: nothing will delete what Linode made.
+    const what = state.pendingCreates.join(" and ");
+    const it = state.pendingCreates.length > 1 ? "them" : "it";
+    return {
+      kind: "unknown",
+      reason: `\`pulumi up\` was interrupted while Linode created ${what}: the state does not hold ${it}, so no destroy deletes ${it}, and ${it === "it" ? "it" : "they"} may bill. ` +
+        `Look for ${it} in Linode's Cloud Manager (by label): delete ${it} there, or take ${it} into the state with \`pulumi refresh --stack ${tenant.stack}\` ` +
+        `(interactive: it asks what became of each pending create), then \`${commandLine(destroyArgs(tenant.stack))}\``,
+    };
+  }
   if (state === undefined || (state.kind === "state" && !state.hasInstance)) return { kind: "not-deployed" };
   if (state.kind === "error") return { kind: "unknown", reason: `no outputs, and the state could not be read: ${state.message}` };
   // Its ttlHours is in the stack file alone: one that cannot be read at all says nothing of it,

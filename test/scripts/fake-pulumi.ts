@@ -12,6 +12,8 @@ export interface FakeStack {
   outputError?: string;
   /** Resources for `stack export` (type, urn, outputs), as a state file holds them. */
   resources?: { type: string; urn: string; outputs?: Record<string, unknown> }[];
+  /** Operations an interrupted `pulumi up` left pending in the state (`pending_operations`). */
+  pendingOperations?: { type: string; resource: { type: string; urn: string } }[];
 }
 
 export interface Call {
@@ -47,7 +49,8 @@ export class FakePulumi implements PulumiCli {
     if (args[0] === "stack" && args[1] === "export") {
       const s = this.stacks.get(this.stackArg(call.args));
       if (!s) return { exitCode: 255, stdout: "", stderr: `error: no stack named '${this.stackArg(call.args)}' found\n` };
-      return { exitCode: 0, stdout: JSON.stringify({ version: 3, deployment: { resources: s.resources ?? [] } }), stderr: "" };
+      const pending = s.pendingOperations ? { pending_operations: s.pendingOperations } : {};
+      return { exitCode: 0, stdout: JSON.stringify({ version: 3, deployment: { resources: s.resources ?? [], ...pending } }), stderr: "" };
     }
     if (args[0] === "destroy") {
       const stack = this.stackArg(call.args);

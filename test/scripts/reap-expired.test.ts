@@ -65,6 +65,22 @@ describe("reap-expired", () => {
     expect(out).toMatch(/hotel +not deployed: nothing to destroy/); // no outputs and nothing in the state
   });
 
+  it("a first deploy interrupted while Linode created the instance (a pending create, no instance in the state) is not 'nothing to destroy': the line says the instance may bill and how to find it (found by review)", async () => {
+    const interrupted = (p: FakePulumi) => {
+      withoutGolf(p);
+      const created = failedDeployResources("delta", "2026-03-01T10:00:00Z");
+      const instance = created.find((res) => res.type === "linode:index/instance:Instance")!;
+      p.stacks.set("delta", { outputs: {}, resources: created.filter((res) => res !== instance), pendingOperations: [{ type: "creating", resource: { type: instance.type, urn: instance.urn } }] });
+    };
+    const { code, io, destroyed } = await reap(["--yes"], interrupted);
+    expect(code).toBe(1);
+    expect(destroyed).not.toContain("delta");
+    const out = io.stdout.join("\n");
+    expect(out).not.toMatch(/delta +not deployed/);
+    expect(out).toContain("delta    cannot tell: `pulumi up` was interrupted while Linode created the instance gs-delta: the state does not hold it, so no destroy deletes it, and it may bill.");
+    expect(out).toContain("pulumi refresh --stack delta");
+  });
+
   it("a failed deploy whose earlier destroy deleted its creation time, then failed on the instance, is not reaped (even --force): the line says how to destroy it by hand", async () => {
     // Before the instance depended on the created-at record, a destroy deleted the record first.
     const stuck = (p: FakePulumi) => {
