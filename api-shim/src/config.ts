@@ -1,5 +1,6 @@
 import { coversEveryAddress, isCidr } from "./auth/client-address.ts";
 import { parseFileConfig, problem } from "./config-file.ts";
+import { DEFAULT_BODY_MEMORY_BYTES } from "./limits/body-memory.ts";
 import { shownUrlOrValue, shownValue, URL_SCHEME } from "./shown-value.ts";
 import { namesPostgres, parseDatabaseUrl } from "./store/database-url.ts";
 import { driverEnvironmentProblems } from "./store/postgres-environment.ts";
@@ -267,7 +268,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     maxBodyBytes: int("SHIM_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     maxAnswerBytes: int("SHIM_MAX_ANSWER_BYTES", 256 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     answerMemoryBytes: int("SHIM_ANSWER_MEMORY_BYTES", 512 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),
-    bodyMemoryBytes: int("SHIM_BODY_MEMORY_BYTES", 64 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),
+    bodyMemoryBytes: int("SHIM_BODY_MEMORY_BYTES", DEFAULT_BODY_MEMORY_BYTES, 1024, 64 * 1024 * 1024 * 1024),
   };
 
   if (problems.length > 0) throw new ConfigError(problems);

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { isMap, isSeq, type Document } from "yaml";
+import { DEFAULT_BODY_MEMORY_BYTES } from "../../api-shim/src/limits/body-memory.ts";
 import type { Images, TenantConfig } from "../config.ts";
 import { isIPv6Cidr } from "../config/addresses.ts";
 import { MAX_READY_TIMEOUT_MINUTES } from "../config/defaults.ts";
@@ -95,7 +96,7 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
 /** The shim's own memory beyond its request bodies: idle (~120 MB), answers (SHIM_ANSWER_MEMORY_BYTES, held about twice), a report's worker. */
 const SHIM_BASE_MEMORY_MB = 1536;
 /** The shim's budget for request bodies in memory (SHIM_BODY_MEMORY_BYTES' default), in MiB. */
-const SHIM_BODY_MEMORY_MB = 64;
+const SHIM_BODY_MEMORY_MB = DEFAULT_BODY_MEMORY_BYTES / 2 ** 20;
 
 /**
  * The shim's container memory cap: a body costs about 3 times its bytes while it is read and

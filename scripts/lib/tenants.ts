@@ -107,10 +107,10 @@ function failedDeployExpiry(tenant: Tenant, now: Date): Expiry {
   if (state?.kind === "state" && state.pendingCreates.length > 0) {
     // A first `pulumi up` killed while it waited for the boot: nothing will delete what Linode made.
     const what = state.pendingCreates.join(" and ");
-    const it = state.pendingCreates.length > 1 ? "them" : "it";
+    const [it, they] = state.pendingCreates.length > 1 ? ["them", "they"] : ["it", "it"];
     return {
       kind: "unknown",
-      reason: `\`pulumi up\` was interrupted while Linode created ${what}: the state does not hold ${it}, so no destroy deletes ${it}, and ${it === "it" ? "it" : "they"} may bill. ` +
+      reason: `\`pulumi up\` was interrupted while Linode created ${what}: the state does not hold ${it}, so no destroy deletes ${it}, and ${they} may bill. ` +
         `Look for ${it} in Linode's Cloud Manager (by label): delete ${it} there, or take ${it} into the state with \`pulumi refresh --stack ${tenant.stack}\` ` +
         `(interactive: it asks what became of each pending create), then \`${commandLine(destroyArgs(tenant.stack))}\``,
     };

@@ -27,6 +27,9 @@ import { ShimError } from "../errors.ts";
  */
 export const FREE_BYTES = 64 * 1024;
 
+/** SHIM_BODY_MEMORY_BYTES' default (config.ts); the compose render sizes the shim's memory cap by it. */
+export const DEFAULT_BODY_MEMORY_BYTES = 64 * 1024 * 1024;
+
 export class BodyMemory {
   readonly limit: number;
   private used = 0;

@@ -178,7 +178,7 @@ function wholeWords(text: string): string {
 }
 
 /** The punctuation ending `text`, which is the sentence's (`?key=…,`), found backwards: no regex may scan a run again from each of its characters. */
-function sentenceEnd(text: string): string {
+export function sentenceEnd(text: string): string {
   let start = text.length;
   while (start > 0 && ".,;:!)]}".includes(text[start - 1]!)) start--;
   return text.slice(start);

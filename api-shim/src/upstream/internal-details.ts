@@ -12,6 +12,7 @@
  * documentation link) stays, as does the rest of the message.
  */
 import { isInternalHost, PRIVATE_IPV4 } from "../internal-hosts.ts";
+import { sentenceEnd } from "../observability/redaction.ts";
 
 /** Where Python starts a traceback: the message is cut there (the client's part comes before it). */
 const TRACEBACK = "Traceback (most recent call last)";
@@ -47,15 +48,9 @@ const hiddenBare = (host: string): boolean => {
   return BARE_SERVICES.has(h) || ((h.includes(".") || h.includes("_")) && isInternalHost(h));
 };
 
-/** The punctuation ending a match, which is the sentence's (`…/completions'.`): kept outside what is hidden. */
-function withSentenceEnd(match: string, replacement: string): string {
-  let end = match.length;
-  while (end > 0 && ".,;:!)]}".includes(match[end - 1]!)) end--;
-  return replacement + match.slice(end);
-}
-
 /**
- * `message` without the deployment's internal addresses, file paths and any Python traceback;
+ * `message` without the deployment's internal addresses, file paths and any Python traceback (the
+ * punctuation ending a URL or a path is the sentence's, and stays: sentenceEnd);
  * an address that lies within the request's own `model` name (a model called `box:8000`) stays.
  * Returns "" when nothing is left (the message was a traceback).
  */
@@ -63,8 +58,8 @@ export function hideInternalDetails(message: string, model = ""): string {
   const traceback = message.indexOf(TRACEBACK);
   let text = traceback === -1 ? message : message.slice(0, traceback).trimEnd();
   const own = (s: string) => model !== "" && model.includes(s);
-  if (text.includes("://")) text = text.replace(URL, (url: string, host: string) => (isInternalHost(host) && !own(url) ? withSentenceEnd(url, INTERNAL_ADDRESS) : url));
+  if (text.includes("://")) text = text.replace(URL, (url: string, host: string) => (isInternalHost(host) && !own(url) ? INTERNAL_ADDRESS + sentenceEnd(url) : url));
   text = text.replace(HOST_PORT, (address: string, host: string) => (hiddenBare(host) && !own(address) ? INTERNAL_ADDRESS : address));
   text = text.replace(BARE_PRIVATE_IPV4, (ip: string) => (own(ip) ? ip : INTERNAL_ADDRESS));
-  return text.replace(FILE_PATH, (path: string) => (own(path) ? path : withSentenceEnd(path, HIDDEN_PATH)));
+  return text.replace(FILE_PATH, (path: string) => (own(path) ? path : HIDDEN_PATH + sentenceEnd(path)));
 }
