@@ -13,7 +13,7 @@ import { type EarlierExpiry, earlierExpiry, exportUsage, type RevokedCount } fro
 const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>] [--usage-dir <dir>] [--force [<stack>]]
 
 Destroys every stack (stacks/Pulumi.<tenant>.yaml) whose expiresAt output (first \`pulumi up\`
-+ ttlHours) is in the past, with \`pulumi destroy --yes --non-interactive --stack <tenant>\`. Without --yes it only
++ ttlHours) is in the past, with \`pulumi destroy --yes --non-interactive --refresh --stack <tenant>\`. Without --yes it only
 lists what it would destroy (and changes nothing). Stacks without ttlHours, not deployed, or not yet expired are kept.
 The stack and its file stay (with no resources), so a second run does nothing.
 

@@ -156,8 +156,15 @@ export function setSecretArgs(stack: string, key: string): string[] {
   return ["config", "set", "--secret", "--stack", stack, key];
 }
 
+/**
+ * `--refresh` reads what is left before deleting: a destroy that stopped after Linode deleted a
+ * resource (its answer lost, a timeout) leaves it in the state, and without a refresh every retry
+ * fails on Linode's 404 with the GPU billing on; the Linode provider's read drops a resource Linode
+ * no longer has. Pending creates are kept by a refresh (Pulumi's engine keeps them), so they are as
+ * before: reported by list-tenants and reap-expired, deleted by no destroy.
+ */
 export function destroyArgs(stack: string): string[] {
-  return ["destroy", "--yes", "--non-interactive", "--stack", stack];
+  return ["destroy", "--yes", "--non-interactive", "--refresh", "--stack", stack];
 }
 
 /** What a failed command said first: Pulumi's first line names the problem. */

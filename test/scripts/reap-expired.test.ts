@@ -94,7 +94,7 @@ describe("reap-expired", () => {
       expect(destroyed).not.toContain("delta");
       expect(io.stdout.join("\n")).toContain("delta    cannot tell: a failed deploy left an instance, but its creation time is not in the state " +
         "(an earlier `pulumi destroy` deleted it, then failed on the instance); " +
-        "to destroy the instance, from the repository's root: `pulumi destroy --yes --non-interactive --stack delta`");
+        "to destroy the instance, from the repository's root: `pulumi destroy --yes --non-interactive --refresh --stack delta`");
     }
   });
 
@@ -162,8 +162,8 @@ describe("reap-expired", () => {
     const io = memoryIo();
     expect(await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
     expect(pulumi.callsOf("destroy").map((c) => c.args).sort((a, b) => a.at(-1)!.localeCompare(b.at(-1)!))).toEqual([
-      ["destroy", "--yes", "--non-interactive", "--stack", "bravo"],
-      ["destroy", "--yes", "--non-interactive", "--stack", "foxtrot"],
+      ["destroy", "--yes", "--non-interactive", "--refresh", "--stack", "bravo"],
+      ["destroy", "--yes", "--non-interactive", "--refresh", "--stack", "foxtrot"],
     ]);
     const out = io.stdout.join("\n");
     expect(out).toContain("[bravo] destroying (expired 2h 0m ago)…");
@@ -187,6 +187,22 @@ describe("reap-expired", () => {
     expect(zoned.io.stdout[0]).toBe("Checking stacks at 2026-03-01T12:00:00Z…");
   });
 
+  it("a destroy reads what is left first: a stack whose last destroy deleted its volume and then stopped is destroyed on the next run", async () => {
+    // The Linode provider deletes a volume by detaching it and then deleting it; an error after
+    // Linode deleted it (a lost answer, a timeout) leaves it in the state, and a destroy that does
+    // not refresh first then fails on every run with Linode's 404, the GPU billing on.
+    const { code, io, destroyed } = await reap(["--yes", "--concurrency", "1"], (p) => {
+      withoutGolf(p);
+      p.script = (args) => (args[0] === "destroy" && args.at(-1) === "bravo" && !args.includes("--refresh")
+        ? { exitCode: 255, stderr: "error: deleting urn:pulumi:bravo::gpu-sandbox::linode:index/volume:Volume::host-volume: Failed to Detach Volume 4242: [404] Not found" }
+        : undefined);
+    });
+    expect(io.stderr.join("\n")).not.toContain("FAILED");
+    expect(code).toBe(0);
+    expect(destroyed).toEqual(["bravo", "foxtrot"]);
+    expect(io.stdout.join("\n")).toContain("Destroyed 2 of 2 expired stack(s).");
+  });
+
   it("a failing destroy gives exit 1 and its output; the others still run", async () => {
     const { code, io, destroyed } = await reap(["--yes", "--concurrency", "1"], (p) => {
       withoutGolf(p);
@@ -196,7 +212,7 @@ describe("reap-expired", () => {
     });
     expect(code).toBe(1);
     expect(destroyed).toEqual(["bravo", "foxtrot"]);
-    expect(io.stderr.join("\n")).toContain("[bravo] FAILED: `pulumi destroy --yes --non-interactive --stack bravo` exited 255");
+    expect(io.stderr.join("\n")).toContain("[bravo] FAILED: `pulumi destroy --yes --non-interactive --refresh --stack bravo` exited 255");
     expect(io.stderr.join("\n")).toContain("the stack is currently locked");
     expect(io.stdout.join("\n")).toContain("Destroyed 1 of 2 expired stack(s). Failed: bravo.");
   });
@@ -318,7 +334,7 @@ describe("reap-expired", () => {
     expect(out).toContain("[foxtrot] no usage to save: no endpoint: the serving stack was never deployed");
     // The export happened before the destroy.
     const order = pulumi.calls.map((c) => c.args.join(" ")).filter((a) => a.includes("bravo") && (a.startsWith("destroy") || a.includes("--show-secrets")));
-    expect(order).toEqual(["stack output --json --stack bravo --show-secrets", "destroy --yes --non-interactive --stack bravo"]);
+    expect(order).toEqual(["stack output --json --stack bravo --show-secrets", "destroy --yes --non-interactive --refresh --stack bravo"]);
   });
 
   it("waits out the tenant's nginx refusing a revoke 429 (its per-address limit covers /admin), says so, and still saves the usage", async () => {
@@ -552,7 +568,7 @@ describe("reap-expired: a destroy that failed after its stop step", () => {
     expect(destroys()).toBe(1); // the first run's; this one's failed in the script above
     expect(second.stdout.join("\n")).toContain("[bravo] usage already saved at");
     const err = second.stderr.join("\n");
-    expect(err).toContain("[bravo] FAILED: `pulumi destroy --yes --non-interactive --stack bravo` exited 255");
+    expect(err).toContain("[bravo] FAILED: `pulumi destroy --yes --non-interactive --refresh --stack bravo` exited 255");
     expect(err).toContain("[bravo] its usage is saved: the next run destroys it again without exporting");
     expect(err).toMatch(/\[bravo\] its \d+ keys? (is|are) revoked \(clients get 401\) while the host bills on/);
     expect((await chat(customer.key)).status).toBe(401);
@@ -662,7 +678,7 @@ describe("reap-expired: a destroy that failed after the keys were revoked (the s
     const { customer, live, root, run } = await lockedByRaise();
     const first = await run();
     expect(first.code).toBe(1);
-    expect(first.err).toContain("[bravo] FAILED: `pulumi destroy --yes --non-interactive --stack bravo` exited 255");
+    expect(first.err).toContain("[bravo] FAILED: `pulumi destroy --yes --non-interactive --refresh --stack bravo` exited 255");
     expect(first.err).toContain("[bravo] its usage is saved: the next run destroys it again without exporting");
     expect(first.err).toContain(`[bravo] its ${live} key${live === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on; to keep the tenant instead, raise its ttlHours, \`pulumi up --stack bravo\` and create new keys (\`npm run manage-keys -- create --stack bravo --name <name> --credits <n>\`)`);
     expect((await chat(customer.key)).status).toBe(401);
@@ -673,7 +689,7 @@ describe("reap-expired: a destroy that failed after the keys were revoked (the s
     const marker = join(root, "usage", "bravo.exported");
     expect(second.err).toContain(`[bravo] not expired now, but a run for its earlier expiry (2026-03-01T10:00:00Z) revoked its ${live} key${live === 1 ? "" : "s"} (clients get 401) and saved its usage, then its destroy failed; its host bills on. ` +
       "To keep the tenant, create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`); " +
-      `to destroy it after all, \`pulumi destroy --yes --non-interactive --stack bravo\` (its usage is saved: ${JSON.parse(readFileSync(marker, "utf8")).usage}). ` +
+      `to destroy it after all, \`pulumi destroy --yes --non-interactive --refresh --stack bravo\` (its usage is saved: ${JSON.parse(readFileSync(marker, "utf8")).usage}). ` +
       `Then delete ${marker}, which this line is from.`);
   });
 
@@ -698,7 +714,7 @@ describe("reap-expired: a destroy that failed after the keys were revoked (the s
     expect(io.stderr.join("\n")).toContain(`[bravo] not expired now, but a run for its earlier expiry (2026-03-01T10:00:00Z) revoked its ${live} key${live === 1 ? "" : "s"} (clients get 401) and could not save its usage; its host bills on. ` +
       "To keep the tenant, create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`); to destroy it after all, save its usage first " +
       "(`npm run --silent report-usage -- --stack bravo --all --group day --format csv > bravo-usage.csv` and `npm run --silent manage-keys -- list --stack bravo --json > bravo-keys.json`), " +
-      `then \`pulumi destroy --yes --non-interactive --stack bravo\`. Then delete ${join(root, "usage", "bravo.revoked")}, which this line is from.`);
+      `then \`pulumi destroy --yes --non-interactive --refresh --stack bravo\`. Then delete ${join(root, "usage", "bravo.revoked")}, which this line is from.`);
   });
 
   it("a revoke that got no answer is said as such by the later runs too: the key may or may not be revoked", async () => {
