@@ -2,6 +2,7 @@ import OpenAI, { APIError } from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { TokenEstimate } from "../../api-shim/src/money/pricing.ts";
 import { promptTokens } from "../../api-shim/src/requests/inference-request.ts";
+import { parseResponsesRequest } from "../../api-shim/src/requests/responses-request.ts";
 import { startShim, type Harness, moneyInvariants } from "../support/shim-harness.ts";
 
 const CREDIT = 1_000_000;
@@ -217,5 +218,69 @@ describe("POST /v1/responses", () => {
     expect(h.fake.counters.received - received).toBe(10);
     expect(await balance(id)).toBe(0);
     await ledgerMatches(id);
+  });
+});
+
+describe("a Responses request's prompt as the hold and the estimate read it", () => {
+  const tokens = (body: Record<string, unknown>, mediaPartTokens = 0) => promptTokens("responses", body, mediaPartTokens);
+
+  it("counts the instructions, every input item's text (messages' parts, calls' arguments and outputs, reasoning) and the tools", () => {
+    const base = { model: "m", input: [{ role: "user", content: "hi" }] };
+    const with_ = (extra: Record<string, unknown>) => tokens({ ...base, ...extra });
+    const long = "word ".repeat(200);
+    expect(with_({ instructions: long })).toBeGreaterThan(tokens(base) + 200);
+    expect(with_({ tools: [{ type: "function", name: "f", description: long, parameters: {} }] })).toBeGreaterThan(tokens(base) + 200);
+    for (const item of [
+      { role: "user", content: [{ type: "input_text", text: long }] },
+      { role: "assistant", content: [{ type: "output_text", text: long }] },
+      { type: "function_call", call_id: "c", name: "f", arguments: JSON.stringify({ q: long }) },
+      { type: "function_call_output", call_id: "c", output: long },
+      { type: "reasoning", summary: [{ type: "summary_text", text: long }] },
+    ]) {
+      expect(tokens({ model: "m", input: [...base.input, item] }), JSON.stringify(item).slice(0, 60)).toBeGreaterThan(tokens(base) + 200);
+    }
+    // A string input is the prompt's text.
+    expect(tokens({ model: "m", input: long })).toBeGreaterThan(200);
+  });
+
+  it("counts each media part as chat's, at least the model's mediaPartTokens, and holds a context for it", () => {
+    const image = { model: "m", input: [{ role: "user", content: [{ type: "input_text", text: "what is this" }, { type: "input_image", image_url: "https://example.com/a.png" }] }] };
+    expect(tokens(image, 1000)).toBeGreaterThanOrEqual(1000);
+    expect(parseResponsesRequest(image).unboundedParts).toBe(1);
+    expect(parseResponsesRequest({ model: "m", input: "x" }).unboundedParts).toBe(0);
+    expect(parseResponsesRequest({ model: "m", input: "x", previous_response_id: "resp_1" }).unboundedParts).toBe(1);
+    // Reasoning items are text, not media.
+    expect(parseResponsesRequest({ model: "m", input: [{ type: "reasoning", summary: [], content: [{ type: "reasoning_text", text: "t" }] }] }).unboundedParts).toBe(0);
+  });
+
+  it("reads max_output_tokens as the output's bound, and the tools and earlier calls as JSON the template prints again", () => {
+    const req = parseResponsesRequest({ model: "m", input: [{ type: "function_call", call_id: "c", name: "f", arguments: "{}" }], tools: [{ type: "function", name: "f" }], max_output_tokens: 7, stream: true });
+    expect(req).toMatchObject({ maxTokens: 7, stream: true, outputs: 1, templated: true });
+    expect(req.renderedJsonBytes).toBeGreaterThan(JSON.stringify([{ type: "function", name: "f" }]).length);
+  });
+});
+
+describe("a drain (SIGTERM) during a Responses stream", () => {
+  it("ends the stream with OpenAI's error event, charges what was delivered and releases the hold", async () => {
+    const h = await startShim({ file: FILE });
+    try {
+      const { key, id } = await h.createKey({ credits: 1000 });
+      h.fake.set({ tokenDelayMs: 20, defaultTokens: 200 });
+      const res = await h.post(key, "/v1/responses", { model: "qwen2.5-7b", input: "go on", max_output_tokens: 200, stream: true });
+      const reader = res.body!.getReader();
+      let text = "";
+      while (!text.includes("response.output_text.delta")) text += new TextDecoder().decode((await reader.read()).value);
+      const drain = h.app.shim.inflight.drain(0);
+      for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value);
+      await drain;
+      expect(text).toMatch(/event: error\ndata: \{"type":"error","code":"service_unavailable"[^\n]*\n\n: credits_charged=[\d.]+ credits_remaining=[\d.]+\n\n$/);
+      const deltas = text.split("\n\n").filter((e) => e.startsWith("event: response.output_text.delta")).length;
+      const row = (await moneyInvariants(h.store)).find((r) => r.keyId === id)!;
+      expect(row).toMatchObject({ ledgerSum: row.balance, held: 0, reservations: 0 });
+      // An interrupted answer owes the text delivered, not its prompt (a failure, not a client leaving).
+      expect(1000 * CREDIT - row.balance).toBe(CREDIT + generated(deltas) * CREDIT);
+    } finally {
+      await h.close();
+    }
   });
 });
