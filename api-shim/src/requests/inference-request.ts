@@ -6,7 +6,7 @@ import { invalidParam, ShimError } from "../errors.ts";
 import { spliceMemberValue } from "./json-splice.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { TokenEstimate } from "../money/pricing.ts";
-import { requiredModel } from "./model-param.ts";
+import { requiredModel, streamFlag } from "./common-params.ts";
 import { refuseUpstreamControls } from "../providers/upstream-controls.ts";
 
 /**
@@ -126,11 +126,7 @@ export function parseInferenceRequest(kind: Exclude<InferenceKind, "responses">,
   const templated = kind === "chat" || chatEmbeddings;
   if (templated) refuseInternalMediaUrls(b.messages);
   const prompts = templated ? 1 : kind === "embeddings" ? batchSize(b.input) : (b.prompt == null ? 0 : batchSize(b.prompt)) + embeds;
-  let stream = false;
-  if (kind !== "embeddings" && b.stream !== undefined && b.stream !== null) {
-    if (typeof b.stream !== "boolean") throw invalidParam("'stream' must be a boolean.", "stream");
-    stream = b.stream;
-  }
+  const stream = kind !== "embeddings" && streamFlag(b);
   const so = b.stream_options;
   if (so !== undefined && so !== null && (typeof so !== "object" || Array.isArray(so))) throw invalidParam("'stream_options' must be an object.", "stream_options");
   const opts = (so ?? null) as Record<string, unknown> | null;

@@ -2,7 +2,7 @@ import { mediaParts } from "./content-parts.ts";
 import { invalidParam, ShimError } from "../errors.ts";
 import type { InferenceRequest } from "./inference-request.ts";
 import { refuseInternalMediaUrls } from "./media-urls.ts";
-import { requiredModel } from "./model-param.ts";
+import { requiredModel, streamFlag } from "./common-params.ts";
 import { refuseUpstreamControls } from "../providers/upstream-controls.ts";
 
 /**
@@ -38,11 +38,7 @@ export function parseResponsesRequest(body: unknown): InferenceRequest {
   if (max !== undefined && max !== null && (typeof max !== "number" || !Number.isSafeInteger(max) || max < 1)) {
     throw invalidParam("'max_output_tokens' must be a positive integer.", "max_output_tokens");
   }
-  let stream = false;
-  if (b.stream !== undefined && b.stream !== null) {
-    if (typeof b.stream !== "boolean") throw invalidParam("'stream' must be a boolean.", "stream");
-    stream = b.stream;
-  }
+  const stream = streamFlag(b);
   refuseInternalMediaUrls(input, "input");
   return {
     model,
