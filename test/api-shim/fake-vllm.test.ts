@@ -20,6 +20,35 @@ describe("fake vLLM speaks vLLM's dialect", () => {
     expect(body.data[0]).toMatchObject({ id: "qwen2.5-7b", object: "model", owned_by: "vllm", parent: null });
   });
 
+  it("answers /v1/responses as vLLM does: a response object, usage in the Responses names, no stored responses", async () => {
+    const body = (await (await post("/responses", { model: "qwen2.5-7b", instructions: "be brief", input: "hi", max_output_tokens: 2 })).json()) as Record<string, unknown>;
+    expect(Object.keys(body).slice(0, 8)).toEqual(["id", "created_at", "incomplete_details", "instructions", "metadata", "model", "object", "output"]);
+    expect(body).toMatchObject({ object: "response", status: "incomplete", incomplete_details: { reason: "max_output_tokens" }, instructions: "be brief" });
+    expect(body.output).toEqual([{ id: expect.stringMatching(/^msg_/), content: [{ annotations: [], text: "t1 t2", type: "output_text", logprobs: null }], role: "assistant", status: "completed", type: "message" }]);
+    // 3 template tokens + "be brief" + "hi".
+    expect(body.usage).toEqual({ input_tokens: 6, input_tokens_details: { cached_tokens: 0 }, output_tokens: 2, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 8 });
+    const sdk = new OpenAI({ apiKey: "up", baseURL: fake.url });
+    expect((await sdk.responses.create({ model: "qwen2.5-7b", input: "hi", max_output_tokens: 3 })).output_text).toBe("t1 t2 t3");
+    const stored = await post("/responses", { model: "qwen2.5-7b", input: "hi", previous_response_id: "resp_x" });
+    expect(stored.status).toBe(404);
+    expect(((await stored.json()) as { error: { param: string } }).error.param).toBe("response_id");
+    expect((await post("/responses", { model: "qwen2.5-7b", input: "hi", background: true })).status).toBe(400);
+  });
+
+  it("streams /v1/responses as `event: <type>` and one data line each, sequence numbers in order, ending with response.completed and no [DONE]", async () => {
+    const res = await post("/responses", { model: "qwen2.5-7b", input: "hi", max_output_tokens: 2, stream: true });
+    expect(res.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
+    const events = (await res.text()).split("\n\n").filter(Boolean).map((e) => {
+      const [event, data] = e.split("\n") as [string, string];
+      return { type: event.slice(7), data: JSON.parse(data.slice(6)) as Record<string, unknown> };
+    });
+    expect(events.map((e) => e.type)).toEqual(["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added", "response.output_text.delta", "response.output_text.delta", "response.output_text.done", "response.content_part.done", "response.output_item.done", "response.completed"]);
+    expect(events.map((e) => e.data.sequence_number)).toEqual(events.map((_, i) => i));
+    for (const e of events) expect(e.data.type).toBe(e.type);
+    expect(events[4]!.data).toEqual({ content_index: 0, delta: "t1", item_id: expect.stringMatching(/^msg_/), logprobs: [], output_index: 0, sequence_number: 4, type: "response.output_text.delta" });
+    expect((events.at(-1)!.data.response as { usage: unknown }).usage).toMatchObject({ input_tokens: 4, output_tokens: 2 });
+  });
+
   it("answers chat in pydantic field order with usage total before completion", async () => {
     const text = await (await post("/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 })).text();
     expect(text).toMatch(/^\{"id":"chatcmpl-[0-9a-f]{32}","object":"chat\.completion","created":\d+,"model":"qwen2\.5-7b","choices":\[\{"index":0,"message":\{"role":"assistant","content":"t1 t2","refusal":null,"annotations":null,"audio":null,"function_call":null,"tool_calls":\[\],"reasoning_content":null\},"logprobs":null,"finish_reason":"length","stop_reason":null\}\],"service_tier":null,"system_fingerprint":null,"usage":\{"prompt_tokens":5,"total_tokens":7,"completion_tokens":2,"prompt_tokens_details":null\},"prompt_logprobs":null,"kv_transfer_params":null\}$/);

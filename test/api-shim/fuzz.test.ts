@@ -19,15 +19,18 @@ function prng(seed: number) {
 }
 type R = ReturnType<typeof prng>;
 
-/** The end of a stream that failed: its error event, then the credits comment. */
-const STREAM_FAILED = /(^|\n\n)data: \{"error":\{[^\n]*\}\n\n: credits_charged=[^\n]*\n\n$/;
+/** The end of a stream that failed: its error event (a Responses stream's `event: error`, OpenAI's shape with ours in it), then the credits comment. */
+const STREAM_FAILED = /(^|\n\n)(data: \{"error":\{|event: error\ndata: \{"type":"error",[^\n]*"error":\{)[^\n]*\}\n\n: credits_charged=[^\n]*\n\n$/;
+/** The end of a whole Responses stream: its final event, then the credits comment (no [DONE]). */
+const RESPONSES_DONE = /\n\nevent: response\.(completed|incomplete|failed)\ndata: \{[^\n]*\}\n\n: credits_charged=[^\n]*\n\n$/;
 /**
  * Whether an answer is a 200 stream, and what is wrong with its end if anything: a stream ends
- * with [DONE], or with an error event and the credits comment (docs/api-shim.md, Streaming).
+ * with [DONE] (a Responses stream with its final event and the credits comment), or with an
+ * error event and the credits comment (docs/api-shim.md, Streaming).
  */
 function streamEnd(status: number, contentType: string | null | undefined, text: string): { streamed: boolean; wrong?: string } {
   if (status !== 200 || !(contentType ?? "").startsWith("text/event-stream")) return { streamed: false };
-  if (text.endsWith("\n\ndata: [DONE]\n\n") || STREAM_FAILED.test(text)) return { streamed: true };
+  if (text.endsWith("\n\ndata: [DONE]\n\n") || RESPONSES_DONE.test(text) || STREAM_FAILED.test(text)) return { streamed: true };
   return { streamed: true, wrong: `a stream that ended ${JSON.stringify(text.slice(-200))}` };
 }
 
@@ -55,6 +58,8 @@ function randomBody(r: R): string | Buffer | undefined {
     { model: "qwen2.5-7b", prompt: "hello", max_tokens: 2 },
     { model: "bge-m3", input: ["a", "b"] },
     { model: "qwen2.5-7b", messages: [{ role: "user", content: "hello" }], max_tokens: 2, stream: true },
+    { model: "qwen2.5-7b", input: "hello", max_output_tokens: 2 },
+    { model: "qwen2.5-7b", instructions: "be brief", input: [{ role: "user", content: [{ type: "input_text", text: "hello" }] }], max_output_tokens: 2, stream: true },
   ]);
   switch (r.int(7)) {
     case 0: return undefined;
@@ -85,7 +90,7 @@ describe("fuzz: random bodies and headers", () => {
   it(`${CASES} random requests (seed ${SEED}) get no 5xx and the shim stays up with its money consistent`, async () => {
     const r = prng(SEED);
     const agent = new Agent({ keepAlive: true, maxSockets: 16 });
-    const paths = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/usage", "/admin/keys", "/admin/usage", "/admin/keys/x/credits", "/health", "/ready", "/nope", "/v1/chat/completions/../../admin/keys", "/v1/usage?from=%ZZ", "/admin/usage?format=csv&group=day&from=2020-01-01", "/v1/chat/completions?batch=1", "//v1//models", "/%00"];
+    const paths = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/usage", "/admin/keys", "/admin/usage", "/admin/keys/x/credits", "/health", "/ready", "/nope", "/v1/chat/completions/../../admin/keys", "/v1/usage?from=%ZZ", "/admin/usage?format=csv&group=day&from=2020-01-01", "/v1/chat/completions?batch=1", "//v1//models", "/%00", "/v1/responses", "/v1/responses/resp_x"];
     const failures: string[] = [];
     const statuses = new Map<number, number>();
     const one = (i: number) => {
@@ -173,6 +178,7 @@ describe("fuzz: random bodies and headers", () => {
       ["/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 3 }, ["model", "messages", "max_tokens", "max_completion_tokens", "n", "stream", "stream_options", "temperature"]],
       ["/v1/completions", { model: "qwen2.5-7b", prompt: "hi", max_tokens: 2 }, ["model", "prompt", "max_tokens", "n", "stream", "stream_options", "echo"]],
       ["/v1/embeddings", { model: "bge-m3", input: ["a"] }, ["model", "input", "encoding_format"]],
+      ["/v1/responses", { model: "qwen2.5-7b", input: "hi", max_output_tokens: 2 }, ["model", "input", "max_output_tokens", "stream", "background", "instructions"]],
     ];
     const failures: string[] = [];
     const refusedByName = new Map<string, number>();
@@ -203,7 +209,7 @@ describe("fuzz: random bodies and headers", () => {
     }));
     expect(failures).toEqual([]);
     // Each field the shim checks itself was reached with a bad value and refused by name.
-    for (const field of ["model", "messages", "max_tokens", "max_completion_tokens", "n", "stream", "stream_options", "prompt", "input"]) {
+    for (const field of ["model", "messages", "max_tokens", "max_completion_tokens", "n", "stream", "stream_options", "prompt", "input", "max_output_tokens", "background"]) {
       expect(refusedByName.get(field) ?? 0, `400 with param '${field}' in ${JSON.stringify([...refusedByName])}`).toBeGreaterThan(0);
     }
     expect(statuses.get(200) ?? 0, JSON.stringify([...statuses])).toBeGreaterThan(50);

@@ -11,7 +11,8 @@ import { urlHost } from "../../scripts/lib/url-host.ts";
  * `data: <json>\n\n` ending with `data: [DONE]`, a usage chunk only when `stream_options` asks
  * for it, continuous usage on request, vLLM's error bodies and its in-stream error event,
  * completions' echo, the completions parameters vLLM refuses, beam search's one-event
- * "stream", and base64 embeddings.
+ * "stream", base64 embeddings, and the Responses API (`/v1/responses`: its response object, its
+ * `event: <type>` stream ending with `response.completed`, no [DONE]; no stored responses).
  * Behaviour is switchable at run time (delay, per-token delay, failure, mid-stream stop, hang),
  * and it counts requests received, completed and aborted by the client.
  */
@@ -190,7 +191,7 @@ export class FakeVllm extends EventEmitter {
       return json(res, 401, { error: "Unauthorized" });
     }
     if (req.method === "GET" && path === "/v1/models") return json(res, 200, this.modelList());
-    const route = ({ "/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings" } as const)[path];
+    const route = ({ "/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/embeddings": "embeddings", "/v1/responses": "responses" } as const)[path];
     if (req.method !== "POST" || !route) return json(res, 404, { detail: "Not Found" });
 
     this.requests.push({ method: req.method, path, headers: req.headers, body });
@@ -223,6 +224,7 @@ export class FakeVllm extends EventEmitter {
     if (!model) return vllmError(res, 404, `The model \`${String(request.model)}\` does not exist.`, "NotFoundError");
     if (request.stream_options && !request.stream) return vllmError(res, 400, "Stream options can only be defined when `stream=True`.");
     if (route === "embeddings") return this.embeddings(res, request, model);
+    if (route === "responses") return this.responses(res, request, model);
     if (route === "chat" && !Array.isArray(request.messages)) return vllmError(res, 400, "1 validation error: messages Field required");
     if (route === "completions" && request.prompt === undefined) return vllmError(res, 400, "1 validation error: prompt Field required");
     const refused = route === "completions" ? completionsRefusal(request) : undefined;
@@ -364,6 +366,89 @@ export class FakeVllm extends EventEmitter {
     this.bump("completed");
   }
 
+  /**
+   * vLLM's /v1/responses (serving_responses.py, SimpleContext: a text answer as one message). The
+   * prompt is the instructions, the input (a string, or items: messages' content, function calls'
+   * arguments, their outputs) and the tools, through the chat template. max_output_tokens bounds
+   * the answer (the response is then "incomplete"). Without VLLM_ENABLE_RESPONSES_API_STORE vLLM
+   * keeps no responses: a previous_response_id is not found (404), `background` refused (400).
+   * A stream: response.created, response.in_progress, then on the first token output_item.added
+   * and content_part.added, one response.output_text.delta per token, output_text.done,
+   * content_part.done, output_item.done, and response.completed with the whole response and its
+   * usage; `event: <type>` before each data line (api_router.py's _convert_stream_to_sse_events).
+   * The behaviour's delays, failures and stops apply as to chat; an "error" stop sends OpenAI's
+   * error event (`event: error`, `{"type":"error","code","message","param","sequence_number"}`).
+   */
+  private async responses(res: ServerResponse, request: Record<string, unknown>, model: string): Promise<void> {
+    const b = this.behaviour;
+    if (request.input === undefined) return vllmError(res, 400, "1 validation error: input Field required");
+    if (pydanticBool(request.background)) return vllmError(res, 400, "This vLLM engine does not support `store=True` and therefore does not support the background mode. To enable these features, set the environment variable `VLLM_ENABLE_RESPONSES_API_STORE=1` when launching the vLLM server.");
+    if (typeof request.previous_response_id === "string") {
+      return json(res, 404, { error: { message: `Response with id '${request.previous_response_id}' not found.`, type: "NotFoundError", param: "response_id", code: 404 } });
+    }
+    const max = typeof request.max_output_tokens === "number" ? request.max_output_tokens : null;
+    const tokens = Math.max(0, Math.min(max ?? b.defaultTokens, b.defaultTokens));
+    const incomplete = max !== null && tokens >= max;
+    const prompt = responsesPromptTokens(request, b.templateTokens);
+    const id = `resp_${hex()}`;
+    const msgId = `msg_${hex()}`;
+    const createdAt = Math.floor(Date.now() / 1000);
+    const cached = Math.min(b.cachedTokens ?? 0, prompt);
+    const usageOf = (k: number) => ({ input_tokens: prompt, input_tokens_details: { cached_tokens: cached }, output_tokens: k, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: prompt + k });
+    const message = (text: string, status: string) => ({ id: msgId, content: text === "" && status === "in_progress" ? [] : [{ annotations: [], text, type: "output_text", logprobs: null }], role: "assistant", status, type: "message" });
+    const response = (status: string, output: unknown[], usage: unknown) => ({
+      id, created_at: createdAt, incomplete_details: status === "incomplete" ? { reason: "max_output_tokens" } : null, instructions: request.instructions ?? null, metadata: request.metadata ?? null, model, object: "response", output,
+      parallel_tool_calls: request.parallel_tool_calls ?? true, temperature: request.temperature ?? 0.7, tool_choice: request.tool_choice ?? "auto", tools: request.tools ?? [], top_p: request.top_p ?? 1.0, background: false,
+      max_output_tokens: max ?? 8192 - prompt, max_tool_calls: null, previous_response_id: null, prompt: null, reasoning: null, service_tier: "auto", status, text: null, top_logprobs: null, truncation: "disabled", usage, user: null, input_messages: null, output_messages: null,
+    });
+    const finalStatus = incomplete ? "incomplete" : "completed";
+    if (request.stream !== true) {
+      for (let i = 0; i < tokens && b.tokenDelayMs > 0; i++) await sleep(b.tokenDelayMs);
+      if (res.destroyed) return;
+      json(res, 200, response(finalStatus, [message(words(tokens), "completed")], usageOf(tokens)));
+      this.usages.push({ prompt_tokens: prompt, completion_tokens: tokens, total_tokens: prompt + tokens });
+      return void this.bump("completed");
+    }
+    res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "transfer-encoding": "chunked" });
+    let seq = 0;
+    const send = ({ type, ...rest }: Record<string, unknown>) => res.write(`event: ${String(type)}\ndata: ${JSON.stringify({ ...rest, sequence_number: seq++, type })}\n\n`);
+    // vLLM's events are pydantic models of openai's types, whose fields are in alphabetical order; sequence_number and type last but one and last.
+    const initial = response("in_progress", [], null);
+    send({ response: initial, type: "response.created" });
+    send({ response: initial, type: "response.in_progress" });
+    let text = "";
+    for (let k = 1; k <= tokens; k++) {
+      if (b.tokenDelayMs > 0) await sleep(b.tokenDelayMs);
+      if (res.destroyed) return;
+      if (b.stopAfterTokens !== null && k > b.stopAfterTokens) {
+        if (b.stopMode === "cut") {
+          this.cut.add(res);
+          await new Promise<void>((r) => res.write("", () => r()));
+          return void res.destroy();
+        }
+        const error = JSON.parse(IN_STREAM_ERRORS[b.stopMode]) as { error: { message: string; code: number } };
+        res.end(`event: error\ndata: ${JSON.stringify({ code: String(error.error.code), message: error.error.message, param: null, sequence_number: seq++, type: "error" })}\n\n`);
+        return;
+      }
+      if (k === 1) {
+        send({ item: message("", "in_progress"), output_index: 0, type: "response.output_item.added" });
+        send({ content_index: 0, item_id: msgId, output_index: 0, part: { annotations: [], text: "", type: "output_text", logprobs: [] }, type: "response.content_part.added" });
+      }
+      const delta = `${k === 1 ? "" : " "}t${k}${b.stampTokens ? `@${process.hrtime.bigint()}` : ""}`;
+      text += delta;
+      send({ content_index: 0, delta, item_id: msgId, logprobs: [], output_index: 0, type: "response.output_text.delta" });
+      this.bump("tokensSent");
+    }
+    if (tokens > 0) {
+      send({ content_index: 0, item_id: msgId, logprobs: [], output_index: 0, text, type: "response.output_text.done" });
+      send({ content_index: 0, item_id: msgId, output_index: 0, part: { annotations: [], text, type: "output_text", logprobs: null }, type: "response.content_part.done" });
+      send({ item: message(text, "completed"), output_index: 0, type: "response.output_item.done" });
+    }
+    res.end(`event: response.completed\ndata: ${JSON.stringify({ response: response(finalStatus, tokens > 0 ? [message(text, "completed")] : [], usageOf(tokens)), sequence_number: seq++, type: "response.completed" })}\n\n`);
+    this.usages.push({ prompt_tokens: prompt, completion_tokens: tokens, total_tokens: prompt + tokens });
+    this.bump("completed");
+  }
+
   /** vLLM's prompt_tokens_details: the cached tokens (never more than the prompt's) when reported and not 0 (`if … and num_cached_tokens:`), else null. */
   private promptDetails(prompt: number): { cached_tokens: number } | null {
     const cached = Math.min(this.behaviour.cachedTokens ?? 0, prompt);
@@ -402,11 +487,25 @@ export const IMAGE_TOKENS = 1200;
 /** Deterministic token count: whitespace-separated words of every string, one per number, IMAGE_TOKENS per image part. */
 export function promptTokens(v: unknown): number {
   if (typeof v === "string") return v.split(/\s+/).filter(Boolean).length || 1;
-  if (v && typeof v === "object" && (v as { type?: unknown }).type === "image_url") return IMAGE_TOKENS;
+  if (v && typeof v === "object" && ["image_url", "input_image"].includes((v as { type?: unknown }).type as string)) return IMAGE_TOKENS;
   if (typeof v === "number") return 1;
   if (Array.isArray(v)) return v.reduce<number>((s, x) => s + promptTokens(x), 0);
   if (v && typeof v === "object") return Object.values(v).reduce<number>((s, x) => s + promptTokens(x), 0);
   return 0;
+}
+
+/**
+ * A Responses request's prompt tokens as vLLM renders it into a chat: the instructions (a system
+ * message), the input (a string is one user message; items are counted by their content, as
+ * promptTokens counts a value, an input_image IMAGE_TOKENS), the template's own tokens and its tools.
+ */
+export function responsesPromptTokens(request: Record<string, unknown>, templateTokens: number): number {
+  let n = templateTokens + (typeof request.instructions === "string" ? promptTokens(request.instructions) : 0);
+  const input = request.input;
+  if (typeof input === "string") n += promptTokens(input);
+  else if (Array.isArray(input)) for (const item of input) n += promptTokens(item);
+  if (Array.isArray(request.tools) && request.tools.length > 0) n += renderedJsonTokens(request.tools);
+  return n;
 }
 
 /**

@@ -17,7 +17,7 @@ export type MeteredEvent =
   | { kind: "done" };
 
 /** A usage-only chunk: the event to send (null = hide it) and its data, for splicing the credits into. */
-export type UsageEvent = { kind: "usage"; forward: string | null; data: string };
+export type UsageEvent = { kind: "usage"; forward: string | null; data: string; last?: true }; // last: the stream's final event (responses-stream.ts)
 
 export interface MeterOptions {
   /** The client asked for the usage chunk (stream_options present and include_usage not false). */

@@ -7,6 +7,9 @@ import type { ShimContext } from "../context.ts";
 import { errorBody, ShimError } from "../errors.ts";
 import { spliceJson } from "../requests/json-splice.ts";
 import { StreamMeter, type UsageEvent } from "./metering.ts";
+import type { Meter } from "./meter.ts";
+import { ResponsesMeter } from "./responses-stream.ts";
+import type { InferenceKind } from "../requests/inference-request.ts";
 import { loggedModel } from "../observability/redaction.ts";
 import { formatCredits } from "../money/money.ts";
 import type { Settlement } from "../money/settlement.ts";
@@ -24,6 +27,8 @@ export interface RelayInput {
   /** The key's available credits after this request's hold. */
   available: number;
   signal: AbortSignal;
+  /** The route: a Responses stream is read by ResponsesMeter, any other by StreamMeter. */
+  kind: InferenceKind;
   clientWantsUsage: boolean;
   hideContinuous: boolean;
   /** Usage on every chunk was asked of the upstream (the shim's continuous_usage_stats, or the client's). */
@@ -54,7 +59,9 @@ export interface RelayInput {
  * it right before [DONE]) so that, when it is the last, it carries the final figures; or, when the
  * stream ends early (client gone, upstream cut, idle timeout, drain), from what was delivered.
  * The final figures also go in a comment line `: credits_charged=… credits_remaining=…` just
- * before `data: [DONE]`; SDKs ignore comments.
+ * before `data: [DONE]`; SDKs ignore comments. A Responses API stream (responses-stream.ts) is
+ * settled from its final event (`response.completed`), which goes out last with the figures spliced
+ * in, followed by the comment line; it has no `[DONE]`.
  */
 export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   const { ctx, request, reply, res, settlement, signal } = input;
@@ -79,7 +86,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   // response-writer.ts.
   const write = (text: string) => writeWithBackpressure(out, text, ctx.config.streamIdleTimeoutMs, signal);
 
-  const meter = new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, runningUsage: input.runningUsage, outputsPerPrompt: input.outputsPerPrompt, outputs: input.outputs, echo: input.echo, maxCompletion: input.maxCompletion });
+  const meter: Meter = input.kind === "responses" ? new ResponsesMeter(input.maxCompletion) : new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, runningUsage: input.runningUsage, outputsPerPrompt: input.outputsPerPrompt, outputs: input.outputs, echo: input.echo, maxCompletion: input.maxCompletion });
   // What ended the stream early, if anything: the client leaving, or a failure told to it.
   let clientGone = false;
   let failure: ShimError | null = null;
@@ -110,6 +117,11 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       }
       if (m.kind === "usage") {
         held = m;
+        // A Responses stream's final event: the answer is whole, and nothing follows it.
+        if (m.last) {
+          sawDone = true;
+          break;
+        }
         continue;
       }
       if (m.kind === "error") {
@@ -183,9 +195,10 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   }
   if (!out.destroyed) {
     // A usage-only chunk held when the stream failed after it (a drain, the store) goes out as it came, before the error.
-    if (failure) await write(`${held?.forward ? `${held.forward}\n\n` : ""}data: ${errorBody(failure)}\n\n`);
+    if (failure) await write(`${held?.forward ? `${held.forward}\n\n` : ""}${meter.errorEvent?.(failure) ?? `data: ${errorBody(failure)}`}\n\n`);
     await write(figures);
-    if (!failure) await write("data: [DONE]\n\n");
+    const end = meter.endLine ?? "data: [DONE]\n\n";
+    if (!failure && end !== "") await write(end);
     out.end();
   }
   ctx.metrics.activeStreams.dec();

@@ -11,6 +11,10 @@ import { isCount } from "./token-count.ts";
 export interface UsageJson {
   prompt_tokens?: unknown;
   completion_tokens?: unknown;
+  /** The Responses API's names for them (responsesUsage), with `input_tokens_details.cached_tokens`. */
+  input_tokens?: unknown;
+  output_tokens?: unknown;
+  input_tokens_details?: unknown;
 }
 
 /** A usage object's counts, each read on its own: null where the upstream's is missing or not a count. */
@@ -31,6 +35,7 @@ export function readCounts(u: UsageJson): Counts {
 /** A usage object whose counts can both be read (a missing completion count is 0: embeddings have none), else null. */
 export function toUsage(u: UsageJson | null | undefined): Usage | null {
   if (!u || typeof u !== "object") return null;
+  if (u.prompt_tokens === undefined && u.input_tokens !== undefined) u = chatNames(u);
   const p = u.prompt_tokens;
   const c = u.completion_tokens ?? 0;
   if (!isCount(p) || !isCount(c)) return null;
@@ -57,4 +62,14 @@ export const MAX_TOKEN_COUNT = 2 ** 31 - 1;
  */
 export function storedUsage(u: Usage): Usage {
   return { ...u, promptTokens: Math.min(u.promptTokens, MAX_TOKEN_COUNT), completionTokens: Math.min(u.completionTokens, MAX_TOKEN_COUNT) };
+}
+
+/**
+ * A Responses API usage object (`input_tokens`, `output_tokens`, `input_tokens_details.cached_tokens`:
+ * vLLM's ResponseUsage, OpenAI's, LiteLLM's) under chat's names, so that both are read by the same
+ * rules (cached tokens as chat's `prompt_tokens_details.cached_tokens`); other members kept.
+ */
+function chatNames(u: UsageJson): UsageJson {
+  const named: UsageJson & { prompt_tokens_details?: unknown } = { ...u, prompt_tokens: u.input_tokens, completion_tokens: u.output_tokens ?? 0, prompt_tokens_details: u.input_tokens_details };
+  return named;
 }

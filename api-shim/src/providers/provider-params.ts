@@ -60,7 +60,10 @@ const EMBEDDINGS = ["model", "input", "dimensions", "encoding_format", "user"];
  */
 const CHAT_EXTRAS = ["top_k", "thinking", "cache_control", "speed"];
 
-const ALLOWED: Record<InferenceKind, ReadonlySet<string>> = {
+/** The routes a provider's model is served on: not the Responses API (admission.ts refuses it there). */
+type ProviderKind = Exclude<InferenceKind, "responses">;
+
+const ALLOWED: Record<ProviderKind, ReadonlySet<string>> = {
   chat: new Set([...CHAT, ...CHAT_EXTRAS]),
   completions: new Set([...COMPLETIONS, "top_k"]),
   embeddings: new Set(EMBEDDINGS),
@@ -71,7 +74,7 @@ const ALLOWED: Record<InferenceKind, ReadonlySet<string>> = {
  * when None (utils.py, _get_non_default_params); one it does not know reaches the provider as
  * null, unset there too.
  */
-const UNSET_WHEN_NULL: Record<InferenceKind, readonly string[]> = { chat: [...CHAT_UNBOUNDED, "web_search_options"], completions: COMPLETIONS_UNBOUNDED, embeddings: [] };
+const UNSET_WHEN_NULL: Record<ProviderKind, readonly string[]> = { chat: [...CHAT_UNBOUNDED, "web_search_options"], completions: COMPLETIONS_UNBOUNDED, embeddings: [] };
 
 /**
  * OpenAI's content part types (ChatCompletionContentPart, and the assistant's refusal). Any
@@ -86,7 +89,7 @@ const PART_TYPES: readonly unknown[] = ["text", "image_url", "input_audio", "fil
  * `modalities` asking for more than text, or a message's member, content part or thinking block
  * not in theirs.
  */
-export function refuseUnlistedProviderParams(kind: InferenceKind, body: Record<string, unknown>, model: string): void {
+export function refuseUnlistedProviderParams(kind: ProviderKind, body: Record<string, unknown>, model: string): void {
   const allowed = ALLOWED[kind];
   const name = model.slice(0, 200);
   for (const k in body) {

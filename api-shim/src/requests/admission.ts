@@ -4,8 +4,9 @@ import { batchAsked } from "./batch-query.ts";
 import type { CacheLifetime } from "../money/cache-writes.ts";
 import { heldAtDefaultMaxTokens, type ModelConfig, mayBeProviders } from "../config.ts";
 import type { ShimContext } from "../context.ts";
-import { ShimError } from "../errors.ts";
+import { invalidParam, ShimError } from "../errors.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptTokens, upstreamBody } from "./inference-request.ts";
+import { parseResponsesRequest } from "./responses-request.ts";
 import { refuseNonTextPrompt } from "../providers/upstream-controls.ts";
 import { estimatePromptTokens, type HoldInput } from "../money/pricing.ts";
 import { refuseUnlistedProviderParams } from "../providers/provider-params.ts";
@@ -35,7 +36,7 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   const auth = request.auth!;
   const batch = batchAsked(request);
   const body = request.body as Record<string, unknown>;
-  const req = parseInferenceRequest(kind, body);
+  const req = kind === "responses" ? parseResponsesRequest(body) : parseInferenceRequest(kind, body);
   request.shim.model = req.model;
   const refusal = modelRefusal(ctx, auth.key, req.model);
   if (refusal === "not_served") throw modelNotFound(req.model);
@@ -48,7 +49,12 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   // Only a model configured `provider: true` has its members allow-listed (provider-params.ts):
   // narrower than mayBeProviders, as an unconfigured model, or one without maxModelLen, may be
   // vLLM's, whose clients send its extra parameters (top_k, guided_json…), which it takes.
-  if (modelConfig?.provider === true) refuseUnlistedProviderParams(kind, body, req.model);
+  if (modelConfig?.provider === true) {
+    // A provider's Responses API bills what this endpoint does not meter (built-in web and file
+    // search, code interpreter): its models are served on the chat route (docs/decisions.md).
+    if (kind === "responses") throw invalidParam(`The model '${req.model.slice(0, 200)}' is a provider's model: this endpoint serves it on /v1/chat/completions, not /v1/responses.`, "model");
+    refuseUnlistedProviderParams(kind, body, req.model);
+  }
   // Embeddings cache nothing: a cache_control there widens no hold.
   return { req, modelConfig, batch, cacheLifetime: kind === "embeddings" ? null : lifetime };
 }
@@ -116,7 +122,7 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
   // The prompt's bound once (it may walk the body for normalization's growth): the hold's prompt, and
   // the estimate's cap (which also caps a media part's floor, the model's mediaPartTokens).
   const promptBound = ctx.pricer.promptBound(holdInput);
-  const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: upstreamBody(raw, body, req, continuous, heldAtDefaultMaxTokens(req.defaultMaxTokens, modelConfig)) };
+  const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: kind === "responses" ? raw : upstreamBody(raw, body, req, continuous, heldAtDefaultMaxTokens(req.defaultMaxTokens, modelConfig)) };
   request.rawBody = undefined;
   request.body = undefined;
   return admission;

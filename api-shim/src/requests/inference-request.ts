@@ -6,7 +6,7 @@ import { invalidParam, ShimError } from "../errors.ts";
 import { spliceMemberValue } from "./json-splice.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { TokenEstimate } from "../money/pricing.ts";
-import { hasControlCharacters } from "../names.ts";
+import { requiredModel, streamFlag } from "./common-params.ts";
 import { refuseUpstreamControls } from "../providers/upstream-controls.ts";
 
 /**
@@ -15,7 +15,7 @@ import { refuseUpstreamControls } from "../providers/upstream-controls.ts";
  * body is forwarded byte for byte; a streamed one gains `stream_options.include_usage` (and
  * `continuous_usage_stats` when the model's upstream supports it).
  */
-export type InferenceKind = "chat" | "completions" | "embeddings";
+export type InferenceKind = "chat" | "completions" | "embeddings" | "responses";
 
 export interface InferenceRequest {
   model: string;
@@ -95,15 +95,13 @@ function completionBound(kind: "chat" | "completions", b: Record<string, unknown
   return typeof mct === "number" ? Math.max(own, mct) : own;
 }
 
-export function parseInferenceRequest(kind: InferenceKind, body: unknown): InferenceRequest {
+export function parseInferenceRequest(kind: Exclude<InferenceKind, "responses">, body: unknown): InferenceRequest {
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
     throw new ShimError("invalid_request", { message: "Request body must be a JSON object." });
   }
   const b = body as Record<string, unknown>;
   refuseUpstreamControls(b);
-  if (typeof b.model !== "string" || b.model.trim() === "") throw invalidParam("'model' is required and must be a non-empty string.", "model");
-  if (b.model.length > 256) throw invalidParam("'model' is too long.", "model");
-  if (hasControlCharacters(b.model)) throw invalidParam("'model' must not contain control characters.", "model");
+  const model = requiredModel(b);
   if (kind === "chat" && (!Array.isArray(b.messages) || b.messages.length === 0)) {
     throw invalidParam("'messages' is required and must be a non-empty array.", "messages");
   }
@@ -128,11 +126,7 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
   const templated = kind === "chat" || chatEmbeddings;
   if (templated) refuseInternalMediaUrls(b.messages);
   const prompts = templated ? 1 : kind === "embeddings" ? batchSize(b.input) : (b.prompt == null ? 0 : batchSize(b.prompt)) + embeds;
-  let stream = false;
-  if (kind !== "embeddings" && b.stream !== undefined && b.stream !== null) {
-    if (typeof b.stream !== "boolean") throw invalidParam("'stream' must be a boolean.", "stream");
-    stream = b.stream;
-  }
+  const stream = kind !== "embeddings" && streamFlag(b);
   const so = b.stream_options;
   if (so !== undefined && so !== null && (typeof so !== "object" || Array.isArray(so))) throw invalidParam("'stream_options' must be an object.", "stream_options");
   const opts = (so ?? null) as Record<string, unknown> | null;
@@ -141,7 +135,7 @@ export function parseInferenceRequest(kind: InferenceKind, body: unknown): Infer
   // absent means yes, and an explicit null means no, like false.
   const wantsUsage = opts !== null && (opts.include_usage === undefined || opts.include_usage === true);
   return {
-    model: b.model,
+    model,
     stream,
     maxTokens: kind === "embeddings" ? undefined : completionBound(kind, b),
     defaultMaxTokens: kind === "completions" && b.max_tokens === undefined && typeof b.max_completion_tokens !== "number",
@@ -261,7 +255,7 @@ const embedsOf = (v: unknown): unknown[] => (v === undefined || v === null ? [] 
 export function promptTokens(kind: InferenceKind, body: Record<string, unknown>, mediaPartTokens = 0): number {
   const estimate = new TokenEstimate();
   const [first, ...rest] = promptFields(kind, body);
-  if (rendersMessages(kind, body)) addMessages(estimate, first, mediaPartTokens);
+  if (rendersMessages(kind, body) || kind === "responses") addMessages(estimate, first, mediaPartTokens);
   else addPrompt(estimate, first);
   for (const part of rest) estimate.addValue(part);
   if (kind === "completions") estimate.addTokens(embedsTokens(body.prompt_embeds));
@@ -296,7 +290,7 @@ function addPrompt(estimate: TokenEstimate, prompt: unknown): void {
 const isTokenIds = (v: unknown): v is unknown[] => Array.isArray(v) && v.every((x) => typeof x === "number");
 
 /** Messages as their JSON, except a list content's non-text parts (content-parts.ts): payloads (TokenEstimate.addPayload), each at least `mediaPartTokens`. */
-function addMessages(estimate: TokenEstimate, messages: unknown, mediaPartTokens: number): void {
+export function addMessages(estimate: TokenEstimate, messages: unknown, mediaPartTokens: number): void {
   if (!Array.isArray(messages)) return estimate.addValue(messages);
   estimate.addBytes(1 + Math.max(messages.length, 1)); // brackets and commas
   for (const m of messages) {
@@ -318,11 +312,12 @@ function addMessages(estimate: TokenEstimate, messages: unknown, mediaPartTokens
 
 /**
  * The fields that carry the prompt: `messages` (chat, vLLM's chat-style embeddings) and what the
- * template prints beside them (templateJson), completions `prompt`, embeddings `input`. The first
- * is the messages or the prompt.
+ * template prints beside them (templateJson), completions `prompt`, embeddings `input`, the
+ * Responses API's `input` (items read as messages), `instructions` and `tools`. The first is the messages or the prompt.
  */
 function promptFields(kind: InferenceKind, body: Record<string, unknown>): unknown[] {
   if (rendersMessages(kind, body)) return [body.messages, ...templateJson(body, true)];
+  if (kind === "responses") return [body.input, body.instructions, body.tools]; // responses-request.ts
   return [kind === "completions" ? body.prompt : body.input];
 }
 

@@ -18,14 +18,14 @@ import { eachMessagePart } from "./content-parts.ts";
 
 /**
  * The members of a content part that carry a URL (OpenAI's and vLLM's parts, and the Responses
- * API's `input_image`, whose `image_url` is the URL itself), and in them, the members holding it:
- * `url`, or a `file` part's `file_id`, which LiteLLM fetches when it is a URL.
+ * API's `input_image`, whose `image_url` is the URL itself, and `input_file`'s `file_url`), and in
+ * them, the members holding it: `url`, or a `file` part's `file_id`, which LiteLLM fetches when it is a URL.
  */
-const MEDIA_MEMBERS = ["image_url", "audio_url", "video_url", "file"] as const;
+const MEDIA_MEMBERS = ["image_url", "audio_url", "video_url", "file", "file_url"] as const;
 const URL_MEMBERS = ["url", "file_id"] as const;
 
-/** Refuses (400, `messages`) a chat whose content names media by a URL into the deployment's network. */
-export function refuseInternalMediaUrls(messages: unknown): void {
+/** Refuses (400, `param`) a chat's messages (a Responses request's `input` items) whose content names media by a URL into the deployment's network. */
+export function refuseInternalMediaUrls(messages: unknown, param: "messages" | "input" = "messages"): void {
   let index = -1;
   eachMessagePart(messages, (item, from) => {
     if (from === null) index++;
@@ -36,7 +36,7 @@ export function refuseInternalMediaUrls(messages: unknown): void {
       for (const url of urlsIn(value)) {
         const reason = refusalOf(url);
         if (reason !== null) {
-          throw invalidParam(`Media URLs must be public: the ${member} in messages[${index}] ${reason}. Send the media from a public URL or inline (a data: URL).`, "messages");
+          throw invalidParam(`Media URLs must be public: the ${member} in ${param}[${index}] ${reason}. Send the media from a public URL or inline (a data: URL).`, param);
         }
       }
     }

@@ -24,6 +24,7 @@ const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
   ["/v1/completions", "completions", "/completions"],
   ["/v1/embeddings", "embeddings", "/embeddings"],
+  ["/v1/responses", "responses", "/responses"],
 ];
 
 /**
@@ -84,8 +85,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   const facts = admission(ctx, kind, request, checks);
   const { estimate, hold } = facts;
   const reservationId = randomUUID();
-  // In flight from before the hold: a drain that starts while the hold is being made waits for
-  // this request (and aborts it) instead of closing the store under it.
+  // In flight from before the hold: a drain that starts while the hold is being made waits for this request (and aborts it) instead of closing the store under it.
   const ac = new AbortController();
   // A non-streamed answer's bytes (a stream's large events) count against the memory all answers
   // may hold until sent or dropped. Releasing it also ends a wait for room: a cut request must not wait on others.
@@ -188,7 +188,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     // plain JSON, which vLLM 0.15.1 and 0.16.0 did for errors (with status 200).
     const refusal = !ok || (req.stream && !String(res.headers["content-type"] ?? "").startsWith("text/event-stream"));
     if (req.stream && !refusal) {
-      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, runningUsage: continuous || req.continuousAsked, outputsPerPrompt: req.n, outputs: req.outputs, echo: req.echo, maxCompletion: facts.completionBound, promptEstimate, lease });
+      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, kind, clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, runningUsage: continuous || req.continuousAsked, outputsPerPrompt: req.n, outputs: req.outputs, echo: req.echo, maxCompletion: facts.completionBound, promptEstimate, lease });
     }
     readWithin(res);
     if (refusal) {

@@ -59,7 +59,11 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
     // SHIM_UPSTREAM_URL is wrong, usually missing its /v1, which is no fault of the client's model.
     // (A server that answered an unknown model with a bare 404 would get a 502 too: neither vLLM
     // nor LiteLLM does.)
-    if (upstreamMessage(bodyText, false) === undefined) return new ShimError("upstream_error", { message: UPSTREAM_ROUTE_MISSING });
+    const message = upstreamMessage(bodyText, false);
+    if (message === undefined) return new ShimError("upstream_error", { message: UPSTREAM_ROUTE_MISSING });
+    // A Responses request's previous_response_id the server does not have (vLLM keeps none unless
+    // started with VLLM_ENABLE_RESPONSES_API_STORE=1): the response is missing, not the model.
+    if (/^Response with id /.test(message)) return new ShimError("not_found", { ...clientMessage(message, model ?? "", hideSecrets), param: "previous_response_id" });
     return modelNotFound(model ?? "");
   }
   if (status === 413) return new ShimError("request_too_large");

@@ -1,0 +1,129 @@
+import { errorBody, type ShimError } from "../errors.ts";
+import { TokenEstimate, type Usage } from "../money/pricing.ts";
+import type { Meter } from "./meter.ts";
+import type { MeteredEvent } from "./metering.ts";
+import { eventData } from "./sse.ts";
+import { toUsage } from "./usage-json.ts";
+
+/**
+ * Reads a Responses API stream as it passes through (vLLM's serving_responses.py, OpenAI's and
+ * LiteLLM's): events `event: <type>\ndata: {json}`, each relayed as it comes, from
+ * `response.created` and `response.in_progress` through the output items, their content parts and
+ * deltas (`response.output_text.delta`, `response.reasoning_text.delta`,
+ * `response.function_call_arguments.delta`…) to `response.completed` (or `response.incomplete`,
+ * `response.failed`), which carries the whole response with its `usage`. No `[DONE]` follows
+ * (vLLM's _convert_stream_to_sse_events writes none); one that comes is taken as the end.
+ *
+ * The final event is the charge: it is held (returned as a usage event marked `last`) so the relay
+ * can settle and send it with the credit figures spliced in, then the comment line. A stream that
+ * ends before it (client gone, upstream cut, idle timeout, drain) is charged from what was
+ * delivered: each delta event at least one token, or the estimate of their text when more, never
+ * above the request's bound, and the prompt's estimate once the answer began.
+ */
+export class ResponsesMeter implements Meter {
+  private final: Usage | null = null;
+  private ended = false;
+  private began = false;
+  /** Delta events that carried generated text (each at least one token). */
+  private deltas = 0;
+  private readonly text = new TokenEstimate();
+  /** The sequence number the next event would have: an error event the shim writes takes it. */
+  private nextSequence = 0;
+  private readonly maxCompletion: number;
+  readonly endLine = "";
+
+  /** `maxCompletion`: the most output tokens the request may generate (the hold's bound). */
+  constructor(maxCompletion: number) {
+    this.maxCompletion = maxCompletion;
+  }
+
+  process(event: string): MeteredEvent {
+    const data = eventData(event);
+    if (data === null) return { kind: "comment", forward: event };
+    if (data === "[DONE]") return { kind: "done" };
+    const type = eventType(event, data);
+    // Deltas, most of a stream, are read without parsing: the generated text is their `delta` string.
+    if (type !== null && type.endsWith(".delta")) {
+      this.began = true;
+      this.nextSequence++;
+      const at = DELTA.exec(data);
+      if (at !== null && at[0].endsWith('"')) {
+        const start = at.index + at[0].length;
+        if (data.charCodeAt(start) !== 0x22) this.deltas++;
+        this.text.addString(data, start);
+      }
+      return { kind: "chunk", forward: event };
+    }
+    let parsed: { type?: unknown; sequence_number?: unknown; response?: { usage?: unknown } | null; error?: unknown };
+    try {
+      parsed = JSON.parse(data) as typeof parsed;
+    } catch {
+      return { kind: "chunk", forward: event };
+    }
+    if (parsed === null || typeof parsed !== "object") return { kind: "chunk", forward: event };
+    const seq = parsed.sequence_number;
+    this.nextSequence = typeof seq === "number" && Number.isSafeInteger(seq) ? seq + 1 : this.nextSequence + 1;
+    const kind = parsed.type ?? type;
+    // OpenAI's error event (`type: "error"`, its code and message at the top), or an error body (vLLM's, LiteLLM's) sent inside the stream.
+    if (kind === "error" || (parsed.error !== null && typeof parsed.error === "object" && parsed.response === undefined)) return { kind: "error", data };
+    if (kind === "response.completed" || kind === "response.incomplete" || kind === "response.failed") {
+      this.final = toUsage((parsed.response?.usage ?? null) as Parameters<typeof toUsage>[0]);
+      this.ended = true;
+      this.began = true;
+      return { kind: "usage", forward: event, data, last: true };
+    }
+    // vLLM writes created and in_progress before the prompt is processed; anything after them is the answer.
+    if (kind !== "response.created" && kind !== "response.in_progress") this.began = true;
+    return { kind: "chunk", forward: event };
+  }
+
+  get complete(): boolean {
+    return this.ended;
+  }
+
+  get promptReported(): boolean {
+    return this.final !== null;
+  }
+
+  get sawUsage(): boolean {
+    return this.final !== null;
+  }
+
+  get contentSeen(): boolean {
+    return this.deltas > 0 || this.ended;
+  }
+
+  get answerBegan(): boolean {
+    return this.began;
+  }
+
+  /** The final event's usage; else (cut short, or a final event without usage) the estimate of what was delivered. */
+  usage(promptOwed = true, promptEstimate: () => number = () => 0): Usage {
+    if (this.final !== null) return this.final;
+    const completion = Math.max(this.deltas, Math.min(this.text.tokens, this.maxCompletion));
+    return { promptTokens: promptOwed && this.began ? promptEstimate() : 0, completionTokens: completion };
+  }
+
+  missingUsageChunk(): null {
+    return null;
+  }
+
+  /** OpenAI's error event, with the shim's error object beside it: OpenAI's SDKs throw it as an APIError (`event: error`). */
+  errorEvent(failure: ShimError): string {
+    const { error } = JSON.parse(errorBody(failure)) as { error: { message: string; param: unknown; code: unknown } };
+    const body = { type: "error", code: error.code, message: error.message, param: error.param, sequence_number: this.nextSequence, error };
+    return `event: error\ndata: ${JSON.stringify(body)}`;
+  }
+}
+
+/** A delta event's `delta` member up to its value (a string's opening quote). */
+const DELTA = /"delta"\s*:\s*"?/;
+
+/** The event's type: its `event:` line (vLLM, OpenAI), else its data's leading `"type"` member. */
+function eventType(event: string, data: string): string | null {
+  if (event.startsWith("event:")) {
+    const end = event.indexOf("\n");
+    return event.slice(6, end < 0 ? undefined : end).trim();
+  }
+  return /^\{\s*"type"\s*:\s*"([^"]*)"/.exec(data)?.[1] ?? null;
+}

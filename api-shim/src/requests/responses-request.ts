@@ -1,0 +1,80 @@
+import { mediaParts } from "./content-parts.ts";
+import { invalidParam, ShimError } from "../errors.ts";
+import type { InferenceRequest } from "./inference-request.ts";
+import { refuseInternalMediaUrls } from "./media-urls.ts";
+import { requiredModel, streamFlag } from "./common-params.ts";
+import { refuseUpstreamControls } from "../providers/upstream-controls.ts";
+
+/**
+ * OpenAI's Responses API (`POST /v1/responses`, served by vLLM and LiteLLM): the members metering
+ * depends on, read into the InferenceRequest the chat path holds and charges by. The body is
+ * forwarded byte for byte: a Responses answer always reports its usage (the body's `usage`, the
+ * stream's `response.completed`), so nothing needs asking for.
+ *
+ * The prompt is `instructions`, the `input` (a string, or items: messages whose content is a
+ * string or parts, function calls and their outputs, reasoning items) and the `tools`, rendered by
+ * the model's chat template as a chat's messages are: the estimate reads `input`'s items as
+ * messages (inference-request.ts, promptFields and addMessages), media parts (`input_image`,
+ * `input_file`, audio) as chat's media parts, and the hold counts a template's tokens and the JSON
+ * it prints again (tools, earlier calls' arguments) as chat's does.
+ */
+export function parseResponsesRequest(body: unknown): InferenceRequest {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new ShimError("invalid_request", { message: "Request body must be a JSON object." });
+  }
+  const b = body as Record<string, unknown>;
+  refuseUpstreamControls(b);
+  const model = requiredModel(b);
+  const input = b.input;
+  if (typeof input !== "string" && !(Array.isArray(input) && input.length > 0)) {
+    throw invalidParam("'input' is required and must be a string or a non-empty array.", "input");
+  }
+  // A background response is generated after this request has returned: nothing would meter it,
+  // and the hold could not last until it ends (docs/decisions.md).
+  if (b.background !== undefined && b.background !== null && b.background !== false) {
+    throw invalidParam("'background' responses are not supported by this endpoint: a response is generated while its request is open, so that it can be metered. Send the request without 'background' (stream it for a long answer).", "background");
+  }
+  const max = b.max_output_tokens;
+  if (max !== undefined && max !== null && (typeof max !== "number" || !Number.isSafeInteger(max) || max < 1)) {
+    throw invalidParam("'max_output_tokens' must be a positive integer.", "max_output_tokens");
+  }
+  const stream = streamFlag(b);
+  refuseInternalMediaUrls(input, "input");
+  return {
+    model,
+    stream,
+    // Without it vLLM generates up to the model's context, as a chat without max_tokens.
+    maxTokens: typeof max === "number" ? max : undefined,
+    defaultMaxTokens: false,
+    prompts: 1,
+    n: 1,
+    outputs: 1,
+    templated: true,
+    // A reasoning item's content is text (`reasoning_text`), bounded by its bytes: not media.
+    // An earlier response or conversation the server adds to the prompt (vLLM with its store
+    // enabled) is one more part the body's bytes do not bound, as a chat template a request brings.
+    unboundedParts: mediaParts(Array.isArray(input) ? input.filter((item) => (item as { type?: unknown } | null)?.type !== "reasoning") : input) + (b.previous_response_id != null || b.conversation != null ? 1 : 0),
+    renderedJsonBytes: renderedJsonBytes(b.tools, input),
+    promptMayExceedContext: false,
+    echo: false,
+    // Chat's stream_options: a Responses stream always ends with its usage, and none is hidden.
+    clientWantsUsage: false,
+    clientWantsContinuous: false,
+    continuousAsked: false,
+  };
+}
+
+/**
+ * The bytes of JSON the chat template prints again (Pricer.promptBound counts each as several
+ * tokens): the tools, and the earlier function calls among the input items (vLLM makes each an
+ * assistant turn's tool call, its arguments printed with `tojson`), as chat's tools and tool_calls.
+ */
+function renderedJsonBytes(tools: unknown, input: unknown): number {
+  let bytes = Array.isArray(tools) && tools.length > 0 ? Buffer.byteLength(JSON.stringify(tools)) : 0;
+  if (Array.isArray(input)) {
+    for (const item of input) {
+      if (item !== null && typeof item === "object" && (item as { type?: unknown }).type === "function_call") bytes += Buffer.byteLength(JSON.stringify(item));
+    }
+  }
+  return bytes;
+}

@@ -1,0 +1,62 @@
+import { describe, expect, it } from "vitest";
+import { ResponsesMeter } from "../../api-shim/src/metering/responses-stream.ts";
+import { ShimError } from "../../api-shim/src/errors.ts";
+
+/** The Responses stream's meter on its own: what it makes of each dialect's events, and what it charges. */
+describe("ResponsesMeter", () => {
+  const usage = { input_tokens: 10, input_tokens_details: { cached_tokens: 4 }, output_tokens: 3, output_tokens_details: { reasoning_tokens: 1 }, total_tokens: 13 };
+  const completed = (u: unknown = usage) => `event: response.completed\ndata: ${JSON.stringify({ response: { object: "response", status: "completed", usage: u }, sequence_number: 9, type: "response.completed" })}`;
+
+  it("relays every event; the final one ends the stream with the upstream's usage (cached tokens read)", () => {
+    const m = new ResponsesMeter(100);
+    expect(m.process(`event: response.created\ndata: {"response":{},"sequence_number":0,"type":"response.created"}`)).toMatchObject({ kind: "chunk" });
+    expect(m.answerBegan).toBe(false);
+    expect(m.process(`event: response.output_text.delta\ndata: {"content_index":0,"delta":"hello","item_id":"m","output_index":0,"sequence_number":1,"type":"response.output_text.delta"}`)).toMatchObject({ kind: "chunk" });
+    expect(m.answerBegan).toBe(true);
+    expect(m.complete).toBe(false);
+    expect(m.process(completed())).toMatchObject({ kind: "usage", last: true });
+    expect(m.complete).toBe(true);
+    expect(m.usage(false)).toEqual({ promptTokens: 10, completionTokens: 3, cachedTokens: 4 });
+  });
+
+  it("reads events without an `event:` line by their data's type (a proxy's), and takes a [DONE] as the end", () => {
+    const m = new ResponsesMeter(100);
+    m.process(`data: {"type":"response.output_text.delta","delta":"hi there","sequence_number":3}`);
+    expect(m.contentSeen).toBe(true);
+    expect(m.process(`data: {"type":"response.completed","response":{"usage":{"input_tokens":2,"output_tokens":1}}}`)).toMatchObject({ kind: "usage", last: true });
+    expect(m.usage(true)).toEqual({ promptTokens: 2, completionTokens: 1 });
+    expect(m.process("data: [DONE]")).toEqual({ kind: "done" });
+  });
+
+  it("cut short: each delta at least a token, or its text's estimate, within the bound; the prompt's estimate only when owed", () => {
+    const m = new ResponsesMeter(5);
+    for (const d of ["a", "b", "c"]) m.process(`event: response.output_text.delta\ndata: {"delta":"${d}","type":"response.output_text.delta"}`);
+    expect(m.usage(false, () => 50)).toEqual({ promptTokens: 0, completionTokens: 3 });
+    expect(m.usage(true, () => 50)).toEqual({ promptTokens: 50, completionTokens: 3 });
+    m.process(`event: response.function_call_arguments.delta\ndata: {"delta":"${"1234567890".repeat(5)}","type":"response.function_call_arguments.delta"}`);
+    expect(m.usage(false).completionTokens).toBe(5); // 50 digits estimated, the bound is 5
+    // An empty delta carries nothing.
+    const empty = new ResponsesMeter(5);
+    empty.process(`event: response.output_text.delta\ndata: {"delta":"","type":"response.output_text.delta"}`);
+    expect(empty.contentSeen).toBe(false);
+  });
+
+  it("an error event (OpenAI's, or an error body) is an error; the shim's own is OpenAI's error event with the next sequence number (one past the last numbered, counting unnumbered ones)", () => {
+    const m = new ResponsesMeter(5);
+    m.process(`event: response.in_progress\ndata: {"response":{},"sequence_number":1,"type":"response.in_progress"}`);
+    expect(m.process(`event: error\ndata: {"type":"error","code":"server_error","message":"boom","param":null,"sequence_number":2}`)).toMatchObject({ kind: "error" });
+    expect(m.process(`data: {"error":{"message":"boom","type":"InternalServerError","param":null,"code":500}}`)).toMatchObject({ kind: "error" });
+    const event = m.errorEvent(new ShimError("upstream_error"));
+    expect(event.startsWith("event: error\ndata: ")).toBe(true);
+    expect(JSON.parse(event.slice(event.indexOf("data: ") + 6))).toMatchObject({ type: "error", code: "upstream_error", param: null, sequence_number: 4, error: { code: "upstream_error", type: "api_error" } });
+  });
+
+  it("a final event without usage is still the end, charged from what was delivered", () => {
+    const m = new ResponsesMeter(5);
+    m.process(`event: response.output_text.delta\ndata: {"delta":"a","type":"response.output_text.delta"}`);
+    m.process(completed(null));
+    expect(m.complete).toBe(true);
+    expect(m.promptReported).toBe(false);
+    expect(m.usage(true, () => 7)).toEqual({ promptTokens: 7, completionTokens: 1 });
+  });
+});
