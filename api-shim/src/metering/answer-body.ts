@@ -28,11 +28,12 @@ export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boole
     if (usage) return { usage, isObject: true };
   }
   try {
-    const body = JSON.parse(raw.toString("utf8")) as { usage?: UsageJson; error?: unknown; choices?: unknown; data?: unknown; output?: unknown } | null;
+    const body = JSON.parse(raw.toString("utf8")) as { usage?: UsageJson; error?: unknown; choices?: unknown; data?: unknown; object?: unknown } | null;
     const isObject = body !== null && typeof body === "object" && !Array.isArray(body);
     // An error body sent with a 2xx status (vLLM 0.15.1 and 0.16.0 answered errors with 200):
-    // an error object and no answer in it. (A Responses answer has `error`, null or the failure's, beside its `output`.)
-    if (isObject && body.error !== null && typeof body.error === "object" && body.choices === undefined && body.data === undefined && body.output === undefined) return { usage: null, isObject, isError: true };
+    // an error object and no answer in it. (A Responses answer, `object: "response"`, has `error`,
+    // null or the failure's, beside its output.)
+    if (isObject && body.error !== null && typeof body.error === "object" && body.choices === undefined && body.data === undefined && body.object !== "response") return { usage: null, isObject, isError: true };
     return { usage: isObject ? toUsage(body.usage) : null, isObject };
   } catch {
     return { usage: null, isObject: false };

@@ -4,6 +4,7 @@ import type { Meter } from "./meter.ts";
 import type { MeteredEvent } from "./metering.ts";
 import { eventData } from "./sse.ts";
 import { toUsage } from "./usage-json.ts";
+import { isCount } from "./token-count.ts";
 
 /**
  * Reads a Responses API stream as it passes through (vLLM's serving_responses.py, OpenAI's and
@@ -22,6 +23,8 @@ import { toUsage } from "./usage-json.ts";
  */
 export class ResponsesMeter implements Meter {
   private final: Usage | null = null;
+  /** The final event's usage had an output count. */
+  private outputReported = false;
   private ended = false;
   private began = false;
   /** Delta events that carried generated text (each at least one token). */
@@ -40,18 +43,15 @@ export class ResponsesMeter implements Meter {
   process(event: string): MeteredEvent {
     const data = eventData(event);
     if (data === null) return { kind: "comment", forward: event };
-    if (data === "[DONE]") return { kind: "done" };
+    // The Responses API has no [DONE], and the relay stops at the final event: one before it is
+    // an upstream that ended the answer without its final event, told to the client as a failure
+    // (its SDK would otherwise wait for a response that never comes) and charged as a cut stream.
+    if (data === "[DONE]") return this.ended ? { kind: "done" } : { kind: "error", data };
     const type = eventType(event, data);
     // Deltas, most of a stream, are read without parsing: the generated text is their `delta` string.
     if (type !== null && type.endsWith(".delta")) {
-      this.began = true;
       this.nextSequence++;
-      const at = DELTA.exec(data);
-      if (at !== null && at[0].endsWith('"')) {
-        const start = at.index + at[0].length;
-        if (data.charCodeAt(start) !== 0x22) this.deltas++;
-        this.text.addString(data, start);
-      }
+      this.countDelta(data);
       return { kind: "chunk", forward: event };
     }
     let parsed: { type?: unknown; sequence_number?: unknown; response?: { usage?: unknown } | null; error?: unknown };
@@ -64,10 +64,20 @@ export class ResponsesMeter implements Meter {
     const seq = parsed.sequence_number;
     this.nextSequence = typeof seq === "number" && Number.isSafeInteger(seq) ? seq + 1 : this.nextSequence + 1;
     const kind = parsed.type ?? type;
+    // A delta whose type only its data tells, after other members (pydantic writes them in field
+    // order, `type` last, when a proxy leaves out the `event:` line): counted as the others are.
+    if (typeof kind === "string" && kind.endsWith(".delta")) {
+      this.countDelta(data);
+      return { kind: "chunk", forward: event };
+    }
     // OpenAI's error event (`type: "error"`, its code and message at the top), or an error body (vLLM's, LiteLLM's) sent inside the stream.
     if (kind === "error" || (parsed.error !== null && typeof parsed.error === "object" && parsed.response === undefined)) return { kind: "error", data };
     if (kind === "response.completed" || kind === "response.incomplete" || kind === "response.failed") {
-      this.final = toUsage((parsed.response?.usage ?? null) as Parameters<typeof toUsage>[0]);
+      const usage = (parsed.response?.usage ?? null) as Parameters<typeof toUsage>[0];
+      this.final = toUsage(usage);
+      // A usage without its output count is charged the deltas delivered, as chat's usage chunk
+      // without completion_tokens is charged its counted chunks (metering.ts).
+      this.outputReported = isCount(usage?.output_tokens) || isCount(usage?.completion_tokens);
       this.ended = true;
       this.began = true;
       return { kind: "usage", forward: event, data, last: true };
@@ -99,9 +109,24 @@ export class ResponsesMeter implements Meter {
 
   /** The final event's usage; else (cut short, or a final event without usage) the estimate of what was delivered. */
   usage(promptOwed = true, promptEstimate: () => number = () => 0): Usage {
-    if (this.final !== null) return this.final;
-    const completion = Math.max(this.deltas, Math.min(this.text.tokens, this.maxCompletion));
-    return { promptTokens: promptOwed && this.began ? promptEstimate() : 0, completionTokens: completion };
+    if (this.final !== null) return this.outputReported ? this.final : { ...this.final, completionTokens: this.counted() };
+    return { promptTokens: promptOwed && this.began ? promptEstimate() : 0, completionTokens: this.counted() };
+  }
+
+  /** The output delivered: each delta at least one token, or the estimate of their text when more, never above the bound. */
+  private counted(): number {
+    return Math.max(this.deltas, Math.min(this.text.tokens, this.maxCompletion));
+  }
+
+  /** A delta event's text (its `delta` string, read in place): the answer began, and one more delta that carried text. */
+  private countDelta(data: string): void {
+    this.began = true;
+    const at = DELTA.exec(data);
+    if (at !== null && at[0].endsWith('"')) {
+      const start = at.index + at[0].length;
+      if (data.charCodeAt(start) !== 0x22) this.deltas++;
+      this.text.addString(data, start);
+    }
   }
 
   missingUsageChunk(): null {

@@ -70,6 +70,6 @@ export function storedUsage(u: Usage): Usage {
  * rules (cached tokens as chat's `prompt_tokens_details.cached_tokens`); other members kept.
  */
 function chatNames(u: UsageJson): UsageJson {
-  const named: UsageJson & { prompt_tokens_details?: unknown } = { ...u, prompt_tokens: u.input_tokens, completion_tokens: u.output_tokens ?? 0, prompt_tokens_details: u.input_tokens_details };
+  const named: UsageJson & { prompt_tokens_details?: unknown } = { ...u, prompt_tokens: u.input_tokens, completion_tokens: u.completion_tokens ?? u.output_tokens, prompt_tokens_details: u.input_tokens_details };
   return named;
 }

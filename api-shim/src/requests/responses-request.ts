@@ -39,6 +39,7 @@ export function parseResponsesRequest(body: unknown): InferenceRequest {
     throw invalidParam("'max_output_tokens' must be a positive integer.", "max_output_tokens");
   }
   const stream = streamFlag(b);
+  refuseServerTools(b.tools);
   refuseInternalMediaUrls(input, "input");
   return {
     model,
@@ -62,6 +63,23 @@ export function parseResponsesRequest(body: unknown): InferenceRequest {
     clientWantsContinuous: false,
     continuousAsked: false,
   };
+}
+
+/**
+ * Only `function` tools, which the client runs: a tool the server runs itself (vLLM's
+ * `code_interpreter`, `web_search_preview`, `mcp` with its --tool-server) makes it generate turn
+ * after turn inside one request, each turn's output bounded by the model's context rather than
+ * `max_output_tokens` (vLLM's _generate_with_builtin_tools), so no hold could bound the request.
+ * vLLM refuses other types itself (its Harmony path: "tool type … not supported").
+ */
+function refuseServerTools(tools: unknown): void {
+  if (!Array.isArray(tools)) return;
+  for (const [i, tool] of tools.entries()) {
+    const type = tool !== null && typeof tool === "object" ? (tool as { type?: unknown }).type : undefined;
+    if (type !== "function") {
+      throw invalidParam(`Only 'function' tools are supported on this endpoint: tools[${i}] has type ${JSON.stringify(type ?? null)?.slice(0, 100)}. Tools the server runs itself (code_interpreter, web_search, mcp) generate several turns in one request, which its credit hold cannot bound.`, "tools");
+    }
+  }
 }
 
 /**

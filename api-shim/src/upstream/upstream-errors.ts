@@ -62,8 +62,9 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
     const message = upstreamMessage(bodyText, false);
     if (message === undefined) return new ShimError("upstream_error", { message: UPSTREAM_ROUTE_MISSING });
     // A Responses request's previous_response_id the server does not have (vLLM keeps none unless
-    // started with VLLM_ENABLE_RESPONSES_API_STORE=1): the response is missing, not the model.
-    if (/^Response with id /.test(message)) return new ShimError("not_found", { ...clientMessage(message, model ?? "", hideSecrets), param: "previous_response_id" });
+    // started with VLLM_ENABLE_RESPONSES_API_STORE=1), in LiteLLM's frame too: the response is
+    // missing, not the model.
+    if (withoutLitellmFrame(message).startsWith("Response with id ")) return new ShimError("not_found", { ...clientMessage(message, model ?? "", hideSecrets), param: "previous_response_id" });
     return modelNotFound(model ?? "");
   }
   if (status === 413) return new ShimError("request_too_large");

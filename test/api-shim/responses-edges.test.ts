@@ -1,0 +1,140 @@
+import OpenAI, { APIError } from "openai";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { toUsage } from "../../api-shim/src/metering/usage-json.ts";
+import { parseResponsesRequest } from "../../api-shim/src/requests/responses-request.ts";
+import { startShim, type Harness, moneyInvariants } from "../support/shim-harness.ts";
+import { loopbackServer } from "../support/shim-process.ts";
+
+/**
+ * POST /v1/responses against upstreams that bend the dialect. A scripted upstream: each test sets `script`,
+ * which writes the answer (and may cut the connection) as the upstream under test would.
+ */
+type Script = (req: IncomingMessage, res: ServerResponse, body: string) => void;
+let script: Script = (_q, res) => res.writeHead(500).end();
+
+const CREDIT = 1_000_000;
+// 1 credit a request, 0.001 credit a prompt token, 1 credit an output token.
+const FILE = {
+  pricing: { request: 1, models: { m: { promptPer1k: 1, completionPer1k: 1000 } } },
+  models: [{ name: "m", maxModelLen: 8192 }],
+};
+
+/** One Responses event as vLLM / OpenAI serialize it (pydantic: fields alphabetical, `type` last), with or without the `event:` line. */
+const ev = (type: string, fields: Record<string, unknown>, seq: number, withEventLine = true) =>
+  `${withEventLine ? `event: ${type}\n` : ""}data: ${JSON.stringify({ ...fields, sequence_number: seq, type })}\n\n`;
+const created = (withEventLine = true) => ev("response.created", { response: { id: "resp_1", object: "response", status: "in_progress", output: [], usage: null } }, 0, withEventLine);
+const delta = (i: number, withEventLine = true) => ev("response.output_text.delta", { content_index: 0, delta: ` word${i}`, item_id: "msg_1", logprobs: [], output_index: 0 }, i + 1, withEventLine);
+const sse = (res: ServerResponse) => res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8" });
+
+describe("POST /v1/responses: upstreams that bend the dialect", () => {
+  let h: Harness;
+  let upstream: { url: string; close(): Promise<void> };
+  beforeAll(async () => {
+    upstream = await loopbackServer((req, res) => {
+      let body = "";
+      req.setEncoding("utf8");
+      req.on("data", (c: string) => (body += c));
+      req.on("end", () => script(req, res, body));
+    });
+    h = await startShim({ file: FILE, env: { SHIM_UPSTREAM_URL: upstream.url } });
+  });
+  afterAll(async () => {
+    await h.close();
+    await upstream.close();
+  });
+  const balance = async (id: string) => (await h.store.getKey(id))!.balance;
+  const ledgerMatches = async (id: string) => {
+    const row = (await moneyInvariants(h.store)).find((r) => r.keyId === id)!;
+    expect(row).toMatchObject({ ledgerSum: row.balance, held: 0, reservations: 0 });
+  };
+
+  it("data-only events (no `event:` line, `type` last as pydantic writes it) cut by the upstream after 40 deltas are charged for them", async () => {
+    script = (_q, res) => {
+      sse(res);
+      res.write(created(false));
+      for (let i = 1; i <= 40; i++) res.write(delta(i, false));
+      setTimeout(() => res.destroy(), 50);
+    };
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const text = await (await h.post(key, "/v1/responses", { model: "m", input: "x", max_output_tokens: 100, stream: true })).text();
+    // The client received all 40 deltas' text…
+    expect(text.match(/response\.output_text\.delta/g)?.length).toBe(40);
+    // …and is charged at least one token per delta (plus the request), as with `event:` lines.
+    const charged = 1000 * CREDIT - (await balance(id));
+    expect(charged).toBeGreaterThanOrEqual(CREDIT + 40 * CREDIT);
+    await ledgerMatches(id);
+  });
+
+  it("the same stream with `event:` lines is charged for its deltas", async () => {
+    script = (_q, res) => {
+      sse(res);
+      res.write(created());
+      for (let i = 1; i <= 40; i++) res.write(delta(i));
+      setTimeout(() => res.destroy(), 50);
+    };
+    const { key, id } = await h.createKey({ credits: 1000 });
+    await (await h.post(key, "/v1/responses", { model: "m", input: "x", max_output_tokens: 100, stream: true })).text();
+    expect(1000 * CREDIT - (await balance(id))).toBeGreaterThanOrEqual(CREDIT + 40 * CREDIT);
+  });
+
+  it("a final event whose usage has no output_tokens is charged the delivered deltas (chat charges its counted chunks), not 0", async () => {
+    script = (_q, res) => {
+      sse(res);
+      res.write(created());
+      for (let i = 1; i <= 40; i++) res.write(delta(i));
+      res.end(ev("response.completed", { response: { id: "resp_1", object: "response", status: "completed", output: [], usage: { input_tokens: 5 } } }, 99));
+    };
+    const { key, id } = await h.createKey({ credits: 1000 });
+    await (await h.post(key, "/v1/responses", { model: "m", input: "x", max_output_tokens: 100, stream: true })).text();
+    const charged = 1000 * CREDIT - (await balance(id));
+    expect(charged).toBeGreaterThanOrEqual(CREDIT + 40 * CREDIT);
+  });
+
+  it("a missing previous_response_id behind LiteLLM (its frame around vLLM's 404) is a 404 naming previous_response_id, not model_not_found", async () => {
+    const vllm = JSON.stringify({ error: { message: "Response with id 'resp_abc' not found.", type: "NotFoundError", param: "response_id", code: 404 } });
+    const message = `litellm.NotFoundError: Hosted_vllmException - ${vllm}. Received Model Group=m\nAvailable Model Group Fallbacks=None`;
+    script = (_q, res) => res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { message, type: null, param: null, code: "404" } }));
+    const { key } = await h.createKey({ credits: 100 });
+    const err = await new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, maxRetries: 0 }).responses.create({ model: "m", input: "and then?", max_output_tokens: 1, previous_response_id: "resp_abc" }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((err as APIError).param).toBe("previous_response_id");
+  });
+
+  it("a chat answer at 200 that is an error body with an `output` member is still an error (not charged), as before the Responses change", async () => {
+    script = (_q, res) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "boom", type: "InternalServerError", param: null, code: 500 }, output: null }));
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const res = await h.post(key, "/v1/chat/completions", { model: "m", messages: [{ role: "user", content: "hi" }], max_tokens: 5 });
+    expect(res.status).toBeGreaterThanOrEqual(500);
+    expect(await balance(id)).toBe(1000 * CREDIT);
+  });
+
+  it("an upstream that sends [DONE] before response.completed: the client is told the stream failed (it got no final event)", async () => {
+    script = (_q, res) => {
+      sse(res);
+      res.write(created());
+      res.write("data: [DONE]\n\n");
+      for (let i = 1; i <= 3; i++) res.write(delta(i));
+      res.end(ev("response.completed", { response: { id: "resp_1", object: "response", status: "completed", output: [], usage: { input_tokens: 5, output_tokens: 3 } } }, 99));
+    };
+    const { key } = await h.createKey({ credits: 1000 });
+    const text = await (await h.post(key, "/v1/responses", { model: "m", input: "x", max_output_tokens: 100, stream: true })).text();
+    expect(text).toMatch(/event: error\ndata: \{"type":"error"/);
+    expect(text).not.toContain("response.completed");
+  });
+});
+
+describe("Responses parsing and usage names", () => {
+  it("a chat usage with input_tokens but completion_tokens (no prompt_tokens) keeps its completion count", () => {
+    expect(toUsage({ input_tokens: 10, completion_tokens: 7 })).toMatchObject({ promptTokens: 10, completionTokens: 7 });
+  });
+
+  it("server-side tools that vLLM runs in several turns (built-in tools, MCP) are refused or held for, not held as one turn", () => {
+    // vLLM's _generate_with_builtin_tools loops while the model calls a built-in tool, and for
+    // HarmonyContext resets sampling_params.max_tokens = max_model_len - len(prompt) each turn:
+    // max_output_tokens bounds only the first turn; input_tokens sums every turn's prompt.
+    for (const tool of [{ type: "code_interpreter", container: { type: "auto" } }, { type: "web_search_preview" }, { type: "mcp", server_label: "x", server_url: "https://example.com/mcp" }]) {
+      expect(() => parseResponsesRequest({ model: "m", input: "x", max_output_tokens: 16, tools: [tool] })).toThrow();
+    }
+  });
+});
