@@ -305,17 +305,11 @@ export class FakeVllm extends EventEmitter {
     const failsFirstStep = b.stopAfterTokens === 0 && b.stopMode !== "cut";
     if (route === "chat" && !failsFirstStep) for (let index = 0; index < outputs; index++) send(chunk({ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }, 0, { prompt_token_ids: null }));
     for (let k = 1; k <= tokens; k++) {
-      if (b.tokenDelayMs > 0) await sleep(b.tokenDelayMs);
-      if (res.destroyed) return;
-      if (b.stopAfterTokens !== null && k > b.stopAfterTokens) {
-        if (b.stopMode === "cut") {
-          // Flush what was written, then drop the connection without finishing the chunked body.
-          this.cut.add(res);
-          await new Promise<void>((r) => res.write("", () => r()));
-          return void res.destroy();
-        }
+      const next = await this.beforeToken(res, b, k);
+      if (next === "gone") return;
+      if (next !== "go") {
         // vLLM's in-stream error: Python json.dumps with default (spaced) separators, then [DONE].
-        res.write(`data: ${IN_STREAM_ERRORS[b.stopMode]}\n\n`);
+        res.write(`data: ${IN_STREAM_ERRORS[next]}\n\n`);
         res.end("data: [DONE]\n\n");
         return;
       }
@@ -379,6 +373,23 @@ export class FakeVllm extends EventEmitter {
    * The behaviour's delays, failures and stops apply as to chat; an "error" stop sends OpenAI's
    * error event (`event: error`, `{"type":"error","code","message","param","sequence_number"}`).
    */
+  /**
+   * Before a stream's token `k`, by the behaviour the stream began with: the per-token delay, then "gone" (the client left, or the stop
+   * mode is a cut: what was written is flushed and the connection dropped without finishing the
+   * chunked body), the stop mode whose in-stream error is due (written in the route's dialect by
+   * the caller), or "go".
+   */
+  private async beforeToken(res: ServerResponse, b: Behaviour, k: number): Promise<"go" | "gone" | keyof typeof IN_STREAM_ERRORS> {
+    if (b.tokenDelayMs > 0) await sleep(b.tokenDelayMs);
+    if (res.destroyed) return "gone";
+    if (b.stopAfterTokens === null || k <= b.stopAfterTokens) return "go";
+    if (b.stopMode !== "cut") return b.stopMode;
+    this.cut.add(res);
+    await new Promise<void>((r) => res.write("", () => r()));
+    res.destroy();
+    return "gone";
+  }
+
   private async responses(res: ServerResponse, request: Record<string, unknown>, model: string): Promise<void> {
     const b = this.behaviour;
     if (request.input === undefined) return vllmError(res, 400, "1 validation error: input Field required");
@@ -418,15 +429,10 @@ export class FakeVllm extends EventEmitter {
     send({ response: initial, type: "response.in_progress" });
     let text = "";
     for (let k = 1; k <= tokens; k++) {
-      if (b.tokenDelayMs > 0) await sleep(b.tokenDelayMs);
-      if (res.destroyed) return;
-      if (b.stopAfterTokens !== null && k > b.stopAfterTokens) {
-        if (b.stopMode === "cut") {
-          this.cut.add(res);
-          await new Promise<void>((r) => res.write("", () => r()));
-          return void res.destroy();
-        }
-        const error = JSON.parse(IN_STREAM_ERRORS[b.stopMode]) as { error: { message: string; code: number } };
+      const next = await this.beforeToken(res, b, k);
+      if (next === "gone") return;
+      if (next !== "go") {
+        const error = JSON.parse(IN_STREAM_ERRORS[next]) as { error: { message: string; code: number } };
         res.end(`event: error\ndata: ${JSON.stringify({ code: String(error.error.code), message: error.error.message, param: null, sequence_number: seq++, type: "error" })}\n\n`);
         return;
       }
