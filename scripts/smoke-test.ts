@@ -1,7 +1,8 @@
 // npm run smoke-test -- --url <base URL ending in /v1> [--key <key>] [--model <name>] [--ca <pem>]
 // Checks an endpoint the way a client sees it, with the official OpenAI SDK: models, a chat, the
-// credit headers, a streamed chat (time to first token, tokens/s), and that a made-up key gets
-// 401. Prints one PASS/FAIL line per check with its timing; exit 0 only if every check passed.
+// credit headers, a streamed chat (time to first token, tokens/s), a streamed Responses API
+// answer, and that a made-up key gets 401. Prints one PASS/FAIL line per check with its timing;
+// exit 0 only if every check passed.
 import OpenAI from "openai";
 import { formatDuration, type Io, networkReason, notTheApi, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { credentialStray, trimCredential } from "./lib/credential.ts";
@@ -13,11 +14,12 @@ export const API_KEY_ENV = "GPU_SANDBOX_API_KEY";
 
 const USAGE = `Usage: npm run smoke-test -- --url <base URL ending in /v1> [--key <key>] [--model <name>] [--ca <pem file>]
 
-Runs five checks against any OpenAI-compatible endpoint and key, with the official OpenAI SDK:
+Runs six checks against any OpenAI-compatible endpoint and key, with the official OpenAI SDK:
   models          GET /models lists the model (the first one unless --model)
   chat            a short chat completion answers
   credit-headers  the answer carries x-credits-charged and x-credits-remaining
   stream          a streamed chat: time to first token and tokens/s
+  responses       a streamed answer from OpenAI's Responses API (POST /responses)
   bad-key         a made-up key gets 401
 One PASS/FAIL line per check with its timing; exit code 0 only if all pass (for CI, and right
 after \`pulumi up\`). An http:// --url for an https endpoint fails with the endpoint's 400
@@ -151,12 +153,13 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     return `charged ${headers.get("x-credits-charged")}, remaining ${headers.get("x-credits-remaining")}`;
   });
 
+  // --timeout-seconds bounds a whole streamed answer: the SDK's own timeout ends with the
+  // headers. An aborted stream just ends the SDK's iteration, hence a check after it too.
+  const timedOut = () => new CheckFailed(`no answer from ${opts.url} within ${formatDuration(opts.timeoutMs)} (the stream had not ended)`);
+
   await check("stream", "/chat/completions", async () => {
     const started = performance.now();
-    // --timeout-seconds bounds the whole streamed answer: the SDK's own timeout ends with the
-    // headers. An aborted stream just ends the SDK's iteration, hence the check after it too.
     const deadline = AbortSignal.timeout(opts.timeoutMs);
-    const timedOut = () => new CheckFailed(`no answer from ${opts.url} within ${formatDuration(opts.timeoutMs)} (the stream had not ended)`);
     let first: number | undefined;
     let tokens: number | undefined;
     try {
@@ -181,6 +184,32 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     // them over it overstated the rate by n / (n - 1)); a one-token answer has no such interval.
     const rate = tokens > 1 ? (tokens - 1) / Math.max((end - first) / 1000, 1e-3) : 1 / Math.max((end - started) / 1000, 1e-3);
     return `first token after ${formatDuration(first - started)}, ${tokens} tokens in ${formatDuration(end - started)}, ${rate.toFixed(1)} tokens/s`;
+  });
+
+  // OpenAI's Responses API (the AI SDK's and the Agents SDK's default), streamed: through the
+  // deployment's LiteLLM to vLLM's own /v1/responses, the path a chat does not try.
+  await check("responses", "/responses", async () => {
+    const deadline = AbortSignal.timeout(opts.timeoutMs);
+    let text = "";
+    let final: OpenAI.Responses.Response | undefined;
+    try {
+      const stream = await client.responses.create({ model: needModel(), input: "Say hello in five words.", max_output_tokens: 64, stream: true }, { signal: deadline });
+      for await (const event of stream) {
+        if (event.type === "response.output_text.delta") text += event.delta;
+        if (event.type === "response.completed" || event.type === "response.incomplete" || event.type === "response.failed") final = event.response;
+      }
+    } catch (err) {
+      if (deadline.aborted) throw timedOut();
+      // The shim serves a provider's model on chat alone (a provider's Responses API bills tools it does not meter).
+      if (err instanceof OpenAI.BadRequestError && err.param === "model" && /provider's model/.test(err.message)) return `not offered for ${model}, a provider's model (chat only; --model picks another)`;
+      throw err;
+    }
+    if (deadline.aborted) throw timedOut();
+    if (final === undefined) throw new CheckFailed("the stream ended without its final event (response.completed): the upstream cut it, or does not serve the Responses API");
+    if (text.trim() === "") throw new CheckFailed(`the answer has no text (status ${final.status}${final.incomplete_details?.reason ? `: ${final.incomplete_details.reason}` : ""})`);
+    // The charge comes from this usage; without it the shim charged an estimate.
+    if (!final.usage) throw new CheckFailed("the final event has no usage: the shim charged an estimate; the upstream must send usage");
+    return `"${oneLine(text, 60)}" (${final.usage.output_tokens} tokens, streamed)`;
   });
 
   await check("bad-key", "/models", async () => {

@@ -36,8 +36,9 @@ describe("smoke-test", () => {
     expect(r.line("chat")).toMatch(/^PASS {2}chat +\d+ ms {2}".+" \(\d+ tokens\)$/);
     expect(r.line("credit-headers")).toMatch(/^PASS {2}credit-headers +\d+ ms {2}charged \d+(\.\d+)?, remaining \d+(\.\d+)?$/);
     expect(r.line("stream")).toMatch(/^PASS {2}stream +\d+ ms {2}first token after \d+ ms, \d+ tokens in \d+ ms, \d+\.\d tokens\/s$/);
+    expect(r.line("responses")).toMatch(/^PASS {2}responses +\d+ ms {2}"t1 t2 .+" \(\d+ tokens, streamed\)$/);
     expect(r.line("bad-key")).toMatch(/^PASS {2}bad-key +\d+ ms {2}401 invalid_api_key$/);
-    expect(r.lines.at(-1)).toBe("All 5 checks passed.");
+    expect(r.lines.at(-1)).toBe("All 6 checks passed.");
   });
 
   it("--key and --model work too", async () => {
@@ -54,8 +55,9 @@ describe("smoke-test", () => {
     expect(r.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}HTTP 503 \w+: /);
     expect(r.line("credit-headers")).toMatch(/^FAIL .*not run: no chat answer to look at \(chat failed\)$/);
     expect(r.line("stream")).toMatch(/^FAIL {2}stream +\d+ ms {2}HTTP 503 /);
+    expect(r.line("responses")).toMatch(/^FAIL {2}responses +\d+ ms {2}HTTP 503 /);
     expect(r.line("bad-key")).toMatch(/^PASS/);
-    expect(r.lines.at(-1)).toBe("3 of 5 checks failed: chat, credit-headers, stream.");
+    expect(r.lines.at(-1)).toBe("4 of 6 checks failed: chat, credit-headers, stream, responses.");
   });
 
   it("fails with a revoked key: 401 on every check that uses it", async () => {
@@ -77,7 +79,7 @@ describe("smoke-test", () => {
     expect(r.code).toBe(1);
     expect(r.line("models")).toMatch(new RegExp(`^FAIL {2}models +\\d+ ms {2}cannot connect to http://127\\.0\\.0\\.1:${port}/v1: .*ECONNREFUSED`));
     expect(r.line("bad-key")).toContain("cannot connect to");
-    expect(r.lines.at(-1)).toBe("5 of 5 checks failed: models, chat, credit-headers, stream, bad-key.");
+    expect(r.lines.at(-1)).toBe("6 of 6 checks failed: models, chat, credit-headers, stream, responses, bad-key.");
   });
 
   it("does not follow a redirect (http:// to a TLS endpoint): says where to point --url and that the key crossed plain http", async () => {
@@ -276,6 +278,7 @@ describe("smoke-test", () => {
       expect(e.code).toBe(1);
       expect(e.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}the answer has no content \(finish_reason stop\)$/);
       expect(e.line("stream")).toMatch(/^FAIL {2}stream +\d+ ms {2}the stream ended without any content$/);
+      expect(e.line("responses")).toMatch(/^FAIL {2}responses +\d+ ms {2}the answer has no text \(status completed\)$/);
     } finally {
       await none.close();
       await empty.close();
@@ -288,9 +291,34 @@ describe("smoke-test", () => {
     try {
       const r = await smoke(["--url", keyed.url]);
       expect(r.line("stream")).toMatch(/^FAIL {2}stream +\d+ ms {2}the stream had no usage chunk, though it asked for one \(stream_options\.include_usage\): the shim charged it from an estimate/);
-      expect(r.lines.at(-1)).toBe("2 of 5 checks failed: credit-headers, stream.");
+      expect(r.lines.at(-1)).toBe("2 of 6 checks failed: credit-headers, stream.");
     } finally {
       await keyed.close();
+    }
+  });
+
+  it("responses fails a Responses stream that ends without its final event, and one whose final event has no usage", async () => {
+    const fake = await new FakeVllm({ models: DEFAULT_FAKE.models! }).start();
+    try {
+      fake.set({ stopAfterTokens: 3, stopMode: "cut" });
+      const cut = await smoke(["--url", fake.url, "--model", "qwen2.5-7b"]);
+      expect(cut.line("responses")).toMatch(/^FAIL {2}responses /);
+      fake.set({ stopAfterTokens: null });
+      const server = createServer((_req, res) => {
+        res.writeHead(200, { "content-type": "text/event-stream" });
+        res.write(`event: response.output_text.delta\ndata: ${JSON.stringify({ type: "response.output_text.delta", delta: "hello", item_id: "m", output_index: 0, content_index: 0, sequence_number: 0 })}\n\n`);
+        res.end(`event: response.completed\ndata: ${JSON.stringify({ type: "response.completed", sequence_number: 1, response: { id: "r", object: "response", status: "completed", output: [], usage: null } })}\n\n`);
+      });
+      await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+      try {
+        const { port } = server.address() as AddressInfo;
+        const noUsage = await smoke(["--url", `http://127.0.0.1:${port}/v1`, "--model", "qwen2.5-7b"]);
+        expect(noUsage.line("responses")).toMatch(/^FAIL {2}responses +\d+ ms {2}the final event has no usage: the shim charged an estimate/);
+      } finally {
+        server.close();
+      }
+    } finally {
+      await fake.close();
     }
   });
 
@@ -324,7 +352,7 @@ describe("smoke-test", () => {
     const keyed = await new FakeVllm({ models: DEFAULT_FAKE.models!, apiKey: key }).start();
     try {
       const r = await smoke(["--url", keyed.url]);
-      expect(r.lines.at(-1)).toBe("1 of 5 checks failed: credit-headers.");
+      expect(r.lines.at(-1)).toBe("1 of 6 checks failed: credit-headers.");
       expect(r.code).toBe(1);
     } finally {
       await keyed.close();
