@@ -322,6 +322,17 @@ describe("smoke-test", () => {
     }
   });
 
+  it("responses passes a provider's model, which the shim serves on chat alone, saying so", async () => {
+    const providers = await startShim({ file: { models: [{ name: "qwen2.5-7b", provider: true, maxModelLen: 8192, maxOutputTokens: 1000 }] } });
+    try {
+      const { key: providerKey } = await providers.createKey({ credits: 100 });
+      const r = await smoke(["--url", `${providers.url}/v1`, "--key", providerKey]);
+      expect(r.line("responses")).toMatch(/^PASS {2}responses +\d+ ms {2}not offered for qwen2\.5-7b, a provider's model \(chat only; --model picks another\)$/);
+    } finally {
+      await providers.close();
+    }
+  });
+
   it("bad-key passes on a 401 only: an endpoint refusing a made-up key with 403 fails the check", async () => {
     const server = createServer((req, res) => {
       const ok = req.headers.authorization === `Bearer ${key}`;
