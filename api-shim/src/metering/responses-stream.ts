@@ -30,6 +30,10 @@ export class ResponsesMeter implements Meter {
   /** Delta events that carried generated text (each at least one token). */
   private deltas = 0;
   private readonly text = new TokenEstimate();
+  /** The text of the output items completed (`response.output_item.done`), for a stream that delivered them without deltas. */
+  private readonly itemsText = new TokenEstimate();
+  /** The final event was `response.failed`. */
+  private failed = false;
   /** The sequence number the next event would have: an error event the shim writes takes it. */
   private nextSequence = 0;
   private readonly maxCompletion: number;
@@ -54,7 +58,7 @@ export class ResponsesMeter implements Meter {
       this.countDelta(data);
       return { kind: "chunk", forward: event };
     }
-    let parsed: { type?: unknown; sequence_number?: unknown; response?: { usage?: unknown } | null; error?: unknown };
+    let parsed: { type?: unknown; sequence_number?: unknown; response?: { usage?: unknown } | null; error?: unknown; item?: unknown };
     try {
       parsed = JSON.parse(data) as typeof parsed;
     } catch {
@@ -80,8 +84,10 @@ export class ResponsesMeter implements Meter {
       this.outputReported = isCount(usage?.output_tokens) || isCount(usage?.completion_tokens);
       this.ended = true;
       this.began = true;
+      this.failed = kind === "response.failed";
       return { kind: "usage", forward: event, data, last: true };
     }
+    if (kind === "response.output_item.done") addItemText(this.itemsText, parsed.item);
     // vLLM writes created and in_progress before the prompt is processed; anything after them is the answer.
     if (kind !== "response.created" && kind !== "response.in_progress") this.began = true;
     return { kind: "chunk", forward: event };
@@ -100,7 +106,12 @@ export class ResponsesMeter implements Meter {
   }
 
   get contentSeen(): boolean {
-    return this.deltas > 0 || this.ended;
+    return this.deltas > 0 || this.itemsText.tokens > 0 || (this.ended && !this.upstreamFailed);
+  }
+
+  /** A `response.failed` without a usable usage: the upstream failed, and the final event is all it says. */
+  get upstreamFailed(): boolean {
+    return this.failed && this.final === null;
   }
 
   get answerBegan(): boolean {
@@ -115,7 +126,7 @@ export class ResponsesMeter implements Meter {
 
   /** The output delivered: each delta at least one token, or the estimate of their text when more, never above the bound. */
   private counted(): number {
-    return Math.max(this.deltas, Math.min(this.text.tokens, this.maxCompletion));
+    return Math.max(this.deltas, Math.min(Math.max(this.text.tokens, this.itemsText.tokens), this.maxCompletion));
   }
 
   /** A delta event's text (its `delta` string, read in place): the answer began, and one more delta that carried text. */
@@ -151,4 +162,19 @@ function eventType(event: string, data: string): string | null {
     return event.slice(6, end < 0 ? undefined : end).trim();
   }
   return /^\{\s*"type"\s*:\s*"([^"]*)"/.exec(data)?.[1] ?? null;
+}
+
+/** The generated text of a completed output item: a message's parts, a call's arguments, reasoning's text and summary. */
+function addItemText(into: TokenEstimate, item: unknown): void {
+  if (item === null || typeof item !== "object") return;
+  const it = item as { content?: unknown; summary?: unknown; arguments?: unknown };
+  if (typeof it.arguments === "string") into.add(it.arguments);
+  for (const list of [it.content, it.summary]) {
+    if (!Array.isArray(list)) continue;
+    for (const part of list) {
+      const p = part as { text?: unknown; refusal?: unknown } | null;
+      if (typeof p?.text === "string") into.add(p.text);
+      if (typeof p?.refusal === "string") into.add(p.refusal);
+    }
+  }
 }

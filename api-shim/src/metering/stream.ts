@@ -178,8 +178,9 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     // was processed); an upstream failure after content, only the content. A whole stream owes
     // its prompt (estimated if it came without usage), even with no completion tokens (a
     // provider's content filter). Whether the upstream sends running usage must not change any of this.
-    const nothing = failure !== null && !meter.contentSeen;
-    const owesPrompt = clientGone ? meter.answerBegan : failure === null;
+    const upstreamFailed = failure === null && meter.upstreamFailed === true;
+    const nothing = (failure !== null || upstreamFailed) && !meter.contentSeen;
+    const owesPrompt = clientGone ? meter.answerBegan : failure === null && !upstreamFailed;
     const { cost, available } = await settlement.settle(clientGone ? 499 : (failure?.status ?? 200), nothing ? null : meter.usage(owesPrompt, input.promptEstimate));
     const credits = { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) };
     // The usage-only chunk that ended the stream carries the final figures; a whole stream whose

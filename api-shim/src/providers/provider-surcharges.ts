@@ -39,13 +39,15 @@ const CLIENT_TOOL_TYPES = ["function", "custom"];
  */
 const TOOL_MEMBERS = ["type", "function", "custom", "cache_control"];
 const FUNCTION_MEMBERS = ["name", "description", "parameters", "strict"];
+/** A Responses API function tool is flat: its type beside the function's own members (responses-request.ts admits no other type). */
+const RESPONSES_TOOL_MEMBERS = ["type", ...FUNCTION_MEMBERS];
 
 /**
  * A 400 for the first member of `body` a provider would bill beyond the model's price; else the
  * cache lifetime `body` asks for (cache-writes.ts), read in the same walk of its `cache_control`s:
  * "1h" if any asks for an hour, "5m" for any other (Anthropic's default), null for none.
  */
-export function refuseProviderSurcharges(body: Record<string, unknown>): CacheLifetime {
+export function refuseProviderSurcharges(body: Record<string, unknown>, responses = false): CacheLifetime {
   const { service_tier: tier, speed } = body;
   if (tier !== undefined && tier !== null && !STANDARD_TIERS.includes(tier as string)) {
     throw invalidParam(`'service_tier' '${shown(tier, 32)}' is not offered: this endpoint's prices are for the standard tier. Send 'default' or 'flex', or leave it out.`, "service_tier");
@@ -57,7 +59,7 @@ export function refuseProviderSurcharges(body: Record<string, unknown>): CacheLi
   if (body.web_search_options !== undefined && body.web_search_options !== null) {
     throw invalidParam("'web_search_options' is not offered: a provider's web search is billed per search, outside the tokens this endpoint charges for.", "web_search_options");
   }
-  refuseHostedTools(body.tools, "tools", TOOL_MEMBERS);
+  refuseHostedTools(body.tools, "tools", responses ? RESPONSES_TOOL_MEMBERS : TOOL_MEMBERS);
   refuseHostedTools(body.functions, "functions", FUNCTION_MEMBERS);
   let asked: CacheLifetime = null;
   eachCacheControl(body, (control, member) => {

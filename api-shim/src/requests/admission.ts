@@ -45,7 +45,7 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
   // What a provider bills beyond the model's price, for a model that may be a provider's; the same
   // walk reads the cache lifetime asked. vLLM's model gets them (it ignores them) and no walk.
-  const lifetime = mayBeProviders(modelConfig) ? refuseProviderSurcharges(body) : null;
+  const lifetime = mayBeProviders(modelConfig) ? refuseProviderSurcharges(body, kind === "responses") : null;
   // Only a model configured `provider: true` has its members allow-listed (provider-params.ts):
   // narrower than mayBeProviders, as an unconfigured model, or one without maxModelLen, may be
   // vLLM's, whose clients send its extra parameters (top_k, guided_json…), which it takes.

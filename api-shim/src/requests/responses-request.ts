@@ -77,7 +77,7 @@ function refuseServerTools(tools: unknown): void {
   for (const [i, tool] of tools.entries()) {
     const type = tool !== null && typeof tool === "object" ? (tool as { type?: unknown }).type : undefined;
     if (type !== "function") {
-      throw invalidParam(`Only 'function' tools are supported on this endpoint: tools[${i}] has type ${JSON.stringify(type ?? null)?.slice(0, 100)}. Tools the server runs itself (code_interpreter, web_search, mcp) generate several turns in one request, which its credit hold cannot bound.`, "tools");
+      throw invalidParam(`Only 'function' tools are supported on this endpoint: tools[${i}] has type ${JSON.stringify(type ?? null)?.slice(0, 100)}. (Tools the server runs itself, such as code_interpreter, web_search or mcp, generate several turns in one request, which its credit hold cannot bound.)`, "tools");
     }
   }
 }
