@@ -1,5 +1,5 @@
 import OpenAI, { APIError } from "openai";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { type IncomingMessage, request, type ServerResponse } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { toUsage } from "../../api-shim/src/metering/usage-json.ts";
 import { parseResponsesRequest } from "../../api-shim/src/requests/responses-request.ts";
@@ -121,6 +121,49 @@ describe("POST /v1/responses: upstreams that bend the dialect", () => {
     const text = await (await h.post(key, "/v1/responses", { model: "m", input: "x", max_output_tokens: 100, stream: true })).text();
     expect(text).toMatch(/event: error\ndata: \{"type":"error"/);
     expect(text).not.toContain("response.completed");
+  });
+});
+
+describe("a Responses stream's final event, held until written", () => {
+  it("counts against SHIM_ANSWER_MEMORY_BYTES while a client that reads nothing holds it, and is given back when the request ends", { timeout: 20_000 }, async () => {
+    // The whole response again, its output and logprobs: 32 MB, more than the sockets hold.
+    const big = "x".repeat(32 * 1024 * 1024);
+    script = (_q, res) => {
+      sse(res);
+      res.write(created());
+      res.write(delta(1));
+      const final = ev("response.completed", { response: { id: "resp_1", object: "response", status: "completed", output: [{ type: "message", content: [{ type: "output_text", text: big }] }], usage: { input_tokens: 5, output_tokens: 1 } } }, 9);
+      // In pieces, as a large event arrives: each piece counted while the event is read.
+      for (let i = 0; i < final.length; i += 1024 * 1024) res.write(final.slice(i, i + 1024 * 1024));
+      res.end();
+    };
+    const own = await loopbackServer((req, res) => {
+      req.resume();
+      req.on("end", () => script(req, res, ""));
+    });
+    const h2 = await startShim({ file: FILE, env: { SHIM_UPSTREAM_URL: own.url, SHIM_ANSWER_MEMORY_BYTES: String(8 * 1024 * 1024), SHIM_STREAM_IDLE_TIMEOUT_MS: "3000" } });
+    const memory = async () => Number(/^shim_answer_memory_bytes (\d+)/m.exec(await (await fetch(`${h2.url}/metrics`)).text())?.[1]);
+    try {
+      const { key } = await h2.createKey({ credits: 100 });
+      const slow = request(`${h2.url}/v1/responses`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" } });
+      slow.on("error", () => {});
+      let response: IncomingMessage | undefined;
+      await new Promise<void>((resolve) => {
+        slow.on("response", (res) => {
+          res.pause();
+          response = res;
+          resolve();
+        });
+        slow.end(JSON.stringify({ model: "m", input: "x", max_output_tokens: 10, stream: true }));
+      });
+      await expect.poll(memory, { timeout: 10_000 }).toBeGreaterThan(32 * 1024 * 1024);
+      // Cut after the idle timeout: the request ends, and its memory is given back.
+      await expect.poll(memory, { timeout: 10_000 }).toBe(0);
+      response?.destroy();
+    } finally {
+      await h2.close();
+      await own.close();
+    }
   });
 });
 

@@ -136,6 +136,11 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       }
       await write(`${m.forward}\n\n`);
     }
+    // Leaving the loop gave a Responses stream's final event's bytes back to the answer memory
+    // (sseEvents), but it is held until it is written, with the figures spliced in (the whole
+    // response, its output again): taken again, past the budget (it is in memory already), until
+    // the request ends.
+    if (held?.last) input.lease.takeNow(2 * held.data.length, true);
     // The client left (or was cut) with the rest of the stream already received: the loop ran
     // on to the end with nothing more written, and the request is the client's leaving all the same.
     if (signal.aborted && signal.reason === "client") clientGone = true;
