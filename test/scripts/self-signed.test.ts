@@ -78,7 +78,7 @@ describe("self-signed endpoints", () => {
 
       const withCa = memoryIo();
       expect(await smokeTest(["--url", `${front.url}/v1`, "--ca", front.caFile], { io: withCa, env })).toBe(0);
-      expect(withCa.stdout.at(-1)).toBe("All 5 checks passed.");
+      expect(withCa.stdout.at(-1)).toBe("All 6 checks passed.");
     } finally {
       front.server.close();
     }
