@@ -192,9 +192,14 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     const deadline = AbortSignal.timeout(opts.timeoutMs);
     let text = "";
     let final: OpenAI.Responses.Response | undefined;
+    let replayed = false;
     try {
       const stream = await client.responses.create({ model: needModel(), input: "Say hello in five words.", max_output_tokens: 64, stream: true }, { signal: deadline });
       for await (const event of stream) {
+        // A stream whose first event already has the answer's usage was replayed from a whole
+        // answer (LiteLLM's fake stream, BerriAI/litellm responses/streaming_iterator.py): vLLM's
+        // own has none until its last.
+        if (event.type === "response.created" && event.response.usage) replayed = true;
         if (event.type === "response.output_text.delta") text += event.delta;
         if (event.type === "response.completed" || event.type === "response.incomplete" || event.type === "response.failed") final = event.response;
       }
@@ -209,6 +214,7 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     if (text.trim() === "") throw new CheckFailed(`the answer has no text (status ${final.status}${final.incomplete_details?.reason ? `: ${final.incomplete_details.reason}` : ""})`);
     // The charge comes from this usage; without it the shim charged an estimate.
     if (!final.usage) throw new CheckFailed("the final event has no usage: the shim charged an estimate; the upstream must send usage");
+    if (replayed) throw new CheckFailed("the stream was replayed after the whole answer was generated (its first event already had the usage): LiteLLM fakes a Responses stream for a model it does not know, so a long answer sends nothing before the shim's upstream timeout; its config needs the model's model_info.supports_native_streaming: true (docs/api-shim.md)");
     return `"${oneLine(text, 60)}" (${final.usage.output_tokens} tokens, streamed)`;
   });
 

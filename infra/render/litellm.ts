@@ -16,6 +16,12 @@ export function renderLitellmConfig(config: TenantConfig): string {
         api_base: VLLM_API_BASE,
         api_key: "os.environ/VLLM_API_KEY",
       },
+      // LiteLLM's proxy registers a deployment's model_info in its price map. Without it the model
+      // is unknown there, and for an unknown model LiteLLM fakes a Responses API stream (utils.py
+      // supports_native_streaming answers False; OpenAIResponsesAPIConfig.should_fake_stream):
+      // it asks vLLM for the whole answer, then replays it, so a long one reaches no client byte
+      // before the shim's upstream timeout (BerriAI/litellm#21090).
+      model_info: { supports_native_streaming: true },
     },
     ...config.providers.map((p, i) => ({
       model_name: p.name,

@@ -410,6 +410,9 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(litellm.model_list[0]).toEqual({
       model_name: "qwen2.5-7b",
       litellm_params: { model: "hosted_vllm/qwen2.5-7b", api_base: "http://vllm:8000/v1", api_key: "os.environ/VLLM_API_KEY" },
+      // LiteLLM fakes a Responses API stream for a model its price map lacks (BerriAI/litellm
+      // utils.py supports_native_streaming: an unknown model is False): the whole answer first.
+      model_info: { supports_native_streaming: true },
     });
     expect(litellm.model_list.slice(1)).toEqual(c.providers.map((p, i) => ({
       model_name: p.name, litellm_params: { model: p.model, api_key: `os.environ/${p.provider.toUpperCase()}_API_KEY_${i}` },

@@ -297,23 +297,31 @@ describe("smoke-test", () => {
     }
   });
 
-  it("responses fails a Responses stream that ends without its final event, and one whose final event has no usage", async () => {
+  it("responses fails a Responses stream that ends without its final event, one whose final event has no usage, and one replayed from a whole answer (LiteLLM's fake stream)", async () => {
     const fake = await new FakeVllm({ models: DEFAULT_FAKE.models! }).start();
     try {
       fake.set({ stopAfterTokens: 3, stopMode: "cut" });
       const cut = await smoke(["--url", fake.url, "--model", "qwen2.5-7b"]);
       expect(cut.line("responses")).toMatch(/^FAIL {2}responses /);
       fake.set({ stopAfterTokens: null });
+      // No usage at the end; or (replay) LiteLLM's fake stream: the whole answer's usage from its first event on.
+      let replay = false;
+      const usage = { input_tokens: 5, output_tokens: 1, total_tokens: 6 };
       const server = createServer((_req, res) => {
         res.writeHead(200, { "content-type": "text/event-stream" });
+        const response = (status: string, u: unknown) => ({ id: "r", object: "response", status, output: [], usage: u });
+        res.write(`data: ${JSON.stringify({ type: "response.created", sequence_number: 0, response: response("in_progress", replay ? usage : null) })}\n\n`);
         res.write(`event: response.output_text.delta\ndata: ${JSON.stringify({ type: "response.output_text.delta", delta: "hello", item_id: "m", output_index: 0, content_index: 0, sequence_number: 0 })}\n\n`);
-        res.end(`event: response.completed\ndata: ${JSON.stringify({ type: "response.completed", sequence_number: 1, response: { id: "r", object: "response", status: "completed", output: [], usage: null } })}\n\n`);
+        res.end(`event: response.completed\ndata: ${JSON.stringify({ type: "response.completed", sequence_number: 2, response: response("completed", replay ? usage : null) })}\n\n`);
       });
       await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
       try {
         const { port } = server.address() as AddressInfo;
         const noUsage = await smoke(["--url", `http://127.0.0.1:${port}/v1`, "--model", "qwen2.5-7b"]);
         expect(noUsage.line("responses")).toMatch(/^FAIL {2}responses +\d+ ms {2}the final event has no usage: the shim charged an estimate/);
+        replay = true;
+        const replayed = await smoke(["--url", `http://127.0.0.1:${port}/v1`, "--model", "qwen2.5-7b"]);
+        expect(replayed.line("responses")).toMatch(/^FAIL {2}responses +\d+ ms {2}the stream was replayed after the whole answer was generated .*model_info\.supports_native_streaming: true/);
       } finally {
         server.close();
       }
