@@ -108,6 +108,30 @@ describe("through nginx over HTTPS", () => {
     }
   });
 
+  it("streams a Responses API answer event by event, its first delta before the upstream has finished, charged in its final event", async () => {
+    shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 150, defaultTokens: 8 };
+    try {
+      const completedBefore = shim.fake.counters.completed;
+      const stream = await client().responses.create({ model: "qwen2.5-7b", input: "Count", stream: true });
+      let firstDeltaCompleted: number | undefined;
+      let text = "";
+      let final: Record<string, unknown> | undefined;
+      for await (const event of stream) {
+        if (event.type === "response.output_text.delta") {
+          firstDeltaCompleted ??= shim.fake.counters.completed - completedBefore;
+          text += event.delta;
+        }
+        if (event.type === "response.completed") final = event as unknown as Record<string, unknown>;
+      }
+      expect(firstDeltaCompleted).toBe(0);
+      expect(text).toBe("t1 t2 t3 t4 t5 t6 t7 t8");
+      expect((final!.response as { usage: { output_tokens: number } }).usage.output_tokens).toBe(8);
+      expect(String(final!.credits_charged)).toMatch(/^\d+(\.\d+)?$/);
+    } finally {
+      shim.fake.behaviour = { ...shim.fake.behaviour, tokenDelayMs: 0 };
+    }
+  });
+
   it("answers a browser's preflight itself (204, any origin, the headers it asks for), before the shim and the per-address limits", async () => {
     // Before: the preflight (no Authorization: browsers never send it there) reached the shim's
     // key check, a 401 without CORS headers ("Failed to fetch" in the app, "invalid key" in
