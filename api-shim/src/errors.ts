@@ -119,14 +119,13 @@ export function shuttingDown(): ShimError {
 
 /** `credits`: an authenticated answer's charge and the key's credits, top-level as on a success. */
 export function errorBody(err: ShimError, credits?: { credits_charged: number; credits_remaining: number }): string {
-  const error: Record<string, unknown> = {
-    message: err.message,
-    type: ERROR_TABLE[err.code].type,
-    param: err.param,
-    code: err.code,
-    ...err.extra,
-  };
+  const error = errorObject(err);
   return JSON.stringify(err.extra || credits ? { error, ...err.extra, ...credits } : { error });
+}
+
+/** The `error` object of every error body (errorBody), and of a Responses stream's error event (responses-stream.ts). */
+export function errorObject(err: ShimError): { message: string; type: string; param: string | null; code: string; [member: string]: unknown } {
+  return { message: err.message, type: ERROR_TABLE[err.code].type, param: err.param, code: err.code, ...err.extra };
 }
 
 /**

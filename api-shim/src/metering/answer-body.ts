@@ -31,10 +31,13 @@ export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boole
     const body = JSON.parse(raw.toString("utf8")) as { usage?: UsageJson; error?: unknown; choices?: unknown; data?: unknown; object?: unknown } | null;
     const isObject = body !== null && typeof body === "object" && !Array.isArray(body);
     // An error body sent with a 2xx status (vLLM 0.15.1 and 0.16.0 answered errors with 200):
-    // an error object and no answer in it. (A Responses answer, `object: "response"`, has `error`,
-    // null or the failure's, beside its output.)
-    if (isObject && body.error !== null && typeof body.error === "object" && body.choices === undefined && body.data === undefined && body.object !== "response") return { usage: null, isObject, isError: true };
-    return { usage: isObject ? toUsage(body.usage) : null, isObject };
+    // an error object and no answer in it. A Responses answer (`object: "response"`) has `error`,
+    // null or the failure's, beside its output: one that failed without usage is an error too, as
+    // its stream's `response.failed` is (responses-stream.ts); with usage it is charged that.
+    const hasError = isObject && body.error !== null && typeof body.error === "object";
+    const usage = isObject ? toUsage(body.usage) : null;
+    if (hasError && (body.object === "response" ? usage === null : body.choices === undefined && body.data === undefined)) return { usage: null, isObject, isError: true };
+    return { usage, isObject };
   } catch {
     return { usage: null, isObject: false };
   }

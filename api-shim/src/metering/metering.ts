@@ -1,6 +1,7 @@
 import { eventData, replaceEventData } from "./sse.ts";
 import { TokenEstimate, type Usage } from "../money/pricing.ts";
 import { type Counts, readCounts, toUsage, type UsageJson } from "./usage-json.ts";
+import { deliveredTokens } from "./token-count.ts";
 
 /**
  * Reads a streamed completion as it passes through: the upstream's usage (final usage chunk,
@@ -232,7 +233,7 @@ export class StreamMeter {
    */
   private get counted(): number {
     const estimate = this.text.tokens + this.echoTokens;
-    return Math.max(this.generated, Math.min(estimate, this.options.maxCompletion ?? Infinity));
+    return deliveredTokens(this.generated, estimate, this.options.maxCompletion ?? Infinity);
   }
 
   /**

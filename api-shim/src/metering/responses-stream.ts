@@ -1,10 +1,10 @@
-import { errorBody, type ShimError } from "../errors.ts";
+import { errorObject, type ShimError } from "../errors.ts";
 import { TokenEstimate, type Usage } from "../money/pricing.ts";
 import type { Meter } from "./meter.ts";
 import type { MeteredEvent } from "./metering.ts";
 import { eventData } from "./sse.ts";
 import { toUsage } from "./usage-json.ts";
-import { isCount } from "./token-count.ts";
+import { deliveredTokens, isCount } from "./token-count.ts";
 
 /**
  * Reads a Responses API stream as it passes through (vLLM's serving_responses.py, OpenAI's and
@@ -126,7 +126,7 @@ export class ResponsesMeter implements Meter {
 
   /** The output delivered: each delta at least one token, or the estimate of their text when more, never above the bound. */
   private counted(): number {
-    return Math.max(this.deltas, Math.min(Math.max(this.text.tokens, this.itemsText.tokens), this.maxCompletion));
+    return deliveredTokens(this.deltas, Math.max(this.text.tokens, this.itemsText.tokens), this.maxCompletion);
   }
 
   /** A delta event's text (its `delta` string, read in place): the answer began, and one more delta that carried text. */
@@ -146,7 +146,7 @@ export class ResponsesMeter implements Meter {
 
   /** OpenAI's error event, with the shim's error object beside it: OpenAI's SDKs throw it as an APIError (`event: error`). */
   errorEvent(failure: ShimError): string {
-    const { error } = JSON.parse(errorBody(failure)) as { error: { message: string; param: unknown; code: unknown } };
+    const error = errorObject(failure);
     const body = { type: "error", code: error.code, message: error.message, param: error.param, sequence_number: this.nextSequence, error };
     return `event: error\ndata: ${JSON.stringify(body)}`;
   }

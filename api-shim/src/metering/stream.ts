@@ -70,7 +70,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   ctx.inflight.closeIfDraining(out);
   out.writeHead(200, {
     "x-request-id": request.id,
-    // The charge is not known until the end: it comes in the comment line before [DONE].
+    // The charge is not known until the end: it comes in the comment line at the stream's end.
     ...authHeaders(ctx, request, null, input.available),
     "content-type": "text/event-stream; charset=utf-8",
     "cache-control": "no-cache",
@@ -91,6 +91,8 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   let clientGone = false;
   let failure: ShimError | null = null;
   let metricReason: UpstreamFailureReason | null = null;
+  /** The upstream's failure told by its own final event, relayed as it came (not `failure`, which the shim tells). */
+  let upstreamFailure: ShimError | null = null;
   let sawDone = false;
   // The usage-only chunk last received, until the next event shows whether it is the last word.
   let held: UsageEvent | null = null;
@@ -151,7 +153,13 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       failure = new ShimError("upstream_error");
       metricReason = "stream_cut";
     }
-    if (!failure && sawDone && !meter.promptReported) {
+    // A Responses stream that ended with the upstream's own report of its failure (`response.failed`
+    // without usage): the upstream's failure, charged as one below, not an upstream without usage.
+    if (!failure && meter.upstreamFailed === true) {
+      upstreamFailure = new ShimError("upstream_error");
+      metricReason = "stream_error";
+    }
+    if (!failure && !upstreamFailure && sawDone && !meter.promptReported) {
       // The shim asked for usage and the upstream ignored it (or sent no prompt count): charged
       // from an estimate below, and shown to the operator, who can fix the upstream.
       metricReason = "no_usage";
@@ -183,10 +191,10 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     // was processed); an upstream failure after content, only the content. A whole stream owes
     // its prompt (estimated if it came without usage), even with no completion tokens (a
     // provider's content filter). Whether the upstream sends running usage must not change any of this.
-    const upstreamFailed = failure === null && meter.upstreamFailed === true;
-    const nothing = (failure !== null || upstreamFailed) && !meter.contentSeen;
-    const owesPrompt = clientGone ? meter.answerBegan : failure === null && !upstreamFailed;
-    const { cost, available } = await settlement.settle(clientGone ? 499 : (failure?.status ?? 200), nothing ? null : meter.usage(owesPrompt, input.promptEstimate));
+    const failed = failure ?? upstreamFailure;
+    const nothing = failed !== null && !meter.contentSeen;
+    const owesPrompt = clientGone ? meter.answerBegan : failed === null;
+    const { cost, available } = await settlement.settle(clientGone ? 499 : (failed?.status ?? 200), nothing ? null : meter.usage(owesPrompt, input.promptEstimate));
     const credits = { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) };
     // The usage-only chunk that ended the stream carries the final figures; a whole stream whose
     // usage-only chunk was lost still gives a client that asked for usage its chunk.
@@ -208,8 +216,9 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     out.end();
   }
   ctx.metrics.activeStreams.dec();
+  const told = failure ?? upstreamFailure;
   if (clientGone) request.shimErrorCode = "client_closed_request";
-  else if (failure) request.shimErrorCode = failure.logCode;
+  else if (told) request.shimErrorCode = told.logCode;
   finishRequest(ctx, request, clientGone ? 499 : 200);
   return reply;
 }

@@ -7,3 +7,10 @@ export const isCount = (n: unknown): n is number => typeof n === "number" && Num
 
 /** `n` when it is a count, else 0. */
 export const countOrZero = (n: unknown): number => (isCount(n) ? n : 0);
+
+/**
+ * The output tokens a stream delivered, when the upstream did not count them: each content chunk
+ * (delta) at least one token, or the estimate of their text when more (an upstream merges a lagging
+ * consumer's tokens into one chunk), never above the most the request may generate.
+ */
+export const deliveredTokens = (chunks: number, estimate: number, bound: number): number => Math.max(chunks, Math.min(estimate, bound));

@@ -1,9 +1,36 @@
-import { invalidParam } from "../errors.ts";
+import { invalidParam, ShimError } from "../errors.ts";
 import { hasControlCharacters } from "../names.ts";
+import { refuseUpstreamControls } from "../providers/upstream-controls.ts";
 
 /**
  * The members several inference routes read the same way.
  */
+
+/**
+ * An inference request's body, as every route first reads it: a JSON object, without the
+ * members that would steer LiteLLM (refuseUpstreamControls), with its model (requiredModel).
+ */
+export function inferenceBody(body: unknown): { b: Record<string, unknown>; model: string } {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new ShimError("invalid_request", { message: "Request body must be a JSON object." });
+  }
+  const b = body as Record<string, unknown>;
+  refuseUpstreamControls(b);
+  return { b, model: requiredModel(b) };
+}
+
+/**
+ * The bytes of `parts` as JSON.stringify writes each (the JSON a chat template prints again with
+ * `tojson`), skipping those absent or empty lists.
+ */
+export function jsonBytes(parts: readonly unknown[]): number {
+  let bytes = 0;
+  for (const part of parts) {
+    if (part === undefined || part === null || (Array.isArray(part) && part.length === 0)) continue;
+    bytes += Buffer.byteLength(JSON.stringify(part));
+  }
+  return bytes;
+}
 
 /**
  * The `model` member every inference route requires (chat, completions, embeddings, responses):

@@ -9,6 +9,8 @@ const TEXT_MEMBER = new Map<unknown, string>([
   ["output_text", "text"],
   ["refusal", "refusal"],
   ["thinking", "thinking"],
+  // A Responses API reasoning item's content, sent back in a later request's input.
+  ["reasoning_text", "text"],
 ]);
 
 /** Whether vLLM reads the part as text (whatever its text member holds): the hold and the estimate count it as text, bounded by its bytes. */
@@ -54,6 +56,10 @@ export function eachMessagePart(messages: unknown, visit: (item: unknown, from: 
     visit(m, null);
     const { content, tool_calls: calls } = m as { content?: unknown; tool_calls?: unknown };
     if (Array.isArray(content)) for (const part of content) visit(part, "content");
+    // A Responses API function call's output given as parts (text, images, files) is content too.
+    else if ((m as { type?: unknown }).type === "function_call_output" && Array.isArray((m as { output?: unknown }).output)) {
+      for (const part of (m as { output: unknown[] }).output) visit(part, "content");
+    }
     if (Array.isArray(calls)) for (const call of calls) visit(call, "tool_calls");
   }
 }

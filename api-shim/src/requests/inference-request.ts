@@ -2,12 +2,11 @@ import { isAscii } from "node:buffer";
 import { isTextPart, mediaParts, partText } from "./content-parts.ts";
 import { refuseInternalMediaUrls } from "./media-urls.ts";
 import { checkEmbeddingsRequest } from "./embeddings-request.ts";
-import { invalidParam, ShimError } from "../errors.ts";
+import { invalidParam } from "../errors.ts";
 import { spliceMemberValue } from "./json-splice.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { TokenEstimate } from "../money/pricing.ts";
-import { requiredModel, streamFlag } from "./common-params.ts";
-import { refuseUpstreamControls } from "../providers/upstream-controls.ts";
+import { inferenceBody, jsonBytes, streamFlag } from "./common-params.ts";
 
 /**
  * Checks the few fields metering depends on and builds the body sent upstream. Everything else
@@ -96,12 +95,7 @@ function completionBound(kind: "chat" | "completions", b: Record<string, unknown
 }
 
 export function parseInferenceRequest(kind: Exclude<InferenceKind, "responses">, body: unknown): InferenceRequest {
-  if (body === null || typeof body !== "object" || Array.isArray(body)) {
-    throw new ShimError("invalid_request", { message: "Request body must be a JSON object." });
-  }
-  const b = body as Record<string, unknown>;
-  refuseUpstreamControls(b);
-  const model = requiredModel(b);
+  const { b, model } = inferenceBody(body);
   if (kind === "chat" && (!Array.isArray(b.messages) || b.messages.length === 0)) {
     throw invalidParam("'messages' is required and must be a non-empty array.", "messages");
   }
@@ -190,12 +184,7 @@ function echoesLastMessage(b: Record<string, unknown>): boolean {
 function renderedJsonBytes(b: Record<string, unknown>): number {
   const parts = templateJson(b);
   if (Array.isArray(b.messages)) for (const m of b.messages) if (m !== null && typeof m === "object") parts.push((m as { tool_calls?: unknown }).tool_calls);
-  let bytes = 0;
-  for (const part of parts) {
-    if (part === undefined || part === null || (Array.isArray(part) && part.length === 0)) continue;
-    bytes += Buffer.byteLength(JSON.stringify(part));
-  }
-  return bytes;
+  return jsonBytes(parts);
 }
 
 /**

@@ -1,9 +1,8 @@
 import { mediaParts } from "./content-parts.ts";
-import { invalidParam, ShimError } from "../errors.ts";
+import { invalidParam } from "../errors.ts";
 import type { InferenceRequest } from "./inference-request.ts";
 import { refuseInternalMediaUrls } from "./media-urls.ts";
-import { requiredModel, streamFlag } from "./common-params.ts";
-import { refuseUpstreamControls } from "../providers/upstream-controls.ts";
+import { inferenceBody, jsonBytes, streamFlag } from "./common-params.ts";
 
 /**
  * OpenAI's Responses API (`POST /v1/responses`, served by vLLM and LiteLLM): the members metering
@@ -19,12 +18,7 @@ import { refuseUpstreamControls } from "../providers/upstream-controls.ts";
  * it prints again (tools, earlier calls' arguments) as chat's does.
  */
 export function parseResponsesRequest(body: unknown): InferenceRequest {
-  if (body === null || typeof body !== "object" || Array.isArray(body)) {
-    throw new ShimError("invalid_request", { message: "Request body must be a JSON object." });
-  }
-  const b = body as Record<string, unknown>;
-  refuseUpstreamControls(b);
-  const model = requiredModel(b);
+  const { b, model } = inferenceBody(body);
   const input = b.input;
   if (typeof input !== "string" && !(Array.isArray(input) && input.length > 0)) {
     throw invalidParam("'input' is required and must be a string or a non-empty array.", "input");
@@ -51,10 +45,9 @@ export function parseResponsesRequest(body: unknown): InferenceRequest {
     n: 1,
     outputs: 1,
     templated: true,
-    // A reasoning item's content is text (`reasoning_text`), bounded by its bytes: not media.
     // An earlier response or conversation the server adds to the prompt (vLLM with its store
     // enabled) is one more part the body's bytes do not bound, as a chat template a request brings.
-    unboundedParts: mediaParts(Array.isArray(input) ? input.filter((item) => (item as { type?: unknown } | null)?.type !== "reasoning") : input) + (b.previous_response_id != null || b.conversation != null ? 1 : 0),
+    unboundedParts: mediaParts(input) + (b.previous_response_id != null || b.conversation != null ? 1 : 0),
     renderedJsonBytes: renderedJsonBytes(b.tools, input),
     promptMayExceedContext: false,
     echo: false,
@@ -88,11 +81,6 @@ function refuseServerTools(tools: unknown): void {
  * assistant turn's tool call, its arguments printed with `tojson`), as chat's tools and tool_calls.
  */
 function renderedJsonBytes(tools: unknown, input: unknown): number {
-  let bytes = Array.isArray(tools) && tools.length > 0 ? Buffer.byteLength(JSON.stringify(tools)) : 0;
-  if (Array.isArray(input)) {
-    for (const item of input) {
-      if (item !== null && typeof item === "object" && (item as { type?: unknown }).type === "function_call") bytes += Buffer.byteLength(JSON.stringify(item));
-    }
-  }
-  return bytes;
+  const calls = Array.isArray(input) ? input.filter((item) => item !== null && typeof item === "object" && (item as { type?: unknown }).type === "function_call") : [];
+  return jsonBytes([tools, ...calls]);
 }

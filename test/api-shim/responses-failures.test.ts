@@ -1,0 +1,69 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { promptTokens } from "../../api-shim/src/requests/inference-request.ts";
+import { parseResponsesRequest } from "../../api-shim/src/requests/responses-request.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+import { loopbackServer } from "../support/shim-process.ts";
+
+type Script = (req: IncomingMessage, res: ServerResponse) => void;
+let script: Script = (_q, res) => res.writeHead(500).end();
+const CREDIT = 1_000_000;
+const FILE = { pricing: { request: 1, models: { m: { promptPer1k: 1, completionPer1k: 1000 } } }, models: [{ name: "m", maxModelLen: 8192 }] };
+const ev = (type: string, fields: Record<string, unknown>, seq: number) => `event: ${type}\ndata: ${JSON.stringify({ ...fields, sequence_number: seq, type })}\n\n`;
+const resp = (status: string, usage: unknown, extra: Record<string, unknown> = {}) => ({ response: { id: "resp_1", object: "response", status, output: [], usage, ...extra } });
+
+describe("a Responses answer that failed upstream", () => {
+  let h: Harness;
+  let upstream: { url: string; close(): Promise<void> };
+  beforeAll(async () => {
+    upstream = await loopbackServer((req, res) => {
+      req.resume();
+      req.on("end", () => script(req, res));
+    });
+    h = await startShim({ file: FILE, env: { SHIM_UPSTREAM_URL: upstream.url } });
+  });
+  afterAll(async () => {
+    await h.close();
+    await upstream.close();
+  });
+
+  it("a streamed response.failed without usage (charged nothing, as the upstream's failure) is not logged as 'prompt estimated' and its request line names a failure", async () => {
+    script = (_q, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8" });
+      res.write(ev("response.created", resp("in_progress", null), 0));
+      res.end(ev("response.failed", resp("failed", null, { error: { code: "server_error", message: "The model crashed" } }), 1));
+    };
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const before = h.logs.length;
+    await (await h.post(key, "/v1/responses", { model: "m", input: "hi", max_output_tokens: 5, stream: true })).text();
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await h.store.getKey(id))!.balance).toBe(1000 * CREDIT);
+    const lines = h.logs.slice(before);
+    // Nothing was estimated (nothing was charged), and it is the upstream's failure, not an
+    // upstream that sends no usage.
+    expect(lines.filter((l) => l.includes("prompt estimated"))).toEqual([]);
+    expect(lines.find((l) => l.includes('"route":"/v1/responses"') || l.includes("/v1/responses"))).toContain('"error":"upstream_error"');
+  });
+
+  it("a non-streamed failed response without usage is charged as the streamed one is (nothing), not the request price", async () => {
+    script = (_q, res) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ id: "resp_1", object: "response", status: "failed", error: { code: "server_error", message: "The model crashed" }, output: [], usage: null }));
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const res = await h.post(key, "/v1/responses", { model: "m", input: "hi", max_output_tokens: 5 });
+    expect(res.status).toBe(502);
+    expect(1000 * CREDIT - (await h.store.getKey(id))!.balance).toBe(0);
+  });
+});
+
+describe("a Responses request's input items", () => {
+  it("a reasoning item's reasoning_text part is not a media part with the model's floor", () => {
+    const input = [{ type: "reasoning", id: "rs_1", summary: [], content: [{ type: "reasoning_text", text: "ok" }] }, { role: "user", content: "hi" }];
+    expect(promptTokens("responses", { input }, 576)).toBeLessThan(100);
+    expect(parseResponsesRequest({ model: "m", input }).unboundedParts).toBe(0);
+  });
+
+  it("a function call's output given as parts has its media URLs checked as a message's are", () => {
+    const input = [{ type: "function_call_output", call_id: "c", output: [{ type: "input_image", image_url: "http://10.0.0.5/x.png" }] }];
+    expect(() => parseResponsesRequest({ model: "m", input })).toThrow(/Media URLs must be public: the image_url in input\[0\]/);
+    expect(parseResponsesRequest({ model: "m", input: [{ ...input[0], output: [{ type: "input_image", image_url: "https://example.com/x.png" }] }] }).unboundedParts).toBe(1);
+  });
+});
