@@ -1,48 +1,23 @@
 import OpenAI, { APIError } from "openai";
-import { type IncomingMessage, request, type ServerResponse } from "node:http";
+import { type IncomingMessage, request } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { toUsage } from "../../api-shim/src/metering/usage-json.ts";
 import { parseResponsesRequest } from "../../api-shim/src/requests/responses-request.ts";
 import { startShim, type Harness, moneyInvariants } from "../support/shim-harness.ts";
-import { loopbackServer } from "../support/shim-process.ts";
+import { CREDIT, created, cutAfter, delta, deltas, ev, PRICED_FILE, scriptedUpstream, type ScriptedUpstream, sse, startScriptedShim } from "../support/responses-events.ts";
 
 /**
- * POST /v1/responses against upstreams that bend the dialect. A scripted upstream: each test sets `script`,
+ * POST /v1/responses against upstreams that bend the dialect. A scripted upstream: each test sets `upstream.script`,
  * which writes the answer (and may cut the connection) as the upstream under test would.
  */
-type Script = (req: IncomingMessage, res: ServerResponse, body: string) => void;
-let script: Script = (_q, res) => res.writeHead(500).end();
-
-const CREDIT = 1_000_000;
-// 1 credit a request, 0.001 credit a prompt token, 1 credit an output token.
-const FILE = {
-  pricing: { request: 1, models: { m: { promptPer1k: 1, completionPer1k: 1000 } } },
-  models: [{ name: "m", maxModelLen: 8192 }],
-};
-
-/** One Responses event as vLLM / OpenAI serialize it (pydantic: fields alphabetical, `type` last), with or without the `event:` line. */
-const ev = (type: string, fields: Record<string, unknown>, seq: number, withEventLine = true) =>
-  `${withEventLine ? `event: ${type}\n` : ""}data: ${JSON.stringify({ ...fields, sequence_number: seq, type })}\n\n`;
-const created = (withEventLine = true) => ev("response.created", { response: { id: "resp_1", object: "response", status: "in_progress", output: [], usage: null } }, 0, withEventLine);
-const delta = (i: number, withEventLine = true) => ev("response.output_text.delta", { content_index: 0, delta: ` word${i}`, item_id: "msg_1", logprobs: [], output_index: 0 }, i + 1, withEventLine);
-const sse = (res: ServerResponse) => res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8" });
+let upstream: ScriptedUpstream;
+const FILE = PRICED_FILE;
 
 describe("POST /v1/responses: upstreams that bend the dialect", () => {
   let h: Harness;
-  let upstream: { url: string; close(): Promise<void> };
-  beforeAll(async () => {
-    upstream = await loopbackServer((req, res) => {
-      let body = "";
-      req.setEncoding("utf8");
-      req.on("data", (c: string) => (body += c));
-      req.on("end", () => script(req, res, body));
-    });
-    h = await startShim({ file: FILE, env: { SHIM_UPSTREAM_URL: upstream.url } });
-  });
-  afterAll(async () => {
-    await h.close();
-    await upstream.close();
-  });
+  let close: () => Promise<void>;
+  beforeAll(async () => ({ h, upstream, close } = await startScriptedShim()));
+  afterAll(() => close());
   const balance = async (id: string) => (await h.store.getKey(id))!.balance;
   const ledgerMatches = async (id: string) => {
     const row = (await moneyInvariants(h.store)).find((r) => r.keyId === id)!;
@@ -50,12 +25,7 @@ describe("POST /v1/responses: upstreams that bend the dialect", () => {
   };
 
   it("data-only events (no `event:` line, `type` last as pydantic writes it) cut by the upstream after 40 deltas are charged for them", async () => {
-    script = (_q, res) => {
-      sse(res);
-      res.write(created(false));
-      for (let i = 1; i <= 40; i++) res.write(delta(i, false));
-      setTimeout(() => res.destroy(), 50);
-    };
+    upstream.script = cutAfter(...deltas(40, false));
     const { key, id } = await h.createKey({ credits: 1000 });
     const text = await (await h.post(key, "/v1/responses", { model: "m", input: "x", max_output_tokens: 100, stream: true })).text();
     // The client received all 40 deltas' text…
@@ -67,19 +37,14 @@ describe("POST /v1/responses: upstreams that bend the dialect", () => {
   });
 
   it("the same stream with `event:` lines is charged for its deltas", async () => {
-    script = (_q, res) => {
-      sse(res);
-      res.write(created());
-      for (let i = 1; i <= 40; i++) res.write(delta(i));
-      setTimeout(() => res.destroy(), 50);
-    };
+    upstream.script = cutAfter(...deltas(40));
     const { key, id } = await h.createKey({ credits: 1000 });
     await (await h.post(key, "/v1/responses", { model: "m", input: "x", max_output_tokens: 100, stream: true })).text();
     expect(1000 * CREDIT - (await balance(id))).toBeGreaterThanOrEqual(CREDIT + 40 * CREDIT);
   });
 
   it("a final event whose usage has no output_tokens is charged the delivered deltas (chat charges its counted chunks), not 0", async () => {
-    script = (_q, res) => {
+    upstream.script = (_q, res) => {
       sse(res);
       res.write(created());
       for (let i = 1; i <= 40; i++) res.write(delta(i));
@@ -94,7 +59,7 @@ describe("POST /v1/responses: upstreams that bend the dialect", () => {
   it("a missing previous_response_id behind LiteLLM (its frame around vLLM's 404) is a 404 naming previous_response_id, not model_not_found", async () => {
     const vllm = JSON.stringify({ error: { message: "Response with id 'resp_abc' not found.", type: "NotFoundError", param: "response_id", code: 404 } });
     const message = `litellm.NotFoundError: Hosted_vllmException - ${vllm}. Received Model Group=m\nAvailable Model Group Fallbacks=None`;
-    script = (_q, res) => res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { message, type: null, param: null, code: "404" } }));
+    upstream.script = (_q, res) => res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { message, type: null, param: null, code: "404" } }));
     const { key } = await h.createKey({ credits: 100 });
     const err = await new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, maxRetries: 0 }).responses.create({ model: "m", input: "and then?", max_output_tokens: 1, previous_response_id: "resp_abc" }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.NotFoundError);
@@ -102,7 +67,7 @@ describe("POST /v1/responses: upstreams that bend the dialect", () => {
   });
 
   it("a chat answer at 200 that is an error body with an `output` member is still an error (not charged), as before the Responses change", async () => {
-    script = (_q, res) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "boom", type: "InternalServerError", param: null, code: 500 }, output: null }));
+    upstream.script = (_q, res) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "boom", type: "InternalServerError", param: null, code: 500 }, output: null }));
     const { key, id } = await h.createKey({ credits: 1000 });
     const res = await h.post(key, "/v1/chat/completions", { model: "m", messages: [{ role: "user", content: "hi" }], max_tokens: 5 });
     expect(res.status).toBeGreaterThanOrEqual(500);
@@ -110,7 +75,7 @@ describe("POST /v1/responses: upstreams that bend the dialect", () => {
   });
 
   it("an upstream that sends [DONE] before response.completed: the client is told the stream failed (it got no final event)", async () => {
-    script = (_q, res) => {
+    upstream.script = (_q, res) => {
       sse(res);
       res.write(created());
       res.write("data: [DONE]\n\n");
@@ -128,7 +93,8 @@ describe("a Responses stream's final event, held until written", () => {
   it("counts against SHIM_ANSWER_MEMORY_BYTES while a client that reads nothing holds it, and is given back when the request ends", { timeout: 20_000 }, async () => {
     // The whole response again, its output and logprobs: 32 MB, more than the sockets hold.
     const big = "x".repeat(32 * 1024 * 1024);
-    script = (_q, res) => {
+    const own = await scriptedUpstream();
+    own.script = (_q, res) => {
       sse(res);
       res.write(created());
       res.write(delta(1));
@@ -137,10 +103,6 @@ describe("a Responses stream's final event, held until written", () => {
       for (let i = 0; i < final.length; i += 1024 * 1024) res.write(final.slice(i, i + 1024 * 1024));
       res.end();
     };
-    const own = await loopbackServer((req, res) => {
-      req.resume();
-      req.on("end", () => script(req, res, ""));
-    });
     const h2 = await startShim({ file: FILE, env: { SHIM_UPSTREAM_URL: own.url, SHIM_ANSWER_MEMORY_BYTES: String(8 * 1024 * 1024), SHIM_STREAM_IDLE_TIMEOUT_MS: "3000" } });
     const memory = async () => Number(/^shim_answer_memory_bytes (\d+)/m.exec(await (await fetch(`${h2.url}/metrics`)).text())?.[1]);
     try {

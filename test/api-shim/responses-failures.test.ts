@@ -1,37 +1,22 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { promptTokens } from "../../api-shim/src/requests/inference-request.ts";
 import { parseResponsesRequest } from "../../api-shim/src/requests/responses-request.ts";
-import { startShim, type Harness } from "../support/shim-harness.ts";
-import { loopbackServer } from "../support/shim-process.ts";
+import type { Harness } from "../support/shim-harness.ts";
+import { CREDIT, created, final, type ScriptedUpstream, sse, startScriptedShim } from "../support/responses-events.ts";
 
-type Script = (req: IncomingMessage, res: ServerResponse) => void;
-let script: Script = (_q, res) => res.writeHead(500).end();
-const CREDIT = 1_000_000;
-const FILE = { pricing: { request: 1, models: { m: { promptPer1k: 1, completionPer1k: 1000 } } }, models: [{ name: "m", maxModelLen: 8192 }] };
-const ev = (type: string, fields: Record<string, unknown>, seq: number) => `event: ${type}\ndata: ${JSON.stringify({ ...fields, sequence_number: seq, type })}\n\n`;
-const resp = (status: string, usage: unknown, extra: Record<string, unknown> = {}) => ({ response: { id: "resp_1", object: "response", status, output: [], usage, ...extra } });
+let upstream: ScriptedUpstream;
 
 describe("a Responses answer that failed upstream", () => {
   let h: Harness;
-  let upstream: { url: string; close(): Promise<void> };
-  beforeAll(async () => {
-    upstream = await loopbackServer((req, res) => {
-      req.resume();
-      req.on("end", () => script(req, res));
-    });
-    h = await startShim({ file: FILE, env: { SHIM_UPSTREAM_URL: upstream.url } });
-  });
-  afterAll(async () => {
-    await h.close();
-    await upstream.close();
-  });
+  let close: () => Promise<void>;
+  beforeAll(async () => ({ h, upstream, close } = await startScriptedShim()));
+  afterAll(() => close());
 
   it("a streamed response.failed without usage (charged nothing, as the upstream's failure) is not logged as 'prompt estimated' and its request line names a failure", async () => {
-    script = (_q, res) => {
-      res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8" });
-      res.write(ev("response.created", resp("in_progress", null), 0));
-      res.end(ev("response.failed", resp("failed", null, { error: { code: "server_error", message: "The model crashed" } }), 1));
+    upstream.script = (_q, res) => {
+      sse(res);
+      res.write(created());
+      res.end(final("response.failed", "failed", null, { error: { code: "server_error", message: "The model crashed" } }));
     };
     const { key, id } = await h.createKey({ credits: 1000 });
     const before = h.logs.length;
@@ -46,7 +31,7 @@ describe("a Responses answer that failed upstream", () => {
   });
 
   it("a non-streamed failed response without usage is charged as the streamed one is (nothing), not the request price", async () => {
-    script = (_q, res) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ id: "resp_1", object: "response", status: "failed", error: { code: "server_error", message: "The model crashed" }, output: [], usage: null }));
+    upstream.script = (_q, res) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ id: "resp_1", object: "response", status: "failed", error: { code: "server_error", message: "The model crashed" }, output: [], usage: null }));
     const { key, id } = await h.createKey({ credits: 1000 });
     const res = await h.post(key, "/v1/responses", { model: "m", input: "hi", max_output_tokens: 5 });
     expect(res.status).toBe(502);

@@ -1,49 +1,20 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ShimError } from "../../api-shim/src/errors.ts";
 import { ResponsesMeter } from "../../api-shim/src/metering/responses-stream.ts";
 import { promptTokens } from "../../api-shim/src/requests/inference-request.ts";
 import { parseResponsesRequest } from "../../api-shim/src/requests/responses-request.ts";
-import { startShim, type Harness, moneyInvariants } from "../support/shim-harness.ts";
-import { loopbackServer } from "../support/shim-process.ts";
+import { type Harness, moneyInvariants } from "../support/shim-harness.ts";
+import { CREDIT, created, cutAfter, delta, ev, final, inProgress, PRICED_FILE, type ScriptedUpstream, sse, startScriptedShim } from "../support/responses-events.ts";
 
 /** Tests that kill mutants the Responses suites let live (mutation review), and the defects it found. */
-type Script = (req: IncomingMessage, res: ServerResponse, body: string) => void;
-let script: Script = (_q, res) => res.writeHead(500).end();
-let lastBody = "";
-
-const CREDIT = 1_000_000;
-// 1 credit a request, 0.001 credit a prompt token, 1 credit an output token.
-const FILE = {
-  pricing: { request: 1, models: { m: { promptPer1k: 1, completionPer1k: 1000 }, prov: { promptPer1k: 1, completionPer1k: 1000 } } },
-  models: [{ name: "m", maxModelLen: 8192 }, { name: "prov", provider: true, maxModelLen: 8192, maxOutputTokens: 1000 }],
-};
-const ev = (type: string, fields: Record<string, unknown>, seq: number) => `event: ${type}\ndata: ${JSON.stringify({ ...fields, sequence_number: seq, type })}\n\n`;
-const created = () => ev("response.created", { response: { id: "resp_1", object: "response", status: "in_progress", output: [], usage: null } }, 0);
-const inProgress = () => ev("response.in_progress", { response: { id: "resp_1", object: "response", status: "in_progress", output: [], usage: null } }, 1);
-const delta = (i: number, text = ` word${i}`) => ev("response.output_text.delta", { content_index: 0, delta: text, item_id: "msg_1", logprobs: [], output_index: 0 }, i + 1);
-const final = (type: string, status: string, usage: unknown, extra: Record<string, unknown> = {}) => ev(type, { response: { id: "resp_1", object: "response", status, output: [], usage, ...extra } }, 99);
-const sse = (res: ServerResponse) => res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8" });
+let upstream: ScriptedUpstream;
+const FILE = PRICED_FILE;
 
 describe("POST /v1/responses: what a mutation pass showed untested", () => {
   let h: Harness;
-  let upstream: { url: string; close(): Promise<void> };
-  beforeAll(async () => {
-    upstream = await loopbackServer((req, res) => {
-      let body = "";
-      req.setEncoding("utf8");
-      req.on("data", (c: string) => (body += c));
-      req.on("end", () => {
-        lastBody = body;
-        script(req, res, body);
-      });
-    });
-    h = await startShim({ file: FILE, env: { SHIM_UPSTREAM_URL: upstream.url } });
-  });
-  afterAll(async () => {
-    await h.close();
-    await upstream.close();
-  });
+  let close: () => Promise<void>;
+  beforeAll(async () => ({ h, upstream, close } = await startScriptedShim()));
+  afterAll(() => close());
   const balance = async (id: string) => (await h.store.getKey(id))!.balance;
   const settled = async (id: string) => {
     for (let i = 0; i < 200; i++) {
@@ -56,7 +27,7 @@ describe("POST /v1/responses: what a mutation pass showed untested", () => {
 
   for (const [type, status] of [["response.incomplete", "incomplete"], ["response.failed", "failed"]] as const) {
     it(`${type} is the final event: charged its usage, relayed last with the figures, no error (kills: ${type} dropped from the final types)`, async () => {
-      script = (_q, res) => {
+      upstream.script = (_q, res) => {
         sse(res);
         res.write(created());
         for (let i = 1; i <= 3; i++) res.write(delta(i));
@@ -71,14 +42,14 @@ describe("POST /v1/responses: what a mutation pass showed untested", () => {
   }
 
   it("a streamed Responses body goes upstream byte for byte (kills: chat's upstreamBody, which adds stream_options)", async () => {
-    script = (_q, res) => {
+    upstream.script = (_q, res) => {
       sse(res);
       res.end(final("response.completed", "completed", { input_tokens: 1, output_tokens: 0 }));
     };
     const { key } = await h.createKey({ credits: 1000 });
     const body = { model: "m", input: "x", max_output_tokens: 4, stream: true };
     await (await h.post(key, "/v1/responses", body)).text();
-    expect(lastBody).toBe(JSON.stringify(body));
+    expect(upstream.lastBody).toBe(JSON.stringify(body));
   });
 
   it("a provider's model is refused on /v1/responses with param model (kills: the provider refusal dropped)", async () => {
@@ -89,13 +60,7 @@ describe("POST /v1/responses: what a mutation pass showed untested", () => {
   });
 
   it("a cut stream is never charged more output than max_output_tokens, however long its deltas' text (kills: the meter built without the bound)", async () => {
-    script = (_q, res) => {
-      sse(res);
-      res.write(created());
-      res.write(delta(1, "x ".repeat(400)));
-      res.write(delta(2, "y ".repeat(400)));
-      setTimeout(() => res.destroy(), 50);
-    };
+    upstream.script = cutAfter(delta(1, { text: "x ".repeat(400) }), delta(2, { text: "y ".repeat(400) }));
     const { key, id } = await h.createKey({ credits: 1000 });
     await (await h.post(key, "/v1/responses", { model: "m", input: "x", max_output_tokens: 5, stream: true })).text();
     // An upstream cut after content: the request and the output, at most 5 tokens.
@@ -103,7 +68,7 @@ describe("POST /v1/responses: what a mutation pass showed untested", () => {
   });
 
   it("an error event after content is the upstream's failure whatever its code (kills: the in-stream error always mapped by its body)", async () => {
-    script = (_q, res) => {
+    upstream.script = (_q, res) => {
       sse(res);
       res.write(created());
       res.write(delta(1));
@@ -116,7 +81,7 @@ describe("POST /v1/responses: what a mutation pass showed untested", () => {
 
   it("a client that leaves after response.created and in_progress (the prompt not yet processed) pays the request only (kills: owesPrompt true for any client gone)", async () => {
     let upstreamClosed = false;
-    script = (_q, res) => {
+    upstream.script = (_q, res) => {
       sse(res);
       res.write(created());
       res.write(inProgress());
@@ -136,7 +101,7 @@ describe("POST /v1/responses: what a mutation pass showed untested", () => {
   });
 
   it("the final event ends the relay even when the upstream keeps its connection open (kills: no break at the final event)", async () => {
-    script = (_q, res) => {
+    upstream.script = (_q, res) => {
       sse(res);
       res.write(created());
       res.write(final("response.completed", "completed", { input_tokens: 1, output_tokens: 0 }));
@@ -150,7 +115,7 @@ describe("POST /v1/responses: what a mutation pass showed untested", () => {
   });
 
   it("a non-streamed response whose status is failed (its `error` beside its output) is relayed and charged its usage, not taken for an error body (kills: the object:response exemption dropped)", async () => {
-    script = (_q, res) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ id: "resp_1", object: "response", status: "failed", error: { code: "server_error", message: "boom" }, output: [], usage: { input_tokens: 5, output_tokens: 2 } }));
+    upstream.script = (_q, res) => res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ id: "resp_1", object: "response", status: "failed", error: { code: "server_error", message: "boom" }, output: [], usage: { input_tokens: 5, output_tokens: 2 } }));
     const { key, id } = await h.createKey({ credits: 1000 });
     const res = await h.post(key, "/v1/responses", { model: "m", input: "x", max_output_tokens: 4 });
     expect(res.status).toBe(200);
@@ -160,7 +125,7 @@ describe("POST /v1/responses: what a mutation pass showed untested", () => {
   // Defects the mutation pass found in the current code.
 
   it("response.failed before any output, without usage, is the upstream's failure: nothing charged (an error event there is charged nothing)", async () => {
-    script = (_q, res) => {
+    upstream.script = (_q, res) => {
       sse(res);
       res.write(created());
       res.write(inProgress());
@@ -173,14 +138,11 @@ describe("POST /v1/responses: what a mutation pass showed untested", () => {
 
   it("output delivered whole in .done events (no deltas), then the upstream cuts: the delivered text is charged, not nothing", async () => {
     const text = "word ".repeat(100);
-    script = (_q, res) => {
-      sse(res);
-      res.write(created());
-      res.write(ev("response.output_item.added", { item: { id: "msg_1", type: "message", role: "assistant", content: [], status: "in_progress" }, output_index: 0 }, 1));
-      res.write(ev("response.output_text.done", { content_index: 0, item_id: "msg_1", logprobs: [], output_index: 0, text }, 2));
-      res.write(ev("response.output_item.done", { item: { id: "msg_1", type: "message", role: "assistant", content: [{ type: "output_text", text, annotations: [] }], status: "completed" }, output_index: 0 }, 3));
-      setTimeout(() => res.destroy(), 50);
-    };
+    upstream.script = cutAfter(
+      ev("response.output_item.added", { item: { id: "msg_1", type: "message", role: "assistant", content: [], status: "in_progress" }, output_index: 0 }, 1),
+      ev("response.output_text.done", { content_index: 0, item_id: "msg_1", logprobs: [], output_index: 0, text }, 2),
+      ev("response.output_item.done", { item: { id: "msg_1", type: "message", role: "assistant", content: [{ type: "output_text", text, annotations: [] }], status: "completed" }, output_index: 0 }, 3),
+    );
     const { key, id } = await h.createKey({ credits: 1000 });
     const body = await (await h.post(key, "/v1/responses", { model: "m", input: "x", max_output_tokens: 500, stream: true })).text();
     expect(body).toContain(text); // the client has the whole answer
@@ -238,7 +200,11 @@ describe("ResponsesMeter and parseResponsesRequest: what a mutation pass showed 
     expect(() => parseResponsesRequest({ model: "m", input: "x", api_base: "http://169.254.169.254/" })).toThrow();
   });
 
-  it("(prompt estimate sanity) promptTokens counts a Responses input", () => {
-    expect(promptTokens("responses", { input: "hello world" })).toBeGreaterThan(0);
+  it("the prompt estimate counts the instructions, the input and the tools, each adding what its text holds", () => {
+    const base = promptTokens("responses", { input: "hello world" });
+    const long = "word ".repeat(200);
+    expect(promptTokens("responses", { input: `hello world ${long}` })).toBeGreaterThan(base + 100);
+    expect(promptTokens("responses", { input: "hello world", instructions: long })).toBeGreaterThan(base + 100);
+    expect(promptTokens("responses", { input: "hello world", tools: [{ type: "function", name: "f", description: long }] })).toBeGreaterThan(base + 100);
   });
 });

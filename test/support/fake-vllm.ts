@@ -361,19 +361,6 @@ export class FakeVllm extends EventEmitter {
   }
 
   /**
-   * vLLM's /v1/responses (serving_responses.py, SimpleContext: a text answer as one message). The
-   * prompt is the instructions, the input (a string, or items: messages' content, function calls'
-   * arguments, their outputs) and the tools, through the chat template. max_output_tokens bounds
-   * the answer (the response is then "incomplete"). Without VLLM_ENABLE_RESPONSES_API_STORE vLLM
-   * keeps no responses: a previous_response_id is not found (404), `background` refused (400).
-   * A stream: response.created, response.in_progress, then on the first token output_item.added
-   * and content_part.added, one response.output_text.delta per token, output_text.done,
-   * content_part.done, output_item.done, and response.completed with the whole response and its
-   * usage; `event: <type>` before each data line (api_router.py's _convert_stream_to_sse_events).
-   * The behaviour's delays, failures and stops apply as to chat; an "error" stop sends OpenAI's
-   * error event (`event: error`, `{"type":"error","code","message","param","sequence_number"}`).
-   */
-  /**
    * Before a stream's token `k`, by the behaviour the stream began with: the per-token delay, then "gone" (the client left, or the stop
    * mode is a cut: what was written is flushed and the connection dropped without finishing the
    * chunked body), the stop mode whose in-stream error is due (written in the route's dialect by
@@ -390,6 +377,19 @@ export class FakeVllm extends EventEmitter {
     return "gone";
   }
 
+  /**
+   * vLLM's /v1/responses (serving_responses.py, SimpleContext: a text answer as one message). The
+   * prompt is the instructions, the input (a string, or items: messages' content, function calls'
+   * arguments, their outputs) and the tools, through the chat template. max_output_tokens bounds
+   * the answer (the response is then "incomplete"). Without VLLM_ENABLE_RESPONSES_API_STORE vLLM
+   * keeps no responses: a previous_response_id is not found (404), `background` refused (400).
+   * A stream: response.created, response.in_progress, then on the first token output_item.added
+   * and content_part.added, one response.output_text.delta per token, output_text.done,
+   * content_part.done, output_item.done, and response.completed with the whole response and its
+   * usage; `event: <type>` before each data line (api_router.py's _convert_stream_to_sse_events).
+   * The behaviour's delays, failures and stops apply as to chat; an "error" stop sends OpenAI's
+   * error event (`event: error`, `{"type":"error","code","message","param","sequence_number"}`).
+   */
   private async responses(res: ServerResponse, request: Record<string, unknown>, model: string): Promise<void> {
     const b = this.behaviour;
     if (request.input === undefined) return vllmError(res, 400, "1 validation error: input Field required");
