@@ -13,7 +13,7 @@ import { deliveredTokens, isCount } from "./token-count.ts";
  * deltas (`response.output_text.delta`, `response.reasoning_text.delta`,
  * `response.function_call_arguments.delta`…) to `response.completed` (or `response.incomplete`,
  * `response.failed`), which carries the whole response with its `usage`. No `[DONE]` follows
- * (vLLM's _convert_stream_to_sse_events writes none); one that comes is taken as the end.
+ * (vLLM's _convert_stream_to_sse_events writes none); one before the final event is the upstream's failure.
  *
  * The final event is the charge: it is held (returned as a usage event marked `last`) so the relay
  * can settle and send it with the credit figures spliced in, then the comment line. A stream that
