@@ -6,7 +6,7 @@ import { authHeaders } from "../limits/response-headers.ts";
 import type { ShimContext } from "../context.ts";
 import { errorBody, ShimError } from "../errors.ts";
 import { spliceJson } from "../requests/json-splice.ts";
-import { StreamMeter, type UsageEvent } from "./metering.ts";
+import { type MeterOptions, StreamMeter, type UsageEvent } from "./metering.ts";
 import type { Meter } from "./meter.ts";
 import { ResponsesMeter } from "./responses-stream.ts";
 import type { InferenceKind } from "../requests/inference-request.ts";
@@ -27,20 +27,8 @@ export interface RelayInput {
   /** The key's available credits after this request's hold. */
   available: number;
   signal: AbortSignal;
-  /** The route: a Responses stream is read by ResponsesMeter, any other by StreamMeter. */
-  kind: InferenceKind;
-  clientWantsUsage: boolean;
-  hideContinuous: boolean;
-  /** Usage on every chunk was asked of the upstream (the shim's continuous_usage_stats, or the client's). */
-  runningUsage: boolean;
-  /** Outputs per prompt (`n`), for reading per-output running usage. */
-  outputsPerPrompt: number;
-  /** Outputs in all (prompts × `n`), for telling a whole answer from a cut one. */
-  outputs: number;
-  /** The request asked for `echo`: its first chunk is the prompt, not generated text. */
-  echo: boolean;
-  /** The most completion tokens the outputs may generate: an estimate of them is never charged more. */
-  maxCompletion: number;
+  /** What reads the stream's events as they pass (meterFor): what was delivered, and what to charge. */
+  meter: Meter;
   /**
    * Prompt tokens charged when content arrived but no usage did, to a client that left (the
    * prompt was processed, and without this a client behind an upstream that sends no running
@@ -51,6 +39,11 @@ export interface RelayInput {
   promptEstimate: () => number;
   /** The request's share of SHIM_ANSWER_MEMORY_BYTES: each large event's bytes, until it is sent (sse.ts). */
   lease: AnswerLease;
+}
+
+/** The meter for a stream of route `kind`: the Responses API's events, or chat's and completions' chunks (all of `options`). */
+export function meterFor(kind: InferenceKind, options: MeterOptions): Meter {
+  return kind === "responses" ? new ResponsesMeter(options.maxCompletion ?? Infinity) : new StreamMeter(options);
 }
 
 /**
@@ -86,7 +79,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   // response-writer.ts.
   const write = (text: string) => writeWithBackpressure(out, text, ctx.config.streamIdleTimeoutMs, signal);
 
-  const meter: Meter = input.kind === "responses" ? new ResponsesMeter(input.maxCompletion) : new StreamMeter({ clientWantsUsage: input.clientWantsUsage, hideContinuous: input.hideContinuous, runningUsage: input.runningUsage, outputsPerPrompt: input.outputsPerPrompt, outputs: input.outputs, echo: input.echo, maxCompletion: input.maxCompletion });
+  const { meter } = input;
   // What ended the stream early, if anything: the client leaving, or a failure told to it.
   let clientGone = false;
   let failure: ShimError | null = null;
