@@ -1,6 +1,16 @@
 import type { ShimError } from "../errors.ts";
 import type { Usage } from "../money/pricing.ts";
-import type { MeteredEvent, UsageEvent } from "./metering.ts";
+
+/** What a meter makes of one event: relay it, hold it as the stream's usage, or end the stream. */
+export type MeteredEvent =
+  | { kind: "chunk"; forward: string } // forward = the event text to send
+  | { kind: "comment"; forward: string } // an event without data (comments, retry: lines): relayed as it came
+  | UsageEvent
+  | { kind: "error"; data: string } // upstream error inside the stream (its JSON)
+  | { kind: "done" };
+
+/** A usage-only chunk: the event to send (null = hide it) and its data, for splicing the credits into; `last`: the stream's final event (responses-stream.ts). */
+export type UsageEvent = { kind: "usage"; forward: string | null; data: string; last?: true };
 
 /**
  * What relayStream (stream.ts) needs of a stream's meter: each event read as it passes, and at the
@@ -19,8 +29,8 @@ export interface Meter {
   usage(promptOwed: boolean, promptEstimate: () => number): Usage;
   /** A usage event the client asked for and did not get (chat's), for a stream that is whole without it. */
   missingUsageChunk(): UsageEvent | null;
-  /** The stream's last line after a whole answer; chat's `data: [DONE]` when absent. */
-  readonly endLine?: string;
-  /** The event telling the client of `failure` in the stream's dialect; chat's `data: {"error":…}` when absent. */
-  errorEvent?(failure: ShimError): string;
+  /** The stream's last line after a whole answer (chat's `data: [DONE]`; none for the Responses API). */
+  readonly endLine: string;
+  /** The event telling the client of `failure` in the stream's dialect. */
+  errorEvent(failure: ShimError): string;
 }

@@ -2,6 +2,8 @@ import { eventData, replaceEventData } from "./sse.ts";
 import { TokenEstimate, type Usage } from "../money/pricing.ts";
 import { type Counts, readCounts, toUsage, type UsageJson } from "./usage-json.ts";
 import { deliveredTokens } from "./token-count.ts";
+import type { Meter, MeteredEvent, UsageEvent } from "./meter.ts";
+import { errorBody, type ShimError } from "../errors.ts";
 
 /**
  * Reads a streamed completion as it passes through: the upstream's usage (final usage chunk,
@@ -10,16 +12,6 @@ import { deliveredTokens } from "./token-count.ts";
  * client asked; the extra usage chunk (and continuous usage fields the shim added) are hidden
  * from a client that did not ask for them.
  */
-export type MeteredEvent =
-  | { kind: "chunk"; forward: string } // forward = the event text to send
-  | { kind: "comment"; forward: string } // an event without data (comments, retry: lines): relayed as it came
-  | UsageEvent
-  | { kind: "error"; data: string } // upstream error inside the stream (its JSON)
-  | { kind: "done" };
-
-/** A usage-only chunk: the event to send (null = hide it) and its data, for splicing the credits into. */
-export type UsageEvent = { kind: "usage"; forward: string | null; data: string; last?: true }; // last: the stream's final event (responses-stream.ts)
-
 export interface MeterOptions {
   /** The client asked for the usage chunk (stream_options present and include_usage not false). */
   clientWantsUsage: boolean;
@@ -56,7 +48,9 @@ interface ChunkJson {
   error?: unknown;
 }
 
-export class StreamMeter {
+export class StreamMeter implements Meter {
+  /** A whole answer ends with [DONE], as vLLM's and OpenAI's do. */
+  readonly endLine = "data: [DONE]\n\n";
   private readonly options: MeterOptions;
   /** The last usage-only chunk's counts (`choices: []`: vLLM sends it once the answer is whole, right before [DONE]). */
   finalUsage: Counts | null = null;
@@ -234,6 +228,11 @@ export class StreamMeter {
   private get counted(): number {
     const estimate = this.text.tokens + this.echoTokens;
     return deliveredTokens(this.generated, estimate, this.options.maxCompletion ?? Infinity);
+  }
+
+  /** A failure told inside a chat or completions stream: an event holding the error body. */
+  errorEvent(failure: ShimError): string {
+    return `data: ${errorBody(failure)}`;
   }
 
   /**

@@ -1,7 +1,6 @@
 import { errorObject, type ShimError } from "../errors.ts";
 import { TokenEstimate, type Usage } from "../money/pricing.ts";
-import type { Meter } from "./meter.ts";
-import type { MeteredEvent } from "./metering.ts";
+import type { Meter, MeteredEvent } from "./meter.ts";
 import { eventData } from "./sse.ts";
 import { toUsage } from "./usage-json.ts";
 import { deliveredTokens, isCount } from "./token-count.ts";

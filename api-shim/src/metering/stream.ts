@@ -4,10 +4,10 @@ import { errors as undiciErrors } from "undici";
 import { finishRequest } from "../observability/request-line.ts";
 import { authHeaders } from "../limits/response-headers.ts";
 import type { ShimContext } from "../context.ts";
-import { errorBody, ShimError } from "../errors.ts";
+import { ShimError } from "../errors.ts";
 import { spliceJson } from "../requests/json-splice.ts";
-import { type MeterOptions, StreamMeter, type UsageEvent } from "./metering.ts";
-import type { Meter } from "./meter.ts";
+import { type MeterOptions, StreamMeter } from "./metering.ts";
+import type { Meter, UsageEvent } from "./meter.ts";
 import { ResponsesMeter } from "./responses-stream.ts";
 import type { InferenceKind } from "../requests/inference-request.ts";
 import { loggedModel } from "../observability/redaction.ts";
@@ -202,10 +202,9 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   }
   if (!out.destroyed) {
     // A usage-only chunk held when the stream failed after it (a drain, the store) goes out as it came, before the error.
-    if (failure) await write(`${held?.forward ? `${held.forward}\n\n` : ""}${meter.errorEvent?.(failure) ?? `data: ${errorBody(failure)}`}\n\n`);
+    if (failure) await write(`${held?.forward ? `${held.forward}\n\n` : ""}${meter.errorEvent(failure)}\n\n`);
     await write(figures);
-    const end = meter.endLine ?? "data: [DONE]\n\n";
-    if (!failure && end !== "") await write(end);
+    if (!failure && meter.endLine !== "") await write(meter.endLine);
     out.end();
   }
   ctx.metrics.activeStreams.dec();
