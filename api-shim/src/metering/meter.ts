@@ -25,7 +25,7 @@ export interface Meter {
   readonly contentSeen: boolean;
   readonly answerBegan: boolean;
   /** The stream ended with the upstream's own report of its failure (a Responses `response.failed` without usage): settled as an upstream failure. */
-  readonly upstreamFailed?: boolean;
+  readonly upstreamFailed: boolean;
   usage(promptOwed: boolean, promptEstimate: () => number): Usage;
   /** A usage event the client asked for and did not get (chat's), for a stream that is whole without it. */
   missingUsageChunk(): UsageEvent | null;

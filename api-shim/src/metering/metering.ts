@@ -51,6 +51,8 @@ interface ChunkJson {
 export class StreamMeter implements Meter {
   /** A whole answer ends with [DONE], as vLLM's and OpenAI's do. */
   readonly endLine = "data: [DONE]\n\n";
+  /** Chat's failures come as error events (process: `error`), never as a final event. */
+  readonly upstreamFailed = false;
   private readonly options: MeterOptions;
   /** The last usage-only chunk's counts (`choices: []`: vLLM sends it once the answer is whole, right before [DONE]). */
   finalUsage: Counts | null = null;

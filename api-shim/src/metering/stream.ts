@@ -148,7 +148,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     }
     // A Responses stream that ended with the upstream's own report of its failure (`response.failed`
     // without usage): the upstream's failure, charged as one below, not an upstream without usage.
-    if (!failure && meter.upstreamFailed === true) {
+    if (!failure && meter.upstreamFailed) {
       upstreamFailure = new ShimError("upstream_error");
       metricReason = "stream_error";
     }

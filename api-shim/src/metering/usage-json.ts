@@ -69,7 +69,6 @@ export function storedUsage(u: Usage): Usage {
  * vLLM's ResponseUsage, OpenAI's, LiteLLM's) under chat's names, so that both are read by the same
  * rules (cached tokens as chat's `prompt_tokens_details.cached_tokens`); other members kept.
  */
-function chatNames(u: UsageJson): UsageJson {
-  const named: UsageJson & { prompt_tokens_details?: unknown } = { ...u, prompt_tokens: u.input_tokens, completion_tokens: u.completion_tokens ?? u.output_tokens, prompt_tokens_details: u.input_tokens_details };
-  return named;
+function chatNames(u: UsageJson): UsageJson & { prompt_tokens_details?: unknown } {
+  return { ...u, prompt_tokens: u.input_tokens, completion_tokens: u.completion_tokens ?? u.output_tokens, prompt_tokens_details: u.input_tokens_details };
 }

@@ -279,7 +279,7 @@ function addPrompt(estimate: TokenEstimate, prompt: unknown): void {
 const isTokenIds = (v: unknown): v is unknown[] => Array.isArray(v) && v.every((x) => typeof x === "number");
 
 /** Messages as their JSON, except a list content's non-text parts (content-parts.ts): payloads (TokenEstimate.addPayload), each at least `mediaPartTokens`. */
-export function addMessages(estimate: TokenEstimate, messages: unknown, mediaPartTokens: number): void {
+function addMessages(estimate: TokenEstimate, messages: unknown, mediaPartTokens: number): void {
   if (!Array.isArray(messages)) return estimate.addValue(messages);
   estimate.addBytes(1 + Math.max(messages.length, 1)); // brackets and commas
   for (const m of messages) {
