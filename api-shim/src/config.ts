@@ -178,7 +178,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
 
   const int = (name: string, def: number, min: number, max: number): number => {
     const raw = env[name];
-    if (raw === undefined || raw === "") return def;
+    if (raw === undefined || raw.trim() === "") return def; // blank is unset, as for the strings
     const n = Number(raw);
     if (!/^\d+$/.test(raw.trim()) || n < min || n > max) {
       // An integer out of range is shown whole, up to 12 digits (more than any bound here has).

@@ -461,6 +461,8 @@ bootstrapKeys:
 
   it("a variable of spaces alone is unset: its default, or for SHIM_UPSTREAM_URL, required", () => {
     expect(parse({ SHIM_HOST: "  ", SHIM_DATABASE_URL: " " })).toMatchObject({ host: "0.0.0.0", databaseUrl: "sqlite:./data/shim.db" });
+    // The numbers too: an env file's `SHIM_PORT=  ` is the default port, not a refused start.
+    expect(parse({ SHIM_PORT: "  ", SHIM_UPSTREAM_TIMEOUT_MS: "\t", SHIM_MAX_BODY_BYTES: " " })).toMatchObject({ port: 8080, upstreamTimeoutMs: 120_000 });
     expect(problems({ SHIM_UPSTREAM_URL: "  " })).toEqual([expect.stringMatching(/^SHIM_UPSTREAM_URL: is required;/)]);
   });
 
