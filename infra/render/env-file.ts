@@ -54,9 +54,16 @@ export function renderEnvFile(entries: readonly (readonly [string, string])[]): 
 /** Comment lines `.env.example` puts above a variable. */
 const EXAMPLE_COMMENTS: Readonly<Record<string, string>> = {
   GS_DATA_DIR: "# Where the model weights, the shim's database and the certificates live.",
-  TLS_DOMAIN: "# The certificate's DNS name (Let's Encrypt), e.g. llm.example.com.",
+  TLS_DOMAIN: "# The certificate's DNS name (Let's Encrypt): a name whose A record points at this host.",
   HF_TOKEN: "# Only for gated models.",
 };
+
+/**
+ * `.env.example`'s TLS_DOMAIN when the stack names none (Pulumi uses Linode's name for the host,
+ * which a render cannot know): a placeholder like the secrets', which certbot-renew.sh refuses with
+ * a message, where a real-looking example name had certbot ask Let's Encrypt for it for ever.
+ */
+export const DNS_NAME_PLACEHOLDER = "<dns-name-of-this-host>";
 
 /** `.env.example`: the same variables as `envEntries`, with placeholders, for running the bundle on any host. */
 export function renderEnvExample(config: TenantConfig): string {
@@ -66,9 +73,10 @@ export function renderEnvExample(config: TenantConfig): string {
     litellmMasterKey: `sk-${placeholder("LITELLM_MASTER_KEY")}`,
     shimAdminToken: placeholder("SHIM_ADMIN_TOKEN"),
     providerKeys: config.providers.map((p) => `<your ${p.provider} API key for ${p.name}>`),
-  }, config.tls.domain ?? "llm.example.com");
+  }, config.tls.domain ?? DNS_NAME_PLACEHOLDER);
   const lines = [
-    "# Copy to .env (chmod 600) on a Docker + NVIDIA GPU host, fill in the secrets, then: docker compose up -d --build",
+    "# Copy to .env (chmod 600) on a Docker + NVIDIA GPU host and replace every <…> value; then the steps of",
+    "# docs/serving.md, \"Run the bundle on your own GPU host\" (the data directory, a first certificate).",
     "# `pulumi up` writes the real .env itself; this file is only for hosts without it.",
     ...entries.flatMap(([name, value]) => [...(EXAMPLE_COMMENTS[name] ? [EXAMPLE_COMMENTS[name]] : []), `${name}=${value}`]),
   ];

@@ -4,6 +4,17 @@
 # directory nginx reads. Until the first issuance nginx serves the placeholder `pulumi up` wrote.
 set -eu
 : "${TLS_DOMAIN:?TLS_DOMAIN is not set}"
+case "$TLS_DOMAIN" in
+  *'<'* | *'>'*)
+    # .env.example's placeholder, left in place: no certificate can be had for it, and asking
+    # Let's Encrypt every 15 minutes would only count failures against the account.
+    trap 'exit 0' TERM
+    while :; do
+      echo "certbot: TLS_DOMAIN in .env is still the placeholder $TLS_DOMAIN: set it to this host's DNS name (its A record pointing here), then: docker compose up -d" >&2
+      sleep 3600 & wait $!
+    done
+    ;;
+esac
 
 live="/etc/letsencrypt/live/$TLS_DOMAIN"
 out=/gpu-sandbox-tls

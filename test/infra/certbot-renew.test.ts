@@ -4,6 +4,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { DNS_NAME_PLACEHOLDER } from "../../infra/render/env-file.ts";
 import { readTemplate } from "../../infra/render/template.ts";
 import { REPO_ROOT } from "../../infra/repo-root.ts";
 import { writeStubs } from "../support/host-scripts.ts";
@@ -107,6 +108,16 @@ describe("certbot-renew.sh installing a renewed certificate", () => {
     expect(r.installed).toEqual({ key: "old key\n", certificate: "old certificate\n" });
     expect(r.outFiles).toEqual(["fullchain.pem", "privkey.pem"]);
     expect(r.sleeps).toEqual(["sleep 900"]);
+  });
+});
+
+describe("certbot-renew.sh with .env.example's TLS_DOMAIN placeholder left in place", () => {
+  it("never asks Let's Encrypt for it, and says hourly which line of .env to change", () => {
+    const r = runLoop({ certbot: "touch asked", sleeps: 2, env: { TLS_DOMAIN: DNS_NAME_PLACEHOLDER } });
+    expect(existsSync(join(r.root, "asked"))).toBe(false);
+    expect(r.status).toBe(0); // ended by TERM, as `docker compose stop` does
+    expect(r.sleeps).toEqual(["sleep 3600", "sleep 3600"]);
+    expect(r.stderr).toContain(`certbot: TLS_DOMAIN in .env is still the placeholder ${DNS_NAME_PLACEHOLDER}: set it to this host's DNS name`);
   });
 });
 
