@@ -3,6 +3,7 @@
  * `model.extraArgs`), and how the plan's GPUs are split between tensor and pipeline parallelism.
  */
 import type { Problems } from "./checks.ts";
+import type { ModelPrice } from "./types.ts";
 import { setSecretCommand } from "./settings.ts";
 
 /**
@@ -50,6 +51,22 @@ function vllmFlag(name: string): string {
   return name.startsWith("--")
     ? `--${name.slice(2).replace(/^[^.]*/, (head) => head.replaceAll("_", "-"))}`
     : VLLM_SHORT_FLAGS[name] ?? name;
+}
+
+/** vLLM's flag for prompt-cache hits in chat's and completions' usage (its Responses API reports them unasked). */
+const PROMPT_TOKENS_DETAILS = "--enable-prompt-tokens-details";
+
+/**
+ * The flags the kit adds to vLLM's command for pricing: with the served model's cached prompt
+ * tokens priced below its prompt tokens, vLLM must report cache hits on chat and completions as it
+ * does on `/v1/responses`, or the same prompt costs less there. Only then: a new flag changes
+ * vLLM's command, which restarts it on every upgraded host. Not over the operator's own
+ * `--enable-prompt-tokens-details` or `--no-enable-prompt-tokens-details` in `model.extraArgs`.
+ */
+export function pricingVllmFlags(extraArgs: readonly string[], price: ModelPrice | undefined): string[] {
+  const discounted = price?.cachedPromptPer1k !== undefined && price.cachedPromptPer1k < price.promptPer1k;
+  const given = extraArgs.some((arg) => vllmFlag(arg.split("=")[0]!).replace(/^--no-/, "--") === PROMPT_TOKENS_DETAILS);
+  return discounted && !given ? [PROMPT_TOKENS_DETAILS] : [];
 }
 
 /**

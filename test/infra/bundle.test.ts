@@ -257,6 +257,25 @@ describe("vLLM's parallel layout", () => {
   });
 });
 
+describe("vLLM's report of prompt-cache hits", () => {
+  const command = (c: TenantConfig): string[] => parse(render(c).get("compose.yaml")!).services.vllm.command;
+  const priced = (price: Record<string, number>, extraArgs: string[] = []) =>
+    config({ model: { ...base.model, extraArgs }, pricing: { models: { "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 2, ...price } } } });
+  const FLAG = "--enable-prompt-tokens-details";
+
+  it("is asked for when the model's cached prompt tokens are priced lower: chat then reports them, as the Responses API does unasked", () => {
+    expect(command(priced({ cachedPromptPer1k: 0.1 }))).toContain(FLAG);
+  });
+
+  it("is not asked for otherwise (a new flag restarts vLLM on every upgraded host), nor twice, nor over the operator's own choice", () => {
+    expect(command(priced({}))).not.toContain(FLAG);
+    expect(command(priced({ cachedPromptPer1k: 1 }))).not.toContain(FLAG); // the same price: nothing to tell apart
+    expect(command(priced({ cachedPromptPer1k: 0.1 }, [FLAG])).filter((a) => a === FLAG)).toHaveLength(1);
+    expect(command(priced({ cachedPromptPer1k: 0.1 }, ["--no-enable-prompt-tokens-details"]))).not.toContain(FLAG);
+    expect(command(priced({ cachedPromptPer1k: 0.1 }, ["--enable_prompt_tokens_details=true"]))).not.toContain(FLAG);
+  });
+});
+
 describe.each(modes)("the bundle, tls %s", (_mode, c) => {
   const bundle = render(c);
   const compose = parse(bundle.get("compose.yaml")!);

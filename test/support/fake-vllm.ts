@@ -52,7 +52,8 @@ export interface Behaviour {
   /**
    * Prompt tokens served from the prefix cache, reported in `prompt_tokens_details.cached_tokens`
    * of chat's and completions' final usage (vLLM started with --enable-prompt-tokens-details);
-   * null: `prompt_tokens_details` null or absent, as vLLM without that flag.
+   * null: `prompt_tokens_details` null or absent, as vLLM without that flag. `/v1/responses`
+   * reports them in `input_tokens_details.cached_tokens` either way (0 for null), as vLLM does.
    */
   cachedTokens: number | null;
 }
