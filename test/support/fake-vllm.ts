@@ -433,6 +433,9 @@ export class FakeVllm extends EventEmitter {
       const next = await this.beforeToken(res, b, k);
       if (next === "gone") return;
       if (next !== "go") {
+        // OpenAI's error event. vLLM itself (responses/serving.py) cannot send one today: its
+        // GenerationError fails the stream's validation and the connection drops, which stopMode
+        // "cut" plays (and responses-vllm-dialect.test.ts); vLLM PR #40418 would send response.failed.
         const error = JSON.parse(IN_STREAM_ERRORS[next]) as { error: { message: string; code: number } };
         res.end(`event: error\ndata: ${JSON.stringify({ code: String(error.error.code), message: error.error.message, param: null, sequence_number: seq++, type: "error" })}\n\n`);
         return;
