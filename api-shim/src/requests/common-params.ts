@@ -50,3 +50,10 @@ export function streamFlag(b: Record<string, unknown>): boolean {
   if (typeof b.stream !== "boolean") throw invalidParam("'stream' must be a boolean.", "stream");
   return b.stream;
 }
+
+/** A bool as vLLM's pydantic reads one (lax mode: 1, "yes", "off", …); undefined when it is none. */
+export function pydanticBool(v: unknown): boolean | undefined {
+  if (v === true || v === 1 || (typeof v === "string" && /^(?:1|on|t|true|y|yes)$/i.test(v))) return true;
+  if (v === false || v === 0 || (typeof v === "string" && /^(?:0|off|f|false|n|no)$/i.test(v))) return false;
+  return undefined;
+}

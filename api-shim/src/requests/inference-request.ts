@@ -6,7 +6,8 @@ import { invalidParam } from "../errors.ts";
 import { spliceMemberValue } from "./json-splice.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { TokenEstimate } from "../money/pricing.ts";
-import { inferenceBody, jsonBytes, streamFlag } from "./common-params.ts";
+import { inferenceBody, jsonBytes, pydanticBool, streamFlag } from "./common-params.ts";
+import { refuseChosenSilences } from "./stream-silences.ts";
 
 /**
  * Checks the few fields metering depends on and builds the body sent upstream. Everything else
@@ -121,6 +122,7 @@ export function parseInferenceRequest(kind: Exclude<InferenceKind, "responses">,
   if (templated) refuseInternalMediaUrls(b.messages);
   const prompts = templated ? 1 : kind === "embeddings" ? batchSize(b.input) : (b.prompt == null ? 0 : batchSize(b.prompt)) + embeds;
   const stream = kind !== "embeddings" && streamFlag(b);
+  if (stream) refuseChosenSilences(b);
   const so = b.stream_options;
   if (so !== undefined && so !== null && (typeof so !== "object" || Array.isArray(so))) throw invalidParam("'stream_options' must be an object.", "stream_options");
   const opts = (so ?? null) as Record<string, unknown> | null;
@@ -145,13 +147,6 @@ export function parseInferenceRequest(kind: Exclude<InferenceKind, "responses">,
     clientWantsContinuous: wantsUsage && opts.continuous_usage_stats === true,
     continuousAsked: opts !== null && opts.continuous_usage_stats !== undefined && opts.continuous_usage_stats !== null && opts.continuous_usage_stats !== false,
   };
-}
-
-/** A bool as vLLM's pydantic reads one (lax mode: 1, "yes", "off", …); undefined when it is none. */
-function pydanticBool(v: unknown): boolean | undefined {
-  if (v === true || v === 1 || (typeof v === "string" && /^(?:1|on|t|true|y|yes)$/i.test(v))) return true;
-  if (v === false || v === 0 || (typeof v === "string" && /^(?:0|off|f|false|n|no)$/i.test(v))) return false;
-  return undefined;
 }
 
 /**
