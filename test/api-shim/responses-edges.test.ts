@@ -142,4 +142,21 @@ describe("Responses parsing and usage names", () => {
       expect(() => parseResponsesRequest({ model: "m", input: "x", max_output_tokens: 16, tools: [tool] })).toThrow();
     }
   });
+
+  // Codex CLI sends its MCP tools grouped in a `namespace` tool by default; vLLM takes it (its
+  // ResponsesRequest.check_tool_usage names them namespace__name). The client runs them, as it
+  // runs any function tool: one turn per request.
+  it("a namespace of function tools is taken, and so weighs in the hold; one holding any other tool is refused, naming it", () => {
+    const fn = { type: "function", name: "list_files", parameters: { type: "object", properties: {} } };
+    const namespace = { type: "namespace", name: "mcp_fs", description: "files", tools: [fn, { ...fn, name: "read_file" }] };
+    const taken = parseResponsesRequest({ model: "m", input: "x", tools: [namespace] });
+    expect(taken.renderedJsonBytes).toBe(Buffer.byteLength(JSON.stringify([namespace])));
+    for (const [tools, where] of [
+      [[fn, { ...namespace, tools: [fn, { type: "web_search_preview" }] }], "tools[1].tools[1]"],
+      [[{ ...namespace, tools: "all" }], "tools[0].tools"],
+      [[{ type: "namespace", name: "empty" }], "tools[0].tools"],
+    ] as const) {
+      expect(() => parseResponsesRequest({ model: "m", input: "x", tools })).toThrow(expect.objectContaining({ message: expect.stringContaining(where), param: "tools" }));
+    }
+  });
 });

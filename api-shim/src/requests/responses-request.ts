@@ -59,18 +59,24 @@ export function parseResponsesRequest(body: unknown): InferenceRequest {
 }
 
 /**
- * Only `function` tools, which the client runs: a tool the server runs itself (vLLM's
+ * Only `function` tools, which the client runs, alone or grouped in a `namespace` (Codex CLI sends
+ * its MCP tools so; vLLM names them `namespace__name`): a tool the server runs itself (vLLM's
  * `code_interpreter`, `web_search_preview`, `mcp` with its --tool-server) makes it generate turn
  * after turn inside one request, each turn's output bounded by the model's context rather than
  * `max_output_tokens` (vLLM's _generate_with_builtin_tools), so no hold could bound the request.
  * vLLM refuses other types itself (its Harmony path: "tool type … not supported").
  */
-function refuseServerTools(tools: unknown): void {
-  if (!Array.isArray(tools)) return;
+function refuseServerTools(tools: unknown, at = "tools", namespaces = true): void {
+  if (!Array.isArray(tools)) {
+    if (at === "tools") return;
+    throw invalidParam(`A 'namespace' tool groups function tools in its own 'tools' list: ${at} is not a list.`, "tools");
+  }
   for (const [i, tool] of tools.entries()) {
     const type = tool !== null && typeof tool === "object" ? (tool as { type?: unknown }).type : undefined;
-    if (type !== "function") {
-      throw invalidParam(`Only 'function' tools are supported on this endpoint: tools[${i}] has type ${JSON.stringify(type ?? null)?.slice(0, 100)}. (Tools the server runs itself, such as code_interpreter, web_search or mcp, generate several turns in one request, which its credit hold cannot bound.)`, "tools");
+    if (type === "namespace" && namespaces) {
+      refuseServerTools((tool as { tools?: unknown }).tools, `${at}[${i}].tools`, false);
+    } else if (type !== "function") {
+      throw invalidParam(`Only 'function' tools are supported on this endpoint (alone or in a 'namespace'): ${at}[${i}] has type ${JSON.stringify(type ?? null)?.slice(0, 100)}. (Tools the server runs itself, such as code_interpreter, web_search or mcp, generate several turns in one request, which its credit hold cannot bound.)`, "tools");
     }
   }
 }
