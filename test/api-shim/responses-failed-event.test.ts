@@ -9,6 +9,8 @@ import { CREDIT, delta, ev, type ScriptedUpstream, sse, startScriptedShim } from
  * A Responses stream the shim ends with a failure also says so as OpenAI's `response.failed`:
  * Codex CLI ignores `event: error` (codex-rs/codex-api/src/sse/responses.rs), saw only the stream
  * close ("stream closed before response.completed") and reconnected, never showing the message.
+ * The error event comes first, as OpenAI sends them: SDKs that read both (the AI SDK, the Agents
+ * SDK) then report the error event's message once, as before.
  */
 let upstream: ScriptedUpstream;
 
@@ -29,7 +31,7 @@ describe("a Responses stream that fails after output", () => {
   afterAll(() => close());
   const post = async (key: string) => (await h.post(key, "/v1/responses", { model: "m", input: "x", max_output_tokens: 100, stream: true })).text();
 
-  it("upstream cut: response.failed (status failed, server_error, the shim's message, the upstream's id, created_at and model) next to the error event, which is unchanged; the charge is the delivered output", async () => {
+  it("upstream cut: the error event, unchanged, then response.failed (status failed, server_error, the shim's message, the upstream's id, created_at and model); the charge is the delivered output", async () => {
     upstream.script = (_q, res) => {
       sse(res);
       res.write(CREATED);
@@ -44,21 +46,21 @@ describe("a Responses stream that fails after output", () => {
     const error = events.find((e) => e.type === "error");
     expect(failed?.data).toEqual({
       type: "response.failed",
-      sequence_number: 3,
+      sequence_number: 4,
       response: { id: "resp_abc123", object: "response", created_at: 1767000000, model: "m", status: "failed", error: { code: "server_error", message: "The model server returned an error." }, output: [], usage: null },
     });
-    // No top-level `error`: the openai SDK (legacy stream mode) would throw there rather than at the error event.
+    // No top-level `error`: the openai SDK (legacy stream mode) would throw it as an error of its own.
     expect(failed?.data).not.toHaveProperty("error");
-    expect(error?.data).toEqual({ type: "error", code: "upstream_error", message: "The model server returned an error.", param: null, sequence_number: 4, error: { message: "The model server returned an error.", type: "api_error", param: null, code: "upstream_error" } });
+    expect(error?.data).toEqual({ type: "error", code: "upstream_error", message: "The model server returned an error.", param: null, sequence_number: 3, error: { message: "The model server returned an error.", type: "api_error", param: null, code: "upstream_error" } });
     // The two are the stream's last events, before the figures; nothing else was added.
-    expect(events.map((e) => e.type)).toEqual(["response.created", "response.output_text.delta", "response.output_text.delta", "response.failed", "error"]);
+    expect(events.map((e) => e.type)).toEqual(["response.created", "response.output_text.delta", "response.output_text.delta", "error", "response.failed"]);
     expect(text).toMatch(/\n\n: credits_charged=6 credits_remaining=994\n\n$/);
     // Metering as before: the request and the text delivered (" word1 word2": 2 digits and 10
     // other bytes, 5 tokens), no prompt (an upstream failure).
     expect(1000 * CREDIT - (await h.store.getKey(id))!.balance).toBe(CREDIT + 5 * CREDIT);
   });
 
-  it("the openai SDK yields the response.failed event, then throws the error event as an APIError, once", async () => {
+  it("the openai SDK throws the error event as an APIError with the shim's message, after the output, as before", async () => {
     upstream.script = (_q, res) => {
       sse(res);
       res.write(CREATED);
@@ -73,7 +75,7 @@ describe("a Responses stream that fails after output", () => {
     })().catch((e: unknown) => e);
     expect(thrown).toBeInstanceOf(APIError);
     expect((thrown as APIError).message).toContain("The model server returned an error.");
-    expect(types).toEqual(["response.created", "response.output_text.delta", "response.failed"]);
+    expect(types).toEqual(["response.created", "response.output_text.delta"]);
   });
 
   it("the upstream's refusal of the request (a 4xx before output): invalid_prompt, so that Codex stops and shows it rather than retrying", async () => {
@@ -96,10 +98,10 @@ describe("a Responses stream that fails after output", () => {
 describe("ResponsesMeter.errorEvent", () => {
   it("without a response.created seen, response.failed still names a response (an id and time of its own, the request's model)", () => {
     const m = new ResponsesMeter(5, "qwen");
-    const [failed] = m.errorEvent(new ShimError("upstream_timeout")).split("\n\n");
+    const [, failed] = m.errorEvent(new ShimError("upstream_timeout")).split("\n\n");
     expect(failed!.startsWith("event: response.failed\ndata: ")).toBe(true);
     const data = JSON.parse(failed!.slice(failed!.indexOf("data: ") + 6)) as { sequence_number: number; response: { id: string; created_at: number; model: string; error: unknown } };
-    expect(data.sequence_number).toBe(0);
+    expect(data.sequence_number).toBe(1);
     expect(data.response.id).toMatch(/^resp_[0-9a-f]{32}$/);
     expect(Math.abs(data.response.created_at - Date.now() / 1000)).toBeLessThan(5);
     expect(data.response.model).toBe("qwen");

@@ -153,32 +153,32 @@ export class ResponsesMeter implements Meter {
   }
 
   /**
-   * OpenAI's `response.failed` (the response's status and error, for clients that read only the
-   * lifecycle events: Codex CLI ignores `event: error`, saw the stream close without a final event
-   * and reconnected, never showing why), then OpenAI's error event with the shim's error object
-   * beside it, which OpenAI's SDKs throw as an APIError. `response.failed` has no top-level `error`:
-   * with one, the openai SDK would throw there, not at the error event. After the upstream's own
-   * final event (the store failed settling it) the error event alone: a response ends once.
+   * OpenAI's error event, with the shim's error object beside it: OpenAI's SDKs throw it as an
+   * APIError (`event: error`). Then OpenAI's `response.failed`, the response's status and error,
+   * for clients that read only the lifecycle events: Codex CLI ignores `event: error`, and saw the
+   * stream close without a final event, reconnected and never showed why. In that order, as OpenAI
+   * sends them: the AI SDK reports the first of the two and skips the second, where the other order
+   * reported the failure twice, and the Agents SDK replaced the message with "ended with
+   * unsuccessful terminal state" (docs/decisions.md). `response.failed` has no top-level `error`
+   * (the openai SDK would throw it as a second error). After the upstream's own final event (the
+   * store failed settling it) the error event alone: a response ends once.
    */
   errorEvent(failure: ShimError): string {
     const error = errorObject(failure);
-    let sequence = this.nextSequence;
-    let events = "";
-    if (!this.ended) {
-      const response = {
-        id: this.identity?.id ?? `resp_${randomUUID().replaceAll("-", "")}`,
-        object: "response",
-        created_at: this.identity?.created_at ?? Math.floor(Date.now() / 1000),
-        model: this.identity?.model ?? this.model,
-        status: "failed",
-        error: { code: failedResponseCode(failure), message: error.message },
-        output: [],
-        usage: null,
-      };
-      events = `event: response.failed\ndata: ${JSON.stringify({ type: "response.failed", sequence_number: sequence++, response })}\n\n`;
-    }
-    const body = { type: "error", code: error.code, message: error.message, param: error.param, sequence_number: sequence, error };
-    return `${events}event: error\ndata: ${JSON.stringify(body)}`;
+    const sequence = this.nextSequence;
+    const event = `event: error\ndata: ${JSON.stringify({ type: "error", code: error.code, message: error.message, param: error.param, sequence_number: sequence, error })}`;
+    if (this.ended) return event;
+    const response = {
+      id: this.identity?.id ?? `resp_${randomUUID().replaceAll("-", "")}`,
+      object: "response",
+      created_at: this.identity?.created_at ?? Math.floor(Date.now() / 1000),
+      model: this.identity?.model ?? this.model,
+      status: "failed",
+      error: { code: failedResponseCode(failure), message: error.message },
+      output: [],
+      usage: null,
+    };
+    return `${event}\n\nevent: response.failed\ndata: ${JSON.stringify({ type: "response.failed", sequence_number: sequence + 1, response })}`;
   }
 }
 
