@@ -19,8 +19,8 @@ function prng(seed: number) {
 }
 type R = ReturnType<typeof prng>;
 
-/** The end of a stream that failed: its error event (a Responses stream's `event: error`, OpenAI's shape with ours in it), then the credits comment. */
-const STREAM_FAILED = /(^|\n\n)(data: \{"error":\{|event: error\ndata: \{"type":"error",[^\n]*"error":\{)[^\n]*\}\n\n: credits_charged=[^\n]*\n\n$/;
+/** The end of a stream that failed: its error event (a Responses stream's `event: error`, OpenAI's shape with ours in it, then its `response.failed`), then the credits comment. */
+const STREAM_FAILED = /(^|\n\n)(data: \{"error":\{|event: error\ndata: \{"type":"error",[^\n]*"error":\{)[^\n]*\}\n\n(event: response\.failed\ndata: \{"type":"response\.failed",[^\n]*"status":"failed"[^\n]*\}\n\n)?: credits_charged=[^\n]*\n\n$/;
 /** The end of a whole Responses stream: its final event, then the credits comment (no [DONE]). */
 const RESPONSES_DONE = /\n\nevent: response\.(completed|incomplete|failed)\ndata: \{[^\n]*\}\n\n: credits_charged=[^\n]*\n\n$/;
 /**

@@ -41,14 +41,16 @@ describe("ResponsesMeter", () => {
     expect(empty.contentSeen).toBe(false);
   });
 
-  it("an error event (OpenAI's, or an error body) is an error; the shim's own is OpenAI's error event with the next sequence number (one past the last numbered, counting unnumbered ones)", () => {
+  it("an error event (OpenAI's, or an error body) is an error; the shim's own are OpenAI's error event with the next sequence number (one past the last numbered, counting unnumbered ones), then response.failed with the one after", () => {
     const m = new ResponsesMeter(5);
     m.process(`event: response.in_progress\ndata: {"response":{},"sequence_number":1,"type":"response.in_progress"}`);
     expect(m.process(`event: error\ndata: {"type":"error","code":"server_error","message":"boom","param":null,"sequence_number":2}`)).toMatchObject({ kind: "error" });
     expect(m.process(`data: {"error":{"message":"boom","type":"InternalServerError","param":null,"code":500}}`)).toMatchObject({ kind: "error" });
-    const event = m.errorEvent(new ShimError("upstream_error"));
+    const [event, failed] = m.errorEvent(new ShimError("upstream_error")).split("\n\n") as [string, string];
     expect(event.startsWith("event: error\ndata: ")).toBe(true);
     expect(JSON.parse(event.slice(event.indexOf("data: ") + 6))).toMatchObject({ type: "error", code: "upstream_error", param: null, sequence_number: 4, error: { code: "upstream_error", type: "api_error" } });
+    expect(failed.startsWith("event: response.failed\ndata: ")).toBe(true);
+    expect(JSON.parse(failed.slice(failed.indexOf("data: ") + 6))).toMatchObject({ type: "response.failed", sequence_number: 5, response: { status: "failed", error: { code: "server_error" } } });
   });
 
   it("a final event without usage is still the end, charged from what was delivered", () => {

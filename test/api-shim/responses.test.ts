@@ -261,7 +261,7 @@ describe("a Responses request's prompt as the hold and the estimate read it", ()
 });
 
 describe("a drain (SIGTERM) during a Responses stream", () => {
-  it("ends the stream with OpenAI's error event, charges what was delivered and releases the hold", async () => {
+  it("ends the stream with OpenAI's error event and response.failed (server_error: Codex retries it), charges what was delivered and releases the hold", async () => {
     const h = await startShim({ file: FILE });
     try {
       const { key, id } = await h.createKey({ credits: 1000 });
@@ -273,7 +273,7 @@ describe("a drain (SIGTERM) during a Responses stream", () => {
       const drain = h.app.shim.inflight.drain(0);
       for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value);
       await drain;
-      expect(text).toMatch(/event: error\ndata: \{"type":"error","code":"service_unavailable"[^\n]*\n\n: credits_charged=[\d.]+ credits_remaining=[\d.]+\n\n$/);
+      expect(text).toMatch(/event: error\ndata: \{"type":"error","code":"service_unavailable"[^\n]*\n\nevent: response\.failed\ndata: \{"type":"response\.failed"[^\n]*"status":"failed","error":\{"code":"server_error"[^\n]*\n\n: credits_charged=[\d.]+ credits_remaining=[\d.]+\n\n$/);
       const deltas = text.split("\n\n").filter((e) => e.startsWith("event: response.output_text.delta")).length;
       const row = (await moneyInvariants(h.store)).find((r) => r.keyId === id)!;
       expect(row).toMatchObject({ ledgerSum: row.balance, held: 0, reservations: 0 });

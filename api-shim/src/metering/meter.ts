@@ -31,6 +31,6 @@ export interface Meter {
   missingUsageChunk(): UsageEvent | null;
   /** The stream's last line after a whole answer (chat's `data: [DONE]`; none for the Responses API). */
   readonly endLine: string;
-  /** The event telling the client of `failure` in the stream's dialect. */
+  /** The event (the Responses API: events) telling the client of `failure` in the stream's dialect. */
   errorEvent(failure: ShimError): string;
 }

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { errorObject, type ShimError } from "../errors.ts";
 import { TokenEstimate, type Usage } from "../money/pricing.ts";
 import type { Meter, MeteredEvent } from "./meter.ts";
@@ -33,14 +34,18 @@ export class ResponsesMeter implements Meter {
   private readonly itemsText = new TokenEstimate();
   /** The final event was `response.failed`. */
   private failed = false;
-  /** The sequence number the next event would have: an error event the shim writes takes it. */
+  /** The sequence number the next event would have: the failure events the shim writes take it and the next. */
   private nextSequence = 0;
+  /** The response's identity as the upstream's first event with a `response` gave it (`response.created`): a `response.failed` the shim writes repeats it. */
+  private identity: ResponseIdentity | null = null;
   private readonly maxCompletion: number;
+  private readonly model: string | null;
   readonly endLine = "";
 
-  /** `maxCompletion`: the most output tokens the request may generate (the hold's bound). */
-  constructor(maxCompletion: number) {
+  /** `maxCompletion`: the most output tokens the request may generate (the hold's bound); `model`: the one the request names. */
+  constructor(maxCompletion: number, model: string | null = null) {
     this.maxCompletion = maxCompletion;
+    this.model = model;
   }
 
   process(event: string): MeteredEvent {
@@ -67,6 +72,10 @@ export class ResponsesMeter implements Meter {
     const seq = parsed.sequence_number;
     this.nextSequence = typeof seq === "number" && Number.isSafeInteger(seq) ? seq + 1 : this.nextSequence + 1;
     const kind = parsed.type ?? type;
+    if (this.identity === null && parsed.response !== null && typeof parsed.response === "object") {
+      const { id, created_at, model } = parsed.response as ResponseIdentity;
+      this.identity = { id, created_at, model };
+    }
     // A delta whose type only its data tells, after other members (pydantic writes them in field
     // order, `type` last, when a proxy leaves out the `event:` line): counted as the others are.
     if (typeof kind === "string" && kind.endsWith(".delta")) {
@@ -143,13 +152,51 @@ export class ResponsesMeter implements Meter {
     return null;
   }
 
-  /** OpenAI's error event, with the shim's error object beside it: OpenAI's SDKs throw it as an APIError (`event: error`). */
+  /**
+   * OpenAI's error event, with the shim's error object beside it: OpenAI's SDKs throw it as an
+   * APIError (`event: error`). Then OpenAI's `response.failed`, the response's status and error,
+   * for clients that read only the lifecycle events: Codex CLI ignores `event: error`, and saw the
+   * stream close without a final event, reconnected and never showed why. In that order, as OpenAI
+   * sends them: the AI SDK reports the first of the two and skips the second, where the other order
+   * reported the failure twice, and the Agents SDK replaced the message with "ended with
+   * unsuccessful terminal state" (docs/decisions.md). `response.failed` has no top-level `error`
+   * (the openai SDK would throw it as a second error). After the upstream's own final event (the
+   * store failed settling it) the error event alone: a response ends once.
+   */
   errorEvent(failure: ShimError): string {
     const error = errorObject(failure);
-    const body = { type: "error", code: error.code, message: error.message, param: error.param, sequence_number: this.nextSequence, error };
-    return `event: error\ndata: ${JSON.stringify(body)}`;
+    const sequence = this.nextSequence;
+    const event = `event: error\ndata: ${JSON.stringify({ type: "error", code: error.code, message: error.message, param: error.param, sequence_number: sequence, error })}`;
+    if (this.ended) return event;
+    const response = {
+      id: this.identity?.id ?? `resp_${randomUUID().replaceAll("-", "")}`,
+      object: "response",
+      created_at: this.identity?.created_at ?? Math.floor(Date.now() / 1000),
+      model: this.identity?.model ?? this.model,
+      status: "failed",
+      error: { code: failedResponseCode(failure), message: error.message },
+      output: [],
+      usage: null,
+    };
+    return `${event}\n\nevent: response.failed\ndata: ${JSON.stringify({ type: "response.failed", sequence_number: sequence + 1, response })}`;
   }
 }
+
+/** What a `response.failed` the shim writes repeats of the upstream's response: as it came, unchecked. */
+interface ResponseIdentity {
+  id?: unknown;
+  created_at?: unknown;
+  model?: unknown;
+}
+
+/**
+ * The `response.error.code` of a `response.failed` the shim writes. Codex decides by it
+ * (codex-rs/codex-api/src/sse/responses.rs): `invalid_prompt` ends the turn with the message shown;
+ * any code it does not know (`server_error`) it retries, up to 5 times, showing the message. A 4xx
+ * (the upstream refused the request) would fail the same way again, so it is final; a 5xx (the
+ * upstream failed, cut or timed out, a drain, the store) is transient, worth another try.
+ */
+export const failedResponseCode = (failure: ShimError): "invalid_prompt" | "server_error" => (failure.status < 500 ? "invalid_prompt" : "server_error");
 
 /** A delta event's `delta` member up to its value (a string's opening quote). */
 const DELTA = /"delta"\s*:\s*"?/;

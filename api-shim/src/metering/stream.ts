@@ -41,9 +41,13 @@ export interface RelayInput {
   lease: AnswerLease;
 }
 
-/** The meter for a stream of route `kind`: the Responses API's events, or chat's and completions' chunks (all of `options`). */
-export function meterFor(kind: InferenceKind, options: MeterOptions): Meter {
-  return kind === "responses" ? new ResponsesMeter(options.maxCompletion ?? Infinity) : new StreamMeter(options);
+/**
+ * The meter for a stream of route `kind`: the Responses API's events, or chat's and completions'
+ * chunks (all of `options`). `model`, the one the request names: a Responses failure event the shim
+ * writes names it when the upstream named none.
+ */
+export function meterFor(kind: InferenceKind, options: MeterOptions & { model?: string }): Meter {
+  return kind === "responses" ? new ResponsesMeter(options.maxCompletion ?? Infinity, options.model) : new StreamMeter(options);
 }
 
 /**
