@@ -34,5 +34,17 @@ for (const [what, file] of [
       for await (const e of stream) types.push(e.type);
       expect(types.at(-1)).toBe("response.completed");
     });
+
+    // Codex CLI 0.171 sends its agent tools so by default ("multi_agent_v1"); the shim refused it
+    // here as a provider's hosted tool, though each is the client's own function.
+    it("forwards a namespace of function tools, as Codex CLI sends them, and refuses one holding a provider's tool, naming it", async () => {
+      const { key } = await h.createKey({ credits: 1000 });
+      const namespace = { type: "namespace", name: "multi_agent_v1", description: "agents", tools: [TOOL, { ...TOOL, name: "spawn_agent" }] };
+      const r = await h.post(key, "/v1/responses", { model: "qwen2.5-7b", input: "Weather in Paris?", tools: [TOOL, namespace] });
+      expect(r.status).toBe(200);
+      const refused = await h.post(key, "/v1/responses", { model: "qwen2.5-7b", input: "x", tools: [{ ...namespace, tools: [TOOL, { type: "web_search" }] }] });
+      expect(refused.status).toBe(400);
+      expect(((await refused.json()) as { error: { message: string } }).error.message).toContain("tools[0].tools[1]");
+    });
   });
 }

@@ -41,6 +41,8 @@ const TOOL_MEMBERS = ["type", "function", "custom", "cache_control"];
 const FUNCTION_MEMBERS = ["name", "description", "parameters", "strict"];
 /** A Responses API function tool is flat: its type beside the function's own members (responses-request.ts admits no other type). */
 const RESPONSES_TOOL_MEMBERS = ["type", ...FUNCTION_MEMBERS];
+/** A Responses API `namespace`: flat functions under one name (Codex CLI's MCP tools), each checked as a tool. */
+const NAMESPACE_MEMBERS = ["type", "name", "description", "tools"];
 
 /**
  * A 400 for the first member of `body` a provider would bill beyond the model's price; else the
@@ -76,14 +78,19 @@ export function refuseProviderSurcharges(body: Record<string, unknown>, response
  * a tool of a type the provider runs (`tools` only: a legacy `functions` entry has no type), or
  * with a member other than `members`. The message names the entry and what is wrong with it.
  */
-function refuseHostedTools(list: unknown, param: "tools" | "functions", members: readonly string[]): void {
+function refuseHostedTools(list: unknown, param: "tools" | "functions", members: readonly string[], path: string = param): void {
   if (!Array.isArray(list)) return;
   const billed = "billed per call, outside the tokens this endpoint charges for";
   const takes = members.map((m) => `'${m}'`).join(", ");
   list.forEach((tool: unknown, i) => {
-    const at = `'${param}[${i}]'`;
+    const at = `'${path}[${i}]'`;
     if (tool === null || typeof tool !== "object" || Array.isArray(tool)) throw invalidParam(`${at} is not a function of your own: an object with ${takes}.`, param);
     const type = (tool as { type?: unknown }).type;
+    // One level of namespace, as responses-request.ts admits.
+    if (type === "namespace" && members === RESPONSES_TOOL_MEMBERS && path === param) {
+      for (const k in tool) if (!NAMESPACE_MEMBERS.includes(k)) throw invalidParam(`${at} has '${k.slice(0, 64)}', which a namespace of your own functions does not take.`, param);
+      return refuseHostedTools((tool as { tools?: unknown }).tools, param, members, `${path}[${i}].tools`);
+    }
     if (param === "tools" && type !== undefined && !CLIENT_TOOL_TYPES.includes(type as string)) {
       throw invalidParam(`${at} is a tool the provider runs itself (${shown(type, 64)}): a provider's web search, URL fetch, code execution or MCP server is ${billed}. Send your own functions (type 'function' or 'custom').`, param);
     }
