@@ -7,6 +7,7 @@ import type { ShimContext } from "../context.ts";
 import { invalidParam, ShimError } from "../errors.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptTokens, upstreamBody } from "./inference-request.ts";
 import { parseResponsesRequest } from "./responses-request.ts";
+import { refuseChosenSilences } from "./stream-silences.ts";
 import { refuseNonTextPrompt } from "../providers/upstream-controls.ts";
 import { estimatePromptTokens, type HoldInput } from "../money/pricing.ts";
 import { refuseUnlistedProviderParams } from "../providers/provider-params.ts";
@@ -42,6 +43,8 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   if (refusal === "not_served") throw modelNotFound(req.model);
   if (refusal === "not_allowed") throw modelNotAllowed(req.model);
   const modelConfig = ctx.config.models?.get(req.model);
+  // Parameters with which a client has vLLM generate without chunks: on every streamed route.
+  if (req.stream) refuseChosenSilences(body, modelConfig?.provider !== true);
   if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
   // What a provider bills beyond the model's price, for a model that may be a provider's; the same
   // walk reads the cache lifetime asked. vLLM's model gets them (it ignores them) and no walk.

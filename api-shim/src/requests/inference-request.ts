@@ -7,7 +7,6 @@ import { spliceMemberValue } from "./json-splice.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { TokenEstimate } from "../money/pricing.ts";
 import { inferenceBody, jsonBytes, pydanticBool, streamFlag } from "./common-params.ts";
-import { refuseChosenSilences } from "./stream-silences.ts";
 
 /**
  * Checks the few fields metering depends on and builds the body sent upstream. Everything else
@@ -122,7 +121,6 @@ export function parseInferenceRequest(kind: Exclude<InferenceKind, "responses">,
   if (templated) refuseInternalMediaUrls(b.messages);
   const prompts = templated ? 1 : kind === "embeddings" ? batchSize(b.input) : (b.prompt == null ? 0 : batchSize(b.prompt)) + embeds;
   const stream = kind !== "embeddings" && streamFlag(b);
-  if (stream) refuseChosenSilences(b);
   const so = b.stream_options;
   if (so !== undefined && so !== null && (typeof so !== "object" || Array.isArray(so))) throw invalidParam("'stream_options' must be an object.", "stream_options");
   const opts = (so ?? null) as Record<string, unknown> | null;

@@ -2,14 +2,33 @@ import { invalidParam } from "../errors.ts";
 import { pydanticBool } from "./common-params.ts";
 
 /**
+ * The longest stop string a stream takes. vLLM's detokenizer holds back the last len(stop) - 1
+ * characters of the output until the request finishes (vllm/v1/engine/detokenizer.py,
+ * stop_buffer_length), so a client leaving a stream is not charged those. Real stop sequences
+ * ("<|im_end|>", "\n\nHuman:", "\nObservation:") are a few characters; at 64 what goes unseen is
+ * at most 63 characters per output, where 20,000 would make every chunk empty.
+ */
+export const MAX_STREAM_STOP_CHARS = 64;
+
+/**
+ * The most tokens a stream's `logit_bias` may ban, or `bad_words` words it may list, while special
+ * tokens decode to nothing: a few hundred steer the text; banning nearly the whole vocabulary
+ * (tens of thousands of ids, within the body limit) leaves only special tokens to sample.
+ */
+export const MAX_STREAM_BANNED_TOKENS = 1024;
+
+/**
  * Parameters with which a client has vLLM generate without writing chunks, refused on streams.
  * A client that leaves a stream is charged what it was sent (with its prompt): the upstream is
  * aborted and tells nothing of what it generated since its last chunk. Silences of the model's own
  * (a tool parser holding tokens back) are the price of aborting; one the client chose would be
  * generation it can walk away from unpaid, just before the end (hundreds of tokens for one). On a
  * non-streamed request they are harmless, charged from vLLM's usage, and pass on untouched.
+ *
+ * `vllm` is false for a model configured `provider: true`, which vLLM's detokenizer does not
+ * serve: there a positive `logit_bias` writes text as OpenAI's does, and is left alone.
  */
-export function refuseChosenSilences(b: Record<string, unknown>): void {
+export function refuseChosenSilences(b: Record<string, unknown>, vllm: boolean): void {
   // vLLM's extra parameter: "Number of tokens to batch into each streamed chunk … The first and
   // last chunks are always sent immediately." 1 is every token, as without it.
   const interval = b.stream_interval;
@@ -24,4 +43,43 @@ export function refuseChosenSilences(b: Record<string, unknown>): void {
   if (pydanticBool(b.include_reasoning) === false) {
     throw invalidParam("'include_reasoning: false' is not accepted on a stream: the hidden reasoning is generated without chunks and cannot be metered if the client leaves. Leave it out and skip the reasoning deltas, or send the request without 'stream'.", "include_reasoning");
   }
+  // Nothing is held back when the stop string is to be written too.
+  if (pydanticBool(b.include_stop_str_in_output) !== true && longestStop(b.stop) > MAX_STREAM_STOP_CHARS) {
+    throw invalidParam(`A 'stop' string longer than ${MAX_STREAM_STOP_CHARS} characters is not accepted on a stream: the output's last characters are held back while they could begin it, and cannot be metered if the client leaves. Use a shorter one, or send the request without 'stream'.`, "stop");
+  }
+  if (vllm && pydanticBool(b.skip_special_tokens) !== false) refuseForcedSpecialTokens(b);
+}
+
+/**
+ * With `skip_special_tokens` (vLLM's default) special tokens decode to "", so a request forcing
+ * them (with `ignore_eos`, EOS itself) generates thousands of tokens of empty chunks. Which ids are
+ * special only the tokenizer knows: a positive bias, a list of allowed ids, or a ban of nearly
+ * every token can each force them. With `skip_special_tokens: false` they are visible text.
+ */
+function refuseForcedSpecialTokens(b: Record<string, unknown>): void {
+  const how = "can force special tokens, which are written as nothing while 'skip_special_tokens' is on, so their generation cannot be metered if the client leaves. Send 'skip_special_tokens': false, or the request without 'stream'.";
+  const bias = b.logit_bias;
+  if (bias !== null && typeof bias === "object" && !Array.isArray(bias)) {
+    const values = Object.values(bias);
+    // pydantic's float reads "5" and true too; anything but a plain non-positive number is refused.
+    if (values.some((v) => !(typeof v === "number" ? v <= 0 : typeof v === "string" && Number(v) <= 0))) {
+      throw invalidParam(`A positive 'logit_bias' is not accepted on a stream: it ${how}`, "logit_bias");
+    }
+    if (values.length > MAX_STREAM_BANNED_TOKENS) {
+      throw invalidParam(`A 'logit_bias' of more than ${MAX_STREAM_BANNED_TOKENS} tokens is not accepted on a stream: it ${how}`, "logit_bias");
+    }
+  }
+  if (b.allowed_token_ids !== undefined && b.allowed_token_ids !== null) {
+    throw invalidParam(`'allowed_token_ids' is not accepted on a stream: it ${how}`, "allowed_token_ids");
+  }
+  if (Array.isArray(b.bad_words) && b.bad_words.length > MAX_STREAM_BANNED_TOKENS) {
+    throw invalidParam(`'bad_words' of more than ${MAX_STREAM_BANNED_TOKENS} words is not accepted on a stream: it ${how}`, "bad_words");
+  }
+}
+
+/** The longest of `stop`'s strings (a string or a list), in characters as Python counts them (a surrogate pair is one). */
+function longestStop(stop: unknown): number {
+  const stops: unknown[] = typeof stop === "string" ? [stop] : Array.isArray(stop) ? stop : [];
+  const chars = (s: string) => s.length - (s.match(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g)?.length ?? 0);
+  return stops.reduce<number>((longest, s) => (typeof s === "string" ? Math.max(longest, chars(s)) : longest), 0);
 }
