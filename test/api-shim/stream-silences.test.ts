@@ -57,10 +57,14 @@ describe("parameters that silence a stream", () => {
     ["chat", { allowed_token_ids: [151643, 151645], ignore_eos: true }, "allowed_token_ids"],
     ["completions", { allowed_token_ids: [151643] }, "allowed_token_ids"],
     ["chat", { bad_words: WORDS, ignore_eos: true }, "bad_words"],
+    // Past its end, a model samples end-of-text tokens again and again (nothing, decoded).
+    ["chat", { ignore_eos: true, max_tokens: 4000 }, "ignore_eos"],
+    ["completions", { ignore_eos: "1" }, "ignore_eos"],
     // The Responses route: vLLM's ResponsesRequest takes stop, logit_bias, include_reasoning.
     ["responses", { stop: ["\u0001".repeat(20_000)] }, "stop"],
     ["responses", { logit_bias: { "151643": 100 }, ignore_eos: true }, "logit_bias"],
     ["responses", { include_reasoning: false }, "include_reasoning"],
+    ["responses", { ignore_eos: true }, "ignore_eos"],
     ["responses", { stream_interval: 50 }, "stream_interval"],
   ];
   for (const [route, extra, param] of refusals) {

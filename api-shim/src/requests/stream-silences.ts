@@ -57,7 +57,8 @@ export function refuseChosenSilences(b: Record<string, unknown>, vllm: boolean):
  * every token can each force them. With `skip_special_tokens: false` they are visible text.
  */
 function refuseForcedSpecialTokens(b: Record<string, unknown>): void {
-  const how = "can force special tokens, which are written as nothing while 'skip_special_tokens' is on, so their generation cannot be metered if the client leaves. Send 'skip_special_tokens': false, or the request without 'stream'.";
+  const unseen = "are written as nothing while 'skip_special_tokens' is on, so their generation cannot be metered if the client leaves. Send 'skip_special_tokens': false, or the request without 'stream'.";
+  const how = `can force special tokens, which ${unseen}`;
   const bias = b.logit_bias;
   if (bias !== null && typeof bias === "object" && !Array.isArray(bias)) {
     const values = Object.values(bias);
@@ -74,6 +75,11 @@ function refuseForcedSpecialTokens(b: Record<string, unknown>): void {
   }
   if (Array.isArray(b.bad_words) && b.bad_words.length > MAX_STREAM_BANNED_TOKENS) {
     throw invalidParam(`'bad_words' of more than ${MAX_STREAM_BANNED_TOKENS} words is not accepted on a stream: it ${how}`, "bad_words");
+  }
+  // Past the answer's end the model samples its end-of-text token again and again, each one
+  // generated and written as nothing. (Benchmarks stream with it: they send the flag below too.)
+  if (pydanticBool(b.ignore_eos) === true) {
+    throw invalidParam(`'ignore_eos' is not accepted on a stream: past its end a model writes end-of-text tokens, which ${unseen}`, "ignore_eos");
   }
 }
 
