@@ -196,7 +196,7 @@ interface ResponseIdentity {
  * (the upstream refused the request) would fail the same way again, so it is final; a 5xx (the
  * upstream failed, cut or timed out, a drain, the store) is transient, worth another try.
  */
-export const failedResponseCode = (failure: ShimError): "invalid_prompt" | "server_error" => (failure.status < 500 ? "invalid_prompt" : "server_error");
+const failedResponseCode = (failure: ShimError): "invalid_prompt" | "server_error" => (failure.status < 500 ? "invalid_prompt" : "server_error");
 
 /** A delta event's `delta` member up to its value (a string's opening quote). */
 const DELTA = /"delta"\s*:\s*"?/;

@@ -1,4 +1,5 @@
 import { invalidParam } from "../errors.ts";
+import { isWithin } from "../names.ts";
 import { pydanticBool } from "./common-params.ts";
 
 /**
@@ -35,7 +36,7 @@ export function refuseChosenSilences(b: Record<string, unknown>, vllm: boolean):
   if (interval !== undefined && interval !== null && interval !== 1) {
     throw invalidParam("'stream_interval' other than 1 is not accepted on a stream: tokens generated between chunks cannot be metered if the client leaves. Leave it out, or send the request without 'stream'.", "stream_interval");
   }
-  // vLLM's chat beam search yields its answer once, whole, at the end (completions refuse it on streams).
+  // vLLM's beam search yields its answer once, whole, at the end (completions send it as one event).
   if (pydanticBool(b.use_beam_search) === true) {
     throw invalidParam("'use_beam_search' is not accepted on a stream: the answer is written only when it is whole, so its generation cannot be metered if the client leaves. Send the request without 'stream'.", "use_beam_search");
   }
@@ -44,7 +45,7 @@ export function refuseChosenSilences(b: Record<string, unknown>, vllm: boolean):
     throw invalidParam("'include_reasoning: false' is not accepted on a stream: the hidden reasoning is generated without chunks and cannot be metered if the client leaves. Leave it out and skip the reasoning deltas, or send the request without 'stream'.", "include_reasoning");
   }
   // Nothing is held back when the stop string is to be written too.
-  if (pydanticBool(b.include_stop_str_in_output) !== true && longestStop(b.stop) > MAX_STREAM_STOP_CHARS) {
+  if (pydanticBool(b.include_stop_str_in_output) !== true && !stopsWithin(b.stop, MAX_STREAM_STOP_CHARS)) {
     throw invalidParam(`A 'stop' string longer than ${MAX_STREAM_STOP_CHARS} characters is not accepted on a stream: the output's last characters are held back while they could begin it, and cannot be metered if the client leaves. Use a shorter one, or send the request without 'stream'.`, "stop");
   }
   if (vllm && pydanticBool(b.skip_special_tokens) !== false) refuseForcedSpecialTokens(b);
@@ -83,9 +84,8 @@ function refuseForcedSpecialTokens(b: Record<string, unknown>): void {
   }
 }
 
-/** The longest of `stop`'s strings (a string or a list), in characters as Python counts them (a surrogate pair is one). */
-function longestStop(stop: unknown): number {
+/** Whether each of `stop`'s strings (a string or a list) has at most `max` characters, as Python counts them (isWithin). */
+function stopsWithin(stop: unknown, max: number): boolean {
   const stops: unknown[] = typeof stop === "string" ? [stop] : Array.isArray(stop) ? stop : [];
-  const chars = (s: string) => s.length - (s.match(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g)?.length ?? 0);
-  return stops.reduce<number>((longest, s) => (typeof s === "string" ? Math.max(longest, chars(s)) : longest), 0);
+  return stops.every((s) => typeof s !== "string" || isWithin(s, max));
 }
