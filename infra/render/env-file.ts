@@ -59,9 +59,10 @@ const EXAMPLE_COMMENTS: Readonly<Record<string, string>> = {
 };
 
 /**
- * `.env.example`'s TLS_DOMAIN when the stack names none (Pulumi uses Linode's name for the host,
- * which a render cannot know): a placeholder like the secrets', which certbot-renew.sh refuses with
- * a message, where a real-looking example name had certbot ask Let's Encrypt for it for ever.
+ * `.env.example`'s TLS_DOMAIN when Let's Encrypt needs one and the stack names none (Pulumi uses
+ * Linode's name for the host, which a render cannot know): a placeholder like the secrets', which
+ * certbot-renew.sh refuses with a message, where a real-looking example name had certbot ask
+ * Let's Encrypt for it for ever. Other modes have no certbot, and leave it empty.
  */
 export const DNS_NAME_PLACEHOLDER = "<dns-name-of-this-host>";
 
@@ -73,7 +74,7 @@ export function renderEnvExample(config: TenantConfig): string {
     litellmMasterKey: `sk-${placeholder("LITELLM_MASTER_KEY")}`,
     shimAdminToken: placeholder("SHIM_ADMIN_TOKEN"),
     providerKeys: config.providers.map((p) => `<your ${p.provider} API key for ${p.name}>`),
-  }, config.tls.domain ?? DNS_NAME_PLACEHOLDER);
+  }, config.tls.domain ?? (config.tls.mode === "letsencrypt" ? DNS_NAME_PLACEHOLDER : "")); // read by certbot alone
   const lines = [
     "# Copy to .env (chmod 600) on a Docker + NVIDIA GPU host and replace every <…> value; then the steps of",
     "# docs/serving.md, \"Run the bundle on your own GPU host\" (the data directory, a first certificate).",

@@ -11,7 +11,7 @@ import { validateConfig, type TenantConfig } from "../../infra/config.ts";
 import { configWarnings } from "../../infra/plan.ts";
 import { Secret } from "../../infra/secret.ts";
 import { BundleDirError, bundleHash, MANIFEST, renderBundle, sha256, writeBundle, type Bundle } from "../../infra/render/bundle.ts";
-import { envEntries, renderEnvFile } from "../../infra/render/env-file.ts";
+import { DNS_NAME_PLACEHOLDER, envEntries, renderEnvFile } from "../../infra/render/env-file.ts";
 import { standaloneLockfile } from "../../infra/render/shim-source.ts";
 import type { BootstrapKeyRecord } from "../../infra/render/shim-config.ts";
 import { forLocalNginx } from "../support/nginx.ts";
@@ -706,6 +706,14 @@ describe(".env", () => {
     expect(() => renderEnvFile([["HF_TOKEN", "a b"]])).toThrow(/characters Compose would interpret/);
     expect(() => renderEnvFile([["HF_TOKEN", "x$y"]])).toThrow(/characters Compose would interpret/);
     expect(sha256("x")).toHaveLength(64);
+  });
+
+  it("asks for the host's DNS name only where certbot needs one (letsencrypt without tls.domain); elsewhere nothing reads it", () => {
+    const domain = (cfg: TenantConfig) => /^TLS_DOMAIN=(.*)$/m.exec(render(cfg).get(".env.example")!)![1];
+    expect(domain(config({ tls: { mode: "letsencrypt" } }))).toBe(DNS_NAME_PLACEHOLDER);
+    expect(domain(config({ tls: { mode: "letsencrypt", domain: "llm.acme.io" } }))).toBe("llm.acme.io");
+    expect(domain(config({ tls: { mode: "self-signed" } }))).toBe("");
+    expect(domain(config({ tls: { mode: "off" } }))).toBe("");
   });
 
   it("the shim refuses .env.example's admin token placeholder: an operator who left it would guard /admin with a published token", () => {
