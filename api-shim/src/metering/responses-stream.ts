@@ -39,13 +39,14 @@ export class ResponsesMeter implements Meter {
   /** The response's identity as the upstream's first event with a `response` gave it (`response.created`): a `response.failed` the shim writes repeats it. */
   private identity: ResponseIdentity | null = null;
   private readonly maxCompletion: number;
-  private readonly model: string | null;
+  /** What a `response.failed` the shim writes names when the upstream named no response: the request's model and time (seconds, the shim's clock). */
+  private readonly request: { model: string; createdAt: number } | undefined;
   readonly endLine = "";
 
-  /** `maxCompletion`: the most output tokens the request may generate (the hold's bound); `model`: the one the request names. */
-  constructor(maxCompletion: number, model: string | null = null) {
+  /** `maxCompletion`: the most output tokens the request may generate (the hold's bound). */
+  constructor(maxCompletion: number, request?: { model: string; createdAt: number }) {
     this.maxCompletion = maxCompletion;
-    this.model = model;
+    this.request = request;
   }
 
   process(event: string): MeteredEvent {
@@ -171,8 +172,8 @@ export class ResponsesMeter implements Meter {
     const response = {
       id: this.identity?.id ?? `resp_${randomUUID().replaceAll("-", "")}`,
       object: "response",
-      created_at: this.identity?.created_at ?? Math.floor(Date.now() / 1000),
-      model: this.identity?.model ?? this.model,
+      created_at: this.identity?.created_at ?? this.request?.createdAt ?? null,
+      model: this.identity?.model ?? this.request?.model ?? null,
       status: "failed",
       error: { code: failedResponseCode(failure), message: error.message },
       output: [],

@@ -43,11 +43,11 @@ export interface RelayInput {
 
 /**
  * The meter for a stream of route `kind`: the Responses API's events, or chat's and completions'
- * chunks (all of `options`). `model`, the one the request names: a Responses failure event the shim
- * writes names it when the upstream named none.
+ * chunks (all of `options`). `request`, the request's model and time: a Responses failure event the
+ * shim writes names them when the upstream named no response.
  */
-export function meterFor(kind: InferenceKind, options: MeterOptions & { model?: string }): Meter {
-  return kind === "responses" ? new ResponsesMeter(options.maxCompletion ?? Infinity, options.model) : new StreamMeter(options);
+export function meterFor(kind: InferenceKind, options: MeterOptions & { request: { model: string; createdAt: number } }): Meter {
+  return kind === "responses" ? new ResponsesMeter(options.maxCompletion ?? Infinity, options.request) : new StreamMeter(options);
 }
 
 /**

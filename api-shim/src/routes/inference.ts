@@ -188,7 +188,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     // plain JSON, which vLLM 0.15.1 and 0.16.0 did for errors (with status 200).
     const refusal = !ok || (req.stream && !String(res.headers["content-type"] ?? "").startsWith("text/event-stream"));
     if (req.stream && !refusal) {
-      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, meter: meterFor(kind, { clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, runningUsage: continuous || req.continuousAsked, outputsPerPrompt: req.n, outputs: req.outputs, echo: req.echo, maxCompletion: facts.completionBound, model: req.model }), promptEstimate, lease });
+      return await relayStream({ ctx, request, reply, res, settlement, available: reserved.available, signal: ac.signal, meter: meterFor(kind, { clientWantsUsage: req.clientWantsUsage, hideContinuous: continuous && !req.clientWantsContinuous, runningUsage: continuous || req.continuousAsked, outputsPerPrompt: req.n, outputs: req.outputs, echo: req.echo, maxCompletion: facts.completionBound, request: { model: req.model, createdAt: Math.floor(ctx.clock.now() / 1000) } }), promptEstimate, lease });
     }
     readWithin(res);
     if (refusal) {
