@@ -1,5 +1,6 @@
 import { type CacheLifetime, eachCacheControl } from "../money/cache-writes.ts";
 import { invalidParam } from "../errors.ts";
+import { responsesTools } from "../requests/responses-tools.ts";
 
 /**
  * What a request may ask of a paid provider that the provider bills beyond the tokens in its
@@ -41,8 +42,6 @@ const TOOL_MEMBERS = ["type", "function", "custom", "cache_control"];
 const FUNCTION_MEMBERS = ["name", "description", "parameters", "strict"];
 /** A Responses API function tool is flat: its type beside the function's own members (responses-request.ts admits no other type). */
 const RESPONSES_TOOL_MEMBERS = ["type", ...FUNCTION_MEMBERS];
-/** A Responses API `namespace`: flat functions under one name (Codex CLI's MCP tools), each checked as a tool. */
-const NAMESPACE_MEMBERS = ["type", "name", "description", "tools"];
 
 /**
  * A 400 for the first member of `body` a provider would bill beyond the model's price; else the
@@ -61,8 +60,9 @@ export function refuseProviderSurcharges(body: Record<string, unknown>, response
   if (body.web_search_options !== undefined && body.web_search_options !== null) {
     throw invalidParam("'web_search_options' is not offered: a provider's web search is billed per search, outside the tokens this endpoint charges for.", "web_search_options");
   }
-  refuseHostedTools(body.tools, "tools", responses ? RESPONSES_TOOL_MEMBERS : TOOL_MEMBERS);
-  refuseHostedTools(body.functions, "functions", FUNCTION_MEMBERS);
+  // A Responses namespace's tools each in its place (responses-tools.ts).
+  refuseHostedTools(responses ? responsesTools(body.tools) : entries(body.tools, "tools"), "tools", responses ? RESPONSES_TOOL_MEMBERS : TOOL_MEMBERS);
+  refuseHostedTools(entries(body.functions, "functions"), "functions", FUNCTION_MEMBERS);
   let asked: CacheLifetime = null;
   eachCacheControl(body, (control, member) => {
     if (control.ttl !== undefined && control.ttl !== null && !CACHE_LIFETIMES.includes(control.ttl as string)) {
@@ -73,31 +73,30 @@ export function refuseProviderSurcharges(body: Record<string, unknown>, response
   return asked;
 }
 
+/** `list`'s entries with the path a refusal names (`tools[2]`); none when it is not a list. */
+function entries(list: unknown, param: string): { at: string; tool: unknown }[] {
+  return Array.isArray(list) ? list.map((tool: unknown, i) => ({ at: `${param}[${i}]`, tool })) : [];
+}
+
 /**
- * A 400 naming `param` if one of `list`'s entries is not a client's own function: not an object,
+ * A 400 naming `param` if one of the entries is not a client's own function: not an object,
  * a tool of a type the provider runs (`tools` only: a legacy `functions` entry has no type), or
  * with a member other than `members`. The message names the entry and what is wrong with it.
  */
-function refuseHostedTools(list: unknown, param: "tools" | "functions", members: readonly string[], path: string = param): void {
-  if (!Array.isArray(list)) return;
+function refuseHostedTools(list: readonly { at: string; tool: unknown }[], param: "tools" | "functions", members: readonly string[]): void {
   const billed = "billed per call, outside the tokens this endpoint charges for";
   const takes = members.map((m) => `'${m}'`).join(", ");
-  list.forEach((tool: unknown, i) => {
-    const at = `'${path}[${i}]'`;
+  for (const { at: path, tool } of list) {
+    const at = `'${path}'`;
     if (tool === null || typeof tool !== "object" || Array.isArray(tool)) throw invalidParam(`${at} is not a function of your own: an object with ${takes}.`, param);
     const type = (tool as { type?: unknown }).type;
-    // One level of namespace, as responses-request.ts admits.
-    if (type === "namespace" && members === RESPONSES_TOOL_MEMBERS && path === param) {
-      for (const k in tool) if (!NAMESPACE_MEMBERS.includes(k)) throw invalidParam(`${at} has '${k.slice(0, 64)}', which a namespace of your own functions does not take.`, param);
-      return refuseHostedTools((tool as { tools?: unknown }).tools, param, members, `${path}[${i}].tools`);
-    }
     if (param === "tools" && type !== undefined && !CLIENT_TOOL_TYPES.includes(type as string)) {
       throw invalidParam(`${at} is a tool the provider runs itself (${shown(type, 64)}): a provider's web search, URL fetch, code execution or MCP server is ${billed}. Send your own functions (type 'function' or 'custom').`, param);
     }
     for (const k in tool) {
       if (!members.includes(k)) throw invalidParam(`${at} has '${k.slice(0, 64)}', which a function of your own does not take (${takes}): a provider reads it as a tool it runs itself (web search, URL fetch, code execution), ${billed}.`, param);
     }
-  });
+  }
 }
 
 /**

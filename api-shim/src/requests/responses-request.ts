@@ -2,6 +2,7 @@ import { mediaParts } from "./content-parts.ts";
 import { invalidParam } from "../errors.ts";
 import type { InferenceRequest } from "./inference-request.ts";
 import { refuseInternalMediaUrls } from "./media-urls.ts";
+import { responsesTools } from "./responses-tools.ts";
 import { inferenceBody, jsonBytes, streamFlag } from "./common-params.ts";
 
 /**
@@ -66,17 +67,11 @@ export function parseResponsesRequest(body: unknown): InferenceRequest {
  * `max_output_tokens` (vLLM's _generate_with_builtin_tools), so no hold could bound the request.
  * vLLM refuses other types itself (its Harmony path: "tool type … not supported").
  */
-function refuseServerTools(tools: unknown, at = "tools", namespaces = true): void {
-  if (!Array.isArray(tools)) {
-    if (at === "tools") return;
-    throw invalidParam(`A 'namespace' tool groups function tools in its own 'tools' list: ${at} is not a list.`, "tools");
-  }
-  for (const [i, tool] of tools.entries()) {
+function refuseServerTools(tools: unknown): void {
+  for (const { at, tool } of responsesTools(tools)) {
     const type = tool !== null && typeof tool === "object" ? (tool as { type?: unknown }).type : undefined;
-    if (type === "namespace" && namespaces) {
-      refuseServerTools((tool as { tools?: unknown }).tools, `${at}[${i}].tools`, false);
-    } else if (type !== "function") {
-      throw invalidParam(`Only 'function' tools are supported on this endpoint (alone or in a 'namespace'): ${at}[${i}] has type ${JSON.stringify(type ?? null)?.slice(0, 100)}. (Tools the server runs itself, such as code_interpreter, web_search or mcp, generate several turns in one request, which its credit hold cannot bound.)`, "tools");
+    if (type !== "function") {
+      throw invalidParam(`Only 'function' tools are supported on this endpoint (alone or in a 'namespace'): ${at} has type ${JSON.stringify(type ?? null)?.slice(0, 100)}. (Tools the server runs itself, such as code_interpreter, web_search or mcp, generate several turns in one request, which its credit hold cannot bound.)`, "tools");
     }
   }
 }
