@@ -19,18 +19,26 @@ function prng(seed: number) {
 }
 type R = ReturnType<typeof prng>;
 
-/** The end of a stream that failed: its error event (a Responses stream's `event: error`, OpenAI's shape with ours in it, then its `response.failed`), then the credits comment. */
-const STREAM_FAILED = /(^|\n\n)(data: \{"error":\{|event: error\ndata: \{"type":"error",[^\n]*"error":\{)[^\n]*\}\n\n(event: response\.failed\ndata: \{"type":"response\.failed",[^\n]*"status":"failed"[^\n]*\}\n\n)?: credits_charged=[^\n]*\n\n$/;
+/** The end of a chat or completions stream that failed: its error event, then the credits comment. */
+const CHAT_FAILED = /(^|\n\n)data: \{"error":\{[^\n]*\}\n\n: credits_charged=[^\n]*\n\n$/;
+/**
+ * The end of a Responses stream that failed: OpenAI's `event: error` with ours in it, then its
+ * `response.failed` (left out only after the upstream's own final event), then the credits comment.
+ */
+const RESPONSES_FAILED = /(^|\n\n)event: error\ndata: \{"type":"error",[^\n]*"error":\{[^\n]*\}\n\n(event: response\.failed\ndata: \{"type":"response\.failed",[^\n]*"status":"failed"[^\n]*\}\n\n)?: credits_charged=[^\n]*\n\n$/;
 /** The end of a whole Responses stream: its final event, then the credits comment (no [DONE]). */
 const RESPONSES_DONE = /\n\nevent: response\.(completed|incomplete|failed)\ndata: \{[^\n]*\}\n\n: credits_charged=[^\n]*\n\n$/;
 /**
  * Whether an answer is a 200 stream, and what is wrong with its end if anything: a stream ends
  * with [DONE] (a Responses stream with its final event and the credits comment), or with an
- * error event and the credits comment (docs/api-shim.md, Streaming).
+ * error event in its route's dialect and the credits comment (docs/api-shim.md, Streaming).
  */
 function streamEnd(status: number, contentType: string | null | undefined, text: string): { streamed: boolean; wrong?: string } {
   if (status !== 200 || !(contentType ?? "").startsWith("text/event-stream")) return { streamed: false };
-  if (text.endsWith("\n\ndata: [DONE]\n\n") || RESPONSES_DONE.test(text) || STREAM_FAILED.test(text)) return { streamed: true };
+  if (text.endsWith("\n\ndata: [DONE]\n\n") || RESPONSES_DONE.test(text) || CHAT_FAILED.test(text)) return { streamed: true };
+  const failed = RESPONSES_FAILED.exec(text);
+  const finalBefore = /(^|\n)event: response\.(completed|incomplete|failed)\n/.test(text.slice(0, failed?.index ?? 0));
+  if (failed && (failed[2] !== undefined) !== finalBefore) return { streamed: true };
   return { streamed: true, wrong: `a stream that ended ${JSON.stringify(text.slice(-200))}` };
 }
 
