@@ -82,6 +82,20 @@ describe("vLLM's own Responses dialect", () => {
     expect(text).toMatch(/event: response\.completed\ndata: \{.*"credits_charged"/);
   });
 
+  // vLLM's Responses usage reports prompt-cache hits always (cached_tokens: num_cached_tokens),
+  // where chat needs --enable-prompt-tokens-details: those are charged the cached price.
+  it("cached input tokens are charged at cachedPromptPer1k (here 0)", async () => {
+    upstream.script = (_q, res) => {
+      sse(res);
+      for (const e of vllmStream("completed", vllmUsage(50, 40, 9))) res.write(e);
+      res.end();
+    };
+    const { key, id } = await h.createKey({ credits: 1000 });
+    await (await h.post(key, "/v1/responses", { model: "m", input: "weather?", max_output_tokens: 64, stream: true })).text();
+    // 1 request + (50 − 40) × 0.001 + 9 output tokens.
+    expect(await spent(id)).toBe(CREDIT + 10_000 + 9 * CREDIT);
+  });
+
   it("status incomplete arrives as response.completed (vLLM sends no response.incomplete): charged its usage", async () => {
     upstream.script = (_q, res) => {
       sse(res);
