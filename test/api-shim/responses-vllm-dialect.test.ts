@@ -66,9 +66,8 @@ describe("vLLM's own Responses dialect", () => {
     await upstream.close();
   });
   const spent = async (id: string) => 1000 * CREDIT - (await h.store.getKey(id))!.balance;
-
-  it("a stream with a reasoning item and a function call is charged its response.completed usage exactly, and relayed whole", async () => {
-    const events = vllmStream("completed", vllmUsage(50, 0, 9, 3));
+  /** A streamed request the upstream answers with `events` whole: what the client read, and what its key was charged. */
+  const streamed = async (events: string[]) => {
     upstream.script = (_q, res) => {
       sse(res);
       for (const e of events) res.write(e);
@@ -76,8 +75,14 @@ describe("vLLM's own Responses dialect", () => {
     };
     const { key, id } = await h.createKey({ credits: 1000 });
     const text = await (await h.post(key, "/v1/responses", { model: "m", input: "weather?", max_output_tokens: 64, stream: true })).text();
+    return { text, charged: await spent(id) };
+  };
+
+  it("a stream with a reasoning item and a function call is charged its response.completed usage exactly, and relayed whole", async () => {
+    const events = vllmStream("completed", vllmUsage(50, 0, 9, 3));
+    const { text, charged } = await streamed(events);
     // 1 request + 50 × 0.001 + 9 output tokens.
-    expect(await spent(id)).toBe(CREDIT + 50_000 + 9 * CREDIT);
+    expect(charged).toBe(CREDIT + 50_000 + 9 * CREDIT);
     for (const e of events.slice(0, -1)) expect(text).toContain(e);
     expect(text).toMatch(/event: response\.completed\ndata: \{.*"credits_charged"/);
   });
@@ -85,26 +90,12 @@ describe("vLLM's own Responses dialect", () => {
   // vLLM's Responses usage reports prompt-cache hits always (cached_tokens: num_cached_tokens),
   // where chat needs --enable-prompt-tokens-details: those are charged the cached price.
   it("cached input tokens are charged at cachedPromptPer1k (here 0)", async () => {
-    upstream.script = (_q, res) => {
-      sse(res);
-      for (const e of vllmStream("completed", vllmUsage(50, 40, 9))) res.write(e);
-      res.end();
-    };
-    const { key, id } = await h.createKey({ credits: 1000 });
-    await (await h.post(key, "/v1/responses", { model: "m", input: "weather?", max_output_tokens: 64, stream: true })).text();
     // 1 request + (50 − 40) × 0.001 + 9 output tokens.
-    expect(await spent(id)).toBe(CREDIT + 10_000 + 9 * CREDIT);
+    expect((await streamed(vllmStream("completed", vllmUsage(50, 40, 9)))).charged).toBe(CREDIT + 10_000 + 9 * CREDIT);
   });
 
   it("status incomplete arrives as response.completed (vLLM sends no response.incomplete): charged its usage", async () => {
-    upstream.script = (_q, res) => {
-      sse(res);
-      for (const e of vllmStream("incomplete", vllmUsage(50, 0, 64))) res.write(e);
-      res.end();
-    };
-    const { key, id } = await h.createKey({ credits: 1000 });
-    await (await h.post(key, "/v1/responses", { model: "m", input: "weather?", max_output_tokens: 64, stream: true })).text();
-    expect(await spent(id)).toBe(CREDIT + 50_000 + 64 * CREDIT);
+    expect((await streamed(vllmStream("incomplete", vllmUsage(50, 0, 64)))).charged).toBe(CREDIT + 50_000 + 64 * CREDIT);
   });
 
   it("a GenerationError mid-stream is a dropped connection (no error event, no final event): the client is told, charged the deltas delivered", async () => {
