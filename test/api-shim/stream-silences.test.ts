@@ -65,6 +65,14 @@ describe("parameters that silence a stream", () => {
     ["responses", { logit_bias: { "151643": 100 }, ignore_eos: true }, "logit_bias"],
     ["responses", { include_reasoning: false }, "include_reasoning"],
     ["responses", { ignore_eos: true }, "ignore_eos"],
+    // A grammar can name special tokens (llguidance's `<|im_start|>` or `<[151644]>`), the fallback
+    // of vLLM's default structured-output backend.
+    ["chat", { structured_outputs: { grammar: "start: <|im_start|>{3000}" } }, "structured_outputs"],
+    ["completions", { guided_grammar: "start: <[151644]>{3000}" }, "guided_grammar"],
+    // With tool_choice "required" vLLM writes nothing until the call's name is whole; a name is
+    // one of the request's own tools', and OpenAI's are at most 64 characters.
+    ["chat", { tools: [{ type: "function", function: { name: "f".repeat(65), parameters: { type: "object" } } }], tool_choice: "required" }, "tools"],
+    ["responses", { tools: [{ type: "namespace", name: "ns", tools: [{ type: "function", name: "9".repeat(6000), parameters: {} }] }] }, "tools"],
     ["responses", { stream_interval: 50 }, "stream_interval"],
   ];
   for (const [route, extra, param] of refusals) {
@@ -116,6 +124,9 @@ describe("parameters that silence a stream", () => {
       { logit_bias: { "1": -100, "2": 0, "3": "-1.5" } },
       { logit_bias: Object.fromEntries(Array.from({ length: 1024 }, (_, i) => [String(i), -100])) },
       { bad_words: ["darn", "heck"] },
+      { structured_outputs: { grammar: "start: <|im_start|>{3}" }, skip_special_tokens: false },
+      { structured_outputs: { regex: "[a-z]+" }, response_format: { type: "json_object" } },
+      { tools: [{ type: "function", function: { name: "get_weather_in_a_city_with_a_long_but_ordinary_name_of_64_chars", parameters: { type: "object" } } }], tool_choice: "required" },
       { logit_bias: { "151643": 100 }, allowed_token_ids: [151643], bad_words: WORDS, ignore_eos: true, skip_special_tokens: false },
     ];
     for (const extra of ordinary) expect(await streamed(extra), JSON.stringify(extra).slice(0, 80)).not.toBe("");

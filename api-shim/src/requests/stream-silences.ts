@@ -48,7 +48,28 @@ export function refuseChosenSilences(b: Record<string, unknown>, vllm: boolean):
   if (pydanticBool(b.include_stop_str_in_output) !== true && !stopsWithin(b.stop, MAX_STREAM_STOP_CHARS)) {
     throw invalidParam(`A 'stop' string longer than ${MAX_STREAM_STOP_CHARS} characters is not accepted on a stream: the output's last characters are held back while they could begin it, and cannot be metered if the client leaves. Use a shorter one, or send the request without 'stream'.`, "stop");
   }
-  if (vllm && pydanticBool(b.skip_special_tokens) !== false) refuseForcedSpecialTokens(b);
+  if (!vllm) return;
+  // With tool_choice "required" vLLM writes nothing until a call's name is whole, and the name is
+  // one of the request's own tools': OpenAI allows 64 characters, a client could declare 6,000.
+  if (toolNames(b.tools).some((name) => !isWithin(name, MAX_TOOL_NAME_CHARS))) {
+    throw invalidParam(`A tool name longer than ${MAX_TOOL_NAME_CHARS} characters is not accepted on a stream: vLLM may generate it without writing it, which cannot be metered if the client leaves.`, "tools");
+  }
+  if (pydanticBool(b.skip_special_tokens) !== false) refuseForcedSpecialTokens(b);
+}
+
+/** The longest tool name a stream takes: OpenAI's own limit (`^[a-zA-Z0-9_-]{1,64}$`). */
+const MAX_TOOL_NAME_CHARS = 64;
+
+/** The function names of `tools`, as chat (`function.name`) or the Responses API (`name`, in a namespace too) gives them. */
+function toolNames(tools: unknown): string[] {
+  if (!Array.isArray(tools)) return [];
+  return tools.flatMap((t: unknown): string[] => {
+    if (t === null || typeof t !== "object") return [];
+    const tool = t as { type?: unknown; name?: unknown; function?: { name?: unknown } | null; tools?: unknown };
+    if (tool.type === "namespace") return toolNames(tool.tools);
+    const name = tool.function?.name ?? tool.name;
+    return typeof name === "string" ? [name] : [];
+  });
 }
 
 /**
@@ -71,6 +92,13 @@ function refuseForcedSpecialTokens(b: Record<string, unknown>): void {
       throw invalidParam(`A 'logit_bias' of more than ${MAX_STREAM_BANNED_TOKENS} tokens is not accepted on a stream: it ${how}`, "logit_bias");
     }
   }
+  // A grammar can name special tokens (llguidance's `<|im_start|>` or `<[151644]>`: the fallback of
+  // vLLM's default structured-output backend), `guided_grammar` in older releases.
+  const structured = b.structured_outputs;
+  if (structured !== null && typeof structured === "object" && (structured as { grammar?: unknown }).grammar != null) {
+    throw invalidParam(`A 'structured_outputs' grammar is not accepted on a stream: it ${how}`, "structured_outputs");
+  }
+  if (b.guided_grammar != null) throw invalidParam(`'guided_grammar' is not accepted on a stream: it ${how}`, "guided_grammar");
   if (b.allowed_token_ids !== undefined && b.allowed_token_ids !== null) {
     throw invalidParam(`'allowed_token_ids' is not accepted on a stream: it ${how}`, "allowed_token_ids");
   }
