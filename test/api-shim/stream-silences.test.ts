@@ -50,16 +50,20 @@ describe("parameters that silence a stream", () => {
     // Special tokens forced while skip_special_tokens decodes them to "".
     ["chat", { logit_bias: { "151643": 100 }, ignore_eos: true }, "logit_bias"],
     ["chat", { logit_bias: { "1": -5, "151645": 0.5 } }, "logit_bias"],
-    ["completions", { logit_bias: { "151643": "100" } }, "logit_bias"], // pydantic's lax float
+    ["completions", { logit_bias: { "151643": "100" }, max_tokens: 4000 }, "logit_bias"], // pydantic's lax float
     ["chat", { logit_bias: { "151643": true } }, "logit_bias"], // read as 1.0
     ["chat", { logit_bias: BANNED, ignore_eos: true }, "logit_bias"], // every other token banned
     ["chat", { logit_bias: { "151643": 100 }, skip_special_tokens: "true" }, "logit_bias"],
     ["chat", { allowed_token_ids: [151643, 151645], ignore_eos: true }, "allowed_token_ids"],
-    ["completions", { allowed_token_ids: [151643] }, "allowed_token_ids"],
+    ["completions", { allowed_token_ids: [151643], max_tokens: null }, "allowed_token_ids"],
     ["chat", { bad_words: WORDS, ignore_eos: true }, "bad_words"],
     // Past its end, a model samples end-of-text tokens again and again (nothing, decoded).
     ["chat", { ignore_eos: true, max_tokens: 4000 }, "ignore_eos"],
-    ["completions", { ignore_eos: "1" }, "ignore_eos"],
+    // A small answer bounds what can go unseen (16 tokens at most, all outputs together), a larger one does not.
+    ["chat", { logit_bias: { "151643": 100 }, max_tokens: 17 }, "logit_bias"],
+    ["chat", { logit_bias: { "151643": 100 }, max_tokens: 16, n: 2 }, "logit_bias"],
+    // (Completions without max_tokens: vLLM's default of 16, so within the bound.)
+    ["completions", { ignore_eos: "1", max_tokens: 4000 }, "ignore_eos"],
     // The Responses route: vLLM's ResponsesRequest takes stop, logit_bias, include_reasoning.
     ["responses", { stop: ["\u0001".repeat(20_000)] }, "stop"],
     ["responses", { logit_bias: { "151643": 100 }, ignore_eos: true }, "logit_bias"],
@@ -68,7 +72,7 @@ describe("parameters that silence a stream", () => {
     // A grammar can name special tokens (llguidance's `<|im_start|>` or `<[151644]>`), the fallback
     // of vLLM's default structured-output backend.
     ["chat", { structured_outputs: { grammar: "start: <|im_start|>{3000}" } }, "structured_outputs"],
-    ["completions", { guided_grammar: "start: <[151644]>{3000}" }, "guided_grammar"],
+    ["completions", { guided_grammar: "start: <[151644]>{3000}", max_tokens: 4000 }, "guided_grammar"],
     // With tool_choice "required" vLLM writes nothing until the call's name is whole; a name is
     // one of the request's own tools', and OpenAI's are at most 64 characters.
     ["chat", { tools: [{ type: "function", function: { name: "f".repeat(65), parameters: { type: "object" } } }], tool_choice: "required" }, "tools"],
@@ -125,6 +129,9 @@ describe("parameters that silence a stream", () => {
       { logit_bias: Object.fromEntries(Array.from({ length: 1024 }, (_, i) => [String(i), -100])) },
       { bad_words: ["darn", "heck"] },
       { structured_outputs: { grammar: "start: <|im_start|>{3}" }, skip_special_tokens: false },
+      // The classifier pattern: a yes/no answer pushed by a positive bias, one token long.
+      { logit_bias: { "9454": 100, "2822": 100 }, max_tokens: 1 },
+      { ignore_eos: true, allowed_token_ids: [9454, 2822], max_completion_tokens: 16 },
       { structured_outputs: { regex: "[a-z]+" }, response_format: { type: "json_object" } },
       { tools: [{ type: "function", function: { name: "get_weather_in_a_city_with_a_long_but_ordinary_name_of_64_chars", parameters: { type: "object" } } }], tool_choice: "required" },
       { logit_bias: { "151643": 100 }, allowed_token_ids: [151643], bad_words: WORDS, ignore_eos: true, skip_special_tokens: false },

@@ -44,7 +44,7 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   if (refusal === "not_allowed") throw modelNotAllowed(req.model);
   const modelConfig = ctx.config.models?.get(req.model);
   // Parameters with which a client has vLLM generate without chunks: on every streamed route.
-  if (req.stream) refuseChosenSilences(body, modelConfig?.provider !== true);
+  if (req.stream) refuseChosenSilences(body, modelConfig?.provider !== true, (req.maxTokens ?? Infinity) * req.outputs);
   if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
   // What a provider bills beyond the model's price, for a model that may be a provider's; the same
   // walk reads the cache lifetime asked. vLLM's model gets them (it ignores them) and no walk.

@@ -28,8 +28,9 @@ export const MAX_STREAM_BANNED_TOKENS = 1024;
  *
  * `vllm` is false for a model configured `provider: true`, which vLLM's detokenizer does not
  * serve: there a positive `logit_bias` writes text as OpenAI's does, and is left alone.
+ * `mostTokens`: the most tokens the request's outputs may generate together (Infinity unbounded).
  */
-export function refuseChosenSilences(b: Record<string, unknown>, vllm: boolean): void {
+export function refuseChosenSilences(b: Record<string, unknown>, vllm: boolean, mostTokens: number): void {
   // vLLM's extra parameter: "Number of tokens to batch into each streamed chunk … The first and
   // last chunks are always sent immediately." 1 is every token, as without it.
   const interval = b.stream_interval;
@@ -54,8 +55,12 @@ export function refuseChosenSilences(b: Record<string, unknown>, vllm: boolean):
   if (toolNames(b.tools).some((name) => !isWithin(name, MAX_TOOL_NAME_CHARS))) {
     throw invalidParam(`A tool name longer than ${MAX_TOOL_NAME_CHARS} characters is not accepted on a stream: vLLM may generate it without writing it, which cannot be metered if the client leaves.`, "tools");
   }
-  if (pydanticBool(b.skip_special_tokens) !== false) refuseForcedSpecialTokens(b);
+  // A short answer bounds what forced special tokens can hide (a yes/no classifier: a positive bias, one token).
+  if (pydanticBool(b.skip_special_tokens) !== false && mostTokens > MAX_UNSEEN_TOKENS) refuseForcedSpecialTokens(b);
 }
+
+/** The most tokens a stream may generate with what can force special tokens: no more can go unpaid. */
+export const MAX_UNSEEN_TOKENS = 16;
 
 /** The longest tool name a stream takes: OpenAI's own limit (`^[a-zA-Z0-9_-]{1,64}$`). */
 const MAX_TOOL_NAME_CHARS = 64;
@@ -79,7 +84,7 @@ function toolNames(tools: unknown): string[] {
  * every token can each force them. With `skip_special_tokens: false` they are visible text.
  */
 function refuseForcedSpecialTokens(b: Record<string, unknown>): void {
-  const unseen = "are written as nothing while 'skip_special_tokens' is on, so their generation cannot be metered if the client leaves. Send 'skip_special_tokens': false, or the request without 'stream'.";
+  const unseen = `are written as nothing while 'skip_special_tokens' is on, so their generation cannot be metered if the client leaves. Send 'skip_special_tokens': false, a 'max_tokens' of ${MAX_UNSEEN_TOKENS} or less, or the request without 'stream'.`;
   const how = `can force special tokens, which ${unseen}`;
   const bias = b.logit_bias;
   if (bias !== null && typeof bias === "object" && !Array.isArray(bias)) {
