@@ -1,7 +1,7 @@
 import { APIError, BadRequestError } from "openai";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type FakeLitellmResponses, startFakeLitellmResponses } from "../support/fake-litellm-responses.ts";
-import { moneyInvariants, startShim, type Harness } from "../support/shim-harness.ts";
+import { moneyInvariants, startShim, type Harness, balanceOf, expectLedgerMatches } from "../support/shim-harness.ts";
 
 const CREDIT = 1_000_000;
 // 1 credit per request, 0.001 credit per prompt token, 1 credit per output token: charges easy to read.
@@ -31,11 +31,8 @@ describe("POST /v1/responses through LiteLLM", () => {
     await litellm.close();
   });
 
-  const balance = async (id: string) => (await h.store.getKey(id))!.balance;
-  const ledgerMatches = async (id: string) => {
-    const row = (await moneyInvariants(h.store)).find((r) => r.keyId === id)!;
-    expect(row).toMatchObject({ ledgerSum: row.balance, held: 0, reservations: 0 });
-  };
+  const balance = (id: string) => balanceOf(h.store, id);
+  const ledgerMatches = (id: string) => expectLedgerMatches(h.store, id);
 
   it("non-streamed: LiteLLM's body (re-encoded id, null members) reaches the SDK whole, charged exactly from its usage", async () => {
     const { key, id } = await h.createKey({ credits: 1000 });

@@ -3,7 +3,7 @@ import { type IncomingMessage, request } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { toUsage } from "../../api-shim/src/metering/usage-json.ts";
 import { parseResponsesRequest } from "../../api-shim/src/requests/responses-request.ts";
-import { startShim, type Harness, moneyInvariants } from "../support/shim-harness.ts";
+import { startShim, type Harness, balanceOf, expectLedgerMatches } from "../support/shim-harness.ts";
 import { CREDIT, created, cutAfter, delta, deltas, ev, PRICED_FILE, scriptedUpstream, type ScriptedUpstream, sse, startScriptedShim } from "../support/responses-events.ts";
 
 /**
@@ -18,11 +18,8 @@ describe("POST /v1/responses: upstreams that bend the dialect", () => {
   let close: () => Promise<void>;
   beforeAll(async () => ({ h, upstream, close } = await startScriptedShim()));
   afterAll(() => close());
-  const balance = async (id: string) => (await h.store.getKey(id))!.balance;
-  const ledgerMatches = async (id: string) => {
-    const row = (await moneyInvariants(h.store)).find((r) => r.keyId === id)!;
-    expect(row).toMatchObject({ ledgerSum: row.balance, held: 0, reservations: 0 });
-  };
+  const balance = (id: string) => balanceOf(h.store, id);
+  const ledgerMatches = (id: string) => expectLedgerMatches(h.store, id);
 
   it("data-only events (no `event:` line, `type` last as pydantic writes it) cut by the upstream after 40 deltas are charged for them", async () => {
     upstream.script = cutAfter(...deltas(40, false));

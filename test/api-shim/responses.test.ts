@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { TokenEstimate } from "../../api-shim/src/money/pricing.ts";
 import { promptTokens } from "../../api-shim/src/requests/inference-request.ts";
 import { parseResponsesRequest } from "../../api-shim/src/requests/responses-request.ts";
-import { startShim, type Harness, moneyInvariants } from "../support/shim-harness.ts";
+import { startShim, type Harness, moneyInvariants, balanceOf, expectLedgerMatches } from "../support/shim-harness.ts";
 
 const CREDIT = 1_000_000;
 // 1 credit per request, 0.001 credit per prompt token (0.0005 cached), 1 credit per output token: charges easy to read.
@@ -30,11 +30,8 @@ describe("POST /v1/responses", () => {
   afterEach(() => h.fake.reset());
   afterAll(() => h.close());
 
-  const balance = async (id: string) => (await h.store.getKey(id))!.balance;
-  const ledgerMatches = async (id: string) => {
-    const row = (await moneyInvariants(h.store)).find((r) => r.keyId === id)!;
-    expect(row).toMatchObject({ ledgerSum: row.balance, held: 0, reservations: 0 });
-  };
+  const balance = (id: string) => balanceOf(h.store, id);
+  const ledgerMatches = (id: string) => expectLedgerMatches(h.store, id);
 
   it("non-streamed: the answer arrives whole, charged exactly from its usage, credits spliced in; the body goes upstream untouched", async () => {
     const { key, id } = await h.createKey({ credits: 1000 });

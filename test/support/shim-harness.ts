@@ -1,3 +1,4 @@
+import { expect } from "vitest";
 import { EventEmitter } from "node:events";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -184,6 +185,17 @@ export function overrideStore<S extends object>(store: S, overrides: { [K in key
 /** Balance = sum(ledger), nothing held, no reservations, for every key. */
 export async function moneyInvariants(store: Store): Promise<{ keyId: string; balance: number; ledgerSum: number; held: number; reservations: number }[]> {
   return (await store.audit()).map((r) => ({ keyId: r.keyId, balance: r.balance, ledgerSum: r.ledgerSum, held: r.held, reservations: r.reservations }));
+}
+
+/** A key's balance now (micro-credits). */
+export async function balanceOf(store: Store, keyId: string): Promise<number> {
+  return (await store.getKey(keyId))!.balance;
+}
+
+/** Fails unless the key's balance equals its ledger with nothing held and no reservation left. */
+export async function expectLedgerMatches(store: Store, keyId: string): Promise<void> {
+  const row = (await moneyInvariants(store)).find((r) => r.keyId === keyId)!;
+  expect(row).toMatchObject({ ledgerSum: row.balance, held: 0, reservations: 0 });
 }
 
 /**

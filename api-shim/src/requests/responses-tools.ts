@@ -6,8 +6,9 @@ const NAMESPACE_MEMBERS = ["type", "name", "description", "tools"];
 /**
  * A Responses request's tools as vLLM reads them, each `namespace` replaced by its own tools (one
  * level: vLLM names them `namespace__name`), each with the path a refusal names
- * (`tools[1].tools[0]`). The one walk of them: the server-tool check (responses-request.ts) and a
- * provider's billed-tool check (provider-surcharges.ts) both read this. A namespace that is not
+ * (`tools[1].tools[0]`). The one walk of them: the server-tool check (responses-request.ts), a
+ * provider's billed-tool check (provider-surcharges.ts) and a stream's tool names
+ * (stream-silences.ts, chat's tools too) all read this. A namespace that is not
  * `{type, name, description?, tools: [...]}` is refused here.
  */
 export function responsesTools(tools: unknown): { at: string; tool: unknown }[] {

@@ -1,6 +1,7 @@
 import { invalidParam } from "../errors.ts";
 import { isWithin } from "../names.ts";
 import { pydanticBool } from "./common-params.ts";
+import { responsesTools } from "./responses-tools.ts";
 
 /**
  * The longest stop string a stream takes. vLLM's detokenizer holds back the last len(stop) - 1
@@ -65,14 +66,12 @@ export const MAX_UNSEEN_TOKENS = 16;
 /** The longest tool name a stream takes: OpenAI's own limit (`^[a-zA-Z0-9_-]{1,64}$`). */
 const MAX_TOOL_NAME_CHARS = 64;
 
-/** The function names of `tools`, as chat (`function.name`) or the Responses API (`name`, in a namespace too) gives them. */
+/** The function names of `tools`, as chat (`function.name`) or the Responses API (`name`, a namespace's in its place: responsesTools) gives them. */
 function toolNames(tools: unknown): string[] {
-  if (!Array.isArray(tools)) return [];
-  return tools.flatMap((t: unknown): string[] => {
-    if (t === null || typeof t !== "object") return [];
-    const tool = t as { type?: unknown; name?: unknown; function?: { name?: unknown } | null; tools?: unknown };
-    if (tool.type === "namespace") return toolNames(tool.tools);
-    const name = tool.function?.name ?? tool.name;
+  return responsesTools(tools).flatMap(({ tool }): string[] => {
+    if (tool === null || typeof tool !== "object") return [];
+    const t = tool as { name?: unknown; function?: { name?: unknown } | null };
+    const name = t.function?.name ?? t.name;
     return typeof name === "string" ? [name] : [];
   });
 }
