@@ -61,4 +61,21 @@ describe("ResponsesMeter", () => {
     expect(m.promptReported).toBe(false);
     expect(m.usage(true, () => 7)).toEqual({ promptTokens: 7, completionTokens: 1 });
   });
+  it("cut short after some items came whole and others as deltas: each item's text counts once, the whole item's or its deltas', and they add up", () => {
+    const words = (w: string) => Array.from({ length: 100 }, () => w).join(" "); // 100 words of 4 letters: 125 tokens estimated
+    const deltaOf = (index: number, seq: number) => `event: response.output_text.delta\ndata: {"content_index":0,"delta":"${words("aaaa")} ","item_id":"msg_${index}","output_index":${index},"sequence_number":${seq},"type":"response.output_text.delta"}`;
+    const done = (index: number, item: Record<string, unknown>) => `event: response.output_item.done\ndata: ${JSON.stringify({ item, output_index: index, sequence_number: 50 + index, type: "response.output_item.done" })}`;
+    const m = new ResponsesMeter(10_000);
+    // Item 0, a call, sent whole without deltas: its arguments are output the client received.
+    m.process(done(0, { id: "fc_1", type: "function_call", name: "f", arguments: words("bbbb") }));
+    const wholeItem = m.usage(false).completionTokens;
+    expect(wholeItem).toBeGreaterThanOrEqual(100);
+    // Item 1, a message, streamed as deltas, then cut before its end.
+    for (let i = 0; i < 4; i++) m.process(deltaOf(1, i + 2));
+    const both = m.usage(false).completionTokens;
+    expect(both).toBeGreaterThanOrEqual(wholeItem + 400);
+    // Its done, with the same text as its deltas, adds nothing: that text was counted.
+    m.process(done(1, { id: "msg_1", type: "message", content: [{ type: "output_text", text: `${words("aaaa")} `.repeat(4) }] }));
+    expect(m.usage(false).completionTokens).toBe(both);
+  });
 });

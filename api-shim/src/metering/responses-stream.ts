@@ -30,8 +30,12 @@ export class ResponsesMeter implements Meter {
   /** Delta events that carried generated text (each at least one token). */
   private deltas = 0;
   private readonly text = new TokenEstimate();
-  /** The text of the output items completed (`response.output_item.done`), for a stream that delivered them without deltas. */
+  /** The output items (`output_index`) that came as deltas: their `response.output_item.done` repeats text counted already. */
+  private readonly streamedItems = new Set<number>();
+  /** The text of the output items completed (`response.output_item.done`) that came without deltas: an upstream that sends items whole. */
   private readonly itemsText = new TokenEstimate();
+  /** A delta or a completed item without an `output_index` came: which items the deltas were is unknown, so the two texts may be the same. */
+  private unplaced = false;
   /** The final event was `response.failed`. */
   private failed = false;
   /** The sequence number the next event would have: the failure events the shim writes take it and the next. */
@@ -96,7 +100,7 @@ export class ResponsesMeter implements Meter {
       this.failed = kind === "response.failed";
       return { kind: "usage", forward: event, data, last: true };
     }
-    if (kind === "response.output_item.done") addItemText(this.itemsText, parsed.item);
+    if (kind === "response.output_item.done") this.countItem(parsed.item, (parsed as { output_index?: unknown }).output_index);
     // vLLM writes created and in_progress before the prompt is processed; anything after them is the answer.
     if (kind !== "response.created" && kind !== "response.in_progress") this.began = true;
     return { kind: "chunk", forward: event };
@@ -133,14 +137,28 @@ export class ResponsesMeter implements Meter {
     return { promptTokens: promptOwed && this.began ? promptEstimate() : 0, completionTokens: this.counted() };
   }
 
-  /** The output delivered: each delta at least one token, or the estimate of their text when more, never above the bound. */
+  /**
+   * The output delivered: each delta at least one token, or the estimate of the text when more
+   * (the deltas' and the items that came whole, each item's once), never above the bound.
+   */
   private counted(): number {
-    return deliveredTokens(this.deltas, Math.max(this.text.tokens, this.itemsText.tokens), this.maxCompletion);
+    const estimate = this.unplaced ? Math.max(this.text.tokens, this.itemsText.tokens) : this.text.tokens + this.itemsText.tokens;
+    return deliveredTokens(this.deltas, estimate, this.maxCompletion);
+  }
+
+  /** A completed output item: its text counts unless its deltas came (their text is counted). */
+  private countItem(item: unknown, index: unknown): void {
+    if (typeof index !== "number") this.unplaced = true;
+    else if (this.streamedItems.has(index)) return;
+    addItemText(this.itemsText, item);
   }
 
   /** A delta event's text (its `delta` string, read in place): the answer began, and one more delta that carried text. */
   private countDelta(data: string): void {
     this.began = true;
+    const index = OUTPUT_INDEX.exec(data);
+    if (index === null) this.unplaced = true;
+    else this.streamedItems.add(Number(index[1]));
     const at = DELTA.exec(data);
     if (at !== null && at[0].endsWith('"')) {
       const start = at.index + at[0].length;
@@ -198,6 +216,9 @@ interface ResponseIdentity {
  * upstream failed, cut or timed out, a drain, the store) is transient, worth another try.
  */
 const failedResponseCode = (failure: ShimError): "invalid_prompt" | "server_error" => (failure.status < 500 ? "invalid_prompt" : "server_error");
+
+/** A delta event's `output_index` member and its value: the output item it belongs to. */
+const OUTPUT_INDEX = /"output_index"\s*:\s*(\d+)/;
 
 /** A delta event's `delta` member up to its value (a string's opening quote). */
 const DELTA = /"delta"\s*:\s*"?/;
