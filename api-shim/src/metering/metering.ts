@@ -4,6 +4,7 @@ import { type Counts, readCounts, toUsage, type UsageJson } from "./usage-json.t
 import { deliveredTokens } from "./token-count.ts";
 import type { Meter, MeteredEvent, UsageEvent } from "./meter.ts";
 import { errorBody, type ShimError } from "../errors.ts";
+import { GENERATED, hasContent, isObject } from "./generated-content.ts";
 
 /**
  * Reads a streamed completion as it passes through: the upstream's usage (final usage chunk,
@@ -346,24 +347,6 @@ const USAGE_OBJECT = /"usage"\s*:\s*\{/;
 const FINISH = /"finish_reason"\s*:\s*"/;
 /** A member `choices` holding at least one object (checked until the answer began). */
 const A_CHOICE = /"choices"\s*:\s*\[\s*\{/;
-/**
- * Members whose string is generated text: a delta's content, reasoning and refusal, a completion
- * choice's `text`, a call's `arguments`, audio's `transcript`. With GENERATED_STRUCTURES the one
- * list of what is generated, for GENERATED (events read unparsed) and hasContent (parsed ones).
- */
-const GENERATED_TEXT = ["content", "text", "reasoning_content", "reasoning", "refusal", "arguments", "transcript"];
-/** Delta members whose value is generated content by itself (a call, audio): an array of objects, or an object. */
-const GENERATED_STRUCTURES: Record<string, "array" | "object"> = { tool_calls: "array", function_call: "object", audio: "object" };
-/**
- * A member of GENERATED_TEXT up to its string's opening quote (read on to its closing
- * one for the estimate), or of GENERATED_STRUCTURES up to its first object's opening brace.
- */
-const GENERATED = new RegExp(
-  `"(?:(?:${GENERATED_TEXT.join("|")})"\\s*:\\s*"|(?:${Object.entries(GENERATED_STRUCTURES)
-    .map(([member, kind]) => `${member}"\\s*:\\s*${kind === "array" ? "\\[\\s*\\{" : "\\{"}`)
-    .join("|")}))`,
-  "g",
-);
 
 /** `usage` with the cache writes and reads reported, when its prompt is charged (Pricer.cost counts no more of either than its prompt tokens). */
 function withCache(usage: Usage, cacheWrites: Usage["cacheWrites"], cachedTokens = 0): Usage {
@@ -372,22 +355,7 @@ function withCache(usage: Usage, cacheWrites: Usage["cacheWrites"], cachedTokens
   return usage;
 }
 
-const isObject = (v: unknown): boolean => v !== null && typeof v === "object";
-
 const indexOf = (choice: { index?: unknown } | undefined): number => (typeof choice?.index === "number" ? choice.index : 0);
-
-/** Whether a parsed choice carries generated content, as GENERATED finds it in the text: a member of GENERATED_TEXT not empty, or of GENERATED_STRUCTURES. */
-function hasContent(choice: { delta?: Record<string, unknown>; text?: unknown } | null): boolean {
-  if (!choice || typeof choice !== "object") return false;
-  const c = choice as Record<string, unknown>;
-  const d = isObject(choice.delta) ? choice.delta! : {};
-  for (const m of GENERATED_TEXT) if ((typeof c[m] === "string" && c[m] !== "") || (typeof d[m] === "string" && d[m] !== "")) return true;
-  for (const m in GENERATED_STRUCTURES) {
-    const v = d[m];
-    if (GENERATED_STRUCTURES[m] === "array" ? Array.isArray(v) && isObject(v[0]) && !Array.isArray(v[0]) : isObject(v) && !Array.isArray(v)) return true;
-  }
-  return false;
-}
 
 /** Removes the `usage` member we asked for, without reformatting the rest when it is last. */
 function withoutUsage(data: string, chunk: ChunkJson): string {

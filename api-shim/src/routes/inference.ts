@@ -11,14 +11,14 @@ import { INFERENCE_ROUTE, type ShimContext } from "../context.ts";
 import { ShimError, shuttingDown } from "../errors.ts";
 import type { InferenceKind } from "../requests/inference-request.ts";
 import { formatCredits } from "../money/money.ts";
-import type { Usage } from "../money/pricing.ts";
 import { placeFreed, retryInGrace } from "../limits/key-waits.ts";
 import { writeWithBackpressure } from "../client/response-writer.ts";
 import { Settlement } from "../money/settlement.ts";
 import type { ReserveInput, ReserveResult } from "../store/store.ts";
 import { meterFor, relayStream } from "../metering/stream.ts";
-import { countUpstreamFailure, isAbort, readBody, readLimited, unreachable, type UpstreamFailureReason, type UpstreamResponse } from "../upstream/upstream.ts";
-import { isUpstreamFault, upstreamErrorBody, upstreamStatusError } from "../upstream/upstream-errors.ts";
+import { clientLeft, failed, leftThenFailed, leftThenRefused, refused, REQUEST_PRICE_ONLY } from "./inference-failures.ts";
+import { countUpstreamFailure, isAbort, readBody, readLimited, type UpstreamFailureReason, type UpstreamResponse } from "../upstream/upstream.ts";
+import { upstreamErrorBody, upstreamStatusError } from "../upstream/upstream-errors.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -41,8 +41,6 @@ const ANSWER_READ_MS = 10_000;
 /** The cause on the line of a read ANSWER_READ_MS cut (its error would only say "aborted"). */
 const LATE = `the answer did not end within ${ANSWER_READ_MS} ms of its headers`;
 
-/** What a request is charged when its usage is not known: the request price and no tokens. */
-const REQUEST_PRICE_ONLY: Usage = { promptTokens: 0, completionTokens: 0 };
 /** Answers below this size are written as one buffer (one syscall with the headers). */
 const COPY_BELOW = 64 * 1024;
 
@@ -310,91 +308,4 @@ async function reserveAsHoldsSettle(ctx: ShimContext, reply: FastifyReply, input
     return !("balance" in last) || last.balance < input.amount ? last : undefined;
   });
   return settled ?? last;
-}
-
-/**
- * The upstream refused the request (an error status, an error body with a 2xx, or not the answer
- * asked for): counted under `reason`, which goes on the request's line, charged nothing, told to
- * the client as `err`.
- */
-async function refused(ctx: ShimContext, request: FastifyRequest, settlement: Settlement, err: ShimError, reason: UpstreamFailureReason): Promise<never> {
-  countRefusal(ctx, request, err, reason);
-  await settlement.settle(err.status, null);
-  throw err;
-}
-
-/**
- * An upstream refusal (`err`, as the client is or would be told it) counted and named on the
- * request's line. One the client is told is its own error (a 4xx: bad parameters, a model the
- * upstream does not have, a body too large) is no upstream failure: an alert on those would be
- * set off by clients' mistakes. The rest (5xx, 401/403 to the shim's credentials, 429/503, a
- * route the upstream lacks, a 501 for what it does not implement) are the upstream's or the
- * operator's to fix.
- */
-function countRefusal(ctx: ShimContext, request: FastifyRequest, err: ShimError, reason: UpstreamFailureReason): void {
-  if (!isUpstreamFault(err)) {
-    request.upstreamCause = reason;
-    ctx.metrics.upstreamRefusals.inc({ reason });
-  } else countUpstreamFailure(ctx, request, reason);
-}
-
-/**
- * The upstream failed (or a drain cut the request) after its client had left: settled with
- * nothing charged and logged as the 499 it is, with the failure counted and its cause on the
- * line as for a client that stayed (a drain's cut is no upstream failure).
- */
-async function leftThenFailed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, e: unknown, signal?: AbortSignal, timedOut?: string): Promise<FastifyReply> {
-  if (timedOut !== undefined || signal === undefined || !isAbort(e, signal)) unreachable(ctx, request, e, timedOut);
-  return await clientLeft(ctx, request, reply, settlement, null);
-}
-
-/** The upstream refused the request (`err`, `reason`, counted as refused() counts them) after its client had left: nothing charged, the reason on the 499 line. */
-async function leftThenRefused(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, err: ShimError, reason: UpstreamFailureReason): Promise<FastifyReply> {
-  countRefusal(ctx, request, err, reason);
-  return await clientLeft(ctx, request, reply, settlement, null);
-}
-
-/**
- * The client is gone: nobody to answer. Settled with `usage`, logged as nginx does (499), the
- * line written even if the store fails to settle (then the hold is released as a stream's is, stream.ts).
- */
-async function clientLeft(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, usage: Usage | null): Promise<FastifyReply> {
-  request.shimErrorCode = "client_closed_request";
-  reply.hijack();
-  reply.raw.destroy();
-  try {
-    await settlement.settle(499, usage);
-  } catch (e) {
-    request.log.error({ reqId: request.id, err: e instanceof Error ? e.cause ?? e : e }, "settlement failed");
-  }
-  finishRequest(ctx, request, 499);
-  return reply;
-}
-
-/**
- * The upstream failed (or the client left) before a response: release the hold, answer if anyone
- * listens. `sent`: the upstream had the request (and did not refuse it): a client that leaves is
- * then charged the request price. `reached`: the upstream had the request, refused or not (the
- * client is not told it could not be reached). `timedOut`: the read's own deadline cut it (an upstream timeout).
- */
-async function failed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, signal: AbortSignal, e: unknown, sent: boolean, reached: boolean, timedOut?: string): Promise<FastifyReply> {
-  if (timedOut === undefined && e instanceof ShimError) {
-    await settlement.settle(e.status, null);
-    throw e;
-  }
-  if (timedOut === undefined && isAbort(e, signal)) {
-    if (signal.reason === "drain") {
-      await settlement.settle(503, null);
-      throw shuttingDown();
-    }
-    // The client is gone: nobody to answer. Log it as nginx does (499). Once the upstream had the
-    // request it is charged the request price, as a stream whose client leaves before any content
-    // is: a non-streamed answer carries no usage until it is whole, and without this a client
-    // could have answers generated for free by hanging up just before they come. (Dropped before
-    // it was sent, it costs nothing.)
-    return await clientLeft(ctx, request, reply, settlement, sent ? REQUEST_PRICE_ONLY : null);
-  }
-  const err = unreachable(ctx, request, e, timedOut, reached);
-  await settlement.settle(err.status, null);
-  throw err;
 }
