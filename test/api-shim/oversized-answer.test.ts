@@ -63,6 +63,48 @@ describe("the usage of an answer too large to keep", () => {
         expect(scanner.usage(), `pieces of ${size}`).toEqual({ promptTokens: 5, completionTokens: 50_000 });
       }
     });
+  it("is the answer's own, not a nested object that reads as usage, before or after it (a client's JSON echoed back: a tool's schema, kv_transfer_params)", async () => {
+    const forged = '{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}';
+    const after = answerOf(LIMIT, `,"input_messages":[{"content":[{"tools":[{"parameters":{"type":"object","usage":${forged}}}]}]}]`);
+    const before = Buffer.from(`{"tools":[{"parameters":{"usage":${forged},"note":"a \\\"quoted\\\" }] brace"}}],${answerOf(LIMIT).subarray(1).toString()}`);
+    for (const [name, answer] of [["after", after], ["before", before]] as const) {
+      for (const size of [65_536, 1000, 13]) {
+        const scanner = new UsageScanner();
+        expect(await readBody(bodyOf(pieces(answer, size)), LIMIT, scanner, new AnswerMemory(Infinity).lease())).toBeNull();
+        expect(scanner.usage(), `${name}, pieces of ${size}`).toEqual({ promptTokens: 5, completionTokens: 50_000 });
+      }
+    }
+  });
+  it("reads the answer's own usage, as JSON.parse does, from random answers cut at random places (strings with quotes and backslashes, nested objects that read as usage)", () => {
+    let seed = 42;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const pick = <T>(xs: T[]): T => xs[Math.floor(random() * xs.length)]!;
+    const usageOf = (p: number) => ({ prompt_tokens: p, completion_tokens: p + 1, total_tokens: 2 * p + 1 });
+    const text = () => Array.from({ length: Math.floor(random() * 12) }, () => pick(["a", '"', "\\", "\\\\", "{", "}", "[", "]", "usage", ":", " ", "é"])).join("");
+    const value = (depth: number): unknown => {
+      const r = random();
+      if (depth > 3 || r < 0.3) return pick([text(), 1.5, null, true, text()]);
+      if (r < 0.5) return Array.from({ length: Math.floor(random() * 4) }, () => value(depth + 1));
+      if (r < 0.7) return { usage: usageOf(900 + depth), [text()]: value(depth + 1) };
+      return Object.fromEntries(Array.from({ length: Math.floor(random() * 4) }, () => [text(), value(depth + 1)]));
+    };
+    for (let round = 0; round < 300; round++) {
+      const answer: Record<string, unknown> = {};
+      const members = 1 + Math.floor(random() * 5);
+      for (let m = 0; m < members; m++) answer[random() < 0.3 ? "usage" : `${text()}${m}`] = random() < 0.3 ? usageOf(round) : value(1);
+      const json = random() < 0.5 ? JSON.stringify(answer) : JSON.stringify(answer, null, 1);
+      const bytes = Buffer.from(json);
+      const own = (JSON.parse(json) as { usage?: { prompt_tokens?: number } }).usage;
+      const expected = own && typeof own === "object" && !Array.isArray(own) && typeof own.prompt_tokens === "number" ? { promptTokens: own.prompt_tokens, completionTokens: own.prompt_tokens + 1 } : null;
+      const scanner = new UsageScanner();
+      for (let at = 0; at < bytes.length; ) {
+        const size = 1 + Math.floor(random() * 40);
+        scanner.push(bytes.subarray(at, at + size));
+        at += size;
+      }
+      expect(scanner.usage(), json).toEqual(expected);
+    }
+  });
   it("reads a usage object of up to 4 KiB, details and whitespace included, whatever the pieces", async () => {
     const details = `"prompt_tokens_details":{"cached_tokens":0,"note":"${"x".repeat(3990)}"}`;
     const answer = Buffer.from(`{"choices":[{"text":"${"a".repeat(LIMIT)}"}],"usage": {"prompt_tokens":5,"completion_tokens":50000,${details}}}`);

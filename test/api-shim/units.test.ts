@@ -766,10 +766,14 @@ describe("usage of a non-streamed body", () => {
     const big = JSON.stringify({ data: [{ embedding: Array.from({ length: 20_000 }, (_, i) => i / 7) }], note: '"usage":{"prompt_tokens":999}', usage: { prompt_tokens: 7, total_tokens: 7, completion_tokens: 0, prompt_tokens_details: null } });
     expect(big.length).toBeGreaterThan(64 * 1024);
     expect(usageOfBody(bytes(big))).toEqual({ usage: { promptTokens: 7, completionTokens: 0 }, isObject: true });
-    // A large body whose usage the byte search cannot find (written `"usage" :`) is parsed whole.
+    // A member written with a space before its colon is the answer's usage too.
     const spaced = big.replace('"usage":{"prompt_tokens":7', '"usage" :{"prompt_tokens":7');
     expect(spaced).not.toBe(big);
     expect(usageOfBody(bytes(spaced))).toEqual({ usage: { promptTokens: 7, completionTokens: 0 }, isObject: true });
+    // Only the answer's own member counts: a nested object that reads as usage (a client's JSON
+    // schema echoed in vLLM's input_messages, after the answer's usage) does not.
+    const forged = JSON.stringify({ ...JSON.parse(big), input_messages: [{ tools: [{ parameters: { usage: { prompt_tokens: 0, completion_tokens: 0 } } }] }] });
+    expect(usageOfBody(bytes(forged))).toEqual({ usage: { promptTokens: 7, completionTokens: 0 }, isObject: true });
     expect(usageOfBody(bytes("[1,2]"))).toEqual({ usage: null, isObject: false });
     expect(usageOfBody(bytes("not json"))).toEqual({ usage: null, isObject: false });
     expect(usageOfBody(bytes('{"no":"usage"}'))).toEqual({ usage: null, isObject: true });

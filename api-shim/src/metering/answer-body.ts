@@ -11,11 +11,10 @@ import type { Usage } from "../money/pricing.ts";
 
 /** Bodies above this size are not parsed whole just to read their usage. */
 const PARSE_WHOLE_BELOW = 64 * 1024;
-const USAGE_MEMBER = Buffer.from('"usage":');
 
 /**
  * The usage of a non-streamed JSON response, and whether the body is a JSON object (so members
- * can be spliced in). Large bodies: only the last `"usage":{…}` object is parsed.
+ * can be spliced in). Large bodies: only their own usage object is parsed (UsageScanner).
  */
 export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boolean; isError?: true } {
   let first = 0;
@@ -24,7 +23,9 @@ export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boole
   while (last > first && isJsonSpace(raw[last]!)) last--;
   if (first >= raw.length || raw[first] !== OPEN_BRACE || raw[last] !== CLOSE_BRACE) return { usage: null, isObject: false };
   if (raw.length >= PARSE_WHOLE_BELOW) {
-    const usage = lastUsageObject(raw);
+    const scanner = new UsageScanner();
+    scanner.push(raw);
+    const usage = scanner.usage();
     if (usage) return { usage, isObject: true };
   }
   try {
@@ -43,80 +44,155 @@ export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boole
   }
 }
 
-/** The `"usage":{…}` object nearest the end (where vLLM and LiteLLM put it), if it reads as usage. */
-function lastUsageObject(raw: Buffer): Usage | null {
-  const at = raw.lastIndexOf(USAGE_MEMBER);
-  return at < 0 ? null : usageObjectAt(raw, at);
-}
-
 /** The longest usage object read after its member. */
 const MAX_USAGE_OBJECT = 4096;
 
-/** The `"usage":{…}` member at `at`, if its object is there whole and reads as usage. */
-function usageObjectAt(raw: Buffer, at: number): Usage | null {
-  let open = at + USAGE_MEMBER.length;
-  while (open < raw.length && isJsonSpace(raw[open]!)) open++;
-  if (raw[open] !== OPEN_BRACE) return null;
-  let depth = 0;
-  for (let i = open; i < raw.length && i < open + MAX_USAGE_OBJECT; i++) {
-    if (raw[i] === OPEN_BRACE) depth++;
-    else if (raw[i] === CLOSE_BRACE && --depth === 0) {
-      try {
-        return toUsage(JSON.parse(raw.toString("utf8", open, i + 1)) as UsageJson);
-      } catch {
-        return null;
-      }
-    }
-  }
-  return null;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COLON = 0x3a;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+/** The bytes of the key looked for. */
+const USAGE_KEY = Buffer.from("usage");
+
+/** The bytes that open or close a string, an object or an array. */
+const STRUCTURAL = new Uint8Array(256);
+for (const b of [QUOTE, OPEN_BRACE, CLOSE_BRACE, OPEN_BRACKET, CLOSE_BRACKET]) STRUCTURAL[b] = 1;
+
+/** The backslashes right before `end`, not counting any before `start`. */
+function backslashesBefore(bytes: Buffer, end: number, start: number): number {
+  let k = end;
+  while (k > start && bytes[k - 1] === BACKSLASH) k--;
+  return end - k;
 }
 
-const NOTHING = Buffer.alloc(0);
-
-/** What follows a member that usageObjectAt may read: the object, and the whitespace before it. */
-const USAGE_WINDOW = USAGE_MEMBER.length + 64 + MAX_USAGE_OBJECT;
+/** Where UsageScanner is after the answer's own string "usage": the key, its colon, then its value. */
+const After = { Nothing: 0, UsageString: 1, UsageColon: 2 } as const;
 
 /**
- * The usage of an answer too large to keep, found as it streams by: the last `"usage":` member
- * whose object reads as usage (a `"usage": null` or a string further on does not replace it),
- * with only the bytes after the latest member kept. Scanning the whole answer, not only its end,
- * matters: vLLM puts `prompt_logprobs`, which can be megabytes, after `usage`. (`"usage":` with
- * its quotes can only be a key: inside a JSON string a quote is escaped. A nested object with a
- * `usage` key that reads as usage, after the answer's own, would win; no upstream sends one.)
+ * The usage of a non-streamed answer, found as its bytes go by, in one piece or many: the answer's
+ * own `usage` member (the top-level object's) whose value is an object that reads as usage (a
+ * `"usage": null` or a string further on does not replace it; of two such members the last wins,
+ * as JSON.parse would have it). Only bytes of that object are kept. Scanning the whole answer, not
+ * only its end, matters: vLLM puts `prompt_logprobs`, which can be megabytes, after `usage`. And
+ * only the top level: an answer can echo the client's own JSON, with a `usage` member of the
+ * client's choosing, before or after its usage (a Responses answer's `tools`, and vLLM's
+ * `input_messages` with `enable_response_messages`, where a gpt-oss prompt carries each tool's
+ * JSON schema), which a search for the member's bytes took for the answer's.
  */
 export class UsageScanner {
-  /** The last bytes of what came before, to find a member split between two pieces. */
-  private carry = NOTHING;
-  /** From the latest member on, up to USAGE_WINDOW bytes. */
-  private pending: Buffer | null = null;
+  /** Objects and arrays open (1: inside the answer's own object). */
+  private depth = 0;
+  private inString = false;
+  /** The byte after a backslash, in a string. */
+  private escaped = false;
+  /** In a string at the top level: bytes read, and whether they are "usage" so far. */
+  private keyLength = 0;
+  private keyMatches = false;
+  private after: (typeof After)[keyof typeof After] = After.Nothing;
+  /** The usage object's bytes read so far, while it is read. */
+  private captured: Buffer[] | null = null;
+  private capturedLength = 0;
   private found: Usage | null = null;
 
   push(chunk: Uint8Array): void {
     const c = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    if (this.pending !== null && this.pending.length < USAGE_WINDOW) this.pending = Buffer.concat([this.pending, c.subarray(0, USAGE_WINDOW - this.pending.length)]);
-    // A member split between the previous piece and this one (the seam holds no other).
-    const keep = USAGE_MEMBER.length - 1;
-    const seam = Buffer.concat([this.carry, c.subarray(0, keep)]);
-    const split = seam.indexOf(USAGE_MEMBER);
-    if (split >= 0) {
-      this.settlePending();
-      this.pending = Buffer.concat([seam.subarray(split, this.carry.length), c.subarray(0, USAGE_WINDOW - (this.carry.length - split))]);
+    const n = c.length;
+    // The state in locals while the piece is read (a field's read and write cost more per byte).
+    let { depth, inString, escaped, keyLength, keyMatches, after } = this;
+    // Where the usage object starts in this piece, while it is read.
+    let from = 0;
+    let i = 0;
+    while (i < n) {
+      if (inString) {
+        if (depth === 1 && keyLength <= USAGE_KEY.length) {
+          // A top-level string's first bytes, one at a time: is it "usage"?
+          const b = c[i]!;
+          keyMatches &&= keyLength < USAGE_KEY.length ? b === USAGE_KEY[keyLength] : b === QUOTE && !escaped;
+          keyLength++;
+          if (escaped) escaped = false;
+          else if (b === BACKSLASH) escaped = true;
+          else if (b === QUOTE) {
+            inString = false;
+            after = keyMatches && keyLength === USAGE_KEY.length + 1 ? After.UsageString : After.Nothing;
+          }
+          i++;
+          continue;
+        }
+        if (escaped) {
+          escaped = false;
+          i++;
+          continue;
+        }
+        // The rest of the string, to its closing quote: the next quote not escaped (after an even run of backslashes).
+        const start = i;
+        const q = c.indexOf(QUOTE, start);
+        if (q < 0) {
+          escaped = backslashesBefore(c, n, start) % 2 === 1;
+          break;
+        }
+        i = q + 1;
+        if (backslashesBefore(c, q, start) % 2 === 1) continue;
+        inString = false;
+        if (depth === 1) after = After.Nothing; // longer than "usage"
+        continue;
+      }
+      // Below the top level only quotes and brackets matter: the bytes between (numbers, an
+      // embedding's thousands) are passed over without the rest of the tests.
+      if (depth > 1) {
+        while (i < n && STRUCTURAL[c[i]!] === 0) i++;
+        if (i === n) break;
+      }
+      const b = c[i]!;
+      i++;
+      if (isJsonSpace(b)) continue;
+      if (after === After.UsageString) after = b === COLON ? After.UsageColon : After.Nothing;
+      else if (after === After.UsageColon) {
+        after = After.Nothing;
+        if (b === OPEN_BRACE && depth === 1) {
+          this.captured = [];
+          this.capturedLength = 0;
+          from = i - 1;
+        }
+      }
+      if (b === QUOTE) {
+        inString = true;
+        keyLength = 0;
+        keyMatches = true;
+      } else if (b === OPEN_BRACE || b === OPEN_BRACKET) depth++;
+      else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) {
+        depth--;
+        if (depth === 1 && this.captured !== null) {
+          this.keep(c.subarray(from, i));
+          this.settle();
+        }
+      }
     }
-    for (let at = c.indexOf(USAGE_MEMBER); at >= 0; at = c.indexOf(USAGE_MEMBER, at + 1)) {
-      this.settlePending();
-      this.pending = Buffer.from(c.subarray(at, at + USAGE_WINDOW));
-    }
-    this.carry = Buffer.from(c.length >= keep ? c.subarray(c.length - keep) : Buffer.concat([this.carry, c]).subarray(-keep));
+    if (this.captured !== null) this.keep(c.subarray(from));
+    Object.assign(this, { depth, inString, escaped, keyLength, keyMatches, after });
   }
 
   usage(): Usage | null {
-    this.settlePending();
     return this.found;
   }
 
-  private settlePending(): void {
-    if (this.pending === null) return;
-    this.found = usageObjectAt(this.pending, 0) ?? this.found;
-    this.pending = null;
+  /** More of the usage object; one past MAX_USAGE_OBJECT is no usage (it is not read). */
+  private keep(bytes: Buffer): void {
+    if (this.captured === null) return;
+    this.capturedLength += bytes.length;
+    if (this.capturedLength > MAX_USAGE_OBJECT) this.captured = null;
+    else this.captured.push(Buffer.from(bytes));
+  }
+
+  /** The usage object is whole: it is the usage if it reads as one. */
+  private settle(): void {
+    const bytes = this.captured;
+    this.captured = null;
+    if (bytes === null) return;
+    try {
+      this.found = toUsage(JSON.parse(Buffer.concat(bytes).toString("utf8")) as UsageJson) ?? this.found;
+    } catch {
+      // Not JSON after all (the answer is malformed): not the usage.
+    }
   }
 }
