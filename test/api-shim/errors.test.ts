@@ -803,6 +803,29 @@ describe("upstream failures", () => {
     }
   });
 
+  it("an upstream that refuses the shim's credentials: /ready's log line says to set SHIM_UPSTREAM_API_KEY", async () => {
+    const w = await startShim({ fake: { apiKey: "upstream-secret" }, env: { SHIM_UPSTREAM_API_KEY: "wrong" } });
+    try {
+      const ready = await fetch(`${w.url}/ready`);
+      expect(ready.status).toBe(503);
+      expect(await ready.json()).toMatchObject({ status: "not_ready", upstream: "status 401" });
+      await vi.waitFor(() => expect(w.logs.join("\n")).toContain("set SHIM_UPSTREAM_API_KEY to the key it expects"));
+    } finally {
+      await w.close();
+    }
+  });
+
+  it("a route without its /v1 (a client's base URL missing it): the 404 says where the API is", async () => {
+    for (const [path, hint] of [["/chat/completions", "/v1/chat/completions"], ["/models", "/v1/models"], ["/responses", "/v1/responses"]]) {
+      const res = await fetch(`${h.url}${path}`, { method: path === "/models" ? "GET" : "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: path === "/models" ? undefined : "{}" });
+      expect(res.status).toBe(404);
+      expect(((await res.json()) as { error: { message: string } }).error.message).toContain(`the API is under /v1: ${hint}`);
+    }
+    // Any other unknown route says nothing more.
+    const other = await fetch(`${h.url}/v2/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}` } });
+    expect(((await other.json()) as { error: { message: string } }).error.message).toBe("Unknown route: POST /v2/chat/completions");
+  });
+
   it("upstream 503 and 429 → 503 with Retry-After", async () => {
     for (const status of [503, 429]) {
       h.fake.set({ failStatus: status });

@@ -78,6 +78,7 @@ async function probeModels(ctx: ShimContext, timeoutMs: number): Promise<Probe> 
     const { text } = await readLimited(res.body, MODEL_LIST_LIMIT);
     // A 404 for the model list: the upstream URL most likely lacks its /v1.
     if (res.status === 404) return { ok: false, detail: "status 404", hint: "the upstream answered 404 for <SHIM_UPSTREAM_URL>/models: SHIM_UPSTREAM_URL should be its base URL including /v1" };
+    if (res.status === 401 || res.status === 403) return { ok: false, detail: `status ${res.status}`, hint: `the upstream refused the shim's credentials (${res.status}) for <SHIM_UPSTREAM_URL>/models: set SHIM_UPSTREAM_API_KEY to the key it expects` };
     if (res.status !== 200) return { ok: false, detail: `status ${res.status}` };
     const list = parseModelList(text);
     if (list === null) return { ok: false, detail: "invalid model list" };
