@@ -325,7 +325,7 @@ async function apiError(res: Response, method: string, path: string, target: Adm
     // Not JSON (a proxy's HTML page): the start of the text is still the best clue.
   }
   const hint =
-    res.status === 401 ? `\nCheck the admin token (${target.source}).` :
+    res.status === 401 ? `\nCheck the admin token (${target.source}).${isLoopback(target.baseUrl) ? DEV_TOKEN_HINT : ""}` :
     res.status === 403 && path.startsWith("/admin") ? "\nIs this machine's address in the stack's gpu-sandbox:adminCidrs? nginx serves /admin only to those." :
     // The shim answers every 404 with its error object; another service (vLLM, a web server) does not.
     res.status === 404 && apiMessage === undefined ? `\n${target.baseUrl} is not the shim's admin API (its 404 is not the shim's error): is --url the tenant's endpoint (https://<host>, or https://<host>/v1)?` :
@@ -381,8 +381,15 @@ export function findKey(keys: readonly ApiKey[], given: string): ApiKey {
   throw new UsageError(`--key "${ref}": no key with that id or name; keys in use: ${shown}${more}`);
 }
 
+/** Whether `baseUrl` is this machine (loopback): a shim of `npm run shim`, most likely. */
+function isLoopback(baseUrl: string): boolean {
+  return /^(127\.\d+\.\d+\.\d+|0\.0\.0\.0|\[::1\]|(.+\.)?localhost\.?)$/i.test(new URL(baseUrl).hostname);
+}
+
 /** Whether requests to `baseUrl` leave this machine unencrypted: http:// to anything but loopback. */
 function sentInCleartext(baseUrl: string): boolean {
-  const { protocol, hostname } = new URL(baseUrl);
-  return protocol === "http:" && !/^(127\.\d+\.\d+\.\d+|0\.0\.0\.0|\[::1\]|(.+\.)?localhost\.?)$/i.test(hostname);
+  return new URL(baseUrl).protocol === "http:" && !isLoopback(baseUrl);
 }
+
+/** For a 401 from a shim on this machine: the token the banner of `npm run shim` printed is new at each start. */
+const DEV_TOKEN_HINT = " A local `npm run shim` makes a new admin token at each start (its banner prints it) unless SHIM_ADMIN_TOKEN is set.";

@@ -61,7 +61,7 @@ export async function resolveAdminTarget(flags: TargetFlags, deps: TargetDeps): 
   if (!token) {
     // The default's name is ours to print; a name given may be the token itself (see adminTokenVariable).
     const [which, more] = flags["admin-token-env"] === undefined ? [varName, ""] : ["the variable --admin-token-env names", `, and --admin-token-env takes ${NAME_NOT_TOKEN}`];
-    throw new UsageError(`${which} is not set: export the tenant's admin token in it (\`pulumi stack output adminToken --show-secrets\`); it is read from the environment only, never from a flag${more}`);
+    throw new UsageError(`${which} is not set: export the tenant's admin token in it (\`pulumi stack output adminToken --show-secrets\`; a local \`npm run shim\` prints its own at start); it is read from the environment only, never from a flag${more}`);
   }
   if (flags.ca !== undefined) trustCa(readCa(flags.ca));
   return {

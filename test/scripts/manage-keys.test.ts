@@ -279,7 +279,7 @@ describe("manage-keys against a real shim", () => {
     const r = await keys(["list", "--url", h.url], { env: { GPU_SANDBOX_ADMIN_TOKEN: "not-the-token" } });
     expect(r.code).toBe(1);
     expect(r.err).toContain("admin API GET /admin/keys failed: 401 invalid_admin_token: Invalid admin token.");
-    expect(r.err).toContain("Check the admin token ($GPU_SANDBOX_ADMIN_TOKEN).");
+    expect(r.err).toContain("Check the admin token ($GPU_SANDBOX_ADMIN_TOKEN). A local `npm run shim` makes a new admin token at each start");
     expect(r.err).not.toMatch(/\n\s+at /);
     const named = await keys(["list", "--url", h.url, "--admin-token-env", "ACME_ADMIN"], { env: { ACME_ADMIN: "wrong" } });
     expect(named.code).toBe(1);
@@ -359,7 +359,7 @@ describe("manage-keys against a real shim", () => {
   it("the admin token must be in the environment", async () => {
     const r = await keys(["list", "--url", h.url], { env: {} });
     expect(r.code).toBe(1);
-    expect(r.err).toContain("GPU_SANDBOX_ADMIN_TOKEN is not set: export the tenant's admin token in it");
+    expect(r.err).toContain("GPU_SANDBOX_ADMIN_TOKEN is not set: export the tenant's admin token in it (`pulumi stack output adminToken --show-secrets`; a local `npm run shim` prints its own at start)");
   });
 
   it("a flag given twice is refused, naming it, before anything is sent (not the last one silently)", async () => {
