@@ -77,6 +77,8 @@ describe("parameters that silence a stream", () => {
     // one of the request's own tools', and OpenAI's are at most 64 characters.
     ["chat", { tools: [{ type: "function", function: { name: "f".repeat(65), parameters: { type: "object" } } }], tool_choice: "required" }, "tools"],
     ["responses", { tools: [{ type: "namespace", name: "ns", tools: [{ type: "function", name: "9".repeat(6000), parameters: {} }] }] }, "tools"],
+    // vLLM names a namespace's tools `<namespace>__<name>` and has the model generate that whole.
+    ["responses", { tools: [{ type: "namespace", name: "n".repeat(6000), description: "", tools: [{ type: "function", name: "f", parameters: {} }] }], tool_choice: "required" }, "tools"],
     ["responses", { stream_interval: 50 }, "stream_interval"],
   ];
   for (const [route, extra, param] of refusals) {
@@ -96,6 +98,33 @@ describe("parameters that silence a stream", () => {
       expect((await h.store.getKey(keyId))!.balance).toBe(balance);
     });
   }
+
+  it("a tool name over 64 characters is refused naming where it is: a chat function's, a Responses function's, a namespace's own", async () => {
+    const long = "n".repeat(65);
+    const fn = { type: "function", name: "f", parameters: { type: "object" } };
+    const refused = async (route: "chat" | "responses", tools: unknown[]) => {
+      const request = route === "chat"
+        ? client.chat.completions.create({ model: "qwen2.5-7b", messages, stream: true, tools } as never)
+        : client.responses.create({ model: "qwen2.5-7b", input: "hi", stream: true, tools } as never);
+      const err = (await request.then(() => null, (e: unknown) => e)) as BadRequestError;
+      expect(err.param).toBe("tools");
+      return err.message;
+    };
+    expect(await refused("chat", [{ type: "function", function: { name: "f", parameters: {} } }, { type: "function", function: { name: long, parameters: {} } }])).toContain("'tools[1].function.name'");
+    expect(await refused("responses", [fn, { type: "namespace", name: "ns", tools: [fn, { ...fn, name: long }] }])).toContain("'tools[1].tools[1].name'");
+    expect(await refused("responses", [fn, { type: "namespace", name: long, description: "", tools: [fn] }])).toContain("'tools[1].name'");
+  });
+
+  it("streams Codex CLI's MCP namespaces, whose namespace and tool names fit 64 characters together (vLLM's `__` between them makes 66)", async () => {
+    // Codex (codex-rs/codex-mcp/src/mcp_tool_names.rs) keeps `mcp__<server>__` + the tool's name within 64 bytes, hashing longer ones to fit.
+    const tool = { type: "function", name: "create_or_update_file_contents_in_a_repository_0123", description: "", strict: false, parameters: { type: "object", properties: {} } };
+    const namespace = { type: "namespace", name: "mcp__github__", description: "GitHub", tools: [tool] };
+    expect(namespace.name.length + tool.name.length).toBe(64);
+    let text = "";
+    const events = await client.responses.create({ model: "qwen2.5-7b", input: "hi", stream: true, tools: [namespace] } as never);
+    for await (const e of events as unknown as AsyncIterable<{ type: string; delta?: string }>) if (e.type === "response.output_text.delta") text += e.delta;
+    expect(text).not.toBe("");
+  });
 
   it("is not refused where it silences nothing: stream_interval 1 or null on a stream, and each of them on a non-streamed request (charged from vLLM's usage)", async () => {
     const streamed = async (extra: Record<string, unknown>) => {

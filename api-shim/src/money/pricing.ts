@@ -235,6 +235,8 @@ export interface HoldInput {
   unboundedParts: number;
   /** Bytes of the body that the chat template prints again as JSON: RENDERED_JSON_TOKENS_PER_BYTE tokens each. */
   renderedJsonBytes?: number;
+  /** Bytes of text the prompt renders more often than the body carries it (repeated-text.ts): one token at most each, as the body's. */
+  repeatedTextBytes?: number;
   /** The model's context does not bound a prompt (embeddings, which vLLM may embed in pieces): its bytes do, plus a context's worth per unbounded part. */
   promptMayExceedContext?: boolean;
   /** max_completion_tokens / max_tokens from the request, when given: the bound of each output. */
@@ -302,7 +304,7 @@ export class Pricer {
     // once (a grown byte is in a string, which templates print as is: one token at most); not for
     // embeddings with media on a model whose maxModelLen is known, each part holding a context.
     const rendered = (input.renderedJsonBytes ?? 0) * (RENDERED_JSON_TOKENS_PER_BYTE - 1);
-    let textBound = input.bodyBytes + rendered + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
+    let textBound = input.bodyBytes + (input.repeatedTextBytes ?? 0) + rendered + (input.templated ? CHAT_TEMPLATE_TOKENS : 0);
     if (input.normalizationGrowth && (maxLen === null || (!unbounded && textBound < context))) textBound += input.normalizationGrowth();
     return context !== Infinity ? Math.min(textBound, context) : textBound + input.unboundedParts * (maxLen ?? DEFAULT_MAX_COMPLETION_TOKENS);
   }

@@ -5,6 +5,7 @@ import { checkEmbeddingsRequest } from "./embeddings-request.ts";
 import { invalidParam } from "../errors.ts";
 import { spliceMemberValue } from "./json-splice.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
+import { repeatedTextBytes, repeatedTexts } from "./repeated-text.ts";
 import { TokenEstimate } from "../money/pricing.ts";
 import { inferenceBody, jsonBytes, pydanticBool, streamFlag } from "./common-params.ts";
 
@@ -44,6 +45,8 @@ export interface InferenceRequest {
    * calls' arguments): each may become up to RENDERED_JSON_TOKENS_PER_BYTE tokens. 0 when none.
    */
   renderedJsonBytes: number;
+  /** Bytes of text the prompt renders more often than the body carries it (repeated-text.ts): a tool output's call name, a Responses request's first system item. */
+  repeatedTextBytes: number;
   /**
    * The model's context does not bound a prompt: embeddings (of `input` or `messages`), which
    * vLLM with chunked processing (`--pooler-config` with enable_chunked_processing, through
@@ -139,6 +142,7 @@ export function parseInferenceRequest(kind: Exclude<InferenceKind, "responses">,
     templated,
     unboundedParts: templated ? mediaParts(b.messages) + (bringsChatTemplate(b) ? 1 : 0) : 0,
     renderedJsonBytes: templated ? renderedJsonBytes(b) : 0,
+    repeatedTextBytes: kind === "chat" ? repeatedTextBytes(kind, b) : 0,
     promptMayExceedContext: kind === "embeddings",
     echo: pydanticBool(b.echo) === true && (kind !== "chat" || echoesLastMessage(b)),
     clientWantsUsage: wantsUsage,
@@ -333,6 +337,8 @@ export function normalizationGrowth(kind: InferenceKind, body: Record<string, un
     }
   };
   visit(promptFields(kind, body));
+  // Text rendered twice grows twice.
+  if (kind === "chat" || kind === "responses") visit(repeatedTexts(kind, body));
   return growth;
 }
 

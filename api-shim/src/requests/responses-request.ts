@@ -2,6 +2,7 @@ import { mediaParts } from "./content-parts.ts";
 import { invalidParam } from "../errors.ts";
 import type { InferenceRequest } from "./inference-request.ts";
 import { refuseInternalMediaUrls } from "./media-urls.ts";
+import { repeatedTextBytes } from "./repeated-text.ts";
 import { responsesTools } from "./responses-tools.ts";
 import { inferenceBody, jsonBytes, streamFlag } from "./common-params.ts";
 
@@ -16,7 +17,8 @@ import { inferenceBody, jsonBytes, streamFlag } from "./common-params.ts";
  * the model's chat template as a chat's messages are: the estimate reads `input`'s items as
  * messages (inference-request.ts, promptFields and addMessages), media parts (`input_image`,
  * `input_file`, audio) as chat's media parts, and the hold counts a template's tokens and the JSON
- * it prints again (tools, earlier calls' arguments) as chat's does.
+ * it prints again (tools, earlier calls' arguments) as chat's does, and the text gpt-oss's harmony
+ * path renders twice (repeated-text.ts: each output's call name, the first system item) once more.
  */
 export function parseResponsesRequest(body: unknown): InferenceRequest {
   const { b, model } = inferenceBody(body);
@@ -50,6 +52,7 @@ export function parseResponsesRequest(body: unknown): InferenceRequest {
     // enabled) is one more part the body's bytes do not bound, as a chat template a request brings.
     unboundedParts: mediaParts(input) + (b.previous_response_id != null || b.conversation != null ? 1 : 0),
     renderedJsonBytes: renderedJsonBytes(b.tools, input),
+    repeatedTextBytes: repeatedTextBytes("responses", b),
     promptMayExceedContext: false,
     echo: false,
     // Chat's stream_options: a Responses stream always ends with its usage, and none is hidden.

@@ -53,8 +53,9 @@ export function refuseChosenSilences(b: Record<string, unknown>, vllm: boolean, 
   if (!vllm) return;
   // With tool_choice "required" vLLM writes nothing until a call's name is whole, and the name is
   // one of the request's own tools': OpenAI allows 64 characters, a client could declare 6,000.
-  if (toolNames(b.tools).some((name) => !isWithin(name, MAX_TOOL_NAME_CHARS))) {
-    throw invalidParam(`A tool name longer than ${MAX_TOOL_NAME_CHARS} characters is not accepted on a stream: vLLM may generate it without writing it, which cannot be metered if the client leaves.`, "tools");
+  const long = toolNames(b.tools).find(({ name }) => !isWithin(name, MAX_TOOL_NAME_CHARS));
+  if (long) {
+    throw invalidParam(`A tool name longer than ${MAX_TOOL_NAME_CHARS} characters ('${long.at}') is not accepted on a stream: vLLM may generate it without writing it, which cannot be metered if the client leaves.`, "tools");
   }
   // A short answer bounds what forced special tokens can hide (a yes/no classifier: a positive bias, one token).
   if (pydanticBool(b.skip_special_tokens) !== false && mostTokens > MAX_UNSEEN_TOKENS) refuseForcedSpecialTokens(b);
@@ -66,13 +67,22 @@ export const MAX_UNSEEN_TOKENS = 16;
 /** The longest tool name a stream takes: OpenAI's own limit (`^[a-zA-Z0-9_-]{1,64}$`). */
 const MAX_TOOL_NAME_CHARS = 64;
 
-/** The function names of `tools`, as chat (`function.name`) or the Responses API (`name`, a namespace's in its place: responsesTools) gives them. */
-function toolNames(tools: unknown): string[] {
-  return responsesTools(tools).flatMap(({ tool }): string[] => {
-    if (tool === null || typeof tool !== "object") return [];
+/**
+ * The function names of `tools` with their paths, as chat (`function.name`) or the Responses API
+ * (`name`, a namespace's in its place: responsesTools) gives them, and each namespace's own `name`.
+ * vLLM has the model generate `<namespace>__<name>` (vllm/tool_parsers/utils.py
+ * flat_namespace_tool_name): each part is held to the limit, not the whole, as Codex CLI keeps its
+ * MCP tools' namespace and name within 64 together (mcp_tool_names.rs), which vLLM's `__` makes 66.
+ */
+function toolNames(tools: unknown): { at: string; name: string }[] {
+  return responsesTools(tools).flatMap(({ at, tool, namespace }) => {
+    const names: { at: string; name: string }[] = [];
+    if (namespace && typeof namespace.name === "string") names.push({ at: `${namespace.at}.name`, name: namespace.name });
+    if (tool === null || typeof tool !== "object") return names;
     const t = tool as { name?: unknown; function?: { name?: unknown } | null };
-    const name = t.function?.name ?? t.name;
-    return typeof name === "string" ? [name] : [];
+    const own = t.function?.name != null ? { at: `${at}.function.name`, name: t.function.name } : { at: `${at}.name`, name: t.name };
+    if (typeof own.name === "string") names.push({ at: own.at, name: own.name });
+    return names;
   });
 }
 
