@@ -79,3 +79,47 @@ describe("ResponsesMeter", () => {
     expect(m.usage(false).completionTokens).toBe(both);
   });
 });
+
+/** The cut-stream estimate's items sent whole, each once (cases a mutation review found no test reached). */
+describe("ResponsesMeter: items sent whole, each counted once", () => {
+  const words = (w: string, n = 100) => Array.from({ length: n }, () => w).join(" "); // 100 words of 4 letters: ~125 tokens
+  const done = (index: number | undefined, item: Record<string, unknown>) =>
+    `event: response.output_item.done\ndata: ${JSON.stringify({ item, ...(index === undefined ? {} : { output_index: index }), sequence_number: 50, type: "response.output_item.done" })}`;
+  const message = (text: string) => ({ id: "msg_1", type: "message", content: [{ type: "output_text", text }] });
+
+  it("an item sent whole is counted once, not twice", () => {
+    const m = new ResponsesMeter(100_000);
+    m.process(done(0, message(words("bbbb"))));
+    const one = m.usage(false).completionTokens;
+    expect(one).toBeGreaterThanOrEqual(100);
+    expect(one).toBeLessThanOrEqual(160);
+    const solo = new ResponsesMeter(100_000);
+    solo.process(done(0, message(`${words("bbbb")} ${words("bbbb")}`)));
+    expect(solo.usage(false).completionTokens).toBeGreaterThan(one * 1.8); // and twice the text is about twice
+  });
+
+  it("deltas and items without output_index: the same text is not counted twice", () => {
+    const m = new ResponsesMeter(100_000);
+    for (let i = 0; i < 4; i++) m.process(`event: response.output_text.delta\ndata: {"delta":"${words("aaaa")} ","type":"response.output_text.delta"}`);
+    const deltas = m.usage(false).completionTokens;
+    m.process(done(undefined, message(`${words("aaaa")} `.repeat(4))));
+    expect(m.usage(false).completionTokens).toBe(deltas);
+  });
+
+  it("reads output_index as JSON with spaces too (json.dumps' default separators)", () => {
+    const m = new ResponsesMeter(100_000);
+    m.process(done(0, message(words("bbbb"))));
+    const whole = m.usage(false).completionTokens;
+    for (let i = 0; i < 4; i++) m.process(`event: response.output_text.delta\ndata: {"content_index": 0, "delta": "${words("aaaa")} ", "output_index": 1, "type": "response.output_text.delta"}`);
+    expect(m.usage(false).completionTokens).toBeGreaterThanOrEqual(whole + 400);
+  });
+
+  it("a reasoning item's summary and a refusal sent whole count", () => {
+    const r = new ResponsesMeter(100_000);
+    r.process(done(0, { id: "rs_1", type: "reasoning", summary: [{ type: "summary_text", text: words("cccc") }] }));
+    expect(r.usage(false).completionTokens).toBeGreaterThanOrEqual(100);
+    const f = new ResponsesMeter(100_000);
+    f.process(done(0, { id: "msg_1", type: "message", content: [{ type: "refusal", refusal: words("dddd") }] }));
+    expect(f.usage(false).completionTokens).toBeGreaterThanOrEqual(100);
+  });
+});
