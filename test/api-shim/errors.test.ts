@@ -163,6 +163,29 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(h.fake.counters.received).toBe(received);
   });
 
+  it("400 for vLLM's members that give the engine another prompt than the request's (kv_transfer_params, prompt_token_ids), on every route (found by a hostile-tenant review)", async () => {
+    // vLLM (PR #48145) feeds kv_transfer_params.prompt_token_ids to the engine in place of the
+    // rendered messages, on any server: 60,000 ids with a one-word message were charged as one word
+    // to a client that left; newer vLLM takes a top-level prompt_token_ids on chat too.
+    const c = h.client(key);
+    const received = h.fake.counters.received;
+    const ids = { prompt_token_ids: [1, 2, 3] };
+    for (const [extra, param] of [[{ kv_transfer_params: ids }, "kv_transfer_params"], [{ kv_transfer_params: { do_remote_prefill: true } }, "kv_transfer_params"], [ids, "prompt_token_ids"]] as const) {
+      for (const send of [
+        () => c.chat.completions.create({ ...chat, ...extra } as never),
+        () => c.chat.completions.create({ ...chat, stream: true, ...extra } as never),
+        () => c.completions.create({ model: "qwen2.5-7b", prompt: "hi", ...extra } as never),
+        () => c.responses.create({ model: "qwen2.5-7b", input: "hi", ...extra } as never),
+      ]) {
+        const e = await failure(send);
+        expect(e, JSON.stringify(extra)).toBeInstanceOf(BadRequestError);
+        expect(e.param).toBe(param);
+        expect((e.error as { message: string }).message).toContain(`'${param}' is not accepted`);
+      }
+    }
+    expect(h.fake.counters.received).toBe(received);
+  });
+
   it("400 for a tier or search a provider bills above the model's price, for a provider's model or one that may be (no maxModelLen)", async () => {
     const refused: Record<string, unknown>[] = [
       // Tiers billed above the model's price: OpenAI's priority processing; `auto`, which LiteLLM

@@ -115,6 +115,16 @@ describe("what the hold counts again, on ordinary requests", () => {
       { role: "tool", tool_call_id: "nowhere", content: "?" },
     ];
     expect(parseInferenceRequest("chat", { model: "m", messages }).repeatedTextBytes).toBe("get_weather".length + "get_time".length);
+    // vLLM looks a tool message up by tool_call_id, "" when it has none (chat_msg.get("tool_call_id", "")),
+    // and files a call under its id, None when it has none: a call whose id is "" answers the tool
+    // messages without one, and a call without an id answers none (found by a hostile-tenant review).
+    const unnamed = [
+      { role: "assistant", content: null, tool_calls: [{ id: "", type: "function", function: { name: "looked_up_by_empty_id", arguments: "{}" } }, { type: "function", function: { name: "without_id", arguments: "{}" } }] },
+      { role: "tool", content: "1" },
+      { role: "tool", content: "2" },
+      { role: "tool", tool_call_id: null, content: "3" },
+    ];
+    expect(parseInferenceRequest("chat", { model: "m", messages: unnamed }).repeatedTextBytes).toBe(2 * "looked_up_by_empty_id".length + "without_id".length);
     expect(parseInferenceRequest("completions", { model: "m", prompt: "hi" }).repeatedTextBytes).toBe(0);
   });
 });

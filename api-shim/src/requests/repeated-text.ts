@@ -42,7 +42,11 @@ function responsesCallNames(items: Record<string, unknown>[]): string[] {
   return items.flatMap((item) => (item.type === "function_call_output" && names.has(item.call_id) ? [names.get(item.call_id)!] : []));
 }
 
-/** For each `tool` message, the name of the assistant's tool call its `tool_call_id` names. */
+/**
+ * For each `tool` message, the name of the assistant's tool call its `tool_call_id` names, keyed as
+ * vLLM keys them (harmony_utils.py): a call under its `id`, None (null here) without one; a tool
+ * message by `chat_msg.get("tool_call_id", "")`, so one without the member answers a call whose id is "".
+ */
 function chatToolNames(messages: Record<string, unknown>[]): string[] {
   const names = new Map<unknown, string>();
   for (const m of messages) {
@@ -50,10 +54,13 @@ function chatToolNames(messages: Record<string, unknown>[]): string[] {
     for (const call of m.tool_calls) {
       if (call === null || typeof call !== "object") continue;
       const fn = (call as { function?: unknown }).function;
-      longest(names, (call as { id?: unknown }).id, fn !== null && typeof fn === "object" ? (fn as { name?: unknown }).name : undefined);
+      longest(names, "id" in call ? (call as { id?: unknown }).id : null, fn !== null && typeof fn === "object" ? (fn as { name?: unknown }).name : undefined);
     }
   }
-  return messages.flatMap((m) => (m.role === "tool" && names.has(m.tool_call_id) ? [names.get(m.tool_call_id)!] : []));
+  return messages.flatMap((m) => {
+    const id = "tool_call_id" in m ? m.tool_call_id : "";
+    return m.role === "tool" && names.has(id) ? [names.get(id)!] : [];
+  });
 }
 
 /** Keeps the longest of the names given one id: vLLM takes one of them (the last before, or the last of all), and the longest bounds it. */
