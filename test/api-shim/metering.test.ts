@@ -43,8 +43,9 @@ describe("the completion count of a stream without usage", () => {
     kinds.process(delta({ function_call: { arguments: "say \"hi\"" } }));
     kinds.process(delta({ refusal: "你好" }));
     kinds.process(delta({ audio: { id: "a", data: "AAAA", transcript: "abcd" } }));
-    // Digits and non-ASCII characters: 1 2 你 好 (4); other bytes: 4 + 4 + 8 (`{"q":""}`) + 8 + 4 = 28 → 7.
-    expect(kinds.usage(false).completionTokens).toBe(4 + 7);
+    // Digits and non-ASCII characters: 1 2 你 好 (4); other bytes: 4 + 4 + 1 (the call's name `f`) +
+    // 8 (`{"q":""}`) + 8 + 4 = 29 → 8.
+    expect(kinds.usage(false).completionTokens).toBe(4 + 8);
     // Never below the chunks: six chunks of one letter each.
     const short = meter();
     for (let i = 0; i < 6; i++) short.process(delta({ content: "a" }));

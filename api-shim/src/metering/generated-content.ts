@@ -8,16 +8,25 @@
  * Members whose string is generated text: a delta's content, reasoning and refusal, a completion
  * choice's `text`, a call's `arguments`, audio's `transcript`. With GENERATED_STRUCTURES the one
  * list of what is generated, for GENERATED (events read unparsed) and hasContent (parsed ones).
+ * A call's `name` is generated text too (CALL_NAME), though not content by itself.
  */
 const GENERATED_TEXT = ["content", "text", "reasoning_content", "reasoning", "refusal", "arguments", "transcript"];
+/**
+ * A call's `name` (a tool call's `function`, a `function_call`): the model's output as much as its
+ * arguments (gpt-oss writes the recipient in its message header, other models the name in the
+ * call's text; vLLM sends it once, whole). Only a call's counts (isCallName): in vLLM's, LiteLLM's
+ * and OpenAI's chat and completions chunks no other member is named `name`, but LiteLLM passes a
+ * provider's unknown members on. Not in hasContent's list: the call holding it is content already.
+ */
+export const CALL_NAME = "name";
 /** Delta members whose value is generated content by itself (a call, audio): an array of objects, or an object. */
 const GENERATED_STRUCTURES: Record<string, "array" | "object"> = { tool_calls: "array", function_call: "object", audio: "object" };
 /**
- * A member of GENERATED_TEXT up to its string's opening quote (read on to its closing
+ * A member of GENERATED_TEXT or CALL_NAME up to its string's opening quote (read on to its closing
  * one for the estimate), or of GENERATED_STRUCTURES up to its first object's opening brace.
  */
 export const GENERATED = new RegExp(
-  `"(?:(?:${GENERATED_TEXT.join("|")})"\\s*:\\s*"|(?:${Object.entries(GENERATED_STRUCTURES)
+  `"(?:(?:${[...GENERATED_TEXT, CALL_NAME].join("|")})"\\s*:\\s*"|(?:${Object.entries(GENERATED_STRUCTURES)
     .map(([member, kind]) => `${member}"\\s*:\\s*${kind === "array" ? "\\[\\s*\\{" : "\\{"}`)
     .join("|")}))`,
   "g",
@@ -38,3 +47,26 @@ export function hasContent(choice: { delta?: Record<string, unknown>; text?: unk
   return false;
 }
 
+
+/** JSON's whitespace, read back from `i`: the index of the first other character at or before it. */
+function skipBack(data: string, i: number): number {
+  for (let c = data.charCodeAt(i); c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09; c = data.charCodeAt(--i));
+  return i;
+}
+
+/**
+ * Whether the member `name` whose opening quote is at `at` in an event's text is a call's, read
+ * without parsing: the first member of the object that is the value of `function` or
+ * `function_call` (vLLM's and OpenAI's order: name, arguments), or the one right after that
+ * object's `arguments` string, which ended (past its closing quote) at `argumentsEnd` (LiteLLM's
+ * order: arguments, name).
+ */
+export function isCallName(data: string, at: number, argumentsEnd: number): boolean {
+  let i = skipBack(data, at - 1);
+  if (data.charCodeAt(i) === 0x2c) return skipBack(data, i - 1) === argumentsEnd - 1; // ','
+  if (data.charCodeAt(i) !== 0x7b) return false; // '{'
+  i = skipBack(data, i - 1);
+  if (data.charCodeAt(i) !== 0x3a) return false; // ':'
+  i = skipBack(data, i - 1);
+  return data.startsWith('"function"', i - 9) || data.startsWith('"function_call"', i - 14);
+}

@@ -4,7 +4,7 @@ import { type Counts, readCounts, toUsage, type UsageJson } from "./usage-json.t
 import { deliveredTokens } from "./token-count.ts";
 import type { Meter, MeteredEvent, UsageEvent } from "./meter.ts";
 import { errorBody, type ShimError } from "../errors.ts";
-import { GENERATED, hasContent, isObject } from "./generated-content.ts";
+import { GENERATED, hasContent, isCallName, isObject } from "./generated-content.ts";
 
 /**
  * Reads a streamed completion as it passes through: the upstream's usage (final usage chunk,
@@ -44,7 +44,7 @@ interface ChunkJson {
   object?: unknown;
   created?: unknown;
   model?: unknown;
-  choices?: { index?: unknown; delta?: Record<string, unknown>; text?: unknown; finish_reason?: unknown }[];
+  choices?: { index?: unknown; delta?: Record<string, unknown>; text?: unknown; finish_reason?: unknown; token_ids?: unknown }[];
   usage?: UsageJson | null;
   error?: unknown;
 }
@@ -63,6 +63,13 @@ export class StreamMeter implements Meter {
   private readonly running = new Map<number, Usage>();
   /** Choices that carried generated content: each carries at least one token. */
   generated = 0;
+  /**
+   * The ids of the tokens generated that the choices carried (vLLM's `token_ids`, asked with
+   * `return_token_ids`): an exact count, on chunks whose delta is empty too (vLLM still writes
+   * one where a tool parser or harmony's header holds text back). Never the prompt's: those are
+   * chat's first chunk's `prompt_token_ids`, a completion choice's, and an echoed chunk's (left out).
+   */
+  private tokenIds = 0;
   /** The tokens of the generated text seen (its string values), estimated: one chunk may carry many tokens. */
   private readonly text = new TokenEstimate();
   /** An event's `reasoning` and `reasoning_content`, apart: some vLLM releases write the same text in both, which counts once. */
@@ -105,8 +112,10 @@ export class StreamMeter implements Meter {
     // differ: vLLM writes compact JSON, Python's json.dumps (some LiteLLM versions) does not.
     // Chunks with several choices count once here (the text estimate counts each one's). A
     // finish (once per output) is parsed, for which output it ends, and with `echo` each chunk
-    // until every output's echo came, for whose it is.
-    if (!this.echoing && !USAGE_OBJECT.test(data) && !data.includes('"error"') && !FINISH.test(data)) {
+    // until every output's echo came, for whose it is. So is a chunk with token ids (each
+    // choice's are counted; vLLM 0.11 writes `"token_ids":null` on every chunk, left here):
+    // one pattern (PARSED) finds the three, in one scan of the chunk.
+    if (!this.echoing && !PARSED.test(data) && !data.includes('"error"')) {
       if (!this.began) this.began = A_CHOICE.test(data);
       if (this.readGenerated(data)) this.generated++;
       return { kind: "chunk", forward: event };
@@ -136,9 +145,14 @@ export class StreamMeter implements Meter {
     // each output's chunks up to its finish), so usage on it is LiteLLM's last chunk, the whole
     // request's, though LiteLLM sent one finish for all of `n` and running usage was asked.
     const afterItsFinish = choices.length > 0 && this.finished.has(indexOf(choices[0]));
-    const tokenless = this.echoing ? this.readEchoed(choices) : (this.readGenerated(data), []);
+    const echoed = this.echoing ? this.readEchoed(choices) : (this.readGenerated(data), []);
     for (const c of choices) {
-      if (hasContent(c) && !tokenless.includes(c)) this.generated++;
+      const echo = echoed.includes(c);
+      // A chat delta echoed is the last message alone: no token. An echoed chunk's ids are not
+      // counted: vLLM writes the output's there, but the prompt's ids with it would be the
+      // prompt's; `counted` takes the one token it is known to carry (echoTokens).
+      if (hasContent(c) && !(echo && isObject(c.delta))) this.generated++;
+      if (!echo && Array.isArray(c.token_ids)) this.tokenIds += c.token_ids.length;
       if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
     }
     // Ollama, asked for usage, puts a zeroed usage on every /v1/completions chunk, its finish chunk
@@ -177,6 +191,8 @@ export class StreamMeter implements Meter {
   private readGenerated(data: string): boolean {
     let content = false;
     let reasoning = false;
+    /** Where the last `arguments` string ended: a call's `name` may follow it (LiteLLM's order). */
+    let argumentsEnd = -1;
     GENERATED.lastIndex = 0;
     while (GENERATED.test(data)) {
       const at = GENERATED.lastIndex;
@@ -184,16 +200,19 @@ export class StreamMeter implements Meter {
         content = true; // a call's or audio's object
         continue;
       }
-      if (data.charCodeAt(at) !== 0x22) content = true; // a string, not empty
       // The member's name ends at the quote before its value's (only ':' and spaces between).
       // Read back from there rather than captured: exec's match array cost more per event.
       let q = at - 2;
       while (data.charCodeAt(q) !== 0x22) q--;
+      // A `name` is generated text only as a call's (generated-content.ts, CALL_NAME).
+      if (data.startsWith('"name"', q - 5) && !isCallName(data, q - 5, argumentsEnd)) continue;
+      if (data.charCodeAt(at) !== 0x22) content = true; // a string, not empty
       let into = this.text;
       if (data.startsWith('"reasoning"', q - 10)) into = this.reasoning;
       else if (data.startsWith('"reasoning_content"', q - 18)) into = this.reasoningContent;
       if (into !== this.text) reasoning = true;
       GENERATED.lastIndex = into.addString(data, at);
+      if (data.startsWith('"arguments"', q - 10)) argumentsEnd = GENERATED.lastIndex;
     }
     if (reasoning) this.text.addLarger(this.reasoning, this.reasoningContent);
     return content;
@@ -203,10 +222,10 @@ export class StreamMeter implements Meter {
    * With `echo`, a parsed chunk's choices: an output's first with content is the text echoed
    * (with, in vLLM's completions, the first token: `counted` adds one for it; a chat delta is the
    * last message alone), left out of the estimate; the others' text is counted as `readGenerated`
-   * counts it. Returns the echoed choices that carried no token (chat's).
+   * counts it. Returns the echoed choices.
    */
   private readEchoed(choices: NonNullable<ChunkJson["choices"]>): unknown[] {
-    const tokenless: unknown[] = [];
+    const echoed: unknown[] = [];
     for (const c of choices) {
       const index = indexOf(c);
       if (this.echoed.has(index) || !hasContent(c)) {
@@ -214,23 +233,29 @@ export class StreamMeter implements Meter {
         continue;
       }
       this.echoed.add(index);
-      if (isObject(c.delta)) tokenless.push(c);
-      else this.echoTokens++;
+      echoed.push(c);
+      if (!isObject(c.delta)) this.echoTokens++;
     }
     if (this.echoed.size >= this.options.outputs) this.echoing = false;
-    return tokenless;
+    return echoed;
   }
 
   /**
    * Completion tokens where the upstream reported none: the chunks that carried content (each at
-   * least one token), or the estimate of their text when more (vLLM merges a lagging consumer's
-   * tokens into one chunk), within the most the outputs may generate (the estimate may be more
-   * than the tokens). With `echo`, each output's echoed chunk counts the token it carried (one in
-   * completions, where vLLM's first token rides with the prompt; none in chat), not its text.
+   * least one token), or the estimate of their text, or the token ids delivered, when more (vLLM
+   * merges a lagging consumer's tokens into one chunk), within the most the outputs may generate
+   * (the estimate may be more than the tokens). With `echo`, each output's echoed chunk counts the
+   * token it carried (one in completions, where vLLM's first token rides with the prompt; none in
+   * chat), not its text.
    */
   private get counted(): number {
-    const estimate = this.text.tokens + this.echoTokens;
+    const estimate = Math.max(this.text.tokens, this.tokenIds) + this.echoTokens;
     return deliveredTokens(this.generated, estimate, this.options.maxCompletion ?? Infinity);
+  }
+
+  /** The fewest completion tokens the client is known to have received: the chunks with content, or the ids delivered (within the bound) when more. */
+  private get delivered(): number {
+    return Math.max(this.generated, Math.min(this.tokenIds, this.options.maxCompletion ?? Infinity));
   }
 
   /** A failure told inside a chat or completions stream: an event holding the error body. */
@@ -289,7 +314,7 @@ export class StreamMeter implements Meter {
    * chunk (the role, no content) already carries the prompt's tokens and 0 completion tokens.
    */
   get contentSeen(): boolean {
-    if (this.generated > 0 || this.finalUsage !== null) return true;
+    if (this.generated > 0 || this.tokenIds > 0 || this.finalUsage !== null) return true;
     for (const u of this.running.values()) if (u.completionTokens > 0) return true;
     return false;
   }
@@ -298,12 +323,12 @@ export class StreamMeter implements Meter {
    * What to charge for: the upstream's last usage-only chunk, each count on its own (a prompt it
    * does not report is estimated as below, a completion count the content chunks seen). When it
    * ended the answer its figures are the answer's; when content came after it (it came early),
-   * they are, like running usage, never taken below the content chunks seen, and its prompt is
+   * they are, like running usage, never taken below `delivered`, and its prompt is
    * charged only when `promptOwed`. Else (stream cut short) the running usage: each output's
    * latest completion tokens summed, each prompt's tokens once (outputs i and j share a prompt
-   * when ⌊i/n⌋ = ⌊j/n⌋); else `counted`, the content-bearing chunks or the estimate of their
-   * text, whichever is more, as completion tokens. A running count is never taken below
-   * the content chunks seen. The prompt is charged only when `promptOwed` (stream.ts decides):
+   * when ⌊i/n⌋ = ⌊j/n⌋); else `counted`, the content-bearing chunks, the estimate of their
+   * text or the token ids delivered, whichever is more, as completion tokens. A running count is
+   * never taken below `delivered` (the content chunks seen, the ids). The prompt is charged only when `promptOwed` (stream.ts decides):
    * from the running usage (LiteLLM's whole-request usage on its last chunk is running usage
    * here too), else `promptEstimate()` once the answer began.
    */
@@ -314,7 +339,7 @@ export class StreamMeter implements Meter {
       // are what the answer cost. One that content followed was not the answer's last word.
       const whole = this.usageLast;
       const prompt = promptOwed || whole ? (f.promptTokens ?? promptEstimate()) : 0;
-      const completion = f.completionTokens === null ? this.counted : whole ? f.completionTokens : Math.max(f.completionTokens, this.generated);
+      const completion = f.completionTokens === null ? this.counted : whole ? f.completionTokens : Math.max(f.completionTokens, this.delivered);
       // Cached tokens count where the upstream's prompt count is charged, not an estimate of it.
       return withCache({ promptTokens: prompt, completionTokens: completion }, f.cacheWrites, f.promptTokens === null ? 0 : f.cachedTokens);
     }
@@ -339,12 +364,15 @@ export class StreamMeter implements Meter {
         cached += Math.min(p.cachedTokens ?? 0, p.promptTokens);
       }
     }
-    return withCache({ promptTokens: prompt, completionTokens: Math.max(completion, this.generated) }, cacheWrites, cached);
+    return withCache({ promptTokens: prompt, completionTokens: Math.max(completion, this.delivered) }, cacheWrites, cached);
   }
 }
 
-const USAGE_OBJECT = /"usage"\s*:\s*\{/;
-const FINISH = /"finish_reason"\s*:\s*"/;
+/**
+ * A member that makes a chunk parsed: a usage object, a finish, a choice's token ids (a list; vLLM
+ * 0.11 writes null when they were not asked). One pattern, one scan of the chunk.
+ */
+const PARSED = /"(?:usage"\s*:\s*\{|finish_reason"\s*:\s*"|token_ids"\s*:\s*\[)/;
 /** A member `choices` holding at least one object (checked until the answer began). */
 const A_CHOICE = /"choices"\s*:\s*\[\s*\{/;
 
