@@ -47,7 +47,6 @@ export function hasContent(choice: { delta?: Record<string, unknown>; text?: unk
   return false;
 }
 
-
 /** JSON's whitespace, read back from `i`: the index of the first other character at or before it. */
 function skipBack(data: string, i: number): number {
   for (let c = data.charCodeAt(i); c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09; c = data.charCodeAt(--i));
