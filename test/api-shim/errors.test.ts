@@ -163,14 +163,14 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(h.fake.counters.received).toBe(received);
   });
 
-  it("400 for vLLM's members that give the engine another prompt than the request's (kv_transfer_params, prompt_token_ids), on every route (found by a hostile-tenant review)", async () => {
+  it("400 for kv_transfer_params, with which vLLM's engine takes another prompt than the request's, on every route (found by a hostile-tenant review)", async () => {
     // vLLM (PR #48145) feeds kv_transfer_params.prompt_token_ids to the engine in place of the
     // rendered messages, on any server: 60,000 ids with a one-word message were charged as one word
-    // to a client that left; newer vLLM takes a top-level prompt_token_ids on chat too.
+    // to a client that left. (A top-level prompt_token_ids is counted instead: stream-token-ids.test.ts.)
     const c = h.client(key);
     const received = h.fake.counters.received;
     const ids = { prompt_token_ids: [1, 2, 3] };
-    for (const [extra, param] of [[{ kv_transfer_params: ids }, "kv_transfer_params"], [{ kv_transfer_params: { do_remote_prefill: true } }, "kv_transfer_params"], [ids, "prompt_token_ids"]] as const) {
+    for (const [extra, param] of [[{ kv_transfer_params: ids }, "kv_transfer_params"], [{ kv_transfer_params: { do_remote_prefill: true } }, "kv_transfer_params"]] as const) {
       for (const send of [
         () => c.chat.completions.create({ ...chat, ...extra } as never),
         () => c.chat.completions.create({ ...chat, stream: true, ...extra } as never),

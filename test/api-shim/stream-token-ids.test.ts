@@ -151,6 +151,16 @@ describe("a client that leaves a gpt-oss stream early", () => {
     expect(charged).toBeGreaterThanOrEqual(1 + 500);
   });
 
+  it("pays for a prompt sent as top-level prompt_token_ids (an RL framework's token-in rollout), one token an id, when it leaves before the usage", async () => {
+    // Newer vLLM releases give the engine these ids in place of the rendered messages; the shim
+    // refused them once (a hostile review's find), but RL frameworks send them (Strands Agents, to
+    // /v1/completions with a one-space prompt), so they are counted instead.
+    const ids = Array.from({ length: 20_000 }, (_, i) => 1000 + (i % 5000));
+    upstream.script = streamThenHang([chat({ delta: { role: "assistant", content: "" } }), ...Array.from({ length: 5 }, (_, i) => chat({ delta: { content: ` w${i}` } }))]);
+    const charged = await streamAndLeave({ messages: [{ role: "user", content: "hi" }], max_tokens: 4000, prompt_token_ids: ids }, 6);
+    expect(charged).toBeGreaterThanOrEqual(1 + ids.length + 5);
+  });
+
   it("pays for a tool call's generated name (gpt-oss writes the recipient in its header; vLLM sends it once, whole)", async () => {
     const name = "the_answer_is_".concat("lorem_ipsum_dolor_sit_amet_".repeat(150)); // ~4,000 bytes, ~1,000 tokens
     upstream.script = streamThenHang([

@@ -82,18 +82,19 @@ const SDK_OPTIONS = ["extra_body", "extra_headers", "extra_query"];
 /**
  * vLLM's members that hand its engine another prompt than the request's: a disaggregated-serving
  * router's `kv_transfer_params` (from PR #48145 its `prompt_token_ids` replace the rendered
- * messages, on any server; its other members point the engine at remote KV caches), and the
- * top-level `prompt_token_ids` newer releases take on chat. The prompt would then be none the shim
- * estimated: a client that leaves a stream before its usage came paid for a word, where vLLM
- * processed 60,000 tokens. No OpenAI client sends them; `prompt` on /v1/completions takes token IDs.
+ * messages, on any server; its other members point the engine at remote KV caches). The prompt
+ * would then be none the shim estimated: a client that leaves a stream before its usage came paid
+ * for a word, where vLLM processed 60,000 tokens. Only such a router sends it. (A top-level
+ * `prompt_token_ids`, which RL frameworks send for token-in rollouts, is counted instead:
+ * inference-request.ts promptTokens.)
  */
-const ENGINE_PROMPT_CONTROLS = ["kv_transfer_params", "prompt_token_ids"];
+const ENGINE_PROMPT_CONTROLS = ["kv_transfer_params"];
 
 /** A 400 naming the first member of `body` that is an SDK option, one of LiteLLM's controls or one of vLLM's ENGINE_PROMPT_CONTROLS, if any: for every model. */
 export function refuseUpstreamControls(body: Record<string, unknown>): void {
   for (const k in body) {
     if (ENGINE_PROMPT_CONTROLS.includes(k)) {
-      throw new ShimError("invalid_request", { param: k, message: `'${k}' is not accepted: the prompt is the request's own ('messages', 'input', or 'prompt', which takes token IDs on /v1/completions), as it is held and charged.` });
+      throw new ShimError("invalid_request", { param: k, message: `'${k}' is not accepted: it is a disaggregated-serving router's, and gives the model server another prompt than the request's (send token IDs as 'prompt_token_ids', or as 'prompt' on /v1/completions).` });
     }
     if (SDK_OPTIONS.includes(k)) {
       throw new ShimError("invalid_request", { param: k, message: `'${k}' is an option of the OpenAI SDKs, which merge it into the request; send its members as the request's own.` });

@@ -245,7 +245,11 @@ export function promptTokens(kind: InferenceKind, body: Record<string, unknown>,
   else addPrompt(estimate, first);
   for (const part of rest) estimate.addValue(part);
   if (kind === "completions") estimate.addTokens(embedsTokens(body.prompt_embeds));
-  return estimate.tokens;
+  // vLLM's top-level `prompt_token_ids` (RL frameworks' token-in rollouts: Strands Agents sends
+  // them with a one-space prompt) are the prompt where a release takes them in place of the
+  // rendered one: one token each, the larger of the two where one takes the other's place.
+  const ids = body.prompt_token_ids;
+  return isTokenIds(ids) ? Math.max(estimate.tokens, ids.length) : estimate.tokens;
 }
 
 /**
