@@ -1,7 +1,7 @@
 import { createServer, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { UsageScanner } from "../../api-shim/src/metering/answer-body.ts";
+import { AnswerUsage, UsageScanner, usageOfBody } from "../../api-shim/src/metering/answer-body.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { readBody } from "../../api-shim/src/upstream/upstream.ts";
 import { AnswerMemory } from "../../api-shim/src/limits/answer-memory.ts";
@@ -114,11 +114,17 @@ describe("the usage of an answer too large to keep", () => {
       expect(scanner.usage(), `pieces of ${size}`).toEqual({ promptTokens: 5, completionTokens: 50_000 });
     }
   });
-  it("an answer within the limit is returned whole, and nothing is scanned", async () => {
-    const answer = answerOf(1000);
-    const scanner = new UsageScanner();
-    expect(await readBody(bodyOf(pieces(answer, 100)), LIMIT, scanner, new AnswerMemory(Infinity).lease())).toEqual(answer);
-    expect(scanner.usage()).toBeNull();
+  it("an answer within the limit is returned whole, its usage read as its pieces came (from 64 KiB on) or, smaller, parsed whole", async () => {
+    for (const [content, size] of [[1000, 100], [LIMIT - 500, 4096], [3 * LIMIT, 16_384]] as const) {
+      const answer = answerOf(content);
+      const read = new AnswerUsage();
+      expect(await readBody(bodyOf(pieces(answer, size)), 4 * LIMIT, read, new AnswerMemory(Infinity).lease())).toEqual(answer);
+      expect(usageOfBody(answer, read), `${answer.length} bytes`).toEqual({ usage: { promptTokens: 5, completionTokens: 50_000 }, isObject: true });
+    }
+    // Past the limit too, however small the limit: what came is scanned when asked.
+    const small = new AnswerUsage();
+    expect(await readBody(bodyOf(pieces(answerOf(2000), 300)), 1024, small, new AnswerMemory(Infinity).lease())).toBeNull();
+    expect(small.usage()).toEqual({ promptTokens: 5, completionTokens: 50_000 });
   });
 });
 

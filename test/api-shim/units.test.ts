@@ -6,7 +6,7 @@ import { Inflight } from "../../api-shim/src/inflight.ts";
 import { createLogger, requestLogger, type RequestLine } from "../../api-shim/src/observability/logger.ts";
 import { generateKey, hashKey, parseKeyId, randomBase62, secretsEqual, verifyKey, bearerToken } from "../../api-shim/src/auth/keys.ts";
 import { loggedModel, redactedPath, redactKeys, secretRedactor, type SecretHider } from "../../api-shim/src/observability/redaction.ts";
-import { usageOfBody } from "../../api-shim/src/metering/answer-body.ts";
+import { UsageScanner, usageOfBody } from "../../api-shim/src/metering/answer-body.ts";
 import { spliceJson, spliceJsonBytes, spliceMemberValue } from "../../api-shim/src/requests/json-splice.ts";
 import { StreamMeter } from "../../api-shim/src/metering/metering.ts";
 import { storedUsage } from "../../api-shim/src/metering/usage-json.ts";
@@ -766,10 +766,13 @@ describe("usage of a non-streamed body", () => {
     const big = JSON.stringify({ data: [{ embedding: Array.from({ length: 20_000 }, (_, i) => i / 7) }], note: '"usage":{"prompt_tokens":999}', usage: { prompt_tokens: 7, total_tokens: 7, completion_tokens: 0, prompt_tokens_details: null } });
     expect(big.length).toBeGreaterThan(64 * 1024);
     expect(usageOfBody(bytes(big))).toEqual({ usage: { promptTokens: 7, completionTokens: 0 }, isObject: true });
-    // A member written with a space before its colon is the answer's usage too.
+    // A member written with a space before its colon is the answer's usage too (found by the scan, not only by parsing the whole).
     const spaced = big.replace('"usage":{"prompt_tokens":7', '"usage" :{"prompt_tokens":7');
     expect(spaced).not.toBe(big);
     expect(usageOfBody(bytes(spaced))).toEqual({ usage: { promptTokens: 7, completionTokens: 0 }, isObject: true });
+    const scanner = new UsageScanner();
+    scanner.push(bytes(spaced));
+    expect(scanner.usage()).toEqual({ promptTokens: 7, completionTokens: 0 });
     // Only the answer's own member counts: a nested object that reads as usage (a client's JSON
     // schema echoed in vLLM's input_messages, after the answer's usage) does not.
     const forged = JSON.stringify({ ...JSON.parse(big), input_messages: [{ tools: [{ parameters: { usage: { prompt_tokens: 0, completion_tokens: 0 } } }] }] });

@@ -1,4 +1,5 @@
 import { CLOSE_BRACE, isJsonSpace, OPEN_BRACE } from "../requests/json-splice.ts";
+import { BACKSLASH, QUOTE, stringEnd } from "../requests/json-shape.ts";
 import { toUsage, type UsageJson } from "./usage-json.ts";
 import type { Usage } from "../money/pricing.ts";
 
@@ -14,17 +15,18 @@ const PARSE_WHOLE_BELOW = 64 * 1024;
 
 /**
  * The usage of a non-streamed JSON response, and whether the body is a JSON object (so members
- * can be spliced in). Large bodies: only their own usage object is parsed (UsageScanner).
+ * can be spliced in). Large bodies: only their own usage object is parsed (UsageScanner), as
+ * `read` scanned it while the body arrived (else here, at once).
  */
-export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boolean; isError?: true } {
+export function usageOfBody(raw: Buffer, read?: AnswerUsage): { usage: Usage | null; isObject: boolean; isError?: true } {
   let first = 0;
   while (first < raw.length && isJsonSpace(raw[first]!)) first++;
   let last = raw.length - 1;
   while (last > first && isJsonSpace(raw[last]!)) last--;
   if (first >= raw.length || raw[first] !== OPEN_BRACE || raw[last] !== CLOSE_BRACE) return { usage: null, isObject: false };
   if (raw.length >= PARSE_WHOLE_BELOW) {
-    const scanner = new UsageScanner();
-    scanner.push(raw);
+    const scanner = read ?? new UsageScanner();
+    if (!read) scanner.push(raw);
     const usage = scanner.usage();
     if (usage) return { usage, isObject: true };
   }
@@ -44,11 +46,42 @@ export function usageOfBody(raw: Buffer): { usage: Usage | null; isObject: boole
   }
 }
 
+/**
+ * The usage of a non-streamed answer read as its pieces arrive (readBody gives it each): nothing
+ * is done while the answer is under PARSE_WHOLE_BELOW bytes (usageOfBody parses such an answer
+ * whole), and from there on its own usage is scanned for piece by piece, between reads. A scan of
+ * the whole answer once it was in held the event loop, every stream waiting: 35 ms for a 40 MB
+ * embeddings batch, about 0.5 s at SHIM_MAX_ANSWER_BYTES' 256 MiB.
+ */
+export class AnswerUsage {
+  /** The pieces of an answer still under PARSE_WHOLE_BELOW bytes (null once they were scanned). */
+  private early: Uint8Array[] | null = [];
+  private size = 0;
+  private readonly scanner = new UsageScanner();
+
+  push(chunk: Uint8Array): void {
+    if (this.early === null) return this.scanner.push(chunk);
+    this.early.push(chunk);
+    this.size += chunk.byteLength;
+    if (this.size >= PARSE_WHOLE_BELOW) this.scanEarly();
+  }
+
+  /** The answer's own usage, the pieces of a small answer scanned now (one past a low SHIM_MAX_ANSWER_BYTES). */
+  usage(): Usage | null {
+    this.scanEarly();
+    return this.scanner.usage();
+  }
+
+  private scanEarly(): void {
+    if (this.early === null) return;
+    for (const c of this.early) this.scanner.push(c);
+    this.early = null;
+  }
+}
+
 /** The longest usage object read after its member. */
 const MAX_USAGE_OBJECT = 4096;
 
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
 const COLON = 0x3a;
 const OPEN_BRACKET = 0x5b;
 const CLOSE_BRACKET = 0x5d;
@@ -59,7 +92,7 @@ const USAGE_KEY = Buffer.from("usage");
 const STRUCTURAL = new Uint8Array(256);
 for (const b of [QUOTE, OPEN_BRACE, CLOSE_BRACE, OPEN_BRACKET, CLOSE_BRACKET]) STRUCTURAL[b] = 1;
 
-/** The backslashes right before `end`, not counting any before `start`. */
+/** The backslashes right before `end`, not counting any before `start`: an odd run at a piece's end escapes the next piece's first byte. */
 function backslashesBefore(bytes: Buffer, end: number, start: number): number {
   let k = end;
   while (k > start && bytes[k - 1] === BACKSLASH) k--;
@@ -124,15 +157,15 @@ export class UsageScanner {
           i++;
           continue;
         }
-        // The rest of the string, to its closing quote: the next quote not escaped (after an even run of backslashes).
+        // The rest of the string, to its closing quote in this piece (stringEnd: a native search
+        // over long text); if it goes on in the next, whether this one ends inside an escape.
         const start = i;
-        const q = c.indexOf(QUOTE, start);
+        const q = stringEnd(c, start - 1);
         if (q < 0) {
           escaped = backslashesBefore(c, n, start) % 2 === 1;
           break;
         }
         i = q + 1;
-        if (backslashesBefore(c, q, start) % 2 === 1) continue;
         inString = false;
         if (depth === 1) after = After.Nothing; // longer than "usage"
         continue;

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { admission, type Checked, checked, forwarded, modelNotAllowed } from "../requests/admission.ts";
-import { UsageScanner, usageOfBody } from "../metering/answer-body.ts";
+import { AnswerUsage, usageOfBody } from "../metering/answer-body.ts";
 import { spliceJsonBytes } from "../requests/json-splice.ts";
 import { finishRequest } from "../observability/request-line.ts";
 import { deadKey } from "../auth/auth.ts";
@@ -206,9 +206,9 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return await refused(ctx, request, settlement, err, reason);
     }
     let answerBytes: Buffer | null;
-    const scanner = new UsageScanner();
+    const read = new AnswerUsage();
     try {
-      answerBytes = await readBody(res.body, ctx.config.maxAnswerBytes, scanner, lease);
+      answerBytes = await readBody(res.body, ctx.config.maxAnswerBytes, read, lease);
     } catch (e) {
       // The body broke, ran out of time or a drain cut it: nothing charged, for a client that
       // stays as for one that left. (Too large, the read ends instead: answerBytes is null.)
@@ -226,7 +226,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       // 5xx (OpenAI's SDKs twice unless x-should-retry says no; the AI SDK and LangChain whatever
       // it says), each retry charged again. Still counted as a failure: the limit is the operator's.
       countUpstreamFailure(ctx, request, "answer_too_large");
-      const usage = scanner.usage() ?? { promptTokens: promptEstimate(), completionTokens: 0 };
+      const usage = read.usage() ?? { promptTokens: promptEstimate(), completionTokens: 0 };
       if (left) return await clientLeft(ctx, request, reply, settlement, usage);
       const { cost, available } = await settlement.settle(413, usage);
       throw new ShimError("request_too_large", {
@@ -235,7 +235,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
         headers: { "x-credits-charged": formatCredits(cost), "x-credits-remaining": formatCredits(available), "x-should-retry": "false" },
       });
     }
-    const answer = usageOfBody(answerBytes);
+    const answer = usageOfBody(answerBytes, read);
     // An error body, or a 2xx that is not a JSON object (binary vectors, a proxy's HTML page):
     // nothing the shim can meter or relay as the JSON answer asked for, so the upstream's
     // failure, charged nothing and not relayed (relayed, it went out labelled application/json

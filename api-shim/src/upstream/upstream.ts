@@ -191,32 +191,30 @@ export async function readLimited(body: Body, limit: number): Promise<{ text: st
 }
 
 /**
- * A whole response body as one Buffer, or null past `limit` bytes. Past it, every byte (those
- * read so far, then the rest) goes to `past` instead of being kept, until the body ends, breaks,
- * stalls (its idle timeout) or the caller's deadline destroys it (the whole read's, from the
- * headers: routes/inference.ts): the upstream did the work either way, and what it says about it
- * (its usage) comes at the end.
+ * A whole response body as one Buffer, or null past `limit` bytes. Every piece goes to `seen` as
+ * it arrives (which reads its usage between reads: answer-body.ts AnswerUsage). Past the limit the
+ * pieces are no longer kept, and the body is read on until it ends, breaks, stalls (its idle
+ * timeout) or the caller's deadline destroys it (the whole read's, from the headers:
+ * routes/inference.ts): the upstream did the work either way, and what it says about it (its
+ * usage) comes at the end.
  *
  * The bytes kept are taken from `lease` (answer-memory.ts) as they come, waiting while the
  * answers in flight hold the whole budget; those dropped are given back. The caller releases the
  * lease once the answer is sent or dropped.
  */
-export async function readBody(body: Body, limit: number, past: { push(chunk: Uint8Array): void }, lease: AnswerLease): Promise<Buffer | null> {
+export async function readBody(body: Body, limit: number, seen: { push(chunk: Uint8Array): void }, lease: AnswerLease): Promise<Buffer | null> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   let over = false;
   try {
     for await (const c of body) {
-      if (over) {
-        past.push(c);
-        continue;
-      }
+      seen.push(c);
+      if (over) continue;
       if (!lease.takeNow(c.byteLength)) await lease.take(c.byteLength);
       chunks.push(c);
       size += c.byteLength;
       if (size > limit) {
         over = true;
-        for (const k of chunks) past.push(k);
         chunks.length = 0;
         lease.drop(size);
       }
