@@ -218,7 +218,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     const shown = redactedPath(request.url, ctx.hideSecrets, config.models).slice(0, 200);
     // A client whose base URL lacks its /v1 (the commonest mistake) is told where the route is.
     const path = request.url.split("?")[0]!;
-    const under = !path.startsWith("/v1/") && app.hasRoute({ method: request.method as HTTPMethods, url: `/v1${path}` }) ? ` (the API is under /v1: /v1${shown.split("?")[0]}; a client's base URL ends in /v1)` : "";
+    // hasRoute matches patterns: a route with a wildcard (/v1/models/*) is asked for as one.
+    const routed = (url: string) => app.hasRoute({ method: request.method as HTTPMethods, url });
+    const under = !path.startsWith("/v1/") && (routed(`/v1${path}`) || routed(`/v1/${path.split("/")[1]}/*`)) ? ` (the API is under /v1: /v1${shown.split("?")[0]}; a client's base URL ends in /v1)` : "";
     void sendError(reply, new ShimError("not_found", { message: `Unknown route: ${request.method} ${shown}${under}` }), authHeaders(ctx, request));
   });
 

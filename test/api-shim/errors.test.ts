@@ -839,8 +839,9 @@ describe("upstream failures", () => {
   });
 
   it("a route without its /v1 (a client's base URL missing it): the 404 says where the API is", async () => {
-    for (const [path, hint] of [["/chat/completions", "/v1/chat/completions"], ["/models", "/v1/models"], ["/responses", "/v1/responses"]]) {
-      const res = await fetch(`${h.url}${path}`, { method: path === "/models" ? "GET" : "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: path === "/models" ? undefined : "{}" });
+    for (const [path, hint] of [["/chat/completions", "/v1/chat/completions"], ["/models", "/v1/models"], ["/models/qwen2.5-7b", "/v1/models/qwen2.5-7b"], ["/responses", "/v1/responses"]] as const) {
+      const get = path.startsWith("/models");
+      const res = await fetch(`${h.url}${path}`, { method: get ? "GET" : "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: get ? undefined : "{}" });
       expect(res.status).toBe(404);
       expect(((await res.json()) as { error: { message: string } }).error.message).toContain(`the API is under /v1: ${hint}`);
     }

@@ -114,6 +114,12 @@ describe("ResponsesMeter: items sent whole, each counted once", () => {
     expect(m.usage(false).completionTokens).toBeGreaterThanOrEqual(whole + 400);
   });
 
+  it("a call sent whole counts its name with its arguments, as chat's meter does", () => {
+    const m = new ResponsesMeter(100_000);
+    m.process(done(0, { id: "fc_1", type: "function_call", call_id: "c", name: words("eeee").replaceAll(" ", "_"), arguments: "{}" }));
+    expect(m.usage(false).completionTokens).toBeGreaterThanOrEqual(100);
+  });
+
   it("a reasoning item's summary and a refusal sent whole count", () => {
     const r = new ResponsesMeter(100_000);
     r.process(done(0, { id: "rs_1", type: "reasoning", summary: [{ type: "summary_text", text: words("cccc") }] }));

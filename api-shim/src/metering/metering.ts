@@ -4,7 +4,7 @@ import { type Counts, readCounts, toUsage, type UsageJson } from "./usage-json.t
 import { deliveredTokens } from "./token-count.ts";
 import type { Meter, MeteredEvent, UsageEvent } from "./meter.ts";
 import { errorBody, type ShimError } from "../errors.ts";
-import { GENERATED, hasContent, isCallName, isObject } from "./generated-content.ts";
+import { addCallNames, GENERATED, hasContent, isObject } from "./generated-content.ts";
 
 /**
  * Reads a streamed completion as it passes through: the upstream's usage (final usage chunk,
@@ -113,9 +113,11 @@ export class StreamMeter implements Meter {
     // Chunks with several choices count once here (the text estimate counts each one's). A
     // finish (once per output) is parsed, for which output it ends, and with `echo` each chunk
     // until every output's echo came, for whose it is. So is a chunk with token ids (each
-    // choice's are counted; vLLM 0.11 writes `"token_ids":null` on every chunk, left here):
-    // one pattern (PARSED) finds the three, in one scan of the chunk.
-    if (!this.echoing && !PARSED.test(data) && !data.includes('"error"')) {
+    // choice's are counted; vLLM 0.11 writes `"token_ids":null` on every chunk, left here) and
+    // one with a `name` (a call's, the first chunk of each call: its name is generated text).
+    // Each test is a regex of a member and its colon: V8 finds those 3-4 times faster than
+    // `includes` of the member alone, or than one regex of the alternatives (~40 ns each here).
+    if (!this.echoing && !USAGE_OBJECT.test(data) && !ERROR_MEMBER.test(data) && !FINISH.test(data) && !NAME_MEMBER.test(data) && !TOKEN_IDS.test(data)) {
       if (!this.began) this.began = A_CHOICE.test(data);
       if (this.readGenerated(data)) this.generated++;
       return { kind: "chunk", forward: event };
@@ -153,6 +155,7 @@ export class StreamMeter implements Meter {
       // prompt's; `counted` takes the one token it is known to carry (echoTokens).
       if (hasContent(c) && !(echo && isObject(c.delta))) this.generated++;
       if (!echo && Array.isArray(c.token_ids)) this.tokenIds += c.token_ids.length;
+      if (!echo) addCallNames(this.text, c);
       if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
     }
     // Ollama, asked for usage, puts a zeroed usage on every /v1/completions chunk, its finish chunk
@@ -191,8 +194,6 @@ export class StreamMeter implements Meter {
   private readGenerated(data: string): boolean {
     let content = false;
     let reasoning = false;
-    /** Where the last `arguments` string ended: a call's `name` may follow it (LiteLLM's order). */
-    let argumentsEnd = -1;
     GENERATED.lastIndex = 0;
     while (GENERATED.test(data)) {
       const at = GENERATED.lastIndex;
@@ -204,15 +205,12 @@ export class StreamMeter implements Meter {
       // Read back from there rather than captured: exec's match array cost more per event.
       let q = at - 2;
       while (data.charCodeAt(q) !== 0x22) q--;
-      // A `name` is generated text only as a call's (generated-content.ts, CALL_NAME).
-      if (data.startsWith('"name"', q - 5) && !isCallName(data, q - 5, argumentsEnd)) continue;
       if (data.charCodeAt(at) !== 0x22) content = true; // a string, not empty
       let into = this.text;
       if (data.startsWith('"reasoning"', q - 10)) into = this.reasoning;
       else if (data.startsWith('"reasoning_content"', q - 18)) into = this.reasoningContent;
       if (into !== this.text) reasoning = true;
       GENERATED.lastIndex = into.addString(data, at);
-      if (data.startsWith('"arguments"', q - 10)) argumentsEnd = GENERATED.lastIndex;
     }
     if (reasoning) this.text.addLarger(this.reasoning, this.reasoningContent);
     return content;
@@ -368,11 +366,12 @@ export class StreamMeter implements Meter {
   }
 }
 
-/**
- * A member that makes a chunk parsed: a usage object, a finish, a choice's token ids (a list; vLLM
- * 0.11 writes null when they were not asked). One pattern, one scan of the chunk.
- */
-const PARSED = /"(?:usage"\s*:\s*\{|finish_reason"\s*:\s*"|token_ids"\s*:\s*\[)/;
+const USAGE_OBJECT = /"usage"\s*:\s*\{/;
+const ERROR_MEMBER = /"error"\s*:/;
+const FINISH = /"finish_reason"\s*:\s*"/;
+const NAME_MEMBER = /"name"\s*:\s*"/;
+/** A choice's token ids, a list (vLLM 0.11 writes null on every chunk when they were not asked). */
+const TOKEN_IDS = /"token_ids"\s*:\s*\[/;
 /** A member `choices` holding at least one object (checked until the answer began). */
 const A_CHOICE = /"choices"\s*:\s*\[\s*\{/;
 

@@ -232,11 +232,15 @@ function eventType(event: string, data: string): string | null {
   return /^\{\s*"type"\s*:\s*"([^"]*)"/.exec(data)?.[1] ?? null;
 }
 
-/** The generated text of a completed output item: a message's parts, a call's arguments, reasoning's text and summary. */
+/** The generated text of a completed output item: a message's parts, a call's name and arguments, reasoning's text and summary. */
 function addItemText(into: TokenEstimate, item: unknown): void {
   if (item === null || typeof item !== "object") return;
-  const it = item as { content?: unknown; summary?: unknown; arguments?: unknown };
-  if (typeof it.arguments === "string") into.add(it.arguments);
+  const it = item as { content?: unknown; summary?: unknown; arguments?: unknown; name?: unknown };
+  if (typeof it.arguments === "string") {
+    into.add(it.arguments);
+    // The model generates a call's name as it does its arguments (chat's meter counts it too).
+    if (typeof it.name === "string") into.add(it.name);
+  }
   for (const list of [it.content, it.summary]) {
     if (!Array.isArray(list)) continue;
     for (const part of list) {
