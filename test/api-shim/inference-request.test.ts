@@ -267,7 +267,8 @@ describe("echo", () => {
     expect(echo({ role: "user", content: "go on" })).toBe(false);
     expect(echo({ role: "assistant", content: "" })).toBe(false);
     expect(echo({ role: "assistant", content: null, tool_calls: [] })).toBe(false);
-    expect(echo({ role: "assistant", content: [{ type: "image_url", image_url: { url: "x" } }] })).toBe(false);
+    // An echo of a message with media is refused: vLLM would fail after generating (vllm-extensions.test.ts).
+    expect(() => echo({ role: "assistant", content: [{ type: "image_url", image_url: { url: "x" } }] })).toThrow(/'echo' is not accepted/);
     expect(echo({ role: "assistant", content: [{ type: "text", text: "" }] })).toBe(false);
   });
 
@@ -281,8 +282,8 @@ describe("echo", () => {
     expect(echo([{ type: "thinking", thinking: "hm" }])).toBe(true);
     // vLLM drops empty texts before joining (`if parse_res:`): nothing is echoed; a part without its text is skipped.
     expect(echo([{ type: "text", text: "" }, ""])).toBe(false);
-    // With a uuid, vLLM reads a part by its media member, not its type: no text, and media for the hold.
-    expect(echo([{ type: "text", text: "a", uuid: "u1", image_url: { url: "https://x.test/a.png" } }])).toBe(false);
+    // A part with a uuid is refused whatever its type (vllm-extensions.test.ts).
+    expect(() => echo([{ type: "text", text: "a", uuid: "u1", image_url: { url: "https://x.test/a.png" } }])).toThrow(/'uuid'/);
     expect(echo([{ type: "text", text: "" }, { type: "text", text: null }])).toBe(false);
     expect(echo([{ type: "refusal", text: "wrong member" }])).toBe(false);
   });

@@ -90,8 +90,14 @@ const SDK_OPTIONS = ["extra_body", "extra_headers", "extra_query"];
  */
 const ENGINE_PROMPT_CONTROLS = ["kv_transfer_params"];
 
-/** A 400 naming the first member of `body` that is an SDK option, one of LiteLLM's controls or one of vLLM's ENGINE_PROMPT_CONTROLS, if any: for every model. */
+/** A 400 naming the first member of `body` that is an SDK option, one of LiteLLM's controls or one of vLLM's ENGINE_PROMPT_CONTROLS, if any, or a `priority` other than 0: for every model. */
 export function refuseUpstreamControls(body: Record<string, unknown>): void {
+  // vLLM's `priority` orders its queue when the operator starts it with `--scheduling-policy
+  // priority` (lower first; it preempts running requests for a lower one): a key could put itself
+  // ahead of every other key's. 0 (vLLM's default, and what the default scheduler takes) passes.
+  if (body.priority !== undefined && body.priority !== null && body.priority !== 0) {
+    throw new ShimError("invalid_request", { param: "priority", message: "'priority' is not accepted: the order in which the model server runs requests is the operator's to set." });
+  }
   for (const k in body) {
     if (ENGINE_PROMPT_CONTROLS.includes(k)) {
       throw new ShimError("invalid_request", { param: k, message: `'${k}' is not accepted: it is a disaggregated-serving router's, and gives the model server another prompt than the request's (send token IDs as 'prompt_token_ids', or as 'prompt' on /v1/completions).` });

@@ -1,6 +1,7 @@
 import { isAscii } from "node:buffer";
-import { isTextPart, mediaParts, partText } from "./content-parts.ts";
-import { refuseInternalMediaUrls } from "./media-urls.ts";
+import { isTextPart, mediaParts } from "./content-parts.ts";
+import { refuseUnsafeMedia } from "./media-urls.ts";
+import { echoesLastMessage, echoesMedia } from "./chat-echo.ts";
 import { checkEmbeddingsRequest } from "./embeddings-request.ts";
 import { invalidParam } from "../errors.ts";
 import { spliceMemberValue } from "./json-splice.ts";
@@ -121,7 +122,10 @@ export function parseInferenceRequest(kind: Exclude<InferenceKind, "responses">,
     n = b.n;
   }
   const templated = kind === "chat" || chatEmbeddings;
-  if (templated) refuseInternalMediaUrls(b.messages);
+  if (templated) refuseUnsafeMedia(b.messages);
+  if (kind === "chat" && pydanticBool(b.echo) === true && echoesMedia(b)) {
+    throw invalidParam("'echo' is not accepted when the message it would echo has a part that is not text (an image, audio, a file): the model server would fail after generating the whole answer.", "echo");
+  }
   const prompts = templated ? 1 : kind === "embeddings" ? batchSize(b.input) : (b.prompt == null ? 0 : batchSize(b.prompt)) + embeds;
   const stream = kind !== "embeddings" && streamFlag(b);
   const so = b.stream_options;
@@ -149,23 +153,6 @@ export function parseInferenceRequest(kind: Exclude<InferenceKind, "responses">,
     clientWantsContinuous: wantsUsage && opts.continuous_usage_stats === true,
     continuousAsked: opts !== null && opts.continuous_usage_stats !== undefined && opts.continuous_usage_stats !== null && opts.continuous_usage_stats !== false,
   };
-}
-
-/**
- * Whether vLLM's chat stream echoes the last message: only one with content whose role is the
- * answer's (the assistant's, or with `add_generation_prompt: false` the last message's own),
- * sent after the role's chunk. Otherwise the first text is generated, and must count.
- */
-function echoesLastMessage(b: Record<string, unknown>): boolean {
-  const last = Array.isArray(b.messages) ? (b.messages[b.messages.length - 1] as Record<string, unknown> | null) : null;
-  if (last === null || typeof last !== "object") return false;
-  if (pydanticBool(b.add_generation_prompt) !== false && last.role !== "assistant") return false;
-  const c = last.content;
-  if (typeof c === "string") return c !== "";
-  // vLLM keeps a part's text only when not empty (`if parse_res:`), joins them with "\n" and
-  // skips the others: a message of empty text parts is not echoed.
-  const texts = Array.isArray(c) ? c.map(partText).filter((t) => t !== undefined && t !== "") : [];
-  return texts.join("\n") !== "";
 }
 
 /**

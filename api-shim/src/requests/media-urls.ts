@@ -24,12 +24,22 @@ import { eachMessagePart } from "./content-parts.ts";
 const MEDIA_MEMBERS = ["image_url", "audio_url", "video_url", "file", "file_url"] as const;
 const URL_MEMBERS = ["url", "file_id"] as const;
 
-/** Refuses (400, `param`) a chat's messages (a Responses request's `input` items) whose content names media by a URL into the deployment's network. */
-export function refuseInternalMediaUrls(messages: unknown, param: "messages" | "input" = "messages"): void {
+/**
+ * Refuses (400, `param`) a chat's messages (a Responses request's `input` items) whose content
+ * names media by a URL into the deployment's network, or by a `uuid`: vLLM takes a part's uuid as
+ * the media's key in its multimodal cache in place of the content's hash, and takes the media from
+ * that cache when the part carries none. The cache is the server's, for every key: a part with
+ * another key's uuid and no media had the model see that key's image, and a key that sent a uuid
+ * first had its own image answer every later request naming it. OpenAI's clients send none.
+ */
+export function refuseUnsafeMedia(messages: unknown, param: "messages" | "input" = "messages"): void {
   let index = -1;
   eachMessagePart(messages, (item, from) => {
     if (from === null) index++;
     if (from !== "content" || item === null || typeof item !== "object") return;
+    if (((item as { uuid?: unknown }).uuid ?? null) !== null) {
+      throw invalidParam(`A content part's 'uuid' (in ${param}[${index}]) is not accepted: the model server would take it as the key of media it has cached for anyone. Send the media itself.`, param);
+    }
     for (const member of MEDIA_MEMBERS) {
       const value = (item as Record<string, unknown>)[member];
       if (value === undefined) continue;

@@ -1,7 +1,7 @@
 import { mediaParts } from "./content-parts.ts";
 import { invalidParam } from "../errors.ts";
 import type { InferenceRequest } from "./inference-request.ts";
-import { refuseInternalMediaUrls } from "./media-urls.ts";
+import { refuseUnsafeMedia } from "./media-urls.ts";
 import { repeatedTextBytes } from "./repeated-text.ts";
 import { responsesTools } from "./responses-tools.ts";
 import { inferenceBody, jsonBytes, streamFlag } from "./common-params.ts";
@@ -37,7 +37,7 @@ export function parseResponsesRequest(body: unknown): InferenceRequest {
   }
   const stream = streamFlag(b);
   refuseServerTools(b.tools);
-  refuseInternalMediaUrls(input, "input");
+  refuseUnsafeMedia(input, "input");
   return {
     model,
     stream,
