@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseInferenceRequest } from "../../api-shim/src/requests/inference-request.ts";
 import { parseResponsesRequest } from "../../api-shim/src/requests/responses-request.ts";
-import { CREDIT, type ScriptedUpstream, scriptedUpstream } from "../support/responses-events.ts";
-import { balanceOf, type Harness, startShim } from "../support/shim-harness.ts";
+import { CREDIT, type ScriptedUpstream, startScriptedShim } from "../support/responses-events.ts";
+import { balanceOf, type Harness } from "../support/shim-harness.ts";
 
 /**
  * gpt-oss, served through vLLM's harmony path, renders some text of the body more than once into
@@ -39,14 +39,9 @@ const chatAnswer = (input: number) => ({
 describe("text gpt-oss's harmony path renders more than once is held for", () => {
   let h: Harness;
   let upstream: ScriptedUpstream;
-  beforeAll(async () => {
-    upstream = await scriptedUpstream();
-    h = await startShim({ file: FILE, env: { SHIM_UPSTREAM_URL: upstream.url } });
-  });
-  afterAll(async () => {
-    await h.close();
-    await upstream.close();
-  });
+  let close: () => Promise<void>;
+  beforeAll(async () => ({ h, upstream, close } = await startScriptedShim(FILE)));
+  afterAll(() => close());
   const capped = () => h.logs.filter((l) => l.includes('"msg":"charge capped at the hold"')).length;
 
   /** Sends `body` to `path`, non-streamed, the upstream answering `answer`; returns what the key was charged (credits). */

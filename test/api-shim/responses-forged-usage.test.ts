@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Harness } from "../support/shim-harness.ts";
-import { startShim } from "../support/shim-harness.ts";
-import { CREDIT, type ScriptedUpstream, scriptedUpstream } from "../support/responses-events.ts";
+import { CREDIT, type ScriptedUpstream, startScriptedShim } from "../support/responses-events.ts";
 
 /**
  * A hostile key holder against POST /v1/responses, non-streamed: vLLM's ResponsesResponse
@@ -24,14 +23,9 @@ const FILE = {
 describe("hostile tenant: a forged usage after the real one in a large Responses answer", () => {
   let h: Harness;
   let upstream: ScriptedUpstream;
-  beforeAll(async () => {
-    upstream = await scriptedUpstream();
-    h = await startShim({ file: FILE, env: { SHIM_UPSTREAM_URL: upstream.url } });
-  });
-  afterAll(async () => {
-    await h.close();
-    await upstream.close();
-  });
+  let close: () => Promise<void>;
+  beforeAll(async () => ({ h, upstream, close } = await startScriptedShim(FILE)));
+  afterAll(() => close());
 
   it("is charged the real usage, not the client's tool-schema 'usage' echoed in input_messages", async () => {
     // What the client sends: an ordinary function tool whose JSON schema carries an extra `usage` member

@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Harness } from "../support/shim-harness.ts";
-import { startShim } from "../support/shim-harness.ts";
-import { CREDIT, type ScriptedUpstream, scriptedUpstream, sse } from "../support/responses-events.ts";
+import { CREDIT, type ScriptedUpstream, sse, startScriptedShim } from "../support/responses-events.ts";
 
 /**
  * The shim against vLLM's Responses dialect as vllm-project/vllm writes it
@@ -57,14 +56,9 @@ function vllmStream(finalStatus: string, usage: unknown): string[] {
 describe("vLLM's own Responses dialect", () => {
   let h: Harness;
   let upstream: ScriptedUpstream;
-  beforeAll(async () => {
-    upstream = await scriptedUpstream();
-    h = await startShim({ file: FILE, env: { SHIM_UPSTREAM_URL: upstream.url } });
-  });
-  afterAll(async () => {
-    await h.close();
-    await upstream.close();
-  });
+  let close: () => Promise<void>;
+  beforeAll(async () => ({ h, upstream, close } = await startScriptedShim(FILE)));
+  afterAll(() => close());
   const spent = async (id: string) => 1000 * CREDIT - (await h.store.getKey(id))!.balance;
   /** A streamed request the upstream answers with `events` whole: what the client read, and what its key was charged. */
   const streamed = async (events: string[]) => {

@@ -1,12 +1,13 @@
 import OpenAI, { BadRequestError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startShim, type Harness } from "../support/shim-harness.ts";
+import { type StreamRoute, streamedRequestError } from "../support/streamed-requests.ts";
 
 /**
  * The stream refusals (requests/stream-silences.ts) at their edges: values pydantic coerces, the
  * bounds, completions batches, namespaces. Cases a mutation review found no test reached.
  */
-describe("stream silences: lax values, bounds and namespaces", () => {
+describe("stream silences: lax values, bounds, which tool name is read, namespaces", () => {
   let h: Harness;
   let client: OpenAI;
   beforeAll(async () => {
@@ -17,14 +18,9 @@ describe("stream silences: lax values, bounds and namespaces", () => {
   afterAll(() => h.close());
   const messages = [{ role: "user" as const, content: "hi" }];
 
-  const refused = async (route: "chat" | "completions" | "responses", extra: Record<string, unknown>, param: string) => {
+  const refused = async (route: StreamRoute, extra: Record<string, unknown>, param: string) => {
     const before = h.fake.counters.received;
-    const request = route === "chat"
-      ? client.chat.completions.create({ model: "qwen2.5-7b", messages, stream: true, ...extra } as never)
-      : route === "completions"
-        ? client.completions.create({ model: "qwen2.5-7b", prompt: "hi", stream: true, ...extra } as never)
-        : client.responses.create({ model: "qwen2.5-7b", input: "hi", stream: true, ...extra } as never);
-    const err = await request.then(() => null, (e: unknown) => e);
+    const err = await streamedRequestError(client, route, extra);
     expect(err, JSON.stringify(extra).slice(0, 120)).toBeInstanceOf(BadRequestError);
     expect((err as BadRequestError).param).toBe(param);
     expect(h.fake.counters.received).toBe(before);
@@ -92,17 +88,7 @@ describe("stream silences: lax values, bounds and namespaces", () => {
     await refused("responses", { logit_bias: { "151643": 100 }, max_output_tokens: 17 }, "logit_bias");
     await refused("responses", { tools: [{ type: "function", name: "g", parameters: {} }, { type: "namespace", name: "ns", tools: [{ type: "function", name: "ok", parameters: {} }, { type: "function", name: "f".repeat(65), parameters: {} }] }] }, "tools");
   });
-});
 
-describe("stream silences: which tool name is read, and namespace members", () => {
-  let h: Harness;
-  let client: OpenAI;
-  beforeAll(async () => {
-    h = await startShim();
-    const k = await h.createKey({ credits: 1000 });
-    client = new OpenAI({ baseURL: `${h.url}/v1`, apiKey: k.key, maxRetries: 0 });
-  });
-  afterAll(() => h.close());
   it("reads a chat tool's function.name (what vLLM reads), not a stray top-level name", async () => {
     const err = await client.chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], stream: true, tools: [{ type: "function", name: "f", function: { name: "g".repeat(65), parameters: {} } }], tool_choice: "required" } as never).then(() => null, (e: unknown) => e);
     expect((err as BadRequestError).param).toBe("tools");

@@ -1,6 +1,7 @@
 import OpenAI, { BadRequestError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_FAKE, startShim, type Harness } from "../support/shim-harness.ts";
+import { type StreamRoute, streamedRequestError } from "../support/streamed-requests.ts";
 
 /**
  * Parameters with which a client has vLLM generate without writing chunks: `stream_interval`
@@ -35,7 +36,7 @@ describe("parameters that silence a stream", () => {
   afterAll(() => h.close());
   const messages = [{ role: "user" as const, content: "hi" }];
 
-  const refusals: [string, Record<string, unknown>, string][] = [
+  const refusals: [StreamRoute, Record<string, unknown>, string][] = [
     ["chat", { stream_interval: 1_000_000 }, "stream_interval"],
     ["completions", { stream_interval: 50 }, "stream_interval"],
     ["chat", { use_beam_search: true }, "use_beam_search"],
@@ -85,12 +86,7 @@ describe("parameters that silence a stream", () => {
     it(`a streamed ${route} request with ${JSON.stringify(extra).slice(0, 100)} is refused with a 400 naming ${param}, before anything is held or forwarded`, async () => {
       const before = h.fake.counters.received;
       const balance = (await h.store.getKey(keyId))!.balance;
-      const request = route === "chat"
-        ? client.chat.completions.create({ model: "qwen2.5-7b", messages, stream: true, ...extra } as never)
-        : route === "completions"
-          ? client.completions.create({ model: "qwen2.5-7b", prompt: "hi", stream: true, ...extra } as never)
-          : client.responses.create({ model: "qwen2.5-7b", input: "hi", stream: true, ...extra } as never);
-      const err = await request.then(() => null, (e: unknown) => e);
+      const err = await streamedRequestError(client, route, extra);
       expect(err).toBeInstanceOf(BadRequestError);
       expect((err as BadRequestError).param).toBe(param);
       expect((err as BadRequestError).message).toMatch(/cannot be metered/);

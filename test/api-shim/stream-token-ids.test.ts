@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StreamMeter } from "../../api-shim/src/metering/metering.ts";
-import { CREDIT, type ScriptedUpstream, scriptedUpstream } from "../support/responses-events.ts";
-import { balanceOf, type Harness, startShim } from "../support/shim-harness.ts";
+import { CREDIT, type ScriptedUpstream, startScriptedShim } from "../support/responses-events.ts";
+import { balanceOf, type Harness } from "../support/shim-harness.ts";
 
 /**
  * What a cut stream is charged for the tokens it delivered as ids (vLLM's `return_token_ids`) and
@@ -124,14 +124,9 @@ const streamThenHang = (events: string[]) => (_req: IncomingMessage, res: Server
 describe("a client that leaves a gpt-oss stream early", () => {
   let h: Harness;
   let upstream: ScriptedUpstream;
-  beforeAll(async () => {
-    upstream = await scriptedUpstream();
-    h = await startShim({ file: FILE, env: { SHIM_UPSTREAM_URL: upstream.url } });
-  });
-  afterAll(async () => {
-    await h.close();
-    await upstream.close();
-  });
+  let close: () => Promise<void>;
+  beforeAll(async () => ({ h, upstream, close } = await startScriptedShim(FILE)));
+  afterAll(() => close());
 
   /** Streams `body` with the SDK, leaves after `chunks` chunks; returns the credits charged. */
   const streamAndLeave = async (body: Record<string, unknown>, chunks: number) => {

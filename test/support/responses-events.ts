@@ -76,9 +76,9 @@ export async function scriptedUpstream(): Promise<ScriptedUpstream> {
   return Object.assign(upstream, { url: server.url, close: () => server.close() });
 }
 
-/** A shim (PRICED_FILE) in front of a scripted upstream; `close` stops both. */
-export async function startScriptedShim(): Promise<{ h: Harness; upstream: ScriptedUpstream; close(): Promise<void> }> {
+/** A shim (its SHIM_CONFIG file: PRICED_FILE unless given) in front of a scripted upstream; `close` stops both. */
+export async function startScriptedShim(file: Record<string, unknown> = PRICED_FILE): Promise<{ h: Harness; upstream: ScriptedUpstream; close(): Promise<void> }> {
   const upstream = await scriptedUpstream();
-  const h = await startShim({ file: PRICED_FILE, env: { SHIM_UPSTREAM_URL: upstream.url } });
+  const h = await startShim({ file, env: { SHIM_UPSTREAM_URL: upstream.url } });
   return { h, upstream, close: async () => { await h.close(); await upstream.close(); } };
 }
