@@ -24,9 +24,10 @@ describe("the completion count of a stream without usage", () => {
       parsed.process(delta(d, { finish_reason: "stop" }).replaceAll(":", ": ").replaceAll(",", ", "));
       expect(parsed.usage(false).completionTokens, JSON.stringify(d)).toBe(1);
     }
-    // Empty or null ones are not content.
+    // Empty or null ones are not content (an empty `content` is a token vLLM held back:
+    // stream-token-ids.test.ts).
     const m = meter();
-    for (const d of [{ refusal: "" }, { refusal: null }, { function_call: null }, { audio: null }, { content: "" }]) m.process(delta(d));
+    for (const d of [{ refusal: "" }, { refusal: null }, { function_call: null }, { audio: null }, { content: null }]) m.process(delta(d));
     expect(m.contentSeen).toBe(false);
   });
 

@@ -79,6 +79,101 @@ describe("a stream's token ids", () => {
   });
 });
 
+describe("a chunk whose generated text is empty: a token vLLM held back", () => {
+  // vLLM's incremental detokenizer holds back an incomplete UTF-8 sequence, and vLLM
+  // (chat_completion/serving.py chat_completion_stream_generator, no parser) still writes one
+  // chunk per token: a character that is 4 tokens (Linear B, CJK Extension B, most emoji under a
+  // byte-level BPE) comes as three chunks of `"content":""` and one with the character.
+  const astral = (i: number) => String.fromCodePoint(0x10000 + (i % 90));
+
+  it("counts each empty `content`, `text` or reasoning chunk as a token, and a character above U+FFFF as four", () => {
+    const c = meter();
+    c.process(chat({ delta: { role: "assistant", content: "" } }));
+    for (let i = 0; i < 10; i++) for (const content of ["", "", "", astral(i)]) c.process(chat({ delta: { content } }));
+    expect(c.usage(false).completionTokens).toBe(40);
+    const t = meter();
+    for (let i = 0; i < 10; i++) for (const s of ["", "", "", astral(i)]) t.process(text({ text: s }));
+    expect(t.usage(false).completionTokens).toBe(40);
+    // Written with spaces (Python's json.dumps), and reasoning (a reasoning parser's deltas).
+    const r = meter();
+    for (let i = 0; i < 10; i++) r.process(chat({ delta: { reasoning: "" } }).replaceAll(":", ": "));
+    expect(r.usage(false).completionTokens).toBe(10);
+    // In a chunk the meter parses (a list of token_ids, here empty).
+    r.process(chat({ delta: { content: "" }, token_ids: [] }));
+    expect(r.usage(false).completionTokens).toBe(11);
+  });
+
+  it("counts no token for vLLM's role chunk or a finish chunk with empty content, nor for a chunk without generated text", () => {
+    const m = meter();
+    m.process(chat({ delta: { role: "assistant", content: "" } }));
+    m.process(chat({ delta: { role: "assistant", content: "" } }).replaceAll(":", ": "));
+    m.process(chat({ delta: {} }));
+    m.process(chat({ delta: { content: null } }));
+    // An empty refusal (OpenAI's member) is no token, read as it comes or parsed.
+    m.process(chat({ delta: { refusal: "" } }));
+    m.process(chat({ delta: { refusal: "" }, token_ids: [] }));
+    m.process(chat({ delta: { role: "assistant", content: "" }, token_ids: [] }));
+    expect(m.contentSeen).toBe(false);
+    m.process(chat({ delta: { content: "" }, finish_reason: "stop" }));
+    m.process(text({ text: "", finish_reason: "length" }));
+    expect(m.usage(false).completionTokens).toBe(0);
+  });
+
+  it("leaves an ordinary stream's count as it was: a chunk a token, or its text's estimate", () => {
+    const m = meter();
+    m.process(chat({ delta: { role: "assistant", content: "" } }));
+    for (let i = 0; i < 30; i++) m.process(chat({ delta: { content: "word" } }));
+    m.process(chat({ delta: { content: "" }, finish_reason: "stop" }));
+    expect(m.usage(false).completionTokens).toBe(30);
+    const merged = meter();
+    merged.process(chat({ delta: { content: "x".repeat(400) } }));
+    expect(merged.usage(false).completionTokens).toBe(100);
+  });
+});
+
+describe("a client that leaves a stream of characters that are four tokens each", () => {
+  let h: Harness;
+  let upstream: ScriptedUpstream;
+  let close: () => Promise<void>;
+  beforeAll(async () => ({ h, upstream, close } = await startScriptedShim()));
+  afterAll(() => close());
+
+  it("is charged for the tokens it received, not one per character (review hext, case a)", async () => {
+    // Byte-level BPE (Qwen's and Llama 3's, as cl100k_base and o200k_base) has no token for a rare
+    // code point: Linear B is 4 tokens a character. vLLM writes three chunks of `"content":""`
+    // and one with the character; the client reads 1,000 characters and leaves before the usage.
+    const CHARS = 1000;
+    const events = [chat({ delta: { role: "assistant", content: "" } })];
+    for (let i = 0; i < CHARS; i++) events.push(...Array.from({ length: 3 }, () => chat({ delta: { content: "" } })), chat({ delta: { content: String.fromCodePoint(0x10000 + (i % 90)) } }));
+    upstream.script = streamThenHang(events); // 4,000 tokens generated; vLLM is still generating
+    const { key, id } = await h.createKey({ credits: 100_000 });
+    const ac = new AbortController();
+    const res = await fetch(`${h.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "m", stream: true, max_tokens: 4096, messages: [{ role: "user", content: "Write in Linear B." }] }),
+      signal: ac.signal,
+    });
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let received = 0;
+    let buffered = "";
+    while (received < CHARS) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffered += decoder.decode(value, { stream: true });
+      const events = buffered.split("\n\n");
+      buffered = events.pop()!;
+      for (const e of events) if (e.startsWith("data: {")) for (const c of (JSON.parse(e.slice(6)) as { choices: { delta: { content?: string } }[] }).choices) received += [...(c.delta.content ?? "")].length;
+    }
+    ac.abort();
+    const log = await h.waitForRequestLog((l) => l.keyId === id);
+    const charged = (100_000 * CREDIT - (await balanceOf(h.store, id))) / CREDIT;
+    // PRICED_FILE: 1 credit a request, 1 a completion token, 0.001 a prompt token.
+    expect({ status: log.status, received, completionCredits: Math.floor(charged - 1) }).toEqual({ status: 499, received: CHARS, completionCredits: 4000 });
+  });
+});
+
 describe("a tool call's name", () => {
   it("counts as generated text, in vLLM's order (name first) and LiteLLM's (arguments first), in a legacy function_call too", () => {
     const name = "x".repeat(400); // 100 tokens

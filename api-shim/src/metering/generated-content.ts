@@ -13,6 +13,12 @@ import type { TokenEstimate } from "../money/pricing.ts";
  * A call's `name` is generated text too (addCallNames), though not content by itself.
  */
 const GENERATED_TEXT = ["content", "text", "reasoning_content", "reasoning", "refusal", "arguments", "transcript"];
+/**
+ * Members of GENERATED_TEXT that vLLM writes for each token, empty while its detokenizer holds
+ * part of a character back (heldBackToken). Not a refusal (OpenAI's; `""` there is no token), nor
+ * a call's `arguments` or audio's `transcript` (their call or audio is content anyway).
+ */
+export const PER_TOKEN_TEXT = ["content", "text", "reasoning_content", "reasoning"];
 /** Delta members whose value is generated content by itself (a call, audio): an array of objects, or an object. */
 const GENERATED_STRUCTURES: Record<string, "array" | "object"> = { tool_calls: "array", function_call: "object", audio: "object" };
 /**
@@ -25,6 +31,9 @@ export const GENERATED = new RegExp(
     .join("|")}))`,
   "g",
 );
+
+/** A member of PER_TOKEN_TEXT whose string is empty, in an event's text (heldBackToken for a parsed choice). */
+export const EMPTY_TEXT = new RegExp(`"(?:${PER_TOKEN_TEXT.join("|")})"\\s*:\\s*""`);
 
 export const isObject = (v: unknown): boolean => v !== null && typeof v === "object";
 
@@ -39,6 +48,21 @@ export function hasContent(choice: { delta?: Record<string, unknown>; text?: unk
     if (GENERATED_STRUCTURES[m] === "array" ? Array.isArray(v) && isObject(v[0]) && !Array.isArray(v[0]) : isObject(v) && !Array.isArray(v)) return true;
   }
   return false;
+}
+
+/**
+ * Whether a parsed choice is a token vLLM held back: a member of PER_TOKEN_TEXT is an empty
+ * string. vLLM writes one chunk per token while its incremental detokenizer holds back an
+ * incomplete UTF-8 sequence (a character of 4 tokens comes as 3 empty chunks and one with it).
+ * Not a role chunk (vLLM's first: `"role":"assistant","content":""`), nor a finish (vLLM's last
+ * is `"content":""` with it), nor a choice with content (hasContent counts that).
+ */
+export function heldBackToken(choice: { delta?: Record<string, unknown>; text?: unknown; finish_reason?: unknown } | null): boolean {
+  if (!choice || typeof choice !== "object" || typeof choice.finish_reason === "string" || hasContent(choice)) return false;
+  const c = choice as Record<string, unknown>;
+  const d = isObject(choice.delta) ? choice.delta! : {};
+  if (d.role !== undefined) return false;
+  return PER_TOKEN_TEXT.some((m) => c[m] === "" || d[m] === "");
 }
 
 /**

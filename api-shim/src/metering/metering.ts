@@ -4,7 +4,7 @@ import { type Counts, readCounts, toUsage, type UsageJson } from "./usage-json.t
 import { deliveredTokens } from "./token-count.ts";
 import type { Meter, MeteredEvent, UsageEvent } from "./meter.ts";
 import { errorBody, type ShimError } from "../errors.ts";
-import { addCallNames, GENERATED, hasContent, isObject } from "./generated-content.ts";
+import { addCallNames, EMPTY_TEXT, GENERATED, hasContent, heldBackToken, isObject } from "./generated-content.ts";
 
 /**
  * Reads a streamed completion as it passes through: the upstream's usage (final usage chunk,
@@ -119,7 +119,9 @@ export class StreamMeter implements Meter {
     // `includes` of the member alone, or than one regex of the alternatives (~40 ns each here).
     if (!this.echoing && !USAGE_OBJECT.test(data) && !ERROR_MEMBER.test(data) && !FINISH.test(data) && !NAME_MEMBER.test(data) && !TOKEN_IDS.test(data)) {
       if (!this.began) this.began = A_CHOICE.test(data);
-      if (this.readGenerated(data)) this.generated++;
+      // A chunk whose text is empty is a token vLLM held back (heldBackToken), unless it is the
+      // role chunk; tested only where no content came, so the common chunk pays nothing for it.
+      if (this.readGenerated(data) || (EMPTY_TEXT.test(data) && !ROLE.test(data))) this.generated++;
       return { kind: "chunk", forward: event };
     }
     let chunk: ChunkJson;
@@ -153,7 +155,7 @@ export class StreamMeter implements Meter {
       // A chat delta echoed is the last message alone: no token. An echoed chunk's ids are not
       // counted: vLLM writes the output's there, but the prompt's ids with it would be the
       // prompt's; `counted` takes the one token it is known to carry (echoTokens).
-      if (hasContent(c) && !(echo && isObject(c.delta))) this.generated++;
+      if ((hasContent(c) && !(echo && isObject(c.delta))) || heldBackToken(c)) this.generated++;
       if (!echo && Array.isArray(c.token_ids)) this.tokenIds += c.token_ids.length;
       if (!echo) addCallNames(this.text, c);
       if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
@@ -367,6 +369,8 @@ export class StreamMeter implements Meter {
 }
 
 const USAGE_OBJECT = /"usage"\s*:\s*\{/;
+/** A delta's role: vLLM's first chat chunk, whose `"content":""` carries no token. */
+const ROLE = /"role"\s*:/;
 const ERROR_MEMBER = /"error"\s*:/;
 const FINISH = /"finish_reason"\s*:\s*"/;
 const NAME_MEMBER = /"name"\s*:\s*"/;
