@@ -134,17 +134,14 @@ describe("the token estimate of a prompt or of generated text (JSON text)", () =
     expect(estimate("1 1 1 1")).toBe(4 + 1);
     expect(estimate("0123456789")).toBe(10);
     expect(estimate("你好世界")).toBe(4);
-    // A code point above U+FFFF (a surrogate pair, four UTF-8 bytes) is four: byte-level BPE has
-    // no token for a rare one (Linear B, CJK Extension B, most emoji) and falls back to its bytes.
-    expect(estimate("😀😀")).toBe(8);
-    expect(estimate("\u{10000}\u{20000}a")).toBe(8 + 1);
+    expect(estimate("😀😀")).toBe(2); // a code point, not its two UTF-16 units or four bytes
     expect(estimate("é!")).toBe(1 + 1);
   });
   it("reads JSON escapes as the characters they stand for", () => {
     expect(estimate(JSON.stringify("a\"b\\c\nd"))).toBe(Math.ceil(('"' + 'a"b\\c\nd' + '"').length / 4));
     // LiteLLM writes JSON with Python's ensure_ascii: each non-ASCII character as \uXXXX (a pair for 😀).
     expect(estimate('"\\u4f60\\u597d"')).toBe(2 + 1);
-    expect(estimate('"\\ud83d\\ude00"')).toBe(4 + 1);
+    expect(estimate('"\\ud83d\\ude00"')).toBe(1 + 1);
     expect(estimate('"\\u0041\\u0001"')).toBe(1);
   });
   it("counts a JSON string from after its opening quote to its closing unescaped quote, across calls", () => {

@@ -114,10 +114,22 @@ describe("ResponsesMeter: items sent whole, each counted once", () => {
     expect(m.usage(false).completionTokens).toBeGreaterThanOrEqual(whole + 400);
   });
 
-  it("a call sent whole counts its name with its arguments, as chat's meter does", () => {
-    const m = new ResponsesMeter(100_000);
-    m.process(done(0, { id: "fc_1", type: "function_call", call_id: "c", name: words("eeee").replaceAll(" ", "_"), arguments: "{}" }));
-    expect(m.usage(false).completionTokens).toBeGreaterThanOrEqual(100);
+  it("a call counts its name once, as chat's meter does, whether it came whole or its arguments were streamed (found by a review)", () => {
+    const call = { id: "fc_1", type: "function_call", call_id: "c", name: words("eeee").replaceAll(" ", "_"), arguments: "{}", status: "completed" };
+    const added = `event: response.output_item.added\ndata: ${JSON.stringify({ item: { ...call, arguments: "", status: "in_progress" }, output_index: 0, sequence_number: 1, type: "response.output_item.added" })}`;
+    const argumentsDelta = `event: response.function_call_arguments.delta\ndata: {"delta":"{}","item_id":"fc_1","output_index":0,"sequence_number":2,"type":"response.function_call_arguments.delta"}`;
+    const whole = new ResponsesMeter(100_000);
+    whole.process(done(0, call));
+    expect(whole.usage(false).completionTokens).toBeGreaterThanOrEqual(100);
+    const addedThenDone = new ResponsesMeter(100_000);
+    for (const e of [added, done(0, call)]) addedThenDone.process(e);
+    const streamed = new ResponsesMeter(100_000);
+    for (const e of [added, argumentsDelta, done(0, call)]) streamed.process(e);
+    // Cut before its done event: the name came with the item's first event.
+    const cut = new ResponsesMeter(100_000);
+    for (const e of [added, argumentsDelta]) cut.process(e);
+    const counts = [whole, addedThenDone, streamed, cut].map((m) => m.usage(false).completionTokens);
+    expect(new Set(counts).size, JSON.stringify(counts)).toBe(1);
   });
 
   it("a reasoning item's summary and a refusal sent whole count", () => {

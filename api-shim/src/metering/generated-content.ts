@@ -76,10 +76,12 @@ export function heldBackToken(choice: { delta?: Record<string, unknown>; text?: 
 export function addCallNames(into: TokenEstimate, choice: { delta?: Record<string, unknown> } | null): void {
   const d = choice !== null && typeof choice === "object" && isObject(choice.delta) ? choice.delta! : null;
   if (d === null) return;
-  const calls = Array.isArray(d.tool_calls) ? d.tool_calls : [];
-  for (const call of [...calls, { function: d.function_call }]) {
-    const fn = isObject(call) ? (call as { function?: unknown }).function : null;
-    const name = isObject(fn) ? (fn as { name?: unknown }).name : undefined;
-    if (typeof name === "string") into.add(name);
-  }
+  if (Array.isArray(d.tool_calls)) for (const call of d.tool_calls) addName(into, isObject(call) ? (call as { function?: unknown }).function : null);
+  addName(into, d.function_call);
+}
+
+/** A call's function object's `name`, when it is a string. */
+function addName(into: TokenEstimate, fn: unknown): void {
+  const name = isObject(fn) ? (fn as { name?: unknown }).name : undefined;
+  if (typeof name === "string") into.add(name);
 }

@@ -32,6 +32,8 @@ export class ResponsesMeter implements Meter {
   private readonly text = new TokenEstimate();
   /** The output items (`output_index`) that came as deltas: their `response.output_item.done` repeats text counted already. */
   private readonly streamedItems = new Set<number>();
+  /** The call items (`output_index`) whose name was counted. */
+  private readonly namedItems = new Set<number>();
   /** The text of the output items completed (`response.output_item.done`) that came without deltas: an upstream that sends items whole. */
   private readonly itemsText = new TokenEstimate();
   /** A delta or a completed item without an `output_index` came: which items the deltas were is unknown, so the two texts may be the same. */
@@ -100,7 +102,9 @@ export class ResponsesMeter implements Meter {
       this.failed = kind === "response.failed";
       return { kind: "usage", forward: event, data, last: true };
     }
-    if (kind === "response.output_item.done") this.countItem(parsed.item, (parsed as { output_index?: unknown }).output_index);
+    const index = (parsed as { output_index?: unknown }).output_index;
+    if (kind === "response.output_item.added") this.countCallName(parsed.item, index);
+    if (kind === "response.output_item.done") this.countItem(parsed.item, index);
     // vLLM writes created and in_progress before the prompt is processed; anything after them is the answer.
     if (kind !== "response.created" && kind !== "response.in_progress") this.began = true;
     return { kind: "chunk", forward: event };
@@ -148,9 +152,25 @@ export class ResponsesMeter implements Meter {
 
   /** A completed output item: its text counts unless its deltas came (their text is counted). */
   private countItem(item: unknown, index: unknown): void {
+    this.countCallName(item, index);
     if (typeof index !== "number") this.unplaced = true;
     else if (this.streamedItems.has(index)) return;
     addItemText(this.itemsText, item);
+  }
+
+  /**
+   * A call's name, the model's output as its arguments are, written whole in the item's first
+   * event (`response.output_item.added`, whose arguments come as deltas or in its done event):
+   * counted once per item, whichever of its events came first, as chat's meter counts a call's name.
+   */
+  private countCallName(item: unknown, index: unknown): void {
+    const it = item as { name?: unknown; arguments?: unknown } | null;
+    if (it === null || typeof it !== "object" || typeof it.name !== "string" || typeof it.arguments !== "string") return;
+    if (typeof index === "number") {
+      if (this.namedItems.has(index)) return;
+      this.namedItems.add(index);
+    }
+    this.text.add(it.name);
   }
 
   /** A delta event's text (its `delta` string, read in place): the answer began, and one more delta that carried text. */
@@ -232,15 +252,11 @@ function eventType(event: string, data: string): string | null {
   return /^\{\s*"type"\s*:\s*"([^"]*)"/.exec(data)?.[1] ?? null;
 }
 
-/** The generated text of a completed output item: a message's parts, a call's name and arguments, reasoning's text and summary. */
+/** The generated text of a completed output item: a message's parts, a call's arguments (its name: countCallName), reasoning's text and summary. */
 function addItemText(into: TokenEstimate, item: unknown): void {
   if (item === null || typeof item !== "object") return;
-  const it = item as { content?: unknown; summary?: unknown; arguments?: unknown; name?: unknown };
-  if (typeof it.arguments === "string") {
-    into.add(it.arguments);
-    // The model generates a call's name as it does its arguments (chat's meter counts it too).
-    if (typeof it.name === "string") into.add(it.name);
-  }
+  const it = item as { content?: unknown; summary?: unknown; arguments?: unknown };
+  if (typeof it.arguments === "string") into.add(it.arguments);
   for (const list of [it.content, it.summary]) {
     if (!Array.isArray(list)) continue;
     for (const part of list) {

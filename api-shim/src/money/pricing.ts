@@ -43,18 +43,14 @@ export function estimatePromptTokens(bodyBytes: number): number {
 /**
  * Tokens guessed from JSON text, where the upstream's count never came: a prompt (its fields'
  * JSON) or the text a stream generated (its string values, as they pass). An ASCII digit and a
- * non-ASCII code point up to U+FFFF are a token each (Qwen's tokenizer splits digits one by one;
- * a CJK character is about one), one above it four (its UTF-8 bytes: byte-level BPE has no token
- * for a rare one, such as Linear B, CJK Extension B or most emoji, and falls back to its bytes;
- * measured with cl100k and o200k), the other bytes four to a token (English text and JSON). Never
- * more than a character's UTF-8 bytes (nor its JSON escape's), so the hold's bound on the prompt,
- * its bytes, stays above the estimate. A JSON
+ * non-ASCII code point are a token each (Qwen's tokenizer splits digits one by one; a CJK
+ * character is about one), the other bytes four to a token (English text and JSON). A JSON
  * escape counts as the character it stands for (LiteLLM may write every non-ASCII character as
  * `\uXXXX`). One pass over the text's UTF-16 code units, no allocation; a parsed value (a
  * prompt) is counted as its JSON text without that text being written (addValue).
  */
 export class TokenEstimate {
-  /** Digits and non-ASCII code points seen (one above U+FFFF four). */
+  /** Digits and non-ASCII code points seen. */
   private ones = 0;
   /** Other (ASCII) bytes seen. */
   private bytes = 0;
@@ -154,8 +150,7 @@ export class TokenEstimate {
       const c = s.charCodeAt(i);
       if (c >= 0x30 && c <= 0x39) ones++;
       else if (c < 0x80) bytes++;
-      else if (c < 0xd800 || c > 0xdfff) ones++;
-      else if (c < 0xdc00) ones += 4;
+      else if (c < 0xdc00 || c > 0xdfff) ones++;
     }
     this.ones += ones;
     this.bytes += bytes;
@@ -191,8 +186,7 @@ export class TokenEstimate {
       }
       if (c >= 0x30 && c <= 0x39) ones++;
       else if (c < 0x80) bytes++;
-      else if (c < 0xd800 || c > 0xdfff) ones++;
-      else if (c < 0xdc00) ones += 4; // a high surrogate: above U+FFFF; a low one ends it, counted
+      else if (c < 0xdc00 || c > 0xdfff) ones++; // a low surrogate ends a code point already counted
     }
     this.ones += ones;
     this.bytes += bytes;

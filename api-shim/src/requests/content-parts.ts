@@ -27,7 +27,8 @@ export function partText(part: unknown): string | undefined {
 }
 
 // vLLM reads a part by its type only without a `uuid`; with one, by the media member it carries
-// (`_parse_chat_message_content_mm_part`): such a part counts as media here (at worst over-held).
+// (`_parse_chat_message_content_mm_part`). Such a part is refused (media-urls.ts refuseUnsafeMedia),
+// and counts as media here, as vLLM reads it, for what reads parts before that refusal.
 const textMember = (part: unknown): string | undefined =>
   part !== null && typeof part === "object" && ((part as { uuid?: unknown }).uuid ?? null) === null
     ? TEXT_MEMBER.get((part as { type?: unknown }).type) : undefined;
