@@ -23,6 +23,14 @@ describe("vLLM's extension parameters from a hostile key", () => {
   let forwarded: string[] = [];
   beforeAll(async () => ({ h, upstream, close } = await startScriptedShim()));
   afterAll(() => close());
+  /** The upstream answers each request with chatAnswer(), keeping what it was sent in `forwarded` (emptied). */
+  const answerEveryRequest = () => {
+    forwarded = [];
+    upstream.script = (_q, res, body) => {
+      forwarded.push(body);
+      res.writeHead(200, { "content-type": "application/json" }).end(chatAnswer());
+    };
+  };
 
   it("(c) chat `echo` of a last assistant message with a non-text part is refused before it is held or forwarded: vLLM generates the whole answer, then fails", async () => {
     // vLLM, chat_completion/serving.py chat_completion_full_generator, after `async for res in
@@ -59,11 +67,7 @@ describe("vLLM's extension parameters from a hostile key", () => {
   });
 
   it("(c) an ordinary echo (text content, or no echo with an image) still goes through", async () => {
-    forwarded = [];
-    upstream.script = (_q, res, body) => {
-      forwarded.push(body);
-      res.writeHead(200, { "content-type": "application/json" }).end(chatAnswer());
-    };
+    answerEveryRequest();
     const { key } = await h.createKey({ credits: 1000 });
     const text = await h.post(key, "/v1/chat/completions", { model: "m", echo: true, max_tokens: 5, messages: [{ role: "user", content: "hi" }, { role: "assistant", content: [{ type: "text", text: "Once" }] }] });
     const image = await h.post(key, "/v1/chat/completions", { model: "m", max_tokens: 5, messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: PNG } }] }] });
@@ -80,11 +84,7 @@ describe("vLLM's extension parameters from a hostile key", () => {
     // "uuid":"<another key's id>"}` has the model describe the other key's image, and a key that
     // sends uuid "X" with an image of its own first has its image answer every later request
     // naming "X".
-    forwarded = [];
-    upstream.script = (_q, res, body) => {
-      forwarded.push(body);
-      res.writeHead(200, { "content-type": "application/json" }).end(chatAnswer());
-    };
+    answerEveryRequest();
     const owner = await h.createKey({ credits: 100_000 });
     const reader = await h.createKey({ credits: 100_000 });
     const own = { role: "user", content: [{ type: "image_url", image_url: { url: PNG }, uuid: "invoice-2026-0042" }, { type: "text", text: "Total?" }] };
@@ -106,11 +106,7 @@ describe("vLLM's extension parameters from a hostile key", () => {
     // one key's -2^63 runs first and evicts other keys' requests (their KV recomputed later). The
     // shim forwards it untouched. (With vLLM's default FCFS policy a non-zero priority is refused
     // by vLLM before any work: harmless.)
-    forwarded = [];
-    upstream.script = (_q, res, body) => {
-      forwarded.push(body);
-      res.writeHead(200, { "content-type": "application/json" }).end(chatAnswer());
-    };
+    answerEveryRequest();
     const { key } = await h.createKey({ credits: 1000 });
     const res = await h.post(key, "/v1/chat/completions", `{"model":"m","max_tokens":5,"priority":-9223372036854775808,"messages":[{"role":"user","content":"me first"}]}`);
     expect({ status: res.status, forwarded: forwarded.length }).toEqual({ status: 400, forwarded: 0 });

@@ -1,4 +1,4 @@
-import { CLOSE_BRACE, isJsonSpace, OPEN_BRACE } from "../requests/json-splice.ts";
+import { CLOSE_BRACE, CLOSE_BRACKET, isJsonSpace, OPEN_BRACE, OPEN_BRACKET } from "../requests/json-splice.ts";
 import { BACKSLASH, QUOTE, stringEnd } from "../requests/json-shape.ts";
 import { toUsage, type UsageJson } from "./usage-json.ts";
 import type { Usage } from "../money/pricing.ts";
@@ -83,8 +83,6 @@ export class AnswerUsage {
 const MAX_USAGE_OBJECT = 4096;
 
 const COLON = 0x3a;
-const OPEN_BRACKET = 0x5b;
-const CLOSE_BRACKET = 0x5d;
 /** The bytes of the key looked for. */
 const USAGE_KEY = Buffer.from("usage");
 

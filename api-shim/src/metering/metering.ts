@@ -255,7 +255,7 @@ export class StreamMeter implements Meter {
 
   /** The fewest completion tokens the client is known to have received: the chunks with content, or the ids delivered (within the bound) when more. */
   private get delivered(): number {
-    return Math.max(this.generated, Math.min(this.tokenIds, this.options.maxCompletion ?? Infinity));
+    return deliveredTokens(this.generated, this.tokenIds, this.options.maxCompletion ?? Infinity);
   }
 
   /** A failure told inside a chat or completions stream: an event holding the error body. */

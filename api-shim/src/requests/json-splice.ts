@@ -10,6 +10,8 @@ import { BACKSLASH, QUOTE, stringEnd } from "./json-shape.ts";
 
 export const OPEN_BRACE = 0x7b;
 export const CLOSE_BRACE = 0x7d;
+export const OPEN_BRACKET = 0x5b;
+export const CLOSE_BRACKET = 0x5d;
 /** JSON's whitespace: space, tab, line feed, carriage return. */
 export const isJsonSpace = (c: number) => c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
 
@@ -62,8 +64,6 @@ export function spliceMemberValue(raw: Buffer, name: string, value: string): Buf
 }
 
 const COMMA = 0x2c;
-const OPEN_BRACKET = 0x5b;
-const CLOSE_BRACKET = 0x5d;
 
 function skipSpace(raw: Buffer, i: number): number {
   while (i < raw.length && isJsonSpace(raw[i]!)) i++;
