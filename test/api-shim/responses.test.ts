@@ -108,6 +108,9 @@ describe("POST /v1/responses", () => {
       [{ model: "qwen2.5-7b", input: "x", max_output_tokens: 1.5 }, "max_output_tokens"],
       [{ model: "qwen2.5-7b", input: "x", stream: "yes" }, "stream"],
       [{ model: "qwen2.5-7b", input: "x", background: true }, "background"],
+      // vLLM before 0.32 renders a request's own template here whatever its trust flag (CVE-2026-115918).
+      [{ model: "qwen2.5-7b", input: "x", chat_template_kwargs: { chat_template: "{% for i in range(100000) %}x{% endfor %}" } }, "chat_template_kwargs"],
+      [{ model: "qwen2.5-7b", input: "x", chat_template: "{{ messages }}" }, "chat_template"],
       [{ model: "qwen2.5-7b", input: [{ role: "user", content: [{ type: "input_image", image_url: "http://169.254.169.254/latest/meta-data/" }] }] }, "input"],
       [{ model: "qwen2.5-7b", input: [{ role: "user", content: [{ type: "input_file", file_url: "http://127.0.0.1:8000/metrics" }] }] }, "input"],
     ];
@@ -121,6 +124,9 @@ describe("POST /v1/responses", () => {
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
     expect((err as APIError).param).toBe("background");
     expect(h.fake.counters.received).toBe(received);
+    // Other template kwargs (Qwen3's enable_thinking) are served.
+    const thinking = await h.post(key, "/v1/responses", { model: "qwen2.5-7b", input: "x", max_output_tokens: 4, chat_template_kwargs: { enable_thinking: false } });
+    expect(thinking.status).toBe(200);
   });
 
   it("an unknown model is a 404, a model outside the key's allow-list a 403", async () => {

@@ -57,3 +57,15 @@ export function pydanticBool(v: unknown): boolean | undefined {
   if (v === false || v === 0 || (typeof v === "string" && /^(?:0|off|f|false|n|no)$/i.test(v))) return false;
   return undefined;
 }
+
+/**
+ * Which member brings the request's own Jinja chat template (`chat_template`, or one inside
+ * `chat_template_kwargs`), or null. vLLM renders one on chat when started with
+ * --trust-request-chat-template, and LiteLLM passes both through: a chat is not refused for it
+ * (that would break clients of such a server), its hold counts the model's context instead.
+ */
+export function requestChatTemplate(b: Record<string, unknown>): "chat_template" | "chat_template_kwargs" | null {
+  if (b.chat_template !== undefined && b.chat_template !== null) return "chat_template";
+  const kwargs = b.chat_template_kwargs;
+  return kwargs !== null && typeof kwargs === "object" && (kwargs as Record<string, unknown>).chat_template != null ? "chat_template_kwargs" : null;
+}

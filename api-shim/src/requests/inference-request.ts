@@ -8,7 +8,7 @@ import { spliceMemberValue } from "./json-splice.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { repeatedTextBytes, repeatedTexts } from "./repeated-text.ts";
 import { TokenEstimate } from "../money/pricing.ts";
-import { inferenceBody, jsonBytes, pydanticBool, streamFlag } from "./common-params.ts";
+import { inferenceBody, jsonBytes, pydanticBool, requestChatTemplate, streamFlag } from "./common-params.ts";
 
 /**
  * Checks the few fields metering depends on and builds the body sent upstream. Everything else
@@ -144,7 +144,7 @@ export function parseInferenceRequest(kind: Exclude<InferenceKind, "responses">,
     n,
     outputs: kind === "embeddings" ? 0 : prompts * n,
     templated,
-    unboundedParts: templated ? mediaParts(b.messages) + (bringsChatTemplate(b) ? 1 : 0) : 0,
+    unboundedParts: templated ? mediaParts(b.messages) + (requestChatTemplate(b) !== null ? 1 : 0) : 0,
     renderedJsonBytes: templated ? renderedJsonBytes(b) : 0,
     repeatedTextBytes: kind === "chat" ? repeatedTextBytes(kind, b) : 0,
     promptMayExceedContext: kind === "embeddings",
@@ -188,18 +188,6 @@ function templateJson(b: Record<string, unknown>, merged = false): unknown[] {
 /** The prompt is `messages` rendered by the chat template: chat, and vLLM's chat-style embeddings (`messages` without `input`). */
 function rendersMessages(kind: InferenceKind, b: Record<string, unknown>): boolean {
   return kind === "chat" || (kind === "embeddings" && b.input === undefined && b.messages !== undefined);
-}
-
-/**
- * vLLM takes a Jinja chat template from the request (`chat_template`, or one inside
- * `chat_template_kwargs`) when started with --trust-request-chat-template, and LiteLLM passes
- * both through. Refusing them would break clients of such a server; holding the model's context
- * keeps them from being undercharged.
- */
-function bringsChatTemplate(b: Record<string, unknown>): boolean {
-  if (b.chat_template !== undefined && b.chat_template !== null) return true;
-  const kwargs = b.chat_template_kwargs;
-  return kwargs !== null && typeof kwargs === "object" && (kwargs as Record<string, unknown>).chat_template != null;
 }
 
 /**

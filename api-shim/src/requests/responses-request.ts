@@ -4,7 +4,7 @@ import type { InferenceRequest } from "./inference-request.ts";
 import { refuseUnsafeMedia } from "./media-urls.ts";
 import { repeatedTextBytes } from "./repeated-text.ts";
 import { responsesTools } from "./responses-tools.ts";
-import { inferenceBody, jsonBytes, streamFlag } from "./common-params.ts";
+import { inferenceBody, jsonBytes, requestChatTemplate, streamFlag } from "./common-params.ts";
 
 /**
  * OpenAI's Responses API (`POST /v1/responses`, served by vLLM and LiteLLM): the members metering
@@ -34,6 +34,14 @@ export function parseResponsesRequest(body: unknown): InferenceRequest {
   const max = b.max_output_tokens;
   if (max !== undefined && max !== null && (typeof max !== "number" || !Number.isSafeInteger(max) || max < 1)) {
     throw invalidParam("'max_output_tokens' must be a positive integer.", "max_output_tokens");
+  }
+  // vLLM 0.16 to 0.31 renders a Responses request's own Jinja template whatever the server's
+  // --trust-request-chat-template says (CVE-2026-115918, fixed in 0.32.0): a loop in it takes the
+  // model server's CPU and memory from every key, and its output is a prompt the body does not
+  // bound. OpenAI's Responses API has no such member, so no OpenAI client sends one.
+  const template = requestChatTemplate(b);
+  if (template !== null) {
+    throw invalidParam(`A chat template in the request ('${template === "chat_template" ? "chat_template" : "chat_template_kwargs.chat_template"}') is not accepted on this endpoint: the model's own template renders the input.`, template);
   }
   const stream = streamFlag(b);
   refuseServerTools(b.tools);
