@@ -151,7 +151,7 @@ export function shownUrl(v: string): string {
   return scheme ? `${scheme[0]}…` : shownValue(v);
 }
 
-/** The shortest SHIM_ADMIN_TOKEN accepted: 16 characters, ~95 bits even from hex digits. */
+/** The shortest SHIM_ADMIN_TOKEN accepted: 16 characters, 64 bits from hex digits (openssl rand -hex 8), ~95 from letters and digits. */
 export const MIN_ADMIN_TOKEN_LENGTH = 16;
 
 /**

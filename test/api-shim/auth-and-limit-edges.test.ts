@@ -140,15 +140,32 @@ describe("a tokens budget spent to its end", () => {
 });
 
 describe("the admin-token throttle, and a stream's credit figures", () => {
-  it("an address out of admin-token budget is refused before comparison until the bucket holds a whole request", async () => {
+  it("an address out of admin-token budget is refused until the bucket holds a whole request", async () => {
     const { RateLimiter } = await import("../../api-shim/src/limits/rate-limit.ts");
     const clock = manualClock();
     const limiter = new RateLimiter(clock, 60); // one request a second
     for (let i = 0; i < 60; i++) expect(limiter.takeIp("198.51.100.7", "admin").ok).toBe(true);
     clock.advance(500);
-    expect(limiter.ipRefusal("198.51.100.7", "admin")?.retryMs).toBe(500);
+    expect(limiter.takeIp("198.51.100.7", "admin")).toMatchObject({ ok: false, retryMs: 500 });
     clock.advance(500);
-    expect(limiter.ipRefusal("198.51.100.7", "admin")).toBeNull();
+    expect(limiter.takeIp("198.51.100.7", "admin").ok).toBe(true);
+  });
+
+  it("a neighbour's wrong tokens from the operator's address (a venue's NAT) do not lock the operator's right one out", async () => {
+    const h = await startShim(); // unauthenticatedRpm 60
+    try {
+      const { key } = await h.createKey({ tier: "free", credits: 10 });
+      // A tenant's own (valid) API key sent to /admin is a failed admin token: 60 of them spend the address's budget.
+      const asTenant = () => fetch(`${h.url}/admin/keys`, { headers: { authorization: `Bearer ${key}` } });
+      for (let i = 0; i < 60; i++) expect((await asTenant()).status).toBe(401);
+      const refused = await asTenant();
+      expect(refused.status).toBe(429);
+      expect(refused.headers.get("retry-after")).toMatch(/^\d+$/);
+      expect((await h.admin("/admin/keys")).status).toBe(200);
+      expect((await asTenant()).status).toBe(429);
+    } finally {
+      await h.close();
+    }
   });
 
   it("a stream's x-credits-remaining counts its own hold", async () => {

@@ -203,7 +203,7 @@ export class RateLimiter {
     if (!bucket) {
       bucket = new TokenBucket(this.ipRpm, now);
       // Bounded under address spraying, in O(1): the least recently seen address is forgotten.
-      // A client still being limited is seen often (by takeIp or ipRefusal), so it stays;
+      // A client still being limited is seen often (by takeIp), so it stays;
       // pushing it out takes requests from MAX_TRACKED_ADDRESSES other addresses, which already
       // have that many budgets.
       if (this.ips.size >= MAX_TRACKED_ADDRESSES) this.ips.delete(this.ips.keys().next().value!);
@@ -211,18 +211,6 @@ export class RateLimiter {
     }
     const r = bucket.take(1, now);
     return r.ok ? r : { ...r, buckets: { requests: bucket, tokens: null } };
-  }
-
-  /**
-   * The refusal `takeIp` would give an address that has spent its budget, without taking from
-   * it (null while it has some left): for checks that must stop before looking at a credential.
-   */
-  ipRefusal(ip: string, scope: IpScope = "any"): { retryMs: number; buckets: KeyBuckets } | null {
-    if (this.ipRpm === null) return null;
-    const bucket = this.seen(ipBucketKey(ip, scope));
-    const now = this.clock.monotonic();
-    const retryMs = bucket ? bucket.msUntil(1, now) : 0;
-    return bucket && retryMs > 0 ? { retryMs, buckets: { requests: bucket, tokens: null } } : null;
   }
 
   /** An address's bucket, if it has one, moved to the map's end: the map stays in least-recently-seen order. */

@@ -115,16 +115,20 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
   // here, as other requests may have spent it while this one's body arrived.
   const tokens = auth.buckets.tokens;
   const completionBound = req.outputs * ctx.pricer.outputBound(holdInput);
+  // The prompt's bound once (it may walk the body for normalization's growth): the hold's prompt,
+  // the charged estimate's cap (which also caps a media part's floor, the model's mediaPartTokens),
+  // and the tokens/min estimate's prompt where the body's bytes do not bound it (media, a previous
+  // response's turns, a template of the request's own): counted as bytes / 4, six images by URL
+  // took ~100 tokens each and a free key's ten started at once, seven times its minute.
+  const promptBound = ctx.pricer.promptBound(holdInput);
+  const promptEstimate = req.unboundedParts > 0 ? promptBound : estimatePromptTokens(raw.length);
   // At most 2^40 (far above any tier's minute): an unbounded max_tokens × n × prompts past 2^53
   // would round every other request's correction, and the refill, away while it ran.
-  const estimate = tokens ? Math.min(MAX_TOKENS_ESTIMATE, estimatePromptTokens(raw.length) + completionBound) : 0;
+  const estimate = tokens ? Math.min(MAX_TOKENS_ESTIMATE, promptEstimate + completionBound) : 0;
   if (tokens) {
     const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
     if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
   }
-  // The prompt's bound once (it may walk the body for normalization's growth): the hold's prompt, and
-  // the estimate's cap (which also caps a media part's floor, the model's mediaPartTokens).
-  const promptBound = ctx.pricer.promptBound(holdInput);
   const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: kind === "responses" ? raw : upstreamBody(raw, body, req, continuous, heldAtDefaultMaxTokens(req.defaultMaxTokens, modelConfig)) };
   request.rawBody = undefined;
   request.body = undefined;
