@@ -23,7 +23,8 @@ export const HOST_PATHS = {
 /**
  * The NVIDIA server driver branch: the open kernel module of this branch supports every GPU
  * family in the catalog (Turing, Ada and Blackwell) and CUDA 13.0 images, which vLLM's are from
- * 0.29 on (the default, 0.31.0, included; 0.30 and later need this branch or a newer one).
+ * 0.29 on (the default, 0.33.0, included; 0.30 and later need this branch or a newer one). An image
+ * built on a later CUDA 13 minor (nvidia/cuda sets NVIDIA_REQUIRE_CUDA) would need a newer branch.
  */
 export const NVIDIA_DRIVER_BRANCH = "580";
 

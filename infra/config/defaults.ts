@@ -44,7 +44,9 @@ export const MAX_READY_TIMEOUT_MINUTES = 240;
  * as it is.
  */
 export const DEFAULT_IMAGES: Images = {
-  vllm: "vllm/vllm-openai:v0.31.0",
+  // Past 0.32.0's fixes for CVE-2026-115911 and CVE-2026-115918 (docs/decisions.md, "The default
+  // vLLM is a current release", says what was checked against vLLM before it moved).
+  vllm: "vllm/vllm-openai:v0.33.0",
   // LiteLLM's rolling pointer to its newest stable release (`main-stable` was deprecated in 2026).
   litellm: "ghcr.io/berriai/litellm-non_root:latest",
   nginx: "nginx:1.30-alpine",

@@ -377,7 +377,7 @@ function checkImages(p: Problems, value: unknown): Images {
     const ref = p.string(`images.${name}`, v[name]);
     if (ref === undefined) continue;
     if (!/^[a-z0-9][\w.\-/:]*(@sha256:[a-f0-9]{64})?$/.test(ref) || !/[:@]/.test(ref)) {
-      p.add(`images.${name}`, ref, "must be an image reference with a tag or digest, e.g. vllm/vllm-openai:v0.31.0 or name@sha256:<64 hex>");
+      p.add(`images.${name}`, ref, "must be an image reference with a tag or digest, e.g. vllm/vllm-openai:v0.33.0 or name@sha256:<64 hex>");
     } else {
       images[name] = ref;
     }

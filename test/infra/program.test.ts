@@ -419,7 +419,7 @@ describe("the serving stack under the mock runtime", () => {
     // The instance id: a replacement host gets the bundle even when the bundle is unchanged.
     expect(plain(copy.inputs.triggers)).toEqual([hash, "12345"]);
     const staged = join(stagingDir, "bundle");
-    expect(readFileSync(join(staged, "compose.yaml"), "utf8")).toContain(`vllm/vllm-openai:v0.31.0@sha256:${"d".repeat(64)}`);
+    expect(readFileSync(join(staged, "compose.yaml"), "utf8")).toContain(`vllm/vllm-openai:v0.33.0@sha256:${"d".repeat(64)}`);
     const shimConfig = readFileSync(join(staged, "shim/config.yaml"), "utf8");
     expect(shimConfig).toMatch(/hash: sha256:[0-9a-f]{64}/);
     for (const key of Object.values(await valueOf(outputs.apiKeys))) expect(shimConfig).not.toContain(key);

@@ -5,8 +5,8 @@ import type { AddressInfo } from "node:net";
 import { urlHost } from "../../scripts/lib/url-host.ts";
 
 /**
- * A test upstream that speaks vLLM's OpenAI dialect (v0.31.0, the stack's default image, nested
- * errors; vLLM 0.10–0.11's dead-engine 400 on request) byte for byte where
+ * A test upstream that speaks vLLM's OpenAI dialect (v0.33.0, the stack's default image, and 0.31.0
+ * before it; nested errors; vLLM 0.10–0.11's dead-engine 400 on request) byte for byte where
  * it matters to clients and to metering: compact JSON in pydantic field order, SSE events
  * `data: <json>\n\n` ending with `data: [DONE]`, a usage chunk only when `stream_options` asks
  * for it, continuous usage on request, vLLM's error bodies and its in-stream error event,
@@ -175,7 +175,7 @@ export class FakeVllm extends EventEmitter {
     const path = (req.url ?? "/").split("?")[0]!;
 
     if (path === "/health") return void res.writeHead(200, { "content-length": "0" }).end();
-    if (path === "/version") return json(res, 200, { version: "0.31.0" });
+    if (path === "/version") return json(res, 200, { version: "0.33.0" });
     // Not vLLM: lets a process that runs this fake elsewhere (the benchmark) switch its behaviour.
     if (path === "/_fake/behaviour" && req.method === "POST") {
       let behaviour: unknown;

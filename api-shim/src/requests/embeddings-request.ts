@@ -7,8 +7,8 @@ import { invalidParam } from "../errors.ts";
 
 /**
  * The `encoding_format` values whose answer the shim can meter and relay: OpenAI's two, the ones
- * its SDKs send. vLLM from 0.11.1 (its PR #30249; the stack's default image, 0.31.0, included)
- * takes "bytes" and "bytes_only" too and answers them with raw vectors (application/octet-stream)
+ * its SDKs send. vLLM from 0.11.1 (its PR #30249; 0.31.0 included; the refusal holds whatever the
+ * version) takes "bytes" and "bytes_only" too and answers them with raw vectors (application/octet-stream)
  * and the usage only in a `metadata` header, or nowhere: the shim found no usage in such a body,
  * charged the request price alone for any number of tokens, and relayed the binary labelled as
  * JSON without the header a client decodes it with. Refused before anything is held or forwarded

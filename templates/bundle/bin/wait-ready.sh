@@ -16,8 +16,8 @@ host_ram_hint() {
   echo "  --cpu-offload-gb or --swap-space. On the host, \`dmesg | grep -i oom\` shows what the kernel killed."
 }
 
-# What the log `logs` says to do, for the failures it can tell (the words of vLLM 0.11 to 0.31, V1, and
-# of the V0 engine before it; of the Hugging Face Hub).
+# What the log `logs` says to do, for the failures it can tell (the words of vLLM 0.11 to 0.31, V1,
+# the default 0.33 not re-read, and of the V0 engine before it; of the Hugging Face Hub).
 hints() {
   local logs=$1
   # The KV cache (room for model.maxModelLen tokens) first: more memory for vLLM helps there, not
