@@ -112,9 +112,26 @@ export class ShimError extends Error {
   }
 }
 
-/** A request refused or cut by a shutdown's drain: another replica, or this one restarted, will answer it. */
-export function shuttingDown(): ShimError {
-  return new ShimError("service_unavailable", { message: "The server is shutting down; retry shortly." });
+/**
+ * The longest Retry-After OpenAI's SDKs wait for (openai-node's retryRequest): past it they retry
+ * after their own backoff (~0.5 s, then ~1 s), as if there were none.
+ */
+export const SDK_LONGEST_RETRY_AFTER_S = 60;
+
+/** What a restart takes once the drain is over: settling what it cut, the exit, Compose starting the new shim. */
+const RESTART_MS = 5_000;
+
+/**
+ * A request refused or cut by a shutdown's drain: another replica, or this one restarted, will
+ * answer it. `drainLeftMs`: how long the drain may still run (Inflight.drainLeftMs). Its
+ * Retry-After covers that and a restart: without one OpenAI's SDKs spent their two retries within
+ * ~1.5 s, inside the drain (up to SHIM_DRAIN_TIMEOUT_MS, 23 s deployed), and the caller got the
+ * 503 (or nginx's 502) though the restarted shim would have served it. At most the 60 s the SDKs
+ * honour; a later retry meets nginx's 502, whose Retry-After (5 s) spaces the next.
+ */
+export function shuttingDown(drainLeftMs: number): ShimError {
+  const wait = Math.min(SDK_LONGEST_RETRY_AFTER_S, retryAfterSeconds(drainLeftMs + RESTART_MS));
+  return new ShimError("service_unavailable", { message: "The server is shutting down; retry shortly.", headers: { "retry-after": String(wait) } });
 }
 
 /** `credits`: an authenticated answer's charge and the key's credits, top-level as on a success. */
@@ -175,6 +192,10 @@ export function sendError(reply: FastifyReply, err: ShimError, headers?: Record<
   if (headers) reply.headers(headers);
   if ("final" in ERROR_TABLE[err.code]) reply.header("x-should-retry", "false");
   if (err.headers) reply.headers(err.headers);
+  // A wait longer than OpenAI's SDKs honour (a key in tokens/min debt, an upstream's relayed
+  // Retry-After): they would retry it at once, twice, into the same refusal. Told it is final, the
+  // SDK raises it with its Retry-After for the caller to wait out.
+  if (Number(err.headers?.["retry-after"]) > SDK_LONGEST_RETRY_AFTER_S) reply.header("x-should-retry", "false");
   return reply.code(err.status).type("application/json").send(errorBody(err, creditsOf(reply)));
 }
 

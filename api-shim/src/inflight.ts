@@ -32,6 +32,8 @@ export class Inflight {
   private cut: string | null = null;
   /** How many requests abortAll cut (each counted once, however many times it is called). */
   private abortedCount = 0;
+  /** When the drain's wait for what is in flight runs out (performance.now()); null before a drain. */
+  private drainEnds: number | null = null;
 
   /** Registers an abort function; call the returned function when the request is over. */
   add(abort: (reason: string) => void): () => void {
@@ -76,6 +78,15 @@ export class Inflight {
    */
   get drainBegan(): AbortSignal {
     return this.drainStart.signal;
+  }
+
+  /**
+   * How long the drain may still wait for what is in flight (0 before a drain, and once it has cut
+   * it): the wait a request it turns away is told to come back after (errors.ts shuttingDown).
+   * An upper bound: a drain whose requests all finish ends sooner.
+   */
+  get drainLeftMs(): number {
+    return this.drainEnds === null || this.cut !== null ? 0 : Math.max(0, this.drainEnds - performance.now());
   }
 
   /** Whether the drain has cut what was in flight: connections closing now are the shim's doing. */
@@ -124,6 +135,7 @@ export class Inflight {
    * that connections closing now (closeApp closes them all) are the shim's doing.
    */
   async drain(timeoutMs: number, settleTimeoutMs = SETTLE_AFTER_DRAIN_MS): Promise<{ aborted: number }> {
+    this.drainEnds = performance.now() + timeoutMs;
     this.drainStart.abort();
     // Ends early when it is emptied by abortAll (a second signal, a store failure): what that cut
     // is counted in `aborted` as what the timeout cuts is.

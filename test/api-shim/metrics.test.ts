@@ -23,7 +23,7 @@ describe("shim_request_duration_seconds", () => {
   it("tells the long requests the rendered stack allows apart: p95/p99 do not stick at a bucket below the upstream timeout", async () => {
     const compose = parseYaml(readFileSync(join(ROOT, "templates", "compose.yaml"), "utf8")) as { services: { shim: { environment: Record<string, string> } } };
     const env = compose.services.shim.environment;
-    // A non-streamed generation may take until the upstream timeout (605 s rendered); a stream as long, and longer.
+    // A non-streamed generation may take until the upstream timeout (595 s rendered); a stream as long, and longer.
     const longest = Math.max(Number(env.SHIM_UPSTREAM_TIMEOUT_MS), Number(env.SHIM_STREAM_IDLE_TIMEOUT_MS)) / 1000;
     expect(longest).toBeGreaterThan(120);
     expect(await bucketOf(longest)).toBeLessThan(Infinity);

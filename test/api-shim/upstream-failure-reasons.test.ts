@@ -31,13 +31,13 @@ describe("every reason shim_upstream_failures_total can carry is explained where
     }
   });
 
-  it("the row says a request too slow for the deployed stack is `status_408`, LiteLLM's own 600 s request_timeout, which fires before the shim's", () => {
+  it("the row says a request too slow for the deployed stack is `status_408`, LiteLLM's own 590 s request_timeout, which fires before the shim's", () => {
     const row = runbookRow();
-    expect(row).toMatch(/`status_408`[^|]*LiteLLM[^|]*`request_timeout`[^|]*600 s/);
+    expect(row).toMatch(/`status_408`[^|]*LiteLLM[^|]*`request_timeout`[^|]*590 s/);
     const litellm = readFileSync(join(ROOT, "templates", "litellm.yaml"), "utf8");
     const compose = readFileSync(join(ROOT, "templates", "compose.yaml"), "utf8");
-    expect(litellm).toMatch(/request_timeout: 600\b/);
-    expect(compose).toMatch(/SHIM_UPSTREAM_TIMEOUT_MS: "605000"/);
+    expect(litellm).toMatch(/request_timeout: 590\b/);
+    expect(compose).toMatch(/SHIM_UPSTREAM_TIMEOUT_MS: "595000"/);
   });
 
   it("through the real shim: the reasons a real upstream produces (LiteLLM's 408 on its own timeout, a gateway's 504, an error body with 200, a JSON answer to a stream request, a model list that is not one) are each named by the row", async () => {

@@ -355,4 +355,12 @@ describe("a key in the URL", () => {
     await expect.poll(() => nginx.output()).toMatch(/\[error\].*connect\(\) failed.*GET \/v1\/models\?case=shim-down HTTP/);
     expect(nginx.output()).not.toContain(secret());
   });
+
+  // After the test above: the shim is down.
+  it("tells OpenAI's SDKs to wait 5 s while the shim is down (a restart, a deploy), rather than spend their two retries within 1.5 s", async () => {
+    const err = await client(`https://localhost:${HTTPS_PORT}`).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }] }).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.InternalServerError);
+    const e = err as InstanceType<typeof OpenAI.InternalServerError>;
+    expect([e.status, e.headers?.get("retry-after"), e.headers?.get("x-should-retry")]).toEqual([502, "5", null]);
+  });
 });

@@ -306,7 +306,7 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(compose.services.shim.volumes[0]).toMatch(/\/shim:\/app\/data$/);
   });
 
-  it("wires nginx to the shim at fixed addresses, trusting X-Forwarded-For from nginx alone, with timeouts nested", () => {
+  it("wires nginx to the shim at fixed addresses, trusting X-Forwarded-For from nginx alone, with timeouts nested inside OpenAI's SDKs' default", () => {
     const { nginx, shim } = compose.services;
     const ipam = compose.networks.backend.ipam.config[0];
     // Fixed addresses outside the range Docker hands out: a restarted shim is where nginx resolved it.
@@ -323,7 +323,11 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     const litellm = parse(bundle.get("litellm/config.yaml")!);
     const nginxRead = Number(/proxy_read_timeout (\d+)s;/.exec(bundle.get("nginx/nginx.conf")!)![1]) * 1000;
     expect(litellm.litellm_settings.request_timeout * 1000).toBeLessThan(Number(shim.environment.SHIM_UPSTREAM_TIMEOUT_MS));
+    expect(litellm.router_settings.timeout * 1000).toBeLessThan(Number(shim.environment.SHIM_UPSTREAM_TIMEOUT_MS));
     expect(Number(shim.environment.SHIM_UPSTREAM_TIMEOUT_MS)).toBeLessThan(nginxRead);
+    // ...and the shim's (final) 504 comes before OpenAI's SDKs give up (client.js DEFAULT_TIMEOUT,
+    // 600 s) and send the generation again, twice.
+    expect(Number(shim.environment.SHIM_UPSTREAM_TIMEOUT_MS)).toBeLessThan(600_000);
     // A client that stops reading: the shim's idle timeout cuts it (and settles what it cut) before
     // nginx's send_timeout, whose default of 60 s cut a client well before the documented 600 s.
     const nginxSend = Number(/^\s*send_timeout (\d+)s;/m.exec(bundle.get("nginx/nginx.conf")!)?.[1] ?? 60) * 1000;

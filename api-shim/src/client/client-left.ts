@@ -25,9 +25,10 @@ export function untilLeftOrCut<T>(request: FastifyRequest, reply: FastifyReply, 
   const left = clientLeftSignal(reply);
   const cut = request.drainCut;
   if (!cut) return work(left);
-  if (cut.aborted) return Promise.reject(shuttingDown());
+  const refused = () => shuttingDown(request.server.shim.inflight.drainLeftMs);
+  if (cut.aborted) return Promise.reject(refused());
   // Listened to as the work starts (its call may throw: a rejection too): the 503 wins over
   // whatever the store rejects with when the cut aborts it.
   const started = new Promise<T>((resolve) => resolve(work(AbortSignal.any([left, cut]))));
-  return rejectOnAbort(started, cut, shuttingDown);
+  return rejectOnAbort(started, cut, refused);
 }

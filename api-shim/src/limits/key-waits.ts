@@ -132,7 +132,7 @@ export async function placeFreed(ctx: ShimContext, reply: FastifyReply, limit: n
   const freed = (await retryInGrace(ctx.limiter.placeWaiters, reply, keyId, 1, ctx.inflight.drainBegan, free)) === true;
   if (ctx.inflight.draining) {
     if (freed && take) ctx.limiter.leave(keyId);
-    throw shuttingDown();
+    throw shuttingDown(ctx.inflight.drainLeftMs);
   }
   return freed;
 }

@@ -20,7 +20,8 @@ export class Settlement {
   private readonly kind: InferenceKind;
   private readonly model: string;
   private readonly batch: boolean;
-  private readonly stream: boolean;
+  /** A stream (its failures are told differently: routes/inference-failures.ts). */
+  readonly stream: boolean;
   /** Tokens taken from the key's tokens/min bucket at admission (the prompt estimate). */
   private readonly estimate: number;
   /** The prompt-cache lifetime the request asked for: the rate of cache writes reported without their lifetime. */

@@ -34,7 +34,7 @@ export class Metrics {
       help: "Time from request to the end of the response (streams: to the last event).",
       labelNames: ["route"],
       // Up past the longest a request runs in the rendered stack (a generation waited for up to
-      // SHIM_UPSTREAM_TIMEOUT_MS, 605 s): with 120 s the last bucket, every long generation fell in
+      // SHIM_UPSTREAM_TIMEOUT_MS, 595 s): with 120 s the last bucket, every long generation fell in
       // +Inf and histogram_quantile showed p95/p99 stuck at 120 s. Two buckets more per route.
       buckets: [0.001, 0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 30, 120, 300, 900],
       registers,

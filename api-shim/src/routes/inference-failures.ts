@@ -23,7 +23,20 @@ export const REQUEST_PRICE_ONLY: Usage = { promptTokens: 0, completionTokens: 0 
 export async function refused(ctx: ShimContext, request: FastifyRequest, settlement: Settlement, err: ShimError, reason: UpstreamFailureReason): Promise<never> {
   countRefusal(ctx, request, err, reason);
   await settlement.settle(err.status, null);
-  throw err;
+  throw finalIfGenerationTimedOut(err, settlement);
+}
+
+/**
+ * A non-streamed generation the upstream had, cut by a timeout (LiteLLM's request_timeout, its 408,
+ * which in the deployed stack runs out first; the shim's SHIM_UPSTREAM_TIMEOUT_MS; a gateway's
+ * 504): told final. OpenAI's SDKs retry a 504 twice, and each retry would start the same
+ * generation on the GPU again, for as long, into the same timeout: three of them for one call. A
+ * stream's 504 and one for an upstream never reached keep the SDKs' retries: nothing long was
+ * generated for them.
+ */
+function finalIfGenerationTimedOut(err: ShimError, settlement: Settlement): ShimError {
+  if (err.code !== "upstream_timeout" || settlement.stream) return err;
+  return new ShimError("upstream_timeout", { message: err.message, headers: { ...err.headers, "x-should-retry": "false" } });
 }
 
 /**
@@ -88,7 +101,7 @@ export async function failed(ctx: ShimContext, request: FastifyRequest, reply: F
   if (timedOut === undefined && isAbort(e, signal)) {
     if (signal.reason === "drain") {
       await settlement.settle(503, null);
-      throw shuttingDown();
+      throw shuttingDown(ctx.inflight.drainLeftMs);
     }
     // The client is gone: nobody to answer. Log it as nginx does (499). Once the upstream had the
     // request it is charged the request price, as a stream whose client leaves before any content
@@ -99,5 +112,5 @@ export async function failed(ctx: ShimContext, request: FastifyRequest, reply: F
   }
   const err = unreachable(ctx, request, e, timedOut, reached);
   await settlement.settle(err.status, null);
-  throw err;
+  throw reached ? finalIfGenerationTimedOut(err, settlement) : err;
 }

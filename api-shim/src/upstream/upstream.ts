@@ -83,7 +83,7 @@ export function createUpstream(options: UpstreamOptions): Upstream {
       return dispatch(req.control ? control : pool, { method: req.method, path: prefix + req.path, headers, body: req.body ?? null }, req.signal, options.headersTimeoutMs, req.onSent);
     },
     // Requests the drain does not own (the model list, /ready's probe) may wait on a silent
-    // upstream for its whole timeout (605 s in the Compose file), far past the stop grace
+    // upstream for its whole timeout (595 s in the Compose file), far past the stop grace
     // period: they get a second, then are cut.
     close: async () => {
       let timer: NodeJS.Timeout | undefined;
