@@ -91,7 +91,11 @@ describe("the memory answers hold at once", () => {
       other.takeNow(1000);
       other.release();
     }
-    setTimeout(() => stuck.release(), 200);
+    // The slow client's answer is sent once the read is waiting (not after a fixed delay, which a
+    // loaded machine could outlast before the read reached the budget), or after a second anyway.
+    const waiting = Date.now();
+    while (memory.waits === 0 && Date.now() - waiting < 1000) await new Promise((r) => setTimeout(r, 5));
+    stuck.release();
     expect(await reading).toHaveLength(2 * MiB);
     expect(Date.now() - started).toBeLessThan(MAX_WAIT_MS - 500);
     expect(memory.waits).toBe(1);
