@@ -141,6 +141,27 @@ describe("client errors map to the SDK's exception classes with the documented b
     expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject(openai);
   });
 
+  it("400 for the body members LiteLLM's proxy lists as untrusted controls (_UNTRUSTED_ROOT_CONTROL_FIELDS): callbacks, guardrail switches, keep-alive and stream timeouts", async () => {
+    // `callbacks` and the *_callback lists are appended to the LiteLLM worker's process-wide
+    // callbacks (one request logs every later caller's prompts elsewhere); the guardrail members turn
+    // the operator's guardrails off; keep-alive and timeouts hold a stream open or cut it after the work.
+    const refused: Record<string, unknown>[] = [
+      { callbacks: ["langfuse"] }, { success_callback: ["langfuse"] }, { failure_callback: ["sentry"] }, { service_callback: ["datadog"] },
+      { input_callback: ["langfuse"] }, { disable_global_guardrails: true }, { opted_out_global_guardrails: ["pii"] }, { applied_guardrails: [] },
+      { standard_logging_object: {} }, { keepalive_seconds: 1 }, { allow_client_keepalive_override: true }, { ttft_timeout: 0.01 },
+      { stream_idle_timeout: 0.01 }, { disable_global_guardrail: true }, { applied_policies: [] }, { policy_sources: {} }, { pillar_response_headers: true },
+    ];
+    const c = h.client(key);
+    const received = h.fake.counters.received;
+    for (const extra of refused) {
+      const e = await failure(() => c.chat.completions.create({ ...chat, ...extra } as never));
+      expect(e, JSON.stringify(extra)).toBeInstanceOf(BadRequestError);
+      expectShape(e, 400, "invalid_request_error", "invalid_request");
+      expect(e.param).toBe(Object.keys(extra)[0]);
+    }
+    expect(h.fake.counters.received).toBe(received);
+  });
+
   it("400 for LiteLLM's controls that pick another model, credentials, retries or pricing (found by mutation review: no test sent them)", async () => {
     // completion() answers a body's `model_list` with the deployments it names, under the operator's
     // provider credentials; the proxy builds a Router of its own from `user_config`. `api_key`/`base_url`

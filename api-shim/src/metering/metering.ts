@@ -300,19 +300,20 @@ export class StreamMeter implements Meter {
   }
 
   /**
-   * Whether the upstream began its answer: a chunk with a choice came. vLLM writes its first (the role, no
-   * content) once the prompt is processed and the first token exists, and may then write nothing
-   * for long (reasoning hidden by `include_reasoning: false`, a tool parser holding tokens back):
-   * a client that leaves after it owes its prompt.
+   * Whether the upstream began its answer: a chunk with a choice came. vLLM writes its first (the role, no content) once the
+   * prompt is processed and the first token exists, and may then write nothing for long (reasoning hidden by
+   * `include_reasoning: false`, a tool parser holding tokens back): a client that leaves after it owes its prompt.
    */
   get answerBegan(): boolean {
     return this.began;
   }
 
-  /**
-   * Whether anything was generated. Not whether usage came: with running usage, vLLM's first
-   * chunk (the role, no content) already carries the prompt's tokens and 0 completion tokens.
-   */
+  /** Whether every output (prompts × `n`) sent its finish_reason. */
+  get everyOutputFinished(): boolean {
+    return this.options.outputs > 0 && this.finished.size >= this.options.outputs;
+  }
+
+  /** Whether anything was generated. Not whether usage came: with running usage, vLLM's first chunk (the role, no content) carries the prompt's tokens. */
   get contentSeen(): boolean {
     if (this.generated > 0 || this.tokenIds > 0 || this.finalUsage !== null) return true;
     for (const u of this.running.values()) if (u.completionTokens > 0) return true;

@@ -135,6 +135,15 @@ export class ResponsesMeter implements Meter {
     return this.began;
   }
 
+  /**
+   * Never before the stream's end: the Responses API's answer is finished by its final event
+   * (`response.completed`), which carries the usage and is the last read, so an error event is
+   * always before the answer finished (a failure), never in the usage's place.
+   */
+  get everyOutputFinished(): boolean {
+    return false;
+  }
+
   /** The final event's usage; else (cut short, or a final event without usage) the estimate of what was delivered. */
   usage(promptOwed = true, promptEstimate: () => number = () => 0): Usage {
     if (this.final !== null) return this.outputReported ? this.final : { ...this.final, completionTokens: this.counted() };

@@ -91,6 +91,8 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   /** The upstream's failure told by its own final event, relayed as it came (not `failure`, which the shim tells). */
   let upstreamFailure: ShimError | null = null;
   let sawDone = false;
+  /** An error event came in the usage chunk's place, after the whole answer. */
+  let usageFailed = false;
   // The usage-only chunk last received, until the next event shows whether it is the last word.
   let held: UsageEvent | null = null;
   try {
@@ -122,6 +124,16 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
           break;
         }
         continue;
+      }
+      if (m.kind === "error" && meter.everyOutputFinished && !meter.sawUsage) {
+        // An error in the usage chunk's place, after every output's finish: LiteLLM's proxy writes
+        // one where building the usage chunk raised (BerriAI/litellm#41187, from v1.94.0), with or
+        // without [DONE] after it. The answer is whole and only its usage is missing: the stream
+        // ends as one that came without usage (charged below from the estimate), not as a failure
+        // a client with its whole answer would retry and pay for twice.
+        usageFailed = true;
+        sawDone = true;
+        break;
       }
       if (m.kind === "error") {
         // The upstream failed inside the stream (vLLM sends an error event, then [DONE]). It is
@@ -160,7 +172,9 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       // The shim asked for usage and the upstream ignored it (or sent no prompt count): charged
       // from an estimate below, and shown to the operator, who can fix the upstream.
       metricReason = "no_usage";
-      const message = meter.sawUsage ? "stream usage without prompt_tokens: prompt estimated" : "stream ended without usage: prompt estimated, completion counted in chunks";
+      const message = usageFailed
+        ? "stream usage failed upstream (an error event in its place, after every finish): prompt estimated, completion counted in chunks"
+        : meter.sawUsage ? "stream usage without prompt_tokens: prompt estimated" : "stream ended without usage: prompt estimated, completion counted in chunks";
       request.log.warn({ reqId: request.id, model: loggedModel(request.shim.model ?? "", ctx.hideSecrets, ctx.config.models) }, message);
     }
   } catch (e) {

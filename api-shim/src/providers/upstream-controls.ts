@@ -57,6 +57,14 @@ const LITELLM_CONTROLS = new Set([
   // LiteLLM's caching, logging, budgets and limits (the shim does limits and accounting).
   "caching", "cache", "cache_key", "preset_cache_key", "caching_groups", "ttl", "no-log", "tags", "turn_off_message_logging",
   "rpm", "tpm", "itpm", "otpm", "max_parallel_requests", "max_budget", "budget_duration", "tiered_pricing", "output_vector_size",
+  // What its proxy lists as untrusted body members (litellm_pre_call_utils.py _UNTRUSTED_ROOT_CONTROL_FIELDS):
+  // callbacks appended to the worker's process-wide lists (one request would log every later
+  // caller's prompts where it chose), the operator's guardrails turned off, a stream kept open past
+  // the timeouts by keep-alive pings, or cut off after the work was done.
+  "callbacks", "success_callback", "failure_callback", "service_callback", "input_callback", "disable_global_guardrails",
+  "disable_global_guardrail", "opted_out_global_guardrails", "applied_guardrails", "applied_policies", "policy_sources",
+  "pillar_response_headers", "standard_logging_object", "keepalive_seconds", "allow_client_keepalive_override",
+  "ttft_timeout", "stream_idle_timeout",
   // Internal to LiteLLM's call path.
   "id", "self", "verbose", "logger_fn", "complete_response", "proxy_server_request", "use_in_pass_through",
   "acompletion", "atext_completion", "text_completion", "aimg_generation",

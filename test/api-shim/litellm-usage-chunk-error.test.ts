@@ -1,0 +1,108 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+import { loopbackServer } from "../support/shim-process.ts";
+
+/**
+ * LiteLLM's usage chunk that fails to be built, scripted as its proxy sends it (found by review of
+ * its recent releases). BerriAI/litellm#41187 (open; a regression in v1.94.0 from #32255, fix PR
+ * #41195 not merged): on `hosted_vllm/` streams with `stream_options.include_usage`, which the shim
+ * always asks for, serializing the usage chunk raises (`'MockValSer' object cannot be converted
+ * to 'SchemaSerializer'`) and the proxy's async_data_generator writes its mid-stream error frame,
+ * `data: {"error": ProxyException.to_dict()}` (code a string), where the usage chunk would have
+ * been: after every content chunk and the finish_reason, with or without a `data: [DONE]` after it.
+ */
+let script = "";
+const CREDIT = 1_000_000;
+
+describe("LiteLLM's error event in place of the usage chunk, after the whole answer", () => {
+  let h: Harness;
+  let upstream: { url: string; close(): Promise<void> };
+  beforeAll(async () => {
+    upstream = await loopbackServer((req, res) => {
+      req.resume();
+      req.on("end", () => res.writeHead(200, { "content-type": "text/event-stream" }).end(script));
+    });
+    // A credit per token, so that the prompt charged or not shows in the charge.
+    const pricing = { request: 1, models: { smart: { promptPer1k: 1000, completionPer1k: 1000 } } };
+    h = await startShim({ file: { models: [{ name: "smart" }], pricing }, env: { SHIM_UPSTREAM_URL: upstream.url } });
+  });
+  afterAll(async () => {
+    await h.close();
+    await upstream.close();
+  });
+
+  const frame = { id: "chatcmpl-1", created: 1, model: "smart", object: "chat.completion.chunk" };
+  const chunk = (rest: object) => `data: ${JSON.stringify({ ...frame, ...rest })}\n\n`;
+  const delta = (index: number, content: string) => chunk({ choices: [{ index, delta: { content }, finish_reason: null }] });
+  const finish = (index: number) => chunk({ choices: [{ index, delta: {}, finish_reason: "stop" }] });
+  const usageFailed = `data: ${JSON.stringify({ error: { message: "litellm.APIConnectionError: TypeError: 'MockValSer' object cannot be converted to 'SchemaSerializer'", type: "None", param: "None", code: "500" } })}\n\n`;
+  const done = "data: [DONE]\n\n";
+  const answer = delta(0, "Hello") + delta(0, " there") + finish(0);
+  const ask = (extra: Record<string, unknown> = {}) => ({ model: "smart", messages: [{ role: "user", content: "say hello there, please, in two words" }], max_tokens: 5, stream: true, ...extra });
+  const failures = async (reason: string) => Number(new RegExp(`^shim_upstream_failures_total\\{reason="${reason}"\\} (\\d+)$`, "m").exec(await (await fetch(`${h.url}/metrics`)).text())?.[1] ?? 0);
+
+  /** Streams `body` from the upstream for a new key: what the client read, what it was charged, and its request's log line. */
+  async function streamed(body: string, request: Record<string, unknown> = ask()) {
+    script = body;
+    const { id, key } = await h.createKey({ credits: 1000 });
+    const text = await (await h.post(key, "/v1/chat/completions", request)).text();
+    const line = await h.waitForRequestLog((e) => e.keyId === id);
+    const charged = 1000 * CREDIT - (await h.store.getKey(id))!.balance;
+    return { text, line, charged };
+  }
+
+  for (const [name, tail] of [["no [DONE] after it (today's proxy)", ""], ["[DONE] after it", done]] as const) {
+    it(`the client that has every finish_reason gets a whole stream, not an error it would retry, and pays as for an answer that came without usage: ${name}`, async () => {
+      const withoutUsage = await streamed(answer + done);
+      const noUsage = await failures("no_usage");
+      const { text, line, charged } = await streamed(answer + usageFailed + tail);
+      expect(text).toContain("Hello");
+      // Before: `data: {"error":{"code":"upstream_error",…}}` after the finish, so an SDK raised
+      // APIError on an answer it already had, and its retry had vLLM generate it again.
+      expect(text).not.toContain('"error"');
+      expect(text).toMatch(/\n: credits_charged=\S+ credits_remaining=\S+\n\ndata: \[DONE\]\n\n$/);
+      // The prompt vLLM processed is charged (estimated), not only the two content chunks: the same
+      // answer ended by [DONE] without usage costs exactly this.
+      expect(charged).toBeGreaterThan(3 * CREDIT); // the request and the two chunks, and more
+      expect(charged).toBe(withoutUsage.charged);
+      expect(line).toMatchObject({ status: 200, tokens: withoutUsage.line.tokens, cause: "no_usage" });
+      expect(line.error).toBeUndefined();
+      // Counted as a stream without usage is, for the operator to find (the upstream is the one to fix).
+      expect(await failures("no_usage")).toBe(noUsage + 1);
+      expect(h.logs.some((l) => l.includes("stream usage failed upstream"))).toBe(true);
+    });
+  }
+
+  it("a client that asked for usage reads the same whole stream, charged the same", async () => {
+    const request = ask({ stream_options: { include_usage: true } });
+    const withoutUsage = await streamed(answer + done, request);
+    const { text, charged } = await streamed(answer + usageFailed + done, request);
+    expect(text).not.toContain('"error"');
+    expect(text).toMatch(/data: \[DONE\]\n\n$/);
+    expect(charged).toBe(withoutUsage.charged);
+  });
+
+  it("every output of n: 2 finished, then the error: a whole stream too", async () => {
+    const request = ask({ n: 2 });
+    const both = delta(0, "Hello") + delta(1, "Hi") + finish(0) + finish(1);
+    const withoutUsage = await streamed(both + done, request);
+    const { text, charged } = await streamed(both + usageFailed + done, request);
+    expect(text).not.toContain('"error"');
+    expect(charged).toBe(withoutUsage.charged);
+  });
+
+  it("an error before every output finished is still the upstream's failure: told, and charged the content only", async () => {
+    const streamError = await failures("stream_error");
+    // One output of n: 2 unfinished, and an output with no finish at all.
+    for (const [body, request] of [[delta(0, "Hello") + delta(1, "Hi") + finish(0) + usageFailed + done, ask({ n: 2 })], [delta(0, "Hello") + delta(0, " there") + usageFailed, ask()]] as const) {
+      const { text, line, charged } = await streamed(body, request);
+      expect(text).toContain('"code":"upstream_error"');
+      expect(text).not.toContain("[DONE]");
+      expect(line).toMatchObject({ status: 200, error: "upstream_error" });
+      // The request and the content chunks, no prompt: less than the same content ended by [DONE].
+      const whole = await streamed(body.replace(usageFailed, "") + (body.endsWith(done) ? "" : done), request);
+      expect(charged).toBeLessThan(whole.charged);
+    }
+    expect(await failures("stream_error")).toBe(streamError + 2);
+  });
+});
