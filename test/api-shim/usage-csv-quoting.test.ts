@@ -1,0 +1,99 @@
+import { rmSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import Database from "better-sqlite3";
+import Fastify, { type FastifyInstance } from "fastify";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ShimContext } from "../../api-shim/src/context.ts";
+import { sendUsageBody } from "../../api-shim/src/routes/usage-body.ts";
+import { SqliteReports } from "../../api-shim/src/store/sqlite-reports.ts";
+import type { UsageQuery } from "../../api-shim/src/store/store.ts";
+import { firstAndRest, usageBatches } from "../../api-shim/src/store/usage-batches.ts";
+import { sqliteLedgerOfGroups } from "../support/usage-ledger.ts";
+
+/**
+ * Found by mutation review: a model name with a double quote (a client's own name, on a shim with
+ * no model list) is one CSV cell, its quote doubled (RFC 4180): written once, the row a spreadsheet
+ * or csv reader takes has its columns shifted or merged and its figures land under other headers.
+ */
+const NAMES = ['say "hi", then', 'quote"only'];
+
+/** RFC 4180 fields of one CSV line (no line breaks inside cells here). */
+function fields(line: string): string[] {
+  const out: string[] = [];
+  let i = 0;
+  while (i <= line.length) {
+    if (line[i] === '"') {
+      let v = "";
+      i++;
+      for (;;) {
+        if (line[i] === '"' && line[i + 1] === '"') { v += '"'; i += 2; }
+        else if (line[i] === '"') { i++; break; }
+        else if (i >= line.length) throw new Error(`unterminated quoted cell in ${line}`);
+        else v += line[i++];
+      }
+      if (i < line.length && line[i] !== ",") throw new Error(`text after a quoted cell in ${line}`);
+      out.push(v);
+      i++;
+    } else {
+      const end = line.indexOf(",", i);
+      const stop = end === -1 ? line.length : end;
+      const v = line.slice(i, stop);
+      if (v.includes('"')) throw new Error(`a bare quote in an unquoted cell in ${line}`);
+      out.push(v);
+      i = stop + 1;
+    }
+  }
+  return out;
+}
+
+describe("an /admin/usage CSV of model names with double quotes", () => {
+  let dir: string;
+  let reports: SqliteReports;
+  let app: FastifyInstance;
+  let url: string;
+  const all = { keyId: null, asker: null, from: 0, to: Date.now() + 86_400_000, group: "model" } as const satisfies UsageQuery;
+
+  beforeAll(async () => {
+    let file: string;
+    ({ dir, file } = await sqliteLedgerOfGroups(1, "usage-csv-quoting-"));
+    const db = new Database(file);
+    db.pragma("foreign_keys = OFF");
+    const insert = db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES ('kquote000000', ?, -1300, 'usage', ?, 'chat', ?, 200, 7, 3, 0, 10)");
+    NAMES.forEach((model, i) => insert.run(Date.now() - 1000, `quote-${i}`, model));
+    db.close();
+    reports = new SqliteReports(file, { busyTimeoutMs: 1000, timeoutMs: 10_000 });
+    app = Fastify();
+    app.get("/report", async (request, reply) => {
+      const format = (request.query as { format?: string }).format === "csv" ? "csv" : "json";
+      return sendUsageBody({} as ShimContext, request, reply, usageBatches(await reports.batches({ ...all, signal: new AbortController().signal }, async () => {}).then(firstAndRest)), format, "model", { object: "usage_report" });
+    });
+    await app.listen({ port: 0, host: "127.0.0.1" });
+    url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/report`;
+  });
+  afterAll(async () => {
+    await app?.close();
+    reports?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("is sent as a file a browser saves as usage.csv (docs/api-shim.md, GET /admin/usage)", async () => {
+    const res = await fetch(`${url}?format=csv`);
+    await res.text();
+    expect(res.headers.get("content-type")).toBe("text/csv; charset=utf-8");
+    expect(res.headers.get("content-disposition")).toBe('attachment; filename="usage.csv"');
+  });
+
+  it("reads back as the same name, in one cell, with every figure under its header", async () => {
+    const lines = (await (await fetch(`${url}?format=csv`)).text()).split("\r\n");
+    const header = fields(lines[0]!);
+    const rows = lines.filter((l) => l.startsWith("kquote000000,")).map(fields);
+    expect(rows.map((r) => r[1]).sort()).toEqual([...NAMES].sort());
+    for (const r of rows) {
+      expect(r.length).toBe(header.length);
+      expect(Object.fromEntries(header.map((h, i) => [h, r[i]]))).toMatchObject({ requests: "1", prompt_tokens: "7", completion_tokens: "3", total_tokens: "10", cost: "0.0013" });
+    }
+    // The JSON report names the same models.
+    const json = (await (await fetch(url)).json()) as { data: { key_id: string; model: string }[] };
+    expect(json.data.filter((r) => r.key_id === "kquote000000").map((r) => r.model).sort()).toEqual([...NAMES].sort());
+  });
+});
