@@ -32,6 +32,7 @@ import { modelsRoutes } from "./routes/models.ts";
 import { usageRoutes } from "./routes/usage.ts";
 import type { Store } from "./store/store.ts";
 import type { Upstream } from "./upstream/upstream.ts";
+import { namesPostgres } from "./store/database-url.ts";
 
 export interface AppDeps {
   config: ShimConfig;
@@ -61,7 +62,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     metrics,
     pricer: new Pricer(config.pricing, config.models),
     limiter: new RateLimiter(deps.clock, config.unauthenticatedRpm),
-    inflight: new Inflight(),
+    inflight: new Inflight(namesPostgres(config.databaseUrl)),
     holdsSettled: new KeyWaiters(),
     answerMemory: new AnswerMemory(config.answerMemoryBytes),
     bodyMemory: new BodyMemory(config.bodyMemoryBytes),

@@ -113,24 +113,22 @@ export class ShimError extends Error {
 }
 
 /**
- * The longest Retry-After OpenAI's SDKs wait for (openai-node's retryRequest): past it they retry
- * after their own backoff (~0.5 s, then ~1 s), as if there were none.
+ * The longest Retry-After every OpenAI SDK waits for: openai-node 7 and openai-python honour up to
+ * 60 s, openai-node 4 and 5 below 60 s; past it they retry after their own backoff (~0.5 s, then
+ * ~1 s), as if there were none.
  */
-export const SDK_LONGEST_RETRY_AFTER_S = 60;
-
-/** What a restart takes once the drain is over: settling what it cut, the exit, Compose starting the new shim. */
-const RESTART_MS = 5_000;
+export const SDK_LONGEST_RETRY_AFTER_S = 59;
 
 /**
  * A request refused or cut by a shutdown's drain: another replica, or this one restarted, will
- * answer it. `drainLeftMs`: how long the drain may still run (Inflight.drainLeftMs). Its
- * Retry-After covers that and a restart: without one OpenAI's SDKs spent their two retries within
- * ~1.5 s, inside the drain (up to SHIM_DRAIN_TIMEOUT_MS, 23 s deployed), and the caller got the
- * 503 (or nginx's 502) though the restarted shim would have served it. At most the 60 s the SDKs
- * honour; a later retry meets nginx's 502, whose Retry-After (5 s) spaces the next.
+ * answer it, after `retryAfterMs` (Inflight.refusal says how long: the drain's time left and a
+ * restart). Without a Retry-After OpenAI's SDKs spent their two retries within ~1.5 s, inside the
+ * drain (up to SHIM_DRAIN_TIMEOUT_MS, 23 s deployed), and the caller got the 503 (or nginx's 502)
+ * though the restarted shim would have served it. At most the wait every SDK honours; a later
+ * retry meets nginx's 502, whose Retry-After (5 s) spaces the next.
  */
-export function shuttingDown(drainLeftMs: number): ShimError {
-  const wait = Math.min(SDK_LONGEST_RETRY_AFTER_S, retryAfterSeconds(drainLeftMs + RESTART_MS));
+export function shuttingDown(retryAfterMs: number): ShimError {
+  const wait = Math.min(SDK_LONGEST_RETRY_AFTER_S, retryAfterSeconds(retryAfterMs));
   return new ShimError("service_unavailable", { message: "The server is shutting down; retry shortly.", headers: { "retry-after": String(wait) } });
 }
 

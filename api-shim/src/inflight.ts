@@ -1,4 +1,5 @@
 import { EventEmitter, once } from "node:events";
+import { type ShimError, shuttingDown } from "./errors.ts";
 
 /**
  * What the requests cut at the end of a drain get to settle (a settlement takes milliseconds). The
@@ -7,6 +8,9 @@ import { EventEmitter, once } from "node:events";
  * in the rendered compose file), or the process is killed with holds unsettled.
  */
 export const SETTLE_AFTER_DRAIN_MS = 3_000;
+
+/** What a restart takes once the drain is over, told to a request it turns away (Inflight.refusal). */
+const RESTART_MS = 5_000;
 
 /** A slot whose request abortAll has aborted and that has not finished yet (it is not aborted twice). */
 const ABORTED = () => {};
@@ -34,6 +38,13 @@ export class Inflight {
   private abortedCount = 0;
   /** When the drain's wait for what is in flight runs out (performance.now()); null before a drain. */
   private drainEnds: number | null = null;
+
+  /** Other shim processes may share the store (Postgres), and one of them answer at once. */
+  private readonly replicas: boolean;
+
+  constructor(replicas = false) {
+    this.replicas = replicas;
+  }
 
   /** Registers an abort function; call the returned function when the request is over. */
   add(abort: (reason: string) => void): () => void {
@@ -81,12 +92,15 @@ export class Inflight {
   }
 
   /**
-   * How long the drain may still wait for what is in flight (0 before a drain, and once it has cut
-   * it): the wait a request it turns away is told to come back after (errors.ts shuttingDown).
-   * An upper bound: a drain whose requests all finish ends sooner.
+   * The refusal of a request the drain turns away or cuts, told when to come back: once the drain
+   * may have ended (an upper bound: one whose requests all finish ends sooner; 0 once it has cut
+   * them) and a restart is over (settling what it cut, the exit, Compose starting the new shim).
+   * With replicas another one serves it now: a second, the least Retry-After.
    */
-  get drainLeftMs(): number {
-    return this.drainEnds === null || this.cut !== null ? 0 : Math.max(0, this.drainEnds - performance.now());
+  refusal(): ShimError {
+    if (this.replicas) return shuttingDown(0);
+    const drainLeft = this.drainEnds === null || this.cut !== null ? 0 : Math.max(0, this.drainEnds - performance.now());
+    return shuttingDown(drainLeft + RESTART_MS);
   }
 
   /** Whether the drain has cut what was in flight: connections closing now are the shim's doing. */

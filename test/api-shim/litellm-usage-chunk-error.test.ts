@@ -91,18 +91,28 @@ describe("LiteLLM's error event in place of the usage chunk, after the whole ans
     expect(charged).toBe(withoutUsage.charged);
   });
 
-  it("an error before every output finished is still the upstream's failure: told, and charged the content only", async () => {
+  it("an error before any output finished is still the upstream's failure: told, and charged the content only", async () => {
     const streamError = await failures("stream_error");
-    // One output of n: 2 unfinished, and an output with no finish at all.
-    for (const [body, request] of [[delta(0, "Hello") + delta(1, "Hi") + finish(0) + usageFailed + done, ask({ n: 2 })], [delta(0, "Hello") + delta(0, " there") + usageFailed, ask()]] as const) {
-      const { text, line, charged } = await streamed(body, request);
-      expect(text).toContain('"code":"upstream_error"');
-      expect(text).not.toContain("[DONE]");
-      expect(line).toMatchObject({ status: 200, error: "upstream_error" });
-      // The request and the content chunks, no prompt: less than the same content ended by [DONE].
-      const whole = await streamed(body.replace(usageFailed, "") + (body.endsWith(done) ? "" : done), request);
-      expect(charged).toBeLessThan(whole.charged);
-    }
-    expect(await failures("stream_error")).toBe(streamError + 2);
+    const body = delta(0, "Hello") + delta(0, " there") + usageFailed;
+    const { text, line, charged } = await streamed(body);
+    expect(text).toContain('"code":"upstream_error"');
+    expect(text).not.toContain("[DONE]");
+    expect(line).toMatchObject({ status: 200, error: "upstream_error" });
+    // The request and the content chunks, no prompt: less than the same content ended by [DONE].
+    const whole = await streamed(body.replace(usageFailed, "") + done);
+    expect(charged).toBeLessThan(whole.charged);
+    expect(await failures("stream_error")).toBe(streamError + 1);
+  });
+
+  it("an error after one output of n: 2 finished is told, and charged its prompt with the content: LiteLLM sends one finish for all of n, so behind it the whole answer came", async () => {
+    // LiteLLM: both outputs' content, one finish_reason for all of n, then its error in the usage's place.
+    const body = delta(0, "Hello") + delta(1, "Hi") + finish(0) + usageFailed + done;
+    const { text, line, charged } = await streamed(body, ask({ n: 2 }));
+    expect(text).toContain('"code":"upstream_error"');
+    expect(line).toMatchObject({ status: 200, error: "upstream_error" });
+    // Before: the request and the two chunks, never the prompt, however long (a client adding n: 2
+    // to every stream had its prompts free whenever LiteLLM hit its bug).
+    const withoutUsage = await streamed(body.replace(usageFailed, ""), ask({ n: 2 }));
+    expect(charged).toBe(withoutUsage.charged);
   });
 });

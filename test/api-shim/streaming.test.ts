@@ -639,20 +639,25 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
     expect(line.status).toBe(200);
   });
 
-  // Still cut short, so still failures charged the content only, as before.
+  // Still cut short, so still failures, told so; charged the content only while no output had
+  // finished, and its prompt too once one had (a whole output was delivered: behind LiteLLM, one
+  // finish_reason for all of n, the whole answer).
   const cutShort = [
-    ["LiteLLM, cut after its finish chunk, before its usage", [...content, chunk([choice({}, "stop")])], {}],
+    ["LiteLLM, cut after its finish chunk, before its usage", [...content, chunk([choice({}, "stop")])], {}, "estimated"],
     // Usage on a chunk before any finish, none asked: not the whole request's (Ollama zeroes one on every completions chunk).
-    ["usage on chunks before any finish, no running usage asked", [chunk([choice({ content: "a" })], usage(0, 0)), chunk([choice({ content: " b" })], usage(0, 0))], {}],
+    ["usage on chunks before any finish, no running usage asked", [chunk([choice({ content: "a" })], usage(0, 0)), chunk([choice({ content: " b" })], usage(0, 0))], {}, 0],
     // Running usage as vLLM sends it when asked (here by the client: the model is not continuousUsage).
-    ["vLLM with running usage, cut before its finish", [chunk([choice({ content: "a" })], usage(500, 1)), chunk([choice({ content: " b" })], usage(500, 2))], { stream_options: { continuous_usage_stats: true } }],
-    ["n=2 with running usage, one output finished, the other cut", [chunk([choice({ content: "a" }, "stop", 0)], usage(500, 1)), chunk([choice({ content: "b" }, null, 1)], usage(500, 1))], { n: 2, stream_options: { continuous_usage_stats: true } }],
+    ["vLLM with running usage, cut before its finish", [chunk([choice({ content: "a" })], usage(500, 1)), chunk([choice({ content: " b" })], usage(500, 2))], { stream_options: { continuous_usage_stats: true } }, 0],
+    ["n=2 with running usage, one output finished, the other cut", [chunk([choice({ content: "a" }, "stop", 0)], usage(500, 1)), chunk([choice({ content: "b" }, null, 1)], usage(500, 1))], { n: 2, stream_options: { continuous_usage_stats: true } }, 500],
   ] as const;
-  for (const [name, events, extra] of cutShort) {
-    it(`${name}: an upstream failure, charged the content only`, async () => {
+  for (const [name, events, extra, prompt] of cutShort) {
+    it(`${name}: an upstream failure, charged the content ${prompt === 0 ? "only" : "and its prompt"}`, async () => {
+      // The estimated prompt: what the same events ended by [DONE] (a whole stream without usage) are charged for it.
+      const promptCharge = prompt === "estimated" ? (await run([...events, "data: [DONE]\n\n"], false, extra)).charged - cost(0, 2) : cost(prompt, 0) - cost(0, 0);
+      expect(promptCharge).toBeGreaterThan(prompt === 0 ? -1 : 0);
       for (const drop of [false, true]) {
         const { text, line, charged, cuts } = await run([...events], drop, extra);
-        expect(charged, `drop ${drop}`).toBe(cost(0, 2));
+        expect(charged, `drop ${drop}`).toBe(cost(0, 2) + promptCharge);
         expect(text, `drop ${drop}`).toContain('"code":"upstream_error"');
         expect(text, `drop ${drop}`).not.toContain("data: [DONE]");
         expect(line, `drop ${drop}`).toMatchObject({ status: 200, error: "upstream_error" });
@@ -734,7 +739,7 @@ describe("usage in a stream's events, as the upstream happened to write them", (
   it("content after a usage-only chunk, then the body ends without [DONE]: a cut stream, not a whole one", async () => {
     const { text, charged, line } = await run(early);
     expect(text).toContain('"code":"upstream_error"');
-    expect(charged).toBe(cost(0, 6)); // an upstream failure: the content only
+    expect(charged).toBe(cost(5, 6)); // an upstream failure after the output's finish: the content and the usage's prompt
     expect(line).toMatchObject({ status: 200, error: "upstream_error" });
   });
 

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { isInference, type ShimContext } from "../context.ts";
-import { ShimError, shuttingDown } from "../errors.ts";
+import { ShimError } from "../errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { type IpScope, rateLimitHeaders, tokensWait } from "../limits/rate-limit.ts";
 import { rateLimited, tokensSpent, tooManyInFlight } from "../limits/refusals.ts";
@@ -52,7 +52,7 @@ export function authHook(ctx: ShimContext) {
     // A drain answers inference 503 (another replica, or this one restarted, will serve it)
     // before any limit is looked at: the key's place in flight may be a request being drained.
     const inference = isInference(request);
-    if (inference && ctx.inflight.draining) throw shuttingDown(ctx.inflight.drainLeftMs);
+    if (inference && ctx.inflight.draining) throw ctx.inflight.refusal();
     const mono = ctx.clock.monotonic();
     // An inference request is admitted only while the tokens/min budget is positive too: a
     // requests/min refusal says to wait for both, or the SDKs' retry (after exactly Retry-After,

@@ -1,5 +1,4 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { shuttingDown } from "../errors.ts";
 import { rejectOnAbort } from "../promises.ts";
 import { ClientLeftError } from "../store/store.ts";
 
@@ -18,14 +17,14 @@ export function clientLeftSignal(reply: FastifyReply): AbortSignal {
 
 /**
  * Store work that may take long (a usage report): given up when its client leaves, and answered
- * 503 (shuttingDown) when a shutdown's drain ends before it does, rather than cut without an
+ * 503 (Inflight.refusal) when a shutdown's drain ends before it does, rather than cut without an
  * answer. The signal tells the store to stop waiting or running.
  */
 export function untilLeftOrCut<T>(request: FastifyRequest, reply: FastifyReply, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const left = clientLeftSignal(reply);
   const cut = request.drainCut;
   if (!cut) return work(left);
-  const refused = () => shuttingDown(request.server.shim.inflight.drainLeftMs);
+  const refused = () => request.server.shim.inflight.refusal();
   if (cut.aborted) return Promise.reject(refused());
   // Listened to as the work starts (its call may throw: a rejection too): the 503 wins over
   // whatever the store rejects with when the cut aborts it.

@@ -1,7 +1,6 @@
 import type { FastifyReply } from "fastify";
 import { clientLeftSignal } from "../client/client-left.ts";
 import type { ShimContext } from "../context.ts";
-import { shuttingDown } from "../errors.ts";
 
 /**
  * How long a request that its key's other requests crowd out (their credit holds, their places
@@ -121,7 +120,7 @@ export function retryInGrace<T>(waiters: KeyWaiters, reply: FastifyReply, keyId:
  * closed), its place then taken (`take`: the handler) or only seen free (the auth hook, before the
  * body is read). False when none did, or the client left meanwhile.
  *
- * A drain that begins meanwhile turns the request away (shuttingDown, 503: another replica, or
+ * A drain that begins meanwhile turns the request away (Inflight.refusal, 503: another replica, or
  * this one restarted, serves it), at once and with no place kept. It is not in flight while it
  * waits, so the drain does not wait for it: once the drain had found nothing in flight, server.ts
  * closed the store while the request, woken by the last one's end, went on to make its hold.
@@ -132,7 +131,7 @@ export async function placeFreed(ctx: ShimContext, reply: FastifyReply, limit: n
   const freed = (await retryInGrace(ctx.limiter.placeWaiters, reply, keyId, 1, ctx.inflight.drainBegan, free)) === true;
   if (ctx.inflight.draining) {
     if (freed && take) ctx.limiter.leave(keyId);
-    throw shuttingDown(ctx.inflight.drainLeftMs);
+    throw ctx.inflight.refusal();
   }
   return freed;
 }

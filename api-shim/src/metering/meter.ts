@@ -24,8 +24,8 @@ export interface Meter {
   readonly sawUsage: boolean;
   readonly contentSeen: boolean;
   readonly answerBegan: boolean;
-  /** Every output sent its finish_reason: nothing more is generated, only the usage may still come. */
-  readonly everyOutputFinished: boolean;
+  /** How many outputs (of prompts × `n`) sent their finish_reason; "all": only the usage may still come. */
+  readonly outputsFinished: "none" | "some" | "all";
   /** The stream ended with the upstream's own report of its failure (a Responses `response.failed` without usage): settled as an upstream failure. */
   readonly upstreamFailed: boolean;
   usage(promptOwed: boolean, promptEstimate: () => number): Usage;

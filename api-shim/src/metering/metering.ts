@@ -308,9 +308,9 @@ export class StreamMeter implements Meter {
     return this.began;
   }
 
-  /** Whether every output (prompts × `n`) sent its finish_reason. */
-  get everyOutputFinished(): boolean {
-    return this.options.outputs > 0 && this.finished.size >= this.options.outputs;
+  /** How many outputs (prompts × `n`) sent their finish_reason: none, some, or all. */
+  get outputsFinished(): "none" | "some" | "all" {
+    return this.finished.size === 0 ? "none" : this.options.outputs > 0 && this.finished.size >= this.options.outputs ? "all" : "some";
   }
 
   /** Whether anything was generated. Not whether usage came: with running usage, vLLM's first chunk (the role, no content) carries the prompt's tokens. */

@@ -140,8 +140,8 @@ export class ResponsesMeter implements Meter {
    * (`response.completed`), which carries the usage and is the last read, so an error event is
    * always before the answer finished (a failure), never in the usage's place.
    */
-  get everyOutputFinished(): boolean {
-    return false;
+  get outputsFinished(): "none" {
+    return "none";
   }
 
   /** The final event's usage; else (cut short, or a final event without usage) the estimate of what was delivered. */

@@ -125,7 +125,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
         }
         continue;
       }
-      if (m.kind === "error" && meter.everyOutputFinished && !meter.sawUsage) {
+      if (m.kind === "error" && meter.outputsFinished === "all" && !meter.sawUsage) {
         // An error in the usage chunk's place, after every output's finish: LiteLLM's proxy writes
         // one where building the usage chunk raised (BerriAI/litellm#41187, from v1.94.0), with or
         // without [DONE] after it. The answer is whole and only its usage is missing: the stream
@@ -199,12 +199,15 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     // An upstream failure before any content is the upstream's fault: nothing is charged.
     // A client that leaves is charged the request and what was generated up to then, with its
     // prompt (running usage's, else estimated) once the answer began (its first chunk: the prompt
-    // was processed); an upstream failure after content, only the content. A whole stream owes
-    // its prompt (estimated if it came without usage), even with no completion tokens (a
-    // provider's content filter). Whether the upstream sends running usage must not change any of this.
+    // was processed); an upstream failure after content, only the content, unless an output had
+    // finished: a whole output was delivered, and behind LiteLLM, which sends one finish_reason
+    // for all of `n`, the whole answer (its error in the usage chunk's place, BerriAI/litellm#41187,
+    // left every n > 1 stream's prompt free). A whole stream owes its prompt (estimated if it came
+    // without usage), even with no completion tokens (a provider's content filter). Whether the
+    // upstream sends running usage must not change any of this.
     const failed = failure ?? upstreamFailure;
     const nothing = failed !== null && !meter.contentSeen;
-    const owesPrompt = clientGone ? meter.answerBegan : failed === null;
+    const owesPrompt = clientGone ? meter.answerBegan : failed === null || meter.outputsFinished !== "none";
     const { cost, available } = await settlement.settle(clientGone ? 499 : (failed?.status ?? 200), nothing ? null : meter.usage(owesPrompt, input.promptEstimate));
     const credits = { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) };
     // The usage-only chunk that ended the stream carries the final figures; a whole stream whose

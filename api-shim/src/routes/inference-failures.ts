@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { ShimContext } from "../context.ts";
-import { ShimError, shuttingDown } from "../errors.ts";
+import { ShimError } from "../errors.ts";
 import type { Usage } from "../money/pricing.ts";
 import type { Settlement } from "../money/settlement.ts";
 import { finishRequest } from "../observability/request-line.ts";
@@ -23,19 +23,21 @@ export const REQUEST_PRICE_ONLY: Usage = { promptTokens: 0, completionTokens: 0 
 export async function refused(ctx: ShimContext, request: FastifyRequest, settlement: Settlement, err: ShimError, reason: UpstreamFailureReason): Promise<never> {
   countRefusal(ctx, request, err, reason);
   await settlement.settle(err.status, null);
-  throw finalIfGenerationTimedOut(err, settlement);
+  throw finalIfGenerationTimedOut(ctx, request, err, settlement);
 }
 
 /**
- * A non-streamed generation the upstream had, cut by a timeout (LiteLLM's request_timeout, its 408,
- * which in the deployed stack runs out first; the shim's SHIM_UPSTREAM_TIMEOUT_MS; a gateway's
- * 504): told final. OpenAI's SDKs retry a 504 twice, and each retry would start the same
- * generation on the GPU again, for as long, into the same timeout: three of them for one call. A
- * stream's 504 and one for an upstream never reached keep the SDKs' retries: nothing long was
- * generated for them.
+ * A non-streamed generation the upstream had for at least half of SHIM_UPSTREAM_TIMEOUT_MS, cut by
+ * a timeout (LiteLLM's request_timeout, its 408, which in the deployed stack runs out first; the
+ * shim's own; a gateway's 504): told final. OpenAI's SDKs retry a 504 twice, and each retry would
+ * start the same generation on the GPU again, for as long, into the same timeout: three of them
+ * for one call. A stream's 504, one for an upstream never reached, and one answered sooner (a
+ * provider's or a gateway's own, in milliseconds) keep the SDKs' retries: nothing long was
+ * generated for them, and a retry may well be served.
  */
-function finalIfGenerationTimedOut(err: ShimError, settlement: Settlement): ShimError {
+function finalIfGenerationTimedOut(ctx: ShimContext, request: FastifyRequest, err: ShimError, settlement: Settlement): ShimError {
   if (err.code !== "upstream_timeout" || settlement.stream) return err;
+  if (performance.now() - request.shim.start < ctx.config.upstreamTimeoutMs / 2) return err;
   return new ShimError("upstream_timeout", { message: err.message, headers: { ...err.headers, "x-should-retry": "false" } });
 }
 
@@ -101,7 +103,7 @@ export async function failed(ctx: ShimContext, request: FastifyRequest, reply: F
   if (timedOut === undefined && isAbort(e, signal)) {
     if (signal.reason === "drain") {
       await settlement.settle(503, null);
-      throw shuttingDown(ctx.inflight.drainLeftMs);
+      throw ctx.inflight.refusal();
     }
     // The client is gone: nobody to answer. Log it as nginx does (499). Once the upstream had the
     // request it is charged the request price, as a stream whose client leaves before any content
@@ -112,5 +114,5 @@ export async function failed(ctx: ShimContext, request: FastifyRequest, reply: F
   }
   const err = unreachable(ctx, request, e, timedOut, reached);
   await settlement.settle(err.status, null);
-  throw reached ? finalIfGenerationTimedOut(err, settlement) : err;
+  throw reached ? finalIfGenerationTimedOut(ctx, request, err, settlement) : err;
 }

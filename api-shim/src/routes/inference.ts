@@ -8,7 +8,7 @@ import { deadKey } from "../auth/auth.ts";
 import { tooManyInFlight } from "../limits/refusals.ts";
 import { authHeaders } from "../limits/response-headers.ts";
 import { INFERENCE_ROUTE, type ShimContext } from "../context.ts";
-import { ShimError, shuttingDown } from "../errors.ts";
+import { ShimError } from "../errors.ts";
 import type { InferenceKind } from "../requests/inference-request.ts";
 import { formatCredits } from "../money/money.ts";
 import { placeFreed, retryInGrace } from "../limits/key-waits.ts";
@@ -58,7 +58,7 @@ export function inferenceRoutes(app: FastifyInstance, ctx: ShimContext): void {
 async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const auth = request.auth!;
   request.shim.routeLogs = true; // every way out below writes the request's line, a client that left included
-  if (ctx.inflight.draining) throw shuttingDown(ctx.inflight.drainLeftMs);
+  if (ctx.inflight.draining) throw ctx.inflight.refusal();
   const checks = checked(ctx, kind, request);
   // Requests in flight for this key, under the tier's cap: counted from here until the request
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
@@ -121,7 +121,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     // Its model taken out of the key's allow-list since (PATCH /admin/keys/{id}): refused as admission (checked) refuses it.
     if (reserved.notAllowed) throw modelNotAllowed(req.model);
     // A drain cut it while it waited for holds to settle: another replica (or this one restarted) may admit it.
-    if (ac.signal.aborted) throw shuttingDown(ctx.inflight.drainLeftMs);
+    if (ac.signal.aborted) throw ctx.inflight.refusal();
     const required = formatCredits(hold);
     const available = formatCredits(reserved.available);
     throw new ShimError("insufficient_credits", {

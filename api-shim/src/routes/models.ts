@@ -3,7 +3,7 @@ import { modelRefusal } from "../requests/admission.ts";
 import { authHeaders } from "../limits/response-headers.ts";
 import { batchAsked } from "../requests/batch-query.ts";
 import type { ShimContext } from "../context.ts";
-import { ShimError, shuttingDown } from "../errors.ts";
+import { ShimError } from "../errors.ts";
 import { creditsNumber } from "../money/money.ts";
 import { countUpstreamFailure, readLimited, unreachable } from "../upstream/upstream.ts";
 import { modelNotFound, upstreamStatusError } from "../upstream/upstream-errors.ts";
@@ -66,7 +66,7 @@ async function keyModels(ctx: ShimContext, request: FastifyRequest): Promise<{ b
     res = await ctx.upstream.request({ method: "GET", path: "/models", requestId: request.id, control: true, signal, onSent: () => (sent = true) });
     text = (await readLimited(res.body, MODEL_LIST_LIMIT)).text;
   } catch (e) {
-    if (request.drainCut?.aborted) throw shuttingDown(ctx.inflight.drainLeftMs);
+    if (request.drainCut?.aborted) throw ctx.inflight.refusal();
     throw unreachable(ctx, request, e, deadline.aborted ? (res ? "UND_ERR_BODY_TIMEOUT" : "UND_ERR_HEADERS_TIMEOUT") : undefined, sent);
   }
   // A GET with nothing in it is never the client's fault: whatever the upstream says, it is the
