@@ -61,6 +61,19 @@ describe("client errors map to the SDK's exception classes with the documented b
   });
   afterAll(() => h.close());
 
+  /** Each chat with one of `refused`'s members is a 400 naming it, and none reaches the upstream. */
+  async function refusesEach(refused: readonly Record<string, unknown>[]): Promise<void> {
+    const c = h.client(key);
+    const received = h.fake.counters.received;
+    for (const extra of refused) {
+      const e = await failure(() => c.chat.completions.create({ ...chat, ...extra } as never));
+      expect(e, JSON.stringify(extra)).toBeInstanceOf(BadRequestError);
+      expectShape(e, 400, "invalid_request_error", "invalid_request");
+      expect(e.param).toBe(Object.keys(extra)[0]);
+    }
+    expect(h.fake.counters.received).toBe(received);
+  }
+
   it("400 for wrong types, with the param named", async () => {
     const c = h.client(key);
     const e1 = await failure(() => c.chat.completions.create({ ...chat, messages: "hi" as never }));
@@ -126,16 +139,9 @@ describe("client errors map to the SDK's exception classes with the documented b
       { cache_control_injection_points: [{ location: "message", role: "system", control: { type: "ephemeral", ttl: "31536000s" } }] },
       { vector_store_ids: ["vs_1"] }, { knowledge_bases: ["kb"] },
     ];
-    const c = h.client(key);
-    const received = h.fake.counters.received;
-    for (const extra of refused) {
-      const e = await failure(() => c.chat.completions.create({ ...chat, ...extra } as never));
-      expect(e, JSON.stringify(extra)).toBeInstanceOf(BadRequestError);
-      expectShape(e, 400, "invalid_request_error", "invalid_request");
-      expect(e.param).toBe(Object.keys(extra)[0]);
-    }
-    expect(h.fake.counters.received).toBe(received);
+    await refusesEach(refused);
     // OpenAI's own parameters are the client's, whatever LiteLLM also reads from them.
+    const c = h.client(key);
     const openai = { metadata: { team: "a" }, user: "u1", store: false, service_tier: "default", seed: 7, reasoning_effort: "low", parallel_tool_calls: false, speed: "standard" };
     await c.chat.completions.create({ ...chat, ...openai } as never);
     expect(JSON.parse(h.fake.requests.at(-1)!.body)).toMatchObject(openai);
@@ -151,15 +157,7 @@ describe("client errors map to the SDK's exception classes with the documented b
       { standard_logging_object: {} }, { keepalive_seconds: 1 }, { allow_client_keepalive_override: true }, { ttft_timeout: 0.01 },
       { stream_idle_timeout: 0.01 }, { disable_global_guardrail: true }, { applied_policies: [] }, { policy_sources: {} }, { pillar_response_headers: true },
     ];
-    const c = h.client(key);
-    const received = h.fake.counters.received;
-    for (const extra of refused) {
-      const e = await failure(() => c.chat.completions.create({ ...chat, ...extra } as never));
-      expect(e, JSON.stringify(extra)).toBeInstanceOf(BadRequestError);
-      expectShape(e, 400, "invalid_request_error", "invalid_request");
-      expect(e.param).toBe(Object.keys(extra)[0]);
-    }
-    expect(h.fake.counters.received).toBe(received);
+    await refusesEach(refused);
   });
 
   it("400 for LiteLLM's controls that pick another model, credentials, retries or pricing (found by mutation review: no test sent them)", async () => {
@@ -168,20 +166,13 @@ describe("client errors map to the SDK's exception classes with the documented b
     // pick the call's credentials and endpoint; `max_retries`, `request_timeout`, `stream_timeout` retry or cut
     // off; `allowed_openai_params` sends what LiteLLM would drop; `cache_key` reads another request's answer;
     // the router and pricing families route or reprice the call.
-    const c = h.client(key);
-    const received = h.fake.counters.received;
-    for (const extra of [
+    await refusesEach([
       { model_list: [{ model_name: "qwen2.5-7b", litellm_params: { model: "anthropic/claude-opus-4-1" } }] },
       { user_config: { model_list: [{ model_name: "qwen2.5-7b", litellm_params: { model: "anthropic/claude-opus-4-1" } }] } },
       { api_key: "sk-other" }, { base_url: "http://evil.test" }, { max_retries: 5 }, { request_timeout: 0.01 }, { stream_timeout: 0.01 },
       { allowed_openai_params: ["web_search_options"] }, { cache_key: "someone-else" },
       { auto_router_config: {} }, { cache_read_input_token_cost: 0 }, { output_cost_per_reasoning_token: 0 }, { _response_headers: {} },
-    ]) {
-      const e = await failure(() => c.chat.completions.create({ ...chat, ...extra } as never));
-      expect(e, JSON.stringify(extra)).toBeInstanceOf(BadRequestError);
-      expect(e.param).toBe(Object.keys(extra)[0]);
-    }
-    expect(h.fake.counters.received).toBe(received);
+    ]);
   });
 
   it("400 for kv_transfer_params, with which vLLM's engine takes another prompt than the request's, on every route (found by a hostile-tenant review)", async () => {
