@@ -36,6 +36,9 @@ kept because it is no longer expired, whose keys a run revoked for its earlier e
 on every run saying so and what to do, until its <tenant>.exported or <tenant>.revoked is deleted.
 Exits 1 if a destroy or an export failed, or a stack's outputs could not be read, or the stack file
 of a deployed stack could not be read (a stack with nothing deployed is only reported).
+Ctrl-C (or SIGTERM) during --yes starts no further stack and lets a running destroy finish
+Pulumi's safe cancel, then names each stack interrupted and exits 130: run it again (first
+\`pulumi cancel --stack <stack>\` if pulumi says the stack is locked). A second Ctrl-C kills pulumi.
 
   --yes               destroy (default: dry run)
   --usage-dir <dir>   where usage is saved before a destroy (default: usage/; relative to the
