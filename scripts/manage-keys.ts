@@ -116,6 +116,16 @@ function noteFlag(note: string): void {
   throw new UsageError(`--note has ${stray}: the admin API takes a note of plain text, without control characters other than tabs and line breaks`);
 }
 
+/**
+ * --models as a list, for create and update. One without a name (`--models ,`) is refused here:
+ * sent as `[]` it got the API's wording; `every` is how the command gives every model instead.
+ */
+function modelsFlag(value: string | undefined, every: string): string[] | undefined {
+  const models = commaList(value);
+  if (models?.length === 0) throw new UsageError(`--models has no model names: give them comma-separated (e.g. qwen2.5-7b,bge-m3), or ${every} for every model`);
+  return models;
+}
+
 /** An --expires-at the admin API reads (the shim's own check), else why not. */
 function expiresAtFlag(value: string | undefined): void {
   instantFlag("expires-at", value, "an ISO timestamp with its zone, e.g. 2026-12-31T23:59:59Z, or a date (00:00 UTC that day)");
@@ -148,7 +158,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       // Trimmed as the shim stores it: "team-07 " is the name "team-07".
       const name = required("name", flags.name?.trim(), "the key's name, e.g. team-07");
       expiresAtFlag(flags["expires-at"]);
-      const models = commaList(flags.models);
+      const models = modelsFlag(flags.models, "leave --models out");
       const body = {
         name,
         ...(flags.credits !== undefined ? { credits: creditsFlag("credits", flags.credits, false) } : {}),
@@ -227,6 +237,10 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       if (flags.note !== undefined) noteFlag(flags.note);
       const keys = await client.listKeys();
       const key = findKey(keys, ref);
+      // A key not in use cannot be credited (the API's key_inactive): said in one line, before the
+      // retry line below, which would offer a retry of a request that cannot succeed. A retry
+      // (--idempotency-key given) still goes: the API answers it with the first top-up's grant.
+      if (given === undefined) notActiveForTopUp(flags, key);
       // The shim scopes an Idempotency-Key to one API key. A retry that names a key which was
       // rotated since (revoked, a new one made with the same name) would reach the new key and
       // credit it a second time: a retry must name the key it first went to, by id.
@@ -265,6 +279,14 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
   }
 }
 
+/** Refuses a top-up to a revoked or expired key, naming its state and what to do instead. */
+function notActiveForTopUp(flags: Flags, key: ApiKey): void {
+  const status = keyStatus(key);
+  const which = `key ${key.name} (${key.id})`;
+  if (status === "revoked") throw new UsageError(`top-up refused: ${which} is revoked (since ${shownTime(key.revoked_at!)}), and a revoked key cannot be credited: create a new key instead`);
+  if (status === "expired") throw new UsageError(`top-up refused: ${which} is expired (since ${shownTime(key.expires_at!)}): move its expiry on first (${manageKeysCommand(flags, "update", [["key", key.id]])} --expires-at <time>), then top it up`);
+}
+
 /**
  * `update`: PATCH /admin/keys/{id} with the fields given (the API takes any of them). An answer
  * lost is told as create's and top-up's are, but running it again is safe: it sets the same values.
@@ -274,8 +296,7 @@ async function updateKey(flags: Flags, client: AdminClient, io: Io): Promise<num
   oneOf(flags, "models", "all-models");
   oneOf(flags, "expires-at", "no-expiry");
   expiresAtFlag(flags["expires-at"]);
-  const models = flags["all-models"] ? null : commaList(flags.models);
-  if (models?.length === 0) throw new UsageError("--models has no model names: give them comma-separated (e.g. qwen2.5-7b,bge-m3), or --all-models");
+  const models = flags["all-models"] ? null : modelsFlag(flags.models, "--all-models");
   const expiry = flags["no-expiry"] ? null : flags["expires-at"];
   const body = {
     ...(flags.tier !== undefined ? { tier: flags.tier } : {}),

@@ -6,6 +6,7 @@ import { resolve } from "node:path";
 import { isoSeconds } from "../api-shim/src/requests/period.ts";
 import { formatDuration, instantFlag, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
+import { INTERRUPTED_EXIT_CODE, watchInterruption } from "./lib/interruption.ts";
 import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
 import { type Expiry, expiryOf, FAILED_DEPLOY, mapLimit, outputsOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
 import { type EarlierExpiry, earlierExpiry, exportUsage, type RevokedCount } from "./lib/usage-export.ts";
@@ -35,6 +36,9 @@ kept because it is no longer expired, whose keys a run revoked for its earlier e
 on every run saying so and what to do, until its <tenant>.exported or <tenant>.revoked is deleted.
 Exits 1 if a destroy or an export failed, or a stack's outputs could not be read, or the stack file
 of a deployed stack could not be read (a stack with nothing deployed is only reported).
+Ctrl-C (or SIGTERM) during --yes starts no further stack and lets a running destroy finish
+Pulumi's safe cancel, then names each stack interrupted and exits 130: run it again (first
+\`pulumi cancel --stack <stack>\` if pulumi says the stack is locked). A second Ctrl-C kills pulumi.
 
   --yes               destroy (default: dry run)
   --usage-dir <dir>   where usage is saved before a destroy (default: usage/; relative to the
@@ -160,8 +164,43 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   const failed: string[] = [];
   // Kept because a `pulumi up` moved its expiresAt during the run: neither destroyed nor failed.
   const moved: string[] = [];
-  await mapLimit(plan.expired, options.concurrency, async ({ tenant, at }) => {
-    const stack = tenant.stack;
+  // Ctrl-C or SIGTERM: the stacks under way finish what they started (a destroy its safe cancel),
+  // none is started; `working` says what each one under way is doing, for the lines a signal prints.
+  const interrupted: string[] = [];
+  const notStarted: string[] = [];
+  const working = new Map<string, "export" | "destroy">();
+  const interruption = watchInterruption(deps.signals, {
+    first: () => {
+      if (working.size === 0) io.err("interrupted: starting no further stack (again to stop now)");
+      for (const [stack, step] of working) {
+        io.err(step === "destroy"
+          ? `[${stack}] interrupted: waiting for pulumi to cancel safely (again to stop now)`
+          : `[${stack}] interrupted: finishing its usage export; it will not be destroyed (again to stop now)`);
+      }
+    },
+    second: () => {
+      for (const [stack, step] of working) io.err(`[${stack}] stopped: ${step === "destroy" ? "pulumi was killed during its destroy" : "its usage export was cut short"}; ${runAgain(stack)}`);
+    },
+  });
+  try {
+    await mapLimit(plan.expired, options.concurrency, async ({ tenant, at }) => {
+      const stack = tenant.stack;
+      if (interruption.requested) {
+        notStarted.push(stack);
+        return;
+      }
+      working.set(stack, "export");
+      try {
+        await reapOne(stack, at);
+      } finally {
+        working.delete(stack);
+      }
+    });
+  } finally {
+    interruption.dispose();
+  }
+
+  async function reapOne(stack: string, at: Date): Promise<void> {
     const usage = await exportUsage(stack, options.usageDir, deps, {
       expiresAt: at, progress: (line) => io.out(`[${stack}] ${line}`),
       ...(options.settleTimeoutMs !== undefined ? { settleTimeoutMs: options.settleTimeoutMs } : {}),
@@ -184,28 +223,47 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
         `[${stack}] fix that and run again, or run with --force ${stack} to destroy it without its usage (${done}/${names.length})`);
       return;
     }
+    const saved = usage.kind === "saved" || usage.kind === "already-saved" ? `\n[${stack}] its usage is saved: the next run destroys it again without exporting` : "";
+    // Its keys were revoked for the destroy: if it is kept after all (e.g. the destroy failed on
+    // the lock of the operator's own `pulumi up`, raising its ttlHours), they stay revoked.
+    const revoked = usage.kind === "none" ? "" : revokedLines(stack, usage);
+    if (interruption.requested) {
+      done++;
+      interrupted.push(stack);
+      io.err(`[${stack}] interrupted before its destroy; ${runAgain(stack)}${saved}${revoked}`);
+      return;
+    }
     io.out(`[${stack}] destroying (expired ${relative(at, options.now)})…`);
+    working.set(stack, "destroy");
     const started = Date.now();
     const lines = lineSplitter((line) => io.out(`[${stack}] ${line}`));
-    const r = await pulumi.run(destroyArgs(stack), { onOutput: lines.push });
+    const r = await pulumi.run(destroyArgs(stack), { onOutput: lines.push, interrupt: interruption.interrupt, kill: interruption.kill });
     lines.flush();
     done++;
     if (r.exitCode === 0) {
       io.out(`[${stack}] destroyed in ${formatDuration(Date.now() - started)} (${done}/${names.length})`);
+    } else if (interruption.requested) {
+      interrupted.push(stack);
+      io.err(`[${stack}] interrupted: its destroy did not finish; ${runAgain(stack)}${saved}${revoked}`);
     } else {
       failed.push(stack);
-      const saved = usage.kind === "saved" || usage.kind === "already-saved" ? `\n[${stack}] its usage is saved: the next run destroys it again without exporting` : "";
-      // Its keys were revoked for the destroy: if it is kept after all (e.g. the destroy failed on
-      // the lock of the operator's own `pulumi up`, raising its ttlHours), they stay revoked.
-      const revoked = usage.kind === "none" ? "" : revokedLines(stack, usage);
       io.err(`[${stack}] FAILED: \`${commandLine(destroyArgs(stack))}\` exited ${r.exitCode} (${done}/${names.length}):\n${tail(r)}${saved}${revoked}`);
     }
-  });
-  const ok = names.length - failed.length - moved.length;
+  }
+  const ok = names.length - failed.length - moved.length - interrupted.length - notStarted.length;
   const movedNote = moved.length ? `; kept ${moved.length} whose expiry moved: ${moved.join(", ")}` : "";
-  io.out(`Destroyed ${ok} of ${names.length} expired stack(s)${movedNote}.${failed.length ? ` Failed: ${failed.join(", ")}.` : ""}${unreadableNote}`);
+  const failedNote = failed.length ? ` Failed: ${failed.join(", ")}.` : "";
+  if (interruption.requested) {
+    const cut = [interrupted.length ? `interrupted: ${interrupted.join(", ")}` : "", notStarted.length ? `not started: ${notStarted.join(", ")}` : ""].filter((p) => p !== "");
+    io.err(`Interrupted: destroyed ${ok} of ${names.length} expired stack(s)${movedNote}${cut.map((p) => `; ${p}`).join("")}.${failedNote} Run reap-expired again to finish.${unreadableNote}`);
+    return INTERRUPTED_EXIT_CODE;
+  }
+  io.out(`Destroyed ${ok} of ${names.length} expired stack(s)${movedNote}.${failedNote}${unreadableNote}`);
   return failed.length || plan.unreadable.length ? 1 : 0;
 }
+
+/** What to do about a stack whose destroy a signal cut short: Pulumi's lock may outlive it (pulumi/pulumi#1077). */
+const runAgain = (stack: string) => `run reap-expired again to destroy it (if pulumi says the stack is locked, first \`pulumi cancel --stack ${stack}\`)`;
 
 /** How to give a kept tenant's clients keys again (a revoked key cannot be restored). */
 const newKeys = (stack: string) => `\`npm run manage-keys -- create --stack ${stack} --name <name> --credits <n>\``;

@@ -70,6 +70,8 @@ export function parseFlags<O extends Options>(
     const code = (err as NodeJS.ErrnoException).code;
     const unknown = code === "ERR_PARSE_ARGS_UNKNOWN_OPTION" ? /^Unknown option '(.*?)'(?:\. |$)/.exec((err as Error).message)?.[1] : undefined;
     if (unknown !== undefined) throw new UsageError(unknownOption(unknown, config.suggest ?? [...Object.keys(all), ...(config.known ?? [])], usage));
+    // `--amount` without its value (or `--json=1`): one line, as an unknown flag; in the whole usage the flag is lost.
+    if (code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE") throw new UsageError(`${invalidValue((err as Error).message)}. (${helpPointer(usage)})`);
     const extra = code === "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL" ? `\n${npmDashHint(usage)}` : "";
     throw new UsageError(`${(err as Error).message}${extra}\n\n${usage}`);
   }
@@ -91,9 +93,19 @@ export function parseFlags<O extends Options>(
  */
 function unknownOption(flag: string, known: readonly string[], usage: string): string {
   const meant = flag.startsWith("--") ? closestName(flag.slice(2), known) : undefined;
+  return `Unknown option '${flag}'.${meant === undefined ? "" : ` Did you mean --${meant}?`} (${helpPointer(usage)})`;
+}
+
+/** Where the options are listed: `npm run <script> -- --help`, the script named by `usage`'s first line. */
+function helpPointer(usage: string): string {
   const script = /npm run (\S+)/.exec(usage.split("\n")[0] ?? "")?.[1];
-  const help = script === undefined ? "--help lists the options" : `npm run ${script} -- --help lists the options`;
-  return `Unknown option '${flag}'.${meant === undefined ? "" : ` Did you mean --${meant}?`} (${help})`;
+  return script === undefined ? "--help lists the options" : `npm run ${script} -- --help lists the options`;
+}
+
+/** parseArgs' "Option '-a, --amount <value>' argument missing" as "--amount needs a value"; its other such messages as they are. */
+function invalidValue(message: string): string {
+  const missing = /^Option '(?:-\w, )?(--\S+) <value>' argument missing/.exec(message);
+  return missing ? `${missing[1]} needs a value` : message.replace(/\.$/, "");
 }
 
 /**

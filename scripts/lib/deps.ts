@@ -1,6 +1,7 @@
 // What a script needs from the outside world, in one object: tests replace any part of it
 // (a fake Pulumi CLI, a temp project root, a fixed clock, captured output).
 import { consoleIo, type Io } from "./cli.ts";
+import type { SignalHost } from "./interruption.ts";
 import { type PulumiCli, realPulumi } from "./pulumi.ts";
 
 export interface ScriptDeps {
@@ -10,6 +11,8 @@ export interface ScriptDeps {
   readonly io: Io;
   readonly pulumi: PulumiCli;
   readonly now: () => Date;
+  /** Ctrl-C and SIGTERM, for a script that must not stop mid-command (reap-expired). */
+  readonly signals: SignalHost;
 }
 
 export function withDefaults(partial: Partial<ScriptDeps> = {}): ScriptDeps {
@@ -21,5 +24,6 @@ export function withDefaults(partial: Partial<ScriptDeps> = {}): ScriptDeps {
     io: partial.io ?? consoleIo,
     pulumi: partial.pulumi ?? realPulumi(root, env),
     now: partial.now ?? (() => new Date()),
+    signals: partial.signals ?? process,
   };
 }

@@ -15,6 +15,14 @@ export interface RunOptions {
   readonly input?: string;
   /** Called with output as it arrives, for long commands (destroy). */
   readonly onOutput?: (chunk: string) => void;
+  /**
+   * Sends the command SIGINT when aborted: Pulumi's own ^C, a cancel that waits for the running
+   * operation to reach a safe point (pulumi/pulumi#1231). Its output still goes to onOutput until
+   * it exits: a Go program writing to a closed pipe dies of SIGPIPE, cancel or not.
+   */
+  readonly interrupt?: AbortSignal;
+  /** Kills the command (SIGKILL) when aborted: Pulumi's second ^C, without waiting. */
+  readonly kill?: AbortSignal;
 }
 
 export interface PulumiCli {
@@ -43,8 +51,21 @@ export function realPulumi(root: string, env: NodeJS.ProcessEnv = process.env): 
         p.stdout.on("data", (d: Buffer) => options.onOutput!(d.toString()));
         p.stderr.on("data", (d: Buffer) => options.onOutput!(d.toString()));
       }
-      const out = await p;
-      return { exitCode: out.exitCode ?? 1, stdout: out.stdout, stderr: out.stderr };
+      // To pulumi itself, not its tree (zx's p.kill): its cancel tells its plugins, and a kill
+      // must be sent before the script's own exit, which a tree walk (`ps`) would not wait for.
+      const relay = (signal: AbortSignal | undefined, name: NodeJS.Signals) => {
+        const send = () => p.child?.kill(name);
+        if (signal?.aborted) send();
+        else signal?.addEventListener("abort", send, { once: true });
+        return () => signal?.removeEventListener("abort", send);
+      };
+      const unrelay = [relay(options.interrupt, "SIGINT"), relay(options.kill, "SIGKILL")];
+      try {
+        const out = await p;
+        return { exitCode: out.exitCode ?? 1, stdout: out.stdout, stderr: out.stderr };
+      } finally {
+        for (const off of unrelay) off();
+      }
     },
   };
 }

@@ -86,3 +86,25 @@ describe("through a script's main", () => {
     expect(io.stderr).toEqual(["Unknown option '--jsn'. Did you mean --json? (npm run list-tenants -- --help lists the options)"]);
   });
 });
+
+// Found by an operator review: `top-up --key team-07 --amount` (the value forgotten) printed the
+// whole usage, in which the one flag at fault is lost, where an unknown flag gets one line.
+describe("a flag without its value, or a value for a flag that takes none", () => {
+  it("npm run manage-keys -- top-up … --amount: one line naming the flag and pointing to --help, no usage", async () => {
+    const io = memoryIo();
+    expect(await manageKeys(["top-up", "--url", "http://x", "--key", "team-07", "--amount"], { io, env: {} })).toBe(1);
+    expect(io.stdout).toEqual([]);
+    expect(io.stderr).toEqual(["--amount needs a value. (npm run manage-keys -- --help lists the options)"]);
+  });
+
+  it("a short flag's value missing names its long form; --json=1 says --json takes none", () => {
+    expect(refusal(["-n"], { ...KEYS, name: { type: "string", short: "n" } })).toBe("--name needs a value. (npm run manage-keys -- --help lists the options)");
+    expect(refusal(["--json=1"], { ...KEYS, json: { type: "boolean" } })).toBe("Option '--json' does not take an argument. (npm run manage-keys -- --help lists the options)");
+  });
+
+  it("npm run reap-expired -- --yes --concurrency: the same one line", async () => {
+    const io = memoryIo();
+    expect(await reapExpired(["--yes", "--concurrency"], { root: tempDir(), io, env: {} })).toBe(1);
+    expect(io.stderr).toEqual(["--concurrency needs a value. (npm run reap-expired -- --help lists the options)"]);
+  });
+});

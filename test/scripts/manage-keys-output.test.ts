@@ -61,3 +61,44 @@ describe("admin client: a 500 may come after the API acted", () => {
     await expect(run).rejects.toThrow(/failed: 500 [\s\S]*The top-up may have been applied\. Retry it with the same Idempotency-Key/);
   });
 });
+
+// Found by an operator review: a top-up to a key that is not active printed "to retry safely: …"
+// before a request that cannot succeed; a create with `--models ,` sent `models: []`.
+describe("manage-keys: a request that cannot succeed is refused before it is sent", () => {
+  const active: ApiKey = { id: "AAAAAAAAAAAA", name: "team-07", tier: "free", models: null, balance: 1, held: 0, credits_remaining: 1, requests_in_flight: 0, created_at: "2026-01-01T00:00:00.000Z", expires_at: null, revoked_at: null };
+  const recording = (key: ApiKey, grant?: CreditGrant) => {
+    const sent: string[] = [];
+    const client = {
+      listKeys: async () => [key],
+      topUp: async () => { sent.push("topUp"); return grant; },
+      createKey: async () => { sent.push("createKey"); throw new Error("sent"); },
+    } as unknown as AdminClient;
+    return { client, sent };
+  };
+
+  it.each([
+    ["revoked", { ...active, revoked_at: "2026-02-01T10:00:00.000Z" }, "top-up refused: key team-07 (AAAAAAAAAAAA) is revoked (since 2026-02-01T10:00:00Z), and a revoked key cannot be credited: create a new key instead"],
+    ["expired", { ...active, expires_at: "2026-02-01T00:00:00.000Z" }, "top-up refused: key team-07 (AAAAAAAAAAAA) is expired (since 2026-02-01T00:00:00Z): move its expiry on first (npm run manage-keys -- update --url=https://example.test --key=AAAAAAAAAAAA --expires-at <time>), then top it up"],
+  ] as const)("top-up to a key that is %s: one line naming its state, no retry line, nothing sent", async (_state, key, message) => {
+    const { client, sent } = recording(key);
+    const io = memoryIo();
+    await expect(runCommand("top-up", { url: "https://example.test", key: "team-07", amount: "5" }, client, io)).rejects.toThrow(message);
+    expect(io.stderr).toEqual([]);
+    expect(sent).toEqual([]);
+  });
+
+  it("a retry (--idempotency-key given) to a key revoked since still goes through: the API answers it with the first top-up", async () => {
+    const grant: CreditGrant = { key_id: active.id, amount: 5, note: null, balance: 6, credits_remaining: 6, replayed: true };
+    const { client, sent } = recording({ ...active, revoked_at: "2026-02-01T10:00:00.000Z" }, grant);
+    const io = memoryIo();
+    expect(await runCommand("top-up", { key: "AAAAAAAAAAAA", amount: "5", "idempotency-key": "inv-1" }, client, io)).toBe(0);
+    expect(sent).toEqual(["topUp"]);
+    expect(io.stdout.join("\n")).toMatch(/^Already applied with this Idempotency-Key/);
+  });
+
+  it.each([[","], [" , "]])("create --models %j: refused as update refuses it, nothing sent", async (models) => {
+    const { client, sent } = recording(active);
+    await expect(runCommand("create", { name: "team-08", models }, client, memoryIo())).rejects.toThrow("--models has no model names: give them comma-separated (e.g. qwen2.5-7b,bge-m3), or leave --models out for every model");
+    expect(sent).toEqual([]);
+  });
+});
