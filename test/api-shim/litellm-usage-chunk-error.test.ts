@@ -91,6 +91,17 @@ describe("LiteLLM's error event in place of the usage chunk, after the whole ans
     expect(charged).toBe(withoutUsage.charged);
   });
 
+  it("with running usage on every chunk (continuous usage asked), the error after every finish ends a whole stream too, charged that usage", async () => {
+    const request = ask({ stream_options: { include_usage: true, continuous_usage_stats: true } });
+    const running = (completion: number) => ({ usage: { prompt_tokens: 12, completion_tokens: completion, total_tokens: 12 + completion } });
+    const body = chunk({ choices: [{ index: 0, delta: { content: "Hello" }, finish_reason: null }], ...running(1) }) + chunk({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }], ...running(2) });
+    const whole = await streamed(body + done, request);
+    const { text, charged } = await streamed(body + usageFailed + done, request);
+    expect(text).not.toContain('"error"');
+    expect(text).toMatch(/data: \[DONE\]\n\n$/);
+    expect(charged).toBe(whole.charged);
+  });
+
   it("an error before any output finished is still the upstream's failure: told, and charged the content only", async () => {
     const streamError = await failures("stream_error");
     const body = delta(0, "Hello") + delta(0, " there") + usageFailed;

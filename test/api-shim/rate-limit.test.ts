@@ -496,3 +496,20 @@ describe("a tier's limits, as their refill and estimates keep them", () => {
     }
   });
 });
+
+describe("tokens/min: one part the body's bytes do not bound is enough (admission.ts: unboundedParts > 0)", () => {
+  it("one image by URL takes the model's context from a free key's minute, not ~bytes/4", async () => {
+    const h = await startShim({ file: { models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] } });
+    try {
+      const { key } = await h.createKey({ tier: "free", credits: 1_000_000 }); // 10,000 tokens a minute
+      const body = { model: "qwen2.5-7b", messages: [{ role: "user", content: [{ type: "text", text: "describe" }, { type: "image_url", image_url: { url: "https://example.com/0.png" } }] }], max_tokens: 1 };
+      h.fake.set({ headerDelayMs: 300 });
+      const answers = await Promise.all(Array.from({ length: 5 }, () => h.post(key, "/v1/chat/completions", body)));
+      for (const a of answers) await a.text();
+      // 8,193 each: the first leaves 1,807, the second overdraws, the rest are refused.
+      expect(answers.map((a) => a.status).sort()).toEqual([200, 200, 429, 429, 429]);
+    } finally {
+      await h.close();
+    }
+  });
+});

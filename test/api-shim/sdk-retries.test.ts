@@ -218,3 +218,63 @@ describe("a refusal whose Retry-After is longer than the 60 s the SDK waits", ()
     }
   });
 });
+
+describe("a drain's 503 once the drain has cut what was in flight", () => {
+  it("a second SIGTERM's cut: come back after the restart (5 s), not after the drain's whole timeout", () => {
+    const i = new Inflight(false);
+    void i.drain(120_000);
+    i.abortAll("drain");
+    expect(i.refusal().headers?.["retry-after"]).toBe("5");
+  });
+});
+
+describe("x-should-retry on errors that are not a long generation's timeout", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim({ env: { SHIM_UPSTREAM_TIMEOUT_MS: "1000" } });
+  });
+  afterAll(() => h.close());
+
+  async function post(set: Parameters<Harness["fake"]["set"]>[0]) {
+    const { key } = await h.createKey({ credits: 100 });
+    h.fake.set(set);
+    try {
+      const res = await h.post(key, "/v1/chat/completions", chat);
+      await res.text();
+      return [res.status, res.headers.get("retry-after"), res.headers.get("x-should-retry")];
+    } finally {
+      h.fake.reset();
+    }
+  }
+
+  it("a 502 that comes late (past half the timeout) keeps the SDK's retries: only a timeout is made final", async () => {
+    const [status, , retry] = await post({ failStatus: 500, headerDelayMs: 700 });
+    expect([status, retry]).toEqual([502, null]);
+  });
+
+  it("a 408 before half the timeout keeps the SDK's retries (a generation cut that early is not the long one)", async () => {
+    const [status, , retry] = await post({ failStatus: 408, headerDelayMs: 300 });
+    expect([status, retry]).toEqual([504, null]);
+  });
+});
+
+describe("a relayed Retry-After of exactly 60 s", () => {
+  it("is told final: openai-node 4 and 5 honour only below 60 s and would retry at once, twice", async () => {
+    const h = await startShim();
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      h.fake.set({ failStatus: 503 });
+      const fake = h.fake as unknown as { handle: (req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse) => Promise<void> };
+      const original = fake.handle.bind(h.fake);
+      fake.handle = async (req, res) => {
+        res.setHeader("retry-after", "60");
+        return original(req, res);
+      };
+      const res = await h.post(key, "/v1/chat/completions", chat);
+      await res.text();
+      expect([res.status, res.headers.get("retry-after"), res.headers.get("x-should-retry")]).toEqual([503, "60", "false"]);
+    } finally {
+      await h.close();
+    }
+  });
+});

@@ -20,7 +20,7 @@ const exampleStack = fileURLToPath(new URL("../../stacks/Pulumi.example.yaml", i
  * a line every 100 ms and logs to pulumi.log what it got; a SIGINT starts a cancel that takes
  * `cancelMs` and ends "error: update canceled" (exit 255), as Pulumi's does.
  */
-function expiredProject(stacks: readonly string[], cancelMs = 500): string {
+function expiredProject(stacks: readonly string[], cancelMs = 500, o: { silentCancel?: boolean; catchTerm?: boolean; slowExport?: boolean; exportMs?: number; firstDestroyOk?: boolean } = {}): string {
   const dir = tempDir("reap-interrupt-");
   mkdirSync(join(dir, "stacks"));
   for (const s of stacks) writeFileSync(join(dir, "stacks", `Pulumi.${s}.yaml`), readFileSync(exampleStack, "utf8"));
@@ -32,16 +32,27 @@ const args = process.argv.slice(2);
 const stack = args[args.indexOf("--stack") + 1];
 const log = (line) => fs.appendFileSync(${JSON.stringify(join(dir, "pulumi.log"))}, stack + " " + line + "\\n");
 if (args[0] === "stack" && args[1] === "output") {
+  if (${!!o.slowExport} && args.includes("--show-secrets")) {
+    log("export");
+    const t = Date.now(); while (Date.now() - t < ${o.exportMs ?? 1500}) {}
+  }
   process.stdout.write(JSON.stringify({ endpoint: "https://198.51.100.9/v1", servingDeployed: false, expiresAt: "2026-01-01T00:00:00.000Z", createdAt: "2025-12-31T00:00:00.000Z" }));
   process.exit(0);
 }
 if (args[0] === "destroy") {
   log("destroy pid " + process.pid);
+  if (${!!o.firstDestroyOk} && !fs.readFileSync(${JSON.stringify(join(dir, "pulumi.log"))}, "utf8").includes("destroyed ok")) {
+    console.log("Destroying (" + stack + ")");
+    setTimeout(() => { log("destroyed ok"); process.exit(0); }, 300);
+    return;
+  }
+  if (${!!o.catchTerm}) process.on("SIGTERM", () => log("sigterm (handled as ^C)"));
   console.log("Destroying (" + stack + ")");
   const tick = setInterval(() => console.log(" - linode:Instance deleting"), 100);
   setTimeout(() => process.exit(0), 25000).unref(); // never outlives a failed test for long
   process.on("SIGINT", () => {
     log("sigint");
+    if (${!!o.silentCancel}) clearInterval(tick);
     console.log("^C received; cancelling. If you would like to terminate immediately, press ^C again.");
     setTimeout(() => {
       clearInterval(tick);
@@ -127,5 +138,54 @@ describe("reap-expired --yes interrupted during a destroy", () => {
     expect(await pollUntil(() => { try { process.kill(pid, 0); return false; } catch { return true; } }, 5_000, 50), "pulumi still running").toBe(true);
     expect(pulumiLog(dir)).not.toContain("cancelled cleanly");
     expect(output()).toContain("[acme] stopped: pulumi was killed during its destroy; run reap-expired again to destroy it (if pulumi says the stack is locked, first `pulumi cancel --stack acme`)");
+  }, 30_000);
+});
+
+describe("reap-expired interrupted: a silent cancel, a signal during an export, after a destroy, and a second signal during an export", () => {
+  it("a second signal kills a pulumi whose cancel is silent (waiting on a cloud call): it is not left running, holding the stack's lock", async () => {
+    const dir = expiredProject(["acme"], 20_000, { silentCancel: true, catchTerm: true });
+    const { child, output } = reap(dir);
+    await destroying(output);
+    child.kill("SIGTERM");
+    expect(await pollUntil(() => pulumiLog(dir).includes("sigint"), 10_000, 50)).toBe(true);
+    child.kill("SIGTERM");
+    expect(await exited(child)).toBe(130);
+    const pid = Number(/destroy pid (\d+)/.exec(pulumiLog(dir))![1]);
+    const gone = await pollUntil(() => { try { process.kill(pid, 0); return false; } catch { return true; } }, 3_000, 50);
+    if (!gone) process.kill(pid, "SIGKILL");
+    expect(gone, "pulumi still running after the script exited").toBe(true);
+  }, 30_000);
+
+  it("a signal during a stack's usage export: that stack is not destroyed (no pulumi destroy starts)", async () => {
+    const dir = expiredProject(["acme"], 500, { slowExport: true });
+    const { child, output } = reap(dir);
+    expect(await pollUntil(() => pulumiLog(dir).includes("acme export"), 15_000, 20)).toBe(true);
+    child.kill("SIGTERM");
+    expect(await exited(child)).toBe(130);
+    expect(pulumiLog(dir)).not.toContain("destroy");
+    expect(output()).toContain("[acme] interrupted before its destroy;");
+  }, 30_000);
+
+  it("a signal after one stack was destroyed names only the stack still being destroyed", async () => {
+    const dir = expiredProject(["acme", "bravo"], 500, { firstDestroyOk: true });
+    const { child, output } = reap(dir, ["--concurrency", "1"]);
+    await destroying(output);
+    child.kill("SIGTERM");
+    expect(await exited(child)).toBe(130);
+    const first = /(acme|bravo) destroyed ok/.exec(pulumiLog(dir))![1]!;
+    expect(output()).not.toContain(`[${first}] interrupted: waiting for pulumi`);
+  }, 30_000);
+
+  it("a second signal during a long usage export exits at once, saying the export was cut short", async () => {
+    const dir = expiredProject(["acme"], 500, { slowExport: true, exportMs: 8_000 });
+    const { child, output } = reap(dir);
+    expect(await pollUntil(() => pulumiLog(dir).includes("acme export"), 15_000, 20)).toBe(true);
+    child.kill("SIGTERM");
+    await new Promise((r) => setTimeout(r, 200));
+    const started = Date.now();
+    child.kill("SIGTERM");
+    expect(await exited(child)).toBe(130);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(output()).toContain("[acme] stopped: its usage export was cut short;");
   }, 30_000);
 });

@@ -125,12 +125,12 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
         }
         continue;
       }
-      if (m.kind === "error" && meter.outputsFinished === "all" && !meter.sawUsage) {
+      if (m.kind === "error" && meter.outputsFinished === "all") {
         // An error in the usage chunk's place, after every output's finish: LiteLLM's proxy writes
         // one where building the usage chunk raised (BerriAI/litellm#41187, from v1.94.0), with or
-        // without [DONE] after it. The answer is whole and only its usage is missing: the stream
-        // ends as one that came without usage (charged below from the estimate), not as a failure
-        // a client with its whole answer would retry and pay for twice.
+        // without [DONE] after it. The answer is whole and at most its final usage is missing: the
+        // stream ends as one that came without it (charged below from running usage, else the
+        // estimate), not as a failure a client with its whole answer would retry and pay for twice.
         usageFailed = true;
         sawDone = true;
         break;
