@@ -213,6 +213,13 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
       moved.push(stack);
       io.out(`[${stack}] kept: its expiresAt is ${usage.expiresAt ?? "gone (no ttlHours)"} now, not ${iso(at)} as this run read it (a \`pulumi up\` since?); no key revoked, nothing destroyed: the next run judges it again (${done}/${names.length})`);
       return;
+    } else if (interruption.requested) {
+      // A terminal's ^C reaches the export's own pulumi too, which fails it: the operator's doing,
+      // not a failure to fix (whose --force advice would destroy the stack without its usage).
+      done++;
+      interrupted.push(stack);
+      io.err(`[${stack}] interrupted during its usage export, before its destroy; ${runAgain(stack)}${revokedLines(stack, usage)}`);
+      return;
     } else if (forced(stack)) io.err(`[${stack}] could not save its usage (${usage.message}); destroying anyway (--force)`);
     else {
       done++;

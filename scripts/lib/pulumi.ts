@@ -46,13 +46,15 @@ export function realPulumi(root: string, env: NodeJS.ProcessEnv = process.env): 
         cwd: root, quiet: true, nothrow: true,
         env: { ...env, PULUMI_SKIP_UPDATE_CHECK: "true" },
         ...(options.input !== undefined ? { input: options.input } : { stdio: ["ignore", "pipe", "pipe"] }),
-      })`pulumi ${args} --color never`;
+      })`exec pulumi ${args} --color never`;
       if (options.onOutput) {
         p.stdout.on("data", (d: Buffer) => options.onOutput!(d.toString()));
         p.stderr.on("data", (d: Buffer) => options.onOutput!(d.toString()));
       }
       // To pulumi itself, not its tree (zx's p.kill): its cancel tells its plugins, and a kill
       // must be sent before the script's own exit, which a tree walk (`ps`) would not wait for.
+      // `exec` makes the shell zx starts pulumi itself, whichever bash (5.2 execs a last command
+      // on its own, 3.2 does not), so the child signalled is pulumi.
       const relay = (signal: AbortSignal | undefined, name: NodeJS.Signals) => {
         const send = () => p.child?.kill(name);
         if (signal?.aborted) send();

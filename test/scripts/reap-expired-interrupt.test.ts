@@ -166,6 +166,19 @@ describe("reap-expired interrupted: a silent cancel, a signal during an export, 
     expect(output()).toContain("[acme] interrupted before its destroy;");
   }, 30_000);
 
+  it("a terminal's Ctrl-C during a stack's usage export (the export's pulumi killed by it too): interrupted, not a failure, and no --force advice", async () => {
+    const dir = expiredProject(["acme"], 500, { slowExport: true });
+    const { child, output } = reap(dir);
+    expect(await pollUntil(() => pulumiLog(dir).includes("acme export"), 15_000, 20)).toBe(true);
+    process.kill(-child.pid!, "SIGINT"); // the whole foreground process group, the export's pulumi included
+    expect(await exited(child)).toBe(130);
+    expect(pulumiLog(dir)).not.toContain("destroy");
+    const out = output();
+    expect(out).toContain("[acme] interrupted");
+    expect(out).not.toContain("--force"); // following it would destroy the stack without its usage
+    expect(out).not.toContain("KEPT");
+  }, 30_000);
+
   it("a signal after one stack was destroyed names only the stack still being destroyed", async () => {
     const dir = expiredProject(["acme", "bravo"], 500, { firstDestroyOk: true });
     const { child, output } = reap(dir, ["--concurrency", "1"]);
