@@ -16,6 +16,21 @@ import { type Harness, startShim } from "../support/shim-harness.ts";
 const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }] };
 const headersOf = (e: unknown) => (e as InstanceType<typeof OpenAI.APIError>).headers!;
 
+/** The fake answers 503 with `retry-after: <seconds>`, an upstream asking for that wait; returns what undoes it. */
+function upstreamBusyFor(fake: Harness["fake"], seconds: string): () => void {
+  fake.set({ failStatus: 503 });
+  const f = fake as unknown as { handle: (req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse) => Promise<void> };
+  const original = f.handle.bind(fake);
+  f.handle = async (req, res) => {
+    res.setHeader("retry-after", seconds);
+    return original(req, res);
+  };
+  return () => {
+    f.handle = original;
+    fake.reset();
+  };
+}
+
 describe("a request sent on nginx's kept-alive connection while the shim drains for a restart (`pulumi up`)", () => {
   it("is answered by the restarted shim: the drain's 503 tells the SDK to wait out the drain and the restart", async () => {
     const h = await startShim();
@@ -188,21 +203,26 @@ describe("a refusal whose Retry-After is longer than the 60 s the SDK waits", ()
 
   it("an upstream's 503 asking for two minutes (relayed): raised at once, the upstream asked once", async () => {
     const { key } = await h.createKey({ credits: 100 });
-    h.fake.set({ failStatus: 503 });
-    const fake = h.fake as unknown as { handle: (req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse) => Promise<void> };
-    const original = fake.handle.bind(h.fake);
-    fake.handle = async (req, res) => {
-      res.setHeader("retry-after", "120");
-      return original(req, res);
-    };
+    const undo = upstreamBusyFor(h.fake, "120");
     try {
       const before = h.fake.counters.received;
       const err = await new OpenAI({ apiKey: key, baseURL: `${h.url}/v1` }).chat.completions.create(chat).then(() => undefined, (e: unknown) => e);
       expect({ status: (err as InstanceType<typeof OpenAI.APIError>).status, wait: headersOf(err).get("retry-after"), retry: headersOf(err).get("x-should-retry"), asked: h.fake.counters.received - before })
         .toEqual({ status: 503, wait: "120", retry: "false", asked: 1 });
     } finally {
-      fake.handle = original;
-      h.fake.reset();
+      undo();
+    }
+  });
+
+  it("a relayed wait of exactly 60 s is told final too: openai-node 4 and 5 honour only waits below 60 s and would retry at once, twice", async () => {
+    const { key } = await h.createKey({ credits: 100 });
+    const undo = upstreamBusyFor(h.fake, "60");
+    try {
+      const res = await h.post(key, "/v1/chat/completions", chat);
+      await res.text();
+      expect([res.status, res.headers.get("retry-after"), res.headers.get("x-should-retry")]).toEqual([503, "60", "false"]);
+    } finally {
+      undo();
     }
   });
 
@@ -258,23 +278,3 @@ describe("x-should-retry on errors that are not a long generation's timeout", ()
   });
 });
 
-describe("a relayed Retry-After of exactly 60 s", () => {
-  it("is told final: openai-node 4 and 5 honour only below 60 s and would retry at once, twice", async () => {
-    const h = await startShim();
-    try {
-      const { key } = await h.createKey({ credits: 100 });
-      h.fake.set({ failStatus: 503 });
-      const fake = h.fake as unknown as { handle: (req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse) => Promise<void> };
-      const original = fake.handle.bind(h.fake);
-      fake.handle = async (req, res) => {
-        res.setHeader("retry-after", "60");
-        return original(req, res);
-      };
-      const res = await h.post(key, "/v1/chat/completions", chat);
-      await res.text();
-      expect([res.status, res.headers.get("retry-after"), res.headers.get("x-should-retry")]).toEqual([503, "60", "false"]);
-    } finally {
-      await h.close();
-    }
-  });
-});
