@@ -215,11 +215,8 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
       return;
     } else if (interruption.requested) {
       // A terminal's ^C reaches the export's own pulumi too, which fails it: the operator's doing,
-      // not a failure to fix (whose --force advice would destroy the stack without its usage).
-      done++;
-      interrupted.push(stack);
-      io.err(`[${stack}] interrupted during its usage export, before its destroy; ${runAgain(stack)}${revokedLines(stack, usage)}`);
-      return;
+      // told as the interruption below, not a failure to fix (whose --force advice would destroy
+      // the stack without its usage).
     } else if (forced(stack)) io.err(`[${stack}] could not save its usage (${usage.message}); destroying anyway (--force)`);
     else {
       done++;

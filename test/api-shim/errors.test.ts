@@ -37,6 +37,14 @@ async function settlementWaitingForLock() {
   return { failures, dir, store, other, settling };
 }
 
+/** /ready answers 503 naming what the upstream said, and the log line written meanwhile tells the operator `hint`. */
+async function expectReadyHint(w: Harness, upstream: string, hint: string): Promise<void> {
+  const ready = await fetch(`${w.url}/ready`);
+  expect(ready.status).toBe(503);
+  expect(await ready.json()).toMatchObject({ status: "not_ready", upstream });
+  await vi.waitFor(() => expect(w.logs.join("\n")).toContain(hint));
+}
+
 function expectShape(err: APIError, status: number, type: string, code: string) {
   expect(err.status).toBe(status);
   expect(err.error).toMatchObject({ type, code });
@@ -829,10 +837,7 @@ describe("upstream failures", () => {
       expect((e.error as { message: string }).message).toBe("The model server has no such route (404): this endpoint is misconfigured.");
       expectShape(await failure(() => w.client(k).models.list()), 502, "api_error", "upstream_error");
       // The operator's hint is in the log (written when /ready probes), not in what anyone sees.
-      const ready = await fetch(`${w.url}/ready`);
-      expect(ready.status).toBe(503);
-      expect(await ready.json()).toMatchObject({ status: "not_ready", upstream: "status 404" });
-      await vi.waitFor(() => expect(w.logs.join("\n")).toContain("SHIM_UPSTREAM_URL should be its base URL including /v1"));
+      await expectReadyHint(w, "status 404", "SHIM_UPSTREAM_URL should be its base URL including /v1");
     } finally {
       await w.close();
     }
@@ -841,10 +846,7 @@ describe("upstream failures", () => {
   it("an upstream that refuses the shim's credentials: /ready's log line says to set SHIM_UPSTREAM_API_KEY", async () => {
     const w = await startShim({ fake: { apiKey: "upstream-secret" }, env: { SHIM_UPSTREAM_API_KEY: "wrong" } });
     try {
-      const ready = await fetch(`${w.url}/ready`);
-      expect(ready.status).toBe(503);
-      expect(await ready.json()).toMatchObject({ status: "not_ready", upstream: "status 401" });
-      await vi.waitFor(() => expect(w.logs.join("\n")).toContain("set SHIM_UPSTREAM_API_KEY to the key it expects"));
+      await expectReadyHint(w, "status 401", "set SHIM_UPSTREAM_API_KEY to the key it expects");
     } finally {
       await w.close();
     }

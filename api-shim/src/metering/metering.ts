@@ -300,9 +300,9 @@ export class StreamMeter implements Meter {
   }
 
   /**
-   * Whether the upstream began its answer: a chunk with a choice came. vLLM writes its first (the role, no content) once the
-   * prompt is processed and the first token exists, and may then write nothing for long (reasoning hidden by
-   * `include_reasoning: false`, a tool parser holding tokens back): a client that leaves after it owes its prompt.
+   * Whether a chunk with a choice came: vLLM writes its first (the role) once the prompt is
+   * processed, then maybe nothing for long (hidden reasoning, a tool parser holding tokens back).
+   * A client that leaves after it owes its prompt.
    */
   get answerBegan(): boolean {
     return this.began;
@@ -313,7 +313,7 @@ export class StreamMeter implements Meter {
     return this.finished.size === 0 ? "none" : this.options.outputs > 0 && this.finished.size >= this.options.outputs ? "all" : "some";
   }
 
-  /** Whether anything was generated. Not whether usage came: with running usage, vLLM's first chunk (the role, no content) carries the prompt's tokens. */
+  /** Whether anything was generated (not whether usage came: vLLM's first running usage has the prompt alone). */
   get contentSeen(): boolean {
     if (this.generated > 0 || this.tokenIds > 0 || this.finalUsage !== null) return true;
     for (const u of this.running.values()) if (u.completionTokens > 0) return true;
