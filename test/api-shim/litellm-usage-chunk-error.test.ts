@@ -96,10 +96,16 @@ describe("LiteLLM's error event in place of the usage chunk, after the whole ans
     const running = (completion: number) => ({ usage: { prompt_tokens: 12, completion_tokens: completion, total_tokens: 12 + completion } });
     const body = chunk({ choices: [{ index: 0, delta: { content: "Hello" }, finish_reason: null }], ...running(1) }) + chunk({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }], ...running(2) });
     const whole = await streamed(body + done, request);
-    const { text, charged } = await streamed(body + usageFailed + done, request);
+    const noUsage = await failures("no_usage");
+    const { text, charged, line } = await streamed(body + usageFailed + done, request);
     expect(text).not.toContain('"error"');
     expect(text).toMatch(/data: \[DONE\]\n\n$/);
     expect(charged).toBe(whole.charged);
+    // The charge is right, but LiteLLM's failure is still the operator's to see (its final usage
+    // chunk failed): counted and logged as without usage, saying what it was charged from.
+    expect(line).toMatchObject({ status: 200, cause: "no_usage" });
+    expect(await failures("no_usage")).toBe(noUsage + 1);
+    expect(h.logs.some((l) => l.includes("stream usage failed upstream (an error event in its place, after every finish): charged from running usage"))).toBe(true);
   });
 
   it("an error before any output finished is still the upstream's failure: told, and charged the content only", async () => {

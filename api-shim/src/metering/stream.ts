@@ -168,12 +168,14 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       upstreamFailure = new ShimError("upstream_error");
       metricReason = "stream_error";
     }
-    if (!failure && !upstreamFailure && sawDone && !meter.promptReported) {
-      // The shim asked for usage and the upstream ignored it (or sent no prompt count): charged
-      // from an estimate below, and shown to the operator, who can fix the upstream.
+    if (!failure && !upstreamFailure && sawDone && (usageFailed || !meter.promptReported)) {
+      // The shim asked for usage and the upstream ignored it (or sent no prompt count, or failed to
+      // build it): charged from an estimate below, or from running usage where it came, and shown
+      // to the operator, who can fix the upstream.
       metricReason = "no_usage";
+      const estimated = meter.promptReported ? "charged from running usage" : "prompt estimated, completion counted in chunks";
       const message = usageFailed
-        ? "stream usage failed upstream (an error event in its place, after every finish): prompt estimated, completion counted in chunks"
+        ? `stream usage failed upstream (an error event in its place, after every finish): ${estimated}`
         : meter.sawUsage ? "stream usage without prompt_tokens: prompt estimated" : "stream ended without usage: prompt estimated, completion counted in chunks";
       request.log.warn({ reqId: request.id, model: loggedModel(request.shim.model ?? "", ctx.hideSecrets, ctx.config.models) }, message);
     }
