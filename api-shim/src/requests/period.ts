@@ -7,7 +7,8 @@ import { ShimError } from "../errors.ts";
  * reports the UTC month it falls in, up to it; a `from` alone, up to the end of the current month
  * (at least one day). A timestamp `to` is exclusive, as the end is internally (half-open periods
  * tile without overlap: `to` of one is `from` of the next); reports show the end inclusive to the
- * second, as seed 004 does (`2024-12-31T23:59:59Z`).
+ * second, as seed 004 does (`2024-12-31T23:59:59Z`), or to the millisecond for a bound with
+ * milliseconds (showPeriod).
  */
 export interface Period {
   from: number;
@@ -96,9 +97,13 @@ export function isoSeconds(ms: number): string {
 }
 
 /**
- * The period as reports show it: start, and the last second inside it (the second that holds its
- * last instant, so a period shorter than a second does not end before it starts).
+ * The period as reports show it. Bounds on whole seconds (dates, the default month): start, and
+ * the last second inside it, as seed 004 shows them (`2024-12-31T23:59:59Z`). A bound with
+ * milliseconds (a JS client's `toISOString()`) shows both to the millisecond, start and last
+ * millisecond inside: floored to its second, the shown start named instants the report left out,
+ * and the shown period asked again counted other requests.
  */
 export function showPeriod(p: Period): { start: string; end: string } {
-  return { start: isoSeconds(p.from), end: isoSeconds(p.to - 1) };
+  if (p.from % 1000 === 0 && p.to % 1000 === 0) return { start: isoSeconds(p.from), end: isoSeconds(p.to - 1) };
+  return { start: new Date(p.from).toISOString(), end: new Date(p.to - 1).toISOString() };
 }
