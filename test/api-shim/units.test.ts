@@ -722,7 +722,7 @@ describe("usage periods", () => {
   it("a 'to' alone reports the month it falls in; a sub-second period does not end before it starts", () => {
     expect(showPeriod(parsePeriod({ to: "2024-11-30" }, now))).toEqual({ start: "2024-11-01T00:00:00Z", end: "2024-11-30T23:59:59Z" });
     expect(showPeriod(parsePeriod({ to: "2024-12-01T00:00:00Z" }, now))).toEqual({ start: "2024-11-01T00:00:00Z", end: "2024-11-30T23:59:59Z" });
-    expect(showPeriod(parsePeriod({ from: "2024-12-02T12:00:00Z", to: "2024-12-02T12:00:00.500Z" }, now))).toEqual({ start: "2024-12-02T12:00:00Z", end: "2024-12-02T12:00:00Z" });
+    expect(showPeriod(parsePeriod({ from: "2024-12-02T12:00:00Z", to: "2024-12-02T12:00:00.500Z" }, now))).toEqual({ start: "2024-12-02T12:00:00.000Z", end: "2024-12-02T12:00:00.499Z" });
     expect(parsePeriod({ from: "2024-02-29" }, now).from).toBe(Date.UTC(2024, 1, 29)); // a leap day exists
   });
   it("a 'from' alone runs at least one day past it, even at or after the month's end (found by mutation review)", () => {
