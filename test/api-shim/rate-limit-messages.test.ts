@@ -1,7 +1,7 @@
 import OpenAI, { RateLimitError } from "openai";
 import { describe, expect, it } from "vitest";
 import { manualClock } from "../../api-shim/src/clock.ts";
-import { type Harness, startShim } from "../support/shim-harness.ts";
+import { type Harness, overrideStore, startShim } from "../support/shim-harness.ts";
 
 /**
  * What a key's 429 says: seed 004's sentence first, word for word (clients may match it), then
@@ -14,12 +14,26 @@ const SEED = /^429 Rate limit exceeded\. Try again in \d+ seconds?\. /;
 const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }] };
 const KEY_NAME = "alice-laptop";
 
-/** The free tier (10 requests/min, 10,000 tokens/min) on a model of 8,192 tokens, as deployed; the clock manual. */
-async function onFreeTier(run: (s: { h: Harness; key: string; id: string }) => Promise<void>): Promise<void> {
-  const h = await startShim({ clock: manualClock(Date.now()), file: { models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] } });
+/**
+ * The free tier (10 requests/min, 10,000 tokens/min) on a model of 8,192 tokens, as deployed; the
+ * clock manual. `authenticated(n)`: resolves once n more requests have had their key looked up,
+ * after which the auth hook's checks of the budgets run without waiting.
+ */
+async function onFreeTier(run: (s: { h: Harness; key: string; id: string; authenticated: (n: number) => Promise<void> }) => Promise<void>): Promise<void> {
+  let looked = 0;
+  const h = await startShim({
+    clock: manualClock(Date.now()),
+    file: { models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] },
+    wrapStore: (s) => overrideStore(s, { getKey: async (keyId: string) => { const k = await s.getKey(keyId); looked++; return k; } }),
+  });
+  const authenticated = async (n: number) => {
+    const until = looked + n;
+    while (looked < until) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 20));
+  };
   try {
     const { key, id } = await h.createKey({ tier: "free", credits: 1000, name: KEY_NAME });
-    await run({ h, key, id });
+    await run({ h, key, id, authenticated });
   } finally {
     h.fake.reset();
     await h.close();
@@ -73,14 +87,14 @@ describe("a key's 429 says which limit refused it and what to do", () => {
     noKeyIn(body.error.message, key, id);
   }));
 
-  it("tokens per minute at admission: what this request counts, and, without max_tokens, to set it; before the body is read: what a request counts", () => onFreeTier(async ({ h, key, id }) => {
+  it("tokens per minute at admission: what this request counts, and, without max_tokens, to set it; before the body is read: what a request counts", () => onFreeTier(async ({ h, key, id, authenticated }) => {
     let open!: () => void;
     const gate = new Promise<void>((r) => (open = r));
     const gated = gatedClient(h, key, gate);
-    // Two held at admission (headers in, bodies waiting), while the budget is whole.
+    // Two past the auth hook while the budget is whole, their bodies waiting.
     const withoutMax = refusal(gated.chat.completions.create(chat));
     const withMax = refusal(gated.chat.completions.create({ ...chat, max_tokens: 50 }));
-    await new Promise((r) => setTimeout(r, 300));
+    await authenticated(2);
     // The evaluator's burst: plain chats without max_tokens each count the model's whole context.
     h.fake.set({ headerDelayMs: 2000, defaultTokens: 5 });
     const received = h.fake.counters.received;
@@ -116,11 +130,11 @@ describe("a key's 429 says which limit refused it and what to do", () => {
     await Promise.all(running);
   }));
 
-  it("a Responses request refused at admission without max_output_tokens is told to set that", () => onFreeTier(async ({ h, key }) => {
+  it("a Responses request refused at admission without max_output_tokens is told to set that", () => onFreeTier(async ({ h, key, authenticated }) => {
     let open!: () => void;
     const gate = new Promise<void>((r) => (open = r));
     const refused = refusal(gatedClient(h, key, gate).responses.create({ model: "qwen2.5-7b", input: "hi" }));
-    await new Promise((r) => setTimeout(r, 300));
+    await authenticated(1);
     h.fake.set({ headerDelayMs: 2000, defaultTokens: 5 });
     const received = h.fake.counters.received;
     const running = [h.client(key).chat.completions.create(chat), h.client(key).chat.completions.create(chat)];
