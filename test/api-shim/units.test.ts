@@ -16,7 +16,7 @@ import { normalizationGrowthOf } from "../../api-shim/src/requests/normalization
 import { parsePeriod, showPeriod } from "../../api-shim/src/requests/period.ts";
 import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/money/pricing.ts";
 import { durationString, MAX_TRACKED_ADDRESSES, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/limits/rate-limit.ts";
-import { rateLimited } from "../../api-shim/src/limits/refusals.ts";
+import { rateLimited, requestsSpent } from "../../api-shim/src/limits/refusals.ts";
 import { eventData, EventTooLargeError, replaceEventData, sseEvents } from "../../api-shim/src/metering/sse.ts";
 import { modelNotFound, upstreamErrorBody, upstreamStatusError } from "../../api-shim/src/upstream/upstream-errors.ts";
 
@@ -605,6 +605,11 @@ describe("rate limits", () => {
     expect(rateLimited(300, {}).message).toBe("Rate limit exceeded. Try again in 1 second.");
     expect(rateLimited(59_001, {}).message).toBe("Rate limit exceeded. Try again in 60 seconds.");
     expect(rateLimited(59_001, {}).headers).toEqual({ "retry-after": "60" });
+  });
+  it("a requests/min 429 names the tier's figure, and the tokens/min budget when its Retry-After waits for that too", () => {
+    const free = { rpm: 10, tpm: 10_000, concurrency: null };
+    expect(requestsSpent(6000, {}, free, false).message).toBe("Rate limit exceeded. Try again in 6 seconds. Requests per minute: this key's tier allows 10.");
+    expect(requestsSpent(6000, {}, free, true).message).toBe("Rate limit exceeded. Try again in 6 seconds. Requests per minute: this key's tier allows 10, and its tokens per minute (10000) are spent too.");
   });
   it.each([[6000, "6s"], [60_000, "1m0s"], [90_500, "1m31s"], [250, "250ms"], [0, "0s"], [4_500_000, "1h15m0s"], [3_600_000, "1h0m0s"]])("durationString(%j) = %j", (ms, s) => {
     expect(durationString(ms)).toBe(s);

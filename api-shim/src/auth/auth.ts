@@ -3,7 +3,7 @@ import { isInference, type ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { type IpScope, rateLimitHeaders, tokensWait } from "../limits/rate-limit.ts";
-import { rateLimited, tokensSpent, tooManyInFlight } from "../limits/refusals.ts";
+import { rateLimited, requestsSpent, tokensSpent, tooManyInFlight } from "../limits/refusals.ts";
 import { ClientLeftError, type KeyRecord, keyIsLive } from "../store/store.ts";
 import { placeFreed } from "../limits/key-waits.ts";
 import { urlPath } from "./url-path.ts";
@@ -60,7 +60,7 @@ export function authHook(ctx: ShimContext) {
     const wait = tokensWait(buckets, mono, inference);
     if (buckets.requests) {
       const r = buckets.requests.take(1, mono);
-      if (!r.ok) throw rateLimited(Math.max(r.retryMs, wait), rateLimitHeaders(buckets, mono, now, inference));
+      if (!r.ok) throw requestsSpent(Math.max(r.retryMs, wait), rateLimitHeaders(buckets, mono, now, inference), limits, wait > 0);
     }
     // Refused here, before the body is read and parsed (up to SHIM_MAX_BODY_BYTES of JSON, a
     // tenth of a second or so), not only in the handler: these refusals spend no request, so

@@ -12,9 +12,42 @@ import { rateLimitHeaders } from "./rate-limit.ts";
 
 type Auth = NonNullable<FastifyRequest["auth"]>;
 
-/** The key's tokens/min budget admits nothing for `retryMs`: refused before any work. */
-export function tokensSpent(ctx: ShimContext, auth: Auth, retryMs: number): ShimError {
-  return rateLimited(retryMs, giveBackRequest(ctx, auth, true));
+/**
+ * The key's requests/min budget is spent (`tokensToo`: on an inference route, its tokens/min
+ * budget too, which the Retry-After waits for as well). The tier's figures, not its name: tier
+ * names are the operator's, the numbers are what the client can act on.
+ */
+export function requestsSpent(retryMs: number, headers: Record<string, string>, limits: Auth["limits"], tokensToo: boolean): ShimError {
+  const tokens = tokensToo ? `, and its tokens per minute (${limits.tpm}) are spent too` : "";
+  return rateLimited(retryMs, headers, { detail: `Requests per minute: this key's tier allows ${limits.rpm}${tokens}.` });
+}
+
+/**
+ * What a request refused at admission counted against tokens/min: its estimate, and, when no
+ * limit the client sent bounds its outputs (the model's ceiling made the count), that limit's
+ * name and the count of the outputs it left unbounded.
+ */
+export interface TokensCounted {
+  estimate: number;
+  unbounded: { param: "max_tokens" | "max_output_tokens"; completionBound: number } | null;
+}
+
+/**
+ * The key's tokens/min budget admits nothing for `retryMs`: refused before any work, before the
+ * body is read (`counted` undefined) or at admission with this request's count. Why a burst
+ * without max_tokens is refused is otherwise a puzzle: each such request counts the model's
+ * whole context (docs/decisions.md), which the message says with the remedy.
+ */
+export function tokensSpent(ctx: ShimContext, auth: Auth, retryMs: number, counted?: TokensCounted): ShimError {
+  const spent = `Tokens per minute: this key's tier allows ${auth.limits.tpm}, and its recent requests have counted them all. A request counts its prompt and the most it may generate`;
+  let detail: string;
+  if (counted === undefined) detail = `${spent} (max_tokens × n; without max_tokens, the model's whole context).`;
+  else if (counted.unbounded === null) detail = `${spent}: this one, ${counted.estimate}.`;
+  else {
+    const { param, completionBound } = counted.unbounded;
+    detail = `${spent}: this one, ${counted.estimate}, as without ${param} it may generate up to ${completionBound} (the model's limit). Set ${param} to what you need.`;
+  }
+  return rateLimited(retryMs, giveBackRequest(ctx, auth, true), { detail });
 }
 
 /** A key's tier caps its requests in flight, and that many are (past the grace placeFreed waits): retry when one ends. */
@@ -47,10 +80,15 @@ export function giveBackRequest(ctx: ShimContext, auth: Auth, inference: boolean
   return rateLimitHeaders(auth.buckets, mono, ctx.clock.now(), inference);
 }
 
-export function rateLimited(retryMs: number, headers: Record<string, string>, why: { message?: string; logCode?: string } = {}): ShimError {
+/**
+ * A 429 whose message is `why.message`, or seed 004's sentence word for word (clients may match
+ * it) followed by `why.detail`, which says which limit refused and what to do about it.
+ */
+export function rateLimited(retryMs: number, headers: Record<string, string>, why: { message?: string; detail?: string; logCode?: string } = {}): ShimError {
   const seconds = retryAfterSeconds(retryMs);
+  const seed = `Rate limit exceeded. Try again in ${seconds} ${seconds === 1 ? "second" : "seconds"}.`;
   return new ShimError("rate_limit_exceeded", {
-    message: why.message ?? `Rate limit exceeded. Try again in ${seconds} ${seconds === 1 ? "second" : "seconds"}.`,
+    message: why.message ?? (why.detail === undefined ? seed : `${seed} ${why.detail}`),
     extra: { retry_after: seconds },
     headers: { ...headers, "retry-after": String(seconds) },
     logCode: why.logCode,

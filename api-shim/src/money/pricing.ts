@@ -278,11 +278,19 @@ export class Pricer {
   outputBound(input: Pick<HoldInput, "model" | "maxTokens" | "defaultMaxTokens">): number {
     const model = this.models?.get(input.model);
     const maxLen = model?.maxModelLen ?? null;
-    // The completions default bounds only where it is held (and sent): elsewhere there is no limit.
-    const asked = input.defaultMaxTokens && !heldAtDefaultMaxTokens(input.defaultMaxTokens, model) ? undefined : input.maxTokens;
+    const asked = this.outputLimit(input);
     if (asked !== undefined) return Math.min(asked, maxLen ?? Infinity);
     const ceiling = Math.min(maxLen ?? Infinity, model?.maxOutputTokens ?? Infinity);
     return ceiling === Infinity ? DEFAULT_MAX_COMPLETION_TOKENS : ceiling;
+  }
+
+  /**
+   * The limit on each output that bounds it (the request's max_tokens, or vLLM's completions
+   * default where that is held); undefined: none does, and the model's ceiling does (outputBound).
+   */
+  outputLimit(input: Pick<HoldInput, "model" | "maxTokens" | "defaultMaxTokens">): number | undefined {
+    // The completions default bounds only where it is held (and sent): elsewhere there is no limit.
+    return input.defaultMaxTokens && !heldAtDefaultMaxTokens(input.defaultMaxTokens, this.models?.get(input.model)) ? undefined : input.maxTokens;
   }
 
   /**

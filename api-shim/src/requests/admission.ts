@@ -1,5 +1,5 @@
 import type { FastifyRequest } from "fastify";
-import { tokensSpent } from "../limits/refusals.ts";
+import { tokensSpent, type TokensCounted } from "../limits/refusals.ts";
 import { batchAsked } from "./batch-query.ts";
 import type { CacheLifetime } from "../money/cache-writes.ts";
 import { heldAtDefaultMaxTokens, type ModelConfig, mayBeProviders } from "../config.ts";
@@ -127,12 +127,21 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
   const estimate = tokens ? Math.min(MAX_TOKENS_ESTIMATE, promptEstimate + completionBound) : 0;
   if (tokens) {
     const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
-    if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs);
+    if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs, { estimate, unbounded: unboundedOutputs(ctx, kind, req, holdInput, completionBound) });
   }
   const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: kind === "responses" ? raw : upstreamBody(raw, body, req, continuous, heldAtDefaultMaxTokens(req.defaultMaxTokens, modelConfig)) };
   request.rawBody = undefined;
   request.body = undefined;
   return admission;
+}
+
+/**
+ * For a tokens/min refusal: the limit the client did not send, when the model's ceiling, not a
+ * limit, bounds the request's outputs (none for embeddings, which generate nothing).
+ */
+function unboundedOutputs(ctx: ShimContext, kind: InferenceKind, req: InferenceRequest, holdInput: HoldInput, completionBound: number): TokensCounted["unbounded"] {
+  if (req.outputs === 0 || ctx.pricer.outputLimit(holdInput) !== undefined) return null;
+  return { param: kind === "responses" ? "max_output_tokens" : "max_tokens", completionBound };
 }
 
 /** The upstream's body, handed over once: the request keeps no reference to it while it waits. */
