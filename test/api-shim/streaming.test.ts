@@ -641,9 +641,10 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
 
   // Still cut short, so still failures, told so; charged the content only while no output had
   // finished, and its prompt too once one had (a whole output was delivered: behind LiteLLM, one
-  // finish_reason for all of n, the whole answer).
+  // finish_reason for all of n, the whole answer). A clean close after every output's finish is
+  // a whole stream without usage (sse-framing.test.ts): there only a dropped connection is a cut.
   const cutShort = [
-    ["LiteLLM, cut after its finish chunk, before its usage", [...content, chunk([choice({}, "stop")])], {}, "estimated"],
+    ["LiteLLM, connection dropped after its finish chunk, before its usage", [...content, chunk([choice({}, "stop")])], {}, "estimated"],
     // Usage on a chunk before any finish, none asked: not the whole request's (Ollama zeroes one on every completions chunk).
     ["usage on chunks before any finish, no running usage asked", [chunk([choice({ content: "a" })], usage(0, 0)), chunk([choice({ content: " b" })], usage(0, 0))], {}, 0],
     // Running usage as vLLM sends it when asked (here by the client: the model is not continuousUsage).
@@ -655,7 +656,8 @@ describe("a stream whose usage arrived but whose [DONE] did not", () => {
       // The estimated prompt: what the same events ended by [DONE] (a whole stream without usage) are charged for it.
       const promptCharge = prompt === "estimated" ? (await run([...events, "data: [DONE]\n\n"], false, extra)).charged - cost(0, 2) : cost(prompt, 0) - cost(0, 0);
       expect(promptCharge).toBeGreaterThan(prompt === 0 ? -1 : 0);
-      for (const drop of [false, true]) {
+      const finished = prompt === "estimated"; // every output's finish came
+      for (const drop of finished ? [true] : [false, true]) {
         const { text, line, charged, cuts } = await run([...events], drop, extra);
         expect(charged, `drop ${drop}`).toBe(cost(0, 2) + promptCharge);
         expect(text, `drop ${drop}`).toContain('"code":"upstream_error"');
@@ -736,11 +738,18 @@ describe("usage in a stream's events, as the upstream happened to write them", (
     expect(usageChunks[0]).not.toHaveProperty("credits_charged");
   });
 
-  it("content after a usage-only chunk, then the body ends without [DONE]: a cut stream, not a whole one", async () => {
+  it("content after a usage-only chunk, then the finish and a clean end without [DONE]: a whole stream, charged the content after the usage", async () => {
     const { text, charged, line } = await run(early);
-    expect(text).toContain('"code":"upstream_error"');
-    expect(charged).toBe(cost(5, 6)); // an upstream failure after the output's finish: the content and the usage's prompt
-    expect(line).toMatchObject({ status: 200, error: "upstream_error" });
+    expect(text).not.toContain('"error"');
+    expect(text.endsWith("data: [DONE]\n\n")).toBe(true);
+    expect(charged).toBe(cost(5, 6));
+    expect(line).toMatchObject({ status: 200 });
+    expect(line.error).toBeUndefined();
+    // The connection dropped there instead: a cut stream, charged the same (the content and the usage's prompt, after the output's finish).
+    const dropped = await run(early, true);
+    expect(dropped.text).toContain('"code":"upstream_error"');
+    expect(dropped.charged).toBe(cost(5, 6));
+    expect(dropped.line).toMatchObject({ status: 200, error: "upstream_error" });
   });
 
   it("a comment between the usage-only chunk and [DONE] (a proxy's keep-alive) leaves the figures on the usage chunk", async () => {

@@ -3,6 +3,7 @@ import { errorObject, type ShimError } from "../errors.ts";
 import { TokenEstimate, type Usage } from "../money/pricing.ts";
 import type { Meter, MeteredEvent } from "./meter.ts";
 import { eventData } from "./sse.ts";
+import { eventWithoutData, isDone } from "./event-kind.ts";
 import { toUsage } from "./usage-json.ts";
 import { deliveredTokens, isCount } from "./token-count.ts";
 
@@ -57,11 +58,11 @@ export class ResponsesMeter implements Meter {
 
   process(event: string): MeteredEvent {
     const data = eventData(event);
-    if (data === null) return { kind: "comment", forward: event };
+    if (data === null) return eventWithoutData(event);
     // The Responses API has no [DONE], and the relay stops at the final event: one before it is
     // an upstream that ended the answer without its final event, told to the client as a failure
     // (its SDK would otherwise wait for a response that never comes) and charged as a cut stream.
-    if (data === "[DONE]") return this.ended ? { kind: "done" } : { kind: "error", data };
+    if (isDone(data)) return this.ended ? { kind: "done" } : { kind: "error", data };
     const type = eventType(event, data);
     // Deltas, most of a stream, are read without parsing: the generated text is their `delta` string.
     if (type !== null && type.endsWith(".delta")) {

@@ -158,9 +158,16 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     else if (!failure && !sawDone && !meter.complete) {
       // The upstream closed without [DONE] before the answer and its usage were whole: a
       // cut-short stream, told to the client as an error. With them, only [DONE] is missing
-      // (an upstream restarting, a proxy closing an idle connection): a whole stream.
-      failure = new ShimError("upstream_error");
-      metricReason = "stream_cut";
+      // (an upstream restarting, a proxy closing an idle connection): a whole stream. So is a
+      // clean close after every output's finish without usage: servers that send neither usage
+      // nor [DONE] end every answer so (TGI before #2221, ik_llama.cpp#467, llama-box#2), and it
+      // is charged as whole; told as a failure, a client retries and pays twice. A connection
+      // broken there (the catch below) is still a cut.
+      if (meter.outputsFinished === "all") sawDone = true;
+      else {
+        failure = new ShimError("upstream_error");
+        metricReason = "stream_cut";
+      }
     }
     // A Responses stream that ended with the upstream's own report of its failure (`response.failed`
     // without usage): the upstream's failure, charged as one below, not an upstream without usage.
