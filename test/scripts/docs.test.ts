@@ -240,3 +240,46 @@ describe("docs/api-shim.md's SHIM_CONFIG example", () => {
     expect([...config.pricing.models.values()].some((p) => p.cachedPromptPer1k !== undefined)).toBe(true);
   });
 });
+
+/** GitHub's anchor of a heading: lower case, punctuation (backticks, dots, parentheses…) dropped, spaces as hyphens. */
+function slug(heading: string): string {
+  return heading.toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, "").replace(/\s/g, "-");
+}
+
+/** The anchors a Markdown text's headings get (outside fenced code), a repeated one numbered as GitHub does. */
+function anchorsOf(md: string): Set<string> {
+  const seen = new Map<string, number>();
+  const anchors = new Set<string>();
+  const prose = md.replace(/^[ \t]*(```|~~~)[^\n]*\n[\s\S]*?^[ \t]*\1/gm, "");
+  for (const m of prose.matchAll(/^#{1,6} +(.+?) *$/gm)) {
+    const base = slug(m[1]!);
+    const n = seen.get(base) ?? 0;
+    seen.set(base, n + 1);
+    anchors.add(n === 0 ? base : `${base}-${n}`);
+  }
+  return anchors;
+}
+
+describe("the docs' links to their own pages and headings resolve", () => {
+  it("slugs headings as GitHub does", () => {
+    expect(slug("Several replicas (Postgres)")).toBe("several-replicas-postgres");
+    expect(slug("`SHIM_UPSTREAM_TIMEOUT_MS` in detail")).toBe("shim_upstream_timeout_ms-in-detail");
+    expect(slug("Retries by OpenAI's SDKs")).toBe("retries-by-openais-sdks");
+    expect([...anchorsOf("# A\n## 2026-12-06\n```\n# not a heading\n```\n## 2026-12-06\n")]).toEqual(["a", "2026-12-06", "2026-12-06-1"]);
+  });
+
+  const docs = ["README.md", ...readdirSync(new URL("../../docs/", import.meta.url)).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`)];
+  it.each(docs)("%s", (path) => {
+    const broken: string[] = [];
+    const text = read(path);
+    for (const m of text.matchAll(/\]\((?!https?:|mailto:)([^)\s#]*)(?:#([^)\s]*))?\)/g)) {
+      const [link, file, anchor] = [m[0], m[1]!, m[2]];
+      // A link is relative to the page that has it; an empty path is the page itself.
+      const target = file === "" ? path : new URL(file, new URL(path, "file:///r/")).pathname.slice("/r/".length);
+      let targetText: string;
+      try { targetText = target === path ? text : read(target); } catch { broken.push(`${link}: no file ${target}`); continue; }
+      if (anchor !== undefined && target.endsWith(".md") && !anchorsOf(targetText).has(anchor)) broken.push(`${link}: no heading #${anchor} in ${target}`);
+    }
+    expect(broken).toEqual([]);
+  });
+});
