@@ -6,8 +6,8 @@
 // resource it comes from is replaced. The table below pins each of them as the program gives them,
 // under Pulumi's mock runtime, for a stack that sets nothing the kit has a default for.
 //
-// Change a pinned value only on purpose, together with an entry at the top of "## Upgrading" (under the day's dated heading) in
-// docs/operations.md that says every host is rebuilt at its next `pulumi up` and why that is worth it.
+// Change a pinned value only on purpose, together with an entry at the top of docs/upgrading.md (under the day's dated
+// heading) that says every host is rebuilt at its next `pulumi up` and why that is worth it.
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { parse } from "yaml";
@@ -158,7 +158,7 @@ describe("what the GPU host's instance is built from (a change rebuilds every de
   it.each(Object.keys(PINNED) as (keyof typeof PINNED)[])("%s is unchanged", (name) => {
     expect(observed[name], `${PINNED[name].why}. At its next \`pulumi up\`, every deployed tenant's GPU host can be ` +
       "deleted while serving and created again: a new IP, with the default tls.domain a new endpoint name, and a first boot of 10–20 minutes. " +
-      `If that is meant, update PINNED.${name} in this test AND add an entry at the top of "## Upgrading" in docs/operations.md (under the day's dated heading) ` +
+      `If that is meant, update PINNED.${name} in this test AND add an entry at the top of docs/upgrading.md (under the day's dated heading) ` +
       "that says every host is rebuilt and why; otherwise undo the change").toEqual(PINNED[name].value);
   });
 });

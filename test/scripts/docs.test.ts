@@ -260,6 +260,22 @@ function anchorsOf(md: string): Set<string> {
   return anchors;
 }
 
+describe("the upgrade notes have their own page, and the operations guide points to it", () => {
+  it("docs/upgrading.md holds the dated entries, newest first; docs/operations.md keeps a short Upgrading section linking there", () => {
+    const notes = read("docs/upgrading.md");
+    expect(notes).toMatch(/^# Upgrading\n/);
+    const dates = [...notes.matchAll(/^## (\d{4}-\d{2}-\d{2})$/gm)].map((m) => m[1]!);
+    expect(dates.length).toBeGreaterThan(0);
+    expect(dates).toEqual([...dates].sort().reverse());
+    const ops = read("docs/operations.md");
+    expect(ops).not.toMatch(/^#+ \d{4}-\d{2}-\d{2}/m);
+    const section = ops.slice(ops.indexOf("## Upgrading"), ops.indexOf("\n## ", ops.indexOf("## Upgrading") + 1));
+    expect(section).toContain("](upgrading.md)");
+    expect(section.trim().split("\n").filter((l) => l.trim() !== "").length).toBeLessThanOrEqual(6); // the heading and 2-5 lines
+    expect(read("README.md")).toMatch(/^- \[docs\/operations\.md\][^\n]*\n- \[docs\/upgrading\.md\]\(docs\/upgrading\.md\)/m);
+  });
+});
+
 describe("the docs' links to their own pages and headings resolve", () => {
   it("slugs headings as GitHub does", () => {
     expect(slug("Several replicas (Postgres)")).toBe("several-replicas-postgres");
