@@ -26,8 +26,10 @@ describe("LiteLLM's usage chunk that keeps a choice carries the stream's credit 
         res.write(script.before);
         if (script.after !== "") {
           await new Promise<void>((resolve) => {
-            const timer = setTimeout(resolve, 2000);
-            gate = { byClient: false, open: () => ((gate.byClient = true), clearTimeout(timer), resolve()) };
+            const g = { byClient: false, open: () => ((g.byClient = true), clearTimeout(timer), resolve()) };
+            // Past the wait, the client's opening comes too late to count.
+            const timer = setTimeout(() => ((g.open = () => {}), resolve()), 2000);
+            gate = g;
           });
         }
         res.end(script.after);
