@@ -903,7 +903,8 @@ describe("metering through LiteLLM", () => {
 
   it("shows that usage to a client that asked for it, and hides it (keeping the choice) from one that did not", () => {
     const asked = new StreamMeter({ clientWantsUsage: true, hideContinuous: false, outputsPerPrompt: 1, outputs: 1 });
-    expect(asked.process(spaced[3]!)).toEqual({ kind: "chunk", forward: spaced[3] });
+    // Held as a usage chunk (stream.ts), for the credit figures if it is the last: the whole request's, nothing generated on it.
+    expect(asked.process(spaced[3]!)).toEqual({ kind: "usage", forward: spaced[3], data: spaced[3]!.slice("data: ".length) });
     const notAsked = new StreamMeter({ clientWantsUsage: false, hideContinuous: false, outputsPerPrompt: 1, outputs: 1 });
     const out = notAsked.process(spaced[3]!);
     expect(out.kind).toBe("chunk");

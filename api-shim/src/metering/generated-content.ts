@@ -66,6 +66,16 @@ export function heldBackToken(choice: { delta?: Record<string, unknown>; text?: 
 }
 
 /**
+ * Whether a parsed choice carries nothing generated: no content (hasContent), no token vLLM held
+ * back (heldBackToken), no token ids. LiteLLM's usage rides on such a choice (its finish chunk's,
+ * or its own empty delta after it): holding it until the stream's end delays no content.
+ */
+export function carriesNothing(choice: { delta?: Record<string, unknown>; text?: unknown; finish_reason?: unknown; token_ids?: unknown } | null): boolean {
+  if (hasContent(choice) || heldBackToken(choice)) return false;
+  return !(choice !== null && typeof choice === "object" && Array.isArray(choice.token_ids) && choice.token_ids.length > 0);
+}
+
+/**
  * Adds the names of a parsed choice's calls (its delta's `tool_calls[].function.name`, a legacy
  * `function_call.name`) to `into`: the model's output as much as their arguments (gpt-oss writes
  * the recipient in its message header, other models the name in the call's text; vLLM sends it

@@ -9,7 +9,11 @@ export type MeteredEvent =
   | { kind: "error"; data: string } // upstream error inside the stream (its JSON)
   | { kind: "done" };
 
-/** A usage-only chunk: the event to send (null = hide it) and its data, for splicing the credits into; `last`: the stream's final event (responses-stream.ts). */
+/**
+ * A usage chunk to hold until the next event (vLLM's usage-only chunk; LiteLLM's whole-request usage
+ * on a chunk with nothing generated): the event to send (null = hide it) and its data, for splicing
+ * the credits into; `last`: the stream's final event (responses-stream.ts).
+ */
 export type UsageEvent = { kind: "usage"; forward: string | null; data: string; last?: true };
 
 /**

@@ -4,7 +4,7 @@ import { type Counts, readCounts, toUsage, type UsageJson } from "./usage-json.t
 import { deliveredTokens } from "./token-count.ts";
 import type { Meter, MeteredEvent, UsageEvent } from "./meter.ts";
 import { errorBody, type ShimError } from "../errors.ts";
-import { addCallNames, EMPTY_TEXT, GENERATED, hasContent, heldBackToken, isObject } from "./generated-content.ts";
+import { addCallNames, carriesNothing, EMPTY_TEXT, GENERATED, hasContent, heldBackToken, isObject } from "./generated-content.ts";
 import { A_CHOICE, ERROR_MEMBER, FINISH, NAME_MEMBER, ROLE, TOKEN_IDS, USAGE_OBJECT } from "./chunk-members.ts";
 import { eventWithoutData, isDone } from "./event-kind.ts";
 
@@ -180,6 +180,9 @@ export class StreamMeter implements Meter {
         return { kind: "chunk", forward: replaceEventData(event, withoutUsage(data, chunk)) };
       }
       this.usageShown = true;
+      // The whole request's usage on a chunk with nothing generated (LiteLLM's finish chunk, or its
+      // own after it): held as a usage-only chunk is, to carry the credit figures if it is the last.
+      if (usage && whole && choices.every(carriesNothing)) return { kind: "usage", forward: event, data };
     }
     return { kind: "chunk", forward: event };
   }

@@ -52,8 +52,9 @@ export function meterFor(kind: InferenceKind, options: MeterOptions & { request:
 
 /**
  * Relays an SSE stream event by event as each arrives. The charge is settled when the stream
- * ends: from the upstream's usage-only chunk, which is held back until the next event (vLLM sends
- * it right before [DONE]) so that, when it is the last, it carries the final figures; or, when the
+ * ends: from the upstream's usage chunk, which is held back until the next event (vLLM sends its
+ * usage-only chunk right before [DONE]; LiteLLM's keeps a choice with nothing generated, its
+ * finish chunk or its own after it) so that, when it is the last, it carries the final figures; or, when the
  * stream ends early (client gone, upstream cut, idle timeout, drain), from what was delivered.
  * The final figures also go in a comment line `: credits_charged=… credits_remaining=…` just
  * before `data: [DONE]`; SDKs ignore comments. A Responses API stream (responses-stream.ts) is
@@ -93,7 +94,8 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
   let sawDone = false;
   /** An error event came in the usage chunk's place, after the whole answer. */
   let usageFailed = false;
-  // The usage-only chunk last received, until the next event shows whether it is the last word.
+  // The usage chunk last received (vLLM's usage-only chunk; LiteLLM's, which keeps a choice with
+  // nothing generated), until the next event shows whether it is the last word.
   let held: UsageEvent | null = null;
   try {
     // One event is held whole until it ends: at most what one non-streamed answer may be, and
@@ -108,6 +110,17 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
         // No data (a proxy's keep-alive comment): relayed, and a held usage chunk stays held.
         await write(`${m.forward}\n\n`);
         continue;
+      }
+      if (m.kind === "error" && meter.outputsFinished === "all") {
+        // An error in the usage chunk's place, after every output's finish: LiteLLM's proxy writes
+        // one where building the usage chunk raised (BerriAI/litellm#41187, from v1.94.0), with or
+        // without [DONE] after it. The answer is whole and at most its final usage is missing: the
+        // stream ends as one that came without it (charged below from running usage, else the
+        // estimate), not as a failure a client with its whole answer would retry and pay for twice.
+        // A usage chunk held before it stays held: it is the last word, and carries the figures.
+        usageFailed = true;
+        sawDone = true;
+        break;
       }
       if (held) {
         // Another data event came after it before [DONE] (content, another usage chunk): it goes out
@@ -124,16 +137,6 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
           break;
         }
         continue;
-      }
-      if (m.kind === "error" && meter.outputsFinished === "all") {
-        // An error in the usage chunk's place, after every output's finish: LiteLLM's proxy writes
-        // one where building the usage chunk raised (BerriAI/litellm#41187, from v1.94.0), with or
-        // without [DONE] after it. The answer is whole and at most its final usage is missing: the
-        // stream ends as one that came without it (charged below from running usage, else the
-        // estimate), not as a failure a client with its whole answer would retry and pay for twice.
-        usageFailed = true;
-        sawDone = true;
-        break;
       }
       if (m.kind === "error") {
         // The upstream failed inside the stream (vLLM sends an error event, then [DONE]). It is
@@ -219,7 +222,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     const owesPrompt = clientGone ? meter.answerBegan : failed === null || meter.outputsFinished !== "none";
     const { cost, available } = await settlement.settle(clientGone ? 499 : (failed?.status ?? 200), nothing ? null : meter.usage(owesPrompt, input.promptEstimate));
     const credits = { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available) };
-    // The usage-only chunk that ended the stream carries the final figures; a whole stream whose
+    // The usage chunk that ended the stream carries the final figures; a whole stream whose
     // usage-only chunk was lost still gives a client that asked for usage its chunk.
     const last = failure === null && !clientGone ? (held ?? meter.missingUsageChunk()) : null;
     figures = `${last?.forward ? `${replaceEventData(last.forward, spliceJson(last.data, credits))}\n\n` : ""}: credits_charged=${credits.credits_charged} credits_remaining=${credits.credits_remaining}\n\n`;
