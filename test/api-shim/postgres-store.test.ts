@@ -748,6 +748,46 @@ describe("PostgresStore", () => {
     expect(await store.audit()).toEqual([{ keyId: "k", balance: 0, held: 0, ledgerSum: 0, reservations: 0, reservedSum: 0 }]);
   });
 
+  // reserve() requires the liveness lock (found unpinned by a mutation review). Without it, a
+  // replica whose liveness session was cut admits holds under its old, lockless owner id; another
+  // replica sweeps them, admits the same credit again, and the first request settles without a
+  // hold, charged 0: served free.
+  it("a replica without its liveness lock makes no hold (503): credit for one request is not admitted twice", async () => {
+    const cut = await replica({ retryMs: 60_000 }); // takes its lock back only after the test
+    await cut.createKey(newKey("k", 1)); // credit for exactly one request
+    const other = await replica({ sweepGraceMs: 0 });
+    await cutLiveness(cut.owner);
+    expect(await pollUntil(() => cut.ping().then(() => false, () => true))).toBe(true); // it knows it lost the lock
+    const first = await cut.reserve({ reservationId: "a", keyId: "k", amount: 1, at: 1 }).catch((e: unknown) => e);
+    await other.releaseStaleReservations();
+    const second = await other.reserve({ reservationId: "b", keyId: "k", amount: 1, at: 1 });
+    const admitted = [first, second].filter((r) => (r as { ok?: boolean }).ok === true).length;
+    if ((first as { ok?: boolean }).ok) await cut.settle({ reservationId: "a", keyId: "k", hold: 1, cost: 1, usage: usage("k", "qa", 1) });
+    if (second.ok) await other.settle({ reservationId: "b", keyId: "k", hold: 1, cost: 1, usage: usage("k", "qb", 1) });
+    const served = await sql<{ n: number; charged: number }>("SELECT count(*)::int AS n, -sum(amount)::int AS charged FROM ledger WHERE kind = 'usage'");
+    expect({ admitted, served }).toEqual({ admitted: 1, served: [{ n: 1, charged: 1 }] });
+    expect((await other.audit())[0]).toMatchObject({ balance: 0, held: 0, ledgerSum: 0 });
+    expect(first).toBeInstanceOf(StoreUnavailableError);
+  });
+
+  // updateKeyIn takes an advisory lock on the key's name before the namesake check (found unpinned
+  // by a mutation review). Without it, two expired keys of one name brought back at once (PATCH
+  // expires_at on two replicas) both pass the check: two keys in use with one name (`--key <name>`
+  // then picks either).
+  it("two expired keys of one name brought back at once on two replicas: exactly one is, the other is refused name_in_use", async () => {
+    const a = await replica();
+    const b = await replica();
+    let bothLive = 0;
+    for (let i = 0; i < 30; i++) {
+      await a.createKey({ ...newKey(`x${i}`, 1), name: `n${i}`, expiresAt: 5 });
+      await a.createKey({ ...newKey(`y${i}`, 1), name: `n${i}`, expiresAt: 5 });
+      const results = await Promise.all([a.updateKey(`x${i}`, { expiresAt: null }, 10), b.updateKey(`y${i}`, { expiresAt: null }, 10)]);
+      if (results.every((r) => r.kind === "done")) bothLive++;
+      else expect(results.map((r) => r.kind).sort()).toEqual(["done", "name_in_use"]);
+    }
+    expect(bothLive).toBe(0);
+  });
+
   it("a hold still being made when its replica takes its lock back (it waited for the key's row) moves to the new owner id too: not swept while its request runs", async () => {
     await store.createKey(newKey("k", 1)); // credit for exactly one request
     const cut = await replica({ retryMs: 100 });
