@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import type { Harness } from "../support/shim-harness.ts";
+import { chunk, DONE, tokenPricedShim, USAGE_FAILED } from "../support/litellm-script.ts";
 import { loopbackServer } from "../support/shim-process.ts";
 
 /**
@@ -22,21 +23,17 @@ describe("LiteLLM's error event in place of the usage chunk, after the whole ans
       req.resume();
       req.on("end", () => res.writeHead(200, { "content-type": "text/event-stream" }).end(script));
     });
-    // A credit per token, so that the prompt charged or not shows in the charge.
-    const pricing = { request: 1, models: { smart: { promptPer1k: 1000, completionPer1k: 1000 } } };
-    h = await startShim({ file: { models: [{ name: "smart" }], pricing }, env: { SHIM_UPSTREAM_URL: upstream.url } });
+    h = await tokenPricedShim(upstream.url);
   });
   afterAll(async () => {
     await h.close();
     await upstream.close();
   });
 
-  const frame = { id: "chatcmpl-1", created: 1, model: "smart", object: "chat.completion.chunk" };
-  const chunk = (rest: object) => `data: ${JSON.stringify({ ...frame, ...rest })}\n\n`;
   const delta = (index: number, content: string) => chunk({ choices: [{ index, delta: { content }, finish_reason: null }] });
   const finish = (index: number) => chunk({ choices: [{ index, delta: {}, finish_reason: "stop" }] });
-  const usageFailed = `data: ${JSON.stringify({ error: { message: "litellm.APIConnectionError: TypeError: 'MockValSer' object cannot be converted to 'SchemaSerializer'", type: "None", param: "None", code: "500" } })}\n\n`;
-  const done = "data: [DONE]\n\n";
+  const usageFailed = USAGE_FAILED;
+  const done = DONE;
   const answer = delta(0, "Hello") + delta(0, " there") + finish(0);
   const ask = (extra: Record<string, unknown> = {}) => ({ model: "smart", messages: [{ role: "user", content: "say hello there, please, in two words" }], max_tokens: 5, stream: true, ...extra });
   const failures = async (reason: string) => Number(new RegExp(`^shim_upstream_failures_total\\{reason="${reason}"\\} (\\d+)$`, "m").exec(await (await fetch(`${h.url}/metrics`)).text())?.[1] ?? 0);

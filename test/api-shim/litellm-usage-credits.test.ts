@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import type { Harness } from "../support/shim-harness.ts";
+import { chunk, DONE, tokenPricedShim, USAGE_FAILED } from "../support/litellm-script.ts";
 import { loopbackServer } from "../support/shim-process.ts";
 
 /**
@@ -35,25 +36,22 @@ describe("LiteLLM's usage chunk that keeps a choice carries the stream's credit 
         res.end(script.after);
       });
     });
-    // A credit per token and one per request: 10 prompt and 2 completion tokens cost 13.
-    const pricing = { request: 1, models: { smart: { promptPer1k: 1000, completionPer1k: 1000 } } };
-    h = await startShim({ file: { models: [{ name: "smart" }], pricing }, env: { SHIM_UPSTREAM_URL: upstream.url } });
+    // 10 prompt and 2 completion tokens cost 13.
+    h = await tokenPricedShim(upstream.url);
   });
   afterAll(async () => {
     await h.close();
     await upstream.close();
   });
 
-  const frame = { id: "chatcmpl-1", created: 1, model: "smart", object: "chat.completion.chunk" };
-  const chunk = (rest: object) => `data: ${JSON.stringify({ ...frame, ...rest })}\n\n`;
   const usage = (completion: number) => ({ usage: { prompt_tokens: 10, completion_tokens: completion, total_tokens: 10 + completion } });
   const role = chunk({ choices: [{ index: 0, delta: { role: "assistant", content: "" } }] });
   const answer = role + chunk({ choices: [{ index: 0, delta: { content: "Hello" } }] }) + chunk({ choices: [{ index: 0, delta: { content: " there" } }] });
   const finish = (extra: object = {}) => chunk({ choices: [{ index: 0, delta: {}, finish_reason: "stop" }], ...extra });
   /** LiteLLM's own usage chunk after the finish: a placeholder choice, its finish_reason dropped. */
   const ownUsage = chunk({ choices: [{ index: 0, delta: {} }], ...usage(2) });
-  const done = "data: [DONE]\n\n";
-  const error = `data: ${JSON.stringify({ error: { message: "litellm.APIConnectionError: TypeError: 'MockValSer' object cannot be converted to 'SchemaSerializer'", type: "None", param: "None", code: "500" } })}\n\n`;
+  const done = DONE;
+  const error = USAGE_FAILED;
   const ask = (streamOptions?: object) => ({ model: "smart", messages: [{ role: "user" as const, content: "say hello there" }], max_tokens: 5, stream: true as const, ...(streamOptions ? { stream_options: streamOptions } : {}) });
 
   /** Streams `before` (then `after`, once the client opens the gate) to the SDK for a new key: its chunks, what it was charged and what is left. */
