@@ -187,6 +187,21 @@ describe("a whole answer whose upstream ends with neither usage nor [DONE]", () 
     expect(o.text).toContain('"code":"upstream_error"');
     expect(o.line).toMatchObject({ error: "upstream_error", cause: "stream_cut" });
   });
+
+  // SGLang 0.4.3 writes "finish_reason":"" on every chunk before the last (sgl-project/sglang#3912):
+  // no finish (found by a review of the session's diff: counted as one, a cut was told as whole).
+  const sglang = (content: string) => JSON.stringify({ ...frame, choices: [{ index: 0, delta: { content }, finish_reason: "" }] });
+  it("a finish_reason of \"\" (SGLang 0.4.3's on every chunk) is no finish: a body ending there is cut short", async () => {
+    const o = await raw([sglang("Hello"), sglang(" there")].map(lf));
+    expect(o.text).toContain('"code":"upstream_error"');
+    expect(o.line).toMatchObject({ error: "upstream_error", cause: "stream_cut" });
+  });
+
+  it("and an error event after such chunks is the upstream's failure, told, not an error in the usage chunk's place", async () => {
+    const o = await raw([lf(sglang("Hello")), vllmError(500, "engine died"), lf("[DONE]")]);
+    expect(o.text).toContain('"code":"upstream_error"');
+    expect(o.line).toMatchObject({ error: "upstream_error", cause: "stream_error" });
+  });
 });
 
 describe("[DONE] with whitespace after it (OpenAI's Python SDK ends on data starting with [DONE])", () => {

@@ -9,7 +9,8 @@ export const USAGE_OBJECT = /"usage"\s*:\s*\{/;
 /** A delta's role: vLLM's first chat chunk, whose `"content":""` carries no token. */
 export const ROLE = /"role"\s*:/;
 export const ERROR_MEMBER = /"error"\s*:/;
-export const FINISH = /"finish_reason"\s*:\s*"/;
+/** A finish_reason that is not empty (endsOutput: SGLang 0.4.3 writes `""` on every chunk before its last). */
+export const FINISH = /"finish_reason"\s*:\s*"[^"]/;
 export const NAME_MEMBER = /"name"\s*:\s*"/;
 /** A choice's token ids, a list (vLLM 0.11 writes null on every chunk when they were not asked). */
 export const TOKEN_IDS = /"token_ids"\s*:\s*\[/;

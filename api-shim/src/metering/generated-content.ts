@@ -51,6 +51,15 @@ export function hasContent(choice: { delta?: Record<string, unknown>; text?: unk
 }
 
 /**
+ * Whether a parsed choice ends its output: a finish_reason that is a string and not empty (SGLang
+ * 0.4.3 writes `""` on every chunk before its last, sgl-project/sglang#3912: counted as a finish,
+ * a stream its server cut was told whole).
+ */
+export function endsOutput(choice: { finish_reason?: unknown } | null): boolean {
+  return typeof choice?.finish_reason === "string" && choice.finish_reason !== "";
+}
+
+/**
  * Whether a parsed choice is a token vLLM held back: a member of PER_TOKEN_TEXT is an empty
  * string. vLLM writes one chunk per token while its incremental detokenizer holds back an
  * incomplete UTF-8 sequence (a character of 4 tokens comes as 3 empty chunks and one with it).
@@ -58,7 +67,7 @@ export function hasContent(choice: { delta?: Record<string, unknown>; text?: unk
  * is `"content":""` with it), nor a choice with content (hasContent counts that).
  */
 export function heldBackToken(choice: { delta?: Record<string, unknown>; text?: unknown; finish_reason?: unknown } | null): boolean {
-  if (!choice || typeof choice !== "object" || typeof choice.finish_reason === "string" || hasContent(choice)) return false;
+  if (!choice || typeof choice !== "object" || endsOutput(choice) || hasContent(choice)) return false;
   const c = choice as Record<string, unknown>;
   const d = isObject(choice.delta) ? choice.delta! : {};
   if (d.role !== undefined) return false;

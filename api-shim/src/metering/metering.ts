@@ -4,7 +4,7 @@ import { type Counts, readCounts, toUsage, type UsageJson } from "./usage-json.t
 import { deliveredTokens } from "./token-count.ts";
 import type { Meter, MeteredEvent, UsageEvent } from "./meter.ts";
 import { errorBody, type ShimError } from "../errors.ts";
-import { addCallNames, carriesNothing, EMPTY_TEXT, GENERATED, hasContent, heldBackToken, isObject } from "./generated-content.ts";
+import { addCallNames, carriesNothing, EMPTY_TEXT, endsOutput, GENERATED, hasContent, heldBackToken, isObject } from "./generated-content.ts";
 import { A_CHOICE, ERROR_MEMBER, FINISH, NAME_MEMBER, ROLE, TOKEN_IDS, USAGE_OBJECT } from "./chunk-members.ts";
 import { eventWithoutData, isDone } from "./event-kind.ts";
 
@@ -157,7 +157,7 @@ export class StreamMeter implements Meter {
       if ((hasContent(c) && !(echo && isObject(c.delta))) || heldBackToken(c)) this.generated++;
       if (!echo && Array.isArray(c.token_ids)) this.tokenIds += c.token_ids.length;
       if (!echo) addCallNames(this.text, c);
-      if (typeof c?.finish_reason === "string") this.finished.add(indexOf(c));
+      if (endsOutput(c)) this.finished.add(indexOf(c));
     }
     // Ollama, asked for usage, puts a zeroed usage on every /v1/completions chunk, its finish chunk
     // included (its real usage follows, choiceless): such a usage says nothing (vLLM's running
