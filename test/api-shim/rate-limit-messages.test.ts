@@ -94,7 +94,8 @@ describe("a key's 429 says which limit refused it and what to do", () => {
     // Two past the auth hook while the budget is whole, their bodies waiting.
     const withoutMax = refusal(gated.chat.completions.create(chat));
     const withMax = refusal(gated.chat.completions.create({ ...chat, max_tokens: 50 }));
-    await authenticated(2);
+    const threeOutputs = refusal(gated.chat.completions.create({ ...chat, n: 3 }));
+    await authenticated(3);
     // The evaluator's burst: plain chats without max_tokens each count the model's whole context.
     h.fake.set({ headerDelayMs: 2000, defaultTokens: 5 });
     const received = h.fake.counters.received;
@@ -117,10 +118,13 @@ describe("a key's 429 says which limit refused it and what to do", () => {
     expect(b.message).toMatch(/A request counts its prompt and the most it may generate: this one, (5[1-9]|[6-9]\d)\.$/); // 50 + the prompt's few
     expect(b.message).not.toMatch(/set max_tokens/i);
 
+    // n: 3 names the model's limit per output, not the three outputs' sum (found by a review).
+    expect((await threeOutputs).message).toMatch(/, as without max_tokens each of its 3 outputs may generate up to 8192 \(the model's limit\)\. Set max_tokens to what you need\.$/);
+
     // Refused before its body is read: what a request counts, in general.
     const c = await refusal(h.client(key).chat.completions.create(chat));
     expect(c.message).toMatch(SEED);
-    expect(c.message).toMatch(/ Tokens per minute: this key's tier allows 10000, and its recent requests have counted them all\. A request counts its prompt and the most it may generate \(max_tokens × n; without max_tokens, the model's whole context\)\.$/);
+    expect(c.message).toMatch(/ Tokens per minute: this key's tier allows 10000, and its recent requests have counted them all\. A request counts its prompt and the most it may generate \(max_tokens × n; without max_tokens, the model's whole context\)\. Set max_tokens \(max_output_tokens on \/v1\/responses\) to what you need\.$/);
     const res = await h.post(key, "/v1/chat/completions", { ...chat, max_tokens: 5 });
     expect(res.status).toBe(429);
     expect(res.headers.get("x-ratelimit-remaining-tokens")).toBe("0");

@@ -29,7 +29,8 @@ export function requestsSpent(retryMs: number, headers: Record<string, string>, 
  */
 export interface TokensCounted {
   estimate: number;
-  unbounded: { param: "max_tokens" | "max_output_tokens"; completionBound: number } | null;
+  /** `perOutput`: the model's ceiling on each of the request's `outputs` (n × prompts). */
+  unbounded: { param: "max_tokens" | "max_output_tokens"; perOutput: number; outputs: number } | null;
 }
 
 /**
@@ -41,11 +42,14 @@ export interface TokensCounted {
 export function tokensSpent(ctx: ShimContext, auth: Auth, retryMs: number, counted?: TokensCounted): ShimError {
   const spent = `Tokens per minute: this key's tier allows ${auth.limits.tpm}, and its recent requests have counted them all. A request counts its prompt and the most it may generate`;
   let detail: string;
-  if (counted === undefined) detail = `${spent} (max_tokens × n; without max_tokens, the model's whole context).`;
+  // Before the body is read the route's limit is not known: both names, and the remedy all the
+  // same (a burst without max_tokens is refused here, by the budget the first ones spent).
+  if (counted === undefined) detail = `${spent} (max_tokens × n; without max_tokens, the model's whole context). Set max_tokens (max_output_tokens on /v1/responses) to what you need.`;
   else if (counted.unbounded === null) detail = `${spent}: this one, ${counted.estimate}.`;
   else {
-    const { param, completionBound } = counted.unbounded;
-    detail = `${spent}: this one, ${counted.estimate}, as without ${param} it may generate up to ${completionBound} (the model's limit). Set ${param} to what you need.`;
+    const { param, perOutput, outputs } = counted.unbounded;
+    const each = outputs === 1 ? "it" : `each of its ${outputs} outputs`;
+    detail = `${spent}: this one, ${counted.estimate}, as without ${param} ${each} may generate up to ${perOutput} (the model's limit). Set ${param} to what you need.`;
   }
   return rateLimited(retryMs, giveBackRequest(ctx, auth, true), { detail });
 }

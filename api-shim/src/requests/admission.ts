@@ -127,7 +127,7 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
   const estimate = tokens ? Math.min(MAX_TOKENS_ESTIMATE, promptEstimate + completionBound) : 0;
   if (tokens) {
     const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
-    if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs, { estimate, unbounded: unboundedOutputs(ctx, kind, req, holdInput, completionBound) });
+    if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs, { estimate, unbounded: unboundedOutputs(ctx, kind, req, holdInput) });
   }
   const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: kind === "responses" ? raw : upstreamBody(raw, body, req, continuous, heldAtDefaultMaxTokens(req.defaultMaxTokens, modelConfig)) };
   request.rawBody = undefined;
@@ -139,9 +139,9 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
  * For a tokens/min refusal: the limit the client did not send, when the model's ceiling, not a
  * limit, bounds the request's outputs (none for embeddings, which generate nothing).
  */
-function unboundedOutputs(ctx: ShimContext, kind: InferenceKind, req: InferenceRequest, holdInput: HoldInput, completionBound: number): TokensCounted["unbounded"] {
+function unboundedOutputs(ctx: ShimContext, kind: InferenceKind, req: InferenceRequest, holdInput: HoldInput): TokensCounted["unbounded"] {
   if (req.outputs === 0 || ctx.pricer.outputLimit(holdInput) !== undefined) return null;
-  return { param: kind === "responses" ? "max_output_tokens" : "max_tokens", completionBound };
+  return { param: kind === "responses" ? "max_output_tokens" : "max_tokens", perOutput: ctx.pricer.outputBound(holdInput), outputs: req.outputs };
 }
 
 /** The upstream's body, handed over once: the request keeps no reference to it while it waits. */
