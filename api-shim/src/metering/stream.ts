@@ -183,7 +183,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
       // build it): charged from an estimate below, or from running usage where it came, and shown
       // to the operator, who can fix the upstream.
       metricReason = "no_usage";
-      const estimated = meter.promptReported ? "charged from running usage" : "prompt estimated, completion counted in chunks";
+      const estimated = meter.promptReported ? "charged from the usage that came" : "prompt estimated, completion counted in chunks";
       const message = usageFailed
         ? `stream usage failed upstream (an error event in its place, after every finish): ${estimated}`
         : meter.sawUsage ? "stream usage without prompt_tokens: prompt estimated" : "stream ended without usage: prompt estimated, completion counted in chunks";
