@@ -117,6 +117,8 @@ describe("LiteLLM's usage chunk that keeps a choice carries the stream's credit 
     // vLLM's running usage (continuous_usage_stats, asked by the client) on content chunks, its finish chunk's included.
     ["vLLM's running usage on a content chunk", role + chunk({ choices: [{ index: 0, delta: { content: "Hello" } }], ...usage(1) }) + chunk({ choices: [{ index: 0, delta: { content: " there" }, finish_reason: "stop" }], ...usage(2) }), chunk({ choices: [], ...usage(2) }) + done, { include_usage: true, continuous_usage_stats: true }],
     ["LiteLLM's usage on a finish chunk with content", role + chunk({ choices: [{ index: 0, delta: { content: "Hello" } }] }) + chunk({ choices: [{ index: 0, delta: { content: " there" }, finish_reason: "stop" }], ...usage(2) }), done, { include_usage: true }],
+    // Any choice with content keeps the chunk from being held, not only all of them (a mutation review's survivor).
+    ["a chunk of two choices with the usage, one with content", role + chunk({ choices: [{ index: 0, delta: { content: "Hello" } }] }) + chunk({ choices: [{ index: 0, delta: { content: " there" }, finish_reason: "stop" }, { index: 1, delta: {}, finish_reason: "stop" }], ...usage(2) }), done, { include_usage: true }],
   ] as const) {
     it(`${name} is not held: the client reads it before anything follows, and is charged as before`, async () => {
       const { chunks, charged } = await sdkStream(before, streamOptions, after, (c) => finishes([c]).length > 0);

@@ -149,4 +149,37 @@ describe("a key's 429 says which limit refused it and what to do", () => {
     expect(e.message).toMatch(/, as without max_output_tokens it may generate up to 8192 \(the model's limit\)\. Set max_output_tokens to what you need\.$/);
     await Promise.all(running);
   }));
+
+  // Found unpinned by a mutation review, as the next.
+  it("an embeddings request refused at admission for tokens/min is not told to set max_tokens: it generates nothing", () => onFreeTier(async ({ h, key, authenticated }) => {
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    const refused = refusal(gatedClient(h, key, gate).embeddings.create({ model: "qwen2.5-7b", input: "hello there" }));
+    await authenticated(1);
+    h.fake.set({ headerDelayMs: 2000, defaultTokens: 5 });
+    const received = h.fake.counters.received;
+    const running = [h.client(key).chat.completions.create(chat), h.client(key).chat.completions.create(chat)];
+    await h.fake.until((c) => c.received === received + 2); // ~16,400 of 10,000 counted
+    open();
+    const e = await refused;
+    expect(e.message).toMatch(SEED);
+    expect(e.message).toMatch(/A request counts its prompt and the most it may generate: this one, \d+\.$/);
+    expect(e.message).not.toMatch(/max_tokens/);
+    await Promise.all(running);
+  }));
+
+  it("requests/min spent and tokens/min spent too, through HTTP: the 429 says both, and waits for the tokens", () => onFreeTier(async ({ h, key }) => {
+    // Two chats without max_tokens, in flight, count the model's whole context each: tokens/min is spent.
+    h.fake.set({ headerDelayMs: 2000, defaultTokens: 5 });
+    const received = h.fake.counters.received;
+    const running = [h.client(key).chat.completions.create(chat), h.client(key).chat.completions.create(chat)];
+    await h.fake.until((c) => c.received === received + 2);
+    // The rest of the 10 requests/min on a route that spends no tokens.
+    for (let i = 0; i < 8; i++) await h.client(key).models.list();
+    const res = await h.post(key, "/v1/chat/completions", { ...chat, max_tokens: 5 });
+    expect(res.status).toBe(429);
+    const body = (await res.json()) as { error: { message: string } };
+    expect(body.error.message).toMatch(/ Requests per minute: this key's tier allows 10, and its tokens per minute \(10000\) are spent too\.$/);
+    await Promise.all(running);
+  }));
 });
