@@ -64,6 +64,19 @@ function gatedClient(h: Harness, key: string, gate: Promise<void>): OpenAI {
   return new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, maxRetries: 0, fetch: gatedFetch });
 }
 
+/**
+ * Two chats without max_tokens, held upstream, each counting the model's whole context: the
+ * free tier's tokens/min budget spent (~16,400 of 10,000). Resolves once both are upstream, with
+ * their answers to wait for.
+ */
+async function spendTokensBudget(h: Harness, key: string): Promise<Promise<unknown>[]> {
+  h.fake.set({ headerDelayMs: 2000, defaultTokens: 5 });
+  const received = h.fake.counters.received;
+  const running = [h.client(key).chat.completions.create(chat), h.client(key).chat.completions.create(chat)];
+  await h.fake.until((c) => c.received === received + 2);
+  return running;
+}
+
 const refusal = (p: Promise<unknown>) => p.then(() => { throw new Error("admitted, not refused"); }, (e: unknown) => {
   expect(e).toBeInstanceOf(RateLimitError);
   return e as RateLimitError;
@@ -97,10 +110,7 @@ describe("a key's 429 says which limit refused it and what to do", () => {
     const threeOutputs = refusal(gated.chat.completions.create({ ...chat, n: 3 }));
     await authenticated(3);
     // The evaluator's burst: plain chats without max_tokens each count the model's whole context.
-    h.fake.set({ headerDelayMs: 2000, defaultTokens: 5 });
-    const received = h.fake.counters.received;
-    const running = [h.client(key).chat.completions.create(chat), h.client(key).chat.completions.create(chat)];
-    await h.fake.until((c) => c.received === received + 2); // ~16,400 of 10,000 counted
+    const running = await spendTokensBudget(h, key);
     open();
 
     const a = await withoutMax;
@@ -134,46 +144,36 @@ describe("a key's 429 says which limit refused it and what to do", () => {
     await Promise.all(running);
   }));
 
-  it("a Responses request refused at admission without max_output_tokens is told to set that", () => onFreeTier(async ({ h, key, authenticated }) => {
+  /**
+   * The message of a request `send` makes with a gated client, refused at admission: its body
+   * waits while spendTokensBudget spends the budget.
+   */
+  async function refusedAtAdmission(h: Harness, key: string, authenticated: (n: number) => Promise<void>, send: (client: OpenAI) => Promise<unknown>): Promise<string> {
     let open!: () => void;
-    const gate = new Promise<void>((r) => (open = r));
-    const refused = refusal(gatedClient(h, key, gate).responses.create({ model: "qwen2.5-7b", input: "hi" }));
+    const refused = refusal(send(gatedClient(h, key, new Promise<void>((r) => (open = r)))));
     await authenticated(1);
-    h.fake.set({ headerDelayMs: 2000, defaultTokens: 5 });
-    const received = h.fake.counters.received;
-    const running = [h.client(key).chat.completions.create(chat), h.client(key).chat.completions.create(chat)];
-    await h.fake.until((c) => c.received === received + 2);
+    const running = await spendTokensBudget(h, key);
     open();
-    const e = await refused;
-    expect(e.message).toMatch(SEED);
-    expect(e.message).toMatch(/, as without max_output_tokens it may generate up to 8192 \(the model's limit\)\. Set max_output_tokens to what you need\.$/);
+    const { message } = await refused;
     await Promise.all(running);
+    expect(message).toMatch(SEED);
+    return message;
+  }
+
+  it("a Responses request refused at admission without max_output_tokens is told to set that", () => onFreeTier(async ({ h, key, authenticated }) => {
+    const message = await refusedAtAdmission(h, key, authenticated, (c) => c.responses.create({ model: "qwen2.5-7b", input: "hi" }));
+    expect(message).toMatch(/, as without max_output_tokens it may generate up to 8192 \(the model's limit\)\. Set max_output_tokens to what you need\.$/);
   }));
 
   // Found unpinned by a mutation review, as the next.
   it("an embeddings request refused at admission for tokens/min is not told to set max_tokens: it generates nothing", () => onFreeTier(async ({ h, key, authenticated }) => {
-    let open!: () => void;
-    const gate = new Promise<void>((r) => (open = r));
-    const refused = refusal(gatedClient(h, key, gate).embeddings.create({ model: "qwen2.5-7b", input: "hello there" }));
-    await authenticated(1);
-    h.fake.set({ headerDelayMs: 2000, defaultTokens: 5 });
-    const received = h.fake.counters.received;
-    const running = [h.client(key).chat.completions.create(chat), h.client(key).chat.completions.create(chat)];
-    await h.fake.until((c) => c.received === received + 2); // ~16,400 of 10,000 counted
-    open();
-    const e = await refused;
-    expect(e.message).toMatch(SEED);
-    expect(e.message).toMatch(/A request counts its prompt and the most it may generate: this one, \d+\.$/);
-    expect(e.message).not.toMatch(/max_tokens/);
-    await Promise.all(running);
+    const message = await refusedAtAdmission(h, key, authenticated, (c) => c.embeddings.create({ model: "qwen2.5-7b", input: "hello there" }));
+    expect(message).toMatch(/A request counts its prompt and the most it may generate: this one, \d+\.$/);
+    expect(message).not.toMatch(/max_tokens/);
   }));
 
   it("requests/min spent and tokens/min spent too, through HTTP: the 429 says both, and waits for the tokens", () => onFreeTier(async ({ h, key }) => {
-    // Two chats without max_tokens, in flight, count the model's whole context each: tokens/min is spent.
-    h.fake.set({ headerDelayMs: 2000, defaultTokens: 5 });
-    const received = h.fake.counters.received;
-    const running = [h.client(key).chat.completions.create(chat), h.client(key).chat.completions.create(chat)];
-    await h.fake.until((c) => c.received === received + 2);
+    const running = await spendTokensBudget(h, key);
     // The rest of the 10 requests/min on a route that spends no tokens.
     for (let i = 0; i < 8; i++) await h.client(key).models.list();
     const res = await h.post(key, "/v1/chat/completions", { ...chat, max_tokens: 5 });
