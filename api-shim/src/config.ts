@@ -1,4 +1,5 @@
 import { coversEveryAddress, isCidr } from "./auth/client-address.ts";
+import { MAX_AUTHORIZATION_LENGTH } from "./auth/keys.ts";
 import { parseFileConfig, problem } from "./config-file.ts";
 import { DEFAULT_BODY_MEMORY_BYTES } from "./limits/body-memory.ts";
 import { shownUrlOrValue, shownValue, URL_SCHEME } from "./shown-value.ts";
@@ -153,6 +154,8 @@ export function shownUrl(v: string): string {
 
 /** The shortest SHIM_ADMIN_TOKEN accepted: 16 characters, 64 bits from hex digits (openssl rand -hex 8), ~95 from letters and digits. */
 export const MIN_ADMIN_TOKEN_LENGTH = 16;
+/** The longest: what an Authorization header the shim reads carries after `Bearer ` (a longer one started, and every admin request got 401). */
+const MAX_ADMIN_TOKEN_LENGTH = MAX_AUTHORIZATION_LENGTH - "Bearer ".length;
 
 /**
  * What SHIM_ADMIN_TOKEN and SHIM_UPSTREAM_API_KEY, sent in headers, are made of: printable ASCII,
@@ -250,9 +253,10 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   // .env.example's placeholder left in place is published in the repository: /admin would be guarded by no secret.
   if (headerToken("SHIM_ADMIN_TOKEN", adminToken, ADMIN_TOKEN, "< or >, as in a placeholder, a control character, or one beyond ASCII, whose bytes a client's would not match",
     "ASCII letters, digits, punctuation and spaces (random: openssl rand -hex 32)", "set a secret of your own (random: openssl rand -hex 32)") &&
-    adminToken !== null && adminToken.length < MIN_ADMIN_TOKEN_LENGTH) {
+    adminToken !== null) {
     // A short admin token could be guessed.
-    problems.push(`SHIM_ADMIN_TOKEN: is ${adminToken.length} characters long; expected at least ${MIN_ADMIN_TOKEN_LENGTH} (random: openssl rand -hex 24; the Pulumi program makes 48)`);
+    if (adminToken.length < MIN_ADMIN_TOKEN_LENGTH) problems.push(`SHIM_ADMIN_TOKEN: is ${adminToken.length} characters long; expected at least ${MIN_ADMIN_TOKEN_LENGTH} (random: openssl rand -hex 24; the Pulumi program makes 48)`);
+    if (adminToken.length > MAX_ADMIN_TOKEN_LENGTH) problems.push(`SHIM_ADMIN_TOKEN: is ${adminToken.length} characters long; expected at most ${MAX_ADMIN_TOKEN_LENGTH} (with \`Bearer \`, the ${MAX_AUTHORIZATION_LENGTH} of the Authorization header the shim reads)`);
   }
   // Sent as `Authorization: Bearer <key>`: one a header cannot carry failed every request (502) and /ready.
   const upstreamApiKey = secrets.SHIM_UPSTREAM_API_KEY;

@@ -65,9 +65,12 @@ export function secretsEqual(presented: string, expected: string): boolean {
   return timingSafeEqual(a, b);
 }
 
+/** The longest Authorization header read: a longer one is no key's nor the admin token's. */
+export const MAX_AUTHORIZATION_LENGTH = 4096;
+
 /** The token of an `Authorization: Bearer <token>` header, or undefined. */
 export function bearerToken(header: string | undefined): string | undefined {
-  if (!header || header.length < 8 || header.length > 4096) return undefined;
+  if (!header || header.length < 8 || header.length > MAX_AUTHORIZATION_LENGTH) return undefined;
   if (!/^bearer /i.test(header)) return undefined;
   const token = header.slice(7).trim();
   return token === "" ? undefined : token;
