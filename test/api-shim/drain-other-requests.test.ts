@@ -3,7 +3,7 @@ import { connect } from "node:net";
 import { describe, expect, it } from "vitest";
 import { closeApp } from "../../api-shim/src/app.ts";
 import type { UsageGroup } from "../../api-shim/src/store/store.ts";
-import { overrideStore, startShim } from "../support/shim-harness.ts";
+import { type Harness, overrideStore, startShim } from "../support/shim-harness.ts";
 import { loopbackServer } from "../support/shim-process.ts";
 
 /**
@@ -205,30 +205,51 @@ describe("a second signal while a request's body is still arriving (a client str
   });
 });
 
-describe("an inference request on a kept-alive connection during a drain, from a key at its limits", () => {
-  it("is told the server is shutting down (503), not 429: its key's in-flight place is a request being drained", async () => {
+/**
+ * How `raw`, written on a connection kept alive from before a drain (as nginx keeps them), is
+ * answered while `key`'s stream is drained: the answer's bytes.
+ */
+async function answeredDuringDrain(h: Harness, key: string, raw: string): Promise<string> {
+  h.fake.set({ tokenDelayMs: 200, defaultTokens: 10 });
+  const socket = connect(Number(new URL(h.url).port), "127.0.0.1");
+  await once(socket, "connect");
+  socket.setEncoding("latin1");
+  let got = "";
+  socket.on("data", (d: string) => (got += d));
+  socket.on("error", () => {});
+  const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], stream: true });
+  const closing = closeApp(h.app, 5000);
+  await new Promise((r) => setTimeout(r, 100));
+  socket.write(raw);
+  await expect.poll(() => got.includes("\r\n\r\n")).toBe(true);
+  for await (const _ of stream) { /* the drain lets it finish */ }
+  await closing;
+  socket.destroy();
+  return got;
+}
+
+describe("a request on a kept-alive connection during a drain", () => {
+  it("an inference request from a key at its limits is told the server is shutting down (503), not 429: its key's in-flight place is a request being drained", async () => {
     const h = await startShim({ file: { tiers: { one: { rpm: 1000, tpm: 1_000_000, concurrency: 1 } }, models: [{ name: "qwen2.5-7b" }] } });
     try {
+      // The key's one place: the stream in flight, drained.
       const { key } = await h.createKey({ credits: 100, tier: "one" });
-      h.fake.set({ tokenDelayMs: 200, defaultTokens: 10 });
-      // A kept-alive connection opened before the drain, as nginx keeps them.
-      const socket = connect(Number(new URL(h.url).port), "127.0.0.1");
-      await once(socket, "connect");
-      socket.setEncoding("latin1");
-      let got = "";
-      socket.on("data", (d: string) => (got += d));
-      socket.on("error", () => {});
-      // The key's one place: a stream in flight, drained.
-      const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], stream: true });
-      const closing = closeApp(h.app, 5000);
-      await new Promise((r) => setTimeout(r, 100));
       const body = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }] });
-      socket.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
-      await expect.poll(() => got.includes("\r\n\r\n")).toBe(true);
-      for await (const _ of stream) { /* the drain lets it finish */ }
-      await closing;
+      const got = await answeredDuringDrain(h, key, `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
       expect(got.split(" ")[1]).toBe("503");
       expect(got).toContain('"code":"service_unavailable"');
+    } finally {
+      await h.close().catch(() => {});
+    }
+  });
+
+  // Found unpinned by a mutation review (auth.ts: the drain's refusal for inference only).
+  it("a key's usage request is answered (200), not refused 503 as inference is", async () => {
+    const h = await startShim();
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const got = await answeredDuringDrain(h, key, `GET /v1/usage HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\n\r\n`);
+      expect(got.split(" ")[1]).toBe("200");
     } finally {
       await h.close().catch(() => {});
     }
