@@ -254,7 +254,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   if (headerToken("SHIM_ADMIN_TOKEN", adminToken, ADMIN_TOKEN, "< or >, as in a placeholder, a control character, or one beyond ASCII, whose bytes a client's would not match",
     "ASCII letters, digits, punctuation and spaces (random: openssl rand -hex 32)", "set a secret of your own (random: openssl rand -hex 32)") &&
     adminToken !== null) {
-    // A short admin token could be guessed.
+    // A short admin token could be guessed; a longer one than the header read carries never matches.
     if (adminToken.length < MIN_ADMIN_TOKEN_LENGTH) problems.push(`SHIM_ADMIN_TOKEN: is ${adminToken.length} characters long; expected at least ${MIN_ADMIN_TOKEN_LENGTH} (random: openssl rand -hex 24; the Pulumi program makes 48)`);
     if (adminToken.length > MAX_ADMIN_TOKEN_LENGTH) problems.push(`SHIM_ADMIN_TOKEN: is ${adminToken.length} characters long; expected at most ${MAX_ADMIN_TOKEN_LENGTH} (with \`Bearer \`, the ${MAX_AUTHORIZATION_LENGTH} of the Authorization header the shim reads)`);
   }
