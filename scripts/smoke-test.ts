@@ -216,7 +216,7 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     if (text.trim() === "") throw new CheckFailed(`the answer has no text (status ${final.status}${final.incomplete_details?.reason ? `: ${final.incomplete_details.reason}` : ""})`);
     // The charge comes from this usage; without it the shim charged an estimate.
     if (!final.usage) throw new CheckFailed("the final event has no usage: the shim charged an estimate; the upstream must send usage");
-    if (replayed) throw new CheckFailed("the stream was replayed after the whole answer was generated (its first event already had the usage): LiteLLM fakes a Responses stream for a model it does not know, so a long answer sends nothing before the shim's upstream timeout; its config needs the model's model_info.supports_native_streaming: true (docs/api-shim.md)");
+    if (replayed) throw new CheckFailed("the stream was replayed after the whole answer was generated (its first event already had the usage): LiteLLM fakes a Responses stream for a model it does not know, so a long answer sends nothing before the shim's upstream timeout; its config needs the model's model_info.supports_native_streaming: true (docs/api-shim/responses-api.md)");
     return `"${oneLine(text, 60)}" (${final.usage.output_tokens} tokens, streamed)`;
   });
 

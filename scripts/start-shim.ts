@@ -8,7 +8,7 @@ import { urlHost } from "./lib/url-host.ts";
 const USAGE = `Usage: npm run shim
 
 Starts the api-shim on this machine with readable logs, in front of any OpenAI-compatible
-server. Every SHIM_* variable of docs/api-shim.md applies; these have development defaults:
+server. Every SHIM_* variable of docs/api-shim/environment.md applies; these have development defaults:
 
   SHIM_UPSTREAM_URL   http://127.0.0.1:8000/v1 (\`npm run fake-vllm\` serves one); the base URL
                       including /v1. SHIM_UPSTREAM_API_KEY if that server wants a key.
@@ -18,7 +18,7 @@ server. Every SHIM_* variable of docs/api-shim.md applies; these have developmen
                       (delete the file to start over)
   SHIM_ADMIN_TOKEN    when unset, a new one is generated and printed at each start (one
                       exported from an earlier run then gets 401): set it to keep one
-  SHIM_CONFIG         a YAML file: prices, tiers, models, bootstrap keys (docs/api-shim.md)
+  SHIM_CONFIG         a YAML file: prices, tiers, models, bootstrap keys (docs/api-shim/shim-config.md)
 
 Prints where it listens, the upstream and database URLs (a password in them as ***), an admin
 token and the curl that makes a key, then a warning if the upstream is not ready (not running,

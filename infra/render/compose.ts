@@ -102,7 +102,7 @@ const SHIM_BODY_MEMORY_MB = DEFAULT_BODY_MEMORY_BYTES / 2 ** 20;
 
 /**
  * The shim's container memory cap: a body costs about 3 times its bytes while it is read and
- * parsed (docs/api-shim.md), and the bodies in memory are bounded by their budget, or by one body
+ * parsed (docs/api-shim/operations.md), and the bodies in memory are bounded by their budget, or by one body
  * of limits.maxBodyMb when that is larger (one is always admitted).
  */
 export const shimMemoryMb = (maxBodyMb: number): number => SHIM_BASE_MEMORY_MB + 3 * Math.max(SHIM_BODY_MEMORY_MB, maxBodyMb);

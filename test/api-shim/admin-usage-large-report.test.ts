@@ -15,7 +15,7 @@ const KEYS = 2000;
 const DAYS = 250; // one request per key and day: 500,000 rows, 500,000 (key, day) groups
 
 /**
- * docs/api-shim.md: with the SQLite store on a file, every other request is served as usual while
+ * docs/api-shim/usage-reports.md: with the SQLite store on a file, every other request is served as usual while
  * a report runs. The worker's rows used to come as one message, cloned, mapped and serialized
  * (JSON or CSV) on the main thread as one body: seconds of every request stopped once a report
  * had many groups (a year of group=day for thousands of keys: what reap-expired and

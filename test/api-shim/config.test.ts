@@ -434,7 +434,7 @@ bootstrapKeys:
     expect(problems({}, "pricing: [unclosed")).toEqual([expect.stringMatching(/^SHIM_CONFIG: cannot read or parse/)]);
   });
 
-  it("applies api-shim.md's defaults for the memory budgets and the largest answer", () => {
+  it("applies docs/api-shim/environment.md's defaults for the memory budgets and the largest answer", () => {
     expect(parse({})).toMatchObject({ maxAnswerBytes: 268_435_456, answerMemoryBytes: 536_870_912, bodyMemoryBytes: 67_108_864 });
   });
 

@@ -2,7 +2,7 @@ import OpenAI, { NotFoundError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeVllm } from "../support/fake-vllm.ts";
 
-/** The test upstream itself: vLLM's wire format (0.33.0, the stack's default image, and 0.31.0 before it) (see /tmp research notes in docs/api-shim.md). */
+/** The test upstream itself: vLLM's wire format (0.33.0, the stack's default image, and 0.31.0 before it) (see /tmp research notes in docs/api-shim/compatibility.md, Tests). */
 describe("fake vLLM speaks vLLM's dialect", () => {
   let fake: FakeVllm;
   const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>

@@ -31,7 +31,7 @@ const RESPONSES_DONE = /\n\nevent: response\.(completed|incomplete|failed)\ndata
 /**
  * Whether an answer is a 200 stream, and what is wrong with its end if anything: a stream ends
  * with [DONE] (a Responses stream with its final event and the credits comment), or with an
- * error event in its route's dialect and the credits comment (docs/api-shim.md, Streaming).
+ * error event in its route's dialect and the credits comment (docs/api-shim/streaming.md).
  */
 function streamEnd(status: number, contentType: string | null | undefined, text: string): { streamed: boolean; wrong?: string } {
   if (status !== 200 || !(contentType ?? "").startsWith("text/event-stream")) return { streamed: false };

@@ -45,7 +45,7 @@ beforeAll(async () => {
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   h = await startShim({
     env: { SHIM_UPSTREAM_URL: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, SHIM_UPSTREAM_API_KEY: "" },
-    // As docs/api-shim.md's own example: a served model with its context, token prices.
+    // As docs/api-shim/shim-config.md's own example: a served model with its context, token prices.
     file: { models: [{ name: "llama3.2:latest", maxModelLen: 8192 }], pricing: { request: 0, models: { "llama3.2:latest": { promptPer1k: 1, completionPer1k: 10 } } } },
   });
 });

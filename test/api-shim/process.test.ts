@@ -278,7 +278,7 @@ describe("the shim process", () => {
       expect(res.status).toBe(200);
       const text = await res.text();
       const ms = performance.now() - t0;
-      // The token, then the error event and the credits comment; no [DONE] (docs/api-shim.md, Streaming).
+      // The token, then the error event and the credits comment; no [DONE] (docs/api-shim/streaming.md).
       const events = text.trim().split("\n\n");
       expect(JSON.parse(events[1]!.slice(6)).choices[0].delta.content).toBe("t1");
       expect(JSON.parse(events.at(-2)!.slice(6))).toMatchObject({ error: { type: "api_error", code: "upstream_timeout" } });

@@ -195,7 +195,7 @@ describe("shim replicas on one Postgres database", () => {
     await chat();
     // The kill is a crash, and the shim's request writes commit asynchronously: without this the
     // crash could lose the chat's settlement while its hold survived, and that hold is released
-    // only by the sweep, 30 s later (docs/api-shim.md, Durability). That trade is documented; this
+    // only by the sweep, 30 s later (docs/api-shim/replicas.md, Durability). That trade is documented; this
     // test is about recovery.
     await pgSql("CHECKPOINT");
     pgServer.kill();

@@ -29,7 +29,7 @@ it("a stream whose client leaves after the upstream had it, before any header, i
 });
 
 // Pinned by a mutation review (the code was right; no test held it): a 200 whose JSON carries no usage is
-// charged the request price (docs/api-shim.md, Money), not nothing.
+// charged the request price (docs/api-shim/money.md), not nothing.
 it("a non-streamed 200 without usage is charged the request price", async () => {
   const upstream = createServer((req, res) => {
     req.resume();

@@ -7,7 +7,7 @@ import { StreamMeter } from "../../api-shim/src/metering/metering.ts";
 import { ResponsesMeter } from "../../api-shim/src/metering/responses-stream.ts";
 
 /**
- * The shim against the ways upstreams frame a chat stream's SSE (docs/api-shim.md, "Streams as
+ * The shim against the ways upstreams frame a chat stream's SSE (docs/api-shim/streaming.md, "Streams as
  * other servers frame them"): each framing one recorded stream, written piece by piece by a scripted
  * upstream and read by the openai SDK; a split fuzz of sseEvents and the meter; and the framings
  * it got wrong (found by review): llama.cpp's `error:` field, a whole answer that ends with

@@ -15,15 +15,15 @@ function runbookRow(): string {
   return row;
 }
 
-/** docs/api-shim.md's list of the counter's reasons (its Metrics paragraph). */
+/** docs/api-shim/operations.md's list of the counter's reasons (its Metrics paragraph). */
 function apiShimList(): string {
-  const doc = readFileSync(join(ROOT, "docs", "api-shim.md"), "utf8");
+  const doc = readFileSync(join(ROOT, "docs", "api-shim", "operations.md"), "utf8");
   const start = doc.indexOf("`shim_upstream_failures_total{reason}`");
   return doc.slice(start, doc.indexOf("`shim_upstream_refusals_total{reason}`", start));
 }
 
 describe("every reason shim_upstream_failures_total can carry is explained where its alert sends the operator", () => {
-  it("the runbook row and docs/api-shim.md name every reason the code counts under (UPSTREAM_FAILURE_REASONS, the type countUpstreamFailure takes), and `status_<code>` for the rest", () => {
+  it("the runbook row and docs/api-shim/operations.md name every reason the code counts under (UPSTREAM_FAILURE_REASONS, the type countUpstreamFailure takes), and `status_<code>` for the rest", () => {
     for (const text of [runbookRow(), apiShimList()]) {
       expect(UPSTREAM_FAILURE_REASONS.filter((r) => !text.includes(`\`${r}\``))).toEqual([]);
       expect(text).toContain("`status_<code>`");

@@ -41,7 +41,7 @@ describe("vLLM's extension parameters from a hostile key", () => {
     // With a template whose content format is "openai" (Gemma 3, Qwen2.5-VL, Llama 3.2 Vision: any
     // template that loops over message['content']), chat_utils._parse_chat_message_content_part
     // wraps an image part as `{"type": "image"}` (no "text"), so the join raises KeyError after
-    // max_tokens were generated: a 500, which the shim charges nothing (docs/api-shim.md, Money:
+    // max_tokens were generated: a 500, which the shim charges nothing (docs/api-shim/money.md:
     // "An upstream failure before a response ... charges nothing"). Streamed, the echo chunk's
     // DeltaMessage(content=<list>) fails after the prompt's prefill the same way.
     forwarded = [];

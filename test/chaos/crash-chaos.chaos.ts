@@ -265,7 +265,7 @@ describe.each(STORES)("crash chaos (%s)", (storeKind) => {
       const seqText = `seed ${SEED} round ${round} (${durationMs} ms): ${seq.join("; ")}`;
       // Nothing held, no reservation, balance = sum of the ledger, for every key.
       // (Postgres: a dead replica's holds are swept 30 s after a live one first sees them, by design
-      // (docs/api-shim.md, Several replicas); until then they must match `held`, checked at the end.)
+      // (docs/api-shim/replicas.md, Several replicas); until then they must match `held`, checked at the end.)
       for (const r of await sql<{ id: string; balance: number; held: number; holds: number; reserved?: number; total: number }>(AUDIT[storeKind])) {
         const holdsLeft = storeKind === "sqlite" ? r.held !== 0 || r.holds !== 0 : r.held !== r.reserved;
         if (holdsLeft || r.balance !== r.total) findings.push(`${seqText}\n  key ${r.id}: balance ${r.balance} ledger ${r.total} held ${r.held} holds ${r.holds}`);

@@ -4,7 +4,7 @@ import { loopbackServer } from "./shim-process.ts";
 /**
  * LiteLLM's proxy answering `/v1/responses` for a `hosted_vllm/<name>` model, as the deployed stack
  * runs it (templates/litellm.yaml: no model_info, so the model is not in LiteLLM's price map).
- * Established from BerriAI/litellm's source (docs/api-shim.md, Responses API, cites the files):
+ * Established from BerriAI/litellm's source (docs/api-shim/responses-api.md cites the files):
  *
  * - Non-streamed: vLLM's body re-serialized from LiteLLM's pydantic ResponsesAPIResponse: its `id`
  *   re-encoded with LiteLLM's deployment (`resp_` + base64, so that a `previous_response_id` it

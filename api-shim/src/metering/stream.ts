@@ -80,7 +80,7 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
 
   // Backpressure, an idle timeout for a client that stops reading ('close' then aborts the
   // upstream: it is charged for what was read of it; what vLLM generated meanwhile, unread, is
-  // not: docs/api-shim.md, SHIM_STREAM_IDLE_TIMEOUT_MS), and a drain that cuts now:
+  // not: docs/api-shim/environment.md, SHIM_STREAM_IDLE_TIMEOUT_MS), and a drain that cuts now:
   // response-writer.ts.
   const write = (text: string) => writeWithBackpressure(out, text, ctx.config.streamIdleTimeoutMs, signal);
 

@@ -90,7 +90,7 @@ export class Settlement {
     if (capped) {
       // The usage was worth more than the hold, the most the request was allowed to cost: the
       // key is charged the hold (its balance must not go below zero), and the operator should
-      // know that a hold bound did not hold (docs/api-shim.md, "Money": Settle).
+      // know that a hold bound did not hold (docs/api-shim/money.md, Settle).
       ctx.metrics.cappedCharges.inc({ model: label });
       request.log.warn({ reqId: request.id, model: loggedModel(this.model, ctx.hideSecrets, ctx.config.models), promptTokens: u.promptTokens, completionTokens: u.completionTokens, hold: creditsNumber(this.hold) }, "charge capped at the hold");
     }

@@ -96,7 +96,7 @@ export interface Admission {
  * The tokens/min check and the credit hold, from the body, and the body the upstream gets. The
  * request's bytes and parsed object are then dropped: a request waiting on the upstream (up to
  * SHIM_UPSTREAM_TIMEOUT_MS) held both, about 2.6 times its body, and now holds only what is
- * forwarded, until it is sent (docs/api-shim.md, "Request bodies in memory").
+ * forwarded, until it is sent (docs/api-shim/operations.md, "Request bodies in memory").
  */
 export function admission(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest, { req, modelConfig, batch, cacheLifetime }: Checked): Admission {
   const auth = request.auth!;

@@ -10,7 +10,7 @@
  * `0x7f.1` and `2130706433` are 127.0.0.1), and `file:` URLs, which name the server's own files.
  *
  * By shape: a public name that resolves to a private address, or a public URL that redirects
- * into the network, is not seen here (docs/api-shim.md says what else to set for a multimodal model).
+ * into the network, is not seen here (docs/api-shim/request-bodies.md, Media URLs, says what else to set for a multimodal model).
  */
 import { invalidParam } from "../errors.ts";
 import { isInternalHost } from "../internal-hosts.ts";
