@@ -4,6 +4,10 @@ import { memoryIo } from "../../scripts/lib/cli.ts";
 import { parseShimConfig } from "../../api-shim/src/config.ts";
 
 const read = (path: string) => readFileSync(new URL(`../../${path}`, import.meta.url), "utf8");
+/** The Markdown files of a folder of the repository, as paths from its root. */
+const markdownIn = (dir: string) => readdirSync(new URL(`../../${dir}/`, import.meta.url)).filter((f) => f.endsWith(".md")).map((f) => `${dir}/${f}`);
+/** Every page the docs checks read: the README, docs/*.md and the shim's reference pages (docs/api-shim/). */
+const docPages = () => ["README.md", ...markdownIn("docs"), ...markdownIn("docs/api-shim")];
 const pkg = JSON.parse(read("package.json")) as { scripts: Record<string, string> };
 const SCRIPTS = ["new-tenant", "list-tenants", "manage-keys", "report-usage", "smoke-test", "reap-expired"];
 
@@ -25,7 +29,7 @@ describe("operator scripts: npm scripts, --help and the docs agree", () => {
   });
 
   it("wherever the docs offer SSL_CERT_FILE for a self-signed CA, they say it replaces the trust store and show the client-scoped way", () => {
-    const docs = ["README.md", "docs/operations.md", "docs/serving.md", "docs/api-shim.md"].map((path) => [path, read(path)] as const);
+    const docs = ["README.md", "docs/operations.md", "docs/serving.md", "docs/api-shim.md", ...markdownIn("docs/api-shim")].map((path) => [path, read(path)] as const);
     const offering = docs.filter(([, text]) => text.includes("SSL_CERT_FILE=ca.pem"));
     expect(offering.length).toBeGreaterThan(0);
     for (const [path, text] of offering) {
@@ -147,7 +151,7 @@ async function helpOf(name: string): Promise<string> {
 }
 
 describe("the flags the docs give a script are in its --help", () => {
-  const docs = ["README.md", ...readdirSync(new URL("../../docs/", import.meta.url)).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`)];
+  const docs = docPages();
   it.each(docs)("%s", async (path) => {
     const unknown: string[] = [];
     for (const command of markdownCommands(read(path))) {
@@ -209,7 +213,7 @@ describe("examples that pipe or redirect `npm run` use --silent (npm's banner wo
     expect(markdownCommands(md)).toContain("npm run reap-expired");
   });
 
-  const docs = ["README.md", ...readdirSync(new URL("../../docs/", import.meta.url)).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`)];
+  const docs = docPages();
   it.each(docs)("%s", (path) => {
     const leaks = markdownCommands(read(path)).filter(bannerLeaks);
     expect(leaks, `use \`npm run --silent …\` in:\n${leaks.join("\n")}`).toEqual([]);
@@ -229,10 +233,10 @@ describe("examples that pipe or redirect `npm run` use --silent (npm's banner wo
   });
 });
 
-describe("docs/api-shim.md's SHIM_CONFIG example", () => {
+describe("docs/api-shim/shim-config.md's SHIM_CONFIG example", () => {
   it("is a configuration the shim starts with (its bootstrap key's placeholder hash filled in)", () => {
-    const doc = read("docs/api-shim.md");
-    const block = /```yaml\n([\s\S]*?)```/.exec(doc.slice(doc.indexOf("## SHIM_CONFIG")))![1]!;
+    const doc = read("docs/api-shim/shim-config.md");
+    const block = /```yaml\n([\s\S]*?)```/.exec(doc.slice(doc.indexOf("# SHIM_CONFIG")))![1]!;
     const yaml = block.replace('"sha256:<hex of the full key>"', `"sha256:${"a".repeat(64)}"`);
     expect(yaml).not.toBe(block);
     const config = parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/etc/shim.yaml" }, () => yaml);
@@ -284,7 +288,7 @@ describe("the docs' links to their own pages and headings resolve", () => {
     expect([...anchorsOf("# A\n## 2026-12-06\n```\n# not a heading\n```\n## 2026-12-06\n")]).toEqual(["a", "2026-12-06", "2026-12-06-1"]);
   });
 
-  const docs = ["README.md", ...readdirSync(new URL("../../docs/", import.meta.url)).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`)];
+  const docs = docPages();
   it.each(docs)("%s", (path) => {
     const broken: string[] = [];
     const text = read(path);
@@ -297,5 +301,30 @@ describe("the docs' links to their own pages and headings resolve", () => {
       if (anchor !== undefined && target.endsWith(".md") && !anchorsOf(targetText).has(anchor)) broken.push(`${link}: no heading #${anchor} in ${target}`);
     }
     expect(broken).toEqual([]);
+  });
+});
+
+describe("docs/api-shim.md is the index of the shim's reference, one page a topic in docs/api-shim/", () => {
+  it("keeps its opening, then a Contents list linking every page once, each with what a reader finds there", () => {
+    const index = read("docs/api-shim.md");
+    expect(index).toMatch(/^# api-shim\n/);
+    expect(index).toContain("Try it without a GPU:");
+    const contents = index.slice(index.indexOf("\n## Contents\n"));
+    expect(contents.length).toBeLessThan(index.length);
+    const linked = [...contents.matchAll(/^- \[[^\]]+\]\(api-shim\/([\w-]+\.md)\)(.*)$/gm)];
+    expect(linked.map((m) => `docs/api-shim/${m[1]}`).sort()).toEqual(markdownIn("docs/api-shim").sort());
+    for (const m of linked) expect(m[2]!.length, m[1]).toBeGreaterThan(20); // what the page holds, in words
+    // The reference itself moved out: the index holds no section but its contents.
+    expect([...index.matchAll(/^#{2,6} (.+)$/gm)].map((m) => m[1])).toEqual(["Contents"]);
+  });
+
+  it.each(markdownIn("docs/api-shim"))("%s: a title, what it covers and a link back to the index, 100-500 lines", (path) => {
+    const text = read(path);
+    const lines = text.split("\n");
+    expect(lines[0]).toMatch(/^# \S/);
+    const intro = text.slice(text.indexOf("\n") + 1).split(/\n\s*\n/).find((p) => p.trim() !== "")!;
+    expect(intro).toContain("](../api-shim.md)");
+    expect(lines.length).toBeGreaterThanOrEqual(100);
+    expect(lines.length).toBeLessThanOrEqual(500);
   });
 });
