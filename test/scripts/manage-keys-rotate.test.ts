@@ -1,5 +1,3 @@
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
@@ -7,6 +5,7 @@ import type { ApiKey, CreatedKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/manage-keys.ts";
 import { type FrontAnswer, frontProxy } from "../support/front-proxy.ts";
+import { olderShim } from "../support/older-shim.ts";
 import { DEFAULT_FILE, startShim, type Harness } from "../support/shim-harness.ts";
 import { tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
@@ -109,16 +108,9 @@ describe("manage-keys rotate", () => {
   });
 
   it("against a shim older than the route (its 404 for an unknown route) says to upgrade the shim", async () => {
-    const key = { id: "AAAAAAAAAAAA", object: "api_key", name: "team-07", tier: "free", models: null, balance: 1, held: 0, credits_remaining: 1, requests_in_flight: 0, created_at: "2026-01-01T00:00:00.000Z", expires_at: null, revoked_at: null };
-    const old = createServer((req, res) => {
-      req.resume();
-      if (req.method === "GET") return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ object: "list", data: [key] }));
-      res.writeHead(404, { "content-type": "application/json" })
-        .end(JSON.stringify({ error: { message: `Unknown route: ${req.method} ${req.url}`, type: "invalid_request_error", param: null, code: "not_found" } }));
-    });
-    await new Promise<void>((resolve) => old.listen(0, "127.0.0.1", resolve));
+    const old = await olderShim((req) => ({ status: 404, message: `Unknown route: ${req.method} ${req.url}`, code: "not_found" }));
     try {
-      const r = await keys(["rotate", "--url", `http://127.0.0.1:${(old.address() as AddressInfo).port}`, "--key", "team-07"]);
+      const r = await keys(["rotate", "--url", old.url, "--key", "team-07"]);
       expect(r.code).toBe(1);
       expect(r.lastLine).toBe("this shim predates `rotate` (POST /admin/keys/{id}/rotate): upgrade it (pulumi up)");
     } finally {
