@@ -1,10 +1,9 @@
 import OpenAI from "openai";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect } from "vitest";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { manualClock } from "../../api-shim/src/clock.ts";
-import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import type { Store } from "../../api-shim/src/store/store.ts";
-import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
+import { onBothStores } from "../support/both-stores.ts";
 import { type Harness, moneyInvariants, startShim } from "../support/shim-harness.ts";
 
 /**
@@ -173,22 +172,5 @@ async function refusals(h: Harness): Promise<void> {
 }
 
 describe("POST /admin/keys/{id}/rotate", () => {
-  it("SQLite store: a new secret for the same key (id, balance, usage, tier, models, expiry); old secret 401; in-flight stream charged; refusals", async () => {
-    await scenario();
-  }, 30_000);
-
-  describe("Postgres store", () => {
-    let server: RunningPostgres;
-    const open: PostgresStore[] = [];
-    beforeAll(async () => { server = await startPostgres(); }, 60_000);
-    afterAll(async () => {
-      for (const s of open) await s.close();
-      await server?.stop();
-    });
-    it("the same", async () => {
-      const store = await PostgresStore.open(await server.newDatabase());
-      open.push(store);
-      await scenario(() => store);
-    }, 60_000);
-  });
+  onBothStores("SQLite store: a new secret for the same key (id, balance, usage, tier, models, expiry); old secret 401; in-flight stream charged; refusals", scenario, 30_000);
 });
