@@ -1,10 +1,12 @@
-// npm run manage-keys -- <create|list|revoke|top-up|update> (--stack <name> | --url <base>) [...]
+// npm run manage-keys -- <create|list|revoke|rotate|top-up|update> (--stack <name> | --url <base>) [...]
 // API keys of one tenant, through its admin API (/admin/keys). The admin token comes from the
 // stack's outputs or from an environment variable, never from a flag.
 import { randomUUID } from "node:crypto";
 import { creditsInput } from "../api-shim/src/money/money.ts";
 import { isNote, isPlainText, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_NOTE_CHARACTERS } from "../api-shim/src/names.ts";
 import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey, keyReference, keyStatus } from "./lib/admin-client.ts";
+import { mayHaveActed, secretLost } from "./lib/lost-answers.ts";
+import { rotateKey } from "./lib/rotate-key.ts";
 import { commaList, instantFlag, type Io, npmDashHint, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
 import { closestName } from "./lib/closest-name.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
@@ -19,6 +21,8 @@ Commands:
            --expires-at takes 2027-01-31T23:59:59Z (a zone is required) or 2027-01-31 (00:00 UTC)
   list     every key: balance, held, requests in flight, remaining, tier, status
   revoke   --key <id|name>             the key stops working at once (401); one already revoked: exit 0, saying when
+  rotate   --key <id|name>             a new secret for a leaked key, printed once; the old one gets 401 from the
+           next request on; the same id, balance, usage, tier, models and expiry (a stack key: pulumi up --replace)
   update   --key <id|name> [--tier <tier>] [--models <a,b> | --all-models]
            [--expires-at <time> | --no-expiry]
            changes a key in use from its next request on: the same secret, balance and usage
@@ -28,8 +32,8 @@ Commands:
            space at its ends) is printed first, in the whole command that retries this top-up safely (it
            can never credit twice)
 
-A create or top-up whose answer is lost (the connection dropped, no answer in 30 s, a 5xx) may
-have been applied: the error says so and what to run (for a top-up, that retry command).
+A create, rotate or top-up whose answer is lost (the connection dropped, no answer in 30 s, a 5xx)
+may have been applied: the error says so and what to run (for a top-up, that retry command).
 
 ${TARGET_USAGE}
   --json                     print the API's JSON
@@ -39,6 +43,7 @@ Examples:
   npm run manage-keys -- list --stack acme
   npm run manage-keys -- top-up --stack acme --key team-07 --amount 250 --note "invoice 1042"
   npm run manage-keys -- update --stack acme --key team-07 --tier pro --all-models
+  npm run manage-keys -- rotate --stack acme --key team-07
   GPU_SANDBOX_ADMIN_TOKEN=… npm run manage-keys -- revoke --url https://203-0-113-9.ip.linodeusercontent.com --key team-07`;
 
 const OPTIONS = {
@@ -57,7 +62,7 @@ const OPTIONS = {
   "idempotency-key": { type: "string" },
 } as const;
 
-const COMMANDS = ["create", "list", "revoke", "top-up", "update"] as const;
+const COMMANDS = ["create", "list", "revoke", "rotate", "top-up", "update"] as const;
 /** Flags every command takes: the target's, --json and --help. */
 const COMMON_FLAGS = new Set(["help", "json", ...Object.keys(TARGET_OPTIONS)]);
 type Command = (typeof COMMANDS)[number];
@@ -94,6 +99,7 @@ const COMMAND_FLAGS: Record<Command, readonly string[]> = {
   create: ["name", "credits", "tier", "models", "expires-at"],
   list: [],
   revoke: ["key"],
+  rotate: ["key"],
   "top-up": ["key", "amount", "note", "idempotency-key"],
   update: ["key", "tier", "models", "all-models", "expires-at", "no-expiry"],
 };
@@ -149,9 +155,6 @@ function manageKeysCommand(flags: Flags, command: Command, values: readonly (rea
   return ["npm run manage-keys --", command, ...words].join(" ");
 }
 
-/** Whether a failed write may have been applied by the API: sent, and its answer lost or a 5xx. */
-const mayHaveActed = (err: unknown): err is AdminApiError => err instanceof AdminApiError && err.outcome === "unknown";
-
 export async function runCommand(command: Command, flags: Flags, client: AdminClient, io: Io): Promise<number> {
   switch (command) {
     case "create": {
@@ -184,7 +187,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
         // The key and its credits may exist, with a secret that was only in the lost answer: a
         // second create would make a second key. Find it and revoke it instead.
         if (mayHaveActed(err)) {
-          throw new UsageError(`${err.message}\nA key named "${name}" may have been created (its secret was only in the lost answer, and a second create would make a second key): run ${manageKeysCommand(flags, "list")}, and if a key named "${name}" that you do not know of is there, revoke it with ${manageKeysCommand(flags, "revoke")} --key <its id>.`);
+          throw secretLost(err, `A key named "${name}" may have been created`, "a second create would make a second key", `run ${manageKeysCommand(flags, "list")}, and if a key named "${name}" that you do not know of is there, revoke it with ${manageKeysCommand(flags, "revoke")} --key <its id>`);
         }
         throw err;
       }
@@ -276,6 +279,11 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
     }
     case "update":
       return updateKey(flags, client, io);
+    case "rotate": {
+      const ref = required("key", flags.key, "the id or name of the key to rotate");
+      const key = findKey(await client.listKeys(), ref);
+      return rotateKey(client, key, manageKeysCommand(flags, "rotate", [["key", key.id]]), flags.json === true, io);
+    }
   }
 }
 

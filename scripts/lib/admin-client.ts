@@ -115,6 +115,8 @@ export interface AdminClient {
   revokeKey(id: string): Promise<ApiKey>;
   /** PATCH /admin/keys/{id}: a field left out is not changed; null: every model, or no expiry. */
   updateKey(id: string, body: { tier?: string; models?: string[] | null; expires_at?: string | null }): Promise<ApiKey>;
+  /** POST /admin/keys/{id}/rotate: the same key with a new secret, in `key` (only in this answer). */
+  rotateKey(id: string): Promise<CreatedKey>;
   topUp(id: string, body: { amount: string; note?: string }, idempotencyKey: string): Promise<CreditGrant>;
   usage(query: UsageQuery): Promise<UsageReport>;
   /** The API's own CSV (spreadsheet-safe quoting done by the shim). */
@@ -265,6 +267,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
     listKeys: async () => (await json("GET", "/admin/keys", KEY_LIST)).body.data,
     revokeKey: async (id) => (await json("DELETE", `/admin/keys/${encodeURIComponent(id)}`, KEY)).body,
     updateKey: async (id, body) => (await json("PATCH", `/admin/keys/${encodeURIComponent(id)}`, KEY, { body })).body,
+    rotateKey: async (id) => (await json("POST", `/admin/keys/${encodeURIComponent(id)}/rotate`, CREATED_KEY)).body,
     topUp: async (id, body, idempotencyKey) => {
       const { body: grant, res } = await json("POST", `/admin/keys/${encodeURIComponent(id)}/credits`, CREDIT_GRANT, { body, headers: { "idempotency-key": idempotencyKey } });
       return { ...grant, replayed: res.headers.get("idempotent-replayed") === "true" };

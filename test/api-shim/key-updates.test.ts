@@ -1,11 +1,10 @@
 import { request } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect } from "vitest";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { manualClock } from "../../api-shim/src/clock.ts";
-import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import type { Store } from "../../api-shim/src/store/store.ts";
-import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
+import { onBothStores } from "../support/both-stores.ts";
 import { type Harness, moneyInvariants, startShim } from "../support/shim-harness.ts";
 
 /**
@@ -215,22 +214,5 @@ async function refusals(h: Harness): Promise<void> {
 }
 
 describe("PATCH /admin/keys/{id}", () => {
-  it("SQLite store: tier, models and expiry change for the key's next request; balance and usage stay; refusals", async () => {
-    await scenario();
-  });
-
-  describe("Postgres store", () => {
-    let server: RunningPostgres;
-    const open: PostgresStore[] = [];
-    beforeAll(async () => { server = await startPostgres(); }, 60_000);
-    afterAll(async () => {
-      for (const s of open) await s.close();
-      await server?.stop();
-    });
-    it("the same", async () => {
-      const store = await PostgresStore.open(await server.newDatabase());
-      open.push(store);
-      await scenario(() => store);
-    }, 60_000);
-  });
+  onBothStores("SQLite store: tier, models and expiry change for the key's next request; balance and usage stay; refusals", scenario);
 });

@@ -9,6 +9,7 @@ import { adminClient, keyStatus } from "../../scripts/lib/admin-client.ts";
 import { main, runCommand } from "../../scripts/manage-keys.ts";
 import { originOf } from "../../scripts/lib/tenant-target.ts";
 import { type FrontAnswer, frontProxy } from "../support/front-proxy.ts";
+import { olderShim } from "../support/older-shim.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { freePort, tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
@@ -257,17 +258,10 @@ describe("manage-keys against a real shim", () => {
   });
 
   it("update against a shim older than PATCH /admin/keys/{id} (its 405) says to upgrade the shim", async () => {
-    const key = { id: "AAAAAAAAAAAA", object: "api_key", name: "team-07", tier: "free", models: null, balance: 1, held: 0, credits_remaining: 1, requests_in_flight: 0, created_at: "2026-01-01T00:00:00.000Z", expires_at: null, revoked_at: null };
     // What a shim of before `update` answers: the route has DELETE only (its 405, with Allow).
-    const old = createServer((req, res) => {
-      req.resume();
-      if (req.method === "GET") return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ object: "list", data: [key] }));
-      res.writeHead(405, { "content-type": "application/json", allow: "DELETE" })
-        .end(JSON.stringify({ error: { message: "This method is not allowed on this path. Allowed: DELETE.", type: "invalid_request_error", param: null, code: "method_not_allowed" } }));
-    });
-    await new Promise<void>((resolve) => old.listen(0, "127.0.0.1", resolve));
+    const old = await olderShim(() => ({ status: 405, headers: { allow: "DELETE" }, message: "This method is not allowed on this path. Allowed: DELETE.", code: "method_not_allowed" }));
     try {
-      const r = await keys(["update", "--url", `http://127.0.0.1:${(old.address() as AddressInfo).port}`, "--key", "team-07", "--tier", "pro"]);
+      const r = await keys(["update", "--url", old.url, "--key", "team-07", "--tier", "pro"]);
       expect(r.code).toBe(1);
       expect(r.lastLine).toBe("this shim predates `update` (PATCH /admin/keys/{id}): upgrade it (pulumi up)");
     } finally {
@@ -315,11 +309,11 @@ describe("manage-keys against a real shim", () => {
     [["list", "--url", "URL", "--admin-token", "x"], "--admin-token is not accepted: the admin token would be kept in shell history"],
     [["list"], "--stack <name> or --url <base URL> is required"],
     [["list", "--stack", "a", "--url", "URL"], "use either --stack or --url, not both"],
-    [["rotate", "--url", "URL"], '"rotate" is not a command; use one of: create, list, revoke, top-up, update'],
-    [["lst", "--url", "URL"], '"lst" is not a command. Did you mean list? Use one of: create, list, revoke, top-up, update'],
-    [["--url", "URL", "revok", "--key", "x"], '"revok" is not a command. Did you mean revoke? Use one of: create, list, revoke, top-up, update'],
+    [["rekey", "--url", "URL"], '"rekey" is not a command; use one of: create, list, revoke, rotate, top-up, update'],
+    [["lst", "--url", "URL"], '"lst" is not a command. Did you mean list? Use one of: create, list, revoke, rotate, top-up, update'],
+    [["--url", "URL", "revok", "--key", "x"], '"revok" is not a command. Did you mean revoke? Use one of: create, list, revoke, rotate, top-up, update'],
     // `npm run manage-keys list --url URL`, no `--`: npm keeps --url and passes its value on.
-    [["list", "URL"], "is not a command; use one of: create, list, revoke, top-up, update\nflags typed before `--` are kept by npm, not passed on: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]"],
+    [["list", "URL"], "is not a command; use one of: create, list, revoke, rotate, top-up, update\nflags typed before `--` are kept by npm, not passed on: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]"],
     [[], "a command is required"],
     [["create", "--url", "URL"], "--name is required: the key's name"],
     [["create", "--url", "URL", "--name", "x", "--credits", "1.1234567"], '--credits "1.1234567" must be a non-negative number of credits with at most 6 decimals'],

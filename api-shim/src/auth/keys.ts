@@ -3,7 +3,8 @@ import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 /**
  * API keys: `sk-gs-` + 12-character base62 id + `_` + 32-character base62 secret. The id is
  * public (it names the key in admin listings and usage rows); the store keeps only
- * `sha256:<hex>` of the whole key. The plaintext exists only in the 201 response that creates it.
+ * `sha256:<hex>` of the whole key. The plaintext exists only in the 201 response that creates it
+ * (and in the 200 of a rotation, which gives the key a new secret and keeps its id).
  */
 export const KEY_PREFIX = "sk-gs-";
 /** Base62 characters of a key's public id and of its secret (the Pulumi program makes keys too). */
@@ -25,8 +26,8 @@ export function randomBase62(length: number): string {
   return out;
 }
 
-export function generateKey(): { id: string; key: string; hash: string } {
-  const id = randomBase62(KEY_ID_LENGTH);
+/** A new key; with `id`, a new secret for that key (a rotation: POST /admin/keys/{id}/rotate). */
+export function generateKey(id = randomBase62(KEY_ID_LENGTH)): { id: string; key: string; hash: string } {
   const key = `${KEY_PREFIX}${id}_${randomBase62(KEY_SECRET_LENGTH)}`;
   return { id, key, hash: hashKey(key) };
 }

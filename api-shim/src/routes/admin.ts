@@ -57,15 +57,18 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const expiresAt = expiryField(ctx, body);
     if (expiresAt !== undefined) changes.expiresAt = expiresAt;
     if (Object.keys(changes).length === 0) throw new ShimError("invalid_request", { message: "Give at least one of tier, models or expires_at to change." });
-    const result = await ctx.store.updateKey(request.params.id, changes, ctx.clock.now());
-    if (result.kind === "not_found") throw keyNotFound();
-    if (result.kind === "revoked") throw new ShimError("key_inactive", { param: "id", message: "This key is revoked: it cannot be changed. Create a new key instead." });
-    if (result.kind === "configured") throw new ShimError("key_from_configuration", { param: "id" });
-    if (result.kind === "name_in_use") {
-      // As manage-keys create refuses a name in use: --key <name> must name one key in use.
-      throw new ShimError("key_name_in_use", { param: "expires_at", message: `Another key in use is named "${result.name.slice(0, 200)}" (id ${result.namesake}): bringing this expired key back would give two keys in use that name, and a name must name one. Revoke that key first, or create a new key.` });
-    }
-    return reply.send(showKey(result.key));
+    return reply.send(showKey(await changeKey(ctx, request.params.id, changes)));
+  });
+
+  // Beyond DESIGN.md's routes (docs/decisions.md): a leaked key gets a new secret and keeps its id,
+  // name, balance, usage, tier, models and expiry; revoke + create stranded its balance and split
+  // its usage. Its id is in the key string, so the new key is `sk-gs-<same id>_<new secret>`.
+  app.post<{ Params: { id: string } }>("/admin/keys/:id/rotate", async (request, reply) => {
+    if (!isKeyId(request.params.id)) throw keyNotFound();
+    if (request.body !== undefined && request.body !== null) object(request.body, []); // nothing to give yet
+    const { key, hash } = generateKey(request.params.id);
+    const record = await changeKey(ctx, request.params.id, { hash }, ROTATE_CONFIGURED);
+    return reply.send({ ...showKey(record), key }); // POST /admin/keys's answer: the key, once
   });
 
   app.post<{ Params: { id: string } }>("/admin/keys/:id/credits", async (request, reply) => {
@@ -137,6 +140,22 @@ function showKey(k: KeyDetails) {
   };
 }
 
+/**
+ * store.updateKey, its refusals as the API answers them (PATCH and rotate). `configured`: what a
+ * key from the configuration is told (its entry is where it changes).
+ */
+async function changeKey(ctx: ShimContext, id: string, changes: KeyChanges, configured?: string): Promise<KeyDetails> {
+  const result = await ctx.store.updateKey(id, changes, ctx.clock.now());
+  if (result.kind === "not_found") throw keyNotFound();
+  if (result.kind === "revoked") throw new ShimError("key_inactive", { param: "id", message: "This key is revoked: it cannot be changed. Create a new key instead." });
+  if (result.kind === "configured") throw new ShimError("key_from_configuration", { param: "id", ...(configured ? { message: configured } : {}) });
+  if (result.kind === "name_in_use") {
+    // As manage-keys create refuses a name in use: --key <name> must name one key in use.
+    throw new ShimError("key_name_in_use", { param: "expires_at", message: `Another key in use is named "${result.name.slice(0, 200)}" (id ${result.namesake}): bringing this expired key back would give two keys in use that name, and a name must name one. Revoke that key first, or create a new key.` });
+  }
+  return result.key;
+}
+
 /** A tier the configuration defines (POST and PATCH /admin/keys). */
 function tierField(ctx: ShimContext, v: unknown): string {
   if (typeof v !== "string" || !ctx.config.tiers.has(v)) throw invalid(`'tier' must be one of: ${[...ctx.config.tiers.keys()].join(", ")}.`, "tier");
@@ -173,6 +192,8 @@ function object(body: unknown, known: readonly string[]): Record<string, unknown
   return onlyKnown(body, known, "field");
 }
 
+/** A stack key's rotation: its hash comes from the stack (docs/operations.md, "Rotate a stack key"). */
+const ROTATE_CONFIGURED = "This key is defined in the configuration (the stack's gpu-sandbox:keys, or SHIM_CONFIG's bootstrapKeys for a shim you run yourself): its hash comes from there, and the next start of the shim would put the old secret back. Rotate it in the stack: `pulumi up --replace` the resource of its secret, <tenant>-key-<name>-secret, which keeps its id and balance (docs/operations.md, \"Rotate a stack key\"); for a shim you run yourself, put the hash of a new key with the same id in its bootstrapKeys entry and restart it.";
 const EXPIRED_TOP_UP = "This key is expired: move its expiry on first (`manage-keys update --expires-at`, or PATCH /admin/keys/{id} with expires_at), then top it up.";
 const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });
 const keyNotFound = (param = "id") => new ShimError("not_found", { param, message: "No such key." });

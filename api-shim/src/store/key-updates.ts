@@ -1,6 +1,7 @@
 /**
  * Changing a key made with the admin API (PATCH /admin/keys/{id}): its tier, model allow-list or
- * expiry, in one transaction under the key row's lock, its balance, holds and ledger untouched.
+ * expiry, or its secret's hash (POST /admin/keys/{id}/rotate), in one transaction under the key
+ * row's lock, its id, name, balance, holds and ledger untouched.
  * Both stores (sqlite-key-updates.ts, postgres-admin.ts) decide with keyUpdateRefusal and
  * write with keyUpdateSql, so they refuse and change exactly the same.
  *
@@ -16,13 +17,19 @@ export interface KeyChanges {
   tier?: string;
   models?: string[] | null;
   expiresAt?: number | null;
+  /**
+   * A new secret's hash (a rotation): the key's next request must present that secret. Requests
+   * that authenticated with the old one go on: a hold reads the key's balance, state and
+   * allow-list again, never its hash, so they finish and are charged to the key as before.
+   */
+  hash?: string;
 }
 
 export type KeyUpdateResult =
   | { kind: "done"; key: KeyDetails }
   | { kind: "not_found" }
   | { kind: "revoked" }
-  /** The key comes from configuration (bootstrap): the next start would put its tier and models back. */
+  /** The key comes from configuration (bootstrap): the next start would put its tier, models and hash back. */
   | { kind: "configured" }
   /**
    * The change would bring the expired key back into use while another key in use (`namesake`,
@@ -57,12 +64,12 @@ export function liveNamesakeSql(placeholders: "numbered" | "anonymous"): string 
 /**
  * One statement for any set of changes: each column is set only when its flag is, so a field left
  * out keeps its value (and `null`, given, is written). Its parameters (keyUpdateValues) in the
- * order they appear: flag and value for tier, models (JSON text) and expires_at, then the id;
+ * order they appear: flag and value for tier, models (JSON text), expires_at and hash, then the id;
  * numbered as Postgres takes them (`$1`…) or anonymous (`?`) as better-sqlite3 does.
  */
 export function keyUpdateSql(placeholders: "numbered" | "anonymous"): string {
   const p = placeholder(placeholders);
-  return `UPDATE keys SET tier = CASE WHEN ${p()} THEN ${p()} ELSE tier END, models = CASE WHEN ${p()} THEN ${p()} ELSE models END, expires_at = CASE WHEN ${p()} THEN ${p()} ELSE expires_at END WHERE id = ${p()}`;
+  return `UPDATE keys SET tier = CASE WHEN ${p()} THEN ${p()} ELSE tier END, models = CASE WHEN ${p()} THEN ${p()} ELSE models END, expires_at = CASE WHEN ${p()} THEN ${p()} ELSE expires_at END, hash = CASE WHEN ${p()} THEN ${p()} ELSE hash END WHERE id = ${p()}`;
 }
 
 /** keyUpdateSql's parameters for `changes` (flags as 0 and 1: SQLite has no booleans, and Postgres reads them as such). */
@@ -72,6 +79,7 @@ export function keyUpdateValues(id: string, changes: KeyChanges): (string | numb
     given(changes.tier), changes.tier ?? null,
     given(changes.models), changes.models ? JSON.stringify(changes.models) : null,
     given(changes.expiresAt), changes.expiresAt ?? null,
+    given(changes.hash), changes.hash ?? null,
     id,
   ];
 }

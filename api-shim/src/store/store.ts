@@ -247,9 +247,9 @@ export interface Store {
   /** Marks the key revoked; false when there is no such key. */
   revokeKey(id: string, at: number): Promise<boolean>;
   /**
-   * Changes a key's tier, models or expiry (key-updates.ts), atomically, its money untouched;
-   * refused for a key revoked or from configuration (a start would undo it), or brought back
-   * into use (expired at `at`) while another key in use has its name.
+   * Changes a key's tier, models, expiry or secret's hash (key-updates.ts), atomically, its id
+   * and money untouched; refused for a key revoked or from configuration (a start would undo
+   * it), or brought back into use (expired at `at`) while another key in use has its name.
    */
   updateKey(id: string, changes: KeyChanges, at: number): Promise<KeyUpdateResult>;
   topUp(input: TopUpInput): Promise<TopUpResult>;
