@@ -1,0 +1,37 @@
+import { request } from "node:http";
+import { describe, expect, it } from "vitest";
+import { startShim } from "../support/shim-harness.ts";
+
+/**
+ * Found by a mutation review of upstream-body.ts: the upstream's body is paused while
+ * more than 64 chunks wait for the shim to relay them (a client reading slower than the model
+ * writes), and must be resumed once they drain; else the stream stalls until the idle timeout cuts it.
+ */
+describe("a stream whose client pauses while the model writes fast, then reads on", () => {
+  it("gets the whole stream, [DONE] included", { timeout: 30_000 }, async () => {
+    const h = await startShim({ env: { SHIM_STREAM_IDLE_TIMEOUT_MS: "3000" }, file: { models: [{ name: "qwen2.5-7b", maxModelLen: 2_000_000 }] }, fake: { models: [{ name: "qwen2.5-7b", maxModelLen: 2_000_000 }] } });
+    try {
+      h.fake.set({ defaultTokens: 40_000 }); // ~10 MB of events: more than the sockets hold
+      const { key } = await h.createKey({ credits: 100 });
+      const text = await new Promise<string>((resolve, reject) => {
+        const req = request(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" } });
+        req.on("error", reject);
+        req.on("response", (res) => {
+          res.pause();
+          setTimeout(() => {
+            let all = "";
+            res.setEncoding("utf8");
+            res.on("data", (c: string) => (all += c));
+            res.on("end", () => resolve(all));
+            res.on("error", reject);
+            res.resume();
+          }, 1500);
+        });
+        req.end(JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "everything" }], max_tokens: 40_000, stream: true }));
+      });
+      expect(text.trimEnd().endsWith("data: [DONE]")).toBe(true);
+    } finally {
+      await h.close().catch(() => {});
+    }
+  });
+});

@@ -1,0 +1,51 @@
+import { describe, expect, it } from "vitest";
+import type { SecretHider } from "../../api-shim/src/observability/redaction.ts";
+import { hideInternalDetails } from "../../api-shim/src/upstream/internal-details.ts";
+import { upstreamStatusError } from "../../api-shim/src/upstream/upstream-errors.ts";
+
+const noSecrets: SecretHider = (text) => text;
+
+/**
+ * Found by a mutation review of the upstream seam: an upstream's 400 in vLLM's older,
+ * flat ErrorResponse (`{"object":"error","message":…,"type":…,"param":…,"code":400}`, no `error`
+ * wrapper) keeps its message for the client, as the nested form's does.
+ */
+describe("an upstream 400 with a flat error body", () => {
+  it("is told with the upstream's own message, not the generic one", () => {
+    const body = JSON.stringify({ object: "error", message: "temperature must be non-negative, got -1.0.", type: "BadRequestError", param: null, code: 400 });
+    const err = upstreamStatusError(400, body, "qwen2.5-7b", undefined, noSecrets);
+    expect(err.status).toBe(400);
+    expect(err.message).toBe("temperature must be non-negative, got -1.0.");
+  });
+});
+
+describe("an upstream 400's message as the client is told it", () => {
+  it("is cut to 500 characters, however long the upstream's (docs/api-shim/errors.md: at most 500)", () => {
+    const long = `Input validation error: ${"the prompt repeats itself ".repeat(200)}`;
+    const err = upstreamStatusError(400, JSON.stringify({ error: { message: long, type: "BadRequestError", param: null, code: 400 } }), "qwen2.5-7b", undefined, noSecrets);
+    expect(err.status).toBe(400);
+    expect(err.message.length).toBeLessThanOrEqual(500);
+    expect(err.message.startsWith("Input validation error: the prompt repeats")).toBe(true);
+  });
+
+  it("LiteLLM's unsupported parameters given as a dict name its keys only, not a string value beside them", () => {
+    const message = "litellm.UnsupportedParamsError: mistral does not support parameters: {'dimensions': 1024, 'encoding_format': 'base64'}, for model=mistral-embed. To drop these, set `litellm.drop_params=True` or for proxy:\n\n`litellm_settings:\n drop_params: true`\n";
+    const err = upstreamStatusError(400, JSON.stringify({ error: { message, type: "invalid_request_error", param: null, code: "400" } }), "embed", undefined, noSecrets);
+    expect(err.message).toBe("'dimensions', 'encoding_format' are not supported by model 'embed'.");
+    expect(err.param).toBe("dimensions");
+  });
+});
+
+describe("the deployment's insides in an upstream message (hideInternalDetails)", () => {
+  it("a compose container's name with '_' and its port is hidden (aiohttp's 'Cannot connect to host')", () => {
+    const text = hideInternalDetails("Cannot connect to host gpu-sandbox_vllm_1:8000 ssl:default [Connection refused]", "qwen2.5-7b");
+    expect(text).not.toContain("gpu-sandbox_vllm_1");
+    expect(text).toContain("[internal address]");
+  });
+
+  it("a path under /models (the model directory on the host) is hidden", () => {
+    const text = hideInternalDetails("Can't load tokenizer from /models/Qwen2.5-7B-Instruct/tokenizer_config.json.", "qwen2.5-7b");
+    expect(text).not.toContain("/models/");
+    expect(text).toContain("[path]");
+  });
+});
