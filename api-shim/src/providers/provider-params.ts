@@ -1,5 +1,6 @@
 import { eachMessagePart } from "../requests/content-parts.ts";
 import { invalidParam } from "../errors.ts";
+import { ANSWER_MEMBERS, isModelThinking, refuseUnsafeAnswerMembers, THINKING_MEMBERS } from "./answer-members.ts";
 import type { InferenceKind } from "../requests/inference-request.ts";
 
 /**
@@ -111,7 +112,7 @@ export function refuseUnlistedProviderParams(kind: ProviderKind, body: Record<st
     throw invalidParam(`'modalities' may only be ["text"] for model '${name}': audio and image output are billed at other rates than the text this endpoint charges for.`, "modalities");
   }
   eachMessagePart(body.messages, (item, from) => {
-    if (from === null) refuseUnlistedMessageMembers(item as object, name);
+    if (from === null) refuseUnlistedMessageMembers(item as Record<string, unknown>, name);
     else if (from === "content" && !(item !== null && typeof item === "object" && PART_TYPES.includes((item as { type?: unknown }).type))) {
       throw invalidParam(`A message's content parts for model '${name}' must be objects of type ${PART_TYPES.map((t) => `'${t}'`).join(", ")}.`, "messages");
     }
@@ -119,27 +120,24 @@ export function refuseUnlistedProviderParams(kind: ProviderKind, body: Record<st
 }
 
 /**
- * A message's members: OpenAI's (ChatCompletionMessageParam's, every role's), and what LiteLLM
- * reads for Anthropic and the shim meters (`cache_control`, cache-writes.ts) or checks below
- * (`thinking_blocks`, the signed thinking a client hands back; `reasoning_content`, text). Found
- * by review: LiteLLM puts a message's `thinking_blocks` (and `provider_specific_fields`'
- * compaction blocks) into Anthropic's content as they come, so any block type the content-part
- * check refuses (`container_upload`, a `document` Anthropic fetches from a URL) went past it.
+ * A message's members: OpenAI's (ChatCompletionMessageParam's, every role's), what LiteLLM reads
+ * for Anthropic and the shim meters (`cache_control`, cache-writes.ts) or checks below
+ * (`thinking_blocks`, the signed thinking a client hands back; `reasoning_content`, text), and the
+ * members of LiteLLM's own answer message, checked by answer-members.ts. Found by review: LiteLLM
+ * puts a message's `thinking_blocks` (and `provider_specific_fields`' compaction blocks) into
+ * Anthropic's content as they come, so any block type the content-part check refuses
+ * (`container_upload`, a `document` Anthropic fetches from a URL) went past it.
  */
-const MESSAGE_MEMBERS = ["role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio", "cache_control", "thinking_blocks", "reasoning_content"];
-/** A thinking block as Anthropic signs it and a client hands it back: nothing to fetch, run or cache. */
-const THINKING_TYPES: readonly unknown[] = ["thinking", "redacted_thinking"];
-const THINKING_MEMBERS = ["type", "thinking", "signature", "data"];
+const MESSAGE_MEMBERS = ["role", "content", "name", "tool_calls", "tool_call_id", "function_call", "refusal", "audio", "cache_control", "thinking_blocks", "reasoning_content", ...ANSWER_MEMBERS];
 
-/** A 400 for a message's member not in MESSAGE_MEMBERS, or thinking blocks that are not the model's (its content parts: refuseUnlistedProviderParams). */
-function refuseUnlistedMessageMembers(m: object, name: string): void {
+/** A 400 for a message's member not in MESSAGE_MEMBERS, thinking blocks that are not the model's, or an answer's member in a value that is not inert (its content parts: refuseUnlistedProviderParams). */
+function refuseUnlistedMessageMembers(m: Record<string, unknown>, name: string): void {
   for (const k in m) {
     if (!MESSAGE_MEMBERS.includes(k)) throw invalidParam(`A message's member '${k.slice(0, 64)}' is not accepted for model '${name}', a provider's model: a message takes ${MESSAGE_MEMBERS.join(", ")}.`, "messages");
   }
-  const blocks = (m as { thinking_blocks?: unknown }).thinking_blocks;
-  if (blocks === undefined || blocks === null) return;
-  const thinking = (b: unknown) => b !== null && typeof b === "object" && THINKING_TYPES.includes((b as { type?: unknown }).type) && Object.keys(b).every((k) => THINKING_MEMBERS.includes(k));
-  if (!Array.isArray(blocks) || !blocks.every(thinking)) {
+  const blocks = m.thinking_blocks;
+  if (blocks !== undefined && blocks !== null && !isModelThinking(blocks)) {
     throw invalidParam(`A message's thinking_blocks for model '${name}' must be the thinking blocks the model answered with: type 'thinking' or 'redacted_thinking', with only ${THINKING_MEMBERS.join(", ")}.`, "messages");
   }
+  refuseUnsafeAnswerMembers(m, name);
 }
