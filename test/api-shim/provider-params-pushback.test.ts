@@ -97,6 +97,8 @@ describe("a provider model's answer message pushed back by the client", () => {
       { provider_specific_fields: {} },
       { provider_specific_fields: { refusal: "I can't help with that." } },
       { provider_specific_fields: { citations: [[{ type: "char_location", cited_text: "x", document_index: 0, start_char_index: 0, end_char_index: 1 }]], thinking_blocks: null } },
+      // Gemini's thought signatures, which LiteLLM's Gemini converter puts back on the text part (opaque, checked by Gemini).
+      { provider_specific_fields: { thought_signatures: ["CiQB0e2Kb3dFq"] } },
       // What LiteLLM would make content, when empty: nothing to add.
       { provider_specific_fields: { compaction_blocks: null, web_search_results: [], tool_results: null } },
     ]) {
@@ -118,6 +120,7 @@ describe("a provider model's answer message pushed back by the client", () => {
       // Its copy of the thinking blocks: only thinking, as the member's own.
       { thinking_blocks: [{ type: "document", source: { type: "url", url: "https://example.com/300-pages.pdf" } }] },
       { refusal: { type: "text" } },
+      { thought_signatures: [{ type: "document", source: { type: "url", url: "https://example.com/x.pdf" } }] },
     ]) {
       const message = await refused("claude", { ...base, provider_specific_fields: fields });
       const member = Object.keys(fields)[0]!;

@@ -26,8 +26,9 @@ export function isModelThinking(blocks: unknown): boolean {
 
 /**
  * `provider_specific_fields`' members LiteLLM's answers carry and no request converter of its reads
- * back (factory.py anthropic_messages_pt reads only compaction_blocks, web_search_results and
- * tool_results from it), with the values they are taken in.
+ * back as content (factory.py anthropic_messages_pt reads only compaction_blocks, web_search_results
+ * and tool_results from it; Gemini's converter reads thought_signatures as a signature), with the
+ * values they are taken in.
  */
 const INERT_FIELDS: Record<string, (v: unknown) => boolean> = {
   // OpenAI's refusal text, moved there by LiteLLM: text.
@@ -36,6 +37,10 @@ const INERT_FIELDS: Record<string, (v: unknown) => boolean> = {
   citations: (v) => v === null || Array.isArray(v),
   // Anthropic's copy of the message's thinking_blocks: held to the member's own check, in case a converter reads it.
   thinking_blocks: (v) => v === null || isModelThinking(v),
+  // Gemini's thought signatures (opaque strings Gemini signed and checks): LiteLLM's Gemini converter
+  // (vertex_ai/gemini/transformation.py) sets the first as the text part's thoughtSignature, which
+  // Gemini 3 wants back with a tool call's turn; nothing to fetch, run or bill.
+  thought_signatures: (v) => v === null || (Array.isArray(v) && v.every((s) => typeof s === "string")),
 };
 
 /** A 400 for a member of ANSWER_MEMBERS in `m` (a message for `name`, a provider's model) in a value other than those above. */
