@@ -120,6 +120,12 @@ describe("a provider model's answer message pushed back by the client", () => {
       // Its copy of the thinking blocks: only thinking, as the member's own.
       { thinking_blocks: [{ type: "document", source: { type: "url", url: "https://example.com/300-pages.pdf" } }] },
       { refusal: { type: "text" } },
+      // Named as Object.prototype's members: unknown all the same (found by review: they passed, or got a 500).
+      { constructor: [{ type: "document", source: { type: "url", url: "https://example.com/a.pdf" } }] },
+      { toString: [{ type: "document", source: { type: "url", url: "https://example.com/a.pdf" } }] },
+      { hasOwnProperty: [{ type: "document", source: { type: "url", url: "https://example.com/a.pdf" } }] },
+      { valueOf: [{ type: "document", source: { type: "url", url: "https://example.com/a.pdf" } }] },
+      { isPrototypeOf: [{ type: "document", source: { type: "url", url: "https://example.com/a.pdf" } }] },
       { thought_signatures: [{ type: "document", source: { type: "url", url: "https://example.com/x.pdf" } }] },
     ]) {
       const message = await refused("claude", { ...base, provider_specific_fields: fields });

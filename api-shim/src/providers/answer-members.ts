@@ -62,7 +62,8 @@ export function refuseUnsafeAnswerMembers(m: Record<string, unknown>, name: stri
   if (fields === undefined || fields === null) return;
   if (!isObject(fields) || Array.isArray(fields)) throw drop("provider_specific_fields", "must be an object");
   for (const k in fields) {
-    const inert = INERT_FIELDS[k];
+    // Own members only: a member named as Object.prototype's (`constructor`, `valueOf`) is unknown too.
+    const inert = Object.hasOwn(INERT_FIELDS, k) ? INERT_FIELDS[k] : undefined;
     // What LiteLLM makes content (compaction blocks, server tool results) or does not answer with:
     // only empty, which LiteLLM adds nothing for (it tests them for truth).
     if (inert ? inert(fields[k]) : isEmpty(fields[k])) continue;
