@@ -99,6 +99,8 @@ describe("a provider model's answer message pushed back by the client", () => {
       { provider_specific_fields: { citations: [[{ type: "char_location", cited_text: "x", document_index: 0, start_char_index: 0, end_char_index: 1 }]], thinking_blocks: null } },
       // Gemini's thought signatures, which LiteLLM's Gemini converter puts back on the text part (opaque, checked by Gemini).
       { provider_specific_fields: { thought_signatures: ["CiQB0e2Kb3dFq"] } },
+      // OpenRouter's reasoning, which LiteLLM moves there from an OpenAI-compatible provider's message: text or opaque.
+      { provider_specific_fields: { reasoning: "Step 1", reasoning_details: [{ type: "reasoning.text", text: "Step 1", format: "google-gemini-v1" }, { type: "reasoning.encrypted", data: "gAAAA", format: "anthropic-claude-v1" }, { type: "reasoning.summary", summary: "s" }] } },
       // What LiteLLM would make content, when empty: nothing to add.
       { provider_specific_fields: { compaction_blocks: null, web_search_results: [], tool_results: null } },
     ]) {
@@ -120,6 +122,8 @@ describe("a provider model's answer message pushed back by the client", () => {
       // Its copy of the thinking blocks: only thinking, as the member's own.
       { thinking_blocks: [{ type: "document", source: { type: "url", url: "https://example.com/300-pages.pdf" } }] },
       { refusal: { type: "text" } },
+      { reasoning_details: [{ type: "document", source: { type: "url", url: "https://example.com/x.pdf" } }] },
+      { reasoning: [{ type: "image_url", image_url: { url: "https://example.com/x.png" } }] },
       // Named as Object.prototype's members: unknown all the same (found by review: they passed, or got a 500).
       { constructor: [{ type: "document", source: { type: "url", url: "https://example.com/a.pdf" } }] },
       { toString: [{ type: "document", source: { type: "url", url: "https://example.com/a.pdf" } }] },

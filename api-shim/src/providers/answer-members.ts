@@ -41,6 +41,12 @@ const INERT_FIELDS: Record<string, (v: unknown) => boolean> = {
   // (vertex_ai/gemini/transformation.py) sets the first as the text part's thoughtSignature, which
   // Gemini 3 wants back with a tool call's turn; nothing to fetch, run or bill.
   thought_signatures: (v) => v === null || (Array.isArray(v) && v.every((s) => typeof s === "string")),
+  // OpenRouter's reasoning (an OpenAI-compatible provider's message members LiteLLM moves here):
+  // text, and reasoning_details of OpenRouter's reasoning.text/.summary/.encrypted types, text or
+  // opaque, which an OpenAI-compatible provider is sent as they came and counts as prompt (bounded
+  // by the body, as the hold is); nothing to fetch or run.
+  reasoning: (v) => v === null || typeof v === "string",
+  reasoning_details: (v) => v === null || (Array.isArray(v) && v.every((d) => isObject(d) && typeof d.type === "string" && d.type.startsWith("reasoning."))),
 };
 
 /** A 400 for a member of ANSWER_MEMBERS in `m` (a message for `name`, a provider's model) in a value other than those above. */
