@@ -1,9 +1,11 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import OpenAI from "openai";
 import { describe, expect } from "vitest";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import type { Store } from "../../api-shim/src/store/store.ts";
 import { onBothStores } from "../support/both-stores.ts";
+import { slowBody } from "../support/slow-body.ts";
 import { type Harness, moneyInvariants, startShim } from "../support/shim-harness.ts";
 
 /**
@@ -14,6 +16,8 @@ import { type Harness, moneyInvariants, startShim } from "../support/shim-harnes
 const configured = generateKey();
 const FILE = {
   tiers: { big: { rpm: 100, tpm: 1000000 }, small: { rpm: 100, tpm: 1000000 } },
+  // Completion tokens priced: a hold (max_tokens' worth) is larger than most charges.
+  pricing: { models: { "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 10 } } },
   models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }, { name: "bge-m3", maxModelLen: 8192 }],
   bootstrapKeys: [{ id: configured.id, name: "from-stack", hash: configured.hash, credits: 5, tier: "small" }],
 };
@@ -44,6 +48,8 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
   try {
     await theKeyKeepsEverythingButItsSecret(h);
     await aStreamInFlightFinishesAndIsCharged(h);
+    await aBodyStillArrivingIsRefused(h);
+    await aRequestWaitingForHoldsIsRefused(h);
     await anExpiredKeyMayBeRotated(h, clock);
     await refusals(h);
     for (const r of await moneyInvariants(wrapStore ? wrapStore() : h.store)) expect(r).toMatchObject({ balance: r.ledgerSum, held: 0, reservations: 0 });
@@ -121,6 +127,54 @@ async function aStreamInFlightFinishesAndIsCharged(h: Harness): Promise<void> {
   } finally {
     h.fake.reset();
   }
+}
+
+/**
+ * A request that authenticated with the old secret before the rotation but is not held yet (its
+ * body still arriving) is refused 401, as it is after a revocation: a rotation of a leaked key is
+ * as strong as a revoke for everything not yet admitted. Nothing forwarded, nothing charged.
+ */
+async function aBodyStillArrivingIsRefused(h: Harness): Promise<void> {
+  const { id, key: old } = await h.createKey({ name: "slow-body", tier: "big", credits: 10 });
+  let key = "";
+  expect(await slowBody(h, old, async () => { key = (await rotated(h, id)).key; })).toBe(401);
+  const shown = (await listed(h)).find((k) => k.id === id)!;
+  expect([shown.balance, shown.held]).toEqual([10, 0]);
+  expect((await h.post(key, "/v1/chat/completions", chat)).status).toBe(200);
+}
+
+/**
+ * A request with the old secret that was waiting for the key's other holds to settle (its
+ * balance covers it, a stream's hold is in the way) when the key was rotated is refused 401 once
+ * that stream ends, not held and served; the stream, held before the rotation, is charged.
+ */
+async function aRequestWaitingForHoldsIsRefused(h: Harness): Promise<void> {
+  const big = { ...chat, max_tokens: 100 };
+  const { id, key: old } = await h.createKey({ name: "waiting", tier: "big", credits: 3.5 });
+  h.fake.set({ tokenDelayMs: 100, defaultTokens: 20 });
+  try {
+    const stream = await h.client(old).chat.completions.create({ ...big, stream: true });
+    for await (const chunk of stream) {
+      if (!chunk.choices[0]?.delta.content) continue;
+      h.fake.set({ tokenDelayMs: 0, defaultTokens: 2 }); // what comes next is answered at once
+      const held = (await listed(h)).find((k) => k.id === id)!.held;
+      expect(held).toBeGreaterThan(3.5 / 2); // a second hold does not fit beside it…
+      expect(held).toBeLessThan(2.4); // …but fits once the stream is charged what it generated
+      const waiting = h.post(old, "/v1/chat/completions", big).then((r) => r.status);
+      await sleep(100); // refused for credits, it waits (FINISHING_GRACE_MS, 500 ms) for the stream's hold
+      await rotated(h, id);
+      stream.controller.abort(); // the stream ends, settles, and wakes it
+      expect(await waiting).toBe(401);
+      break;
+    }
+  } finally {
+    h.fake.reset();
+  }
+  const line = await h.waitForRequestLog((l) => l.keyId === id && l.path === "/v1/chat/completions");
+  expect(line.cost).toBeGreaterThan(0); // the stream, charged
+  const shown = (await listed(h)).find((k) => k.id === id)!;
+  expect(shown.held).toBe(0);
+  expect(shown.balance).toBeCloseTo(3.5 - line.cost!, 6); // and nothing else
 }
 
 async function anExpiredKeyMayBeRotated(h: Harness, clock: ReturnType<typeof manualClock>): Promise<void> {

@@ -1,10 +1,9 @@
-import { request } from "node:http";
-import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect } from "vitest";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { manualClock } from "../../api-shim/src/clock.ts";
 import type { Store } from "../../api-shim/src/store/store.ts";
 import { onBothStores } from "../support/both-stores.ts";
+import { slowBody } from "../support/slow-body.ts";
 import { type Harness, moneyInvariants, startShim } from "../support/shim-harness.ts";
 
 /**
@@ -82,22 +81,6 @@ async function changesApplyToTheNextRequest(h: Harness): Promise<void> {
   expect(((await (await patch(h, id, { models: null })).json()) as ShownKey).models).toBeNull();
   expect((await h.admin(`/admin/usage?key=${id}`).then((r) => r.json()) as { data: unknown[] }).data).toHaveLength(1);
   expect((await listedKey(h, id)).balance).toBe(balance);
-}
-
-/** A chat request whose headers go now (the auth hook reads the key) and whose body goes once `between` ran: its status. */
-async function slowBody(h: Harness, key: string, between: () => Promise<void>): Promise<number> {
-  const body = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
-  const u = new URL(`${h.url}/v1/chat/completions`);
-  const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) } });
-  const status = new Promise<number>((resolve, reject) => {
-    req.on("response", (r) => { r.resume(); resolve(r.statusCode!); });
-    req.on("error", reject);
-  });
-  req.flushHeaders();
-  await sleep(300); // the auth hook has read the key row
-  await between();
-  req.end(body);
-  return status;
 }
 
 /**

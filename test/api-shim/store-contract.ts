@@ -59,6 +59,22 @@ export function storeContract(current: () => Store): void {
     expect((await store.audit()).find((r) => r.keyId === "gone")).toMatchObject({ balance: 9, held: 0, ledgerSum: 9 });
   });
 
+  it("reserve refuses a key whose secret was rotated since the request authenticated (its hash differs), and holds a request with the current one", async () => {
+    const store = current();
+    const old = newKey("k", 10).hash;
+    await store.createKey(newKey("k", 10));
+    expect(await store.reserve({ reservationId: "a", keyId: "k", amount: 1, at: 2000, hash: old })).toEqual({ ok: true, available: 9 });
+    const rotated = `sha256:${"1".repeat(64)}`;
+    expect(await store.updateKey("k", { hash: rotated }, 3000)).toMatchObject({ kind: "done" });
+    expect(await store.reserve({ reservationId: "b", keyId: "k", amount: 1, at: 3001, hash: old })).toEqual({ ok: false, available: 9, inactive: true });
+    // Refused as inactive before the balance is looked at: a request with the old secret is no longer the key's.
+    expect(await store.reserve({ reservationId: "c", keyId: "k", amount: 100, at: 3001, hash: old })).toEqual({ ok: false, available: 9, inactive: true });
+    expect(await store.reserve({ reservationId: "d", keyId: "k", amount: 1, at: 3001, hash: rotated })).toEqual({ ok: true, available: 8 });
+    // The hold made with the old secret still settles, and is charged.
+    await store.settle({ reservationId: "a", keyId: "k", hold: 1, cost: 1, usage: usage("k", "qa", 1) });
+    expect((await store.audit()).find((r) => r.keyId === "k")).toMatchObject({ balance: 9, held: 1, ledgerSum: 9 });
+  });
+
   it("settle charges at most the hold with the request's usage record and says what it charged; a failed request is charged 0; twice is a no-op", async () => {
     const store = current();
     await store.createKey(newKey("k", 10));

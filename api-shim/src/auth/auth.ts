@@ -101,9 +101,10 @@ function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest, scop
 }
 
 /**
- * A key found revoked or expired after it authenticated (when its credit hold is made): answered
- * as a dead key is at authentication, so exactly like an unknown one: no key headers, its
- * request back in its budget, the address's unauthenticated budget spent instead.
+ * A key found revoked, expired or rotated (the secret presented is no longer its) after it
+ * authenticated, when its credit hold is made: answered as a dead key is at authentication, so
+ * exactly like an unknown one: no key headers, its request back in its budget, the address's
+ * unauthenticated budget spent instead.
  */
 export function deadKey(ctx: ShimContext, request: FastifyRequest): ShimError {
   request.auth!.buckets.requests?.adjust(-1, ctx.clock.monotonic());

@@ -102,7 +102,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   };
   let reserved;
   try {
-    const input = { reservationId, keyId: auth.key.id, amount: hold, at: ctx.clock.now(), model: req.model };
+    // The hash it authenticated with: a rotation since refuses it as a revocation does.
+    const input = { reservationId, keyId: auth.key.id, amount: hold, at: ctx.clock.now(), model: req.model, hash: auth.key.hash };
     reserved = await ctx.store.reserve(input);
     // Refused for credits (only that refusal has the balance: not a dead key nor a model taken
     // out of its allow-list), though the balance covers it: only the key's other holds are in the way.
@@ -115,8 +116,9 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     }
   }
   if (!reserved.ok) {
-    // Revoked or expired since it authenticated (while its body was still arriving): refused as
-    // any dead key is, before anything is forwarded or charged.
+    // Revoked, expired or rotated since it authenticated (while its body was still arriving, or
+    // it waited for the key's holds to settle): refused as any dead key is, before anything is
+    // forwarded or charged.
     if (reserved.inactive) throw deadKey(ctx, request);
     // Its model taken out of the key's allow-list since (PATCH /admin/keys/{id}): refused as admission (checked) refuses it.
     if (reserved.notAllowed) throw modelNotAllowed(req.model);

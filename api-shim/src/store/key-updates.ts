@@ -18,9 +18,11 @@ export interface KeyChanges {
   models?: string[] | null;
   expiresAt?: number | null;
   /**
-   * A new secret's hash (a rotation): the key's next request must present that secret. Requests
-   * that authenticated with the old one go on: a hold reads the key's balance, state and
-   * allow-list again, never its hash, so they finish and are charged to the key as before.
+   * A new secret's hash (a rotation): the key's next request must present that secret. One that
+   * authenticated with the old one and is not held yet (its body still arriving, or waiting for
+   * the key's holds to settle) is refused at its hold, which compares the key's hash with the one
+   * it authenticated with (ReserveInput.hash), as a revocation refuses it; one already held
+   * finishes and is charged to the key as before.
    */
   hash?: string;
 }

@@ -4,11 +4,12 @@
  */
 /**
  * The hold: the key row's conditional UPDATE decides (re-checked under the row lock: live, its
- * allow-list has the model $6 (null: not checked), and balance − held covers it), the
- * reservation row records it.
+ * hash still the one the request authenticated with, $7 (null: not checked), its allow-list has
+ * the model $6 (null: not checked), and balance − held covers it), the reservation row records it.
  */
 export const RESERVE = `WITH k AS (UPDATE keys SET held = held + $3
     WHERE id = $2 AND balance - held >= $3 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $5) AND ($6::text IS NULL OR models IS NULL OR models ? $6)
+      AND ($7::text IS NULL OR hash = $7)
     RETURNING balance - held AS available),
   r AS (INSERT INTO reservations (id, key_id, amount, owner, at) SELECT $1, $2, $3, $4, $5 FROM k)
   SELECT available FROM k`;
@@ -45,8 +46,12 @@ export const SETTLED = "SELECT -amount AS charged FROM ledger WHERE key_id = $1 
 export const AVAILABLE = "SELECT balance - held AS available FROM keys WHERE id = $1";
 /** Waits for (and takes, to the end of its transaction) the key's row: what a settlement's second try does before it looks (settleAgainOn). */
 export const LOCK_KEY = "SELECT 1 FROM keys WHERE id = $1 FOR UPDATE";
-/** Why a hold was refused: what is available, the balance, whether the key was revoked or expired (at $2), and whether its allow-list lacks the model $3. */
-export const REFUSAL = `SELECT balance - held AS available, balance, (revoked_at IS NOT NULL OR coalesce(expires_at <= $2, false)) AS inactive,
+/**
+ * Why a hold was refused: what is available, the balance, whether the key was revoked, expired
+ * (at $2) or rotated (its hash is no longer $4; null: not checked), and whether its allow-list
+ * lacks the model $3.
+ */
+export const REFUSAL = `SELECT balance - held AS available, balance, (revoked_at IS NOT NULL OR coalesce(expires_at <= $2, false) OR coalesce(hash <> $4, false)) AS inactive,
     ($3::text IS NOT NULL AND models IS NOT NULL AND NOT (models ? $3)) AS not_allowed FROM keys WHERE id = $1`;
 /** Releases one hold, uncharged (no ledger row): what a failed request's hold becomes. */
 /** Releases the holds among ids $1 (a batch), uncharged; returns the ids it found. */

@@ -309,7 +309,7 @@ export class PostgresStore implements Store {
       try {
         const owner = this.owner;
         const { rows } = await this.pool.query<{ available: number }>({
-          name: "reserve", text: RESERVE, values: [input.reservationId, input.keyId, input.amount, owner, input.at, input.model ?? null],
+          name: "reserve", text: RESERVE, values: [input.reservationId, input.keyId, input.amount, owner, input.at, input.model ?? null, input.hash ?? null],
         });
         if (rows.length === 1) {
           await this.adoptIfRelocked(input.reservationId, owner);
@@ -319,7 +319,7 @@ export class PostgresStore implements Store {
       } finally {
         if (!held) this.unsettled.delete(input.reservationId);
       }
-      const why = (await this.pool.query<{ available: number; balance: number; inactive: boolean; not_allowed: boolean }>({ name: "refusal", text: REFUSAL, values: [input.keyId, input.at, input.model ?? null] })).rows[0];
+      const why = (await this.pool.query<{ available: number; balance: number; inactive: boolean; not_allowed: boolean }>({ name: "refusal", text: REFUSAL, values: [input.keyId, input.at, input.model ?? null, input.hash ?? null] })).rows[0];
       if (why === undefined || why.inactive) return { ok: false, available: why?.available ?? 0, inactive: true };
       return why.not_allowed ? { ok: false, available: why.available, notAllowed: true } : { ok: false, available: why.available, balance: why.balance };
     });

@@ -21,7 +21,7 @@ export function holdsByKey(holds: Record<string, Hold>): Map<string, { count: nu
  * lock, so nobody else can change it until COMMIT) with the batch's changes applied, and those
  * changes, written to the row as one UPDATE at COMMIT.
  */
-interface Account { id: string; balance: number; held: number; dBalance: number; dHeld: number; dHolds: number; revokedAt: number | null; expiresAt: number | null; models: string[] | null }
+interface Account { id: string; balance: number; held: number; dBalance: number; dHeld: number; dHolds: number; revokedAt: number | null; expiresAt: number | null; models: string[] | null; hash: string }
 
 /**
  * The SQLite store's open group-commit batch (sqlite-store.ts opens and commits it): holds and
@@ -73,17 +73,20 @@ export class Batch {
     if (a === undefined) {
       const row = this.stmt.money.get(keyId);
       if (row === undefined) return undefined;
-      a = { id: keyId, balance: row.balance, held: row.held, dBalance: 0, dHeld: 0, dHolds: 0, revokedAt: row.revokedAt, expiresAt: row.expiresAt,
+      a = { id: keyId, balance: row.balance, held: row.held, dBalance: 0, dHeld: 0, dHolds: 0, revokedAt: row.revokedAt, expiresAt: row.expiresAt, hash: row.hash,
         models: row.models === null ? null : (JSON.parse(row.models) as string[]) }; // parsed once a batch, only for a key with an allow-list
       this.accounts.set(keyId, a);
     }
     return a;
   }
 
-  /** The hold: admitted only if the key is live, allows the model and balance − held covers it (decided under the batch's write lock). */
+  /**
+   * The hold: admitted only if the key is live, still has the hash the request authenticated
+   * with, allows the model and balance − held covers it (decided under the batch's write lock).
+   */
   reserve(input: ReserveInput): ReserveResult {
     const a = this.account(input.keyId);
-    if (a === undefined || !keyIsLive(a, input.at)) return { ok: false, available: a ? a.balance - a.held : 0, inactive: true };
+    if (a === undefined || !keyIsLive(a, input.at) || (input.hash !== undefined && input.hash !== a.hash)) return { ok: false, available: a ? a.balance - a.held : 0, inactive: true };
     const available = a.balance - a.held;
     if (input.model !== undefined && a.models !== null && !a.models.includes(input.model)) return { ok: false, available, notAllowed: true };
     if (available < input.amount) return { ok: false, available, balance: a.balance };

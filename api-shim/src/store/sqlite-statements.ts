@@ -35,7 +35,7 @@ export function prepareStatements(db: Database.Database) {
     // The request path: prepared once, positional parameters (binding from objects costs more).
     begin: db.prepare("BEGIN IMMEDIATE"),
     commit: db.prepare("COMMIT"),
-    money: db.prepare<[string], { balance: number; held: number; revokedAt: number | null; expiresAt: number | null; models: string | null }>("SELECT balance, held, revoked_at AS revokedAt, expires_at AS expiresAt, models FROM keys WHERE id = ?"),
+    money: db.prepare<[string], { balance: number; held: number; revokedAt: number | null; expiresAt: number | null; models: string | null; hash: string }>("SELECT balance, held, revoked_at AS revokedAt, expires_at AS expiresAt, models, hash FROM keys WHERE id = ?"),
     // The request's one ledger row: its charge (−cost) and its usage record.
     requestRow: db.prepare<RequestRow>(
       "INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served) VALUES (?, ?, ?, 'usage', ?, ?, ?, ?, ?, ?, ?, ?, ?)"),

@@ -83,11 +83,17 @@ export interface ReserveInput {
    * so a PATCH that narrowed it after the request authenticated refuses it (left out: not checked).
    */
   model?: string;
+  /**
+   * The key's hash as the request authenticated with it (auth.ts read it with the key row): a
+   * hold for a key whose hash differs now (rotated since, while the body was still arriving) is
+   * refused `inactive`, as one for a key revoked since is (left out: not checked).
+   */
+  hash?: string;
 }
 /**
  * Refused: not enough available, with the key's `balance` (whether it alone covers the hold, so
  * only other requests' holds stand in the way: inference.ts waits a little for them to settle),
- * `inactive` (the key was revoked or expired after it authenticated), or `notAllowed` (its
+ * `inactive` (the key was revoked, expired or rotated after it authenticated), or `notAllowed` (its
  * allow-list no longer has `model`).
  */
 export type ReserveResult =
