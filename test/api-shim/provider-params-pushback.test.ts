@@ -123,6 +123,7 @@ describe("a provider model's answer message pushed back by the client", () => {
       { thinking_blocks: [{ type: "document", source: { type: "url", url: "https://example.com/300-pages.pdf" } }] },
       { refusal: { type: "text" } },
       { reasoning_details: [{ type: "document", source: { type: "url", url: "https://example.com/x.pdf" } }] },
+      { reasoning_details: [{ type: "reasoning.text", text: "t", source: { type: "url", url: "https://example.com/x.pdf" } }] },
       { reasoning: [{ type: "image_url", image_url: { url: "https://example.com/x.png" } }] },
       // Named as Object.prototype's members: unknown all the same (found by review: they passed, or got a 500).
       { constructor: [{ type: "document", source: { type: "url", url: "https://example.com/a.pdf" } }] },

@@ -46,7 +46,7 @@ const INERT_FIELDS: Record<string, (v: unknown) => boolean> = {
   // opaque, which an OpenAI-compatible provider is sent as they came and counts as prompt (bounded
   // by the body, as the hold is); nothing to fetch or run.
   reasoning: (v) => v === null || typeof v === "string",
-  reasoning_details: (v) => v === null || (Array.isArray(v) && v.every((d) => isObject(d) && typeof d.type === "string" && d.type.startsWith("reasoning."))),
+  reasoning_details: (v) => v === null || (Array.isArray(v) && v.every((d) => isObject(d) && typeof d.type === "string" && d.type.startsWith("reasoning.") && Object.keys(d).every((k) => REASONING_DETAIL_MEMBERS.includes(k)))),
 };
 
 /** A 400 for a member of ANSWER_MEMBERS in `m` (a message for `name`, a provider's model) in a value other than those above. */
@@ -81,5 +81,7 @@ export function refuseUnsafeAnswerMembers(m: Record<string, unknown>, name: stri
   }
 }
 
+/** The members of OpenRouter's reasoning_details items (nothing else is vetted: a newer converter might read it). */
+const REASONING_DETAIL_MEMBERS = ["type", "text", "summary", "data", "signature", "format", "id", "index"];
 const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object";
 const isEmpty = (v: unknown) => v === undefined || v === null || (Array.isArray(v) ? v.length === 0 : isObject(v) && Object.keys(v).length === 0);
