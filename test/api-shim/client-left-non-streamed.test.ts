@@ -1,10 +1,7 @@
-import { once } from "node:events";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { closeApp } from "../../api-shim/src/app.ts";
-import { startShim, type Harness } from "../support/shim-harness.ts";
-import { pollUntil } from "../support/tools.ts";
+import type { Harness } from "../support/shim-harness.ts";
+import { countingUpstream, oneMore, postAndLeave, shimPerTest, type CountingUpstream } from "../support/upstream-per-test.ts";
 
 /**
  * A non-streamed request whose client hangs up once the upstream has it is not aborted (LiteLLM
@@ -18,10 +15,8 @@ const FAKE = { models: [{ name: "qwen2.5-7b" }] };
 const BODY = { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 };
 
 /** An upstream that sends its headers after 400 ms and half an answer, then breaks the connection or hangs. */
-async function halfAnswer(mode: "break" | "hang", status = 200): Promise<{ server: Server; url: string; received: () => number }> {
-  let received = 0;
-  const server = createServer((req, res) => {
-    received++;
+function halfAnswer(mode: "break" | "hang", status = 200): Promise<CountingUpstream> {
+  return countingUpstream((req, res) => {
     req.resume();
     setTimeout(() => {
       res.writeHead(status, { "content-type": "application/json" });
@@ -29,26 +24,10 @@ async function halfAnswer(mode: "break" | "hang", status = 200): Promise<{ serve
       if (mode === "break") setTimeout(() => res.socket?.destroy(), 100);
     }, 400);
   });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, received: () => received };
 }
 
-/**
- * POSTs BODY and hangs up 50 ms after the upstream has it (`received` counts the upstream's
- * requests): a fixed delay from the POST instead was sometimes shorter than the admission on a
- * loaded machine, and the request was then dropped before it was sent (another path).
- */
-async function postAndLeave(h: Harness, key: string, received: () => number): Promise<void> {
-  const before = received();
-  const ac = new AbortController();
-  const answer = fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify(BODY), signal: ac.signal })
-    .then((r) => r.text())
-    .catch(() => undefined);
-  await pollUntil(() => received() > before, 10_000, 5);
-  setTimeout(() => ac.abort(), 50);
-  await answer;
-}
+/** POSTs BODY and hangs up 50 ms after one more request than now reached the upstream (`received`). */
+const leaveOnceSent = (h: Harness, key: string, received: () => number) => postAndLeave(h, key, BODY, oneMore(received));
 
 const failures = async (h: Harness, reason: string) => {
   const line = (await (await fetch(`${h.url}/metrics`)).text()).split("\n").find((l) => l.startsWith(`shim_upstream_failures_total{reason="${reason}"}`));
@@ -56,25 +35,16 @@ const failures = async (h: Harness, reason: string) => {
 };
 
 describe("a non-streamed request whose client left, then whose upstream failed", () => {
-  let h: Harness | undefined;
-  let upstream: Server | undefined;
-  afterEach(async () => {
-    await h?.close();
-    h = undefined;
-    upstream?.closeAllConnections();
-    upstream?.close();
-    upstream = undefined;
-  });
+  const start = shimPerTest();
 
   it("an answer whose body breaks: nothing charged, as for a client that stayed (502, nothing)", async () => {
     const u = await halfAnswer("break");
-    upstream = u.server;
-    h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_URL: u.url } });
+    const h = await start({ file: FILE, fake: FAKE }, u);
     const stays = await h.createKey({ credits: 1000 });
     expect((await h.post(stays.key, "/v1/chat/completions", BODY)).status).toBe(502);
     expect((await h.store.getKey(stays.id))!.balance).toBe(1000 * CREDIT);
     const leaves = await h.createKey({ credits: 1000 });
-    await postAndLeave(h, leaves.key, u.received);
+    await leaveOnceSent(h, leaves.key, u.received);
     const log = await h.waitForRequestLog((e) => e.keyId === leaves.id);
     expect(log).toMatchObject({ status: 499, cost: 0 });
     expect(log).toHaveProperty("cause");
@@ -83,10 +53,9 @@ describe("a non-streamed request whose client left, then whose upstream failed",
 
   it("a refusal (503) whose body breaks: nothing charged, one 499 line with its cause", async () => {
     const u = await halfAnswer("break", 503);
-    upstream = u.server;
-    h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_URL: u.url } });
+    const h = await start({ file: FILE, fake: FAKE }, u);
     const { key, id } = await h.createKey({ credits: 1000 });
-    await postAndLeave(h, key, u.received);
+    await leaveOnceSent(h, key, u.received);
     const log = await h.waitForRequestLog((e) => e.keyId === id);
     expect(log).toMatchObject({ status: 499, cost: 0 });
     expect(log).toHaveProperty("cause");
@@ -95,10 +64,9 @@ describe("a non-streamed request whose client left, then whose upstream failed",
 
   it("an answer a drain cuts while it is read: nothing charged, one 499 line", async () => {
     const u = await halfAnswer("hang");
-    upstream = u.server;
-    h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_URL: u.url } });
+    const h = await start({ file: FILE, fake: FAKE }, u);
     const { key, id } = await h.createKey({ credits: 1000 });
-    await postAndLeave(h, key, u.received); // before the headers (400 ms); the body then hangs half sent
+    await leaveOnceSent(h, key, u.received); // before the headers (400 ms); the body then hangs half sent
     await new Promise((r) => setTimeout(r, 600));
     await closeApp(h.app, 200); // SIGTERM's drain, short
     const log = await h.waitForRequestLog((e) => e.keyId === id);
@@ -108,11 +76,11 @@ describe("a non-streamed request whose client left, then whose upstream failed",
   });
 
   it("an upstream timeout: counted in shim_upstream_failures_total and its cause on the 499 line, as for a client that stayed", async () => {
-    h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_TIMEOUT_MS: "700" } });
+    const h = await start({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_TIMEOUT_MS: "700" } });
     h.fake.set({ hang: true });
     const before = await failures(h, "upstream_timeout");
     const { key, id } = await h.createKey({ credits: 1000 });
-    await postAndLeave(h, key, () => h!.fake.counters.received);
+    await leaveOnceSent(h, key, () => h.fake.counters.received);
     const log = await h.waitForRequestLog((e) => e.keyId === id);
     expect(log).toMatchObject({ status: 499, cost: 0 });
     expect(log).toHaveProperty("cause");
@@ -122,11 +90,11 @@ describe("a non-streamed request whose client left, then whose upstream failed",
   // The upstream's own failure (503) and its refusal of the client's request (400), after the client left.
   for (const [status, counter] of [[503, "shim_upstream_failures_total"], [400, "shim_upstream_refusals_total"]] as const) {
     it(`a ${status} after the client left: counted in ${counter} alone, its reason on the 499 line, nothing charged`, async () => {
-      h = await startShim({ file: FILE, fake: FAKE });
+      const h = await start({ file: FILE, fake: FAKE });
       h.fake.set({ failStatus: status, headerDelayMs: 400 });
       const reason = `status_${status}`;
       const { key, id } = await h.createKey({ credits: 1000 });
-      await postAndLeave(h, key, () => h!.fake.counters.received);
+      await leaveOnceSent(h, key, () => h.fake.counters.received);
       const log = await h.waitForRequestLog((e) => e.keyId === id);
       expect(log).toMatchObject({ status: 499, cost: 0, cause: reason });
       const counted = (await (await fetch(`${h.url}/metrics`)).text()).split("\n").filter((l) => l.includes(`{reason="${reason}"}`));
@@ -136,12 +104,11 @@ describe("a non-streamed request whose client left, then whose upstream failed",
 
   it("an answer that stalls after its start is cut 10 s later: an upstream timeout, named so on the line, nothing charged", { timeout: 30_000 }, async () => {
     const u = await halfAnswer("hang");
-    upstream = u.server;
     // The upstream's own timeouts longer than the 10 s a left client's answer is given.
-    h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_URL: u.url, SHIM_UPSTREAM_TIMEOUT_MS: "30000", SHIM_STREAM_IDLE_TIMEOUT_MS: "30000" } });
+    const h = await start({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_TIMEOUT_MS: "30000", SHIM_STREAM_IDLE_TIMEOUT_MS: "30000" } }, u);
     const before = await failures(h, "upstream_timeout");
     const { key, id } = await h.createKey({ credits: 1000 });
-    await postAndLeave(h, key, u.received);
+    await leaveOnceSent(h, key, u.received);
     const log = await h.waitForRequestLog((e) => e.keyId === id, 15_000);
     expect(log).toMatchObject({ status: 499, cost: 0 });
     expect(String((log as { cause?: unknown }).cause)).toContain("did not end within 10000 ms");
@@ -150,11 +117,11 @@ describe("a non-streamed request whose client left, then whose upstream failed",
   });
 
   it("an error body with status 200: counted as error_body, nothing charged", async () => {
-    h = await startShim({ file: FILE, fake: FAKE });
+    const h = await start({ file: FILE, fake: FAKE });
     h.fake.set({ failStatus: 500, failWith200: true, headerDelayMs: 400 });
     const before = await failures(h, "error_body");
     const { key, id } = await h.createKey({ credits: 1000 });
-    await postAndLeave(h, key, () => h!.fake.counters.received);
+    await leaveOnceSent(h, key, () => h.fake.counters.received);
     const log = await h.waitForRequestLog((e) => e.keyId === id);
     expect(log).toMatchObject({ status: 499, cost: 0 });
     expect(await failures(h, "error_body")).toBe(before + 1);
@@ -162,19 +129,15 @@ describe("a non-streamed request whose client left, then whose upstream failed",
 });
 
 describe("a non-streamed answer that stalls after its start, its client still there", () => {
+  const start = shimPerTest();
+
   it("is a 504 upstream_timeout once SHIM_STREAM_IDLE_TIMEOUT_MS passes without a byte, not a 502, nothing charged", async () => {
     const u = await halfAnswer("hang");
-    const h = await startShim({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_URL: u.url, SHIM_STREAM_IDLE_TIMEOUT_MS: "300" } });
-    try {
-      const { key, id } = await h.createKey({ credits: 1000 });
-      const res = await h.post(key, "/v1/chat/completions", BODY);
-      expect(res.status).toBe(504);
-      expect((await res.json()) as unknown).toMatchObject({ error: { type: "api_error", code: "upstream_timeout" } });
-      expect((await h.store.getKey(id))!).toMatchObject({ balance: 1000 * CREDIT, held: 0 });
-    } finally {
-      await h.close();
-      u.server.closeAllConnections();
-      u.server.close();
-    }
+    const h = await start({ file: FILE, fake: FAKE, env: { SHIM_STREAM_IDLE_TIMEOUT_MS: "300" } }, u);
+    const { key, id } = await h.createKey({ credits: 1000 });
+    const res = await h.post(key, "/v1/chat/completions", BODY);
+    expect(res.status).toBe(504);
+    expect((await res.json()) as unknown).toMatchObject({ error: { type: "api_error", code: "upstream_timeout" } });
+    expect((await h.store.getKey(id))!).toMatchObject({ balance: 1000 * CREDIT, held: 0 });
   });
 });

@@ -1,6 +1,6 @@
-import { request } from "node:http";
 import { describe, expect, it } from "vitest";
 import { startShim } from "../support/shim-harness.ts";
+import { stalledEmbeddingsReader } from "../support/stalled-reader.ts";
 
 /**
  * Found by a mutation review of the inference route: a non-streamed answer of 64 KiB
@@ -12,16 +12,8 @@ describe("a client that stops reading a large non-streamed answer", () => {
   it("is cut after SHIM_STREAM_IDLE_TIMEOUT_MS: logged as 499, its hold settled", { timeout: 30_000 }, async () => {
     const h = await startShim({ env: { SHIM_STREAM_IDLE_TIMEOUT_MS: "1000" } });
     try {
-      h.fake.set({ embeddingDims: 4096 });
       const { key, id } = await h.createKey({ credits: 100 });
-      // About 24 MB: more than the sockets between the shim and the client hold.
-      const input = Array.from({ length: 512 }, (_, i) => `passage ${i}`);
-      const req = request(`${h.url}/v1/embeddings`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" } });
-      req.on("error", () => {});
-      await new Promise<void>((resolve) => {
-        req.on("response", (res) => (res.pause(), resolve()));
-        req.end(JSON.stringify({ model: "bge-m3", input, encoding_format: "float" }));
-      });
+      const req = await stalledEmbeddingsReader(h, key);
       const line = await h.waitForRequestLog((l) => l.keyId === id, 8_000);
       expect(line.status).toBe(499);
       expect((await h.store.getKey(id))!).toMatchObject({ held: 0 });

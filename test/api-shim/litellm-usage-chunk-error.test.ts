@@ -1,7 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Harness } from "../support/shim-harness.ts";
-import { chunk, DONE, tokenPricedShim, USAGE_FAILED } from "../support/litellm-script.ts";
-import { loopbackServer } from "../support/shim-process.ts";
+import { describe, expect, it } from "vitest";
+import { ask, chunk, delta, DONE, finish, scriptedLitellm, USAGE_FAILED } from "../support/litellm-script.ts";
 
 /**
  * LiteLLM's usage chunk that fails to be built, scripted as its proxy sends it (found by review of
@@ -12,41 +10,14 @@ import { loopbackServer } from "../support/shim-process.ts";
  * `data: {"error": ProxyException.to_dict()}` (code a string), where the usage chunk would have
  * been: after every content chunk and the finish_reason, with or without a `data: [DONE]` after it.
  */
-let script = "";
-const CREDIT = 1_000_000;
-
 describe("LiteLLM's error event in place of the usage chunk, after the whole answer", () => {
-  let h: Harness;
-  let upstream: { url: string; close(): Promise<void> };
-  beforeAll(async () => {
-    upstream = await loopbackServer((req, res) => {
-      req.resume();
-      req.on("end", () => res.writeHead(200, { "content-type": "text/event-stream" }).end(script));
-    });
-    h = await tokenPricedShim(upstream.url);
-  });
-  afterAll(async () => {
-    await h.close();
-    await upstream.close();
-  });
-
-  const delta = (index: number, content: string) => chunk({ choices: [{ index, delta: { content }, finish_reason: null }] });
-  const finish = (index: number) => chunk({ choices: [{ index, delta: {}, finish_reason: "stop" }] });
+  const s = scriptedLitellm();
+  const { streamed } = s;
   const usageFailed = USAGE_FAILED;
   const done = DONE;
   const answer = delta(0, "Hello") + delta(0, " there") + finish(0);
-  const ask = (extra: Record<string, unknown> = {}) => ({ model: "smart", messages: [{ role: "user", content: "say hello there, please, in two words" }], max_tokens: 5, stream: true, ...extra });
-  const failures = async (reason: string) => Number(new RegExp(`^shim_upstream_failures_total\\{reason="${reason}"\\} (\\d+)$`, "m").exec(await (await fetch(`${h.url}/metrics`)).text())?.[1] ?? 0);
+  const failures = async (reason: string) => Number(new RegExp(`^shim_upstream_failures_total\\{reason="${reason}"\\} (\\d+)$`, "m").exec(await (await fetch(`${s.h.url}/metrics`)).text())?.[1] ?? 0);
 
-  /** Streams `body` from the upstream for a new key: what the client read, what it was charged, and its request's log line. */
-  async function streamed(body: string, request: Record<string, unknown> = ask()) {
-    script = body;
-    const { id, key } = await h.createKey({ credits: 1000 });
-    const text = await (await h.post(key, "/v1/chat/completions", request)).text();
-    const line = await h.waitForRequestLog((e) => e.keyId === id);
-    const charged = 1000 * CREDIT - (await h.store.getKey(id))!.balance;
-    return { text, line, charged };
-  }
 
   for (const [name, tail] of [["no [DONE] after it (today's proxy)", ""], ["[DONE] after it", done]] as const) {
     it(`the client that has every finish_reason gets a whole stream, not an error it would retry, and pays as for an answer that came without usage: ${name}`, async () => {
@@ -60,13 +31,13 @@ describe("LiteLLM's error event in place of the usage chunk, after the whole ans
       expect(text).toMatch(/\n: credits_charged=\S+ credits_remaining=\S+\n\ndata: \[DONE\]\n\n$/);
       // The prompt vLLM processed is charged (estimated), not only the two content chunks: the same
       // answer ended by [DONE] without usage costs exactly this.
-      expect(charged).toBeGreaterThan(3 * CREDIT); // the request and the two chunks, and more
+      expect(charged).toBeGreaterThan(3); // credits: the request and the two chunks, and more
       expect(charged).toBe(withoutUsage.charged);
       expect(line).toMatchObject({ status: 200, tokens: withoutUsage.line.tokens, cause: "no_usage" });
       expect(line.error).toBeUndefined();
       // Counted as a stream without usage is, for the operator to find (the upstream is the one to fix).
       expect(await failures("no_usage")).toBe(noUsage + 1);
-      expect(h.logs.some((l) => l.includes("stream usage failed upstream"))).toBe(true);
+      expect(s.h.logs.some((l) => l.includes("stream usage failed upstream"))).toBe(true);
     });
   }
 
@@ -102,7 +73,7 @@ describe("LiteLLM's error event in place of the usage chunk, after the whole ans
     // chunk failed): counted and logged as without usage, saying what it was charged from.
     expect(line).toMatchObject({ status: 200, cause: "no_usage" });
     expect(await failures("no_usage")).toBe(noUsage + 1);
-    expect(h.logs.some((l) => l.includes("stream usage failed upstream (an error event in its place, after every finish): charged from the usage that came"))).toBe(true);
+    expect(s.h.logs.some((l) => l.includes("stream usage failed upstream (an error event in its place, after every finish): charged from the usage that came"))).toBe(true);
   });
 
   it("an error before any output finished is still the upstream's failure: told, and charged the content only", async () => {

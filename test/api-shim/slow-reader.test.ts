@@ -7,6 +7,7 @@ import { writeWithBackpressure } from "../../api-shim/src/client/response-writer
 import type { ServerResponse } from "node:http";
 import { EventEmitter } from "node:events";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
+import { stalledEmbeddingsReader } from "../support/stalled-reader.ts";
 
 const CREDIT = 1_000_000;
 
@@ -280,16 +281,8 @@ describe("a second signal while a large answer is being sent to a client that st
   it("cuts it at once (it is settled) instead of waiting for the drain", { timeout: 30_000 }, async () => {
     const h = await startShim();
     try {
-      h.fake.set({ embeddingDims: 4096 });
       const { key, id } = await h.createKey({ credits: 100 });
-      // About 24 MB: more than the sockets hold, so the answer is still being sent.
-      const input = Array.from({ length: 512 }, (_, i) => `passage ${i}`);
-      const req = request(`${h.url}/v1/embeddings`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" } });
-      req.on("error", () => {});
-      await new Promise<void>((resolve) => {
-        req.on("response", (res) => (res.pause(), resolve()));
-        req.end(JSON.stringify({ model: "bge-m3", input, encoding_format: "float" }));
-      });
+      const req = await stalledEmbeddingsReader(h, key); // still being sent
       await new Promise((r) => setTimeout(r, 300));
       const started = Date.now();
       const closing = closeApp(h.app, 15_000); // the first SIGTERM: a drain of up to 15 s

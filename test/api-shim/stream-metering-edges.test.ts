@@ -1,7 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Harness } from "../support/shim-harness.ts";
-import { chunk, DONE, tokenPricedShim } from "../support/litellm-script.ts";
-import { loopbackServer } from "../support/shim-process.ts";
+import { describe, expect, it } from "vitest";
+import { ask, chunk, delta, DONE, finish, scriptedLitellm, usageOnly } from "../support/litellm-script.ts";
 
 /**
  * Streams at the edges of what metering tells whole or cut: LiteLLM's n: 2 with one finish, a
@@ -9,38 +7,10 @@ import { loopbackServer } from "../support/shim-process.ts";
  * content. Each case is a scripted upstream stream (the shim in front, "smart" priced a credit per
  * token and one per request), found by a mutation review of api-shim/src/metering/.
  */
-let script = "";
 const CREDIT = 1_000_000;
 
 describe("metering: what a mutation review found unpinned", () => {
-  let h: Harness;
-  let upstream: { url: string; close(): Promise<void> };
-  beforeAll(async () => {
-    upstream = await loopbackServer((req, res) => {
-      req.resume();
-      req.on("end", () => res.writeHead(200, { "content-type": "text/event-stream" }).end(script));
-    });
-    h = await tokenPricedShim(upstream.url);
-  });
-  afterAll(async () => {
-    await h.close();
-    await upstream.close();
-  });
-
-  const delta = (index: number, content: string) => chunk({ choices: [{ index, delta: { content }, finish_reason: null }] });
-  const finish = (index: number) => chunk({ choices: [{ index, delta: {}, finish_reason: "stop" }] });
-  const usageOnly = (prompt: number, completion: number) => chunk({ choices: [], usage: { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion } });
-  const ask = (extra: Record<string, unknown> = {}) => ({ model: "smart", messages: [{ role: "user", content: "say hello there, please, in two words" }], max_tokens: 5, stream: true, ...extra });
-
-  /** Streams `body` from the upstream for a new key: what the client read, what it was charged (credits), and its request's log line. */
-  async function streamed(body: string, request: Record<string, unknown> = ask()) {
-    script = body;
-    const { id, key } = await h.createKey({ credits: 1000 });
-    const text = await (await h.post(key, "/v1/chat/completions", request)).text();
-    const line = await h.waitForRequestLog((e) => e.keyId === id);
-    const charged = (1000 * CREDIT - (await h.store.getKey(id))!.balance) / CREDIT;
-    return { text, line, charged };
-  }
+  const { streamed } = scriptedLitellm();
 
   // stream.ts:147 (kills `failure = meter.contentSeen ? … : upstreamErrorBody(…)` made always upstreamErrorBody).
   it("an error event after content labelled 400 (vLLM 0.10-0.11 label every in-stream exception so) is told as the upstream's failure, not as the client's bad request with the engine's message", async () => {
@@ -75,28 +45,20 @@ describe("metering: what a mutation review found unpinned", () => {
 
 // stream.ts:107 (kills the `break` at [DONE] made `continue`).
 describe("metering: [DONE] ends the relay, whatever the upstream does after it", () => {
-  let h: Harness;
-  let upstream: { url: string; close(): Promise<void> };
-  beforeAll(async () => {
-    upstream = await loopbackServer((req, res) => {
-      req.resume();
-      req.on("end", () => {
-        res.writeHead(200, { "content-type": "text/event-stream" });
-        res.write(chunk({ choices: [{ index: 0, delta: { content: "Hello" }, finish_reason: "stop" }] }) + chunk({ choices: [], usage: { prompt_tokens: 10, completion_tokens: 1, total_tokens: 11 } }) + DONE);
-        // A proxy that keeps the connection open after [DONE], then writes more.
-        const late = setTimeout(() => res.write(chunk({ choices: [{ index: 0, delta: { content: "LATE" } }] })), 200);
-        const end = setTimeout(() => res.end(), 3000);
-        res.on("close", () => (clearTimeout(late), clearTimeout(end)));
-      });
+  const s = scriptedLitellm((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.write(chunk({ choices: [{ index: 0, delta: { content: "Hello" }, finish_reason: "stop" }] }) + usageOnly(10, 1) + DONE);
+      // A proxy that keeps the connection open after [DONE], then writes more.
+      const late = setTimeout(() => res.write(chunk({ choices: [{ index: 0, delta: { content: "LATE" } }] })), 200);
+      const end = setTimeout(() => res.end(), 3000);
+      res.on("close", () => (clearTimeout(late), clearTimeout(end)));
     });
-    h = await tokenPricedShim(upstream.url);
-  });
-  afterAll(async () => {
-    await h.close();
-    await upstream.close();
   });
 
   it("an upstream that keeps its connection open after [DONE]: the client's stream ends at once, nothing after [DONE] relayed", async () => {
+    const h = s.h;
     const { id, key } = await h.createKey({ credits: 1000 });
     const started = Date.now();
     const text = await (await h.post(key, "/v1/chat/completions", { model: "smart", messages: [{ role: "user", content: "hi" }], max_tokens: 5, stream: true })).text();

@@ -8,15 +8,16 @@ import { startShim, type Harness } from "../support/shim-harness.ts";
  *   it asks for the usage chunk, and the client that sent it gets that chunk.
  * - `n` up to OpenAI's own limit (128) is taken.
  */
-describe("stream_options without include_usage", () => {
-  let h: Harness;
-  let key: string;
-  beforeAll(async () => {
-    h = await startShim();
-    key = (await h.createKey({ credits: 100 })).key;
-  });
-  afterAll(async () => h.close());
+// One shim and key (100 credits) for the requests below; the echo test counts the fake's requests from its own start.
+let h: Harness;
+let key: string;
+beforeAll(async () => {
+  h = await startShim();
+  key = (await h.createKey({ credits: 100 })).key;
+});
+afterAll(async () => h.close());
 
+describe("stream_options without include_usage", () => {
   it("is read as vLLM reads it: the client gets the usage chunk", async () => {
     const res = await h.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4, stream: true, stream_options: {} });
     expect(res.status).toBe(200);
@@ -28,14 +29,6 @@ describe("stream_options without include_usage", () => {
 });
 
 describe("echo of a message with an image", () => {
-  let h: Harness;
-  let key: string;
-  beforeAll(async () => {
-    h = await startShim();
-    key = (await h.createKey({ credits: 100 })).key;
-  });
-  afterAll(async () => h.close());
-
   it("is refused 400 naming echo, before anything is forwarded (vLLM would fail after generating the whole answer)", async () => {
     const before = h.fake.requests.length;
     const res = await h.post(key, "/v1/chat/completions", {
