@@ -159,6 +159,14 @@ describe("rate limits through the shim", () => {
       const r = await models();
       expect(r.status).toBe(429);
       expect(r.headers.get("x-ratelimit-limit-requests")).toBe("2");
+
+      // A key that spent less than the new limit keeps that spent too: 1 of 3, then 1 of 2 (not a fresh 2).
+      const other = await h.createKey({ tier: "big", credits: 100 });
+      const get = () => fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${other.key}` } });
+      expect((await get()).status).toBe(200);
+      await h.store.ensureBootstrapKey({ id: other.id, name: "other", hash: hashKey(other.key), tier: "small", models: null, expiresAt: null, credits: 0, at: Date.now() });
+      const after = await get();
+      expect([after.status, after.headers.get("x-ratelimit-remaining-requests")]).toEqual([200, "0"]);
     } finally {
       await h.close();
     }
@@ -411,7 +419,7 @@ describe("rate limits through the shim", () => {
 
 /** Pinned by a mutation review: each test fails if the arithmetic it names is dropped. */
 describe("a tier's limits, as their refill and estimates keep them", () => {
-  it("a key whose tier changes refills at the new tier's rate: an upgrade from 1 to 60 requests/min is one second from the next request, not a minute", async () => {
+  it("a key whose tier is upgraded keeps what it spent, so it gets the new tier's room at once, and refills at the new tier's rate: from 1 to 60 requests/min, 59 left, then one second per request", async () => {
     const clock = manualClock(Date.now());
     const h = await startShim({ clock, file: { tiers: { small: { rpm: 1, tpm: null }, big: { rpm: 60, tpm: null } } } });
     try {
@@ -421,8 +429,12 @@ describe("a tier's limits, as their refill and estimates keep them", () => {
       expect((await models()).status).toBe(429);
       // A replica starting with the new config (a bootstrap key's tier changed).
       await h.store.ensureBootstrapKey({ id, name: "app", hash: hashKey(key), tier: "big", models: null, expiresAt: null, credits: 0, at: clock.now() });
+      // 1 spent of 1 is 1 spent of 60 (found by review: the bucket kept its level, 0 left of 60).
+      const upgraded = await models();
+      expect([upgraded.status, upgraded.headers.get("x-ratelimit-limit-requests"), upgraded.headers.get("x-ratelimit-remaining-requests")]).toEqual([200, "60", "58"]);
+      for (let i = 0; i < 58; i++) expect((await models()).status).toBe(200);
       const refused = await models();
-      expect([refused.status, refused.headers.get("x-ratelimit-limit-requests"), refused.headers.get("retry-after")]).toEqual([429, "60", "1"]);
+      expect([refused.status, refused.headers.get("retry-after")]).toEqual([429, "1"]);
       clock.advance(1000);
       expect((await models()).status).toBe(200);
     } finally {

@@ -39,12 +39,16 @@ export class TokenBucket {
     return this.cap;
   }
 
-  /** A new per-minute limit: the level stays (at most the new capacity; a debt is kept). */
+  /**
+   * A new per-minute limit: what was spent this minute stays spent, at most the new limit (an
+   * upgrade gives its room at once, a downgrade no fresh minute and no debt); a debt is kept.
+   * Found by review: the level was kept instead, so 1 of 1 spent upgraded to 60 left 0, not 59.
+   */
   resize(capacity: number, nowMs: number): void {
     this.refill(nowMs);
+    if (this.level >= 0) this.level = Math.max(0, capacity - (this.cap - this.level));
     this.cap = capacity;
     this.perMs = capacity / 60_000;
-    this.level = Math.min(capacity, this.level);
   }
 
   private refill(nowMs: number): void {
