@@ -85,7 +85,7 @@ describe("plain http:// on port 80, in front of an HTTPS endpoint", () => {
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
     const apiError = err as InstanceType<typeof OpenAI.BadRequestError>;
     expect(apiError.error).toEqual({
-      message: "This endpoint is served over https:// only: use https:// in the base URL. The key in this request was sent unencrypted: have it revoked and a new one issued.",
+      message: "This endpoint is served over https:// only: use https:// in the base URL. The key in this request was sent unencrypted: have it rotated (a new secret) by whoever issued it.",
       type: "invalid_request_error", param: null, code: "https_required",
     });
     expect(apiError.headers?.get("x-request-id")).toMatch(/^[0-9a-f]{32}$/);
@@ -103,7 +103,7 @@ describe("plain http:// on port 80, in front of an HTTPS endpoint", () => {
       expect([res.status, res.headers.get("location")], path).toEqual([400, null]);
       expect(res.headers.get("content-type"), path).toBe("application/json");
       expect(await res.json(), path).toEqual({ error: {
-        message: "This endpoint is served over https:// only: use https:// in the base URL. The key in this request was sent unencrypted: have it revoked and a new one issued.",
+        message: "This endpoint is served over https:// only: use https:// in the base URL. The key in this request was sent unencrypted: have it rotated (a new secret) by whoever issued it.",
         type: "invalid_request_error", param: null, code: "https_required",
       } });
       expect(id, path).toMatch(/^[0-9a-f]{32}$/);
