@@ -10,7 +10,8 @@ export function onlyKnown(members: object, known: readonly string[], what: "fiel
   const unknown = Object.keys(members).find((k) => !known.includes(k));
   if (unknown !== undefined) {
     const name = unknown.slice(0, 100);
-    throw new ShimError("invalid_request", { param: name, message: `Unknown ${what} '${name}'; known: ${known.join(", ")}.` });
+    const takes = known.length === 0 ? `: this route takes no ${what}s.` : `; known: ${known.join(", ")}.`;
+    throw new ShimError("invalid_request", { param: name, message: `Unknown ${what} '${name}'${takes}` });
   }
   return members as Record<string, unknown>;
 }
