@@ -21,7 +21,9 @@ const refusalOf = (fn: () => unknown): ShimError | undefined => {
 };
 
 describe("LiteLLM's controls: every listed member is refused, naming it", () => {
-  // Every member docs/api-shim.md ("Members refused as LiteLLM's controls") and upstream-controls.ts list.
+  // Every member docs/api-shim/request-bodies.md ("Members refused as LiteLLM's controls") and
+  // upstream-controls.ts list: a copy on purpose, so that an entry dropped from the source fails here
+  // (the other tests sample the list).
   const controls = [
     "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "context_window_fallback_dict", "max_fallbacks", "fallback_depth",
     "model_list", "routing_strategy", "specific_deployment", "order", "fastest_response", "deployment_id", "azure", "use_litellm_proxy",
