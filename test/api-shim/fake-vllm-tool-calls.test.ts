@@ -25,9 +25,9 @@ describe("fake vLLM answers a forced tool call as vLLM does", () => {
     expect(Object.keys(call)).toEqual(["id", "type", "function"]);
     expect(body.choices[0].message).toMatchObject({ role: "assistant", content: "" });
     expect(body.choices[0].finish_reason).toBe("tool_calls");
-    // {"  city  ":  "  x  ",  "  days  ":  (space)  1  } as Qwen2's pre-tokenizer splits it: 11 tokens.
-    expect(body.usage).toMatchObject({ completion_tokens: 11 });
-    expect(fake.usages.at(-1)!.completion_tokens).toBe(11);
+    // `{"` `city` `":` ` "` `x` `",` ` "` `days` `":` ` ` `1` `}`: Qwen2's pre-tokenizer's 12 pieces.
+    expect(body.usage).toMatchObject({ completion_tokens: 12 });
+    expect(fake.usages.at(-1)!.completion_tokens).toBe(12);
   });
 
   it('a named function: that function, finish_reason "stop" (as OpenAI and vLLM say for a named call); no required properties give "{}"', async () => {
@@ -51,7 +51,7 @@ describe("fake vLLM answers a forced tool call as vLLM does", () => {
     const [a, b] = body.choices.map((c: any) => c.message.tool_calls[0]);
     expect(a.function).toEqual(b.function);
     expect(a.id).not.toBe(b.id);
-    expect(body.usage.completion_tokens).toBe(22);
+    expect(body.usage.completion_tokens).toBe(24);
     const cut = JSON.parse(await post({ ...ask, tool_choice: "required", max_tokens: 3 }));
     expect(cut.choices[0].message.tool_calls[0].function.arguments).toBe('{"city":');
     expect(cut.choices[0].finish_reason).toBe("length");
@@ -65,8 +65,8 @@ describe("fake vLLM answers a forced tool call as vLLM does", () => {
     expect(deltas[0].delta).toEqual({ tool_calls: [{ id: expect.stringMatching(/^chatcmpl-tool-[0-9a-f]{32}$/), type: "function", index: 0, function: { name: "get_weather", arguments: '{"' } }] });
     for (const d of deltas.slice(1)) expect(Object.keys(d.delta.tool_calls[0])).toEqual(["index", "function"]);
     expect(deltas.map((d) => d.delta.tool_calls[0].function.arguments).join("")).toBe('{"city": "x", "days": 1}');
-    expect(deltas.map((d) => d.finish_reason)).toEqual([...Array(10).fill(null), "tool_calls"]);
-    expect(chunks.at(-1)).toMatchObject({ choices: [], usage: { completion_tokens: 11 } });
+    expect(deltas.map((d) => d.finish_reason)).toEqual([...Array(11).fill(null), "tool_calls"]);
+    expect(chunks.at(-1)).toMatchObject({ choices: [], usage: { completion_tokens: 12 } });
 
     const named = events(await post({ ...ask, tool_choice: { type: "function", function: { name: "get_weather" } }, stream: true, n: 2 }));
     const firsts = named.filter((c) => c.choices[0].delta.tool_calls?.[0].id);

@@ -59,7 +59,7 @@ describe("the tool-calling loop through the shim with the OpenAI SDK", () => {
     const start = await balanceOf(h.store, keyId);
     const stream = h.client(key).chat.completions.stream({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Weather in Oslo?" }], tools, tool_choice: { type: "function", function: { name: "get_weather" } } });
     const done = await stream.finalChatCompletion();
-    const call = done.choices[0]!.message.tool_calls[0]!;
+    const call = done.choices[0]!.message.tool_calls![0]!;
     if (call.type !== "function") throw new Error(`expected a function call, got ${call.type}`);
     expect(call.id).toMatch(/^chatcmpl-tool-[0-9a-f]{32}$/);
     expect(call.function).toMatchObject({ name: "get_weather", arguments: '{"city": "x"}' });

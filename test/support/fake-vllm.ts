@@ -3,6 +3,7 @@ import { EventEmitter, once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { urlHost } from "../../scripts/lib/url-host.ts";
+import { type ForcedCall, forcedCall } from "./fake-tool-calls.ts";
 
 /**
  * A test upstream that speaks vLLM's OpenAI dialect (v0.33.0, the stack's default image, and 0.31.0
@@ -12,7 +13,8 @@ import { urlHost } from "../../scripts/lib/url-host.ts";
  * for it, continuous usage on request, vLLM's error bodies and its in-stream error event,
  * completions' echo, the completions parameters vLLM refuses, beam search's one-event
  * "stream", base64 embeddings, and the Responses API (`/v1/responses`: its response object, its
- * `event: <type>` stream ending with `response.completed`, no [DONE]; no stored responses).
+ * `event: <type>` stream ending with `response.completed`, no [DONE]; no stored responses), and a
+ * forced tool call (`tool_choice` "required" or a named function: fake-tool-calls.ts).
  * Behaviour is switchable at run time (delay, per-token delay, failure, mid-stream stop, hang),
  * and it counts requests received, completed and aborted by the client.
  */
@@ -249,15 +251,19 @@ export class FakeVllm extends EventEmitter {
     const echoOnly = echo && request.max_tokens === 0;
     const echoed = (index: number) => (echo ? promptText(prompts[Math.floor(index / n)]) : "");
     const sampled = echoOnly ? 1 : max;
-    const tokens = Math.max(0, Math.min(typeof sampled === "number" ? sampled : b.defaultTokens, b.defaultTokens));
+    // A forced tool call generates its arguments' JSON, one token a piece, whole unless max_tokens cuts it.
+    const call = route === "chat" ? forcedCall(request) : undefined;
+    const tool = call && { call, pieces: jsonPieces(call.arguments) };
+    const tokens = tool ? Math.min(typeof sampled === "number" ? sampled : Infinity, tool.pieces.length) : Math.max(0, Math.min(typeof sampled === "number" ? sampled : b.defaultTokens, b.defaultTokens));
     // Continuous usage is per output, as vLLM's: the prompt of the output's own prompt (the whole
     // conversation for chat), the output's own completion tokens so far.
     const promptOf = (index: number) => (route === "chat" ? prompt : promptTokens(prompts[Math.floor(index / n)]));
-    // "length" when max_tokens cut the answer, streamed or not (as vLLM says).
-    const finish = typeof sampled === "number" && tokens >= sampled ? "length" : "stop";
+    // "length" when max_tokens cut the answer, streamed or not (as vLLM says); a call forced by
+    // "required" ends with "tool_calls", a named one with "stop" (vLLM since PR #25054, as OpenAI).
+    const finish: Finish = typeof sampled === "number" && tokens >= sampled ? "length" : call && !call.named ? "tool_calls" : "stop";
     // vLLM does not stream beam search: a streamed request gets the whole response as one event, usage included, then [DONE].
     const oneEvent = request.stream === true && route === "completions" && pydanticBool(request.use_beam_search);
-    if (request.stream === true && !oneEvent) return this.stream(res, route, request, model, prompt, tokens, finish, outputs, promptOf, echoed, echoOnly);
+    if (request.stream === true && !oneEvent) return this.stream(res, route, request, model, prompt, tokens, finish, outputs, promptOf, echoed, echoOnly, tool);
     for (let i = 0; i < tokens && b.tokenDelayMs > 0; i++) await sleep(b.tokenDelayMs);
     if (res.destroyed) return;
     const usage = this.usage(prompt, tokens * outputs);
@@ -269,7 +275,8 @@ export class FakeVllm extends EventEmitter {
     if (route === "chat") {
       json(res, 200, {
         id, object: "chat.completion", created, model,
-        choices: indexes.map((index) => ({ index, message: { role: "assistant", content: text, refusal: null, annotations: null, audio: null, function_call: null, tool_calls: [], reasoning_content: null }, logprobs: null, finish_reason: finish, stop_reason: null })),
+        // vLLM's forced call: content "", the call with its own id in each output.
+        choices: indexes.map((index) => ({ index, message: { role: "assistant", content: tool ? "" : text, refusal: null, annotations: null, audio: null, function_call: null, tool_calls: tool ? [{ id: `chatcmpl-tool-${hex()}`, type: "function", function: { name: tool.call.name, arguments: tool.pieces.slice(0, tokens).join("") } }] : [], reasoning_content: null }, logprobs: null, finish_reason: finish, stop_reason: null })),
         service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: this.promptDetails(prompt) }, prompt_logprobs: null, kv_transfer_params: null,
       });
     } else {
@@ -284,7 +291,7 @@ export class FakeVllm extends EventEmitter {
     this.bump("completed");
   }
 
-  private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number, finish: "length" | "stop", outputs: number, promptOf: (index: number) => number, echoed: (index: number) => string, echoOnly: boolean): Promise<void> {
+  private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number, finish: Finish, outputs: number, promptOf: (index: number) => number, echoed: (index: number) => string, echoOnly: boolean, tool?: { call: ForcedCall; pieces: string[] }): Promise<void> {
     const b = this.behaviour;
     const opts = (request.stream_options ?? null) as { include_usage?: boolean | null; continuous_usage_stats?: boolean } | null;
     // StreamOptions.include_usage: Optional[bool] = True, tested for truth: absent is yes, null is no.
@@ -304,6 +311,11 @@ export class FakeVllm extends EventEmitter {
         : { id, object: "text_completion", created, model, choices: [{ ...choice, prompt_token_ids: null, token_ids: null }], usage: null, ...live(choice.index as number, k) };
     // vLLM's first step sends one role chunk per output (for i in range(num_choices)).
     const failsFirstStep = b.stopAfterTokens === 0 && b.stopMode !== "cut";
+    // A forced call streams as vLLM's: the first delta with the call's id, type, index and name and
+    // the first piece of its arguments, then one piece each (exclude_unset: no content member).
+    const callIds = Array.from({ length: outputs }, () => `chatcmpl-tool-${hex()}`);
+    const callDelta = (index: number, k: number, call: ForcedCall, piece: string) =>
+      ({ tool_calls: [k === 1 ? { id: callIds[index], type: "function", index: 0, function: { name: call.name, arguments: piece } } : { index: 0, function: { arguments: piece } }] });
     if (route === "chat" && !failsFirstStep) for (let index = 0; index < outputs; index++) send(chunk({ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }, 0, { prompt_token_ids: null }));
     for (let k = 1; k <= tokens; k++) {
       const next = await this.beforeToken(res, b, k);
@@ -318,7 +330,7 @@ export class FakeVllm extends EventEmitter {
       const text = `${k === 1 ? "" : " "}t${k}${b.stampTokens ? `@${process.hrtime.bigint()}` : ""}`;
       // Several outputs (n, batched prompts): one chunk per output per step, as vLLM interleaves them.
       for (let index = 0; index < outputs; index++) {
-        if (route === "chat") send(chunk({ index, delta: { content: text }, logprobs: null, finish_reason: last ? finish : null, ...(last ? { stop_reason: null } : {}), token_ids: null }, k));
+        if (route === "chat") send(chunk({ index, delta: tool ? callDelta(index, k, tool.call, tool.pieces[k - 1]!) : { content: text }, logprobs: null, finish_reason: last ? finish : null, ...(last ? { stop_reason: null } : {}), token_ids: null }, k));
         else send(chunk({ index, text: k === 1 ? echoed(index) + (echoOnly ? "" : text) : text, logprobs: null, finish_reason: last ? finish : null, stop_reason: null }, k));
       }
       this.bump("tokensSent");
@@ -563,7 +575,12 @@ const QWEN2_PRETOKENIZE = /(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[
 
 /** The tokens of `v` printed by a template's `tojson`, at least. */
 export function renderedJsonTokens(v: unknown): number {
-  return pythonJson(v).match(QWEN2_PRETOKENIZE)?.length ?? 0;
+  return jsonPieces(v).length;
+}
+
+/** `v` as Python's json.dumps prints it, in the pieces Qwen2's pre-tokenizer splits it into (a forced tool call's tokens). */
+export function jsonPieces(v: unknown): string[] {
+  return pythonJson(v).match(QWEN2_PRETOKENIZE) ?? [];
 }
 
 /**
@@ -597,6 +614,9 @@ function float32Base64(values: number[]): string {
   values.forEach((v, i) => bytes.writeFloatLE(v, i * 4));
   return bytes.toString("base64");
 }
+
+/** How a choice ended: vLLM's finish_reason. */
+type Finish = "length" | "stop" | "tool_calls";
 
 const words = (n: number) => Array.from({ length: n }, (_, i) => `t${i + 1}`).join(" ");
 const hex = () => randomUUID().replaceAll("-", "");

@@ -1,0 +1,40 @@
+/**
+ * The tool call a chat request forces, for the fake vLLM: `tool_choice` "required" (the first
+ * tool; a model would pick one) or a named function, with `tools` given. vLLM forces these with
+ * guided decoding, so it needs no tool parser; "auto" does (--enable-auto-tool-choice and
+ * --tool-call-parser), so the fake answers "auto", "none" and no tool_choice with text, as a
+ * server without a tool parser answers "none".
+ */
+export interface ForcedCall {
+  name: string;
+  /** A named function: vLLM (PR #25054, as OpenAI) finishes it with "stop", "required" with "tool_calls". */
+  named: boolean;
+  /** The arguments the fake "generates": each required property, strings "x", numbers 1. */
+  arguments: Record<string, unknown>;
+}
+
+interface FunctionTool {
+  type?: unknown;
+  function?: { name?: unknown; parameters?: { properties?: Record<string, { type?: unknown }>; required?: unknown } };
+}
+
+export function forcedCall(request: Record<string, unknown>): ForcedCall | undefined {
+  const tools = Array.isArray(request.tools) ? (request.tools as FunctionTool[]).filter((t) => t !== null && typeof t === "object" && typeof t.function?.name === "string") : [];
+  if (tools.length === 0) return undefined;
+  const choice = request.tool_choice as { type?: unknown; function?: { name?: unknown } } | string | undefined;
+  const named = typeof choice === "object" && choice !== null && choice.type === "function" ? choice.function?.name : undefined;
+  // A named function not among the tools: vLLM refuses it; the fake leaves it to the text answer.
+  const tool = choice === "required" ? tools[0] : tools.find((t) => t.function!.name === named);
+  if (tool === undefined) return undefined;
+  return { name: tool.function!.name as string, named: choice !== "required", arguments: requiredArguments(tool.function!.parameters) };
+}
+
+/** Each required property with a value of its type: strings "x", numbers 1 (kept simple on purpose). */
+function requiredArguments(parameters: NonNullable<FunctionTool["function"]>["parameters"]): Record<string, unknown> {
+  const required = Array.isArray(parameters?.required) ? (parameters.required as unknown[]).filter((p): p is string => typeof p === "string") : [];
+  const sample: Record<string, unknown> = { number: 1, integer: 1, boolean: true, array: [], object: {}, null: null };
+  return Object.fromEntries(required.map((p) => {
+    const type = parameters?.properties?.[p]?.type;
+    return [p, typeof type === "string" && type in sample ? sample[type] : "x"];
+  }));
+}
