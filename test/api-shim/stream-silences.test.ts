@@ -141,7 +141,10 @@ describe("parameters that silence a stream", () => {
     const streamed = async (extra: Record<string, unknown>) => {
       const chunks = await client.chat.completions.create({ model: "qwen2.5-7b", messages, stream: true, ...extra } as never);
       let text = "";
-      for await (const c of chunks as unknown as AsyncIterable<{ choices: { delta?: { content?: string | null } }[] }>) text += c.choices[0]?.delta?.content ?? "";
+      // A forced tool call (tool_choice "required") streams its arguments, not content.
+      for await (const c of chunks as unknown as AsyncIterable<{ choices: { delta?: { content?: string | null; tool_calls?: { function?: { arguments?: string } }[] } }[] }>) {
+        text += (c.choices[0]?.delta?.content ?? "") + (c.choices[0]?.delta?.tool_calls?.[0]?.function?.arguments ?? "");
+      }
       return text;
     };
     const ordinary: Record<string, unknown>[] = [
