@@ -5,6 +5,8 @@ const USAGE = `Usage: npm run fake-vllm
 
 A test server that speaks vLLM's OpenAI dialect (models, chat, completions, embeddings, SSE with
 usage chunks, vLLM's error bodies) without a GPU: answers are "t1 t2 …", one token each.
+A forced tool call (\`tools\` with \`tool_choice: "required"\` or a named function) is answered
+with that call, as vLLM does: arguments from its required properties ("x", 1); "auto" gets text.
 
   FAKE_VLLM_PORT            8000 (FAKE_VLLM_HOST 127.0.0.1)
   FAKE_VLLM_MODELS          comma-separated served names (qwen2.5-7b)
