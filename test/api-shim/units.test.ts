@@ -519,7 +519,7 @@ describe("rate limits", () => {
     }
     expect(unlocked).toBe(-1);
   });
-  it("a key whose limits change keeps its buckets' levels, clamped to the new capacity, debts and in-flight estimates included", () => {
+  it("a key whose limits change keeps what it spent, at most the new capacity, debts and in-flight estimates included", () => {
     const clock = manualClock();
     const limiter = new RateLimiter(clock, 60);
     const now = clock.monotonic();
@@ -528,14 +528,14 @@ describe("rate limits", () => {
     before.tokens!.takeIfPositive(1500, now); // an in-flight estimate: 500 in debt
     const after = limiter.forKey("k", { rpm: 50, tpm: 2000, concurrency: null });
     expect(after.requests!.capacity).toBe(50);
-    expect(after.requests!.remaining(now)).toBe(50); // 60 left, clamped to the new 50
+    expect(after.requests!.remaining(now)).toBe(10); // 40 spent of 100 is 40 spent of 50 (not 60 left, clamped to a fresh 50)
     expect(after.tokens!.capacity).toBe(2000);
     expect(after.tokens!.takeIfPositive(1, now).ok).toBe(false); // still in debt
     before.tokens!.adjust(-1400, now); // the request settles through the buckets it was admitted with: it used 100
     expect(after.tokens!.remaining(now)).toBe(900);
     const unlimited = limiter.forKey("k", { rpm: null, tpm: 1000, concurrency: null });
     expect(unlimited.requests).toBeNull();
-    expect(unlimited.tokens!.remaining(now)).toBe(900);
+    expect(unlimited.tokens!.remaining(now)).toBe(0); // 1,100 spent of 2,000: all of the new 1,000
   });
   it("a limit lifted then set again keeps its bucket: requests in flight settle into it, and what was spent stays spent", () => {
     const clock = manualClock();
