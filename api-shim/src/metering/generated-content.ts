@@ -35,7 +35,7 @@ export const GENERATED = new RegExp(
 /** A member of PER_TOKEN_TEXT whose string is empty, in an event's text (heldBackToken for a parsed choice). */
 export const EMPTY_TEXT = new RegExp(`"(?:${PER_TOKEN_TEXT.join("|")})"\\s*:\\s*""`);
 
-export const isObject = (v: unknown): boolean => v !== null && typeof v === "object";
+export const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object";
 
 /** Whether a parsed choice carries generated content, as GENERATED finds it in the text: a member of GENERATED_TEXT not empty, or of GENERATED_STRUCTURES. */
 export function hasContent(choice: { delta?: Record<string, unknown>; text?: unknown } | null): boolean {

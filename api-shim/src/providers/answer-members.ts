@@ -1,4 +1,5 @@
 import { invalidParam } from "../errors.ts";
+import { isObject } from "../metering/generated-content.ts";
 
 /**
  * The members of LiteLLM's answer message beyond OpenAI's, which a client hands back when it
@@ -21,8 +22,15 @@ export const THINKING_MEMBERS = ["type", "thinking", "signature", "data"];
 /** Whether `blocks` is a list of thinking blocks as the model answered them (LiteLLM puts them into Anthropic's content as they come). */
 export function isModelThinking(blocks: unknown): boolean {
   const thinking = (b: unknown) => isObject(b) && THINKING_TYPES.includes(b.type) && Object.keys(b).every((k) => THINKING_MEMBERS.includes(k));
-  return Array.isArray(blocks) && blocks.every(thinking);
+  return listOf(thinking)(blocks);
 }
+
+/** A rule that also takes null (a member LiteLLM left unset), and one for a list whose items all pass `item`. */
+const nullOr = (test: (v: unknown) => boolean) => (v: unknown) => v === null || test(v);
+const listOf = (item: (v: unknown) => boolean) => (v: unknown) => Array.isArray(v) && v.every(item);
+const isText = (v: unknown): v is string => typeof v === "string";
+/** The members of OpenRouter's reasoning_details items (nothing else is vetted: a newer converter might read it). */
+const REASONING_DETAIL_MEMBERS = ["type", "text", "summary", "data", "signature", "format", "id", "index"];
 
 /**
  * `provider_specific_fields`' members LiteLLM's answers carry and no request converter of its reads
@@ -32,21 +40,21 @@ export function isModelThinking(blocks: unknown): boolean {
  */
 const INERT_FIELDS: Record<string, (v: unknown) => boolean> = {
   // OpenAI's refusal text, moved there by LiteLLM: text.
-  refusal: (v) => v === null || typeof v === "string",
+  refusal: nullOr(isText),
   // Anthropic's citations of the answer: read by no converter.
-  citations: (v) => v === null || Array.isArray(v),
+  citations: nullOr(Array.isArray),
   // Anthropic's copy of the message's thinking_blocks: held to the member's own check, in case a converter reads it.
-  thinking_blocks: (v) => v === null || isModelThinking(v),
+  thinking_blocks: nullOr(isModelThinking),
   // Gemini's thought signatures (opaque strings Gemini signed and checks): LiteLLM's Gemini converter
   // (vertex_ai/gemini/transformation.py) sets the first as the text part's thoughtSignature, which
   // Gemini 3 wants back with a tool call's turn; nothing to fetch, run or bill.
-  thought_signatures: (v) => v === null || (Array.isArray(v) && v.every((s) => typeof s === "string")),
+  thought_signatures: nullOr(listOf(isText)),
   // OpenRouter's reasoning (an OpenAI-compatible provider's message members LiteLLM moves here):
   // text, and reasoning_details of OpenRouter's reasoning.text/.summary/.encrypted types, text or
   // opaque, which an OpenAI-compatible provider is sent as they came and counts as prompt (bounded
   // by the body, as the hold is); nothing to fetch or run.
-  reasoning: (v) => v === null || typeof v === "string",
-  reasoning_details: (v) => v === null || (Array.isArray(v) && v.every((d) => isObject(d) && typeof d.type === "string" && d.type.startsWith("reasoning.") && Object.keys(d).every((k) => REASONING_DETAIL_MEMBERS.includes(k)))),
+  reasoning: nullOr(isText),
+  reasoning_details: nullOr(listOf((d) => isObject(d) && isText(d.type) && d.type.startsWith("reasoning.") && Object.keys(d).every((k) => REASONING_DETAIL_MEMBERS.includes(k)))),
 };
 
 /** A 400 for a member of ANSWER_MEMBERS in `m` (a message for `name`, a provider's model) in a value other than those above. */
@@ -55,7 +63,7 @@ export function refuseUnsafeAnswerMembers(m: Record<string, unknown>, name: stri
   // Read by none of LiteLLM's converters; url_citation is the one type LiteLLM's answers carry
   // (ChatCompletionAnnotation), so an OpenAI-compatible provider, sent the message as it came, gets nothing else.
   const annotations = m.annotations;
-  if (annotations !== undefined && annotations !== null && !(Array.isArray(annotations) && annotations.every((a) => isObject(a) && a.type === "url_citation"))) {
+  if (annotations !== undefined && !nullOr(listOf((a) => isObject(a) && a.type === "url_citation"))(annotations)) {
     throw drop("annotations", "may only be the url_citation annotations an answer carried");
   }
   // Images the model generated and reasoning items (encrypted reasoning LiteLLM's Responses bridge
@@ -81,7 +89,4 @@ export function refuseUnsafeAnswerMembers(m: Record<string, unknown>, name: stri
   }
 }
 
-/** The members of OpenRouter's reasoning_details items (nothing else is vetted: a newer converter might read it). */
-const REASONING_DETAIL_MEMBERS = ["type", "text", "summary", "data", "signature", "format", "id", "index"];
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object";
 const isEmpty = (v: unknown) => v === undefined || v === null || (Array.isArray(v) ? v.length === 0 : isObject(v) && Object.keys(v).length === 0);
