@@ -1,4 +1,5 @@
 import OpenAI from "openai";
+import { LengthFinishReasonError } from "openai/error";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { balanceOf, expectLedgerMatches, startShim, type Harness } from "../support/shim-harness.ts";
 
@@ -106,6 +107,11 @@ describe("the OpenAI SDK's helpers through the shim", () => {
     expect(done.choices[0]!.message.parsed).toEqual({ city: "x", celsius: 1 });
     expect(done.choices[0]!.finish_reason).toBe("stop");
     expect(await chargedSince(before)).toBe(cost(h.fake.usages.at(-1)!));
+    // A max_tokens that cuts the JSON: the SDK's own error, the tokens generated charged all the same.
+    const cut = await mark();
+    const err = await h.client(key).chat.completions.parse({ model, messages: [{ role: "user", content: "Weather in Rome as JSON" }], response_format, max_tokens: 3 }).then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(LengthFinishReasonError);
+    expect(await chargedSince(cut)).toBe(cost({ prompt_tokens: h.fake.usages.at(-1)!.prompt_tokens, completion_tokens: 3 }));
   });
 
   it("chat.completions.stream with a json_schema response_format: the streamed JSON is parsed into the final message", async () => {
