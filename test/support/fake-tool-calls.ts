@@ -29,8 +29,24 @@ export function forcedCall(request: Record<string, unknown>): ForcedCall | undef
   return { name: tool.function!.name as string, named: choice !== "required", arguments: requiredArguments(tool.function!.parameters) };
 }
 
+/**
+ * The JSON a chat request's `response_format` forces, for the fake vLLM: vLLM's chat request turns
+ * `json_schema` into guided decoding with `json_schema.schema`, and `json_object` into any JSON
+ * object (protocol.py, ChatCompletionRequest.to_sampling_params: guided_json / guided_json_object;
+ * docs/features/structured_outputs.md). The fake "generates" each required property, as for a call;
+ * undefined when the request forces no JSON ("text", none).
+ */
+export function forcedJson(request: Record<string, unknown>): Record<string, unknown> | undefined {
+  const format = request.response_format as { type?: unknown; json_schema?: { schema?: FunctionParameters } } | null | undefined;
+  if (format?.type === "json_object") return {};
+  if (format?.type === "json_schema") return requiredArguments(format.json_schema?.schema);
+  return undefined;
+}
+
+type FunctionParameters = NonNullable<FunctionTool["function"]>["parameters"];
+
 /** Each required property with a value of its type: strings "x", numbers 1 (kept simple on purpose). */
-function requiredArguments(parameters: NonNullable<FunctionTool["function"]>["parameters"]): Record<string, unknown> {
+function requiredArguments(parameters: FunctionParameters): Record<string, unknown> {
   const required = Array.isArray(parameters?.required) ? (parameters.required as unknown[]).filter((p): p is string => typeof p === "string") : [];
   const sample: Record<string, unknown> = { number: 1, integer: 1, boolean: true, array: [], object: {}, null: null };
   return Object.fromEntries(required.map((p) => {

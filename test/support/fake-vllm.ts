@@ -3,7 +3,7 @@ import { EventEmitter, once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { urlHost } from "../../scripts/lib/url-host.ts";
-import { type ForcedCall, forcedCall } from "./fake-tool-calls.ts";
+import { type ForcedCall, forcedCall, forcedJson } from "./fake-tool-calls.ts";
 
 /**
  * A test upstream that speaks vLLM's OpenAI dialect (v0.33.0, the stack's default image, and 0.31.0
@@ -14,7 +14,8 @@ import { type ForcedCall, forcedCall } from "./fake-tool-calls.ts";
  * completions' echo, the completions parameters vLLM refuses, beam search's one-event
  * "stream", base64 embeddings, and the Responses API (`/v1/responses`: its response object, its
  * `event: <type>` stream ending with `response.completed`, no [DONE]; no stored responses), and a
- * forced tool call (`tool_choice` "required" or a named function: fake-tool-calls.ts).
+ * forced tool call (`tool_choice` "required" or a named function: fake-tool-calls.ts) and the JSON a
+ * chat `response_format` forces (json_schema, json_object: the same file).
  * Behaviour is switchable at run time (delay, per-token delay, failure, mid-stream stop, hang),
  * and it counts requests received, completed and aborted by the client.
  */
@@ -254,7 +255,10 @@ export class FakeVllm extends EventEmitter {
     // A forced tool call generates its arguments' JSON, one token a piece, whole unless max_tokens cuts it.
     const call = route === "chat" ? forcedCall(request) : undefined;
     const tool = call && { call, pieces: jsonPieces(call.arguments) };
-    const tokens = tool ? Math.min(typeof sampled === "number" ? sampled : Infinity, tool.pieces.length) : Math.max(0, Math.min(typeof sampled === "number" ? sampled : b.defaultTokens, b.defaultTokens));
+    // A response_format's JSON (structured output) is generated the same way, as the answer's content.
+    const structured = route === "chat" && !tool ? forcedJson(request) : undefined;
+    const forced = tool?.pieces ?? (structured && jsonPieces(structured));
+    const tokens = forced ? Math.min(typeof sampled === "number" ? sampled : Infinity, forced.length) : Math.max(0, Math.min(typeof sampled === "number" ? sampled : b.defaultTokens, b.defaultTokens));
     // Continuous usage is per output, as vLLM's: the prompt of the output's own prompt (the whole
     // conversation for chat), the output's own completion tokens so far.
     const promptOf = (index: number) => (route === "chat" ? prompt : promptTokens(prompts[Math.floor(index / n)]));
@@ -263,12 +267,12 @@ export class FakeVllm extends EventEmitter {
     const finish: Finish = typeof sampled === "number" && tokens >= sampled ? "length" : call && !call.named ? "tool_calls" : "stop";
     // vLLM does not stream beam search: a streamed request gets the whole response as one event, usage included, then [DONE].
     const oneEvent = request.stream === true && route === "completions" && pydanticBool(request.use_beam_search);
-    if (request.stream === true && !oneEvent) return this.stream(res, route, request, model, prompt, tokens, finish, outputs, promptOf, echoed, echoOnly, tool);
+    if (request.stream === true && !oneEvent) return this.stream(res, route, request, model, prompt, tokens, finish, outputs, promptOf, echoed, echoOnly, tool, structured && forced);
     for (let i = 0; i < tokens && b.tokenDelayMs > 0; i++) await sleep(b.tokenDelayMs);
     if (res.destroyed) return;
     const usage = this.usage(prompt, tokens * outputs);
     this.usages.push(usage);
-    const text = words(tokens);
+    const text = structured ? forced!.slice(0, tokens).join("") : words(tokens);
     const id = `${route === "chat" ? "chatcmpl" : "cmpl"}-${hex()}`;
     const created = Math.floor(Date.now() / 1000);
     const indexes = Array.from({ length: outputs }, (_, i) => i);
@@ -291,7 +295,7 @@ export class FakeVllm extends EventEmitter {
     this.bump("completed");
   }
 
-  private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number, finish: Finish, outputs: number, promptOf: (index: number) => number, echoed: (index: number) => string, echoOnly: boolean, tool?: { call: ForcedCall; pieces: string[] }): Promise<void> {
+  private async stream(res: ServerResponse, route: "chat" | "completions", request: Record<string, unknown>, model: string, prompt: number, tokens: number, finish: Finish, outputs: number, promptOf: (index: number) => number, echoed: (index: number) => string, echoOnly: boolean, tool?: { call: ForcedCall; pieces: string[] }, jsonContent?: string[]): Promise<void> {
     const b = this.behaviour;
     const opts = (request.stream_options ?? null) as { include_usage?: boolean | null; continuous_usage_stats?: boolean } | null;
     // StreamOptions.include_usage: Optional[bool] = True, tested for truth: absent is yes, null is no.
@@ -327,7 +331,7 @@ export class FakeVllm extends EventEmitter {
         return;
       }
       const last = k === tokens;
-      const text = `${k === 1 ? "" : " "}t${k}${b.stampTokens ? `@${process.hrtime.bigint()}` : ""}`;
+      const text = jsonContent ? jsonContent[k - 1]! : `${k === 1 ? "" : " "}t${k}${b.stampTokens ? `@${process.hrtime.bigint()}` : ""}`;
       // Several outputs (n, batched prompts): one chunk per output per step, as vLLM interleaves them.
       for (let index = 0; index < outputs; index++) {
         if (route === "chat") send(chunk({ index, delta: tool ? callDelta(index, k, tool.call, tool.pieces[k - 1]!) : { content: text }, logprobs: null, finish_reason: last ? finish : null, ...(last ? { stop_reason: null } : {}), token_ids: null }, k));
