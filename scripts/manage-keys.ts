@@ -19,7 +19,8 @@ Commands:
   create   --name <name> [--credits <n>] [--tier <tier>] [--models <a,b>] [--expires-at <time>]
            makes a key and prints it once (store it then: only its hash is kept);
            --expires-at takes 2027-01-31T23:59:59Z (a zone is required) or 2027-01-31 (00:00 UTC)
-  list     every key: balance, held, requests in flight, remaining, tier, status
+  list     every key: balance, held, requests in flight, remaining, tier, status, source
+           (config: from the stack's gpu-sandbox:keys, changed there, not with update or rotate)
   revoke   --key <id|name>             the key stops working at once (401); one already revoked: exit 0, saying when
   rotate   --key <id|name>             a new secret for a leaked key, printed once; the old one gets 401 from the
            next request on; the same id, balance, usage, tier, models and expiry (a stack key: pulumi up --replace)
@@ -346,6 +347,9 @@ export function formatKeys(keys: readonly ApiKey[]): string {
     { header: "CREATED", value: (k) => shownTime(k.created_at) },
     { header: "EXPIRES", value: (k) => (k.expires_at ? shownTime(k.expires_at) : "-") },
     { header: "STATUS", value: (k) => keyStatus(k) },
+    // config: the stack's gpu-sandbox:keys (changed there: update and rotate are refused); api: made
+    // with create. "-": a shim older than the flag does not say.
+    { header: "SOURCE", value: (k) => (k.from_configuration === undefined ? "-" : k.from_configuration ? "config" : "api") },
   ], keys);
 }
 

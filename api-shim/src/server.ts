@@ -14,7 +14,7 @@ import { type CheckpointFailure, checkpointFailureWarning } from "./store/sqlite
 import { failureHint } from "./store/sqlite-failures.ts";
 import { SqliteInUseError } from "./store/sqlite-owner.ts";
 import { VolumeFullError } from "./store/sqlite-space.ts";
-import { BootstrapIdTakenError, type GrantRefusal, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, type Store } from "./store/store.ts";
+import { BootstrapIdTakenError, type GrantRefusal, keyIsLive, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, type Store } from "./store/store.ts";
 import { createUpstream } from "./upstream/upstream.ts";
 import { type Probe, probeUpstream } from "./routes/health.ts";
 
@@ -113,26 +113,30 @@ async function main(): Promise<void> {
   try {
     const onVolumeFree = (bytes: number) => metrics.sqliteVolumeFree(bytes);
     store = await openStore(config.databaseUrl, { onFailure, onReleased, onReadOnly, onConnectionsCut, onUsageIndex, onCheckpointFailure, onVolumeFree });
+    // Said only when there were some: the previous process died holding its clients' credits (a
+    // first start, or one after a clean stop, has nothing to say).
     const released = await store.releaseStaleReservations();
     metrics.releasedReservations.inc(released);
-    logger.info({ released }, "released reservations left by a previous process (not charged)");
+    if (released > 0) logger.warn({ released }, "released reservations left by a previous process (not charged): it stopped without settling its requests in flight");
     for (const k of config.bootstrapKeys) {
       const r = await store.ensureBootstrapKey({ ...k, models: k.models && [...k.models], expiresAt: null, at: Date.now() });
       if (r.adminKey) throw new BootstrapIdTakenError(k.id);
       logger.info({ keyId: k.id, created: r.created, granted: r.granted }, "bootstrap key");
       if (r.refused) logger.warn({ keyId: k.id, credits: formatCredits(k.credits) }, NOT_GRANTED[r.refused]);
     }
-    // A key deleted from the stack's config must stop working, not live on in the database. A
-    // shim started without SHIM_CONFIG has no say about configuration's keys: they are left alone.
-    if (config.configFile === null) logger.info("SHIM_CONFIG is not set: keys from a configuration are left as they are");
-    else {
+    // A key deleted from the stack's config must stop working, not live on in the database.
+    if (config.configFile !== null) {
       for (const keyId of await store.revokeRemovedBootstrapKeys(config.bootstrapKeys.map((k) => k.id), Date.now())) {
         logger.warn({ keyId }, "bootstrap key no longer in the configuration: revoked");
       }
     }
+    const keys = await store.listKeys();
+    // A shim started without SHIM_CONFIG has no say about configuration's keys: they are left
+    // alone, said only when there are some (a first start with no configuration has none).
+    const configured = keys.filter((k) => k.fromConfiguration && keyIsLive(k, Date.now())).length;
+    if (config.configFile === null && configured > 0) logger.warn({ keys: configured }, CONFIGURED_KEYS_LEFT);
     // A tier taken out of the configuration leaves its keys running under the default tier's
     // limits (auth.ts): said once at start, so an operator does not find out from customers.
-    const keys = await store.listKeys();
     for (const [tier, count] of keysOfUnconfiguredTiers(keys, config.tiers, Date.now())) {
       logger.warn({ tier, keys: count, defaultTier: config.defaultTier }, "live keys have a tier the configuration does not define: they are served under defaultTier's limits until it is defined again");
     }
@@ -278,6 +282,8 @@ const STRANDED_KEYS = "live keys may use no model the configuration serves (thei
 
 /** How long an exit waits for its last log lines to be written. */
 const EXIT_LOG_WAIT_MS = 2000;
+
+const CONFIGURED_KEYS_LEFT = "SHIM_CONFIG is not set: the database's live keys from a configuration are neither revoked nor updated (a key taken out of it keeps working; a changed tier, allow-list or secret is not applied) until a start with SHIM_CONFIG";
 
 /** Why a bootstrap key's one-time grant was not made (asked again at every start until it is). */
 const NOT_GRANTED: Record<GrantRefusal, string> = {

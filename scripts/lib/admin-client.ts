@@ -31,6 +31,8 @@ export interface ApiKey {
   readonly credits_remaining: number;
   /** Requests of the key not settled yet, whose usage is not in the ledger; a shim older than it does not say. */
   readonly requests_in_flight?: number;
+  /** A key from the configuration (the stack's gpu-sandbox:keys): changed there, not with update or rotate; a shim older than it does not say. */
+  readonly from_configuration?: boolean;
   readonly created_at: string;
   readonly expires_at: string | null;
   readonly revoked_at: string | null;

@@ -17,7 +17,7 @@ describe("admin routes and usage reports", () => {
     expect(res.status).toBe(201);
     const created = (await res.json()) as Record<string, unknown>;
     h.secrets.add(created.key as string);
-    expect(created).toMatchObject({ object: "api_key", name: "team-a", tier: "pro", models: ["qwen2.5-7b"], balance: 12.5, held: 0, credits_remaining: 12.5, requests_in_flight: 0, expires_at: "2099-01-01T00:00:00.000Z", revoked_at: null });
+    expect(created).toMatchObject({ object: "api_key", name: "team-a", tier: "pro", models: ["qwen2.5-7b"], balance: 12.5, held: 0, credits_remaining: 12.5, requests_in_flight: 0, from_configuration: false, expires_at: "2099-01-01T00:00:00.000Z", revoked_at: null });
     expect(created.key).toMatch(new RegExp(`^sk-gs-${created.id}_[0-9A-Za-z]{32}$`));
     const stored = (await h.store.getKey(created.id as string))!;
     expect(stored.hash).toBe(hashKey(created.key as string));
@@ -29,7 +29,7 @@ describe("admin routes and usage reports", () => {
     expect(list).not.toMatch(/"key"|"hash"/);
 
     const del = await h.admin(`/admin/keys/${created.id}`, { method: "DELETE" });
-    expect(await del.json()).toMatchObject({ id: created.id, deleted: true, requests_in_flight: 0, revoked_at: expect.any(String) });
+    expect(await del.json()).toMatchObject({ id: created.id, deleted: true, requests_in_flight: 0, from_configuration: false, revoked_at: expect.any(String) });
   });
 
   // DESIGN.md: keys are stored only as hashes. Not the hash column alone: nothing the store writes

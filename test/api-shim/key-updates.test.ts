@@ -19,7 +19,7 @@ const FILE = {
   bootstrapKeys: [{ id: configured.id, name: "from-stack", hash: configured.hash, credits: 5, tier: "small" }],
 };
 
-interface ShownKey { id: string; object: string; tier: string; models: string[] | null; balance: number; held: number; expires_at: string | null; revoked_at: string | null }
+interface ShownKey { id: string; object: string; from_configuration: boolean; tier: string; models: string[] | null; balance: number; held: number; expires_at: string | null; revoked_at: string | null }
 
 async function scenario(wrapStore?: () => Store): Promise<void> {
   const clock = manualClock(Date.now());
@@ -57,6 +57,7 @@ async function changesApplyToTheNextRequest(h: Harness): Promise<void> {
   const shown = (await res.json()) as ShownKey & Record<string, unknown>;
   // The key as GET /admin/keys lists it: never its secret or hash.
   expect(shown).toEqual({ ...before, models: ["qwen2.5-7b"] });
+  expect(shown.from_configuration).toBe(false);
   expect(JSON.stringify(shown)).not.toContain(key.split("_")[1]!);
   expect(shown).not.toHaveProperty("key");
   expect(shown).not.toHaveProperty("hash");
@@ -183,6 +184,8 @@ async function refusals(h: Harness): Promise<void> {
   expect((await fetch(`${h.url}/admin/keys/${id}`, { method: "PATCH", headers: { "content-type": "application/json" }, body: '{"tier":"small"}' })).status).toBe(401);
 
   // A stack-defined key: the next start would put its tier and models back, so it is refused, saying so.
+  // The listing says which keys those are, before anyone tries (what the 409's code is named for).
+  expect([(await listedKey(h, configured.id)).from_configuration, before.from_configuration]).toEqual([true, false]);
   const stack = await patch(h, configured.id, { tier: "big" });
   expect(stack.status).toBe(409);
   // Named both ways: a shim run by hand takes its keys from SHIM_CONFIG, where `pulumi up` changes nothing.

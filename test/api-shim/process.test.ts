@@ -15,7 +15,7 @@ import { corruptLedger } from "../support/corrupt-ledger.ts";
 import { failingFsyncs, fullVolumeWrites } from "../support/fsync-trace.ts";
 import { fillUp, smallVolume, unmountVolume } from "../support/small-volume.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
-import { isDraining, loopbackServer, openStream as openKeyStream, shimClient, shimProcessFixture, ShimStartError, spawnShim, type ShimProcess } from "../support/shim-process.ts";
+import { isDraining, loopbackServer, openStream as openKeyStream, releasedAtStart, shimClient, shimProcessFixture, ShimStartError, spawnShim, type ShimProcess } from "../support/shim-process.ts";
 
 const CREDIT = 1_000_000;
 
@@ -63,8 +63,9 @@ describe("the shim process", () => {
     await Promise.allSettled(streams.map(async (s) => { for (let r = await s.next(); !r.done; r = await s.next()); }));
 
     const second = await start();
-    const released = await second.waitForLine((e) => typeof e.released === "number");
-    expect(released.released).toBe(50);
+    expect(releasedAtStart(second)).toBe(50);
+    // A warning: the previous process died holding its clients' credits.
+    expect(await second.waitForLine((e) => typeof e.released === "number")).toMatchObject({ level: 40, released: 50 });
     // Counted in /metrics too: its help says the holds released at start are.
     expect(await (await fetch(`${second.url}/metrics`)).text()).toMatch(/^shim_stale_reservations_released_total 50$/m);
     const after = (await audit()).find((r) => r.keyId === key.id)!;
@@ -751,6 +752,30 @@ describe("the shim process", () => {
     const p = await start({ SHIM_CONFIG: passThrough });
     await output.stopCleanly(p);
     expect(p.lines.filter((l) => l.includes("no model the configuration serves"))).toEqual([]);
+  });
+
+  it("a first start (a new database, no SHIM_CONFIG) says nothing of released holds nor of configuration's keys; without SHIM_CONFIG over configuration's live keys, it warns how many are left as they are", async () => {
+    const url = `sqlite:${join(f.dir, "first-start", "shim.db")}`;
+    const fresh = await start({ SHIM_CONFIG: "", SHIM_DATABASE_URL: url });
+    await output.stopCleanly(fresh);
+    expect(fresh.lines.filter((l) => /released|SHIM_CONFIG/.test(l))).toEqual([]);
+    expect(releasedAtStart(fresh)).toBe(0);
+
+    await output.stopCleanly(await start({ SHIM_DATABASE_URL: url })); // the test's configuration: one bootstrap key
+    const bare = await start({ SHIM_CONFIG: "", SHIM_DATABASE_URL: url });
+    expect(await bare.waitForLine((e) => String(e.msg).startsWith("SHIM_CONFIG is not set"))).toMatchObject({
+      level: 40, keys: 1,
+      msg: "SHIM_CONFIG is not set: the database's live keys from a configuration are neither revoked nor updated (a key taken out of it keeps working; a changed tier, allow-list or secret is not applied) until a start with SHIM_CONFIG",
+    });
+    await output.stopCleanly(bare);
+
+    // Revoked by a start whose configuration has none: nothing left to warn of.
+    const none = join(f.dir, "no-keys.yaml");
+    writeFileSync(none, stringify({ models: [{ name: "qwen2.5-7b", maxModelLen: 4096 }] }));
+    await output.stopCleanly(await start({ SHIM_CONFIG: none, SHIM_DATABASE_URL: url }));
+    const after = await start({ SHIM_CONFIG: "", SHIM_DATABASE_URL: url });
+    await output.stopCleanly(after);
+    expect(after.lines.filter((l) => l.includes("SHIM_CONFIG"))).toEqual([]);
   });
 
   it("a bootstrap key removed from the configuration stops working at the next start", async () => {

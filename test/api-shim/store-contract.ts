@@ -147,6 +147,24 @@ export function storeContract(current: () => Store): void {
     expect(await store.getKey("boot")).toMatchObject({ balance: 100, tier: "pro", models: ["m"] });
   });
 
+  it("the admin view says which keys come from configuration (fromConfiguration), revoked ones too; the unmarked one taken as an entry's own becomes one", async () => {
+    const store = current();
+    await store.createKey(newKey("admin", 10));
+    await store.ensureBootstrapKey(newKey("boot", 10));
+    await store.createKey(newKey("old", 0)); // unmarked, with the entry's hash: taken as configuration's below
+    const shown = async () => (await store.listKeys()).map((k) => [k.id, k.fromConfiguration]);
+    expect(await shown()).toEqual([["admin", false], ["boot", true], ["old", false]]);
+    await store.ensureBootstrapKey(newKey("old", 0));
+    expect(await shown()).toEqual([["admin", false], ["boot", true], ["old", true]]);
+    expect(await store.getKeyDetails("boot")).toMatchObject({ id: "boot", fromConfiguration: true });
+    expect(await store.getKeyDetails("admin")).toMatchObject({ id: "admin", fromConfiguration: false });
+    // A change's answer is the same view (PATCH and rotate show it).
+    expect(await store.updateKey("admin", { tier: "pro" }, 100)).toMatchObject({ kind: "done", key: { id: "admin", fromConfiguration: false } });
+    // Revoked (taken out of the configuration), it is still shown as configuration's.
+    expect(await store.revokeRemovedBootstrapKeys(["old"], 200)).toEqual(["boot"]);
+    expect(await store.getKeyDetails("boot")).toMatchObject({ fromConfiguration: true, revokedAt: 200 });
+  });
+
   it("a bootstrap entry with the id of a key made with the admin API changes nothing of it, and says so; removing the entry does not revoke it", async () => {
     const store = current();
     await store.createKey({ ...newKey("admin", 10), name: "theirs", tier: "pro", models: ["m"] });

@@ -6,7 +6,7 @@ import { stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
-import { ShimProcesses, type ShimProcess } from "../support/shim-process.ts";
+import { releasedAtStart, ShimProcesses, type ShimProcess } from "../support/shim-process.ts";
 import { type RunningPostgres, sqlOn, startPostgres } from "../support/postgres.ts";
 import { tempDir } from "../support/tools.ts";
 
@@ -261,7 +261,7 @@ describe.each(STORES)("crash chaos (%s)", (storeKind) => {
 
       // Restart on the same file, within the normal start time.
       p = await start();
-      released.push(Number((await p.waitForLine((e) => typeof e.released === "number", 3000).catch(() => ({ released: 0 }))).released));
+      released.push(releasedAtStart(p)); // logged before it listens, and only when it released some
       const seqText = `seed ${SEED} round ${round} (${durationMs} ms): ${seq.join("; ")}`;
       // Nothing held, no reservation, balance = sum of the ledger, for every key.
       // (Postgres: a dead replica's holds are swept 30 s after a live one first sees them, by design

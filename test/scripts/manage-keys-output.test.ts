@@ -5,13 +5,23 @@ import { runCommand } from "../../scripts/manage-keys.ts";
 
 describe("manage-keys: a key with credits held (a request in flight) and spent since a top-up", () => {
   // As the shim shows a key with one request in flight holding 4 of its 10 credits.
-  const key: ApiKey = { id: "AAAAAAAAAAAA", name: "busy", tier: "free", models: null, balance: 10, held: 4, credits_remaining: 6, requests_in_flight: 1, created_at: "2026-01-01T00:00:00.000Z", expires_at: null, revoked_at: null };
+  const key: ApiKey = { id: "AAAAAAAAAAAA", name: "busy", tier: "free", models: null, balance: 10, held: 4, credits_remaining: 6, requests_in_flight: 1, from_configuration: false, created_at: "2026-01-01T00:00:00.000Z", expires_at: null, revoked_at: null };
   const clientAnswering = (grant: CreditGrant) => ({ listKeys: async () => [key], topUp: async () => grant }) as unknown as AdminClient;
 
   it("list: REMAINING is balance less held, not the balance", async () => {
     const io = memoryIo();
     expect(await runCommand("list", {}, clientAnswering({} as CreditGrant), io)).toBe(0);
-    expect(io.stdout.join("\n")).toMatch(/^AAAAAAAAAAAA +busy +free +10 +4 +1 +6 +all +\S+ +- +active$/m);
+    expect(io.stdout.join("\n")).toMatch(/^AAAAAAAAAAAA +busy +free +10 +4 +1 +6 +all +\S+ +- +active +api$/m);
+  });
+
+  it("list: SOURCE says which keys come from the stack's configuration (changed there, not with update or rotate); '-' where the shim does not say", async () => {
+    const io = memoryIo();
+    const { from_configuration: _, ...older } = { ...key, id: "CCCCCCCCCCCC", name: "older" }; // a shim older than the flag
+    const keys = [{ ...key, from_configuration: false }, { ...key, id: "BBBBBBBBBBBB", name: "app", from_configuration: true }, older];
+    expect(await runCommand("list", {}, { listKeys: async () => keys } as unknown as AdminClient, io)).toBe(0);
+    const lines = io.stdout.join("\n").split("\n");
+    expect(lines[0]).toMatch(/ +STATUS +SOURCE$/);
+    expect(lines.slice(1).map((l) => l.split(/ +/).at(-1))).toEqual(["api", "config", "-"]);
   });
 
   it("top-up: prints the remaining credits the API gave, not the balance", async () => {

@@ -114,8 +114,8 @@ describe("manage-keys against a real shim", () => {
     const created = await h.createKey({ name: "listed-key", credits: 7 });
     const table = await keys(["list", "--url", h.url]);
     expect(table.code, table.err).toBe(0);
-    expect(table.out.split("\n")[0]).toMatch(/^ID +NAME +TIER +BALANCE +HELD +IN-FLIGHT +REMAINING +MODELS +CREATED +EXPIRES +STATUS$/);
-    expect(table.out).toMatch(new RegExp(`^${created.id} +listed-key +enterprise +7 +0 +0 +7 +all +\\S+ +- +active$`, "m"));
+    expect(table.out.split("\n")[0]).toMatch(/^ID +NAME +TIER +BALANCE +HELD +IN-FLIGHT +REMAINING +MODELS +CREATED +EXPIRES +STATUS +SOURCE$/);
+    expect(table.out).toMatch(new RegExp(`^${created.id} +listed-key +enterprise +7 +0 +0 +7 +all +\\S+ +- +active +api$`, "m"));
     expect(table.out).not.toContain(created.key);
     expect((await listed()).find((k) => k.id === created.id)).toMatchObject({ name: "listed-key", balance: 7 });
   });

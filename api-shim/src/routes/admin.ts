@@ -29,7 +29,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const expiresAt = expiryField(ctx, body) ?? null;
     const { id, key, hash } = generateKey();
     const record = await ctx.store.createKey({ id, name: name.trim(), hash, tier, models, expiresAt, credits, at: ctx.clock.now() });
-    return reply.code(201).send({ ...showKey({ ...record, holds: 0 }), key }); // new: nothing in flight
+    return reply.code(201).send({ ...showKey({ ...record, holds: 0, fromConfiguration: false }), key }); // new: nothing in flight
   });
 
   app.get("/admin/keys", async (_request, reply) => {
@@ -128,12 +128,14 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
 /**
  * `requests_in_flight`: the key's open holds, whose usage is not in the ledger yet (what a final
  * export waits for: scripts/lib/retire-keys.ts). `held` does not tell them: a free request holds 0.
+ * `from_configuration`: a stack key, which PATCH and rotate refuse (409 key_from_configuration).
  */
 function showKey(k: KeyDetails) {
   return {
     id: k.id, object: "api_key", name: k.name, tier: k.tier, models: k.models,
     balance: creditsNumber(k.balance), held: creditsNumber(k.held), credits_remaining: creditsNumber(k.balance - k.held),
     requests_in_flight: k.holds,
+    from_configuration: k.fromConfiguration,
     created_at: new Date(k.createdAt).toISOString(),
     expires_at: k.expiresAt === null ? null : new Date(k.expiresAt).toISOString(),
     revoked_at: k.revokedAt === null ? null : new Date(k.revokedAt).toISOString(),

@@ -18,18 +18,18 @@ export async function keyById(q: pg.Pool | pg.PoolClient, id: string): Promise<K
 }
 
 /**
- * Keys with their open holds counted (KeyDetails): every key, or the one `id`. Counted in
- * `reservations`, which has no index by key (each hold would pay for one): for the admin API,
- * not a request's path.
+ * Keys with their open holds counted and configuration's marked (KeyDetails): every key, or the
+ * one `id`. Counted in `reservations`, which has no index by key (each hold would pay for one):
+ * for the admin API, not a request's path (keyById reads neither).
  */
 export async function keysWithHolds(q: pg.Pool | pg.PoolClient, id?: string): Promise<KeyDetails[]> {
-  const { rows } = await q.query<KeyRow & { holds: number }>(
-    `SELECT ${KEY_COLUMNS}, coalesce(r.n, 0)::bigint AS holds FROM keys
+  const { rows } = await q.query<KeyRow & { holds: number; bootstrap: boolean }>(
+    `SELECT ${KEY_COLUMNS}, bootstrap, coalesce(r.n, 0)::bigint AS holds FROM keys
        LEFT JOIN (SELECT key_id, count(*) AS n FROM reservations GROUP BY key_id) r ON r.key_id = keys.id
      ${id === undefined ? "" : "WHERE keys.id = $1"} ORDER BY created_at, id COLLATE "C"`,
     id === undefined ? [] : [id],
   );
-  return rows.map((r) => ({ ...toKey(r), holds: r.holds }));
+  return rows.map((r) => ({ ...toKey(r), holds: r.holds, fromConfiguration: r.bootstrap }));
 }
 
 /**

@@ -8,11 +8,12 @@ export interface KeyRow {
   id: string; name: string; hash: string; tier: string; models: string | null; balance: number;
   held: number; holds: number; created_at: number; expires_at: number | null; revoked_at: number | null; bootstrap: number;
 }
-/** The row's `holds` column counts its open holds: the details come at no cost. */
+/** The row's `holds` and `bootstrap` columns count its open holds and mark configuration's keys: the details come at no cost. */
 export const toKey = (r: KeyRow): KeyDetails => ({
   id: r.id, name: r.name, hash: r.hash, tier: r.tier,
   models: r.models === null ? null : (JSON.parse(r.models) as string[]),
   balance: r.balance, held: r.held, holds: r.holds, createdAt: r.created_at, expiresAt: r.expires_at, revokedAt: r.revoked_at,
+  fromConfiguration: r.bootstrap === 1,
 });
 
 /** A request's ledger row, in the order of `requestRow`'s parameters. */

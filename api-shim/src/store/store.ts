@@ -33,6 +33,11 @@ export interface KeyDetails extends KeyRecord {
    * in the ledger yet. `held > 0` does not tell them: a request priced 0 holds 0 credits.
    */
   holds: number;
+  /**
+   * The key comes from configuration (a stack's gpu-sandbox:keys, SHIM_CONFIG's bootstrapKeys):
+   * changed there, so PATCH and rotate answer it 409 key_from_configuration.
+   */
+  fromConfiguration: boolean;
 }
 
 /** Whether a key may be used at `now`: not revoked, not expired. (The stores' holds check the same.) */
