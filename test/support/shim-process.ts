@@ -30,7 +30,6 @@ export interface ShimProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** The log line a stop's drain begins with ("draining: waiting up to …", its fields `reason` and `inflight`). */
 /**
  * How many holds of a dead process the start released (its warning, logged before it listens, so
  * in `lines` once start() has returned); 0 when it said nothing, as a start that released none does.
@@ -40,6 +39,7 @@ export function releasedAtStart(p: Pick<ShimProcess, "lines">): number {
   return line === undefined ? 0 : (JSON.parse(line) as { released: number }).released;
 }
 
+/** The log line a stop's drain begins with ("draining: waiting up to …", its fields `reason` and `inflight`). */
 export const isDraining = (entry: Record<string, unknown>): boolean => typeof entry.msg === "string" && /^draining\b/.test(entry.msg);
 
 /** A shim process that never listened: what it said and how it ended, for tests of failed starts. */
