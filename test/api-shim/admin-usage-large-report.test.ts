@@ -27,7 +27,7 @@ describe("an /admin/usage group=day report with many (key, day) groups", () => {
   let fake: FakeVllm;
   const other = generateKey();
   const adminToken = `adm-${generateKey().key}`;
-  const output = new ShimProcesses();
+  const output = new ShimProcesses(() => [other.key, adminToken]);
   const now = Date.now();
   const from = new Date(now - DAYS * 86_400_000).toISOString().slice(0, 10);
 
@@ -47,7 +47,7 @@ describe("an /admin/usage group=day report with many (key, day) groups", () => {
     db.close();
   }, 120_000);
   afterAll(async () => {
-    output.killAll();
+    await output.killAll();
     await fake.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -69,7 +69,7 @@ describe("an /admin/usage group=day report with many (key, day) groups, on Postg
   let fake: FakeVllm;
   const other = generateKey();
   const adminToken = `adm-${generateKey().key}`;
-  const output = new ShimProcesses();
+  const output = new ShimProcesses(() => [other.key, adminToken]);
   const now = Date.now();
   const from = new Date(now - DAYS * 86_400_000).toISOString().slice(0, 10);
 
@@ -86,7 +86,7 @@ describe("an /admin/usage group=day report with many (key, day) groups, on Postg
     await sqlOn(url, "VACUUM ANALYZE ledger");
   }, 120_000);
   afterAll(async () => {
-    output.killAll();
+    await output.killAll();
     await fake?.close();
     await server?.stop();
     rmSync(dir, { recursive: true, force: true });

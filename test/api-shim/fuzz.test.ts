@@ -1,7 +1,7 @@
-import { Agent, request } from "node:http";
+import { Agent, request, validateHeaderName, validateHeaderValue } from "node:http";
 import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startShim, type Harness, moneyInvariants } from "../support/shim-harness.ts";
+import { keysIn, startShim, type Harness, moneyInvariants } from "../support/shim-harness.ts";
 
 /** Seeded PRNG (mulberry32): a failing case reproduces from the seed printed with it. */
 function prng(seed: number) {
@@ -45,6 +45,30 @@ function streamEnd(status: number, contentType: string | null | undefined, text:
 const SEED = Number(process.env.FUZZ_SEED ?? 20261121);
 const CASES = 3000;
 const FIELD_CASES = 1500;
+const HEADER_CASES = 400;
+
+/** Characters of a header name Node's client sends (an HTTP token). */
+const TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+/** Names the shim or Node reads, given random values (not those that frame the message, Content-Length, Transfer-Encoding, Connection, Upgrade, Expect, Host, nor Trailer, which Node refuses without chunks). */
+const KNOWN_NAMES = ["authorization", "Authorization", "content-type", "content-encoding", "accept", "accept-encoding", "x-request-id", "x-forwarded-for", "x-real-ip", "forwarded", "idempotency-key", "openai-organization", "openai-project", "openai-beta", "x-stainless-retry-count", "x-stainless-timeout", "user-agent", "cookie", "origin", "x-api-key", "api-key", "range", "if-none-match", "cache-control", "te", "proxy-authorization", "x-ratelimit-limit-requests", "x-should-retry", "retry-after", "__proto__", "constructor"];
+
+/** A header name Node's client accepts: a known one, or a random token (1 to 60 characters). */
+function randomHeaderName(r: R): string {
+  if (r.next() < 0.4) return r.pick(KNOWN_NAMES);
+  return Array.from({ length: 1 + r.int(60) }, () => r.pick([...TOKEN_CHARS])).join("");
+}
+
+/** A header value Node's client accepts: tabs, visible ASCII and spaces, Latin-1, of 0 to 300 characters (sometimes 4,000). */
+function randomHeaderValue(r: R): string {
+  const length = r.int(12) === 0 ? 4000 : r.int(300);
+  const char = () => {
+    const roll = r.int(20);
+    if (roll === 0) return "\t";
+    if (roll === 1) return String.fromCharCode(0x80 + r.int(0x80));
+    return String.fromCharCode(0x20 + r.int(0x5f));
+  };
+  return r.pick(["", "Bearer ", "sk-gs-", "1.2.3.4, ", "application/json; ", ""]) + Array.from({ length }, char).join("");
+}
 
 function randomValue(r: R, depth = 0): unknown {
   switch (r.int(depth > 2 ? 7 : 9)) {
@@ -172,6 +196,82 @@ describe("fuzz: random bodies and headers", () => {
       if (answer.startsWith("HTTP/1.1 4")) expect(answer, `raw case ${i}`).toMatch(/\r\nx-request-id: \S+\r\n[^]*\r\n\r\n\{"error":\{/);
     }
 
+    expect((await fetch(`${h.url}/health`)).status).toBe(200);
+    expect((await h.client(key).models.list()).data.length).toBe(2);
+    for (const row of await moneyInvariants(h.store)) expect(row).toMatchObject({ balance: row.ledgerSum, held: 0, reservations: 0 });
+  });
+
+  // The first case sends few random headers. Here each authenticated request to an inference or
+  // admin route carries many: random names and values (only what Node's client sends), the
+  // shim's own headers with random values, and names given twice or more (several
+  // Authorization, Content-Type or Idempotency-Key lines), sometimes hundreds of them.
+  it(`${HEADER_CASES} authenticated requests with random, repeated and many headers (seed ${SEED}): no 5xx, no crash`, async () => {
+    const r = prng(SEED + 2);
+    const { id } = await h.createKey({ credits: 1 });
+    const routes: [string, string, string | undefined][] = [
+      ["POST", "/v1/chat/completions", JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 3 })],
+      ["POST", "/v1/chat/completions", JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 3, stream: true })],
+      ["POST", "/v1/completions", JSON.stringify({ model: "qwen2.5-7b", prompt: "hi", max_tokens: 2 })],
+      ["POST", "/v1/embeddings", JSON.stringify({ model: "bge-m3", input: ["a"] })],
+      ["POST", "/v1/responses", JSON.stringify({ model: "qwen2.5-7b", input: "hi", max_output_tokens: 2, stream: true })],
+      ["GET", "/admin/keys", undefined],
+      ["GET", "/admin/usage?group=day", undefined],
+      ["POST", `/admin/keys/${id}/credits`, JSON.stringify({ amount: 1, note: "fuzz" })],
+      ["POST", "/admin/keys", JSON.stringify({ name: "fuzz", credits: 1, tier: "free" })],
+    ];
+    const agent = new Agent({ keepAlive: true, maxSockets: 16 });
+    const failures: string[] = [];
+    const statuses = new Map<number, number>();
+    const one = (i: number) => {
+      const [method, path, body] = r.pick(routes);
+      const headers: Record<string, string | string[]> = { authorization: `Bearer ${path.startsWith("/admin") ? h.adminToken : key}`, "content-type": "application/json" };
+      const count = r.int(10) === 0 ? 100 + r.int(900) : r.int(20);
+      for (let n = 0; n < count; n++) {
+        const name = randomHeaderName(r);
+        if (["content-length", "transfer-encoding", "connection", "upgrade", "expect", "host", "keep-alive", "trailer"].includes(name.toLowerCase())) continue;
+        const value = randomHeaderValue(r);
+        validateHeaderName(name); // throws: the generator would be wrong, not the shim
+        validateHeaderValue(name, value);
+        // A name given again (or again in another case) is sent on a line of its own.
+        const had = headers[name];
+        headers[name] = had === undefined ? value : [...(Array.isArray(had) ? had : [had]), value];
+      }
+      if (body !== undefined) headers["content-length"] = String(Buffer.byteLength(body));
+      const described = () => `header case ${i} (seed ${SEED + 2}): ${method} ${path} ${JSON.stringify(headers).slice(0, 300)}`;
+      return new Promise<void>((resolve) => {
+        const req = request(h.url + path, { method, headers, agent }, (res) => {
+          let text = "";
+          res.setEncoding("utf8").on("data", (d: string) => (text += d));
+          res.on("end", () => {
+            const status = res.statusCode ?? 0;
+            statuses.set(status, (statuses.get(status) ?? 0) + 1);
+            if (status >= 500) failures.push(`${described()} → ${status} ${text.slice(0, 200)}`);
+            const { wrong } = streamEnd(status, res.headers["content-type"], text);
+            if (wrong) failures.push(`${described()} → ${wrong}`);
+            // A key this made (POST /admin/keys) is looked for in the logs at close, as any other.
+            for (const made of keysIn(text)) h.secrets.add(made);
+            resolve();
+          });
+          res.on("error", (e) => {
+            failures.push(`${described()} → ${res.statusCode}, then cut: ${e.message}`);
+            resolve();
+          });
+        });
+        req.on("error", (e) => {
+          failures.push(`${described()} → transport error ${e.message}`);
+          resolve();
+        });
+        req.end(body);
+      });
+    };
+    let next = 0;
+    await Promise.all(Array.from({ length: 16 }, async () => {
+      while (next < HEADER_CASES) await one(next++);
+    }));
+    agent.destroy();
+    expect(failures).toEqual([]);
+    // Most get through to the route (the mix is authenticated), the rest are refused with a 4xx.
+    expect(statuses.get(200) ?? 0, JSON.stringify([...statuses])).toBeGreaterThan(HEADER_CASES / 4);
     expect((await fetch(`${h.url}/health`)).status).toBe(200);
     expect((await h.client(key).models.list()).data.length).toBe(2);
     for (const row of await moneyInvariants(h.store)) expect(row).toMatchObject({ balance: row.ledgerSum, held: 0, reservations: 0 });

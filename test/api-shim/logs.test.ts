@@ -166,4 +166,17 @@ describe("no key or admin token in logs or metrics", () => {
   it("the check itself fails when a secret is present", () => {
     expect(() => assertNoSecrets([`{"msg":"oops ${key}"}`], [key])).toThrow(/a secret appeared/);
   });
+
+  it("the check finds a key without its prefix or its secret alone, and every key an admin answer showed", async () => {
+    const secret = key.slice(key.lastIndexOf("_") + 1);
+    expect(() => assertNoSecrets([`{"msg":"oops ${key.slice("sk-gs-".length)}"}`], [key])).toThrow(/a secret appeared/);
+    expect(() => assertNoSecrets([`{"msg":"oops ${secret}"}`], [key])).toThrow(/a secret appeared/);
+    expect(() => assertNoSecrets([`{"msg":"oops ${keyId}"}`], [key])).not.toThrow(); // the id alone is public
+    // Made by admin calls of the test's own, not createKey: they join the scanned secrets too.
+    const made = (await (await h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ name: "direct", credits: 1, tier: "free" }) })).json()) as { id: string; key: string };
+    expect(h.secrets).toContain(made.key);
+    const rotated = (await (await h.admin(`/admin/keys/${made.id}/rotate`, { method: "POST" })).json()) as { key: string };
+    expect(rotated.key).not.toBe(made.key);
+    expect(h.secrets).toContain(rotated.key);
+  });
 });

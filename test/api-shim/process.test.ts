@@ -257,7 +257,7 @@ describe("the shim process", () => {
       await releasedAudit();
       await output.stopCleanly(p);
     } finally {
-      output.killAll(); // a failure here leaves no process holding the database for the next test
+      await output.killAll(); // a failure here leaves no process holding the database for the next test
       await silent.close();
     }
   });
@@ -290,7 +290,7 @@ describe("the shim process", () => {
       await releasedAudit();
       await output.stopCleanly(p);
     } finally {
-      output.killAll();
+      await output.killAll();
       await stalling.close();
     }
   });

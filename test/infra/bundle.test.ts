@@ -596,6 +596,31 @@ describe("the bundle's files", () => {
     expect(bundle.get("api-shim/.dockerignore")).not.toMatch(/^(src|package(-lock)?\.json)$/m);
   });
 
+  it("builds the shim on a Node 24 slim image, as a non-root user, with production dependencies only (issue #3, item 9)", () => {
+    const dockerfile = bundle.get("api-shim/Dockerfile")!;
+    // The image the host builds from: compose's NODE_IMAGE build argument, else the ARG's default.
+    const nodeImage = String((parse(bundle.get("compose.yaml")!) as { services: { shim: { build: { args: Record<string, unknown> } } } }).services.shim.build.args.NODE_IMAGE);
+    expect(dockerfileProblems(dockerfile)).toEqual([]);
+    expect(dockerfileProblems(dockerfile, { NODE_IMAGE: nodeImage })).toEqual([]);
+    // Each requirement is checked: a Dockerfile that breaks it is caught.
+    const broken: [string, string, RegExp][] = [
+      [dockerfile.replace("ARG NODE_IMAGE=node:24-slim", "ARG NODE_IMAGE=node:24"), "full image", /not a node:24 slim image/],
+      [dockerfile.replace("ARG NODE_IMAGE=node:24-slim", "ARG NODE_IMAGE=node:22-slim"), "Node 22", /not a node:24 slim image/],
+      [dockerfile.replace(/^USER node\n/m, ""), "no USER", /no non-root USER/],
+      [dockerfile.replace(/^USER node$/m, "USER root"), "USER root", /no non-root USER/],
+      [dockerfile.replace(/^(CMD .*)$/m, "USER 0\n$1"), "USER 0 last", /no non-root USER/],
+      [dockerfile.replace(/^USER node\n/m, "").replace(/^(CMD .*)$/m, "$1\nUSER node"), "USER only after CMD", /no non-root USER before CMD/],
+      [dockerfile.replace("npm ci --omit=dev", "npm ci"), "dev dependencies", /without omitting dev dependencies/],
+      [`${dockerfile}\nRUN npm install left-pad\n`, "a later install", /without omitting dev dependencies/],
+    ];
+    for (const [text, what, problem] of broken) {
+      expect(text, what).not.toBe(dockerfile);
+      expect(dockerfileProblems(text).join("\n"), what).toMatch(problem);
+    }
+    expect(dockerfileProblems(dockerfile, { NODE_IMAGE: "node:24-bookworm" })).toEqual(["the base image node:24-bookworm is not a node:24 slim image"]);
+    expect(dockerfileProblems(dockerfile, { NODE_IMAGE: `node:24.11.1-bookworm-slim@sha256:${"a".repeat(64)}` })).toEqual([]);
+  });
+
   it("has a standalone lockfile that `npm ci --omit=dev` installs, with the shim's dependencies, from which the shim serves", async () => {
     const dir = written(bundle);
     const pkg = JSON.parse(bundle.get("api-shim/package.json")!);
@@ -873,3 +898,39 @@ it("leaves ordinary strings unquoted in the files YAML 1.1 readers load, so an u
 it("starts nginx without warnings for an allowedCidrs of some IPv4 networks and every IPv6 address", () => {
   expectNginxAccepts(render(config({ tls: { mode: "self-signed" }, allowedCidrs: ["81.2.69.0/24", "::/0"] })).get("nginx/nginx.conf")!);
 });
+
+/**
+ * What of issue #3's Dockerfile requirements (Node 24 slim, non-root, production dependencies
+ * only) a Dockerfile breaks, read statically: the final stage's base with its ARGs resolved
+ * (`args`: the build's --build-arg), a USER other than root set before its CMD/ENTRYPOINT and
+ * left so, and every `npm ci`/`npm install` told to omit dev dependencies (explicitly: an ENV
+ * NODE_ENV moved or dropped later would otherwise install them without a word).
+ */
+function dockerfileProblems(text: string, args: Record<string, string> = {}): string[] {
+  const instructions = text.replace(/\\\n/g, " ").split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#"))
+    .map((l) => { const [, op, rest] = /^(\S+)\s*(.*)$/.exec(l)!; return { op: op!.toUpperCase(), rest: rest! }; });
+  const defaults: Record<string, string> = {};
+  let stage: typeof instructions = [];
+  let base = "";
+  for (const ins of instructions) {
+    if (ins.op === "ARG" && stage.length === 0 && base === "") {
+      const [name, value] = ins.rest.split("=", 2);
+      if (value !== undefined) defaults[name!] = value;
+    } else if (ins.op === "FROM") {
+      base = ins.rest.split(/\s+/)[0]!.replace(/\$\{?(\w+)\}?/g, (_, name: string) => args[name] ?? defaults[name] ?? "");
+      stage = [];
+    } else stage.push(ins);
+  }
+  const problems: string[] = [];
+  if (!/^(docker\.io\/(library\/)?)?node:24(\.\d+){0,2}(-[a-z]+)?-slim(@sha256:[0-9a-f]{64})?$/.test(base)) problems.push(`the base image ${base} is not a node:24 slim image`);
+  const start = stage.findIndex((i) => i.op === "CMD" || i.op === "ENTRYPOINT");
+  const users = (start === -1 ? stage : stage.slice(0, start)).filter((i) => i.op === "USER").map((i) => i.rest.split(":")[0]!);
+  const lastUser = stage.filter((i) => i.op === "USER").at(-1)?.rest.split(":")[0];
+  if (start === -1 || users.length === 0 || ["root", "0"].includes(users.at(-1)!) || ["root", "0"].includes(lastUser!)) problems.push("no non-root USER before CMD/ENTRYPOINT");
+  for (const run of stage.filter((i) => i.op === "RUN")) {
+    for (const command of run.rest.split(/&&|;|\|\|/)) {
+      if (/\bnpm\s+(ci|install|i)\b/.test(command) && !/--omit[= ]dev\b|--production\b|--only[= ]prod(uction)?\b/.test(command)) problems.push(`\`${command.trim()}\` runs without omitting dev dependencies`);
+    }
+  }
+  return problems;
+}

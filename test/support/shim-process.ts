@@ -28,6 +28,8 @@ export interface ShimProcess {
   stderr(): string;
   waitForLine(predicate: (entry: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves once the process exited and its stdout and stderr are read to their end. */
+  closed: Promise<void>;
 }
 
 /**
@@ -97,6 +99,7 @@ export async function spawnShim(env: Record<string, string>, prefix: readonly st
   let stderr = "";
   child.stderr!.setEncoding("utf8").on("data", (c: string) => (stderr += c));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
 
   const waitForLine = (predicate: (entry: Record<string, unknown>) => boolean, timeoutMs = 15_000) =>
     new Promise<Record<string, unknown>>((resolve, reject) => {
@@ -134,36 +137,60 @@ export async function spawnShim(env: Record<string, string>, prefix: readonly st
     child.kill("SIGKILL");
     throw new ShimStartError((e as Error).message, lines, stderr, await exited);
   });
-  return { child, url: started.msg === "api-shim listening" ? String(started.address) : "", lines, stderr: () => stderr, waitForLine, exited };
+  return { child, url: started.msg === "api-shim listening" ? String(started.address) : "", lines, stderr: () => stderr, waitForLine, exited, closed };
 }
 
 /**
- * A test file's shim processes: each started with `start`, what they wrote (log lines and
- * stderr) kept for the file's scan for secrets, and any still running killed by `killAll`.
+ * A test file's shim processes: each started with `start` (and any other `keep` is given), what
+ * they wrote (log lines and stderr) kept for the scan for secrets, and any still running killed
+ * by `killAll`. With `secrets`, each stop (`killAll`, `stopCleanly`) scans all of it, whether or
+ * not a test kept a process: a key logged by a process no test looked at fails the file too.
  */
 export class ShimProcesses {
-  readonly lines: string[] = [];
+  private readonly kept = new Set<Pick<ShimProcess, "lines" | "stderr">>();
   private readonly spawned: ShimProcess[] = [];
+  private readonly secrets: () => Iterable<string>;
+
+  constructor(secrets: () => Iterable<string> = () => []) {
+    this.secrets = secrets;
+  }
+
+  /** Every line each kept process wrote so far, and its stderr. */
+  get lines(): string[] {
+    return [...this.kept].flatMap((p) => [...p.lines, p.stderr()]);
+  }
 
   async start(env: Record<string, string>, ready?: (entry: Record<string, unknown>) => boolean): Promise<ShimProcess> {
     const p = await spawnShim(env, [], ready);
     this.spawned.push(p);
+    this.keep(p);
     return p;
   }
 
-  killAll(): void {
+  /** SIGKILL to each still running; once what they wrote is read to its end, all of it is scanned. */
+  async killAll(): Promise<void> {
     for (const p of this.spawned) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
+    // Bounded: a grandchild holding a pipe open must not hang the file's afterAll.
+    await Promise.race([Promise.all(this.spawned.map((p) => p.closed)), new Promise((r) => setTimeout(r, 2000))]);
+    this.scan();
   }
 
   keep(p: Pick<ShimProcess, "lines" | "stderr">): void {
-    this.lines.push(...p.lines, p.stderr());
+    this.kept.add(p);
   }
 
-  /** SIGTERM: the process exits 0, and what it wrote is kept. */
+  /** Fails if anything kept holds one of the secrets (assertNoSecrets). */
+  scan(): void {
+    assertNoSecrets(this.lines, this.secrets());
+  }
+
+  /** SIGTERM: the process exits 0, and what it wrote is kept and scanned. */
   async stopCleanly(p: ShimProcess): Promise<void> {
     p.child.kill("SIGTERM");
     expect(await p.exited).toEqual({ code: 0, signal: null });
     this.keep(p);
+    await p.closed;
+    this.scan();
   }
 }
 
@@ -205,7 +232,7 @@ export async function openStream(p: ShimProcess, apiKey: string, maxTokens: numb
 export function shimProcessFixture(prefix: string) {
   const key = generateKey();
   const adminToken = `adm-${generateKey().key}`;
-  const output = new ShimProcesses();
+  const output = new ShimProcesses(() => [key.key, adminToken]);
   const f = {
     key,
     adminToken,
@@ -233,9 +260,8 @@ export function shimProcessFixture(prefix: string) {
     };
   });
   afterAll(async () => {
-    output.killAll();
+    await output.killAll();
     await f.fake.close();
-    assertNoSecrets(output.lines, [key.key, adminToken]);
   });
   return f;
 }
