@@ -433,7 +433,7 @@ describe("the shim process", () => {
       // Whichever comes first: the check of the volume, or a checkpoint that finds no room to copy
       // the last requests' pages into the database (at once, not after a minute as a failing disk).
       const checkpoint = p.lines.map((l) => JSON.parse(l)).find((l) => l.msg?.startsWith("a WAL checkpoint failed"));
-      if (checkpoint === undefined) expect(errors[0].err.message).toMatch(new RegExp(`^the volume holding ${file.replace(/[.]/g, "\\.")} has \\d+ bytes free( \\(and \\d+ in the store's own WAL, which it reuses\\))?, less than the 16777216 \\(16 MiB\\) the shim needs to start`));
+      if (checkpoint === undefined) expect(errors[0].err.message).toMatch(new RegExp(`^the volume holding ${file.replace(/[.]/g, "\\.")} has \\d+ bytes free( \\(and \\d+ in the store's own WAL, which it reuses\\))?, less than the 16777216 \\(16 MiB\\) the shim needs to go on serving, so it fails closed`));
       else expect([checkpoint.err.code, errors[0].err.code, errors[0].hint]).toEqual(["SQLITE_FULL", "SQLITE_FULL", `the volume holding ${file} is full: free space on it (df -h)`]);
       // Space comes back: every charge answered 200 is in the ledger, nothing is left held.
       rmSync(join(mnt, "filler"));
