@@ -778,6 +778,23 @@ describe("the shim process", () => {
     expect(after.lines.filter((l) => l.includes("SHIM_CONFIG"))).toEqual([]);
   });
 
+  it("a bootstrap key still in the configuration but revoked (reap-expired revokes a tenant's keys, stack keys too) is warned of at each start, once, with how to get a working one: its 401s otherwise went unsaid", async () => {
+    const url = `sqlite:${join(f.dir, "revoked-configured", "shim.db")}`;
+    const first = await start({ SHIM_DATABASE_URL: url });
+    const revoked = await fetch(`${first.url}/admin/keys/${key.id}`, { method: "DELETE", headers: { authorization: `Bearer ${adminToken}` } });
+    expect(revoked.status).toBe(200);
+    await output.stopCleanly(first);
+    expect(first.lines.filter((l) => l.includes("revoked in the database"))).toEqual([]); // live at that start
+    const p = await start({ SHIM_DATABASE_URL: url });
+    await output.stopCleanly(p);
+    const warnings = p.lines.map((l) => JSON.parse(l)).filter((l) => String(l.msg).includes("revoked in the database"));
+    expect(warnings).toEqual([expect.objectContaining({
+      level: 40, keyIds: [key.id],
+      msg: "configured bootstrap keys are revoked in the database (a revoke by hand, or reap-expired's): their requests get 401, and the stack's apiKeys output still shows them; a revoked key cannot be brought back: give each a new id (pulumi up --replace of its <tenant>-key-<name>-id resource, docs/operations.md) or, for a shim you run yourself, a new id and hash in SHIM_CONFIG's bootstrapKeys",
+    })]);
+    assertNoSecrets(p.lines, [key.key]);
+  });
+
   it("a bootstrap key removed from the configuration stops working at the next start", async () => {
     // Without SHIM_CONFIG (say, a manual run against the same database) nothing is revoked.
     const bare = await start({ SHIM_CONFIG: "" });
