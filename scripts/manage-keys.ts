@@ -3,7 +3,7 @@
 // stack's outputs or from an environment variable, never from a flag.
 import { randomUUID } from "node:crypto";
 import { creditsInput } from "../api-shim/src/money/money.ts";
-import { isNote, isPlainText, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_NOTE_CHARACTERS } from "../api-shim/src/names.ts";
+import { isNote, isPlainText, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_KEY_NAME_CHARACTERS, MAX_NOTE_CHARACTERS } from "../api-shim/src/names.ts";
 import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey, keyReference, keyStatus } from "./lib/admin-client.ts";
 import { mayHaveActed, secretLost } from "./lib/lost-answers.ts";
 import { rotateKey } from "./lib/rotate-key.ts";
@@ -161,6 +161,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
     case "create": {
       // Trimmed as the shim stores it: "team-07 " is the name "team-07".
       const name = required("name", flags.name?.trim(), "the key's name, e.g. team-07");
+      if (!isWithin(name, MAX_KEY_NAME_CHARACTERS)) throw new UsageError(`--name has ${[...name].length} characters: a key's name is at most ${MAX_KEY_NAME_CHARACTERS}`);
       expiresAtFlag(flags["expires-at"]);
       const models = modelsFlag(flags.models, "leave --models out");
       const body = {

@@ -269,8 +269,12 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
 /** What to do about a stack whose destroy a signal cut short: Pulumi's lock may outlive it (pulumi/pulumi#1077). */
 const runAgain = (stack: string) => `run reap-expired again to destroy it (if pulumi says the stack is locked, first \`pulumi cancel --stack ${stack}\`)`;
 
-/** How to give a kept tenant's clients keys again (a revoked key cannot be restored). */
-const newKeys = (stack: string) => `\`npm run manage-keys -- create --stack ${stack} --name <name> --credits <n>\``;
+/**
+ * How to give a kept tenant's clients keys again (a revoked key cannot be restored). The stack's
+ * own keys too: their resources still hold the revoked ids, so `apiKeys` hands out dead keys
+ * until each id is replaced.
+ */
+const newKeys = (stack: string) => `\`npm run manage-keys -- create --stack ${stack} --name <name> --credits <n>\`; its stack keys stay revoked though \`pulumi stack output apiKeys\` still shows them: give each a new id, \`pulumi up --stack ${stack} --replace '<URN of ${stack}-key-<name>-id>'\`, docs/operations.md "Keeping a tenant whose keys a reap revoked"`;
 
 /** The lines that say a tenant's keys are revoked (or may be), for a tenant not destroyed. */
 function revokedLines(stack: string, { revokedKeys: n, unsureKeys: u }: RevokedCount): string {

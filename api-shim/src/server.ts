@@ -131,6 +131,12 @@ async function main(): Promise<void> {
       }
     }
     const keys = await store.listKeys();
+    // A configured key revoked (by hand, or by reap-expired, which revokes a tenant's stack keys
+    // too) stays so at every start, logged only as "created: false": said once a start, with the
+    // way to a working key, since the stack's apiKeys output goes on handing it out.
+    const configuredIds = new Set(config.bootstrapKeys.map((k) => k.id));
+    const revokedConfigured = keys.filter((k) => configuredIds.has(k.id) && k.revokedAt !== null).map((k) => k.id);
+    if (revokedConfigured.length > 0) logger.warn({ keyIds: revokedConfigured }, REVOKED_CONFIGURED_KEYS);
     // A shim started without SHIM_CONFIG has no say about configuration's keys: they are left
     // alone, said only when there are some (a first start with no configuration has none).
     const configured = keys.filter((k) => k.fromConfiguration && keyIsLive(k, Date.now())).length;
@@ -284,6 +290,8 @@ const STRANDED_KEYS = "live keys may use no model the configuration serves (thei
 const EXIT_LOG_WAIT_MS = 2000;
 
 const CONFIGURED_KEYS_LEFT = "SHIM_CONFIG is not set: the database's live keys from a configuration are neither revoked nor updated (a key taken out of it keeps working; a changed tier, allow-list or secret is not applied) until a start with SHIM_CONFIG";
+
+const REVOKED_CONFIGURED_KEYS = "configured bootstrap keys are revoked in the database (a revoke by hand, or reap-expired's): their requests get 401, and the stack's apiKeys output still shows them; a revoked key cannot be brought back: give each a new id (pulumi up --replace of its <tenant>-key-<name>-id resource, docs/operations.md) or, for a shim you run yourself, a new id and hash in SHIM_CONFIG's bootstrapKeys";
 
 /** Why a bootstrap key's one-time grant was not made (asked again at every start until it is). */
 const NOT_GRANTED: Record<GrantRefusal, string> = {

@@ -4,6 +4,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { decimalNumber } from "../../infra/config/checks.ts";
 import { readInstant } from "../../api-shim/src/requests/period.ts";
 import { closestName } from "./closest-name.ts";
+import { typographicDashFlag } from "./typographic-dash.ts";
 
 /** A mistake the user can fix (a bad flag, a missing variable, an API refusal): shown without a stack trace. */
 export class UsageError extends Error {
@@ -62,6 +63,8 @@ export function parseFlags<O extends Options>(
     if (reason) throw new UsageError(`--${name} is not accepted: ${reason}`);
   }
   const all = { ...options, help: { type: "boolean", short: "h" } } as const;
+  const pasted = typographicDashFlag(argv, all);
+  if (pasted !== undefined) throw new UsageError(pasted);
   const args = dashValuesJoined(argv, all); // its own one-line UsageError, not wrapped in the usage
   let parsed;
   try {

@@ -618,7 +618,7 @@ describe("checkRoomToStart (a SQLite store's volume, before the shim listens)", 
 });
 
 describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
-  it("checks the volume at each tick, off the request path, and says once, in the start check's words, when it has filled up", async () => {
+  it("checks the volume at each tick, off the request path, and says once, in words for a shim that was serving (not the start check's \"needs to start\"), when it has filled up", async () => {
     let bavail = MIN_FREE_BYTES / 4096;
     const asked: string[] = [];
     const stat = (dir: string, cb: (err: Error | null, stats: { bavail: number; bsize: number }) => void) => {
@@ -635,7 +635,7 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
       bavail = 3;
       await expect.poll(() => full.length, { timeout: 2000, interval: 10 }).toBe(1);
       expect(full[0]).toBeInstanceOf(VolumeFullError);
-      expect(full[0]!.message).toBe(`the volume holding /data/shim.db has 12288 bytes free, less than the ${MIN_FREE_BYTES} (16 MiB) the shim needs to start: free space on it (df -h); until then the shim would take requests it cannot record`);
+      expect(full[0]!.message).toBe(`the volume holding /data/shim.db has 12288 bytes free, less than the ${MIN_FREE_BYTES} (16 MiB) the shim needs to go on serving, so it fails closed and exits (and is refused a restart until there is room): free space on it (df -h); serving on, it would take requests it cannot record`);
       const after = asked.length;
       await new Promise((r) => setTimeout(r, 60));
       expect(asked.length).toBe(after); // once: the store has failed closed, the process restarts
@@ -662,7 +662,7 @@ describe("watchRoom (a SQLite store's volume, while the shim serves)", () => {
       expect(full).toEqual([]); // free + WAL = 16 MiB
       wal = 1024 * 1024 - 1;
       await expect.poll(() => full.length, { timeout: 2000, interval: 10 }).toBe(1);
-      expect(full[0]!.message).toBe(`the volume holding /data/shim.db has ${free} bytes free (and ${1024 * 1024 - 1} in the store's own WAL, which it reuses), less than the ${MIN_FREE_BYTES} (16 MiB) the shim needs to start: free space on it (df -h); until then the shim would take requests it cannot record`);
+      expect(full[0]!.message).toBe(`the volume holding /data/shim.db has ${free} bytes free (and ${1024 * 1024 - 1} in the store's own WAL, which it reuses), less than the ${MIN_FREE_BYTES} (16 MiB) the shim needs to go on serving, so it fails closed and exits (and is refused a restart until there is room): free space on it (df -h); serving on, it would take requests it cannot record`);
     } finally {
       stop();
     }

@@ -433,7 +433,7 @@ describe("the shim process", () => {
       // Whichever comes first: the check of the volume, or a checkpoint that finds no room to copy
       // the last requests' pages into the database (at once, not after a minute as a failing disk).
       const checkpoint = p.lines.map((l) => JSON.parse(l)).find((l) => l.msg?.startsWith("a WAL checkpoint failed"));
-      if (checkpoint === undefined) expect(errors[0].err.message).toMatch(new RegExp(`^the volume holding ${file.replace(/[.]/g, "\\.")} has \\d+ bytes free( \\(and \\d+ in the store's own WAL, which it reuses\\))?, less than the 16777216 \\(16 MiB\\) the shim needs to start`));
+      if (checkpoint === undefined) expect(errors[0].err.message).toMatch(new RegExp(`^the volume holding ${file.replace(/[.]/g, "\\.")} has \\d+ bytes free( \\(and \\d+ in the store's own WAL, which it reuses\\))?, less than the 16777216 \\(16 MiB\\) the shim needs to go on serving, so it fails closed`));
       else expect([checkpoint.err.code, errors[0].err.code, errors[0].hint]).toEqual(["SQLITE_FULL", "SQLITE_FULL", `the volume holding ${file} is full: free space on it (df -h)`]);
       // Space comes back: every charge answered 200 is in the ledger, nothing is left held.
       rmSync(join(mnt, "filler"));
@@ -776,6 +776,23 @@ describe("the shim process", () => {
     const after = await start({ SHIM_CONFIG: "", SHIM_DATABASE_URL: url });
     await output.stopCleanly(after);
     expect(after.lines.filter((l) => l.includes("SHIM_CONFIG"))).toEqual([]);
+  });
+
+  it("a bootstrap key still in the configuration but revoked (reap-expired revokes a tenant's keys, stack keys too) is warned of at each start, once, with how to get a working one: its 401s otherwise went unsaid", async () => {
+    const url = `sqlite:${join(f.dir, "revoked-configured", "shim.db")}`;
+    const first = await start({ SHIM_DATABASE_URL: url });
+    const revoked = await fetch(`${first.url}/admin/keys/${key.id}`, { method: "DELETE", headers: { authorization: `Bearer ${adminToken}` } });
+    expect(revoked.status).toBe(200);
+    await output.stopCleanly(first);
+    expect(first.lines.filter((l) => l.includes("revoked in the database"))).toEqual([]); // live at that start
+    const p = await start({ SHIM_DATABASE_URL: url });
+    await output.stopCleanly(p);
+    const warnings = p.lines.map((l) => JSON.parse(l)).filter((l) => String(l.msg).includes("revoked in the database"));
+    expect(warnings).toEqual([expect.objectContaining({
+      level: 40, keyIds: [key.id],
+      msg: "configured bootstrap keys are revoked in the database (a revoke by hand, or reap-expired's): their requests get 401, and the stack's apiKeys output still shows them; a revoked key cannot be brought back: give each a new id (pulumi up --replace of its <tenant>-key-<name>-id resource, docs/operations.md) or, for a shim you run yourself, a new id and hash in SHIM_CONFIG's bootstrapKeys",
+    })]);
+    assertNoSecrets(p.lines, [key.key]);
   });
 
   it("a bootstrap key removed from the configuration stops working at the next start", async () => {

@@ -192,7 +192,12 @@ describe("rate limits through the shim", () => {
       const admin = (token: string) => fetch(`${h.url}/admin/keys`, { headers: { authorization: `Bearer ${token}` } });
       expect((await admin(h.adminToken)).status).toBe(200);
       for (let i = 0; i < 3; i++) expect((await admin("wrong")).status).toBe(401);
-      expect((await admin("wrong")).status).toBe(429);
+      const tooMany = await admin("wrong");
+      expect(tooMany.status).toBe(429);
+      // Says it counts wrong admin tokens: an operator with a stale token was told only to wait.
+      expect(((await tooMany.json()) as { error: { message: string } }).error.message).toMatch(/^Rate limit exceeded\. Try again in \d+ seconds?\. Too many wrong admin tokens from this address \(3 a minute\): check the admin token you send \(GPU_SANDBOX_ADMIN_TOKEN, or the stack's adminToken output\); the right one is still let in\.$/);
+      // An API key's failures are not called admin tokens.
+      expect(((await limited.json()) as { error: { message: string } }).error.message).toMatch(/^Rate limit exceeded\. Try again in \d+ seconds?\.$/);
       // The right token still gets in once that budget is spent (the operator behind a venue's
       // NAT is not locked out by a neighbour's guesses), and does not refill it for the wrong ones.
       expect((await admin(h.adminToken)).status).toBe(200);

@@ -400,7 +400,7 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(Object.keys(resolved.vllm!).filter((k) => /mem|oom/.test(k))).toEqual([]);
     // The shim's cap holds its body budget's worst case (3 times its bytes) over its 1.5 GiB.
     expect(bytes(resolved.shim!.mem_limit)).toBe((1536 + 3 * 64) * 2 ** 20);
-    // SQLite's temporary files (a large report's sort, a backup's VACUUM INTO) go to the data volume, not the tmpfs /tmp, which is memory under that cap.
+    // SQLite's temporary files (a large report's sort) go to the data volume, not the tmpfs /tmp, which is memory under that cap.
     const dataMount = (resolved.shim!.volumes as string[]).find((v) => String(v).includes("/shim:"))!;
     expect((resolved.shim!.environment as Record<string, string>).SQLITE_TMPDIR).toBe(String(dataMount).split(":")[1]);
   });

@@ -419,6 +419,13 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
     expect(again.err).toContain(`--name "${revoked.id}" is the id of another key (revoked-id-holder)`);
   });
 
+  it("a --name over 200 characters is refused before anything is sent, saying the limit (it was told \"'name' is required\")", async () => {
+    const long = await keys(["create", "--url", h.url, "--name", "n".repeat(300), "--credits", "1"]);
+    expect(long.code).toBe(1);
+    expect(long.err).toBe("--name has 300 characters: a key's name is at most 200");
+    expect((await listed()).filter((k) => k.name.startsWith("nnn"))).toEqual([]);
+  });
+
   it("an --idempotency-key of 201 characters is refused before anything is sent; 200 are taken", async () => {
     const { id } = await h.createKey({ name: "idem-bound", credits: 1 });
     const long = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1", "--idempotency-key", "k".repeat(201)]);

@@ -680,7 +680,7 @@ describe("reap-expired: a destroy that failed after the keys were revoked (the s
     expect(first.code).toBe(1);
     expect(first.err).toContain("[bravo] FAILED: `pulumi destroy --yes --non-interactive --refresh --stack bravo` exited 255");
     expect(first.err).toContain("[bravo] its usage is saved: the next run destroys it again without exporting");
-    expect(first.err).toContain(`[bravo] its ${live} key${live === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on; to keep the tenant instead, raise its ttlHours, \`pulumi up --stack bravo\` and create new keys (\`npm run manage-keys -- create --stack bravo --name <name> --credits <n>\`)`);
+    expect(first.err).toContain(`[bravo] its ${live} key${live === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on; to keep the tenant instead, raise its ttlHours, \`pulumi up --stack bravo\` and create new keys (\`npm run manage-keys -- create --stack bravo --name <name> --credits <n>\`; its stack keys stay revoked though \`pulumi stack output apiKeys\` still shows them: give each a new id, \`pulumi up --stack bravo --replace '<URN of bravo-key-<name>-id>'\`, docs/operations.md "Keeping a tenant whose keys a reap revoked")`);
     expect((await chat(customer.key)).status).toBe(401);
 
     const second = await run();
@@ -688,7 +688,7 @@ describe("reap-expired: a destroy that failed after the keys were revoked (the s
     expect(second.out).toMatch(/bravo +expires in 22h 0m \(2026-03-02T10:00:00Z\): keep/);
     const marker = join(root, "usage", "bravo.exported");
     expect(second.err).toContain(`[bravo] not expired now, but a run for its earlier expiry (2026-03-01T10:00:00Z) revoked its ${live} key${live === 1 ? "" : "s"} (clients get 401) and saved its usage, then its destroy failed; its host bills on. ` +
-      "To keep the tenant, create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`); " +
+      "To keep the tenant, create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`; its stack keys stay revoked though `pulumi stack output apiKeys` still shows them: give each a new id, `pulumi up --stack bravo --replace '<URN of bravo-key-<name>-id>'`, docs/operations.md \"Keeping a tenant whose keys a reap revoked\"); " +
       `to destroy it after all, \`pulumi destroy --yes --non-interactive --refresh --stack bravo\` (its usage is saved: ${JSON.parse(readFileSync(marker, "utf8")).usage}). ` +
       `Then delete ${marker}, which this line is from.`);
   });
@@ -712,7 +712,7 @@ describe("reap-expired: a destroy that failed after the keys were revoked (the s
     expect(await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
     expect(pulumi.callsOf("destroy").map((c) => pulumi.stackArg(c.args))).toEqual(["foxtrot"]); // by the first run
     expect(io.stderr.join("\n")).toContain(`[bravo] not expired now, but a run for its earlier expiry (2026-03-01T10:00:00Z) revoked its ${live} key${live === 1 ? "" : "s"} (clients get 401) and could not save its usage; its host bills on. ` +
-      "To keep the tenant, create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`); to destroy it after all, save its usage first " +
+      "To keep the tenant, create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`; its stack keys stay revoked though `pulumi stack output apiKeys` still shows them: give each a new id, `pulumi up --stack bravo --replace '<URN of bravo-key-<name>-id>'`, docs/operations.md \"Keeping a tenant whose keys a reap revoked\"); to destroy it after all, save its usage first " +
       "(`npm run --silent report-usage -- --stack bravo --all --group day --format csv > bravo-usage.csv` and `npm run --silent manage-keys -- list --stack bravo --json > bravo-keys.json`), " +
       `then \`pulumi destroy --yes --non-interactive --refresh --stack bravo\`. Then delete ${join(root, "usage", "bravo.revoked")}, which this line is from.`);
   });

@@ -97,8 +97,12 @@ function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest, scop
   // No address once the socket is gone: the client left while its key was being looked up.
   if (request.ip === undefined) throw new ClientLeftError();
   const r = ctx.limiter.takeIp(request.ip, scope);
-  if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(r.buckets, ctx.clock.monotonic(), ctx.clock.now(), false));
+  if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(r.buckets, ctx.clock.monotonic(), ctx.clock.now(), false), scope === "admin" ? { detail: wrongAdminTokens(ctx) } : {});
 }
+
+/** What a 429 on the admin API counts: an operator with a stale token was told only to wait. */
+const wrongAdminTokens = (ctx: ShimContext): string =>
+  `Too many wrong admin tokens from this address (${ctx.config.unauthenticatedRpm} a minute): check the admin token you send (GPU_SANDBOX_ADMIN_TOKEN, or the stack's adminToken output); the right one is still let in.`;
 
 /**
  * A key found revoked, expired or rotated (the secret presented is no longer its) after it

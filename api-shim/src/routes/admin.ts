@@ -20,7 +20,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.post("/admin/keys", async (request, reply) => {
     const body = object(request.body, ["name", "credits", "tier", "models", "expires_at", "expiresAt"]);
     const name = body.name;
-    if (!isKeyName(name)) throw invalid(`'name' is required: a string of 1 to ${MAX_KEY_NAME_CHARACTERS} characters, without control characters.`, "name");
+    if (!isKeyName(name)) throw invalid(keyNameRefusal(name), "name");
     const given = body.credits === undefined ? { micro: 0 } : creditsInput(body.credits, "non-negative");
     if ("must" in given) throw invalid(`'credits' must be ${given.must}.`, "credits");
     const credits = given.micro;
@@ -123,6 +123,13 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const batches = await usageReportBatches(ctx, request, reply, { keyId: (q.key as string | undefined) ?? null, from: period.from, to: period.to, group });
     return sendUsageBody(ctx, request, reply, batches, format, group, { object: "usage_report", period: showPeriod(period), group });
   });
+}
+
+/** Why a create's name is refused: a name given but too long is told the limit, not that it is required. */
+function keyNameRefusal(name: unknown): string {
+  const rule = `1 to ${MAX_KEY_NAME_CHARACTERS} characters, without control characters`;
+  const length = typeof name === "string" ? [...name].length : 0;
+  return length > MAX_KEY_NAME_CHARACTERS ? `'name' has ${length} characters: a key's name is ${rule}.` : `'name' is required: a string of ${rule}.`;
 }
 
 /**

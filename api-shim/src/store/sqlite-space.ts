@@ -17,11 +17,18 @@ export const MIN_FREE_BYTES = 16 * 1024 * 1024;
 /** The size the SQLite store lets its WAL keep when it starts it over (journal_size_limit). */
 export const WAL_SIZE_LIMIT = MIN_FREE_BYTES;
 
-/** The volume holding the SQLite file has less than MIN_FREE_BYTES free: the shim does not start, or stops. */
+/**
+ * The volume holding the SQLite file has less than MIN_FREE_BYTES free: the shim does not start,
+ * or (`serving`) stops. Worded for each: a shim that was serving (its volume filled by a backup
+ * or model weights) told an operator it "needs to start", which it had done long before.
+ */
 export class VolumeFullError extends Error {
-  constructor(file: string, free: number, wal = 0) {
+  constructor(file: string, free: number, wal = 0, serving = false) {
     const counted = wal > 0 ? ` (and ${wal} in the store's own WAL, which it reuses)` : "";
-    super(`the volume holding ${file} has ${free} bytes free${counted}, less than the ${MIN_FREE_BYTES} (${MIN_FREE_BYTES / 2 ** 20} MiB) the shim needs to start: free space on it (df -h); until then the shim would take requests it cannot record`);
+    const needs = serving
+      ? "go on serving, so it fails closed and exits (and is refused a restart until there is room): free space on it (df -h); serving on, it would take requests it cannot record"
+      : "start: free space on it (df -h); until then the shim would take requests it cannot record";
+    super(`the volume holding ${file} has ${free} bytes free${counted}, less than the ${MIN_FREE_BYTES} (${MIN_FREE_BYTES / 2 ** 20} MiB) the shim needs to ${needs}`);
     this.name = "VolumeFullError";
   }
 }
@@ -41,9 +48,9 @@ type VolumeStats = { bavail: number; bsize: number };
  * WAL a crash left holds pages still to be copied into the database, which must grow for them
  * first.
  */
-function lackOfRoom(file: string, { bavail, bsize }: VolumeStats, walBytes = 0): VolumeFullError | null {
+function lackOfRoom(file: string, { bavail, bsize }: VolumeStats, walBytes = 0, serving = false): VolumeFullError | null {
   const free = bavail * bsize;
-  return free + walBytes < MIN_FREE_BYTES ? new VolumeFullError(file, free, walBytes) : null;
+  return free + walBytes < MIN_FREE_BYTES ? new VolumeFullError(file, free, walBytes, serving) : null;
 }
 
 /**
@@ -94,7 +101,7 @@ export interface RoomEvents {
 
 /**
  * The start's check again every `intervalMs` while the store runs (on the checkpoint thread's
- * beat): `on.full` is called once, with the same VolumeFullError, when the volume has filled up
+ * beat): `on.full` is called once, with a VolumeFullError worded for a serving shim, when the volume has filled up
  * since. A volume that fills while the shim serves is otherwise found by a batch's COMMIT that
  * cannot grow the WAL, after requests were answered 200 with charges that batch then loses; a
  * restart meets checkRoomToStart's refusal instead. The statfs runs on libuv's thread pool (a
@@ -127,7 +134,7 @@ export function watchRoom(file: string, intervalMs: number, lastComplete: () => 
       if (!stopped) on.free?.(stats.bavail * stats.bsize);
       statWal(`${file}-wal`, (walErr, wal) => {
         pending = false;
-        const full = stopped ? null : lackOfRoom(file, stats, walErr === null ? reusableWal(wal.size, lastComplete(), performance.now(), intervalMs) : 0);
+        const full = stopped ? null : lackOfRoom(file, stats, walErr === null ? reusableWal(wal.size, lastComplete(), performance.now(), intervalMs) : 0, true);
         if (full === null) return;
         stop();
         on.full(full);

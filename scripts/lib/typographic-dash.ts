@@ -1,0 +1,32 @@
+// A flag whose "--" a document or chat turned into a typographic dash (`–amount`), found before
+// parseArgs, which took it for a positional: manage-keys then said `"top-up –amount 5" is not a
+// command … flags typed before -- are kept by npm`, report-usage `Unexpected argument '–-all'`.
+
+/** Hyphen, non-breaking hyphen, figure dash, en dash, em dash, horizontal bar (U+2010-U+2015), minus sign (U+2212). */
+const DASHES = /^[\u2010-\u2015\u2212]/;
+const LEADING = /^[-\u2010-\u2015\u2212]+/;
+
+/** What parseFlags needs of an option: whether the word after it is its value. */
+type OptionShape = { type: "string" | "boolean"; short?: string };
+
+/**
+ * The refusal of the first word of `argv` that starts with a typographic dash where a flag or a
+ * positional is read (never a flag's value: a note may start with one; nothing after `--`),
+ * naming the character and the flag meant; undefined when there is none.
+ */
+export function typographicDashFlag(argv: readonly string[], options: Readonly<Record<string, OptionShape>>): string | undefined {
+  const shortTakesValue = new Set(Object.values(options).flatMap((o) => (o.type === "string" && o.short !== undefined ? [o.short] : [])));
+  for (let i = 0; i < argv.length; i++) {
+    const word = argv[i]!;
+    if (word === "--") return undefined;
+    if (DASHES.test(word)) {
+      const c = word[0]!;
+      const code = c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
+      return `"${word}" starts with "${c}" (U+${code}), a typographic dash, not "-" (pasted from a document or chat that turned "--" into a dash): type ${word.replace(LEADING, "--")}`;
+    }
+    const long = word.startsWith("--") && !word.includes("=") && options[word.slice(2)]?.type === "string";
+    const short = /^-[A-Za-z]$/.test(word) && shortTakesValue.has(word[1]!);
+    if (long || short) i++; // its value, whatever it starts with
+  }
+  return undefined;
+}
