@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import { buildApp, closeApp } from "./app.ts";
 import { systemClock } from "./clock.ts";
 import { ConfigError, parseShimConfig, type ShimConfig } from "./config.ts";
-import { keysOfUnconfiguredTiers, keysWithoutServedModels } from "./auth/auth.ts";
+import { warnAboutKeysAtStart } from "./auth/keys-at-start.ts";
 import { createLogger } from "./observability/logger.ts";
 import { Metrics } from "./observability/metrics.ts";
 import { formatCredits, MAX_BALANCE_MICRO } from "./money/money.ts";
@@ -14,7 +14,7 @@ import { type CheckpointFailure, checkpointFailureWarning } from "./store/sqlite
 import { failureHint } from "./store/sqlite-failures.ts";
 import { SqliteInUseError } from "./store/sqlite-owner.ts";
 import { VolumeFullError } from "./store/sqlite-space.ts";
-import { BootstrapIdTakenError, type GrantRefusal, keyIsLive, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, type Store } from "./store/store.ts";
+import { BootstrapIdTakenError, type GrantRefusal, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, type Store } from "./store/store.ts";
 import { createUpstream } from "./upstream/upstream.ts";
 import { type Probe, probeUpstream } from "./routes/health.ts";
 
@@ -130,30 +130,7 @@ async function main(): Promise<void> {
         logger.warn({ keyId }, "bootstrap key no longer in the configuration: revoked");
       }
     }
-    const keys = await store.listKeys();
-    // A configured key revoked (by hand, or by reap-expired, which revokes a tenant's stack keys
-    // too) stays so at every start, logged only as "created: false": said once a start, with the
-    // way to a working key, since the stack's apiKeys output goes on handing it out.
-    const configuredIds = new Set(config.bootstrapKeys.map((k) => k.id));
-    const revokedConfigured = keys.filter((k) => configuredIds.has(k.id) && k.revokedAt !== null).map((k) => k.id);
-    if (revokedConfigured.length > 0) logger.warn({ keyIds: revokedConfigured }, REVOKED_CONFIGURED_KEYS);
-    // A shim started without SHIM_CONFIG has no say about configuration's keys: they are left
-    // alone, said only when there are some (a first start with no configuration has none).
-    const configured = keys.filter((k) => k.fromConfiguration && keyIsLive(k, Date.now())).length;
-    if (config.configFile === null && configured > 0) logger.warn({ keys: configured }, CONFIGURED_KEYS_LEFT);
-    // A tier taken out of the configuration leaves its keys running under the default tier's
-    // limits (auth.ts): said once at start, so an operator does not find out from customers.
-    for (const [tier, count] of keysOfUnconfiguredTiers(keys, config.tiers, Date.now())) {
-      logger.warn({ tier, keys: count, defaultTier: config.defaultTier }, "live keys have a tier the configuration does not define: they are served under defaultTier's limits until it is defined again");
-    }
-    // A model renamed (model.servedName) or taken out leaves the keys whose allow-list named it
-    // refused everything, silently: said once at start, by id and name (never the secret). The
-    // first 50 are named, so a workshop's hundreds of keys do not make one huge line.
-    const stranded = keysWithoutServedModels(keys, config.models, Date.now());
-    if (stranded.length > 0) {
-      const named = stranded.slice(0, 50).map((k) => ({ id: k.id, name: k.name, models: k.models }));
-      logger.warn({ count: stranded.length, keys: named, served: [...config.models!.keys()] }, STRANDED_KEYS);
-    }
+    warnAboutKeysAtStart(await store.listKeys(), config, logger, Date.now());
   } catch (e) {
     // Not failures a restart fixes (a full volume: until space is freed): said as they are, once per start.
     if (e instanceof SqliteInUseError || e instanceof VolumeFullError || e instanceof NewerSchemaError || e instanceof SchemaOwnerNeededError || e instanceof SessionSettingsError || e instanceof BootstrapIdTakenError) {
@@ -283,15 +260,11 @@ function drainingMessage(inflight: number, drainMs: number): string {
   return `draining: waiting up to ${wait} for ${requests} in flight; send the signal again (Ctrl-C) to cut ${inflight === 1 ? "it" : "them"} now`;
 }
 
-/** The start's warning for keys whose allow-list names no model served (docs/configuration.md, model.servedName). */
-const STRANDED_KEYS = "live keys may use no model the configuration serves (their allow-list names none): every request they make is refused until it names one; change their allow-list (manage-keys update --key <name> --models <served>) (docs/configuration.md, model.servedName)";
 
 /** How long an exit waits for its last log lines to be written. */
 const EXIT_LOG_WAIT_MS = 2000;
 
-const CONFIGURED_KEYS_LEFT = "SHIM_CONFIG is not set: the database's live keys from a configuration are neither revoked nor updated (a key taken out of it keeps working; a changed tier, allow-list or secret is not applied) until a start with SHIM_CONFIG";
 
-const REVOKED_CONFIGURED_KEYS = "configured bootstrap keys are revoked in the database (a revoke by hand, or reap-expired's): their requests get 401, and the stack's apiKeys output still shows them; a revoked key cannot be brought back: give each a new id (pulumi up --replace of its <tenant>-key-<name>-id resource, docs/operations.md) or, for a shim you run yourself, a new id and hash in SHIM_CONFIG's bootstrapKeys";
 
 /** Why a bootstrap key's one-time grant was not made (asked again at every start until it is). */
 const NOT_GRANTED: Record<GrantRefusal, string> = {

@@ -4,7 +4,7 @@ import { ShimError } from "../errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { type IpScope, rateLimitHeaders, tokensWait } from "../limits/rate-limit.ts";
 import { rateLimited, requestsSpent, tokensSpent, tooManyInFlight } from "../limits/refusals.ts";
-import { ClientLeftError, type KeyRecord, keyIsLive } from "../store/store.ts";
+import { ClientLeftError, keyIsLive } from "../store/store.ts";
 import { placeFreed } from "../limits/key-waits.ts";
 import { urlPath } from "./url-path.ts";
 
@@ -115,22 +115,4 @@ export function deadKey(ctx: ShimContext, request: FastifyRequest): ShimError {
   request.auth = undefined;
   throttleUnauthenticated(ctx, request);
   return new ShimError("invalid_api_key");
-}
-
-/** Live keys per tier that the configuration no longer defines (they get defaultTier's limits). */
-export function keysOfUnconfiguredTiers(keys: readonly KeyRecord[], tiers: ReadonlyMap<string, unknown>, now: number): Map<string, number> {
-  const found = new Map<string, number>();
-  for (const k of keys) if (!tiers.has(k.tier) && keyIsLive(k, now)) found.set(k.tier, (found.get(k.tier) ?? 0) + 1);
-  return found;
-}
-
-/**
- * Live keys whose allow-list names none of the models the configuration serves (`served`: the
- * served model and the providers' names, config.models; null, a pass-through shim with no list:
- * none is found). Such a key is refused every request and /v1/models shows it nothing, with no
- * error that says why: what renaming the served model does to keys made with its old name.
- */
-export function keysWithoutServedModels(keys: readonly KeyRecord[], served: ReadonlyMap<string, unknown> | null, now: number): KeyRecord[] {
-  if (served === null) return [];
-  return keys.filter((k) => k.models !== null && keyIsLive(k, now) && !k.models.some((m) => served.has(m)));
 }
