@@ -1,0 +1,66 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { generateKey } from "../../api-shim/src/auth/keys.ts";
+import { FakeVllm } from "../support/fake-vllm.ts";
+import { type ShimProcess, ShimProcesses, shimProcessFixture, writeProcessConfig } from "../support/shim-process.ts";
+
+/** The scan of ShimProcesses itself: each stop fails when what a process wrote holds a secret. */
+describe("ShimProcesses' scan for secrets", () => {
+  const leaked = "sk-gs-AAAAAAAAAAAA_" + "b".repeat(32);
+  const fakeProcess = (lines: string[], stderr = "") =>
+    ({ child: { kill: () => true, exitCode: 0, signalCode: null }, lines, stderr: () => stderr, exited: Promise.resolve({ code: 0, signal: null }), closed: Promise.resolve() }) as unknown as ShimProcess;
+
+  it("killAll fails on a secret in a kept process's lines", async () => {
+    const o = new ShimProcesses(() => [leaked]);
+    o.keep(fakeProcess([`{"msg":"oops ${leaked}"}`]));
+    await expect(o.killAll()).rejects.toThrow(/a secret appeared/);
+  });
+
+  it("killAll fails on a secret in a kept process's stderr", async () => {
+    const o = new ShimProcesses(() => [leaked]);
+    o.keep(fakeProcess([], `Error: ${leaked}\n`));
+    await expect(o.killAll()).rejects.toThrow(/a secret appeared/);
+  });
+
+  it("stopCleanly fails on a secret in the stopped process's output", async () => {
+    const o = new ShimProcesses(() => [leaked]);
+    await expect(o.stopCleanly(fakeProcess([`{"msg":"${leaked}"}`]))).rejects.toThrow(/a secret appeared/);
+  });
+
+  it("without secrets, nothing fails", async () => {
+    const o = new ShimProcesses();
+    o.keep(fakeProcess([`{"msg":"${leaked}"}`]));
+    await o.killAll();
+  });
+
+  describe("a real process no test kept", () => {
+    const dir = mkdtempSync(join(tmpdir(), "shim-scan-"));
+    let fake: FakeVllm | undefined;
+    afterAll(async () => {
+      await fake?.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+    it("killAll scans a process started with start() even when no test called keep", async () => {
+      fake = await new FakeVllm().start();
+      const key = generateKey();
+      // What the shim surely logs stands in for a leaked secret.
+      const o = new ShimProcesses(() => ["api-shim listening"]);
+      await o.start({ SHIM_UPSTREAM_URL: fake.url, SHIM_DATABASE_URL: `sqlite:${join(dir, "shim.db")}`, SHIM_CONFIG: writeProcessConfig(dir, key, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]), SHIM_ADMIN_TOKEN: `adm-${generateKey().key}` });
+      await expect(o.killAll()).rejects.toThrow(/a secret appeared/);
+    });
+  });
+});
+
+describe("shimProcessFixture's scan", () => {
+  const f = shimProcessFixture("shim-scan-fixture-");
+  it("looks for the fixture's key and its admin token", () => {
+    for (const secret of [f.key.key, f.adminToken]) {
+      const leak = { lines: [`{"msg":"oops ${secret}"}`], stderr: () => "" };
+      f.output.keep(leak);
+      expect(() => f.output.scan()).toThrow(/a secret appeared/);
+      leak.lines.length = 0; // the file's own scan at its end must pass
+    }
+  });
+});
