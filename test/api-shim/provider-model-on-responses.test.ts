@@ -22,6 +22,10 @@ describe("a provider's model on /v1/responses", () => {
     const body = (await res.json()) as { error: { param: string; message: string } };
     expect(body.error.param).toBe("model");
     expect(body.error.message).toMatch(/\/v1\/chat\/completions/);
+    // The AI SDK's openai(model) and LangChain's reasoning summaries land here by default: the
+    // message names the chat form their users switch to.
+    expect(body.error.message).toContain("openai.chat('claude')");
+    expect(body.error.message).toContain("useResponsesApi");
     expect(h.fake.requests.length).toBe(before);
   });
 });

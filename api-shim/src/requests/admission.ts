@@ -55,7 +55,9 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   if (modelConfig?.provider === true) {
     // A provider's Responses API bills what this endpoint does not meter (built-in web and file
     // search, code interpreter): its models are served on the chat route (docs/decisions.md).
-    if (kind === "responses") throw invalidParam(`The model '${req.model.slice(0, 200)}' is a provider's model: this endpoint serves it on /v1/chat/completions, not /v1/responses.`, "model");
+    // Libraries that default to Responses (the AI SDK's openai(model), LangChain's reasoning
+    // summaries) have a chat form: the message names them, as that is what their users change.
+    if (kind === "responses") throw invalidParam(`The model '${req.model.slice(0, 200)}' is a provider's model: this endpoint serves it on /v1/chat/completions, not /v1/responses (the AI SDK: openai.chat('${req.model.slice(0, 200)}') instead of openai('${req.model.slice(0, 200)}'); LangChain: ChatOpenAI without useResponsesApi or reasoning.summary).`, "model");
     refuseUnlistedProviderParams(kind, body, req.model);
   }
   // Embeddings cache nothing: a cache_control there widens no hold.
