@@ -43,6 +43,27 @@ export function forcedJson(request: Record<string, unknown>): Record<string, unk
   return undefined;
 }
 
+/**
+ * The same two for a Responses request, whose function tools are flat (`{type: "function", name,
+ * parameters}`) and whose named choice is `{type: "function", name}`: read as chat's, so the call
+ * and the JSON are "generated" as chat's are. vLLM's Responses API forces the call with the same
+ * JSON schema from the tools (tool_parsers/abstract_tool_parser.py, adjust_request: the schema set
+ * as `text.format`), answered as a function_call item (engine/serving.py,
+ * _parse_tool_calls_from_content). Its `text.format` constrains only `json_schema`
+ * (responses/protocol.py, to_sampling_params): json_object and "text" leave the answer free text.
+ */
+export function forcedResponsesCall(request: Record<string, unknown>): ForcedCall | undefined {
+  const tools = Array.isArray(request.tools) ? request.tools.map((t: { type?: unknown; name?: unknown; parameters?: unknown } | null) => (t?.type === "function" ? { type: "function", function: { name: t.name, parameters: t.parameters } } : t)) : undefined;
+  const choice = request.tool_choice as { type?: unknown; name?: unknown } | string | undefined;
+  const named = typeof choice === "object" && choice !== null && choice.type === "function" ? { type: "function", function: { name: choice.name } } : choice;
+  return forcedCall({ tools, tool_choice: named });
+}
+
+export function forcedResponsesJson(request: Record<string, unknown>): Record<string, unknown> | undefined {
+  const format = (request.text as { format?: { type?: unknown; schema?: unknown } } | null | undefined)?.format;
+  return format?.type === "json_schema" ? forcedJson({ response_format: { type: "json_schema", json_schema: { schema: format.schema } } }) : undefined;
+}
+
 type FunctionParameters = NonNullable<FunctionTool["function"]>["parameters"];
 
 /** Each required property with a value of its type: strings "x", numbers 1 (kept simple on purpose). */

@@ -3,7 +3,7 @@ import { EventEmitter, once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { urlHost } from "../../scripts/lib/url-host.ts";
-import { type ForcedCall, forcedCall, forcedJson } from "./fake-tool-calls.ts";
+import { type ForcedCall, forcedCall, forcedJson, forcedResponsesCall, forcedResponsesJson } from "./fake-tool-calls.ts";
 
 /**
  * A test upstream that speaks vLLM's OpenAI dialect (v0.33.0, the stack's default image, and 0.31.0
@@ -15,7 +15,8 @@ import { type ForcedCall, forcedCall, forcedJson } from "./fake-tool-calls.ts";
  * "stream", base64 embeddings, and the Responses API (`/v1/responses`: its response object, its
  * `event: <type>` stream ending with `response.completed`, no [DONE]; no stored responses), and a
  * forced tool call (`tool_choice` "required" or a named function: fake-tool-calls.ts) and the JSON a
- * chat `response_format` forces (json_schema, json_object: the same file).
+ * chat `response_format` forces (json_schema, json_object: the same file), on /v1/responses too (a
+ * function_call item; `text.format` json_schema).
  * Behaviour is switchable at run time (delay, per-token delay, failure, mid-stream stop, hang),
  * and it counts requests received, completed and aborted by the client.
  */
@@ -406,6 +407,13 @@ export class FakeVllm extends EventEmitter {
    * usage; `event: <type>` before each data line (api_router.py's _convert_stream_to_sse_events).
    * The behaviour's delays, failures and stops apply as to chat; an "error" stop sends OpenAI's
    * error event (`event: error`, `{"type":"error","code","message","param","sequence_number"}`).
+   * A forced function call (`tool_choice` "required" or `{type: "function", name}`) is answered
+   * with one function_call item in place of the message (serving.py, _make_response_output_items);
+   * streamed, as simple_streaming_events.py writes it: output_item.added (the call in_progress, its
+   * first piece of arguments), one response.function_call_arguments.delta per token,
+   * function_call_arguments.done and output_item.done. `text.format` json_schema makes the
+   * message's text the JSON (fake-tool-calls.ts). Both are counted, and cut by max_output_tokens,
+   * as text is.
    */
   private async responses(res: ServerResponse, request: Record<string, unknown>, model: string): Promise<void> {
     const b = this.behaviour;
@@ -415,7 +423,11 @@ export class FakeVllm extends EventEmitter {
       return json(res, 404, { error: { message: `Response with id '${request.previous_response_id}' not found.`, type: "NotFoundError", param: "response_id", code: 404 } });
     }
     const max = typeof request.max_output_tokens === "number" ? request.max_output_tokens : null;
-    const tokens = Math.max(0, Math.min(max ?? b.defaultTokens, b.defaultTokens));
+    // A forced call's arguments, or a json_schema's JSON, generated one token a piece as on chat.
+    const call = forcedResponsesCall(request);
+    const structured = call ? undefined : forcedResponsesJson(request);
+    const forced = call ? jsonPieces(call.arguments) : structured && jsonPieces(structured);
+    const tokens = forced ? Math.min(max ?? Infinity, forced.length) : Math.max(0, Math.min(max ?? b.defaultTokens, b.defaultTokens));
     const incomplete = max !== null && tokens >= max;
     const prompt = responsesPromptTokens(request, b.templateTokens);
     const id = `resp_${hex()}`;
@@ -423,6 +435,11 @@ export class FakeVllm extends EventEmitter {
     const createdAt = Math.floor(Date.now() / 1000);
     const cached = Math.min(b.cachedTokens ?? 0, prompt);
     const usageOf = (k: number) => ({ input_tokens: prompt, input_tokens_details: { cached_tokens: cached }, output_tokens: k, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: prompt + k });
+    // openai's ResponseFunctionToolCall, in its field order. vLLM's ids: fc_/call_ and a uuid's hex
+    // in the response; in the stream's events the item's id is the bare hex (simple_streaming_events.py).
+    const functionCall = (itemId: string, callId: string, args: string, status: string) => ({ arguments: args, call_id: callId, name: call!.name, type: "function_call", id: itemId, status });
+    // The answer's one output item: the call (fresh ids, as vLLM builds the final response anew), or the message.
+    const item = (text: string) => (call ? functionCall(`fc_${hex()}`, `call_${hex()}`, text, "completed") : message(text, "completed"));
     const message = (text: string, status: string) => ({ id: msgId, content: text === "" && status === "in_progress" ? [] : [{ annotations: [], text, type: "output_text", logprobs: null }], role: "assistant", status, type: "message" });
     const response = (status: string, output: unknown[], usage: unknown) => ({
       id, created_at: createdAt, incomplete_details: status === "incomplete" ? { reason: "max_output_tokens" } : null, instructions: request.instructions ?? null, metadata: request.metadata ?? null, model, object: "response", output,
@@ -433,7 +450,7 @@ export class FakeVllm extends EventEmitter {
     if (request.stream !== true) {
       for (let i = 0; i < tokens && b.tokenDelayMs > 0; i++) await sleep(b.tokenDelayMs);
       if (res.destroyed) return;
-      json(res, 200, response(finalStatus, [message(words(tokens), "completed")], usageOf(tokens)));
+      json(res, 200, response(finalStatus, [item(forced ? forced.slice(0, tokens).join("") : words(tokens))], usageOf(tokens)));
       this.usages.push({ prompt_tokens: prompt, completion_tokens: tokens, total_tokens: prompt + tokens });
       return void this.bump("completed");
     }
@@ -445,6 +462,8 @@ export class FakeVllm extends EventEmitter {
     send({ response: initial, type: "response.created" });
     send({ response: initial, type: "response.in_progress" });
     let text = "";
+    const callItemId = hex();
+    const callId = `call_${hex()}`;
     for (let k = 1; k <= tokens; k++) {
       const next = await this.beforeToken(res, b, k);
       if (next === "gone") return;
@@ -456,21 +475,29 @@ export class FakeVllm extends EventEmitter {
         res.end(`event: error\ndata: ${JSON.stringify({ code: String(error.error.code), message: error.error.message, param: null, sequence_number: seq++, type: "error" })}\n\n`);
         return;
       }
-      if (k === 1) {
-        send({ item: message("", "in_progress"), output_index: 0, type: "response.output_item.added" });
-        send({ content_index: 0, item_id: msgId, output_index: 0, part: { annotations: [], text: "", type: "output_text", logprobs: [] }, type: "response.content_part.added" });
-      }
-      const delta = `${k === 1 ? "" : " "}t${k}${b.stampTokens ? `@${process.hrtime.bigint()}` : ""}`;
+      const delta = forced ? forced[k - 1]! : `${k === 1 ? "" : " "}t${k}${b.stampTokens ? `@${process.hrtime.bigint()}` : ""}`;
       text += delta;
-      send({ content_index: 0, delta, item_id: msgId, logprobs: [], output_index: 0, type: "response.output_text.delta" });
+      if (call) {
+        if (k === 1) send({ item: functionCall(callItemId, callId, delta, "in_progress"), output_index: 0, type: "response.output_item.added" });
+        send({ delta, item_id: callItemId, output_index: 0, type: "response.function_call_arguments.delta" });
+      } else {
+        if (k === 1) {
+          send({ item: message("", "in_progress"), output_index: 0, type: "response.output_item.added" });
+          send({ content_index: 0, item_id: msgId, output_index: 0, part: { annotations: [], text: "", type: "output_text", logprobs: [] }, type: "response.content_part.added" });
+        }
+        send({ content_index: 0, delta, item_id: msgId, logprobs: [], output_index: 0, type: "response.output_text.delta" });
+      }
       this.bump("tokensSent");
     }
-    if (tokens > 0) {
+    if (tokens > 0 && call) {
+      send({ arguments: text, item_id: callItemId, name: call.name, output_index: 0, type: "response.function_call_arguments.done" });
+      send({ item: functionCall(callItemId, callId, text, "completed"), output_index: 0, type: "response.output_item.done" });
+    } else if (tokens > 0) {
       send({ content_index: 0, item_id: msgId, logprobs: [], output_index: 0, text, type: "response.output_text.done" });
       send({ content_index: 0, item_id: msgId, output_index: 0, part: { annotations: [], text, type: "output_text", logprobs: null }, type: "response.content_part.done" });
       send({ item: message(text, "completed"), output_index: 0, type: "response.output_item.done" });
     }
-    res.end(`event: response.completed\ndata: ${JSON.stringify({ response: response(finalStatus, tokens > 0 ? [message(text, "completed")] : [], usageOf(tokens)), sequence_number: seq++, type: "response.completed" })}\n\n`);
+    res.end(`event: response.completed\ndata: ${JSON.stringify({ response: response(finalStatus, tokens > 0 ? [item(text)] : [], usageOf(tokens)), sequence_number: seq++, type: "response.completed" })}\n\n`);
     this.usages.push({ prompt_tokens: prompt, completion_tokens: tokens, total_tokens: prompt + tokens });
     this.bump("completed");
   }
