@@ -100,9 +100,6 @@ describe("a provider's model on /v1/responses", () => {
       { container: "container_abc" },
       { mcp_servers: [{ type: "url", url: "https://mcp.example.com/sse", name: "x" }] },
       { foo: 1 },
-      // LiteLLM's own kwargs: a mocked answer, the bridge forced, a request-level API base.
-      { mock_response: "hi" },
-      { use_chat_completions_api: true },
       // OpenAI's own, not bounded or priced here (provider-params.ts says why, each).
       { prompt: { id: "pmpt_1" } },
       { previous_response_id: "resp_1" },
@@ -121,6 +118,8 @@ describe("a provider's model on /v1/responses", () => {
       expect(e.message).toContain("claude");
       expect(e.message).toContain("max_output_tokens"); // it says what such a model takes
     }
+    // LiteLLM's controls are refused first, for every model, with their own reason (upstream-controls.ts).
+    for (const control of ["mock_response", "use_chat_completions_api"]) expect((await refused({ ...base, [control]: "x" })).param).toBe(control);
     // OpenAI's own left out pass as null, the SDKs' unset; an unknown one does not.
     expect((await refused({ ...base, inference_geo: null })).param).toBe("inference_geo");
     // `include` only for what adds no billed output.
