@@ -205,8 +205,6 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
       }
     } catch (err) {
       if (deadline.aborted) throw timedOut();
-      // The shim serves a provider's model on chat alone (a provider's Responses API bills tools it does not meter).
-      if (err instanceof OpenAI.BadRequestError && err.param === "model" && /provider's model/.test(err.message)) return `not offered for ${model}, a provider's model (chat only; --model picks another)`;
       // The connection broke mid-answer (undici says only "terminated"): no answer of the API's to describe.
       if (!(err instanceof OpenAI.APIError) && text !== "") throw new CheckFailed(`the stream broke off before its final event, after ${text.length} characters of text (${err instanceof Error ? err.message : String(err)})`);
       throw err;

@@ -52,11 +52,12 @@ describe("POST /v1/responses: what a mutation pass showed untested", () => {
     expect(upstream.lastBody).toBe(JSON.stringify(body));
   });
 
-  it("a provider's model is refused on /v1/responses with param model (kills: the provider refusal dropped)", async () => {
+  it("a provider's model on /v1/responses takes only its allow-list: an unlisted member is refused naming it, unforwarded (kills: the provider allow-list skipped on this route)", async () => {
     const { key } = await h.createKey({ credits: 1000 });
-    const res = await h.post(key, "/v1/responses", { model: "prov", input: "x", max_output_tokens: 4 });
+    const res = await h.post(key, "/v1/responses", { model: "prov", input: "x", max_output_tokens: 4, inference_geo: "us" });
     expect(res.status).toBe(400);
-    expect(((await res.json()) as { error: { param: string } }).error.param).toBe("model");
+    expect(((await res.json()) as { error: { param: string } }).error.param).toBe("inference_geo");
+    expect(upstream.lastBody).not.toContain("inference_geo");
   });
 
   it("a cut stream is never charged more output than max_output_tokens, however long its deltas' text (kills: the meter built without the bound)", async () => {

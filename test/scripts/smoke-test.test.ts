@@ -330,12 +330,12 @@ describe("smoke-test", () => {
     }
   });
 
-  it("responses passes a provider's model, which the shim serves on chat alone, saying so", async () => {
+  it("responses checks a provider's model as any other: the shim serves it on /v1/responses too", async () => {
     const providers = await startShim({ file: { models: [{ name: "qwen2.5-7b", provider: true, maxModelLen: 8192, maxOutputTokens: 1000 }] } });
     try {
       const { key: providerKey } = await providers.createKey({ credits: 100 });
       const r = await smoke(["--url", `${providers.url}/v1`, "--key", providerKey]);
-      expect(r.line("responses")).toMatch(/^PASS {2}responses +\d+ ms {2}not offered for qwen2\.5-7b, a provider's model \(chat only; --model picks another\)$/);
+      expect(r.line("responses")).toMatch(/^PASS {2}responses +\d+ ms {2}".+" \(\d+ tokens, streamed\)$/);
     } finally {
       await providers.close();
     }

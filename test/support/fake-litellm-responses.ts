@@ -36,6 +36,14 @@ export type LitellmResponsesMode =
 export interface FakeLitellmResponses {
   readonly url: string;
   mode: LitellmResponsesMode;
+  /**
+   * A provider's model, answered by LiteLLM's Responses-to-chat bridge (litellm/responses/
+   * litellm_completion_transformation/streaming_iterator.py, LiteLLMCompletionStreamingIterator):
+   * a stream converted chunk by chunk as the provider's chat stream comes, its `response.created`
+   * and `response.in_progress` without usage (built before any chunk), the usage only in
+   * `response.completed` (stream_chunk_builder over the chunks, the include_usage one among them).
+   */
+  bridged: boolean;
   /** The answer's text and usage. */
   text: string;
   usage: { input_tokens: number; output_tokens: number };
@@ -66,6 +74,7 @@ export async function startFakeLitellmResponses(): Promise<FakeLitellmResponses>
   const fake: FakeLitellmResponses = {
     url: server.url,
     mode: "answer",
+    bridged: false,
     text: "Hello there, friend",
     usage: { input_tokens: 9, output_tokens: 4 },
     bodies,
@@ -103,7 +112,7 @@ function responseObject(model: string, req: Record<string, unknown>, text: strin
 async function stream(req: IncomingMessage, res: ServerResponse, response: ReturnType<typeof responseObject>, fake: FakeLitellmResponses): Promise<boolean> {
   let gone = false;
   res.on("close", () => (gone = !res.writableFinished));
-  const inProgress = { ...response, status: "in_progress", output: [] };
+  const inProgress = { ...response, status: "in_progress", output: [], ...(fake.bridged ? { usage: null } : {}) };
   const item = response.output[0]!;
   const text = item.content[0]!.text;
   const at = { item_id: item.id, output_index: 0, content_index: 0 };

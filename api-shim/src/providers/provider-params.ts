@@ -2,6 +2,7 @@ import { eachMessagePart } from "../requests/content-parts.ts";
 import { invalidParam } from "../errors.ts";
 import { ANSWER_MEMBERS, isModelThinking, refuseUnsafeAnswerMembers, THINKING_MEMBERS } from "./answer-members.ts";
 import type { InferenceKind } from "../requests/inference-request.ts";
+import { refuseUnlistedResponsesInput } from "./provider-responses-input.ts";
 
 /**
  * The request members a paid provider's model (configured under `providers`: `provider: true`)
@@ -49,6 +50,46 @@ const COMPLETIONS_UNBOUNDED = ["best_of"];
 const EMBEDDINGS = ["model", "input", "dimensions", "encoding_format", "user"];
 
 /**
+ * OpenAI's Responses API parameters (the openai SDK's ResponseCreateParamsBase), less those whose
+ * cost the shim cannot bound or price. For a non-OpenAI provider LiteLLM's Responses-to-chat
+ * bridge (BerriAI/litellm, litellm/responses/main.py: no Responses config for the provider, so
+ * litellm_completion_transformation_handler.response_api_handler(**kwargs)) maps the ones it knows
+ * to chat's (transformation.py transform_responses_api_request_to_chat_completion_request:
+ * max_output_tokens to max_tokens, reasoning to reasoning_effort, text.format to response_format)
+ * and hands every other member to litellm.completion as a keyword, which puts it into the
+ * provider's request as chat's path does (above); OpenAI's models get the members as sent.
+ * `background` passes only unset or false (responses-request.ts refuses the rest), and
+ * `service_tier` only at the standard prices (provider-surcharges.ts). `include` is checked below.
+ * Left out:
+ * - `previous_response_id`, `conversation`: turns stored at the provider, in the operator's account
+ *   that every key shares (one key could continue another's conversation by its id); LiteLLM's
+ *   bridge reads them from its own session store, which this stack runs without.
+ * - `prompt`: a prompt template stored in the operator's account, a prompt the body does not carry.
+ * - `prompt_cache_retention`, `prompt_cache_options`, `moderation`: as on chat (above).
+ * - `context_management`: server-side compaction (the bridge passes it on as chat's, Anthropic's
+ *   context management): the provider summarizes the conversation in a pass of its own.
+ * - `stream_options`: the bridge asks for the usage itself (`stream_options: {include_usage: true}`,
+ *   which the shim's charge reads), and a client's would be handed to litellm.completion beside it.
+ * - `access_programs`, `image`: newer than LiteLLM's bridge, which would hand them to a provider
+ *   as its own members; what they change at OpenAI (a program's models, image processing) is not vetted.
+ * - `cache_control` (LiteLLM's extra on chat): the bridge's Responses usage keeps a provider's cache
+ *   reads but not its writes (_transform_chat_completion_usage_to_responses_usage), which would
+ *   be charged at the prompt price the provider bills 1.25 or 2 times.
+ */
+const RESPONSES = [
+  "model", "input", "background", "include", "instructions", "max_output_tokens", "max_tool_calls", "metadata", "parallel_tool_calls",
+  "prompt_cache_key", "reasoning", "safety_identifier", "service_tier", "store", "stream", "temperature", "text", "tool_choice", "tools",
+  "top_logprobs", "top_p", "truncation", "user",
+];
+const RESPONSES_UNBOUNDED = ["previous_response_id", "conversation", "prompt", "prompt_cache_retention", "prompt_cache_options", "moderation", "context_management", "stream_options", "access_programs", "image"];
+/**
+ * The `include` values that add nothing billed: encrypted reasoning, for a client that keeps no
+ * response stored (the AI SDK with store: false), and the output's logprobs. The others are the
+ * results of tools the provider runs, which this route refuses, or URLs of the input's images.
+ */
+const INCLUDABLE: readonly unknown[] = ["reasoning.encrypted_content", "message.output_text.logprobs"];
+
+/**
  * LiteLLM's documented cross-provider extras, vetted as billed in the tokens the shim charges:
  * - `top_k`: a sampling parameter (Anthropic's, Gemini's topK).
  * - `thinking`: Anthropic's extended thinking (Gemini's thinkingConfig through LiteLLM). Thinking
@@ -59,15 +100,15 @@ const EMBEDDINGS = ["model", "input", "dimensions", "encoding_format", "user"];
  *   charges (cache-writes.ts), with the lifetimes provider-surcharges.ts allows.
  * - `speed`: Anthropic's, `standard` alone (provider-surcharges.ts refuses its fast mode).
  */
-const CHAT_EXTRAS = ["top_k", "thinking", "cache_control", "speed"];
+const EXTRAS = ["top_k", "thinking", "speed"];
+const CHAT_EXTRAS = [...EXTRAS, "cache_control"];
 
-/** The routes a provider's model is served on: not the Responses API (admission.ts refuses it there). */
-type ProviderKind = Exclude<InferenceKind, "responses">;
-
-const ALLOWED: Record<ProviderKind, ReadonlySet<string>> = {
+const ALLOWED: Record<InferenceKind, ReadonlySet<string>> = {
   chat: new Set([...CHAT, ...CHAT_EXTRAS]),
   completions: new Set([...COMPLETIONS, "top_k"]),
   embeddings: new Set(EMBEDDINGS),
+  // The bridge hands the extras to litellm.completion as chat's path takes them.
+  responses: new Set([...RESPONSES, ...EXTRAS]),
 };
 /**
  * OpenAI's own parameters left out above, which pass when null: the SDKs type them nullable, and
@@ -75,7 +116,7 @@ const ALLOWED: Record<ProviderKind, ReadonlySet<string>> = {
  * when None (utils.py, _get_non_default_params); one it does not know reaches the provider as
  * null, unset there too.
  */
-const UNSET_WHEN_NULL: Record<ProviderKind, readonly string[]> = { chat: [...CHAT_UNBOUNDED, "web_search_options"], completions: COMPLETIONS_UNBOUNDED, embeddings: [] };
+const UNSET_WHEN_NULL: Record<InferenceKind, readonly string[]> = { chat: [...CHAT_UNBOUNDED, "web_search_options"], completions: COMPLETIONS_UNBOUNDED, embeddings: [], responses: RESPONSES_UNBOUNDED };
 
 /**
  * OpenAI's content part types (ChatCompletionContentPart, and the assistant's refusal). Any
@@ -87,10 +128,10 @@ const PART_TYPES: readonly unknown[] = ["text", "image_url", "input_audio", "fil
 /**
  * A 400 naming the first member of `body` (an inference request for `model`, a provider's) that
  * is not in the route's allow-list, a completions prompt list of more than one prompt, a
- * `modalities` asking for more than text, or a message's member, content part or thinking block
- * not in theirs.
+ * `modalities` asking for more than text, a message's member, content part or thinking block
+ * not in theirs, or a Responses `include` or input item (provider-responses-input.ts) not in theirs.
  */
-export function refuseUnlistedProviderParams(kind: ProviderKind, body: Record<string, unknown>, model: string): void {
+export function refuseUnlistedProviderParams(kind: InferenceKind, body: Record<string, unknown>, model: string): void {
   const allowed = ALLOWED[kind];
   const name = model.slice(0, 200);
   for (const k in body) {
@@ -104,6 +145,13 @@ export function refuseUnlistedProviderParams(kind: ProviderKind, body: Record<st
   // token IDs is one prompt; its numbers are not prompts.)
   if (kind === "completions" && Array.isArray(body.prompt) && body.prompt.length > 1 && typeof body.prompt[0] !== "number") {
     throw invalidParam(`A list of several prompts is not supported by this endpoint for model '${name}': its provider answers them as one conversation, with one answer. Send one prompt per request.`, "prompt");
+  }
+  if (kind === "responses") {
+    const include = body.include;
+    if (include !== undefined && include !== null && !(Array.isArray(include) && include.every((v) => INCLUDABLE.includes(v)))) {
+      throw invalidParam(`'include' may only list ${INCLUDABLE.map((v) => `'${v}'`).join(", ")} for model '${name}', a provider's model: the others are results of tools the provider runs, which this endpoint does not offer.`, "include");
+    }
+    return refuseUnlistedResponsesInput(body.input, name);
   }
   if (kind !== "chat") return;
   // `modalities` is chat's alone: the allow-list above refused it on the other routes.

@@ -4,7 +4,7 @@ import { batchAsked } from "./batch-query.ts";
 import type { CacheLifetime } from "../money/cache-writes.ts";
 import { heldAtDefaultMaxTokens, type ModelConfig, mayBeProviders } from "../config.ts";
 import type { ShimContext } from "../context.ts";
-import { invalidParam, ShimError } from "../errors.ts";
+import { ShimError } from "../errors.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptTokens, upstreamBody } from "./inference-request.ts";
 import { parseResponsesRequest } from "./responses-request.ts";
 import { refuseChosenSilences } from "./stream-silences.ts";
@@ -52,14 +52,10 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   // Only a model configured `provider: true` has its members allow-listed (provider-params.ts):
   // narrower than mayBeProviders, as an unconfigured model, or one without maxModelLen, may be
   // vLLM's, whose clients send its extra parameters (top_k, guided_json…), which it takes.
-  if (modelConfig?.provider === true) {
-    // A provider's Responses API bills what this endpoint does not meter (built-in web and file
-    // search, code interpreter): its models are served on the chat route (docs/decisions.md).
-    // Libraries that default to Responses (the AI SDK's openai(model), LangChain's reasoning
-    // summaries) have a chat form: the message names them, as that is what their users change.
-    if (kind === "responses") throw invalidParam(`The model '${req.model.slice(0, 200)}' is a provider's model: this endpoint serves it on /v1/chat/completions, not /v1/responses (the AI SDK: openai.chat('${req.model.slice(0, 200)}') instead of openai('${req.model.slice(0, 200)}'); LangChain: ChatOpenAI without useResponsesApi or reasoning.summary).`, "model");
-    refuseUnlistedProviderParams(kind, body, req.model);
-  }
+  // On the Responses route too: its own check refuses every tool but `function` for any model, and
+  // the allow-list keeps out what a provider's Responses API (or LiteLLM's bridge to its chat) bills
+  // beyond the usage (docs/decisions.md).
+  if (modelConfig?.provider === true) refuseUnlistedProviderParams(kind, body, req.model);
   // Embeddings cache nothing: a cache_control there widens no hold.
   return { req, modelConfig, batch, cacheLifetime: kind === "embeddings" ? null : lifetime };
 }

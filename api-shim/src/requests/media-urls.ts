@@ -18,10 +18,12 @@ import { eachMessagePart } from "./content-parts.ts";
 
 /**
  * The members of a content part that carry a URL (OpenAI's and vLLM's parts, and the Responses
- * API's `input_image`, whose `image_url` is the URL itself, and `input_file`'s `file_url`), and in
- * them, the members holding it: `url`, or a `file` part's `file_id`, which LiteLLM fetches when it is a URL.
+ * API's `input_image`, whose `image_url` is the URL itself, and `input_file`'s `file_url` and
+ * `file_id`: LiteLLM's Responses-to-chat bridge makes either the chat `file` part's `file_id`,
+ * transformation.py _resolve_file_id), and in them, the members holding it: `url`, or a `file`
+ * part's `file_id`, which LiteLLM fetches when it is a URL.
  */
-const MEDIA_MEMBERS = ["image_url", "audio_url", "video_url", "file", "file_url"] as const;
+const MEDIA_MEMBERS = ["image_url", "audio_url", "video_url", "file", "file_url", "file_id"] as const;
 const URL_MEMBERS = ["url", "file_id"] as const;
 
 /**
