@@ -165,7 +165,6 @@ async function main(): Promise<void> {
   const upstream = createUpstream({ url: config.upstreamUrl, apiKey: config.upstreamApiKey, headersTimeoutMs: config.upstreamTimeoutMs, idleTimeoutMs: config.streamIdleTimeoutMs });
   const app = buildApp({ config, store, upstream, clock: systemClock, logger, metrics });
 
-
   let stopping = false;
   let cutting = false;
   let exitCode = 0;
@@ -260,11 +259,8 @@ function drainingMessage(inflight: number, drainMs: number): string {
   return `draining: waiting up to ${wait} for ${requests} in flight; send the signal again (Ctrl-C) to cut ${inflight === 1 ? "it" : "them"} now`;
 }
 
-
 /** How long an exit waits for its last log lines to be written. */
 const EXIT_LOG_WAIT_MS = 2000;
-
-
 
 /** Why a bootstrap key's one-time grant was not made (asked again at every start until it is). */
 const NOT_GRANTED: Record<GrantRefusal, string> = {
