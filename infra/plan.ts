@@ -2,6 +2,7 @@ import { costOf, VOLUME_USD_PER_GB_MONTH } from "./catalog.ts";
 import type { TenantConfig } from "./config.ts";
 import { narrowIpv6AllowedWarning, OWN_ADDRESS_HINT, unreachableAdminEntries, unreachableAdminWarning } from "./config/addresses.ts";
 import { modelSizeWarnings } from "./config/model-size.ts";
+import { toolCallingWarnings } from "./config/tool-calling.ts";
 import { resourceNames, webPortSources } from "./host.ts";
 
 export interface PlannedResource {
@@ -96,7 +97,8 @@ export const ADMIN_CLEARTEXT_WARNING = "tls.mode is off and adminCidrs is set: t
  * What is legal but rarely meant, for `pulumi up` (as warnings) and the plan `npm run render`
  * prints: an endpoint open to everyone without TLS, SSH open to everyone, IPv6 allowedCidrs
  * entries only Linode's firewall enforces, tls settings the chosen mode ignores, a model that
- * looks too large for the plan or the volume, and a provider model without token prices (the
+ * looks too large for the plan or the volume, or whose tool calls vLLM cannot parse (tool_choice
+ * "auto" refused), and a provider model without token prices (the
  * provider bills its tokens; the key is charged per request).
  */
 export function configWarnings(config: TenantConfig): string[] {
@@ -116,6 +118,7 @@ export function configWarnings(config: TenantConfig): string[] {
   const admin = unreachableAdminEntries(config.adminCidrs);
   if (!admin.refused) warnings.push(...admin.entries.map(({ cidr, what }) => unreachableAdminWarning(cidr, what)));
   warnings.push(...modelSizeWarnings(config));
+  warnings.push(...toolCallingWarnings(config));
   warnings.push(...unpricedProviderWarnings(config));
   return warnings;
 }

@@ -65,8 +65,16 @@ const PROMPT_TOKENS_DETAILS = "--enable-prompt-tokens-details";
  */
 export function pricingVllmFlags(extraArgs: readonly string[], price: ModelPrice | undefined): string[] {
   const discounted = price?.cachedPromptPer1k !== undefined && price.cachedPromptPer1k < price.promptPer1k;
-  const given = extraArgs.some((arg) => vllmFlag(arg.split("=")[0]!).replace(/^--no-/, "--") === PROMPT_TOKENS_DETAILS);
-  return discounted && !given ? [PROMPT_TOKENS_DETAILS] : [];
+  return discounted && !setsVllmFlag(extraArgs, PROMPT_TOKENS_DETAILS) ? [PROMPT_TOKENS_DETAILS] : [];
+}
+
+/**
+ * Whether `model.extraArgs` sets `flag` itself, in any spelling vLLM's parser reads as it
+ * (`--flag_name`, `--flag=value`), a boolean's `--no-` form included: a flag the kit would add
+ * is then the operator's choice, and the kit adds nothing over it.
+ */
+export function setsVllmFlag(extraArgs: readonly string[], flag: string): boolean {
+  return extraArgs.some((arg) => vllmFlag(arg.split("=")[0]!).replace(/^--no-/, "--") === flag);
 }
 
 /**

@@ -4,6 +4,7 @@ import { DEFAULT_BODY_MEMORY_BYTES } from "../../api-shim/src/limits/body-memory
 import type { Images, TenantConfig } from "../config.ts";
 import { isIPv6Cidr } from "../config/addresses.ts";
 import { MAX_READY_TIMEOUT_MINUTES } from "../config/defaults.ts";
+import { toolCallingVllmFlags } from "../config/tool-calling.ts";
 import { pricingVllmFlags } from "../config/vllm.ts";
 import { providerKeyVar } from "./env-file.ts";
 import { readYamlDocument, yamlText } from "./template.ts";
@@ -49,6 +50,7 @@ export function renderCompose(config: TenantConfig, images: Images, bundleFiles:
     // and `docker compose up` would restart vLLM (minutes of 503s) on every upgraded host.
     ...(m.pipelineParallelSize > 1 ? ["--pipeline-parallel-size", String(m.pipelineParallelSize)] : []),
     ...pricingVllmFlags(m.extraArgs, config.pricing.models[m.servedName]),
+    ...toolCallingVllmFlags(m.extraArgs, m.id),
     ...m.extraArgs.map(composeLiteral),
   ]);
   // The first start downloads the weights: failed checks count only after start_period, so it is

@@ -46,6 +46,26 @@ describe("fake vLLM answers a forced tool call as vLLM does", () => {
     expect(JSON.parse(await post({ ...noTools, tool_choice: "required", max_tokens: 2 })).choices[0].message.content).toBe("t1 t2");
   });
 
+  // vLLM without --enable-auto-tool-choice and --tool-call-parser: a request with tools and no
+  // tool_choice is "auto" (protocol.py, check_tool_usage), which serving.py refuses with a 400.
+  it('without a tool parser (autoToolChoice false): "auto" and tools without tool_choice refused with vLLM\'s 400; "none", "required", a named function and no tools answered', async () => {
+    fake.set({ autoToolChoice: false });
+    try {
+      for (const choice of [{ tool_choice: "auto" }, {}, { stream: true }]) {
+        const res = await fetch(`${fake.url}/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...ask, ...choice }) });
+        expect(res.status, JSON.stringify(choice)).toBe(400);
+        expect(await res.json()).toEqual({ error: { message: '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set', type: "BadRequestError", param: null, code: 400 } });
+      }
+      expect(JSON.parse(await post({ ...ask, tool_choice: "none", max_tokens: 2 })).choices[0].message.content).toBe("t1 t2");
+      expect(JSON.parse(await post({ ...ask, tool_choice: "required" })).choices[0].message.tool_calls[0].function.name).toBe("get_weather");
+      expect(JSON.parse(await post({ ...ask, tool_choice: { type: "function", function: { name: "get_time" } } })).choices[0].finish_reason).toBe("stop");
+      const { tools: _, ...noTools } = ask;
+      expect(JSON.parse(await post({ ...noTools, max_tokens: 2 })).choices[0].message.content).toBe("t1 t2");
+    } finally {
+      fake.reset();
+    }
+  });
+
   it("n > 1: each choice its own call; max_tokens cuts the arguments, finish_reason \"length\"", async () => {
     const body = JSON.parse(await post({ ...ask, tool_choice: "required", n: 2 }));
     const [a, b] = body.choices.map((c: any) => c.message.tool_calls[0]);

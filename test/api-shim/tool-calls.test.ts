@@ -1,3 +1,4 @@
+import { APIError } from "openai";
 import type OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { balanceOf, expectLedgerMatches, startShim, type Harness } from "../support/shim-harness.ts";
@@ -72,6 +73,32 @@ describe("the tool-calling loop through the shim with the OpenAI SDK", () => {
     // The charge is settled when the request's line is logged (the shim's id travels upstream).
     await h.waitForRequestLog((l) => l.reqId === seen.headers["x-request-id"]);
     expect(start - (await balanceOf(h.store, keyId))).toBe(cost(usage));
+    await expectLedgerMatches(h.store, keyId);
+  });
+  // The agent frameworks' ordinary call (the AI SDK, LangChain, OpenAI's Agents SDK): tools, and
+  // tool_choice "auto" or none at all. The kit starts vLLM with a tool parser for a model it knows
+  // (the fake's default); without one, vLLM refuses it, and the client gets vLLM's 400 whole.
+  it('tools with tool_choice "auto" or none are answered where vLLM has a tool parser, and refused with vLLM\'s 400 where it has none', async () => {
+    const client = h.client(key);
+    const messages: OpenAI.Chat.Completions.ChatCompletionMessageParam[] = [{ role: "user", content: "What is the weather like in Paris today?" }];
+    for (const choice of [{ tool_choice: "auto" as const }, {}]) {
+      const answer = await client.chat.completions.create({ model: "qwen2.5-7b", messages, tools, ...choice, max_tokens: 2 });
+      expect(answer.choices[0]!.message.content).toBe("t1 t2");
+    }
+    h.fake.set({ autoToolChoice: false });
+    try {
+      for (const choice of [{ tool_choice: "auto" as const }, {}]) {
+        const refused = await client.chat.completions.create({ model: "qwen2.5-7b", messages, tools, ...choice, max_tokens: 2 }).catch((e: unknown) => e);
+        expect(refused).toBeInstanceOf(APIError);
+        expect((refused as APIError).status).toBe(400);
+        expect((refused as APIError).message).toContain('"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set');
+      }
+      // A forced call needs no parser.
+      const forced = await client.chat.completions.create({ model: "qwen2.5-7b", messages, tools, tool_choice: "required" });
+      expect(forced.choices[0]!.finish_reason).toBe("tool_calls");
+    } finally {
+      h.fake.reset();
+    }
     await expectLedgerMatches(h.store, keyId);
   });
 });

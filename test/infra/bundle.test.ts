@@ -276,6 +276,35 @@ describe("vLLM's report of prompt-cache hits", () => {
   });
 });
 
+describe("vLLM's tool calling (tool_choice \"auto\", the default with tools)", () => {
+  const command = (model: Record<string, unknown>): string[] => parse(render(config({ model: { ...base.model, ...model } })).get("compose.yaml")!).services.vllm.command;
+  const parserOf = (c: string[]) => (c.includes("--tool-call-parser") ? c[c.indexOf("--tool-call-parser") + 1] : undefined);
+
+  it("is on for the example's model, with the parser vLLM's docs name for Qwen2.5", () => {
+    const c = command({});
+    expect(c).toContain("--enable-auto-tool-choice");
+    expect(parserOf(c)).toBe("hermes");
+    expect(parserOf(command({ id: "meta-llama/Llama-3.1-8B-Instruct" }))).toBe("llama3_json");
+  });
+
+  it("takes the operator's own parser, or their choice to leave it off, from model.extraArgs, once", () => {
+    const own = command({ extraArgs: ["--enable-auto-tool-choice", "--tool-call-parser", "pythonic"] });
+    expect(own.filter((a) => a === "--enable-auto-tool-choice")).toHaveLength(1);
+    expect(own.filter((a) => a === "--tool-call-parser")).toHaveLength(1);
+    expect(parserOf(own)).toBe("pythonic");
+    const off = command({ extraArgs: ["--no-enable-auto-tool-choice"] });
+    expect(off).not.toContain("--enable-auto-tool-choice");
+    expect(off).not.toContain("--tool-call-parser");
+  });
+
+  it("is left off for a model without a known parser (vLLM would refuse \"auto\"), and the plan and pulumi up warn", () => {
+    const c = command({ id: "Qwen/Qwen3-8B" });
+    expect(c).not.toContain("--enable-auto-tool-choice");
+    expect(c).not.toContain("--tool-call-parser");
+    expect(configWarnings(config({ model: { ...base.model, id: "Qwen/Qwen3-8B" } }))).toContainEqual(expect.stringMatching(/^model\.id Qwen\/Qwen3-8B has no tool-call parser the kit knows: vLLM will refuse/));
+  });
+});
+
 describe.each(modes)("the bundle, tls %s", (_mode, c) => {
   const bundle = render(c);
   const compose = parse(bundle.get("compose.yaml")!);
@@ -300,6 +329,8 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(compose.services.vllm.command).toEqual([
       "Qwen/Qwen2.5-7B-Instruct", "--served-model-name", "qwen2.5-7b", "--host", "0.0.0.0", "--port", "8000",
       "--max-model-len", "8192", "--gpu-memory-utilization", "0.9", "--tensor-parallel-size", "1",
+      // New in this version: a changed command, so an upgraded host's `docker compose up` restarts vLLM once.
+      "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
     ]); // no --pipeline-parallel-size 1: the command of hosts deployed before it existed stays the same (no vLLM restart)
     expect(compose.services.vllm.volumes[0]).toMatch(/\/huggingface:\/root\/\.cache\/huggingface$/);
     expect(compose.services.shim.build.context).toBe("./api-shim");

@@ -340,6 +340,25 @@ describe("the plan that `npm run render` prints", () => {
     expect(formatPlan(planFor(free))).not.toContain("Warning");
   });
 
+  // vLLM refuses tool_choice "auto" (what agent frameworks send with tools) without a tool-call parser.
+  it("warns when vLLM will refuse tool_choice \"auto\" for the model (no parser the kit knows), in the plan and in pulumi up, and says how to set one", async () => {
+    const { formatPlan, planFor } = await import("../../infra/plan.ts");
+    const config = configFor("example", { model: { id: "Qwen/Qwen3-8B", servedName: "qwen3-8b" }, pricing: { request: 1 } });
+    const expected = /^model\.id Qwen\/Qwen3-8B has no tool-call parser the kit knows: vLLM will refuse chat requests with tools and tool_choice "auto" .*add \["--enable-auto-tool-choice", "--tool-call-parser", "<parser>"\] to model\.extraArgs/;
+    expect(planFor(config).lines.filter(([label]) => label === "Warning").map(([, text]) => text)).toEqual([expect.stringMatching(expected)]);
+    expect(formatPlan(planFor(config))).toMatch(/\n {2}Warning +model\.id Qwen\/Qwen3-8B has no tool-call parser/);
+    const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
+    try {
+      await run("example", config);
+      expect(warn.mock.calls.map(([text]) => text)).toEqual([expect.stringMatching(new RegExp(`^gpu-sandbox:${expected.source.slice(1)}`))]);
+    } finally {
+      warn.mockRestore();
+    }
+    // The operator's own parser in model.extraArgs: nothing to say.
+    const own = configFor("example", { model: { id: "Qwen/Qwen3-8B", servedName: "qwen3-8b", extraArgs: ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"] }, pricing: { request: 1 } });
+    expect(formatPlan(planFor(own))).not.toContain("Warning");
+  });
+
   it("shows how vLLM spreads the model over the plan's GPUs", async () => {
     const { formatPlan, planFor } = await import("../../infra/plan.ts");
     const model = (plan: string, region: string) => formatPlan(planFor(configFor("example", { plan, region }))).split("\n").find((l) => l.includes("Model"));

@@ -2,8 +2,9 @@
  * The tool call a chat request forces, for the fake vLLM: `tool_choice` "required" (the first
  * tool; a model would pick one) or a named function, with `tools` given. vLLM forces these with
  * guided decoding, so it needs no tool parser; "auto" does (--enable-auto-tool-choice and
- * --tool-call-parser), so the fake answers "auto", "none" and no tool_choice with text, as a
- * server without a tool parser answers "none".
+ * --tool-call-parser): the fake answers "auto" (and no tool_choice) with text, a model's choice
+ * under a parser, or refuses it as vLLM without one does (Behaviour.autoToolChoice false), and
+ * "none" with text.
  */
 export interface ForcedCall {
   name: string;

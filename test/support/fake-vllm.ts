@@ -60,10 +60,17 @@ export interface Behaviour {
    * reports them in `input_tokens_details.cached_tokens` either way (0 for null), as vLLM does.
    */
   cachedTokens: number | null;
+  /**
+   * vLLM started with --enable-auto-tool-choice and a --tool-call-parser, as the kit starts it for
+   * a model whose parser it knows: chat's tool_choice "auto" (and tools without tool_choice, which
+   * vLLM reads as "auto") is answered, here with text, a model's choice. false: vLLM without them,
+   * which refuses those with a 400 (chat_completion/serving.py); its Responses API refuses nothing.
+   */
+  autoToolChoice: boolean;
 }
 
 const DEFAULTS: Behaviour = {
-  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", failWith200: false, hang: false, stampTokens: false, templateTokens: 3, embeddingDims: 4, ignoreIncludeUsage: false, cachedTokens: null,
+  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", failWith200: false, hang: false, stampTokens: false, templateTokens: 3, embeddingDims: 4, ignoreIncludeUsage: false, cachedTokens: null, autoToolChoice: true,
 };
 
 export interface FakeModel {
@@ -232,6 +239,9 @@ export class FakeVllm extends EventEmitter {
     if (route === "responses") return this.responses(res, request, model);
     if (route === "chat" && !Array.isArray(request.messages)) return vllmError(res, 400, "1 validation error: messages Field required");
     if (route === "completions" && request.prompt === undefined) return vllmError(res, 400, "1 validation error: prompt Field required");
+    if (route === "chat" && !this.behaviour.autoToolChoice && autoToolChoice(request)) {
+      return vllmError(res, 400, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set');
+    }
     const refused = route === "completions" ? completionsRefusal(request) : undefined;
     if (refused !== undefined) return vllmError(res, 400, refused);
     // As vLLM counts them: a batched prompt (list of strings or of token lists) is one prompt
@@ -672,6 +682,11 @@ function failMessage(status: number): string {
   // After 0.11, vLLM answers a NotImplementedError raised for the request as 501 with its words.
   if (status === 501) return "Beam search is not supported with prompt embeddings.";
   return `upstream failure ${status} at internal-host-10.0.0.7`;
+}
+
+/** A chat request with tools whose tool_choice is "auto": given so, or absent (vLLM's check_tool_usage defaults it then). */
+function autoToolChoice(request: Record<string, unknown>): boolean {
+  return Array.isArray(request.tools) && request.tools.length > 0 && (request.tool_choice === "auto" || !("tool_choice" in request));
 }
 
 /**
