@@ -24,6 +24,19 @@ export function isPlainText(text: string, options: { lineBreaks?: boolean } = {}
 }
 
 /**
+ * The first character that makes `text` not plain text (isPlainText), for a refusal to name:
+ * a control character, or a lone surrogate (half of a UTF-16 pair); undefined when there is none.
+ */
+export function notPlainCharacter(text: string, options: { lineBreaks?: boolean } = {}): { kind: "control" | "lone surrogate"; code: string } | undefined {
+  for (const c of text) {
+    const code = `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
+    if (hasControlCharacters(c, options)) return { kind: "control", code };
+    if (!c.isWellFormed()) return { kind: "lone surrogate", code };
+  }
+  return undefined;
+}
+
+/**
  * Whether `text` has at most `max` characters: code points, as a person counts them (and as
  * Postgres's length() does), not the UTF-16 units of `.length`, which count an emoji twice.
  * Stops counting past `max`, without making an array of a long string's characters.

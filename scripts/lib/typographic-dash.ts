@@ -2,9 +2,16 @@
 // parseArgs, which took it for a positional: manage-keys then said `"top-up –amount 5" is not a
 // command … flags typed before -- are kept by npm`, report-usage `Unexpected argument '–-all'`.
 
-/** Hyphen, non-breaking hyphen, figure dash, en dash, em dash, horizontal bar (U+2010-U+2015), minus sign (U+2212). */
-const DASHES = /^[\u2010-\u2015\u2212]/;
-const LEADING = /^[-\u2010-\u2015\u2212]+/;
+/**
+ * Hyphen, non-breaking hyphen, figure dash, en dash, em dash, horizontal bar (U+2010-U+2015),
+ * minus sign (U+2212), small em dash (U+FE58), small and full-width hyphen-minus (U+FE63,
+ * U+FF0D: what a CJK input method types for "-").
+ */
+const DASH = "\\u2010-\\u2015\\u2212\\uFE58\\uFE63\\uFF0D";
+/** A word whose leading dashes hold a typographic one: `–all`, and `-–all` (only the second "-" became a dash). */
+const PASTED = new RegExp(`^-*[${DASH}]`);
+const LEADING = new RegExp(`^[-${DASH}]+`);
+const FIRST_DASH = new RegExp(`[${DASH}]`);
 
 /** What parseFlags needs of an option: whether the word after it is its value. */
 type OptionShape = { type: "string" | "boolean"; short?: string };
@@ -19,10 +26,13 @@ export function typographicDashFlag(argv: readonly string[], options: Readonly<R
   for (let i = 0; i < argv.length; i++) {
     const word = argv[i]!;
     if (word === "--") return undefined;
-    if (DASHES.test(word)) {
-      const c = word[0]!;
-      const code = c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
-      return `"${word}" starts with "${c}" (U+${code}), a typographic dash, not "-" (pasted from a document or chat that turned "--" into a dash): type ${word.replace(LEADING, "--")}`;
+    if (PASTED.test(word)) {
+      const c = FIRST_DASH.exec(word)![0];
+      const code = `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
+      const meant = word.replace(LEADING, "");
+      // Dashes alone name no flag: "type --" would end the options, which may not be what was meant.
+      if (meant === "") return `"${word}" is a typographic dash (${code}) alone, not a flag or a word the script takes: remove it (if it was the "--" that ends the options, made into a dash by a document or chat, type --)`;
+      return `"${word}" starts with "${c}" (${code}), a typographic dash, not "-" (pasted from a document or chat that turned "--" into a dash): type --${meant}`;
     }
     const long = word.startsWith("--") && !word.includes("=") && options[word.slice(2)]?.type === "string";
     const short = /^-[A-Za-z]$/.test(word) && shortTakesValue.has(word[1]!);

@@ -8,7 +8,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { isIsoInstant } from "../../api-shim/src/requests/period.ts";
-import { AdminApiError, adminClient } from "./admin-client.ts";
+import { AdminApiError, adminClient, type ApiKey } from "./admin-client.ts";
 import { hostUnreachable } from "./cli.ts";
 import type { ScriptDeps } from "./deps.ts";
 import { endpointOf, stackOutputs } from "./pulumi.ts";
@@ -20,10 +20,13 @@ import { targetFromOutputs } from "./tenant-target.ts";
  * earlier one), as the shim confirmed; `unsureKeys`: how many more it tried to revoke without
  * a confirmation (the revoke failed, or its answer was lost). What the operator must hear if the
  * tenant is not destroyed after all: its clients get 401 while its host bills on.
+ * `configuredKeys`: the names of the revoked keys that are the stack's own (from configuration,
+ * `from_configuration` in the listing), which a kept tenant must give new ids with `pulumi up`.
  */
 export interface RevokedCount {
   readonly revokedKeys: number;
   readonly unsureKeys: number;
+  readonly configuredKeys: readonly string[];
 }
 
 export type UsageExport =
@@ -102,11 +105,15 @@ const confirmedIn = (record: Partial<RevokedRecord> | undefined) => new Set(reco
 /** A file a record names, beside the record (the directory may have been moved, records and files together). */
 const beside = (dir: string, f: string) => join(dir, basename(f));
 
-/** How many keys a saved keys file marks as revoked by reap-expired. */
-function revokedIn(keysPath: string): number {
+/** How many keys a saved keys file marks as revoked by reap-expired, and the names of the stack's own among them. */
+function revokedIn(keysPath: string): Pick<RevokedCount, "revokedKeys" | "configuredKeys"> {
   const keys = readJson<unknown>(keysPath);
-  return Array.isArray(keys) ? keys.filter((k) => (k as { revoked_by?: unknown } | null)?.revoked_by === REVOKED_BY).length : 0;
+  const revoked = Array.isArray(keys) ? keys.filter((k): k is Partial<ApiKey> => (k as { revoked_by?: unknown } | null)?.revoked_by === REVOKED_BY) : [];
+  return { revokedKeys: revoked.length, configuredKeys: configuredNames(revoked) };
 }
+
+/** The names of the keys from configuration (the stack's own) among `keys`. */
+const configuredNames = (keys: readonly Partial<ApiKey>[]): string[] => keys.filter((k) => k.from_configuration === true).map((k) => String(k.name));
 
 const REVOKED_BY = "reap-expired";
 
@@ -142,14 +149,26 @@ interface RevokedRecord {
   readonly expiresAt: string;
   readonly ids: readonly string[];
   readonly confirmed?: readonly string[];
+  /** The names of those from configuration (the stack's own keys), by id. */
+  readonly configured?: Readonly<Record<string, string>>;
 }
 
 const revokedPath = (dir: string, stack: string) => join(dir, `${stack}.revoked`);
+
+/** A revoked-keys record's counts: the confirmed ones revoked, the rest unsure, the stack's own named among the confirmed. */
+function countOf(ids: Iterable<string>, confirmed: ReadonlySet<string>, configured: ReadonlyMap<string, string>): RevokedCount {
+  const all = [...ids];
+  return {
+    revokedKeys: confirmed.size, unsureKeys: all.filter((id) => !confirmed.has(id)).length,
+    configuredKeys: all.flatMap((id) => (confirmed.has(id) && configured.has(id) ? [configured.get(id)!] : [])),
+  };
+}
 
 /** What reap-expired has revoked for one expiry, kept in `<stack>.revoked` as it goes. */
 class RevokedKeys {
   readonly ids: Set<string>;
   readonly confirmed: Set<string>;
+  private readonly configured: Map<string, string>;
   private readonly path: string;
   private readonly dir: string;
   private readonly stack: string;
@@ -163,11 +182,13 @@ class RevokedKeys {
     const record = readRecord<RevokedRecord>(this.path, stack, expiresAt);
     this.ids = new Set(record?.ids ?? []);
     this.confirmed = confirmedIn(record);
+    this.configured = new Map(Object.entries(record?.configured ?? {}));
   }
 
   /** Before the revoke is sent (a write-ahead record). */
-  revoking(id: string): void {
-    this.ids.add(id);
+  revoking(key: ApiKey): void {
+    this.ids.add(key.id);
+    if (key.from_configuration === true) this.configured.set(key.id, key.name);
     this.write();
   }
 
@@ -178,8 +199,9 @@ class RevokedKeys {
     this.write();
   }
 
-  get unsure(): number {
-    return [...this.ids].filter((id) => !this.confirmed.has(id)).length;
+  /** What the run tells of them: revoked, unsure, the stack's own among those revoked. */
+  get count(): RevokedCount {
+    return countOf(this.ids, this.confirmed, this.configured);
   }
 
   remove(): void {
@@ -188,7 +210,7 @@ class RevokedKeys {
 
   private write(): void {
     privateDir(this.dir);
-    const record: RevokedRecord = { stack: this.stack, expiresAt: this.expiresAt.toISOString(), ids: [...this.ids], confirmed: [...this.confirmed] };
+    const record: RevokedRecord = { stack: this.stack, expiresAt: this.expiresAt.toISOString(), ids: [...this.ids], confirmed: [...this.confirmed], configured: Object.fromEntries(this.configured) };
     writeJson(this.path, record);
   }
 }
@@ -204,7 +226,7 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
   const progress = options.progress ?? (() => {});
   // The keys revoked for this expiry by an earlier run are still marked (unreadable: they are not).
   const revoked = new RevokedKeys(dir, stack, options.expiresAt);
-  const failed = (message: string): UsageExport => ({ kind: "failed", message, revokedKeys: revoked.confirmed.size, unsureKeys: revoked.unsure });
+  const failed = (message: string): UsageExport => ({ kind: "failed", message, ...revoked.count });
   const r = await stackOutputs(deps.pulumi, stack, { showSecrets: true });
   if (r.kind !== "outputs") return failed(r.kind === "error" ? r.message : "the stack is not in the backend");
   const { createdAt } = r.outputs;
@@ -225,7 +247,7 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
   const gone = marker ? [marker.usage, marker.keys].map((f) => beside(dir, f)).filter((f) => !existsSync(f)) : [];
   if (marker && gone.length === 0) {
     const keys = beside(dir, marker.keys);
-    return { kind: "already-saved", marker: { ...marker, usage: beside(dir, marker.usage), keys }, revokedKeys: revokedIn(keys), unsureKeys: 0 };
+    return { kind: "already-saved", marker: { ...marker, usage: beside(dir, marker.usage), keys }, ...revokedIn(keys), unsureKeys: 0 };
   }
   if (marker) progress(`${markerPath(dir, stack)} says its usage was saved, but ${gone.join(" and ")} ${gone.length === 1 ? "is" : "are"} gone: exporting again`);
   try {
@@ -233,7 +255,7 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
     const retired = await retireKeys(client, {
       // Whether a key has expired is the host's real time, not the --now that judged the stack.
       ...options, progress, now: deps.now().getTime(),
-      revoking: (key) => revoked.revoking(key.id),
+      revoking: (key) => revoked.revoking(key),
       revoked: (key) => revoked.confirm(key.id),
     });
     if (retired.stillHolding.length > 0) {
@@ -253,7 +275,7 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
     revoked.remove(); // in the keys file now
     return {
       kind: "saved", path, rows: Math.max(0, csv.trim().split(/\r?\n/).length - 1), keysPath, keys: keys.length,
-      revokedKeys: keys.filter((k) => "revoked_by" in k).length, unsureKeys: 0,
+      ...revokedIn(keysPath), unsureKeys: 0,
     };
   } catch (err) {
     // Nothing answered (refused, timed out, a name not resolved): the host may be down, e.g.
@@ -285,14 +307,13 @@ export function earlierExpiry(dir: string, stack: string, createdAt: unknown): E
   const ofThisDeployment = (at: string) => Date.parse(at) > created;
   const marker = recordWhere<Partial<ExportMarker>>(markerPath(dir, stack), stack, ofThisDeployment);
   if (marker && typeof marker.keys === "string" && typeof marker.usage === "string") {
-    const revokedKeys = revokedIn(beside(dir, marker.keys));
-    return revokedKeys > 0 ? { expiresAt: marker.expiresAt, record: markerPath(dir, stack), saved: beside(dir, marker.usage), revokedKeys, unsureKeys: 0 } : undefined;
+    const revoked = revokedIn(beside(dir, marker.keys));
+    return revoked.revokedKeys > 0 ? { expiresAt: marker.expiresAt, record: markerPath(dir, stack), saved: beside(dir, marker.usage), ...revoked, unsureKeys: 0 } : undefined;
   }
   const path = revokedPath(dir, stack);
   const revoked = recordWhere<Partial<RevokedRecord>>(path, stack, ofThisDeployment);
   if (!revoked || !Array.isArray(revoked.ids)) return undefined;
-  const confirmed = confirmedIn(revoked);
-  const unsureKeys = revoked.ids.filter((id) => !confirmed.has(id)).length;
-  if (confirmed.size + unsureKeys === 0) return undefined;
-  return { expiresAt: revoked.expiresAt, record: path, saved: undefined, revokedKeys: confirmed.size, unsureKeys };
+  const count = countOf(revoked.ids, confirmedIn(revoked), new Map(Object.entries(revoked.configured ?? {})));
+  if (count.revokedKeys + count.unsureKeys === 0) return undefined;
+  return { expiresAt: revoked.expiresAt, record: path, saved: undefined, ...count };
 }

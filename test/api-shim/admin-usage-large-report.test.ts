@@ -47,9 +47,12 @@ describe("an /admin/usage group=day report with many (key, day) groups", () => {
     db.close();
   }, 120_000);
   afterAll(async () => {
-    await output.killAll();
-    await fake.close();
-    rmSync(dir, { recursive: true, force: true });
+    try {
+      await output.killAll();
+    } finally {
+      await fake.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("keeps answering /health while the report is built and sent", async () => {
@@ -86,10 +89,13 @@ describe("an /admin/usage group=day report with many (key, day) groups, on Postg
     await sqlOn(url, "VACUUM ANALYZE ledger");
   }, 120_000);
   afterAll(async () => {
-    await output.killAll();
-    await fake?.close();
-    await server?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    try {
+      await output.killAll();
+    } finally {
+      await fake?.close();
+      await server?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("keeps answering /health while the report is read and sent", async () => {

@@ -120,7 +120,13 @@ describe("admin routes and usage reports", () => {
     const longer = await create("🙂".repeat(201));
     expect(longer.status).toBe(400);
     // Given, but too long: the limit, not "'name' is required", which a 300-character name got.
-    expect(((await longer.json()) as { error: { param: string; message: string } }).error).toMatchObject({ param: "name", message: "'name' has 201 characters: a key's name is 1 to 200 characters, without control characters." });
+    // Counted up to the limit only (a body may be 8 MB): "more than", not the exact count.
+    expect(((await longer.json()) as { error: { param: string; message: string } }).error).toMatchObject({ param: "name", message: "'name' has more than 200 characters: a key's name is 1 to 200 characters, without control characters." });
+    // Given, but not plain text: what is wrong with it, not that it is required.
+    const refusal = async (name: string) => ((await (await create(name)).json()) as { error: { param: string; message: string } }).error;
+    expect(await refusal("team\u0007one")).toEqual(expect.objectContaining({ param: "name", message: "'name' has a control character (U+0007): a key's name is 1 to 200 characters, without control characters." }));
+    expect(await refusal("team\none")).toEqual(expect.objectContaining({ param: "name", message: "'name' has a control character (U+000A): a key's name is 1 to 200 characters, without control characters." }));
+    expect(await refusal("team \ud83d")).toEqual(expect.objectContaining({ param: "name", message: "'name' is not plain text: it has half of a UTF-16 surrogate pair (U+D83D) without the other." }));
     const missing = await h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ credits: 1 }) });
     expect(((await missing.json()) as { error: { message: string } }).error.message).toBe("'name' is required: a string of 1 to 200 characters, without control characters.");
     const topUp = (note: string) => h.admin(`/admin/keys/${created.id}/credits`, { method: "POST", body: JSON.stringify({ amount: 1, note }) });

@@ -29,6 +29,33 @@ describe("ShimProcesses' scan for secrets", () => {
     await expect(o.stopCleanly(fakeProcess([`{"msg":"${leaked}"}`]))).rejects.toThrow(/a secret appeared/);
   });
 
+  it("a leak is reported once: the file's later stops do not fail for it again", async () => {
+    const o = new ShimProcesses(() => [leaked]);
+    o.keep(fakeProcess([`{"msg":"${leaked}"}`]));
+    await expect(o.killAll()).rejects.toThrow(/a secret appeared/);
+    await expect(o.killAll()).resolves.toBeUndefined(); // the next test's stop is not blamed for it
+    await expect(o.stopCleanly(fakeProcess([`{"msg":"${leaked}"}`]))).rejects.toThrow(/a secret appeared/);
+    await expect(o.stopCleanly(fakeProcess(['{"msg":"clean"}']))).resolves.toBeUndefined();
+    await expect(o.killAll()).resolves.toBeUndefined();
+  });
+
+  it("one stop names every process that leaked, each once", async () => {
+    const o = new ShimProcesses(() => [leaked]);
+    o.keep(fakeProcess([`{"msg":"first ${leaked}"}`]));
+    o.keep(fakeProcess([], `second ${leaked}\n`));
+    const err = (await o.killAll().then(() => undefined, (e: unknown) => e)) as Error;
+    expect(err.message.match(/a secret appeared/g)).toHaveLength(2);
+    expect(err.message).toContain("first <SECRET>");
+    expect(err.message).toContain("second <SECRET>");
+  });
+
+  it("a process whose stop did not exit 0 is still scanned, by the file's killAll", async () => {
+    const o = new ShimProcesses(() => [leaked]);
+    const crashed = { ...fakeProcess([`{"msg":"${leaked}"}`]), exited: Promise.resolve({ code: 1, signal: null }) } as ShimProcess;
+    await expect(o.stopCleanly(crashed)).rejects.toThrow(/expected/);
+    await expect(o.killAll()).rejects.toThrow(/a secret appeared/);
+  });
+
   it("without secrets, nothing fails", async () => {
     const o = new ShimProcesses();
     o.keep(fakeProcess([`{"msg":"${leaked}"}`]));

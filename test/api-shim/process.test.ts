@@ -257,8 +257,11 @@ describe("the shim process", () => {
       await releasedAudit();
       await output.stopCleanly(p);
     } finally {
-      await output.killAll(); // a failure here leaves no process holding the database for the next test
-      await silent.close();
+      try {
+        await output.killAll(); // a failure here leaves no process holding the database for the next test
+      } finally {
+        await silent.close();
+      }
     }
   });
 
@@ -290,8 +293,11 @@ describe("the shim process", () => {
       await releasedAudit();
       await output.stopCleanly(p);
     } finally {
-      await output.killAll();
-      await stalling.close();
+      try {
+        await output.killAll();
+      } finally {
+        await stalling.close();
+      }
     }
   });
 

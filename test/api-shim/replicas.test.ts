@@ -50,10 +50,13 @@ describe("shim replicas on one Postgres database", () => {
     env = { SHIM_UPSTREAM_URL: fake.url, SHIM_DATABASE_URL: await pgServer.newDatabase(), SHIM_CONFIG: config, SHIM_ADMIN_TOKEN: adminToken };
   }, 60_000);
   afterAll(async () => {
-    await output.killAll();
-    await fake?.close();
-    await pgServer?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    try {
+      await output.killAll();
+    } finally {
+      await fake?.close();
+      await pgServer?.stop();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("two replicas started together: one bootstrap grant; 200 concurrent requests over both against credits for 50 admit exactly 50 (×5)", async () => {

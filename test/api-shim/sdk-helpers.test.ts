@@ -165,19 +165,25 @@ describe("the SDK's automatic retries through the shim: a retried request is cha
   });
   afterAll(() => h.close());
 
-  /** A client with the SDK's defaults (two retries) that records each status it got; `after` runs on each answer. */
+  /**
+   * A client with the SDK's defaults (two retries) that records each status it got, and when each
+   * attempt was sent and answered (ms); `after` runs on each answer.
+   */
   function recordingClient(apiKey: string, after: (statuses: number[]) => void = () => undefined) {
     const statuses: number[] = [];
+    const attempts: { sentAt: number; answeredAt: number }[] = [];
     const client = new OpenAI({
       apiKey, baseURL: `${h.url}/v1`, timeout: 20_000,
       fetch: async (url, init) => {
+        const sentAt = performance.now();
         const res = await fetch(url, init as RequestInit);
+        attempts.push({ sentAt, answeredAt: performance.now() });
         statuses.push(res.status);
         after(statuses);
         return res;
       },
     });
-    return { client, statuses };
+    return { client, statuses, attempts };
   }
 
   for (const [upstream, shown] of [[502, 502], [503, 503], [504, 504], [429, 503]] as const) {
@@ -202,19 +208,22 @@ describe("the SDK's automatic retries through the shim: a retried request is cha
 
   it("the shim's own 429 (a key's requests in flight) says to come back in a second; the SDK waits that long, and its retry is charged once", async () => {
     const { id, key } = await h.createKey({ credits: 100, tier: "single" });
-    const { client, statuses } = recordingClient(key);
-    // A stream that holds the key's one place for ~1.2 s: past the shim's 0.5 s wait for a place,
-    // within the refusal's Retry-After of 1 s.
+    const { client, statuses, attempts } = recordingClient(key);
+    // A stream that holds the key's one place for ~1.2 s: past the shim's 0.5 s wait for a place
+    // (the 429 comes at ~0.5 s), within the refusal's Retry-After of 1 s.
     h.fake.set({ tokenDelayMs: 120, defaultTokens: 10 });
     const held = await h.client(key).chat.completions.create({ ...chat, max_tokens: 10, stream: true });
     const reading = (async () => { for await (const _ of held); })();
     const before = await balanceOf(h.store, id);
-    const started = Date.now();
     const done = await client.chat.completions.create(chat);
     await reading;
-    // Once the stream has ended the retry gets in ([429, 200]; a third try on a slow machine).
-    expect([statuses[0], statuses.at(-1)]).toEqual([429, 200]);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(1_000); // the SDK obeyed Retry-After: 1
+    // The SDK's own backoff would send the retry 375-500 ms after the 429 (openai-node 7.57's
+    // calculateDefaultRetryTimeoutMillis); Retry-After: 1 makes it wait 1 s. Timed from the 429's
+    // answer to the retry's start, so a slow stream cannot make up the difference.
+    expect(attempts[1]!.sentAt - attempts[0]!.answeredAt).toBeGreaterThanOrEqual(950);
+    // Exactly one retry: sent at ~1.5 s, after the stream ended (~1.2 s), and the shim waits 0.5 s
+    // more for a place; a third try would need the stream 0.8 s late.
+    expect(statuses).toEqual([429, 200]);
     for (const r of h.fake.requests.slice(-2)) await h.waitForRequestLog((l) => l.reqId === r.headers["x-request-id"]);
     const streamed = h.fake.usages.at(-2)!;
     expect(before - (await balanceOf(h.store, id))).toBe(cost(streamed) + cost(h.fake.usages.at(-1)!));

@@ -52,9 +52,12 @@ describe("SQLite usage reports over a million rows", () => {
     db.close();
   }, 60_000);
   afterAll(async () => {
-    await output.killAll();
-    await fake.close();
-    rmSync(dir, { recursive: true, force: true });
+    try {
+      await output.killAll();
+    } finally {
+      await fake.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("the shim process answers /health and another key's requests while a key's /v1/usage runs", async () => {

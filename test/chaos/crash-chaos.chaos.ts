@@ -90,9 +90,12 @@ describe.each(STORES)("crash chaos (%s)", (storeKind) => {
     keys.push({ id: boot.id, key: boot.key, revokeTried: false, revokeAcked: false, bootstrap: true });
   });
   afterAll(async () => {
-    await output.killAll();
-    await fake?.close();
-    await pgServer?.stop();
+    try {
+      await output.killAll();
+    } finally {
+      await fake?.close();
+      await pgServer?.stop();
+    }
   });
 
   /** The store's database, read on a connection of its own (SQLite: read-only; WAL mode: a reader sees every committed write). `?` placeholders. Numbers as numbers. */

@@ -26,9 +26,27 @@ describe("a flag written with a typographic dash", () => {
     ["‐amount", "\"‐\" (U+2010)", "--amount"], // hyphen
     ["−amount", "\"−\" (U+2212)", "--amount"], // minus sign
     ["――all", "\"―\" (U+2015)", "--all"],
+    ["-–all", "\"–\" (U+2013)", "--all"], // a hyphen, then the dash the second one became
+    ["－amount", "\"－\" (U+FF0D)", "--amount"], // full-width hyphen-minus (a CJK input method)
+    ["﹣﹣all", "\"﹣\" (U+FE63)", "--all"], // small hyphen-minus
+    ["﹘note=x", "\"﹘\" (U+FE58)", "--note=x"], // small em dash
   ])("%s is named, with the flag meant", (word, character, meant) => {
     const message = refusal(["top-up", "--amount", "5", word]);
     expect(message).toBe(`"${word}" starts with ${character}, a typographic dash, not "-" (pasted from a document or chat that turned "--" into a dash): type ${meant}`);
+  });
+
+  it("a dash character alone is not told to type a flag: it is named, and what it may have been", () => {
+    for (const word of ["–", "-—", "－"]) {
+      const message = refusal(["top-up", word, "--amount", "5"]);
+      expect(message).toMatch(new RegExp(`^"${word}" is a typographic dash \\(U\\+[0-9A-F]{4}\\) alone`));
+      expect(message).toContain("remove it");
+      expect(message).not.toMatch(/type --[a-z]/);
+    }
+  });
+
+  it("leaves a plain hyphen alone (\"-\" is a positional to parseArgs), and real flags", () => {
+    expect(parseFlags(["-", "--all"], OPTIONS, "USAGE", { positionals: true }).positionals).toEqual(["-"]);
+    expect(parseFlags(["--all"], OPTIONS, "USAGE").values.all).toBe(true);
   });
 
   it("is found whether or not the script takes positionals, and after other flags' values", () => {

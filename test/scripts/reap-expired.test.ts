@@ -2,6 +2,7 @@ import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rm
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
+import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { adminClient, type ApiKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { withDefaults } from "../../scripts/lib/deps.ts";
@@ -618,6 +619,9 @@ describe("reap-expired: the usage export fails after the tenant's keys were revo
       expect(first.code).toBe(1);
       expect(first.err).toContain("[bravo] KEPT: could not save its usage before the destroy would delete it: admin API GET /admin/usage failed: 504");
       expect(first.err).toContain(revokedLine);
+      // Its keys were all made with manage-keys: no stack key to give a new id.
+      expect(first.err).toContain("create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`)\n");
+      expect(first.err).not.toContain("stack key");
       expect((await chat(key)).status).toBe(401); // its customers are locked out already, the host kept
       expect(pulumi.callsOf("destroy").map((c) => pulumi.stackArg(c.args))).not.toContain("bravo");
 
@@ -654,9 +658,14 @@ describe("reap-expired: the usage export fails after the tenant's keys were revo
 describe("reap-expired: a destroy that failed after the keys were revoked (the stack locked by the operator's own `pulumi up` raising ttlHours)", () => {
   const RAISED = "2026-03-02T10:00:00Z"; // ttlHours 24 → 48
 
-  /** bravo with one live key more; its destroy fails as locked, while the operator's `pulumi up` raises its ttlHours. */
+  /**
+   * bravo with one live key more, one of the stack's own (from configuration, as its
+   * gpu-sandbox:keys makes them); its destroy fails as locked, while the operator's `pulumi up`
+   * raises its ttlHours.
+   */
   async function lockedByRaise() {
-    const customer = await shim.createKey({ name: "customer", credits: 100 });
+    const customer = generateKey();
+    await shim.store.ensureBootstrapKey({ id: customer.id, name: "customer", hash: customer.hash, tier: "enterprise", models: null, expiresAt: null, credits: 100_000_000, at: Date.now() });
     const live = (await shimKeys()).filter((k) => k.revoked_at === null).length;
     const { root, pulumi } = tenants();
     withoutGolf(pulumi);
@@ -680,7 +689,7 @@ describe("reap-expired: a destroy that failed after the keys were revoked (the s
     expect(first.code).toBe(1);
     expect(first.err).toContain("[bravo] FAILED: `pulumi destroy --yes --non-interactive --refresh --stack bravo` exited 255");
     expect(first.err).toContain("[bravo] its usage is saved: the next run destroys it again without exporting");
-    expect(first.err).toContain(`[bravo] its ${live} key${live === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on; to keep the tenant instead, raise its ttlHours, \`pulumi up --stack bravo\` and create new keys (\`npm run manage-keys -- create --stack bravo --name <name> --credits <n>\`; its stack keys stay revoked though \`pulumi stack output apiKeys\` still shows them: give each a new id, \`pulumi up --stack bravo --replace '<URN of bravo-key-<name>-id>'\`, docs/operations.md "Keeping a tenant whose keys a reap revoked")`);
+    expect(first.err).toContain(`[bravo] its ${live} key${live === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on; to keep the tenant instead, raise its ttlHours, \`pulumi up --stack bravo\` and create new keys (\`npm run manage-keys -- create --stack bravo --name <name> --credits <n>\`; its stack key customer stays revoked though \`pulumi stack output apiKeys\` still shows it: give it a new id, \`pulumi up --stack bravo --replace '<URN of bravo-key-customer-id>'\`, docs/operations.md "Keeping a tenant whose keys a reap revoked")`);
     expect((await chat(customer.key)).status).toBe(401);
 
     const second = await run();
@@ -688,7 +697,7 @@ describe("reap-expired: a destroy that failed after the keys were revoked (the s
     expect(second.out).toMatch(/bravo +expires in 22h 0m \(2026-03-02T10:00:00Z\): keep/);
     const marker = join(root, "usage", "bravo.exported");
     expect(second.err).toContain(`[bravo] not expired now, but a run for its earlier expiry (2026-03-01T10:00:00Z) revoked its ${live} key${live === 1 ? "" : "s"} (clients get 401) and saved its usage, then its destroy failed; its host bills on. ` +
-      "To keep the tenant, create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`; its stack keys stay revoked though `pulumi stack output apiKeys` still shows them: give each a new id, `pulumi up --stack bravo --replace '<URN of bravo-key-<name>-id>'`, docs/operations.md \"Keeping a tenant whose keys a reap revoked\"); " +
+      "To keep the tenant, create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`; its stack key customer stays revoked though `pulumi stack output apiKeys` still shows it: give it a new id, `pulumi up --stack bravo --replace '<URN of bravo-key-customer-id>'`, docs/operations.md \"Keeping a tenant whose keys a reap revoked\"); " +
       `to destroy it after all, \`pulumi destroy --yes --non-interactive --refresh --stack bravo\` (its usage is saved: ${JSON.parse(readFileSync(marker, "utf8")).usage}). ` +
       `Then delete ${marker}, which this line is from.`);
   });
@@ -712,7 +721,7 @@ describe("reap-expired: a destroy that failed after the keys were revoked (the s
     expect(await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
     expect(pulumi.callsOf("destroy").map((c) => pulumi.stackArg(c.args))).toEqual(["foxtrot"]); // by the first run
     expect(io.stderr.join("\n")).toContain(`[bravo] not expired now, but a run for its earlier expiry (2026-03-01T10:00:00Z) revoked its ${live} key${live === 1 ? "" : "s"} (clients get 401) and could not save its usage; its host bills on. ` +
-      "To keep the tenant, create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`; its stack keys stay revoked though `pulumi stack output apiKeys` still shows them: give each a new id, `pulumi up --stack bravo --replace '<URN of bravo-key-<name>-id>'`, docs/operations.md \"Keeping a tenant whose keys a reap revoked\"); to destroy it after all, save its usage first " +
+      "To keep the tenant, create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`; its stack key customer stays revoked though `pulumi stack output apiKeys` still shows it: give it a new id, `pulumi up --stack bravo --replace '<URN of bravo-key-customer-id>'`, docs/operations.md \"Keeping a tenant whose keys a reap revoked\"); to destroy it after all, save its usage first " +
       "(`npm run --silent report-usage -- --stack bravo --all --group day --format csv > bravo-usage.csv` and `npm run --silent manage-keys -- list --stack bravo --json > bravo-keys.json`), " +
       `then \`pulumi destroy --yes --non-interactive --refresh --stack bravo\`. Then delete ${join(root, "usage", "bravo.revoked")}, which this line is from.`);
   });

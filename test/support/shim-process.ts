@@ -145,10 +145,13 @@ export async function spawnShim(env: Record<string, string>, prefix: readonly st
  * they wrote (log lines and stderr) kept for the scan for secrets, and any still running killed
  * by `killAll`. With `secrets`, each stop (`killAll`, `stopCleanly`) scans all of it, whether or
  * not a test kept a process: a key logged by a process no test looked at fails the file too.
+ * A scan runs once the processes it stops are gone, and reports each leaking process once (it is
+ * no longer kept): a later test's stop is not failed for it. Callers put their other cleanup in a
+ * `finally` after `killAll`, which throws when it finds a secret.
  */
 export class ShimProcesses {
   private readonly kept = new Set<Pick<ShimProcess, "lines" | "stderr">>();
-  private readonly spawned: ShimProcess[] = [];
+  private spawned: ShimProcess[] = [];
   private readonly secrets: () => Iterable<string>;
 
   constructor(secrets: () => Iterable<string> = () => []) {
@@ -157,7 +160,7 @@ export class ShimProcesses {
 
   /** Every line each kept process wrote so far, and its stderr. */
   get lines(): string[] {
-    return [...this.kept].flatMap((p) => [...p.lines, p.stderr()]);
+    return [...this.kept].flatMap(output);
   }
 
   async start(env: Record<string, string>, ready?: (entry: Record<string, unknown>) => boolean): Promise<ShimProcess> {
@@ -167,32 +170,56 @@ export class ShimProcesses {
     return p;
   }
 
-  /** SIGKILL to each still running; once what they wrote is read to its end, all of it is scanned. */
+  /**
+   * SIGKILL to each still running; once what they wrote is read to its end, all of it is scanned.
+   * Every process is killed and forgotten first, whatever the scan finds: it throws last.
+   */
   async killAll(): Promise<void> {
-    for (const p of this.spawned) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
+    const spawned = this.spawned;
+    this.spawned = [];
+    for (const p of spawned) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
     // Bounded: a grandchild holding a pipe open must not hang the file's afterAll.
-    await Promise.race([Promise.all(this.spawned.map((p) => p.closed)), new Promise((r) => setTimeout(r, 2000))]);
-    this.scan();
+    await Promise.race([Promise.all(spawned.map((p) => p.closed)), new Promise((r) => setTimeout(r, 2000))]);
+    const stopped = [...this.kept];
+    this.kept.clear();
+    this.scanEach(stopped);
   }
 
   keep(p: Pick<ShimProcess, "lines" | "stderr">): void {
     this.kept.add(p);
   }
 
-  /** Fails if anything kept holds one of the secrets (assertNoSecrets). */
+  /** Fails if anything kept holds one of the secrets (assertNoSecrets); a process that does is no longer kept. */
   scan(): void {
-    assertNoSecrets(this.lines, this.secrets());
+    this.scanEach([...this.kept]);
   }
 
-  /** SIGTERM: the process exits 0, and what it wrote is kept and scanned. */
+  /** SIGTERM: the process exits 0, and what it wrote is kept (whether or not it did) and scanned. */
   async stopCleanly(p: ShimProcess): Promise<void> {
+    this.keep(p);
     p.child.kill("SIGTERM");
     expect(await p.exited).toEqual({ code: 0, signal: null });
-    this.keep(p);
     await p.closed;
     this.scan();
   }
+
+  /** Each process's output scanned on its own, so that each leak is named and reported once. */
+  private scanEach(processes: readonly Pick<ShimProcess, "lines" | "stderr">[]): void {
+    const leaks: string[] = [];
+    for (const p of processes) {
+      try {
+        assertNoSecrets(output(p), this.secrets());
+      } catch (err) {
+        this.kept.delete(p);
+        leaks.push((err as Error).message);
+      }
+    }
+    if (leaks.length > 0) throw new Error(leaks.join("\n"));
+  }
 }
+
+/** What a process wrote: its log lines, then its stderr. */
+const output = (p: Pick<ShimProcess, "lines" | "stderr">): string[] => [...p.lines, p.stderr()];
 
 /**
  * The shim config of the process tests, written to `<dir>/shim.yaml` (its path is returned): 1
@@ -260,8 +287,11 @@ export function shimProcessFixture(prefix: string) {
     };
   });
   afterAll(async () => {
-    await output.killAll();
-    await f.fake.close();
+    try {
+      await output.killAll();
+    } finally {
+      await f.fake.close();
+    }
   });
   return f;
 }

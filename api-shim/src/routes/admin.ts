@@ -7,7 +7,7 @@ import { creditsInput, creditsNumber, formatCredits, MAX_BALANCE_MICRO } from ".
 import { parsePeriod, readInstant, showPeriod } from "../requests/period.ts";
 import { onlyKnown } from "../requests/known-members.ts";
 import { grantRefusal, type KeyChanges, type KeyDetails } from "../store/store.ts";
-import { isKeyName, isModelName, isNote, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_KEY_NAME_CHARACTERS, MAX_NOTE_CHARACTERS } from "../names.ts";
+import { isKeyName, isModelName, isNote, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_KEY_NAME_CHARACTERS, MAX_NOTE_CHARACTERS, notPlainCharacter } from "../names.ts";
 import { usageReportBatches } from "./usage.ts";
 import { sendUsageBody } from "./usage-body.ts";
 
@@ -125,11 +125,18 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   });
 }
 
-/** Why a create's name is refused: a name given but too long is told the limit, not that it is required. */
+/**
+ * Why a create's name is refused: a name given but too long is told the limit, one with a
+ * character no store keeps as sent is told which, not that a name is required. Counted only up
+ * to the limit (isWithin): a body may be 8 MB of name.
+ */
 function keyNameRefusal(name: unknown): string {
   const rule = `1 to ${MAX_KEY_NAME_CHARACTERS} characters, without control characters`;
-  const length = typeof name === "string" ? [...name].length : 0;
-  return length > MAX_KEY_NAME_CHARACTERS ? `'name' has ${length} characters: a key's name is ${rule}.` : `'name' is required: a string of ${rule}.`;
+  if (typeof name !== "string" || name.trim() === "") return `'name' is required: a string of ${rule}.`;
+  if (!isWithin(name, MAX_KEY_NAME_CHARACTERS)) return `'name' has more than ${MAX_KEY_NAME_CHARACTERS} characters: a key's name is ${rule}.`;
+  const stray = notPlainCharacter(name);
+  if (stray?.kind === "lone surrogate") return `'name' is not plain text: it has half of a UTF-16 surrogate pair (${stray.code}) without the other.`;
+  return `'name' has a control character (${stray?.code}): a key's name is ${rule}.`;
 }
 
 /**
