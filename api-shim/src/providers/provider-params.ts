@@ -147,6 +147,12 @@ export function refuseUnlistedProviderParams(kind: InferenceKind, body: Record<s
     throw invalidParam(`A list of several prompts is not supported by this endpoint for model '${name}': its provider answers them as one conversation, with one answer. Send one prompt per request.`, "prompt");
   }
   if (kind === "responses") {
+    // OpenAI's request takes a string; LiteLLM's bridge makes any value the system message as it
+    // came (transformation.py transform_instructions_to_system_message), whose parts no check here
+    // walks: Anthropic's cache_control on one is a cache write its Responses usage leaves out.
+    if (body.instructions !== undefined && body.instructions !== null && typeof body.instructions !== "string") {
+      throw invalidParam(`'instructions' must be a string for model '${name}', a provider's model.`, "instructions");
+    }
     const include = body.include;
     if (include !== undefined && include !== null && !(Array.isArray(include) && include.every((v) => INCLUDABLE.includes(v)))) {
       throw invalidParam(`'include' may only list ${INCLUDABLE.map((v) => `'${v}'`).join(", ")} for model '${name}', a provider's model: the others are results of tools the provider runs, which this endpoint does not offer.`, "include");
