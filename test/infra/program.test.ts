@@ -55,6 +55,23 @@ async function run(stack: string, config: TenantConfig) {
   return { ...recorded, outputs, stagingDir };
 }
 
+/**
+ * The config's warnings, `expected` in order, as the plan lists them (then shown as a "Warning"
+ * line matching `shown`) and as `pulumi up` logs them (prefixed with the project's name).
+ */
+async function expectWarnings(config: TenantConfig, expected: readonly RegExp[], shown: RegExp, label?: string) {
+  const { formatPlan, planFor } = await import("../../infra/plan.ts");
+  expect(planFor(config).lines.filter(([l]) => l === "Warning").map(([, text]) => text), label).toEqual(expected.map((re) => expect.stringMatching(re)));
+  if (expected.length) expect(formatPlan(planFor(config)), label).toMatch(shown);
+  const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
+  try {
+    await run("example", config);
+    expect(warn.mock.calls.map(([text]) => text), label).toEqual(expected.map((re) => expect.stringMatching(new RegExp(`^gpu-sandbox:${re.source.slice(1)}`))));
+  } finally {
+    warn.mockRestore();
+  }
+}
+
 const byType = (resources: readonly RecordedResource[], type: string) => resources.filter((r) => r.type === type);
 const one = (resources: readonly RecordedResource[], type: string) => {
   const found = byType(resources, type);
@@ -279,18 +296,7 @@ describe("the plan that `npm run render` prints", () => {
       [{ tls: { mode: "letsencrypt", domain: "llm.gpu-sandbox.dev", email: "ops@gpu-sandbox.dev" } }, []],
     ];
     for (const [overrides, expected] of cases) {
-      const config = configFor("example", overrides);
-      const planWarnings = planFor(config).lines.filter(([label]) => label === "Warning").map(([, text]) => text);
-      expect(planWarnings, JSON.stringify(overrides)).toEqual(expected.map((re) => expect.stringMatching(re)));
-      if (expected.length) expect(formatPlan(planFor(config))).toMatch(/\n {2}Warning +tls\./);
-      const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
-      try {
-        await run("example", config);
-        expect(warn.mock.calls.map(([text]) => text), JSON.stringify(overrides)).toEqual(expected.map((re) =>
-          expect.stringMatching(new RegExp(`^gpu-sandbox:${re.source.slice(1)}`))));
-      } finally {
-        warn.mockRestore();
-      }
+      await expectWarnings(configFor("example", overrides), expected, /\n {2}Warning +tls\./, JSON.stringify(overrides));
     }
   });
 
@@ -326,15 +332,7 @@ describe("the plan that `npm run render` prints", () => {
     const priced = { request: 1, models: { "qwen2.5-7b": { promptPer1k: 0.1, completionPer1k: 0.2 }, "llama-70b": { promptPer1k: 0.5, completionPer1k: 1 } } };
     const config = configFor("example", { providers, pricing: priced });
     const expected = /^providers\[0\] gemini-pro \(gemini\/gemini-2\.5-pro\) has no pricing\.models entry: its requests are charged the request price only \(1 credit\), whatever tokens the provider bills/;
-    expect(planFor(config).lines.filter(([label]) => label === "Warning").map(([, text]) => text)).toEqual([expect.stringMatching(expected)]);
-    expect(formatPlan(planFor(config))).toMatch(/\n {2}Warning +providers\[0\] gemini-pro/);
-    const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
-    try {
-      await run("example", config);
-      expect(warn.mock.calls.map(([text]) => text)).toEqual([expect.stringMatching(new RegExp(`^gpu-sandbox:${expected.source.slice(1)}`))]);
-    } finally {
-      warn.mockRestore();
-    }
+    await expectWarnings(config, [expected], /\n {2}Warning +providers\[0\] gemini-pro/);
     // Priced, even at 0 per token (a free provider), it says nothing.
     const free = configFor("example", { providers, pricing: { ...priced, models: { ...priced.models, "gemini-pro": { promptPer1k: 0, completionPer1k: 0 } } } });
     expect(formatPlan(planFor(free))).not.toContain("Warning");
@@ -345,15 +343,7 @@ describe("the plan that `npm run render` prints", () => {
     const { formatPlan, planFor } = await import("../../infra/plan.ts");
     const config = configFor("example", { model: { id: "Qwen/Qwen3-8B", servedName: "qwen3-8b" }, pricing: { request: 1 } });
     const expected = /^model\.id Qwen\/Qwen3-8B has no tool-call parser the kit knows: vLLM will refuse chat requests with tools and tool_choice "auto" .*add \["--enable-auto-tool-choice", "--tool-call-parser", "<parser>"\] to model\.extraArgs/;
-    expect(planFor(config).lines.filter(([label]) => label === "Warning").map(([, text]) => text)).toEqual([expect.stringMatching(expected)]);
-    expect(formatPlan(planFor(config))).toMatch(/\n {2}Warning +model\.id Qwen\/Qwen3-8B has no tool-call parser/);
-    const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
-    try {
-      await run("example", config);
-      expect(warn.mock.calls.map(([text]) => text)).toEqual([expect.stringMatching(new RegExp(`^gpu-sandbox:${expected.source.slice(1)}`))]);
-    } finally {
-      warn.mockRestore();
-    }
+    await expectWarnings(config, [expected], /\n {2}Warning +model\.id Qwen\/Qwen3-8B has no tool-call parser/);
     // The operator's own parser in model.extraArgs: nothing to say.
     const own = configFor("example", { model: { id: "Qwen/Qwen3-8B", servedName: "qwen3-8b", extraArgs: ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"] }, pricing: { request: 1 } });
     expect(formatPlan(planFor(own))).not.toContain("Warning");
