@@ -87,6 +87,14 @@ describe("a provider's model on /v1/responses: the allow-list, member by member"
     }
   });
 
+  // The AI SDK's second turn, with its default store on, refers to the first answer's message.
+  it("an item_reference is refused with the AI SDK's option that sends the item itself", async () => {
+    const e = await refused({ input: [{ role: "user", content: "Hello" }, { type: "item_reference", id: "msg_1" }, { role: "user", content: "And?" }] });
+    expect(e.param).toBe("input");
+    expect(e.message).toContain("input[1] is an item_reference");
+    expect(e.message).toContain("providerOptions: { openai: { store: false } }");
+  });
+
   it("a streamed request is checked as one that is not", async () => {
     const e = await refused({ input: [{ type: "item_reference", id: "msg_1" }], stream: true });
     expect(e.param).toBe("input");

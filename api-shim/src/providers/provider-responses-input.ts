@@ -73,6 +73,11 @@ export function refuseUnlistedResponsesInput(input: unknown, name: string): void
 function refuseUnlistedItem(item: Record<string, unknown>, index: number, name: string): void {
   const type = item.type ?? "message";
   const members = typeof type === "string" && Object.hasOwn(ITEM_MEMBERS, type) ? ITEM_MEMBERS[type]! : undefined;
+  // The Vercel AI SDK sends an earlier answer's items by reference unless told not to store them
+  // (@ai-sdk/openai convertToOpenAIResponsesInput): its users need the one option that fixes it.
+  if (type === "item_reference") {
+    throw invalidParam(`input[${index}] is an item_reference, an item stored at the provider, which model '${name}', a provider's model, does not take here: send the item itself (the Vercel AI SDK does with providerOptions: { openai: { store: false } }).`, "input");
+  }
   if (members === undefined) {
     throw invalidParam(`input[${index}] is an item of type ${JSON.stringify(type).slice(0, 64)}, which model '${name}', a provider's model, does not take here: it takes ${Object.keys(ITEM_MEMBERS).join(", ")} items (an item stored at the provider, or of a tool it runs, is billed outside the tokens this endpoint charges for).`, "input");
   }
