@@ -9,7 +9,7 @@
  * parser it knows, and warns for the others.
  */
 import type { TenantConfig } from "./types.ts";
-import { setsVllmFlag } from "./vllm.ts";
+import { setsVllmFlag, vllmFlag } from "./vllm.ts";
 
 const AUTO_TOOL_CHOICE = "--enable-auto-tool-choice";
 const TOOL_CALL_PARSER = "--tool-call-parser";
@@ -27,8 +27,9 @@ const TOOL_CALL_PARSERS: readonly { readonly name: RegExp; readonly parser: stri
   // "Qwen Models": Qwen/Qwen2.5-*, Qwen/QwQ-32B (their chat template has Hermes-style tool use).
   { name: /^qwen2\.5-/i, parser: "hermes" },
   { name: /^qwq-32b(?:$|[-_.](?!preview))/i, parser: "hermes" },
-  // "Hermes Models": NousResearch/Hermes-2-Pro-*, Hermes-2-Theta-*, Hermes-3-*.
-  { name: /^hermes-(?:2-pro|2-theta|3)-/i, parser: "hermes" },
+  // "Hermes Models": NousResearch/Hermes-2-Pro-*, Hermes-2-Theta-*, and "all Nous Research
+  // Hermes-series models newer than Hermes 2 Pro" (Hermes-3-*, Hermes-4-*).
+  { name: /^hermes-(?:2-pro|2-theta|[3-9])-/i, parser: "hermes" },
   // "Mistral Models": mistralai/Mistral-7B-Instruct-v0.3 (confirmed).
   { name: /^mistral-7b-instruct-v0\.3(?:$|[-_.])/i, parser: "mistral" },
   // "Llama Models": meta-llama/Llama-3.1-*, Llama-3.2-* (Meta-Llama-3.1-*: the 3.1 repositories' first names).
@@ -45,24 +46,40 @@ export function toolCallParser(modelId: string): string | undefined {
   return TOOL_CALL_PARSERS.find((family) => family.name.test(name))?.parser;
 }
 
-/** Whether `model.extraArgs` decides tool calling itself: a parser of its own, or auto tool choice on or off. */
-function operatorChooses(extraArgs: readonly string[]): boolean {
-  return setsVllmFlag(extraArgs, AUTO_TOOL_CHOICE) || setsVllmFlag(extraArgs, TOOL_CALL_PARSER);
+/**
+ * What `model.extraArgs` says of tool calling: auto tool choice turned off (`--no-…`), turned on,
+ * or neither; and whether it names a parser. The kit completes the pair and never overrides a flag.
+ */
+function operatorChoice(extraArgs: readonly string[]): { off: boolean; on: boolean; parser: boolean } {
+  const off = extraArgs.some((arg) => vllmFlag(arg.split("=")[0]!) === `--no-${AUTO_TOOL_CHOICE.slice(2)}`);
+  return { off, on: !off && setsVllmFlag(extraArgs, AUTO_TOOL_CHOICE), parser: setsVllmFlag(extraArgs, TOOL_CALL_PARSER) };
 }
 
 /**
- * The flags the kit adds to vLLM's command so that tool_choice "auto" works: auto tool choice
- * with the model's parser, when it knows one and `model.extraArgs` decides nothing about it.
+ * The flags the kit adds to vLLM's command so that tool_choice "auto" works: auto tool choice and
+ * the model's parser, each unless `model.extraArgs` sets it, never one without the other (vLLM
+ * exits at start on auto tool choice without a parser, cli_args.py validate_parsed_serve_args; a
+ * parser without it still refuses "auto"), and nothing when `model.extraArgs` turns it off.
  */
 export function toolCallingVllmFlags(extraArgs: readonly string[], modelId: string): string[] {
+  const chosen = operatorChoice(extraArgs);
   const parser = toolCallParser(modelId);
-  return parser === undefined || operatorChooses(extraArgs) ? [] : [AUTO_TOOL_CHOICE, TOOL_CALL_PARSER, parser];
+  if (chosen.off || (!chosen.parser && parser === undefined)) return [];
+  return [...(chosen.on ? [] : [AUTO_TOOL_CHOICE]), ...(chosen.parser ? [] : [TOOL_CALL_PARSER, parser!])];
 }
 
 /** The warning (for `pulumi up` and the plan) when vLLM will refuse tool_choice "auto" for the served model. */
 export function toolCallingWarnings(config: TenantConfig): string[] {
   const { id, extraArgs } = config.model;
-  if (toolCallParser(id) !== undefined || operatorChooses(extraArgs)) return [];
+  const chosen = operatorChoice(extraArgs);
+  if (chosen.off || chosen.parser || toolCallParser(id) !== undefined) return [];
+  const add = `with the parser vLLM's tool-calling docs name for the model, or use "--no-enable-auto-tool-choice"`;
+  if (chosen.on) {
+    return [
+      `model.extraArgs turns on ${AUTO_TOOL_CHOICE} for model.id ${id} without a ${TOOL_CALL_PARSER}, and the kit knows none for it: ` +
+      `vLLM exits at start ("${AUTO_TOOL_CHOICE} requires ${TOOL_CALL_PARSER}"); add ["${TOOL_CALL_PARSER}", "<parser>"] to model.extraArgs ${add}`,
+    ];
+  }
   return [
     `model.id ${id} has no tool-call parser the kit knows: vLLM will refuse chat requests with tools and tool_choice "auto" ` +
     "(the default with tools, which the AI SDK, LangChain and OpenAI's Agents SDK send) with a 400, \"auto\" tool choice requires " +

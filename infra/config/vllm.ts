@@ -47,7 +47,7 @@ function reservedVllmFlag(arg: string): { instead: string; secret: boolean; name
 }
 
 /** A flag's name as vLLM's parser reads it: `--api_key` is `--api-key`, `-tp` is `--tensor-parallel-size`. */
-function vllmFlag(name: string): string {
+export function vllmFlag(name: string): string {
   return name.startsWith("--")
     ? `--${name.slice(2).replace(/^[^.]*/, (head) => head.replaceAll("_", "-"))}`
     : VLLM_SHORT_FLAGS[name] ?? name;

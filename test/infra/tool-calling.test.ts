@@ -25,6 +25,8 @@ describe("the tool-call parser the kit picks from model.id", () => {
     expect(toolCallParser("Qwen/QwQ-32B")).toBe("hermes");
     expect(toolCallParser("NousResearch/Hermes-3-Llama-3.1-8B")).toBe("hermes");
     expect(toolCallParser("NousResearch/Hermes-2-Pro-Mistral-7B")).toBe("hermes");
+    // "All Nous Research Hermes-series models newer than Hermes 2 Pro should be supported".
+    for (const id of ["NousResearch/Hermes-4-14B", "NousResearch/Hermes-4-70B", "NousResearch/Hermes-4-405B-FP8"]) expect(toolCallParser(id), id).toBe("hermes");
     expect(toolCallParser("mistralai/Mistral-7B-Instruct-v0.3")).toBe("mistral");
     expect(toolCallParser("meta-llama/Llama-3.1-8B-Instruct")).toBe("llama3_json");
     expect(toolCallParser("meta-llama/Meta-Llama-3.1-70B-Instruct")).toBe("llama3_json");
@@ -52,10 +54,21 @@ describe("the tool-calling flags added to vLLM's command", () => {
     expect(toolCallingVllmFlags(["--enable-prefix-caching"], "openai/gpt-oss-120b")).toEqual([AUTO, "--tool-call-parser", "openai"]);
   });
 
-  it("are left to the operator who names a parser or turns auto tool choice on or off in model.extraArgs, in any spelling vLLM reads", () => {
-    for (const extraArgs of [["--tool-call-parser", "pythonic"], ["--tool_call_parser=llama4_pythonic"], [AUTO], ["--no-enable-auto-tool-choice"], ["--enable_auto_tool_choice"]]) {
-      expect(toolCallingVllmFlags(extraArgs, "Qwen/Qwen2.5-7B-Instruct"), extraArgs.join(" ")).toEqual([]);
+  it("leave each flag the operator sets in model.extraArgs to them, in any spelling vLLM reads, and add the other half of the pair", () => {
+    // vLLM exits at start on --enable-auto-tool-choice without a parser (cli_args.py
+    // validate_parsed_serve_args), and a parser without it refuses "auto" with a 400: half a pair is never left.
+    for (const both of [[AUTO, "--tool-call-parser", "pythonic"], ["--enable_auto_tool_choice", "--tool_call_parser=llama4_pythonic"]]) {
+      expect(toolCallingVllmFlags(both, "Qwen/Qwen2.5-7B-Instruct"), both.join(" ")).toEqual([]);
     }
+    expect(toolCallingVllmFlags(["--tool-call-parser", "pythonic"], "Qwen/Qwen2.5-7B-Instruct")).toEqual([AUTO]);
+    expect(toolCallingVllmFlags(["--tool_call_parser=pythonic"], "Qwen/Qwen3-8B")).toEqual([AUTO]);
+    expect(toolCallingVllmFlags([AUTO], "Qwen/Qwen2.5-7B-Instruct")).toEqual(["--tool-call-parser", "hermes"]);
+    expect(toolCallingVllmFlags(["--enable_auto_tool_choice"], "Qwen/Qwen2.5-7B-Instruct")).toEqual(["--tool-call-parser", "hermes"]);
+  });
+
+  it("are none when the operator keeps auto tool choice off", () => {
+    expect(toolCallingVllmFlags(["--no-enable-auto-tool-choice"], "Qwen/Qwen2.5-7B-Instruct")).toEqual([]);
+    expect(toolCallingVllmFlags(["--no-enable-auto-tool-choice", "--tool-call-parser", "hermes"], "Qwen/Qwen3-8B")).toEqual([]);
   });
 
   it("are none for a model without a known parser", () => {
@@ -64,7 +77,7 @@ describe("the tool-calling flags added to vLLM's command", () => {
 });
 
 describe("the warning for a model without a known tool-call parser", () => {
-  const warning = (c: TenantConfig) => configWarnings(c).filter((w) => w.includes("tool_choice"));
+  const warning = (c: TenantConfig) => configWarnings(c).filter((w) => w.includes("--tool-call-parser"));
 
   it("says vLLM will refuse tool_choice \"auto\" and how to set a parser in model.extraArgs", () => {
     expect(warning(config({ id: "Qwen/Qwen3-8B" }))).toEqual([
@@ -75,9 +88,19 @@ describe("the warning for a model without a known tool-call parser", () => {
     ]);
   });
 
+  it("says vLLM will not start when model.extraArgs turns auto tool choice on without a parser and the kit knows none", () => {
+    expect(warning(config({ id: "Qwen/Qwen3-8B", extraArgs: [AUTO] }))).toEqual([
+      'model.extraArgs turns on --enable-auto-tool-choice for model.id Qwen/Qwen3-8B without a --tool-call-parser, and the kit knows none for it: ' +
+      "vLLM exits at start (\"--enable-auto-tool-choice requires --tool-call-parser\"); add [\"--tool-call-parser\", \"<parser>\"] to model.extraArgs " +
+      "with the parser vLLM's tool-calling docs name for the model, or use \"--no-enable-auto-tool-choice\"",
+    ]);
+  });
+
   it("is not given for a model with a known parser, nor when model.extraArgs chooses", () => {
     expect(warning(config({ id: "Qwen/Qwen2.5-7B-Instruct" }))).toEqual([]);
     expect(warning(config({ id: "Qwen/Qwen3-8B", extraArgs: [AUTO, "--tool-call-parser", "hermes"] }))).toEqual([]);
     expect(warning(config({ id: "Qwen/Qwen3-8B", extraArgs: ["--no-enable-auto-tool-choice"] }))).toEqual([]);
+    expect(warning(config({ id: "Qwen/Qwen3-8B", extraArgs: ["--tool-call-parser", "hermes"] }))).toEqual([]); // the kit adds auto
+    expect(warning(config({ id: "Qwen/Qwen2.5-7B-Instruct", extraArgs: [AUTO] }))).toEqual([]); // the kit adds its parser
   });
 });
