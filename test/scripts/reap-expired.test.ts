@@ -702,6 +702,15 @@ describe("reap-expired: a destroy that failed after the keys were revoked (the s
       `Then delete ${marker}, which this line is from.`);
   });
 
+  it("two stack keys revoked: each named, one --replace per key, in one command", async () => {
+    const partner = generateKey();
+    await shim.store.ensureBootstrapKey({ id: partner.id, name: "partner", hash: partner.hash, tier: "enterprise", models: null, expiresAt: null, credits: 100_000_000, at: Date.now() });
+    const { run } = await lockedByRaise();
+    const first = await run();
+    expect(first.err).toContain("its stack keys partner, customer stay revoked though `pulumi stack output apiKeys` still shows them: give each a new id, " +
+      "`pulumi up --stack bravo --replace '<URN of bravo-key-partner-id>' --replace '<URN of bravo-key-customer-id>'`");
+  });
+
   it("after an export that failed once the keys were revoked, and ttlHours raised as the KEPT line offers, the next run says they are still revoked and the usage not saved", async () => {
     const { live, root, pulumi } = await lockedByRaise();
     pulumi.script = () => undefined;
