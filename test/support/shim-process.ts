@@ -13,6 +13,7 @@ import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { FakeVllm } from "./fake-vllm.ts";
 import { assertNoSecrets } from "./shim-harness.ts";
 import { tempDir } from "./tools.ts";
+import { trackChild } from "./running-children.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -62,12 +63,6 @@ export class ShimStartError extends Error {
   }
 }
 
-/** Every child still running: killed when the test process exits, so a failed test leaks none. */
-const running = new Set<ChildProcess>();
-process.once("exit", () => {
-  for (const c of running) c.kill("SIGKILL");
-});
-
 /**
  * `prefix`: a command the shim runs under (strace, to make its disk fail); `child` is then that
  * command's process. `ready`: the log line it resolves at (by default the one saying it listens;
@@ -81,8 +76,7 @@ export async function spawnShim(env: Record<string, string>, prefix: readonly st
     env: { PATH: process.env.PATH ?? "", SHIM_HOST: "127.0.0.1", SHIM_PORT: "0", LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
-  running.add(child);
-  child.once("exit", () => running.delete(child));
+  trackChild(child); // killed after the test file if it is still running then (running-children.ts)
   const lines: string[] = [];
   const events = new EventEmitter();
   let partial = "";
