@@ -1,7 +1,8 @@
 import { APIError, BadRequestError } from "openai";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type FakeLitellmResponses, startFakeLitellmResponses } from "../support/fake-litellm-responses.ts";
-import { moneyInvariants, startShim, type Harness, balanceOf, expectLedgerMatches } from "../support/shim-harness.ts";
+import { beforeAll, describe, expect, it } from "vitest";
+import type { FakeLitellmResponses } from "../support/fake-litellm-responses.ts";
+import { leaveResponsesStreamAtFirstDelta, litellmResponsesShim } from "../support/litellm-responses-shim.ts";
+import { type Harness, balanceOf, expectLedgerMatches } from "../support/shim-harness.ts";
 
 const CREDIT = 1_000_000;
 // 1 credit per request, 0.001 credit per prompt token, 1 credit per output token: charges easy to read.
@@ -17,19 +18,10 @@ const cost = (input: number, output: number) => CREDIT + input * 1000 + output *
  * SDK: LiteLLM's dialect (test/support/fake-litellm-responses.ts) answered whole and charged exactly.
  */
 describe("POST /v1/responses through LiteLLM", () => {
+  const f = litellmResponsesShim(FILE);
   let h: Harness;
   let litellm: FakeLitellmResponses;
-  beforeAll(async () => {
-    litellm = await startFakeLitellmResponses();
-    h = await startShim({ env: { SHIM_UPSTREAM_URL: litellm.url }, file: FILE });
-  });
-  afterEach(() => {
-    litellm.mode = "answer";
-  });
-  afterAll(async () => {
-    await h.close();
-    await litellm.close();
-  });
+  beforeAll(() => void ({ h, litellm } = f));
 
   const balance = (id: string) => balanceOf(h.store, id);
   const ledgerMatches = (id: string) => expectLedgerMatches(h.store, id);
@@ -119,15 +111,8 @@ describe("POST /v1/responses through LiteLLM", () => {
   });
 
   it("a client that leaves mid-stream: LiteLLM's request is aborted, the key charged what was delivered", async () => {
-    litellm.mode = "slow";
     const { key, id } = await h.createKey({ credits: 1000 });
-    const ac = new AbortController();
-    const stream = await h.client(key).responses.create({ model: "qwen2.5-7b", input: "greet me", max_output_tokens: 16, stream: true }, { signal: ac.signal });
-    await (async () => {
-      for await (const e of stream) if (e.type === "response.output_text.delta") ac.abort();
-    })().catch(() => {});
-    await expect.poll(() => litellm.abortedEarly, { timeout: 5000 }).toBe(true);
-    await expect.poll(async () => (await moneyInvariants(h.store)).find((r) => r.keyId === id)?.held, { timeout: 5000 }).toBe(0);
+    await leaveResponsesStreamAtFirstDelta(f, { key, id }, "qwen2.5-7b");
     const charged = 1000 * CREDIT - (await balance(id));
     expect(charged).toBeGreaterThanOrEqual(cost(0, 1));
     expect(charged).toBeLessThanOrEqual(cost(8192, 16));

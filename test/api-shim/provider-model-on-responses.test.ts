@@ -1,8 +1,9 @@
 import { BadRequestError } from "openai";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { failure } from "../support/api-failure.ts";
-import { type FakeLitellmResponses, startFakeLitellmResponses } from "../support/fake-litellm-responses.ts";
-import { balanceOf, expectLedgerMatches, moneyInvariants, startShim, type Harness } from "../support/shim-harness.ts";
+import type { FakeLitellmResponses } from "../support/fake-litellm-responses.ts";
+import { leaveResponsesStreamAtFirstDelta, litellmResponsesShim } from "../support/litellm-responses-shim.ts";
+import { balanceOf, expectLedgerMatches, type Harness } from "../support/shim-harness.ts";
 
 const CREDIT = 1_000_000;
 // 1 credit per request, 0.001 credit per prompt token, 1 credit per output token: charges easy to read.
@@ -21,20 +22,10 @@ const cost = (input: number, output: number) => CREDIT + input * 1000 + output *
  * answers a provider's model (test/support/fake-litellm-responses.ts, `bridged`).
  */
 describe("a provider's model on /v1/responses", () => {
+  const f = litellmResponsesShim(FILE, true);
   let h: Harness;
   let litellm: FakeLitellmResponses;
-  beforeAll(async () => {
-    litellm = await startFakeLitellmResponses();
-    litellm.bridged = true;
-    h = await startShim({ env: { SHIM_UPSTREAM_URL: litellm.url }, file: FILE });
-  });
-  afterEach(() => {
-    litellm.mode = "answer";
-  });
-  afterAll(async () => {
-    await h.close();
-    await litellm.close();
-  });
+  beforeAll(() => void ({ h, litellm } = f));
 
   const balance = (id: string) => balanceOf(h.store, id);
 
@@ -78,15 +69,8 @@ describe("a provider's model on /v1/responses", () => {
   });
 
   it("a client that leaves mid-stream is charged what was delivered, and LiteLLM's request is aborted", async () => {
-    litellm.mode = "slow";
     const { key, id } = await h.createKey({ credits: 1000 });
-    const ac = new AbortController();
-    const stream = await h.client(key).responses.create({ model: "claude", input: "greet me", max_output_tokens: 16, stream: true }, { signal: ac.signal });
-    await (async () => {
-      for await (const e of stream) if (e.type === "response.output_text.delta") ac.abort();
-    })().catch(() => {});
-    await expect.poll(() => litellm.abortedEarly, { timeout: 5000 }).toBe(true);
-    await expect.poll(async () => (await moneyInvariants(h.store)).find((r) => r.keyId === id)?.held, { timeout: 5000 }).toBe(0);
+    await leaveResponsesStreamAtFirstDelta(f, { key, id }, "claude");
     const charged = 1000 * CREDIT - (await balance(id));
     expect(charged).toBeGreaterThanOrEqual(cost(0, 1));
     expect(charged).toBeLessThan(cost(1000, 4));

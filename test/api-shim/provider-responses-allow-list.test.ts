@@ -1,8 +1,9 @@
 import { BadRequestError } from "openai";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { failure } from "../support/api-failure.ts";
-import { type FakeLitellmResponses, startFakeLitellmResponses } from "../support/fake-litellm-responses.ts";
-import { startShim, type Harness } from "../support/shim-harness.ts";
+import type { FakeLitellmResponses } from "../support/fake-litellm-responses.ts";
+import { litellmResponsesShim } from "../support/litellm-responses-shim.ts";
+import type { Harness } from "../support/shim-harness.ts";
 
 /**
  * A provider's model on /v1/responses: every listed input item and content part member passes,
@@ -15,17 +16,10 @@ const FILE = {
 };
 
 describe("a provider's model on /v1/responses: the allow-list, member by member", () => {
+  const f = litellmResponsesShim(FILE, true);
   let h: Harness;
   let litellm: FakeLitellmResponses;
-  beforeAll(async () => {
-    litellm = await startFakeLitellmResponses();
-    litellm.bridged = true;
-    h = await startShim({ env: { SHIM_UPSTREAM_URL: litellm.url }, file: FILE });
-  });
-  afterAll(async () => {
-    await h.close();
-    await litellm.close();
-  });
+  beforeAll(() => void ({ h, litellm } = f));
 
   const passes = async (body: Record<string, unknown>) => {
     const { key } = await h.createKey({ credits: 1000 });
