@@ -23,13 +23,16 @@ export function isPlainText(text: string, options: { lineBreaks?: boolean } = {}
   return text.isWellFormed() && !hasControlCharacters(text, options);
 }
 
+/** A character as Unicode names it, for a message: "U+2013", "U+0007", "U+1F642". */
+export const codePointLabel = (c: string): string => `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
+
 /**
  * The first character that makes `text` not plain text (isPlainText), for a refusal to name:
  * a control character, or a lone surrogate (half of a UTF-16 pair); undefined when there is none.
  */
 export function notPlainCharacter(text: string, options: { lineBreaks?: boolean } = {}): { kind: "control" | "lone surrogate"; code: string } | undefined {
   for (const c of text) {
-    const code = `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
+    const code = codePointLabel(c);
     if (hasControlCharacters(c, options)) return { kind: "control", code };
     if (!c.isWellFormed()) return { kind: "lone surrogate", code };
   }

@@ -2,6 +2,7 @@
 // reports a bad flag, prints --help and exits the same way.
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { decimalNumber } from "../../infra/config/checks.ts";
+import { codePointLabel } from "../../api-shim/src/names.ts";
 import { readInstant } from "../../api-shim/src/requests/period.ts";
 import { closestName } from "./closest-name.ts";
 import { typographicDashFlag } from "./typographic-dash.ts";
@@ -330,7 +331,7 @@ export function strayCharacter(value: string, allowed: { test(c: string): boolea
   let position = 0;
   for (const c of value) {
     position++;
-    if (!allowed.test(c)) return `${JSON.stringify(c)} (U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}) at character ${position}`;
+    if (!allowed.test(c)) return `${JSON.stringify(c)} (${codePointLabel(c)}) at character ${position}`;
   }
   return undefined;
 }

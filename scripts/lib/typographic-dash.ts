@@ -1,3 +1,5 @@
+import { codePointLabel } from "../../api-shim/src/names.ts";
+
 // A flag whose "--" a document or chat turned into a typographic dash (`–amount`), found before
 // parseArgs, which took it for a positional: manage-keys then said `"top-up –amount 5" is not a
 // command … flags typed before -- are kept by npm`, report-usage `Unexpected argument '–-all'`.
@@ -28,7 +30,7 @@ export function typographicDashFlag(argv: readonly string[], options: Readonly<R
     if (word === "--") return undefined;
     if (PASTED.test(word)) {
       const c = FIRST_DASH.exec(word)![0];
-      const code = `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`;
+      const code = codePointLabel(c);
       const meant = word.replace(LEADING, "");
       // Dashes alone name no flag: "type --" would end the options, which may not be what was meant.
       if (meant === "") return `"${word}" is a typographic dash (${code}) alone, not a flag or a word the script takes: remove it (if it was the "--" that ends the options, made into a dash by a document or chat, type --)`;
