@@ -6,7 +6,7 @@ import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 import { type ShimProcess, ShimProcesses, shimProcessFixture, writeProcessConfig } from "../support/shim-process.ts";
 
-/** The scan of ShimProcesses itself: each stop fails when what a process wrote holds a secret. */
+/** The scan of ShimProcesses itself: each stop fails when what a process wrote holds a secret, and killAll stops what start() ran. */
 describe("ShimProcesses' scan for secrets", () => {
   const leaked = "sk-gs-AAAAAAAAAAAA_" + "b".repeat(32);
   const fakeProcess = (lines: string[], stderr = "") =>
@@ -56,6 +56,18 @@ describe("ShimProcesses' scan for secrets", () => {
     await expect(o.killAll()).rejects.toThrow(/a secret appeared/);
   });
 
+  it("killAll scans what a process wrote after it was killed, up to its close", async () => {
+    const lines: string[] = [];
+    let close!: () => void;
+    const closed = new Promise<void>((r) => (close = r));
+    const kill = () => { setTimeout(() => { lines.push(`{"msg":"last words ${leaked}"}`); close(); }, 50); return true; };
+    const p = { ...fakeProcess(lines), child: { kill, exitCode: null, signalCode: null }, exited: closed.then(() => ({ code: null, signal: "SIGKILL" })), closed } as unknown as ShimProcess;
+    const o = new ShimProcesses(() => [leaked]);
+    (o as unknown as { spawned: ShimProcess[] }).spawned.push(p);
+    o.keep(p);
+    await expect(o.killAll()).rejects.toThrow(/a secret appeared/);
+  });
+
   it("without secrets, nothing fails", async () => {
     const o = new ShimProcesses();
     o.keep(fakeProcess([`{"msg":"${leaked}"}`]));
@@ -69,13 +81,26 @@ describe("ShimProcesses' scan for secrets", () => {
       await fake?.close();
       rmSync(dir, { recursive: true, force: true });
     });
-    it("killAll scans a process started with start() even when no test called keep", async () => {
-      fake = await new FakeVllm().start();
+    const env = async (db: string) => {
+      fake ??= await new FakeVllm().start();
       const key = generateKey();
+      return { SHIM_UPSTREAM_URL: fake.url, SHIM_DATABASE_URL: `sqlite:${join(dir, db)}`, SHIM_CONFIG: writeProcessConfig(dir, key, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]), SHIM_ADMIN_TOKEN: `adm-${generateKey().key}` };
+    };
+    it("killAll scans a process started with start() even when no test called keep", async () => {
       // What the shim surely logs stands in for a leaked secret.
       const o = new ShimProcesses(() => ["api-shim listening"]);
-      await o.start({ SHIM_UPSTREAM_URL: fake.url, SHIM_DATABASE_URL: `sqlite:${join(dir, "shim.db")}`, SHIM_CONFIG: writeProcessConfig(dir, key, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]), SHIM_ADMIN_TOKEN: `adm-${generateKey().key}` });
+      await o.start(await env("scanned.db"));
       await expect(o.killAll()).rejects.toThrow(/a secret appeared/);
+    });
+    it("killAll stops a process start() ran", async () => {
+      const o = new ShimProcesses();
+      const p = await o.start(await env("stopped.db"));
+      try {
+        await o.killAll();
+        expect(p.child.exitCode !== null || p.child.signalCode !== null).toBe(true);
+      } finally {
+        if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
+      }
     });
   });
 });
