@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeVllm } from "../support/fake-vllm.ts";
+import { postText, sseDataEvents } from "../support/tools.ts";
 
 /**
  * The fake's /v1/responses with a forced function tool or a JSON schema text format, as vLLM's
@@ -14,8 +15,8 @@ describe("fake vLLM /v1/responses: forced function calls and text.format", () =>
   const clock = { type: "function", name: "get_time", parameters: { type: "object", properties: {} } };
   const ask = { model: "qwen2.5-7b", input: "weather in Paris?", tools: [weather, clock] };
   const schema = { type: "object", properties: { city: { type: "string" }, celsius: { type: "integer" } }, required: ["city", "celsius"] };
-  const post = async (body: unknown) => (await fetch(`${fake.url}/responses`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })).text();
-  const events = (text: string) => text.split("\n\n").filter((e) => e.includes("data: {")).map((e) => JSON.parse(e.slice(e.indexOf("data: ") + 6)) as Record<string, any>);
+  const post = (body: unknown) => postText(`${fake.url}/responses`, body);
+  const events = sseDataEvents;
   beforeAll(async () => {
     fake = await new FakeVllm().start();
   });

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeVllm } from "../support/fake-vllm.ts";
+import { postText, sseDataEvents } from "../support/tools.ts";
 
 /**
  * The fake's structured output, as vLLM answers a chat `response_format` (protocol.py's
@@ -11,8 +12,8 @@ describe("fake vLLM answers a json_schema or json_object response_format with JS
   let fake: FakeVllm;
   const schema = { type: "object", properties: { city: { type: "string" }, celsius: { type: "integer" }, note: { type: "string" } }, required: ["city", "celsius"] };
   const ask = { model: "qwen2.5-7b", messages: [{ role: "user", content: "weather in Paris as JSON" }], response_format: { type: "json_schema", json_schema: { name: "weather", schema } } };
-  const post = async (body: unknown) => (await fetch(`${fake.url}/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })).text();
-  const events = (text: string) => text.split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => JSON.parse(e.slice(6)) as Record<string, any>);
+  const post = (body: unknown) => postText(`${fake.url}/chat/completions`, body);
+  const events = sseDataEvents;
   beforeAll(async () => {
     fake = await new FakeVllm().start();
   });

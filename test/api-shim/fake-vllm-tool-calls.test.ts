@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FakeVllm } from "../support/fake-vllm.ts";
+import { postText, sseDataEvents } from "../support/tools.ts";
 
 /**
  * The fake's forced tool calls, as vLLM answers them (vllm/entrypoints/openai/chat_completion/serving.py
@@ -10,8 +11,8 @@ describe("fake vLLM answers a forced tool call as vLLM does", () => {
   const weather = { type: "function", function: { name: "get_weather", parameters: { type: "object", properties: { city: { type: "string" }, days: { type: "integer" }, unit: { type: "string" } }, required: ["city", "days"] } } };
   const clock = { type: "function", function: { name: "get_time", parameters: { type: "object", properties: {} } } };
   const ask = { model: "qwen2.5-7b", messages: [{ role: "user", content: "weather in Paris?" }], tools: [weather, clock] };
-  const post = async (body: unknown) => (await fetch(`${fake.url}/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })).text();
-  const events = (text: string) => text.split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => JSON.parse(e.slice(6)) as Record<string, any>);
+  const post = (body: unknown) => postText(`${fake.url}/chat/completions`, body);
+  const events = sseDataEvents;
   beforeAll(async () => {
     fake = await new FakeVllm().start();
   });

@@ -88,3 +88,13 @@ export async function pollUntil(check: () => boolean | Promise<boolean>, timeout
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
+
+/** POST `body` as JSON to `url` and read the answer's text (a test upstream's answer, raw). */
+export async function postText(url: string, body: unknown): Promise<string> {
+  return (await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })).text();
+}
+
+/** The JSON of each SSE event's `data:` line (with or without an `event:` line before it), `[DONE]` and comments left out. */
+export function sseDataEvents<T = Record<string, any>>(text: string): T[] {
+  return text.split("\n\n").flatMap((e) => e.split("\n").filter((l) => l.startsWith("data: {")).map((l) => JSON.parse(l.slice("data: ".length)) as T));
+}
