@@ -42,6 +42,14 @@ function streamEnd(status: number, contentType: string | null | undefined, text:
   return { streamed: true, wrong: `a stream that ended ${JSON.stringify(text.slice(-200))}` };
 }
 
+/** Cases 0 to count − 1 through `one`, `width` at a time (as many clients at once), in order of start. */
+async function eachAtOnce(count: number, width: number, one: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: width }, async () => {
+    while (next < count) await one(next++);
+  }));
+}
+
 const SEED = Number(process.env.FUZZ_SEED ?? 20261121);
 const CASES = 3000;
 const FIELD_CASES = 1500;
@@ -170,10 +178,7 @@ describe("fuzz: random bodies and headers", () => {
         req.end(body);
       });
     };
-    let next = 0;
-    await Promise.all(Array.from({ length: 16 }, async () => {
-      while (next < CASES) await one(next++);
-    }));
+    await eachAtOnce(CASES, 16, one);
     agent.destroy();
     expect(failures).toEqual([]);
     // The mix reaches the deep paths too: forwarded and metered requests, every kind of rejection.
@@ -264,10 +269,7 @@ describe("fuzz: random bodies and headers", () => {
         req.end(body);
       });
     };
-    let next = 0;
-    await Promise.all(Array.from({ length: 16 }, async () => {
-      while (next < HEADER_CASES) await one(next++);
-    }));
+    await eachAtOnce(HEADER_CASES, 16, one);
     agent.destroy();
     expect(failures).toEqual([]);
     // Most get through to the route (the mix is authenticated), the rest are refused with a 4xx.
@@ -311,10 +313,7 @@ describe("fuzz: random bodies and headers", () => {
         if (param !== null) refusedByName.set(param, (refusedByName.get(param) ?? 0) + 1);
       }
     };
-    let next = 0;
-    await Promise.all(Array.from({ length: 8 }, async () => {
-      while (next < FIELD_CASES) await one(next++);
-    }));
+    await eachAtOnce(FIELD_CASES, 8, one);
     expect(failures).toEqual([]);
     // Each field the shim checks itself was reached with a bad value and refused by name.
     for (const field of ["model", "messages", "max_tokens", "max_completion_tokens", "n", "stream", "stream_options", "prompt", "input", "max_output_tokens", "background"]) {
