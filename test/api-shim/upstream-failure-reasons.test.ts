@@ -7,10 +7,10 @@ import { answeringUpstream, shimClient, shimProcessFixture } from "../support/sh
 const ROOT = join(import.meta.dirname, "..", "..");
 const f = shimProcessFixture("upstream-failure-reasons-");
 
-/** The Troubleshooting row an operator opens when `rate(shim_upstream_failures_total[5m])` fires. */
+/** The Troubleshooting row an operator opens when `rate(shim_upstream_failures_total[5m]) > 0` fires. */
 function runbookRow(): string {
   const ops = readFileSync(join(ROOT, "docs", "operations.md"), "utf8");
-  const row = ops.split("\n").find((l) => l.startsWith("| An alert on `rate(shim_upstream_failures_total[5m])`"));
+  const row = ops.split("\n").find((l) => l.startsWith("| An alert on `rate(shim_upstream_failures_total[5m]) > 0`"));
   if (!row) throw new Error("no runbook row");
   return row;
 }

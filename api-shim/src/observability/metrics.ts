@@ -1,6 +1,9 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { MIN_FREE_BYTES } from "../store/sqlite-space.ts";
 
+/** Node's default gauges that are totals of a labelled gauge of the same name without `_total`. */
+const DUPLICATE_TOTAL_GAUGES = ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"];
+
 /**
  * Prometheus metrics with low-cardinality labels only: route pattern, status, configured model
  * names. Never key ids, keys or client addresses. One registry per app instance (tests build
@@ -57,7 +60,13 @@ export class Metrics {
     this.releasedReservations = new Counter({ name: "shim_stale_reservations_released_total", help: "Credit holds released because their process is gone or lost its liveness lock: at start, and by the Postgres store's sweeps while serving. A request still in flight then settles without a hold (charged if the balance covers it).", registers });
     this.cappedCharges = new Counter({ name: "shim_charges_capped_total", help: "Charges capped at their hold: usage worth more than the most the request was allowed to cost.", labelNames: ["model"], registers });
     this.checkpointFailures = new Counter({ name: "shim_sqlite_checkpoint_failures_total", help: "WAL checkpoints of the SQLite store that failed (a disk error): the WAL grows meanwhile; after a minute of failures with none completing the store fails closed.", registers });
-    if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+    if (options.defaultMetrics) {
+      collectDefaultMetrics({ register: this.registry });
+      // prom-client's three gauges named `_total`, which promtool check metrics flags (only a
+      // counter may end so): each is the sum of the labelled gauge beside it, e.g.
+      // sum(nodejs_active_handles), so nothing is lost.
+      for (const name of DUPLICATE_TOTAL_GAUGES) this.registry.removeSingleMetric(name);
+    }
   }
 
   /**
