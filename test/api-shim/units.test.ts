@@ -13,7 +13,7 @@ import { storedUsage } from "../../api-shim/src/metering/usage-json.ts";
 import { ceilDiv, creditsInput, creditsNumber, formatCredits, parseCredits, tokenCost } from "../../api-shim/src/money/money.ts";
 import { normalizationGrowth, parseInferenceRequest } from "../../api-shim/src/requests/inference-request.ts";
 import { normalizationGrowthOf } from "../../api-shim/src/requests/normalization.ts";
-import { parsePeriod, showPeriod } from "../../api-shim/src/requests/period.ts";
+import { parsePeriod, readInstant, showPeriod } from "../../api-shim/src/requests/period.ts";
 import { CHAT_TEMPLATE_TOKENS, DEFAULT_MAX_COMPLETION_TOKENS, Pricer } from "../../api-shim/src/money/pricing.ts";
 import { durationString, MAX_TRACKED_ADDRESSES, RateLimiter, rateLimitHeaders, TokenBucket } from "../../api-shim/src/limits/rate-limit.ts";
 import { rateLimited, requestsSpent } from "../../api-shim/src/limits/refusals.ts";
@@ -721,6 +721,15 @@ describe("usage periods", () => {
     expect(() => parsePeriod({ from: "0050-01-01", to: "2024-12-02" }, now)).not.toThrow();
     expect(parsePeriod({ from: "0001-01-01T00:00:00Z", to: "2024-12-02" }, now).from).toBe(Date.parse("0001-01-01T00:00:00Z"));
     expect(() => parsePeriod({ from: "0050-02-30", to: "2024-12-02" }, now)).toThrow("0050-02-30 is not a day: February 0050 has 28 days");
+  });
+  it("a 'to' alone in years 0000-0099 reports its own month, not 'to must be after from'", () => {
+    expect(parsePeriod({ to: "0050-03-15" }, now)).toEqual({ from: Date.parse("0050-03-01T00:00:00Z"), to: Date.parse("0050-03-16T00:00:00Z") });
+    expect(parsePeriod({ to: "0100-01-01T00:00:00Z" }, now)).toEqual({ from: Date.parse("0099-12-01T00:00:00Z"), to: Date.parse("0100-01-01T00:00:00Z") });
+  });
+  it("a period running past 9999 ends at 10000-01-01, so its shown end is one the API reads back", () => {
+    const shown = showPeriod(parsePeriod({ from: "9999-12-31T00:00:01Z" }, now));
+    expect(shown.end).toBe("9999-12-31T23:59:59Z");
+    expect(readInstant(shown.end)).toEqual({ ms: Date.UTC(10000, 0, 1) - 1000 });
   });
   it("accepts dates (to includes that day) and timestamps", () => {
     expect(parsePeriod({ from: "2024-12-02", to: "2024-12-02" }, now)).toEqual({ from: Date.UTC(2024, 11, 2), to: Date.UTC(2024, 11, 3) });

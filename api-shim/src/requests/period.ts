@@ -17,13 +17,15 @@ export interface Period {
 
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const DAY_MS = 86_400_000;
+/** 10000-01-01T00:00:00Z: a period ends by then, so its shown end is a 4-digit year the API reads back. */
+const LAST_MS = Date.UTC(10000, 0, 1);
 
 export function parsePeriod(query: { from?: unknown; to?: unknown }, nowMs: number): Period {
   const from = query.from === undefined ? undefined : instant(query.from, "from", false);
   const to = query.to === undefined ? undefined : instant(query.to, "to", true);
   // Without a `from`, the month of `to` (or of now): `to=2026-11-30` alone asks about November.
   const start = from ?? monthStart(to === undefined ? nowMs : to - 1, 0);
-  const end = to ?? (from === undefined ? monthStart(nowMs, 1) : Math.max(monthStart(nowMs, 1), from + DAY_MS));
+  const end = Math.min(LAST_MS, to ?? (from === undefined ? monthStart(nowMs, 1) : Math.max(monthStart(nowMs, 1), from + DAY_MS)));
   if (end <= start) throw new ShimError("invalid_request", { param: "to", message: "'to' must be after 'from'." });
   return { from: start, to: end };
 }
@@ -31,7 +33,9 @@ export function parsePeriod(query: { from?: unknown; to?: unknown }, nowMs: numb
 /** The first instant of the UTC month `months` after the one `ms` is in. */
 function monthStart(ms: number, months: number): number {
   const d = new Date(ms);
-  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + months, 1);
+  const start = new Date(0); // not Date.UTC: it reads years 0-99 as 1900-1999
+  start.setUTCFullYear(d.getUTCFullYear(), d.getUTCMonth() + months, 1);
+  return start.getTime();
 }
 
 /**
