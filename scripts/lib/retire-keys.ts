@@ -50,10 +50,10 @@ export async function retireKeys(client: AdminClient, options: RetireOptions): P
     revoking(k);
     revoked(await client.revokeKey(k.id));
   }
-  const deadline = Date.now() + settleTimeoutMs;
+  const deadline = performance.now() + settleTimeoutMs; // monotonic: an NTP step must not end the wait (or stretch it)
   let keys = await client.listKeys();
   let announced = false;
-  while (holding(keys).length > 0 && Date.now() < deadline) {
+  while (holding(keys).length > 0 && performance.now() < deadline) {
     if (!announced) progress(`waiting up to ${Math.round(settleTimeoutMs / 1000)} s for the requests in flight of ${holding(keys).length} key(s) to settle…`);
     announced = true;
     await sleep(pollMs);
