@@ -730,6 +730,9 @@ describe("usage periods", () => {
     const shown = showPeriod(parsePeriod({ from: "9999-12-31T00:00:01Z" }, now));
     expect(shown.end).toBe("9999-12-31T23:59:59Z");
     expect(readInstant(shown.end)).toEqual({ ms: Date.UTC(10000, 0, 1) - 1000 });
+    // Bounds past 10000-01-01 in UTC (a negative offset on 9999-12-31) keep their period, and are not refused.
+    expect(parsePeriod({ from: "9999-12-31T20:00:00-10:00", to: "9999-12-31T22:00:00-10:00" }, now)).toEqual({ from: Date.UTC(10000, 0, 1, 6), to: Date.UTC(10000, 0, 1, 8) });
+    expect(() => parsePeriod({ from: "9999-12-31T20:00:00-10:00" }, now)).not.toThrow();
   });
   it("accepts dates (to includes that day) and timestamps", () => {
     expect(parsePeriod({ from: "2024-12-02", to: "2024-12-02" }, now)).toEqual({ from: Date.UTC(2024, 11, 2), to: Date.UTC(2024, 11, 3) });

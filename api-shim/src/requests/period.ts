@@ -25,9 +25,11 @@ export function parsePeriod(query: { from?: unknown; to?: unknown }, nowMs: numb
   const to = query.to === undefined ? undefined : instant(query.to, "to", true);
   // Without a `from`, the month of `to` (or of now): `to=2026-11-30` alone asks about November.
   const start = from ?? monthStart(to === undefined ? nowMs : to - 1, 0);
-  const end = Math.min(LAST_MS, to ?? (from === undefined ? monthStart(nowMs, 1) : Math.max(monthStart(nowMs, 1), from + DAY_MS)));
+  const end = to ?? (from === undefined ? monthStart(nowMs, 1) : Math.max(monthStart(nowMs, 1), from + DAY_MS));
   if (end <= start) throw new ShimError("invalid_request", { param: "to", message: "'to' must be after 'from'." });
-  return { from: start, to: end };
+  // Cut at LAST_MS only once the order is checked, and only a period that starts before it (one
+  // given with a negative offset late on 9999-12-31 may start after it in UTC).
+  return { from: start, to: start < LAST_MS ? Math.min(LAST_MS, end) : end };
 }
 
 /** The first instant of the UTC month `months` after the one `ms` is in. */
