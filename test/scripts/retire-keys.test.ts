@@ -1,7 +1,7 @@
 // reap-expired revokes a tenant's live keys before it saves its usage; a key that had already
 // expired is left as it is: revoked is final, and an operator who keeps the tenant after all can
 // still move its expiry (`manage-keys update --expires-at`) and so give its credits back.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { adminClient } from "../../scripts/lib/admin-client.ts";
 import { retireKeys } from "../../scripts/lib/retire-keys.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
@@ -43,5 +43,24 @@ describe("retireKeys", () => {
     const revoking: string[] = [];
     await retireKeys(client(), { progress: () => {}, revoking: (k) => revoking.push(k.id), settleTimeoutMs: 0, now: shimNow() + 30_000 });
     expect(revoking).toEqual([justNow.id]);
+  });
+});
+
+// The wait for requests in flight is on the monotonic clock: a wall-clock step forward (NTP) does not end it.
+describe("retireKeys' wait for requests in flight", () => {
+  afterEach(() => vi.restoreAllMocks());
+  it("is not ended by the wall clock stepping an hour forward", async () => {
+    let lists = 0;
+    const key = (inFlight: number) => ({ id: "k", name: "t", revoked_at: "2026-01-01T00:00:00Z", held: 0, requests_in_flight: inFlight });
+    const client = {
+      listKeys: async () => {
+        lists++;
+        if (lists === 2) { const real = Date.now(); vi.spyOn(Date, "now").mockReturnValue(real + 3_600_000); }
+        return [key(lists < 5 ? 1 : 0)];
+      },
+      revokeKey: async () => { throw new Error("not called"); },
+    };
+    const { stillHolding } = await retireKeys(client as never, { progress: () => {}, settleTimeoutMs: 10_000, pollMs: 10, now: Date.now() });
+    expect(stillHolding).toEqual([]);
   });
 });
