@@ -9,7 +9,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import { SqliteReports } from "../../api-shim/src/store/sqlite-reports.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
-import { SLICE_ROWS, usageReport } from "../../api-shim/src/store/sqlite-usage-report.ts";
+import { SLICE_ROWS } from "../../api-shim/src/store/sqlite-usage-report.ts";
 import type { Store } from "../../api-shim/src/store/store.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { sqliteLedgerOfGroups } from "../support/usage-ledger.ts";
