@@ -85,7 +85,7 @@ async function main(): Promise<void> {
   // 30 s: one that died, or one cut off that long): credits a dead replica held come back to the keys.
   const onReleased = (released: number) => {
     metrics.releasedReservations.inc(released);
-    if (released > 0) logger.info({ released }, "released credit holds whose replica lost its liveness lock (a replica gone, or one cut off from the database for longer than the grace: its requests still in flight settle without a hold)");
+    if (released > 0) logger.warn({ released }, "released credit holds whose replica lost its liveness lock (a replica gone, or one cut off from the database for longer than the grace: its requests still in flight settle without a hold)");
   };
   // A Postgres database that takes no writes (a standby, a full disk's read-only default) fails
   // every request with a 503 and /ready says the store is unavailable: the log says why.

@@ -231,6 +231,7 @@ describe("shim replicas on one Postgres database", () => {
     await pgSql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2");
     const line = await p.waitForLine((e) => String(e.msg).startsWith("released credit holds whose replica lost its liveness lock"), 45_000);
     expect(line.released).toBe(2);
+    expect(line.level).toBe(40); // a warning, as at a start: an operator filtering at warn sees that a replica died holding credits
     const metrics = await (await fetch(`${p.url}/metrics`)).text();
     expect(metrics).toMatch(/^shim_stale_reservations_released_total 2$/m);
     expect(await audit(key.id)).toMatchObject({ held: 0, reservations: 0 });
