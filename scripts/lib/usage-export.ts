@@ -106,8 +106,10 @@ const confirmedIn = (record: Partial<RevokedRecord> | undefined) => new Set(reco
 const beside = (dir: string, f: string) => join(dir, basename(f));
 
 /** How many keys a saved keys file marks as revoked by reap-expired, and the names of the stack's own among them. */
-function revokedIn(keysPath: string): Pick<RevokedCount, "revokedKeys" | "configuredKeys"> {
-  const keys = readJson<unknown>(keysPath);
+const revokedIn = (keysPath: string) => revokedAmong(readJson<unknown>(keysPath));
+
+/** How many of `keys` (a keys file's content) are marked revoked by reap-expired, and the names of the stack's own among them. */
+function revokedAmong(keys: unknown): Pick<RevokedCount, "revokedKeys" | "configuredKeys"> {
   const revoked = Array.isArray(keys) ? keys.filter((k): k is Partial<ApiKey> => (k as { revoked_by?: unknown } | null)?.revoked_by === REVOKED_BY) : [];
   return { revokedKeys: revoked.length, configuredKeys: configuredNames(revoked) };
 }
@@ -275,7 +277,7 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
     revoked.remove(); // in the keys file now
     return {
       kind: "saved", path, rows: Math.max(0, csv.trim().split(/\r?\n/).length - 1), keysPath, keys: keys.length,
-      ...revokedIn(keysPath), unsureKeys: 0,
+      ...revokedAmong(keys), unsureKeys: 0, // what was just written, not read back
     };
   } catch (err) {
     // Nothing answered (refused, timed out, a name not resolved): the host may be down, e.g.

@@ -56,6 +56,8 @@ const PART_MEMBERS: Record<string, readonly string[]> = {
   reasoning_text: ["type", "text"],
 };
 const SUMMARY_MEMBERS = ["type", "text"];
+/** The part types, as a refusal lists them: made once, not for every part checked. */
+const PART_TYPES_LISTED = Object.keys(PART_MEMBERS).map((t) => `'${t}'`).join(", ");
 
 /** A 400 (`param: "input"`) for an item or content part of `input` not listed above, for `name`, a provider's model. */
 export function refuseUnlistedResponsesInput(input: unknown, name: string): void {
@@ -95,8 +97,7 @@ function refuseUnlistedItem(item: Record<string, unknown>, index: number, name: 
 function refuseUnlistedPart(part: unknown, index: number, name: string): void {
   const type = isObject(part) ? part.type : undefined;
   const members = typeof type === "string" && Object.hasOwn(PART_MEMBERS, type) ? PART_MEMBERS[type]! : undefined;
-  const listed = Object.keys(PART_MEMBERS).map((t) => `'${t}'`).join(", ");
-  if (members === undefined) throw invalidParam(`input[${index}]'s content parts for model '${name}', a provider's model, must be objects of type ${listed}.`, "input");
+  if (members === undefined) throw invalidParam(`input[${index}]'s content parts for model '${name}', a provider's model, must be objects of type ${PART_TYPES_LISTED}.`, "input");
   for (const k in part as object) {
     if (!members.includes(k)) throw invalidParam(`input[${index}] has a part of type '${String(type)}' with '${k.slice(0, 64)}', which model '${name}', a provider's model, does not take (${members.join(", ")}).`, "input");
   }
