@@ -32,6 +32,18 @@ export function parsePeriod(query: { from?: unknown; to?: unknown }, nowMs: numb
   return { from: start, to: start < LAST_MS ? Math.min(LAST_MS, end) : end };
 }
 
+/**
+ * A period as `from`/`to` values the API reads back as that same period, for a client that pins
+ * one itself (report-usage asking for several keys' usage over one period). An end on a UTC
+ * midnight goes as the day before it (a date `to` includes its day): the API's last end,
+ * 10000-01-01T00:00:00Z, has no timestamp with a 4-digit year, and `toISOString()`'s
+ * `+010000-01-01T…` was refused, so `--to 9999-12-31` failed.
+ */
+export function periodQuery(p: Period): { from: string; to: string } {
+  const to = p.to % DAY_MS === 0 ? new Date(p.to - DAY_MS).toISOString().slice(0, 10) : new Date(p.to).toISOString();
+  return { from: new Date(p.from).toISOString(), to };
+}
+
 /** The first instant of the UTC month `months` after the one `ms` is in. */
 function monthStart(ms: number, months: number): number {
   const d = new Date(ms);
