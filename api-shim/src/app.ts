@@ -8,7 +8,7 @@ import { BodyMemory } from "./limits/body-memory.ts";
 import { trustedPeers } from "./auth/client-address.ts";
 import { authHook, isAdminPath } from "./auth/auth.ts";
 import { giveBackRequest } from "./limits/refusals.ts";
-import { authHeaders } from "./limits/response-headers.ts";
+import { authHeaders, seedHeaderCase } from "./limits/response-headers.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig } from "./config.ts";
 import { isInference, type RequestState, type ShimContext } from "./context.ts";
@@ -189,6 +189,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     if (request.shim.bodyRefused) reply.removeHeader("connection");
     ctx.inflight.closeIfDraining(reply.raw);
     markIfAnsweredEarly(request.raw);
+    seedHeaderCase(reply);
     done(null, payload);
   });
   app.addHook("onResponse", async (request, reply) => finishRequest(ctx, request, reply.statusCode));

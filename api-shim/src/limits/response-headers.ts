@@ -1,4 +1,4 @@
-import type { FastifyRequest } from "fastify";
+import type { FastifyReply, FastifyRequest } from "fastify";
 import { isInference, type ShimContext } from "../context.ts";
 import { formatCredits } from "../money/money.ts";
 import { rateLimitHeaders } from "./rate-limit.ts";
@@ -17,4 +17,23 @@ export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged: 
   // read, other requests settled since); before one, the key as read at authentication.
   h["x-credits-remaining"] = formatCredits(available ?? request.shim.available ?? auth.key.balance - auth.key.held);
   return h;
+}
+
+/** Header names spelled as seed 004 spells them, by their lower-case form. */
+const SEED_CASE = new Map(["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"].map((name) => [name.toLowerCase(), name]));
+
+/**
+ * Gives an answer Fastify writes the seed's case for the headers it spells (`X-RateLimit-Limit`),
+ * as the relayed answers have (they write their own head with authHeaders' names). Fastify keeps a
+ * reply's headers by lower-cased name and writes them so; Node's setHeader keeps a name's case,
+ * and the writeHead Fastify makes adds its own headers to those. From the onSend hook, so every
+ * answer Fastify sends (200s, refusals, errors) has it; the same values, only the names' case.
+ */
+export function seedHeaderCase(reply: FastifyReply): void {
+  for (const [lower, name] of SEED_CASE) {
+    const value = reply.getHeader(lower);
+    if (value === undefined) continue;
+    reply.removeHeader(lower);
+    reply.raw.setHeader(name, value);
+  }
 }
