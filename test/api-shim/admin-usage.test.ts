@@ -355,7 +355,8 @@ describe("a usage report whose client leaves while it waits for its turn", () =>
 
 describe("usage reports of a free model (no price: every request charged 0)", () => {
   it("count a request the upstream served though it failed after content (a stream cut: 502), with its tokens", async () => {
-    const h = await startShim({ file: { pricing: { request: 0, batchRequest: 0 }, models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] } });
+    // Its reports are of the current month: a clock from midday mid-month keeps the requests in it.
+    const h = await startShim({ clock: clockFrom(Date.UTC(2026, 2, 15, 12)), file: { pricing: { request: 0, batchRequest: 0 }, models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] } });
     try {
       const { key, id } = await h.createKey({ credits: 10 });
       h.fake.set({ stopAfterTokens: 3, stopMode: "cut" });
