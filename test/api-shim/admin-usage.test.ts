@@ -2,13 +2,16 @@ import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashKey } from "../../api-shim/src/auth/keys.ts";
+import { clockFrom } from "../../api-shim/src/clock.ts";
 import { ClientLeftError } from "../../api-shim/src/store/store.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 describe("admin routes and usage reports", () => {
   let h: Harness;
+  // Mid-month at midday: the reports' current month and day are the requests' own, whenever the suite runs.
+  const clock = clockFrom(Date.UTC(2026, 2, 15, 12));
   beforeAll(async () => {
-    h = await startShim({ file: { pricing: { models: { "qwen2.5-7b": { promptPer1k: 0.5, completionPer1k: 1 } } }, models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] } });
+    h = await startShim({ clock, file: { pricing: { models: { "qwen2.5-7b": { promptPer1k: 0.5, completionPer1k: 1 } } }, models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] } });
   });
   afterAll(() => h.close());
 
@@ -185,9 +188,9 @@ describe("admin routes and usage reports", () => {
     const r = await topUp(revoked.id, 50);
     expect(r.status).toBe(409);
     expect(await error(r)).toMatchObject({ code: "key_inactive", param: "id", message: expect.stringMatching(/revoked: credits granted to it could never be spent/) });
-    const expiresAt = Date.now() + 1000; // ahead enough to be in the future when the shim checks it, on a loaded machine too
+    const expiresAt = clock.now() + 1000; // ahead enough to be in the future when the shim checks it, on a loaded machine too
     const expiring = await h.createKey({ credits: 1, expires_at: new Date(expiresAt).toISOString() });
-    await new Promise((done) => setTimeout(done, Math.max(0, expiresAt - Date.now()) + 50));
+    await new Promise((done) => setTimeout(done, Math.max(0, expiresAt - clock.now()) + 50));
     // An expired key's credits can be spent once its expiry is moved on: the refusal says so.
     const late = await topUp(expiring.id, 50);
     expect(late.status).toBe(409);
@@ -236,7 +239,7 @@ describe("admin routes and usage reports", () => {
     }
     const res = await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } });
     const report = (await res.json()) as Record<string, any>;
-    const now = new Date();
+    const now = new Date(clock.now());
     const month = `${now.getUTCFullYear()}-${String(now.getUTCMonth() + 1).padStart(2, "0")}`;
     expect(report.period.start).toBe(`${month}-01T00:00:00Z`);
     expect(report.period.end).toMatch(new RegExp(`^${month}-(28|29|30|31)T23:59:59Z$`));
@@ -264,13 +267,13 @@ describe("admin routes and usage reports", () => {
     const json = (await (await h.admin(`/admin/usage?key=${id}`)).json()) as Record<string, any>;
     expect(json).toMatchObject({ object: "usage_report", group: "model", data: [{ key_id: id, model: "bge-m3", requests: 2, cost: 2 }] });
     const day = (await (await h.admin(`/admin/usage?key=${id}&group=day`)).json()) as Record<string, any>;
-    expect(day.data).toEqual([expect.objectContaining({ key_id: id, day: new Date().toISOString().slice(0, 10), requests: 2 })]);
+    expect(day.data).toEqual([expect.objectContaining({ key_id: id, day: new Date(clock.now()).toISOString().slice(0, 10), requests: 2 })]);
     const csv = await h.admin(`/admin/usage?key=${id}&format=csv`);
     expect(csv.headers.get("content-type")).toBe("text/csv; charset=utf-8");
     expect((await csv.text()).split("\r\n")).toEqual(["key_id,model,requests,prompt_tokens,completion_tokens,total_tokens,cost", `${id},bge-m3,2,2,0,2,2`, ""]);
     // By day, the CSV's second column is the day, and its header says so (found by mutation review).
     const dayCsv = (await (await h.admin(`/admin/usage?key=${id}&format=csv&group=day`)).text()).split("\r\n");
-    expect(dayCsv).toEqual(["key_id,day,requests,prompt_tokens,completion_tokens,total_tokens,cost", `${id},${new Date().toISOString().slice(0, 10)},2,2,0,2,2`, ""]);
+    expect(dayCsv).toEqual(["key_id,day,requests,prompt_tokens,completion_tokens,total_tokens,cost", `${id},${new Date(clock.now()).toISOString().slice(0, 10)},2,2,0,2,2`, ""]);
     const all = (await (await h.admin("/admin/usage")).json()) as Record<string, any>;
     expect(all.data.length).toBeGreaterThan(1);
     for (const bad of ["group=week", "format=xml", "from=x"]) expect((await h.admin(`/admin/usage?${bad}`)).status).toBe(400);
@@ -352,7 +355,8 @@ describe("a usage report whose client leaves while it waits for its turn", () =>
 
 describe("usage reports of a free model (no price: every request charged 0)", () => {
   it("count a request the upstream served though it failed after content (a stream cut: 502), with its tokens", async () => {
-    const h = await startShim({ file: { pricing: { request: 0, batchRequest: 0 }, models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] } });
+    // Its reports are of the current month: a clock from midday mid-month keeps the requests in it.
+    const h = await startShim({ clock: clockFrom(Date.UTC(2026, 2, 15, 12)), file: { pricing: { request: 0, batchRequest: 0 }, models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] } });
     try {
       const { key, id } = await h.createKey({ credits: 10 });
       h.fake.set({ stopAfterTokens: 3, stopMode: "cut" });

@@ -64,12 +64,10 @@ describe("the memory answers hold at once", () => {
   it("an ordinary answer (its first MiB) never waits, and no read waits more than MAX_WAIT_MS, even while slow clients hold the whole budget", async () => {
     const memory = new AnswerMemory(2 * MiB);
     const stuck = await unsentAnswer(memory, 3 * MiB);
-    let started = Date.now();
     const small = memory.lease();
     expect(await readAnswer(memory, small, 1000)).toHaveLength(1000);
-    expect(Date.now() - started).toBeLessThan(200);
-    expect(memory.waits).toBe(0);
-    started = Date.now();
+    expect(memory.waits).toBe(0); // it never waited (not "it took under 200 ms": a loaded machine can take longer)
+    const started = Date.now();
     const large = memory.lease();
     expect(await readAnswer(memory, large, 2 * MiB)).toHaveLength(2 * MiB);
     expect(Date.now() - started).toBeGreaterThanOrEqual(MAX_WAIT_MS - 50);
@@ -82,22 +80,25 @@ describe("the memory answers hold at once", () => {
   it("a read waiting for room goes on as soon as a slow client's answer is sent", async () => {
     const memory = new AnswerMemory(2 * MiB);
     const stuck = await unsentAnswer(memory, 3 * MiB);
-    const started = Date.now();
     const lease = memory.lease();
     const reading = readAnswer(memory, lease, 2 * MiB);
+    let read = false;
+    void reading.finally(() => (read = true));
     // Unrelated answers come and go meanwhile: the wait is counted once.
     for (let i = 0; i < 5; i++) {
       const other = memory.lease();
       other.takeNow(1000);
       other.release();
     }
-    // The slow client's answer is sent once the read is waiting (not after a fixed delay, which a
-    // loaded machine could outlast before the read reached the budget), or after a second anyway.
-    const waiting = Date.now();
-    while (memory.waits === 0 && Date.now() - waiting < 1000) await new Promise((r) => setTimeout(r, 5));
+    // The slow client's answer is sent once the read is waiting, or has ended without waiting (the
+    // failure below says so). Not after a fixed delay, nor a second at most: a loaded machine that
+    // ran the test for neither before the read reached the budget sent it too soon (waits 0).
+    while (memory.waits === 0 && !read) await new Promise((r) => setTimeout(r, 5));
+    const released = Date.now();
     stuck.release();
     expect(await reading).toHaveLength(2 * MiB);
-    expect(Date.now() - started).toBeLessThan(MAX_WAIT_MS - 500);
+    // Woken by the release, not by the end of its MAX_WAIT_MS.
+    expect(Date.now() - released).toBeLessThan(MAX_WAIT_MS - 500);
     expect(memory.waits).toBe(1);
     lease.release();
     expect(memory.inUse).toBe(0);
@@ -180,11 +181,9 @@ describe("a stream's events and the memory answers hold", () => {
     const lease = memory.lease();
     const events: string[] = [];
     const tokens = Array.from({ length: 200 }, (_, i) => `data: {"t":${i}}\n\n`);
-    const started = Date.now();
     for await (const e of sseEvents(pieces(...tokens), Infinity, lease)) events.push(e);
     expect(events).toHaveLength(200);
-    expect(Date.now() - started).toBeLessThan(500);
-    expect(memory.waits).toBe(0);
+    expect(memory.waits).toBe(0); // none waited (not "all in under 500 ms": a loaded machine can take longer)
     stuck.release();
     expect(memory.inUse).toBe(0);
   });
@@ -231,16 +230,17 @@ describe("a stream's events and the memory answers hold", () => {
     const first = sseEvents(stalled.body, Infinity, memory.lease()).next();
     await expect.poll(() => memory.inUse).toBeGreaterThanOrEqual(5 * MiB);
     // Another stream's whole 3 MiB event, nothing else going on.
-    let started = Date.now();
+    const started = Date.now();
     const events: string[] = [];
     for await (const e of sseEvents(pieces(...split(`data: ${"b".repeat(3 * MiB)}`), "\n\n"), Infinity, memory.lease())) events.push(e);
     expect(events.map((e) => e.length)).toEqual([3 * MiB + 6]);
     expect(Date.now() - started).toBeLessThan(MAX_WAIT_MS + 1000);
-    // A large non-streamed answer: the stalled stream no longer holds the overdraft.
-    started = Date.now();
+    // A large non-streamed answer: the stalled stream no longer holds the overdraft, so it does not
+    // wait (counted, not timed: under load its read alone once took 1.4 s of the 1 s it was given).
+    const waits = memory.waits;
     const lease = memory.lease();
     expect(await readAnswer(memory, lease, 2 * MiB)).toHaveLength(2 * MiB);
-    expect(Date.now() - started).toBeLessThan(MAX_WAIT_MS / 2);
+    expect(memory.waits).toBe(waits);
     lease.release();
     stalled.end();
     expect((await first).done).toBe(true);

@@ -194,12 +194,13 @@ describe("request bodies held by requests in flight", () => {
     const sock = net.connect(port, "127.0.0.1");
     await new Promise((r) => sock.once("connect", r));
     sock.write(`POST /v1/embeddings HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ncontent-length: ${MiB}\r\n\r\n`);
-    await sleep(200);
+    // Held once the upload is authenticated, which a loaded machine may take more than 200 ms to do.
+    expect(await pollUntil(async () => (await metric(h!, "shim_body_memory_bytes")) === MiB, 10_000, 10)).toBe(true);
     const statuses: number[] = [];
     // An SDK retrying on the server's 503 (3 tries each) for 3 requests.
     for (let i = 0; i < 9; i++) statuses.push((await h.post(key, "/v1/embeddings", LARGE)).status);
     sock.destroy();
-    await sleep(200);
+    expect(await pollUntil(async () => (await metric(h!, "shim_body_memory_bytes")) === 0, 10_000, 10)).toBe(true);
     const small = await h.post(key, "/v1/embeddings", { model: "bge-m3", input: "hi" });
     expect(statuses.every((s) => s === 503)).toBe(true);
     // The key made 1 real request; the server's own busy-ness should not spend its minute.

@@ -130,7 +130,8 @@ describe("cache reads from vLLM (started with --enable-prompt-tokens-details)", 
         expect(Math.round(credits * CREDIT)).toBe(expected);
         expect((await h.store.getKey(id))!.balance).toBe(1000 * CREDIT - expected);
         // The usage report keeps the upstream's prompt tokens.
-        const report = (await (await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json()) as { usage: { total_tokens: number } };
+        // From 2000, not the default current month: a month turning after the request would report none of it.
+        const report = (await (await fetch(`${h.url}/v1/usage?from=2000-01-01`, { headers: { authorization: `Bearer ${key}` } })).json()) as { usage: { total_tokens: number } };
         expect(report.usage.total_tokens).toBe(u.prompt_tokens + u.completion_tokens);
       });
     }

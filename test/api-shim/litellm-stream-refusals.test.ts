@@ -82,7 +82,8 @@ describe("LiteLLM answering as its proxy does (scripted)", () => {
     const text = await res.text();
     expect(text).not.toContain('"usage"'); // the client did not ask
     expect(text).toContain("data: [DONE]");
-    const report = (await (await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${k}` } })).json()) as { usage: { total_tokens: number } };
+    // From 2000, not the default current month: a month turning after the request would report none of it.
+    const report = (await (await fetch(`${h.url}/v1/usage?from=2000-01-01`, { headers: { authorization: `Bearer ${k}` } })).json()) as { usage: { total_tokens: number } };
     expect(report.usage.total_tokens).toBe(1005);
     expect((await h.store.getKey(id))!.held).toBe(0);
   });
@@ -98,7 +99,7 @@ describe("LiteLLM answering as its proxy does (scripted)", () => {
     const res = await h.post(k, "/v1/chat/completions", { ...chat, n: 2, stream_options: { include_usage: true } });
     const text = await res.text();
     expect(text).toContain('"prompt_tokens":100');
-    const report = (await (await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${k}` } })).json()) as { usage: { total_tokens: number } };
+    const report = (await (await fetch(`${h.url}/v1/usage?from=2000-01-01`, { headers: { authorization: `Bearer ${k}` } })).json()) as { usage: { total_tokens: number } };
     expect(report.usage.total_tokens).toBe(108);
   });
 });

@@ -609,7 +609,8 @@ describe("PostgresStore", () => {
       const text = await streamed.text();
       expect(text).toContain(": credits_charged=1 credits_remaining=98\n\ndata: [DONE]\n\n");
       expect(text).not.toContain("error");
-      const reported = ((await (await fetch(`${shim.url}/v1/usage`, { headers: { authorization: `Bearer ${key.key}` } })).json()) as { usage: { total_requests: number; total_cost: number } }).usage;
+      // From 2000, not the default current month: a month turning after the request would report none of it.
+      const reported = ((await (await fetch(`${shim.url}/v1/usage?from=2000-01-01`, { headers: { authorization: `Bearer ${key.key}` } })).json()) as { usage: { total_requests: number; total_cost: number } }).usage;
       expect(reported).toMatchObject({ total_requests: 2, total_cost: 2 });
       expect((await s.audit()).find((r) => r.keyId === key.id)).toMatchObject({ balance: 98_000_000, ledgerSum: 98_000_000, held: 0, reservations: 0 });
     } finally {
@@ -969,7 +970,7 @@ describe("PostgresStore", () => {
       expect(r.status).toBe(200);
       return ((await r.json()) as { credits_charged: number }).credits_charged;
     };
-    const usageOf = async (key: string) => ((await (await fetch(`${shim.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json()) as { usage: { total_requests: number; total_cost: number } }).usage;
+    const usageOf = async (key: string) => ((await (await fetch(`${shim.url}/v1/usage?from=2000-01-01`, { headers: { authorization: `Bearer ${key}` } })).json()) as { usage: { total_requests: number; total_cost: number } }).usage;
     const metered = async () => /^shim_credits_charged_total\{model="qwen2.5-7b"\} (\S+)$/m.exec(await (await fetch(`${shim.url}/metrics`)).text())?.[1];
 
     it("is charged when the key's balance still covers it: the client's credits_charged is in the ledger and /v1/usage", async () => {

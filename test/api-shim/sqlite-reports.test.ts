@@ -41,9 +41,10 @@ describe("SQLite usage reports over a million rows", () => {
     await store.createKey({ id: heavy.id, name: "heavy", hash: heavy.hash, tier: "enterprise", models: null, expiresAt: null, credits: 1e15, at: Date.now() });
     await store.close();
     // The request rows written directly, in one transaction (as the store writes a settled request's row).
-    const now = new Date();
-    const monthStart = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1);
-    const span = now.getTime() - monthStart;
+    // In a month of their own, which /v1/usage below asks for: rows in the current month were
+    // reported as none when the month turned between writing them and the test's request.
+    const monthStart = Date.UTC(2026, 2, 1);
+    const span = Date.UTC(2026, 3, 1) - monthStart;
     const db = new Database(file);
     const insert = db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms) VALUES (?, ?, -1300, 'usage', ?, 'chat', 'qwen2.5-7b', 200, 7, 3, 0, 10)");
     db.transaction(() => {
@@ -67,7 +68,7 @@ describe("SQLite usage reports over a million rows", () => {
       SHIM_CONFIG: writeProcessConfig(dir, other, [{ name: "qwen2.5-7b", maxModelLen: 4096 }]),
       SHIM_ADMIN_TOKEN: adminToken,
     });
-    const usage = () => fetch(`${p.url}/v1/usage`, { headers: { authorization: `Bearer ${heavy.key}` } });
+    const usage = () => fetch(`${p.url}/v1/usage?from=2026-03-01&to=2026-03-31`, { headers: { authorization: `Bearer ${heavy.key}` } });
     const chat = () => shimClient(p, other.key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
     const timed = async <T>(work: () => Promise<T>): Promise<{ value: T; ms: number }> => {
       const start = performance.now();

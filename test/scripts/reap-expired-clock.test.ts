@@ -2,6 +2,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { clockFrom } from "../../api-shim/src/clock.ts";
 import type { ApiKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/reap-expired.ts";
@@ -10,8 +11,7 @@ import { fixtureTenants, NOW } from "./tenant-fixtures.ts";
 
 let shim: Harness;
 beforeAll(async () => {
-  const offset = Date.parse("2026-03-01T09:00:00Z") - Date.now();
-  shim = await startShim({ clock: { now: () => Date.now() + offset, monotonic: () => performance.now() } });
+  shim = await startShim({ clock: clockFrom(Date.parse("2026-03-01T09:00:00Z")) });
 });
 afterAll(async () => shim?.close());
 

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
+import { clockFrom } from "../../api-shim/src/clock.ts";
 import { adminClient, type ApiKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { withDefaults } from "../../scripts/lib/deps.ts";
@@ -21,8 +22,7 @@ let shim: Harness;
 let keyId: string;
 beforeAll(async () => {
   // The shim's wall clock is the fixtures' day, so its usage rows fall in the exported period.
-  const offset = Date.parse("2026-03-01T09:00:00Z") - Date.now();
-  shim = await startShim({ clock: { now: () => Date.now() + offset, monotonic: () => performance.now() } });
+  shim = await startShim({ clock: clockFrom(Date.parse("2026-03-01T09:00:00Z")) });
   const created = await shim.createKey({ name: "team-1", credits: 100 });
   keyId = created.id;
   for (let i = 0; i < 3; i++) {

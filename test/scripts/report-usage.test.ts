@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main, usageTotals } from "../../scripts/report-usage.ts";
 import { wholeLedger } from "../../scripts/lib/usage-export.ts";
+import { clockFrom } from "../../api-shim/src/clock.ts";
 import { parsePeriod } from "../../api-shim/src/requests/period.ts";
 import { frontProxy } from "../support/front-proxy.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
@@ -15,6 +16,11 @@ import { FakePulumi } from "./fake-pulumi.ts";
 const FILE = { pricing: { models: { "qwen2.5-7b": { promptPer1k: 0.5, completionPer1k: 1 } } }, models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] };
 const costMicro = (u: { prompt_tokens: number; completion_tokens: number }) => 1_000_000 + 500 * u.prompt_tokens + 1000 * u.completion_tokens;
 
+// The shims' and the script's clock, from mid-month at midday: the requests made before the tests
+// are in the current month and day the reports cover and the tests expect, whenever the suite runs.
+const clock = clockFrom(Date.UTC(2026, 2, 15, 12));
+const clockNow = () => new Date(clock.now());
+
 let h: Harness;
 let a: { id: string; key: string };
 let b: { id: string; key: string };
@@ -22,7 +28,7 @@ let b: { id: string; key: string };
 const expected = new Map<string, { requests: number; prompt: number; completion: number; micro: number }>();
 
 beforeAll(async () => {
-  h = await startShim({ file: FILE });
+  h = await startShim({ clock, file: FILE });
   a = await h.createKey({ name: "team-a", credits: 100 });
   b = await h.createKey({ name: "team-b", credits: 100 });
   const ask = async (k: { id: string; key: string }, content: string, maxTokens: number, stream = false) => {
@@ -51,7 +57,7 @@ afterAll(() => h.close());
 
 async function report(argv: string[], env: NodeJS.ProcessEnv = { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, now?: Date) {
   const io = memoryIo();
-  const code = await main(["--url", h.url, ...argv], { io, env, pulumi: new FakePulumi(), root: tempDir(), ...(now ? { now: () => now } : {}) });
+  const code = await main(["--url", h.url, ...argv], { io, env, pulumi: new FakePulumi(), root: tempDir(), now: now ? () => now : clockNow });
   return { code, out: io.stdout.join("\n"), err: io.stderr.join("\n") };
 }
 
@@ -106,7 +112,7 @@ describe("report-usage against a real shim", () => {
     const day = await report(["--key", "team-b", "--group", "day", "--format", "json"]);
     expect(day.code, day.err).toBe(0);
     const json = JSON.parse(day.out) as { data: Record<string, unknown>[]; totals: { requests: number } };
-    expect(json.data).toEqual([expect.objectContaining({ key_id: b.id, day: new Date().toISOString().slice(0, 10), requests: 1 })]);
+    expect(json.data).toEqual([expect.objectContaining({ key_id: b.id, day: clockNow().toISOString().slice(0, 10), requests: 1 })]);
     expect(json.totals.requests).toBe(1);
   });
 
@@ -118,7 +124,7 @@ describe("report-usage against a real shim", () => {
 
   it("--all: the whole ledger, not only the current month; with --stack, from the stack's creation", async () => {
     // Run two months on (this machine's clock), it still has every request: they are months before.
-    const later = new Date(Date.now() + 62 * 86_400_000);
+    const later = new Date(clock.now() + 62 * 86_400_000);
     const all = await report(["--all", "--group", "day", "--format", "json"], undefined, later);
     expect(all.code, all.err).toBe(0);
     const json = JSON.parse(all.out) as { period: { start: string; end: string }; totals: { requests: number; cost: number } };
@@ -126,7 +132,7 @@ describe("report-usage against a real shim", () => {
     expect(json.totals).toMatchObject({ requests: 4, cost: total().micro / 1e6 });
 
     // --stack: from its createdAt output, as reap-expired saves it; the CSV the docs save before a destroy.
-    const createdAt = new Date(Math.floor(Date.now() / 1000) * 1000 - 3_600_000).toISOString().replace(".000Z", "Z");
+    const createdAt = new Date(Math.floor(clock.now() / 1000) * 1000 - 3_600_000).toISOString().replace(".000Z", "Z");
     const pulumi = new FakePulumi({ acme: { outputs: { endpoint: `${h.url}/v1`, adminToken: h.adminToken, createdAt } } });
     const run = async (argv: string[]) => {
       const io = memoryIo();
@@ -303,7 +309,7 @@ describe("report-usage --key <name> after a rotation (the key revoked, a new one
   let next: { id: string; key: string };
   let oldMicro = 0;
   beforeAll(async () => {
-    s = await startShim({ file: FILE });
+    s = await startShim({ clock, file: FILE });
     old = await s.createKey({ name: "team-a", credits: 100 });
     for (const content of ["one two three", "four five", "six"]) {
       await s.client(old.key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content }], max_tokens: 3 });
@@ -318,7 +324,7 @@ describe("report-usage --key <name> after a rotation (the key revoked, a new one
 
   const run = async (argv: string[], now?: Date) => {
     const io = memoryIo();
-    const code = await main(["--url", s.url, ...argv], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: s.adminToken }, pulumi: new FakePulumi(), root: tempDir(), ...(now ? { now: () => now } : {}) });
+    const code = await main(["--url", s.url, ...argv], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: s.adminToken }, pulumi: new FakePulumi(), root: tempDir(), now: now ? () => now : clockNow });
     return { code, out: io.stdout.join("\n"), err: io.stderr.join("\n") };
   };
   /** Both keys, sorted by id as the API sorts its rows; the old one marked revoked. */
@@ -359,7 +365,7 @@ describe("report-usage --key <name> after a rotation (the key revoked, a new one
   it("--group day covers both keys too; an id still selects one key", async () => {
     const day = await run(["--key", "team-a", "--group", "day", "--format", "json"]);
     expect(day.code, day.err).toBe(0);
-    const today = new Date().toISOString().slice(0, 10);
+    const today = clockNow().toISOString().slice(0, 10);
     expect((JSON.parse(day.out) as { data: unknown[] }).data).toEqual(both().map((k) => expect.objectContaining({ key_id: k.id, day: today, requests: k === old ? 3 : 1 })));
     const one = await run(["--key", old.id, "--format", "json"]);
     expect(one.code, one.err).toBe(0);

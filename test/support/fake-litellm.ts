@@ -114,7 +114,8 @@ export async function chargedFor(h: Harness, shape: UsageShape, model: string, m
   }
   // The ledger and the key's report agree with what the answer said; the report's tokens are the usage's.
   expect((await h.store.getKey(id))!.balance).toBe(1000 * CREDIT - Math.round(credits * CREDIT));
-  const report = (await (await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } })).json()) as { usage: { total_cost: number; total_tokens: number } };
+  // From 2000, not the default current month: a month turning after the request would report none of it.
+  const report = (await (await fetch(`${h.url}/v1/usage?from=2000-01-01`, { headers: { authorization: `Bearer ${key}` } })).json()) as { usage: { total_cost: number; total_tokens: number } };
   expect(report.usage).toMatchObject({ total_cost: credits, total_tokens: promptTokens + 5 });
   return { credits, promptTokens };
 }
