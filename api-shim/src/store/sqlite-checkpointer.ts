@@ -66,7 +66,7 @@ const checkpoint = () => {
     // read as "two in a row" and ended a failing disk's run (found by a flake under load).
     previous = r.checkpointed === r.log ? r.log : -1;
   } catch (e) {
-    if (e.code === "SQLITE_BUSY") return;
+    if (String(e.code).startsWith("SQLITE_BUSY")) return; // with its extended codes, as isBusy (sqlite-failures.ts)
     failing = true;
     previous = -1;
     parentPort.postMessage({ checkpoint: "failed", code: e.code, message: e.message });
