@@ -1,5 +1,7 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { chmodSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
@@ -21,6 +23,7 @@ import { type RunningPostgres, sqlOn, startPostgres, USER } from "../support/pos
 import { previousStores } from "../support/previous-version.ts";
 import { ShimStartError, spawnShim, writeProcessConfig } from "../support/shim-process.ts";
 import { freePort, pollUntil, tempDir } from "../support/tools.ts";
+import { trackChild } from "../support/running-children.ts";
 import { failedUsage, newKey, storeContract, usage } from "./store-contract.ts";
 
 /** A server's error as pg gives it (severity and SQLSTATE as the server sent them). */
@@ -1548,6 +1551,59 @@ describe("PostgresStore", () => {
     } finally {
       await proxy.close();
     }
+  });
+
+  describe("close() on a database that stopped answering lets go of every connection: a process left with only its store exits (in a process of its own)", () => {
+    /** test/support/closing-store-process.ts on `proxy`, ready (its store open, a key with a hold made). */
+    const storeProcess = async (proxy: FrozenProxy) => {
+      const child = spawn(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), "..", "support", "closing-store-process.ts"), proxy.url], { stdio: ["pipe", "pipe", "pipe"] });
+      trackChild(child);
+      const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+      let out = "";
+      let err = "";
+      child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+      child.stderr.setEncoding("utf8").on("data", (d: string) => (err += d));
+      const said = async (line: RegExp) => expect(await pollUntil(() => line.test(out), 15_000), `${out}\n${err}`).toBe(true);
+      await said(/^ready$/m);
+      /** Closes the store; resolves with the connections it cut and how long the process took to exit after that (null: not within 2 s). */
+      const close = async () => {
+        child.stdin.write("close\n");
+        await said(/^closed \d+$/m);
+        const closedAt = Date.now();
+        const code = await Promise.race([exited, new Promise<"running">((r) => setTimeout(() => r("running"), 2000))]);
+        return { cut: Number(/^closed (\d+)$/m.exec(out)![1]), code, exitMs: code === "running" ? null : Date.now() - closedAt };
+      };
+      return { child, close };
+    };
+
+    it("the connections it had open (the liveness lock's, a pooled one) are cut: pg's end() would wait for the server forever", { timeout: 30_000 }, async () => {
+      const proxy = await frozenProxy(url);
+      try {
+        const p = await storeProcess(proxy);
+        proxy.freeze();
+        // Left open, a socket keeps the event loop alive: the process stayed until a SIGKILL.
+        expect(await p.close()).toMatchObject({ cut: 2, code: 0 });
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    it("so is the connection of a settlement's second try, stuck connecting to the hung server", { timeout: 30_000 }, async () => {
+      const proxy = await frozenProxy(url);
+      try {
+        const p = await storeProcess(proxy);
+        // The settlement's answer is lost and the server hangs from then on: its second try's
+        // connection is accepted and never answered (its own bound, timeoutMs, is 5 s away).
+        proxy.loseAnswer((packet) => packet.includes("LOST") && (setImmediate(() => proxy.freeze()), true));
+        const before = proxy.accepted();
+        p.child.stdin.write("settle\n");
+        expect(await pollUntil(() => proxy.accepted() > before, 3000)).toBe(true);
+        // Cut: the liveness lock's and the second try's (the pooled one went with the lost answer).
+        expect(await p.close()).toMatchObject({ cut: 2, code: 0 });
+      } finally {
+        await proxy.close();
+      }
+    });
   });
 
   describe("a usage report whose statement runs (here: blocked by another session's lock on the ledger)", () => {

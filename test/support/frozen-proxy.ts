@@ -19,6 +19,8 @@ export interface FrozenProxy {
   loseAnswer(match: (packet: Buffer) => boolean, delivered?: boolean): void;
   /** New connections go to `target` (a postgres:// URL) from now on, as a DNS name a failover moves; open ones stay where they are. */
   redirect(target: string): void;
+  /** How many connections it accepted so far (frozen or not). */
+  accepted(): number;
   close(): Promise<void>;
 }
 
@@ -74,6 +76,7 @@ export async function frozenProxy(target: string): Promise<FrozenProxy> {
     redirect(target) {
       to = new URL(target);
     },
+    accepted: () => pairs.length,
     close() {
       for (const [a, b] of pairs) {
         a.destroy();
