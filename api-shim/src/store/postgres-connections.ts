@@ -3,8 +3,9 @@ import type pg from "pg";
 /**
  * The Postgres store's open connections (pooled, liveness, the index build's), so that a shutdown can cut them.
  * pg's `end()` says goodbye and waits for the server to close the socket, which a hung server or
- * a silently cut network never does: the process would never reach its exit (Compose's SIGKILL
- * 30 s later; in a terminal, never).
+ * a silently cut network never does. The shim's server exits after close()'s bound whatever is
+ * left, but anything else holding the store (a script, a test) would stay alive on those sockets
+ * until they are cut (test/support/closing-store-process.ts shows the store holds none after close()).
  */
 export class OpenConnections {
   private readonly open = new Set<pg.Client>();
