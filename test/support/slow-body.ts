@@ -17,8 +17,7 @@ import { pollUntil } from "./tools.ts";
 export async function slowBody(h: Harness, key: string, between: () => Promise<void>): Promise<number> {
   const body = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
   const u = new URL(`${h.url}/v1/chat/completions`);
-  const memory = h.app.shim.bodyMemory;
-  const before = memory.inUse;
+  const before = h.app.shim.bodyMemory.inUse;
   const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) } });
   let answered: number | undefined;
   const status = new Promise<number>((resolve, reject) => {
@@ -26,14 +25,24 @@ export async function slowBody(h: Harness, key: string, between: () => Promise<v
     req.on("error", reject);
   });
   req.flushHeaders();
-  const held = () => memory.inUse >= before + Buffer.byteLength(body);
-  // The bound only ends a wait that will never end (the test's own timeout would, less plainly).
-  if (!(await pollUntil(() => held() || answered !== undefined, 20_000, 5)) || !held()) {
+  if (!(await bodyHeld(h, before, Buffer.byteLength(body), () => answered !== undefined))) {
     status.catch(() => {}); // the destroyed request's error: what is thrown below says it
     req.destroy();
-    throw new Error(`slowBody: ${answered === undefined ? "no body memory taken in 20 s" : `answered ${answered} before its body was sent`}: the auth hook did not pass it, so \`between\` would come after what it is meant to precede`);
+    throw new Error(`slowBody: ${answered === undefined ? "no body memory taken" : `answered ${answered} before its body was sent`}: the auth hook did not pass it, so \`between\` would come after what it is meant to precede`);
   }
   await between();
   req.end(body);
   return status;
+}
+
+/**
+ * Whether a request with a Content-Length of `bytes` has passed the shim's auth hook: the body
+ * memory (shim_body_memory_bytes) holds `bytes` more than `before`, taken by the preParsing hook
+ * that runs next, before any of the body is read. False once `answered` (refused by the hook), or
+ * after 20 s, a bound that only ends a wait that will never end.
+ */
+export async function bodyHeld(h: Harness, before: number, bytes: number, answered: () => boolean = () => false): Promise<boolean> {
+  const held = () => h.app.shim.bodyMemory.inUse >= before + bytes;
+  await pollUntil(() => held() || answered(), 20_000, 5);
+  return held();
 }
