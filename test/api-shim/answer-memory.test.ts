@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, request, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from "vitest";
 import { type AnswerLease, AnswerMemory, FREE_BYTES, MAX_WAIT_MS } from "../../api-shim/src/limits/answer-memory.ts";
 import { UsageScanner } from "../../api-shim/src/metering/answer-body.ts";
 import { readBody } from "../../api-shim/src/upstream/upstream.ts";
@@ -30,6 +30,16 @@ function slowBody(answer: Buffer, size: number, memory: AnswerMemory, peaks: num
 }
 
 const MiB = 1024 * 1024;
+
+/**
+ * Turns of the event loop until `check` holds, `turns` at most; whether it holds. A wait for a
+ * state, counted in turns, not a time: it works under the fake timers (setImmediate is left real;
+ * pollUntil's setTimeout is not), and a loaded machine takes no more turns, only longer ones.
+ */
+async function until(check: () => boolean, turns = Infinity): Promise<boolean> {
+  for (let i = 0; !check() && i < turns; i++) await new Promise((r) => setImmediate(r));
+  return check();
+}
 
 /** Reads an answer of `bytes` for `lease`, in pieces of `piece`, relaying at most `limit`. */
 const readAnswer = (memory: AnswerMemory, lease: AnswerLease, bytes: number, piece = 256 * 1024, limit = 8 * MiB) =>
@@ -67,11 +77,20 @@ describe("the memory answers hold at once", () => {
     const small = memory.lease();
     expect(await readAnswer(memory, small, 1000)).toHaveLength(1000);
     expect(memory.waits).toBe(0); // it never waited (not "it took under 200 ms": a loaded machine can take longer)
-    const started = Date.now();
+    // The wait's deadline on a clock the test moves: timed by the wall clock from before the read,
+    // a loaded machine's reading of the 2 MiB around the wait took it past MAX_WAIT_MS + 1 s.
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    onTestFinished(() => void vi.useRealTimers());
     const large = memory.lease();
-    expect(await readAnswer(memory, large, 2 * MiB)).toHaveLength(2 * MiB);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(MAX_WAIT_MS - 50);
-    expect(Date.now() - started).toBeLessThan(MAX_WAIT_MS + 1000);
+    let read = false;
+    const reading = readAnswer(memory, large, 2 * MiB).finally(() => (read = true));
+    await until(() => memory.waits === 1 || read);
+    expect(memory.waits).toBe(1); // it is waiting: no room, no overdraft while the slow client's answer is unsent
+    await vi.advanceTimersByTimeAsync(MAX_WAIT_MS - 1);
+    expect(await until(() => read, 1000)).toBe(false); // still waiting just before MAX_WAIT_MS
+    await vi.advanceTimersByTimeAsync(1);
+    expect(await until(() => read, 1000)).toBe(true); // and not after: it goes on past the budget (its last pieces: a few turns)
+    expect(await reading).toHaveLength(2 * MiB);
     expect(memory.waits).toBe(1); // one read that waited, however often it was woken
     for (const l of [stuck, small, large]) l.release();
     expect(memory.inUse).toBe(0);
@@ -265,6 +284,11 @@ describe("a stream's events and the memory answers hold", () => {
   });
 
   it("token chunks split across two reads wake none of the readers waiting for room", { timeout: 15_000 }, async () => {
+    // The readers' deadlines on a clock the test holds still: they wait for as long as the stream
+    // runs. On the wall clock a loaded machine's stream outlasted their MAX_WAIT_MS, they went on
+    // past the budget, and a wake by the stream was no longer there to be counted.
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    onTestFinished(() => void vi.useRealTimers());
     const memory = new AnswerMemory(2 * MiB);
     // A slow client's answer holds the whole budget: no overdraft is given, large reads wait.
     const stuck = await unsentAnswer(memory, 3 * MiB);
@@ -274,24 +298,31 @@ describe("a stream's events and the memory answers hold", () => {
       waits++;
       return changed(ms);
     };
-    const readers = Array.from({ length: 20 }, async () => {
+    // Each reads its free first MiB, then waits for room for its next 256 KiB (one wake of them all
+    // is as plain with 8 as with more, and 8 read a fifth of what 20 readers of 2 MiB did).
+    const READERS = 8;
+    let done = 0;
+    const readers = Array.from({ length: READERS }, async () => {
       const lease = memory.lease();
       try {
-        return await readAnswer(memory, lease, 2 * MiB);
+        return await readAnswer(memory, lease, FREE_BYTES + 256 * 1024);
       } finally {
         lease.release();
+        done++;
       }
     });
-    await expect.poll(() => waits).toBe(20);
+    await until(() => waits === READERS || done > 0);
+    expect(waits).toBe(READERS); // all waiting
     // An ordinary stream: 1000 token chunks, each split in two reads (TCP under load).
     const parts = Array.from({ length: 1000 }, (_, i) => `data: {"choices":[{"delta":{"content":"tok${i}"}}]}\n\n`).flatMap((e) => [e.slice(0, 20), e.slice(20)]);
     let n = 0;
     for await (const _ of sseEvents(pieces(...parts), Infinity, memory.lease())) n++;
     expect(n).toBe(1000);
+    expect(done).toBe(0); // every reader waited the whole stream through
     // What the stream gave back could never make room for a reader's 256 KiB: none was woken to wait again.
-    expect(waits).toBeLessThan(40);
-    stuck.release();
-    for (const answer of await Promise.all(readers)) expect(answer).toHaveLength(2 * MiB);
+    expect(waits).toBe(READERS);
+    stuck.release(); // their room: woken now, each in turn takes the overdraft
+    for (const answer of await Promise.all(readers)) expect(answer).toHaveLength(FREE_BYTES + 256 * 1024);
     expect(memory.inUse).toBe(0);
   });
 });

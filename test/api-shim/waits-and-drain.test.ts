@@ -2,7 +2,9 @@ import { once } from "node:events";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FINISHING_GRACE_MS } from "../../api-shim/src/limits/key-waits.ts";
+import { parseKeyId } from "../../api-shim/src/auth/keys.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
+import { bodyHeld } from "../support/slow-body.ts";
 import { pollUntil } from "../support/tools.ts";
 
 /**
@@ -14,7 +16,22 @@ import { pollUntil } from "../support/tools.ts";
  * after waiting for a place it could not use.
  */
 const model = "qwen2.5-7b";
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * How many waits for a place in flight `key`'s requests have begun since: KeyWaiters.retry
+ * registers the waiter before it first tries. What the test waits for before the drain begins, not
+ * a fixed sleep: on a loaded machine C was not waiting yet, the drain found it before its wait
+ * (auth.ts, inference.ts: 503 at once) and the same 503 passed the test. No metric counts these
+ * waits, so the test counts them as it counts holds (reservesAfter).
+ */
+function placeWaits(h: Harness, key: string): () => number {
+  const id = parseKeyId(key);
+  const waiters = h.app.shim.limiter.placeWaiters;
+  const retry = waiters.retry.bind(waiters);
+  let began = 0;
+  waiters.retry = (keyId, ...rest) => ((keyId === id && began++), retry(keyId, ...rest));
+  return () => began;
+}
 
 /** A stream of `key`'s that takes its one place (60 tokens at the fake's pace); stopped by the returned function. */
 async function streamInFlight(h: Harness, key: string): Promise<() => Promise<void>> {
@@ -45,7 +62,7 @@ describe("a request waiting for a place in flight when a drain begins", () => {
   }
 
   it("in the handler (its body came after the hook passed): 503 as the drain begins, no hold made once the drain said it was done", async () => {
-    const { key } = await h.createKey({ credits: 1000, tier: "one" });
+    const { key, id } = await h.createKey({ credits: 1000, tier: "one" });
     const body = JSON.stringify({ model, messages: [{ role: "user", content: "x" }], max_tokens: 1 });
     // C: its headers now (the hook passes: the key has nothing in flight), its body later.
     const u = new URL(h.url);
@@ -54,22 +71,24 @@ describe("a request waiting for a place in flight when a drain begins", () => {
     let got = "";
     c.on("data", (d) => (got += String(d)));
     c.on("error", () => {});
+    const before = h.app.shim.bodyMemory.inUse;
     c.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body.slice(0, 5)}`);
-    await sleep(300); // the auth hook has run
+    expect(await bodyHeld(h, before, body.length)).toBe(true); // the auth hook has passed C
     const stopB = await streamInFlight(h, key); // B takes the key's one place
     try {
+      const waits = placeWaits(h, key);
       c.write(body.slice(5)); // C's handler: refused a place, it waits for B
-      await sleep(100);
+      expect(await pollUntil(() => waits() === 1, 20_000, 5)).toBe(true);
       expect(h.app.shim.inflight.size).toBe(1); // B only: C waits outside what the drain waits for
       let drained = false;
       const reserves = reservesAfter(() => drained);
       const drain = h.app.shim.inflight.drain(5000).then((r) => ((drained = true), r));
       await stopB(); // B ends and gives its place back: C used to be woken by it and go on
       expect(await drain).toEqual({ aborted: 0 }); // nothing in flight: server.ts now closes the store
-      await pollUntil(() => /HTTP\/1\.1 \d{3}/.test(got), 3000, 10);
+      await pollUntil(() => /HTTP\/1\.1 \d{3}/.test(got), 20_000, 10);
       expect(got.split("\r\n")[0]).toBe("HTTP/1.1 503 Service Unavailable");
       expect(got).toMatch(/"code":"service_unavailable"/);
-      await sleep(100);
+      await h.waitForRequestLog((l) => l.keyId === id && l.status === 503); // C is over: no hold can come after
       expect(reserves()).toBe(0); // was 1: C made its hold on a store being closed
       expect(h.app.shim.inflight.size).toBe(0);
     } finally {
@@ -86,8 +105,9 @@ describe("a request waiting in the auth hook for a place in flight when a drain 
       h.fake.set({ tokenDelayMs: 30, defaultTokens: 60 });
       const { key } = await h.createKey({ credits: 1000, tier: "one" });
       const stopB = await streamInFlight(h, key); // B has the key's one place
+      const waits = placeWaits(h, key);
       const asked = h.post(key, "/v1/chat/completions", { model, messages: [{ role: "user", content: "x" }], max_tokens: 1 });
-      await sleep(100); // C waits in the auth hook
+      expect(await pollUntil(() => waits() === 1, 20_000, 5)).toBe(true); // C waits in the auth hook
       const started = performance.now();
       const drain = h.app.shim.inflight.drain(5000);
       const res = await asked;
