@@ -74,6 +74,10 @@ describe("a failing disk's run of checkpoint failures", () => {
       const checkpointLock = async () => {
         const locker = spawn("python3", ["-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.lockf(fd, fcntl.LOCK_EX, 1, 121); print('locked', flush=True); sys.stdin.read()", ck + "-shm"], { stdio: ["pipe", "pipe", "inherit"], env: { PATH: process.env.PATH } });
         await once(locker.stdout, "data");
+        const probe = new Database(ck, { timeout: 0 });
+        const busy = probe.pragma("wal_checkpoint(PASSIVE)")[0].busy; // the WAL all copied: it would copy nothing
+        probe.close();
+        if (busy !== 1) throw new Error("the checkpoint lock is not held");
         return { release: async () => (locker.stdin.end(), await once(locker, "exit")) };
       };
       const events = [];
