@@ -42,6 +42,9 @@ describe("report-usage --key over several keys at the calendar's ends", () => {
   it("--from late on 9999-12-31 alone: to the API's last instant", async () => {
     expect(await shownPeriod(["--from", "9999-12-31"])).toEqual({ start: "9999-12-31T00:00:00Z", end: "9999-12-31T23:59:59Z" });
     expect(await shownPeriod(["--from", "9999-12-31T12:00:00Z"])).toEqual({ start: "9999-12-31T12:00:00Z", end: "9999-12-31T23:59:59Z" });
+    // A negative offset: the period starts after 10000-01-01 in UTC, where the API keeps its day
+    // uncut; the report shows what the API shows for one key.
+    expect(await shownPeriod(["--from", "9999-12-31T23:00:00-05:00"])).toEqual({ start: "+010000-01-01T04:00:00Z", end: "+010000-01-02T03:59:59Z" });
   });
 
   it("--from and --to both at the end: as given", async () => {

@@ -18,7 +18,7 @@ export interface Period {
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const DAY_MS = 86_400_000;
 /** 10000-01-01T00:00:00Z: a period ends by then, so its shown end is a 4-digit year the API reads back. */
-const LAST_MS = Date.UTC(10000, 0, 1);
+export const LAST_MS = Date.UTC(10000, 0, 1);
 
 export function parsePeriod(query: { from?: unknown; to?: unknown }, nowMs: number): Period {
   const from = query.from === undefined ? undefined : instant(query.from, "from", false);
