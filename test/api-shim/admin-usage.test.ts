@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashKey } from "../../api-shim/src/auth/keys.ts";
-import { clockFrom } from "../../api-shim/src/clock.ts";
+import { clockFrom } from "../support/clocks.ts";
 import { ClientLeftError } from "../../api-shim/src/store/store.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 

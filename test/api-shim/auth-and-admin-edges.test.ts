@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { hashKey } from "../../api-shim/src/auth/keys.ts";
 import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
-import { manualClock } from "../../api-shim/src/clock.ts";
+import { manualClock } from "../support/clocks.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
 
 /**

@@ -2,7 +2,7 @@
 // each test here fails when its behaviour is broken (a wrong secret on a real key id accepted, the
 // admin-token throttle opening early, seed 004's remaining count on a 200, a stream's credits).
 import { describe, expect, it } from "vitest";
-import { manualClock } from "../../api-shim/src/clock.ts";
+import { manualClock } from "../support/clocks.ts";
 import { TokenBucket, durationString, rateLimitHeaders } from "../../api-shim/src/limits/rate-limit.ts";
 import { bearerToken } from "../../api-shim/src/auth/keys.ts";
 import { startShim } from "../support/shim-harness.ts";

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { addressBucket, isCidr, trustedPeers } from "../../api-shim/src/auth/client-address.ts";
-import { manualClock } from "../../api-shim/src/clock.ts";
+import { manualClock } from "../support/clocks.ts";
 import { MAX_TRACKED_ADDRESSES, RateLimiter } from "../../api-shim/src/limits/rate-limit.ts";
 
 describe("unauthenticated limits per client address", () => {

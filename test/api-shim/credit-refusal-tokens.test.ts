@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { manualClock } from "../../api-shim/src/clock.ts";
+import { manualClock } from "../support/clocks.ts";
 import { startShim } from "../support/shim-harness.ts";
 
 afterEach(() => vi.restoreAllMocks());

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import OpenAI, { toFile, APIError, AuthenticationError, BadRequestError, ConflictError, InternalServerError, NotFoundError, PermissionDeniedError, RateLimitError } from "openai";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { manualClock } from "../../api-shim/src/clock.ts";
+import { manualClock } from "../support/clocks.ts";
 import { failureHint } from "../../api-shim/src/store/sqlite-failures.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import OpenAI from "openai";
 import { describe, expect } from "vitest";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
-import { manualClock } from "../../api-shim/src/clock.ts";
+import { manualClock } from "../support/clocks.ts";
 import type { Store } from "../../api-shim/src/store/store.ts";
 import { onBothStores } from "../support/both-stores.ts";
 import { slowBody } from "../support/slow-body.ts";

@@ -1,6 +1,6 @@
 import OpenAI, { RateLimitError } from "openai";
 import { describe, expect, it } from "vitest";
-import { manualClock } from "../../api-shim/src/clock.ts";
+import { manualClock } from "../support/clocks.ts";
 import { type Harness, overrideStore, startShim } from "../support/shim-harness.ts";
 
 /**

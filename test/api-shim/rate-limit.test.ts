@@ -1,6 +1,6 @@
 import { RateLimitError } from "openai";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { manualClock } from "../../api-shim/src/clock.ts";
+import { manualClock } from "../support/clocks.ts";
 import { hashKey } from "../../api-shim/src/auth/keys.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
 

@@ -7,7 +7,7 @@ import { answeringUpstream } from "../support/shim-process.ts";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { overrideStore } from "../support/shim-harness.ts";
-import { manualClock } from "../../api-shim/src/clock.ts";
+import { manualClock } from "../support/clocks.ts";
 
 /**
  * Found by a mutation review of the request readers, /v1/models and /ready: behaviour the code

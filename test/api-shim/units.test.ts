@@ -1,7 +1,7 @@
 import { timingSafeEqual } from "node:crypto";
 import { describe, expect, it, vi } from "vitest";
 import pino from "pino";
-import { manualClock } from "../../api-shim/src/clock.ts";
+import { manualClock } from "../support/clocks.ts";
 import { Inflight } from "../../api-shim/src/inflight.ts";
 import { createLogger, requestLogger, type RequestLine } from "../../api-shim/src/observability/logger.ts";
 import { generateKey, hashKey, parseKeyId, randomBase62, secretsEqual, verifyKey, bearerToken } from "../../api-shim/src/auth/keys.ts";

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { manualClock } from "../../api-shim/src/clock.ts";
+import { manualClock } from "../support/clocks.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
 // A usage report's shown `period` is the period it counted. A `from` with milliseconds (any JS

@@ -2,7 +2,7 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { clockFrom } from "../../api-shim/src/clock.ts";
+import { clockFrom } from "../support/clocks.ts";
 import type { ApiKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/reap-expired.ts";

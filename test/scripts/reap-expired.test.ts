@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
-import { clockFrom } from "../../api-shim/src/clock.ts";
+import { clockFrom } from "../support/clocks.ts";
 import { adminClient, type ApiKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { withDefaults } from "../../scripts/lib/deps.ts";

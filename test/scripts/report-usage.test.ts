@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main, usageTotals } from "../../scripts/report-usage.ts";
 import { wholeLedger } from "../../scripts/lib/usage-export.ts";
-import { clockFrom } from "../../api-shim/src/clock.ts";
+import { clockFrom } from "../support/clocks.ts";
 import { parsePeriod } from "../../api-shim/src/requests/period.ts";
 import { frontProxy } from "../support/front-proxy.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
