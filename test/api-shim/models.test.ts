@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_FAKE, fillUpstreamPool, startShim, type Harness } from "../support/shim-harness.ts";
 import { failure } from "../support/api-failure.ts";
 import { answeringUpstream } from "../support/shim-process.ts";
+import { clockFrom } from "../support/clocks.ts";
 
 
 // The kit's default served name is the Hugging Face id (servedName ?? id), which holds a `/`;
@@ -168,7 +169,8 @@ describe("?batch= on the free read routes (a client that sends it with every req
   let h: Harness;
 
   beforeAll(async () => {
-    h = await startShim({ file: { pricing: { request: 1, batchRequest: 2 }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }, { name: "bge-m3", maxModelLen: 8192 }] } });
+    // Mid-month: the /v1/usage read below counts the current month, which must not turn mid-test.
+    h = await startShim({ clock: clockFrom(Date.UTC(2026, 2, 15, 12)), file: { pricing: { request: 1, batchRequest: 2 }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }, { name: "bge-m3", maxModelLen: 8192 }] } });
   });
   afterAll(() => h.close());
 

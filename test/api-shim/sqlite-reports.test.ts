@@ -16,6 +16,7 @@ import { FakeVllm } from "../support/fake-vllm.ts";
 import { sqliteLedgerOfGroups } from "../support/usage-ledger.ts";
 import { startShim } from "../support/shim-harness.ts";
 import { shimClient, ShimProcesses, writeProcessConfig } from "../support/shim-process.ts";
+import { clockFrom } from "../support/clocks.ts";
 
 const ROWS = 1_000_000;
 
@@ -303,7 +304,7 @@ describe("a key's own reports and the operator's report on that key", () => {
 
 describe("a usage report whose worker fails", () => {
   it("is a 503, and the next report has a new worker", async () => {
-    const h = await startShim();
+    const h = await startShim({ clock: clockFrom(Date.UTC(2026, 2, 15, 12)) }); // mid-month: the report's month cannot turn mid-test
     try {
       const { key } = await h.createKey();
       await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
