@@ -4,7 +4,7 @@ import { failsTheStore, isFull } from "../../api-shim/src/store/sqlite-failures.
 import { neverSent, worthAnotherTry } from "../../api-shim/src/store/postgres-failures.ts";
 
 describe("what a store failure means", () => {
-  it("SQLite: a full volume, and a read-only file, fail the store closed whichever statement meets them (an admin write included)", () => {
+  it("SQLite: a full volume, a read-only or moved file, a write I/O error and a file that cannot be opened are failures that close the store; busy, a locking protocol error and a constraint are not", () => {
     for (const code of ["SQLITE_FULL", "SQLITE_READONLY", "SQLITE_READONLY_DBMOVED", "SQLITE_IOERR_WRITE", "SQLITE_CANTOPEN"]) expect(failsTheStore({ code }), code).toBe(true);
     expect(isFull({ code: "SQLITE_FULL" })).toBe(true);
     for (const code of ["SQLITE_BUSY", "SQLITE_PROTOCOL", "SQLITE_CONSTRAINT_UNIQUE"]) expect(failsTheStore({ code }), code).toBe(false);
