@@ -97,6 +97,11 @@ describe("the memory answers hold at once", () => {
   });
 
   it("a read waiting for room goes on as soon as a slow client's answer is sent", async () => {
+    // On a clock the test moves and does not: the wait's MAX_WAIT_MS cannot end it, so a read that
+    // goes on was woken by the release (timed by the wall clock, a loaded machine's reading of the
+    // rest of its 2 MiB after the release could take it past the bound).
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    onTestFinished(() => void vi.useRealTimers());
     const memory = new AnswerMemory(2 * MiB);
     const stuck = await unsentAnswer(memory, 3 * MiB);
     const lease = memory.lease();
@@ -112,12 +117,12 @@ describe("the memory answers hold at once", () => {
     // The slow client's answer is sent once the read is waiting, or has ended without waiting (the
     // failure below says so). Not after a fixed delay, nor a second at most: a loaded machine that
     // ran the test for neither before the read reached the budget sent it too soon (waits 0).
-    while (memory.waits === 0 && !read) await new Promise((r) => setTimeout(r, 5));
-    const released = Date.now();
+    await until(() => memory.waits === 1 || read);
+    expect(memory.waits).toBe(1);
     stuck.release();
+    // Woken by the release, not by the end of its MAX_WAIT_MS: no time passes on the clock it waits by.
+    expect(await until(() => read, 1000)).toBe(true);
     expect(await reading).toHaveLength(2 * MiB);
-    // Woken by the release, not by the end of its MAX_WAIT_MS.
-    expect(Date.now() - released).toBeLessThan(MAX_WAIT_MS - 500);
     expect(memory.waits).toBe(1);
     lease.release();
     expect(memory.inUse).toBe(0);
@@ -173,14 +178,20 @@ describe("waits for room in the answer memory", () => {
   });
 
   it("a read released while it waits for room (its request cut) ends its wait at once", async () => {
+    // On a clock the test moves and does not: the wait's MAX_WAIT_MS cannot end it (timed by the
+    // wall clock from before the wait, a loaded machine could take longer than the bound).
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    onTestFinished(() => void vi.useRealTimers());
     const m = new AnswerMemory(2 * MiB);
     const x = slowClientHolds(m, 3 * MiB);
     const s = m.lease();
-    const t0 = performance.now();
-    const waited = s.take(2 * MiB);
-    setTimeout(() => s.release(), 50);
+    let ended = false;
+    const waited = s.take(2 * MiB).finally(() => (ended = true));
+    expect(await until(() => ended, 10)).toBe(false); // waiting: no room
+    expect(m.waits).toBe(1);
+    s.release();
+    expect(await until(() => ended, 10)).toBe(true); // ended by the release, no time having passed
     await waited;
-    expect(performance.now() - t0).toBeLessThan(MAX_WAIT_MS / 2);
     x.release();
     expect(m.inUse).toBe(0);
   });
@@ -243,17 +254,30 @@ describe("a stream's events and the memory answers hold", () => {
   }
 
   it("a stream stalled mid-event past the budget keeps the overdraft only MAX_WAIT_MS: another stream's large event then goes through, and a large answer does not wait", { timeout: 15_000 }, async () => {
+    // MAX_WAIT_MS on a clock the test moves: timed by the wall clock from before the other stream's
+    // 3 MiB were read, a loaded machine could take longer than MAX_WAIT_MS + 1 s.
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    onTestFinished(() => void vi.useRealTimers());
     const memory = new AnswerMemory(4 * MiB);
     // A 5 MiB event (echo and logprobs of a long prompt) whose upstream stalls before its end.
     const stalled = stalling(...split(`data: ${"a".repeat(5 * MiB)}`));
     const first = sseEvents(stalled.body, Infinity, memory.lease()).next();
-    await expect.poll(() => memory.inUse).toBeGreaterThanOrEqual(5 * MiB);
-    // Another stream's whole 3 MiB event, nothing else going on.
-    const started = Date.now();
+    await until(() => memory.inUse >= 5 * MiB + 6); // all of it so far: it took its last bytes at this instant
+    // Another stream's whole 3 MiB event, nothing else going on: it waits for room until the
+    // stalled stream has taken nothing for MAX_WAIT_MS, and not longer.
     const events: string[] = [];
-    for await (const e of sseEvents(pieces(...split(`data: ${"b".repeat(3 * MiB)}`), "\n\n"), Infinity, memory.lease())) events.push(e);
+    let read = false;
+    const reading = (async () => {
+      for await (const e of sseEvents(pieces(...split(`data: ${"b".repeat(3 * MiB)}`), "\n\n"), Infinity, memory.lease())) events.push(e);
+    })().finally(() => (read = true));
+    await until(() => memory.waits === 1 || read);
+    expect(memory.waits).toBe(1);
+    await vi.advanceTimersByTimeAsync(MAX_WAIT_MS - 1);
+    expect(await until(() => read, 1000)).toBe(false); // the stalled stream still keeps the overdraft
+    await vi.advanceTimersByTimeAsync(1);
+    expect(await until(() => read, 1000)).toBe(true); // and not after
+    await reading;
     expect(events.map((e) => e.length)).toEqual([3 * MiB + 6]);
-    expect(Date.now() - started).toBeLessThan(MAX_WAIT_MS + 1000);
     // A large non-streamed answer: the stalled stream no longer holds the overdraft, so it does not
     // wait (counted, not timed: under load its read alone once took 1.4 s of the 1 s it was given).
     const waits = memory.waits;
