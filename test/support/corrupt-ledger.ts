@@ -2,7 +2,8 @@ import { closeSync, openSync, writeSync } from "node:fs";
 import Database from "better-sqlite3";
 
 /**
- * Gives `keyId` `rows` requests in the ledger (this month, up to now), then overwrites one of
+ * Gives `keyId` `rows` requests in the ledger (10 ms apart, up to now: at a month's start, some in
+ * the month before; a report reads them all from an early `from`), then overwrites one of
  * the ledger's leaf pages in the middle with garbage, as a bad sector would: the key rows and the
  * ledger's last page (where new rows go) are untouched, so a start, holds and charges never read
  * it; a usage report over those rows does. The store must be closed (its WAL checkpointed).
