@@ -95,6 +95,21 @@ describe("a failing disk's run of checkpoint failures", () => {
         if (!existsSync(hold + "." + call)) throw new Error("held at a " + other + ", not a " + call + ": " + events.join(", "));
       };
       const go = (call) => rmSync(hold + "." + call);
+      // A checkpoint that copies the WAL's end and meets the failing sync: the run's nth failure.
+      const syncFails = async (n) => {
+        await held("write"); go("write");
+        await held("sync"); go("sync");
+        await until(() => failures.length === n, "failure " + n);
+      };
+      // A checkpoint that copies the end of the WAL it saw while the writer appends (append()): it
+      // syncs nothing, yet reports every frame copied (checkpointed = log).
+      const allCopiedWhile = async (append) => {
+        await held("write");
+        const seen = reusable;
+        append();
+        go("write");
+        await until(() => reusable > seen, "the checkpoint reporting all copied");
+      };
       ${before}
       writeFileSync(hold, "");
       const worker = startCheckpointer(db, ck, 10, (f) => (failures.push(f.failures), events.push("failed:" + f.failures)), () => reusable++);
@@ -135,10 +150,7 @@ describe("a failing disk's run of checkpoint failures", () => {
       // Stopped short at b's: copies frame 2, syncs nothing, succeeds; the WAL has as many frames as before.
       await held("write"); go("write");
       b.close();
-      // Copies frame 3, the WAL's end: its sync fails.
-      await held("write"); go("write");
-      await held("sync"); go("sync");
-      await until(() => failures.length === 2, "a second failure");
+      await syncFails(2); // copies frame 3, the WAL's end
       ${recovery}
     `);
     expect(events).toEqual(["failed:1", "failed:2", "recovered", "complete"]);
@@ -157,17 +169,9 @@ describe("a failing disk's run of checkpoint failures", () => {
       // Stopped short at r's snapshot: copies frame 1 of 2, syncs nothing, succeeds.
       await held("write"); go("write");
       r.close();
-      // Copies frame 2, the end of the WAL it saw; the writer appends meanwhile, so it syncs nothing.
-      await held("write");
-      const seen = reusable;
-      update("t3"); // frame 3
-      go("write");
-      // It reported every frame copied (checkpointed = log): the case this test is about.
-      await until(() => reusable > seen, "the checkpoint reporting all copied");
-      // Copies frame 3, the WAL's end: its sync fails.
-      await held("write"); go("write");
-      await held("sync"); go("sync");
-      await until(() => failures.length === 2, "a second failure");
+      // Copies frame 2, the end of the WAL it saw, while the writer appends frame 3: the case this test is about.
+      await allCopiedWhile(() => update("t3"));
+      await syncFails(2); // copies frame 3, the WAL's end
       ${recovery}
     `);
     expect(events).toEqual(["failed:1", "failed:2", "recovered", "complete"]);
@@ -193,17 +197,10 @@ describe("a failing disk's run of checkpoint failures", () => {
       update("t1"); // frame 2
       go("sync");
       await until(() => failures.length === 1, "a first failure");
-      // Copies frame 2, the end of the WAL it saw (2 frames, as the first checkpoint's); the writer
-      // appends meanwhile, so it syncs nothing, and reports all copied.
-      await held("write");
-      const seen = reusable;
-      update("t1"); // frame 3
-      go("write");
-      await until(() => reusable > seen, "the checkpoint reporting all copied");
-      // Copies frame 3, the WAL's end: its sync fails.
-      await held("write"); go("write");
-      await held("sync"); go("sync");
-      await until(() => failures.length === 2, "a second failure");
+      // Copies frame 2, the end of the WAL it saw (2 frames, as the first checkpoint's), while the
+      // writer appends frame 3.
+      await allCopiedWhile(() => update("t1"));
+      await syncFails(2); // copies frame 3, the WAL's end
       ${recovery}
     `, `update("t1"); update("t1"); // frames 1 and 2, of one page`);
     expect(events).toEqual(["failed:1", "failed:2", "recovered", "complete"]);
