@@ -34,7 +34,8 @@ describe("stopping the shim process", () => {
 
   it("a store that fails closed during a SIGTERM drain cuts what is in flight at once, not at the drain's end; exit 1", async () => {
     f.fake.set({ tokenDelayMs: 40, defaultTokens: 5000 });
-    const p = await start({ SHIM_DRAIN_TIMEOUT_MS: "8000" });
+    // A drain past the test's timeout: only the store's failure can end this one in time.
+    const p = await start({ SHIM_DRAIN_TIMEOUT_MS: "60000" });
     const long = await openStream(p, key.key, 5000);
     const short = await openStream(p, key.key, 12);
     // Stands for a disk error at COMMIT, as in process.test.ts: the short stream's settlement fails the store.
@@ -45,12 +46,13 @@ describe("stopping the shim process", () => {
       await p.waitForLine(isDraining);
       // Its settlement's COMMIT fails: it ends with the store's 503, not the figures of a charge never written.
       await expect((async () => { for (let r = await short.next(); !r.done; r = await short.next()); })()).rejects.toThrow(/Service temporarily unavailable/);
-      const shortEnded = Date.now();
+      const shortEnded = performance.now();
       await p.waitForLine((e) => e.msg === "the store failed closed; exiting so the shim is restarted");
-      // The long stream (5000 tokens, 200 s) is cut now; it used to stream, unbilled, until the drain timeout (8 s).
+      // The long stream (5000 tokens, 200 s) is cut now; it used to stream, unbilled, until the drain timeout.
       await expect((async () => { for (let r = await long.next(); !r.done; r = await long.next()); })()).rejects.toBeDefined();
       expect(await p.exited).toEqual({ code: 1, signal: null });
-      expect(Date.now() - shortEnded).toBeLessThan(3000);
+      // From the failure to the exit: the margin is for a stalled machine, the drain's 60 s far past it.
+      expect(performance.now() - shortEnded).toBeLessThan(10_000);
       output.keep(p);
       // Both cut: the short one was still waiting for its settlement to be written.
       expect(messages(p.lines).find((e) => e.msg === "stopped")).toMatchObject({ aborted: 2, exitCode: 1 });
@@ -71,10 +73,10 @@ describe("stopping the shim process", () => {
     writeFileSync(join(slowDir, "shim.yaml"), stringify({ pricing: { models: { "qwen2.5-7b": { promptPer1k: 0, completionPer1k: 1000 } } }, bootstrapKeys: keys }));
     const file = join(slowDir, "shim.db");
     const child = await output.start({ ...f.env, SHIM_DATABASE_URL: `sqlite:${file}`, SHIM_CONFIG: join(slowDir, "shim.yaml") }, (e) => e.msg === "bootstrap key");
-    const signalled = Date.now();
     child.child.kill("SIGTERM");
+    // Not timed: the rest of the start (400 keys) takes what the machine gives it. A signal ignored
+    // leaves a process listening (the test times out); one acted on after listening says so below.
     expect(await child.exited).toEqual({ code: 0, signal: null });
-    expect(Date.now() - signalled).toBeLessThan(10_000);
     output.keep(child);
     const said = messages(child.lines).map((e) => e.msg);
     expect(said).not.toContain("api-shim listening");
