@@ -14,7 +14,8 @@ import type { UsageQuery } from "../../api-shim/src/store/store.ts";
 import { firstAndRest, usageBatches } from "../../api-shim/src/store/usage-batches.ts";
 import { sqliteLedgerOfGroups } from "../support/usage-ledger.ts";
 
-const IDLE_MS = 4000;
+// The reader's bound the regression waited for: far past a stalled machine's seconds, within the test's timeout.
+const IDLE_MS = 20_000;
 const ROWS = 8000; // one batch (REPORT_BATCH_ROWS is 10,000): ~1 MB of JSON
 
 describe("a one-batch SQLite /admin/usage report read by a slow client", () => {
@@ -64,12 +65,13 @@ describe("a one-batch SQLite /admin/usage report read by a slow client", () => {
     s.on("error", () => {});
   });
 
-  it("does not hold every other key's report once its rows are all in the shim's hands", { timeout: 30_000 }, async () => {
+  it("does not hold every other key's report once its rows are all in the shim's hands", { timeout: 45_000 }, async () => {
     await stallAfter(50_000); // the only batch is in hand: the worker holds no row of this report
     const started = performance.now();
     expect(await reports.run(nobody, async () => {})).toEqual([]); // a key's /v1/usage
     const waited = performance.now() - started;
-    // It waited for the reader's bound (IDLE_MS, 60 s in the store), as if rows were held.
-    expect(waited).toBeLessThan(1000);
+    // It waited for the reader's bound (IDLE_MS, 60 s in the store), as if rows were held. Timed
+    // alone (the stalled client's first bytes are not in it), with room for a stalled machine.
+    expect(waited).toBeLessThan(IDLE_MS / 2);
   });
 });
