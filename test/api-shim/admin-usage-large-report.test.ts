@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -115,23 +115,43 @@ async function shimReportsWhileProbing(output: ShimProcesses, f: { fake: FakeVll
   await output.stopCleanly(p);
 }
 
-/** Asks for the whole report as CSV, probing /health every 50 ms until it has come: each probe answers within a second, and the report is complete. */
+/**
+ * The CPU time (ms) the main thread of process `pid` has used: where the shim answers requests and
+ * maps and writes a report's rows (Linux: utime and stime in /proc, in USER_HZ, 100 a second).
+ */
+function mainThreadCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, "latin1");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // from field 3 (state) on
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/**
+ * Asks for the whole report as CSV, probing /health every 50 ms until it has come: no probe waits
+ * behind a second of the shim's own work, and the report is complete.
+ */
 async function reportWhileProbing(p: ShimProcess, adminToken: string, from: string): Promise<void> {
+  const pid = p.child.pid!;
   const start = performance.now();
   const report = fetch(`${p.url}/admin/usage?group=day&format=csv&from=${from}`, { headers: { authorization: `Bearer ${adminToken}` } }).then((r) => r.text());
   let done = false;
   void report.finally(() => (done = true));
-  const probes: number[] = [];
+  const probes: { ms: number; cpuMs: number }[] = [];
   while (!done) {
     const t = performance.now();
+    const cpu = mainThreadCpuMs(pid);
     expect((await fetch(`${p.url}/health`)).status).toBe(200);
-    probes.push(performance.now() - t);
+    probes.push({ cpuMs: mainThreadCpuMs(pid) - cpu, ms: performance.now() - t });
     await sleep(50);
   }
   const csv = await report;
   const reportMs = performance.now() - start;
   expect(csv.trimEnd().split("\r\n").length).toBe(1 + KEYS * DAYS); // complete
-  console.log(`report ${Math.round(reportMs)} ms, ${probes.length} probes, slowest /health ${Math.round(Math.max(...probes))} ms`);
-  // "served as usual": a /health probe should not wait a second behind a report.
-  expect(Math.max(...probes)).toBeLessThan(1000);
+  const slowest = Math.max(...probes.map((x) => x.ms));
+  const busiest = Math.max(...probes.map((x) => x.cpuMs));
+  console.log(`report ${Math.round(reportMs)} ms, ${probes.length} probes, slowest /health ${Math.round(slowest)} ms, most shim thread CPU during one ${busiest} ms`);
+  // "served as usual": a /health probe does not wait behind a second of the report's work on the
+  // shim's thread (the rows mapped and serialized as one body took seconds). The shim's CPU time,
+  // not the probe's round trip: a loaded machine that leaves the shim unscheduled for a second or
+  // two lengthens the round trip, not the work the probe waited behind.
+  expect(busiest).toBeLessThan(1000);
 }
