@@ -603,7 +603,7 @@ describe("streamed events count against the same budget", () => {
     // not for one held until the 30 s idle timeouts.
     const ended = waits.filter((w): w is number => w !== null && w >= MAX_WAIT_MS - 50);
     expect(ended.length).toBeGreaterThanOrEqual(STREAMS - 3);
-    for (const w of ended) expect(w).toBeLessThan(MAX_WAIT_MS + 3000);
+    for (const w of ended) expect(w).toBeLessThan(MAX_WAIT_MS + 5000);
     // Each holds at most its free first MiB, and past it the budget and one event beyond it.
     expect(peak).toBeGreaterThanOrEqual(EVENT);
     expect(peak).toBeLessThanOrEqual(STREAMS * FREE_BYTES + BUDGET + EVENT);
