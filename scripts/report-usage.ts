@@ -2,7 +2,7 @@
 //   [--group model|day] [--format table|json|csv]
 // A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
-import { LAST_MS, parsePeriod, periodQuery } from "../api-shim/src/requests/period.ts";
+import { parsePeriod, periodQuery } from "../api-shim/src/requests/period.ts";
 import { type AdminClient, adminClient, type ApiKey, findKey, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
 import { instantFlag, oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
@@ -131,16 +131,12 @@ function coverage(covered: readonly ApiKey[]): string {
  * the same period, its end pinned here when it is open: left to the API, the current month could
  * turn between two of the queries. (Pinned by this machine's clock: as if the report ran when it
  * did.) A given bound goes as given, and so does a `to` alone: the API takes its period's start
- * from `to`, not from its clock (pinned, a `to` at 0000-01-01 had a start in year -1, which the
- * API reads from no query).
+ * from `to`, not from its clock. A period no query pins (periodQuery) is left to the API.
  */
 function queriesFor(query: UsageQuery, covered: readonly ApiKey[] | undefined, now: Date): UsageQuery[] {
   if (!covered) return [query];
   const open = covered.length > 1 && query.to === undefined;
-  const period = open ? parsePeriod(query, now.getTime()) : undefined;
-  // One that starts past the API's last end (a negative offset late on 9999-12-31) has no end the
-  // API reads; it ends a day after its `from` whatever the clock, so it is left to the API.
-  const pinned = period && period.from < LAST_MS ? periodQuery(period) : undefined;
+  const pinned = open ? periodQuery(parsePeriod(query, now.getTime())) : undefined;
   const fixed = pinned ? { from: query.from ?? pinned.from, to: pinned.to } : {};
   return covered.map((k) => ({ ...query, ...fixed, key: k.id }));
 }

@@ -18,7 +18,7 @@ export interface Period {
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const DAY_MS = 86_400_000;
 /** 10000-01-01T00:00:00Z: a period ends by then, so its shown end is a 4-digit year the API reads back. */
-export const LAST_MS = Date.UTC(10000, 0, 1);
+const LAST_MS = Date.UTC(10000, 0, 1);
 
 export function parsePeriod(query: { from?: unknown; to?: unknown }, nowMs: number): Period {
   const from = query.from === undefined ? undefined : instant(query.from, "from", false);
@@ -37,9 +37,12 @@ export function parsePeriod(query: { from?: unknown; to?: unknown }, nowMs: numb
  * one itself (report-usage asking for several keys' usage over one period). An end on a UTC
  * midnight goes as the day before it (a date `to` includes its day): the API's last end,
  * 10000-01-01T00:00:00Z, has no timestamp with a 4-digit year, and `toISOString()`'s
- * `+010000-01-01T…` was refused, so `--to 9999-12-31` failed.
+ * `+010000-01-01T…` was refused, so `--to 9999-12-31` failed. Undefined for a period that starts
+ * past that end (a negative offset late on 9999-12-31): no query writes its bounds, and none is
+ * needed, as it ends a day after its `from` whatever the clock.
  */
-export function periodQuery(p: Period): { from: string; to: string } {
+export function periodQuery(p: Period): { from: string; to: string } | undefined {
+  if (p.from >= LAST_MS) return undefined;
   const to = p.to % DAY_MS === 0 ? new Date(p.to - DAY_MS).toISOString().slice(0, 10) : new Date(p.to).toISOString();
   return { from: new Date(p.from).toISOString(), to };
 }
