@@ -5,7 +5,8 @@ import { describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
-import { isDraining, openStream, shimProcessFixture } from "../support/shim-process.ts";
+import { keptConnection } from "../support/kept-connection.ts";
+import { isDraining, openStream, shimClient, shimProcessFixture } from "../support/shim-process.ts";
 
 /** How the shim process stops: a store failure during a drain, a signal during start-up, a SIGKILL after a top-up. */
 describe("stopping the shim process", () => {
@@ -110,6 +111,30 @@ net.Server.prototype.listen = function (...args) {
     output.keep(child);
     const said = messages(child.lines).map((e) => (isDraining(e) ? "draining" : e.msg)).filter((m) => ["api-shim listening", "draining", "stopped"].includes(m as string));
     expect(said).toEqual(["api-shim listening", "draining", "stopped"]);
+  }, 30_000);
+
+  it("SIGTERM with nothing in flight but idle kept-alive connections (an SDK's, nginx's upstream keepalive): exits at once, not at their 65 s keep-alive or the drain's end", async () => {
+    // A 60 s drain: a stop that waited for an idle connection (until its client or the 65 s
+    // keepAliveTimeout closed it) or waited out the drain with nothing in flight would not exit
+    // within the bound, and `docker stop` would SIGKILL it at its 30 s grace. (Node's server.close()
+    // closes idle connections itself, so the idle one is not what closeApp's closeAllConnections is for.)
+    const p = await start({ SHIM_DRAIN_TIMEOUT_MS: "60000" });
+    await shimClient(p, key.key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+    // A raw connection that answered one request and stays open, idle: it never closes itself.
+    const idle = await keptConnection(p.url);
+    try {
+      idle.s.write("GET /health HTTP/1.1\r\nHost: shim\r\n\r\n");
+      await expect.poll(() => idle.statuses()).toEqual(["HTTP/1.1 200"]);
+      const signalled = performance.now();
+      p.child.kill("SIGTERM");
+      expect(await p.exited).toEqual({ code: 0, signal: null });
+      // Measured at ~30 ms; the margin is for a stalled machine.
+      expect(performance.now() - signalled).toBeLessThan(10_000);
+      output.keep(p);
+      expect(messages(p.lines).find((e) => isDraining(e))).toMatchObject({ inflight: 0, msg: "draining: nothing in flight" });
+    } finally {
+      idle.s.destroy();
+    }
   }, 30_000);
 
   it("a top-up answered just before a SIGKILL: after a restart, the same Idempotency-Key replays it, nothing granted twice", async () => {
