@@ -5,13 +5,19 @@ import { closeApp } from "../../api-shim/src/app.ts";
 import type { UsageGroup } from "../../api-shim/src/store/store.ts";
 import { type Harness, overrideStore, startShim } from "../support/shim-harness.ts";
 import { loopbackServer } from "../support/shim-process.ts";
+import { bodyHeld } from "../support/slow-body.ts";
+import { pollUntil } from "../support/tools.ts";
 
 /**
  * A shutdown's drain and the requests that are not inference: a model list, usage reports, admin
  * answers. They are waited for like inference; one still unanswered when the drain ends is
  * answered 503 (its client retries elsewhere), one whose answer has begun is cut and logged 499.
+ *
+ * Each step waits for the state the shim or the test's upstream shows (a request at the upstream
+ * or the store, its body held, the drain begun or its cut made), never a fixed sleep: on a loaded
+ * machine a request sent after a sleep reached the same status by another path (put in flight
+ * after the drain began, say) and the test passed without testing its subject.
  */
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /**
  * How long past its grace a drain may take to end here: a stalled 2-core machine's second or two
  * fits in it; a drain that waits for what it should cut (a 60 s upstream, a store that never
@@ -115,16 +121,19 @@ describe("a usage report still waiting on the store when the drain ends", () => 
 describe("a usage report still running in the store when the drain ends", () => {
   it("is told to stop (its signal aborts), so it does not hold a store connection or a report turn past the drain", async () => {
     let seen: AbortSignal | undefined;
-    const h = await startShim({ wrapStore: (s) => overrideStore(s, { usage: (q) => ((seen = q.signal), sleep(6000).then(() => s.usage(q))) }) });
+    // The store answers only once the test lets it: the report is still running when the drain ends.
+    const storeFree = Promise.withResolvers<void>();
+    const h = await startShim({ wrapStore: (s) => overrideStore(s, { usage: (q) => ((seen = q.signal), storeFree.promise.then(() => s.usage(q))) }) });
     try {
       const { key } = await h.createKey({ credits: 100 });
       const asked = fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } });
-      await sleep(200);
-      expect(seen?.aborted).toBe(false);
+      await vi.waitFor(() => expect(seen).toBeDefined()); // the report runs in the store
+      expect(seen!.aborted).toBe(false);
       await closeApp(h.app, 500);
       expect((await asked).status).toBe(503);
       expect(seen!.aborted).toBe(true);
     } finally {
+      storeFree.resolve();
       await h.close().catch(() => {});
     }
   });
@@ -133,23 +142,30 @@ describe("a usage report still running in the store when the drain ends", () => 
 describe("a request that arrives on a kept-alive connection after the drain has cut what was in flight", () => {
   it("is cut too: a model list waiting on a silent upstream gets 503, not a connection closed without an answer", { timeout: 20_000 }, async () => {
     const upstream = await slowModelList(Infinity);
-    // A /ready whose store ping is slow keeps the settle window after the cut open.
-    const h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url, SHIM_UPSTREAM_TIMEOUT_MS: "60000" }, wrapStore: (s) => overrideStore(s, { ping: () => sleep(3900).then(() => {}) }) });
+    // A /ready whose store ping is unanswered keeps the settle window after the cut open (until
+    // /ready's own 4 s probe bound, or the settle's 3 s).
+    const pingFree = Promise.withResolvers<void>();
+    let pinged = 0;
+    const h = await startShim({ env: { SHIM_UPSTREAM_URL: upstream.url, SHIM_UPSTREAM_TIMEOUT_MS: "60000" }, wrapStore: (s) => overrideStore(s, { ping: () => (pinged++, pingFree.promise) }) });
     try {
       const { key } = await h.createKey({ credits: 100 });
       const c = await rawConnection(h.url);
       c.socket.write("GET /health HTTP/1.1\r\nHost: shim\r\n\r\n");
-      await sleep(100);
+      await h.waitForRequestLog((l) => l.path === "/health"); // answered: the connection is kept alive, idle
       void fetch(`${h.url}/ready`).catch(() => {});
-      await sleep(200);
+      await vi.waitFor(() => expect(pinged).toBe(1)); // /ready is in flight, waiting on the store
       const closing = closeApp(h.app, 500);
-      await sleep(1000); // the drain's timeout has passed: in the settle window
+      // The drain's timeout has passed and it has cut what was in flight: in the settle window.
+      expect(await pollUntil(() => h.app.shim.inflight.cutting, 20_000)).toBe(true);
       const before = c.got().length;
+      const asked = upstream.asked();
       c.socket.write(`GET /v1/models HTTP/1.1\r\nHost: shim\r\nauthorization: Bearer ${key}\r\n\r\n`);
       await closing;
       await c.closed;
       expect(c.got().slice(before)).toMatch(/^HTTP\/1\.1 503 /);
+      expect(upstream.asked()).toBe(asked); // cut on arrival, not forwarded and cut later
     } finally {
+      pingFree.resolve();
       await h.close().catch(() => {});
       await upstream.close();
     }
@@ -165,16 +181,19 @@ describe("an export cut before it is whole", () => {
     const c = await rawConnection(h.url);
     try {
       c.socket.write(`GET /admin/usage?format=csv HTTP/1.1\r\nHost: shim\r\nauthorization: Bearer ${h.adminToken}\r\n\r\n`);
-      while (!c.got().includes("\r\n\r\n")) await sleep(20);
+      expect(await pollUntil(() => c.got().includes("\r\n\r\n"), 20_000)).toBe(true); // its answer has begun
       if (drained) {
+        // Its client reads no more: ~15 MB cannot all fit in the socket buffers, so it is still
+        // being sent when the drain ends, however long the drain took to begin.
         c.socket.pause();
-        await sleep(300);
         const started = performance.now();
         await closeApp(h.app, 1000);
         // Waited for, then cut at the drain's end: its client, which reads no more, would hold it for ever.
         expect(performance.now() - started).toBeLessThan(1000 + DRAIN_MARGIN_MS);
       } else c.socket.destroy();
-      await sleep(500);
+      // Once it is no longer in flight its close has been handled, and its line written.
+      await h.waitForRequestLog((l) => l.path === "/admin/usage");
+      expect(await pollUntil(() => h.app.shim.inflight.size === 0, 20_000)).toBe(true);
       // The drain's cut is told apart from a client that left.
       expect(requestLines(h.logs, "/admin/usage").map((l) => [l.status, l.error])).toEqual([[499, drained ? "drain_cut" : "client_closed_request"]]);
     } finally {
@@ -189,12 +208,16 @@ describe("a request whose body is still arriving when the drain ends (a client s
     const h = await startShim();
     try {
       const { key } = await h.createKey({ credits: 100 });
+      const before = h.app.shim.bodyMemory.inUse;
       const c = await rawConnection(h.url);
       c.socket.write(`POST ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${path.startsWith("/admin") ? h.adminToken : key}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"name":`);
-      await sleep(300);
+      // Authenticated and waiting for its body before the drain begins (not refused on arrival by
+      // the drain, as inference would be, nor put in flight during it).
+      expect(await bodyHeld(h, before, 100)).toBe(true);
       await closeApp(h.app, 500);
       await c.closed;
-      await sleep(200);
+      // closeApp has closed every connection and settled what it cut: its line is written.
+      await h.waitForRequestLog((l) => l.path === path && l.status !== 201);
       expect(requestLines(h.logs, path).filter((l) => l.status !== 201).map((l) => [l.status, l.error])).toEqual([[499, "drain_cut"]]);
     } finally {
       await h.close().catch(() => {});
@@ -206,11 +229,14 @@ describe("a second signal while a request's body is still arriving (a client str
   it("does not wait for the drain's timeout: its connection is closed at once", { timeout: 20_000 }, async () => {
     const h = await startShim();
     try {
+      const before = h.app.shim.bodyMemory.inUse;
       const c = await rawConnection(h.url);
       c.socket.write(`POST /admin/keys HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${h.adminToken}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"name":`);
-      await sleep(300);
+      expect(await bodyHeld(h, before, 100)).toBe(true); // in flight, its body awaited
       const closing = closeApp(h.app, 60_000); // the first SIGTERM: a drain past the test's timeout
-      await sleep(200);
+      // Begun at the call, and waiting for it: the second signal comes during the drain.
+      expect(h.app.shim.inflight.draining).toBe(true);
+      expect(h.app.shim.inflight.size).toBe(1);
       const started = performance.now();
       h.app.shim.inflight.abortAll("drain"); // the second, as server.ts does
       await closing;
@@ -236,7 +262,7 @@ async function answeredDuringDrain(h: Harness, key: string, raw: string): Promis
   socket.on("error", () => {});
   const stream = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], stream: true });
   const closing = closeApp(h.app, 5000);
-  await new Promise((r) => setTimeout(r, 100));
+  expect(h.app.shim.inflight.draining).toBe(true); // begun at the call: what is written now arrives during it
   socket.write(raw);
   await expect.poll(() => got.includes("\r\n\r\n")).toBe(true);
   for await (const _ of stream) { /* the drain lets it finish */ }
