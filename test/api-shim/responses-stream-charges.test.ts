@@ -40,4 +40,22 @@ describe("POST /v1/responses streamed: the charge of a failed or usage-less stre
     // the request (1 credit) and the prompt's estimate (hundreds of tokens at 0.001 credit each)
     expect(1000 * CREDIT - (await balance(id))).toBeGreaterThan(CREDIT + 100 * 1000);
   });
+  // stream.ts:136 (kills the final event's `sawDone = true` dropped: charged the same, but the
+  // upstream that ignored usage went unseen by the operator, neither counted nor logged).
+  it("response.completed without usage is counted and logged as a stream without usage, for the operator to fix the upstream", async () => {
+    upstream.script = (_q, res) => {
+      sse(res);
+      res.write(created());
+      res.write(inProgress());
+      res.end(final("response.completed", "completed", null));
+    };
+    const noUsage = async () => Number(/^shim_upstream_failures_total\{reason="no_usage"\} (\d+)$/m.exec(await (await fetch(`${h.url}/metrics`)).text())?.[1] ?? 0);
+    const before = await noUsage();
+    const logs = h.logs.length;
+    const { key } = await h.createKey({ credits: 1000 });
+    await (await h.post(key, "/v1/responses", { model: "m", input: "x", max_output_tokens: 5, stream: true })).text();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(await noUsage()).toBe(before + 1);
+    expect(h.logs.slice(logs).some((l) => l.includes("stream ended without usage"))).toBe(true);
+  });
 });

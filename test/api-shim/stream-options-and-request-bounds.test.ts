@@ -50,3 +50,18 @@ describe("n", () => {
     expect(() => parseInferenceRequest("chat", body(MAX_N + 1))).toThrow(/'n' must be an integer from 1 to 128/);
   });
 });
+
+describe("a streamed /v1/completions request", () => {
+  // Found by a mutation review of admission.ts: forwarding a completions body as the client sent
+  // it (as a Responses one is) passed every test, yet vLLM sends a stream's usage only when asked.
+  it("is forwarded with stream_options.include_usage, so its charge comes from vLLM's usage, and the client that did not ask gets no usage chunk", async () => {
+    const before = h.fake.requests.length;
+    const res = await h.post(key, "/v1/completions", { model: "qwen2.5-7b", prompt: "hi", max_tokens: 4, stream: true });
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    const sent = h.fake.requests.slice(before).find((r) => r.path === "/v1/completions")!;
+    expect((JSON.parse(String(sent.body)) as { stream_options?: { include_usage?: boolean } }).stream_options?.include_usage).toBe(true);
+    const chunks = text.split("\n\n").filter((e) => e.startsWith("data: {")).map((e) => JSON.parse(e.slice(6)) as { choices: unknown[] });
+    expect(chunks.some((c) => c.choices.length === 0)).toBe(false);
+  });
+});

@@ -800,6 +800,17 @@ describe("usage of a non-streamed body", () => {
     expect(usageOfBody(bytes("not json"))).toEqual({ usage: null, isObject: false });
     expect(usageOfBody(bytes('{"no":"usage"}'))).toEqual({ usage: null, isObject: true });
   });
+  // Found by a mutation review of json-splice.ts (isJsonSpace without "\r" survived): CR is JSON's
+  // whitespace, and a body or request written with CRLF line endings (a pretty-printing proxy, a
+  // client on Windows) must still be metered from its usage, get its credit members, and have its
+  // stream_options replaced.
+  it("takes CR as JSON whitespace: a CRLF-ended answer is read and spliced, a CRLF request's member replaced", () => {
+    const crlf = bytes('{\r\n  "usage": {"prompt_tokens": 3, "completion_tokens": 2}\r\n}\r\n');
+    expect(usageOfBody(crlf)).toEqual({ usage: { promptTokens: 3, completionTokens: 2 }, isObject: true });
+    expect(Buffer.concat(spliceJsonBytes(bytes('{\r\n}\r\n'), { c: "1" })).toString()).toBe('{\r\n"c":1}\r\n');
+    const pieces = spliceMemberValue(bytes('{\r\n"stream": true,\r\n"stream_options": null\r\n}'), "stream_options", '{"include_usage":true}');
+    expect(pieces && Buffer.concat(pieces).toString()).toBe('{\r\n"stream": true,\r\n"stream_options": {"include_usage":true}\r\n}');
+  });
   it("splices members into the body's bytes without reformatting or copying it", () => {
     const join = (pieces: Buffer[]) => Buffer.concat(pieces).toString();
     expect(join(spliceJsonBytes(bytes('{"a": 1.0, "b" : [ ]}\n'), { c: "2" }))).toBe('{"a": 1.0, "b" : [ ],"c":2}\n');
