@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLOSE_WAIT_MS, createUpstream, isAbort, transportFailure, type Upstream } from "../../api-shim/src/upstream/upstream.ts";
+import { errors as undiciErrors } from "undici";
+import { CLOSE_WAIT_MS, createUpstream, isAbort, transportCause, transportFailure, type Upstream } from "../../api-shim/src/upstream/upstream.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 
 /**
@@ -133,5 +134,27 @@ describe("upstream seam", () => {
       fake.reset();
       await tight.close();
     }
+  });
+});
+
+describe("what the seam says of a failure", () => {
+  it("an abort error counts as the client's (or the drain's) only when the request's own signal fired: a body cut for another reason is a failure", () => {
+    const quiet = new AbortController();
+    expect(isAbort(new undiciErrors.RequestAbortedError(), quiet.signal)).toBe(false);
+    expect(isAbort(Object.assign(new Error("x"), { name: "AbortError" }), quiet.signal)).toBe(false);
+    expect(isAbort(new undiciErrors.RequestAbortedError(), undefined)).toBe(false);
+    const fired = new AbortController();
+    fired.abort("client");
+    expect(isAbort(new undiciErrors.RequestAbortedError(), fired.signal)).toBe(true);
+    expect(isAbort("client", fired.signal)).toBe(true);
+  });
+
+  it("the cause put on the request's line is a code or an error's name, never its message (which may quote the upstream URL and its credentials)", () => {
+    const secret = "http://shim:s3cr3t-upstream-key@litellm:4000/v1";
+    expect(transportCause(new Error(`connect to ${secret} failed`))).toBe("Error");
+    expect(transportCause(new TypeError(`fetch ${secret}`))).toBe("TypeError");
+    expect(transportCause(Object.assign(new Error(`x ${secret}`), { name: `Bad ${secret}` }))).toBe("unknown");
+    expect(transportCause(new Error("outer", { cause: Object.assign(new Error(secret), { code: "ECONNREFUSED" }) }))).toBe("ECONNREFUSED");
+    expect(transportCause(Object.assign(new Error("x"), { code: secret }))).toBe("Error");
   });
 });
