@@ -60,6 +60,16 @@ describe("upstream seam", () => {
     }
   });
 
+  it("a request whose signal aborted before it was dispatched (its client left while it was admitted) is rejected at once and never sent", async () => {
+    const received = fake.counters.received;
+    const ac = new AbortController();
+    ac.abort("client");
+    const err = await upstream.request({ method: "POST", path: "/chat/completions", body: CHAT, signal: ac.signal }).then(() => null, (e: unknown) => e);
+    expect(isAbort(err, ac.signal)).toBe(true);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(fake.counters.received).toBe(received); // no generation for a client that is gone
+  });
+
   it("close() closes the control connections too", async () => {
     const own = createUpstream({ url: fake.url, apiKey: null, headersTimeoutMs: 5_000, idleTimeoutMs: 5_000 });
     const res = await own.request({ method: "GET", path: "/models", control: true });
