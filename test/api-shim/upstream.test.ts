@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { errors as undiciErrors } from "undici";
 import { CLOSE_WAIT_MS, createUpstream, isAbort, transportCause, transportFailure, type Upstream } from "../../api-shim/src/upstream/upstream.ts";
+import { UpstreamBody } from "../../api-shim/src/upstream/upstream-body.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 
 /**
@@ -157,6 +158,15 @@ describe("what the seam says of a failure", () => {
     fired.abort("client");
     expect(isAbort(new undiciErrors.RequestAbortedError(), fired.signal)).toBe(true);
     expect(isAbort("client", fired.signal)).toBe(true);
+  });
+
+  it("a body cut by a deadline (destroy with an error) makes its reader's next step throw it, even when every byte had arrived: what was read is not the whole answer", async () => {
+    const body = new UpstreamBody();
+    body.push(Buffer.from('{"id":"x","choices":['));
+    body.end();
+    const late = new Error("deadline");
+    body.destroy(late);
+    await expect(body.text()).rejects.toBe(late);
   });
 
   it("the cause put on the request's line is a code or an error's name, never its message (which may quote the upstream URL and its credentials)", () => {
