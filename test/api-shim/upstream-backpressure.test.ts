@@ -1,5 +1,4 @@
 import { request } from "node:http";
-import type { Dispatcher } from "undici";
 import { describe, expect, it } from "vitest";
 import { UpstreamBody } from "../../api-shim/src/upstream/upstream-body.ts";
 import { startShim } from "../support/shim-harness.ts";
@@ -47,7 +46,7 @@ describe("UpstreamBody's backpressure on the upstream", () => {
   it("pauses the upstream while more than 64 chunks wait unread, and resumes it once fewer than 8 do", async () => {
     const controller = { paused: false, aborted: false, pause() { this.paused = true; }, resume() { this.paused = false; }, abort() { this.aborted = true; } };
     const body = new UpstreamBody();
-    body.attach(controller as unknown as Dispatcher.DispatchController);
+    body.attach(controller as unknown as Parameters<UpstreamBody["attach"]>[0]);
     for (let i = 0; i < 64; i++) body.push(Buffer.from(`data: ${i}\n\n`));
     expect(controller.paused).toBe(false);
     body.push(Buffer.from("data: 64\n\n"));
