@@ -74,3 +74,38 @@ describe("shim_requests_in_flight", () => {
     }
   });
 });
+
+describe("shim_active_streams", () => {
+  it("counts a stream while it runs, and not once it ended, whether whole or left by its client", { timeout: 30_000 }, async () => {
+    const h = await startShim();
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const active = async () => Number(/^shim_active_streams (\d+)$/m.exec(await (await fetch(`${h.url}/metrics`)).text())?.[1]);
+      expect(await active()).toBe(0);
+      h.fake.set({ tokenDelayMs: 100, defaultTokens: 20 });
+      const stream = (signal?: AbortSignal) =>
+        fetch(`${h.url}/v1/chat/completions`, {
+          method: "POST",
+          signal,
+          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+          body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 20, stream: true }),
+        });
+      // One read whole: counted while it runs, not after.
+      const whole = await stream();
+      await expect.poll(active).toBe(1);
+      expect(await whole.text()).toContain("[DONE]");
+      await expect.poll(active).toBe(0);
+      // One whose client leaves mid-stream: not counted once the shim has seen it go.
+      const ac = new AbortController();
+      const left = await stream(ac.signal);
+      const reader = left.body!.getReader();
+      await reader.read();
+      await expect.poll(active).toBe(1);
+      ac.abort();
+      await expect.poll(active).toBe(0);
+    } finally {
+      h.fake.reset();
+      await h.close();
+    }
+  });
+});

@@ -238,6 +238,29 @@ describe("a client that leaves before its answer, or sends it slowly", () => {
     expect(lines("early-then-bad").map((l) => l.status)).toEqual([401]);
   });
 
+  // The mark that stops a second answer (markIfAnsweredEarly) is the request's, not the
+  // connection's: once its body has all arrived, a next request on the kept connection that the
+  // parser refuses is answered 400 and logged as every other (not cut without an answer or a line:
+  // a 502 at nginx).
+  it.each([
+    ["a whole request whose body the route read (an admin 400)", (token: string) => {
+      const b = "{}";
+      return `POST /admin/keys HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${token}\r\ncontent-type: application/json\r\ncontent-length: ${b.length}\r\nx-request-id: read-then-bad\r\n\r\n${b}`;
+    }, "read-then-bad"],
+    ["a request answered before its body arrived (the auth hook's 401), whose body then arrives whole", () => {
+      const b = JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "x" }] });
+      return [`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer sk-gs-wrong\r\ncontent-type: application/json\r\ncontent-length: ${b.length}\r\nx-request-id: early-then-whole\r\n\r\n`, b];
+    }, "early-then-whole"],
+  ] as const)("%s, then bytes that are not HTTP on the same connection: the 400 is answered and logged", async (_name, first, id) => {
+    const parts = [first(h.adminToken)].flat();
+    const steps: (string | number)[] = [];
+    for (const p of parts) steps.push(p, 300);
+    const answer = await rawExchange([...steps, "HELLO THERE\r\n\r\n"]);
+    expect(answer.match(/HTTP\/1\.1 \d{3}/g)?.slice(1)).toEqual(["HTTP/1.1 400"]);
+    expect(lines(id).length).toBe(1);
+    expect(lines(idOf(answer.slice(answer.lastIndexOf("HTTP/1.1 ")))).map((l) => [l.status, l.error, l.path])).toEqual([[400, "invalid_request", "-"]]);
+  });
+
   /** A connection to the shim and what it has answered so far. */
   const keptConnection = () => keptConnectionTo(h.url);
 

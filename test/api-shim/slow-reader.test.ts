@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { closeApp } from "../../api-shim/src/app.ts";
 import { writeWithBackpressure } from "../../api-shim/src/client/response-writer.ts";
 import type { ServerResponse } from "node:http";
-import { EventEmitter } from "node:events";
+import { EventEmitter, getEventListeners } from "node:events";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 import { stalledEmbeddingsReader } from "../support/stalled-reader.ts";
 
@@ -240,6 +240,25 @@ describe("a write that backs up after the drain has already cut its request", ()
     await writeWithBackpressure(out, "data: x\n\n", 60_000, cut.signal);
     expect(destroyed).toBe(true);
     expect(performance.now() - t0).toBeLessThan(1_000);
+  });
+});
+
+describe("a stream whose writes back up event after event (a slow reader of a long generation)", () => {
+  it("leaves no listener behind on the response or on the request's signal once each write has gone", async () => {
+    const emitter = new EventEmitter();
+    const out = Object.assign(emitter, { destroyed: false, write: () => false, destroy() {} }) as unknown as ServerResponse;
+    const ac = new AbortController();
+    for (let i = 0; i < 50; i++) {
+      const written = writeWithBackpressure(out, `data: ${i}\n\n`, 60_000, ac.signal);
+      await new Promise((r) => setImmediate(r));
+      emitter.emit("drain"); // the client took it
+      await written;
+    }
+    // 50 events, each backed up once: a listener left per write is a leak for the stream's life
+    // (and Node's MaxListenersExceededWarning in the shim's output after 10).
+    expect(emitter.listenerCount("drain")).toBe(0);
+    expect(emitter.listenerCount("close")).toBe(0);
+    expect(getEventListeners(ac.signal, "abort")).toHaveLength(0);
   });
 });
 

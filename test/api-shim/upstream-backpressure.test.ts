@@ -1,5 +1,6 @@
 import { request } from "node:http";
 import { describe, expect, it } from "vitest";
+import { UpstreamBody } from "../../api-shim/src/upstream/upstream-body.ts";
 import { startShim } from "../support/shim-harness.ts";
 
 /**
@@ -33,5 +34,31 @@ describe("a stream whose client pauses while the model writes fast, then reads o
     } finally {
       await h.close().catch(() => {});
     }
+  });
+});
+
+/**
+ * The same, on UpstreamBody alone: a client that reads slower than the model writes must not have
+ * the whole generation queued in the shim's memory. Past 64 chunks waiting the upstream is paused
+ * (undici stops reading its socket), and resumed once fewer than 8 wait.
+ */
+describe("UpstreamBody's backpressure on the upstream", () => {
+  it("pauses the upstream while more than 64 chunks wait unread, and resumes it once fewer than 8 do", async () => {
+    const controller = { paused: false, aborted: false, pause() { this.paused = true; }, resume() { this.paused = false; }, abort() { this.aborted = true; } };
+    const body = new UpstreamBody();
+    body.attach(controller as unknown as Parameters<UpstreamBody["attach"]>[0]);
+    for (let i = 0; i < 64; i++) body.push(Buffer.from(`data: ${i}\n\n`));
+    expect(controller.paused).toBe(false);
+    body.push(Buffer.from("data: 64\n\n"));
+    expect(controller.paused).toBe(true); // 65 waiting: the socket is no longer read
+    const it = body[Symbol.asyncIterator]();
+    let read = 0;
+    while (controller.paused) {
+      await it.next();
+      read++;
+    }
+    expect(65 - read).toBeLessThan(8);
+    expect(65 - read).toBeGreaterThanOrEqual(7);
+    body.end();
   });
 });

@@ -100,6 +100,15 @@ describe("the deployment's internals in an upstream's 400", () => {
   });
 });
 
+describe("the deployment's internals outside a traceback and on short ports (found by a mutation review)", () => {
+  it("hides a path under /app (LiteLLM's and the shim's images keep their code there) and a service on a two- or three-digit port", () => {
+    expect(hideInternalDetails('Bad schema in "/app/litellm/proxy/proxy_server.py", line 3: tools[0] is not an object'))
+      .toBe('Bad schema in "[path]", line 3: tools[0] is not an object');
+    expect(hideInternalDetails("Cannot connect to host nginx:80 ssl:default")).toBe("Cannot connect to host [internal address] ssl:default");
+    expect(hideInternalDetails("Cannot connect to host certbot:443 ssl:default")).toBe("Cannot connect to host [internal address] ssl:default");
+  });
+});
+
 describe("through the shim, to the openai SDK", () => {
   let upstream: Awaited<ReturnType<typeof answeringUpstream>>;
   let h: Harness;

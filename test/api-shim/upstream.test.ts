@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CLOSE_WAIT_MS, createUpstream, isAbort, transportFailure, type Upstream } from "../../api-shim/src/upstream/upstream.ts";
+import { CLOSE_WAIT_MS, createUpstream, isAbort, transportCause, transportFailure, type Upstream } from "../../api-shim/src/upstream/upstream.ts";
+import { UpstreamBody } from "../../api-shim/src/upstream/upstream-body.ts";
 import { FakeVllm } from "../support/fake-vllm.ts";
 
 /**
@@ -57,6 +58,16 @@ describe("upstream seam", () => {
       await first.catch(() => undefined);
       fake.reset();
     }
+  });
+
+  it("a request whose signal aborted before it was dispatched (its client left while it was admitted) is rejected at once and never sent", async () => {
+    const received = fake.counters.received;
+    const ac = new AbortController();
+    ac.abort("client");
+    const err = await upstream.request({ method: "POST", path: "/chat/completions", body: CHAT, signal: ac.signal }).then(() => null, (e: unknown) => e);
+    expect(isAbort(err, ac.signal)).toBe(true);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(fake.counters.received).toBe(received); // no generation for a client that is gone
   });
 
   it("close() closes the control connections too", async () => {
@@ -133,5 +144,38 @@ describe("upstream seam", () => {
       fake.reset();
       await tight.close();
     }
+  });
+});
+
+describe("what the seam says of a failure", () => {
+  it("an abort error counts as the client's (or the drain's) only when the request's own signal fired: a body cut for another reason is a failure", () => {
+    // undici's RequestAbortedError is named AbortError (the api-shim's undici, not the root's: another version).
+    const aborted = () => Object.assign(new Error("Request aborted"), { name: "AbortError" });
+    const quiet = new AbortController();
+    expect(isAbort(aborted(), quiet.signal)).toBe(false);
+    expect(isAbort(aborted(), undefined)).toBe(false);
+    const fired = new AbortController();
+    fired.abort("client");
+    expect(isAbort(aborted(), fired.signal)).toBe(true);
+    expect(isAbort("client", fired.signal)).toBe(true);
+    expect(isAbort(new Error("socket hang up"), fired.signal)).toBe(false);
+  });
+
+  it("a body cut by a deadline (destroy with an error) makes its reader's next step throw it, even when every byte had arrived: what was read is not the whole answer", async () => {
+    const body = new UpstreamBody();
+    body.push(Buffer.from('{"id":"x","choices":['));
+    body.end();
+    const late = new Error("deadline");
+    body.destroy(late);
+    await expect(body.text()).rejects.toBe(late);
+  });
+
+  it("the cause put on the request's line is a code or an error's name, never its message (which may quote the upstream URL and its credentials)", () => {
+    const secret = "http://shim:s3cr3t-upstream-key@litellm:4000/v1";
+    expect(transportCause(new Error(`connect to ${secret} failed`))).toBe("Error");
+    expect(transportCause(new TypeError(`fetch ${secret}`))).toBe("TypeError");
+    expect(transportCause(Object.assign(new Error(`x ${secret}`), { name: `Bad ${secret}` }))).toBe("unknown");
+    expect(transportCause(new Error("outer", { cause: Object.assign(new Error(secret), { code: "ECONNREFUSED" }) }))).toBe("ECONNREFUSED");
+    expect(transportCause(Object.assign(new Error("x"), { code: secret }))).toBe("Error");
   });
 });

@@ -13,8 +13,9 @@ describe.skipIf(!existsSync("/proc/net/tcp"))("a socket's write progress (Linux)
   let watched: WatchedClient | undefined;
   afterEach(() => watched?.close());
 
-  it("shows a client taking bytes while the kernel still holds megabytes for it, and none while it takes nothing", { timeout: 30_000 }, async () => {
-    watched = await watchedClient();
+  // IPv6 too: a client over IPv6 (or any client of a shim with SHIM_HOST=::, IPv4 ones as ::ffff:…) is in /proc/net/tcp6.
+  it.each(["127.0.0.1", "::1"])("shows a client taking bytes while the kernel still holds megabytes for it, and none while it takes nothing (%s)", { timeout: 30_000 }, async (host) => {
+    watched = await watchedClient(host);
     const { client, progress } = watched;
     await sleep(1500); // takes nothing: the kernel's buffers fill
     const filled = progress();

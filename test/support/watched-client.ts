@@ -12,7 +12,8 @@ export interface WatchedClient {
   close(): void;
 }
 
-export async function watchedClient(): Promise<WatchedClient> {
+/** `host`: the loopback address both ends use ("::1": an IPv6 socket, in /proc/net/tcp6). */
+export async function watchedClient(host = "127.0.0.1"): Promise<WatchedClient> {
   let seen = 0;
   let unwatch = () => {};
   const sockets: Socket[] = [];
@@ -26,9 +27,9 @@ export async function watchedClient(): Promise<WatchedClient> {
     fill();
     unwatch = watchWriteProgress(s, 100, () => seen++);
   });
-  server.listen(0, "127.0.0.1");
+  server.listen(0, host);
   await once(server, "listening");
-  const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+  const client = connect((server.address() as AddressInfo).port, host);
   sockets.push(client);
   client.pause();
   return {
