@@ -2,7 +2,8 @@
 //   [--group model|day] [--format table|json|csv]
 // A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
-import { parsePeriod, periodQuery } from "../api-shim/src/requests/period.ts";
+import { ShimError } from "../api-shim/src/errors.ts";
+import { parsePeriod, periodQuery, readInstant } from "../api-shim/src/requests/period.ts";
 import { type AdminClient, adminClient, type ApiKey, findKey, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
 import { instantFlag, oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
@@ -158,6 +159,25 @@ async function mergedCsv(client: AdminClient, queries: readonly UsageQuery[]): P
 
 const periodFlag = (flag: string, value: string | undefined) => instantFlag(flag, value, "a date (2026-03-01) or a timestamp with a zone (2026-03-01T09:00:00Z)");
 
+/**
+ * Refuses a --to that ends the period where or before --from starts it, before any request: the
+ * API's "'to' must be after 'from'" names neither flag nor value. The API's own reading decides
+ * (parsePeriod: a date --to includes its day, offsets, the calendar's end), so this refuses what
+ * it would and nothing more.
+ */
+function checkOrder(given: { from?: string | undefined; to?: string | undefined }, now: Date): void {
+  const { from, to } = given;
+  if (from === undefined || to === undefined) return; // one bound alone always makes a period
+  try {
+    parsePeriod({ from, to }, now.getTime());
+  } catch (err) {
+    if (!(err instanceof ShimError)) throw err;
+    const [start, stop] = [readInstant(from), readInstant(to)].map((r) => ("ms" in r ? r.ms : NaN));
+    const how = stop! < start! ? "is before" : "is the same instant as";
+    throw new UsageError(`--to ${to} ${how} --from ${from}: the period would be empty (${how === "is before" ? "were they swapped?" : "a timestamp --to is where the period stops, not included; a date includes its whole day"})`);
+  }
+}
+
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
   const deps = withDefaults(partial);
   return runScript(deps.io, async () => {
@@ -170,6 +190,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const format = oneOf("format", values.format, FORMATS, "table");
     if (values.all && (values.from !== undefined || values.to !== undefined)) throw new UsageError("--all is the whole ledger: give it without --from and --to");
     const given = { from: periodFlag("from", values.from), to: periodFlag("to", values.to) };
+    checkOrder(given, deps.now());
     const target = await resolveAdminTarget(values, deps);
     const { from, to } = values.all ? wholeLedger(target.createdAt, deps.now()) : given;
     const client = adminClient(target, fetch, { progress: (line) => deps.io.err(line) });
