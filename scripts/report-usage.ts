@@ -2,6 +2,7 @@
 //   [--group model|day] [--format table|json|csv]
 // A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
+import { csvCell } from "../api-shim/src/csv-cell.ts";
 import { ShimError } from "../api-shim/src/errors.ts";
 import { parsePeriod, periodQuery, readInstant } from "../api-shim/src/requests/period.ts";
 import { type AdminClient, adminClient, type ApiKey, findKey, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
@@ -33,7 +34,7 @@ totals.
   --group <model|day>        rows per key and model (default) or per key and UTC day
   --format <table|json|csv>  table (default); json (the API's report plus totals, and with --key
                              the keys covered); csv (the API's CSV, spreadsheet-safe, one row per
-                             key and group)
+                             key and group, with key_name after key_id)
 
 ${TARGET_USAGE}
 
@@ -149,6 +150,22 @@ async function mergedReport(client: AdminClient, queries: readonly UsageQuery[])
   return { ...reports[0]!, data: reports.flatMap((r) => r.data) };
 }
 
+/**
+ * The shim's CSV with a `key_name` column after `key_id`, from the key list: a bill is read by
+ * name, and the table shows one. A key the list does not have gets an empty name. The shim's rows
+ * are otherwise kept byte for byte (CRLF ends); a key id (12 letters and digits) is never quoted,
+ * so each line's first comma ends it.
+ */
+export function withKeyNames(csv: string, keys: readonly Pick<ApiKey, "id" | "name">[]): string {
+  const names = new Map(keys.map((k) => [k.id, k.name]));
+  return csv.split("\r\n").map((line, i) => {
+    const cut = line.indexOf(",");
+    if (cut < 0) return line; // the empty string after the last CRLF
+    const id = line.slice(0, cut);
+    return `${id},${i === 0 ? "key_name" : csvCell(names.get(id) ?? "")}${line.slice(cut)}`;
+  }).join("\r\n");
+}
+
 /** One CSV of every key queried: the first one's header, then each one's rows as the shim wrote them. */
 async function mergedCsv(client: AdminClient, queries: readonly UsageQuery[]): Promise<string> {
   const csvs: string[] = [];
@@ -194,13 +211,13 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const target = await resolveAdminTarget(values, deps);
     const { from, to } = values.all ? wholeLedger(target.createdAt, deps.now()) : given;
     const client = adminClient(target, fetch, { progress: (line) => deps.io.err(line) });
-    // Names for the table, and to accept --key by name; the API filters by id.
-    const keys = values.key !== undefined || format === "table" ? await client.listKeys() : [];
+    // Names for the table and the CSV, and to accept --key by name; the API filters by id.
+    const keys = values.key !== undefined || format !== "json" ? await client.listKeys() : [];
     const covered = values.key === undefined ? undefined : reportedKeys(keys, values.key);
     const queries = queriesFor({ group, ...(from ? { from } : {}), ...(to ? { to } : {}) }, covered, deps.now());
     if (format === "csv") {
       // As the shim wrote it (CRLF line ends, RFC 4180): a line-printing \n would mix endings.
-      deps.io.write(await mergedCsv(client, queries));
+      deps.io.write(withKeyNames(await mergedCsv(client, queries), keys));
       if (covered) deps.io.err(`usage of ${coverage(covered)}`);
       return 0;
     }
