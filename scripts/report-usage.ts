@@ -2,7 +2,9 @@
 //   [--group model|day] [--format table|json|csv]
 // A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
-import { parsePeriod, periodQuery } from "../api-shim/src/requests/period.ts";
+import { csvCell } from "../api-shim/src/csv-cell.ts";
+import { ShimError } from "../api-shim/src/errors.ts";
+import { parsePeriod, periodQuery, readInstant } from "../api-shim/src/requests/period.ts";
 import { type AdminClient, adminClient, type ApiKey, findKey, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
 import { instantFlag, oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
@@ -32,7 +34,7 @@ totals.
   --group <model|day>        rows per key and model (default) or per key and UTC day
   --format <table|json|csv>  table (default); json (the API's report plus totals, and with --key
                              the keys covered); csv (the API's CSV, spreadsheet-safe, one row per
-                             key and group)
+                             key and group, with key_name after key_id)
 
 ${TARGET_USAGE}
 
@@ -148,6 +150,22 @@ async function mergedReport(client: AdminClient, queries: readonly UsageQuery[])
   return { ...reports[0]!, data: reports.flatMap((r) => r.data) };
 }
 
+/**
+ * The shim's CSV with a `key_name` column after `key_id`, from the key list: a bill is read by
+ * name, and the table shows one. A key the list does not have gets an empty name. The shim's rows
+ * are otherwise kept byte for byte (CRLF ends); a key id (12 letters and digits) is never quoted,
+ * so each line's first comma ends it.
+ */
+export function withKeyNames(csv: string, keys: readonly Pick<ApiKey, "id" | "name">[]): string {
+  const names = new Map(keys.map((k) => [k.id, k.name]));
+  return csv.split("\r\n").map((line, i) => {
+    const cut = line.indexOf(",");
+    if (cut < 0) return line; // the empty string after the last CRLF
+    const id = line.slice(0, cut);
+    return `${id},${i === 0 ? "key_name" : csvCell(names.get(id) ?? "")}${line.slice(cut)}`;
+  }).join("\r\n");
+}
+
 /** One CSV of every key queried: the first one's header, then each one's rows as the shim wrote them. */
 async function mergedCsv(client: AdminClient, queries: readonly UsageQuery[]): Promise<string> {
   const csvs: string[] = [];
@@ -157,6 +175,25 @@ async function mergedCsv(client: AdminClient, queries: readonly UsageQuery[]): P
 }
 
 const periodFlag = (flag: string, value: string | undefined) => instantFlag(flag, value, "a date (2026-03-01) or a timestamp with a zone (2026-03-01T09:00:00Z)");
+
+/**
+ * Refuses a --to that ends the period where or before --from starts it, before any request: the
+ * API's "'to' must be after 'from'" names neither flag nor value. The API's own reading decides
+ * (parsePeriod: a date --to includes its day, offsets, the calendar's end), so this refuses what
+ * it would and nothing more.
+ */
+function checkOrder(given: { from?: string | undefined; to?: string | undefined }, now: Date): void {
+  const { from, to } = given;
+  if (from === undefined || to === undefined) return; // one bound alone always makes a period
+  try {
+    parsePeriod({ from, to }, now.getTime());
+  } catch (err) {
+    if (!(err instanceof ShimError)) throw err;
+    const [start, stop] = [readInstant(from), readInstant(to)].map((r) => ("ms" in r ? r.ms : NaN));
+    const how = stop! < start! ? "is before" : "is the same instant as";
+    throw new UsageError(`--to ${to} ${how} --from ${from}: the period would be empty (${how === "is before" ? "were they swapped?" : "a timestamp --to is where the period stops, not included; a date includes its whole day"})`);
+  }
+}
 
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
   const deps = withDefaults(partial);
@@ -170,16 +207,17 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const format = oneOf("format", values.format, FORMATS, "table");
     if (values.all && (values.from !== undefined || values.to !== undefined)) throw new UsageError("--all is the whole ledger: give it without --from and --to");
     const given = { from: periodFlag("from", values.from), to: periodFlag("to", values.to) };
+    checkOrder(given, deps.now());
     const target = await resolveAdminTarget(values, deps);
     const { from, to } = values.all ? wholeLedger(target.createdAt, deps.now()) : given;
     const client = adminClient(target, fetch, { progress: (line) => deps.io.err(line) });
-    // Names for the table, and to accept --key by name; the API filters by id.
-    const keys = values.key !== undefined || format === "table" ? await client.listKeys() : [];
+    // Names for the table and the CSV, and to accept --key by name; the API filters by id.
+    const keys = values.key !== undefined || format !== "json" ? await client.listKeys() : [];
     const covered = values.key === undefined ? undefined : reportedKeys(keys, values.key);
     const queries = queriesFor({ group, ...(from ? { from } : {}), ...(to ? { to } : {}) }, covered, deps.now());
     if (format === "csv") {
       // As the shim wrote it (CRLF line ends, RFC 4180): a line-printing \n would mix endings.
-      deps.io.write(await mergedCsv(client, queries));
+      deps.io.write(withKeyNames(await mergedCsv(client, queries), keys));
       if (covered) deps.io.err(`usage of ${coverage(covered)}`);
       return 0;
     }

@@ -1,4 +1,4 @@
-// npm run smoke-test -- --url <base URL ending in /v1> [--key <key>] [--model <name>] [--ca <pem>]
+// npm run smoke-test -- --url <endpoint, with or without /v1> [--key <key>] [--model <name>] [--ca <pem>]
 // Checks an endpoint the way a client sees it, with the official OpenAI SDK: models, a chat, the
 // credit headers, a streamed chat (time to first token, tokens/s), a streamed Responses API
 // answer, and that a made-up key gets 401. Prints one PASS/FAIL line per check with its timing;
@@ -8,11 +8,11 @@ import { formatDuration, type Io, networkReason, notTheApi, numberFlag, parseFla
 import { credentialStray, trimCredential } from "./lib/credential.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { isRedirect, redirectAdvice } from "./lib/redirect.ts";
-import { endpointUrl, readCa, trustCa } from "./lib/tenant-target.ts";
+import { originOf, readCa, trustCa } from "./lib/tenant-target.ts";
 
 export const API_KEY_ENV = "GPU_SANDBOX_API_KEY";
 
-const USAGE = `Usage: npm run smoke-test -- --url <base URL ending in /v1> [--key <key>] [--model <name>] [--ca <pem file>]
+const USAGE = `Usage: npm run smoke-test -- --url <endpoint> [--key <key>] [--model <name>] [--ca <pem file>]
 
 Runs six checks against any OpenAI-compatible endpoint and key, with the official OpenAI SDK:
   models          GET /models lists the model (the first one unless --model)
@@ -27,7 +27,8 @@ https_required (the key went over plain http: have it replaced). A redirect (a p
 is not followed: the check fails with where it points. An answer that is not the API's (a web
 page at a wrong --url) fails its check with its first characters.
 
-  --url <url>            the endpoint's base URL, ending in /v1
+  --url <url>            the endpoint, https://host or https://host/v1 (its base URL; not a
+                         route under it)
   --key <key>            the API key; better: export ${API_KEY_ENV} (npm prints the command line,
                          --key included, and shell history keeps it)
   --model <name>         the model to use (default: the first one /models lists)
@@ -263,13 +264,9 @@ export function formatResult(r: CheckResult): string {
 
 /** Validates flags into options; the key from --key or the environment. */
 export function smokeOptions(values: { url?: string | undefined; key?: string | undefined; model?: string | undefined; "timeout-seconds"?: string | undefined }, env: NodeJS.ProcessEnv): SmokeOptions {
-  if (values.url === undefined) throw new UsageError(`--url is required: the endpoint's base URL ending in /v1, e.g. "$(pulumi stack output endpoint)"\n\n${USAGE}`);
-  // A URL, http(s), without credentials (endpointUrl); the endpoint itself, where the API's routes start.
-  const { pathname, search, hash } = endpointUrl(values.url, "--url", "the API key");
-  if (!/\/v1\/*$/.test(pathname) || search !== "" || hash !== "") {
-    throw new UsageError(`--url "${values.url}" must be the base URL ending in /v1, e.g. https://203-0-113-9.ip.linodeusercontent.com/v1`);
-  }
-  const url = values.url.replace(/\/+$/, "");
+  if (values.url === undefined) throw new UsageError(`--url is required: the endpoint, with or without /v1, e.g. "$(pulumi stack output endpoint)"\n\n${USAGE}`);
+  // The endpoint with or without /v1, read as manage-keys and report-usage read it; the API's routes start at its /v1.
+  const url = `${originOf(values.url, "--url", "the API key")}/v1`;
   const key = trimCredential(values.key ?? env[API_KEY_ENV] ?? "");
   if (!key) throw new UsageError(`no API key: export ${API_KEY_ENV}=sk-gs-… (or pass --key)`);
   keyCharacters(key, values.key !== undefined ? "--key" : API_KEY_ENV);

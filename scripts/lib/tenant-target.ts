@@ -136,15 +136,20 @@ function untrustedAdviceFor(stack: string, trusted: "--ca" | "output" | "none"):
 
 /**
  * `https://host/v1/` → `https://host`: the admin API is at the endpoint's /admin (a base path of
- * a proxy of one's own, `https://host/api/v1`, kept: `https://host/api`). A route under the
- * endpoint (`…/v1/models`, pasted from a client's request) or the admin API's own path is refused:
- * every request would be a 404, or a 401 blamed on the admin token.
+ * a proxy of one's own, `https://host/api/v1`, kept: `https://host/api`), the API at its /v1. The
+ * one reading of every script's --url, so each takes the endpoint with or without /v1 alike. A
+ * route under the endpoint (`…/v1/models`, pasted from a client's request) or the admin API's own
+ * path is refused: every request would be a 404, or a 401 blamed on the credential. So is a query
+ * or #fragment, which no request would carry. `credential`: what the script sends (endpointUrl).
  */
-export function originOf(url: string, what: string): string {
-  const u = endpointUrl(url, what, "the admin token");
+export function originOf(url: string, what: string, credential = "the admin token"): string {
+  const u = endpointUrl(url, what, credential);
   const path = u.pathname.replace(/\/+$/, "");
   if (/\/v1\/|\/admin(\/|$)/.test(path)) {
     throw new UsageError(`${what} "${url}" must be the tenant's endpoint, https://<host> or https://<host>/v1, not a route under it`);
+  }
+  if (u.search !== "" || u.hash !== "" || /[?#]/.test(url)) {
+    throw new UsageError(`${what} "${url}" must be the tenant's endpoint, https://<host> or https://<host>/v1, without a query or #fragment`);
   }
   return `${u.origin}${path.replace(/\/v1$/, "")}`;
 }

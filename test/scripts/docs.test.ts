@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { parseShimConfig } from "../../api-shim/src/config.ts";
+import { anchorsOf, slug } from "../support/doc-anchors.ts";
 
 const read = (path: string) => readFileSync(new URL(`../../${path}`, import.meta.url), "utf8");
 /** The Markdown files of a folder of the repository, as paths from its root. */
@@ -244,25 +245,6 @@ describe("docs/api-shim/shim-config.md's SHIM_CONFIG example", () => {
     expect([...config.pricing.models.values()].some((p) => p.cachedPromptPer1k !== undefined)).toBe(true);
   });
 });
-
-/** GitHub's anchor of a heading: lower case, punctuation (backticks, dots, parentheses…) dropped, spaces as hyphens. */
-function slug(heading: string): string {
-  return heading.toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, "").replace(/\s/g, "-");
-}
-
-/** The anchors a Markdown text's headings get (outside fenced code), a repeated one numbered as GitHub does. */
-function anchorsOf(md: string): Set<string> {
-  const seen = new Map<string, number>();
-  const anchors = new Set<string>();
-  const prose = md.replace(/^[ \t]*(```|~~~)[^\n]*\n[\s\S]*?^[ \t]*\1/gm, "");
-  for (const m of prose.matchAll(/^#{1,6} +(.+?) *$/gm)) {
-    const base = slug(m[1]!);
-    const n = seen.get(base) ?? 0;
-    seen.set(base, n + 1);
-    anchors.add(n === 0 ? base : `${base}-${n}`);
-  }
-  return anchors;
-}
 
 describe("the upgrade notes have their own page, and the operations guide points to it", () => {
   it("docs/upgrading.md holds the dated entries, newest first; docs/operations.md keeps a short Upgrading section linking there", () => {

@@ -486,6 +486,12 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
     expect(cut).not.toContain("ss:w");
   });
 
+  it("a --url with a query or #fragment is refused, as smoke-test refuses it, not silently cut off", () => {
+    for (const url of ["https://h.example/v1?x=1", "https://h.example?x", "https://h.example/v1#top"]) {
+      expect(() => originOf(url, "--url")).toThrow(`--url "${url}" must be the tenant's endpoint, https://<host> or https://<host>/v1, without a query or #fragment`);
+    }
+  });
+
   it("a --url with a base path of a proxy of one's own (…/api/v1) is kept: the admin API is asked under it", () => {
     for (const url of ["https://gw.example/api/v1", "https://gw.example/api/v1/", "https://gw.example/api"]) expect(originOf(url, "--url")).toBe("https://gw.example/api");
     for (const url of ["https://h.example", "https://h.example/", "https://h.example/v1", "https://h.example/v1/"]) expect(originOf(url, "--url")).toBe("https://h.example");

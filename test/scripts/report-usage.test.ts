@@ -2,7 +2,8 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
-import { main, usageTotals } from "../../scripts/report-usage.ts";
+import { adminClient, type ApiKey } from "../../scripts/lib/admin-client.ts";
+import { main, usageTotals, withKeyNames } from "../../scripts/report-usage.ts";
 import { wholeLedger } from "../../scripts/lib/usage-export.ts";
 import { clockFrom } from "../support/clocks.ts";
 import { parsePeriod } from "../../api-shim/src/requests/period.ts";
@@ -83,22 +84,34 @@ describe("report-usage against a real shim", () => {
     expect(spent).toBe(t.micro);
   });
 
-  it("CSV: the API's CSV, one row per key and model, summing to the same totals", async () => {
+  it("CSV: the API's CSV with each key's name beside its id, one row per key and model, summing to the same totals", async () => {
     const r = await report(["--format", "csv"]);
     expect(r.code, r.err).toBe(0);
     // The shim's bytes: every line ends CRLF, the last one too (a printed newline would make it LF).
     expect(r.out).toMatch(/^([^\r\n]*\r\n)+$/);
     const [header, ...rows] = r.out.replace(/\r\n$/, "").split("\r\n");
-    expect(header).toBe("key_id,model,requests,prompt_tokens,completion_tokens,total_tokens,cost");
+    expect(header).toBe("key_id,key_name,model,requests,prompt_tokens,completion_tokens,total_tokens,cost");
     expect(rows).toHaveLength(2);
     const cells = rows.map((row) => row.split(","));
     const t = total();
-    expect(cells.reduce((s, c) => s + Number(c[2]), 0)).toBe(4);
-    expect(cells.reduce((s, c) => s + Number(c[3]), 0)).toBe(t.prompt);
-    expect(cells.reduce((s, c) => s + Number(c[4]), 0)).toBe(t.completion);
-    expect(cells.reduce((s, c) => s + Math.round(Number(c[6]) * 1e6), 0)).toBe(t.micro);
+    expect(cells.reduce((s, c) => s + Number(c[3]), 0)).toBe(4);
+    expect(cells.reduce((s, c) => s + Number(c[4]), 0)).toBe(t.prompt);
+    expect(cells.reduce((s, c) => s + Number(c[5]), 0)).toBe(t.completion);
+    expect(cells.reduce((s, c) => s + Math.round(Number(c[7]) * 1e6), 0)).toBe(t.micro);
     const eb = expected.get(b.id)!;
-    expect(rows).toContain(`${b.id},qwen2.5-7b,1,${eb.prompt},${eb.completion},${eb.prompt + eb.completion},${eb.micro / 1e6}`);
+    expect(rows).toContain(`${b.id},team-b,qwen2.5-7b,1,${eb.prompt},${eb.completion},${eb.prompt + eb.completion},${eb.micro / 1e6}`);
+    expect(rows.find((row) => row.startsWith(`${a.id},`))).toMatch(new RegExp(`^${a.id},team-a,qwen2\\.5-7b,3,`));
+  });
+
+  it("CSV key_name: a key the list does not have is named \"\", a name with a comma or quote is quoted, one a spreadsheet would run is defused as the shim's cells are", () => {
+    const csv = "key_id,day,requests,cost\r\nAAAAAAAAAAAA,2026-03-01,1,1\r\nBBBBBBBBBBBB,2026-03-01,2,2\r\nCCCCCCCCCCCC,2026-03-02,3,3\r\nDDDDDDDDDDDD,2026-03-02,4,4\r\n";
+    const keys = [
+      { id: "AAAAAAAAAAAA", name: 'ops, "night"' }, { id: "CCCCCCCCCCCC", name: "=HYPERLINK(1)" }, { id: "DDDDDDDDDDDD", name: "plain" },
+    ] as unknown as ApiKey[];
+    expect(withKeyNames(csv, keys)).toBe(
+      "key_id,key_name,day,requests,cost\r\nAAAAAAAAAAAA,\"ops, \"\"night\"\"\",2026-03-01,1,1\r\nBBBBBBBBBBBB,,2026-03-01,2,2\r\nCCCCCCCCCCCC,'=HYPERLINK(1),2026-03-02,3,3\r\nDDDDDDDDDDDD,plain,2026-03-02,4,4\r\n",
+    );
+    expect(withKeyNames("key_id,model,requests\r\n", keys)).toBe("key_id,key_name,model,requests\r\n");
   });
 
   it("a table with key names and a TOTAL line; --key by name; --group day", async () => {
@@ -142,8 +155,8 @@ describe("report-usage against a real shim", () => {
     };
     expect((JSON.parse(await run(["--format", "json"])) as { period: { start: string } }).period.start).toBe(createdAt);
     const [header, ...rows] = (await run(["--group", "day", "--format", "csv"])).replace(/\r\n$/, "").split("\r\n");
-    expect(header).toBe("key_id,day,requests,prompt_tokens,completion_tokens,total_tokens,cost");
-    expect(rows.reduce((sum, row) => sum + Number(row.split(",")[2]), 0)).toBe(4);
+    expect(header).toBe("key_id,key_name,day,requests,prompt_tokens,completion_tokens,total_tokens,cost");
+    expect(rows.reduce((sum, row) => sum + Number(row.split(",")[3]), 0)).toBe(4);
   });
 
   it("--all's period covers what a host whose clock is ahead of this machine's stamped in its next UTC day", () => {
@@ -168,7 +181,6 @@ describe("report-usage against a real shim", () => {
     [["--from", "yesterday"], '--from "yesterday" must be a date (2026-03-01) or a timestamp with a zone'],
     [["--to", "2026-11-31"], "--to: 2026-11-31 is not a day: November 2026 has 30 days"],
     [["--key", "nobody"], '--key "nobody": no key with that id or name; keys in use:'],
-    [["--to", "2020-01-01", "--from", "2020-02-01"], "400 invalid_request: 'to' must be after 'from'."],
     [["--admin-token", "x"], "--admin-token is not accepted"],
     [["--all", "--from", "2026-03-01"], "--all is the whole ledger: give it without --from and --to"],
     [["--to", "2026-03-31", "--all"], "--all is the whole ledger: give it without --from and --to"],
@@ -176,6 +188,35 @@ describe("report-usage against a real shim", () => {
     const r = await report(argv);
     expect(r.code).toBe(1);
     expect(r.err).toContain(message);
+  });
+
+  it.each([
+    [["--from", "2026-12-01", "--to", "2026-11-01"], "--to 2026-11-01 is before --from 2026-12-01: the period would be empty (were they swapped?)"],
+    [["--to", "2020-01-01", "--from", "2020-02-01"], "--to 2020-01-01 is before --from 2020-02-01: the period would be empty (were they swapped?)"],
+    // A date --to includes its day: the day before --from's is the latest that is refused.
+    [["--from", "2026-12-02", "--to", "2026-12-01"], "--to 2026-12-01 is before --from 2026-12-02"],
+    // A timestamp --to is where the period stops (not included): the same instant is an empty period.
+    [["--from", "2026-12-01T09:00:00Z", "--to", "2026-12-01T10:00:00+01:00"], "--to 2026-12-01T10:00:00+01:00 is the same instant as --from 2026-12-01T09:00:00Z: the period would be empty"],
+    // Its negative offset puts this --from on 10000-01-01 in UTC, after the whole day of --to.
+    [["--from", "9999-12-31T23:00:00-05:00", "--to", "9999-12-31"], "--to 9999-12-31 is before --from 9999-12-31T23:00:00-05:00"],
+  ])("%j → exit 1 before any request, naming both flags: %s", async (argv, message) => {
+    // Nothing listens on port 9: a request would fail with "cannot connect".
+    const io = memoryIo();
+    const code = await main(["--url", "http://127.0.0.1:9", ...argv], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir(), now: clockNow });
+    expect(code).toBe(1);
+    expect(io.stderr.join("\n")).toContain(message);
+    expect(io.stderr.join("\n")).not.toContain("connect");
+  });
+
+  it.each([
+    [["--from", "2026-03-15", "--to", "2026-03-15"], "2026-03-15T00:00:00Z to 2026-03-15T23:59:59Z"],
+    [["--from", "2026-03-15T12:00:00+01:00", "--to", "2026-03-15T11:30:00Z"], "2026-03-15T11:00:00Z to 2026-03-15T11:29:59Z"],
+    [["--from", "2026-03-15T12:00:00Z", "--to", "2026-03-15"], "2026-03-15T12:00:00Z to 2026-03-15T23:59:59Z"],
+  ])("%j: a period --from and --to leave open (a day, offsets) is not refused", async (argv, period) => {
+    const r = await report([...argv, "--format", "json"]);
+    expect(r.code, r.err).toBe(0);
+    const json = JSON.parse(r.out) as { period: { start: string; end: string } };
+    expect(`${json.period.start} to ${json.period.end}`).toBe(period);
   });
 
   it("neither an admin token given as --admin-token-env's value nor a --url's password is printed; a --url with an API path is refused", async () => {
@@ -258,9 +299,14 @@ describe("report-usage against a real shim", () => {
   });
 
   it("a wrong admin token: a clear error and exit 1", async () => {
-    const r = await report(["--format", "csv"], { GPU_SANDBOX_ADMIN_TOKEN: "wrong" });
+    const r = await report(["--format", "json"], { GPU_SANDBOX_ADMIN_TOKEN: "wrong" });
     expect(r.code).toBe(1);
     expect(r.err).toContain("admin API GET /admin/usage failed: 401 invalid_admin_token: Invalid admin token.");
+    // The CSV's key names are asked for first.
+    const csv = await report(["--format", "csv"], { GPU_SANDBOX_ADMIN_TOKEN: "wrong" });
+    expect(csv.code).toBe(1);
+    expect(csv.out).toBe("");
+    expect(csv.err).toContain("admin API GET /admin/keys failed: 401 invalid_admin_token: Invalid admin token.");
   });
 
   it("a wrong --url that answers 200 with a web page (a captive portal): a sentence and exit 1, not a stack trace", async () => {
@@ -273,10 +319,14 @@ describe("report-usage against a real shim", () => {
         const code = await main(["--url", url, "--format", format], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: "t" }, pulumi: new FakePulumi(), root: tempDir() });
         expect(code, format).toBe(1);
         expect(io.stdout, format).toEqual([]); // a CSV export must not be the portal's page
-        const path = format === "table" ? "/admin/keys" : "/admin/usage";
-        const answered = format === "csv" ? "answered 200 but not with the usage CSV" : "answered 200 but not with JSON";
+        // The table and the CSV ask for the keys' names first.
+        const path = format === "json" ? "/admin/usage" : "/admin/keys";
+        const answered = "answered 200 but not with JSON";
         expect(io.stderr.join("\n"), format).toBe(`admin API GET ${path} ${answered} (<html> <title>Sign in to the hotel Wi-Fi</title> </html>); is --url the tenant's endpoint?`);
       }
+      // The CSV itself (reap-expired's export asks for it alone) is checked as the usage CSV.
+      await expect(adminClient({ baseUrl: url, adminToken: "t", source: "test" }, fetch).usageCsv({ group: "model" }))
+        .rejects.toThrow("admin API GET /admin/usage answered 200 but not with the usage CSV (<html>");
     } finally {
       page.close();
     }
@@ -356,9 +406,9 @@ describe("report-usage --key <name> after a rotation (the key revoked, a new one
     expect(r.code, r.err).toBe(0);
     expect(r.out).toMatch(/^([^\r\n]*\r\n)+$/);
     const [header, ...rows] = r.out.replace(/\r\n$/, "").split("\r\n");
-    expect(header).toBe("key_id,model,requests,prompt_tokens,completion_tokens,total_tokens,cost");
-    expect(rows.map((row) => row.split(",")[0])).toEqual(both().map((k) => k.id));
-    expect(rows.reduce((sum, row) => sum + Math.round(Number(row.split(",")[6]) * 1e6), 0)).toBe(oldMicro + 1_000_000);
+    expect(header).toBe("key_id,key_name,model,requests,prompt_tokens,completion_tokens,total_tokens,cost");
+    expect(rows.map((row) => row.split(",").slice(0, 2).join(","))).toEqual(both().map((k) => `${k.id},team-a`));
+    expect(rows.reduce((sum, row) => sum + Math.round(Number(row.split(",")[7]) * 1e6), 0)).toBe(oldMicro + 1_000_000);
     expect(r.err).toBe(`usage of ${covered()}`);
   });
 
@@ -397,7 +447,7 @@ describe("report-usage: the tenant's nginx answers 429 (its per-address limit co
       const code = await main(["--url", front.url, "--format", "csv"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() });
       expect(code).toBe(0);
       expect(io.stderr.join("\n")).toContain("admin API GET /admin/usage: 429 rate_limit_exceeded: Too many requests from your address; retry after 1 second. Waiting 1 s, then sending it again (retry 1 of 5)…");
-      expect(io.stdout.join("")).toMatch(/^key_id,model,/);
+      expect(io.stdout.join("")).toMatch(/^key_id,key_name,model,/);
     } finally {
       front.close();
     }

@@ -41,6 +41,14 @@ describe("smoke-test", () => {
     expect(r.lines.at(-1)).toBe("All 6 checks passed.");
   });
 
+  it("takes the endpoint with or without /v1, as manage-keys and report-usage do (one parser: originOf)", async () => {
+    for (const url of [h.url, `${h.url}/`]) {
+      const r = await smoke(["--url", url]);
+      expect(r.code, r.lines.join("\n") + r.err).toBe(0);
+      expect(r.lines[0]).toBe(`Smoke test of ${h.url}/v1`);
+    }
+  });
+
   it("--key and --model work too", async () => {
     const r = await smoke(["--url", `${h.url}/v1/`, "--key", key, "--model", "bge-m3"], {});
     expect(r.line("models")).toContain("using bge-m3");
@@ -208,8 +216,9 @@ describe("smoke-test", () => {
   });
 
   it.each([
-    [["--url", "https://example.com"], '--url "https://example.com" must be the base URL ending in /v1'],
-    [["--url", "https://example.com/v1?x=1"], '--url "https://example.com/v1?x=1" must be the base URL ending in /v1'],
+    [["--url", "https://example.com/v1?x=1"], '--url "https://example.com/v1?x=1" must be the tenant\'s endpoint, https://<host> or https://<host>/v1, without a query or #fragment'],
+    [["--url", "https://example.com/v1#x"], '--url "https://example.com/v1#x" must be the tenant\'s endpoint, https://<host> or https://<host>/v1, without a query or #fragment'],
+    [["--url", "https://example.com/admin"], '--url "https://example.com/admin" must be the tenant\'s endpoint, https://<host> or https://<host>/v1, not a route under it'],
     [["--url", "not a url"], '--url "not a url" is not a URL'],
     [[], "--url is required"],
     [["--url", "https://example.com/v1", "--timeout-seconds", "0"], '--timeout-seconds "0" must be a number of seconds'],
@@ -364,7 +373,7 @@ describe("smoke-test", () => {
   it("refuses a --url past /v1 (a route, not the base URL)", async () => {
     const r = await smoke(["--url", "https://example.com/v1/models"]);
     expect(r.code).toBe(1);
-    expect(r.err).toContain('--url "https://example.com/v1/models" must be the base URL ending in /v1');
+    expect(r.err).toBe('--url "https://example.com/v1/models" must be the tenant\'s endpoint, https://<host> or https://<host>/v1, not a route under it');
   });
 
   it("one failed check is enough for exit 1: vLLM with its own --api-key passes all but credit-headers", async () => {

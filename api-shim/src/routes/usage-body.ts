@@ -2,6 +2,7 @@ import type { Socket } from "node:net";
 import { Readable } from "node:stream";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import type { FastifyReply, FastifyRequest } from "fastify";
+import { csvCell } from "../csv-cell.ts";
 import { finishRequest } from "../observability/request-line.ts";
 import type { ShimContext } from "../context.ts";
 import { toShimError } from "../errors.ts";
@@ -82,9 +83,9 @@ export function sendUsageBody(ctx: ShimContext, request: FastifyRequest, reply: 
 }
 
 async function* csvPieces(batches: UsageBatches, group: string): AsyncGenerator<string> {
-  yield `${["key_id", group, "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"].map(cell).join(",")}\r\n`;
+  yield `${["key_id", group, "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"].map(csvCell).join(",")}\r\n`;
   for await (const rows of pieces(batches)) {
-    yield rows.map((r) => `${[r.keyId, r.group, r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)].map(cell).join(",")}\r\n`).join("");
+    yield rows.map((r) => `${[r.keyId, r.group, r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)].map(csvCell).join(",")}\r\n`).join("");
   }
 }
 
@@ -111,11 +112,4 @@ async function* pieces(batches: UsageBatches): AsyncGenerator<UsageGroup[]> {
       yield batch.length <= FORMAT_ROWS ? batch : batch.slice(i, i + FORMAT_ROWS);
     }
   }
-}
-
-/** A CSV cell: quoted when needed; a leading =,+,-,@ is prefixed so spreadsheets do not run it as a formula. */
-function cell(v: string | number): string {
-  const s = String(v);
-  const safe = /^[=+\-@\t\r]/.test(s) && typeof v === "string" ? `'${s}` : s;
-  return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
 }

@@ -1,0 +1,106 @@
+import { spawnSync } from "node:child_process";
+import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { anchorsOf } from "../support/doc-anchors.ts";
+import { runTool, tempDir } from "../support/tools.ts";
+
+/**
+ * templates/operator/prometheus/: the scrape job and alerts an operator copies into a Prometheus
+ * of their own, checked with Prometheus' own promtool (Debian's `prometheus` package; .ci/run
+ * installs it): the config and rules load, each alert fires on the series that should fire it and
+ * not on a healthy tenant's (alerts.test.yml), and the docs quote the rules as they are written.
+ */
+const ROOT = join(import.meta.dirname, "..", "..");
+const DIR = join(ROOT, "templates", "operator", "prometheus");
+const read = (path: string) => readFileSync(join(ROOT, path), "utf8");
+
+const promtool = spawnSync("promtool", ["--version"], { encoding: "utf8" });
+const hasPromtool = promtool.error === undefined && promtool.status === 0;
+const NO_PROMTOOL = "promtool is not installed (apt-get install prometheus; .ci/run installs it)";
+
+interface Rule { alert: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }
+const rules = (parse(readFileSync(join(DIR, "alerts.yml"), "utf8")) as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules);
+
+/** promtool on copies of the files in a directory of their own, `alerts.yml` replaced when given. */
+function promtoolOn(args: (dir: string) => string[], alerts?: string) {
+  const dir = tempDir("prometheus-");
+  for (const f of ["prometheus.yml", "alerts.yml", "alerts.test.yml"]) copyFileSync(join(DIR, f), join(dir, f));
+  if (alerts !== undefined) writeFileSync(join(dir, "alerts.yml"), alerts);
+  return runTool("promtool", args(dir), { cwd: dir });
+}
+
+describe("the Prometheus files an operator copies", () => {
+  it("`promtool check config` takes prometheus.yml with alerts.yml, and `promtool check rules` every alert", (ctx) => {
+    if (!hasPromtool) return ctx.skip(NO_PROMTOOL);
+    const config = promtoolOn(() => ["check", "config", "prometheus.yml"]);
+    expect(config.status, config.output).toBe(0);
+    expect(config.output).toContain(`SUCCESS: ${rules.length} rules found`);
+  });
+
+  it("`promtool test rules alerts.test.yml`: each alert fires on its series and not on a healthy tenant's", (ctx) => {
+    if (!hasPromtool) return ctx.skip(NO_PROMTOOL);
+    const r = promtoolOn(() => ["test", "rules", "alerts.test.yml"]);
+    expect(r.status, r.output).toBe(0);
+    expect(r.output).toContain("SUCCESS");
+  });
+
+  it("the unit tests catch a rule that fires on another job's failed scrape, or too late for a restart loop", (ctx) => {
+    if (!hasPromtool) return ctx.skip(NO_PROMTOOL);
+    const alerts = readFileSync(join(DIR, "alerts.yml"), "utf8");
+    const broken: [string, string][] = [['up{job=~"gpu-sandbox.*"} == 0', "up == 0"], ["[15m]) > 2", "[15m]) > 5"], ["< 2e9", "< 1e8"], ["for: 0m", "for: 5m"]];
+    for (const [from, to] of broken) {
+      expect(alerts).toContain(from);
+      const r = promtoolOn(() => ["test", "rules", "alerts.test.yml"], alerts.replace(from, to));
+      expect(r.status, `${from} → ${to}`).not.toBe(0);
+    }
+  });
+
+  it("every alert has a for:, a severity, a summary, a description, and a runbook naming a section of docs/operations.md; alerts.test.yml fires each", () => {
+    const anchors = anchorsOf(read("docs/operations.md"));
+    const tests = readFileSync(join(DIR, "alerts.test.yml"), "utf8");
+    expect(rules.length).toBeGreaterThanOrEqual(6);
+    for (const r of rules) {
+      expect(r.for, r.alert).toMatch(/^\d+[smh]$/);
+      expect(["critical", "warning"], r.alert).toContain(r.labels?.severity);
+      expect(r.annotations?.summary, r.alert).toMatch(/\{\{ \$labels\.tenant \}\}/);
+      expect(r.annotations?.description?.length, r.alert).toBeGreaterThan(80);
+      const [page, anchor] = (r.annotations?.runbook ?? "").split("#");
+      expect(page, r.alert).toBe("docs/operations.md");
+      expect(anchors, r.alert).toContain(anchor);
+      // A case where it is expected to fire (exp_alerts with labels), not only one where it is not.
+      expect(tests, r.alert).toMatch(new RegExp(`alertname: ${r.alert}\\n\\s+exp_alerts:\\n\\s+- exp_labels:`));
+    }
+  });
+
+  it("the scrape job: HTTPS to the endpoint's host at /metrics, no token, a tenant label, the self-signed tenant's CA", () => {
+    const config = parse(readFileSync(join(DIR, "prometheus.yml"), "utf8")) as { rule_files: string[]; scrape_configs: Record<string, unknown>[] };
+    expect(config.rule_files).toEqual(["alerts.yml"]);
+    for (const job of config.scrape_configs) {
+      expect(job).toMatchObject({ job_name: expect.stringMatching(/^gpu-sandbox-/), scheme: "https", metrics_path: "/metrics" });
+      expect(job).not.toHaveProperty("authorization"); // the shim's /metrics wants none; the admin token stays out
+      expect(job.static_configs).toEqual([{ targets: [expect.stringMatching(/^[\w.-]+\.ip\.linodeusercontent\.com:443$/)], labels: { tenant: expect.any(String) } }]);
+    }
+    expect(config.scrape_configs.map((j) => j.tls_config)).toEqual([undefined, { ca_file: "bravo-ca.pem" }]);
+  });
+});
+
+describe("the docs quote the alerts as alerts.yml writes them", () => {
+  // Whitespace as Markdown reflows it; every backticked PromQL comparison on a series an alert reads.
+  const docs = ["docs/operations.md", "docs/api-shim/operations.md"].map(read).join("\n");
+  const quoted = [...docs.matchAll(/`([^`\n]*\b(?:shim_\w+|up|process_start_time_seconds)\b[^`\n]* (?:==|!=|>=|<=|>|<) [^`\n]*)`/g)].map((m) => m[1]!);
+  const flat = docs.replace(/\s+/g, " ");
+
+  it("every alert expression in the docs is a rule's, so none is left behind by a change of the rules", () => {
+    expect(quoted.length).toBeGreaterThanOrEqual(rules.length);
+    for (const e of quoted) expect(rules.map((r) => r.expr), e).toContain(e);
+  });
+
+  it("docs/operations.md's Monitoring table has each alert with its expression, for and severity", () => {
+    for (const r of rules) {
+      const row = `| \`${r.alert}\` | \`${r.expr}\` | ${r.for} | ${r.labels!.severity} |`;
+      expect(flat.includes(row), `no row ${row}`).toBe(true);
+    }
+  });
+});
