@@ -5,6 +5,8 @@ import { randomBytes } from "node:crypto";
 import { existsSync, linkSync, rmSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
+import { fileStamp } from "../api-shim/src/requests/period.ts";
+import { showMiB } from "../api-shim/src/store/sqlite-backup.ts";
 import { AdminApiError, adminClient } from "./lib/admin-client.ts";
 import { networkReason, notTheApi, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
@@ -39,16 +41,11 @@ const PROGRESS_FROM_BYTES = 16 * 2 ** 20;
 /** What every SQLite database file starts with: anything else is not the ledger. */
 const SQLITE_HEADER = Buffer.from("SQLite format 3\0");
 
-/** `2026-03-15T12:00:00.000Z` → `20260315T120000Z`: a name's time, sorting as it reads. */
-export const fileStamp = (at: Date): string => at.toISOString().replace(/[-:]|\.\d+/g, "");
-
 /** What a download wrote: its path and size. */
 export interface SavedBackup {
   readonly path: string;
   readonly bytes: number;
 }
-
-const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
 
 /**
  * Writes the answer's body to `out` (which must not exist): into a new temporary file beside it
@@ -79,7 +76,7 @@ export async function saveBackup(res: Response, out: string, progress: (line: st
         bytes += chunk.length;
         if (length >= PROGRESS_FROM_BYTES && Math.floor((bytes / length) * 10) > tenth && bytes < length) {
           tenth = Math.floor((bytes / length) * 10);
-          progress(`downloading the ledger: ${tenth * 10}% (${mib(bytes)} of ${mib(length)})`);
+          progress(`downloading the ledger: ${tenth * 10}% (${showMiB(bytes)} of ${showMiB(length)})`);
         }
       }
     } catch (err) {
@@ -114,7 +111,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     if (values.out === "") throw new UsageError("--out needs a file name");
     const target = await resolveAdminTarget(values, deps);
     const name = values.stack ?? new URL(target.baseUrl).hostname;
-    const out = resolve(deps.root, values.out ?? `${name}-ledger-${fileStamp(deps.now())}.db`);
+    const out = resolve(deps.root, values.out ?? `${name}-ledger-${fileStamp(deps.now().getTime())}.db`);
     if (existsSync(out)) throw new UsageError(`${out} exists already: not overwritten; give another --out`);
     if (!existsSync(dirname(out))) throw new UsageError(`${dirname(out)} does not exist: make it first, or give another --out`);
     const client = adminClient(target, fetch, { progress: (line) => deps.io.err(line) });
@@ -130,7 +127,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     deps.signals.on("SIGTERM", stop);
     try {
       const saved = await saveBackup(res, out, (line) => deps.io.err(line), (r) => (removal = r));
-      deps.io.out(`saved the ledger to ${saved.path} (${saved.bytes} bytes, ${mib(saved.bytes)}; mode 0600: it holds the keys' hashes)`);
+      deps.io.out(`saved the ledger to ${saved.path} (${saved.bytes} bytes, ${showMiB(saved.bytes)}; mode 0600: it holds the keys' hashes)`);
       return 0;
     } finally {
       deps.signals.off("SIGINT", stop);

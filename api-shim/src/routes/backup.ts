@@ -4,7 +4,8 @@ import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { untilLeftOrCut } from "../client/client-left.ts";
 import { onlyKnown } from "../requests/known-members.ts";
-import { BackupNoRoomError, BackupNotPossibleError, BackupRunningError } from "../store/sqlite-backup.ts";
+import { fileStamp } from "../requests/period.ts";
+import { BackupNoRoomError, BackupNotPossibleError, BackupRunningError, showMiB } from "../store/sqlite-backup.ts";
 
 const POSTGRES = "This shim's ledger is in Postgres: back it up with pg_dump or your provider's backups (docs/operations.md, \"Backup and restore of the ledger\"). GET /admin/backup copies a SQLite ledger only.";
 
@@ -31,10 +32,9 @@ export function backupRoutes(app: FastifyInstance, ctx: ShimContext): void {
     });
     reply.raw.once("close", () => void backup.remove());
     if (reply.raw.destroyed) void backup.remove();
-    const stamp = new Date(ctx.clock.now()).toISOString().replace(/[-:]|\.\d+/g, "");
     return reply
       .header("content-type", "application/vnd.sqlite3")
-      .header("content-disposition", `attachment; filename="shim-${stamp}.db"`)
+      .header("content-disposition", `attachment; filename="shim-${fileStamp(ctx.clock.now())}.db"`)
       .header("content-length", String(backup.size))
       .header("cache-control", "no-store")
       .send(file.createReadStream());
@@ -46,9 +46,8 @@ function refusal(e: unknown): unknown {
   if (e instanceof BackupRunningError) return new ShimError("backup_in_progress");
   if (e instanceof BackupNotPossibleError) return new ShimError("backup_not_supported", { message: `Nothing to back up: ${e.message}.` });
   if (e instanceof BackupNoRoomError) {
-    const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
     return new ShimError("backup_no_room", {
-      message: `Not enough free space on the ledger's volume for a backup: it needs ${e.needed} bytes (${mib(e.needed)}: the copy, up to the ledger's size, and the 16 MiB the shim keeps free to go on serving), and ${e.free} bytes (${mib(e.free)}) are free. Free space on the volume (df -h /mnt/gpu-sandbox; a model no longer served), or raise volumeSizeGb, then try again.`,
+      message: `Not enough free space on the ledger's volume for a backup: it needs ${e.needed} bytes (${showMiB(e.needed)}: the copy, up to the ledger's size, and the 16 MiB the shim keeps free to go on serving), and ${e.free} bytes (${showMiB(e.free)}) are free. Free space on the volume (df -h /mnt/gpu-sandbox; a model no longer served), or raise volumeSizeGb, then try again.`,
       extra: { bytes_needed: e.needed, bytes_free: e.free },
     });
   }

@@ -50,6 +50,9 @@ export class BackupRunningError extends Error {
   }
 }
 
+/** A size as the backup's messages give it (the 507's, backup-ledger's): `1.4 MiB`. */
+export const showMiB = (bytes: number): string => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+
 /** The temporary files of `file`'s backups: `<name>.backup-<random>.tmp`, beside it. */
 const tempPrefix = (file: string) => `${basename(file)}.backup-`;
 const TEMP_SUFFIX = ".tmp";
