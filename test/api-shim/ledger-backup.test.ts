@@ -3,6 +3,7 @@ import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
+import { BackupNoRoomError, BackupNotPossibleError } from "../../api-shim/src/store/sqlite-backup.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
@@ -81,7 +82,31 @@ describe("GET /admin/backup on the SQLite store", () => {
   });
 });
 
-describe("a backup when the store closes", () => {
+describe("the SQLite store's backups", () => {
+  it("refuses one the volume has no room for, before writing anything (its free space faked, as the volume checks' tests do)", async () => {
+    const file = join(tempDir("backup-room-"), "shim.db");
+    // 20 MiB free: room for the shim's 16 MiB and a copy of under 4 MiB; the ledger grows to 6 MiB.
+    const store = new SqliteStore(file, { statVolume: async () => ({ bavail: 5120, bsize: 4096 }) });
+    try {
+      const db = new Database(file);
+      db.exec("CREATE TABLE padding (b BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 96) INSERT INTO padding SELECT randomblob(65536) FROM n");
+      db.close();
+      const refused = await store.backup(new AbortController().signal).then(() => null, (e: unknown) => e as BackupNoRoomError);
+      expect(refused).toBeInstanceOf(BackupNoRoomError);
+      expect(refused!.free).toBe(20 * 2 ** 20);
+      expect(refused!.needed).toBeGreaterThan(refused!.free);
+      expect(copiesBeside(file)).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("an in-memory database has nothing to back up", async () => {
+    const store = new SqliteStore(":memory:");
+    await expect(store.backup(new AbortController().signal)).rejects.toBeInstanceOf(BackupNotPossibleError);
+    await store.close();
+  });
+
   it("the copy being sent is removed by the store's close (the process stopping)", async () => {
     const file = join(tempDir("backup-close-"), "shim.db");
     const store = new SqliteStore(file);
