@@ -25,6 +25,7 @@ import { Pricer } from "./money/pricing.ts";
 import { isAmbiguousPath, urlPath } from "./auth/url-path.ts";
 import { RateLimiter } from "./limits/rate-limit.ts";
 import { adminRoutes } from "./routes/admin.ts";
+import { backupRoutes } from "./routes/backup.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { inferenceRoutes } from "./routes/inference.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
@@ -232,6 +233,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   inferenceRoutes(app, ctx);
   usageRoutes(app, ctx);
   adminRoutes(app, ctx);
+  backupRoutes(app, ctx);
   return app;
 }
 

@@ -53,6 +53,13 @@ export const ERROR_TABLE = {
     message: "This key is defined in the configuration (the stack's gpu-sandbox:keys, or SHIM_CONFIG's bootstrapKeys for a shim you run yourself): every start of the shim sets its tier and models from there again, so a change here would be undone. Change its entry there, then run `pulumi up` (or restart the shim you run).",
     final: true,
   },
+  // GET /admin/backup while another backup is made or sent (routes/backup.ts): one at a time.
+  backup_in_progress: {
+    status: 409,
+    type: "invalid_request_error",
+    message: "A backup of the ledger is being made or sent already: one at a time. Try again once it is done.",
+    final: true,
+  },
   // PATCH /admin/keys/{id} bringing an expired key back while another key in use has its name.
   key_name_in_use: { status: 409, type: "invalid_request_error", message: "Another key in use has this key's name.", final: true },
   request_timeout: { status: 408, type: "invalid_request_error", message: "The request did not arrive in time; send it again." },
@@ -64,6 +71,8 @@ export const ERROR_TABLE = {
   },
   rate_limit_exceeded: { status: 429, type: "rate_limit_exceeded", message: "Rate limit exceeded." },
   internal_error: { status: 500, type: "api_error", message: "Internal error." },
+  // GET /admin/backup with the Postgres store (or an in-memory database): its own tools back it up.
+  backup_not_supported: { status: 501, type: "invalid_request_error", message: "This shim's store cannot be backed up through the admin API.", final: true },
   upstream_error: { status: 502, type: "api_error", message: "The model server returned an error." },
   service_unavailable: { status: 503, type: "api_error", message: "Service temporarily unavailable. Retry later." },
   // An admin write committed whose sync to disk failed (UnconfirmedWriteError): sent again as
@@ -76,6 +85,8 @@ export const ERROR_TABLE = {
     final: true,
   },
   upstream_timeout: { status: 504, type: "api_error", message: "The model server did not respond in time." },
+  // GET /admin/backup when the copy would leave the ledger's volume less than the shim needs.
+  backup_no_room: { status: 507, type: "api_error", message: "Not enough free space on the ledger's volume for a backup.", final: true },
 } as const satisfies Record<string, { status: number; type: string; message: string; final?: true }>;
 
 export type ErrorCode = keyof typeof ERROR_TABLE;

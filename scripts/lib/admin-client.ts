@@ -1,5 +1,5 @@
-// A small client for the shim's admin API (docs: api-shim routes/admin.ts): keys, top-ups and
-// usage reports. Every failure becomes an AdminApiError whose message has the HTTP status and
+// A small client for the shim's admin API (docs: api-shim routes/admin.ts): keys, top-ups, usage
+// reports and backups. Every failure becomes an AdminApiError whose message has the HTTP status and
 // the API's own message, plus a hint for the usual operator mistakes, and says whether the API
 // may have acted on the request (what a write's caller must tell the operator). A 429 is waited
 // out (its Retry-After) and the request sent again, a few times, before it is such a failure.
@@ -123,6 +123,8 @@ export interface AdminClient {
   usage(query: UsageQuery): Promise<UsageReport>;
   /** The API's own CSV (spreadsheet-safe quoting done by the shim). */
   usageCsv(query: UsageQuery): Promise<string>;
+  /** GET /admin/backup: the ledger's SQLite file, its body to read (backup-ledger.ts); the call, body included, has an hour. */
+  backup(): Promise<Response>;
 }
 
 export interface AdminClientOptions {
@@ -131,7 +133,7 @@ export interface AdminClientOptions {
   /** How to wait (tests). */
   readonly sleep?: (ms: number) => Promise<void>;
   /** How long a call may take, answer included (tests scale them down). */
-  readonly timeouts?: { readonly requestMs: number; readonly reportMs: number };
+  readonly timeouts?: { readonly requestMs: number; readonly reportMs: number; readonly backupMs?: number };
 }
 
 /**
@@ -140,7 +142,7 @@ export interface AdminClientOptions {
  * and a whole ledger's CSV (reap-expired's export) is tens of MB to send: cut at 30 s, a large
  * tenant's export failed at every run, and the tenant could only be destroyed without its usage.
  */
-const TIMEOUTS = { requestMs: 30_000, reportMs: 180_000 };
+const TIMEOUTS = { requestMs: 30_000, reportMs: 180_000, backupMs: 3_600_000 };
 
 /** AbortSignal.timeout's abort: the call's time ran out (not the network). */
 const timedOut = (err: unknown) => err instanceof Error && err.name === "TimeoutError";
@@ -176,7 +178,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
    * call, and a top-up keeps its Idempotency-Key.
    */
   async function call(method: string, path: string, init: { body?: unknown; headers?: Record<string, string> } = {}): Promise<Response> {
-    const timeoutMs = path.startsWith("/admin/usage") ? timeouts.reportMs : timeouts.requestMs;
+    const timeoutMs = path.startsWith("/admin/usage") ? timeouts.reportMs : path === "/admin/backup" ? (timeouts.backupMs ?? TIMEOUTS.backupMs) : timeouts.requestMs;
     for (let retry = 1; ; retry++) {
       try {
         return await callOnce(method, path, init, timeoutMs);
@@ -284,6 +286,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
       }
       return csv;
     },
+    backup: () => call("GET", "/admin/backup"),
   };
 }
 
@@ -326,9 +329,7 @@ async function apiError(res: Response, method: string, path: string, target: Adm
       message = apiMessage = body.error.message;
       code = body.error.code ?? undefined;
     }
-  } catch {
-    // Not JSON (a proxy's HTML page): the start of the text is still the best clue.
-  }
+  } catch {} // not JSON (a proxy's HTML page): the start of the text is still the best clue
   const hint =
     res.status === 401 ? `\nCheck the admin token (${target.source}).${isLoopback(target.baseUrl) ? DEV_TOKEN_HINT : ""}` :
     res.status === 403 && path.startsWith("/admin") ? "\nIs this machine's address in the stack's gpu-sandbox:adminCidrs? nginx serves /admin only to those." :
@@ -342,8 +343,7 @@ async function apiError(res: Response, method: string, path: string, target: Adm
   });
 }
 
-/** How many keys a "no such key" message lists: a tenant can have thousands. */
-const LISTED_IN_ERRORS = 10;
+const LISTED_IN_ERRORS = 10; // how many keys a "no such key" message lists: a tenant can have thousands
 
 /** A key as the shim treats it now: revoked, expired (both get 401 and no top-ups), or active. */
 export function keyStatus(k: ApiKey, now = Date.now()): "revoked" | "expired" | "active" {

@@ -7,7 +7,7 @@
 // whole of it.
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
-import { isIsoInstant } from "../../api-shim/src/requests/period.ts";
+import { fileStamp, isIsoInstant } from "../../api-shim/src/requests/period.ts";
 import { AdminApiError, adminClient, type ApiKey } from "./admin-client.ts";
 import { hostUnreachable } from "./cli.ts";
 import type { ScriptDeps } from "./deps.ts";
@@ -266,7 +266,7 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
     const now = deps.now();
     const csv = await client.usageCsv({ group: "day", ...wholeLedger(createdAt, now) });
     privateDir(dir);
-    const stamp = now.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+    const stamp = fileStamp(now.getTime());
     const path = join(dir, `${stack}-usage-${stamp}.csv`);
     const keysPath = join(dir, `${stack}-keys-${stamp}.json`);
     const keys = retired.keys.map((k) => (revoked.ids.has(k.id) && k.revoked_at !== null ? { ...k, revoked_by: REVOKED_BY } : k));

@@ -128,3 +128,6 @@ export function showPeriod(p: Period): { start: string; end: string } {
   if (p.from % 1000 === 0 && p.to % 1000 === 0) return { start: isoSeconds(p.from), end: isoSeconds(p.to - 1) };
   return { start: new Date(p.from).toISOString(), end: new Date(p.to - 1).toISOString() };
 }
+
+/** `2026-03-15T12:00:05.123Z` → `20260315T120005Z`: an instant in a file's name (a backup's, an export's), sorting as it reads. */
+export const fileStamp = (ms: number): string => new Date(ms).toISOString().replace(/[-:]|\.\d+/g, "");

@@ -3,6 +3,7 @@ import { dirname, resolve } from "node:path";
 import { parseDatabaseUrl } from "./database-url.ts";
 import { PostgresStore, type PostgresStoreOptions } from "./postgres-store.ts";
 import type { SqliteStoreOptions } from "./sqlite-options.ts";
+import { removeLeftoverBackups } from "./sqlite-backup.ts";
 import { claimSqliteFile } from "./sqlite-owner.ts";
 import { checkRoomToStart } from "./sqlite-space.ts";
 import { SqliteStore } from "./sqlite-store.ts";
@@ -21,7 +22,7 @@ export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpo
  * Opens the store SHIM_DATABASE_URL names (see parseDatabaseUrl); missing directories of a SQLite
  * file are created, the file's volume must have room (checkRoomToStart: VolumeFullError), and
  * the file is claimed for this process until the store closes (claimSqliteFile: a second process
- * would release this one's holds).
+ * would release this one's holds), and backups a killed process left beside it are removed.
  */
 export async function openStore(url: string, options: OpenStoreOptions = {}, cwd: string = process.cwd()): Promise<Store> {
   const target = parseDatabaseUrl(url);
@@ -33,6 +34,7 @@ export async function openStore(url: string, options: OpenStoreOptions = {}, cwd
   options.onVolumeFree?.(checkRoomToStart(file));
   const owner = claimSqliteFile(file);
   try {
+    removeLeftoverBackups(file); // a killed process's, now that no other process can be sending one
     return new SqliteStore(file, { ...sqliteOptions, owner });
   } catch (e) {
     owner.release();

@@ -23,6 +23,8 @@ export interface SqliteStoreOptions {
   onFailure?: (error: unknown) => void;
   /** Called with the free bytes of the file's volume at each check of its room, every checkpointIntervalMs (file databases; openStore also calls it with its check before the store opens). */
   onVolumeFree?: (bytes: number) => void;
+  /** The volume's free blocks, as a backup checks them (sqlite-backup.ts; tests give a small volume). */
+  statVolume?: (dir: string) => Promise<{ bavail: number; bsize: number }>;
   /** This process's claim on the file (claimSqliteFile), released by close() once the connection is closed. */
   owner?: { release(): void };
 }

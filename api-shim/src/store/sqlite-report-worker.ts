@@ -2,6 +2,8 @@
  * The SQLite store's report thread (sqlite-reports.ts starts it): usage reports on a read-only
  * connection of its own, so their scans never stop the event loop that serves requests. WAL
  * lets it read while the store writes; each report reads what was committed when it started.
+ * Backups too (GET /admin/backup, sqlite-backup.ts): a VACUUM INTO is one read snapshot, as long
+ * as a report's scan.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
@@ -17,16 +19,17 @@ import { REPORT_BATCH_ROWS } from "./usage-batches.ts";
 /**
  * A report to run: it ends early once `stop[0]` is not 0 (set by the store's thread), or
  * `timeoutMs` after it came. `more`: the running report's next batch; `drop`: its asker gave up
- * the rest (no answer).
+ * the rest (no answer). `backup`: the database copied into that new file (VACUUM INTO), answered
+ * `written` (or an error); nothing stops it but its end.
  */
-export type ReportAsk = { query: ReportQuery; timeoutMs: number } | { more: true } | { drop: true };
+export type ReportAsk = { query: ReportQuery; timeoutMs: number } | { more: true } | { drop: true } | { backup: string };
 /**
  * `more`: further batches follow, each once asked for (absent: this is the last). `code`:
  * SQLite's, when the database failed (a corrupt page): the store fails closed on some. `ready`:
  * sent once, first, when the database is open (a report's bound counts from then on, not from
  * this thread's start).
  */
-export type ReportAnswer = { rows: UsageGroup[]; more?: boolean } | { error: string; code?: string } | { ready: true };
+export type ReportAnswer = { rows: UsageGroup[]; more?: boolean } | { error: string; code?: string } | { ready: true } | { written: true };
 
 const { filename, busyTimeoutMs, stop } = workerData as { filename: string; busyTimeoutMs: number; stop: Int32Array };
 // A file that cannot be opened throws here: the worker fails, and so does the report waiting on it.
@@ -41,21 +44,27 @@ parentPort!.on("message", (ask: ReportAsk) => {
   if ("drop" in ask) return void (held = undefined);
   if ("more" in ask) return parentPort!.postMessage(nextBatch());
   held = undefined;
+  if ("backup" in ask) return parentPort!.postMessage(attempt((): ReportAnswer => (db.prepare("VACUUM INTO ?").run(ask.backup), { written: true })));
   // Monotonic, and this thread's own: the wall clock may be stepped (NTP) while a report runs.
   const deadline = performance.now() + ask.timeoutMs;
-  let answer: ReportAnswer;
-  try {
+  parentPort!.postMessage(attempt(() => {
     held = { rows: usageReport(db, ask.query, () => {
       if (Atomics.load(stop, 0) !== 0) throw new Error("the report was stopped (its asker left, or the store is closing)");
       if (performance.now() > deadline) throw new Error(`the report ran past ${ask.timeoutMs} ms`);
     }), next: 0 };
-    answer = nextBatch();
+    return nextBatch();
+  }));
+});
+
+/** `work`'s answer, or its failure as one (with SQLite's code: the store fails closed on some). */
+function attempt(work: () => ReportAnswer): ReportAnswer {
+  try {
+    return work();
   } catch (e) {
     const failure = code(e);
-    answer = { error: e instanceof Error ? `${e.name}: ${e.message}` : String(e), ...(failure !== undefined ? { code: failure } : {}) };
+    return { error: e instanceof Error ? `${e.name}: ${e.message}` : String(e), ...(failure !== undefined ? { code: failure } : {}) };
   }
-  parentPort!.postMessage(answer);
-});
+}
 
 function nextBatch(): ReportAnswer {
   if (held === undefined) return { error: "no report to continue" };

@@ -1,3 +1,4 @@
+import { rm } from "node:fs/promises";
 import { Worker } from "node:worker_threads";
 import { rejectOnAbort } from "../promises.ts";
 import { allRows, type Batch, openReport, REPORT_TIMEOUT_MS, ReportReader } from "./report-reader.ts";
@@ -149,6 +150,40 @@ export class SqliteReports {
   }
 
   /**
+   * The database copied into the new file `into` by the worker (VACUUM INTO: one read snapshot
+   * of what was committed, on its read-only connection; sqlite-backup.ts), in the reports' turn:
+   * one statement at a time on the worker, so a backup waits for the running report and reports
+   * wait for it. `beforeRun` as for a report. A VACUUM cannot be stopped: when `signal` aborts
+   * (its asker left, the store closing), this rejects at once and the worker is given up (it ends
+   * once the copy is written, which is then removed; the next report starts another).
+   */
+  async backup(into: string, beforeRun: () => Promise<void>, signal: AbortSignal): Promise<void> {
+    const stopped = AbortSignal.any([signal, this.closing.signal]);
+    stopped.throwIfAborted();
+    await this.turns.run(async () => {
+      try {
+        await beforeRun();
+        stopped.throwIfAborted();
+        clearTimeout(this.idle);
+        const worker = this.worker ?? this.start();
+        await rejectOnAbort(this.started, stopped);
+        const written = this.request(worker, { backup: into });
+        const giveUp = () => {
+          if (this.worker === worker) this.retire();
+          worker.once("exit", () => void rm(into, { force: true }).catch(() => {})); // it may create the file after its asker removed it
+        };
+        stopped.addEventListener("abort", giveUp, { once: true });
+        await rejectOnAbort(written, stopped).finally(() => stopped.removeEventListener("abort", giveUp));
+      } finally {
+        clearTimeout(this.idle);
+        this.idle = setTimeout(() => this.retire(), this.options.idleMs).unref();
+      }
+    }, stopped).catch((e: unknown) => {
+      throw asStoreError(e);
+    });
+  }
+
+  /**
    * The report's first batch, asked once `worker` has `started`; `signal` aborting stops the
    * statement, and the answer (an error) follows within a few thousand rows of its scan. An asker
    * leaving while the worker starts is answered at once (the worker, once ready, serves the next).
@@ -196,6 +231,7 @@ export class SqliteReports {
     worker.unref(); // never what keeps the process alive
     worker.on("message", (a: ReportAnswer) => {
       if ("ready" in a) return; // starting() takes it
+      if ("written" in a) return this.answer(worker, { rows: [], more: false }); // a backup's: no rows
       this.answer(worker, "rows" in a ? { rows: a.rows, more: a.more === true } : Object.assign(new Error(a.error), { code: a.code }));
     });
     // An uncaught error (the file could not be opened) ends the worker: 'exit' follows.

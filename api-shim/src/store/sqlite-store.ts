@@ -8,6 +8,7 @@ import type { SqliteStoreOptions } from "./sqlite-options.ts";
 import { createKeyIn, ensureBootstrapKeyIn, topUpIn } from "./sqlite-admin-writes.ts";
 import { updateKeyIn } from "./sqlite-key-updates.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
+import { BackupNotPossibleError, type BackupFile, SqliteBackups } from "./sqlite-backup.ts";
 import { type CompleteCheckpoint, WAL_SIZE_LIMIT, watchRoom } from "./sqlite-space.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
@@ -41,6 +42,7 @@ export class SqliteStore implements Store {
   private checkpointer: Worker | undefined;
   private stopWatchingRoom: (() => void) | undefined; // file databases only
   private readonly reports: SqliteReports | undefined; // file databases only
+  private readonly backups: SqliteBackups | undefined; // file databases only
   private readonly walSync: WalSync | undefined; // file databases only
   private readonly stmt: ReturnType<typeof prepareStatements>;
   private readonly options: SqliteStoreOptions;
@@ -69,6 +71,7 @@ export class SqliteStore implements Store {
       this.checkpointer = startCheckpointer(db, filename, intervalMs, (f) => this.checkpointFailed(f), (walBytes) => (lastComplete = { walBytes, at: performance.now() }));
       this.stopWatchingRoom = watchRoom(filename, intervalMs, () => lastComplete, { full: (e) => this.fail(e, "elsewhere"), free: options.onVolumeFree });
       this.reports = new SqliteReports(filename, { busyTimeoutMs: this.busyTimeoutMs, onStoreFailure: (e) => this.fail(e, "elsewhere") });
+      this.backups = new SqliteBackups(filename, options.statVolume);
       this.walSync = new WalSync(filename);
     }
     this.stmt = prepareStatements(db);
@@ -340,6 +343,13 @@ export class SqliteStore implements Store {
     return this.reports.run(q, () => this.now(() => {}));
   }
 
+  /** After the open batch commits, on the report worker (sqlite-backup.ts); an in-memory database has no file to copy. */
+  backup(signal: AbortSignal): Promise<BackupFile> {
+    const { reports, backups } = this;
+    if (reports === undefined || backups === undefined) return Promise.reject(new BackupNotPossibleError("an in-memory database (sqlite::memory:) has no file to back up"));
+    return backups.take((into) => reports.backup(into, () => this.now(() => {}), signal));
+  }
+
   /** `reservations` is the database's count of open holds; `reservedSum` the sum of this process's own. */
   audit(): Promise<AuditRow[]> {
     return this.now(() => {
@@ -355,6 +365,7 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     this.reports?.close();
+    this.backups?.close();
     this.stopWatchingRoom?.();
     const checkpointer = this.checkpointer;
     this.checkpointer = undefined;

@@ -5,7 +5,7 @@
  */
 import { MAX_BALANCE_MICRO } from "../money/money.ts";
 import type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
-
+import type { BackupFile } from "./sqlite-backup.ts";
 export type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
 
 export interface KeyRecord {
@@ -292,6 +292,8 @@ export interface Store {
   usage(query: UsageQuery): Promise<UsageGroup[]>;
   /** Per-key balance, ledger sum and open reservations: the money invariants, for checks. */
   audit(): Promise<AuditRow[]>;
+  /** The ledger as one SQLite file (the SQLite store's, sqlite-backup.ts); none: a database backed up with its own tools (Postgres). */
+  backup?(signal: AbortSignal): Promise<BackupFile>;
   close(): Promise<void>;
 }
 

@@ -1,0 +1,143 @@
+import { existsSync, readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import Database from "better-sqlite3";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
+import { BackupNoRoomError, BackupNotPossibleError } from "../../api-shim/src/store/sqlite-backup.ts";
+import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
+import { type Harness, startShim } from "../support/shim-harness.ts";
+import { tempDir } from "../support/tools.ts";
+
+/** The temporary copies beside a ledger (sqlite-backup.ts names them `<file>.backup-<random>.tmp`). */
+const copiesBeside = (file: string) => readdirSync(dirname(file)).filter((n) => n.includes(".backup-"));
+
+async function until(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`not within ${timeoutMs} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe("GET /admin/backup on the SQLite store", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim();
+    await h.createKey({ name: "team-a", credits: 10 });
+    // ~24 MB of ledger: a copy larger than the socket buffers, so a download can be left half way.
+    const db = new Database(h.dbPath);
+    db.exec("CREATE TABLE padding (b BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 384) INSERT INTO padding SELECT randomblob(65536) FROM n");
+    db.close();
+  });
+  afterAll(() => h.close());
+  /**
+   * A backup, once the one before it is gone: its removal frees its blocks after its name goes,
+   * and the next is refused 409 until then (milliseconds; never for longer than 5 s here).
+   */
+  async function nextBackup(init?: RequestInit): Promise<Response> {
+    let res = await h.admin("/admin/backup", init);
+    for (const end = Date.now() + 5000; res.status === 409 && Date.now() < end; res = await h.admin("/admin/backup", init)) await new Promise((r) => setTimeout(r, 20));
+    return res;
+  }
+
+  it("answers the ledger as one SQLite file, with its length and a name, only with the admin token", async () => {
+    expect((await fetch(`${h.url}/admin/backup`)).status).toBe(401);
+    const res = await nextBackup();
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("application/vnd.sqlite3");
+    expect(res.headers.get("content-disposition")).toMatch(/^attachment; filename="shim-\d{8}T\d{6}Z\.db"$/);
+    const body = Buffer.from(await res.arrayBuffer());
+    expect(body.length).toBe(Number(res.headers.get("content-length")));
+    expect(body.subarray(0, 16).toString("latin1")).toBe("SQLite format 3\0");
+    await until(() => copiesBeside(h.dbPath).length === 0, "the copy removed once sent");
+    expect((await h.admin("/admin/backup?x=1")).status).toBe(400);
+  });
+
+  it("one at a time: a second while the first is sent gets 409 backup_in_progress; once the first is done, the next is made", async () => {
+    const first = await nextBackup();
+    expect(first.status).toBe(200);
+    const second = await h.admin("/admin/backup");
+    expect(second.status).toBe(409);
+    expect(second.headers.get("x-should-retry")).toBe("false");
+    expect(((await second.json()) as { error: { code: string } }).error.code).toBe("backup_in_progress");
+    await first.arrayBuffer();
+    const third = await nextBackup();
+    expect(third.status).toBe(200);
+    await third.arrayBuffer();
+  });
+
+  it("a client that leaves half way: the copy beside the ledger is removed, and the next backup is made", async () => {
+    const ac = new AbortController();
+    const res = await nextBackup({ signal: ac.signal });
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    await reader.read(); // the first bytes: the rest waits in the shim
+    expect(copiesBeside(h.dbPath)).toHaveLength(1);
+    ac.abort();
+    await until(() => copiesBeside(h.dbPath).length === 0, "the copy removed after the client left");
+    const next = await nextBackup();
+    expect(next.status).toBe(200);
+    await next.arrayBuffer();
+  });
+});
+
+describe("the SQLite store's backups", () => {
+  it("refuses one the volume has no room for, before writing anything (its free space faked, as the volume checks' tests do)", async () => {
+    const file = join(tempDir("backup-room-"), "shim.db");
+    // 20 MiB free: room for the shim's 16 MiB and a copy of under 4 MiB; the ledger grows to 6 MiB.
+    const store = new SqliteStore(file, { statVolume: async () => ({ bavail: 5120, bsize: 4096 }) });
+    try {
+      const db = new Database(file);
+      db.exec("CREATE TABLE padding (b BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 96) INSERT INTO padding SELECT randomblob(65536) FROM n");
+      db.close();
+      const refused = await store.backup(new AbortController().signal).then(() => null, (e: unknown) => e as BackupNoRoomError);
+      expect(refused).toBeInstanceOf(BackupNoRoomError);
+      expect(refused!.free).toBe(20 * 2 ** 20);
+      expect(refused!.needed).toBeGreaterThan(refused!.free);
+      expect(copiesBeside(file)).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("an in-memory database has nothing to back up", async () => {
+    const store = new SqliteStore(":memory:");
+    await expect(store.backup(new AbortController().signal)).rejects.toBeInstanceOf(BackupNotPossibleError);
+    await store.close();
+  });
+
+  it("the copy being sent is removed by the store's close (the process stopping)", async () => {
+    const file = join(tempDir("backup-close-"), "shim.db");
+    const store = new SqliteStore(file);
+    const backup = await store.backup(new AbortController().signal);
+    expect(existsSync(backup.path)).toBe(true);
+    await store.close();
+    expect(existsSync(backup.path)).toBe(false);
+  });
+});
+
+describe("GET /admin/backup on the Postgres store", () => {
+  let server: RunningPostgres;
+  let store: PostgresStore;
+  let h: Harness;
+  beforeAll(async () => {
+    server = await startPostgres();
+    store = await PostgresStore.open(await server.newDatabase());
+    h = await startShim({ wrapStore: () => store });
+  }, 60_000);
+  afterAll(async () => {
+    await h?.close();
+    await store?.close();
+    await server?.stop();
+  });
+
+  it("is refused with 501 saying to use pg_dump or the provider's backups", async () => {
+    const res = await h.admin("/admin/backup");
+    expect(res.status).toBe(501);
+    expect(res.headers.get("x-should-retry")).toBe("false");
+    const { error } = (await res.json()) as { error: { code: string; message: string; type: string } };
+    expect(error.code).toBe("backup_not_supported");
+    expect(error.message).toMatch(/^This shim's ledger is in Postgres: back it up with pg_dump or your provider's backups/);
+  });
+});
