@@ -95,9 +95,12 @@ export class SqliteBackups {
   /**
    * A new backup, once its room is checked (BackupNoRoomError), written by `write` into the
    * temporary file it is given; BackupRunningError while another is made or sent. Its file is
-   * removed when `write` fails, by remove(), or by close().
+   * removed when `write` fails, by remove(), or by close(). A `write` given up while its copy is
+   * still being written (its asker left mid-VACUUM) says so through `givenUp`: the copy goes on
+   * filling the volume until its statement ends, so the next backup is refused until then, and
+   * the file removed then (it may be created after the asker left).
    */
-  async take(write: (into: string) => Promise<void>): Promise<BackupFile> {
+  async take(write: (into: string, givenUp: (ended: Promise<void>) => void) => Promise<void>): Promise<BackupFile> {
     if (this.current !== undefined) throw new BackupRunningError();
     const path = join(dirname(this.file), `${tempPrefix(this.file)}${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
     this.current = path;
@@ -105,14 +108,16 @@ export class SqliteBackups {
       await rm(path, { force: true }).catch(() => {});
       if (this.current === path) this.current = undefined;
     };
+    let ended: Promise<void> | undefined;
     try {
       const needed = await roomNeeded(this.file);
       const { bavail, bsize } = await this.statVolume(dirname(this.file));
       if (bavail * bsize < needed) throw new BackupNoRoomError(this.file, needed, bavail * bsize);
-      await write(path);
+      await write(path, (e) => (ended = e));
       return { path, size: (await stat(path)).size, remove };
     } catch (e) {
-      await remove();
+      if (ended === undefined) await remove();
+      else void ended.then(remove);
       throw e;
     }
   }

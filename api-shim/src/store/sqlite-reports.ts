@@ -1,4 +1,3 @@
-import { rm } from "node:fs/promises";
 import { Worker } from "node:worker_threads";
 import { rejectOnAbort } from "../promises.ts";
 import { allRows, type Batch, openReport, REPORT_TIMEOUT_MS, ReportReader } from "./report-reader.ts";
@@ -155,9 +154,11 @@ export class SqliteReports {
    * one statement at a time on the worker, so a backup waits for the running report and reports
    * wait for it. `beforeRun` as for a report. A VACUUM cannot be stopped: when `signal` aborts
    * (its asker left, the store closing), this rejects at once and the worker is given up (it ends
-   * once the copy is written, which is then removed; the next report starts another).
+   * once the copy is written; the next report starts another): `givenUp` is then told when the
+   * statement has ended, so the copy's owner (sqlite-backup.ts) removes it and only then allows
+   * another.
    */
-  async backup(into: string, beforeRun: () => Promise<void>, signal: AbortSignal): Promise<void> {
+  async backup(into: string, beforeRun: () => Promise<void>, signal: AbortSignal, givenUp: (ended: Promise<void>) => void): Promise<void> {
     const stopped = AbortSignal.any([signal, this.closing.signal]);
     stopped.throwIfAborted();
     await this.turns.run(async () => {
@@ -170,7 +171,8 @@ export class SqliteReports {
         const written = this.request(worker, { backup: into });
         const giveUp = () => {
           if (this.worker === worker) this.retire();
-          worker.once("exit", () => void rm(into, { force: true }).catch(() => {})); // it may create the file after its asker removed it
+          // Settled by the worker's answer once VACUUM INTO returns, or by its end (ended()).
+          givenUp(written.then(() => {}, () => {}));
         };
         stopped.addEventListener("abort", giveUp, { once: true });
         await rejectOnAbort(written, stopped).finally(() => stopped.removeEventListener("abort", giveUp));

@@ -347,7 +347,7 @@ export class SqliteStore implements Store {
   backup(signal: AbortSignal): Promise<BackupFile> {
     const { reports, backups } = this;
     if (reports === undefined || backups === undefined) return Promise.reject(new BackupNotPossibleError("an in-memory database (sqlite::memory:) has no file to back up"));
-    return backups.take((into) => reports.backup(into, () => this.now(() => {}), signal));
+    return backups.take((into, givenUp) => reports.backup(into, () => this.now(() => {}), signal, givenUp));
   }
 
   /** `reservations` is the database's count of open holds; `reservedSum` the sum of this process's own. */
