@@ -14,9 +14,9 @@ import { tempDir } from "../support/tools.ts";
  * file of nginx's; its Content-Length kept, which the script checks), and the file saved is the
  * ledger. Ports of their own (49660-49662), so this file runs beside the other nginx tests.
  */
-const HTTP_PORT = 49660;
-const HTTPS_PORT = 49661;
-const LOCAL_PORT = 49662;
+const HTTP_PORT = 62200;
+const HTTPS_PORT = 62201;
+const LOCAL_PORT = 62202;
 
 let edge: RenderedEdge | undefined;
 
