@@ -12,7 +12,7 @@ import { tempDir } from "../support/tools.ts";
  * `npm run backup-ledger` through the rendered nginx.conf (Debian's nginx, the real shim): the
  * admin location lets GET /admin/backup through from adminCidrs, streams it (no buffering to a
  * file of nginx's; its Content-Length kept, which the script checks), and the file saved is the
- * ledger. Ports of their own (49660-49662), so this file runs beside the other nginx tests.
+ * ledger. Ports of their own (62200-62202), so this file runs beside the other nginx tests.
  */
 const HTTP_PORT = 62200;
 const HTTPS_PORT = 62201;
