@@ -100,6 +100,8 @@ export async function saveBackup(res: Response, out: string, progress: (line: st
   }
 }
 
+const OLDER_SHIM = "This tenant's shim is older than GET /admin/backup (2026-12-07): upgrade it (pulumi up with this checkout), or take this backup on the host as docs/operations.md (\"Backup and restore of the ledger\") shows.";
+
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
   const deps = withDefaults(partial);
   return runScript(deps.io, async () => {
@@ -116,7 +118,11 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     if (!existsSync(dirname(out))) throw new UsageError(`${dirname(out)} does not exist: make it first, or give another --out`);
     const client = adminClient(target, fetch, { progress: (line) => deps.io.err(line) });
     deps.io.err(`asking ${target.baseUrl} for a copy of its ledger (the shim makes it first: seconds for a large one)…`);
-    const res = await client.backup();
+    const res = await client.backup().catch((err: unknown) => {
+      // The shim's own 404 (its error object): a shim from before GET /admin/backup (2026-12-07).
+      if (err instanceof AdminApiError && err.status === 404 && err.code === "not_found") throw new AdminApiError(`${err.message}\n${OLDER_SHIM}`, { outcome: "refused", status: 404, code: "not_found" });
+      throw err;
+    });
     // Ctrl-C or SIGTERM mid-way: the temporary file goes with the script.
     let removal: (() => void) | undefined;
     const stop = () => {

@@ -91,6 +91,15 @@ describe("npm run backup-ledger", () => {
     expect(readdirSync(r.root)).toEqual([]);
   });
 
+  it("a shim older than the route (its own 404, Unknown route) is named as such, with the way to back up without it", async () => {
+    const api = await fakeApi((res) => res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "Unknown route: GET /admin/backup", type: "invalid_request_error", param: null, code: "not_found" } })));
+    const r = await run(api.url);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("admin API GET /admin/backup failed: 404 not_found: Unknown route: GET /admin/backup");
+    expect(r.err).toContain("This tenant's shim is older than GET /admin/backup (2026-12-07): upgrade it (pulumi up with this checkout), or take this backup on the host");
+    expect(readdirSync(r.root)).toEqual([]);
+  });
+
   it("--help says what it does and where it writes", async () => {
     const io = memoryIo();
     expect(await main(["--help"], { io, env: {}, pulumi: new FakePulumi(), root: tempDir("backup-ledger-") })).toBe(0);
