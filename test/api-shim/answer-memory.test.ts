@@ -54,7 +54,8 @@ const readAnswer = (memory: AnswerMemory, lease: AnswerLease, bytes: number, pie
  *
  * `late`: how long after its MAX_WAIT_MS ran out the lease's last wait ended (null if it never
  * waited; 0 or less if it ended sooner). Its MAX_WAIT_MS running out is seen by a timer of the
- * test's, armed as its first wait began: a stall that holds up the shim's timer at the deadline
+ * test's, armed when the shim arms its own deadline (a take() finding none set: an answer's first
+ * wait, a stream event's first, since sent() clears it for the next event): a stall that holds up the shim's timer at the deadline
  * holds that one up alike, so a wait that ends at its MAX_WAIT_MS is a few ms late however loaded
  * the machine, and one that lasts twice as long is MAX_WAIT_MS late. (Only its total, `waited`,
  * needed seconds of margin for a stall.)
@@ -72,9 +73,17 @@ async function leasesDuring<T>(work: () => Promise<T>): Promise<{ result: T; wai
     made.push(l);
     return l;
   });
+  const deadlines = new Map<AnswerLease, NodeJS.Timeout>();
   const takes = vi.spyOn(AnswerLease.prototype, "take").mockImplementation(async function (this: AnswerLease, n: number, streamed?: boolean) {
     const t = performance.now();
-    if (!waited.has(this)) timers.push(setTimeout(() => ranOut.set(this, performance.now()), MAX_WAIT_MS));
+    if ((this as unknown as { waitUntil: number | undefined }).waitUntil === undefined) {
+      // The shim's deadline starts now (take() sets it, MAX_WAIT_MS on): so does the test's.
+      clearTimeout(deadlines.get(this));
+      ranOut.delete(this);
+      const timer = setTimeout(() => ranOut.set(this, performance.now()), MAX_WAIT_MS);
+      deadlines.set(this, timer);
+      timers.push(timer);
+    }
     waited.set(this, waited.get(this) ?? 0);
     try {
       return await take.call(this, n, streamed);
