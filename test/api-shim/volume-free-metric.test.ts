@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { MIN_FREE_BYTES } from "../../api-shim/src/store/sqlite-space.ts";
 import { shimClient, shimProcessFixture, type ShimProcess } from "../support/shim-process.ts";
+import { sectionAt } from "../support/doc-anchors.ts";
 import { fillUp, smallVolume, unmountVolume } from "../support/small-volume.ts";
 
 const f = shimProcessFixture("volume-free-metric-");
@@ -78,19 +79,27 @@ describe("docs/operations.md: the runbook for a volume filling up", () => {
   const ops = readFileSync(join(ROOT, "docs", "operations.md"), "utf8");
   const rows = ops.slice(ops.indexOf("## Troubleshooting"), ops.indexOf("## Design notes")).split("\n").filter((l) => l.startsWith("| "));
   const symptom = (row: string) => row.split(" | ")[0]!;
+  /** The "in detail" section a row's [More](#…) link opens, where the row's particulars are. */
+  const detail = (row: string) => sectionAt(ops, row.match(/\[More\]\(#([^)]+)\)/)![1]!);
+  const flat = (text: string) => text.replace(/\s+/g, " ");
 
   it("the full-volume row is opened by an alert on the gauge, and does not say a counter rises (the shim is gone before a scrape)", () => {
     const row = rows.find((r) => symptom(r).includes("the volume is full; the store fails closed at once"))!;
-    expect(symptom(row)).toMatch(/An alert on `shim_sqlite_volume_free_bytes/);
+    expect(symptom(row)).toContain("`GpuSandboxLedgerVolumeLow`");
     expect(symptom(row)).not.toContain("shim_sqlite_checkpoint_failures_total");
-    expect(row).not.toMatch(/checkpoint_failures_total` rises/);
-    expect(row).toContain("`up == 0`");
+    const more = flat(detail(row));
+    expect(more).toContain("`GpuSandboxLedgerVolumeLow`, `shim_sqlite_volume_free_bytes < 2e9`");
+    expect(more).not.toMatch(/checkpoint_failures_total` rises/);
+    expect(more).toContain('`up{job=~"gpu-sandbox.*"} == 0`');
   });
 
   it("the row for a shim that keeps restarting is opened by the liveness alerts, the only ones a store failing closed sets off", () => {
     const row = rows.find((r) => symptom(r).startsWith("| The shim keeps restarting"))!;
-    expect(symptom(row)).toContain("`up == 0`");
-    expect(symptom(row)).toContain("process_start_time_seconds");
+    expect(symptom(row)).toContain("`GpuSandboxShimDown`");
+    expect(symptom(row)).toContain("`GpuSandboxShimRestarting`");
+    const more = flat(detail(row));
+    expect(more).toContain('`GpuSandboxShimDown`, `up{job=~"gpu-sandbox.*"} == 0`');
+    expect(more).toContain('`GpuSandboxShimRestarting`, `changes(process_start_time_seconds{job=~"gpu-sandbox.*"}[15m]) > 2`');
   });
 
   it("the upgrade notes name the new metric", () => {

@@ -18,3 +18,13 @@ export function anchorsOf(md: string): Set<string> {
   }
   return anchors;
 }
+
+/** The section whose heading has the anchor `anchor`: its heading and text, up to the next heading of its level or above. */
+export function sectionAt(md: string, anchor: string): string {
+  const headings = [...md.matchAll(/^(#{1,6}) +(.+?) *$/gm)];
+  const at = headings.findIndex((m) => slug(m[2]!) === anchor);
+  if (at === -1) throw new Error(`no heading with the anchor #${anchor}`);
+  const level = headings[at]![1]!.length;
+  const next = headings.slice(at + 1).find((m) => m[1]!.length <= level);
+  return md.slice(headings[at]!.index, next?.index ?? md.length);
+}
