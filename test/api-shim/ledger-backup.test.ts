@@ -1,9 +1,9 @@
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
-import { BackupNoRoomError, BackupNotPossibleError, BackupRunningError, SqliteBackups } from "../../api-shim/src/store/sqlite-backup.ts";
+import { BackupNoRoomError, BackupNotPossibleError } from "../../api-shim/src/store/sqlite-backup.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
@@ -105,29 +105,6 @@ describe("the SQLite store's backups", () => {
     const store = new SqliteStore(":memory:");
     await expect(store.backup(new AbortController().signal)).rejects.toBeInstanceOf(BackupNotPossibleError);
     await store.close();
-  });
-
-  it("a copy still being written after its asker left holds off the next backup until its statement ends, and is removed then", async () => {
-    const file = join(tempDir("backup-given-up-"), "shim.db");
-    const backups = new SqliteBackups(file, async () => ({ bavail: 2 ** 30, bsize: 4096 }));
-    let statementEnds!: () => void;
-    let copy = "";
-    const left = backups.take(async (into, givenUp) => {
-      copy = into;
-      // The asker leaves mid-VACUUM: the statement cannot be stopped and goes on writing the copy.
-      givenUp(new Promise<void>((resolve) => (statementEnds = resolve)));
-      throw new DOMException("the client left", "AbortError");
-    });
-    await expect(left).rejects.toThrow("the client left");
-    writeFileSync(copy, "the copy, written after its asker left");
-    // Each copy takes the ledger's size again on the volume: none is started beside it.
-    await expect(backups.take(async () => {})).rejects.toBeInstanceOf(BackupRunningError);
-    statementEnds();
-    await until(() => !existsSync(copy), "the given-up copy removed once its statement ended");
-    const next = await backups.take(async (into) => writeFileSync(into, "next"));
-    expect(next.size).toBe(4);
-    await next.remove();
-    expect(copiesBeside(file)).toEqual([]);
   });
 
   it("the copy being sent is removed by the store's close (the process stopping)", async () => {

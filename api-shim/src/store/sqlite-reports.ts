@@ -171,8 +171,13 @@ export class SqliteReports {
         const written = this.request(worker, { backup: into });
         const giveUp = () => {
           if (this.worker === worker) this.retire();
-          // Settled by the worker's answer once VACUUM INTO returns, or by its end (ended()).
-          givenUp(written.then(() => {}, () => {}));
+          // The statement has ended once the thread answers (retire() then ends it) or exits: its
+          // exit too, since a report on a new worker takes `running` meanwhile, and the old
+          // thread's answer then settles nothing here.
+          givenUp(new Promise<void>((resolve) => {
+            worker.once("exit", () => resolve());
+            written.then(() => resolve(), () => resolve());
+          }));
         };
         stopped.addEventListener("abort", giveUp, { once: true });
         await rejectOnAbort(written, stopped).finally(() => stopped.removeEventListener("abort", giveUp));
