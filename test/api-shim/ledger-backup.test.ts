@@ -1,4 +1,4 @@
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -85,16 +85,18 @@ describe("GET /admin/backup on the SQLite store", () => {
 describe("the SQLite store's backups", () => {
   it("refuses one the volume has no room for, before writing anything (its free space faked, as the volume checks' tests do)", async () => {
     const file = join(tempDir("backup-room-"), "shim.db");
-    // 20 MiB free: room for the shim's 16 MiB and a copy of under 4 MiB; the ledger grows to 6 MiB.
-    const store = new SqliteStore(file, { statVolume: async () => ({ bavail: 5120, bsize: 4096 }) });
+    // 40 MiB free: room for the 6 MiB ledger's copy and the shim's 16 MiB, not for the ledger to
+    // grow 64 MiB while the copy is downloaded.
+    const store = new SqliteStore(file, { statVolume: async () => ({ bavail: 10240, bsize: 4096 }) });
     try {
       const db = new Database(file);
       db.exec("CREATE TABLE padding (b BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 96) INSERT INTO padding SELECT randomblob(65536) FROM n");
       db.close();
       const refused = await store.backup(new AbortController().signal).then(() => null, (e: unknown) => e as BackupNoRoomError);
       expect(refused).toBeInstanceOf(BackupNoRoomError);
-      expect(refused!.free).toBe(20 * 2 ** 20);
-      expect(refused!.needed).toBeGreaterThan(refused!.free);
+      expect(refused!.free).toBe(40 * 2 ** 20);
+      const copy = statSync(file).size + (existsSync(`${file}-wal`) ? statSync(`${file}-wal`).size : 0);
+      expect(refused!.needed).toBe(copy + 64 * 2 ** 20 + 16 * 2 ** 20);
       expect(copiesBeside(file)).toEqual([]);
     } finally {
       await store.close();

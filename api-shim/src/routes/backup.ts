@@ -47,7 +47,7 @@ function refusal(e: unknown): unknown {
   if (e instanceof BackupNotPossibleError) return new ShimError("backup_not_supported", { message: `Nothing to back up: ${e.message}.` });
   if (e instanceof BackupNoRoomError) {
     return new ShimError("backup_no_room", {
-      message: `Not enough free space on the ledger's volume for a backup: it needs ${e.needed} bytes (${showMiB(e.needed)}: the copy, up to the ledger's size, and the 16 MiB the shim keeps free to go on serving), and ${e.free} bytes (${showMiB(e.free)}) are free. Free space on the volume (df -h /mnt/gpu-sandbox; a model no longer served), or raise volumeSizeGb, then try again.`,
+      message: `Not enough free space on the ledger's volume for a backup: it needs ${e.needed} bytes (${showMiB(e.needed)}: the copy, up to the ledger's size; room for the ledger to grow while the copy is there, 64 MiB or a tenth of the copy; and the 16 MiB the shim keeps free to go on serving), and ${e.free} bytes (${showMiB(e.free)}) are free. Free space on the volume (df -h /mnt/gpu-sandbox; a model no longer served), or raise volumeSizeGb, then try again.`,
       extra: { bytes_needed: e.needed, bytes_free: e.free },
     });
   }

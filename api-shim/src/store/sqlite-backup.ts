@@ -26,10 +26,10 @@ export interface BackupFile {
 export class BackupNoRoomError extends Error {
   readonly needed: number;
   readonly free: number;
-  constructor(file: string, needed: number, free: number) {
-    super(`the volume holding ${file} has ${free} bytes free; a backup needs ${needed}: up to ${needed - MIN_FREE_BYTES} for the copy (the ledger and its WAL) and the ${MIN_FREE_BYTES} (${MIN_FREE_BYTES / 2 ** 20} MiB) the shim keeps free to go on serving`);
+  constructor(file: string, room: Room, free: number) {
+    super(`the volume holding ${file} has ${free} bytes free; a backup needs ${room.needed}: up to ${room.copy} for the copy (the ledger and its WAL), ${room.growth} for the ledger to grow while the copy is there, and the ${MIN_FREE_BYTES} (${MIN_FREE_BYTES / 2 ** 20} MiB) the shim keeps free to go on serving`);
     this.name = "BackupNoRoomError";
-    this.needed = needed;
+    this.needed = room.needed;
     this.free = free;
   }
 }
@@ -70,14 +70,24 @@ export function removeLeftoverBackups(file: string): string[] {
 
 type VolumeStats = { bavail: number; bsize: number };
 
+/** What a backup needs free on the volume, in bytes: `needed` in all. */
+type Room = { copy: number; growth: number; needed: number };
+
+/** Room for the ledger to grow while a copy is on the volume: at least this, or a tenth of the copy. */
+const GROWTH_BYTES = 64 * 2 ** 20;
+
 /**
  * The bytes a backup of `file` needs free: its copy, at most the database and its WAL as they
- * are (VACUUM INTO writes the pages in use, which both together hold; an upper bound), and
- * MIN_FREE_BYTES left over. The stats run on libuv's thread pool, not the request path's thread.
+ * are (VACUUM INTO writes the pages in use, which both together hold; an upper bound); room for
+ * the ledger to grow meanwhile (the copy stays while it is downloaded, up to the script's hour,
+ * and every request's row lands on the same volume: at 50 requests a second, some 50 MB an hour);
+ * and MIN_FREE_BYTES left over. The stats run on libuv's thread pool, not the request path's thread.
  */
-async function roomNeeded(file: string): Promise<number> {
+async function roomNeeded(file: string): Promise<Room> {
   const size = async (path: string) => (await stat(path).catch(() => ({ size: 0 }))).size;
-  return (await size(file)) + (await size(`${file}-wal`)) + MIN_FREE_BYTES;
+  const copy = (await size(file)) + (await size(`${file}-wal`));
+  const growth = Math.max(GROWTH_BYTES, Math.ceil(copy / 10));
+  return { copy, growth, needed: copy + growth + MIN_FREE_BYTES };
 }
 
 /** One store's backups: at most one at a time, and the one in progress removed by close(). */
@@ -110,9 +120,9 @@ export class SqliteBackups {
     };
     let ended: Promise<void> | undefined;
     try {
-      const needed = await roomNeeded(this.file);
+      const room = await roomNeeded(this.file);
       const { bavail, bsize } = await this.statVolume(dirname(this.file));
-      if (bavail * bsize < needed) throw new BackupNoRoomError(this.file, needed, bavail * bsize);
+      if (bavail * bsize < room.needed) throw new BackupNoRoomError(this.file, room, bavail * bsize);
       await write(path, (e) => (ended = e));
       return { path, size: (await stat(path)).size, remove };
     } catch (e) {
