@@ -1,9 +1,10 @@
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
-import { BackupNoRoomError, BackupNotPossibleError } from "../../api-shim/src/store/sqlite-backup.ts";
+import { BackupNoRoomError, BackupNotPossibleError, BackupRunningError, removeLeftoverBackups, SqliteBackups } from "../../api-shim/src/store/sqlite-backup.ts";
+import { MIN_FREE_BYTES } from "../../api-shim/src/store/sqlite-space.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
@@ -101,6 +102,23 @@ describe("the SQLite store's backups", () => {
     } finally {
       await store.close();
     }
+  });
+
+  it("a large ledger's backup keeps a tenth of its copy free for the ledger to grow (above 64 MiB); a volume with exactly that room is enough, a byte less is not", async () => {
+    // A sparse file: 1 GiB as stat() gives it, no blocks written. SqliteBackups only stats it.
+    const file = join(tempDir("backup-room-large-"), "shim.db");
+    writeFileSync(file, "");
+    truncateSync(file, 2 ** 30);
+    const needed = 2 ** 30 + Math.ceil(2 ** 30 / 10) + MIN_FREE_BYTES;
+    const refused = await new SqliteBackups(file, async () => ({ bavail: needed - 1, bsize: 1 })).take(async () => {}).then(() => null, (e: unknown) => e as BackupNoRoomError);
+    expect(refused).toBeInstanceOf(BackupNoRoomError);
+    expect(refused!.needed).toBe(needed);
+    expect(copiesBeside(file)).toEqual([]);
+    const backups = new SqliteBackups(file, async () => ({ bavail: needed, bsize: 1 }));
+    const made = await backups.take(async (into) => writeFileSync(into, "copy"));
+    expect(made.size).toBe(4);
+    await made.remove();
+    expect(copiesBeside(file)).toEqual([]);
   });
 
   it("an in-memory database has nothing to back up", async () => {
