@@ -121,6 +121,19 @@ describe("the SQLite store's backups", () => {
     expect(copiesBeside(file)).toEqual([]);
   });
 
+  it("a backup's remove() called again once the next backup is made changes nothing: the next still holds off a third", async () => {
+    const file = join(tempDir("backup-remove-twice-"), "shim.db");
+    const backups = new SqliteBackups(file, async () => ({ bavail: 2 ** 30, bsize: 4096 }));
+    const first = await backups.take(async (into) => writeFileSync(into, "first"));
+    await first.remove();
+    const second = await backups.take(async (into) => writeFileSync(into, "second"));
+    await first.remove();
+    await expect(backups.take(async () => {})).rejects.toBeInstanceOf(BackupRunningError);
+    expect(existsSync(second.path)).toBe(true);
+    await second.remove();
+    expect(copiesBeside(file)).toEqual([]);
+  });
+
   it("an in-memory database has nothing to back up", async () => {
     const store = new SqliteStore(":memory:");
     await expect(store.backup(new AbortController().signal)).rejects.toBeInstanceOf(BackupNotPossibleError);
