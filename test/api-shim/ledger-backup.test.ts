@@ -134,6 +134,14 @@ describe("the SQLite store's backups", () => {
     expect(copiesBeside(file)).toEqual([]);
   });
 
+  it("at a start, only this ledger's leftover copies are removed: nothing else beside it", () => {
+    const dir = tempDir("backup-leftovers-");
+    const kept = ["shim.db", "shim.db-wal", "notes.tmp", "shim.db.backup-notes", "other.db.backup-0123456789ab.tmp"];
+    for (const name of [...kept, "shim.db.backup-0123456789ab.tmp"]) writeFileSync(join(dir, name), "x");
+    expect(removeLeftoverBackups(join(dir, "shim.db"))).toEqual(["shim.db.backup-0123456789ab.tmp"]);
+    expect(readdirSync(dir).sort()).toEqual([...kept].sort());
+  });
+
   it("an in-memory database has nothing to back up", async () => {
     const store = new SqliteStore(":memory:");
     await expect(store.backup(new AbortController().signal)).rejects.toBeInstanceOf(BackupNotPossibleError);
