@@ -142,6 +142,19 @@ describe("the SQLite store's backups", () => {
     expect(readdirSync(dir).sort()).toEqual([...kept].sort());
   });
 
+  it("through the API, an in-memory database's backup is refused 501 backup_not_supported, not a 500", async () => {
+    const memory = new SqliteStore(":memory:");
+    const m = await startShim({ wrapStore: () => memory });
+    try {
+      const res = await m.admin("/admin/backup");
+      expect(res.status).toBe(501);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("backup_not_supported");
+    } finally {
+      await m.close();
+      await memory.close();
+    }
+  });
+
   it("an in-memory database has nothing to back up", async () => {
     const store = new SqliteStore(":memory:");
     await expect(store.backup(new AbortController().signal)).rejects.toBeInstanceOf(BackupNotPossibleError);
