@@ -1,9 +1,10 @@
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import type { ServerResponse } from "node:http";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { main } from "../../scripts/backup-ledger.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
+import type { SignalHost } from "../../scripts/lib/interruption.ts";
 import { loopbackServer } from "../support/shim-process.ts";
 import { tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
@@ -100,6 +101,14 @@ describe("npm run backup-ledger", () => {
     expect(readdirSync(r.root)).toEqual([]);
   });
 
+  it("an answer that says it is the ledger, with its length, but is not a SQLite file, is not saved", async () => {
+    const body = Buffer.alloc(64 * 1024, 7);
+    const api = await fakeApi((res) => res.writeHead(200, { "content-type": "application/vnd.sqlite3", "content-length": String(body.length) }).end(body));
+    const r = await run(api.url, ["--out", "not-sqlite.db"]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("is not a SQLite file; nothing was saved");
+    expect(readdirSync(r.root)).toEqual([]);
+  });
   it("--help says what it does and where it writes", async () => {
     const io = memoryIo();
     expect(await main(["--help"], { io, env: {}, pulumi: new FakePulumi(), root: tempDir("backup-ledger-") })).toBe(0);
