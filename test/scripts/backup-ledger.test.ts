@@ -109,6 +109,21 @@ describe("npm run backup-ledger", () => {
     expect(r.err).toContain("is not a SQLite file; nothing was saved");
     expect(readdirSync(r.root)).toEqual([]);
   });
+
+  it("a file made at --out while the ledger downloads is not overwritten", async () => {
+    const root = tempDir("backup-ledger-");
+    const body = ledgerBytes(64 * 1024);
+    // Made once the request arrives: after the script checked --out, before it links the download there.
+    const api = await fakeApi((res) => {
+      writeFileSync(join(root, "race.db"), "made meanwhile");
+      res.writeHead(200, { "content-type": "application/vnd.sqlite3", "content-length": String(body.length) }).end(body);
+    });
+    const r = await run(api.url, ["--out", "race.db"], root);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`${join(root, "race.db")} was made while the ledger downloaded; not overwritten: give another --out`);
+    expect(readFileSync(join(root, "race.db"), "utf8")).toBe("made meanwhile");
+    expect(readdirSync(root)).toEqual(["race.db"]);
+  });
   it("--help says what it does and where it writes", async () => {
     const io = memoryIo();
     expect(await main(["--help"], { io, env: {}, pulumi: new FakePulumi(), root: tempDir("backup-ledger-") })).toBe(0);
