@@ -124,6 +124,30 @@ describe("npm run backup-ledger", () => {
     expect(readFileSync(join(root, "race.db"), "utf8")).toBe("made meanwhile");
     expect(readdirSync(root)).toEqual(["race.db"]);
   });
+
+  it("Ctrl-C mid-download removes the partial file before the script exits 130", async () => {
+    const body = ledgerBytes(4 * 2 ** 20);
+    let answer: ServerResponse | undefined;
+    const api = await fakeApi((res) => {
+      answer = res;
+      res.writeHead(200, { "content-type": "application/vnd.sqlite3", "content-length": String(body.length) });
+      res.write(body.subarray(0, 2 ** 20));
+    });
+    const root = tempDir("backup-ledger-");
+    const handlers = new Map<string, (signal: NodeJS.Signals) => void>();
+    const exits: number[] = [];
+    const signals: SignalHost = { on: (e, l) => void handlers.set(e, l), off: (e) => void handlers.delete(e), exit: (code) => void exits.push(code) };
+    const io = memoryIo();
+    const done = main(["--url", api.url, "--out", "cut.db"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: TOKEN }, pulumi: new FakePulumi(), root, signals });
+    await vi.waitFor(() => expect(readdirSync(root).some((n) => n.endsWith(".partial"))).toBe(true), { timeout: 10_000, interval: 20 });
+    handlers.get("SIGINT")!("SIGINT");
+    expect(exits).toEqual([130]);
+    expect(readdirSync(root)).toEqual([]);
+    answer!.destroy(); // the exit above is the test's: let the download end
+    expect(await done).toBe(1);
+    expect(readdirSync(root)).toEqual([]);
+  });
+
   it("--help says what it does and where it writes", async () => {
     const io = memoryIo();
     expect(await main(["--help"], { io, env: {}, pulumi: new FakePulumi(), root: tempDir("backup-ledger-") })).toBe(0);
