@@ -1,9 +1,10 @@
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
-import { BackupNoRoomError, BackupNotPossibleError } from "../../api-shim/src/store/sqlite-backup.ts";
+import { BackupNoRoomError, BackupNotPossibleError, BackupRunningError, removeLeftoverBackups, SqliteBackups } from "../../api-shim/src/store/sqlite-backup.ts";
+import { MIN_FREE_BYTES } from "../../api-shim/src/store/sqlite-space.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
@@ -100,6 +101,57 @@ describe("the SQLite store's backups", () => {
       expect(copiesBeside(file)).toEqual([]);
     } finally {
       await store.close();
+    }
+  });
+
+  it("a large ledger's backup keeps a tenth of its copy free for the ledger to grow (above 64 MiB); a volume with exactly that room is enough, a byte less is not", async () => {
+    // A sparse file: 1 GiB as stat() gives it, no blocks written. SqliteBackups only stats it.
+    const file = join(tempDir("backup-room-large-"), "shim.db");
+    writeFileSync(file, "");
+    truncateSync(file, 2 ** 30);
+    const needed = 2 ** 30 + Math.ceil(2 ** 30 / 10) + MIN_FREE_BYTES;
+    const refused = await new SqliteBackups(file, async () => ({ bavail: needed - 1, bsize: 1 })).take(async () => {}).then(() => null, (e: unknown) => e as BackupNoRoomError);
+    expect(refused).toBeInstanceOf(BackupNoRoomError);
+    expect(refused!.needed).toBe(needed);
+    expect(copiesBeside(file)).toEqual([]);
+    const backups = new SqliteBackups(file, async () => ({ bavail: needed, bsize: 1 }));
+    const made = await backups.take(async (into) => writeFileSync(into, "copy"));
+    expect(made.size).toBe(4);
+    await made.remove();
+    expect(copiesBeside(file)).toEqual([]);
+  });
+
+  it("a backup's remove() called again once the next backup is made changes nothing: the next still holds off a third", async () => {
+    const file = join(tempDir("backup-remove-twice-"), "shim.db");
+    const backups = new SqliteBackups(file, async () => ({ bavail: 2 ** 30, bsize: 4096 }));
+    const first = await backups.take(async (into) => writeFileSync(into, "first"));
+    await first.remove();
+    const second = await backups.take(async (into) => writeFileSync(into, "second"));
+    await first.remove();
+    await expect(backups.take(async () => {})).rejects.toBeInstanceOf(BackupRunningError);
+    expect(existsSync(second.path)).toBe(true);
+    await second.remove();
+    expect(copiesBeside(file)).toEqual([]);
+  });
+
+  it("at a start, only this ledger's leftover copies are removed: nothing else beside it", () => {
+    const dir = tempDir("backup-leftovers-");
+    const kept = ["shim.db", "shim.db-wal", "notes.tmp", "shim.db.backup-notes", "other.db.backup-0123456789ab.tmp"];
+    for (const name of [...kept, "shim.db.backup-0123456789ab.tmp"]) writeFileSync(join(dir, name), "x");
+    expect(removeLeftoverBackups(join(dir, "shim.db"))).toEqual(["shim.db.backup-0123456789ab.tmp"]);
+    expect(readdirSync(dir).sort()).toEqual([...kept].sort());
+  });
+
+  it("through the API, an in-memory database's backup is refused 501 backup_not_supported, not a 500", async () => {
+    const memory = new SqliteStore(":memory:");
+    const m = await startShim({ wrapStore: () => memory });
+    try {
+      const res = await m.admin("/admin/backup");
+      expect(res.status).toBe(501);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("backup_not_supported");
+    } finally {
+      await m.close();
+      await memory.close();
     }
   });
 

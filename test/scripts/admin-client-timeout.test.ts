@@ -16,6 +16,7 @@ const CSV = "key_id,day,requests,prompt_tokens,completion_tokens,total_tokens,co
 beforeAll(async () => {
   server = createServer((req, res) => {
     req.resume();
+    if (req.url === "/admin/backup") return; // held: only the client's bound ends it
     setTimeout(() => {
       if (req.url?.startsWith("/admin/usage")) res.writeHead(200, { "content-type": "text/csv" }).end(CSV);
       else res.writeHead(200, { "content-type": "application/json" }).end('{"object":"list","data":[]}');
@@ -37,4 +38,12 @@ it("says a call that ran out of time did not answer within its bound", async () 
   const err = await client().listKeys().catch((e: unknown) => e);
   expect(err).toBeInstanceOf(AdminApiError);
   expect((err as Error).message).toMatch(/^no answer from the admin API to GET http:\/\/127\.0\.0\.1:\d+\/admin\/keys within 0\.2 s, after the request was sent/);
+});
+
+it("a backup has its own bound, not the one of other calls (its download takes minutes)", async () => {
+  // The server holds the backup's answer: the call ends only when its own bound (1 ms here) ends it.
+  const c = adminClient({ baseUrl: `http://127.0.0.1:${port}`, adminToken: "t0ken", source: "test" }, fetch, { timeouts: { requestMs: 3_600_000, reportMs: 3_600_000, backupMs: 1 } });
+  const err = await c.backup().catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(AdminApiError);
+  expect((err as Error).message).toMatch(/^no answer from the admin API to GET http:\/\/127\.0\.0\.1:\d+\/admin\/backup within 0\.001 s/);
 });

@@ -1,9 +1,10 @@
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import type { ServerResponse } from "node:http";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { main } from "../../scripts/backup-ledger.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
+import type { SignalHost } from "../../scripts/lib/interruption.ts";
 import { loopbackServer } from "../support/shim-process.ts";
 import { tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
@@ -98,6 +99,53 @@ describe("npm run backup-ledger", () => {
     expect(r.err).toContain("admin API GET /admin/backup failed: 404 not_found: Unknown route: GET /admin/backup");
     expect(r.err).toContain("This tenant's shim is older than GET /admin/backup (2026-12-07): upgrade it (pulumi up with this checkout), or take this backup on the host");
     expect(readdirSync(r.root)).toEqual([]);
+  });
+
+  it("an answer that says it is the ledger, with its length, but is not a SQLite file, is not saved", async () => {
+    const body = Buffer.alloc(64 * 1024, 7);
+    const api = await fakeApi((res) => res.writeHead(200, { "content-type": "application/vnd.sqlite3", "content-length": String(body.length) }).end(body));
+    const r = await run(api.url, ["--out", "not-sqlite.db"]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("is not a SQLite file; nothing was saved");
+    expect(readdirSync(r.root)).toEqual([]);
+  });
+
+  it("a file made at --out while the ledger downloads is not overwritten", async () => {
+    const root = tempDir("backup-ledger-");
+    const body = ledgerBytes(64 * 1024);
+    // Made once the request arrives: after the script checked --out, before it links the download there.
+    const api = await fakeApi((res) => {
+      writeFileSync(join(root, "race.db"), "made meanwhile");
+      res.writeHead(200, { "content-type": "application/vnd.sqlite3", "content-length": String(body.length) }).end(body);
+    });
+    const r = await run(api.url, ["--out", "race.db"], root);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain(`${join(root, "race.db")} was made while the ledger downloaded; not overwritten: give another --out`);
+    expect(readFileSync(join(root, "race.db"), "utf8")).toBe("made meanwhile");
+    expect(readdirSync(root)).toEqual(["race.db"]);
+  });
+
+  it("Ctrl-C mid-download removes the partial file before the script exits 130", async () => {
+    const body = ledgerBytes(4 * 2 ** 20);
+    let answer: ServerResponse | undefined;
+    const api = await fakeApi((res) => {
+      answer = res;
+      res.writeHead(200, { "content-type": "application/vnd.sqlite3", "content-length": String(body.length) });
+      res.write(body.subarray(0, 2 ** 20));
+    });
+    const root = tempDir("backup-ledger-");
+    const handlers = new Map<string, (signal: NodeJS.Signals) => void>();
+    const exits: number[] = [];
+    const signals: SignalHost = { on: (e, l) => void handlers.set(e, l), off: (e) => void handlers.delete(e), exit: (code) => void exits.push(code) };
+    const io = memoryIo();
+    const done = main(["--url", api.url, "--out", "cut.db"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: TOKEN }, pulumi: new FakePulumi(), root, signals });
+    await vi.waitFor(() => expect(readdirSync(root).some((n) => n.endsWith(".partial"))).toBe(true), { timeout: 10_000, interval: 20 });
+    handlers.get("SIGINT")!("SIGINT");
+    expect(exits).toEqual([130]);
+    expect(readdirSync(root)).toEqual([]);
+    answer!.destroy(); // the exit above is the test's: let the download end
+    expect(await done).toBe(1);
+    expect(readdirSync(root)).toEqual([]);
   });
 
   it("--help says what it does and where it writes", async () => {

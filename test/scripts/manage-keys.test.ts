@@ -487,7 +487,7 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
   });
 
   it("a --url with a query or #fragment is refused, as smoke-test refuses it, not silently cut off", () => {
-    for (const url of ["https://h.example/v1?x=1", "https://h.example?x", "https://h.example/v1#top"]) {
+    for (const url of ["https://h.example/v1?x=1", "https://h.example?x", "https://h.example/v1#top", "https://h.example/v1?", "https://h.example/v1#"]) {
       expect(() => originOf(url, "--url")).toThrow(`--url "${url}" must be the tenant's endpoint, https://<host> or https://<host>/v1, without a query or #fragment`);
     }
   });
