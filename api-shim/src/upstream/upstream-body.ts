@@ -49,7 +49,9 @@ export class UpstreamBody implements AsyncIterable<Uint8Array> {
         const chunk = this.chunks[this.head]!;
         this.chunks[this.head++] = undefined as unknown as Buffer;
         if (this.head === this.chunks.length) {
-          }
+          this.chunks.length = 0;
+          this.head = 0;
+        }
         if (this.controller?.paused && this.chunks.length - this.head < LOW) this.controller.resume();
         yield chunk;
         continue;
