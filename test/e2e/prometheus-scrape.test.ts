@@ -1,0 +1,180 @@
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { closeSync, copyFileSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse, stringify } from "yaml";
+import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
+import { trackChild } from "../support/running-children.ts";
+import { pollUntil, tempDir } from "../support/tools.ts";
+
+/**
+ * templates/operator/prometheus/ against a real Prometheus (Debian's `prometheus` package, which
+ * .ci/run installs for promtool): the kit's self-signed job, filled in as an operator would, scrapes
+ * the real shim behind the rendered nginx over TLS, and alerts.yml, copied unchanged, loads and
+ * evaluates on what it scrapes. Each tenant's edge is a self-signed stack, as startRenderedEdge
+ * makes it: its certificate names `localhost` and 127.0.0.1 (the stack's own names its host and
+ * IP), so the job needs no `server_name`. Fixed ports 62300-62309, outside the ephemeral range,
+ * so this file runs beside the other nginx tests.
+ */
+const KIT = join(import.meta.dirname, "..", "..", "templates", "operator", "prometheus");
+const TENANT = "promreal";
+const OUTSIDER = "outsider";
+const EDGE_PORTS = { http: 62300, https: 62301, local: 62302 };
+const OUTSIDER_PORTS = { http: 62304, https: 62305, local: 62306 };
+const PROMETHEUS_PORT = 62303;
+const API = `http://127.0.0.1:${PROMETHEUS_PORT}/api/v1`;
+/** Generous: scrapes and evaluations every second, on a 2-core machine shared with other tests. */
+const DEADLINE_MS = 60_000;
+/** Room for a test's waits to run out and its assertion to say what was seen instead. */
+const TEST_TIMEOUT_MS = 3 * DEADLINE_MS;
+
+const PROMETHEUS = "/usr/bin/prometheus";
+const version = spawnSync(PROMETHEUS, ["--version"], { encoding: "utf8" });
+const NO_PROMETHEUS = version.error === undefined && version.status === 0
+  ? undefined : "prometheus is not installed (apt-get install prometheus; .ci/run installs it)";
+
+interface Job { job_name: string; scheme?: string; tls_config?: { ca_file?: string }; static_configs: { targets: string[]; labels?: Record<string, string> }[] }
+
+/**
+ * The kit's prometheus.yml as an operator fills it in for self-signed tenants: its self-signed job
+ * (the one with a `ca_file`) copied per tenant, with the tenant's name, CA file and endpoint host
+ * and nothing else changed; the letsencrypt example left out (nothing here answers for it).
+ */
+function operatorConfig(dir: string, tenants: { name: string; ca: string; target: string }[]): string {
+  const kit = parse(readFileSync(join(KIT, "prometheus.yml"), "utf8")) as { global: Record<string, unknown>; rule_files: string[]; scrape_configs: Job[] };
+  const selfSigned = kit.scrape_configs.find((j) => j.tls_config?.ca_file !== undefined);
+  if (!selfSigned) throw new Error("the kit's prometheus.yml has no self-signed job (tls_config.ca_file)");
+  const jobs = tenants.map(({ name, ca, target }) => {
+    writeFileSync(join(dir, `${name}-ca.pem`), ca);
+    const job = structuredClone(selfSigned);
+    job.job_name = selfSigned.job_name.replace(/[^-]+$/, name);
+    job.tls_config = { ...job.tls_config, ca_file: `${name}-ca.pem` };
+    // The kit's labels with the tenant's name where it has one (a kit without the label shows here).
+    const labels = { ...selfSigned.static_configs[0]!.labels };
+    if ("tenant" in labels) labels.tenant = name;
+    job.static_configs = [{ targets: [target], labels }];
+    return job;
+  });
+  // Shortened for the test (the kit's are 30s): a scrape and an evaluation every second, so
+  // each state below shows within seconds.
+  const global = { ...kit.global, scrape_interval: "1s", evaluation_interval: "1s" };
+  return stringify({ ...kit, global, rule_files: kit.rule_files, scrape_configs: jobs });
+}
+
+async function api<T>(path: string): Promise<T> {
+  const res = await fetch(API + path);
+  const body = (await res.json()) as { status: string; data: T; error?: string };
+  if (body.status !== "success") throw new Error(`${path}: ${res.status} ${body.error}`);
+  return body.data;
+}
+
+type Sample = { metric: Record<string, string>; value: [number, string] };
+const query = (promql: string) => api<{ result: Sample[] }>(`/query?query=${encodeURIComponent(promql)}`).then((d) => d.result);
+interface Target { labels: Record<string, string>; health: string; lastError: string }
+const targets = () => api<{ activeTargets: Target[] }>("/targets?state=active").then((d) => d.activeTargets);
+const target = async (job: string) => (await targets()).find((t) => t.labels.job === job);
+interface Rule { name: string; health: string; lastError?: string; state: string; alerts: { labels: Record<string, string>; state: string }[] }
+const rules = () => api<{ groups: { rules: Rule[] }[] }>("/rules?type=alert").then((d) => d.groups.flatMap((g) => g.rules));
+
+/** Polls `read` until `done` holds of its answer or the deadline passes; returns the last answer. */
+async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
+  let last: T | undefined;
+  await pollUntil(async () => done(last = await read()), DEADLINE_MS, 250);
+  return last as T;
+}
+
+let edge: RenderedEdge | undefined;
+let outsider: RenderedEdge | undefined;
+let prometheus: ChildProcess | undefined;
+let prometheusLog = "";
+let shimStopped = false;
+
+describe.skipIf(NO_PROMETHEUS)("the kit's prometheus.yml and alerts.yml in a real Prometheus, scraping the rendered edge", () => {
+  beforeAll(async () => {
+    edge = await startRenderedEdge({ stack: TENANT, settings: { adminCidrs: ["127.0.0.1/32"] }, ports: EDGE_PORTS });
+    // A tenant whose adminCidrs this Prometheus (127.0.0.1) is not in.
+    outsider = await startRenderedEdge({ stack: OUTSIDER, settings: { adminCidrs: ["203.0.113.7/32"] }, ports: OUTSIDER_PORTS });
+    const dir = tempDir("prometheus-e2e-");
+    copyFileSync(join(KIT, "alerts.yml"), join(dir, "alerts.yml"));
+    writeFileSync(join(dir, "prometheus.yml"), operatorConfig(dir, [
+      // The two forms of target the kit says the certificate verifies: the endpoint's host name,
+      // and the instance's IP (the outsider's 403 comes after its TLS handshake succeeded).
+      { name: TENANT, ca: edge.nginx.certificate, target: `localhost:${EDGE_PORTS.https}` },
+      { name: OUTSIDER, ca: outsider.nginx.certificate, target: `127.0.0.1:${OUTSIDER_PORTS.https}` },
+    ]));
+    prometheusLog = join(dir, "prometheus.log");
+    const fd = openSync(prometheusLog, "w");
+    try {
+      prometheus = spawn(PROMETHEUS, ["--config.file=prometheus.yml", `--storage.tsdb.path=${join(dir, "data")}`,
+        `--web.listen-address=127.0.0.1:${PROMETHEUS_PORT}`], { cwd: dir, stdio: ["ignore", fd, fd] });
+    } finally {
+      closeSync(fd);
+    }
+    trackChild(prometheus);
+    const ready = await pollUntil(async () => (await fetch(`http://127.0.0.1:${PROMETHEUS_PORT}/-/ready`).catch(() => undefined))?.status === 200, DEADLINE_MS, 100);
+    if (!ready) throw new Error(`Prometheus did not get ready:\n${readFileSync(prometheusLog, "utf8")}`);
+  }, TEST_TIMEOUT_MS);
+
+  afterAll(async () => {
+    if (prometheus && prometheus.exitCode === null) {
+      const exited = new Promise((resolve) => prometheus!.once("exit", resolve));
+      prometheus.kill("SIGTERM");
+      await exited;
+    }
+    await outsider?.close();
+    if (shimStopped) await edge?.nginx.stop();
+    else await edge?.close();
+  });
+
+  const job = `gpu-sandbox-${TENANT}`;
+
+  it("scrapes the tenant over TLS with its CA: up is 1, the shim's series carry the tenant label, and every alert rule evaluates", async () => {
+    const up = await waitFor(() => query(`up{job="${job}", tenant="${TENANT}"}`), (r) => r[0]?.value[1] === "1");
+    expect(up.map((s) => s.value[1]), JSON.stringify(await target(job))).toEqual(["1"]);
+
+    const shimSeries = await waitFor(() => query(`count by (tenant) ({__name__=~"shim_.+", job="${job}"})`), (r) => r.length > 0);
+    expect(shimSeries.map((s) => s.metric)).toEqual([{ tenant: TENANT }]);
+    expect(Number(shimSeries[0]!.value[1])).toBeGreaterThan(5);
+
+    const kitRules = (parse(readFileSync(join(KIT, "alerts.yml"), "utf8")) as { groups: { rules: { alert: string }[] }[] }).groups.flatMap((g) => g.rules.map((r) => r.alert));
+    const loaded = await waitFor(rules, (rs) => rs.length > 0 && rs.every((r) => r.health !== "unknown"));
+    expect(loaded.map((r) => r.name).sort()).toEqual([...kitRules].sort());
+    expect(loaded.filter((r) => r.health !== "ok").map((r) => `${r.name}: ${r.health} ${r.lastError}`)).toEqual([]);
+  }, TEST_TIMEOUT_MS);
+
+  it("after upstream failures through nginx, shim_upstream_failures_total is scraped with its reason and the tenant", async () => {
+    edge!.shim.fake.set({ failStatus: 500 });
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`https://localhost:${EDGE_PORTS.https}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${edge!.key}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }] }),
+      });
+      await res.text();
+      expect(res.status).toBeGreaterThanOrEqual(500);
+    }
+    edge!.shim.fake.reset();
+    const failures = await waitFor(() => query(`shim_upstream_failures_total{job="${job}"}`), (r) => r.some((s) => Number(s.value[1]) >= 3));
+    expect(failures.map((s) => ({ reason: s.metric.reason, tenant: s.metric.tenant, value: s.value[1] }))).toEqual([{ reason: "status_500", tenant: TENANT, value: "3" }]);
+  }, TEST_TIMEOUT_MS);
+
+  it("with the shim stopped (nginx answering 502) the target goes down and GpuSandboxShimDown becomes pending for the tenant", async () => {
+    shimStopped = true;
+    await edge!.shim.close();
+    const down = await waitFor(() => target(job), (t) => t?.health === "down");
+    expect(down?.health).toBe("down");
+    expect(down?.lastError).toMatch(/502/);
+    const rule = await waitFor(async () => (await rules()).find((r) => r.name === "GpuSandboxShimDown"),
+      (r) => r?.alerts.some((a) => a.labels.tenant === TENANT) === true);
+    expect(rule?.alerts.find((a) => a.labels.tenant === TENANT)).toMatchObject({ state: "pending", labels: { job, tenant: TENANT, severity: "critical" } });
+  }, TEST_TIMEOUT_MS);
+
+  it("a tenant whose adminCidrs this Prometheus is not in answers its scrapes 403: the target is down, GpuSandboxShimDown pending", async () => {
+    const outsiderJob = `gpu-sandbox-${OUTSIDER}`;
+    const down = await waitFor(() => target(outsiderJob), (t) => t?.health === "down");
+    expect(down?.lastError).toMatch(/403/);
+    const rule = await waitFor(async () => (await rules()).find((r) => r.name === "GpuSandboxShimDown"),
+      (r) => r?.alerts.some((a) => a.labels.tenant === OUTSIDER) === true);
+    expect(rule?.alerts.find((a) => a.labels.tenant === OUTSIDER)?.state).toBe("pending");
+  }, TEST_TIMEOUT_MS);
+});
