@@ -89,8 +89,9 @@ let prometheus: ChildProcess | undefined;
 let prometheusLog = "";
 let shimStopped = false;
 
-describe.skipIf(NO_PROMETHEUS)("the kit's prometheus.yml and alerts.yml in a real Prometheus, scraping the rendered edge", () => {
+describe("the kit's prometheus.yml and alerts.yml in a real Prometheus, scraping the rendered edge", () => {
   beforeAll(async () => {
+    if (NO_PROMETHEUS) return;
     edge = await startRenderedEdge({ stack: TENANT, settings: { adminCidrs: ["127.0.0.1/32"] }, ports: EDGE_PORTS });
     // A tenant whose adminCidrs this Prometheus (127.0.0.1) is not in.
     outsider = await startRenderedEdge({ stack: OUTSIDER, settings: { adminCidrs: ["203.0.113.7/32"] }, ports: OUTSIDER_PORTS });
@@ -128,7 +129,8 @@ describe.skipIf(NO_PROMETHEUS)("the kit's prometheus.yml and alerts.yml in a rea
 
   const job = `gpu-sandbox-${TENANT}`;
 
-  it("scrapes the tenant over TLS with its CA: up is 1, the shim's series carry the tenant label, and every alert rule evaluates", async () => {
+  it("scrapes the tenant over TLS with its CA: up is 1, the shim's series carry the tenant label, and every alert rule evaluates", async (ctx) => {
+    if (NO_PROMETHEUS) return ctx.skip(NO_PROMETHEUS);
     const up = await waitFor(() => query(`up{job="${job}", tenant="${TENANT}"}`), (r) => r[0]?.value[1] === "1");
     expect(up.map((s) => s.value[1]), JSON.stringify(await target(job))).toEqual(["1"]);
 
@@ -142,7 +144,8 @@ describe.skipIf(NO_PROMETHEUS)("the kit's prometheus.yml and alerts.yml in a rea
     expect(loaded.filter((r) => r.health !== "ok").map((r) => `${r.name}: ${r.health} ${r.lastError}`)).toEqual([]);
   }, TEST_TIMEOUT_MS);
 
-  it("after upstream failures through nginx, shim_upstream_failures_total is scraped with its reason and the tenant", async () => {
+  it("after upstream failures through nginx, shim_upstream_failures_total is scraped with its reason and the tenant", async (ctx) => {
+    if (NO_PROMETHEUS) return ctx.skip(NO_PROMETHEUS);
     edge!.shim.fake.set({ failStatus: 500 });
     for (let i = 0; i < 3; i++) {
       const res = await fetch(`https://localhost:${EDGE_PORTS.https}/v1/chat/completions`, {
@@ -158,7 +161,8 @@ describe.skipIf(NO_PROMETHEUS)("the kit's prometheus.yml and alerts.yml in a rea
     expect(failures.map((s) => ({ reason: s.metric.reason, tenant: s.metric.tenant, value: s.value[1] }))).toEqual([{ reason: "status_500", tenant: TENANT, value: "3" }]);
   }, TEST_TIMEOUT_MS);
 
-  it("with the shim stopped (nginx answering 502) the target goes down and GpuSandboxShimDown becomes pending for the tenant", async () => {
+  it("with the shim stopped (nginx answering 502) the target goes down and GpuSandboxShimDown becomes pending for the tenant", async (ctx) => {
+    if (NO_PROMETHEUS) return ctx.skip(NO_PROMETHEUS);
     shimStopped = true;
     await edge!.shim.close();
     const down = await waitFor(() => target(job), (t) => t?.health === "down");
@@ -169,7 +173,8 @@ describe.skipIf(NO_PROMETHEUS)("the kit's prometheus.yml and alerts.yml in a rea
     expect(rule?.alerts.find((a) => a.labels.tenant === TENANT)).toMatchObject({ state: "pending", labels: { job, tenant: TENANT, severity: "critical" } });
   }, TEST_TIMEOUT_MS);
 
-  it("a tenant whose adminCidrs this Prometheus is not in answers its scrapes 403: the target is down, GpuSandboxShimDown pending", async () => {
+  it("a tenant whose adminCidrs this Prometheus is not in answers its scrapes 403: the target is down, GpuSandboxShimDown pending", async (ctx) => {
+    if (NO_PROMETHEUS) return ctx.skip(NO_PROMETHEUS);
     const outsiderJob = `gpu-sandbox-${OUTSIDER}`;
     const down = await waitFor(() => target(outsiderJob), (t) => t?.health === "down");
     expect(down?.lastError).toMatch(/403/);
