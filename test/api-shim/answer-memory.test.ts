@@ -76,6 +76,9 @@ async function leasesDuring<T>(work: () => Promise<T>): Promise<{ result: T; wai
   const deadlines = new Map<AnswerLease, NodeJS.Timeout>();
   const takes = vi.spyOn(AnswerLease.prototype, "take").mockImplementation(async function (this: AnswerLease, n: number, streamed?: boolean) {
     const t = performance.now();
+    // The shim's own deadline, a private field read by name: were it renamed, this would always
+    // see none and re-arm at every take, so its absence fails here.
+    if (!("waitUntil" in this)) throw new Error("AnswerLease has no waitUntil: leasesDuring reads the shim's deadline by that name");
     if ((this as unknown as { waitUntil: number | undefined }).waitUntil === undefined) {
       // The shim's deadline starts now (take() sets it, MAX_WAIT_MS on): so does the test's.
       clearTimeout(deadlines.get(this));

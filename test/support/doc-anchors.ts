@@ -5,11 +5,14 @@ export function slug(heading: string): string {
   return heading.toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, "").replace(/\s/g, "-");
 }
 
+/** Fenced code blocks: a `# comment` line in one is no heading. */
+const FENCED = /^[ \t]*(```|~~~)[^\n]*\n[\s\S]*?^[ \t]*\1/gm;
+
 /** The anchors a Markdown text's headings get (outside fenced code), a repeated one numbered as GitHub does. */
 export function anchorsOf(md: string): Set<string> {
   const seen = new Map<string, number>();
   const anchors = new Set<string>();
-  const prose = md.replace(/^[ \t]*(```|~~~)[^\n]*\n[\s\S]*?^[ \t]*\1/gm, "");
+  const prose = md.replace(FENCED, "");
   for (const m of prose.matchAll(/^#{1,6} +(.+?) *$/gm)) {
     const base = slug(m[1]!);
     const n = seen.get(base) ?? 0;
@@ -21,7 +24,8 @@ export function anchorsOf(md: string): Set<string> {
 
 /** The section whose heading has the anchor `anchor`: its heading and text, up to the next heading of its level or above. */
 export function sectionAt(md: string, anchor: string): string {
-  const headings = [...md.matchAll(/^(#{1,6}) +(.+?) *$/gm)];
+  const fenced = [...md.matchAll(FENCED)].map((m) => [m.index, m.index + m[0].length] as const);
+  const headings = [...md.matchAll(/^(#{1,6}) +(.+?) *$/gm)].filter((m) => !fenced.some(([from, to]) => m.index >= from && m.index < to));
   const at = headings.findIndex((m) => slug(m[2]!) === anchor);
   if (at === -1) throw new Error(`no heading with the anchor #${anchor}`);
   const level = headings[at]![1]!.length;

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
+import { trackChild } from "./running-children.ts";
 import { runTool, tempDir } from "./tools.ts";
 
 /**
@@ -62,6 +63,7 @@ export async function startNginx(renderedConf: string, shimAddress: string, port
   } finally {
     closeSync(fd);
   }
+  trackChild(child); // a test file whose hooks fail to stop it leaves no nginx holding its ports
   const output = () => readFileSync(logPath, "utf8");
   let exited = false;
   child.once("exit", () => { exited = true; });
