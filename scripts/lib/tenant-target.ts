@@ -148,7 +148,7 @@ export function originOf(url: string, what: string, credential = "the admin toke
   if (/\/v1\/|\/admin(\/|$)/.test(path)) {
     throw new UsageError(`${what} "${url}" must be the tenant's endpoint, https://<host> or https://<host>/v1, not a route under it`);
   }
-  if (u.search !== "" || u.hash !== "" || /[?#]/.test(url)) {
+  if (/[?#]/.test(url)) { // also a bare `?` or `#`, which URL reads as no query or fragment at all
     throw new UsageError(`${what} "${url}" must be the tenant's endpoint, https://<host> or https://<host>/v1, without a query or #fragment`);
   }
   return `${u.origin}${path.replace(/\/v1$/, "")}`;

@@ -5,7 +5,8 @@ import { ShimError } from "../errors.ts";
 import { untilLeftOrCut } from "../client/client-left.ts";
 import { onlyKnown } from "../requests/known-members.ts";
 import { fileStamp } from "../requests/period.ts";
-import { BackupNoRoomError, BackupNotPossibleError, BackupRunningError, showMiB } from "../store/sqlite-backup.ts";
+import { BackupNoRoomError, BackupNotPossibleError, BackupRunningError, GROWTH_BYTES, showMiB } from "../store/sqlite-backup.ts";
+import { MIN_FREE_BYTES } from "../store/sqlite-space.ts";
 
 const POSTGRES = "This shim's ledger is in Postgres: back it up with pg_dump or your provider's backups (docs/operations.md, \"Backup and restore of the ledger\"). GET /admin/backup copies a SQLite ledger only.";
 
@@ -47,7 +48,7 @@ function refusal(e: unknown): unknown {
   if (e instanceof BackupNotPossibleError) return new ShimError("backup_not_supported", { message: `Nothing to back up: ${e.message}.` });
   if (e instanceof BackupNoRoomError) {
     return new ShimError("backup_no_room", {
-      message: `Not enough free space on the ledger's volume for a backup: it needs ${e.needed} bytes (${showMiB(e.needed)}: the copy, up to the ledger's size; room for the ledger to grow while the copy is there, 64 MiB or a tenth of the copy; and the 16 MiB the shim keeps free to go on serving), and ${e.free} bytes (${showMiB(e.free)}) are free. Free space on the volume (df -h /mnt/gpu-sandbox; a model no longer served), or raise volumeSizeGb, then try again.`,
+      message: `Not enough free space on the ledger's volume for a backup: it needs ${e.needed} bytes (${showMiB(e.needed)}: the copy, up to the ledger's size; room for the ledger to grow while the copy is there, ${GROWTH_BYTES / 2 ** 20} MiB or a tenth of the copy; and the ${MIN_FREE_BYTES / 2 ** 20} MiB the shim keeps free to go on serving), and ${e.free} bytes (${showMiB(e.free)}) are free. Free space on the volume (df -h /mnt/gpu-sandbox; a model no longer served), or raise volumeSizeGb, then try again.`,
       extra: { bytes_needed: e.needed, bytes_free: e.free },
     });
   }

@@ -74,7 +74,7 @@ type VolumeStats = { bavail: number; bsize: number };
 type Room = { copy: number; growth: number; needed: number };
 
 /** Room for the ledger to grow while a copy is on the volume: at least this, or a tenth of the copy. */
-const GROWTH_BYTES = 64 * 2 ** 20;
+export const GROWTH_BYTES = 64 * 2 ** 20;
 
 /**
  * The bytes a backup of `file` needs free: its copy, at most the database and its WAL as they
