@@ -137,3 +137,16 @@ export function costOf(plan: GpuPlan, volumeSizeGb: number): Cost {
     monthlyUsd: round(Math.min(plan.hourlyUsd * HOURS_PER_MONTH, plan.monthlyUsd) + volumeMonthly),
   };
 }
+
+/**
+ * What the host costs over `hours` (a stack's ttlHours: what a day's workshop is billed until
+ * reap-expired destroys it), in USD to the cent: the plan by the hour, capped at its monthly price
+ * for each 730 hours, as costOf caps a month, and the volume by its share of a month.
+ */
+export function costOver(plan: GpuPlan, volumeSizeGb: number, hours: number): number {
+  const months = Math.floor(hours / HOURS_PER_MONTH);
+  const rest = hours - months * HOURS_PER_MONTH;
+  const planUsd = months * Math.min(plan.hourlyUsd * HOURS_PER_MONTH, plan.monthlyUsd) + Math.min(plan.hourlyUsd * rest, plan.monthlyUsd);
+  const volumeUsd = (volumeSizeGb * VOLUME_USD_PER_GB_MONTH * hours) / HOURS_PER_MONTH;
+  return Math.round((planUsd + volumeUsd) * 100) / 100;
+}

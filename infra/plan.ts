@@ -1,4 +1,4 @@
-import { costOf, VOLUME_USD_PER_GB_MONTH } from "./catalog.ts";
+import { costOf, costOver, VOLUME_USD_PER_GB_MONTH } from "./catalog.ts";
 import type { TenantConfig } from "./config.ts";
 import { narrowIpv6AllowedWarning, OWN_ADDRESS_HINT, unreachableAdminEntries, unreachableAdminWarning } from "./config/addresses.ts";
 import { modelSizeWarnings } from "./config/model-size.ts";
@@ -53,7 +53,8 @@ export function planFor(config: TenantConfig): Plan {
     ["GPU", `${plan.gpuCount} x ${plan.gpu} (${plan.vramGbPerGpu} GB each), ${plan.vcpus} vCPU, ${plan.memoryMb / 1024} GB RAM: ${plan.id} in ${config.region}`],
     ["Cost", `${usd(cost.hourlyUsd)}/hour, ${usd(cost.monthlyUsd)}/month (plan ${usd(plan.hourlyUsd)}/hour capped at ${usd(plan.monthlyUsd)}/month; ` +
       `volume ${config.volumeSizeGb} GB at ${usd(VOLUME_USD_PER_GB_MONTH)}/GB-month)`],
-    ["Expires", config.ttlHours === undefined ? "never (no ttlHours)" : `${config.ttlHours} hours after the first \`pulumi up\` (\`npm run reap-expired\` destroys it)`],
+    ["Expires", config.ttlHours === undefined ? "never (no ttlHours)" : `${config.ttlHours} hours after the first \`pulumi up\` (\`npm run reap-expired\` destroys it), ` +
+      `about ${usd(costOver(plan, config.volumeSizeGb, config.ttlHours))} until then`],
     ["Model", `${config.model.id} served as "${config.model.servedName}", up to ${config.model.maxModelLen} tokens, ${parallelism(config)}`],
     ["SSH", config.adminCidrs.length ? `from ${config.adminCidrs.join(", ")} only, by the generated key` : "closed (no adminCidrs): the serving stack cannot be deployed over SSH"],
     ...configWarnings(config).map((warning): [string, string] => ["Warning", warning]),

@@ -2,7 +2,6 @@
 //   [--group model|day] [--format table|json|csv]
 // A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
-import { csvCell } from "../api-shim/src/csv-cell.ts";
 import { ShimError } from "../api-shim/src/errors.ts";
 import { parsePeriod, periodQuery, readInstant } from "../api-shim/src/requests/period.ts";
 import { type AdminClient, adminClient, type ApiKey, findKey, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
@@ -10,7 +9,7 @@ import { instantFlag, oneOf, parseFlags, runScript, UsageError } from "./lib/cli
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
-import { wholeLedger } from "./lib/usage-export.ts";
+import { wholeLedger, withKeyNames } from "./lib/usage-export.ts";
 
 const USAGE = `Usage: npm run report-usage -- (--stack <name> | --url <base URL>) [options]
 
@@ -148,22 +147,6 @@ async function mergedReport(client: AdminClient, queries: readonly UsageQuery[])
   const reports: UsageReport[] = [];
   for (const q of queries) reports.push(await client.usage(q));
   return { ...reports[0]!, data: reports.flatMap((r) => r.data) };
-}
-
-/**
- * The shim's CSV with a `key_name` column after `key_id`, from the key list: a bill is read by
- * name, and the table shows one. A key the list does not have gets an empty name. The shim's rows
- * are otherwise kept byte for byte (CRLF ends); a key id (12 letters and digits) is never quoted,
- * so each line's first comma ends it.
- */
-export function withKeyNames(csv: string, keys: readonly Pick<ApiKey, "id" | "name">[]): string {
-  const names = new Map(keys.map((k) => [k.id, k.name]));
-  return csv.split("\r\n").map((line, i) => {
-    const cut = line.indexOf(",");
-    if (cut < 0) return line; // the empty string after the last CRLF
-    const id = line.slice(0, cut);
-    return `${id},${i === 0 ? "key_name" : csvCell(names.get(id) ?? "")}${line.slice(cut)}`;
-  }).join("\r\n");
 }
 
 /** One CSV of every key queried: the first one's header, then each one's rows as the shim wrote them. */

@@ -1,12 +1,13 @@
 // Saves a tenant's whole usage ledger before its stack is destroyed: the ledger lives on the
 // tenant's Block Storage Volume, which `pulumi destroy` deletes, so afterwards nobody could bill
 // from it. One CSV per key and day, from the stack's creation to the end of tomorrow, UTC
-// (wholeLedger), as the shim writes it, and the keys (names, tiers, balances, revocations) as
-// JSON: the CSV names keys by id only, and the volume holds the only map from ids to the names
-// operators bill by. The keys are revoked first (retire-keys.ts), so the saved ledger is the
-// whole of it.
+// (wholeLedger), as the shim writes it with each key's name beside its id (withKeyNames, as
+// `report-usage --format csv` prints it: the volume holds the only map from ids to the names
+// operators bill by), and the keys (names, tiers, balances, revocations) as JSON. The keys are
+// revoked first (retire-keys.ts), so the saved ledger is the whole of it.
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
+import { csvCell } from "../../api-shim/src/csv-cell.ts";
 import { fileStamp, isIsoInstant } from "../../api-shim/src/requests/period.ts";
 import { AdminApiError, adminClient, type ApiKey } from "./admin-client.ts";
 import { hostUnreachable } from "./cli.ts";
@@ -75,6 +76,22 @@ export function wholeLedger(createdAt: unknown, now: Date): { from: string; to: 
 }
 
 const DAY_MS = 86_400_000;
+
+/**
+ * The shim's CSV with a `key_name` column after `key_id`, from the key list: a bill is read by
+ * name. A key the list does not have gets an empty name. The shim's rows are otherwise kept byte
+ * for byte (CRLF ends); a key id (12 letters and digits) is never quoted, so each line's first
+ * comma ends it. `report-usage --format csv` prints it, and reap-expired saves it.
+ */
+export function withKeyNames(csv: string, keys: readonly Pick<ApiKey, "id" | "name">[]): string {
+  const names = new Map(keys.map((k) => [k.id, k.name]));
+  return csv.split("\r\n").map((line, i) => {
+    const cut = line.indexOf(",");
+    if (cut < 0) return line; // the empty string after the last CRLF
+    const id = line.slice(0, cut);
+    return `${id},${i === 0 ? "key_name" : csvCell(names.get(id) ?? "")}${line.slice(cut)}`;
+  }).join("\r\n");
+}
 
 /** A JSON file, or undefined when there is none or it cannot be read: treated as none. */
 function readJson<T>(path: string): T | undefined {
@@ -264,7 +281,7 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
       progress(`requests of ${retired.stillHolding.length} key(s) were still in flight when the wait ended (${retired.stillHolding.map((k) => k.id).join(", ")}): their usage may be missing from what is saved`);
     }
     const now = deps.now();
-    const csv = await client.usageCsv({ group: "day", ...wholeLedger(createdAt, now) });
+    const csv = withKeyNames(await client.usageCsv({ group: "day", ...wholeLedger(createdAt, now) }), retired.keys);
     privateDir(dir);
     const stamp = fileStamp(now.getTime());
     const path = join(dir, `${stack}-usage-${stamp}.csv`);

@@ -1,6 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { describe, expect, it, vi } from "vitest";
-import { costOf, findPlan, GPU_FAMILIES, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../../infra/catalog.ts";
+import { costOf, costOver, findPlan, GPU_FAMILIES, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../../infra/catalog.ts";
 import { catalogDisagreements, type ApiInstanceType, type ApiRegion } from "../../infra/catalog-check.ts";
 import { GpuHost } from "../../infra/components/gpu-host.ts";
 import { validateConfig } from "../../infra/config.ts";
@@ -29,6 +29,13 @@ describe("the GPU catalog", () => {
 
   it("prices the host with its volume, hourly and capped monthly", () => {
     expect(costOf(plan, 100)).toEqual({ hourlyUsd: 0.53, monthlyUsd: 360 });
+  });
+
+  it("prices a stack's ttlHours: the plan by the hour, capped at its monthly price for each 730 hours, and the volume", () => {
+    // A day's workshop: 10 hours of the default plan and its 100 GB volume.
+    expect(costOver(plan, 100, 10)).toBe(5.34); // 10 × $0.52 + 10/730 × $10
+    // 1000 hours: a month at the $350 cap, then 270 hours at $0.52, and the volume's 1000/730 of $10.
+    expect(costOver(plan, 100, 1000)).toBe(504.1);
   });
 });
 

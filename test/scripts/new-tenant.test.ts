@@ -501,7 +501,7 @@ describe("new-tenant", () => {
       expect(code).toBe(0);
       const text = readFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "utf8");
       expect(text).toMatch(/^# GPU: .+$/m);
-      expect(text).toMatch(/^# Expires: 24 hours after the first `pulumi up` \(`npm run reap-expired` destroys it\)$/m);
+      expect(text).toMatch(/^# Expires: 24 hours after the first `pulumi up` \(`npm run reap-expired` destroys it\), about \$12\.81 until then$/m);
       expect(text).toContain("# Review: npm run render -- --stack acme    Deploy: pulumi up --stack acme");
       expect(text).toContain("# Who may reach HTTPS (443) and HTTP (80)");
       expect(text).toContain("# Who may reach SSH (22) and /admin");

@@ -310,7 +310,8 @@ describe("reap-expired", () => {
     for (const f of files) expect(statSync(join(root, "billing", f)).mode & 0o777, f).toBe(0o600);
     expect(files[1]).toMatch(/^bravo-usage-\d{8}T\d{6}Z\.csv$/);
     const csv = readFileSync(join(root, "billing", files[1]!), "utf8").trim().split(/\r?\n/);
-    // The CSV names keys by id; the keys file, saved with it, maps them to names and balances.
+    // The CSV names each key by id and name (a bill is read by name, and the volume that maps
+    // ids to names is deleted by the destroy); the keys file, saved with it, has their balances.
     expect(files[0]).toBe(files[1]!.replace("-usage-", "-keys-").replace(/\.csv$/, ".json"));
     const saved = JSON.parse(readFileSync(join(root, "billing", files[0]!), "utf8")) as { id: string; name: string; balance: number; revoked_at: string | null }[];
     expect(saved.find((k) => k.id === keyId)).toMatchObject({ name: "team-1" });
@@ -326,10 +327,11 @@ describe("reap-expired", () => {
       stack: "bravo", expiresAt: "2026-03-01T10:00:00.000Z", savedAt: NOW.toISOString(),
       usage: join(root, "billing", files[1]!), keys: join(root, "billing", files[0]!),
     });
-    expect(csv[0]).toBe("key_id,day,requests,prompt_tokens,completion_tokens,total_tokens,cost");
+    expect(csv[0]).toBe("key_id,key_name,day,requests,prompt_tokens,completion_tokens,total_tokens,cost");
     const row = csv.find((l) => l.startsWith(`${keyId},`))!;
-    expect(row.split(",")[2]).toBe("3");
-    expect(row.split(",")[4]).toBe("12");
+    expect(row.split(",")[1]).toBe("team-1");
+    expect(row.split(",")[3]).toBe("3");
+    expect(row.split(",")[5]).toBe("12");
     const out = io.stdout.join("\n");
     expect(out).toMatch(/\[bravo\] saved its usage \(\d+ rows\) to .*bravo-usage-\S+ and its keys \(\d+\) to .*bravo-keys-/);
     expect(out).toContain("[foxtrot] no usage to save: no endpoint: the serving stack was never deployed");
@@ -412,7 +414,7 @@ async function ledgerRequests(id: string): Promise<number> {
 function savedRequests(dir: string, id: string): number {
   const file = readdirSync(dir).find((f) => f.endsWith(".csv"))!;
   const row = readFileSync(join(dir, file), "utf8").split(/\r?\n/).find((l) => l.startsWith(`${id},`));
-  return row ? Number(row.split(",")[2]) : 0;
+  return row ? Number(row.split(",")[3]) : 0; // key_id,key_name,day,requests,…
 }
 
 const chat = (key: string) => shim.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });

@@ -33,6 +33,8 @@ describe("npm run render", () => {
     expect(io.out()).toMatch(/443\/tcp {2}from 0\.0\.0\.0\/0, ::\/0 +HTTPS/);
     expect(io.out()).toMatch(/22\/tcp {2}from 203\.0\.113\.7\/32/);
     expect(io.out()).toContain("$0.53/hour, $360.00/month");
+    // What the tenant costs until reap-expired destroys it: the example's ttlHours is 24.
+    expect(io.out()).toMatch(/Expires +24 hours after the first `pulumi up` \(`npm run reap-expired` destroys it\), about \$12\.81 until then\n/);
     // The example's adminCidrs is a documentation address: the bundle is written (it serves on
     // any host), and the plan and stderr say that `pulumi up` refuses it, and what to put instead.
     expect(io.out()).toMatch(/Problem +adminCidrs 203\.0\.113\.7\/32 is a documentation address .*`pulumi up` refuses it; put your own public IPv4 address/);
