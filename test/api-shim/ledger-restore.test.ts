@@ -326,6 +326,15 @@ describe("restoreStagedLedger refuses a staged file that fails its check, and ch
     expect(message).toContain("it is a SQLite database but not the shim's ledger (no table keys, ledger, idempotency): stage a backup made by npm run backup-ledger");
   });
 
+  it("tables named as the shim's without its schema version (a file the shim did not make: its migrations would fail on it)", async () => {
+    const { message } = await refusal((staged) => {
+      const db = new Database(staged);
+      db.exec("CREATE TABLE keys (id TEXT, balance INTEGER); CREATE TABLE ledger (id INTEGER); CREATE TABLE idempotency (key TEXT)");
+      db.close();
+    });
+    expect(message).toContain("it is a SQLite database but not the shim's ledger (schema version 0): stage a backup made by npm run backup-ledger");
+  });
+
   it("made by a newer shim: the refusal's usual wording", async () => {
     const { message, staged } = await refusal((staged, backup) => {
       copyFileSync(backup, staged);
