@@ -115,7 +115,7 @@ async function main(): Promise<void> {
   // one line says what the restored ledger holds, for the operator to see it is the backup meant.
   const onRestoreCheck = (file: string, bytes: number) => logger.info({ file, bytes }, `checking ${file} (${bytes} bytes, ${showMiB(bytes)}: PRAGMA integrity_check reads all of it) before restoring the ledger from it`);
   const onRestored = (r: LedgerRestored) =>
-    logger.info({ restoredFrom: r.from, previous: r.previous, earlier: r.earlier ?? undefined, keys: r.keys, credits: formatCredits(r.balance) }, restoredMessage(r));
+    logger.info({ restoredFrom: r.from, previous: r.previous, earlier: r.earlier ?? undefined, keys: r.keys, credits: r.credits }, restoredMessage(r));
   let store: Store;
   try {
     const onVolumeFree = (bytes: number) => metrics.sqliteVolumeFree(bytes);

@@ -2,7 +2,7 @@ import { appendFileSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdir
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
-import { MICRO_PER_CREDIT } from "../../api-shim/src/money/money.ts";
+import { MAX_BALANCE_MICRO, MICRO_PER_CREDIT } from "../../api-shim/src/money/money.ts";
 import { openStore } from "../../api-shim/src/store/open-store.ts";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { claimSqliteFile, SqliteInUseError } from "../../api-shim/src/store/sqlite-owner.ts";
@@ -107,7 +107,7 @@ describe("restoreStagedLedger: a backup staged beside the ledger replaces it", (
     const backup = readFileSync(staged);
     const r = restoreStagedLedger(file, { now: () => T0 });
     const replaced = join(dir, "shim.db.replaced-20261207T101500Z");
-    expect(r).toEqual({ from: staged, ledger: file, previous: replaced, moved: ["shim.db", "shim.db-wal", "shim.db-shm"], earlier: null, keys: 2, balance: 15 * CREDIT });
+    expect(r).toEqual({ from: staged, ledger: file, previous: replaced, moved: ["shim.db", "shim.db-wal", "shim.db-shm"], earlier: null, keys: 2, credits: "15" });
     expect(readdirSync(dir).sort()).toEqual(["shim.db", "shim.db-lock", "shim.db.replaced-20261207T101500Z"]);
     expect(readFileSync(file)).toEqual(backup); // renamed, not rewritten
     expect(keysOf(file)).toEqual({ kept: 10, spent: 5 }); // the old -wal was not applied to it
@@ -145,7 +145,7 @@ describe("restoreStagedLedger: a backup staged beside the ledger replaces it", (
     const source = await ledgerIn(tempDir("ledger-restore-work-"), [["k", 3]]);
     const file = join(dir, "shim.db");
     const staged = await backUp(source, `${file}.restore`);
-    expect(restoreStagedLedger(file, { now: () => T0 })).toEqual({ from: staged, ledger: file, previous: null, moved: [], earlier: null, keys: 1, balance: 3 * CREDIT });
+    expect(restoreStagedLedger(file, { now: () => T0 })).toEqual({ from: staged, ledger: file, previous: null, moved: [], earlier: null, keys: 1, credits: "3" });
     expect(readdirSync(dir)).toEqual(["shim.db"]);
     expect(keysOf(file)).toEqual({ k: 3 });
   });
@@ -158,7 +158,7 @@ describe("restoreStagedLedger: a backup staged beside the ledger replaces it", (
     for (const name of ["shim.db", "shim.db-wal", "shim.db-shm"]) renameSync(join(dir, name), join(replaced, name));
     const moved = snapshot(replaced);
     const r = restoreStagedLedger(file, { now: () => T0 + 60_000 });
-    expect(r).toEqual({ from: staged, ledger: file, previous: null, moved: [], earlier: replaced, keys: 2, balance: 15 * CREDIT });
+    expect(r).toEqual({ from: staged, ledger: file, previous: null, moved: [], earlier: replaced, keys: 2, credits: "15" });
     expect(readdirSync(dir).sort()).toEqual(["shim.db", "shim.db.replaced-20261207T101500Z"]);
     expect(keysOf(file)).toEqual({ kept: 10, spent: 5 });
     expect(snapshot(replaced)).toEqual(moved);
@@ -197,7 +197,7 @@ describe("restoreStagedLedger: a backup staged beside the ledger replaces it", (
     const file = join(dir, "shim.db");
     copyFileSync(source, `${file}.restore`);
     const bytes = readFileSync(source);
-    expect(restoreStagedLedger(file)).toMatchObject({ keys: 1, balance: 4 * CREDIT });
+    expect(restoreStagedLedger(file)).toMatchObject({ keys: 1, credits: "4" });
     expect(readdirSync(dir)).toEqual(["shim.db"]);
     expect(readFileSync(file)).toEqual(bytes);
     // Refused after it was opened and read (a newer schema): nothing is left beside it either.
@@ -208,6 +208,16 @@ describe("restoreStagedLedger: a backup staged beside the ledger replaces it", (
     const before = snapshot(dir);
     expect(() => restoreStagedLedger(file)).toThrow(RestoreRefusedError);
     expect(snapshot(dir)).toEqual(before);
+  });
+
+  it("says the total of the balances exactly, also past 2^53 µc (many large balances together)", async () => {
+    const dir = tempDir("ledger-restore-large-");
+    const staged = await backUp(await ledgerIn(tempDir("ledger-restore-work-"), [["a", 1], ["b", 1], ["c", 1]]), join(dir, "shim.db.restore"));
+    const db = new Database(staged);
+    // More than a key may have (the sum of ten at most), and odd: no double is exactly that.
+    db.prepare("UPDATE keys SET balance = ? WHERE id = 'a'").run(BigInt(MAX_BALANCE_MICRO) * 10n + 1n);
+    db.close();
+    expect(restoreStagedLedger(join(dir, "shim.db"))).toMatchObject({ keys: 3, credits: "10000000002.000001" });
   });
 
   it("a check a killed process left (its directory beside the ledger) is removed at the next run", async () => {
@@ -230,7 +240,7 @@ describe("restoreStagedLedger: a backup staged beside the ledger replaces it", (
     const restored: unknown[] = [];
     const store = await openStore(`sqlite:${join(dir, "shim.db")}`, { onRestored: (r) => restored.push(r) });
     try {
-      expect(restored).toMatchObject([{ from: staged, keys: 1, balance: 2 * CREDIT }]);
+      expect(restored).toMatchObject([{ from: staged, keys: 1, credits: "2" }]);
       expect((await store.getKey("k"))!.balance).toBe(2 * CREDIT);
     } finally {
       await store.close();

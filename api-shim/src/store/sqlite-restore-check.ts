@@ -23,10 +23,10 @@ export class RestoreRefusedError extends Error {
   }
 }
 
-/** What the staged ledger holds: its keys, and their balances together (µc), for the log line that says it was restored. */
+/** What the staged ledger holds: its keys, and their balances together in credits (as formatCredits shows them), for the log line that says it was restored. */
 export interface StagedLedger {
   keys: number;
-  balance: number;
+  credits: string;
 }
 
 /** The directories of checks a killed process left: `<ledger>.restore-check-<random>`. */
@@ -128,8 +128,17 @@ function inspect(db: Database.Database, staged: string, refuse: (reason: string)
   if (version > MIGRATIONS.length) throw refuse(new NewerSchemaError(staged, version, MIGRATIONS.length).message);
   try {
     if (version < 1) throw new Error("schema version 0");
-    return db.prepare<[], StagedLedger>("SELECT count(*) AS keys, coalesce(sum(balance), 0) AS balance FROM keys").get()!;
+    // As BigInts: many keys' balances together can pass 2^53 µc, where a number is no longer exact.
+    const row = db.prepare<[], { keys: bigint; balance: bigint }>("SELECT count(*) AS keys, coalesce(sum(balance), 0) AS balance FROM keys").safeIntegers(true).get()!;
+    return { keys: Number(row.keys), credits: creditsOf(row.balance) };
   } catch (e) {
     throw refuse(`it is a SQLite database but not the shim's ledger (${(e as Error).message}): ${BACKUP_HINT}`);
   }
+}
+
+/** µc in credits, as formatCredits shows them (`3456.5`), exact past 2^53 too. */
+function creditsOf(micro: bigint): string {
+  const abs = micro < 0n ? -micro : micro;
+  const frac = (abs % 1_000_000n).toString().padStart(6, "0").replace(/0+$/, "");
+  return `${micro < 0n ? "-" : ""}${abs / 1_000_000n}${frac === "" ? "" : `.${frac}`}`;
 }

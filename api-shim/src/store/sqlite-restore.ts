@@ -1,6 +1,5 @@
 import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { formatCredits } from "../money/money.ts";
 import { fileStamp } from "../requests/period.ts";
 import { checkStagedLedger, removeLeftoverChecks } from "./sqlite-restore-check.ts";
 export { RestoreRefusedError } from "./sqlite-restore-check.ts";
@@ -28,9 +27,9 @@ export interface LedgerRestored {
   moved: string[];
   /** With nothing to move: the newest directory of replaced files, if any (an earlier restore's, or this one's, begun by a start that was stopped half way). */
   earlier: string | null;
-  /** The restored ledger's keys, and their balances together (µc). */
+  /** The restored ledger's keys, and their balances together in credits (`3456.5`). */
   keys: number;
-  balance: number;
+  credits: string;
 }
 
 /** A restore that failed after it began to move files (an I/O error): what was moved, and that the next start completes it. */
@@ -119,7 +118,7 @@ function newestReplaced(ledger: string): string | null {
 
 /** The log line of a restore: from which file, where the replaced files are, and what the restored ledger holds (never a key or a hash). */
 export function restoredMessage(r: LedgerRestored): string {
-  const holds = `${r.keys} ${r.keys === 1 ? "key" : "keys"}, ${formatCredits(r.balance)} credits in all`;
+  const holds = `${r.keys} ${r.keys === 1 ? "key" : "keys"}, ${r.credits} credits in all`;
   const replaced = r.previous !== null
     ? `the files it replaced (${r.moved.join(", ")}) are in ${r.previous}`
     : `no ledger files were beside it to replace${r.earlier === null ? " (a new volume)" : ` (the newest directory of replaced files is ${r.earlier}: an earlier restore's, or this one's if a start was stopped half way through it)`}`;
