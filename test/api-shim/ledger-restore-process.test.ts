@@ -1,5 +1,5 @@
 import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import OpenAI from "openai";
 import { describe, expect, it } from "vitest";
@@ -17,6 +17,9 @@ import { tempDir } from "../support/tools.ts";
  * `shim.db.restore`, is the ledger after the restart; a staged file that fails its check stops the
  * start and changes nothing; a swap a killed process left half done is completed.
  */
+/** Run as root, the shim without the capabilities that let root read and write any file: the owner and mode of a file then count for it as for uid 1000. */
+const WITHOUT_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-dac_override,-dac_read_search"];
+
 describe("a backup staged as shim.db.restore is restored when the shim starts", () => {
   const f = shimProcessFixture("ledger-restore-");
 
@@ -193,13 +196,23 @@ describe("a backup staged as shim.db.restore is restored when the shim starts", 
     // As root, the shim runs without the capabilities that let root read any file, so a file of
     // another user's, mode 0600, is as unreadable to it as root's scp'd file is to uid 1000.
     const root = process.getuid?.() === 0;
-    const prefix = root ? ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-dac_override,-dac_read_search"] : [];
+    const prefix = root ? WITHOUT_DAC : [];
     const { message, staged } = await refusal((staged, backup) => {
       copyFileSync(backup, staged);
       if (root) chownSync(staged, 65534, 65534);
       chmodSync(staged, root ? 0o600 : 0o000);
     }, prefix);
     expect(message).toContain(`: this process (uid ${process.getuid?.()}) cannot read and write it: chown 1000:1000 ${staged} (the shim's image runs as uid 1000; a file copied as root, with scp or cp, is root's). Nothing was changed`);
+  }, 60_000);
+
+  it("refused, nothing changed: a ledger directory the shim may not write (so it could not swap the files)", async (ctx) => {
+    if (process.getuid?.() !== 0) return ctx.skip("only root can give the ledger's directory to another user");
+    const { message, staged } = await refusal((staged, backup) => {
+      copyFileSync(backup, staged);
+      chownSync(dirname(staged), 65534, 65534); // another user's, which the shim may read and enter but not write
+      chmodSync(dirname(staged), 0o755);
+    }, WITHOUT_DAC);
+    expect(message).toContain(`: this process (uid 0) cannot write the directory ${dirname(staged)} (EACCES): chown 1000:1000 ${dirname(staged)}. Nothing was changed`);
   }, 60_000);
 
   it("a swap a killed process left half done (the old files moved, the staged file not renamed yet) is completed", async () => {

@@ -93,7 +93,13 @@ function readHead(file: string): Buffer {
 
 /** Opens `staged` read-only through a hard link in a directory of the check's own, reads what the check needs, and removes that directory. */
 function readThroughLink(staged: string, ledger: string, refuse: (reason: string) => Error): StagedLedger {
-  const dir = mkdtempSync(join(dirname(ledger), checkPrefix(ledger)));
+  let dir: string;
+  try {
+    dir = mkdtempSync(join(dirname(ledger), checkPrefix(ledger)));
+  } catch (e) {
+    // The swap would fail the same way: its moves and rename write the directory too.
+    throw refuse(`this process (uid ${process.getuid?.()}) cannot write the directory ${dirname(ledger)} (${(e as NodeJS.ErrnoException).code}): chown 1000:1000 ${dirname(ledger)}`);
+  }
   try {
     const link = join(dir, "check.db");
     try {
