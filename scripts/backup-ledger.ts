@@ -19,8 +19,9 @@ Downloads a consistent copy of a tenant's ledger (keys' hashes, balances, every 
 top-ups) as one SQLite file, made by the running shim without stopping it (GET /admin/backup).
 Linode does not back volumes up: run it before anything that rebuilds the host or its volume, and
 on a schedule. The file holds the keys' hashes: it is written mode 0600; keep it so. Restore:
-docs/operations.md, "Backup and restore of the ledger". A shim on Postgres is refused: back that
-database up with pg_dump or the provider's backups.
+copy it beside the ledger as shim.db.restore, owned by uid 1000, and restart the shim, which
+checks it and swaps it in (docs/operations.md, "Backup and restore of the ledger"). A shim on
+Postgres is refused: back that database up with pg_dump or the provider's backups.
 
   --out <file>               where to write it (default ./<stack>-ledger-<UTC time>.db; with
                              --url, the host's name instead of the stack's); never overwritten:

@@ -15,7 +15,8 @@ server. Every SHIM_* variable of docs/api-shim/environment.md applies; these hav
   SHIM_HOST, SHIM_PORT
                       127.0.0.1 and 8080
   SHIM_DATABASE_URL   sqlite:./data/shim.db: keys, credits and usage are kept between runs
-                      (delete the file to start over)
+                      (delete the file to start over; a backup copied to
+                      ./data/shim.db.restore is restored at the next start)
   SHIM_ADMIN_TOKEN    when unset, a new one is generated and printed at each start (one
                       exported from an earlier run then gets 401): set it to keep one
   SHIM_CONFIG         a YAML file: prices, tiers, models, bootstrap keys (docs/api-shim/shim-config.md)

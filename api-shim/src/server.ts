@@ -12,7 +12,9 @@ import { openStore } from "./store/open-store.ts";
 import type { UsageIndexOutcome } from "./store/postgres-usage-index.ts";
 import { type CheckpointFailure, checkpointFailureWarning } from "./store/sqlite-checkpointer.ts";
 import { failureHint } from "./store/sqlite-failures.ts";
+import { showMiB } from "./store/sqlite-backup.ts";
 import { SqliteInUseError } from "./store/sqlite-owner.ts";
+import { type LedgerRestored, RestoreInterruptedError, RestoreRefusedError, restoredMessage } from "./store/sqlite-restore.ts";
 import { VolumeFullError } from "./store/sqlite-space.ts";
 import { BootstrapIdTakenError, type GrantRefusal, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, type Store } from "./store/store.ts";
 import { createUpstream } from "./upstream/upstream.ts";
@@ -109,10 +111,15 @@ async function main(): Promise<void> {
     checkpointWarnedAt = performance.now();
     logger.warn({ err: f.error, failures: f.failures, failingMs: Math.round(f.failingMs) }, checkpointFailureWarning(f.error));
   };
+  // A backup staged beside the SQLite ledger (sqlite-restore.ts): its check reads all of it, then
+  // one line says what the restored ledger holds, for the operator to see it is the backup meant.
+  const onRestoreCheck = (file: string, bytes: number) => logger.info({ file, bytes }, `checking ${file} (${bytes} bytes, ${showMiB(bytes)}: PRAGMA integrity_check reads all of it) before restoring the ledger from it`);
+  const onRestored = (r: LedgerRestored) =>
+    logger.info({ restoredFrom: r.from, previous: r.previous, earlier: r.earlier ?? undefined, keys: r.keys, credits: r.credits }, restoredMessage(r));
   let store: Store;
   try {
     const onVolumeFree = (bytes: number) => metrics.sqliteVolumeFree(bytes);
-    store = await openStore(config.databaseUrl, { onFailure, onReleased, onReadOnly, onConnectionsCut, onUsageIndex, onCheckpointFailure, onVolumeFree });
+    store = await openStore(config.databaseUrl, { onFailure, onReleased, onReadOnly, onConnectionsCut, onUsageIndex, onCheckpointFailure, onVolumeFree, onRestoreCheck, onRestored });
     // Said only when there were some: the previous process died holding its clients' credits (a
     // first start, or one after a clean stop, has nothing to say).
     const released = await store.releaseStaleReservations();
@@ -133,7 +140,7 @@ async function main(): Promise<void> {
     warnAboutKeysAtStart(await store.listKeys(), config, logger, Date.now());
   } catch (e) {
     // Not failures a restart fixes (a full volume: until space is freed): said as they are, once per start.
-    if (e instanceof SqliteInUseError || e instanceof VolumeFullError || e instanceof NewerSchemaError || e instanceof SchemaOwnerNeededError || e instanceof SessionSettingsError || e instanceof BootstrapIdTakenError) {
+    if (e instanceof SqliteInUseError || e instanceof VolumeFullError || e instanceof NewerSchemaError || e instanceof SchemaOwnerNeededError || e instanceof SessionSettingsError || e instanceof BootstrapIdTakenError || e instanceof RestoreRefusedError || e instanceof RestoreInterruptedError) {
       logger.error(e.message);
       exitNow(1);
       return;

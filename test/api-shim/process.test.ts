@@ -584,7 +584,7 @@ describe("the shim process", () => {
     expect(await p.exited).toEqual({ code: 1, signal: null });
     output.keep(p);
     const failed = p.lines.map((l) => JSON.parse(l)).find((l) => l.msg === "the store failed closed; exiting so the shim is restarted");
-    expect(failed).toMatchObject({ err: { code: "SQLITE_CORRUPT" }, hint: `${file} is corrupt: stop the shim and restore the last backup (docs/operations.md, Backup and restore of the ledger)` });
+    expect(failed).toMatchObject({ err: { code: "SQLITE_CORRUPT" }, hint: `${file} is corrupt: restore the last backup: copy it beside it as shim.db.restore, owned by uid 1000, and restart the shim, which checks it and swaps it in (docs/operations.md, Backup and restore of the ledger)` });
   });
 
   it("a port already in use: exit 1 with one line that names SHIM_PORT, not a stack trace", async () => {

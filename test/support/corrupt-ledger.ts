@@ -1,4 +1,4 @@
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync, readSync, writeSync } from "node:fs";
 import Database from "better-sqlite3";
 
 /**
@@ -22,6 +22,30 @@ export function corruptLedger(file: string, keyId: string, rows = 20_000): void 
   const fd = openSync(file, "r+");
   try {
     writeSync(fd, Buffer.alloc(pageSize, 0xa5), 0, pageSize, (page - 1) * pageSize);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Changes the first letter of `keyId` in the keys table's primary-key index, in place, as a flipped
+ * bit would: every page still reads, but the index no longer has the key's row, which only PRAGMA
+ * integrity_check notices ("row 1 missing from index sqlite_autoindex_keys_1"). The file must be
+ * one self-contained file (a backup, or a ledger whose store is closed).
+ */
+export function breakKeyIndex(file: string, keyId: string): void {
+  const db = new Database(file, { readonly: true });
+  const page = db.prepare<[], number>("SELECT pageno FROM dbstat WHERE name = 'sqlite_autoindex_keys_1'").pluck().get()!;
+  const pageSize = db.pragma("page_size", { simple: true }) as number;
+  db.close();
+  const fd = openSync(file, "r+");
+  try {
+    const bytes = Buffer.alloc(pageSize);
+    readSync(fd, bytes, 0, pageSize, (page - 1) * pageSize);
+    const at = bytes.indexOf(keyId, 0, "latin1");
+    if (at === -1) throw new Error(`${keyId} is not in the keys index's page ${page}`);
+    bytes.write(keyId[0] === "A" ? "B" : "A", at, "latin1");
+    writeSync(fd, bytes, 0, pageSize, (page - 1) * pageSize);
   } finally {
     closeSync(fd);
   }

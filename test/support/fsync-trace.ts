@@ -39,6 +39,12 @@ export function tracingFsyncs(out: string, files: readonly string[]): string[] {
   return ["strace", "-f", "-qq", "-y", "-o", out, ...files.flatMap((f) => ["-P", f]), "-e", "trace=fsync,fdatasync"];
 }
 
+/** A command prefix: the program runs under strace, which writes each of its renames, fsyncs and fdatasyncs to `out` (paths and files named: `-y`), in the order they happened. */
+export function tracingRenamesAndSyncs(out: string): string[] {
+  requireStrace();
+  return ["strace", "-f", "-qq", "-y", "-o", out, "-e", "trace=fsync,fdatasync,rename,renameat,renameat2"];
+}
+
 /**
  * Runs `source` (an ES module; it may import the repository's TypeScript by absolute path) in a
  * new Node process under `prefix`, from the repository's root; returns the last line it printed,

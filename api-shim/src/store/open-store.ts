@@ -4,7 +4,8 @@ import { parseDatabaseUrl } from "./database-url.ts";
 import { PostgresStore, type PostgresStoreOptions } from "./postgres-store.ts";
 import type { SqliteStoreOptions } from "./sqlite-options.ts";
 import { removeLeftoverBackups } from "./sqlite-backup.ts";
-import { claimSqliteFile } from "./sqlite-owner.ts";
+import { claimSqliteFile, realSqliteFile } from "./sqlite-owner.ts";
+import { type LedgerRestored, restoreStagedLedger } from "./sqlite-restore.ts";
 import { checkRoomToStart } from "./sqlite-space.ts";
 import { SqliteStore } from "./sqlite-store.ts";
 import type { Store } from "./store.ts";
@@ -16,13 +17,25 @@ import type { Store } from "./store.ts";
  * serving, a database that takes no writes, a shutdown the database did not answer, its
  * background index build); the SQLite store has none of them.
  */
-export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpointFailure" | "onVolumeFree"> & Pick<PostgresStoreOptions, "onReleased" | "onReadOnly" | "onConnectionsCut" | "onUsageIndex">;
+export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpointFailure" | "onVolumeFree"> & Pick<PostgresStoreOptions, "onReleased" | "onReadOnly" | "onConnectionsCut" | "onUsageIndex"> & RestoreOptions;
+
+/**
+ * A SQLite file's restore of a staged backup (sqlite-restore.ts): `onRestoreCheck` before the
+ * check reads the staged file (its size: a large one takes a while), `onRestored` once it is the
+ * ledger, before the store opens it.
+ */
+interface RestoreOptions {
+  onRestoreCheck?: (file: string, bytes: number) => void;
+  onRestored?: (restored: LedgerRestored) => void;
+}
 
 /**
  * Opens the store SHIM_DATABASE_URL names (see parseDatabaseUrl); missing directories of a SQLite
  * file are created, the file's volume must have room (checkRoomToStart: VolumeFullError), and
  * the file is claimed for this process until the store closes (claimSqliteFile: a second process
- * would release this one's holds), and backups a killed process left beside it are removed.
+ * would release this one's holds), a backup staged beside it (`<file>.restore`) replaces it once
+ * checked (restoreStagedLedger: under the claim, before the store opens the file), and backups a
+ * killed process left beside it are removed. Postgres and `:memory:` have no such file.
  */
 export async function openStore(url: string, options: OpenStoreOptions = {}, cwd: string = process.cwd()): Promise<Store> {
   const target = parseDatabaseUrl(url);
@@ -34,6 +47,8 @@ export async function openStore(url: string, options: OpenStoreOptions = {}, cwd
   options.onVolumeFree?.(checkRoomToStart(file));
   const owner = claimSqliteFile(file);
   try {
+    const restored = restoreStagedLedger(realSqliteFile(file), { onChecking: options.onRestoreCheck });
+    if (restored !== null) options.onRestored?.(restored);
     removeLeftoverBackups(file); // a killed process's, now that no other process can be sending one
     return new SqliteStore(file, { ...sqliteOptions, owner });
   } catch (e) {

@@ -1,5 +1,5 @@
 import { accessSync, constants } from "node:fs";
-import { dirname } from "node:path";
+import { basename, dirname } from "node:path";
 
 /**
  * What a SQLite error means for the store. better-sqlite3 gives the extended result code as a
@@ -91,7 +91,7 @@ export function failureHint(e: unknown, file: string, readOnly: (dir: string) =>
       return `the disk failed a read or write of ${files}: check the volume (dmesg, df -h, its mount)`;
     case "SQLITE_CORRUPT":
     case "SQLITE_NOTADB":
-      return `${file} is corrupt: stop the shim and restore the last backup (${RESTORE_DOCS})`;
+      return `${file} is corrupt: restore the last backup: copy it beside it as ${basename(file)}.restore, owned by uid 1000, and restart the shim, which checks it and swaps it in (${RESTORE_DOCS})`;
     case "SQLITE_BUSY":
       return `another connection held ${file}'s write lock too long (an operator's sqlite3 shell, a backup by another program?)`;
     default:

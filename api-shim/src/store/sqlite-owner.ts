@@ -25,8 +25,7 @@ export class SqliteInUseError extends Error {
 export function claimSqliteFile(file: string): { release(): void } {
   // The lock is named after the file SQLite really opens, so two spellings of one database (a
   // symlink, a relative path) meet at the same lock.
-  const real = existsSync(file) ? realpathSync(file) : join(realpathSync(dirname(file)), basename(file));
-  const lock = new Database(`${real}-lock`);
+  const lock = new Database(`${realSqliteFile(file)}-lock`);
   try {
     lock.pragma("busy_timeout = 0");
     lock.pragma("journal_mode = MEMORY"); // nothing is written: no journal file beside the lock
@@ -38,4 +37,9 @@ export function claimSqliteFile(file: string): { release(): void } {
   }
   // Closing the connection ends its transaction and drops the lock.
   return { release: () => void (lock.open && lock.close()) };
+}
+
+/** The file SQLite really opens for `file` (a symlink's target, an absolute path); its directory must exist. Its -wal, -shm and -lock are named after it. */
+export function realSqliteFile(file: string): string {
+  return existsSync(file) ? realpathSync(file) : join(realpathSync(dirname(file)), basename(file));
 }

@@ -1,0 +1,126 @@
+import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { fileStamp } from "../requests/period.ts";
+import { checkStagedLedger, removeLeftoverChecks } from "./sqlite-restore-check.ts";
+export { RestoreRefusedError } from "./sqlite-restore-check.ts";
+
+/**
+ * The restore of a backup staged beside the SQLite ledger: `<ledger>.restore` (e.g.
+ * /app/data/shim.db.restore), found at the start, while the start holds the ledger's owner lock
+ * and before anything opens the ledger (openStore). Copying a backup over shim.db by hand, with an
+ * old shim.db-wal left beside it, corrupts the ledger or silently brings the old state back; here
+ * the staged file is checked first (sqlite-restore-check.ts: refused, nothing changed), then the
+ * ledger's files move into a new directory beside them, `<ledger>.replaced-<UTC time>/`, and the
+ * staged file is renamed to the ledger, last. Renames within one directory: no room needed, and
+ * a process killed at any point leaves either the staged file (the next start moves what is left
+ * and renames it) or the restored ledger. The lock file (`-lock`) stays where it is.
+ */
+
+/** What a restore did, for the shim's log line (restoredMessage). */
+export interface LedgerRestored {
+  /** The staged file, now the ledger. */
+  from: string;
+  ledger: string;
+  /** The directory the replaced files went to; null when none was beside the ledger. */
+  previous: string | null;
+  /** The names of the files moved there. */
+  moved: string[];
+  /** With nothing to move: the newest directory of replaced files, if any (an earlier restore's, or this one's, begun by a start that was stopped half way). */
+  earlier: string | null;
+  /** The restored ledger's keys, and their balances together in credits (`3456.5`). */
+  keys: number;
+  credits: string;
+}
+
+/** A restore that failed after it began to move files (an I/O error): what was moved, and that the next start completes it. */
+export class RestoreInterruptedError extends Error {
+  constructor(staged: string, ledger: string, previous: string | null, moved: readonly string[], cause: unknown) {
+    const where = moved.length === 0 ? "nothing was moved yet" : `${moved.join(", ")} moved into ${previous}`;
+    super(`restoring the ledger ${ledger} from ${staged} failed half way (${where}): ${(cause as Error).message}; the next start completes it (${basename(staged)} is still there), or move the files back to undo it`, { cause });
+    this.name = "RestoreInterruptedError";
+  }
+}
+
+/** The staged file beside `ledger`. */
+export const stagedFileOf = (ledger: string) => `${ledger}.restore`;
+
+/**
+ * The ledger's files a restore replaces, in the order they move: shim.db first, so that a ledger
+ * file never stays beside the staged file without its -wal once that moved. A -journal is not the
+ * WAL-mode ledger's, but one left beside it would be rolled back into the restored file.
+ */
+const ledgerFiles = (ledger: string) => ["", "-wal", "-shm", "-journal"].map((suffix) => `${basename(ledger)}${suffix}`);
+
+/**
+ * Restores `<ledger>.restore` over `ledger` if it is there (null if not), once it passes its
+ * check (RestoreRefusedError, nothing changed). The caller holds the ledger's owner lock
+ * (claimSqliteFile) and has not opened it. `ledger` is the file SQLite opens (a symlink's target):
+ * its -wal and -shm are named after it. `onChecking`: before the check reads the whole file.
+ */
+export function restoreStagedLedger(ledger: string, options: { now?: () => number; onChecking?: (file: string, bytes: number) => void } = {}): LedgerRestored | null {
+  removeLeftoverChecks(ledger);
+  const staged = stagedFileOf(ledger);
+  const st = lstatSync(staged, { throwIfNoEntry: false });
+  if (st === undefined) return null;
+  const found = checkStagedLedger(staged, ledger, st, options.onChecking);
+  const dir = dirname(ledger);
+  const present = ledgerFiles(ledger).filter((name) => lstatSync(join(dir, name), { throwIfNoEntry: false }) !== undefined);
+  let previous: string | null = null;
+  const moved: string[] = [];
+  try {
+    if (present.length > 0) {
+      previous = newDirectory(join(dir, `${basename(ledger)}.replaced-${fileStamp((options.now ?? Date.now)())}`));
+      for (const name of present) {
+        renameSync(join(dir, name), join(previous, name));
+        moved.push(name);
+      }
+      syncDirectory(previous);
+      // The moves are on disk before the rename: after a power cut, the restored file must not
+      // come back with the old -wal still beside it.
+      syncDirectory(dir);
+    }
+    renameSync(staged, ledger);
+    syncDirectory(dir);
+  } catch (e) {
+    throw new RestoreInterruptedError(staged, ledger, previous, moved, e);
+  }
+  return { from: staged, ledger, previous, moved, earlier: previous === null ? newestReplaced(ledger) : null, ...found };
+}
+
+/** `path`, or `path-2`, `-3`… if taken: a directory of its own, so that nothing replaced before is overwritten (a rename onto a file replaces it). */
+function newDirectory(path: string): string {
+  for (let n = 1; ; n++) {
+    const candidate = n === 1 ? path : `${path}-${n}`;
+    try {
+      mkdirSync(candidate);
+      return candidate;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    }
+  }
+}
+
+function syncDirectory(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The newest `<ledger>.replaced-<time>` directory beside the ledger (by its name: the times sort as text), or null. */
+function newestReplaced(ledger: string): string | null {
+  const prefix = `${basename(ledger)}.replaced-`;
+  const names = readdirSync(dirname(ledger)).filter((n) => n.startsWith(prefix)).sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+  return names.length === 0 ? null : join(dirname(ledger), names.at(-1)!);
+}
+
+/** The log line of a restore: from which file, where the replaced files are, and what the restored ledger holds (never a key or a hash). */
+export function restoredMessage(r: LedgerRestored): string {
+  const holds = `${r.keys} ${r.keys === 1 ? "key" : "keys"}, ${r.credits} credits in all`;
+  const replaced = r.previous !== null
+    ? `the files it replaced (${r.moved.join(", ")}) are in ${r.previous}`
+    : `no ledger files were beside it to replace${r.earlier === null ? " (a new volume)" : ` (the newest directory of replaced files is ${r.earlier}: an earlier restore's, or this one's if a start was stopped half way through it)`}`;
+  return `restored the ledger ${r.ledger} from ${r.from}: ${holds}; ${replaced}`;
+}
