@@ -47,9 +47,14 @@ function existedIn(k: ApiKey, period: UsageReport["period"]): boolean {
  */
 export function keySummary(report: UsageReport, keys: readonly ApiKey[], now = Date.now()): KeySummary {
   const rows = new Map<string, UsageRow[]>();
-  for (const r of report.data) rows.set(r.key_id, [...(rows.get(r.key_id) ?? []), r]);
+  for (const r of report.data) {
+    const of = rows.get(r.key_id);
+    if (of) of.push(r);
+    else rows.set(r.key_id, [r]);
+  }
   const listed = keys.filter((k) => rows.has(k.id) || existedIn(k, report.period));
-  const unlisted = [...rows.keys()].filter((id) => !keys.some((k) => k.id === id));
+  const ids = new Set(keys.map((k) => k.id));
+  const unlisted = [...rows.keys()].filter((id) => !ids.has(id));
   const micro = (v: number) => parseCredits(v) ?? 0;
   const line = (id: string, key: ApiKey | undefined): KeySummaryRow & { micro: number } => {
     const of = rows.get(id) ?? [];

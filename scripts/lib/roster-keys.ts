@@ -103,8 +103,8 @@ export async function createFromRoster(run: RosterRun, deps: ScriptDeps, connect
   const interruption = watchInterruption(deps.signals, {
     first: () => io.err(`interrupted: stopping once the key being made is saved to ${handout.path} (Ctrl-C again to stop at once)`),
     second: () => io.err(inFlight
-      ? `stopped at once: ${lostCreate(run, inFlight.name)}; the ${plural(made.length, "key")} made before it are in ${handout.path}`
-      : `stopped: the ${plural(made.length, "key")} made are in ${handout.path}`),
+      ? `stopped at once: ${lostCreate(run, inFlight.name)}; ${keptIn(made.length, handout, "made before it")}`
+      : `stopped: ${keptIn(made.length, handout, "made")}`),
   });
   try {
     const plan = againstKeys(roster.entries, await client.listKeys());
@@ -157,8 +157,12 @@ function lostCreate(run: RosterRun, name: string): string {
   return `a key named "${name}" may have been created, its secret not saved: run ${manageKeysCommand(run.target, "list")}, and if it is there, revoke it (${manageKeysCommand(run.target, "revoke")} --key <its id>) before running this again`;
 }
 
+/** Where the keys made are: "the 3 keys made before it are in <file>". */
+function keptIn(made: number, handout: Handout, what: string): string {
+  return made === 0 ? `no key was ${what}` : `the ${plural(made, "key")} ${what} ${made === 1 ? "is" : "are"} in ${handout.path}`;
+}
+
 /** Where a failed create left the run: what was made, where it is, and what to run next. */
 function stoppedAt(entry: RosterEntry, made: number, total: number, handout: Handout): string {
-  const kept = made === 0 ? "no key was made before it" : `the ${plural(made, "key")} made before it ${made === 1 ? "is" : "are"} in ${handout.path}`;
-  return `Stopped at line ${entry.line} (${entry.name}), ${made} of ${total} keys made: ${kept}. Once the cause is fixed, run the same command again (without --handout, or with another): it skips the names that have a key and makes the rest.`;
+  return `Stopped at line ${entry.line} (${entry.name}), ${made} of ${total} keys made: ${keptIn(made, handout, "made before it")}. Once the cause is fixed, run the same command again (without --handout, or with another): it skips the names that have a key and makes the rest.`;
 }

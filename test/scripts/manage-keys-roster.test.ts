@@ -274,6 +274,30 @@ describe("create --from: a key per roster line", () => {
 describe("create --from, interrupted (Ctrl-C)", () => {
   const script = fileURLToPath(new URL("../../scripts/manage-keys.ts", import.meta.url));
 
+  it("a second Ctrl-C stops at once (exit 130), naming the key whose create was in flight and what to do about it", async () => {
+    const root = tempDir();
+    writeFileSync(join(root, "roster.csv"), rosterOf(["name", "ws9-ann", "ws9-bob", "ws9-cid"]));
+    const shim = await front(300);
+    // The process's signals, stood in for: both come while bob's create is in flight.
+    const listeners: ((signal: NodeJS.Signals) => void)[] = [];
+    const exits: number[] = [];
+    const signals = { on: (_e: string, l: (s: NodeJS.Signals) => void) => listeners.push(l), off: () => {}, exit: (code: number) => void exits.push(code) };
+    const io = memoryIo();
+    const err = io.err;
+    io.err = (line) => {
+      err(line);
+      if (line === "created 1/3: ws9-ann") setTimeout(() => { for (const l of listeners.slice(0, 1)) { l("SIGINT"); l("SIGINT"); } }, 100);
+    };
+    try {
+      await main(["create", "--url", shim.url, "--from", "roster.csv", "--handout", "k.csv"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root, signals });
+    } finally {
+      shim.close();
+    }
+    expect(exits).toEqual([130]);
+    expect(io.stderr).toContain(`stopped at once: a key named "ws9-bob" may have been created, its secret not saved: run npm run manage-keys -- list --url=${shim.url}, and if it is there, revoke it (npm run manage-keys -- revoke --url=${shim.url} --key <its id>) before running this again; the 1 key made before it is in ${join(root, "k.csv")}`);
+    expect(handout(join(root, "k.csv")).rows.map((row) => row.name)).toEqual(["ws9-ann", ...(io.stderr.includes("created 2/3: ws9-bob") ? ["ws9-bob"] : [])]);
+  });
+
   it("stops once the key being made is saved: every key the shim made is in the hand-out, none lost in flight", async () => {
     const names = Array.from({ length: 30 }, (_, i) => `ws8-${i + 1}`);
     const root = tempDir();
