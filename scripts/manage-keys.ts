@@ -3,11 +3,14 @@
 // stack's outputs or from an environment variable, never from a flag.
 import { randomUUID } from "node:crypto";
 import { creditsInput } from "../api-shim/src/money/money.ts";
-import { isNote, isPlainText, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_KEY_NAME_CHARACTERS, MAX_NOTE_CHARACTERS } from "../api-shim/src/names.ts";
-import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreatedKey, type CreditGrant, findKey, keyReference, keyStatus } from "./lib/admin-client.ts";
-import { mayHaveActed, secretLost } from "./lib/lost-answers.ts";
+import { isNote, isPlainText, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_NOTE_CHARACTERS } from "../api-shim/src/names.ts";
+import { AdminApiError, type AdminClient, adminClient, type AdminTarget, type ApiKey, type CreditGrant, findKey, keyReference, keyStatus } from "./lib/admin-client.ts";
+import { createKey, expiryNotApplied, keyNameProblem, nameTaken } from "./lib/create-key.ts";
+import { mayHaveActed } from "./lib/lost-answers.ts";
+import { manageKeysCommand } from "./lib/manage-keys-command.ts";
+import { createFromRoster, type RosterRun } from "./lib/roster-keys.ts";
 import { rotateKey } from "./lib/rotate-key.ts";
-import { commaList, instantFlag, type Io, npmDashHint, parseFlags, required, runScript, shellFlag, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
+import { commaList, instantFlag, type Io, npmDashHint, parseFlags, required, runScript, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
 import { closestName } from "./lib/closest-name.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
@@ -19,6 +22,16 @@ Commands:
   create   --name <name> [--credits <n>] [--tier <tier>] [--models <a,b>] [--expires-at <time>]
            makes a key and prints it once (store it then: only its hash is kept);
            --expires-at takes 2027-01-31T23:59:59Z (a zone is required) or 2027-01-31 (00:00 UTC)
+  create   --from <roster.csv> [--credits <n>] [--tier <tier>] [--models <a,b>] [--expires-at <time>]
+           [--handout <file>]
+           a key per line of a CSV roster: a header line, a name column, and optional credits,
+           tier and expires_at columns (a cell left empty takes the flag's value). The whole
+           roster is checked first: any problem is listed with its line, and nothing is created.
+           A name with a key in use is skipped, so a run again makes only the keys missing.
+           Each key goes to the hand-out (name,base_url,key_id,key; mode 0600) as it is made:
+           --handout <file>, default ./<stack>-keys-<UTC time>.csv (with --url, the host's
+           name), never overwritten; relative paths start at the repository's root, where npm
+           runs the script. Progress on stderr; Ctrl-C stops once the key being made is saved
   list     every key: balance, held, requests in flight, remaining, tier, status, source
            (config: from the stack's gpu-sandbox:keys, changed there, not with update or rotate)
   revoke   --key <id|name>             the key stops working at once (401); one already revoked: exit 0, saying when
@@ -34,13 +47,15 @@ Commands:
            can never credit twice)
 
 A create, rotate or top-up whose answer is lost (the connection dropped, no answer in 30 s, a 5xx)
-may have been applied: the error says so and what to run (for a top-up, that retry command).
+may have been applied: the error says so and what to run (for a top-up, that retry command);
+create --from stops there, its keys made so far in the hand-out.
 
 ${TARGET_USAGE}
-  --json                     print the API's JSON
+  --json                     print the API's JSON (create --from: the keys made, as an array)
 
 Examples:
   npm run manage-keys -- create --stack acme --name team-07 --credits 500 --tier developer
+  npm run manage-keys -- create --stack acme --from roster.csv --credits 50 --tier developer --expires-at 2027-03-15T18:00:00Z
   npm run manage-keys -- list --stack acme
   npm run manage-keys -- top-up --stack acme --key team-07 --amount 250 --note "invoice 1042"
   npm run manage-keys -- update --stack acme --key team-07 --tier pro --all-models
@@ -61,6 +76,8 @@ const OPTIONS = {
   amount: { type: "string" },
   note: { type: "string" },
   "idempotency-key": { type: "string" },
+  from: { type: "string" },
+  handout: { type: "string" },
 } as const;
 
 const COMMANDS = ["create", "list", "revoke", "rotate", "top-up", "update"] as const;
@@ -97,7 +114,7 @@ function lastRevokedByName(keys: readonly ApiKey[], given: string): ApiKey | und
 
 /** Flags each command accepts besides the target and --json, so a misplaced flag is an error, not ignored. */
 const COMMAND_FLAGS: Record<Command, readonly string[]> = {
-  create: ["name", "credits", "tier", "models", "expires-at"],
+  create: ["name", "from", "handout", "credits", "tier", "models", "expires-at"],
   list: [],
   revoke: ["key"],
   rotate: ["key"],
@@ -146,22 +163,13 @@ function oneOf(flags: Flags, a: keyof Flags, b: keyof Flags): void {
   if (flags[a] !== undefined && flags[b] !== undefined) throw new UsageError(`--${a} and --${b} contradict each other: give one`);
 }
 
-/**
- * A manage-keys command line to paste, with the target flags as given (the same tenant, token and
- * CA). Each flag is one word, `--note='-10% promo'`, so a value that starts with "-" parses back.
- */
-function manageKeysCommand(flags: Flags, command: Command, values: readonly (readonly [string, string | undefined])[] = []): string {
-  const target = (["stack", "url", "admin-token-env", "ca"] as const).map((f) => [f, flags[f]] as const);
-  const words = [...target, ...values].flatMap(([name, value]) => (value !== undefined ? [shellFlag(name, value)] : []));
-  return ["npm run manage-keys --", command, ...words].join(" ");
-}
-
 export async function runCommand(command: Command, flags: Flags, client: AdminClient, io: Io): Promise<number> {
   switch (command) {
     case "create": {
       // Trimmed as the shim stores it: "team-07 " is the name "team-07".
       const name = required("name", flags.name?.trim(), "the key's name, e.g. team-07");
-      if (!isWithin(name, MAX_KEY_NAME_CHARACTERS)) throw new UsageError(`--name has ${[...name].length} characters: a key's name is at most ${MAX_KEY_NAME_CHARACTERS}`);
+      const problem = keyNameProblem(name);
+      if (problem) throw new UsageError(`--name ${problem}`);
       expiresAtFlag(flags["expires-at"]);
       const models = modelsFlag(flags.models, "leave --models out");
       const body = {
@@ -169,39 +177,23 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
         ...(flags.credits !== undefined ? { credits: creditsFlag("credits", flags.credits, false) } : {}),
         ...(flags.tier !== undefined ? { tier: flags.tier } : {}),
         ...(models ? { models } : {}),
-        // `expiresAt`: the spelling every shim version reads (newer ones also take `expires_at`).
         ...(flags["expires-at"] !== undefined ? { expiresAt: flags["expires-at"] } : {}),
       };
-      const existing = await client.listKeys();
-      // --key matches ids before names, so a key named as another's id could never be named.
-      const idHolder = existing.find((k) => k.id === name);
-      if (idHolder) throw new UsageError(`--name "${name}" is the id of another key (${idHolder.name}), and --key "${name}" would always mean that key: choose another --name`);
-      // The shim does not make names unique, but --key <name> means the one key in use with it:
-      // a second one would leave the name naming two keys, and top-up and revoke by name refused.
-      const namesake = existing.find((k) => k.name.trim() === name && keyStatus(k) === "active");
-      if (namesake) {
-        throw new UsageError(`a key named "${name}" is in use (id ${namesake.id}), and --key "${name}" must name one key: choose another --name, or revoke that key first (${manageKeysCommand(flags, "revoke", [["key", namesake.id]])})`);
+      const taken = nameTaken(await client.listKeys(), name);
+      if (taken?.by === "id") throw new UsageError(`--name "${name}" is the id of another key (${taken.key.name}), and --key "${name}" would always mean that key: choose another --name`);
+      if (taken) {
+        throw new UsageError(`a key named "${name}" is in use (id ${taken.key.id}), and --key "${name}" must name one key: choose another --name, or revoke that key first (${manageKeysCommand(flags, "revoke", [["key", taken.key.id]])})`);
       }
-      let created: CreatedKey;
-      try {
-        created = await client.createKey(body);
-      } catch (err) {
-        // The key and its credits may exist, with a secret that was only in the lost answer: a
-        // second create would make a second key. Find it and revoke it instead.
-        if (mayHaveActed(err)) {
-          throw secretLost(err, `A key named "${name}" may have been created`, "a second create would make a second key", `run ${manageKeysCommand(flags, "list")}, and if a key named "${name}" that you do not know of is there, revoke it with ${manageKeysCommand(flags, "revoke")} --key <its id>`);
-        }
-        throw err;
-      }
-      // A shim that ignored the expiry made a key that never expires: say so, with the key (it exists).
-      const expiryLost = flags["expires-at"] !== undefined && created.expires_at === null;
+      const created = await createKey(client, body, flags);
       if (flags.json) io.out(JSON.stringify(created, null, 2));
       else {
         io.out(`Created key ${created.name} (id ${created.id}): tier ${created.tier}, ${created.balance} credits${created.models ? `, models ${created.models.join(", ")}` : ""}${created.expires_at ? `, expires ${shownTime(created.expires_at)}` : ""}.`);
         io.out(`Key (shown once; only its hash is stored): ${created.key}`);
       }
+      // A shim that ignored the expiry made a key that never expires: said, with the key (it exists).
+      const expiryLost = expiryNotApplied(created, flags["expires-at"]);
       if (expiryLost) {
-        io.err(`The shim did not apply --expires-at: this key never expires. If it must not outlive ${flags["expires-at"]}, revoke it: npm run manage-keys -- revoke --key ${created.id} (with the same --stack or --url).`);
+        io.err(expiryLost);
         return 1;
       }
       return 0;
@@ -287,6 +279,19 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       return rotateKey(client, key, manageKeysCommand(flags, "rotate", [["key", key.id]]), flags.json === true, io);
     }
   }
+}
+
+/** `create --from`'s run, its flags checked as a single create's: they are the roster's defaults. */
+function rosterRun(flags: Flags): RosterRun {
+  oneOf(flags, "name", "from");
+  const from = required("from", flags.from, "the roster, a CSV file with a name column (--handout goes with --from; a single --name create prints its key)");
+  expiresAtFlag(flags["expires-at"]);
+  const defaults = {
+    credits: flags.credits === undefined ? undefined : creditsFlag("credits", flags.credits, false),
+    tier: flags.tier, models: modelsFlag(flags.models, "leave --models out"), expiresAt: flags["expires-at"],
+  };
+  if (flags.handout === "") throw new UsageError("--handout needs a file name");
+  return { from, handout: flags.handout, json: flags.json === true, defaults, target: flags };
 }
 
 /** Refuses a top-up to a revoked or expired key, naming its state and what to do instead. */
@@ -376,8 +381,9 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const cmd = command;
     const stray = Object.keys(values).filter((f) => !COMMON_FLAGS.has(f) && !COMMAND_FLAGS[cmd].includes(f));
     if (stray.length) throw new UsageError(`${stray.map((f) => `--${f}`).join(", ")} ${stray.length === 1 ? "does" : "do"} not go with ${cmd}; ${cmd} takes: ${COMMAND_FLAGS[cmd].map((f) => `--${f}`).join(", ") || "no other flags"}`);
-    const target = await resolveAdminTarget(values, deps);
-    return runCommand(cmd, values, adminClient(target, fetch, { progress: (line) => deps.io.err(line) }), deps.io);
+    const connect = (target: AdminTarget) => adminClient(target, fetch, { progress: (line) => deps.io.err(line) });
+    if (cmd === "create" && (values.from !== undefined || values.handout !== undefined)) return createFromRoster(rosterRun(values), deps, connect);
+    return runCommand(cmd, values, connect(await resolveAdminTarget(values, deps)), deps.io);
   });
 }
 

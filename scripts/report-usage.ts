@@ -1,6 +1,7 @@
 // npm run report-usage -- (--stack <name> | --url <base>) [--key <id|name>] [--from] [--to | --all]
-//   [--group model|day] [--format table|json|csv]
-// A tenant's usage per key and model or day, from its admin API (/admin/usage), with totals.
+//   [--group model|day|key] [--format table|json|csv]
+// A tenant's usage per key and model or day, or per key with its balance, from its admin API
+// (/admin/usage and the key list), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
 import { ShimError } from "../api-shim/src/errors.ts";
 import { parsePeriod, periodQuery, readInstant } from "../api-shim/src/requests/period.ts";
@@ -9,6 +10,7 @@ import { instantFlag, oneOf, parseFlags, runScript, UsageError } from "./lib/cli
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
+import { formatKeySummary, keySummary, keySummaryCsv } from "./lib/key-summary.ts";
 import { wholeLedger, withKeyNames } from "./lib/usage-export.ts";
 
 const USAGE = `Usage: npm run report-usage -- (--stack <name> | --url <base URL>) [options]
@@ -30,10 +32,15 @@ totals.
                              whose clock is ahead may have begun the next day); not with --from
                              or --to. Save it (--group day --format csv) before a tenant is
                              destroyed or rebuilt: the ledger is on its volume
-  --group <model|day>        rows per key and model (default) or per key and UTC day
+  --group <model|day|key>    rows per key and model (default) or per key and UTC day; key: a
+                             line per key that existed in the period, those that sent nothing
+                             included, with its usage summed and its balance and status now
+                             (active, revoked, expired), e.g. for the end of a workshop
   --format <table|json|csv>  table (default); json (the API's report plus totals, and with --key
                              the keys covered); csv (the API's CSV, spreadsheet-safe, one row per
-                             key and group, with key_name after key_id)
+                             key and group, with key_name after key_id; --group key: key_id,
+                             key_name, requests, prompt_tokens, completion_tokens, total_tokens,
+                             cost, balance, status)
 
 ${TARGET_USAGE}
 
@@ -42,7 +49,8 @@ Examples:
   npm run report-usage -- --stack acme --group day --from 2026-03-01 --to 2026-03-07
   npm run report-usage -- --stack acme --key team-a --from 2026-03-01 --to 2026-03-31
   npm run --silent report-usage -- --stack acme --format csv > acme-usage.csv
-  npm run --silent report-usage -- --stack acme --all --group day --format csv > acme-ledger.csv`;
+  npm run --silent report-usage -- --stack acme --all --group day --format csv > acme-ledger.csv
+  npm run --silent report-usage -- --stack acme --all --group key --format csv > acme-keys.csv`;
 
 const OPTIONS = {
   ...TARGET_OPTIONS,
@@ -54,7 +62,7 @@ const OPTIONS = {
   format: { type: "string" },
 } as const;
 
-const GROUPS = ["model", "day"] as const;
+const GROUPS = ["model", "day", "key"] as const;
 const FORMATS = ["table", "json", "csv"] as const;
 
 export interface UsageTotals {
@@ -157,6 +165,21 @@ async function mergedCsv(client: AdminClient, queries: readonly UsageQuery[]): P
   return csvs[0]! + csvs.slice(1).map(rows).join("");
 }
 
+/** --group key: a line per key that existed in the period, with its balance and status (key-summary.ts). */
+function keyReport(report: UsageReport, keys: readonly ApiKey[], covered: readonly ApiKey[] | undefined, format: (typeof FORMATS)[number], deps: ScriptDeps): number {
+  const summary = keySummary(report, keys, deps.now().getTime());
+  const of = covered ? ` of ${coverage(covered)}` : "";
+  if (format === "csv") {
+    deps.io.write(keySummaryCsv(summary));
+    if (covered) deps.io.err(`usage of ${coverage(covered)}`);
+  } else if (format === "json") {
+    deps.io.out(JSON.stringify({ ...summary, ...(covered ? { keys: covered.map((k) => ({ id: k.id, name: k.name, revoked_at: k.revoked_at })) } : {}) }, null, 2));
+  } else {
+    deps.io.out(formatKeySummary(summary, `Usage ${report.period.start} to ${report.period.end}${of}, per key, with balances now`));
+  }
+  return 0;
+}
+
 const periodFlag = (flag: string, value: string | undefined) => instantFlag(flag, value, "a date (2026-03-01) or a timestamp with a zone (2026-03-01T09:00:00Z)");
 
 /**
@@ -194,10 +217,12 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const target = await resolveAdminTarget(values, deps);
     const { from, to } = values.all ? wholeLedger(target.createdAt, deps.now()) : given;
     const client = adminClient(target, fetch, { progress: (line) => deps.io.err(line) });
-    // Names for the table and the CSV, and to accept --key by name; the API filters by id.
-    const keys = values.key !== undefined || format !== "json" ? await client.listKeys() : [];
+    // Names for the table and the CSV, balances for --group key, and to accept --key by name; the API filters by id.
+    const keys = values.key !== undefined || format !== "json" || group === "key" ? await client.listKeys() : [];
     const covered = values.key === undefined ? undefined : reportedKeys(keys, values.key);
-    const queries = queriesFor({ group, ...(from ? { from } : {}), ...(to ? { to } : {}) }, covered, deps.now());
+    // --group key sums the API's rows per key and model: the API groups by model or day only.
+    const queries = queriesFor({ group: group === "key" ? "model" : group, ...(from ? { from } : {}), ...(to ? { to } : {}) }, covered, deps.now());
+    if (group === "key") return keyReport(await mergedReport(client, queries), covered ?? keys, covered, format, deps);
     if (format === "csv") {
       // As the shim wrote it (CRLF line ends, RFC 4180): a line-printing \n would mix endings.
       deps.io.write(withKeyNames(await mergedCsv(client, queries), keys));

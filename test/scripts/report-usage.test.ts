@@ -176,7 +176,7 @@ describe("report-usage against a real shim", () => {
   });
 
   it.each([
-    [["--group", "week"], '--group "week" is not allowed; use one of: model, day'],
+    [["--group", "week"], '--group "week" is not allowed; use one of: model, day, key'],
     [["--format", "xml"], '--format "xml" is not allowed; use one of: table, json, csv'],
     [["--from", "yesterday"], '--from "yesterday" must be a date (2026-03-01) or a timestamp with a zone'],
     [["--to", "2026-11-31"], "--to: 2026-11-31 is not a day: November 2026 has 30 days"],

@@ -1,0 +1,122 @@
+// report-usage --group key: the end of a workshop's day, a line per attendee's key, against a real
+// shim (found by an evaluator playing an organiser, who joined `list --json` and the usage with jq).
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { memoryIo } from "../../scripts/lib/cli.ts";
+import type { KeySummary } from "../../scripts/lib/key-summary.ts";
+import { main } from "../../scripts/report-usage.ts";
+import { manualClock } from "../support/clocks.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+import { tempDir } from "../support/tools.ts";
+import { FakePulumi } from "./fake-pulumi.ts";
+
+// The shim's and the script's clock, moved by the test: a key revoked last month, keys made a
+// second apart (the list's order is their creation's), one that expires.
+const clock = manualClock(Date.UTC(2026, 0, 15, 12));
+const SECOND = 1000;
+let h: Harness;
+const ids: Record<string, string> = {};
+
+async function chat(name: string, key: string, model = "qwen2.5-7b"): Promise<void> {
+  const { response } = await h.client(key).chat.completions.create({ model, messages: [{ role: "user", content: `hello from ${name}` }], max_tokens: 3 }).withResponse();
+  const requestId = response.headers.get("x-request-id");
+  await h.waitForRequestLog((l) => l.reqId === requestId && l.status === 200); // settled
+}
+
+async function make(name: string, credits: number, more: Record<string, unknown> = {}): Promise<string> {
+  clock.advance(SECOND);
+  const k = await h.createKey({ name, credits, tier: "developer", ...more });
+  ids[name] = k.id;
+  return k.key;
+}
+
+beforeAll(async () => {
+  h = await startShim({ clock });
+  // January: a key used, then revoked.
+  await chat("ws-old", await make("ws-old", 10));
+  expect((await h.admin(`/admin/keys/${ids["ws-old"]}`, { method: "DELETE" })).status).toBe(200);
+  clock.advance(31 * 24 * 3600 * SECOND); // February 15th
+  const ann = await make("ws-ann", 100);
+  await chat("ws-ann", ann);
+  await chat("ws-ann", ann, "bge-m3"); // two models: two rows of the API's report, one line here
+  await make("ws-bob", 50); // sends nothing
+  const cid = await make("ws-cid", 100);
+  await chat("ws-cid", cid);
+  expect((await h.admin(`/admin/keys/${ids["ws-cid"]}`, { method: "DELETE" })).status).toBe(200);
+  // A name a spreadsheet would run as a formula, and a key that expires an hour after it is made.
+  await make("=ws-eve", 20, { expires_at: new Date(clock.now() + 3600 * SECOND).toISOString() });
+  clock.advance(2 * 3600 * SECOND);
+});
+afterAll(() => h.close());
+
+async function report(argv: string[]) {
+  const io = memoryIo();
+  const code = await main(["--url", h.url, "--group", "key", ...argv], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir(), now: () => new Date(clock.now()) });
+  return { code, out: io.stdout.join("\n"), err: io.stderr.join("\n") };
+}
+
+/** What each key lost since it was made, from the ledger: what it spent, as the report must say. */
+async function spent(): Promise<Map<string, number>> {
+  const made: Record<string, number> = { "ws-old": 10, "ws-ann": 100, "ws-bob": 50, "ws-cid": 100, "=ws-eve": 20 };
+  const audit = await h.store.audit();
+  return new Map(Object.entries(ids).map(([name, id]) => [id, made[name]! * 1e6 - audit.find((a) => a.keyId === id)!.balance]));
+}
+
+describe("report-usage --group key", () => {
+  it("JSON: a line per key of the period, in the order they were made, those without usage included, with balance and status now", async () => {
+    const r = await report(["--format", "json"]);
+    expect(r.code, r.err).toBe(0);
+    const json = JSON.parse(r.out) as KeySummary;
+    expect(json.period).toEqual({ start: "2026-02-01T00:00:00Z", end: "2026-02-28T23:59:59Z" });
+    expect(json.group).toBe("key");
+    const lost = await spent();
+    expect(lost.get(ids["ws-ann"]!)).toBeGreaterThan(0);
+    expect(json.data.map((d) => [d.key_name, d.requests, d.cost * 1e6, d.balance, d.status])).toEqual([
+      ["ws-ann", 2, lost.get(ids["ws-ann"]!), (100e6 - lost.get(ids["ws-ann"]!)!) / 1e6, "active"],
+      ["ws-bob", 0, 0, 50, "active"],        // no usage: still a line, with its balance
+      ["ws-cid", 1, lost.get(ids["ws-cid"]!), (100e6 - lost.get(ids["ws-cid"]!)!) / 1e6, "revoked"],
+      ["=ws-eve", 0, 0, 20, "expired"],
+    ]); // ws-old, revoked in January, did not exist in February
+    expect(json.data[1]).toEqual({ key_id: ids["ws-bob"], key_name: "ws-bob", requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, balance: 50, status: "active" });
+    const ann = json.data[0]!;
+    expect(ann.total_tokens).toBe(ann.prompt_tokens + ann.completion_tokens);
+    expect(ann.total_tokens).toBeGreaterThan(0);
+    expect(json.totals).toMatchObject({ requests: 3, cost: (lost.get(ids["ws-ann"]!)! + lost.get(ids["ws-cid"]!)!) / 1e6, balance: json.data.reduce((s, d) => s + d.balance!, 0) });
+  });
+
+  it("CSV: the shim's column style, key_name, balance and status added, formula-safe, CRLF", async () => {
+    const r = await report(["--format", "csv"]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/^([^\r\n]*\r\n)+$/);
+    const [header, ...rows] = r.out.replace(/\r\n$/, "").split("\r\n");
+    expect(header).toBe("key_id,key_name,requests,prompt_tokens,completion_tokens,total_tokens,cost,balance,status");
+    expect(rows).toHaveLength(4);
+    expect(rows[1]).toBe(`${ids["ws-bob"]},ws-bob,0,0,0,0,0,50,active`);
+    expect(rows[2]).toMatch(new RegExp(`^${ids["ws-cid"]},ws-cid,1,\\d+,\\d+,\\d+,[\\d.]+,[\\d.]+,revoked$`));
+    expect(rows[3]).toBe(`${ids["=ws-eve"]},'=ws-eve,0,0,0,0,0,20,expired`);
+  });
+
+  it("the table: a line per key with BALANCE and STATUS, and a TOTAL", async () => {
+    const r = await report([]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/^Usage 2026-02-01T00:00:00Z to 2026-02-28T23:59:59Z, per key, with balances now\n\nKEY +NAME +REQUESTS +PROMPT +COMPLETION +TOKENS +CREDITS +BALANCE +STATUS\n/);
+    expect(r.out).toMatch(new RegExp(`^${ids["ws-bob"]} +ws-bob +0 +0 +0 +0 +0 +50 +active$`, "m"));
+    expect(r.out).toMatch(new RegExp(`^${ids["ws-cid"]} +ws-cid +1 .* revoked$`, "m"));
+    expect(r.out).toMatch(/^TOTAL +3 /m);
+  });
+
+  it("--all: the key revoked in January too, as revoked; --key: that key alone", async () => {
+    const all = JSON.parse((await report(["--all", "--format", "json"])).out) as KeySummary;
+    expect(all.data.map((d) => [d.key_name, d.requests, d.status])).toEqual([
+      ["ws-old", 1, "revoked"], ["ws-ann", 2, "active"], ["ws-bob", 0, "active"], ["ws-cid", 1, "revoked"], ["=ws-eve", 0, "expired"],
+    ]);
+    const one = await report(["--key", "ws-bob", "--format", "json"]);
+    expect(one.code, one.err).toBe(0);
+    expect((JSON.parse(one.out) as KeySummary).data.map((d) => d.key_name)).toEqual(["ws-bob"]);
+  });
+
+  it("a period before any key: no lines", async () => {
+    const r = await report(["--from", "2025-01-01", "--to", "2025-01-31"]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toBe("Usage 2025-01-01T00:00:00Z to 2025-01-31T23:59:59Z, per key, with balances now: no keys.");
+  });
+});
