@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { formatCredits } from "../../api-shim/src/money/money.ts";
 import { showMiB } from "../../api-shim/src/store/sqlite-backup.ts";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
-import { breakKeyIndex } from "../support/corrupt-ledger.ts";
+import { breakKeyIndex, copyWithSchemaVersion } from "../support/corrupt-ledger.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
 import { type ShimProcess, shimClient, shimProcessFixture, ShimStartError, spawnShim } from "../support/shim-process.ts";
 import { tempDir } from "../support/tools.ts";
@@ -183,12 +183,7 @@ describe("a backup staged as shim.db.restore is restored when the shim starts", 
   }, 60_000);
 
   it("refused, nothing changed: a backup a newer shim made, in the usual words", async () => {
-    const { message, staged } = await refusal((staged, backup) => {
-      copyFileSync(backup, staged);
-      const db = new Database(staged);
-      db.pragma("user_version = 99");
-      db.close();
-    });
+    const { message, staged } = await refusal((staged, backup) => copyWithSchemaVersion(backup, staged, 99));
     expect(message).toContain(`: ${staged} was made by a newer version of the shim (schema 99, this one knows ${MIGRATIONS.length}); run the newer image or restore a backup. Nothing was changed`);
   }, 60_000);
 

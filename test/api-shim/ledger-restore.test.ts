@@ -8,7 +8,7 @@ import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { claimSqliteFile, SqliteInUseError } from "../../api-shim/src/store/sqlite-owner.ts";
 import { RestoreRefusedError, restoreStagedLedger } from "../../api-shim/src/store/sqlite-restore.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
-import { breakKeyIndex, corruptLedger } from "../support/corrupt-ledger.ts";
+import { breakKeyIndex, copyWithSchemaVersion, corruptLedger } from "../support/corrupt-ledger.ts";
 import { repoFile, runNodeScript, tracingRenamesAndSyncs } from "../support/fsync-trace.ts";
 import { tempDir } from "../support/tools.ts";
 import { newKey } from "./store-contract.ts";
@@ -346,12 +346,7 @@ describe("restoreStagedLedger refuses a staged file that fails its check, and ch
   });
 
   it("made by a newer shim: the refusal's usual wording", async () => {
-    const { message, staged } = await refusal((staged, backup) => {
-      copyFileSync(backup, staged);
-      const db = new Database(staged);
-      db.pragma("user_version = 99");
-      db.close();
-    });
+    const { message, staged } = await refusal((staged, backup) => copyWithSchemaVersion(backup, staged, 99));
     expect(message).toContain(`: ${staged} was made by a newer version of the shim (schema 99, this one knows ${MIGRATIONS.length}); run the newer image or restore a backup. Nothing was changed`);
   });
 

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, copyFileSync, openSync, readSync, writeSync } from "node:fs";
 import Database from "better-sqlite3";
 
 /**
@@ -49,4 +49,12 @@ export function breakKeyIndex(file: string, keyId: string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/** `backup` copied to `staged` with its schema version set to `version`: a ledger a newer (or older) shim made. */
+export function copyWithSchemaVersion(backup: string, staged: string, version: number): void {
+  copyFileSync(backup, staged);
+  const db = new Database(staged);
+  db.pragma(`user_version = ${version}`);
+  db.close();
 }
