@@ -115,7 +115,7 @@ function failedDeployExpiry(tenant: Tenant, now: Date): Expiry {
         `(interactive: it asks what became of each pending create), then \`${commandLine(destroyArgs(tenant.stack))}\``,
     };
   }
-  if (state === undefined || (state.kind === "state" && !state.hasInstance)) return { kind: "not-deployed" };
+  if (state === undefined || state.kind === "no-stack" || (state.kind === "state" && !state.hasInstance)) return { kind: "not-deployed" };
   if (state.kind === "error") return { kind: "unknown", reason: `no outputs, and the state could not be read: ${state.message}` };
   // Its ttlHours is in the stack file alone: one that cannot be read at all says nothing of it,
   // and "no ttlHours" (`never`) would show a billing host as kept on purpose.
