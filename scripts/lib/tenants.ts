@@ -111,7 +111,7 @@ function failedDeployExpiry(tenant: Tenant, now: Date): Expiry {
     return {
       kind: "unknown",
       reason: `\`pulumi up\` was interrupted while Linode created ${what}: the state does not hold ${it}, so no destroy deletes ${it}, and ${they} may bill. ` +
-        `Look for ${it} in Linode's Cloud Manager (by label): delete ${it} there, or take ${it} into the state with \`pulumi refresh --stack ${tenant.stack}\` ` +
+        `Find ${it} with \`npm run list-tenants -- --linode\`, which gives the command that deletes ${it} (or in Linode's Cloud Manager, by label); delete ${it}, or take ${it} into the state with \`pulumi refresh --stack ${tenant.stack}\` ` +
         `(interactive: it asks what became of each pending create), then \`${commandLine(destroyArgs(tenant.stack))}\``,
     };
   }
