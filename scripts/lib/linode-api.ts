@@ -134,16 +134,17 @@ async function getPage(api: LinodeApi, collection: Collection, page: number): Pr
   const json = parsed(body);
   const reasons = errorReasons(json);
   const answer = `${status}${reasons === "" ? "" : ` ${reasons}`}`;
+  const answered = `${status}${reasons === "" ? "" : ` (${reasons})`}`;
   if (status === 401) throw new UsageError(`Linode refused LINODE_TOKEN (${answer}, ${request}): it is wrong, expired or revoked. ${capitalised(MAKE_TOKEN)}`);
   if (status === 403) {
     const { scope, oauth } = COLLECTIONS[collection];
     throw new UsageError(`LINODE_TOKEN may not read ${scope} (${answer}, ${request}): give it the ${scope} scope, Read Only is enough (${oauth}), or ${MAKE_TOKEN}`);
   }
   if (status === 404) {
-    throw new UsageError(`${request} answered ${answer}: is LINODE_URL (${api.url}) Linode's API? It is the address without the version (${DEFAULT_URL}): ` +
+    throw new UsageError(`${request} answered ${answered}: is LINODE_URL (${api.url}) Linode's API? It is the address without the version (${DEFAULT_URL}): ` +
       `LINODE_API_VERSION (${DEFAULT_VERSION}) is appended to it, as the Linode provider does`);
   }
-  if (status < 200 || status > 299) throw new UsageError(`Linode's API answered ${status}${reasons === "" ? "" : ` (${reasons})`} to ${request}: nothing was listed; try again later`);
+  if (status < 200 || status > 299) throw new UsageError(`Linode's API answered ${answered} to ${request}: nothing was listed; try again later`);
   if (!isPage(json)) throw new UsageError(`${request} answered ${status} but not with Linode's JSON (${startOf(body)}); is LINODE_URL (${api.url}) Linode's API?`);
   return json;
 }

@@ -247,6 +247,13 @@ describe("list-tenants --linode: what goes wrong is said in one line, exit 1", (
     expect(err).toBe(`GET ${linode.url}/v4/linode/instances answered 200 but not with Linode's JSON (<!doctype html><title>Proxy login</title>); is LINODE_URL (${linode.url}) Linode's API?`);
   });
 
+  it("LINODE_URL with the version in it (404): says it is the address without the version, as the provider reads it", async () => {
+    const { code, err } = await check([], { ...world(), env: { LINODE_TOKEN: linode.token, LINODE_URL: `${linode.url}/v4` } });
+    expect(code).toBe(1);
+    expect(err).toBe(`GET ${linode.url}/v4/v4/linode/instances answered 404 (Not found): is LINODE_URL (${linode.url}/v4) Linode's API? ` +
+      "It is the address without the version (https://api.linode.com): LINODE_API_VERSION (v4) is appended to it, as the Linode provider does");
+  });
+
   it("a Linode error (500) says its status and reason", async () => {
     linode.answers.set("/v4/volumes", { status: 500, body: JSON.stringify({ errors: [{ reason: "Please try again" }] }) });
     const { code, err } = await check([], world());
