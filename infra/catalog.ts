@@ -128,12 +128,17 @@ export interface Cost {
   readonly monthlyUsd: number;
 }
 
+/** What a Block Storage Volume of this size costs an hour (USD, not rounded): its monthly price over HOURS_PER_MONTH. */
+export function volumeHourlyUsd(volumeSizeGb: number): number {
+  return (volumeSizeGb * VOLUME_USD_PER_GB_MONTH) / HOURS_PER_MONTH;
+}
+
 /** What the tenant's host costs: the plan (hourly, capped monthly) plus its volume. */
 export function costOf(plan: GpuPlan, volumeSizeGb: number): Cost {
   const volumeMonthly = volumeSizeGb * VOLUME_USD_PER_GB_MONTH;
   const round = (usd: number) => Math.round(usd * 100) / 100;
   return {
-    hourlyUsd: round(plan.hourlyUsd + volumeMonthly / HOURS_PER_MONTH),
+    hourlyUsd: round(plan.hourlyUsd + volumeHourlyUsd(volumeSizeGb)),
     monthlyUsd: round(Math.min(plan.hourlyUsd * HOURS_PER_MONTH, plan.monthlyUsd) + volumeMonthly),
   };
 }

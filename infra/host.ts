@@ -39,6 +39,16 @@ export function resourceNames(tenant: string): ResourceNames {
   return { instance: `gs-${tenant}`, firewall: `gs-${tenant}-fw`, volume: `gs-${tenant}-data` };
 }
 
+/** The tag on every Linode resource the kit makes: `list-tenants --linode` finds them by it. */
+export const KIT_TAG = "gpu-sandbox";
+/** The tag naming the tenant a resource is for: `tenant:<tenant>`. */
+export const TENANT_TAG_PREFIX = "tenant:";
+
+/** The tags the kit puts on a tenant's instance, volume and firewall (before the stack's own `tags`). */
+export function kitTags(tenant: string): string[] {
+  return [KIT_TAG, `${TENANT_TAG_PREFIX}${tenant}`];
+}
+
 /** The stable device path Linode gives a Block Storage Volume with this label. */
 export function volumeDevicePath(volumeLabel: string): string {
   return `/dev/disk/by-id/scsi-0Linode_Volume_${volumeLabel}`;

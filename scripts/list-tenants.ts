@@ -1,16 +1,19 @@
-// npm run list-tenants [-- --json]
+// npm run list-tenants [-- [--linode] [--json]]
 // One line per stack file in stacks/: where it runs, what it costs, when it expires, its
 // endpoint and whether it is deployed (from `pulumi stack output --json` when the CLI is there).
+// With --linode, what Linode itself holds of the kit's, stack or no stack (lib/linode-check.ts).
 import { costOf, findPlan } from "../infra/catalog.ts";
 import { DEFAULT_PLAN, DEFAULT_VOLUME_SIZE_GB } from "../infra/config/defaults.ts";
 import { SSH_CLOSED } from "../infra/host.ts";
 import { parseFlags, runScript } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
+import { TOKEN_FLAG_REFUSAL } from "./lib/linode-api.ts";
+import { checkLinode } from "./lib/linode-check.ts";
 import { endpointOf, type StackOutputs } from "./lib/pulumi.ts";
 import { formatTable } from "./lib/table.ts";
 import { expiryOf, FAILED_DEPLOY, outputsOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
 
-const USAGE = `Usage: npm run list-tenants [-- --json]
+const USAGE = `Usage: npm run list-tenants [-- [--linode] [--json]]
 
 Lists every tenant (stacks/Pulumi.<tenant>.yaml): region, plan, GPU, cost per hour, expiry,
 endpoint and status. Status and expiry come from \`pulumi stack output --json\` when the pulumi
@@ -26,10 +29,26 @@ after printing every row.
             its why); beside it failedDeploy (true for a stack whose first \`pulumi up\` failed,
             "expired" ones too), reason (why the status is unknown, else null) and problem
             (what is wrong with its stack file, else null)
+  --linode  ask Linode's API instead, for what it bills whether a stack holds it or not (an
+            interrupted first \`pulumi up\`, a deleted stack file, a destroy that failed half way):
+            every instance and volume tagged gpu-sandbox, its tenant (its tenant: tag), region,
+            plan or size, status, cost per hour (infra/catalog.ts) and the stack whose state
+            holds it (\`pulumi stack export\`). One that no stack holds is flagged with the
+            linode-cli command that deletes it, since \`pulumi destroy\` cannot; the run then exits
+            1, as it does when a stack's state cannot be read. With nothing tagged, one line says
+            Linode holds nothing of the kit's. Needs LINODE_TOKEN in the environment (never a
+            flag): a token with read-only Linodes and Volumes suffices. LINODE_URL (the API's
+            address, https://api.linode.com) and LINODE_API_VERSION (v4) point it elsewhere, as
+            they do the Linode provider. With --json, a row per instance and volume: kind, id,
+            label, tenant, region, plan, sizeGb, status, created, attachedTo, hourlyUsd, stack,
+            held ("held", "orphaned" or "unknown"), reason (why not held, else null) and delete
+            (the linode-cli commands that delete an orphan, in order, else null)
 
 Examples:
   npm run list-tenants
-  npm run --silent list-tenants -- --json | jq -r '.[] | select(.status == "expired") | .stack'`;
+  npm run --silent list-tenants -- --json | jq -r '.[] | select(.status == "expired") | .stack'
+  npm run list-tenants -- --linode
+  npm run --silent list-tenants -- --linode --json | jq -r '.[] | select(.held == "orphaned") | .delete[]'`;
 
 export interface TenantRow {
   readonly stack: string;
@@ -152,11 +171,14 @@ export function formatTenants(rows: readonly TenantRow[]): string {
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
   const deps = withDefaults(partial);
   return runScript(deps.io, async () => {
-    const { values } = parseFlags(argv, { json: { type: "boolean" } }, USAGE);
+    const { values } = parseFlags(argv, { json: { type: "boolean" }, linode: { type: "boolean" } }, USAGE, {
+      rejected: { "linode-token": TOKEN_FLAG_REFUSAL, token: TOKEN_FLAG_REFUSAL },
+    });
     if (values.help) {
       deps.io.out(USAGE);
       return 0;
     }
+    if (values.linode) return checkLinode(deps, { json: values.json === true });
     const now = deps.now();
     // Each stack's outputs cost one `pulumi` run; say so on stderr (stdout may be piped JSON).
     if (await deps.pulumi.available()) deps.io.err("Reading stack outputs with `pulumi stack output`…");

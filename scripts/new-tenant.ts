@@ -14,6 +14,7 @@ import { Secret } from "../infra/secret.ts";
 import { stackFilePath } from "../infra/stack-file.ts";
 import { commaList, npmDashHint, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
+import { TOKEN_FLAG_REFUSAL } from "./lib/linode-api.ts";
 import { initStack, manualSteps, reportExisting, SECRETS_FROM_ENV } from "./lib/stack-setup.ts";
 
 const USAGE = `Usage: npm run new-tenant -- <name> --region <id> --admin-cidrs <a,b> [options]
@@ -244,7 +245,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
   return runScript(deps.io, async () => {
     const { values, positionals } = parseFlags(argv, OPTIONS, USAGE, { positionals: true, rejected: {
       "hf-token": "a token on the command line lands in shell history; export HF_TOKEN and pass --hf-token-from-env",
-      "linode-token": "a token on the command line lands in shell history; export LINODE_TOKEN",
+      "linode-token": TOKEN_FLAG_REFUSAL,
     } });
     if (values.help) {
       deps.io.out(USAGE);

@@ -12,7 +12,7 @@ import { vllmRevision } from "../config/vllm.ts";
 import { askHub, type CheckedModel, hubDisagreements } from "../hub-check.ts";
 import type { Secret } from "../secret.ts";
 import { isoSeconds } from "../../api-shim/src/requests/period.ts";
-import { CREATED_AT_SUFFIX, hostExpiry, resourceNames, SSH_CLOSED, webPortSources } from "../host.ts";
+import { CREATED_AT_SUFFIX, hostExpiry, kitTags, resourceNames, SSH_CLOSED, webPortSources } from "../host.ts";
 import { encodeUserData, hostCloudInit } from "../render/cloud-init.ts";
 
 /** The host's part of a validated tenant config (defaults applied by validateConfig). */
@@ -76,7 +76,7 @@ export class GpuHost extends pulumi.ComponentResource {
   constructor(name: string, args: GpuHostArgs, opts?: pulumi.ComponentResourceOptions) {
     super("gpu-sandbox:infra:GpuHost", name, {}, opts);
     const names = resourceNames(args.tenant);
-    const tags = ["gpu-sandbox", `tenant:${args.tenant}`, ...args.tags];
+    const tags = [...kitTags(args.tenant), ...args.tags];
 
     const sshKey = new tls.PrivateKey(`${name}-ssh-key`, { algorithm: "ED25519" }, { parent: this });
     const rootPassword = new random.RandomPassword(`${name}-root-password`, { length: 32, special: true, overrideSpecial: "-_.+=" }, { parent: this });

@@ -346,7 +346,7 @@ export function notTheApi(request: string, status: number, expected: string, bod
 }
 
 /** The first 100 characters of an answer, on one line, for an error message. */
-function startOf(text: string): string {
+export function startOf(text: string): string {
   const t = text.replace(/\s+/g, " ").trim();
   return t === "" ? "an empty body" : t.length > 100 ? `${t.slice(0, 100)}…` : t;
 }

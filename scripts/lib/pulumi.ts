@@ -108,7 +108,7 @@ export async function stackOutputs(cli: PulumiCli, stack: string, options: { sho
   const args = ["stack", "output", "--json", "--stack", stack, ...(options.showSecrets ? ["--show-secrets"] : [])];
   const r = await cli.run(args);
   if (r.exitCode !== 0) {
-    if (/no stack named|stack .* not found/i.test(r.stderr)) return { kind: "no-stack" };
+    if (noSuchStack(r)) return { kind: "no-stack" };
     return { kind: "error", message: firstLine(r) };
   }
   try {
@@ -120,7 +120,12 @@ export async function stackOutputs(cli: PulumiCli, stack: string, options: { sho
   }
 }
 
-/** What a stack's state holds, for a stack without outputs. */
+/** Whether a failed command said the backend has no such stack (never initialised, or removed). */
+function noSuchStack(r: PulumiResult): boolean {
+  return /no stack named|stack .* not found/i.test(r.stderr);
+}
+
+/** What a stack's state holds, for a stack without outputs (and for `list-tenants --linode`, any stack). */
 export type StackState =
   /** `resources`: how many the state holds (none: never deployed, or destroyed). */
   /**
@@ -128,7 +133,13 @@ export type StackState =
    * `pulumi up` was interrupted in: Linode may have finished them, but the state does not hold
    * them, so no destroy deletes them (pulumi/pulumi#4265).
    */
-  | { readonly kind: "state"; readonly hasInstance: boolean; readonly createdAt: string | undefined; readonly resources: number; readonly pendingCreates: readonly string[] }
+  /** `linodeIds`: Linode's ids of the instances and volumes the state holds, which its destroy deletes. */
+  | {
+    readonly kind: "state"; readonly hasInstance: boolean; readonly createdAt: string | undefined; readonly resources: number;
+    readonly pendingCreates: readonly string[]; readonly linodeIds: { readonly instances: readonly string[]; readonly volumes: readonly string[] };
+  }
+  /** The backend has no such stack (never initialised, or removed): it holds nothing. */
+  | { readonly kind: "no-stack" }
   | { readonly kind: "error"; readonly message: string };
 
 /**
@@ -144,8 +155,9 @@ export async function stackOutputsAndState(cli: PulumiCli, stack: string): Promi
 }
 
 /**
- * `pulumi stack export --stack <stack>`: whether a Linode instance is in the state and when the
- * host was first created (the `created-at` RandomString's keeper). Pulumi >= 3.112 writes the
+ * `pulumi stack export --stack <stack>`: whether a Linode instance is in the state (and Linode's
+ * ids of the instances and volumes it holds) and when the host was first created (the
+ * `created-at` RandomString's keeper). Pulumi >= 3.112 writes the
  * outputs a failed update registered (pulumi/pulumi#15754), but the program registers its outputs
  * only once the deploy succeeded (ServingStack's servingDeployed), so a first `pulumi up` that
  * failed half way leaves a billing instance behind a stack with no outputs; only the state tells.
@@ -153,26 +165,30 @@ export async function stackOutputsAndState(cli: PulumiCli, stack: string): Promi
 export async function stackState(cli: PulumiCli, stack: string): Promise<StackState> {
   const args = ["stack", "export", "--stack", stack];
   const r = await cli.run(args);
-  if (r.exitCode !== 0) return { kind: "error", message: firstLine(r) };
+  if (r.exitCode !== 0) return noSuchStack(r) ? { kind: "no-stack" } : { kind: "error", message: firstLine(r) };
   try {
-    const doc = JSON.parse(r.stdout) as { deployment?: { resources?: { type?: string; urn?: string; outputs?: { keepers?: { createdAt?: unknown } } }[]; pending_operations?: { type?: string; resource?: { type?: string; urn?: string } }[] } };
+    const doc = JSON.parse(r.stdout) as { deployment?: { resources?: { type?: string; urn?: string; id?: unknown; outputs?: { keepers?: { createdAt?: unknown } } }[]; pending_operations?: { type?: string; resource?: { type?: string; urn?: string } }[] } };
     const resources = doc.deployment?.resources ?? [];
     const pendingCreates = (doc.deployment?.pending_operations ?? [])
       .filter((op) => op.type === "creating" && BILLABLE_TYPES.has(op.resource?.type ?? ""))
       .map((op) => `${BILLABLE_TYPES.get(op.resource!.type!)} ${op.resource?.urn?.split("::").at(-1) ?? "?"}`);
     const created = resources.find((res) => res.type === "random:index/randomString:RandomString" && res.urn?.endsWith(CREATED_AT_SUFFIX));
     const createdAt = created?.outputs?.keepers?.createdAt;
+    const idsOf = (type: string) => resources.flatMap((res) => (res.type === type && typeof res.id === "string" && res.id !== "" ? [res.id] : []));
     return {
-      kind: "state", hasInstance: resources.some((res) => res.type === "linode:index/instance:Instance"),
+      kind: "state", hasInstance: resources.some((res) => res.type === INSTANCE_TYPE),
       createdAt: typeof createdAt === "string" ? createdAt : undefined, resources: resources.length, pendingCreates,
+      linodeIds: { instances: idsOf(INSTANCE_TYPE), volumes: idsOf(VOLUME_TYPE) },
     };
   } catch {
     return { kind: "error", message: `\`${commandLine(args)}\` did not print a JSON document` };
   }
 }
 
+const INSTANCE_TYPE = "linode:index/instance:Instance";
+const VOLUME_TYPE = "linode:index/volume:Volume";
 /** What Linode bills for among the program's resources: the GPU instance and its volume. */
-const BILLABLE_TYPES = new Map([["linode:index/instance:Instance", "the instance"], ["linode:index/volume:Volume", "the volume"]]);
+const BILLABLE_TYPES = new Map([[INSTANCE_TYPE, "the instance"], [VOLUME_TYPE, "the volume"]]);
 
 /** Stores a secret in the stack's config; the value goes through stdin, never argv. */
 export function setSecretArgs(stack: string, key: string): string[] {

@@ -65,6 +65,8 @@ async function backendStack(pulumi: PulumiCli, stack: string): Promise<BackendSt
   const outputs = Object.keys(o.outputs).length;
   if (outputs > 0 || state === undefined) return { kind: "deployed", what: `${outputs} output${outputs === 1 ? "" : "s"}` };
   if (state.kind === "error") return { kind: "unknown", message: state.message };
+  // Removed between the two reads: none now.
+  if (state.kind === "no-stack") return { kind: "none" };
   return state.resources > 0 ? { kind: "deployed", what: `${state.resources} resource${state.resources === 1 ? "" : "s"}` } : { kind: "empty" };
 }
 

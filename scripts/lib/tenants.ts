@@ -111,11 +111,11 @@ function failedDeployExpiry(tenant: Tenant, now: Date): Expiry {
     return {
       kind: "unknown",
       reason: `\`pulumi up\` was interrupted while Linode created ${what}: the state does not hold ${it}, so no destroy deletes ${it}, and ${they} may bill. ` +
-        `Look for ${it} in Linode's Cloud Manager (by label): delete ${it} there, or take ${it} into the state with \`pulumi refresh --stack ${tenant.stack}\` ` +
+        `Find ${it} with \`npm run list-tenants -- --linode\`, which gives the command that deletes ${it} (or in Linode's Cloud Manager, by label); delete ${it}, or take ${it} into the state with \`pulumi refresh --stack ${tenant.stack}\` ` +
         `(interactive: it asks what became of each pending create), then \`${commandLine(destroyArgs(tenant.stack))}\``,
     };
   }
-  if (state === undefined || (state.kind === "state" && !state.hasInstance)) return { kind: "not-deployed" };
+  if (state === undefined || state.kind === "no-stack" || (state.kind === "state" && !state.hasInstance)) return { kind: "not-deployed" };
   if (state.kind === "error") return { kind: "unknown", reason: `no outputs, and the state could not be read: ${state.message}` };
   // Its ttlHours is in the stack file alone: one that cannot be read at all says nothing of it,
   // and "no ttlHours" (`never`) would show a billing host as kept on purpose.

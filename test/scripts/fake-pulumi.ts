@@ -10,8 +10,8 @@ export interface FakeStack {
   outputs?: Record<string, unknown>;
   /** `stack output` fails with this message (e.g. a backend that cannot be read). */
   outputError?: string;
-  /** Resources for `stack export` (type, urn, outputs), as a state file holds them. */
-  resources?: { type: string; urn: string; outputs?: Record<string, unknown> }[];
+  /** Resources for `stack export` (type, urn, the provider's id, outputs), as a state file holds them. */
+  resources?: { type: string; urn: string; id?: string; outputs?: Record<string, unknown> }[];
   /** Operations an interrupted `pulumi up` left pending in the state (`pending_operations`). */
   pendingOperations?: { type: string; resource: { type: string; urn: string } }[];
 }

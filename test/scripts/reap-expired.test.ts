@@ -80,6 +80,8 @@ describe("reap-expired", () => {
     expect(out).not.toMatch(/delta +not deployed/);
     expect(out).toContain("delta    cannot tell: `pulumi up` was interrupted while Linode created the instance gs-delta: the state does not hold it, so no destroy deletes it, and it may bill.");
     expect(out).toContain("pulumi refresh --stack delta");
+    // What Linode holds that no stack does, and the command that deletes it.
+    expect(out).toContain("Find it with `npm run list-tenants -- --linode`, which gives the command that deletes it");
   });
 
   it("a failed deploy whose earlier destroy deleted its creation time, then failed on the instance, is not reaped (even --force): the line says how to destroy it by hand", async () => {
