@@ -5,6 +5,7 @@
 import { closeSync, existsSync, fsyncSync, openSync, rmSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { csvCell } from "../../api-shim/src/csv-cell.ts";
+import { syncDirectory } from "../../api-shim/src/sync-directory.ts";
 import type { CreatedKey } from "./admin-client.ts";
 import { UsageError } from "./cli.ts";
 
@@ -49,6 +50,9 @@ export function openHandout(path: string, baseUrl: string): Handout {
     fsyncSync(fd);
   };
   write(csvLine(HANDOUT_COLUMNS));
+  // The new file's name on disk too: after a power cut, a file whose lines were flushed but whose
+  // directory entry was not may be gone, while its keys exist on the shim (and a run again skips them).
+  syncDirectory(dirname(path));
   let keys = 0;
   let open = true;
   return {

@@ -1,6 +1,7 @@
-import { closeSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, renameSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileStamp } from "../requests/period.ts";
+import { syncDirectory } from "../sync-directory.ts";
 import { checkStagedLedger, removeLeftoverChecks } from "./sqlite-restore-check.ts";
 export { RestoreRefusedError } from "./sqlite-restore-check.ts";
 
@@ -97,15 +98,6 @@ function newDirectory(path: string): string {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
     }
-  }
-}
-
-function syncDirectory(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
 
