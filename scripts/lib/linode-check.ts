@@ -57,11 +57,14 @@ export async function checkLinode(deps: ScriptDeps, options: { json: boolean }):
   const stacks = listStackNames(deps.root);
   const tenantOf = (kind: "instance" | "volume", r: { tags: readonly string[]; label: string }) => tenantFrom(kind, r, stacks);
   const tenants = [...new Set([...instances.map((i) => tenantOf("instance", i)), ...volumes.map((v) => tenantOf("volume", v))])]
-    .filter((t): t is string => t !== null && stacks.includes(t));
-  const holdings = await holdingsOf(deps, tenants);
+    .filter((t): t is string => t !== null);
+  // A tenant without a stack file here is still asked of the backend: a teammate's stack in a
+  // shared backend (Pulumi Cloud, a bucket) holds its resources, and its file may just not be in
+  // this checkout. A delete command for a live tenant's host is the worst this check could print.
+  const holdings = await holdingsOf(deps, tenants, stacks);
   const holdingOf = (tenant: string | null): Holding => {
     if (tenant === null) return { kind: "none", reason: "it has no tenant: tag, and its label is no stack's" };
-    return holdings.get(tenant) ?? { kind: "none", reason: `no stack file ${STACKS_DIR}/Pulumi.${tenant}.yaml` };
+    return holdings.get(tenant)!;
   };
   const rows = linodeRows(instances, volumes, tenantOf, holdingOf);
   deps.io.out(options.json ? JSON.stringify(rows, null, 2) : formatLinodeRows(rows));
@@ -77,7 +80,7 @@ function tenantFrom(kind: "instance" | "volume", r: { tags: readonly string[]; l
 }
 
 /** Each tenant's stack state, read as list-tenants reads it (`pulumi stack export`), a few at a time. */
-async function holdingsOf(deps: ScriptDeps, tenants: readonly string[]): Promise<Map<string, Holding>> {
+async function holdingsOf(deps: ScriptDeps, tenants: readonly string[], stacks: readonly string[]): Promise<Map<string, Holding>> {
   if (tenants.length === 0) return new Map();
   if (!(await deps.pulumi.available())) return new Map(tenants.map((t) => [t, { kind: "unknown", reason: "no pulumi CLI" }]));
   deps.io.err(`Reading the state of ${tenants.length} stack${tenants.length === 1 ? "" : "s"} with \`pulumi stack export\`…`);
@@ -85,7 +88,10 @@ async function holdingsOf(deps: ScriptDeps, tenants: readonly string[]): Promise
   return new Map(tenants.map((t, i): [string, Holding] => {
     const state = states[i]!;
     if (state.kind === "state") return [t, { kind: "state", state }];
-    if (state.kind === "no-stack") return [t, { kind: "none", reason: `stack ${t} is not in the Pulumi backend (\`pulumi stack ls\` lists those it has)` }];
+    if (state.kind === "no-stack") {
+      const file = stacks.includes(t) ? "" : `no stack file ${STACKS_DIR}/Pulumi.${t}.yaml here, and `;
+      return [t, { kind: "none", reason: `${file}stack ${t} is not in this Pulumi backend (\`pulumi stack ls\` lists those it has; a tenant deployed from another backend, such as a teammate's, is not seen)` }];
+    }
     return [t, { kind: "unknown", reason: state.message }];
   }));
 }

@@ -52,6 +52,8 @@ async function check(argv: string[], options: { root: string; pulumi: FakePulumi
  * nothing (an interrupted first `pulumi up`, or a destroy that lost the instance). The account's
  * own database and its volume carry no gpu-sandbox tag.
  */
+const GHOST_REASON = "no stack file stacks/Pulumi.ghost.yaml here, and stack ghost is not in this Pulumi backend (`pulumi stack ls` lists those it has; a tenant deployed from another backend, such as a teammate's, is not seen)";
+
 function world() {
   linode.instances = [
     kitInstance(1001, "alpha"),
@@ -81,12 +83,12 @@ describe("list-tenants --linode: what Linode itself bills for, stack or no stack
     expect(lines.find((l) => l.startsWith("instance  1002"))).toMatch(/^instance +1002 +gs-ghost +ghost +us-ord +g2-gpu-rtx4000a2-s +offline +1\.050 +no stack$/);
     expect(lines.find((l) => l.startsWith("volume    2002"))).toMatch(/^volume +2002 +gs-ghost-data +ghost +us-ord +200 GB +active +0\.027 +no stack$/);
     expect(out).toContain(
-      "gs-ghost (instance 1002, tenant ghost, $1.050/hour): no stack holds it (no stack file stacks/Pulumi.ghost.yaml): " +
+      "gs-ghost (instance 1002, tenant ghost, $1.050/hour): no stack holds it (" + GHOST_REASON + "): " +
         "`pulumi destroy` cannot remove it; delete it in Cloud Manager or with `linode-cli linodes delete 1002`",
     );
     // Attached to an instance deleted first, which detaches it.
     expect(out).toContain(
-      "gs-ghost-data (volume 2002, tenant ghost, $0.027/hour): no stack holds it (no stack file stacks/Pulumi.ghost.yaml): " +
+      "gs-ghost-data (volume 2002, tenant ghost, $0.027/hour): no stack holds it (" + GHOST_REASON + "): " +
         "`pulumi destroy` cannot remove it; delete it in Cloud Manager or with `linode-cli volumes delete 2002` once instance 1002 is deleted (which detaches it)",
     );
     // A stack file is not enough: its state must hold that very instance.
@@ -131,7 +133,7 @@ describe("list-tenants --linode: what Linode itself bills for, stack or no stack
     });
     expect(rows.find((r) => r.id === 2002)).toMatchObject({
       kind: "volume", tenant: "ghost", plan: null, sizeGb: 200, attachedTo: 1002, stack: null, held: "orphaned",
-      reason: "no stack file stacks/Pulumi.ghost.yaml", delete: ["linode-cli volumes delete 2002"],
+      reason: GHOST_REASON, delete: ["linode-cli volumes delete 2002"],
     });
     expect(rows.find((r) => r.id === 2002)!.hourlyUsd).toBeCloseTo(200 * 0.1 / 730, 6);
     expect(rows.find((r) => r.id === 1003)).toMatchObject({ held: "orphaned", reason: "stack delta's state does not hold it", delete: ["linode-cli linodes delete 1003"] });
@@ -159,10 +161,20 @@ describe("list-tenants --linode: what Linode itself bills for, stack or no stack
     expect(err).toContain("linode/instances: page 2 of 2");
   });
 
-  it("asks the stack's state (pulumi stack export) only of tenants with a stack file, and nothing but that", async () => {
+  it("asks the stack's state (pulumi stack export) of every tagged tenant, a stack file here or not, and nothing but that", async () => {
     const { root, pulumi } = world();
     await check([], { root, pulumi });
-    expect(pulumi.calls.map((c) => c.args.join(" "))).toEqual(["stack export --stack alpha", "stack export --stack delta"]);
+    expect(pulumi.calls.map((c) => c.args.join(" ")).sort()).toEqual(["stack export --stack alpha", "stack export --stack delta", "stack export --stack ghost"]);
+  });
+
+  it("a tenant whose stack file is not in this checkout but whose stack is in the backend (a teammate's) is held, not given delete commands", async () => {
+    const { root, pulumi } = world();
+    pulumi.stacks.set("ghost", { outputs: { endpoint: "https://ghost.example.test/v1" }, resources: deployedState("ghost", 1002, 2002) });
+    const { code, out } = await check(["--json"], { root, pulumi });
+    const rows = JSON.parse(out) as LinodeRow[];
+    expect(rows.find((r) => r.id === 1002)).toMatchObject({ held: "held", stack: "ghost", delete: null });
+    expect(rows.find((r) => r.id === 2002)).toMatchObject({ held: "held", stack: "ghost", delete: null });
+    expect(code).toBe(1); // delta still holds nothing
   });
 
   it("a stack whose state cannot be read, or no pulumi CLI: cannot tell whether it holds them, exit 1", async () => {
@@ -177,15 +189,15 @@ describe("list-tenants --linode: what Linode itself bills for, stack or no stack
     noCli.pulumi.installed = false;
     const rows = JSON.parse((await check(["--json"], noCli)).out) as LinodeRow[];
     expect(rows.find((r) => r.id === 1001)).toMatchObject({ held: "unknown", reason: "no pulumi CLI", stack: null });
-    // Without a stack file no state can hold it, CLI or not.
-    expect(rows.find((r) => r.id === 1002)).toMatchObject({ held: "orphaned" });
+    // Without a stack file here a backend's stack may still hold it: without the CLI, no telling.
+    expect(rows.find((r) => r.id === 1002)).toMatchObject({ held: "unknown", reason: "no pulumi CLI", delete: null });
   });
 
   it("a stack file whose stack is not in the Pulumi backend holds nothing", async () => {
     const { root, pulumi } = world();
     pulumi.stacks.delete("delta");
     const rows = JSON.parse((await check(["--json"], { root, pulumi })).out) as LinodeRow[];
-    expect(rows.find((r) => r.id === 1003)).toMatchObject({ held: "orphaned", reason: "stack delta is not in the Pulumi backend (`pulumi stack ls` lists those it has)" });
+    expect(rows.find((r) => r.id === 1003)).toMatchObject({ held: "orphaned", reason: "stack delta is not in this Pulumi backend (`pulumi stack ls` lists those it has; a tenant deployed from another backend, such as a teammate's, is not seen)" });
   });
 
   it("without a tenant: tag, the tenant is the stack whose label it has (infra/host.ts resourceNames)", async () => {
