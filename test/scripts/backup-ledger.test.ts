@@ -160,6 +160,15 @@ describe("npm run backup-ledger", () => {
     expect(readdirSync(r.root)).toEqual([]);
   });
 
+  it("a 404 that is not the shim's own (another server's page at that URL) is not blamed on an older shim", async () => {
+    const api = await fakeApi((res) => res.writeHead(404, { "content-type": "text/html" }).end("<html><center>404 Not Found</center><hr><center>nginx</center></html>"));
+    const r = await run(api.url);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("GET /admin/backup");
+    expect(r.err).not.toContain("older than GET /admin/backup");
+    expect(readdirSync(r.root)).toEqual([]);
+  });
+
   it("an answer that says it is the ledger, with its length, but is not a SQLite file, is not saved", async () => {
     const body = Buffer.alloc(64 * 1024, 7);
     const api = await fakeApi((res) => res.writeHead(200, { "content-type": "application/vnd.sqlite3", "content-length": String(body.length) }).end(body));
