@@ -1,13 +1,13 @@
-import { existsSync, readdirSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
-import { BackupNoRoomError, BackupNotPossibleError, BackupRunningError, removeLeftoverBackups, SqliteBackups } from "../../api-shim/src/store/sqlite-backup.ts";
+import { type BackupFile, BackupNoRoomError, BackupNotPossibleError, BackupRunningError, removeLeftoverBackups, SqliteBackups } from "../../api-shim/src/store/sqlite-backup.ts";
 import { MIN_FREE_BYTES } from "../../api-shim/src/store/sqlite-space.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { type RunningPostgres, startPostgres } from "../support/postgres.ts";
-import { type Harness, startShim } from "../support/shim-harness.ts";
+import { type Harness, overrideStore, startShim } from "../support/shim-harness.ts";
 import { tempDir } from "../support/tools.ts";
 
 /** The temporary copies beside a ledger (sqlite-backup.ts names them `<file>.backup-<random>.tmp`). */
@@ -51,6 +51,7 @@ describe("GET /admin/backup on the SQLite store", () => {
     const body = Buffer.from(await res.arrayBuffer());
     expect(body.length).toBe(Number(res.headers.get("content-length")));
     expect(body.subarray(0, 16).toString("latin1")).toBe("SQLite format 3\0");
+    expect(res.headers.get("cache-control")).toBe("no-store"); // the keys' hashes: kept by no cache on the way
     await until(() => copiesBeside(h.dbPath).length === 0, "the copy removed once sent");
     expect((await h.admin("/admin/backup?x=1")).status).toBe(400);
   });
@@ -121,6 +122,23 @@ describe("the SQLite store's backups", () => {
     expect(copiesBeside(file)).toEqual([]);
   });
 
+  it("a copy whose writing fails half way is removed at once, and the next backup is made: retried, failed copies do not pile up on the volume", async () => {
+    const file = join(tempDir("backup-write-fails-"), "shim.db");
+    const backups = new SqliteBackups(file, async () => ({ bavail: 2 ** 30, bsize: 4096 }));
+    for (let attempt = 0; attempt < 2; attempt++) {
+      // What a VACUUM INTO leaves when it fails part way (an I/O error, its thread ending): part of a copy.
+      const failed = backups.take(async (into) => {
+        writeFileSync(into, Buffer.alloc(64 * 1024, 1));
+        throw new Error("disk I/O error");
+      });
+      await expect(failed).rejects.toThrow("disk I/O error");
+      expect(copiesBeside(file)).toEqual([]);
+    }
+    const next = await backups.take(async (into) => writeFileSync(into, "copy"));
+    expect(next.size).toBe(4);
+    await next.remove();
+  });
+
   it("a backup's remove() called again once the next backup is made changes nothing: the next still holds off a third", async () => {
     const file = join(tempDir("backup-remove-twice-"), "shim.db");
     const backups = new SqliteBackups(file, async () => ({ bavail: 2 ** 30, bsize: 4096 }));
@@ -140,6 +158,68 @@ describe("the SQLite store's backups", () => {
     for (const name of [...kept, "shim.db.backup-0123456789ab.tmp"]) writeFileSync(join(dir, name), "x");
     expect(removeLeftoverBackups(join(dir, "shim.db"))).toEqual(["shim.db.backup-0123456789ab.tmp"]);
     expect(readdirSync(dir).sort()).toEqual([...kept].sort());
+  });
+
+  it("through the API, a copy made only after its client left (its last bytes written as the client went) is removed, and the next backup is made", async () => {
+    let asked!: () => void;
+    const reached = new Promise<void>((r) => (asked = r));
+    let made: string | undefined;
+    // The store answers only once the client has left: the route gets a copy nobody will read.
+    const h = await startShim({
+      wrapStore: (s) => overrideStore(s, {
+        backup: async (signal: AbortSignal) => {
+          asked();
+          await new Promise<void>((r) => signal.addEventListener("abort", () => r(), { once: true }));
+          const copy = await s.backup(new AbortController().signal);
+          made = copy.path;
+          return copy;
+        },
+      }),
+    });
+    try {
+      const ac = new AbortController();
+      const res = h.admin("/admin/backup", { signal: ac.signal }).catch(() => null);
+      await reached;
+      ac.abort();
+      await res;
+      await until(() => made !== undefined && !existsSync(made), "the copy removed once made");
+      // Then the next is made (its turn comes once the removal has ended): not refused for ever as one in progress.
+      let next: BackupFile | undefined;
+      for (const end = Date.now() + 5000; next === undefined && Date.now() < end; await new Promise((r) => setTimeout(r, 20))) {
+        next = await h.store.backup(new AbortController().signal).catch((e: unknown) => {
+          if (e instanceof BackupRunningError) return undefined;
+          throw e;
+        });
+      }
+      expect(next).toBeDefined();
+      await next!.remove();
+      expect(copiesBeside(h.dbPath)).toEqual([]);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("through the API, a copy the route cannot open is a 500 that lets the next backup be made", async () => {
+    let calls = 0;
+    // The first copy gone before the route opens it (as when the process has no file descriptor left).
+    const h = await startShim({
+      wrapStore: (s) => overrideStore(s, {
+        backup: async (signal: AbortSignal) => {
+          const copy = await s.backup(signal);
+          if (calls++ === 0) rmSync(copy.path);
+          return copy;
+        },
+      }),
+    });
+    try {
+      expect((await h.admin("/admin/backup")).status).toBe(500);
+      const next = await h.admin("/admin/backup");
+      expect(next.status).toBe(200);
+      await next.arrayBuffer();
+      await until(() => copiesBeside(h.dbPath).length === 0, "the copy removed once sent");
+    } finally {
+      await h.close();
+    }
   });
 
   it("through the API, an in-memory database's backup is refused 501 backup_not_supported, not a 500", async () => {

@@ -759,6 +759,7 @@ describe("usage periods", () => {
     expect(() => parsePeriod({ to: "2026-11-31" }, now)).toThrow("'to': 2026-11-31 is not a day: November 2026 has 30 days.");
     expect(() => parsePeriod({ from: "2025-02-29T10:00:00Z" }, now)).toThrow("'from': 2025-02-29 is not a day: February 2025 has 28 days.");
     expect(() => parsePeriod({ from: "2024-13-01" }, now)).toThrow("'from': 2024-13-01 is not a day: the month is 01 to 12.");
+    expect(() => parsePeriod({ from: "2024-00-10" }, now)).toThrow("'from': 2024-00-10 is not a day: the month is 01 to 12.");
     expect(() => parsePeriod({ from: "2024-12-00" }, now)).toThrow("'from': 2024-12-00 is not a day: December 2024 has 31 days.");
     expect(() => parsePeriod({ from: "yesterday" }, now)).toThrow("'from' must be an ISO date (2026-01-31) or timestamp (2026-01-31T12:00:00Z).");
   });

@@ -51,6 +51,39 @@ describe("npm run backup-ledger", () => {
     expect(statSync(saved).mode & 0o777).toBe(0o600);
     expect(r.out).toBe(`saved the ledger to ${saved} (${body.length} bytes, 40.0 MiB; mode 0600: it holds the keys' hashes)`);
     expect(r.err).toMatch(/downloading the ledger: \d+% \(\d+\.\d MiB of 40\.0 MiB\)/);
+    // One line a tenth at most, in order, none once it is all there (the saved line says that).
+    const tenths = r.io.stderr.flatMap((l) => /^downloading the ledger: (\d+)%/.exec(l)?.[1] ?? []).map(Number);
+    expect(tenths.length).toBeGreaterThan(0);
+    expect(tenths.length).toBeLessThanOrEqual(9);
+    expect(tenths).toEqual([...new Set(tenths)].sort((a, b) => a - b));
+    expect(tenths.every((t) => t % 10 === 0 && t > 0 && t < 100)).toBe(true);
+  });
+
+  it("with --stack, the default name is the stack's, and the URL and token come from its outputs", async () => {
+    const body = ledgerBytes(64 * 1024);
+    const api = await fakeApi((res) => res.writeHead(200, { "content-type": "application/vnd.sqlite3", "content-length": String(body.length) }).end(body));
+    const root = tempDir("backup-ledger-");
+    const io = memoryIo();
+    const pulumi = new FakePulumi({ acme: { outputs: { endpoint: `${api.url}/v1`, adminToken: TOKEN } } });
+    const code = await main(["--stack", "acme"], { io, env: {}, pulumi, root, now: () => new Date(Date.UTC(2026, 2, 15, 12, 0, 0)) });
+    expect(code, io.text()).toBe(0);
+    expect(readdirSync(root)).toEqual(["acme-ledger-20260315T120000Z.db"]);
+    expect(readFileSync(join(root, "acme-ledger-20260315T120000Z.db")).equals(body)).toBe(true);
+  });
+
+  it("a body that arrives in pieces smaller than SQLite's 16-byte header is saved whole", async () => {
+    const body = ledgerBytes(64 * 1024);
+    const api = await fakeApi(async (res) => {
+      res.writeHead(200, { "content-type": "application/vnd.sqlite3", "content-length": String(body.length) });
+      for (let at = 0; at < 16; at += 4) {
+        res.write(body.subarray(at, at + 4));
+        await new Promise((r) => setTimeout(r, 30)); // each piece its own read
+      }
+      res.end(body.subarray(16));
+    });
+    const r = await run(api.url, ["--out", "pieces.db"]);
+    expect(r.code, r.io.text()).toBe(0);
+    expect(readFileSync(join(r.root, "pieces.db")).equals(body)).toBe(true);
   });
 
   it("refuses to overwrite a file, before asking the shim for anything", async () => {
@@ -61,6 +94,19 @@ describe("npm run backup-ledger", () => {
     expect(r.code).toBe(1);
     expect(r.err).toContain(`${join(root, "old.db")} exists already: not overwritten; give another --out`);
     expect(readFileSync(join(root, "old.db"), "utf8")).toBe("yesterday's backup");
+    expect(api.seen.requests).toBe(0);
+  });
+
+  it("refuses an --out it cannot write, before asking the shim for anything: an empty one, one in a directory that does not exist", async () => {
+    const api = await fakeApi((res) => res.writeHead(500).end());
+    const root = tempDir("backup-ledger-");
+    const missing = await run(api.url, ["--out", "no-such-dir/acme.db"], root);
+    expect(missing.code).toBe(1);
+    expect(missing.err).toContain(`${join(root, "no-such-dir")} does not exist: make it first, or give another --out`);
+    const empty = await run(api.url, ["--out", ""], root);
+    expect(empty.code).toBe(1);
+    expect(empty.err).toContain("--out needs a file name");
+    expect(readdirSync(root)).toEqual([]);
     expect(api.seen.requests).toBe(0);
   });
 
@@ -76,11 +122,24 @@ describe("npm run backup-ledger", () => {
     expect(readdirSync(r.root)).toEqual([]);
   });
 
-  it("an answer that is not the ledger (another service's page) leaves no file", async () => {
-    const api = await fakeApi((res) => res.writeHead(200, { "content-type": "text/html" }).end("<html>hello</html>"));
+  it("an answer that is not the ledger (another service's page) leaves no file, and says what came instead", async () => {
+    const page = "<html>hello</html>";
+    const api = await fakeApi((res) => res.writeHead(200, { "content-type": "text/html", "content-length": String(page.length) }).end(page));
     const r = await run(api.url);
     expect(r.code).toBe(1);
-    expect(r.err).toContain("GET /admin/backup");
+    expect(r.err).toContain("admin API GET /admin/backup answered 200 but not with the ledger as a SQLite file with its Content-Length (<html>hello</html>); is --url the tenant's endpoint?");
+    expect(readdirSync(r.root)).toEqual([]);
+  });
+
+  it("the ledger without its Content-Length (a proxy that re-chunks it) is refused, saying so: its arrival whole could not be checked", async () => {
+    const body = ledgerBytes(64 * 1024);
+    const api = await fakeApi((res) => {
+      res.writeHead(200, { "content-type": "application/vnd.sqlite3", "transfer-encoding": "chunked" });
+      res.end(body);
+    });
+    const r = await run(api.url);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("admin API GET /admin/backup answered 200 but not with the ledger as a SQLite file with its Content-Length");
     expect(readdirSync(r.root)).toEqual([]);
   });
 
@@ -98,6 +157,15 @@ describe("npm run backup-ledger", () => {
     expect(r.code).toBe(1);
     expect(r.err).toContain("admin API GET /admin/backup failed: 404 not_found: Unknown route: GET /admin/backup");
     expect(r.err).toContain("This tenant's shim is older than GET /admin/backup (2026-12-07): upgrade it (pulumi up with this checkout), or take this backup on the host");
+    expect(readdirSync(r.root)).toEqual([]);
+  });
+
+  it("a 404 that is not the shim's own (another server's page at that URL) is not blamed on an older shim", async () => {
+    const api = await fakeApi((res) => res.writeHead(404, { "content-type": "text/html" }).end("<html><center>404 Not Found</center><hr><center>nginx</center></html>"));
+    const r = await run(api.url);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("GET /admin/backup");
+    expect(r.err).not.toContain("older than GET /admin/backup");
     expect(readdirSync(r.root)).toEqual([]);
   });
 
@@ -125,7 +193,7 @@ describe("npm run backup-ledger", () => {
     expect(readdirSync(root)).toEqual(["race.db"]);
   });
 
-  it("Ctrl-C mid-download removes the partial file before the script exits 130", async () => {
+  it.each(["SIGINT", "SIGTERM"] as const)("%s mid-download (Ctrl-C, a scheduler's stop) removes the partial file before the script exits 130", async (signal) => {
     const body = ledgerBytes(4 * 2 ** 20);
     let answer: ServerResponse | undefined;
     const api = await fakeApi((res) => {
@@ -139,8 +207,9 @@ describe("npm run backup-ledger", () => {
     const signals: SignalHost = { on: (e, l) => void handlers.set(e, l), off: (e) => void handlers.delete(e), exit: (code) => void exits.push(code) };
     const io = memoryIo();
     const done = main(["--url", api.url, "--out", "cut.db"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: TOKEN }, pulumi: new FakePulumi(), root, signals });
-    await vi.waitFor(() => expect(readdirSync(root).some((n) => n.endsWith(".partial"))).toBe(true), { timeout: 10_000, interval: 20 });
-    handlers.get("SIGINT")!("SIGINT");
+    // Bytes in the partial file: the script has it (and its removal) by then, not only the file system.
+    await vi.waitFor(() => expect(readdirSync(root).some((n) => n.endsWith(".partial") && statSync(join(root, n)).size > 0)).toBe(true), { timeout: 10_000, interval: 20 });
+    handlers.get(signal)!(signal);
     expect(exits).toEqual([130]);
     expect(readdirSync(root)).toEqual([]);
     answer!.destroy(); // the exit above is the test's: let the download end

@@ -350,10 +350,12 @@ describe("manage-keys against a real shim", () => {
     expect(r.err).toBe(message);
   });
 
-  it("the admin token must be in the environment", async () => {
-    const r = await keys(["list", "--url", h.url], { env: {} });
-    expect(r.code).toBe(1);
-    expect(r.err).toContain("GPU_SANDBOX_ADMIN_TOKEN is not set: export the tenant's admin token in it (`pulumi stack output adminToken --show-secrets`; a local `npm run shim` prints its own at start)");
+  it("the admin token must be in the environment, and not empty (an export of a file that was not there)", async () => {
+    for (const env of [{}, { GPU_SANDBOX_ADMIN_TOKEN: "" }]) {
+      const r = await keys(["list", "--url", h.url], { env });
+      expect(r.code).toBe(1);
+      expect(r.err).toContain("GPU_SANDBOX_ADMIN_TOKEN is not set: export the tenant's admin token in it (`pulumi stack output adminToken --show-secrets`; a local `npm run shim` prints its own at start)");
+    }
   });
 
   it("a flag given twice is refused, naming it, before anything is sent (not the last one silently)", async () => {
@@ -494,7 +496,7 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
 
   it("a --url with a base path of a proxy of one's own (…/api/v1) is kept: the admin API is asked under it", () => {
     for (const url of ["https://gw.example/api/v1", "https://gw.example/api/v1/", "https://gw.example/api"]) expect(originOf(url, "--url")).toBe("https://gw.example/api");
-    for (const url of ["https://h.example", "https://h.example/", "https://h.example/v1", "https://h.example/v1/"]) expect(originOf(url, "--url")).toBe("https://h.example");
+    for (const url of ["https://h.example", "https://h.example/", "https://h.example/v1", "https://h.example/v1/", "https://h.example//", "https://h.example/v1//"]) expect(originOf(url, "--url")).toBe("https://h.example");
   });
 
   it("a --url with a user name and password is refused without printing them; as the endpoint or with /v1/ it works", async () => {

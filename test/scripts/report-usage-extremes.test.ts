@@ -45,6 +45,8 @@ describe("report-usage --key over several keys at the calendar's ends", () => {
     // A negative offset: the period starts after 10000-01-01 in UTC, where the API keeps its day
     // uncut; the report shows what the API shows for one key.
     expect(await shownPeriod(["--from", "9999-12-31T23:00:00-05:00"])).toEqual({ start: "+010000-01-01T04:00:00Z", end: "+010000-01-02T03:59:59Z" });
+    // One starting on that last end itself: no bounds to pin either (they would be refused), its day as the API keeps it.
+    expect(await shownPeriod(["--from", "9999-12-31T23:00:00-01:00"])).toEqual({ start: "+010000-01-01T00:00:00Z", end: "+010000-01-01T23:59:59Z" });
   });
 
   it("--from and --to both at the end: as given", async () => {

@@ -122,6 +122,22 @@ describe("self-signed endpoints", () => {
     }
   });
 
+  it("--url with a --ca that did not sign the endpoint's certificate: says the CA given is not the one, not to pass --ca", async () => {
+    const other = await httpsFront("leaf and CA");
+    other.server.close();
+    const front = await httpsFront("leaf and CA");
+    try {
+      const io = memoryIo();
+      expect(await manageKeys(["list", "--url", front.url, "--ca", other.caFile], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken } })).toBe(1);
+      const said = io.stderr.join("\n");
+      expect(said).toMatch(/cannot reach the admin API at https:\/\/127\.0\.0\.1:\d+\/admin\/keys: /);
+      expect(said).toContain("the endpoint serves a certificate this machine does not trust: it is not signed by the CA given with --ca");
+      expect(said).not.toContain("pass --ca");
+    } finally {
+      front.server.close();
+    }
+  });
+
   it("manage-keys and report-usage --stack, for a letsencrypt stack still serving nginx's placeholder: say so, and point at no caCertificate output", async () => {
     const front = await httpsFront();
     try {
@@ -165,6 +181,7 @@ describe("self-signed endpoints", () => {
   it.each([
     ["a corrupt certificate", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", /^--ca \S+ca\.pem is not a valid PEM certificate \(certificate 1\): .+$/],
     ["a valid one followed by a truncated one", "", /^--ca \S+ca\.pem is not a valid PEM certificate \(certificate 2\): .+$/],
+    ["no certificate at all (the CA's key given instead)", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", /^--ca \S+ca\.pem is not a PEM certificate$/],
   ])("--ca with %s: smoke-test, manage-keys and report-usage exit 1 with one line naming the file, not a stack trace", async (_, content, said) => {
     const front = await httpsFront();
     const file = join(tempDir(), "ca.pem");
