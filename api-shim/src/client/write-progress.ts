@@ -67,7 +67,10 @@ let noProcTable = false;
  */
 async function kernelSendQueue(socket: Socket): Promise<number | undefined> {
   const file = socket.remoteFamily === "IPv4" ? "/proc/net/tcp" : socket.remoteFamily === "IPv6" ? "/proc/net/tcp6" : undefined;
-  if (noProcTable || file === undefined || socket.localPort === undefined || socket.remotePort === undefined) return undefined;
+  // Taken before the read: a socket closed while /proc is read has no ports after it (undefined),
+  // and a throw here was an unhandled rejection, which ends the process.
+  const { localPort, remotePort } = socket;
+  if (noProcTable || file === undefined || localPort === undefined || remotePort === undefined) return undefined;
   let table: string;
   try {
     table = await readFile(file, "latin1");
@@ -78,8 +81,8 @@ async function kernelSendQueue(socket: Socket): Promise<number | undefined> {
     return undefined;
   }
   // A line: "sl local_address rem_address st tx_queue:rx_queue …", addresses as HEXIP:HEXPORT, st 01 established.
-  const local = `:${hexPort(socket.localPort)}`;
-  const remote = `:${hexPort(socket.remotePort)}`;
+  const local = `:${hexPort(localPort)}`;
+  const remote = `:${hexPort(remotePort)}`;
   let found: number | undefined;
   for (const line of table.split("\n")) {
     const f = line.trim().split(/\s+/, 5);
