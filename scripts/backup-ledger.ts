@@ -64,8 +64,13 @@ export async function saveBackup(res: Response, out: string, progress: (line: st
   }
   const temp = join(dirname(out), `.${basename(out)}.${randomBytes(4).toString("hex")}.partial`);
   const remove = () => rmSync(temp, { force: true });
-  const file = await open(temp, "wx", 0o600);
+  // Handed to the signal handler before the file exists (removing none is harmless): a Ctrl-C
+  // in the turn between the open and this left a hidden .partial behind.
   cleanUp(remove);
+  const file = await open(temp, "wx", 0o600).catch((err: unknown) => {
+    cleanUp(undefined);
+    throw err;
+  });
   try {
     let bytes = 0;
     let tenth = 0;
