@@ -1,4 +1,4 @@
-import { chmodSync, chownSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, symlinkSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
 import OpenAI from "openai";
@@ -250,5 +250,26 @@ describe("a backup staged as shim.db.restore is restored when the shim starts", 
     expect(readdirSync(l.dir).filter((n) => n.includes("replaced"))).toEqual([]);
     await ask(p, since.key);
     await f.output.stopCleanly(p);
+  }, 60_000);
+
+  it("a ledger reached through a symbolic link (SHIM_DATABASE_URL naming the link) serves, and a backup staged beside its target is restored", async () => {
+    // SQLite opens the link's target and names its -wal after it; the shim synced "<link>-wal",
+    // which is not there, and failed closed at its first write (found by review).
+    const l = ledgerDir();
+    const elsewhere = tempDir("ledger-restore-link-");
+    const link = join(elsewhere, "ledger.db");
+    symlinkSync(l.db, link);
+    const p = await f.start({ SHIM_DATABASE_URL: `sqlite:${link}` });
+    const team = await createKey(p, "team-link", 10);
+    await ask(p, team.key);
+    const backup = await backUp(p);
+    const later = await createKey(p, "made-later", 5);
+    await f.output.stopCleanly(p);
+    expect(keysIn(l.db).map((k) => k.id)).toEqual(expect.arrayContaining([team.id, later.id])); // the writes reached the link's target
+    copyFileSync(backup, l.staged);
+    const again = await f.start({ SHIM_DATABASE_URL: `sqlite:${link}` });
+    expect(restoredLines(again)).toHaveLength(1);
+    expect((await ask(again, team.key)).choices[0]!.message.content).toBeTruthy();
+    await expect(ask(again, later.key)).rejects.toMatchObject({ status: 401 });
   }, 60_000);
 });

@@ -47,10 +47,13 @@ export async function openStore(url: string, options: OpenStoreOptions = {}, cwd
   options.onVolumeFree?.(checkRoomToStart(file));
   const owner = claimSqliteFile(file);
   try {
-    const restored = restoreStagedLedger(realSqliteFile(file), { onChecking: options.onRestoreCheck });
+    // The file SQLite opens (a symlink's target): its -wal, which the store syncs itself, and the
+    // backups' and the restore's files beside it are named after it, not after the link.
+    const real = realSqliteFile(file);
+    const restored = restoreStagedLedger(real, { onChecking: options.onRestoreCheck });
     if (restored !== null) options.onRestored?.(restored);
-    removeLeftoverBackups(file); // a killed process's, now that no other process can be sending one
-    return new SqliteStore(file, { ...sqliteOptions, owner });
+    removeLeftoverBackups(real); // a killed process's, now that no other process can be sending one
+    return new SqliteStore(real, { ...sqliteOptions, owner });
   } catch (e) {
     owner.release();
     throw e;

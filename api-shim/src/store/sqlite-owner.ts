@@ -1,5 +1,5 @@
-import { existsSync, realpathSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { existsSync, lstatSync, readlinkSync, realpathSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import Database from "better-sqlite3";
 
 /**
@@ -41,5 +41,10 @@ export function claimSqliteFile(file: string): { release(): void } {
 
 /** The file SQLite really opens for `file` (a symlink's target, an absolute path); its directory must exist. Its -wal, -shm and -lock are named after it. */
 export function realSqliteFile(file: string): string {
-  return existsSync(file) ? realpathSync(file) : join(realpathSync(dirname(file)), basename(file));
+  if (existsSync(file)) return realpathSync(file);
+  // Not there yet, or a link to a file not there yet, which SQLite creates at the link's target
+  // (and names the -wal after): followed link by link, as SQLite does (at most 100, its limit).
+  let path = file;
+  for (let links = 0; links < 100 && lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink(); links++) path = resolve(dirname(path), readlinkSync(path));
+  return join(realpathSync(dirname(path)), basename(path));
 }
