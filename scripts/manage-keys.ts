@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import { creditsInput } from "../api-shim/src/money/money.ts";
 import { isNote, isPlainText, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_NOTE_CHARACTERS } from "../api-shim/src/names.ts";
 import { AdminApiError, type AdminClient, adminClient, type AdminTarget, type ApiKey, type CreditGrant, findKey, keyReference, keyStatus } from "./lib/admin-client.ts";
-import { createKey, expiryNotApplied, keyNameProblem, nameTaken } from "./lib/create-key.ts";
+import { createKey, expiryNotApplied, keyNameProblem, nameTaken, noCreditsLine } from "./lib/create-key.ts";
 import { mayHaveActed } from "./lib/lost-answers.ts";
 import { manageKeysCommand } from "./lib/manage-keys-command.ts";
 import { createFromRoster, type RosterRun } from "./lib/roster-keys.ts";
@@ -189,6 +189,11 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       else {
         io.out(`Created key ${created.name} (id ${created.id}): tier ${created.tier}, ${created.balance} credits${created.models ? `, models ${created.models.join(", ")}` : ""}${created.expires_at ? `, expires ${shownTime(created.expires_at)}` : ""}.`);
         io.out(`Key (shown once; only its hash is stored): ${created.key}`);
+      }
+      // A key made without --credits has none: every request it sends is a 402 until a top-up
+      // (found by a workshop organizer's run, who forgot it for a whole roster's worth of keys).
+      if (flags.credits === undefined && created.balance === 0) {
+        io.err(noCreditsLine(created.name, false, "no --credits", `${manageKeysCommand(flags, "top-up", [["key", created.name]])} --amount <credits>`));
       }
       // A shim that ignored the expiry made a key that never expires: said, with the key (it exists).
       const expiryLost = expiryNotApplied(created, flags["expires-at"]);

@@ -67,3 +67,8 @@ export function expiryNotApplied(created: CreatedKey, given: string | undefined,
   if (given === undefined || created.expires_at !== null) return undefined;
   return `The shim did not apply ${what}: this key never expires. If it must not outlive ${given}, revoke it: npm run manage-keys -- revoke --key ${created.id} (with the same --stack or --url).`;
 }
+
+/** The line for keys made with no credits: every request they send is a 402 until a top-up (`topUp`: the command that gives some). */
+export function noCreditsLine(subject: string, several: boolean, why: string, topUp: string): string {
+  return `${subject} ${several ? "have" : "has"} no credits (${why}): ${several ? "their" : "its"} requests get 402 insufficient_credits until a top-up: ${topUp}`;
+}

@@ -7,7 +7,7 @@ import { resolve } from "node:path";
 import { fileStamp } from "../../api-shim/src/requests/period.ts";
 import type { AdminClient, AdminTarget, CreatedKey } from "./admin-client.ts";
 import { UsageError } from "./cli.ts";
-import { type CreateBody, createKey, expiryNotApplied } from "./create-key.ts";
+import { type CreateBody, createKey, expiryNotApplied, noCreditsLine } from "./create-key.ts";
 import type { ScriptDeps } from "./deps.ts";
 import { type Handout, handoutRefusal, openHandout } from "./handout.ts";
 import { INTERRUPTED_EXIT_CODE, watchInterruption } from "./interruption.ts";
@@ -137,6 +137,12 @@ export async function createFromRoster(run: RosterRun, deps: ScriptDeps, connect
     if (interruption.requested) {
       io.err(`interrupted after ${made.length} of ${total} keys, all in ${handout.path}; run the same command again (without --handout, or with another) to make the ${total - made.length} still missing: it skips the names that have a key`);
       return INTERRUPTED_EXIT_CODE;
+    }
+    // Neither a cell nor --credits: such a key can send nothing until a top-up (every request a 402).
+    const penniless = plan.create.filter((entry, i) => entry.credits === undefined && made[i]?.balance === 0).map((e) => e.name);
+    if (penniless.length > 0) {
+      const names = penniless.length > 5 ? `${penniless.slice(0, 5).join(", ")} and ${penniless.length - 5} more` : penniless.join(", ");
+      io.err(noCreditsLine(`${plural(penniless.length, "key")} (${names})`, penniless.length > 1, "no credits cell and no --credits", `${manageKeysCommand(run.target, "top-up")} --key <name> --amount <credits>`));
     }
     if (!run.json) {
       const skipped = plan.skipped.length > 0 ? ` (${plural(plan.skipped.length, "name")} skipped: a key in use has it)` : "";

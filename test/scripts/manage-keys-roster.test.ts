@@ -117,6 +117,16 @@ describe("create --from: a key per roster line", () => {
     }
   });
 
+  it("keys made with no credits (no credits cell, no --credits) are named, with the 402 they will get until a top-up; the others are not", async () => {
+    const root = tempDir();
+    writeFileSync(join(root, "roster.csv"), rosterOf(["name,credits", "nc-ann,", "nc-bob,7", "nc-cy,0"]));
+    const r = await keys(["create", "--url", h.url, "--from", "roster.csv", "--handout", "nc.csv"], root);
+    expect(r.code, r.err).toBe(0);
+    handout(join(root, "nc.csv"));
+    expect(r.err).toContain("1 key (nc-ann) has no credits (no credits cell and no --credits): its requests get 402 insufficient_credits until a top-up: npm run manage-keys -- top-up --url=");
+    expect(r.err).not.toMatch(/nc-(bob|cy)[^\n]*no credits/); // 7 given, and 0 on purpose
+  });
+
   it("a roster with 3 bad lines creates nothing, sends nothing, and lists all 3 with their line numbers", async () => {
     const root = tempDir();
     writeFileSync(join(root, "roster.csv"), rosterOf([

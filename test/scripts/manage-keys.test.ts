@@ -62,6 +62,21 @@ describe("manage-keys against a real shim", () => {
     expect((await chat(key!)).choices).toHaveLength(1);
   });
 
+  it("create without --credits makes a key with none and says so, with the top-up that gives it some; an explicit --credits 0 is not told", async () => {
+    const r = await keys(["create", "--url", h.url, "--name", "no-credits-yet"]);
+    expect(r.code, r.err).toBe(0);
+    const key = /Key \(shown once; only its hash is stored\): (sk-gs-\S+)/.exec(r.out)![1]!;
+    h.secrets.add(key);
+    expect(r.out).toMatch(/^Created key no-credits-yet \(id \w+\): tier \w+, 0 credits\./);
+    expect(r.err).toContain("no-credits-yet has no credits (no --credits): its requests get 402 insufficient_credits until a top-up: npm run manage-keys -- top-up --url=");
+    expect(r.err).toContain(" --key=no-credits-yet --amount <credits>");
+    await expect(chat(key)).rejects.toMatchObject({ status: 402 });
+    const zero = await keys(["create", "--url", h.url, "--name", "zero-on-purpose", "--credits", "0"]);
+    expect(zero.code, zero.err).toBe(0);
+    h.secrets.add(/Key \(shown once; only its hash is stored\): (sk-gs-\S+)/.exec(zero.out)![1]!);
+    expect(zero.err).not.toContain("has no credits");
+  });
+
   it("create with the name of a key in use is refused, saying how to proceed; a revoked key's name can be taken again", async () => {
     const first = await h.createKey({ name: "same-name", credits: 1 });
     const r = await keys(["create", "--url", h.url, "--name", "same-name", "--credits", "5"]);
