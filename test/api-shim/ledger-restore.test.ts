@@ -1,4 +1,4 @@
-import { appendFileSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { appendFileSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
@@ -417,5 +417,22 @@ describe("restoreStagedLedger refuses a staged file that fails its check, and ch
     expect((thrown as Error).message).toContain("it changed while it was checked (is it still being copied?): start the shim again once the copy is complete");
     expect(readdirSync(dir).sort()).toEqual(["shim.db", "shim.db.restore"]);
     expect(keysOf(file)).toEqual({ current: 9 });
+  });
+
+  it("a change of its size alone, its time alone, or the file alone (replaced by one of the same size and time) is seen too", async () => {
+    const T = 1_900_000_000; // whole seconds: set back exactly
+    const changes: Record<string, (staged: string) => void> = {
+      size: (staged) => { appendFileSync(staged, Buffer.alloc(4096)); utimesSync(staged, T, T); },
+      time: (staged) => utimesSync(staged, T + 5, T + 5),
+      file: (staged) => { copyFileSync(staged, `${staged}.copy`); renameSync(`${staged}.copy`, staged); utimesSync(staged, T, T); },
+    };
+    for (const [what, change] of Object.entries(changes)) {
+      const dir = tempDir("ledger-restore-changed-");
+      const file = await ledgerIn(dir, [["current", 9]]);
+      const staged = await backUp(await ledgerIn(tempDir("ledger-restore-work-"), [["k", 1]]), `${file}.restore`);
+      utimesSync(staged, T, T);
+      expect(() => restoreStagedLedger(file, { onChecking: () => change(staged) }), what).toThrow("it changed while it was checked");
+      expect(keysOf(file), what).toEqual({ current: 9 });
+    }
   });
 });
