@@ -342,6 +342,19 @@ describe("restoreStagedLedger refuses a staged file that fails its check, and ch
     expect(message).toMatch(/: it is damaged \(.+\): was the copy cut short\? Copy the backup again, or stage an earlier one/);
   });
 
+  it("cut short inside its last page (SQLite would read the missing bytes as zeros, and integrity_check passes)", async () => {
+    let size = 0;
+    const { message } = await refusal((staged, backup) => {
+      copyFileSync(backup, staged);
+      const db = new Database(staged);
+      db.exec("CREATE TABLE padding (b BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 64) INSERT INTO padding SELECT randomblob(4000) FROM n");
+      db.close();
+      size = statSync(staged).size - 100;
+      truncateSync(staged, size);
+    });
+    expect(message).toContain(`: it is damaged (${size} bytes, not a whole number of its 4096-byte pages): was the copy cut short? Copy the backup again, or stage an earlier one`);
+  });
+
   it("a page of garbage (SQLite refuses to read it)", async () => {
     const { message } = await refusal((staged, backup) => {
       copyFileSync(backup, staged);
