@@ -115,6 +115,13 @@ describe("list-tenants --linode: what Linode itself bills for, stack or no stack
     expect(held.out.split("\n").at(-1)).toBe("1 instance and 1 volume on Linode tagged gpu-sandbox, each held by a stack: $0.53/hour together.");
   });
 
+  it("an empty collection answered with pages 0 is read as empty, not refused", async () => {
+    linode.answers.set("/v4/volumes", { status: 200, body: JSON.stringify({ data: [], page: 1, pages: 0, results: 0 }) });
+    const { code, out } = await check([], { root: projectWith("alpha"), pulumi: new FakePulumi() });
+    expect(code).toBe(0);
+    expect(out).toBe("Linode holds nothing of the kit's: no instance or volume is tagged gpu-sandbox.");
+  });
+
   it("nothing tagged gpu-sandbox: one line saying Linode holds nothing of the kit's, exit 0", async () => {
     linode.instances = [{ id: 1009, label: "prod-db", region: "us-ord", type: "g6-standard-2", status: "running", tags: ["prod"], created: "2025-01-01T00:00:00" }];
     const { code, out } = await check([], { root: projectWith("alpha"), pulumi: new FakePulumi() });
@@ -219,6 +226,7 @@ describe("list-tenants --linode: what Linode itself bills for, stack or no stack
     expect(rows.find((r) => r.id === 1001)).toMatchObject({ held: "unknown", reason: "no pulumi CLI", stack: null });
     // Without a stack file here a backend's stack may still hold it: without the CLI, no telling.
     expect(rows.find((r) => r.id === 1002)).toMatchObject({ held: "unknown", reason: "no pulumi CLI", delete: null });
+    expect(rows.find((r) => r.id === 2002)).toMatchObject({ held: "unknown", delete: null }); // its volume neither
   });
 
   it("a stack file whose stack is not in the Pulumi backend holds nothing", async () => {
