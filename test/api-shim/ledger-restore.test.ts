@@ -1,4 +1,4 @@
-import { appendFileSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { appendFileSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
@@ -6,7 +6,7 @@ import { MAX_BALANCE_MICRO, MICRO_PER_CREDIT } from "../../api-shim/src/money/mo
 import { openStore } from "../../api-shim/src/store/open-store.ts";
 import { MIGRATIONS } from "../../api-shim/src/store/sqlite-migrations.ts";
 import { claimSqliteFile, SqliteInUseError } from "../../api-shim/src/store/sqlite-owner.ts";
-import { RestoreRefusedError, restoreStagedLedger } from "../../api-shim/src/store/sqlite-restore.ts";
+import { RestoreInterruptedError, RestoreRefusedError, restoredMessage, restoreStagedLedger } from "../../api-shim/src/store/sqlite-restore.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { breakKeyIndex, copyWithSchemaVersion, corruptLedger } from "../support/corrupt-ledger.ts";
 import { repoFile, runNodeScript, tracingRenamesAndSyncs } from "../support/fsync-trace.ts";
@@ -145,9 +145,40 @@ describe("restoreStagedLedger: a backup staged beside the ledger replaces it", (
     const source = await ledgerIn(tempDir("ledger-restore-work-"), [["k", 3]]);
     const file = join(dir, "shim.db");
     const staged = await backUp(source, `${file}.restore`);
-    expect(restoreStagedLedger(file, { now: () => T0 })).toEqual({ from: staged, ledger: file, previous: null, moved: [], earlier: null, keys: 1, credits: "3" });
+    const r = restoreStagedLedger(file, { now: () => T0 });
+    expect(r).toEqual({ from: staged, ledger: file, previous: null, moved: [], earlier: null, keys: 1, credits: "3" });
     expect(readdirSync(dir)).toEqual(["shim.db"]);
     expect(keysOf(file)).toEqual({ k: 3 });
+    expect(restoredMessage(r!)).toBe(`restored the ledger ${file} from ${staged}: 1 key, 3 credits in all; no ledger files were beside it to replace (a new volume)`);
+  });
+
+  it("a -journal left beside the ledger moves with it: it would be rolled back into the restored file", async () => {
+    const { dir, file } = await killedAfterBackup();
+    writeFileSync(`${file}-journal`, "left by a rollback-journal writer");
+    const r = restoreStagedLedger(file, { now: () => T0 });
+    expect(r).toMatchObject({ moved: ["shim.db", "shim.db-wal", "shim.db-shm", "shim.db-journal"] });
+    expect(readdirSync(dir).sort()).toEqual(["shim.db", "shim.db.replaced-20261207T101500Z"]);
+    expect(keysOf(file)).toEqual({ kept: 10, spent: 5 });
+  });
+
+  it("with nothing to replace, the log names the newest directory of replaced files (-10 after -2)", async () => {
+    const dir = tempDir("ledger-restore-earlier-");
+    const source = await ledgerIn(tempDir("ledger-restore-work-"), [["k", 3], ["j", 2]]);
+    const file = join(dir, "shim.db");
+    const staged = await backUp(source, `${file}.restore`);
+    for (const name of ["shim.db.replaced-20261207T090000Z", "shim.db.replaced-20261207T101500Z-10", "shim.db.replaced-20261207T101500Z-2"]) mkdirSync(join(dir, name));
+    const r = restoreStagedLedger(file, { now: () => T0 + 60_000 });
+    const newest = join(dir, "shim.db.replaced-20261207T101500Z-10");
+    expect(r).toMatchObject({ previous: null, moved: [], earlier: newest });
+    expect(restoredMessage(r!)).toBe(`restored the ledger ${file} from ${staged}: 2 keys, 5 credits in all; no ledger files were beside it to replace ` +
+      `(the newest directory of replaced files is ${newest}: an earlier restore's, or this one's if a start was stopped half way through it)`);
+  });
+
+  it("a restore that fails half way says what was moved where, or that nothing was yet", () => {
+    const cause = Object.assign(new Error("EIO: i/o error, rename"), { code: "EIO" });
+    expect(new RestoreInterruptedError("/d/shim.db.restore", "/d/shim.db", null, [], cause).message).toBe(
+      "restoring the ledger /d/shim.db from /d/shim.db.restore failed half way (nothing was moved yet): EIO: i/o error, rename; the next start completes it (shim.db.restore is still there), or move the files back to undo it");
+    expect(new RestoreInterruptedError("/d/shim.db.restore", "/d/shim.db", "/d/r", ["shim.db"], cause).message).toContain("failed half way (shim.db moved into /d/r): EIO");
   });
 
   it("killed after the old files moved, before the rename: the next run renames the staged file and names the directory they are in", async () => {
@@ -311,6 +342,19 @@ describe("restoreStagedLedger refuses a staged file that fails its check, and ch
     expect(message).toMatch(/: it is damaged \(.+\): was the copy cut short\? Copy the backup again, or stage an earlier one/);
   });
 
+  it("cut short inside its last page (SQLite would read the missing bytes as zeros, and integrity_check passes)", async () => {
+    let size = 0;
+    const { message } = await refusal((staged, backup) => {
+      copyFileSync(backup, staged);
+      const db = new Database(staged);
+      db.exec("CREATE TABLE padding (b BLOB); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 64) INSERT INTO padding SELECT randomblob(4000) FROM n");
+      db.close();
+      size = statSync(staged).size - 100;
+      truncateSync(staged, size);
+    });
+    expect(message).toContain(`: it is damaged (${size} bytes, not a whole number of its 4096-byte pages): was the copy cut short? Copy the backup again, or stage an earlier one`);
+  });
+
   it("a page of garbage (SQLite refuses to read it)", async () => {
     const { message } = await refusal((staged, backup) => {
       copyFileSync(backup, staged);
@@ -363,6 +407,15 @@ describe("restoreStagedLedger refuses a staged file that fails its check, and ch
     expect(message).toContain(`${staged}-wal is beside it, holding changes that are not in the file itself: stage one self-contained file, a backup made by npm run backup-ledger`);
   });
 
+  it("an empty -wal beside it (no changes in it) is no reason to refuse: restored", async () => {
+    const dir = tempDir("ledger-restore-empty-wal-");
+    const file = await ledgerIn(dir, [["current", 9]]);
+    const staged = await backUp(await ledgerIn(tempDir("ledger-restore-work-"), [["backed-up", 1]]), `${file}.restore`);
+    writeFileSync(`${staged}-wal`, "");
+    expect(restoreStagedLedger(file, { now: () => T0 })).toMatchObject({ keys: 1, credits: "1" });
+    expect(keysOf(file)).toEqual({ "backed-up": 1 });
+  });
+
   it("a file that changes while it is checked (still being copied)", async () => {
     const dir = tempDir("ledger-restore-growing-");
     const file = await ledgerIn(dir, [["current", 9]]);
@@ -377,5 +430,22 @@ describe("restoreStagedLedger refuses a staged file that fails its check, and ch
     expect((thrown as Error).message).toContain("it changed while it was checked (is it still being copied?): start the shim again once the copy is complete");
     expect(readdirSync(dir).sort()).toEqual(["shim.db", "shim.db.restore"]);
     expect(keysOf(file)).toEqual({ current: 9 });
+  });
+
+  it("a change of its size alone, its time alone, or the file alone (replaced by one of the same size and time) is seen too", async () => {
+    const T = 1_900_000_000; // whole seconds: set back exactly
+    const changes: Record<string, (staged: string) => void> = {
+      size: (staged) => { appendFileSync(staged, Buffer.alloc(4096)); utimesSync(staged, T, T); },
+      time: (staged) => utimesSync(staged, T + 5, T + 5),
+      file: (staged) => { copyFileSync(staged, `${staged}.copy`); renameSync(`${staged}.copy`, staged); utimesSync(staged, T, T); },
+    };
+    for (const [what, change] of Object.entries(changes)) {
+      const dir = tempDir("ledger-restore-changed-");
+      const file = await ledgerIn(dir, [["current", 9]]);
+      const staged = await backUp(await ledgerIn(tempDir("ledger-restore-work-"), [["k", 1]]), `${file}.restore`);
+      utimesSync(staged, T, T);
+      expect(() => restoreStagedLedger(file, { onChecking: () => change(staged) }), what).toThrow("it changed while it was checked");
+      expect(keysOf(file), what).toEqual({ current: 9 });
+    }
   });
 });

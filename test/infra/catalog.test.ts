@@ -36,6 +36,8 @@ describe("the GPU catalog", () => {
     expect(costOver(plan, 100, 10)).toBe(5.34); // 10 × $0.52 + 10/730 × $10
     // 1000 hours: a month at the $350 cap, then 270 hours at $0.52, and the volume's 1000/730 of $10.
     expect(costOver(plan, 100, 1000)).toBe(504.1);
+    // 700 hours, less than a month: 700 × $0.52 would be $364, past the $350 cap Linode bills at most.
+    expect(costOver(plan, 100, 700)).toBe(359.59);
   });
 });
 

@@ -1,6 +1,7 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { openHandout } from "../../scripts/lib/handout.ts";
 import { repoFile, runNodeScript, tracingFsyncs } from "../support/fsync-trace.ts";
 import { tempDir } from "../support/tools.ts";
 
@@ -23,5 +24,14 @@ describe("the hand-out on disk", () => {
     const synced = readFileSync(out, "utf8").split("\n").map((l) => /f(?:data)?sync\(\d+<([^>]+)>/.exec(l)?.[1]).filter((f) => f !== undefined);
     // The header's flush, the directory's, then the key's line.
     expect(synced).toEqual([path, dir, path]);
+  });
+});
+
+describe("the hand-out is never overwritten", () => {
+  it("a file made at its path after the check (another run, a second later) is refused, and left as it was", () => {
+    const path = join(tempDir(), "keys.csv");
+    writeFileSync(path, "name,base_url,key_id,key\r\nann,http://h/v1,abcdefghijkl,sk-gs-earlier\r\n");
+    expect(() => openHandout(path, "http://127.0.0.1:1/v1")).toThrow(`${path} exists already: a hand-out is never overwritten`);
+    expect(readFileSync(path, "utf8")).toBe("name,base_url,key_id,key\r\nann,http://h/v1,abcdefghijkl,sk-gs-earlier\r\n");
   });
 });

@@ -115,6 +115,13 @@ describe("list-tenants --linode: what Linode itself bills for, stack or no stack
     expect(held.out.split("\n").at(-1)).toBe("1 instance and 1 volume on Linode tagged gpu-sandbox, each held by a stack: $0.53/hour together.");
   });
 
+  it("an empty collection answered with pages 0 is read as empty, not refused", async () => {
+    linode.answers.set("/v4/volumes", { status: 200, body: JSON.stringify({ data: [], page: 1, pages: 0, results: 0 }) });
+    const { code, out } = await check([], { root: projectWith("alpha"), pulumi: new FakePulumi() });
+    expect(code).toBe(0);
+    expect(out).toBe("Linode holds nothing of the kit's: no instance or volume is tagged gpu-sandbox.");
+  });
+
   it("nothing tagged gpu-sandbox: one line saying Linode holds nothing of the kit's, exit 0", async () => {
     linode.instances = [{ id: 1009, label: "prod-db", region: "us-ord", type: "g6-standard-2", status: "running", tags: ["prod"], created: "2025-01-01T00:00:00" }];
     const { code, out } = await check([], { root: projectWith("alpha"), pulumi: new FakePulumi() });
@@ -147,6 +154,19 @@ describe("list-tenants --linode: what Linode itself bills for, stack or no stack
       "delete it in Cloud Manager or with `linode-cli volumes detach 2003`, then `linode-cli volumes delete 2003` once it is detached");
   });
 
+  it("one orphan, a volume attached to nothing: deleted at once, no detach; a plan the catalog does not list is priced \"?\" and left out of the total, saying so", async () => {
+    linode.instances = [kitInstance(1001, "alpha", { type: "g9-gpu-future-s" })];
+    linode.volumes = [kitVolume(2001, "alpha", 1001), kitVolume(2005, "ghost", null)];
+    const pulumi = new FakePulumi({ alpha: { outputs: {}, resources: deployedState("alpha", 1001, 2001) } });
+    const { code, out } = await check([], { root: projectWith("alpha"), pulumi });
+    expect(code).toBe(1);
+    const lines = out.split("\n");
+    expect(lines.find((l) => l.startsWith("instance  1001"))).toMatch(/ g9-gpu-future-s +running +\? +stack alpha$/);
+    expect(lines).toContain("gs-ghost-data (volume 2005, tenant ghost, $0.014/hour): no stack holds it (" + GHOST_REASON + "): " +
+      "`pulumi destroy` cannot remove it; delete it in Cloud Manager or with `linode-cli volumes delete 2005`");
+    expect(lines.at(-1)).toBe("1 instance and 2 volumes on Linode tagged gpu-sandbox ($0.03/hour together, not counting 1 whose plan infra/catalog.ts does not list); 1 that no stack holds: $0.01/hour.");
+  });
+
   it("reads every page (page_size 500, as many pages as Linode says), and says so on stderr", async () => {
     const { root, pulumi } = world();
     linode.maxPageSize = 2; // Linode caps page_size; here at 2, so 4 instances are 2 pages
@@ -159,6 +179,17 @@ describe("list-tenants --linode: what Linode itself bills for, stack or no stack
     const instancePages = linode.requests.filter((r) => r.path === "/v4/linode/instances");
     expect(instancePages.map((r) => [r.query.get("page"), r.query.get("page_size")])).toEqual([["1", "500"], ["2", "500"]]);
     expect(err).toContain("linode/instances: page 2 of 2");
+  });
+
+  it("an instance made between two pages moves the others along: one seen on both pages is listed once", async () => {
+    const { root, pulumi } = world();
+    const listed = [linode.instances[1]!, linode.instances[0]!, linode.instances[2]!]; // prod-db, 1001, 1002
+    linode.maxPageSize = 2;
+    const pagesAsked = () => linode.requests.filter((r) => r.path === "/v4/linode/instances").length;
+    // From the second page on, a new instance first: 1001 moves from page 1 to page 2.
+    Object.defineProperty(linode, "instances", { get: () => (pagesAsked() > 1 ? [kitInstance(1000, "alpha"), ...listed] : listed) });
+    const rows = JSON.parse((await check(["--json"], { root, pulumi })).out) as LinodeRow[];
+    expect(rows.filter((r) => r.kind === "instance").map((r) => r.id)).toEqual([1001, 1002]);
   });
 
   it("asks the stack's state (pulumi stack export) of every tagged tenant, a stack file here or not, and nothing but that", async () => {
@@ -184,6 +215,10 @@ describe("list-tenants --linode: what Linode itself bills for, stack or no stack
     expect(unreadable.code).toBe(1);
     expect(unreadable.out).toMatch(/^instance +1001 +gs-alpha .* cannot tell$/m);
     expect(unreadable.out).toContain("gs-alpha (instance 1001, tenant alpha, $0.520/hour): cannot tell whether stack alpha holds it: error: failed to load checkpoint: permission denied");
+    // One that cannot be told is counted in the summary too.
+    linode.volumes = linode.volumes.filter((v) => v.id !== 2001);
+    const one = await check([], { root, pulumi });
+    expect(one.out.split("\n").at(-1)).toBe("3 instances and 1 volume on Linode tagged gpu-sandbox ($2.12/hour together); 3 that no stack holds: $1.60/hour; 1 whose stack's state could not be read.");
 
     const noCli = world();
     noCli.pulumi.installed = false;
@@ -191,6 +226,7 @@ describe("list-tenants --linode: what Linode itself bills for, stack or no stack
     expect(rows.find((r) => r.id === 1001)).toMatchObject({ held: "unknown", reason: "no pulumi CLI", stack: null });
     // Without a stack file here a backend's stack may still hold it: without the CLI, no telling.
     expect(rows.find((r) => r.id === 1002)).toMatchObject({ held: "unknown", reason: "no pulumi CLI", delete: null });
+    expect(rows.find((r) => r.id === 2002)).toMatchObject({ held: "unknown", delete: null }); // its volume neither
   });
 
   it("a stack file whose stack is not in the Pulumi backend holds nothing", async () => {

@@ -174,6 +174,21 @@ describe("create --from: a key per roster line", () => {
     expect((await listed()).some((k) => k.name.startsWith("ws3-"))).toBe(false);
   });
 
+  it("a hand-out in a directory that is not there is refused before anything is sent, saying to make it", async () => {
+    const root = tempDir();
+    writeFileSync(join(root, "roster.csv"), rosterOf(["name", "ws3b-ann"]));
+    const shim = await front();
+    try {
+      const r = await keys(["create", "--url", shim.url, "--from", "roster.csv", "--handout", "out/keys.csv"], root);
+      expect(r.code).toBe(1);
+      expect(r.err).toBe(`${join(root, "out")} does not exist: make it first, or give another --handout`);
+      expect(shim.requests).toBe(0);
+    } finally {
+      shim.close();
+    }
+    expect(readdirSync(root)).toEqual(["roster.csv"]);
+  });
+
   it("the shim gone after 5 creates: the run stops, saying so, with the 5 keys in the hand-out; run again, it makes only the 25 missing", async () => {
     const names = Array.from({ length: 30 }, (_, i) => `ws4-${i + 1}`);
     const root = tempDir();
@@ -271,6 +286,72 @@ describe("create --from: a key per roster line", () => {
     expect(r.code).toBe(1);
     expect(r.err).toContain(message);
     expect(existsSync(join(root, "k.csv"))).toBe(false);
+  });
+
+  it("a name that is another key's id refuses the whole roster: nothing is created, the line is named", async () => {
+    const root = tempDir();
+    writeFileSync(join(root, "first.csv"), rosterOf(["name", "ws11-ann"]));
+    expect((await keys(["create", "--url", h.url, "--from", "first.csv", "--handout", "k1.csv"], root)).code).toBe(0);
+    const ann = (await listed()).find((k) => k.name === "ws11-ann")!;
+    writeFileSync(join(root, "roster.csv"), rosterOf(["name", "ws11-bob", ann.id]));
+    const r = await keys(["create", "--url", h.url, "--from", "roster.csv", "--handout", "k2.csv"], root);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(`roster.csv: 1 problem; nothing was created:\n  line 3: name "${ann.id}" is the id of another key (ws11-ann), and --key "${ann.id}" would always mean that key: choose another name`);
+    expect((await listed()).filter((k) => k.name.startsWith("ws11-")).map((k) => k.name)).toEqual(["ws11-ann"]);
+    expect(existsSync(join(root, "k2.csv"))).toBe(false);
+  });
+
+  it("--models is given to every key of the roster", async () => {
+    const root = tempDir();
+    writeFileSync(join(root, "roster.csv"), rosterOf(["name", "ws12-ann", "ws12-bob"]));
+    const r = await keys(["create", "--url", h.url, "--from", "roster.csv", "--models", "qwen2.5-7b", "--handout", "k.csv"], root);
+    expect(r.code, r.err).toBe(0);
+    expect((await listed()).filter((k) => k.name.startsWith("ws12-")).map((k) => k.models)).toEqual([["qwen2.5-7b"], ["qwen2.5-7b"]]);
+  });
+
+  it("a roster that is not UTF-8 (a legacy code page's é) is refused, naming the first line that is not, before anything is made", async () => {
+    const root = tempDir();
+    writeFileSync(join(root, "roster.csv"), Buffer.concat([Buffer.from("name\r\nws13-ann\r\nws13-ren"), Buffer.from([0xe9]), Buffer.from("e\r\n")]));
+    const r = await keys(["create", "--url", h.url, "--from", "roster.csv"], root);
+    expect(r.code).toBe(1);
+    expect(r.err).toBe('--from roster.csv is not UTF-8 text (line 3 is the first with a character that is not): save it as "CSV UTF-8" (a spreadsheet\'s "CSV" may use another encoding); nothing was created');
+    expect((await listed()).some((k) => k.name.startsWith("ws13-"))).toBe(false);
+    expect(readdirSync(root)).toEqual(["roster.csv"]);
+  });
+
+  it("a shim that ignores expiries: the run stops after the first key, naming the line whose expires_at was not applied", async () => {
+    const made = await keys(["create", "--url", h.url, "--name", "ws14-template", "--json"]);
+    expect(made.code, made.err).toBe(0);
+    const template = JSON.parse(made.out) as CreatedKey;
+    h.secrets.add(template.key);
+    let posts = 0;
+    const old = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => { body += c.toString(); });
+      req.on("end", () => {
+        if (req.method === "GET") return void res.writeHead(200, { "content-type": "application/json" }).end('{"object":"list","data":[]}');
+        posts++;
+        const { name } = JSON.parse(body) as { name: string };
+        // As an older shim answers: the key made, without the expiry it did not read.
+        res.writeHead(201, { "content-type": "application/json" }).end(JSON.stringify({ ...template, id: `AAAAAAAAAAA${posts}`, name, expires_at: null }));
+      });
+    });
+    await new Promise<void>((resolve) => old.listen(0, "127.0.0.1", resolve));
+    const root = tempDir();
+    writeFileSync(join(root, "roster.csv"), rosterOf(["name,expires_at", "ws14-ann,2099-01-01", "ws14-bob,"]));
+    const url = `http://127.0.0.1:${(old.address() as AddressInfo).port}`;
+    try {
+      const r = await keys(["create", "--url", url, "--from", "roster.csv", "--expires-at", "2098-01-01T00:00:00Z", "--handout", "k.csv"], root);
+      expect(r.code).toBe(1);
+      expect(r.err.split("\n").slice(-2)).toEqual([
+        `The shim did not apply line 2's expires_at: this key never expires. If it must not outlive 2099-01-01, revoke it: npm run manage-keys -- revoke --key AAAAAAAAAAA1 (with the same --stack or --url).`,
+        `Stopped: this shim does not read expiries (upgrade it: pulumi up); 1 key made, in ${join(root, "k.csv")}.`,
+      ]);
+    } finally {
+      old.close();
+    }
+    expect(posts).toBe(1);
+    expect(readFileSync(join(root, "k.csv"), "utf8").split("\r\n")[1]).toBe(`ws14-ann,${url}/v1,AAAAAAAAAAA1,${template.key}`);
   });
 
   it("--handout without --from, and a roster that is not there, are refused", async () => {

@@ -2,7 +2,8 @@
 // shim (found by an evaluator playing an organiser, who joined `list --json` and the usage with jq).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
-import type { KeySummary } from "../../scripts/lib/key-summary.ts";
+import type { ApiKey, UsageRow } from "../../scripts/lib/admin-client.ts";
+import { formatKeySummary, type KeySummary, keySummary } from "../../scripts/lib/key-summary.ts";
 import { main } from "../../scripts/report-usage.ts";
 import { manualClock } from "../support/clocks.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
@@ -118,5 +119,31 @@ describe("report-usage --group key", () => {
     const r = await report(["--from", "2025-01-01", "--to", "2025-01-31"]);
     expect(r.code, r.err).toBe(0);
     expect(r.out).toBe("Usage 2025-01-01T00:00:00Z to 2025-01-31T23:59:59Z, per key, with balances now: no keys.");
+  });
+});
+
+describe("keySummary: which keys a period has, at its edges", () => {
+  const period = { start: "2026-02-01T00:00:00Z", end: "2026-02-28T23:59:59Z" };
+  const key = (id: string, created_at: string, more: Partial<ApiKey> = {}) =>
+    ({ id, name: id, tier: "developer", models: null, balance: 1, held: 0, credits_remaining: 1, created_at, expires_at: null, revoked_at: null, ...more }) as ApiKey;
+  const row = (key_id: string, cost: number): UsageRow => ({ key_id, requests: 1, prompt_tokens: 2, completion_tokens: 1, total_tokens: 3, cost });
+  const now = Date.parse("2026-03-10T00:00:00Z");
+
+  it("made in the period's last second, or revoked at its first instant: in it; made just after it, or expired at its start: not", () => {
+    const keys = [
+      key("jan", "2026-01-10T00:00:00.000Z"),
+      key("last-second", "2026-02-28T23:59:59.500Z"),
+      key("after", "2026-03-01T00:00:00.000Z"),
+      key("revoked-at-start", "2026-01-10T00:00:00.000Z", { revoked_at: "2026-02-01T00:00:00.000Z" }),
+      key("expired-at-start", "2026-01-10T00:00:00.000Z", { expires_at: "2026-02-01T00:00:00.000Z" }),
+    ];
+    expect(keySummary({ object: "usage_report", period, group: "model", data: [] }, keys, now).data.map((d) => d.key_id)).toEqual(["jan", "last-second", "revoked-at-start"]);
+  });
+
+  it("costs summed exactly (0.1 + 0.2 is 0.3), and a key the list does not have still has its line", () => {
+    const s = keySummary({ object: "usage_report", period, group: "model", data: [row("jan", 0.1), row("jan", 0.2), row("gone", 0.4)] }, [key("jan", "2026-01-10T00:00:00.000Z")], now);
+    expect(s.data.map((d) => [d.key_id, d.key_name, d.cost, d.balance, d.status])).toEqual([["jan", "jan", 0.3, 1, "active"], ["gone", "", 0.4, null, null]]);
+    expect(s.totals).toMatchObject({ requests: 3, cost: 0.7, balance: 1 });
+    expect(formatKeySummary(s, "Usage")).toMatch(/^gone +\? +1 +2 +1 +3 +0\.4 +- +-$/m); // no name, balance or status: shown, not blank
   });
 });

@@ -77,6 +77,30 @@ describe("readRoster", () => {
     ]);
   });
 
+  it("an expiry at this very instant is not in the future: the key would be made expired", () => {
+    expect(read("name,expires_at\nann,2026-03-15T12:00:00Z").problems).toEqual([
+      'line 2: expires_at "2026-03-15T12:00:00Z" is not in the future (it is 2026-03-15T12:00:00Z now): a key cannot be made expired',
+    ]);
+  });
+
+  it("a line with more cells than columns is said once, not judged further (its name would be a part of the name)", () => {
+    expect(read("name\nLee, Ann\nLee, Bob").problems).toEqual([
+      "line 2: 2 cells, but line 1 names 1 column (a comma in a name needs the name in quotes)",
+      "line 3: 2 cells, but line 1 names 1 column (a comma in a name needs the name in quotes)",
+    ]);
+  });
+
+  it("a cell under the first column, when the header leaves that column's name empty, is a problem too", () => {
+    expect(read(",name\nx,ann").problems).toEqual(['line 2: cell 1 ("x") is under no column: line 1 leaves its name empty']);
+  });
+
+  it("a file's shape problems are listed in line order among the lines' problems", () => {
+    expect(read('name,credits\nann,x\n"bob').problems).toEqual([
+      'line 2: credits "x" must be a non-negative number of credits with at most 6 decimals, e.g. 250 or 12.5',
+      'line 3: a quoted cell is not closed (a " is missing)',
+    ]);
+  });
+
   it("the header's problems: a column not known (with the one meant), twice the same, no name column", () => {
     expect(read("name,credit,expires-at\nann,1,").problems).toEqual([
       'line 1: unknown column "credit" (did you mean credits?): the columns are name, credits, tier, expires_at',

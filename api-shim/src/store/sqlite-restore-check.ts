@@ -63,6 +63,10 @@ export function checkStagedLedger(staged: string, ledger: string, st: Stats, onC
   if (st.size === 0) throw refuse(`it is empty (0 bytes): ${DAMAGED_HINT}`);
   const head = readHead(staged);
   if (!head.subarray(0, SQLITE_HEADER.length).equals(SQLITE_HEADER)) throw refuse(`it is not a SQLite database (it does not begin with SQLite's header): ${BACKUP_HINT}`);
+  // A copy cut short inside its last page: SQLite reads the missing bytes as zeros, and
+  // integrity_check passes while the end of that page (where a page's rows are) is lost.
+  const pageSize = head.length >= 18 ? (head.readUInt16BE(16) === 1 ? 65536 : head.readUInt16BE(16)) : 0;
+  if (pageSize > 0 && st.size % pageSize !== 0) throw refuse(`it is damaged (${st.size} bytes, not a whole number of its ${pageSize}-byte pages): ${DAMAGED_HINT}`);
   onChecking?.(staged, st.size);
   let found: StagedLedger | undefined;
   let refused: unknown;
