@@ -6,7 +6,7 @@ import { existsSync, linkSync, rmSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileStamp } from "../api-shim/src/requests/period.ts";
-import { showMiB } from "../api-shim/src/store/sqlite-backup.ts";
+import { showMiB, SQLITE_HEADER } from "../api-shim/src/store/sqlite-backup.ts";
 import { AdminApiError, adminClient } from "./lib/admin-client.ts";
 import { networkReason, notTheApi, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
@@ -39,8 +39,6 @@ const OPTIONS = { ...TARGET_OPTIONS, out: { type: "string" } } as const;
 
 /** Above this size the download says how far it is, every tenth. */
 const PROGRESS_FROM_BYTES = 16 * 2 ** 20;
-/** What every SQLite database file starts with: anything else is not the ledger. */
-const SQLITE_HEADER = Buffer.from("SQLite format 3\0");
 
 /** What a download wrote: its path and size. */
 export interface SavedBackup {

@@ -8,3 +8,8 @@ export function csvCell(v: string | number): string {
   const safe = /^[=+\-@\t\r]/.test(s) && typeof v === "string" ? `'${s}` : s;
   return /[",\n\r]/.test(safe) ? `"${safe.replaceAll('"', '""')}"` : safe;
 }
+
+/** A CSV line of such cells, CRLF at its end, as the shim's usage CSV and the scripts' files are written. */
+export function csvLine(cells: readonly (string | number)[]): string {
+  return `${cells.map(csvCell).join(",")}\r\n`;
+}

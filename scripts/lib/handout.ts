@@ -4,15 +4,13 @@
 // lost answer, Ctrl-C, the machine's power) leaves every key it made in the file.
 import { closeSync, existsSync, fsyncSync, openSync, rmSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
-import { csvCell } from "../../api-shim/src/csv-cell.ts";
+import { csvLine } from "../../api-shim/src/csv-cell.ts";
 import { syncDirectory } from "../../api-shim/src/sync-directory.ts";
 import type { CreatedKey } from "./admin-client.ts";
 import { UsageError } from "./cli.ts";
 
 export const HANDOUT_COLUMNS = ["name", "base_url", "key_id", "key"] as const;
 
-/** A line of cells as the shim writes its CSV: each cell formula-safe (csvCell), CRLF at its end. */
-const csvLine = (cells: readonly string[]): string => `${cells.map(csvCell).join(",")}\r\n`;
 
 /** Why a hand-out cannot be written at `path`, checked before anything is sent; undefined when it can. */
 export function handoutRefusal(path: string): string | undefined {

@@ -2,7 +2,7 @@
 // left, for the end of a workshop or a month's bill. Every key that existed in the period is
 // there, those that sent nothing included (the API's report has rows only for keys with usage),
 // with its balance and status now, from the key list the report already reads for names.
-import { csvCell } from "../../api-shim/src/csv-cell.ts";
+import { csvLine } from "../../api-shim/src/csv-cell.ts";
 import { creditsNumber, formatCredits, parseCredits } from "../../api-shim/src/money/money.ts";
 import { type ApiKey, keyStatus, type UsageReport, type UsageRow } from "./admin-client.ts";
 import { formatTable } from "./table.ts";
@@ -84,7 +84,7 @@ export function keySummaryCsv(summary: KeySummary): string {
   const header = ["key_id", "key_name", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "balance", "status"];
   const credits = (v: number | null) => (v === null ? "" : formatCredits(parseCredits(v) ?? 0));
   const lines = summary.data.map((r) => [r.key_id, r.key_name, r.requests, r.prompt_tokens, r.completion_tokens, r.total_tokens, credits(r.cost), credits(r.balance), r.status ?? ""]);
-  return [header, ...lines].map((cells) => `${cells.map(csvCell).join(",")}\r\n`).join("");
+  return [header, ...lines].map(csvLine).join("");
 }
 
 /** The summary as a table, a TOTAL line last; `head`: what the report is of (its period, and the keys a --key covers). */

@@ -2,7 +2,7 @@ import type { Socket } from "node:net";
 import { Readable } from "node:stream";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { csvCell } from "../csv-cell.ts";
+import { csvLine } from "../csv-cell.ts";
 import { finishRequest } from "../observability/request-line.ts";
 import type { ShimContext } from "../context.ts";
 import { toShimError } from "../errors.ts";
@@ -83,9 +83,9 @@ export function sendUsageBody(ctx: ShimContext, request: FastifyRequest, reply: 
 }
 
 async function* csvPieces(batches: UsageBatches, group: string): AsyncGenerator<string> {
-  yield `${["key_id", group, "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"].map(csvCell).join(",")}\r\n`;
+  yield csvLine(["key_id", group, "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"]);
   for await (const rows of pieces(batches)) {
-    yield rows.map((r) => `${[r.keyId, r.group, r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)].map(csvCell).join(",")}\r\n`).join("");
+    yield rows.map((r) => csvLine([r.keyId, r.group, r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)])).join("");
   }
 }
 

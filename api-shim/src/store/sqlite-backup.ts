@@ -4,6 +4,9 @@ import { rm, stat, statfs } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { MIN_FREE_BYTES } from "./sqlite-space.ts";
 
+/** What every SQLite database file starts with (a backup, a staged restore): anything else is not a ledger. */
+export const SQLITE_HEADER = Buffer.from("SQLite format 3\0", "latin1");
+
 /**
  * A consistent copy of the SQLite ledger as one file (GET /admin/backup, routes/backup.ts): made
  * by VACUUM INTO on the report worker's read-only connection (sqlite-reports.ts), off the thread

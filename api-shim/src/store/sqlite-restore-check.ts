@@ -1,6 +1,7 @@
 import { accessSync, closeSync, constants, fstatSync, linkSync, lstatSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, type Stats } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import Database from "better-sqlite3";
+import { SQLITE_HEADER } from "./sqlite-backup.ts";
 import { MIGRATIONS } from "./sqlite-migrations.ts";
 import { NewerSchemaError } from "./store.ts";
 
@@ -39,7 +40,6 @@ export function removeLeftoverChecks(ledger: string): void {
   }
 }
 
-const SQLITE_HEADER = Buffer.from("SQLite format 3\0", "latin1");
 const BACKUP_HINT = "stage a backup made by npm run backup-ledger";
 const DAMAGED_HINT = "was the copy cut short? Copy the backup again, or stage an earlier one";
 /** The tables every schema version of the shim's has. */
