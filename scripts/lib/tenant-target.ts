@@ -131,7 +131,7 @@ const NOT_SIGNED_BY_CA_FLAG = `${UNTRUSTED}: it is not signed by the CA given wi
 function untrustedAdviceFor(stack: string, trusted: "--ca" | "output" | "none"): string {
   if (trusted === "--ca") return NOT_SIGNED_BY_CA_FLAG;
   if (trusted === "output") return `${UNTRUSTED}: it is not signed by stack ${stack}'s caCertificate output (tls.mode self-signed), which was trusted for it; is the endpoint serving this stack's deploy?`;
-  return `${UNTRUSTED}: stack ${stack} has no caCertificate output (tls.mode letsencrypt), so Let's Encrypt has probably not issued its certificate yet, and nginx serves a self-signed placeholder until it does (docs/operations.md, "Troubleshooting": DNS, port 80, \`docker compose logs certbot\`)`;
+  return `${UNTRUSTED}: stack ${stack} has no caCertificate output (tls.mode letsencrypt), so Let's Encrypt has probably not issued its certificate yet, and nginx serves a self-signed placeholder until it does (docs/troubleshooting.md, "Certificate errors in detail": DNS, port 80, \`docker compose logs certbot\`)`;
 }
 
 /**

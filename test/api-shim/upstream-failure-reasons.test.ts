@@ -10,13 +10,13 @@ const ROOT = join(import.meta.dirname, "..", "..");
 const f = shimProcessFixture("upstream-failure-reasons-");
 
 /** The runbook an operator opens when `rate(shim_upstream_failures_total[5m]) > 0` fires: the section of
- * docs/operations.md that the alert's `runbook` names (the Troubleshooting row links there too). */
+ * docs/troubleshooting.md that the alert's `runbook` names (the Troubleshooting row links there too). */
 function runbook(): string {
   const alerts = parse(readFileSync(join(ROOT, "templates", "operator", "prometheus", "alerts.yml"), "utf8")) as { groups: { rules: { alert: string; annotations: { runbook: string } }[] }[] };
   const alert = alerts.groups.flatMap((g) => g.rules).find((r) => r.alert === "GpuSandboxUpstreamFailures");
   const [page, anchor] = alert!.annotations.runbook.split("#");
-  expect(page).toBe("docs/operations.md");
-  const ops = readFileSync(join(ROOT, "docs", "operations.md"), "utf8");
+  expect(page).toBe("docs/troubleshooting.md");
+  const ops = readFileSync(join(ROOT, "docs", "troubleshooting.md"), "utf8");
   expect(ops).toContain(`[More](#${anchor})`);
   return sectionAt(ops, anchor!);
 }

@@ -75,9 +75,10 @@ describe("shim_sqlite_volume_free_bytes, through the real shim", () => {
   });
 });
 
-describe("docs/operations.md: the runbook for a volume filling up", () => {
-  const ops = readFileSync(join(ROOT, "docs", "operations.md"), "utf8");
-  const rows = ops.slice(ops.indexOf("## Troubleshooting"), ops.indexOf("## Design notes")).split("\n").filter((l) => l.startsWith("| "));
+describe("docs/troubleshooting.md: the runbook for a volume filling up", () => {
+  const ops = readFileSync(join(ROOT, "docs", "troubleshooting.md"), "utf8");
+  // The symptom table: the page up to its first "in detail" section.
+  const rows = ops.slice(0, ops.indexOf("\n## ")).split("\n").filter((l) => l.startsWith("| "));
   const symptom = (row: string) => row.split(" | ")[0]!;
   /** The "in detail" section a row's [More](#…) link opens, where the row's particulars are. */
   const detail = (row: string) => sectionAt(ops, row.match(/\[More\]\(#([^)]+)\)/)![1]!);

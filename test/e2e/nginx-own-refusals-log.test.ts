@@ -59,9 +59,10 @@ describe("a request nginx refuses itself is in nginx's log alone, its upstream_t
   });
 });
 
-describe("docs/operations.md: the Troubleshooting rows for nginx's own refusals say which log has them", () => {
-  const ops = readFileSync(join(ROOT, "docs", "operations.md"), "utf8");
-  const rows = ops.slice(ops.indexOf("## Troubleshooting"), ops.indexOf("## Design notes")).split("\n").filter((l) => l.startsWith("| "));
+describe("docs/troubleshooting.md: the rows for nginx's own refusals say which log has them", () => {
+  const ops = readFileSync(join(ROOT, "docs", "troubleshooting.md"), "utf8");
+  // The symptom table: the page up to its first "in detail" section.
+  const rows = ops.slice(0, ops.indexOf("\n## ")).split("\n").filter((l) => l.startsWith("| "));
 
   for (const symptom of ["400 `https_required`", "400 `api_key_in_url`", "403 `forbidden`", "answers 429"]) {
     it(symptom, () => {

@@ -679,10 +679,10 @@ describe("deploy.sh when a service crash-loops (restart: unless-stopped)", () =>
   });
 });
 
-describe("docs/operations.md Troubleshooting", () => {
+describe("docs/troubleshooting.md", () => {
   it("has rows matching what vLLM 0.11 prints for a model that does not fit, a model id it cannot find, a crash-looping service, and memory the host lacks", () => {
-    const docs = readFileSync(join(import.meta.dirname, "../../docs/operations.md"), "utf8");
-    const table = docs.slice(docs.indexOf("## Troubleshooting"), docs.indexOf("## Design notes"));
+    const docs = readFileSync(join(import.meta.dirname, "../../docs/troubleshooting.md"), "utf8");
+    const table = docs.slice(0, docs.indexOf("\n## "));
     expect(table).toContain("KV cache is needed, which is larger than the available KV cache memory");
     expect(table).toContain("Invalid repository ID or local directory specified");
     expect(table).toContain("keeps crashing (restarted");

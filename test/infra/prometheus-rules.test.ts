@@ -57,8 +57,8 @@ describe("the Prometheus files an operator copies", () => {
     }
   });
 
-  it("every alert has a for:, a severity, a summary, a description, and a runbook naming a section of docs/operations.md; alerts.test.yml fires each", () => {
-    const anchors = anchorsOf(read("docs/operations.md"));
+  it("every alert has a for:, a severity, a summary, a description, and a runbook naming a section of docs/troubleshooting.md; alerts.test.yml fires each", () => {
+    const anchors = anchorsOf(read("docs/troubleshooting.md"));
     const tests = readFileSync(join(DIR, "alerts.test.yml"), "utf8");
     expect(rules.length).toBeGreaterThanOrEqual(6);
     for (const r of rules) {
@@ -67,7 +67,7 @@ describe("the Prometheus files an operator copies", () => {
       expect(r.annotations?.summary, r.alert).toMatch(/\{\{ \$labels\.tenant \}\}/);
       expect(r.annotations?.description?.length, r.alert).toBeGreaterThan(80);
       const [page, anchor] = (r.annotations?.runbook ?? "").split("#");
-      expect(page, r.alert).toBe("docs/operations.md");
+      expect(page, r.alert).toBe("docs/troubleshooting.md");
       expect(anchors, r.alert).toContain(anchor);
       // A case where it is expected to fire (exp_alerts with labels), not only one where it is not.
       expect(tests, r.alert).toMatch(new RegExp(`alertname: ${r.alert}\\n\\s+exp_alerts:\\n\\s+- exp_labels:`));
@@ -88,7 +88,7 @@ describe("the Prometheus files an operator copies", () => {
 
 describe("the docs quote the alerts as alerts.yml writes them", () => {
   // Whitespace as Markdown reflows it; every backticked PromQL comparison on a series an alert reads.
-  const docs = ["docs/operations.md", "docs/api-shim/operations.md"].map(read).join("\n");
+  const docs = ["docs/operations.md", "docs/troubleshooting.md", "docs/api-shim/operations.md"].map(read).join("\n");
   const quoted = [...docs.matchAll(/`([^`\n]*\b(?:shim_\w+|up|process_start_time_seconds)\b[^`\n]* (?:==|!=|>=|<=|>|<) [^`\n]*)`/g)].map((m) => m[1]!);
   const flat = docs.replace(/\s+/g, " ");
 

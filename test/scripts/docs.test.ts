@@ -23,7 +23,7 @@ describe("operator scripts: npm scripts, --help and the docs agree", () => {
   });
 
   it("every `npm run <script>` in the operations guide and the README exists", () => {
-    const docs = read("docs/operations.md") + read("README.md");
+    const docs = read("docs/operations.md") + read("docs/troubleshooting.md") + read("README.md");
     const used = new Set([...docs.matchAll(/npm run (?:--silent )?([a-z][\w-]*)/g)].map((m) => m[1]!));
     for (const name of SCRIPTS) expect(used).toContain(name);
     for (const name of used) expect(Object.keys(pkg.scripts), `npm run ${name}`).toContain(name);
