@@ -172,12 +172,13 @@ describe("fake vLLM speaks vLLM's dialect", () => {
   });
 
   // serving_chat.py takes `max_completion_tokens or max_tokens`; SamplingParams refuses 0 (found by
-  // review: the fake answered 200 with no tokens, which no vLLM sends).
+  // review: the fake answered 200 with no tokens, which no vLLM sends), naming it in `param`
+  // (VLLMValidationError's parameter, as a deployed vLLM answers it).
   it("refuses a chat whose max_completion_tokens, or max_tokens without it, is 0, streamed or not, as vLLM does", async () => {
     for (const limits of [{ max_tokens: 0 }, { max_completion_tokens: 0, max_tokens: 0 }, { max_completion_tokens: 0, max_tokens: 2 }, { max_completion_tokens: 0 }]) {
       for (const stream of [false, true]) {
         const res = await post("/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], stream, ...limits });
-        expect([res.status, await res.json()], JSON.stringify({ ...limits, stream })).toEqual([400, { error: { message: "max_tokens must be at least 1, got 0.", type: "BadRequestError", param: null, code: 400 } }]);
+        expect([res.status, await res.json()], JSON.stringify({ ...limits, stream })).toEqual([400, { error: { message: "max_tokens must be at least 1, got 0.", type: "BadRequestError", param: "max_tokens", code: 400 } }]);
       }
     }
     // A null max_completion_tokens is unset: max_tokens is read (none: the model's length).

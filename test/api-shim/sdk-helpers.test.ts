@@ -126,11 +126,13 @@ describe("the OpenAI SDK's helpers through the shim", () => {
     expect(JSON.parse(done.choices[0]!.message.content!)).toEqual({});
   });
 
-  it("responses.stream: its events and finalResponse(), charged its usage", async () => {
+  it("responses.stream: its events and finalResponse(), charged its usage, the figures on both", async () => {
     const before = await mark();
     const stream = h.client(key).responses.stream({ model, input: "Say four words", max_output_tokens: 4 });
     const deltas: string[] = [];
     stream.on("response.output_text.delta", (e) => deltas.push(e.delta));
+    let completed: Record<string, unknown> | undefined;
+    stream.on("response.completed", (e) => (completed = e as unknown as Record<string, unknown>));
     const final = await stream.finalResponse();
     expect(deltas.join("")).toBe("t1 t2 t3 t4");
     expect(final.output_text).toBe("t1 t2 t3 t4");
@@ -138,6 +140,11 @@ describe("the OpenAI SDK's helpers through the shim", () => {
     const usage = h.fake.usages.at(-1)!;
     expect(final.usage).toMatchObject({ input_tokens: usage.prompt_tokens, output_tokens: usage.completion_tokens });
     expect(await chargedSince(before)).toBe(cost(usage));
+    // The figures, where a client reads them: the final event (as documented), and the response
+    // finalResponse() gives, as responses.create() gives them on its response.
+    const figures = { credits_charged: cost(usage) / 1e6, credits_remaining: (await balanceOf(h.store, keyId)) / 1e6 };
+    expect(completed).toMatchObject(figures);
+    expect(final).toMatchObject(figures);
   });
 
   it("_request_id on results, request_id of withResponse() and APIError.requestID are the shim's x-request-id", async () => {

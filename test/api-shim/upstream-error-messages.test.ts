@@ -49,3 +49,25 @@ describe("the deployment's insides in an upstream message (hideInternalDetails)"
     expect(text).toContain("[path]");
   });
 });
+
+describe("the member an upstream's 400 names in `param`", () => {
+  const refusal = (param: unknown, message = "max_tokens must be at least 1, got 0.") => JSON.stringify({ error: { message, type: "BadRequestError", param, code: 400 } });
+
+  it("is kept, a name or a path, so the SDK's error names the member (vLLM's VLLMValidationError fills it)", () => {
+    expect(upstreamStatusError(400, refusal("max_tokens"), "qwen2.5-7b", undefined, noSecrets).param).toBe("max_tokens");
+    expect(upstreamStatusError(400, refusal("messages[0].content"), "qwen2.5-7b", undefined, noSecrets).param).toBe("messages[0].content");
+    const flat = JSON.stringify({ object: "error", message: "bad", type: "BadRequestError", param: "temperature", code: 400 });
+    expect(upstreamStatusError(400, flat, "qwen2.5-7b", undefined, noSecrets).param).toBe("temperature");
+  });
+
+  it("is not LiteLLM's \"None\", nor what is no member's name", () => {
+    for (const param of ["None", null, 3, "", "max tokens", "http://10.0.0.7:8000/v1", "x".repeat(101)]) {
+      expect(upstreamStatusError(400, refusal(param), "qwen2.5-7b", undefined, noSecrets).param, JSON.stringify(param)).toBeNull();
+    }
+  });
+
+  it("gives way to the member LiteLLM's unsupported-parameters message names", () => {
+    const message = "litellm.UnsupportedParamsError: mistral does not support parameters: ['logit_bias'], for model=mistral-small.";
+    expect(upstreamStatusError(400, refusal("n", message), "small", undefined, noSecrets).param).toBe("logit_bias");
+  });
+});

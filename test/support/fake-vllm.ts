@@ -255,7 +255,8 @@ export class FakeVllm extends EventEmitter {
     // `max_tokens`, 16 when absent.
     const max = (route === "chat" ? request.max_completion_tokens ?? request.max_tokens : request.max_tokens === undefined ? 16 : request.max_tokens) as number | null | undefined;
     // Chat's sampling parameters refuse what that reading leaves below 1 (completions' are above).
-    if (route === "chat" && typeof max === "number" && max < 1) return vllmError(res, 400, `max_tokens must be at least 1, got ${max}.`);
+    // vLLM's VLLMValidationError names the member in `param` (seen: `"param":"max_tokens"`).
+    if (route === "chat" && typeof max === "number" && max < 1) return vllmError(res, 400, `max_tokens must be at least 1, got ${max}.`, undefined, undefined, "max_tokens");
     // Completions' `echo` puts each output's prompt text before its generated text. With
     // max_tokens 0 (echo_without_generation) vLLM generates one token anyway (max_tokens = 1),
     // answers the prompt alone, and counts that token.
@@ -693,7 +694,7 @@ function autoToolChoice(request: Record<string, unknown>): boolean {
  * vLLM ≥ 0.10.1's error body: `{"error":{"message","type","param","code"}}`, sent with status =
  * code, or with `httpStatus` (vLLM 0.15.1 and 0.16.0 sent errors with 200).
  */
-export function vllmError(res: ServerResponse, status: number, message: string, type = ERROR_TYPES[status] ?? "BadRequestError", httpStatus = status): void {
+export function vllmError(res: ServerResponse, status: number, message: string, type = ERROR_TYPES[status] ?? "BadRequestError", httpStatus = status, param: string | null = null): void {
   if (status === 401) return json(res, 401, { error: "Unauthorized" });
-  json(res, httpStatus, { error: { message, type, param: null, code: status } });
+  json(res, httpStatus, { error: { message, type, param, code: status } });
 }

@@ -5,7 +5,7 @@ import { finishRequest } from "../observability/request-line.ts";
 import { authHeaders } from "../limits/response-headers.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
-import { spliceJson } from "../requests/json-splice.ts";
+import { spliceJson, spliceJsonMember } from "../requests/json-splice.ts";
 import { type MeterOptions, StreamMeter } from "./metering.ts";
 import type { Meter, UsageEvent } from "./meter.ts";
 import { ResponsesMeter } from "./responses-stream.ts";
@@ -225,7 +225,10 @@ export async function relayStream(input: RelayInput): Promise<FastifyReply> {
     // The usage chunk that ended the stream carries the final figures; a whole stream whose
     // usage-only chunk was lost still gives a client that asked for usage its chunk.
     const last = failure === null && !clientGone ? (held ?? meter.missingUsageChunk()) : null;
-    figures = `${last?.forward ? `${replaceEventData(last.forward, spliceJson(last.data, credits))}\n\n` : ""}: credits_charged=${credits.credits_charged} credits_remaining=${credits.credits_remaining}\n\n`;
+    // A Responses stream's final event (`last`) gets them in its `response` too: the SDKs'
+    // finalResponse() is that object, as responses.create()'s is the body that carries them.
+    const withFigures = (data: string) => (last?.last ? spliceJsonMember(spliceJson(data, credits), "response", credits) : spliceJson(data, credits));
+    figures = `${last?.forward ? `${replaceEventData(last.forward, withFigures(last.data))}\n\n` : ""}: credits_charged=${credits.credits_charged} credits_remaining=${credits.credits_remaining}\n\n`;
   } catch (e) {
     // The store failed after the upstream answered, and could not tell whether the settlement was
     // made (the Postgres store looks it up once first): its hold is released, uncharged, when the

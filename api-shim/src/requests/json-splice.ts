@@ -46,6 +46,25 @@ function jsonMembers(members: Record<string, string>): string {
  * strings skipped by a native search (json-shape.ts's stringEnd), instead of a second parse.
  */
 export function spliceMemberValue(raw: Buffer, name: string, value: string): Buffer[] | null {
+  const found = memberRange(raw, name);
+  return found && [raw.subarray(0, found[0]), Buffer.from(value), raw.subarray(found[1])];
+}
+
+/**
+ * `text` (a JSON object) with `members` added at the end of its member `name`'s object too, as
+ * spliceJson adds them at the end of the whole: a Responses stream's final event carries the
+ * credit figures at its top level and in its `response`, which is what the SDKs' finalResponse()
+ * returns. `text` as it is when that member is not an object.
+ */
+export function spliceJsonMember(text: string, name: string, members: Record<string, string>): string {
+  const raw = Buffer.from(text, "utf8");
+  const found = memberRange(raw, name);
+  if (found === null || raw[found[0]] !== OPEN_BRACE) return text;
+  return Buffer.concat([raw.subarray(0, found[0]), ...spliceJsonBytes(raw.subarray(found[0], found[1]), members), raw.subarray(found[1])]).toString("utf8");
+}
+
+/** Where the value of the object `raw`'s own member `name` starts and ends (see spliceMemberValue); null when it has none. */
+function memberRange(raw: Buffer, name: string): [number, number] | null {
   const key = Buffer.from(JSON.stringify(name));
   let found: [number, number] | null = null;
   let i = skipSpace(raw, raw.indexOf(OPEN_BRACE) + 1);
@@ -60,7 +79,7 @@ export function spliceMemberValue(raw: Buffer, name: string, value: string): Buf
     if (raw[i] !== COMMA) break;
     i = skipSpace(raw, i + 1);
   }
-  return found && [raw.subarray(0, found[0]), Buffer.from(value), raw.subarray(found[1])];
+  return found;
 }
 
 const COMMA = 0x2c;

@@ -51,7 +51,8 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
       if (message === undefined) return new ShimError("upstream_error");
       return new ShimError("invalid_request", { ...clientMessage(message, model ?? "", hideSecrets), logCode: NOT_IMPLEMENTED });
     }
-    return new ShimError("invalid_request", message ? clientMessage(message, model ?? "", hideSecrets) : {});
+    const param = upstreamParam(bodyText);
+    return new ShimError("invalid_request", { ...(param ? { param } : {}), ...(message ? clientMessage(message, model ?? "", hideSecrets) : {}) });
   }
   if (status === 404) {
     // vLLM and LiteLLM name the model in an OpenAI-shaped error body. A bare 404 (FastAPI's
@@ -127,6 +128,25 @@ function upstreamMessage(text: string, stringError = true): string | undefined {
     return undefined;
   }
 }
+
+/**
+ * The member an upstream's refusal names in its `param` (vLLM's VLLMValidationError fills it:
+ * `max_tokens` for a `max_tokens` of 0), so that the client's SDK shows it as OpenAI's would; a
+ * message's own (LiteLLM's unsupported parameters, clientMessage) wins. Only a member's name or
+ * path (`messages[0].content`): LiteLLM writes "None" there, and a long or odd one is not a name.
+ */
+function upstreamParam(text: string): string | undefined {
+  try {
+    const body = JSON.parse(firstEventData(text)) as { error?: { param?: unknown } | unknown; param?: unknown };
+    const param = body.error && typeof body.error === "object" ? (body.error as { param?: unknown }).param : body.param;
+    return typeof param === "string" && param !== "None" && param.length <= 100 && MEMBER_PATH.test(param) ? param : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A member's name, or its path: `tools[0].function.name`. */
+const MEMBER_PATH = /^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*$/;
 
 /**
  * An error body's JSON. LiteLLM refuses a stream that fails at its first chunk (a provider
