@@ -1,13 +1,14 @@
 import { parse as parseYaml } from "yaml";
 import type { BootstrapKey, ModelConfig, ModelPrice, Pricing, ShimConfig, TierLimits } from "./config.ts";
 import { isKeyId } from "./auth/keys.ts";
+import { CACHE_ISOLATIONS, isCacheIsolation } from "./requests/cache-salt.ts";
 import { CACHED_PRICE_WHY, cachedPriceFits } from "./money/cache-reads.ts";
 import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money/money.ts";
 import { holdsKey, redactKeysAsMade, redactLoggedKeys, redactUpstreamSecrets, secretRedactor } from "./observability/redaction.ts";
 import { isKeyName, isModelName, MAX_KEY_NAME_CHARACTERS } from "./names.ts";
 import { type NamedSecrets, secretIn, shownValue } from "./shown-value.ts";
 
-/** SHIM_CONFIG's file (pricing, tiers, models, bootstrap keys), read for parseShimConfig (config.ts), with the defaults it starts from. */
+/** SHIM_CONFIG's file (pricing, tiers, models, bootstrap keys, cache isolation), read for parseShimConfig (config.ts), with the defaults it starts from. */
 
 /** 1 credit per request, 2 with `?batch=1` (seed 001), in µc. */
 export const DEFAULT_REQUEST_PRICES = { request: 1_000_000, batchRequest: 2_000_000 } as const;
@@ -58,7 +59,7 @@ export function problem(where: string, value: unknown, allowed: string, secrets:
   return `${at}: is a key (not repeated); expected ${expected}, not a key${allowed === AS_HASH ? "" : `; SHIM_CONFIG takes a bootstrap key only as its hash, in bootstrapKeys[].hash: ${AS_HASH}`}`;
 }
 
-type FileConfig = Pick<ShimConfig, "pricing" | "tiers" | "unauthenticatedRpm" | "defaultTier" | "models" | "bootstrapKeys">;
+type FileConfig = Pick<ShimConfig, "pricing" | "tiers" | "unauthenticatedRpm" | "defaultTier" | "models" | "bootstrapKeys" | "cacheIsolation">;
 type Bad = (where: string, value: unknown, allowed: string) => void;
 
 export function parseFileConfig(path: string | null, readFile: (p: string) => string, problems: string[], bad: Bad): FileConfig {
@@ -72,7 +73,7 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
     }
   }
   const at = (k: string) => `SHIM_CONFIG ${k}`;
-  const root = obj(doc, "SHIM_CONFIG", ["pricing", "tiers", "unauthenticatedRpm", "defaultTier", "models", "bootstrapKeys"], bad);
+  const root = obj(doc, "SHIM_CONFIG", ["pricing", "tiers", "unauthenticatedRpm", "defaultTier", "models", "bootstrapKeys", "cacheIsolation"], bad);
 
   const pricingDoc = obj(root.pricing, at("pricing"), ["request", "batchRequest", "models"], bad);
   const credits = (v: unknown, where: string, def: number): number => {
@@ -209,7 +210,13 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
     });
   });
 
+  // Absent: `shared`, as before the setting existed. Anything else is refused, never read as
+  // `shared`: a typo (`Key`, `per-key`) would otherwise leave the keys sharing the cache unseen.
+  const cacheIsolation = root.cacheIsolation === undefined ? "shared" : root.cacheIsolation;
+  if (!isCacheIsolation(cacheIsolation)) bad(at("cacheIsolation"), root.cacheIsolation, `${CACHE_ISOLATIONS.join(" | ")} (key: each key its own part of vLLM's prefix cache)`);
+
   return {
+    cacheIsolation: isCacheIsolation(cacheIsolation) ? cacheIsolation : "shared",
     pricing,
     tiers,
     unauthenticatedRpm: limit(root.unauthenticatedRpm, at("unauthenticatedRpm"), 60),

@@ -2,6 +2,7 @@ import { coversEveryAddress, isCidr } from "./auth/client-address.ts";
 import { MAX_AUTHORIZATION_LENGTH } from "./auth/keys.ts";
 import { parseFileConfig, problem } from "./config-file.ts";
 import { DEFAULT_BODY_MEMORY_BYTES } from "./limits/body-memory.ts";
+import type { CacheIsolation } from "./requests/cache-salt.ts";
 import { shownUrlOrValue, shownValue, URL_SCHEME } from "./shown-value.ts";
 import { namesPostgres, parseDatabaseUrl } from "./store/database-url.ts";
 import { driverEnvironmentProblems } from "./store/postgres-environment.ts";
@@ -118,6 +119,11 @@ export interface ShimConfig {
   /** When set, the only model names accepted. */
   readonly models: ReadonlyMap<string, ModelConfig> | null;
   readonly bootstrapKeys: readonly BootstrapKey[];
+  /**
+   * Whose prompts share vLLM's prefix cache (requests/cache-salt.ts): `shared`, every key's (no
+   * `cache_salt` added: the body goes as before); `key`, each key's own.
+   */
+  readonly cacheIsolation: CacheIsolation;
 }
 
 export { DEFAULT_REQUEST_PRICES, DEFAULT_TIERS } from "./config-file.ts";

@@ -1,5 +1,6 @@
 import type { GpuPlan } from "../catalog.ts";
 import type { Secret } from "../secret.ts";
+import type { CacheIsolation } from "../../api-shim/src/requests/cache-salt.ts";
 
 /** Stack config namespace: every key is `gpu-sandbox:<key>`. */
 export const CONFIG_NAMESPACE = "gpu-sandbox";
@@ -14,6 +15,11 @@ export interface ModelConfig {
   readonly maxModelLen: number;
   /** The fewest prompt tokens the shim estimates a media part at (SHIM_CONFIG models[].mediaPartTokens); unset, none. */
   readonly mediaPartTokens?: number;
+  /**
+   * Whose prompts share vLLM's prefix cache (SHIM_CONFIG cacheIsolation): "shared", every key's;
+   * "key", each key's own (the shim adds a cache_salt per key). Unset: "shared".
+   */
+  readonly cacheIsolation?: CacheIsolation;
   readonly gpuMemoryUtilization: number;
   /** vLLM flags passed through as they are, after the ones the kit sets. */
   readonly extraArgs: readonly string[];

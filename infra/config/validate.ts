@@ -1,4 +1,5 @@
 import { CACHED_PRICE_WHY, cachedPriceFits } from "../../api-shim/src/money/cache-reads.ts";
+import { CACHE_ISOLATIONS } from "../../api-shim/src/requests/cache-salt.ts";
 import { findPlan, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../catalog.ts";
 import { Secret } from "../secret.ts";
 import { isIPv6Cidr, OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
@@ -177,7 +178,7 @@ function checkRegion(p: Problems, value: unknown): string | undefined {
 }
 
 function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig | undefined {
-  const m = p.settingMap("model", value, ["id", "servedName", "maxModelLen", "mediaPartTokens", "gpuMemoryUtilization", "extraArgs"], "id");
+  const m = p.settingMap("model", value, ["id", "servedName", "maxModelLen", "mediaPartTokens", "cacheIsolation", "gpuMemoryUtilization", "extraArgs"], "id");
   const id = p.string("model.id", m.id) ?? DEFAULT_MODEL_ID;
   if (!isHubRepoId(id)) {
     return p.add("model.id", id, "must be a Hugging Face repository id such as Qwen/Qwen2.5-7B-Instruct");
@@ -189,10 +190,11 @@ function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig 
   }
   const maxModelLen = p.number("model.maxModelLen", m.maxModelLen, { min: MIN_CONTEXT_TOKENS, max: MAX_CONTEXT_TOKENS, integer: true }) ?? DEFAULT_MAX_MODEL_LEN;
   const mediaPartTokens = p.number("model.mediaPartTokens", m.mediaPartTokens, MEDIA_PART_TOKENS_RANGE);
+  const cacheIsolation = p.oneOf("model.cacheIsolation", m.cacheIsolation, CACHE_ISOLATIONS);
   const gpuMemoryUtilization =
     p.number("model.gpuMemoryUtilization", m.gpuMemoryUtilization, { min: 0.1, max: 0.99 }) ?? DEFAULT_GPU_MEMORY_UTILIZATION;
   const extraArgs = checkedExtraArgs(p, p.array("model.extraArgs", m.extraArgs) ?? []);
-  return { id, servedName, maxModelLen, ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}), gpuMemoryUtilization, extraArgs, ...parallelLayout(gpuCount) };
+  return { id, servedName, maxModelLen, ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}), ...(cacheIsolation !== undefined ? { cacheIsolation } : {}), gpuMemoryUtilization, extraArgs, ...parallelLayout(gpuCount) };
 }
 
 function checkTiers(p: Problems, value: unknown): Record<string, Tier> {

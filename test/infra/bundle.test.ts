@@ -519,6 +519,18 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(unset.get("qwen2.5-7b")?.mediaPartTokens).toBeUndefined(); // no floor: the part's payload alone
     expect(bundle.get("shim/config.yaml")).not.toContain("mediaPartTokens");
   });
+
+  it("renders model.cacheIsolation into SHIM_CONFIG where the stack sets it, and nothing otherwise (the shim's default, shared)", () => {
+    const parsedOf = (overrides: Record<string, unknown>) => {
+      const shimConfig = renderBundle(config(overrides), { images: c.images, bootstrapKeys: keys }).get("shim/config.yaml")!;
+      return { text: shimConfig, parsed: parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/app/config.yaml" }, () => shimConfig) };
+    };
+    expect(parsedOf({ model: { ...base.model, cacheIsolation: "key" } }).parsed.cacheIsolation).toBe("key");
+    expect(parsedOf({ model: { ...base.model, cacheIsolation: "shared" } }).parsed.cacheIsolation).toBe("shared");
+    const unset = parsedOf({});
+    expect(unset.parsed.cacheIsolation).toBe("shared");
+    expect(unset.text).not.toContain("cacheIsolation");
+  });
 });
 
 it("charges a model's price whatever its name, one an object has from Object.prototype too", () => {

@@ -51,6 +51,9 @@ describe("validateConfig: good configs", () => {
     expect(c.keys[0]!.credits).toBe(12.5);
     expect(ok({ ...base, model: { id: "a/b", mediaPartTokens: "576" } }).model.mediaPartTokens).toBe(576);
     expect(ok({ ...base, model: { id: "a/b", mediaPartTokens: 0 } }).model.mediaPartTokens).toBe(0);
+    expect(ok({ ...base, model: { id: "a/b", cacheIsolation: "key" } }).model.cacheIsolation).toBe("key");
+    expect(ok({ ...base, model: { id: "a/b", cacheIsolation: "shared" } }).model.cacheIsolation).toBe("shared");
+    expect(ok({ ...base, model: { id: "a/b" } }).model.cacheIsolation).toBeUndefined();
     // Decimal with a sign or a bare point, as Number() read them before non-decimal forms were refused.
     const signed = ok({ ...base, model: { id: "a/b", gpuMemoryUtilization: ".85" }, ttlHours: "+24", keys: [{ name: "app", credits: "12." }] });
     expect([signed.model.gpuMemoryUtilization, signed.ttlHours, signed.keys[0]!.credits]).toEqual([0.85, 24, 12]);
@@ -438,6 +441,9 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
       { ...base, model: { id: "a/b", mediaPartTokens } }, [`gpu-sandbox:model.mediaPartTokens = ${JSON.stringify(mediaPartTokens)}: must be`]]),
     ...[-1, 1.5, 1_048_577, "many"].map((mediaPartTokens): [string, Record<string, unknown>, string[]] => [`a provider's mediaPartTokens of ${JSON.stringify(mediaPartTokens)}`,
       { ...base, providers: [{ name: "g", model: "gemini/gemini-2.5-pro", apiKey: Secret.encrypted(), mediaPartTokens }] }, [`gpu-sandbox:providers[0].mediaPartTokens = ${JSON.stringify(mediaPartTokens)}: must be`]]),
+    // Whose prompts share vLLM's prefix cache: a typo is refused, never read as the default `shared`.
+    ...["Key", "per-key", true].map((cacheIsolation): [string, Record<string, unknown>, string[]] => [`a model's cacheIsolation of ${JSON.stringify(cacheIsolation)}`,
+      { ...base, model: { id: "a/b", cacheIsolation } }, [`gpu-sandbox:model.cacheIsolation = ${JSON.stringify(cacheIsolation)}: must be one of: shared, key`]]),
     ["a new tier set to null", { ...base, tiers: { gold: null } }, ["gpu-sandbox:tiers.gold = null: must be a map of rpm, tpm and concurrency; for no limit, set each to null"]],
     // What `pulumi config set --path 'gpu-sandbox:tiers.free' null` stores.
     ["a tier set to \"null\"", { ...base, tiers: { free: "null" } }, ['gpu-sandbox:tiers.free = "null": must be a map of rpm, tpm and concurrency; for no limit, set each to null']],

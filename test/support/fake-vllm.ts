@@ -3,6 +3,7 @@ import { EventEmitter, once } from "node:events";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { urlHost } from "../../scripts/lib/url-host.ts";
+import { cacheSaltRefusal, PrefixCache, promptWords } from "./fake-prefix-cache.ts";
 import { type ForcedCall, forcedCall, forcedJson, forcedResponsesCall, forcedResponsesJson } from "./fake-tool-calls.ts";
 
 /**
@@ -16,7 +17,8 @@ import { type ForcedCall, forcedCall, forcedJson, forcedResponsesCall, forcedRes
  * `event: <type>` stream ending with `response.completed`, no [DONE]; no stored responses), and a
  * forced tool call (`tool_choice` "required" or a named function: fake-tool-calls.ts) and the JSON a
  * chat `response_format` forces (json_schema, json_object: the same file), on /v1/responses too (a
- * function_call item; `text.format` json_schema).
+ * function_call item; `text.format` json_schema), and its prefix cache with `cache_salt` and that
+ * member's validation (fake-prefix-cache.ts).
  * Behaviour is switchable at run time (delay, per-token delay, failure, mid-stream stop, hang),
  * and it counts requests received, completed and aborted by the client.
  */
@@ -67,10 +69,16 @@ export interface Behaviour {
    * which refuses those with a 400 (chat_completion/serving.py); its Responses API refuses nothing.
    */
   autoToolChoice: boolean;
+  /**
+   * vLLM's prefix cache (fake-prefix-cache.ts): chat's, completions' and Responses' cached tokens are
+   * the prompt's leading 16-token blocks an earlier request with the same `cache_salt` computed
+   * (reported as vLLM with --enable-prompt-tokens-details reports them), in place of `cachedTokens`.
+   */
+  prefixCache: boolean;
 }
 
 const DEFAULTS: Behaviour = {
-  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", failWith200: false, hang: false, stampTokens: false, templateTokens: 3, embeddingDims: 4, ignoreIncludeUsage: false, cachedTokens: null, autoToolChoice: true,
+  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", failWith200: false, hang: false, stampTokens: false, templateTokens: 3, embeddingDims: 4, ignoreIncludeUsage: false, cachedTokens: null, autoToolChoice: true, prefixCache: false,
 };
 
 export interface FakeModel {
@@ -117,6 +125,10 @@ export class FakeVllm extends EventEmitter {
   private readonly open = new Set<ServerResponse>();
   /** Responses this fake cut on purpose: their close is not a client abort. */
   private readonly cut = new WeakSet<ServerResponse>();
+  /** The prefix cache's blocks (behaviour.prefixCache), kept across requests until clear(). */
+  readonly prefixCache = new PrefixCache();
+  /** The cached tokens the prefix cache found for a request being answered. */
+  private readonly cachedFor = new WeakMap<ServerResponse, number>();
   url = "";
 
   constructor(options: FakeVllmOptions = {}) {
@@ -232,6 +244,13 @@ export class FakeVllm extends EventEmitter {
     } catch (e) {
       return vllmError(res, 400, `1 validation error: ${(e as Error).message}`);
     }
+    // Pydantic's validators run as the body is read, before the model is looked up.
+    const saltRefused = cacheSaltRefusal(request.cache_salt);
+    if (saltRefused !== undefined) return vllmError(res, 400, saltRefused, undefined, undefined, "cache_salt");
+    if (b.prefixCache && route !== "embeddings") {
+      const prompt = route === "chat" ? request.messages : route === "completions" ? request.prompt : [request.instructions, request.input];
+      this.cachedFor.set(res, this.prefixCache.lookup(typeof request.cache_salt === "string" ? request.cache_salt : null, promptWords(prompt)));
+    }
     const model = this.resolveModel(request.model);
     if (!model) return vllmError(res, 404, `The model \`${String(request.model)}\` does not exist.`, "NotFoundError");
     if (request.stream_options && !request.stream) return vllmError(res, 400, "Stream options can only be defined when `stream=True`.");
@@ -293,13 +312,13 @@ export class FakeVllm extends EventEmitter {
         id, object: "chat.completion", created, model,
         // vLLM's forced call: content "", the call with its own id in each output.
         choices: indexes.map((index) => ({ index, message: { role: "assistant", content: tool ? "" : text, refusal: null, annotations: null, audio: null, function_call: null, tool_calls: tool ? [{ id: `chatcmpl-tool-${hex()}`, type: "function", function: { name: tool.call.name, arguments: tool.pieces.slice(0, tokens).join("") } }] : [], reasoning_content: null }, logprobs: null, finish_reason: finish, stop_reason: null })),
-        service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: this.promptDetails(prompt) }, prompt_logprobs: null, kv_transfer_params: null,
+        service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: this.promptDetails(prompt, res) }, prompt_logprobs: null, kv_transfer_params: null,
       });
     } else {
       const answer = {
         id, object: "text_completion", created, model,
         choices: indexes.map((index) => ({ index, text: echoed(index) + (echoOnly ? "" : text), logprobs: null, finish_reason: finish, stop_reason: null, prompt_logprobs: null })),
-        service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: this.promptDetails(prompt) }, kv_transfer_params: null,
+        service_tier: null, system_fingerprint: null, usage: { ...usage, prompt_tokens_details: this.promptDetails(prompt, res) }, kv_transfer_params: null,
       };
       if (oneEvent) res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8", "transfer-encoding": "chunked" }).end(`data: ${JSON.stringify(answer)}\n\ndata: [DONE]\n\n`);
       else json(res, 200, answer);
@@ -354,7 +373,7 @@ export class FakeVllm extends EventEmitter {
     if (tokens === 0 && route === "chat") for (let index = 0; index < outputs; index++) send(chunk({ index, delta: { content: "" }, logprobs: null, finish_reason: "length", stop_reason: null, token_ids: null }, 0));
     const usage = this.usage(prompt, tokens * outputs);
     // The usage-only chunk is written with exclude_none: no prompt_tokens_details without cached tokens.
-    const details = this.promptDetails(prompt);
+    const details = this.promptDetails(prompt, res);
     const final = details === null ? usage : { ...usage, prompt_tokens_details: details };
     if (includeUsage) send(route === "chat" ? { id, object: "chat.completion.chunk", created, model, choices: [], usage: final } : { id, object: "text_completion", created, model, choices: [], usage: final });
     res.end("data: [DONE]\n\n");
@@ -444,7 +463,7 @@ export class FakeVllm extends EventEmitter {
     const id = `resp_${hex()}`;
     const msgId = `msg_${hex()}`;
     const createdAt = Math.floor(Date.now() / 1000);
-    const cached = Math.min(b.cachedTokens ?? 0, prompt);
+    const cached = Math.min(this.cachedFor.get(res) ?? b.cachedTokens ?? 0, prompt);
     const usageOf = (k: number) => ({ input_tokens: prompt, input_tokens_details: { cached_tokens: cached }, output_tokens: k, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: prompt + k });
     // openai's ResponseFunctionToolCall, in its field order. vLLM's ids: fc_/call_ and a uuid's hex
     // in the response; in the stream's events the item's id is the bare hex (simple_streaming_events.py).
@@ -514,8 +533,8 @@ export class FakeVllm extends EventEmitter {
   }
 
   /** vLLM's prompt_tokens_details: the cached tokens (never more than the prompt's) when reported and not 0 (`if … and num_cached_tokens:`), else null. */
-  private promptDetails(prompt: number): { cached_tokens: number } | null {
-    const cached = Math.min(this.behaviour.cachedTokens ?? 0, prompt);
+  private promptDetails(prompt: number, res: ServerResponse): { cached_tokens: number } | null {
+    const cached = Math.min(this.cachedFor.get(res) ?? this.behaviour.cachedTokens ?? 0, prompt);
     return cached === 0 ? null : { cached_tokens: cached };
   }
 

@@ -8,6 +8,7 @@ import { ShimError } from "../errors.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptTokens, upstreamBody } from "./inference-request.ts";
 import { parseResponsesRequest } from "./responses-request.ts";
 import { refuseChosenSilences } from "./stream-silences.ts";
+import { keySalt, refuseBadCacheSalt, saltedBody, saltsRequests } from "./cache-salt.ts";
 import { refuseNonTextPrompt } from "../providers/upstream-controls.ts";
 import { estimatePromptTokens, type HoldInput } from "../money/pricing.ts";
 import { refuseUnlistedProviderParams } from "../providers/provider-params.ts";
@@ -56,6 +57,8 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   // the allow-list keeps out what a provider's Responses API (or LiteLLM's bridge to its chat) bills
   // beyond the usage (docs/decisions.md).
   if (modelConfig?.provider === true) refuseUnlistedProviderParams(kind, body, req.model);
+  // Under `key` cache isolation vLLM sees the shim's salt only: the client's is refused where vLLM would refuse it.
+  if (saltsRequests(ctx.config.cacheIsolation, modelConfig)) refuseBadCacheSalt(body);
   // Embeddings cache nothing: a cache_control there widens no hold.
   return { req, modelConfig, batch, cacheLifetime: kind === "embeddings" ? null : lifetime };
 }
@@ -127,7 +130,10 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
     const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
     if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs, { estimate, unbounded: unboundedOutputs(ctx, kind, req, holdInput) });
   }
-  const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: kind === "responses" ? raw : upstreamBody(raw, body, req, continuous, heldAtDefaultMaxTokens(req.defaultMaxTokens, modelConfig)) };
+  const forwarded = kind === "responses" ? raw : upstreamBody(raw, body, req, continuous, heldAtDefaultMaxTokens(req.defaultMaxTokens, modelConfig));
+  // The key's own part of vLLM's prefix cache (cache-salt.ts); under `shared` the body is left as it is.
+  const salted = saltsRequests(ctx.config.cacheIsolation, modelConfig) ? saltedBody(forwarded, body, keySalt(auth.key.id, body.cache_salt as string | null | undefined)) : forwarded;
+  const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: salted };
   request.rawBody = undefined;
   request.body = undefined;
   return admission;
