@@ -66,6 +66,12 @@ describe("LiteLLM's controls: every listed member is refused, naming it", () => 
       expect(refusalOf(() => refuseUpstreamControls({ model: "m", [member]: member === "priority" ? 0 : 1 })), member).toBeUndefined();
     }
   });
+  it("a priority other than 0 is refused naming priority (400 invalid_request)", () => {
+    for (const priority of [-1, 1, "0"]) {
+      const e = refusalOf(() => refuseUpstreamControls({ model: "m", priority }));
+      expect([e?.status, e?.code, e?.param], String(priority)).toEqual([400, "invalid_request", "priority"]);
+    }
+  });
 });
 
 describe("a text-only completions upstream (tokenPrompts: false)", () => {
