@@ -53,8 +53,8 @@ describe("a provider's model on /v1/responses: the allow-list, member by member"
     }
   });
 
-  it("the listed top-level members pass as the docs say (background false, truncation, max_tool_calls, top_logprobs, include of logprobs)", async () => {
-    for (const extra of [{ background: false }, { truncation: "auto" }, { max_tool_calls: 2 }, { top_logprobs: 2 }, { include: ["message.output_text.logprobs"] }, { include: null }, { previous_response_id: null }, { image: null }, { top_k: 5 }, { thinking: { type: "enabled", budget_tokens: 1024 } }, { speed: "standard" }]) {
+  it("the listed top-level members pass as the docs say (background false, truncation, max_tool_calls, top_logprobs, include of logprobs, instructions as a string or null)", async () => {
+    for (const extra of [{ background: false }, { truncation: "auto" }, { max_tool_calls: 2 }, { top_logprobs: 2 }, { include: ["message.output_text.logprobs"] }, { include: null }, { instructions: null }, { instructions: "Be terse." }, { previous_response_id: null }, { image: null }, { top_k: 5 }, { thinking: { type: "enabled", budget_tokens: 1024 } }, { speed: "standard" }]) {
       await passes({ input: "hi", ...extra });
     }
   });

@@ -66,6 +66,12 @@ describe("LiteLLM's controls: every listed member is refused, naming it", () => 
       expect(refusalOf(() => refuseUpstreamControls({ model: "m", [member]: member === "priority" ? 0 : 1 })), member).toBeUndefined();
     }
   });
+  it("a priority other than 0 is refused naming priority (400 invalid_request)", () => {
+    for (const priority of [-1, 1, "0"]) {
+      const e = refusalOf(() => refuseUpstreamControls({ model: "m", priority }));
+      expect([e?.status, e?.code, e?.param], String(priority)).toEqual([400, "invalid_request", "priority"]);
+    }
+  });
 });
 
 describe("a text-only completions upstream (tokenPrompts: false)", () => {
@@ -178,6 +184,19 @@ describe("the text gpt-oss renders again per tool output", () => {
     expect(repeatedTextBytes("chat", body)).toBe(long.length);
     const items = [{ type: "function_call", call_id: "c", name: long, arguments: "{}" }, { type: "function_call", call_id: "c", name: "f", arguments: "{}" }, { type: "function_call_output", call_id: "c", output: "r" }];
     expect(repeatedTextBytes("responses", { input: items })).toBe(long.length);
+  });
+  it("on /v1/responses, reads the input: a `messages` member beside it (which vLLM's Responses route ignores) does not empty the system prompt's second rendering out of the hold", () => {
+    const input = [{ role: "system", content: "Be brief." }, { role: "user", content: "hi" }];
+    expect(parseResponsesRequest({ model: "m", input, messages: [] }).repeatedTextBytes).toBe("Be brief.".length);
+  });
+  it("holds for the repeated text by its UTF-8 bytes (a token is at least one byte, not one UTF-16 unit), and for the first system item wherever it is", () => {
+    const system = "Réponds en 日本語 🙂"; // 17 UTF-16 units (the emoji is 2), 26 bytes
+    expect(parseResponsesRequest({ model: "m", input: [{ role: "system", content: system }, { role: "user", content: "hi" }] }).repeatedTextBytes).toBe(26);
+    const name = "天気を調べる";
+    const messages = [{ role: "user", content: "go" }, { role: "assistant", content: null, tool_calls: [{ id: "c1", type: "function", function: { name, arguments: "{}" } }] }, { role: "tool", tool_call_id: "c1", content: "r" }];
+    expect(parseInferenceRequest("chat", { model: "m", messages }).repeatedTextBytes).toBe(Buffer.byteLength(name));
+    // vLLM takes the first system item, not only a leading one.
+    expect(parseResponsesRequest({ model: "m", input: [{ role: "user", content: "hi" }, { role: "system", content: "Be brief." }] }).repeatedTextBytes).toBe("Be brief.".length);
   });
 });
 
