@@ -358,7 +358,9 @@ bootstrapKeys:
     // Every client that can connect is enough: no client has a multicast, reserved (224.0.0.0/3) or
     // non-global-unicast IPv6 (outside 2000::/3) address, so those need not be covered as well.
     for (const list of ["::ffff:0.0.0.0/96", "::/1", "0.0.0.0/1,128.0.0.0/1", "::ffff:0:0/97, 128.0.0.0/1", "::/1,8000::/1", "0.0.0.0/2,64.0.0.0/2,128.0.0.0/1,10.89.0.2",
-      "2000::/3", "2000::/4,3000::/4", "0.0.0.0/1,128.0.0.0/2,192.0.0.0/3", "::ffff:0:0/97,::ffff:128.0.0.0/98,192.0.0.0/3"]) {
+      "2000::/3", "2000::/4,3000::/4", "0.0.0.0/1,128.0.0.0/2,192.0.0.0/3", "::ffff:0:0/97,::ffff:128.0.0.0/98,192.0.0.0/3",
+      // In any order, and with host bits set (1.2.3.4/1 is 0.0.0.0/1 to the trust check), as BlockList reads them (found by mutation review).
+      "128.0.0.0/1,0.0.0.0/1", "3000::/4,2000::/4", "192.0.0.0/3,128.0.0.0/2,0.0.0.0/1", "1.2.3.4/1,128.0.0.0/1", "2001:db8::1/3"]) {
       expect(problems({ SHIM_TRUST_PROXY: list }), list).toEqual([
         expect.stringMatching(/^SHIM_TRUST_PROXY: ".+" is not valid; expected the proxy's own addresses, not every address \(a \/0/),
       ]);
@@ -369,6 +371,9 @@ bootstrapKeys:
     const oneByOne = ["0.0.0.0/1", "128.0.0.0/2", ...tail, "223.255.255.255"].join(",");
     expect(problems({ SHIM_TRUST_PROXY: oneByOne })).toEqual([expect.stringMatching(/^SHIM_TRUST_PROXY: ".+" is not valid; expected the proxy's own addresses, not every address/)]);
     expect(parse({ SHIM_TRUST_PROXY: oneByOne.replace(/,223\.255\.255\.255$/, "") }).trustProxy).toHaveLength(31);
+    // An IPv6 prefix past 128 is refused when the configuration is read, not a crash of BlockList at startup (found by mutation review).
+    expect(problems({ SHIM_TRUST_PROXY: "fd00::/129" })).toEqual([expect.stringMatching(/^SHIM_TRUST_PROXY: "fd…" \(10 characters\) is not valid; expected comma-separated IP addresses or CIDRs/)]);
+    expect(parse({ SHIM_TRUST_PROXY: "fd00::1/128" }).trustProxy).toEqual(["fd00::1/128"]);
     // Half of IPv4, or all but one /3 of it: not every client (the list a proxy's range takes is far smaller).
     for (const list of ["0.0.0.0/1", "0.0.0.0/2,96.0.0.0/3,128.0.0.0/1", "0.0.0.0/1,128.0.0.0/2,192.0.0.0/4", "2000::/4", "10.89.0.2,172.16.0.0/12,fd00::/8", "::ffff:10.0.0.0/104", "fe80::1%eth0",
       "10.0.0.0/8,::1/128", "fc00::/7", "fe80::/10"]) {

@@ -41,6 +41,39 @@ describe("KeyWaiters: a refused request waiting for its key's other requests to 
     await Promise.all(waits);
   });
 
+  // Found by mutation review: a wait that ended (its attempt answered, or threw) stayed registered
+  // until its poll, so a wake gave its room to it and the key's request still waiting was tried
+  // only at its own poll, 100 ms on.
+  it("a wait that has ended, answered or failed, takes no room from the key's next wake", async () => {
+    const w = new KeyWaiters();
+    const ac = new AbortController();
+    try {
+      expect(await w.retry("k", 1, ac.signal, grace(), () => "place")).toBe("place");
+      await expect(w.retry("k", 1, ac.signal, grace(), () => { throw new Error("store down"); })).rejects.toThrow("store down");
+      let tries = 0;
+      const got = w.retry("k", 1, ac.signal, grace(), () => (++tries > 1 || undefined));
+      await nextTurn(); // refused: it waits
+      w.wake("k", 1); // room for one: the waiting request's
+      expect(await Promise.race([got, nextTurn()])).toBe(true);
+      expect(tries).toBe(2);
+    } finally {
+      ac.abort();
+    }
+  });
+
+  // Found by mutation review: without the abort's wake, a request whose client left or whose drain
+  // began waited on until its poll.
+  it("a wait ends when its signal aborts (the client left, a drain began), not at its next poll", async () => {
+    const w = new KeyWaiters();
+    const ac = new AbortController();
+    let tries = 0;
+    const got = w.retry("k", 1, ac.signal, performance.now() + 60_000, () => void tries++);
+    await nextTurn();
+    ac.abort();
+    expect(await Promise.race([got, nextTurn()])).toBeUndefined();
+    expect(tries).toBe(1);
+  });
+
   // Found by mutation testing: removing settlement.ts's wake left every test passing (the poll admitted the waiter 100 ms later).
   it("a settlement here wakes the key's request waiting for credits: it is admitted on the settlement, not at its poll", async () => {
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] }); // the poll (100 ms) never fires: only a wake can try again

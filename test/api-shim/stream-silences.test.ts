@@ -153,7 +153,7 @@ describe("parameters that silence a stream", () => {
       { stop: "😀".repeat(64) },
       { stop: null, logit_bias: null, allowed_token_ids: null, bad_words: null },
       { stop: "x".repeat(20_000), include_stop_str_in_output: true }, // nothing held back
-      { logit_bias: { "1": -100, "2": 0, "3": "-1.5" } },
+      { logit_bias: { "1": -100, "2": 0, "3": "-1.5", "4": "0" } }, // "0" is pydantic's 0.0, not a positive bias (found by mutation review)
       { logit_bias: Object.fromEntries(Array.from({ length: 1024 }, (_, i) => [String(i), -100])) },
       { bad_words: ["darn", "heck"] },
       { structured_outputs: { grammar: "start: <|im_start|>{3}" }, skip_special_tokens: false },

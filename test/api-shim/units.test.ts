@@ -837,6 +837,9 @@ describe("usage of a non-streamed body", () => {
     expect(replaced('{"so":{"a":1},"s\\u006f":null}')).toBe('{"so":{"a":1},"s\\u006f":{}}');
     // Nested or inside text only: not the object's own member.
     expect(replaced('{"a":{"so":1},"b":"\\"so\\":1"}')).toBeNull();
+    // Space before a comma (a pretty-printer's `true ,`) still leads to the next member: missed, the
+    // request went re-serialized, its big seed rounded and 1.10 written 1.1 (found by mutation review).
+    expect(replaced('{"a":true ,"b" : 1.10\t,\n"c":"x" ,"so":null}')).toBe('{"a":true ,"b" : 1.10\t,\n"c":"x" ,"so":{}}');
     const raw = bytes('{"é":"ü","so":0}');
     const pieces = spliceMemberValue(raw, "so", "1")!;
     raw[1] = 0x20; // views of the body's own memory, as spliceJsonBytes's
