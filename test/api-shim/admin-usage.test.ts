@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hashKey } from "../../api-shim/src/auth/keys.ts";
 import { clockFrom } from "../support/clocks.ts";
 import { ClientLeftError } from "../../api-shim/src/store/store.ts";
-import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
+import { DEFAULT_FAKE, overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 describe("admin routes and usage reports", () => {
   let h: Harness;
@@ -416,6 +416,29 @@ describe("the line a usage report waits in", () => {
       expect((await h.admin(`/admin/usage?key=${id}`)).status).toBe(200);
       expect((await h.admin("/admin/usage")).status).toBe(200);
       expect(asked).toEqual([{ keyId: id, asker: id }, { keyId: id, asker: null }, { keyId: null, asker: null }]);
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+describe("GET /v1/usage of a model named like an object's own member", () => {
+  it("lists a model served as __proto__ under its name, and answers with the key's credit headers (charged 0, its credits left, as its body says)", async () => {
+    const h = await startShim({
+      file: { models: [{ name: "__proto__" }] },
+      fake: { ...DEFAULT_FAKE, models: [{ name: "__proto__", root: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192 }] },
+    });
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      await h.client(key).chat.completions.create({ model: "__proto__", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
+      const [u] = h.fake.usages.slice(-1);
+      const res = await fetch(`${h.url}/v1/usage`, { headers: { authorization: `Bearer ${key}` } });
+      const text = await res.text();
+      // The model's line is in the report as the client named it, not swallowed as a prototype.
+      expect(text).toContain(`"models":{"__proto__":{"requests":1,"tokens":${u!.total_tokens},`);
+      expect((JSON.parse(text) as { usage: { total_requests: number } }).usage.total_requests).toBe(1);
+      expect(res.headers.get("x-credits-remaining")).toBe(String((JSON.parse(text) as { credits_remaining: number }).credits_remaining));
+      expect(res.headers.get("x-credits-charged")).toBe("0");
     } finally {
       await h.close();
     }
