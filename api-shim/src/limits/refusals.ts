@@ -1,6 +1,6 @@
 import type { FastifyRequest } from "fastify";
 import type { ShimContext } from "../context.ts";
-import { retryAfterSeconds, SDK_LONGEST_RETRY_AFTER_S, ShimError } from "../errors.ts";
+import { retryAfterSeconds, ShimError } from "../errors.ts";
 import type { ReportsBusyError } from "../store/store.ts";
 import { rateLimitHeaders } from "./rate-limit.ts";
 
@@ -85,16 +85,6 @@ export function giveBackRequest(ctx: ShimContext, auth: Auth, inference: boolean
 }
 
 /**
- * The wait to the millisecond, which OpenAI's SDKs (openai-node, openai-python) read before
- * Retry-After: a bucket that gives a request back in 300 ms is retried then, not after the whole
- * second Retry-After rounds up to. Only for a wait the SDKs honour (under a minute); a longer one
- * is told final (errors.ts, sendError), and they would ignore its milliseconds anyway.
- */
-function retryAfterMs(retryMs: number, seconds: number): Record<string, string> {
-  return seconds <= SDK_LONGEST_RETRY_AFTER_S ? { "retry-after-ms": String(Math.max(1, Math.ceil(retryMs))) } : {};
-}
-
-/**
  * A 429 whose message is `why.message`, or seed 004's sentence word for word (clients may match
  * it) followed by `why.detail`, which says which limit refused and what to do about it.
  */
@@ -104,7 +94,7 @@ export function rateLimited(retryMs: number, headers: Record<string, string>, wh
   return new ShimError("rate_limit_exceeded", {
     message: why.message ?? (why.detail === undefined ? seed : `${seed} ${why.detail}`),
     extra: { retry_after: seconds },
-    headers: { ...headers, "retry-after": String(seconds), ...retryAfterMs(retryMs, seconds) },
+    headers: { ...headers, "retry-after": String(seconds) },
     logCode: why.logCode,
   });
 }
