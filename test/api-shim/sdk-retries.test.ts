@@ -239,6 +239,33 @@ describe("a refusal whose Retry-After is longer than the 60 s the SDK waits", ()
   });
 });
 
+describe("a burst of a key's requests refused together by its requests/min", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    // 300 requests a minute: the bucket gives one back every 200 ms.
+    h = await startShim({ file: { models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }], tiers: { brisk: { rpm: 300, tpm: 10_000_000 } } } });
+  });
+  afterAll(() => h.close());
+
+  it("is served whole by the SDK's first retry: Retry-After in whole seconds, and no retry-after-ms, which the SDK would read first and send them all back together into one request's room", async () => {
+    const { key } = await h.createKey({ credits: 1_000, tier: "brisk" });
+    let refused: Response | undefined;
+    for (let i = 0; i < 1_000 && refused === undefined; i++) {
+      const res = await h.post(key, "/v1/chat/completions", { ...chat, max_tokens: 1 });
+      await res.text();
+      if (res.status === 429) refused = res;
+    }
+    expect(refused?.status).toBe(429);
+    expect([refused!.headers.get("retry-after"), refused!.headers.get("retry-after-ms")]).toEqual(["1", null]);
+    // Four callers at once on the empty bucket: each refused, each retried by the SDK after 1 s,
+    // when five requests' room has come back. Told the ~200 ms to the next one, they would retry
+    // together, one served each time, and two would spend both retries and fail.
+    const client = new OpenAI({ apiKey: key, baseURL: `${h.url}/v1` });
+    const results = await Promise.allSettled(Array.from({ length: 4 }, () => client.chat.completions.create({ ...chat, max_tokens: 1 })));
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "fulfilled", "fulfilled"]);
+  });
+});
+
 describe("a drain's 503 once the drain has cut what was in flight", () => {
   it("a second SIGTERM's cut: come back after the restart (5 s), not after the drain's whole timeout", () => {
     const i = new Inflight(false);
