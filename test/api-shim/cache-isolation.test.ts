@@ -121,6 +121,17 @@ describe("cacheIsolation: key", () => {
     expect(h.fake.requests.at(-1)!.body).toBe(`{"model":"qwen2.5-7b","cache_salt" : ${JSON.stringify(keySalt(alice.id, "mine"))},"temperature":1.0,"messages":[{"role":"user","content":"x"}]}`);
   });
 
+  // Found by review: of duplicates only the last (the one JSON.parse and Python's json read) was
+  // replaced, and the client's first went on in the bytes: a reader between the shim and vLLM that
+  // takes the first of duplicates would have handed vLLM a salt the client chose (another key's:
+  // a key's id is no secret, so its salt can be computed).
+  it("a body with the member twice (one spelled with an escape) has the key's salt in both places, none of the client's", async () => {
+    const salt = JSON.stringify(keySalt(alice.id, "mine"));
+    const sent = '{"model":"qwen2.5-7b","cache_salt":"victims","messages":[{"role":"user","content":"x"}],"cache\\u005fsalt" : "mine"}';
+    expect((await h.post(alice.key, "/v1/chat/completions", sent)).status).toBe(200);
+    expect(h.fake.requests.at(-1)!.body).toBe(`{"model":"qwen2.5-7b","cache_salt":${salt},"messages":[{"role":"user","content":"x"}],"cache\\u005fsalt" : ${salt}}`);
+  });
+
   it("a cache_salt vLLM would refuse is refused as vLLM refuses it (400, param cache_salt), before anything reaches it", async () => {
     const before = h.fake.counters.received;
     for (const bad of ["", 5, "a/b", "a@b", "x".repeat(129)]) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { SecretHider } from "../../api-shim/src/observability/redaction.ts";
+import { type SecretHider, secretRedactor } from "../../api-shim/src/observability/redaction.ts";
 import { hideInternalDetails } from "../../api-shim/src/upstream/internal-details.ts";
 import { upstreamStatusError } from "../../api-shim/src/upstream/upstream-errors.ts";
 
@@ -64,6 +64,16 @@ describe("the member an upstream's 400 names in `param`", () => {
     for (const param of ["None", null, 3, "", "max tokens", "http://10.0.0.7:8000/v1", "x".repeat(101)]) {
       expect(upstreamStatusError(400, refusal(param), "qwen2.5-7b", undefined, noSecrets).param, JSON.stringify(param)).toBeNull();
     }
+  });
+
+  // Found by review: the message went through the secret hiders, the param did not, and a
+  // provider's key or the deployment's own secret has a member name's shape.
+  it("is not a secret: a provider's key by its shape, or the deployment's own (the upstream's key, the admin token)", () => {
+    const hide = secretRedactor(["AdminToken0123456789abcdefXYZ", "sk-litellm-master-0123456789"]);
+    for (const param of ["hf_" + "a1B2".repeat(9), "gsk_" + "a1B2".repeat(11), "AKIAABCDEFGHIJKLMNOP", "AdminToken0123456789abcdefXYZ"]) {
+      expect(upstreamStatusError(400, refusal(param), "qwen2.5-7b", undefined, hide).param, param).toBeNull();
+    }
+    expect(upstreamStatusError(400, refusal("max_tokens"), "qwen2.5-7b", undefined, hide).param).toBe("max_tokens");
   });
 
   it("gives way to the member LiteLLM's unsupported-parameters message names", () => {

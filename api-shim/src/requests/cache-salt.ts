@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { ModelConfig } from "../config.ts";
 import { invalidParam } from "../errors.ts";
-import { OPEN_BRACE, spliceMemberValue } from "./json-splice.ts";
+import { OPEN_BRACE, spliceEveryMemberValue } from "./json-splice.ts";
 
 /**
  * SHIM_CONFIG `cacheIsolation`: whose prompts share vLLM's prefix cache. vLLM caches a prompt's
@@ -63,8 +63,9 @@ export function refuseBadCacheSalt(body: Record<string, unknown>): void {
 
 /**
  * The body to forward with `"cache_salt":<salt>`: the client's own member's value replaced where
- * it has one (the one JSON.parse read, as json-splice.ts finds it; Python's json reads the same
- * last one of duplicates), else the member spliced in first. The rest stays the client's bytes, as
+ * it has one (every one of duplicates, each as json-splice.ts finds it: JSON.parse and Python's
+ * json read the last, and no reader that takes the first gets a salt the client chose), else the
+ * member spliced in first. The rest stays the client's bytes, as
  * upstreamBody keeps them. `forwarded` is what upstreamBody made of the request; `body` its
  * parsed form (whether it has the member).
  */
@@ -72,7 +73,7 @@ export function saltedBody(forwarded: Buffer | string, body: Record<string, unkn
   const raw = typeof forwarded === "string" ? Buffer.from(forwarded, "utf8") : forwarded;
   const value = JSON.stringify(salt);
   if (Object.hasOwn(body, "cache_salt")) {
-    const pieces = spliceMemberValue(raw, "cache_salt", value);
+    const pieces = spliceEveryMemberValue(raw, "cache_salt", value);
     // Null only were the walk to miss a member JSON.parse read: then re-serialized, as upstreamBody does.
     return pieces ? Buffer.concat(pieces) : JSON.stringify({ ...(JSON.parse(raw.toString("utf8")) as Record<string, unknown>), cache_salt: salt });
   }

@@ -63,18 +63,38 @@ export function spliceJsonMember(text: string, name: string, members: Record<str
   return Buffer.concat([raw.subarray(0, found[0]), ...spliceJsonBytes(raw.subarray(found[0], found[1]), members), raw.subarray(found[1])]).toString("utf8");
 }
 
+/**
+ * spliceMemberValue for every member `name` of the object, not only the one JSON.parse read: of
+ * duplicates, a reader that takes the first would otherwise see the client's value. null when it
+ * has none.
+ */
+export function spliceEveryMemberValue(raw: Buffer, name: string, value: string): Buffer[] | null {
+  const found = memberRanges(raw, name);
+  if (found.length === 0) return null;
+  const pieces: Buffer[] = [];
+  let from = 0;
+  for (const [start, end] of found) pieces.push(raw.subarray(from, start), Buffer.from(value)), (from = end);
+  pieces.push(raw.subarray(from));
+  return pieces;
+}
+
 /** Where the value of the object `raw`'s own member `name` starts and ends (see spliceMemberValue); null when it has none. */
 function memberRange(raw: Buffer, name: string): [number, number] | null {
+  return memberRanges(raw, name).at(-1) ?? null;
+}
+
+/** Where the value of each of the object `raw`'s own members `name` starts and ends, in order. */
+function memberRanges(raw: Buffer, name: string): [number, number][] {
   const key = Buffer.from(JSON.stringify(name));
-  let found: [number, number] | null = null;
+  const found: [number, number][] = [];
   let i = skipSpace(raw, raw.indexOf(OPEN_BRACE) + 1);
   while (raw[i] === QUOTE) {
     const keyEnd = stringEnd(raw, i);
-    if (keyEnd < 0) return null;
+    if (keyEnd < 0) return [];
     const named = isKey(raw.subarray(i, keyEnd + 1), key, name);
     const start = skipSpace(raw, skipSpace(raw, keyEnd + 1) + 1); // past the colon
     const end = valueEnd(raw, start);
-    if (named) found = [start, end];
+    if (named) found.push([start, end]);
     i = skipSpace(raw, end);
     if (raw[i] !== COMMA) break;
     i = skipSpace(raw, i + 1);

@@ -51,7 +51,7 @@ export function upstreamStatusError(status: number, bodyText: string, model: str
       if (message === undefined) return new ShimError("upstream_error");
       return new ShimError("invalid_request", { ...clientMessage(message, model ?? "", hideSecrets), logCode: NOT_IMPLEMENTED });
     }
-    const param = upstreamParam(bodyText);
+    const param = upstreamParam(bodyText, model ?? "", hideSecrets);
     return new ShimError("invalid_request", { ...(param ? { param } : {}), ...(message ? clientMessage(message, model ?? "", hideSecrets) : {}) });
   }
   if (status === 404) {
@@ -134,12 +134,15 @@ function upstreamMessage(text: string, stringError = true): string | undefined {
  * `max_tokens` for a `max_tokens` of 0), so that the client's SDK shows it as OpenAI's would; a
  * message's own (LiteLLM's unsupported parameters, clientMessage) wins. Only a member's name or
  * path (`messages[0].content`): LiteLLM writes "None" there, and a long or odd one is not a name.
+ * Nor one the message's secret hiders would touch: a provider's key (`hf_…`, `gsk_…`, `AKIA…`) or
+ * the deployment's own secret can have a name's shape, and the param is shown whole, not redacted.
  */
-function upstreamParam(text: string): string | undefined {
+function upstreamParam(text: string, model: string, hideSecrets: SecretHider): string | undefined {
   try {
     const body = JSON.parse(firstEventData(text)) as { error?: { param?: unknown } | unknown; param?: unknown };
     const param = body.error && typeof body.error === "object" ? (body.error as { param?: unknown }).param : body.param;
-    return typeof param === "string" && param !== "None" && param.length <= 100 && MEMBER_PATH.test(param) ? param : undefined;
+    if (typeof param !== "string" || param === "None" || param.length > 100 || !MEMBER_PATH.test(param)) return undefined;
+    return redactUpstreamSecrets(param, model, hideSecrets) === param ? param : undefined;
   } catch {
     return undefined;
   }
