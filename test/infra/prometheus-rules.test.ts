@@ -46,10 +46,12 @@ describe("the Prometheus files an operator copies", () => {
     expect(r.output).toContain("SUCCESS");
   });
 
-  it("the unit tests catch a rule that fires on another job's failed scrape, or too late for a restart loop", (ctx) => {
+  it("the unit tests catch a rule that fires on another job's failed scrape, too late for a restart loop, or on requests that were not refused for lack of credits", (ctx) => {
     if (!hasPromtool) return ctx.skip(NO_PROMTOOL);
     const alerts = readFileSync(join(DIR, "alerts.yml"), "utf8");
-    const broken: [string, string][] = [['up{job=~"gpu-sandbox.*"} == 0', "up == 0"], ["[15m]) > 2", "[15m]) > 5"], ["< 2e9", "< 1e8"], ["for: 0m", "for: 5m"]];
+    const broken: [string, string][] = [['up{job=~"gpu-sandbox.*"} == 0', "up == 0"], ["[15m]) > 2", "[15m]) > 5"], ["< 2e9", "< 1e8"], ["for: 0m", "for: 5m"],
+      // The out-of-credit alert: on another status, on a window too short to hold it 15 minutes.
+      ['{status="402"}[15m]', '{status!="402"}[15m]'], ['{status="402"}[15m]', '{status="402"}[5m]']];
     for (const [from, to] of broken) {
       expect(alerts).toContain(from);
       const r = promtoolOn(() => ["test", "rules", "alerts.test.yml"], alerts.replace(from, to));

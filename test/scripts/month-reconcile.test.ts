@@ -1,0 +1,85 @@
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Clock } from "../../api-shim/src/clock.ts";
+import { parseCredits } from "../../api-shim/src/money/money.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+import { tempDir } from "../support/tools.ts";
+
+/**
+ * docs/operations.md, "A month's invoice, reconciled with the ledger": the query an operator runs
+ * on a `backup-ledger` copy to put a month's credits granted and spent, and the balances at its
+ * bounds, beside the month's usage report. Run as the docs print it on the shim's own backup of a
+ * ledger with a month before, the month, and a month after, so a change of the ledger's schema
+ * (or of what a report counts) that leaves the docs wrong fails here.
+ */
+const ROOT = join(import.meta.dirname, "..", "..");
+const doc = readFileSync(join(ROOT, "docs", "operations.md"), "utf8");
+const section = doc.slice(doc.indexOf("#### A month's invoice, reconciled with the ledger"));
+const monthQuery = /sqlite3 -header -csv \S+ "\n([\s\S]*?)" >/.exec(section)![1]!;
+const topUpsQuery = /`(SELECT key_id, datetime[^`]*)`/.exec(section)![1]!;
+
+/** The system's clock moved to a chosen instant on demand, time passing from there as it does. */
+function jumpingClock(startMs: number): Clock & { jump(toMs: number): void } {
+  let base = startMs;
+  let started = performance.now();
+  return {
+    now: () => base + Math.floor(performance.now() - started),
+    monotonic: () => performance.now(),
+    jump(toMs: number) { base = toMs; started = performance.now(); },
+  };
+}
+
+describe("the docs' month reconciliation query on a backup of the ledger", () => {
+  const clock = jumpingClock(Date.UTC(2026, 9, 20, 12));
+  let h: Harness;
+  const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hello there" }], max_tokens: 5 };
+  beforeAll(async () => {
+    h = await startShim({ clock, file: { pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 0.1, completionPer1k: 0.2 } } }, models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] } });
+  });
+  afterAll(() => h.close());
+
+  it("per key: opening + granted − spent = closing; spent is the month's report cost, granted the month's grants and top-ups, closing the balance the month ended with", async () => {
+    const alice = await h.createKey({ name: "alice", credits: 100 }); // October: before the month
+    await h.client(alice.key).chat.completions.create(chat);
+    const balance = async (id: string) => ((await (await h.admin("/admin/keys")).json()) as { data: { id: string; balance: number }[] }).data.find((k) => k.id === id)!.balance;
+    const octoberEnd = await balance(alice.id);
+
+    clock.jump(Date.UTC(2026, 10, 10, 12)); // November: the month invoiced
+    const topUp = await h.admin(`/admin/keys/${alice.id}/credits`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ amount: 50, note: "invoice 1042" }) });
+    expect(topUp.status).toBe(200);
+    await h.client(alice.key).chat.completions.create(chat);
+    await h.client(alice.key).chat.completions.create({ ...chat, stream: true }).then(async (s) => { for await (const _ of s); });
+    const bob = await h.createKey({ name: "bob", credits: 30 });
+    await h.client(bob.key).embeddings.create({ model: "qwen2.5-7b", input: "x" });
+    const novemberEnd = { alice: await balance(alice.id), bob: await balance(bob.id) };
+
+    clock.jump(Date.UTC(2026, 11, 2, 12)); // December: after it
+    await h.client(alice.key).chat.completions.create(chat);
+
+    const report = (await (await h.admin("/admin/usage?from=2026-11-01&to=2026-11-30")).json()) as { data: { key_id: string; cost: number }[] };
+    const cost = (id: string) => report.data.filter((r) => r.key_id === id).reduce((s, r) => s + parseCredits(r.cost)!, 0);
+
+    const res = await h.admin("/admin/backup");
+    expect(res.status).toBe(200);
+    const file = join(tempDir("reconcile-"), "ledger.db");
+    writeFileSync(file, Buffer.from(await res.arrayBuffer()));
+    const db = new Database(file, { readonly: true });
+    try {
+      type Line = { key_id: string; key_name: string; opening: string; granted: string; spent: string; closing: string };
+      const lines = db.prepare<[], Line>(monthQuery).all();
+      const micro = (l: Line) => ({ opening: parseCredits(l.opening)!, granted: parseCredits(l.granted)!, spent: parseCredits(l.spent)!, closing: parseCredits(l.closing)! });
+      const a = micro(lines.find((l) => l.key_id === alice.id)!);
+      const b = micro(lines.find((l) => l.key_id === bob.id)!);
+      expect(lines.find((l) => l.key_id === alice.id)!.key_name).toBe("alice");
+      expect(a).toEqual({ opening: parseCredits(octoberEnd), granted: 50_000_000, spent: cost(alice.id), closing: parseCredits(novemberEnd.alice) });
+      expect(b).toEqual({ opening: 0, granted: 30_000_000, spent: cost(bob.id), closing: parseCredits(novemberEnd.bob) });
+      for (const k of [a, b]) expect(k.opening + k.granted - k.spent).toBe(k.closing);
+      expect(a.spent).toBeGreaterThan(2_000_000); // two requests at 1 credit and their tokens
+      expect(db.prepare(topUpsQuery).all()).toEqual([{ key_id: alice.id, at: expect.stringMatching(/^2026-11-10 12:00:\d\d$/), credits: 50, note: "invoice 1042" }]);
+    } finally {
+      db.close();
+    }
+  });
+});
