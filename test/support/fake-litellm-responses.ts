@@ -16,6 +16,8 @@ import { loopbackServer } from "./shim-process.ts";
  *   lines only (no `event:`), `type` first, no `sequence_number` on most, `response.created` and
  *   `response.in_progress` carrying the final usage already, the text in 5-character deltas, then
  *   `response.completed` and `data: [DONE]`.
+ * - The body vLLM would get (vllmBodies): only the Responses members LiteLLM declares, then the
+ *   request's `extra_body` merged over them (vllmBody).
  * - Errors: vLLM's refusal as an HTTP status with `{"error":{"message":"litellm.BadRequestError:
  *   Hosted_vllmException - …","type","param","code":"400"}}` (code a string), before any event even
  *   when streamed (create_response reads the first chunk first); one raised mid-stream as a
