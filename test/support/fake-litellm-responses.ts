@@ -16,6 +16,8 @@ import { loopbackServer } from "./shim-process.ts";
  *   lines only (no `event:`), `type` first, no `sequence_number` on most, `response.created` and
  *   `response.in_progress` carrying the final usage already, the text in 5-character deltas, then
  *   `response.completed` and `data: [DONE]`.
+ * - The body vLLM would get (vllmBodies): only the Responses members LiteLLM declares, then the
+ *   request's `extra_body` merged over them (vllmBody).
  * - Errors: vLLM's refusal as an HTTP status with `{"error":{"message":"litellm.BadRequestError:
  *   Hosted_vllmException - …","type","param","code":"400"}}` (code a string), before any event even
  *   when streamed (create_response reads the first chunk first); one raised mid-stream as a
@@ -49,6 +51,8 @@ export interface FakeLitellmResponses {
   usage: { input_tokens: number; output_tokens: number };
   /** Request bodies received (parsed). */
   readonly bodies: Record<string, unknown>[];
+  /** The body LiteLLM would send vLLM for each (vllmBody). */
+  readonly vllmBodies: Record<string, unknown>[];
   /** The shim hung up before the answer's end (mode "slow"). */
   readonly abortedEarly: boolean;
   close(): Promise<void>;
@@ -59,12 +63,14 @@ const MODEL_ID = "6b1c0e3b2f5a4c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c
 export async function startFakeLitellmResponses(): Promise<FakeLitellmResponses> {
   let abortedEarly = false;
   const bodies: Record<string, unknown>[] = [];
+  const vllmBodies: Record<string, unknown>[] = [];
   const server = await loopbackServer((req, res) => {
     let raw = "";
     req.on("data", (c: Buffer) => (raw += c.toString()));
     req.on("end", () => {
       const body = JSON.parse(raw) as Record<string, unknown>;
       bodies.push(body);
+      vllmBodies.push(vllmBody(body));
       if (fake.mode === "refused") return refuse(res);
       const response = responseObject(String(body.model), body, fake.text, fake.usage);
       if (body.stream !== true) return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(response));
@@ -78,12 +84,42 @@ export async function startFakeLitellmResponses(): Promise<FakeLitellmResponses>
     text: "Hello there, friend",
     usage: { input_tokens: 9, output_tokens: 4 },
     bodies,
+    vllmBodies,
     get abortedEarly() {
       return abortedEarly;
     },
     close: () => server.close(),
   };
   return fake;
+}
+
+/**
+ * OpenAI's Responses members, as LiteLLM's ResponsesAPIOptionalRequestParams declares them (the
+ * ones a test here sends, and the rest of that TypedDict's): the only top-level members its
+ * native path passes on.
+ */
+const RESPONSES_MEMBERS = new Set([
+  "model", "input", "include", "instructions", "max_output_tokens", "max_tool_calls", "metadata", "parallel_tool_calls",
+  "previous_response_id", "prompt", "prompt_cache_key", "reasoning", "safety_identifier", "service_tier", "store", "background",
+  "stream", "stream_options", "temperature", "text", "tool_choice", "tools", "top_logprobs", "top_p", "truncation", "user",
+  "context_management", "conversation",
+]);
+
+/**
+ * What LiteLLM sends vLLM for a `hosted_vllm/` model's `/v1/responses` request (BerriAI/litellm,
+ * read from its source; docs/api-shim/request-bodies.md cites the lines): litellm/responses/main.py
+ * `responses()` keeps only the members ResponsesAPIOptionalRequestParams declares
+ * (responses/utils.py get_requested_response_api_optional_param, whose
+ * base_pre_process_non_default_params filters on `k in default_param_values`), so a member it
+ * does not know, vLLM's `cache_salt` or `top_k`, is dropped without an error; then
+ * llm_http_handler.py response_api_handler merges the request's `extra_body` over the body
+ * (`if extra_body: data.update(extra_body)`), so a member sent inside `extra_body` reaches vLLM at
+ * the top level.
+ */
+function vllmBody(body: Record<string, unknown>): Record<string, unknown> {
+  const kept = Object.fromEntries(Object.entries(body).filter(([k]) => RESPONSES_MEMBERS.has(k)));
+  const extra = body.extra_body;
+  return typeof extra === "object" && extra !== null ? { ...kept, ...(extra as Record<string, unknown>) } : kept;
 }
 
 /** vLLM's 400, in LiteLLM's frame: the exception's name and the provider's body in the message, the status as a string. */

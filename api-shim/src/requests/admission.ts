@@ -132,7 +132,7 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
   }
   const forwarded = kind === "responses" ? raw : upstreamBody(raw, body, req, continuous, heldAtDefaultMaxTokens(req.defaultMaxTokens, modelConfig));
   // The key's own part of vLLM's prefix cache (cache-salt.ts); under `shared` the body is left as it is.
-  const salted = saltsRequests(ctx.config.cacheIsolation, modelConfig) ? saltedBody(forwarded, body, keySalt(auth.key.id, body.cache_salt as string | null | undefined)) : forwarded;
+  const salted = saltsRequests(ctx.config.cacheIsolation, modelConfig) ? saltedBody(forwarded, body, keySalt(auth.key.id, body.cache_salt as string | null | undefined), kind === "responses") : forwarded;
   const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: salted };
   request.rawBody = undefined;
   request.body = undefined;

@@ -68,16 +68,30 @@ export function refuseBadCacheSalt(body: Record<string, unknown>): void {
  * member spliced in first. The rest stays the client's bytes, as
  * upstreamBody keeps them. `forwarded` is what upstreamBody made of the request; `body` its
  * parsed form (whether it has the member).
+ *
+ * `inExtraBody` (the Responses route): the salt also goes first as `"extra_body":{"cache_salt":…}`.
+ * LiteLLM's native Responses path for a `hosted_vllm/` model keeps only the Responses members it
+ * declares, so a top-level `cache_salt` never reached vLLM there, and merges a request's
+ * `extra_body` over what it sends vLLM (docs/api-shim/request-bodies.md cites the source). Both
+ * places, as vLLM behind no LiteLLM (or LiteLLM's older chat bridge) reads the top-level one and
+ * ignores `extra_body`. A client's own `extra_body` is refused before this (providers/upstream-controls.ts, SDK_OPTIONS), so it is
+ * the only one.
  */
-export function saltedBody(forwarded: Buffer | string, body: Record<string, unknown>, salt: string): Buffer | string {
+export function saltedBody(forwarded: Buffer | string, body: Record<string, unknown>, salt: string, inExtraBody = false): Buffer | string {
   const raw = typeof forwarded === "string" ? Buffer.from(forwarded, "utf8") : forwarded;
   const value = JSON.stringify(salt);
+  const first = inExtraBody ? `"extra_body":{"cache_salt":${value}},` : "";
   if (Object.hasOwn(body, "cache_salt")) {
     const pieces = spliceEveryMemberValue(raw, "cache_salt", value);
     // Null only were the walk to miss a member JSON.parse read: then re-serialized, as upstreamBody does.
-    return pieces ? Buffer.concat(pieces) : JSON.stringify({ ...(JSON.parse(raw.toString("utf8")) as Record<string, unknown>), cache_salt: salt });
+    if (!pieces) return JSON.stringify({ ...(JSON.parse(raw.toString("utf8")) as Record<string, unknown>), cache_salt: salt, ...(inExtraBody ? { extra_body: { cache_salt: salt } } : {}) });
+    return first ? withFirstMember(Buffer.concat(pieces), first) : Buffer.concat(pieces);
   }
-  // The body parsed as an object with a `model`: a member follows its `{`.
+  return withFirstMember(raw, `"cache_salt":${value},${first}`);
+}
+
+/** `raw` with `members` (each ending in a comma) spliced in after its `{`: the body parsed as an object with a `model`. */
+function withFirstMember(raw: Buffer, members: string): Buffer {
   const open = raw.indexOf(OPEN_BRACE) + 1;
-  return Buffer.concat([raw.subarray(0, open), Buffer.from(`"cache_salt":${value},`), raw.subarray(open)]);
+  return Buffer.concat([raw.subarray(0, open), Buffer.from(members), raw.subarray(open)]);
 }
