@@ -1,5 +1,5 @@
 // A small client for the shim's admin API (docs: api-shim routes/admin.ts): keys, top-ups, usage
-// reports and backups. Every failure becomes an AdminApiError whose message has the HTTP status and
+// reports, credits statements and backups. Every failure becomes an AdminApiError whose message has the HTTP status and
 // the API's own message, plus a hint for the usual operator mistakes, and says whether the API
 // may have acted on the request (what a write's caller must tell the operator). A 429 is waited
 // out (its Retry-After) and the request sent again, a few times, before it is such a failure.
@@ -74,6 +74,27 @@ export interface UsageRow {
   readonly cost: number;
 }
 
+export interface CreditsQuery {
+  readonly from: string;
+  readonly to: string;
+}
+
+/** A key's credits over a period (GET /admin/credits), in credits: opening + granted − spent = closing. */
+export interface CreditsLine {
+  readonly key_id: string;
+  readonly name: string;
+  readonly opening: number;
+  readonly granted: number;
+  readonly spent: number;
+  readonly closing: number;
+}
+
+export interface CreditsStatement {
+  readonly object: "credits_statement";
+  readonly period: { readonly start: string; readonly end: string };
+  readonly data: readonly CreditsLine[];
+}
+
 export interface UsageReport {
   readonly object: "usage_report";
   readonly period: { readonly start: string; readonly end: string };
@@ -124,6 +145,8 @@ export interface AdminClient {
   usage(query: UsageQuery): Promise<UsageReport>;
   /** The API's own CSV (spreadsheet-safe quoting done by the shim). */
   usageCsv(query: UsageQuery): Promise<string>;
+  /** GET /admin/credits of every key (a shim older than it answers 404 not_found: report-usage.ts). */
+  credits(query: CreditsQuery): Promise<CreditsStatement>;
   /** GET /admin/backup: the ledger's SQLite file, its body to read (backup-ledger.ts); the call, body included, has an hour. */
   backup(): Promise<Response>;
 }
@@ -179,7 +202,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
    * call, and a top-up keeps its Idempotency-Key.
    */
   async function call(method: string, path: string, init: { body?: unknown; headers?: Record<string, string> } = {}): Promise<Response> {
-    const timeoutMs = path.startsWith("/admin/usage") ? timeouts.reportMs : path === "/admin/backup" ? (timeouts.backupMs ?? TIMEOUTS.backupMs) : timeouts.requestMs;
+    const timeoutMs = path.startsWith("/admin/usage") || path.startsWith("/admin/credits") ? timeouts.reportMs : path === "/admin/backup" ? (timeouts.backupMs ?? TIMEOUTS.backupMs) : timeouts.requestMs;
     for (let retry = 1; ; retry++) {
       try {
         return await callOnce(method, path, init, timeoutMs);
@@ -287,6 +310,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
       }
       return csv;
     },
+    credits: async (q) => (await json("GET", `/admin/credits?${new URLSearchParams({ from: q.from, to: q.to })}`, CREDITS_STATEMENT)).body,
     backup: () => call("GET", "/admin/backup"),
   };
 }
@@ -316,6 +340,11 @@ const CREDIT_GRANT: Shape<Omit<CreditGrant, "replayed">> = {
 const USAGE_REPORT: Shape<UsageReport> = {
   what: 'a "usage_report" object',
   is: (v): v is UsageReport => isObject(v) && v.object === "usage_report" && Array.isArray(v.data) && isObject(v.period) && typeof v.period.start === "string" && typeof v.period.end === "string",
+};
+
+const CREDITS_STATEMENT: Shape<CreditsStatement> = {
+  what: 'a "credits_statement" object',
+  is: (v): v is CreditsStatement => isObject(v) && v.object === "credits_statement" && Array.isArray(v.data) && isObject(v.period),
 };
 
 /** "401 invalid_admin_token: Invalid admin token. …" plus what to check. */
