@@ -53,13 +53,14 @@ afterAll(() => h.close());
 
 /**
  * The shim at `target` as one from before GET /admin/credits: that route answered as its router
- * answered an unknown one (404 not_found, its error object), every other request passed on.
+ * answered an unknown one (404 not_found, its error object), or with `credits`; every other
+ * request passed on.
  */
-async function olderShim(target: string): Promise<{ url: string; close: () => Promise<void> }> {
+async function olderShim(target: string, credits = { status: 404, code: "not_found", message: "Unknown route: GET /admin/credits" }): Promise<{ url: string; close: () => Promise<void> }> {
   const server = createServer((req, res) => {
     if (req.url?.startsWith("/admin/credits")) {
-      res.writeHead(404, { "content-type": "application/json" });
-      return res.end(JSON.stringify({ error: { message: `Unknown route: GET ${req.url}`, type: "invalid_request_error", param: null, code: "not_found" } }));
+      res.writeHead(credits.status, { "content-type": "application/json" });
+      return res.end(JSON.stringify({ error: { message: credits.message, type: "invalid_request_error", param: null, code: credits.code } }));
     }
     void fetch(target + req.url, { headers: { authorization: req.headers.authorization ?? "" } }).then(async (answer) => {
       res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "text/plain" });
@@ -176,6 +177,31 @@ describe("report-usage --group key", () => {
     } finally {
       await older.close();
     }
+  });
+
+  it.each([
+    [503, "store_unavailable", /GET \/admin\/credits failed: 503 store_unavailable: The store is unavailable/],
+    [404, "not_the_route", /GET \/admin\/credits failed: 404 not_the_route: Something else/], // a 404 that is not the router's not_found
+  ])("GET /admin/credits answering %i %s: the report fails, rather than leaving the credits out as if the shim were older", async (status, code, said) => {
+    const failing = await olderShim(h.url, { status, code, message: status === 503 ? "The store is unavailable." : "Something else." });
+    try {
+      const io = memoryIo();
+      const exit = await main(["--url", failing.url, "--group", "key"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir(), now: () => new Date(clock.now()) });
+      expect(exit).toBe(1);
+      expect(io.stderr.join("\n")).toMatch(said);
+      expect(io.stdout).toEqual([]);
+    } finally {
+      await failing.close();
+    }
+  });
+
+  it("a period ending a millisecond after a key's grant: the statement covers the report's period to its last instant", async () => {
+    const made = ((await (await h.admin("/admin/keys")).json()) as { data: ApiKey[] }).data.find((k) => k.id === ids["ws-bob"])!.created_at;
+    const r = await report(["--from", "2026-02-01", "--to", new Date(Date.parse(made) + 1).toISOString(), "--key", "ws-bob", "--format", "json"]);
+    expect(r.code, r.err).toBe(0);
+    const json = JSON.parse(r.out) as KeySummary;
+    expect(json.period.end).toBe(made);
+    expect(json.data).toEqual([expect.objectContaining({ key_name: "ws-bob", opening: 0, granted: 50, closing: 50 })]);
   });
 
   it("a period before any key: no lines", async () => {
