@@ -87,6 +87,8 @@ export interface CreditsLine {
   readonly granted: number;
   readonly spent: number;
   readonly closing: number;
+  /** The period's top-ups, each with its note. */
+  readonly top_ups: readonly { readonly at: string; readonly amount: number; readonly note: string | null }[];
 }
 
 export interface CreditsStatement {

@@ -6,7 +6,7 @@
 // credits granted in it.
 import { csvLine } from "../../api-shim/src/csv-cell.ts";
 import { creditsNumber, formatCredits, parseCredits } from "../../api-shim/src/money/money.ts";
-import { type ApiKey, type CreditsStatement, keyStatus, type UsageReport, type UsageRow } from "./admin-client.ts";
+import { type ApiKey, type CreditsLine, type CreditsStatement, keyStatus, type UsageReport, type UsageRow } from "./admin-client.ts";
 import { formatTable } from "./table.ts";
 
 /** A key's line: its usage in the period, summed over models, and its balance and status now. */
@@ -30,9 +30,11 @@ export interface KeySummaryRow {
   readonly opening?: number;
   readonly granted?: number;
   readonly closing?: number;
+  /** The period's top-ups with their notes (the JSON's alone: the table and the CSV have a line per key). */
+  readonly top_ups?: CreditsLine["top_ups"];
 }
 
-type CreditsMembers = Pick<KeySummaryRow, "opening" | "granted" | "closing">;
+type CreditsMembers = Pick<KeySummaryRow, "opening" | "granted" | "closing" | "top_ups">;
 
 export interface KeySummary {
   readonly object: "usage_report";
@@ -64,7 +66,7 @@ export function keySummary(report: UsageReport, keys: readonly ApiKey[], now = D
   const creditsOf = (id: string): CreditsMembers => {
     if (!statement) return {};
     const l = credits.get(id);
-    return { opening: l?.opening ?? 0, granted: l?.granted ?? 0, closing: l?.closing ?? 0 };
+    return { opening: l?.opening ?? 0, granted: l?.granted ?? 0, closing: l?.closing ?? 0, top_ups: l?.top_ups ?? [] };
   };
   const rows = new Map<string, UsageRow[]>();
   for (const r of report.data) {

@@ -21,7 +21,7 @@ function jumpingClock(startMs: number): Clock & { jump(toMs: number): void } {
   };
 }
 
-interface Line { key_id: string; name: string; opening: number; granted: number; spent: number; closing: number }
+interface Line { key_id: string; name: string; opening: number; granted: number; spent: number; closing: number; top_ups: { at: string; amount: number; note: string | null }[] }
 interface Statement { object: string; period: { start: string; end: string }; data: Line[] }
 
 describe("GET /admin/credits", () => {
@@ -73,6 +73,9 @@ describe("GET /admin/credits", () => {
     expect(alice.name).toBe("alice");
     expect(micro(alice)).toEqual({ opening: parseCredits(octoberEnd), granted: 50_000_000, spent: spentIn(keys.alice!.id), closing: parseCredits(novemberEnd.alice) });
     expect(octoberEnd).toBeLessThan(99); // October's request was charged before the month
+    // The top-ups of the month with their notes; a key's credits at its creation are granted, not a top-up.
+    expect(alice.top_ups).toEqual([{ at: expect.stringMatching(/^2026-11-10T12:00:\d\d\.\d{3}Z$/), amount: 50, note: "invoice 1042" }]);
+    expect(bob.top_ups).toEqual([]);
     expect(micro(bob)).toEqual({ opening: 0, granted: 30_000_000, spent: spentIn(bob.key_id), closing: parseCredits(novemberEnd.bob) });
     for (const l of [alice, bob]) expect(micro(l).opening + micro(l).granted - micro(l).spent).toBe(micro(l).closing);
     expect(micro(alice).spent).toBeGreaterThan(2_000_000); // two requests at 1 credit and their tokens
@@ -81,7 +84,7 @@ describe("GET /admin/credits", () => {
     const december = ((await (await h.admin("/admin/credits?from=2026-12-01&to=2026-12-31")).json()) as Statement).data;
     expect(december.find((l) => l.key_id === keys.alice!.id)).toMatchObject({ opening: novemberEnd.alice, granted: 0 });
     expect(december.find((l) => l.key_id === keys.alice!.id)!.spent).toBeGreaterThan(1);
-    expect(december.find((l) => l.key_id === keys.later!.id)).toEqual({ key_id: keys.later!.id, name: "later", opening: 0, granted: 5, spent: 0, closing: 5 });
+    expect(december.find((l) => l.key_id === keys.later!.id)).toEqual({ key_id: keys.later!.id, name: "later", opening: 0, granted: 5, spent: 0, closing: 5, top_ups: [] });
   });
 
   it("the default period is the current UTC month, as /admin/usage's; `key` gives that key's line alone", async () => {

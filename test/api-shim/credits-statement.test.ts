@@ -12,7 +12,7 @@ import { onBothStores } from "../support/both-stores.ts";
  * store.credits(): per key, over a period [from, to), its balance at each end and what was granted
  * and spent between, read from the ledger. The same ledger, written through the store's own
  * calls, on both stores (the SQLite store's on a database file: its statement runs on the report
- * worker), must give the same statement, to the micro-credit.
+ * worker), must give the same statement, to the micro-credit, with the period's top-ups and their notes.
  */
 const FROM = Date.UTC(2026, 10, 1); // November 2026
 const TO = Date.UTC(2026, 11, 1);
@@ -36,7 +36,8 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     const [both] = await store.credits({ keyId: keys.alice, asker: null, from: Date.UTC(2026, 9, 1), to: TO });
     const november = expected(keys).find((l) => l.keyId === keys.alice)!;
     expect(october!.closing).toBe(november.opening);
-    expect(both).toEqual({ ...november, opening: october!.opening, granted: october!.granted + november.granted, spent: october!.spent + november.spent });
+    expect(october!.topUps).toEqual([{ at: FROM - 1, amount: 7 * C, note: "october's last millisecond" }]);
+    expect(both).toEqual({ ...november, opening: october!.opening, granted: october!.granted + november.granted, spent: october!.spent + november.spent, topUps: [...october!.topUps, ...november.topUps] });
   } finally {
     if (!wrapStore) await store.close();
     rmSync(dir, { recursive: true, force: true });
@@ -96,10 +97,13 @@ async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | 
 
 function expected(k: Record<"alice" | "stack" | "bob" | "carol", string>): CreditsLine[] {
   return [
-    { keyId: k.alice, name: "alice", opening: 105 * C, granted: 55 * C, spent: 4_250_001, closing: 155_749_999 },
-    { keyId: k.stack, name: "ops", opening: 20 * C, granted: 0, spent: 4 * C, closing: 16 * C },
-    { keyId: k.bob, name: "bob", opening: 0, granted: 30 * C, spent: 5 * C, closing: 25 * C },
-    { keyId: k.carol, name: "carol", opening: 10 * C, granted: 0, spent: 1 * C, closing: 9 * C },
+    {
+      keyId: k.alice, name: "alice", opening: 105 * C, granted: 55 * C, spent: 4_250_001, closing: 155_749_999,
+      topUps: [{ at: FROM + 9 * DAY, amount: 50 * C, note: "invoice 1042" }, { at: TO - 1, amount: 5 * C, note: "the month's last millisecond" }],
+    },
+    { keyId: k.stack, name: "ops", opening: 20 * C, granted: 0, spent: 4 * C, closing: 16 * C, topUps: [] },
+    { keyId: k.bob, name: "bob", opening: 0, granted: 30 * C, spent: 5 * C, closing: 25 * C, topUps: [] }, // its credits at creation: granted, not a top-up
+    { keyId: k.carol, name: "carol", opening: 10 * C, granted: 0, spent: 1 * C, closing: 9 * C, topUps: [] },
   ];
 }
 

@@ -100,7 +100,7 @@ describe("report-usage --group key", () => {
       ["ws-cid", 1, lost.get(ids["ws-cid"]!), (100e6 - lost.get(ids["ws-cid"]!)!) / 1e6, "revoked"],
       ["=ws-eve", 0, 0, 20, "expired"],
     ]); // ws-old, revoked in January, did not exist in February
-    expect(json.data[1]).toEqual({ key_id: ids["ws-bob"], key_name: "ws-bob", requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, balance: 50, status: "active", opening: 0, granted: 50, closing: 50 });
+    expect(json.data[1]).toEqual({ key_id: ids["ws-bob"], key_name: "ws-bob", requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, balance: 50, status: "active", opening: 0, granted: 50, closing: 50, top_ups: [] });
     // The credits statement (GET /admin/credits): made in February, so nothing at its start, their
     // credits granted in it, and what is left at its end (the balance now: nothing since).
     expect(json.data.map((d) => [d.key_name, d.opening, d.granted, d.closing])).toEqual([
@@ -208,6 +208,19 @@ describe("report-usage --group key", () => {
     const r = await report(["--from", "2025-01-01", "--to", "2025-01-31"]);
     expect(r.code, r.err).toBe(0);
     expect(r.out).toBe("Usage 2025-01-01T00:00:00Z to 2025-01-31T23:59:59Z, per key, with balances now: no keys.");
+  });
+});
+
+describe("report-usage --group key after a top-up", () => {
+  it("JSON: the period's top-ups with their notes on the key's line, in granted; the CSV and the table a line per key still", async () => {
+    const topUp = await h.admin(`/admin/keys/${ids["ws-bob"]}/credits`, { method: "POST", body: JSON.stringify({ amount: 5, note: "invoice 7" }) });
+    expect(topUp.status).toBe(200);
+    const r = await report(["--format", "json"]);
+    expect(r.code, r.err).toBe(0);
+    const bob = (JSON.parse(r.out) as KeySummary).data.find((d) => d.key_name === "ws-bob")!;
+    expect(bob).toMatchObject({ opening: 0, granted: 55, closing: 55, balance: 55, top_ups: [{ at: new Date(clock.now()).toISOString(), amount: 5, note: "invoice 7" }] });
+    const csv = await report(["--format", "csv"]);
+    expect(csv.out.split("\r\n").find((l) => l.startsWith(ids["ws-bob"]!))).toBe(`${ids["ws-bob"]},ws-bob,0,0,0,0,0,55,active,0,55,55`);
   });
 });
 

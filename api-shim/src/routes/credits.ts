@@ -16,7 +16,8 @@ const COLUMNS = ["key_id", "name", "opening", "granted", "spent", "closing"] as 
  * GET /admin/credits (beyond DESIGN.md's routes, docs/decisions.md): each key's credits over a
  * period, from the ledger: its balance at the start (`opening`), the credits granted in it (at
  * creation, a stack key's bootstrap grant, top-ups), those spent (its usage charges: /admin/usage's
- * `cost`, summed), and its balance at the end (`closing`). An operator selling credits reconciles
+ * `cost`, summed), and its balance at the end (`closing`), with the period's top-ups and their
+ * notes (JSON only). An operator selling credits reconciles
  * a month with it; before, that took a raw query on a backup-ledger copy (SQLite only). Queried as
  * /admin/usage is (`key`, `from`, `to`, `format`), and waits in the same line of reports.
  */
@@ -38,9 +39,12 @@ export function creditsRoutes(app: FastifyInstance, ctx: ShimContext): void {
   });
 }
 
-/** A line as the JSON shows it: credits, not µc. */
+/** A line as the JSON shows it: credits, not µc; its top-ups (the CSV, a line per key, has no room for them) with their notes. */
 function shown(l: CreditsLine) {
-  return { key_id: l.keyId, name: l.name, opening: creditsNumber(l.opening), granted: creditsNumber(l.granted), spent: creditsNumber(l.spent), closing: creditsNumber(l.closing) };
+  return {
+    key_id: l.keyId, name: l.name, opening: creditsNumber(l.opening), granted: creditsNumber(l.granted), spent: creditsNumber(l.spent), closing: creditsNumber(l.closing),
+    top_ups: l.topUps.map((t) => ({ at: new Date(t.at).toISOString(), amount: creditsNumber(t.amount), note: t.note })),
+  };
 }
 
 const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });

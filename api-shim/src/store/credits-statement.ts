@@ -29,6 +29,14 @@ export interface CreditsLine {
   granted: number;
   spent: number;
   closing: number;
+  /** The period's top-ups (part of `granted`), in the order they were made, each with its note (an invoice number). */
+  topUps: TopUpEntry[];
+}
+
+export interface TopUpEntry {
+  at: number;
+  amount: number;
+  note: string | null;
 }
 
 /**
@@ -38,8 +46,12 @@ export interface CreditsLine {
  * one created later (or with no credits and no request yet) has none.
  */
 export function creditsColumns(from: string, integer: (sum: string) => string = (sum) => sum): string {
+  // (The top-ups' list is each store's own SQL: JSON aggregates differ.)
   return `${integer(`coalesce(sum(CASE WHEN l.at < ${from} THEN l.amount END), 0)`)} AS opening,
       ${integer(`coalesce(sum(CASE WHEN l.at >= ${from} AND l.kind <> 'usage' THEN l.amount END), 0)`)} AS granted,
       ${integer(`coalesce(-sum(CASE WHEN l.at >= ${from} AND l.kind = 'usage' THEN l.amount END), 0)`)} AS spent,
       ${integer("sum(l.amount)")} AS closing`;
 }
+
+/** Which of the rows summed are the period's top-ups (`from` the store's placeholder for its start). */
+export const topUpRows = (from: string): string => `l.at >= ${from} AND l.kind = 'topup'`;
