@@ -39,7 +39,8 @@ totals.
                              its credits: its balance when the period began (opening) and
                              ended (closing), and the credits granted in it (at creation,
                              top-ups): opening + granted - cost = closing, a month's invoice
-                             reconciled (a shim older than GET /admin/credits: left out)
+                             reconciled (json: with each top-up and its note; a shim older
+                             than GET /admin/credits: left out, said on stderr)
   --format <table|json|csv>  table (default); json (the API's report plus totals, and with --key
                              the keys covered); csv (the API's CSV, spreadsheet-safe, one row per
                              key and group, with key_name after key_id; --group key: key_id,
