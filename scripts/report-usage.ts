@@ -1,16 +1,16 @@
 // npm run report-usage -- (--stack <name> | --url <base>) [--key <id|name>] [--from] [--to | --all]
 //   [--group model|day|key] [--format table|json|csv]
 // A tenant's usage per key and model or day, or per key with its balance, from its admin API
-// (/admin/usage and the key list), with totals.
+// (/admin/usage and the key list; --group key: /admin/credits too), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
 import { ShimError } from "../api-shim/src/errors.ts";
 import { parsePeriod, periodQuery, readInstant } from "../api-shim/src/requests/period.ts";
-import { type AdminClient, adminClient, type ApiKey, findKey, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
+import { type AdminClient, adminClient, AdminApiError, type ApiKey, type CreditsStatement, findKey, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
 import { instantFlag, oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
-import { formatKeySummary, keySummary, keySummaryCsv } from "./lib/key-summary.ts";
+import { after, formatKeySummary, keySummary, keySummaryCsv } from "./lib/key-summary.ts";
 import { wholeLedger, withKeyNames } from "./lib/usage-export.ts";
 
 const USAGE = `Usage: npm run report-usage -- (--stack <name> | --url <base URL>) [options]
@@ -34,13 +34,18 @@ totals.
                              destroyed or rebuilt: the ledger is on its volume
   --group <model|day|key>    rows per key and model (default) or per key and UTC day; key: a
                              line per key that existed in the period, those that sent nothing
-                             included, with its usage summed and its balance and status now
-                             (active, revoked, expired), e.g. for the end of a workshop
+                             included, with its usage summed, its balance and status now
+                             (active, revoked, expired), e.g. for the end of a workshop, and
+                             its credits: its balance when the period began (opening) and
+                             ended (closing), and the credits granted in it (at creation,
+                             top-ups): opening + granted - cost = closing, a month's invoice
+                             reconciled (json: with each top-up and its note; a shim older
+                             than GET /admin/credits: left out, said on stderr)
   --format <table|json|csv>  table (default); json (the API's report plus totals, and with --key
                              the keys covered); csv (the API's CSV, spreadsheet-safe, one row per
                              key and group, with key_name after key_id; --group key: key_id,
                              key_name, requests, prompt_tokens, completion_tokens, total_tokens,
-                             cost, balance, status)
+                             cost, balance, status, opening, granted, closing)
 
 ${TARGET_USAGE}
 
@@ -50,7 +55,8 @@ Examples:
   npm run report-usage -- --stack acme --key team-a --from 2026-03-01 --to 2026-03-31
   npm run --silent report-usage -- --stack acme --format csv > acme-usage.csv
   npm run --silent report-usage -- --stack acme --all --group day --format csv > acme-ledger.csv
-  npm run --silent report-usage -- --stack acme --all --group key --format csv > acme-keys.csv`;
+  npm run --silent report-usage -- --stack acme --all --group key --format csv > acme-keys.csv
+  npm run --silent report-usage -- --stack acme --group key --from 2026-11-01 --to 2026-11-30 --format csv > acme-2026-11-credits.csv`;
 
 const OPTIONS = {
   ...TARGET_OPTIONS,
@@ -165,9 +171,28 @@ async function mergedCsv(client: AdminClient, queries: readonly UsageQuery[]): P
   return csvs[0]! + csvs.slice(1).map(rows).join("");
 }
 
-/** --group key: a line per key that existed in the period, with its balance and status (key-summary.ts). */
-function keyReport(report: UsageReport, keys: readonly ApiKey[], covered: readonly ApiKey[] | undefined, format: (typeof FORMATS)[number], deps: ScriptDeps): number {
-  const summary = keySummary(report, keys, deps.now().getTime());
+const OLDER_SHIM = "opening, granted and closing left out: this tenant's shim is older than GET /admin/credits (2026-12-07); upgrade it (pulumi up with this checkout) to have them";
+
+/**
+ * The credits statement of the report's own period (its shown bounds: the month cannot turn
+ * between the two reads), or undefined from a shim older than GET /admin/credits (its 404
+ * not_found), said on stderr: the report is still worth having without it.
+ */
+async function statementFor(client: AdminClient, report: UsageReport, deps: ScriptDeps): Promise<CreditsStatement | undefined> {
+  const period = periodQuery({ from: Date.parse(report.period.start), to: after(report.period.end) });
+  if (period === undefined) return undefined; // a period starting past 9999-12-31: nothing to state
+  try {
+    return await client.credits(period);
+  } catch (err) {
+    if (!(err instanceof AdminApiError && err.status === 404 && err.code === "not_found")) throw err;
+    deps.io.err(OLDER_SHIM);
+    return undefined;
+  }
+}
+
+/** --group key: a line per key that existed in the period, with its balance and status, and its credits statement (key-summary.ts). */
+async function keyReport(client: AdminClient, report: UsageReport, keys: readonly ApiKey[], covered: readonly ApiKey[] | undefined, format: (typeof FORMATS)[number], deps: ScriptDeps): Promise<number> {
+  const summary = keySummary(report, keys, deps.now().getTime(), await statementFor(client, report, deps));
   const of = covered ? ` of ${coverage(covered)}` : "";
   if (format === "csv") {
     deps.io.write(keySummaryCsv(summary));
@@ -222,7 +247,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const covered = values.key === undefined ? undefined : reportedKeys(keys, values.key);
     // --group key sums the API's rows per key and model: the API groups by model or day only.
     const queries = queriesFor({ group: group === "key" ? "model" : group, ...(from ? { from } : {}), ...(to ? { to } : {}) }, covered, deps.now());
-    if (group === "key") return keyReport(await mergedReport(client, queries), covered ?? keys, covered, format, deps);
+    if (group === "key") return keyReport(client, await mergedReport(client, queries), covered ?? keys, covered, format, deps);
     if (format === "csv") {
       // As the shim wrote it (CRLF line ends, RFC 4180): a line-printing \n would mix endings.
       deps.io.write(withKeyNames(await mergedCsv(client, queries), keys));

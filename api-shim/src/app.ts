@@ -26,6 +26,7 @@ import { isAmbiguousPath, urlPath } from "./auth/url-path.ts";
 import { RateLimiter } from "./limits/rate-limit.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { backupRoutes } from "./routes/backup.ts";
+import { creditsRoutes } from "./routes/credits.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { inferenceRoutes } from "./routes/inference.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
@@ -233,6 +234,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   inferenceRoutes(app, ctx);
   usageRoutes(app, ctx);
   adminRoutes(app, ctx);
+  creditsRoutes(app, ctx);
   backupRoutes(app, ctx);
   return app;
 }

@@ -1,5 +1,5 @@
 // A small client for the shim's admin API (docs: api-shim routes/admin.ts): keys, top-ups, usage
-// reports and backups. Every failure becomes an AdminApiError whose message has the HTTP status and
+// reports, credits statements and backups. Every failure becomes an AdminApiError whose message has the HTTP status and
 // the API's own message, plus a hint for the usual operator mistakes, and says whether the API
 // may have acted on the request (what a write's caller must tell the operator). A 429 is waited
 // out (its Retry-After) and the request sent again, a few times, before it is such a failure.
@@ -7,6 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { failedBeforeSending, networkReason, notTheApi, refusedByFetch, UsageError } from "./cli.ts";
 import { credentialStray, trimCredential } from "./credential.ts";
 import { isRedirect, redirectAdvice } from "./redirect.ts";
+export { findKey, keyReference, keyStatus } from "./key-lookup.ts";
 
 /** Where a tenant's admin API is and how to authenticate. */
 export interface AdminTarget {
@@ -73,6 +74,29 @@ export interface UsageRow {
   readonly cost: number;
 }
 
+export interface CreditsQuery {
+  readonly from: string;
+  readonly to: string;
+}
+
+/** A key's credits over a period (GET /admin/credits), in credits: opening + granted − spent = closing. */
+export interface CreditsLine {
+  readonly key_id: string;
+  readonly name: string;
+  readonly opening: number;
+  readonly granted: number;
+  readonly spent: number;
+  readonly closing: number;
+  /** The period's top-ups, each with its note. */
+  readonly top_ups: readonly { readonly at: string; readonly amount: number; readonly note: string | null }[];
+}
+
+export interface CreditsStatement {
+  readonly object: "credits_statement";
+  readonly period: { readonly start: string; readonly end: string };
+  readonly data: readonly CreditsLine[];
+}
+
 export interface UsageReport {
   readonly object: "usage_report";
   readonly period: { readonly start: string; readonly end: string };
@@ -123,6 +147,8 @@ export interface AdminClient {
   usage(query: UsageQuery): Promise<UsageReport>;
   /** The API's own CSV (spreadsheet-safe quoting done by the shim). */
   usageCsv(query: UsageQuery): Promise<string>;
+  /** GET /admin/credits of every key (a shim older than it answers 404 not_found: report-usage.ts). */
+  credits(query: CreditsQuery): Promise<CreditsStatement>;
   /** GET /admin/backup: the ledger's SQLite file, its body to read (backup-ledger.ts); the call, body included, has an hour. */
   backup(): Promise<Response>;
 }
@@ -178,7 +204,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
    * call, and a top-up keeps its Idempotency-Key.
    */
   async function call(method: string, path: string, init: { body?: unknown; headers?: Record<string, string> } = {}): Promise<Response> {
-    const timeoutMs = path.startsWith("/admin/usage") ? timeouts.reportMs : path === "/admin/backup" ? (timeouts.backupMs ?? TIMEOUTS.backupMs) : timeouts.requestMs;
+    const timeoutMs = path.startsWith("/admin/usage") || path.startsWith("/admin/credits") ? timeouts.reportMs : path === "/admin/backup" ? (timeouts.backupMs ?? TIMEOUTS.backupMs) : timeouts.requestMs;
     for (let retry = 1; ; retry++) {
       try {
         return await callOnce(method, path, init, timeoutMs);
@@ -286,6 +312,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
       }
       return csv;
     },
+    credits: async (q) => (await json("GET", `/admin/credits?${new URLSearchParams({ from: q.from, to: q.to })}`, CREDITS_STATEMENT)).body,
     backup: () => call("GET", "/admin/backup"),
   };
 }
@@ -317,6 +344,11 @@ const USAGE_REPORT: Shape<UsageReport> = {
   is: (v): v is UsageReport => isObject(v) && v.object === "usage_report" && Array.isArray(v.data) && isObject(v.period) && typeof v.period.start === "string" && typeof v.period.end === "string",
 };
 
+const CREDITS_STATEMENT: Shape<CreditsStatement> = {
+  what: 'a "credits_statement" object',
+  is: (v): v is CreditsStatement => isObject(v) && v.object === "credits_statement" && Array.isArray(v.data) && isObject(v.period),
+};
+
 /** "401 invalid_admin_token: Invalid admin token. …" plus what to check. */
 async function apiError(res: Response, method: string, path: string, target: AdminTarget): Promise<AdminApiError> {
   const text = await res.text().catch(() => "");
@@ -341,49 +373,6 @@ async function apiError(res: Response, method: string, path: string, target: Adm
     outcome: res.status >= 500 ? "unknown" : "refused", status: res.status, retryAfter: res.headers.get("retry-after"),
     ...(code !== undefined ? { code } : {}), ...(apiMessage !== undefined ? { apiMessage } : {}),
   });
-}
-
-const LISTED_IN_ERRORS = 10; // how many keys a "no such key" message lists: a tenant can have thousands
-
-/** A key as the shim treats it now: revoked, expired (both get 401 and no top-ups), or active. */
-export function keyStatus(k: ApiKey, now = Date.now()): "revoked" | "expired" | "active" {
-  if (k.revoked_at !== null) return "revoked";
-  if (k.expires_at !== null && Date.parse(k.expires_at) <= now) return "expired";
-  return "active";
-}
-
-/**
- * What `--key` refers to: as given first (a SHIM_CONFIG bootstrap key may have a name with spaces
- * at its ends); else trimmed, as the admin API stores names: a pasted " team-07" means team-07.
- */
-export function keyReference(keys: readonly ApiKey[], given: string): string {
-  return keys.some((k) => k.id === given || k.name === given) ? given : given.trim();
-}
-
-/**
- * A key by id, or by name (names are what operators remember, but the shim does not make them
- * unique, so an ambiguous name asks for the id). A name means the key in use (active) that has
- * it; only when none does, the one key that had it and is no longer in use (revoked or expired):
- * such a key is still billed, reported and the target of a top-up retry (which the shim answers
- * from its first reply). A key rotated by expiry, a new one made with its name, is named by it.
- */
-export function findKey(keys: readonly ApiKey[], given: string): ApiKey {
-  const ref = keyReference(keys, given);
-  const byId = keys.find((k) => k.id === ref);
-  if (byId) return byId;
-  const now = Date.now();
-  const named = keys.filter((k) => k.name === ref);
-  const active = named.filter((k) => keyStatus(k, now) === "active");
-  const byName = active.length > 0 ? active : named;
-  if (byName.length === 1) return byName[0]!;
-  if (byName.length > 1) {
-    throw new UsageError(`--key "${ref}" names ${byName.length} ${active.length > 0 ? "" : "revoked or expired "}keys (${byName.map((k) => k.id).join(", ")}); give the id`);
-  }
-  const known = keys.filter((k) => keyStatus(k, now) === "active");
-  if (known.length === 0) throw new UsageError(`--key "${ref}": no key with that id or name; the tenant has no keys in use`);
-  const shown = known.slice(0, LISTED_IN_ERRORS).map((k) => `${k.name} (${k.id})`).join(", ");
-  const more = known.length > LISTED_IN_ERRORS ? `, and ${known.length - LISTED_IN_ERRORS} more (npm run manage-keys -- list)` : "";
-  throw new UsageError(`--key "${ref}": no key with that id or name; keys in use: ${shown}${more}`);
 }
 
 /** Whether `baseUrl` is this machine (loopback): a shim of `npm run shim`, most likely. */

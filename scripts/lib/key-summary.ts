@@ -1,10 +1,12 @@
 // `report-usage --group key`: a line per key for a period, with what it spent and what it has
 // left, for the end of a workshop or a month's bill. Every key that existed in the period is
 // there, those that sent nothing included (the API's report has rows only for keys with usage),
-// with its balance and status now, from the key list the report already reads for names.
+// with its balance and status now, from the key list the report already reads for names, and,
+// from a shim that has GET /admin/credits, its balance when the period began and ended and the
+// credits granted in it.
 import { csvLine } from "../../api-shim/src/csv-cell.ts";
 import { creditsNumber, formatCredits, parseCredits } from "../../api-shim/src/money/money.ts";
-import { type ApiKey, keyStatus, type UsageReport, type UsageRow } from "./admin-client.ts";
+import { type ApiKey, type CreditsLine, type CreditsStatement, keyStatus, type UsageReport, type UsageRow } from "./admin-client.ts";
 import { formatTable } from "./table.ts";
 
 /** A key's line: its usage in the period, summed over models, and its balance and status now. */
@@ -19,7 +21,20 @@ export interface KeySummaryRow {
   /** Null for a key the list does not have (it cannot be: keys are never deleted, only revoked). */
   readonly balance: number | null;
   readonly status: "active" | "revoked" | "expired" | null;
+  /**
+   * Its balance when the period began, the credits granted in it (at creation, top-ups) and its
+   * balance when it ended (GET /admin/credits): absent when the shim is older than that route.
+   * opening + granted − cost = closing, once the period is over (cost is read first: a request
+   * settled between the two reads of a period still running is in `closing` alone).
+   */
+  readonly opening?: number;
+  readonly granted?: number;
+  readonly closing?: number;
+  /** The period's top-ups with their notes (the JSON's alone: the table and the CSV have a line per key). */
+  readonly top_ups?: CreditsLine["top_ups"];
 }
+
+type CreditsMembers = Pick<KeySummaryRow, "opening" | "granted" | "closing" | "top_ups">;
 
 export interface KeySummary {
   readonly object: "usage_report";
@@ -29,8 +44,8 @@ export interface KeySummary {
   readonly totals: Omit<KeySummaryRow, "key_id" | "key_name" | "status" | "balance"> & { readonly balance: number };
 }
 
-/** An instant a report shows; its end is the last second (or millisecond) inside the period. */
-const after = (shownEnd: string): number => Date.parse(shownEnd) + (/\.\d+Z$/.test(shownEnd) ? 1 : 1000);
+/** An instant a report shows; its end is the last second (or millisecond) inside the period: the instant after it. */
+export const after = (shownEnd: string): number => Date.parse(shownEnd) + (/\.\d+Z$/.test(shownEnd) ? 1 : 1000);
 
 /** Whether a key could be used at some time in the period: made before its end, neither revoked nor expired before its start. */
 function existedIn(k: ApiKey, period: UsageReport["period"]): boolean {
@@ -45,7 +60,14 @@ function existedIn(k: ApiKey, period: UsageReport["period"]): boolean {
  * period, in the list's order (creation), and per key the report has rows for besides; `report`'s
  * rows (per key and model, or day) summed per key, costs in micro-credits so the sums are exact.
  */
-export function keySummary(report: UsageReport, keys: readonly ApiKey[], now = Date.now()): KeySummary {
+export function keySummary(report: UsageReport, keys: readonly ApiKey[], now = Date.now(), statement?: CreditsStatement): KeySummary {
+  const credits = new Map(statement?.data.map((l) => [l.key_id, l]));
+  // A key without a line had no ledger row before the period's end: 0 at both ends, nothing granted.
+  const creditsOf = (id: string): CreditsMembers => {
+    if (!statement) return {};
+    const l = credits.get(id);
+    return { opening: l?.opening ?? 0, granted: l?.granted ?? 0, closing: l?.closing ?? 0, top_ups: l?.top_ups ?? [] };
+  };
   const rows = new Map<string, UsageRow[]>();
   for (const r of report.data) {
     const of = rows.get(r.key_id);
@@ -63,7 +85,7 @@ export function keySummary(report: UsageReport, keys: readonly ApiKey[], now = D
     return {
       key_id: id, key_name: key?.name ?? "", requests: sum((r) => r.requests), prompt_tokens: sum((r) => r.prompt_tokens),
       completion_tokens: sum((r) => r.completion_tokens), total_tokens: sum((r) => r.total_tokens), cost: creditsNumber(cost),
-      balance: key ? key.balance : null, status: key ? keyStatus(key, now) : null, micro: cost,
+      balance: key ? key.balance : null, status: key ? keyStatus(key, now) : null, ...creditsOf(id), micro: cost,
     };
   };
   const lines = [...listed.map((k) => line(k.id, k)), ...unlisted.map((id) => line(id, undefined))];
@@ -75,15 +97,24 @@ export function keySummary(report: UsageReport, keys: readonly ApiKey[], now = D
       requests: total((l) => l.requests), prompt_tokens: total((l) => l.prompt_tokens), completion_tokens: total((l) => l.completion_tokens),
       total_tokens: total((l) => l.total_tokens), cost: creditsNumber(lines.reduce((s, l) => s + l.micro, 0)),
       balance: creditsNumber(total((l) => micro(l.balance ?? 0))),
+      ...(statement ? {
+        opening: creditsNumber(total((l) => micro(l.opening!))), granted: creditsNumber(total((l) => micro(l.granted!))),
+        closing: creditsNumber(total((l) => micro(l.closing!))),
+      } : {}),
     },
   };
 }
 
 /** The summary as CSV, in the shim's CSV's style: its columns' names, formula-safe cells (csvCell), CRLF line ends. */
 export function keySummaryCsv(summary: KeySummary): string {
-  const header = ["key_id", "key_name", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "balance", "status"];
-  const credits = (v: number | null) => (v === null ? "" : formatCredits(parseCredits(v) ?? 0));
-  const lines = summary.data.map((r) => [r.key_id, r.key_name, r.requests, r.prompt_tokens, r.completion_tokens, r.total_tokens, credits(r.cost), credits(r.balance), r.status ?? ""]);
+  // The statement's columns last: a spreadsheet or script reading the earlier ones by position keeps working.
+  const statement = hasStatement(summary);
+  const header = ["key_id", "key_name", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "balance", "status", ...(statement ? ["opening", "granted", "closing"] : [])];
+  const credits = (v: number | null | undefined) => (v === null || v === undefined ? "" : formatCredits(parseCredits(v) ?? 0));
+  const lines = summary.data.map((r) => [
+    r.key_id, r.key_name, r.requests, r.prompt_tokens, r.completion_tokens, r.total_tokens, credits(r.cost), credits(r.balance), r.status ?? "",
+    ...(statement ? [credits(r.opening), credits(r.granted), credits(r.closing)] : []),
+  ]);
   return [header, ...lines].map(csvLine).join("");
 }
 
@@ -93,6 +124,8 @@ export function formatKeySummary(summary: KeySummary, head: string): string {
   type Line = Omit<KeySummaryRow, "balance" | "status"> & { balance: number | string; status: string };
   const lines: Line[] = summary.data.map((r) => ({ ...r, key_name: r.key_name || "?", balance: r.balance ?? "-", status: r.status ?? "-" }));
   lines.push({ key_id: "TOTAL", key_name: "", ...summary.totals, status: "" });
+  // With the statement, the credits read left to right as the month went: OPENING + GRANTED − SPENT = CLOSING.
+  const statement = hasStatement(summary);
   return `${head}\n\n${formatTable<Line>([
     { header: "KEY", value: (l) => l.key_id },
     { header: "NAME", value: (l) => l.key_name },
@@ -100,8 +133,13 @@ export function formatKeySummary(summary: KeySummary, head: string): string {
     { header: "PROMPT", value: (l) => l.prompt_tokens },
     { header: "COMPLETION", value: (l) => l.completion_tokens },
     { header: "TOKENS", value: (l) => l.total_tokens },
-    { header: "CREDITS", value: (l) => l.cost },
+    ...(statement ? [{ header: "OPENING", value: (l: Line) => l.opening!, align: "right" as const }, { header: "GRANTED", value: (l: Line) => l.granted!, align: "right" as const }] : []),
+    { header: statement ? "SPENT" : "CREDITS", value: (l) => l.cost },
+    ...(statement ? [{ header: "CLOSING", value: (l: Line) => l.closing!, align: "right" as const }] : []),
     { header: "BALANCE", value: (l) => l.balance, align: "right" },
     { header: "STATUS", value: (l) => l.status, align: "left" },
   ], lines)}`;
 }
+
+/** Whether the summary has the credits statement's members (the shim had GET /admin/credits). */
+const hasStatement = (summary: KeySummary): boolean => summary.totals.opening !== undefined;

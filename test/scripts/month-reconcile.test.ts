@@ -1,24 +1,31 @@
-import { readFileSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Clock } from "../../api-shim/src/clock.ts";
 import { parseCredits } from "../../api-shim/src/money/money.ts";
+import { memoryIo } from "../../scripts/lib/cli.ts";
+import { main } from "../../scripts/report-usage.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { tempDir } from "../support/tools.ts";
+import { FakePulumi } from "./fake-pulumi.ts";
 
 /**
- * docs/operations.md, "A month's invoice, reconciled with the ledger": the query an operator runs
- * on a `backup-ledger` copy to put a month's credits granted and spent, and the balances at its
- * bounds, beside the month's usage report. Run as the docs print it on the shim's own backup of a
- * ledger with a month before, the month, and a month after, so a change of the ledger's schema
- * (or of what a report counts) that leaves the docs wrong fails here.
+ * docs/operations.md, "A month's invoice, reconciled with the ledger": the commands an operator
+ * runs to put a month's credits granted and spent, and the balances at its bounds, beside the
+ * month's usage report, run as the docs print them (against the shim's URL rather than a stack)
+ * on a ledger with a month before, the month, and a month after, and the top-ups with their
+ * notes through the docs' jq filter. A change of the ledger or of what a report counts that
+ * leaves the docs wrong fails here.
  */
 const ROOT = join(import.meta.dirname, "..", "..");
 const doc = readFileSync(join(ROOT, "docs", "operations.md"), "utf8");
 const section = doc.slice(doc.indexOf("#### A month's invoice, reconciled with the ledger"));
-const monthQuery = /sqlite3 -header -csv \S+ "\n([\s\S]*?)" >/.exec(section)![1]!;
-const topUpsQuery = /`(SELECT key_id, datetime[^`]*)`/.exec(section)![1]!;
+/** A command of the section's block, as report-usage's arguments after `--stack acme`, by the file it writes. */
+const command = (file: string) => [...section.slice(0, section.indexOf("```\n\n")).matchAll(/npm run --silent report-usage -- --stack acme (.*?) > (\S+)\n/g)]
+  .find((m) => m[2] === file)![1]!.split(" ");
+/** The top-ups' command: report-usage's arguments, and the jq filter its JSON goes through. */
+const topUps = /npm run --silent report-usage -- --stack acme (.*?) \|\n\s+jq -r '([^']*)' > acme-2026-11-top-ups\.csv\n/.exec(section)!;
 
 /** The system's clock moved to a chosen instant on demand, time passing from there as it does. */
 function jumpingClock(startMs: number): Clock & { jump(toMs: number): void } {
@@ -31,7 +38,14 @@ function jumpingClock(startMs: number): Clock & { jump(toMs: number): void } {
   };
 }
 
-describe("the docs' month reconciliation query on a backup of the ledger", () => {
+/** The CSV's lines as objects of its header's columns. */
+function csvRecords(csv: string): Record<string, string>[] {
+  const [header, ...lines] = csv.replace(/\r\n$/, "").split("\r\n");
+  const names = header!.split(",");
+  return lines.map((l) => Object.fromEntries(l.split(",").map((v, i) => [names[i], v])));
+}
+
+describe("the docs' month reconciliation", () => {
   const clock = jumpingClock(Date.UTC(2026, 9, 20, 12));
   let h: Harness;
   const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hello there" }], max_tokens: 5 };
@@ -40,7 +54,16 @@ describe("the docs' month reconciliation query on a backup of the ledger", () =>
   });
   afterAll(() => h.close());
 
-  it("per key: opening + granted − spent = closing; spent is the month's report cost, granted the month's grants and top-ups, closing the balance the month ended with", async () => {
+  /** report-usage with the docs' arguments (those for `file`), against the harness's shim: its stdout. */
+  async function run(file: string | string[]): Promise<string> {
+    const io = memoryIo();
+    const code = await main(["--url", h.url, ...(typeof file === "string" ? command(file) : file)], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir(), now: () => new Date(clock.now()) });
+    expect(code, io.stderr.join("\n")).toBe(0);
+    expect(io.stderr).toEqual([]);
+    return io.stdout.join("");
+  }
+
+  it("per key: opening + granted − cost = closing; cost is the month's usage CSV's, granted the month's grants and top-ups, closing the balance the month ended with", async () => {
     const alice = await h.createKey({ name: "alice", credits: 100 }); // October: before the month
     await h.client(alice.key).chat.completions.create(chat);
     const balance = async (id: string) => ((await (await h.admin("/admin/keys")).json()) as { data: { id: string; balance: number }[] }).data.find((k) => k.id === id)!.balance;
@@ -58,28 +81,22 @@ describe("the docs' month reconciliation query on a backup of the ledger", () =>
     clock.jump(Date.UTC(2026, 11, 2, 12)); // December: after it
     await h.client(alice.key).chat.completions.create(chat);
 
-    const report = (await (await h.admin("/admin/usage?from=2026-11-01&to=2026-11-30")).json()) as { data: { key_id: string; cost: number }[] };
-    const cost = (id: string) => report.data.filter((r) => r.key_id === id).reduce((s, r) => s + parseCredits(r.cost)!, 0);
+    const usage = csvRecords(await run("acme-2026-11-usage.csv"));
+    const cost = (id: string) => usage.filter((r) => r.key_id === id).reduce((s, r) => s + parseCredits(r.cost!)!, 0);
+    const credits = csvRecords(await run("acme-2026-11-credits.csv"));
+    const micro = (l: Record<string, string>) => ({ opening: parseCredits(l.opening!)!, granted: parseCredits(l.granted!)!, cost: parseCredits(l.cost!)!, closing: parseCredits(l.closing!)! });
+    const a = micro(credits.find((l) => l.key_id === alice.id)!);
+    const b = micro(credits.find((l) => l.key_id === bob.id)!);
+    expect(credits.find((l) => l.key_id === alice.id)!.key_name).toBe("alice");
+    expect(a).toEqual({ opening: parseCredits(octoberEnd), granted: 50_000_000, cost: cost(alice.id), closing: parseCredits(novemberEnd.alice) });
+    expect(b).toEqual({ opening: 0, granted: 30_000_000, cost: cost(bob.id), closing: parseCredits(novemberEnd.bob) });
+    for (const k of [a, b]) expect(k.opening + k.granted - k.cost).toBe(k.closing);
+    expect(a.cost).toBeGreaterThan(2_000_000); // two requests at 1 credit and their tokens
 
-    const res = await h.admin("/admin/backup");
-    expect(res.status).toBe(200);
-    const file = join(tempDir("reconcile-"), "ledger.db");
-    writeFileSync(file, Buffer.from(await res.arrayBuffer()));
-    const db = new Database(file, { readonly: true });
-    try {
-      type Line = { key_id: string; key_name: string; opening: string; granted: string; spent: string; closing: string };
-      const lines = db.prepare<[], Line>(monthQuery).all();
-      const micro = (l: Line) => ({ opening: parseCredits(l.opening)!, granted: parseCredits(l.granted)!, spent: parseCredits(l.spent)!, closing: parseCredits(l.closing)! });
-      const a = micro(lines.find((l) => l.key_id === alice.id)!);
-      const b = micro(lines.find((l) => l.key_id === bob.id)!);
-      expect(lines.find((l) => l.key_id === alice.id)!.key_name).toBe("alice");
-      expect(a).toEqual({ opening: parseCredits(octoberEnd), granted: 50_000_000, spent: cost(alice.id), closing: parseCredits(novemberEnd.alice) });
-      expect(b).toEqual({ opening: 0, granted: 30_000_000, spent: cost(bob.id), closing: parseCredits(novemberEnd.bob) });
-      for (const k of [a, b]) expect(k.opening + k.granted - k.spent).toBe(k.closing);
-      expect(a.spent).toBeGreaterThan(2_000_000); // two requests at 1 credit and their tokens
-      expect(db.prepare(topUpsQuery).all()).toEqual([{ key_id: alice.id, at: expect.stringMatching(/^2026-11-10 12:00:\d\d$/), credits: 50, note: "invoice 1042" }]);
-    } finally {
-      db.close();
-    }
+    // The top-ups with their notes: the docs' report through their jq filter, a CSV line each.
+    const json = await run(topUps[1]!.split(" "));
+    const jq = spawnSync("jq", ["-r", topUps[2]!], { input: json, encoding: "utf8" });
+    expect(jq.status, jq.stderr).toBe(0);
+    expect(jq.stdout).toMatch(new RegExp(`^"${alice.id}","2026-11-10T12:00:\\d\\d\\.\\d{3}Z",50,"invoice 1042"\n$`));
   });
 });

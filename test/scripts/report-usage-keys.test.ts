@@ -1,5 +1,7 @@
 // report-usage --group key: the end of a workshop's day, a line per attendee's key, against a real
 // shim (found by an evaluator playing an organiser, who joined `list --json` and the usage with jq).
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import type { ApiKey, UsageRow } from "../../scripts/lib/admin-client.ts";
@@ -49,6 +51,27 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
+/**
+ * The shim at `target` as one from before GET /admin/credits: that route answered as its router
+ * answered an unknown one (404 not_found, its error object), or with `credits`; every other
+ * request passed on.
+ */
+async function olderShim(target: string, credits = { status: 404, code: "not_found", message: "Unknown route: GET /admin/credits" }): Promise<{ url: string; close: () => Promise<void> }> {
+  const server = createServer((req, res) => {
+    if (req.url?.startsWith("/admin/credits")) {
+      res.writeHead(credits.status, { "content-type": "application/json" });
+      return res.end(JSON.stringify({ error: { message: credits.message, type: "invalid_request_error", param: null, code: credits.code } }));
+    }
+    void fetch(target + req.url, { headers: { authorization: req.headers.authorization ?? "" } }).then(async (answer) => {
+      res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "text/plain" });
+      res.end(Buffer.from(await answer.arrayBuffer()));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
 async function report(argv: string[]) {
   const io = memoryIo();
   const code = await main(["--url", h.url, "--group", "key", ...argv], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir(), now: () => new Date(clock.now()) });
@@ -77,7 +100,15 @@ describe("report-usage --group key", () => {
       ["ws-cid", 1, lost.get(ids["ws-cid"]!), (100e6 - lost.get(ids["ws-cid"]!)!) / 1e6, "revoked"],
       ["=ws-eve", 0, 0, 20, "expired"],
     ]); // ws-old, revoked in January, did not exist in February
-    expect(json.data[1]).toEqual({ key_id: ids["ws-bob"], key_name: "ws-bob", requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, balance: 50, status: "active" });
+    expect(json.data[1]).toEqual({ key_id: ids["ws-bob"], key_name: "ws-bob", requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, balance: 50, status: "active", opening: 0, granted: 50, closing: 50, top_ups: [] });
+    // The credits statement (GET /admin/credits): made in February, so nothing at its start, their
+    // credits granted in it, and what is left at its end (the balance now: nothing since).
+    expect(json.data.map((d) => [d.key_name, d.opening, d.granted, d.closing])).toEqual([
+      ["ws-ann", 0, 100, (100e6 - lost.get(ids["ws-ann"]!)!) / 1e6], ["ws-bob", 0, 50, 50],
+      ["ws-cid", 0, 100, (100e6 - lost.get(ids["ws-cid"]!)!) / 1e6], ["=ws-eve", 0, 20, 20],
+    ]);
+    for (const d of json.data) expect(Math.round((d.opening! + d.granted! - d.cost) * 1e6)).toBe(Math.round(d.closing! * 1e6));
+    expect(json.totals).toMatchObject({ opening: 0, granted: 270, closing: json.data.reduce((s, d) => s + d.balance!, 0) });
     const ann = json.data[0]!;
     expect(ann.total_tokens).toBe(ann.prompt_tokens + ann.completion_tokens);
     expect(ann.total_tokens).toBeGreaterThan(0);
@@ -89,18 +120,19 @@ describe("report-usage --group key", () => {
     expect(r.code, r.err).toBe(0);
     expect(r.out).toMatch(/^([^\r\n]*\r\n)+$/);
     const [header, ...rows] = r.out.replace(/\r\n$/, "").split("\r\n");
-    expect(header).toBe("key_id,key_name,requests,prompt_tokens,completion_tokens,total_tokens,cost,balance,status");
+    // The statement's columns after the earlier ones, which keep their places.
+    expect(header).toBe("key_id,key_name,requests,prompt_tokens,completion_tokens,total_tokens,cost,balance,status,opening,granted,closing");
     expect(rows).toHaveLength(4);
-    expect(rows[1]).toBe(`${ids["ws-bob"]},ws-bob,0,0,0,0,0,50,active`);
-    expect(rows[2]).toMatch(new RegExp(`^${ids["ws-cid"]},ws-cid,1,\\d+,\\d+,\\d+,[\\d.]+,[\\d.]+,revoked$`));
-    expect(rows[3]).toBe(`${ids["=ws-eve"]},'=ws-eve,0,0,0,0,0,20,expired`);
+    expect(rows[1]).toBe(`${ids["ws-bob"]},ws-bob,0,0,0,0,0,50,active,0,50,50`);
+    expect(rows[2]).toMatch(new RegExp(`^${ids["ws-cid"]},ws-cid,1,\\d+,\\d+,\\d+,[\\d.]+,([\\d.]+),revoked,0,100,\\1$`));
+    expect(rows[3]).toBe(`${ids["=ws-eve"]},'=ws-eve,0,0,0,0,0,20,expired,0,20,20`);
   });
 
   it("the table: a line per key with BALANCE and STATUS, and a TOTAL", async () => {
     const r = await report([]);
     expect(r.code, r.err).toBe(0);
-    expect(r.out).toMatch(/^Usage 2026-02-01T00:00:00Z to 2026-02-28T23:59:59Z, per key, with balances now\n\nKEY +NAME +REQUESTS +PROMPT +COMPLETION +TOKENS +CREDITS +BALANCE +STATUS\n/);
-    expect(r.out).toMatch(new RegExp(`^${ids["ws-bob"]} +ws-bob +0 +0 +0 +0 +0 +50 +active$`, "m"));
+    expect(r.out).toMatch(/^Usage 2026-02-01T00:00:00Z to 2026-02-28T23:59:59Z, per key, with balances now\n\nKEY +NAME +REQUESTS +PROMPT +COMPLETION +TOKENS +OPENING +GRANTED +SPENT +CLOSING +BALANCE +STATUS\n/);
+    expect(r.out).toMatch(new RegExp(`^${ids["ws-bob"]} +ws-bob +0 +0 +0 +0 +0 +50 +0 +50 +50 +active$`, "m"));
     expect(r.out).toMatch(new RegExp(`^${ids["ws-cid"]} +ws-cid +1 .* revoked$`, "m"));
     expect(r.out).toMatch(/^TOTAL +3 /m);
   });
@@ -115,10 +147,80 @@ describe("report-usage --group key", () => {
     expect((JSON.parse(one.out) as KeySummary).data.map((d) => d.key_name)).toEqual(["ws-bob"]);
   });
 
+  it("a period that starts after the grants and requests: opening is the balance then, nothing granted or spent", async () => {
+    const r = await report(["--from", "2026-02-15T13:00:00Z", "--to", "2026-02-28", "--format", "json"]);
+    expect(r.code, r.err).toBe(0);
+    const json = JSON.parse(r.out) as KeySummary;
+    expect(json.data.map((d) => [d.key_name, d.opening, d.granted, d.cost, d.closing])).toEqual(json.data.map((d) => [d.key_name, d.balance, 0, 0, d.balance]));
+    expect(json.data.map((d) => d.key_name)).toEqual(["ws-ann", "ws-bob", "=ws-eve"]); // ws-cid was revoked before it
+    expect(json.data[0]!.opening).toBeLessThan(100);
+  });
+
+  it("a shim older than GET /admin/credits: the report without opening, granted and closing, and one stderr line saying why", async () => {
+    const older = await olderShim(h.url);
+    try {
+      const io = memoryIo();
+      const run = (format: string) => main(["--url", older.url, "--group", "key", "--format", format], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir(), now: () => new Date(clock.now()) });
+      expect(await run("json"), io.stderr.join("\n")).toBe(0);
+      const json = JSON.parse(io.stdout.join("\n")) as KeySummary;
+      expect(json.data[1]).toEqual({ key_id: ids["ws-bob"], key_name: "ws-bob", requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, balance: 50, status: "active" });
+      expect(json.totals).not.toHaveProperty("opening");
+      expect(io.stderr).toEqual(["opening, granted and closing left out: this tenant's shim is older than GET /admin/credits (2026-12-07); upgrade it (pulumi up with this checkout) to have them"]);
+      io.stdout.length = 0;
+      expect(await run("csv")).toBe(0);
+      expect(io.stdout.join("").split("\r\n")[0]).toBe("key_id,key_name,requests,prompt_tokens,completion_tokens,total_tokens,cost,balance,status");
+      expect(io.stdout.join("").split("\r\n")[2]).toBe(`${ids["ws-bob"]},ws-bob,0,0,0,0,0,50,active`);
+      io.stdout.length = 0;
+      expect(await run("table")).toBe(0);
+      expect(io.stdout.join("\n")).toMatch(/\nKEY +NAME +REQUESTS +PROMPT +COMPLETION +TOKENS +CREDITS +BALANCE +STATUS\n/);
+      expect(io.stderr).toHaveLength(3); // one line a run
+    } finally {
+      await older.close();
+    }
+  });
+
+  it.each([
+    [503, "store_unavailable", /GET \/admin\/credits failed: 503 store_unavailable: The store is unavailable/],
+    [404, "not_the_route", /GET \/admin\/credits failed: 404 not_the_route: Something else/], // a 404 that is not the router's not_found
+  ])("GET /admin/credits answering %i %s: the report fails, rather than leaving the credits out as if the shim were older", async (status, code, said) => {
+    const failing = await olderShim(h.url, { status, code, message: status === 503 ? "The store is unavailable." : "Something else." });
+    try {
+      const io = memoryIo();
+      const exit = await main(["--url", failing.url, "--group", "key"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir(), now: () => new Date(clock.now()) });
+      expect(exit).toBe(1);
+      expect(io.stderr.join("\n")).toMatch(said);
+      expect(io.stdout).toEqual([]);
+    } finally {
+      await failing.close();
+    }
+  });
+
+  it("a period ending a millisecond after a key's grant: the statement covers the report's period to its last instant", async () => {
+    const made = ((await (await h.admin("/admin/keys")).json()) as { data: ApiKey[] }).data.find((k) => k.id === ids["ws-bob"])!.created_at;
+    const r = await report(["--from", "2026-02-01", "--to", new Date(Date.parse(made) + 1).toISOString(), "--key", "ws-bob", "--format", "json"]);
+    expect(r.code, r.err).toBe(0);
+    const json = JSON.parse(r.out) as KeySummary;
+    expect(json.period.end).toBe(made);
+    expect(json.data).toEqual([expect.objectContaining({ key_name: "ws-bob", opening: 0, granted: 50, closing: 50 })]);
+  });
+
   it("a period before any key: no lines", async () => {
     const r = await report(["--from", "2025-01-01", "--to", "2025-01-31"]);
     expect(r.code, r.err).toBe(0);
     expect(r.out).toBe("Usage 2025-01-01T00:00:00Z to 2025-01-31T23:59:59Z, per key, with balances now: no keys.");
+  });
+});
+
+describe("report-usage --group key after a top-up", () => {
+  it("JSON: the period's top-ups with their notes on the key's line, in granted; the CSV and the table a line per key still", async () => {
+    const topUp = await h.admin(`/admin/keys/${ids["ws-bob"]}/credits`, { method: "POST", body: JSON.stringify({ amount: 5, note: "invoice 7" }) });
+    expect(topUp.status).toBe(200);
+    const r = await report(["--format", "json"]);
+    expect(r.code, r.err).toBe(0);
+    const bob = (JSON.parse(r.out) as KeySummary).data.find((d) => d.key_name === "ws-bob")!;
+    expect(bob).toMatchObject({ opening: 0, granted: 55, closing: 55, balance: 55, top_ups: [{ at: new Date(clock.now()).toISOString(), amount: 5, note: "invoice 7" }] });
+    const csv = await report(["--format", "csv"]);
+    expect(csv.out.split("\r\n").find((l) => l.startsWith(ids["ws-bob"]!))).toBe(`${ids["ws-bob"]},ws-bob,0,0,0,0,0,55,active,0,55,55`);
   });
 });
 

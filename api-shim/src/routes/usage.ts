@@ -9,6 +9,7 @@ import { untilLeftOrCut } from "../client/client-left.ts";
 import { parsePeriod, showPeriod } from "../requests/period.ts";
 import { ReportsBusyError, type UsageGroup, type UsageQuery } from "../store/store.ts";
 import { type UsageBatches, usageBatches } from "../store/usage-batches.ts";
+import type { CreditsLine, CreditsQuery } from "../store/credits-statement.ts";
 
 /** GET /v1/usage: the calling key's usage in seed 004's shape, plus its remaining credits. */
 export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
@@ -60,7 +61,15 @@ export function usageReportBatches(ctx: ShimContext, request: FastifyRequest, re
   return report(ctx, request, reply, query, (q) => ctx.store.usage({ ...q, batched: true }).then(usageBatches));
 }
 
-async function report<T>(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, query: Omit<UsageQuery, "signal" | "asker">, ask: (q: UsageQuery) => Promise<T>): Promise<T> {
+/**
+ * A credits statement (GET /admin/credits) as a usage report is asked: in its asker's line, given
+ * up when its client leaves, a 429 when too many wait.
+ */
+export function creditsReport(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, query: Omit<CreditsQuery, "signal" | "asker">): Promise<CreditsLine[]> {
+  return report(ctx, request, reply, query, (q) => ctx.store.credits(q));
+}
+
+async function report<Q extends object, T>(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, query: Q, ask: (q: Q & { asker: string | null; signal: AbortSignal }) => Promise<T>): Promise<T> {
   const asker = request.auth?.key.id ?? null;
   try {
     return await untilLeftOrCut(request, reply, (signal) => ask({ ...query, asker, signal }));

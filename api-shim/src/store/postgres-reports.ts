@@ -4,6 +4,7 @@ import { rejectOnAbort } from "../promises.ts";
 import { reportCursor } from "./postgres-report-cursor.ts";
 import { allRows, openReport, REPORT_TIMEOUT_MS, type ReportOpening } from "./report-reader.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
+import { creditsColumns, type CreditsLine, type CreditsQuery, topUpRows } from "./credits-statement.ts";
 import { REPORTED_SQL, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 import { firstAndRest, REPORT_BATCH_ROWS, type UsageRest } from "./usage-batches.ts";
 
@@ -56,6 +57,17 @@ export function reportSql(q: Pick<UsageQuery, "keyId" | "group">): string {
       sum(prompt_tokens)::bigint AS "promptTokens", sum(completion_tokens)::bigint AS "completionTokens", (-sum(amount))::bigint AS cost
     FROM ledger WHERE kind = 'usage' AND ${REPORTED_SQL} AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
     GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}`;
+}
+
+/**
+ * A credits statement's SQL: $1 and $2 the period, $3 the key (a statement of one key). Every
+ * ledger row before $2 is read once, through (key_id, at) for one key.
+ */
+export function creditsSql(q: Pick<CreditsQuery, "keyId">): string {
+  return `SELECT l.key_id AS "keyId", k.name, ${creditsColumns("$1", (sum) => `(${sum})::bigint`)},
+      coalesce(json_agg(json_build_object('at', l.at, 'amount', l.amount, 'note', l.ref) ORDER BY l.at, l.id) FILTER (WHERE ${topUpRows("$1")}), '[]') AS "topUps"
+    FROM ledger l JOIN keys k ON k.id = l.key_id WHERE l.at < $2 ${q.keyId === null ? "" : "AND l.key_id = $3"}
+    GROUP BY l.key_id, k.name ORDER BY l.key_id COLLATE "C"`;
 }
 
 /** Tests' bounds (the store's are the defaults). */
@@ -122,9 +134,25 @@ export class UsageReports {
    * per row: a month of one busy key is tens of millions of rows.
    */
   private batches(q: UsageQuery, opening: ReportOpening): Promise<UsageRest> {
-    const mark = reportMark();
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
-    const { asker } = q;
+    return this.statement(q.asker, reportSql(q), values, q.group === "day", opening);
+  }
+
+  /**
+   * A credits statement (credits-statement.ts), as a report: in the operator's line, with its
+   * bound, cancelled when its asker leaves. One line per key: it comes in one FETCH or a few.
+   */
+  credits(q: CreditsQuery): Promise<CreditsLine[]> {
+    const opening = openReport(q.signal, this.closing.signal);
+    const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
+    // The cursor's rows are the statement's lines (its bigints come as numbers: postgres-client.ts).
+    const rows = this.statement(q.asker, creditsSql(q), values, false, opening).then(allRows) as Promise<unknown> as Promise<CreditsLine[]>;
+    return rejectOnAbort(rows, opening.signal);
+  }
+
+  /** A report's statement (`sql`, its `values`) read through a cursor in its asker's line; `day`: its groups are day numbers. */
+  private statement(asker: string | null, sql: string, values: unknown[], day: boolean, opening: ReportOpening): Promise<UsageRest> {
+    const mark = reportMark();
     const { signal } = opening;
     const report = () => this.tx(async (c) => {
       // Bounds for this transaction alone: each statement (the first FETCH runs the grouping and
@@ -132,12 +160,12 @@ export class UsageReports {
       // margin (SERVER_IDLE_MARGIN_MS). The planner plans for every row (a cursor's default is
       // for the first tenth), as for the single statement a report was.
       await c.query(`SET LOCAL statement_timeout = ${REPORT_TIMEOUT_MS}; SET LOCAL idle_in_transaction_session_timeout = ${this.idleMs + this.serverIdleMarginMs}; SET LOCAL cursor_tuple_fraction = 1`);
-      await this.cancellable(c, mark, { text: `${mark} DECLARE report NO SCROLL CURSOR WITHOUT HOLD FOR ${reportSql(q)}`, values }, signal);
+      await this.cancellable(c, mark, { text: `${mark} DECLARE report NO SCROLL CURSOR WITHOUT HOLD FOR ${sql}`, values }, signal);
       const cursor = reportCursor({
         fetch: () => this.cancellable(c, mark, { text: `${mark} FETCH ${REPORT_BATCH_ROWS} FROM report` }, signal),
         keepAlive: () => this.cancellable(c, mark, { text: `${mark} SELECT 1` }, signal),
         keepAliveMs: this.serverIdleMarginMs / 2,
-        rows: REPORT_BATCH_ROWS, day: q.group === "day", idleMs: this.idleMs, signal,
+        rows: REPORT_BATCH_ROWS, day, idleMs: this.idleMs, signal,
       });
       await opening.read(cursor);
       await cursor.done; // the transaction ends (COMMIT, or ROLLBACK when a FETCH failed), and the turn passes on

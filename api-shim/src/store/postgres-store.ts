@@ -17,6 +17,7 @@ import type {
   AuditRow, BootstrapResult, KeyChanges, KeyDetails, KeyRecord, KeyUpdateResult, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
   TopUpInput, TopUpResult, UsageGroup, UsageQuery,
 } from "./store.ts";
+import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
 import { asStoreError, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, StoreUnavailableError } from "./store.ts";
 
 export type { PostgresStoreOptions } from "./postgres-options.ts";
@@ -26,22 +27,20 @@ export const SHUTDOWN_MS = 2000;
 const CUT_MS = 250;
 
 /**
- * The store for several shim replicas (`SHIM_DATABASE_URL=postgres://…`). Unlike the SQLite
- * store, which decides holds in one process's memory, every decision is made by Postgres:
- * a hold is a conditional UPDATE of the key row, so any number of replicas admit exactly what
- * the balance covers. Schema in postgres-migrations.ts, statements in postgres-sql.ts.
+ * The store for several shim replicas (`SHIM_DATABASE_URL=postgres://…`). Unlike the SQLite store, which decides holds
+ * in one process's memory, every decision is made by Postgres: a hold is a conditional UPDATE of the key row, so any
+ * number of replicas admit exactly what the balance covers. Schema in postgres-migrations.ts, statements in
+ * postgres-sql.ts.
  *
- * Durability: request-path commits use `synchronous_commit = off` (a Postgres crash can lose
- * the last fraction of a second of them, whole, never half; the same trade as the SQLite store's
- * `synchronous = NORMAL`), so a hot key's row lock is held for a statement, not a disk flush.
- * Admin writes (keys, top-ups) commit synchronously.
+ * Durability: request-path commits use `synchronous_commit = off` (a Postgres crash can lose the last fraction of a
+ * second of them, whole, never half; the same trade as the SQLite store's `synchronous = NORMAL`), so a hot key's row
+ * lock is held for a statement, not a disk flush. Admin writes (keys, top-ups) commit synchronously.
  *
- * Failure: while the database cannot be reached (or takes no writes) every call is a
- * StoreUnavailableError (503) and the replica keeps running; it recovers by itself. Unlike the
- * SQLite store it never needs a restart to make its books certain: a hold whose reserve or settle
- * failed is released (uncharged) once the database answers, a settlement whose answer was lost is
- * looked up before its client is answered, and the liveness lock is taken back with the holds
- * still in flight.
+ * Failure: while the database cannot be reached (or takes no writes) every call is a StoreUnavailableError (503) and
+ * the replica keeps running; it recovers by itself. Unlike the SQLite store it never needs a restart to make its books
+ * certain: a hold whose reserve or settle failed is released (uncharged) once the database answers, a settlement whose
+ * answer was lost is looked up before its client is answered, and the liveness lock is taken back with the holds still
+ * in flight.
  */
 export class PostgresStore implements Store {
   private closing = false;
@@ -55,8 +54,8 @@ export class PostgresStore implements Store {
   /** Whether the database was last found read-only (told to onReadOnly when that changes). */
   private readOnly = false;
   /**
-   * Holds this replica made (or is making) and has not settled yet: they move with it to a new
-   * owner id (relock), and one whose row is gone at its settlement was swept (settle).
+   * Holds this replica made (or is making) and has not settled yet: they move with it to a new owner id (relock), and
+   * one whose row is gone at its settlement was swept (settle).
    */
   private readonly unsettled = new Set<string>();
   private readonly reports: UsageReports;
@@ -127,9 +126,9 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * The liveness connection broke (a database restart, a network cut): until this replica holds
-   * a lock again, other replicas see its owner id without a lock (they release its holds only
-   * after the sweeps' grace), so it makes no new holds (503) and keeps trying to take one (relock).
+   * The liveness connection broke (a database restart, a network cut): until this replica holds a lock again, other
+   * replicas see its owner id without a lock (they release its holds only after the sweeps' grace), so it makes no new
+   * holds (503) and keeps trying to take one (relock).
    */
   private watch(lock: pg.Client): void {
     const lost = () => this.lose(lock);
@@ -151,12 +150,11 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * Takes the lock back under a new owner id, and moves this replica's holds still in flight to it
-   * before any sweep: they are a live replica's. What else the old id still holds is swept like a
-   * dead replica's once its grace is over: a database crash can lose settlements that had
-   * returned (asynchronous commit), bringing their reservation rows back, and only a sweep frees
-   * them. (Other replicas may have released some already if this took longer than the grace:
-   * those settle without a hold.)
+   * Takes the lock back under a new owner id, and moves this replica's holds still in flight to it before any sweep:
+   * they are a live replica's. What else the old id still holds is swept like a dead replica's once its grace is over:
+   * a database crash can lose settlements that had returned (asynchronous commit), bringing their reservation rows
+   * back, and only a sweep frees them. (Other replicas may have released some already if this took longer than the
+   * grace: those settle without a hold.)
    */
   private async relock(): Promise<void> {
     if (this.closing) return;
@@ -204,14 +202,13 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * A hold or settlement: on failure (503) its hold becomes doubtful and is released later. A
-   * hold whose reserve cannot have reached the server (no liveness lock, no connection) or was
-   * refused as read-only does not exist, so it is not remembered: during an outage every refused
-   * request was, ~550 bytes each, without bound (and on a read-only database each was retried for
-   * ever). A settlement's hold exists whatever happened to the settlement. `resolve`, for a
-   * failure worth it (worthAnotherTry: sent and not answered, so it may have committed, or ended by
-   * the server from outside, its session terminated, say): one more try that settles the doubt
-   * (settleAfresh); only if it fails too is the hold doubtful.
+   * A hold or settlement: on failure (503) its hold becomes doubtful and is released later. A hold whose reserve cannot
+   * have reached the server (no liveness lock, no connection) or was refused as read-only does not exist, so it is not
+   * remembered: during an outage every refused request was, ~550 bytes each, without bound (and on a read-only database
+   * each was retried for ever). A settlement's hold exists whatever happened to the settlement. `resolve`, for a
+   * failure worth it (worthAnotherTry: sent and not answered, so it may have committed, or ended by the server from
+   * outside, its session terminated, say): one more try that settles the doubt (settleAfresh); only if it fails too is
+   * the hold doubtful.
    */
   private async write<T>(kind: "reserve" | "settle", reservationId: string, fn: () => Promise<T>, resolve?: () => Promise<T>): Promise<T> {
     try {
@@ -241,9 +238,9 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * Ready: the database answers, takes writes (a standby or a read-only default does not), and this
-   * replica holds its lock there. A lock held on another server (its session reached another than
-   * the pool's, after a failover) is taken again.
+   * Ready: the database answers, takes writes (a standby or a read-only default does not), and this replica holds its
+   * lock there. A lock held on another server (its session reached another than the pool's, after a failover) is taken
+   * again.
    */
   ping(): Promise<void> {
     return this.read(async () => {
@@ -326,11 +323,10 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * A hold made under `owner` while the replica took its lock back (the reserve waited for a
-   * connection or the key's row): the relock moved the holds there before this one's row existed,
-   * so it carries the old, lockless id, which other replicas sweep while its request runs. It is
-   * moved to the current id before the client is answered (again if a relock came meanwhile).
-   * Should that fail, the hold is doubtful (released, uncharged) and its client gets a 503.
+   * A hold made under `owner` while the replica took its lock back (the reserve waited for a connection or the key's
+   * row): the relock moved the holds there before this one's row existed, so it carries the old, lockless id, which
+   * other replicas sweep while its request runs. It is moved to the current id before the client is answered (again if
+   * a relock came meanwhile). Should that fail, the hold is doubtful (released, uncharged) and its client gets a 503.
    */
   private async adoptIfRelocked(reservationId: string, owner: number): Promise<void> {
     try {
@@ -367,6 +363,11 @@ export class PostgresStore implements Store {
   /** Reports get a bound of their own (they scan a period's rows) and end when their asker leaves: postgres-reports.ts. */
   usage(q: UsageQuery): Promise<UsageGroup[]> {
     return this.read(() => this.reports.run(q));
+  }
+
+  /** As usage(): a report's turn, bound and cancellation (postgres-reports.ts). */
+  credits(q: CreditsQuery): Promise<CreditsLine[]> {
+    return this.read(() => this.reports.credits(q));
   }
 
   /** Every reservation is a row here, whichever replica made it: `reservedSum` is their sum. */

@@ -8,6 +8,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { type ReportQuery, usageReport } from "./sqlite-usage-report.ts";
+import { type CreditsAsk, creditsStatement } from "./sqlite-credits-statement.ts";
 import { code } from "./sqlite-failures.ts";
 import type { UsageGroup } from "./store.ts";
 import { REPORT_BATCH_ROWS } from "./usage-batches.ts";
@@ -19,10 +20,10 @@ import { REPORT_BATCH_ROWS } from "./usage-batches.ts";
 /**
  * A report to run: it ends early once `stop[0]` is not 0 (set by the store's thread), or
  * `timeoutMs` after it came. `more`: the running report's next batch; `drop`: its asker gave up
- * the rest (no answer). `backup`: the database copied into that new file (VACUUM INTO), answered
+ * the rest (no answer). `credits`: a credits statement, answered as a report (its lines as rows). `backup`: the database copied into that new file (VACUUM INTO), answered
  * `written` (or an error); nothing stops it but its end.
  */
-export type ReportAsk = { query: ReportQuery; timeoutMs: number } | { more: true } | { drop: true } | { backup: string };
+export type ReportAsk = { query: ReportQuery; timeoutMs: number } | { credits: CreditsAsk; timeoutMs: number } | { more: true } | { drop: true } | { backup: string };
 /**
  * `more`: further batches follow, each once asked for (absent: this is the last). `code`:
  * SQLite's, when the database failed (a corrupt page): the store fails closed on some. `ready`:
@@ -48,10 +49,12 @@ parentPort!.on("message", (ask: ReportAsk) => {
   // Monotonic, and this thread's own: the wall clock may be stepped (NTP) while a report runs.
   const deadline = performance.now() + ask.timeoutMs;
   parentPort!.postMessage(attempt(() => {
-    held = { rows: usageReport(db, ask.query, () => {
+    const check = () => {
       if (Atomics.load(stop, 0) !== 0) throw new Error("the report was stopped (its asker left, or the store is closing)");
       if (performance.now() > deadline) throw new Error(`the report ran past ${ask.timeoutMs} ms`);
-    }), next: 0 };
+    };
+    // A statement's lines go as rows: the store's thread knows what it asked for.
+    held = { rows: "credits" in ask ? creditsStatement(db, ask.credits, check) as unknown as UsageGroup[] : usageReport(db, ask.query, check), next: 0 };
     return nextBatch();
   }));
 });

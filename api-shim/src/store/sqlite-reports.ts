@@ -4,6 +4,8 @@ import { allRows, type Batch, openReport, REPORT_TIMEOUT_MS, ReportReader } from
 import { isCorrupt } from "./sqlite-failures.ts";
 import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
+import type { CreditsAsk } from "./sqlite-credits-statement.ts";
+import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
 import { asStoreError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
 import { firstAndRest, type UsageRest } from "./usage-batches.ts";
@@ -16,6 +18,8 @@ import { firstAndRest, type UsageRest } from "./usage-batches.ts";
  * the askers' own rate).
  */
 const WAITING_PER_KEY = 8;
+/** What the worker is asked to run: a usage report, or a credits statement. */
+type ReportWork = { query: ReportQuery } | { credits: CreditsAsk };
 const WAITING_KEYS = 64;
 const WORKER = new URL("./sqlite-report-worker.ts", import.meta.url);
 /**
@@ -117,6 +121,21 @@ export class SqliteReports {
    */
   batches(q: UsageQuery, beforeRun: () => Promise<void>): Promise<UsageRest> {
     const { signal: wanted, asker, batched: _, ...query } = q;
+    return this.read(asker, wanted, { query }, beforeRun);
+  }
+
+  /**
+   * A credits statement (sqlite-credits-statement.ts) on the worker, in the reports' lines and
+   * turn: a scan of the ledger up to its end, as long as a report's. One line per key: one batch.
+   */
+  credits(q: CreditsQuery, beforeRun: () => Promise<void>): Promise<CreditsLine[]> {
+    const { signal: wanted, asker, ...credits } = q;
+    // The worker's rows cross as they are: a statement's lines, not usage groups.
+    return this.read(asker, wanted, { credits }, beforeRun).then(allRows) as Promise<unknown> as Promise<CreditsLine[]>;
+  }
+
+  /** `asking` run on the worker in `asker`'s line, then the shared turn, as batches() says. */
+  private read(asker: string | null, wanted: AbortSignal | undefined, asking: ReportWork, beforeRun: () => Promise<void>): Promise<UsageRest> {
     if (this.closing.signal.aborted) return Promise.reject(this.closing.signal.reason);
     const opening = openReport(wanted, this.closing.signal);
     const { signal } = opening;
@@ -130,7 +149,7 @@ export class SqliteReports {
         let asked = false;
         // Its reader's bound counts on while the worker is asked for a batch (ms away).
         const reader = new ReportReader({
-          next: () => (asked ? this.request(worker, { more: true }) : ((asked = true), this.ask(worker, started, query, signal))),
+          next: () => (asked ? this.request(worker, { more: true }) : ((asked = true), this.ask(worker, started, asking, signal))),
           // The rows nobody will read: the worker holds them until told.
           close: (unread) => {
             if (unread && this.worker === worker) worker.postMessage({ drop: true } satisfies ReportAsk);
@@ -195,7 +214,7 @@ export class SqliteReports {
    * statement, and the answer (an error) follows within a few thousand rows of its scan. An asker
    * leaving while the worker starts is answered at once (the worker, once ready, serves the next).
    */
-  private async ask(worker: Worker, started: Promise<void>, query: ReportQuery, signal: AbortSignal): Promise<Batch> {
+  private async ask(worker: Worker, started: Promise<void>, work: ReportWork, signal: AbortSignal): Promise<Batch> {
     await rejectOnAbort(started, signal);
     signal.throwIfAborted();
     const flag = this.stop;
@@ -216,7 +235,7 @@ export class SqliteReports {
       this.answer(worker, new Error(`the report ran past ${timeoutMs} ms`));
     }, timeoutMs + 1000).unref();
     try {
-      return await this.request(worker, { query, timeoutMs });
+      return await this.request(worker, { ...work, timeoutMs });
     } finally {
       clearTimeout(overdue);
       signal.removeEventListener("abort", stop);

@@ -12,6 +12,8 @@ import { BackupNotPossibleError, type BackupFile, SqliteBackups } from "./sqlite
 import { type CompleteCheckpoint, WAL_SIZE_LIMIT, watchRoom } from "./sqlite-space.ts";
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
+import { creditsStatement } from "./sqlite-credits-statement.ts";
+import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
@@ -341,6 +343,12 @@ export class SqliteStore implements Store {
   usage(q: UsageQuery): Promise<UsageGroup[]> {
     if (this.reports === undefined) return this.now(() => usageReport(this.db, q));
     return this.reports.run(q, () => this.now(() => {}));
+  }
+
+  /** As usage(): after the open batch commits, on the report worker for a file. */
+  credits(q: CreditsQuery): Promise<CreditsLine[]> {
+    if (this.reports === undefined) return this.now(() => creditsStatement(this.db, q));
+    return this.reports.credits(q, () => this.now(() => {}));
   }
 
   /** After the open batch commits, on the report worker (sqlite-backup.ts); an in-memory database has no file to copy. */

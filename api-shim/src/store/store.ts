@@ -6,6 +6,7 @@
 import { MAX_BALANCE_MICRO } from "../money/money.ts";
 import type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
 import type { BackupFile } from "./sqlite-backup.ts";
+import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
 export type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
 
 export interface KeyRecord {
@@ -70,10 +71,9 @@ export interface UsageRow {
   stream: boolean;
   ms: number;
   /**
-   * The upstream did the work: it answered, or had the request when its client left, or failed
-   * after content (a stream cut, an answer too large to relay). False when nothing was served (the
-   * upstream refused or failed before any content, or the request never reached it): Settlement
-   * is told null usage exactly then. Apart from the cost: a free model's served requests cost 0.
+   * The upstream did the work: it answered, or had the request when its client left, or failed after content (a stream cut, an
+   * answer too large to relay). False when nothing was served (the upstream refused or failed before any content, or the request
+   * never reached it): Settlement is told null usage exactly then. Apart from the cost: a free model's served requests cost 0.
    */
   served: boolean;
 }
@@ -151,22 +151,20 @@ export interface UsageQuery {
   /** The key reported on; null: all keys. */
   keyId: string | null;
   /**
-   * Who asks: the key asking for its own report (its id: /v1/usage), or null for the operator
-   * (/admin/usage, of one key or all; routes/usage.ts chooses). The stores' reports wait in a line
-   * per asker (turns.ts), not per key reported on, so a key keeping its own line full cannot
-   * keep the operator from pulling its report.
+   * Who asks: the key asking for its own report (its id: /v1/usage), or null for the operator (/admin/usage,
+   * /admin/credits; routes/usage.ts chooses). The stores' reports wait in a line per asker (turns.ts), not per key
+   * reported on, so a key keeping its own line full cannot keep the operator from pulling its report.
    */
   asker: string | null;
   from: number;
   to: number; // exclusive
   group: "model" | "day";
   /**
-   * Aborts when the asker no longer wants the report (it left: a ClientLeftError; the drain was
-   * cut). The Postgres store's report then rejects at once with that reason (any but a
-   * ClientLeftError as a StoreUnavailableError's cause): one still waiting for its turn gives up
-   * its place, one running has its statement cancelled on the server. The SQLite store's report
-   * does the same on its worker thread (sqlite-reports.ts); an in-memory database's runs at once,
-   * in one synchronous call.
+   * Aborts when the asker no longer wants the report (it left: a ClientLeftError; the drain was cut). The Postgres
+   * store's report then rejects at once with that reason (any but a ClientLeftError as a StoreUnavailableError's
+   * cause): one still waiting for its turn gives up its place, one running has its statement cancelled on the
+   * server. The SQLite store's report does the same on its worker thread (sqlite-reports.ts); an in-memory
+   * database's runs at once, in one synchronous call.
    */
   signal?: AbortSignal;
 }
@@ -290,6 +288,8 @@ export interface Store {
    * the price was wrong. A free model's served requests (cost 0) are.
    */
   usage(query: UsageQuery): Promise<UsageGroup[]>;
+  /** Per key over a period: its balance at each end, and what was granted and spent between (credits-statement.ts). */
+  credits(query: CreditsQuery): Promise<CreditsLine[]>;
   /** Per-key balance, ledger sum and open reservations: the money invariants, for checks. */
   audit(): Promise<AuditRow[]>;
   /** The ledger as one SQLite file (the SQLite store's, sqlite-backup.ts); none: a database backed up with its own tools (Postgres). */

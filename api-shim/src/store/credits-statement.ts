@@ -1,0 +1,57 @@
+/**
+ * A credits statement: per key, what its ledger says of a period [from, to), for an operator who
+ * sells credits and reconciles a month (GET /admin/credits, report-usage --group key). Both
+ * stores' SQL reads the ledger alone: the balance a key shows is the ledger's sum, so the
+ * statement's closing is the balance the key had at `to`.
+ */
+
+export interface CreditsQuery {
+  /** The key reported on; null: all keys. */
+  keyId: string | null;
+  /** Who asks (the operator: null): its line of reports, as UsageQuery.asker. */
+  asker: string | null;
+  from: number;
+  to: number; // exclusive
+  /** As UsageQuery.signal: the asker no longer wants it. */
+  signal?: AbortSignal;
+}
+
+/**
+ * One key's statement, integer µc: opening + granted − spent = closing exactly. `granted` is
+ * every ledger row of the period that is not a usage charge (a key's credits at its creation,
+ * a stack key's bootstrap grant, top-ups); `spent` the period's usage charges (positive).
+ */
+export interface CreditsLine {
+  keyId: string;
+  /** The key's name now (a name may change hands after a revoke: the id is the key). */
+  name: string;
+  opening: number;
+  granted: number;
+  spent: number;
+  closing: number;
+  /** The period's top-ups (part of `granted`), in the order they were made, each with its note (an invoice number). */
+  topUps: TopUpEntry[];
+}
+
+export interface TopUpEntry {
+  at: number;
+  amount: number;
+  note: string | null;
+}
+
+/**
+ * The statement's columns over the ledger rows before `to`, as SQL both stores run (`from` their
+ * placeholder for the period's start; `integer` makes a sum an integer where it is not one
+ * already: Postgres' sum of bigints is a numeric). Every key with a row before `to` has a line;
+ * one created later (or with no credits and no request yet) has none.
+ */
+export function creditsColumns(from: string, integer: (sum: string) => string = (sum) => sum): string {
+  // (The top-ups' list is each store's own SQL: JSON aggregates differ.)
+  return `${integer(`coalesce(sum(CASE WHEN l.at < ${from} THEN l.amount END), 0)`)} AS opening,
+      ${integer(`coalesce(sum(CASE WHEN l.at >= ${from} AND l.kind <> 'usage' THEN l.amount END), 0)`)} AS granted,
+      ${integer(`coalesce(-sum(CASE WHEN l.at >= ${from} AND l.kind = 'usage' THEN l.amount END), 0)`)} AS spent,
+      ${integer("sum(l.amount)")} AS closing`;
+}
+
+/** Which of the rows summed are the period's top-ups (`from` the store's placeholder for its start). */
+export const topUpRows = (from: string): string => `l.at >= ${from} AND l.kind = 'topup'`;

@@ -1,0 +1,134 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Clock } from "../../api-shim/src/clock.ts";
+import { parseCredits } from "../../api-shim/src/money/money.ts";
+import { ReportsBusyError } from "../../api-shim/src/store/store.ts";
+import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
+
+/**
+ * GET /admin/credits: each key's credits over a period (opening, granted, spent, closing), as an
+ * operator reconciles a month's invoice: through HTTP, with requests the shim served and charged,
+ * in a month before, the month asked about, and the month after.
+ */
+
+/** The system's clock moved to a chosen instant on demand, time passing from there as it does. */
+function jumpingClock(startMs: number): Clock & { jump(toMs: number): void } {
+  let base = startMs;
+  let started = performance.now();
+  return {
+    now: () => base + Math.floor(performance.now() - started),
+    monotonic: () => performance.now(),
+    jump(toMs: number) { base = toMs; started = performance.now(); },
+  };
+}
+
+interface Line { key_id: string; name: string; opening: number; granted: number; spent: number; closing: number; top_ups: { at: string; amount: number; note: string | null }[] }
+interface Statement { object: string; period: { start: string; end: string }; data: Line[] }
+
+describe("GET /admin/credits", () => {
+  const clock = jumpingClock(Date.UTC(2026, 9, 20, 12));
+  let h: Harness;
+  const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hello there" }], max_tokens: 5 };
+  const keys: Record<string, { id: string; key: string }> = {};
+  let usage: { key_id: string; cost: number }[] = [];
+  let novemberEnd: Record<string, number> = {};
+  let octoberEnd = 0;
+  const balance = async (id: string) => ((await (await h.admin("/admin/keys")).json()) as { data: { id: string; balance: number }[] }).data.find((k) => k.id === id)!.balance;
+
+  beforeAll(async () => {
+    h = await startShim({ clock, file: { pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 0.1, completionPer1k: 0.2 } } }, models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] } });
+    keys.alice = await h.createKey({ name: "alice", credits: 100 }); // October: before the month
+    await h.client(keys.alice.key).chat.completions.create(chat);
+    octoberEnd = await balance(keys.alice.id);
+
+    clock.jump(Date.UTC(2026, 10, 10, 12)); // November: the month asked about
+    const topUp = await h.admin(`/admin/keys/${keys.alice.id}/credits`, { method: "POST", body: JSON.stringify({ amount: 50, note: "invoice 1042" }) });
+    expect(topUp.status).toBe(200);
+    await h.client(keys.alice.key).chat.completions.create(chat);
+    await h.client(keys.alice.key).chat.completions.create({ ...chat, stream: true }).then(async (s) => { for await (const _ of s); });
+    keys.bob = await h.createKey({ name: "=bob,\"the\" builder", credits: 30 }); // a name a spreadsheet would run
+    await h.client(keys.bob.key).embeddings.create({ model: "qwen2.5-7b", input: "x" });
+    expect((await h.admin(`/admin/keys/${keys.bob.id}`, { method: "DELETE" })).status).toBe(200); // revoked: still on the statement
+    keys.idle = await h.createKey({ name: "idle", credits: 0 }); // no ledger row: no line
+    novemberEnd = { alice: await balance(keys.alice.id), bob: await balance(keys.bob.id) };
+
+    clock.jump(Date.UTC(2026, 11, 2, 12)); // December: after it
+    await h.client(keys.alice.key).chat.completions.create(chat);
+    keys.later = await h.createKey({ name: "later", credits: 5 });
+    usage = ((await (await h.admin("/admin/usage?from=2026-11-01&to=2026-11-30")).json()) as { data: { key_id: string; cost: number }[] }).data;
+  });
+  afterAll(() => h.close());
+
+  const spentIn = (id: string) => usage.filter((r) => r.key_id === id).reduce((s, r) => s + parseCredits(r.cost)!, 0);
+  const micro = (l: Line) => ({ opening: parseCredits(l.opening)!, granted: parseCredits(l.granted)!, spent: parseCredits(l.spent)!, closing: parseCredits(l.closing)! });
+
+  it("JSON: per key, its balance when the month began and ended, the credits granted (creation, top-ups) and spent (the usage report's cost) in it", async () => {
+    const res = await h.admin("/admin/credits?from=2026-11-01&to=2026-11-30");
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as Statement;
+    expect(body.object).toBe("credits_statement");
+    expect(body.period).toEqual({ start: "2026-11-01T00:00:00Z", end: "2026-11-30T23:59:59Z" });
+    expect(body.data.map((l) => l.key_id)).toEqual([keys.alice!.id, keys.bob!.id].sort());
+    const alice = body.data.find((l) => l.key_id === keys.alice!.id)!;
+    const bob = body.data.find((l) => l.key_id === keys.bob!.id)!;
+    expect(alice.name).toBe("alice");
+    expect(micro(alice)).toEqual({ opening: parseCredits(octoberEnd), granted: 50_000_000, spent: spentIn(keys.alice!.id), closing: parseCredits(novemberEnd.alice) });
+    expect(octoberEnd).toBeLessThan(99); // October's request was charged before the month
+    // The top-ups of the month with their notes; a key's credits at its creation are granted, not a top-up.
+    expect(alice.top_ups).toEqual([{ at: expect.stringMatching(/^2026-11-10T12:00:\d\d\.\d{3}Z$/), amount: 50, note: "invoice 1042" }]);
+    expect(bob.top_ups).toEqual([]);
+    expect(micro(bob)).toEqual({ opening: 0, granted: 30_000_000, spent: spentIn(bob.key_id), closing: parseCredits(novemberEnd.bob) });
+    for (const l of [alice, bob]) expect(micro(l).opening + micro(l).granted - micro(l).spent).toBe(micro(l).closing);
+    expect(micro(alice).spent).toBeGreaterThan(2_000_000); // two requests at 1 credit and their tokens
+
+    // The month after: its opening is November's closing, and the request of December is spent.
+    const december = ((await (await h.admin("/admin/credits?from=2026-12-01&to=2026-12-31")).json()) as Statement).data;
+    expect(december.find((l) => l.key_id === keys.alice!.id)).toMatchObject({ opening: novemberEnd.alice, granted: 0 });
+    expect(december.find((l) => l.key_id === keys.alice!.id)!.spent).toBeGreaterThan(1);
+    expect(december.find((l) => l.key_id === keys.later!.id)).toEqual({ key_id: keys.later!.id, name: "later", opening: 0, granted: 5, spent: 0, closing: 5, top_ups: [] });
+  });
+
+  it("the default period is the current UTC month, as /admin/usage's; `key` gives that key's line alone", async () => {
+    const month = (await (await h.admin("/admin/credits")).json()) as Statement;
+    expect(month.period).toEqual({ start: "2026-12-01T00:00:00Z", end: "2026-12-31T23:59:59Z" });
+    const one = (await (await h.admin(`/admin/credits?key=${keys.bob!.id}&from=2026-11-01&to=2026-11-30`)).json()) as Statement;
+    expect(one.data).toEqual([expect.objectContaining({ key_id: keys.bob!.id, granted: 30 })]);
+    // A key with no ledger row before the end: an empty statement, not a 404 (the key exists).
+    expect(((await (await h.admin(`/admin/credits?key=${keys.idle!.id}&from=2026-11-01&to=2026-11-30`)).json()) as Statement).data).toEqual([]);
+  });
+
+  it("CSV: the same lines, credits as the usage CSV writes them, a name that would be a formula made text", async () => {
+    const res = await h.admin("/admin/credits?from=2026-11-01&to=2026-11-30&format=csv");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("text/csv; charset=utf-8");
+    expect(res.headers.get("content-disposition")).toBe('attachment; filename="credits.csv"');
+    const json = ((await (await h.admin("/admin/credits?from=2026-11-01&to=2026-11-30")).json()) as Statement).data;
+    const lines = json.map((l) => `${l.key_id},${l.key_id === keys.bob!.id ? `"'=bob,""the"" builder"` : l.name},${l.opening},${l.granted},${l.spent},${l.closing}\r\n`);
+    expect(await res.text()).toBe(`key_id,name,opening,granted,spent,closing\r\n${lines.join("")}`);
+  });
+
+  it.each([
+    ["key=nope", 400, "key"], ["key=abcdefghijkl", 404, "key"], ["format=xml", 400, "format"], ["group=day", 400, "group"],
+    ["from=2026-11-31", 400, "from"], ["from=2026-12-01&to=2026-11-01", 400, "to"],
+  ])("?%s → %i naming %s", async (query, status, param) => {
+    const res = await h.admin(`/admin/credits?${query}`);
+    expect(res.status).toBe(status);
+    expect(((await res.json()) as { error: { param: string } }).error.param).toBe(param);
+  });
+
+  it("needs the admin token: a key's own is refused", async () => {
+    const res = await fetch(`${h.url}/admin/credits`, { headers: { authorization: `Bearer ${keys.alice!.key}` } });
+    expect(res.status).toBe(401);
+  });
+
+  it("waits in the operator's line of reports: too many waiting is a 429 with Retry-After, as /admin/usage's", async () => {
+    const busy = await startShim({ wrapStore: (s) => overrideStore(s, { credits: () => Promise.reject(new ReportsBusyError("line", 1, 8)) }) });
+    try {
+      const res = await busy.admin("/admin/credits");
+      expect(res.status).toBe(429);
+      expect(res.headers.get("retry-after")).toBe("1");
+      expect(((await res.json()) as { error: { message: string } }).error.message).toBe("Too many usage reports at once from the admin API: wait for the earlier ones, then retry.");
+    } finally {
+      await busy.close();
+    }
+  });
+});

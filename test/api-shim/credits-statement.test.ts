@@ -1,0 +1,112 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect } from "vitest";
+import { generateKey } from "../../api-shim/src/auth/keys.ts";
+import type { CreditsLine } from "../../api-shim/src/store/credits-statement.ts";
+import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import type { Store } from "../../api-shim/src/store/store.ts";
+import { onBothStores } from "../support/both-stores.ts";
+
+/**
+ * store.credits(): per key, over a period [from, to), its balance at each end and what was granted
+ * and spent between, read from the ledger. The same ledger, written through the store's own
+ * calls, on both stores (the SQLite store's on a database file: its statement runs on the report
+ * worker), must give the same statement, to the micro-credit, with the period's top-ups and their notes.
+ */
+const FROM = Date.UTC(2026, 10, 1); // November 2026
+const TO = Date.UTC(2026, 11, 1);
+const DAY = 86_400_000;
+const C = 1_000_000; // µc per credit
+
+async function scenario(wrapStore?: () => Store): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "credits-statement-"));
+  const store = wrapStore ? wrapStore() : new SqliteStore(join(dir, "shim.db"), { busyTimeoutMs: 5000 });
+  try {
+    const keys = await ledger(store);
+    const lines = await store.credits({ keyId: null, asker: null, from: FROM, to: TO });
+    expect(lines).toEqual(expected(keys).sort((a, b) => (a.keyId < b.keyId ? -1 : 1)));
+    for (const l of lines) expect(l.opening + l.granted - l.spent).toBe(l.closing);
+
+    // One key: its line alone; a key without a ledger row before `to`: none.
+    expect(await store.credits({ keyId: keys.alice, asker: null, from: FROM, to: TO })).toEqual(expected(keys).filter((l) => l.keyId === keys.alice));
+    expect(await store.credits({ keyId: keys.later, asker: null, from: FROM, to: TO })).toEqual([]);
+    // Periods tile: one's closing is the next one's opening, and the whole is their sum.
+    const [october] = await store.credits({ keyId: keys.alice, asker: null, from: Date.UTC(2026, 9, 1), to: FROM });
+    const [both] = await store.credits({ keyId: keys.alice, asker: null, from: Date.UTC(2026, 9, 1), to: TO });
+    const november = expected(keys).find((l) => l.keyId === keys.alice)!;
+    expect(october!.closing).toBe(november.opening);
+    expect(october!.topUps).toEqual([{ at: FROM - 1, amount: 7 * C, note: "october's last millisecond" }]);
+    expect(both).toEqual({ ...november, opening: october!.opening, granted: october!.granted + november.granted, spent: october!.spent + november.spent, topUps: [...october!.topUps, ...november.topUps] });
+  } finally {
+    if (!wrapStore) await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The ledger: a key before the month (its grant, a charge in October, then a top-up, charges on
+ * both bounds, a top-up in the month's last millisecond), a stack key (bootstrap), one created
+ * mid-month, one revoked mid-month, one created with no credits and never used, one created after.
+ */
+async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | "carol" | "idle" | "later", string>> {
+  const key = async (name: string, credits: number, at: number) => {
+    const { id, hash } = generateKey();
+    await store.createKey({ id, name, hash, tier: "default", models: null, expiresAt: null, credits, at });
+    return id;
+  };
+  let n = 0;
+  const charge = async (keyId: string, cost: number, at: number) => {
+    const reservationId = `r${++n}`;
+    expect(await store.reserve({ reservationId, keyId, amount: cost, at })).toMatchObject({ ok: true });
+    await store.settle({
+      reservationId, keyId, hold: cost, cost,
+      usage: { requestId: reservationId, keyId, at, route: "/v1/chat/completions", model: "qwen2.5-7b", status: 200, promptTokens: 3, completionTokens: 4, cost, stream: false, ms: 5, served: true },
+    });
+  };
+  const topUp = async (keyId: string, amount: number, at: number, note: string) => {
+    const result = await store.topUp({ keyId, amount, note, at, idempotency: null, respond: () => "{}", refuse: () => null });
+    expect(result.kind).toBe("done");
+  };
+
+  const alice = await key("alice", 100 * C, FROM - 12 * DAY);
+  await charge(alice, 2 * C, FROM - 6 * DAY);
+  await topUp(alice, 7 * C, FROM - 1, "october's last millisecond");
+  await charge(alice, 1 * C, FROM); // the month's first instant: in it
+  await topUp(alice, 50 * C, FROM + 9 * DAY, "invoice 1042");
+  await charge(alice, 3_250_001, FROM + 11 * DAY);
+  await topUp(alice, 5 * C, TO - 1, "the month's last millisecond");
+  await charge(alice, 4 * C, TO); // the next month's first instant: not in it
+
+  const stackKey = generateKey();
+  await store.ensureBootstrapKey({ id: stackKey.id, name: "ops", hash: stackKey.hash, tier: "default", models: null, expiresAt: null, credits: 20 * C, at: FROM - 30 * DAY });
+  await charge(stackKey.id, 4 * C, FROM + 4 * DAY);
+
+  const bob = await key("bob", 30 * C, FROM + 14 * DAY);
+  await charge(bob, 5 * C, FROM + 15 * DAY);
+
+  const carol = await key("carol", 10 * C, FROM - 29 * DAY);
+  await charge(carol, 1 * C, FROM + 17 * DAY);
+  expect(await store.revokeKey(carol, FROM + 19 * DAY)).toBe(true);
+
+  const idle = await key("idle", 0, FROM + 2 * DAY); // no ledger row at all
+  const later = await key("later", 40 * C, TO + DAY);
+  await charge(later, 1 * C, TO + 2 * DAY);
+  return { alice, stack: stackKey.id, bob, carol, idle, later };
+}
+
+function expected(k: Record<"alice" | "stack" | "bob" | "carol", string>): CreditsLine[] {
+  return [
+    {
+      keyId: k.alice, name: "alice", opening: 105 * C, granted: 55 * C, spent: 4_250_001, closing: 155_749_999,
+      topUps: [{ at: FROM + 9 * DAY, amount: 50 * C, note: "invoice 1042" }, { at: TO - 1, amount: 5 * C, note: "the month's last millisecond" }],
+    },
+    { keyId: k.stack, name: "ops", opening: 20 * C, granted: 0, spent: 4 * C, closing: 16 * C, topUps: [] },
+    { keyId: k.bob, name: "bob", opening: 0, granted: 30 * C, spent: 5 * C, closing: 25 * C, topUps: [] }, // its credits at creation: granted, not a top-up
+    { keyId: k.carol, name: "carol", opening: 10 * C, granted: 0, spent: 1 * C, closing: 9 * C, topUps: [] },
+  ];
+}
+
+describe("credits statement (store.credits)", () => {
+  onBothStores("opening, granted, spent and closing per key over a period, from the ledger; keys without a row before its end left out", scenario);
+});
