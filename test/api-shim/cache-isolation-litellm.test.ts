@@ -3,6 +3,7 @@
 // them, and merges the request's `extra_body` into what it sends vLLM (fake-litellm-responses.ts,
 // vllmBody, cites the source). Without the salt there, keys share vLLM's prefix cache again on
 // /v1/responses while the operator believes them isolated.
+import { BadRequestError } from "openai";
 import { describe, expect, it } from "vitest";
 import { keySalt } from "../../api-shim/src/requests/cache-salt.ts";
 import { litellmResponsesShim } from "../support/litellm-responses-shim.ts";
@@ -27,6 +28,16 @@ describe("cacheIsolation: key, /v1/responses through LiteLLM", () => {
     const alice = await f.h.createKey({ name: "alice" });
     await f.h.client(alice.key).responses.create({ ...ask, cache_salt: "end-user-1" } as typeof ask);
     expect(f.litellm.vllmBodies.at(-1)!.cache_salt).toBe(keySalt(alice.id, "end-user-1"));
+  });
+
+  it("a client's own extra_body (another key's salt in it) is refused, before anything reaches vLLM: the shim's is the only one", async () => {
+    const alice = await f.h.createKey({ name: "alice" });
+    const bob = await f.h.createKey({ name: "bob" });
+    const sent = f.litellm.vllmBodies.length;
+    const e = await f.h.client(bob.key).responses.create({ ...ask, extra_body: { cache_salt: keySalt(alice.id, undefined) } } as typeof ask).catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(BadRequestError);
+    expect((e as BadRequestError).param).toBe("extra_body");
+    expect(f.litellm.vllmBodies.length).toBe(sent); // nothing reached vLLM
   });
 });
 
