@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Clock } from "../../api-shim/src/clock.ts";
 import { parseCredits } from "../../api-shim/src/money/money.ts";
 import { ReportsBusyError } from "../../api-shim/src/store/store.ts";
+import { jumpingClock } from "../support/clocks.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 /**
@@ -9,17 +9,6 @@ import { overrideStore, startShim, type Harness } from "../support/shim-harness.
  * operator reconciles a month's invoice: through HTTP, with requests the shim served and charged,
  * in a month before, the month asked about, and the month after.
  */
-
-/** The system's clock moved to a chosen instant on demand, time passing from there as it does. */
-function jumpingClock(startMs: number): Clock & { jump(toMs: number): void } {
-  let base = startMs;
-  let started = performance.now();
-  return {
-    now: () => base + Math.floor(performance.now() - started),
-    monotonic: () => performance.now(),
-    jump(toMs: number) { base = toMs; started = performance.now(); },
-  };
-}
 
 interface Line { key_id: string; name: string; opening: number; granted: number; spent: number; closing: number; top_ups: { at: string; amount: number; note: string | null }[] }
 interface Statement { object: string; period: { start: string; end: string }; data: Line[] }

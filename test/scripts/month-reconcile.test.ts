@@ -2,10 +2,10 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Clock } from "../../api-shim/src/clock.ts";
 import { parseCredits } from "../../api-shim/src/money/money.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/report-usage.ts";
+import { jumpingClock } from "../support/clocks.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
@@ -26,17 +26,6 @@ const command = (file: string) => [...section.slice(0, section.indexOf("```\n\n"
   .find((m) => m[2] === file)![1]!.split(" ");
 /** The top-ups' command: report-usage's arguments, and the jq filter its JSON goes through. */
 const topUps = /npm run --silent report-usage -- --stack acme (.*?) \|\n\s+jq -r '([^']*)' > acme-2026-11-top-ups\.csv\n/.exec(section)!;
-
-/** The system's clock moved to a chosen instant on demand, time passing from there as it does. */
-function jumpingClock(startMs: number): Clock & { jump(toMs: number): void } {
-  let base = startMs;
-  let started = performance.now();
-  return {
-    now: () => base + Math.floor(performance.now() - started),
-    monotonic: () => performance.now(),
-    jump(toMs: number) { base = toMs; started = performance.now(); },
-  };
-}
 
 /** The CSV's lines as objects of its header's columns. */
 function csvRecords(csv: string): Record<string, string>[] {

@@ -28,3 +28,14 @@ export function clockFrom(startMs: number): Clock {
     monotonic: () => performance.now(),
   };
 }
+
+/** The system's clock moved to a chosen instant on demand, time passing from there as it does. */
+export function jumpingClock(startMs: number): Clock & { jump(toMs: number): void } {
+  let base = startMs;
+  let started = performance.now();
+  return {
+    now: () => base + Math.floor(performance.now() - started),
+    monotonic: () => performance.now(),
+    jump(toMs: number) { base = toMs; started = performance.now(); },
+  };
+}
