@@ -176,13 +176,14 @@ const OLDER_SHIM = "opening, granted and closing left out: this tenant's shim is
 /**
  * The credits statement of the report's own period (its shown bounds: the month cannot turn
  * between the two reads), or undefined from a shim older than GET /admin/credits (its 404
- * not_found), said on stderr: the report is still worth having without it.
+ * not_found), said on stderr: the report is still worth having without it. A report of one key
+ * asks for that key's alone, which the shim reads through its index instead of every key's ledger.
  */
-async function statementFor(client: AdminClient, report: UsageReport, deps: ScriptDeps): Promise<CreditsStatement | undefined> {
+async function statementFor(client: AdminClient, report: UsageReport, covered: readonly ApiKey[] | undefined, deps: ScriptDeps): Promise<CreditsStatement | undefined> {
   const period = periodQuery({ from: Date.parse(report.period.start), to: after(report.period.end) });
   if (period === undefined) return undefined; // a period starting past 9999-12-31: nothing to state
   try {
-    return await client.credits(period);
+    return await client.credits(covered?.length === 1 ? { ...period, key: covered[0]!.id } : period);
   } catch (err) {
     if (!(err instanceof AdminApiError && err.status === 404 && err.code === "not_found")) throw err;
     deps.io.err(OLDER_SHIM);
@@ -192,7 +193,7 @@ async function statementFor(client: AdminClient, report: UsageReport, deps: Scri
 
 /** --group key: a line per key that existed in the period, with its balance and status, and its credits statement (key-summary.ts). */
 async function keyReport(client: AdminClient, report: UsageReport, keys: readonly ApiKey[], covered: readonly ApiKey[] | undefined, format: (typeof FORMATS)[number], deps: ScriptDeps): Promise<number> {
-  const summary = keySummary(report, keys, deps.now().getTime(), await statementFor(client, report, deps));
+  const summary = keySummary(report, keys, deps.now().getTime(), await statementFor(client, report, covered, deps));
   const of = covered ? ` of ${coverage(covered)}` : "";
   if (format === "csv") {
     deps.io.write(keySummaryCsv(summary));

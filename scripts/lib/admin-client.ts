@@ -77,6 +77,8 @@ export interface UsageRow {
 export interface CreditsQuery {
   readonly from: string;
   readonly to: string;
+  /** One key's statement (its ledger rows through the per-key index), not every key's. */
+  readonly key?: string;
 }
 
 /** A key's credits over a period (GET /admin/credits), in credits: opening + granted − spent = closing. */
@@ -147,7 +149,7 @@ export interface AdminClient {
   usage(query: UsageQuery): Promise<UsageReport>;
   /** The API's own CSV (spreadsheet-safe quoting done by the shim). */
   usageCsv(query: UsageQuery): Promise<string>;
-  /** GET /admin/credits of every key (a shim older than it answers 404 not_found: report-usage.ts). */
+  /** GET /admin/credits of every key, or of `key` (a shim older than it answers 404 not_found: report-usage.ts). */
   credits(query: CreditsQuery): Promise<CreditsStatement>;
   /** GET /admin/backup: the ledger's SQLite file, its body to read (backup-ledger.ts); the call, body included, has an hour. */
   backup(): Promise<Response>;
@@ -312,7 +314,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
       }
       return csv;
     },
-    credits: async (q) => (await json("GET", `/admin/credits?${new URLSearchParams({ from: q.from, to: q.to })}`, CREDITS_STATEMENT)).body,
+    credits: async (q) => (await json("GET", `/admin/credits?${new URLSearchParams({ from: q.from, to: q.to, ...(q.key ? { key: q.key } : {}) })}`, CREDITS_STATEMENT)).body,
     backup: () => call("GET", "/admin/backup"),
   };
 }

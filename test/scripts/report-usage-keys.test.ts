@@ -56,9 +56,9 @@ afterAll(() => h.close());
  * answered an unknown one (404 not_found, its error object), or with `credits`; every other
  * request passed on.
  */
-async function olderShim(target: string, credits = { status: 404, code: "not_found", message: "Unknown route: GET /admin/credits" }): Promise<{ url: string; close: () => Promise<void> }> {
+async function olderShim(target: string, credits = { status: 404, code: "not_found", message: "Unknown route: GET /admin/credits" }, refuses = (_url: string) => true): Promise<{ url: string; close: () => Promise<void> }> {
   const server = createServer((req, res) => {
-    if (req.url?.startsWith("/admin/credits")) {
+    if (req.url?.startsWith("/admin/credits") && refuses(req.url)) {
       res.writeHead(credits.status, { "content-type": "application/json" });
       return res.end(JSON.stringify({ error: { message: credits.message, type: "invalid_request_error", param: null, code: credits.code } }));
     }
@@ -145,6 +145,17 @@ describe("report-usage --group key", () => {
     const one = await report(["--key", "ws-bob", "--format", "json"]);
     expect(one.code, one.err).toBe(0);
     expect((JSON.parse(one.out) as KeySummary).data.map((d) => d.key_name)).toEqual(["ws-bob"]);
+    // Its statement is asked of that key alone (the shim reads one key's rows through its index,
+    // not every key's ledger): through a proxy refusing a statement of every key, it still comes.
+    const everyKeyRefused = await olderShim(h.url, { status: 500, code: "internal_error", message: "asked for every key's statement" }, (url) => !url.includes(`key=${ids["ws-bob"]}`));
+    try {
+      const io = memoryIo();
+      const code = await main(["--url", everyKeyRefused.url, "--group", "key", "--key", "ws-bob", "--format", "json"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir(), now: () => new Date(clock.now()) });
+      expect(code, io.stderr.join("\n")).toBe(0);
+      expect((JSON.parse(io.stdout.join("\n")) as KeySummary).data.map((d) => [d.key_name, d.opening, d.granted, d.closing])).toEqual([["ws-bob", 0, 50, 50]]);
+    } finally {
+      await everyKeyRefused.close();
+    }
   });
 
   it("a period that starts after the grants and requests: opening is the balance then, nothing granted or spent", async () => {
