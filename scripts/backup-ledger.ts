@@ -7,7 +7,7 @@ import { open } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileStamp } from "../api-shim/src/requests/period.ts";
 import { showMiB, SQLITE_HEADER } from "../api-shim/src/store/sqlite-backup.ts";
-import { AdminApiError, adminClient } from "./lib/admin-client.ts";
+import { AdminApiError, adminClient, isMissingRoute } from "./lib/admin-client.ts";
 import { networkReason, notTheApi, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { INTERRUPTED_EXIT_CODE } from "./lib/interruption.ts";
@@ -124,7 +124,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     deps.io.err(`asking ${target.baseUrl} for a copy of its ledger (the shim makes it first: seconds for a large one)…`);
     const res = await client.backup().catch((err: unknown) => {
       // The shim's own 404 (its error object): a shim from before GET /admin/backup (2026-12-07).
-      if (err instanceof AdminApiError && err.status === 404 && err.code === "not_found") throw new AdminApiError(`${err.message}\n${OLDER_SHIM}`, { outcome: "refused", status: 404, code: "not_found" });
+      if (isMissingRoute(err)) throw new AdminApiError(`${err.message}\n${OLDER_SHIM}`, { outcome: "refused", status: 404, code: "not_found" });
       throw err;
     });
     // Ctrl-C or SIGTERM mid-way: the temporary file goes with the script.

@@ -5,7 +5,7 @@
 import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
 import { ShimError } from "../api-shim/src/errors.ts";
 import { parsePeriod, periodQuery, readInstant } from "../api-shim/src/requests/period.ts";
-import { type AdminClient, adminClient, AdminApiError, type ApiKey, type CreditsStatement, findKey, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
+import { type AdminClient, adminClient, type ApiKey, type CreditsStatement, findKey, isMissingRoute, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
 import { instantFlag, oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
@@ -185,7 +185,7 @@ async function statementFor(client: AdminClient, report: UsageReport, covered: r
   try {
     return await client.credits(covered?.length === 1 ? { ...period, key: covered[0]!.id } : period);
   } catch (err) {
-    if (!(err instanceof AdminApiError && err.status === 404 && err.code === "not_found")) throw err;
+    if (!isMissingRoute(err)) throw err;
     deps.io.err(OLDER_SHIM);
     return undefined;
   }

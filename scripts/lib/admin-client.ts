@@ -137,6 +137,9 @@ export class AdminApiError extends UsageError {
   }
 }
 
+/** The shim's own 404 (its error object, code not_found) for a route: a shim older than that route. */
+export const isMissingRoute = (err: unknown): err is AdminApiError => err instanceof AdminApiError && err.status === 404 && err.code === "not_found";
+
 export interface AdminClient {
   createKey(body: { name: string; credits?: string; tier?: string; models?: string[]; expiresAt?: string }): Promise<CreatedKey>;
   listKeys(): Promise<ApiKey[]>;

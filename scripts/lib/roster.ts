@@ -20,12 +20,9 @@ export interface RosterDefaults {
 }
 
 /** One key to make: its line in the file, for messages, and its values (a line's own, else the defaults). */
-export interface RosterEntry {
+export interface RosterEntry extends RosterDefaults {
   readonly line: number;
   readonly name: string;
-  readonly credits?: string | undefined;
-  readonly tier?: string | undefined;
-  readonly expiresAt?: string | undefined;
 }
 
 /** A line of the roster and what is wrong with it, as listed: `line 4: …`. */

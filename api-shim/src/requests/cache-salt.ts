@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { ModelConfig } from "../config.ts";
 import { invalidParam } from "../errors.ts";
-import { OPEN_BRACE, spliceEveryMemberValue } from "./json-splice.ts";
+import { spliceEveryMemberValue, withFirstMembers } from "./json-splice.ts";
 
 /**
  * SHIM_CONFIG `cacheIsolation`: whose prompts share vLLM's prefix cache. vLLM caches a prompt's
@@ -85,13 +85,8 @@ export function saltedBody(forwarded: Buffer | string, body: Record<string, unkn
     const pieces = spliceEveryMemberValue(raw, "cache_salt", value);
     // Null only were the walk to miss a member JSON.parse read: then re-serialized, as upstreamBody does.
     if (!pieces) return JSON.stringify({ ...(JSON.parse(raw.toString("utf8")) as Record<string, unknown>), cache_salt: salt, ...(inExtraBody ? { extra_body: { cache_salt: salt } } : {}) });
-    return first ? withFirstMember(Buffer.concat(pieces), first) : Buffer.concat(pieces);
+    return first ? withFirstMembers(Buffer.concat(pieces), [Buffer.from(first)]) : Buffer.concat(pieces);
   }
-  return withFirstMember(raw, `"cache_salt":${value},${first}`);
-}
-
-/** `raw` with `members` (each ending in a comma) spliced in after its `{`: the body parsed as an object with a `model`. */
-function withFirstMember(raw: Buffer, members: string): Buffer {
-  const open = raw.indexOf(OPEN_BRACE) + 1;
-  return Buffer.concat([raw.subarray(0, open), Buffer.from(members), raw.subarray(open)]);
+  // The body parsed as an object with a `model`: a member follows its `{`.
+  return withFirstMembers(raw, [Buffer.from(`"cache_salt":${value},${first}`)]);
 }

@@ -4,7 +4,7 @@ import { refuseUnsafeMedia } from "./media-urls.ts";
 import { echoesLastMessage, echoesMedia } from "./chat-echo.ts";
 import { checkEmbeddingsRequest } from "./embeddings-request.ts";
 import { invalidParam } from "../errors.ts";
-import { spliceMemberValue } from "./json-splice.ts";
+import { spliceMemberValue, withFirstMembers } from "./json-splice.ts";
 import { normalizationGrowthOf } from "./normalization.ts";
 import { repeatedTextBytes, repeatedTexts } from "./repeated-text.ts";
 import { TokenEstimate } from "../money/pricing.ts";
@@ -353,9 +353,6 @@ export function upstreamBody(raw: Buffer, body: Record<string, unknown>, req: In
     if (!pieces) return JSON.stringify({ ...body, stream_options: options, ...(sendDefaultMaxTokens ? { max_tokens: COMPLETIONS_DEFAULT_MAX_TOKENS } : {}) });
     rest = Buffer.concat(pieces);
   }
-  if (first.length === 0) return rest;
-  // The body parsed as an object with a `model`: its first non-space byte is `{` and a member
-  // follows. Bytes, not a decoded string, so that nothing of the client's is re-encoded.
-  const open = rest.indexOf(0x7b) + 1;
-  return Buffer.concat([rest.subarray(0, open), ...first, rest.subarray(open)]);
+  // The body parsed as an object with a `model`: a member follows its `{`.
+  return first.length === 0 ? rest : withFirstMembers(rest, first);
 }

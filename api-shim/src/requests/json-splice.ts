@@ -27,6 +27,15 @@ export function spliceJsonBytes(raw: Buffer, members: Record<string, string>): B
   return [raw.subarray(0, end), Buffer.from(`${empty ? "" : ","}${jsonMembers(members)}`), raw.subarray(end)];
 }
 
+/**
+ * `raw` (a JSON object, as JSON.parse read it) with `members` (each `"name":value,`, its comma
+ * included) spliced in first, after its `{`: bytes, so nothing of the client's is re-encoded.
+ */
+export function withFirstMembers(raw: Buffer, members: readonly Buffer[]): Buffer {
+  const open = raw.indexOf(OPEN_BRACE) + 1;
+  return Buffer.concat([raw.subarray(0, open), ...members, raw.subarray(open)]);
+}
+
 /** spliceJsonBytes for text (an SSE event's `data: {…}`); text without an object is returned as it is. */
 export function spliceJson(text: string, members: Record<string, string>): string {
   if (!text.includes("}")) return text;
