@@ -1,4 +1,4 @@
-import { appendFileSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
+import { appendFileSync, copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
@@ -129,10 +129,11 @@ describe("restoreStagedLedger: a backup staged beside the ledger replaces it", (
       return synced ? `fsync ${synced[1] === dir ? "." : synced[1]!.replace(`${dir}/`, "")}` : l;
     });
     expect(steps).toEqual([
-      "rename shim.db -> shim.db.replaced-20261207T101500Z/shim.db",
-      "rename shim.db-wal -> shim.db.replaced-20261207T101500Z/shim.db-wal",
-      "rename shim.db-shm -> shim.db.replaced-20261207T101500Z/shim.db-shm",
-      "fsync shim.db.replaced-20261207T101500Z",
+      "rename shim.db -> shim.db.replacing/shim.db",
+      "rename shim.db-wal -> shim.db.replacing/shim.db-wal",
+      "rename shim.db-shm -> shim.db.replacing/shim.db-shm",
+      "fsync shim.db.replacing",
+      "rename shim.db.replacing -> shim.db.replaced-20261207T101500Z",
       "fsync .",
       "rename shim.db.restore -> shim.db",
       "fsync .",
@@ -195,18 +196,61 @@ describe("restoreStagedLedger: a backup staged beside the ledger replaces it", (
     expect(snapshot(replaced)).toEqual(moved);
   });
 
-  it("killed after shim.db moved but before its -wal and -shm: the next run moves them too (never onto the backup) and renames the staged file", async () => {
+  it("killed after shim.db moved but before its -wal and -shm: the next run moves them into the same directory (the old ledger stays whole in one place, never onto the backup) and renames the staged file", async () => {
     const { dir, file } = await killedAfterBackup();
-    const first = join(dir, "shim.db.replaced-20261207T101500Z");
-    mkdirSync(first);
-    renameSync(file, join(first, "shim.db"));
+    const old = snapshot(dir);
+    // What a process killed after its first move leaves on disk.
+    mkdirSync(join(dir, "shim.db.replacing"));
+    renameSync(file, join(dir, "shim.db.replacing", "shim.db"));
     const r = restoreStagedLedger(file, { now: () => T0 + 1000 });
-    const second = join(dir, "shim.db.replaced-20261207T101501Z");
-    expect(r).toMatchObject({ previous: second, moved: ["shim.db-wal", "shim.db-shm"] });
-    expect(readdirSync(dir).sort()).toEqual(["shim.db", "shim.db.replaced-20261207T101500Z", "shim.db.replaced-20261207T101501Z"]);
+    const replaced = join(dir, "shim.db.replaced-20261207T101501Z");
+    expect(r).toMatchObject({ previous: replaced, moved: ["shim.db", "shim.db-wal", "shim.db-shm"] });
+    expect(readdirSync(dir).sort()).toEqual(["shim.db", "shim.db.replaced-20261207T101501Z"]);
     expect(keysOf(file)).toEqual({ kept: 10, spent: 5 });
-    expect(readdirSync(first)).toEqual(["shim.db"]);
-    expect(readdirSync(second).sort()).toEqual(["shim.db-shm", "shim.db-wal"]);
+    for (const name of ["shim.db", "shim.db-wal", "shim.db-shm"]) expect(snapshot(replaced)[name]).toBe(old[name]);
+    // Together they are still the ledger they were: its -wal holds the key made since the backup.
+    expect(keysOf(join(replaced, "shim.db"))).toEqual({ after: 7, kept: 10, spent: 1 });
+  });
+
+  it("killed after every file moved, before their directory was named: the next run names it and renames the staged file", async () => {
+    const { dir, file, staged } = await killedAfterBackup();
+    const replacing = join(dir, "shim.db.replacing");
+    mkdirSync(replacing);
+    for (const name of ["shim.db", "shim.db-wal", "shim.db-shm"]) renameSync(join(dir, name), join(replacing, name));
+    const moved = snapshot(replacing);
+    const r = restoreStagedLedger(file, { now: () => T0 });
+    const replaced = join(dir, "shim.db.replaced-20261207T101500Z");
+    expect(r).toEqual({ from: staged, ledger: file, previous: replaced, moved: ["shim.db", "shim.db-wal", "shim.db-shm"], earlier: null, keys: 2, credits: "15" });
+    expect(readdirSync(dir).sort()).toEqual(["shim.db", "shim.db.replaced-20261207T101500Z"]);
+    expect(snapshot(replaced)).toEqual(moved);
+  });
+
+  it("a deleted shim.db with its -wal left beside the staged file goes to a directory of its own, not beside an earlier restore's ledger", async () => {
+    const { dir, file, staged } = await killedAfterBackup();
+    const spare = join(tempDir("ledger-restore-spare-"), "backup.db");
+    copyFileSync(staged, spare);
+    restoreStagedLedger(file, { now: () => T0 });
+    const earlier = join(dir, "shim.db.replaced-20261207T101500Z");
+    // By hand: shim.db deleted, its -wal left, a backup staged again.
+    const first = snapshot(earlier);
+    rmSync(file);
+    writeFileSync(`${file}-wal`, "a -wal without its database");
+    copyFileSync(spare, staged);
+    const r = restoreStagedLedger(file, { now: () => T0 + 1000 });
+    expect(r).toMatchObject({ previous: join(dir, "shim.db.replaced-20261207T101501Z"), moved: ["shim.db-wal"] });
+    expect(snapshot(earlier)).toEqual(first);
+  });
+
+  it("a .replacing a killed start left that already holds a name beside the ledger (by hand): kept whole under its own name, nothing overwritten", async () => {
+    const { dir, file } = await killedAfterBackup();
+    const replacing = join(dir, "shim.db.replacing");
+    mkdirSync(replacing);
+    renameSync(file, join(replacing, "shim.db"));
+    writeFileSync(join(replacing, "shim.db-wal"), "an earlier -wal");
+    const r = restoreStagedLedger(file, { now: () => T0 });
+    expect(readFileSync(join(dir, "shim.db.replaced-20261207T101500Z", "shim.db-wal"), "utf8")).toBe("an earlier -wal");
+    expect(r).toMatchObject({ previous: join(dir, "shim.db.replaced-20261207T101500Z-2"), moved: ["shim.db-wal", "shim.db-shm"] });
+    expect(readdirSync(dir).sort()).toEqual(["shim.db", "shim.db.replaced-20261207T101500Z", "shim.db.replaced-20261207T101500Z-2"]);
   });
 
   it("a second restore in the same second gets a directory of its own: nothing already replaced is overwritten", async () => {

@@ -11,10 +11,11 @@ export { RestoreRefusedError } from "./sqlite-restore-check.ts";
  * and before anything opens the ledger (openStore). Copying a backup over shim.db by hand, with an
  * old shim.db-wal left beside it, corrupts the ledger or silently brings the old state back; here
  * the staged file is checked first (sqlite-restore-check.ts: refused, nothing changed), then the
- * ledger's files move into a new directory beside them, `<ledger>.replaced-<UTC time>/`, and the
- * staged file is renamed to the ledger, last. Renames within one directory: no room needed, and
- * a process killed at any point leaves either the staged file (the next start moves what is left
- * and renames it) or the restored ledger. The lock file (`-lock`) stays where it is.
+ * ledger's files move into a directory beside them, `<ledger>.replacing/`, which is then renamed
+ * `<ledger>.replaced-<UTC time>/`, and the staged file is renamed to the ledger, last. Renames
+ * within one directory: no room needed, and a process killed at any point leaves either the staged
+ * file (the next start moves what is left into the same `.replacing`, so the old ledger and its
+ * -wal stay together, and goes on) or the restored ledger. The lock file (`-lock`) stays where it is.
  */
 
 /** What a restore did, for the shim's log line (restoredMessage). */
@@ -24,7 +25,7 @@ export interface LedgerRestored {
   ledger: string;
   /** The directory the replaced files went to; null when none was beside the ledger. */
   previous: string | null;
-  /** The names of the files moved there. */
+  /** The old ledger's files in it (those an interrupted start moved there too). */
   moved: string[];
   /** With nothing to move: the newest directory of replaced files, if any (an earlier restore's, or this one's, begun by a start that was stopped half way). */
   earlier: string | null;
@@ -66,16 +67,24 @@ export function restoreStagedLedger(ledger: string, options: { now?: () => numbe
   const found = checkStagedLedger(staged, ledger, st, options.onChecking);
   const dir = dirname(ledger);
   const present = ledgerFiles(ledger).filter((name) => lstatSync(join(dir, name), { throwIfNoEntry: false }) !== undefined);
+  const replacing = replacingOf(ledger);
+  const replacedName = () => freeName(join(dir, `${basename(ledger)}.replaced-${fileStamp((options.now ?? Date.now)())}`));
   let previous: string | null = null;
   const moved: string[] = [];
   try {
-    if (present.length > 0) {
-      previous = newDirectory(join(dir, `${basename(ledger)}.replaced-${fileStamp((options.now ?? Date.now)())}`));
+    if (present.length > 0 || exists(replacing)) {
+      // One a killed start left holding one of these names (only by hand): finished as it is, nothing overwritten.
+      if (present.some((name) => exists(join(replacing, name)))) renameSync(replacing, replacedName());
+      if (!exists(replacing)) mkdirSync(replacing);
+      previous = replacing;
       for (const name of present) {
-        renameSync(join(dir, name), join(previous, name));
+        renameSync(join(dir, name), join(replacing, name));
         moved.push(name);
       }
-      syncDirectory(previous);
+      syncDirectory(replacing);
+      const replaced = replacedName();
+      renameSync(replacing, replaced);
+      previous = replaced;
       // The moves are on disk before the rename: after a power cut, the restored file must not
       // come back with the old -wal still beside it.
       syncDirectory(dir);
@@ -85,19 +94,24 @@ export function restoreStagedLedger(ledger: string, options: { now?: () => numbe
   } catch (e) {
     throw new RestoreInterruptedError(staged, ledger, previous, moved, e);
   }
-  return { from: staged, ledger, previous, moved, earlier: previous === null ? newestReplaced(ledger) : null, ...found };
+  const inPrevious = previous === null ? [] : ledgerFiles(ledger).filter((name) => exists(join(previous!, name)));
+  return { from: staged, ledger, previous, moved: inPrevious, earlier: previous === null ? newestReplaced(ledger) : null, ...found };
 }
 
-/** `path`, or `path-2`, `-3`… if taken: a directory of its own, so that nothing replaced before is overwritten (a rename onto a file replaces it). */
-function newDirectory(path: string): string {
+/** Where the old ledger's files gather before the directory gets its `.replaced-<time>` name. */
+const replacingOf = (ledger: string) => `${ledger}.replacing`;
+
+const exists = (path: string) => lstatSync(path, { throwIfNoEntry: false }) !== undefined;
+
+/**
+ * `path`, or `path-2`, `-3`… if taken: nothing replaced before is overwritten (a rename onto an
+ * empty directory replaces it). Free when looked at is free when renamed to: the caller holds the
+ * ledger's owner lock, and nothing else makes these names.
+ */
+function freeName(path: string): string {
   for (let n = 1; ; n++) {
     const candidate = n === 1 ? path : `${path}-${n}`;
-    try {
-      mkdirSync(candidate);
-      return candidate;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-    }
+    if (!exists(candidate)) return candidate;
   }
 }
 
