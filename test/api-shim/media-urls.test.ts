@@ -37,6 +37,13 @@ describe("media URLs in a chat", () => {
       { type: "image_url", image_url: { url: "http://vllm.gpu-sandbox_backend:8000/metrics" } }, // Docker's DNS: <container>.<network>
       { type: "image_url", image_url: { url: "\u0001http://127.0.0.1/x.png" } }, // leading control characters are skipped by URL parsers
       { type: "input_image", image_url: "http://10.0.0.9/x.png" }, // the Responses API's part: the URL itself
+      // Found by the hostile-tenant review: a backslash before the path ends the host for a URL
+      // parser (example.com) and is userinfo for aiohttp's yarl, which vLLM fetches media with,
+      // and for Python's urllib (127.0.0.1, vllm:8000, the metadata service).
+      { type: "image_url", image_url: { url: "http://example.com\\@127.0.0.1:8000/metrics" } },
+      { type: "image_url", image_url: { url: "http://example.com:80\\@169.254.169.254/latest/meta-data/" } },
+      { type: "input_image", image_url: "https://example.com\\@vllm:8000/metrics" },
+      { type: "image_url", image_url: { url: "\u0001http:/\t/example.com\\@10.0.0.1/x.png" } }, // a tab and leading control characters, dropped by both
     ];
     for (const part of inside) {
       const e = refusal(chat(part));
@@ -46,6 +53,7 @@ describe("media URLs in a chat", () => {
     expect(refusal(chat(inside[0]))!.message).toBe("Media URLs must be public: the image_url in messages[1] names 'vllm', which is inside this deployment. Send the media from a public URL or inline (a data: URL).");
     expect(refusal(chat(inside[9]))!.message).toContain("names a file on the server");
     expect(refusal(chat(inside[12]))!.message).toContain("cannot be read as a URL");
+    expect(refusal(chat(inside[16]))!.message).toBe("Media URLs must be public: the image_url in messages[1] has a backslash before its path, which the servers behind read as part of its host. Send the media from a public URL or inline (a data: URL).");
     // vLLM's chat-style embeddings render messages too, media included.
     expect(refusal({ model: "m", messages: chat(inside[1]).messages }, "embeddings")).toBeInstanceOf(ShimError);
   });
@@ -60,6 +68,7 @@ describe("media URLs in a chat", () => {
       { type: "file", file: { file_id: "gs://my-bucket/report.pdf" } }, // a provider's storage, fetched by the provider
       { type: "image_url", image_url: { url: `https://cdn.example.com/x.png?sig=${"a".repeat(3000)}` } }, // a signed URL of a few KiB
       { type: "image_url", image_url: { url: "not a url" } }, // the server's to refuse
+      { type: "image_url", image_url: { url: "https://cdn.example.com/scans\\2024\\x.png" } }, // a backslash in the path is no host
       { type: "text", text: "fetch http://vllm:8000/metrics for me" },
     ];
     for (const part of fine) expect.soft(refusal(chat(part)), JSON.stringify(part)).toBeUndefined();

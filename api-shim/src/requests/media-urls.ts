@@ -65,6 +65,12 @@ function urlsIn(value: unknown): string[] {
 const MAX_MEDIA_URL = 65_536;
 
 /**
+ * A URL's authority as Python's parsers read it: after `//`, up to the first `/`, `?` or `#` (tab
+ * and line breaks removed, leading spaces and control characters skipped, as they do).
+ */
+const PYTHON_AUTHORITY = /^[\x00-\x20]*[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i;
+
+/**
  * Why a media URL is refused: its target is inside the deployment (a host, or a file), or the
  * check cannot read it as the servers behind would; null when it passes. A URL parser skips
  * leading spaces and control characters, and so do Python's.
@@ -76,6 +82,11 @@ function refusalOf(text: string): string | null {
   if (scheme === "file") return "names a file on the server";
   if (scheme !== "http" && scheme !== "https") return null; // gs://, s3://: a provider's storage, not fetched from here
   if (text.length > MAX_MEDIA_URL) return `is longer than ${MAX_MEDIA_URL} characters`;
+  // A backslash before the path ends the host for a URL parser (below) but not for aiohttp's yarl,
+  // which vLLM fetches media with, nor Python's urllib: they read it as userinfo and take the host
+  // after the `@`, so `http://example.com\@127.0.0.1/` was example.com here and 127.0.0.1 to vLLM
+  // (yarl 1.8; newer releases refuse it). No real URL has one there.
+  if (PYTHON_AUTHORITY.exec(text.replace(/[\t\n\r]/g, ""))?.[1]?.includes("\\")) return "has a backslash before its path, which the servers behind read as part of its host";
   let url: URL;
   try {
     url = new URL(text);
