@@ -20,8 +20,9 @@ The stack and its file stay (with no resources), so a second run does nothing.
 
 Before destroying a tenant it revokes the tenant's live keys (the tenant is being destroyed;
 one already expired is left as it is; revoked keys are marked "revoked_by": "reap-expired" in the keys file), waits up to 60 s for the
-requests in flight to settle, then saves the tenant's usage (per key and day, since the stack was
-created) to <usage-dir>/<tenant>-usage-<time>.csv, and its keys (names, tiers, balances) to
+requests in flight to settle, then saves the tenant's usage (per key, day and model, since the stack
+was created: key_id,key_name,day,model,requests,…; from a shim older than group=day,model, per key
+and day without the model column, said on stderr) to <usage-dir>/<tenant>-usage-<time>.csv, and its keys (names, tiers, balances) to
 <usage-dir>/<tenant>-keys-<time>.json: the ledger is on the tenant's volume, which the destroy
 deletes. <usage-dir>/<tenant>.exported records that they were saved, for that expiry: a destroy
 that failed (possibly after stopping the serving stack) is retried by the next run without
@@ -202,7 +203,7 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
 
   async function reapOne(stack: string, at: Date): Promise<void> {
     const usage = await exportUsage(stack, options.usageDir, deps, {
-      expiresAt: at, progress: (line) => io.out(`[${stack}] ${line}`),
+      expiresAt: at, progress: (line) => io.out(`[${stack}] ${line}`), warn: (line) => io.err(`[${stack}] ${line}`),
       ...(options.settleTimeoutMs !== undefined ? { settleTimeoutMs: options.settleTimeoutMs } : {}),
     });
     if (usage.kind === "saved") io.out(`[${stack}] saved its usage (${usage.rows} rows) to ${usage.path} and its keys (${usage.keys}) to ${usage.keysPath}`);
@@ -300,7 +301,7 @@ function earlierExpiryNote(stack: string, e: EarlierExpiry): string {
     ? `revoked its ${n} key${n === 1 ? "" : "s"} (clients get 401)${u > 0 ? `, and may have revoked ${u} more (${check})` : ""}`
     : `may have revoked ${u} of its keys (${check})`;
   const destroy = `\`${commandLine(destroyArgs(stack))}\``;
-  const save = `\`npm run --silent report-usage -- --stack ${stack} --all --group day --format csv > ${stack}-usage.csv\` and \`npm run --silent manage-keys -- list --stack ${stack} --json > ${stack}-keys.json\``;
+  const save = `\`npm run --silent report-usage -- --stack ${stack} --all --group day,model --format csv > ${stack}-usage.csv\` and \`npm run --silent manage-keys -- list --stack ${stack} --json > ${stack}-keys.json\``;
   return `[${stack}] not expired now, but a run for its earlier expiry (${iso(new Date(e.expiresAt))}) ${keys} ` +
     `${e.saved ? "and saved its usage, then its destroy failed" : "and could not save its usage"}; its host bills on. ` +
     `To keep the tenant, create new keys (${newKeys(stack, e.configuredKeys)}); to destroy it after all, ` +

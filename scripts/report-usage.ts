@@ -30,9 +30,11 @@ totals.
   --all                      the whole ledger: from the stack's creation (its createdAt output;
                              with --url, from 2000-01-01) to the end of tomorrow, UTC (a host
                              whose clock is ahead may have begun the next day); not with --from
-                             or --to. Save it (--group day --format csv) before a tenant is
+                             or --to. Save it (--group day,model --format csv) before a tenant is
                              destroyed or rebuilt: the ledger is on its volume
-  --group <model|day|key>    rows per key and model (default) or per key and UTC day; key: a
+  --group <model|day|day,model|key>
+                             rows per key and model (default), per key and UTC day, or per
+                             key, day and model (a shim older than it refuses it); key: a
                              line per key that existed in the period, those that sent nothing
                              included, with its usage summed, its balance and status now
                              (active, revoked, expired), e.g. for the end of a workshop, and
@@ -43,7 +45,8 @@ totals.
                              than GET /admin/credits: left out, said on stderr)
   --format <table|json|csv>  table (default); json (the API's report plus totals, and with --key
                              the keys covered); csv (the API's CSV, spreadsheet-safe, one row per
-                             key and group, with key_name after key_id; --group key: key_id,
+                             key and group, with key_name after key_id: key_id,key_name,day,model,
+                             requests,… with --group day,model; --group key: key_id,
                              key_name, requests, prompt_tokens, completion_tokens, total_tokens,
                              cost, balance, status, opening, granted, closing)
 
@@ -54,7 +57,7 @@ Examples:
   npm run report-usage -- --stack acme --group day --from 2026-03-01 --to 2026-03-07
   npm run report-usage -- --stack acme --key team-a --from 2026-03-01 --to 2026-03-31
   npm run --silent report-usage -- --stack acme --format csv > acme-usage.csv
-  npm run --silent report-usage -- --stack acme --all --group day --format csv > acme-ledger.csv
+  npm run --silent report-usage -- --stack acme --all --group day,model --format csv > acme-ledger.csv
   npm run --silent report-usage -- --stack acme --all --group key --format csv > acme-keys.csv
   npm run --silent report-usage -- --stack acme --group key --from 2026-11-01 --to 2026-11-30 --format csv > acme-2026-11-credits.csv`;
 
@@ -68,7 +71,7 @@ const OPTIONS = {
   format: { type: "string" },
 } as const;
 
-const GROUPS = ["model", "day", "key"] as const;
+const GROUPS = ["model", "day", "day,model", "key"] as const;
 const FORMATS = ["table", "json", "csv"] as const;
 
 export interface UsageTotals {
@@ -96,19 +99,21 @@ export function usageTotals(rows: readonly UsageRow[]): UsageTotals {
 export function formatUsage(report: UsageReport, keys: readonly ApiKey[], covered?: readonly ApiKey[]): string {
   const names = new Map(keys.map((k) => [k.id, k.name]));
   const of = covered ? ` of ${coverage(covered)}` : "";
-  const head = `Usage ${report.period.start} to ${report.period.end}${of}, per key and ${report.group}`;
+  // day,model: a column for each, day first, as in the API's CSV.
+  const groups = report.group.split(",") as ("day" | "model")[];
+  const head = `Usage ${report.period.start} to ${report.period.end}${of}, per key${groups.length > 1 ? ", day" : ""} and ${groups.at(-1)}`;
   if (report.data.length === 0) return `${head}: no requests.`;
   const totals = usageTotals(report.data);
-  type Line = { key: string; name: string; group: string; requests: number; prompt: number; completion: number; total: number; cost: number };
+  type Line = { key: string; name: string; groups: string[]; requests: number; prompt: number; completion: number; total: number; cost: number };
   const lines: Line[] = report.data.map((r) => ({
-    key: r.key_id, name: names.get(r.key_id) ?? "?", group: String(report.group === "day" ? r.day : r.model),
+    key: r.key_id, name: names.get(r.key_id) ?? "?", groups: groups.map((g) => String(r[g])),
     requests: r.requests, prompt: r.prompt_tokens, completion: r.completion_tokens, total: r.total_tokens, cost: r.cost,
   }));
-  lines.push({ key: "TOTAL", name: "", group: "", requests: totals.requests, prompt: totals.prompt_tokens, completion: totals.completion_tokens, total: totals.total_tokens, cost: totals.cost });
+  lines.push({ key: "TOTAL", name: "", groups: groups.map(() => ""), requests: totals.requests, prompt: totals.prompt_tokens, completion: totals.completion_tokens, total: totals.total_tokens, cost: totals.cost });
   const table = formatTable<Line>([
     { header: "KEY", value: (l) => l.key },
     { header: "NAME", value: (l) => l.name },
-    { header: report.group.toUpperCase(), value: (l) => l.group },
+    ...groups.map((g, i) => ({ header: g.toUpperCase(), value: (l: Line) => l.groups[i]! })),
     { header: "REQUESTS", value: (l) => l.requests },
     { header: "PROMPT", value: (l) => l.prompt },
     { header: "COMPLETION", value: (l) => l.completion },

@@ -54,7 +54,8 @@ export interface CreditGrant {
   readonly replayed: boolean;
 }
 
-export type UsageGroup = "model" | "day";
+/** day,model: a row per key, day and model (a shim older than it refuses it: 400 naming `group`, usage-export.ts). */
+export type UsageGroup = "model" | "day" | "day,model";
 
 export interface UsageQuery {
   readonly key?: string;
@@ -121,18 +122,20 @@ export class AdminApiError extends UsageError {
   readonly status: number | undefined;
   /** The API's error code (idempotency_key_reused, …), when it answered with one. */
   readonly code: string | undefined;
-  /** The API's own message, when it answered with one. */
+  /** The API's own message, and the parameter it names (`param`), when it answered with them. */
   readonly apiMessage: string | undefined;
+  readonly param: string | undefined;
   /** The answer's Retry-After header, when it had one. */
   readonly retryAfter: string | null;
 
   /** `cause`: the network failure, when the API did not answer (hostUnreachable tells a host that is down). */
-  constructor(message: string, details: { outcome: RequestOutcome; status?: number; code?: string; apiMessage?: string; retryAfter?: string | null; cause?: unknown }) {
+  constructor(message: string, details: { outcome: RequestOutcome; status?: number; code?: string; apiMessage?: string; param?: string; retryAfter?: string | null; cause?: unknown }) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });
     this.outcome = details.outcome;
     this.status = details.status;
     this.code = details.code;
     this.apiMessage = details.apiMessage;
+    this.param = details.param;
     this.retryAfter = details.retryAfter ?? null;
   }
 }
@@ -360,11 +363,13 @@ async function apiError(res: Response, method: string, path: string, target: Adm
   let message = text.trim().slice(0, 300) || res.statusText;
   let code: string | undefined;
   let apiMessage: string | undefined;
+  let param: string | undefined;
   try {
-    const body = JSON.parse(text) as { error?: { message?: string; code?: string | null } };
+    const body = JSON.parse(text) as { error?: { message?: string; code?: string | null; param?: string | null } };
     if (body.error?.message) {
       message = apiMessage = body.error.message;
       code = body.error.code ?? undefined;
+      param = body.error.param ?? undefined;
     }
   } catch {} // not JSON (a proxy's HTML page): the start of the text is still the best clue
   const hint =
@@ -376,7 +381,7 @@ async function apiError(res: Response, method: string, path: string, target: Adm
   // A 5xx may come after the API acted (a proxy's 502/504 while the shim answered late).
   return new AdminApiError(`admin API ${method} ${path.split("?")[0]} failed: ${res.status} ${code ? `${code}: ` : ""}${message}${hint}`, {
     outcome: res.status >= 500 ? "unknown" : "refused", status: res.status, retryAfter: res.headers.get("retry-after"),
-    ...(code !== undefined ? { code } : {}), ...(apiMessage !== undefined ? { apiMessage } : {}),
+    ...(code !== undefined ? { code } : {}), ...(apiMessage !== undefined ? { apiMessage } : {}), ...(param !== undefined ? { param } : {}),
   });
 }
 

@@ -1,6 +1,6 @@
 // Saves a tenant's whole usage ledger before its stack is destroyed: the ledger lives on the
 // tenant's Block Storage Volume, which `pulumi destroy` deletes, so afterwards nobody could bill
-// from it. One CSV per key and day, from the stack's creation to the end of tomorrow, UTC
+// from it. One CSV per key, day and model, from the stack's creation to the end of tomorrow, UTC
 // (wholeLedger), as the shim writes it with each key's name beside its id (withKeyNames, as
 // `report-usage --format csv` prints it: the volume holds the only map from ids to the names
 // operators bill by), and the keys (names, tiers, balances, revocations) as JSON. The keys are
@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import { basename, join } from "node:path";
 import { csvCell } from "../../api-shim/src/csv-cell.ts";
 import { fileStamp, isIsoInstant } from "../../api-shim/src/requests/period.ts";
-import { AdminApiError, adminClient, type ApiKey } from "./admin-client.ts";
+import { type AdminClient, AdminApiError, adminClient, type ApiKey } from "./admin-client.ts";
 import { hostUnreachable } from "./cli.ts";
 import type { ScriptDeps } from "./deps.ts";
 import { endpointOf, stackOutputs } from "./pulumi.ts";
@@ -91,6 +91,21 @@ export function withKeyNames(csv: string, keys: readonly Pick<ApiKey, "id" | "na
     const id = line.slice(0, cut);
     return `${id},${i === 0 ? "key_name" : csvCell(names.get(id) ?? "")}${line.slice(cut)}`;
   }).join("\r\n");
+}
+
+/**
+ * The whole ledger's CSV per key, day and model (what an invoice needs when prices differ per
+ * model); from a shim older than group=day,model (its 400 naming `group`), per key and day, as
+ * before, with a line saying the model column is missing: the tenant is still saved and destroyed.
+ */
+async function ledgerCsv(client: AdminClient, period: { from: string; to: string }, warn: (line: string) => void): Promise<string> {
+  try {
+    return await client.usageCsv({ group: "day,model", ...period });
+  } catch (err) {
+    if (!(err instanceof AdminApiError && err.status === 400 && err.param === "group")) throw err;
+    warn("its usage is saved per key and day without the model column: this tenant's shim is older than group=day,model (GET /admin/usage refused it); `pulumi up` a tenant with this checkout before it expires to have it");
+    return client.usageCsv({ group: "day", ...period });
+  }
 }
 
 /** A JSON file, or undefined when there is none or it cannot be read: treated as none. */
@@ -238,6 +253,8 @@ export interface ExportOptions extends Omit<RetireOptions, "progress" | "revokin
   /** When the stack expired: the marker is for this expiry only. */
   readonly expiresAt: Date;
   readonly progress?: (line: string) => void;
+  /** What the operator must hear though the export succeeds (stderr; default: progress). */
+  readonly warn?: (line: string) => void;
   readonly fetchImpl?: typeof fetch;
 }
 
@@ -281,7 +298,7 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
       progress(`requests of ${retired.stillHolding.length} key(s) were still in flight when the wait ended (${retired.stillHolding.map((k) => k.id).join(", ")}): their usage may be missing from what is saved`);
     }
     const now = deps.now();
-    const csv = withKeyNames(await client.usageCsv({ group: "day", ...wholeLedger(createdAt, now) }), retired.keys);
+    const csv = withKeyNames(await ledgerCsv(client, wholeLedger(createdAt, now), options.warn ?? progress), retired.keys);
     privateDir(dir);
     const stamp = fileStamp(now.getTime());
     const path = join(dir, `${stack}-usage-${stamp}.csv`);

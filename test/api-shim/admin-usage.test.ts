@@ -274,9 +274,18 @@ describe("admin routes and usage reports", () => {
     // By day, the CSV's second column is the day, and its header says so (found by mutation review).
     const dayCsv = (await (await h.admin(`/admin/usage?key=${id}&format=csv&group=day`)).text()).split("\r\n");
     expect(dayCsv).toEqual(["key_id,day,requests,prompt_tokens,completion_tokens,total_tokens,cost", `${id},${new Date(clock.now()).toISOString().slice(0, 10)},2,2,0,2,2`, ""]);
+    // By day and model: a row per key, day and model (an invoice's when prices differ per model), both columns named.
+    const today = new Date(clock.now()).toISOString().slice(0, 10);
+    await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
+    const both = await h.admin(`/admin/usage?key=${id}&format=csv&group=day,model`);
+    expect((await both.text()).split("\r\n").map((l) => l.split(",").slice(0, 4).join(","))).toEqual([
+      "key_id,day,model,requests", `${id},${today},bge-m3,2`, `${id},${today},qwen2.5-7b,1`, "",
+    ]);
+    const bothJson = (await (await h.admin(`/admin/usage?key=${id}&group=day%2Cmodel`)).json()) as Record<string, any>;
+    expect(bothJson).toMatchObject({ group: "day,model", data: [{ key_id: id, day: today, model: "bge-m3", requests: 2 }, { key_id: id, day: today, model: "qwen2.5-7b", requests: 1 }] });
     const all = (await (await h.admin("/admin/usage")).json()) as Record<string, any>;
     expect(all.data.length).toBeGreaterThan(1);
-    for (const bad of ["group=week", "format=xml", "from=x"]) expect((await h.admin(`/admin/usage?${bad}`)).status).toBe(400);
+    for (const bad of ["group=week", "group=model,day", "format=xml", "from=x"]) expect((await h.admin(`/admin/usage?${bad}`)).status).toBe(400);
   });
 
   it("usage reports refuse a query parameter they do not know, naming it, instead of answering another report", async () => {

@@ -270,4 +270,27 @@ export function storeContract(current: () => Store): void {
       { keyId: "k", group: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 1 },
     ]);
   });
+
+  it("groups usage by UTC day and model (group day,model): a row per key, day and model, sorted so", async () => {
+    const store = current();
+    await store.createKey(newKey("k", 10));
+    await store.createKey(newKey("j", 10));
+    const charge = async (keyId: string, id: string, at: number, model: string) => {
+      await store.reserve({ reservationId: id, keyId, amount: 1, at });
+      await store.settle({ reservationId: id, keyId, hold: 1, cost: 1, usage: { ...usage(keyId, `q-${id}`, 1, at), model } });
+    };
+    await charge("k", "r0", Date.UTC(2026, 0, 1, 23), "m");
+    await charge("k", "r1", Date.UTC(2026, 0, 2, 1), "n");
+    await charge("k", "r2", Date.UTC(2026, 0, 2, 2), "m");
+    await charge("k", "r3", Date.UTC(2026, 0, 2, 3), "n");
+    await charge("j", "r4", Date.UTC(2026, 0, 2, 3), "n");
+    const rows = await store.usage({ keyId: null, asker: null, from: 0, to: Date.UTC(2027, 0, 1), group: "day,model" });
+    expect(rows.map((d) => [d.keyId, d.group, d.model, d.requests, d.cost])).toEqual([
+      ["j", "2026-01-02", "n", 1, 1], ["k", "2026-01-01", "m", 1, 1], ["k", "2026-01-02", "m", 1, 1], ["k", "2026-01-02", "n", 2, 2],
+    ]);
+    expect(await store.usage({ keyId: "k", asker: "k", from: Date.UTC(2026, 0, 2), to: Date.UTC(2026, 0, 3), group: "day,model" })).toEqual([
+      { keyId: "k", group: "2026-01-02", model: "m", requests: 1, promptTokens: 3, completionTokens: 4, cost: 1 },
+      { keyId: "k", group: "2026-01-02", model: "n", requests: 2, promptTokens: 6, completionTokens: 8, cost: 2 },
+    ]);
+  });
 }

@@ -299,7 +299,7 @@ describe("reap-expired", () => {
     expect(statSync(marker).mode & 0o777).toBe(0o600);
   });
 
-  it("saves each tenant's usage before destroying it, per key and day, in --usage-dir, with its keys revoked", async () => {
+  it("saves each tenant's usage before destroying it, per key, day and model, in --usage-dir, with its keys revoked", async () => {
     const { root, pulumi } = tenants();
     withoutGolf(pulumi);
     const live = await shim.createKey({ name: "still-live", credits: 5 });
@@ -333,11 +333,12 @@ describe("reap-expired", () => {
       stack: "bravo", expiresAt: "2026-03-01T10:00:00.000Z", savedAt: NOW.toISOString(),
       usage: join(root, "billing", files[1]!), keys: join(root, "billing", files[0]!),
     });
-    expect(csv[0]).toBe("key_id,key_name,day,requests,prompt_tokens,completion_tokens,total_tokens,cost");
+    // An invoice prices each model apart: the model beside the day; the columns before it kept.
+    expect(csv[0]).toBe("key_id,key_name,day,model,requests,prompt_tokens,completion_tokens,total_tokens,cost");
     const row = csv.find((l) => l.startsWith(`${keyId},`))!;
-    expect(row.split(",")[1]).toBe("team-1");
-    expect(row.split(",")[3]).toBe("3");
-    expect(row.split(",")[5]).toBe("12");
+    expect(row.split(",").slice(0, 5)).toEqual([keyId, "team-1", "2026-03-01", "qwen2.5-7b", "3"]);
+    expect(row.split(",")[6]).toBe("12");
+    expect(io.stderr.join("\n")).not.toContain("model column");
     const out = io.stdout.join("\n");
     expect(out).toMatch(/\[bravo\] saved its usage \(\d+ rows\) to .*bravo-usage-\S+ and its keys \(\d+\) to .*bravo-keys-/);
     expect(out).toContain("[foxtrot] no usage to save: no endpoint: the serving stack was never deployed");
@@ -416,11 +417,12 @@ async function ledgerRequests(id: string): Promise<number> {
   return rows.reduce((sum, r) => sum + r.requests, 0);
 }
 
-/** The requests column of the key's row in the saved CSV (0 without a row). */
+/** The requests of the key's rows in the saved CSV (0 without a row), its column found by its header. */
 function savedRequests(dir: string, id: string): number {
   const file = readdirSync(dir).find((f) => f.endsWith(".csv"))!;
-  const row = readFileSync(join(dir, file), "utf8").split(/\r?\n/).find((l) => l.startsWith(`${id},`));
-  return row ? Number(row.split(",")[3]) : 0; // key_id,key_name,day,requests,…
+  const [head, ...lines] = readFileSync(join(dir, file), "utf8").split(/\r?\n/);
+  const column = head!.split(",").indexOf("requests");
+  return lines.filter((l) => l.startsWith(`${id},`)).reduce((sum, l) => sum + Number(l.split(",")[column]), 0);
 }
 
 const chat = (key: string) => shim.post(key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 4 });
@@ -605,6 +607,45 @@ describe("reap-expired: a destroy that failed after its stop step", () => {
   });
 });
 
+describe("reap-expired: the saved usage per model", () => {
+  it("a key that used two models on a day has a row for each, with its own requests, tokens and cost", async () => {
+    const { id, key } = await shim.createKey({ name: "two-models", credits: 100 });
+    await chat(key);
+    await shim.client(key).embeddings.create({ model: "bge-m3", input: "x" });
+    await shim.client(key).embeddings.create({ model: "bge-m3", input: "y" });
+    const { root, pulumi } = tenants();
+    withoutGolf(pulumi);
+    expect(await main(["--yes"], { root, pulumi, io: memoryIo(), env: {}, now: () => NOW })).toBe(0);
+    const file = readdirSync(join(root, "usage")).find((f) => f.endsWith(".csv"))!;
+    const rows = readFileSync(join(root, "usage", file), "utf8").split("\r\n").filter((l) => l.startsWith(`${id},`));
+    expect(rows.map((l) => l.split(",").slice(1, 5))).toEqual([["two-models", "2026-03-01", "bge-m3", "2"], ["two-models", "2026-03-01", "qwen2.5-7b", "1"]]);
+  });
+
+  it("a tenant whose shim is older (no group=day,model) still has its usage saved per key and day, says the model column is missing on stderr, and is destroyed", async () => {
+    const { id, key } = await shim.createKey({ name: "older-shim", credits: 100 });
+    await chat(key);
+    // The refusal a shim from before group=day,model answers (routes/admin.ts then), word for word.
+    const older = { status: 400, json: JSON.stringify({ error: { message: "'group' must be model or day.", type: "invalid_request_error", param: "group", code: "invalid_request" } }) };
+    const front = await frontProxy(shim.url, (method, url) => (method === "GET" && url.startsWith("/admin/usage") && /group=day%2Cmodel/.test(url) ? older : "forward"));
+    const { root, pulumi } = tenants();
+    withoutGolf(pulumi);
+    const bravo = pulumi.stacks.get("bravo")!;
+    bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+    const io = memoryIo();
+    try {
+      expect(await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW }), io.text()).toBe(0);
+    } finally {
+      front.close();
+    }
+    const file = readdirSync(join(root, "usage")).find((f) => f.endsWith(".csv"))!;
+    const csv = readFileSync(join(root, "usage", file), "utf8").split("\r\n");
+    expect(csv[0]).toBe("key_id,key_name,day,requests,prompt_tokens,completion_tokens,total_tokens,cost");
+    expect(csv.find((l) => l.startsWith(`${id},`))!.split(",").slice(1, 4)).toEqual(["older-shim", "2026-03-01", "1"]);
+    expect(io.stderr.join("\n")).toContain("[bravo] its usage is saved per key and day without the model column: this tenant's shim is older than group=day,model");
+    expect(pulumi.callsOf("destroy").map((c) => pulumi.stackArg(c.args))).toContain("bravo");
+  });
+});
+
 describe("reap-expired: the usage export fails after the tenant's keys were revoked", () => {
   it("the KEPT lines say its keys are revoked, on every run; the run that saves the usage still marks them as the reaper's", async () => {
     const { id, key } = await shim.createKey({ name: "customer", credits: 100 });
@@ -740,7 +781,7 @@ describe("reap-expired: a destroy that failed after the keys were revoked (the s
     expect(pulumi.callsOf("destroy").map((c) => pulumi.stackArg(c.args))).toEqual(["foxtrot"]); // by the first run
     expect(io.stderr.join("\n")).toContain(`[bravo] not expired now, but a run for its earlier expiry (2026-03-01T10:00:00Z) revoked its ${live} key${live === 1 ? "" : "s"} (clients get 401) and could not save its usage; its host bills on. ` +
       "To keep the tenant, create new keys (`npm run manage-keys -- create --stack bravo --name <name> --credits <n>`; its stack key customer stays revoked though `pulumi stack output apiKeys` still shows it: give it a new id, `pulumi up --stack bravo --replace '<URN of bravo-key-customer-id>'`, docs/operations.md \"Keeping a tenant whose keys a reap revoked\"); to destroy it after all, save its usage first " +
-      "(`npm run --silent report-usage -- --stack bravo --all --group day --format csv > bravo-usage.csv` and `npm run --silent manage-keys -- list --stack bravo --json > bravo-keys.json`), " +
+      "(`npm run --silent report-usage -- --stack bravo --all --group day,model --format csv > bravo-usage.csv` and `npm run --silent manage-keys -- list --stack bravo --json > bravo-keys.json`), " +
       `then \`pulumi destroy --yes --non-interactive --refresh --stack bravo\`. Then delete ${join(root, "usage", "bravo.revoked")}, which this line is from.`);
   });
 

@@ -157,6 +157,19 @@ describe("report-usage against a real shim", () => {
     const [header, ...rows] = (await run(["--group", "day", "--format", "csv"])).replace(/\r\n$/, "").split("\r\n");
     expect(header).toBe("key_id,key_name,day,requests,prompt_tokens,completion_tokens,total_tokens,cost");
     expect(rows.reduce((sum, row) => sum + Number(row.split(",")[3]), 0)).toBe(4);
+    // The save before a destroy the docs give, as reap-expired saves it: per key, day and model.
+    const [modelHeader, ...modelRows] = (await run(["--group", "day,model", "--format", "csv"])).replace(/\r\n$/, "").split("\r\n");
+    expect(modelHeader).toBe("key_id,key_name,day,model,requests,prompt_tokens,completion_tokens,total_tokens,cost");
+    const today = clockNow().toISOString().slice(0, 10);
+    expect(modelRows.map((row) => row.split(",").slice(0, 5)).sort()).toEqual([[a.id, "team-a", today, "qwen2.5-7b", "3"], [b.id, "team-b", today, "qwen2.5-7b", "1"]].sort());
+  });
+
+  it("--group day,model: a table with DAY and MODEL columns and a TOTAL line", async () => {
+    const r = await report(["--group", "day,model"]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/, per key, day and model\n\nKEY +NAME +DAY +MODEL +REQUESTS +PROMPT +COMPLETION +TOKENS +CREDITS\n/);
+    expect(r.out).toMatch(new RegExp(`^${a.id} +team-a +${clockNow().toISOString().slice(0, 10)} +qwen2\\.5-7b +3 `, "m"));
+    expect(r.out).toMatch(/^TOTAL +4 /m);
   });
 
   it("--all's period covers what a host whose clock is ahead of this machine's stamped in its next UTC day", () => {
@@ -176,7 +189,7 @@ describe("report-usage against a real shim", () => {
   });
 
   it.each([
-    [["--group", "week"], '--group "week" is not allowed; use one of: model, day, key'],
+    [["--group", "week"], '--group "week" is not allowed; use one of: model, day, day,model, key'],
     [["--format", "xml"], '--format "xml" is not allowed; use one of: table, json, csv'],
     [["--from", "yesterday"], '--from "yesterday" must be a date (2026-03-01) or a timestamp with a zone'],
     [["--to", "2026-11-31"], "--to: 2026-11-31 is not a day: November 2026 has 30 days"],

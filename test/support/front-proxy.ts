@@ -12,7 +12,9 @@ export type FrontAnswer =
   /** The shim never sees the request; the client gets a 502, as from nginx that cannot reach it. */
   | "bad-gateway"
   /** The shim never sees the request; the client gets nginx's per-address limit's 429 (error-pages.conf). */
-  | "rate-limited";
+  | "rate-limited"
+  /** The shim never sees the request; the client gets this JSON answer (e.g. an older shim's refusal). */
+  | { readonly status: number; readonly json: string };
 
 export interface FrontProxy {
   /** http://127.0.0.1:<port>, standing in for the tenant's endpoint. */
@@ -35,6 +37,11 @@ export async function frontProxy(upstream: string, answer: (method: string, url:
     if (what === "bad-gateway") {
       req.resume();
       res.writeHead(502, { "content-type": "text/html" }).end("<html>502 Bad Gateway</html>");
+      return;
+    }
+    if (typeof what === "object") {
+      req.resume();
+      res.writeHead(what.status, { "content-type": "application/json" }).end(what.json);
       return;
     }
     if (what === "rate-limited") {

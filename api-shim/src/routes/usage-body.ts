@@ -82,10 +82,18 @@ export function sendUsageBody(ctx: ShimContext, request: FastifyRequest, reply: 
   return reply.send(stream);
 }
 
+/**
+ * A row's group columns, named: the group's one (model or day), or by day and model the day and
+ * then the model, so that the columns before `model` are those of a report by day.
+ */
+function groupCells(group: string, r: UsageGroup): [string, string][] {
+  return group === "day,model" ? [["day", r.group], ["model", r.model ?? ""]] : [[group, r.group]];
+}
+
 async function* csvPieces(batches: UsageBatches, group: string): AsyncGenerator<string> {
-  yield csvLine(["key_id", group, "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"]);
+  yield csvLine(["key_id", ...group.split(","), "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"]);
   for await (const rows of pieces(batches)) {
-    yield rows.map((r) => csvLine([r.keyId, r.group, r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)])).join("");
+    yield rows.map((r) => csvLine([r.keyId, ...groupCells(group, r).map(([, v]) => v), r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)])).join("");
   }
 }
 
@@ -95,7 +103,7 @@ async function* jsonPieces(batches: UsageBatches, group: string, head: object): 
   let first = true;
   for await (const rows of pieces(batches)) {
     const json = rows.map((r) => JSON.stringify({
-      key_id: r.keyId, [group]: r.group, requests: r.requests, prompt_tokens: r.promptTokens,
+      key_id: r.keyId, ...Object.fromEntries(groupCells(group, r)), requests: r.requests, prompt_tokens: r.promptTokens,
       completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens, cost: creditsNumber(r.cost),
     })).join(",");
     yield first ? json : `,${json}`;

@@ -52,11 +52,13 @@ const reportMark = () => `/* shim usage report ${randomUUID()} */`;
  * postgres-usage-index.ts).
  */
 export function reportSql(q: Pick<UsageQuery, "keyId" | "group">): string {
-  const day = q.group === "day";
-  return `SELECT key_id AS "keyId", ${day ? "at / 86400000" : "model"} AS "group", count(*) AS requests,
+  const day = q.group !== "model";
+  // By day and model: the day is the group, the model a column of its own (UsageGroup.model).
+  const model = q.group === "day,model";
+  return `SELECT key_id AS "keyId", ${day ? "at / 86400000" : "model"} AS "group"${model ? ", model" : ""}, count(*) AS requests,
       sum(prompt_tokens)::bigint AS "promptTokens", sum(completion_tokens)::bigint AS "completionTokens", (-sum(amount))::bigint AS cost
     FROM ledger WHERE kind = 'usage' AND ${REPORTED_SQL} AND at >= $1 AND at < $2 ${q.keyId === null ? "" : "AND key_id = $3"}
-    GROUP BY 1, 2 ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}`;
+    GROUP BY 1, 2${model ? ", 3" : ""} ORDER BY key_id COLLATE "C", ${day ? "2" : 'model COLLATE "C"'}${model ? ', model COLLATE "C"' : ""}`;
 }
 
 /**
@@ -135,7 +137,7 @@ export class UsageReports {
    */
   private batches(q: UsageQuery, opening: ReportOpening): Promise<UsageRest> {
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
-    return this.statement(q.asker, reportSql(q), values, q.group === "day", opening);
+    return this.statement(q.asker, reportSql(q), values, q.group !== "model", opening);
   }
 
   /**

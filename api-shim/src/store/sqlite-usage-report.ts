@@ -42,7 +42,7 @@ export function usageReport(db: Database.Database, q: ReportQuery, check: () => 
       // More than SLICE_ROWS rows in one millisecond: that millisecond is a slice of its own.
       const to = Math.max(sliceEnd.get({ ...q, from }) ?? q.to, from + 1);
       for (const g of slice.all({ ...q, from, to })) {
-        const id = JSON.stringify([g.keyId, g.group]);
+        const id = JSON.stringify([g.keyId, g.group, g.model]);
         const sum = groups.get(id);
         if (sum === undefined) groups.set(id, g);
         else {
@@ -55,7 +55,7 @@ export function usageReport(db: Database.Database, q: ReportQuery, check: () => 
       from = to;
     }
   })();
-  return [...groups.values()].sort((a, b) => byteOrder(a.keyId, b.keyId) || byteOrder(a.group, b.group));
+  return [...groups.values()].sort((a, b) => byteOrder(a.keyId, b.keyId) || byteOrder(a.group, b.group) || byteOrder(a.model ?? null, b.model ?? null));
 }
 
 /**
@@ -63,15 +63,17 @@ export function usageReport(db: Database.Database, q: ReportQuery, check: () => 
  * a slice ends, and a slice's groups. They call shim_report_check, which usageReport defines.
  */
 export function reportSql(q: Pick<ReportQuery, "keyId" | "group">): { sliceEnd: string; slice: string } {
-  const dim = q.group === "day" ? "strftime('%Y-%m-%d', at / 1000, 'unixepoch')" : "model";
+  const day = "strftime('%Y-%m-%d', at / 1000, 'unixepoch')";
+  // By day and model: the day is the group, the model a column of its own (UsageGroup.model).
+  const [dim, more] = q.group === "model" ? ["model", ""] : [day, q.group === "day,model" ? ", model" : ""];
   const rows = `at >= @from AND at < @to AND ${q.keyId === null ? "kind = 'usage'" : "key_id = @keyId"} AND (id & 4095 <> 0 OR shim_report_check())`;
   return {
     // From the index alone (key_id, at or the usage rows' at; id is the rowid): a key's top-ups
     // count towards its slices' size too, which only makes them a little smaller.
     sliceEnd: `SELECT at FROM ledger WHERE ${rows} ORDER BY at LIMIT 1 OFFSET ${SLICE_ROWS}`,
-    slice: `SELECT key_id AS keyId, ${dim} AS "group", count(*) AS requests,
+    slice: `SELECT key_id AS keyId, ${dim} AS "group"${more}, count(*) AS requests,
         sum(prompt_tokens) AS promptTokens, sum(completion_tokens) AS completionTokens, -sum(amount) AS cost
-      FROM ledger WHERE ${rows} AND kind = 'usage' AND ${REPORTED_SQL} GROUP BY key_id, "group"`,
+      FROM ledger WHERE ${rows} AND kind = 'usage' AND ${REPORTED_SQL} GROUP BY key_id, "group"${more}`,
   };
 }
 

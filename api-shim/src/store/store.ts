@@ -158,7 +158,7 @@ export interface UsageQuery {
   asker: string | null;
   from: number;
   to: number; // exclusive
-  group: "model" | "day";
+  group: "model" | "day" | "day,model"; // day,model: a row per key, UTC day and model (an invoice's when prices differ per model)
   /**
    * Aborts when the asker no longer wants the report (it left: a ClientLeftError; the drain was cut). The Postgres
    * store's report then rejects at once with that reason (any but a ClientLeftError as a StoreUnavailableError's
@@ -179,8 +179,9 @@ export const REPORTED_SQL = "(amount <> 0 OR coalesce(served, status < 400))";
 
 export interface UsageGroup {
   keyId: string;
-  /** The model name, or the UTC day (YYYY-MM-DD) when grouping by day. */
+  /** The model name, or the UTC day (YYYY-MM-DD) when grouping by day (or by day and model). */
   group: string;
+  model?: string; // grouping by day and model: the model (`group` is the day); absent otherwise
   requests: number;
   promptTokens: number;
   completionTokens: number;
@@ -204,8 +205,7 @@ export interface AuditRow {
 export interface BootstrapResult {
   created: boolean;
   granted: boolean;
-  /** The id is a key made with the admin API: nothing of it was changed (the start refuses: server.ts). */
-  adminKey?: true;
+  adminKey?: true; // the id is a key made with the admin API: nothing of it was changed (the start refuses: server.ts)
   /** Why the grant, due, was not made (asked again at the next start): grantRefusal. */
   refused?: GrantRefusal;
 }
