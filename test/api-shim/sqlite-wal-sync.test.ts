@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { createHash } from "node:crypto";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { failureHint } from "../../api-shim/src/store/sqlite-failures.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { WalClosedError, WalSync } from "../../api-shim/src/store/sqlite-wal-sync.ts";
 import { startShim } from "../support/shim-harness.ts";
@@ -151,5 +152,50 @@ describe("an admin write whose WAL sync the disk refuses", () => {
     } finally {
       await h.close().catch(() => {});
     }
+  });
+});
+
+/**
+ * The WAL's sync is Node's open and fdatasync, not SQLite's: its errno decides what the log line
+ * of the store failing closed tells the operator. A -wal left owned by root (a sqlite3 run as
+ * root on the host) fails the open with EACCES: a file to chown, which was reported as
+ * SQLITE_IOERR_FSYNC and "the disk failed a read or write" (check dmesg), the wrong remedy.
+ */
+describe("an admin write whose WAL sync fails: the failure's code and hint follow the errno", () => {
+  let dir: string;
+  afterEach(() => {
+    vi.restoreAllMocks();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const failureFor = async (errno: string) => {
+    dir = mkdtempSync(join(tmpdir(), "wal-sync-errno-"));
+    const file = join(dir, "shim.db");
+    const failures: unknown[] = [];
+    const store = new SqliteStore(file, { onFailure: (e) => failures.push(e) });
+    try {
+      vi.spyOn((store as unknown as { walSync: WalSync }).walSync, "sync").mockRejectedValue(Object.assign(new Error(`${errno}: open '${file}-wal'`), { code: errno }));
+      await expect(store.createKey({ id: "k", name: "k", hash: "h", tier: "free", models: null, credits: 1, expiresAt: null, at: 1 })).rejects.toThrow();
+    } finally {
+      await store.close().catch(() => {});
+    }
+    expect(failures).toHaveLength(1);
+    return { failure: failures[0] as Error & { code: string }, hint: failureHint(failures[0], file, () => false) };
+  };
+
+  it("EACCES (a -wal of another owner): SQLITE_PERM, and the hint is the owner and mode to fix, not the disk", async () => {
+    const { failure, hint } = await failureFor("EACCES");
+    expect(failure.code).toBe("SQLITE_PERM");
+    expect(failure.message).toContain("EACCES");
+    expect(hint).toMatch(/check the owner and mode of .*shim\.db-wal.*uid 1000/);
+  });
+
+  it("ENOSPC: SQLITE_FULL (free space); EIO stays the disk's SQLITE_IOERR_FSYNC", async () => {
+    const full = await failureFor("ENOSPC");
+    expect(full.failure.code).toBe("SQLITE_FULL");
+    expect(full.hint).toMatch(/is full: free space on it/);
+    rmSync(dir, { recursive: true, force: true });
+    const eio = await failureFor("EIO");
+    expect(eio.failure.code).toBe("SQLITE_IOERR_FSYNC");
+    expect(eio.hint).toMatch(/the disk failed a read or write/);
   });
 });

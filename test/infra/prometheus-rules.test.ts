@@ -46,12 +46,14 @@ describe("the Prometheus files an operator copies", () => {
     expect(r.output).toContain("SUCCESS");
   });
 
-  it("the unit tests catch a rule that fires on another job's failed scrape, too late for a restart loop, or on requests that were not refused for lack of credits", (ctx) => {
+  it("the unit tests catch a rule that fires on another job's failed scrape, too late for a restart loop, on requests that were not refused for lack of credits, or on /ready's 503s", (ctx) => {
     if (!hasPromtool) return ctx.skip(NO_PROMTOOL);
     const alerts = readFileSync(join(DIR, "alerts.yml"), "utf8");
     const broken: [string, string][] = [['up{job=~"gpu-sandbox.*"} == 0', "up == 0"], ["[15m]) > 2", "[15m]) > 5"], ["< 2e9", "< 1e8"], ["for: 0m", "for: 5m"],
       // The out-of-credit alert: on another status, on a window too short to hold it 15 minutes.
-      ['{status="402"}[15m]', '{status!="402"}[15m]'], ['{status="402"}[15m]', '{status="402"}[5m]']];
+      ['{status="402"}[15m]', '{status!="402"}[15m]'], ['{status="402"}[15m]', '{status="402"}[5m]'],
+      // The 503 alert: on /ready's answers too, on another status.
+      ['{status="503", route!="/ready"}', '{status="503"}'], ['{status="503", route!="/ready"}', '{status="502", route!="/ready"}']];
     for (const [from, to] of broken) {
       expect(alerts).toContain(from);
       const r = promtoolOn(() => ["test", "rules", "alerts.test.yml"], alerts.replace(from, to));

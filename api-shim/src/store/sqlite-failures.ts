@@ -51,6 +51,28 @@ export function failsTheStore(e: unknown): boolean {
   return p !== undefined && FATAL.has(p);
 }
 
+/**
+ * The SQLite code an admin write's failed WAL sync (sqlite-wal-sync.ts: Node's open and
+ * fdatasync, not SQLite's) is reported under, so that the log's err.code and hint send the
+ * operator to the right remedy: a -wal of another owner (root's sqlite3 on the host) fails its
+ * open with EACCES, which is a file to chown, not a disk to check; a read-only mount (EROFS) is
+ * told by failureHint itself; ENOSPC is a full volume. Anything else is the disk's I/O error.
+ */
+export function walSyncFailureCode(e: unknown): string {
+  switch ((e as NodeJS.ErrnoException | null)?.code) {
+    case "EACCES":
+    case "EPERM":
+      return "SQLITE_PERM";
+    case "EROFS":
+      return "SQLITE_READONLY";
+    case "ENOSPC":
+    case "EDQUOT":
+      return "SQLITE_FULL";
+    default:
+      return "SQLITE_IOERR_FSYNC";
+  }
+}
+
 /** The docs' section an operator restores a backup with. */
 const RESTORE_DOCS = "docs/operations.md, Backup and restore of the ledger";
 

@@ -2,7 +2,7 @@ import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { Batch, type Hold, holdsByKey } from "./sqlite-batch.ts";
 import { CHECKPOINT_FAILURE_LIMIT_MS, type CheckpointFailure, failureToFailWith, startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
-import { failsTheStore, isBusy, isCorrupt } from "./sqlite-failures.ts";
+import { failsTheStore, isBusy, isCorrupt, walSyncFailureCode } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import type { SqliteStoreOptions } from "./sqlite-options.ts";
 import { createKeyIn, ensureBootstrapKeyIn, topUpIn } from "./sqlite-admin-writes.ts";
@@ -241,7 +241,7 @@ export class SqliteStore implements Store {
       await this.walSync.sync();
     } catch (e) {
       if (e instanceof WalClosedError) throw new StoreUnavailableError(CLOSING); // closing makes it durable
-      const failure = Object.assign(new Error(`syncing the WAL failed: ${(e as Error).message}`), { code: "SQLITE_IOERR_FSYNC", cause: e });
+      const failure = Object.assign(new Error(`syncing the WAL failed: ${(e as Error).message}`), { code: walSyncFailureCode(e), cause: e });
       this.fail(failure, "elsewhere");
       throw new UnconfirmedWriteError(failure);
     }
