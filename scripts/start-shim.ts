@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { shownUrl } from "../api-shim/src/config.ts";
-import type { Probe } from "../api-shim/src/routes/health.ts";
+import type { Probe } from "../api-shim/src/upstream/readiness.ts";
 import { redactUrl } from "../api-shim/src/store/database-url.ts";
 import { exitOnFailure, mainWithUsage, setVariables } from "./lib/cli.ts";
 import { urlHost } from "./lib/url-host.ts";

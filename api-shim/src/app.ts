@@ -33,6 +33,7 @@ import { metricsRoutes } from "./routes/metrics.ts";
 import { modelsRoutes } from "./routes/models.ts";
 import { usageRoutes } from "./routes/usage.ts";
 import type { Store } from "./store/store.ts";
+import { probeUpstream, UpstreamReadiness } from "./upstream/readiness.ts";
 import type { Upstream } from "./upstream/upstream.ts";
 import { namesPostgres } from "./store/database-url.ts";
 
@@ -68,6 +69,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     holdsSettled: new KeyWaiters(),
     answerMemory: new AnswerMemory(config.answerMemoryBytes),
     bodyMemory: new BodyMemory(config.bodyMemoryBytes),
+    readiness: new UpstreamReadiness({ probe: () => probeUpstream(ctx), clock: deps.clock, metrics, logger: deps.logger, draining: () => ctx.inflight.draining }),
   };
   metrics.answerMemory = ctx.answerMemory;
   metrics.bodyMemory = ctx.bodyMemory;
@@ -120,6 +122,16 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     },
   });
   app.decorate("shim", ctx);
+  // The readiness watch runs while the app listens (an app only injected into never probes); it
+  // stops probing at the drain by itself, and for good once the app closes.
+  app.addHook("onListen", (done) => {
+    ctx.readiness.start(config.readyProbeIntervalMs);
+    done();
+  });
+  app.addHook("onClose", (_app, done) => {
+    ctx.readiness.stop();
+    done();
+  });
 
   // Only JSON is read. Fastify's text/plain parser handed the routes a string, refused as "not a
   // JSON object" though it was one (fetch sends a string body as text/plain): any other type's

@@ -103,6 +103,8 @@ export interface ShimConfig {
   readonly upstreamTimeoutMs: number;
   readonly streamIdleTimeoutMs: number;
   readonly drainTimeoutMs: number;
+  /** How often the upstream is probed as /ready probes it, for shim_upstream_ready; 0: only when /ready is asked. */
+  readonly readyProbeIntervalMs: number;
   readonly maxBodyBytes: number;
   /** Largest non-streamed answer relayed: it is read whole (the headers carry its charge). */
   readonly maxAnswerBytes: number;
@@ -275,6 +277,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     upstreamTimeoutMs: int("SHIM_UPSTREAM_TIMEOUT_MS", 120_000, 1, 3_600_000),
     streamIdleTimeoutMs: int("SHIM_STREAM_IDLE_TIMEOUT_MS", 60_000, 1, 3_600_000),
     drainTimeoutMs: int("SHIM_DRAIN_TIMEOUT_MS", 23_000, 0, 3_600_000),
+    readyProbeIntervalMs: int("SHIM_READY_PROBE_INTERVAL_MS", 15_000, 0, 3_600_000),
     maxBodyBytes: int("SHIM_MAX_BODY_BYTES", 8 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     maxAnswerBytes: int("SHIM_MAX_ANSWER_BYTES", 256 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     answerMemoryBytes: int("SHIM_ANSWER_MEMORY_BYTES", 512 * 1024 * 1024, 1024, 64 * 1024 * 1024 * 1024),

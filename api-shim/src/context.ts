@@ -11,6 +11,7 @@ import type { Pricer } from "./money/pricing.ts";
 import type { KeyBuckets, RateLimiter } from "./limits/rate-limit.ts";
 import type { SecretHider } from "./observability/redaction.ts";
 import type { KeyRecord, Store } from "./store/store.ts";
+import type { UpstreamReadiness } from "./upstream/readiness.ts";
 import type { Upstream } from "./upstream/upstream.ts";
 
 /** Everything a route needs, built once per app by buildApp. */
@@ -31,6 +32,8 @@ export interface ShimContext {
   holdsSettled: KeyWaiters;
   answerMemory: AnswerMemory;
   bodyMemory: BodyMemory;
+  /** The upstream probed as /ready probes it, cached, and on a timer while the app listens (shim_upstream_ready). */
+  readiness: UpstreamReadiness;
 }
 
 /** Per-request facts for the one log line and the metrics. */

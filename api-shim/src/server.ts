@@ -18,7 +18,7 @@ import { type LedgerRestored, RestoreInterruptedError, RestoreRefusedError, rest
 import { VolumeFullError } from "./store/sqlite-space.ts";
 import { BootstrapIdTakenError, type GrantRefusal, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, type Store } from "./store/store.ts";
 import { createUpstream } from "./upstream/upstream.ts";
-import { type Probe, probeUpstream } from "./routes/health.ts";
+import type { Probe } from "./upstream/readiness.ts";
 
 /**
  * The only file that listens. Start: config, store, release the reservations of a dead process,
@@ -227,7 +227,7 @@ async function main(): Promise<void> {
   logger.flush();
   listeningAt = address;
   probeReadiness = async () => {
-    const probe = await probeUpstream(app.shim);
+    const probe = await app.shim.readiness.probe();
     return stopping ? null : probe; // a stop meanwhile cut the probe: no warning for that
   };
   // A stop or a store failure that came while `app.listen` was pending is acted on only now. A

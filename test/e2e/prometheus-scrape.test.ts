@@ -173,7 +173,8 @@ describe("the kit's prometheus.yml and alerts.yml in a real Prometheus, scraping
       expect(res.status).toBeGreaterThanOrEqual(500);
     }
     edge!.shim.fake.reset();
-    const failures = await waitFor(() => query(`shim_upstream_failures_total{job="${job}"}`), (r) => r.some((s) => Number(s.value[1]) >= 3));
+    // `> 0`: each fixed reason is exported at 0 from the start, so that its first failure is an increase.
+    const failures = await waitFor(() => query(`shim_upstream_failures_total{job="${job}"} > 0`), (r) => r.some((s) => Number(s.value[1]) >= 3));
     expect(failures.map((s) => ({ reason: s.metric.reason, tenant: s.metric.tenant, value: s.value[1] }))).toEqual([{ reason: "status_500", tenant: TENANT, value: "3" }]);
   }, TEST_TIMEOUT_MS);
 

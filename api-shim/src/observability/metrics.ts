@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { MIN_FREE_BYTES } from "../store/sqlite-space.ts";
+import { UPSTREAM_FAILURE_REASONS } from "../upstream/failure-reasons.ts";
 
 /** Node's default gauges that are totals of a labelled gauge of the same name without `_total`. */
 const DUPLICATE_TOTAL_GAUGES = ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"];
@@ -28,6 +29,7 @@ export class Metrics {
   readonly cappedCharges: Counter<"model">;
   readonly checkpointFailures: Counter;
   private volumeFree: Gauge | undefined;
+  private ready: Gauge | undefined;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -55,6 +57,10 @@ export class Metrics {
     // Non-streamed requests waiting on the upstream (a hung one for up to SHIM_UPSTREAM_TIMEOUT_MS) show nowhere else.
     new Gauge({ name: "shim_requests_in_flight", help: "Requests being answered (admitted and not yet finished: inference, streams included, and any other route), besides the scrape itself.", registers, collect() { this.set(inFlight()); } });
     this.upstreamFailures = new Counter({ name: "shim_upstream_failures_total", help: "Upstream failures (unreachable, timed out, 5xx, refusing the shim's credentials, cut streams), by reason. Not the upstream refusing a client's request: shim_upstream_refusals_total.", labelNames: ["reason"], registers });
+    // Each fixed reason is exported from the start at 0: a series that appeared at 1 with the
+    // first failure was invisible to rate() and increase(), so a dead upstream's first failures
+    // went unseen. (`status_<code>` reasons appear with their first failure: there is no list.)
+    for (const reason of UPSTREAM_FAILURE_REASONS) this.upstreamFailures.inc({ reason }, 0);
     // Apart from the failures, so an alert on their rate is not set off by a client's mistakes.
     this.upstreamRefusals = new Counter({ name: "shim_upstream_refusals_total", help: "Requests the upstream refused as the client's own error (400, 422, a 404 naming the model, 413), relayed to the client as a 4xx, by reason.", labelNames: ["reason"], registers });
     this.releasedReservations = new Counter({ name: "shim_stale_reservations_released_total", help: "Credit holds released because their process is gone or lost its liveness lock: at start, and by the Postgres store's sweeps while serving. A request still in flight then settles without a hold (charged if the balance covers it).", registers });
@@ -67,6 +73,19 @@ export class Metrics {
       // sum(nodejs_active_handles), so nothing is lost.
       for (const name of DUPLICATE_TOTAL_GAUGES) this.registry.removeSingleMetric(name);
     }
+  }
+
+  /**
+   * The upstream's readiness as /ready probes it (upstream/readiness.ts): 1 ready, 0 not. The gauge
+   * appears with the first probe's result, not as a 0 before any probe was made.
+   */
+  upstreamReady(ready: boolean): void {
+    this.ready ??= new Gauge({
+      name: "shim_upstream_ready",
+      help: "1 when the upstream lists the configured models (and SHIM_READY_URL answers 2xx), 0 when not: /ready's upstream probe, made every SHIM_READY_PROBE_INTERVAL_MS (15 s) with or without traffic.",
+      registers: [this.registry],
+    });
+    this.ready.set(ready ? 1 : 0);
   }
 
   /**
