@@ -140,7 +140,13 @@ async function main(): Promise<void> {
     warnAboutKeysAtStart(await store.listKeys(), config, logger, Date.now());
   } catch (e) {
     // Not failures a restart fixes (a full volume: until space is freed): said as they are, once per start.
-    if (e instanceof SqliteInUseError || e instanceof VolumeFullError || e instanceof NewerSchemaError || e instanceof SchemaOwnerNeededError || e instanceof SessionSettingsError || e instanceof BootstrapIdTakenError || e instanceof RestoreRefusedError || e instanceof RestoreInterruptedError) {
+    // A full volume's line has err.code and hint as a store that failed closed has (its alert's description says so).
+    if (e instanceof VolumeFullError) {
+      logger.error({ err: e, hint: sqliteFile === null ? undefined : failureHint(e, sqliteFile) }, e.message);
+      exitNow(1);
+      return;
+    }
+    if (e instanceof SqliteInUseError || e instanceof NewerSchemaError || e instanceof SchemaOwnerNeededError || e instanceof SessionSettingsError || e instanceof BootstrapIdTakenError || e instanceof RestoreRefusedError || e instanceof RestoreInterruptedError) {
       logger.error(e.message);
       exitNow(1);
       return;

@@ -8,6 +8,7 @@ import { driverUrl, parseDatabaseUrl, redactUrl } from "../../api-shim/src/store
 import { openStore } from "../../api-shim/src/store/open-store.ts";
 import { SqliteInUseError } from "../../api-shim/src/store/sqlite-owner.ts";
 import { checkRoomToStart, MIN_FREE_BYTES, reusableWal, VolumeFullError, watchRoom } from "../../api-shim/src/store/sqlite-space.ts";
+import { failureHint } from "../../api-shim/src/store/sqlite-failures.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 
 const HASH = `sha256:${"a".repeat(64)}`;
@@ -612,6 +613,9 @@ describe("checkRoomToStart (a SQLite store's volume, before the shim listens)", 
   it("refuses a volume with less than MIN_FREE_BYTES free, naming the file and the free bytes", () => {
     const err = (() => { try { checkRoomToStart("/data/shim.db", statfs(12)); } catch (e) { return e; } })();
     expect(err).toBeInstanceOf(VolumeFullError);
+    // The exit line's err.code and hint, as a store's SQLITE_FULL gets them.
+    expect((err as { code?: string }).code).toBe("SQLITE_FULL");
+    expect(failureHint(err, "/data/shim.db")).toBe("the volume holding /data/shim.db is full: free space on it (df -h)");
     expect((err as Error).message).toBe(`the volume holding /data/shim.db has 49152 bytes free, less than the ${MIN_FREE_BYTES} (16 MiB) the shim needs to start: free space on it (df -h); until then the shim would take requests it cannot record`);
     expect((err as Error).message).not.toContain("\n");
   });

@@ -390,6 +390,8 @@ describe("the shim process", () => {
       const errors = restarted.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50);
       expect(errors).toHaveLength(1);
       expect(errors[0].msg).toMatch(new RegExp(`^the volume holding ${file.replace(/[.]/g, "\\.")} has \\d+ bytes free, less than the 16777216 \\(16 MiB\\) the shim needs to start`));
+      // With err.code and hint, as GpuSandboxShimDown's description promises of the line.
+      expect(errors[0]).toMatchObject({ err: { code: "SQLITE_FULL" }, hint: expect.stringContaining("is full: free space on it (df -h)") });
 
       // Space is back: it serves, and the ledger balances.
       rmSync(filler);

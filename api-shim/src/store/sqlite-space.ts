@@ -23,6 +23,8 @@ export const WAL_SIZE_LIMIT = MIN_FREE_BYTES;
  * or model weights) told an operator it "needs to start", which it had done long before.
  */
 export class VolumeFullError extends Error {
+  /** SQLite's own code for a full disk: the exit line's `err.code` and hint (failureHint) say so, as for SQLITE_FULL from SQLite itself. */
+  readonly code = "SQLITE_FULL";
   constructor(file: string, free: number, wal = 0, serving = false) {
     const counted = wal > 0 ? ` (and ${wal} in the store's own WAL, which it reuses)` : "";
     const needs = serving
