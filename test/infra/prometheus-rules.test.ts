@@ -46,14 +46,16 @@ describe("the Prometheus files an operator copies", () => {
     expect(r.output).toContain("SUCCESS");
   });
 
-  it("the unit tests catch a rule that fires on another job's failed scrape, too late for a restart loop, on requests that were not refused for lack of credits, or on /ready's 503s", (ctx) => {
+  it("the unit tests catch a rule that fires on another job's failed scrape, too late for a restart loop, on requests that were not refused for lack of credits, on /ready's 503s, or on a model still loading at a start", (ctx) => {
     if (!hasPromtool) return ctx.skip(NO_PROMTOOL);
     const alerts = readFileSync(join(DIR, "alerts.yml"), "utf8");
     const broken: [string, string][] = [['up{job=~"gpu-sandbox.*"} == 0', "up == 0"], ["[15m]) > 2", "[15m]) > 5"], ["< 2e9", "< 1e8"], ["for: 0m", "for: 5m"],
       // The out-of-credit alert: on another status, on a window too short to hold it 15 minutes.
       ['{status="402"}[15m]', '{status!="402"}[15m]'], ['{status="402"}[15m]', '{status="402"}[5m]'],
       // The 503 alert: on /ready's answers too, on another status.
-      ['{status="503", route!="/ready"}', '{status="503"}'], ['{status="503", route!="/ready"}', '{status="502", route!="/ready"}']];
+      ['{status="503", route!="/ready"}', '{status="503"}'], ['{status="503", route!="/ready"}', '{status="502", route!="/ready"}'],
+      // The model server alert: at a start while the model loads, or never for a start whose model does not load.
+      ["(time() - process_start_time_seconds) > 1800", "(time() - process_start_time_seconds) > 0"], ["(time() - process_start_time_seconds) > 1800", "(time() - process_start_time_seconds) > 86400"]];
     for (const [from, to] of broken) {
       expect(alerts).toContain(from);
       const r = promtoolOn(() => ["test", "rules", "alerts.test.yml"], alerts.replace(from, to));
