@@ -40,8 +40,8 @@ export class UpstreamReadiness {
     if (this.cached && now - this.cached.at <= PROBE_CACHE_MS) return this.cached.result;
     const result = this.deps.probe();
     this.cached = { at: now, result };
+    fresh?.(result); // first: /ready's line with its request's id comes before the watch's
     void result.then((r) => this.seen(r), () => {});
-    fresh?.(result);
     return result;
   }
 
