@@ -34,10 +34,11 @@ export interface RunningNginx {
  * Debian's nginx with a rendered nginx.conf, changed in one place only: the shim's address (and,
  * with `options.listen`, its ports).
  * The certificate is made here with openssl for `localhost` and 127.0.0.1, in the tls/ directory
- * next to the config, where the rendered config expects it.
+ * next to the config, where the rendered config expects it; it expires in `options.certificateDays`
+ * (1 unless given).
  */
 export async function startNginx(renderedConf: string, shimAddress: string, ports: readonly number[],
-  options: { listen?: ReadonlyMap<number, number> } = {}): Promise<RunningNginx> {
+  options: { listen?: ReadonlyMap<number, number>; certificateDays?: number } = {}): Promise<RunningNginx> {
   if (!renderedConf.includes(RENDERED_UPSTREAM)) throw new Error(`the rendered nginx.conf has no "${RENDERED_UPSTREAM}"`);
   const dir = tempDir("gpu-sandbox-nginx-");
   let conf = forLocalNginx(renderedConf).replace(RENDERED_UPSTREAM, `server ${shimAddress};`);
@@ -49,7 +50,7 @@ export async function startNginx(renderedConf: string, shimAddress: string, port
   }
   writeFileSync(join(dir, "nginx.conf"), conf);
   mkdirSync(join(dir, "tls"));
-  const cert = runTool("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+  const cert = runTool("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", String(options.certificateDays ?? 1),
     "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
     "-keyout", join(dir, "tls/privkey.pem"), "-out", join(dir, "tls/fullchain.pem")]);
   if (cert.status !== 0) throw new Error(`openssl: ${cert.output}`);
