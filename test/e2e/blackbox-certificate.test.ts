@@ -15,14 +15,17 @@ import { pollUntil, tempDir } from "../support/tools.ts";
  * threshold of a week too), the other's in 400: GpuSandboxCertificateExpiresSoon goes active for
  * the first alone. Both are self-signed stacks (startRenderedEdge makes the certificate with
  * openssl), so the probe verifies each with its own CA, as the kit's self-signed module does: a
- * module without it reports no expiry, and no alert. Fixed ports 62310-62319, outside the
- * ephemeral range and the other nginx tests' ports.
+ * module without it reports no expiry, and no alert. A third tenant's certificate has expired:
+ * the kit's /metrics job fails with the error GpuSandboxShimDown's description names. Fixed ports
+ * 62310-62322, outside the ephemeral range and the other nginx tests' ports.
  */
 const KIT = join(import.meta.dirname, "..", "..", "templates", "operator", "prometheus");
 const SOON = "certsoon";
 const LATER = "certlater";
 const SOON_PORTS = { http: 62310, https: 62311, local: 62312 };
 const LATER_PORTS = { http: 62313, https: 62314, local: 62315 };
+const EXPIRED = "certexpired";
+const EXPIRED_PORTS = { http: 62320, https: 62321, local: 62322 };
 const BLACKBOX_PORT = 62316;
 const PROMETHEUS_PORT = 62317;
 const API = `http://127.0.0.1:${PROMETHEUS_PORT}/api/v1`;
@@ -48,9 +51,10 @@ interface Module { tcp?: { tls_config?: { ca_file?: string } } }
  * The kit's files as an operator fills them in for self-signed tenants: the self-signed tenant's
  * probe job (the one whose tenant's /metrics job has a `ca_file`) and its module copied per tenant,
  * with the tenant's name, target and CA file (an absolute path, where the kit's module has one), and
- * the exporter's address (the kit's 127.0.0.1:9115) moved to this test's port.
+ * the exporter's address (the kit's 127.0.0.1:9115) moved to this test's port; for `scraped`
+ * tenants, the kit's self-signed /metrics job too, copied the same way.
  */
-function operatorFiles(dir: string, tenants: { name: string; ca: string; target: string }[]): { prometheus: string; blackbox: string } {
+function operatorFiles(dir: string, tenants: { name: string; ca: string; target: string; scraped?: boolean }[]): { prometheus: string; blackbox: string } {
   const kit = parse(readFileSync(join(KIT, "prometheus.yml"), "utf8")) as { global: Record<string, unknown>; rule_files: string[]; scrape_configs: Job[] };
   const kitModules = (parse(readFileSync(join(KIT, "blackbox.yml"), "utf8")) as { modules: Record<string, Module> }).modules;
   const selfSignedTenant = kit.scrape_configs.find((j) => j.tls_config?.ca_file !== undefined)?.static_configs[0]?.labels?.tenant;
@@ -58,8 +62,9 @@ function operatorFiles(dir: string, tenants: { name: string; ca: string; target:
   if (!probe?.params) throw new Error(`the kit's prometheus.yml has no probe job for its self-signed tenant ${selfSignedTenant}`);
   const kitModule = kitModules[probe.params.module[0]!];
   if (!kitModule) throw new Error(`the kit's blackbox.yml has no module ${probe.params.module[0]}`);
+  const scrape = kit.scrape_configs.find((j) => j.tls_config?.ca_file !== undefined)!;
   const modules: Record<string, Module> = {};
-  const jobs = tenants.map(({ name, ca, target }) => {
+  const jobs = tenants.flatMap(({ name, ca, target, scraped }) => {
     const caPath = join(dir, `${name}-ca.pem`);
     writeFileSync(caPath, ca);
     const module = structuredClone(kitModule);
@@ -74,7 +79,12 @@ function operatorFiles(dir: string, tenants: { name: string; ca: string; target:
     const exporter = job.relabel_configs?.find((r) => r.replacement === "127.0.0.1:9115");
     if (!exporter) throw new Error("the kit's probe job does not send its scrapes to 127.0.0.1:9115");
     exporter.replacement = `127.0.0.1:${BLACKBOX_PORT}`;
-    return job;
+    if (!scraped) return [job];
+    const metrics = structuredClone(scrape);
+    metrics.job_name = scrape.job_name.replace(/[^-]+$/, name);
+    metrics.tls_config = { ...metrics.tls_config, ca_file: caPath };
+    metrics.static_configs = [{ targets: [target], labels }];
+    return [job, metrics];
   });
   const global = { ...kit.global, scrape_interval: "1s", evaluation_interval: "1s" };
   return { prometheus: stringify({ ...kit, global, scrape_configs: jobs }), blackbox: stringify({ modules }) };
@@ -89,8 +99,11 @@ async function api<T>(path: string): Promise<T> {
 type Sample = { metric: Record<string, string>; value: [number, string] };
 const query = (promql: string) => api<{ result: Sample[] }>(`/query?query=${encodeURIComponent(promql)}`).then((d) => d.result);
 interface Rule { name: string; health: string; lastError?: string; alerts: { labels: Record<string, string>; state: string }[] }
-const expiryRule = () => api<{ groups: { rules: Rule[] }[] }>("/rules?type=alert")
-  .then((d) => d.groups.flatMap((g) => g.rules).find((r) => r.name === "GpuSandboxCertificateExpiresSoon"));
+const rule = (name: string) => api<{ groups: { rules: Rule[] }[] }>("/rules?type=alert")
+  .then((d) => d.groups.flatMap((g) => g.rules).find((r) => r.name === name));
+const expiryRule = () => rule("GpuSandboxCertificateExpiresSoon");
+interface Target { labels: Record<string, string>; health: string; lastError: string }
+const target = (job: string) => api<{ activeTargets: Target[] }>("/targets?state=active").then((d) => d.activeTargets.find((t) => t.labels.job === job));
 /** Pending (its `for:` is 10 minutes) or, on a machine slow enough, firing. */
 const ACTIVE = ["pending", "firing"];
 
@@ -119,6 +132,7 @@ async function stop(child: ChildProcess | undefined): Promise<void> {
 
 let soon: RenderedEdge | undefined;
 let later: RenderedEdge | undefined;
+let expired: RenderedEdge | undefined;
 let blackbox: ChildProcess | undefined;
 let prometheus: ChildProcess | undefined;
 let logs: string[] = [];
@@ -129,12 +143,14 @@ describe("the kit's certificate probe: blackbox_exporter and a real Prometheus, 
     if (MISSING) return;
     soon = await startRenderedEdge({ stack: SOON, settings: {}, ports: SOON_PORTS, certificateDays: 10 });
     later = await startRenderedEdge({ stack: LATER, settings: {}, ports: LATER_PORTS, certificateDays: 400 });
+    expired = await startRenderedEdge({ stack: EXPIRED, settings: {}, ports: EXPIRED_PORTS, certificateDays: -1 });
     const dir = tempDir("blackbox-e2e-");
     copyFileSync(join(KIT, "alerts.yml"), join(dir, "alerts.yml"));
     const files = operatorFiles(dir, [
       // The two forms of target the kit's certificate verifies: a host name, and an IP address.
       { name: SOON, ca: soon.nginx.certificate, target: `localhost:${SOON_PORTS.https}` },
       { name: LATER, ca: later.nginx.certificate, target: `127.0.0.1:${LATER_PORTS.https}` },
+      { name: EXPIRED, ca: expired.nginx.certificate, target: `localhost:${EXPIRED_PORTS.https}`, scraped: true },
     ]);
     writeFileSync(join(dir, "prometheus.yml"), files.prometheus);
     writeFileSync(join(dir, "blackbox.yml"), files.blackbox);
@@ -154,7 +170,11 @@ describe("the kit's certificate probe: blackbox_exporter and a real Prometheus, 
       try {
         await soon?.close();
       } finally {
-        await later?.close();
+        try {
+          await later?.close();
+        } finally {
+          await expired?.close();
+        }
       }
     }
   });
@@ -194,5 +214,22 @@ describe("the kit's certificate probe: blackbox_exporter and a real Prometheus, 
     await new Promise((r) => setTimeout(r, 2000)); // two more evaluations with its series present
     rule = await expiryRule();
     expect(rule?.alerts.map((a) => a.labels.tenant)).toEqual([SOON]);
+  }, TEST_TIMEOUT_MS);
+
+  it("an expired certificate: the /metrics scrape fails with `x509: certificate has expired`, GpuSandboxShimDown goes active, and the probe reports no expiry", async (ctx) => {
+    if (MISSING) return ctx.skip(MISSING);
+    const job = `gpu-sandbox-${EXPIRED}`;
+    let down: Target | undefined;
+    await pollUntil(async () => (down = await target(job))?.health === "down", DEADLINE_MS, 250);
+    expect(down?.lastError, JSON.stringify(down)).toMatch(/x509: certificate has expired/);
+    let shimDown: Rule | undefined;
+    await pollUntil(async () => (shimDown = await rule("GpuSandboxShimDown"))?.alerts.some((a) => a.labels.tenant === EXPIRED) === true, DEADLINE_MS, 250);
+    expect(ACTIVE).toContain(shimDown?.alerts.find((a) => a.labels.tenant === EXPIRED)?.state);
+    // GpuSandboxShimDown's, not the expiry alert's: the failed handshake gives no date.
+    const probe = `tls-gpu-sandbox-${EXPIRED}`;
+    let success: Sample[] = [];
+    await pollUntil(async () => (success = await query(`probe_success{job="${probe}"}`)).length > 0, DEADLINE_MS, 250);
+    expect(success.map((s) => s.value[1])).toEqual(["0"]);
+    expect(await query(`probe_ssl_earliest_cert_expiry{job="${probe}"}`)).toEqual([]);
   }, TEST_TIMEOUT_MS);
 });

@@ -27,7 +27,7 @@ export interface RenderedEdgeOptions {
   shimFile?: (rendered: Record<string, unknown>) => Record<string, unknown>;
   /** The rendered nginx.conf, changed for the test. */
   nginxConf?: (rendered: string) => string;
-  /** Days until nginx's certificate expires (1 unless given). */
+  /** Days until nginx's certificate expires (1 unless given; negative: it has expired). */
   certificateDays?: number;
 }
 
