@@ -9,7 +9,7 @@ import { runTool, tempDir } from "../support/tools.ts";
 /**
  * templates/operator/prometheus/: the scrape job and alerts an operator copies into a Prometheus
  * of their own, checked with Prometheus' own promtool (Debian's `prometheus` package; .ci/run
- * installs it): the config and rules load, each alert fires on the series that should fire it and
+ * installs it; blackbox_exporter's modules with Debian's prometheus-blackbox-exporter): the config and rules load, each alert fires on the series that should fire it and
  * not on a healthy tenant's (alerts.test.yml), and the docs quote the rules as they are written.
  */
 const ROOT = join(import.meta.dirname, "..", "..");
@@ -22,6 +22,19 @@ const NO_PROMTOOL = "promtool is not installed (apt-get install prometheus; .ci/
 
 interface Rule { alert: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }
 const rules = (parse(readFileSync(join(DIR, "alerts.yml"), "utf8")) as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules);
+
+const BLACKBOX = "prometheus-blackbox-exporter"; // Debian's name for blackbox_exporter
+const blackbox = spawnSync(BLACKBOX, ["--version"], { encoding: "utf8" });
+const hasBlackbox = blackbox.error === undefined && blackbox.status === 0;
+const NO_BLACKBOX = "blackbox_exporter is not installed (apt-get install prometheus-blackbox-exporter; .ci/run installs it)";
+
+interface Job { job_name: string; metrics_path: string; params: { module: string[] }; static_configs: unknown; relabel_configs?: unknown; tls_config?: unknown }
+const jobs = () => (parse(readFileSync(join(DIR, "prometheus.yml"), "utf8")) as { scrape_configs: Job[] }).scrape_configs;
+/** The jobs scraping the shim's /metrics, and the optional blackbox_exporter jobs probing the certificate. */
+const metricsJobs = () => jobs().filter((j) => j.metrics_path === "/metrics");
+const probeJobs = () => jobs().filter((j) => j.metrics_path === "/probe");
+interface Module { prober: string; tcp: { tls_config?: { ca_file?: string } } }
+const blackboxModules = () => (parse(readFileSync(join(DIR, "blackbox.yml"), "utf8")) as { modules: Record<string, Module> }).modules;
 
 /** promtool on copies of the files in a directory of their own, `alerts.yml` replaced when given. */
 function promtoolOn(args: (dir: string) => string[], alerts?: string) {
@@ -46,7 +59,7 @@ describe("the Prometheus files an operator copies", () => {
     expect(r.output).toContain("SUCCESS");
   });
 
-  it("the unit tests catch a rule that fires on another job's failed scrape, too late for a restart loop, on requests that were not refused for lack of credits, on /ready's 503s, or on a model still loading at a start", (ctx) => {
+  it("the unit tests catch a rule that fires on another job's failed scrape, too late for a restart loop, on requests that were not refused for lack of credits, on /ready's 503s, on a model still loading at a start, or a certificate's expiry at another threshold or on other jobs", (ctx) => {
     if (!hasPromtool) return ctx.skip(NO_PROMTOOL);
     const alerts = readFileSync(join(DIR, "alerts.yml"), "utf8");
     const broken: [string, string][] = [['up{job=~"gpu-sandbox.*"} == 0', "up == 0"], ["[15m]) > 2", "[15m]) > 5"], ["< 2e9", "< 1e8"], ["for: 0m", "for: 5m"],
@@ -55,7 +68,11 @@ describe("the Prometheus files an operator copies", () => {
       // The 503 alert: on /ready's answers too, on another status.
       ['{status="503", route!="/ready"}', '{status="503"}'], ['{status="503", route!="/ready"}', '{status="502", route!="/ready"}'],
       // The model server alert: at a start while the model loads, or never for a start whose model does not load.
-      ["(time() - process_start_time_seconds) > 1800", "(time() - process_start_time_seconds) > 0"], ["(time() - process_start_time_seconds) > 1800", "(time() - process_start_time_seconds) > 86400"]];
+      ["(time() - process_start_time_seconds) > 1800", "(time() - process_start_time_seconds) > 0"], ["(time() - process_start_time_seconds) > 1800", "(time() - process_start_time_seconds) > 86400"],
+      // The certificate alert: too late (7 days), too early (30: letsencrypt's own renewal window),
+      // on the /metrics jobs' names (which have no probe_*), on any job's probes.
+      ["< 14 * 86400", "< 7 * 86400"], ["< 14 * 86400", "< 30 * 86400"], ['{job=~"tls-gpu-sandbox.*"}', '{job=~"gpu-sandbox.*"}'],
+      ['probe_ssl_earliest_cert_expiry{job=~"tls-gpu-sandbox.*"}', "probe_ssl_earliest_cert_expiry"]];
     for (const [from, to] of broken) {
       expect(alerts).toContain(from);
       const r = promtoolOn(() => ["test", "rules", "alerts.test.yml"], alerts.replace(from, to));
@@ -83,19 +100,63 @@ describe("the Prometheus files an operator copies", () => {
   it("the scrape job: HTTPS to the endpoint's host at /metrics, no token, a tenant label, the self-signed tenant's CA", () => {
     const config = parse(readFileSync(join(DIR, "prometheus.yml"), "utf8")) as { rule_files: string[]; scrape_configs: Record<string, unknown>[] };
     expect(config.rule_files).toEqual(["alerts.yml"]);
-    for (const job of config.scrape_configs) {
+    for (const job of metricsJobs()) {
       expect(job).toMatchObject({ job_name: expect.stringMatching(/^gpu-sandbox-/), scheme: "https", metrics_path: "/metrics" });
       expect(job).not.toHaveProperty("authorization"); // the shim's /metrics wants none; the admin token stays out
       expect(job.static_configs).toEqual([{ targets: [expect.stringMatching(/^[\w.-]+\.ip\.linodeusercontent\.com:443$/)], labels: { tenant: expect.any(String) } }]);
     }
-    expect(config.scrape_configs.map((j) => j.tls_config)).toEqual([undefined, { ca_file: "bravo-ca.pem" }]);
+    expect(metricsJobs().map((j) => j.tls_config)).toEqual([undefined, { ca_file: "bravo-ca.pem" }]);
+  });
+
+  it("the probe jobs: one per tenant, blackbox_exporter's TLS handshake with the scrape job's target, with the tenant label and a self-signed tenant's CA", () => {
+    const modules = blackboxModules();
+    const probes = probeJobs();
+    expect(probes.map((p) => p.job_name)).toEqual(metricsJobs().map((j) => `tls-${j.job_name}`));
+    for (const scrape of metricsJobs()) {
+      const probe = probes.find((p) => p.job_name === `tls-${scrape.job_name}`)!;
+      expect(probe).toMatchObject({ metrics_path: "/probe", static_configs: scrape.static_configs as object });
+      expect(probe).not.toHaveProperty("scheme"); // the exporter is asked over http on loopback
+      // host:443 is the probe's target and the instance; the exporter is what is scraped.
+      expect(probe.relabel_configs).toEqual([
+        { source_labels: ["__address__"], target_label: "__param_target" },
+        { source_labels: ["__param_target"], target_label: "instance" },
+        { target_label: "__address__", replacement: "127.0.0.1:9115" },
+      ]);
+      const module = modules[probe.params.module[0]!];
+      // The handshake alone: nginx's HTTPS server has no route it answers without a key.
+      expect(module, probe.params.module[0]).toMatchObject({ prober: "tcp", tcp: { tls: true } });
+      // The module trusts what the scrape job trusts: the same CA, by an absolute path (the
+      // exporter reads a relative one from its working directory), or the system's.
+      const ca = module!.tcp.tls_config?.ca_file;
+      const scrapeCa = (scrape.tls_config as { ca_file?: string } | undefined)?.ca_file;
+      if (scrapeCa === undefined) expect(ca, probe.job_name).toBeUndefined();
+      else expect(ca, probe.job_name).toBe(`/etc/prometheus/${scrapeCa}`);
+    }
+  });
+
+  it("the alerts' job selectors: the certificate alert reads the probe jobs alone, the scrape alerts the /metrics jobs alone", () => {
+    // PromQL's =~ is anchored at both ends.
+    const selector = (alert: string) => new RegExp(`^(?:${/job=~"([^"]+)"/.exec(rules.find((r) => r.alert === alert)!.expr)![1]})$`);
+    for (const p of probeJobs()) {
+      expect(p.job_name).toMatch(selector("GpuSandboxCertificateExpiresSoon"));
+      expect(p.job_name).not.toMatch(selector("GpuSandboxShimDown"));
+      expect(p.job_name).not.toMatch(selector("GpuSandboxShimRestarting"));
+    }
+    for (const j of metricsJobs()) expect(j.job_name).not.toMatch(selector("GpuSandboxCertificateExpiresSoon"));
+  });
+
+  it("`blackbox_exporter --config.check` takes blackbox.yml", (ctx) => {
+    if (!hasBlackbox) return ctx.skip(NO_BLACKBOX);
+    const r = runTool(BLACKBOX, ["--config.check", `--config.file=${join(DIR, "blackbox.yml")}`]);
+    expect(r.status, r.output).toBe(0);
+    expect(r.output).toContain("Config file is ok");
   });
 });
 
 describe("the docs quote the alerts as alerts.yml writes them", () => {
   // Whitespace as Markdown reflows it; every backticked PromQL comparison on a series an alert reads.
   const docs = ["docs/operations.md", "docs/troubleshooting.md", "docs/api-shim/operations.md"].map(read).join("\n");
-  const quoted = [...docs.matchAll(/`([^`\n]*\b(?:shim_\w+|up|process_start_time_seconds)\b[^`\n]* (?:==|!=|>=|<=|>|<) [^`\n]*)`/g)].map((m) => m[1]!);
+  const quoted = [...docs.matchAll(/`([^`\n]*\b(?:shim_\w+|probe_\w+|up|process_start_time_seconds)\b[^`\n]* (?:==|!=|>=|<=|>|<) [^`\n]*)`/g)].map((m) => m[1]!);
   const flat = docs.replace(/\s+/g, " ");
 
   it("every alert expression in the docs is a rule's, so none is left behind by a change of the rules", () => {

@@ -34,10 +34,11 @@ export interface RunningNginx {
  * Debian's nginx with a rendered nginx.conf, changed in one place only: the shim's address (and,
  * with `options.listen`, its ports).
  * The certificate is made here with openssl for `localhost` and 127.0.0.1, in the tls/ directory
- * next to the config, where the rendered config expects it.
+ * next to the config, where the rendered config expects it; it expires in `options.certificateDays`
+ * (1 unless given; a negative number: it expired that many days ago).
  */
 export async function startNginx(renderedConf: string, shimAddress: string, ports: readonly number[],
-  options: { listen?: ReadonlyMap<number, number> } = {}): Promise<RunningNginx> {
+  options: { listen?: ReadonlyMap<number, number>; certificateDays?: number } = {}): Promise<RunningNginx> {
   if (!renderedConf.includes(RENDERED_UPSTREAM)) throw new Error(`the rendered nginx.conf has no "${RENDERED_UPSTREAM}"`);
   const dir = tempDir("gpu-sandbox-nginx-");
   let conf = forLocalNginx(renderedConf).replace(RENDERED_UPSTREAM, `server ${shimAddress};`);
@@ -49,10 +50,19 @@ export async function startNginx(renderedConf: string, shimAddress: string, port
   }
   writeFileSync(join(dir, "nginx.conf"), conf);
   mkdirSync(join(dir, "tls"));
-  const cert = runTool("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    "-keyout", join(dir, "tls/privkey.pem"), "-out", join(dir, "tls/fullchain.pem")]);
-  if (cert.status !== 0) throw new Error(`openssl: ${cert.output}`);
+  const days = options.certificateDays ?? 1;
+  const subject = ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", join(dir, "tls/privkey.pem")];
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  // `req -x509` takes a positive -days only; `x509 -req` signs the request with a negative one.
+  const steps = days > 0
+    ? [["req", "-x509", ...ec, "-days", String(days), ...subject, "-out", join(dir, "tls/fullchain.pem")]]
+    : [["req", "-new", ...ec, ...subject, "-out", join(dir, "tls/request.pem")],
+      ["x509", "-req", "-in", join(dir, "tls/request.pem"), "-key", join(dir, "tls/privkey.pem"), "-days", String(days),
+        "-copy_extensions", "copy", "-out", join(dir, "tls/fullchain.pem")]];
+  for (const args of steps) {
+    const cert = runTool("openssl", args);
+    if (cert.status !== 0) throw new Error(`openssl: ${cert.output}`);
+  }
 
   const logPath = join(dir, "nginx.out");
   const fd = openSync(logPath, "w");

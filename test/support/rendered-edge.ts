@@ -27,6 +27,8 @@ export interface RenderedEdgeOptions {
   shimFile?: (rendered: Record<string, unknown>) => Record<string, unknown>;
   /** The rendered nginx.conf, changed for the test. */
   nginxConf?: (rendered: string) => string;
+  /** Days until nginx's certificate expires (1 unless given; negative: it has expired). */
+  certificateDays?: number;
 }
 
 /**
@@ -54,7 +56,7 @@ export async function startRenderedEdge(options: RenderedEdgeOptions): Promise<R
     const rendered = bundle.get("nginx/nginx.conf")!;
     const { http, https, local } = options.ports ?? { http: NGINX_HTTP_PORT, https: NGINX_HTTPS_PORT, local: NGINX_LOCAL_PORT };
     const nginx = await startNginx(options.nginxConf ? options.nginxConf(rendered) : rendered, new URL(shim.url).host, [http, https, local],
-      { listen: new Map([[NGINX_HTTP_PORT, http], [NGINX_HTTPS_PORT, https], [NGINX_LOCAL_PORT, local]]) });
+      { listen: new Map([[NGINX_HTTP_PORT, http], [NGINX_HTTPS_PORT, https], [NGINX_LOCAL_PORT, local]]), certificateDays: options.certificateDays });
     tls.setDefaultCACertificates([...tls.getCACertificates("default"), nginx.certificate]);
     return { shim, nginx, key, close: async () => { await nginx.stop(); await shim.close(); } };
   } catch (e) {
