@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseCredits } from "../../api-shim/src/money/money.ts";
 import { ReportsBusyError } from "../../api-shim/src/store/store.ts";
-import { jumpingClock } from "../support/clocks.ts";
+import { jumpingClock, manualClock } from "../support/clocks.ts";
 import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 /**
@@ -102,6 +102,27 @@ describe("GET /admin/credits", () => {
     const res = await h.admin(`/admin/credits?${query}`);
     expect(res.status).toBe(status);
     expect(((await res.json()) as { error: { param: string } }).error.param).toBe(param);
+  });
+
+  // The period's bounds to the millisecond, as the route turns `from` and `to` (days) into them: a
+  // month's statement holds its first millisecond and stops before the next month's first.
+  it("a month holds what its first millisecond has and nothing of the next month's first millisecond", async () => {
+    const still = manualClock(Date.UTC(2026, 10, 1)); // 2026-11-01T00:00:00.000Z, not moving
+    const edge = await startShim({ clock: still });
+    try {
+      const first = await edge.createKey({ name: "first", credits: 10 }); // granted in November's first millisecond
+      still.advance(Date.UTC(2026, 11, 1) - Date.UTC(2026, 10, 1)); // 2026-12-01T00:00:00.000Z
+      const next = await edge.createKey({ name: "next", credits: 5 });
+      expect((await edge.admin(`/admin/keys/${first.id}/credits`, { method: "POST", body: JSON.stringify({ amount: 7, note: "invoice 7" }) })).status).toBe(200);
+      const statement = async (from: string, to: string) => ((await (await edge.admin(`/admin/credits?from=${from}&to=${to}`)).json()) as Statement).data;
+      expect(await statement("2026-11-01", "2026-11-30")).toEqual([{ key_id: first.id, name: "first", opening: 0, granted: 10, spent: 0, closing: 10, top_ups: [] }]);
+      expect(await statement("2026-12-01", "2026-12-31")).toEqual([
+        { key_id: first.id, name: "first", opening: 10, granted: 7, spent: 0, closing: 17, top_ups: [{ at: "2026-12-01T00:00:00.000Z", amount: 7, note: "invoice 7" }] },
+        { key_id: next.id, name: "next", opening: 0, granted: 5, spent: 0, closing: 5, top_ups: [] },
+      ].sort((a, b) => (a.key_id < b.key_id ? -1 : 1)));
+    } finally {
+      await edge.close();
+    }
   });
 
   it("needs the admin token: a key's own is refused", async () => {

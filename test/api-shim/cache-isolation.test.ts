@@ -68,6 +68,15 @@ describe("cacheIsolation: key", () => {
     for (const part of [alice.key, secret, record!.hash, record!.hash.replace(/^sha256:/, "")]) expect(first).not.toContain(part);
   });
 
+  // A key's salt is its cached prefixes: a shim of another version (a replica mid-upgrade, the
+  // shim after an upgrade) must give the key the same one, or its cache is lost (every prompt
+  // computed again). Values of SHA-256 over the JSON list [domain, key id, client salt or null].
+  it("a key's salt is the same in every shim version: SHA-256 of its id and its client's salt, as documented", () => {
+    expect(keySalt("abcdefghijkl", undefined)).toBe("8n5e1MiD58ZgCRTlvTLsKoqG9jpNPm_dqH11ZvbIVgE");
+    expect(keySalt("abcdefghijkl", null)).toBe("8n5e1MiD58ZgCRTlvTLsKoqG9jpNPm_dqH11ZvbIVgE");
+    expect(keySalt("abcdefghijkl", "end-user-1")).toBe("Dh8jKmFhCRcNgEC8dsMqi6F7C1eyQ4rWq-FYFK704Fg");
+  });
+
   it("a client's own cache_salt splits its key's cache but never reaches another key's", async () => {
     await chatCached(h, alice.key);
     const alicesSalt = lastSalt(h) as string;
@@ -134,7 +143,8 @@ describe("cacheIsolation: key", () => {
 
   it("a cache_salt vLLM would refuse is refused as vLLM refuses it (400, param cache_salt), before anything reaches it", async () => {
     const before = h.fake.counters.received;
-    for (const bad of ["", 5, "a/b", "a@b", "x".repeat(129)]) {
+    // vLLM refuses @, /, \ and NUL; its length is Python's len, in code points.
+    for (const bad of ["", 5, "a/b", "a@b", "a\\b", "a\u0000b", "x".repeat(129), "\u{1F600}".repeat(129)]) {
       const res = await h.post(alice.key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: chat("Hi"), cache_salt: bad });
       expect(res.status).toBe(400);
       const body = (await res.json()) as { error: { param: string; message: string } };
@@ -142,8 +152,8 @@ describe("cacheIsolation: key", () => {
       expect(body.error.message).toMatch(/^Parameter 'cache_salt' must be/);
     }
     expect(h.fake.counters.received).toBe(before);
-    // null is none, as in vLLM; 128 characters are taken.
-    for (const ok of [null, "x".repeat(128)]) expect((await h.post(alice.key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: chat("Hi"), cache_salt: ok, max_tokens: 1 })).status).toBe(200);
+    // null is none, as in vLLM; 128 characters are taken, 128 emoji too (256 UTF-16 units).
+    for (const ok of [null, "x".repeat(128), "\u{1F600}".repeat(128)]) expect((await h.post(alice.key, "/v1/chat/completions", { model: "qwen2.5-7b", messages: chat("Hi"), cache_salt: ok, max_tokens: 1 })).status).toBe(200);
   });
 });
 

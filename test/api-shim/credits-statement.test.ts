@@ -48,10 +48,11 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
 
 /**
  * The ledger: a key before the month (its grant, a charge in October, then a top-up, charges on
- * both bounds, a top-up in the month's last millisecond), a stack key (bootstrap), one created
- * mid-month, one revoked mid-month, one created with no credits and never used, one created after.
+ * both bounds, a top-up in the month's last millisecond), a stack key (bootstrap, two top-ups in
+ * the month's first millisecond), one created mid-month, one revoked mid-month, one that spends
+ * all it has, one created with no credits and never used, one created after.
  */
-async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | "carol" | "idle" | "later", string>> {
+async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | "carol" | "dave" | "idle" | "later", string>> {
   const key = async (name: string, credits: number, at: number) => {
     const { id, hash } = generateKey();
     await store.createKey({ id, name, hash, tier: "default", models: null, expiresAt: null, credits, at });
@@ -82,6 +83,9 @@ async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | 
 
   const stackKey = generateKey();
   await store.ensureBootstrapKey({ id: stackKey.id, name: "ops", hash: stackKey.hash, tier: "default", models: null, expiresAt: null, credits: 20 * C, at: FROM - 30 * DAY });
+  // Two top-ups in the month's first millisecond (the period's `from` is in it): granted, listed in the order made.
+  await topUp(stackKey.id, 3 * C, FROM, "invoice 2001");
+  await topUp(stackKey.id, 2 * C, FROM, "invoice 2002");
   await charge(stackKey.id, 4 * C, FROM + 4 * DAY);
 
   const bob = await key("bob", 30 * C, FROM + 14 * DAY);
@@ -91,21 +95,28 @@ async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | 
   await charge(carol, 1 * C, FROM + 17 * DAY);
   expect(await store.revokeKey(carol, FROM + 19 * DAY)).toBe(true);
 
+  const dave = await key("dave", 2 * C, FROM + DAY); // spends all it has: a line that closes at 0
+  await charge(dave, 2 * C, FROM + 3 * DAY);
+
   const idle = await key("idle", 0, FROM + 2 * DAY); // no ledger row at all
   const later = await key("later", 40 * C, TO + DAY);
   await charge(later, 1 * C, TO + 2 * DAY);
-  return { alice, stack: stackKey.id, bob, carol, idle, later };
+  return { alice, stack: stackKey.id, bob, carol, dave, idle, later };
 }
 
-function expected(k: Record<"alice" | "stack" | "bob" | "carol", string>): CreditsLine[] {
+function expected(k: Record<"alice" | "stack" | "bob" | "carol" | "dave", string>): CreditsLine[] {
   return [
     {
       keyId: k.alice, name: "alice", opening: 105 * C, granted: 55 * C, spent: 4_250_001, closing: 155_749_999,
       topUps: [{ at: FROM + 9 * DAY, amount: 50 * C, note: "invoice 1042" }, { at: TO - 1, amount: 5 * C, note: "the month's last millisecond" }],
     },
-    { keyId: k.stack, name: "ops", opening: 20 * C, granted: 0, spent: 4 * C, closing: 16 * C, topUps: [] },
+    {
+      keyId: k.stack, name: "ops", opening: 20 * C, granted: 5 * C, spent: 4 * C, closing: 21 * C,
+      topUps: [{ at: FROM, amount: 3 * C, note: "invoice 2001" }, { at: FROM, amount: 2 * C, note: "invoice 2002" }],
+    },
     { keyId: k.bob, name: "bob", opening: 0, granted: 30 * C, spent: 5 * C, closing: 25 * C, topUps: [] }, // its credits at creation: granted, not a top-up
     { keyId: k.carol, name: "carol", opening: 10 * C, granted: 0, spent: 1 * C, closing: 9 * C, topUps: [] },
+    { keyId: k.dave, name: "dave", opening: 0, granted: 2 * C, spent: 2 * C, closing: 0, topUps: [] },
   ];
 }
 
@@ -138,6 +149,31 @@ describe("credits statement on SQLite: its plan", () => {
       expect(plan(null)).toMatch(/\bSCAN l\b(?! USING)/);
       expect(plan(null)).not.toContain("ledger_key_at");
       expect(plan("abcdefghijkl")).toContain("USING INDEX ledger_key_at (key_id=? AND at<?)");
+      db.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // The statement reads the whole history before `to`: a report given up (its bound passed, its
+  // asker gone) must stop it mid-scan, or the report worker stays busy for the rest of it.
+  it("stops mid-scan when its report is given up: `check` is called as the rows are read, and its throw ends the statement", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "credits-check-"));
+    try {
+      const store = new SqliteStore(join(dir, "shim.db"), { busyTimeoutMs: 5000 });
+      const { id, hash } = generateKey();
+      await store.createKey({ id, name: "busy", hash, tier: "default", models: null, expiresAt: null, credits: 100 * C, at: FROM - DAY });
+      await store.close();
+      const db = new Database(join(dir, "shim.db"));
+      const insert = db.prepare("INSERT INTO ledger (key_id, at, amount, kind) VALUES (?, ?, -1, 'usage')");
+      db.transaction(() => { for (let i = 0; i < 20_000; i++) insert.run(id, FROM + i); })();
+      let checks = 0;
+      const given = new Error("given up");
+      // The first check is before the statement reads anything; the report is given up after it.
+      expect(() => creditsStatement(db, { keyId: null, from: FROM, to: TO }, () => { if (++checks > 1) throw given; })).toThrow(given);
+      expect(checks).toBe(2);
+      // Unstopped, the same statement counts every row.
+      expect(creditsStatement(db, { keyId: null, from: FROM, to: TO })[0]).toMatchObject({ keyId: id, spent: 20_000 });
       db.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });

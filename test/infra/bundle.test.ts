@@ -12,6 +12,7 @@ import { configWarnings } from "../../infra/plan.ts";
 import { Secret } from "../../infra/secret.ts";
 import { BundleDirError, bundleHash, MANIFEST, renderBundle, sha256, writeBundle, type Bundle } from "../../infra/render/bundle.ts";
 import { DNS_NAME_PLACEHOLDER, envEntries, renderEnvFile } from "../../infra/render/env-file.ts";
+import { NGINX_HTTP_PORT, NGINX_LOCAL_PORT, renderCompose } from "../../infra/render/compose.ts";
 import { standaloneLockfile } from "../../infra/render/shim-source.ts";
 import type { BootstrapKeyRecord } from "../../infra/render/shim-config.ts";
 import { forLocalNginx } from "../support/nginx.ts";
@@ -446,6 +447,8 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
   it("runs certbot only for Let's Encrypt", () => {
     expect("certbot" in compose.services).toBe(c.tls.mode === "letsencrypt");
     expect(bundle.has("tls/certbot-renew.sh")).toBe(c.tls.mode === "letsencrypt");
+    // certbot-renew.sh asks Let's Encrypt for .env's TLS_DOMAIN, and for nothing without it (a mutation review found it unchecked).
+    if (c.tls.mode === "letsencrypt") expect(compose.services.certbot.environment).toMatchObject({ TLS_DOMAIN: "${TLS_DOMAIN:?set TLS_DOMAIN in .env}", TLS_EMAIL: "ops@gpu-sandbox.dev" });
   });
 
   it("renders an nginx.conf that passes `nginx -t` (upstream address substituted)", () => {
@@ -457,6 +460,20 @@ describe.each(modes)("the bundle, tls %s", (_mode, c) => {
     expect(conf).toMatch(/^error_log \/dev\/stderr error;$/m);
     expect(conf).toMatch(/geo \$admin_client \{\n\s+default 0;\n\s+203\.0\.113\.7\/32 1;\n\s+\}/);
     expect(conf).not.toMatch(/^\s+allow 203\.0\.113\.7/m); // `deny` would log the request line on each refusal
+  });
+
+  // Found by a mutation review: neither the rate's value, the host's own server (tls off), nor port 80's /healthz under TLS was checked.
+  it("holds each address to the stack's rate and parallel requests, serves the host's own port (the deploy's readiness wait) without them, and answers the container's health check", () => {
+    const conf = bundle.get("nginx/nginx.conf")!;
+    const server = (listen: string) => conf.match(new RegExp(`\\n    server \\{\\n        listen ${listen}[\\s\\S]*?\\n    \\}\\n`))?.[0];
+    expect(conf).toContain(`limit_req_zone $binary_remote_addr zone=per_ip:10m rate=${c.limits.requestsPerSecond}r/s;`);
+    expect(conf).toContain(`limit_conn per_ip_conn ${c.limits.connections};`);
+    const host = server(`${NGINX_LOCAL_PORT} default_server;`);
+    expect(host).toContain("proxy_pass http://shim;");
+    expect(host).not.toMatch(/^\s*limit_(req|conn) /m); // the directives, not a comment naming them
+    // compose.yaml's health check asks port 8080: under TLS, the server that only redirects.
+    expect(compose.services.nginx.healthcheck.test).toContain(`http://127.0.0.1:${NGINX_HTTP_PORT}/healthz`);
+    expect(server(`${NGINX_HTTP_PORT} default_server;`)).toContain("location = /healthz {");
   });
 
   it("gives LiteLLM the vLLM model and each provider, keys from the environment", () => {
@@ -774,6 +791,13 @@ describe(".env", () => {
       .toThrow("no API key for provider claude");
   });
 
+  // Found by a mutation review: HF_TOKEN written empty (a gated model's download refused) and one
+  // secret written under another's name both passed.
+  it("writes each secret under its own name, the stack's hfToken (gated models) included", () => {
+    const text = renderEnvFile(envEntries(c, { vllmApiKey: "vk", litellmMasterKey: "sk-m", shimAdminToken: "at", hfToken: "hf_gated", providerKeys: ["gsk_1", "sk-ant-2"] }, "llm.example.com"));
+    for (const line of ["VLLM_API_KEY=vk\n", "LITELLM_MASTER_KEY=sk-m\n", "SHIM_ADMIN_TOKEN=at\n", "HF_TOKEN=hf_gated\n", "TLS_DOMAIN=llm.example.com\n"]) expect(text).toContain(line);
+  });
+
   it("refuses values Compose would interpret", () => {
     expect(() => renderEnvFile([["HF_TOKEN", "a b"]])).toThrow(/characters Compose would interpret/);
     expect(() => renderEnvFile([["HF_TOKEN", "x$y"]])).toThrow(/characters Compose would interpret/);
@@ -811,6 +835,14 @@ describe("applying config changes to running containers", () => {
   const changed = (a: Record<string, unknown>, b: Record<string, unknown>) =>
     Object.keys({ ...a, ...b }).filter((name) => JSON.stringify(a[name]) !== JSON.stringify(b[name])).sort();
   const before = services(config());
+
+  // Found by a mutation review: a file compose.yaml mounts but the bundle lacks would have Docker
+  // create an empty directory in its place on the host, and the service start without its config.
+  it("refuses to render a service that mounts a file the bundle does not have", () => {
+    const files = new Map(render(config()));
+    files.delete("litellm/config.yaml");
+    expect(() => renderCompose(config(), config().images, files)).toThrow("compose.yaml: service litellm mounts ./litellm/config.yaml, which the bundle does not have");
+  });
 
   it("recreates the shim, and only the shim, for a new key, price or tier", () => {
     expect(changed(before, services(config(), [...keys, { ...keys[0]!, id: "ZyXwVu987654", name: "ci" }]))).toEqual(["shim"]);

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { parse } from "yaml";
 import { describe, expect, it } from "vitest";
 import { HOST_PATHS, NVIDIA_DRIVER_BRANCH, volumeDevicePath } from "../../infra/host.ts";
-import { encodeHostFiles, encodeUserData, hostCloudInit, hostFiles, hostScriptNames, renderCloudInit, USER_DATA_LIMIT_BYTES } from "../../infra/render/cloud-init.ts";
+import { encodeHostFiles, encodeUserData, HOST_FILES_ARCHIVE, hostCloudInit, hostFiles, hostScriptNames, renderCloudInit, USER_DATA_LIMIT_BYTES } from "../../infra/render/cloud-init.ts";
 import { TEMPLATES_DIR } from "../../infra/render/template.ts";
 import { unpackHostFiles } from "../support/host-files.ts";
 import { runTool, writeTemp } from "../support/tools.ts";
@@ -41,6 +41,8 @@ describe("cloud-init user data", () => {
   it("refuses, with its size, user data Linode would refuse", () => {
     expect(() => encodeUserData(`#cloud-config\n#${"x".repeat(USER_DATA_LIMIT_BYTES)}\n`))
       .toThrow(/cloud-init user data is 16400 bytes; Linode takes at most 16384/);
+    // Linode's limit itself is taken.
+    expect(Buffer.from(encodeUserData("x".repeat(USER_DATA_LIMIT_BYTES)), "base64").length).toBe(USER_DATA_LIMIT_BYTES);
   });
 
   const doc = parse(cloudInit);
@@ -90,6 +92,14 @@ describe("cloud-init user data", () => {
   it("closes SSH on every boot until the host is ready (or its setup failed), then runs the bootstrap", () => {
     expect(doc.bootcmd[0].slice(-4)).toEqual(["ssh-gate.sh", "close-unless", `${HOST_PATHS.stateDir}/ready`, `${HOST_PATHS.stateDir}/failed`]);
     expect(doc.runcmd.at(-1)).toEqual([`${HOST_PATHS.libDir}/bootstrap.sh`]);
+  });
+
+  // Found by a mutation review: only the scripts' mode was checked. A file of the host's setup that
+  // another user may write (its settings, a unit, sshd's or apt's config, a script root runs) is
+  // root's setup in that user's hands.
+  it("gives no other user than root a host file to write, nor the archive they come in", () => {
+    for (const [path, f] of files) expect(f.mode & 0o022, `${path}: ${f.mode.toString(8)}`).toBe(0);
+    expect(doc.write_files).toEqual([expect.objectContaining({ path: HOST_FILES_ARCHIVE, permissions: "0600" })]);
   });
 
   it("ships every host script, executable, and the settings they read", () => {
