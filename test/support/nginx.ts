@@ -38,7 +38,7 @@ export interface RunningNginx {
  * (1 unless given; a negative number: it expired that many days ago).
  */
 export async function startNginx(renderedConf: string, shimAddress: string, ports: readonly number[],
-  options: { listen?: ReadonlyMap<number, number>; certificateDays?: number } = {}): Promise<RunningNginx> {
+  options: { listen?: ReadonlyMap<number, number>; certificateDays?: number; launcher?: readonly string[] } = {}): Promise<RunningNginx> {
   if (!renderedConf.includes(RENDERED_UPSTREAM)) throw new Error(`the rendered nginx.conf has no "${RENDERED_UPSTREAM}"`);
   const dir = tempDir("gpu-sandbox-nginx-");
   let conf = forLocalNginx(renderedConf).replace(RENDERED_UPSTREAM, `server ${shimAddress};`);
@@ -68,8 +68,10 @@ export async function startNginx(renderedConf: string, shimAddress: string, port
   const fd = openSync(logPath, "w");
   let child: ChildProcess;
   try {
-    child = spawn("nginx", ["-p", dir, "-c", join(dir, "nginx.conf"), "-e", join(dir, "error.log"), "-g", `daemon off; pid ${dir}/nginx.pid;`],
-      { stdio: ["ignore", fd, fd] });
+    // `launcher`: a command nginx runs under (e.g. prlimit, for the limits a container starts with).
+    const [file, ...args] = [...options.launcher ?? [], "nginx",
+      "-p", dir, "-c", join(dir, "nginx.conf"), "-e", join(dir, "error.log"), "-g", `daemon off; pid ${dir}/nginx.pid;`];
+    child = spawn(file!, args, { stdio: ["ignore", fd, fd] });
   } finally {
     closeSync(fd);
   }
