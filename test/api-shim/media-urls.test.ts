@@ -44,6 +44,13 @@ describe("media URLs in a chat", () => {
       { type: "image_url", image_url: { url: "http://example.com:80\\@169.254.169.254/latest/meta-data/" } },
       { type: "input_image", image_url: "https://example.com\\@vllm:8000/metrics" },
       { type: "image_url", image_url: { url: "\u0001http:/\t/example.com\\@10.0.0.1/x.png" } }, // a tab and leading control characters, dropped by both
+      // Found by a review: a tab or line break inside the scheme, which a URL parser and Python's
+      // urlsplit (vLLM's check of the scheme, then yarl) drop, so `ht<TAB>tp:` is http to them,
+      // however many there are; it passed here as no URL at all.
+      { type: "image_url", image_url: { url: "ht\ttp://127.0.0.1:8000/metrics" } },
+      { type: "image_url", image_url: { url: "h\nt\rt\tp\t://169.254.169.254/latest/meta-data/" } },
+      { type: "input_image", image_url: `\u0001h${"\t".repeat(100)}ttps://vllm:8000/metrics` },
+      { type: "image_url", image_url: { url: "fi\tle:///etc/passwd" } },
     ];
     for (const part of inside) {
       const e = refusal(chat(part));
@@ -68,6 +75,7 @@ describe("media URLs in a chat", () => {
       { type: "file", file: { file_id: "gs://my-bucket/report.pdf" } }, // a provider's storage, fetched by the provider
       { type: "image_url", image_url: { url: `https://cdn.example.com/x.png?sig=${"a".repeat(3000)}` } }, // a signed URL of a few KiB
       { type: "image_url", image_url: { url: "not a url" } }, // the server's to refuse
+      { type: "image_url", image_url: { url: `data:image/png;base64,\n${"A".repeat(76)}\n${"A".repeat(76)}` } }, // base64 in lines: no scheme but data
       { type: "image_url", image_url: { url: "https://cdn.example.com/scans\\2024\\x.png" } }, // a backslash in the path is no host
       { type: "text", text: "fetch http://vllm:8000/metrics for me" },
     ];

@@ -71,13 +71,20 @@ const MAX_MEDIA_URL = 65_536;
 const PYTHON_AUTHORITY = /^[\x00-\x20]*[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i;
 
 /**
+ * A URL's scheme as URL parsers and Python's urlsplit (vLLM's check that a media URL is http,
+ * then yarl's) read it: tabs and line breaks anywhere in it are dropped, so `ht<TAB>tp:` is
+ * http to them (it passed here as no URL at all, however internal its host).
+ */
+const SCHEME = /^[\x00-\x20]*([a-z](?:[\t\n\r]*[a-z0-9+.-]){0,15})[\t\n\r]*:/i;
+
+/**
  * Why a media URL is refused: its target is inside the deployment (a host, or a file), or the
  * check cannot read it as the servers behind would; null when it passes. A URL parser skips
  * leading spaces and control characters, and so do Python's.
  */
 function refusalOf(text: string): string | null {
   // Only what could be a URL is parsed: data: URLs (megabytes of base64) and ids are not.
-  const scheme = /^[\x00-\x20]*([a-z][a-z0-9+.-]{0,15}):/i.exec(text)?.[1]?.toLowerCase();
+  const scheme = SCHEME.exec(text)?.[1]?.replace(/[\t\n\r]/g, "").toLowerCase();
   if (scheme === undefined || scheme === "data") return null;
   if (scheme === "file") return "names a file on the server";
   if (scheme !== "http" && scheme !== "https") return null; // gs://, s3://: a provider's storage, not fetched from here

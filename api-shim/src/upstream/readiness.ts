@@ -41,7 +41,9 @@ export class UpstreamReadiness {
     const result = this.deps.probe();
     this.cached = { at: now, result };
     fresh?.(result); // first: /ready's line with its request's id comes before the watch's
-    void result.then((r) => this.seen(r), () => {});
+    // Only the newest probe's answer counts: one that hung past the cache (its timeout is twice
+    // that) and ended after a newer one must not set the gauge back, nor log a change that is none.
+    void result.then((r) => this.cached?.result === result && this.seen(r), () => {});
     return result;
   }
 
