@@ -68,11 +68,35 @@ export function toolCallingVllmFlags(extraArgs: readonly string[], modelId: stri
   return [...(chosen.on ? [] : [AUTO_TOOL_CHOICE]), ...(chosen.parser ? [] : [TOOL_CALL_PARSER, parser!])];
 }
 
+/** Embedding and reranking models by their repository's name: Qwen3-Embedding, bge-m3, multilingual-e5-…, gte-…, …-reranker. */
+const POOLING_NAME = /embed|(?:^|[-_.])(?:bge|e5|gte)(?=$|[-_.])|rerank/i;
+/** vLLM's flags that make it pool rather than generate (`--task` is their older spelling). */
+const POOLING_FLAGS: Readonly<Record<string, readonly string[]>> = {
+  "--runner": ["pooling"],
+  "--convert": ["embed", "classify", "reward"],
+  "--task": ["embed", "embedding", "classify", "score", "reward"],
+};
+
+/**
+ * Whether vLLM will run the model to pool (embeddings, scores) rather than generate: it then serves
+ * no chat, so tool calling means nothing for it. From the name (vLLM picks the pooling runner from
+ * the architecture, which the name tells) or from a pooling flag in model.extraArgs.
+ */
+function poolingModel(modelId: string, extraArgs: readonly string[]): boolean {
+  if (POOLING_NAME.test(modelId.split("/").at(-1) ?? modelId)) return true;
+  return extraArgs.some((arg, i) => {
+    const eq = arg.indexOf("=");
+    const values = POOLING_FLAGS[vllmFlag(eq < 0 ? arg : arg.slice(0, eq))];
+    const value = eq < 0 ? extraArgs[i + 1] : arg.slice(eq + 1);
+    return values !== undefined && value !== undefined && values.includes(value);
+  });
+}
+
 /** The warning (for `pulumi up` and the plan) when vLLM will refuse tool_choice "auto" for the served model. */
 export function toolCallingWarnings(config: TenantConfig): string[] {
   const { id, extraArgs } = config.model;
   const chosen = operatorChoice(extraArgs);
-  if (chosen.off || chosen.parser || toolCallParser(id) !== undefined) return [];
+  if (chosen.off || chosen.parser || toolCallParser(id) !== undefined || poolingModel(id, extraArgs)) return [];
   const add = `with the parser vLLM's tool-calling docs name for the model, or use "--no-enable-auto-tool-choice"`;
   if (chosen.on) {
     return [

@@ -103,4 +103,14 @@ describe("the warning for a model without a known tool-call parser", () => {
     expect(warning(config({ id: "Qwen/Qwen3-8B", extraArgs: ["--tool-call-parser", "hermes"] }))).toEqual([]); // the kit adds auto
     expect(warning(config({ id: "Qwen/Qwen2.5-7B-Instruct", extraArgs: [AUTO] }))).toEqual([]); // the kit adds its parser
   });
+
+  it("is not given for an embedding (pooling) model, which serves no chat: by its name or by vLLM's --runner pooling", () => {
+    expect(warning(config({ id: "Qwen/Qwen3-Embedding-0.6B" }))).toEqual([]);
+    expect(warning(config({ id: "BAAI/bge-m3" }))).toEqual([]);
+    expect(warning(config({ id: "intfloat/multilingual-e5-large-instruct" }))).toEqual([]);
+    expect(warning(config({ id: "Qwen/Qwen3-8B", extraArgs: ["--runner", "pooling"] }))).toEqual([]);
+    expect(warning(config({ id: "Qwen/Qwen3-8B", extraArgs: ["--runner=pooling"] }))).toEqual([]);
+    // A chat model is still warned about, whatever else its extraArgs say.
+    expect(warning(config({ id: "Qwen/Qwen3-8B", extraArgs: ["--runner", "generate"] }))).toHaveLength(1);
+  });
 });
