@@ -59,7 +59,7 @@ describe("the Prometheus files an operator copies", () => {
     expect(r.output).toContain("SUCCESS");
   });
 
-  it("the unit tests catch a rule that fires on another job's failed scrape, too late for a restart loop, on requests that were not refused for lack of credits, on /ready's 503s, on a model still loading at a start or reloading under a running shim, or a certificate's expiry at another threshold or on other jobs", (ctx) => {
+  it("the unit tests catch a rule that fires on another job's failed scrape, too late for a restart loop, on requests that were not refused for lack of credits, on /ready's 503s, on a model still loading at a start or reloading under a running shim, a certificate's expiry at another threshold or on other jobs, or a failing probe missed or mistaken", (ctx) => {
     if (!hasPromtool) return ctx.skip(NO_PROMTOOL);
     const alerts = readFileSync(join(DIR, "alerts.yml"), "utf8");
     const broken: [string, string][] = [['up{job=~"gpu-sandbox.*"} == 0', "up == 0"], ["[15m]) > 2", "[15m]) > 5"], ["< 2e9", "< 1e8"], ["for: 0m", "for: 5m"],
@@ -74,7 +74,10 @@ describe("the Prometheus files an operator copies", () => {
       // The certificate alert: too late (7 days), too early (30: letsencrypt's own renewal window),
       // on the /metrics jobs' names (which have no probe_*), on any job's probes.
       ["< 14 * 86400", "< 7 * 86400"], ["< 14 * 86400", "< 30 * 86400"], ['{job=~"tls-gpu-sandbox.*"}', '{job=~"gpu-sandbox.*"}'],
-      ['probe_ssl_earliest_cert_expiry{job=~"tls-gpu-sandbox.*"}', "probe_ssl_earliest_cert_expiry"]];
+      ['probe_ssl_earliest_cert_expiry{job=~"tls-gpu-sandbox.*"}', "probe_ssl_earliest_cert_expiry"],
+      // The probe alert: blind to an exporter that stopped, or firing on the /metrics jobs' `up`.
+      ['(probe_success{job=~"tls-gpu-sandbox.*"} == 0) or (up{job=~"tls-gpu-sandbox.*"} == 0)', 'probe_success{job=~"tls-gpu-sandbox.*"} == 0'],
+      ['(up{job=~"tls-gpu-sandbox.*"} == 0)', '(up{job=~".*gpu-sandbox.*"} == 0)']];
     for (const [from, to] of broken) {
       expect(alerts).toContain(from);
       const r = promtoolOn(() => ["test", "rules", "alerts.test.yml"], alerts.replace(from, to));
