@@ -253,6 +253,27 @@ describe("restoreStagedLedger: a backup staged beside the ledger replaces it", (
     expect(readdirSync(dir).sort()).toEqual(["shim.db", "shim.db.replaced-20261207T101500Z", "shim.db.replaced-20261207T101500Z-2"]);
   });
 
+  it("a shim.db.replacing that is not a directory (not the shim's) refuses the restore and changes nothing", async () => {
+    const { dir, file } = await killedAfterBackup();
+    writeFileSync(join(dir, "shim.db.replacing"), "someone's file");
+    const before = snapshot(dir);
+    expect(() => restoreStagedLedger(file, { now: () => T0 })).toThrow(RestoreRefusedError);
+    expect(() => restoreStagedLedger(file, { now: () => T0 })).toThrow(`${join(dir, "shim.db.replacing")} is not a directory (a restore gathers the replaced files there): move it away. Nothing was changed`);
+    expect(snapshot(dir)).toEqual(before);
+  });
+
+  it("an empty shim.db.replacing with nothing beside the staged file to replace: removed, and the log says nothing was replaced", async () => {
+    const dir = tempDir("ledger-restore-empty-replacing-");
+    const source = await ledgerIn(tempDir("ledger-restore-work-"), [["k", 3]]);
+    const file = join(dir, "shim.db");
+    const staged = await backUp(source, `${file}.restore`);
+    mkdirSync(join(dir, "shim.db.replacing"));
+    const r = restoreStagedLedger(file, { now: () => T0 });
+    expect(r).toEqual({ from: staged, ledger: file, previous: null, moved: [], earlier: null, keys: 1, credits: "3" });
+    expect(readdirSync(dir)).toEqual(["shim.db"]);
+    expect(restoredMessage(r!)).toContain("no ledger files were beside it to replace (a new volume)");
+  });
+
   it("a second restore in the same second gets a directory of its own: nothing already replaced is overwritten", async () => {
     const { dir, file, staged } = await killedAfterBackup();
     const backup = readFileSync(staged);

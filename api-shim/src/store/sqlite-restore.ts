@@ -1,9 +1,9 @@
-import { lstatSync, mkdirSync, readdirSync, renameSync } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fileStamp } from "../requests/period.ts";
 import { syncDirectory } from "../sync-directory.ts";
-import { checkStagedLedger, removeLeftoverChecks } from "./sqlite-restore-check.ts";
-export { RestoreRefusedError } from "./sqlite-restore-check.ts";
+import { checkStagedLedger, removeLeftoverChecks, RestoreRefusedError } from "./sqlite-restore-check.ts";
+export { RestoreRefusedError };
 
 /**
  * The restore of a backup staged beside the SQLite ledger: `<ledger>.restore` (e.g.
@@ -68,6 +68,9 @@ export function restoreStagedLedger(ledger: string, options: { now?: () => numbe
   const dir = dirname(ledger);
   const present = ledgerFiles(ledger).filter((name) => lstatSync(join(dir, name), { throwIfNoEntry: false }) !== undefined);
   const replacing = replacingOf(ledger);
+  // Not the shim's (it only ever makes a directory there): a restore would fail on it at every start.
+  const other = lstatSync(replacing, { throwIfNoEntry: false });
+  if (other !== undefined && !other.isDirectory()) throw new RestoreRefusedError(staged, ledger, `${replacing} is not a directory (a restore gathers the replaced files there): move it away`);
   const replacedName = () => freeName(join(dir, `${basename(ledger)}.replaced-${fileStamp((options.now ?? Date.now)())}`));
   let previous: string | null = null;
   const moved: string[] = [];
@@ -82,9 +85,15 @@ export function restoreStagedLedger(ledger: string, options: { now?: () => numbe
         moved.push(name);
       }
       syncDirectory(replacing);
-      const replaced = replacedName();
-      renameSync(replacing, replaced);
-      previous = replaced;
+      if (readdirSync(replacing).length === 0) {
+        // An empty one (its files removed by hand): nothing was replaced, no empty directory kept.
+        rmdirSync(replacing);
+        previous = null;
+      } else {
+        const replaced = replacedName();
+        renameSync(replacing, replaced);
+        previous = replaced;
+      }
       // The moves are on disk before the rename: after a power cut, the restored file must not
       // come back with the old -wal still beside it.
       syncDirectory(dir);
