@@ -85,7 +85,10 @@ export async function startPostgres(): Promise<RunningPostgres> {
   const dir = serverDir("shim-pg-");
   const data = join(dir, "data");
   const run = (program: string, args: string[]) => runAsServer(join(bin, program), args, join(dir, "server.log"));
-  run("initdb", ["-D", data, "-U", USER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
+  // A collation like an operator's database (en_US.UTF-8's, through ICU: this machine has no such
+  // libc locale), not C: the store must sort names and ids in byte order, as SQLite does, with
+  // COLLATE "C" wherever it orders, and a C cluster would hide one left out.
+  run("initdb", ["-D", data, "-U", USER, "-A", "trust", "-E", "UTF8", "--locale=C", "--locale-provider=icu", "--icu-locale=en-US", "--no-sync"]);
   const port = await freePort();
   const settingsAt = (p: number, socketDir: string) => [
     `-c listen_addresses=127.0.0.1`, `-c port=${p}`, `-c unix_socket_directories=${socketDir}`,
