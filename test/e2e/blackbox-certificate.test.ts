@@ -6,6 +6,7 @@ import { parse, stringify } from "yaml";
 import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
 import { trackChild } from "../support/running-children.ts";
 import { pollUntil, tempDir } from "../support/tools.ts";
+import { ACTIVE, prometheusApi, type Sample, type Target, type Rule } from "../support/prometheus-api.ts";
 
 /**
  * The kit's optional certificate probe for real: Debian's blackbox_exporter
@@ -28,7 +29,6 @@ const EXPIRED = "certexpired";
 const EXPIRED_PORTS = { http: 62320, https: 62321, local: 62322 };
 const BLACKBOX_PORT = 62316;
 const PROMETHEUS_PORT = 62317;
-const API = `http://127.0.0.1:${PROMETHEUS_PORT}/api/v1`;
 const DAY = 86_400;
 /** Generous: scrapes and evaluations every second, on a 2-core machine shared with other tests. */
 const DEADLINE_MS = 60_000;
@@ -90,22 +90,8 @@ function operatorFiles(dir: string, tenants: { name: string; ca: string; target:
   return { prometheus: stringify({ ...kit, global, scrape_configs: jobs }), blackbox: stringify({ modules }) };
 }
 
-async function api<T>(path: string): Promise<T> {
-  const res = await fetch(API + path);
-  const body = (await res.json()) as { status: string; data: T; error?: string };
-  if (body.status !== "success") throw new Error(`${path}: ${res.status} ${body.error}`);
-  return body.data;
-}
-type Sample = { metric: Record<string, string>; value: [number, string] };
-const query = (promql: string) => api<{ result: Sample[] }>(`/query?query=${encodeURIComponent(promql)}`).then((d) => d.result);
-interface Rule { name: string; health: string; lastError?: string; alerts: { labels: Record<string, string>; state: string }[] }
-const rule = (name: string) => api<{ groups: { rules: Rule[] }[] }>("/rules?type=alert")
-  .then((d) => d.groups.flatMap((g) => g.rules).find((r) => r.name === name));
+const { query, target, rule } = prometheusApi(PROMETHEUS_PORT);
 const expiryRule = () => rule("GpuSandboxCertificateExpiresSoon");
-interface Target { labels: Record<string, string>; health: string; lastError: string }
-const target = (job: string) => api<{ activeTargets: Target[] }>("/targets?state=active").then((d) => d.activeTargets.find((t) => t.labels.job === job));
-/** Pending (its `for:` is 10 minutes) or, on a machine slow enough, firing. */
-const ACTIVE = ["pending", "firing"];
 
 /** Starts `program` with its output in `log`; resolves once `ready` answers 200. */
 async function startServer(program: string, args: string[], cwd: string, log: string, ready: string): Promise<ChildProcess> {

@@ -6,6 +6,7 @@ import { parse, stringify } from "yaml";
 import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
 import { trackChild } from "../support/running-children.ts";
 import { pollUntil, tempDir } from "../support/tools.ts";
+import { ACTIVE, prometheusApi } from "../support/prometheus-api.ts";
 
 /**
  * templates/operator/prometheus/ against a real Prometheus (Debian's `prometheus` package, which
@@ -22,7 +23,6 @@ const OUTSIDER = "outsider";
 const EDGE_PORTS = { http: 62300, https: 62301, local: 62302 };
 const OUTSIDER_PORTS = { http: 62304, https: 62305, local: 62306 };
 const PROMETHEUS_PORT = 62303;
-const API = `http://127.0.0.1:${PROMETHEUS_PORT}/api/v1`;
 /** Generous: scrapes and evaluations every second, on a 2-core machine shared with other tests. */
 const DEADLINE_MS = 60_000;
 /** Room for a test's waits to run out and its assertion to say what was seen instead. */
@@ -61,27 +61,7 @@ function operatorConfig(dir: string, tenants: { name: string; ca: string; target
   return stringify({ ...kit, global, rule_files: kit.rule_files, scrape_configs: jobs });
 }
 
-async function api<T>(path: string): Promise<T> {
-  const res = await fetch(API + path);
-  const body = (await res.json()) as { status: string; data: T; error?: string };
-  if (body.status !== "success") throw new Error(`${path}: ${res.status} ${body.error}`);
-  return body.data;
-}
-
-type Sample = { metric: Record<string, string>; value: [number, string] };
-const query = (promql: string) => api<{ result: Sample[] }>(`/query?query=${encodeURIComponent(promql)}`).then((d) => d.result);
-interface Target { labels: Record<string, string>; health: string; lastError: string }
-const targets = () => api<{ activeTargets: Target[] }>("/targets?state=active").then((d) => d.activeTargets);
-const target = async (job: string) => (await targets()).find((t) => t.labels.job === job);
-interface Rule { name: string; health: string; lastError?: string; state: string; alerts: { labels: Record<string, string>; state: string; activeAt: string }[] }
-
-/**
- * An alert that went active: pending, or firing once its `for:` (1m for GpuSandboxShimDown) has
- * passed, which a loaded machine's earlier waits can take it past; the test asks that it went
- * active, not how fast the test got there.
- */
-const ACTIVE = ["pending", "firing"];
-const rules = () => api<{ groups: { rules: Rule[] }[] }>("/rules?type=alert").then((d) => d.groups.flatMap((g) => g.rules));
+const { query, target, rules } = prometheusApi(PROMETHEUS_PORT);
 
 /** Polls `read` until `done` holds of its answer or the deadline passes; returns the last answer. */
 async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
