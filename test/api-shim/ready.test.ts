@@ -40,6 +40,18 @@ describe("/ready with SHIM_READY_URL", () => {
     expect(await ready()).toEqual({ status: 200, body: { status: "ready", store: "ok", upstream: "ok" } });
   });
 
+  it("is not ready when the model server answers but the upstream in front of it does not (a LiteLLM down)", async () => {
+    status = 200;
+    const port = Number(new URL(h.fake.url).port);
+    await h.fake.close();
+    try {
+      expect(await ready()).toEqual({ status: 503, body: { status: "not_ready", store: "ok", upstream: "unreachable" } });
+    } finally {
+      await h.fake.start(port, "127.0.0.1");
+    }
+    expect(await ready()).toEqual({ status: 200, body: { status: "ready", store: "ok", upstream: "ok" } });
+  });
+
   it("says so when the model server cannot be reached", async () => {
     await new Promise((resolve) => modelServer.close(resolve));
     modelServer.closeAllConnections();
