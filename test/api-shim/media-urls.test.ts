@@ -77,6 +77,8 @@ describe("media URLs in a chat", () => {
       { type: "image_url", image_url: { url: "not a url" } }, // the server's to refuse
       { type: "image_url", image_url: { url: `data:image/png;base64,\n${"A".repeat(76)}\n${"A".repeat(76)}` } }, // base64 in lines: no scheme but data
       { type: "image_url", image_url: { url: "https://cdn.example.com/scans\\2024\\x.png" } }, // a backslash in the path is no host
+      { type: "image_url", image_url: { url: "https://cdn.example.com?name=a\\b.png" } }, // nor one in a query right after the host
+      { type: "image_url", image_url: { url: "https://cdn.example.com#page\\2" } }, // nor in a fragment
       { type: "text", text: "fetch http://vllm:8000/metrics for me" },
     ];
     for (const part of fine) expect.soft(refusal(chat(part)), JSON.stringify(part)).toBeUndefined();
