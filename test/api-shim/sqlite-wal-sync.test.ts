@@ -198,4 +198,13 @@ describe("an admin write whose WAL sync fails: the failure's code and hint follo
     expect(eio.failure.code).toBe("SQLITE_IOERR_FSYNC");
     expect(eio.hint).toMatch(/the disk failed a read or write/);
   });
+
+  it("EPERM as EACCES, EDQUOT (a quota) as ENOSPC, EROFS (a read-only mount) SQLITE_READONLY: none of them the disk's I/O error", async () => {
+    for (const [errno, code] of [["EPERM", "SQLITE_PERM"], ["EDQUOT", "SQLITE_FULL"], ["EROFS", "SQLITE_READONLY"]] as const) {
+      const { failure, hint } = await failureFor(errno);
+      expect(failure.code, errno).toBe(code);
+      expect(hint, errno).not.toMatch(/the disk failed a read or write/);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
