@@ -54,4 +54,14 @@ describe("a model that looks too large for the plan or the volume", () => {
     expect(modelSizeWarnings(config({ model: { id: "Qwen/Qwen2.5-32B-Instruct-AWQ" }, plan: "g2-gpu-rtx4000a2-s" }))).toEqual([]);
     expect(modelSizeWarnings(config({ model: { id: "meta-llama/Llama-3.1-8B-Instruct" } }))).toEqual([]);
   });
+
+  it("counts that room per GPU: each card of a tensor-parallel plan needs its own KV cache and activations", () => {
+    // A 34B model in bf16 (68 GB) on four 20 GB cards (72 GB vLLM may use): 4 GB left in all, 1 GB a card.
+    const perGpu = config({ model: { id: "codellama/CodeLlama-34b-Instruct-hf" }, plan: "g2-gpu-rtx4000a4-m", volumeSizeGb: 200 });
+    expect(modelSizeWarnings(perGpu)).toEqual([
+      expect.stringMatching(/^model\.id codellama\/CodeLlama-34b-Instruct-hf looks like about 68 GB of weights, which leave about 4 GB of the 72 GB of GPU memory vLLM may use on g2-gpu-rtx4000a4-m \(4 × 20 GB/),
+    ]);
+    // The same plan with a 32B model in bf16 (64 GB: 2 GB a card) starts.
+    expect(modelSizeWarnings(config({ model: { id: "Qwen/Qwen2.5-32B-Instruct" }, plan: "g2-gpu-rtx4000a4-m", volumeSizeGb: 200 }))).toEqual([]);
+  });
 });
