@@ -46,6 +46,9 @@ function reportContract(current: () => Store): void {
     }
     const rows = await store.usage({ keyId: null, asker: null, from: 0, to: 1e12, group: "model" });
     expect(rows.map((g) => `${g.keyId}/${g.group}`)).toEqual(["kA/bge", "kb/Qwen", "kb/_x", "kb/qwen"]);
+    // By day and model: the models of a day in the same byte order.
+    const byDay = await store.usage({ keyId: null, asker: null, from: 0, to: 1e12, group: "day,model" });
+    expect(byDay.map((g) => `${g.keyId}/${g.group}/${g.model}`)).toEqual(["kA/1970-01-01/bge", "kb/1970-01-01/Qwen", "kb/1970-01-01/_x", "kb/1970-01-01/qwen"]);
   });
 }
 
@@ -84,6 +87,9 @@ describe("usage reports, SQLite store on a file (the report worker)", () => {
     expect(rows.map((g) => [g.group, g.requests])).toEqual([["a-model", 1], ["z-model", SLICE_ROWS + 10]]);
     const all = await store.usage({ keyId: null, asker: null, from: 0, to: 1e12, group: "model" });
     expect(all.map((g) => g.group)).toEqual(["a-model", "z-model"]);
+    // By day and model: within the day, the model seen only in the later slice comes first too.
+    const byDay = await store.usage({ keyId: null, asker: null, from: 0, to: 1e12, group: "day,model" });
+    expect(byDay.map((g) => [g.group, g.model, g.requests])).toEqual([["1970-01-01", "a-model", 1], ["1970-01-01", "z-model", SLICE_ROWS + 10]]);
   }, 60_000);
 });
 
