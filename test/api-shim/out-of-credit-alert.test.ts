@@ -2,8 +2,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { APIError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parse } from "yaml";
 import { anchorsOf, sectionAt } from "../support/doc-anchors.ts";
+import { alertRule, selectedSum } from "../support/alert-rules.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
 /**
@@ -13,18 +13,7 @@ import { startShim, type Harness } from "../support/shim-harness.ts";
  * rename of the counter or its labels cannot leave the alert silent.
  */
 const ROOT = join(import.meta.dirname, "..", "..");
-interface Rule { alert: string; expr: string; annotations: { runbook: string } }
-const rule = (parse(readFileSync(join(ROOT, "templates", "operator", "prometheus", "alerts.yml"), "utf8")) as { groups: { rules: Rule[] }[] })
-  .groups.flatMap((g) => g.rules).find((r) => r.alert === "GpuSandboxKeysOutOfCredit")!;
-
-/** The sum of a scrape's samples that `name{label="value", …}` (equality matchers only) selects. */
-function selected(scrape: string, selector: string): number {
-  const [, name, body] = /^(\w+)\{(.*)\}$/.exec(selector)!;
-  const matchers = [...body!.matchAll(/(\w+)="([^"]*)"/g)].map((m) => `${m[1]}="${m[2]}"`);
-  return scrape.split("\n")
-    .filter((line) => line.startsWith(`${name}{`) && matchers.every((m) => line.includes(m)))
-    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0);
-}
+const rule = alertRule("GpuSandboxKeysOutOfCredit");
 
 describe("the out-of-credit alert reads what the shim counts for a 402", () => {
   let h: Harness;
@@ -36,7 +25,7 @@ describe("the out-of-credit alert reads what the shim counts for a 402", () => {
     const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 3 };
     const served = await h.createKey({ name: "paying", credits: 100 });
     await h.client(served.key).chat.completions.create(chat);
-    expect(selected(await (await fetch(`${h.url}/metrics`)).text(), selector)).toBe(0);
+    expect(selectedSum(await (await fetch(`${h.url}/metrics`)).text(), selector)).toBe(0);
 
     const broke = await h.createKey({ name: "broke", credits: 0 });
     for (let i = 0; i < 2; i++) {
@@ -45,7 +34,7 @@ describe("the out-of-credit alert reads what the shim counts for a 402", () => {
       expect((err as APIError).status).toBe(402);
       expect((err as APIError).code).toBe("insufficient_credits");
     }
-    expect(selected(await (await fetch(`${h.url}/metrics`)).text(), selector)).toBe(2);
+    expect(selectedSum(await (await fetch(`${h.url}/metrics`)).text(), selector)).toBe(2);
   });
 
   it("its runbook is a section of docs/troubleshooting.md that gives the commands to find the key and top it up", () => {

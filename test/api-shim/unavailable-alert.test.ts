@@ -3,8 +3,8 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { APIError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { parse } from "yaml";
 import { anchorsOf, sectionAt } from "../support/doc-anchors.ts";
+import { alertRule, selectedSum } from "../support/alert-rules.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 
 /**
@@ -16,18 +16,7 @@ import { startShim, type Harness } from "../support/shim-harness.ts";
  * shim exports when a client gets that 503.
  */
 const ROOT = join(import.meta.dirname, "..", "..");
-interface Rule { alert: string; expr: string; annotations: { runbook: string } }
-const rule = (parse(readFileSync(join(ROOT, "templates", "operator", "prometheus", "alerts.yml"), "utf8")) as { groups: { rules: Rule[] }[] })
-  .groups.flatMap((g) => g.rules).find((r) => r.alert === "GpuSandboxRequestsUnavailable")!;
-
-/** The sum of a scrape's samples that `name{label="value", label!="value"}` selects. */
-function selected(scrape: string, selector: string): number {
-  const [, name, body] = /^(\w+)\{(.*)\}$/.exec(selector)!;
-  const matchers = [...body!.matchAll(/(\w+)(!?=)"([^"]*)"/g)].map((m) => ({ text: `${m[1]}="${m[3]}"`, negated: m[2] === "!=" }));
-  return scrape.split("\n")
-    .filter((line) => line.startsWith(`${name}{`) && matchers.every((m) => line.includes(m.text) !== m.negated))
-    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0);
-}
+const rule = alertRule("GpuSandboxRequestsUnavailable");
 
 describe("the 503 alert reads what the shim counts when its ledger is locked", () => {
   let h: Harness;
@@ -36,7 +25,7 @@ describe("the 503 alert reads what the shim counts when its ledger is locked", (
 
   it("a chat refused 503 service_unavailable through the SDK while another connection holds the write lock is counted by the alert's series; served requests and /ready are not", async () => {
     const selector = /shim_requests_total\{[^}]*\}/.exec(rule.expr)![0];
-    const scrape = async () => selected(await (await fetch(`${h.url}/metrics`)).text(), selector);
+    const scrape = async () => selectedSum(await (await fetch(`${h.url}/metrics`)).text(), selector);
     const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 3 };
     const { key } = await h.createKey({ name: "team", credits: 100 });
     await h.client(key).chat.completions.create(chat);

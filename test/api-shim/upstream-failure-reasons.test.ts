@@ -1,8 +1,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { parse } from "yaml";
-import { UPSTREAM_FAILURE_REASONS } from "../../api-shim/src/upstream/upstream.ts";
+import { UPSTREAM_FAILURE_REASONS } from "../../api-shim/src/upstream/failure-reasons.ts";
+import { alertRule } from "../support/alert-rules.ts";
 import { sectionAt } from "../support/doc-anchors.ts";
 import { answeringUpstream, shimClient, shimProcessFixture } from "../support/shim-process.ts";
 
@@ -12,9 +12,8 @@ const f = shimProcessFixture("upstream-failure-reasons-");
 /** The runbook an operator opens when `rate(shim_upstream_failures_total[5m]) > 0` fires: the section of
  * docs/troubleshooting.md that the alert's `runbook` names (the Troubleshooting row links there too). */
 function runbook(): string {
-  const alerts = parse(readFileSync(join(ROOT, "templates", "operator", "prometheus", "alerts.yml"), "utf8")) as { groups: { rules: { alert: string; annotations: { runbook: string } }[] }[] };
-  const alert = alerts.groups.flatMap((g) => g.rules).find((r) => r.alert === "GpuSandboxUpstreamFailures");
-  const [page, anchor] = alert!.annotations.runbook.split("#");
+  const alert = alertRule("GpuSandboxUpstreamFailures");
+  const [page, anchor] = alert.annotations.runbook.split("#");
   expect(page).toBe("docs/troubleshooting.md");
   const ops = readFileSync(join(ROOT, "docs", "troubleshooting.md"), "utf8");
   expect(ops).toContain(`[More](#${anchor})`);

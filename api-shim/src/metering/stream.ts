@@ -15,7 +15,8 @@ import { formatCredits } from "../money/money.ts";
 import type { Settlement } from "../money/settlement.ts";
 import { writeWithBackpressure } from "../client/response-writer.ts";
 import { replaceEventData, sseEvents } from "./sse.ts";
-import { countUpstreamFailure, transportCause, type UpstreamFailureReason, type UpstreamResponse } from "../upstream/upstream.ts";
+import { countUpstreamFailure, transportCause, type UpstreamResponse } from "../upstream/upstream.ts";
+import type { UpstreamFailureReason } from "../upstream/failure-reasons.ts";
 import { upstreamErrorBody } from "../upstream/upstream-errors.ts";
 
 export interface RelayInput {

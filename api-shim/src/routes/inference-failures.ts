@@ -4,7 +4,8 @@ import { ShimError } from "../errors.ts";
 import type { Usage } from "../money/pricing.ts";
 import type { Settlement } from "../money/settlement.ts";
 import { finishRequest } from "../observability/request-line.ts";
-import { countUpstreamFailure, isAbort, unreachable, type UpstreamFailureReason } from "../upstream/upstream.ts";
+import { countUpstreamFailure, isAbort, unreachable } from "../upstream/upstream.ts";
+import type { UpstreamFailureReason } from "../upstream/failure-reasons.ts";
 import { isUpstreamFault } from "../upstream/upstream-errors.ts";
 
 /**

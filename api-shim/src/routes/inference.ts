@@ -17,7 +17,8 @@ import { Settlement } from "../money/settlement.ts";
 import type { ReserveInput, ReserveResult } from "../store/store.ts";
 import { meterFor, relayStream } from "../metering/stream.ts";
 import { clientLeft, failed, leftThenFailed, leftThenRefused, refused, REQUEST_PRICE_ONLY } from "./inference-failures.ts";
-import { countUpstreamFailure, isAbort, readBody, readLimited, type UpstreamFailureReason, type UpstreamResponse } from "../upstream/upstream.ts";
+import { countUpstreamFailure, isAbort, readBody, readLimited, type UpstreamResponse } from "../upstream/upstream.ts";
+import type { UpstreamFailureReason } from "../upstream/failure-reasons.ts";
 import { upstreamErrorBody, upstreamStatusError } from "../upstream/upstream-errors.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [

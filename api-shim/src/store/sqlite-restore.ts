@@ -66,7 +66,7 @@ export function restoreStagedLedger(ledger: string, options: { now?: () => numbe
   if (st === undefined) return null;
   const found = checkStagedLedger(staged, ledger, st, options.onChecking);
   const dir = dirname(ledger);
-  const present = ledgerFiles(ledger).filter((name) => lstatSync(join(dir, name), { throwIfNoEntry: false }) !== undefined);
+  const present = ledgerFiles(ledger).filter((name) => exists(join(dir, name)));
   const replacing = replacingOf(ledger);
   // Not the shim's (it only ever makes a directory there): a restore would fail on it at every start.
   const other = lstatSync(replacing, { throwIfNoEntry: false });

@@ -16,6 +16,9 @@ export const PROBE_TIMEOUT_MS = 4000;
  */
 export interface Probe { ok: boolean; detail: string; hint?: string; cause?: string }
 
+/** What the watch needs: the probe itself (probeUpstream), and where its results go. */
+interface ReadinessDeps { probe: () => Promise<Probe>; clock: Clock; metrics: Metrics; logger: Logger; draining: () => boolean }
+
 /**
  * The upstream's readiness, probed as /ready probes it, by /ready and by a timer alike: one
  * cached probe (PROBE_CACHE_MS) for both, so the timer adds at most one probe per interval per
@@ -28,9 +31,9 @@ export class UpstreamReadiness {
   private last: boolean | null = null;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
-  private readonly deps: { probe: () => Promise<Probe>; clock: Clock; metrics: Metrics; logger: Logger; draining: () => boolean };
+  private readonly deps: ReadinessDeps;
 
-  constructor(deps: { probe: () => Promise<Probe>; clock: Clock; metrics: Metrics; logger: Logger; draining: () => boolean }) {
+  constructor(deps: ReadinessDeps) {
     this.deps = deps;
   }
 

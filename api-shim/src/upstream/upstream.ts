@@ -4,6 +4,7 @@ import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { dispatch } from "./upstream-body.ts";
 import type { AnswerLease } from "../limits/answer-memory.ts";
+import type { UpstreamFailureReason } from "./failure-reasons.ts";
 
 /**
  * The seam to the OpenAI-compatible upstream (LiteLLM or vLLM). It owns the connection pools,
@@ -148,10 +149,6 @@ export function unreachable(ctx: ShimContext, request: FastifyRequest, e: unknow
   countUpstreamFailure(ctx, request, reason);
   return failureError(reason, reached);
 }
-
-// The reasons' one list, apart so the metrics can export each at 0 without importing the transport.
-export { UPSTREAM_FAILURE_REASONS, type UpstreamFailureReason } from "./failure-reasons.ts";
-import type { UpstreamFailureReason } from "./failure-reasons.ts";
 
 /**
  * An upstream failure counted under `reason` (shim_upstream_failures_total), the one place that
