@@ -48,3 +48,12 @@ it("hands the stack's hfToken (.env's HF_TOKEN) to vLLM, which downloads gated m
   const compose = renderedCompose();
   expect(compose.services.vllm.environment.HF_TOKEN).toMatch(/^\$\{HF_TOKEN[:?}-]/);
 });
+
+it("opts vLLM out of its usage statistics, and Hugging Face's libraries out of telemetry: no call out but the model's download", () => {
+  // vLLM sends them to its collector by default (docs.vllm.ai, "Usage Stats Collection"); each
+  // variable alone is its documented opt-out, so a typo in one still leaves the other.
+  const { environment } = renderedCompose().services.vllm;
+  expect(environment.VLLM_NO_USAGE_STATS).toBe("1");
+  expect(environment.DO_NOT_TRACK).toBe("1");
+  expect(environment.HF_HUB_DISABLE_TELEMETRY).toBe("1");
+});
