@@ -3,6 +3,7 @@ import type { TenantConfig } from "./config.ts";
 import { narrowIpv6AllowedWarning, OWN_ADDRESS_HINT, unreachableAdminEntries, unreachableAdminWarning } from "./config/addresses.ts";
 import { modelSizeWarnings } from "./config/model-size.ts";
 import { toolCallingWarnings } from "./config/tool-calling.ts";
+import { contentLoggingWarnings } from "./config/vllm.ts";
 import { resourceNames, webPortSources } from "./host.ts";
 
 export interface PlannedResource {
@@ -99,7 +100,7 @@ export const ADMIN_CLEARTEXT_WARNING = "tls.mode is off and adminCidrs is set: t
  * prints: an endpoint open to everyone without TLS, SSH open to everyone, IPv6 allowedCidrs
  * entries only Linode's firewall enforces, tls settings the chosen mode ignores, a model that
  * looks too large for the plan or the volume, or whose tool calls vLLM cannot parse (tool_choice
- * "auto" refused), and a provider model without token prices (the
+ * "auto" refused), vLLM flags that log prompts or answers, and a provider model without token prices (the
  * provider bills its tokens; the key is charged per request).
  */
 export function configWarnings(config: TenantConfig): string[] {
@@ -120,6 +121,7 @@ export function configWarnings(config: TenantConfig): string[] {
   if (!admin.refused) warnings.push(...admin.entries.map(({ cidr, what }) => unreachableAdminWarning(cidr, what)));
   warnings.push(...modelSizeWarnings(config));
   warnings.push(...toolCallingWarnings(config));
+  warnings.push(...contentLoggingWarnings(config.model.extraArgs));
   warnings.push(...unpricedProviderWarnings(config));
   return warnings;
 }

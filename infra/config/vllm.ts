@@ -179,3 +179,23 @@ export function parallelLayout(gpuCount: number): ParallelLayout {
   while (gpuCount % (tensorParallelSize * 2) === 0) tensorParallelSize *= 2;
   return { tensorParallelSize, pipelineParallelSize: gpuCount / tensorParallelSize };
 }
+
+/**
+ * vLLM's flags that write what clients send or get to its log, which Docker keeps on the host's
+ * disk for as long as its rotation allows (docs/privacy.md): off by default in the vLLM the kit
+ * pins, and legal in `model.extraArgs` (a debugging session may want them), but rarely meant
+ * for a tenant whose prompts are personal data. Their `--no-` forms are the default, said aloud.
+ */
+const CONTENT_LOGGING_VLLM_FLAGS: Readonly<Record<string, string>> = {
+  "--enable-log-requests": "every request's prompt",
+  "--enable-log-outputs": "every answer's text",
+};
+
+/** The warning (for `pulumi up` and the plan) when `model.extraArgs` has vLLM log prompts or answers. */
+export function contentLoggingWarnings(extraArgs: readonly string[]): string[] {
+  return Object.entries(CONTENT_LOGGING_VLLM_FLAGS)
+    .filter(([flag]) => extraArgs.some((arg) => vllmFlag(arg) === flag))
+    .map(([flag, what]) =>
+      `model.extraArgs has ${flag}: vLLM then writes ${what} to its log (whole, unless --max-log-len cuts it), which Docker keeps on the host's disk ` +
+      "with its other lines (docs/privacy.md); remove it unless the tenant's prompts and answers may be logged");
+}
