@@ -104,7 +104,9 @@ export async function saveBackup(res: Response, out: string, progress: (line: st
   }
 }
 
-const OLDER_SHIM = "This tenant's shim is older than GET /admin/backup (2026-12-07): upgrade it (pulumi up with this checkout), or take this backup on the host as docs/operations.md (\"Backup and restore of the ledger\") shows.";
+// Not "upgrade it first": the backup an operator takes before an upgrade is the one a rollback
+// needs, and the upgrade may migrate the ledger, so the host's way comes first.
+const OLDER_SHIM = "This tenant's shim is older than GET /admin/backup (2026-12-07): take this backup on the host as docs/operations.md (\"Backup and restore of the ledger\", without the admin API) shows. Before upgrading it, back up that way first: an upgrade may migrate the ledger at its first start, and going back to this version may then need a backup from before it.";
 
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
   const deps = withDefaults(partial);

@@ -5,7 +5,7 @@
 import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
 import { ShimError } from "../api-shim/src/errors.ts";
 import { parsePeriod, periodQuery, readInstant } from "../api-shim/src/requests/period.ts";
-import { type AdminClient, adminClient, type ApiKey, type CreditsStatement, findKey, isMissingRoute, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
+import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreditsStatement, findKey, isMissingRoute, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
 import { instantFlag, oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
@@ -254,6 +254,18 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     // --group key sums the API's rows per key and model: the API groups by model or day only.
     const queries = queriesFor({ group: group === "key" ? "model" : group, ...(from ? { from } : {}), ...(to ? { to } : {}) }, covered, deps.now());
     if (group === "key") return keyReport(client, await mergedReport(client, queries), covered ?? keys, covered, format, deps);
+    return await withTheRows(group, format, queries, keys, covered, client, deps);
+  });
+}
+
+/** A shim older than group=day,model refuses it (its 400 naming `group`): said as such, with what works with it. */
+function olderThanDayModel(err: unknown, group: string): unknown {
+  if (group !== "day,model" || !(err instanceof AdminApiError && err.status === 400 && err.param === "group")) return err;
+  return new UsageError(`${err.message}\nThis tenant's shim is older than --group day,model (2026-12-07): use --group day or --group model with it, or upgrade it (pulumi up with this checkout).`);
+}
+
+async function withTheRows(group: string, format: string, queries: UsageQuery[], keys: readonly ApiKey[], covered: readonly ApiKey[] | undefined, client: AdminClient, deps: ScriptDeps): Promise<number> {
+  try {
     if (format === "csv") {
       // As the shim wrote it (CRLF line ends, RFC 4180): a line-printing \n would mix endings.
       deps.io.write(withKeyNames(await mergedCsv(client, queries), keys));
@@ -264,7 +276,9 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const json = () => ({ ...report, ...(covered ? { keys: covered.map((k) => ({ id: k.id, name: k.name, revoked_at: k.revoked_at })) } : {}), totals: usageTotals(report.data) });
     deps.io.out(format === "json" ? JSON.stringify(json(), null, 2) : formatUsage(report, keys, covered));
     return 0;
-  });
+  } catch (err) {
+    throw olderThanDayModel(err, group);
+  }
 }
 
 if (import.meta.main) process.exitCode = await main(process.argv.slice(2));

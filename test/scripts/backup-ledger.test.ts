@@ -156,7 +156,10 @@ describe("npm run backup-ledger", () => {
     const r = await run(api.url);
     expect(r.code).toBe(1);
     expect(r.err).toContain("admin API GET /admin/backup failed: 404 not_found: Unknown route: GET /admin/backup");
-    expect(r.err).toContain("This tenant's shim is older than GET /admin/backup (2026-12-07): upgrade it (pulumi up with this checkout), or take this backup on the host");
+    expect(r.err).toContain("This tenant's shim is older than GET /admin/backup (2026-12-07): take this backup on the host as docs/operations.md");
+    // The backup before an upgrade is the one a rollback needs: the script must not send the operator to upgrade first.
+    expect(r.err).toContain("Before upgrading it, back up that way first");
+    expect(r.err).not.toContain("pulumi up");
     expect(readdirSync(r.root)).toEqual([]);
   });
 

@@ -247,6 +247,15 @@ describe("docs/api-shim/shim-config.md's SHIM_CONFIG example", () => {
 });
 
 describe("the upgrade notes have their own page, and the operations guide points to it", () => {
+  it("the ledger's restore says a shim older than the restore-at-start ignores shim.db.restore (a later upgrade would swap it in), and how to restore by hand", () => {
+    const ops = read("docs/operations.md");
+    const section = ops.slice(ops.indexOf("## Backup and restore of the ledger"), ops.indexOf("\n## ", ops.indexOf("## Backup and restore of the ledger") + 1));
+    expect(section).toMatch(/older than 2026-12-07[^]*ignores `shim\.db\.restore`[^]*undoes everything recorded\s+since/);
+    // The by-hand steps move the ledger's three files away together, then put the backup in place as uid 1000's.
+    expect(section).toContain('for f in shim.db shim.db-wal shim.db-shm; do if [ -e "$f" ]; then mv "$f" "$old/"; fi; done');
+    expect(section).toContain("mv shim.db.restore shim.db && chown -R 1000:1000 /mnt/gpu-sandbox/shim");
+  });
+
   it("docs/upgrading.md holds the dated entries, newest first; docs/operations.md keeps a short Upgrading section linking there", () => {
     const notes = read("docs/upgrading.md");
     expect(notes).toMatch(/^# Upgrading\n/);
