@@ -70,7 +70,9 @@ export function kvFitFindings(model: ServedModel, configJson: unknown): KvFitFin
 /** What would fit: a shorter maxModelLen, an fp8 KV cache (when not already), the cheapest plan that holds it. */
 function remedies(model: ServedModel, shape: KvShape, bytes: number, leftGb: number): string {
   const perToken = (b: number) => bytesPerTokenPerGpu(shape, b, model.tensorParallelSize, model.pipelineParallelSize);
-  const out = [`set model.maxModelLen to ${fittingLength(leftGb, perToken(bytes))} or less`];
+  const fits = fittingLength(leftGb, perToken(bytes));
+  // Room for not even a token (weights that leave a few MB) has no length to suggest.
+  const out = fits > 0 ? [`set model.maxModelLen to ${fits} or less`] : [];
   if (bytes > 1) {
     out.push(`add "--kv-cache-dtype", "fp8" to model.extraArgs (halves the KV cache; ${fittingLength(leftGb, perToken(1))} tokens would fit)`);
   }
