@@ -3,6 +3,7 @@
 // bills for minutes (deploy.sh sees vLLM crash-loop, or waits readyTimeoutMinutes).
 import { setSecretCommand } from "./config/settings.ts";
 import type { ModelConfig } from "./config/types.ts";
+import { kvFitFindings, type ServedModel } from "./kv-fit.ts";
 
 const HUB = "https://huggingface.co";
 /** How long each question may take: an unreachable Hub costs `pulumi up` this much, once. */
@@ -32,9 +33,13 @@ export interface HubFindings {
 
 /**
  * The model as the check sees it. `revision`: the one vLLM downloads, from `--revision` in
- * model.extraArgs (vllmRevision); `main` when unset.
+ * model.extraArgs (vllmRevision); `main` when unset. `served`: the plan and vLLM settings, for
+ * whether maxModelLen fits the KV cache (kv-fit.ts); without them that is not judged.
  */
-export type CheckedModel = Pick<ModelConfig, "id" | "maxModelLen"> & { readonly revision?: string };
+export type CheckedModel = Pick<ModelConfig, "id" | "maxModelLen"> & {
+  readonly revision?: string;
+  readonly served?: Omit<ServedModel, "id" | "maxModelLen">;
+};
 
 /**
  * A revision in a URL path as huggingface_hub puts it there (`quote(revision, safe="")`): `/` too
@@ -77,7 +82,9 @@ export async function askHub(model: Pick<CheckedModel, "id" | "revision">, token
 /**
  * Judges the Hub's answers. Blockers are what makes vLLM's download fail for certain: no such
  * repository (404; a private one answers an anonymous caller 401 or 404), no such revision of it
- * (404 naming RevisionNotFound), a gated model without a token, a token the Hub refuses. Anything
+ * (404 naming RevisionNotFound), a gated model without a token, a token the Hub refuses; and,
+ * from its config.json, a maxModelLen whose KV cache is clearly too large for the plan (kv-fit.ts,
+ * which warns when it is only likely to be). Anything
  * else the Hub says (429, 5xx, no answer) leaves the model unchecked, with a warning: the deploy
  * goes on, as it did before the check.
  */
@@ -118,7 +125,10 @@ export function hubDisagreements(model: CheckedModel, hasToken: boolean, answers
     // Its files answer a token whose account has not accepted the terms with 403 (the info does not tell).
     if ("status" in config && (config.status === 401 || config.status === 403)) return { ...none, blockers: [refused(config.status)] };
   }
-  return { ...none, warnings: contextWarnings(model, config) };
+  const fit = model.served && "status" in config && config.status === 200
+    ? kvFitFindings({ ...model.served, id: model.id, maxModelLen: model.maxModelLen }, config.body)
+    : none;
+  return { warnings: [...contextWarnings(model, config), ...fit.warnings], blockers: fit.blockers };
 }
 
 /**

@@ -37,8 +37,11 @@ export interface GpuHostArgs {
   ttlHours?: number;
   /** Extra Linode tags. The kit always adds `gpu-sandbox` and `tenant:<tenant>`. */
   tags: readonly string[];
-  /** The model vLLM will download on the host (the revision its extraArgs give): checked on Hugging Face before the instance exists. */
-  model: Pick<ModelConfig, "id" | "maxModelLen" | "extraArgs">;
+  /**
+   * The model vLLM will download on the host (the revision its extraArgs give): checked on Hugging
+   * Face before the instance exists, and whether maxModelLen fits the KV cache the plan leaves.
+   */
+  model: Pick<ModelConfig, "id" | "maxModelLen" | "extraArgs" | "gpuMemoryUtilization" | "tensorParallelSize" | "pipelineParallelSize">;
   /** The stack's Hugging Face token, which vLLM downloads with. */
   hfToken?: Secret;
 }
@@ -107,7 +110,7 @@ export class GpuHost extends pulumi.ComponentResource {
       rootPass: rootPassword.result,
       authorizedKeys: [sshKey.publicKeyOpenssh.apply((k) => k.trim())],
       // The user data once the model check passed: a model vLLM could not download fails here, unbilled.
-      metadatas: [{ userData: this.checkModel(args.model, args.hfToken).then(() => userData) }],
+      metadatas: [{ userData: this.checkModel(args.plan, args.model, args.hfToken).then(() => userData) }],
       // Attached at creation, so the instance is never reachable without its firewall.
       firewallId: this.firewall.id.apply(Number),
       tags,
@@ -206,13 +209,14 @@ export class GpuHost extends pulumi.ComponentResource {
   /**
    * Asks Hugging Face about the model as vLLM will on the host (askHub, with the stack's token, about
    * the revision model.extraArgs give vLLM), before the instance exists, as checkCatalog asks
-   * Linode: a download that would fail for certain
-   * (hubDisagreements' blockers) is an error, and the instance's user data fails, so it is never
+   * Linode: a download that would fail for certain, or a maxModelLen whose KV cache clearly cannot
+   * fit beside the weights (hubDisagreements' blockers) is an error, and the instance's user data fails, so it is never
    * created; the rest are warnings. A Hub that cannot be asked is a warning, and holds nothing up.
    */
-  private async checkModel({ id, maxModelLen, extraArgs }: GpuHostArgs["model"], hfToken: Secret | undefined): Promise<void> {
+  private async checkModel(plan: GpuPlan, { id, maxModelLen, extraArgs, gpuMemoryUtilization, tensorParallelSize, pipelineParallelSize }: GpuHostArgs["model"], hfToken: Secret | undefined): Promise<void> {
     const token = hfToken?.readable ? hfToken.reveal() : undefined;
-    const model: CheckedModel = { id, maxModelLen, revision: vllmRevision(extraArgs) };
+    const served = { plan, gpuMemoryUtilization, extraArgs, tensorParallelSize, pipelineParallelSize };
+    const model: CheckedModel = { id, maxModelLen, revision: vllmRevision(extraArgs), served };
     const { warnings, blockers } = hubDisagreements(model, token !== undefined, await askHub(model, token));
     for (const line of warnings) pulumi.log.warn(line, this);
     if (blockers.length > 0) {

@@ -1,4 +1,5 @@
-import type { TenantConfig } from "./types.ts";
+import type { GpuPlan } from "../catalog.ts";
+import type { ModelConfig, TenantConfig } from "./types.ts";
 
 /**
  * A model's weights guessed from its Hugging Face id, for a warning before anything bills: a
@@ -33,22 +34,43 @@ const FOUR_BIT_BYTES = 0.55;
 const HEADROOM_GB_PER_GPU = 2;
 
 /** A size for a message: whole GB, or tenths under 10. */
-const gb = (n: number) => (n < 10 ? Math.round(n * 10) / 10 : Math.round(n));
+export const gb = (n: number) => (n < 10 ? Math.round(n * 10) / 10 : Math.round(n));
+
+/**
+ * What the guessed weights leave a GPU, in the GB of the size warning below (the one estimate of
+ * it; the KV-cache check in kv-fit.ts takes its numbers from here): the GPU memory vLLM may use
+ * (the card's GB × gpuMemoryUtilization) less the GPU's share of the weights (tensor and pipeline
+ * parallelism spread them over every GPU). null when the id says no size.
+ */
+export interface GpuRoom {
+  readonly weightsGb: number;
+  readonly usableGbPerGpu: number;
+  readonly weightsGbPerGpu: number;
+  readonly roomGbPerGpu: number;
+}
+
+export function gpuRoom(plan: Pick<GpuPlan, "gpuCount" | "vramGbPerGpu">, model: Pick<ModelConfig, "id" | "gpuMemoryUtilization">): GpuRoom | null {
+  const weights = weightsGb(model.id);
+  if (weights === null) return null;
+  const usableGbPerGpu = plan.vramGbPerGpu * model.gpuMemoryUtilization;
+  const weightsGbPerGpu = weights / plan.gpuCount;
+  return { weightsGb: weights, usableGbPerGpu, weightsGbPerGpu, roomGbPerGpu: usableGbPerGpu - weightsGbPerGpu };
+}
 
 /** Warnings when the model's guessed weights cannot fit the plan's GPU memory or the volume. */
 export function modelSizeWarnings(config: TenantConfig): string[] {
-  const weights = weightsGb(config.model.id);
-  if (weights === null) return [];
   const { plan } = config;
-  const usable = plan.gpuCount * plan.vramGbPerGpu * config.model.gpuMemoryUtilization;
+  const room = gpuRoom(plan, config.model);
+  if (room === null) return [];
+  const weights = room.weightsGb;
+  const usable = plan.gpuCount * room.usableGbPerGpu;
   const about = `model.id ${config.model.id} looks like about ${Math.round(weights)} GB of weights`;
   const warnings: string[] = [];
-  const room = usable - weights;
   const memory = `the ${Math.round(usable)} GB of GPU memory vLLM may use on ${plan.id} (${plan.gpuCount} × ${plan.vramGbPerGpu} GB × gpuMemoryUtilization ${config.model.gpuMemoryUtilization})`;
   if (weights > usable) {
     warnings.push(`${about}, more than ${memory}: it may not load, and that shows only after the host has started billing; choose a plan with more GPU memory, a smaller model, or a quantized one (AWQ, GPTQ, FP8)`);
-  } else if (room < HEADROOM_GB_PER_GPU * plan.gpuCount) {
-    warnings.push(`${about}, which leave about ${gb(room)} GB of ${memory} for the KV cache and activations, under the ${HEADROOM_GB_PER_GPU} GB a GPU it needs at least: ` +
+  } else if (room.roomGbPerGpu < HEADROOM_GB_PER_GPU) {
+    warnings.push(`${about}, which leave about ${gb(usable - weights)} GB of ${memory} for the KV cache and activations, under the ${HEADROOM_GB_PER_GPU} GB a GPU it needs at least: ` +
       `vLLM refuses to start without KV cache for one request of model.maxModelLen (${config.model.maxModelLen}) tokens, and that shows only after the host has started billing; ` +
       "choose a plan with more GPU memory, a smaller model, or a quantized one (AWQ, GPTQ, FP8)");
   }

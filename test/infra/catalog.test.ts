@@ -91,7 +91,7 @@ describe("catalog cross-check with the Linode API", () => {
     const { calls } = installMocks("acme", {
       calls: { "linode:index/getInstanceType:getInstanceType": () => ({ ...apiType, vcpus: 6, prices: [{ hourly: 0.52, monthly: 350 }] }) },
     });
-    const host = new GpuHost("acme", { tenant: "acme", region: "us-ord", plan, image: "linode/ubuntu24.04", allowedCidrs: ["0.0.0.0/0"], adminCidrs: [], tls: { mode: "self-signed" }, volumeSizeGb: 100, tags: [], model: { id: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192, extraArgs: [] } });
+    const host = new GpuHost("acme", { tenant: "acme", region: "us-ord", plan, image: "linode/ubuntu24.04", allowedCidrs: ["0.0.0.0/0"], adminCidrs: [], tls: { mode: "self-signed" }, volumeSizeGb: 100, tags: [], model: { id: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192, extraArgs: [], gpuMemoryUtilization: 0.9, tensorParallelSize: 1, pipelineParallelSize: 1 } });
     await settle();
     expect(calls.map((c) => c.token)).toEqual(expect.arrayContaining([
       "linode:index/getInstanceType:getInstanceType", "linode:index/getRegions:getRegions",

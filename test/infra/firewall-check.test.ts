@@ -27,7 +27,7 @@ describe("whether the firewall covers the instance", () => {
   });
 
   const plan = findPlan("g2-gpu-rtx4000a1-s")!;
-  const host = () => new GpuHost("acme", { tenant: "acme", region: "us-ord", plan, image: "linode/ubuntu24.04", allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["81.2.69.7/32"], tls: { mode: "self-signed" }, volumeSizeGb: 100, tags: [], model: { id: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192, extraArgs: [] } });
+  const host = () => new GpuHost("acme", { tenant: "acme", region: "us-ord", plan, image: "linode/ubuntu24.04", allowedCidrs: ["0.0.0.0/0"], adminCidrs: ["81.2.69.7/32"], tls: { mode: "self-signed" }, volumeSizeGb: 100, tags: [], model: { id: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192, extraArgs: [], gpuMemoryUtilization: 0.9, tensorParallelSize: 1, pipelineParallelSize: 1 } });
   const warnings = async (answer?: () => unknown) => {
     const warn = vi.spyOn(pulumi.log, "warn").mockImplementation(async () => {});
     try {

@@ -4,7 +4,9 @@
 import * as pulumi from "@pulumi/pulumi";
 import { describe, expect, it } from "vitest";
 import { validateConfig } from "../../infra/config.ts";
-import { askHub, hubDisagreements, type HubAnswers } from "../../infra/hub-check.ts";
+import { findPlan, type GpuPlan } from "../../infra/catalog.ts";
+import { parallelLayout } from "../../infra/config/vllm.ts";
+import { askHub, type CheckedModel, hubDisagreements, type HubAnswers } from "../../infra/hub-check.ts";
 import { loggedDeploy } from "../support/logged-deploy.ts";
 import { type FakeHub, OPEN_MODEL } from "../support/pulumi-mocks.ts";
 
@@ -117,6 +119,140 @@ describe("hubDisagreements (the Hub's answers, judged)", () => {
       .toEqual([expect.stringContaining("(max_position_embeddings 32768 × rope_scaling.factor 4 = 131072)")]);
     expect(hubDisagreements({ ...QWEN, maxModelLen: 1048576 }, false, answers(false, 404))).toEqual({ warnings: [], blockers: [] });
     expect(hubDisagreements({ ...QWEN, maxModelLen: 1048576 }, false, { ...answers(false), config: { failed: "x" } })).toEqual({ warnings: [], blockers: [] });
+  });
+});
+
+/**
+ * config.json as Hugging Face serves it (the fields the KV-cache check reads, values as published):
+ * Llama-3.1-8B-Instruct, Qwen2.5-7B-Instruct (a sliding_window it does not use), Qwen2.5-VL-7B-Instruct
+ * as transformers ≥ 4.53 writes it (the language model under text_config), Mistral-7B-v0.1 (a 4,096
+ * sliding window) and an MLA model (DeepSeek-V2-Lite's attention, which Moonlight-16B-A3B shares).
+ */
+const CONFIGS = {
+  llama31_8b: {
+    architectures: ["LlamaForCausalLM"], model_type: "llama", hidden_size: 4096, intermediate_size: 14336, num_attention_heads: 32,
+    num_hidden_layers: 32, num_key_value_heads: 8, max_position_embeddings: 131072, rope_theta: 500000.0, torch_dtype: "bfloat16",
+    rope_scaling: { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192, rope_type: "llama3" },
+  },
+  qwen25_7b: {
+    architectures: ["Qwen2ForCausalLM"], model_type: "qwen2", hidden_size: 3584, intermediate_size: 18944, max_position_embeddings: 32768,
+    max_window_layers: 28, num_attention_heads: 28, num_hidden_layers: 28, num_key_value_heads: 4, rope_theta: 1000000.0,
+    sliding_window: 131072, use_sliding_window: false, torch_dtype: "bfloat16", vocab_size: 152064,
+  },
+  qwen25vl_7b: {
+    architectures: ["Qwen2_5_VLForConditionalGeneration"], model_type: "qwen2_5_vl", torch_dtype: "bfloat16",
+    text_config: {
+      model_type: "qwen2_5_vl_text", hidden_size: 3584, max_position_embeddings: 128000, max_window_layers: 28, num_attention_heads: 28,
+      num_hidden_layers: 28, num_key_value_heads: 4, sliding_window: null, use_sliding_window: false, vocab_size: 152064,
+      layer_types: Array.from({ length: 28 }, () => "full_attention"), rope_scaling: { mrope_section: [16, 24, 24], rope_type: "default", type: "default" },
+    },
+    vision_config: { depth: 32, hidden_size: 1280, fullatt_block_indexes: [7, 15, 23, 31] },
+  },
+  mistral_7b_v01: {
+    architectures: ["MistralForCausalLM"], model_type: "mistral", hidden_size: 4096, intermediate_size: 14336, max_position_embeddings: 32768,
+    num_attention_heads: 32, num_hidden_layers: 32, num_key_value_heads: 8, rope_theta: 10000.0, sliding_window: 4096, torch_dtype: "bfloat16",
+  },
+  mla: {
+    model_type: "deepseek_v3", hidden_size: 2048, num_hidden_layers: 27, num_attention_heads: 16, num_key_value_heads: 16,
+    kv_lora_rank: 512, q_lora_rank: null, qk_nope_head_dim: 128, qk_rope_head_dim: 64, v_head_dim: 128, max_position_embeddings: 163840,
+  },
+};
+
+/** The model as a stack serves it: the plan's GPUs split as the kit splits them, gpuMemoryUtilization 0.9. */
+function served(id: string, maxModelLen: number, planId = "g2-gpu-rtx4000a1-s", extraArgs: string[] = []): CheckedModel {
+  const plan = findPlan(planId) as GpuPlan;
+  return { id, maxModelLen, served: { plan, gpuMemoryUtilization: 0.9, extraArgs, ...parallelLayout(plan.gpuCount) } };
+}
+const LLAMA_8B = "meta-llama/Llama-3.1-8B-Instruct";
+
+describe("hubDisagreements: does one request of maxModelLen fit the KV cache the plan leaves?", () => {
+  it("finds nothing when it fits (Qwen2.5-7B's 32,768 on one 20 GB card), the sliding_window Qwen does not use notwithstanding", () => {
+    expect(hubDisagreements(served("Qwen/Qwen2.5-7B-Instruct", 32768), false, answers(false, CONFIGS.qwen25_7b))).toEqual({ warnings: [], blockers: [] });
+    // DeepSeek-R1-Distill-Qwen-7B's config.json: a 4,096 sliding_window, unused too; its 131,072 context is judged as full attention.
+    const distill = { ...CONFIGS.qwen25_7b, max_position_embeddings: 131072, sliding_window: 4096, use_sliding_window: false };
+    expect(hubDisagreements(served("deepseek-ai/DeepSeek-R1-Distill-Qwen-7B", 65536), false, answers(false, distill)).warnings)
+      .toEqual([expect.stringMatching(/^model\.maxModelLen 65536 needs about 3\.8 GB of KV cache a GPU /)]);
+  });
+
+  it("warns when it does not quite fit, with the numbers and what would: the maxModelLen that fits, an fp8 KV cache, the cheapest plan that holds it", () => {
+    // 2 × 32 layers × 8 KV heads × 128 × 2 bytes = 131,072 bytes a token; 16,384 tokens: 2.1 GB; left: 18 − 16 − 0.5 = 1.5 GB.
+    const { warnings, blockers } = hubDisagreements(served(LLAMA_8B, 16384), true, answers(false, CONFIGS.llama31_8b));
+    expect(blockers).toEqual([]);
+    expect(warnings).toEqual([
+      "model.maxModelLen 16384 needs about 2.1 GB of KV cache a GPU (131,072 bytes a token: 2 (K and V) × 32 layers × 8 KV heads × 128 × 2 bytes), " +
+      "more than the about 1.5 GB model.id meta-llama/Llama-3.1-8B-Instruct leaves a GPU on g2-gpu-rtx4000a1-s " +
+      "(20 GB × gpuMemoryUtilization 0.9 − about 16 GB of weights − 0.5 GB for activations): vLLM will likely refuse to start " +
+      "(\"…KV cache is needed, which is larger than the available KV cache memory\"), after the host has started billing; " +
+      "set model.maxModelLen to 11264 or less, add \"--kv-cache-dtype\", \"fp8\" to model.extraArgs (halves the KV cache; 22528 tokens would fit), " +
+      "or choose a plan with more GPU memory (g2-gpu-rtx4000a2-s, $1.05/hour, is the cheapest that holds it)",
+    ]);
+    // The default 8,192 fits beside the same weights (1.07 GB).
+    expect(hubDisagreements(served(LLAMA_8B, 8192), true, answers(false, CONFIGS.llama31_8b))).toEqual({ warnings: [], blockers: [] });
+  });
+
+  it("does not create the instance when it needs more than twice what is left (Llama-3.1-8B's 65,536 tokens: 8.6 GB for 1.5)", () => {
+    const { warnings, blockers } = hubDisagreements(served(LLAMA_8B, 65536), true, answers(false, CONFIGS.llama31_8b));
+    expect(warnings).toEqual([]);
+    expect(blockers).toEqual([expect.stringMatching(/^model\.maxModelLen 65536 needs about 8\.6 GB of KV cache a GPU .* about 1\.5 GB .*: vLLM cannot start with it .*; set model\.maxModelLen to 11264 or less, /)]);
+  });
+
+  it("counts an fp8 KV cache (--kv-cache-dtype fp8… in model.extraArgs) at half: what warned fits, and fp8 is not suggested again", () => {
+    for (const extraArgs of [["--kv-cache-dtype", "fp8"], ["--kv_cache_dtype=fp8_e4m3"]]) {
+      expect(hubDisagreements(served(LLAMA_8B, 16384, undefined, extraArgs), true, answers(false, CONFIGS.llama31_8b))).toEqual({ warnings: [], blockers: [] });
+    }
+    const { warnings } = hubDisagreements(served(LLAMA_8B, 32768, undefined, ["--kv-cache-dtype", "fp8"]), true, answers(false, CONFIGS.llama31_8b));
+    expect(warnings).toEqual([expect.stringContaining("(65,536 bytes a token: 2 (K and V) × 32 layers × 8 KV heads × 128 × 1 bytes)")]);
+    expect(warnings[0]).not.toContain("--kv-cache-dtype");
+  });
+
+  it("splits it over the GPUs: on two cards (tensor parallel) each holds half the KV heads (and half the weights), on three (pipeline parallel) a third of the layers", () => {
+    // 2 × 20 GB: per GPU 18 − 8 − 0.5 = 9.5 GB left, and 65,536 bytes a token: 65,536 tokens need 4.3 GB.
+    expect(hubDisagreements(served(LLAMA_8B, 65536, "g2-gpu-rtx4000a2-s"), true, answers(false, CONFIGS.llama31_8b))).toEqual({ warnings: [], blockers: [] });
+    const { warnings } = hubDisagreements(served(LLAMA_8B, 131072 + 65536, "g2-gpu-rtx4000a2-s"), true, answers(false, CONFIGS.llama31_8b));
+    expect(warnings).toEqual([expect.stringContaining("(65,536 bytes a token: 2 (K and V) × 32 layers × 4 KV heads of 8 (tensor parallel 2) × 128 × 2 bytes)")]);
+    // Three cards run pipeline parallel 3: each GPU keeps its 11 of the 32 layers (45,056 bytes a token; 262,144 tokens: 11.8 GB of 15.8).
+    expect(hubDisagreements(served(LLAMA_8B, 262144, "g1-gpu-rtx6000-3"), true, answers(false, CONFIGS.llama31_8b))).toEqual({ warnings: [], blockers: [] });
+  });
+
+  it("reads a multimodal model's language model under text_config (Qwen2.5-VL)", () => {
+    // 57,344 bytes a token × 65,536 = 3.8 GB; 18 − 14 − 0.5 = 3.5 GB left.
+    const { warnings } = hubDisagreements(served("Qwen/Qwen2.5-VL-7B-Instruct", 65536), false, answers(false, CONFIGS.qwen25vl_7b));
+    expect(warnings).toEqual([expect.stringMatching(/^model\.maxModelLen 65536 needs about 3\.8 GB .*\(57,344 bytes a token: 2 \(K and V\) × 28 layers × 4 KV heads × 128 × 2 bytes\)/)]);
+  });
+
+  it("counts an MLA model's one latent a layer (kv_lora_rank + qk_rope_head_dim), not split by tensor parallelism", () => {
+    const moonlight = "moonshotai/Moonlight-16B-A3B-Instruct"; // about 32 GB: 16 a GPU on two cards, 1.5 GB left
+    // 27 × (512 + 64) × 2 = 31,104 bytes a token: 32,768 tokens need 1.0 GB (as 16 heads of 128, 3.6 GB: refused).
+    expect(hubDisagreements(served(moonlight, 32768, "g2-gpu-rtx4000a2-s"), false, answers(false, CONFIGS.mla))).toEqual({ warnings: [], blockers: [] });
+    const { warnings, blockers } = hubDisagreements(served(moonlight, 65536, "g2-gpu-rtx4000a2-s"), false, answers(false, CONFIGS.mla));
+    expect(blockers).toEqual([]);
+    expect(warnings).toEqual([expect.stringContaining("(31,104 bytes a token: 27 layers × (kv_lora_rank 512 + qk_rope_head_dim 64) × 2 bytes, MLA's one latent a layer)")]);
+    expect(warnings[0]).toContain("set model.maxModelLen to 48128 or less");
+  });
+
+  it("skips models whose KV cache keeps less than every token of every layer (a sliding window, hybrids) rather than warn wrongly", () => {
+    const mistral = "mistralai/Mistral-7B-v0.1";
+    // As full attention, 32,768 tokens would need 4.3 GB of the 3.5 left; its 4,096-token window needs far less.
+    expect(hubDisagreements(served(mistral, 32768), false, answers(false, CONFIGS.mistral_7b_v01))).toEqual({ warnings: [], blockers: [] });
+    expect(hubDisagreements(served(mistral, 32768), false, answers(false, { ...CONFIGS.mistral_7b_v01, sliding_window: null })).warnings).toHaveLength(1);
+    const hybrids = [
+      { layer_types: ["sliding_attention", "full_attention"] }, { attention_chunk_size: 8192 }, { mamba_d_state: 16 }, { full_attention_interval: 4 },
+    ];
+    for (const extra of hybrids) {
+      expect(hubDisagreements(served(LLAMA_8B, 65536), true, answers(false, { ...CONFIGS.llama31_8b, ...extra }))).toEqual({ warnings: [], blockers: [] });
+    }
+  });
+
+  it("stays quiet when config.json lacks the fields, the id no size, or model.extraArgs size the KV cache themselves", () => {
+    const { num_hidden_layers: _, ...noLayers } = CONFIGS.llama31_8b;
+    for (const config of [noLayers, { max_position_embeddings: 131072 }, 404]) {
+      expect(hubDisagreements(served(LLAMA_8B, 65536), true, answers(false, config))).toEqual({ warnings: [], blockers: [] });
+    }
+    expect(hubDisagreements(served("acme/chat-model", 1048576), true, answers(false, CONFIGS.llama31_8b)).blockers).toEqual([]);
+    // Weights that leave nothing (Qwen2.5-32B-AWQ, about 18 GB of 18) are the size warning's finding, a guess from the name: not a blocker here.
+    const qwen32 = { ...CONFIGS.qwen25_7b, hidden_size: 5120, num_attention_heads: 40, num_hidden_layers: 64, num_key_value_heads: 8 };
+    expect(hubDisagreements(served("Qwen/Qwen2.5-32B-Instruct-AWQ", 8192), false, answers(false, qwen32))).toEqual({ warnings: [], blockers: [] });
+    expect(hubDisagreements(served(LLAMA_8B, 65536, undefined, ["--kv-cache-memory-bytes", "20000000000"]), true, answers(false, CONFIGS.llama31_8b)).blockers).toEqual([]);
   });
 });
 
@@ -260,6 +396,26 @@ describe("pulumi up with the model checked on Hugging Face", () => {
     expect(names).toContain("acme-instance");
     expect(warnings).toContain("model.maxModelLen 8192 is more than model Qwen/Qwen2.5-7B-Instruct's config.json allows (max_position_embeddings 4096): " +
       "vLLM will likely refuse to start; lower model.maxModelLen to 4096 or less");
+  });
+
+  it("does not create the instance when maxModelLen's KV cache clearly cannot fit beside the weights, and creates it, with a warning, when it likely cannot", async () => {
+    const llama: FakeHub = (url) => url.pathname.endsWith("/config.json") ? Response.json(CONFIGS.llama31_8b) : OPEN_MODEL(url);
+    const blocked = await deploy(llama, { model: { id: LLAMA_8B, maxModelLen: 65536 } });
+    expect(blocked.names).not.toContain("acme-instance");
+    expect(blocked.failures.length).toBeGreaterThan(0);
+    expect(blocked.errors).toEqual([expect.stringMatching(/^not creating the GPU instance: model\.maxModelLen 65536 needs about 8\.6 GB of KV cache a GPU .*on g2-gpu-rtx4000a1-s .*set model\.maxModelLen to 11264 or less/)]);
+
+    const warned = await deploy(llama, { model: { id: LLAMA_8B, maxModelLen: 16384 } });
+    expect(warned.failures).toEqual([]);
+    expect(warned.names).toContain("acme-instance");
+    expect(warned.warnings).toEqual(expect.arrayContaining([expect.stringMatching(/^model\.maxModelLen 16384 needs about 2\.1 GB of KV cache a GPU /)]));
+
+    // The plan's GPUs and the stack's extraArgs reach the check: two cards, or an fp8 KV cache, hold what one card in bf16 did not.
+    for (const settings of [{ plan: "g2-gpu-rtx4000a2-s" }, { model: { id: LLAMA_8B, maxModelLen: 16384, extraArgs: ["--kv-cache-dtype", "fp8"] } }]) {
+      const fits = await deploy(llama, { model: { id: LLAMA_8B, maxModelLen: 16384 }, ...settings });
+      expect(fits.failures).toEqual([]);
+      expect(fits.warnings.filter((w) => w.includes("KV cache a GPU"))).toEqual([]);
+    }
   });
 
   it("creates it, with a warning, when Hugging Face cannot be reached", async () => {
