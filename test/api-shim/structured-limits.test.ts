@@ -56,6 +56,8 @@ describe("a schema, at OpenAI's limits", () => {
     expect(schemaRefusal({ $defs: { D: nested(9) } }, LIMITS)).toBeNull();
     expect(schemaRefusal({ $defs: { D: nested(10) } }, LIMITS)).toBe("nests more than 10 levels");
     expect(schemaRefusal({ definitions: { D: nested(10) } }, LIMITS)).toBe("nests more than 10 levels");
+    expect(schemaRefusal({ properties: { a: { $defs: { D: nested(8) } } } }, LIMITS)).toBeNull(); // $defs below the root are as deep as where they are
+    expect(schemaRefusal({ properties: { a: { $defs: { D: nested(9) } } } }, LIMITS)).toBe("nests more than 10 levels");
     expect(schemaRefusal({ $defs: { A: wide(3_000) }, definitions: { B: wide(2_001) } }, LIMITS)).toBe("has more than 5000 object properties");
     expect(schemaRefusal({ definitions: { A: enumOf(1_001) } }, LIMITS)).toBe("has more than 1000 enum values");
     // items and additionalProperties are a level each, as properties are.
