@@ -5,7 +5,7 @@ import { CACHE_ISOLATIONS, isCacheIsolation } from "./requests/cache-salt.ts";
 import { CACHED_PRICE_WHY, cachedPriceFits } from "./money/cache-reads.ts";
 import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money/money.ts";
 import { holdsKey, redactKeysAsMade, redactLoggedKeys, redactUpstreamSecrets, secretRedactor } from "./observability/redaction.ts";
-import { DEFAULT_STRUCTURED_LIMITS, STRUCTURED_LIMIT_NAMES, type StructuredLimits } from "./requests/structured-limits.ts";
+import { DEFAULT_STRUCTURED_LIMITS, isStructuredLimit, NO_STRUCTURED_LIMITS, STRUCTURED_LIMIT_NAMES, type StructuredLimits } from "./requests/structured-limits.ts";
 import { isKeyName, isModelName, MAX_KEY_NAME_CHARACTERS } from "./names.ts";
 import { type NamedSecrets, secretIn, shownValue } from "./shown-value.ts";
 
@@ -218,11 +218,15 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
 
   // Each limit merged over OpenAI's (the defaults), null for none; `false` turns the whole check off.
   let structuredOutputs: StructuredLimits = DEFAULT_STRUCTURED_LIMITS;
-  if (root.structuredOutputs === false) structuredOutputs = Object.fromEntries(STRUCTURED_LIMIT_NAMES.map((k) => [k, null])) as unknown as StructuredLimits;
+  if (root.structuredOutputs === false) structuredOutputs = NO_STRUCTURED_LIMITS;
   else if (root.structuredOutputs !== undefined && (root.structuredOutputs === null || typeof root.structuredOutputs !== "object" || Array.isArray(root.structuredOutputs))) bad(at("structuredOutputs"), root.structuredOutputs, "a mapping of limits, or false for no check");
   else {
     const so = obj(root.structuredOutputs, at("structuredOutputs"), STRUCTURED_LIMIT_NAMES, bad);
-    structuredOutputs = Object.fromEntries(STRUCTURED_LIMIT_NAMES.map((k) => [k, limit(so[k], at(`structuredOutputs.${k}`), DEFAULT_STRUCTURED_LIMITS[k])])) as unknown as StructuredLimits;
+    structuredOutputs = Object.fromEntries(STRUCTURED_LIMIT_NAMES.map((k) => {
+      const set = so[k] !== undefined;
+      if (set && !isStructuredLimit(so[k])) bad(at(`structuredOutputs.${k}`), so[k], "a positive integer, or null for unlimited");
+      return [k, set && isStructuredLimit(so[k]) ? so[k] : DEFAULT_STRUCTURED_LIMITS[k]];
+    })) as unknown as StructuredLimits;
   }
 
   return {

@@ -38,6 +38,16 @@ export const DEFAULT_STRUCTURED_LIMITS: StructuredLimits = {
 
 export const STRUCTURED_LIMIT_NAMES = Object.keys(DEFAULT_STRUCTURED_LIMITS) as (keyof StructuredLimits)[];
 
+/**
+ * What one limit takes: a positive (safe) integer, or null for none. The one rule for SHIM_CONFIG
+ * and for the stack's limits.structuredOutputs (infra/config/limits.ts), so that a stack the
+ * Pulumi program takes renders a SHIM_CONFIG the shim starts with.
+ */
+export const isStructuredLimit = (v: unknown): v is number | null => v === null || (typeof v === "number" && Number.isSafeInteger(v) && v >= 1);
+
+/** Every limit off: what `structuredOutputs: false` means. */
+export const NO_STRUCTURED_LIMITS = Object.fromEntries(STRUCTURED_LIMIT_NAMES.map((k) => [k, null])) as unknown as StructuredLimits;
+
 type Body = Record<string, unknown>;
 const isObject = (v: unknown): v is Body => v !== null && typeof v === "object" && !Array.isArray(v);
 
