@@ -5,6 +5,7 @@ import { CACHE_ISOLATIONS, isCacheIsolation } from "./requests/cache-salt.ts";
 import { CACHED_PRICE_WHY, cachedPriceFits } from "./money/cache-reads.ts";
 import { formatCredits, MAX_BALANCE_MICRO, parseCredits } from "./money/money.ts";
 import { holdsKey, redactKeysAsMade, redactLoggedKeys, redactUpstreamSecrets, secretRedactor } from "./observability/redaction.ts";
+import { DEFAULT_STRUCTURED_LIMITS, isStructuredLimit, NO_STRUCTURED_LIMITS, STRUCTURED_LIMIT_NAMES, type StructuredLimits } from "./requests/structured-limits.ts";
 import { isKeyName, isModelName, MAX_KEY_NAME_CHARACTERS } from "./names.ts";
 import { type NamedSecrets, secretIn, shownValue } from "./shown-value.ts";
 
@@ -59,7 +60,7 @@ export function problem(where: string, value: unknown, allowed: string, secrets:
   return `${at}: is a key (not repeated); expected ${expected}, not a key${allowed === AS_HASH ? "" : `; SHIM_CONFIG takes a bootstrap key only as its hash, in bootstrapKeys[].hash: ${AS_HASH}`}`;
 }
 
-type FileConfig = Pick<ShimConfig, "pricing" | "tiers" | "unauthenticatedRpm" | "defaultTier" | "models" | "bootstrapKeys" | "cacheIsolation">;
+type FileConfig = Pick<ShimConfig, "pricing" | "tiers" | "unauthenticatedRpm" | "defaultTier" | "models" | "bootstrapKeys" | "cacheIsolation" | "structuredOutputs">;
 type Bad = (where: string, value: unknown, allowed: string) => void;
 
 export function parseFileConfig(path: string | null, readFile: (p: string) => string, problems: string[], bad: Bad): FileConfig {
@@ -73,7 +74,7 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
     }
   }
   const at = (k: string) => `SHIM_CONFIG ${k}`;
-  const root = obj(doc, "SHIM_CONFIG", ["pricing", "tiers", "unauthenticatedRpm", "defaultTier", "models", "bootstrapKeys", "cacheIsolation"], bad);
+  const root = obj(doc, "SHIM_CONFIG", ["pricing", "tiers", "unauthenticatedRpm", "defaultTier", "models", "bootstrapKeys", "cacheIsolation", "structuredOutputs"], bad);
 
   const pricingDoc = obj(root.pricing, at("pricing"), ["request", "batchRequest", "models"], bad);
   const credits = (v: unknown, where: string, def: number): number => {
@@ -215,7 +216,21 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
   const cacheIsolation = root.cacheIsolation === undefined ? "shared" : root.cacheIsolation;
   if (!isCacheIsolation(cacheIsolation)) bad(at("cacheIsolation"), root.cacheIsolation, `${CACHE_ISOLATIONS.join(" | ")} (key: each key its own part of vLLM's prefix cache)`);
 
+  // Each limit merged over OpenAI's (the defaults), null for none; `false` turns the whole check off.
+  let structuredOutputs: StructuredLimits = DEFAULT_STRUCTURED_LIMITS;
+  if (root.structuredOutputs === false) structuredOutputs = NO_STRUCTURED_LIMITS;
+  else if (root.structuredOutputs !== undefined && (root.structuredOutputs === null || typeof root.structuredOutputs !== "object" || Array.isArray(root.structuredOutputs))) bad(at("structuredOutputs"), root.structuredOutputs, "a mapping of limits, or false for no check");
+  else {
+    const so = obj(root.structuredOutputs, at("structuredOutputs"), STRUCTURED_LIMIT_NAMES, bad);
+    structuredOutputs = Object.fromEntries(STRUCTURED_LIMIT_NAMES.map((k) => {
+      const set = so[k] !== undefined;
+      if (set && !isStructuredLimit(so[k])) bad(at(`structuredOutputs.${k}`), so[k], "a positive integer, or null for unlimited");
+      return [k, set && isStructuredLimit(so[k]) ? so[k] : DEFAULT_STRUCTURED_LIMITS[k]];
+    })) as unknown as StructuredLimits;
+  }
+
   return {
+    structuredOutputs,
     cacheIsolation: isCacheIsolation(cacheIsolation) ? cacheIsolation : "shared",
     pricing,
     tiers,

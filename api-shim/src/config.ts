@@ -3,6 +3,7 @@ import { MAX_AUTHORIZATION_LENGTH } from "./auth/keys.ts";
 import { parseFileConfig, problem } from "./config-file.ts";
 import { DEFAULT_BODY_MEMORY_BYTES } from "./limits/body-memory.ts";
 import type { CacheIsolation } from "./requests/cache-salt.ts";
+import type { StructuredLimits } from "./requests/structured-limits.ts";
 import { shownUrlOrValue, shownValue, URL_SCHEME } from "./shown-value.ts";
 import { namesPostgres, parseDatabaseUrl } from "./store/database-url.ts";
 import { driverEnvironmentProblems } from "./store/postgres-environment.ts";
@@ -126,6 +127,8 @@ export interface ShimConfig {
    * `cache_salt` added: the body goes as before); `key`, each key's own.
    */
   readonly cacheIsolation: CacheIsolation;
+  /** Bounds on the schemas, regexes and grammars a request has vLLM compile (requests/structured-limits.ts); null: none. */
+  readonly structuredOutputs: StructuredLimits;
 }
 
 export { DEFAULT_REQUEST_PRICES, DEFAULT_TIERS } from "./config-file.ts";

@@ -1,6 +1,7 @@
 import type { GpuPlan } from "../catalog.ts";
 import type { Secret } from "../secret.ts";
 import type { CacheIsolation } from "../../api-shim/src/requests/cache-salt.ts";
+import type { StructuredLimits } from "../../api-shim/src/requests/structured-limits.ts";
 
 /** Stack config namespace: every key is `gpu-sandbox:<key>`. */
 export const CONFIG_NAMESPACE = "gpu-sandbox";
@@ -94,12 +95,23 @@ export interface ProviderModel {
   readonly mediaPartTokens?: number;
 }
 
-/** nginx's per-client-IP protection in front of the shim (defaults as the LiteLLM + nginx setup). */
+/**
+ * limits.structuredOutputs, rendered as SHIM_CONFIG structuredOutputs: false, no check; a map, the
+ * limits it sets (null: none) over the shim's defaults.
+ */
+export type StructuredOutputsSetting = false | Readonly<Partial<Record<keyof StructuredLimits, number | null>>>;
+
+/**
+ * The stack's `limits`: nginx's per-client-IP protection in front of the shim (defaults as the
+ * LiteLLM + nginx setup), the largest body, and the shim's bounds on structured outputs.
+ */
 export interface EdgeLimits {
   readonly requestsPerSecond: number;
   readonly burst: number;
   readonly connections: number;
   readonly maxBodyMb: number;
+  /** Unset: the shim's defaults, and nothing rendered (an existing stack's SHIM_CONFIG unchanged). */
+  readonly structuredOutputs?: StructuredOutputsSetting;
 }
 
 /** Container images; each may be a tag (resolved to a digest at deploy time) or `name@sha256:…`. */

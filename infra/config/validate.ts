@@ -9,15 +9,16 @@ import { checkSecret, checkShadowed, type ValidationContext } from "./secrets.ts
 import { CONFIG_KEYS, isSecretSetting, numberAsWritten, setSecretCommand, unknownSettingMessage } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
 import { webPortSources } from "../host.ts";
+import { checkLimits } from "./limits.ts";
 import { checkTls } from "./tls.ts";
 import { checkedExtraArgs, parallelLayout } from "./vllm.ts";
 import {
-  DEFAULT_ALLOWED_CIDRS, DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_IMAGE, DEFAULT_IMAGES, DEFAULT_LIMITS,
+  DEFAULT_ALLOWED_CIDRS, DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_IMAGE, DEFAULT_IMAGES,
   DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL_ID, DEFAULT_PLAN, DEFAULT_PRICING, DEFAULT_READY_TIMEOUT_MINUTES,
   DEFAULT_TIERS, DEFAULT_VOLUME_SIZE_GB, MAX_READY_TIMEOUT_MINUTES,
 } from "./defaults.ts";
 import type {
-  BootstrapKey, EdgeLimits, Images, ModelConfig, ModelPrice, Pricing, ProviderKind, ProviderModel,
+  BootstrapKey, Images, ModelConfig, ModelPrice, Pricing, ProviderKind, ProviderModel,
   TenantConfig, Tier, TlsMode, ValidationResult,
 } from "./types.ts";
 
@@ -351,24 +352,6 @@ function checkTags(p: Problems, value: unknown): string[] {
     else tags.push(t);
   });
   return tags;
-}
-
-/**
- * nginx's limit_conn per address. nginx refuses 65536 and over (and would not start). A worker
- * holds 4096 connections (worker_connections, templates/nginx/nginx.conf) and each proxied request
- * two of them (client and shim), so 4096 from one address already fill two workers: far more than
- * the model serves at once, and a higher cap would protect nothing.
- */
-const MAX_CONNECTIONS_PER_IP = 4096;
-
-function checkLimits(p: Problems, value: unknown): EdgeLimits {
-  const v = p.settingMap("limits", value, ["requestsPerSecond", "burst", "connections", "maxBodyMb"]);
-  return {
-    requestsPerSecond: p.number("limits.requestsPerSecond", v.requestsPerSecond, { min: 1, max: 100_000, integer: true }) ?? DEFAULT_LIMITS.requestsPerSecond,
-    burst: p.number("limits.burst", v.burst, { min: 0, max: 100_000, integer: true }) ?? DEFAULT_LIMITS.burst,
-    connections: p.number("limits.connections", v.connections, { min: 1, max: MAX_CONNECTIONS_PER_IP, integer: true }) ?? DEFAULT_LIMITS.connections,
-    maxBodyMb: p.number("limits.maxBodyMb", v.maxBodyMb, { min: 1, max: 1024, integer: true }) ?? DEFAULT_LIMITS.maxBodyMb,
-  };
 }
 
 function checkImages(p: Problems, value: unknown): Images {

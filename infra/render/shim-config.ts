@@ -35,7 +35,8 @@ const mediaPartTokens = (m: { mediaPartTokens?: number }): Record<string, number
 
 /**
  * The shim's SHIM_CONFIG: prices, tiers, the models it accepts (with the context length that
- * bounds a request's credit hold), the bootstrap keys' hashes and whose prompts share vLLM's prefix cache. The shim grants a bootstrap
+ * bounds a request's credit hold), the bootstrap keys' hashes, whose prompts share vLLM's prefix cache and the bounds on
+ * structured outputs (the last two only where the stack sets them). The shim grants a bootstrap
  * key's credits once, when it first sees the key, so re-applying this never resets a balance.
  */
 export function renderShimConfig(config: TenantConfig, bootstrapKeys: readonly BootstrapKeyRecord[]): string {
@@ -62,6 +63,8 @@ export function renderShimConfig(config: TenantConfig, bootstrapKeys: readonly B
     // Only where the stack sets it: a stack without it renders the file it rendered before (the
     // shim's default is `shared`), so the shim is not recreated for nothing.
     ...(config.model.cacheIsolation !== undefined ? { cacheIsolation: config.model.cacheIsolation } : {}),
+    // Likewise: unset in the stack, nothing, and the shim's defaults apply.
+    ...(config.limits.structuredOutputs !== undefined ? { structuredOutputs: config.limits.structuredOutputs } : {}),
   };
   // Read by the shim with this same `yaml` package (YAML 1.2), so its quoting suffices; the files
   // YAML 1.1 readers load (LiteLLM's, compose.yaml) go through yamlText.

@@ -848,6 +848,10 @@ describe("applying config changes to running containers", () => {
     expect(changed(before, services(config(), [...keys, { ...keys[0]!, id: "ZyXwVu987654", name: "ci" }]))).toEqual(["shim"]);
     expect(changed(before, services(config({ pricing: { request: 3 } })))).toEqual(["shim"]);
     expect(changed(before, services(config({ tiers: { free: { rpm: 1, tpm: 1 } } })))).toEqual(["shim"]);
+    // The shim enforces limits.structuredOutputs (SHIM_CONFIG), not nginx; a map setting nothing restarts nothing.
+    expect(changed(before, services(config({ limits: { structuredOutputs: { maxDepth: 20 } } })))).toEqual(["shim"]);
+    expect(changed(before, services(config({ limits: { structuredOutputs: false } })))).toEqual(["shim"]);
+    expect(changed(before, services(config({ limits: { structuredOutputs: {} } })))).toEqual([]);
   });
 
   it("recreates nginx, and only nginx, for new admin or allowed addresses or edge limits; the shim too for a new body size, which it enforces as well", () => {

@@ -683,7 +683,7 @@ describe("validateConfig: bad configs name the key, the value and what is allowe
       'gpu-sandbox:tls = "self-signed": must be a map of keys to values; `pulumi config set` without --path stores one string. ' +
         "Set tls.mode with `pulumi config set --path 'gpu-sandbox:tls.mode' <value>`",
       'gpu-sandbox:limits = "10": must be a map of keys to values; `pulumi config set` without --path stores one string. ' +
-        "Set each member with `pulumi config set --path 'gpu-sandbox:limits.<member>' <value>`, <member> one of requestsPerSecond, burst, connections, maxBodyMb",
+        "Set each member with `pulumi config set --path 'gpu-sandbox:limits.<member>' <value>`, <member> one of requestsPerSecond, burst, connections, maxBodyMb, structuredOutputs",
     ]);
   });
 

@@ -8,6 +8,7 @@ import { ShimError } from "../errors.ts";
 import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseInferenceRequest, promptTokens, upstreamBody } from "./inference-request.ts";
 import { parseResponsesRequest } from "./responses-request.ts";
 import { refuseChosenSilences } from "./stream-silences.ts";
+import { refuseOversizedStructures } from "./structured-limits.ts";
 import { keySalt, refuseBadCacheSalt, saltedBody, saltsRequests } from "./cache-salt.ts";
 import { refuseNonTextPrompt } from "../providers/upstream-controls.ts";
 import { estimatePromptTokens, type HoldInput } from "../money/pricing.ts";
@@ -46,6 +47,9 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   const modelConfig = ctx.config.models?.get(req.model);
   // Parameters with which a client has vLLM generate without chunks: on every streamed route.
   if (req.stream) refuseChosenSilences(body, modelConfig?.provider !== true, (req.maxTokens ?? Infinity) * req.outputs);
+  // Schemas, regexes and grammars vLLM compiles on the host's CPU before the first token; a
+  // provider's model compiles them on the provider's, under its own limits.
+  if (kind !== "embeddings" && modelConfig?.provider !== true) refuseOversizedStructures(body, ctx.config.structuredOutputs);
   if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
   // What a provider bills beyond the model's price, for a model that may be a provider's; the same
   // walk reads the cache lifetime asked. vLLM's model gets them (it ignores them) and no walk.

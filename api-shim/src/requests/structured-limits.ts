@@ -1,0 +1,270 @@
+import { invalidParam } from "../errors.ts";
+
+/**
+ * Bounds on what a request has vLLM compile before its first token: a JSON schema, a regex or a
+ * grammar (structured outputs). vLLM compiles each on the host's CPU (xgrammar, guidance), unpriced,
+ * and for JSON schemas and grammars without a timeout (vLLM issue #54003: nested schemas compile
+ * for minutes), while every other key's requests wait on the engine. A schema is held to OpenAI's
+ * published structured-output limits, so one OpenAI takes passes; a regex and a grammar to a length,
+ * and a regex's counted repetitions (`a{1,60000}`), which xgrammar expands into that many copies, to
+ * RE2's bound of 1,000. Every bound is SHIM_CONFIG's `structuredOutputs` (null: none).
+ */
+export interface StructuredLimits {
+  /** Object properties in one schema, all `properties` together (OpenAI: 5,000). */
+  readonly maxProperties: number | null;
+  /** Levels of nesting in one schema (OpenAI: 10); see schemaRefusal for what is a level. */
+  readonly maxDepth: number | null;
+  /** Enum values in one schema, all `enum` lists together (OpenAI: 1,000). */
+  readonly maxEnumValues: number | null;
+  /** Characters of property names, definition names, enum and const values in one schema (OpenAI: 120,000). */
+  readonly maxSchemaChars: number | null;
+  /** Characters of one regex: `guided_regex`, `structured_outputs.regex`, a schema's `pattern` or `patternProperties` name. */
+  readonly maxRegexChars: number | null;
+  /** The largest counted repetition in a regex, nested counts multiplied (`(a{10}){20}` is 200). */
+  readonly maxRepetition: number | null;
+  /** Characters of one grammar: `guided_grammar`, `structured_outputs.grammar`. */
+  readonly maxGrammarChars: number | null;
+}
+
+export const DEFAULT_STRUCTURED_LIMITS: StructuredLimits = {
+  maxProperties: 5_000,
+  maxDepth: 10,
+  maxEnumValues: 1_000,
+  maxSchemaChars: 120_000,
+  maxRegexChars: 10_000,
+  maxRepetition: 1_000,
+  maxGrammarChars: 100_000,
+};
+
+export const STRUCTURED_LIMIT_NAMES = Object.keys(DEFAULT_STRUCTURED_LIMITS) as (keyof StructuredLimits)[];
+
+/**
+ * What one limit takes: a positive (safe) integer, or null for none. The one rule for SHIM_CONFIG
+ * and for the stack's limits.structuredOutputs (infra/config/limits.ts), so that a stack the
+ * Pulumi program takes renders a SHIM_CONFIG the shim starts with.
+ */
+export const isStructuredLimit = (v: unknown): v is number | null => v === null || (typeof v === "number" && Number.isSafeInteger(v) && v >= 1);
+
+/** Every limit off: what `structuredOutputs: false` means. */
+export const NO_STRUCTURED_LIMITS = Object.fromEntries(STRUCTURED_LIMIT_NAMES.map((k) => [k, null])) as unknown as StructuredLimits;
+
+type Body = Record<string, unknown>;
+const isObject = (v: unknown): v is Body => v !== null && typeof v === "object" && !Array.isArray(v);
+
+/**
+ * Refuses (400 naming the member) a body whose schema, regex or grammar is past `limits`. Only the
+ * members present are read: a body without them costs a few property reads, and nothing is built.
+ */
+export function refuseOversizedStructures(b: Body, limits: StructuredLimits): void {
+  const rf = b.response_format;
+  if (isObject(rf) && isObject(rf.json_schema)) schema("response_format", "response_format.json_schema.schema", rf.json_schema.schema, limits);
+  const text = b.text; // the Responses API's
+  if (isObject(text) && isObject(text.format)) schema("text", "text.format.schema", text.format.schema, limits);
+  if (b.guided_json != null) schema("guided_json", "guided_json", b.guided_json, limits);
+  if (b.guided_regex != null) regex("guided_regex", "guided_regex", b.guided_regex, limits);
+  if (b.guided_grammar != null) grammar("guided_grammar", "guided_grammar", b.guided_grammar, limits);
+  if (b.guided_choice != null) schema("guided_choice", "guided_choice", { enum: b.guided_choice }, limits);
+  const so = b.structured_outputs;
+  if (isObject(so)) {
+    if (so.json != null) schema("structured_outputs", "structured_outputs.json", so.json, limits);
+    if (so.regex != null) regex("structured_outputs", "structured_outputs.regex", so.regex, limits);
+    if (so.grammar != null) grammar("structured_outputs", "structured_outputs.grammar", so.grammar, limits);
+    if (so.choice != null) schema("structured_outputs", "structured_outputs.choice", { enum: so.choice }, limits);
+  }
+  if (Array.isArray(b.tools)) toolSchemas(b.tools, b.tool_choice, limits);
+}
+
+/**
+ * A tool's `parameters` is compiled when the tool is `strict`, and, in vLLM, for every tool when
+ * `tool_choice` is "required" or names a function (vLLM builds one schema of them). Chat nests it
+ * in `function`; the Responses API does not.
+ */
+function toolSchemas(tools: unknown[], choice: unknown, limits: StructuredLimits): void {
+  const forced = choice === "required" || isObject(choice);
+  tools.forEach((tool, i) => {
+    if (!isObject(tool)) return;
+    const fn = isObject(tool.function) ? tool.function : tool;
+    if (fn.parameters != null && (forced || fn.strict === true)) schema("tools", `tools[${i}]${fn === tool ? "" : ".function"}.parameters`, fn.parameters, limits);
+  });
+}
+
+function schema(param: string, at: string, value: unknown, limits: StructuredLimits): void {
+  let parsed = value;
+  // vLLM takes `guided_json` and `structured_outputs.json` as JSON text too; text that is not JSON is vLLM's to refuse.
+  if (typeof value === "string") {
+    try {
+      parsed = JSON.parse(value);
+    } catch {
+      return;
+    }
+  }
+  const reason = schemaRefusal(parsed, limits);
+  if (reason !== null) throw refused(param, `The schema in '${at}' ${reason}`);
+}
+
+function regex(param: string, at: string, value: unknown, limits: StructuredLimits): void {
+  const reason = typeof value === "string" ? regexRefusal(value, limits) : null;
+  if (reason !== null) throw refused(param, `The regex in '${at}' ${reason}`);
+}
+
+function grammar(param: string, at: string, value: unknown, limits: StructuredLimits): void {
+  if (typeof value === "string" && limits.maxGrammarChars !== null && characters(value) > limits.maxGrammarChars) {
+    throw refused(param, `The grammar in '${at}' is longer than ${limits.maxGrammarChars} characters`);
+  }
+}
+
+const refused = (param: string, what: string) =>
+  invalidParam(`${what}: the model server compiles it before the first token, on the CPU every request shares. Make it smaller, or ask the operator to raise SHIM_CONFIG structuredOutputs.`, param);
+
+/** Keywords whose value is a schema for a member or an item of the value: one level deeper. */
+const NESTED_ONE = ["items", "additionalProperties", "unevaluatedProperties", "propertyNames", "additionalItems", "contains", "unevaluatedItems"] as const;
+/** Keywords whose value is a list of schemas for an item (`items` as a list: draft 4 tuples). */
+const NESTED_LIST = ["prefixItems", "items"] as const;
+/** Keywords whose schemas describe the value itself (a choice, a condition). */
+const SAME_VALUE_LIST = ["anyOf", "oneOf", "allOf"] as const;
+const SAME_VALUE_ONE = ["not", "if", "then", "else"] as const;
+
+/**
+ * Why a schema is past `limits`, or null. The walk is iterative (a schema of any depth takes no
+ * stack) and stops at the first limit passed. A level is a step into a member's or an item's
+ * schema (`properties`, `items`, `additionalProperties`…) or into a definition (`$defs`,
+ * `definitions`): the root's own properties are level 1. A choice's schemas (`anyOf`, `oneOf`,
+ * `allOf`, `not`, `if`/`then`/`else`) describe the same value, so they add no level, unless the
+ * choice is itself directly in a choice: nested unions are what make xgrammar's compile time grow
+ * without bound (vLLM issue #54003). `$ref` is not followed: each definition is counted once.
+ */
+export function schemaRefusal(root: unknown, limits: StructuredLimits): string | null {
+  const { maxProperties, maxDepth, maxEnumValues, maxSchemaChars } = limits;
+  let properties = 0;
+  let enums = 0;
+  let chars = 0;
+  const nodes: unknown[] = [root];
+  const depths: number[] = [0];
+  const inChoice: boolean[] = [false];
+  const push = (node: unknown, depth: number, choice: boolean): void => {
+    if (node === null || typeof node !== "object") return;
+    nodes.push(node);
+    depths.push(depth);
+    inChoice.push(choice);
+  };
+  const tooDeep = (depth: number) => maxDepth !== null && depth > maxDepth;
+  const named = (name: string): boolean => (chars += characters(name)) > (maxSchemaChars ?? Infinity);
+  while (nodes.length > 0) {
+    const node = nodes.pop() as Body;
+    const depth = depths.pop()!;
+    const choice = inChoice.pop()!;
+    if (Array.isArray(node)) continue;
+    if (tooDeep(depth) || (tooDeep(depth + 1) && hasSubschemas(node))) return `nests more than ${maxDepth} levels`;
+    if (isObject(node.properties)) {
+      for (const name in node.properties) {
+        if (maxProperties !== null && ++properties > maxProperties) return `has more than ${maxProperties} object properties`;
+        if (named(name)) return charsReason(maxSchemaChars);
+        push(node.properties[name], depth + 1, false);
+      }
+    }
+    if (isObject(node.patternProperties)) {
+      for (const pattern in node.patternProperties) {
+        const reason = regexRefusal(pattern, limits);
+        if (reason !== null) return `has a 'patternProperties' regex that ${reason}`;
+        push(node.patternProperties[pattern], depth + 1, false);
+      }
+    }
+    for (const defs of [node.$defs, node.definitions]) {
+      if (!isObject(defs)) continue;
+      for (const name in defs) {
+        if (named(name)) return charsReason(maxSchemaChars);
+        push(defs[name], depth + 1, false);
+      }
+    }
+    for (const k of NESTED_ONE) if (isObject(node[k])) push(node[k], depth + 1, false);
+    for (const k of NESTED_LIST) if (Array.isArray(node[k])) for (const s of node[k] as unknown[]) push(s, depth + 1, false);
+    const inner = choice ? depth + 1 : depth;
+    for (const k of SAME_VALUE_LIST) if (Array.isArray(node[k])) for (const s of node[k] as unknown[]) push(s, inner, true);
+    for (const k of SAME_VALUE_ONE) if (isObject(node[k])) push(node[k], inner, true);
+    if (isObject(node.dependentSchemas)) for (const name in node.dependentSchemas) push(node.dependentSchemas[name], inner, true);
+    if (Array.isArray(node.enum)) {
+      if (maxEnumValues !== null && (enums += node.enum.length) > maxEnumValues) return `has more than ${maxEnumValues} enum values`;
+      for (const v of node.enum) if (named(valueText(v))) return charsReason(maxSchemaChars);
+    }
+    if (node.const !== undefined && named(valueText(node.const))) return charsReason(maxSchemaChars);
+    if (typeof node.pattern === "string") {
+      const reason = regexRefusal(node.pattern, limits);
+      if (reason !== null) return `has a 'pattern' that ${reason}`;
+    }
+  }
+  return null;
+}
+
+/** Whether a schema holds a schema one level down (a leaf at the last level passes: OpenAI counts the levels of objects and arrays). */
+function hasSubschemas(node: Body): boolean {
+  for (const k of ["properties", "patternProperties", "$defs", "definitions", "prefixItems", ...NESTED_ONE]) if (node[k] !== null && typeof node[k] === "object") return true;
+  return false;
+}
+
+const charsReason = (max: number | null) => `has more than ${max} characters of property names, definition names, enum and const values`;
+
+/** An enum or const value as OpenAI counts its characters: a string as itself, anything else as its JSON. */
+const valueText = (v: unknown): string => (typeof v === "string" ? v : (JSON.stringify(v) ?? ""));
+
+/** Characters as Python counts them (code points): a surrogate pair is one. */
+function characters(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n--;
+        i++;
+      }
+    }
+  }
+  return n;
+}
+
+/** `{n}`, `{n,}`, `{n,m}` and Python's `{,m}`. */
+const COUNTED = /\{(\d*)(?:,(\d*))?\}/y;
+
+/**
+ * Why a regex is past `limits`, or null: its length, or a counted repetition larger than
+ * maxRepetition, the counts of the groups around it multiplied (`(a{10}){20}` expands to 200 `a`s).
+ * Read in one pass: escapes and character classes are skipped, so `\{9999}` and `[{]` are no count.
+ */
+export function regexRefusal(re: string, limits: StructuredLimits): string | null {
+  if (limits.maxRegexChars !== null && characters(re) > limits.maxRegexChars) return `is longer than ${limits.maxRegexChars} characters`;
+  const max = limits.maxRepetition;
+  if (max === null) return null;
+  const groups: number[] = [1]; // the largest repetition inside each open group
+  let last = 1; // the repetition of what a quantifier would apply to
+  for (let i = 0; i < re.length; i++) {
+    const c = re[i];
+    if (c === "\\") {
+      i++;
+      last = 1;
+    } else if (c === "[") {
+      i++;
+      if (re[i] === "^") i++;
+      if (re[i] === "]") i++; // a `]` first is a member
+      while (i < re.length && re[i] !== "]") if (re[i++] === "\\") i++;
+      last = 1;
+    } else if (c === "(") {
+      groups.push(1);
+      last = 1;
+    } else if (c === ")") {
+      last = groups.length > 1 ? groups.pop()! : 1;
+      groups[groups.length - 1] = Math.max(groups.at(-1)!, last);
+    } else if (c === "{") {
+      COUNTED.lastIndex = i;
+      const m = COUNTED.exec(re);
+      if (m === null || (m[1] === "" && !m[2])) continue; // a literal `{`
+      const count = Math.max(Number(m[1] || 0), Number(m[2] || 0));
+      last *= count;
+      if (last > max) return `has a counted repetition of ${Number.isFinite(last) && last < 1e15 ? last : "more than 10^15"} (nested counts multiplied), more than ${max}`;
+      groups[groups.length - 1] = Math.max(groups.at(-1)!, last);
+      i = COUNTED.lastIndex - 1;
+    } else {
+      last = 1;
+    }
+  }
+  return null;
+}

@@ -1,0 +1,215 @@
+// Structured outputs (a JSON schema, a regex, a grammar) are compiled by vLLM on the host's CPU
+// before the first token, unpriced, and JSON schemas and grammars without a timeout (vLLM issue
+// #54003): one key could stall the engine for every other. The shim holds a schema to OpenAI's
+// published limits and a regex or grammar to a length and a counted repetition to 1,000, all
+// SHIM_CONFIG structuredOutputs (found by the hostile-tenant review, section 1).
+import OpenAI from "openai";
+import { stringify } from "yaml";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
+import { ShimError } from "../../api-shim/src/errors.ts";
+import { DEFAULT_STRUCTURED_LIMITS as LIMITS, refuseOversizedStructures, regexRefusal, schemaRefusal, type StructuredLimits } from "../../api-shim/src/requests/structured-limits.ts";
+import { type Harness, startShim } from "../support/shim-harness.ts";
+
+/** An object schema whose properties nest `levels` deep (the root's own properties are level 1), a string at the bottom. */
+const nested = (levels: number, step: (inner: unknown) => unknown = (inner) => ({ type: "object", properties: { a: inner } })): unknown => {
+  let s: unknown = { type: "string" };
+  for (let i = 0; i < levels; i++) s = step(s);
+  return s;
+};
+/** An object of `n` properties (names p0, p1…). */
+const wide = (n: number, value: unknown = { type: "string" }) => ({ type: "object", properties: Object.fromEntries(Array.from({ length: n }, (_, i) => [`p${i}`, value])) });
+const enumOf = (n: number, value = (i: number) => `v${i}`) => ({ type: "string", enum: Array.from({ length: n }, (_, i) => value(i)) });
+
+const refusal = (body: Record<string, unknown>, limits: StructuredLimits = LIMITS) => {
+  try {
+    refuseOversizedStructures(body, limits);
+    return undefined;
+  } catch (e) {
+    return e as ShimError;
+  }
+};
+
+describe("a schema, at OpenAI's limits", () => {
+  it("passes at each limit and is refused one past it", () => {
+    expect(schemaRefusal(nested(10), LIMITS)).toBeNull();
+    expect(schemaRefusal(nested(11), LIMITS)).toBe("nests more than 10 levels");
+    expect(schemaRefusal(wide(5_000), LIMITS)).toBeNull();
+    expect(schemaRefusal(wide(5_001), LIMITS)).toBe("has more than 5000 object properties");
+    // Properties are counted across the whole schema, not per object (a and b are two of them).
+    expect(schemaRefusal({ type: "object", properties: { a: wide(2_500), b: wide(2_498) } }, LIMITS)).toBeNull();
+    expect(schemaRefusal({ type: "object", properties: { a: wide(2_500), b: wide(2_499) } }, LIMITS)).toBe("has more than 5000 object properties");
+    expect(schemaRefusal({ type: "object", properties: { a: enumOf(600), b: enumOf(400) } }, LIMITS)).toBeNull();
+    expect(schemaRefusal({ type: "object", properties: { a: enumOf(600), b: enumOf(401) } }, LIMITS)).toBe("has more than 1000 enum values");
+    // 120,000 characters of names and values: 1,000 enum values of 119 and a property name of 1,000.
+    const long = (i: number) => `${String(i).padStart(4, "0")}${"x".repeat(115)}`;
+    expect(schemaRefusal({ type: "object", properties: { ["n".repeat(1_000)]: enumOf(1_000, long) } }, LIMITS)).toBeNull();
+    expect(schemaRefusal({ type: "object", properties: { ["n".repeat(1_001)]: enumOf(1_000, long) } }, LIMITS)).toMatch(/^has more than 120000 characters of property names/);
+    // const values and definition names count too; characters as Python counts them (an emoji is one).
+    expect(schemaRefusal({ $defs: { ["d".repeat(60_000)]: { const: "c".repeat(60_000) } } }, LIMITS)).toBeNull();
+    expect(schemaRefusal({ $defs: { ["d".repeat(60_000)]: { const: "c".repeat(60_001) } } }, LIMITS)).toMatch(/characters/);
+    expect(schemaRefusal({ enum: ["😀".repeat(120_000)] }, LIMITS)).toBeNull();
+  });
+
+  it("counts what is nested in $defs, definitions, anyOf, items and additionalProperties", () => {
+    // A definition is one level below the root, as a property is.
+    expect(schemaRefusal({ $defs: { D: nested(9) } }, LIMITS)).toBeNull();
+    expect(schemaRefusal({ $defs: { D: nested(10) } }, LIMITS)).toBe("nests more than 10 levels");
+    expect(schemaRefusal({ definitions: { D: nested(10) } }, LIMITS)).toBe("nests more than 10 levels");
+    expect(schemaRefusal({ properties: { a: { $defs: { D: nested(8) } } } }, LIMITS)).toBeNull(); // $defs below the root are as deep as where they are
+    expect(schemaRefusal({ properties: { a: { $defs: { D: nested(9) } } } }, LIMITS)).toBe("nests more than 10 levels");
+    expect(schemaRefusal({ $defs: { A: wide(3_000) }, definitions: { B: wide(2_001) } }, LIMITS)).toBe("has more than 5000 object properties");
+    expect(schemaRefusal({ definitions: { A: enumOf(1_001) } }, LIMITS)).toBe("has more than 1000 enum values");
+    // items and additionalProperties are a level each, as properties are.
+    const viaItems = (inner: unknown) => ({ type: "array", items: inner });
+    expect(schemaRefusal(nested(10, viaItems), LIMITS)).toBeNull();
+    expect(schemaRefusal(nested(11, viaItems), LIMITS)).toBe("nests more than 10 levels");
+    const viaMap = (inner: unknown) => ({ type: "object", additionalProperties: inner });
+    expect(schemaRefusal(nested(11, viaMap), LIMITS)).toBe("nests more than 10 levels");
+    expect(schemaRefusal({ type: "array", prefixItems: [nested(10)] }, LIMITS)).toBe("nests more than 10 levels");
+    // A union describes the same value: a nullable object at each of 10 levels passes, as OpenAI takes it…
+    const nullable = (inner: unknown) => ({ anyOf: [{ type: "object", properties: { a: inner } }, { type: "null" }] });
+    expect(schemaRefusal(nested(10, nullable), LIMITS)).toBeNull();
+    expect(schemaRefusal(nested(11, nullable), LIMITS)).toBe("nests more than 10 levels");
+    // …but unions nested directly in unions (vLLM issue #54003's schema) are a level each.
+    const union = (inner: unknown) => ({ oneOf: [inner, { type: "integer" }] });
+    expect(schemaRefusal(nested(11, union), LIMITS)).toBeNull(); // the first union is the root's own value
+    expect(schemaRefusal(nested(12, union), LIMITS)).toBe("nests more than 10 levels");
+    expect(schemaRefusal({ properties: { a: { anyOf: [enumOf(999), enumOf(2)] } } }, LIMITS)).toBe("has more than 1000 enum values");
+    // A property named like a keyword is a name, not the keyword.
+    expect(schemaRefusal({ properties: { enum: { type: "string" }, properties: { type: "string" } } }, LIMITS)).toBeNull();
+  });
+
+  it("walks a 10,000-deep schema without recursion, and stops at the first limit passed", () => {
+    expect(schemaRefusal(nested(10_000), LIMITS)).toBe("nests more than 10 levels");
+    expect(schemaRefusal(nested(10_000, (inner) => ({ anyOf: [inner] })), LIMITS)).toBe("nests more than 10 levels");
+    // With no depth limit the walk still ends, its stack on the heap.
+    expect(schemaRefusal(nested(10_000), { ...LIMITS, maxDepth: null, maxProperties: null })).toBeNull();
+    expect(schemaRefusal(nested(10_000, (inner) => ({ items: [inner, { anyOf: [inner] }] })), { ...LIMITS, maxDepth: 20 })).toBe("nests more than 20 levels");
+  });
+
+  it("checks a schema's pattern and patternProperties as regexes", () => {
+    expect(schemaRefusal({ properties: { a: { type: "string", pattern: "^a{1,1000}$" } } }, LIMITS)).toBeNull();
+    expect(schemaRefusal({ properties: { a: { type: "string", pattern: "^a{1,1001}$" } } }, LIMITS)).toBe("has a 'pattern' that has a counted repetition of 1001 (nested counts multiplied), more than 1000");
+    expect(schemaRefusal({ patternProperties: { "^x{5000}$": { type: "string" } } }, LIMITS)).toMatch(/^has a 'patternProperties' regex that has a counted repetition of 5000/);
+  });
+});
+
+describe("a regex", () => {
+  it("is refused past its length and past 1,000 counted repetitions, nested counts multiplied", () => {
+    expect(regexRefusal("a".repeat(10_000), LIMITS)).toBeNull();
+    expect(regexRefusal("a".repeat(10_001), LIMITS)).toBe("is longer than 10000 characters");
+    for (const re of ["a{1000}", "a{1,1000}", "a{1000,}", "a{,1000}", "(ab{10}){100}", "[a-z]{1000}", "\\d{3}-\\d{4}"]) expect(regexRefusal(re, LIMITS), re).toBeNull();
+    for (const re of ["a{1001}", "a{1,60000}", "a{1001,}", "a{,1001}", "(ab{10}){101}", "((a{2}){2}){251}", "(?:x|y{11}){100}", "a{99999999999999999999}"]) expect(regexRefusal(re, LIMITS), re).toMatch(/counted repetition/);
+    // Escaped braces and braces in a class are no count; a brace without digits is a literal.
+    for (const re of ["\\{99999}", "[{]99999}", "[]{]{2}", "a{x}", "{}", "\\\\{2}"]) expect(regexRefusal(re, LIMITS), re).toBeNull();
+    expect(regexRefusal("\\\\{2000}", LIMITS)).toMatch(/2000/); // an escaped backslash, then a count
+    expect(regexRefusal("a{1,60000}", { ...LIMITS, maxRepetition: null })).toBeNull();
+  });
+});
+
+describe("the members a request carries them in", () => {
+  const big = wide(5_001);
+  it("each is refused with a 400 naming the member", () => {
+    const cases: [Record<string, unknown>, string, string][] = [
+      [{ response_format: { type: "json_schema", json_schema: { name: "x", schema: big } } }, "response_format", "response_format.json_schema.schema"],
+      [{ guided_json: big }, "guided_json", "guided_json"],
+      [{ guided_json: JSON.stringify(big) }, "guided_json", "guided_json"],
+      [{ structured_outputs: { json: big } }, "structured_outputs", "structured_outputs.json"],
+      [{ text: { format: { type: "json_schema", name: "x", schema: big } } }, "text", "text.format.schema"],
+      [{ tools: [{ type: "function", function: { name: "f", strict: true, parameters: big } }] }, "tools", "tools[0].function.parameters"],
+      [{ tools: [{ type: "function", name: "f", strict: true, parameters: big }] }, "tools", "tools[0].parameters"],
+      [{ tool_choice: "required", tools: [{ type: "function", function: { name: "f", parameters: big } }] }, "tools", "tools[0].function.parameters"],
+      [{ guided_regex: "a{1,60000}" }, "guided_regex", "guided_regex"],
+      [{ structured_outputs: { regex: "x".repeat(10_001) } }, "structured_outputs", "structured_outputs.regex"],
+      [{ guided_grammar: "x".repeat(100_001) }, "guided_grammar", "guided_grammar"],
+      [{ structured_outputs: { grammar: "x".repeat(100_001) } }, "structured_outputs", "structured_outputs.grammar"],
+      [{ guided_choice: Array.from({ length: 1_001 }, (_, i) => `c${i}`) }, "guided_choice", "guided_choice"],
+      [{ structured_outputs: { choice: Array.from({ length: 1_001 }, (_, i) => `c${i}`) } }, "structured_outputs", "structured_outputs.choice"],
+    ];
+    for (const [body, param, at] of cases) {
+      const e = refusal({ model: "m", ...body });
+      expect.soft(e, at).toBeInstanceOf(ShimError);
+      expect.soft(e && [e.status, e.param], at).toEqual([400, param]);
+      expect.soft(e?.message, at).toContain(`'${at}'`);
+    }
+  });
+
+  it("pass when within the limits, a non-strict tool's parameters are not read, and a schema that is not JSON is left to vLLM", () => {
+    const fine = wide(5_000);
+    expect(refusal({ response_format: { type: "json_schema", json_schema: { name: "x", schema: fine } }, guided_json: fine, structured_outputs: { json: fine, regex: "a{3}", grammar: "root ::= \"a\"" } })).toBeUndefined();
+    expect(refusal({ tools: [{ type: "function", function: { name: "f", parameters: wide(5_001) } }] })).toBeUndefined();
+    expect(refusal({ guided_json: "{ not json" })).toBeUndefined();
+    expect(refusal({ response_format: { type: "json_object" } })).toBeUndefined();
+  });
+
+  it("every limit can be turned off", () => {
+    const off = Object.fromEntries(Object.keys(LIMITS).map((k) => [k, null])) as unknown as StructuredLimits;
+    expect(refusal({ guided_json: nested(50), guided_regex: "a{1,60000}", guided_grammar: "x".repeat(200_000), structured_outputs: { json: wide(10_000) } }, off)).toBeUndefined();
+  });
+});
+
+describe("SHIM_CONFIG structuredOutputs", () => {
+  const parse = (structuredOutputs: unknown) => parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/cfg.yaml" }, () => stringify({ structuredOutputs }));
+  const problems = (value: unknown) => {
+    try {
+      parse(value);
+      return [];
+    } catch (e) {
+      return (e as ConfigError).problems;
+    }
+  };
+  it("defaults to OpenAI's limits, merges what is set over them, and takes null (no limit) or false (no check)", () => {
+    expect(parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1" }, () => "").structuredOutputs).toEqual(LIMITS);
+    expect(parse({ maxProperties: 20_000, maxRepetition: null }).structuredOutputs).toEqual({ ...LIMITS, maxProperties: 20_000, maxRepetition: null });
+    expect(Object.values(parse(false).structuredOutputs).every((v) => v === null)).toBe(true);
+  });
+  it("refuses what is not a positive integer or null, and unknown keys", () => {
+    expect(problems({ maxDepth: 0 })).toEqual(["SHIM_CONFIG structuredOutputs.maxDepth: 0 is not valid; expected a positive integer, or null for unlimited"]);
+    expect(problems({ maxDepht: 12 })[0]).toMatch(/^SHIM_CONFIG structuredOutputs.maxDepht: "maxDepht" is not valid; expected one of the keys maxProperties, maxDepth/);
+    expect(problems(true)).toEqual(["SHIM_CONFIG structuredOutputs: true is not valid; expected a mapping of limits, or false for no check"]);
+  });
+});
+
+describe("through the shim, to the openai SDK", () => {
+  let h: Harness;
+  let key: string;
+  beforeAll(async () => {
+    h = await startShim();
+    ({ key } = await h.createKey({ credits: 10 }));
+  });
+  afterAll(async () => h.close());
+
+  const expectRefused = async (call: Promise<unknown>, param: string, at: string) => {
+    const before = h.fake.counters.received;
+    const e = await call.catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(OpenAI.BadRequestError);
+    const bad = e as InstanceType<typeof OpenAI.BadRequestError>;
+    expect(bad.param).toBe(param);
+    expect(bad.type).toBe("invalid_request_error");
+    expect((bad.error as { message: string }).message).toBe(`The schema in '${at}' has more than 5000 object properties: the model server compiles it before the first token, on the CPU every request shares. Make it smaller, or ask the operator to raise SHIM_CONFIG structuredOutputs.`);
+    expect(h.fake.counters.received).toBe(before);
+  };
+  const messages = [{ role: "user" as const, content: "hi" }];
+
+  it("chat's response_format past OpenAI's limits is a BadRequestError naming it, never forwarded", async () => {
+    await expectRefused(h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages, response_format: { type: "json_schema", json_schema: { name: "x", schema: wide(5_001) } } }), "response_format", "response_format.json_schema.schema");
+  });
+
+  it("vLLM's guided_json and structured_outputs through the SDK's extra body", async () => {
+    await expectRefused(h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages, guided_json: wide(5_001) } as never), "guided_json", "guided_json");
+    await expectRefused(h.client(key).completions.create({ model: "qwen2.5-7b", prompt: "hi", structured_outputs: { json: wide(5_001) } } as never), "structured_outputs", "structured_outputs.json");
+  });
+
+  it("the Responses API's text.format", async () => {
+    await expectRefused(h.client(key).responses.create({ model: "qwen2.5-7b", input: "hi", text: { format: { type: "json_schema", name: "x", schema: wide(5_001) } } }), "text", "text.format.schema");
+  });
+
+  it("a schema within the limits is served, and a body without structured outputs reaches the upstream byte for byte", async () => {
+    const ok = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages, response_format: { type: "json_schema", json_schema: { name: "x", schema: wide(5_000) } } });
+    expect(ok.choices.length).toBe(1);
+    const sent = '{ "model" : "qwen2.5-7b", "messages": [{"role": "user", "content": "x"}], "seed": 12345678901234567890, "temperature": 1.0 }';
+    expect((await h.post(key, "/v1/chat/completions", sent)).status).toBe(200);
+    expect(h.fake.requests.at(-1)!.body).toBe(sent);
+  });
+});
