@@ -28,16 +28,17 @@ function withIpv6AndRealIp(conf: string): string {
 async function start(clientAddress: string | undefined): Promise<void> {
   edge = await startRenderedEdge({
     stack: "clientaddr",
-    settings: { limits: { requestsPerSecond: 1, burst: 0 }, ...(clientAddress ? { logs: { clientAddress } } : {}) },
+    settings: { limits: { requestsPerSecond: 1, burst: 0, maxBodyMb: 1 }, ...(clientAddress ? { logs: { clientAddress } } : {}) },
     ports: PORTS, nginxConf: withIpv6AndRealIp,
   });
 }
 
-/** GET /v1/models over HTTPS with the edge's key: the status and nginx's request id. */
-function get(options: { from?: string; realIp?: string; ipv6?: boolean } = {}): Promise<{ status: number; requestId: string }> {
+/** GET /v1/models (or POST `body` to /v1/chat/completions) over HTTPS with the edge's key: the status and nginx's request id. */
+function get(options: { from?: string; realIp?: string; ipv6?: boolean; body?: string } = {}): Promise<{ status: number; requestId: string }> {
   return new Promise((resolve, reject) => {
     const req = request({
-      host: options.ipv6 ? "::1" : "127.0.0.1", port: options.ipv6 ? IPV6_PORT : PORTS.https, path: "/v1/models",
+      host: options.ipv6 ? "::1" : "127.0.0.1", port: options.ipv6 ? IPV6_PORT : PORTS.https,
+      ...(options.body === undefined ? { path: "/v1/models" } : { path: "/v1/chat/completions", method: "POST" }),
       ...(options.from ? { localAddress: options.from } : {}), servername: "localhost", ca: edge!.nginx.certificate,
       headers: { authorization: `Bearer ${edge!.key}`, ...(options.realIp ? { "x-real-ip": options.realIp } : {}) },
     }, (res) => {
@@ -45,7 +46,7 @@ function get(options: { from?: string; realIp?: string; ipv6?: boolean } = {}): 
       res.on("end", () => resolve({ status: res.statusCode!, requestId: String(res.headers["x-request-id"]) }));
     });
     req.on("error", reject);
-    req.end();
+    req.end(options.body);
   });
 }
 
@@ -105,6 +106,15 @@ describe("logs.clientAddress truncated", () => {
       expect(await loggedAddress(r.requestId), address).toBe(network);
     }
     expect(await loggedAddress((await get({ realIp: "198.51.100.23" })).requestId)).toBe("198.51.100.0");
+  });
+
+  // The documented limit (docs/privacy.md): nginx's error log has no format, and its lines name the
+  // client's whole address. A body over limits.maxBodyMb is one any client can cause.
+  it("leaves nginx's error log as it is: its line for a body over limits.maxBodyMb names the whole address", async () => {
+    const r = await get({ from: "127.0.0.7", body: "x".repeat(1024 * 1024 + 1) });
+    expect(r.status).toBe(413);
+    expect(await loggedAddress(r.requestId)).toBe("127.0.0.0");
+    expect(edge!.nginx.output()).toMatch(/\[error\].*client intended to send too large body.*client: 127\.0\.0\.7,/);
   });
 });
 
