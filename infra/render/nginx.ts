@@ -38,7 +38,7 @@ function geoEntries(cidrs: readonly string[], say?: { empty: string; everyone: s
  * the setting existed and a stack that never sets it is not redeployed.
  */
 function clientAddressLog(mode: ClientAddressLogging): { clientAddressMap: string; loggedAddress: string } {
-  if (mode === "truncated") return { clientAddressMap: `${readTemplate("nginx/client-address-truncated.conf")}\n`, loggedAddress: "$log_remote_addr" };
+  if (mode === "truncated") return { clientAddressMap: readTemplate("nginx/client-address-truncated.conf"), loggedAddress: "$log_remote_addr" };
   if (mode === "none") {
     const why = "    # logs.clientAddress none: no client address in the access log; $remote_addr itself (the\n" +
       "    # per-address limits, the shim's X-Forwarded-For) stays whole.\n";
