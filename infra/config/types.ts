@@ -114,6 +114,18 @@ export interface EdgeLimits {
   readonly structuredOutputs?: StructuredOutputsSetting;
 }
 
+/**
+ * How much of a client's address nginx's access log keeps: `full`; `truncated`, its network (an
+ * IPv4 address's last octet zeroed, an IPv6 address's last 80 bits); `none`. The per-address
+ * limits and the shim's X-Forwarded-For always use the whole address.
+ */
+export type ClientAddressLogging = "full" | "truncated" | "none";
+
+/** What the host's logs keep of a client. */
+export interface LogsConfig {
+  readonly clientAddress: ClientAddressLogging;
+}
+
 /** Container images; each may be a tag (resolved to a digest at deploy time) or `name@sha256:…`. */
 export interface Images {
   readonly vllm: string;
@@ -143,6 +155,7 @@ export interface TenantConfig {
   readonly ttlHours?: number;
   readonly tags: readonly string[];
   readonly limits: EdgeLimits;
+  readonly logs: LogsConfig;
   readonly images: Images;
   readonly readyTimeoutMinutes: number;
 }

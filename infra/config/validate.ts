@@ -4,6 +4,7 @@ import { findPlan, GPU_PLANS, LINODE_REGIONS, regionsOffering } from "../catalog
 import { Secret } from "../secret.ts";
 import { isIPv6Cidr, OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
 import { normaliseCidr, Problems } from "./checks.ts";
+import { checkLogs } from "./logs.ts";
 import { isHubRepoId } from "./model-id.ts";
 import { checkSecret, checkShadowed, type ValidationContext } from "./secrets.ts";
 import { CONFIG_KEYS, isSecretSetting, numberAsWritten, setSecretCommand, unknownSettingMessage } from "./settings.ts";
@@ -93,6 +94,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   const ttlHours = checkTtlHours(p, raw.ttlHours);
   const tags = checkTags(p, raw.tags);
   const limits = checkLimits(p, raw.limits);
+  const logs = checkLogs(p, raw.logs);
   const images = checkImages(p, raw.images);
   const readyTimeoutMinutes =
     p.number("readyTimeoutMinutes", raw.readyTimeoutMinutes, { min: 1, max: MAX_READY_TIMEOUT_MINUTES, integer: true }) ?? DEFAULT_READY_TIMEOUT_MINUTES;
@@ -102,7 +104,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   }
   const config: TenantConfig = {
     tenant, region, plan, image, model, allowedCidrs, adminCidrs, tls, keys, tiers, pricing, providers,
-    volumeSizeGb, tags, limits, images, readyTimeoutMinutes,
+    volumeSizeGb, tags, limits, logs, images, readyTimeoutMinutes,
     ...(hfToken ? { hfToken } : {}),
     ...(ttlHours !== undefined ? { ttlHours } : {}),
   };

@@ -1,4 +1,4 @@
-import type { TenantConfig } from "../config.ts";
+import type { ClientAddressLogging, TenantConfig } from "../config.ts";
 import { DOCKER_GATEWAY } from "../config/addresses.ts";
 import { fillTemplateFile, readTemplate } from "./template.ts";
 
@@ -30,6 +30,21 @@ function geoEntries(cidrs: readonly string[], say?: { empty: string; everyone: s
   const note = say && (cidrs.length === 0 ? say.empty : everyone ? say.everyone : undefined);
   if (note) lines.push(`# ${note}`);
   return lines.map((l) => `        ${l}`).join("\n");
+}
+
+/**
+ * How the access log's `remote_addr` is filled for logs.clientAddress: the map it needs, if any
+ * (before log_format), and the value. `full` adds nothing, so nginx.conf stays as it was before
+ * the setting existed and a stack that never sets it is not redeployed.
+ */
+function clientAddressLog(mode: ClientAddressLogging): { clientAddressMap: string; loggedAddress: string } {
+  if (mode === "truncated") return { clientAddressMap: readTemplate("nginx/client-address-truncated.conf"), loggedAddress: "$log_remote_addr" };
+  if (mode === "none") {
+    const why = "    # logs.clientAddress none: no client address in the access log; $remote_addr itself (the\n" +
+      "    # per-address limits, the shim's X-Forwarded-For) stays whole.\n";
+    return { clientAddressMap: why, loggedAddress: "" };
+  }
+  return { clientAddressMap: "", loggedAddress: "$remote_addr" };
 }
 
 /**
@@ -75,6 +90,7 @@ export function renderNginxConf(config: TenantConfig): string {
   return fill("nginx.conf", {
     adminGeo,
     apiGeo,
+    ...clientAddressLog(config.logs.clientAddress),
     maxBodyMb: limits.maxBodyMb,
     requestsPerSecond: limits.requestsPerSecond,
     servers: servers.map((s) => s.trimEnd()).join("\n\n"),

@@ -3,7 +3,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from "nod
 import { connect } from "node:net";
 import { join } from "node:path";
 import { trackChild } from "./running-children.ts";
-import { runTool, tempDir } from "./tools.ts";
+import { runTool, tempDir, type RunResult } from "./tools.ts";
 
 /**
  * A rendered nginx.conf as this machine's nginx reads it. The config is written for the image's
@@ -17,6 +17,20 @@ export function forLocalNginx(conf: string): string {
   return conf.replace(/listen (\S+) ssl;\n(\s*#[^\n]*\n)*\s*http2 on;/g, "listen $1 ssl http2;");
 }
 let localNginxVersion: number[] | undefined;
+
+/**
+ * `nginx -t` on a rendered nginx.conf as this machine's nginx reads it, with the shim's address
+ * one nginx can resolve and a certificate made for it: the tool's output and exit status.
+ */
+export function testNginxConf(renderedConf: string): RunResult {
+  const dir = tempDir("gpu-sandbox-nginx-t-");
+  writeFileSync(join(dir, "nginx.conf"), forLocalNginx(renderedConf).replace(RENDERED_UPSTREAM, "server 127.0.0.1:9;"));
+  mkdirSync(join(dir, "tls"));
+  const cert = runTool("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+    "-subj", "/CN=localhost", "-keyout", join(dir, "tls/privkey.pem"), "-out", join(dir, "tls/fullchain.pem")]);
+  if (cert.status !== 0) throw new Error(`openssl: ${cert.output}`);
+  return runTool("nginx", ["-t", "-p", dir, "-c", join(dir, "nginx.conf"), "-e", join(dir, "error.log"), "-g", `pid ${dir}/nginx.pid;`]);
+}
 
 /** The rendered nginx.conf's only upstream address (templates/nginx/nginx.conf). */
 export const RENDERED_UPSTREAM = "server shim:8080;";
