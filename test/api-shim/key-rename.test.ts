@@ -86,7 +86,7 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     expect(await json<ShownKey>(patch(h, old.id, { expires_at: later, name: "team-07" }))).toMatchObject({ name: "team-07", expires_at: later });
 
     // A stack key's name is the stack's configuration: refused, saying so.
-    expect(await refused(h, configured.id, { name: "someone" }, 409, "key_from_configuration", "id")).toMatch(/name.*gpu-sandbox:keys/);
+    expect(await refused(h, configured.id, { name: "someone" }, 409, "key_from_configuration", "id")).toMatch(/gpu-sandbox:keys.*its name is the stack.s configuration.*rename the revoked key/);
     expect((await listed(h, configured.id)).name).toBe("from-stack");
 
     for (const r of await moneyInvariants(wrapStore ? wrapStore() : h.store)) expect(r).toMatchObject({ balance: r.ledgerSum, held: 0, reservations: 0 });
@@ -111,8 +111,9 @@ describe("PATCH /admin/keys/{id} with a name", () => {
       const { id, key } = await h.createKey({ name: marker, credits: 10, tier: "big" });
       // Keys made after it, and its row grown and shrunk: SQLite moves rows between pages, and a
       // page's unused space keeps copies of the old bytes (found: secure_delete on the rename
-      // alone left one there).
+      // alone left one there). One more, made last: its row on the table's last page.
       for (let i = 0; i < 300; i++) await h.createKey({ name: `person ${i} ${"x".repeat(i % 40)}` });
+      const last = await h.createKey({ name: "Max MARKERLAST" });
       for (const models of [Array(40).fill("qwen2.5-7b"), null]) expect((await patch(h, id, { models })).status).toBe(200);
       await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], max_tokens: 2 });
       await h.store.flush();
@@ -121,6 +122,8 @@ describe("PATCH /admin/keys/{id} with a name", () => {
 
       expect((await patch(h, id, { name: "erased-1" })).status).toBe(200);
       expect(occurrences(h.dbPath, marker)).toEqual({ db: 0, wal: 0 });
+      expect((await patch(h, last.id, { name: "erased-2" })).status).toBe(200);
+      expect(occurrences(h.dbPath, "MARKERLAST")).toEqual({ db: 0, wal: 0 });
       expect((await listed(h, id)).name).toBe("erased-1");
       expect((await json<{ data: unknown[] }>(h.admin(`/admin/usage?key=${id}`))).data).toHaveLength(1);
     } finally {
