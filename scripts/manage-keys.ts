@@ -10,6 +10,7 @@ import { mayHaveActed } from "./lib/lost-answers.ts";
 import { manageKeysCommand } from "./lib/manage-keys-command.ts";
 import { createFromRoster, type RosterRun } from "./lib/roster-keys.ts";
 import { rotateKey } from "./lib/rotate-key.ts";
+import { newKeyName, renamedLine, renameUnsupported } from "./lib/rename-key.ts";
 import { commaList, instantFlag, type Io, npmDashHint, parseFlags, required, runScript, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
 import { closestName } from "./lib/closest-name.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
@@ -37,10 +38,11 @@ Commands:
   revoke   --key <id|name>             the key stops working at once (401); one already revoked: exit 0, saying when
   rotate   --key <id|name>             a new secret for a leaked key, printed once; the old one gets 401 from the
            next request on; the same id, balance, usage, tier, models and expiry (a stack key: pulumi up --replace)
-  update   --key <id|name> [--tier <tier>] [--models <a,b> | --all-models]
+  update   --key <id|name> [--name <new name>] [--tier <tier>] [--models <a,b> | --all-models]
            [--expires-at <time> | --no-expiry]
            changes a key in use from its next request on: the same secret, balance and usage
-           (a key from the stack's gpu-sandbox:keys is changed there, with pulumi up)
+           (a key from the stack's gpu-sandbox:keys is changed there, with pulumi up); --name
+           alone renames a revoked key too, to erase a person's name (docs/privacy.md)
   top-up   --key <id|name> --amount <n> [--note <text>] [--idempotency-key <k>]
            adds credits; the Idempotency-Key (generated unless given; printable ASCII, no
            space at its ends) is printed first, in the whole command that retries this top-up safely (it
@@ -119,7 +121,7 @@ const COMMAND_FLAGS: Record<Command, readonly string[]> = {
   revoke: ["key"],
   rotate: ["key"],
   "top-up": ["key", "amount", "note", "idempotency-key"],
-  update: ["key", "tier", "models", "all-models", "expires-at", "no-expiry"],
+  update: ["key", "name", "tier", "models", "all-models", "expires-at", "no-expiry"],
 };
 
 type Flags = { -readonly [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
@@ -323,18 +325,21 @@ async function updateKey(flags: Flags, client: AdminClient, io: Io): Promise<num
     ...(models !== undefined ? { models } : {}),
     ...(expiry !== undefined ? { expires_at: expiry } : {}),
   };
-  if (Object.keys(body).length === 0) throw new UsageError("nothing to change: give at least one of --tier, --models, --all-models, --expires-at, --no-expiry");
-  const key = findKey(await client.listKeys(), ref);
+  if (Object.keys(body).length === 0 && flags.name === undefined) throw new UsageError("nothing to change: give at least one of --name, --tier, --models, --all-models, --expires-at, --no-expiry");
+  const keys = await client.listKeys();
+  const key = findKey(keys, ref);
+  const name = flags.name === undefined ? {} : { name: newKeyName(flags.name, keys, key) };
   let updated: ApiKey;
   try {
-    updated = await client.updateKey(key.id, body);
+    updated = await client.updateKey(key.id, { ...name, ...body });
   } catch (err) {
     // A shim from before the route: its 405 (nothing changed) says what to do, not how it refused.
     if (err instanceof AdminApiError && err.status === 405) throw new UsageError("this shim predates `update` (PATCH /admin/keys/{id}): upgrade it (pulumi up)");
     if (mayHaveActed(err)) throw new UsageError(`${err.message}\nThe change may have been made. Running this update again is safe: it sets the same values (${manageKeysCommand(flags, "list")} shows them).`);
-    throw err;
+    throw renameUnsupported(err) ?? err;
   }
   if (flags.json) io.out(JSON.stringify(updated, null, 2));
+  else if (Object.keys(body).length === 0) io.out(renamedLine(key.name, updated));
   else {
     const models = updated.models ? `models ${updated.models.join(", ")}` : "every model";
     const expiry = updated.expires_at ? `expires ${shownTime(updated.expires_at)}` : "no expiry";

@@ -164,7 +164,7 @@ async function refusals(h: Harness): Promise<void> {
   await refused({ tier: null }, 400, "tier");
   await refused({ models: ["nope"] }, 400, "models", /unknown models: nope/);
   await refused({ models: [] }, 400, "models");
-  await refused({ name: "x" }, 400, "name");
+  await refused({ name: " " }, 400, "name", /'name' is required/); // a name is checked as create checks it (key-rename.test.ts)
   await refused({ credits: 5 }, 400, "credits");
   await refused({ expires_at: "2020-01-01T00:00:00Z" }, 400, "expires_at");
   await refused({ expires_at: "tomorrow" }, 400, "expires_at", /must be a future ISO timestamp/);

@@ -259,17 +259,49 @@ describe("manage-keys against a real shim", () => {
       expect(r.code, argv.join(" ")).toBe(1);
       expect(r.err).toMatch(message);
     };
-    await refused(["--key", id], /give at least one of --tier, --models, --all-models, --expires-at, --no-expiry/);
+    await refused(["--key", id], /give at least one of --name, --tier, --models, --all-models, --expires-at, --no-expiry/);
     await refused(["--tier", "pro"], /--key is required/);
     await refused(["--key", id, "--models", "qwen2.5-7b", "--all-models"], "--models and --all-models contradict each other: give one");
     await refused(["--key", id, "--expires-at", "2099-01-01", "--no-expiry"], "--expires-at and --no-expiry contradict each other: give one");
     await refused(["--key", id, "--models", " , "], /--models has no model names/);
     await refused(["--key", id, "--expires-at", "next week"], /--expires-at "next week" must be an ISO timestamp/);
-    await refused(["--key", id, "--name", "x"], /--name does not go with update; update takes: --key, --tier, --models, --all-models, --expires-at, --no-expiry/);
+    await refused(["--key", id, "--credits", "5"], /--credits does not go with update; update takes: --key, --name, --tier, --models, --all-models, --expires-at, --no-expiry/);
+    await refused(["--key", id, "--name", " "], "--name is empty: a key needs a name");
+    const holder = await h.createKey({ name: "id-holder" });
+    await refused(["--key", id, "--name", holder.id], `--name "${holder.id}" is the id of another key (id-holder), and --key "${holder.id}" would always mean that key: choose another --name`);
     await refused(["--key", id, "--tier", "gold"], /admin API PATCH \/admin\/keys\/\w+ failed: 400 invalid_request: 'tier' must be one of: free, developer, pro, enterprise\./);
     expect((await listed()).find((k) => k.id === id)).toMatchObject({ tier: "developer", models: null, expires_at: null });
     await keys(["revoke", "--url", h.url, "--key", id]);
-    await refused(["--key", id, "--tier", "pro"], /409 key_inactive: This key is revoked: it cannot be changed/);
+    await refused(["--key", id, "--tier", "pro"], /409 key_inactive: This key is revoked: only its name can be changed/);
+  });
+
+  it("update --name: a person's name replaced by a pseudonym, on a key in use and on a revoked one; its balance, usage and secret stay", async () => {
+    const { id, key } = await h.createKey({ name: "Ann Example", credits: 5, tier: "developer" });
+    await chat(key);
+    const r = await keys(["update", "--url", h.url, "--key", "Ann Example", "--name", "attendee-12"]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(new RegExp(`^Renamed key ${id} from "Ann Example" to "attendee-12"\\. Its secret, balance \\([\\d.]+\\) and usage are unchanged\\.`));
+    expect(r.out).toContain("docs/privacy.md");
+    expect((await keys(["update", "--url", h.url, "--key", "attendee-12", "--tier", "pro"])).code).toBe(0); // the new name finds it
+    await keys(["revoke", "--url", h.url, "--key", id]);
+    const erased = await keys(["update", "--url", h.url, "--key", "attendee-12", "--name", "erased-12", "--json"]);
+    expect(erased.code, erased.err).toBe(0);
+    expect(JSON.parse(erased.out)).toMatchObject({ id, name: "erased-12", tier: "pro", revoked_at: expect.any(String) });
+    expect(JSON.stringify(await listed())).not.toContain("Ann Example");
+    const other = await h.createKey({ name: "in-use-name" });
+    const taken = await keys(["update", "--url", h.url, "--key", id, "--name", "in-use-name"]);
+    expect([taken.code, taken.err]).toEqual([1, expect.stringContaining(`409 key_name_in_use: Another key in use is named "in-use-name" (id ${other.id})`)]);
+  });
+
+  it("update --name against a shim older than renames (its 400 for an unknown field) says to upgrade the shim", async () => {
+    const old = await olderShim(() => ({ status: 400, message: "Unknown field 'name'. Known fields: tier, models, expires_at, expiresAt.", code: "invalid_request" }));
+    try {
+      const r = await keys(["update", "--url", old.url, "--key", "team-07", "--name", "erased-7"]);
+      expect(r.code).toBe(1);
+      expect(r.lastLine).toBe("this shim predates `update --name` (a key's name in PATCH /admin/keys/{id}): upgrade it (pulumi up); nothing was changed");
+    } finally {
+      old.close();
+    }
   });
 
   it("update against a shim older than PATCH /admin/keys/{id} (its 405) says to upgrade the shim", async () => {

@@ -49,15 +49,21 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   // allow-list or expiry only by revoke + create, which took its client down and stranded its balance.
   app.patch<{ Params: { id: string } }>("/admin/keys/:id", async (request, reply) => {
     if (!isKeyId(request.params.id)) throw keyNotFound();
-    const body = object(request.body, ["tier", "models", "expires_at", "expiresAt"]);
+    const body = object(request.body, ["name", "tier", "models", "expires_at", "expiresAt"]);
     const changes: KeyChanges = {};
+    // A pseudonym in place of a person's name (docs/privacy.md): a name, never none (`null`), which
+    // `--key <name>`, the listing and the reports need; trimmed and checked as create does.
+    if (body.name !== undefined) {
+      if (!isKeyName(body.name)) throw invalid(keyNameRefusal(body.name), "name");
+      changes.name = body.name.trim();
+    }
     if (body.tier !== undefined) changes.tier = tierField(ctx, body.tier);
     // `null` is a change here (every model again, no expiry); a field left out is none.
     if (body.models !== undefined) changes.models = modelList(ctx, body.models);
     const expiresAt = expiryField(ctx, body);
     if (expiresAt !== undefined) changes.expiresAt = expiresAt;
-    if (Object.keys(changes).length === 0) throw new ShimError("invalid_request", { message: "Give at least one of tier, models or expires_at to change." });
-    return reply.send(showKey(await changeKey(ctx, request.params.id, changes)));
+    if (Object.keys(changes).length === 0) throw new ShimError("invalid_request", { message: "Give at least one of name, tier, models or expires_at to change." });
+    return reply.send(showKey(await changeKey(ctx, request.params.id, changes, changes.name === undefined ? undefined : RENAME_CONFIGURED)));
   });
 
   // Beyond DESIGN.md's routes (docs/decisions.md): a leaked key gets a new secret and keeps its id,
@@ -163,10 +169,13 @@ function showKey(k: KeyDetails) {
 async function changeKey(ctx: ShimContext, id: string, changes: KeyChanges, configured?: string): Promise<KeyDetails> {
   const result = await ctx.store.updateKey(id, changes, ctx.clock.now());
   if (result.kind === "not_found") throw keyNotFound();
-  if (result.kind === "revoked") throw new ShimError("key_inactive", { param: "id", message: "This key is revoked: it cannot be changed. Create a new key instead." });
+  if (result.kind === "revoked") throw new ShimError("key_inactive", { param: "id", message: "This key is revoked: only its name can be changed (give `name` alone). Create a new key instead." });
   if (result.kind === "configured") throw new ShimError("key_from_configuration", { param: "id", ...(configured ? { message: configured } : {}) });
   if (result.kind === "name_in_use") {
     // As manage-keys create refuses a name in use: --key <name> must name one key in use.
+    if (changes.name !== undefined) {
+      throw new ShimError("key_name_in_use", { param: "name", message: `Another key in use is named "${result.name.slice(0, 200)}" (id ${result.namesake}), and a name must name one key in use (--key <name>): choose another name, or revoke that key first.` });
+    }
     throw new ShimError("key_name_in_use", { param: "expires_at", message: `Another key in use is named "${result.name.slice(0, 200)}" (id ${result.namesake}): bringing this expired key back would give two keys in use that name, and a name must name one. Revoke that key first, or create a new key.` });
   }
   return result.key;
@@ -210,6 +219,8 @@ function object(body: unknown, known: readonly string[]): Record<string, unknown
 
 /** A stack key's rotation: its hash comes from the stack (docs/operations.md, "Rotate a stack key"). */
 const ROTATE_CONFIGURED = "This key is defined in the configuration (the stack's gpu-sandbox:keys, or SHIM_CONFIG's bootstrapKeys for a shim you run yourself): its hash comes from there, and the next start of the shim would put the old secret back. Rotate it in the stack: `pulumi up --replace` the resource of its secret, <tenant>-key-<name>-secret, which keeps its id and balance (docs/operations.md, \"Rotate a stack key\"); for a shim you run yourself, put the hash of a new key with the same id in its bootstrapKeys entry and restart it.";
+/** A stack key's rename: refused, as every start sets its name from the stack again. */
+const RENAME_CONFIGURED = "This key is defined in the configuration (the stack's gpu-sandbox:keys, or SHIM_CONFIG's bootstrapKeys for a shim you run yourself): its name is the stack's configuration, which every start of the shim puts back, and names the stack's resources of its id and secret. To erase it, take the key out of the stack (the next `pulumi up` revokes it; or out of bootstrapKeys, and restart), then rename the revoked key here (docs/privacy.md, \"Erase a person's name\").";
 const EXPIRED_TOP_UP = "This key is expired: move its expiry on first (`manage-keys update --expires-at`, or PATCH /admin/keys/{id} with expires_at), then top it up.";
 const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });
 const keyNotFound = (param = "id") => new ShimError("not_found", { param, message: "No such key." });

@@ -1,7 +1,8 @@
 /**
- * Changing a key made with the admin API (PATCH /admin/keys/{id}): its tier, model allow-list or
- * expiry, or its secret's hash (POST /admin/keys/{id}/rotate), in one transaction under the key
- * row's lock, its id, name, balance, holds and ledger untouched.
+ * Changing a key made with the admin API (PATCH /admin/keys/{id}): its name, tier, model allow-list
+ * or expiry, or its secret's hash (POST /admin/keys/{id}/rotate), in one transaction under the key
+ * row's lock, its id, balance, holds and ledger untouched (ledger rows name the key by id, so a
+ * new name, a person's erased, reaches every report at once).
  * Both stores (sqlite-key-updates.ts, postgres-admin.ts) decide with keyUpdateRefusal and
  * write with keyUpdateSql, so they refuse and change exactly the same.
  *
@@ -14,6 +15,8 @@ import type { KeyDetails } from "./store.ts";
 
 /** What to change; a field left out stays as it is. `models: null`: every model; `expiresAt: null`: never. */
 export interface KeyChanges {
+  /** A new name (trimmed, checked as create checks one): the only change a revoked key takes. */
+  name?: string;
   tier?: string;
   models?: string[] | null;
   expiresAt?: number | null;
@@ -34,17 +37,30 @@ export type KeyUpdateResult =
   /** The key comes from configuration (bootstrap): the next start would put its tier, models and hash back. */
   | { kind: "configured" }
   /**
-   * The change would bring the expired key back into use while another key in use (`namesake`,
-   * its id) has its name: `--key <name>` and create's refusal of a name in use count on one key
-   * in use a name.
+   * The key's new name (KeyChanges.name), or its own name when the change would bring the expired
+   * key back into use, is another key in use's (`namesake`, its id): `--key <name>` and create's
+   * refusal of a name in use count on one key in use a name.
    */
   | { kind: "name_in_use"; name: string; namesake: string };
 
-/** Why the key found (its row's revocation and bootstrap mark) may not be changed, or null. */
-export function keyUpdateRefusal(found: { revokedAt: number | null; bootstrap: boolean } | undefined): KeyUpdateResult | null {
+/**
+ * Why the key found (its row's revocation and bootstrap mark) may not be changed so, or null. A
+ * revoked key takes a new name alone: erasing a departed person's name is why it is renamed. So
+ * does a stack key once revoked (removed from the stack: no start puts its name back).
+ */
+export function keyUpdateRefusal(found: { revokedAt: number | null; bootstrap: boolean } | undefined, changes: KeyChanges): KeyUpdateResult | null {
   if (found === undefined) return { kind: "not_found" };
-  if (found.revokedAt !== null) return { kind: "revoked" };
+  if (found.revokedAt !== null) return Object.keys(changes).every((k) => k === "name") ? null : { kind: "revoked" };
   return found.bootstrap ? { kind: "configured" } : null;
+}
+
+/**
+ * The name to look for in another key in use, or null when there is none to look for: a new
+ * name, or the key's own when the change brings it back from expiry (revives).
+ */
+export function nameToCheck(found: { name: string; expiresAt: number | null }, changes: KeyChanges, at: number): string | null {
+  if (changes.name !== undefined) return changes.name;
+  return revives(found.expiresAt, changes, at) ? found.name : null;
 }
 
 /** Whether `changes` bring back into use a key whose expiry (`expiresAt`) has passed at `at`: moved past `at`, or removed. */
@@ -66,18 +82,19 @@ export function liveNamesakeSql(placeholders: "numbered" | "anonymous"): string 
 /**
  * One statement for any set of changes: each column is set only when its flag is, so a field left
  * out keeps its value (and `null`, given, is written). Its parameters (keyUpdateValues) in the
- * order they appear: flag and value for tier, models (JSON text), expires_at and hash, then the id;
+ * order they appear: flag and value for name, tier, models (JSON text), expires_at and hash, then the id;
  * numbered as Postgres takes them (`$1`…) or anonymous (`?`) as better-sqlite3 does.
  */
 export function keyUpdateSql(placeholders: "numbered" | "anonymous"): string {
   const p = placeholder(placeholders);
-  return `UPDATE keys SET tier = CASE WHEN ${p()} THEN ${p()} ELSE tier END, models = CASE WHEN ${p()} THEN ${p()} ELSE models END, expires_at = CASE WHEN ${p()} THEN ${p()} ELSE expires_at END, hash = CASE WHEN ${p()} THEN ${p()} ELSE hash END WHERE id = ${p()}`;
+  return `UPDATE keys SET name = CASE WHEN ${p()} THEN ${p()} ELSE name END, tier = CASE WHEN ${p()} THEN ${p()} ELSE tier END, models = CASE WHEN ${p()} THEN ${p()} ELSE models END, expires_at = CASE WHEN ${p()} THEN ${p()} ELSE expires_at END, hash = CASE WHEN ${p()} THEN ${p()} ELSE hash END WHERE id = ${p()}`;
 }
 
 /** keyUpdateSql's parameters for `changes` (flags as 0 and 1: SQLite has no booleans, and Postgres reads them as such). */
 export function keyUpdateValues(id: string, changes: KeyChanges): (string | number | null)[] {
   const given = (v: unknown) => (v === undefined ? 0 : 1);
   return [
+    given(changes.name), changes.name ?? null,
     given(changes.tier), changes.tier ?? null,
     given(changes.models), changes.models ? JSON.stringify(changes.models) : null,
     given(changes.expiresAt), changes.expiresAt ?? null,

@@ -1,6 +1,6 @@
 /** The Postgres store's admin writes, each inside the caller's transaction (PostgresStore's tx: committed durably). */
 import type pg from "pg";
-import { keyUpdateRefusal, keyUpdateSql, keyUpdateValues, liveNamesakeSql, revives } from "./key-updates.ts";
+import { keyUpdateRefusal, keyUpdateSql, keyUpdateValues, liveNamesakeSql, nameToCheck } from "./key-updates.ts";
 import { grant, keyById, keysWithHolds } from "./postgres-client.ts";
 import { LOCK_KEY } from "./postgres-sql.ts";
 import {
@@ -62,21 +62,22 @@ const UPDATE_KEY = keyUpdateSql("numbered");
 const LIVE_NAMESAKE = liveNamesakeSql("numbered");
 
 /**
- * A key's tier, models or expiry changed (key-updates.ts). The key row's lock (FOR UPDATE) from
+ * A key's name, tier, models or expiry changed (key-updates.ts). The key row's lock (FOR UPDATE) from
  * the check to the change, as a top-up holds it: a revocation on another replica waits for it,
- * and a hold (RESERVE, an UPDATE of the row) made after it sees the new row. Bringing an expired
- * key back into use takes a lock on its name first (an advisory lock: its one-key space is not
- * the replicas' two-key one), so two keys of one name brought back at once cannot both pass.
+ * and a hold (RESERVE, an UPDATE of the row) made after it sees the new row. A new name, or bringing
+ * an expired key back into use, takes a lock on the name first (an advisory lock: its one-key space
+ * is not the replicas' two-key one), so two keys given one name at once cannot both pass.
  */
 export async function updateKeyIn(c: pg.PoolClient, id: string, changes: KeyChanges, at: number): Promise<KeyUpdateResult> {
   const found = (await c.query<{ revoked_at: number | null; bootstrap: boolean; expires_at: number | null; name: string }>(
     "SELECT revoked_at, bootstrap, expires_at, name FROM keys WHERE id = $1 FOR UPDATE", [id])).rows[0];
-  const refused = keyUpdateRefusal(found && { revokedAt: found.revoked_at, bootstrap: found.bootstrap });
+  const refused = keyUpdateRefusal(found && { revokedAt: found.revoked_at, bootstrap: found.bootstrap }, changes);
   if (refused) return refused;
-  if (revives(found!.expires_at, changes, at)) {
-    await c.query("SELECT pg_advisory_xact_lock(hashtextextended('gpu-sandbox key name ' || $1, 0))", [found!.name]);
-    const namesake = (await c.query<{ id: string }>(LIVE_NAMESAKE, [found!.name, id, at])).rows[0];
-    if (namesake) return { kind: "name_in_use", name: found!.name, namesake: namesake.id };
+  const name = nameToCheck({ name: found!.name, expiresAt: found!.expires_at }, changes, at);
+  if (name !== null) {
+    await c.query("SELECT pg_advisory_xact_lock(hashtextextended('gpu-sandbox key name ' || $1, 0))", [name]);
+    const namesake = (await c.query<{ id: string }>(LIVE_NAMESAKE, [name, id, at])).rows[0];
+    if (namesake) return { kind: "name_in_use", name, namesake: namesake.id };
   }
   await c.query(UPDATE_KEY, keyUpdateValues(id, changes));
   return { kind: "done", key: (await keysWithHolds(c, id))[0]! };

@@ -72,8 +72,26 @@ const checkpoint = () => {
     parentPort.postMessage({ checkpoint: "failed", code: e.code, message: e.message });
   }
 };
-const timer = setInterval(checkpoint, workerData.intervalMs);
+// A TRUNCATE checkpoint asked for (a key's old name erased: sqlite-erase.ts), tried at each turn
+// until one completes; its number posted back then. Its failures are the PASSIVE one's to report.
+let truncate = 0;
+const truncateWal = () => {
+  try {
+    const [r] = db.pragma("wal_checkpoint(TRUNCATE)");
+    if (r.busy) return;
+    parentPort.postMessage({ truncated: truncate });
+    truncate = 0;
+  } catch {}
+};
+const timer = setInterval(() => {
+  if (truncate !== 0) truncateWal();
+  checkpoint();
+}, workerData.intervalMs);
 parentPort.on("message", (m) => {
+  if (typeof m === "object" && m !== null && "truncate" in m) {
+    truncate = Math.max(truncate, m.truncate);
+    return truncateWal();
+  }
   if (m !== "stop") return;
   clearInterval(timer);
   checkpoint();
@@ -129,7 +147,7 @@ export function checkpointFailureWarning(error: Error, limitMs = CHECKPOINT_FAIL
   return `a WAL checkpoint failed: ${isFull(error) ? "the volume is full" : "the database file is corrupt"}; the store fails closed at once`;
 }
 
-type CheckpointMessage = { checkpoint: "complete" } | { checkpoint: "failed"; code?: string; message: string } | { reusableWal: number };
+type CheckpointMessage = { checkpoint: "complete" } | { checkpoint: "failed"; code?: string; message: string } | { reusableWal: number } | { truncated: number };
 
 /**
  * Starts the checkpoint thread; `onFailure` hears of each checkpoint that fails, with the run it
@@ -144,6 +162,7 @@ export function startCheckpointer(db: Database.Database, filename: string, inter
   worker.on("message", (m: CheckpointMessage | "stopped") => {
     if (m === "stopped") return;
     if ("reusableWal" in m) return onReusableWal(m.reusableWal);
+    if ("truncated" in m) return; // truncateWal's (sqlite-erase.ts)
     if (m.checkpoint === "complete") {
       run = null;
       return;

@@ -1,5 +1,5 @@
 /** The SQLite store's key changes (key-updates.ts), run inside its durable admin transaction (sqlite-store.ts's durably). */
-import { keyUpdateRefusal, keyUpdateValues, revives, type KeyChanges, type KeyUpdateResult } from "./key-updates.ts";
+import { keyUpdateRefusal, keyUpdateValues, nameToCheck, type KeyChanges, type KeyUpdateResult } from "./key-updates.ts";
 import { type prepareStatements, toKey } from "./sqlite-statements.ts";
 
 /**
@@ -9,10 +9,11 @@ import { type prepareStatements, toKey } from "./sqlite-statements.ts";
  */
 export function updateKeyIn(stmt: ReturnType<typeof prepareStatements>, id: string, changes: KeyChanges, at: number): KeyUpdateResult {
   const found = stmt.getKey.get(id);
-  const refused = keyUpdateRefusal(found && { revokedAt: found.revoked_at, bootstrap: found.bootstrap === 1 });
+  const refused = keyUpdateRefusal(found && { revokedAt: found.revoked_at, bootstrap: found.bootstrap === 1 }, changes);
   if (refused) return refused;
-  const namesake = revives(found!.expires_at, changes, at) ? stmt.liveNamesake.get(found!.name, id, at) : undefined;
-  if (namesake) return { kind: "name_in_use", name: found!.name, namesake: namesake.id };
+  const name = nameToCheck({ name: found!.name, expiresAt: found!.expires_at }, changes, at);
+  const namesake = name === null ? undefined : stmt.liveNamesake.get(name, id, at);
+  if (namesake) return { kind: "name_in_use", name: name!, namesake: namesake.id };
   stmt.updateKey.run(...keyUpdateValues(id, changes));
   return { kind: "done", key: toKey(stmt.getKey.get(id)!) };
 }

@@ -7,6 +7,7 @@ import { migrate } from "./sqlite-migrations.ts";
 import type { SqliteStoreOptions } from "./sqlite-options.ts";
 import { createKeyIn, ensureBootstrapKeyIn, topUpIn } from "./sqlite-admin-writes.ts";
 import { updateKeyIn } from "./sqlite-key-updates.ts";
+import { renameScrubbed, truncateWal } from "./sqlite-erase.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
 import { BackupNotPossibleError, type BackupFile, SqliteBackups } from "./sqlite-backup.ts";
 import { type CompleteCheckpoint, WAL_SIZE_LIMIT, watchRoom } from "./sqlite-space.ts";
@@ -293,8 +294,14 @@ export class SqliteStore implements Store {
     return this.durably(() => this.stmt.revoke.run({ id, at }).changes > 0);
   }
 
-  updateKey(id: string, changes: KeyChanges, at: number): Promise<KeyUpdateResult> {
-    return this.durably(this.db.transaction(() => updateKeyIn(this.stmt, id, changes, at)));
+  /** A new name takes the old one's bytes out of the file and the WAL before it answers (sqlite-erase.ts). */
+  async updateKey(id: string, changes: KeyChanges, at: number): Promise<KeyUpdateResult> {
+    const change = () => updateKeyIn(this.stmt, id, changes, at);
+    if (changes.name === undefined) return this.durably(this.db.transaction(change));
+    const result = await this.durably(() => renameScrubbed(this.db, change));
+    const truncated = this.checkpointer && (await truncateWal(this.checkpointer, 10_000));
+    if (truncated === "gone") await this.now(() => this.db.pragma("wal_checkpoint(TRUNCATE)")); // its thread ended: this connection checkpoints
+    return result;
   }
 
   topUp(input: TopUpInput): Promise<TopUpResult> {
