@@ -42,7 +42,9 @@ totals.
                              ended (closing), and the credits granted in it (at creation,
                              top-ups): opening + granted - cost = closing, a month's invoice
                              reconciled (json: with each top-up and its note; a shim older
-                             than GET /admin/credits: left out, said on stderr)
+                             than GET /admin/credits: left out, said on stderr); a key revoked
+                             or expired before the period with credits left has its line too,
+                             so a month's opening total is the last one's closing
   --format <table|json|csv>  table (default); json (the API's report plus totals, and with --key
                              the keys covered); csv (the API's CSV, spreadsheet-safe, one row per
                              key and group, with key_name after key_id: key_id,key_name,day,model,

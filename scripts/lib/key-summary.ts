@@ -1,6 +1,7 @@
 // `report-usage --group key`: a line per key for a period, with what it spent and what it has
 // left, for the end of a workshop or a month's bill. Every key that existed in the period is
 // there, those that sent nothing included (the API's report has rows only for keys with usage),
+// and, with the statement, every key whose credits are still booked (revoked or expired before it),
 // with its balance and status now, from the key list the report already reads for names, and,
 // from a shim that has GET /admin/credits, its balance when the period began and ended and the
 // credits granted in it.
@@ -74,7 +75,10 @@ export function keySummary(report: UsageReport, keys: readonly ApiKey[], now = D
     if (of) of.push(r);
     else rows.set(r.key_id, [r]);
   }
-  const listed = keys.filter((k) => rows.has(k.id) || existedIn(k, report.period));
+  // A key revoked or expired before the period whose credits are still booked keeps its line
+  // (the statement's own rule): left out, the period's opening total was not the last one's closing.
+  const booked = (id: string) => { const l = credits.get(id); return l !== undefined && (l.opening !== 0 || l.granted !== 0 || l.spent !== 0 || l.closing !== 0); };
+  const listed = keys.filter((k) => rows.has(k.id) || existedIn(k, report.period) || booked(k.id));
   const ids = new Set(keys.map((k) => k.id));
   const unlisted = [...rows.keys()].filter((id) => !ids.has(id));
   const micro = (v: number) => parseCredits(v) ?? 0;

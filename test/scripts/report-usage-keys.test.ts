@@ -94,22 +94,24 @@ describe("report-usage --group key", () => {
     expect(json.group).toBe("key");
     const lost = await spent();
     expect(lost.get(ids["ws-ann"]!)).toBeGreaterThan(0);
+    const oldLeft = (10e6 - lost.get(ids["ws-old"]!)!) / 1e6;
     expect(json.data.map((d) => [d.key_name, d.requests, d.cost * 1e6, d.balance, d.status])).toEqual([
+      ["ws-old", 0, 0, oldLeft, "revoked"], // revoked in January with credits left: still booked
       ["ws-ann", 2, lost.get(ids["ws-ann"]!), (100e6 - lost.get(ids["ws-ann"]!)!) / 1e6, "active"],
       ["ws-bob", 0, 0, 50, "active"],        // no usage: still a line, with its balance
       ["ws-cid", 1, lost.get(ids["ws-cid"]!), (100e6 - lost.get(ids["ws-cid"]!)!) / 1e6, "revoked"],
       ["=ws-eve", 0, 0, 20, "expired"],
-    ]); // ws-old, revoked in January, did not exist in February
-    expect(json.data[1]).toEqual({ key_id: ids["ws-bob"], key_name: "ws-bob", requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, balance: 50, status: "active", opening: 0, granted: 50, closing: 50, top_ups: [] });
+    ]);
+    expect(json.data[2]).toEqual({ key_id: ids["ws-bob"], key_name: "ws-bob", requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, balance: 50, status: "active", opening: 0, granted: 50, closing: 50, top_ups: [] });
     // The credits statement (GET /admin/credits): made in February, so nothing at its start, their
     // credits granted in it, and what is left at its end (the balance now: nothing since).
     expect(json.data.map((d) => [d.key_name, d.opening, d.granted, d.closing])).toEqual([
-      ["ws-ann", 0, 100, (100e6 - lost.get(ids["ws-ann"]!)!) / 1e6], ["ws-bob", 0, 50, 50],
+      ["ws-old", oldLeft, 0, oldLeft], ["ws-ann", 0, 100, (100e6 - lost.get(ids["ws-ann"]!)!) / 1e6], ["ws-bob", 0, 50, 50],
       ["ws-cid", 0, 100, (100e6 - lost.get(ids["ws-cid"]!)!) / 1e6], ["=ws-eve", 0, 20, 20],
     ]);
     for (const d of json.data) expect(Math.round((d.opening! + d.granted! - d.cost) * 1e6)).toBe(Math.round(d.closing! * 1e6));
-    expect(json.totals).toMatchObject({ opening: 0, granted: 270, closing: json.data.reduce((s, d) => s + d.balance!, 0) });
-    const ann = json.data[0]!;
+    expect(json.totals).toMatchObject({ opening: oldLeft, granted: 270, closing: json.data.reduce((s, d) => s + d.balance!, 0) });
+    const ann = json.data[1]!;
     expect(ann.total_tokens).toBe(ann.prompt_tokens + ann.completion_tokens);
     expect(ann.total_tokens).toBeGreaterThan(0);
     expect(json.totals).toMatchObject({ requests: 3, cost: (lost.get(ids["ws-ann"]!)! + lost.get(ids["ws-cid"]!)!) / 1e6, balance: json.data.reduce((s, d) => s + d.balance!, 0) });
@@ -122,10 +124,11 @@ describe("report-usage --group key", () => {
     const [header, ...rows] = r.out.replace(/\r\n$/, "").split("\r\n");
     // The statement's columns after the earlier ones, which keep their places.
     expect(header).toBe("key_id,key_name,requests,prompt_tokens,completion_tokens,total_tokens,cost,balance,status,opening,granted,closing");
-    expect(rows).toHaveLength(4);
-    expect(rows[1]).toBe(`${ids["ws-bob"]},ws-bob,0,0,0,0,0,50,active,0,50,50`);
-    expect(rows[2]).toMatch(new RegExp(`^${ids["ws-cid"]},ws-cid,1,\\d+,\\d+,\\d+,[\\d.]+,([\\d.]+),revoked,0,100,\\1$`));
-    expect(rows[3]).toBe(`${ids["=ws-eve"]},'=ws-eve,0,0,0,0,0,20,expired,0,20,20`);
+    expect(rows).toHaveLength(5);
+    expect(rows[0]).toBe(`${ids["ws-old"]},ws-old,0,0,0,0,0,9,revoked,9,0,9`);
+    expect(rows[2]).toBe(`${ids["ws-bob"]},ws-bob,0,0,0,0,0,50,active,0,50,50`);
+    expect(rows[3]).toMatch(new RegExp(`^${ids["ws-cid"]},ws-cid,1,\\d+,\\d+,\\d+,[\\d.]+,([\\d.]+),revoked,0,100,\\1$`));
+    expect(rows[4]).toBe(`${ids["=ws-eve"]},'=ws-eve,0,0,0,0,0,20,expired,0,20,20`);
   });
 
   it("the table: a line per key with BALANCE and STATUS, and a TOTAL", async () => {
@@ -163,8 +166,9 @@ describe("report-usage --group key", () => {
     expect(r.code, r.err).toBe(0);
     const json = JSON.parse(r.out) as KeySummary;
     expect(json.data.map((d) => [d.key_name, d.opening, d.granted, d.cost, d.closing])).toEqual(json.data.map((d) => [d.key_name, d.balance, 0, 0, d.balance]));
-    expect(json.data.map((d) => d.key_name)).toEqual(["ws-ann", "ws-bob", "=ws-eve"]); // ws-cid was revoked before it
-    expect(json.data[0]!.opening).toBeLessThan(100);
+    // ws-old and ws-cid were revoked before it: their lines are their credits left, nothing more.
+    expect(json.data.map((d) => [d.key_name, d.status])).toEqual([["ws-old", "revoked"], ["ws-ann", "active"], ["ws-bob", "active"], ["ws-cid", "revoked"], ["=ws-eve", "expired"]]);
+    expect(json.data[1]!.opening).toBeLessThan(100);
   });
 
   it("a shim older than GET /admin/credits: the report without opening, granted and closing, and one stderr line saying why", async () => {
@@ -215,6 +219,18 @@ describe("report-usage --group key", () => {
     expect(json.data).toEqual([expect.objectContaining({ key_name: "ws-bob", opening: 0, granted: 50, closing: 50 })]);
   });
 
+  it("month after month: a key revoked before the period with credits left keeps its line, so the TOTAL's opening is the last period's closing", async () => {
+    const january = JSON.parse((await report(["--from", "2026-01-01", "--to", "2026-01-31", "--format", "json"])).out) as KeySummary;
+    const february = JSON.parse((await report(["--format", "json"])).out) as KeySummary;
+    expect(january.totals.closing).toBeGreaterThan(0); // ws-old's credits, left when it was revoked
+    expect(february.totals.opening).toBe(january.totals.closing);
+    const old = february.data.find((d) => d.key_id === ids["ws-old"]);
+    expect(old).toMatchObject({ requests: 0, cost: 0, status: "revoked", granted: 0, opening: january.totals.closing, closing: january.totals.closing });
+    // The same keys as the shim's own statement, whose CSV an auditor may be given beside it.
+    const statement = (await (await h.admin("/admin/credits?from=2026-02-01&to=2026-02-28")).json()) as { data: { key_id: string }[] };
+    expect(february.data.map((d) => d.key_id).sort()).toEqual(statement.data.map((l) => l.key_id).sort());
+  });
+
   it("a period before any key: no lines", async () => {
     const r = await report(["--from", "2025-01-01", "--to", "2025-01-31"]);
     expect(r.code, r.err).toBe(0);
@@ -251,6 +267,16 @@ describe("keySummary: which keys a period has, at its edges", () => {
       key("expired-at-start", "2026-01-10T00:00:00.000Z", { expires_at: "2026-02-01T00:00:00.000Z" }),
     ];
     expect(keySummary({ object: "usage_report", period, group: "model", data: [] }, keys, now).data.map((d) => d.key_id)).toEqual(["jan", "last-second", "revoked-at-start"]);
+  });
+
+  it("with the statement: a key revoked before the period keeps its line while credits are booked to it, not once they are 0", () => {
+    const revoked = { revoked_at: "2026-01-20T00:00:00.000Z" };
+    const keys = [key("spent-out", "2026-01-10T00:00:00.000Z", revoked), key("left", "2026-01-10T00:00:00.000Z", revoked)];
+    const line = (key_id: string, left: number) => ({ key_id, name: key_id, opening: left, granted: 0, spent: 0, closing: left, top_ups: [] });
+    const statement = { object: "credits_statement" as const, period, data: [line("spent-out", 0), line("left", 5)] };
+    const s = keySummary({ object: "usage_report", period, group: "model", data: [] }, keys, now, statement);
+    expect(s.data.map((d) => [d.key_id, d.opening, d.closing])).toEqual([["left", 5, 5]]);
+    expect(s.totals).toMatchObject({ opening: 5, closing: 5 });
   });
 
   it("costs summed exactly (0.1 + 0.2 is 0.3), and a key the list does not have still has its line", () => {
