@@ -65,6 +65,8 @@ describe("the docs' month reconciliation", () => {
     await h.client(alice.key).chat.completions.create({ ...chat, stream: true }).then(async (s) => { for await (const _ of s); });
     const bob = await h.createKey({ name: "bob", credits: 30 });
     await h.client(bob.key).embeddings.create({ model: "qwen2.5-7b", input: "x" });
+    // A note a spreadsheet would run as a formula (a customer's reference pasted in as it came).
+    expect((await h.admin(`/admin/keys/${bob.id}/credits`, { method: "POST", body: JSON.stringify({ amount: 5, note: '=HYPERLINK("http://x","pay")' }) })).status).toBe(200);
     const novemberEnd = { alice: await balance(alice.id), bob: await balance(bob.id) };
 
     clock.jump(Date.UTC(2026, 11, 2, 12)); // December: after it
@@ -78,14 +80,19 @@ describe("the docs' month reconciliation", () => {
     const b = micro(credits.find((l) => l.key_id === bob.id)!);
     expect(credits.find((l) => l.key_id === alice.id)!.key_name).toBe("alice");
     expect(a).toEqual({ opening: parseCredits(octoberEnd), granted: 50_000_000, cost: cost(alice.id), closing: parseCredits(novemberEnd.alice) });
-    expect(b).toEqual({ opening: 0, granted: 30_000_000, cost: cost(bob.id), closing: parseCredits(novemberEnd.bob) });
+    expect(b).toEqual({ opening: 0, granted: 35_000_000, cost: cost(bob.id), closing: parseCredits(novemberEnd.bob) });
     for (const k of [a, b]) expect(k.opening + k.granted - k.cost).toBe(k.closing);
     expect(a.cost).toBeGreaterThan(2_000_000); // two requests at 1 credit and their tokens
 
-    // The top-ups with their notes: the docs' report through their jq filter, a CSV line each.
+    // The top-ups with their notes: the docs' report through their jq filter, a header and a CSV
+    // line each, the formula defused as the shim's CSVs defuse one.
     const json = await run(topUps[1]!.split(" "));
     const jq = spawnSync("jq", ["-r", topUps[2]!], { input: json, encoding: "utf8" });
     expect(jq.status, jq.stderr).toBe(0);
-    expect(jq.stdout).toMatch(new RegExp(`^"${alice.id}","2026-11-10T12:00:\\d\\d\\.\\d{3}Z",50,"invoice 1042"\n$`));
+    const [header, aliceLine, bobLine, ...rest] = jq.stdout.split("\n");
+    expect(header).toBe('"key_id","at","amount","note"');
+    expect(aliceLine).toMatch(new RegExp(`^"${alice.id}","2026-11-10T12:00:\\d\\d\\.\\d{3}Z",50,"invoice 1042"$`));
+    expect(bobLine).toMatch(new RegExp(`^"${bob.id}","2026-11-10T12:00:\\d\\d\\.\\d{3}Z",5,"'=HYPERLINK\\(""http://x"",""pay""\\)"$`));
+    expect(rest).toEqual([""]);
   });
 });
