@@ -86,7 +86,8 @@ describe("the Prometheus files an operator copies", () => {
       // cache, at 99% (a cache that preempts at 97% missed), on one burst of preemptions, on any job's vLLM.
       [' and increase(vllm:num_preemptions_total{job=~"vllm-gpu-sandbox.*"}[5m]) > 0', ""],
       ['vllm:kv_cache_usage_perc{job=~"vllm-gpu-sandbox.*"} > 0.9 and ', ""], ["> 0.9 and", "> 0.99 and"], ["[5m]) > 0\n        for: 10m", "[15m]) > 0\n        for: 10m"],
-      ['vllm:kv_cache_usage_perc{job=~"vllm-gpu-sandbox.*"}', "vllm:kv_cache_usage_perc"]];
+      ['vllm:kv_cache_usage_perc{job=~"vllm-gpu-sandbox.*"} > 0.9 and increase(vllm:num_preemptions_total{job=~"vllm-gpu-sandbox.*"}[5m])',
+        "vllm:kv_cache_usage_perc > 0.9 and increase(vllm:num_preemptions_total[5m])"]];
     for (const [from, to] of broken) {
       expect(alerts).toContain(from);
       const r = promtoolOn(() => ["test", "rules", "alerts.test.yml"], alerts.replace(from, to));
