@@ -106,6 +106,7 @@ describe("who reaches what through nginx", () => {
     expect(vllm.status).toBe(200);
     expect(vllm.body).toMatch(/^vllm:num_requests_waiting\{engine="0",model_name="qwen2\.5-7b"\} 0\.0$/m);
     expect(vllm.body).not.toContain("shim_"); // not the shim's /metrics
+    expect(shim.fake.metricsHeaders).not.toHaveProperty("authorization");
     expect((await get("127.0.0.3", "/metrics")).body).not.toContain("vllm:");
     // Not from allowedCidrs, nor from an address in neither list, nor from Docker's gateway on the API's port.
     for (const from of ["127.0.0.2", "127.0.0.5", GATEWAY_STAND_IN]) expect(forbidden(await get(from, "/metrics/vllm")), from).toBe(true);

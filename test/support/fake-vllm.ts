@@ -136,6 +136,8 @@ export class FakeVllm extends EventEmitter {
   /** The cached tokens the prefix cache found for a request being answered. */
   private readonly cachedFor = new WeakMap<ServerResponse, number>();
   url = "";
+  /** The headers of the last request for /metrics (what a proxy in front passed on). */
+  metricsHeaders: IncomingMessage["headers"] | undefined;
 
   constructor(options: FakeVllmOptions = {}) {
     super();
@@ -207,6 +209,7 @@ export class FakeVllm extends EventEmitter {
     if (path === "/version") return json(res, 200, { version: "0.33.0" });
     // vLLM's own metrics, which its --api-key does not guard (fake-vllm-metrics.ts).
     if (req.method === "GET" && path === "/metrics") {
+      this.metricsHeaders = req.headers;
       const held = this.open.size;
       const running = Math.min(held, this.behaviour.maxNumSeqs);
       return void res.writeHead(200, { "content-type": METRICS_CONTENT_TYPE })
