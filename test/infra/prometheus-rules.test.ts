@@ -19,6 +19,8 @@ const read = (path: string) => readFileSync(join(ROOT, path), "utf8");
 const promtool = spawnSync("promtool", ["--version"], { encoding: "utf8" });
 const hasPromtool = promtool.error === undefined && promtool.status === 0;
 const NO_PROMTOOL = "promtool is not installed (apt-get install prometheus; .ci/run installs it)";
+/** A promtool run per mutation, about a second each on a busy 2-core machine: past vitest's 30 s. */
+const MUTATIONS_TIMEOUT_MS = 120_000;
 
 interface Rule { alert: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }
 const rules = (parse(readFileSync(join(DIR, "alerts.yml"), "utf8")) as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules);
@@ -93,7 +95,7 @@ describe("the Prometheus files an operator copies", () => {
       const r = promtoolOn(() => ["test", "rules", "alerts.test.yml"], alerts.replace(from, to));
       expect(r.status, `${from} → ${to}`).not.toBe(0);
     }
-  });
+  }, MUTATIONS_TIMEOUT_MS);
 
   it("every alert has a for:, a severity, a summary, a description, and a runbook naming a section of docs/troubleshooting.md; alerts.test.yml fires each", () => {
     const anchors = anchorsOf(read("docs/troubleshooting.md"));
