@@ -51,7 +51,8 @@ function clientAddressLog(mode: ClientAddressLogging): { clientAddressMap: strin
  * nginx.conf for the tenant, from the fragments in templates/nginx/: an HTTPS server and an
  * HTTP server that only redirects and answers ACME challenges, or (tls.mode off) one HTTP
  * server for the API; and the host's own port (NGINX_LOCAL_PORT), the API without per-address
- * limits. The only upstream address in it is `shim:8080`.
+ * limits. Its upstreams: `shim:8080`, and `vllm:8000` for /metrics/vllm alone (resolved at each
+ * request, so nginx never waits for vLLM to start).
  */
 export function renderNginxConf(config: TenantConfig): string {
   const { limits } = config;

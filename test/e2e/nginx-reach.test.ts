@@ -101,6 +101,32 @@ describe("who reaches what through nginx", () => {
     expect((await get(GATEWAY_STAND_IN, "/health")).status).toBe(200);
   });
 
+  it("serves vLLM's own metrics at /metrics/vllm to adminCidrs alone, from the vLLM container (not the shim), with the operator's token kept from it", async () => {
+    const vllm = await get("127.0.0.3", "/metrics/vllm", shim.adminToken);
+    expect(vllm.status).toBe(200);
+    expect(vllm.body).toMatch(/^vllm:num_requests_waiting\{engine="0",model_name="qwen2\.5-7b"\} 0\.0$/m);
+    expect(vllm.body).not.toContain("shim_"); // not the shim's /metrics
+    expect(shim.fake.metricsHeaders).not.toHaveProperty("authorization");
+    expect((await get("127.0.0.3", "/metrics")).body).not.toContain("vllm:");
+    // Not from allowedCidrs, nor from an address in neither list, nor from Docker's gateway on the API's port.
+    for (const from of ["127.0.0.2", "127.0.0.5", GATEWAY_STAND_IN]) expect(forbidden(await get(from, "/metrics/vllm")), from).toBe(true);
+    // The same guard for the path spelt otherwise: percent-encoded letters reach it only from adminCidrs.
+    expect((await get("127.0.0.3", "/metrics/%76llm")).status).toBe(200);
+    expect(forbidden(await get("127.0.0.2", "/metrics/%76llm"))).toBe(true);
+    expect(forbidden(await get("127.0.0.2", "/%6detrics/vllm"))).toBe(true);
+  });
+
+  it("answers /metrics/vllm 502 in the API's JSON shape when vLLM is not there, the API still served", async () => {
+    await shim.fake.close();
+    try {
+      const res = await get("127.0.0.3", "/metrics/vllm");
+      expect([res.status, JSON.parse(res.body).error.code]).toEqual([502, "upstream_error"]);
+      expect((await get("127.0.0.3", "/metrics")).status).toBe(200);
+    } finally {
+      await shim.fake.start(Number(new URL(shim.fake.url).port));
+    }
+  });
+
   it("refuses the API to an address in neither list", async () => {
     expect(forbidden(await get("127.0.0.5", "/v1/models", key))).toBe(true);
     expect(forbidden(await get("127.0.0.5", "/v1/models/qwen2.5-7b", key))).toBe(true);
@@ -112,7 +138,7 @@ describe("a browser app (CORS, docs/decisions.md)", () => {
   const preflight = { ...origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type" };
 
   it("gets no CORS from /admin or /metrics, even from the operator's address: a page the operator opens cannot use the admin token", async () => {
-    for (const path of ["/admin/keys", "/metrics"]) {
+    for (const path of ["/admin/keys", "/metrics", "/metrics/vllm"]) {
       const asked = await send("127.0.0.3", "OPTIONS", path, undefined, preflight);
       expect(asked.status, path).not.toBe(204);
       expect(asked.headers["access-control-allow-origin"], path).toBeUndefined();
@@ -129,7 +155,7 @@ describe("a browser app (CORS, docs/decisions.md)", () => {
 
 describe("a key in the URL", () => {
   it("is refused 400 by nginx in /admin and /metrics too, from adminCidrs, before it reaches the shim", async () => {
-    for (const path of [`/admin/keys?token=${key}`, `/admin/${key}`, `/metrics?key=${key}`, `/admin/keys?token=%25%37%33${key.slice(1)}`,
+    for (const path of [`/admin/keys?token=${key}`, `/admin/${key}`, `/metrics?key=${key}`, `/metrics/vllm?key=${key}`, `/admin/keys?token=%25%37%33${key.slice(1)}`,
       `/admin/keys?token=${key.slice(6)}`, `/admin/keys?token=${key.slice(6, 18)}%5f${key.slice(19)}`]) {
       const res = await get("127.0.0.3", path, shim.adminToken);
       expect([res.status, JSON.parse(res.body).error.code], path).toEqual([400, "api_key_in_url"]);
@@ -164,6 +190,8 @@ describe("a path nginx and the shim would read as different routes (an encoded /
       // The admin locations, from the operator's machine.
       ["127.0.0.3", "GET", "/admin/keys/x%2f..%2fy"],
       ["127.0.0.3", "GET", "/metrics/%2e"],
+      ["127.0.0.3", "GET", "/metrics/vllm/.."],
+      ["127.0.0.3", "GET", "/metrics/vllm%2f"],
     ] as const) {
       const res = await send(from, method, path, shim.adminToken);
       expect(res.status, path).toBe(400);

@@ -11,8 +11,9 @@ import { ACTIVE, prometheusApi } from "../support/prometheus-api.ts";
 /**
  * templates/operator/prometheus/ against a real Prometheus (Debian's `prometheus` package, which
  * .ci/run installs for promtool): the kit's self-signed job, filled in as an operator would, scrapes
- * the real shim behind the rendered nginx over TLS, and alerts.yml, copied unchanged, loads and
- * evaluates on what it scrapes. Each tenant's edge is a self-signed stack, as startRenderedEdge
+ * the real shim behind the rendered nginx over TLS (and, with its vllm-gpu-sandbox job, the fake
+ * vLLM's own metrics at /metrics/vllm), and alerts.yml, copied unchanged, loads and evaluates on
+ * what it scrapes. Each tenant's edge is a self-signed stack, as startRenderedEdge
  * makes it: its certificate names `localhost` and 127.0.0.1 (the stack's own names its host and
  * IP), so the job needs no `server_name`. Fixed ports 62300-62309, outside the ephemeral range,
  * so this file runs beside the other nginx tests.
@@ -36,15 +37,16 @@ const NO_PROMETHEUS = version.error === undefined && version.status === 0
 interface Job { job_name: string; scheme?: string; tls_config?: { ca_file?: string }; static_configs: { targets: string[]; labels?: Record<string, string> }[] }
 
 /**
- * The kit's prometheus.yml as an operator fills it in for self-signed tenants: its self-signed job
- * (the one with a `ca_file`) copied per tenant, with the tenant's name, CA file and endpoint host
- * and nothing else changed; the letsencrypt example left out (nothing here answers for it).
+ * The kit's prometheus.yml as an operator fills it in for self-signed tenants: its self-signed jobs
+ * (those with a `ca_file`: the shim's /metrics and vLLM's /metrics/vllm) copied per tenant, with
+ * the tenant's name, CA file and endpoint host and nothing else changed; the letsencrypt examples
+ * left out (nothing here answers for them).
  */
 function operatorConfig(dir: string, tenants: { name: string; ca: string; target: string }[]): string {
   const kit = parse(readFileSync(join(KIT, "prometheus.yml"), "utf8")) as { global: Record<string, unknown>; rule_files: string[]; scrape_configs: Job[] };
-  const selfSigned = kit.scrape_configs.find((j) => j.tls_config?.ca_file !== undefined);
-  if (!selfSigned) throw new Error("the kit's prometheus.yml has no self-signed job (tls_config.ca_file)");
-  const jobs = tenants.map(({ name, ca, target }) => {
+  const selfSignedJobs = kit.scrape_configs.filter((j) => j.tls_config?.ca_file !== undefined);
+  if (selfSignedJobs.length === 0) throw new Error("the kit's prometheus.yml has no self-signed job (tls_config.ca_file)");
+  const jobs = tenants.flatMap(({ name, ca, target }) => selfSignedJobs.map((selfSigned) => {
     writeFileSync(join(dir, `${name}-ca.pem`), ca);
     const job = structuredClone(selfSigned);
     job.job_name = selfSigned.job_name.replace(/[^-]+$/, name);
@@ -54,7 +56,7 @@ function operatorConfig(dir: string, tenants: { name: string; ca: string; target
     if ("tenant" in labels) labels.tenant = name;
     job.static_configs = [{ targets: [target], labels }];
     return job;
-  });
+  }));
   // Shortened for the test (the kit's are 30s): a scrape and an evaluation every second, so
   // each state below shows within seconds.
   const global = { ...kit.global, scrape_interval: "1s", evaluation_interval: "1s" };
@@ -158,6 +160,36 @@ describe("the kit's prometheus.yml and alerts.yml in a real Prometheus, scraping
     expect(failures.map((s) => ({ reason: s.metric.reason, tenant: s.metric.tenant, value: s.value[1] }))).toEqual([{ reason: "status_500", tenant: TENANT, value: "3" }]);
   }, TEST_TIMEOUT_MS);
 
+  it("scrapes vLLM's own metrics through /metrics/vllm with the kit's vllm-gpu-sandbox job: requests vLLM holds past its batch arrive as waiting, with the tenant and model_name", async (ctx) => {
+    if (NO_PROMETHEUS) return ctx.skip(NO_PROMETHEUS);
+    const vllmJob = `vllm-gpu-sandbox-${TENANT}`;
+    const up = await waitFor(() => query(`up{job="${vllmJob}"}`), (r) => r[0]?.value[1] === "1");
+    expect(up.map((s) => s.value[1]), JSON.stringify(await target(vllmJob))).toEqual(["1"]);
+    // vLLM runs one request at a time here; three through nginx and the shim: one runs, two wait.
+    edge!.shim.fake.set({ hang: true, maxNumSeqs: 1 });
+    const aborts = [0, 1, 2].map(() => new AbortController());
+    const held = aborts.map((a) => fetch(`https://localhost:${EDGE_PORTS.https}/v1/chat/completions`, {
+      method: "POST", signal: a.signal,
+      headers: { authorization: `Bearer ${edge!.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }] }),
+    }).catch(() => undefined));
+    try {
+      const waiting = await waitFor(() => query(`vllm:num_requests_waiting{job="${vllmJob}"}`), (r) => r[0]?.value[1] === "2");
+      expect(waiting.map((s) => ({ ...s.metric, value: s.value[1] }))).toEqual([{
+        __name__: "vllm:num_requests_waiting", job: vllmJob, instance: `localhost:${EDGE_PORTS.https}`, tenant: TENANT,
+        engine: "0", model_name: "qwen2.5-7b", value: "2",
+      }]);
+      expect((await query(`vllm:num_requests_running{job="${vllmJob}"}`)).map((s) => s.value[1])).toEqual(["1"]);
+    } finally {
+      for (const a of aborts) a.abort();
+      await Promise.all(held);
+      edge!.shim.fake.reset();
+    }
+    // Let go, the queue empties at the next scrape.
+    const drained = await waitFor(() => query(`vllm:num_requests_waiting{job="${vllmJob}"}`), (r) => r[0]?.value[1] === "0");
+    expect(drained.map((s) => s.value[1])).toEqual(["0"]);
+  }, TEST_TIMEOUT_MS);
+
   it("with the shim stopped (nginx answering 502) the target goes down and GpuSandboxShimDown goes active (pending) for the tenant", async (ctx) => {
     if (NO_PROMETHEUS) return ctx.skip(NO_PROMETHEUS);
     shimStopped = true;
@@ -182,5 +214,9 @@ describe("the kit's prometheus.yml and alerts.yml in a real Prometheus, scraping
     const rule = await waitFor(async () => (await rules()).find((r) => r.name === "GpuSandboxShimDown"),
       (r) => r?.alerts.some((a) => a.labels.tenant === OUTSIDER) === true);
     expect(ACTIVE).toContain(rule?.alerts.find((a) => a.labels.tenant === OUTSIDER)?.state);
+    // vLLM's metrics too: refused to an address outside adminCidrs, and no vLLM series from it.
+    const vllmDown = await waitFor(() => target(`vllm-gpu-sandbox-${OUTSIDER}`), (t) => t?.health === "down");
+    expect(vllmDown?.lastError).toMatch(/403/);
+    expect(await query(`{__name__=~"vllm:.+", tenant="${OUTSIDER}"}`)).toEqual([]);
   }, TEST_TIMEOUT_MS);
 });

@@ -19,6 +19,8 @@ const read = (path: string) => readFileSync(join(ROOT, path), "utf8");
 const promtool = spawnSync("promtool", ["--version"], { encoding: "utf8" });
 const hasPromtool = promtool.error === undefined && promtool.status === 0;
 const NO_PROMTOOL = "promtool is not installed (apt-get install prometheus; .ci/run installs it)";
+/** A promtool run per mutation, about a second each on a busy 2-core machine: past vitest's 30 s. */
+const MUTATIONS_TIMEOUT_MS = 120_000;
 
 interface Rule { alert: string; expr: string; for?: string; labels?: Record<string, string>; annotations?: Record<string, string> }
 const rules = (parse(readFileSync(join(DIR, "alerts.yml"), "utf8")) as { groups: { rules: Rule[] }[] }).groups.flatMap((g) => g.rules);
@@ -33,6 +35,8 @@ const jobs = () => (parse(readFileSync(join(DIR, "prometheus.yml"), "utf8")) as 
 /** The jobs scraping the shim's /metrics, and the optional blackbox_exporter jobs probing the certificate. */
 const metricsJobs = () => jobs().filter((j) => j.metrics_path === "/metrics");
 const probeJobs = () => jobs().filter((j) => j.metrics_path === "/probe");
+/** The optional jobs scraping vLLM's own metrics through nginx. */
+const vllmJobs = () => jobs().filter((j) => j.metrics_path === "/metrics/vllm");
 interface Module { prober: string; tcp: { tls_config?: { ca_file?: string } } }
 const blackboxModules = () => (parse(readFileSync(join(DIR, "blackbox.yml"), "utf8")) as { modules: Record<string, Module> }).modules;
 
@@ -59,7 +63,7 @@ describe("the Prometheus files an operator copies", () => {
     expect(r.output).toContain("SUCCESS");
   });
 
-  it("the unit tests catch a rule that fires on another job's failed scrape, too late for a restart loop, on requests that were not refused for lack of credits, on /ready's 503s, on a model still loading at a start or reloading under a running shim, a certificate's expiry at another threshold or on other jobs, or a failing probe missed or mistaken", (ctx) => {
+  it("the unit tests catch a rule that fires on another job's failed scrape, too late for a restart loop, on requests that were not refused for lack of credits, on /ready's 503s, on a model still loading at a start or reloading under a running shim, a certificate's expiry at another threshold or on other jobs, a failing probe missed or mistaken, vLLM's queue on bursts or other jobs, or its KV cache without preemptions, without it full, or for one burst", (ctx) => {
     if (!hasPromtool) return ctx.skip(NO_PROMTOOL);
     const alerts = readFileSync(join(DIR, "alerts.yml"), "utf8");
     const broken: [string, string][] = [['up{job=~"gpu-sandbox.*"} == 0', "up == 0"], ["[15m]) > 2", "[15m]) > 5"], ["< 2e9", "< 1e8"], ["for: 0m", "for: 5m"],
@@ -77,13 +81,21 @@ describe("the Prometheus files an operator copies", () => {
       ['probe_ssl_earliest_cert_expiry{job=~"tls-gpu-sandbox.*"}', "probe_ssl_earliest_cert_expiry"],
       // The probe alert: blind to an exporter that stopped, or firing on the /metrics jobs' `up`.
       ['(probe_success{job=~"tls-gpu-sandbox.*"} == 0) or (up{job=~"tls-gpu-sandbox.*"} == 0)', 'probe_success{job=~"tls-gpu-sandbox.*"} == 0'],
-      ['(up{job=~"tls-gpu-sandbox.*"} == 0)', '(up{job=~".*gpu-sandbox.*"} == 0)']];
+      ['(up{job=~"tls-gpu-sandbox.*"} == 0)', '(up{job=~".*gpu-sandbox.*"} == 0)'],
+      // The queue alert: on any job's vLLM, on bursts that queue for minutes at a time.
+      ['vllm:num_requests_waiting{job=~"vllm-gpu-sandbox.*"} > 0', "vllm:num_requests_waiting > 0"], ["> 0\n        for: 10m", "> 0\n        for: 5m"],
+      // The KV cache alert: on a full cache that preempts nothing, on preemptions with room in the
+      // cache, at 99% (a cache that preempts at 97% missed), on one burst of preemptions, on any job's vLLM.
+      [' and increase(vllm:num_preemptions_total{job=~"vllm-gpu-sandbox.*"}[5m]) > 0', ""],
+      ['vllm:kv_cache_usage_perc{job=~"vllm-gpu-sandbox.*"} > 0.9 and ', ""], ["> 0.9 and", "> 0.99 and"], ["[5m]) > 0\n        for: 10m", "[15m]) > 0\n        for: 10m"],
+      ['vllm:kv_cache_usage_perc{job=~"vllm-gpu-sandbox.*"} > 0.9 and increase(vllm:num_preemptions_total{job=~"vllm-gpu-sandbox.*"}[5m])',
+        "vllm:kv_cache_usage_perc > 0.9 and increase(vllm:num_preemptions_total[5m])"]];
     for (const [from, to] of broken) {
       expect(alerts).toContain(from);
       const r = promtoolOn(() => ["test", "rules", "alerts.test.yml"], alerts.replace(from, to));
       expect(r.status, `${from} → ${to}`).not.toBe(0);
     }
-  });
+  }, MUTATIONS_TIMEOUT_MS);
 
   it("every alert has a for:, a severity, a summary, a description, and a runbook naming a section of docs/troubleshooting.md; alerts.test.yml fires each", () => {
     const anchors = anchorsOf(read("docs/troubleshooting.md"));
@@ -139,6 +151,16 @@ describe("the Prometheus files an operator copies", () => {
     }
   });
 
+  it("the vLLM jobs: one per tenant at /metrics/vllm, the tenant's scrape job's target, scheme and TLS settings, and no token", () => {
+    expect(vllmJobs().map((j) => j.job_name)).toEqual(metricsJobs().map((j) => `vllm-${j.job_name}`));
+    for (const scrape of metricsJobs()) {
+      const job = vllmJobs().find((j) => j.job_name === `vllm-${scrape.job_name}`)! as Job & { scheme?: string };
+      expect(job).toMatchObject({ scheme: "https", static_configs: scrape.static_configs as object });
+      expect(job.tls_config).toEqual(scrape.tls_config);
+      expect(job).not.toHaveProperty("authorization"); // nginx asks none, and vLLM's key stays on the host
+    }
+  });
+
   it("the alerts' job selectors: the certificate alert reads the probe jobs alone, the scrape alerts the /metrics jobs alone", () => {
     // PromQL's =~ is anchored at both ends.
     const selector = (alert: string) => new RegExp(`^(?:${/job=~"([^"]+)"/.exec(rules.find((r) => r.alert === alert)!.expr)![1]})$`);
@@ -148,6 +170,14 @@ describe("the Prometheus files an operator copies", () => {
       expect(p.job_name).not.toMatch(selector("GpuSandboxShimRestarting"));
     }
     for (const j of metricsJobs()) expect(j.job_name).not.toMatch(selector("GpuSandboxCertificateExpiresSoon"));
+    // vLLM's jobs: read by its alerts; their `up` is not the shim's.
+    for (const v of vllmJobs()) {
+      expect(v.job_name).toMatch(selector("GpuSandboxModelQueueing"));
+      expect(v.job_name).toMatch(selector("GpuSandboxKvCacheFull"));
+      expect(v.job_name).not.toMatch(selector("GpuSandboxShimDown"));
+      expect(v.job_name).not.toMatch(selector("GpuSandboxShimRestarting"));
+    }
+    for (const j of [...metricsJobs(), ...probeJobs()]) expect(j.job_name).not.toMatch(selector("GpuSandboxModelQueueing"));
   });
 
   it("`blackbox_exporter --config.check` takes blackbox.yml", (ctx) => {
@@ -161,7 +191,7 @@ describe("the Prometheus files an operator copies", () => {
 describe("the docs quote the alerts as alerts.yml writes them", () => {
   // Whitespace as Markdown reflows it; every backticked PromQL comparison on a series an alert reads.
   const docs = ["docs/operations.md", "docs/troubleshooting.md", "docs/api-shim/operations.md"].map(read).join("\n");
-  const quoted = [...docs.matchAll(/`([^`\n]*\b(?:shim_\w+|probe_\w+|up|process_start_time_seconds)\b[^`\n]* (?:==|!=|>=|<=|>|<) [^`\n]*)`/g)].map((m) => m[1]!);
+  const quoted = [...docs.matchAll(/`([^`\n]*\b(?:shim_\w+|probe_\w+|vllm:\w+|up|process_start_time_seconds)\b[^`\n]* (?:==|!=|>=|<=|>|<) [^`\n]*)`/g)].map((m) => m[1]!);
   const flat = docs.replace(/\s+/g, " ");
 
   it("every alert expression in the docs is a rule's, so none is left behind by a change of the rules", () => {

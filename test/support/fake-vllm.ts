@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter, once } from "node:events";
+import { METRICS_CONTENT_TYPE, vllmMetrics } from "./fake-vllm-metrics.ts";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { urlHost } from "../../scripts/lib/url-host.ts";
@@ -75,10 +76,15 @@ export interface Behaviour {
    * (reported as vLLM with --enable-prompt-tokens-details reports them), in place of `cachedTokens`.
    */
   prefixCache: boolean;
+  /**
+   * vLLM's --max-num-seqs: the requests it holds past this many are reported waiting on /metrics,
+   * the rest running (256, vLLM's default on most GPUs).
+   */
+  maxNumSeqs: number;
 }
 
 const DEFAULTS: Behaviour = {
-  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", failWith200: false, hang: false, stampTokens: false, templateTokens: 3, embeddingDims: 4, ignoreIncludeUsage: false, cachedTokens: null, autoToolChoice: true, prefixCache: false,
+  headerDelayMs: 0, tokenDelayMs: 0, defaultTokens: 8, failStatus: null, stopAfterTokens: null, stopMode: "cut", failWith200: false, hang: false, stampTokens: false, templateTokens: 3, embeddingDims: 4, ignoreIncludeUsage: false, cachedTokens: null, autoToolChoice: true, prefixCache: false, maxNumSeqs: 256,
 };
 
 export interface FakeModel {
@@ -130,6 +136,8 @@ export class FakeVllm extends EventEmitter {
   /** The cached tokens the prefix cache found for a request being answered. */
   private readonly cachedFor = new WeakMap<ServerResponse, number>();
   url = "";
+  /** The headers of the last request for /metrics (what a proxy in front passed on). */
+  metricsHeaders: IncomingMessage["headers"] | undefined;
 
   constructor(options: FakeVllmOptions = {}) {
     super();
@@ -199,6 +207,14 @@ export class FakeVllm extends EventEmitter {
 
     if (path === "/health") return void res.writeHead(200, { "content-length": "0" }).end();
     if (path === "/version") return json(res, 200, { version: "0.33.0" });
+    // vLLM's own metrics, which its --api-key does not guard (fake-vllm-metrics.ts).
+    if (req.method === "GET" && path === "/metrics") {
+      this.metricsHeaders = req.headers;
+      const held = this.open.size;
+      const running = Math.min(held, this.behaviour.maxNumSeqs);
+      return void res.writeHead(200, { "content-type": METRICS_CONTENT_TYPE })
+        .end(vllmMetrics({ modelName: this.models[0]!.name, running, waiting: held - running }));
+    }
     // Not vLLM: lets a process that runs this fake elsewhere (the benchmark) switch its behaviour.
     if (path === "/_fake/behaviour" && req.method === "POST") {
       let behaviour: unknown;

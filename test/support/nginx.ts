@@ -34,6 +34,8 @@ export function testNginxConf(renderedConf: string): RunResult {
 
 /** The rendered nginx.conf's only upstream address (templates/nginx/nginx.conf). */
 export const RENDERED_UPSTREAM = "server shim:8080;";
+/** Where the rendered /metrics/vllm finds vLLM (api-locations.conf), resolved by Docker's DNS at each request. */
+export const RENDERED_VLLM_METRICS = "set $vllm_metrics vllm:8000;";
 
 export interface RunningNginx {
   readonly dir: string;
@@ -52,10 +54,12 @@ export interface RunningNginx {
  * (1 unless given; a negative number: it expired that many days ago).
  */
 export async function startNginx(renderedConf: string, shimAddress: string, ports: readonly number[],
-  options: { listen?: ReadonlyMap<number, number>; certificateDays?: number; launcher?: readonly string[] } = {}): Promise<RunningNginx> {
+  options: { listen?: ReadonlyMap<number, number>; certificateDays?: number; launcher?: readonly string[]; vllmAddress?: string } = {}): Promise<RunningNginx> {
   if (!renderedConf.includes(RENDERED_UPSTREAM)) throw new Error(`the rendered nginx.conf has no "${RENDERED_UPSTREAM}"`);
   const dir = tempDir("gpu-sandbox-nginx-");
-  let conf = forLocalNginx(renderedConf).replace(RENDERED_UPSTREAM, `server ${shimAddress};`);
+  // vLLM's metrics: at `options.vllmAddress`, else a closed port (502), never Docker's resolver.
+  let conf = forLocalNginx(renderedConf).replace(RENDERED_UPSTREAM, `server ${shimAddress};`)
+    .replaceAll(RENDERED_VLLM_METRICS, `set $vllm_metrics ${options.vllmAddress ?? "127.0.0.1:9"};`);
   // `listen`: the rendered ports (8080, 8443) moved to other loopback ports, for a test file that
   // runs beside another nginx test.
   for (const [rendered, port] of options.listen ?? []) {

@@ -34,7 +34,7 @@ export interface RenderedEdgeOptions {
 /**
  * A stack's edge as deployed, on loopback: Debian's nginx with the rendered nginx.conf, in front
  * of the shim with the rendered shim config (nginx its trusted proxy, as on the Compose network),
- * in front of the fake vLLM. nginx's certificate is trusted by this process's TLS clients.
+ * in front of the fake vLLM (nginx's /metrics/vllm reaches it too). nginx's certificate is trusted by this process's TLS clients.
  */
 export async function startRenderedEdge(options: RenderedEdgeOptions): Promise<RenderedEdge> {
   const result = validateConfig({
@@ -56,7 +56,8 @@ export async function startRenderedEdge(options: RenderedEdgeOptions): Promise<R
     const rendered = bundle.get("nginx/nginx.conf")!;
     const { http, https, local } = options.ports ?? { http: NGINX_HTTP_PORT, https: NGINX_HTTPS_PORT, local: NGINX_LOCAL_PORT };
     const nginx = await startNginx(options.nginxConf ? options.nginxConf(rendered) : rendered, new URL(shim.url).host, [http, https, local],
-      { listen: new Map([[NGINX_HTTP_PORT, http], [NGINX_HTTPS_PORT, https], [NGINX_LOCAL_PORT, local]]), certificateDays: options.certificateDays });
+      { listen: new Map([[NGINX_HTTP_PORT, http], [NGINX_HTTPS_PORT, https], [NGINX_LOCAL_PORT, local]]), certificateDays: options.certificateDays,
+        vllmAddress: new URL(shim.fake.url).host });
     tls.setDefaultCACertificates([...tls.getCACertificates("default"), nginx.certificate]);
     return { shim, nginx, key, close: async () => { await nginx.stop(); await shim.close(); } };
   } catch (e) {
