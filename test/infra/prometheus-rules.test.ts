@@ -174,10 +174,15 @@ describe("the Prometheus files an operator copies", () => {
     for (const v of vllmJobs()) {
       expect(v.job_name).toMatch(selector("GpuSandboxModelQueueing"));
       expect(v.job_name).toMatch(selector("GpuSandboxKvCacheFull"));
+      expect(v.job_name).toMatch(selector("GpuSandboxModelMetricsFailing"));
       expect(v.job_name).not.toMatch(selector("GpuSandboxShimDown"));
       expect(v.job_name).not.toMatch(selector("GpuSandboxShimRestarting"));
     }
-    for (const j of [...metricsJobs(), ...probeJobs()]) expect(j.job_name).not.toMatch(selector("GpuSandboxModelQueueing"));
+    for (const j of [...metricsJobs(), ...probeJobs()]) {
+      expect(j.job_name).not.toMatch(selector("GpuSandboxModelQueueing"));
+      // The shim's `up` and the probes' are their own alerts'.
+      expect(j.job_name).not.toMatch(selector("GpuSandboxModelMetricsFailing"));
+    }
   });
 
   it("`blackbox_exporter --config.check` takes blackbox.yml", (ctx) => {
