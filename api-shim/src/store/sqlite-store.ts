@@ -61,7 +61,7 @@ export class SqliteStore implements Store {
     this.options = options;
     db.pragma("foreign_keys = ON");
     try {
-      migrate(db);
+      options.onMigrated?.(migrate(db));
     } catch (e) {
       db.close();
       throw e;
