@@ -8,6 +8,7 @@ import { createLogger } from "./observability/logger.ts";
 import { Metrics } from "./observability/metrics.ts";
 import { formatCredits, MAX_BALANCE_MICRO } from "./money/money.ts";
 import { parseDatabaseUrl, redactUrl } from "./store/database-url.ts";
+import { migrationMessage, type SchemaMigration } from "./store/schema-migration.ts";
 import { openStore } from "./store/open-store.ts";
 import type { UsageIndexOutcome } from "./store/postgres-usage-index.ts";
 import { type CheckpointFailure, checkpointFailureWarning } from "./store/sqlite-checkpointer.ts";
@@ -116,10 +117,15 @@ async function main(): Promise<void> {
   const onRestoreCheck = (file: string, bytes: number) => logger.info({ file, bytes }, `checking ${file} (${bytes} bytes, ${showMiB(bytes)}: PRAGMA integrity_check reads all of it) before restoring the ledger from it`);
   const onRestored = (r: LedgerRestored) =>
     logger.info({ restoredFrom: r.from, previous: r.previous, earlier: r.earlier ?? undefined, keys: r.keys, credits: r.credits }, restoredMessage(r));
+  // An existing ledger migrated (a new one, or one up to date, says nothing): whether going back needs the backup.
+  const onMigrated = (m: SchemaMigration) => {
+    const message = migrationMessage(m);
+    if (message !== null) logger.info({ schemaFrom: m.from, schemaTo: m.to, ms: Math.round(m.ms) }, message);
+  };
   let store: Store;
   try {
     const onVolumeFree = (bytes: number) => metrics.sqliteVolumeFree(bytes);
-    store = await openStore(config.databaseUrl, { onFailure, onReleased, onReadOnly, onConnectionsCut, onUsageIndex, onCheckpointFailure, onVolumeFree, onRestoreCheck, onRestored });
+    store = await openStore(config.databaseUrl, { onFailure, onReleased, onReadOnly, onConnectionsCut, onUsageIndex, onCheckpointFailure, onVolumeFree, onRestoreCheck, onRestored, onMigrated });
     // Said only when there were some: the previous process died holding its clients' credits (a
     // first start, or one after a clean stop, has nothing to say).
     const released = await store.releaseStaleReservations();

@@ -14,6 +14,7 @@ import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { corruptLedger } from "../support/corrupt-ledger.ts";
 import { failingFsyncs, fullVolumeWrites } from "../support/fsync-trace.ts";
 import { fillUp, smallVolume, unmountVolume } from "../support/small-volume.ts";
+import { schema3Ledger } from "../support/schema3-ledger.ts";
 import { assertNoSecrets } from "../support/shim-harness.ts";
 import { isDraining, loopbackServer, openStream as openKeyStream, releasedAtStart, shimClient, shimProcessFixture, ShimStartError, spawnShim, type ShimProcess } from "../support/shim-process.ts";
 
@@ -644,6 +645,21 @@ describe("the shim process", () => {
     expect(failed.exit).toEqual({ code: 1, signal: null });
     const errors = failed.lines.map((l) => JSON.parse(l)).filter((l) => l.level >= 50).map((l) => l.msg);
     expect(errors).toEqual([`${file} was made by a newer version of the shim (schema 99, this one knows ${MIGRATIONS.length}); run the newer image or restore a backup`]);
+  });
+
+  it("the first start on a ledger an older shim made says, in one line, that it migrated it and from which schema; a new ledger, or the next start, says nothing", async () => {
+    mkdirSync(join(f.dir, "schema3"));
+    const file = join(f.dir, "schema3", "shim.db");
+    schema3Ledger(file);
+    const migrated = (p: ShimProcess) => p.lines.map((l) => JSON.parse(l)).filter((e) => typeof e.msg === "string" && e.msg.startsWith("migrated the ledger"));
+    for (const [ledger, expected] of [[file, 1], [file, 0], [join(f.dir, "schema3", "new.db"), 0]] as const) {
+      const p = await start({ SHIM_DATABASE_URL: `sqlite:${ledger}` });
+      await output.stopCleanly(p);
+      expect(migrated(p)).toEqual(expected === 0 ? [] : [expect.objectContaining({
+        level: 30, schemaFrom: 3, schemaTo: MIGRATIONS.length, ms: expect.any(Number),
+        msg: expect.stringMatching(/^migrated the ledger from schema 3 to 4 \(the schema of shims from 2026-12-03 on\) in \d+ ms: an older shim may not open it/),
+      })]);
+    }
   });
 
   it("a bootstrap key with the id of a key made with the admin API: exit 1 naming the id, that key left as it was", async () => {

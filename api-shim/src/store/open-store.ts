@@ -11,13 +11,13 @@ import { SqliteStore } from "./sqlite-store.ts";
 import type { Store } from "./store.ts";
 
 /**
- * `onFailure`, `onCheckpointFailure` and `onVolumeFree` are the SQLite store's (it fails closed;
+ * `onMigrated` is both stores' (what the start did to the schema). `onFailure`, `onCheckpointFailure` and `onVolumeFree` are the SQLite store's (it fails closed;
  * its WAL checkpoints; its volume's free space); the Postgres store recovers by itself and never calls them. `onReleased`,
  * `onReadOnly`, `onConnectionsCut` and `onUsageIndex` are the Postgres store's (its sweeps while
  * serving, a database that takes no writes, a shutdown the database did not answer, its
  * background index build); the SQLite store has none of them.
  */
-export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpointFailure" | "onVolumeFree"> & Pick<PostgresStoreOptions, "onReleased" | "onReadOnly" | "onConnectionsCut" | "onUsageIndex"> & RestoreOptions;
+export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpointFailure" | "onVolumeFree" | "onMigrated"> & Pick<PostgresStoreOptions, "onReleased" | "onReadOnly" | "onConnectionsCut" | "onUsageIndex"> & RestoreOptions;
 
 /**
  * A SQLite file's restore of a staged backup (sqlite-restore.ts): `onRestoreCheck` before the
@@ -40,7 +40,7 @@ interface RestoreOptions {
 export async function openStore(url: string, options: OpenStoreOptions = {}, cwd: string = process.cwd()): Promise<Store> {
   const target = parseDatabaseUrl(url);
   if (target.kind === "postgres") return PostgresStore.open(target.url, options);
-  const sqliteOptions = { onFailure: options.onFailure, onCheckpointFailure: options.onCheckpointFailure, onVolumeFree: options.onVolumeFree };
+  const sqliteOptions = { onFailure: options.onFailure, onCheckpointFailure: options.onCheckpointFailure, onVolumeFree: options.onVolumeFree, onMigrated: options.onMigrated };
   if (target.path === ":memory:") return new SqliteStore(":memory:", sqliteOptions);
   const file = resolve(cwd, target.path);
   mkdirSync(dirname(file), { recursive: true });

@@ -1,6 +1,7 @@
 import { randomInt } from "node:crypto";
 import type pg from "pg";
 import { NOT_PERMITTED_CODE } from "./postgres-failures.ts";
+import { type SchemaMigration, schemaDate } from "./schema-migration.ts";
 import { NewerSchemaError, SchemaOwnerNeededError } from "./store.ts";
 
 /**
@@ -38,14 +39,18 @@ export const PG_MIGRATIONS: readonly string[] = [
      key text PRIMARY KEY, fingerprint text NOT NULL, body text NOT NULL, at bigint NOT NULL);`,
 ];
 
+/** The day each schema version's shims start (PG_SCHEMA_DATES[v - 1]: schema v), as SQLite's SCHEMA_DATES. */
+export const PG_SCHEMA_DATES: readonly string[] = ["2026-11-22"];
+
 /** Advisory-lock class of the shim (int4 "SHIM"): (class, 0) for migrations, (class, owner) per replica. */
 export const LOCK_CLASS = 0x5348494d;
 
 /**
- * Brings the database to the latest schema; refuses one made by a newer shim (NewerSchemaError),
- * before writing anything. Run it inside one transaction (the caller's).
+ * Brings the database to the latest schema and says from which version; refuses one made by a
+ * newer shim (NewerSchemaError), before writing anything. Run it inside one transaction (the
+ * caller's). `migrations` and `dates`: the shim's own, or a test's with a later schema.
  */
-export async function migratePg(client: pg.ClientBase): Promise<void> {
+export async function migratePg(client: pg.ClientBase, migrations = PG_MIGRATIONS, dates = PG_SCHEMA_DATES): Promise<SchemaMigration> {
   await client.query("SELECT pg_advisory_xact_lock($1, 0)", [LOCK_CLASS]);
   // Up to date: nothing is created or written, so a role with data rights only (no CREATE on the
   // schema, which even CREATE TABLE IF NOT EXISTS needs) can run every replica after the first.
@@ -53,11 +58,14 @@ export async function migratePg(client: pg.ClientBase): Promise<void> {
   if (!exists) await client.query("CREATE TABLE shim_schema_version (version integer NOT NULL)");
   const { rows } = await client.query<{ version: number }>("SELECT version FROM shim_schema_version");
   const from = rows[0]?.version ?? 0;
-  if (from > PG_MIGRATIONS.length) throw new NewerSchemaError("the database", from, PG_MIGRATIONS.length);
+  if (from > migrations.length) throw new NewerSchemaError("the database", from, migrations.length);
+  const started = performance.now();
   if (rows.length === 0) await client.query("INSERT INTO shim_schema_version VALUES (0)");
-  for (let version = from; version < PG_MIGRATIONS.length; version++) await client.query(PG_MIGRATIONS[version]!);
-  if (from < PG_MIGRATIONS.length) await client.query("UPDATE shim_schema_version SET version = $1", [PG_MIGRATIONS.length]);
+  for (let version = from; version < migrations.length; version++) await client.query(migrations[version]!);
+  if (from < migrations.length) await client.query("UPDATE shim_schema_version SET version = $1", [migrations.length]);
+  const ms = from < migrations.length ? performance.now() - started : 0;
   await ensureServedColumn(client);
+  return { from, to: migrations.length, since: schemaDate(dates, migrations.length), ms };
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { UsageIndexOutcome } from "./postgres-usage-index.ts";
+import type { SchemaMigration } from "./schema-migration.ts";
 
 /** The Postgres store's options (postgres-store.ts). */
 export interface PostgresStoreOptions {
@@ -22,6 +23,8 @@ export interface PostgresStoreOptions {
   onReadOnly?: (readOnly: boolean) => void;
   /** Told how many connections close() had to cut, the database not answering its goodbye in time (SHUTDOWN_MS). */
   onConnectionsCut?: (connections: number) => void;
+  /** Told what the start did to the database's schema (migratePg, committed): for the start's log line. */
+  onMigrated?: (migration: SchemaMigration) => void;
   /** Told each failed try at the usage rows' time index and what became of it (postgres-usage-index.ts). */
   onUsageIndex?: (outcome: UsageIndexOutcome) => void;
 }

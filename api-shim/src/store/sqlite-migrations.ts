@@ -1,4 +1,5 @@
 import type Database from "better-sqlite3";
+import { type SchemaMigration, schemaDate } from "./schema-migration.ts";
 import { NewerSchemaError } from "./store.ts";
 
 /**
@@ -41,6 +42,13 @@ export const MIGRATIONS: readonly (string | ((db: Database.Database) => void))[]
   // On an existing database it is built at the first start after the upgrade (~1 s per 2 million rows).
   "CREATE INDEX ledger_usage_at ON ledger(at) WHERE kind = 'usage';",
 ];
+
+/**
+ * The day each schema version's shims start (SCHEMA_DATES[v - 1]: schema v), for the start's log
+ * line after a migration; docs/api-shim/money.md's table of schema versions says the same (a test
+ * compares them) and what an older shim does with each.
+ */
+export const SCHEMA_DATES: readonly string[] = ["2026-11-21", "2026-11-21", "2026-11-22", "2026-12-03"];
 
 /**
  * Migration 2: one ledger row per inference request, which is both its charge (amount = −cost,
@@ -90,10 +98,14 @@ function migrateToOneRowPerRequest(db: Database.Database): void {
   }
 }
 
-/** Brings the database to the latest schema; refuses one made by a newer shim (NewerSchemaError). */
-export function migrate(db: Database.Database): void {
+/**
+ * Brings the database to the latest schema and says from which version; refuses one made by a
+ * newer shim (NewerSchemaError).
+ */
+export function migrate(db: Database.Database): SchemaMigration {
   const version = db.pragma("user_version", { simple: true }) as number;
   if (version > MIGRATIONS.length) throw new NewerSchemaError(db.name, version, MIGRATIONS.length);
+  const started = performance.now();
   for (let v = version; v < MIGRATIONS.length; v++) {
     const m = MIGRATIONS[v]!;
     db.transaction(() => {
@@ -102,7 +114,9 @@ export function migrate(db: Database.Database): void {
       db.pragma(`user_version = ${v + 1}`);
     })();
   }
+  const ms = version < MIGRATIONS.length ? performance.now() - started : 0;
   ensureServedColumn(db);
+  return { from: version, to: MIGRATIONS.length, since: schemaDate(SCHEMA_DATES, MIGRATIONS.length), ms };
 }
 
 /**

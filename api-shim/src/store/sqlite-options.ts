@@ -1,3 +1,4 @@
+import type { SchemaMigration } from "./schema-migration.ts";
 import type { CheckpointFailure } from "./sqlite-checkpointer.ts";
 
 /** The SQLite store's options (sqlite-store.ts). */
@@ -25,6 +26,8 @@ export interface SqliteStoreOptions {
   onVolumeFree?: (bytes: number) => void;
   /** The volume's free blocks, as a backup checks them (sqlite-backup.ts; tests give a small volume). */
   statVolume?: (dir: string) => Promise<{ bavail: number; bsize: number }>;
+  /** Told what the open did to the file's schema (migrate), before the store is used: for the start's log line. */
+  onMigrated?: (migration: SchemaMigration) => void;
   /** This process's claim on the file (claimSqliteFile), released by close() once the connection is closed. */
   owner?: { release(): void };
 }

@@ -62,7 +62,8 @@ export class SqliteStore implements Store {
     this.options = options;
     db.pragma("foreign_keys = ON");
     try {
-      migrate(db);
+      const migration = migrate(db); // not onMigrated?.(migrate(db)): that skips the migration when nobody asks
+      options.onMigrated?.(migration);
     } catch (e) {
       db.close();
       throw e;
