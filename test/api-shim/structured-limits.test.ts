@@ -155,6 +155,7 @@ describe("the members a request carries them in", () => {
     expect(refusal({ guided_json: "{ not json" })).toBeUndefined();
     expect(refusal({ guided_grammar: "x".repeat(100_000), structured_outputs: { regex: "x".repeat(10_000) } })).toBeUndefined(); // at the limits
     expect(refusal({ tool_choice: "auto", tools: [{ type: "function", function: { name: "f", parameters: wide(5_001) } }] })).toBeUndefined();
+    expect(refusal({ tool_choice: "required", tools: [null, "f", 1] })).toBeUndefined(); // not tools: vLLM's to refuse, not a crash here
     expect(refusal({ response_format: { type: "json_object" } })).toBeUndefined();
   });
 
