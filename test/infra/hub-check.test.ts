@@ -303,7 +303,7 @@ describe("hubDisagreements: the KV-cache check's edges", () => {
   it("suggests no maxModelLen when what is left holds not even a token", () => {
     const m = served(LLAMA_8B, 8192);
     // 20 GB × 0.825005 − 16 − 0.5: about 100,000 bytes left, less than one token's 131,072.
-    const { blockers } = hubDisagreements({ ...m, served: { ...m.served, gpuMemoryUtilization: 0.825005 } }, true, answers(false, CONFIGS.llama31_8b));
+    const { blockers } = hubDisagreements({ ...m, served: { ...m.served!, gpuMemoryUtilization: 0.825005 } }, true, answers(false, CONFIGS.llama31_8b));
     expect(blockers).toHaveLength(1);
     expect(blockers[0]).not.toContain("set model.maxModelLen to");
     expect(blockers[0]).toContain("add \"--kv-cache-dtype\", \"fp8\"");
