@@ -76,6 +76,9 @@ describe("a schema, at OpenAI's limits", () => {
     expect(schemaRefusal(nested(11, union), LIMITS)).toBeNull(); // the first union is the root's own value
     expect(schemaRefusal(nested(12, union), LIMITS)).toBe("nests more than 10 levels");
     expect(schemaRefusal({ properties: { a: { anyOf: [enumOf(999), enumOf(2)] } } }, LIMITS)).toBe("has more than 1000 enum values");
+    // The schemas of not, if/then/else and dependentSchemas are compiled too: what they hold counts.
+    for (const k of ["not", "if", "then", "else"]) expect(schemaRefusal({ [k]: enumOf(1_001) }, LIMITS), k).toBe("has more than 1000 enum values");
+    expect(schemaRefusal({ dependentSchemas: { a: wide(5_001) } }, LIMITS)).toBe("has more than 5000 object properties");
     // A property named like a keyword is a name, not the keyword.
     expect(schemaRefusal({ properties: { enum: { type: "string" }, properties: { type: "string" } } }, LIMITS)).toBeNull();
   });
@@ -104,6 +107,13 @@ describe("a regex", () => {
     // Escaped braces and braces in a class are no count; a brace without digits is a literal.
     for (const re of ["\\{99999}", "[{]99999}", "[]{]{2}", "a{x}", "{}", "\\\\{2}"]) expect(regexRefusal(re, LIMITS), re).toBeNull();
     expect(regexRefusal("\\\\{2000}", LIMITS)).toMatch(/2000/); // an escaped backslash, then a count
+    // A class's members are no count, a `]` first in it included: RE2 takes these as they are.
+    for (const re of ["[x{2000}]", "[^x{2000}]", "[]{2000}]", "[^]{2000}]"]) expect(regexRefusal(re, LIMITS), re).toBeNull();
+    // A count inside a group inside a group multiplies the outer one's, with something after it in between.
+    expect(regexRefusal("((a{20})b){50}", LIMITS)).toBeNull();
+    expect(regexRefusal("((a{20})b){51}", LIMITS)).toMatch(/counted repetition of 1020/);
+    // `{}` is a literal, which a count after it repeats: `a{}{2000}` is 2,000 copies of `}`.
+    expect(regexRefusal("a{}{2000}", LIMITS)).toMatch(/counted repetition of 2000/);
     expect(regexRefusal("a{1,60000}", { ...LIMITS, maxRepetition: null })).toBeNull();
   });
 });
@@ -120,6 +130,9 @@ describe("the members a request carries them in", () => {
       [{ tools: [{ type: "function", function: { name: "f", strict: true, parameters: big } }] }, "tools", "tools[0].function.parameters"],
       [{ tools: [{ type: "function", name: "f", strict: true, parameters: big }] }, "tools", "tools[0].parameters"],
       [{ tool_choice: "required", tools: [{ type: "function", function: { name: "f", parameters: big } }] }, "tools", "tools[0].function.parameters"],
+      // A named function forces tool use as "required" does: vLLM compiles the tools' parameters, strict or not.
+      [{ tool_choice: { type: "function", function: { name: "g" } }, tools: [{ type: "function", function: { name: "f", parameters: big } }] }, "tools", "tools[0].function.parameters"],
+      [{ tool_choice: { type: "function", name: "f" }, tools: [{ type: "function", name: "f", parameters: big }] }, "tools", "tools[0].parameters"],
       [{ guided_regex: "a{1,60000}" }, "guided_regex", "guided_regex"],
       [{ structured_outputs: { regex: "x".repeat(10_001) } }, "structured_outputs", "structured_outputs.regex"],
       [{ guided_grammar: "x".repeat(100_001) }, "guided_grammar", "guided_grammar"],
@@ -140,6 +153,9 @@ describe("the members a request carries them in", () => {
     expect(refusal({ response_format: { type: "json_schema", json_schema: { name: "x", schema: fine } }, guided_json: fine, structured_outputs: { json: fine, regex: "a{3}", grammar: "root ::= \"a\"" } })).toBeUndefined();
     expect(refusal({ tools: [{ type: "function", function: { name: "f", parameters: wide(5_001) } }] })).toBeUndefined();
     expect(refusal({ guided_json: "{ not json" })).toBeUndefined();
+    expect(refusal({ guided_grammar: "x".repeat(100_000), structured_outputs: { regex: "x".repeat(10_000) } })).toBeUndefined(); // at the limits
+    expect(refusal({ tool_choice: "auto", tools: [{ type: "function", function: { name: "f", parameters: wide(5_001) } }] })).toBeUndefined();
+    expect(refusal({ tool_choice: "required", tools: [null, "f", 1] })).toBeUndefined(); // not tools: vLLM's to refuse, not a crash here
     expect(refusal({ response_format: { type: "json_object" } })).toBeUndefined();
   });
 

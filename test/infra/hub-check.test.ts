@@ -256,6 +256,60 @@ describe("hubDisagreements: does one request of maxModelLen fit the KV cache the
   });
 });
 
+describe("hubDisagreements: the KV-cache check's edges", () => {
+  const llama = (maxModelLen: number, planId?: string, extraArgs?: string[], config: Record<string, unknown> = CONFIGS.llama31_8b) =>
+    hubDisagreements(served(LLAMA_8B, maxModelLen, planId, extraArgs), true, answers(false, config));
+
+  it("blocks from twice what is left, and only warns below it (Llama-3.1-8B on one card: 1.5 GB left)", () => {
+    expect(llama(24576).blockers).toEqual([expect.stringMatching(/^model\.maxModelLen 24576 needs about 3\.2 GB/)]); // 2.15 times
+    const { warnings, blockers } = llama(22528); // 1.97 times
+    expect(blockers).toEqual([]);
+    expect(warnings).toEqual([expect.stringMatching(/^model\.maxModelLen 22528 needs about 3 GB/)]);
+  });
+
+  it("reads the last --kv-cache-dtype, as vLLM's argparse keeps it", () => {
+    expect(llama(16384, undefined, ["--kv-cache-dtype", "fp8", "--kv-cache-dtype", "auto"]).warnings).toEqual([expect.stringContaining("× 2 bytes)")]);
+    expect(llama(16384, undefined, ["--kv-cache-dtype", "auto", "--kv-cache-dtype=fp8"])).toEqual({ warnings: [], blockers: [] });
+  });
+
+  it("reads the KV heads under each name config.json gives them, a multi-query model's one kept on each GPU", () => {
+    const { num_key_value_heads: _, ...noKvHeads } = CONFIGS.llama31_8b;
+    for (const named of [{ num_kv_heads: 8 }, { multi_query_group_num: 8 }]) {
+      expect(llama(16384, undefined, [], { ...noKvHeads, ...named }).warnings, JSON.stringify(named)).toEqual([expect.stringContaining("× 8 KV heads × 128 × 2 bytes)")]);
+    }
+    // One KV head (16,384 bytes a token): 65,536 tokens fit in 1.5 GB, where 32 heads would need 34 GB.
+    expect(llama(65536, undefined, [], { ...noKvHeads, multi_query: true })).toEqual({ warnings: [], blockers: [] });
+    // On two cards the one KV head is on both: 1,048,576 tokens need 17.2 GB a GPU of 9.5, not nothing.
+    expect(llama(1048576, "g2-gpu-rtx4000a2-s", [], { ...CONFIGS.llama31_8b, num_key_value_heads: 1 }).warnings)
+      .toEqual([expect.stringContaining("(16,384 bytes a token: 2 (K and V) × 32 layers × 1 KV heads of 1 (tensor parallel 2) × 128 × 2 bytes)")]);
+  });
+
+  it("takes head_dim from config.json over hidden_size / num_attention_heads (Qwen3-4B: 128, not 80)", () => {
+    const qwen3_4b = { model_type: "qwen3", hidden_size: 2560, head_dim: 128, num_attention_heads: 32, num_hidden_layers: 36, num_key_value_heads: 8, torch_dtype: "bfloat16" };
+    // 2 × 36 × 8 × 128 × 2 = 147,456 bytes a token: 65,536 tokens need 9.7 GB of the 9.5 left (as 80, 6 GB: fits).
+    expect(hubDisagreements(served("Qwen/Qwen3-4B", 65536), false, answers(false, qwen3_4b)).warnings).toEqual([expect.stringContaining("(147,456 bytes a token:")]);
+  });
+
+  it("gives the busiest pipeline-parallel GPU its layers rounded up (11 of 32 on three cards)", () => {
+    expect(llama(393216, "g1-gpu-rtx6000-3").warnings)
+      .toEqual([expect.stringContaining("(45,056 bytes a token: 2 (K and V) × 32 layers × 8 KV heads × 128 × 2 bytes, 11 of 32 layers a GPU)")]);
+  });
+
+  it("suggests a plan that holds it with the plan's own split (two cards: tensor parallel, half the KV heads each)", () => {
+    // 131,072 tokens: 17.2 GB on one card; on two, 8.6 GB a GPU of the 9.5 left.
+    expect(llama(131072).blockers).toEqual([expect.stringContaining("or choose a plan with more GPU memory (g2-gpu-rtx4000a2-s, ")]);
+  });
+
+  it("suggests no maxModelLen when what is left holds not even a token", () => {
+    const m = served(LLAMA_8B, 8192);
+    // 20 GB × 0.825005 − 16 − 0.5: about 100,000 bytes left, less than one token's 131,072.
+    const { blockers } = hubDisagreements({ ...m, served: { ...m.served!, gpuMemoryUtilization: 0.825005 } }, true, answers(false, CONFIGS.llama31_8b));
+    expect(blockers).toHaveLength(1);
+    expect(blockers[0]).not.toContain("set model.maxModelLen to");
+    expect(blockers[0]).toContain("add \"--kv-cache-dtype\", \"fp8\"");
+  });
+});
+
 describe("askHub", () => {
   it("asks for the model info and config.json, with the token as a Bearer header when there is one", async () => {
     const seen: [string, string | null][] = [];
