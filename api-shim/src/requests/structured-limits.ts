@@ -58,6 +58,7 @@ const isObject = (v: unknown): v is Body => v !== null && typeof v === "object" 
 export function refuseOversizedStructures(b: Body, limits: StructuredLimits): void {
   const rf = b.response_format;
   if (isObject(rf) && isObject(rf.json_schema)) schema("response_format", "response_format.json_schema.schema", rf.json_schema.schema, limits);
+  if (isObject(rf) && rf.type === "structural_tag") structuralTag("response_format", "response_format", rf, limits);
   const text = b.text; // the Responses API's
   if (isObject(text) && isObject(text.format)) schema("text", "text.format.schema", text.format.schema, limits);
   if (b.guided_json != null) schema("guided_json", "guided_json", b.guided_json, limits);
@@ -70,6 +71,7 @@ export function refuseOversizedStructures(b: Body, limits: StructuredLimits): vo
     if (so.regex != null) regex("structured_outputs", "structured_outputs.regex", so.regex, limits);
     if (so.grammar != null) grammar("structured_outputs", "structured_outputs.grammar", so.grammar, limits);
     if (so.choice != null) schema("structured_outputs", "structured_outputs.choice", { enum: so.choice }, limits);
+    if (so.structural_tag != null) structuralTag("structured_outputs", "structured_outputs.structural_tag", so.structural_tag, limits);
   }
   if (Array.isArray(b.tools)) toolSchemas(b.tools, b.tool_choice, limits);
 }
@@ -86,6 +88,43 @@ function toolSchemas(tools: unknown[], choice: unknown, limits: StructuredLimits
     const fn = isObject(tool.function) ? tool.function : tool;
     if (fn.parameters != null && (forced || fn.strict === true)) schema("tools", `tools[${i}]${fn === tool ? "" : ".function"}.parameters`, fn.parameters, limits);
   });
+}
+
+/**
+ * A structural tag (`response_format` of type `structural_tag`, `structured_outputs.structural_tag`
+ * as JSON text) holds schemas, regexes and grammars vLLM compiles as it compiles the members above:
+ * the legacy form's `structures[].schema`, and in the newer `format` any `json_schema`, a `regex`'s
+ * `pattern`, a `grammar`'s `grammar`, at any depth of its tags, sequences and choices. Each is held
+ * to the same limits. The walk is iterative, as schemaRefusal's.
+ */
+function structuralTag(param: string, at: string, value: unknown, limits: StructuredLimits): void {
+  let tag = value;
+  if (typeof value === "string") {
+    try {
+      tag = JSON.parse(value);
+    } catch {
+      return; // vLLM's to refuse
+    }
+  }
+  const nodes: unknown[] = [tag];
+  const paths: string[] = [at]; // where each is, for the 400's message
+  while (nodes.length > 0) {
+    const node = nodes.pop();
+    const path = paths.pop()!;
+    if (Array.isArray(node)) {
+      node.forEach((item: unknown, i) => item !== null && typeof item === "object" && (nodes.push(item), paths.push(`${path}[${i}]`)));
+      continue;
+    }
+    if (!isObject(node)) continue;
+    for (const k of ["schema", "json_schema"]) if (isObject(node[k])) schema(param, `${path}.${k}`, node[k], limits);
+    if (node.type === "regex") regex(param, `${path}.pattern`, node.pattern, limits);
+    if (node.type === "grammar") grammar(param, `${path}.grammar`, node.grammar, limits);
+    for (const k in node) {
+      if (k === "schema" || k === "json_schema" || node[k] === null || typeof node[k] !== "object") continue;
+      nodes.push(node[k]);
+      paths.push(`${path}.${k}`);
+    }
+  }
 }
 
 function schema(param: string, at: string, value: unknown, limits: StructuredLimits): void {

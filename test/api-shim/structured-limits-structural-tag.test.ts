@@ -1,0 +1,86 @@
+// A structural tag (vLLM's `response_format` of type `structural_tag`, and
+// `structured_outputs.structural_tag` as JSON text) carries schemas, regexes and grammars that
+// vLLM compiles with xgrammar as it does `response_format`'s json_schema: held to the same
+// limits, or any schema past them reached vLLM wrapped in one.
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ShimError } from "../../api-shim/src/errors.ts";
+import { DEFAULT_STRUCTURED_LIMITS as LIMITS, refuseOversizedStructures } from "../../api-shim/src/requests/structured-limits.ts";
+import { type Harness, startShim } from "../support/shim-harness.ts";
+
+const wide = (n: number) => ({ type: "object", properties: Object.fromEntries(Array.from({ length: n }, (_, i) => [`p${i}`, { type: "string" }])) });
+const legacy = (schema: unknown) => ({ type: "structural_tag", structures: [{ begin: "<f>", schema, end: "</f>" }], triggers: ["<f>"] });
+/** xgrammar's newer format: a schema, a regex and a grammar nested in tags, a sequence and a choice. */
+const format = (parts: { schema?: unknown; pattern?: string; grammar?: string }) => ({
+  type: "structural_tag",
+  format: {
+    type: "triggered_tags",
+    triggers: ["<f>"],
+    tags: [{
+      begin: "<f>",
+      end: "</f>",
+      content: {
+        type: "sequence",
+        elements: [
+          { type: "json_schema", json_schema: parts.schema ?? { type: "string" } },
+          { type: "or", elements: [{ type: "regex", pattern: parts.pattern ?? "a+" }, { type: "grammar", grammar: parts.grammar ?? 'root ::= "b"' }] },
+        ],
+      },
+    }],
+  },
+});
+
+const refusal = (body: Record<string, unknown>) => {
+  try {
+    refuseOversizedStructures(body, LIMITS);
+    return undefined;
+  } catch (e) {
+    return e as ShimError;
+  }
+};
+
+describe("a structural tag", () => {
+  it("has its schemas, regexes and grammars held to the limits, in either form, as an object or JSON text", () => {
+    const tagged = "response_format.format.tags[0].content.elements";
+    const cases: [Record<string, unknown>, string, string, RegExp][] = [
+      [{ response_format: legacy(wide(5_001)) }, "response_format", "response_format.structures[0].schema", /has more than 5000 object properties/],
+      [{ response_format: format({ schema: wide(5_001) }) }, "response_format", `${tagged}[0].json_schema`, /has more than 5000 object properties/],
+      [{ response_format: format({ pattern: "a{1,60000}" }) }, "response_format", `${tagged}[1].elements[0].pattern`, /counted repetition of 60000/],
+      [{ response_format: format({ grammar: "x".repeat(100_001) }) }, "response_format", `${tagged}[1].elements[1].grammar`, /longer than 100000 characters/],
+      [{ structured_outputs: { structural_tag: JSON.stringify(legacy(wide(5_001))) } }, "structured_outputs", "structured_outputs.structural_tag.structures[0].schema", /object properties/],
+      [{ structured_outputs: { structural_tag: JSON.stringify(format({ schema: wide(5_001) })) } }, "structured_outputs", "structured_outputs.structural_tag.format.tags[0].content.elements[0].json_schema", /object properties/],
+    ];
+    for (const [body, param, at, why] of cases) {
+      const e = refusal({ model: "m", ...body });
+      expect.soft(e, at).toBeInstanceOf(ShimError);
+      expect.soft(e && [e.status, e.param], at).toEqual([400, param]);
+      expect.soft(e?.message, at).toContain(`'${at}'`);
+      expect.soft(e?.message, at).toMatch(why);
+    }
+  });
+
+  it("within the limits passes, and text that is not JSON is left to vLLM", () => {
+    expect(refusal({ response_format: legacy(wide(5_000)) })).toBeUndefined();
+    expect(refusal({ response_format: format({ schema: wide(5_000), pattern: "a{1000}", grammar: "x".repeat(100_000) }) })).toBeUndefined();
+    expect(refusal({ structured_outputs: { structural_tag: JSON.stringify(format({})) } })).toBeUndefined();
+    expect(refusal({ structured_outputs: { structural_tag: "{not json" } })).toBeUndefined();
+  });
+});
+
+describe("through the shim, to the openai SDK", () => {
+  let h: Harness;
+  let key: string;
+  beforeAll(async () => {
+    h = await startShim();
+    ({ key } = await h.createKey({ credits: 10 }));
+  });
+  afterAll(async () => h.close());
+
+  it("an oversized schema in a structural tag is a BadRequestError naming response_format, never forwarded", async () => {
+    const before = h.fake.counters.received;
+    const e = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], response_format: legacy(wide(5_001)) } as never).catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((e as InstanceType<typeof OpenAI.BadRequestError>).param).toBe("response_format");
+    expect(h.fake.counters.received).toBe(before);
+  });
+});
