@@ -34,6 +34,15 @@ describe("a schema, at OpenAI's limits", () => {
   it("passes at each limit and is refused one past it", () => {
     expect(schemaRefusal(nested(10), LIMITS)).toBeNull();
     expect(schemaRefusal(nested(11), LIMITS)).toBe("nests more than 10 levels");
+    // An object at the last level whose properties (or definitions, or tuple items) are empty holds
+    // nothing a level down: a level-10 leaf, as OpenAI takes it. One member there is level 11.
+    const emptyObject = { type: "object", properties: {}, additionalProperties: false };
+    expect(schemaRefusal(nested(9, (inner) => ({ type: "object", properties: { a: inner } })), LIMITS)).toBeNull();
+    const leafAt10 = (leaf: unknown) => { let s: unknown = leaf; for (let i = 0; i < 10; i++) s = { type: "object", properties: { a: s } }; return s; };
+    expect(schemaRefusal(leafAt10(emptyObject), LIMITS)).toBeNull();
+    expect(schemaRefusal(leafAt10({ type: "object", $defs: {}, patternProperties: {} }), LIMITS)).toBeNull();
+    expect(schemaRefusal(leafAt10({ type: "array", prefixItems: [] }), LIMITS)).toBeNull();
+    expect(schemaRefusal(leafAt10({ ...emptyObject, properties: { b: { type: "string" } } }), LIMITS)).toBe("nests more than 10 levels");
     expect(schemaRefusal(wide(5_000), LIMITS)).toBeNull();
     expect(schemaRefusal(wide(5_001), LIMITS)).toBe("has more than 5000 object properties");
     // Properties are counted across the whole schema, not per object (a and b are two of them).
@@ -203,7 +212,7 @@ describe("through the shim, to the openai SDK", () => {
     const bad = e as InstanceType<typeof OpenAI.BadRequestError>;
     expect(bad.param).toBe(param);
     expect(bad.type).toBe("invalid_request_error");
-    expect((bad.error as { message: string }).message).toBe(`The schema in '${at}' has more than 5000 object properties: the model server compiles it before the first token, on the CPU every request shares. Make it smaller, or ask the operator to raise SHIM_CONFIG structuredOutputs.`);
+    expect((bad.error as { message: string }).message).toBe(`The schema in '${at}' has more than 5000 object properties: the model server compiles it before the first token, on the CPU every request shares. Make it smaller, or ask the operator to raise the shim's structuredOutputs limits.`);
     expect(h.fake.counters.received).toBe(before);
   };
   const messages = [{ role: "user" as const, content: "hi" }];

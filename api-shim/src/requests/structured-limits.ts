@@ -153,7 +153,7 @@ function grammar(param: string, at: string, value: unknown, limits: StructuredLi
 }
 
 const refused = (param: string, what: string) =>
-  invalidParam(`${what}: the model server compiles it before the first token, on the CPU every request shares. Make it smaller, or ask the operator to raise SHIM_CONFIG structuredOutputs.`, param);
+  invalidParam(`${what}: the model server compiles it before the first token, on the CPU every request shares. Make it smaller, or ask the operator to raise the shim's structuredOutputs limits.`, param);
 
 /** Keywords whose value is a schema for a member or an item of the value: one level deeper. */
 const NESTED_ONE = ["items", "additionalProperties", "unevaluatedProperties", "propertyNames", "additionalItems", "contains", "unevaluatedItems"] as const;
@@ -234,9 +234,22 @@ export function schemaRefusal(root: unknown, limits: StructuredLimits): string |
   return null;
 }
 
-/** Whether a schema holds a schema one level down (a leaf at the last level passes: OpenAI counts the levels of objects and arrays). */
+/**
+ * Whether a schema holds a schema one level down (a leaf at the last level passes: OpenAI counts the
+ * levels of objects and arrays). Empty `properties`, definitions or tuple items hold none: an
+ * object with no members at the last level is a leaf.
+ */
 function hasSubschemas(node: Body): boolean {
-  for (const k of ["properties", "patternProperties", "$defs", "definitions", "prefixItems", ...NESTED_ONE]) if (node[k] !== null && typeof node[k] === "object") return true;
+  for (const k of ["properties", "patternProperties", "$defs", "definitions", "prefixItems"]) {
+    const v = node[k];
+    if (v !== null && typeof v === "object" && (Array.isArray(v) ? v.length > 0 : hasMember(v as Body))) return true;
+  }
+  for (const k of NESTED_ONE) if (node[k] !== null && typeof node[k] === "object") return true;
+  return false;
+}
+
+function hasMember(o: Body): boolean {
+  for (const _ in o) return true;
   return false;
 }
 
