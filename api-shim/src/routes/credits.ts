@@ -9,8 +9,11 @@ import { onlyKnown } from "../requests/known-members.ts";
 import type { CreditsLine, TopUpEntry } from "../store/credits-statement.ts";
 import { creditsReport } from "./usage.ts";
 
-/** The CSV's columns, as the JSON names its members. */
-const COLUMNS = ["key_id", "name", "opening", "granted", "spent", "adjusted", "closing"] as const;
+/**
+ * The CSV's columns, as the JSON names its members. `adjusted` (write-offs) came later: last, so
+ * a spreadsheet or script that reads the others by position keeps working.
+ */
+const COLUMNS = ["key_id", "name", "opening", "granted", "spent", "closing", "adjusted"] as const;
 
 /**
  * GET /admin/credits (beyond DESIGN.md's routes, docs/decisions.md): each key's credits over a
@@ -32,7 +35,7 @@ export function creditsRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const period = parsePeriod(q, ctx.clock.now());
     const lines = await creditsReport(ctx, request, reply, { keyId: (q.key as string | undefined) ?? null, from: period.from, to: period.to });
     if (format === "csv") {
-      const rows = lines.map((l) => csvLine([l.keyId, l.name, formatCredits(l.opening), formatCredits(l.granted), formatCredits(l.spent), formatCredits(l.adjusted), formatCredits(l.closing)]));
+      const rows = lines.map((l) => csvLine([l.keyId, l.name, formatCredits(l.opening), formatCredits(l.granted), formatCredits(l.spent), formatCredits(l.closing), formatCredits(l.adjusted)]));
       return reply.type("text/csv; charset=utf-8").header("content-disposition", 'attachment; filename="credits.csv"').send(csvLine(COLUMNS) + rows.join(""));
     }
     return reply.send({ object: "credits_statement", period: showPeriod(period), data: lines.map(shown) });
