@@ -281,7 +281,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
   };
   // A top-up (credits) or a write-off (debits): one answer's shape, replayed or not.
   const creditsChange = async (id: string, route: "credits" | "debits", body: object, idempotencyKey: string): Promise<CreditGrant> => {
-    const { body: grant, res } = await json("POST", `/admin/keys/${encodeURIComponent(id)}/${route}`, CREDIT_GRANT, { body, headers: { "idempotency-key": idempotencyKey } });
+    const { body: grant, res } = await json("POST", `/admin/keys/${encodeURIComponent(id)}/${route}`, creditChange(route === "credits" ? "credit_grant" : "credit_write_off"), { body, headers: { "idempotency-key": idempotencyKey } });
     return { ...grant, replayed: res.headers.get("idempotent-replayed") === "true" };
   };
   return {
@@ -325,10 +325,11 @@ const KEY_LIST: Shape<{ data: ApiKey[] }> = {
   what: 'a "list" of keys',
   is: (v): v is { data: ApiKey[] } => isObject(v) && v.object === "list" && Array.isArray(v.data) && v.data.every(isKey),
 };
-const CREDIT_GRANT: Shape<Omit<CreditGrant, "replayed">> = {
-  what: 'a "credit_grant" (or "credit_write_off") object',
-  is: (v): v is Omit<CreditGrant, "replayed"> => isObject(v) && (v.object === "credit_grant" || v.object === "credit_write_off") && typeof v.key_id === "string" && typeof v.balance === "number",
-};
+/** A top-up's answer (`credit_grant`) or a write-off's (`credit_write_off`): the same members. */
+const creditChange = (object: string): Shape<Omit<CreditGrant, "replayed">> => ({
+  what: `a "${object}" object`,
+  is: (v): v is Omit<CreditGrant, "replayed"> => isObject(v) && v.object === object && typeof v.key_id === "string" && typeof v.balance === "number",
+});
 const USAGE_REPORT: Shape<UsageReport> = {
   what: 'a "usage_report" object',
   is: (v): v is UsageReport => isObject(v) && v.object === "usage_report" && Array.isArray(v.data) && isObject(v.period) && typeof v.period.start === "string" && typeof v.period.end === "string",
