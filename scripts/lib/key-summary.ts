@@ -81,7 +81,8 @@ export function keySummary(report: UsageReport, keys: readonly ApiKey[], now = D
   }
   // A key revoked or expired before the period whose credits are still booked keeps its line
   // (the statement's own rule): left out, the period's opening total was not the last one's closing.
-  const booked = (id: string) => { const l = credits.get(id); return l !== undefined && (l.opening !== 0 || l.granted !== 0 || l.spent !== 0 || (l.adjusted ?? 0) !== 0 || l.closing !== 0); };
+  // (A write-off alone cannot book a key: it takes no more than opening + granted − spent.)
+  const booked = (id: string) => { const l = credits.get(id); return l !== undefined && (l.opening !== 0 || l.granted !== 0 || l.spent !== 0 || l.closing !== 0); };
   const listed = keys.filter((k) => rows.has(k.id) || existedIn(k, report.period) || booked(k.id));
   const ids = new Set(keys.map((k) => k.id));
   const unlisted = [...rows.keys()].filter((id) => !ids.has(id));
