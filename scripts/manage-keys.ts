@@ -1,17 +1,17 @@
-// npm run manage-keys -- <create|list|revoke|rotate|top-up|update> (--stack <name> | --url <base>) [...]
+// npm run manage-keys -- <create|list|revoke|rotate|top-up|update|write-off> (--stack <name> | --url <base>) [...]
 // API keys of one tenant, through its admin API (/admin/keys). The admin token comes from the
 // stack's outputs or from an environment variable, never from a flag.
 import { randomUUID } from "node:crypto";
-import { creditsInput } from "../api-shim/src/money/money.ts";
-import { isNote, isPlainText, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_NOTE_CHARACTERS } from "../api-shim/src/names.ts";
+import { creditsFlag, idempotencyKeyFlag, noteFlag } from "./lib/credits-flags.ts";
 import { AdminApiError, type AdminClient, adminClient, type AdminTarget, type ApiKey, type CreditGrant, findKey, keyReference, keyStatus } from "./lib/admin-client.ts";
 import { createKey, expiryNotApplied, keyNameProblem, nameTaken, noCreditsLine } from "./lib/create-key.ts";
 import { mayHaveActed } from "./lib/lost-answers.ts";
 import { manageKeysCommand } from "./lib/manage-keys-command.ts";
 import { createFromRoster, type RosterRun } from "./lib/roster-keys.ts";
 import { rotateKey } from "./lib/rotate-key.ts";
+import { writeOff } from "./lib/write-off.ts";
 import { newKeyName, renamedLine, renameUnsupported } from "./lib/rename-key.ts";
-import { commaList, instantFlag, type Io, npmDashHint, parseFlags, required, runScript, shellWord, strayCharacter, UsageError } from "./lib/cli.ts";
+import { commaList, instantFlag, type Io, npmDashHint, parseFlags, required, runScript, shellWord, UsageError } from "./lib/cli.ts";
 import { closestName } from "./lib/closest-name.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
@@ -47,9 +47,13 @@ Commands:
            adds credits; the Idempotency-Key (generated unless given; printable ASCII, no
            space at its ends) is printed first, in the whole command that retries this top-up safely (it
            can never credit twice)
+  write-off --key <id|name> --amount <n> --note <text> [--idempotency-key <k>]
+           takes credits off (a refund, expired credits), a revoked or expired key's too: never
+           more than it has remaining; the note (why) goes on the credits statement, as adjusted;
+           the Idempotency-Key as top-up's (a retry can never take twice)
 
-A create, rotate or top-up whose answer is lost (the connection dropped, no answer in 30 s, a 5xx)
-may have been applied: the error says so and what to run (for a top-up, that retry command);
+A create, rotate, top-up or write-off whose answer is lost (the connection dropped, no answer in 30 s, a 5xx)
+may have been applied: the error says so and what to run (a top-up's, a write-off's: its retry command);
 create --from stops there, its keys made so far in the hand-out.
 
 ${TARGET_USAGE}
@@ -60,6 +64,7 @@ Examples:
   npm run manage-keys -- create --stack acme --from roster.csv --credits 50 --tier developer --expires-at 2027-03-15T18:00:00Z
   npm run manage-keys -- list --stack acme
   npm run manage-keys -- top-up --stack acme --key team-07 --amount 250 --note "invoice 1042"
+  npm run manage-keys -- write-off --stack acme --key team-07 --amount 40 --note "refund, credit note CN-7"
   npm run manage-keys -- update --stack acme --key team-07 --tier pro --all-models
   npm run manage-keys -- rotate --stack acme --key team-07
   GPU_SANDBOX_ADMIN_TOKEN=… npm run manage-keys -- revoke --url https://203-0-113-9.ip.linodeusercontent.com --key team-07`;
@@ -82,7 +87,7 @@ const OPTIONS = {
   handout: { type: "string" },
 } as const;
 
-const COMMANDS = ["create", "list", "revoke", "rotate", "top-up", "update"] as const;
+const COMMANDS = ["create", "list", "revoke", "rotate", "top-up", "update", "write-off"] as const;
 /** Flags every command takes: the target's, --json and --help. */
 const COMMON_FLAGS = new Set(["help", "json", ...Object.keys(TARGET_OPTIONS)]);
 type Command = (typeof COMMANDS)[number];
@@ -121,26 +126,11 @@ const COMMAND_FLAGS: Record<Command, readonly string[]> = {
   revoke: ["key"],
   rotate: ["key"],
   "top-up": ["key", "amount", "note", "idempotency-key"],
+  "write-off": ["key", "amount", "note", "idempotency-key"],
   update: ["key", "name", "tier", "models", "all-models", "expires-at", "no-expiry"],
 };
 
 type Flags = { -readonly [K in keyof typeof OPTIONS]?: (typeof OPTIONS)[K]["type"] extends "boolean" ? boolean : string };
-
-/** Credits as the API takes them: a decimal with at most 6 places (the shim counts micro-credits). */
-function creditsFlag(flag: string, value: string, positive: boolean): string {
-  const v = value.trim();
-  const given = creditsInput(v, positive ? "positive" : "non-negative"); // the shim's own rule
-  if ("must" in given) throw new UsageError(`--${flag} "${value}" must be ${given.must}, e.g. 250 or 12.5`);
-  return v;
-}
-
-/** A --note the admin API takes (names.ts: its own check), else why not. */
-function noteFlag(note: string): void {
-  if (isNote(note)) return;
-  if (!isWithin(note, MAX_NOTE_CHARACTERS)) throw new UsageError(`--note has ${[...note].length} characters: the admin API takes at most ${MAX_NOTE_CHARACTERS}`);
-  const stray = strayCharacter(note, { test: (c) => isPlainText(c, { lineBreaks: true }) });
-  throw new UsageError(`--note has ${stray}: the admin API takes a note of plain text, without control characters other than tabs and line breaks`);
-}
 
 /**
  * --models as a list, for create and update. One without a name (`--models ,`) is refused here:
@@ -229,15 +219,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       const amount = creditsFlag("amount", required("amount", flags.amount, "the credits to add, e.g. 250"), true);
       const given = flags["idempotency-key"];
       const idem = given ?? `topup-${randomUUID()}`;
-      // The admin API's own limits, checked here: the retry command printed below could never succeed.
-      if (idem === "") throw new UsageError("--idempotency-key is empty: give a key, e.g. invoice-1042, or leave the flag out to have one generated");
-      if (idem.length > MAX_IDEMPOTENCY_KEY_LENGTH) throw new UsageError(`--idempotency-key must be at most ${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
-      // Printable ASCII: it goes in a header (fetch cannot send "—" at all). Spaces inside are
-      // fine (the shim takes any key, and the retry of a top-up made with "invoice 1042" must be
-      // that same key), but not at its ends, which fetch would strip from the header.
-      if (idem.trim() !== idem) throw new UsageError("--idempotency-key starts or ends with a space: give it without, e.g. invoice-1042");
-      const stray = strayCharacter(idem, /^[\x20-\x7e]$/);
-      if (stray) throw new UsageError(`--idempotency-key has ${stray}: use printable ASCII, e.g. invoice-1042`);
+      idempotencyKeyFlag(idem);
       if (flags.note !== undefined) noteFlag(flags.note);
       const keys = await client.listKeys();
       const key = findKey(keys, ref);
@@ -280,6 +262,8 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
     }
     case "update":
       return updateKey(flags, client, io);
+    case "write-off":
+      return writeOff(flags, client, io);
     case "rotate": {
       const ref = required("key", flags.key, "the id or name of the key to rotate");
       const key = findKey(await client.listKeys(), ref);

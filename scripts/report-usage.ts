@@ -39,10 +39,12 @@ totals.
                              included, with its usage summed, its balance and status now
                              (active, revoked, expired), e.g. for the end of a workshop, and
                              its credits: its balance when the period began (opening) and
-                             ended (closing), and the credits granted in it (at creation,
-                             top-ups): opening + granted - cost = closing, a month's invoice
-                             reconciled (json: with each top-up and its note; a shim older
-                             than GET /admin/credits: left out, said on stderr); a key revoked
+                             ended (closing), the credits granted in it (at creation,
+                             top-ups) and those written off (adjusted: manage-keys
+                             write-off): opening + granted - cost - adjusted = closing, a
+                             month's invoice reconciled (json: with each top-up and write-off
+                             and its note; a shim older than GET /admin/credits: left out,
+                             said on stderr; one older than write-offs: adjusted 0); a key revoked
                              or expired before the period with credits left has its line too,
                              so a month's opening total is the last one's closing
   --format <table|json|csv>  table (default); json (the API's report plus totals, and with --key
@@ -50,7 +52,7 @@ totals.
                              key and group, with key_name after key_id: key_id,key_name,day,model,
                              requests,… with --group day,model; --group key: key_id,
                              key_name, requests, prompt_tokens, completion_tokens, total_tokens,
-                             cost, balance, status, opening, granted, closing)
+                             cost, balance, status, opening, granted, closing, adjusted)
 
 ${TARGET_USAGE}
 

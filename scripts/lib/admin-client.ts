@@ -8,6 +8,8 @@ import { failedBeforeSending, networkReason, notTheApi, refusedByFetch, UsageErr
 import { credentialStray, trimCredential } from "./credential.ts";
 import { isRedirect, redirectAdvice } from "./redirect.ts";
 export { findKey, keyReference, keyStatus } from "./key-lookup.ts";
+import type { CreditsQuery, CreditsStatement } from "./credits-statement.ts";
+export type { CreditsLine, CreditsQuery, CreditsStatement } from "./credits-statement.ts";
 
 /** Where a tenant's admin API is and how to authenticate. */
 export interface AdminTarget {
@@ -50,7 +52,7 @@ export interface CreditGrant {
   readonly note: string | null;
   readonly balance: number;
   readonly credits_remaining: number;
-  /** The API answered from its idempotency record: this top-up had already been applied. */
+  /** The API answered from its idempotency record: this top-up (or write-off) had already been applied. */
   readonly replayed: boolean;
 }
 
@@ -73,31 +75,6 @@ export interface UsageRow {
   readonly completion_tokens: number;
   readonly total_tokens: number;
   readonly cost: number;
-}
-
-export interface CreditsQuery {
-  readonly from: string;
-  readonly to: string;
-  /** One key's statement (its ledger rows through the per-key index), not every key's. */
-  readonly key?: string;
-}
-
-/** A key's credits over a period (GET /admin/credits), in credits: opening + granted − spent = closing. */
-export interface CreditsLine {
-  readonly key_id: string;
-  readonly name: string;
-  readonly opening: number;
-  readonly granted: number;
-  readonly spent: number;
-  readonly closing: number;
-  /** The period's top-ups, each with its note. */
-  readonly top_ups: readonly { readonly at: string; readonly amount: number; readonly note: string | null }[];
-}
-
-export interface CreditsStatement {
-  readonly object: "credits_statement";
-  readonly period: { readonly start: string; readonly end: string };
-  readonly data: readonly CreditsLine[];
 }
 
 export interface UsageReport {
@@ -152,6 +129,8 @@ export interface AdminClient {
   /** POST /admin/keys/{id}/rotate: the same key with a new secret, in `key` (only in this answer). */
   rotateKey(id: string): Promise<CreatedKey>;
   topUp(id: string, body: { amount: string; note?: string }, idempotencyKey: string): Promise<CreditGrant>;
+  /** POST /admin/keys/{id}/debits: credits written off (a shim older than it: 404 not_found without a param). */
+  writeOff(id: string, body: { amount: string; note?: string }, idempotencyKey: string): Promise<CreditGrant>;
   usage(query: UsageQuery): Promise<UsageReport>;
   /** The API's own CSV (spreadsheet-safe quoting done by the shim). */
   usageCsv(query: UsageQuery): Promise<string>;
@@ -300,16 +279,19 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
     if (q.to) p.set("to", q.to);
     return `/admin/usage?${p}`;
   };
+  // A top-up (credits) or a write-off (debits): one answer's shape, replayed or not.
+  const creditsChange = async (id: string, route: "credits" | "debits", body: object, idempotencyKey: string): Promise<CreditGrant> => {
+    const { body: grant, res } = await json("POST", `/admin/keys/${encodeURIComponent(id)}/${route}`, creditChange(route === "credits" ? "credit_grant" : "credit_write_off"), { body, headers: { "idempotency-key": idempotencyKey } });
+    return { ...grant, replayed: res.headers.get("idempotent-replayed") === "true" };
+  };
   return {
     createKey: async (body) => (await json("POST", "/admin/keys", CREATED_KEY, { body })).body,
     listKeys: async () => (await json("GET", "/admin/keys", KEY_LIST)).body.data,
     revokeKey: async (id) => (await json("DELETE", `/admin/keys/${encodeURIComponent(id)}`, KEY)).body,
     updateKey: async (id, body) => (await json("PATCH", `/admin/keys/${encodeURIComponent(id)}`, KEY, { body })).body,
     rotateKey: async (id) => (await json("POST", `/admin/keys/${encodeURIComponent(id)}/rotate`, CREATED_KEY)).body,
-    topUp: async (id, body, idempotencyKey) => {
-      const { body: grant, res } = await json("POST", `/admin/keys/${encodeURIComponent(id)}/credits`, CREDIT_GRANT, { body, headers: { "idempotency-key": idempotencyKey } });
-      return { ...grant, replayed: res.headers.get("idempotent-replayed") === "true" };
-    },
+    topUp: (id, body, idempotencyKey) => creditsChange(id, "credits", body, idempotencyKey),
+    writeOff: (id, body, idempotencyKey) => creditsChange(id, "debits", body, idempotencyKey),
     usage: async (q) => (await json("GET", query(q, "json"), USAGE_REPORT)).body,
     usageCsv: async (q) => {
       const path = query(q, "csv");
@@ -343,10 +325,11 @@ const KEY_LIST: Shape<{ data: ApiKey[] }> = {
   what: 'a "list" of keys',
   is: (v): v is { data: ApiKey[] } => isObject(v) && v.object === "list" && Array.isArray(v.data) && v.data.every(isKey),
 };
-const CREDIT_GRANT: Shape<Omit<CreditGrant, "replayed">> = {
-  what: 'a "credit_grant" object',
-  is: (v): v is Omit<CreditGrant, "replayed"> => isObject(v) && v.object === "credit_grant" && typeof v.key_id === "string" && typeof v.balance === "number",
-};
+/** A top-up's answer (`credit_grant`) or a write-off's (`credit_write_off`): the same members. */
+const creditChange = (object: string): Shape<Omit<CreditGrant, "replayed">> => ({
+  what: `a "${object}" object`,
+  is: (v): v is Omit<CreditGrant, "replayed"> => isObject(v) && v.object === object && typeof v.key_id === "string" && typeof v.balance === "number",
+});
 const USAGE_REPORT: Shape<UsageReport> = {
   what: 'a "usage_report" object',
   is: (v): v is UsageReport => isObject(v) && v.object === "usage_report" && Array.isArray(v.data) && isObject(v.period) && typeof v.period.start === "string" && typeof v.period.end === "string",

@@ -3,8 +3,8 @@
 // there, those that sent nothing included (the API's report has rows only for keys with usage),
 // and, with the statement, every key whose credits are still booked (revoked or expired before it),
 // with its balance and status now, from the key list the report already reads for names, and,
-// from a shim that has GET /admin/credits, its balance when the period began and ended and the
-// credits granted in it.
+// from a shim that has GET /admin/credits, its balance when the period began and ended, the
+// credits granted in it and those written off.
 import { csvLine } from "../../api-shim/src/csv-cell.ts";
 import { creditsNumber, formatCredits, parseCredits } from "../../api-shim/src/money/money.ts";
 import { type ApiKey, type CreditsLine, type CreditsStatement, keyStatus, type UsageReport, type UsageRow } from "./admin-client.ts";
@@ -23,19 +23,23 @@ export interface KeySummaryRow {
   readonly balance: number | null;
   readonly status: "active" | "revoked" | "expired" | null;
   /**
-   * Its balance when the period began, the credits granted in it (at creation, top-ups) and its
-   * balance when it ended (GET /admin/credits): absent when the shim is older than that route.
-   * opening + granted − cost = closing, once the period is over (cost is read first: a request
-   * settled between the two reads of a period still running is in `closing` alone).
+   * Its balance when the period began, the credits granted in it (at creation, top-ups), those
+   * written off (`adjusted`: refunds, expired credits) and its balance when it ended (GET
+   * /admin/credits): absent when the shim is older than that route; `adjusted` 0 from a shim
+   * older than write-offs. opening + granted − cost − adjusted = closing, once the period is over
+   * (cost is read first: a request settled between the two reads of a period still running is
+   * in `closing` alone).
    */
   readonly opening?: number;
   readonly granted?: number;
+  readonly adjusted?: number;
   readonly closing?: number;
-  /** The period's top-ups with their notes (the JSON's alone: the table and the CSV have a line per key). */
+  /** The period's top-ups and write-offs with their notes (the JSON's alone: the table and the CSV have a line per key). */
   readonly top_ups?: CreditsLine["top_ups"];
+  readonly write_offs?: CreditsLine["top_ups"];
 }
 
-type CreditsMembers = Pick<KeySummaryRow, "opening" | "granted" | "closing" | "top_ups">;
+type CreditsMembers = Pick<KeySummaryRow, "opening" | "granted" | "adjusted" | "closing" | "top_ups" | "write_offs">;
 
 export interface KeySummary {
   readonly object: "usage_report";
@@ -67,7 +71,7 @@ export function keySummary(report: UsageReport, keys: readonly ApiKey[], now = D
   const creditsOf = (id: string): CreditsMembers => {
     if (!statement) return {};
     const l = credits.get(id);
-    return { opening: l?.opening ?? 0, granted: l?.granted ?? 0, closing: l?.closing ?? 0, top_ups: l?.top_ups ?? [] };
+    return { opening: l?.opening ?? 0, granted: l?.granted ?? 0, adjusted: l?.adjusted ?? 0, closing: l?.closing ?? 0, top_ups: l?.top_ups ?? [], write_offs: l?.write_offs ?? [] };
   };
   const rows = new Map<string, UsageRow[]>();
   for (const r of report.data) {
@@ -77,6 +81,7 @@ export function keySummary(report: UsageReport, keys: readonly ApiKey[], now = D
   }
   // A key revoked or expired before the period whose credits are still booked keeps its line
   // (the statement's own rule): left out, the period's opening total was not the last one's closing.
+  // (A write-off alone cannot book a key: it takes no more than opening + granted − spent.)
   const booked = (id: string) => { const l = credits.get(id); return l !== undefined && (l.opening !== 0 || l.granted !== 0 || l.spent !== 0 || l.closing !== 0); };
   const listed = keys.filter((k) => rows.has(k.id) || existedIn(k, report.period) || booked(k.id));
   const ids = new Set(keys.map((k) => k.id));
@@ -103,7 +108,7 @@ export function keySummary(report: UsageReport, keys: readonly ApiKey[], now = D
       balance: creditsNumber(total((l) => micro(l.balance ?? 0))),
       ...(statement ? {
         opening: creditsNumber(total((l) => micro(l.opening!))), granted: creditsNumber(total((l) => micro(l.granted!))),
-        closing: creditsNumber(total((l) => micro(l.closing!))),
+        adjusted: creditsNumber(total((l) => micro(l.adjusted!))), closing: creditsNumber(total((l) => micro(l.closing!))),
       } : {}),
     },
   };
@@ -111,13 +116,14 @@ export function keySummary(report: UsageReport, keys: readonly ApiKey[], now = D
 
 /** The summary as CSV, in the shim's CSV's style: its columns' names, formula-safe cells (csvCell), CRLF line ends. */
 export function keySummaryCsv(summary: KeySummary): string {
-  // The statement's columns last: a spreadsheet or script reading the earlier ones by position keeps working.
+  // The statement's columns last, and `adjusted` (write-offs, which came later) after them: a
+  // spreadsheet or script reading the earlier ones by position keeps working.
   const statement = hasStatement(summary);
-  const header = ["key_id", "key_name", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "balance", "status", ...(statement ? ["opening", "granted", "closing"] : [])];
+  const header = ["key_id", "key_name", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost", "balance", "status", ...(statement ? ["opening", "granted", "closing", "adjusted"] : [])];
   const credits = (v: number | null | undefined) => (v === null || v === undefined ? "" : formatCredits(parseCredits(v) ?? 0));
   const lines = summary.data.map((r) => [
     r.key_id, r.key_name, r.requests, r.prompt_tokens, r.completion_tokens, r.total_tokens, credits(r.cost), credits(r.balance), r.status ?? "",
-    ...(statement ? [credits(r.opening), credits(r.granted), credits(r.closing)] : []),
+    ...(statement ? [credits(r.opening), credits(r.granted), credits(r.closing), credits(r.adjusted)] : []),
   ]);
   return [header, ...lines].map(csvLine).join("");
 }
@@ -128,7 +134,7 @@ export function formatKeySummary(summary: KeySummary, head: string): string {
   type Line = Omit<KeySummaryRow, "balance" | "status"> & { balance: number | string; status: string };
   const lines: Line[] = summary.data.map((r) => ({ ...r, key_name: r.key_name || "?", balance: r.balance ?? "-", status: r.status ?? "-" }));
   lines.push({ key_id: "TOTAL", key_name: "", ...summary.totals, status: "" });
-  // With the statement, the credits read left to right as the month went: OPENING + GRANTED − SPENT = CLOSING.
+  // With the statement, the credits read left to right as the month went: OPENING + GRANTED − SPENT − ADJUSTED = CLOSING.
   const statement = hasStatement(summary);
   return `${head}\n\n${formatTable<Line>([
     { header: "KEY", value: (l) => l.key_id },
@@ -139,7 +145,7 @@ export function formatKeySummary(summary: KeySummary, head: string): string {
     { header: "TOKENS", value: (l) => l.total_tokens },
     ...(statement ? [{ header: "OPENING", value: (l: Line) => l.opening!, align: "right" as const }, { header: "GRANTED", value: (l: Line) => l.granted!, align: "right" as const }] : []),
     { header: statement ? "SPENT" : "CREDITS", value: (l) => l.cost },
-    ...(statement ? [{ header: "CLOSING", value: (l: Line) => l.closing!, align: "right" as const }] : []),
+    ...(statement ? [{ header: "ADJUSTED", value: (l: Line) => l.adjusted!, align: "right" as const }, { header: "CLOSING", value: (l: Line) => l.closing!, align: "right" as const }] : []),
     { header: "BALANCE", value: (l) => l.balance, align: "right" },
     { header: "STATUS", value: (l) => l.status, align: "left" },
   ], lines)}`;

@@ -10,7 +10,7 @@ import { overrideStore, startShim, type Harness } from "../support/shim-harness.
  * in a month before, the month asked about, and the month after.
  */
 
-interface Line { key_id: string; name: string; opening: number; granted: number; spent: number; closing: number; top_ups: { at: string; amount: number; note: string | null }[] }
+interface Line { key_id: string; name: string; opening: number; granted: number; spent: number; adjusted: number; closing: number; top_ups: { at: string; amount: number; note: string | null }[] }
 interface Statement { object: string; period: { start: string; end: string }; data: Line[] }
 
 describe("GET /admin/credits", () => {
@@ -73,7 +73,7 @@ describe("GET /admin/credits", () => {
     const december = ((await (await h.admin("/admin/credits?from=2026-12-01&to=2026-12-31")).json()) as Statement).data;
     expect(december.find((l) => l.key_id === keys.alice!.id)).toMatchObject({ opening: novemberEnd.alice, granted: 0 });
     expect(december.find((l) => l.key_id === keys.alice!.id)!.spent).toBeGreaterThan(1);
-    expect(december.find((l) => l.key_id === keys.later!.id)).toEqual({ key_id: keys.later!.id, name: "later", opening: 0, granted: 5, spent: 0, closing: 5, top_ups: [] });
+    expect(december.find((l) => l.key_id === keys.later!.id)).toEqual({ key_id: keys.later!.id, name: "later", opening: 0, granted: 5, spent: 0, adjusted: 0, closing: 5, top_ups: [], write_offs: [] });
   });
 
   it("the default period is the current UTC month, as /admin/usage's; `key` gives that key's line alone", async () => {
@@ -91,8 +91,8 @@ describe("GET /admin/credits", () => {
     expect(res.headers.get("content-type")).toBe("text/csv; charset=utf-8");
     expect(res.headers.get("content-disposition")).toBe('attachment; filename="credits.csv"');
     const json = ((await (await h.admin("/admin/credits?from=2026-11-01&to=2026-11-30")).json()) as Statement).data;
-    const lines = json.map((l) => `${l.key_id},${l.key_id === keys.bob!.id ? `"'=bob,""the"" builder"` : l.name},${l.opening},${l.granted},${l.spent},${l.closing}\r\n`);
-    expect(await res.text()).toBe(`key_id,name,opening,granted,spent,closing\r\n${lines.join("")}`);
+    const lines = json.map((l) => `${l.key_id},${l.key_id === keys.bob!.id ? `"'=bob,""the"" builder"` : l.name},${l.opening},${l.granted},${l.spent},${l.closing},${l.adjusted}\r\n`);
+    expect(await res.text()).toBe(`key_id,name,opening,granted,spent,closing,adjusted\r\n${lines.join("")}`);
   });
 
   it.each([
@@ -114,11 +114,15 @@ describe("GET /admin/credits", () => {
       still.advance(Date.UTC(2026, 11, 1) - Date.UTC(2026, 10, 1)); // 2026-12-01T00:00:00.000Z
       const next = await edge.createKey({ name: "next", credits: 5 });
       expect((await edge.admin(`/admin/keys/${first.id}/credits`, { method: "POST", body: JSON.stringify({ amount: 7, note: "invoice 7" }) })).status).toBe(200);
+      expect((await edge.admin(`/admin/keys/${first.id}/debits`, { method: "POST", body: JSON.stringify({ amount: 2, note: "refund 7" }) })).status).toBe(200);
       const statement = async (from: string, to: string) => ((await (await edge.admin(`/admin/credits?from=${from}&to=${to}`)).json()) as Statement).data;
-      expect(await statement("2026-11-01", "2026-11-30")).toEqual([{ key_id: first.id, name: "first", opening: 0, granted: 10, spent: 0, closing: 10, top_ups: [] }]);
+      expect(await statement("2026-11-01", "2026-11-30")).toEqual([{ key_id: first.id, name: "first", opening: 0, granted: 10, spent: 0, adjusted: 0, closing: 10, top_ups: [], write_offs: [] }]);
       expect(await statement("2026-12-01", "2026-12-31")).toEqual([
-        { key_id: first.id, name: "first", opening: 10, granted: 7, spent: 0, closing: 17, top_ups: [{ at: "2026-12-01T00:00:00.000Z", amount: 7, note: "invoice 7" }] },
-        { key_id: next.id, name: "next", opening: 0, granted: 5, spent: 0, closing: 5, top_ups: [] },
+        {
+          key_id: first.id, name: "first", opening: 10, granted: 7, spent: 0, adjusted: 2, closing: 15,
+          top_ups: [{ at: "2026-12-01T00:00:00.000Z", amount: 7, note: "invoice 7" }], write_offs: [{ at: "2026-12-01T00:00:00.000Z", amount: 2, note: "refund 7" }],
+        },
+        { key_id: next.id, name: "next", opening: 0, granted: 5, spent: 0, adjusted: 0, closing: 5, top_ups: [], write_offs: [] },
       ].sort((a, b) => (a.key_id < b.key_id ? -1 : 1)));
     } finally {
       await edge.close();

@@ -28,7 +28,7 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     const keys = await ledger(store);
     const lines = await store.credits({ keyId: null, asker: null, from: FROM, to: TO });
     expect(lines).toEqual(expected(keys).sort((a, b) => (a.keyId < b.keyId ? -1 : 1)));
-    for (const l of lines) expect(l.opening + l.granted - l.spent).toBe(l.closing);
+    for (const l of lines) expect(l.opening + l.granted - l.spent - l.adjusted).toBe(l.closing);
 
     // One key: its line alone; a key without a ledger row before `to`: none.
     expect(await store.credits({ keyId: keys.alice, asker: null, from: FROM, to: TO })).toEqual(expected(keys).filter((l) => l.keyId === keys.alice));
@@ -49,7 +49,7 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
 /**
  * The ledger: a key before the month (its grant, a charge in October, then a top-up, charges on
  * both bounds, a top-up in the month's last millisecond), a stack key (bootstrap, two top-ups in
- * the month's first millisecond), one created mid-month, one revoked mid-month, one that spends
+ * the month's first millisecond), one created mid-month, one revoked mid-month (then written off), one that spends
  * all it has, one created with no credits and never used, one created after.
  */
 async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | "carol" | "dave" | "idle" | "later", string>> {
@@ -71,8 +71,8 @@ async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | 
       usage: { requestId: reservationId, keyId, at, route: "/v1/chat/completions", model: "qwen2.5-7b", status: 200, promptTokens: 3, completionTokens: 4, cost, stream: false, ms: 5, served: true },
     });
   };
-  const topUp = async (keyId: string, amount: number, at: number, note: string) => {
-    const result = await store.topUp({ keyId, amount, note, at, idempotency: null, respond: () => "{}", refuse: () => null });
+  const topUp = async (keyId: string, amount: number, at: number, note: string | null, writeOff?: true) => {
+    const result = await store.topUp({ keyId, amount, note, at, idempotency: null, respond: () => "{}", refuse: () => null, ...(writeOff ? { writeOff } : {}) });
     expect(result.kind).toBe("done");
   };
 
@@ -98,6 +98,8 @@ async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | 
   const carol = await key("carol", 10 * C, FROM - 29 * DAY);
   await charge(carol, 1 * C, FROM + 17 * DAY);
   expect(await store.revokeKey(carol, FROM + 19 * DAY)).toBe(true);
+  await topUp(carol, 5 * C, FROM + 20 * DAY, "refund CN-3", true); // a revoked key's credits written off: adjusted, not granted
+  await topUp(carol, 1 * C, TO, null, true); // the next month's
 
   const dave = await key("dave", 2 * C, FROM + DAY); // spends all it has: a line that closes at 0
   await charge(dave, 2 * C, FROM + 3 * DAY);
@@ -111,16 +113,16 @@ async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | 
 function expected(k: Record<"alice" | "stack" | "bob" | "carol" | "dave", string>): CreditsLine[] {
   return [
     {
-      keyId: k.alice, name: "alice", opening: 105 * C, granted: 55 * C, spent: 4_250_001, closing: 155_749_999,
+      keyId: k.alice, name: "alice", opening: 105 * C, granted: 55 * C, spent: 4_250_001, adjusted: 0, closing: 155_749_999, writeOffs: [],
       topUps: [{ at: FROM + 9 * DAY, amount: 50 * C, note: "invoice 1042" }, { at: TO - 1, amount: 5 * C, note: "the month's last millisecond" }],
     },
     {
-      keyId: k.stack, name: "ops", opening: 20 * C, granted: 5 * C, spent: 4 * C, closing: 21 * C,
+      keyId: k.stack, name: "ops", opening: 20 * C, granted: 5 * C, spent: 4 * C, adjusted: 0, closing: 21 * C, writeOffs: [],
       topUps: [{ at: FROM, amount: 3 * C, note: "invoice 2001" }, { at: FROM, amount: 2 * C, note: "invoice 2002" }],
     },
-    { keyId: k.bob, name: "bob", opening: 0, granted: 30 * C, spent: 5 * C, closing: 25 * C, topUps: [] }, // its credits at creation: granted, not a top-up
-    { keyId: k.carol, name: "carol", opening: 10 * C, granted: 0, spent: 1 * C, closing: 9 * C, topUps: [] },
-    { keyId: k.dave, name: "dave", opening: 0, granted: 2 * C, spent: 2 * C, closing: 0, topUps: [] },
+    { keyId: k.bob, name: "bob", opening: 0, granted: 30 * C, spent: 5 * C, adjusted: 0, closing: 25 * C, topUps: [], writeOffs: [] }, // its credits at creation: granted, not a top-up
+    { keyId: k.carol, name: "carol", opening: 10 * C, granted: 0, spent: 1 * C, adjusted: 5 * C, closing: 4 * C, topUps: [], writeOffs: [{ at: FROM + 20 * DAY, amount: 5 * C, note: "refund CN-3" }] },
+    { keyId: k.dave, name: "dave", opening: 0, granted: 2 * C, spent: 2 * C, adjusted: 0, closing: 0, topUps: [], writeOffs: [] },
   ];
 }
 

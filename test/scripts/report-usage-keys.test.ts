@@ -102,7 +102,7 @@ describe("report-usage --group key", () => {
       ["ws-cid", 1, lost.get(ids["ws-cid"]!), (100e6 - lost.get(ids["ws-cid"]!)!) / 1e6, "revoked"],
       ["=ws-eve", 0, 0, 20, "expired"],
     ]);
-    expect(json.data[2]).toEqual({ key_id: ids["ws-bob"], key_name: "ws-bob", requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, balance: 50, status: "active", opening: 0, granted: 50, closing: 50, top_ups: [] });
+    expect(json.data[2]).toEqual({ key_id: ids["ws-bob"], key_name: "ws-bob", requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, balance: 50, status: "active", opening: 0, granted: 50, adjusted: 0, closing: 50, top_ups: [], write_offs: [] });
     // The credits statement (GET /admin/credits): made in February, so nothing at its start, their
     // credits granted in it, and what is left at its end (the balance now: nothing since).
     expect(json.data.map((d) => [d.key_name, d.opening, d.granted, d.closing])).toEqual([
@@ -123,19 +123,19 @@ describe("report-usage --group key", () => {
     expect(r.out).toMatch(/^([^\r\n]*\r\n)+$/);
     const [header, ...rows] = r.out.replace(/\r\n$/, "").split("\r\n");
     // The statement's columns after the earlier ones, which keep their places.
-    expect(header).toBe("key_id,key_name,requests,prompt_tokens,completion_tokens,total_tokens,cost,balance,status,opening,granted,closing");
+    expect(header).toBe("key_id,key_name,requests,prompt_tokens,completion_tokens,total_tokens,cost,balance,status,opening,granted,closing,adjusted");
     expect(rows).toHaveLength(5);
-    expect(rows[0]).toBe(`${ids["ws-old"]},ws-old,0,0,0,0,0,9,revoked,9,0,9`);
-    expect(rows[2]).toBe(`${ids["ws-bob"]},ws-bob,0,0,0,0,0,50,active,0,50,50`);
-    expect(rows[3]).toMatch(new RegExp(`^${ids["ws-cid"]},ws-cid,1,\\d+,\\d+,\\d+,[\\d.]+,([\\d.]+),revoked,0,100,\\1$`));
-    expect(rows[4]).toBe(`${ids["=ws-eve"]},'=ws-eve,0,0,0,0,0,20,expired,0,20,20`);
+    expect(rows[0]).toBe(`${ids["ws-old"]},ws-old,0,0,0,0,0,9,revoked,9,0,9,0`);
+    expect(rows[2]).toBe(`${ids["ws-bob"]},ws-bob,0,0,0,0,0,50,active,0,50,50,0`);
+    expect(rows[3]).toMatch(new RegExp(`^${ids["ws-cid"]},ws-cid,1,\\d+,\\d+,\\d+,[\\d.]+,([\\d.]+),revoked,0,100,\\1,0$`));
+    expect(rows[4]).toBe(`${ids["=ws-eve"]},'=ws-eve,0,0,0,0,0,20,expired,0,20,20,0`);
   });
 
   it("the table: a line per key with BALANCE and STATUS, and a TOTAL", async () => {
     const r = await report([]);
     expect(r.code, r.err).toBe(0);
-    expect(r.out).toMatch(/^Usage 2026-02-01T00:00:00Z to 2026-02-28T23:59:59Z, per key, with balances now\n\nKEY +NAME +REQUESTS +PROMPT +COMPLETION +TOKENS +OPENING +GRANTED +SPENT +CLOSING +BALANCE +STATUS\n/);
-    expect(r.out).toMatch(new RegExp(`^${ids["ws-bob"]} +ws-bob +0 +0 +0 +0 +0 +50 +0 +50 +50 +active$`, "m"));
+    expect(r.out).toMatch(/^Usage 2026-02-01T00:00:00Z to 2026-02-28T23:59:59Z, per key, with balances now\n\nKEY +NAME +REQUESTS +PROMPT +COMPLETION +TOKENS +OPENING +GRANTED +SPENT +ADJUSTED +CLOSING +BALANCE +STATUS\n/);
+    expect(r.out).toMatch(new RegExp(`^${ids["ws-bob"]} +ws-bob +0 +0 +0 +0 +0 +50 +0 +0 +50 +50 +active$`, "m"));
     expect(r.out).toMatch(new RegExp(`^${ids["ws-cid"]} +ws-cid +1 .* revoked$`, "m"));
     expect(r.out).toMatch(/^TOTAL +3 /m);
   });
@@ -247,7 +247,28 @@ describe("report-usage --group key after a top-up", () => {
     const bob = (JSON.parse(r.out) as KeySummary).data.find((d) => d.key_name === "ws-bob")!;
     expect(bob).toMatchObject({ opening: 0, granted: 55, closing: 55, balance: 55, top_ups: [{ at: new Date(clock.now()).toISOString(), amount: 5, note: "invoice 7" }] });
     const csv = await report(["--format", "csv"]);
-    expect(csv.out.split("\r\n").find((l) => l.startsWith(ids["ws-bob"]!))).toBe(`${ids["ws-bob"]},ws-bob,0,0,0,0,0,55,active,0,55,55`);
+    expect(csv.out.split("\r\n").find((l) => l.startsWith(ids["ws-bob"]!))).toBe(`${ids["ws-bob"]},ws-bob,0,0,0,0,0,55,active,0,55,55,0`);
+  });
+});
+
+describe("report-usage --group key after a write-off", () => {
+  it("the revoked key's leftover written off: in adjusted (JSON, CSV, table), listed with its note, its closing 0, and the month reconciles", async () => {
+    const before = JSON.parse((await report(["--format", "json"])).out) as KeySummary;
+    const old = before.data.find((d) => d.key_name === "ws-old")!;
+    expect(old.closing).toBeGreaterThan(0);
+    const writeOff = await h.admin(`/admin/keys/${ids["ws-old"]}/debits`, { method: "POST", body: JSON.stringify({ amount: old.closing, note: "expired: revoked in January" }) });
+    expect(writeOff.status).toBe(200);
+    const r = await report(["--format", "json"]);
+    expect(r.code, r.err).toBe(0);
+    const json = JSON.parse(r.out) as KeySummary;
+    const line = json.data.find((d) => d.key_name === "ws-old")!;
+    expect(line).toMatchObject({ opening: old.opening, granted: 0, cost: 0, adjusted: old.closing, closing: 0, balance: 0, write_offs: [{ at: new Date(clock.now()).toISOString(), amount: old.closing, note: "expired: revoked in January" }] });
+    for (const d of json.data) expect(Math.round((d.opening! + d.granted! - d.cost - d.adjusted!) * 1e6)).toBe(Math.round(d.closing! * 1e6));
+    expect(json.totals).toMatchObject({ opening: before.totals.opening, adjusted: old.closing, closing: Math.round((before.totals.closing! - old.closing!) * 1e6) / 1e6 });
+    const csv = await report(["--format", "csv"]);
+    expect(csv.out.split("\r\n").find((l) => l.startsWith(ids["ws-old"]!))).toBe(`${ids["ws-old"]},ws-old,0,0,0,0,0,0,revoked,${old.opening},0,0,${old.closing}`);
+    const table = await report([]);
+    expect(table.out).toMatch(new RegExp(`^${ids["ws-old"]} +ws-old +0 +0 +0 +0 +${old.opening} +0 +0 +${old.closing} +0 +0 +revoked$`, "m"));
   });
 });
 
@@ -277,6 +298,14 @@ describe("keySummary: which keys a period has, at its edges", () => {
     const s = keySummary({ object: "usage_report", period, group: "model", data: [] }, keys, now, statement);
     expect(s.data.map((d) => [d.key_id, d.opening, d.closing])).toEqual([["left", 5, 5]]);
     expect(s.totals).toMatchObject({ opening: 5, closing: 5 });
+  });
+
+  it("a statement from a shim older than write-offs (no `adjusted`): adjusted 0, none listed", () => {
+    const keys = [key("jan", "2026-01-10T00:00:00.000Z")];
+    const statement = { object: "credits_statement" as const, period, data: [{ key_id: "jan", name: "jan", opening: 1, granted: 0, spent: 0, closing: 1, top_ups: [] }] };
+    const s = keySummary({ object: "usage_report", period, group: "model", data: [] }, keys, now, statement);
+    expect(s.data[0]).toMatchObject({ opening: 1, adjusted: 0, closing: 1, write_offs: [] });
+    expect(s.totals).toMatchObject({ adjusted: 0 });
   });
 
   it("costs summed exactly (0.1 + 0.2 is 0.3), and a key the list does not have still has its line", () => {

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { generateKey, isKeyId } from "../auth/keys.ts";
@@ -77,43 +77,10 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     return reply.send({ ...showKey(record), key }); // POST /admin/keys's answer: the key, once
   });
 
-  app.post<{ Params: { id: string } }>("/admin/keys/:id/credits", async (request, reply) => {
-    if (!isKeyId(request.params.id)) throw keyNotFound();
-    const body = object(request.body, ["amount", "note"]);
-    const given = creditsInput(body.amount, "positive");
-    if ("must" in given) throw invalid(`'amount' must be ${given.must}.`, "amount");
-    const amount = given.micro;
-    if (body.note !== undefined && (typeof body.note !== "string" || !isNote(body.note))) throw invalid(`'note' must be a string of at most ${MAX_NOTE_CHARACTERS} characters, without control characters other than tabs and line breaks.`, "note");
-    const idem = request.headers["idempotency-key"];
-    if (idem !== undefined && (typeof idem !== "string" || idem === "" || idem.length > MAX_IDEMPOTENCY_KEY_LENGTH)) throw invalid(`Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters.`, "Idempotency-Key");
-    // The fingerprint is the request as understood (amount in µc, note), so 1 and "1.0" are the same request.
-    const fingerprint = createHash("sha256").update(JSON.stringify([amount, body.note ?? null])).digest("hex");
-    const now = ctx.clock.now();
-    let expired = false; // refused as key_inactive, and not revoked: its expiry can be moved on, and its credits spent
-    const result = await ctx.store.topUp({
-      keyId: request.params.id,
-      amount,
-      note: (body.note as string | undefined) ?? null,
-      at: now,
-      idempotency: idem === undefined ? null : { key: idem, fingerprint },
-      // Credits for a key that can no longer spend them; a balance past what a JavaScript number
-      // holds exactly (the reply could not be written, and the grant rolled back as a 503). Asked
-      // by the store after it looks for a replay: a retry gets its first answer whatever came since.
-      refuse: (key) => {
-        expired = key.revokedAt === null;
-        return grantRefusal(key, amount, now);
-      },
-      respond: (key) => JSON.stringify({ object: "credit_grant", key_id: key.id, amount: creditsNumber(amount), note: body.note ?? null, balance: creditsNumber(key.balance), credits_remaining: creditsNumber(key.balance - key.held) }),
-    });
-    if (result.kind === "not_found") throw keyNotFound();
-    if (result.kind === "refused") {
-      if (result.reason === "key_inactive") throw new ShimError("key_inactive", { param: "id", ...(expired ? { message: EXPIRED_TOP_UP } : {}) });
-      throw invalid(`'amount' would take the balance past ${formatCredits(MAX_BALANCE_MICRO)} credits.`, "amount");
-    }
-    if (result.kind === "conflict") throw new ShimError("idempotency_key_reused", { param: "Idempotency-Key" });
-    if (result.kind === "replay") reply.header("idempotent-replayed", "true");
-    return reply.type("application/json").send(result.body);
-  });
+  app.post<{ Params: { id: string } }>("/admin/keys/:id/credits", (request, reply) => changeCredits(ctx, request, reply, false));
+  // Beyond DESIGN.md's routes (docs/decisions.md): a write-off (a refund, sold credits that
+  // expired, a revoked key's leftover), which otherwise stayed a liability on every statement.
+  app.post<{ Params: { id: string } }>("/admin/keys/:id/debits", (request, reply) => changeCredits(ctx, request, reply, true));
 
   app.get("/admin/usage", async (request, reply) => {
     const q = onlyKnown(request.query as object, ["key", "from", "to", "group", "format"], "query parameter");
@@ -179,6 +146,56 @@ async function changeKey(ctx: ShimContext, id: string, changes: KeyChanges, conf
     throw new ShimError("key_name_in_use", { param: "expires_at", message: `Another key in use is named "${result.name.slice(0, 200)}" (id ${result.namesake}): bringing this expired key back would give two keys in use that name, and a name must name one. Revoke that key first, or create a new key.` });
   }
   return result.key;
+}
+
+/**
+ * A top-up (POST /admin/keys/{id}/credits) or a write-off (…/debits): `amount` credits added or
+ * taken off, with a `note`; an Idempotency-Key replays the first answer (scoped to the key and
+ * the route: top-ups.ts). A write-off is made to a revoked or expired key too, and never takes
+ * more than is available now (the balance less what requests in flight hold): a balance that
+ * went below its holds would leave a request's charge with nothing to come from.
+ */
+async function changeCredits(ctx: ShimContext, request: FastifyRequest<{ Params: { id: string } }>, reply: FastifyReply, writeOff: boolean) {
+  if (!isKeyId(request.params.id)) throw keyNotFound();
+  const body = object(request.body, ["amount", "note"]);
+  const given = creditsInput(body.amount, "positive");
+  if ("must" in given) throw invalid(`'amount' must be ${given.must}.`, "amount");
+  const amount = given.micro;
+  if (body.note !== undefined && (typeof body.note !== "string" || !isNote(body.note))) throw invalid(`'note' must be a string of at most ${MAX_NOTE_CHARACTERS} characters, without control characters other than tabs and line breaks.`, "note");
+  const idem = request.headers["idempotency-key"];
+  if (idem !== undefined && (typeof idem !== "string" || idem === "" || idem.length > MAX_IDEMPOTENCY_KEY_LENGTH)) throw invalid(`Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters.`, "Idempotency-Key");
+  // The fingerprint is the request as understood (amount in µc, note), so 1 and "1.0" are the same request.
+  const fingerprint = createHash("sha256").update(JSON.stringify([amount, body.note ?? null])).digest("hex");
+  const now = ctx.clock.now();
+  let expired = false; // refused as key_inactive, and not revoked: its expiry can be moved on, and its credits spent
+  let available = 0; // a write-off's refusal: what it could have taken
+  const result = await ctx.store.topUp({
+    keyId: request.params.id,
+    amount,
+    note: (body.note as string | undefined) ?? null,
+    at: now,
+    ...(writeOff ? { writeOff } : {}),
+    idempotency: idem === undefined ? null : { key: idem, fingerprint },
+    // Credits for a key that can no longer spend them; a balance past what a JavaScript number
+    // holds exactly (the reply could not be written, and the grant rolled back as a 503). Asked
+    // by the store after it looks for a replay: a retry gets its first answer whatever came since.
+    refuse: (key) => {
+      expired = key.revokedAt === null;
+      available = key.balance - key.held;
+      if (writeOff) return amount > available ? "more_than_available" : null;
+      return grantRefusal(key, amount, now);
+    },
+    respond: (key) => JSON.stringify({ object: writeOff ? "credit_write_off" : "credit_grant", key_id: key.id, amount: creditsNumber(amount), note: body.note ?? null, balance: creditsNumber(key.balance), credits_remaining: creditsNumber(key.balance - key.held) }),
+  });
+  if (result.kind === "not_found") throw keyNotFound();
+  if (result.kind === "refused") {
+    if (result.reason === "more_than_available") throw invalid(`'amount' is more than the key's ${formatCredits(available)} credits available: its balance less what requests in flight hold. A write-off never takes a balance below that.`, "amount");
+    if (result.reason === "key_inactive") throw new ShimError("key_inactive", { param: "id", ...(expired ? { message: EXPIRED_TOP_UP } : {}) });
+    throw invalid(`'amount' would take the balance past ${formatCredits(MAX_BALANCE_MICRO)} credits.`, "amount");
+  }
+  if (result.kind === "conflict") throw new ShimError("idempotency_key_reused", { param: "Idempotency-Key" });
+  if (result.kind === "replay") reply.header("idempotent-replayed", "true");
+  return reply.type("application/json").send(result.body);
 }
 
 /** A tier the configuration defines (POST and PATCH /admin/keys). */

@@ -6,18 +6,21 @@ import { isKeyId } from "../auth/keys.ts";
 import { creditsNumber, formatCredits } from "../money/money.ts";
 import { parsePeriod, showPeriod } from "../requests/period.ts";
 import { onlyKnown } from "../requests/known-members.ts";
-import type { CreditsLine } from "../store/credits-statement.ts";
+import type { CreditsLine, TopUpEntry } from "../store/credits-statement.ts";
 import { creditsReport } from "./usage.ts";
 
-/** The CSV's columns, as the JSON names its members. */
-const COLUMNS = ["key_id", "name", "opening", "granted", "spent", "closing"] as const;
+/**
+ * The CSV's columns, as the JSON names its members. `adjusted` (write-offs) came later: last, so
+ * a spreadsheet or script that reads the others by position keeps working.
+ */
+const COLUMNS = ["key_id", "name", "opening", "granted", "spent", "closing", "adjusted"] as const;
 
 /**
  * GET /admin/credits (beyond DESIGN.md's routes, docs/decisions.md): each key's credits over a
  * period, from the ledger: its balance at the start (`opening`), the credits granted in it (at
  * creation, a stack key's bootstrap grant, top-ups), those spent (its usage charges: /admin/usage's
- * `cost`, summed), and its balance at the end (`closing`), with the period's top-ups and their
- * notes (JSON only). An operator selling credits reconciles
+ * `cost`, summed), those written off (`adjusted`: POST /admin/keys/{id}/debits), and its balance
+ * at the end (`closing`), with the period's top-ups and write-offs and their notes (JSON only). An operator selling credits reconciles
  * a month with it; before, that took a raw query on a backup-ledger copy (SQLite only). Queried as
  * /admin/usage is (`key`, `from`, `to`, `format`), and waits in the same line of reports.
  */
@@ -32,19 +35,21 @@ export function creditsRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const period = parsePeriod(q, ctx.clock.now());
     const lines = await creditsReport(ctx, request, reply, { keyId: (q.key as string | undefined) ?? null, from: period.from, to: period.to });
     if (format === "csv") {
-      const rows = lines.map((l) => csvLine([l.keyId, l.name, formatCredits(l.opening), formatCredits(l.granted), formatCredits(l.spent), formatCredits(l.closing)]));
+      const rows = lines.map((l) => csvLine([l.keyId, l.name, formatCredits(l.opening), formatCredits(l.granted), formatCredits(l.spent), formatCredits(l.closing), formatCredits(l.adjusted)]));
       return reply.type("text/csv; charset=utf-8").header("content-disposition", 'attachment; filename="credits.csv"').send(csvLine(COLUMNS) + rows.join(""));
     }
     return reply.send({ object: "credits_statement", period: showPeriod(period), data: lines.map(shown) });
   });
 }
 
-/** A line as the JSON shows it: credits, not µc; its top-ups (the CSV, a line per key, has no room for them) with their notes. */
+/** A line as the JSON shows it: credits, not µc; its top-ups and write-offs (the CSV, a line per key, has no room for them) with their notes. */
 function shown(l: CreditsLine) {
   return {
-    key_id: l.keyId, name: l.name, opening: creditsNumber(l.opening), granted: creditsNumber(l.granted), spent: creditsNumber(l.spent), closing: creditsNumber(l.closing),
-    top_ups: l.topUps.map((t) => ({ at: new Date(t.at).toISOString(), amount: creditsNumber(t.amount), note: t.note })),
+    key_id: l.keyId, name: l.name, opening: creditsNumber(l.opening), granted: creditsNumber(l.granted), spent: creditsNumber(l.spent),
+    adjusted: creditsNumber(l.adjusted), closing: creditsNumber(l.closing), top_ups: l.topUps.map(entry), write_offs: l.writeOffs.map(entry),
   };
 }
+
+const entry = (t: TopUpEntry) => ({ at: new Date(t.at).toISOString(), amount: creditsNumber(t.amount), note: t.note });
 
 const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });

@@ -17,9 +17,10 @@ export interface CreditsQuery {
 }
 
 /**
- * One key's statement, integer µc: opening + granted − spent = closing exactly. `granted` is
- * every ledger row of the period that is not a usage charge (a key's credits at its creation,
- * a stack key's bootstrap grant, top-ups); `spent` the period's usage charges (positive).
+ * One key's statement, integer µc: opening + granted − spent − adjusted = closing exactly.
+ * `granted` is every ledger row of the period that is neither a usage charge nor a write-off (a
+ * key's credits at its creation, a stack key's bootstrap grant, top-ups); `spent` the period's
+ * usage charges (positive); `adjusted` its write-offs (positive: credits taken off, top-ups.ts).
  */
 export interface CreditsLine {
   keyId: string;
@@ -28,9 +29,12 @@ export interface CreditsLine {
   opening: number;
   granted: number;
   spent: number;
+  adjusted: number;
   closing: number;
   /** The period's top-ups (part of `granted`), in the order they were made, each with its note (an invoice number). */
   topUps: TopUpEntry[];
+  /** The period's write-offs (`adjusted`), so too; each amount positive, as `adjusted` sums them. */
+  writeOffs: TopUpEntry[];
 }
 
 export interface TopUpEntry {
@@ -46,12 +50,15 @@ export interface TopUpEntry {
  * one created later (or with no credits and no request yet) has none.
  */
 export function creditsColumns(from: string, integer: (sum: string) => string = (sum) => sum): string {
-  // (The top-ups' list is each store's own SQL: JSON aggregates differ.)
+  // (The top-ups' and write-offs' lists are each store's own SQL: JSON aggregates differ.)
   return `${integer(`coalesce(sum(CASE WHEN l.at < ${from} THEN l.amount END), 0)`)} AS opening,
-      ${integer(`coalesce(sum(CASE WHEN l.at >= ${from} AND l.kind <> 'usage' THEN l.amount END), 0)`)} AS granted,
+      ${integer(`coalesce(sum(CASE WHEN l.at >= ${from} AND l.kind NOT IN ('usage', 'adjustment') THEN l.amount END), 0)`)} AS granted,
       ${integer(`coalesce(-sum(CASE WHEN l.at >= ${from} AND l.kind = 'usage' THEN l.amount END), 0)`)} AS spent,
+      ${integer(`coalesce(-sum(CASE WHEN ${writeOffRows(from)} THEN l.amount END), 0)`)} AS adjusted,
       ${integer("sum(l.amount)")} AS closing`;
 }
 
 /** Which of the rows summed are the period's top-ups (`from` the store's placeholder for its start). */
 export const topUpRows = (from: string): string => `l.at >= ${from} AND l.kind = 'topup'`;
+/** Which are its write-offs (top-ups.ts: negative rows of kind `adjustment`). */
+export const writeOffRows = (from: string): string => `l.at >= ${from} AND l.kind = 'adjustment'`;

@@ -4,7 +4,7 @@ import { keyUpdateRefusal, keyUpdateSql, keyUpdateValues, liveNamesakeSql, nameT
 import { grant, keyById, keysWithHolds } from "./postgres-client.ts";
 import { LOCK_KEY } from "./postgres-sql.ts";
 import {
-  grantRefusal, type BootstrapResult, isAdminApiKey, type KeyChanges, type KeyRecord, type KeyUpdateResult, type NewKey, type TopUpInput, type TopUpResult, topUpRefusal,
+  grantRefusal, type BootstrapResult, isAdminApiKey, type KeyChanges, type KeyRecord, type KeyUpdateResult, type NewKey, type TopUpInput, type TopUpResult, topUpRefusal, creditsChangeRow,
 } from "./store.ts";
 
 export async function createKeyIn(c: pg.PoolClient, key: NewKey): Promise<KeyRecord> {
@@ -39,14 +39,14 @@ export async function topUpIn(c: pg.PoolClient, input: TopUpInput): Promise<TopU
   // request with the same Idempotency-Key sees the first one's stored answer, committed.
   const found = await c.query(LOCK_KEY, [input.keyId]);
   if (found.rowCount === 0) return { kind: "not_found" };
-  const idemKey = input.idempotency && `credits:${input.keyId}:${input.idempotency.key}`;
+  const { kind, amount, idem: idemKey } = creditsChangeRow(input);
   if (idemKey) {
     const prior = (await c.query<{ fingerprint: string; body: string }>("SELECT fingerprint, body FROM idempotency WHERE key = $1", [idemKey])).rows[0];
     if (prior) return prior.fingerprint === input.idempotency!.fingerprint ? { kind: "replay", body: prior.body } : { kind: "conflict" };
   }
   const refused = topUpRefusal(input, await keyById(c, input.keyId));
   if (refused) return refused;
-  await grant(c, input.keyId, input.amount, input.at, "topup", input.note, idemKey);
+  await grant(c, input.keyId, amount, input.at, kind, input.note, idemKey);
   const body = input.respond((await keyById(c, input.keyId))!);
   if (idemKey) await c.query("INSERT INTO idempotency (key, fingerprint, body, at) VALUES ($1, $2, $3, $4)", [idemKey, input.idempotency!.fingerprint, body, input.at]);
   return { kind: "done", body };

@@ -86,7 +86,7 @@ export function durableTransaction<T>(pool: pg.Pool, fn: (c: pg.PoolClient) => P
 
 /** A ledger row and the matching balance change; false when the idempotency key was used. */
 export async function grant(c: pg.ClientBase, keyId: string, amount: number, at: number, kind: string, ref: string | null, idem: string | null): Promise<boolean> {
-  if (amount <= 0) return false;
+  if (amount === 0) return false; // a write-off's is negative
   const r = await c.query("INSERT INTO ledger (key_id, at, amount, kind, ref, idem) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idem) WHERE idem IS NOT NULL DO NOTHING",
     [keyId, at, amount, kind, ref, idem]);
   if (r.rowCount === 0) return false;

@@ -4,13 +4,13 @@
  * is held for the whole of each, after the open batch has committed.
  */
 import { type prepareStatements, toKey } from "./sqlite-statements.ts";
-import { grantRefusal, isAdminApiKey, topUpRefusal, type BootstrapResult, type KeyRecord, type NewKey, type TopUpInput, type TopUpResult } from "./store.ts";
+import { creditsChangeRow, grantRefusal, isAdminApiKey, topUpRefusal, type BootstrapResult, type KeyRecord, type NewKey, type TopUpInput, type TopUpResult } from "./store.ts";
 
 type Statements = ReturnType<typeof prepareStatements>;
 
-/** A ledger row and the matching balance change; false when the idempotency key was used. */
+/** A ledger row and the matching balance change (a write-off's amount is negative); false when the idempotency key was used. */
 function grant(stmt: Statements, keyId: string, amount: number, at: number, kind: string, ref: string | null, idem: string | null): boolean {
-  if (amount <= 0) return false;
+  if (amount === 0) return false;
   if (stmt.credit.run({ keyId, at, amount, kind, ref, idem }).changes === 0) return false;
   stmt.addBalance.run({ keyId, amount });
   return true;
@@ -36,7 +36,7 @@ export function ensureBootstrapKeyIn(stmt: Statements, key: NewKey): BootstrapRe
 }
 
 export function topUpIn(stmt: Statements, input: TopUpInput): TopUpResult {
-  const idemKey = input.idempotency && `credits:${input.keyId}:${input.idempotency.key}`;
+  const { kind, amount, idem: idemKey } = creditsChangeRow(input);
   if (idemKey) {
     const prior = stmt.getIdem.get(idemKey);
     if (prior) return prior.fingerprint === input.idempotency!.fingerprint ? { kind: "replay", body: prior.body } : { kind: "conflict" };
@@ -44,7 +44,7 @@ export function topUpIn(stmt: Statements, input: TopUpInput): TopUpResult {
   const row = stmt.getKey.get(input.keyId);
   const refused = topUpRefusal(input, row && toKey(row));
   if (refused) return refused;
-  grant(stmt, input.keyId, input.amount, input.at, "topup", input.note, idemKey);
+  grant(stmt, input.keyId, amount, input.at, kind, input.note, idemKey);
   const body = input.respond(toKey(stmt.getKey.get(input.keyId)!));
   if (idemKey) stmt.putIdem.run(idemKey, input.idempotency!.fingerprint, body, input.at);
   return { kind: "done", body };

@@ -7,6 +7,7 @@ import { MAX_BALANCE_MICRO } from "../money/money.ts";
 import type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
 import type { BackupFile } from "./sqlite-backup.ts";
 import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
+import type { TopUpInput, TopUpResult } from "./top-ups.ts";
 export type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
 
 export interface KeyRecord {
@@ -116,34 +117,7 @@ export interface SettleInput {
   usage: UsageRow;
 }
 
-export interface TopUpInput {
-  keyId: string;
-  amount: number;
-  note: string | null;
-  at: number;
-  /** Idempotency-Key header and a fingerprint of the request it came with. */
-  idempotency: { key: string; fingerprint: string } | null;
-  /** Builds the response body stored for replays, from the key's state after the top-up. */
-  respond: (key: KeyRecord) => string;
-  /**
-   * Why this top-up must not be made to this key (its state before it), or null. Asked after a
-   * replay is recognised, so a retry still gets the answer its first attempt got.
-   */
-  refuse: (key: KeyRecord) => string | null;
-}
-export type TopUpResult =
-  | { kind: "done"; body: string }
-  | { kind: "replay"; body: string }
-  | { kind: "conflict" }
-  | { kind: "not_found" }
-  | { kind: "refused"; reason: string };
-
-/** The top-up's answer before any grant, for a key that does not exist or that `refuse` turns away. */
-export function topUpRefusal(input: TopUpInput, key: KeyRecord | undefined): TopUpResult | null {
-  if (!key) return { kind: "not_found" };
-  const reason = input.refuse(key);
-  return reason === null ? null : { kind: "refused", reason };
-}
+export { creditsChangeRow, type TopUpInput, type TopUpResult, topUpRefusal } from "./top-ups.ts";
 
 export interface UsageQuery {
   /** The caller takes the rows in batches (UsageRows): a large report's (/admin/usage streams its body). */
