@@ -109,6 +109,24 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     expect(csv).toContain(`${jane.id},jane,0,11,0,5,6\r\n`);
     // A write-off is not usage: the usage report has none of it.
     expect((await json<{ data: unknown[] }>(h.admin("/admin/usage"))).data).toEqual([]);
+
+    // An Idempotency-Key is scoped to its key: another key's write-off with jane's "cn-7", the
+    // same request otherwise, is its own, not a replay of jane's answer.
+    const kim = await h.createKey({ name: "kim", credits: 3 });
+    const kims = await post(h, kim.id, "debits", { amount: 2.5, note: "refund, credit note CN-7" }, "cn-7");
+    expect([kims.status, kims.headers.get("idempotent-replayed")]).toEqual([200, null]);
+    expect(await json(kims)).toMatchObject({ key_id: kim.id, balance: 0.5 });
+    // The note is part of the request: the same amount with another note under that key is a
+    // different request, refused, not answered with the first one's note as though it were that.
+    await expectRefused(await post(h, kim.id, "debits", { amount: 2.5, note: "expired credits" }, "cn-7"), 409, "idempotency_key_reused", "Idempotency-Key");
+    expect(await balance(kim.id)).toBe(500_000);
+
+    // The next month's statement: November's write-offs are in its opening, not in its `adjusted`
+    // (counted in both, opening + granted − spent − adjusted would fall short of closing).
+    clock.advance(20 * 86_400_000); // 5 December
+    const december = await json<{ data: Line[] }>(h.admin("/admin/credits"));
+    expect(december.data.find((l) => l.key_id === jane.id)).toMatchObject({ opening: 5, granted: 0, spent: 0, adjusted: 0, closing: 5, write_offs: [] });
+    for (const l of december.data) expect(Math.round((l.opening + l.granted - l.spent - l.adjusted) * C), l.key_id).toBe(Math.round(l.closing * C));
   } finally {
     await h.close();
   }
