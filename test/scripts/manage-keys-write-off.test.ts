@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/manage-keys.ts";
+import { frontProxy } from "../support/front-proxy.ts";
 import { LISTED_KEY, olderShim } from "../support/older-shim.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { tempDir } from "../support/tools.ts";
@@ -58,6 +59,39 @@ describe("manage-keys write-off", () => {
     expect(all.code, all.err).toBe(0);
     expect(all.out).toBe(`Wrote off 4 credits from left-behind (${id}): balance 0, remaining 0.`);
     expect((await listed(id)).balance).toBe(0);
+  });
+
+  it("a retry by name after a rotation to a namesake is refused, nothing taken off the new key; by id it replays", async () => {
+    const old = await h.createKey({ name: "rotated-off", credits: 10 });
+    const argv = ["--amount", "2", "--note", "refund, credit note CN-9", "--idempotency-key", "cn-9"];
+    expect((await keys(["write-off", "--key", "rotated-off", ...argv])).code).toBe(0);
+    expect((await keys(["revoke", "--key", old.id])).code).toBe(0);
+    const fresh = await h.createKey({ name: "rotated-off", credits: 10 });
+    // The same retry by name would reach the new key, a different key: a second write-off.
+    const byName = await keys(["write-off", "--key", "rotated-off", ...argv]);
+    expect(byName.code).toBe(1);
+    expect(byName.err).toContain(`--key "rotated-off" names other keys too (${old.id}), revoked or not; with --idempotency-key give the id`);
+    expect(byName.err).not.toContain("Idempotency-Key:");
+    const byId = await keys(["write-off", "--key", old.id, ...argv]);
+    expect(byId.code, byId.err).toBe(0);
+    expect(byId.out).toContain("Already applied with this Idempotency-Key; nothing taken off now.");
+    expect([(await listed(old.id)).balance, (await listed(fresh.id)).balance]).toEqual([8, 10]);
+  });
+
+  it("an answer lost after the shim acted: the last line says it may have been applied, with the one safe retry, which takes nothing twice", async () => {
+    const { id } = await h.createKey({ name: "lost-write-off", credits: 10 });
+    const front = await frontProxy(h.url, (method, url) => (method === "POST" && url.endsWith("/debits") ? "drop" : "forward"));
+    try {
+      const r = await keys(["write-off", "--key", id, "--amount", "3", "--note", "expired", "--idempotency-key", "lost-1"], front.url);
+      expect(r.code).toBe(1);
+      expect((await listed(id)).balance).toBe(7); // applied, though the operator never heard so
+      const retry = `npm run manage-keys -- write-off --url=${front.url} --key=${id} --amount=3 --note=expired --idempotency-key=lost-1`;
+      expect(r.lastLine).toBe(`The write-off may have been applied. Retry it with the same Idempotency-Key, which takes the credits off at most once: ${retry}`);
+    } finally {
+      front.close();
+    }
+    expect((await keys(["write-off", "--key", id, "--amount", "3", "--note", "expired", "--idempotency-key", "lost-1"])).out).toContain("Already applied");
+    expect((await listed(id)).balance).toBe(7);
   });
 
   it.each([
