@@ -35,7 +35,9 @@ describe("the start says when it migrated an existing ledger (SQLite)", () => {
     const first = await open(file);
     expect(first).toMatchObject([{ from: 3, to: MIGRATIONS.length }]);
     expect(said(first)).toEqual([expect.stringMatching(/^migrated the ledger from schema 3 to 4 \(the schema of shims from 2026-12-03 on\) in \d+ ms: an older shim may not open it \(docs\/api-shim\/money\.md#schema-versions says which do\); for one that does not, the backup taken before the upgrade is the way back$/)]);
-    expect(said(await open(file))).toEqual([]);
+    const again = await open(file);
+    expect(again).toMatchObject([{ from: MIGRATIONS.length, to: MIGRATIONS.length, ms: 0 }]); // as Postgres': no migration took no time
+    expect(said(again)).toEqual([]);
     const db = new Database(file, { readonly: true });
     expect(db.pragma("user_version", { simple: true })).toBe(4);
     db.close();
