@@ -1,4 +1,5 @@
 import { HOURS_PER_MONTH, regionsOffering, type GpuPlan } from "./catalog.ts";
+import type { StorageEncryption } from "./config/types.ts";
 
 /** What the Linode API says about a plan (the fields of `linode.getInstanceType` we compare). */
 export interface ApiInstanceType {
@@ -19,7 +20,7 @@ export interface ApiRegion {
 export interface CatalogDisagreements {
   /** The plan's figures (class, vCPU, RAM, price) differ: the host still works, the catalog is stale. */
   readonly warnings: string[];
-  /** The region cannot run the host (no GPU Linodes, no Metadata for cloud-init, not listed). */
+  /** The region cannot run the host (no GPU Linodes, no Metadata for cloud-init, not listed, no encryption asked for). */
   readonly blockers: string[];
 }
 
@@ -30,7 +31,7 @@ export interface CatalogDisagreements {
  * A region where the host could not boot as a GPU host or run its cloud-init is a blocker: the
  * instance would bill and host-ready would fail. A region's status other than "ok" is a warning.
  */
-export function catalogDisagreements(plan: GpuPlan, region: string, type: ApiInstanceType, regions: readonly ApiRegion[]): CatalogDisagreements {
+export function catalogDisagreements(plan: GpuPlan, region: string, type: ApiInstanceType, regions: readonly ApiRegion[], encryption?: StorageEncryption): CatalogDisagreements {
   const warnings: string[] = [];
   const where = `infra/catalog.ts says`;
   if (type.class !== "gpu") warnings.push(`Linode reports ${plan.id} as class "${type.class}", not a GPU plan`);
@@ -51,24 +52,39 @@ export function catalogDisagreements(plan: GpuPlan, region: string, type: ApiIns
   // reap-expired from destroying it), and a new one is as likely to come up when it ends.
   const status = regions.find((r) => r.id === region)?.status;
   if (status !== undefined && status !== "ok") warnings.push(`Linode reports region ${region} as "${status}": the instance may be slow to create or to boot until it is "ok"`);
-  return { warnings, blockers: regionBlockers(region, regions) };
+  return { warnings, blockers: regionBlockers(region, regions, encryption) };
 }
 
-function regionBlockers(region: string, regions: readonly ApiRegion[]): string[] {
+/**
+ * The region capabilities (as Linode's API lists them) that storage.encryption `enabled` needs:
+ * without them Linode would refuse the volume or the instance, or create it unencrypted, after
+ * the host started billing.
+ */
+const ENCRYPTION_CAPABILITIES = ["Block Storage Encryption", "Disk Encryption"] as const;
+
+function regionBlockers(region: string, regions: readonly ApiRegion[], encryption?: StorageEncryption): string[] {
   const r = regions.find((x) => x.id === region);
   if (!r) return [`Linode does not list region ${region}`];
   const out: string[] = [];
   if (!r.capabilities.includes("GPU Linodes")) out.push(`Linode does not list GPU Linodes in region ${region}`);
   // User data (cloud-init) only reaches the instance where the Metadata service runs.
   if (!r.capabilities.includes("Metadata")) out.push(`region ${region} has no Metadata service, so the host's cloud-init would not run`);
+  if (encryption === "enabled") {
+    for (const c of ENCRYPTION_CAPABILITIES) if (!r.capabilities.includes(c)) out.push(`storage.encryption is enabled, but Linode does not list ${c} in region ${region}`);
+  }
   return out;
 }
 
 /** The error `pulumi up` stops with on blockers: what is wrong, and the regions that would do. */
-export function blockedDeployMessage(plan: GpuPlan, region: string, blockers: readonly string[], regions: readonly ApiRegion[]): string {
-  const ready = regionsOffering(plan).filter((id) => id !== region && regionBlockers(id, regions).length === 0 && regions.find((r) => r.id === id)?.status === "ok");
+export function blockedDeployMessage(plan: GpuPlan, region: string, blockers: readonly string[], regions: readonly ApiRegion[], encryption?: StorageEncryption): string {
+  const ready = regionsOffering(plan).filter((id) => id !== region && regionBlockers(id, regions, encryption).length === 0 && regions.find((r) => r.id === id)?.status === "ok");
+  // Only when encryption is what the region lacks: dropping the setting is then a way out too.
+  const unencrypted = encryption === "enabled" && regionBlockers(region, regions, encryption).length > regionBlockers(region, regions).length
+    ? ", or leave the volume and disks to Linode's defaults with `pulumi config rm gpu-sandbox:storage.encryption`"
+    : "";
   return `not creating the GPU instance: ${blockers.join("; ")}. ` +
     `Choose another region with \`pulumi config set gpu-sandbox:region <id>\`` +
     (ready.length ? ` (${plan.gpu} regions Linode reports ready: ${ready.join(", ")})` : "") +
+    unencrypted +
     `, or, if Linode changed where it offers ${plan.gpu}, update infra/catalog.ts.`;
 }

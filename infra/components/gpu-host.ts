@@ -7,7 +7,7 @@ import { blockedDeployMessage, catalogDisagreements } from "../catalog-check.ts"
 import { type ApiFirewall, firewallCovers, uncoveredMessage } from "../firewall-check.ts";
 import { within } from "../../api-shim/src/promises.ts";
 import { isIPv6Cidr } from "../config/addresses.ts";
-import type { ModelConfig, TlsMode } from "../config/types.ts";
+import type { ModelConfig, StorageConfig, StorageEncryption, TlsMode } from "../config/types.ts";
 import { vllmRevision } from "../config/vllm.ts";
 import { askHub, type CheckedModel, hubDisagreements } from "../hub-check.ts";
 import type { Secret } from "../secret.ts";
@@ -33,6 +33,8 @@ export interface GpuHostArgs {
   adminCidrs: readonly string[];
   /** Size of the Block Storage Volume for model weights and the ledger. */
   volumeSizeGb: number;
+  /** Encryption at rest for the volume and the instance's disks; unset, Linode's defaults (neither property given). */
+  storage?: StorageConfig;
   /** When set, `expiresAt` is this many hours after the host was first created. */
   ttlHours?: number;
   /** Extra Linode tags. The kit always adds `gpu-sandbox` and `tenant:<tenant>`. */
@@ -101,10 +103,11 @@ export class GpuHost extends pulumi.ComponentResource {
     }, { parent: this, ignoreChanges: ["keepers"] });
 
     const userData = encodeUserData(hostCloudInit(args.tenant));
+    const encryption = args.storage?.encryption;
     this.instance = new linode.Instance(`${name}-instance`, {
       label: names.instance,
       // The region once the catalog check passed: a region the host cannot run in fails here, unbilled.
-      region: this.checkCatalog(args.plan, args.region),
+      region: this.checkCatalog(args.plan, args.region, encryption),
       type: args.plan.id,
       image: args.image,
       rootPass: rootPassword.result,
@@ -113,21 +116,29 @@ export class GpuHost extends pulumi.ComponentResource {
       metadatas: [{ userData: this.checkModel(args.plan, args.model, args.hfToken).then(() => userData) }],
       // Attached at creation, so the instance is never reachable without its firewall.
       firewallId: this.firewall.id.apply(Number),
+      ...(encryption ? { diskEncryption: encryption } : {}),
       tags,
       // Linode labels are unique, so a replacement must remove the old instance first. A new
       // region rebuilds the host rather than migrating it: the volume cannot move (a new region
       // replaces it), and only a first boot formats and mounts a new one.
       // dependsOn orders create and delete only; it is no input, so an existing instance is
       // neither updated nor replaced by it (the state just records the dependency).
-    }, { parent: this, deleteBeforeReplace: true, replaceOnChanges: ["region"], dependsOn: [created] });
+      // ignoreChanges: storage.encryption applies to a new instance only. Linode changes a disk's
+      // encryption only by a rebuild, which wipes the host: set on a running tenant, it must not
+      // rebuild it (checkEncryption warns instead).
+    }, { parent: this, deleteBeforeReplace: true, replaceOnChanges: ["region"], dependsOn: [created], ignoreChanges: ["diskEncryption"] });
 
     this.volume = new linode.Volume(`${name}-volume`, {
       label: names.volume,
       region: args.region,
       size: args.volumeSizeGb,
       linodeId: this.instance.id.apply(Number),
+      ...(encryption ? { encryption } : {}),
       tags,
-    }, { parent: this, deleteBeforeReplace: true });
+      // ignoreChanges: the volume holds the ledger, and Linode cannot change a volume's encryption
+      // (the provider replaces the volume for it: linode/terraform-provider-linode#2124), so the
+      // setting applies to a new volume only. docs/operations.md says how to move a ledger to one.
+    }, { parent: this, deleteBeforeReplace: true, ignoreChanges: ["encryption"] });
 
     this.createdAt = created.keepers.apply((k) => String(k?.createdAt ?? ""));
     const ttl = args.ttlHours;
@@ -152,6 +163,8 @@ export class GpuHost extends pulumi.ComponentResource {
       createdAt: this.createdAt, expiresAt: this.expiresAt,
       // Registered so that the deployment waits for the check (its warning) before it ends.
       firewallChecked: this.checkFirewall(names.firewall),
+      // Only when asked: a stack without storage.encryption keeps the outputs it had.
+      ...(encryption ? { encryptionChecked: this.checkEncryption(names, encryption) } : {}),
     });
   }
 
@@ -163,16 +176,16 @@ export class GpuHost extends pulumi.ComponentResource {
    * When the API cannot be asked, it warns and does not hold the deployment up (creating the
    * instance then says what is wrong with access).
    */
-  private checkCatalog(plan: GpuPlan, region: string): pulumi.Output<string> {
+  private checkCatalog(plan: GpuPlan, region: string, encryption: StorageEncryption | undefined): pulumi.Output<string> {
     const asked = Promise.all([linode.getInstanceType({ id: plan.id }, { parent: this }), linode.getRegions({}, { parent: this })]);
     return pulumi.output(asked.then(([type, r]) => {
       const regions = r.regions ?? [];
-      const { warnings, blockers } = catalogDisagreements(plan, region, type, regions);
+      const { warnings, blockers } = catalogDisagreements(plan, region, type, regions, encryption);
       for (const line of warnings) pulumi.log.warn(line, this);
       if (blockers.length > 0) {
         // Logged here in full: the error thrown for the instance reaches pulumi up prefixed with
         // every property it passed through ('error serializing property "region": …').
-        pulumi.log.error(blockedDeployMessage(plan, region, blockers, regions), this);
+        pulumi.log.error(blockedDeployMessage(plan, region, blockers, regions, encryption), this);
         throw new pulumi.ResourceError(`not creating the GPU instance in region ${region} (the catalog check's error above says why)`, this, true);
       }
       return region;
@@ -181,6 +194,26 @@ export class GpuHost extends pulumi.ComponentResource {
       pulumi.log.warn(`could not compare infra/catalog.ts with the Linode API${why}, so plan ${plan.id} and region ${region} were not checked before the instance`, this);
       return region;
     }));
+  }
+
+  /**
+   * What Linode reports for the volume and the instance's disks, against storage.encryption: a
+   * volume or instance created before the setting keeps what it had (ignoreChanges), which a
+   * warning says, with where to read how to move the ledger to a new volume. Read from the state,
+   * so known once they exist (a preview of a new host has nothing to compare yet).
+   */
+  private checkEncryption(names: { instance: string; volume: string }, asked: StorageEncryption): pulumi.Output<boolean> {
+    return pulumi.all([this.volume.encryption, this.instance.diskEncryption]).apply(([volume, disk]) => {
+      const off: string[] = [];
+      if (volume && volume !== asked) off.push(`volume ${names.volume} is encryption "${volume}"`);
+      if (disk && disk !== asked) off.push(`instance ${names.instance}'s disks are encryption "${disk}"`);
+      if (off.length > 0) {
+        pulumi.log.warn(`gpu-sandbox:storage.encryption is "${asked}", but ${off.join(" and ")}: they were created before the setting, ` +
+          `and the kit never replaces the volume (it holds the ledger) or rebuilds the host for it. ` +
+          `To move the ledger to a new volume, see "Encrypting an existing tenant's ledger" in docs/operations.md`, this);
+      }
+      return off.length === 0;
+    });
   }
 
   /**

@@ -3,7 +3,7 @@ import { CONFIG_NAMESPACE } from "./types.ts";
 /** Every key the program reads, without the `gpu-sandbox:` namespace. */
 export const CONFIG_KEYS = [
   "region", "plan", "image", "model", "hfToken", "allowedCidrs", "adminCidrs", "tls", "keys", "tiers",
-  "pricing", "providers", "volumeSizeGb", "ttlHours", "tags", "limits", "logs", "images", "readyTimeoutMinutes",
+  "pricing", "providers", "volumeSizeGb", "ttlHours", "tags", "limits", "logs", "storage", "images", "readyTimeoutMinutes",
 ] as const;
 
 /**

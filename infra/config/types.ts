@@ -126,6 +126,17 @@ export interface LogsConfig {
   readonly clientAddress: ClientAddressLogging;
 }
 
+/** Linode's encryption at rest: `enabled` or `disabled` (the values its API takes). */
+export type StorageEncryption = "enabled" | "disabled";
+
+/**
+ * The stack's `storage`: Linode's encryption at rest for the Block Storage Volume (the ledger and
+ * the weights) and the instance's disks. Given to new resources only (infra/components/gpu-host.ts).
+ */
+export interface StorageConfig {
+  readonly encryption: StorageEncryption;
+}
+
 /** Container images; each may be a tag (resolved to a digest at deploy time) or `name@sha256:…`. */
 export interface Images {
   readonly vllm: string;
@@ -156,6 +167,8 @@ export interface TenantConfig {
   readonly tags: readonly string[];
   readonly limits: EdgeLimits;
   readonly logs: LogsConfig;
+  /** Unset: Linode's defaults, and neither encryption property given (an existing stack unchanged). */
+  readonly storage?: StorageConfig;
   readonly images: Images;
   readonly readyTimeoutMinutes: number;
 }

@@ -5,6 +5,7 @@ import { Secret } from "../secret.ts";
 import { isIPv6Cidr, OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
 import { normaliseCidr, Problems } from "./checks.ts";
 import { checkLogs } from "./logs.ts";
+import { checkStorage } from "./storage.ts";
 import { isHubRepoId } from "./model-id.ts";
 import { checkSecret, checkShadowed, type ValidationContext } from "./secrets.ts";
 import { CONFIG_KEYS, isSecretSetting, numberAsWritten, setSecretCommand, unknownSettingMessage } from "./settings.ts";
@@ -95,6 +96,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   const tags = checkTags(p, raw.tags);
   const limits = checkLimits(p, raw.limits);
   const logs = checkLogs(p, raw.logs);
+  const storage = checkStorage(p, raw.storage);
   const images = checkImages(p, raw.images);
   const readyTimeoutMinutes =
     p.number("readyTimeoutMinutes", raw.readyTimeoutMinutes, { min: 1, max: MAX_READY_TIMEOUT_MINUTES, integer: true }) ?? DEFAULT_READY_TIMEOUT_MINUTES;
@@ -106,6 +108,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
     tenant, region, plan, image, model, allowedCidrs, adminCidrs, tls, keys, tiers, pricing, providers,
     volumeSizeGb, tags, limits, logs, images, readyTimeoutMinutes,
     ...(hfToken ? { hfToken } : {}),
+    ...(storage ? { storage } : {}),
     ...(ttlHours !== undefined ? { ttlHours } : {}),
   };
   return { ok: true, config: deepFreeze(config), deployProblems: deploy.list };
