@@ -42,8 +42,9 @@ totals.
                              ended (closing), the credits granted in it (at creation,
                              top-ups) and those written off (adjusted: manage-keys
                              write-off): opening + granted - cost - adjusted = closing, a
-                             month's invoice reconciled (json: with each top-up and write-off
-                             and its note; a shim older than GET /admin/credits: left out,
+                             month's invoice reconciled (json: with each grant at creation or
+                             bootstrap (grants), top-up and write-off, its note and
+                             idempotency_key; a shim older than GET /admin/credits: left out,
                              said on stderr; one older than write-offs: adjusted 0); a key revoked
                              or expired before the period with credits left has its line too,
                              so a month's opening total is the last one's closing

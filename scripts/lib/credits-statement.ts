@@ -17,9 +17,24 @@ export interface CreditsLine {
   readonly closing: number;
   /** Credits written off in the period; absent from a shim older than write-offs (its `granted` has them, negative). */
   readonly adjusted?: number;
-  /** The period's top-ups, each with its note; its write-offs so too (absent as `adjusted` is). */
-  readonly top_ups: readonly { readonly at: string; readonly amount: number; readonly note: string | null }[];
-  readonly write_offs?: CreditsLine["top_ups"];
+  /**
+   * The period's top-ups, each with its note and the Idempotency-Key it was sent with (absent
+   * from a shim older than that); its write-offs so too (absent as `adjusted` is).
+   */
+  readonly top_ups: readonly CreditsEntry[];
+  readonly write_offs?: readonly CreditsEntry[];
+  /**
+   * The period's other grants (a key's credits at creation, a stack key's bootstrap grant): with
+   * `top_ups`, all `granted` sums. Absent from a shim older than that (its `granted` has them).
+   */
+  readonly grants?: readonly (CreditsEntry & { readonly kind: "creation" | "bootstrap" })[];
+}
+
+export interface CreditsEntry {
+  readonly at: string;
+  readonly amount: number;
+  readonly note: string | null;
+  readonly idempotency_key?: string | null;
 }
 
 export interface CreditsStatement {

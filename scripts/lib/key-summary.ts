@@ -34,12 +34,17 @@ export interface KeySummaryRow {
   readonly granted?: number;
   readonly adjusted?: number;
   readonly closing?: number;
-  /** The period's top-ups and write-offs with their notes (the JSON's alone: the table and the CSV have a line per key). */
+  /**
+   * The period's grants (at creation, bootstrap), top-ups and write-offs with their notes and
+   * Idempotency-Keys (the JSON's alone: the table and the CSV have a line per key), as the
+   * statement lists them; `grants` absent from a shim older than that list.
+   */
+  readonly grants?: CreditsLine["grants"];
   readonly top_ups?: CreditsLine["top_ups"];
   readonly write_offs?: CreditsLine["top_ups"];
 }
 
-type CreditsMembers = Pick<KeySummaryRow, "opening" | "granted" | "adjusted" | "closing" | "top_ups" | "write_offs">;
+type CreditsMembers = Pick<KeySummaryRow, "opening" | "granted" | "adjusted" | "closing" | "grants" | "top_ups" | "write_offs">;
 
 export interface KeySummary {
   readonly object: "usage_report";
@@ -71,7 +76,12 @@ export function keySummary(report: UsageReport, keys: readonly ApiKey[], now = D
   const creditsOf = (id: string): CreditsMembers => {
     if (!statement) return {};
     const l = credits.get(id);
-    return { opening: l?.opening ?? 0, granted: l?.granted ?? 0, adjusted: l?.adjusted ?? 0, closing: l?.closing ?? 0, top_ups: l?.top_ups ?? [], write_offs: l?.write_offs ?? [] };
+    // `grants` left out when the shim's line has none (older than them): [] would say its `granted` had no grant.
+    const grants = l === undefined ? [] : l.grants;
+    return {
+      opening: l?.opening ?? 0, granted: l?.granted ?? 0, adjusted: l?.adjusted ?? 0, closing: l?.closing ?? 0,
+      ...(grants === undefined ? {} : { grants }), top_ups: l?.top_ups ?? [], write_offs: l?.write_offs ?? [],
+    };
   };
   const rows = new Map<string, UsageRow[]>();
   for (const r of report.data) {

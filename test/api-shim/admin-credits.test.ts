@@ -1,8 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { parseCredits } from "../../api-shim/src/money/money.ts";
 import { ReportsBusyError } from "../../api-shim/src/store/store.ts";
 import { jumpingClock, manualClock } from "../support/clocks.ts";
-import { overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
+import { DEFAULT_FILE, overrideStore, startShim, type Harness } from "../support/shim-harness.ts";
 
 /**
  * GET /admin/credits: each key's credits over a period (opening, granted, spent, closing), as an
@@ -10,7 +11,8 @@ import { overrideStore, startShim, type Harness } from "../support/shim-harness.
  * in a month before, the month asked about, and the month after.
  */
 
-interface Line { key_id: string; name: string; opening: number; granted: number; spent: number; adjusted: number; closing: number; top_ups: { at: string; amount: number; note: string | null }[] }
+interface Entry { at: string; amount: number; note: string | null; idempotency_key: string | null }
+interface Line { key_id: string; name: string; opening: number; granted: number; spent: number; adjusted: number; closing: number; grants: (Entry & { kind: string })[]; top_ups: Entry[] }
 interface Statement { object: string; period: { start: string; end: string }; data: Line[] }
 
 describe("GET /admin/credits", () => {
@@ -30,7 +32,8 @@ describe("GET /admin/credits", () => {
     octoberEnd = await balance(keys.alice.id);
 
     clock.jump(Date.UTC(2026, 10, 10, 12)); // November: the month asked about
-    const topUp = await h.admin(`/admin/keys/${keys.alice.id}/credits`, { method: "POST", body: JSON.stringify({ amount: 50, note: "invoice 1042" }) });
+    // The invoice number as its Idempotency-Key too, as operations.md's month's invoice has it.
+    const topUp = await h.admin(`/admin/keys/${keys.alice.id}/credits`, { method: "POST", body: JSON.stringify({ amount: 50, note: "invoice 1042" }), headers: { "idempotency-key": "INV-2026-1042" } });
     expect(topUp.status).toBe(200);
     await h.client(keys.alice.key).chat.completions.create(chat);
     await h.client(keys.alice.key).chat.completions.create({ ...chat, stream: true }).then(async (s) => { for await (const _ of s); });
@@ -62,9 +65,14 @@ describe("GET /admin/credits", () => {
     expect(alice.name).toBe("alice");
     expect(micro(alice)).toEqual({ opening: parseCredits(octoberEnd), granted: 50_000_000, spent: spentIn(keys.alice!.id), closing: parseCredits(novemberEnd.alice) });
     expect(octoberEnd).toBeLessThan(99); // October's request was charged before the month
-    // The top-ups of the month with their notes; a key's credits at its creation are granted, not a top-up.
-    expect(alice.top_ups).toEqual([{ at: expect.stringMatching(/^2026-11-10T12:00:\d\d\.\d{3}Z$/), amount: 50, note: "invoice 1042" }]);
+    // The top-ups of the month with their notes and Idempotency-Keys (as sent); a key's credits at
+    // its creation are granted, listed in `grants`, not a top-up.
+    expect(alice.top_ups).toEqual([{ at: expect.stringMatching(/^2026-11-10T12:00:\d\d\.\d{3}Z$/), amount: 50, note: "invoice 1042", idempotency_key: "INV-2026-1042" }]);
+    expect(alice.grants).toEqual([]); // made in October
     expect(bob.top_ups).toEqual([]);
+    expect(bob.grants).toEqual([{ kind: "creation", at: expect.stringMatching(/^2026-11-10T12:00:\d\d\.\d{3}Z$/), amount: 30, note: null, idempotency_key: null }]);
+    // `granted` is the sum of what the line lists as granted: a reader summing them finds it.
+    for (const l of body.data) expect([...l.grants, ...l.top_ups].reduce((s, e) => s + parseCredits(e.amount)!, 0)).toBe(micro(l).granted);
     expect(micro(bob)).toEqual({ opening: 0, granted: 30_000_000, spent: spentIn(bob.key_id), closing: parseCredits(novemberEnd.bob) });
     for (const l of [alice, bob]) expect(micro(l).opening + micro(l).granted - micro(l).spent).toBe(micro(l).closing);
     expect(micro(alice).spent).toBeGreaterThan(2_000_000); // two requests at 1 credit and their tokens
@@ -73,7 +81,14 @@ describe("GET /admin/credits", () => {
     const december = ((await (await h.admin("/admin/credits?from=2026-12-01&to=2026-12-31")).json()) as Statement).data;
     expect(december.find((l) => l.key_id === keys.alice!.id)).toMatchObject({ opening: novemberEnd.alice, granted: 0 });
     expect(december.find((l) => l.key_id === keys.alice!.id)!.spent).toBeGreaterThan(1);
-    expect(december.find((l) => l.key_id === keys.later!.id)).toEqual({ key_id: keys.later!.id, name: "later", opening: 0, granted: 5, spent: 0, adjusted: 0, closing: 5, top_ups: [], write_offs: [] });
+    expect(december.find((l) => l.key_id === keys.later!.id)).toEqual({
+      key_id: keys.later!.id, name: "later", opening: 0, granted: 5, spent: 0, adjusted: 0, closing: 5, top_ups: [], write_offs: [],
+      grants: [{ kind: "creation", at: expect.stringMatching(/^2026-12-02T12:00:\d\d\.\d{3}Z$/), amount: 5, note: null, idempotency_key: null }],
+    });
+    expect(december.find((l) => l.key_id === keys.bob!.id)).toMatchObject({ granted: 0, grants: [] }); // November's creation: not December's
+    // alice's creation: October's.
+    const october = ((await (await h.admin(`/admin/credits?key=${keys.alice!.id}&from=2026-10-01&to=2026-10-31`)).json()) as Statement).data;
+    expect(october).toEqual([expect.objectContaining({ granted: 100, grants: [{ kind: "creation", at: expect.stringMatching(/^2026-10-20T12:00:\d\d\.\d{3}Z$/), amount: 100, note: null, idempotency_key: null }], top_ups: [] })]);
   });
 
   it("the default period is the current UTC month, as /admin/usage's; `key` gives that key's line alone", async () => {
@@ -116,16 +131,38 @@ describe("GET /admin/credits", () => {
       expect((await edge.admin(`/admin/keys/${first.id}/credits`, { method: "POST", body: JSON.stringify({ amount: 7, note: "invoice 7" }) })).status).toBe(200);
       expect((await edge.admin(`/admin/keys/${first.id}/debits`, { method: "POST", body: JSON.stringify({ amount: 2, note: "refund 7" }) })).status).toBe(200);
       const statement = async (from: string, to: string) => ((await (await edge.admin(`/admin/credits?from=${from}&to=${to}`)).json()) as Statement).data;
-      expect(await statement("2026-11-01", "2026-11-30")).toEqual([{ key_id: first.id, name: "first", opening: 0, granted: 10, spent: 0, adjusted: 0, closing: 10, top_ups: [], write_offs: [] }]);
+      const created = (at: string, amount: number) => [{ kind: "creation", at, amount, note: null, idempotency_key: null }];
+      expect(await statement("2026-11-01", "2026-11-30")).toEqual([
+        { key_id: first.id, name: "first", opening: 0, granted: 10, spent: 0, adjusted: 0, closing: 10, grants: created("2026-11-01T00:00:00.000Z", 10), top_ups: [], write_offs: [] },
+      ]);
       expect(await statement("2026-12-01", "2026-12-31")).toEqual([
         {
-          key_id: first.id, name: "first", opening: 10, granted: 7, spent: 0, adjusted: 2, closing: 15,
-          top_ups: [{ at: "2026-12-01T00:00:00.000Z", amount: 7, note: "invoice 7" }], write_offs: [{ at: "2026-12-01T00:00:00.000Z", amount: 2, note: "refund 7" }],
+          key_id: first.id, name: "first", opening: 10, granted: 7, spent: 0, adjusted: 2, closing: 15, grants: [],
+          top_ups: [{ at: "2026-12-01T00:00:00.000Z", amount: 7, note: "invoice 7", idempotency_key: null }],
+          write_offs: [{ at: "2026-12-01T00:00:00.000Z", amount: 2, note: "refund 7", idempotency_key: null }],
         },
-        { key_id: next.id, name: "next", opening: 0, granted: 5, spent: 0, adjusted: 0, closing: 5, top_ups: [], write_offs: [] },
+        { key_id: next.id, name: "next", opening: 0, granted: 5, spent: 0, adjusted: 0, closing: 5, grants: created("2026-12-01T00:00:00.000Z", 5), top_ups: [], write_offs: [] },
       ].sort((a, b) => (a.key_id < b.key_id ? -1 : 1)));
+      // The CSV has a line per key and the columns it had before the JSON listed grants: byte for byte.
+      const csv = await (await edge.admin("/admin/credits?from=2026-12-01&to=2026-12-31&format=csv")).text();
+      expect(csv).toBe(["key_id,name,opening,granted,spent,closing,adjusted", ...[`${first.id},first,10,7,0,15,2`, `${next.id},next,0,5,0,5,0`].sort(), ""].join("\r\n"));
     } finally {
       await edge.close();
+    }
+  });
+
+  // A stack key's credits come from the stack's configuration at start: its grant is listed so,
+  // in the month the shim started in (the harness grants it at the real time, its clock here).
+  it("a stack key's bootstrap grant is a grant of its own, with no note nor Idempotency-Key", async () => {
+    const stack = generateKey();
+    const started = Date.now();
+    const booted = await startShim({ file: { ...DEFAULT_FILE, bootstrapKeys: [{ id: stack.id, name: "from-stack", hash: stack.hash, credits: 12, tier: "free" }] } });
+    try {
+      const { data } = (await (await booted.admin(`/admin/credits?key=${stack.id}`)).json()) as Statement;
+      expect(data).toEqual([expect.objectContaining({ granted: 12, top_ups: [], grants: [{ kind: "bootstrap", at: expect.any(String), amount: 12, note: null, idempotency_key: null }] })]);
+      expect(Date.parse(data[0]!.grants[0]!.at)).toBeGreaterThanOrEqual(started);
+    } finally {
+      await booted.close();
     }
   });
 

@@ -14,7 +14,9 @@ import { onBothStores } from "../support/both-stores.ts";
  * store.credits(): per key, over a period [from, to), its balance at each end and what was granted
  * and spent between, read from the ledger. The same ledger, written through the store's own
  * calls, on both stores (the SQLite store's on a database file: its statement runs on the report
- * worker), must give the same statement, to the micro-credit, with the period's top-ups and their notes.
+ * worker), must give the same statement, to the micro-credit, with the period's top-ups and their notes
+ * and Idempotency-Keys, and the period's other grants (a key's credits at creation, a stack key's
+ * bootstrap grant): every amount `granted` sums, listed, so an auditor ties each to an invoice.
  */
 const FROM = Date.UTC(2026, 10, 1); // November 2026
 const TO = Date.UTC(2026, 11, 1);
@@ -29,6 +31,9 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     const lines = await store.credits({ keyId: null, asker: null, from: FROM, to: TO });
     expect(lines).toEqual(expected(keys).sort((a, b) => (a.keyId < b.keyId ? -1 : 1)));
     for (const l of lines) expect(l.opening + l.granted - l.spent - l.adjusted).toBe(l.closing);
+    // `granted` is what the line lists as granted: its grants and its top-ups, no more, no less.
+    const sum = (entries: { amount: number }[]) => entries.reduce((s, e) => s + e.amount, 0);
+    for (const l of lines) expect(sum(l.grants) + sum(l.topUps)).toBe(l.granted);
 
     // One key: its line alone; a key without a ledger row before `to`: none.
     expect(await store.credits({ keyId: keys.alice, asker: null, from: FROM, to: TO })).toEqual(expected(keys).filter((l) => l.keyId === keys.alice));
@@ -38,8 +43,19 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     const [both] = await store.credits({ keyId: keys.alice, asker: null, from: Date.UTC(2026, 9, 1), to: TO });
     const november = expected(keys).find((l) => l.keyId === keys.alice)!;
     expect(october!.closing).toBe(november.opening);
-    expect(october!.topUps).toEqual([{ at: FROM - 1, amount: 7 * C, note: "october's last millisecond" }]);
-    expect(both).toEqual({ ...november, opening: october!.opening, granted: october!.granted + november.granted, spent: october!.spent + november.spent, topUps: [...october!.topUps, ...november.topUps] });
+    expect(october!.topUps).toEqual([{ at: FROM - 1, amount: 7 * C, note: "october's last millisecond", idempotencyKey: "INV-0999" }]);
+    // alice's credits at creation: an entry of the month it was made in (October), none of the next.
+    expect(october!.grants).toEqual([{ kind: "creation", at: FROM - 12 * DAY, amount: 100 * C, note: null, idempotencyKey: null }]);
+    expect(november.grants).toEqual([]);
+    expect(october!.granted).toBe(107 * C);
+    expect(both).toEqual({
+      ...november, opening: october!.opening, granted: october!.granted + november.granted, spent: october!.spent + november.spent,
+      grants: [...october!.grants, ...november.grants], topUps: [...october!.topUps, ...november.topUps],
+    });
+    // The stack key's bootstrap grant, in October too (its client sent no Idempotency-Key: the
+    // ledger's own `bootstrap:<id>` is not one).
+    const [stackOctober] = await store.credits({ keyId: keys.stack, asker: null, from: Date.UTC(2026, 9, 1), to: FROM });
+    expect(stackOctober).toMatchObject({ granted: 20 * C, grants: [{ kind: "bootstrap", at: FROM - 30 * DAY, amount: 20 * C, note: null, idempotencyKey: null }], topUps: [] });
   } finally {
     if (!wrapStore) await store.close();
     rmSync(dir, { recursive: true, force: true });
@@ -71,16 +87,19 @@ async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | 
       usage: { requestId: reservationId, keyId, at, route: "/v1/chat/completions", model: "qwen2.5-7b", status: 200, promptTokens: 3, completionTokens: 4, cost, stream: false, ms: 5, served: true },
     });
   };
-  const topUp = async (keyId: string, amount: number, at: number, note: string | null, writeOff?: true) => {
-    const result = await store.topUp({ keyId, amount, note, at, idempotency: null, respond: () => "{}", refuse: () => null, ...(writeOff ? { writeOff } : {}) });
+  const topUp = async (keyId: string, amount: number, at: number, note: string | null, writeOff?: true, idempotencyKey?: string) => {
+    const idempotency = idempotencyKey === undefined ? null : { key: idempotencyKey, fingerprint: `${amount}` };
+    const result = await store.topUp({ keyId, amount, note, at, idempotency, respond: () => "{}", refuse: () => null, ...(writeOff ? { writeOff } : {}) });
     expect(result.kind).toBe("done");
   };
 
   const alice = await key("alice", 100 * C, FROM - 12 * DAY);
   await charge(alice, 2 * C, FROM - 6 * DAY);
-  await topUp(alice, 7 * C, FROM - 1, "october's last millisecond");
+  await topUp(alice, 7 * C, FROM - 1, "october's last millisecond", undefined, "INV-0999");
   await charge(alice, 1 * C, FROM); // the month's first instant: in it
-  await topUp(alice, 50 * C, FROM + 9 * DAY, "invoice 1042");
+  // The invoice number as the Idempotency-Key too (operations.md's month's invoice): the ledger
+  // keeps it scoped (`credits:<key>:`), the statement shows it as the client sent it.
+  await topUp(alice, 50 * C, FROM + 9 * DAY, "invoice 1042", undefined, "INV-1042");
   await charge(alice, 3_250_001, FROM + 11 * DAY);
   await topUp(alice, 5 * C, TO - 1, "the month's last millisecond");
   await charge(alice, 4 * C, TO); // the next month's first instant: not in it
@@ -98,7 +117,7 @@ async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | 
   const carol = await key("carol", 10 * C, FROM - 29 * DAY);
   await charge(carol, 1 * C, FROM + 17 * DAY);
   expect(await store.revokeKey(carol, FROM + 19 * DAY)).toBe(true);
-  await topUp(carol, 5 * C, FROM + 20 * DAY, "refund CN-3", true); // a revoked key's credits written off: adjusted, not granted
+  await topUp(carol, 5 * C, FROM + 20 * DAY, "refund CN-3", true, "CN-3"); // a revoked key's credits written off: adjusted, not granted
   await topUp(carol, 1 * C, TO, null, true); // the next month's
 
   const dave = await key("dave", 2 * C, FROM + DAY); // spends all it has: a line that closes at 0
@@ -113,16 +132,28 @@ async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | 
 function expected(k: Record<"alice" | "stack" | "bob" | "carol" | "dave", string>): CreditsLine[] {
   return [
     {
-      keyId: k.alice, name: "alice", opening: 105 * C, granted: 55 * C, spent: 4_250_001, adjusted: 0, closing: 155_749_999, writeOffs: [],
-      topUps: [{ at: FROM + 9 * DAY, amount: 50 * C, note: "invoice 1042" }, { at: TO - 1, amount: 5 * C, note: "the month's last millisecond" }],
+      keyId: k.alice, name: "alice", opening: 105 * C, granted: 55 * C, spent: 4_250_001, adjusted: 0, closing: 155_749_999, grants: [], writeOffs: [],
+      topUps: [
+        { at: FROM + 9 * DAY, amount: 50 * C, note: "invoice 1042", idempotencyKey: "INV-1042" },
+        { at: TO - 1, amount: 5 * C, note: "the month's last millisecond", idempotencyKey: null },
+      ],
     },
     {
-      keyId: k.stack, name: "ops", opening: 20 * C, granted: 5 * C, spent: 4 * C, adjusted: 0, closing: 21 * C, writeOffs: [],
-      topUps: [{ at: FROM, amount: 3 * C, note: "invoice 2001" }, { at: FROM, amount: 2 * C, note: "invoice 2002" }],
+      keyId: k.stack, name: "ops", opening: 20 * C, granted: 5 * C, spent: 4 * C, adjusted: 0, closing: 21 * C, grants: [], writeOffs: [],
+      topUps: [{ at: FROM, amount: 3 * C, note: "invoice 2001", idempotencyKey: null }, { at: FROM, amount: 2 * C, note: "invoice 2002", idempotencyKey: null }],
     },
-    { keyId: k.bob, name: "bob", opening: 0, granted: 30 * C, spent: 5 * C, adjusted: 0, closing: 25 * C, topUps: [], writeOffs: [] }, // its credits at creation: granted, not a top-up
-    { keyId: k.carol, name: "carol", opening: 10 * C, granted: 0, spent: 1 * C, adjusted: 5 * C, closing: 4 * C, topUps: [], writeOffs: [{ at: FROM + 20 * DAY, amount: 5 * C, note: "refund CN-3" }] },
-    { keyId: k.dave, name: "dave", opening: 0, granted: 2 * C, spent: 2 * C, adjusted: 0, closing: 0, topUps: [], writeOffs: [] },
+    { // its credits at creation: granted, a grant of its own, not a top-up
+      keyId: k.bob, name: "bob", opening: 0, granted: 30 * C, spent: 5 * C, adjusted: 0, closing: 25 * C, topUps: [], writeOffs: [],
+      grants: [{ kind: "creation", at: FROM + 14 * DAY, amount: 30 * C, note: null, idempotencyKey: null }],
+    },
+    {
+      keyId: k.carol, name: "carol", opening: 10 * C, granted: 0, spent: 1 * C, adjusted: 5 * C, closing: 4 * C, grants: [], topUps: [],
+      writeOffs: [{ at: FROM + 20 * DAY, amount: 5 * C, note: "refund CN-3", idempotencyKey: "CN-3" }],
+    },
+    {
+      keyId: k.dave, name: "dave", opening: 0, granted: 2 * C, spent: 2 * C, adjusted: 0, closing: 0, topUps: [], writeOffs: [],
+      grants: [{ kind: "creation", at: FROM + DAY, amount: 2 * C, note: null, idempotencyKey: null }],
+    },
   ];
 }
 

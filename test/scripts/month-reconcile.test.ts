@@ -14,8 +14,8 @@ import { FakePulumi } from "./fake-pulumi.ts";
  * docs/operations.md, "A month's invoice, reconciled with the ledger": the commands an operator
  * runs to put a month's credits granted and spent, and the balances at its bounds, beside the
  * month's usage report, run as the docs print them (against the shim's URL rather than a stack)
- * on a ledger with a month before, the month, and a month after, and the top-ups with their
- * notes through the docs' jq filter. A change of the ledger or of what a report counts that
+ * on a ledger with a month before, the month, and a month after, and every grant (creation,
+ * top-up) with its note and Idempotency-Key through the docs' jq filter. A change of the ledger or of what a report counts that
  * leaves the docs wrong fails here.
  */
 const ROOT = join(import.meta.dirname, "..", "..");
@@ -24,8 +24,8 @@ const section = doc.slice(doc.indexOf("#### A month's invoice, reconciled with t
 /** A command of the section's block, as report-usage's arguments after `--stack acme`, by the file it writes. */
 const command = (file: string) => [...section.slice(0, section.indexOf("```\n\n")).matchAll(/npm run --silent report-usage -- --stack acme (.*?) > (\S+)\n/g)]
   .find((m) => m[2] === file)![1]!.split(" ");
-/** The top-ups' command: report-usage's arguments, and the jq filter its JSON goes through. */
-const topUps = /npm run --silent report-usage -- --stack acme (.*?) \|\n\s+jq -r '([^']*)' > acme-2026-11-top-ups\.csv\n/.exec(section)!;
+/** The grants' command: report-usage's arguments, and the jq filter its JSON goes through. */
+const grants = /npm run --silent report-usage -- --stack acme (.*?) \|\n\s+jq -r '([^']*)' > acme-2026-11-grants\.csv\n/.exec(section)!;
 
 /** The CSV's lines as objects of its header's columns. */
 function csvRecords(csv: string): Record<string, string>[] {
@@ -59,7 +59,7 @@ describe("the docs' month reconciliation", () => {
     const octoberEnd = await balance(alice.id);
 
     clock.jump(Date.UTC(2026, 10, 10, 12)); // November: the month invoiced
-    const topUp = await h.admin(`/admin/keys/${alice.id}/credits`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ amount: 50, note: "invoice 1042" }) });
+    const topUp = await h.admin(`/admin/keys/${alice.id}/credits`, { method: "POST", headers: { "content-type": "application/json", "idempotency-key": "INV-1042" }, body: JSON.stringify({ amount: 50, note: "invoice 1042" }) });
     expect(topUp.status).toBe(200);
     await h.client(alice.key).chat.completions.create(chat);
     await h.client(alice.key).chat.completions.create({ ...chat, stream: true }).then(async (s) => { for await (const _ of s); });
@@ -84,15 +84,21 @@ describe("the docs' month reconciliation", () => {
     for (const k of [a, b]) expect(k.opening + k.granted - k.cost).toBe(k.closing);
     expect(a.cost).toBeGreaterThan(2_000_000); // two requests at 1 credit and their tokens
 
-    // The top-ups with their notes: the docs' report through their jq filter, a header and a CSV
-    // line each, the formula defused as the shim's CSVs defuse one.
-    const json = await run(topUps[1]!.split(" "));
-    const jq = spawnSync("jq", ["-r", topUps[2]!], { input: json, encoding: "utf8" });
+    // Every grant of the month with its note and Idempotency-Key: the docs' report through their
+    // jq filter, a header and a CSV line each, oldest first, the formula defused as the shim's CSVs
+    // defuse one; alice's credits at creation are October's, bob's November's, with no note nor key.
+    const json = await run(grants[1]!.split(" "));
+    const jq = spawnSync("jq", ["-r", grants[2]!], { input: json, encoding: "utf8" });
     expect(jq.status, jq.stderr).toBe(0);
-    const [header, aliceLine, bobLine, ...rest] = jq.stdout.split("\n");
-    expect(header).toBe('"key_id","at","amount","note"');
-    expect(aliceLine).toMatch(new RegExp(`^"${alice.id}","2026-11-10T12:00:\\d\\d\\.\\d{3}Z",50,"invoice 1042"$`));
-    expect(bobLine).toMatch(new RegExp(`^"${bob.id}","2026-11-10T12:00:\\d\\d\\.\\d{3}Z",5,"'=HYPERLINK\\(""http://x"",""pay""\\)"$`));
+    const [header, aliceLine, bobCreation, bobTopUp, ...rest] = jq.stdout.split("\n");
+    const at = "2026-11-10T12:00:\\d\\d\\.\\d{3}Z";
+    expect(header).toBe('"key_id","kind","at","amount","note","idempotency_key"');
+    expect(aliceLine).toMatch(new RegExp(`^"${alice.id}","top_up","${at}",50,"invoice 1042","INV-1042"$`));
+    expect(bobCreation).toMatch(new RegExp(`^"${bob.id}","creation","${at}",30,"",""$`));
+    expect(bobTopUp).toMatch(new RegExp(`^"${bob.id}","top_up","${at}",5,"'=HYPERLINK\\(""http://x"",""pay""\\)",""$`));
     expect(rest).toEqual([""]);
+    // Per key, its lines sum to the credits file's `granted`.
+    const listed = (id: string) => [aliceLine, bobCreation, bobTopUp].filter((l) => l!.startsWith(`"${id}"`)).reduce((s, l) => s + parseCredits(l!.split(",")[3]!)!, 0);
+    expect([listed(alice.id), listed(bob.id)]).toEqual([a.granted, b.granted]);
   });
 });

@@ -102,7 +102,10 @@ describe("report-usage --group key", () => {
       ["ws-cid", 1, lost.get(ids["ws-cid"]!), (100e6 - lost.get(ids["ws-cid"]!)!) / 1e6, "revoked"],
       ["=ws-eve", 0, 0, 20, "expired"],
     ]);
-    expect(json.data[2]).toEqual({ key_id: ids["ws-bob"], key_name: "ws-bob", requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, balance: 50, status: "active", opening: 0, granted: 50, adjusted: 0, closing: 50, top_ups: [], write_offs: [] });
+    expect(json.data[2]).toEqual({ key_id: ids["ws-bob"], key_name: "ws-bob", requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, balance: 50, status: "active", opening: 0, granted: 50, adjusted: 0, closing: 50, top_ups: [], write_offs: [],
+      // Its credits at creation, passed through from the statement: an entry of their own, which an auditor ties to an invoice.
+      grants: [{ kind: "creation", at: expect.stringMatching(/^2026-02-15T12:00:\d\d\.000Z$/), amount: 50, note: null, idempotency_key: null }],
+    });
     // The credits statement (GET /admin/credits): made in February, so nothing at its start, their
     // credits granted in it, and what is left at its end (the balance now: nothing since).
     expect(json.data.map((d) => [d.key_name, d.opening, d.granted, d.closing])).toEqual([
@@ -239,13 +242,14 @@ describe("report-usage --group key", () => {
 });
 
 describe("report-usage --group key after a top-up", () => {
-  it("JSON: the period's top-ups with their notes on the key's line, in granted; the CSV and the table a line per key still", async () => {
-    const topUp = await h.admin(`/admin/keys/${ids["ws-bob"]}/credits`, { method: "POST", body: JSON.stringify({ amount: 5, note: "invoice 7" }) });
+  it("JSON: the period's top-ups with their notes and Idempotency-Keys on the key's line, in granted; the CSV and the table a line per key still", async () => {
+    const topUp = await h.admin(`/admin/keys/${ids["ws-bob"]}/credits`, { method: "POST", body: JSON.stringify({ amount: 5, note: "invoice 7" }), headers: { "idempotency-key": "INV-7" } });
     expect(topUp.status).toBe(200);
     const r = await report(["--format", "json"]);
     expect(r.code, r.err).toBe(0);
     const bob = (JSON.parse(r.out) as KeySummary).data.find((d) => d.key_name === "ws-bob")!;
-    expect(bob).toMatchObject({ opening: 0, granted: 55, closing: 55, balance: 55, top_ups: [{ at: new Date(clock.now()).toISOString(), amount: 5, note: "invoice 7" }] });
+    expect(bob).toMatchObject({ opening: 0, granted: 55, closing: 55, balance: 55, top_ups: [{ at: new Date(clock.now()).toISOString(), amount: 5, note: "invoice 7", idempotency_key: "INV-7" }] });
+    expect(bob.grants!.map((g) => g.amount)).toEqual([50]); // granted: 55, its creation's and the top-up's
     const csv = await report(["--format", "csv"]);
     expect(csv.out.split("\r\n").find((l) => l.startsWith(ids["ws-bob"]!))).toBe(`${ids["ws-bob"]},ws-bob,0,0,0,0,0,55,active,0,55,55,0`);
   });
@@ -305,6 +309,8 @@ describe("keySummary: which keys a period has, at its edges", () => {
     const statement = { object: "credits_statement" as const, period, data: [{ key_id: "jan", name: "jan", opening: 1, granted: 0, spent: 0, closing: 1, top_ups: [] }] };
     const s = keySummary({ object: "usage_report", period, group: "model", data: [] }, keys, now, statement);
     expect(s.data[0]).toMatchObject({ opening: 1, adjusted: 0, closing: 1, write_offs: [] });
+    // Nor grants: left out, not an empty list, which would say its `granted` had none.
+    expect(s.data[0]).not.toHaveProperty("grants");
     expect(s.totals).toMatchObject({ adjusted: 0 });
   });
 

@@ -6,7 +6,7 @@ import { isKeyId } from "../auth/keys.ts";
 import { creditsNumber, formatCredits } from "../money/money.ts";
 import { parsePeriod, showPeriod } from "../requests/period.ts";
 import { onlyKnown } from "../requests/known-members.ts";
-import type { CreditsLine, TopUpEntry } from "../store/credits-statement.ts";
+import type { CreditsLine, GrantEntry, TopUpEntry } from "../store/credits-statement.ts";
 import { creditsReport } from "./usage.ts";
 
 /**
@@ -20,7 +20,8 @@ const COLUMNS = ["key_id", "name", "opening", "granted", "spent", "closing", "ad
  * period, from the ledger: its balance at the start (`opening`), the credits granted in it (at
  * creation, a stack key's bootstrap grant, top-ups), those spent (its usage charges: /admin/usage's
  * `cost`, summed), those written off (`adjusted`: POST /admin/keys/{id}/debits), and its balance
- * at the end (`closing`), with the period's top-ups and write-offs and their notes (JSON only). An operator selling credits reconciles
+ * at the end (`closing`), with the period's grants (creation, bootstrap), top-ups and write-offs, their notes
+ * and Idempotency-Keys (JSON only). An operator selling credits reconciles
  * a month with it; before, that took a raw query on a backup-ledger copy (SQLite only). Queried as
  * /admin/usage is (`key`, `from`, `to`, `format`), and waits in the same line of reports.
  */
@@ -42,14 +43,20 @@ export function creditsRoutes(app: FastifyInstance, ctx: ShimContext): void {
   });
 }
 
-/** A line as the JSON shows it: credits, not µc; its top-ups and write-offs (the CSV, a line per key, has no room for them) with their notes. */
+/**
+ * A line as the JSON shows it: credits, not µc; its grants, top-ups and write-offs (the CSV, a
+ * line per key, has no room for them) with their notes. `grants` is a member of its own, not
+ * part of `top_ups`: a reader summing `top_ups` sums what it did before grants were listed.
+ */
 function shown(l: CreditsLine) {
   return {
     key_id: l.keyId, name: l.name, opening: creditsNumber(l.opening), granted: creditsNumber(l.granted), spent: creditsNumber(l.spent),
-    adjusted: creditsNumber(l.adjusted), closing: creditsNumber(l.closing), top_ups: l.topUps.map(entry), write_offs: l.writeOffs.map(entry),
+    adjusted: creditsNumber(l.adjusted), closing: creditsNumber(l.closing),
+    grants: l.grants.map(grant), top_ups: l.topUps.map(entry), write_offs: l.writeOffs.map(entry),
   };
 }
 
-const entry = (t: TopUpEntry) => ({ at: new Date(t.at).toISOString(), amount: creditsNumber(t.amount), note: t.note });
+const entry = (t: TopUpEntry) => ({ at: new Date(t.at).toISOString(), amount: creditsNumber(t.amount), note: t.note, idempotency_key: t.idempotencyKey });
+const grant = (g: GrantEntry) => ({ kind: g.kind, ...entry(g) });
 
 const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });

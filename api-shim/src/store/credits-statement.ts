@@ -31,6 +31,13 @@ export interface CreditsLine {
   spent: number;
   adjusted: number;
   closing: number;
+  /**
+   * The period's other grants (part of `granted`): a key's credits at its creation, a stack key's
+   * bootstrap grant, in the order made. A list of their own, not in `topUps`, so a reader summing
+   * the top-ups (to tie them to invoices) reads what it read before they were listed; `granted` is
+   * the sum of both lists.
+   */
+  grants: GrantEntry[];
   /** The period's top-ups (part of `granted`), in the order they were made, each with its note (an invoice number). */
   topUps: TopUpEntry[];
   /** The period's write-offs (`adjusted`), so too; each amount positive, as `adjusted` sums them. */
@@ -41,7 +48,15 @@ export interface TopUpEntry {
   at: number;
   amount: number;
   note: string | null;
+  /** The Idempotency-Key its request came with, as the client sent it (the ledger's is scoped: top-ups.ts); null: none. */
+  idempotencyKey: string | null;
 }
+
+/** `creation`: POST /admin/keys' `credits` (ledger kind `grant`); `bootstrap`: a stack key's. */
+export type GrantKind = "creation" | "bootstrap";
+export type GrantEntry = TopUpEntry & { kind: GrantKind };
+/** The ledger's kinds of grantRows' rows, as a statement names them (the shim writes no other). */
+const GRANT_KINDS: Record<string, GrantKind> = { grant: "creation", bootstrap: "bootstrap" };
 
 /**
  * The statement's columns over the ledger rows before `to`, as SQL both stores run (`from` their
@@ -58,7 +73,46 @@ export function creditsColumns(from: string, integer: (sum: string) => string = 
       ${integer("sum(l.amount)")} AS closing`;
 }
 
+/** Which of the rows summed are the period's grants other than top-ups: `granted`'s rows less topUpRows. */
+export const grantRows = (from: string): string => `l.at >= ${from} AND l.kind NOT IN ('usage', 'adjustment', 'topup')`;
 /** Which of the rows summed are the period's top-ups (`from` the store's placeholder for its start). */
 export const topUpRows = (from: string): string => `l.at >= ${from} AND l.kind = 'topup'`;
 /** Which are its write-offs (top-ups.ts: negative rows of kind `adjustment`). */
 export const writeOffRows = (from: string): string => `l.at >= ${from} AND l.kind = 'adjustment'`;
+
+/**
+ * An entry as both stores' SQL aggregates it (JSON objects: at, amount, note, the ledger's kind
+ * and idem), `sign` -1 for a write-off's (its row's amount is negative).
+ */
+export function entryColumns(jsonObject: string, sign: "" | "-" = ""): string {
+  return `${jsonObject}('at', l.at, 'amount', ${sign}l.amount, 'note', l.ref, 'kind', l.kind, 'idem', l.idem)`;
+}
+
+export interface EntryRow { at: number; amount: number; note: string | null; kind: string; idem: string | null }
+/** A statement's row as both stores read it: its entries as their SQL aggregates them. */
+export type CreditsRow = Omit<CreditsLine, "grants" | "topUps" | "writeOffs"> & { grants: EntryRow[]; topUps: EntryRow[]; writeOffs: EntryRow[] };
+
+/** A statement's line from its row: each entry with the client's Idempotency-Key, each grant its kind. */
+export function creditsLine(row: CreditsRow): CreditsLine {
+  const entry = (e: EntryRow): TopUpEntry => ({ at: e.at, amount: e.amount, note: e.note, idempotencyKey: clientIdempotencyKey(row.keyId, e.idem) });
+  return {
+    ...row,
+    grants: row.grants.map((e) => ({ kind: (GRANT_KINDS[e.kind] ?? e.kind) as GrantKind, ...entry(e) })),
+    topUps: row.topUps.map(entry),
+    writeOffs: row.writeOffs.map(entry),
+  };
+}
+
+/**
+ * The Idempotency-Key a client sent, from the ledger's `idem`, which top-ups.ts scopes to the
+ * route and the key (`credits:<key>:<idem>`, `debits:<key>:<idem>`). Anything else (a bootstrap
+ * grant's `bootstrap:<key>`, the shim's own) is no client's: null.
+ */
+export function clientIdempotencyKey(keyId: string, idem: string | null): string | null {
+  if (idem === null) return null;
+  for (const scope of ["credits", "debits"]) {
+    const prefix = `${scope}:${keyId}:`;
+    if (idem.startsWith(prefix)) return idem.slice(prefix.length);
+  }
+  return null;
+}

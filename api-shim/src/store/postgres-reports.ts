@@ -4,7 +4,7 @@ import { rejectOnAbort } from "../promises.ts";
 import { reportCursor } from "./postgres-report-cursor.ts";
 import { allRows, openReport, REPORT_TIMEOUT_MS, type ReportOpening } from "./report-reader.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
-import { creditsColumns, type CreditsLine, type CreditsQuery, topUpRows, writeOffRows } from "./credits-statement.ts";
+import { creditsColumns, creditsLine, type CreditsLine, type CreditsQuery, type CreditsRow, entryColumns, grantRows, topUpRows, writeOffRows } from "./credits-statement.ts";
 import { REPORTED_SQL, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 import { firstAndRest, REPORT_BATCH_ROWS, type UsageRest } from "./usage-batches.ts";
 
@@ -67,8 +67,9 @@ export function reportSql(q: Pick<UsageQuery, "keyId" | "group">): string {
  */
 export function creditsSql(q: Pick<CreditsQuery, "keyId">): string {
   return `SELECT l.key_id AS "keyId", k.name, ${creditsColumns("$1", (sum) => `(${sum})::bigint`)},
-      coalesce(json_agg(json_build_object('at', l.at, 'amount', l.amount, 'note', l.ref) ORDER BY l.at, l.id) FILTER (WHERE ${topUpRows("$1")}), '[]') AS "topUps",
-      coalesce(json_agg(json_build_object('at', l.at, 'amount', -l.amount, 'note', l.ref) ORDER BY l.at, l.id) FILTER (WHERE ${writeOffRows("$1")}), '[]') AS "writeOffs"
+      coalesce(json_agg(${entryColumns("json_build_object")} ORDER BY l.at, l.id) FILTER (WHERE ${grantRows("$1")}), '[]') AS grants,
+      coalesce(json_agg(${entryColumns("json_build_object")} ORDER BY l.at, l.id) FILTER (WHERE ${topUpRows("$1")}), '[]') AS "topUps",
+      coalesce(json_agg(${entryColumns("json_build_object", "-")} ORDER BY l.at, l.id) FILTER (WHERE ${writeOffRows("$1")}), '[]') AS "writeOffs"
     FROM ledger l JOIN keys k ON k.id = l.key_id WHERE l.at < $2 ${q.keyId === null ? "" : "AND l.key_id = $3"}
     GROUP BY l.key_id, k.name ORDER BY l.key_id COLLATE "C"`;
 }
@@ -149,7 +150,7 @@ export class UsageReports {
     const opening = openReport(q.signal, this.closing.signal);
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
     // The cursor's rows are the statement's lines (its bigints come as numbers: postgres-client.ts).
-    const rows = this.statement(q.asker, creditsSql(q), values, false, opening).then(allRows) as Promise<unknown> as Promise<CreditsLine[]>;
+    const rows = (this.statement(q.asker, creditsSql(q), values, false, opening).then(allRows) as Promise<unknown> as Promise<CreditsRow[]>).then((r) => r.map(creditsLine));
     return rejectOnAbort(rows, opening.signal);
   }
 

@@ -1,5 +1,5 @@
 import type Database from "better-sqlite3";
-import { creditsColumns, type CreditsLine, type CreditsQuery, type TopUpEntry, topUpRows, writeOffRows } from "./credits-statement.ts";
+import { creditsColumns, creditsLine, type CreditsLine, type CreditsQuery, type CreditsRow, entryColumns, grantRows, topUpRows, writeOffRows } from "./credits-statement.ts";
 
 /** A credits statement's question without its signal: what crosses to the report worker. */
 export type CreditsAsk = Omit<CreditsQuery, "signal" | "asker">;
@@ -23,11 +23,12 @@ export function creditsStatement(db: Database.Database, q: CreditsAsk, check: ()
     return 1;
   });
   check();
-  const lines = db.prepare<CreditsAsk, Omit<CreditsLine, "topUps" | "writeOffs"> & { topUps: string; writeOffs: string }>(`SELECT l.key_id AS keyId, k.name AS name, ${creditsColumns("@from")},
-      json_group_array(json_object('at', l.at, 'amount', l.amount, 'note', l.ref) ORDER BY l.at, l.id) FILTER (WHERE ${topUpRows("@from")}) AS topUps,
-      json_group_array(json_object('at', l.at, 'amount', -l.amount, 'note', l.ref) ORDER BY l.at, l.id) FILTER (WHERE ${writeOffRows("@from")}) AS writeOffs
+  const rows = db.prepare<CreditsAsk, Omit<CreditsRow, "grants" | "topUps" | "writeOffs"> & { grants: string; topUps: string; writeOffs: string }>(`SELECT l.key_id AS keyId, k.name AS name, ${creditsColumns("@from")},
+      json_group_array(${entryColumns("json_object")} ORDER BY l.at, l.id) FILTER (WHERE ${grantRows("@from")}) AS grants,
+      json_group_array(${entryColumns("json_object")} ORDER BY l.at, l.id) FILTER (WHERE ${topUpRows("@from")}) AS topUps,
+      json_group_array(${entryColumns("json_object", "-")} ORDER BY l.at, l.id) FILTER (WHERE ${writeOffRows("@from")}) AS writeOffs
     FROM ledger l ${q.keyId === null ? "NOT INDEXED " : ""}JOIN keys k ON k.id = l.key_id
     WHERE l.at < @to ${q.keyId === null ? "" : "AND l.key_id = @keyId"} AND (l.id & 4095 <> 0 OR shim_report_check())
     GROUP BY l.key_id ORDER BY l.key_id`).all({ keyId: q.keyId, from: q.from, to: q.to });
-  return lines.map((l) => ({ ...l, topUps: JSON.parse(l.topUps) as TopUpEntry[], writeOffs: JSON.parse(l.writeOffs) as TopUpEntry[] }));
+  return rows.map((r) => creditsLine({ ...r, grants: JSON.parse(r.grants), topUps: JSON.parse(r.topUps), writeOffs: JSON.parse(r.writeOffs) }));
 }
