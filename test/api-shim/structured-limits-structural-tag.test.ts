@@ -5,10 +5,10 @@
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ShimError } from "../../api-shim/src/errors.ts";
-import { DEFAULT_STRUCTURED_LIMITS as LIMITS, refuseOversizedStructures } from "../../api-shim/src/requests/structured-limits.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
+import { structuredRefusal, wideSchema } from "../support/structured-refusal.ts";
 
-const wide = (n: number) => ({ type: "object", properties: Object.fromEntries(Array.from({ length: n }, (_, i) => [`p${i}`, { type: "string" }])) });
+const wide = (n: number) => wideSchema(n);
 const legacy = (schema: unknown) => ({ type: "structural_tag", structures: [{ begin: "<f>", schema, end: "</f>" }], triggers: ["<f>"] });
 /** xgrammar's newer format: a schema, a regex and a grammar nested in tags, a sequence and a choice. */
 const format = (parts: { schema?: unknown; pattern?: string; grammar?: string }) => ({
@@ -30,14 +30,7 @@ const format = (parts: { schema?: unknown; pattern?: string; grammar?: string })
   },
 });
 
-const refusal = (body: Record<string, unknown>) => {
-  try {
-    refuseOversizedStructures(body, LIMITS);
-    return undefined;
-  } catch (e) {
-    return e as ShimError;
-  }
-};
+const refusal = (body: Record<string, unknown>) => structuredRefusal(body);
 
 describe("a structural tag", () => {
   it("has its schemas, regexes and grammars held to the limits, in either form, as an object or JSON text", () => {

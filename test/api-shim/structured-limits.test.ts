@@ -8,8 +8,9 @@ import { stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConfigError, parseShimConfig } from "../../api-shim/src/config.ts";
 import { ShimError } from "../../api-shim/src/errors.ts";
-import { DEFAULT_STRUCTURED_LIMITS as LIMITS, refuseOversizedStructures, regexRefusal, schemaRefusal, type StructuredLimits } from "../../api-shim/src/requests/structured-limits.ts";
+import { DEFAULT_STRUCTURED_LIMITS as LIMITS, regexRefusal, schemaRefusal, type StructuredLimits } from "../../api-shim/src/requests/structured-limits.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
+import { structuredRefusal, wideSchema } from "../support/structured-refusal.ts";
 
 /** An object schema whose properties nest `levels` deep (the root's own properties are level 1), a string at the bottom. */
 const nested = (levels: number, step: (inner: unknown) => unknown = (inner) => ({ type: "object", properties: { a: inner } })): unknown => {
@@ -18,17 +19,10 @@ const nested = (levels: number, step: (inner: unknown) => unknown = (inner) => (
   return s;
 };
 /** An object of `n` properties (names p0, p1…). */
-const wide = (n: number, value: unknown = { type: "string" }) => ({ type: "object", properties: Object.fromEntries(Array.from({ length: n }, (_, i) => [`p${i}`, value])) });
+const wide = wideSchema;
 const enumOf = (n: number, value = (i: number) => `v${i}`) => ({ type: "string", enum: Array.from({ length: n }, (_, i) => value(i)) });
 
-const refusal = (body: Record<string, unknown>, limits: StructuredLimits = LIMITS) => {
-  try {
-    refuseOversizedStructures(body, limits);
-    return undefined;
-  } catch (e) {
-    return e as ShimError;
-  }
-};
+const refusal = (body: Record<string, unknown>, limits: StructuredLimits = LIMITS) => structuredRefusal(body, limits);
 
 describe("a schema, at OpenAI's limits", () => {
   it("passes at each limit and is refused one past it", () => {

@@ -98,14 +98,8 @@ function toolSchemas(tools: unknown[], choice: unknown, limits: StructuredLimits
  * to the same limits. The walk is iterative, as schemaRefusal's.
  */
 function structuralTag(param: string, at: string, value: unknown, limits: StructuredLimits): void {
-  let tag = value;
-  if (typeof value === "string") {
-    try {
-      tag = JSON.parse(value);
-    } catch {
-      return; // vLLM's to refuse
-    }
-  }
+  const tag = jsonOrText(value);
+  if (tag === NOT_JSON) return; // vLLM's to refuse
   const nodes: unknown[] = [tag];
   const paths: string[] = [at]; // where each is, for the 400's message
   while (nodes.length > 0) {
@@ -127,16 +121,21 @@ function structuralTag(param: string, at: string, value: unknown, limits: Struct
   }
 }
 
-function schema(param: string, at: string, value: unknown, limits: StructuredLimits): void {
-  let parsed = value;
-  // vLLM takes `guided_json` and `structured_outputs.json` as JSON text too; text that is not JSON is vLLM's to refuse.
-  if (typeof value === "string") {
-    try {
-      parsed = JSON.parse(value);
-    } catch {
-      return;
-    }
+const NOT_JSON = Symbol("not JSON");
+
+/** A member vLLM takes as an object or as JSON text (`guided_json`, `structured_outputs.json`, a structural tag): the value, parsed when text. */
+function jsonOrText(value: unknown): unknown {
+  if (typeof value !== "string") return value;
+  try {
+    return JSON.parse(value);
+  } catch {
+    return NOT_JSON;
   }
+}
+
+function schema(param: string, at: string, value: unknown, limits: StructuredLimits): void {
+  const parsed = jsonOrText(value);
+  if (parsed === NOT_JSON) return; // text that is not JSON is vLLM's to refuse
   const reason = schemaRefusal(parsed, limits);
   if (reason !== null) throw refused(param, `The schema in '${at}' ${reason}`);
 }
