@@ -4,6 +4,7 @@
  * stores' SQL reads the ledger alone: the balance a key shows is the ledger's sum, so the
  * statement's closing is the balance the key had at `to`.
  */
+import { clientIdempotencyKey } from "./top-ups.ts";
 
 export interface CreditsQuery {
   /** The key reported on; null: all keys. */
@@ -101,18 +102,4 @@ export function creditsLine(row: CreditsRow): CreditsLine {
     topUps: row.topUps.map(entry),
     writeOffs: row.writeOffs.map(entry),
   };
-}
-
-/**
- * The Idempotency-Key a client sent, from the ledger's `idem`, which top-ups.ts scopes to the
- * route and the key (`credits:<key>:<idem>`, `debits:<key>:<idem>`). Anything else (a bootstrap
- * grant's `bootstrap:<key>`, the shim's own) is no client's: null.
- */
-export function clientIdempotencyKey(keyId: string, idem: string | null): string | null {
-  if (idem === null) return null;
-  for (const scope of ["credits", "debits"]) {
-    const prefix = `${scope}:${keyId}:`;
-    if (idem.startsWith(prefix)) return idem.slice(prefix.length);
-  }
-  return null;
 }

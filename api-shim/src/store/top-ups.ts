@@ -48,10 +48,27 @@ export function topUpRefusal(input: TopUpInput, key: KeyRecord | undefined): Top
  * as one more non-usage row: in their statement's `granted`, negative, which still reconciles.
  */
 export function creditsChangeRow(input: TopUpInput): { kind: "topup" | "adjustment"; amount: number; idem: string | null } {
-  const scope = input.writeOff ? "debits" : "credits";
+  const scope = input.writeOff ? IDEMPOTENCY_SCOPES.writeOff : IDEMPOTENCY_SCOPES.topUp;
   return {
     kind: input.writeOff ? "adjustment" : "topup",
     amount: input.writeOff ? -input.amount : input.amount,
     idem: input.idempotency && `${scope}:${input.keyId}:${input.idempotency.key}`,
   };
+}
+
+/** The scopes of the ledger's idempotency keys for a top-up and a write-off (named for their routes). */
+const IDEMPOTENCY_SCOPES = { topUp: "credits", writeOff: "debits" } as const;
+
+/**
+ * The Idempotency-Key a client sent, from a ledger row's `idem` as creditsChangeRow scoped it
+ * (`credits:<key>:<idem>`, `debits:<key>:<idem>`). Anything else (a bootstrap grant's
+ * `bootstrap:<key>`, the shim's own) is no client's: null.
+ */
+export function clientIdempotencyKey(keyId: string, idem: string | null): string | null {
+  if (idem === null) return null;
+  for (const scope of Object.values(IDEMPOTENCY_SCOPES)) {
+    const prefix = `${scope}:${keyId}:`;
+    if (idem.startsWith(prefix)) return idem.slice(prefix.length);
+  }
+  return null;
 }
