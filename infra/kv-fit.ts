@@ -7,7 +7,7 @@
 import { GPU_PLANS, type GpuPlan } from "./catalog.ts";
 import { gb, gpuRoom } from "./config/model-size.ts";
 import type { ModelConfig } from "./config/types.ts";
-import { parallelLayout, vllmFlag } from "./config/vllm.ts";
+import { lastFlagValue, parallelLayout, setsVllmFlag } from "./config/vllm.ts";
 
 /**
  * GB a GPU kept for what vLLM allocates beside the weights and the KV cache (activations of its
@@ -50,7 +50,7 @@ const SIZING_FLAGS = new Set(["--kv-cache-memory-bytes", "--cpu-offload-gb", "--
 export function kvFitFindings(model: ServedModel, configJson: unknown): KvFitFindings {
   const none: KvFitFindings = { warnings: [], blockers: [] };
   const shape = kvShape(configJson);
-  if (shape === undefined || model.extraArgs.some((a) => SIZING_FLAGS.has(vllmFlag(a.split("=")[0]!)))) return none;
+  if (shape === undefined || [...SIZING_FLAGS].some((flag) => setsVllmFlag(model.extraArgs, flag))) return none;
   const bytes = kvCacheBytes(model.extraArgs);
   const fit = fitOn(model, model.plan, model.tensorParallelSize, model.pipelineParallelSize, shape, bytes);
   // Weights that leave nothing are the size warning's finding (modelSizeWarnings), a guess from the name: not judged twice.
@@ -117,13 +117,7 @@ function fittingLength(leftGb: number, perToken: number): number {
  * argparse keeps it), else 2: vLLM's `auto` keeps the model's bf16/fp16.
  */
 export function kvCacheBytes(extraArgs: readonly string[]): number {
-  let dtype = "auto";
-  for (let i = 0; i < extraArgs.length; i++) {
-    const arg = extraArgs[i]!;
-    const eq = arg.indexOf("=");
-    if (vllmFlag(eq < 0 ? arg : arg.slice(0, eq)) !== "--kv-cache-dtype") continue;
-    dtype = (eq < 0 ? extraArgs[++i] : arg.slice(eq + 1)) ?? "auto";
-  }
+  const dtype = lastFlagValue(extraArgs, (flag) => flag === "--kv-cache-dtype") ?? "auto";
   return dtype.startsWith("fp8") ? 1 : 2;
 }
 

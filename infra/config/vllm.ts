@@ -86,17 +86,24 @@ export function setsVllmFlag(extraArgs: readonly string[], flag: string): boolea
  * it, and the check has nothing better to ask about.
  */
 export function vllmRevision(extraArgs: readonly string[]): string {
-  let revision = "main";
+  return lastFlagValue(extraArgs, (flag) => flag.length >= "--rev".length && "--revision".startsWith(flag)) || "main";
+}
+
+/**
+ * The value of the last of a flag's items in validated `model.extraArgs` (`["--flag", "v"]` or
+ * `"--flag=v"`), as argparse keeps the last; `is` says which spellings are the flag (vllmFlag's
+ * form). undefined when none is there; "" for one without a value.
+ */
+export function lastFlagValue(extraArgs: readonly string[], is: (flag: string) => boolean): string | undefined {
+  let value: string | undefined;
   for (let i = 0; i < extraArgs.length; i++) {
     const arg = extraArgs[i]!;
     const eq = arg.indexOf("=");
-    const flag = vllmFlag(eq < 0 ? arg : arg.slice(0, eq));
-    if (flag.length < "--rev".length || !"--revision".startsWith(flag)) continue;
+    if (!is(vllmFlag(eq < 0 ? arg : arg.slice(0, eq)))) continue;
     // The next item is the flag's value (and so not read as a flag itself).
-    const value = eq < 0 ? extraArgs[++i] : arg.slice(eq + 1);
-    revision = value || "main";
+    value = (eq < 0 ? extraArgs[++i] : arg.slice(eq + 1)) ?? "";
   }
-  return revision;
+  return value;
 }
 
 /** A flag as argparse reads one: `-q`, `--max-num-seqs`, `--compilation-config.level`. */
