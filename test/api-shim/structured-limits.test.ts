@@ -224,6 +224,16 @@ describe("through the shim, to the openai SDK", () => {
     await expectRefused(h.client(key).responses.create({ model: "qwen2.5-7b", input: "hi", text: { format: { type: "json_schema", name: "x", schema: wide(5_001) } } }), "text", "text.format.schema");
   });
 
+  it("a format without a schema (Responses' text or json_object, a json_schema with none) is served, not a 500", async () => {
+    // The walk read the missing schema as a schema: every Responses request naming its text format was an internal error.
+    const text = await h.client(key).responses.create({ model: "qwen2.5-7b", input: "hi", text: { format: { type: "text" } } });
+    expect(text.status).toBe("completed");
+    const json = await h.client(key).responses.create({ model: "qwen2.5-7b", input: "hi", text: { format: { type: "json_object" } } });
+    expect(json.status).toBe("completed");
+    const none = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages, response_format: { type: "json_schema", json_schema: { name: "x" } } });
+    expect(none.choices.length).toBe(1);
+  });
+
   it("a schema within the limits is served, and a body without structured outputs reaches the upstream byte for byte", async () => {
     const ok = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages, response_format: { type: "json_schema", json_schema: { name: "x", schema: wide(5_000) } } });
     expect(ok.choices.length).toBe(1);

@@ -135,7 +135,9 @@ function jsonOrText(value: unknown): unknown {
 
 function schema(param: string, at: string, value: unknown, limits: StructuredLimits): void {
   const parsed = jsonOrText(value);
-  if (parsed === NOT_JSON) return; // text that is not JSON is vLLM's to refuse
+  // Text that is not JSON, and a format with no schema (Responses' `text.format` of type text or
+  // json_object, a json_schema without one), hold nothing to walk: vLLM's to take or refuse.
+  if (parsed === NOT_JSON || parsed === null || typeof parsed !== "object") return;
   const reason = schemaRefusal(parsed, limits);
   if (reason !== null) throw refused(param, `The schema in '${at}' ${reason}`);
 }
