@@ -133,6 +133,9 @@ describe("the members a request carries them in", () => {
       [{ tools: [{ type: "function", function: { name: "f", strict: true, parameters: big } }] }, "tools", "tools[0].function.parameters"],
       [{ tools: [{ type: "function", name: "f", strict: true, parameters: big }] }, "tools", "tools[0].parameters"],
       [{ tool_choice: "required", tools: [{ type: "function", function: { name: "f", parameters: big } }] }, "tools", "tools[0].function.parameters"],
+      // A Responses namespace's function tools are vLLM's tools as any other (responses-tools.ts).
+      [{ tools: [{ type: "function", name: "e", parameters: {} }, { type: "namespace", name: "n", tools: [{ type: "function", name: "f", strict: true, parameters: wide(1) }, { type: "function", name: "g", strict: true, parameters: big }] }] }, "tools", "tools[1].tools[1].parameters"],
+      [{ tool_choice: "required", tools: [{ type: "namespace", name: "n", tools: [{ type: "function", name: "f", parameters: big }] }] }, "tools", "tools[0].tools[0].parameters"],
       // A named function forces tool use as "required" does: vLLM compiles the tools' parameters, strict or not.
       [{ tool_choice: { type: "function", function: { name: "g" } }, tools: [{ type: "function", function: { name: "f", parameters: big } }] }, "tools", "tools[0].function.parameters"],
       [{ tool_choice: { type: "function", name: "f" }, tools: [{ type: "function", name: "f", parameters: big }] }, "tools", "tools[0].parameters"],

@@ -78,16 +78,19 @@ export function refuseOversizedStructures(b: Body, limits: StructuredLimits): vo
 
 /**
  * A tool's `parameters` is compiled when the tool is `strict`, and, in vLLM, for every tool when
- * `tool_choice` is "required" or names a function (vLLM builds one schema of them). Chat nests it
- * in `function`; the Responses API does not.
+ * `tool_choice` is "required" or names a function. Chat nests it in `function`; the Responses API
+ * does not, and groups function tools in a `namespace`'s own `tools`, which vLLM reads as tools
+ * of their own (responses-tools.ts): each is held to the limits where it is.
  */
 function toolSchemas(tools: unknown[], choice: unknown, limits: StructuredLimits): void {
   const forced = choice === "required" || isObject(choice);
-  tools.forEach((tool, i) => {
-    if (!isObject(tool)) return;
+  const entries = tools.flatMap((tool, i) =>
+    isObject(tool) && tool.type === "namespace" && Array.isArray(tool.tools) ? tool.tools.map((t: unknown, j) => ({ tool: t, at: `tools[${i}].tools[${j}]` })) : [{ tool, at: `tools[${i}]` }]);
+  for (const { tool, at } of entries) {
+    if (!isObject(tool)) continue;
     const fn = isObject(tool.function) ? tool.function : tool;
-    if (fn.parameters != null && (forced || fn.strict === true)) schema("tools", `tools[${i}]${fn === tool ? "" : ".function"}.parameters`, fn.parameters, limits);
-  });
+    if (fn.parameters != null && (forced || fn.strict === true)) schema("tools", `${at}${fn === tool ? "" : ".function"}.parameters`, fn.parameters, limits);
+  }
 }
 
 /**
