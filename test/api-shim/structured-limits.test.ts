@@ -165,6 +165,22 @@ describe("the members a request carries them in", () => {
     expect(refusal({ response_format: { type: "json_object" } })).toBeUndefined();
   });
 
+  it("with tool_choice \"required\" the tools' parameters are one schema, as vLLM compiles them; named or auto, each its own", () => {
+    const tools = (...widths: number[]) => widths.map((n, i) => ({ type: "function", function: { name: `f${i}`, parameters: wide(n) } }));
+    expect(refusal({ tool_choice: "required", tools: tools(2_500, 2_500) })).toBeUndefined();
+    const e = refusal({ tool_choice: "required", tools: [...tools(2_500, 2_500), { type: "namespace", name: "n", tools: [{ type: "function", name: "g", parameters: wide(1) }] }] });
+    expect(e && [e.status, e.param]).toEqual([400, "tools"]);
+    expect(e?.message).toMatch(/^The schema in 'tools' \(every tool's parameters: with tool_choice "required" the model server compiles them as one\) has more than 5000 object properties/);
+    // Given as JSON text too, and a tool past the limits alone is still named.
+    expect(refusal({ tool_choice: "required", tools: [{ type: "function", function: { name: "a", parameters: JSON.stringify(wide(3_000)) } }, ...tools(2_001)] })?.param).toBe("tools");
+    expect(refusal({ tool_choice: "required", tools: tools(1, 5_001) })?.message).toContain("'tools[1].function.parameters'");
+    // A union adds no level: tools at the depth limit pass together.
+    expect(refusal({ tool_choice: "required", tools: [nested(10), nested(10)].map((p, i) => ({ type: "function", function: { name: `d${i}`, parameters: p } })) })).toBeUndefined();
+    // vLLM compiles only the named tool's; under auto, each strict tool is its own.
+    expect(refusal({ tool_choice: { type: "function", function: { name: "f0" } }, tools: tools(2_500, 2_501) })).toBeUndefined();
+    expect(refusal({ tools: tools(2_500, 2_501).map((t) => ({ ...t, function: { ...t.function, strict: true } })) })).toBeUndefined();
+  });
+
   it("every limit can be turned off", () => {
     const off = Object.fromEntries(Object.keys(LIMITS).map((k) => [k, null])) as unknown as StructuredLimits;
     expect(refusal({ guided_json: nested(50), guided_regex: "a{1,60000}", guided_grammar: "x".repeat(200_000), structured_outputs: { json: wide(10_000) } }, off)).toBeUndefined();

@@ -86,11 +86,17 @@ function toolSchemas(tools: unknown[], choice: unknown, limits: StructuredLimits
   const forced = choice === "required" || isObject(choice);
   const entries = tools.flatMap((tool, i) =>
     isObject(tool) && tool.type === "namespace" && Array.isArray(tool.tools) ? tool.tools.map((t: unknown, j) => ({ tool: t, at: `tools[${i}].tools[${j}]` })) : [{ tool, at: `tools[${i}]` }]);
+  const all: unknown[] = [];
   for (const { tool, at } of entries) {
     if (!isObject(tool)) continue;
     const fn = isObject(tool.function) ? tool.function : tool;
-    if (fn.parameters != null && (forced || fn.strict === true)) schema("tools", `${at}${fn === tool ? "" : ".function"}.parameters`, fn.parameters, limits);
+    if (fn.parameters != null && (forced || fn.strict === true)) all.push(schema("tools", `${at}${fn === tool ? "" : ".function"}.parameters`, fn.parameters, limits));
   }
+  // "required": vLLM compiles every tool's parameters as one schema (an array of an `anyOf` of them),
+  // so the limits are that schema's: forty tools of 4,999 properties each were 200,000 in one.
+  if (choice !== "required" || all.length < 2) return;
+  const reason = schemaRefusal({ anyOf: all }, limits); // a union adds no level (schemaRefusal)
+  if (reason !== null) throw refused("tools", `The schema in 'tools' (every tool's parameters: with tool_choice "required" the model server compiles them as one) ${reason}`);
 }
 
 /**
@@ -136,13 +142,15 @@ function jsonOrText(value: unknown): unknown {
   }
 }
 
-function schema(param: string, at: string, value: unknown, limits: StructuredLimits): void {
+/** Refuses the schema in `value` past `limits`; what was walked (the schema parsed from text), or undefined when nothing was. */
+function schema(param: string, at: string, value: unknown, limits: StructuredLimits): unknown {
   const parsed = jsonOrText(value);
   // Text that is not JSON, and a format with no schema (Responses' `text.format` of type text or
   // json_object, a json_schema without one), hold nothing to walk: vLLM's to take or refuse.
-  if (parsed === NOT_JSON || parsed === null || typeof parsed !== "object") return;
+  if (parsed === NOT_JSON || parsed === null || typeof parsed !== "object") return undefined;
   const reason = schemaRefusal(parsed, limits);
   if (reason !== null) throw refused(param, `The schema in '${at}' ${reason}`);
+  return parsed;
 }
 
 function regex(param: string, at: string, value: unknown, limits: StructuredLimits): void {
