@@ -111,6 +111,7 @@ function structuralTag(param: string, at: string, value: unknown, limits: Struct
   if (tag === NOT_JSON) return; // vLLM's to refuse
   const nodes: unknown[] = [tag];
   const paths: string[] = [at]; // where each is, for the 400's message
+  const schemas: unknown[] = [];
   while (nodes.length > 0) {
     const node = nodes.pop();
     const path = paths.pop()!;
@@ -119,7 +120,7 @@ function structuralTag(param: string, at: string, value: unknown, limits: Struct
       continue;
     }
     if (!isObject(node)) continue;
-    for (const k of ["schema", "json_schema"]) if (isObject(node[k])) schema(param, `${path}.${k}`, node[k], limits);
+    for (const k of ["schema", "json_schema"]) if (isObject(node[k])) schemas.push(schema(param, `${path}.${k}`, node[k], limits));
     if (node.type === "regex") regex(param, `${path}.pattern`, node.pattern, limits);
     if (node.type === "grammar") grammar(param, `${path}.grammar`, node.grammar, limits);
     for (const k in node) {
@@ -128,6 +129,9 @@ function structuralTag(param: string, at: string, value: unknown, limits: Struct
       paths.push(`${path}.${k}`);
     }
   }
+  // One tag is one grammar: its schemas are held to the limits together, as toolSchemas' are.
+  const reason = schemas.length > 1 ? schemaRefusal({ anyOf: schemas }, limits) : null;
+  if (reason !== null) throw refused(param, `The schemas in '${at}' (compiled as one grammar) together ${reason.replace(/^has/, "have")}`);
 }
 
 const NOT_JSON = Symbol("not JSON");
