@@ -1,5 +1,5 @@
 // npm run report-usage -- (--stack <name> | --url <base>) [--key <id|name>] [--from] [--to | --all]
-//   [--group model|day|key] [--format table|json|csv]
+//   [--group model|day|day,model|model,price|key] [--format table|json|csv]
 // A tenant's usage per key and model or day, or per key with its balance, from its admin API
 // (/admin/usage and the key list; --group key: /admin/credits too), with totals.
 import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
@@ -32,9 +32,12 @@ totals.
                              whose clock is ahead may have begun the next day); not with --from
                              or --to. Save it (--group day,model --format csv) before a tenant is
                              destroyed or rebuilt: the ledger is on its volume
-  --group <model|day|day,model|key>
+  --group <model|day|day,model|model,price|key>
                              rows per key and model (default), per key and UTC day, or per
-                             key, day and model (a shim older than it refuses it); key: a
+                             key, day and model (a shim older than it refuses it); model,price:
+                             per key, model and price charged, with the price's fields, batch
+                             requests and cached tokens, so each line's cost can be recomputed
+                             (rows from before 2026-12-07: price unknown, empty); key: a
                              line per key that existed in the period, those that sent nothing
                              included, with its usage summed, its balance and status now
                              (active, revoked, expired), e.g. for the end of a workshop, and
@@ -76,7 +79,7 @@ const OPTIONS = {
   format: { type: "string" },
 } as const;
 
-const GROUPS = ["model", "day", "day,model", "key"] as const;
+const GROUPS = ["model", "day", "day,model", "model,price", "key"] as const;
 const FORMATS = ["table", "json", "csv"] as const;
 
 export interface UsageTotals {
@@ -105,13 +108,13 @@ export function formatUsage(report: UsageReport, keys: readonly ApiKey[], covere
   const names = new Map(keys.map((k) => [k.id, k.name]));
   const of = covered ? ` of ${coverage(covered)}` : "";
   // day,model: a column for each, day first, as in the API's CSV.
-  const groups = report.group.split(",") as ("day" | "model")[];
-  const head = `Usage ${report.period.start} to ${report.period.end}${of}, per key${groups.length > 1 ? ", day" : ""} and ${groups.at(-1)}`;
+  const groups = report.group.split(",") as ("day" | "model" | "price")[];
+  const head = `Usage ${report.period.start} to ${report.period.end}${of}, per key${groups.length > 1 ? `, ${groups[0]}` : ""} and ${groups.at(-1)}`;
   if (report.data.length === 0) return `${head}: no requests.`;
   const totals = usageTotals(report.data);
   type Line = { key: string; name: string; groups: string[]; requests: number; prompt: number; completion: number; total: number; cost: number };
   const lines: Line[] = report.data.map((r) => ({
-    key: r.key_id, name: names.get(r.key_id) ?? "?", groups: groups.map((g) => String(r[g])),
+    key: r.key_id, name: names.get(r.key_id) ?? "?", groups: groups.map((g) => (g === "price" ? priceLabel(r.price) : String(r[g]))),
     requests: r.requests, prompt: r.prompt_tokens, completion: r.completion_tokens, total: r.total_tokens, cost: r.cost,
   }));
   lines.push({ key: "TOTAL", name: "", groups: groups.map(() => ""), requests: totals.requests, prompt: totals.prompt_tokens, completion: totals.completion_tokens, total: totals.total_tokens, cost: totals.cost });
@@ -143,6 +146,12 @@ function reportedKeys(keys: readonly ApiKey[], given: string): ApiKey[] {
     throw new Error(`--key "${ref}" matched no key, yet findKey found one`); // never an empty report
   }
   return named.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/** A price as the table shows it (credits; token prices per 1,000 tokens), or that it is unknown. */
+function priceLabel(p: UsageRow["price"]): string {
+  if (!p) return "unknown (before prices were recorded)";
+  return `${p.id}: request ${p.request}, batch ${p.batch_request}, prompt ${p.prompt_per_1k}, cached ${p.cached_prompt_per_1k}, completion ${p.completion_per_1k} /1k`;
 }
 
 /** "team-a (2 keys: AbC… revoked, DeF…)": whose usage a report is. */
@@ -265,8 +274,8 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
 
 /** A shim older than group=day,model refuses it (its 400 naming `group`): said as such, with what works with it. */
 function olderThanDayModel(err: unknown, group: string): unknown {
-  if (group !== "day,model" || !(err instanceof AdminApiError && err.status === 400 && err.param === "group")) return err;
-  return new UsageError(`${err.message}\nThis tenant's shim is older than --group day,model (2026-12-07): use --group day or --group model with it, or upgrade it (pulumi up with this checkout).`);
+  if ((group !== "day,model" && group !== "model,price") || !(err instanceof AdminApiError && err.status === 400 && err.param === "group")) return err;
+  return new UsageError(`${err.message}\nThis tenant's shim is older than --group ${group} (2026-12-07): use --group day or --group model with it, or upgrade it (pulumi up with this checkout).`);
 }
 
 async function withTheRows(group: string, format: string, queries: UsageQuery[], keys: readonly ApiKey[], covered: readonly ApiKey[] | undefined, client: AdminClient, deps: ScriptDeps): Promise<number> {

@@ -10,6 +10,7 @@ import { formatCredits, MAX_BALANCE_MICRO } from "./money/money.ts";
 import { parseDatabaseUrl, redactUrl } from "./store/database-url.ts";
 import { migrationMessage, type SchemaMigration } from "./store/schema-migration.ts";
 import { openStore } from "./store/open-store.ts";
+import { distinctPrices } from "./money/price-record.ts";
 import type { UsageIndexOutcome } from "./store/postgres-usage-index.ts";
 import { type CheckpointFailure, checkpointFailureWarning } from "./store/sqlite-checkpointer.ts";
 import { failureHint } from "./store/sqlite-failures.ts";
@@ -125,7 +126,9 @@ async function main(): Promise<void> {
   let store: Store;
   try {
     const onVolumeFree = (bytes: number) => metrics.sqliteVolumeFree(bytes);
-    store = await openStore(config.databaseUrl, { onFailure, onReleased, onReadOnly, onConnectionsCut, onUsageIndex, onCheckpointFailure, onVolumeFree, onRestoreCheck, onRestored, onMigrated });
+    // The configuration's prices, recorded once at the start: what a report per price shows of each.
+    const prices = { records: distinctPrices(config.pricing), at: Date.now() };
+    store = await openStore(config.databaseUrl, { onFailure, onReleased, onReadOnly, onConnectionsCut, onUsageIndex, onCheckpointFailure, onVolumeFree, onRestoreCheck, onRestored, onMigrated, prices });
     // Said only when there were some: the previous process died holding its clients' credits (a
     // first start, or one after a clean stop, has nothing to say).
     const released = await store.releaseStaleReservations();

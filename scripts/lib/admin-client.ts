@@ -57,7 +57,8 @@ export interface CreditGrant {
 }
 
 /** day,model: a row per key, day and model (a shim older than it refuses it: 400 naming `group`, usage-export.ts). */
-export type UsageGroup = "model" | "day" | "day,model";
+/** model,price: a row per key, model and price, with the price's fields (an auditor's; a shim older than it refuses it as day,model's). */
+export type UsageGroup = "model" | "day" | "day,model" | "model,price";
 
 export interface UsageQuery {
   readonly key?: string;
@@ -70,6 +71,8 @@ export interface UsageRow {
   readonly key_id: string;
   readonly model?: string;
   readonly day?: string;
+  /** group=model,price: the price charged (in credits; null: rows from before prices were recorded). */
+  readonly price?: { readonly id: string; readonly request: number | null; readonly batch_request: number | null; readonly prompt_per_1k: number | null; readonly cached_prompt_per_1k: number | null; readonly completion_per_1k: number | null } | null;
   readonly requests: number;
   readonly prompt_tokens: number;
   readonly completion_tokens: number;

@@ -72,7 +72,7 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     expect(all).toMatchObject({ balance: 5, credits_remaining: 0 });
     await store.settle({
       reservationId: "in-flight", keyId: jane.id, hold: 5 * C, cost: 0,
-      usage: { requestId: "in-flight", keyId: jane.id, at: NOW, route: "/v1/chat/completions", model: "qwen2.5-7b", status: 502, promptTokens: 0, completionTokens: 0, cost: 0, stream: false, ms: 1, served: false },
+      usage: { requestId: "in-flight", keyId: jane.id, at: NOW, route: "/v1/chat/completions", model: "qwen2.5-7b", status: 502, promptTokens: 0, completionTokens: 0, cost: 0, stream: false, ms: 1, served: false, priceId: "p", batch: false, cachedTokens: 0 },
     });
     await expectRefused(await post(h, jane.id, "debits", { amount: 5.000001 }), 400, "invalid_request", "amount");
 

@@ -84,7 +84,7 @@ async function ledger(store: Store): Promise<Record<"alice" | "stack" | "bob" | 
     expect(await store.reserve({ reservationId, keyId, amount: cost, at })).toMatchObject({ ok: true });
     await store.settle({
       reservationId, keyId, hold: cost, cost,
-      usage: { requestId: reservationId, keyId, at, route: "/v1/chat/completions", model: "qwen2.5-7b", status: 200, promptTokens: 3, completionTokens: 4, cost, stream: false, ms: 5, served: true },
+      usage: { requestId: reservationId, keyId, at, route: "/v1/chat/completions", model: "qwen2.5-7b", status: 200, promptTokens: 3, completionTokens: 4, cost, stream: false, ms: 5, served: true, priceId: "p", batch: false, cachedTokens: 0 },
     });
   };
   const topUp = async (keyId: string, amount: number, at: number, note: string | null, writeOff?: true, idempotencyKey?: string) => {

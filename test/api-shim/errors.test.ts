@@ -31,7 +31,7 @@ async function settlementWaitingForLock() {
   expect((await store.reserve({ reservationId: "r", keyId: "k", amount: 1_000_000, at: 2 })).ok).toBe(true);
   await store.flush();
   other.exec("BEGIN IMMEDIATE");
-  const usage = { at: 3, requestId: "q", keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 500_000, stream: false, ms: 1, served: true };
+  const usage = { at: 3, requestId: "q", keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 500_000, stream: false, ms: 1, served: true, priceId: "p", batch: false, cachedTokens: 0 };
   const settling = store.settle({ reservationId: "r", keyId: "k", hold: 1_000_000, cost: 500_000, usage });
   settling.catch(() => {}); // a test may close the store before it awaits the rejection
   return { failures, dir, store, other, settling };
@@ -1080,7 +1080,7 @@ describe("a broken database fails closed with 503", () => {
       await store.flush();
       const other = new Database(join(dir, "shim.db"));
       other.exec("BEGIN IMMEDIATE");
-      const usage = { at: 3, requestId: "q", keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 500_000, stream: false, ms: 1, served: true };
+      const usage = { at: 3, requestId: "q", keyId: "k", route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 1, cost: 500_000, stream: false, ms: 1, served: true, priceId: "p", batch: false, cachedTokens: 0 };
       await expect(store.settle({ reservationId: "r", keyId: "k", hold: 1_000_000, cost: 500_000, usage })).rejects.toBeInstanceOf(StoreUnavailableError);
       expect(failures).toHaveLength(1);
       other.exec("ROLLBACK");

@@ -424,7 +424,7 @@ describe("the report worker", () => {
     try {
       await store.createKey({ id: "k", name: "k", hash: "h", tier: "pro", models: null, expiresAt: null, credits: 1, at: 0 });
       await store.reserve({ reservationId: "a", keyId: "k", amount: 1, at: 5 });
-      await store.settle({ reservationId: "a", keyId: "k", hold: 1, cost: 0, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 0, stream: false, ms: 1, served: true } });
+      await store.settle({ reservationId: "a", keyId: "k", hold: 1, cost: 0, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 0, stream: false, ms: 1, served: true, priceId: "p", batch: false, cachedTokens: 0 } });
       await store.flush();
       const q = { keyId: "k", asker: "k", from: 0, to: 10, group: "model" as const };
       const expected = [{ keyId: "k", group: "m", requests: 1, promptTokens: 1, completionTokens: 2, cost: 0 }];
@@ -458,7 +458,7 @@ describe("a report worker slow to start (its modules and database opening on a l
     const store = new SqliteStore(file);
     await store.createKey({ id: "k", name: "k", hash: "h", tier: "pro", models: null, expiresAt: null, credits: 1, at: 0 });
     await store.reserve({ reservationId: "a", keyId: "k", amount: 1, at: 5 });
-    await store.settle({ reservationId: "a", keyId: "k", hold: 1, cost: 0, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 0, stream: false, ms: 1, served: true } });
+    await store.settle({ reservationId: "a", keyId: "k", hold: 1, cost: 0, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 0, stream: false, ms: 1, served: true, priceId: "p", batch: false, cachedTokens: 0 } });
     await store.close();
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -522,7 +522,7 @@ describe("an in-memory SQLite store", () => {
     try {
       await store.createKey({ id: "k", name: "k", hash: "h", tier: "pro", models: null, expiresAt: null, credits: 10, at: 0 });
       await store.reserve({ reservationId: "a", keyId: "k", amount: 2, at: 5 });
-      await store.settle({ reservationId: "a", keyId: "k", hold: 2, cost: 2, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 2, stream: false, ms: 1, served: true } });
+      await store.settle({ reservationId: "a", keyId: "k", hold: 2, cost: 2, usage: { requestId: "r", keyId: "k", at: 5, route: "chat", model: "m", status: 200, promptTokens: 1, completionTokens: 2, cost: 2, stream: false, ms: 1, served: true, priceId: "p", batch: false, cachedTokens: 0 } });
       expect(await store.usage({ keyId: null, asker: null, from: 0, to: 10, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 1, promptTokens: 1, completionTokens: 2, cost: 2 }]);
     } finally {
       await store.close();

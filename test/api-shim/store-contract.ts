@@ -3,7 +3,7 @@ import { MAX_BALANCE_MICRO } from "../../api-shim/src/money/money.ts";
 import type { NewKey, Store, UsageRow } from "../../api-shim/src/store/store.ts";
 
 export const newKey = (id: string, credits: number): NewKey => ({ id, name: id, hash: `sha256:${"0".repeat(64)}`, tier: "free", models: null, expiresAt: null, credits, at: 1000 });
-export const usage = (keyId: string, requestId: string, cost = 0, at = 2000): UsageRow => ({ requestId, keyId, at, route: "chat", model: "m", status: 200, promptTokens: 3, completionTokens: 4, cost, stream: false, ms: 1, served: true });
+export const usage = (keyId: string, requestId: string, cost = 0, at = 2000): UsageRow => ({ requestId, keyId, at, route: "chat", model: "m", status: 200, promptTokens: 3, completionTokens: 4, cost, stream: false, ms: 1, served: true, priceId: "p", batch: false, cachedTokens: 0 });
 /** The usage record of a streamed request whose upstream failed (502): nothing generated, charged 0. */
 export const failedUsage = (keyId: string, requestId: string): UsageRow => ({ ...usage(keyId, requestId), status: 502, promptTokens: 0, completionTokens: 0, stream: true, served: false });
 

@@ -103,6 +103,24 @@ describe("report-usage against a real shim", () => {
     expect(rows.find((row) => row.startsWith(`${a.id},`))).toMatch(new RegExp(`^${a.id},team-a,qwen2\\.5-7b,3,`));
   });
 
+  it("--group model,price: a line per key, model and price, with the price's fields, that recompute the cost (CSV and table)", async () => {
+    const r = await report(["--group", "model,price", "--format", "csv"]);
+    expect(r.code, r.err).toBe(0);
+    const [header, ...rows] = r.out.replace(/\r\n$/, "").split("\r\n");
+    expect(header).toBe("key_id,key_name,model,price_id,price_request,price_batch_request,price_prompt_per_1k,price_cached_prompt_per_1k,price_completion_per_1k,requests,batch_requests,prompt_tokens,cached_tokens,completion_tokens,total_tokens,cost");
+    expect(rows).toHaveLength(2);
+    for (const c of rows.map((row) => row.split(","))) {
+      expect(c.slice(4, 9)).toEqual(["1", "2", "0.5", "0.5", "1"]); // the configuration's: request 1, batch 2 (the defaults), prompt 0.5, completion 1
+      const e = expected.get(c[0]!)!;
+      // Whole µc per token here: the recomputation is exact.
+      expect(Number(c[9]) * 1_000_000 + Number(c[11]) * 500 + Number(c[13]) * 1000).toBe(e.micro);
+      expect(Math.round(Number(c[15]) * 1_000_000)).toBe(e.micro);
+    }
+    const table = await report(["--group", "model,price"]);
+    expect(table.out).toMatch(/per key, model and price/);
+    expect(table.out).toMatch(/[0-9a-f]{16}: request 1, batch 2, prompt 0\.5, cached 0\.5, completion 1 \/1k/);
+  });
+
   it("CSV key_name: a key the list does not have is named \"\", a name with a comma or quote is quoted, one a spreadsheet would run is defused as the shim's cells are", () => {
     const csv = "key_id,day,requests,cost\r\nAAAAAAAAAAAA,2026-03-01,1,1\r\nBBBBBBBBBBBB,2026-03-01,2,2\r\nCCCCCCCCCCCC,2026-03-02,3,3\r\nDDDDDDDDDDDD,2026-03-02,4,4\r\n";
     const keys = [
@@ -189,7 +207,7 @@ describe("report-usage against a real shim", () => {
   });
 
   it.each([
-    [["--group", "week"], '--group "week" is not allowed; use one of: model, day, day,model, key'],
+    [["--group", "week"], '--group "week" is not allowed; use one of: model, day, day,model, model,price, key'],
     [["--format", "xml"], '--format "xml" is not allowed; use one of: table, json, csv'],
     [["--from", "yesterday"], '--from "yesterday" must be a date (2026-03-01) or a timestamp with a zone'],
     [["--to", "2026-11-31"], "--to: 2026-11-31 is not a day: November 2026 has 30 days"],

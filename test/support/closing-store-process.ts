@@ -17,7 +17,7 @@ await store.reserve({ reservationId: "r1", keyId: "k", amount: 4, at: 1 });
 await checked; // the index check's own connection is closed again
 const lines = createInterface({ input: process.stdin });
 lines.on("line", (command) => {
-  if (command === "settle") void store.settle({ reservationId: "r1", keyId: "k", hold: 4, cost: 3, usage: { requestId: "LOST", keyId: "k", at: 2000, route: "chat", model: "m", status: 200, promptTokens: 3, completionTokens: 4, cost: 3, stream: false, ms: 1, served: true } }).catch(() => {});
+  if (command === "settle") void store.settle({ reservationId: "r1", keyId: "k", hold: 4, cost: 3, usage: { requestId: "LOST", keyId: "k", at: 2000, route: "chat", model: "m", status: 200, promptTokens: 3, completionTokens: 4, cost: 3, stream: false, ms: 1, served: true, priceId: "p", batch: false, cachedTokens: 0 } }).catch(() => {});
   if (command === "close") void store.close().then(() => (lines.close(), process.stdin.destroy(), console.log(`closed ${cut}`)));
 });
 console.log("ready");

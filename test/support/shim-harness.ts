@@ -12,6 +12,7 @@ import { parseShimConfig, type ShimConfig } from "../../api-shim/src/config.ts";
 import { KEY_PREFIX, parseKeyId } from "../../api-shim/src/auth/keys.ts";
 import { createLogger, type RequestLine } from "../../api-shim/src/observability/logger.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
+import { distinctPrices } from "../../api-shim/src/money/price-record.ts";
 import type { Store } from "../../api-shim/src/store/store.ts";
 import { createUpstream, type Upstream } from "../../api-shim/src/upstream/upstream.ts";
 import { FakeVllm, type FakeVllmOptions } from "./fake-vllm.ts";
@@ -96,7 +97,8 @@ export async function startShim(options: HarnessOptions = {}): Promise<Harness> 
     },
   });
   const dbPath = join(dir, "shim.db");
-  const sqlite = new SqliteStore(dbPath, { busyTimeoutMs: options.busyTimeoutMs ?? 5000 });
+  // The configuration's prices recorded at the open, as server.ts does.
+  const sqlite = new SqliteStore(dbPath, { busyTimeoutMs: options.busyTimeoutMs ?? 5000, prices: { records: distinctPrices(config.pricing), at: Date.now() } });
   const store = options.wrapStore ? options.wrapStore(sqlite) : sqlite;
   for (const k of config.bootstrapKeys) await store.ensureBootstrapKey({ ...k, models: k.models && [...k.models], expiresAt: null, at: Date.now() });
   const upstream: Upstream = createUpstream({ url: config.upstreamUrl, apiKey: config.upstreamApiKey, headersTimeoutMs: config.upstreamTimeoutMs, idleTimeoutMs: config.streamIdleTimeoutMs });

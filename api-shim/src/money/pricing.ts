@@ -2,6 +2,7 @@ import { heldAtDefaultMaxTokens, type ModelConfig, type Pricing } from "../confi
 import { promptCost } from "./cache-reads.ts";
 import { type CacheLifetime, type CacheWrites, cacheWriteHold, cacheWriteSurcharge } from "./cache-writes.ts";
 import { tokenCost } from "./money.ts";
+import { type PriceRecord, priceRecords } from "./price-record.ts";
 
 /**
  * What a request may cost (the hold, reserved before forwarding) and what it did cost (settled
@@ -258,10 +259,18 @@ export interface HoldInput {
 export class Pricer {
   private readonly pricing: Pricing;
   private readonly models: ReadonlyMap<string, ModelConfig> | null;
+  /** Each model's price record (price-record.ts), made once here: a request reads its id from a map. */
+  private readonly prices: ReturnType<typeof priceRecords>;
 
   constructor(pricing: Pricing, models: ReadonlyMap<string, ModelConfig> | null) {
     this.pricing = pricing;
     this.models = models;
+    this.prices = priceRecords(pricing);
+  }
+
+  /** The price `model`'s requests are charged at, which their ledger rows name (price_id). */
+  price(model: string): PriceRecord {
+    return this.prices.models.get(model) ?? this.prices.unpriced;
   }
 
   requestPrice(batch: boolean): number {

@@ -68,6 +68,7 @@ export class Settlement {
         requestId: request.id, keyId, at: ctx.clock.now(), route: this.kind, model: this.model, status,
         promptTokens: u.promptTokens, completionTokens: u.completionTokens, cost, stream: this.stream,
         ms: Math.round(performance.now() - request.shim.start), served: usage !== null,
+        priceId: ctx.pricer.price(this.model).id, batch: this.batch, cachedTokens: Math.min(u.cachedTokens ?? 0, u.promptTokens), // as charged (promptCost)
       },
     });
     // Requests of the key refused while this hold stood may now be covered (inference.ts).

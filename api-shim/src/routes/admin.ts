@@ -85,7 +85,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.get("/admin/usage", async (request, reply) => {
     const q = onlyKnown(request.query as object, ["key", "from", "to", "group", "format"], "query parameter");
     const group = q.group ?? "model";
-    if (group !== "model" && group !== "day" && group !== "day,model") throw invalid("'group' must be model, day or day,model.", "group");
+    if (group !== "model" && group !== "day" && group !== "day,model" && group !== "model,price") throw invalid("'group' must be model, day, day,model or model,price.", "group");
     const format = q.format ?? "json";
     if (format !== "json" && format !== "csv") throw invalid("'format' must be json or csv.", "format");
     if (q.key !== undefined && (typeof q.key !== "string" || !isKeyId(q.key))) throw invalid("'key' must be a key id (12 letters or digits).", "key");

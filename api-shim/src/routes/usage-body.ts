@@ -10,6 +10,7 @@ import { creditsNumber, formatCredits } from "../money/money.ts";
 import { StoreUnavailableError, type UsageGroup } from "../store/store.ts";
 import type { UsageBatches } from "../store/usage-batches.ts";
 import { watchWriteProgress } from "../client/write-progress.ts";
+import { PRICE_CSV_HEADER, priceCsvCells, priceJsonLine } from "./price-lines.ts";
 
 /**
  * Rows formatted per turn of the event loop. A report over all keys by day can have millions of
@@ -91,10 +92,17 @@ function groupCells(group: string, r: UsageGroup): [string, string][] {
 }
 
 async function* csvPieces(batches: UsageBatches, group: string): AsyncGenerator<string> {
+  if (group === "model,price") return yield* priceCsvPieces(batches);
   yield csvLine(["key_id", ...group.split(","), "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"]);
   for await (const rows of pieces(batches)) {
     yield rows.map((r) => csvLine([r.keyId, ...groupCells(group, r).map(([, v]) => v), r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)])).join("");
   }
+}
+
+/** By model and price: columns of their own (price-lines.ts); the other groupings' layouts stay as they were. */
+async function* priceCsvPieces(batches: UsageBatches): AsyncGenerator<string> {
+  yield csvLine(PRICE_CSV_HEADER);
+  for await (const rows of pieces(batches)) yield rows.map((r) => csvLine(priceCsvCells(r))).join("");
 }
 
 async function* jsonPieces(batches: UsageBatches, group: string, head: object): AsyncGenerator<string> {
@@ -102,7 +110,7 @@ async function* jsonPieces(batches: UsageBatches, group: string, head: object): 
   yield JSON.stringify({ ...head, data: [] }).slice(0, -2);
   let first = true;
   for await (const rows of pieces(batches)) {
-    const json = rows.map((r) => JSON.stringify({
+    const json = rows.map((r) => JSON.stringify(group === "model,price" ? priceJsonLine(r) : {
       key_id: r.keyId, ...Object.fromEntries(groupCells(group, r)), requests: r.requests, prompt_tokens: r.promptTokens,
       completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens, cost: creditsNumber(r.cost),
     })).join(",");

@@ -17,7 +17,7 @@ import type { Store } from "./store.ts";
  * serving, a database that takes no writes, a shutdown the database did not answer, its
  * background index build); the SQLite store has none of them.
  */
-export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpointFailure" | "onVolumeFree" | "onMigrated"> & Pick<PostgresStoreOptions, "onReleased" | "onReadOnly" | "onConnectionsCut" | "onUsageIndex"> & RestoreOptions;
+export type OpenStoreOptions = Pick<SqliteStoreOptions, "onFailure" | "onCheckpointFailure" | "onVolumeFree" | "onMigrated" | "prices"> & Pick<PostgresStoreOptions, "onReleased" | "onReadOnly" | "onConnectionsCut" | "onUsageIndex"> & RestoreOptions;
 
 /**
  * A SQLite file's restore of a staged backup (sqlite-restore.ts): `onRestoreCheck` before the
@@ -40,7 +40,7 @@ interface RestoreOptions {
 export async function openStore(url: string, options: OpenStoreOptions = {}, cwd: string = process.cwd()): Promise<Store> {
   const target = parseDatabaseUrl(url);
   if (target.kind === "postgres") return PostgresStore.open(target.url, options);
-  const sqliteOptions = { onFailure: options.onFailure, onCheckpointFailure: options.onCheckpointFailure, onVolumeFree: options.onVolumeFree, onMigrated: options.onMigrated };
+  const sqliteOptions = { onFailure: options.onFailure, onCheckpointFailure: options.onCheckpointFailure, onVolumeFree: options.onVolumeFree, onMigrated: options.onMigrated, prices: options.prices };
   if (target.path === ":memory:") return new SqliteStore(":memory:", sqliteOptions);
   const file = resolve(cwd, target.path);
   mkdirSync(dirname(file), { recursive: true });

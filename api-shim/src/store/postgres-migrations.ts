@@ -1,6 +1,8 @@
 import { randomInt } from "node:crypto";
 import type pg from "pg";
 import { NOT_PERMITTED_CODE } from "./postgres-failures.ts";
+import type { PricesSeen } from "../money/price-record.ts";
+import { ensurePriceRecordsPg } from "./price-schema.ts";
 import { type SchemaMigration, schemaDate } from "./schema-migration.ts";
 import { NewerSchemaError, SchemaOwnerNeededError } from "./store.ts";
 
@@ -48,9 +50,10 @@ export const LOCK_CLASS = 0x5348494d;
 /**
  * Brings the database to the latest schema and says from which version; refuses one made by a
  * newer shim (NewerSchemaError), before writing anything. Run it inside one transaction (the
- * caller's). `migrations` and `dates`: the shim's own, or a test's with a later schema.
+ * caller's). `migrations` and `dates`: the shim's own, or a test's with a later schema; `prices`:
+ * the configuration's, recorded (price-schema.ts).
  */
-export async function migratePg(client: pg.ClientBase, migrations = PG_MIGRATIONS, dates = PG_SCHEMA_DATES): Promise<SchemaMigration> {
+export async function migratePg(client: pg.ClientBase, migrations = PG_MIGRATIONS, dates = PG_SCHEMA_DATES, prices?: PricesSeen): Promise<SchemaMigration> {
   await client.query("SELECT pg_advisory_xact_lock($1, 0)", [LOCK_CLASS]);
   // Up to date: nothing is created or written, so a role with data rights only (no CREATE on the
   // schema, which even CREATE TABLE IF NOT EXISTS needs) can run every replica after the first.
@@ -65,6 +68,7 @@ export async function migratePg(client: pg.ClientBase, migrations = PG_MIGRATION
   if (from < migrations.length) await client.query("UPDATE shim_schema_version SET version = $1", [migrations.length]);
   const ms = from < migrations.length ? performance.now() - started : 0;
   await ensureServedColumn(client);
+  await ensurePriceRecordsPg(client, prices);
   return { from, to: migrations.length, since: schemaDate(dates, migrations.length), ms };
 }
 

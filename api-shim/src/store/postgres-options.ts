@@ -1,3 +1,4 @@
+import type { PricesSeen } from "../money/price-record.ts";
 import type { UsageIndexOutcome } from "./postgres-usage-index.ts";
 import type { SchemaMigration } from "./schema-migration.ts";
 
@@ -27,4 +28,6 @@ export interface PostgresStoreOptions {
   onMigrated?: (migration: SchemaMigration) => void;
   /** Told each failed try at the usage rows' time index and what became of it (postgres-usage-index.ts). */
   onUsageIndex?: (outcome: UsageIndexOutcome) => void;
+  /** The configuration's prices, recorded in the start's migration transaction (price-schema.ts). */
+  prices?: PricesSeen;
 }

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type pg from "pg";
 import { rejectOnAbort } from "../promises.ts";
+import { priceReportSql } from "./postgres-price-report.ts";
 import { reportCursor } from "./postgres-report-cursor.ts";
 import { allRows, openReport, REPORT_TIMEOUT_MS, type ReportOpening } from "./report-reader.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
@@ -52,6 +53,7 @@ const reportMark = () => `/* shim usage report ${randomUUID()} */`;
  * postgres-usage-index.ts).
  */
 export function reportSql(q: Pick<UsageQuery, "keyId" | "group">): string {
+  if (q.group === "model,price") return priceReportSql(q.keyId);
   const day = q.group !== "model";
   // By day and model: the day is the group, the model a column of its own (UsageGroup.model).
   const model = q.group === "day,model";
@@ -139,7 +141,7 @@ export class UsageReports {
    */
   private batches(q: UsageQuery, opening: ReportOpening): Promise<UsageRest> {
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
-    return this.statement(q.asker, reportSql(q), values, q.group !== "model", opening);
+    return this.statement(q.asker, reportSql(q), values, q.group !== "model" && q.group !== "model,price", opening);
   }
 
   /**

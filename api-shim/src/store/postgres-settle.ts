@@ -59,7 +59,7 @@ async function settleAgainOn(c: pg.ClientBase, input: SettleInput, mine: boolean
   });
 }
 
-const usageValues = (u: SettleInput["usage"]) => [u.at, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream, u.ms, u.served];
+const usageValues = (u: SettleInput["usage"]) => [u.at, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream, u.ms, u.served, u.priceId, u.batch, u.cachedTokens];
 
 /** SETTLE: what it charged (the cost, at most the hold); undefined when there is no hold (settled already, swept, or not made here). */
 async function settleHeld(q: Queryable, input: SettleInput): Promise<Settled | undefined> {

@@ -19,8 +19,8 @@ export const RESERVE = `WITH k AS (UPDATE keys SET held = held + $3
  * it would take credit other holds count on).
  */
 export const SETTLE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNING key_id, amount, LEAST($2::bigint, amount) AS charge),
-  l AS (INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served)
-        SELECT key_id, $3, -charge, 'usage', $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM r),
+  l AS (INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served, price_id, batch, cached_tokens)
+        SELECT key_id, $3, -charge, 'usage', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM r),
   k AS (UPDATE keys SET balance = balance - r.charge, held = held - r.amount FROM r WHERE keys.id = r.key_id RETURNING balance - held AS available, r.charge AS charged)
   SELECT available, charged FROM k`;
 /**
@@ -35,8 +35,8 @@ export const SETTLE = `WITH r AS (DELETE FROM reservations WHERE id = $1 RETURNI
 export const SETTLE_UNRESERVED = `WITH k AS (UPDATE keys SET balance = keys.balance - c.charge
       FROM (SELECT id, CASE WHEN balance - held >= $2 THEN $2::bigint ELSE 0 END AS charge FROM keys WHERE id = $1 FOR UPDATE) c
       WHERE keys.id = c.id RETURNING keys.balance - keys.held AS available, c.charge AS charged),
-  l AS (INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served)
-        SELECT $1, $3, -charged, 'usage', $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM k)
+  l AS (INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served, price_id, batch, cached_tokens)
+        SELECT $1, $3, -charged, 'usage', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM k)
   SELECT available, charged FROM k`;
 /**
  * A settlement's ledger row, by its key, time and request id (ledger_key_at): whether a settlement

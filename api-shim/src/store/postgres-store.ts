@@ -111,7 +111,7 @@ export class PostgresStore implements Store {
       // A standby (or a read-only default) answers reads and takes the lock, then fails every hold.
       if ((await lock.query<{ read_only: boolean }>(READ_ONLY)).rows[0]!.read_only) throw new ReadOnlyError();
       await checkSessions(pool, session.settings, lock, connection.settings);
-      await inTransaction(lock, () => migratePg(lock)).then((m) => options.onMigrated?.(m)); // not onMigrated?.(await …): that skips the migration when nobody asks
+      await inTransaction(lock, () => migratePg(lock, undefined, undefined, options.prices)).then((m) => options.onMigrated?.(m)); // not onMigrated?.(await …): that skips the migration when nobody asks
       const owner = await takeOwnerLock(lock);
       const store = new PostgresStore(pool, session, connection, lock, owner, connections, options, timeoutMs);
       store.watch(lock);

@@ -115,7 +115,7 @@ export class Batch {
     const u = input.usage;
     const charged = Math.min(input.cost, hold.amount);
     // Inserted at COMMIT, with the batch's other writes: off the response's critical path.
-    this.rows.push([hold.keyId, u.at, -charged, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream ? 1 : 0, u.ms, u.served ? 1 : 0]);
+    this.rows.push([hold.keyId, u.at, -charged, u.requestId, u.route, u.model, u.status, u.promptTokens, u.completionTokens, u.stream ? 1 : 0, u.ms, u.served ? 1 : 0, u.priceId, u.batch ? 1 : 0, u.cachedTokens]);
     a.balance -= charged;
     a.dBalance -= charged;
     a.held -= hold.amount;

@@ -1,4 +1,6 @@
 import type Database from "better-sqlite3";
+import type { PricesSeen } from "../money/price-record.ts";
+import { ensurePriceRecords } from "./price-schema.ts";
 import { type SchemaMigration, schemaDate } from "./schema-migration.ts";
 import { NewerSchemaError } from "./store.ts";
 
@@ -100,9 +102,9 @@ function migrateToOneRowPerRequest(db: Database.Database): void {
 
 /**
  * Brings the database to the latest schema and says from which version; refuses one made by a
- * newer shim (NewerSchemaError).
+ * newer shim (NewerSchemaError). `prices`: the configuration's, recorded (price-schema.ts).
  */
-export function migrate(db: Database.Database): SchemaMigration {
+export function migrate(db: Database.Database, prices?: PricesSeen): SchemaMigration {
   const version = db.pragma("user_version", { simple: true }) as number;
   if (version > MIGRATIONS.length) throw new NewerSchemaError(db.name, version, MIGRATIONS.length);
   const started = performance.now();
@@ -116,6 +118,7 @@ export function migrate(db: Database.Database): SchemaMigration {
   }
   const ms = version < MIGRATIONS.length ? performance.now() - started : 0;
   ensureServedColumn(db);
+  ensurePriceRecords(db, prices);
   return { from: version, to: MIGRATIONS.length, since: schemaDate(SCHEMA_DATES, MIGRATIONS.length), ms };
 }
 

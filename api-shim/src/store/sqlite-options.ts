@@ -1,3 +1,4 @@
+import type { PricesSeen } from "../money/price-record.ts";
 import type { SchemaMigration } from "./schema-migration.ts";
 import type { CheckpointFailure } from "./sqlite-checkpointer.ts";
 
@@ -28,6 +29,8 @@ export interface SqliteStoreOptions {
   statVolume?: (dir: string) => Promise<{ bavail: number; bsize: number }>;
   /** Told what the open did to the file's schema (migrate), before the store is used: for the start's log line. */
   onMigrated?: (migration: SchemaMigration) => void;
+  /** The configuration's prices, recorded at open (price-schema.ts): what a report per price shows of each. */
+  prices?: PricesSeen;
   /** This process's claim on the file (claimSqliteFile), released by close() once the connection is closed. */
   owner?: { release(): void };
 }

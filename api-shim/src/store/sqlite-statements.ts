@@ -17,7 +17,7 @@ export const toKey = (r: KeyRow): KeyDetails => ({
 });
 
 /** A request's ledger row, in the order of `requestRow`'s parameters. */
-export type RequestRow = [keyId: string, at: number, amount: number, requestId: string, route: string, model: string, status: number, promptTokens: number, completionTokens: number, stream: number, ms: number, served: number];
+export type RequestRow = [keyId: string, at: number, amount: number, requestId: string, route: string, model: string, status: number, promptTokens: number, completionTokens: number, stream: number, ms: number, served: number, priceId: string, batch: number, cachedTokens: number];
 
 export function prepareStatements(db: Database.Database) {
   return {
@@ -39,7 +39,7 @@ export function prepareStatements(db: Database.Database) {
     money: db.prepare<[string], { balance: number; held: number; revokedAt: number | null; expiresAt: number | null; models: string | null; hash: string }>("SELECT balance, held, revoked_at AS revokedAt, expires_at AS expiresAt, models, hash FROM keys WHERE id = ?"),
     // The request's one ledger row: its charge (−cost) and its usage record.
     requestRow: db.prepare<RequestRow>(
-      "INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served) VALUES (?, ?, ?, 'usage', ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+      "INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served, price_id, batch, cached_tokens) VALUES (?, ?, ?, 'usage', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
     applyMoney: db.prepare<[number, number, number, string]>("UPDATE keys SET balance = balance + ?, held = held + ?, holds = holds + ? WHERE id = ?"),
     openHolds: db.prepare<[], { id: string; held: number; holds: number }>("SELECT id, held, holds FROM keys WHERE held <> 0 OR holds <> 0"),
     setHolds: db.prepare<[number, number, string]>("UPDATE keys SET held = ?, holds = ? WHERE id = ?"),

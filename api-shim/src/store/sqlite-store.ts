@@ -62,7 +62,7 @@ export class SqliteStore implements Store {
     this.options = options;
     db.pragma("foreign_keys = ON");
     try {
-      const migration = migrate(db); // not onMigrated?.(migrate(db)): that skips the migration when nobody asks
+      const migration = migrate(db, options.prices); // not onMigrated?.(migrate(db)): that skips the migration when nobody asks
       options.onMigrated?.(migration);
     } catch (e) {
       db.close();

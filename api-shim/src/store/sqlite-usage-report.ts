@@ -1,4 +1,5 @@
 import type Database from "better-sqlite3";
+import { addPriceCounts, byPrice, priceSliceSql, withPrices } from "./sqlite-price-report.ts";
 import { REPORTED_SQL, type UsageGroup, type UsageQuery } from "./store.ts";
 
 /** A usage report's question without its signal: what crosses to the report worker. */
@@ -42,7 +43,7 @@ export function usageReport(db: Database.Database, q: ReportQuery, check: () => 
       // More than SLICE_ROWS rows in one millisecond: that millisecond is a slice of its own.
       const to = Math.max(sliceEnd.get({ ...q, from }) ?? q.to, from + 1);
       for (const g of slice.all({ ...q, from, to })) {
-        const id = JSON.stringify([g.keyId, g.group, g.model]);
+        const id = JSON.stringify([g.keyId, g.group, g.model, g.priceId]);
         const sum = groups.get(id);
         if (sum === undefined) groups.set(id, g);
         else {
@@ -50,12 +51,14 @@ export function usageReport(db: Database.Database, q: ReportQuery, check: () => 
           sum.promptTokens += g.promptTokens;
           sum.completionTokens += g.completionTokens;
           sum.cost += g.cost;
+          if (q.group === "model,price") addPriceCounts(sum, g);
         }
       }
       from = to;
     }
+    if (q.group === "model,price") withPrices(db, groups.values());
   })();
-  return [...groups.values()].sort((a, b) => byteOrder(a.keyId, b.keyId) || byteOrder(a.group, b.group) || byteOrder(a.model ?? null, b.model ?? null));
+  return [...groups.values()].sort((a, b) => byteOrder(a.keyId, b.keyId) || byteOrder(a.group, b.group) || byteOrder(a.model ?? null, b.model ?? null) || byPrice(a, b));
 }
 
 /**
@@ -67,10 +70,12 @@ export function reportSql(q: Pick<ReportQuery, "keyId" | "group">): { sliceEnd: 
   // By day and model: the day is the group, the model a column of its own (UsageGroup.model).
   const [dim, more] = q.group === "model" ? ["model", ""] : [day, q.group === "day,model" ? ", model" : ""];
   const rows = `at >= @from AND at < @to AND ${q.keyId === null ? "kind = 'usage'" : "key_id = @keyId"} AND (id & 4095 <> 0 OR shim_report_check())`;
+  // From the index alone (key_id, at or the usage rows' at; id is the rowid): a key's top-ups
+  // count towards its slices' size too, which only makes them a little smaller.
+  const sliceEnd = `SELECT at FROM ledger WHERE ${rows} ORDER BY at LIMIT 1 OFFSET ${SLICE_ROWS}`;
+  if (q.group === "model,price") return { sliceEnd, slice: priceSliceSql(rows) }; // sqlite-price-report.ts
   return {
-    // From the index alone (key_id, at or the usage rows' at; id is the rowid): a key's top-ups
-    // count towards its slices' size too, which only makes them a little smaller.
-    sliceEnd: `SELECT at FROM ledger WHERE ${rows} ORDER BY at LIMIT 1 OFFSET ${SLICE_ROWS}`,
+    sliceEnd,
     slice: `SELECT key_id AS keyId, ${dim} AS "group"${more}, count(*) AS requests,
         sum(prompt_tokens) AS promptTokens, sum(completion_tokens) AS completionTokens, -sum(amount) AS cost
       FROM ledger WHERE ${rows} AND kind = 'usage' AND ${REPORTED_SQL} GROUP BY key_id, "group"${more}`,

@@ -4,6 +4,7 @@
  * timestamps are milliseconds since the Unix epoch.
  */
 import { MAX_BALANCE_MICRO } from "../money/money.ts";
+import type { ReportedPrice } from "../money/price-record.ts";
 import type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
 import type { BackupFile } from "./sqlite-backup.ts";
 import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
@@ -77,6 +78,11 @@ export interface UsageRow {
    * never reached it): Settlement is told null usage exactly then. Apart from the cost: a free model's served requests cost 0.
    */
   served: boolean;
+  /** The price it was charged at (price-record.ts: its id), and what of it a line per price needs to recompute the cost. */
+  priceId: string;
+  batch: boolean;
+  /** Prompt tokens read from a prompt cache (counted in promptTokens too), charged the cached price. */
+  cachedTokens: number;
 }
 
 export interface ReserveInput {
@@ -132,7 +138,7 @@ export interface UsageQuery {
   asker: string | null;
   from: number;
   to: number; // exclusive
-  group: "model" | "day" | "day,model"; // day,model: a row per key, UTC day and model (an invoice's when prices differ per model)
+  group: UsageGrouping;
   /**
    * Aborts when the asker no longer wants the report (it left: a ClientLeftError; the drain was cut). The Postgres
    * store's report then rejects at once with that reason (any but a ClientLeftError as a StoreUnavailableError's
@@ -151,6 +157,9 @@ export interface UsageQuery {
  */
 export const REPORTED_SQL = "(amount <> 0 OR coalesce(served, status < 400))";
 
+/** day,model: a row per key, UTC day and model (an invoice's when prices differ per model); model,price: per key, model and price (an auditor's). */
+export type UsageGrouping = "model" | "day" | "day,model" | "model,price";
+
 export interface UsageGroup {
   keyId: string;
   /** The model name, or the UTC day (YYYY-MM-DD) when grouping by day (or by day and model). */
@@ -160,6 +169,15 @@ export interface UsageGroup {
   promptTokens: number;
   completionTokens: number;
   cost: number;
+  /**
+   * Grouping by model and price only: the price's id (null: rows written before prices were
+   * recorded), its fields (null: unknown), and the batch requests and cached prompt tokens of the
+   * line (null with a null id: not recorded then).
+   */
+  priceId?: string | null;
+  price?: ReportedPrice | null;
+  batchRequests?: number | null;
+  cachedTokens?: number | null;
 }
 
 export interface AuditRow {
@@ -311,8 +329,8 @@ export class NewerSchemaError extends Error {
  * do, rather than as a database failure a restart would fix.
  */
 export class SchemaOwnerNeededError extends Error {
-  constructor() {
-    super("the ledger needs its new column `served`: start one shim once as the tables' owner (or run, as the owner: ALTER TABLE ledger ADD COLUMN served boolean), then restart the replicas");
+  constructor(what = "its new column `served`", sql = "ALTER TABLE ledger ADD COLUMN served boolean") {
+    super(`the ledger needs ${what}: start one shim once as the tables' owner (or run, as the owner: ${sql}), then restart the replicas`);
     this.name = "SchemaOwnerNeededError";
   }
 }
