@@ -100,9 +100,25 @@ async function acrossRestart(open: () => Promise<Store>): Promise<void> {
   }
 }
 
+/** Copies at once, straight to the store (the HTTP path spaces them out): one key, every other copy its replay. */
+async function atOnce(store: Store): Promise<void> {
+  await Promise.all(Array.from({ length: 10 }, () => store.listKeys())); // the pool's connections open, so the copies do overlap
+  const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.createKeyOnce(newKey(`copy${String(i).padStart(8, "0")}`, 3_000_000), { key: "order-12", fingerprint: "f" })));
+  const made = results.filter((r) => r.kind === "done");
+  expect(made).toHaveLength(1);
+  const id = made[0]!.kind === "done" ? made[0]!.key.id : "";
+  expect(results.filter((r) => r.kind === "replay")).toEqual(Array(19).fill({ kind: "replay", keyId: id }));
+  expect((await store.listKeys()).map((k) => [k.id, k.balance])).toEqual([[id, 3_000_000]]);
+}
+
 it("SqliteStore: a creation's Idempotency-Key is kept across a restart", async () => {
   const file = `${tempDir("key-idem-")}/shim.db`;
   await acrossRestart(async () => new SqliteStore(file));
+});
+
+it("SqliteStore: copies of a creation sent at once make one key", async () => {
+  const store = new SqliteStore(`${tempDir("key-idem-")}/shim.db`);
+  try { await atOnce(store); } finally { await store.close(); }
 });
 
 describe("PostgresStore", () => {
@@ -112,5 +128,9 @@ describe("PostgresStore", () => {
   it("a creation's Idempotency-Key is kept across a restart", async () => {
     const url = await server.newDatabase();
     await acrossRestart(() => PostgresStore.open(url));
+  }, 60_000);
+  it("copies of a creation sent at once make one key", async () => {
+    const store = await PostgresStore.open(await server.newDatabase());
+    try { await atOnce(store); } finally { await store.close(); }
   }, 60_000);
 });
