@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { creditsFlag, idempotencyKeyFlag, noteFlag } from "./lib/credits-flags.ts";
 import { AdminApiError, type AdminClient, adminClient, type AdminTarget, type ApiKey, type CreditGrant, findKey, keyReference, keyStatus } from "./lib/admin-client.ts";
-import { createKey, expiryNotApplied, keyNameProblem, nameTaken, noCreditsLine } from "./lib/create-key.ts";
+import { createKey, expiryNotApplied, keyNameProblem, nameTaken, noCreditsLine, replayedLines } from "./lib/create-key.ts";
 import { mayHaveActed } from "./lib/lost-answers.ts";
 import { manageKeysCommand } from "./lib/manage-keys-command.ts";
 import { createFromRoster, type RosterRun } from "./lib/roster-keys.ts";
@@ -21,8 +21,11 @@ const USAGE = `Usage: npm run manage-keys -- <command> (--stack <name> | --url <
 
 Commands:
   create   --name <name> [--credits <n>] [--tier <tier>] [--models <a,b>] [--expires-at <time>]
+           [--idempotency-key <k>]
            makes a key and prints it once (store it then: only its hash is kept);
-           --expires-at takes 2027-01-31T23:59:59Z (a zone is required) or 2027-01-31 (00:00 UTC)
+           --expires-at takes 2027-01-31T23:59:59Z (a zone is required) or 2027-01-31 (00:00 UTC);
+           --idempotency-key (e.g. an order number) makes a retry safe: the same create again
+           makes no second key and answers the first one's id (its secret only by rotate)
   create   --from <roster.csv> [--credits <n>] [--tier <tier>] [--models <a,b>] [--expires-at <time>]
            [--handout <file>]
            a key per line of a CSV roster: a header line, a name column, and optional credits,
@@ -121,7 +124,7 @@ function lastRevokedByName(keys: readonly ApiKey[], given: string): ApiKey | und
 
 /** Flags each command accepts besides the target and --json, so a misplaced flag is an error, not ignored. */
 const COMMAND_FLAGS: Record<Command, readonly string[]> = {
-  create: ["name", "from", "handout", "credits", "tier", "models", "expires-at"],
+  create: ["name", "from", "handout", "credits", "tier", "models", "expires-at", "idempotency-key"],
   list: [],
   revoke: ["key"],
   rotate: ["key"],
@@ -163,6 +166,8 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       const problem = keyNameProblem(name);
       if (problem) throw new UsageError(`--name ${problem}`);
       expiresAtFlag(flags["expires-at"]);
+      const idem = flags["idempotency-key"];
+      if (idem !== undefined) idempotencyKeyFlag(idem);
       const models = modelsFlag(flags.models, "leave --models out");
       const body = {
         name,
@@ -173,10 +178,17 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       };
       const taken = nameTaken(await client.listKeys(), name);
       if (taken?.by === "id") throw new UsageError(`--name "${name}" is the id of another key (${taken.key.name}), and --key "${name}" would always mean that key: choose another --name`);
-      if (taken) {
+      // A retry with an Idempotency-Key is sent: the key in use may be the one its first attempt made.
+      if (taken && idem === undefined) {
         throw new UsageError(`a key named "${name}" is in use (id ${taken.key.id}), and --key "${name}" must name one key: choose another --name, or revoke that key first (${manageKeysCommand(flags, "revoke", [["key", taken.key.id]])})`);
       }
-      const created = await createKey(client, body, flags);
+      const retry = idem && manageKeysCommand(flags, "create", [["name", name], ["credits", body.credits], ["tier", flags.tier], ["models", flags.models], ["expires-at", flags["expires-at"]], ["idempotency-key", idem]]);
+      if (idem) io.err(`Idempotency-Key: ${idem}; to retry safely: ${retry}`);
+      const created = await createKey(client, body, flags, idem === undefined ? undefined : { key: idem, retry: retry! });
+      if (created.key === null) {
+        io.out(flags.json ? JSON.stringify(created, null, 2) : replayedLines(created, flags).join("\n"));
+        return 0;
+      }
       if (flags.json) io.out(JSON.stringify(created, null, 2));
       else {
         io.out(`Created key ${created.name} (id ${created.id}): tier ${created.tier}, ${created.balance} credits${created.models ? `, models ${created.models.join(", ")}` : ""}${created.expires_at ? `, expires ${shownTime(created.expires_at)}` : ""}.`);
@@ -188,12 +200,11 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
         io.err(noCreditsLine(created.name, false, "no --credits", `${manageKeysCommand(flags, "top-up", [["key", created.name]])} --amount <credits>`));
       }
       // A shim that ignored the expiry made a key that never expires: said, with the key (it exists).
+      // A retry that made a key after all (an Idempotency-Key never used, or a shim older than idempotent creations).
+      if (taken) io.err(`A key named "${name}" was in use (id ${taken.key.id}) and this create made another; --key "${name}" now names two. Revoke the one not wanted: ${manageKeysCommand(flags, "revoke")} --key <its id>`);
       const expiryLost = expiryNotApplied(created, flags["expires-at"]);
-      if (expiryLost) {
-        io.err(expiryLost);
-        return 1;
-      }
-      return 0;
+      if (expiryLost) io.err(expiryLost);
+      return expiryLost || taken ? 1 : 0;
     }
     case "list": {
       const keys = await client.listKeys();
@@ -275,6 +286,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
 /** `create --from`'s run, its flags checked as a single create's: they are the roster's defaults. */
 function rosterRun(flags: Flags): RosterRun {
   oneOf(flags, "name", "from");
+  if (flags["idempotency-key"] !== undefined) throw new UsageError("--idempotency-key goes with a single create (--name); a roster run again makes only the keys missing");
   const from = required("from", flags.from, "the roster, a CSV file with a name column (--handout goes with --from; a single --name create prints its key)");
   expiresAtFlag(flags["expires-at"]);
   const defaults = {

@@ -46,6 +46,12 @@ export interface CreatedKey extends ApiKey {
   readonly key: string;
 }
 
+/** A creation sent again with its Idempotency-Key: the key the first one made, as it is now, without its secret (kept hashed). */
+export interface ReplayedCreation extends ApiKey {
+  readonly key: null;
+  readonly replayed: true;
+}
+
 export interface CreditGrant {
   readonly key_id: string;
   readonly amount: number;
@@ -125,6 +131,8 @@ export const isMissingRoute = (err: unknown): err is AdminApiError => err instan
 
 export interface AdminClient {
   createKey(body: { name: string; credits?: string; tier?: string; models?: string[]; expiresAt?: string }): Promise<CreatedKey>;
+  /** createKey with an Idempotency-Key: the same request again answers the key it made (`replayed`), never a second key. */
+  createKeyOnce(body: { name: string; credits?: string; tier?: string; models?: string[]; expiresAt?: string }, idempotencyKey: string): Promise<CreatedKey | ReplayedCreation>;
   listKeys(): Promise<ApiKey[]>;
   revokeKey(id: string): Promise<ApiKey>;
   /** PATCH /admin/keys/{id}: a field left out is not changed; null: every model, or no expiry. */
@@ -289,6 +297,10 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
   };
   return {
     createKey: async (body) => (await json("POST", "/admin/keys", CREATED_KEY, { body })).body,
+    createKeyOnce: async (body, idempotencyKey) => {
+      const { body: key, res } = await json("POST", "/admin/keys", CREATED_OR_REPLAYED, { body, headers: { "idempotency-key": idempotencyKey } });
+      return res.headers.get("idempotent-replayed") === "true" && key.key === null ? { ...key, key: null, replayed: true } : (key as CreatedKey);
+    },
     listKeys: async () => (await json("GET", "/admin/keys", KEY_LIST)).body.data,
     revokeKey: async (id) => (await json("DELETE", `/admin/keys/${encodeURIComponent(id)}`, KEY)).body,
     updateKey: async (id, body) => (await json("PATCH", `/admin/keys/${encodeURIComponent(id)}`, KEY, { body })).body,
@@ -324,6 +336,10 @@ const isKey = (v: unknown): v is ApiKey => isObject(v) && v.object === "api_key"
 
 const KEY: Shape<ApiKey> = { what: 'an "api_key" object', is: isKey };
 const CREATED_KEY: Shape<CreatedKey> = { what: 'an "api_key" object', is: (v): v is CreatedKey => isKey(v) && typeof (v as { key?: unknown }).key === "string" };
+const CREATED_OR_REPLAYED: Shape<ApiKey & { key: string | null }> = {
+  what: 'an "api_key" object',
+  is: (v): v is ApiKey & { key: string | null } => isKey(v) && (typeof (v as { key?: unknown }).key === "string" || (v as { key?: unknown }).key === null),
+};
 const KEY_LIST: Shape<{ data: ApiKey[] }> = {
   what: 'a "list" of keys',
   is: (v): v is { data: ApiKey[] } => isObject(v) && v.object === "list" && Array.isArray(v.data) && v.data.every(isKey),

@@ -2,8 +2,9 @@
 // a roster's (--from): the name's rules, the names a new key must not take, a create whose answer
 // is lost, and a shim that ignored the expiry.
 import { isWithin, MAX_KEY_NAME_CHARACTERS, notPlainCharacter } from "../../api-shim/src/names.ts";
-import type { AdminClient, ApiKey, CreatedKey } from "./admin-client.ts";
-import { keyStatus } from "./admin-client.ts";
+import type { AdminClient, ApiKey, CreatedKey, ReplayedCreation } from "./admin-client.ts";
+import { AdminApiError, keyStatus } from "./admin-client.ts";
+import { UsageError } from "./cli.ts";
 import { mayHaveActed, secretLost } from "./lost-answers.ts";
 import { manageKeysCommand } from "./manage-keys-command.ts";
 import type { TargetFlags } from "./tenant-target.ts";
@@ -47,15 +48,35 @@ export function nameTaken(existing: readonly ApiKey[], name: string): { readonly
  * POST /admin/keys. An answer lost after the request was sent (admin-client's outcome "unknown")
  * is told as what it may have done: the key and its credits may exist, with a secret that was only
  * in the lost answer, and a second create would make a second key; find it and revoke it instead.
+ * With an Idempotency-Key (`once`: it and the command that sends this create again with it), the
+ * retry is safe instead: the shim answers it with the key the first attempt made, never a second.
  */
-export async function createKey(client: AdminClient, body: CreateBody, target: TargetFlags): Promise<CreatedKey> {
+export async function createKey(client: AdminClient, body: CreateBody, target: TargetFlags): Promise<CreatedKey>;
+export async function createKey(client: AdminClient, body: CreateBody, target: TargetFlags, once: { key: string; retry: string } | undefined): Promise<CreatedKey | ReplayedCreation>;
+export async function createKey(client: AdminClient, body: CreateBody, target: TargetFlags, once?: { key: string; retry: string }): Promise<CreatedKey | ReplayedCreation> {
   try {
-    return await client.createKey(body);
+    return once ? await client.createKeyOnce(body, once.key) : await client.createKey(body);
   } catch (err) {
+    if (once && err instanceof AdminApiError && err.code === "idempotency_key_reused") {
+      throw new UsageError(`${err.message}\nIdempotency-Key ${once.key} made another key, from another --name, --credits, --tier, --models or --expires-at: nothing was created now. Give its first command's flags to get that key back, or another --idempotency-key for a new key.`);
+    }
     if (!mayHaveActed(err)) throw err;
+    if (once) throw new UsageError(`${err.message}\nThe key may have been created. Retry with the same Idempotency-Key, which makes it at most once and answers its id (not its secret, which was only in the lost answer: rotate the key for a new one): ${once.retry}`);
     throw secretLost(err, `A key named "${body.name}" may have been created`, "a second create would make a second key",
       `run ${manageKeysCommand(target, "list")}, and if a key named "${body.name}" that you do not know of is there, revoke it with ${manageKeysCommand(target, "revoke")} --key <its id>`);
   }
+}
+
+/**
+ * What `create --idempotency-key` says when the shim answered with the key an earlier attempt made:
+ * its id and state, and how to get a secret (rotate: the same id, balance and usage).
+ */
+export function replayedLines(key: ReplayedCreation, target: TargetFlags): string[] {
+  const state = key.revoked_at === null ? `balance ${key.balance}` : `revoked at ${key.revoked_at}`;
+  return [
+    `Already created with this Idempotency-Key; nothing made now: key ${key.name} (id ${key.id}), ${state}.`,
+    `Its secret was only in the first answer (only its hash is kept). To get a new one: ${manageKeysCommand(target, "rotate", [["key", key.id]])}`,
+  ];
 }
 
 /**

@@ -27,9 +27,23 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const tier = tierField(ctx, body.tier === undefined ? ctx.config.defaultTier : body.tier);
     const models = modelList(ctx, body.models);
     const expiresAt = expiryField(ctx, body) ?? null;
+    const idem = idempotencyKey(request);
     const { id, key, hash } = generateKey();
-    const record = await ctx.store.createKey({ id, name: name.trim(), hash, tier, models, expiresAt, credits, at: ctx.clock.now() });
-    return reply.code(201).send({ ...showKey({ ...record, holds: 0, fromConfiguration: false }), key }); // new: nothing in flight
+    const newKey = { id, name: name.trim(), hash, tier, models, expiresAt, credits, at: ctx.clock.now() };
+    if (idem === undefined) {
+      const record = await ctx.store.createKey(newKey);
+      return reply.code(201).send({ ...showKey({ ...record, holds: 0, fromConfiguration: false }), key }); // new: nothing in flight
+    }
+    // The request as understood, so 50 and "50.0", or expires_at and expiresAt, are the same one;
+    // `tier` as given (null: the default), so a retry still matches after the default changes.
+    const fingerprint = createHash("sha256").update(JSON.stringify(["keys", newKey.name, credits, body.tier ?? null, models, expiresAt])).digest("hex");
+    const result = await ctx.store.createKeyOnce(newKey, { key: idem, fingerprint });
+    if (result.kind === "conflict") throw new ShimError("idempotency_key_reused", { param: "Idempotency-Key", message: CREATION_KEY_REUSED });
+    if (result.kind === "done") return reply.code(201).send({ ...showKey({ ...result.key, holds: 0, fromConfiguration: false }), key });
+    // A retry: the key the first attempt made, as it is now. Its secret was only in the lost answer
+    // (the store keeps its hash): `key` is null, and rotating the key gives it a new one.
+    const made = await ctx.store.getKeyDetails(result.keyId);
+    return reply.code(200).header("idempotent-replayed", "true").send({ ...showKey(made!), key: null });
   });
 
   app.get("/admin/keys", async (_request, reply) => {
@@ -162,8 +176,7 @@ async function changeCredits(ctx: ShimContext, request: FastifyRequest<{ Params:
   if ("must" in given) throw invalid(`'amount' must be ${given.must}.`, "amount");
   const amount = given.micro;
   if (body.note !== undefined && (typeof body.note !== "string" || !isNote(body.note))) throw invalid(`'note' must be a string of at most ${MAX_NOTE_CHARACTERS} characters, without control characters other than tabs and line breaks.`, "note");
-  const idem = request.headers["idempotency-key"];
-  if (idem !== undefined && (typeof idem !== "string" || idem === "" || idem.length > MAX_IDEMPOTENCY_KEY_LENGTH)) throw invalid(`Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters.`, "Idempotency-Key");
+  const idem = idempotencyKey(request);
   // The fingerprint is the request as understood (amount in µc, note), so 1 and "1.0" are the same request.
   const fingerprint = createHash("sha256").update(JSON.stringify([amount, body.note ?? null])).digest("hex");
   const now = ctx.clock.now();
@@ -196,6 +209,13 @@ async function changeCredits(ctx: ShimContext, request: FastifyRequest<{ Params:
   if (result.kind === "conflict") throw new ShimError("idempotency_key_reused", { param: "Idempotency-Key" });
   if (result.kind === "replay") reply.header("idempotent-replayed", "true");
   return reply.type("application/json").send(result.body);
+}
+
+/** The request's Idempotency-Key header (a top-up's, a write-off's, a creation's), checked; undefined when none. */
+function idempotencyKey(request: FastifyRequest): string | undefined {
+  const idem = request.headers["idempotency-key"];
+  if (idem !== undefined && (typeof idem !== "string" || idem === "" || idem.length > MAX_IDEMPOTENCY_KEY_LENGTH)) throw invalid(`Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} characters.`, "Idempotency-Key");
+  return idem;
 }
 
 /** A tier the configuration defines (POST and PATCH /admin/keys). */
@@ -238,6 +258,7 @@ function object(body: unknown, known: readonly string[]): Record<string, unknown
 const ROTATE_CONFIGURED = "This key is defined in the configuration (the stack's gpu-sandbox:keys, or SHIM_CONFIG's bootstrapKeys for a shim you run yourself): its hash comes from there, and the next start of the shim would put the old secret back. Rotate it in the stack: `pulumi up --replace` the resource of its secret, <tenant>-key-<name>-secret, which keeps its id and balance (docs/operations.md, \"Rotate a stack key\"); for a shim you run yourself, put the hash of a new key with the same id in its bootstrapKeys entry and restart it.";
 /** A stack key's rename: refused, as every start sets its name from the stack again. */
 const RENAME_CONFIGURED = "This key is defined in the configuration (the stack's gpu-sandbox:keys, or SHIM_CONFIG's bootstrapKeys for a shim you run yourself): its name is the stack's configuration, which every start of the shim puts back, and names the stack's resources of its id and secret. To erase it, take the key out of the stack (the next `pulumi up` revokes it; or out of bootstrapKeys, and restart), then rename the revoked key here (docs/privacy.md, \"Erase a person's name\").";
+const CREATION_KEY_REUSED = "This Idempotency-Key was used by another key creation, with another name, credits, tier, models or expiry: nothing was created. Send the first creation's body again to get its key back, or use a new Idempotency-Key for a new key.";
 const EXPIRED_TOP_UP = "This key is expired: move its expiry on first (`manage-keys update --expires-at`, or PATCH /admin/keys/{id} with expires_at), then top it up.";
 const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });
 const keyNotFound = (param = "id") => new ShimError("not_found", { param, message: "No such key." });

@@ -3,6 +3,7 @@ import type pg from "pg";
 import { keyUpdateRefusal, keyUpdateSql, keyUpdateValues, liveNamesakeSql, nameToCheck } from "./key-updates.ts";
 import { grant, keyById, keysWithHolds } from "./postgres-client.ts";
 import { LOCK_KEY } from "./postgres-sql.ts";
+import { type CreationIdempotency, creationBody, creationRowKey, type KeyCreationResult, priorCreation } from "./key-creations.ts";
 import {
   grantRefusal, type BootstrapResult, isAdminApiKey, type KeyChanges, type KeyRecord, type KeyUpdateResult, type NewKey, type TopUpInput, type TopUpResult, topUpRefusal, creditsChangeRow,
 } from "./store.ts";
@@ -12,6 +13,21 @@ export async function createKeyIn(c: pg.PoolClient, key: NewKey): Promise<KeyRec
     [key.id, key.name, key.hash, key.tier, key.models && JSON.stringify(key.models), key.at, key.expiresAt]);
   await grant(c, key.id, key.credits, key.at, "grant", null, null);
   return (await keyById(c, key.id))!;
+}
+
+/**
+ * createKeyIn under an Idempotency-Key (key-creations.ts). Copies sent at once take turns on a
+ * lock on that key (an advisory lock, as a new name takes: there is no row to lock yet), so a
+ * copy sees the first one's row, committed, and never makes a second key.
+ */
+export async function createKeyOnceIn(c: pg.PoolClient, key: NewKey, once: CreationIdempotency): Promise<KeyCreationResult> {
+  const rowKey = creationRowKey(once);
+  await c.query("SELECT pg_advisory_xact_lock(hashtextextended('gpu-sandbox idempotency ' || $1, 0))", [rowKey]);
+  const prior = priorCreation((await c.query<{ fingerprint: string; body: string }>("SELECT fingerprint, body FROM idempotency WHERE key = $1", [rowKey])).rows[0], once);
+  if (prior) return prior;
+  const made = await createKeyIn(c, key);
+  await c.query("INSERT INTO idempotency (key, fingerprint, body, at) VALUES ($1, $2, $3, $4)", [rowKey, once.fingerprint, creationBody(made.id), key.at]);
+  return { kind: "done", key: made };
 }
 
 /**

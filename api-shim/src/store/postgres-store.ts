@@ -2,7 +2,7 @@ import pg from "pg";
 import { settlesWithin } from "../promises.ts";
 import { OpenConnections } from "./postgres-connections.ts";
 import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
-import { createKeyIn, ensureBootstrapKeyIn, revokeRemovedIn, topUpIn, updateKeyIn } from "./postgres-admin.ts";
+import { createKeyIn, createKeyOnceIn, ensureBootstrapKeyIn, revokeRemovedIn, topUpIn, updateKeyIn } from "./postgres-admin.ts";
 import { DoubtfulHolds } from "./postgres-doubtful.ts";
 import { neverSent, NotSentError, READ_ONLY_CODE, ReadOnlyError, worthAnotherTry } from "./postgres-failures.ts";
 import { durableTransaction, inTransaction, keysWithHolds, onPooled, keyById } from "./postgres-client.ts";
@@ -13,12 +13,10 @@ import { settleAfresh, settleOn } from "./postgres-settle.ts";
 import { ADOPT_HOLDS, READY, StaleOwners, SWEEP_GRACE_MS } from "./postgres-sweep.ts";
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
 import { AUDIT, IN_RECOVERY, READ_ONLY, REFUSAL, RESERVE } from "./postgres-sql.ts";
-import type {
-  AuditRow, BootstrapResult, KeyChanges, KeyDetails, KeyRecord, KeyUpdateResult, NewKey, ReserveInput, ReserveResult, SettleInput, Store,
-  TopUpInput, TopUpResult, UsageGroup, UsageQuery,
-} from "./store.ts";
 import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
-import { asStoreError, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, StoreUnavailableError } from "./store.ts";
+import {
+  asStoreError, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, StoreUnavailableError, type AuditRow, type BootstrapResult, type CreationIdempotency, type KeyChanges, type KeyCreationResult,
+  type KeyDetails, type KeyRecord, type KeyUpdateResult, type NewKey, type ReserveInput, type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery } from "./store.ts";
 
 export type { PostgresStoreOptions } from "./postgres-options.ts";
 
@@ -182,9 +180,7 @@ export class PostgresStore implements Store {
   }
 
   /** Releases the holds of replicas that are gone (this one's under an old owner id included) and says how many. */
-  private sweep(): void {
-    this.releaseStaleReservations().then((n) => this.options.onReleased?.(n), () => {}); // unreachable: the next sweep
-  }
+  private readonly sweep = (): void => void this.releaseStaleReservations().then((n) => this.options.onReleased?.(n), () => {}); // unreachable: the next sweep
 
   /** The database is read-only or not, as just found: told when that changes. */
   private foundReadOnly(readOnly: boolean): void {
@@ -275,6 +271,10 @@ export class PostgresStore implements Store {
 
   createKey(key: NewKey): Promise<KeyRecord> {
     return this.tx((c) => createKeyIn(c, key));
+  }
+
+  createKeyOnce(key: NewKey, once: CreationIdempotency): Promise<KeyCreationResult> {
+    return this.tx((c) => createKeyOnceIn(c, key, once));
   }
 
   ensureBootstrapKey(key: NewKey): Promise<BootstrapResult> {

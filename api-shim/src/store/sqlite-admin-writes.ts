@@ -6,6 +6,8 @@
 import { type prepareStatements, toKey } from "./sqlite-statements.ts";
 import { creditsChangeRow, grantRefusal, isAdminApiKey, topUpRefusal, type BootstrapResult, type KeyRecord, type NewKey, type TopUpInput, type TopUpResult } from "./store.ts";
 
+import { type CreationIdempotency, creationBody, creationRowKey, type KeyCreationResult, priorCreation } from "./key-creations.ts";
+
 type Statements = ReturnType<typeof prepareStatements>;
 
 /** A ledger row and the matching balance change (a write-off's amount is negative); false when the idempotency key was used. */
@@ -20,6 +22,15 @@ export function createKeyIn(stmt: Statements, key: NewKey): KeyRecord {
   stmt.insertKey.run({ ...key, models: key.models && JSON.stringify(key.models) });
   grant(stmt, key.id, key.credits, key.at, "grant", null, null);
   return toKey(stmt.getKey.get(key.id)!);
+}
+
+/** createKeyIn under an Idempotency-Key (key-creations.ts), inside the same transaction as its row. */
+export function createKeyOnceIn(stmt: Statements, key: NewKey, once: CreationIdempotency): KeyCreationResult {
+  const prior = priorCreation(stmt.getIdem.get(creationRowKey(once)), once);
+  if (prior) return prior;
+  const made = createKeyIn(stmt, key);
+  stmt.putIdem.run(creationRowKey(once), once.fingerprint, creationBody(made.id), key.at);
+  return { kind: "done", key: made };
 }
 
 export function ensureBootstrapKeyIn(stmt: Statements, key: NewKey): BootstrapResult {

@@ -17,6 +17,22 @@ export function holdsByKey(holds: Record<string, Hold>): Map<string, { count: nu
 }
 
 /**
+ * Releases what the database holds beyond this process's own holds, which belongs to a dead
+ * process (run in a transaction: the store's releaseStaleReservations); how many holds.
+ */
+export function releaseStaleHolds(stmt: ReturnType<typeof prepareStatements>, holds: Record<string, Hold>): number {
+  const mine = holdsByKey(holds);
+  let released = 0;
+  for (const k of stmt.openHolds.all()) {
+    const m = mine.get(k.id) ?? { count: 0, sum: 0 };
+    if (k.held === m.sum && k.holds === m.count) continue;
+    released += Math.max(0, k.holds - m.count);
+    stmt.setHolds.run(m.sum, m.count, k.id);
+  }
+  return released;
+}
+
+/**
  * A key's money as the open batch sees it: the row as the batch found it (read under the write
  * lock, so nobody else can change it until COMMIT) with the batch's changes applied, and those
  * changes, written to the row as one UPDATE at COMMIT.

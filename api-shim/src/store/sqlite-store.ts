@@ -1,11 +1,11 @@
 import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
-import { Batch, type Hold, holdsByKey } from "./sqlite-batch.ts";
+import { Batch, type Hold, holdsByKey, releaseStaleHolds } from "./sqlite-batch.ts";
 import { CHECKPOINT_FAILURE_LIMIT_MS, type CheckpointFailure, failureToFailWith, startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
 import { failsTheStore, isBusy, isCorrupt, walSyncFailureCode } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import type { SqliteStoreOptions } from "./sqlite-options.ts";
-import { createKeyIn, ensureBootstrapKeyIn, topUpIn } from "./sqlite-admin-writes.ts";
+import { createKeyIn, createKeyOnceIn, ensureBootstrapKeyIn, topUpIn } from "./sqlite-admin-writes.ts";
 import { updateKeyIn } from "./sqlite-key-updates.ts";
 import { renameScrubbed, truncateWal } from "./sqlite-erase.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
@@ -18,7 +18,7 @@ import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
-  StoreUnavailableError, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type KeyChanges, type KeyDetails, type KeyRecord, type KeyUpdateResult, type NewKey, type ReserveInput,
+  StoreUnavailableError, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type CreationIdempotency, type KeyChanges, type KeyCreationResult, type KeyDetails, type KeyRecord, type KeyUpdateResult, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
 
@@ -276,6 +276,10 @@ export class SqliteStore implements Store {
     return this.durably(this.db.transaction(() => createKeyIn(this.stmt, key)));
   }
 
+  createKeyOnce(key: NewKey, once: CreationIdempotency): Promise<KeyCreationResult> {
+    return this.durably(this.db.transaction(() => createKeyOnceIn(this.stmt, key, once)));
+  }
+
   ensureBootstrapKey(key: NewKey): Promise<BootstrapResult> {
     return this.durably(this.db.transaction(() => ensureBootstrapKeyIn(this.stmt, key)));
   }
@@ -331,20 +335,7 @@ export class SqliteStore implements Store {
   }
 
   releaseStaleReservations(): Promise<number> {
-    return this.durably(
-      this.db.transaction(() => {
-        // What the database holds beyond this process's own holds belongs to a dead process.
-        const mine = holdsByKey(this.holds);
-        let released = 0;
-        for (const k of this.stmt.openHolds.all()) {
-          const m = mine.get(k.id) ?? { count: 0, sum: 0 };
-          if (k.held === m.sum && k.holds === m.count) continue;
-          released += Math.max(0, k.holds - m.count);
-          this.stmt.setHolds.run(m.sum, m.count, k.id);
-        }
-        return released;
-      }),
-    );
+    return this.durably(this.db.transaction(() => releaseStaleHolds(this.stmt, this.holds)));
   }
 
   /** After the open batch commits: off this thread for a file, in it for `:memory:` (sqlite-reports.ts says why). */

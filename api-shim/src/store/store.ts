@@ -3,6 +3,7 @@
  * replicas) can implement it later without touching them. All amounts are integer µc; all
  * timestamps are milliseconds since the Unix epoch.
  */
+import type { CreationIdempotency, KeyCreationResult } from "./key-creations.ts";
 import { MAX_BALANCE_MICRO } from "../money/money.ts";
 import type { ReportedPrice } from "../money/price-record.ts";
 import type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
@@ -124,6 +125,7 @@ export interface SettleInput {
 }
 
 export { creditsChangeRow, type TopUpInput, type TopUpResult, topUpRefusal } from "./top-ups.ts";
+export type { CreationIdempotency, KeyCreationResult } from "./key-creations.ts";
 
 export interface UsageQuery {
   /** The caller takes the rows in batches (UsageRows): a large report's (/admin/usage streams its body). */
@@ -232,6 +234,11 @@ export interface Store {
   getKeyDetails(id: string): Promise<KeyDetails | undefined>;
   listKeys(): Promise<KeyDetails[]>;
   createKey(key: NewKey): Promise<KeyRecord>;
+  /**
+   * createKey with an Idempotency-Key (key-creations.ts): the key made and its key kept in one
+   * transaction; a key already kept answers the key it made (`replay`), or `conflict` for another request.
+   */
+  createKeyOnce(key: NewKey, once: CreationIdempotency): Promise<KeyCreationResult>;
   /**
    * Creates the key if absent, else updates its name/hash/tier/models from configuration;
    * grants its credits once (ledger idempotency key `bootstrap:<id>`), never again, and not
