@@ -5,9 +5,10 @@ import { invalidParam } from "../errors.ts";
  * grammar (structured outputs). vLLM compiles each on the host's CPU (xgrammar, guidance), unpriced,
  * and for JSON schemas and grammars without a timeout (vLLM issue #54003: nested schemas compile
  * for minutes), while every other key's requests wait on the engine. A schema is held to OpenAI's
- * published structured-output limits, so one OpenAI takes passes; a regex and a grammar to a length,
- * and a regex's counted repetitions (`a{1,60000}`), which xgrammar expands into that many copies, to
- * RE2's bound of 1,000. Every bound is SHIM_CONFIG's `structuredOutputs` (null: none).
+ * published structured-output limits, so one OpenAI takes passes (but for minItems/maxItems past
+ * 1,000, which OpenAI does not bound); a regex and a grammar to a length, and a regex's counted
+ * repetitions (`a{1,60000}`), which xgrammar expands into that many copies, and a schema's length
+ * and count keywords, which it compiles the same way, to RE2's bound of 1,000. Every bound is SHIM_CONFIG's `structuredOutputs` (null: none).
  */
 export interface StructuredLimits {
   /** Object properties in one schema, all `properties` together (OpenAI: 5,000). */
@@ -20,7 +21,10 @@ export interface StructuredLimits {
   readonly maxSchemaChars: number | null;
   /** Characters of one regex: `guided_regex`, `structured_outputs.regex`, a schema's `pattern` or `patternProperties` name. */
   readonly maxRegexChars: number | null;
-  /** The largest counted repetition in a regex, nested counts multiplied (`(a{10}){20}` is 200). */
+  /**
+   * The largest counted repetition in a regex, nested counts multiplied (`(a{10}){20}` is 200), and a
+   * schema's length and count keywords (`maxLength`, `minItems`…), which xgrammar compiles the same way.
+   */
   readonly maxRepetition: number | null;
   /** Characters of one grammar: `guided_grammar`, `structured_outputs.grammar`. */
   readonly maxGrammarChars: number | null;
@@ -246,6 +250,24 @@ export function schemaRefusal(root: unknown, limits: StructuredLimits): string |
       const reason = regexRefusal(node.pattern, limits);
       if (reason !== null) return `has a 'pattern' that ${reason}`;
     }
+    const count = countRefusal(node, limits.maxRepetition);
+    if (count !== null) return count;
+  }
+  return null;
+}
+
+/**
+ * Length and count keywords: xgrammar's JSON-schema converter compiles each into the counted
+ * repetition a regex's `{n,m}` is (a string's characters, an array's items, an object's members),
+ * so each is held to the regex's bound. Not a number: vLLM's to refuse.
+ */
+const COUNT_KEYWORDS = ["minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"] as const;
+
+function countRefusal(node: Body, max: number | null): string | null {
+  if (max === null) return null;
+  for (const k of COUNT_KEYWORDS) {
+    const n = node[k];
+    if (typeof n === "number" && n > max) return `has a '${k}' of ${n}, a counted repetition larger than ${max}`;
   }
   return null;
 }
