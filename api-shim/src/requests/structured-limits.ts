@@ -82,25 +82,29 @@ export function refuseOversizedStructures(b: Body, limits: StructuredLimits): vo
 
 /**
  * A tool's `parameters` is compiled when the tool is `strict`, and, in vLLM, for every tool when
- * `tool_choice` is "required" or names a function. Chat nests it in `function`; the Responses API
- * does not, and groups function tools in a `namespace`'s own `tools`, which vLLM reads as tools
- * of their own (responses-tools.ts): each is held to the limits where it is.
+ * `tool_choice` is "required" or names a function, and under "auto" (the default) once any tool is
+ * strict, for every tool but one with `strict: false` (get_model_structural_tag builds one
+ * structural tag of them all). Chat nests it in `function`; the Responses API does not, and groups
+ * function tools in a `namespace`'s own `tools`, which vLLM reads as tools of their own
+ * (responses-tools.ts): each is held to the limits where it is.
  */
 function toolSchemas(tools: unknown[], choice: unknown, limits: StructuredLimits): void {
   const forced = choice === "required" || isObject(choice);
-  const entries = tools.flatMap((tool, i) =>
-    isObject(tool) && tool.type === "namespace" && Array.isArray(tool.tools) ? tool.tools.map((t: unknown, j) => ({ tool: t, at: `tools[${i}].tools[${j}]` })) : [{ tool, at: `tools[${i}]` }]);
+  const fns = tools.flatMap((tool, i) =>
+    isObject(tool) && tool.type === "namespace" && Array.isArray(tool.tools) ? tool.tools.map((t: unknown, j) => ({ tool: t, at: `tools[${i}].tools[${j}]` })) : [{ tool, at: `tools[${i}]` }])
+    .flatMap(({ tool, at }) => (isObject(tool) ? [{ fn: isObject(tool.function) ? tool.function : tool, at: isObject(tool.function) ? `${at}.function` : at }] : []));
+  const strictAuto = (choice === undefined || choice === "auto") && fns.some(({ fn }) => fn.strict === true);
   const all: unknown[] = [];
-  for (const { tool, at } of entries) {
-    if (!isObject(tool)) continue;
-    const fn = isObject(tool.function) ? tool.function : tool;
-    if (fn.parameters != null && (forced || fn.strict === true)) all.push(schema("tools", `${at}${fn === tool ? "" : ".function"}.parameters`, fn.parameters, limits));
+  for (const { fn, at } of fns) {
+    if (fn.parameters != null && (forced || fn.strict === true || (strictAuto && fn.strict !== false))) all.push(schema("tools", `${at}.parameters`, fn.parameters, limits));
   }
-  // "required": vLLM compiles every tool's parameters as one schema (an array of an `anyOf` of them),
-  // so the limits are that schema's: forty tools of 4,999 properties each were 200,000 in one.
-  if (choice !== "required" || all.length < 2) return;
+  // "required", and "auto" with a strict tool: vLLM compiles every tool's parameters as one schema
+  // or grammar (an array of an `anyOf` of them; a structural tag of them), so the limits are that
+  // one's: forty tools of 4,999 properties each were 200,000 in one.
+  if ((choice !== "required" && !strictAuto) || all.length < 2) return;
   const reason = schemaRefusal({ anyOf: all }, limits); // a union adds no level (schemaRefusal)
-  if (reason !== null) throw refused("tools", `The schema in 'tools' (every tool's parameters: with tool_choice "required" the model server compiles them as one) ${reason}`);
+  const why = strictAuto ? "with a strict tool under tool_choice \"auto\"" : "with tool_choice \"required\"";
+  if (reason !== null) throw refused("tools", `The schema in 'tools' (every tool's parameters: ${why} the model server compiles them as one) ${reason}`);
 }
 
 /**
