@@ -165,7 +165,7 @@ describe("the members a request carries them in", () => {
     expect(refusal({ response_format: { type: "json_object" } })).toBeUndefined();
   });
 
-  it("with tool_choice \"required\" the tools' parameters are one schema, as vLLM compiles them; named or auto, each its own", () => {
+  it("with tool_choice \"required\" the tools' parameters are one schema, as vLLM compiles them; named, the named one's", () => {
     const tools = (...widths: number[]) => widths.map((n, i) => ({ type: "function", function: { name: `f${i}`, parameters: wide(n) } }));
     expect(refusal({ tool_choice: "required", tools: tools(2_500, 2_500) })).toBeUndefined();
     const e = refusal({ tool_choice: "required", tools: [...tools(2_500, 2_500), { type: "namespace", name: "n", tools: [{ type: "function", name: "g", parameters: wide(1) }] }] });
@@ -176,9 +176,31 @@ describe("the members a request carries them in", () => {
     expect(refusal({ tool_choice: "required", tools: tools(1, 5_001) })?.message).toContain("'tools[1].function.parameters'");
     // A union adds no level: tools at the depth limit pass together.
     expect(refusal({ tool_choice: "required", tools: [nested(10), nested(10)].map((p, i) => ({ type: "function", function: { name: `d${i}`, parameters: p } })) })).toBeUndefined();
-    // vLLM compiles only the named tool's; under auto, each strict tool is its own.
+    // vLLM compiles only the named tool's.
     expect(refusal({ tool_choice: { type: "function", function: { name: "f0" } }, tools: tools(2_500, 2_501) })).toBeUndefined();
-    expect(refusal({ tools: tools(2_500, 2_501).map((t) => ({ ...t, function: { ...t.function, strict: true } })) })).toBeUndefined();
+  });
+
+  it("under tool_choice auto, one strict tool has vLLM compile every tool not strict: false, as one grammar", () => {
+    // vLLM's get_model_structural_tag (structural_tag_registry.py): under "auto" a structural tag is
+    // built once any tool is strict, of every tool, each with its parameters unless strict is false.
+    const tool = (n: number, strict?: boolean, name = `f${n}`) => ({ type: "function", function: { name, parameters: wide(n), ...(strict === undefined ? {} : { strict }) } });
+    const together = /^The schema in 'tools' \(every tool's parameters: with a strict tool under tool_choice "auto" the model server compiles them as one\) has more than 5000 object properties/;
+    for (const choice of [undefined, "auto"]) {
+      const e = refusal({ tool_choice: choice, tools: [tool(2_500, true), tool(2_501, true)] });
+      expect(e && [e.status, e.param], String(choice)).toEqual([400, "tools"]);
+      expect(e?.message, String(choice)).toMatch(together);
+      // A tool that says nothing of strict is in the grammar too, and alone past the limits is named.
+      expect(refusal({ tool_choice: choice, tools: [tool(2_500, true), tool(2_501)] })?.message).toMatch(together);
+      expect(refusal({ tool_choice: choice, tools: [tool(1, true), tool(5_001)] })?.message).toContain("'tools[1].function.parameters'");
+      // strict: false is compiled without its schema; with no strict tool at all nothing is compiled.
+      expect(refusal({ tool_choice: choice, tools: [tool(2_500, true), tool(5_001, false)] })).toBeUndefined();
+      expect(refusal({ tool_choice: choice, tools: [tool(2_500), tool(5_001)] })).toBeUndefined();
+    }
+    // The Responses API's tools, a namespace's included.
+    const fn = (n: number, strict?: boolean) => ({ type: "function", name: `g${n}`, parameters: wide(n), ...(strict === undefined ? {} : { strict }) });
+    expect(refusal({ tools: [fn(2_500, true), { type: "namespace", name: "n", tools: [fn(2_501)] }] })?.message).toMatch(together);
+    // At the limits together it passes.
+    expect(refusal({ tools: [tool(2_500, true), tool(2_500)] })).toBeUndefined();
   });
 
   it("every limit can be turned off", () => {

@@ -184,8 +184,9 @@ it("starts nginx with limits.burst 0 (no burst: nginx refuses burst=0), still li
   const conf = render(config({ limits: { burst: 0 } })).get("nginx/nginx.conf")!;
   expectNginxAccepts(conf);
   expect(conf).not.toContain("burst=");
-  expect(conf.match(/limit_req zone=per_ip;/g)).toHaveLength(2);
-  expect(render(config()).get("nginx/nginx.conf")!.match(/limit_req zone=per_ip burst=20 nodelay;/g)).toHaveLength(2);
+  // location /, /admin, /metrics and /metrics/vllm (not the host's own port).
+  expect(conf.match(/limit_req zone=per_ip;/g)).toHaveLength(4);
+  expect(render(config()).get("nginx/nginx.conf")!.match(/limit_req zone=per_ip burst=20 nodelay;/g)).toHaveLength(4);
 });
 
 it("starts nginx at the largest value the validator accepts for every limits.* key", () => {

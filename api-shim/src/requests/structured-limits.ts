@@ -1,13 +1,15 @@
 import { invalidParam } from "../errors.ts";
+import { localRef } from "./schema-refs.ts";
 
 /**
  * Bounds on what a request has vLLM compile before its first token: a JSON schema, a regex or a
  * grammar (structured outputs). vLLM compiles each on the host's CPU (xgrammar, guidance), unpriced,
  * and for JSON schemas and grammars without a timeout (vLLM issue #54003: nested schemas compile
  * for minutes), while every other key's requests wait on the engine. A schema is held to OpenAI's
- * published structured-output limits, so one OpenAI takes passes; a regex and a grammar to a length,
- * and a regex's counted repetitions (`a{1,60000}`), which xgrammar expands into that many copies, to
- * RE2's bound of 1,000. Every bound is SHIM_CONFIG's `structuredOutputs` (null: none).
+ * published structured-output limits, so one OpenAI takes passes (but for minItems/maxItems past
+ * 1,000, which OpenAI does not bound); a regex and a grammar to a length, and a regex's counted
+ * repetitions (`a{1,60000}`), which xgrammar expands into that many copies, and a schema's length
+ * and count keywords, which it compiles the same way, to RE2's bound of 1,000. Every bound is SHIM_CONFIG's `structuredOutputs` (null: none).
  */
 export interface StructuredLimits {
   /** Object properties in one schema, all `properties` together (OpenAI: 5,000). */
@@ -20,7 +22,10 @@ export interface StructuredLimits {
   readonly maxSchemaChars: number | null;
   /** Characters of one regex: `guided_regex`, `structured_outputs.regex`, a schema's `pattern` or `patternProperties` name. */
   readonly maxRegexChars: number | null;
-  /** The largest counted repetition in a regex, nested counts multiplied (`(a{10}){20}` is 200). */
+  /**
+   * The largest counted repetition in a regex, nested counts multiplied (`(a{10}){20}` is 200), and a
+   * schema's length and count keywords (`maxLength`, `minItems`…), which xgrammar compiles the same way.
+   */
   readonly maxRepetition: number | null;
   /** Characters of one grammar: `guided_grammar`, `structured_outputs.grammar`. */
   readonly maxGrammarChars: number | null;
@@ -78,25 +83,29 @@ export function refuseOversizedStructures(b: Body, limits: StructuredLimits): vo
 
 /**
  * A tool's `parameters` is compiled when the tool is `strict`, and, in vLLM, for every tool when
- * `tool_choice` is "required" or names a function. Chat nests it in `function`; the Responses API
- * does not, and groups function tools in a `namespace`'s own `tools`, which vLLM reads as tools
- * of their own (responses-tools.ts): each is held to the limits where it is.
+ * `tool_choice` is "required" or names a function, and under "auto" (the default) once any tool is
+ * strict, for every tool but one with `strict: false` (get_model_structural_tag builds one
+ * structural tag of them all). Chat nests it in `function`; the Responses API does not, and groups
+ * function tools in a `namespace`'s own `tools`, which vLLM reads as tools of their own
+ * (responses-tools.ts): each is held to the limits where it is.
  */
 function toolSchemas(tools: unknown[], choice: unknown, limits: StructuredLimits): void {
   const forced = choice === "required" || isObject(choice);
-  const entries = tools.flatMap((tool, i) =>
-    isObject(tool) && tool.type === "namespace" && Array.isArray(tool.tools) ? tool.tools.map((t: unknown, j) => ({ tool: t, at: `tools[${i}].tools[${j}]` })) : [{ tool, at: `tools[${i}]` }]);
+  const fns = tools.flatMap((tool, i) =>
+    isObject(tool) && tool.type === "namespace" && Array.isArray(tool.tools) ? tool.tools.map((t: unknown, j) => ({ tool: t, at: `tools[${i}].tools[${j}]` })) : [{ tool, at: `tools[${i}]` }])
+    .flatMap(({ tool, at }) => (isObject(tool) ? [{ fn: isObject(tool.function) ? tool.function : tool, at: isObject(tool.function) ? `${at}.function` : at }] : []));
+  const strictAuto = (choice === undefined || choice === "auto") && fns.some(({ fn }) => fn.strict === true);
   const all: unknown[] = [];
-  for (const { tool, at } of entries) {
-    if (!isObject(tool)) continue;
-    const fn = isObject(tool.function) ? tool.function : tool;
-    if (fn.parameters != null && (forced || fn.strict === true)) all.push(schema("tools", `${at}${fn === tool ? "" : ".function"}.parameters`, fn.parameters, limits));
+  for (const { fn, at } of fns) {
+    if (fn.parameters != null && (forced || fn.strict === true || (strictAuto && fn.strict !== false))) all.push(schema("tools", `${at}.parameters`, fn.parameters, limits));
   }
-  // "required": vLLM compiles every tool's parameters as one schema (an array of an `anyOf` of them),
-  // so the limits are that schema's: forty tools of 4,999 properties each were 200,000 in one.
-  if (choice !== "required" || all.length < 2) return;
+  // "required", and "auto" with a strict tool: vLLM compiles every tool's parameters as one schema
+  // or grammar (an array of an `anyOf` of them; a structural tag of them), so the limits are that
+  // one's: forty tools of 4,999 properties each were 200,000 in one.
+  if ((choice !== "required" && !strictAuto) || all.length < 2) return;
   const reason = schemaRefusal({ anyOf: all }, limits); // a union adds no level (schemaRefusal)
-  if (reason !== null) throw refused("tools", `The schema in 'tools' (every tool's parameters: with tool_choice "required" the model server compiles them as one) ${reason}`);
+  const why = strictAuto ? "with a strict tool under tool_choice \"auto\"" : "with tool_choice \"required\"";
+  if (reason !== null) throw refused("tools", `The schema in 'tools' (every tool's parameters: ${why} the model server compiles them as one) ${reason}`);
 }
 
 /**
@@ -179,6 +188,9 @@ const NESTED_LIST = ["prefixItems", "items"] as const;
 const SAME_VALUE_LIST = ["anyOf", "oneOf", "allOf"] as const;
 const SAME_VALUE_ONE = ["not", "if", "then", "else"] as const;
 
+/** One schema to walk: where it is, and whether what it holds is counted (not when reached through a `$ref`). */
+interface Frame { node: unknown; depth: number; choice: boolean; counted: boolean; def?: object; leave?: object }
+
 /**
  * Why a schema is past `limits`, or null. The walk is iterative (a schema of any depth takes no
  * stack) and stops at the first limit passed. A level is a step into a member's or an item's
@@ -186,57 +198,75 @@ const SAME_VALUE_ONE = ["not", "if", "then", "else"] as const;
  * `definitions`): the root's own properties are level 1. A choice's schemas (`anyOf`, `oneOf`,
  * `allOf`, `not`, `if`/`then`/`else`) describe the same value, so they add no level, unless the
  * choice is itself directly in a choice: nested unions are what make xgrammar's compile time grow
- * without bound (vLLM issue #54003). `$ref` is not followed: each definition is counted once.
+ * without bound (vLLM issue #54003). A local `$ref` is also walked where it is, for its levels
+ * alone (what a definition holds is counted once, where it is defined): xgrammar compiles a ref as
+ * a reference to the definition's one rule, as it does a choice, so unions nested through refs are
+ * the unions nested directly. A definition already on the path is not walked again (a recursive
+ * ref is one rule, not infinite depth), nor one already walked at the same level and choice.
  */
 export function schemaRefusal(root: unknown, limits: StructuredLimits): string | null {
   const { maxProperties, maxDepth, maxEnumValues, maxSchemaChars } = limits;
   let properties = 0;
   let enums = 0;
   let chars = 0;
-  const nodes: unknown[] = [root];
-  const depths: number[] = [0];
-  const inChoice: boolean[] = [false];
-  const push = (node: unknown, depth: number, choice: boolean): void => {
-    if (node === null || typeof node !== "object") return;
-    nodes.push(node);
-    depths.push(depth);
-    inChoice.push(choice);
+  const frames: Frame[] = [{ node: root, depth: 0, choice: false, counted: true }];
+  const onPath = new Set<unknown>([root]); // `#` is the root
+  const followed = new Map<object, Set<number>>(); // each definition's (level, choice) walked through a ref
+  const push = (node: unknown, depth: number, choice: boolean, counted: boolean, def?: object): void => {
+    if (node !== null && typeof node === "object") frames.push({ node, depth, choice, counted, def });
+  };
+  const follow = (target: object | undefined, depth: number, choice: boolean): void => {
+    if (target === undefined || onPath.has(target)) return;
+    const seen = followed.get(target) ?? followed.set(target, new Set()).get(target)!;
+    if (seen.has(depth * 2 + (choice ? 1 : 0))) return;
+    seen.add(depth * 2 + (choice ? 1 : 0));
+    push(target, depth, choice, false, target);
   };
   const tooDeep = (depth: number) => maxDepth !== null && depth > maxDepth;
   const named = (name: string): boolean => (chars += characters(name)) > (maxSchemaChars ?? Infinity);
-  while (nodes.length > 0) {
-    const node = nodes.pop() as Body;
-    const depth = depths.pop()!;
-    const choice = inChoice.pop()!;
+  while (frames.length > 0) {
+    const { node: n, depth, choice, counted, def, leave } = frames.pop()!;
+    if (leave !== undefined) {
+      onPath.delete(leave);
+      continue;
+    }
+    const node = n as Body;
     if (Array.isArray(node)) continue;
     if (tooDeep(depth) || (tooDeep(depth + 1) && hasSubschemas(node))) return `nests more than ${maxDepth} levels`;
+    if (def !== undefined) {
+      onPath.add(def);
+      frames.push({ node: null, depth, choice, counted, leave: def }); // popped once all it holds is walked
+    }
+    // Without a depth limit a ref has nothing to count: what it names is counted where defined.
+    if (maxDepth !== null && typeof node.$ref === "string") follow(localRef(root, node.$ref), depth, choice);
     if (isObject(node.properties)) {
       for (const name in node.properties) {
-        if (maxProperties !== null && ++properties > maxProperties) return `has more than ${maxProperties} object properties`;
-        if (named(name)) return charsReason(maxSchemaChars);
-        push(node.properties[name], depth + 1, false);
+        if (counted && maxProperties !== null && ++properties > maxProperties) return `has more than ${maxProperties} object properties`;
+        if (counted && named(name)) return charsReason(maxSchemaChars);
+        push(node.properties[name], depth + 1, false, counted);
       }
     }
     if (isObject(node.patternProperties)) {
       for (const pattern in node.patternProperties) {
-        const reason = regexRefusal(pattern, limits);
+        const reason = counted ? regexRefusal(pattern, limits) : null;
         if (reason !== null) return `has a 'patternProperties' regex that ${reason}`;
-        push(node.patternProperties[pattern], depth + 1, false);
+        push(node.patternProperties[pattern], depth + 1, false, counted);
       }
     }
     for (const defs of [node.$defs, node.definitions]) {
       if (!isObject(defs)) continue;
       for (const name in defs) {
-        if (named(name)) return charsReason(maxSchemaChars);
-        push(defs[name], depth + 1, false);
+        if (counted && named(name)) return charsReason(maxSchemaChars);
+        if (isObject(defs[name])) push(defs[name], depth + 1, false, counted, defs[name]);
       }
     }
-    for (const k of NESTED_ONE) if (isObject(node[k])) push(node[k], depth + 1, false);
-    for (const k of NESTED_LIST) if (Array.isArray(node[k])) for (const s of node[k] as unknown[]) push(s, depth + 1, false);
+    for (const k of NESTED_ONE) if (isObject(node[k])) push(node[k], depth + 1, false, counted);
+    for (const k of NESTED_LIST) if (Array.isArray(node[k])) for (const s of node[k] as unknown[]) push(s, depth + 1, false, counted);
     const inner = choice ? depth + 1 : depth;
-    for (const k of SAME_VALUE_LIST) if (Array.isArray(node[k])) for (const s of node[k] as unknown[]) push(s, inner, true);
-    for (const k of SAME_VALUE_ONE) if (isObject(node[k])) push(node[k], inner, true);
-    if (isObject(node.dependentSchemas)) for (const name in node.dependentSchemas) push(node.dependentSchemas[name], inner, true);
+    for (const k of SAME_VALUE_LIST) if (Array.isArray(node[k])) for (const s of node[k] as unknown[]) push(s, inner, true, counted);
+    for (const k of SAME_VALUE_ONE) if (isObject(node[k])) push(node[k], inner, true, counted);
+    if (isObject(node.dependentSchemas)) for (const name in node.dependentSchemas) push(node.dependentSchemas[name], inner, true, counted);
+    if (!counted) continue;
     if (Array.isArray(node.enum)) {
       if (maxEnumValues !== null && (enums += node.enum.length) > maxEnumValues) return `has more than ${maxEnumValues} enum values`;
       for (const v of node.enum) if (named(valueText(v))) return charsReason(maxSchemaChars);
@@ -246,6 +276,24 @@ export function schemaRefusal(root: unknown, limits: StructuredLimits): string |
       const reason = regexRefusal(node.pattern, limits);
       if (reason !== null) return `has a 'pattern' that ${reason}`;
     }
+    const count = countRefusal(node, limits.maxRepetition);
+    if (count !== null) return count;
+  }
+  return null;
+}
+
+/**
+ * Length and count keywords: xgrammar's JSON-schema converter compiles each into the counted
+ * repetition a regex's `{n,m}` is (a string's characters, an array's items, an object's members),
+ * so each is held to the regex's bound. Not a number: vLLM's to refuse.
+ */
+const COUNT_KEYWORDS = ["minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"] as const;
+
+function countRefusal(node: Body, max: number | null): string | null {
+  if (max === null) return null;
+  for (const k of COUNT_KEYWORDS) {
+    const n = node[k];
+    if (typeof n === "number" && n > max) return `has a '${k}' of ${n}, a counted repetition larger than ${max}`;
   }
   return null;
 }

@@ -1,0 +1,76 @@
+// A schema's length and count keywords (minLength/maxLength, minItems/maxItems,
+// minProperties/maxProperties) are compiled by xgrammar's JSON-schema converter into the same
+// counted repetition a regex's `{n,m}` is (mlc-ai/xgrammar cpp/json_schema_converter.cc:
+// GenerateString, GenerateArray, GetPropertyWithNumberConstraints). A regex's count was held to
+// 1,000 (maxRepetition) while `{"type":"string","minLength":100000000}` passed unread (found by
+// the security re-audit, F5). They are now held to the same bound.
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DEFAULT_STRUCTURED_LIMITS as LIMITS, schemaRefusal } from "../../api-shim/src/requests/structured-limits.ts";
+import { type Harness, startShim } from "../support/shim-harness.ts";
+import { structuredRefusal } from "../support/structured-refusal.ts";
+
+const COUNTS = ["minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"] as const;
+/** Where each keyword belongs: a string's, an array's, an object's. */
+const holder = (k: (typeof COUNTS)[number], n: number): Record<string, unknown> =>
+  k.endsWith("Length") ? { type: "string", [k]: n } : k.endsWith("Items") ? { type: "array", items: { type: "string" }, [k]: n } : { type: "object", additionalProperties: { type: "string" }, [k]: n };
+
+describe("a schema's length and count keywords", () => {
+  it("pass at the regex's repetition bound and are refused one past it, each naming its keyword", () => {
+    for (const k of COUNTS) {
+      expect(schemaRefusal(holder(k, 1_000), LIMITS), k).toBeNull();
+      expect(schemaRefusal(holder(k, 1_001), LIMITS), k).toBe(`has a '${k}' of 1001, a counted repetition larger than 1000`);
+    }
+    expect(schemaRefusal({ type: "string", minLength: 100_000_000 }, LIMITS)).toBe("has a 'minLength' of 100000000, a counted repetition larger than 1000");
+  });
+
+  it("are read at any depth, in definitions and unions too", () => {
+    expect(schemaRefusal({ type: "object", properties: { a: { type: "array", items: { type: "string", maxLength: 5_000 } } } }, LIMITS)).toMatch(/'maxLength' of 5000/);
+    expect(schemaRefusal({ $defs: { D: { type: "array", minItems: 2_000 } } }, LIMITS)).toMatch(/'minItems' of 2000/);
+    expect(schemaRefusal({ anyOf: [{ type: "string", maxLength: 10 }, { type: "object", maxProperties: 1e9 }] }, LIMITS)).toMatch(/'maxProperties' of 1000000000/);
+  });
+
+  it("are left to vLLM when not a number, and not read with maxRepetition off", () => {
+    expect(schemaRefusal({ type: "string", maxLength: "100000000" }, LIMITS)).toBeNull();
+    expect(schemaRefusal({ type: "string", minLength: 100_000_000 }, { ...LIMITS, maxRepetition: null })).toBeNull();
+  });
+
+  it("an OpenAI schema with its array bounds and a string's length passes", () => {
+    // OpenAI documents minItems/maxItems (and a string's pattern and format) for structured outputs.
+    const schema = {
+      type: "object",
+      properties: {
+        tags: { type: "array", items: { type: "string", minLength: 1, maxLength: 64 }, minItems: 1, maxItems: 20 },
+        rows: { type: "array", items: { type: "object", properties: { v: { type: "number" } }, required: ["v"], additionalProperties: false }, maxItems: 1_000 },
+      },
+      required: ["tags", "rows"],
+      additionalProperties: false,
+    };
+    expect(schemaRefusal(schema, LIMITS)).toBeNull();
+    expect(structuredRefusal({ response_format: { type: "json_schema", json_schema: { name: "x", strict: true, schema } } })).toBeUndefined();
+  });
+});
+
+describe("through the shim, to the openai SDK", () => {
+  let h: Harness;
+  let key: string;
+  beforeAll(async () => {
+    h = await startShim();
+    ({ key } = await h.createKey({ credits: 10 }));
+  });
+  afterAll(async () => h.close());
+
+  it("a string of 100,000,000 characters at least is a BadRequestError naming response_format, never forwarded", async () => {
+    const before = h.fake.counters.received;
+    const e = await h.client(key).chat.completions.create({
+      model: "qwen2.5-7b",
+      messages: [{ role: "user", content: "hi" }],
+      response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "object", properties: { s: { type: "string", minLength: 100_000_000 } } } } },
+    }).catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(OpenAI.BadRequestError);
+    const bad = e as InstanceType<typeof OpenAI.BadRequestError>;
+    expect([bad.param, bad.type]).toEqual(["response_format", "invalid_request_error"]);
+    expect((bad.error as { message: string }).message).toMatch(/^The schema in 'response_format.json_schema.schema' has a 'minLength' of 100000000, a counted repetition larger than 1000: the model server compiles it/);
+    expect(h.fake.counters.received).toBe(before);
+  });
+});
