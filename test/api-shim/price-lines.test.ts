@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { buildApp, closeApp } from "../../api-shim/src/app.ts";
@@ -29,9 +30,9 @@ const ADMIN = "admin-price-lines-token-0123456789";
 
 interface Shim { url: string; close(): Promise<void> }
 
-async function startShimOn(databaseUrl: string, pricing: object, at: number, upstream: string): Promise<Shim> {
+async function startShimOn(databaseUrl: string, pricing: object, at: number, upstream: string, models = [MODEL]): Promise<Shim> {
   const dir = mkdtempSync(join(tmpdir(), "price-lines-"));
-  writeFileSync(join(dir, "shim.yaml"), stringify({ models: [{ name: MODEL, maxModelLen: 8192 }], pricing }));
+  writeFileSync(join(dir, "shim.yaml"), stringify({ models: models.map((name) => ({ name, maxModelLen: 8192 })), pricing }));
   const config = parseShimConfig({ SHIM_UPSTREAM_URL: upstream, SHIM_UPSTREAM_API_KEY: DEFAULT_FAKE.apiKey!, SHIM_ADMIN_TOKEN: ADMIN, SHIM_CONFIG: join(dir, "shim.yaml"), SHIM_DATABASE_URL: databaseUrl }, (p) => readFileSync(p, "utf8"));
   // As server.ts opens it: the configuration's prices recorded at the open.
   const store = await openStore(config.databaseUrl, { prices: { records: distinctPrices(config.pricing), at } }, dir);
@@ -107,16 +108,118 @@ describe.each(stores)("lines per price (%s store)", (_name, database) => {
   });
 
   it("recomputes each line's cost from its tokens and price, up to the per-request ceil", () => {
-    for (const line of csv.trimEnd().split("\r\n").slice(1)) {
-      const c = line.split(",");
-      const [request, batchRequest, prompt, cached, completion] = c.slice(3, 8).map(micro);
-      const [requests, batches, promptTokens, cachedTokens, completionTokens] = [c[8], c[9], c[10], c[11], c[12]].map((v) => BigInt(v!));
-      // µc × 1000: the requests' prices, then each token at its price per 1,000.
-      const exact = ((requests! - batches!) * request! + batches! * batchRequest!) * 1000n + (promptTokens! - cachedTokens!) * prompt! + cachedTokens! * cached! + completionTokens! * completion!;
-      const charged = micro(c[14]!) * 1000n;
-      expect(charged >= exact, line).toBe(true);
-      expect(charged - exact < 2n * requests! * 1000n, line).toBe(true);
-    }
+    for (const line of csv.trimEnd().split("\r\n").slice(1)) expectRecomputed(line);
+  });
+}, 180_000);
+
+/** A CSV line per price's cost is its counts at its price's fields, as usage-reports.md says an auditor recomputes it, up to the per-request ceil. */
+function expectRecomputed(line: string): void {
+  const c = line.split(",");
+  const [request, batchRequest, prompt, cached, completion] = c.slice(3, 8).map(micro);
+  const [requests, batches, promptTokens, cachedTokens, completionTokens] = [c[8], c[9], c[10], c[11], c[12]].map((v) => BigInt(v!));
+  // µc × 1000: the requests' prices, then each token at its price per 1,000.
+  const exact = ((requests! - batches!) * request! + batches! * batchRequest!) * 1000n + (promptTokens! - cachedTokens!) * prompt! + cachedTokens! * cached! + completionTokens! * completion!;
+  const charged = micro(c[14]!) * 1000n;
+  expect(charged >= exact, line).toBe(true);
+  expect(charged - exact < 2n * requests! * 1000n, line).toBe(true);
+}
+
+/** A usage row as an older shim (before prices were recorded) writes it, with the columns it names, into a database the new one opened (as after a rollback): it names no price. */
+async function asAnOlderShimWritesIt(databaseUrl: string, keyId: string, at: number): Promise<void> {
+  const sql = "INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served) VALUES ($1, $2, -1234, 'usage', 'older-shim', 'chat', $3, 200, 10, 5, false, 1, true)";
+  if (databaseUrl.startsWith("sqlite:")) {
+    const Database = (await import("better-sqlite3")).default;
+    const raw = new Database(databaseUrl.slice("sqlite:".length));
+    raw.prepare(sql.replace(/\$\d/g, "?").replace("false, 1, true", "0, 1, 1")).run(keyId, at, MODEL);
+    raw.close();
+    return;
+  }
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  await client.query(sql, [keyId, at, MODEL]);
+  await client.end();
+}
+
+/**
+ * What each field of a price does to the lines: batch requests (`?batch=1`) are counted and
+ * recompute at the batch price; a change of any one price (batch, request, cached prompt) is a
+ * line of its own; going back to an earlier price is that price's line again, which keeps when
+ * it was first seen; an unpriced model's line has no token prices; rows without a price (an
+ * older shim's) come first.
+ */
+describe.each(stores)("lines per price, price by price (%s store)", (_name, database) => {
+  const EMBED = "bge-m3"; // listed, not priced: charged the request price alone
+  const p1 = { request: 0.001, batchRequest: 0.0004, models: { [MODEL]: { promptPer1k: 0.0123, completionPer1k: 0.0337, cachedPromptPer1k: 0.00311 } } };
+  const p2 = { ...p1, batchRequest: 0.0006 };
+  const p3 = { ...p1, request: 0.002 };
+  const p4 = { ...p1, models: { [MODEL]: { ...p1.models[MODEL], cachedPromptPer1k: 0.005 } } };
+  let fake: FakeVllm;
+  let db: { url: string; stop(): Promise<void> };
+  let lines: string[][];
+  let json: { data: Record<string, unknown>[] };
+  let csvLines: string[];
+  beforeAll(async () => {
+    fake = await new FakeVllm(DEFAULT_FAKE).start();
+    db = await database();
+    let shim = await startShimOn(db.url, p1, Date.UTC(2026, 10, 3), fake.url, [MODEL, EMBED]);
+    const created = (await (await admin(shim, "/admin/keys", { method: "POST", body: JSON.stringify({ name: "audited", credits: 50 }) })).json()) as { id: string; key: string };
+    const client = (s: Shim) => new OpenAI({ apiKey: created.key, baseURL: `${s.url}/v1`, maxRetries: 0 });
+    const chat = (s: Shim, content: string, batch = false) =>
+      client(s).chat.completions.create({ model: MODEL, messages: [{ role: "user", content }], max_tokens: 7 }, batch ? { query: { batch: 1 } } : {});
+    const restart = async (pricing: object, day: number) => {
+      await shim.close();
+      shim = await startShimOn(db.url, pricing, Date.UTC(2026, 10, day), fake.url, [MODEL, EMBED]);
+    };
+    await shim.close();
+    await asAnOlderShimWritesIt(db.url, created.id, Date.UTC(2026, 10, 3));
+    shim = await startShimOn(db.url, p1, Date.UTC(2026, 10, 3), fake.url, [MODEL, EMBED]);
+    await chat(shim, "a standard request");
+    await chat(shim, "a batch request", true);
+    await chat(shim, "another batch request, longer", true);
+    fake.behaviour.cachedTokens = 10_000; // the whole prompt read from the cache (the fake reports no more than the prompt)
+    await chat(shim, "read from the cache");
+    fake.behaviour.cachedTokens = null;
+    await client(shim).embeddings.create({ model: EMBED, input: "an unpriced model's request" });
+    await restart(p2, 10);
+    await chat(shim, "at a new batch price", true);
+    await restart(p3, 12);
+    await chat(shim, "at a new request price");
+    await restart(p4, 14);
+    fake.behaviour.cachedTokens = 4;
+    await chat(shim, "at a new cached price, partly cached");
+    fake.behaviour.cachedTokens = null;
+    await restart(p1, 20); // back to the first prices
+    await chat(shim, "a batch request at the first prices again", true);
+    const period = "from=2026-11-01&to=2026-11-30";
+    csvLines = (await (await admin(shim, `/admin/usage?group=model,price&format=csv&${period}`)).text()).trimEnd().split("\r\n").slice(1);
+    lines = csvLines.map((l) => l.split(","));
+    json = (await (await admin(shim, `/admin/usage?group=model,price&${period}`)).json()) as typeof json;
+    await shim.close();
+  }, 120_000);
+  afterAll(async () => {
+    await fake?.close();
+    await db?.stop();
+  });
+
+  it("has a line per price, rows without one first, then by when each price was first seen (a price seen again keeps its place)", () => {
+    expect(lines.map((c) => [c[1], c.slice(3, 8).join(" "), c[8], c[9]])).toEqual([
+      [EMBED, "0.001 0.0004 0 0 0", "1", "0"],
+      [MODEL, "    ", "1", ""],
+      [MODEL, "0.001 0.0004 0.0123 0.00311 0.0337", "5", "3"],
+      [MODEL, "0.001 0.0006 0.0123 0.00311 0.0337", "1", "1"],
+      [MODEL, "0.002 0.0004 0.0123 0.00311 0.0337", "1", "0"],
+      [MODEL, "0.001 0.0004 0.0123 0.005 0.0337", "1", "0"],
+    ]);
+    expect(new Set(lines.slice(1).map((c) => c[2])).size).toBe(5);
+    expect(json.data.map((d) => [d.batch_requests, (d.price as { first_seen: string } | null)?.first_seen ?? null])).toEqual([
+      [0, "2026-11-03T00:00:00.000Z"], [null, null], [3, "2026-11-03T00:00:00.000Z"], [1, "2026-11-10T00:00:00.000Z"], [0, "2026-11-12T00:00:00.000Z"], [0, "2026-11-14T00:00:00.000Z"],
+    ]);
+  });
+
+  it("recomputes every priced line, batch requests at the batch price, a wholly cached prompt at the cached price", () => {
+    for (const line of csvLines.filter((l) => l.split(",")[2] !== "")) expectRecomputed(line);
+    const first = lines[2]!;
+    expect(Number(first[11])).toBeGreaterThan(0);
   });
 }, 180_000);
 
