@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
+import { distinctPrices } from "../../api-shim/src/money/price-record.ts";
 import { durableTransaction } from "../../api-shim/src/store/postgres-client.ts";
 import { cutSocket, OpenConnections } from "../../api-shim/src/store/postgres-connections.ts";
 import { probeSessions, sessionSettings } from "../../api-shim/src/store/postgres-sessions.ts";
@@ -1710,6 +1711,30 @@ describe("PostgresStore", () => {
     await s.createKey(newKey("dml", 5));
     expect((await s.reserve({ reservationId: "r", keyId: "dml", amount: 1, at: 1 })).ok).toBe(true);
     expect(await s.usageIndex!.outcome).toMatchObject({ kind: "not-permitted", reason: expect.stringMatching(/owner/) });
+  });
+
+  it("a replica role granted before the upgrade made `prices` starts once its prices are recorded (SELECT on prices only), and without that grant its start says the GRANT to run, not to start as the owner", async () => {
+    const prices = { records: distinctPrices({ request: 10, batchRequest: 5, models: new Map([["m", { promptPer1k: 3, completionPer1k: 4 }]]) }), at: 1 };
+    await sql("DROP ROLE IF EXISTS app_old");
+    await sql("CREATE ROLE app_old LOGIN");
+    await sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+    // The grants a replica role had before the upgrade: every table but `prices`, which did not exist.
+    await sql("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_old");
+    await sql("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app_old");
+    await sql("REVOKE ALL ON prices FROM app_old");
+    // The owner's upgraded start has recorded the prices.
+    open.push(await PostgresStore.open(url, { prices }));
+    const asReplica = url.replace("://shim@", "://app_old@");
+    const refused = await PostgresStore.open(asReplica, { prices }).then((s) => { open.push(s); return undefined; }, (e: unknown) => e);
+    expect(refused).toBeInstanceOf(SchemaOwnerNeededError);
+    expect(String(refused)).toMatch(/GRANT SELECT, INSERT ON prices TO <this role>/);
+    expect(String(refused)).not.toMatch(/start one shim/); // an owner's start would not grant this role anything
+    // Reading the prices is all a replica with the same prices needs: it records nothing.
+    await sql("GRANT SELECT ON prices TO app_old");
+    const s = await PostgresStore.open(asReplica, { prices });
+    open.push(s);
+    await s.createKey(newKey("old", 5));
+    expect((await s.reserve({ reservationId: "r", keyId: "old", amount: 1, at: 1 })).ok).toBe(true);
   });
 
   it("sslmode=require encrypts without verifying the certificate, as psql does with the same URL", async () => {

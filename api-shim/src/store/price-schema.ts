@@ -55,10 +55,16 @@ export async function ensurePriceRecordsPg(client: pg.ClientBase, prices: Prices
     if ((e as { code?: unknown }).code === NOT_PERMITTED_CODE) throw new SchemaOwnerNeededError("its new price columns and table `prices`", changes.join("; "));
     throw e;
   }
+  // Only the prices not yet recorded are written: a replica whose prices another start recorded
+  // needs SELECT on `prices` alone (ON CONFLICT DO NOTHING would still need INSERT). A role whose
+  // grants predate the table has neither: only a GRANT helps, not an owner's start.
   try {
-    for (const p of prices?.records ?? []) await client.query(INSERT_PRICE, priceValues(p, prices!.at));
+    const records = prices?.records ?? [];
+    if (records.length === 0) return;
+    const known = new Set((await client.query<{ id: string }>("SELECT id FROM prices WHERE id = ANY($1)", [records.map((p) => p.id)])).rows.map((r) => r.id));
+    for (const p of records) if (!known.has(p.id)) await client.query(INSERT_PRICE, priceValues(p, prices!.at));
   } catch (e) {
-    if ((e as { code?: unknown }).code === NOT_PERMITTED_CODE) throw new SchemaOwnerNeededError("its table `prices` writable by this role", "GRANT SELECT, INSERT ON prices TO <this role>");
+    if ((e as { code?: unknown }).code === NOT_PERMITTED_CODE) throw new SchemaOwnerNeededError("its table `prices` readable and writable by this role", "GRANT SELECT, INSERT ON prices TO <this role>", true);
     throw e;
   }
 }

@@ -336,8 +336,11 @@ export class NewerSchemaError extends Error {
  * do, rather than as a database failure a restart would fix.
  */
 export class SchemaOwnerNeededError extends Error {
-  constructor(what = "its new column `served`", sql = "ALTER TABLE ledger ADD COLUMN served boolean") {
-    super(`the ledger needs ${what}: start one shim once as the tables' owner (or run, as the owner: ${sql}), then restart the replicas`);
+  /** `grant`: what is missing is a right of this role, which only a GRANT gives (an owner's start does not). */
+  constructor(what = "its new column `served`", sql = "ALTER TABLE ledger ADD COLUMN served boolean", grant = false) {
+    super(grant
+      ? `the ledger needs ${what}: run, as the tables' owner, ${sql}, then restart this shim`
+      : `the ledger needs ${what}: start one shim once as the tables' owner (or run, as the owner: ${sql}), then restart the replicas`);
     this.name = "SchemaOwnerNeededError";
   }
 }
