@@ -172,6 +172,22 @@ describe("a key's 429 says which limit refused it and what to do", () => {
     expect(message).not.toMatch(/max_tokens/);
   }));
 
+  // Found by a platform review: a RAG ingestion (LangChain's embedDocuments, the AI SDK's
+  // embedMany, 512 to 2,048 inputs a request) spends tokens/min, and its next batches are refused
+  // before their bodies are read; they were told to set max_tokens, which embeddings do not take.
+  it("an embeddings request refused before its body is read is told what it counts, not to set max_tokens", () => onFreeTier(async ({ h, key, id }) => {
+    const running = await spendTokensBudget(h, key);
+    const { message } = await refusal(h.client(key).embeddings.create({ model: "qwen2.5-7b", input: ["a", "b"] }));
+    expect(message).toMatch(SEED);
+    expect(message).toContain("Tokens per minute: this key's tier allows 10000, and its recent requests have counted them all.");
+    expect(message).toMatch(/ An embeddings request counts its inputs' tokens: send fewer inputs per request, or wait for the Retry-After\.$/);
+    expect(message).not.toMatch(/max_tokens|max_output_tokens/);
+    noKeyIn(message, key, id);
+    // A chat refused the same way is still told about max_tokens.
+    expect((await refusal(h.client(key).chat.completions.create(chat))).message).toMatch(/Set max_tokens \(max_output_tokens on \/v1\/responses\) to what you need\.$/);
+    await Promise.all(running);
+  }));
+
   it("requests/min spent and tokens/min spent too, through HTTP: the 429 says both, and waits for the tokens", () => onFreeTier(async ({ h, key }) => {
     const running = await spendTokensBudget(h, key);
     // The rest of the 10 requests/min on a route that spends no tokens.

@@ -70,7 +70,7 @@ export function authHook(ctx: ShimContext) {
     // first: a key at its cap waits a little for a place (placeFreed), which is no use to it while
     // the budget is spent, and whose end would only have made `wait` (the Retry-After) stale.
     if (!inference) return;
-    if (wait > 0) throw tokensSpent(ctx, request.auth, wait);
+    if (wait > 0) throw tokensSpent(ctx, request.auth, wait, undefined, request.routeOptions.url === "/v1/embeddings");
     if (limits.concurrency !== null && ctx.limiter.full(key.id, limits.concurrency) && !(await placeFreed(ctx, reply, limits.concurrency, false))) {
       throw tooManyInFlight(ctx, request.auth, limits.concurrency);
     }

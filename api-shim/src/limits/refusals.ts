@@ -39,12 +39,17 @@ export interface TokensCounted {
  * without max_tokens is refused is otherwise a puzzle: each such request counts the model's
  * whole context (docs/decisions.md), which the message says with the remedy.
  */
-export function tokensSpent(ctx: ShimContext, auth: Auth, retryMs: number, counted?: TokensCounted): ShimError {
-  const spent = `Tokens per minute: this key's tier allows ${auth.limits.tpm}, and its recent requests have counted them all. A request counts its prompt and the most it may generate`;
+export function tokensSpent(ctx: ShimContext, auth: Auth, retryMs: number, counted?: TokensCounted, embeddings = false): ShimError {
+  const counts = `Tokens per minute: this key's tier allows ${auth.limits.tpm}, and its recent requests have counted them all.`;
+  const spent = `${counts} A request counts its prompt and the most it may generate`;
   let detail: string;
-  // Before the body is read the route's limit is not known: both names, and the remedy all the
-  // same (a burst without max_tokens is refused here, by the budget the first ones spent).
-  if (counted === undefined) detail = `${spent} (max_tokens × n; without max_tokens, the model's whole context). Set max_tokens (max_output_tokens on /v1/responses) to what you need.`;
+  // Before the body is read only the route is known. An embeddings request generates nothing:
+  // told to set max_tokens, a batch ingestion (LangChain's embedDocuments, the AI SDK's
+  // embedMany: hundreds of inputs a request) was sent after a member it does not take.
+  if (counted === undefined && embeddings) detail = `${counts} An embeddings request counts its inputs' tokens: send fewer inputs per request, or wait for the Retry-After.`;
+  // Else the route's limit is not read yet: both names, and the remedy all the same (a burst
+  // without max_tokens is refused here, by the budget the first ones spent).
+  else if (counted === undefined) detail = `${spent} (max_tokens × n; without max_tokens, the model's whole context). Set max_tokens (max_output_tokens on /v1/responses) to what you need.`;
   else if (counted.unbounded === null) detail = `${spent}: this one, ${counted.estimate}.`;
   else {
     const { param, perOutput, outputs } = counted.unbounded;
