@@ -51,6 +51,8 @@ export interface RequestState {
   bodyRefused: boolean;
   /** When its waits for its key's other requests end (key-waits.ts, graceEnds); null before any. */
   graceEnds: number | null;
+  /** The schema maxima removed before forwarding (requests/schema-maxima.ts): the `x-schema-relaxed` header's value; null: none. */
+  schemaRelaxed: string | null;
 }
 
 /** Route config: `{ config: PUBLIC_ROUTE }` marks a route that needs no key (probes, scrapes). */

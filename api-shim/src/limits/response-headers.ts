@@ -6,7 +6,8 @@ import { rateLimitHeaders } from "./rate-limit.ts";
 /**
  * The headers of an authenticated response: both rate-limit families (as they stand when the
  * response is written, so the tokens figures include this request's correction) and the credit
- * figures. Computed once per response rather than set one by one along the way.
+ * figures, and the schema keywords removed (x-schema-relaxed). Computed once per response rather
+ * than set one by one along the way.
  */
 export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged: number | null = 0, available?: number): Record<string, string> {
   const auth = request.auth;
@@ -16,6 +17,8 @@ export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged: 
   // After a settlement, its figure (an upstream's refusal may come minutes after the key was
   // read, other requests settled since); before one, the key as read at authentication.
   h["x-credits-remaining"] = formatCredits(available ?? request.shim.available ?? auth.key.balance - auth.key.held);
+  // The schema keywords removed before the request was forwarded (requests/schema-maxima.ts).
+  if (request.shim.schemaRelaxed !== null) h["x-schema-relaxed"] = request.shim.schemaRelaxed;
   return h;
 }
 

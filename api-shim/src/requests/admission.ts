@@ -9,6 +9,7 @@ import { type InferenceKind, type InferenceRequest, normalizationGrowth, parseIn
 import { parseResponsesRequest } from "./responses-request.ts";
 import { refuseChosenSilences } from "./stream-silences.ts";
 import { refuseOversizedStructures } from "./structured-limits.ts";
+import { type Relaxation, relaxedBody } from "./schema-maxima.ts";
 import { keySalt, refuseBadCacheSalt, saltedBody, saltsRequests } from "./cache-salt.ts";
 import { refuseNonTextPrompt } from "../providers/upstream-controls.ts";
 import { estimatePromptTokens, type HoldInput } from "../money/pricing.ts";
@@ -32,6 +33,8 @@ export interface Checked {
   batch: boolean;
   /** The prompt-cache lifetime the request asked for (cache-writes.ts): held for, and the rate of writes reported unsplit. */
   cacheLifetime: CacheLifetime;
+  /** The schema maxima removed from the parsed body (schema-maxima.ts), whose members the upstream's body writes again; null: none. */
+  relaxation: Relaxation | null;
 }
 
 /** The request's checks that need its parsed body: what it asks for, and whether its key and the served models allow it. */
@@ -49,7 +52,10 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   if (req.stream) refuseChosenSilences(body, modelConfig?.provider !== true, (req.maxTokens ?? Infinity) * req.outputs);
   // Schemas, regexes and grammars vLLM compiles on the host's CPU before the first token; a
   // provider's model compiles them on the provider's, under its own limits.
-  if (kind !== "embeddings" && modelConfig?.provider !== true) refuseOversizedStructures(body, ctx.config.structuredOutputs);
+  // A schema's maximum past maxRepetition is removed instead (schema-maxima.ts), the answer's
+  // x-schema-relaxed naming it, so that a developer sees why an output ran past their maxLength.
+  const relaxation = kind !== "embeddings" && modelConfig?.provider !== true ? refuseOversizedStructures(body, ctx.config.structuredOutputs) : null;
+  if (relaxation !== null) request.shim.schemaRelaxed = relaxation.header();
   if (kind === "completions" && modelConfig?.tokenPrompts === false) refuseNonTextPrompt(body, req.model);
   // What a provider bills beyond the model's price, for a model that may be a provider's; the same
   // walk reads the cache lifetime asked. vLLM's model gets them (it ignores them) and no walk.
@@ -64,7 +70,7 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   // Under `key` cache isolation vLLM sees the shim's salt only: the client's is refused where vLLM would refuse it.
   if (saltsRequests(ctx.config.cacheIsolation, modelConfig)) refuseBadCacheSalt(body);
   // Embeddings cache nothing: a cache_control there widens no hold.
-  return { req, modelConfig, batch, cacheLifetime: kind === "embeddings" ? null : lifetime };
+  return { req, modelConfig, batch, cacheLifetime: kind === "embeddings" ? null : lifetime, relaxation };
 }
 
 /**
@@ -103,7 +109,7 @@ export interface Admission {
  * SHIM_UPSTREAM_TIMEOUT_MS) held both, about 2.6 times its body, and now holds only what is
  * forwarded, until it is sent (docs/api-shim/operations.md, "Request bodies in memory").
  */
-export function admission(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest, { req, modelConfig, batch, cacheLifetime }: Checked): Admission {
+export function admission(ctx: ShimContext, kind: InferenceKind, request: FastifyRequest, { req, modelConfig, batch, cacheLifetime, relaxation }: Checked): Admission {
   const auth = request.auth!;
   const raw = request.rawBody!;
   const body = request.body as Record<string, unknown>;
@@ -134,7 +140,9 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
     const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
     if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs, { estimate, unbounded: unboundedOutputs(ctx, kind, req, holdInput) });
   }
-  const forwarded = kind === "responses" ? raw : upstreamBody(raw, body, req, continuous, heldAtDefaultMaxTokens(req.defaultMaxTokens, modelConfig));
+  // Rare: a schema lost a maximum, and only the members holding it are written again.
+  const sent = relaxation === null ? raw : relaxedBody(raw, body, relaxation);
+  const forwarded = kind === "responses" ? sent : upstreamBody(sent, body, req, continuous, heldAtDefaultMaxTokens(req.defaultMaxTokens, modelConfig));
   // The key's own part of vLLM's prefix cache (cache-salt.ts); under `shared` the body is left as it is.
   const salted = saltsRequests(ctx.config.cacheIsolation, modelConfig) ? saltedBody(forwarded, body, keySalt(auth.key.id, body.cache_salt as string | null | undefined), kind === "responses") : forwarded;
   const admission: Admission = { estimate, cacheLifetime, hold: ctx.pricer.hold(holdInput, promptBound), promptTokens: Math.min(promptTokens(kind, body, modelConfig?.mediaPartTokens ?? 0), promptBound), completionBound, upstreamBody: salted };

@@ -1,4 +1,5 @@
 import { invalidParam } from "../errors.ts";
+import { countRefusal, Relaxation } from "./schema-maxima.ts";
 import { localRef } from "./schema-refs.ts";
 
 /**
@@ -6,10 +7,11 @@ import { localRef } from "./schema-refs.ts";
  * grammar (structured outputs). vLLM compiles each on the host's CPU (xgrammar, guidance), unpriced,
  * and for JSON schemas and grammars without a timeout (vLLM issue #54003: nested schemas compile
  * for minutes), while every other key's requests wait on the engine. A schema is held to OpenAI's
- * published structured-output limits, so one OpenAI takes passes (but for minItems/maxItems past
- * 1,000, which OpenAI does not bound); a regex and a grammar to a length, and a regex's counted
+ * published structured-output limits, so one OpenAI takes passes (but for minItems past 1,000,
+ * which OpenAI does not bound); a regex and a grammar to a length, and a regex's counted
  * repetitions (`a{1,60000}`), which xgrammar expands into that many copies, and a schema's length
- * and count keywords, which it compiles the same way, to RE2's bound of 1,000. Every bound is SHIM_CONFIG's `structuredOutputs` (null: none).
+ * and count keywords, which it compiles the same way, to RE2's bound of 1,000 (a maximum past it is
+ * removed, the request served: schema-maxima.ts). Every bound is SHIM_CONFIG's `structuredOutputs` (null: none).
  */
 export interface StructuredLimits {
   /** Object properties in one schema, all `properties` together (OpenAI: 5,000). */
@@ -24,7 +26,8 @@ export interface StructuredLimits {
   readonly maxRegexChars: number | null;
   /**
    * The largest counted repetition in a regex, nested counts multiplied (`(a{10}){20}` is 200), and a
-   * schema's length and count keywords (`maxLength`, `minItems`…), which xgrammar compiles the same way.
+   * schema's length and count keywords (`maxLength`, `minItems`…), which xgrammar compiles the same
+   * way: a minimum past it is refused, a maximum past it removed (schema-maxima.ts).
    */
   readonly maxRepetition: number | null;
   /** Characters of one grammar: `guided_grammar`, `structured_outputs.grammar`. */
@@ -57,28 +60,33 @@ type Body = Record<string, unknown>;
 const isObject = (v: unknown): v is Body => v !== null && typeof v === "object" && !Array.isArray(v);
 
 /**
- * Refuses (400 naming the member) a body whose schema, regex or grammar is past `limits`. Only the
- * members present are read: a body without them costs a few property reads, and nothing is built.
+ * Refuses (400 naming the member) a body whose schema, regex or grammar is past `limits`, and
+ * removes from its schemas a maximum past maxRepetition (schema-maxima.ts): the Relaxation, whose
+ * members the body to forward has written again, or null when nothing was removed (the client's
+ * bytes go as they are). Only the members present are read: a body without them costs a few
+ * property reads.
  */
-export function refuseOversizedStructures(b: Body, limits: StructuredLimits): void {
+export function refuseOversizedStructures(b: Body, limits: StructuredLimits): Relaxation | null {
+  const relax = new Relaxation();
   const rf = b.response_format;
-  if (isObject(rf) && isObject(rf.json_schema)) schema("response_format", "response_format.json_schema.schema", rf.json_schema.schema, limits);
-  if (isObject(rf) && rf.type === "structural_tag") structuralTag("response_format", "response_format", rf, limits);
+  if (isObject(rf) && isObject(rf.json_schema)) schema("response_format", "response_format.json_schema.schema", rf.json_schema, "schema", limits, relax);
+  if (isObject(rf) && rf.type === "structural_tag") structuralTag("response_format", "response_format", b, "response_format", limits, relax);
   const text = b.text; // the Responses API's
-  if (isObject(text) && isObject(text.format)) schema("text", "text.format.schema", text.format.schema, limits);
-  if (b.guided_json != null) schema("guided_json", "guided_json", b.guided_json, limits);
+  if (isObject(text) && isObject(text.format)) schema("text", "text.format.schema", text.format, "schema", limits, relax);
+  if (b.guided_json != null) schema("guided_json", "guided_json", b, "guided_json", limits, relax);
   if (b.guided_regex != null) regex("guided_regex", "guided_regex", b.guided_regex, limits);
   if (b.guided_grammar != null) grammar("guided_grammar", "guided_grammar", b.guided_grammar, limits);
-  if (b.guided_choice != null) schema("guided_choice", "guided_choice", { enum: b.guided_choice }, limits);
+  if (b.guided_choice != null) schema("guided_choice", "guided_choice", { schema: { enum: b.guided_choice } }, "schema", limits);
   const so = b.structured_outputs;
   if (isObject(so)) {
-    if (so.json != null) schema("structured_outputs", "structured_outputs.json", so.json, limits);
+    if (so.json != null) schema("structured_outputs", "structured_outputs.json", so, "json", limits, relax);
     if (so.regex != null) regex("structured_outputs", "structured_outputs.regex", so.regex, limits);
     if (so.grammar != null) grammar("structured_outputs", "structured_outputs.grammar", so.grammar, limits);
-    if (so.choice != null) schema("structured_outputs", "structured_outputs.choice", { enum: so.choice }, limits);
-    if (so.structural_tag != null) structuralTag("structured_outputs", "structured_outputs.structural_tag", so.structural_tag, limits);
+    if (so.choice != null) schema("structured_outputs", "structured_outputs.choice", { schema: { enum: so.choice } }, "schema", limits);
+    if (so.structural_tag != null) structuralTag("structured_outputs", "structured_outputs.structural_tag", so, "structural_tag", limits, relax);
   }
-  if (Array.isArray(b.tools)) toolSchemas(b.tools, b.tool_choice, limits);
+  if (Array.isArray(b.tools)) toolSchemas(b.tools, b.tool_choice, limits, relax);
+  return relax.removed > 0 ? relax : null;
 }
 
 /**
@@ -89,7 +97,7 @@ export function refuseOversizedStructures(b: Body, limits: StructuredLimits): vo
  * function tools in a `namespace`'s own `tools`, which vLLM reads as tools of their own
  * (responses-tools.ts): each is held to the limits where it is.
  */
-function toolSchemas(tools: unknown[], choice: unknown, limits: StructuredLimits): void {
+function toolSchemas(tools: unknown[], choice: unknown, limits: StructuredLimits, relax: Relaxation): void {
   const forced = choice === "required" || isObject(choice);
   const fns = tools.flatMap((tool, i) =>
     isObject(tool) && tool.type === "namespace" && Array.isArray(tool.tools) ? tool.tools.map((t: unknown, j) => ({ tool: t, at: `tools[${i}].tools[${j}]` })) : [{ tool, at: `tools[${i}]` }])
@@ -97,7 +105,7 @@ function toolSchemas(tools: unknown[], choice: unknown, limits: StructuredLimits
   const strictAuto = (choice === undefined || choice === "auto") && fns.some(({ fn }) => fn.strict === true);
   const all: unknown[] = [];
   for (const { fn, at } of fns) {
-    if (fn.parameters != null && (forced || fn.strict === true || (strictAuto && fn.strict !== false))) all.push(schema("tools", `${at}.parameters`, fn.parameters, limits));
+    if (fn.parameters != null && (forced || fn.strict === true || (strictAuto && fn.strict !== false))) all.push(schema("tools", `${at}.parameters`, fn, "parameters", limits, relax));
   }
   // "required", and "auto" with a strict tool: vLLM compiles every tool's parameters as one schema
   // or grammar (an array of an `anyOf` of them; a structural tag of them), so the limits are that
@@ -115,8 +123,9 @@ function toolSchemas(tools: unknown[], choice: unknown, limits: StructuredLimits
  * `pattern`, a `grammar`'s `grammar`, at any depth of its tags, sequences and choices. Each is held
  * to the same limits. The walk is iterative, as schemaRefusal's.
  */
-function structuralTag(param: string, at: string, value: unknown, limits: StructuredLimits): void {
-  const tag = jsonOrText(value);
+function structuralTag(param: string, at: string, holder: Body, key: string, limits: StructuredLimits, relax: Relaxation): void {
+  const before = relax.removed;
+  const tag = jsonOrText(holder[key]);
   if (tag === NOT_JSON) return; // vLLM's to refuse
   const nodes: unknown[] = [tag];
   const paths: string[] = [at]; // where each is, for the 400's message
@@ -129,7 +138,7 @@ function structuralTag(param: string, at: string, value: unknown, limits: Struct
       continue;
     }
     if (!isObject(node)) continue;
-    for (const k of ["schema", "json_schema"]) if (isObject(node[k])) schemas.push(schema(param, `${path}.${k}`, node[k], limits));
+    for (const k of ["schema", "json_schema"]) if (isObject(node[k])) schemas.push(schema(param, `${path}.${k}`, node, k, limits, relax));
     if (node.type === "regex") regex(param, `${path}.pattern`, node.pattern, limits);
     if (node.type === "grammar") grammar(param, `${path}.grammar`, node.grammar, limits);
     for (const k in node) {
@@ -141,6 +150,7 @@ function structuralTag(param: string, at: string, value: unknown, limits: Struct
   // One tag is one grammar: its schemas are held to the limits together, as toolSchemas' are.
   const reason = schemas.length > 1 ? schemaRefusal({ anyOf: schemas }, limits) : null;
   if (reason !== null) throw refused(param, `The schemas in '${at}' (compiled as one grammar) together ${reason.replace(/^has/, "have")}`);
+  if (relax.removed > before && typeof holder[key] === "string") holder[key] = JSON.stringify(tag); // relaxed in its parsed form
 }
 
 const NOT_JSON = Symbol("not JSON");
@@ -155,14 +165,24 @@ function jsonOrText(value: unknown): unknown {
   }
 }
 
-/** Refuses the schema in `value` past `limits`; what was walked (the schema parsed from text), or undefined when nothing was. */
-function schema(param: string, at: string, value: unknown, limits: StructuredLimits): unknown {
+/**
+ * Refuses the schema in `holder[key]` past `limits`, and removes its maxima past maxRepetition
+ * (`relax`), noting `param` as a member to write again; a schema sent as JSON text is written back
+ * as text. What was walked (the schema parsed from text), or undefined when nothing was.
+ */
+function schema(param: string, at: string, holder: Body, key: string, limits: StructuredLimits, relax?: Relaxation): unknown {
+  const value = holder[key];
+  const before = relax?.removed ?? 0;
   const parsed = jsonOrText(value);
   // Text that is not JSON, and a format with no schema (Responses' `text.format` of type text or
   // json_object, a json_schema without one), hold nothing to walk: vLLM's to take or refuse.
   if (parsed === NOT_JSON || parsed === null || typeof parsed !== "object") return undefined;
-  const reason = schemaRefusal(parsed, limits);
+  const reason = schemaRefusal(parsed, limits, relax);
   if (reason !== null) throw refused(param, `The schema in '${at}' ${reason}`);
+  if (relax !== undefined && relax.removed > before) {
+    relax.members.add(param);
+    if (typeof value === "string") holder[key] = JSON.stringify(parsed);
+  }
   return parsed;
 }
 
@@ -203,8 +223,9 @@ interface Frame { node: unknown; depth: number; choice: boolean; counted: boolea
  * a reference to the definition's one rule, as it does a choice, so unions nested through refs are
  * the unions nested directly. A definition already on the path is not walked again (a recursive
  * ref is one rule, not infinite depth), nor one already walked at the same level and choice.
+ * With `relax`, a maximum past maxRepetition is removed from its node, not refused (schema-maxima.ts).
  */
-export function schemaRefusal(root: unknown, limits: StructuredLimits): string | null {
+export function schemaRefusal(root: unknown, limits: StructuredLimits, relax?: Relaxation): string | null {
   const { maxProperties, maxDepth, maxEnumValues, maxSchemaChars } = limits;
   let properties = 0;
   let enums = 0;
@@ -276,24 +297,8 @@ export function schemaRefusal(root: unknown, limits: StructuredLimits): string |
       const reason = regexRefusal(node.pattern, limits);
       if (reason !== null) return `has a 'pattern' that ${reason}`;
     }
-    const count = countRefusal(node, limits.maxRepetition);
+    const count = countRefusal(node, limits.maxRepetition, relax);
     if (count !== null) return count;
-  }
-  return null;
-}
-
-/**
- * Length and count keywords: xgrammar's JSON-schema converter compiles each into the counted
- * repetition a regex's `{n,m}` is (a string's characters, an array's items, an object's members),
- * so each is held to the regex's bound. Not a number: vLLM's to refuse.
- */
-const COUNT_KEYWORDS = ["minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties"] as const;
-
-function countRefusal(node: Body, max: number | null): string | null {
-  if (max === null) return null;
-  for (const k of COUNT_KEYWORDS) {
-    const n = node[k];
-    if (typeof n === "number" && n > max) return `has a '${k}' of ${n}, a counted repetition larger than ${max}`;
   }
   return null;
 }
