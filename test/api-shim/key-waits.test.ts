@@ -85,6 +85,7 @@ describe("KeyWaiters: a refused request waiting for its key's other requests to 
         holdsSettled,
         clock: { now: () => 1, monotonic: () => 1 },
         config: { models: null },
+        pricer: { price: () => ({ id: "p" }) }, // the price its usage row names
         // The hold of 61 credits given back uncharged (nothing generated): 100 available.
         store: { settle: async () => ((available = 100_000_000), { available, charged: 0 }) },
       } as unknown as ShimContext;
