@@ -1,4 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildApp } from "../../api-shim/src/app.ts";
+import { createLogger } from "../../api-shim/src/observability/logger.ts";
+import { createUpstream } from "../../api-shim/src/upstream/upstream.ts";
+import { systemClock } from "../../api-shim/src/clock.ts";
 import { PostgresStore } from "../../api-shim/src/store/postgres-store.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import type { Store } from "../../api-shim/src/store/store.ts";
@@ -44,7 +48,7 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     await expectLedgerMatches(store, first.body.id as string);
 
     // The same Idempotency-Key with another request: refused as a top-up's, nothing made.
-    for (const other of [{ ...order, credits: 60 }, { ...order, name: "acme-order-8" }, { ...order, tier: "developer" }, { ...order, expires_at: "2099-01-01" }]) {
+    for (const other of [{ ...order, credits: 60 }, { ...order, name: "acme-order-8" }, { ...order, tier: "developer" }, { ...order, expires_at: "2099-01-01" }, { ...order, models: ["bge-m3"] }]) {
       const conflict = await create(other, "order-7");
       expect(conflict.status).toBe(409);
       expect(conflict.body).toMatchObject({ error: { type: "invalid_request_error", code: "idempotency_key_reused", param: "Idempotency-Key" } });
@@ -133,4 +137,37 @@ describe("PostgresStore", () => {
     const store = await PostgresStore.open(await server.newDatabase());
     try { await atOnce(store); } finally { await store.close(); }
   }, 60_000);
+});
+
+// The operator changes SHIM_CONFIG's defaultTier and restarts the shim (a new app on the same
+// ledger) while a billing system still retries a creation that named no tier: the retry is the
+// same request, so it gets its key back, not a 409 and not a second key.
+it("a retry that names no tier replays across a change of the default tier", async () => {
+  const h = await startShim();
+  try {
+    const order = { name: "acme-order-13", credits: 5 };
+    const first = await h.admin("/admin/keys", { method: "POST", headers: { "idempotency-key": "order-13" }, body: JSON.stringify(order) });
+    expect(first.status).toBe(201);
+    const made = (await first.json()) as { id: string; tier: string };
+    expect(made.tier).not.toBe("pro");
+    const restarted = buildApp({
+      config: { ...h.config, defaultTier: "pro" }, store: h.store,
+      upstream: createUpstream({ url: h.config.upstreamUrl, apiKey: h.config.upstreamApiKey, headersTimeoutMs: 5000, idleTimeoutMs: 5000 }),
+      clock: systemClock, logger: createLogger({ level: "warn", pretty: false, destination: { write: () => {} } }),
+    });
+    try {
+      const retry = await restarted.inject({
+        method: "POST", url: "/admin/keys", payload: order,
+        headers: { authorization: `Bearer ${h.adminToken}`, "content-type": "application/json", "idempotency-key": "order-13" },
+      });
+      expect(retry.statusCode).toBe(200);
+      expect(retry.headers["idempotent-replayed"]).toBe("true");
+      expect(retry.json()).toMatchObject({ id: made.id, tier: made.tier, key: null });
+      expect((await h.store.listKeys()).filter((k) => k.name === order.name)).toHaveLength(1);
+    } finally {
+      await restarted.close();
+    }
+  } finally {
+    await h.close();
+  }
 });

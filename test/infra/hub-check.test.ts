@@ -253,6 +253,11 @@ describe("hubDisagreements: does one request of maxModelLen fit the KV cache the
     const qwen32 = { ...CONFIGS.qwen25_7b, hidden_size: 5120, num_attention_heads: 40, num_hidden_layers: 64, num_key_value_heads: 8 };
     expect(hubDisagreements(served("Qwen/Qwen2.5-32B-Instruct-AWQ", 8192), false, answers(false, qwen32))).toEqual({ warnings: [], blockers: [] });
     expect(hubDisagreements(served(LLAMA_8B, 65536, undefined, ["--kv-cache-memory-bytes", "20000000000"]), true, answers(false, CONFIGS.llama31_8b)).blockers).toEqual([]);
+    // Weights offloaded to the CPU or quantized at load, or a block count given: the estimate's numbers are not vLLM's, so
+    // what would block in bf16 (above) is left alone rather than refused.
+    for (const extraArgs of [["--cpu-offload-gb", "8"], ["--quantization", "fp8"], ["-q", "fp8"], ["--quantization=fp8"], ["--num-gpu-blocks-override", "4096"]]) {
+      expect(hubDisagreements(served(LLAMA_8B, 65536, undefined, extraArgs), true, answers(false, CONFIGS.llama31_8b)), extraArgs.join(" ")).toEqual({ warnings: [], blockers: [] });
+    }
   });
 });
 

@@ -26,7 +26,8 @@ function config(raw: Record<string, unknown>) {
 
 const regions = (us_ord: string[]) => () => ({
   id: "regions",
-  regions: [["us-ord", us_ord], ["us-sea", ENCRYPTING], ["us-east", READY]].map(([id, capabilities]) =>
+  // de-fra-2 offers the plan (infra/catalog.ts) but not encryption: never suggested when it is asked for.
+  regions: [["us-ord", us_ord], ["us-sea", ENCRYPTING], ["de-fra-2", READY]].map(([id, capabilities]) =>
     ({ id, label: id, country: "us", status: "ok", siteType: "core", placementGroupLimits: [], capabilities })),
 });
 
@@ -95,6 +96,18 @@ describe("the volume and the instance pulumi up creates", () => {
     expect(said[0]).toMatch(/docs\/operations\.md/);
   });
 
+  it("warns about the volume alone when only the volume predates the setting (the host was rebuilt since; the ledger is still unencrypted)", async () => {
+    const { warnings, failures } = await loggedDeploy(config({ storage: { encryption: "enabled" } }), {
+      calls: { "linode:index/getRegions:getRegions": regions(ENCRYPTING) },
+      resource: (args) => args.type === VOLUME ? { id: "vol-1", state: { ...args.inputs, encryption: "disabled" } } : undefined,
+    });
+    expect(failures).toEqual([]);
+    const said = warnings.filter((w) => /storage\.encryption/.test(w));
+    expect(said).toHaveLength(1);
+    expect(said[0]).toMatch(/but volume gs-acme-data is encryption "disabled": they were created/);
+    expect(said[0]).not.toMatch(/disks/);
+  });
+
   it("says nothing when the volume and disk are as asked", async () => {
     const { warnings } = await loggedDeploy(config({ storage: { encryption: "enabled" } }), { calls: { "linode:index/getRegions:getRegions": regions(ENCRYPTING) } });
     expect(warnings.filter((w) => /storage\.encryption/.test(w))).toEqual([]);
@@ -130,5 +143,14 @@ describe("the catalog check with storage.encryption: enabled", () => {
     // Only the region that offers both is suggested, and the setting can be dropped instead.
     expect(errors[0]).toMatch(/regions Linode reports ready: us-sea\)/);
     expect(errors[0]).toMatch(/pulumi config rm gpu-sandbox:storage\.encryption/);
+  });
+
+  it("does not suggest dropping the setting when the region offers encryption but lacks something else", async () => {
+    const { errors } = await loggedDeploy(config({ storage: { encryption: "enabled" } }), {
+      calls: { "linode:index/getRegions:getRegions": regions(ENCRYPTING.filter((c) => c !== "GPU Linodes")) },
+    });
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/Linode does not list GPU Linodes in region us-ord/);
+    expect(errors[0]).not.toMatch(/storage\.encryption/);
   });
 });

@@ -314,6 +314,14 @@ describe("keySummary: which keys a period has, at its edges", () => {
     expect(s.totals).toMatchObject({ adjusted: 0 });
   });
 
+  it("a key with no statement line (made with no credits, nothing spent): nothing granted, its grants an empty list as every key's", () => {
+    const keys = [key("jan", "2026-01-10T00:00:00.000Z"), key("zero", "2026-02-10T00:00:00.000Z", { balance: 0, credits_remaining: 0 })];
+    const grant = { kind: "creation" as const, at: "2026-01-10T00:00:00.000Z", amount: 1, note: null, idempotency_key: null };
+    const statement = { object: "credits_statement" as const, period, data: [{ key_id: "jan", name: "jan", opening: 1, granted: 0, adjusted: 0, spent: 0, closing: 1, grants: [grant], top_ups: [], write_offs: [] }] };
+    const s = keySummary({ object: "usage_report", period, group: "model", data: [] }, keys, now, statement);
+    expect(s.data.find((d) => d.key_id === "zero")).toMatchObject({ opening: 0, granted: 0, closing: 0, grants: [], top_ups: [], write_offs: [] });
+  });
+
   it("costs summed exactly (0.1 + 0.2 is 0.3), and a key the list does not have still has its line", () => {
     const s = keySummary({ object: "usage_report", period, group: "model", data: [row("jan", 0.1), row("jan", 0.2), row("gone", 0.4)] }, [key("jan", "2026-01-10T00:00:00.000Z")], now);
     expect(s.data.map((d) => [d.key_id, d.key_name, d.cost, d.balance, d.status])).toEqual([["jan", "jan", 0.3, 1, "active"], ["gone", "", 0.4, null, null]]);
