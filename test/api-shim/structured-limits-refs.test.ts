@@ -7,7 +7,7 @@
 // the path is not followed again.
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DEFAULT_STRUCTURED_LIMITS as LIMITS, schemaRefusal } from "../../api-shim/src/requests/structured-limits.ts";
+import { DEFAULT_STRUCTURED_LIMITS as LIMITS, REF_WALK_BUDGET, schemaRefusal } from "../../api-shim/src/requests/structured-limits.ts";
 import { type Harness, startShim } from "../support/shim-harness.ts";
 import { wideSchema } from "../support/structured-refusal.ts";
 
@@ -23,6 +23,12 @@ const unionNest = (n: number): Record<string, unknown> => {
   let s: unknown = { type: "string" };
   for (let i = 0; i < n - 1; i++) s = { anyOf: [s, { type: "null" }] };
   return { type: "object", properties: { a: s } };
+};
+/** A definition of n empty schemas in one allOf, used by ref at every level of a ten-level object, as a member and in a union. */
+const usedEverywhere = (n: number): Record<string, unknown> => {
+  let s: Record<string, unknown> = { type: "string" };
+  for (let i = 0; i < 9; i++) s = { type: "object", properties: { p: s, r: ref("D") }, anyOf: [ref("D"), { type: "null" }] };
+  return { ...s, $defs: { D: { allOf: Array.from({ length: n }, () => ({})) } } };
 };
 const nested = (levels: number): unknown => {
   let s: unknown = { type: "string" };
@@ -96,6 +102,15 @@ describe("depth through $ref", () => {
     expect(performance.now() - start).toBeLessThan(5_000);
   });
 
+  it("refuses a definition walked again at every level it is used past the walk's budget; a wide definition used at a few levels passes", () => {
+    // A flat definition of n schemas, used at each of ten levels, as a member and as a choice:
+    // walked some twenty times. 190,000 of them (581 KB with nested $defs) held the shim's one
+    // thread 14 s, every other request waiting (found by the structured-output review).
+    expect(schemaRefusal(usedEverywhere(20_000), LIMITS)).toBe(`has local $refs whose definitions, walked at each level they are used, are more than ${REF_WALK_BUDGET} schemas`);
+    expect(schemaRefusal(usedEverywhere(5_000), LIMITS)).toBeNull();
+    expect(schemaRefusal({ type: "object", properties: { a: ref("W"), b: { type: "object", properties: { c: ref("W") } }, d: { anyOf: [ref("W"), { type: "null" }] } }, $defs: { W: wideSchema(4_990) } }, LIMITS)).toBeNull();
+  });
+
   it("leaves another document's refs, a missing definition and maxDepth null alone", () => {
     expect(schemaRefusal({ properties: { a: { $ref: "https://example.com/s.json" }, b: ref("missing") } }, LIMITS)).toBeNull();
     expect(schemaRefusal(unionChain(50), { ...LIMITS, maxDepth: null })).toBeNull();
@@ -122,5 +137,16 @@ describe("through the shim, to the openai SDK", () => {
     expect(h.fake.counters.received).toBe(before);
     const ok = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages, response_format: { type: "json_schema", json_schema: { name: "x", schema: { type: "object", properties: { children: { type: "array", items: { $ref: "#" } } } } } } });
     expect(ok.choices.length).toBe(1);
+  });
+
+  it("a definition walked past the budget through its refs is a BadRequestError, never forwarded", async () => {
+    const before = h.fake.counters.received;
+    const e = await h.client(key).chat.completions
+      .create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hi" }], response_format: { type: "json_schema", json_schema: { name: "x", schema: usedEverywhere(20_000) } } })
+      .catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((e as InstanceType<typeof OpenAI.BadRequestError>).param).toBe("response_format");
+    expect((e as InstanceType<typeof OpenAI.BadRequestError>).message).toMatch(/local \$refs whose definitions, walked at each level they are used, are more than/);
+    expect(h.fake.counters.received).toBe(before);
   });
 });

@@ -1,5 +1,6 @@
 import { invalidParam } from "../errors.ts";
 import { countRefusal, Relaxation } from "./schema-maxima.ts";
+import { MAX_JSON_CONTAINERS } from "./json-shape.ts";
 import { localRef } from "./schema-refs.ts";
 
 /**
@@ -208,6 +209,10 @@ const NESTED_LIST = ["prefixItems", "items"] as const;
 const SAME_VALUE_LIST = ["anyOf", "oneOf", "allOf"] as const;
 const SAME_VALUE_ONE = ["not", "if", "then", "else"] as const;
 
+/** The most schemas walked through local `$ref`s, a definition again at each level and choice it is used at (a 581 KB
+ * schema held the thread 14 s): as many as a body holds objects (json-shape.ts), the cost of the largest body's walk. */
+export const REF_WALK_BUDGET = MAX_JSON_CONTAINERS;
+
 /** One schema to walk: where it is, and whether what it holds is counted (not when reached through a `$ref`). */
 interface Frame { node: unknown; depth: number; choice: boolean; counted: boolean; def?: object; leave?: object }
 
@@ -244,6 +249,7 @@ export function schemaRefusal(root: unknown, limits: StructuredLimits, relax?: R
     push(target, depth, choice, false, target);
   };
   const tooDeep = (depth: number) => maxDepth !== null && depth > maxDepth;
+  let viaRefs = 0; // schemas walked through a $ref (REF_WALK_BUDGET)
   const named = (name: string): boolean => (chars += characters(name)) > (maxSchemaChars ?? Infinity);
   while (frames.length > 0) {
     const { node: n, depth, choice, counted, def, leave } = frames.pop()!;
@@ -251,6 +257,7 @@ export function schemaRefusal(root: unknown, limits: StructuredLimits, relax?: R
       onPath.delete(leave);
       continue;
     }
+    if (!counted && ++viaRefs > REF_WALK_BUDGET) return `has local $refs whose definitions, walked at each level they are used, are more than ${REF_WALK_BUDGET} schemas`;
     const node = n as Body;
     if (Array.isArray(node)) continue;
     if (tooDeep(depth) || (tooDeep(depth + 1) && hasSubschemas(node))) return `nests more than ${maxDepth} levels`;
