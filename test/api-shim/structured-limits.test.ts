@@ -275,6 +275,30 @@ describe("through the shim, to the openai SDK", () => {
     expect(none.choices.length).toBe(1);
   });
 
+  it("a schema or structural tag given as JSON text is held to the body's JSON limits, a BadRequestError naming its member, never forwarded", async () => {
+    // The body's shape is checked before it is parsed (json-shape.ts), but a member's JSON text was
+    // parsed and walked whatever it held: 7.8 MB of guided_json ({"allOf":[{},{},…]}, 2.6 million
+    // objects in one string) held the shim's one thread 4 to 9 s (found by the structured-output review).
+    const many = `{"allOf":[${Array(200_001).fill("{}").join(",")}]}`;
+    const tag = JSON.stringify({ type: "structural_tag", format: { type: "sequence", elements: Array.from({ length: 200_001 }, () => ({})) } });
+    const cases: [Record<string, unknown>, string, string][] = [
+      [{ guided_json: many }, "guided_json", "guided_json"],
+      [{ structured_outputs: { json: many } }, "structured_outputs", "structured_outputs.json"],
+      [{ structured_outputs: { structural_tag: tag } }, "structured_outputs", "structured_outputs.structural_tag"],
+    ];
+    for (const [extra, param, at] of cases) {
+      const before = h.fake.counters.received;
+      const e = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages, ...extra } as never).catch((err: unknown) => err);
+      expect(e, param).toBeInstanceOf(OpenAI.BadRequestError);
+      const bad = e as InstanceType<typeof OpenAI.BadRequestError>;
+      expect([bad.param, bad.message]).toEqual([param, expect.stringContaining(`The JSON text in '${at}' has more than 200000 JSON objects and arrays`)]);
+      expect(h.fake.counters.received).toBe(before);
+    }
+    // Within the limits, JSON text is walked and served as before.
+    const ok = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages, guided_json: `{"allOf":[${Array(1_000).fill("{}").join(",")}]}` } as never);
+    expect(ok.choices.length).toBe(1);
+  });
+
   it("a schema within the limits is served, and a body without structured outputs reaches the upstream byte for byte", async () => {
     const ok = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages, response_format: { type: "json_schema", json_schema: { name: "x", schema: wide(5_000) } } });
     expect(ok.choices.length).toBe(1);

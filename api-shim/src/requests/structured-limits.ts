@@ -1,6 +1,6 @@
 import { invalidParam } from "../errors.ts";
 import { countRefusal, Relaxation } from "./schema-maxima.ts";
-import { MAX_JSON_CONTAINERS } from "./json-shape.ts";
+import { jsonShapeProblem, MAX_JSON_CONTAINERS } from "./json-shape.ts";
 import { localRef } from "./schema-refs.ts";
 
 /**
@@ -126,7 +126,7 @@ function toolSchemas(tools: unknown[], choice: unknown, limits: StructuredLimits
  */
 function structuralTag(param: string, at: string, holder: Body, key: string, limits: StructuredLimits, relax: Relaxation): void {
   const before = relax.removed;
-  const tag = jsonOrText(holder[key]);
+  const tag = jsonOrText(holder[key], param, at);
   if (tag === NOT_JSON) return; // vLLM's to refuse
   const nodes: unknown[] = [tag];
   const paths: string[] = [at]; // where each is, for the 400's message
@@ -156,9 +156,11 @@ function structuralTag(param: string, at: string, holder: Body, key: string, lim
 
 const NOT_JSON = Symbol("not JSON");
 
-/** A member vLLM takes as an object or as JSON text (`guided_json`, `structured_outputs.json`, a structural tag): the value, parsed when text. */
-function jsonOrText(value: unknown): unknown {
+/** A member vLLM takes as an object or as JSON text (`guided_json`, `structured_outputs.json`, a structural tag): the value, parsed when text, held first to the body's JSON limits (json-shape.ts: 7.8 MB of `{},` held the thread 4 s). */
+function jsonOrText(value: unknown, param: string, at: string): unknown {
   if (typeof value !== "string") return value;
+  const shape = jsonShapeProblem(Buffer.from(value, "utf8"))?.replace(/^Request body (.*)\.$/, "$1");
+  if (shape != null) throw refused(param, `The JSON text in '${at}' ${shape}`);
   try {
     return JSON.parse(value);
   } catch {
@@ -174,7 +176,7 @@ function jsonOrText(value: unknown): unknown {
 function schema(param: string, at: string, holder: Body, key: string, limits: StructuredLimits, relax?: Relaxation): unknown {
   const value = holder[key];
   const before = relax?.removed ?? 0;
-  const parsed = jsonOrText(value);
+  const parsed = jsonOrText(value, param, at);
   // Text that is not JSON, and a format with no schema (Responses' `text.format` of type text or
   // json_object, a json_schema without one), hold nothing to walk: vLLM's to take or refuse.
   if (parsed === NOT_JSON || parsed === null || typeof parsed !== "object") return undefined;
