@@ -471,14 +471,17 @@ describe("the shim process", () => {
     }).then(async (r) => (await r.text(), r.status), () => -1);
     let p: ShimProcess | undefined;
     try {
-      // A first run makes the ledger; then the volume is filled to 16 MiB + 512 KiB free (weights).
+      // A first run makes the ledger; then the volume is filled to 16 MiB + 1 MiB free (weights):
+      // room for the 3,000 rows the runs add to the database itself (a row naming its price, since
+      // 2026-12-07, is ~20 bytes longer: at 512 KiB the third run ran out of it, rightly).
+      // Each run's WAL, ~3.5 MB, still grows well past that 1 MiB.
       await output.stopCleanly(await start({ SHIM_DATABASE_URL: `sqlite:${file}` }));
-      writeFileSync(join(mnt, "weights"), Buffer.alloc(free() - MIN_FREE_BYTES - 512 * 1024, 1));
+      writeFileSync(join(mnt, "weights"), Buffer.alloc(free() - MIN_FREE_BYTES - 1024 * 1024, 1));
       const runs: { served: number; exit: string }[] = [];
       for (let run = 0; run < 3; run++) {
         p = await start({ SHIM_DATABASE_URL: `sqlite:${file}` });
-        // Each request writes a ledger row: ~800 of them grow the WAL past the 512 KiB left over
-        // 16 MiB. Before, the volume check failed the store closed there (exit 1), close() removed
+        // Each request writes a ledger row: a few hundred of them grow the WAL past the 1 MiB left
+        // over 16 MiB. Before, the volume check failed the store closed there (exit 1), close() removed
         // the WAL, and the next start was let through again: a restart every few hundred requests.
         // Counted in requests, not bounded in time: the WAL's growth is what this is about, and
         // 1,000 requests took over 8 s at a load of 9 (the test's own timeout bounds the loop).
