@@ -76,13 +76,15 @@ export async function leftThenRefused(ctx: ShimContext, request: FastifyRequest,
 /**
  * The client is gone: nobody to answer. Settled with `usage`, logged as nginx does (499), the
  * line written even if the store fails to settle (then the hold is released as a stream's is, stream.ts).
+ * `settled` is told the charge (an answer kept for the client's retry: joined-retry.ts).
  */
-export async function clientLeft(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, usage: Usage | null): Promise<FastifyReply> {
+export async function clientLeft(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, usage: Usage | null, settled?: (cost: number, available: number) => void): Promise<FastifyReply> {
   request.shimErrorCode = "client_closed_request";
   reply.hijack();
   reply.raw.destroy();
   try {
-    await settlement.settle(499, usage);
+    const { cost, available } = await settlement.settle(499, usage);
+    settled?.(cost, available);
   } catch (e) {
     request.log.error({ reqId: request.id, err: e instanceof Error ? e.cause ?? e : e }, "settlement failed");
   }

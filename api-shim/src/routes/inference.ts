@@ -20,6 +20,8 @@ import { clientLeft, failed, leftThenFailed, leftThenRefused, refused, REQUEST_P
 import { countUpstreamFailure, isAbort, readBody, readLimited, type UpstreamResponse } from "../upstream/upstream.ts";
 import type { UpstreamFailureReason } from "../upstream/failure-reasons.ts";
 import { upstreamErrorBody, upstreamStatusError } from "../upstream/upstream-errors.ts";
+import type { LeftGeneration } from "../limits/left-generations.ts";
+import { answerJoined, joinable, keepAnswer } from "./joined-retry.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -70,6 +72,12 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   const cap = auth.limits.concurrency;
   if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity) && !(await placeFreed(ctx, reply, cap!, true))) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
   try {
+    // An SDK's retry of a generation its client left (joined-retry.ts): that answer, charged once.
+    const left = joinable(ctx, request, upstreamPath, checks.req.stream);
+    if (left) {
+      const joined = await answerJoined(ctx, request, reply, left, checks.req.model);
+      if (joined) return joined;
+    }
     return await admitted(ctx, kind, upstreamPath, request, reply, checks);
   } finally {
     ctx.limiter.leave(auth.key.id);
@@ -81,6 +89,9 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   const auth = request.auth!;
   const { req, modelConfig, batch } = checks;
   const continuous = modelConfig?.continuousUsage === true;
+  // A non-streamed request's bytes as sent, kept (counted in its body hold, below) until it ends
+  // or its client leaves: that generation is then remembered for a retry by their hash.
+  let sentBytes = req.stream ? undefined : request.rawBody;
   const facts = admission(ctx, kind, request, checks);
   const { estimate, hold } = facts;
   const reservationId = randomUUID();
@@ -148,6 +159,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   let sent = false;
   let left = false;
   let cut = false;
+  /** This generation, remembered for its client's retry once the client left. */
+  let remembered: LeftGeneration | undefined;
   /**
    * The one deadline of a body read whole (readWithin), armed at its headers and cleared once it
    * is read: one timer a request. (dispatch's headers timer ends at the headers, and a stream
@@ -169,6 +182,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return void lease.release();
     }
     left = true;
+    if (sentBytes) remembered = ctx.leftGenerations.remember(auth.key.id, upstreamPath, sentBytes, request.id);
+    sentBytes = undefined;
   };
   reply.raw.on("close", onClose);
   if (reply.raw.destroyed) onClose(); // left while the request was being admitted
@@ -250,7 +265,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return await refused(ctx, request, settlement, err, reason);
     }
     // Read whole after its client left: charged as if delivered.
-    if (left) return await clientLeft(ctx, request, reply, settlement, answer.usage ?? REQUEST_PRICE_ONLY);
+    if (left) return await clientLeft(ctx, request, reply, settlement, answer.usage ?? REQUEST_PRICE_ONLY, (cost, available) => remembered && keepAnswer(ctx, request, remembered, res.status, answerBytes, batch, cost, available));
     // No usage from the upstream: charge the request price and no tokens rather than guess.
     const { cost, available } = await settlement.settle(res.status, answer.usage ?? REQUEST_PRICE_ONLY);
     // Seed 001's success body: the charge, what is left, and whether the batch price applied.
@@ -284,6 +299,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     return reply;
   } finally {
     reply.raw.off("close", onClose);
+    sentBytes = undefined;
+    remembered?.end(); // without an answer (it failed), a retry generates its own
     // An answer still being written is still in flight: a drain (SIGTERM) waits for it rather
     // than closing its connection under it, charged and half sent. Its memory is held until then.
     const over = () => {
