@@ -96,4 +96,33 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(streamed.headers.get("x-joined-request-id")).toBeNull();
     expect(h.fake.counters.received).toBe(3);
   });
+
+  it("a retry sent while the left generation is still running waits for it and gets its answer", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ tokenDelayMs: 50, defaultTokens: 20 }); // 1 s
+    await postAndLeave(h, key, BODY, () => h.fake.counters.received > 0);
+    const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    expect(retry.status).toBe(200);
+    const first = await h.waitForRequestLog((e) => e.keyId === id && e.status === 499);
+    expect(retry.headers.get("x-joined-request-id")).toBe(first.reqId);
+    expect(((await retry.json()) as { choices: unknown[] }).choices).toHaveLength(1);
+    expect(h.fake.counters.received).toBe(1);
+    expect(await balance(h, id)).toBe(CREDITS * CREDIT - first.cost! * CREDIT);
+  });
+
+  it("a retry of a left generation that then fails is generated itself, charged once", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ failStatus: 503, headerDelayMs: 600 });
+    await postAndLeave(h, key, BODY, () => h.fake.counters.received > 0);
+    const retrying = h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    await new Promise((r) => setTimeout(r, 100));
+    h.fake.reset(); // the retry, once the failure is in, reaches an upstream that answers
+    const retry = await retrying;
+    expect(retry.status).toBe(200);
+    expect(retry.headers.get("x-joined-request-id")).toBeNull();
+    expect(h.fake.counters.received).toBe(2);
+    expect(await balance(h, id)).toBe(CREDITS * CREDIT - Number(retry.headers.get("x-credits-charged")) * CREDIT);
+  });
 });
