@@ -125,4 +125,34 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(h.fake.counters.received).toBe(2);
     expect(await balance(h, id)).toBe(CREDITS * CREDIT - Number(retry.headers.get("x-credits-charged")) * CREDIT);
   });
+
+  it("a retry waiting on a generation that runs out of time gets its final 504 (x-should-retry: false), not a generation of its own", async () => {
+    const h = await start({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_TIMEOUT_MS: "1000" } });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ hang: true });
+    await postAndLeave(h, key, BODY, () => h.fake.counters.received > 0);
+    const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    expect(retry.status).toBe(504);
+    expect(retry.headers.get("x-should-retry")).toBe("false");
+    expect(h.fake.counters.received).toBe(1);
+    expect(await balance(h, id)).toBe(CREDITS * CREDIT);
+  });
+
+  it("a retry whose client leaves while it waits costs nothing, and the next retry gets the answer", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ tokenDelayMs: 50, defaultTokens: 20 }); // 1 s
+    await postAndLeave(h, key, BODY, () => h.fake.counters.received > 0);
+    const ac = new AbortController();
+    const gone = fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "x-stainless-retry-count": "1" }, body: JSON.stringify(BODY), signal: ac.signal }).catch(() => undefined);
+    setTimeout(() => ac.abort(), 200);
+    await gone;
+    const first = await h.waitForRequestLog((e) => e.keyId === id && e.status === 499 && !("joined" in e));
+    expect(await h.waitForRequestLog((e) => e.keyId === id && e.status === 499 && "joined" in e)).toMatchObject({ cost: 0, joined: first.reqId });
+    const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "2" });
+    expect(retry.status).toBe(200);
+    expect(retry.headers.get("x-joined-request-id")).toBe(first.reqId);
+    expect(h.fake.counters.received).toBe(1);
+    expect(await balance(h, id)).toBe(CREDITS * CREDIT - first.cost! * CREDIT);
+  });
 });

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import type { ShimError } from "../errors.ts";
 
 /**
  * Non-streamed generations whose client left before the answer, remembered for that client's
@@ -47,10 +48,12 @@ export class LeftGeneration {
   /** The request whose client left: named on its retry's answer and log line. */
   readonly requestId: string;
   answer: KeptAnswer | undefined;
+  /** Its final failure (a generation that ran out of time), for the retries waiting on it. */
+  private failure: ShimError | undefined;
   /** No more to come: answered, failed, or dropped. */
   ended = false;
   private readonly owner: LeftGenerations;
-  private readonly waiters: ((answer: KeptAnswer | undefined) => void)[] = [];
+  private readonly waiters: ((outcome: KeptAnswer | ShimError | undefined) => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
 
   constructor(owner: LeftGenerations, keyId: string, hash: string, requestId: string) {
@@ -71,6 +74,16 @@ export class LeftGeneration {
     this.end();
   }
 
+  /**
+   * It ran out of time (`err`: the 504 that says not to retry): the retries waiting on it are told
+   * so, rather than starting the same long generation into the same timeout. Then forgotten.
+   */
+  failed(err: ShimError): void {
+    if (this.ended) return;
+    this.failure = err;
+    this.owner.drop(this);
+  }
+
   /** The request is over: without an answer (failed, refused, too large) a retry generates its own. */
   end(): void {
     if (!this.answer) this.owner.drop(this);
@@ -86,11 +99,11 @@ export class LeftGeneration {
 
   private settle(): void {
     this.ended = true;
-    for (const wake of this.waiters.splice(0)) wake(this.answer);
+    for (const wake of this.waiters.splice(0)) wake(this.answer ?? this.failure);
   }
 
-  /** Its answer once it has one; undefined when it ends without one, or when `signal` aborts. */
-  async outcome(signal: AbortSignal): Promise<KeptAnswer | undefined> {
+  /** Its answer once it has one, or its final failure; undefined when it ends without either, or when `signal` aborts. */
+  async outcome(signal: AbortSignal): Promise<KeptAnswer | ShimError | undefined> {
     if (signal.aborted) return undefined;
     if (this.ended) return this.answer;
     return await new Promise((resolve) => {

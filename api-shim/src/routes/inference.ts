@@ -194,7 +194,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     } catch (e) {
       // An upstream failure after its client left: counted and its cause logged as any upstream
       // failure, nothing charged, and nobody to answer.
-      if (left && !isAbort(e, ac.signal)) return await leftThenFailed(ctx, request, reply, settlement, e);
+      if (left && !isAbort(e, ac.signal)) return await leftThenFailed(ctx, request, reply, settlement, e, undefined, undefined, remembered);
       // Once the request was sent the upstream was reached: a connection it then closes without
       // answering (vLLM killed mid-generation) is its error, not a network's.
       return await failed(ctx, request, reply, settlement, ac.signal, e, sent, sent);
@@ -213,14 +213,14 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
         text = (await readLimited(res.body, 64 * 1024)).text;
       } catch (e) {
         // The upstream refused it: a client leaving meanwhile pays nothing (`sent`: false).
-        if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? LATE : undefined);
+        if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? LATE : undefined, remembered);
         return await failed(ctx, request, reply, settlement, ac.signal, e, false, true, cut ? LATE : undefined);
       } finally {
         clearTimeout(readDeadline);
       }
       const reason: UpstreamFailureReason = ok ? "not_a_stream" : `status_${res.status}`;
       const err = ok ? upstreamErrorBody(text, req.model, ctx.hideSecrets) : upstreamStatusError(res.status, text, req.model, res.headers["retry-after"], ctx.hideSecrets);
-      if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason);
+      if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason, remembered);
       return await refused(ctx, request, settlement, err, reason);
     }
     let answerBytes: Buffer | null;
@@ -230,7 +230,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     } catch (e) {
       // The body broke, ran out of time or a drain cut it: nothing charged, for a client that
       // stays as for one that left. (Too large, the read ends instead: answerBytes is null.)
-      if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? LATE : undefined);
+      if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? LATE : undefined, remembered);
       return await failed(ctx, request, reply, settlement, ac.signal, e, true, true, cut ? LATE : undefined);
     } finally {
       clearTimeout(readDeadline);
@@ -261,7 +261,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     if (answer.isError || !answer.isObject) {
       const err = answer.isError ? upstreamErrorBody(answerBytes.toString("utf8"), req.model, ctx.hideSecrets) : new ShimError("upstream_error", { message: "The model server's answer was not JSON." });
       const reason: UpstreamFailureReason = answer.isError ? "error_body" : "not_json";
-      if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason);
+      if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason, remembered);
       return await refused(ctx, request, settlement, err, reason);
     }
     // Read whole after its client left: charged as if delivered.

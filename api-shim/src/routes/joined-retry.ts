@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { ShimContext } from "../context.ts";
+import { ShimError } from "../errors.ts";
 import type { LeftGeneration } from "../limits/left-generations.ts";
 import { authHeaders } from "../limits/response-headers.ts";
 import { formatCredits } from "../money/money.ts";
@@ -34,7 +35,8 @@ export function joinable(ctx: ShimContext, request: FastifyRequest, route: strin
 
 /**
  * Answers `request` with `g`'s answer, waiting for it while it is generated; nothing is charged.
- * Undefined when `g` ends without an answer (it failed: the retry then generates its own). A
+ * Undefined when `g` ends without an answer (it failed: the retry then generates its own), but a
+ * generation that ran out of time is told as its 504 (x-should-retry: false). A
  * client that leaves meanwhile is logged 499, charged nothing, and `g` waits for its next retry.
  */
 export async function answerJoined(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, g: LeftGeneration, model: string): Promise<FastifyReply | undefined> {
@@ -59,6 +61,7 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
       return reply;
     }
     if (!answer) return undefined;
+    if (answer instanceof ShimError) throw answer; // the generation ran out of time: told final, not run again
     reply.hijack();
     reply.raw.off("close", onClose);
     ctx.inflight.closeIfDraining(reply.raw);
