@@ -15,6 +15,8 @@ const CREDITS = 1000;
 const CREDIT = 1_000_000;
 const BODY = { model: "qwen2.5-7b", messages: [{ role: "user", content: "a long answer" }], max_tokens: 20 };
 
+/** Long enough for anything a joined retry wrongly started after its answer to reach the upstream and settle. */
+const aWhile = () => new Promise((r) => setTimeout(r, 500));
 const balance = async (h: Harness, id: string) => (await h.store.getKey(id))!.balance;
 const requestLines = (h: Harness, id: string) => h.logs.filter((l) => l.includes(`"keyId":"${id}"`) && l.includes('"msg":"request"')).map((l) => JSON.parse(l) as Record<string, unknown>);
 
@@ -36,6 +38,7 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     const client = new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, timeout: 1000, maxRetries: 2 });
     const { data, response } = await client.chat.completions.create(BODY as OpenAI.ChatCompletionCreateParamsNonStreaming).withResponse();
     expect(data.choices[0]!.message.content).toBeTruthy();
+    await aWhile();
     expect(h.fake.counters.received).toBe(1); // generated once
     const charged = Number(response.headers.get("x-credits-charged"));
     expect(charged).toBeGreaterThan(1);
@@ -67,8 +70,13 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(retry.status).toBe(200);
     expect(retry.headers.get("x-joined-request-id")).not.toBeNull();
     expect(retry.headers.get("x-credits-charged")).toBe(String(once / CREDIT));
+    await aWhile();
     expect(h.fake.counters.received).toBe(3);
     expect(CREDITS * CREDIT - (await balance(h, id))).toBe(afterTwo);
+    // Given to one retry, then forgotten: a later retry with the same body (likelier another call's) is generated.
+    const later = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "2" });
+    expect(later.headers.get("x-joined-request-id")).toBeNull();
+    expect(h.fake.counters.received).toBe(4);
   });
 
   it("another key's retry of the same body never joins: generated and charged to that key", async () => {
@@ -107,6 +115,7 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     const first = await h.waitForRequestLog((e) => e.keyId === id && e.status === 499);
     expect(retry.headers.get("x-joined-request-id")).toBe(first.reqId);
     expect(((await retry.json()) as { choices: unknown[] }).choices).toHaveLength(1);
+    await aWhile();
     expect(h.fake.counters.received).toBe(1);
     expect(await balance(h, id)).toBe(CREDITS * CREDIT - first.cost! * CREDIT);
   });
@@ -134,6 +143,7 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
     expect(retry.status).toBe(504);
     expect(retry.headers.get("x-should-retry")).toBe("false");
+    await aWhile();
     expect(h.fake.counters.received).toBe(1);
     expect(await balance(h, id)).toBe(CREDITS * CREDIT);
   });

@@ -75,8 +75,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
     // An SDK's retry of a generation its client left (joined-retry.ts): that answer, charged once.
     const left = joinable(ctx, request, upstreamPath, checks.req.stream);
     if (left) {
-      const joined = await answerJoined(ctx, request, reply, left, checks.req.model);
-      if (joined) return joined;
+      if (await answerJoined(ctx, request, reply, left, checks.req.model)) return reply;
     }
     return await admitted(ctx, kind, upstreamPath, request, reply, checks);
   } finally {

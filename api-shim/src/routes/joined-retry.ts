@@ -35,11 +35,12 @@ export function joinable(ctx: ShimContext, request: FastifyRequest, route: strin
 
 /**
  * Answers `request` with `g`'s answer, waiting for it while it is generated; nothing is charged.
- * Undefined when `g` ends without an answer (it failed: the retry then generates its own), but a
+ * True once answered (or its client left); a boolean, not the reply, which is a thenable: awaited,
+ * it would become undefined once sent. False when `g` ends without an answer (it failed: the retry then generates its own), but a
  * generation that ran out of time is told as its 504 (x-should-retry: false). A
  * client that leaves meanwhile is logged 499, charged nothing, and `g` waits for its next retry.
  */
-export async function answerJoined(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, g: LeftGeneration, model: string): Promise<FastifyReply | undefined> {
+export async function answerJoined(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, g: LeftGeneration, model: string): Promise<boolean> {
   const ac = new AbortController();
   // In flight while it waits: a drain waits for it, and cuts it (503) as it cuts the generation.
   const done = ctx.inflight.add((reason) => ac.abort(reason));
@@ -58,9 +59,9 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
       reply.hijack();
       reply.raw.destroy();
       finishRequest(ctx, request, 499);
-      return reply;
+      return true;
     }
-    if (!answer) return undefined;
+    if (!answer) return false;
     if (answer instanceof ShimError) throw answer; // the generation ran out of time: told final, not run again
     reply.hijack();
     reply.raw.off("close", onClose);
@@ -70,7 +71,7 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
     reply.raw.once("finish", () => ctx.leftGenerations.drop(g));
     reply.raw.end(answer.body);
     finishRequest(ctx, request, answer.status);
-    return reply;
+    return true;
   } finally {
     reply.raw.off("close", onClose);
     done();
