@@ -1,5 +1,6 @@
 import OpenAI from "openai";
 import { describe, expect, it } from "vitest";
+import { closeApp } from "../../api-shim/src/app.ts";
 import type { Harness } from "../support/shim-harness.ts";
 import { postAndLeave, shimPerTest } from "../support/upstream-per-test.ts";
 
@@ -164,5 +165,19 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(retry.headers.get("x-joined-request-id")).toBe(first.reqId);
     expect(h.fake.counters.received).toBe(1);
     expect(await balance(h, id)).toBe(CREDITS * CREDIT - first.cost! * CREDIT);
+  });
+
+  it("a retry waiting on a generation when a drain (SIGTERM) ends is answered the drain's 503, charged nothing", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ hang: true });
+    await postAndLeave(h, key, BODY, () => h.fake.counters.received > 0);
+    const retrying = h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    await new Promise((r) => setTimeout(r, 300)); // the retry waits on the generation
+    await closeApp(h.app, 300);
+    const retry = await retrying;
+    expect(retry.status).toBe(503);
+    expect(h.fake.counters.received).toBe(1);
+    expect(await balance(h, id)).toBe(CREDITS * CREDIT);
   });
 });
