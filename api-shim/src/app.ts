@@ -15,6 +15,7 @@ import { isInference, type RequestState, type ShimContext } from "./context.ts";
 import { clientErrorHandler, markIfAnsweredEarly, refusalOf, requestArrived } from "./client/client-errors.ts";
 import { errorHandler, notJson, sendError, ShimError, toShimError } from "./errors.ts";
 import { Inflight } from "./inflight.ts";
+import { LeftGenerations } from "./limits/left-generations.ts";
 import { KeyWaiters } from "./limits/key-waits.ts";
 import { jsonShapeProblem } from "./requests/json-shape.ts";
 import { requestLogger } from "./observability/logger.ts";
@@ -68,6 +69,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     inflight: new Inflight(namesPostgres(config.databaseUrl)),
     holdsSettled: new KeyWaiters(),
     answerMemory: new AnswerMemory(config.answerMemoryBytes),
+    leftGenerations: new LeftGenerations(),
     bodyMemory: new BodyMemory(config.bodyMemoryBytes),
     readiness: new UpstreamReadiness({ probe: () => probeUpstream(ctx), clock: deps.clock, metrics, logger: deps.logger, draining: () => ctx.inflight.draining }),
   };

@@ -4,6 +4,7 @@ import type { BodyHold, BodyMemory } from "./limits/body-memory.ts";
 import type { Clock } from "./clock.ts";
 import type { ShimConfig, TierLimits } from "./config.ts";
 import type { Inflight } from "./inflight.ts";
+import type { LeftGenerations } from "./limits/left-generations.ts";
 import type { KeyWaiters } from "./limits/key-waits.ts";
 import type { RequestLine } from "./observability/logger.ts";
 import type { Metrics } from "./observability/metrics.ts";
@@ -31,6 +32,8 @@ export interface ShimContext {
   /** Requests refused a credit hold, waiting a little for their key's holds to settle (settlement.ts wakes them). */
   holdsSettled: KeyWaiters;
   answerMemory: AnswerMemory;
+  /** Non-streamed generations whose client left, for its SDK's retry to join (left-generations.ts). */
+  leftGenerations: LeftGenerations;
   bodyMemory: BodyMemory;
   /** The upstream probed as /ready probes it, cached, and on a timer while the app listens (shim_upstream_ready). */
   readiness: UpstreamReadiness;
@@ -53,6 +56,8 @@ export interface RequestState {
   graceEnds: number | null;
   /** The schema maxima removed before forwarding (requests/schema-maxima.ts): the `x-schema-relaxed` header's value; null: none. */
   schemaRelaxed: string | null;
+  /** A retry answered with another request's generation (joined-retry.ts): that request's id. */
+  joined?: string;
 }
 
 /** Route config: `{ config: PUBLIC_ROUTE }` marks a route that needs no key (probes, scrapes). */

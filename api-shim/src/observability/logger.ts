@@ -49,6 +49,8 @@ export interface RequestLine {
   error?: string;
   /** Why the upstream failed (an error code), when it could not be reached or read. */
   cause?: string;
+  /** A retry answered with an earlier request's generation, charged there: that request's id. */
+  joined?: string;
 }
 
 /**
@@ -78,7 +80,8 @@ export function requestLogger(logger: Logger): (line: RequestLine) => void {
     stream.write(
       `{"level":30${time()}${chindings},"reqId":${q(line.reqId)},"method":${q(line.method)},"path":${q(line.path)},"status":${line.status},"ms":${line.ms},` +
         `"keyId":${line.keyId === null ? "null" : q(line.keyId)},"model":${line.model === null ? "null" : q(line.model)},"tokens":${line.tokens},"cost":${line.cost}` +
-        `${line.error === undefined ? "" : `,"error":${q(line.error)}`}${line.cause === undefined ? "" : `,"cause":${q(line.cause)}`},"msg":"request"}\n`,
+        `${line.error === undefined ? "" : `,"error":${q(line.error)}`}${line.cause === undefined ? "" : `,"cause":${q(line.cause)}`}` +
+        `${line.joined === undefined ? "" : `,"joined":${q(line.joined)}`},"msg":"request"}\n`,
     );
   };
 }

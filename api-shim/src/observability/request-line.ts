@@ -38,5 +38,6 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
     cost: s.cost === null ? null : creditsNumber(s.cost),
     ...(request.shimErrorCode ? { error: request.shimErrorCode } : {}),
     ...(request.upstreamCause ? { cause: request.upstreamCause } : {}),
+    ...(s.joined ? { joined: s.joined } : {}),
   });
 }

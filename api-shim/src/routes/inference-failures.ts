@@ -7,6 +7,7 @@ import { finishRequest } from "../observability/request-line.ts";
 import { countUpstreamFailure, isAbort, unreachable } from "../upstream/upstream.ts";
 import type { UpstreamFailureReason } from "../upstream/failure-reasons.ts";
 import { isUpstreamFault } from "../upstream/upstream-errors.ts";
+import type { LeftGeneration } from "../limits/left-generations.ts";
 
 /**
  * How an inference request that got no answer to relay ends (inference.ts): refused by the
@@ -62,27 +63,37 @@ function countRefusal(ctx: ShimContext, request: FastifyRequest, err: ShimError,
  * nothing charged and logged as the 499 it is, with the failure counted and its cause on the
  * line as for a client that stayed (a drain's cut is no upstream failure).
  */
-export async function leftThenFailed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, e: unknown, signal?: AbortSignal, timedOut?: string): Promise<FastifyReply> {
-  if (timedOut !== undefined || signal === undefined || !isAbort(e, signal)) unreachable(ctx, request, e, timedOut);
+export async function leftThenFailed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, e: unknown, signal?: AbortSignal, timedOut?: string, left?: LeftGeneration): Promise<FastifyReply> {
+  if (timedOut !== undefined || signal === undefined || !isAbort(e, signal)) toRetries(ctx, request, unreachable(ctx, request, e, timedOut), settlement, left);
   return await clientLeft(ctx, request, reply, settlement, null);
 }
 
+/** A left generation that ran out of time: its retry waiting on it is told so (joined-retry.ts), not run again. */
+function toRetries(ctx: ShimContext, request: FastifyRequest, err: ShimError, settlement: Settlement, left: LeftGeneration | undefined): void {
+  if (!left) return;
+  const final = finalIfGenerationTimedOut(ctx, request, err, settlement);
+  if (final.headers?.["x-should-retry"] === "false") left.failed(final);
+}
+
 /** The upstream refused the request (`err`, `reason`, counted as refused() counts them) after its client had left: nothing charged, the reason on the 499 line. */
-export async function leftThenRefused(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, err: ShimError, reason: UpstreamFailureReason): Promise<FastifyReply> {
+export async function leftThenRefused(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, err: ShimError, reason: UpstreamFailureReason, left?: LeftGeneration): Promise<FastifyReply> {
   countRefusal(ctx, request, err, reason);
+  toRetries(ctx, request, err, settlement, left);
   return await clientLeft(ctx, request, reply, settlement, null);
 }
 
 /**
  * The client is gone: nobody to answer. Settled with `usage`, logged as nginx does (499), the
  * line written even if the store fails to settle (then the hold is released as a stream's is, stream.ts).
+ * `settled` is told the charge (an answer kept for the client's retry: joined-retry.ts).
  */
-export async function clientLeft(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, usage: Usage | null): Promise<FastifyReply> {
+export async function clientLeft(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, settlement: Settlement, usage: Usage | null, settled?: (cost: number, available: number) => void): Promise<FastifyReply> {
   request.shimErrorCode = "client_closed_request";
   reply.hijack();
   reply.raw.destroy();
   try {
-    await settlement.settle(499, usage);
+    const { cost, available } = await settlement.settle(499, usage);
+    settled?.(cost, available);
   } catch (e) {
     request.log.error({ reqId: request.id, err: e instanceof Error ? e.cause ?? e : e }, "settlement failed");
   }

@@ -20,6 +20,8 @@ import { clientLeft, failed, leftThenFailed, leftThenRefused, refused, REQUEST_P
 import { countUpstreamFailure, isAbort, readBody, readLimited, type UpstreamResponse } from "../upstream/upstream.ts";
 import type { UpstreamFailureReason } from "../upstream/failure-reasons.ts";
 import { upstreamErrorBody, upstreamStatusError } from "../upstream/upstream-errors.ts";
+import type { LeftGeneration } from "../limits/left-generations.ts";
+import { answerJoined, joinable, keepAnswer } from "./joined-retry.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -70,6 +72,11 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   const cap = auth.limits.concurrency;
   if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity) && !(await placeFreed(ctx, reply, cap!, true))) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
   try {
+    // An SDK's retry of a generation its client left (joined-retry.ts): that answer, charged once.
+    const left = joinable(ctx, request, upstreamPath, checks.req.stream);
+    if (left) {
+      if (await answerJoined(ctx, request, reply, left, checks.req.model)) return reply;
+    }
     return await admitted(ctx, kind, upstreamPath, request, reply, checks);
   } finally {
     ctx.limiter.leave(auth.key.id);
@@ -81,6 +88,9 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   const auth = request.auth!;
   const { req, modelConfig, batch } = checks;
   const continuous = modelConfig?.continuousUsage === true;
+  // A non-streamed request's bytes as sent, kept (counted in its body hold, below) until it ends
+  // or its client leaves: that generation is then remembered for a retry by their hash.
+  let sentBytes = req.stream ? undefined : request.rawBody;
   const facts = admission(ctx, kind, request, checks);
   const { estimate, hold } = facts;
   const reservationId = randomUUID();
@@ -148,6 +158,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   let sent = false;
   let left = false;
   let cut = false;
+  /** This generation, remembered for its client's retry once the client left. */
+  let remembered: LeftGeneration | undefined;
   /**
    * The one deadline of a body read whole (readWithin), armed at its headers and cleared once it
    * is read: one timer a request. (dispatch's headers timer ends at the headers, and a stream
@@ -169,6 +181,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return void lease.release();
     }
     left = true;
+    if (sentBytes) remembered = ctx.leftGenerations.remember(auth.key.id, upstreamPath, sentBytes, request.id);
+    sentBytes = undefined;
   };
   reply.raw.on("close", onClose);
   if (reply.raw.destroyed) onClose(); // left while the request was being admitted
@@ -179,7 +193,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     } catch (e) {
       // An upstream failure after its client left: counted and its cause logged as any upstream
       // failure, nothing charged, and nobody to answer.
-      if (left && !isAbort(e, ac.signal)) return await leftThenFailed(ctx, request, reply, settlement, e);
+      if (left && !isAbort(e, ac.signal)) return await leftThenFailed(ctx, request, reply, settlement, e, undefined, undefined, remembered);
       // Once the request was sent the upstream was reached: a connection it then closes without
       // answering (vLLM killed mid-generation) is its error, not a network's.
       return await failed(ctx, request, reply, settlement, ac.signal, e, sent, sent);
@@ -198,14 +212,14 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
         text = (await readLimited(res.body, 64 * 1024)).text;
       } catch (e) {
         // The upstream refused it: a client leaving meanwhile pays nothing (`sent`: false).
-        if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? LATE : undefined);
+        if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? LATE : undefined, remembered);
         return await failed(ctx, request, reply, settlement, ac.signal, e, false, true, cut ? LATE : undefined);
       } finally {
         clearTimeout(readDeadline);
       }
       const reason: UpstreamFailureReason = ok ? "not_a_stream" : `status_${res.status}`;
       const err = ok ? upstreamErrorBody(text, req.model, ctx.hideSecrets) : upstreamStatusError(res.status, text, req.model, res.headers["retry-after"], ctx.hideSecrets);
-      if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason);
+      if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason, remembered);
       return await refused(ctx, request, settlement, err, reason);
     }
     let answerBytes: Buffer | null;
@@ -215,7 +229,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     } catch (e) {
       // The body broke, ran out of time or a drain cut it: nothing charged, for a client that
       // stays as for one that left. (Too large, the read ends instead: answerBytes is null.)
-      if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? LATE : undefined);
+      if (left) return await leftThenFailed(ctx, request, reply, settlement, e, ac.signal, cut ? LATE : undefined, remembered);
       return await failed(ctx, request, reply, settlement, ac.signal, e, true, true, cut ? LATE : undefined);
     } finally {
       clearTimeout(readDeadline);
@@ -246,11 +260,11 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     if (answer.isError || !answer.isObject) {
       const err = answer.isError ? upstreamErrorBody(answerBytes.toString("utf8"), req.model, ctx.hideSecrets) : new ShimError("upstream_error", { message: "The model server's answer was not JSON." });
       const reason: UpstreamFailureReason = answer.isError ? "error_body" : "not_json";
-      if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason);
+      if (left) return await leftThenRefused(ctx, request, reply, settlement, err, reason, remembered);
       return await refused(ctx, request, settlement, err, reason);
     }
     // Read whole after its client left: charged as if delivered.
-    if (left) return await clientLeft(ctx, request, reply, settlement, answer.usage ?? REQUEST_PRICE_ONLY);
+    if (left) return await clientLeft(ctx, request, reply, settlement, answer.usage ?? REQUEST_PRICE_ONLY, (cost, available) => remembered && keepAnswer(ctx, request, remembered, res.status, answerBytes, batch, cost, available));
     // No usage from the upstream: charge the request price and no tokens rather than guess.
     const { cost, available } = await settlement.settle(res.status, answer.usage ?? REQUEST_PRICE_ONLY);
     // Seed 001's success body: the charge, what is left, and whether the batch price applied.
@@ -284,6 +298,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     return reply;
   } finally {
     reply.raw.off("close", onClose);
+    sentBytes = undefined;
+    remembered?.end(); // without an answer (it failed), a retry generates its own
     // An answer still being written is still in flight: a drain (SIGTERM) waits for it rather
     // than closing its connection under it, charged and half sent. Its memory is held until then.
     const over = () => {

@@ -1,0 +1,175 @@
+import { createHash } from "node:crypto";
+import type { ShimError } from "../errors.ts";
+
+/**
+ * Non-streamed generations whose client left before the answer, remembered for that client's
+ * retry (routes/joined-retry.ts).
+ *
+ * Node's fetch gives up on a response whose headers have not come in 300 s (undici's
+ * headersTimeout), whatever the SDK's own timeout; a non-streamed answer's headers come only
+ * once it is whole; and the shim generates and charges a request whose client left (inference.ts:
+ * LiteLLM would not cancel it anyway). So openai-node (LangChain.js and LlamaIndex.TS use it)
+ * retried a long generation, and each attempt was generated and charged again, the client never
+ * getting an answer. Its retry, told by `x-stainless-retry-count` ≥ 1, of a body identical to
+ * one whose client left gets that generation's answer instead.
+ *
+ * Nothing here runs on the common path: an entry is made only when a client leaves a
+ * non-streamed request the upstream has, and a body is hashed only to make one, or for a retry
+ * whose key has one. Per replica (process memory), like the answers it keeps.
+ */
+
+/** How long a finished answer is kept for a retry: an SDK retries within seconds (openai-node's backoff is at most 8 s, a Retry-After at most 60 s). */
+export const KEEP_MS = 10 * 60_000;
+/**
+ * Bytes of kept answers at once, oldest dropped first; an answer larger than this is not kept.
+ * Outside SHIM_ANSWER_MEMORY_BYTES, whose budget is for answers being read and sent: a kept
+ * one would hold it for minutes and make every large answer wait.
+ */
+export const KEPT_BYTES = 64 * 1024 * 1024;
+/** Generations remembered at once (generating or finished), oldest dropped first. */
+export const KEPT_ENTRIES = 1000;
+
+/** A left generation's answer, as its client would have had it. */
+export interface KeptAnswer {
+  status: number;
+  /** Its headers as they were: the charge, the key's limits, content type and length. */
+  headers: Record<string, string | number>;
+  body: Buffer;
+}
+
+/** A hash of what makes two requests the same call: the route and the body's bytes. */
+function callHash(route: string, body: Buffer): string {
+  return createHash("sha256").update(route).update("\0").update(body).digest("base64url");
+}
+
+export class LeftGeneration {
+  readonly keyId: string;
+  readonly hash: string;
+  /** The request whose client left: named on its retry's answer and log line. */
+  readonly requestId: string;
+  answer: KeptAnswer | undefined;
+  /** Its final failure (a generation that ran out of time), for the retries waiting on it. */
+  private failure: ShimError | undefined;
+  /** No more to come: answered, failed, or dropped. */
+  ended = false;
+  private readonly owner: LeftGenerations;
+  private readonly waiters: ((outcome: KeptAnswer | ShimError | undefined) => void)[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(owner: LeftGenerations, keyId: string, hash: string, requestId: string) {
+    this.owner = owner;
+    this.keyId = keyId;
+    this.hash = hash;
+    this.requestId = requestId;
+  }
+
+  /** Its answer, charged: kept KEEP_MS for a retry (if it fits), and given to those waiting. */
+  answered(answer: KeptAnswer): void {
+    if (this.ended) return;
+    if (answer.body.length <= KEPT_BYTES) {
+      this.answer = answer;
+      this.owner.kept(this);
+      this.timer = setTimeout(() => this.owner.drop(this), KEEP_MS).unref();
+    }
+    this.end();
+  }
+
+  /**
+   * It ran out of time (`err`: the 504 that says not to retry): the retries waiting on it are told
+   * so, rather than starting the same long generation into the same timeout. Then forgotten.
+   */
+  failed(err: ShimError): void {
+    if (this.ended) return;
+    this.failure = err;
+    this.owner.drop(this);
+  }
+
+  /** The request is over: without an answer (failed, refused, too large) a retry generates its own. */
+  end(): void {
+    if (!this.answer) this.owner.drop(this);
+    this.settle();
+  }
+
+  /** Dropped from memory (expired, evicted, or delivered). */
+  forget(): void {
+    clearTimeout(this.timer);
+    this.answer = undefined;
+    this.settle();
+  }
+
+  private settle(): void {
+    this.ended = true;
+    for (const wake of this.waiters.splice(0)) wake(this.answer ?? this.failure);
+  }
+
+  /** Its answer once it has one, or its final failure; undefined when it ends without either, or when `signal` aborts. */
+  async outcome(signal: AbortSignal): Promise<KeptAnswer | ShimError | undefined> {
+    if (signal.aborted) return undefined;
+    if (this.ended) return this.answer;
+    return await new Promise((resolve) => {
+      this.waiters.push(resolve);
+      signal.addEventListener("abort", () => resolve(undefined), { once: true });
+    });
+  }
+}
+
+export class LeftGenerations {
+  /** Entries in the order they were made (a Set keeps it): the oldest is dropped first. */
+  private readonly all = new Set<LeftGeneration>();
+  private readonly byKey = new Map<string, Set<LeftGeneration>>();
+  private keptBytes = 0;
+
+  /** Generations remembered now (generating or finished), for the metric and tests. */
+  get size(): number {
+    return this.all.size;
+  }
+
+  /** Bytes of answers kept now. */
+  get bytes(): number {
+    return this.keptBytes;
+  }
+
+  /** The client of a non-streamed request the upstream has left (`body`: its bytes as sent). */
+  remember(keyId: string, route: string, body: Buffer, requestId: string): LeftGeneration {
+    const g = new LeftGeneration(this, keyId, callHash(route, body), requestId);
+    while (this.all.size >= KEPT_ENTRIES) this.drop(this.all.values().next().value!);
+    this.all.add(g);
+    let mine = this.byKey.get(keyId);
+    if (!mine) this.byKey.set(keyId, (mine = new Set()));
+    mine.add(g);
+    return g;
+  }
+
+  /** Whether `keyId` has any: the one look-up a retry pays when it has none (the usual case). */
+  has(keyId: string): boolean {
+    return this.byKey.has(keyId);
+  }
+
+  /** `keyId`'s generation of the same call (route and body bytes), generating or finished. */
+  find(keyId: string, route: string, body: Buffer): LeftGeneration | undefined {
+    const mine = this.byKey.get(keyId);
+    if (!mine) return undefined;
+    const hash = callHash(route, body);
+    for (const g of mine) if (g.hash === hash) return g;
+    return undefined;
+  }
+
+  /** `g`'s answer is kept: counted, and the oldest kept answers dropped while over KEPT_BYTES. */
+  kept(g: LeftGeneration): void {
+    this.keptBytes += g.answer!.body.length;
+    for (const old of this.all) {
+      if (this.keptBytes <= KEPT_BYTES) break;
+      if (old !== g && old.answer) this.drop(old);
+    }
+  }
+
+  /** Forgets `g` (idempotent). */
+  drop(g: LeftGeneration): void {
+    if (!this.all.delete(g)) return;
+    if (g.answer) this.keptBytes -= g.answer.body.length;
+    const mine = this.byKey.get(g.keyId)!;
+    mine.delete(g);
+    if (mine.size === 0) this.byKey.delete(g.keyId);
+    g.forget();
+  }
+}

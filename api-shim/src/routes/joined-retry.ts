@@ -1,0 +1,85 @@
+import type { FastifyReply, FastifyRequest } from "fastify";
+import type { ShimContext } from "../context.ts";
+import { ShimError } from "../errors.ts";
+import type { LeftGeneration } from "../limits/left-generations.ts";
+import { authHeaders } from "../limits/response-headers.ts";
+import { formatCredits } from "../money/money.ts";
+import { finishRequest } from "../observability/request-line.ts";
+import { spliceJsonBytes } from "../requests/json-splice.ts";
+
+/**
+ * An SDK's retry of a non-streamed request whose client left joins that generation
+ * (limits/left-generations.ts): it is answered with that generation's answer, charged once.
+ *
+ * A retry is what the official SDKs say it is: openai-node (and so LangChain.js and
+ * LlamaIndex.TS) sends `X-Stainless-Retry-Count: String(retryCount)` on every attempt, 0 on the
+ * first (openai 7.57 client.js, buildHeaders, with makeRequest's `retryCount: maxRetries -
+ * retriesRemaining`), and openai-python the same header. A request without it, or with 0, is
+ * never joined: identical bodies sent on purpose (sampling n times) are each generated.
+ */
+export const RETRY_COUNT = "x-stainless-retry-count";
+/** On a joined retry's answer: the request whose generation (and charge) it is. */
+export const JOINED_HEADER = "x-joined-request-id";
+
+/**
+ * The left generation `request` may join: none unless it says it is a retry and its key has a
+ * left generation (no hashing otherwise), then the same route and body bytes.
+ */
+export function joinable(ctx: ShimContext, request: FastifyRequest, route: string, stream: boolean): LeftGeneration | undefined {
+  const count = request.headers[RETRY_COUNT];
+  if (count === undefined || count === "0" || stream) return undefined;
+  const keyId = request.auth!.key.id;
+  if (!ctx.leftGenerations.has(keyId) || !(Number(count) >= 1) || !request.rawBody) return undefined;
+  return ctx.leftGenerations.find(keyId, route, request.rawBody);
+}
+
+/**
+ * Answers `request` with `g`'s answer, waiting for it while it is generated; nothing is charged.
+ * True once answered (or its client left); a boolean, not the reply, which is a thenable: awaited,
+ * it would become undefined once sent. False when `g` ends without an answer (it failed: the retry then generates its own), but a
+ * generation that ran out of time is told as its 504 (x-should-retry: false). A
+ * client that leaves meanwhile is logged 499, charged nothing, and `g` waits for its next retry.
+ */
+export async function answerJoined(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, g: LeftGeneration, model: string): Promise<boolean> {
+  const ac = new AbortController();
+  // In flight while it waits: a drain waits for it, and cuts it (503) as it cuts the generation.
+  const done = ctx.inflight.add((reason) => ac.abort(reason));
+  const onClose = () => reply.raw.writableFinished || ac.abort("client");
+  reply.raw.on("close", onClose);
+  if (reply.raw.destroyed) onClose();
+  try {
+    const answer = await g.outcome(ac.signal);
+    const s = request.shim;
+    s.model = model;
+    s.cost = 0;
+    s.joined = g.requestId;
+    if (ac.signal.reason === "drain") throw ctx.inflight.refusal();
+    if (ac.signal.aborted) {
+      request.shimErrorCode = "client_closed_request";
+      reply.hijack();
+      reply.raw.destroy();
+      finishRequest(ctx, request, 499);
+      return true;
+    }
+    if (!answer) return false;
+    if (answer instanceof ShimError) throw answer; // the generation ran out of time: told final, not run again
+    reply.hijack();
+    reply.raw.off("close", onClose);
+    ctx.inflight.closeIfDraining(reply.raw);
+    reply.raw.writeHead(answer.status, { "x-request-id": request.id, ...answer.headers, [JOINED_HEADER]: g.requestId });
+    // Delivered whole: forgotten, so a later retry of another call with the same body generates its own.
+    reply.raw.once("finish", () => ctx.leftGenerations.drop(g));
+    reply.raw.end(answer.body);
+    finishRequest(ctx, request, answer.status);
+    return true;
+  } finally {
+    reply.raw.off("close", onClose);
+    done();
+  }
+}
+
+/** What `g`'s retry will be answered with: the answer and its headers as its own client would have had them. */
+export function keepAnswer(ctx: ShimContext, request: FastifyRequest, g: LeftGeneration, status: number, answer: Buffer, batch: boolean, cost: number, available: number): void {
+  const body = Buffer.concat(spliceJsonBytes(answer, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available), batch_request: String(batch) }));
+  g.answered({ status, body, headers: { ...authHeaders(ctx, request, cost, available), "content-type": "application/json", "content-length": body.length } });
+}

@@ -1,0 +1,183 @@
+import OpenAI from "openai";
+import { describe, expect, it } from "vitest";
+import { closeApp } from "../../api-shim/src/app.ts";
+import type { Harness } from "../support/shim-harness.ts";
+import { postAndLeave, shimPerTest } from "../support/upstream-per-test.ts";
+
+/**
+ * An SDK's retry (x-stainless-retry-count ≥ 1) of a non-streamed request whose client left gets
+ * that generation's answer, charged once: Node's fetch gives up after 300 s without headers, and
+ * each retry was generated and charged again (openai-node 3 times, LangChain 7, LlamaIndex 11),
+ * the client never getting its answer. Here the SDK's own `timeout` stands in for fetch's limit.
+ */
+const FILE = { pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 1000 } } }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] };
+const FAKE = { models: [{ name: "qwen2.5-7b" }] };
+const CREDITS = 1000;
+const CREDIT = 1_000_000;
+const BODY = { model: "qwen2.5-7b", messages: [{ role: "user", content: "a long answer" }], max_tokens: 20 };
+
+/** Long enough for anything a joined retry wrongly started after its answer to reach the upstream and settle. */
+const aWhile = () => new Promise((r) => setTimeout(r, 500));
+const balance = async (h: Harness, id: string) => (await h.store.getKey(id))!.balance;
+const requestLines = (h: Harness, id: string) => h.logs.filter((l) => l.includes(`"keyId":"${id}"`) && l.includes('"msg":"request"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+
+/** Sends BODY and leaves once the upstream has it; resolves when its generation has been charged (its 499 line). */
+async function leaveAndWaitForCharge(h: Harness, key: string, id: string): Promise<number> {
+  const before = h.fake.counters.received;
+  await postAndLeave(h, key, BODY, () => h.fake.counters.received > before);
+  await h.waitForRequestLog((e) => e.keyId === id && e.status === 499, 10_000);
+  return CREDITS * CREDIT - (await balance(h, id));
+}
+
+describe("an SDK's retry of a non-streamed request whose client left", () => {
+  const start = shimPerTest();
+
+  it("openai-node with a short timeout and maxRetries 2 gets the answer on a retry, one generation charged once", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    h.fake.set({ tokenDelayMs: 75, defaultTokens: 20 }); // 1.5 s: past the client's 1 s timeout
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    const client = new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, timeout: 1000, maxRetries: 2 });
+    const { data, response } = await client.chat.completions.create(BODY as OpenAI.ChatCompletionCreateParamsNonStreaming).withResponse();
+    expect(data.choices[0]!.message.content).toBeTruthy();
+    await aWhile();
+    expect(h.fake.counters.received).toBe(1); // generated once
+    const charged = Number(response.headers.get("x-credits-charged"));
+    expect(charged).toBeGreaterThan(1);
+    expect(await balance(h, id)).toBe((CREDITS - charged) * CREDIT); // charged once, what the answer says
+    expect((data as unknown as { credits_charged: number }).credits_charged).toBe(charged);
+    const lines = requestLines(h, id);
+    const first = lines.find((l) => l.status === 499)!;
+    expect(response.headers.get("x-joined-request-id")).toBe(first.reqId);
+    expect(lines.find((l) => l.status === 200)).toMatchObject({ cost: 0, joined: first.reqId });
+  });
+
+  it("the same body sent again without the retry header, or with retry count 0, is generated and charged again; a retry joins", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ tokenDelayMs: 20, defaultTokens: 20 });
+    const once = await leaveAndWaitForCharge(h, key, id);
+    expect(once).toBeGreaterThan(CREDIT);
+    h.fake.set({ tokenDelayMs: 0 });
+    for (const headers of [{}, { "x-stainless-retry-count": "0" }] as Record<string, string>[]) {
+      const res = await h.post(key, "/v1/chat/completions", BODY, headers);
+      expect(res.status).toBe(200);
+      expect(res.headers.get("x-joined-request-id")).toBeNull();
+    }
+    expect(h.fake.counters.received).toBe(3);
+    const afterTwo = CREDITS * CREDIT - (await balance(h, id));
+    expect(afterTwo).toBe(3 * once);
+    // The left generation is still remembered: a retry of it joins, generated and charged nothing more.
+    const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    expect(retry.status).toBe(200);
+    expect(retry.headers.get("x-joined-request-id")).not.toBeNull();
+    expect(retry.headers.get("x-credits-charged")).toBe(String(once / CREDIT));
+    await aWhile();
+    expect(h.fake.counters.received).toBe(3);
+    expect(CREDITS * CREDIT - (await balance(h, id))).toBe(afterTwo);
+    // Given to one retry, then forgotten: a later retry with the same body (likelier another call's) is generated.
+    const later = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "2" });
+    expect(later.headers.get("x-joined-request-id")).toBeNull();
+    expect(h.fake.counters.received).toBe(4);
+  });
+
+  it("another key's retry of the same body never joins: generated and charged to that key", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const a = await h.createKey({ credits: CREDITS });
+    const b = await h.createKey({ credits: CREDITS });
+    h.fake.set({ tokenDelayMs: 20, defaultTokens: 20 });
+    await leaveAndWaitForCharge(h, a.key, a.id);
+    const res = await h.post(b.key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-joined-request-id")).toBeNull();
+    expect(h.fake.counters.received).toBe(2);
+    expect(await balance(h, b.id)).toBeLessThan(CREDITS * CREDIT);
+  });
+
+  it("a retry of a different body, or of a streamed request, is generated", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ tokenDelayMs: 20, defaultTokens: 20 });
+    await leaveAndWaitForCharge(h, key, id);
+    const other = await h.post(key, "/v1/chat/completions", { ...BODY, max_tokens: 19 }, { "x-stainless-retry-count": "1" });
+    expect(other.headers.get("x-joined-request-id")).toBeNull();
+    const streamed = await h.post(key, "/v1/chat/completions", { ...BODY, stream: true }, { "x-stainless-retry-count": "1" });
+    await streamed.text();
+    expect(streamed.headers.get("x-joined-request-id")).toBeNull();
+    expect(h.fake.counters.received).toBe(3);
+  });
+
+  it("a retry sent while the left generation is still running waits for it and gets its answer", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ tokenDelayMs: 50, defaultTokens: 20 }); // 1 s
+    await postAndLeave(h, key, BODY, () => h.fake.counters.received > 0);
+    const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    expect(retry.status).toBe(200);
+    const first = await h.waitForRequestLog((e) => e.keyId === id && e.status === 499);
+    expect(retry.headers.get("x-joined-request-id")).toBe(first.reqId);
+    expect(((await retry.json()) as { choices: unknown[] }).choices).toHaveLength(1);
+    await aWhile();
+    expect(h.fake.counters.received).toBe(1);
+    expect(await balance(h, id)).toBe(CREDITS * CREDIT - first.cost! * CREDIT);
+  });
+
+  it("a retry of a left generation that then fails is generated itself, charged once", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ failStatus: 503, headerDelayMs: 600 });
+    await postAndLeave(h, key, BODY, () => h.fake.counters.received > 0);
+    const retrying = h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    await new Promise((r) => setTimeout(r, 100));
+    h.fake.reset(); // the retry, once the failure is in, reaches an upstream that answers
+    const retry = await retrying;
+    expect(retry.status).toBe(200);
+    expect(retry.headers.get("x-joined-request-id")).toBeNull();
+    expect(h.fake.counters.received).toBe(2);
+    expect(await balance(h, id)).toBe(CREDITS * CREDIT - Number(retry.headers.get("x-credits-charged")) * CREDIT);
+  });
+
+  it("a retry waiting on a generation that runs out of time gets its final 504 (x-should-retry: false), not a generation of its own", async () => {
+    const h = await start({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_TIMEOUT_MS: "1000" } });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ hang: true });
+    await postAndLeave(h, key, BODY, () => h.fake.counters.received > 0);
+    const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    expect(retry.status).toBe(504);
+    expect(retry.headers.get("x-should-retry")).toBe("false");
+    await aWhile();
+    expect(h.fake.counters.received).toBe(1);
+    expect(await balance(h, id)).toBe(CREDITS * CREDIT);
+  });
+
+  it("a retry whose client leaves while it waits costs nothing, and the next retry gets the answer", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ tokenDelayMs: 50, defaultTokens: 20 }); // 1 s
+    await postAndLeave(h, key, BODY, () => h.fake.counters.received > 0);
+    const ac = new AbortController();
+    const gone = fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "x-stainless-retry-count": "1" }, body: JSON.stringify(BODY), signal: ac.signal }).catch(() => undefined);
+    setTimeout(() => ac.abort(), 200);
+    await gone;
+    const first = await h.waitForRequestLog((e) => e.keyId === id && e.status === 499 && !("joined" in e));
+    expect(await h.waitForRequestLog((e) => e.keyId === id && e.status === 499 && "joined" in e)).toMatchObject({ cost: 0, joined: first.reqId });
+    const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "2" });
+    expect(retry.status).toBe(200);
+    expect(retry.headers.get("x-joined-request-id")).toBe(first.reqId);
+    expect(h.fake.counters.received).toBe(1);
+    expect(await balance(h, id)).toBe(CREDITS * CREDIT - first.cost! * CREDIT);
+  });
+
+  it("a retry waiting on a generation when a drain (SIGTERM) ends is answered the drain's 503, charged nothing", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ hang: true });
+    await postAndLeave(h, key, BODY, () => h.fake.counters.received > 0);
+    const retrying = h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    await new Promise((r) => setTimeout(r, 300)); // the retry waits on the generation
+    await closeApp(h.app, 300);
+    const retry = await retrying;
+    expect(retry.status).toBe(503);
+    expect(h.fake.counters.received).toBe(1);
+    expect(await balance(h, id)).toBe(CREDITS * CREDIT);
+  });
+});
