@@ -33,13 +33,14 @@ const format = (parts: { schema?: unknown; pattern?: string; grammar?: string })
 const refusal = (body: Record<string, unknown>) => structuredRefusal(body);
 
 describe("a structural tag", () => {
-  it("has its schemas held to the limits together, as the one grammar vLLM compiles of them", () => {
+  it("has its schemas held together to four times one schema's limits, as the one grammar vLLM compiles of them", () => {
     const structures = (...widths: number[]) => ({ type: "structural_tag", structures: widths.map((n, i) => ({ begin: `<f${i}>`, schema: wide(n), end: `</f${i}>` })), triggers: ["<f"] });
-    expect(refusal({ response_format: structures(2_500, 2_500) })).toBeUndefined();
-    const e = refusal({ response_format: structures(2_500, 2_500, 1) });
+    expect(refusal({ response_format: structures(5_000, 5_000, 5_000, 5_000) })).toBeUndefined();
+    const e = refusal({ response_format: structures(5_000, 5_000, 5_000, 5_000, 1) });
     expect(e && [e.status, e.param]).toEqual([400, "response_format"]);
-    expect(e?.message).toMatch(/^The schemas in 'response_format' \(compiled as one grammar\) together have more than 5000 object properties/);
-    expect(refusal({ structured_outputs: { structural_tag: JSON.stringify(structures(4_000, 4_000)) } })?.param).toBe("structured_outputs");
+    expect(e?.message).toMatch(/^The schemas in 'response_format' \(compiled as one grammar, held to 4 times one schema's limits\) together have more than 20000 object properties/);
+    expect(refusal({ structured_outputs: { structural_tag: JSON.stringify(structures(5_000, 5_000, 5_000, 4_000, 1_001)) } })?.param).toBe("structured_outputs");
+    expect(refusal({ structured_outputs: { structural_tag: JSON.stringify(structures(5_000, 5_000, 5_000, 4_000, 1_000)) } })).toBeUndefined();
   });
 
   it("has its schemas, regexes and grammars held to the limits, in either form, as an object or JSON text", () => {

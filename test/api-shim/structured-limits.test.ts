@@ -24,6 +24,30 @@ const enumOf = (n: number, value = (i: number) => `v${i}`) => ({ type: "string",
 
 const refusal = (body: Record<string, unknown>, limits: StructuredLimits = LIMITS) => structuredRefusal(body, limits);
 
+/** The IANA time zones as Node's Intl lists them: 418 in Node 24, padded to 418 if an ICU lists fewer. */
+const timeZones = (): string[] => {
+  const zones = Intl.supportedValuesOf("timeZone").slice(0, 418);
+  while (zones.length < 418) zones.push(`Etc/Zone${zones.length}`);
+  return zones;
+};
+/** Three calendar tools each taking a time zone from the same 418-value enum; only the first strict (finding 4's example). */
+const calendarTools = (zones: string[]) => ["create_event", "find_free_slots", "list_events"].map((name, i) => ({
+  type: "function" as const,
+  function: {
+    name,
+    description: `Calendar: ${name.replace(/_/g, " ")}`,
+    ...(i === 0 ? { strict: true } : {}),
+    parameters: {
+      type: "object",
+      properties: { title: { type: "string" }, start: { type: "string", description: "ISO 8601 local time" }, timeZone: { type: "string", enum: zones } },
+      required: ["title", "start", "timeZone"],
+      additionalProperties: false,
+    },
+  },
+}));
+/** `n` of the calendar tools, in turn, each under a name of its own. */
+const calendarCopies = (zones: string[], n: number) => Array.from({ length: n }, (_, i) => calendarTools(zones)[i % 3]!).map((t, i) => ({ ...t, function: { ...t.function, name: `cal${i}` } }));
+
 describe("a schema, at OpenAI's limits", () => {
   it("passes at each limit and is refused one past it", () => {
     expect(schemaRefusal(nested(10), LIMITS)).toBeNull();
@@ -165,42 +189,61 @@ describe("the members a request carries them in", () => {
     expect(refusal({ response_format: { type: "json_object" } })).toBeUndefined();
   });
 
-  it("with tool_choice \"required\" the tools' parameters are one schema, as vLLM compiles them; named, the named one's", () => {
+  it("with tool_choice \"required\" the tools' parameters are one schema, as vLLM compiles them, held to four times one schema's limits; named, the named one's", () => {
     const tools = (...widths: number[]) => widths.map((n, i) => ({ type: "function", function: { name: `f${i}`, parameters: wide(n) } }));
-    expect(refusal({ tool_choice: "required", tools: tools(2_500, 2_500) })).toBeUndefined();
-    const e = refusal({ tool_choice: "required", tools: [...tools(2_500, 2_500), { type: "namespace", name: "n", tools: [{ type: "function", name: "g", parameters: wide(1) }] }] });
+    // Four tools at OpenAI's per-schema limit are the combined limit (COMBINED_FACTOR, combined-limits.ts); one property more is past it.
+    expect(refusal({ tool_choice: "required", tools: tools(5_000, 5_000, 5_000, 5_000) })).toBeUndefined();
+    const e = refusal({ tool_choice: "required", tools: [...tools(5_000, 5_000, 5_000, 5_000), { type: "namespace", name: "n", tools: [{ type: "function", name: "g", parameters: wide(1) }] }] });
     expect(e && [e.status, e.param]).toEqual([400, "tools"]);
-    expect(e?.message).toMatch(/^The schema in 'tools' \(every tool's parameters: with tool_choice "required" the model server compiles them as one\) has more than 5000 object properties/);
+    expect(e?.message).toMatch(/^The schema in 'tools' \(every tool's parameters: with tool_choice "required" the model server compiles them as one, held to 4 times one schema's limits\) has more than 20000 object properties/);
     // Given as JSON text too, and a tool past the limits alone is still named.
-    expect(refusal({ tool_choice: "required", tools: [{ type: "function", function: { name: "a", parameters: JSON.stringify(wide(3_000)) } }, ...tools(2_001)] })?.param).toBe("tools");
+    expect(refusal({ tool_choice: "required", tools: [{ type: "function", function: { name: "a", parameters: JSON.stringify(wide(5_000)) } }, ...tools(5_000, 5_000, 5_000, 1)] })?.param).toBe("tools");
     expect(refusal({ tool_choice: "required", tools: tools(1, 5_001) })?.message).toContain("'tools[1].function.parameters'");
-    // A union adds no level: tools at the depth limit pass together.
+    // Enum values and characters are held to four times theirs too.
+    expect(refusal({ tool_choice: "required", tools: [4, 4, 4, 4].map((_, i) => ({ type: "function", function: { name: `e${i}`, parameters: enumOf(1_000) } })) })).toBeUndefined();
+    expect(refusal({ tool_choice: "required", tools: [1_000, 1_000, 1_000, 1_000, 1].map((n, i) => ({ type: "function", function: { name: `e${i}`, parameters: enumOf(n) } })) })?.message).toMatch(/has more than 4000 enum values/);
+    const chars = (n: number, i: number) => ({ type: "function", function: { name: `c${i}`, parameters: { const: "c".repeat(n) } } });
+    expect(refusal({ tool_choice: "required", tools: [120_000, 120_000, 120_000, 120_000].map(chars) })).toBeUndefined();
+    expect(refusal({ tool_choice: "required", tools: [120_000, 120_000, 120_000, 120_000, 1].map(chars) })?.message).toMatch(/has more than 480000 characters/);
+    // Depth is not multiplied: a union adds no level, so tools at the depth limit pass together.
     expect(refusal({ tool_choice: "required", tools: [nested(10), nested(10)].map((p, i) => ({ type: "function", function: { name: `d${i}`, parameters: p } })) })).toBeUndefined();
+    // The case the combined check exists for: fifty tools of 4,900 properties (245,000 in one compile).
+    expect(refusal({ tool_choice: "required", tools: tools(...Array<number>(50).fill(4_900)) })?.message).toMatch(/has more than 20000 object properties/);
     // vLLM compiles only the named tool's.
-    expect(refusal({ tool_choice: { type: "function", function: { name: "f0" } }, tools: tools(2_500, 2_501) })).toBeUndefined();
+    expect(refusal({ tool_choice: { type: "function", function: { name: "f0" } }, tools: tools(5_000, 5_000, 5_000, 5_000, 5_000) })).toBeUndefined();
   });
 
   it("under tool_choice auto, one strict tool has vLLM compile every tool not strict: false, as one grammar", () => {
     // vLLM's get_model_structural_tag (structural_tag_registry.py): under "auto" a structural tag is
     // built once any tool is strict, of every tool, each with its parameters unless strict is false.
     const tool = (n: number, strict?: boolean, name = `f${n}`) => ({ type: "function", function: { name, parameters: wide(n), ...(strict === undefined ? {} : { strict }) } });
-    const together = /^The schema in 'tools' \(every tool's parameters: with a strict tool under tool_choice "auto" the model server compiles them as one\) has more than 5000 object properties/;
+    const together = /^The schema in 'tools' \(every tool's parameters: with a strict tool under tool_choice "auto" the model server compiles them as one, held to 4 times one schema's limits\) has more than 20000 object properties/;
+    const four = (strict?: boolean) => [tool(5_000, true, "a"), tool(5_000, strict, "b"), tool(5_000, strict, "c"), tool(4_999, strict, "d")];
     for (const choice of [undefined, "auto"]) {
-      const e = refusal({ tool_choice: choice, tools: [tool(2_500, true), tool(2_501, true)] });
+      const e = refusal({ tool_choice: choice, tools: [...four(true), tool(2, true)] });
       expect(e && [e.status, e.param], String(choice)).toEqual([400, "tools"]);
       expect(e?.message, String(choice)).toMatch(together);
       // A tool that says nothing of strict is in the grammar too, and alone past the limits is named.
-      expect(refusal({ tool_choice: choice, tools: [tool(2_500, true), tool(2_501)] })?.message).toMatch(together);
+      expect(refusal({ tool_choice: choice, tools: [...four(), tool(2)] })?.message).toMatch(together);
       expect(refusal({ tool_choice: choice, tools: [tool(1, true), tool(5_001)] })?.message).toContain("'tools[1].function.parameters'");
       // strict: false is compiled without its schema; with no strict tool at all nothing is compiled.
-      expect(refusal({ tool_choice: choice, tools: [tool(2_500, true), tool(5_001, false)] })).toBeUndefined();
-      expect(refusal({ tool_choice: choice, tools: [tool(2_500), tool(5_001)] })).toBeUndefined();
+      expect(refusal({ tool_choice: choice, tools: [...four(true), tool(5_000, false)] })).toBeUndefined();
+      expect(refusal({ tool_choice: choice, tools: [..."bcde"].map((name) => tool(5_000, undefined, name)).concat(tool(5_001)) })).toBeUndefined();
     }
     // The Responses API's tools, a namespace's included.
-    const fn = (n: number, strict?: boolean) => ({ type: "function", name: `g${n}`, parameters: wide(n), ...(strict === undefined ? {} : { strict }) });
-    expect(refusal({ tools: [fn(2_500, true), { type: "namespace", name: "n", tools: [fn(2_501)] }] })?.message).toMatch(together);
-    // At the limits together it passes.
-    expect(refusal({ tools: [tool(2_500, true), tool(2_500)] })).toBeUndefined();
+    const fn = (n: number, strict?: boolean, name = `g${n}`) => ({ type: "function", name, parameters: wide(n), ...(strict === undefined ? {} : { strict }) });
+    expect(refusal({ tools: [fn(5_000, true), { type: "namespace", name: "n", tools: [fn(5_000, undefined, "x"), fn(5_000, undefined, "y"), fn(5_000, undefined, "z"), fn(1)] }] })?.message).toMatch(together);
+    // At the combined limit it passes: four tools of 5,000, one property short of the fifth's one.
+    expect(refusal({ tools: [...four(), tool(1)] })).toBeUndefined();
+  });
+
+  it("under tool_choice auto, three calendar tools with a time-zone enum each, one strict, pass as OpenAI takes them", () => {
+    // 418 IANA zones a tool: 1,254 enum values in the one grammar, past one schema's 1,000 (the
+    // structured-output review, finding 4: this was a 400 though each tool passes alone).
+    const zones = timeZones();
+    expect(refusal({ tool_choice: "auto", tools: calendarTools(zones) })).toBeUndefined();
+    // Ten such tools (4,180 values) are past four schemas' enum values.
+    expect(refusal({ tool_choice: "auto", tools: calendarCopies(zones, 10) })?.message).toMatch(/has more than 4000 enum values/);
   });
 
   it("every limit can be turned off", () => {
@@ -297,6 +340,22 @@ describe("through the shim, to the openai SDK", () => {
     // Within the limits, JSON text is walked and served as before.
     const ok = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages, guided_json: `{"allOf":[${Array(1_000).fill("{}").join(",")}]}` } as never);
     expect(ok.choices.length).toBe(1);
+  });
+
+  it("three calendar tools with a 418-value time-zone enum each, one strict, under tool_choice auto, are served as OpenAI serves them", async () => {
+    // Each passes alone, and OpenAI's limits are per schema; the combined check held their 1,254
+    // enum values to one schema's 1,000 and refused it (the structured-output review, finding 4).
+    const before = h.fake.counters.received;
+    const tools = calendarTools(timeZones());
+    const ok = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages, tools, tool_choice: "auto" });
+    expect(ok.choices.length).toBe(1);
+    expect(h.fake.counters.received).toBe(before + 1);
+    expect((JSON.parse(h.fake.requests.at(-1)!.body) as { tools: unknown }).tools).toEqual(tools);
+    // Past four schemas' enum values (ten such tools, 4,180) it is still a BadRequestError naming the combined limit, never forwarded.
+    const e = await h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages, tools: calendarCopies(timeZones(), 10), tool_choice: "auto" }).catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(OpenAI.BadRequestError);
+    expect([(e as InstanceType<typeof OpenAI.BadRequestError>).param, (e as Error).message]).toEqual(["tools", expect.stringContaining("held to 4 times one schema's limits) has more than 4000 enum values")]);
+    expect(h.fake.counters.received).toBe(before + 1);
   });
 
   it("a schema within the limits is served, and a body without structured outputs reaches the upstream byte for byte", async () => {

@@ -1,4 +1,5 @@
 import { invalidParam } from "../errors.ts";
+import { combinedLimits, COMBINED_WHY } from "./combined-limits.ts";
 import { countRefusal, Relaxation } from "./schema-maxima.ts";
 import { jsonShapeProblem, MAX_JSON_CONTAINERS } from "./json-shape.ts";
 import { localRef } from "./schema-refs.ts";
@@ -108,13 +109,12 @@ function toolSchemas(tools: unknown[], choice: unknown, limits: StructuredLimits
   for (const { fn, at } of fns) {
     if (fn.parameters != null && (forced || fn.strict === true || (strictAuto && fn.strict !== false))) all.push(schema("tools", `${at}.parameters`, fn, "parameters", limits, relax));
   }
-  // "required", and "auto" with a strict tool: vLLM compiles every tool's parameters as one schema
-  // or grammar (an array of an `anyOf` of them; a structural tag of them), so the limits are that
-  // one's: forty tools of 4,999 properties each were 200,000 in one.
+  // "required", and "auto" with a strict tool: vLLM compiles every tool's parameters as one schema or grammar (an `anyOf`
+  // of them; a structural tag): fifty tools of 4,900 properties were 245,000 in one. Held to combinedLimits, not one's.
   if ((choice !== "required" && !strictAuto) || all.length < 2) return;
-  const reason = schemaRefusal({ anyOf: all }, limits); // a union adds no level (schemaRefusal)
+  const reason = schemaRefusal({ anyOf: all }, combinedLimits(limits)); // a union adds no level (schemaRefusal)
   const why = strictAuto ? "with a strict tool under tool_choice \"auto\"" : "with tool_choice \"required\"";
-  if (reason !== null) throw refused("tools", `The schema in 'tools' (every tool's parameters: ${why} the model server compiles them as one) ${reason}`);
+  if (reason !== null) throw refused("tools", `The schema in 'tools' (every tool's parameters: ${why} the model server compiles them as one, ${COMBINED_WHY}) ${reason}`);
 }
 
 /**
@@ -148,9 +148,9 @@ function structuralTag(param: string, at: string, holder: Body, key: string, lim
       paths.push(`${path}.${k}`);
     }
   }
-  // One tag is one grammar: its schemas are held to the limits together, as toolSchemas' are.
-  const reason = schemas.length > 1 ? schemaRefusal({ anyOf: schemas }, limits) : null;
-  if (reason !== null) throw refused(param, `The schemas in '${at}' (compiled as one grammar) together ${reason.replace(/^has/, "have")}`);
+  // One tag is one grammar: its schemas are held together to combinedLimits, as toolSchemas' are.
+  const reason = schemas.length > 1 ? schemaRefusal({ anyOf: schemas }, combinedLimits(limits)) : null;
+  if (reason !== null) throw refused(param, `The schemas in '${at}' (compiled as one grammar, ${COMBINED_WHY}) together ${reason.replace(/^has/, "have")}`);
   if (relax.removed > before && typeof holder[key] === "string") holder[key] = JSON.stringify(tag); // relaxed in its parsed form
 }
 
