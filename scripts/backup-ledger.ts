@@ -1,4 +1,4 @@
-// npm run backup-ledger -- (--stack <name> | --url <base>) [--out <file>]
+// npm run backup-ledger -- (--stack <name> | --url <base>) [--out <file>] [--json]
 // A tenant's ledger (keys' hashes, balances, every charge and top-up) as one SQLite file, from its
 // admin API (GET /admin/backup): Linode does not back volumes up, and the ledger is on one.
 import { randomBytes } from "node:crypto";
@@ -13,7 +13,7 @@ import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { INTERRUPTED_EXIT_CODE } from "./lib/interruption.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
 
-const USAGE = `Usage: npm run backup-ledger -- (--stack <name> | --url <base URL>) [--out <file>]
+const USAGE = `Usage: npm run backup-ledger -- (--stack <name> | --url <base URL>) [--out <file>] [--json]
 
 Downloads a consistent copy of a tenant's ledger (keys' hashes, balances, every request's charge,
 top-ups) as one SQLite file, made by the running shim without stopping it (GET /admin/backup).
@@ -28,14 +28,17 @@ Postgres is refused: back that database up with pg_dump or the provider's backup
                              an existing file is refused. Written under a temporary name beside
                              it and renamed only once whole, so a failed or interrupted download
                              leaves nothing
+  --json                     print {"path", "bytes"} of the file written (path absolute), and
+                             nothing else, on stdout: a pipeline's next step reads where it is
 
 ${TARGET_USAGE}
 
 Examples:
   npm run backup-ledger -- --stack acme
-  npm run backup-ledger -- --stack acme --out backups/acme-before-upgrade.db`;
+  npm run backup-ledger -- --stack acme --out backups/acme-before-upgrade.db
+  npm run --silent backup-ledger -- --stack acme --json | jq -r .path`;
 
-const OPTIONS = { ...TARGET_OPTIONS, out: { type: "string" } } as const;
+const OPTIONS = { ...TARGET_OPTIONS, out: { type: "string" }, json: { type: "boolean" } } as const;
 
 /** Above this size the download says how far it is, every tenth. */
 const PROGRESS_FROM_BYTES = 16 * 2 ** 20;
@@ -139,7 +142,8 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     deps.signals.on("SIGTERM", stop);
     try {
       const saved = await saveBackup(res, out, (line) => deps.io.err(line), (r) => (removal = r));
-      deps.io.out(`saved the ledger to ${saved.path} (${saved.bytes} bytes, ${showMiB(saved.bytes)}; mode 0600: it holds the keys' hashes)`);
+      if (values.json) deps.io.out(JSON.stringify({ path: saved.path, bytes: saved.bytes }));
+      else deps.io.out(`saved the ledger to ${saved.path} (${saved.bytes} bytes, ${showMiB(saved.bytes)}; mode 0600: it holds the keys' hashes)`);
       return 0;
     } finally {
       deps.signals.off("SIGINT", stop);

@@ -1,12 +1,13 @@
 // A small client for the shim's admin API (docs: api-shim routes/admin.ts): keys, top-ups, usage
 // reports, credits statements and backups. Every failure becomes an AdminApiError whose message has the HTTP status and
 // the API's own message, plus a hint for the usual operator mistakes, and says whether the API
-// may have acted on the request (what a write's caller must tell the operator). A 429 is waited
-// out (its Retry-After) and the request sent again, a few times, before it is such a failure.
+// may have acted on the request (what a write's caller must tell the operator). A 429, and a read's
+// 502/503 while the shim restarts, are waited out and sent again (admin-retry.ts).
 import { setTimeout as sleep } from "node:timers/promises";
 import { failedBeforeSending, networkReason, notTheApi, refusedByFetch, UsageError } from "./cli.ts";
 import { credentialStray, trimCredential } from "./credential.ts";
 import { isRedirect, redirectAdvice } from "./redirect.ts";
+import { gaveUp, type Refusal, RETRIES, retryable, retryWait } from "./admin-retry.ts";
 export { findKey, keyReference, keyStatus } from "./key-lookup.ts";
 import type { CreditsQuery, CreditsStatement } from "./credits-statement.ts";
 export type { CreditsLine, CreditsQuery, CreditsStatement } from "./credits-statement.ts";
@@ -171,23 +172,6 @@ const TIMEOUTS = { requestMs: 30_000, reportMs: 180_000, backupMs: 3_600_000 };
 /** AbortSignal.timeout's abort: the call's time ran out (not the network). */
 const timedOut = (err: unknown) => err instanceof Error && err.name === "TimeoutError";
 
-/** How often a request refused 429 is sent again, and the longest wait before each. */
-const RATE_LIMIT_RETRIES = 5;
-const LONGEST_RATE_LIMIT_WAIT_S = 30;
-
-/**
- * How long a 429 asks to wait, in ms: its Retry-After (seconds, a fraction rounded up to the ms,
- * or an HTTP date) capped at LONGEST_RATE_LIMIT_WAIT_S; 1 s when it gives none that can be read.
- * Only a value with a letter is read as a date: Date.parse("1.5") is a date in 2001.
- */
-function rateLimitWait(retryAfter: string | null, now = Date.now()): number {
-  const value = retryAfter?.trim() ?? "";
-  const date = /[a-z]/i.test(value) ? Date.parse(value) : NaN;
-  const ms = /^\d+(\.\d+)?$/.test(value) ? Math.ceil(Number(value) * 1000)
-    : Number.isNaN(date) ? 1000 : Math.max(0, Math.ceil((date - now) / 1000) * 1000);
-  return Math.min(ms, LONGEST_RATE_LIMIT_WAIT_S * 1000);
-}
-
 export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch, options: AdminClientOptions = {}): AdminClient {
   const { progress = () => {}, sleep: wait = sleep, timeouts = TIMEOUTS } = options;
   // Checked before any request (scripts/lib/credential.ts): fetch's refusal would repeat the token.
@@ -196,25 +180,25 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
   if (stray) {
     throw new UsageError(`the admin token (${target.source}) has ${stray}, which no admin token has (printable ASCII only): was it pasted with a typographic dash or quote? Copy it again, e.g. from \`pulumi stack output adminToken --show-secrets\``);
   }
-  /**
-   * One admin request, sent again after a 429's Retry-After: a 429 (nginx's per-address limit,
-   * which covers /admin, or the shim's) means neither processed it, so this is safe for every
-   * call, and a top-up keeps its Idempotency-Key.
-   */
+  /** One admin request, sent again after a refusal that says to retry (admin-retry.ts). */
   async function call(method: string, path: string, init: { body?: unknown; headers?: Record<string, string> } = {}): Promise<Response> {
     const timeoutMs = path.startsWith("/admin/usage") || path.startsWith("/admin/credits") ? timeouts.reportMs : path === "/admin/backup" ? (timeouts.backupMs ?? TIMEOUTS.backupMs) : timeouts.requestMs;
-    for (let retry = 1; ; retry++) {
+    const tries: Record<Refusal, number> = { "rate-limited": 0, restarting: 0 };
+    for (;;) {
       try {
         return await callOnce(method, path, init, timeoutMs);
       } catch (err) {
-        if (!(err instanceof AdminApiError && err.status === 429)) throw err;
-        const ms = rateLimitWait(err.retryAfter);
-        const refusal = `${method} ${path.split("?")[0]}: 429 ${err.code ? `${err.code}: ` : ""}${(err.apiMessage ?? "rate limited").replace(/\.$/, "")}`;
-        if (retry > RATE_LIMIT_RETRIES) {
-          err.message += `\nIt was still refused after ${RATE_LIMIT_RETRIES} retries, each after the wait it asked for: run the command again in a minute. nginx limits each address's requests, /admin included, to the stack's limits.requestsPerSecond and limits.burst; the shim, an address's failed admin tokens to unauthenticatedRpm a minute.`;
+        if (!(err instanceof AdminApiError)) throw err;
+        const why = retryable(method, err.status, err.retryAfter);
+        if (why === undefined) throw err;
+        const retry = ++tries[why];
+        const ms = retryWait(err.retryAfter);
+        const refusal = `${method} ${path.split("?")[0]}: ${err.status} ${err.code ? `${err.code}: ` : ""}${(err.apiMessage ?? (why === "rate-limited" ? "rate limited" : "unavailable")).replace(/\.$/, "")}`;
+        if (retry > RETRIES[why]) {
+          err.message += gaveUp(why);
           throw err;
         }
-        progress(`admin API ${refusal}. Waiting ${ms / 1000} s, then sending it again (retry ${retry} of ${RATE_LIMIT_RETRIES})…`);
+        progress(`admin API ${refusal}. Waiting ${ms / 1000} s, then sending it again (retry ${retry} of ${RETRIES[why]})…`);
         await wait(ms);
       }
     }

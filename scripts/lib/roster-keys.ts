@@ -112,7 +112,8 @@ export async function createFromRoster(run: RosterRun, deps: ScriptDeps, connect
     for (const { entry, key } of plan.skipped) io.err(`skipped line ${entry.line}: ${entry.name} has a key in use (id ${key.id}), made by an earlier run or by hand`);
     const total = plan.create.length;
     if (total === 0) {
-      io.out(`Every name in ${run.from} has a key in use: nothing to create (${manageKeysCommand(run.target, "list")} shows them).`);
+      // With --json, stdout is the JSON array alone (`[]`, printed below): a pipeline's re-run parses it.
+      (run.json ? io.err : io.out)(`Every name in ${run.from} has a key in use: nothing to create (${manageKeysCommand(run.target, "list")} shows them).`);
       return 0;
     }
     for (const entry of plan.create) {

@@ -1,5 +1,5 @@
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
-import { afterAll, beforeAll, beforeEach, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { AdminApiError, adminClient } from "../../scripts/lib/admin-client.ts";
 
 /**
@@ -116,4 +116,54 @@ it("the plain-http warning leaves every name of this machine alone", async () =>
     await adminClient({ baseUrl, adminToken: "t0ken", source: "test" }, answer, { progress: (line) => lines.push(line) }).topUp("k1", { amount: "5" }, "idem-4");
   }
   expect(lines).toEqual([]);
+});
+
+describe("a shim restarting (nginx's 502 with Retry-After 5, or its 503 with one)", () => {
+  const NGINX_502 = '{"error":{"message":"The service is not reachable; retry shortly.","type":"api_error","param":null,"code":"upstream_error"}}';
+  const KEY = { id: "k1", object: "api_key", name: "team-07", tier: "free", models: null, balance: 5, held: 0, credits_remaining: 5, created_at: "2026-01-01T00:00:00Z", expires_at: null, revoked_at: null };
+  /** A front that answers `down` 502s (or 503s) with `retryAfter`, then the API's answer; it counts what it is sent. */
+  function restarting(down: number, status = 502, retryAfter: string | null = "5") {
+    const sent: string[] = [];
+    const fetchImpl: typeof fetch = async (url, init) => {
+      sent.push(`${init?.method} ${new URL(String(url)).pathname}`);
+      if (sent.length <= down) return new Response(NGINX_502, { status, headers: { "content-type": "application/json", ...(retryAfter === null ? {} : { "retry-after": retryAfter }) } });
+      const body = init?.method === "GET" ? { object: "list", data: [KEY] } : { ...GRANT, replayed: false };
+      return new Response(JSON.stringify(body), { status: 200, headers: { "content-type": "application/json" } });
+    };
+    const client = adminClient({ baseUrl: "http://127.0.0.1:9", adminToken: "t0ken", source: "test" }, fetchImpl, {
+      progress: (line) => lines.push(line),
+      sleep: async (ms) => { waits.push(ms); },
+    });
+    return { client, sent };
+  }
+
+  it("a read (GET) waits the Retry-After and is sent again until the shim is back, saying so on stderr", async () => {
+    const { client, sent } = restarting(3);
+    expect((await client.listKeys()).map((k) => k.id)).toEqual(["k1"]);
+    expect(sent).toEqual(Array(4).fill("GET /admin/keys"));
+    expect(waits).toEqual([5000, 5000, 5000]);
+    expect(lines[0]).toBe("admin API GET /admin/keys: 502 upstream_error: The service is not reachable; retry shortly. Waiting 5 s, then sending it again (retry 1 of 12)…");
+    const unavailable = restarting(1, 503, "2");
+    expect(await unavailable.client.listKeys()).toHaveLength(1);
+    expect(unavailable.sent).toHaveLength(2);
+  });
+
+  it("gives up after 12 retries (about a minute), saying the shim is down or keeps restarting", async () => {
+    const { client, sent } = restarting(100);
+    const err = await client.usage({}).catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 502, outcome: "unknown" });
+    expect((err as Error).message).toMatch(/502 upstream_error: The service is not reachable.*\n.*still unavailable after 12 retries.*down or keeps restarting/s);
+    expect(sent).toHaveLength(13);
+  });
+
+  it("a write is not sent again (it may have been applied), nor a 502 without a Retry-After", async () => {
+    const write = restarting(1);
+    const err = await write.client.topUp("k1", { amount: "5" }, "idem-1").catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 502, outcome: "unknown" });
+    expect(write.sent).toEqual(["POST /admin/keys/k1/credits"]);
+    const bare = restarting(1, 502, null);
+    await expect(bare.client.listKeys()).rejects.toMatchObject({ status: 502 });
+    expect(bare.sent).toHaveLength(1);
+    expect(waits).toEqual([]);
+  });
 });

@@ -71,6 +71,17 @@ describe("npm run backup-ledger", () => {
     expect(readFileSync(join(root, "acme-ledger-20260315T120000Z.db")).equals(body)).toBe(true);
   });
 
+  it("--json prints only the file's absolute path and size on stdout, for a pipeline's next step; progress stays on stderr", async () => {
+    const body = ledgerBytes(64 * 1024);
+    const api = await fakeApi((res) => res.writeHead(200, { "content-type": "application/vnd.sqlite3", "content-length": String(body.length) }).end(body));
+    const r = await run(api.url, ["--json"]);
+    expect(r.code, r.io.text()).toBe(0);
+    const saved = JSON.parse(r.out) as { path: string; bytes: number };
+    expect(saved).toEqual({ path: join(r.root, "127.0.0.1-ledger-20260315T120000Z.db"), bytes: body.length });
+    expect(readFileSync(saved.path).equals(body)).toBe(true);
+    expect(r.err).toContain("asking http://127.0.0.1:");
+  });
+
   it("a body that arrives in pieces smaller than SQLite's 16-byte header is saved whole", async () => {
     const body = ledgerBytes(64 * 1024);
     const api = await fakeApi(async (res) => {

@@ -274,6 +274,13 @@ describe("create --from: a key per roster line", () => {
     for (const k of made) h.secrets.add(k.key);
     expect(made.map((k) => [k.name, k.expires_at])).toEqual([["ws6-ann", "2099-01-01T00:00:00.000Z"], ["ws6-bob", "2098-01-01T00:00:00.000Z"]]);
     expect(handout(join(root, "k.csv")).rows.map((row) => row.key)).toEqual(made.map((k) => k.key));
+
+    // A pipeline's re-run (every name has its key): stdout is still JSON alone, the empty array;
+    // what the run did is said on stderr.
+    const again = await keys(["create", "--url", h.url, "--from", "roster.csv", "--json", "--handout", "k2.csv"], root);
+    expect(again.code, again.err).toBe(0);
+    expect(JSON.parse(again.out)).toEqual([]);
+    expect(again.err).toContain("Every name in roster.csv has a key in use: nothing to create");
   });
 
   it.each([
