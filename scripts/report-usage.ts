@@ -51,8 +51,9 @@ totals.
                              said on stderr; one older than write-offs: adjusted 0); a key revoked
                              or expired before the period with credits left has its line too,
                              so a month's opening total is the last one's closing
-  --format <table|json|csv>  table (default); json (the API's report plus totals, and with --key
-                             the keys covered); csv (the API's CSV, spreadsheet-safe, one row per
+  --format <table|json|csv>  table (default); json (the API's report, each row with key_name
+                             after key_id as in the CSV, plus totals, and with --key the keys
+                             covered); csv (the API's CSV, spreadsheet-safe, one row per
                              key and group, with key_name after key_id: key_id,key_name,day,model,
                              requests,… with --group day,model; --group key: key_id,
                              key_name, requests, prompt_tokens, completion_tokens, total_tokens,
@@ -262,12 +263,14 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     const target = await resolveAdminTarget(values, deps);
     const { from, to } = values.all ? wholeLedger(target.createdAt, deps.now()) : given;
     const client = adminClient(target, fetch, { progress: (line) => deps.io.err(line) });
-    // Names for the table and the CSV, balances for --group key, and to accept --key by name; the API filters by id.
-    const keys = values.key !== undefined || format !== "json" || group === "key" ? await client.listKeys() : [];
-    const covered = values.key === undefined ? undefined : reportedKeys(keys, values.key);
+    // Names for every format's rows, balances for --group key, and to accept --key by name; the API
+    // filters by id. JSON without --key lists them after the report (withTheRows): a --url that is
+    // not a shim is then told by the report's route, as before the JSON had names.
+    const keys = values.key !== undefined || format !== "json" || group === "key" ? await client.listKeys() : undefined;
+    const covered = values.key === undefined ? undefined : reportedKeys(keys!, values.key);
     // --group key sums the API's rows per key and model: the API groups by model or day only.
     const queries = queriesFor({ group: group === "key" ? "model" : group, ...(from ? { from } : {}), ...(to ? { to } : {}) }, covered, deps.now());
-    if (group === "key") return keyReport(client, await mergedReport(client, queries), covered ?? keys, covered, format, deps);
+    if (group === "key") return keyReport(client, await mergedReport(client, queries), covered ?? keys!, covered, format, deps);
     return await withTheRows(group, format, queries, keys, covered, client, deps);
   });
 }
@@ -278,16 +281,27 @@ function olderThanDayModel(err: unknown, group: string): unknown {
   return new UsageError(`${err.message}\nThis tenant's shim is older than --group ${group} (2026-12-07): use --group day or --group model with it, or upgrade it (pulumi up with this checkout).`);
 }
 
-async function withTheRows(group: string, format: string, queries: UsageQuery[], keys: readonly ApiKey[], covered: readonly ApiKey[] | undefined, client: AdminClient, deps: ScriptDeps): Promise<number> {
+/**
+ * The report's rows with each key's name right after its id, as the CSV has its key_name column
+ * (withKeyNames): a job switching format keeps the names. A key the list does not have: "", as
+ * the CSV and --group key name it.
+ */
+export function rowsWithKeyNames(rows: readonly UsageRow[], keys: readonly Pick<ApiKey, "id" | "name">[]): (UsageRow & { key_name: string })[] {
+  const names = new Map(keys.map((k) => [k.id, k.name]));
+  return rows.map(({ key_id, ...rest }) => ({ key_id, key_name: names.get(key_id) ?? "", ...rest }));
+}
+
+async function withTheRows(group: string, format: string, queries: UsageQuery[], listed: readonly ApiKey[] | undefined, covered: readonly ApiKey[] | undefined, client: AdminClient, deps: ScriptDeps): Promise<number> {
   try {
     if (format === "csv") {
       // As the shim wrote it (CRLF line ends, RFC 4180): a line-printing \n would mix endings.
-      deps.io.write(withKeyNames(await mergedCsv(client, queries), keys));
+      deps.io.write(withKeyNames(await mergedCsv(client, queries), listed!));
       if (covered) deps.io.err(`usage of ${coverage(covered)}`);
       return 0;
     }
     const report = await mergedReport(client, queries);
-    const json = () => ({ ...report, ...(covered ? { keys: covered.map((k) => ({ id: k.id, name: k.name, revoked_at: k.revoked_at })) } : {}), totals: usageTotals(report.data) });
+    const keys = listed ?? await client.listKeys();
+    const json = () => ({ ...report, data: rowsWithKeyNames(report.data, keys), ...(covered ? { keys: covered.map((k) => ({ id: k.id, name: k.name, revoked_at: k.revoked_at })) } : {}), totals: usageTotals(report.data) });
     deps.io.out(format === "json" ? JSON.stringify(json(), null, 2) : formatUsage(report, keys, covered));
     return 0;
   } catch (err) {

@@ -74,7 +74,7 @@ describe("report-usage against a real shim", () => {
     expect(json.group).toBe("model");
     const ea = expected.get(a.id)!;
     expect(json.data.find((d) => d.key_id === a.id)).toEqual({
-      key_id: a.id, model: "qwen2.5-7b", requests: 3, prompt_tokens: ea.prompt, completion_tokens: ea.completion,
+      key_id: a.id, key_name: "team-a", model: "qwen2.5-7b", requests: 3, prompt_tokens: ea.prompt, completion_tokens: ea.completion,
       total_tokens: ea.prompt + ea.completion, cost: ea.micro / 1e6,
     });
     const t = total();
@@ -130,6 +130,21 @@ describe("report-usage against a real shim", () => {
       "key_id,key_name,day,requests,cost\r\nAAAAAAAAAAAA,\"ops, \"\"night\"\"\",2026-03-01,1,1\r\nBBBBBBBBBBBB,,2026-03-01,2,2\r\nCCCCCCCCCCCC,'=HYPERLINK(1),2026-03-02,3,3\r\nDDDDDDDDDDDD,plain,2026-03-02,4,4\r\n",
     );
     expect(withKeyNames("key_id,model,requests\r\n", keys)).toBe("key_id,key_name,model,requests\r\n");
+  });
+
+  // Found by a CI pipeline's author: switching a job from --format csv to json lost the names.
+  it.each(["model", "day", "day,model", "model,price"])("--group %s: each JSON row has the key_name the CSV of the same report has, right after key_id; the CSV is unchanged", async (group) => {
+    const [json, csv] = [await report(["--group", group, "--format", "json"]), await report(["--group", group, "--format", "csv"])];
+    expect(json.code, json.err).toBe(0);
+    const rows = (JSON.parse(json.out) as { data: Record<string, unknown>[] }).data;
+    const csvRows = csv.out.replace(/\r\n$/, "").split("\r\n").slice(1).map((row) => row.split(","));
+    expect(rows.map((r) => [r.key_id, r.key_name])).toEqual(csvRows.map((c) => [c[0], c[1]]));
+    expect(rows.map((r) => r.key_name).sort()).toEqual(["team-a", "team-b"]);
+    for (const r of rows) expect(Object.keys(r).slice(0, 2)).toEqual(["key_id", "key_name"]);
+    expect(csvRows[0]).toHaveLength(csv.out.split("\r\n")[0]!.split(",").length); // key_name added once, in the CSV's header only
+    // --key: the rows of the keys covered are named too.
+    const one = JSON.parse((await report(["--group", group, "--key", "team-b", "--format", "json"])).out) as { data: Record<string, unknown>[] };
+    expect(one.data.map((r) => r.key_name)).toEqual(["team-b"]);
   });
 
   it("a table with key names and a TOTAL line; --key by name; --group day", async () => {
